@@ -1,0 +1,65 @@
+"""Reorientation to the closest canonical (RAS) voxel axes and back, tensor components included.
+
+Flipping or permuting voxel axes changes the frame the tensor components are expressed in, so the
+components are transformed with the same signed permutation (D' = P D P^T).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel.orientations as nio
+import numpy as np
+
+from . import tensors
+from .volume import Volume
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """Maps a volume of a given storage order to canonical axes (`apply`) and back (`undo`)."""
+
+    ornt: np.ndarray  # nibabel orientation: for each input axis, (output axis, flip)
+
+    @classmethod
+    def to_canonical(cls, affine) -> "Reorientation":
+        current = nio.io_orientation(np.asarray(affine))
+        return cls(nio.ornt_transform(current, nio.axcodes2ornt("RAS")))
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(np.array_equal(self.ornt, [[0, 1], [1, 1], [2, 1]]))
+
+    def inverse(self) -> "Reorientation":
+        inv = np.zeros_like(self.ornt)
+        for src, (dst, flip) in enumerate(self.ornt):
+            inv[int(dst)] = (src, flip)
+        return Reorientation(inv)
+
+    def signed_permutation(self) -> np.ndarray:
+        """3x3 P with new_axis_vector = P @ old_axis_vector."""
+        p = np.zeros((3, 3))
+        for src, (dst, flip) in enumerate(self.ornt):
+            p[int(dst), src] = flip
+        return p
+
+    def apply(self, vol: Volume) -> Volume:
+        if self.is_identity:
+            return vol
+        data = nio.apply_orientation(vol.data, self.ornt)
+        affine = vol.affine @ nio.inv_ornt_aff(self.ornt, vol.shape3)
+        bvecs = vol.bvecs
+        if vol.kind == "tensor":
+            data = tensors.rotate(data, self.signed_permutation())
+        if bvecs is not None:
+            bvecs = bvecs @ self.signed_permutation().T
+        return vol.replace(data=np.ascontiguousarray(data), affine=affine, bvecs=bvecs)
+
+    def undo(self, vol: Volume) -> Volume:
+        return self.inverse().apply(vol)
+
+
+def reorient(vol: Volume, axcodes: str) -> Volume:
+    """The same image re-stored with voxel axes `axcodes` (e.g. "LAS", "PSR"): for tests and tools."""
+    ornt = nio.ornt_transform(nio.io_orientation(vol.affine), nio.axcodes2ornt(tuple(axcodes)))
+    return Reorientation(ornt).apply(vol)

@@ -1,0 +1,131 @@
+"""Tensor algebra on (...,6) arrays in the NIfTI lower-triangular order Dxx,Dxy,Dyy,Dxz,Dyz,Dzz.
+
+Invariants (eigen, FA, MD, colour FA), positive-definite projection, log-Euclidean maps, component
+reordering for other file conventions, rotation of the frame, and the plausible-voxel test of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# (row, col) of each stored element, NIfTI SYMMATRIX lower-triangular order.
+LOWER_TRIANGULAR = ((0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2))
+# Other on-disk orders, as index lists into the lower-triangular order.
+ORDERS = {
+    "nifti": (0, 1, 2, 3, 4, 5),  # Dxx Dxy Dyy Dxz Dyz Dzz
+    "fsl": (0, 1, 3, 2, 4, 5),  # Dxx Dxy Dxz Dyy Dyz Dzz
+    "mrtrix": (0, 2, 5, 1, 3, 4),  # Dxx Dyy Dzz Dxy Dxz Dyz
+}
+# Off-diagonal elements appear twice in the full matrix: weight for Frobenius norms.
+ELEMENT_WEIGHTS = np.array([1.0, 2.0, 1.0, 2.0, 2.0, 1.0])
+
+PLAUSIBLE_RANGE = (-1e-3, 5e-3)  # mm^2/s: eigenvalues outside mean a failed fit (DESIGN.md)
+INPUT_CLIP = (0.0, 4e-3)  # mm^2/s: clipping for method inputs and training targets
+
+
+def to_order(t: np.ndarray, order: str) -> np.ndarray:
+    """Lower-triangular -> file order `order` ("nifti", "fsl", "mrtrix")."""
+    return t[..., list(ORDERS[order])]
+
+
+def from_order(t: np.ndarray, order: str) -> np.ndarray:
+    """File order `order` -> lower-triangular."""
+    return t[..., list(np.argsort(ORDERS[order]))]
+
+
+def to_matrix(t: np.ndarray) -> np.ndarray:
+    """(...,6) -> (...,3,3) symmetric."""
+    t = np.asarray(t)
+    m = np.empty(t.shape[:-1] + (3, 3), dtype=t.dtype)
+    for k, (i, j) in enumerate(LOWER_TRIANGULAR):
+        m[..., i, j] = t[..., k]
+        m[..., j, i] = t[..., k]
+    return m
+
+
+def from_matrix(m: np.ndarray) -> np.ndarray:
+    """(...,3,3) -> (...,6), symmetrising."""
+    m = np.asarray(m)
+    return np.stack([(m[..., i, j] + m[..., j, i]) / 2 for i, j in LOWER_TRIANGULAR], axis=-1)
+
+
+def eig(t: np.ndarray):
+    """Eigenvalues (descending) and eigenvectors (columns) of each tensor; non-finite tensors give NaN."""
+    t = np.asarray(t, dtype=np.float64)
+    finite = np.isfinite(t).all(axis=-1)
+    m = to_matrix(np.where(finite[..., None], t, 0.0))
+    w, v = np.linalg.eigh(m)
+    w, v = w[..., ::-1], v[..., :, ::-1]
+    w[~finite] = np.nan
+    v[~finite] = np.nan
+    return w, v
+
+
+def md(t: np.ndarray) -> np.ndarray:
+    """Mean diffusivity (trace / 3)."""
+    return (t[..., 0] + t[..., 2] + t[..., 5]) / 3.0
+
+
+def fa_from_evals(w: np.ndarray) -> np.ndarray:
+    mean = w.mean(axis=-1, keepdims=True)
+    num = ((w - mean) ** 2).sum(axis=-1)
+    den = (w**2).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fa = np.sqrt(1.5 * num / den)
+    return np.clip(np.nan_to_num(fa, nan=0.0), 0.0, 1.0)
+
+
+def fa(t: np.ndarray) -> np.ndarray:
+    """Fractional anisotropy in [0,1]; 0 where the tensor is zero or not finite."""
+    return fa_from_evals(eig(t)[0])
+
+
+def color_fa(t: np.ndarray) -> np.ndarray:
+    """RGB = FA * |principal eigenvector| (voxel axes), (...,3) in [0,1]."""
+    w, v = eig(t)
+    rgb = np.abs(v[..., :, 0]) * fa_from_evals(w)[..., None]
+    return np.clip(np.nan_to_num(rgb), 0.0, 1.0)
+
+
+def rebuild(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(...,6) from eigenvalues w (...,3) and eigenvectors v (...,3,3)."""
+    return from_matrix(np.einsum("...ik,...k,...jk->...ij", v, w, v))
+
+
+def clip_eigenvalues(t: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip every eigenvalue into [lo, hi]; non-finite tensors become zero."""
+    w, v = eig(t)
+    finite = np.isfinite(w).all(axis=-1)
+    out = rebuild(np.clip(np.nan_to_num(w), lo, hi), np.nan_to_num(v))
+    out[~finite] = 0.0
+    return out.astype(np.asarray(t).dtype, copy=False)
+
+
+def project_pd(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Nearest positive-definite tensor (eigenvalues raised to at least `floor`)."""
+    w, v = eig(t)
+    return rebuild(np.maximum(np.nan_to_num(w, nan=floor), floor), np.nan_to_num(v))
+
+
+def logm(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Log-Euclidean map: matrix log of the PD projection of each tensor."""
+    w, v = eig(t)
+    return rebuild(np.log(np.maximum(np.nan_to_num(w, nan=floor), floor)), np.nan_to_num(v))
+
+
+def expm(t: np.ndarray) -> np.ndarray:
+    """Inverse of `logm`: matrix exponential of symmetric tensors."""
+    w, v = eig(t)
+    return rebuild(np.exp(w), v)
+
+
+def plausible(t: np.ndarray, lo: float = PLAUSIBLE_RANGE[0], hi: float = PLAUSIBLE_RANGE[1]) -> np.ndarray:
+    """True where the tensor is finite and its eigenvalues lie in [lo, hi] (a successful fit)."""
+    w, _ = eig(t)
+    return np.isfinite(w).all(axis=-1) & (w >= lo).all(axis=-1) & (w <= hi).all(axis=-1)
+
+
+def rotate(t: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """Express tensors in a new frame: D' = R D R^T for a 3x3 R (new axes from old)."""
+    m = to_matrix(t)
+    return from_matrix(np.einsum("ij,...jk,lk->...il", rot, m, rot)).astype(np.asarray(t).dtype, copy=False)

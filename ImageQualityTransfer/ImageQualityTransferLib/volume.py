@@ -1,0 +1,59 @@
+"""`Volume`: a voxel array with its voxel-to-world affine, the unit every engine part exchanges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("scalar", "mask", "tensor", "dwi")
+
+
+@dataclass
+class Volume:
+    """Array + 4x4 voxel->RAS(mm) affine.
+
+    kind:
+      - "tensor": data (X,Y,Z,6) float, lower-triangular order Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, mm^2/s,
+        components in the voxel axes of this volume (DESIGN.md);
+      - "dwi": data (X,Y,Z,N) with `bvals` (N,) and `bvecs` (N,3) in voxel axes;
+      - "scalar": (X,Y,Z) or (X,Y,Z,K); "mask": (X,Y,Z) bool.
+    meta: what the source said (path, original component order, ...), carried along for writing back.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    kind: str = "scalar"
+    bvals: np.ndarray | None = None
+    bvecs: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.data.ndim < 3:
+            raise ValueError(f"a volume needs at least 3 dimensions, got shape {self.data.shape}")
+        if self.kind == "tensor" and (self.data.ndim != 4 or self.data.shape[3] != 6):
+            raise ValueError(f"a tensor volume has shape (X,Y,Z,6), got {self.data.shape}")
+
+    @property
+    def shape3(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape[:3])
+
+    @property
+    def voxel_size(self) -> np.ndarray:
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+    def replace(self, data=None, affine=None, kind=None, **changes) -> "Volume":
+        """A new Volume with some fields replaced (the original is never modified)."""
+        return Volume(
+            data=self.data if data is None else data,
+            affine=self.affine if affine is None else affine,
+            kind=self.kind if kind is None else kind,
+            bvals=changes.get("bvals", self.bvals),
+            bvecs=changes.get("bvecs", self.bvecs),
+            meta=dict(changes.get("meta", self.meta)),
+        )

@@ -1,0 +1,277 @@
+"""`iqt`: the command line for fitting, degrading, upsampling, evaluating, benchmarking and the demo.
+
+Bad input prints one line on stderr naming the problem and the fix, exits with status 2 and writes no
+output file (writers are atomic and outputs are checked before any work starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import IQTError
+
+TENSOR_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _check_output(path, suffixes=NIFTI_SUFFIXES, what="output") -> Path:
+    p = Path(path)
+    if not str(p).lower().endswith(suffixes):
+        raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}")
+    if not p.parent.exists():
+        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
+    return p
+
+
+def _factor(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"factor must be an integer such as 2 or 3, got {value!r}") from None
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_fit(args):
+    from . import io
+    from .dti import brain_mask, fit_dti
+
+    out = _check_output(args.output, TENSOR_SUFFIXES)
+    dwi = io.load_dwi(args.dwi, args.bval, args.bvec)
+    mask = io.load_mask(args.mask, dwi) if args.mask else brain_mask(dwi)
+    io.save_tensor(fit_dti(dwi, mask), out)
+    if args.mask_out:
+        io.save_mask(mask, _check_output(args.mask_out, what="mask"))
+    print(f"wrote {out}")
+
+
+def cmd_mask(args):
+    from . import io
+    from .dti import brain_mask
+
+    out = _check_output(args.output, what="mask")
+    mask = brain_mask(io.load_dwi(args.dwi, args.bval, args.bvec))
+    io.save_mask(mask, out)
+    print(f"wrote {out} ({int(mask.data.sum())} voxels)")
+
+
+def cmd_degrade(args):
+    from . import degrade, grid, io
+    from .dti import brain_mask
+
+    r = grid.check_factor(args.factor)
+    shift = tuple(int(s) for s in args.shift.split(","))
+    if len(shift) != 3 or any(not 0 <= s < r for s in shift):
+        raise IQTError(f"--shift {args.shift}: give three integers in [0, {r - 1}] separated by commas, e.g. 0,1,0")
+    out = _check_output(args.output, TENSOR_SUFFIXES)
+    mask_out = _check_output(args.mask_out, what="mask") if args.mask_out else None
+    dwi = io.load_dwi(args.dwi, args.bval, args.bvec)
+    mask = io.load_mask(args.mask, dwi) if args.mask else brain_mask(dwi)
+    pair = degrade.degrade(dwi, mask.data, r, shift)
+    io.save_tensor(pair.tensor, out)
+    if mask_out:
+        io.save_mask(pair.mask, mask_out)
+    print(f"wrote {out} {pair.tensor.shape3}")
+
+
+def cmd_upsample(args):
+    from . import grid, io, methods
+
+    r = grid.check_factor(args.factor)
+    method = methods.get(args.method or methods.default_method(), model=args.model)
+    out = _check_output(args.output, TENSOR_SUFFIXES)
+    if args.uncertainty:
+        if not method.gives_uncertainty:
+            with_unc = [m["name"] for m in methods.describe() if m["uncertainty"]]
+            raise IQTError(
+                f"method {method.name!r} gives no uncertainty; drop --uncertainty"
+                + (f" or choose one of: {', '.join(with_unc)}" if with_unc else "")
+            )
+        unc_out = _check_output(args.uncertainty, what="uncertainty")
+    lr = io.load_tensor(args.input, args.tensor_order)
+    mask = io.load_mask(args.mask, lr, r) if args.mask else None
+    if mask is not None and mask.shape3 != lr.shape3:
+        from .degrade import block_average
+
+        mask = lr.replace(data=block_average(mask.data.astype("float32"), r) > 0.5, kind="mask")
+    pred = method.predict(lr, r, mask)
+    io.save_tensor(pred.tensor, out)
+    if args.uncertainty:
+        io.save_scalar(pred.uncertainty["std"], unc_out)
+    print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
+
+
+def cmd_evaluate(args):
+    import numpy as np
+
+    from . import degrade, evaluation, grid, io
+
+    r = grid.check_factor(args.factor)
+    pred = io.load_tensor(args.pred, args.tensor_order)
+    truth = io.load_tensor(args.truth, args.tensor_order)
+    mask = io.load_mask(args.mask, truth)
+    shape = pred.shape3
+    if any(t < p or t - p >= r for t, p in zip(truth.shape3, shape)) or any(s % r for s in shape):
+        raise IQTError(
+            f"the prediction {shape} is not the factor-{r} grid of the reference {truth.shape3}; "
+            f"give the output of 'iqt upsample' on 'iqt degrade' of the same subject with the same --factor"
+        )
+    t = degrade.hr_crop(truth.data, r)
+    m = degrade.hr_crop(mask.data, r)
+    lr_mask = degrade.block_average(m.astype(np.float32), r) > 0.5
+    unc = io.load_scalar(args.uncertainty).data if args.uncertainty else None
+    if unc is not None and unc.shape[:3] != shape:
+        raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
+    floor = None
+    if args.dwi:
+        dwi = io.load_dwi(args.dwi, args.bval, args.bvec)
+        if dwi.shape3 != truth.shape3:
+            raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
+        floor = evaluation.noise_floor(degrade.hr_crop(dwi.data, r), dwi.bvals, dwi.bvecs, t, m)
+    result = evaluation.evaluate(pred.data, t, m, lr_mask, r, uncertainty=unc, floor_std=floor)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    for region in ("interior", "exterior"):
+        row = result[region]
+        extra = "".join(f", {k} {row[k]:.3f}" for k in ("noise_floor", "spearman", "within_2sigma") if row.get(k) is not None)
+        print(f"{region}: DT-RMSE {row['dt_rmse']:.3f} (1e-5 mm^2/s), FA RMSE {row['fa_rmse']:.4f}, "
+              f"MD RMSE {row['md_rmse']:.3f}, PSNR {row['psnr']:.2f} dB, {row['n_voxels']} voxels{extra}")
+
+
+def cmd_benchmark(args):
+    from . import benchmark, methods
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else methods.names()
+    for n in names:
+        methods.get(n)
+    if args.speed:
+        rows = benchmark.speed(names)
+        print(benchmark.speed_table(rows))
+    else:
+        if not args.subjects:
+            raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
+        rows = benchmark.run(args.subjects, names, args.factor, progress=True)
+        print(benchmark.markdown_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
+
+
+def cmd_demo(args):
+    from . import demo
+
+    demo.run(out_dir=args.output, subject_dir=args.subject, factor=args.factor, method_names=args.methods)
+
+
+def cmd_methods(args):
+    from . import methods
+
+    default = methods.default_method()
+    for m in methods.describe():
+        flags = ("uncertainty" if m["uncertainty"] else "no uncertainty") + (", learned" if m["learned"] else "")
+        star = " (default)" if m["name"] == default else ""
+        print(f"{m['name']:<18} {m['description']} [{flags}]{star}")
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iqt", description="Image Quality Transfer for diffusion MRI (DTI super-resolution with uncertainty).")
+    p.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def dwi_args(sp):
+        sp.add_argument("dwi", help="4D DWI NIfTI")
+        sp.add_argument("--bval", help="FSL b-values (default: beside the DWI)")
+        sp.add_argument("--bvec", help="FSL b-vectors (default: beside the DWI)")
+
+    sp = sub.add_parser("fit", help="fit DTI (dipy WLS) to a DWI series")
+    dwi_args(sp)
+    sp.add_argument("--mask", help="brain mask (default: median Otsu on the b0)")
+    sp.add_argument("--mask-out", help="also write the brain mask used")
+    sp.add_argument("-o", "--output", required=True, help="tensor output (.nii.gz SYMMATRIX or .nrrd)")
+    sp.set_defaults(func=cmd_fit)
+
+    sp = sub.add_parser("mask", help="brain mask from the b0 (median Otsu)")
+    dwi_args(sp)
+    sp.add_argument("-o", "--output", required=True)
+    sp.set_defaults(func=cmd_mask)
+
+    sp = sub.add_parser("degrade", help="synthetic low quality: block-average DWIs by the factor, then fit DTI")
+    dwi_args(sp)
+    sp.add_argument("--mask", help="high-res brain mask (default: median Otsu)")
+    sp.add_argument("--factor", type=_factor, default=2)
+    sp.add_argument("--shift", default="0,0,0", help="block shift i,j,k in [0, factor-1] (default 0,0,0)")
+    sp.add_argument("--mask-out", help="also write the low-res mask (block majority)")
+    sp.add_argument("-o", "--output", required=True, help="low-res tensor output")
+    sp.set_defaults(func=cmd_degrade)
+
+    sp = sub.add_parser("upsample", help="high-resolution tensors from a low-resolution DTI volume")
+    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
+    sp.add_argument("-o", "--output", required=True, help="high-res tensor output (.nii.gz, or .nrrd for Slicer)")
+    sp.add_argument("--method", help="method name (see 'iqt methods'; default: the best shipped)")
+    sp.add_argument("--factor", type=_factor, default=2)
+    sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
+    sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty)")
+    sp.add_argument("--model", help="model file to use instead of the shipped one (learned methods)")
+    sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix"], help="component order of a 4D input")
+    sp.set_defaults(func=cmd_upsample)
+
+    sp = sub.add_parser("evaluate", help="DT-RMSE, FA/MD errors, PSNR per region (and uncertainty calibration)")
+    sp.add_argument("--pred", required=True, help="high-res prediction")
+    sp.add_argument("--truth", required=True, help="high-res reference tensors")
+    sp.add_argument("--mask", required=True, help="high-res brain mask")
+    sp.add_argument("--factor", type=_factor, default=2)
+    sp.add_argument("--uncertainty", help="per-voxel standard deviation map of the prediction")
+    sp.add_argument("--dwi", help="the reference's DWI, to report its noise floor beside the errors")
+    sp.add_argument("--bval")
+    sp.add_argument("--bvec")
+    sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix"])
+    sp.add_argument("--json", help="also write the metrics as JSON")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("benchmark", help="the whole protocol on subject folders, or --speed on an HCP-sized volume")
+    sp.add_argument("subjects", nargs="*", help="folders holding dwi.nii.gz, dwi.bval, dwi.bvec")
+    sp.add_argument("--methods", help="comma-separated method names (default: all); cubic is always included")
+    sp.add_argument("--factor", type=_factor, default=2)
+    sp.add_argument("--speed", action="store_true", help="time 'iqt upsample' end to end on a 72x87x72 low-res volume")
+    sp.add_argument("--json", help="also write the rows as JSON")
+    sp.set_defaults(func=cmd_benchmark)
+
+    sp = sub.add_parser("demo", help="the main job on a built-in phantom (or --subject DIR): every method, metrics and a figure")
+    sp.add_argument("--subject", help="run on this subject folder instead of the phantom")
+    sp.add_argument("-o", "--output", default="iqt-demo", help="output folder (default ./iqt-demo)")
+    sp.add_argument("--factor", type=_factor, default=2)
+    sp.add_argument("--methods", help="comma-separated method names (default: all)")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("methods", help="list the methods")
+    sp.set_defaults(func=cmd_methods)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except IQTError as exc:
+        print(f"iqt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iqt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
+        if args.debug or os.environ.get("IQT_DEBUG"):
+            raise
+        print(f"iqt: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Slicer tensor NRRD I/O and MRML conversions, checked against real slicer-core classes (no mocks).
+
+Conventions under test (DESIGN.md): Volume tensors are (X,Y,Z,6) lower-triangular in voxel axes; Slicer
+keeps DTI components in IJK axes with measurement frame = IJK->RAS rotation.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import io, tensors
+from ImageQualityTransferLib.errors import IQTError
+from ImageQualityTransferLib.nrrd_io import direction_rotation, load_tensor_nrrd, save_tensor_nrrd
+from ImageQualityTransferLib.volume import Volume
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+nrrd = pytest.importorskip("nrrd")
+vtk = pytest.importorskip("vtk")
+from vtk.util import numpy_support as ns  # noqa: E402
+
+from ImageQualityTransferLib import mrml  # noqa: E402
+
+SHAPE = (5, 4, 3)
+
+
+def rot(ax, ay, az):
+    """Rotation from Euler angles in degrees (x, then y, then z)."""
+    a, b, c = np.radians([ax, ay, az])
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def make_affine(direction, spacing, origin):
+    a = np.eye(4)
+    a[:3, :3] = np.asarray(direction, float) * np.asarray(spacing, float)
+    a[:3, 3] = origin
+    return a
+
+
+LAS = np.diag([-1.0, 1.0, 1.0])
+# sagittal storage: i -> posterior, j -> superior, k -> right
+PSR = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+AFFINES = {
+    "las_oblique_aniso": make_affine(rot(12, -20, 33) @ LAS, (1.25, 2.0, 3.5), (-40.0, 12.5, 7.0)),
+    "psr": make_affine(PSR, (3.0, 1.5, 2.0), (10.0, -20.0, 30.0)),
+    "psr_oblique": make_affine(rot(-8, 15, 5) @ PSR, (2.5, 2.5, 1.0), (0.5, 60.0, -22.0)),
+}
+
+
+def random_tensors(shape=SHAPE, seed=0):
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=shape + (3, 3))
+    spd = np.einsum("...ij,...kj->...ik", m, m) * 1e-3 + 1e-4 * np.eye(3)
+    return tensors.from_matrix(spd).astype(np.float32)
+
+
+def tensor_volume(key, seed=0):
+    return Volume(random_tensors(seed=seed), AFFINES[key], "tensor")
+
+
+def node_arrays(node):
+    """Copies of everything a conversion could touch: tensors, IJKToRAS, measurement frame."""
+    ijk, mf = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk)
+    node.GetMeasurementFrameMatrix(mf)
+    image = node.GetImageData()
+    t = np.array(ns.vtk_to_numpy(image.GetPointData().GetTensors()), copy=True)
+    return t, mrml._matrix_to_numpy(ijk), mrml._matrix_to_numpy(mf), image.GetDimensions(), node.GetMTime()
+
+
+def assert_same(a: Volume, b: Volume, atol=0.0):
+    assert a.kind == b.kind == "tensor"
+    assert a.shape3 == b.shape3
+    np.testing.assert_allclose(a.affine, b.affine, rtol=0, atol=1e-12)
+    if atol == 0.0:
+        np.testing.assert_array_equal(a.data, b.data)
+    else:
+        np.testing.assert_allclose(a.data, b.data, rtol=0, atol=atol)
+
+
+def on_grid_of(b: Volume, a: Volume) -> Volume:
+    """b resampled onto a's grid when the two grids differ only by flips/permutations of the voxel axes
+    (components re-expressed in a's voxel axes): a storage-order change, not a physical one."""
+    m = np.linalg.solve(b.affine, a.affine)
+    p, t = np.round(m[:3, :3]), np.round(m[:3, 3])
+    np.testing.assert_allclose(m[:3], np.column_stack([p, t]), atol=1e-9)
+    assert sorted(np.abs(p).sum(axis=0)) == [1, 1, 1], "not a signed permutation"
+    idx = p.astype(int) @ np.indices(a.shape3).reshape(3, -1) + t.astype(int)[:, None]
+    data = b.data[idx[0], idx[1], idx[2]].reshape(a.shape3 + (6,))
+    return Volume(tensors.rotate(data.astype(np.float64), p.T), b.affine @ m, "tensor", meta=b.meta)
+
+
+def read_with_storage_node(scene, path):
+    node = slicer.vtkMRMLDiffusionTensorVolumeNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLNRRDStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node) == 1
+    return node
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+# ---------------------------------------------------------------- file round trips
+
+
+@pytest.mark.parametrize("key", sorted(AFFINES))
+def test_nrrd_round_trip_identical(tmp_path, key):
+    vol = tensor_volume(key)
+    path = tmp_path / "dti.nrrd"
+    save_tensor_nrrd(vol, path)
+    back = load_tensor_nrrd(path)
+    assert_same(vol, back)
+    assert back.meta["reoriented_components"] is False
+    hdr = nrrd.read_header(str(path))
+    assert hdr["kinds"] == ["3D-matrix", "domain", "domain", "domain"]
+    assert hdr["space"] == "right-anterior-superior"
+    np.testing.assert_allclose(hdr["measurement frame"].T, direction_rotation(vol.affine), atol=1e-15)
+    assert not list(tmp_path.glob(".iqt-*")), "temporary files left behind"
+
+
+def test_nhdr_and_io_dispatch(tmp_path):
+    vol = tensor_volume("psr_oblique", seed=3)
+    io.save_tensor(vol, tmp_path / "dti.nhdr")
+    assert (tmp_path / "dti.raw.gz").exists()
+    assert_same(vol, io.load_tensor(tmp_path / "dti.nhdr"))
+    save_tensor_nrrd(vol, tmp_path / "raw.nrrd", compress=False)
+    assert_same(vol, io.load_tensor(tmp_path / "raw.nrrd"))
+
+
+@pytest.mark.parametrize("key", sorted(AFFINES))
+def test_written_nrrd_loads_in_slicer(tmp_path, scene, key):
+    vol = tensor_volume(key, seed=1)
+    path = tmp_path / "dti.nrrd"
+    save_tensor_nrrd(vol, path)
+    node = read_with_storage_node(scene, path)
+    got = mrml.tensor_volume_from_node(node)
+    assert_same(vol, got)
+    # Slicer holds exactly our components (IJK axes) and measurement frame (IJK->RAS rotation)
+    t9, ijk, mf, dims, _ = node_arrays(node)
+    assert dims == vol.shape3
+    np.testing.assert_allclose(ijk, vol.affine, atol=1e-12)
+    np.testing.assert_allclose(mf[:3, :3], direction_rotation(vol.affine), atol=1e-12)
+    expect9 = tensors.to_matrix(vol.data).reshape(vol.shape3 + (9,)).transpose(2, 1, 0, 3).reshape(-1, 9)
+    np.testing.assert_array_equal(t9, expect9)
+
+
+def test_written_nrrd_loads_through_volumes_logic(tmp_path, scene):
+    if not hasattr(slicer, "vtkSlicerVolumesLogic"):
+        pytest.skip("vtkSlicerVolumesLogic is not in this MRML build")
+    vol = tensor_volume("psr_oblique", seed=2)
+    path = tmp_path / "dti.nrrd"
+    save_tensor_nrrd(vol, path)
+    logic = slicer.vtkSlicerVolumesLogic()
+    logic.SetMRMLScene(scene)
+    node = logic.AddArchetypeVolume(str(path), "dti")
+    assert node is not None and node.IsA("vtkMRMLDiffusionTensorVolumeNode")
+    got = mrml.tensor_volume_from_node(node)
+    # this reader may store a left-handed grid with its last axis reversed (the node's measurement frame then
+    # differs from its direction matrix): the same physical tensors on the same voxels
+    assert_same(vol, on_grid_of(got, vol), atol=1e-9)
+
+
+@pytest.mark.parametrize("key", sorted(AFFINES))
+def test_node_written_by_slicer_reads_back(tmp_path, scene, key):
+    vol = tensor_volume(key, seed=4)
+    node = mrml.add_tensor_node(scene, vol, "dti")
+    storage = slicer.vtkMRMLNRRDStorageNode()
+    scene.AddNode(storage)
+    path = tmp_path / "slicer.nrrd"
+    storage.SetFileName(str(path))
+    assert storage.WriteData(node) == 1
+    assert_same(vol, load_tensor_nrrd(path))
+
+
+# ---------------------------------------------------------------- MRML round trips
+
+
+@pytest.mark.parametrize("key", sorted(AFFINES))
+def test_add_tensor_node_round_trip(scene, key):
+    vol = tensor_volume(key, seed=5)
+    node = mrml.add_tensor_node(scene, vol, "IQT output")
+    assert node.GetScene() is scene and node.GetName().startswith("IQT output")
+    disp = node.GetDisplayNode()
+    assert disp is not None and disp.IsA("vtkMRMLDiffusionTensorVolumeDisplayNode")
+    glyphs = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    glyphs = [g for g in glyphs if g.IsA("vtkMRMLDiffusionTensorVolumeSliceDisplayNode")]
+    assert len(glyphs) == 3 and all(g.GetDiffusionTensorDisplayPropertiesNode() is not None for g in glyphs)
+    _, ijk, mf, _, _ = node_arrays(node)
+    np.testing.assert_allclose(ijk, vol.affine, atol=1e-12)
+    np.testing.assert_allclose(mf[:3, :3], direction_rotation(vol.affine), atol=1e-12)
+    assert_same(vol, mrml.tensor_volume_from_node(node))
+
+
+def test_input_node_is_never_modified(tmp_path, scene):
+    vol = tensor_volume("las_oblique_aniso", seed=6)
+    node = mrml.add_tensor_node(scene, vol, "in")
+    # a measurement frame other than R forces the re-expression path
+    r = direction_rotation(vol.affine)
+    mf = np.eye(4)
+    mf[:3, :3] = rot(30, 0, -10)
+    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))
+    before = node_arrays(node)
+    out = mrml.tensor_volume_from_node(node)
+    assert out.meta["reoriented_components"] is True
+    out.data[...] = 0.0  # the result must be a copy
+    after = node_arrays(node)
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(b, a)
+    # and the re-expression is the right one: D_ijk = R^-1 MF D MF^T R^-T
+    t = np.linalg.solve(r, mf[:3, :3])
+    np.testing.assert_allclose(mrml.tensor_volume_from_node(node).data, tensors.rotate(vol.data.astype(float), t), atol=1e-9)
+
+
+def test_scalar_and_mask_nodes(scene):
+    aff = AFFINES["psr_oblique"]
+    rng = np.random.default_rng(7)
+    fa = Volume(rng.random(SHAPE).astype(np.float32), aff, "scalar")
+    node = mrml.add_scalar_node(scene, fa, "FA")  # bare scene: no colour nodes at all
+    assert node.GetDisplayNode() is not None
+    back = mrml.scalar_volume_from_node(node)
+    np.testing.assert_array_equal(back.data, fa.data)
+    np.testing.assert_allclose(back.affine, aff, atol=1e-12)
+
+    mask = fa.data > 0.5
+    label = slicer.vtkMRMLLabelMapVolumeNode()
+    label.SetIJKToRASMatrix(mrml._numpy_to_matrix(aff))
+    label.SetAndObserveImageData(mrml._image_data(mask.astype(np.int16)[..., None], as_tensors=False))
+    scene.AddNode(label)
+    m = mrml.mask_from_node(label)
+    assert m.kind == "mask" and m.data.dtype == bool
+    np.testing.assert_array_equal(m.data, mask)
+    with pytest.raises(IQTError, match="empty"):
+        mrml.mask_from_node(mrml.add_scalar_node(scene, fa.replace(data=np.zeros(SHAPE, np.float32)), "zero"))
+    with pytest.raises(IQTError, match="tensor"):
+        mrml.tensor_volume_from_node(node)
+
+
+def test_scalar_colormap_choice(scene):
+    vol = Volume(np.ones(SHAPE, np.float32), np.eye(4), "scalar")
+    colors = slicer.vtkSlicerColorLogic()
+    colors.SetMRMLScene(scene)  # procedural tables only (no application): falls back to grey
+    node = mrml.add_scalar_node(scene, vol, "u")
+    assert node.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeGrey"
+    inferno = slicer.vtkMRMLColorTableNode()
+    inferno.SetName("Inferno")
+    inferno.SetTypeToGrey()
+    scene.AddNode(inferno)
+    node = mrml.add_scalar_node(scene, vol, "u")
+    assert node.GetDisplayNode().GetColorNodeID() == inferno.GetID()
+
+
+# ---------------------------------------------------------------- other frames Slicer may hand us
+
+
+@pytest.mark.parametrize("kind", ["3D-symmetric-matrix", "3D-masked-symmetric-matrix", "3D-matrix"])
+@pytest.mark.parametrize("space", ["right-anterior-superior", "left-posterior-superior"])
+def test_foreign_frame_matches_slicer_reader(tmp_path, scene, kind, space):
+    """Components in an arbitrary measurement frame: ours and Slicer's reader (+ node conversion) agree."""
+    vol = tensor_volume("las_oblique_aniso", seed=8)
+    r = direction_rotation(vol.affine)
+    mf_ras = rot(25, 40, -15)
+    # file components: D_file = MF^-1 D_RAS MF^-T with D_RAS = R D_ijk R^T
+    d_file = tensors.rotate(tensors.rotate(vol.data.astype(float), r), np.linalg.inv(mf_ras))
+    flip = np.array([-1.0, -1.0, 1.0]) if space.startswith("left") else np.ones(3)
+    if kind == "3D-matrix":
+        comps = tensors.to_matrix(d_file).reshape(SHAPE + (9,))
+    else:
+        comps = tensors.to_order(d_file, "fsl")
+        if kind.startswith("3D-masked"):
+            comps = np.concatenate([np.ones(SHAPE + (1,)), comps], axis=-1)
+    hdr = {
+        "type": "float",  # Slicer's reader rejects double for the symmetric kinds
+        "dimension": 4,
+        "space": space,
+        "kinds": [kind, "domain", "domain", "domain"],
+        "space directions": np.vstack([np.full(3, np.nan), (flip[:, None] * vol.affine[:3, :3]).T]),
+        "space origin": flip * vol.affine[:3, 3],
+        "measurement frame": (flip[:, None] * mf_ras).T,
+        "encoding": "gzip",
+    }
+    path = tmp_path / "foreign.nrrd"
+    nrrd.write(str(path), np.moveaxis(comps, -1, 0).astype(np.float32), hdr, index_order="F")
+    ours = load_tensor_nrrd(path)
+    assert ours.meta["reoriented_components"] is True
+    assert_same(vol, ours, atol=1e-8)  # float32 file, values up to 1e-2
+    via_slicer = mrml.tensor_volume_from_node(read_with_storage_node(scene, path))
+    assert_same(vol, via_slicer, atol=1e-8)
+    assert_same(ours, via_slicer, atol=1e-8)
+
+
+# ---------------------------------------------------------------- physics: left-right stays left-right
+
+
+def principal_ras(vol: Volume) -> np.ndarray:
+    """Principal eigenvector of every voxel mapped to RAS with the affine's rotation, (X,Y,Z,3)."""
+    _, v = tensors.eig(vol.data)
+    e1 = v[..., :, 0]
+    return np.einsum("ij,...j->...i", direction_rotation(vol.affine), e1)
+
+
+@pytest.mark.parametrize("key", ["las_oblique_aniso", "psr"])
+def test_left_right_stays_left_right(tmp_path, scene, key):
+    aff = AFFINES[key]
+    r = direction_rotation(aff)
+    d_ras = np.diag([1.7e-3, 0.3e-3, 0.2e-3])  # principal direction: RAS left-right
+    d_ijk = np.linalg.inv(r) @ d_ras @ np.linalg.inv(r).T
+    vol = Volume(np.broadcast_to(tensors.from_matrix(d_ijk), SHAPE + (6,)).astype(np.float32), aff, "tensor")
+    lr = np.array([1.0, 0.0, 0.0])
+    assert np.allclose(np.abs(principal_ras(vol) @ lr), 1.0, atol=1e-5)
+
+    path = tmp_path / "lr.nrrd"
+    save_tensor_nrrd(vol, path)
+    from_file = load_tensor_nrrd(path)
+    from_slicer_file = mrml.tensor_volume_from_node(read_with_storage_node(scene, path))
+    from_node = mrml.tensor_volume_from_node(mrml.add_tensor_node(scene, from_slicer_file, "lr"))
+    results = [from_file, from_slicer_file, from_node]
+    if hasattr(slicer, "vtkSlicerVolumesLogic"):  # a loader that may reverse an axis of a left-handed grid
+        logic = slicer.vtkSlicerVolumesLogic()
+        logic.SetMRMLScene(scene)
+        results.append(mrml.tensor_volume_from_node(logic.AddArchetypeVolume(str(path), "lr")))
+    for got in results:
+        assert np.allclose(np.abs(principal_ras(got) @ lr), 1.0, atol=1e-5)
+    # the same physics seen by Slicer: MF and components of the node give D_RAS directly
+    node = read_with_storage_node(scene, path)
+    t9, _, mf, _, _ = node_arrays(node)
+    d_node = t9[0].reshape(3, 3)
+    d_ras_slicer = mf[:3, :3] @ d_node @ mf[:3, :3].T
+    np.testing.assert_allclose(d_ras_slicer, d_ras, atol=1e-9)
+
+
+# ---------------------------------------------------------------- bad files
+
+
+def test_bad_files_raise_iqt_error(tmp_path):
+    vol = tensor_volume("psr", seed=9)
+    good = tmp_path / "good.nrrd"
+    save_tensor_nrrd(vol, good)
+    raw = good.read_bytes()
+    head, _, body = raw.partition(b"\n\n")
+
+    truncated = tmp_path / "truncated.nrrd"
+    truncated.write_bytes(raw[: len(head) + 2 + len(body) // 2])
+    with pytest.raises(IQTError, match="truncated or damaged"):
+        load_tensor_nrrd(truncated)
+
+    corrupted = tmp_path / "corrupted.nrrd"
+    corrupted.write_bytes(head + b"\n\n" + bytes(b ^ 0x5A for b in body))
+    with pytest.raises(IQTError, match="truncated or damaged"):
+        load_tensor_nrrd(corrupted)
+
+    garbage = tmp_path / "garbage.nrrd"
+    garbage.write_bytes(b"not a nrrd at all\n" + gzip.compress(b"x" * 100))
+    with pytest.raises(IQTError, match="cannot be read as NRRD"):
+        load_tensor_nrrd(garbage)
+
+    with pytest.raises(IQTError, match="not found"):
+        load_tensor_nrrd(tmp_path / "missing.nrrd")
+
+    scalar = tmp_path / "scalar.nrrd"
+    nrrd.write(str(scalar), np.zeros(SHAPE, np.float32), {"space": "right-anterior-superior"})
+    with pytest.raises(IQTError, match="not a diffusion tensor volume"):
+        load_tensor_nrrd(scalar)
+
+    dwi = tmp_path / "dwi.nrrd"
+    nrrd.write(
+        str(dwi),
+        np.zeros((7,) + SHAPE, np.float32),
+        {"kinds": ["list", "domain", "domain", "domain"], "modality": "DWMRI"},
+        custom_field_map={"modality": "string"},
+    )
+    with pytest.raises(IQTError, match="diffusion-weighted"):
+        load_tensor_nrrd(dwi)
+
+    bad_space = tmp_path / "scanner.nrrd"
+    bad_space.write_bytes(head.replace(b"space: right-anterior-superior", b"space: scanner-xyz") + b"\n\n" + body)
+    with pytest.raises(IQTError, match="space 'scanner-xyz' is not supported"):
+        load_tensor_nrrd(bad_space)

@@ -1,0 +1,360 @@
+"""The Slicer module, headless: its Qt-free processing on a real vtkMRMLScene (slicer-core, no mocks), the
+worker process, and static checks of the module file, its .ui, CMake lists and the Extensions Index file.
+
+The GUI itself (widgets, layouts, colour legend, SlicerDMRI hand-over) needs the Slicer application and is
+covered by the module's own self-test (ImageQualityTransferTest), not here.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import degrade, grid, tensors
+from ImageQualityTransferLib.nrrd_io import direction_rotation
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "ImageQualityTransfer"
+MODULE_PY = MODULE_DIR / "ImageQualityTransfer.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "ImageQualityTransfer.ui"
+LIB = MODULE_DIR / "ImageQualityTransferLib"
+FACTOR = 2
+
+
+# ---------------------------------------------------------------- static checks (no slicer needed)
+
+
+def module_tree():
+    return ast.parse(MODULE_PY.read_text())
+
+
+def test_module_top_level_imports_are_slicer_provided():
+    allowed = {"slicer", "vtk", "qt", "ctk", "SampleData", "PyTorchUtils"}
+    stdlib = set(sys.stdlib_module_names)
+    bad = []
+    for node in module_tree().body:  # top level only: imports inside functions are lazy
+        if isinstance(node, ast.Import):
+            roots = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            roots = [(node.module or "").split(".")[0]]
+        else:
+            continue
+        bad += [r for r in roots if r not in allowed and r not in stdlib]
+    assert not bad, f"top-level imports Slicer does not provide: {bad}"
+    src = MODULE_PY.read_text()
+    assert "ImageQualityTransferLib" in src  # the engine is used, lazily
+
+
+def test_module_follows_the_wizard_template():
+    tree = module_tree()
+    classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+    bases = {n: [ast.unparse(b) for b in c.bases] for n, c in classes.items()}
+    assert bases["ImageQualityTransfer"] == ["ScriptedLoadableModule"]
+    assert bases["ImageQualityTransferWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert bases["ImageQualityTransferLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["ImageQualityTransferTest"] == ["ScriptedLoadableModuleTest"]
+    decos = [ast.unparse(d) for d in classes["ImageQualityTransferParameterNode"].decorator_list]
+    assert decos == ["parameterNodeWrapper"]
+    src = MODULE_PY.read_text()
+    for needle in ("tryWithErrorDisplay", 'categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]',
+                   "Alexander", "Tanno", "2014", "2016", "2017", "describe()", "PyTorchUtils", "PythonSlicer",
+                   "AddDefaultColorLegendDisplayNode", "Inferno", "run_on_nodes"):
+        assert needle in src, needle
+    process = [f for f in ast.walk(classes["ImageQualityTransferLogic"]) if isinstance(f, ast.FunctionDef) and f.name == "process"][0]
+    args = [a.arg for a in process.args.args]
+    for a in ("inputNode", "outputNode", "method", "factor", "maskNode", "uncertaintyNode", "interpolatedNode",
+              "samples", "progressCallback"):
+        assert a in args, a
+
+
+def parameter_names() -> set[str]:
+    cls = [c for c in module_tree().body if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferParameterNode"][0]
+    return {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)}
+
+
+def ui_widgets() -> dict[str, ET.Element]:
+    root = ET.parse(UI_FILE).getroot()
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def test_ui_names_used_by_the_module_exist():
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_PY.read_text()))
+    assert used, "the module uses no ui widget?"
+    missing = used - set(ui_widgets())
+    assert not missing, f"widgets used in ImageQualityTransfer.py but absent from the .ui: {sorted(missing)}"
+
+
+def test_ui_parameter_names_match_the_parameter_node():
+    params = parameter_names()
+    bound = {}
+    for name, w in ui_widgets().items():
+        for p in w.findall("property"):
+            if p.get("name") == "SlicerParameterName":
+                bound[name] = p.find("string").text
+    assert bound, "no SlicerParameterName in the .ui"
+    unknown = {w: p for w, p in bound.items() if p not in params}
+    assert not unknown, f"SlicerParameterName without a parameter: {unknown}"
+    # every parameter except the method (combo filled from the engine at run time) has a widget
+    assert params - set(bound.values()) == {"method"}
+
+
+def test_ui_sections_and_controls():
+    widgets = ui_widgets()
+    for section in ("inputs", "method", "outputs", "display", "advanced"):
+        assert widgets[f"{section}CollapsibleButton"].get("class") == "ctkCollapsibleButton"
+    kinds = {n: w.get("class") for n, w in widgets.items()}
+    assert kinds["methodComboBox"] == "QComboBox" and kinds["methodDescriptionLabel"] == "QLabel"
+    assert kinds["progressBar"] == "QProgressBar" and kinds["statusLabel"] == "QLabel"
+    assert kinds["opacitySliderWidget"] == "ctkSliderWidget"
+    for b in ("applyButton", "compareButton", "tractographyButton"):
+        assert kinds[b] == "QPushButton"
+
+
+def cmake_sets(text: str) -> dict[str, str]:
+    return dict(re.findall(r'set\((EXTENSION_\w+)\s+"([^"]*)"\)', text))
+
+
+def test_cmake_lists_every_script_and_resource():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r"^\s+(ImageQualityTransferLib/\S+\.py)\s*$", text, re.M))
+    on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in LIB.rglob("*.py") if "__pycache__" not in p.parts}
+    assert on_disk - listed == set(), f"scripts missing from ImageQualityTransfer/CMakeLists.txt: {sorted(on_disk - listed)}"
+    assert listed - on_disk == set(), f"listed scripts that do not exist: {sorted(listed - on_disk)}"
+    for needle in ("slicerMacroBuildScriptedModule", "WITH_GENERIC_TESTS", "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)",
+                   "Resources/UI/${MODULE_NAME}.ui", "Resources/Icons/${MODULE_NAME}.png", "Resources/Models/*", "${MODULE_NAME}.py"):
+        assert needle in text, needle
+    from PIL import Image
+
+    with Image.open(MODULE_DIR / "Resources" / "Icons" / "ImageQualityTransfer.png") as im:
+        assert im.size == (128, 128)
+
+
+def test_extension_index_file_agrees_with_cmake():
+    entry = json.loads((REPO / "ImageQualityTransfer.json").read_text())
+    meta = cmake_sets((REPO / "CMakeLists.txt").read_text())
+    assert entry["$schema"] == (
+        "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json"
+    )
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies", "dicom_support_rule",
+               "build_subdirectory", "enabled", "tier"}  # the schema has additionalProperties: false
+    assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
+    assert entry["category"] == meta["EXTENSION_CATEGORY"] == "Diffusion"
+    assert entry["build_dependencies"] == meta["EXTENSION_DEPENDS"].split()
+    repo_url = entry["scm_url"].removesuffix(".git")
+    assert meta["EXTENSION_HOMEPAGE"].startswith(repo_url)
+    assert repo_url.split("github.com/")[1] in meta["EXTENSION_ICONURL"]
+    assert 1 <= entry["tier"] <= 5
+    for key in ("EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_SCREENSHOTURLS"):
+        assert meta.get(key), key
+
+
+# ---------------------------------------------------------------- real MRML (slicer-core)
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+vtk = pytest.importorskip("vtk")
+
+from ImageQualityTransferLib import mrml, slicer_processing  # noqa: E402
+from ImageQualityTransferLib.volume import Volume  # noqa: E402
+
+
+def node_state(node):
+    from vtk.util import numpy_support as ns
+
+    ijk, mf = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk)
+    node.GetMeasurementFrameMatrix(mf)
+    t = np.array(ns.vtk_to_numpy(node.GetImageData().GetPointData().GetTensors()), copy=True)
+    return t, mrml._matrix_to_numpy(ijk), mrml._matrix_to_numpy(mf)
+
+
+def principal_ras_from_node(node):
+    """Principal eigenvector in RAS straight from the node: D_RAS = MF D_node MF^T (Slicer's own reading)."""
+    t9, ijk, mf = node_state(node)
+    dims = node.GetImageData().GetDimensions()
+    d = t9.reshape(dims[2], dims[1], dims[0], 3, 3).transpose(2, 1, 0, 3, 4)
+    m = mf[:3, :3]
+    d_ras = np.einsum("ij,...jk,lk->...il", m, d, m)
+    _, v = np.linalg.eigh(d_ras)
+    return v[..., :, -1], ijk
+
+
+def cc_body_voxels(vol_affine, fa, mask, min_fa=0.45):
+    """High-FA voxels near the mid-sagittal plane, slightly superior to the centre of the brain mask."""
+    idx = np.argwhere(mask)
+    ras = (vol_affine[:3, :3] @ idx.T).T + vol_affine[:3, 3]
+    centre = ras.mean(axis=0)
+    vox = np.sqrt((vol_affine[:3, :3] ** 2).sum(axis=0))
+    near = (np.abs(ras[:, 0] - centre[0]) <= 1.5 * vox.max()) & (ras[:, 2] - centre[2] > 3) & (ras[:, 2] - centre[2] < 30) \
+        & (np.abs(ras[:, 1] - centre[1]) < 20)
+    cand = idx[near]
+    f = fa[tuple(cand.T)]
+    keep = cand[f > max(min_fa, np.percentile(f, 85))]
+    return keep
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture(scope="module")
+def lr_axial(request):
+    subj = request.getfixturevalue("axial_subject")
+    return degrade.degrade(subj.dwi, subj.mask.data, FACTOR)
+
+
+@pytest.fixture(scope="module")
+def lr_sagittal(request):
+    subj = request.getfixturevalue("sagittal_subject")
+    return degrade.degrade(subj.dwi, subj.mask.data, FACTOR)
+
+
+def test_run_on_nodes_real_subject(tmp_path, scene, lr_axial):
+    lr = lr_axial.tensor
+    in_node = mrml.add_tensor_node(scene, lr, "lowres")
+    mask_node = mrml.add_scalar_node(scene, Volume(lr_axial.mask.data.astype(np.uint8), lr.affine, "scalar"), "mask")
+    before = node_state(in_node)
+    mtime = in_node.GetImageData().GetMTime()
+    steps = []
+    nodes = slicer_processing.run_on_nodes(scene, in_node, "cubic", FACTOR, mask_node=mask_node, interpolate=True,
+                                           progress=lambda f, m: steps.append((f, m)))
+    out = nodes["tensor"]
+    assert out.GetClassName() == "vtkMRMLDiffusionTensorVolumeNode"
+    assert out.GetDisplayNode() is not None and out.GetDisplayNode().IsA("vtkMRMLDiffusionTensorVolumeDisplayNode")
+    assert nodes["interpolated"].GetClassName() == "vtkMRMLDiffusionTensorVolumeNode"
+    assert out is not in_node and nodes["interpolated"] is not out
+    # geometry: spacing / r, origin at the first high-res voxel centre, direction copied
+    in_dirs, out_dirs = np.zeros((3, 3)), np.zeros((3, 3))
+    in_node.GetIJKToRASDirections(in_dirs)
+    out.GetIJKToRASDirections(out_dirs)
+    np.testing.assert_allclose(out_dirs, in_dirs, atol=1e-12)
+    np.testing.assert_allclose(out.GetSpacing(), np.array(in_node.GetSpacing()) / FACTOR, rtol=1e-12)
+    np.testing.assert_allclose(out.GetOrigin(), grid.hr_affine(lr.affine, FACTOR)[:3, 3], atol=1e-9)
+    assert out.GetImageData().GetDimensions() == tuple(FACTOR * n for n in lr.shape3)
+    # the input node is unchanged
+    after = node_state(in_node)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    assert in_node.GetImageData().GetMTime() == mtime
+    assert [s[0] for s in steps if s[0] is not None][-1] == 1.0
+    # the result is what the engine gives on the Volume
+    expect = slicer_processing.methods_mod.get("cubic").predict(lr, FACTOR, mask=lr_axial.mask).tensor
+    got = mrml.tensor_volume_from_node(out)
+    np.testing.assert_allclose(got.data, expect.data, atol=1e-10)
+
+    # written by Slicer's NRRD storage node, read back by the Volumes logic as a DTI node with the same components
+    path = tmp_path / "iqt.nrrd"
+    storage = slicer.vtkMRMLNRRDStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.WriteData(out) == 1
+    logic = slicer.vtkSlicerVolumesLogic()
+    logic.SetMRMLScene(scene)
+    back = logic.AddArchetypeVolume(str(path), "back")
+    assert back is not None and back.IsA("vtkMRMLDiffusionTensorVolumeNode")
+    back_vol = mrml.tensor_volume_from_node(back)
+    if np.allclose(back_vol.affine, got.affine, atol=1e-6):
+        np.testing.assert_allclose(back_vol.data, got.data, atol=1e-12)
+    else:  # the reader may reverse an axis of a left-handed grid: same tensors in RAS at the same points
+        sys.path.insert(0, str(Path(__file__).parent))
+        from test_nrrd_mrml import on_grid_of
+
+        np.testing.assert_allclose(on_grid_of(back_vol, got).data, got.data, atol=1e-9)
+
+
+def test_existing_target_nodes_are_filled(scene, lr_axial):
+    lr = Volume(lr_axial.tensor.data[10:30, 10:30, 10:20], lr_axial.tensor.affine, "tensor")
+    in_node = mrml.add_tensor_node(scene, lr, "crop")
+    target = scene.AddNode(slicer.vtkMRMLDiffusionTensorVolumeNode())
+    target.SetName("my output")
+    n_before = scene.GetNumberOfNodesByClass("vtkMRMLDiffusionTensorVolumeNode")
+    nodes = slicer_processing.run_on_nodes(scene, in_node, "linear", FACTOR, targets={"tensor": target})
+    assert nodes["tensor"] is target and target.GetName() == "my output"
+    assert scene.GetNumberOfNodesByClass("vtkMRMLDiffusionTensorVolumeNode") == n_before
+    assert target.GetImageData().GetDimensions() == tuple(FACTOR * n for n in lr.shape3)
+    wrong = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    with pytest.raises(slicer_processing.IQTError, match="Create new"):
+        slicer_processing.run_on_nodes(scene, in_node, "linear", FACTOR, targets={"tensor": wrong})
+
+
+@pytest.mark.parametrize("which", ["axial", "sagittal"])
+def test_corpus_callosum_points_left_right(scene, which, request):
+    pair = request.getfixturevalue(f"lr_{which}")
+    in_node = mrml.add_tensor_node(scene, pair.tensor, which)
+    nodes = slicer_processing.run_on_nodes(scene, in_node, "cubic", FACTOR)
+    out = nodes["tensor"]
+    e1_ras, ijk = principal_ras_from_node(out)
+    hr_mask = pair.mask.data.repeat(FACTOR, 0).repeat(FACTOR, 1).repeat(FACTOR, 2)
+    fa = tensors.fa(mrml.tensor_volume_from_node(out).data)
+    cc = cc_body_voxels(ijk, fa, hr_mask)
+    assert len(cc) >= 10, f"found only {len(cc)} corpus callosum voxels"
+    lr_dot = np.abs(e1_ras[tuple(cc.T)][:, 0])
+    assert np.median(lr_dot) > 0.8, f"{which}: median |e1 . x_RAS| = {np.median(lr_dot):.2f} in the CC body"
+    # and the RAS reading matches the engine's own frame rule (components in voxel axes, rotated by R)
+    v = mrml.tensor_volume_from_node(out)
+    _, vec = tensors.eig(v.data[tuple(cc.T)])
+    e1_engine = (direction_rotation(v.affine) @ vec[:, :, 0].T).T
+    np.testing.assert_allclose(np.abs((e1_engine * e1_ras[tuple(cc.T)]).sum(axis=1)), 1.0, atol=1e-4)
+
+
+def test_dwi_node_is_fitted_first(scene, axial_subject):
+    """A vtkMRMLDiffusionWeightedVolumeNode (gradients in its measurement frame) gives the same tensors as the
+    engine's own fit of the same DWI."""
+    from vtk.util import numpy_support as ns
+
+    from ImageQualityTransferLib import dti
+
+    dwi = axial_subject.dwi
+    sub = Volume(np.ascontiguousarray(dwi.data[20:44, 20:44, 10:26]), dwi.affine, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs)
+    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
+    scene.AddNode(node)
+    image = mrml._image_data(sub.data.astype(np.float32), as_tensors=False)
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(sub.affine))
+    r = direction_rotation(sub.affine)
+    mf = np.eye(4)
+    mf[:3, :3] = r
+    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))  # gradients stored in IJK axes
+    node.SetAndObserveImageData(image)
+    node.SetNumberOfGradients(len(sub.bvals))
+    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(sub.bvecs, dtype=np.float64), deep=1))
+    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(sub.bvals, dtype=np.float64), deep=1))
+    back = slicer_processing.dwi_volume_from_node(node)
+    np.testing.assert_allclose(back.bvecs[sub.bvals > 50], sub.bvecs[sub.bvals > 50] /
+                               np.linalg.norm(sub.bvecs[sub.bvals > 50], axis=1, keepdims=True), atol=1e-9)
+    lr, mask = slicer_processing.input_volumes(node)
+    expect = dti.fit_dti(sub, mask)
+    np.testing.assert_allclose(lr.data, tensors.clip_eigenvalues(expect.data, *tensors.INPUT_CLIP), atol=1e-9)
+
+
+def test_worker_process_matches_in_process(scene, lr_axial):
+    """The separate-process path (what the Slicer module uses for torch methods), here with plain Python."""
+    lr = Volume(lr_axial.tensor.data[8:40, 8:40, 8:24], lr_axial.tensor.affine, "tensor")
+    mask = Volume(lr_axial.mask.data[8:40, 8:40, 8:24], lr.affine, "mask")
+    steps = []
+    sub = slicer_processing.predict_in_subprocess(lr, "linear", FACTOR, mask=mask, interpolate=True,
+                                                  python_executable=sys.executable, progress=lambda f, m: steps.append(f))
+    here = slicer_processing.predict_volumes(lr, "linear", FACTOR, mask=mask, interpolate=True)
+    assert set(sub) == set(here) == {"tensor", "interpolated"}
+    for k in here:
+        np.testing.assert_allclose(sub[k].data, here[k].data, atol=1e-10)
+        np.testing.assert_allclose(sub[k].affine, here[k].affine, atol=1e-9)
+    assert any(s is not None and s > 0 for s in steps)
+    with pytest.raises(slicer_processing.IQTError, match="unknown method"):
+        slicer_processing.predict_in_subprocess(lr, "no-such-method", FACTOR, python_executable=sys.executable)
+    with pytest.raises(slicer_processing.Cancelled):
+        slicer_processing.predict_in_subprocess(lr, "cubic", FACTOR, python_executable=sys.executable, cancel=lambda: True)
+
+
+def test_bad_inputs_say_what_to_do(scene):
+    scalar = mrml.add_scalar_node(scene, Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "scalar"), "s")
+    with pytest.raises(slicer_processing.IQTError, match="DTI"):
+        slicer_processing.run_on_nodes(scene, scalar, "cubic", 2)
+    with pytest.raises(slicer_processing.IQTError, match="no input"):
+        slicer_processing.run_on_nodes(scene, None, "cubic", 2)

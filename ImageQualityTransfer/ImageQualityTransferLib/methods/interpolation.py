@@ -90,7 +90,14 @@ class LogEuclidCubic(Interpolation):
     floor = 1e-5  # mm^2/s: eigenvalue floor before the log (background and failed fits)
 
     def _transform(self, lr):
-        return tensors.logm(lr, floor=self.floor).astype(np.float32)
+        # Background (all-zero) tensors have no logarithm: give them the log of the nearest tissue voxel,
+        # so the brain's edge does not ring towards log(floor).
+        log = tensors.logm(lr, floor=self.floor).astype(np.float32)
+        empty = ~np.any(lr != 0, axis=-1)
+        if empty.any() and not empty.all():
+            idx = ndimage.distance_transform_edt(empty, return_distances=False, return_indices=True)
+            log = log[tuple(idx)]
+        return log
 
     def _inverse(self, hr):
         return tensors.expm(hr).astype(np.float32)

@@ -20,14 +20,16 @@ from .resources import measure
 HCP_LR_SHAPE = (72, 87, 72)
 
 
-def score_case(case: Case, method_names, model_paths=None, samples=None) -> list[dict]:
-    """Run each method on one case and score it; returns one row per method."""
+def score_case(case: Case, method_names, model_paths=None, keep: dict | None = None) -> list[dict]:
+    """Run each method on one case and score it; returns one row per method (predictions go into `keep`)."""
     floor = evaluation.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
     rows = []
     for name in method_names:
         method = methods.get(name, model=(model_paths or {}).get(name))
         with measure() as use:
             pred = method.predict(case.lr, case.factor, case.lr_mask)
+        if keep is not None:
+            keep[name] = pred
         unc = pred.uncertainty.get("std")
         metrics = evaluation.evaluate(
             pred.tensor.data, case.truth, case.hr_mask, case.lr_mask.data, case.factor,
@@ -69,7 +71,7 @@ def _fmt(x, digits=2):
 def markdown_table(rows) -> str:
     """Subject, method, DT-RMSE per region (1e-5 mm^2/s) with ratio to cubic and the reference noise floor, time, memory."""
     head = ("| subject | method | interior DT-RMSE | × cubic | exterior DT-RMSE | × cubic | "
-            "ref. noise floor (int / ext) | FA RMSE (int) | time (s) | peak MB |")
+            "ref. noise floor (int / ext) | FA RMSE (int) | time (s) | peak MB above start |")
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         i, e = r["interior"], r["exterior"]

@@ -93,12 +93,22 @@ def rebuild(w: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def clip_eigenvalues(t: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Clip every eigenvalue into [lo, hi]; non-finite tensors become zero."""
-    w, v = eig(t)
-    finite = np.isfinite(w).all(axis=-1)
-    out = rebuild(np.clip(np.nan_to_num(w), lo, hi), np.nan_to_num(v))
+    """Clip every eigenvalue into [lo, hi]; non-finite tensors become zero. Only voxels that need it are rebuilt."""
+    t = np.asarray(t)
+    out = t.copy()
+    finite = np.isfinite(t).all(axis=-1)
     out[~finite] = 0.0
-    return out.astype(np.asarray(t).dtype, copy=False)
+    nonzero = finite & np.any(t != 0, axis=-1)
+    w = np.linalg.eigvalsh(to_matrix(t[nonzero].astype(np.float64)))
+    outside = (w < lo).any(axis=-1) | (w > hi).any(axis=-1)
+    if outside.any():
+        w_all, v = eig(t[nonzero][outside])
+        fixed = rebuild(np.clip(w_all, lo, hi), v)
+        idx = np.flatnonzero(nonzero.ravel())[outside]
+        out.reshape(-1, 6)[idx] = fixed
+    if lo > 0:  # zero tensors are outside [lo, hi] too
+        out[finite & ~nonzero] = from_matrix(np.eye(3) * lo)
+    return out
 
 
 def project_pd(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
@@ -127,5 +137,24 @@ def plausible(t: np.ndarray, lo: float = PLAUSIBLE_RANGE[0], hi: float = PLAUSIB
 
 def rotate(t: np.ndarray, rot: np.ndarray) -> np.ndarray:
     """Express tensors in a new frame: D' = R D R^T for a 3x3 R (new axes from old)."""
+    rot = np.asarray(rot, dtype=float)
+    if np.array_equal(np.abs(rot), np.abs(rot).round()) and (np.abs(rot).sum(axis=1) == 1).all():
+        return _permute(np.asarray(t), rot)
     m = to_matrix(t)
     return from_matrix(np.einsum("ij,...jk,lk->...il", rot, m, rot)).astype(np.asarray(t).dtype, copy=False)
+
+
+def _permute(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """`rotate` for a signed permutation: a reordering of the 6 components with sign flips (no arithmetic)."""
+    src = np.abs(p).argmax(axis=1)
+    sign = p[np.arange(3), src]
+    order, signs = [], []
+    for i, j in LOWER_TRIANGULAR:
+        a, b = sorted((src[i], src[j]), reverse=True)
+        order.append(LOWER_TRIANGULAR.index((a, b)))
+        signs.append(sign[i] * sign[j])
+    out = t[..., order]
+    flip = np.array(signs) < 0
+    if flip.any():
+        out[..., flip] *= -1
+    return out

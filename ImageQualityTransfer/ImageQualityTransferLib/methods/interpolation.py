@@ -58,11 +58,13 @@ class Interpolation(Method):
         return hr
 
     def _predict(self, lr, r, mask, progress):
-        hr = self._inverse(upsample_separable(self._transform(clip_input(lr)), r, self.order))
+        hr = upsample_separable(self._transform(clip_input(lr)), r, self.order)
         support = output_support(mask, r)
-        if support is not None:
-            hr[~support] = 0.0
-        return hr, {}
+        if support is None:
+            return self._inverse(hr), {}
+        out = np.zeros_like(hr)
+        out[support] = self._inverse(hr[support])
+        return out, {}
 
 
 class Nearest(Interpolation):

@@ -1,0 +1,145 @@
+"""The `iqt` command line: the contract's commands on real data, and one clear line for every bad input."""
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import cli, io
+from ImageQualityTransferLib.volume import Volume
+
+from conftest import AXIAL, need_data
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def lr_tensor(tmp_path):
+    """A small plausible low-res tensor file and its mask."""
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(6, 7, 5, 3, 3)) * 2e-4
+    from ImageQualityTransferLib import tensors
+
+    t = tensors.from_matrix(m @ np.swapaxes(m, -1, -2) + 5e-4 * np.eye(3)).astype(np.float32)
+    path = tmp_path / "lr.nii.gz"
+    io.save_tensor(Volume(t, np.diag([-2.0, 2, 2, 1]), "tensor"), path)
+    return path, t
+
+
+def one_line_error(code, err, *words):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("iqt: error: ")
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_methods_lists_every_method_with_uncertainty_flag(capsys):
+    code, out, _ = run_cli(capsys, "methods")
+    assert code == 0
+    for name in ("nearest", "linear", "cubic", "logeuclid-cubic"):
+        assert any(line.startswith(name) for line in out.splitlines())
+    assert "no uncertainty" in out and "(default)" in out
+
+
+def test_upsample_writes_the_high_res_grid(capsys, tmp_path, lr_tensor):
+    path, t = lr_tensor
+    out = tmp_path / "hr.nii.gz"
+    code, _, err = run_cli(capsys, "upsample", path, "-o", out, "--method", "cubic", "--factor", "3")
+    assert code == 0, err
+    hr = io.load_tensor(out)
+    assert hr.shape3 == (18, 21, 15)
+    assert np.allclose(hr.voxel_size, 2.0 / 3)
+
+
+@pytest.mark.parametrize("case", ["scalar", "4d-not-tensor", "nan", "empty-mask", "unknown-method", "factor-1",
+                                  "unreadable", "missing", "uncertainty-not-given"])
+def test_bad_input_gives_one_line_exit_2_and_no_output(capsys, tmp_path, lr_tensor, case):
+    path, t = lr_tensor
+    out = tmp_path / "out.nii.gz"
+    args = ["upsample", path, "-o", out]
+    words = []
+    if case == "scalar":
+        nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.float32), np.eye(4)), tmp_path / "s.nii.gz")
+        args[1], words = tmp_path / "s.nii.gz", ["not a diffusion tensor volume", "iqt fit"]
+    elif case == "4d-not-tensor":
+        nib.save(nib.Nifti1Image(np.ones((5, 5, 5, 9), np.float32), np.eye(4)), tmp_path / "d.nii.gz")
+        args[1], words = tmp_path / "d.nii.gz", ["not a diffusion tensor volume"]
+    elif case == "nan":
+        bad = t.copy()
+        bad[1, 1, 1, 0] = np.inf
+        io.save_tensor(Volume(bad, np.eye(4), "tensor"), tmp_path / "nan.nii.gz")
+        args[1], words = tmp_path / "nan.nii.gz", ["NaN/Inf"]
+    elif case == "empty-mask":
+        nib.save(nib.Nifti1Image(np.zeros(t.shape[:3], np.uint8), np.eye(4)), tmp_path / "m.nii.gz")
+        args += ["--mask", tmp_path / "m.nii.gz"]
+        words = ["mask is empty"]
+    elif case == "unknown-method":
+        args += ["--method", "magic"]
+        words = ["unknown method", "cubic"]
+    elif case == "factor-1":
+        args += ["--factor", "1"]
+        words = ["at least 2"]
+    elif case == "unreadable":
+        (tmp_path / "junk.nii.gz").write_bytes(b"this is not an image")
+        args[1], words = tmp_path / "junk.nii.gz", ["cannot be read"]
+    elif case == "missing":
+        args[1], words = tmp_path / "nope.nii.gz", ["not found"]
+    elif case == "uncertainty-not-given":
+        args += ["--method", "cubic", "--uncertainty", tmp_path / "u.nii.gz"]
+        words = ["gives no uncertainty"]
+    code, _, err = run_cli(capsys, *args)
+    one_line_error(code, err, *words)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".iqt-*")), "a temporary file was left behind"
+
+
+def test_gradient_count_mismatch_is_a_clear_error(capsys, tmp_path):
+    data = np.random.default_rng(0).random((4, 4, 4, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([-2.0, 2, 2, 1])), tmp_path / "dwi.nii.gz")
+    np.savetxt(tmp_path / "dwi.bval", [[0] + [1000] * 6], fmt="%g")
+    np.savetxt(tmp_path / "dwi.bvec", np.vstack([[0, 0, 0], np.eye(3), np.eye(3)]).T)
+    code, _, err = run_cli(capsys, "fit", tmp_path / "dwi.nii.gz", "-o", tmp_path / "dti.nii.gz")
+    one_line_error(code, err, "8 volumes", "7 b-values")
+    assert not (tmp_path / "dti.nii.gz").exists()
+
+
+def test_console_script_exit_status(tmp_path):
+    """The installed entry point behaves as main(): exit 2 and one stderr line for bad input."""
+    proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib.cli", "upsample", str(tmp_path / "x.nii.gz"),
+                           "-o", str(tmp_path / "y.nii.gz")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not found" in proc.stderr
+
+
+def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
+    subject = need_data(AXIAL)
+    dwi = subject / "dwi.nii.gz"
+    before = dwi.stat().st_mtime_ns
+    assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    assert run_cli(capsys, "mask", dwi, "-o", tmp_path / "mask2.nii.gz")[0] == 0
+    assert np.array_equal(io.load_mask(tmp_path / "mask.nii.gz").data, io.load_mask(tmp_path / "mask2.nii.gz").data)
+    assert run_cli(capsys, "degrade", dwi, "--factor", "2", "-o", tmp_path / "lr.nii.gz",
+                   "--mask-out", tmp_path / "lrmask.nii.gz")[0] == 0
+    results = {}
+    for method in ("nearest", "cubic"):
+        assert run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / f"{method}.nii.gz",
+                       "--method", method, "--mask", tmp_path / "lrmask.nii.gz")[0] == 0
+        code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / f"{method}.nii.gz", "--truth",
+                                 tmp_path / "hr.nii.gz", "--mask", tmp_path / "mask.nii.gz", "--factor", "2",
+                                 "--dwi", dwi, "--json", tmp_path / f"{method}.json")
+        assert code == 0, err
+        assert "interior: DT-RMSE" in out and "noise_floor" in out
+        results[method] = json.loads((tmp_path / f"{method}.json").read_text())
+    # cubic beats nearest, and both sit above the reference's own noise floor
+    for region in ("interior", "exterior"):
+        assert results["cubic"][region]["dt_rmse"] < results["nearest"][region]["dt_rmse"]
+        assert results["cubic"][region]["dt_rmse"] > results["cubic"][region]["noise_floor"]
+    assert dwi.stat().st_mtime_ns == before

@@ -167,6 +167,85 @@ def cmd_demo(args):
     demo.run(out_dir=args.output, subject_dir=args.subject, factor=args.factor, method_names=args.methods)
 
 
+FOREST_TRAINABLE = ("global-linear", "rf", "biqt")
+
+
+def _check_train_args(args, suffix) -> Path:
+    """The model path's suffix and folder, and that every subject folder holds a DWI, before any work."""
+    out = Path(args.output)
+    if out.suffix != suffix:
+        raise IQTError(f"{out}: a {args.method} model name must end in {suffix} (the JSON sidecar is written beside it)")
+    if not out.parent.exists():
+        raise IQTError(f"{out}: the folder {out.parent} does not exist; create it or choose another output path")
+    for d in args.subjects:
+        if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
+            raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
+    return out
+
+
+def cmd_train_forest(args):
+    """`iqt train --method global-linear|rf|biqt`: numpy forests, a .npz model and its JSON sidecar."""
+    import time
+
+    from . import grid
+    from .forest import model_io, training
+    from .progress import progress_bar
+
+    r = grid.check_factor(args.factor)
+    out = _check_train_args(args, ".npz")
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
+    bar = progress_bar(total=8 if args.method != "global-linear" else 1, desc=f"train {args.method}")
+    t0 = time.perf_counter()
+    model = training.train(args.method, args.subjects, factor=r, seed=args.seed, log=log,
+                           progress=lambda done, total: bar.update(1))
+    bar.close()
+    model.meta["training"]["command"] = "iqt " + " ".join(sys.argv[1:]) if sys.argv else None
+    side = model_io.save(model, out)
+    if args.register:
+        model_io.register(side, out.parent)
+    leaves = f", {model.forest.n_leaves} leaves in {len(model.forest.trees)} trees" if model.forest is not None else ""
+    print(f"wrote {out} and {side.name} ({model.meta['training']['examples']} examples{leaves}, "
+          f"{(time.perf_counter() - t0) / 60:.1f} min)")
+
+
+def cmd_train(args):
+    import time
+
+    from . import grid
+
+    if args.method in FOREST_TRAINABLE:
+        return cmd_train_forest(args)
+    from .cnn import require_torch
+
+    r = grid.check_factor(args.factor)
+    cnn_trainable = ("espcn", "espcn-hetero")
+    if args.method not in cnn_trainable:
+        raise IQTError(f"--method {args.method}: trainable methods are {', '.join(FOREST_TRAINABLE + cnn_trainable)}")
+    out = _check_train_args(args, ".pt")
+    if args.epochs is not None and args.epochs < 1:
+        raise IQTError("--epochs must be at least 1")
+    torch = require_torch()
+    from .cnn import model_io, training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
+    t0 = time.perf_counter()
+    items = training.load_items(args.subjects, r, log=log)
+    prep = time.perf_counter() - t0
+    print(f"training data: {len(items)} degraded volumes from {len(args.subjects)} subject(s) ({prep:.0f} s)", flush=True)
+    epochs = args.epochs if args.epochs is not None else (10_000 if args.minutes else 200)
+    net, meta, history = training.train(items, method=args.method, factor=r, seed=args.seed, epochs=epochs,
+                                        minutes=args.minutes, log=log, progress=True)
+    meta["training"]["data_preparation_seconds"] = prep
+    meta["training"]["command"] = "iqt " + " ".join(sys.argv[1:]) if sys.argv else None
+    side = model_io.save(net, meta, out)
+    if args.register:
+        model_io.register(side, out.parent)
+    print(f"wrote {out} and {side.name} ({meta['training']['epochs_run']} epochs, {meta['training']['stopped_by']}, "
+          f"best validation loss {meta['training']['best_val_loss']:.4f}, {meta['training']['minutes']:.1f} min)")
+
+
 def cmd_methods(args):
     from . import methods
 
@@ -249,6 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--factor", type=_factor, default=2)
     sp.add_argument("--methods", help="comma-separated method names (default: all)")
     sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("train", help="train a learned method (3D-ESPCN, IQT-RF, BIQT-RF, global-linear) on high-quality subject folders")
+    sp.add_argument("--method", default="espcn", help="espcn, espcn-hetero, rf, biqt or global-linear (default espcn)")
+    sp.add_argument("--subjects", nargs="+", required=True, help="folders holding dwi.nii.gz, dwi.bval, dwi.bvec")
+    sp.add_argument("--factor", type=_factor, default=2)
+    sp.add_argument("-o", "--output", required=True, help="model weights file (.pt for CNNs, .npz for rf/biqt/global-linear); the .json sidecar is written beside it")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (with --epochs the run is deterministic)")
+    sp.add_argument("--epochs", type=int, help="maximum epochs of 200 batches (default 200, or unlimited with --minutes)")
+    sp.add_argument("--minutes", type=float, help="wall-time budget for the training loop")
+    sp.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    sp.add_argument("--register", action="store_true", help="add the model to registry.json in its folder")
+    sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
+    sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("methods", help="list the methods")
     sp.set_defaults(func=cmd_methods)

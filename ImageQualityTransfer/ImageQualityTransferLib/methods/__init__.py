@@ -17,6 +17,18 @@ def register(cls: type[Method]) -> type[Method]:
 for _cls in (Nearest, Linear, Cubic, LogEuclidCubic):
     register(_cls)
 
+# The CNN methods import torch only when they predict (an IQTError says how to install it if absent).
+from .cnn import CNN_METHODS  # noqa: E402
+
+for _cls in CNN_METHODS:
+    register(_cls)
+
+# The forest family (numpy only): global-linear, rf, biqt.
+from .forest import FOREST_METHODS  # noqa: E402
+
+for _cls in FOREST_METHODS:
+    register(_cls)
+
 
 def names() -> list[str]:
     return list(_METHODS)
@@ -30,8 +42,17 @@ def describe() -> list[dict]:
     ]
 
 
+# Best first, by `iqt benchmark` on the dev subjects (README): the first one that can run here is the default.
+PREFERENCE = ("espcn", "biqt", "cubic")
+
+
 def default_method() -> str:
-    """The best shipped learned method once one exists, `cubic` until then."""
+    """The best shipped method that can run in this environment (espcn needs torch)."""
+    import importlib.util
+
+    for name in PREFERENCE:
+        if name in _METHODS and not (getattr(_METHODS[name], "requires_torch", False) and importlib.util.find_spec("torch") is None):
+            return name
     return "cubic"
 
 

@@ -1,0 +1,13 @@
+"""IQT-RF, Bayesian IQT-RF and the global-linear map (Alexander et al. 2014/2017; Tanno et al. 2016).
+
+numpy-only: patch library (`patches`), rotation-invariant split features (`features`), linear and
+Bayesian linear node models (`linear`, `bayes`), regression trees with linear leaves and a fast split
+search from sufficient statistics (`tree`), forests (`forest`), completion of patches that reach outside
+the data (`completion`), safe model files (`model_io`) and training (`training`).
+
+Working domain: tensors in units of 1e-3 mm^2/s (`SCALE`), axes canonical (RAS) as `Method.predict`
+feeds them; the regression target is the residual of the high-res reference over cubic B-spline
+interpolation of the low-res input, per r^3 block (r^3 x 6 values, block-major then element).
+"""
+
+SCALE = 1e3  # mm^2/s -> 1e-3 mm^2/s (white matter MD about 0.7)

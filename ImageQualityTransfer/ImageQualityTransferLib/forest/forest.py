@@ -1,0 +1,101 @@
+"""Forests of linear-leaf trees: IQT-RF (least-squares leaves) and BIQT-RF (Bayesian leaves).
+
+Each tree grows on its own random subsample of the patch library with a disjoint validation subsample.
+Trees are combined per example with weights 1 / (mean validation residual variance of the leaf reached).
+`rf` reports the weighted spread between the trees as its uncertainty; `biqt` the forest predictive
+variance: the weighted mean over trees of x^T A^-1 x + 1/beta plus the weighted spread of the tree means
+(the variance of the mixture of the trees' Gaussian predictions).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import linear, tree
+
+DEFAULTS = dict(n_trees=8, n_train=40_000, n_val=10_000, max_depth=6, min_leaf=None, bins=24,
+                ridge=linear.DEFAULT_RIDGE)
+
+
+class Forest:
+    """`fit(X, F, Y)` on completed patches X, split features F, residual targets Y; `predict(X, F, kind)`."""
+
+    def __init__(self, n_trees=8, n_train=40_000, n_val=10_000, max_depth=6, min_leaf=None, bins=24,
+                 ridge=linear.DEFAULT_RIDGE, seed=0, bayesian=True):
+        self.params = dict(n_trees=n_trees, n_train=n_train, n_val=n_val, max_depth=max_depth, min_leaf=min_leaf,
+                           bins=bins, ridge=ridge, seed=seed)
+        self.bayesian = bayesian
+        self.trees: list[tree.Tree] = []
+
+    def fit(self, X, F, Y, groups=None, log=None, progress=None) -> "Forest":
+        """With `groups` (subject of each example) and at least two subjects, tree t validates on subject
+        t mod G and trains on the others, so a split must help on a subject the tree has not seen."""
+        p = self.params
+        rng = np.random.default_rng(p["seed"])
+        N = len(X)
+        ug = np.unique(groups) if groups is not None else np.zeros(1)
+        self.trees = []
+        for t in range(p["n_trees"]):
+            t0 = time.perf_counter()
+            if len(ug) > 1:
+                vg = ug[t % len(ug)]
+                pool_t = rng.permutation(np.flatnonzero(groups != vg))
+                pool_v = rng.permutation(np.flatnonzero(groups == vg))
+                tr = np.sort(pool_t[: min(p["n_train"], len(pool_t))])
+                va = np.sort(pool_v[: min(p["n_val"], len(pool_v))])
+            else:
+                perm = rng.permutation(N)
+                nt = min(p["n_train"], int(0.8 * N))
+                nv = min(p["n_val"], N - nt)
+                tr, va = np.sort(perm[:nt]), np.sort(perm[nt : nt + nv])
+            self.trees.append(tree.grow(linear.augment(X[tr]), Y[tr], F[tr], linear.augment(X[va]), Y[va], F[va],
+                                        max_depth=p["max_depth"], min_leaf=p["min_leaf"], bins=p["bins"],
+                                        ridge=p["ridge"], bayesian=self.bayesian))
+            if log:
+                info = self.trees[-1].info
+                log(f"tree {t + 1}/{p['n_trees']}: {info['n_leaves']} leaves, depth {info['depth']}, "
+                    f"{time.perf_counter() - t0:.0f} s")
+            if progress is not None:
+                progress(t + 1, p["n_trees"])
+        return self
+
+    def predict(self, X, F, kind: str = "rf"):
+        """Mean (N, m) and variance (N, m) in the target's units; kind "rf" or "biqt"."""
+        Xa = linear.augment(np.asarray(X, np.float32))
+        num = den = None
+        means, weights, tvars = [], [], []
+        for t in self.trees:
+            leaf = t.apply(F)
+            if kind == "biqt":
+                mu = tree.predict_leaves(t.bayes_W, Xa, leaf)
+                w = 1.0 / np.maximum(t.bayes_val_var[leaf], 1e-12)
+                var = np.empty(len(Xa), np.float32)
+                roots = t.bayes_root
+
+                def fn(L, rows, var=var, roots=roots):
+                    z = Xa[rows] @ roots[L]
+                    var[rows] = np.einsum("ij,ij->i", z, z)
+
+                tree._group_apply(leaf, t.n_leaves, fn)
+                var += (1.0 / t.bayes_beta[leaf]).astype(np.float32)
+                tvars.append(var)
+            else:
+                mu = tree.predict_leaves(t.W, Xa, leaf)
+                w = 1.0 / np.maximum(t.val_var[leaf], 1e-12)
+            w = w.astype(np.float32)
+            means.append(mu)
+            weights.append(w)
+            num = mu * w[:, None] if num is None else num + mu * w[:, None]
+            den = w if den is None else den + w
+        mean = num / den[:, None]
+        spread = sum(w[:, None] * (mu - mean) ** 2 for mu, w in zip(means, weights)) / den[:, None]
+        if kind == "biqt":
+            within = sum(w * v for w, v in zip(weights, tvars)) / den
+            return mean, spread + within[:, None]
+        return mean, spread
+
+    @property
+    def n_leaves(self) -> int:
+        return sum(t.n_leaves for t in self.trees)

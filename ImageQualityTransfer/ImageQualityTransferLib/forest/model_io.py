@@ -1,0 +1,181 @@
+"""Forest-family model files: arrays in a `.npz` read with `allow_pickle=False` (cannot execute code on
+load) and a JSON sidecar beside it (format, method, factor, patch radius, features, normalisation, training
+subjects and settings, version, weights file name and SHA256). The loader verifies the checksum before it
+reads the arrays; a missing, truncated, corrupted or tampered file gives an IQTError, never a crash.
+The registry (`Resources/Models/registry.json`) is shared with the CNN models (same entry format).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import IQTError
+from . import SCALE, tree
+from .completion import GaussianCompletion
+from .forest import Forest
+
+FORMAT = "iqt-forest-model/1"
+METHODS = ("global-linear", "rf", "biqt")
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
+REGISTRY = "registry.json"
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ForestModel:
+    """Everything a forest-family method needs to predict (in the working domain of `forest`)."""
+
+    method: str
+    factor: int
+    n: int
+    completion: GaussianCompletion
+    gl_W: np.ndarray  # (D+1, r^3*6) global-linear map (the whole model for global-linear; the base for rf/biqt)
+    forest: Forest | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def sidecar_path(path) -> Path:
+    p = Path(path)
+    return p if p.suffix == ".json" else p.with_suffix(".json")
+
+
+def _arrays(model: ForestModel, dtype) -> dict:
+    a = {"gl_W": model.gl_W.astype(np.float32), "completion_mean": model.completion.mean.astype(np.float32),
+         "completion_cov": model.completion.cov.astype(np.float32)}
+    if model.forest is not None:
+        bayes = model.method == "biqt"
+        for k, t in enumerate(model.forest.trees):
+            p = f"tree{k}_"
+            a[p + "feature"] = t.feature.astype(np.int16)
+            a[p + "threshold"] = t.threshold.astype(np.float32)
+            a[p + "left"] = t.left.astype(np.int32)
+            a[p + "right"] = t.right.astype(np.int32)
+            a[p + "leaf"] = t.leaf.astype(np.int32)
+            if bayes:
+                a[p + "W"] = t.bayes_W.astype(dtype)
+                a[p + "val_var"] = t.bayes_val_var.astype(np.float32)
+                a[p + "beta"] = t.bayes_beta.astype(np.float32)
+                a[p + "alpha"] = t.bayes_alpha.astype(np.float32)
+                a[p + "root"] = t.bayes_root.astype(dtype)
+            else:
+                a[p + "W"] = t.W.astype(dtype)
+                a[p + "val_var"] = t.val_var.astype(np.float32)
+    return a
+
+
+def save(model: ForestModel, path, dtype=np.float32) -> Path:
+    """Write `path` (.npz) and the sidecar beside it; returns the sidecar path."""
+    p = Path(path)
+    if p.suffix != ".npz":
+        raise IQTError(f"{p}: a forest model file name must end in .npz (the JSON sidecar is written beside it)")
+    if not p.parent.exists():
+        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
+    tmp = p.with_name(p.name + ".tmp.npz")
+    np.savez_compressed(tmp, **_arrays(model, dtype))
+    tmp.replace(p)
+    side = dict(model.meta)
+    side.update({"format": FORMAT, "method": model.method, "factor": int(model.factor), "patch_radius": int(model.n),
+                 "n_trees": 0 if model.forest is None else len(model.forest.trees),
+                 "n_leaves": 0 if model.forest is None else model.forest.n_leaves,
+                 "domain": f"tensors x {SCALE:g} (1e-3 mm^2/s), canonical RAS axes; target = reference - cubic B-spline",
+                 "precision": np.dtype(dtype).name, "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
+    sp = sidecar_path(p)
+    sp.write_text(json.dumps(side, indent=2) + "\n")
+    return sp
+
+
+def read_sidecar(path) -> tuple[dict, Path]:
+    sp = sidecar_path(path)
+    if not sp.exists():
+        raise IQTError(f"{sp}: model sidecar not found; a forest model is a .npz file with a .json sidecar beside it (from 'iqt train')")
+    try:
+        meta = json.loads(sp.read_text())
+    except (OSError, ValueError) as exc:
+        raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise IQTError(f"{sp}: not an IQT forest model sidecar (format {got!r}, expected {FORMAT!r})")
+    return meta, sp.with_name(str(meta.get("weights", "")))
+
+
+def load(path) -> ForestModel:
+    meta, weights = read_sidecar(path)
+    if not weights.is_file():
+        raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the model")
+    digest = sha256(weights)
+    if digest != meta.get("sha256"):
+        raise IQTError(
+            f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "
+            f"the file is corrupt or was modified: re-download or retrain the model"
+        )
+    try:
+        with np.load(weights, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+        method = meta["method"]
+        comp = GaussianCompletion(a["completion_mean"], a["completion_cov"])
+        forest = None
+        if method in ("rf", "biqt"):
+            forest = Forest(n_trees=int(meta["n_trees"]))
+            for k in range(int(meta["n_trees"])):
+                p = f"tree{k}_"
+                W = a[p + "W"].astype(np.float32)
+                t = tree.Tree(a[p + "feature"].astype(np.int64), a[p + "threshold"], a[p + "left"].astype(np.int64),
+                              a[p + "right"].astype(np.int64), a[p + "leaf"].astype(np.int64), W, a[p + "val_var"])
+                if method == "biqt":
+                    t.bayes_W, t.bayes_val_var, t.bayes_beta = W, a[p + "val_var"], a[p + "beta"]
+                    t.bayes_alpha = a[p + "alpha"]
+                    t.bayes_root_ = a[p + "root"].astype(np.float32)
+                forest.trees.append(t)
+        model = ForestModel(method, int(meta["factor"]), int(meta["patch_radius"]), comp, a["gl_W"].astype(np.float32),
+                            forest, meta)
+    except IQTError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable model is a user-facing problem
+        raise IQTError(f"{weights}: the model file does not hold a valid {meta.get('method')} model "
+                       f"({type(exc).__name__}: {exc}); re-download or retrain it") from None
+    if model.method not in METHODS:
+        raise IQTError(f"{weights}: unknown forest method {model.method!r}")
+    return model
+
+
+def register(sidecar, models_dir=MODELS_DIR) -> None:
+    """Add or replace this model's entry in the shared registry (re-read right before writing)."""
+    meta, _ = read_sidecar(sidecar)
+    reg = Path(models_dir) / REGISTRY
+    data = json.loads(reg.read_text()) if reg.exists() else {"format": "iqt-model-registry/1", "models": []}
+    entries = [e for e in data.get("models", [])
+               if not (e.get("method") == meta["method"] and int(e.get("factor", 0)) == int(meta["factor"]))]
+    entries.append({"method": meta["method"], "factor": int(meta["factor"]), "sidecar": sidecar_path(sidecar).name,
+                    "version": meta.get("version"), "sha256": meta["sha256"]})
+    entries.sort(key=lambda e: (e["method"], e["factor"]))
+    data["models"] = entries
+    data.setdefault("format", "iqt-model-registry/1")
+    reg.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def shipped(method: str, factor: int, models_dir=MODELS_DIR) -> Path:
+    """Sidecar of the shipped model for (method, factor), or an IQTError saying how to get one."""
+    reg = Path(models_dir) / REGISTRY
+    entries = []
+    if reg.exists():
+        try:
+            entries = json.loads(reg.read_text()).get("models", [])
+        except ValueError as exc:
+            raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
+    for e in entries:
+        if e.get("method") == method and int(e.get("factor", 0)) == int(factor):
+            return Path(models_dir) / e["sidecar"]
+    raise IQTError(f"no shipped {method} model for factor {factor}; train one with 'iqt train --method {method} "
+                   f"--subjects DIR... --factor {factor} -o MODEL.npz' and pass --model MODEL.npz")

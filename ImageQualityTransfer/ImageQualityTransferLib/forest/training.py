@@ -1,0 +1,95 @@
+"""Training of `global-linear`, `rf` and `biqt` from high-quality subject folders.
+
+Library (`patches.build_library`) -> Gaussian completion statistics from the complete patches -> missing
+voxels completed -> global-linear least squares on every example (the whole `global-linear` model, and
+the base of the forests) -> for `rf` / `biqt`: 8 trees grown on the residual over the global-linear map,
+each on its own subsample, validated on a subject it was not trained on (`Forest.fit` with groups).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import __version__ as engine_version
+from ..errors import IQTError
+from . import features, linear, patches
+from .completion import GaussianCompletion
+from .forest import Forest
+from .model_io import METHODS, ForestModel
+
+DEFAULTS = dict(n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=20_000, max_depth=6, min_leaf=800, bins=16,
+                ridge=0.2, gl_ridge=1e-4)
+
+
+def train(method: str, subjects, factor: int = 2, seed: int = 0, log=None, progress=None, library=None,
+          **overrides) -> ForestModel:
+    """A trained model. `subjects`: folders or pipeline.Subject objects; `library` reuses a built one."""
+    if method not in METHODS:
+        raise IQTError(f"--method {method}: forest-family methods are {', '.join(METHODS)}")
+    cfg = dict(DEFAULTS)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    t0 = time.perf_counter()
+    lib = library if library is not None else patches.build_library(subjects, factor, n=cfg["n"], rate=cfg["rate"],
+                                                                    seed=seed, log=log)
+    if len(lib) == 0:
+        raise IQTError("no training example found (empty brain masks?); check the subject folders")
+    t_lib = time.perf_counter() - t0
+    if log:
+        log(f"library: {len(lib)} examples of {lib.X.shape[1]} inputs -> {lib.Y.shape[1]} outputs ({t_lib:.0f} s)")
+    comp = GaussianCompletion().fit(lib.X, lib.missing)
+    X = comp.complete(lib.X, lib.missing)
+    gl = linear.GlobalLinear(cfg["gl_ridge"]).fit(X, lib.Y)
+    forest = None
+    if method in ("rf", "biqt"):
+        R = lib.Y - gl.predict(X)
+        forest = Forest(n_trees=cfg["n_trees"], n_train=cfg["n_train"], n_val=cfg["n_val"], max_depth=cfg["max_depth"],
+                        min_leaf=cfg["min_leaf"], bins=cfg["bins"], ridge=cfg["ridge"], seed=seed,
+                        bayesian=(method == "biqt"))
+        forest.fit(X, lib.F, R, groups=lib.group, log=log, progress=progress)
+    meta = {
+        "version": engine_version,
+        "features": features.feature_names(lib.n),
+        "training": {"subjects": list(lib.subjects), "seed": int(seed), "examples": int(len(lib)),
+                     "settings": {k: (float(v) if isinstance(v, float) else v) for k, v in cfg.items()},
+                     "library_seconds": round(t_lib, 1), "seconds": round(time.perf_counter() - t0, 1)},
+    }
+    return ForestModel(method, int(factor), lib.n, comp, gl.W.astype(np.float32), forest, meta)
+
+
+def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, with_variance: bool = False,
+                   chunk: int = 100_000):
+    """Low-res canonical tensors (mm^2/s) -> high-res tensors (mm^2/s) and, for rf/biqt, the per-voxel std map."""
+    r, n = model.factor, model.n
+    x, cubic = patches.prepare_input(lr, r)
+    present = np.any(x != 0, axis=-1)
+    base = mask if mask is not None else present
+    sup = patches.support(np.asarray(base, bool))
+    centres = np.argwhere(sup)
+    feats = features.volume_features(x, n, present) if model.forest is not None else None
+    m = model.gl_W.shape[1]
+    res = np.zeros(sup.shape + (m,), np.float32)
+    var = np.zeros(sup.shape + (m,), np.float32) if (with_variance and model.forest is not None) else None
+    kind = "biqt" if model.method == "biqt" else "rf"
+    for s in range(0, len(centres), chunk):
+        c = centres[s : s + chunk]
+        X, miss = patches.extract(x, c, n)
+        X = model.completion.complete(X, miss)
+        out = linear.predict(model.gl_W, X)
+        if model.forest is not None:
+            mu, v = model.forest.predict(X, feats[tuple(c.T)], kind)
+            out += mu
+            if var is not None:
+                var[tuple(c.T)] = v
+        res[tuple(c.T)] = out
+    hr = cubic + patches.from_blocks(res, r)
+    hr_sup = sup.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+    hr[~hr_sup] = 0.0
+    hr /= np.float32(patches.SCALE)
+    unc = {}
+    if var is not None:
+        std = np.sqrt(patches.from_blocks(var, r).mean(-1)) / np.float32(patches.SCALE)
+        std[~hr_sup] = 0.0
+        unc["std"] = std.astype(np.float32)
+    return hr.astype(np.float32), unc

@@ -1,0 +1,59 @@
+"""3D-ESPCN methods (Tanno et al. 2017): `espcn` and the heteroscedastic `espcn-hetero`.
+
+`model=None` uses the shipped model for the requested factor (Resources/Models/registry.json); a path
+to a `.pt` weights file or its `.json` sidecar uses that model instead. Torch is imported only when a
+prediction is made, so the engine lists and validates these methods without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IQTError
+from .base import Method, clip_input
+
+
+class CNNMethod(Method):
+    learned = True
+    requires_torch = True  # the Slicer Logic runs these in a PythonSlicer process
+    tile = None  # low-res positions per tile side (None: the inference default)
+
+    def __init__(self, model=None):
+        self.model_path = model
+        self._loaded = {}
+
+    def load(self, factor: int):
+        """The model for `factor`, loaded once and checksum-verified."""
+        if factor not in self._loaded:
+            from ..cnn import model_io, require_torch
+
+            require_torch()
+            path = self.model_path if self.model_path is not None else model_io.shipped(self.name, factor)
+            model = model_io.load(path)
+            if model.method != self.name:
+                raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
+            if model.factor != factor:
+                raise IQTError(f"{path}: this model is for factor {model.factor}, not {factor}; use --factor {model.factor}")
+            self._loaded[factor] = model
+        return self._loaded[factor]
+
+    def _predict(self, lr, r, mask, progress):
+        from ..cnn import inference
+
+        model = self.load(r)
+        kw = {} if self.tile is None else {"tile": self.tile}
+        return inference.predict_volume(model, clip_input(lr), mask, progress=progress, **kw)
+
+
+class ESPCN(CNNMethod):
+    name = "espcn"
+    description = "3D-ESPCN CNN (residual over cubic), shipped model trained on the three training subjects"
+
+
+class ESPCNHetero(CNNMethod):
+    name = "espcn-hetero"
+    description = "3D-ESPCN with a heteroscedastic second network: per-voxel predictive standard deviation"
+    gives_uncertainty = True
+
+
+CNN_METHODS = (ESPCN, ESPCNHetero)

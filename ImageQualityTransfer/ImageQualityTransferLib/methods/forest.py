@@ -1,0 +1,57 @@
+"""Forest-family methods: `global-linear` (IQT-GL), `rf` (IQT-RF) and `biqt` (Bayesian IQT-RF).
+
+`model=None` uses the shipped model for the requested factor (Resources/Models/registry.json); a path to a
+`.npz` model or its `.json` sidecar uses that model instead. Models are checksum-verified on load.
+numpy only: every patch is routed down each tree at once and the leaf models are applied per leaf in batches.
+"""
+
+from __future__ import annotations
+
+from ..errors import IQTError
+from .base import Method
+
+
+class ForestMethod(Method):
+    learned = True
+
+    def __init__(self, model=None):
+        self.model_path = model
+        self._loaded = {}
+
+    def load(self, factor: int):
+        if factor not in self._loaded:
+            from ..forest import model_io
+
+            path = self.model_path if self.model_path is not None else model_io.shipped(self.name, factor)
+            model = model_io.load(path)
+            if model.method != self.name:
+                raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
+            if model.factor != factor:
+                raise IQTError(f"{path}: this model is for factor {model.factor}, not {factor}; use --factor {model.factor}")
+            self._loaded[factor] = model
+        return self._loaded[factor]
+
+    def _predict(self, lr, r, mask, progress):
+        from ..forest.training import predict_volume
+
+        return predict_volume(self.load(r), lr, mask, with_variance=self.gives_uncertainty)
+
+
+class GlobalLinearMethod(ForestMethod):
+    name = "global-linear"
+    description = "IQT-GL: one least-squares map from the 3^3 low-res patch to the high-res block (residual over cubic)"
+
+
+class RFMethod(ForestMethod):
+    name = "rf"
+    description = "IQT-RF: 8 regression trees with linear leaves on top of the global-linear map; std = spread between trees"
+    gives_uncertainty = True
+
+
+class BIQTMethod(ForestMethod):
+    name = "biqt"
+    description = "Bayesian IQT-RF: Bayesian linear leaves (evidence-tuned), per-voxel predictive standard deviation"
+    gives_uncertainty = True
+
+
+FOREST_METHODS = (GlobalLinearMethod, RFMethod, BIQTMethod)

@@ -1,0 +1,231 @@
+"""3D-ESPCN: shuffle, receptive field, training, tiled inference, model files, determinism, orientation."""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed: the CNN methods need 'pip install torch' (the 'cnn' extra)")
+
+from ImageQualityTransferLib import methods, tensors  # noqa: E402
+from ImageQualityTransferLib.cnn import inference, model_io, networks, training  # noqa: E402
+from ImageQualityTransferLib.cnn.model_io import LoadedModel  # noqa: E402
+from ImageQualityTransferLib.cnn.shuffle import pixel_shuffle_3d, pixel_unshuffle_3d  # noqa: E402
+from ImageQualityTransferLib.errors import IQTError  # noqa: E402
+from ImageQualityTransferLib.orientation import reorient  # noqa: E402
+from ImageQualityTransferLib.volume import Volume  # noqa: E402
+
+torch.set_num_threads(1)
+
+NORM = {"kind": "residual-over-cubic", "in_mean": [1e-3, 0, 1e-3, 0, 0, 1e-3], "in_scale": [5e-4, 1e-4, 5e-4, 1e-4, 1e-4, 5e-4],
+        "out_scale": [2.5e-4, 8e-5, 2.5e-4, 8e-5, 8e-5, 2.5e-4], "units": "mm^2/s"}
+
+
+def smooth_tensors(shape, seed=0):
+    """A plausible, smooth low-res tensor field inside an ellipsoid, and its mask."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"), -1)
+    mask = (g**2).sum(-1) < 0.8
+    v = ndimage.gaussian_filter(rng.normal(size=tuple(shape) + (3,)), (1.5, 1.5, 1.5, 0))
+    v /= np.linalg.norm(v, axis=-1, keepdims=True) + 1e-12
+    m = 0.6e-3 * np.eye(3) + 1e-3 * rng.random(tuple(shape))[..., None, None] * v[..., :, None] * v[..., None, :]
+    t = tensors.from_matrix(m).astype(np.float32)
+    t[~mask] = 0
+    return t, mask
+
+
+def random_model(method="espcn", seed=0):
+    torch.manual_seed(seed)
+    arch = {"name": method, "factor": 2, "widths": [50, 100]}
+    net = networks.build(arch).eval()
+    meta = {"method": method, "factor": 2, "arch": arch, "normalisation": NORM, "version": "test"}
+    return net, meta
+
+
+@pytest.fixture()
+def saved_model(tmp_path):
+    net, meta = random_model("espcn-hetero")
+    side = model_io.save(net, meta, tmp_path / "m.pt")
+    return tmp_path / "m.pt", side
+
+
+def test_shuffle_and_unshuffle_are_inverse_and_follow_the_grid_alignment():
+    x = torch.randn(2, 6 * 27, 3, 4, 2)
+    y = pixel_shuffle_3d(x, 3)
+    assert y.shape == (2, 6, 9, 12, 6)
+    assert torch.equal(pixel_unshuffle_3d(y, 3), x)
+    z = torch.randn(1, 5, 4, 6, 8)
+    assert torch.equal(pixel_shuffle_3d(pixel_unshuffle_3d(z, 2), 2), z)
+    # channel c*r^3 + a*r^2 + b*r + d of low-res voxel (i,j,k) -> high-res voxel (r i + a, r j + b, r k + d)
+    c, a, b, d, i, j, k = 4, 2, 0, 1, 1, 3, 0
+    assert y[1, c, 3 * i + a, 3 * j + b, 3 * k + d] == x[1, c * 27 + a * 9 + b * 3 + d, i, j, k]
+
+
+def test_receptive_field_is_5_cubed():
+    net, _ = random_model()
+    x = torch.randn(1, 6, 9, 9, 9)
+    with torch.no_grad():
+        base = net(x)  # 5^3 low-res positions -> (1, 6, 10, 10, 10)
+        assert base.shape == (1, 6, 10, 10, 10)
+        # output block of low-res position (0,0,0) sees input voxels 0..4 on each axis
+        far = x.clone()
+        far[0, :, 5, 2, 2] += 10.0
+        assert torch.equal(net(far)[..., :2, :2, :2], base[..., :2, :2, :2])
+        near = x.clone()
+        near[0, :, 4, 4, 4] += 10.0
+        assert not torch.equal(net(near)[..., :2, :2, :2], base[..., :2, :2, :2])
+
+
+def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6):
+    """Training items whose residual target is a fixed local function of the input (learnable)."""
+    from ImageQualityTransferLib.methods.interpolation import upsample_separable
+
+    items = []
+    for s in range(n):
+        lr, mask = smooth_tensors(shape, seed=s)
+        nn_up = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+        res = 0.3 * (nn_up - upsample_separable(lr, r, 3))
+        w = mask.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+        res[~w] = 0
+        in_val = np.zeros(r * shape[1], bool)
+        in_val[r * 4 : r * (4 + patch)] = True
+        in_val = in_val[None, :, None]
+        corners = np.unique(np.clip(np.argwhere(mask) - patch // 2, 0, np.array(shape) - patch), axis=0)
+        val = corners[corners[:, 1] == 4]
+        items.append(training.TrainItem(f"s{s}", (0, 0, 0), np.pad(lr, [(2, 2)] * 3 + [(0, 0)]), res.astype(np.float32),
+                                        w & ~in_val, w & in_val, corners, val))
+    return items
+
+
+def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic():
+    items = synthetic_items()
+    kw = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
+    net, meta, hist = training.train(items, seed=3, **kw)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert min(h["val_loss"] for h in hist) < hist[0]["val_loss"]
+    assert meta["normalisation"]["kind"] == "residual-over-cubic" and meta["training"]["seed"] == 3
+    net2, _, hist2 = training.train(items, seed=3, **kw)
+    assert [h["val_loss"] for h in hist2] == [h["val_loss"] for h in hist]
+    for a, b in zip(net.state_dict().values(), net2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_augmentation_component_map_matches_tensor_rotation():
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=(6,))
+    for _, _, p in training.SIGNED_PERMUTATIONS[::7]:
+        assert np.allclose(training.component_map(p) @ t, tensors.rotate(t, p), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["espcn", "espcn-hetero"])
+def test_tiled_equals_untiled_and_skips_empty_tiles(method):
+    net, meta = random_model(method)
+    model = LoadedModel(net, meta)
+    lr, mask = smooth_tensors((13, 11, 9))
+    full, unc_full = inference.predict_volume(model, lr, mask, tile=64)
+    tiled, unc_tiled = inference.predict_volume(model, lr, mask, tile=4)
+    assert full.shape == (26, 22, 18, 6)
+    np.testing.assert_allclose(tiled, full, rtol=1e-5, atol=1e-9)
+    support = inference.lr_support(mask, mask.shape).repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    assert (full[~support] == 0).all()
+    if method == "espcn-hetero":
+        np.testing.assert_allclose(unc_tiled["std"], unc_full["std"], rtol=1e-5)
+        assert (unc_full["std"][support] > 0).all()
+    calls = []
+    inference.run_network(net, inference.normalise_input(lr, NORM), 2, inference.lr_support(mask, mask.shape), tile=4,
+                          progress=calls.append)
+    n_tiles = len(list(inference.tiles(mask.shape, 4)))
+    assert 0 < len(calls) < n_tiles  # the corner tiles hold no brain and are skipped
+
+
+def test_eval_mode_predictions_are_deterministic(saved_model):
+    path, _ = saved_model
+    lr, mask = smooth_tensors((10, 9, 8))
+    vol, m = Volume(lr, np.diag([-2.0, 2, 2, 1]), "tensor"), Volume(mask, np.diag([-2.0, 2, 2, 1]), "mask")
+    a = methods.get("espcn-hetero", model=path).predict(vol, 2, m)
+    b = methods.get("espcn-hetero", model=path).predict(vol, 2, m)
+    assert np.array_equal(a.tensor.data, b.tensor.data)
+    assert np.array_equal(a.uncertainty["std"].data, b.uncertainty["std"].data)
+
+
+def test_same_volume_stored_las_and_psr_gives_the_same_output(saved_model):
+    path, _ = saved_model
+    lr, mask = smooth_tensors((12, 10, 8), seed=5)
+    psr = np.array([[0, 0, 2.7, -60], [-2.7, 0, 0, 130], [0, 2.7, 0, -130], [0, 0, 0, 1.0]])
+    vol, m = Volume(lr, psr, "tensor"), Volume(mask, psr, "mask")
+    method = methods.get("espcn-hetero", model=path)
+    out_psr = method.predict(vol, 2, m)
+    out_las = method.predict(reorient(vol, "LAS"), 2, reorient(m, "LAS"))
+    back = reorient(out_las.tensor, "PSR")
+    assert np.allclose(back.affine, out_psr.tensor.affine)
+    np.testing.assert_allclose(back.data, out_psr.tensor.data, rtol=1e-5, atol=1e-10)
+    np.testing.assert_allclose(reorient(out_las.uncertainty["std"], "PSR").data, out_psr.uncertainty["std"].data, rtol=1e-5)
+
+
+def test_model_checksum_is_verified_and_tampering_is_refused(saved_model, tmp_path):
+    path, side = saved_model
+    meta = json.loads(side.read_text())
+    assert meta["sha256"] == model_io.sha256(path) and meta["format"] == model_io.FORMAT
+    assert model_io.load(path).method == "espcn-hetero"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(path, bad / "m.pt")
+    shutil.copy(side, bad / "m.json")
+    data = bytearray((bad / "m.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "m.pt").write_bytes(bytes(data))
+    with pytest.raises(IQTError, match="checksum"):
+        model_io.load(bad / "m.pt")
+    (bad / "m.pt").unlink()
+    with pytest.raises(IQTError, match="not found"):
+        model_io.load(bad / "m.json")
+    with pytest.raises(IQTError, match="this is a 'espcn-hetero' model"):
+        methods.get("espcn", model=path).predict(Volume(smooth_tensors((6, 6, 6))[0], np.eye(4), "tensor"), 2)
+
+
+def test_shipped_models_load_with_a_verified_checksum(tmp_path):
+    entries = [e for e in model_io.read_registry() if e["method"] in networks.ARCHITECTURES]
+    if not entries:
+        pytest.skip(f"no CNN model in the registry of {model_io.MODELS_DIR}")
+    assert {"espcn", "espcn-hetero"} <= {e["method"] for e in entries}
+    for e in entries:
+        model = model_io.load(model_io.MODELS_DIR / e["sidecar"])
+        assert model.meta["sha256"] == e["sha256"]
+        assert (model_io.MODELS_DIR / model.meta["weights"]).stat().st_size < 2 * 2**20
+        # a tampered copy of the shipped weights is refused
+        shutil.copy(model_io.MODELS_DIR / e["sidecar"], tmp_path / e["sidecar"])
+        w = bytearray((model_io.MODELS_DIR / model.meta["weights"]).read_bytes())
+        w[-100] ^= 0x01
+        (tmp_path / model.meta["weights"]).write_bytes(bytes(w))
+        with pytest.raises(IQTError, match="checksum"):
+            model_io.load(tmp_path / e["sidecar"])
+    lr, mask = smooth_tensors((8, 8, 8))
+    aff = np.diag([-2.0, 2, 2, 1])
+    pred = methods.get(entries[0]["method"]).predict(Volume(lr, aff, "tensor"), entries[0]["factor"], Volume(mask, aff, "mask"))
+    assert np.isfinite(pred.tensor.data).all()
+    with pytest.raises(IQTError, match="factor 3"):
+        methods.get(entries[0]["method"]).predict(Volume(lr, aff, "tensor"), 3)
+
+
+def test_missing_torch_gives_an_install_hint(monkeypatch):
+    from ImageQualityTransferLib.methods.cnn import ESPCN
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    lr, _ = smooth_tensors((6, 6, 6))
+    with pytest.raises(IQTError, match="pip install torch"):
+        ESPCN().predict(Volume(lr, np.eye(4), "tensor"), 2)
+
+
+def test_train_without_torch_says_how_to_install(monkeypatch, capsys):
+    from conftest import TRAIN, need_data
+
+    from ImageQualityTransferLib import cli
+
+    subject = need_data(TRAIN / "philips_achieva_dstream_3mm")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert cli.main(["train", "--method", "espcn", "--subjects", str(subject), "-o", "model.pt"]) == 2
+    assert "pip install torch" in capsys.readouterr().err

@@ -1,0 +1,198 @@
+"""IQT-RF / BIQT-RF / global-linear: trees, fast split search, evidence fixed point, forests, model files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.errors import IQTError
+from ImageQualityTransferLib.forest import bayes, completion, features, linear, model_io, patches, tree
+from ImageQualityTransferLib.forest.forest import Forest
+
+
+def _piecewise(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    F = np.stack([rng.integers(0, 10, n) / 10.0, rng.random(n)], 1)  # the truth's threshold is a data value
+    truth = np.random.default_rng(99)  # the same two linear pieces for every sample
+    A1, A2 = truth.normal(size=(3, 2)), truth.normal(size=(3, 2))
+    b1, b2 = np.array([1.0, -2.0]), np.array([-3.0, 0.5])
+    left = F[:, 0] <= 0.3
+    Y = np.where(left[:, None], X @ A1 + b1, X @ A2 + b2)
+    return X, F, Y
+
+
+def test_tree_recovers_piecewise_linear_truth():
+    X, F, Y = _piecewise()
+    Xv, Fv, Yv = _piecewise(seed=1)
+    t = tree.grow(linear.augment(X), Y, F, linear.augment(Xv), Yv, Fv, max_depth=3, min_leaf=20, bins=32,
+                  ridge=1e-10, bayesian=False)
+    assert t.feature[0] == 0 and t.threshold[0] == pytest.approx(0.3)
+    Xt, Ft, Yt = _piecewise(seed=2)
+    pred = tree.predict_leaves(t.W, linear.augment(Xt).astype(np.float32), t.apply(Ft))
+    np.testing.assert_allclose(pred, Yt, atol=1e-3)
+
+
+def test_fast_split_search_equals_bruteforce():
+    rng = np.random.default_rng(3)
+    n = 240
+    X = rng.normal(size=(n, 3))
+    F = np.round(rng.random((n, 2)), 2)  # ties included
+    Y = X @ rng.normal(size=(3, 2)) + np.where(F[:, :1] > 0.5, 1.0, -1.0) + 0.3 * rng.normal(size=(n, 2))
+    Xa = linear.augment(X)
+    st = linear.stats(Xa, Y)
+    st = st + (tree.node_fit(*st, 1e-3)[1],)
+    fast = tree.split_gains(Xa, Y, F, st, bins=8, min_leaf=10, ridge=1e-3)
+    slow = tree.split_gains_bruteforce(Xa, Y, F, bins=8, min_leaf=10, ridge=1e-3)
+    assert len(fast) == len(slow) > 5
+    for (f1, t1, g1, _), (f2, t2, g2) in zip(fast, slow):
+        assert f1 == f2 and t1 == t2
+        assert g1 == pytest.approx(g2, rel=1e-6, abs=1e-6)
+
+
+def test_evidence_fixed_point_matches_direct_optimisation():
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(4)
+    n, d, m = 300, 6, 3
+    Xa = linear.augment(rng.normal(size=(n, d - 1)))
+    Y = Xa @ (0.5 * rng.normal(size=(d, m))) + 0.4 * rng.normal(size=(n, m))
+    XtX, XtY, YtY, _ = linear.stats(Xa, Y)
+    leaf = bayes.evidence_fixed_point(XtX, XtY, YtY, n, iters=2000, tol=1e-12)
+
+    def neg(p):
+        return -bayes.log_evidence(np.exp(p[0]), np.exp(p[1]), XtX, XtY, YtY, n)
+
+    res = minimize(neg, x0=[0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
+    assert leaf.alpha == pytest.approx(np.exp(res.x[0]), rel=1e-3)
+    assert leaf.beta == pytest.approx(np.exp(res.x[1]), rel=1e-3)
+    assert -res.fun == pytest.approx(bayes.log_evidence(leaf.alpha, leaf.beta, XtX, XtY, YtY, n), abs=1e-6)
+    # posterior mean is the ridge solution with lambda = alpha / beta
+    W = np.linalg.solve(XtX + leaf.alpha / leaf.beta * np.eye(d), XtY)
+    np.testing.assert_allclose(leaf.W, W, rtol=1e-8, atol=1e-10)
+
+
+def _synthetic(n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 12)).astype(np.float32)
+    F = rng.random((n, 3)).astype(np.float32)
+    Y = (X[:, :4] * np.where(F[:, :1] > 0.5, 1.0, -1.0) + 0.1 * rng.normal(size=(n, 4))).astype(np.float32)
+    g = (np.arange(n) % 3).astype(np.int16)
+    return X, F, Y, g
+
+
+def _forest(seed=0):
+    X, F, Y, g = _synthetic()
+    return Forest(n_trees=3, n_train=2000, n_val=500, max_depth=3, min_leaf=40, bins=8, ridge=1e-4, seed=seed).fit(
+        X, F, Y, groups=g), X, F, Y
+
+
+def test_forest_deterministic_for_a_seed_and_beats_linear():
+    f1, X, F, Y = _forest(0)
+    f2, *_ = _forest(0)
+    for kind in ("rf", "biqt"):
+        m1, v1 = f1.predict(X[:500], F[:500], kind)
+        m2, v2 = f2.predict(X[:500], F[:500], kind)
+        np.testing.assert_array_equal(m1, m2)
+        np.testing.assert_array_equal(v1, v2)
+        assert np.all(v1 >= 0)
+    gl = linear.GlobalLinear().fit(X, Y)
+    assert np.mean((f1.predict(X, F)[0] - Y) ** 2) < 0.5 * np.mean((gl.predict(X) - Y) ** 2)
+
+
+def _model(method):
+    f, X, F, Y = _forest(0)
+    comp = completion.GaussianCompletion().fit(X, np.zeros((len(X), 2), bool))
+    gl = np.zeros((X.shape[1] + 1, Y.shape[1]), np.float32)
+    return model_io.ForestModel(method, 2, 1, comp, gl, None if method == "global-linear" else f, {"version": "test"}), X, F
+
+
+@pytest.mark.parametrize("method", ["rf", "biqt", "global-linear"])
+def test_save_load_round_trip(tmp_path, method):
+    model, X, F = _model(method)
+    side = model_io.save(model, tmp_path / f"{method}.npz")
+    back = model_io.load(side)
+    assert back.method == method and back.factor == 2
+    np.testing.assert_array_equal(back.gl_W, model.gl_W)
+    if method != "global-linear":
+        for kind in (method,):
+            m1, v1 = model.forest.predict(X, F, kind)
+            m2, v2 = back.forest.predict(X, F, kind)
+            np.testing.assert_allclose(m1, m2, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(v1, v2, rtol=1e-4, atol=1e-6)
+
+
+def test_corrupted_or_tampered_model_gives_iqterror(tmp_path):
+    model, *_ = _model("rf")
+    side = model_io.save(model, tmp_path / "rf.npz")
+    weights = tmp_path / "rf.npz"
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(IQTError, match="checksum"):
+        model_io.load(side)
+    weights.write_bytes(bytes(raw[:100]))  # truncated
+    with pytest.raises(IQTError, match="checksum"):
+        model_io.load(side)
+    # a pickled object array with a matching checksum still cannot load (allow_pickle=False)
+    np.savez(weights, gl_W=np.array([{"evil": 1}], dtype=object))
+    meta = json.loads(side.read_text())
+    meta["sha256"] = model_io.sha256(weights)
+    side.write_text(json.dumps(meta))
+    with pytest.raises(IQTError, match="valid"):
+        model_io.load(side)
+    side.write_text("{not json")
+    with pytest.raises(IQTError, match="JSON"):
+        model_io.load(side)
+    side.unlink()
+    with pytest.raises(IQTError, match="sidecar not found"):
+        model_io.load(side)
+    weights.unlink()
+    with pytest.raises(IQTError):
+        model_io.load(weights)
+
+
+def test_completion_and_features_on_a_volume():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 2 * 6)).astype(np.float32)
+    X[:, 6:] = X[:, :6] * 2 + 0.01 * rng.normal(size=(2000, 6))
+    comp = completion.GaussianCompletion().fit(X, np.zeros((2000, 2), bool))
+    miss = np.zeros((5, 2), bool)
+    miss[:, 1] = True
+    out = comp.complete(np.where(np.repeat(miss, 6, 1), 0, X[:5]), miss)
+    np.testing.assert_allclose(out[:, 6:], 2 * X[:5, :6], atol=0.1)
+    t = np.zeros((6, 6, 6, 6), np.float32)
+    t[..., 0], t[..., 2], t[..., 5] = 1.5, 0.5, 0.5
+    for n, k in features.N_FEATURES.items():
+        f = features.volume_features(t, n)
+        assert f.shape == (6, 6, 6, k)
+    f = features.volume_features(t, 2)[3, 3, 3]
+    assert f[0] == pytest.approx(1.5) and f[6] == pytest.approx(2.5) and f[14] == pytest.approx(1.0, abs=1e-5)
+    b = rng.normal(size=(4, 6, 8, 6)).astype(np.float32)
+    np.testing.assert_array_equal(patches.from_blocks(patches.to_blocks(b, 2), 2), b)
+
+
+def test_shipped_models_beat_cubic_on_a_dev_crop(axial_subject):
+    from ImageQualityTransferLib import evaluation, methods
+    from ImageQualityTransferLib.pipeline import Subject, make_case
+
+    for name in ("global-linear", "rf", "biqt"):
+        try:
+            model_io.shipped(name, 2)
+        except IQTError:
+            pytest.skip(f"no shipped {name} model")
+    s = axial_subject
+    box = tuple(slice(a // 4, a // 4 + a // 2) for a in s.dwi.shape3)  # central half of each axis
+    crop = Subject(s.name, s.dwi.replace(data=s.dwi.data[box]), s.mask.replace(data=s.mask.data[box]),
+                   s.tensor.replace(data=s.tensor.data[box]))
+    case = make_case(crop, 2)
+    cubic = methods.get("cubic").predict(case.lr, 2, case.lr_mask)
+    ref = evaluation.evaluate(cubic.tensor.data, case.truth, case.hr_mask, case.lr_mask.data, 2)
+    for name in ("global-linear", "rf", "biqt"):
+        pred = methods.get(name).predict(case.lr, 2, case.lr_mask)
+        res = evaluation.evaluate(pred.tensor.data, case.truth, case.hr_mask, case.lr_mask.data, 2)
+        assert res["interior"]["dt_rmse"] < ref["interior"]["dt_rmse"], name
+        if name != "global-linear":
+            assert pred.uncertainty["std"].data.shape == pred.tensor.data.shape[:3]

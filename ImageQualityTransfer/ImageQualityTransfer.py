@@ -107,7 +107,7 @@ class ImageQualityTransferParameterNode:
 
     inputVolume: Union[vtkMRMLDiffusionTensorVolumeNode, vtkMRMLDiffusionWeightedVolumeNode, None]
     maskVolume: vtkMRMLLabelMapVolumeNode
-    method: str = "cubic"
+    method: str = ""  # empty: the engine's default (the best shipped method that can run here)
     modelPath: pathlib.Path
     factor: Annotated[int, WithinRange(2, 4)] = 2
     samples: Annotated[int, WithinRange(1, 200)] = 20
@@ -229,8 +229,12 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def _updateMethodGui(self) -> None:
         if not self._methods:
             return
-        name = self._parameterNode.method if self._parameterNode else self._methods[0]["name"]
         names = [m["name"] for m in self._methods]
+        name = self._parameterNode.method if self._parameterNode else ""
+        if name not in names:
+            name = self.logic.defaultMethod()
+            if self._parameterNode and name in names:
+                self._parameterNode.method = name
         index = names.index(name) if name in names else 0
         combo = self.ui.methodComboBox
         if combo.currentIndex != index:
@@ -445,7 +449,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- processing
 
-    def process(self, inputNode, outputNode=None, method: str = "cubic", factor: int = 2, maskNode=None,
+    def defaultMethod(self) -> str:
+        """The engine's default: the best shipped method that can run in this Python (see `iqt methods`)."""
+        from ImageQualityTransferLib import methods
+
+        return methods.default_method()
+
+    def process(self, inputNode, outputNode=None, method: Optional[str] = None, factor: int = 2, maskNode=None,
                 uncertaintyNode=None, interpolatedNode=None, samples: int = 20, useGPU: bool = False,
                 modelPath: Optional[str] = None, progressCallback=None, separateProcess: Optional[bool] = None) -> dict:
         """Super-resolve `inputNode` (DTI, or DWI fitted first) and return the nodes:
@@ -461,6 +471,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         if not inputNode:
             raise ValueError(_("Input volume is invalid"))
         sp = self.engine()
+        method = method or self.defaultMethod()
         needsTorch = sp.method_needs_torch(method)
         if separateProcess is None:
             separateProcess = needsTorch

@@ -196,3 +196,62 @@ def test_shipped_models_beat_cubic_on_a_dev_crop(axial_subject):
         assert res["interior"]["dt_rmse"] < ref["interior"]["dt_rmse"], name
         if name != "global-linear":
             assert pred.uncertainty["std"].data.shape == pred.tensor.data.shape[:3]
+
+
+def _patch_data(n=3000, seed=0):
+    """3^3 x 6 patches whose targets are noisier where the patch is heterogeneous (as at tissue edges)."""
+    rng = np.random.default_rng(seed)
+    base = np.array([0.8, 0.0, 0.7, 0.0, 0.0, 0.7], np.float32)
+    spread = rng.choice([0.01, 0.3], n).astype(np.float32)  # homogeneous or heterogeneous patch
+    X = (base + spread[:, None, None] * rng.normal(size=(n, 27, 6))).astype(np.float32).reshape(n, -1)
+    F = rng.random((n, 15)).astype(np.float32)
+    clean = X[:, 13 * 6 : 13 * 6 + 4] * np.where(F[:, :1] > 0.5, 1.0, -1.0)
+    Y = (clean + spread[:, None] * rng.normal(size=(n, 4))).astype(np.float32)
+    g = (np.arange(n) % 3).astype(np.int16)
+    return X, F, Y, g, spread
+
+
+def test_uncertainty_calibration_rf_coverage_and_biqt_noise_scale(tmp_path):
+    from scipy.stats import spearmanr
+
+    X, F, Y, g, spread = _patch_data()
+    kw = dict(n_trees=3, n_train=2000, n_val=500, max_depth=3, min_leaf=200, bins=8, ridge=1e-4, seed=0)
+    rf = Forest(bayesian=False, **kw).fit(X, F, Y, groups=g)
+    rf.calibrate(X, F, Y, "rf", r3=1)
+    mu, var = rf.predict(X, F, "rf")
+    cover = np.mean(np.abs(Y - mu) <= 2 * np.sqrt(var.mean(1, keepdims=True)))
+    assert cover == pytest.approx(0.954, abs=0.02)
+    bq = Forest(bayesian=True, **kw).fit(X, F, Y, groups=g)
+    _, v0 = bq.predict(X, F, "biqt")
+    bq.calibrate(X, F, Y, "biqt", r3=1)
+    mu, v1 = bq.predict(X, F, "biqt")
+    assert np.mean(bq.noise(X, F)) == pytest.approx(1.0, rel=1e-3)
+    err = np.sqrt(np.mean((Y - mu) ** 2, 1))
+    assert spearmanr(v1.mean(1), err)[0] > spearmanr(v0.mean(1), err)[0] + 0.05
+    assert np.median(v1.mean(1)[spread > 0.1]) > 10 * np.median(v1.mean(1)[spread < 0.1])
+    # the noise features are invariant to a flip of the patch axes with the tensor components
+    P = X.reshape(-1, 3, 3, 3, 6)[:, ::-1]
+    P = P * np.array([1, -1, 1, -1, 1, 1], np.float32)  # x flip: Dxy, Dxz change sign
+    np.testing.assert_allclose(bayes.noise_design(P.reshape(len(X), -1), F), bayes.noise_design(X, F), rtol=1e-4, atol=1e-4)
+    # both calibrations survive save/load
+    for method, f in (("rf", rf), ("biqt", bq)):
+        comp = completion.GaussianCompletion().fit(X, np.zeros((len(X), 27), bool))
+        gl = np.zeros((X.shape[1] + 1, Y.shape[1]), np.float32)
+        m = model_io.ForestModel(method, 2, 1, comp, gl, f, {"version": "test"})
+        back = model_io.load(model_io.save(m, tmp_path / f"{method}.npz"))
+        a, b = f.predict(X[:300], F[:300], method), back.forest.predict(X[:300], F[:300], method)
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-4, atol=1e-7)
+
+
+def test_leaf_ridge_refits_leaves_only():
+    X, F, Y, g = _synthetic()
+    Xa = linear.augment(X)
+    kw = dict(max_depth=3, min_leaf=40, bins=8, ridge=1.0, bayesian=False)
+    a = tree.grow(Xa[:3000], Y[:3000], F[:3000], Xa[3000:], Y[3000:], F[3000:], **kw)
+    b = tree.grow(Xa[:3000], Y[:3000], F[:3000], Xa[3000:], Y[3000:], F[3000:], leaf_ridge=1e-6, **kw)
+    np.testing.assert_array_equal(a.feature, b.feature)
+    np.testing.assert_array_equal(a.threshold, b.threshold)
+    assert np.abs(a.W - b.W).max() > 1e-3
+    W = linear.fit_stats(*[s for k, s in enumerate(linear.stats(Xa[:3000][a.apply(F[:3000]) == 0],
+                                                               Y[:3000][a.apply(F[:3000]) == 0])) if k != 2], 1e-6)
+    np.testing.assert_allclose(b.W[0], W, rtol=1e-6, atol=1e-8)

@@ -3,8 +3,11 @@
 Each tree grows on its own random subsample of the patch library with a disjoint validation subsample.
 Trees are combined per example with weights 1 / (mean validation residual variance of the leaf reached).
 `rf` reports the weighted spread between the trees as its uncertainty; `biqt` the forest predictive
-variance: the weighted mean over trees of x^T A^-1 x + 1/beta plus the weighted spread of the tree means
-(the variance of the mixture of the trees' Gaussian predictions).
+variance: the weighted mean over trees of x^T A^-1 x + h(x)/beta plus the weighted spread of the tree means
+(the variance of the mixture of the trees' Gaussian predictions), h the input-dependent noise scale of
+`bayes.NoiseScale` (1 when absent). Either variance is multiplied by `variance_scale`, fitted after training
+(`calibrate`) so that about 95 % of the training errors lie within 2 sigma (the raw spread of a few trees is
+far narrower than the error).
 """
 
 from __future__ import annotations
@@ -14,20 +17,23 @@ import time
 import numpy as np
 
 from . import linear, tree
+from .bayes import NoiseScale
 
 DEFAULTS = dict(n_trees=8, n_train=40_000, n_val=10_000, max_depth=6, min_leaf=None, bins=24,
-                ridge=linear.DEFAULT_RIDGE)
+                ridge=linear.DEFAULT_RIDGE, leaf_ridge=None)
 
 
 class Forest:
     """`fit(X, F, Y)` on completed patches X, split features F, residual targets Y; `predict(X, F, kind)`."""
 
     def __init__(self, n_trees=8, n_train=40_000, n_val=10_000, max_depth=6, min_leaf=None, bins=24,
-                 ridge=linear.DEFAULT_RIDGE, seed=0, bayesian=True):
+                 ridge=linear.DEFAULT_RIDGE, seed=0, bayesian=True, leaf_ridge=None):
         self.params = dict(n_trees=n_trees, n_train=n_train, n_val=n_val, max_depth=max_depth, min_leaf=min_leaf,
-                           bins=bins, ridge=ridge, seed=seed)
+                           bins=bins, ridge=ridge, seed=seed, leaf_ridge=leaf_ridge)
         self.bayesian = bayesian
         self.trees: list[tree.Tree] = []
+        self.noise: NoiseScale | None = None  # biqt: input-dependent scale of the leaves' noise variance
+        self.variance_scale = 1.0  # calibration of the returned variance (rf: spread between trees; biqt: total)
 
     def fit(self, X, F, Y, groups=None, log=None, progress=None) -> "Forest":
         """With `groups` (subject of each example) and at least two subjects, tree t validates on subject
@@ -52,7 +58,7 @@ class Forest:
                 tr, va = np.sort(perm[:nt]), np.sort(perm[nt : nt + nv])
             self.trees.append(tree.grow(linear.augment(X[tr]), Y[tr], F[tr], linear.augment(X[va]), Y[va], F[va],
                                         max_depth=p["max_depth"], min_leaf=p["min_leaf"], bins=p["bins"],
-                                        ridge=p["ridge"], bayesian=self.bayesian))
+                                        ridge=p["ridge"], bayesian=self.bayesian, leaf_ridge=p["leaf_ridge"]))
             if log:
                 info = self.trees[-1].info
                 log(f"tree {t + 1}/{p['n_trees']}: {info['n_leaves']} leaves, depth {info['depth']}, "
@@ -66,6 +72,7 @@ class Forest:
         Xa = linear.augment(np.asarray(X, np.float32))
         num = den = None
         means, weights, tvars = [], [], []
+        h = self.noise(X, F) if (kind == "biqt" and self.noise is not None) else None
         for t in self.trees:
             leaf = t.apply(F)
             if kind == "biqt":
@@ -79,7 +86,8 @@ class Forest:
                     var[rows] = np.einsum("ij,ij->i", z, z)
 
                 tree._group_apply(leaf, t.n_leaves, fn)
-                var += (1.0 / t.bayes_beta[leaf]).astype(np.float32)
+                noise = (1.0 / t.bayes_beta[leaf]).astype(np.float32)
+                var += noise if h is None else noise * h
                 tvars.append(var)
             else:
                 mu = tree.predict_leaves(t.W, Xa, leaf)
@@ -93,8 +101,23 @@ class Forest:
         spread = sum(w[:, None] * (mu - mean) ** 2 for mu, w in zip(means, weights)) / den[:, None]
         if kind == "biqt":
             within = sum(w * v for w, v in zip(weights, tvars)) / den
-            return mean, spread + within[:, None]
-        return mean, spread
+            spread = spread + within[:, None]
+        return mean, spread * np.float32(self.variance_scale)
+
+    def calibrate(self, X, F, R, kind: str, r3: int, coverage: float = 0.954) -> None:
+        """After training, on (a subsample of) the training examples with residual targets R: for biqt the
+        input-dependent noise scale, then for either kind the variance scale that puts `coverage` of the
+        element errors within 2 sigma (sigma per high-res voxel, as the uncertainty map gives it)."""
+        self.variance_scale = 1.0
+        if kind == "biqt":
+            self.noise = None
+            mu, _ = self.predict(X, F, "biqt")
+            self.noise = NoiseScale().fit(X, F, R - mu)
+        mu, s = self.predict(X, F, kind)
+        err = np.abs(R - mu).reshape(len(R), r3, -1)
+        sig = np.sqrt(np.maximum(s.reshape(len(R), r3, -1).mean(-1, keepdims=True), 1e-20))
+        c = float(np.quantile(err / sig, coverage)) / 2.0
+        self.variance_scale = c * c
 
     @property
     def n_leaves(self) -> int:

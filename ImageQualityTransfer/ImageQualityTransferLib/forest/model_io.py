@@ -18,6 +18,7 @@ from ..errors import IQTError
 from . import SCALE, tree
 from .completion import GaussianCompletion
 from .forest import Forest
+from .bayes import NoiseScale
 
 FORMAT = "iqt-forest-model/1"
 METHODS = ("global-linear", "rf", "biqt")
@@ -56,6 +57,10 @@ def _arrays(model: ForestModel, dtype) -> dict:
          "completion_cov": model.completion.cov.astype(np.float32)}
     if model.forest is not None:
         bayes = model.method == "biqt"
+        a["variance_scale"] = np.float32(model.forest.variance_scale)
+        if model.forest.noise is not None and model.forest.noise.v is not None:
+            a["noise_v"] = model.forest.noise.v.astype(np.float64)
+            a["noise_k"] = np.float64(model.forest.noise.k)
         for k, t in enumerate(model.forest.trees):
             p = f"tree{k}_"
             a[p + "feature"] = t.feature.astype(np.int16)
@@ -138,6 +143,10 @@ def load(path) -> ForestModel:
                     t.bayes_alpha = a[p + "alpha"]
                     t.bayes_root_ = a[p + "root"].astype(np.float32)
                 forest.trees.append(t)
+            if "variance_scale" in a:  # absent in models from before the calibration (scale 1)
+                forest.variance_scale = float(a["variance_scale"])
+            if "noise_v" in a:
+                forest.noise = NoiseScale(a["noise_v"], float(a["noise_k"]))
         model = ForestModel(method, int(meta["factor"]), int(meta["patch_radius"]), comp, a["gl_W"].astype(np.float32),
                             forest, meta)
     except IQTError:

@@ -174,8 +174,11 @@ def predict_leaves(W: np.ndarray, Xa: np.ndarray, leaf_ids: np.ndarray) -> np.nd
 
 
 def grow(Xa, Y, F, Xv, Yv, Fv, max_depth=6, min_leaf=None, bins=24, ridge=linear.DEFAULT_RIDGE,
-         min_gain=0.0, bayesian=True, min_val=20, log=None) -> Tree:
-    """Grow one tree on training examples (Xa with bias column, Y, features F) with validation (Xv, Yv, Fv)."""
+         min_gain=0.0, bayesian=True, min_val=20, log=None, leaf_ridge=None) -> Tree:
+    """Grow one tree on training examples (Xa with bias column, Y, features F) with validation (Xv, Yv, Fv).
+
+    `ridge` conditions the node models of the split search; `leaf_ridge` (default: `ridge`) those the
+    finished leaves keep (the least-squares models; the Bayesian ones tune their own prior)."""
     Xa = np.asarray(Xa, np.float64)
     Y = np.asarray(Y, np.float64)
     Xv = np.asarray(Xv, np.float64)
@@ -238,6 +241,8 @@ def grow(Xa, Y, F, Xv, Yv, Fv, max_depth=6, min_leaf=None, bins=24, ridge=linear
             stack.append((child, ci, vidx[vsel], cst, Wc, depth + 1))
 
     L = len(leaves)
+    if leaf_ridge is not None and leaf_ridge != ridge:
+        leaves = [(i_, v_, st_, linear.fit_stats(st_[0], st_[1], st_[3], leaf_ridge)) for i_, v_, st_, _ in leaves]
     Ws = np.stack([lv[3] for lv in leaves])
     val_var = np.empty(L)
     bW = np.empty_like(Ws) if bayesian else None

@@ -44,13 +44,13 @@ class GlobalLinearMethod(ForestMethod):
 
 class RFMethod(ForestMethod):
     name = "rf"
-    description = "IQT-RF: 8 regression trees with linear leaves on top of the global-linear map; std = spread between trees"
+    description = "IQT-RF: 8 regression trees with linear leaves on top of the global-linear map; std = spread between trees, calibrated on training data"
     gives_uncertainty = True
 
 
 class BIQTMethod(ForestMethod):
     name = "biqt"
-    description = "Bayesian IQT-RF: Bayesian linear leaves (evidence-tuned), per-voxel predictive standard deviation"
+    description = "Bayesian IQT-RF: Bayesian linear leaves (evidence-tuned), per-voxel predictive standard deviation with an input-dependent noise scale"
     gives_uncertainty = True
 
 

@@ -229,3 +229,81 @@ def test_train_without_torch_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)
     assert cli.main(["train", "--method", "espcn", "--subjects", str(subject), "-o", "model.pt"]) == 2
     assert "pip install torch" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- variational dropout and Monte Carlo
+
+
+def toy_variational_model(method, v_intrinsic=4.0, c=3.0, log_alpha2=np.log(0.25), bias=1.5):
+    """A hetero+var network with known answers: predicted variance v_intrinsic everywhere; mean c (1 + xi) + bias
+    with xi ~ N(0, alpha2) from the second dropout layer only (the first one feeds zero weights), so the
+    parameter variance is c^2 alpha2 and the expected mean c + bias."""
+    net, meta = random_model(method)
+    meta["normalisation"] = {**NORM, "in_mean": [0.0] * 6, "in_scale": [1.0] * 6, "out_scale": [1.0] * 6}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.logvar.conv3.bias.fill_(float(np.log(v_intrinsic)))
+        m = net.mean
+        m.conv2.bias.fill_(1.0)  # hidden layer 2 = 1 whatever layer 1 is
+        m.drop1.log_alpha.fill_(0.0)
+        m.drop2.log_alpha.fill_(float(log_alpha2))
+        m.conv3.weight[:, 0, 1, 1, 1] = c
+        m.conv3.bias.fill_(bias)
+    return LoadedModel(net, meta)
+
+
+@pytest.mark.parametrize("method", ["espcn-hetero-var1", "espcn-hetero-var2"])
+def test_monte_carlo_variance_decomposition_on_a_toy_model(method):
+    v_i, c, alpha2, bias = 4.0, 3.0, 0.25, 1.5
+    model = toy_variational_model(method, v_i, c, np.log(alpha2), bias)
+    lr = np.zeros((6, 6, 6, 6), np.float32)
+    hr, unc = inference.predict_volume(model, lr, None, samples=400, seed=1)
+    v_p = c**2 * alpha2
+    assert set(unc) >= {"std", "std_intrinsic", "std_parameter", "md_std"}
+    assert np.allclose(unc["std_intrinsic"], np.sqrt(v_i), rtol=1e-5)
+    tol = 0.03 if method.endswith("var1") else 0.12  # var2: one draw per channel for the whole volume
+    assert abs(unc["std_parameter"].mean() / np.sqrt(v_p) - 1) < tol
+    assert abs((unc["std"] ** 2).mean() / (v_i + v_p) - 1) < tol
+    assert abs(hr.mean() - (c + bias)) < 4 * np.sqrt(v_p / 400)
+    # MD = trace / 3: intrinsic 3 v_i / 9; the three diagonal means share one draw -> parameter variance v_p
+    assert abs((unc["md_std"] ** 2).mean() / (3 * v_i / 9 + v_p) - 1) < tol
+    if method.endswith("var2"):  # per channel: the parameter std is the same at every voxel
+        assert np.allclose(unc["std_parameter"], unc["std_parameter"].flat[0], rtol=1e-4)
+    # samples=0: one deterministic pass, intrinsic part only
+    hr0, unc0 = inference.predict_volume(model, lr, None, samples=0)
+    assert np.allclose(hr0, c + bias) and np.allclose(unc0["std"], np.sqrt(v_i), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["espcn-hetero-var1", "espcn-hetero-var2"])
+def test_monte_carlo_is_deterministic_for_a_seed(method, tmp_path):
+    net, meta = random_model(method)
+    model = LoadedModel(net, meta)
+    lr, mask = smooth_tensors((10, 9, 8))
+    a = inference.predict_volume(model, lr, mask, samples=5, seed=7, tile=4)
+    b = inference.predict_volume(model, lr, mask, samples=5, seed=7, tile=4)
+    c = inference.predict_volume(model, lr, mask, samples=5, seed=8, tile=4)
+    assert np.array_equal(a[0], b[0]) and all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
+    assert not np.array_equal(a[0], c[0])
+    assert all(not d.sampling for d in net.mean.dropout_layers())  # sampling is switched off afterwards
+    # through the method interface, with the samples attribute the CLI and Slicer set
+    side = model_io.save(net, meta, tmp_path / "v.pt")
+    from ImageQualityTransferLib.methods.cnn import ESPCNHeteroVar2
+
+    m = methods.get(method, model=side) if method in methods.names() else ESPCNHeteroVar2(model=side)
+    m.samples = 3
+    vol = Volume(lr, np.diag([2.0, 2, 2, 1]), "tensor")
+    p1, p2 = m.predict(vol, 2, Volume(mask, vol.affine, "mask")), m.predict(vol, 2, Volume(mask, vol.affine, "mask"))
+    assert np.array_equal(p1.tensor.data, p2.tensor.data)
+    assert set(p1.uncertainty) >= {"std", "std_intrinsic", "std_parameter"}
+
+
+def test_a_tiny_variational_training_run_learns_dropout_rates():
+    items = synthetic_items()
+    kw = dict(method="espcn-hetero-var1", epochs=4, iters_per_epoch=10, batch_size=4, patch=6, val_patches=4, patience=10,
+              progress=False)
+    net, meta, hist = training.train(items, seed=3, **kw)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    la = meta["training"]["log_alpha"]
+    assert len(la["drop1"]) == 50 and len(la["drop2"]) == 100 and meta["training"]["kl_weight"] > 0
+    assert not np.allclose(la["drop2"], -4.0)

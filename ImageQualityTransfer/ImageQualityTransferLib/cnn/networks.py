@@ -7,6 +7,14 @@ voxels. Callers pad the volume by `HALO` voxels on every side.
 
 The heteroscedastic model has a second network of the same shape whose output is the per-voxel,
 per-element log-variance of the (normalised) prediction.
+
+Variational dropout (Kingma et al. 2015): Gaussian multiplicative noise h * xi, xi ~ N(1, alpha), on the two
+hidden layers of the mean network, with log alpha learned per hidden channel (a conv unit: its weights are
+shared over positions). `-var1` draws xi independently for every unit (channel x voxel); `-var2` draws one xi
+per channel for the whole volume (the channel is dropped as a whole). The KL divergence to the log-uniform
+prior uses Molchanov et al. (2017)'s approximation. The log-variance network of the hetero+var models is
+deterministic, so Monte Carlo samples vary only the mean (parameter uncertainty) and the predicted variance
+is the intrinsic part.
 """
 
 from __future__ import annotations
@@ -20,8 +28,52 @@ HALO = 2  # low-res voxels lost on each side by the two unpadded 3^3 convolution
 N_ELEMENTS = 6
 
 
+K1, K2, K3 = 0.63576, 1.87320, 1.48695  # Molchanov et al. 2017, -KL(q || log-uniform) approximation
+LOG_ALPHA_RANGE = (-10.0, 4.0)
+
+
+class VarDropout(nn.Module):
+    """Gaussian multiplicative noise with learned log alpha per channel; `mode` "unit" or "channel".
+
+    Active in training mode, or in eval mode while `sampling` is True (Monte Carlo prediction). `generator`
+    (a torch.Generator) makes the draws reproducible; `channel_noise` ((C,) standard normal draws) fixes the
+    per-channel noise of one Monte Carlo sample across the tiles of a volume in "channel" mode.
+    """
+
+    def __init__(self, channels: int, mode: str = "unit", init_log_alpha: float = -4.0):
+        super().__init__()
+        if mode not in ("unit", "channel"):
+            raise ValueError(f"variational dropout mode {mode!r}: 'unit' or 'channel'")
+        self.mode = mode
+        self.log_alpha = nn.Parameter(torch.full((channels,), float(init_log_alpha)))
+        self.sampling = False
+        self.generator = None
+        self.channel_noise = None
+
+    def alpha_std(self) -> torch.Tensor:
+        return (0.5 * self.log_alpha.clamp(*LOG_ALPHA_RANGE)).exp()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if not (self.training or self.sampling):
+            return h
+        std = self.alpha_std().view(1, -1, 1, 1, 1)
+        if self.mode == "unit":
+            eps = torch.randn(h.shape, generator=self.generator, dtype=h.dtype, device=h.device)
+        elif self.channel_noise is not None:
+            eps = self.channel_noise.to(h.dtype).view(1, -1, 1, 1, 1)
+        else:
+            eps = torch.randn((h.shape[0], h.shape[1], 1, 1, 1), generator=self.generator, dtype=h.dtype, device=h.device)
+        return h * (1.0 + std * eps)
+
+    def kl(self) -> torch.Tensor:
+        la = self.log_alpha.clamp(*LOG_ALPHA_RANGE)
+        neg_kl = K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * nn.functional.softplus(-la) - K1
+        return -neg_kl.sum()
+
+
 class ESPCN3D(nn.Module):
-    def __init__(self, factor: int = 2, widths=(50, 100), n_in: int = N_ELEMENTS, n_out: int = N_ELEMENTS):
+    def __init__(self, factor: int = 2, widths=(50, 100), n_in: int = N_ELEMENTS, n_out: int = N_ELEMENTS,
+                 dropout: str | None = None):
         super().__init__()
         self.factor = int(factor)
         self.n_out = n_out
@@ -29,19 +81,41 @@ class ESPCN3D(nn.Module):
         self.conv1 = nn.Conv3d(n_in, w1, 3)
         self.conv2 = nn.Conv3d(w1, w2, 1)
         self.conv3 = nn.Conv3d(w2, n_out * self.factor**3, 3)
+        self.dropout = dropout
+        if dropout is not None:
+            self.drop1 = VarDropout(w1, dropout)
+            self.drop2 = VarDropout(w2, dropout)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The first hidden layer (deterministic: the noise acts on it in `head`)."""
+        return torch.relu(self.conv1(x))
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        if self.dropout is not None:
+            h = self.drop1(h)
+        h = torch.relu(self.conv2(h))
+        if self.dropout is not None:
+            h = self.drop2(h)
+        return pixel_shuffle_3d(self.conv3(h), self.factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv1(x))
-        h = torch.relu(self.conv2(h))
-        return pixel_shuffle_3d(self.conv3(h), self.factor)
+        return self.head(self.features(x))
+
+    def dropout_layers(self):
+        return [self.drop1, self.drop2] if self.dropout is not None else []
+
+    def kl(self) -> torch.Tensor:
+        return sum((d.kl() for d in self.dropout_layers()), torch.zeros(()))
 
 
 class HeteroESPCN3D(nn.Module):
     """Mean network and log-variance network; `forward` returns (mean, log_variance)."""
 
+    dropout = None
+
     def __init__(self, factor: int = 2, widths=(50, 100)):
         super().__init__()
-        self.mean = ESPCN3D(factor, widths)
+        self.mean = ESPCN3D(factor, widths, dropout=self.dropout)
         self.logvar = ESPCN3D(factor, widths)
         self.factor = int(factor)
 
@@ -49,7 +123,20 @@ class HeteroESPCN3D(nn.Module):
         return self.mean(x), self.logvar(x)
 
 
-ARCHITECTURES = {"espcn": ESPCN3D, "espcn-hetero": HeteroESPCN3D}
+class HeteroVar1ESPCN3D(HeteroESPCN3D):
+    """Heteroscedastic + variational dropout per unit (independent noise for every channel x voxel)."""
+
+    dropout = "unit"
+
+
+class HeteroVar2ESPCN3D(HeteroESPCN3D):
+    """Heteroscedastic + variational dropout per channel (one draw per channel and volume)."""
+
+    dropout = "channel"
+
+
+ARCHITECTURES = {"espcn": ESPCN3D, "espcn-hetero": HeteroESPCN3D,
+                 "espcn-hetero-var1": HeteroVar1ESPCN3D, "espcn-hetero-var2": HeteroVar2ESPCN3D}
 
 
 def build(arch: dict) -> nn.Module:
@@ -60,3 +147,7 @@ def build(arch: dict) -> nn.Module:
 
 def is_hetero(net: nn.Module) -> bool:
     return isinstance(net, HeteroESPCN3D)
+
+
+def is_variational(net: nn.Module) -> bool:
+    return isinstance(net, HeteroESPCN3D) and net.dropout is not None

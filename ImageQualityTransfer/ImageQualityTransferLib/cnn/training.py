@@ -14,7 +14,11 @@ Augmentation: a random signed permutation of the patch axes per batch (flips and
 with the tensor components transformed to match (D' = P D P^T). Validation: a slab of low-res coronal planes of
 every subject is held out of the training targets (training patches may see its inputs, never its targets); early stopping on the validation loss.
 Heteroscedastic models: MSE on the mean network first, then the heteroscedastic loss
-mean(exp(-s) (y - mu)^2 + s) on both networks. Deterministic for a given seed and `epochs`
+mean(exp(-s) (y - mu)^2 + s) on both networks. Variational-dropout models (`espcn-hetero-var1/2`) add
+kl_weight * KL(q || log-uniform prior) of the dropout rates to both phases; the default weight is one over the
+number of training target values (the ELBO divided by the data size). `init` warm-starts from a trained model
+of a compatible architecture (e.g. `espcn-hetero` -> `espcn-hetero-var1`: the dropout rates start at
+alpha = exp(-4)). Deterministic for a given seed and `epochs`
 (a `minutes` budget stops on wall time, which is not).
 """
 
@@ -39,7 +43,7 @@ from .networks import HALO
 VAL_AXIS = 1
 DIAG = np.array([True, False, True, False, False, True])
 DEFAULTS = dict(patch=12, batch_size=8, iters_per_epoch=200, lr=1e-3, patience=12, augment="all",
-                val_fraction=0.15, val_patches=12, hetero_mse_fraction=0.4)
+                val_fraction=0.15, val_patches=12, hetero_mse_fraction=0.4, kl_weight=None)
 
 
 @dataclass
@@ -235,7 +239,8 @@ def hetero_loss(pred, logvar, y, w):
 
 
 def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: int = 0, epochs: int = 200,
-          minutes: float | None = None, log=None, progress: bool = True, threads: int | None = None, **options) -> tuple:
+          minutes: float | None = None, log=None, progress: bool = True, threads: int | None = None, init=None,
+          **options) -> tuple:
     """Train a network on prepared items. Returns (net in eval mode, sidecar metadata, history)."""
     from . import networks, require_torch
 
@@ -247,10 +252,30 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    hetero = method == "espcn-hetero"
+    hetero = method.startswith("espcn-hetero")
     arch = {"name": method, "factor": int(factor), "widths": [50, 100]}
     net = networks.build(arch)
     norm = fit_normalisation(items)
+    init_info = None
+    if init is not None:
+        from . import model_io
+
+        base = model_io.load(init)
+        if base.factor != int(factor):
+            raise IQTError(f"{init}: --init model is for factor {base.factor}, not {factor}")
+        missing, unexpected = net.load_state_dict(base.net.state_dict(), strict=False)
+        if unexpected or any("log_alpha" not in k for k in missing):
+            raise IQTError(f"{init}: a {base.method!r} model cannot initialise a {method!r} network")
+        norm = base.meta["normalisation"]
+        init_info = {"model": str(base.path.name), "method": base.method, "sha256": base.meta.get("sha256"),
+                     "minutes": base.meta.get("training", {}).get("minutes"),
+                     "command": base.meta.get("training", {}).get("command")}
+    variational = networks.is_variational(net)
+    n_targets = sum(float(it.weight.sum()) for it in items) * 6
+    kl_weight = (1.0 / max(n_targets, 1.0)) if opts["kl_weight"] is None else float(opts["kl_weight"])
+
+    def kl_term():
+        return kl_weight * net.mean.kl() if variational else 0.0
     sampler = Sampler(items, norm, factor, opts["patch"], seed)
     xv, yv, wv = sampler.validation(opts["val_patches"], seed)
 
@@ -264,6 +289,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
                 if hetero:
                     mu, lv = out
                     losses.append(float(hetero_loss(mu, lv, yv[sl], wv[sl]) if phase == "hetero" else mse_loss(mu, yv[sl], wv[sl])) * len(xv[sl]))
+                    # validation is in eval mode: the dropout noise is off, the mean network's expectation
                 else:
                     losses.append(float(mse_loss(out, yv[sl], wv[sl])) * len(xv[sl]))
         net.train()
@@ -304,7 +330,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
                 out = net(x)
                 if hetero:
                     mu, lv = out
-                    loss = mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w)
+                    loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w)) + kl_term()
                 else:
                     loss = mse_loss(out, y, w)
                 opt.zero_grad(set_to_none=True)
@@ -347,6 +373,10 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
             "best_val_loss": min(h["val_loss"] for h in history if h["phase"] == phases[-1][0]),
             "minutes": (time.perf_counter() - t_start) / 60,
             "options": {k: opts[k] for k in DEFAULTS},
+            "init": init_info,
+            "kl_weight": kl_weight if variational else None,
+            "log_alpha": ({name: [round(float(v), 4) for v in d.log_alpha.detach()] for name, d in
+                           (("drop1", net.mean.drop1), ("drop2", net.mean.drop2))} if variational else None),
             "orientation": "canonical RAS axes (Method.predict reorients)",
             "targets": "plausible voxels in the brain mask, eigenvalues clipped to [0, 4e-3]",
         },

@@ -1,4 +1,6 @@
-"""3D-ESPCN methods (Tanno et al. 2017): `espcn` and the heteroscedastic `espcn-hetero`.
+"""3D-ESPCN methods (Tanno et al. 2017): `espcn`, the heteroscedastic `espcn-hetero`, and the
+heteroscedastic + variational-dropout `espcn-hetero-var1` (per unit) / `espcn-hetero-var2` (per channel),
+which predict by Monte Carlo with `samples` draws (uncertainty maps std, std_intrinsic, std_parameter, md_std).
 
 `model=None` uses the shipped model for the requested factor (Resources/Models/registry.json); a path
 to a `.pt` weights file or its `.json` sidecar uses that model instead. Torch is imported only when a
@@ -15,12 +17,21 @@ from .base import Method, clip_input
 
 class CNNMethod(Method):
     learned = True
+    variational = False
     requires_torch = True  # the Slicer Logic runs these in a PythonSlicer process
     tile = None  # low-res positions per tile side (None: the inference default)
 
-    def __init__(self, model=None):
+    samples = None  # Monte Carlo samples (variational methods; None: the inference default)
+    seed = 0
+
+    def __init__(self, model=None, samples: int | None = None, seed: int = 0):
         self.model_path = model
         self._loaded = {}
+        if samples is not None:
+            if int(samples) < 0:
+                raise IQTError(f"--samples {samples}: give a number of Monte Carlo samples >= 0")
+            self.samples = int(samples)
+        self.seed = int(seed)
 
     def load(self, factor: int):
         """The model for `factor`, loaded once and checksum-verified."""
@@ -42,6 +53,8 @@ class CNNMethod(Method):
 
         model = self.load(r)
         kw = {} if self.tile is None else {"tile": self.tile}
+        if self.variational:
+            kw.update(samples=self.samples, seed=self.seed)
         return inference.predict_volume(model, clip_input(lr), mask, progress=progress, **kw)
 
 
@@ -56,4 +69,24 @@ class ESPCNHetero(CNNMethod):
     gives_uncertainty = True
 
 
-CNN_METHODS = (ESPCN, ESPCNHetero)
+class ESPCNHeteroVar1(CNNMethod):
+    name = "espcn-hetero-var1"
+    description = ("3D-ESPCN, heteroscedastic + variational dropout per unit: Monte Carlo mean, total, intrinsic "
+                   "and parameter standard deviation")
+    gives_uncertainty = True
+    variational = True
+
+
+class ESPCNHeteroVar2(CNNMethod):
+    name = "espcn-hetero-var2"
+    description = ("3D-ESPCN, heteroscedastic + variational dropout per channel: Monte Carlo mean, total, intrinsic "
+                   "and parameter standard deviation")
+    gives_uncertainty = True
+    variational = True
+
+
+# Registered (listed by 'iqt methods', run by the benchmark and the orientation tests): the methods with a shipped
+# model. `espcn-hetero-var2` trains ('iqt train --method espcn-hetero-var2') but ships no model yet, so it is
+# not registered; add it here together with its registry entry.
+CNN_METHODS = (ESPCN, ESPCNHetero, ESPCNHeteroVar1)
+UNSHIPPED_CNN_METHODS = (ESPCNHeteroVar2,)

@@ -40,7 +40,10 @@ def score_case(case: Case, method_names, model_paths=None, keep: dict | None = N
     return rows
 
 
-def run(subject_dirs, method_names, factor=2, progress=True) -> list[dict]:
+def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000) -> list[dict]:
+    """Score every method on every subject. With `tracts` (opt-in), each row also gets a "tracts" entry
+    (tract-density Dice to the reference, false-positive fraction, streamline count; tractography.compare_case)
+    and the cubic row a "tracts_lowres" entry for the low-res input tracked on its own grid."""
     names = list(method_names)
     if "cubic" not in names:
         names.insert(0, "cubic")
@@ -49,9 +52,39 @@ def run(subject_dirs, method_names, factor=2, progress=True) -> list[dict]:
     rows = []
     for folder in progress_bar(subject_dirs, desc="subjects", enabled=progress):
         subject = load_subject(folder)
-        rows.extend(score_case(make_case(subject, factor), names))
+        case = make_case(subject, factor)
+        keep = {} if tracts else None
+        case_rows = score_case(case, names, keep=keep)
+        if tracts:
+            from . import tractography
+
+            res = tractography.compare_case(case, keep, n_seeds=tract_seeds)
+            for r in case_rows:
+                r["tracts"] = res[r["method"]]
+                if r["method"] == "cubic":
+                    r["tracts_lowres"] = res[tractography.LOWRES]
+        rows.extend(case_rows)
     add_ratios(rows)
     return rows
+
+
+def tract_table(rows) -> str:
+    """Tract-density Dice to the reference (binarised density maps, same seeds), its ratio to cubic and
+    the fraction of density outside the reference's, per subject and method (rows from run(tracts=True))."""
+    lines = ["| subject | method | tract Dice | × cubic | false-positive density | streamlines |", "|---|---|---|---|---|---|"]
+    cubic = {r["subject"]: r["tracts"]["tract_dice"] for r in rows if r["method"] == "cubic" and "tracts" in r}
+    for r in rows:
+        entries = [(r["method"], r.get("tracts"))]
+        if "tracts_lowres" in r:
+            entries.insert(0, ("low-res input", r["tracts_lowres"]))
+        for name, t in entries:
+            if t is None:
+                continue
+            ref = cubic.get(r["subject"])
+            ratio = t["tract_dice"] / ref if ref else None
+            lines.append(f"| {r['subject']} | {name} | {_fmt(t['tract_dice'], 3)} | {_fmt(ratio, 3)} | "
+                         f"{_fmt(t['tract_fp_fraction'], 3)} | {t['n_streamlines']} |")
+    return "\n".join(lines)
 
 
 def add_ratios(rows) -> None:

@@ -84,6 +84,13 @@ def cmd_upsample(args):
 
     r = grid.check_factor(args.factor)
     method = methods.get(args.method or methods.default_method(), model=args.model)
+    if args.samples is not None:
+        if not getattr(method, "variational", False):
+            raise IQTError(f"method {method.name!r} takes no Monte Carlo samples; drop --samples "
+                           "(it applies to espcn-hetero-var1 and espcn-hetero-var2)")
+        if args.samples < 0:
+            raise IQTError(f"--samples {args.samples}: give a number of Monte Carlo samples >= 0")
+        method.samples = args.samples
     out = _check_output(args.output, TENSOR_SUFFIXES)
     if args.uncertainty:
         if not method.gives_uncertainty:
@@ -155,8 +162,12 @@ def cmd_benchmark(args):
     else:
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
-        rows = benchmark.run(args.subjects, names, args.factor, progress=True)
+        tracts = getattr(args, "tracts", False)
+        rows = benchmark.run(args.subjects, names, args.factor, progress=True, tracts=tracts)
         print(benchmark.markdown_table(rows))
+        if tracts:
+            print()
+            print(benchmark.tract_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
 
@@ -218,7 +229,7 @@ def cmd_train(args):
     from .cnn import require_torch
 
     r = grid.check_factor(args.factor)
-    cnn_trainable = ("espcn", "espcn-hetero")
+    cnn_trainable = ("espcn", "espcn-hetero", "espcn-hetero-var1", "espcn-hetero-var2")
     if args.method not in cnn_trainable:
         raise IQTError(f"--method {args.method}: trainable methods are {', '.join(FOREST_TRAINABLE + cnn_trainable)}")
     out = _check_train_args(args, ".pt")
@@ -236,7 +247,7 @@ def cmd_train(args):
     print(f"training data: {len(items)} degraded volumes from {len(args.subjects)} subject(s) ({prep:.0f} s)", flush=True)
     epochs = args.epochs if args.epochs is not None else (10_000 if args.minutes else 200)
     net, meta, history = training.train(items, method=args.method, factor=r, seed=args.seed, epochs=epochs,
-                                        minutes=args.minutes, log=log, progress=True)
+                                        minutes=args.minutes, log=log, progress=True, init=args.init)
     meta["training"]["data_preparation_seconds"] = prep
     meta["training"]["command"] = "iqt " + " ".join(sys.argv[1:]) if sys.argv else None
     side = model_io.save(net, meta, out)
@@ -298,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty)")
     sp.add_argument("--model", help="model file to use instead of the shipped one (learned methods)")
+    sp.add_argument("--samples", type=int, help="Monte Carlo samples for espcn-hetero-var1/-var2 (default 10; 0: one deterministic pass, intrinsic uncertainty only)")
     sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix"], help="component order of a 4D input")
     sp.set_defaults(func=cmd_upsample)
 
@@ -319,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--methods", help="comma-separated method names (default: all); cubic is always included")
     sp.add_argument("--factor", type=_factor, default=2)
     sp.add_argument("--speed", action="store_true", help="time 'iqt upsample' end to end on a 72x87x72 low-res volume")
+    sp.add_argument("--tracts", action="store_true",
+                    help="also compare tractography: tract-density Dice to the reference and false-positive density (opt-in)")
     sp.add_argument("--json", help="also write the rows as JSON")
     sp.set_defaults(func=cmd_benchmark)
 
@@ -339,8 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--minutes", type=float, help="wall-time budget for the training loop")
     sp.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     sp.add_argument("--register", action="store_true", help="add the model to registry.json in its folder")
+    sp.add_argument("--init", help="CNN: warm-start from this trained model (e.g. an espcn-hetero .pt for espcn-hetero-var1)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
     sp.set_defaults(func=cmd_train)
+
+    from .analysis_cli import add_commands as _add_analysis_commands  # track, propagate, lesion-check, report
+
+    _add_analysis_commands(sub, _factor)
 
     sp = sub.add_parser("methods", help="list the methods")
     sp.set_defaults(func=cmd_methods)

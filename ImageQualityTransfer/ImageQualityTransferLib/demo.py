@@ -27,15 +27,16 @@ def phantom_subject() -> Subject:
     return Subject.from_dwi("phantom", dwi, mask_vol)
 
 
-def usable_methods(names=None) -> list[str]:
-    """The requested (default: all) methods that can run here; learned ones without a model are skipped."""
+def usable_methods(names=None, factor: int = 2) -> list[str]:
+    """The requested (default: all) methods that can run here at `factor`; learned ones without a model
+    (or without torch) are skipped with a message, unless they were asked for by name."""
     chosen = names or methods.names()
     usable = []
     for name in chosen:
         try:
             method = methods.get(name)
             if method.learned and hasattr(method, "load"):
-                method.load()  # fails here, not mid-run, when the model is missing
+                method.load(factor)  # fails here, not mid-run, when the model or torch is missing
             usable.append(name)
         except IQTError as exc:
             if names:
@@ -47,7 +48,7 @@ def usable_methods(names=None) -> list[str]:
 def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = usable_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names)
+    names = usable_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names, factor)
     if "cubic" not in names:
         names.insert(0, "cubic")
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()

@@ -1,0 +1,67 @@
+"""`iqt report`'s HTML page: self-contained, every embedded image decodes, every figure has a caption."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import report, tensors
+
+
+def _field(shape, seed):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=shape + (3,))
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    m = 0.4e-3 * np.eye(3) + 1.0e-3 * v[..., :, None] * v[..., None, :]
+    return tensors.from_matrix(m).astype(np.float32)
+
+
+def test_report_is_self_contained_and_every_image_decodes(tmp_path):
+    from PIL import Image
+
+    shape = (12, 14, 10)
+    aff = np.diag([-1.5, 1.5, 2.0, 1.0])
+    truth = _field(shape, 0)
+    pred = truth + np.float32(1e-5) * np.random.default_rng(1).normal(size=truth.shape).astype(np.float32)
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    lines = [np.array([[0, 0, 0], [3, 1, 2], [6, 1, 4]], np.float32), np.array([[1, 5, 2], [1, 8, 3]], np.float32)]
+    rows = [{"method": "cubic", "interior": {"dt_rmse": 10.0, "ratio_to_cubic": 1.0, "fa_rmse": 0.05},
+             "exterior": {"dt_rmse": 20.0, "ratio_to_cubic": 1.0}, "seconds": 0.1}]
+    path = report.write_report(
+        tmp_path / "r.html", "test <run>", [("cubic", pred), ("ground truth", truth)], mask, [1.5, 1.5, 2.0], aff,
+        uncertainty={"cubic": np.full(shape, 2e-5, np.float32)}, truth=truth, metrics_rows=rows,
+        tract_rows={"cubic": {"tract_dice": 0.8, "tract_fp_fraction": 0.1, "n_streamlines": 2}},
+        tracts={"ground truth": lines, "cubic": lines[:1]})
+    text = path.read_text()
+    assert "test &lt;run&gt;" in text and "<script" not in text
+    assert not re.search(r'src="(?!data:image/png;base64,)', text)  # nothing fetched from outside
+    figures = re.findall(r"<figure>(.*?)</figure>", text, re.S)
+    assert len(figures) == 4  # FA views, uncertainty, errors, tractography
+    for fig in figures:
+        assert re.search(r"<figcaption>[^<]{20,}</figcaption>", fig)
+        b64 = re.search(r'src="data:image/png;base64,([^"]+)"', fig).group(1)
+        img = Image.open(io.BytesIO(base64.b64decode(b64)))
+        img.load()
+        arr = np.asarray(img.convert("L"))
+        assert arr.shape[0] > 100 and arr.std() > 5  # not blank
+    assert "<table>" in text and "0.800" in text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+                    reason="no Chromium here to render the page headless")
+def test_report_renders_headless(tmp_path):  # pragma: no cover - only where Chromium is installed
+    from PIL import Image
+
+    test_report_is_self_contained_and_every_image_decodes(tmp_path)
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    shot = tmp_path / "shot.png"
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1200,2000",
+                    (tmp_path / "r.html").as_uri()], check=True, timeout=60, capture_output=True)
+    assert np.asarray(Image.open(shot).convert("L")).std() > 5

@@ -1,0 +1,192 @@
+"""Tractography, tract comparison, uncertainty propagation and the lesion check (issue 6): small synthetic volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import io, lesion, propagation, tensors, tractography as tr
+from ImageQualityTransferLib.cli import main
+from ImageQualityTransferLib.methods import Prediction
+from ImageQualityTransferLib.volume import Volume
+
+BUNDLE = tensors.from_matrix(np.diag([1.7e-3, 0.3e-3, 0.3e-3]))
+ISO = tensors.from_matrix(np.eye(3) * 0.7e-3)
+
+
+def bundle_volume(affine=None, axis=0, shape=(40, 16, 16)):
+    """Isotropic background with a straight 4x4-voxel bundle along voxel axis `axis` (components in voxel axes)."""
+    t = np.broadcast_to(ISO, shape + (6,)).copy()
+    perm = np.roll(np.eye(3), axis, axis=0)  # e_x -> e_axis
+    sel = [slice(6, 10)] * 3
+    sel[axis] = slice(None)
+    t[tuple(sel)] = tensors.rotate(BUNDLE, perm)
+    aff = np.diag([-2.0, 2.0, 2.0, 1.0]) if affine is None else affine
+    return Volume(t.astype(np.float32), aff, "tensor")
+
+
+def seed_roi(vol, axis=0):
+    m = np.zeros(vol.shape3, bool)
+    sel = [slice(7, 9)] * 3
+    sel[axis] = slice(vol.shape3[axis] // 2, vol.shape3[axis] // 2 + 1)
+    m[tuple(sel)] = True
+    return Volume(m, vol.affine, "mask")
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_straight_bundle_is_recovered_along_its_axis(axis):
+    shape = [16, 16, 16]
+    shape[axis] = 40
+    vol = bundle_volume(axis=axis, shape=tuple(shape))
+    lines = tr.track(vol, seed_roi(vol, axis), tr.TrackingSettings(density=2))
+    assert len(lines) == 4 * 8
+    vox = tr.density_map(lines, vol.affine, vol.shape3) > 0
+    idx = np.argwhere(vox)
+    # every streamline runs the whole bundle (FA stop at its ends) and stays inside it
+    assert idx[:, axis].min() == 0 and idx[:, axis].max() == shape[axis] - 1
+    for other in {0, 1, 2} - {axis}:
+        assert 6 <= idx[:, other].min() and idx[:, other].max() <= 9
+    lengths = [np.linalg.norm(np.diff(sl, axis=0), axis=1).sum() for sl in lines]
+    assert min(lengths) > 0.9 * (shape[axis] - 1) * 2.0
+
+
+def test_oblique_affine_streamlines_follow_world_direction():
+    """Tensors in voxel axes + a rotated affine: the streamlines run along the rotated voxel axis in world mm."""
+    c, s = np.cos(0.5), np.sin(0.5)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot * 2.0
+    aff[:3, 3] = [5, -7, 3]
+    vol = bundle_volume(aff)
+    lines = tr.track(vol, seed_roi(vol), tr.TrackingSettings())
+    assert lines
+    for sl in lines:
+        d = sl[-1] - sl[0]
+        cos = abs(d @ rot[:, 0]) / np.linalg.norm(d)
+        assert cos > 0.999
+
+
+def test_fa_threshold_stops_and_settings_are_checked():
+    vol = bundle_volume()
+    assert tr.track(vol, seed_roi(vol), tr.TrackingSettings(fa_threshold=0.95)) == []
+    with pytest.raises(Exception, match="angle"):
+        tr.TrackingSettings(angle=0).check()
+
+
+def test_principal_vector_matches_eigh():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 3, 3))
+    t = tensors.from_matrix(a @ a.transpose(0, 2, 1)) * 1e-3
+    v = tr.principal_vector(t)
+    e = tensors.eig(t)[1][..., :, 0]
+    assert np.abs(np.abs((v * e).sum(-1)) - 1).max() < 1e-9
+    assert np.allclose(tr.fa_fast(t), tensors.fa(t), atol=1e-9)
+
+
+def test_files_round_trip(tmp_path):
+    vol = bundle_volume()
+    lines = tr.track(vol, seed_roi(vol), tr.TrackingSettings())
+    for suffix in (".trk", ".vtk", ".vtp"):
+        p = tr.save_tracts(lines, vol, tmp_path / f"t{suffix}")
+        back = tr.load_tracts(p)
+        assert len(back) == len(lines)
+        assert np.abs(back[0] - lines[0]).max() < 1e-3
+
+
+def test_cli_track(tmp_path, capsys):
+    vol = bundle_volume()
+    io.save_tensor(vol, tmp_path / "dti.nii.gz")
+    io.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
+    rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk"),
+               "--also", str(tmp_path / "t.vtk"), "--step", "1", "--angle", "30"])
+    assert rc == 0 and "4 streamlines" in capsys.readouterr().out
+    assert len(tr.load_tracts(tmp_path / "t.vtk")) == 4
+    assert main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.txt")]) == 2
+
+
+def test_dice_and_false_positives():
+    a = np.zeros((5, 5, 5))
+    a[1:3] = 2
+    assert tr.dice(a, a) == 1.0
+    assert tr.false_positive_fraction(a, a) == 0.0
+    b = np.zeros_like(a)
+    b[2:4] = 1
+    assert tr.dice(a, b) == pytest.approx(0.5)
+    assert tr.false_positive_fraction(b, a) == pytest.approx(0.5)
+
+
+def test_propagation_zero_std_reproduces_the_mean_and_noise_spreads_tracts():
+    vol = bundle_volume()
+    seeds = tr.seeds_from_mask(seed_roi(vol))
+    zero = Prediction(vol, {"std": Volume(np.zeros(vol.shape3, np.float32), vol.affine, "scalar")})
+    res = propagation.propagate(zero, 3, seeds=seeds)
+    assert np.allclose(res.fa_std.data, 0, atol=1e-6)
+    assert np.allclose(res.fa_mean.data, tensors.fa(vol.data), atol=1e-5)
+    assert res.dice_between_samples == [1.0, 1.0] and set(res.visitation.data.ravel()) <= {0.0, 1.0}
+    noisy = Prediction(vol, {"std": Volume(np.full(vol.shape3, 2e-4, np.float32), vol.affine, "scalar")})
+    res = propagation.propagate(noisy, 4, seeds=seeds)
+    assert res.fa_std.data.mean() > 0.01
+    assert 0 < np.mean(res.dice_between_samples) < 1
+    assert 0 < res.visitation.data.max() <= 1
+
+
+def test_auc():
+    assert lesion.auc([3, 4, 5], [0, 1, 2]) == 1.0
+    assert lesion.auc([0, 1], [2, 3]) == 0.0
+    assert lesion.auc([1, 1], [1, 1]) == 0.5
+
+
+def test_lesion_modification_changes_md_and_fa_as_intended():
+    t = np.asarray(BUNDLE, np.float64)[None]
+    edema = lesion.modify_tensor(t, "edema")
+    assert tensors.md(edema)[0] == pytest.approx(tensors.md(t)[0] + 1e-3)
+    assert tensors.fa(edema)[0] < tensors.fa(t)[0]
+    tumour = lesion.modify_tensor(t, "tumour")
+    assert tensors.md(tumour)[0] == pytest.approx(tensors.md(t)[0])
+    assert tensors.fa(tumour)[0] < 0.5 * tensors.fa(t)[0]
+
+
+def test_inject_changes_the_signal_through_the_tensor_model():
+    from ImageQualityTransferLib.dti import fit_dti
+    from ImageQualityTransferLib.evaluation import design_matrix
+    from ImageQualityTransferLib.pipeline import Subject
+
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(20, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    bvals = np.r_[0.0, np.full(20, 1000.0)]
+    bvecs = np.r_[np.zeros((1, 3)), g]
+    vol = bundle_volume(shape=(12, 16, 16))
+    X = design_matrix(bvals, bvecs)[:, :6]
+    dwi = Volume((1000.0 * np.exp(vol.data.astype(np.float64) @ X.T)).astype(np.float32), vol.affine, "dwi", bvals=bvals, bvecs=bvecs)
+    mask = Volume(np.ones(vol.shape3, bool), vol.affine, "mask")
+    subject = Subject("s", dwi, mask, fit_dti(dwi, mask))
+    ball = np.zeros(vol.shape3, bool)
+    ball[4:8, 6:10, 6:10] = True
+    site = lesion.LesionSite(ball, np.zeros_like(ball), np.zeros(3))
+    sick = lesion.inject(subject, site, "edema")
+    want = lesion.modify_tensor(subject.tensor.data[ball], "edema")
+    assert np.allclose(sick.tensor.data[ball], want, atol=2e-6)
+    assert np.allclose(sick.tensor.data[~ball], subject.tensor.data[~ball], atol=1e-9)
+
+
+def test_cli_propagate_writes_maps_and_summary(tmp_path, capsys):
+    import json
+
+    lr = bundle_volume(shape=(14, 10, 10))
+    io.save_tensor(lr, tmp_path / "lr.nii.gz")
+    out = tmp_path / "prop"
+    rc = main(["propagate", str(tmp_path / "lr.nii.gz"), "--method", "biqt", "--samples", "3", "--n-seeds", "50", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "propagation.json").read_text())
+    assert summary["n_samples"] == 3 and "diagonal" in summary["approximation"]
+    fa_std = io.load_scalar(out / "fa_std.nii.gz")
+    assert fa_std.shape3 == (28, 20, 20) and fa_std.data.max() > 0
+    assert main(["propagate", str(tmp_path / "lr.nii.gz"), "--method", "cubic", "-o", str(out)]) == 2
+    assert "gives no uncertainty" in capsys.readouterr().err
+
+
+def test_cli_lesion_check_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["lesion-check", str(tmp_path), "--kinds", "stroke"]) == 2
+    assert "lesion kinds" in capsys.readouterr().err
+    assert main(["lesion-check", str(tmp_path), "--methods", "cubic"]) == 2

@@ -8,24 +8,15 @@ checksum before it reads the weights; a missing, truncated or tampered file give
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import model_files
 from ..errors import IQTError
+from ..model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
 
 FORMAT = "iqt-cnn-model/1"
-MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
-REGISTRY = "registry.json"
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -41,11 +32,6 @@ class LoadedModel:
     @property
     def factor(self) -> int:
         return int(self.meta["factor"])
-
-
-def sidecar_path(path) -> Path:
-    p = Path(path)
-    return p if p.suffix == ".json" else p.with_suffix(".json")
 
 
 def save(net, meta: dict, path) -> Path:
@@ -66,19 +52,6 @@ def save(net, meta: dict, path) -> Path:
     sp = sidecar_path(p)
     sp.write_text(json.dumps(side, indent=2, sort_keys=False) + "\n")
     return sp
-
-
-def read_sidecar(path) -> tuple[dict, Path]:
-    sp = sidecar_path(path)
-    if not sp.exists():
-        raise IQTError(f"{sp}: model sidecar not found; a model is a .pt weights file with a .json sidecar beside it (from 'iqt train')")
-    try:
-        meta = json.loads(sp.read_text())
-    except (OSError, ValueError) as exc:
-        raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
-    if meta.get("format") != FORMAT:
-        raise IQTError(f"{sp}: not an IQT CNN model sidecar (format {meta.get('format')!r}, expected {FORMAT!r})")
-    return meta, sp.with_name(meta["weights"])
 
 
 def load(path) -> LoadedModel:
@@ -112,37 +85,13 @@ def load(path) -> LoadedModel:
 # ---------------------------------------------------------------- registry of shipped models
 
 
-def read_registry(models_dir=MODELS_DIR) -> list[dict]:
-    reg = Path(models_dir) / REGISTRY
-    if not reg.exists():
-        return []
-    try:
-        return list(json.loads(reg.read_text()).get("models", []))
-    except ValueError as exc:
-        raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
+def read_sidecar(path) -> tuple[dict, Path]:
+    return model_files.read_sidecar(path, FORMAT, "CNN", ".pt")
 
 
 def shipped(method: str, factor: int, models_dir=MODELS_DIR) -> Path:
-    """Sidecar path of the shipped model for (method, factor), or an IQTError listing what exists."""
-    entries = read_registry(models_dir)
-    for e in entries:
-        if e.get("method") == method and int(e.get("factor", 0)) == int(factor):
-            return Path(models_dir) / e["sidecar"]
-    have = sorted(int(e["factor"]) for e in entries if e.get("method") == method)
-    hint = f"shipped factors for {method}: {', '.join(map(str, have))}" if have else f"no {method} model is shipped"
-    raise IQTError(
-        f"no shipped {method} model for factor {factor} ({hint}); train one with "
-        f"'iqt train --method {method} --subjects DIR... --factor {factor} -o MODEL.pt' and pass --model MODEL.pt"
-    )
+    return model_files.shipped(method, factor, ".pt", models_dir)
 
 
 def register(sidecar, models_dir=MODELS_DIR) -> None:
-    """Add or replace the registry entry of a model whose files lie in `models_dir`."""
-    meta, _ = read_sidecar(sidecar)
-    reg = Path(models_dir) / REGISTRY
-    entries = [e for e in read_registry(models_dir)
-               if not (e.get("method") == meta["method"] and int(e.get("factor", 0)) == int(meta["factor"]))]
-    entries.append({"method": meta["method"], "factor": int(meta["factor"]), "sidecar": Path(sidecar_path(sidecar)).name,
-                    "version": meta.get("version"), "sha256": meta["sha256"]})
-    entries.sort(key=lambda e: (e["method"], e["factor"]))
-    reg.write_text(json.dumps({"format": "iqt-model-registry/1", "models": entries}, indent=2) + "\n")
+    model_files.register(read_sidecar(sidecar)[0], sidecar, models_dir)

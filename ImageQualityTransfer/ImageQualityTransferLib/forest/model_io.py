@@ -7,14 +7,15 @@ The registry (`Resources/Models/registry.json`) is shared with the CNN models (s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .. import model_files
 from ..errors import IQTError
+from ..model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
 from . import SCALE, tree
 from .completion import GaussianCompletion
 from .forest import Forest
@@ -22,16 +23,6 @@ from .bayes import NoiseScale
 
 FORMAT = "iqt-forest-model/1"
 METHODS = ("global-linear", "rf", "biqt")
-MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
-REGISTRY = "registry.json"
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -45,11 +36,6 @@ class ForestModel:
     gl_W: np.ndarray  # (D+1, r^3*6) global-linear map (the whole model for global-linear; the base for rf/biqt)
     forest: Forest | None = None
     meta: dict = field(default_factory=dict)
-
-
-def sidecar_path(path) -> Path:
-    p = Path(path)
-    return p if p.suffix == ".json" else p.with_suffix(".json")
 
 
 def _arrays(model: ForestModel, dtype) -> dict:
@@ -101,20 +87,6 @@ def save(model: ForestModel, path, dtype=np.float32) -> Path:
     return sp
 
 
-def read_sidecar(path) -> tuple[dict, Path]:
-    sp = sidecar_path(path)
-    if not sp.exists():
-        raise IQTError(f"{sp}: model sidecar not found; a forest model is a .npz file with a .json sidecar beside it (from 'iqt train')")
-    try:
-        meta = json.loads(sp.read_text())
-    except (OSError, ValueError) as exc:
-        raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        got = meta.get("format") if isinstance(meta, dict) else None
-        raise IQTError(f"{sp}: not an IQT forest model sidecar (format {got!r}, expected {FORMAT!r})")
-    return meta, sp.with_name(str(meta.get("weights", "")))
-
-
 def load(path) -> ForestModel:
     meta, weights = read_sidecar(path)
     if not weights.is_file():
@@ -159,32 +131,13 @@ def load(path) -> ForestModel:
     return model
 
 
-def register(sidecar, models_dir=MODELS_DIR) -> None:
-    """Add or replace this model's entry in the shared registry (re-read right before writing)."""
-    meta, _ = read_sidecar(sidecar)
-    reg = Path(models_dir) / REGISTRY
-    data = json.loads(reg.read_text()) if reg.exists() else {"format": "iqt-model-registry/1", "models": []}
-    entries = [e for e in data.get("models", [])
-               if not (e.get("method") == meta["method"] and int(e.get("factor", 0)) == int(meta["factor"]))]
-    entries.append({"method": meta["method"], "factor": int(meta["factor"]), "sidecar": sidecar_path(sidecar).name,
-                    "version": meta.get("version"), "sha256": meta["sha256"]})
-    entries.sort(key=lambda e: (e["method"], e["factor"]))
-    data["models"] = entries
-    data.setdefault("format", "iqt-model-registry/1")
-    reg.write_text(json.dumps(data, indent=2) + "\n")
+def read_sidecar(path) -> tuple[dict, Path]:
+    return model_files.read_sidecar(path, FORMAT, "forest", ".npz")
 
 
 def shipped(method: str, factor: int, models_dir=MODELS_DIR) -> Path:
-    """Sidecar of the shipped model for (method, factor), or an IQTError saying how to get one."""
-    reg = Path(models_dir) / REGISTRY
-    entries = []
-    if reg.exists():
-        try:
-            entries = json.loads(reg.read_text()).get("models", [])
-        except ValueError as exc:
-            raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
-    for e in entries:
-        if e.get("method") == method and int(e.get("factor", 0)) == int(factor):
-            return Path(models_dir) / e["sidecar"]
-    raise IQTError(f"no shipped {method} model for factor {factor}; train one with 'iqt train --method {method} "
-                   f"--subjects DIR... --factor {factor} -o MODEL.npz' and pass --model MODEL.npz")
+    return model_files.shipped(method, factor, ".npz", models_dir)
+
+
+def register(sidecar, models_dir=MODELS_DIR) -> None:
+    model_files.register(read_sidecar(sidecar)[0], sidecar, models_dir)

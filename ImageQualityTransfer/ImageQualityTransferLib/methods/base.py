@@ -61,6 +61,33 @@ class Method:
         raise NotImplementedError
 
 
+class LearnedMethod(Method):
+    """A method with a trained model: `model=None` means the shipped one for the requested factor, a path
+    means that file. Models are loaded once per factor, checksum-verified by the family's `model_io`."""
+
+    learned = True
+
+    def __init__(self, model=None):
+        self.model_path = model
+        self._loaded = {}
+
+    def _model_io(self):
+        """The family's model I/O module (with `shipped(method, factor)` and `load(path)`)."""
+        raise NotImplementedError
+
+    def load(self, factor: int):
+        if factor not in self._loaded:
+            model_io = self._model_io()
+            path = self.model_path if self.model_path is not None else model_io.shipped(self.name, factor)
+            model = model_io.load(path)
+            if model.method != self.name:
+                raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
+            if model.factor != factor:
+                raise IQTError(f"{path}: this model is for factor {model.factor}, not {factor}; use --factor {model.factor}")
+            self._loaded[factor] = model
+        return self._loaded[factor]
+
+
 def check_tensor_input(vol: Volume) -> None:
     """A method's input must be a finite tensor volume with a plausible scale."""
     if vol.kind != "tensor" or vol.data.ndim != 4 or vol.data.shape[3] != 6:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import IQTError
-from .base import Method, clip_input
+from .base import LearnedMethod, clip_input
 
 
-class CNNMethod(Method):
-    learned = True
+class CNNMethod(LearnedMethod):
     variational = False
     requires_torch = True  # the Slicer Logic runs these in a PythonSlicer process
     tile = None  # low-res positions per tile side (None: the inference default)
@@ -25,28 +24,18 @@ class CNNMethod(Method):
     seed = 0
 
     def __init__(self, model=None, samples: int | None = None, seed: int = 0):
-        self.model_path = model
-        self._loaded = {}
+        super().__init__(model)
         if samples is not None:
             if int(samples) < 0:
                 raise IQTError(f"--samples {samples}: give a number of Monte Carlo samples >= 0")
             self.samples = int(samples)
         self.seed = int(seed)
 
-    def load(self, factor: int):
-        """The model for `factor`, loaded once and checksum-verified."""
-        if factor not in self._loaded:
-            from ..cnn import model_io, require_torch
+    def _model_io(self):
+        from ..cnn import model_io, require_torch
 
-            require_torch()
-            path = self.model_path if self.model_path is not None else model_io.shipped(self.name, factor)
-            model = model_io.load(path)
-            if model.method != self.name:
-                raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
-            if model.factor != factor:
-                raise IQTError(f"{path}: this model is for factor {model.factor}, not {factor}; use --factor {model.factor}")
-            self._loaded[factor] = model
-        return self._loaded[factor]
+        require_torch()
+        return model_io
 
     def _predict(self, lr, r, mask, progress):
         from ..cnn import inference

@@ -7,29 +7,14 @@ numpy only: every patch is routed down each tree at once and the leaf models are
 
 from __future__ import annotations
 
-from ..errors import IQTError
-from .base import Method
+from .base import LearnedMethod
 
 
-class ForestMethod(Method):
-    learned = True
+class ForestMethod(LearnedMethod):
+    def _model_io(self):
+        from ..forest import model_io
 
-    def __init__(self, model=None):
-        self.model_path = model
-        self._loaded = {}
-
-    def load(self, factor: int):
-        if factor not in self._loaded:
-            from ..forest import model_io
-
-            path = self.model_path if self.model_path is not None else model_io.shipped(self.name, factor)
-            model = model_io.load(path)
-            if model.method != self.name:
-                raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
-            if model.factor != factor:
-                raise IQTError(f"{path}: this model is for factor {model.factor}, not {factor}; use --factor {model.factor}")
-            self._loaded[factor] = model
-        return self._loaded[factor]
+        return model_io
 
     def _predict(self, lr, r, mask, progress):
         from ..forest.training import predict_volume

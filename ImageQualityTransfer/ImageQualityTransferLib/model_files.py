@@ -47,6 +47,20 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     return meta, sp.with_name(str(meta.get("weights", "")))
 
 
+def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
+    """`read_sidecar`, then check that the weights exist and match the sidecar's SHA256 before anyone reads them."""
+    meta, weights = read_sidecar(path, fmt, family, suffix)
+    if not weights.is_file():
+        raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the model")
+    digest = sha256(weights)
+    if digest != meta.get("sha256"):
+        raise IQTError(
+            f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "
+            f"the file is corrupt or was modified: re-download or retrain the model"
+        )
+    return meta, weights
+
+
 def read_registry(models_dir=MODELS_DIR) -> list[dict]:
     reg = Path(models_dir) / REGISTRY
     if not reg.exists():

@@ -61,15 +61,7 @@ def load(path) -> LoadedModel:
     torch = require_torch()
     from . import networks
 
-    meta, weights = read_sidecar(path)
-    if not weights.exists():
-        raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the model")
-    digest = sha256(weights)
-    if digest != meta.get("sha256"):
-        raise IQTError(
-            f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "
-            f"the file is corrupt or was modified: re-download or retrain the model"
-        )
+    meta, weights = model_files.read_verified(path, FORMAT, "CNN", ".pt")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net = networks.build(meta["arch"])

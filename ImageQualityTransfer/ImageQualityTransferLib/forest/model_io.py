@@ -88,15 +88,7 @@ def save(model: ForestModel, path, dtype=np.float32) -> Path:
 
 
 def load(path) -> ForestModel:
-    meta, weights = read_sidecar(path)
-    if not weights.is_file():
-        raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the model")
-    digest = sha256(weights)
-    if digest != meta.get("sha256"):
-        raise IQTError(
-            f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "
-            f"the file is corrupt or was modified: re-download or retrain the model"
-        )
+    meta, weights = model_files.read_verified(path, FORMAT, "forest", ".npz")
     try:
         with np.load(weights, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}

@@ -14,17 +14,10 @@ from pathlib import Path
 
 from .errors import IQTError
 
-TENSOR_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+from .io import NIFTI_SUFFIXES, NRRD_SUFFIXES
+from .io import check_output as _check_output
 
-
-def _check_output(path, suffixes=NIFTI_SUFFIXES, what="output") -> Path:
-    p = Path(path)
-    if not str(p).lower().endswith(suffixes):
-        raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}")
-    if not p.parent.exists():
-        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
-    return p
+TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 
 
 def _factor(value: str) -> int:

@@ -54,6 +54,16 @@ def _check_finite(data, path, what):
         )
 
 
+def check_output(path, suffixes=NIFTI_SUFFIXES, what="output") -> Path:
+    """An output path whose name ends in one of `suffixes` and whose folder exists, checked before any work."""
+    p = Path(path)
+    if not str(p).lower().endswith(tuple(suffixes)):
+        raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}")
+    if not p.parent.exists():
+        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
+    return p
+
+
 def atomic_write(path, write_fn) -> None:
     """Call write_fn(tmp_path) then move tmp_path onto path; nothing is left at path on failure."""
     path = Path(path)

@@ -301,12 +301,9 @@ def compare(density: np.ndarray, reference: np.ndarray) -> dict:
 
 
 def check_tract_output(path) -> Path:
-    p = Path(path)
-    if not str(p).lower().endswith(TRACT_SUFFIXES):
-        raise IQTError(f"{p}: a tractogram name must end in {', '.join(TRACT_SUFFIXES)}")
-    if not p.parent.exists():
-        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
-    return p
+    from .io import check_output
+
+    return check_output(path, TRACT_SUFFIXES, "tractogram")
 
 
 def save_tracts(streamlines, reference: Volume, path) -> Path:

@@ -307,3 +307,35 @@ def test_a_tiny_variational_training_run_learns_dropout_rates():
     la = meta["training"]["log_alpha"]
     assert len(la["drop1"]) == 50 and len(la["drop2"]) == 100 and meta["training"]["kl_weight"] > 0
     assert not np.allclose(la["drop2"], -4.0)
+
+
+def test_closed_form_fa_equals_the_eigenvalue_fa():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(500, 3, 3))
+    d = a @ np.transpose(a, (0, 2, 1)) * 1e-3  # positive definite
+    low = tensors.from_matrix(d)
+    closed = inference.fa_closed_form(torch.from_numpy(np.moveaxis(low, -1, 0).copy())).numpy()
+    assert np.allclose(closed, tensors.fa(low), atol=1e-6)
+
+
+def test_fa_std_by_sampling_matches_a_direct_monte_carlo():
+    """Toy var1 model with an anisotropic mean tensor b + w (the hidden unit is 1), parameter noise on Dxx only
+    (one draw per voxel and sample, std sqrt(alpha2)) and intrinsic noise of variance v_i on every element: fa_std must match numpy
+    sampling of that distribution with the eigenvalue FA."""
+    v_i, alpha2 = 0.01, 0.04
+    b = np.array([1.0, 0.1, 0.5, 0.05, 0.1, 0.4])
+    w = np.array([1.0, 0, 0, 0, 0, 0])
+    model = toy_variational_model("espcn-hetero-var1", v_i, 1.0, np.log(alpha2), 0.0)
+    r3 = model.factor**3
+    with torch.no_grad():
+        conv3 = model.net.mean.conv3
+        conv3.weight[:, 0, 1, 1, 1] = torch.from_numpy(np.repeat(w, r3).astype(np.float32))
+        conv3.bias.copy_(torch.from_numpy(np.repeat(b, r3).astype(np.float32)))
+    lr = np.zeros((6, 6, 6, 6), np.float32)
+    _, unc = inference.predict_volume(model, lr, None, samples=400, seed=2)
+    rng = np.random.default_rng(0)
+    n = 200_000
+    draws = b + w * (1 + np.sqrt(alpha2) * rng.normal(size=(n, 1))) + np.sqrt(v_i) * rng.normal(size=(n, 6))
+    expected = tensors.fa(draws).std()
+    assert abs(unc["fa_std"].mean() / expected - 1) < 0.05
+    assert unc["fa_std"].min() > 0.5 * expected

@@ -12,7 +12,8 @@ intrinsic (the predicted variance; the log-variance network is deterministic, so
 itself) plus parameter (the unbiased variance of the sampled means). The first hidden layer and the
 log-variance network are computed once per tile; only the noisy part runs N times. MD's standard deviation
 follows from the samples (parameter part) and the diagonal predicted variances (intrinsic part, elements
-independent); FA's is not computed (it needs per-sample eigen-decompositions: too slow for the default run).
+independent). FA's standard deviation is by sampling: each Monte Carlo draw adds one draw of the intrinsic
+noise to its sampled mean, and FA is taken in closed form, FA^2 = 3/2 |D - MD I|^2 / |D|^2 (no eigen-decomposition).
 """
 
 from __future__ import annotations
@@ -76,10 +77,21 @@ def run_network(net, x: np.ndarray, r: int, support: np.ndarray, tile: int = DEF
     return res, logvar
 
 
+def fa_closed_form(t):
+    """FA of (6, ...) lower-triangular tensors without eigenvalues: sqrt(3/2 |D - MD I|^2 / |D|^2), clipped to [0, 1]."""
+    d = t[0] ** 2 + t[2] ** 2 + t[5] ** 2
+    norm2 = d + 2 * (t[1] ** 2 + t[3] ** 2 + t[4] ** 2)
+    tr = t[0] + t[2] + t[5]
+    dev2 = norm2 - tr * tr / 3
+    return (1.5 * dev2.clamp_min(0) / norm2.clamp_min(1e-30)).sqrt().clamp(0, 1)
+
+
 def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int, seed: int = DEFAULT_SEED,
-                   tile: int = DEFAULT_TILE, progress=None):
+                   tile: int = DEFAULT_TILE, progress=None, base: np.ndarray | None = None, out_scale=None):
     """Monte Carlo pass of a variational hetero network: (mean residual, parameter variance, log-variance,
-    parameter variance of the trace Dxx + Dyy + Dzz), normalised units, high-res grid."""
+    parameter variance of the trace Dxx + Dyy + Dzz), normalised units, high-res grid; with `base` (the cubic
+    interpolation, (rX, rY, rZ, 6) mm^2/s) and `out_scale`, a fifth item: FA's standard deviation over the
+    samples of the predictive distribution (sampled mean plus one intrinsic-noise draw per sample)."""
     import torch
 
     samples = int(samples)
@@ -91,9 +103,12 @@ def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int
     pvar = np.zeros(hr_shape, np.float32)
     logvar = np.zeros(hr_shape, np.float32)
     trvar = np.zeros(hr_shape[:3], np.float32)
+    fa_std = None if base is None else np.zeros(hr_shape[:3], np.float32)
+    scale_t = None if base is None else torch.as_tensor(np.asarray(out_scale, np.float32))[:, None, None, None]
     todo = [t for t in tiles(shape, tile) if support[t].any()]
     xt = torch.from_numpy(x)
     gen = torch.Generator().manual_seed(int(seed))
+    fa_gen = torch.Generator().manual_seed(int(seed) + 1)  # separate stream: the mean maps do not depend on it
     layers = net.mean.dropout_layers()
     channel_noise = None
     if layers and layers[0].mode == "channel":  # one draw per channel and sample, shared by every tile
@@ -105,8 +120,13 @@ def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int
             for n, (si, sj, sk) in enumerate(todo):
                 inp = xt[:, si.start : si.stop + 2 * HALO, sj.start : sj.stop + 2 * HALO, sk.start : sk.stop + 2 * HALO][None]
                 hr_sl = (slice(r * si.start, r * si.stop), slice(r * sj.start, r * sj.stop), slice(r * sk.start, r * sk.stop))
-                logvar[hr_sl] = net.logvar(inp)[0].permute(1, 2, 3, 0).numpy()
+                lv = net.logvar(inp)[0]
+                logvar[hr_sl] = lv.permute(1, 2, 3, 0).numpy()
                 h1 = net.mean.features(inp)
+                if fa_std is not None:
+                    base_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(base[hr_sl], -1, 0)))
+                    sd = (0.5 * lv.clamp(-30, 30)).exp()
+                    fa_acc, fa_acc2 = torch.zeros_like(lv[0]), torch.zeros_like(lv[0])
                 # sums of deviations from the first sample (shifted data: no cancellation in float32)
                 ref = acc = acc2 = tacc = tacc2 = None
                 for s in range(samples):
@@ -114,6 +134,11 @@ def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int
                         for d, eps in zip(layers, channel_noise[s]):
                             d.channel_noise = eps
                     mu = net.mean.head(h1)[0]
+                    if fa_std is not None:
+                        draw = mu + sd * torch.randn(mu.shape, generator=fa_gen)
+                        fa = fa_closed_form(base_t + draw * scale_t)
+                        fa_acc += fa
+                        fa_acc2 += fa * fa
                     if ref is None:
                         ref = mu
                         acc, acc2 = torch.zeros_like(mu), torch.zeros_like(mu)
@@ -131,11 +156,16 @@ def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int
                 pvar[hr_sl] = v.permute(1, 2, 3, 0).numpy()
                 tm = tacc / samples
                 trvar[hr_sl] = ((tacc2 - samples * tm * tm).clamp_min(0) / max(samples - 1, 1)).numpy()
+                if fa_std is not None:
+                    fm = fa_acc / samples
+                    fa_std[hr_sl] = ((fa_acc2 - samples * fm * fm).clamp_min(0) / max(samples - 1, 1)).sqrt().numpy()
                 if progress is not None:
                     progress((n + 1) / len(todo))
     finally:
         for d in layers:
             d.sampling, d.generator, d.channel_noise = False, None, None
+    if fa_std is not None:
+        return mean, pvar, logvar, trvar, fa_std
     return mean, pvar, logvar, trvar
 
 
@@ -144,7 +174,8 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     """High-res tensors (rX, rY, rZ, 6) and, for heteroscedastic models, {"std": per-voxel mean over the
     6 elements of the predicted standard deviation, mm^2/s}. Variational models with `samples` >= 1 (default
     DEFAULT_SAMPLES) are sampled by Monte Carlo and also give "std_intrinsic", "std_parameter" (the same
-    per-voxel mean of the two parts' standard deviations; "std" is that of their sum) and "md_std" (mm^2/s);
+    per-voxel mean of the two parts' standard deviations; "std" is that of their sum), "md_std" (mm^2/s)
+    and "fa_std" (unitless, by sampling; needs samples >= 2 to be non-zero);
     `samples=0` gives one deterministic pass (the expected activations) with the intrinsic part only.
     `lr` is clipped, canonical-axis, mm^2/s."""
     r = model.factor
@@ -156,8 +187,10 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     if samples is None:
         samples = DEFAULT_SAMPLES
     if is_variational(model.net) and samples >= 1:
-        res, pvar, logvar, trvar = run_network_mc(model.net, x, r, support, samples, seed, tile, progress)
-        hr = upsample_separable(lr, r, 3) + res * out_scale
+        cubic = upsample_separable(lr, r, 3)
+        res, pvar, logvar, trvar, fa_std = run_network_mc(model.net, x, r, support, samples, seed, tile, progress,
+                                                          base=cubic, out_scale=out_scale)
+        hr = cubic + res * out_scale
         hr[~hr_support] = 0.0
         ivar = np.exp(np.clip(logvar, -30, 30)) * out_scale**2
         pvar = pvar * out_scale**2
@@ -170,6 +203,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
         # traces (the diagonal elements share one output scale)
         diag = [0, 2, 5]
         unc["md_std"] = np.sqrt(ivar[..., diag].sum(-1) + trvar * float(out_scale[0]) ** 2) / 3.0
+        unc["fa_std"] = fa_std
         for k in unc:
             unc[k][~hr_support] = 0.0
             unc[k] = unc[k].astype(np.float32)

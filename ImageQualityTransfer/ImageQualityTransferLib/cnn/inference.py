@@ -37,6 +37,16 @@ def normalise_input(lr: np.ndarray, norm: dict) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis((padded - mean) / scale, -1, 0))
 
 
+def subject_scale(lr: np.ndarray, mask: np.ndarray | None) -> float:
+    """Median mean diffusivity of the low-res brain (mm^2/s): the unit in which models with a "subject_scale"
+    normalisation see their input, so that b-value and scanner differences in overall diffusivity drop out."""
+    md = (lr[..., 0] + lr[..., 2] + lr[..., 5]) / 3.0
+    inside = md > 0 if mask is None else (np.asarray(mask, bool) & (md > 0))
+    if not inside.any():
+        return 1.0
+    return float(np.median(md[inside]))
+
+
 def lr_support(mask: np.ndarray | None, shape) -> np.ndarray:
     if mask is None:
         return np.ones(shape, bool)
@@ -181,8 +191,9 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     r = model.factor
     norm = model.meta["normalisation"]
     support = lr_support(mask, lr.shape[:3])
-    x = normalise_input(lr, norm)
-    out_scale = np.asarray(norm["out_scale"], np.float32)
+    unit = subject_scale(lr, mask) if norm.get("subject_scale") else 1.0
+    x = normalise_input(np.asarray(lr, np.float32) / np.float32(unit), norm)
+    out_scale = np.asarray(norm["out_scale"], np.float32) * np.float32(unit)
     hr_support = support.repeat(r, 0).repeat(r, 1).repeat(r, 2)
     if samples is None:
         samples = DEFAULT_SAMPLES

@@ -47,42 +47,106 @@ def cmd_track(args):
     print(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {n_seeds} seeds")
 
 
-def cmd_propagate(args):
-    from . import grid, io, methods, propagation
-    from .tractography import TrackingSettings
+# ---------------------------------------------------------------- uncertainty propagation (shared by
+# `iqt propagate` and `iqt upsample --propagate`)
 
-    r = grid.check_factor(args.factor)
-    out = _out_dir(args.output)
-    method = methods.get(args.method, model=args.model)
+PROPAGATION_MAPS = ("fa_mean", "fa_std", "md_mean", "md_std", "visitation")
+PROPAGATION_DEFAULTS = {"n_seeds": 1000, "fa_threshold": 0.2, "seed": 0}
+
+
+def propagation_paths(folder, prefix: str = "") -> dict:
+    """Where the propagation outputs go: `<folder>/<prefix>fa_mean.nii.gz` ... `<prefix>visitation.nii.gz`
+    and `<prefix>propagation.json` (`iqt propagate`: no prefix, in its folder; `iqt upsample --propagate`:
+    beside the output, prefixed with its name)."""
+    folder = Path(folder)
+    paths = {n: folder / f"{prefix}{n}.nii.gz" for n in PROPAGATION_MAPS}
+    paths["json"] = folder / f"{prefix}propagation.json"
+    return paths
+
+
+def check_propagation(method, samples: int) -> None:
+    """Before any work: the method must give an uncertainty to sample from, and N >= 2."""
+    from . import methods
+
     if not method.gives_uncertainty:
         with_unc = [m["name"] for m in methods.describe() if m["uncertainty"]]
         raise IQTError(f"method {method.name!r} gives no uncertainty to propagate; choose one of: {', '.join(with_unc)}")
+    if samples is None or int(samples) < 2:
+        raise IQTError(f"--samples {samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
+
+
+def propagate_prediction(pred, samples: int, *, lr_mask=None, factor: int = 2, seeds=None, seed: int = 0,
+                         track: bool = True, n_seeds: int = 1000, fa_threshold: float = 0.2):
+    """Draw `samples` high-res DTI samples from `pred` (propagation.propagate) inside the high-res
+    mask implied by the low-res mask `lr_mask` (a Volume or None)."""
+    import numpy as np
+
+    from . import propagation
+    from .tractography import TrackingSettings
+
+    hr_mask = None
+    if lr_mask is not None:
+        hr_mask = np.repeat(np.repeat(np.repeat(np.asarray(lr_mask.data, bool), factor, 0), factor, 1), factor, 2)
+    return propagation.propagate(pred, samples, seeds=seeds, mask=hr_mask, rng=seed, track=track, n_seeds=n_seeds,
+                                 settings=TrackingSettings(fa_threshold=fa_threshold))
+
+
+def write_propagation(res, paths: dict, method_name: str, input_path) -> str:
+    """Write the maps and the JSON summary to `paths` (propagation_paths); returns the one-line message."""
+    from . import io
+
+    written = []
+    for name in PROPAGATION_MAPS:
+        vol = getattr(res, name)
+        if vol is not None:
+            io.save_scalar(vol, paths[name])
+            written.append(paths[name].name)
+    summary = {"method": method_name, "input": str(input_path), **res.summary()}
+    from .io import atomic_write
+
+    atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    d = summary["tract_dice_between_samples"]
+    tract = f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else ""
+    return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"
+            f"{', visitation' if d else ''} from {res.n_samples} samples of {method_name} "
+            f"({res.seconds:.1f} s{tract}; diagonal Gaussian approximation)")
+
+
+def load_seeds(path):
+    from . import io
+
+    return io.load_mask(path) if path else None
+
+
+def cmd_propagate(args):
+    from . import grid, io, methods
+
+    r = grid.check_factor(args.factor)
+    method = methods.get(args.method, model=args.model)
+    check_propagation(method, args.samples)
     lr = io.load_tensor(args.input, args.tensor_order)
     mask = io.load_mask(args.mask, lr, r) if args.mask else None
     if mask is not None and mask.shape3 != lr.shape3:
         from .degrade import block_average
 
         mask = lr.replace(data=block_average(mask.data.astype("float32"), r) > 0.5, kind="mask")
-    seeds = io.load_mask(args.seeds) if args.seeds else None
+    seeds = load_seeds(args.seeds)
+    out = _out_dir(args.output)
     pred = method.predict(lr, r, mask)
-    hr_mask = None
-    if mask is not None:
-        import numpy as np
+    res = propagate_prediction(pred, args.samples, lr_mask=mask, factor=r, seeds=seeds, seed=args.seed,
+                               track=not args.no_tracts, n_seeds=args.n_seeds, fa_threshold=args.fa_threshold)
+    print(write_propagation(res, propagation_paths(out), method.name, args.input))
 
-        hr_mask = np.repeat(np.repeat(np.repeat(mask.data, r, 0), r, 1), r, 2)
-    res = propagation.propagate(pred, args.samples, seeds=seeds, mask=hr_mask, rng=args.seed,
-                                track=not args.no_tracts, n_seeds=args.n_seeds,
-                                settings=TrackingSettings(fa_threshold=args.fa_threshold))
-    for name in ("fa_mean", "fa_std", "md_mean", "md_std", "visitation"):
-        vol = getattr(res, name)
-        if vol is not None:
-            io.save_scalar(vol, out / f"{name}.nii.gz")
-    summary = {"method": method.name, "input": str(args.input), **res.summary()}
-    (out / "propagation.json").write_text(json.dumps(summary, indent=2))
-    d = summary["tract_dice_between_samples"]
-    tract = f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else ""
-    print(f"wrote {out}/: FA/MD mean and std{', visitation' if d else ''} from {args.samples} samples of {method.name} "
-          f"({res.seconds:.1f} s{tract}; diagonal Gaussian approximation)")
+
+def add_propagation_args(sp, defaults: bool = True) -> None:
+    """The propagation options shared by `iqt propagate` and `iqt upsample --propagate` (with
+    defaults=False they default to None, so that upsample can tell they were given without --propagate)."""
+    d = PROPAGATION_DEFAULTS if defaults else dict.fromkeys(PROPAGATION_DEFAULTS)
+    sp.add_argument("--seeds", help="seed ROI for the tracts (default: 1000 random points where FA >= 0.3)")
+    sp.add_argument("--n-seeds", type=int, default=d["n_seeds"], help="random seeds when no --seeds (default 1000)")
+    sp.add_argument("--fa-threshold", type=float, default=d["fa_threshold"], help="tracking stops below this FA (default 0.2)")
+    sp.add_argument("--no-tracts", action="store_true", help="FA/MD maps only, no tract variability")
+    sp.add_argument("--seed", type=int, default=d["seed"], help="random seed of the samples (default 0)")
 
 
 def cmd_lesion_check(args):
@@ -97,9 +161,16 @@ def cmd_lesion_check(args):
     for k in kinds:
         if k not in lesion.KINDS:
             raise IQTError(f"--kinds {k}: lesion kinds are {', '.join(lesion.KINDS)}")
+    if args.mc_samples is not None and args.mc_samples < 0:
+        raise IQTError(f"--mc-samples {args.mc_samples}: give a number of Monte Carlo samples >= 0")
+    objects = {}
+    for n in names:
+        objects[n] = methods.get(n)
+        if args.mc_samples is not None and getattr(objects[n], "variational", False):
+            objects[n].samples = args.mc_samples
     rows = []
     for folder in args.subjects:
-        rows.extend(lesion.check(load_subject(folder), names, kinds, args.factor, args.radius))
+        rows.extend(lesion.check(load_subject(folder), names, kinds, args.factor, args.radius, method_objects=objects))
     print(lesion.table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
@@ -148,18 +219,17 @@ def add_commands(sub, factor_type) -> None:
     sp.add_argument("--samples", type=int, default=100, help="number of samples (default 100)")
     sp.add_argument("--factor", type=factor_type, default=2)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
-    sp.add_argument("--seeds", help="seed ROI for the tracts (default: 1000 random points where FA >= 0.3)")
-    sp.add_argument("--n-seeds", type=int, default=1000, help="random seeds when no --seeds (default 1000)")
-    sp.add_argument("--fa-threshold", type=float, default=0.2)
-    sp.add_argument("--no-tracts", action="store_true", help="FA/MD maps only")
-    sp.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+    add_propagation_args(sp)
     sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix"])
     sp.set_defaults(func=cmd_propagate)
 
-    sp = sub.add_parser("lesion-check", help="inject synthetic lesions, report the ROC AUC of the uncertainty (lesion vs mirrored tissue)")
+    sp = sub.add_parser("lesion-check", help="inject synthetic lesions, report the ROC AUC of each uncertainty map (lesion vs mirrored tissue)")
     sp.add_argument("subjects", nargs="+", help="subject folders (dwi.nii.gz, dwi.bval, dwi.bvec)")
-    sp.add_argument("--methods", default="espcn-hetero,biqt", help="uncertainty methods (default espcn-hetero,biqt)")
-    sp.add_argument("--kinds", default="edema,tumour", help="lesion kinds: edema, tumour (default both)")
+    sp.add_argument("--methods", default="espcn-hetero-var1,biqt",
+                    help="uncertainty methods; every uncertainty map of each is scored (default espcn-hetero-var1,biqt)")
+    sp.add_argument("--kinds", default="edema,tumour,glioma",
+                    help="lesion kinds: edema, tumour (lower FA, same MD), glioma (lower FA, MD x1.68) (default all)")
+    sp.add_argument("--mc-samples", type=int, help="Monte Carlo samples of the variational methods (default 10)")
     sp.add_argument("--radius", type=float, default=8.0, help="lesion radius in mm (default 8)")
     sp.add_argument("--factor", type=factor_type, default=2)
     sp.add_argument("--json", help="also write the rows as JSON")

@@ -72,18 +72,53 @@ def cmd_degrade(args):
     print(f"wrote {out} {pair.tensor.shape3}")
 
 
+def _output_stem(path: Path) -> str:
+    name = path.name
+    for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
 def cmd_upsample(args):
     from . import grid, io, methods
 
     r = grid.check_factor(args.factor)
     method = methods.get(args.method or methods.default_method(), model=args.model)
-    if args.samples is not None:
-        if not getattr(method, "variational", False):
-            raise IQTError(f"method {method.name!r} takes no Monte Carlo samples; drop --samples "
+    variational = getattr(method, "variational", False)
+    if args.propagate:
+        # `--samples N --propagate`: N draws from the predictive distribution (the Monte Carlo passes of the
+        # variational methods are set by --mc-samples)
+        from .analysis_cli import PROPAGATION_DEFAULTS, check_propagation
+
+        if args.samples is None:
+            args.samples = 100
+        check_propagation(method, args.samples)
+        for k, v in PROPAGATION_DEFAULTS.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
+    else:
+        given = [f"--{k.replace('_', '-')}" for k in ("seeds", "n_seeds", "fa_threshold", "seed") if getattr(args, k) is not None]
+        given += ["--no-tracts"] if args.no_tracts else []
+        if given:
+            raise IQTError(f"{', '.join(given)}: {'applies' if len(given) == 1 else 'apply'} only with --propagate; "
+                           "add --propagate (and a method with uncertainty) or drop "
+                           f"{'it' if len(given) == 1 else 'them'}")
+        if args.samples is not None:
+            if not variational:
+                raise IQTError(f"method {method.name!r} takes no Monte Carlo samples; drop --samples "
+                               "(it applies to espcn-hetero-var1 and espcn-hetero-var2), or add --propagate to draw "
+                               "samples of the output from a method with uncertainty")
+            if args.mc_samples is not None:
+                raise IQTError("give the Monte Carlo samples once: --samples or --mc-samples (without --propagate they are the same)")
+            args.mc_samples = args.samples
+    if args.mc_samples is not None:
+        if not variational:
+            raise IQTError(f"method {method.name!r} takes no Monte Carlo samples; drop --mc-samples "
                            "(it applies to espcn-hetero-var1 and espcn-hetero-var2)")
-        if args.samples < 0:
-            raise IQTError(f"--samples {args.samples}: give a number of Monte Carlo samples >= 0")
-        method.samples = args.samples
+        if args.mc_samples < 0:
+            raise IQTError(f"--mc-samples {args.mc_samples}: give a number of Monte Carlo samples >= 0")
+        method.samples = args.mc_samples
     out = _check_output(args.output, TENSOR_SUFFIXES)
     if args.uncertainty:
         if not method.gives_uncertainty:
@@ -99,11 +134,27 @@ def cmd_upsample(args):
         from .degrade import block_average
 
         mask = lr.replace(data=block_average(mask.data.astype("float32"), r) > 0.5, kind="mask")
+    seeds = None
+    if args.propagate:
+        from .analysis_cli import load_seeds, propagation_paths
+
+        seeds = load_seeds(args.seeds)
+        prop_paths = propagation_paths(out.parent, _output_stem(out) + "_")
     pred = method.predict(lr, r, mask)
+    res = None
+    if args.propagate:  # sampled before anything is written, so a failure leaves no partial output
+        from .analysis_cli import propagate_prediction
+
+        res = propagate_prediction(pred, args.samples, lr_mask=mask, factor=r, seeds=seeds, seed=args.seed,
+                                   track=not args.no_tracts, n_seeds=args.n_seeds, fa_threshold=args.fa_threshold)
     io.save_tensor(pred.tensor, out)
     if args.uncertainty:
         io.save_scalar(pred.uncertainty["std"], unc_out)
     print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
+    if res is not None:
+        from .analysis_cli import write_propagation
+
+        print(write_propagation(res, prop_paths, method.name, args.input))
 
 
 def cmd_evaluate(args):
@@ -302,7 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty)")
     sp.add_argument("--model", help="model file to use instead of the shipped one (learned methods)")
-    sp.add_argument("--samples", type=int, help="Monte Carlo samples for espcn-hetero-var1/-var2 (default 10; 0: one deterministic pass, intrinsic uncertainty only)")
+    sp.add_argument("--samples", type=int,
+                    help="with --propagate: number of samples drawn from the predictive distribution (default 100); "
+                         "without: Monte Carlo samples for espcn-hetero-var1/-var2 (as --mc-samples)")
+    sp.add_argument("--mc-samples", type=int, help="Monte Carlo samples for espcn-hetero-var1/-var2 (default 10; 0: one "
+                                                   "deterministic pass, intrinsic uncertainty only)")
+    sp.add_argument("--propagate", action="store_true",
+                    help="uncertainty propagation (methods with uncertainty): draw --samples high-res DTI samples and "
+                         "write FA/MD mean/std and tract visitation maps beside the output (<name>_fa_mean.nii.gz, ..., "
+                         "<name>_propagation.json)")
+    from .analysis_cli import add_propagation_args
+
+    add_propagation_args(sp, defaults=False)
     sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix"], help="component order of a 4D input")
     sp.set_defaults(func=cmd_upsample)
 

@@ -1,0 +1,99 @@
+"""End to end on a small input (issue 6): `iqt lesion-check` and `iqt report` on a coarse phantom subject
+folder (32x36x28 voxels of 4 mm, 12 directions: a few seconds each), plus the lesion table's helpers."""
+
+from __future__ import annotations
+
+import base64
+import io as _io
+import json
+import re
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import io, lesion
+from ImageQualityTransferLib.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_subject(tmp_path_factory):
+    from ImageQualityTransferLib.phantom import make_phantom
+
+    folder = tmp_path_factory.mktemp("phantom_subject")
+    io.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
+    return folder
+
+
+def _have_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_lesion_check_end_to_end_reports_every_uncertainty_map(small_subject, tmp_path, capsys):
+    names = ["espcn-hetero-var1", "biqt"] if _have_torch() else ["biqt"]
+    out = tmp_path / "rows.json"
+    rc = main(["lesion-check", str(small_subject), "--methods", ",".join(names), "--kinds", "edema,tumour",
+               "--mc-samples", "2", "--json", str(out)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    rows = json.loads(out.read_text())
+    got = {(r["kind"], r["method"], r["component"]) for r in rows}
+    for kind in ("edema", "tumour"):
+        assert (kind, "biqt", "total") in got
+        if "espcn-hetero-var1" in names:
+            for c in ("total", "intrinsic", "parameter", "MD std", "FA std"):
+                assert (kind, "espcn-hetero-var1", c) in got
+        assert f"best uncertainty for the {kind} lesion:" in printed.out
+    assert all(0.0 <= r["auc"] <= 1.0 and r["n_lesion"] > 10 and r["n_control"] > 10 for r in rows)
+    # raised isotropic diffusivity is far outside the training data: the total uncertainty flags it
+    edema = [r["auc"] for r in rows if r["kind"] == "edema" and r["component"] == "total"]
+    assert min(edema) > 0.8
+
+
+def test_report_end_to_end(small_subject, tmp_path, capsys):
+    from PIL import Image
+
+    page = tmp_path / "report.html"
+    rc = main(["report", "--subject", str(small_subject), "-o", str(page), "--methods", "cubic,biqt", "--n-seeds", "200"])
+    assert rc == 0, capsys.readouterr().err
+    text = page.read_text()
+    assert "<script" not in text and not re.search(r'src="(?!data:image/png;base64,)', text)
+    figures = re.findall(r"<figure>(.*?)</figure>", text, re.S)
+    assert len(figures) == 4  # FA views, uncertainty, errors, tractography
+    for fig in figures:
+        assert re.search(r"<figcaption>[^<]{20,}</figcaption>", fig)
+        img = Image.open(_io.BytesIO(base64.b64decode(re.search(r'base64,([^"]+)"', fig).group(1))))
+        assert np.asarray(img.convert("L")).std() > 5
+    assert "biqt" in text and "<table>" in text
+
+
+def test_best_and_table_name_the_best_map_and_flag_a_miss():
+    rows = [{"subject": s, "kind": k, "method": "m", "component": c, "auc": a, "error_auc": 0.5, "n_lesion": 5,
+             "n_control": 5, "uncertainty_lesion_median": 1e-5, "uncertainty_control_median": 1e-5}
+            for s, k, c, a in [("a", "edema", "total", 0.9), ("b", "edema", "total", 0.95), ("a", "edema", "parameter", 0.99),
+                               ("b", "edema", "parameter", 0.7), ("a", "tumour", "total", 0.3), ("a", "tumour", "FA std", 0.45)]]
+    b = lesion.best(rows)
+    assert (b["edema"]["component"], b["edema"]["auc_mean"], b["edema"]["auc_min"]) == ("total", 0.925, 0.9)
+    assert b["tumour"]["component"] == "FA std"
+    text = lesion.table(rows)
+    assert "best uncertainty for the edema lesion: m total (AUC 0.925" in text
+    assert "below the 0.8 target" in text.split("tumour lesion")[1]
+
+
+def test_components_reduce_and_skip_empty_maps():
+    u = {"std": np.ones((2, 2, 2, 6)), "fa_std": np.zeros((2, 2, 2)), "std_parameter": np.full((2, 2, 2), 2.0)}
+    got = lesion.components(u)
+    assert [c for c, _ in got] == ["total", "parameter"]
+    assert np.allclose(got[0][1], 1.0)
+
+
+def test_glioma_lowers_fa_and_raises_md_as_cited():
+    from ImageQualityTransferLib import tensors
+
+    t = tensors.from_matrix(np.diag([1.7e-3, 0.3e-3, 0.3e-3]))[None]
+    g = lesion.modify_tensor(t, "glioma")
+    assert tensors.md(g)[0] == pytest.approx(1229.8 / 731.5 * tensors.md(t)[0])
+    assert tensors.fa(g)[0] < 0.5 * tensors.fa(t)[0]

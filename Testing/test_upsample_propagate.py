@@ -79,3 +79,19 @@ def test_upsample_propagate_variational_cnn(tmp_path, lr_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "hr_propagation.json").read_text())["n_samples"] == 2
     assert io.load_scalar(tmp_path / "hr_md_std.nii.gz").data.max() > 0
+
+
+def test_upsample_uncertainty_writes_the_monte_carlo_maps_beside_the_total(tmp_path, lr_path, capsys):
+    pytest.importorskip("torch")
+    out, unc = tmp_path / "hr.nii.gz", tmp_path / "sd.nii.gz"
+    rc = main(["upsample", str(lr_path), "-o", str(out), "--method", "espcn-hetero-var1", "--samples", "3",
+               "--uncertainty", str(unc)])
+    assert rc == 0, capsys.readouterr().err
+    total = io.load_scalar(unc).data
+    parts = {k: io.load_scalar(tmp_path / f"sd_{k}.nii.gz").data for k in ("std_intrinsic", "std_parameter", "md_std", "fa_std")}
+    inside = total > 0
+    assert inside.any() and all(p.shape == total.shape for p in parts.values())
+    assert (parts["std_intrinsic"][inside] <= total[inside] + 1e-12).all()
+    assert parts["fa_std"][inside].max() > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["lr.nii.gz", "hr.nii.gz", "sd.nii.gz"] + [f"sd_{k}.nii.gz" for k in parts])

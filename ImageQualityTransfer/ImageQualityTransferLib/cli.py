@@ -150,6 +150,9 @@ def cmd_upsample(args):
     io.save_tensor(pred.tensor, out)
     if args.uncertainty:
         io.save_scalar(pred.uncertainty["std"], unc_out)
+        for key, vol in pred.uncertainty.items():  # Monte Carlo parts, MD and FA std beside the total
+            if key != "std":
+                io.save_scalar(vol, unc_out.with_name(_output_stem(unc_out) + f"_{key}" + unc_out.name[len(_output_stem(unc_out)):]))
     print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
     if res is not None:
         from .analysis_cli import write_propagation
@@ -351,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: the best shipped)")
     sp.add_argument("--factor", type=_factor, default=2)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
-    sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty)")
+    sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty); "
+                    "the Monte Carlo methods also write NAME_std_intrinsic, NAME_std_parameter, NAME_md_std and "
+                    "NAME_fa_std beside it")
     sp.add_argument("--model", help="model file to use instead of the shipped one (learned methods)")
     sp.add_argument("--samples", type=int,
                     help="with --propagate: number of samples drawn from the predictive distribution (default 100); "

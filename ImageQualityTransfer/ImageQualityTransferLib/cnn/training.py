@@ -9,7 +9,7 @@ on plausible brain voxels only (the others get zero weight).
 Units: with `subject_scale` (the default) every degraded volume is first divided by its median low-res brain
 MD (inference.subject_scale; inference does the same and multiplies back), so that the b-value and scanner
 differences in overall diffusivity (b=1000 and b=2000 in training) drop out; on two dev subjects after 10
-epochs this lowered the DT-RMSE ratio to cubic by 0.6-1.6 % in both regions, where a random gain
+epochs this lowered the DT-RMSE ratio to cubic by 0.006-0.016 in both regions, where a random gain
 augmentation (`scale_aug`) did not help.
 Normalisation (stored with the model, invariant under axis flips and permutations): inputs
 (x - m) / s with one mean for the diagonal elements (0 for off-diagonals) and one scale for diagonal and

@@ -7,7 +7,10 @@ the data (`completion`), safe model files (`model_io`) and training (`training`)
 
 Working domain: tensors in units of 1e-3 mm^2/s (`SCALE`), axes canonical (RAS) as `Method.predict`
 feeds them; the regression target is the residual of the high-res reference over cubic B-spline
-interpolation of the low-res input, per r^3 block (r^3 x 6 values, block-major then element).
+interpolation of the low-res input, per r^3 block (r^3 x 6 values, block-major then element); the prediction
+is the cubic interpolation plus the model's output. Model sidecars say so ("target": "residual-over-cubic")
+and name the regressors ("inputs": "patch", or "patch+cubic" with the cubic values of the block appended;
+the shipped models use the patch alone, see `training.DEFAULTS`).
 """
 
 SCALE = 1e3  # mm^2/s -> 1e-3 mm^2/s (white matter MD about 0.7)

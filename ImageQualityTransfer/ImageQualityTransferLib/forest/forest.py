@@ -34,6 +34,7 @@ class Forest:
         self.trees: list[tree.Tree] = []
         self.noise: NoiseScale | None = None  # biqt: input-dependent scale of the leaves' noise variance
         self.variance_scale = 1.0  # calibration of the returned variance (rf: spread between trees; biqt: total)
+        self.patch_cols: int | None = None  # leading columns of X that form the patch (the noise scale's input); None = all
 
     def fit(self, X, F, Y, groups=None, log=None, progress=None) -> "Forest":
         """With `groups` (subject of each example) and at least two subjects, tree t validates on subject
@@ -72,7 +73,7 @@ class Forest:
         Xa = linear.augment(np.asarray(X, np.float32))
         num = den = None
         means, weights, tvars = [], [], []
-        h = self.noise(X, F) if (kind == "biqt" and self.noise is not None) else None
+        h = self.noise(self._patch(X), F) if (kind == "biqt" and self.noise is not None) else None
         for t in self.trees:
             leaf = t.apply(F)
             if kind == "biqt":
@@ -112,12 +113,15 @@ class Forest:
         if kind == "biqt":
             self.noise = None
             mu, _ = self.predict(X, F, "biqt")
-            self.noise = NoiseScale().fit(X, F, R - mu)
+            self.noise = NoiseScale().fit(self._patch(X), F, R - mu)
         mu, s = self.predict(X, F, kind)
         err = np.abs(R - mu).reshape(len(R), r3, -1)
         sig = np.sqrt(np.maximum(s.reshape(len(R), r3, -1).mean(-1, keepdims=True), 1e-20))
         c = float(np.quantile(err / sig, coverage)) / 2.0
         self.variance_scale = c * c
+
+    def _patch(self, X):
+        return X if self.patch_cols is None else X[:, : self.patch_cols]
 
     @property
     def n_leaves(self) -> int:

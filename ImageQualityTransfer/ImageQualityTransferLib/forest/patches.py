@@ -85,17 +85,19 @@ class Library:
     factor: int
     subjects: list = field(default_factory=list)
     seconds: float = 0.0
+    C: np.ndarray | None = None  # (N, r^3 * 6) float32: the cubic B-spline values of the block (1e-3 mm^2/s)
 
     def __len__(self):
         return len(self.X)
 
     def take(self, idx) -> "Library":
         return Library(self.X[idx], self.missing[idx], self.F[idx], self.Y[idx], self.group[idx], self.n, self.factor,
-                       list(self.subjects), self.seconds)
+                       list(self.subjects), self.seconds, None if self.C is None else self.C[idx])
 
 
 def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log=None):
-    """Examples of one `pipeline.Subject` over its block shifts: list of (X, missing, F, Y) arrays."""
+    """Examples of one `pipeline.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
+    (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`)."""
     reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi = reo.apply(subject.dwi)
     mask = reo.apply(subject.mask).data.astype(bool)
@@ -112,10 +114,11 @@ def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log
         if rate < 1.0:
             centres = centres[rng.random(len(centres)) < rate]
         target = to_blocks((deg.hr_crop(truth, r, shift) * SCALE).astype(np.float32), r)
-        res = target - to_blocks(cubic, r)
+        cb = to_blocks(cubic, r)
+        res = target - cb
         X, miss = extract(x, centres, n)
         F = volume_features(x, n)[tuple(centres.T)]
-        parts.append((X, miss, F, res[tuple(centres.T)].astype(np.float32)))
+        parts.append((X, miss, F, res[tuple(centres.T)].astype(np.float32), cb[tuple(centres.T)].astype(np.float32)))
         if log:
             log(f"  {subject.name} shift {shift}: {len(centres)} examples ({time.perf_counter() - t0:.1f} s)")
     return parts
@@ -137,16 +140,17 @@ def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0
         for p in subject_examples(s, r, n, rate, rng, log=log):
             parts.append(p)
             groups.append(np.full(len(p[0]), gi, np.int16))
-    cat = [np.concatenate([p[k] for p in parts]) for k in range(4)]
-    return Library(cat[0], cat[1], cat[2], cat[3], np.concatenate(groups), n, r, names, time.perf_counter() - t0)
+    cat = [np.concatenate([p[k] for p in parts]) for k in range(5)]
+    return Library(cat[0], cat[1], cat[2], cat[3], np.concatenate(groups), n, r, names, time.perf_counter() - t0, cat[4])
 
 
 def save_library(lib: Library, path) -> None:
+    extra = {} if lib.C is None else {"C": lib.C}
     np.savez(path, X=lib.X, missing=lib.missing, F=lib.F, Y=lib.Y, group=lib.group, n=lib.n, factor=lib.factor,
-             subjects=np.array(lib.subjects), seconds=lib.seconds)
+             subjects=np.array(lib.subjects), seconds=lib.seconds, **extra)
 
 
 def load_library(path) -> Library:
     z = np.load(path, allow_pickle=False)
     return Library(z["X"], z["missing"], z["F"], z["Y"], z["group"], int(z["n"]), int(z["factor"]),
-                   [str(s) for s in z["subjects"]], float(z["seconds"]))
+                   [str(s) for s in z["subjects"]], float(z["seconds"]), z["C"] if "C" in z.files else None)

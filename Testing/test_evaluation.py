@@ -117,7 +117,7 @@ def test_evaluate_per_region_and_json():
     floor = np.full(hr.shape + (6,), 2e-5)
     unc = np.full(hr.shape, 1e-5)
     res = evaluation.evaluate(pred, truth, hr, lr, r, uncertainty=unc, floor_std=floor)
-    assert set(res) == {"interior", "exterior"}
+    assert set(res) == {"interior", "exterior", "brain"}
     i, e = res["interior"], res["exterior"]
     assert i["dt_rmse"] == pytest.approx(1.0) and e["dt_rmse"] == pytest.approx(4.0)
     assert i["n_voxels"] == 4**3 * r**3
@@ -126,8 +126,29 @@ def test_evaluate_per_region_and_json():
     assert i["within_2sigma"] == 1.0 and e["within_2sigma"] == 0.0
     for key in ("fa_rmse", "md_rmse", "psnr", "spearman"):
         assert key in i
+    w = res["brain"]  # both regions' evaluation voxels together
+    assert w["n_voxels"] == i["n_voxels"] + e["n_voxels"]
+    assert w["within_2sigma"] == pytest.approx(i["n_voxels"] / w["n_voxels"])
     json.loads(json.dumps(res))
-    assert "spearman" not in evaluation.evaluate(pred, truth, hr, lr, r)["interior"]
+    plain = evaluation.evaluate(pred, truth, hr, lr, r)
+    assert "spearman" not in plain["interior"] and "brain" not in plain
+
+
+def test_brain_spearman_pools_both_regions():
+    """The whole-brain rank correlation is the one over the union of the two regions' evaluation voxels."""
+    rng = np.random.default_rng(3)
+    r = 2
+    lr = np.zeros((10, 10, 10), bool)
+    lr[1:9, 1:9, 1:9] = True
+    hr = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+    truth = np.zeros(hr.shape + (6,))
+    truth[hr] = [1e-3, 0.0, 0.7e-3, 0.0, 0.0, 0.5e-3]
+    sigma = rng.uniform(1e-5, 5e-5, hr.shape)
+    pred = truth + rng.standard_normal(truth.shape) * sigma[..., None]
+    res = evaluation.evaluate(pred, truth, hr, lr, r, uncertainty=sigma)
+    v = hr & tensors.plausible(truth)
+    assert res["brain"]["spearman"] == pytest.approx(evaluation.spearman(pred, truth, sigma, v))
+    assert res["brain"]["spearman"] > 0.5
 
 
 # ----------------------------------------------------------------------------------------- uncertainty

@@ -104,15 +104,16 @@ def _fmt(x, digits=2):
 def markdown_table(rows) -> str:
     """Subject, method, DT-RMSE per region (1e-5 mm^2/s) with ratio to cubic and the reference noise floor, time, memory."""
     head = ("| subject | method | interior DT-RMSE | × cubic | exterior DT-RMSE | × cubic | "
-            "ref. noise floor (int / ext) | FA RMSE (int) | uncert. ρ (int / ext) | within ±2σ (int) | time (s) | peak MB above start |")
+            "ref. noise floor (int / ext) | FA RMSE (int) | uncert. ρ (int / ext / brain) | within ±2σ (int) | time (s) | "
+            "peak MB above start |")
     lines = [head, "|" + "---|" * 12]
     for r in rows:
-        i, e = r["interior"], r["exterior"]
+        i, e, w = r["interior"], r["exterior"], r.get("brain", {})
         lines.append(
             f"| {r['subject']} | {r['method']} | {_fmt(i['dt_rmse'])} | {_fmt(i.get('ratio_to_cubic'), 3)} | "
             f"{_fmt(e['dt_rmse'])} | {_fmt(e.get('ratio_to_cubic'), 3)} | "
             f"{_fmt(i.get('noise_floor'))} / {_fmt(e.get('noise_floor'))} | {_fmt(i['fa_rmse'], 4)} | "
-            f"{_fmt(i.get('spearman'))} / {_fmt(e.get('spearman'))} | {_fmt(i.get('within_2sigma'))} | "
+            f"{_fmt(i.get('spearman'))} / {_fmt(e.get('spearman'))} / {_fmt(w.get('spearman'))} | {_fmt(i.get('within_2sigma'))} | "
             f"{_fmt(r['seconds'])} | {_fmt(r['peak_mb'], 0)} |"
         )
     return "\n".join(lines)

@@ -195,6 +195,9 @@ def cmd_evaluate(args):
         extra = "".join(f", {k} {row[k]:.3f}" for k in ("noise_floor", "spearman", "within_2sigma") if row.get(k) is not None)
         print(f"{region}: DT-RMSE {row['dt_rmse']:.3f} (1e-5 mm^2/s), FA RMSE {row['fa_rmse']:.4f}, "
               f"MD RMSE {row['md_rmse']:.3f}, PSNR {row['psnr']:.2f} dB, {row['n_voxels']} voxels{extra}")
+    if "brain" in result:
+        row = result["brain"]
+        print(f"whole brain: spearman {row['spearman']:.3f}, within_2sigma {row['within_2sigma']:.3f}, {row['n_voxels']} voxels")
 
 
 def cmd_benchmark(args):

@@ -254,20 +254,23 @@ def noise_floor_rmse(std_elements, voxels) -> float:
 
 
 def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=None, radius: int = 2) -> dict:
-    """Every metric per region: {"interior": {...}, "exterior": {...}} (JSON-serialisable floats/ints).
+    """Every metric per region: {"interior": {...}, "exterior": {...}[, "brain": {...}]} (JSON-serialisable).
 
     Each region holds dt_rmse, fa_rmse, md_rmse (RMSEs; 1e-5 mm^2/s except FA), psnr (dB), n_voxels
     (evaluation voxels: region AND plausible reference) and n_implausible (region voxels left out);
     noise_floor (1e-5 mm^2/s) when `floor_std` is given; spearman and within_2sigma when `uncertainty`
-    (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given. Empty regions give NaN metrics.
+    (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, then also in a third entry
+    "brain" over both regions' evaluation voxels (with n_voxels). Empty regions give NaN metrics.
     """
     p = _array(pred)
     t = _array(truth)
     if p.shape != t.shape or t.ndim != 4 or t.shape[3] != 6:
         raise IQTError(f"the prediction {p.shape} and the reference {t.shape} must both be (X,Y,Z,6) on one grid")
     result = {}
+    every = []
     for name, region in regions(hr_mask, lr_mask, r, radius).items():
         v = evaluation_voxels(t, region)
+        every.append(v)
         row = {
             "dt_rmse": dt_rmse(p, t, v),
             "fa_rmse": fa_rmse(p, t, v),
@@ -282,4 +285,9 @@ def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=
             row["spearman"] = spearman(p, t, uncertainty, v)
             row["within_2sigma"] = within_2sigma(p, t, uncertainty, v)
         result[name] = row
+    if uncertainty is not None:
+        # the calibration figures over the whole brain as well: the two regions differ in typical error
+        v = every[0] | every[1]
+        result["brain"] = {"spearman": spearman(p, t, uncertainty, v),
+                           "within_2sigma": within_2sigma(p, t, uncertainty, v), "n_voxels": int(v.sum())}
     return result

@@ -79,14 +79,11 @@ def propagate_prediction(pred, samples: int, *, lr_mask=None, factor: int = 2, s
                          track: bool = True, n_seeds: int = 1000, fa_threshold: float = 0.2):
     """Draw `samples` high-res DTI samples from `pred` (propagation.propagate) inside the high-res
     mask implied by the low-res mask `lr_mask` (a Volume or None)."""
-    import numpy as np
-
     from . import propagation
+    from .grid import repeat_blocks
     from .tractography import TrackingSettings
 
-    hr_mask = None
-    if lr_mask is not None:
-        hr_mask = np.repeat(np.repeat(np.repeat(np.asarray(lr_mask.data, bool), factor, 0), factor, 1), factor, 2)
+    hr_mask = None if lr_mask is None else repeat_blocks(lr_mask.data.astype(bool), factor)
     return propagation.propagate(pred, samples, seeds=seeds, mask=hr_mask, rng=seed, track=track, n_seeds=n_seeds,
                                  settings=TrackingSettings(fa_threshold=fa_threshold))
 
@@ -102,9 +99,7 @@ def write_propagation(res, paths: dict, method_name: str, input_path) -> str:
             io.save_scalar(vol, paths[name])
             written.append(paths[name].name)
     summary = {"method": method_name, "input": str(input_path), **res.summary()}
-    from .io import atomic_write
-
-    atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    io.atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     d = summary["tract_dice_between_samples"]
     tract = f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else ""
     return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"

@@ -150,9 +150,10 @@ def cmd_upsample(args):
     io.save_tensor(pred.tensor, out)
     if args.uncertainty:
         io.save_scalar(pred.uncertainty["std"], unc_out)
+        stem = _output_stem(unc_out)
         for key, vol in pred.uncertainty.items():  # Monte Carlo parts, MD and FA std beside the total
             if key != "std":
-                io.save_scalar(vol, unc_out.with_name(_output_stem(unc_out) + f"_{key}" + unc_out.name[len(_output_stem(unc_out)):]))
+                io.save_scalar(vol, unc_out.with_name(f"{stem}_{key}{unc_out.name[len(stem):]}"))
     print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
     if res is not None:
         from .analysis_cli import write_propagation

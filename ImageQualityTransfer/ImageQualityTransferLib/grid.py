@@ -17,6 +17,11 @@ def check_factor(factor) -> int:
     return r
 
 
+def repeat_blocks(a, r: int) -> np.ndarray:
+    """A low-res map on the high-res grid: each voxel repeated into its r^3 block (nearest upsampling)."""
+    return np.asarray(a).repeat(r, 0).repeat(r, 1).repeat(r, 2)
+
+
 def hr_affine(lr_affine: np.ndarray, r: int) -> np.ndarray:
     """Affine of the high-res grid: voxel size / r, origin at the centre of the first high-res voxel."""
     t = np.diag([1.0 / r, 1.0 / r, 1.0 / r, 1.0])

@@ -75,6 +75,16 @@ def fa_from_evals(w: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(fa, nan=0.0), 0.0, 1.0)
 
 
+def fa_closed_form(a00, a10, a11, a20, a21, a22):
+    """FA from the six elements without an eigen decomposition, sqrt(3/2) |D - MD I|_F / |D|_F, with
+    operators numpy arrays and torch tensors share. |D - MD I|^2 is summed directly (no cancellation), so
+    float32 isotropic tensors keep FA 0; a zero tensor gives 0, NaN stays NaN."""
+    m = (a00 + a11 + a22) / 3.0
+    dev2 = (a00 - m) ** 2 + (a11 - m) ** 2 + (a22 - m) ** 2 + 2.0 * (a10**2 + a20**2 + a21**2)
+    norm2 = dev2 + 3.0 * m**2
+    return (1.5 * dev2 / norm2.clip(1e-30, None)) ** 0.5
+
+
 def fa(t: np.ndarray) -> np.ndarray:
     """Fractional anisotropy in [0,1]; 0 where the tensor is zero or not finite."""
     return fa_from_evals(eig(t)[0])

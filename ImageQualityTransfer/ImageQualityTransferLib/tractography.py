@@ -144,13 +144,7 @@ def principal_vector(t: np.ndarray) -> np.ndarray:
 def fa_fast(t: np.ndarray) -> np.ndarray:
     """FA from the 6 elements without an eigen decomposition: sqrt(3/2) |D - MD I|_F / |D|_F."""
     t = np.asarray(t)
-    a00, a10, a11, a20, a21, a22 = (t[..., k].astype(np.float64) for k in range(6))
-    m = (a00 + a11 + a22) / 3.0
-    # |D - MD I|^2 directly (no cancellation): float32 input keeps isotropic tensors at FA 0
-    dev2 = (a00 - m) ** 2 + (a11 - m) ** 2 + (a22 - m) ** 2 + 2.0 * (a10**2 + a20**2 + a21**2)
-    norm2 = dev2 + 3.0 * m**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fa = np.sqrt(1.5 * np.maximum(dev2, 0.0) / norm2)
+    fa = tensors.fa_closed_form(*(t[..., k].astype(np.float64) for k in range(6)))
     return np.clip(np.nan_to_num(fa, nan=0.0), 0.0, 1.0)
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..grid import repeat_blocks
 from ..methods.interpolation import upsample_separable
+from ..tensors import fa_closed_form as _fa_elements
 from .networks import HALO, is_hetero, is_variational
 
 DEFAULT_TILE = 24  # low-res positions per tile side: ~ 50 MB of activations
@@ -88,20 +90,16 @@ def run_network(net, x: np.ndarray, r: int, support: np.ndarray, tile: int = DEF
 
 
 def fa_closed_form(t):
-    """FA of (6, ...) lower-triangular tensors without eigenvalues: sqrt(3/2 |D - MD I|^2 / |D|^2), clipped to [0, 1]."""
-    d = t[0] ** 2 + t[2] ** 2 + t[5] ** 2
-    norm2 = d + 2 * (t[1] ** 2 + t[3] ** 2 + t[4] ** 2)
-    tr = t[0] + t[2] + t[5]
-    dev2 = norm2 - tr * tr / 3
-    return (1.5 * dev2.clamp_min(0) / norm2.clamp_min(1e-30)).sqrt().clamp(0, 1)
+    """FA of (6, ...) lower-triangular torch tensors (tensors.fa_closed_form), clipped to [0, 1]."""
+    return _fa_elements(*t).clamp(0, 1)
 
 
 def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int, seed: int = DEFAULT_SEED,
                    tile: int = DEFAULT_TILE, progress=None, base: np.ndarray | None = None, out_scale=None):
     """Monte Carlo pass of a variational hetero network: (mean residual, parameter variance, log-variance,
-    parameter variance of the trace Dxx + Dyy + Dzz), normalised units, high-res grid; with `base` (the cubic
-    interpolation, (rX, rY, rZ, 6) mm^2/s) and `out_scale`, a fifth item: FA's standard deviation over the
-    samples of the predictive distribution (sampled mean plus one intrinsic-noise draw per sample)."""
+    parameter variance of the trace Dxx + Dyy + Dzz, FA std), normalised units, high-res grid. The FA std is
+    over samples of the predictive distribution (sampled mean plus one intrinsic-noise draw per sample) and
+    needs `base` (the cubic interpolation, (rX, rY, rZ, 6) mm^2/s) and `out_scale`; without them it is None."""
     import torch
 
     samples = int(samples)
@@ -174,9 +172,7 @@ def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int
     finally:
         for d in layers:
             d.sampling, d.generator, d.channel_noise = False, None, None
-    if fa_std is not None:
-        return mean, pvar, logvar, trvar, fa_std
-    return mean, pvar, logvar, trvar
+    return mean, pvar, logvar, trvar, fa_std
 
 
 def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = DEFAULT_TILE, progress=None,
@@ -194,7 +190,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     unit = subject_scale(lr, mask) if norm.get("subject_scale") else 1.0
     x = normalise_input(np.asarray(lr, np.float32) / np.float32(unit), norm)
     out_scale = np.asarray(norm["out_scale"], np.float32) * np.float32(unit)
-    hr_support = support.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+    hr_support = repeat_blocks(support, r)
     if samples is None:
         samples = DEFAULT_SAMPLES
     if is_variational(model.net) and samples >= 1:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import __version__ as engine_version
 from ..errors import IQTError
+from ..grid import repeat_blocks
 from . import features, linear, patches
 from .completion import GaussianCompletion
 from .forest import Forest
@@ -120,7 +121,7 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
                 var[tuple(c.T)] = v
         res[tuple(c.T)] = out
     hr = cubic + patches.from_blocks(res, r)
-    hr_sup = sup.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+    hr_sup = repeat_blocks(sup, r)
     hr[~hr_sup] = 0.0
     hr /= np.float32(patches.SCALE)
     unc = {}

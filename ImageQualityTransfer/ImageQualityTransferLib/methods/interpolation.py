@@ -45,7 +45,7 @@ def output_support(mask: np.ndarray | None, r: int) -> np.ndarray | None:
     if mask is None:
         return None
     m = ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
-    return m.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+    return grid.repeat_blocks(m, r)
 
 
 class Interpolation(Method):

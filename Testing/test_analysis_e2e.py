@@ -42,12 +42,13 @@ def test_lesion_check_end_to_end_reports_every_uncertainty_map(small_subject, tm
     rows = json.loads(out.read_text())
     got = {(r["kind"], r["method"], r["component"]) for r in rows}
     for kind in ("edema", "tumour"):
-        assert (kind, "biqt", "total") in got
+        assert (kind, "biqt", "total") in got and (kind, "biqt", "direction") in got
         if "espcn-hetero-var1" in names:
-            for c in ("total", "intrinsic", "parameter", "MD std", "FA std"):
+            for c in ("total", "intrinsic", "parameter", "MD std", "FA std", "direction"):
                 assert (kind, "espcn-hetero-var1", c) in got
         assert f"best uncertainty for the {kind} lesion:" in printed.out
-    assert all(0.0 <= r["auc"] <= 1.0 and r["n_lesion"] > 10 and r["n_control"] > 10 for r in rows)
+    assert all(0.0 <= r["auc"] <= 1.0 and 0.0 <= r["angle_error_auc"] <= 1.0 and r["n_lesion"] > 10
+               and r["n_control"] > 10 for r in rows)
     # raised isotropic diffusivity is far outside the training data: the total uncertainty flags it
     edema = [r["auc"] for r in rows if r["kind"] == "edema" and r["component"] == "total"]
     assert min(edema) > 0.8

@@ -88,10 +88,13 @@ def test_upsample_uncertainty_writes_the_monte_carlo_maps_beside_the_total(tmp_p
                "--uncertainty", str(unc)])
     assert rc == 0, capsys.readouterr().err
     total = io.load_scalar(unc).data
-    parts = {k: io.load_scalar(tmp_path / f"sd_{k}.nii.gz").data for k in ("std_intrinsic", "std_parameter", "md_std", "fa_std")}
+    parts = {k: io.load_scalar(tmp_path / f"sd_{k}.nii.gz").data for k in ("std_intrinsic", "std_parameter", "md_std", "fa_std", "direction")}
     inside = total > 0
     assert inside.any() and all(p.shape == total.shape for p in parts.values())
     assert (parts["std_intrinsic"][inside] <= total[inside] + 1e-12).all()
     assert parts["fa_std"][inside].max() > 0
+    # an RMS angle between axes: degrees in (0, 90]
+    assert (parts["direction"][inside] > 0).all() and parts["direction"].max() <= 90
+    assert (parts["direction"][~inside] == 0).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["lr.nii.gz", "hr.nii.gz", "sd.nii.gz"] + [f"sd_{k}.nii.gz" for k in parts])

@@ -30,10 +30,11 @@ def score_case(case: Case, method_names, model_paths=None, keep: dict | None = N
             pred = method.predict(case.lr, case.factor, case.lr_mask)
         if keep is not None:
             keep[name] = pred
-        unc = pred.uncertainty.get("std")
+        unc, direc = pred.uncertainty.get("std"), pred.uncertainty.get("direction")
         metrics = evaluation.evaluate(
             pred.tensor.data, case.truth, case.hr_mask, case.lr_mask.data, case.factor,
             uncertainty=None if unc is None else unc.data, floor_std=floor,
+            direction=None if direc is None else direc.data,
         )
         rows.append({"subject": case.subject, "method": name, "seconds": use.seconds,
                      "peak_mb": use.peak_delta / 2**20, **metrics})
@@ -102,18 +103,20 @@ def _fmt(x, digits=2):
 
 
 def markdown_table(rows) -> str:
-    """Subject, method, DT-RMSE per region (1e-5 mm^2/s) with ratio to cubic and the reference noise floor, time, memory."""
+    """Subject, method, DT-RMSE per region (1e-5 mm^2/s) with ratio to cubic and the reference noise floor, FA and
+    principal-direction errors, uncertainty calibration (element std; direction over tracked voxels), time, memory."""
     head = ("| subject | method | interior DT-RMSE | × cubic | exterior DT-RMSE | × cubic | "
-            "ref. noise floor (int / ext) | FA RMSE (int) | uncert. ρ (int / ext / brain) | within ±2σ (int) | time (s) | "
-            "peak MB above start |")
-    lines = [head, "|" + "---|" * 12]
+            "ref. noise floor (int / ext) | FA RMSE (int) | e1 error ° (int) | uncert. ρ (int / ext / brain) | within ±2σ (int) | "
+            "direction ρ / within 2× | time (s) | peak MB above start |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         i, e, w = r["interior"], r["exterior"], r.get("brain", {})
         lines.append(
             f"| {r['subject']} | {r['method']} | {_fmt(i['dt_rmse'])} | {_fmt(i.get('ratio_to_cubic'), 3)} | "
             f"{_fmt(e['dt_rmse'])} | {_fmt(e.get('ratio_to_cubic'), 3)} | "
-            f"{_fmt(i.get('noise_floor'))} / {_fmt(e.get('noise_floor'))} | {_fmt(i['fa_rmse'], 4)} | "
+            f"{_fmt(i.get('noise_floor'))} / {_fmt(e.get('noise_floor'))} | {_fmt(i['fa_rmse'], 4)} | {_fmt(i.get('angle_error'), 1)} | "
             f"{_fmt(i.get('spearman'))} / {_fmt(e.get('spearman'))} / {_fmt(w.get('spearman'))} | {_fmt(i.get('within_2sigma'))} | "
+            f"{_fmt(w.get('direction_spearman'))} / {_fmt(w.get('direction_within_2'))} | "
             f"{_fmt(r['seconds'])} | {_fmt(r['peak_mb'], 0)} |"
         )
     return "\n".join(lines)

@@ -182,23 +182,30 @@ def cmd_evaluate(args):
     unc = io.load_scalar(args.uncertainty).data if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
+    direc = io.load_scalar(args.direction).data if args.direction else None
+    if direc is not None and direc.shape != shape:
+        raise IQTError(f"{args.direction}: shape {direc.shape} differs from the prediction {shape}; give the "
+                       f"_direction map that 'iqt upsample --uncertainty' wrote beside this prediction")
     floor = None
     if args.dwi:
         dwi = io.load_dwi(args.dwi, args.bval, args.bvec)
         if dwi.shape3 != truth.shape3:
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
         floor = evaluation.noise_floor(degrade.hr_crop(dwi.data, r), dwi.bvals, dwi.bvecs, t, m)
-    result = evaluation.evaluate(pred.data, t, m, lr_mask, r, uncertainty=unc, floor_std=floor)
+    result = evaluation.evaluate(pred.data, t, m, lr_mask, r, uncertainty=unc, floor_std=floor, direction=direc)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     for region in ("interior", "exterior"):
         row = result[region]
         extra = "".join(f", {k} {row[k]:.3f}" for k in ("noise_floor", "spearman", "within_2sigma") if row.get(k) is not None)
         print(f"{region}: DT-RMSE {row['dt_rmse']:.3f} (1e-5 mm^2/s), FA RMSE {row['fa_rmse']:.4f}, "
-              f"MD RMSE {row['md_rmse']:.3f}, PSNR {row['psnr']:.2f} dB, {row['n_voxels']} voxels{extra}")
+              f"MD RMSE {row['md_rmse']:.3f}, PSNR {row['psnr']:.2f} dB, principal-direction error "
+              f"{row['angle_error']:.1f} deg (median, FA >= {evaluation.TRACKED_FA}), {row['n_voxels']} voxels{extra}")
     if "brain" in result:
         row = result["brain"]
-        print(f"whole brain: spearman {row['spearman']:.3f}, within_2sigma {row['within_2sigma']:.3f}, {row['n_voxels']} voxels")
+        parts = [f"{k} {row[k]:.3f}" for k in ("spearman", "within_2sigma", "direction_spearman", "direction_within_2")
+                 if k in row]
+        print(f"whole brain: {', '.join(parts)}, {row['n_voxels']} voxels")
 
 
 def cmd_benchmark(args):
@@ -358,9 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: the best shipped)")
     sp.add_argument("--factor", type=_factor, default=2)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
-    sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty); "
-                    "the Monte Carlo methods also write NAME_std_intrinsic, NAME_std_parameter, NAME_md_std and "
-                    "NAME_fa_std beside it")
+    sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty) "
+                    "and NAME_direction beside it (the principal direction's uncertainty, degrees); the Monte Carlo "
+                    "methods also write NAME_std_intrinsic, NAME_std_parameter, NAME_md_std and NAME_fa_std")
     sp.add_argument("--model", help="model file to use instead of the shipped one (learned methods)")
     sp.add_argument("--samples", type=int,
                     help="with --propagate: number of samples drawn from the predictive distribution (default 100); "
@@ -383,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mask", required=True, help="high-res brain mask")
     sp.add_argument("--factor", type=_factor, default=2)
     sp.add_argument("--uncertainty", help="per-voxel standard deviation map of the prediction")
+    sp.add_argument("--direction", help="the prediction's direction uncertainty map (degrees; the _direction file "
+                                        "'iqt upsample --uncertainty' writes), scored against the principal-direction error")
     sp.add_argument("--dwi", help="the reference's DWI, to report its noise floor beside the errors")
     sp.add_argument("--bval")
     sp.add_argument("--bvec")

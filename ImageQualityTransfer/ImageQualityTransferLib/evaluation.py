@@ -16,7 +16,12 @@ All metrics are root-mean-square errors (not mean absolute errors):
   - ``noise_floor`` = sqrt(mean over voxels and 6 elements of the reference's element variance) * 1e5,
     the error a perfect method would still show against a noisy reference (see `noise_floor`);
   - ``spearman`` = Spearman rank correlation of the per-voxel uncertainty with the per-voxel RMS error;
-  - ``within_2sigma`` = fraction of element errors with |error| <= 2 sigma (0.954 if calibrated Gaussian).
+  - ``within_2sigma`` = fraction of element errors with |error| <= 2 sigma (0.954 if calibrated Gaussian);
+  - ``angle_error`` = median angle (degrees) between the principal eigenvectors of prediction and
+    reference over the *tracked* voxels (reference FA >= TRACKED_FA, where tractography runs);
+  - ``direction_spearman`` / ``direction_within_2`` = Spearman correlation of the direction uncertainty
+    (degrees, `direction.spread`) with that angle, and the fraction of tracked voxels whose angle is within
+    twice the map (0.98 if calibrated, small angles).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .errors import IQTError
 
 UNIT = 1e-5  # mm^2/s: the unit of reported errors
 REGIONS = ("interior", "exterior")
+TRACKED_FA = 0.2  # reference FA from which the direction is scored: the default tracking threshold
 B0_THRESHOLD = 50.0  # s/mm^2, as dti.B0_THRESHOLD: lower b-values count as b=0
 _CHUNK = 32768  # voxels per block in `noise_floor`
 
@@ -167,6 +173,40 @@ def within_2sigma(pred, truth, uncertainty, voxels) -> float:
     return float(np.mean(np.abs(p - t) <= 2.0 * s))
 
 
+def tracked(truth, voxels) -> np.ndarray:
+    """The evaluation voxels where the reference is anisotropic enough to track (FA >= TRACKED_FA)."""
+    v = _array(voxels, bool)
+    out = np.zeros(v.shape, bool)
+    out[v] = tensors.fa_closed_form(*np.moveaxis(_array(truth)[v].astype(np.float64), -1, 0)) >= TRACKED_FA
+    return out
+
+
+def angle_error(pred, truth, voxels) -> float:
+    """Median principal-direction error (degrees) over the tracked voxels among `voxels`."""
+    from .direction import angular_error
+
+    v = tracked(truth, voxels)
+    return float(np.median(angular_error(_array(pred)[v], _array(truth)[v]))) if v.any() else float("nan")
+
+
+def direction_calibration(pred, truth, direction_map, voxels) -> dict:
+    """Spearman of the direction uncertainty with the principal-direction error, and the fraction of errors
+    within twice the map, over the tracked voxels among `voxels`."""
+    from scipy.stats import spearmanr
+
+    from .direction import angular_error
+
+    v = tracked(truth, voxels)
+    d = _array(direction_map).astype(np.float64)
+    if d.shape != v.shape:
+        raise IQTError(f"the direction uncertainty map {d.shape} is not on the grid {v.shape}")
+    err, u = angular_error(_array(pred)[v], _array(truth)[v]), d[v]
+    ok = np.isfinite(u) & np.isfinite(err)
+    rho = float(spearmanr(u[ok], err[ok])[0]) if ok.sum() >= 3 and np.ptp(u[ok]) > 0 and np.ptp(err[ok]) > 0 else float("nan")
+    within = float(np.mean(err[ok] <= 2.0 * u[ok])) if ok.any() else float("nan")
+    return {"direction_spearman": rho, "direction_within_2": within, "n_tracked": int(ok.sum())}
+
+
 # ----------------------------------------------------------------------------------------- noise floor
 
 
@@ -253,14 +293,17 @@ def noise_floor_rmse(std_elements, voxels) -> float:
 # ----------------------------------------------------------------------------------------- all together
 
 
-def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=None, radius: int = 2) -> dict:
+def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=None, radius: int = 2,
+             direction=None) -> dict:
     """Every metric per region: {"interior": {...}, "exterior": {...}[, "brain": {...}]} (JSON-serialisable).
 
     Each region holds dt_rmse, fa_rmse, md_rmse (RMSEs; 1e-5 mm^2/s except FA), psnr (dB), n_voxels
     (evaluation voxels: region AND plausible reference) and n_implausible (region voxels left out);
     noise_floor (1e-5 mm^2/s) when `floor_std` is given; spearman and within_2sigma when `uncertainty`
     (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, then also in a third entry
-    "brain" over both regions' evaluation voxels (with n_voxels). Empty regions give NaN metrics.
+    "brain" over both regions' evaluation voxels (with n_voxels); angle_error (degrees) in each region;
+    with `direction` (the direction uncertainty map, degrees) the "brain" entry also holds
+    direction_spearman, direction_within_2 and n_tracked. Empty regions give NaN metrics.
     """
     p = _array(pred)
     t = _array(truth)
@@ -276,6 +319,7 @@ def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=
             "fa_rmse": fa_rmse(p, t, v),
             "md_rmse": md_rmse(p, t, v),
             "psnr": psnr(p, t, v),
+            "angle_error": angle_error(p, t, v),
             "n_voxels": int(v.sum()),
             "n_implausible": int(region.sum() - v.sum()),
         }
@@ -285,9 +329,11 @@ def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=
             row["spearman"] = spearman(p, t, uncertainty, v)
             row["within_2sigma"] = within_2sigma(p, t, uncertainty, v)
         result[name] = row
+    v = every[0] | every[1]
     if uncertainty is not None:
         # the calibration figures over the whole brain as well: the two regions differ in typical error
-        v = every[0] | every[1]
         result["brain"] = {"spearman": spearman(p, t, uncertainty, v),
                            "within_2sigma": within_2sigma(p, t, uncertainty, v), "n_voxels": int(v.sum())}
+    if direction is not None:
+        result.setdefault("brain", {"n_voxels": int(v.sum())}).update(direction_calibration(p, t, direction, v))
     return result

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import grid, tensors
+from .. import direction, grid, tensors
 from ..errors import IQTError
 from ..orientation import Reorientation
 from ..volume import Volume
@@ -16,7 +16,8 @@ from ..volume import Volume
 @dataclass
 class Prediction:
     """A method's output on the high-res grid: the tensor volume and named uncertainty maps
-    (e.g. "std": per-voxel standard deviation averaged over the 6 elements, mm^2/s)."""
+    (e.g. "std": per-voxel standard deviation averaged over the 6 elements, mm^2/s; "direction": the
+    uncertainty of the principal eigenvector in degrees, `direction.spread`, beside every "std")."""
 
     tensor: Volume
     uncertainty: dict[str, Volume] = field(default_factory=dict)
@@ -52,6 +53,8 @@ class Method:
         tensor, unc = self._predict(
             np.asarray(lr_c.data, dtype=np.float32), r, None if mask_c is None else mask_c.data.astype(bool), progress
         )
+        if "std" in unc and "direction" not in unc:
+            unc["direction"] = direction.spread(tensor, unc["std"])
         hr_aff = grid.hr_affine(lr_c.affine, r)
         out = reo.undo(Volume(tensor.astype(np.float32), hr_aff, "tensor", meta={"method": self.name, "factor": r}))
         maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}

@@ -1,0 +1,65 @@
+"""Uncertainty of the fibre direction: how far the principal eigenvector may be from the predicted one.
+
+Tractography follows the principal eigenvector e1, and an element-wise std does not say how well e1 is
+determined: a nearly isotropic tensor predicted to within a small std still has an undetermined direction.
+The direction map is the root-mean-square angle (degrees) between e1 of draws from the method's
+predictive distribution and e1 of the prediction. The predictive distribution is the one `propagation`
+samples: each of the 6 elements independently N(prediction, std^2) with the method's total std map.
+For small angles the angle is Rayleigh-distributed, so a calibrated map holds the true e1 within twice the
+map's value in 98% of voxels (1 - e^-4); a fully undetermined direction saturates near 61 degrees (the RMS
+angle between a fixed and a uniformly random axis, sqrt(pi - 2) rad).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tractography import principal_vector
+
+DRAWS = 16  # draws per voxel: the map's relative sampling error is about 1 / sqrt(2 * DRAWS) = 18%
+SEED = 0
+_CHUNK = 1 << 18  # voxels per block: bounds the temporaries of the closed-form eigenvector
+
+
+def axis_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle in degrees between the axes a and b (..., 3): sign-free, in [0, 90]; 0 where either is zero."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    ok = (na > 0) & (nb > 0)
+    c = np.abs(np.sum(a * b, axis=-1)) / np.where(ok, na * nb, 1.0)
+    return np.where(ok, np.degrees(np.arccos(np.clip(c, 0.0, 1.0))), 0.0)
+
+
+def angular_error(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Angle in degrees between the principal eigenvectors of two tensor arrays (..., 6)."""
+    return axis_angle(principal_vector(np.asarray(pred, np.float64)), principal_vector(np.asarray(truth, np.float64)))
+
+
+def spread(tensor: np.ndarray, std: np.ndarray, mask: np.ndarray | None = None, draws: int = DRAWS,
+           seed: int = SEED) -> np.ndarray:
+    """RMS angle (degrees, float32, (X,Y,Z)) between e1 of `draws` samples N(tensor, std^2) per element and
+    e1 of `tensor`, at the voxels of `mask` (default: non-zero tensors); 0 elsewhere. `std` is a per-voxel
+    (X,Y,Z) or per-element (X,Y,Z,6) standard deviation in the tensor's units. Seeded: the same input
+    gives the same map."""
+    t = np.asarray(tensor, np.float32)
+    s = np.nan_to_num(np.maximum(np.asarray(std, np.float32), 0.0))
+    m = np.any(t != 0, axis=-1) if mask is None else np.asarray(mask, bool)
+    out = np.zeros(t.shape[:3], np.float32)
+    mu = t[m]
+    sig = s[m]
+    sig = sig[:, None] if sig.ndim == 1 else sig
+    rng = np.random.default_rng(seed)
+    res = np.empty(len(mu), np.float32)
+    for start in range(0, len(mu), _CHUNK):
+        part = slice(start, start + _CHUNK)
+        e0 = principal_vector(mu[part])
+        acc = np.zeros(len(e0), np.float64)
+        for _ in range(int(draws)):
+            draw = mu[part] + sig[part] * rng.standard_normal(mu[part].shape, dtype=np.float32)
+            # both unit vectors (a zero one, from an exactly isotropic tensor, counts as 90 degrees)
+            c = np.abs(np.einsum("ij,ij->i", principal_vector(draw), e0))
+            acc += np.degrees(np.arccos(np.minimum(c, 1.0))) ** 2
+        res[part] = np.sqrt(acc / max(int(draws), 1))
+    out[m] = res
+    return out

@@ -65,6 +65,10 @@ map where the method has one, and the <b>cubic interpolation</b> it must beat fo
 <p><b>Which method</b>: the learned methods (3D-ESPCN CNNs, random forests IQT-RF / BIQT-RF) beat
 interpolation; pick one that gives an uncertainty to read the overlay; <i>cubic</i> is the baseline.
 CNN methods need PyTorch (installed on request through the PyTorch extension) and run in a separate process.</p>
+<p><b>Reading the uncertainty</b>: the overlay is the standard deviation of the predicted tensor (mm²/s). Beside it
+comes a <b>fibre direction uncertainty</b> map (degrees): how far the principal direction, which tractography
+follows, may be from the one shown. It is high where anisotropy is low, in grey matter and in lesions that
+destroy fibre organisation: do not trust tracts through such regions.</p>
 <p><b>Tensor conventions</b>: outputs keep Slicer's DTI conventions (components in IJK axes, measurement frame =
 IJK to RAS rotation), so SlicerDMRI tractography seeds on them unchanged. The output grid has the voxel size
 divided by the factor, with its first voxel centred inside the first input voxel.</p>
@@ -507,8 +511,18 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         node = slicer.mrmlScene.GetFirstNodeByName(name)
         return node.GetID() if node is not None and node.IsA("vtkMRMLColorNode") else None
 
-    def showUncertainty(self, uncertaintyNode, opacity: float = 0.5) -> None:
-        """Perceptual colour map (Inferno), colour legend."""
+    @staticmethod
+    def legendTitle(key: str) -> str:
+        """Colour-legend title of an uncertainty map, with its unit."""
+        titles = {
+            "fa_std": _("FA standard deviation"),
+            "direction": _("Fibre direction uncertainty (degrees)"),
+            "md_std": _("MD standard deviation (mm²/s)"),
+        }
+        return titles.get(key, _("Uncertainty (mm²/s)"))
+
+    def showUncertainty(self, uncertaintyNode, opacity: float = 0.5, key: str = "std") -> None:
+        """Perceptual colour map (Inferno), colour legend titled with the map's meaning and unit."""
         if uncertaintyNode is None:
             return
         display = uncertaintyNode.GetDisplayNode()
@@ -523,11 +537,14 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         if colorsLogic is not None and hasattr(colorsLogic, "AddDefaultColorLegendDisplayNode"):
             legend = colorsLogic.AddDefaultColorLegendDisplayNode(uncertaintyNode)
             if legend is not None:
-                legend.SetTitleText(_("Uncertainty (mm²/s)"))
+                legend.SetTitleText(self.legendTitle(key))
 
     def showResults(self, nodes: dict, opacity: float = 0.5) -> None:
         """IQT tensor as background, uncertainty as a foreground overlay."""
         tensor, unc = nodes.get("tensor"), nodes.get("uncertainty")
+        for key, node in (nodes.get("uncertainties") or {}).items():  # each map ready to pick as foreground
+            if node is not unc:
+                self.showUncertainty(node, opacity, key)
         self.showUncertainty(unc, opacity)
         slicer.util.setSliceViewerLayers(background=tensor, foreground=unc, foregroundOpacity=opacity if unc else 0.0,
                                          fit=True)

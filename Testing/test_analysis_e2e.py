@@ -63,7 +63,7 @@ def test_report_end_to_end(small_subject, tmp_path, capsys):
     text = page.read_text()
     assert "<script" not in text and not re.search(r'src="(?!data:image/png;base64,)', text)
     figures = re.findall(r"<figure>(.*?)</figure>", text, re.S)
-    assert len(figures) == 4  # FA views, uncertainty, errors, tractography
+    assert len(figures) == 5  # FA views, uncertainty, direction uncertainty, errors, tractography
     for fig in figures:
         assert re.search(r"<figcaption>[^<]{20,}</figcaption>", fig)
         img = Image.open(_io.BytesIO(base64.b64decode(re.search(r'base64,([^"]+)"', fig).group(1))))

@@ -216,9 +216,9 @@ td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee}
 
 
 def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=None, truth=None, metrics_rows=None,
-                 tract_rows=None, tracts=None, notes=()) -> Path:
+                 tract_rows=None, tracts=None, notes=(), direction=None) -> Path:
     """Write the HTML page. columns: [(name, (X,Y,Z,6) tensors on the high-res grid of `affine`)];
-    uncertainty: {name: (X,Y,Z) std map, mm^2/s}; truth: (X,Y,Z,6) or None; metrics_rows: benchmark rows;
+    uncertainty: {name: (X,Y,Z) std map, mm^2/s}; direction: {name: (X,Y,Z) direction uncertainty, degrees}; truth: (X,Y,Z,6) or None; metrics_rows: benchmark rows;
     tract_rows: {name: tractography.compare_case entry}; tracts: {name: streamlines (world mm)}."""
     reo = Reorientation.to_canonical(affine)
     canon = lambda a: reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor" if np.ndim(a) == 4 and np.shape(a)[3] == 6 else "scalar")).data
@@ -248,6 +248,16 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                   "Per-voxel predictive standard deviation of each method with uncertainty ("
                                   + ", ".join(maps) + "), overlaid on FA; one shared colour scale (0 to the 99th percentile "
                                   "inside the mask), colour bar in 1e-5 mm²/s."))
+    if direction:
+        dmaps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data for n, u in direction.items()}
+        bg = fa_bg.get(next(iter(dmaps)), next(iter(fa_bg.values())))
+        parts.append("<h2>Fibre direction uncertainty</h2>")
+        parts.append(_figure_html(scalar_views(dmaps, bg, m, vox, centre, "direction uncertainty (degrees)"),
+                                  "How far the principal direction, which tractography follows, may be from the one shown: the "
+                                  "RMS angle between the principal eigenvector of draws from each method's predictive distribution "
+                                  "and that of its prediction (" + ", ".join(dmaps) + "), overlaid on FA; one shared colour scale "
+                                  "(0 to the 99th percentile inside the mask), colour bar in degrees. High in grey matter and "
+                                  "wherever anisotropy is lost: tracts through bright regions are not reliable."))
     if truth is not None:
         t = canon(truth)
         errs = {n: np.sqrt(np.mean((a.astype(np.float64) - t) ** 2, axis=-1)) * 1e5 for n, a in cols if n != "ground truth"}
@@ -304,6 +314,7 @@ def run(path, subject_dir=None, factor: int = 2, method_names=None, tracts: bool
     columns = [("low-res input", nearest)] + [(n, p.tensor.data) for n, p in preds.items() if n != "nearest"]
     columns.append(("ground truth", case.truth))
     unc = {n: p.uncertainty["std"].data for n, p in preds.items() if "std" in p.uncertainty}
+    direc = {n: p.uncertainty["direction"].data for n, p in preds.items() if "direction" in p.uncertainty}
     tract_rows = lines = None
     if tracts:
         try:
@@ -325,5 +336,5 @@ def run(path, subject_dir=None, factor: int = 2, method_names=None, tracts: bool
         notes = []
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
     return write_report(path, f"{subject.name}: ×{factor} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
-                        uncertainty=unc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
+                        uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
                         notes=notes)

@@ -142,4 +142,18 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
     for region in ("interior", "exterior"):
         assert results["cubic"][region]["dt_rmse"] < results["nearest"][region]["dt_rmse"]
         assert results["cubic"][region]["dt_rmse"] > results["cubic"][region]["noise_floor"]
+    # a method with uncertainty: its std and direction maps scored against the errors
+    assert run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / "biqt.nii.gz", "--method", "biqt",
+                   "--mask", tmp_path / "lrmask.nii.gz", "--uncertainty", tmp_path / "sd.nii.gz")[0] == 0
+    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "biqt.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                             "--mask", tmp_path / "mask.nii.gz", "--uncertainty", tmp_path / "sd.nii.gz",
+                             "--direction", tmp_path / "sd_direction.nii.gz", "--json", tmp_path / "biqt.json")
+    assert code == 0, err
+    assert "principal-direction error" in out and "direction_spearman" in out
+    brain = json.loads((tmp_path / "biqt.json").read_text())["brain"]
+    assert brain["direction_spearman"] > 0.3 and brain["direction_within_2"] > 0.9
+    assert results["cubic"]["interior"]["angle_error"] > 0
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "biqt.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                           "--mask", tmp_path / "mask.nii.gz", "--direction", tmp_path / "lrmask.nii.gz")
+    one_line_error(code, err, "differs from the prediction")
     assert dwi.stat().st_mtime_ns == before

@@ -21,15 +21,21 @@ SEED = 0
 _CHUNK = 1 << 18  # voxels per block: bounds the temporaries of the closed-form eigenvector
 
 
+def _unit_angle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Angle in degrees between unit (or zero) axes: arccos |u.v|; a zero vector gives 90."""
+    return np.degrees(np.arccos(np.minimum(np.abs(np.einsum("...i,...i->...", u, v)), 1.0)))
+
+
 def axis_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle in degrees between the axes a and b (..., 3): sign-free, in [0, 90]. A zero vector (the principal
     vector of an exactly isotropic tensor) has no direction and counts as the worst case, 90."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
-    ok = (na > 0) & (nb > 0)
-    c = np.abs(np.sum(a * b, axis=-1)) / np.where(ok, na * nb, 1.0)
-    return np.where(ok, np.degrees(np.arccos(np.clip(c, 0.0, 1.0))), 90.0)
+
+    def unit(x):
+        x = np.asarray(x, np.float64)
+        n = np.linalg.norm(x, axis=-1, keepdims=True)
+        return x / np.where(n > 0, n, 1.0)
+
+    return _unit_angle(unit(a), unit(b))
 
 
 def angular_error(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -58,9 +64,7 @@ def spread(tensor: np.ndarray, std: np.ndarray, mask: np.ndarray | None = None, 
         acc = np.zeros(len(e0), np.float64)
         for _ in range(int(draws)):
             draw = mu[part] + sig[part] * rng.standard_normal(mu[part].shape, dtype=np.float32)
-            # unit vectors, so the angle is arccos |dot| (a zero one gives 90 degrees, as in axis_angle)
-            c = np.abs(np.einsum("ij,ij->i", principal_vector(draw), e0))
-            acc += np.degrees(np.arccos(np.minimum(c, 1.0))) ** 2
+            acc += _unit_angle(principal_vector(draw), e0) ** 2
         res[part] = np.sqrt(acc / max(int(draws), 1))
     out[m] = res
     return out

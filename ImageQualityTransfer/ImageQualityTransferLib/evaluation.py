@@ -30,7 +30,9 @@ import numpy as np
 from scipy import ndimage
 
 from . import tensors
+from .direction import angular_error
 from .errors import IQTError
+from .tractography import fa_fast
 
 UNIT = 1e-5  # mm^2/s: the unit of reported errors
 REGIONS = ("interior", "exterior")
@@ -177,14 +179,12 @@ def tracked(truth, voxels) -> np.ndarray:
     """The evaluation voxels where the reference is anisotropic enough to track (FA >= TRACKED_FA)."""
     v = _array(voxels, bool)
     out = np.zeros(v.shape, bool)
-    out[v] = tensors.fa_closed_form(*np.moveaxis(_array(truth)[v].astype(np.float64), -1, 0)) >= TRACKED_FA
+    out[v] = fa_fast(_array(truth)[v]) >= TRACKED_FA
     return out
 
 
 def angle_error(pred, truth, voxels) -> float:
     """Median principal-direction error (degrees) over the tracked voxels among `voxels`."""
-    from .direction import angular_error
-
     v = tracked(truth, voxels)
     return float(np.median(angular_error(_array(pred)[v], _array(truth)[v]))) if v.any() else float("nan")
 
@@ -193,8 +193,6 @@ def direction_calibration(pred, truth, direction_map, voxels) -> dict:
     """Spearman of the direction uncertainty with the principal-direction error, and the fraction of errors
     within twice the map, over the tracked voxels among `voxels`."""
     from scipy.stats import spearmanr
-
-    from .direction import angular_error
 
     v = tracked(truth, voxels)
     d = _array(direction_map).astype(np.float64)

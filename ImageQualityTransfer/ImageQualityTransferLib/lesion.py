@@ -183,9 +183,9 @@ def components(uncertainty: dict) -> list[tuple[str, np.ndarray]]:
 def check(subject: Subject, method_names=("espcn-hetero-var1", "biqt"), kinds=KINDS, factor: int = 2,
           radius_mm: float = 8.0, method_objects=None, progress=None) -> list[dict]:
     """For each lesion kind, uncertainty method and each of the method's uncertainty maps (total,
-    intrinsic, parameter, MD std, FA std where it has them): the AUC of that map for lesion against
+    intrinsic, parameter, MD std, FA std, direction where it has them): the AUC of that map for lesion against
     mirrored control voxels (high-res voxels inside the case's high-res mask). Also the AUC of the
-    method's per-voxel error, for context. `method_objects` (name -> Method) overrides `methods.get`."""
+    method's per-voxel tensor error and of its principal-direction error, for context. `method_objects` (name -> Method) overrides `methods.get`."""
     from . import degrade, methods
 
     site = choose_site(subject, radius_mm)

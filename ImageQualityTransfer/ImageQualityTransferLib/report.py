@@ -239,25 +239,25 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                               "superior-inferior, brightness FA) in axial, coronal and sagittal slices, one column per volume: "
                               + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask or implausible fits."))
     fa_bg = {n: tensors.fa(t) for n, t in cols}
+
+    def overlay(maps: dict, scale: float, heading: str, label: str, caption: str) -> None:
+        """One figure of per-method scalar maps on the first method's FA (a shared colour scale)."""
+        canon_maps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data * scale for n, u in maps.items()}
+        bg = fa_bg.get(next(iter(canon_maps)), next(iter(fa_bg.values())))
+        parts.append(f"<h2>{heading}</h2>")
+        parts.append(_figure_html(scalar_views(canon_maps, bg, m, vox, centre, label), caption.format(", ".join(canon_maps))))
+
     if uncertainty:
-        first_bg = next(iter(fa_bg.values()))
-        maps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data * 1e5 for n, u in uncertainty.items()}
-        bg = fa_bg.get(next(iter(maps)), first_bg)
-        parts.append("<h2>Uncertainty</h2>")
-        parts.append(_figure_html(scalar_views(maps, bg, m, vox, centre, "predictive std (1e-5 mm²/s)"),
-                                  "Per-voxel predictive standard deviation of each method with uncertainty ("
-                                  + ", ".join(maps) + "), overlaid on FA; one shared colour scale (0 to the 99th percentile "
-                                  "inside the mask), colour bar in 1e-5 mm²/s."))
+        overlay(uncertainty, 1e5, "Uncertainty", "predictive std (1e-5 mm²/s)",
+                "Per-voxel predictive standard deviation of each method with uncertainty ({}), overlaid on FA; one shared "
+                "colour scale (0 to the 99th percentile inside the mask), colour bar in 1e-5 mm²/s.")
     if direction:
-        dmaps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data for n, u in direction.items()}
-        bg = fa_bg.get(next(iter(dmaps)), next(iter(fa_bg.values())))
-        parts.append("<h2>Fibre direction uncertainty</h2>")
-        parts.append(_figure_html(scalar_views(dmaps, bg, m, vox, centre, "direction uncertainty (degrees)"),
-                                  "How far the principal direction, which tractography follows, may be from the one shown: the "
-                                  "RMS angle between the principal eigenvector of draws from each method's predictive distribution "
-                                  "and that of its prediction (" + ", ".join(dmaps) + "), overlaid on FA; one shared colour scale "
-                                  "(0 to the 99th percentile inside the mask), colour bar in degrees. High in grey matter and "
-                                  "wherever anisotropy is lost: tracts through bright regions are not reliable."))
+        overlay(direction, 1.0, "Fibre direction uncertainty", "direction uncertainty (degrees)",
+                "How far the principal direction, which tractography follows, may be from the one shown: the RMS angle "
+                "between the principal eigenvector of draws from each method's predictive distribution and that of its "
+                "prediction ({}), overlaid on FA; one shared colour scale (0 to the 99th percentile inside the mask), colour "
+                "bar in degrees. High in grey matter and wherever anisotropy is lost: tracts through bright regions are not "
+                "reliable.")
     if truth is not None:
         t = canon(truth)
         errs = {n: np.sqrt(np.mean((a.astype(np.float64) - t) ** 2, axis=-1)) * 1e5 for n, a in cols if n != "ground truth"}

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from ..grid import repeat_blocks
 from ..methods.interpolation import upsample_separable
-from ..tensors import fa_closed_form as _fa_elements
+from ..tensors import fa_closed_form as _fa_elements, md as _md
 from .networks import HALO, is_hetero, is_variational
 
 DEFAULT_TILE = 24  # low-res positions per tile side: ~ 50 MB of activations
@@ -42,7 +42,7 @@ def normalise_input(lr: np.ndarray, norm: dict) -> np.ndarray:
 def subject_scale(lr: np.ndarray, mask: np.ndarray | None) -> float:
     """Median mean diffusivity of the low-res brain (mm^2/s): the unit in which models with a "subject_scale"
     normalisation see their input, so that b-value and scanner differences in overall diffusivity drop out."""
-    md = (lr[..., 0] + lr[..., 2] + lr[..., 5]) / 3.0
+    md = _md(lr)
     inside = md > 0 if mask is None else (np.asarray(mask, bool) & (md > 0))
     if not inside.any():
         return 1.0

@@ -355,7 +355,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
 class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     """Thin: node -> engine -> nodes, then display. The processing itself is
-    `ImageQualityTransferLib.slicer_processing.run_on_nodes` (Qt-free, tested headless with slicer-core).
+    `ImageQualityTransferLib.slicer.processing.run_on_nodes` (Qt-free, tested headless with slicer-core).
 
     Batch / Python console use::
 
@@ -399,7 +399,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError(_("Missing Python packages: {packages}").format(packages=", ".join(self.missingPackages())))
         if self.moduleDir() not in sys.path:
             sys.path.insert(0, self.moduleDir())
-        from ImageQualityTransferLib import slicer_processing
+        from ImageQualityTransferLib.slicer import processing as slicer_processing
 
         return slicer_processing
 
@@ -628,13 +628,13 @@ class ImageQualityTransferTest(ScriptedLoadableModuleTest):
 
         logic = ImageQualityTransferLogic()
         logic.engine()
-        from ImageQualityTransferLib import mrml
-        from ImageQualityTransferLib.volume import Volume
+        from ImageQualityTransferLib.slicer import mrml
+        from ImageQualityTransferLib.core.volume import Volume
 
         try:
-            from ImageQualityTransferLib import phantom
+            from ImageQualityTransferLib.dmri import phantom
 
-            from ImageQualityTransferLib import degrade, dti
+            from ImageQualityTransferLib.dmri import degrade, dti
 
             dwi = phantom.make_phantom(shape=(32, 36, 28), voxel_mm=2.0)  # a DWI Volume
             vol = degrade.degrade(dwi, dti.brain_mask(dwi).data, 2).tensor  # the low-res DTI

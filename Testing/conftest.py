@@ -22,13 +22,13 @@ def need_data(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sagittal_subject():
-    from ImageQualityTransferLib.pipeline import load_subject
+    from ImageQualityTransferLib.dmri.subject import load_subject
 
     return load_subject(need_data(SAGITTAL))
 
 
 @pytest.fixture(scope="session")
 def axial_subject():
-    from ImageQualityTransferLib.pipeline import load_subject
+    from ImageQualityTransferLib.dmri.subject import load_subject
 
     return load_subject(need_data(AXIAL))

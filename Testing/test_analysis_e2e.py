@@ -11,16 +11,17 @@ import re
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import io, lesion
-from ImageQualityTransferLib.cli import main
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.analysis import lesion
+from ImageQualityTransferLib.apps.cli import main
 
 
 @pytest.fixture(scope="module")
 def small_subject(tmp_path_factory):
-    from ImageQualityTransferLib.phantom import make_phantom
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
 
     folder = tmp_path_factory.mktemp("phantom_subject")
-    io.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
+    fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
     return folder
 
 
@@ -92,7 +93,7 @@ def test_components_reduce_and_skip_empty_maps():
 
 
 def test_glioma_lowers_fa_and_raises_md_as_cited():
-    from ImageQualityTransferLib import tensors
+    from ImageQualityTransferLib.core import tensors
 
     t = tensors.from_matrix(np.diag([1.7e-3, 0.3e-3, 0.3e-3]))[None]
     g = lesion.modify_tensor(t, "glioma")

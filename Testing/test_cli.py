@@ -8,8 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import cli, io
-from ImageQualityTransferLib.volume import Volume
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core.volume import Volume
 
 from conftest import AXIAL, need_data
 
@@ -25,11 +26,11 @@ def lr_tensor(tmp_path):
     """A small plausible low-res tensor file and its mask."""
     rng = np.random.default_rng(0)
     m = rng.normal(size=(6, 7, 5, 3, 3)) * 2e-4
-    from ImageQualityTransferLib import tensors
+    from ImageQualityTransferLib.core import tensors
 
     t = tensors.from_matrix(m @ np.swapaxes(m, -1, -2) + 5e-4 * np.eye(3)).astype(np.float32)
     path = tmp_path / "lr.nii.gz"
-    io.save_tensor(Volume(t, np.diag([-2.0, 2, 2, 1]), "tensor"), path)
+    fileio.save_tensor(Volume(t, np.diag([-2.0, 2, 2, 1]), "tensor"), path)
     return path, t
 
 
@@ -55,7 +56,7 @@ def test_upsample_writes_the_high_res_grid(capsys, tmp_path, lr_tensor):
     out = tmp_path / "hr.nii.gz"
     code, _, err = run_cli(capsys, "upsample", path, "-o", out, "--method", "cubic", "--factor", "3")
     assert code == 0, err
-    hr = io.load_tensor(out)
+    hr = fileio.load_tensor(out)
     assert hr.shape3 == (18, 21, 15)
     assert np.allclose(hr.voxel_size, 2.0 / 3)
 
@@ -76,7 +77,7 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(capsys, tmp_path, lr_tens
     elif case == "nan":
         bad = t.copy()
         bad[1, 1, 1, 0] = np.inf
-        io.save_tensor(Volume(bad, np.eye(4), "tensor"), tmp_path / "nan.nii.gz")
+        fileio.save_tensor(Volume(bad, np.eye(4), "tensor"), tmp_path / "nan.nii.gz")
         args[1], words = tmp_path / "nan.nii.gz", ["NaN/Inf"]
     elif case == "empty-mask":
         nib.save(nib.Nifti1Image(np.zeros(t.shape[:3], np.uint8), np.eye(4)), tmp_path / "m.nii.gz")
@@ -114,7 +115,7 @@ def test_gradient_count_mismatch_is_a_clear_error(capsys, tmp_path):
 
 def test_console_script_exit_status(tmp_path):
     """The installed entry point behaves as main(): exit 2 and one stderr line for bad input."""
-    proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib.cli", "upsample", str(tmp_path / "x.nii.gz"),
+    proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(tmp_path / "x.nii.gz"),
                            "-o", str(tmp_path / "y.nii.gz")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not found" in proc.stderr
 
@@ -125,7 +126,7 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
     before = dwi.stat().st_mtime_ns
     assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
     assert run_cli(capsys, "mask", dwi, "-o", tmp_path / "mask2.nii.gz")[0] == 0
-    assert np.array_equal(io.load_mask(tmp_path / "mask.nii.gz").data, io.load_mask(tmp_path / "mask2.nii.gz").data)
+    assert np.array_equal(fileio.load_mask(tmp_path / "mask.nii.gz").data, fileio.load_mask(tmp_path / "mask2.nii.gz").data)
     assert run_cli(capsys, "degrade", dwi, "--factor", "2", "-o", tmp_path / "lr.nii.gz",
                    "--mask-out", tmp_path / "lrmask.nii.gz")[0] == 0
     results = {}

@@ -9,13 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: the CNN methods need 'pip install torch' (the 'cnn' extra)")
 
-from ImageQualityTransferLib import methods, tensors  # noqa: E402
-from ImageQualityTransferLib.cnn import inference, model_io, networks, training  # noqa: E402
-from ImageQualityTransferLib.cnn.model_io import LoadedModel  # noqa: E402
-from ImageQualityTransferLib.cnn.shuffle import pixel_shuffle_3d, pixel_unshuffle_3d  # noqa: E402
-from ImageQualityTransferLib.errors import IQTError  # noqa: E402
-from ImageQualityTransferLib.orientation import reorient  # noqa: E402
-from ImageQualityTransferLib.volume import Volume  # noqa: E402
+from ImageQualityTransferLib import methods  # noqa: E402
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.methods.cnn import inference, model_io, networks, training  # noqa: E402
+from ImageQualityTransferLib.methods.cnn.model_io import LoadedModel  # noqa: E402
+from ImageQualityTransferLib.methods.cnn.shuffle import pixel_shuffle_3d, pixel_unshuffle_3d  # noqa: E402
+from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
+from ImageQualityTransferLib.core.orientation import reorient  # noqa: E402
+from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -212,7 +213,7 @@ def test_shipped_models_load_with_a_verified_checksum(tmp_path):
 
 
 def test_missing_torch_gives_an_install_hint(monkeypatch):
-    from ImageQualityTransferLib.methods.cnn import ESPCN
+    from ImageQualityTransferLib.methods.cnn.method import ESPCN
 
     monkeypatch.setitem(sys.modules, "torch", None)
     lr, _ = smooth_tensors((6, 6, 6))
@@ -223,7 +224,7 @@ def test_missing_torch_gives_an_install_hint(monkeypatch):
 def test_train_without_torch_says_how_to_install(monkeypatch, capsys):
     from conftest import TRAIN, need_data
 
-    from ImageQualityTransferLib import cli
+    from ImageQualityTransferLib.apps import cli
 
     subject = need_data(TRAIN / "philips_achieva_dstream_3mm")
     monkeypatch.setitem(sys.modules, "torch", None)
@@ -288,7 +289,7 @@ def test_monte_carlo_is_deterministic_for_a_seed(method, tmp_path):
     assert all(not d.sampling for d in net.mean.dropout_layers())  # sampling is switched off afterwards
     # through the method interface, with the samples attribute the CLI and Slicer set
     side = model_io.save(net, meta, tmp_path / "v.pt")
-    from ImageQualityTransferLib.methods.cnn import ESPCNHeteroVar2
+    from ImageQualityTransferLib.methods.cnn.method import ESPCNHeteroVar2
 
     m = methods.get(method, model=side) if method in methods.names() else ESPCNHeteroVar2(model=side)
     m.samples = 3

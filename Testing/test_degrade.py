@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import degrade, grid, tensors
-from ImageQualityTransferLib.volume import Volume
+from ImageQualityTransferLib.dmri import degrade
+from ImageQualityTransferLib.core import grid, tensors
+from ImageQualityTransferLib.core.volume import Volume
 
 
 @pytest.mark.parametrize("r", [2, 3])

@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 
-from ImageQualityTransferLib import cli, io
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib import fileio
 
 
 def test_demo_on_the_phantom(tmp_path, capsys):
@@ -23,7 +24,7 @@ def test_demo_on_the_phantom(tmp_path, capsys):
     assert rows["cubic"]["interior"]["dt_rmse"] > rows["cubic"]["interior"]["noise_floor"]
     assert rows["cubic"]["interior"]["ratio_to_cubic"] == 1.0
     # the volumes line up: prediction on the truth's grid
-    truth, cubic = io.load_tensor(out / "truth.nii.gz"), io.load_tensor(out / "cubic.nii.gz")
+    truth, cubic = fileio.load_tensor(out / "truth.nii.gz"), fileio.load_tensor(out / "cubic.nii.gz")
     assert truth.shape3 == cubic.shape3 and np.allclose(truth.affine, cubic.affine)
     from matplotlib.image import imread
 
@@ -34,6 +35,6 @@ def test_demo_on_the_phantom(tmp_path, capsys):
 def test_demo_is_deterministic(tmp_path, capsys):
     for run in ("a", "b"):
         assert cli.main(["demo", "-o", str(tmp_path / run), "--methods", "cubic"]) == 0
-    a = io.load_tensor(tmp_path / "a" / "cubic.nii.gz").data
-    b = io.load_tensor(tmp_path / "b" / "cubic.nii.gz").data
+    a = fileio.load_tensor(tmp_path / "a" / "cubic.nii.gz").data
+    b = fileio.load_tensor(tmp_path / "b" / "cubic.nii.gz").data
     assert np.array_equal(a, b)

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import direction, evaluation, methods, tensors
-from ImageQualityTransferLib.pipeline import make_case
+from ImageQualityTransferLib.core import direction, tensors
+from ImageQualityTransferLib.analysis import evaluation
+from ImageQualityTransferLib import methods
+from ImageQualityTransferLib.dmri.subject import make_case
 
 
 def _diag(l1, l2, l3, n):

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import evaluation, tensors
-from ImageQualityTransferLib.errors import IQTError
+from ImageQualityTransferLib.analysis import evaluation
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.errors import IQTError
 
 DMRI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dmri"
 AXIAL = DMRI / "dev" / "siemens_prisma_3mm_ortho"

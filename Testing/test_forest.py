@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib.errors import IQTError
-from ImageQualityTransferLib.forest import bayes, completion, features, linear, model_io, patches, tree
-from ImageQualityTransferLib.forest.forest import Forest
+from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.methods.forest import bayes, completion, features, linear, model_io, patches, tree
+from ImageQualityTransferLib.methods.forest.forest import Forest
 
 
 def _piecewise(n=3000, seed=0):
@@ -178,8 +178,9 @@ def test_completion_and_features_on_a_volume():
 
 
 def test_shipped_models_beat_cubic_on_a_dev_crop(axial_subject):
-    from ImageQualityTransferLib import evaluation, methods
-    from ImageQualityTransferLib.pipeline import Subject, make_case
+    from ImageQualityTransferLib.analysis import evaluation
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.dmri.subject import Subject, make_case
 
     for name in ("global-linear", "rf", "biqt"):
         try:
@@ -285,7 +286,7 @@ def _volume_model(inputs, method="global-linear"):
 
 
 def test_prediction_is_cubic_plus_the_models_residual(tmp_path):
-    from ImageQualityTransferLib.forest.training import predict_volume
+    from ImageQualityTransferLib.methods.forest.training import predict_volume
     from ImageQualityTransferLib.methods.interpolation import Cubic
 
     lr, mask = _tensor_volume()

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import Volume, grid, methods, tensors
-from ImageQualityTransferLib.errors import IQTError
+from ImageQualityTransferLib import Volume, methods
+from ImageQualityTransferLib.core import grid, tensors
+from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.methods.interpolation import upsample_separable
 
 

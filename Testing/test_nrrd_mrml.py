@@ -11,17 +11,18 @@ import gzip
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import io, tensors
-from ImageQualityTransferLib.errors import IQTError
-from ImageQualityTransferLib.nrrd_io import direction_rotation, load_tensor_nrrd, save_tensor_nrrd
-from ImageQualityTransferLib.volume import Volume
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.fileio.nrrd import direction_rotation, load_tensor_nrrd, save_tensor_nrrd
+from ImageQualityTransferLib.core.volume import Volume
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 nrrd = pytest.importorskip("nrrd")
 vtk = pytest.importorskip("vtk")
 from vtk.util import numpy_support as ns  # noqa: E402
 
-from ImageQualityTransferLib import mrml  # noqa: E402
+from ImageQualityTransferLib.slicer import mrml  # noqa: E402
 
 SHAPE = (5, 4, 3)
 
@@ -130,11 +131,11 @@ def test_nrrd_round_trip_identical(tmp_path, key):
 
 def test_nhdr_and_io_dispatch(tmp_path):
     vol = tensor_volume("psr_oblique", seed=3)
-    io.save_tensor(vol, tmp_path / "dti.nhdr")
+    fileio.save_tensor(vol, tmp_path / "dti.nhdr")
     assert (tmp_path / "dti.raw.gz").exists()
-    assert_same(vol, io.load_tensor(tmp_path / "dti.nhdr"))
+    assert_same(vol, fileio.load_tensor(tmp_path / "dti.nhdr"))
     save_tensor_nrrd(vol, tmp_path / "raw.nrrd", compress=False)
-    assert_same(vol, io.load_tensor(tmp_path / "raw.nrrd"))
+    assert_same(vol, fileio.load_tensor(tmp_path / "raw.nrrd"))
 
 
 @pytest.mark.parametrize("key", sorted(AFFINES))

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import degrade, methods, tensors
-from ImageQualityTransferLib.dti import fit_dti
-from ImageQualityTransferLib.orientation import Reorientation, reorient
-from ImageQualityTransferLib.volume import Volume
+from ImageQualityTransferLib.dmri import degrade
+from ImageQualityTransferLib import methods
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.dmri.dti import fit_dti
+from ImageQualityTransferLib.core.orientation import Reorientation, reorient
+from ImageQualityTransferLib.core.volume import Volume
 
 
 def test_reorientation_round_trip_and_tensor_frame():

@@ -5,10 +5,11 @@ import time
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import figures, tensors
-from ImageQualityTransferLib.orientation import Reorientation
-from ImageQualityTransferLib.phantom import gradient_directions, make_phantom
-from ImageQualityTransferLib.volume import Volume
+from ImageQualityTransferLib.apps import figures
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.orientation import Reorientation
+from ImageQualityTransferLib.dmri.phantom import gradient_directions, make_phantom
+from ImageQualityTransferLib.core.volume import Volume
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_axial_display_orientation():
 def test_fa_panels_png(tmp_path):
     import matplotlib.image as mpimg
 
-    from ImageQualityTransferLib.dti import fit_dti
+    from ImageQualityTransferLib.dmri.dti import fit_dti
 
     small = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
     tensor = fit_dti(small, small.meta["brain_mask"])

@@ -11,7 +11,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import report, tensors
+from ImageQualityTransferLib.apps import report
+from ImageQualityTransferLib.core import tensors
 
 
 def _field(shape, seed):

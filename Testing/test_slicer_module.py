@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import degrade, grid, tensors
-from ImageQualityTransferLib.nrrd_io import direction_rotation
+from ImageQualityTransferLib.dmri import degrade
+from ImageQualityTransferLib.core import grid, tensors
+from ImageQualityTransferLib.fileio.nrrd import direction_rotation
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "ImageQualityTransfer"
@@ -160,8 +161,8 @@ def test_extension_index_file_agrees_with_cmake():
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 vtk = pytest.importorskip("vtk")
 
-from ImageQualityTransferLib import mrml, slicer_processing  # noqa: E402
-from ImageQualityTransferLib.volume import Volume  # noqa: E402
+from ImageQualityTransferLib.slicer import mrml, processing as slicer_processing  # noqa: E402
+from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
 
 
 def node_state(node):
@@ -309,7 +310,7 @@ def test_dwi_node_is_fitted_first(scene, axial_subject):
     engine's own fit of the same DWI."""
     from vtk.util import numpy_support as ns
 
-    from ImageQualityTransferLib import dti
+    from ImageQualityTransferLib.dmri import dti
 
     dwi = axial_subject.dwi
     sub = Volume(np.ascontiguousarray(dwi.data[20:44, 20:44, 10:26]), dwi.affine, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs)

@@ -4,9 +4,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import io, tensors
-from ImageQualityTransferLib.errors import IQTError
-from ImageQualityTransferLib.volume import Volume
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.core.volume import Volume
 
 
 def random_spd(n, seed=0):
@@ -49,12 +50,12 @@ def test_tensor_nifti_is_5d_symmatrix_lower_triangular(tmp_path):
     t = random_spd(4 * 5 * 3).reshape(4, 5, 3, 6).astype(np.float32)
     aff = np.diag([-2.0, 2.0, 2.0, 1.0])
     path = tmp_path / "dti.nii.gz"
-    io.save_tensor(Volume(t, aff, "tensor"), path)
+    fileio.save_tensor(Volume(t, aff, "tensor"), path)
     img = nib.load(path)
     assert img.shape == (4, 5, 3, 1, 6)
     assert img.header.get_intent()[0] == "symmetric matrix"
     assert np.allclose(np.asarray(img.dataobj)[:, :, :, 0, 1], t[..., 1])  # Dxy is the second element
-    back = io.load_tensor(path)
+    back = fileio.load_tensor(path)
     assert np.array_equal(back.data, t) and np.allclose(back.affine, aff)
 
 
@@ -62,15 +63,15 @@ def test_tensor_nifti_is_5d_symmatrix_lower_triangular(tmp_path):
 def test_4d_tensor_orders_on_request(tmp_path, order):
     t = random_spd(24).reshape(2, 3, 4, 6).astype(np.float32)
     path = tmp_path / f"{order}.nii.gz"
-    io.save_tensor(Volume(t, np.eye(4), "tensor"), path, order=order)
+    fileio.save_tensor(Volume(t, np.eye(4), "tensor"), path, order=order)
     raw = np.asarray(nib.load(path).dataobj)
     names = {"fsl": ["xx", "xy", "xz", "yy", "yz", "zz"], "mrtrix": ["xx", "yy", "zz", "xy", "xz", "yz"]}[order]
     lower = ["xx", "xy", "yy", "xz", "yz", "zz"]
     for k, name in enumerate(names):
         assert np.allclose(raw[..., k], t[..., lower.index(name)])
-    assert np.array_equal(io.load_tensor(path, order).data, t)
+    assert np.array_equal(fileio.load_tensor(path, order).data, t)
     with pytest.raises(IQTError, match="--tensor-order"):
-        io.load_tensor(path)
+        fileio.load_tensor(path)
 
 
 def test_dwi_reading_and_gradient_checks(tmp_path):
@@ -80,12 +81,12 @@ def test_dwi_reading_and_gradient_checks(tmp_path):
     bvecs = np.vstack([[0, 0, 0], np.eye(3), np.eye(3)[::-1], [[0.6, 0.8, 0]]])
     np.savetxt(tmp_path / "dwi.bval", [[0, 1000, 1000, 1000, 1000, 1000, 1000, 1000]], fmt="%g")
     np.savetxt(tmp_path / "dwi.bvec", bvecs.T)
-    dwi = io.load_dwi(dwi_path)
+    dwi = fileio.load_dwi(dwi_path)
     assert dwi.data.shape == (4, 4, 4, 8) and np.allclose(dwi.bvecs, bvecs)
     # positive determinant: FSL's x flip is undone so directions are in voxel axes
     pos = tmp_path / "pos.nii.gz"
     nib.save(nib.Nifti1Image(data, np.diag([2.0, 2, 2, 1])), pos)
-    assert np.allclose(io.load_dwi(pos, tmp_path / "dwi.bval", tmp_path / "dwi.bvec").bvecs[:, 0], -bvecs[:, 0])
+    assert np.allclose(fileio.load_dwi(pos, tmp_path / "dwi.bval", tmp_path / "dwi.bvec").bvecs[:, 0], -bvecs[:, 0])
     np.savetxt(tmp_path / "short.bval", [[0, 1000, 1000]], fmt="%g")
     with pytest.raises(IQTError, match="8 volumes but short.bval has 3"):
-        io.load_dwi(dwi_path, tmp_path / "short.bval", tmp_path / "dwi.bvec")
+        fileio.load_dwi(dwi_path, tmp_path / "short.bval", tmp_path / "dwi.bvec")

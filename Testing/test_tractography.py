@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import io, lesion, propagation, tensors, tractography as tr
-from ImageQualityTransferLib.cli import main
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.analysis import lesion, propagation, tractography as tr
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.methods import Prediction
-from ImageQualityTransferLib.volume import Volume
+from ImageQualityTransferLib.core.volume import Volume
 
 BUNDLE = tensors.from_matrix(np.diag([1.7e-3, 0.3e-3, 0.3e-3]))
 ISO = tensors.from_matrix(np.eye(3) * 0.7e-3)
@@ -77,10 +79,10 @@ def test_principal_vector_matches_eigh():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 3, 3))
     t = tensors.from_matrix(a @ a.transpose(0, 2, 1)) * 1e-3
-    v = tr.principal_vector(t)
+    v = tensors.principal_vector(t)
     e = tensors.eig(t)[1][..., :, 0]
     assert np.abs(np.abs((v * e).sum(-1)) - 1).max() < 1e-9
-    assert np.allclose(tr.fa_fast(t), tensors.fa(t), atol=1e-9)
+    assert np.allclose(tensors.fa_fast(t), tensors.fa(t), atol=1e-9)
 
 
 def test_files_round_trip(tmp_path):
@@ -95,8 +97,8 @@ def test_files_round_trip(tmp_path):
 
 def test_cli_track(tmp_path, capsys):
     vol = bundle_volume()
-    io.save_tensor(vol, tmp_path / "dti.nii.gz")
-    io.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
+    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
+    fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
     rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk"),
                "--also", str(tmp_path / "t.vtk"), "--step", "1", "--angle", "30"])
     assert rc == 0 and "4 streamlines" in capsys.readouterr().out
@@ -147,9 +149,9 @@ def test_lesion_modification_changes_md_and_fa_as_intended():
 
 
 def test_inject_changes_the_signal_through_the_tensor_model():
-    from ImageQualityTransferLib.dti import fit_dti
-    from ImageQualityTransferLib.evaluation import design_matrix
-    from ImageQualityTransferLib.pipeline import Subject
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+    from ImageQualityTransferLib.analysis.evaluation import design_matrix
+    from ImageQualityTransferLib.dmri.subject import Subject
 
     rng = np.random.default_rng(0)
     g = rng.normal(size=(20, 3))
@@ -174,13 +176,13 @@ def test_cli_propagate_writes_maps_and_summary(tmp_path, capsys):
     import json
 
     lr = bundle_volume(shape=(14, 10, 10))
-    io.save_tensor(lr, tmp_path / "lr.nii.gz")
+    fileio.save_tensor(lr, tmp_path / "lr.nii.gz")
     out = tmp_path / "prop"
     rc = main(["propagate", str(tmp_path / "lr.nii.gz"), "--method", "biqt", "--samples", "3", "--n-seeds", "50", "-o", str(out)])
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "propagation.json").read_text())
     assert summary["n_samples"] == 3 and "diagonal" in summary["approximation"]
-    fa_std = io.load_scalar(out / "fa_std.nii.gz")
+    fa_std = fileio.load_scalar(out / "fa_std.nii.gz")
     assert fa_std.shape3 == (28, 20, 20) and fa_std.data.max() > 0
     assert main(["propagate", str(tmp_path / "lr.nii.gz"), "--method", "cubic", "-o", str(out)]) == 2
     assert "gives no uncertainty" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import io
-from ImageQualityTransferLib.cli import main
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.apps.cli import main
 from test_tractography import bundle_volume
 
 MAPS = ("fa_mean", "fa_std", "md_mean", "md_std", "visitation")
@@ -18,7 +18,7 @@ MAPS = ("fa_mean", "fa_std", "md_mean", "md_std", "visitation")
 @pytest.fixture()
 def lr_path(tmp_path):
     p = tmp_path / "lr.nii.gz"
-    io.save_tensor(bundle_volume(shape=(14, 10, 10)), p)
+    fileio.save_tensor(bundle_volume(shape=(14, 10, 10)), p)
     return p
 
 
@@ -27,12 +27,12 @@ def test_upsample_propagate_writes_maps_beside_the_output(tmp_path, lr_path, cap
     rc = main(["upsample", str(lr_path), "-o", str(out), "--method", "biqt", "--samples", "3", "--propagate",
                "--n-seeds", "40"])
     assert rc == 0, capsys.readouterr().err
-    assert io.load_tensor(out).shape3 == (28, 20, 20)
+    assert fileio.load_tensor(out).shape3 == (28, 20, 20)
     for name in MAPS:
-        vol = io.load_scalar(tmp_path / f"hr_{name}.nii.gz")
+        vol = fileio.load_scalar(tmp_path / f"hr_{name}.nii.gz")
         assert vol.shape3 == (28, 20, 20)
-    assert io.load_scalar(tmp_path / "hr_fa_std.nii.gz").data.max() > 0
-    vis = io.load_scalar(tmp_path / "hr_visitation.nii.gz").data
+    assert fileio.load_scalar(tmp_path / "hr_fa_std.nii.gz").data.max() > 0
+    vis = fileio.load_scalar(tmp_path / "hr_visitation.nii.gz").data
     assert 0 < vis.max() <= 1
     summary = json.loads((tmp_path / "hr_propagation.json").read_text())
     assert summary["n_samples"] == 3 and summary["method"] == "biqt"
@@ -49,8 +49,8 @@ def test_upsample_propagate_matches_iqt_propagate(tmp_path, lr_path, capsys):
     capsys.readouterr()
     assert not (tmp_path / "a_visitation.nii.gz").exists() and not (tmp_path / "b" / "visitation.nii.gz").exists()
     for name in MAPS[:4]:
-        a = io.load_scalar(tmp_path / f"a_{name}.nii.gz").data
-        b = io.load_scalar(tmp_path / "b" / f"{name}.nii.gz").data
+        a = fileio.load_scalar(tmp_path / f"a_{name}.nii.gz").data
+        b = fileio.load_scalar(tmp_path / "b" / f"{name}.nii.gz").data
         assert np.array_equal(a, b), name
 
 
@@ -78,7 +78,7 @@ def test_upsample_propagate_variational_cnn(tmp_path, lr_path, capsys):
                "--mc-samples", "2", "--propagate", "--no-tracts"])
     assert rc == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "hr_propagation.json").read_text())["n_samples"] == 2
-    assert io.load_scalar(tmp_path / "hr_md_std.nii.gz").data.max() > 0
+    assert fileio.load_scalar(tmp_path / "hr_md_std.nii.gz").data.max() > 0
 
 
 def test_upsample_uncertainty_writes_the_monte_carlo_maps_beside_the_total(tmp_path, lr_path, capsys):
@@ -87,8 +87,8 @@ def test_upsample_uncertainty_writes_the_monte_carlo_maps_beside_the_total(tmp_p
     rc = main(["upsample", str(lr_path), "-o", str(out), "--method", "espcn-hetero-var1", "--samples", "3",
                "--uncertainty", str(unc)])
     assert rc == 0, capsys.readouterr().err
-    total = io.load_scalar(unc).data
-    parts = {k: io.load_scalar(tmp_path / f"sd_{k}.nii.gz").data for k in ("std_intrinsic", "std_parameter", "md_std", "fa_std", "direction")}
+    total = fileio.load_scalar(unc).data
+    parts = {k: fileio.load_scalar(tmp_path / f"sd_{k}.nii.gz").data for k in ("std_intrinsic", "std_parameter", "md_std", "fa_std", "direction")}
     inside = total > 0
     assert inside.any() and all(p.shape == total.shape for p in parts.values())
     assert (parts["std_intrinsic"][inside] <= total[inside] + 1e-12).all()

@@ -3,8 +3,8 @@
 Data flows one way: files or MRML nodes -> `Volume` -> method -> `Volume`(s) -> files or nodes.
 """
 
-from .errors import IQTError
-from .volume import Volume
+from .core.errors import IQTError
+from .core.version import __version__
+from .core.volume import Volume
 
-__version__ = "0.1.0"
 __all__ = ["IQTError", "Volume", "__version__"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import IQTError
+from ..core.errors import IQTError
 from .base import Method, Prediction
 from .interpolation import Cubic, Linear, LogEuclidCubic, Nearest
 
@@ -18,13 +18,13 @@ for _cls in (Nearest, Linear, Cubic, LogEuclidCubic):
     register(_cls)
 
 # The CNN methods import torch only when they predict (an IQTError says how to install it if absent).
-from .cnn import CNN_METHODS  # noqa: E402
+from .cnn.method import CNN_METHODS  # noqa: E402
 
 for _cls in CNN_METHODS:
     register(_cls)
 
 # The forest family (numpy only): global-linear, rf, biqt.
-from .forest import FOREST_METHODS  # noqa: E402
+from .forest.method import FOREST_METHODS  # noqa: E402
 
 for _cls in FOREST_METHODS:
     register(_cls)

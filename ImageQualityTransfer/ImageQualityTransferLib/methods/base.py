@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import direction, grid, tensors
-from ..errors import IQTError
-from ..orientation import Reorientation
-from ..volume import Volume
+from ..core import direction, grid, tensors
+from ..core.errors import IQTError
+from ..core.orientation import Reorientation
+from ..core.volume import Volume
 
 
 @dataclass

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from .. import grid, tensors
+from ..core import grid, tensors
 from .base import Method, clip_input
 
 

@@ -1,0 +1,185 @@
+"""`iqt benchmark`: the whole protocol per subject (high-res fit, degrade, each method, metrics, time,
+memory) and a markdown table of each method's ratio to cubic; plus a speed run on an HCP-sized volume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import evaluation
+from .. import methods
+from ..dmri.subject import Case, load_subject, make_case
+from ..core.progress import progress_bar
+from .measure import measure
+
+HCP_LR_SHAPE = (72, 87, 72)
+
+
+def score_case(case: Case, method_names, model_paths=None, keep: dict | None = None) -> list[dict]:
+    """Run each method on one case and score it; returns one row per method (predictions go into `keep`)."""
+    floor = evaluation.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
+    rows = []
+    for name in method_names:
+        method = methods.get(name, model=(model_paths or {}).get(name))
+        with measure() as use:
+            pred = method.predict(case.lr, case.factor, case.lr_mask)
+        if keep is not None:
+            keep[name] = pred
+        unc, direc = pred.uncertainty.get("std"), pred.uncertainty.get("direction")
+        metrics = evaluation.evaluate(
+            pred.tensor.data, case.truth, case.hr_mask, case.lr_mask.data, case.factor,
+            uncertainty=None if unc is None else unc.data, floor_std=floor,
+            direction=None if direc is None else direc.data,
+        )
+        rows.append({"subject": case.subject, "method": name, "seconds": use.seconds,
+                     "peak_mb": use.peak_delta / 2**20, **metrics})
+    return rows
+
+
+def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000) -> list[dict]:
+    """Score every method on every subject. With `tracts` (opt-in), each row also gets a "tracts" entry
+    (tract-density Dice to the reference, false-positive fraction, streamline count; tractography.compare_case)
+    and the cubic row a "tracts_lowres" entry for the low-res input tracked on its own grid."""
+    names = list(method_names)
+    if "cubic" not in names:
+        names.insert(0, "cubic")
+    for n in names:
+        methods.get(n)  # unknown names fail before any work
+    rows = []
+    for folder in progress_bar(subject_dirs, desc="subjects", enabled=progress):
+        subject = load_subject(folder)
+        case = make_case(subject, factor)
+        keep = {} if tracts else None
+        case_rows = score_case(case, names, keep=keep)
+        if tracts:
+            from . import tractography
+
+            res = tractography.compare_case(case, keep, n_seeds=tract_seeds)
+            for r in case_rows:
+                r["tracts"] = res[r["method"]]
+                if r["method"] == "cubic":
+                    r["tracts_lowres"] = res[tractography.LOWRES]
+        rows.extend(case_rows)
+    add_ratios(rows)
+    return rows
+
+
+def tract_table(rows) -> str:
+    """Tract-density Dice to the reference (binarised density maps, same seeds), its ratio to cubic and
+    the fraction of density outside the reference's, per subject and method (rows from run(tracts=True))."""
+    lines = ["| subject | method | tract Dice | × cubic | false-positive density | streamlines |", "|---|---|---|---|---|---|"]
+    cubic = {r["subject"]: r["tracts"]["tract_dice"] for r in rows if r["method"] == "cubic" and "tracts" in r}
+    for r in rows:
+        entries = [(r["method"], r.get("tracts"))]
+        if "tracts_lowres" in r:
+            entries.insert(0, ("low-res input", r["tracts_lowres"]))
+        for name, t in entries:
+            if t is None:
+                continue
+            ref = cubic.get(r["subject"])
+            ratio = t["tract_dice"] / ref if ref else None
+            lines.append(f"| {r['subject']} | {name} | {_fmt(t['tract_dice'], 3)} | {_fmt(ratio, 3)} | "
+                         f"{_fmt(t['tract_fp_fraction'], 3)} | {t['n_streamlines']} |")
+    return "\n".join(lines)
+
+
+def add_ratios(rows) -> None:
+    """Each row gets interior/exterior DT-RMSE ratios to cubic on the same subject."""
+    cubic = {r["subject"]: r for r in rows if r["method"] == "cubic"}
+    for r in rows:
+        ref = cubic.get(r["subject"])
+        for region in ("interior", "exterior"):
+            if ref and ref[region]["dt_rmse"] > 0:
+                r[region]["ratio_to_cubic"] = r[region]["dt_rmse"] / ref[region]["dt_rmse"]
+
+
+def _fmt(x, digits=2):
+    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def markdown_table(rows) -> str:
+    """Subject, method, DT-RMSE per region (1e-5 mm^2/s) with ratio to cubic and the reference noise floor, FA and
+    principal-direction errors, uncertainty calibration (element std; direction over tracked voxels), time, memory."""
+    head = ("| subject | method | interior DT-RMSE | × cubic | exterior DT-RMSE | × cubic | "
+            "ref. noise floor (int / ext) | FA RMSE (int) | e1 error ° (int) | uncert. ρ (int / ext / brain) | within ±2σ (int) | "
+            "direction ρ / within 2× | time (s) | peak MB above start |")
+    lines = [head, "|" + "---|" * 14]
+    for r in rows:
+        i, e, w = r["interior"], r["exterior"], r.get("brain", {})
+        lines.append(
+            f"| {r['subject']} | {r['method']} | {_fmt(i['dt_rmse'])} | {_fmt(i.get('ratio_to_cubic'), 3)} | "
+            f"{_fmt(e['dt_rmse'])} | {_fmt(e.get('ratio_to_cubic'), 3)} | "
+            f"{_fmt(i.get('noise_floor'))} / {_fmt(e.get('noise_floor'))} | {_fmt(i['fa_rmse'], 4)} | {_fmt(i.get('angle_error'), 1)} | "
+            f"{_fmt(i.get('spearman'))} / {_fmt(e.get('spearman'))} / {_fmt(w.get('spearman'))} | {_fmt(i.get('within_2sigma'))} | "
+            f"{_fmt(w.get('direction_spearman'))} / {_fmt(w.get('direction_within_2'))} | "
+            f"{_fmt(r['seconds'])} | {_fmt(r['peak_mb'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- speed on an HCP-sized volume
+
+
+def speed_volume(shape=HCP_LR_SHAPE, seed=0):
+    """A smooth, plausible low-res tensor field in an ellipsoidal brain, for timing only."""
+    from scipy import ndimage
+
+    from ..core import tensors
+    from ..core.volume import Volume
+
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"), -1)
+    mask = (grid**2).sum(-1) < 0.85
+    v = ndimage.gaussian_filter(rng.normal(size=shape + (3,)), (4, 4, 4, 0))
+    v /= np.linalg.norm(v, axis=-1, keepdims=True) + 1e-12
+    fa_like = 1.2e-3 * ndimage.gaussian_filter(rng.random(shape), 3)
+    m = 0.5e-3 * np.eye(3) + fa_like[..., None, None] * v[..., :, None] * v[..., None, :]
+    t = tensors.from_matrix(m).astype(np.float32)
+    t[~mask] = 0
+    affine = np.diag([-2.5, 2.5, 2.5, 1.0])
+    return Volume(t, affine, "tensor"), Volume(mask, affine, "mask")
+
+
+def speed(method_names, shape=HCP_LR_SHAPE, repeats=1) -> list[dict]:
+    """Time `iqt upsample` end to end (fresh process: start-up, read, method, write) and its peak memory."""
+    from .. import fileio
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="iqt-speed-") as tmp:
+        lr, mask = speed_volume(shape)
+        lr_path, mask_path = Path(tmp) / "lr.nii.gz", Path(tmp) / "mask.nii.gz"
+        fileio.save_tensor(lr, lr_path)
+        fileio.save_scalar(mask, mask_path)
+        for name in method_names:
+            for _ in range(repeats):
+                out = Path(tmp) / f"hr_{name}.nii.gz"
+                cmd = [sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(lr_path), "-o", str(out),
+                       "--method", name, "--mask", str(mask_path)]
+                t0 = time.perf_counter()
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                _, status, ru = os.wait4(proc.pid, 0)
+                wall = time.perf_counter() - t0
+                err = proc.stderr.read().decode()
+                proc.stderr.close()
+                if status != 0:
+                    raise RuntimeError(f"iqt upsample --method {name} failed: {err.strip()}")
+                rows.append({"method": name, "shape": list(shape), "seconds": wall, "peak_mb": ru.ru_maxrss / 1024})
+        # reference in the same run: the interpreter start-up with the engine imported
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import ImageQualityTransferLib.apps.cli"], check=True)
+        rows.append({"method": "(start-up + import only)", "shape": list(shape), "seconds": time.perf_counter() - t0,
+                     "peak_mb": float("nan")})
+    return rows
+
+
+def speed_table(rows) -> str:
+    lines = ["| method | low-res shape | `iqt upsample` wall (s) | peak RSS (MB) |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {'×'.join(map(str, r['shape']))} | {r['seconds']:.2f} | {_fmt(r['peak_mb'], 0)} |")
+    return "\n".join(lines)

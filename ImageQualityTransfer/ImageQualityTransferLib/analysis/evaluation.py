@@ -1,0 +1,336 @@
+"""Evaluation of a high-resolution tensor prediction against its reference (DESIGN.md: Regions,
+Plausible voxels, Error), uncertainty calibration, and the reference's own noise floor.
+
+Conventions:
+  - tensors are (X,Y,Z,6) lower-triangular Dxx,Dxy,Dyy,Dxz,Dyz,Dzz in mm^2/s; masks are bool (X,Y,Z);
+  - every error in mm^2/s is reported in 1e-5 mm^2/s (the unit of the published tables): DT-RMSE,
+    MD RMSE and the noise floor; FA RMSE is unitless; PSNR is in dB;
+  - errors are taken over the *evaluation voxels*: the region AND the plausible voxels of the reference
+    (`tensors.plausible`); a voxel whose reference fit failed is left out of every figure.
+
+All metrics are root-mean-square errors (not mean absolute errors):
+  - ``dt_rmse``  = sqrt(mean over voxels and the 6 unique elements of (pred - truth)^2) * 1e5;
+  - ``fa_rmse``  = sqrt(mean over voxels of (FA(pred) - FA(truth))^2);
+  - ``md_rmse``  = sqrt(mean over voxels of (MD(pred) - MD(truth))^2) * 1e5;
+  - ``psnr``     = 20 log10(max |truth element| over the voxels / element RMSE) (both in mm^2/s);
+  - ``noise_floor`` = sqrt(mean over voxels and 6 elements of the reference's element variance) * 1e5,
+    the error a perfect method would still show against a noisy reference (see `noise_floor`);
+  - ``spearman`` = Spearman rank correlation of the per-voxel uncertainty with the per-voxel RMS error;
+  - ``within_2sigma`` = fraction of element errors with |error| <= 2 sigma (0.954 if calibrated Gaussian);
+  - ``angle_error`` = median angle (degrees) between the principal eigenvectors of prediction and
+    reference over the *tracked* voxels (reference FA >= TRACKED_FA, where tractography runs);
+  - ``direction_spearman`` / ``direction_within_2`` = Spearman correlation of the direction uncertainty
+    (degrees, `direction.spread`) with that angle, and the fraction of tracked voxels whose angle is within
+    twice the map (0.98 if calibrated, small angles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..core import tensors
+from ..core.direction import angular_error
+from ..core.errors import IQTError
+
+UNIT = 1e-5  # mm^2/s: the unit of reported errors
+REGIONS = ("interior", "exterior")
+TRACKED_FA = 0.2  # reference FA from which the direction is scored: the default tracking threshold
+B0_THRESHOLD = 50.0  # s/mm^2, as dti.B0_THRESHOLD: lower b-values count as b=0
+_CHUNK = 32768  # voxels per block in `noise_floor`
+
+
+def _array(x, dtype=None):
+    """Accept a `Volume` or an array."""
+    a = np.asarray(getattr(x, "data", x))
+    return a if dtype is None else a.astype(dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------------------- regions
+
+
+def regions(hr_mask, lr_mask, r: int, radius: int = 2) -> dict:
+    """Interior and exterior high-res voxel maps (DESIGN.md Regions).
+
+    interior: high-res voxels inside `hr_mask` whose low-res parent (index j // r on each axis) has its
+    whole (2*radius+1)^3 low-res neighbourhood inside `lr_mask` (outside the grid counts as outside);
+    exterior: `hr_mask` minus interior. The high-res grid must be r times the low-res grid.
+    """
+    hr = _array(hr_mask, bool)
+    lr = _array(lr_mask, bool)
+    r = int(r)
+    if hr.ndim != 3 or lr.ndim != 3:
+        raise IQTError(f"masks must be 3D, got high-res {hr.shape} and low-res {lr.shape}")
+    if tuple(hr.shape) != tuple(r * n for n in lr.shape):
+        raise IQTError(
+            f"the high-res mask {hr.shape} is not the factor-{r} grid of the low-res mask {lr.shape}; "
+            f"crop the reference to the low-res grid (degrade.hr_crop) before evaluating"
+        )
+    size = 2 * int(radius) + 1
+    core = ndimage.binary_erosion(lr, structure=np.ones((size,) * 3, bool), border_value=0) if lr.any() else lr
+    # Every high-res voxel takes its parent's value: repeat r times along each axis.
+    parent_core = core.repeat(r, axis=0).repeat(r, axis=1).repeat(r, axis=2)
+    interior = hr & parent_core
+    return {"interior": interior, "exterior": hr & ~interior}
+
+
+def evaluation_voxels(truth, region) -> np.ndarray:
+    """The voxels every figure uses: `region` AND plausible reference tensors."""
+    t = _array(truth)
+    reg = _array(region, bool)
+    if t.shape[:3] != reg.shape:
+        raise IQTError(f"the region {reg.shape} and the reference tensors {t.shape[:3]} are not on the same grid")
+    out = np.zeros(reg.shape, bool)
+    out[reg] = tensors.plausible(t[reg])
+    return out
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+
+def _diff(pred, truth, voxels):
+    p = _array(pred)
+    t = _array(truth)
+    v = _array(voxels, bool)
+    if p.shape != t.shape:
+        raise IQTError(f"the prediction {p.shape} and the reference {t.shape} differ in shape")
+    return p[v].astype(np.float64), t[v].astype(np.float64)
+
+
+def _rms(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.sqrt(np.mean(x**2))) if x.size else float("nan")
+
+
+def dt_rmse(pred, truth, voxels) -> float:
+    """DT-RMSE over `voxels` and the 6 unique elements, in 1e-5 mm^2/s."""
+    p, t = _diff(pred, truth, voxels)
+    return _rms(p - t) / UNIT
+
+
+def fa_rmse(pred, truth, voxels) -> float:
+    """RMSE of fractional anisotropy over `voxels` (unitless)."""
+    p, t = _diff(pred, truth, voxels)
+    return _rms(tensors.fa(p) - tensors.fa(t))
+
+
+def md_rmse(pred, truth, voxels) -> float:
+    """RMSE of mean diffusivity over `voxels`, in 1e-5 mm^2/s."""
+    p, t = _diff(pred, truth, voxels)
+    return _rms(tensors.md(p) - tensors.md(t)) / UNIT
+
+
+def psnr(pred, truth, voxels) -> float:
+    """20 log10(max |truth element| / element RMSE) in dB over `voxels` (inf for a perfect prediction)."""
+    p, t = _diff(pred, truth, voxels)
+    if t.size == 0:
+        return float("nan")
+    err = _rms(p - t)
+    peak = float(np.max(np.abs(t)))
+    if err == 0:
+        return float("inf")
+    if not np.isfinite(err) or peak == 0:
+        return float("nan")
+    return float(20.0 * np.log10(peak / err))
+
+
+# ----------------------------------------------------------------------------------------- uncertainty
+
+
+def _voxel_sigma(uncertainty, voxels) -> np.ndarray:
+    """Per-element sigma (n,6) at `voxels` from a per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std map."""
+    u = _array(uncertainty).astype(np.float64)
+    v = _array(voxels, bool)
+    if u.ndim == 4 and u.shape[3] == 1:
+        u = u[..., 0]
+    if u.shape[:3] != v.shape or u.ndim not in (3, 4) or (u.ndim == 4 and u.shape[3] != 6):
+        raise IQTError(f"the uncertainty map {u.shape} is neither (X,Y,Z) nor (X,Y,Z,6) on the grid {v.shape}")
+    s = u[v]
+    return np.repeat(s[:, None], 6, axis=1) if s.ndim == 1 else s
+
+
+def spearman(pred, truth, uncertainty, voxels) -> float:
+    """Spearman rank correlation of the per-voxel uncertainty with the per-voxel RMS error over 6 elements.
+
+    A per-element map (X,Y,Z,6) is reduced to the mean over its 6 elements (the per-voxel convention).
+    """
+    from scipy.stats import spearmanr
+
+    p, t = _diff(pred, truth, voxels)
+    u = _voxel_sigma(uncertainty, voxels).mean(axis=1)
+    err = np.sqrt(np.mean((p - t) ** 2, axis=1))
+    ok = np.isfinite(u) & np.isfinite(err)
+    if ok.sum() < 3 or np.ptp(u[ok]) == 0 or np.ptp(err[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(u[ok], err[ok])[0])
+
+
+def within_2sigma(pred, truth, uncertainty, voxels) -> float:
+    """Fraction of element errors inside +-2 sigma (a per-voxel sigma serves all 6 elements)."""
+    p, t = _diff(pred, truth, voxels)
+    s = _voxel_sigma(uncertainty, voxels)
+    if s.size == 0:
+        return float("nan")
+    return float(np.mean(np.abs(p - t) <= 2.0 * s))
+
+
+def tracked(truth, voxels) -> np.ndarray:
+    """The evaluation voxels where the reference is anisotropic enough to track (FA >= TRACKED_FA)."""
+    v = _array(voxels, bool)
+    out = np.zeros(v.shape, bool)
+    out[v] = tensors.fa_fast(_array(truth)[v]) >= TRACKED_FA
+    return out
+
+
+def angle_error(pred, truth, voxels) -> float:
+    """Median principal-direction error (degrees) over the tracked voxels among `voxels`."""
+    v = tracked(truth, voxels)
+    return float(np.median(angular_error(_array(pred)[v], _array(truth)[v]))) if v.any() else float("nan")
+
+
+def direction_calibration(pred, truth, direction_map, voxels) -> dict:
+    """Spearman of the direction uncertainty with the principal-direction error, and the fraction of errors
+    within twice the map, over the tracked voxels among `voxels`."""
+    from scipy.stats import spearmanr
+
+    v = tracked(truth, voxels)
+    d = _array(direction_map).astype(np.float64)
+    if d.shape != v.shape:
+        raise IQTError(f"the direction uncertainty map {d.shape} is not on the grid {v.shape}")
+    err, u = angular_error(_array(pred)[v], _array(truth)[v]), d[v]
+    ok = np.isfinite(u) & np.isfinite(err)
+    rho = float(spearmanr(u[ok], err[ok])[0]) if ok.sum() >= 3 and np.ptp(u[ok]) > 0 and np.ptp(err[ok]) > 0 else float("nan")
+    within = float(np.mean(err[ok] <= 2.0 * u[ok])) if ok.any() else float("nan")
+    return {"direction_spearman": rho, "direction_within_2": within, "n_tracked": int(ok.sum())}
+
+
+# ----------------------------------------------------------------------------------------- noise floor
+
+
+def design_matrix(bvals, bvecs) -> np.ndarray:
+    """(N,7) log-signal design: the 6 elements of -b g g^T (lower-triangular, off-diagonals doubled), 1."""
+    b = np.asarray(bvals, dtype=np.float64).ravel()
+    g = np.asarray(bvecs, dtype=np.float64).reshape(-1, 3).copy()
+    if g.shape[0] != b.size:
+        raise IQTError(f"{b.size} b-values but {g.shape[0]} gradient directions")
+    dw = b > B0_THRESHOLD
+    norms = np.linalg.norm(g, axis=1)
+    if np.any(norms[dw] < 1e-6):
+        raise IQTError("some diffusion-weighted volumes have a zero gradient direction; check the bvec file")
+    g[dw] /= norms[dw, None]
+    g[~dw] = 0.0
+    cols = [(2.0 if i != j else 1.0) * -b * g[:, i] * g[:, j] for i, j in tensors.LOWER_TRIANGULAR]
+    return np.column_stack(cols + [np.ones_like(b)])
+
+
+def noise_floor(dwi_data, bvals, bvecs, tensor, mask) -> np.ndarray:
+    """Per-voxel standard deviation (X,Y,Z,6, mm^2/s) of each fitted tensor element of a WLS log-signal fit.
+
+    Error propagation: with the (N,7) design X (`design_matrix`), beta = (tensor, log S0), the predicted
+    signal S_hat = exp(X beta), the residual noise sigma^2 = sum((S - S_hat)^2) / (N - 7) and
+    Cov(beta) = sigma^2 (X^T diag(S_hat^2) X)^-1 (log-signal noise sigma / S_hat). log S0 is not stored
+    with the tensor: it is the signal-space least-squares S0 given the tensor,
+    S0 = sum(S e) / sum(e^2) with e = exp(X_D d). Voxels outside `mask` are 0; voxels where the system
+    is singular (no signal) are NaN. Negative signal is clipped to 0, as for the fit itself.
+    """
+    data = _array(dwi_data)
+    t = _array(tensor)
+    m = _array(mask, bool)
+    if data.ndim != 4 or t.shape[:3] != data.shape[:3] or m.shape != data.shape[:3] or t.shape[-1] != 6:
+        raise IQTError(
+            f"the DWI {data.shape}, tensors {t.shape} and mask {m.shape} must share one (X,Y,Z) grid"
+        )
+    X = design_matrix(bvals, bvecs)
+    n = X.shape[0]
+    if n != data.shape[3]:
+        raise IQTError(f"the DWI has {data.shape[3]} volumes but the gradient table {n}")
+    if n <= 7:
+        raise IQTError(f"{n} volumes leave no degrees of freedom for the noise estimate (at least 8 needed)")
+    # Scale columns so that the 7x7 systems are well conditioned; undo on the variances.
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1.0
+    Xs = X / scale
+    XD = X[:, :6]
+    out = np.zeros(m.shape + (6,), dtype=np.float64)
+    idx = np.flatnonzero(m)
+    flat_data = data.reshape(-1, n)
+    flat_t = t.reshape(-1, 6)
+    for start in range(0, idx.size, _CHUNK):
+        sel = idx[start : start + _CHUNK]
+        S = np.maximum(flat_data[sel].astype(np.float64), 0.0)  # (v,N)
+        d = flat_t[sel].astype(np.float64)  # (v,6)
+        with np.errstate(all="ignore"):
+            e = np.exp(d @ XD.T)  # (v,N) attenuation
+            s0 = (S * e).sum(axis=1) / (e * e).sum(axis=1)
+            s_hat = s0[:, None] * e
+            sigma2 = ((S - s_hat) ** 2).sum(axis=1) / (n - 7)
+            A = np.einsum("ni,vn,nj->vij", Xs, s_hat**2, Xs)
+            A = np.where(np.isfinite(A), A, 0.0)
+            w, V = np.linalg.eigh(A)
+            wmax = w[:, -1:]
+            good = (w[:, 0] > 1e-12 * wmax[:, 0]) & (wmax[:, 0] > 0) & np.isfinite(sigma2)
+            inv_w = np.where(w > 1e-12 * wmax, 1.0 / np.where(w > 0, w, 1.0), 0.0)
+            diag = np.einsum("vik,vk->vi", V**2, inv_w)[:, :6] / scale[:6] ** 2
+            var = sigma2[:, None] * diag
+        var[~good] = np.nan
+        out.reshape(-1, 6)[sel] = np.sqrt(np.maximum(var, 0.0))
+    return out
+
+
+def noise_floor_rmse(std_elements, voxels) -> float:
+    """Reference noise floor in 1e-5 mm^2/s: sqrt(mean over voxels and 6 elements of the variance).
+
+    Voxels whose standard deviation is not finite (a singular fit) are left out.
+    """
+    s = _array(std_elements).astype(np.float64)[_array(voxels, bool)]
+    var = (s**2)[np.isfinite(s).all(axis=-1)] if s.size else s
+    return float(np.sqrt(np.mean(var))) / UNIT if var.size else float("nan")
+
+
+# ----------------------------------------------------------------------------------------- all together
+
+
+def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=None, radius: int = 2,
+             direction=None) -> dict:
+    """Every metric per region: {"interior": {...}, "exterior": {...}[, "brain": {...}]} (JSON-serialisable).
+
+    Each region holds dt_rmse, fa_rmse, md_rmse (RMSEs; 1e-5 mm^2/s except FA), psnr (dB), n_voxels
+    (evaluation voxels: region AND plausible reference) and n_implausible (region voxels left out);
+    noise_floor (1e-5 mm^2/s) when `floor_std` is given; spearman and within_2sigma when `uncertainty`
+    (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, then also in a third entry
+    "brain" over both regions' evaluation voxels (with n_voxels); angle_error (degrees) in each region;
+    with `direction` (the direction uncertainty map, degrees) the "brain" entry also holds
+    direction_spearman, direction_within_2 and n_tracked. Empty regions give NaN metrics.
+    """
+    p = _array(pred)
+    t = _array(truth)
+    if p.shape != t.shape or t.ndim != 4 or t.shape[3] != 6:
+        raise IQTError(f"the prediction {p.shape} and the reference {t.shape} must both be (X,Y,Z,6) on one grid")
+    result = {}
+    every = []
+    for name, region in regions(hr_mask, lr_mask, r, radius).items():
+        v = evaluation_voxels(t, region)
+        every.append(v)
+        row = {
+            "dt_rmse": dt_rmse(p, t, v),
+            "fa_rmse": fa_rmse(p, t, v),
+            "md_rmse": md_rmse(p, t, v),
+            "psnr": psnr(p, t, v),
+            "angle_error": angle_error(p, t, v),
+            "n_voxels": int(v.sum()),
+            "n_implausible": int(region.sum() - v.sum()),
+        }
+        if floor_std is not None:
+            row["noise_floor"] = noise_floor_rmse(floor_std, v)
+        if uncertainty is not None:
+            row["spearman"] = spearman(p, t, uncertainty, v)
+            row["within_2sigma"] = within_2sigma(p, t, uncertainty, v)
+        result[name] = row
+    v = every[0] | every[1]
+    if uncertainty is not None:
+        # the calibration figures over the whole brain as well: the two regions differ in typical error
+        result["brain"] = {"spearman": spearman(p, t, uncertainty, v),
+                           "within_2sigma": within_2sigma(p, t, uncertainty, v), "n_voxels": int(v.sum())}
+    if direction is not None:
+        result.setdefault("brain", {"n_voxels": int(v.sum())}).update(direction_calibration(p, t, direction, v))
+    return result

@@ -1,0 +1,381 @@
+"""Deterministic DTI tractography (dipy), tract-density maps and their comparison.
+
+Tracking follows the principal eigenvector of the tensor with dipy's EuDX direction getter
+(`PeaksAndMetrics` + `LocalTracking`): at each step the peaks of the 8 neighbouring voxels are
+interpolated, the one closest to the previous direction within `angle` degrees is taken, and a
+streamline stops where FA drops below `fa_threshold` (dipy `ThresholdStoppingCriterion`) or it leaves
+the image. EuDX stores a peak as an index into a sphere: we use a finely subdivided hemisphere
+(about 5,800 directions, under 1.5 degrees from any direction) and the nearest vertex of each voxel's
+principal eigenvector.
+
+Frames: our tensors are expressed in the voxel axes of their image (DESIGN.md). dipy's local tracker
+maps the seeds into voxel coordinates with the inverse affine, steps along directions expressed in the
+voxel axes (scaled by the voxel size, so steps are in mm) and maps the points back with the affine; so
+voxel-axis eigenvectors are exactly what it needs, whatever the storage order or obliquity, and the
+streamlines come out in world RAS millimetres. Seeds are given in world millimetres too, so the same
+seeds serve a low-res and a high-res volume of one subject.
+
+Outputs: `.trk` (dipy `save_tractogram`, a `StatefulTractogram` in RASMM referenced to the tensor
+image) and VTK polydata (`.vtk` legacy or `.vtp` XML) in RAS millimetres, which 3D Slicer loads as a
+model (SlicerDMRI loads it as a fiber bundle).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..core import tensors
+from ..core.errors import IQTError
+from ..core.volume import Volume
+
+TRACT_SUFFIXES = (".trk", ".vtk", ".vtp")
+
+
+@dataclass
+class TrackingSettings:
+    """fa_threshold: stop where FA falls below it; step: mm; angle: the largest turn per step (degrees);
+    density: seeds per voxel axis in each seed voxel (density 2 = 8 seeds per voxel);
+    min_length / max_length: streamlines outside [min_length, max_length] mm are dropped."""
+
+    fa_threshold: float = 0.2
+    step: float = 0.5
+    angle: float = 45.0
+    density: int = 1
+    min_length: float = 10.0
+    max_length: float = 250.0
+
+    def check(self) -> "TrackingSettings":
+        if not 0.0 <= self.fa_threshold < 1.0:
+            raise IQTError(f"--fa-threshold {self.fa_threshold}: give a value in [0, 1), for example 0.2")
+        if not self.step > 0:
+            raise IQTError(f"--step {self.step}: the step must be a positive length in mm, for example 0.5")
+        if not 0.0 < self.angle <= 90.0:
+            raise IQTError(f"--angle {self.angle}: give the largest turn per step in degrees, in (0, 90], for example 45")
+        if int(self.density) != self.density or self.density < 1:
+            raise IQTError(f"--density {self.density}: give a whole number of seeds per voxel axis, at least 1")
+        if self.min_length < 0 or self.max_length <= self.min_length:
+            raise IQTError("the minimum streamline length must be below the maximum")
+        return self
+
+
+@lru_cache(maxsize=1)
+def tracking_sphere():
+    """A hemisphere of about 5,800 directions (repulsion724 subdivided twice)."""
+    from dipy.core.sphere import HemiSphere
+    from dipy.data import get_sphere
+
+    return HemiSphere.from_sphere(get_sphere(name="repulsion724")).subdivide(n=2)
+
+
+@lru_cache(maxsize=1)
+def _sphere_tree():
+    from scipy.spatial import cKDTree
+
+    v = tracking_sphere().vertices
+    return cKDTree(np.concatenate([v, -v])), len(v)
+
+
+_LUT_STEPS = 720  # polar steps of the direction lookup table (0.25 degrees)
+
+
+@lru_cache(maxsize=1)
+def _vertex_lut() -> np.ndarray:
+    """Nearest hemisphere vertex for every cell of a (polar, azimuth) grid of 0.25 degrees."""
+    tree, n = _sphere_tree()
+    th = (np.arange(_LUT_STEPS) + 0.5) * np.pi / _LUT_STEPS
+    ph = (np.arange(2 * _LUT_STEPS) + 0.5) * np.pi / _LUT_STEPS - np.pi
+    T, P = np.meshgrid(th, ph, indexing="ij")
+    d = np.stack([np.sin(T) * np.cos(P), np.sin(T) * np.sin(P), np.cos(T)], -1).reshape(-1, 3)
+    _, idx = tree.query(d)
+    return (idx % n).astype(np.int32).reshape(T.shape)
+
+
+def nearest_vertex(directions: np.ndarray) -> np.ndarray:
+    """Index of the sphere vertex closest to each (unsigned) direction (...,3), by a 0.25-degree lookup table."""
+    d = np.nan_to_num(np.asarray(directions, dtype=np.float64))
+    norm = np.linalg.norm(d, axis=-1)
+    norm = np.where(norm > 0, norm, 1.0)
+    z = np.clip(d[..., 2] / norm, -1.0, 1.0)
+    it = np.minimum((np.arccos(z) * (_LUT_STEPS / np.pi)).astype(np.int64), _LUT_STEPS - 1)
+    ip = np.minimum(((np.arctan2(d[..., 1], d[..., 0]) + np.pi) * (_LUT_STEPS / np.pi)).astype(np.int64), 2 * _LUT_STEPS - 1)
+    return _vertex_lut()[it, ip]
+
+
+def principal_directions(t: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Principal eigenvector (voxel axes) at the voxels `where`, zero elsewhere; (X,Y,Z,3)."""
+    out = np.zeros(t.shape[:3] + (3,), np.float64)
+    if where.any():
+        out[where] = tensors.principal_vector(t[where])
+    return out
+
+
+def tracking_fields(tensor: Volume, mask=None, fa_threshold: float = 0.2, directions=None):
+    """FA (zero outside `mask`) and the principal eigenvector where FA >= fa_threshold.
+
+    `directions` (X,Y,Z,3) replaces the eigen decomposition when given (uncertainty propagation passes
+    a power-iteration estimate)."""
+    t = np.asarray(tensor.data, dtype=np.float64)
+    fa = tensors.fa_fast(t)
+    ok = np.isfinite(t).all(axis=-1) & np.any(t != 0, axis=-1)
+    if mask is not None:
+        m = np.asarray(getattr(mask, "data", mask), bool)
+        if m.shape != fa.shape:
+            raise IQTError(f"the tracking mask {m.shape} is not on the tensor grid {fa.shape}")
+        ok &= m
+    fa = np.where(ok, fa, 0.0)
+    track = fa >= fa_threshold
+    dirs = principal_directions(t, track) if directions is None else np.where(track[..., None], directions, 0.0)
+    return fa, dirs
+
+
+def _peaks(fa: np.ndarray, dirs: np.ndarray, fa_threshold: float, angle: float):
+    from dipy.direction.peaks import PeaksAndMetrics
+
+    pam = PeaksAndMetrics()
+    pam.sphere = tracking_sphere()
+    idx = np.zeros(fa.shape + (1,), np.intp)
+    live = fa >= fa_threshold
+    idx[live, 0] = nearest_vertex(dirs[live])
+    pam.peak_indices = idx
+    pam.peak_values = np.ascontiguousarray(fa[..., None], dtype=np.float64)
+    pam.qa = pam.peak_values
+    pam.peak_dirs = np.ascontiguousarray(dirs[..., None, :], dtype=np.float64)
+    pam.ang_thr = float(angle)
+    pam.qa_thr = float(fa_threshold)
+    pam.total_weight = 0.5
+    return pam
+
+
+def seeds_from_mask(mask: Volume, density: int = 1) -> np.ndarray:
+    """World (RAS mm) seed points: `density`^3 evenly spaced points in every voxel of the mask."""
+    from dipy.tracking.utils import seeds_from_mask as dipy_seeds
+
+    m = np.asarray(mask.data, bool)
+    if not m.any():
+        raise IQTError("the seed mask is empty (no voxel > 0); give an ROI with at least one voxel")
+    return dipy_seeds(m, mask.affine, density=int(density))
+
+
+def random_seeds(where: np.ndarray, affine: np.ndarray, n: int, rng=0) -> np.ndarray:
+    """`n` world seed points drawn uniformly (with jitter inside the voxel) from the voxels `where`."""
+    rng = np.random.default_rng(rng)
+    idx = np.argwhere(np.asarray(where, bool))
+    if len(idx) == 0:
+        raise IQTError("no voxel to seed from")
+    pick = idx[rng.choice(len(idx), size=min(int(n), len(idx)), replace=False)]
+    ijk = pick + rng.uniform(-0.5, 0.5, size=pick.shape)
+    return ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+
+
+def track(tensor: Volume, seeds, settings: TrackingSettings | None = None, mask=None, directions=None):
+    """Streamlines (list of (n,3) arrays, world RAS mm) from `seeds` (world (N,3) points, or a seed mask Volume).
+
+    mask: optional (X,Y,Z) tracking mask on the tensor grid (tracking stops outside it)."""
+    s = (settings or TrackingSettings()).check()
+    if tensor.kind != "tensor":
+        raise IQTError("tracking needs a diffusion tensor volume")
+    if isinstance(seeds, Volume):
+        seeds = seeds_from_mask(seeds, s.density)
+    seeds = np.asarray(seeds, dtype=np.float64).reshape(-1, 3)
+    fa, dirs = tracking_fields(tensor, mask, s.fa_threshold, directions)
+    return track_fields(fa, dirs, tensor.affine, seeds, s)
+
+
+def track_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray, seeds: np.ndarray, s: TrackingSettings):
+    """`track` on precomputed FA (X,Y,Z) and principal directions (X,Y,Z,3, voxel axes)."""
+    from dipy.tracking.local_tracking import LocalTracking
+    from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
+
+    if not (fa >= s.fa_threshold).any():
+        return []
+    pam = _peaks(fa, dirs, s.fa_threshold, s.angle)
+    stop = ThresholdStoppingCriterion(np.ascontiguousarray(fa), s.fa_threshold)
+    max_steps = int(np.ceil(s.max_length / s.step))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dipy 1.12 flags EuDX in LocalTracking as deprecated (still supported)
+        gen = LocalTracking(pam, stop, seeds, np.asarray(affine, np.float64), step_size=s.step, maxlen=max_steps, return_all=True)
+        lines = [np.asarray(sl, np.float32) for sl in gen]
+    return [sl for sl in lines if len(sl) > 1 and s.min_length <= _length(sl) <= s.max_length]
+
+
+def _length(sl: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(sl, axis=0), axis=1).sum())
+
+
+# ---------------------------------------------------------------- density and comparison
+
+
+def density_map(streamlines, affine: np.ndarray, shape) -> np.ndarray:
+    """Number of streamlines visiting each voxel of the grid (affine, shape) (dipy density_map)."""
+    from dipy.tracking.utils import density_map as dipy_density
+
+    shape = tuple(int(s) for s in shape[:3])
+    if len(streamlines) == 0:
+        return np.zeros(shape, np.int64)
+    # points that leave the grid are dropped (dipy raises on them)
+    inv = np.linalg.inv(affine)
+    kept = []
+    for sl in streamlines:
+        ijk = np.rint(sl @ inv[:3, :3].T + inv[:3, 3])
+        inside = np.all((ijk >= 0) & (ijk < np.array(shape)), axis=1)
+        if inside.any():
+            kept.append(np.asarray(sl, np.float64)[inside])
+    if not kept:
+        return np.zeros(shape, np.int64)
+    return dipy_density(kept, affine, shape)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary maps (or of density maps binarised at > 0); 1 for two empty maps."""
+    a = np.asarray(a) > 0
+    b = np.asarray(b) > 0
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+
+
+def false_positive_fraction(density: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of the density that falls where the reference has none."""
+    d = np.asarray(density, np.float64)
+    total = d.sum()
+    return float("nan") if total == 0 else float(d[np.asarray(reference) <= 0].sum() / total)
+
+
+def compare(density: np.ndarray, reference: np.ndarray) -> dict:
+    return {"tract_dice": dice(density, reference), "tract_fp_fraction": false_positive_fraction(density, reference)}
+
+
+# ---------------------------------------------------------------- files
+
+
+def check_tract_output(path) -> Path:
+    from ..fileio.paths import check_output
+
+    return check_output(path, TRACT_SUFFIXES, "tractogram")
+
+
+def save_tracts(streamlines, reference: Volume, path) -> Path:
+    """Write streamlines (world RAS mm): .trk (TrackVis, referenced to `reference`) or .vtk/.vtp polydata."""
+    from ..fileio.paths import atomic_write
+
+    p = check_tract_output(path)
+    suffix = p.suffix.lower()
+    if suffix == ".trk":
+        import nibabel as nib
+        from dipy.io.stateful_tractogram import Space, StatefulTractogram
+        from dipy.io.streamline import save_tractogram
+
+        ref = nib.Nifti1Image(np.zeros(reference.shape3, np.uint8), reference.affine)
+
+        def write(tmp):
+            sft = StatefulTractogram(list(streamlines), ref, Space.RASMM)
+            save_tractogram(sft, tmp, bbox_valid_check=False)
+
+        atomic_write(p, write)
+    else:
+        atomic_write(p, lambda tmp: _write_vtk(streamlines, tmp, xml=suffix == ".vtp"))
+    return p
+
+
+def polydata(streamlines):
+    """vtkPolyData with one polyline per streamline (points in RAS mm)."""
+    import vtk
+    from vtk.util import numpy_support
+
+    pts = np.concatenate(streamlines).astype(np.float32) if len(streamlines) else np.zeros((0, 3), np.float32)
+    points = vtk.vtkPoints()
+    points.SetData(numpy_support.numpy_to_vtk(pts, deep=True))
+    lines = vtk.vtkCellArray()
+    start = 0
+    for sl in streamlines:
+        n = len(sl)
+        lines.InsertNextCell(n)
+        for i in range(start, start + n):
+            lines.InsertCellPoint(i)
+        start += n
+    pd = vtk.vtkPolyData()
+    pd.SetPoints(points)
+    pd.SetLines(lines)
+    return pd
+
+
+def _write_vtk(streamlines, path, xml: bool):
+    import vtk
+
+    writer = vtk.vtkXMLPolyDataWriter() if xml else vtk.vtkPolyDataWriter()
+    writer.SetFileName(str(path))
+    writer.SetInputData(polydata(streamlines))
+    if not writer.Write():
+        raise IQTError(f"{path}: VTK could not write the tractogram")
+
+
+def load_tracts(path) -> list:
+    """Streamlines (world RAS mm) from .trk, .vtk or .vtp."""
+    p = Path(path)
+    if not p.exists():
+        raise IQTError(f"{p}: file not found")
+    if p.suffix.lower() == ".trk":
+        from dipy.io.streamline import load_tractogram
+
+        sft = load_tractogram(str(p), "same", bbox_valid_check=False)
+        sft.to_rasmm()
+        return [np.asarray(s) for s in sft.streamlines]
+    import vtk
+    from vtk.util import numpy_support
+
+    reader = vtk.vtkXMLPolyDataReader() if p.suffix.lower() == ".vtp" else vtk.vtkPolyDataReader()
+    reader.SetFileName(str(p))
+    reader.Update()
+    pd = reader.GetOutput()
+    pts = numpy_support.vtk_to_numpy(pd.GetPoints().GetData()) if pd.GetNumberOfPoints() else np.zeros((0, 3))
+    out, ids = [], vtk.vtkIdList()
+    lines = pd.GetLines()
+    lines.InitTraversal()
+    while lines.GetNextCell(ids):
+        out.append(pts[[ids.GetId(i) for i in range(ids.GetNumberOfIds())]])
+    return out
+
+
+# ---------------------------------------------------------------- tract comparison on an evaluation case
+
+LOWRES = "low-res input"
+
+
+def comparison_seeds(case, n: int = 2000, fa_min: float = 0.3, rng=0) -> np.ndarray:
+    """World seeds shared by every volume of a case: `n` random points in the high-res reference's white
+    matter (brain mask, plausible fit, FA >= fa_min)."""
+    truth = np.asarray(case.truth, np.float64)
+    ok = np.asarray(case.hr_mask, bool) & tensors.plausible(truth)
+    wm = ok & (tensors.fa_fast(truth) >= fa_min)
+    if not wm.any():
+        raise IQTError(f"no reference voxel with FA >= {fa_min} to seed from")
+    return random_seeds(wm, case.hr_affine, n, rng)
+
+
+def compare_case(case, predictions: dict, n_seeds: int = 2000, settings: TrackingSettings | None = None,
+                 seed_rng=0) -> dict:
+    """Tract-density comparison of each prediction (and of the low-res input) with the reference.
+
+    From the same world seeds, streamlines are tracked on the high-res reference (its brain mask and
+    plausible voxels), on each method's high-res prediction (the same mask), and on the low-res input on
+    its own grid (low-res mask); every density map is taken on the high-res grid. Returns
+    {name: {"tract_dice", "tract_fp_fraction", "n_streamlines"}} with the key LOWRES for the input."""
+    s = settings or TrackingSettings()
+    seeds = comparison_seeds(case, n_seeds, rng=seed_rng)
+    shape = case.truth.shape[:3]
+    truth = np.asarray(case.truth, np.float32)
+    ref_mask = np.asarray(case.hr_mask, bool) & tensors.plausible(truth)
+    ref_lines = track(Volume(truth, case.hr_affine, "tensor"), seeds, s, mask=ref_mask)
+    ref = density_map(ref_lines, case.hr_affine, shape)
+    out = {"reference": {"tract_dice": 1.0, "tract_fp_fraction": 0.0, "n_streamlines": len(ref_lines)}}
+    lr_lines = track(case.lr, seeds, s, mask=case.lr_mask.data)
+    out[LOWRES] = {**compare(density_map(lr_lines, case.hr_affine, shape), ref), "n_streamlines": len(lr_lines)}
+    for name, pred in predictions.items():
+        vol = getattr(pred, "tensor", pred)
+        lines = track(vol, seeds, s, mask=case.hr_mask)
+        out[name] = {**compare(density_map(lines, case.hr_affine, shape), ref), "n_streamlines": len(lines)}
+    return out

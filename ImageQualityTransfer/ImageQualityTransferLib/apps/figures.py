@@ -1,0 +1,176 @@
+"""Figures: FA and colour-FA panels of several tensor volumes side by side, with an optional uncertainty row.
+
+matplotlib is imported inside the functions and draws on its Agg canvas without pyplot, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core import tensors
+
+
+def _voxel3(voxel_mm) -> np.ndarray:
+    v = np.asarray(voxel_mm, dtype=float).reshape(-1)
+    v = np.repeat(v, 3) if v.size == 1 else v
+    if v.shape != (3,) or not np.all(v > 0):
+        raise ValueError(f"voxel_mm must be one positive size or three, got {voxel_mm!r}")
+    return v
+
+
+def _axial(arr: np.ndarray, k: int, radiological: bool) -> np.ndarray:
+    """Axial slice k of a canonical (RAS-ordered) array as an image: rows = anterior at the top,
+    columns = patient right on screen left (radiological) or on screen right (neurological)."""
+    img = np.swapaxes(arr[:, :, k], 0, 1)[::-1]  # (Y, X, ...) with anterior first (top)
+    return img[:, ::-1] if radiological else img
+
+
+def _uncertainty_list(uncertainty, names, shape3):
+    """Normalise the uncertainty argument to one (X,Y,Z) array or None per column."""
+    if uncertainty is None:
+        return None
+    if isinstance(uncertainty, dict):
+        unknown = set(uncertainty) - set(names)
+        if unknown:
+            raise ValueError(f"uncertainty maps for unknown columns {sorted(unknown)}; columns are {names}")
+        maps = [uncertainty.get(n) for n in names]
+    else:
+        maps = list(uncertainty)
+        if len(maps) != len(names):
+            raise ValueError(f"{len(maps)} uncertainty maps for {len(names)} columns; give one per column (None where absent)")
+    out = []
+    for name, m in zip(names, maps):
+        if m is None:
+            out.append(None)
+            continue
+        m = np.asarray(getattr(m, "data", m), dtype=np.float64)
+        if m.ndim == 4:  # per-element maps: root mean square over the elements
+            m = np.sqrt(np.mean(m**2, axis=-1))
+        if m.shape != shape3:
+            raise ValueError(f"uncertainty map of {name!r} has shape {m.shape}, the columns have {shape3}")
+        out.append(m)
+    return out if any(m is not None for m in out) else None
+
+
+def fa_panels(
+    columns,
+    path,
+    mask=None,
+    title=None,
+    voxel_mm=1.0,
+    uncertainty=None,
+    slice_index=None,
+    radiological=True,
+    uncertainty_label="predictive std (1e-5 mm$^2$/s)",
+    uncertainty_scale=1e5,
+    dpi=100,
+):
+    """Write a PNG: row 1 FA, row 2 colour FA, one column per named tensor volume; optional row 3 uncertainty.
+
+    columns: list of (name, (X,Y,Z,6) tensor array) on one grid, in canonical RAS-ordered voxel axes
+      (lower-triangular order, mm^2/s); upsample low-res inputs (e.g. nearest) to that grid before.
+    mask: (X,Y,Z) bool; voxels outside it, and implausible fits (DESIGN.md), are shown black.
+    voxel_mm: one size or three (X,Y,Z) in mm, for the display aspect.
+    uncertainty: {column name: (X,Y,Z) map} or a list aligned with columns (None where absent); shown in
+      a third row with the 'inferno' colormap on one shared scale, multiplied by `uncertainty_scale`.
+    slice_index: axial slice (default the middle one). radiological: patient right on screen left (the
+      clinical and 3D Slicer default); False for neurological. The choice is written in the title.
+    Returns the path written.
+    """
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot: no global backend state, no GUI
+
+    if not columns:
+        raise ValueError("fa_panels needs at least one (name, tensor) column")
+    names = [str(n) for n, _ in columns]
+    arrays = [np.asarray(getattr(t, "data", t)) for _, t in columns]
+    shape3 = arrays[0].shape[:3]
+    for n, a in zip(names, arrays):
+        if a.ndim != 4 or a.shape[3] != 6:
+            raise ValueError(f"column {n!r}: expected a (X,Y,Z,6) tensor array, got shape {a.shape}")
+        if a.shape[:3] != shape3:
+            raise ValueError(f"column {n!r} has grid {a.shape[:3]}, the first column {shape3}; put every column on one grid")
+    m = np.ones(shape3, bool) if mask is None else np.asarray(getattr(mask, "data", mask), bool)
+    if m.shape != shape3:
+        raise ValueError(f"mask shape {m.shape} differs from the columns' grid {shape3}")
+    vox = _voxel3(voxel_mm)
+    k = shape3[2] // 2 if slice_index is None else int(slice_index)
+    if not 0 <= k < shape3[2]:
+        raise ValueError(f"slice_index {k} outside 0..{shape3[2] - 1}")
+    unc = _uncertainty_list(uncertainty, names, shape3)
+
+    # only the slice is needed: compute invariants on it
+    fa_imgs, rgb_imgs, keep = [], [], []
+    for a in arrays:
+        sl = np.asarray(a[:, :, k : k + 1], dtype=np.float64)
+        ok = m[:, :, k : k + 1] & tensors.plausible(sl)
+        fa_imgs.append(_axial(np.where(ok, tensors.fa(sl), 0.0), 0, radiological))
+        rgb_imgs.append(_axial(np.where(ok[..., None], tensors.color_fa(sl), 0.0), 0, radiological))
+        keep.append(_axial(ok, 0, radiological))
+
+    nrows = 3 if unc is not None else 2
+    ncol = len(columns)
+    h_mm, w_mm = shape3[1] * vox[1], shape3[0] * vox[0]
+    panel_w = 2.4
+    panel_h = panel_w * h_mm / w_mm
+    fig_w = panel_w * ncol + 0.9 + (0.9 if unc is not None else 0.0)
+    fig_h = panel_h * nrows + 0.9
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    axes = fig.subplots(nrows, ncol, squeeze=False)
+    aspect = vox[1] / vox[0]
+    for c in range(ncol):
+        axes[0, c].imshow(fa_imgs[c], cmap="gray", vmin=0.0, vmax=1.0, aspect=aspect, interpolation="nearest")
+        axes[1, c].imshow(rgb_imgs[c], aspect=aspect, interpolation="nearest")
+        axes[0, c].set_title(names[c], fontsize=10)
+    axes[0, 0].set_ylabel("FA", fontsize=10)
+    axes[1, 0].set_ylabel("colour FA", fontsize=10)
+    left, right = ("R", "L") if radiological else ("L", "R")
+    for r in range(2):
+        axes[r, 0].text(0.02, 0.5, left, color="yellow", fontsize=8, transform=axes[r, 0].transAxes, va="center")
+        axes[r, 0].text(0.98, 0.5, right, color="yellow", fontsize=8, ha="right", transform=axes[r, 0].transAxes, va="center")
+
+    if unc is not None:
+        slices = [None if u is None else _axial(u[:, :, k : k + 1], 0, radiological) * uncertainty_scale for u in unc]
+        inside = [s[kp] for s, kp in zip(slices, keep) if s is not None and kp.any()]
+        values = np.concatenate(inside) if inside else np.zeros(1)
+        values = values[np.isfinite(values)]
+        vmax = float(np.percentile(values, 99)) if values.size else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        im = None
+        for c, s in enumerate(slices):
+            ax = axes[2, c]
+            if s is None:
+                ax.set_facecolor("black")
+                ax.text(0.5, 0.5, "no uncertainty", color="0.7", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                ax.imshow(np.zeros_like(fa_imgs[c]), cmap="gray", vmin=0, vmax=1, aspect=aspect)
+                continue
+            im = ax.imshow(np.where(keep[c], s, np.nan), cmap="inferno", vmin=0.0, vmax=vmax, aspect=aspect,
+                           interpolation="nearest")
+            ax.set_facecolor("black")
+        axes[2, 0].set_ylabel("uncertainty", fontsize=10)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    convention = "radiological (patient R on screen left)" if radiological else "neurological (patient R on screen right)"
+    head = f"{title}\n" if title else ""
+    fig.suptitle(f"{head}axial slice {k}, {convention}", fontsize=10)
+    fig.subplots_adjust(left=0.3 / fig_w, right=1 - (0.9 if unc is not None else 0.1) / fig_w,
+                        bottom=0.1 / fig_h, top=1 - 0.75 / fig_h, wspace=0.03, hspace=0.03)
+    if unc is not None and im is not None:  # colour bar in the right margin, beside the uncertainty row
+        box = axes[2, -1].get_position()
+        cax = fig.add_axes([box.x1 + 0.12 / fig_w, box.y0 + 0.05 * box.height, 0.15 / fig_w, 0.9 * box.height])
+        cbar = fig.colorbar(im, cax=cax)
+        cbar.set_label(uncertainty_label, fontsize=8)
+        cbar.ax.tick_params(labelsize=7)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, facecolor="white")
+    return path
+
+
+def uncertainty_panel(columns, uncertainty, path, **kwargs):
+    """`fa_panels` with the uncertainty row: the same arguments, uncertainty required."""
+    if uncertainty is None:
+        raise ValueError("uncertainty_panel needs uncertainty maps")
+    return fa_panels(columns, path, uncertainty=uncertainty, **kwargs)

@@ -1,0 +1,212 @@
+"""Tensor algebra on (...,6) arrays in the NIfTI lower-triangular order Dxx,Dxy,Dyy,Dxz,Dyz,Dzz.
+
+Invariants (eigen, FA, MD, colour FA), positive-definite projection, log-Euclidean maps, component
+reordering for other file conventions, rotation of the frame, and the plausible-voxel test of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# (row, col) of each stored element, NIfTI SYMMATRIX lower-triangular order.
+LOWER_TRIANGULAR = ((0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2))
+# Other on-disk orders, as index lists into the lower-triangular order.
+ORDERS = {
+    "nifti": (0, 1, 2, 3, 4, 5),  # Dxx Dxy Dyy Dxz Dyz Dzz
+    "fsl": (0, 1, 3, 2, 4, 5),  # Dxx Dxy Dxz Dyy Dyz Dzz
+    "mrtrix": (0, 2, 5, 1, 3, 4),  # Dxx Dyy Dzz Dxy Dxz Dyz
+}
+# Off-diagonal elements appear twice in the full matrix: weight for Frobenius norms.
+ELEMENT_WEIGHTS = np.array([1.0, 2.0, 1.0, 2.0, 2.0, 1.0])
+
+PLAUSIBLE_RANGE = (-1e-3, 5e-3)  # mm^2/s: eigenvalues outside mean a failed fit (DESIGN.md)
+INPUT_CLIP = (0.0, 4e-3)  # mm^2/s: clipping for method inputs and training targets
+
+
+def to_order(t: np.ndarray, order: str) -> np.ndarray:
+    """Lower-triangular -> file order `order` ("nifti", "fsl", "mrtrix")."""
+    return t[..., list(ORDERS[order])]
+
+
+def from_order(t: np.ndarray, order: str) -> np.ndarray:
+    """File order `order` -> lower-triangular."""
+    return t[..., list(np.argsort(ORDERS[order]))]
+
+
+def to_matrix(t: np.ndarray) -> np.ndarray:
+    """(...,6) -> (...,3,3) symmetric."""
+    t = np.asarray(t)
+    m = np.empty(t.shape[:-1] + (3, 3), dtype=t.dtype)
+    for k, (i, j) in enumerate(LOWER_TRIANGULAR):
+        m[..., i, j] = t[..., k]
+        m[..., j, i] = t[..., k]
+    return m
+
+
+def from_matrix(m: np.ndarray) -> np.ndarray:
+    """(...,3,3) -> (...,6), symmetrising."""
+    m = np.asarray(m)
+    return np.stack([(m[..., i, j] + m[..., j, i]) / 2 for i, j in LOWER_TRIANGULAR], axis=-1)
+
+
+def eig(t: np.ndarray):
+    """Eigenvalues (descending) and eigenvectors (columns) of each tensor; non-finite tensors give NaN."""
+    t = np.asarray(t, dtype=np.float64)
+    finite = np.isfinite(t).all(axis=-1)
+    m = to_matrix(np.where(finite[..., None], t, 0.0))
+    w, v = np.linalg.eigh(m)
+    w, v = w[..., ::-1], v[..., :, ::-1]
+    w[~finite] = np.nan
+    v[~finite] = np.nan
+    return w, v
+
+
+def md(t: np.ndarray) -> np.ndarray:
+    """Mean diffusivity (trace / 3)."""
+    return (t[..., 0] + t[..., 2] + t[..., 5]) / 3.0
+
+
+def fa_from_evals(w: np.ndarray) -> np.ndarray:
+    mean = w.mean(axis=-1, keepdims=True)
+    num = ((w - mean) ** 2).sum(axis=-1)
+    den = (w**2).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fa = np.sqrt(1.5 * num / den)
+    return np.clip(np.nan_to_num(fa, nan=0.0), 0.0, 1.0)
+
+
+def fa_closed_form(a00, a10, a11, a20, a21, a22):
+    """FA from the six elements without an eigen decomposition, sqrt(3/2) |D - MD I|_F / |D|_F, with
+    operators numpy arrays and torch tensors share. |D - MD I|^2 is summed directly (no cancellation), so
+    float32 isotropic tensors keep FA 0; a zero tensor gives 0, NaN stays NaN."""
+    m = (a00 + a11 + a22) / 3.0
+    dev2 = (a00 - m) ** 2 + (a11 - m) ** 2 + (a22 - m) ** 2 + 2.0 * (a10**2 + a20**2 + a21**2)
+    norm2 = dev2 + 3.0 * m**2
+    return (1.5 * dev2 / norm2.clip(1e-30, None)) ** 0.5
+
+
+def fa(t: np.ndarray) -> np.ndarray:
+    """Fractional anisotropy in [0,1]; 0 where the tensor is zero or not finite."""
+    return fa_from_evals(eig(t)[0])
+
+
+def color_fa(t: np.ndarray) -> np.ndarray:
+    """RGB = FA * |principal eigenvector| (voxel axes), (...,3) in [0,1]."""
+    w, v = eig(t)
+    rgb = np.abs(v[..., :, 0]) * fa_from_evals(w)[..., None]
+    return np.clip(np.nan_to_num(rgb), 0.0, 1.0)
+
+
+def rebuild(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(...,6) from eigenvalues w (...,3) and eigenvectors v (...,3,3)."""
+    return from_matrix(np.einsum("...ik,...k,...jk->...ij", v, w, v))
+
+
+def clip_eigenvalues(t: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip every eigenvalue into [lo, hi]; non-finite tensors become zero. Only voxels that need it are rebuilt."""
+    t = np.asarray(t)
+    out = t.copy()
+    finite = np.isfinite(t).all(axis=-1)
+    out[~finite] = 0.0
+    nonzero = finite & np.any(t != 0, axis=-1)
+    w = np.linalg.eigvalsh(to_matrix(t[nonzero].astype(np.float64)))
+    outside = (w < lo).any(axis=-1) | (w > hi).any(axis=-1)
+    if outside.any():
+        w_all, v = eig(t[nonzero][outside])
+        fixed = rebuild(np.clip(w_all, lo, hi), v)
+        idx = np.flatnonzero(nonzero.ravel())[outside]
+        out.reshape(-1, 6)[idx] = fixed
+    if lo > 0:  # zero tensors are outside [lo, hi] too
+        out[finite & ~nonzero] = from_matrix(np.eye(3) * lo)
+    return out
+
+
+def project_pd(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Nearest positive-definite tensor (eigenvalues raised to at least `floor`)."""
+    w, v = eig(t)
+    return rebuild(np.maximum(np.nan_to_num(w, nan=floor), floor), np.nan_to_num(v))
+
+
+def logm(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Log-Euclidean map: matrix log of the PD projection of each tensor."""
+    w, v = eig(t)
+    return rebuild(np.log(np.maximum(np.nan_to_num(w, nan=floor), floor)), np.nan_to_num(v))
+
+
+def expm(t: np.ndarray) -> np.ndarray:
+    """Inverse of `logm`: matrix exponential of symmetric tensors."""
+    w, v = eig(t)
+    return rebuild(np.exp(w), v)
+
+
+def plausible(t: np.ndarray, lo: float = PLAUSIBLE_RANGE[0], hi: float = PLAUSIBLE_RANGE[1]) -> np.ndarray:
+    """True where the tensor is finite and its eigenvalues lie in [lo, hi] (a successful fit)."""
+    w, _ = eig(t)
+    return np.isfinite(w).all(axis=-1) & (w >= lo).all(axis=-1) & (w <= hi).all(axis=-1)
+
+
+def rotate(t: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """Express tensors in a new frame: D' = R D R^T for a 3x3 R (new axes from old)."""
+    rot = np.asarray(rot, dtype=float)
+    if np.array_equal(np.abs(rot), np.abs(rot).round()) and (np.abs(rot).sum(axis=1) == 1).all():
+        return _permute(np.asarray(t), rot)
+    m = to_matrix(t)
+    return from_matrix(np.einsum("ij,...jk,lk->...il", rot, m, rot)).astype(np.asarray(t).dtype, copy=False)
+
+
+def _permute(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """`rotate` for a signed permutation: a reordering of the 6 components with sign flips (no arithmetic)."""
+    src = np.abs(p).argmax(axis=1)
+    sign = p[np.arange(3), src]
+    order, signs = [], []
+    for i, j in LOWER_TRIANGULAR:
+        a, b = sorted((src[i], src[j]), reverse=True)
+        order.append(LOWER_TRIANGULAR.index((a, b)))
+        signs.append(sign[i] * sign[j])
+    out = t[..., order]
+    flip = np.array(signs) < 0
+    if flip.any():
+        out[..., flip] *= -1
+    return out
+
+
+def principal_vector(t: np.ndarray) -> np.ndarray:
+    """Unit eigenvector of the largest eigenvalue of each tensor (...,6), in closed form (trigonometric
+    eigenvalue, then the largest cross product of two rows of D - lambda1 I); zero for isotropic tensors.
+    float32 input is computed in float32 (within 0.05 degree of float64 where FA >= 0.1 on random tensors)."""
+    t = np.asarray(t)
+    t = t if t.dtype in (np.float32, np.float64) else t.astype(np.float64)
+    a00, a10, a11, a20, a21, a22 = (t[..., k] for k in range(6))
+    q = (a00 + a11 + a22) / 3.0
+    p1 = a10**2 + a20**2 + a21**2
+    p2 = (a00 - q) ** 2 + (a11 - q) ** 2 + (a22 - q) ** 2 + 2.0 * p1
+    p = np.sqrt(p2 / 6.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv = np.where(p > 0, 1.0 / p, 0.0)
+        b00, b11, b22 = (a00 - q) * inv, (a11 - q) * inv, (a22 - q) * inv
+        b10, b20, b21 = a10 * inv, a20 * inv, a21 * inv
+        det = b00 * (b11 * b22 - b21 * b21) - b10 * (b10 * b22 - b21 * b20) + b20 * (b10 * b21 - b11 * b20)
+        phi = np.arccos(np.clip(det / 2.0, -1.0, 1.0)) / 3.0
+        lam = q + 2.0 * p * np.cos(phi)
+        d0, d1, d2 = a00 - lam, a11 - lam, a22 - lam
+        # cross products of the rows (d0,a10,a20), (a10,d1,a21), (a20,a21,d2)
+        c01 = (a10 * a21 - a20 * d1, a20 * a10 - d0 * a21, d0 * d1 - a10 * a10)
+        c02 = (a10 * d2 - a20 * a21, a20 * a20 - d0 * d2, d0 * a21 - a10 * a20)
+        c12 = (d1 * d2 - a21 * a21, a21 * a20 - a10 * d2, a10 * a21 - d1 * a20)
+        n01, n02, n12 = (sum(x * x for x in c) for c in (c01, c02, c12))
+        use02 = n02 > n01
+        best = [np.where(use02, b, a) for a, b in zip(c01, c02)]
+        nbest = np.maximum(n01, n02)
+        use12 = n12 > nbest
+        best = [np.where(use12, b, a) for a, b in zip(best, c12)]
+        nbest = np.maximum(nbest, n12)
+        inv_n = np.where(nbest > 0, 1.0 / np.sqrt(np.where(nbest > 0, nbest, 1.0)), 0.0)
+        v = np.stack([b * inv_n for b in best], -1)
+    return np.nan_to_num(v)
+
+
+def fa_fast(t: np.ndarray) -> np.ndarray:
+    """FA from the 6 elements without an eigen decomposition: sqrt(3/2) |D - MD I|_F / |D|_F."""
+    t = np.asarray(t)
+    fa = fa_closed_form(*(t[..., k].astype(np.float64) for k in range(6)))
+    return np.clip(np.nan_to_num(fa, nan=0.0), 0.0, 1.0)

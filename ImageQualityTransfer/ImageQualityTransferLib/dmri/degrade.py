@@ -1,0 +1,73 @@
+"""Synthetic low quality (DESIGN.md): average the DWIs over non-overlapping r^3 blocks, then fit DTI.
+
+Every one of the r^3 block shifts gives a different low-res image of the same subject (training data);
+the low-res mask is the block majority of the high-res mask, and the low-res tensors are fitted on that
+mask dilated by a couple of voxels with eigenvalues clipped to [0, 4e-3] mm^2/s.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..core import grid, tensors
+from .dti import fit_dti
+from ..core.volume import Volume
+
+FIT_DILATION = 2  # low-res voxels
+
+
+def all_shifts(r: int):
+    return list(itertools.product(range(r), repeat=3))
+
+
+def lr_shape(hr_shape, r: int, shift=(0, 0, 0)):
+    return tuple((int(n) - int(s)) // r for n, s in zip(hr_shape[:3], shift))
+
+
+def block_average(data: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
+    """Mean over non-overlapping r^3 blocks starting at `shift`; trailing voxels that make no whole block are dropped."""
+    n = lr_shape(data.shape, r, shift)
+    sx, sy, sz = shift
+    crop = data[sx : sx + r * n[0], sy : sy + r * n[1], sz : sz + r * n[2]]
+    blocks = crop.reshape(n[0], r, n[1], r, n[2], r, *data.shape[3:])
+    return blocks.mean(axis=(1, 3, 5), dtype=np.float64)
+
+
+def hr_crop(data: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
+    """The high-res voxels covered by the low-res grid of `block_average` (the reference for evaluation)."""
+    n = lr_shape(data.shape, r, shift)
+    sx, sy, sz = shift
+    return data[sx : sx + r * n[0], sy : sy + r * n[1], sz : sz + r * n[2]]
+
+
+@dataclass
+class LowResPair:
+    """A low-res tensor volume and mask made from a high-res DWI, with the matching high-res crop offsets."""
+
+    tensor: Volume
+    mask: Volume
+    shift: tuple
+    factor: int
+
+
+def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0)) -> LowResPair:
+    """Block-average the DWIs by r at `shift`, majority-vote the mask, fit and clip the low-res tensors."""
+    r = grid.check_factor(r)
+    hr_mask = np.asarray(getattr(hr_mask, "data", hr_mask), dtype=bool)
+    lr_dwi = block_average(dwi.data, r, shift).astype(np.float32)
+    lr_mask = block_average(hr_mask.astype(np.float32), r, shift) > 0.5
+    aff = grid.lr_affine(dwi.affine, r, shift)
+    fit_mask = ndimage.binary_dilation(lr_mask, iterations=FIT_DILATION) if lr_mask.any() else lr_mask
+    lr = fit_dti(Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs), fit_mask)
+    clipped = tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP)
+    clipped[~fit_mask] = 0.0
+    return LowResPair(
+        tensor=lr.replace(data=clipped, meta={"factor": r, "shift": tuple(shift)}),
+        mask=Volume(lr_mask, aff, "mask"),
+        shift=tuple(shift),
+        factor=r,
+    )

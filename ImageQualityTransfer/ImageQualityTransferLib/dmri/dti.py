@@ -1,0 +1,73 @@
+"""DTI fitting (dipy weighted least squares on log signal) and b0 brain masks (dipy median Otsu)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.errors import IQTError
+from ..core.volume import Volume
+
+B0_THRESHOLD = 50.0  # s/mm^2
+
+
+def gradient_table(dwi: Volume):
+    from dipy.core.gradients import gradient_table as dipy_gtab
+
+    bvecs = np.array(dwi.bvecs, dtype=float)
+    b0 = dwi.bvals <= B0_THRESHOLD
+    norms = np.linalg.norm(bvecs, axis=1)
+    if (~b0).sum() < 6:
+        raise IQTError(f"only {(~b0).sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g}); a tensor fit needs at least 6 directions")
+    if not b0.any():
+        raise IQTError("no b=0 volume in the series; DTI fitting and masking need at least one b0")
+    if np.any(norms[~b0] < 1e-6):
+        raise IQTError("some diffusion-weighted volumes have a zero gradient direction in the bvec file; check the bvec file")
+    bvecs[~b0] /= norms[~b0, None]
+    bvecs[b0] = 0.0
+    return dipy_gtab(dwi.bvals, bvecs=bvecs, b0_threshold=B0_THRESHOLD)
+
+
+def mean_b0(dwi: Volume) -> np.ndarray:
+    return dwi.data[..., dwi.bvals <= B0_THRESHOLD].mean(axis=-1)
+
+
+def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1) -> Volume:
+    """Deterministic brain mask from the mean b0 (dipy median Otsu), largest connected component, holes filled."""
+    from dipy.segment.mask import median_otsu
+    from scipy import ndimage
+
+    b0 = mean_b0(dwi).astype(np.float64)
+    if not np.any(b0 > 0):
+        raise IQTError("the b0 image is all zero; check that the DWI series holds a b=0 volume with signal")
+    _, mask = median_otsu(b0, median_radius=median_radius, numpass=numpass)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = ndimage.sum(mask, labels, range(1, n + 1))
+        mask = labels == (1 + int(np.argmax(sizes)))
+    mask = ndimage.binary_fill_holes(mask)
+    if not mask.any():
+        raise IQTError("no brain found in the b0 image; give a mask with --mask")
+    return Volume(mask.astype(bool), dwi.affine, "mask", meta={"source": "median_otsu"})
+
+
+def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None) -> Volume:
+    """Tensor volume (lower-triangular, mm^2/s, voxel axes) by dipy WLS; zero outside the mask."""
+    from dipy.reconst.dti import TensorModel
+
+    if dwi.kind != "dwi":
+        raise IQTError("DTI fitting needs a diffusion-weighted series with b-values and directions")
+    m = None if mask is None else np.asarray(getattr(mask, "data", mask), dtype=bool)
+    if m is not None:
+        if m.shape != dwi.shape3:
+            raise IQTError(f"mask shape {m.shape} differs from the DWI grid {dwi.shape3}; give a mask on the DWI's grid")
+        if not m.any():
+            raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
+    model = TensorModel(gradient_table(dwi), fit_method="WLS", return_S0_hat=False)
+    data = np.maximum(np.asarray(dwi.data, dtype=np.float64), 0.0)
+    with np.errstate(all="ignore"):
+        fit = model.fit(data, mask=m)
+        tensor = fit.lower_triangular()
+    tensor = np.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0)
+    if m is not None:
+        tensor[~m] = 0.0
+    return Volume(tensor.astype(np.float32), dwi.affine, "tensor", meta={"fit": "dipy WLS"})

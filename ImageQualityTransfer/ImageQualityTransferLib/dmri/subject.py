@@ -1,0 +1,77 @@
+"""The evaluation protocol on one subject: high-res fit and mask, synthetic low-res, the matching reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import degrade as deg
+from .. import fileio
+from .dti import brain_mask, fit_dti
+from ..core.errors import IQTError
+from ..core.volume import Volume
+
+
+@dataclass
+class Subject:
+    """A high-quality subject: DWI, brain mask and the reference tensor fit (not clipped)."""
+
+    name: str
+    dwi: Volume
+    mask: Volume
+    tensor: Volume
+
+    @classmethod
+    def from_dwi(cls, name: str, dwi: Volume, mask: Volume | None = None) -> "Subject":
+        mask = mask if mask is not None else brain_mask(dwi)
+        return cls(name, dwi, mask, fit_dti(dwi, mask))
+
+
+def load_subject(folder) -> Subject:
+    """A folder with dwi.nii.gz, dwi.bval, dwi.bvec (the layout of ../shared/data/dmri)."""
+    folder = Path(folder)
+    path = folder / "dwi.nii.gz"
+    if not path.exists():
+        alt = folder / "dwi.nii"
+        if not alt.exists():
+            raise IQTError(f"{folder}: no dwi.nii.gz in this folder; a subject folder holds dwi.nii.gz, dwi.bval and dwi.bvec")
+        path = alt
+    return Subject.from_dwi(folder.name, fileio.load_dwi(path))
+
+
+@dataclass
+class Case:
+    """One low-res input and everything needed to score a method on it (high-res arrays cropped to the low-res grid)."""
+
+    subject: str
+    factor: int
+    shift: tuple
+    lr: Volume  # low-res tensor (method input)
+    lr_mask: Volume
+    truth: np.ndarray  # high-res reference tensors, (r*nx, r*ny, r*nz, 6)
+    hr_mask: np.ndarray
+    hr_affine: np.ndarray
+    dwi: np.ndarray  # high-res DWI crop, for the reference noise floor
+    bvals: np.ndarray
+    bvecs: np.ndarray
+
+
+def make_case(subject: Subject, r: int, shift=(0, 0, 0)) -> Case:
+    pair = deg.degrade(subject.dwi, subject.mask.data, r, shift)
+    from ..core.grid import hr_affine
+
+    return Case(
+        subject=subject.name,
+        factor=r,
+        shift=tuple(shift),
+        lr=pair.tensor,
+        lr_mask=pair.mask,
+        truth=deg.hr_crop(subject.tensor.data, r, shift),
+        hr_mask=deg.hr_crop(subject.mask.data, r, shift),
+        hr_affine=hr_affine(pair.tensor.affine, r),
+        dwi=deg.hr_crop(subject.dwi.data, r, shift),
+        bvals=subject.dwi.bvals,
+        bvecs=subject.dwi.bvecs,
+    )

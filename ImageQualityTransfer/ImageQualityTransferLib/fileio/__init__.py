@@ -1,0 +1,22 @@
+"""Files: NIfTI and Slicer NRRD volumes, FSL bval/bvec, model files, output paths.
+
+The volume readers and writers are re-exported here (`fileio.load_tensor`, `fileio.save_scalar`, ...).
+"""
+
+from .paths import NIFTI_SUFFIXES, NRRD_SUFFIXES, TENSOR_SUFFIXES, atomic_write, check_output
+from .volumes import (
+    bval_bvec_paths,
+    load_dwi,
+    load_mask,
+    load_scalar,
+    load_tensor,
+    save_dwi,
+    save_mask,
+    save_scalar,
+    save_tensor,
+)
+
+__all__ = [
+    "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "TENSOR_SUFFIXES", "atomic_write", "check_output", "bval_bvec_paths",
+    "load_dwi", "load_mask", "load_scalar", "load_tensor", "save_dwi", "save_mask", "save_scalar", "save_tensor",
+]

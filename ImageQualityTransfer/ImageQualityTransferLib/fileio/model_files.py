@@ -1,0 +1,96 @@
+"""Shipped-model files shared by every learned family: checksums, JSON sidecars and the registry.
+
+A model is a weights file (format chosen by its family, never one that executes code on load) with a
+`.json` sidecar beside it holding the method, factor, training record and the weights' SHA256; the
+registry (`Resources/Models/registry.json`) lists the shipped ones. Families add their own weight I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..core.errors import IQTError
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
+REGISTRY = "registry.json"
+REGISTRY_FORMAT = "iqt-model-registry/1"
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(path) -> Path:
+    p = Path(path)
+    return p if p.suffix == ".json" else p.with_suffix(".json")
+
+
+def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
+    """(sidecar dict, weights path); an IQTError when the sidecar is missing, not JSON or of another format."""
+    sp = sidecar_path(path)
+    if not sp.exists():
+        raise IQTError(f"{sp}: model sidecar not found; a {family} model is a {suffix} file with a .json sidecar "
+                       f"beside it (from 'iqt train')")
+    try:
+        meta = json.loads(sp.read_text())
+    except (OSError, ValueError) as exc:
+        raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
+    got = meta.get("format") if isinstance(meta, dict) else None
+    if got != fmt:
+        raise IQTError(f"{sp}: not an IQT {family} model sidecar (format {got!r}, expected {fmt!r})")
+    return meta, sp.with_name(str(meta.get("weights", "")))
+
+
+def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
+    """`read_sidecar`, then check that the weights exist and match the sidecar's SHA256 before anyone reads them."""
+    meta, weights = read_sidecar(path, fmt, family, suffix)
+    if not weights.is_file():
+        raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the model")
+    digest = sha256(weights)
+    if digest != meta.get("sha256"):
+        raise IQTError(
+            f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "
+            f"the file is corrupt or was modified: re-download or retrain the model"
+        )
+    return meta, weights
+
+
+def read_registry(models_dir=MODELS_DIR) -> list[dict]:
+    reg = Path(models_dir) / REGISTRY
+    if not reg.exists():
+        return []
+    try:
+        return list(json.loads(reg.read_text()).get("models", []))
+    except ValueError as exc:
+        raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
+
+
+def shipped(method: str, factor: int, suffix: str, models_dir=MODELS_DIR) -> Path:
+    """Sidecar path of the shipped model for (method, factor), or an IQTError saying what exists and how to train one."""
+    entries = read_registry(models_dir)
+    for e in entries:
+        if e.get("method") == method and int(e.get("factor", 0)) == int(factor):
+            return Path(models_dir) / e["sidecar"]
+    have = sorted(int(e["factor"]) for e in entries if e.get("method") == method)
+    hint = f"shipped factors for {method}: {', '.join(map(str, have))}" if have else f"no {method} model is shipped"
+    raise IQTError(
+        f"no shipped {method} model for factor {factor} ({hint}); train one with 'iqt train --method {method} "
+        f"--subjects DIR... --factor {factor} -o MODEL{suffix}' and pass --model MODEL{suffix}"
+    )
+
+
+def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
+    """Add or replace the entry for (method, factor); the registry is re-read right before it is written."""
+    reg = Path(models_dir) / REGISTRY
+    entries = [e for e in read_registry(models_dir)
+               if not (e.get("method") == meta["method"] and int(e.get("factor", 0)) == int(meta["factor"]))]
+    entries.append({"method": meta["method"], "factor": int(meta["factor"]), "sidecar": sidecar_path(sidecar).name,
+                    "version": meta.get("version"), "sha256": meta["sha256"]})
+    entries.sort(key=lambda e: (e["method"], e["factor"]))
+    reg.write_text(json.dumps({"format": REGISTRY_FORMAT, "models": entries}, indent=2) + "\n")

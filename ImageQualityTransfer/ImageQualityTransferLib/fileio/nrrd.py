@@ -1,0 +1,278 @@
+"""Slicer's diffusion tensor NRRD: read any tensor NRRD, write what Slicer itself writes.
+
+Conventions (DESIGN.md, "Tensor frame in Slicer"):
+
+- A `Volume` holds tensors as (X,Y,Z,6) in the lower-triangular order Dxx,Dxy,Dyy,Dxz,Dyz,Dzz with the
+  components expressed in the voxel (IJK) axes, and a voxel->RAS(mm) affine.
+- In a NRRD file the components are expressed in the *measurement frame* MF: the header's
+  `measurement frame: (c0) (c1) (c2)` lists the columns of the matrix that maps measurement-frame
+  coordinates to world (`space`) coordinates, so D_world = MF D_file MF^T. With no measurement frame the
+  components are taken to be in world coordinates (MF = identity), as the NRRD format says.
+- Reading re-expresses the components in the voxel axes: D_ijk = R^-1 D_RAS R^-T, with R the IJK->RAS
+  direction matrix (the affine's columns normalised to unit length). When MF already equals R (what
+  Slicer and our writer produce) the components are passed through untouched.
+- Writing follows `vtkMRMLNRRDStorageNode` / `vtkTeemNRRDWriter` exactly: `kinds: 3D-matrix domain domain
+  domain` (9 float components, row-major 3x3, symmetric), `space: right-anterior-superior`,
+  `space directions` and `space origin` from the affine, `measurement frame` = R, gzip encoding. Slicer
+  reads a `3D-matrix` file verbatim (components and measurement frame as stored); for the 6/7-component
+  symmetric kinds its reader re-expresses the components through a rotation built from the normalised
+  *columns* of RAS->IJK, which is not exactly R on an oblique grid with anisotropic voxels, so the 9-component
+  kind is the one that reaches Slicer unchanged.
+
+Reading accepts `3D-symmetric-matrix` (6 components, NRRD order xx,xy,xz,yy,yz,zz),
+`3D-masked-symmetric-matrix` (7, the first is a confidence value, ignored as Slicer ignores it) and
+`3D-matrix` (9, symmetrised), in RAS, LAS or LPS space, attached (.nrrd) or detached (.nhdr) data.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from ..core import tensors
+from ..core.errors import IQTError
+from ..core.volume import Volume
+from .paths import atomic_write
+
+TENSOR_KINDS = {
+    "3d-symmetric-matrix": 6,
+    "3d-masked-symmetric-matrix": 7,
+    "3d-matrix": 9,
+}
+# world space name -> diagonal that maps it to RAS
+SPACES = {
+    "right-anterior-superior": (1.0, 1.0, 1.0),
+    "ras": (1.0, 1.0, 1.0),
+    "left-anterior-superior": (-1.0, 1.0, 1.0),
+    "las": (-1.0, 1.0, 1.0),
+    "left-posterior-superior": (-1.0, -1.0, 1.0),
+    "lps": (-1.0, -1.0, 1.0),
+}
+# How close (max abs element) MF must be to R for the components to be passed through untouched.
+FRAME_ATOL = 1e-6
+SLICER_HINT = "a diffusion tensor NRRD as Slicer saves it (kinds: 3D-matrix domain domain domain)"
+
+
+def direction_rotation(affine: np.ndarray) -> np.ndarray:
+    """IJK->RAS direction matrix: the affine's 3x3 with each column normalised to unit length."""
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    norms = np.linalg.norm(m, axis=0)
+    if np.any(norms == 0) or not np.all(np.isfinite(m)):
+        raise IQTError(f"the voxel->RAS matrix {m.tolist()} has a zero or non-finite axis; the image geometry is invalid")
+    return m / norms
+
+
+def frame_to_voxel_axes(mf_ras: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """T such that D_ijk = T D_file T^T for components given in measurement frame `mf_ras` (-> RAS)."""
+    return np.linalg.solve(direction_rotation(affine), np.asarray(mf_ras, dtype=np.float64))
+
+
+def reexpress(data6: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Apply D' = T D T^T unless T is the identity (to FRAME_ATOL); returns (data, rotated?)."""
+    if np.allclose(t, np.eye(3), rtol=0.0, atol=FRAME_ATOL):
+        return data6, False
+    return tensors.rotate(data6.astype(np.float64), t), True
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read(path: Path):
+    try:
+        import nrrd  # pynrrd
+    except ImportError:  # pragma: no cover - dependency of the package
+        raise IQTError("reading NRRD needs the 'pynrrd' package; install it with: pip install pynrrd") from None
+    try:
+        return nrrd.read(str(path), index_order="F")
+    except Exception as exc:  # pynrrd, numpy, zlib and OSError all signal damaged files
+        raise IQTError(
+            f"{path}: cannot be read as NRRD ({type(exc).__name__}: {exc}); the file may be truncated or damaged, "
+            f"or its detached data file missing; re-save it from Slicer as {SLICER_HINT}"
+        ) from None
+
+
+def load_tensor_nrrd(path) -> Volume:
+    """Tensor volume from a NRRD file, components re-expressed in the voxel axes (see module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise IQTError(f"{path}: file not found; check the path")
+    data, hdr = _read(path)
+    data = np.asarray(data)
+
+    kinds = [str(k).strip().lower() for k in hdr.get("kinds", [])]
+    if data.ndim != 4 or not kinds:
+        what = "a 3D scalar image" if data.ndim == 3 else f"a {data.ndim}D array of sizes {list(data.shape)}"
+        if data.ndim == 4 and not kinds:
+            what = "a 4D array without a 'kinds' field"
+        raise IQTError(f"{path}: this NRRD holds {what}, not a diffusion tensor volume; give {SLICER_HINT}")
+    range_axes = [i for i, k in enumerate(kinds) if k in TENSOR_KINDS]
+    if len(range_axes) != 1:
+        modality = str(hdr.get("modality", "")).upper()
+        if modality == "DWMRI" or any(str(k).startswith("DWMRI_gradient") for k in hdr):
+            raise IQTError(
+                f"{path}: this is a diffusion-weighted (DWI) NRRD, not a tensor volume; estimate tensors first "
+                f"(Slicer's 'Diffusion Tensor Estimation' or 'iqt fit') and give the tensor file"
+            )
+        raise IQTError(
+            f"{path}: kinds {hdr.get('kinds')} name no tensor axis; expected one of "
+            f"{', '.join(TENSOR_KINDS)}; give {SLICER_HINT}"
+        )
+    rax = range_axes[0]
+    kind = kinds[rax]
+    ncomp = TENSOR_KINDS[kind]
+    if data.shape[rax] != ncomp:
+        raise IQTError(
+            f"{path}: the {kind} axis has {data.shape[rax]} components instead of {ncomp}; the header is inconsistent, "
+            f"re-save the tensor volume from Slicer"
+        )
+    domain = [i for i in range(4) if i != rax]
+
+    # world space and geometry
+    space = hdr.get("space")
+    if space is None:
+        flip = np.ones(3)  # no named space: taken as RAS, as Slicer's reader does
+    else:
+        key = str(space).strip().lower()
+        if key not in SPACES:
+            raise IQTError(
+                f"{path}: space '{space}' is not supported; tensors need an anatomical space "
+                f"(right-anterior-superior, left-anterior-superior or left-posterior-superior); re-save from Slicer"
+            )
+        flip = np.asarray(SPACES[key])
+    affine = np.eye(4)
+    if "space directions" in hdr:
+        dirs = np.asarray(hdr["space directions"], dtype=np.float64)
+        if dirs.shape != (4, 3):
+            raise IQTError(f"{path}: 'space directions' must be 3D vectors for a 3D volume, got shape {dirs.shape}")
+        if np.all(np.isfinite(dirs[rax])):
+            raise IQTError(
+                f"{path}: the tensor axis has a space direction; it must be 'none' (only the 3 image axes have one)"
+            )
+        cols = dirs[domain].T
+        if not np.all(np.isfinite(cols)):
+            raise IQTError(f"{path}: an image axis has space direction 'none'; every image axis needs a direction vector")
+        affine[:3, :3] = flip[:, None] * cols
+    elif "spacings" in hdr:
+        sp = np.asarray(hdr["spacings"], dtype=np.float64)[domain]
+        affine[:3, :3] = np.diag(np.where(np.isfinite(sp), sp, 1.0))
+    if "space origin" in hdr:
+        origin = np.asarray(hdr["space origin"], dtype=np.float64).ravel()
+        if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+            raise IQTError(f"{path}: 'space origin' {hdr['space origin']} is not a finite 3D point")
+        affine[:3, 3] = flip * origin
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise IQTError(f"{path}: the space directions {affine[:3, :3].tolist()} are degenerate (zero volume voxels)")
+
+    # components -> lower-triangular in the measurement frame
+    comps = np.moveaxis(data, rax, -1).astype(np.float64)
+    if kind == "3d-matrix":
+        comps6 = tensors.from_matrix(comps.reshape(comps.shape[:3] + (3, 3)))
+    else:
+        if kind == "3d-masked-symmetric-matrix":
+            comps = comps[..., 1:]
+        comps6 = tensors.from_order(comps, "fsl")  # NRRD order xx,xy,xz,yy,yz,zz
+    bad = ~np.isfinite(comps6)
+    if bad.any():
+        raise IQTError(
+            f"{path}: {int(bad.sum())} NaN/Inf values in the tensor data; replace them (for example with 0 outside "
+            f"the brain) and retry"
+        )
+
+    # measurement frame -> voxel axes
+    if "measurement frame" in hdr:
+        mf = np.asarray(hdr["measurement frame"], dtype=np.float64)
+        if mf.shape != (3, 3) or not np.all(np.isfinite(mf)):
+            raise IQTError(f"{path}: 'measurement frame' must be three 3D vectors, got {hdr['measurement frame']}")
+        mf_ras = flip[:, None] * mf.T  # the header lists the columns
+    else:
+        mf_ras = np.diag(flip)  # components in world coordinates
+    data6, rotated = reexpress(comps6, frame_to_voxel_axes(mf_ras, affine))
+    meta = {
+        "path": str(path),
+        "format": "nrrd",
+        "nrrd_kind": kind,
+        "space": space,
+        "measurement_frame_ras": mf_ras.tolist(),
+        "reoriented_components": rotated,
+    }
+    return Volume(data6.astype(np.float32), affine, "tensor", meta=meta)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _vec(v) -> str:
+    return "(" + ",".join(repr(float(x)) for x in v) + ")"
+
+
+def _header(vol: Volume, encoding: str, data_file: str | None = None) -> bytes:
+    a = vol.affine
+    rot = direction_rotation(a)
+    x, y, z = vol.shape3
+    lines = [
+        "NRRD0005",
+        "# Complete NRRD file format specification at:",
+        "# http://teem.sourceforge.net/nrrd/format.html",
+        "# Diffusion tensor volume written by ImageQualityTransfer: components in IJK axes, mm^2/s",
+        "type: float",
+        "dimension: 4",
+        "space: right-anterior-superior",
+        f"sizes: 9 {x} {y} {z}",
+        "space directions: none " + " ".join(_vec(a[:3, j]) for j in range(3)),
+        "kinds: 3D-matrix domain domain domain",
+        "endian: little",
+        f"encoding: {encoding}",
+        "space origin: " + _vec(a[:3, 3]),
+        "measurement frame: " + " ".join(_vec(rot[:, j]) for j in range(3)),  # columns of R
+    ]
+    if data_file is not None:
+        lines.append(f"data file: {data_file}")
+    return ("\n".join(lines) + "\n\n").encode("ascii")
+
+
+def _payload(vol: Volume) -> np.ndarray:
+    """(Z,Y,X,9) C-contiguous little-endian float32: components fastest, then x, y, z (NRRD order)."""
+    m = tensors.to_matrix(np.asarray(vol.data, dtype=np.float32)).reshape(vol.shape3 + (9,))
+    return np.ascontiguousarray(m.transpose(2, 1, 0, 3), dtype="<f4")
+
+
+def _write_data(f, arr: np.ndarray, compress: bool, level: int) -> None:
+    if compress:
+        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=level, mtime=0) as gz:
+            gz.write(memoryview(arr).cast("B"))
+    else:
+        f.write(memoryview(arr).cast("B"))
+
+
+def save_tensor_nrrd(vol: Volume, path, compress: bool = True, level: int = 1) -> None:
+    """Write a tensor volume as Slicer's DTI NRRD (see module docstring); `.nhdr` writes a detached header
+    beside a `<name>.raw[.gz]` data file. Each file is written to a temporary name and renamed."""
+
+    if vol.kind != "tensor":
+        raise ValueError("save_tensor_nrrd needs a tensor volume")
+    path = Path(path)
+    encoding = "gzip" if compress else "raw"
+    arr = _payload(vol)
+    if path.suffix.lower() == ".nhdr":
+        data_path = path.with_name(path.stem + (".raw.gz" if compress else ".raw"))
+
+        def write_data(tmp):
+            with open(tmp, "wb") as f:
+                _write_data(f, arr, compress, level)
+
+        def write_header(tmp):
+            with open(tmp, "wb") as f:
+                f.write(_header(vol, encoding, data_file=data_path.name))
+
+        atomic_write(data_path, write_data)
+        atomic_write(path, write_header)
+        return
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(_header(vol, encoding))
+            _write_data(f, arr, compress, level)
+
+    atomic_write(path, write)

@@ -1,0 +1,216 @@
+"""Reading and writing volumes: DWI (NIfTI + FSL bval/bvec), tensor NIfTI, scalar/mask NIfTI.
+
+Every reader validates and raises `IQTError` naming the problem and the fix; every writer writes to a
+temporary file and renames it, so a failure never leaves a partial output. Tensor files ending in
+`.nrrd`/`.nhdr` go through `fileio.nrrd` (Slicer's tensor NRRD).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..core import tensors
+from ..core.errors import IQTError
+from ..core.volume import Volume
+from .paths import NIFTI_SUFFIXES, NRRD_SUFFIXES, atomic_write
+
+
+
+def _is_nrrd(path) -> bool:
+    return str(path).lower().endswith(NRRD_SUFFIXES)
+
+
+def _load_nifti(path) -> nib.Nifti1Image:
+    path = Path(path)
+    if not path.exists():
+        raise IQTError(f"{path}: file not found; check the path")
+    if _is_nrrd(path):
+        raise IQTError(f"{path}: NRRD is read only for tensor volumes; give a NIfTI (.nii/.nii.gz) file here")
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give a .nii or .nii.gz file") from None
+
+
+def _data(img, path, dtype=np.float32) -> np.ndarray:
+    """The voxel array, with a clear error for a truncated or damaged file."""
+    try:
+        return np.asarray(img.dataobj, dtype=dtype)
+    except Exception as exc:
+        raise IQTError(f"{path}: the image data cannot be read ({exc}); the file may be truncated or damaged") from None
+
+
+def _check_finite(data, path, what):
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise IQTError(
+            f"{path}: {int(bad.sum())} NaN/Inf values in the {what}; replace them (for example with 0 outside the brain) and retry"
+        )
+
+
+# ---------------------------------------------------------------- DWI
+
+
+def bval_bvec_paths(dwi_path, bval=None, bvec=None):
+    """FSL sidecars next to the DWI unless given: dwi.nii.gz -> dwi.bval, dwi.bvec."""
+    p = str(dwi_path)
+    stem = p[: -len(".nii.gz")] if p.endswith(".nii.gz") else os.path.splitext(p)[0]
+    return Path(bval or stem + ".bval"), Path(bvec or stem + ".bvec")
+
+
+def load_dwi(path, bval=None, bvec=None) -> Volume:
+    """4D DWI with b-values and gradient directions in the voxel axes of the image.
+
+    FSL bvecs are in voxel axes with x flipped when the affine determinant is positive; that flip is
+    undone here so that fitted tensors are expressed in the voxel axes (DESIGN.md).
+    """
+    img = _load_nifti(path)
+    if img.ndim != 4 or img.shape[3] < 7:
+        raise IQTError(
+            f"{path}: shape {img.shape} is not a diffusion-weighted series; a DWI is 4D with at least 7 volumes (b0 + 6 directions)"
+        )
+    bval_p, bvec_p = bval_bvec_paths(path, bval, bvec)
+    for p, flag in ((bval_p, "--bval"), (bvec_p, "--bvec")):
+        if not p.exists():
+            raise IQTError(f"{p}: not found; give the FSL gradient file with {flag}")
+    try:
+        bvals = np.loadtxt(bval_p, ndmin=1).ravel().astype(float)
+        bvecs = np.loadtxt(bvec_p, ndmin=2).astype(float)
+    except ValueError as exc:
+        raise IQTError(f"{bval_p} / {bvec_p}: not plain-text FSL gradient tables ({exc})") from None
+    if bvecs.shape[0] == 3 and bvecs.shape[1] != 3 or (bvecs.shape == (3, 3) and bvals.size == 3):
+        bvecs = bvecs.T
+    n = img.shape[3]
+    if bvals.size != n or bvecs.shape != (n, 3):
+        raise IQTError(
+            f"{path}: the DWI has {n} volumes but {bval_p.name} has {bvals.size} b-values and {bvec_p.name} "
+            f"{bvecs.shape[0]} directions; give the bval/bvec files that belong to this series"
+        )
+    data = _data(img, path)
+    _check_finite(data, path, "DWI")
+    if np.linalg.det(img.affine[:3, :3]) > 0:
+        bvecs = bvecs * np.array([-1.0, 1.0, 1.0])
+    return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs, meta={"path": str(path)})
+
+
+def save_dwi(vol: Volume, path) -> None:
+    def write(tmp):
+        nib.save(nib.Nifti1Image(vol.data.astype(np.float32), vol.affine), tmp)
+
+    bvecs = vol.bvecs * (np.array([-1.0, 1.0, 1.0]) if np.linalg.det(vol.affine[:3, :3]) > 0 else 1.0)
+    atomic_write(path, write)
+    bval_p, bvec_p = bval_bvec_paths(path)
+    np.savetxt(bval_p, vol.bvals[None], fmt="%g")
+    np.savetxt(bvec_p, bvecs.T, fmt="%.6f")
+
+
+# ---------------------------------------------------------------- tensors
+
+
+def load_tensor(path, order: str = "nifti") -> Volume:
+    """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl"/"mrtrix") or Slicer NRRD."""
+    if _is_nrrd(path):
+        from .nrrd import load_tensor_nrrd
+
+        return load_tensor_nrrd(path)
+    if order not in tensors.ORDERS:
+        raise IQTError(f"unknown tensor order {order!r}; use one of {', '.join(tensors.ORDERS)}")
+    img = _load_nifti(path)
+    shape = img.shape
+    if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
+        data = _data(img, path, np.float64)[:, :, :, 0, :]
+        file_order = "nifti" if order == "nifti" else order
+    elif len(shape) == 4 and shape[3] == 6:
+        if order == "nifti":
+            raise IQTError(
+                f"{path}: a 4D 6-volume tensor file has no standard component order; say which with --tensor-order fsl "
+                f"(Dxx,Dxy,Dxz,Dyy,Dyz,Dzz, as dtifit writes) or --tensor-order mrtrix (Dxx,Dyy,Dzz,Dxy,Dxz,Dyz)"
+            )
+        data = _data(img, path, np.float64)
+        file_order = order
+    else:
+        raise IQTError(
+            f"{path}: shape {shape} is not a diffusion tensor volume; expected 5D (X,Y,Z,1,6) NIfTI SYMMATRIX "
+            f"(as dipy, ANTs and 'iqt fit' write) or 4D (X,Y,Z,6) with --tensor-order; fit tensors from DWIs with 'iqt fit'"
+        )
+    _check_finite(data, path, "tensor data")
+    data = tensors.from_order(data, file_order)
+    return Volume(data.astype(np.float32), img.affine, "tensor", meta={"path": str(path), "order": file_order})
+
+
+def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
+    """Write a tensor volume: 5D NIfTI SYMMATRIX (default), 4D in `order`, or Slicer NRRD by suffix."""
+    if vol.kind != "tensor":
+        raise ValueError("save_tensor needs a tensor volume")
+    if _is_nrrd(path):
+        from .nrrd import save_tensor_nrrd
+
+        return save_tensor_nrrd(vol, path)
+
+    def write(tmp):
+        if order == "nifti":
+            img = nib.Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
+            img.header.set_intent("symmetric matrix", (), name="DTI")
+        else:
+            img = nib.Nifti1Image(tensors.to_order(vol.data, order).astype(np.float32), vol.affine)
+        img.header.set_xyzt_units("mm")
+        img.set_qform(vol.affine, code=1)
+        img.set_sform(vol.affine, code=1)
+        nib.save(img, tmp)
+
+    atomic_write(path, write)
+
+
+# ---------------------------------------------------------------- scalars and masks
+
+
+def load_scalar(path) -> Volume:
+    img = _load_nifti(path)
+    data = _data(img, path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    _check_finite(data, path, "image")
+    return Volume(data, img.affine, "scalar", meta={"path": str(path)})
+
+
+def load_mask(path, reference: Volume | None = None, factor: int | None = None) -> Volume:
+    """Binary mask (>0). With `reference`, it must be on that grid (or on its high-res grid for `factor`)."""
+    img = _load_nifti(path)
+    data = _data(img, path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise IQTError(f"{path}: shape {data.shape} is not a 3D mask; give a 3D binary image")
+    mask = np.nan_to_num(data.astype(np.float32)) > 0
+    if not mask.any():
+        raise IQTError(f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
+    vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
+    if reference is not None:
+        shapes = {reference.shape3: "the input's grid"}
+        if factor:
+            shapes[tuple(factor * s for s in reference.shape3)] = "the high-resolution grid"
+        if vol.shape3 not in shapes:
+            raise IQTError(
+                f"{path}: mask shape {vol.shape3} matches neither {' nor '.join(f'{v} {k}' for k, v in shapes.items())}; "
+                f"give a mask on the input's grid"
+            )
+    return vol
+
+
+def save_scalar(vol: Volume, path) -> None:
+    def write(tmp):
+        data = vol.data.astype(np.uint8) if vol.data.dtype == bool else vol.data.astype(np.float32)
+        img = nib.Nifti1Image(data, vol.affine)
+        img.header.set_xyzt_units("mm")
+        img.set_qform(vol.affine, code=1)
+        img.set_sform(vol.affine, code=1)
+        nib.save(img, tmp)
+
+    atomic_write(path, write)
+
+
+save_mask = save_scalar

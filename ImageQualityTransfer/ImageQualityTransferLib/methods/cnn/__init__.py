@@ -1,0 +1,28 @@
+"""3D-ESPCN (Tanno et al. 2017) for DTI super-resolution: networks, training, tiled inference, model files.
+
+Everything here needs PyTorch (`pip install torch`, or the `cnn` extra); the rest of the engine does not.
+"""
+
+from __future__ import annotations
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_torch():
+    """Import torch or raise an IQTError that says how to install it."""
+    try:
+        import torch
+    except ImportError:
+        from ...core.errors import IQTError
+
+        raise IQTError(
+            "the CNN methods need PyTorch, which is not installed; install it with "
+            "'pip install torch' (or 'pip install imagequalitytransfer[cnn]') and retry"
+        ) from None
+    return torch

@@ -1,0 +1,89 @@
+"""Model files: a plain state_dict written with `torch.save` (read back with `torch.load(weights_only=True)`,
+which cannot execute code) and a JSON sidecar beside it; a registry of the shipped models.
+
+Sidecar (`<name>.json`): format, method, factor, architecture, patch geometry, normalisation, training
+(subjects, seed, epochs, losses), version, weights file name and its SHA256. The loader verifies the
+checksum before it reads the weights; a missing, truncated or tampered file gives an IQTError.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...fileio import model_files
+from ...core.errors import IQTError
+from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
+
+FORMAT = "iqt-cnn-model/1"
+
+
+@dataclass
+class LoadedModel:
+    net: object  # torch.nn.Module in eval mode
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def method(self) -> str:
+        return self.meta["method"]
+
+    @property
+    def factor(self) -> int:
+        return int(self.meta["factor"])
+
+
+def save(net, meta: dict, path) -> Path:
+    """Write the weights to `path` (.pt) and the sidecar beside it; returns the sidecar path."""
+    import torch
+
+    p = Path(path)
+    if p.suffix != ".pt":
+        raise IQTError(f"{p}: a model file name must end in .pt (the JSON sidecar is written beside it)")
+    if not p.parent.exists():
+        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = p.with_name(p.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(p)
+    side = dict(meta)
+    side.update({"format": FORMAT, "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
+    sp = sidecar_path(p)
+    sp.write_text(json.dumps(side, indent=2, sort_keys=False) + "\n")
+    return sp
+
+
+def load(path) -> LoadedModel:
+    """Sidecar + verified weights -> network in eval mode."""
+    from . import require_torch
+
+    torch = require_torch()
+    from . import networks
+
+    meta, weights = model_files.read_verified(path, FORMAT, "CNN", ".pt")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net = networks.build(meta["arch"])
+        net.load_state_dict(state, strict=True)
+    except IQTError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable model is a user-facing problem
+        raise IQTError(f"{weights}: the weights do not load into a {meta.get('arch')} network ({type(exc).__name__}: {exc})") from None
+    net.eval()
+    return LoadedModel(net, meta, weights)
+
+
+# ---------------------------------------------------------------- registry of shipped models
+
+
+def read_sidecar(path) -> tuple[dict, Path]:
+    return model_files.read_sidecar(path, FORMAT, "CNN", ".pt")
+
+
+def shipped(method: str, factor: int, models_dir=MODELS_DIR) -> Path:
+    return model_files.shipped(method, factor, ".pt", models_dir)
+
+
+def register(sidecar, models_dir=MODELS_DIR) -> None:
+    model_files.register(read_sidecar(sidecar)[0], sidecar, models_dir)

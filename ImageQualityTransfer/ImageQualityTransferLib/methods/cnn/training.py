@@ -1,0 +1,413 @@
+"""Training of the 3D-ESPCN models on synthetic low quality from high-quality subjects.
+
+Data (DESIGN.md): every subject is first reoriented to canonical (RAS) voxel axes, tensor components and
+b-vectors included, so that training sees what `Method.predict` feeds the network; then every one of the
+r^3 block shifts is degraded (DWIs averaged, DTI fitted, eigenvalues clipped) and paired with the matching
+high-res reference. Targets are the residual of the clipped reference over cubic B-spline interpolation,
+on plausible brain voxels only (the others get zero weight).
+
+Units: with `subject_scale` (the default) every degraded volume is first divided by its median low-res brain
+MD (inference.subject_scale; inference does the same and multiplies back), so that the b-value and scanner
+differences in overall diffusivity (b=1000 and b=2000 in training) drop out; on two dev subjects after 10
+epochs this lowered the DT-RMSE ratio to cubic by 0.006-0.016 in both regions, where a random gain
+augmentation (`scale_aug`) did not help.
+Normalisation (stored with the model, invariant under axis flips and permutations): inputs
+(x - m) / s with one mean for the diagonal elements (0 for off-diagonals) and one scale for diagonal and
+one for off-diagonal elements. The residual is divided by one RMS over all six elements (`out_norm="metric"`,
+the default), so that the MSE weighs the elements as DT-RMSE does; `out_norm="per-element"` (diagonal /
+off-diagonal RMS, the first shipped models) weighs an off-diagonal error about ten times a diagonal one.
+
+Augmentation: a random signed permutation of the patch axes per batch (flips and axis permutations),
+with the tensor components transformed to match (D' = P D P^T). Validation: a slab of low-res coronal planes of
+every subject is held out of the training targets (training patches may see its inputs, never its targets); early stopping on the validation loss.
+Heteroscedastic models: MSE on the mean network first, then the heteroscedastic loss
+mean(exp(-s) (y - mu)^2 + s) on both networks. Variational-dropout models (`espcn-hetero-var1/2`) add
+kl_weight * KL(q || log-uniform prior) of the dropout rates to both phases; the default weight is one over the
+number of training target values (the ELBO divided by the data size). `init` warm-starts from a trained model
+of a compatible architecture (e.g. `espcn-hetero` -> `espcn-hetero-var1`: the dropout rates start at
+alpha = exp(-4)). Deterministic for a given seed and `epochs`
+(a `minutes` budget stops on wall time, which is not).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...core.version import __version__ as engine_version
+from ...dmri import degrade as deg
+from ...core import tensors
+from ...core.errors import IQTError
+from ..interpolation import upsample_separable
+from ...core.orientation import Reorientation
+from .inference import subject_scale
+from .networks import HALO
+
+VAL_AXIS = 1
+DIAG = np.array([True, False, True, False, False, True])
+DEFAULTS = dict(patch=12, batch_size=8, iters_per_epoch=200, lr=1e-3, patience=12, augment="all",
+                val_fraction=0.15, val_patches=12, hetero_mse_fraction=0.4, kl_weight=None, out_norm="metric",
+                subject_scale=True, scale_aug=0.0)
+
+
+@dataclass
+class TrainItem:
+    """One (subject, shift): zero-padded low-res input, high-res residual target and weight, patch corners."""
+
+    name: str
+    shift: tuple
+    lr_pad: np.ndarray  # (X+4, Y+4, Z+4, 6) mm^2/s
+    res: np.ndarray  # (rX, rY, rZ, 6) reference - cubic, mm^2/s, 0 where weight is 0
+    weight: np.ndarray  # (rX, rY, rZ) bool: plausible reference voxel in the brain mask, outside the validation slab
+    val_weight: np.ndarray  # the same inside the validation slab
+    train_corners: np.ndarray  # (N, 3) low-res patch corners whose output avoids the validation slab
+    val_corners: np.ndarray
+    unit: float = 1.0  # median low-res brain MD (inference.subject_scale), for "subject_scale" models
+
+
+def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
+                    log=None) -> list[TrainItem]:
+    """All r^3 block shifts of one `pipeline.Subject` as training items (canonical axes)."""
+    reo = Reorientation.to_canonical(subject.dwi.affine)
+    dwi = reo.apply(subject.dwi)
+    mask = reo.apply(subject.mask).data.astype(bool)
+    truth = reo.apply(subject.tensor).data
+    weight_full = mask & tensors.plausible(truth)
+    target_full = tensors.clip_eigenvalues(truth, *tensors.INPUT_CLIP)
+    items = []
+    for shift in deg.all_shifts(r):
+        t0 = time.perf_counter()
+        pair = deg.degrade(dwi, mask, r, shift)
+        lr = pair.tensor.data.astype(np.float32)
+        cubic = upsample_separable(lr, r, 3)
+        w = deg.hr_crop(weight_full, r, shift)
+        res = (deg.hr_crop(target_full, r, shift) - cubic).astype(np.float32)
+        res[~w] = 0.0
+        lr_mask = pair.mask.data
+        shape = np.array(lr_mask.shape, dtype=int)
+        if (shape < patch).any():
+            raise IQTError(f"{subject.name}: low-res grid {tuple(int(v) for v in shape)} is smaller than the {patch}^3 training patch")
+        corners = np.unique(np.clip(np.argwhere(lr_mask) - patch // 2, 0, shape - patch), axis=0)
+        # validation: a slab of low-res coronal planes (axis 1, anterior-posterior) held out of the targets
+        ys = np.argwhere(lr_mask)[:, VAL_AXIS]
+        lo, hi = ys.min(), ys.max() + 1
+        width = max(patch, int(round(val_fraction * (hi - lo))))
+        y0 = int(np.clip(lo + 0.6 * (hi - lo) - width / 2, 0, shape[VAL_AXIS] - width))
+        y1 = y0 + width
+        in_slab = np.zeros(w.shape[VAL_AXIS], bool)
+        in_slab[r * y0 : r * y1] = True
+        in_slab = in_slab.reshape([-1 if a == VAL_AXIS else 1 for a in range(3)])
+        cy = corners[:, VAL_AXIS]
+        train = corners[~((cy >= y0) & (cy + patch <= y1))]
+        val = corners[(cy >= y0) & (cy + patch <= y1)]
+        w_train, w_val = w & ~in_slab, w & in_slab
+        items.append(TrainItem(subject.name, tuple(shift), np.pad(lr, [(HALO, HALO)] * 3 + [(0, 0)]), res, w_train, w_val,
+                               train, val, subject_scale(lr, lr_mask)))
+        if log:
+            log(f"  {subject.name} shift {shift}: low-res {tuple(int(v) for v in shape)}, {int(w.sum())} target voxels, "
+                f"{len(train)}/{len(val)} train/val corners ({time.perf_counter() - t0:.1f} s)")
+    return items
+
+
+def load_items(subject_dirs, r: int, log=None, **kw) -> list[TrainItem]:
+    from ...dmri.subject import load_subject
+
+    items = []
+    for d in subject_dirs:
+        t0 = time.perf_counter()
+        subject = load_subject(d)
+        if log:
+            log(f"{subject.name}: high-res fit {subject.dwi.shape3} ({time.perf_counter() - t0:.1f} s)")
+        items.extend(prepare_subject(subject, r, log=log, **kw))
+    return items
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+def fit_normalisation(items: list[TrainItem], out_norm: str = "metric") -> dict:
+    """Flip/permutation-invariant normalisation from the training data (see the module docstring)."""
+    if out_norm not in ("metric", "per-element"):
+        raise IQTError(f"out_norm must be 'metric' or 'per-element', not {out_norm!r}")
+    lr_vals, res_vals = [], []
+    for it in items:
+        inner = it.lr_pad[HALO:-HALO, HALO:-HALO, HALO:-HALO]
+        brain = np.abs(inner).sum(-1) > 0
+        lr_vals.append(inner[brain].astype(np.float64))
+        res_vals.append(it.res[it.weight | it.val_weight].astype(np.float64))
+    lr_all, res_all = np.concatenate(lr_vals), np.concatenate(res_vals)
+    diag_mean = float(lr_all[:, DIAG].mean())
+    centred = lr_all - np.where(DIAG, diag_mean, 0.0)
+    s_diag, s_off = float(centred[:, DIAG].std()), float(np.sqrt((lr_all[:, ~DIAG] ** 2).mean()))
+    r_diag, r_off = float(np.sqrt((res_all[:, DIAG] ** 2).mean())), float(np.sqrt((res_all[:, ~DIAG] ** 2).mean()))
+    if out_norm == "metric":
+        r_diag = r_off = float(np.sqrt((res_all**2).mean()))
+    return {
+        "kind": "residual-over-cubic",
+        "in_mean": [diag_mean if d else 0.0 for d in DIAG],
+        "in_scale": [s_diag if d else s_off for d in DIAG],
+        "out_scale": [r_diag if d else r_off for d in DIAG],
+        "units": "mm^2/s",
+    }
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def signed_permutations():
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            p = np.zeros((3, 3))
+            for new, (old, s) in enumerate(zip(perm, signs)):
+                p[new, old] = s
+            yield perm, signs, p
+
+
+SIGNED_PERMUTATIONS = list(signed_permutations())
+
+
+def component_map(p: np.ndarray) -> np.ndarray:
+    """6x6 matrix M with t' = M t for D' = P D P^T (lower-triangular order)."""
+    return np.stack([tensors.rotate(np.eye(6)[k], p) for k in range(6)], axis=1).astype(np.float32)
+
+
+def augment_batch(arrays, perm, signs, p):
+    """Apply one signed axis permutation to (B, 6, X, Y, Z) tensor batches and (B, X, Y, Z) weights."""
+    import torch
+
+    m = torch.from_numpy(component_map(p))
+    out = []
+    for a in arrays:
+        spatial0 = a.dim() - 3
+        a = a.permute(*range(spatial0), *(spatial0 + q for q in perm))
+        flips = [spatial0 + ax for ax, s in enumerate(signs) if s < 0]
+        if flips:
+            a = torch.flip(a, flips)
+        if a.dim() == 5:
+            a = torch.einsum("ij,bjxyz->bixyz", m, a)
+        out.append(a.contiguous())
+    return out
+
+
+# ---------------------------------------------------------------- batches
+
+
+class Sampler:
+    def __init__(self, items, norm, r, patch, seed, scale_aug=0.0):
+        self.items, self.r, self.patch, self.scale_aug = items, r, patch, float(scale_aug)
+        self.rng = np.random.default_rng(seed)
+        self.in_mean = np.asarray(norm["in_mean"], np.float32)
+        self.in_scale = np.asarray(norm["in_scale"], np.float32)
+        self.out_scale = np.asarray(norm["out_scale"], np.float32)
+        sizes = np.array([len(it.train_corners) for it in items], float)
+        self.p_items = sizes / sizes.sum()
+
+    def patch_at(self, it: TrainItem, c, val=False, gain=1.0):
+        P, r = self.patch, self.r
+        x = it.lr_pad[c[0] : c[0] + P + 2 * HALO, c[1] : c[1] + P + 2 * HALO, c[2] : c[2] + P + 2 * HALO]
+        hr = tuple(slice(r * ci, r * (ci + P)) for ci in c)
+        x = (x * np.float32(gain) - self.in_mean) / self.in_scale
+        y = it.res[hr] * np.float32(gain) / self.out_scale
+        return np.moveaxis(x, -1, 0), np.moveaxis(y, -1, 0), (it.val_weight if val else it.weight)[hr].astype(np.float32)
+
+    def batch(self, n):
+        import torch
+
+        xs, ys, ws = [], [], []
+        for k in self.rng.choice(len(self.items), size=n, p=self.p_items):
+            it = self.items[k]
+            corner = it.train_corners[self.rng.integers(len(it.train_corners))]
+            gain = math.exp(self.rng.uniform(-self.scale_aug, self.scale_aug)) if self.scale_aug else 1.0
+            x, y, w = self.patch_at(it, corner, gain=gain)
+            xs.append(x), ys.append(y), ws.append(w)
+        return [torch.from_numpy(np.ascontiguousarray(np.stack(a))) for a in (xs, ys, ws)]
+
+    def validation(self, n_per_item, seed):
+        import torch
+
+        rng = np.random.default_rng(seed + 7919)
+        xs, ys, ws = [], [], []
+        for it in self.items:
+            if len(it.val_corners) == 0:
+                continue
+            for k in rng.choice(len(it.val_corners), size=min(n_per_item, len(it.val_corners)), replace=False):
+                x, y, w = self.patch_at(it, it.val_corners[k], val=True)
+                xs.append(x), ys.append(y), ws.append(w)
+        if not xs:
+            raise IQTError("no validation patches: the training subjects are too small for the held-out slab")
+        return [torch.from_numpy(np.ascontiguousarray(np.stack(a))) for a in (xs, ys, ws)]
+
+
+def mse_loss(pred, y, w):
+    return ((pred - y) ** 2 * w[:, None]).sum() / (w.sum() * 6 + 1e-8)
+
+
+def hetero_loss(pred, logvar, y, w):
+    nll = ((-logvar).exp() * (pred - y) ** 2 + logvar) * w[:, None]
+    return nll.sum() / (w.sum() * 6 + 1e-8)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: int = 0, epochs: int = 200,
+          minutes: float | None = None, log=None, progress: bool = True, threads: int | None = None, init=None,
+          **options) -> tuple:
+    """Train a network on prepared items. Returns (net in eval mode, sidecar metadata, history)."""
+    from . import networks, require_torch
+
+    torch = require_torch()
+    opts = {**DEFAULTS, **options}
+    if method not in networks.ARCHITECTURES:
+        raise IQTError(f"unknown CNN method {method!r}; trainable: {', '.join(networks.ARCHITECTURES)}")
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    hetero = method.startswith("espcn-hetero")
+    arch = {"name": method, "factor": int(factor), "widths": [50, 100]}
+    net = networks.build(arch)
+    init_info, base = None, None
+    if init is not None:
+        from . import model_io
+
+        base = model_io.load(init)
+        if base.factor != int(factor):
+            raise IQTError(f"{init}: --init model is for factor {base.factor}, not {factor}")
+        missing, unexpected = net.load_state_dict(base.net.state_dict(), strict=False)
+        if unexpected or any("log_alpha" not in k for k in missing):
+            raise IQTError(f"{init}: a {base.method!r} model cannot initialise a {method!r} network")
+        opts["subject_scale"] = bool(base.meta["normalisation"].get("subject_scale"))  # the base's units
+        init_info = {"model": str(base.path.name), "method": base.method, "sha256": base.meta.get("sha256"),
+                     "minutes": base.meta.get("training", {}).get("minutes"),
+                     "command": base.meta.get("training", {}).get("command")}
+    if opts["subject_scale"]:
+        for it in items:  # in place: the items are this training's own
+            it.lr_pad /= np.float32(it.unit)
+            it.res /= np.float32(it.unit)
+    if base is not None:
+        norm = base.meta["normalisation"]
+    else:
+        norm = fit_normalisation(items, opts["out_norm"])
+        if opts["subject_scale"]:
+            norm["subject_scale"] = "median-md"
+            norm["units"] = "median low-res brain MD"
+    variational = networks.is_variational(net)
+    n_targets = sum(float(it.weight.sum()) for it in items) * 6
+    kl_weight = (1.0 / max(n_targets, 1.0)) if opts["kl_weight"] is None else float(opts["kl_weight"])
+
+    def kl_term():
+        return kl_weight * net.mean.kl() if variational else 0.0
+    sampler = Sampler(items, norm, factor, opts["patch"], seed, opts["scale_aug"])
+    xv, yv, wv = sampler.validation(opts["val_patches"], seed)
+
+    def evaluate(phase):
+        net.eval()
+        with torch.no_grad():
+            losses = []
+            for s in range(0, len(xv), 16):
+                out = net(xv[s : s + 16])
+                sl = slice(s, s + 16)
+                if hetero:
+                    mu, lv = out
+                    losses.append(float(hetero_loss(mu, lv, yv[sl], wv[sl]) if phase == "hetero" else mse_loss(mu, yv[sl], wv[sl])) * len(xv[sl]))
+                    # validation is in eval mode: the dropout noise is off, the mean network's expectation
+                else:
+                    losses.append(float(mse_loss(out, yv[sl], wv[sl])) * len(xv[sl]))
+        net.train()
+        return sum(losses) / len(xv)
+
+    def make_opt(params, lr):
+        o = torch.optim.Adam(params, lr=lr)
+        return o, torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=max(2, opts["patience"] // 3))
+
+    phases = [("hetero-warmup-mse", opts["hetero_mse_fraction"]), ("hetero", 1 - opts["hetero_mse_fraction"])] if hetero else [("mse", 1.0)]
+    history = []
+    t_start = time.perf_counter()
+    from ...core.progress import progress_bar
+
+    bar = progress_bar(total=epochs, desc=f"train {method}", enabled=progress)
+    epoch = 0
+    stopped = "epochs"
+    for phase, frac in phases:
+        phase_epochs = max(1, int(round(epochs * frac)))
+        phase_deadline = None if minutes is None else t_start + 60 * minutes * (
+            frac if phase != "hetero" else 1.0)
+        if phase == "hetero-warmup-mse":
+            params, loss_kind = list(net.mean.parameters()), "mse"
+        else:
+            params, loss_kind = list(net.parameters()), phase
+        opt, sched = make_opt(params, opts["lr"] if phase != "hetero" else opts["lr"] * 0.3)
+        best, best_state, since = math.inf, copy.deepcopy(net.state_dict()), 0
+        net.train()
+        for _ in range(phase_epochs):
+            t0 = time.perf_counter()
+            total = 0.0
+            for _ in range(opts["iters_per_epoch"]):
+                x, y, w = sampler.batch(opts["batch_size"])
+                if opts["augment"] != "none":
+                    cands = SIGNED_PERMUTATIONS if opts["augment"] == "all" else [s for s in SIGNED_PERMUTATIONS if s[0] == (0, 1, 2)]
+                    perm, signs, p = cands[rng.integers(len(cands))]
+                    x, y, w = augment_batch([x, y, w], perm, signs, p)
+                out = net(x)
+                if hetero:
+                    mu, lv = out
+                    loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w)) + kl_term()
+                else:
+                    loss = mse_loss(out, y, w)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            val = evaluate("hetero" if loss_kind == "hetero" else "mse")
+            sched.step(val)
+            epoch += 1
+            history.append({"epoch": epoch, "phase": phase, "train_loss": total / opts["iters_per_epoch"], "val_loss": val,
+                            "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+            if val < best - 1e-6:
+                best, best_state, since = val, copy.deepcopy(net.state_dict()), 0
+            else:
+                since += 1
+            bar.update(1)
+            bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{val:.4f}")
+            if log:
+                log(f"epoch {epoch} [{phase}] train {history[-1]['train_loss']:.5f} val {val:.5f} "
+                    f"lr {history[-1]['lr']:.2g} ({history[-1]['seconds']:.1f} s, {(time.perf_counter() - t_start) / 60:.1f} min)")
+            if since >= opts["patience"]:
+                stopped = "early stopping"
+                break
+            if phase_deadline is not None and time.perf_counter() > phase_deadline:
+                stopped = "time budget"
+                break
+        net.load_state_dict(best_state)
+    bar.close()
+    net.eval()
+    meta = {
+        "method": method,
+        "factor": int(factor),
+        "arch": arch,
+        "patch": {"input_lr": opts["patch"] + 2 * HALO, "output_lr": opts["patch"], "receptive_field_lr": 5, "halo_lr": HALO},
+        "normalisation": norm,
+        "training": {
+            "subjects": sorted({it.name for it in items}),
+            "shifts": len({it.shift for it in items}),
+            "seed": seed, "epochs_run": epoch, "epochs_max": epochs, "minutes_budget": minutes, "stopped_by": stopped,
+            "best_val_loss": min(h["val_loss"] for h in history if h["phase"] == phases[-1][0]),
+            "minutes": (time.perf_counter() - t_start) / 60,
+            "options": {k: opts[k] for k in DEFAULTS},
+            "init": init_info,
+            "kl_weight": kl_weight if variational else None,
+            "log_alpha": ({name: [round(float(v), 4) for v in d.log_alpha.detach()] for name, d in
+                           (("drop1", net.mean.drop1), ("drop2", net.mean.drop2))} if variational else None),
+            "orientation": "canonical RAS axes (Method.predict reorients)",
+            "targets": "plausible voxels in the brain mask, eigenvalues clipped to [0, 4e-3]",
+        },
+        "version": "1.0.0",
+        "engine_version": engine_version,
+    }
+    return net, meta, history

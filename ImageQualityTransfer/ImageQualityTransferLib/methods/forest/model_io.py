@@ -1,0 +1,218 @@
+"""Forest-family model files: arrays in a `.npz` read with `allow_pickle=False` (cannot execute code on
+load) and a JSON sidecar beside it (format, method, factor, patch radius, features, normalisation, training
+subjects and settings, version, weights file name and SHA256). The loader verifies the checksum before it
+reads the arrays; a missing, truncated, corrupted or tampered file gives an IQTError, never a crash.
+The registry (`Resources/Models/registry.json`) is shared with the CNN models (same entry format).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...fileio import model_files
+from ...core.errors import IQTError
+from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
+from . import SCALE, tree
+from .completion import GaussianCompletion
+from .forest import Forest
+from .bayes import NoiseScale
+
+FORMAT = "iqt-forest-model/1"
+METHODS = ("global-linear", "rf", "biqt")
+# What the linear models predict and from what (sidecar fields "target" and "inputs"). Every forest model so
+# far predicts the residual of the reference over cubic B-spline interpolation; sidecars written before the
+# fields existed are exactly that, with the patch alone as regressors, and load as such.
+TARGETS = ("residual-over-cubic",)
+INPUTS = ("patch", "patch+cubic")
+
+
+@dataclass
+class ForestModel:
+    """Everything a forest-family method needs to predict (in the working domain of `forest`)."""
+
+    method: str
+    factor: int
+    n: int
+    completion: GaussianCompletion
+    gl_W: np.ndarray  # (D+1, r^3*6) global-linear map (the whole model for global-linear; the base for rf/biqt)
+    forest: Forest | None = None
+    meta: dict = field(default_factory=dict)
+    inputs: str = "patch"  # regressors: the completed patch, or the patch then the cubic values of the block
+    target: str = "residual-over-cubic"  # the block predicted: reference minus cubic B-spline interpolation
+
+
+def _arrays(model: ForestModel, dtype) -> dict:
+    a = {"gl_W": model.gl_W.astype(np.float32), "completion_mean": model.completion.mean.astype(np.float32),
+         "completion_cov": model.completion.cov.astype(np.float32)}
+    if model.forest is not None:
+        bayes = model.method == "biqt"
+        a["variance_scale"] = np.float32(model.forest.variance_scale)
+        if model.forest.noise is not None and model.forest.noise.v is not None:
+            a["noise_v"] = model.forest.noise.v.astype(np.float64)
+            a["noise_k"] = np.float64(model.forest.noise.k)
+        for k, t in enumerate(model.forest.trees):
+            p = f"tree{k}_"
+            a[p + "feature"] = t.feature.astype(np.int16)
+            a[p + "threshold"] = t.threshold.astype(np.float32)
+            a[p + "left"] = t.left.astype(np.int32)
+            a[p + "right"] = t.right.astype(np.int32)
+            a[p + "leaf"] = t.leaf.astype(np.int32)
+            if bayes:
+                a[p + "W"] = _leaf_weights(t.bayes_W, dtype)
+                a[p + "val_var"] = t.bayes_val_var.astype(np.float32)
+                a[p + "beta"] = t.bayes_beta.astype(np.float32)
+                a[p + "alpha"] = t.bayes_alpha.astype(np.float32)
+                a[p + "root_q"], a[p + "root_scale"] = pack_root(t.bayes_root, exact=np.dtype(dtype) != np.float16)
+            else:
+                a[p + "W"] = _leaf_weights(t.W, dtype)
+                a[p + "val_var"] = t.val_var.astype(np.float32)
+    return a
+
+
+def _leaf_weights(W, dtype) -> np.ndarray:
+    """Leaf models in `dtype`; float32 when a weight would not fit float16's range."""
+    W = np.asarray(W)
+    if np.dtype(dtype) == np.float16 and np.abs(W).max(initial=0.0) > 6e4:
+        dtype = np.float32
+    return W.astype(dtype)
+
+
+# BIQT leaves: the lower Cholesky factor R of each posterior covariance A^-1 (predictive parameter variance
+# x^T A^-1 x = |x^T R|^2) is stored as its packed lower triangle in int8 with one float32 scale per row
+# (d(d+1)/2 bytes + 4d per leaf instead of 4d^2). On the training patches the parameter term is about
+# 0.3 % of the predictive variance (the noise 1/beta dominates); the quantisation changes the parameter term
+# by about 1 % (under 15 % for the worst patch) and the total variance by under 0.5 %.
+
+
+def pack_root(R: np.ndarray, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(L, d, d) lower-triangular factors -> (L, d(d+1)/2) int8 packed rows and (L, d) float32 row scales
+    (`exact`: the packed rows in float32 and unit scales, for files saved at float32 precision)."""
+    R = np.asarray(R, np.float64)
+    d = R.shape[-1]
+    il = np.tril_indices(d)
+    if exact:
+        return R[:, il[0], il[1]].astype(np.float32), np.ones(R.shape[:2], np.float32)
+    scale = np.abs(R).max(-1) / 127.0
+    scale = np.where(scale > 0, scale, 1.0)
+    q = np.rint(R / scale[..., None])[:, il[0], il[1]]
+    return np.clip(q, -127, 127).astype(np.int8), scale.astype(np.float32)
+
+
+def unpack_root(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Inverse of `pack_root` (up to the quantisation): (L, d, d) float32 lower-triangular factors."""
+    scale = np.asarray(scale, np.float32)
+    L, d = scale.shape
+    if q.shape != (L, d * (d + 1) // 2):
+        raise ValueError(f"packed covariance factor of shape {q.shape} does not match {L} leaves of dimension {d}")
+    R = np.zeros((L, d, d), np.float32)
+    il = np.tril_indices(d)
+    R[:, il[0], il[1]] = q.astype(np.float32)
+    return R * scale[..., None]
+
+
+def default_dtype(method: str):
+    """Precision of the tree leaves' linear models. biqt: float16 (relative rounding 5e-4; its variance is
+    dominated by the leaves' noise term, which stays float32), with int8 covariance factors, so that the
+    file stays under 2 MB. rf: float32, because its uncertainty is the spread between the trees' means,
+    which float16 rounding would disturb where the trees agree."""
+    return np.float16 if method == "biqt" else np.float32
+
+
+def save(model: ForestModel, path, dtype=None) -> Path:
+    """Write `path` (.npz) and the sidecar beside it; returns the sidecar path. `dtype`: precision of the tree
+    leaves' linear models (default `default_dtype`); the global-linear map, completion statistics and
+    thresholds stay float32."""
+    dtype = default_dtype(model.method) if dtype is None else dtype
+    p = Path(path)
+    if p.suffix != ".npz":
+        raise IQTError(f"{p}: a forest model file name must end in .npz (the JSON sidecar is written beside it)")
+    if not p.parent.exists():
+        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
+    tmp = p.with_name(p.name + ".tmp.npz")
+    np.savez_compressed(tmp, **_arrays(model, dtype))
+    tmp.replace(p)
+    side = dict(model.meta)
+    side.update({"format": FORMAT, "method": model.method, "factor": int(model.factor), "patch_radius": int(model.n),
+                 "target": model.target, "inputs": model.inputs,
+                 "n_trees": 0 if model.forest is None else len(model.forest.trees),
+                 "n_leaves": 0 if model.forest is None else model.forest.n_leaves,
+                 "domain": f"tensors x {SCALE:g} (1e-3 mm^2/s), canonical RAS axes; target = reference - cubic B-spline",
+                 "precision": np.dtype(dtype).name
+                 + (", covariance factors int8 (packed triangle, row scales)" if model.method == "biqt"
+                    and np.dtype(dtype) == np.float16 else ""), "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
+    sp = sidecar_path(p)
+    sp.write_text(json.dumps(side, indent=2) + "\n")
+    return sp
+
+
+def load(path) -> ForestModel:
+    meta, weights = model_files.read_verified(path, FORMAT, "forest", ".npz")
+    try:
+        with np.load(weights, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+        method = meta["method"]
+        target, inputs = _kind(meta, weights)
+        comp = GaussianCompletion(a["completion_mean"], a["completion_cov"])
+        forest = None
+        if method in ("rf", "biqt"):
+            forest = Forest(n_trees=int(meta["n_trees"]))
+            for k in range(int(meta["n_trees"])):
+                p = f"tree{k}_"
+                W = a[p + "W"].astype(np.float32)
+                t = tree.Tree(a[p + "feature"].astype(np.int64), a[p + "threshold"], a[p + "left"].astype(np.int64),
+                              a[p + "right"].astype(np.int64), a[p + "leaf"].astype(np.int64), W, a[p + "val_var"])
+                if method == "biqt":
+                    t.bayes_W, t.bayes_val_var, t.bayes_beta = W, a[p + "val_var"], a[p + "beta"]
+                    t.bayes_alpha = a[p + "alpha"]
+                    if p + "root_q" in a:
+                        t.bayes_root_ = unpack_root(a[p + "root_q"], a[p + "root_scale"])
+                    else:  # files from before the packed format: full float32 factors
+                        t.bayes_root_ = a[p + "root"].astype(np.float32)
+                forest.trees.append(t)
+            if "variance_scale" in a:  # absent in models from before the calibration (scale 1)
+                forest.variance_scale = float(a["variance_scale"])
+            if "noise_v" in a:
+                forest.noise = NoiseScale(a["noise_v"], float(a["noise_k"]))
+            forest.patch_cols = len(a["completion_mean"])
+        model = ForestModel(method, int(meta["factor"]), int(meta["patch_radius"]), comp, a["gl_W"].astype(np.float32),
+                            forest, meta, inputs=inputs, target=target)
+        d = len(a["completion_mean"]) + (model.factor**3 * 6 if inputs == "patch+cubic" else 0) + 1
+        if model.gl_W.shape[0] != d:
+            raise ValueError(f"the global-linear map has {model.gl_W.shape[0]} rows, inputs {inputs!r} give {d}")
+    except IQTError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable model is a user-facing problem
+        raise IQTError(f"{weights}: the model file does not hold a valid {meta.get('method')} model "
+                       f"({type(exc).__name__}: {exc}); re-download or retrain it") from None
+    if model.method not in METHODS:
+        raise IQTError(f"{weights}: unknown forest method {model.method!r}")
+    return model
+
+
+def _kind(meta: dict, weights) -> tuple[str, str]:
+    """(target, inputs) of a sidecar; the defaults for sidecars from before the fields; an IQTError for others."""
+    target = meta.get("target", TARGETS[0])
+    inputs = meta.get("inputs", "patch")
+    if target not in TARGETS:
+        raise IQTError(f"{weights}: this forest model predicts target {target!r}, which this version of the engine does not "
+                       f"know (it knows {', '.join(TARGETS)}); update the extension or use a model trained by this version")
+    if inputs not in INPUTS:
+        raise IQTError(f"{weights}: this forest model takes inputs {inputs!r}, which this version of the engine does not "
+                       f"know (it knows {', '.join(INPUTS)}); update the extension or use a model trained by this version")
+    return target, inputs
+
+
+def read_sidecar(path) -> tuple[dict, Path]:
+    return model_files.read_sidecar(path, FORMAT, "forest", ".npz")
+
+
+def shipped(method: str, factor: int, models_dir=MODELS_DIR) -> Path:
+    return model_files.shipped(method, factor, ".npz", models_dir)
+
+
+def register(sidecar, models_dir=MODELS_DIR) -> None:
+    model_files.register(read_sidecar(sidecar)[0], sidecar, models_dir)

@@ -1,0 +1,156 @@
+"""Patch library: low-res (2n+1)^3 x 6 input patches and their r^3 x 6 high-res residual targets.
+
+Every training subject is reoriented to canonical (RAS) voxel axes (tensor components with them), as
+`Method.predict` feeds a method; each of the r^3 block shifts is degraded (`degrade.degrade`: DWIs
+block-averaged, DTI fitted on the dilated low-res mask, eigenvalues clipped) and paired with the matching
+high-res reference crop (`degrade.hr_crop`). A low-res voxel gives one example when it lies in the brain
+(the low-res mask dilated by one voxel, the voxels a method answers for) and all r^3 high-res voxels it
+covers are in the high-res brain mask with a plausible fit (`tensors.plausible`). The target is the
+reference block minus the cubic B-spline interpolation of the low-res input at those r^3 voxels. Examples
+are subsampled at `rate` with a seeded generator, so a library is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ...dmri import degrade as deg
+from ...core import tensors
+from ..base import clip_input
+from ..interpolation import upsample_separable
+from ...core.orientation import Reorientation
+from . import SCALE
+from .features import volume_features
+
+
+def patch_size(n: int) -> int:
+    return (2 * n + 1) ** 3
+
+
+def offsets(n: int) -> np.ndarray:
+    r = np.arange(-n, n + 1)
+    return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+
+
+def prepare_input(lr: np.ndarray, r: int):
+    """Low-res input (mm^2/s) -> (clipped input, cubic B-spline upsampling), both in units of 1e-3 mm^2/s."""
+    x = clip_input(np.asarray(lr, np.float32)).astype(np.float32)
+    cubic = upsample_separable(x, r, 3)
+    return x * np.float32(SCALE), cubic * np.float32(SCALE)
+
+
+def to_blocks(hr: np.ndarray, r: int) -> np.ndarray:
+    """(rX, rY, rZ, K) -> (X, Y, Z, r^3 * K): the r^3 block of each low-res voxel, block-major (i, j, k, element)."""
+    X, Y, Z = (s // r for s in hr.shape[:3])
+    K = hr.shape[3]
+    b = hr[: r * X, : r * Y, : r * Z].reshape(X, r, Y, r, Z, r, K).transpose(0, 2, 4, 1, 3, 5, 6)
+    return b.reshape(X, Y, Z, r**3 * K)
+
+
+def from_blocks(b: np.ndarray, r: int, K: int = 6) -> np.ndarray:
+    """Inverse of `to_blocks`."""
+    X, Y, Z = b.shape[:3]
+    return b.reshape(X, Y, Z, r, r, r, K).transpose(0, 3, 1, 4, 2, 5, 6).reshape(r * X, r * Y, r * Z, K)
+
+
+def extract(vol: np.ndarray, centres: np.ndarray, n: int):
+    """Patches (N, (2n+1)^3 * 6) around `centres` (N, 3) of a (X,Y,Z,6) volume, zero outside the volume,
+    and the (N, (2n+1)^3) map of missing voxels (all-zero tensors)."""
+    pad = np.pad(vol, [(n, n)] * 3 + [(0, 0)])
+    c = np.asarray(centres) + n
+    out = np.empty((len(c), patch_size(n), vol.shape[-1]), np.float32)
+    for k, (dx, dy, dz) in enumerate(offsets(n)):
+        out[:, k] = pad[c[:, 0] + dx, c[:, 1] + dy, c[:, 2] + dz]
+    missing = ~np.any(out != 0, axis=-1)
+    return out.reshape(len(c), -1), missing
+
+
+def support(lr_mask: np.ndarray) -> np.ndarray:
+    """Low-res voxels a method answers for: the mask dilated by one voxel (as the interpolations)."""
+    return ndimage.binary_dilation(lr_mask, structure=np.ones((3, 3, 3), bool)) if lr_mask.any() else lr_mask
+
+
+@dataclass
+class Library:
+    X: np.ndarray  # (N, (2n+1)^3 * 6) float32, 1e-3 mm^2/s, missing voxels zero (completed later)
+    missing: np.ndarray  # (N, (2n+1)^3) bool
+    F: np.ndarray  # (N, n_features) float32
+    Y: np.ndarray  # (N, r^3 * 6) float32 residual over cubic, 1e-3 mm^2/s
+    group: np.ndarray  # (N,) int16: index of the subject
+    n: int
+    factor: int
+    subjects: list = field(default_factory=list)
+    seconds: float = 0.0
+    C: np.ndarray | None = None  # (N, r^3 * 6) float32: the cubic B-spline values of the block (1e-3 mm^2/s)
+
+    def __len__(self):
+        return len(self.X)
+
+    def take(self, idx) -> "Library":
+        return Library(self.X[idx], self.missing[idx], self.F[idx], self.Y[idx], self.group[idx], self.n, self.factor,
+                       list(self.subjects), self.seconds, None if self.C is None else self.C[idx])
+
+
+def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log=None):
+    """Examples of one `pipeline.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
+    (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`)."""
+    reo = Reorientation.to_canonical(subject.dwi.affine)
+    dwi = reo.apply(subject.dwi)
+    mask = reo.apply(subject.mask).data.astype(bool)
+    truth = reo.apply(subject.tensor).data
+    good_full = mask & tensors.plausible(truth)
+    parts = []
+    for shift in shifts if shifts is not None else deg.all_shifts(r):
+        t0 = time.perf_counter()
+        pair = deg.degrade(dwi, mask, r, shift)
+        x, cubic = prepare_input(pair.tensor.data, r)
+        good = to_blocks(deg.hr_crop(good_full, r, shift)[..., None].astype(np.float32), r).min(-1) > 0.5
+        sel = support(pair.mask.data) & good
+        centres = np.argwhere(sel)
+        if rate < 1.0:
+            centres = centres[rng.random(len(centres)) < rate]
+        target = to_blocks((deg.hr_crop(truth, r, shift) * SCALE).astype(np.float32), r)
+        cb = to_blocks(cubic, r)
+        res = target - cb
+        X, miss = extract(x, centres, n)
+        F = volume_features(x, n)[tuple(centres.T)]
+        parts.append((X, miss, F, res[tuple(centres.T)].astype(np.float32), cb[tuple(centres.T)].astype(np.float32)))
+        if log:
+            log(f"  {subject.name} shift {shift}: {len(centres)} examples ({time.perf_counter() - t0:.1f} s)")
+    return parts
+
+
+def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0, log=None) -> Library:
+    """Library over `subjects` (pipeline.Subject objects or subject folders), every block shift."""
+    from ...dmri.subject import load_subject
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    parts, groups, names = [], [], []
+    for gi, s in enumerate(subjects):
+        if not hasattr(s, "dwi"):
+            if log:
+                log(f"loading {s}")
+            s = load_subject(s)
+        names.append(s.name)
+        for p in subject_examples(s, r, n, rate, rng, log=log):
+            parts.append(p)
+            groups.append(np.full(len(p[0]), gi, np.int16))
+    cat = [np.concatenate([p[k] for p in parts]) for k in range(5)]
+    return Library(cat[0], cat[1], cat[2], cat[3], np.concatenate(groups), n, r, names, time.perf_counter() - t0, cat[4])
+
+
+def save_library(lib: Library, path) -> None:
+    extra = {} if lib.C is None else {"C": lib.C}
+    np.savez(path, X=lib.X, missing=lib.missing, F=lib.F, Y=lib.Y, group=lib.group, n=lib.n, factor=lib.factor,
+             subjects=np.array(lib.subjects), seconds=lib.seconds, **extra)
+
+
+def load_library(path) -> Library:
+    z = np.load(path, allow_pickle=False)
+    return Library(z["X"], z["missing"], z["F"], z["Y"], z["group"], int(z["n"]), int(z["factor"]),
+                   [str(s) for s in z["subjects"]], float(z["seconds"]), z["C"] if "C" in z.files else None)

@@ -1,0 +1,132 @@
+"""Training of `global-linear`, `rf` and `biqt` from high-quality subject folders.
+
+Library (`patches.build_library`) -> Gaussian completion statistics from the complete patches -> missing
+voxels completed (-> the cubic values of the block appended, with inputs "patch+cubic") -> global-linear
+least squares on every example (the whole `global-linear` model, and the base of the forests) -> for
+`rf` / `biqt`: 8 trees grown on the residual over the global-linear map, each on its own subsample,
+validated on a subject it was not trained on (`Forest.fit` with groups) -> uncertainty calibration on a
+training subsample (`Forest.calibrate`: biqt's input-dependent noise scale, then the variance scale of either).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ...core.version import __version__ as engine_version
+from ...core.errors import IQTError
+from ...core.grid import repeat_blocks
+from . import features, linear, patches
+from .completion import GaussianCompletion
+from .forest import Forest
+from .model_io import INPUTS, METHODS, ForestModel
+
+DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=20_000, max_depth=6, min_leaf=800,
+                bins=16, ridge=0.2, gl_ridge=1e-4, n_calibration=150_000)
+# gl_ridge: 1e-2 (per example) beat 1e-4 for the global-linear base on each of the three leave-one-subject-out
+# folds of the training subjects (held-out interior 0.955-0.960x cubic against 0.962-0.973x), but an rf
+# trained on it gained under 1 % DT-RMSE on the dev subjects, lost on one, and its FA error rose by 8-10 %:
+# not adopted.
+# Split features: adding the log local heterogeneity of the completed patch (26 and 6 neighbours) and the log
+# variance of its central 3^3 to the 15 invariant features left the rf at 0.965/0.959/0.927/0.941x cubic in the
+# interior of the dev subjects (0.963/0.960/0.927/0.941x without); not adopted.
+# inputs: "patch+cubic" (the r^3 x 6 cubic B-spline values of the block appended to the regressors, which carry
+# the wide support of the cubic prefilter) gave no gain: interior DT-RMSE x cubic on the four dev subjects
+# (3mm ortho / 3mm yaw / sag AP / sag HF) global-linear 0.974/0.966/0.941/0.951 against 0.972/0.966/0.940/0.950
+# with the patch alone, rf 0.962/0.958/0.928/0.942 against 0.963/0.960/0.927/0.941 (exterior within 0.003),
+# for a 2.3 MB rf file and a split search on 211 regressors (14 min on the 2 shared, busy cores); not adopted.
+
+
+def train(method: str, subjects, factor: int = 2, seed: int = 0, log=None, progress=None, library=None,
+          **overrides) -> ForestModel:
+    """A trained model. `subjects`: folders or pipeline.Subject objects; `library` reuses a built one."""
+    if method not in METHODS:
+        raise IQTError(f"--method {method}: forest-family methods are {', '.join(METHODS)}")
+    cfg = dict(DEFAULTS)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    t0 = time.perf_counter()
+    lib = library if library is not None else patches.build_library(subjects, factor, n=cfg["n"], rate=cfg["rate"],
+                                                                    seed=seed, log=log)
+    if len(lib) == 0:
+        raise IQTError("no training example found (empty brain masks?); check the subject folders")
+    t_lib = time.perf_counter() - t0
+    if log:
+        log(f"library: {len(lib)} examples of {lib.X.shape[1]} inputs -> {lib.Y.shape[1]} outputs ({t_lib:.0f} s)")
+    if cfg["inputs"] not in INPUTS:
+        raise IQTError(f"inputs {cfg['inputs']!r}: choose one of {', '.join(INPUTS)}")
+    if cfg["inputs"] == "patch+cubic" and lib.C is None:
+        raise IQTError("inputs 'patch+cubic' needs a patch library with the cubic block values (rebuild it)")
+    comp = GaussianCompletion().fit(lib.X, lib.missing)
+    X = design(comp.complete(lib.X, lib.missing), lib.C, cfg["inputs"])
+    gl = linear.GlobalLinear(cfg["gl_ridge"]).fit(X, lib.Y)
+    forest = None
+    if method in ("rf", "biqt"):
+        R = lib.Y - gl.predict(X)
+        forest = Forest(n_trees=cfg["n_trees"], n_train=cfg["n_train"], n_val=cfg["n_val"], max_depth=cfg["max_depth"],
+                        min_leaf=cfg["min_leaf"], bins=cfg["bins"], ridge=cfg["ridge"], seed=seed,
+                        bayesian=(method == "biqt"))
+        forest.patch_cols = lib.X.shape[1]
+        forest.fit(X, lib.F, R, groups=lib.group, log=log, progress=progress)
+        rng = np.random.default_rng(seed + 1)
+        cal = np.sort(rng.permutation(len(X))[: min(cfg["n_calibration"], len(X))])
+        forest.calibrate(X[cal], lib.F[cal], R[cal], "biqt" if method == "biqt" else "rf", factor**3)
+        if log:
+            log(f"uncertainty calibration on {len(cal)} training examples: "
+                + (f"noise scale v = {np.round(forest.noise.v, 3).tolist()}, " if method == "biqt" else "")
+                + f"variance scale {forest.variance_scale:.3g}")
+    meta = {
+        "version": engine_version,
+        "features": features.feature_names(lib.n),
+        "training": {"subjects": list(lib.subjects), "seed": int(seed), "examples": int(len(lib)),
+                     "settings": {k: (float(v) if isinstance(v, float) else v) for k, v in cfg.items()},
+                     "library_seconds": round(t_lib, 1), "seconds": round(time.perf_counter() - t0, 1)},
+    }
+    return ForestModel(method, int(factor), lib.n, comp, gl.W.astype(np.float32), forest, meta, inputs=cfg["inputs"])
+
+
+def design(X: np.ndarray, C: np.ndarray | None, inputs: str) -> np.ndarray:
+    """The regressors of the linear models: the completed patch, then (inputs "patch+cubic") the cubic
+    B-spline values of the r^3 block the model predicts."""
+    if inputs == "patch":
+        return X
+    return np.concatenate([X, np.asarray(C, np.float32)], axis=1)
+
+
+def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, with_variance: bool = False,
+                   chunk: int = 100_000):
+    """Low-res canonical tensors (mm^2/s) -> high-res tensors (mm^2/s) and, for rf/biqt, the per-voxel std map."""
+    r, n = model.factor, model.n
+    x, cubic = patches.prepare_input(lr, r)
+    cubic_blocks = patches.to_blocks(cubic, r) if model.inputs == "patch+cubic" else None
+    present = np.any(x != 0, axis=-1)
+    base = mask if mask is not None else present
+    sup = patches.support(np.asarray(base, bool))
+    centres = np.argwhere(sup)
+    feats = features.volume_features(x, n, present) if model.forest is not None else None
+    m = model.gl_W.shape[1]
+    res = np.zeros(sup.shape + (m,), np.float32)
+    var = np.zeros(sup.shape + (m,), np.float32) if (with_variance and model.forest is not None) else None
+    kind = "biqt" if model.method == "biqt" else "rf"
+    for s in range(0, len(centres), chunk):
+        c = centres[s : s + chunk]
+        X, miss = patches.extract(x, c, n)
+        X = design(model.completion.complete(X, miss), None if cubic_blocks is None else cubic_blocks[tuple(c.T)],
+                   model.inputs)
+        out = linear.predict(model.gl_W, X)
+        if model.forest is not None:
+            mu, v = model.forest.predict(X, feats[tuple(c.T)], kind)
+            out += mu
+            if var is not None:
+                var[tuple(c.T)] = v
+        res[tuple(c.T)] = out
+    hr = cubic + patches.from_blocks(res, r)
+    hr_sup = repeat_blocks(sup, r)
+    hr[~hr_sup] = 0.0
+    hr /= np.float32(patches.SCALE)
+    unc = {}
+    if var is not None:
+        std = np.sqrt(patches.from_blocks(var, r).mean(-1)) / np.float32(patches.SCALE)
+        std[~hr_sup] = 0.0
+        unc["std"] = std.astype(np.float32)
+    return hr.astype(np.float32), unc

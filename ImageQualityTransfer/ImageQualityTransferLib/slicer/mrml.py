@@ -1,0 +1,265 @@
+"""MRML nodes <-> `Volume`, Qt-free: works inside the Slicer application and with the `slicer-core` wheel.
+
+MRML and VTK are imported lazily, so the rest of the engine never needs them.
+
+Geometry: a node's IJKToRAS matrix is the Volume's affine (the image data keeps origin 0 and spacing 1,
+as MRML requires). vtkImageData stores x fastest: a (N, C) point array reshapes to (Z,Y,X,C) and is
+transposed to (X,Y,Z,C).
+
+Tensors: vtkImageData point-data tensors hold 9 components, a row-major 3x3, expressed in the node's
+measurement frame MF (D_RAS = MF D MF^T). Volumes hold components in the voxel (IJK) axes, so reading
+re-expresses them with D_ijk = R^-1 MF D MF^T R^-T (R = IJK->RAS direction matrix, columns normalised);
+nodes we create follow Slicer's DTI estimation: components in IJK axes and MF = R. A node's parent
+transform is not applied (harden it first); its id is recorded in `meta["parent_transform_id"]`.
+
+Input nodes are never modified: arrays are copied out of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core import tensors
+from ..core.errors import IQTError
+from ..fileio.nrrd import direction_rotation, frame_to_voxel_axes, reexpress
+from ..core.volume import Volume
+
+# Perceptual colour maps first (present in the Slicer application), then Slicer's default grey.
+DEFAULT_COLORMAP = "Inferno"
+FALLBACK_COLOR_NODE_IDS = ("vtkMRMLColorTableNodeGrey",)
+
+
+def _vtk():
+    import vtk
+    from vtk.util import numpy_support
+
+    return vtk, numpy_support
+
+
+def _matrix_to_numpy(m) -> np.ndarray:
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)], dtype=np.float64)
+
+
+def _numpy_to_matrix(a: np.ndarray):
+    vtk, _ = _vtk()
+    m = vtk.vtkMatrix4x4()
+    for i in range(4):
+        for j in range(4):
+            m.SetElement(i, j, float(a[i, j]))
+    return m
+
+
+def _node_label(node) -> str:
+    name = node.GetName() if hasattr(node, "GetName") else None
+    return f"node '{name}'" if name else f"{node.GetClassName()} node"
+
+
+def _geometry(node):
+    """(image data, affine) of a volume node; the affine includes a non-zero extent start."""
+    vtk, _ = _vtk()
+    image = node.GetImageData()
+    if image is None:
+        raise IQTError(f"{_node_label(node)} has no image data; load or compute the volume first")
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    affine = _matrix_to_numpy(m)
+    ext = image.GetExtent()
+    if any(ext[2 * k] != 0 for k in range(3)):
+        shift = np.eye(4)
+        shift[:3, 3] = [ext[0], ext[2], ext[4]]
+        affine = affine @ shift
+    return image, affine
+
+
+def _point_array(image, array, node) -> np.ndarray:
+    """Copy of a point array as (X,Y,Z,C)."""
+    _, ns = _vtk()
+    dims = image.GetDimensions()
+    if min(dims) < 1:
+        raise IQTError(f"{_node_label(node)} has an empty image ({dims}); load the volume first")
+    a = np.array(ns.vtk_to_numpy(array), copy=True)
+    n = dims[0] * dims[1] * dims[2]
+    if a.shape[0] != n:
+        raise IQTError(f"{_node_label(node)}: {a.shape[0]} voxels for dimensions {dims}; the image data is inconsistent")
+    a = a.reshape(n, -1).reshape(dims[2], dims[1], dims[0], -1)
+    return np.ascontiguousarray(a.transpose(2, 1, 0, 3))
+
+
+def _meta(node) -> dict:
+    meta = {"node_id": node.GetID(), "node_name": node.GetName(), "node_class": node.GetClassName()}
+    tid = node.GetTransformNodeID() if hasattr(node, "GetTransformNodeID") else None
+    if tid:
+        meta["parent_transform_id"] = tid
+    return meta
+
+
+# ---------------------------------------------------------------- node -> Volume
+
+
+def tensor_volume_from_node(node) -> Volume:
+    """Tensor Volume (X,Y,Z,6) float32, components in voxel axes, from a vtkMRMLDiffusionTensorVolumeNode."""
+    vtk, _ = _vtk()
+    if node is None or not node.IsA("vtkMRMLTensorVolumeNode"):
+        got = "nothing" if node is None else node.GetClassName()
+        raise IQTError(f"expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI first)")
+    image, affine = _geometry(node)
+    pd = image.GetPointData()
+    arr = pd.GetTensors()
+    if arr is None and pd.GetScalars() is not None and pd.GetScalars().GetNumberOfComponents() == 9:
+        arr = pd.GetScalars()
+    if arr is None or arr.GetNumberOfComponents() != 9:
+        raise IQTError(f"{_node_label(node)} holds no 3x3 tensor point data; select a DTI volume")
+    m9 = _point_array(image, arr, node).astype(np.float64)
+    t6 = tensors.from_matrix(m9.reshape(m9.shape[:3] + (3, 3)))
+    mf = vtk.vtkMatrix4x4()
+    node.GetMeasurementFrameMatrix(mf)
+    mf3 = _matrix_to_numpy(mf)[:3, :3]
+    t6, rotated = reexpress(t6, frame_to_voxel_axes(mf3, affine))
+    if not np.isfinite(t6).all():
+        raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
+    meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated}
+    return Volume(t6.astype(np.float32), affine, "tensor", meta=meta)
+
+
+def scalar_volume_from_node(node) -> Volume:
+    """Scalar Volume (X,Y,Z) (or (X,Y,Z,K) for K components) from a scalar or label map volume node."""
+    if node is None or not node.IsA("vtkMRMLVolumeNode"):
+        got = "nothing" if node is None else node.GetClassName()
+        raise IQTError(f"expected a scalar volume node, got {got}; select a scalar volume")
+    image, affine = _geometry(node)
+    scalars = image.GetPointData().GetScalars()
+    if scalars is None:
+        raise IQTError(f"{_node_label(node)} holds no scalar point data; select a scalar volume")
+    data = _point_array(image, scalars, node)
+    if data.shape[3] == 1:
+        data = data[..., 0]
+    return Volume(data, affine, "scalar", meta=_meta(node))
+
+
+def mask_from_node(node) -> Volume:
+    """Binary mask (> 0) from a label map or scalar volume node."""
+    vol = scalar_volume_from_node(node)
+    data = vol.data
+    if data.ndim != 3:
+        raise IQTError(f"{_node_label(node)} has {data.shape[3]} components; a mask is a single-component label map")
+    mask = np.nan_to_num(data.astype(np.float64)) > 0
+    if not mask.any():
+        raise IQTError(f"{_node_label(node)} is empty (no voxel > 0); give a brain mask")
+    return Volume(mask, vol.affine, "mask", meta=vol.meta)
+
+
+# ---------------------------------------------------------------- Volume -> node
+
+
+def _image_data(arr_xyzc: np.ndarray, as_tensors: bool):
+    vtk, ns = _vtk()
+    x, y, z, c = arr_xyzc.shape
+    flat = np.ascontiguousarray(arr_xyzc.transpose(2, 1, 0, 3)).reshape(-1, c)
+    if c == 1:
+        flat = flat[:, 0]
+    varr = ns.numpy_to_vtk(flat, deep=1)
+    image = vtk.vtkImageData()
+    image.SetDimensions(x, y, z)
+    if as_tensors:
+        varr.SetName("tensors")
+        image.GetPointData().SetTensors(varr)
+    else:
+        varr.SetName("ImageScalars")
+        image.GetPointData().SetScalars(varr)
+    return image
+
+
+def add_tensor_node(scene, vol: Volume, name: str):
+    """New vtkMRMLDiffusionTensorVolumeNode in `scene` with Slicer's display nodes; components in IJK axes,
+    IJKToRAS = the affine, measurement frame = IJK->RAS rotation (as Slicer's DTI estimation writes)."""
+    from slicer import vtkMRMLDiffusionTensorVolumeNode
+
+    if vol.kind != "tensor":
+        raise ValueError("add_tensor_node needs a tensor volume")
+    m = tensors.to_matrix(np.asarray(vol.data, dtype=np.float32)).reshape(vol.shape3 + (9,))
+    image = _image_data(m, as_tensors=True)
+    node = vtkMRMLDiffusionTensorVolumeNode()
+    node.SetName(scene.GenerateUniqueName(name) if hasattr(scene, "GenerateUniqueName") else name)
+    node.SetIJKToRASMatrix(_numpy_to_matrix(vol.affine))
+    mf = np.eye(4)
+    mf[:3, :3] = direction_rotation(vol.affine)
+    node.SetMeasurementFrameMatrix(_numpy_to_matrix(mf))
+    node.SetAndObserveImageData(image)
+    scene.AddNode(node)
+    _tensor_display(scene, node)
+    return node
+
+
+def _tensor_display(scene, node) -> None:
+    """Display node + display properties + slice glyph nodes, as Slicer creates them for a loaded DTI."""
+    try:
+        node.CreateDefaultDisplayNodes()
+    except Exception:  # very old MRML: build the minimum by hand
+        pass
+    if node.GetDisplayNode() is None:
+        from slicer import vtkMRMLDiffusionTensorVolumeDisplayNode
+
+        disp = vtkMRMLDiffusionTensorVolumeDisplayNode()
+        scene.AddNode(disp)
+        node.SetAndObserveDisplayNodeID(disp.GetID())
+        disp.AddSliceGlyphDisplayNodes(node)  # glyph nodes + vtkMRMLDiffusionTensorDisplayPropertiesNode
+    disp = node.GetDisplayNode()
+    if disp is not None and not disp.GetColorNodeID():
+        color_id = _find_color_node_id(scene, "Rainbow")
+        if color_id:
+            disp.SetAndObserveColorNodeID(color_id)
+
+
+def _find_color_node_id(scene, colormap: str | None) -> str | None:
+    """Id of a colour node named `colormap` in the scene, else Slicer's grey, else None."""
+    candidates = []
+    if colormap:
+        candidates += [
+            f"vtkMRMLColorTableNodeFile{colormap}.txt",
+            f"vtkMRMLColorTableNode{colormap}",
+            f"vtkMRMLProceduralColorNode{colormap}",
+            f"vtkMRMLPETProceduralColorNode{colormap}",
+        ]
+    for cid in candidates:
+        if scene.GetNodeByID(cid) is not None:
+            return cid
+    if colormap:
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLColorNode")):
+            n = scene.GetNthNodeByClass(i, "vtkMRMLColorNode")
+            if (n.GetName() or "").lower() == colormap.lower():
+                return n.GetID()
+    for cid in FALLBACK_COLOR_NODE_IDS:
+        if scene.GetNodeByID(cid) is not None:
+            return cid
+    return None
+
+
+def add_scalar_node(scene, vol: Volume, name: str, colormap: str | None = DEFAULT_COLORMAP):
+    """New vtkMRMLScalarVolumeNode with a display node using `colormap` when the scene has it (the Slicer
+    application has Inferno, Viridis, ...), else Slicer's grey; with no colour nodes at all (bare scene
+    in slicer-core) the display node is left without one."""
+    from slicer import vtkMRMLScalarVolumeDisplayNode, vtkMRMLScalarVolumeNode
+
+    data = np.asarray(vol.data)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"add_scalar_node needs a 3D volume, got shape {data.shape}")
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    elif np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float32)
+    image = _image_data(data[..., None], as_tensors=False)
+    node = vtkMRMLScalarVolumeNode()
+    node.SetName(scene.GenerateUniqueName(name) if hasattr(scene, "GenerateUniqueName") else name)
+    node.SetIJKToRASMatrix(_numpy_to_matrix(vol.affine))
+    node.SetAndObserveImageData(image)
+    scene.AddNode(node)
+    disp = vtkMRMLScalarVolumeDisplayNode()
+    scene.AddNode(disp)
+    disp.AutoWindowLevelOn()
+    color_id = _find_color_node_id(scene, colormap)
+    if color_id:
+        disp.SetAndObserveColorNodeID(color_id)
+    node.SetAndObserveDisplayNodeID(disp.GetID())
+    return node

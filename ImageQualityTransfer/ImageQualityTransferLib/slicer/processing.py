@@ -1,0 +1,428 @@
+"""The Slicer module's processing, Qt-free: MRML nodes in, new MRML nodes out.
+
+`run_on_nodes` is what the Slicer Logic calls (and what the headless tests call with `slicer-core`):
+
+    input node (DTI, or DWI fitted first) + optional mask node
+      -> Volume (mrml.tensor_volume_from_node / dwi_volume_from_node)
+      -> method.predict  (in this process, or in a separate Python process for torch methods)
+      -> new nodes (mrml.add_tensor_node / add_scalar_node): high-res tensor, uncertainty map(s),
+         and the cubic interpolation for side-by-side comparison.
+
+The input node is never modified; results are always new nodes, optionally copied into nodes the user
+chose (`targets`), which are then overwritten. Nothing here imports Qt or `slicer.app`.
+
+Progress callbacks receive `(fraction in [0, 1], message)`; `cancel` is a callable returning True to stop
+(checked between steps, and continuously while a worker process runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from queue import Empty, Queue
+
+import numpy as np
+
+from .. import methods as methods_mod
+from . import mrml
+from ..core import tensors
+from ..core.errors import IQTError
+from ..fileio.nrrd import direction_rotation
+from ..core.volume import Volume
+
+COMPARISON_METHOD = "cubic"
+LIB_DIR = Path(__file__).resolve().parents[1]
+
+
+class Cancelled(IQTError):
+    """The user stopped the processing; no output node was created."""
+
+
+# ---------------------------------------------------------------- methods
+
+
+def method_info(name: str) -> dict:
+    """The registry's description of one method (name, description, uncertainty, learned)."""
+    for entry in methods_mod.describe():
+        if entry["name"] == name:
+            return entry
+    methods_mod.get(name)  # raises the registry's IQTError naming the valid choices
+    raise IQTError(f"unknown method {name!r}")
+
+
+def method_needs_torch(name: str) -> bool:
+    """True for methods whose prediction imports torch (the CNNs): the Slicer module runs them in a separate
+    Python process so that a torch crash or a long run never takes the application down."""
+    m = methods_mod.get(name)
+    flag = getattr(m, "requires_torch", None)
+    if flag is not None:
+        return bool(flag)
+    return bool(getattr(m, "learned", False)) and ".cnn" in type(m).__module__
+
+
+def _configure(method, samples=None, device=None):
+    """Pass Monte Carlo samples and the device to methods that have such settings (others ignore them)."""
+    for attr, value in (("samples", samples), ("mc_samples", samples), ("device", device)):
+        if value is not None and hasattr(method, attr):
+            setattr(method, attr, value)
+    return method
+
+
+# ---------------------------------------------------------------- nodes -> Volumes
+
+
+def dwi_volume_from_node(node) -> Volume:
+    """DWI Volume (X,Y,Z,N) with b-values and gradient directions in voxel axes, from a
+    vtkMRMLDiffusionWeightedVolumeNode. Gradients are stored in the node's measurement frame
+    (g_RAS = MF g); Slicer's NRRD convention of gradient length sqrt(b/b_max) is turned into per-volume
+    b-values with unit directions."""
+    import vtk
+    from vtk.util import numpy_support as ns
+
+    if node is None or not node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
+        got = "nothing" if node is None else node.GetClassName()
+        raise IQTError(f"expected a diffusion-weighted volume node, got {got}; load a DWI NRRD (or select a DTI volume)")
+    vol = mrml.scalar_volume_from_node(node)
+    data = np.asarray(vol.data, dtype=np.float32)
+    if data.ndim != 4:
+        raise IQTError(f"node '{node.GetName()}' holds a single volume; a DWI series has one volume per gradient")
+    n = data.shape[3]
+    grads = node.GetDiffusionGradients()
+    bvals_arr = node.GetBValues()
+    if grads is None or bvals_arr is None or grads.GetNumberOfTuples() != n or bvals_arr.GetNumberOfTuples() != n:
+        raise IQTError(
+            f"node '{node.GetName()}' has {n} volumes but its gradient table does not match; reload the DWI with its gradients"
+        )
+    g = np.array(ns.vtk_to_numpy(grads), dtype=np.float64).reshape(n, 3)
+    b = np.array(ns.vtk_to_numpy(bvals_arr), dtype=np.float64).reshape(n)
+    norms = np.linalg.norm(g, axis=1)
+    dw = norms > 1e-6
+    if dw.any() and np.ptp(b[dw]) == 0 and not np.allclose(norms[dw], 1.0, atol=1e-3):
+        b = b * norms**2  # NRRD multi-shell convention: b = b_max * |g|^2
+    g[dw] /= norms[dw, None]
+    mf = vtk.vtkMatrix4x4()
+    node.GetMeasurementFrameMatrix(mf)
+    mf3 = mrml._matrix_to_numpy(mf)[:3, :3]
+    g_ijk = np.linalg.solve(direction_rotation(vol.affine), mf3 @ g.T).T
+    b[~dw] = 0.0
+    return Volume(data, vol.affine, "dwi", bvals=b, bvecs=g_ijk, meta=vol.meta | {"fitted_from_dwi": True})
+
+
+def input_volumes(input_node, mask_node=None, progress=None) -> tuple[Volume, Volume | None]:
+    """(low-res tensor Volume, mask Volume or None) from the input node (DTI, or DWI fitted here) and mask node."""
+    from ..dmri import dti
+
+    mask = mrml.mask_from_node(mask_node) if mask_node is not None else None
+    if input_node is not None and input_node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
+        _report(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
+        dwi = dwi_volume_from_node(input_node)
+        fit_mask = mask if mask is not None else dti.brain_mask(dwi)
+        _check_same_grid(fit_mask, dwi, mask_node)
+        lr = dti.fit_dti(dwi, fit_mask)
+        lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=dwi.meta)
+        if mask is None:
+            mask = fit_mask
+    else:
+        lr = mrml.tensor_volume_from_node(input_node)
+    if mask is not None:
+        _check_same_grid(mask, lr, mask_node)
+    return lr, mask
+
+
+def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> None:
+    if mask.shape3 != vol.shape3 or not np.allclose(mask.affine, vol.affine, atol=1e-4):
+        name = mask_node.GetName() if mask_node is not None else "the mask"
+        raise IQTError(
+            f"mask '{name}' is on a different grid ({mask.shape3}) than the input ({vol.shape3}); "
+            f"resample the mask onto the input volume (Resample Scalar/Vector/DWI Volume) or leave it empty"
+        )
+
+
+# ---------------------------------------------------------------- the engine call (shared with the worker)
+
+
+def predict_volumes(
+    lr: Volume,
+    method: str,
+    factor: int = 2,
+    mask: Volume | None = None,
+    model=None,
+    samples: int | None = None,
+    device: str | None = None,
+    interpolate: bool = False,
+    progress=None,
+    cancel=None,
+) -> dict[str, Volume]:
+    """{"tensor": Volume, "uncertainty/<key>": Volume..., "interpolated": Volume} on the high-res grid."""
+    info = method_info(method)
+    m = _configure(methods_mod.get(method, model=model) if info["learned"] else methods_mod.get(method), samples, device)
+    span = 0.75 if interpolate and method != COMPARISON_METHOD else 0.9
+    _report(progress, 0.1, f"running {method} (x{factor})")
+    pred = m.predict(lr, factor=factor, mask=mask, progress=_scaled(progress, 0.1, 0.1 + span, f"{method}"))
+    _check_cancel(cancel)
+    out = {"tensor": pred.tensor}
+    for key, v in pred.uncertainty.items():
+        out[f"uncertainty/{key}"] = v
+    if interpolate:
+        if method == COMPARISON_METHOD:
+            out["interpolated"] = pred.tensor
+        else:
+            _report(progress, 0.1 + span, f"{COMPARISON_METHOD} interpolation for comparison")
+            out["interpolated"] = methods_mod.get(COMPARISON_METHOD).predict(lr, factor=factor, mask=mask).tensor
+    _check_cancel(cancel)
+    return out
+
+
+# ---------------------------------------------------------------- Volumes -> nodes
+
+
+def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: str, targets: dict | None = None) -> dict:
+    """New nodes for the results. `targets` may map "tensor", "uncertainty", "interpolated" to existing nodes
+    of the right class that receive the result instead (their previous content is replaced).
+    Returns {"tensor": node, "uncertainty": node or None, "uncertainties": {key: node}, "interpolated": node or None}."""
+    targets = targets or {}
+    created = {"tensor": None, "uncertainty": None, "uncertainties": {}, "interpolated": None}
+    created["tensor"] = _place(scene, mrml.add_tensor_node(scene, results["tensor"], f"{base_name}_{method}"), targets.get("tensor"))
+    unc_keys = [k for k in results if k.startswith("uncertainty/")]
+    # the map shown as overlay: "std" when the method gives one, else the first
+    main = next((k for k in unc_keys if k.endswith("/std")), unc_keys[0] if unc_keys else None)
+    for key in unc_keys:
+        short = key.split("/", 1)[1]
+        node = mrml.add_scalar_node(scene, results[key], f"{base_name}_{method}_uncertainty_{short}")
+        if key == main:
+            node = _place(scene, node, targets.get("uncertainty"))
+            created["uncertainty"] = node
+        created["uncertainties"][short] = node
+    if "interpolated" in results:
+        node = mrml.add_tensor_node(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}")
+        created["interpolated"] = _place(scene, node, targets.get("interpolated"))
+    return created
+
+
+def _place(scene, new_node, target):
+    """Move `new_node`'s geometry and image into `target` (same class), remove `new_node`; no target: keep it."""
+    if target is None or target is new_node:
+        return new_node
+    if not target.IsA(new_node.GetClassName()):
+        raise IQTError(
+            f"output node '{target.GetName()}' is a {target.GetClassName()}, expected a {new_node.GetClassName()}; "
+            f"choose 'Create new ...' in the output selector"
+        )
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    new_node.GetIJKToRASMatrix(m)
+    target.SetIJKToRASMatrix(m)
+    if hasattr(new_node, "GetMeasurementFrameMatrix"):
+        mf = vtk.vtkMatrix4x4()
+        new_node.GetMeasurementFrameMatrix(mf)
+        target.SetMeasurementFrameMatrix(mf)
+    target.SetAndObserveImageData(new_node.GetImageData())
+    if target.GetDisplayNode() is None:
+        disp = new_node.GetDisplayNode()
+        if disp is not None:
+            target.SetAndObserveDisplayNodeID(disp.GetID())
+            new_node.SetAndObserveDisplayNodeID(None)
+        else:
+            target.CreateDefaultDisplayNodes()
+    else:
+        for i in range(new_node.GetNumberOfDisplayNodes()):
+            d = new_node.GetNthDisplayNode(i)
+            if d is not None:
+                scene.RemoveNode(d)
+    scene.RemoveNode(new_node)
+    return target
+
+
+# ---------------------------------------------------------------- the one call
+
+
+def run_on_nodes(
+    scene,
+    input_node,
+    method: str,
+    factor: int = 2,
+    mask_node=None,
+    model=None,
+    samples: int | None = None,
+    device: str | None = None,
+    interpolate: bool = False,
+    targets: dict | None = None,
+    progress=None,
+    cancel=None,
+    python_executable: str | None = None,
+) -> dict:
+    """Super-resolve `input_node` with `method`; returns the created (or filled) nodes, see `add_result_nodes`.
+
+    python_executable: run the method in that Python interpreter (a separate process; the Slicer module gives
+    PythonSlicer for torch methods); None runs it here. The input node is never modified.
+    """
+    if input_node is None:
+        raise IQTError("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
+    if scene is None:
+        raise IQTError("no MRML scene given")
+    _report(progress, 0.0, "reading the input volume")
+    lr, mask = input_volumes(input_node, mask_node, progress)
+    _check_cancel(cancel)
+    kwargs = dict(method=method, factor=factor, mask=mask, model=model, samples=samples, device=device,
+                  interpolate=interpolate, progress=progress, cancel=cancel)
+    if python_executable:
+        results = predict_in_subprocess(lr, python_executable=python_executable, **kwargs)
+    else:
+        results = predict_volumes(lr, **kwargs)
+    _report(progress, 0.95, "creating output nodes")
+    base = input_node.GetName() or "dti"
+    nodes = add_result_nodes(scene, results, base, method, targets)
+    _report(progress, 1.0, "done")
+    return nodes
+
+
+# ---------------------------------------------------------------- separate process (see slicer_worker.py)
+
+
+def predict_in_subprocess(
+    lr: Volume,
+    method: str,
+    factor: int = 2,
+    mask: Volume | None = None,
+    model=None,
+    samples: int | None = None,
+    device: str | None = None,
+    interpolate: bool = False,
+    progress=None,
+    cancel=None,
+    python_executable: str | None = None,
+    workdir=None,
+) -> dict[str, Volume]:
+    """`predict_volumes` in a separate Python process running `slicer_worker`: inputs and outputs go through
+    files in a temporary folder, progress comes back as JSON lines on stdout."""
+    from .. import fileio
+
+    exe = python_executable or sys.executable
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="iqt-") if workdir is None else None
+    folder = Path(workdir if workdir is not None else tmp_ctx.name)
+    try:
+        fileio.save_tensor(lr, folder / "input.nrrd")
+        args = [exe, "-m", "ImageQualityTransferLib.slicer.worker", "--input", str(folder / "input.nrrd"),
+                "--method", method, "--factor", str(int(factor)), "--outdir", str(folder / "out")]
+        if mask is not None:
+            fileio.save_scalar(Volume(mask.data.astype(np.uint8), mask.affine, "scalar"), folder / "mask.nii.gz")
+            args += ["--mask", str(folder / "mask.nii.gz")]
+        if model:
+            args += ["--model", str(model)]
+        if samples:
+            args += ["--samples", str(int(samples))]
+        if device:
+            args += ["--device", device]
+        if interpolate:
+            args.append("--interpolate")
+        summary = _run_worker(args, progress, cancel)
+        results = {}
+        for key, entry in summary["outputs"].items():
+            path = entry["path"]
+            results[key] = fileio.load_tensor(path) if entry["kind"] == "tensor" else fileio.load_scalar(path)
+        return results
+    finally:
+        if tmp_ctx is not None:
+            tmp_ctx.cleanup()
+
+
+def _run_worker(args, progress, cancel) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(LIB_DIR.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: Queue = Queue()
+    errors: list[str] = []
+
+    def pump(stream, sink):
+        for line in stream:
+            sink(line)
+        stream.close()
+
+    t_out = threading.Thread(target=pump, args=(proc.stdout, lines.put), daemon=True)
+    t_err = threading.Thread(target=pump, args=(proc.stderr, errors.append), daemon=True)
+    t_out.start()
+    t_err.start()
+    summary = None
+    error = None
+    try:
+        while True:
+            if cancel is not None and cancel():
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise Cancelled("processing cancelled; no output was created")
+            try:
+                line = lines.get(timeout=0.1)
+            except Empty:
+                if proc.poll() is not None and not t_out.is_alive() and lines.empty():
+                    break
+                if progress is not None:
+                    _report(progress, None, None)  # keeps a GUI responsive (the callback may process events)
+                continue
+            msg = _parse(line)
+            if msg is None:
+                continue
+            if "progress" in msg:
+                _report(progress, msg["progress"], msg.get("message"))
+            if "error" in msg:
+                error = msg["error"]
+            if msg.get("done"):
+                summary = msg
+    finally:
+        if proc.poll() is None:
+            proc.wait()
+        t_err.join(timeout=5)
+    if error:
+        raise IQTError(error)
+    if proc.returncode != 0 or summary is None:
+        tail = "".join(errors)[-2000:].strip()
+        raise IQTError(f"the processing process failed (exit status {proc.returncode}): {tail or 'no message'}")
+    return summary
+
+
+def _parse(line: str):
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _report(progress, fraction, message) -> None:
+    if progress is not None:
+        progress(None if fraction is None else float(min(max(fraction, 0.0), 1.0)), message)
+
+
+def _scaled(progress, lo, hi, message):
+    """A method-level progress(fraction) mapped onto [lo, hi] of the overall progress."""
+    if progress is None:
+        return None
+    last = [0.0]
+
+    def cb(fraction, *_):
+        now = time.monotonic()
+        if fraction is not None and (fraction >= 1.0 or now - last[0] > 0.1):
+            last[0] = now
+            _report(progress, lo + (hi - lo) * float(fraction), message)
+
+    return cb
+
+
+def _check_cancel(cancel) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("processing cancelled; no output was created")

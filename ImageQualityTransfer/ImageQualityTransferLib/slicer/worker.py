@@ -1,0 +1,74 @@
+"""Runs one method in a separate Python process for the Slicer module (torch methods run here, not in Slicer).
+
+    PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.nrrd [--mask MASK.nii.gz] --method NAME
+        [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] --outdir DIR
+
+Reads the low-res tensor (Slicer NRRD or NIfTI) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
+`uncertainty_<key>.nii.gz` into DIR, and prints JSON lines on stdout:
+
+    {"progress": 0.42, "message": "espcn"}
+    {"error": "one line naming the problem and the fix"}            (then exit status 2)
+    {"done": true, "outputs": {"tensor": {"path": ..., "kind": "tensor"}, "uncertainty/std": {...}, ...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _emit(**msg) -> None:
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="slicer_worker", description=__doc__.splitlines()[0])
+    p.add_argument("--input", required=True)
+    p.add_argument("--mask")
+    p.add_argument("--method", required=True)
+    p.add_argument("--factor", type=int, default=2)
+    p.add_argument("--model")
+    p.add_argument("--samples", type=int)
+    p.add_argument("--device")
+    p.add_argument("--interpolate", action="store_true")
+    p.add_argument("--outdir", required=True)
+    args = p.parse_args(argv)
+
+    from .. import fileio
+    from ..core.errors import IQTError
+    from .processing import predict_volumes
+
+    def progress(fraction, message=None):
+        if fraction is not None:
+            _emit(progress=round(float(fraction), 4), message=message)
+
+    try:
+        lr = fileio.load_tensor(args.input)
+        mask = fileio.load_mask(args.mask, reference=lr) if args.mask else None
+        results = predict_volumes(
+            lr, args.method, factor=args.factor, mask=mask, model=args.model, samples=args.samples,
+            device=args.device, interpolate=args.interpolate, progress=progress,
+        )
+        out = Path(args.outdir)
+        out.mkdir(parents=True, exist_ok=True)
+        outputs = {}
+        for key, vol in results.items():
+            if vol.kind == "tensor":
+                path = out / f"{key.replace('/', '_')}.nrrd"
+                fileio.save_tensor(vol, path)
+            else:
+                path = out / f"{key.replace('/', '_')}.nii.gz"
+                fileio.save_scalar(vol, path)
+            outputs[key] = {"path": str(path), "kind": vol.kind}
+    except IQTError as exc:
+        _emit(error=str(exc))
+        return 2
+    _emit(done=True, outputs=outputs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

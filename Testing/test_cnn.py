@@ -299,6 +299,48 @@ def test_monte_carlo_is_deterministic_for_a_seed(method, tmp_path):
     assert set(p1.uncertainty) >= {"std", "std_intrinsic", "std_parameter"}
 
 
+def test_monte_carlo_tiled_equals_untiled():
+    # per-channel noise is drawn once per sample for the whole volume, so tiling changes no map but fa_std
+    # (its intrinsic-noise draws follow the tiles); per-unit noise follows the tiles, its intrinsic part does not
+    lr, mask = smooth_tensors((13, 11, 9))
+    net, meta = random_model("espcn-hetero-var2")
+    model = LoadedModel(net, meta)
+    calls = []
+    full, unc_full = inference.predict_volume(model, lr, mask, samples=4, seed=3, tile=64)
+    tiled, unc_tiled = inference.predict_volume(model, lr, mask, samples=4, seed=3, tile=4, progress=calls.append)
+    assert len(calls) > 1 and calls[-1] == 1.0
+    np.testing.assert_allclose(tiled, full, rtol=1e-5, atol=1e-9)
+    for k in ("std", "std_intrinsic", "std_parameter", "md_std"):
+        np.testing.assert_allclose(unc_tiled[k], unc_full[k], rtol=1e-5, atol=1e-12, err_msg=k)
+    assert unc_tiled["fa_std"].shape == full.shape[:3] and (unc_tiled["fa_std"] > 0).any()
+    net1, meta1 = random_model("espcn-hetero-var1")
+    m1 = LoadedModel(net1, meta1)
+    a = inference.predict_volume(m1, lr, mask, samples=3, tile=64)[1]["std_intrinsic"]
+    b = inference.predict_volume(m1, lr, mask, samples=3, tile=4)[1]["std_intrinsic"]
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
+def test_resolve_device():
+    assert inference.resolve_device("cpu") == torch.device("cpu")
+    assert inference.resolve_device(" CPU ") == torch.device("cpu")
+    assert inference.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert inference.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(IQTError, match="cpu, cuda, auto"):
+        inference.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(IQTError, match="no CUDA device") as e:
+            inference.resolve_device("cuda")
+        assert "\n" not in str(e.value) and "--device cpu" in str(e.value)
+        with pytest.raises(IQTError, match="no CUDA device"):
+            inference.predict_volume(LoadedModel(*random_model()), *smooth_tensors((6, 6, 6)), device="cuda")
+    # explicit CPU, as a name or a torch.device, is the default pass bit for bit
+    net, meta = random_model("espcn-hetero-var1")
+    lr, mask = smooth_tensors((8, 7, 6))
+    a = inference.predict_volume(LoadedModel(net, meta), lr, mask, samples=2, tile=4)
+    b = inference.predict_volume(LoadedModel(net, meta), lr, mask, samples=2, tile=4, device=torch.device("cpu"))
+    assert np.array_equal(a[0], b[0]) and all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
+
+
 def test_a_tiny_variational_training_run_learns_dropout_rates():
     items = synthetic_items()
     kw = dict(method="espcn-hetero-var1", epochs=4, iters_per_epoch=10, batch_size=4, patch=6, val_patches=4, patience=10,

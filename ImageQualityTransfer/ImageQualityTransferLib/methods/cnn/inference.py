@@ -14,20 +14,26 @@ log-variance network are computed once per tile; only the noisy part runs N time
 follows from the samples (parameter part) and the diagonal predicted variances (intrinsic part, elements
 independent). FA's standard deviation is by sampling: each Monte Carlo draw adds one draw of the intrinsic
 noise to its sampled mean, and FA is taken in closed form, FA^2 = 3/2 |D - MD I|^2 / |D|^2 (no eigen-decomposition).
+
+Both passes go through one tile loop, `run_tiled`, which also moves each tile's input to the requested device
+(`resolve_device`: cpu, cuda or auto) and brings the outputs back as float32 numpy arrays.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 from scipy import ndimage
 
+from ...core.errors import IQTError
 from ...core.grid import repeat_blocks
 from ..interpolation import upsample_separable
 from ...core.tensors import fa_closed_form as _fa_elements, md as _md
 from .networks import HALO, is_hetero, is_variational
 
 DEFAULT_TILE = 24  # low-res positions per tile side: ~ 50 MB of activations
-DEFAULT_SAMPLES = 10  # MC samples for the variational models: on a dev slab the std map moves 0.03 % and std_parameter 12 % vs N=200 (issue-4 note)
+DEFAULT_SAMPLES = 10  # MC samples for the variational models: on a dev slab the std map moves 0.03 % and std_parameter 12 % vs N=200
 DEFAULT_SEED = 0
 
 
@@ -63,30 +69,76 @@ def tiles(shape, tile: int):
                 yield (slice(i, min(i + tile, shape[0])), slice(j, min(j + tile, shape[1])), slice(k, min(k + tile, shape[2])))
 
 
-def run_network(net, x: np.ndarray, r: int, support: np.ndarray, tile: int = DEFAULT_TILE, progress=None):
-    """Residual (and log-variance for heteroscedastic networks) on the whole high-res grid, (rX, rY, rZ, 6)."""
+def resolve_device(name):
+    """The torch.device for a `--device` choice: "cpu", "cuda", or "auto" (CUDA when PyTorch sees one, else the
+    CPU); a torch.device passes through. Asking for CUDA where there is none is an IQTError, not a torch trace."""
+    import torch
+
+    if isinstance(name, torch.device):
+        kind = name.type
+    else:
+        kind = str(name).strip().lower()
+        if kind == "auto":
+            kind = "cuda" if torch.cuda.is_available() else "cpu"
+        if kind not in ("cpu", "cuda"):
+            raise IQTError(f"--device {name}: unknown device; choose one of cpu, cuda, auto")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise IQTError(f"--device {name}: no CUDA device is available to PyTorch here; use --device cpu (or auto)")
+    return name if isinstance(name, torch.device) else torch.device(kind)
+
+
+def run_tiled(fn, x: np.ndarray, r: int, support: np.ndarray, outputs: dict, tile: int = DEFAULT_TILE,
+              halo: int = HALO, device="cpu", progress=None) -> dict:
+    """Apply `fn` tile by tile over the low-res grid and assemble its outputs on the high-res grid.
+
+    `x` is the (C, X+2h, Y+2h, Z+2h) input zero-padded by `halo`; each tile of `tile`^3 positions is read with
+    its halo, so that tiling does not change any output voxel, and tiles with no voxel of `support` are skipped.
+    `fn(inp, hr)` gets the tile's (1, C, ...) input on `device` and its high-res slices `hr`, and returns
+    {name: tensor}, channels first. `outputs` maps each name to its trailing shape on the high-res grid ((6,) for
+    tensors, () for scalar maps); the result maps it to a float32 numpy array, zero on skipped tiles.
+    `progress(fraction)` is called after each tile."""
     import torch
 
     shape = support.shape
-    hr_shape = tuple(r * n for n in shape) + (6,)
-    res = np.zeros(hr_shape, np.float32)
-    logvar = np.zeros(hr_shape, np.float32) if is_hetero(net) else None
+    hr_shape = tuple(r * n for n in shape)
+    out = {name: np.zeros(hr_shape + tuple(dims), np.float32) for name, dims in outputs.items()}
     todo = [t for t in tiles(shape, tile) if support[t].any()]
     xt = torch.from_numpy(x)
     with torch.inference_mode():
         for n, (si, sj, sk) in enumerate(todo):
-            inp = xt[:, si.start : si.stop + 2 * HALO, sj.start : sj.stop + 2 * HALO, sk.start : sk.stop + 2 * HALO][None]
-            out = net(inp)
-            hr_sl = (slice(r * si.start, r * si.stop), slice(r * sj.start, r * sj.stop), slice(r * sk.start, r * sk.stop))
-            if logvar is not None:
-                mu, lv = out
-                logvar[hr_sl] = lv[0].permute(1, 2, 3, 0).numpy()
-            else:
-                mu = out
-            res[hr_sl] = mu[0].permute(1, 2, 3, 0).numpy()
+            inp = xt[:, si.start : si.stop + 2 * halo, sj.start : sj.stop + 2 * halo, sk.start : sk.stop + 2 * halo]
+            hr = (slice(r * si.start, r * si.stop), slice(r * sj.start, r * sj.stop), slice(r * sk.start, r * sk.stop))
+            for name, t in fn(inp[None].to(device), hr).items():
+                out[name][hr] = (t.movedim(0, -1) if outputs[name] else t).cpu().numpy()
             if progress is not None:
                 progress((n + 1) / len(todo))
-    return res, logvar
+    return out
+
+
+@contextmanager
+def _on_device(net, device):
+    """`net` on `device` for the duration, then back where it was."""
+    home = next(net.parameters()).device
+    net.to(device)
+    try:
+        yield net
+    finally:
+        net.to(home)
+
+
+def run_network(net, x: np.ndarray, r: int, support: np.ndarray, tile: int = DEFAULT_TILE, progress=None,
+                device="cpu"):
+    """Residual (and log-variance for heteroscedastic networks) on the whole high-res grid, (rX, rY, rZ, 6)."""
+    hetero = is_hetero(net)
+
+    def one_pass(inp, hr):
+        out = net(inp)
+        return {"res": out[0][0], "logvar": out[1][0]} if hetero else {"res": out[0]}
+
+    outputs = {"res": (6,), "logvar": (6,)} if hetero else {"res": (6,)}
+    with _on_device(net, device):
+        out = run_tiled(one_pass, x, r, support, outputs, tile, HALO, device, progress)
+    return out["res"], out.get("logvar")
 
 
 def fa_closed_form(t):
@@ -95,95 +147,92 @@ def fa_closed_form(t):
 
 
 def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int, seed: int = DEFAULT_SEED,
-                   tile: int = DEFAULT_TILE, progress=None, base: np.ndarray | None = None, out_scale=None):
+                   tile: int = DEFAULT_TILE, progress=None, base: np.ndarray | None = None, out_scale=None,
+                   device="cpu"):
     """Monte Carlo pass of a variational hetero network: (mean residual, parameter variance, log-variance,
     parameter variance of the trace Dxx + Dyy + Dzz, FA std), normalised units, high-res grid. The FA std is
     over samples of the predictive distribution (sampled mean plus one intrinsic-noise draw per sample) and
-    needs `base` (the cubic interpolation, (rX, rY, rZ, 6) mm^2/s) and `out_scale`; without them it is None."""
+    needs `base` (the cubic interpolation, (rX, rY, rZ, 6) mm^2/s) and `out_scale`; without them it is None.
+    The generators live on `device`: on the CPU the draws are those of a CPU torch.Generator seeded `seed`."""
     import torch
 
     samples = int(samples)
     if samples < 1:
         raise ValueError("Monte Carlo prediction needs at least one sample")
-    shape = support.shape
-    hr_shape = tuple(r * n for n in shape) + (6,)
-    mean = np.zeros(hr_shape, np.float32)
-    pvar = np.zeros(hr_shape, np.float32)
-    logvar = np.zeros(hr_shape, np.float32)
-    trvar = np.zeros(hr_shape[:3], np.float32)
-    fa_std = None if base is None else np.zeros(hr_shape[:3], np.float32)
-    scale_t = None if base is None else torch.as_tensor(np.asarray(out_scale, np.float32))[:, None, None, None]
-    todo = [t for t in tiles(shape, tile) if support[t].any()]
-    xt = torch.from_numpy(x)
-    gen = torch.Generator().manual_seed(int(seed))
-    fa_gen = torch.Generator().manual_seed(int(seed) + 1)  # separate stream: the mean maps do not depend on it
+    with_fa = base is not None
+    scale_t = torch.as_tensor(np.asarray(out_scale, np.float32))[:, None, None, None].to(device) if with_fa else None
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    fa_gen = torch.Generator(device=device).manual_seed(int(seed) + 1)  # separate stream: the means don't use it
     layers = net.mean.dropout_layers()
     channel_noise = None
     if layers and layers[0].mode == "channel":  # one draw per channel and sample, shared by every tile
-        channel_noise = [[torch.randn(d.log_alpha.shape[0], generator=gen) for d in layers] for _ in range(samples)]
-    for d in layers:
-        d.sampling, d.generator = True, gen
-    try:
-        with torch.inference_mode():
-            for n, (si, sj, sk) in enumerate(todo):
-                inp = xt[:, si.start : si.stop + 2 * HALO, sj.start : sj.stop + 2 * HALO, sk.start : sk.stop + 2 * HALO][None]
-                hr_sl = (slice(r * si.start, r * si.stop), slice(r * sj.start, r * sj.stop), slice(r * sk.start, r * sk.stop))
-                lv = net.logvar(inp)[0]
-                logvar[hr_sl] = lv.permute(1, 2, 3, 0).numpy()
-                h1 = net.mean.features(inp)
-                if fa_std is not None:
-                    base_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(base[hr_sl], -1, 0)))
-                    sd = (0.5 * lv.clamp(-30, 30)).exp()
-                    fa_acc, fa_acc2 = torch.zeros_like(lv[0]), torch.zeros_like(lv[0])
-                # sums of deviations from the first sample (shifted data: no cancellation in float32)
-                ref = acc = acc2 = tacc = tacc2 = None
-                for s in range(samples):
-                    if channel_noise is not None:
-                        for d, eps in zip(layers, channel_noise[s]):
-                            d.channel_noise = eps
-                    mu = net.mean.head(h1)[0]
-                    if fa_std is not None:
-                        draw = mu + sd * torch.randn(mu.shape, generator=fa_gen)
-                        fa = fa_closed_form(base_t + draw * scale_t)
-                        fa_acc += fa
-                        fa_acc2 += fa * fa
-                    if ref is None:
-                        ref = mu
-                        acc, acc2 = torch.zeros_like(mu), torch.zeros_like(mu)
-                        tacc, tacc2 = torch.zeros_like(mu[0]), torch.zeros_like(mu[0])
-                        continue
-                    dev = mu - ref
-                    acc += dev
-                    acc2 += dev * dev
-                    tr = dev[0] + dev[2] + dev[5]
-                    tacc += tr
-                    tacc2 += tr * tr
-                m = acc / samples
-                v = (acc2 - samples * m * m).clamp_min(0) / max(samples - 1, 1)
-                mean[hr_sl] = (ref + m).permute(1, 2, 3, 0).numpy()
-                pvar[hr_sl] = v.permute(1, 2, 3, 0).numpy()
-                tm = tacc / samples
-                trvar[hr_sl] = ((tacc2 - samples * tm * tm).clamp_min(0) / max(samples - 1, 1)).numpy()
-                if fa_std is not None:
-                    fm = fa_acc / samples
-                    fa_std[hr_sl] = ((fa_acc2 - samples * fm * fm).clamp_min(0) / max(samples - 1, 1)).sqrt().numpy()
-                if progress is not None:
-                    progress((n + 1) / len(todo))
-    finally:
+        channel_noise = [[torch.randn(d.log_alpha.shape[0], generator=gen, device=device) for d in layers]
+                         for _ in range(samples)]
+
+    def sample_tile(inp, hr):
+        lv = net.logvar(inp)[0]
+        h1 = net.mean.features(inp)
+        if with_fa:
+            base_t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(base[hr], -1, 0))).to(device)
+            sd = (0.5 * lv.clamp(-30, 30)).exp()
+            fa_acc, fa_acc2 = torch.zeros_like(lv[0]), torch.zeros_like(lv[0])
+        # sums of deviations from the first sample (shifted data: no cancellation in float32)
+        ref = acc = acc2 = tacc = tacc2 = None
+        for s in range(samples):
+            if channel_noise is not None:
+                for d, eps in zip(layers, channel_noise[s]):
+                    d.channel_noise = eps
+            mu = net.mean.head(h1)[0]
+            if with_fa:
+                draw = mu + sd * torch.randn(mu.shape, generator=fa_gen, device=mu.device)
+                fa = fa_closed_form(base_t + draw * scale_t)
+                fa_acc += fa
+                fa_acc2 += fa * fa
+            if ref is None:
+                ref = mu
+                acc, acc2 = torch.zeros_like(mu), torch.zeros_like(mu)
+                tacc, tacc2 = torch.zeros_like(mu[0]), torch.zeros_like(mu[0])
+                continue
+            dev = mu - ref
+            acc += dev
+            acc2 += dev * dev
+            tr = dev[0] + dev[2] + dev[5]
+            tacc += tr
+            tacc2 += tr * tr
+        m = acc / samples
+        tm = tacc / samples
+        out = {"mean": ref + m, "pvar": (acc2 - samples * m * m).clamp_min(0) / max(samples - 1, 1), "logvar": lv,
+               "trvar": (tacc2 - samples * tm * tm).clamp_min(0) / max(samples - 1, 1)}
+        if with_fa:
+            fm = fa_acc / samples
+            out["fa_std"] = ((fa_acc2 - samples * fm * fm).clamp_min(0) / max(samples - 1, 1)).sqrt()
+        return out
+
+    outputs = {"mean": (6,), "pvar": (6,), "logvar": (6,), "trvar": ()}
+    if with_fa:
+        outputs["fa_std"] = ()
+    with _on_device(net, device):
         for d in layers:
-            d.sampling, d.generator, d.channel_noise = False, None, None
-    return mean, pvar, logvar, trvar, fa_std
+            d.sampling, d.generator = True, gen
+        try:
+            out = run_tiled(sample_tile, x, r, support, outputs, tile, HALO, device, progress)
+        finally:
+            for d in layers:
+                d.sampling, d.generator, d.channel_noise = False, None, None
+    return out["mean"], out["pvar"], out["logvar"], out["trvar"], out.get("fa_std")
 
 
 def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = DEFAULT_TILE, progress=None,
-                   samples: int | None = None, seed: int = DEFAULT_SEED):
+                   samples: int | None = None, seed: int = DEFAULT_SEED, device="cpu"):
     """High-res tensors (rX, rY, rZ, 6) and, for heteroscedastic models, {"std": per-voxel mean over the
     6 elements of the predicted standard deviation, mm^2/s}. Variational models with `samples` >= 1 (default
     DEFAULT_SAMPLES) are sampled by Monte Carlo and also give "std_intrinsic", "std_parameter" (the same
     per-voxel mean of the two parts' standard deviations; "std" is that of their sum), "md_std" (mm^2/s)
     and "fa_std" (unitless, by sampling; needs samples >= 2 to be non-zero);
     `samples=0` gives one deterministic pass (the expected activations) with the intrinsic part only.
-    `lr` is clipped, canonical-axis, mm^2/s."""
+    `lr` is clipped, canonical-axis, mm^2/s. `device` ("cpu", "cuda", "auto" or a torch.device) runs the
+    network there for this call; the outputs are float32 numpy arrays either way."""
+    device = resolve_device(device)
     r = model.factor
     norm = model.meta["normalisation"]
     support = lr_support(mask, lr.shape[:3])
@@ -196,7 +245,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     if is_variational(model.net) and samples >= 1:
         cubic = upsample_separable(lr, r, 3)
         res, pvar, logvar, trvar, fa_std = run_network_mc(model.net, x, r, support, samples, seed, tile, progress,
-                                                          base=cubic, out_scale=out_scale)
+                                                          base=cubic, out_scale=out_scale, device=device)
         hr = cubic + res * out_scale
         hr[~hr_support] = 0.0
         ivar = np.exp(np.clip(logvar, -30, 30)) * out_scale**2
@@ -215,7 +264,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
             unc[k][~hr_support] = 0.0
             unc[k] = unc[k].astype(np.float32)
         return hr.astype(np.float32), unc
-    res, logvar = run_network(model.net, x, r, support, tile, progress)
+    res, logvar = run_network(model.net, x, r, support, tile, progress, device)
     hr = upsample_separable(lr, r, 3) + res * out_scale
     hr[~hr_support] = 0.0
     unc = {}

@@ -413,6 +413,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         out = []
         for entry in methods.describe():
+            if entry["learned"] and not entry["shipped"]:
+                continue  # trainable with 'iqt train', but nothing to run without a model file
             entry = dict(entry)
             entry["needs_torch"] = sp.method_needs_torch(entry["name"])
             out.append(entry)

@@ -150,7 +150,7 @@ def test_eval_mode_predictions_are_deterministic(saved_model):
     a = methods.get("espcn-hetero", model=path).predict(vol, 2, m)
     b = methods.get("espcn-hetero", model=path).predict(vol, 2, m)
     assert np.array_equal(a.tensor.data, b.tensor.data)
-    assert np.array_equal(a.uncertainty["std"].data, b.uncertainty["std"].data)
+    assert np.array_equal(a.std.data, b.std.data)
 
 
 def test_same_volume_stored_las_and_psr_gives_the_same_output(saved_model):
@@ -164,7 +164,7 @@ def test_same_volume_stored_las_and_psr_gives_the_same_output(saved_model):
     back = reorient(out_las.tensor, "PSR")
     assert np.allclose(back.affine, out_psr.tensor.affine)
     np.testing.assert_allclose(back.data, out_psr.tensor.data, rtol=1e-5, atol=1e-10)
-    np.testing.assert_allclose(reorient(out_las.uncertainty["std"], "PSR").data, out_psr.uncertainty["std"].data, rtol=1e-5)
+    np.testing.assert_allclose(reorient(out_las.std, "PSR").data, out_psr.std.data, rtol=1e-5)
 
 
 def test_model_checksum_is_verified_and_tampering_is_refused(saved_model, tmp_path):
@@ -287,16 +287,13 @@ def test_monte_carlo_is_deterministic_for_a_seed(method, tmp_path):
     assert np.array_equal(a[0], b[0]) and all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
     assert not np.array_equal(a[0], c[0])
     assert all(not d.sampling for d in net.mean.dropout_layers())  # sampling is switched off afterwards
-    # through the method interface, with the samples attribute the CLI and Slicer set
+    # through the method interface, with the samples setting the CLI and Slicer give
     side = model_io.save(net, meta, tmp_path / "v.pt")
-    from ImageQualityTransferLib.methods.cnn.method import ESPCNHeteroVar2
-
-    m = methods.get(method, model=side) if method in methods.names() else ESPCNHeteroVar2(model=side)
-    m.samples = 3
+    m = methods.get(method, model=side, samples=3)
     vol = Volume(lr, np.diag([2.0, 2, 2, 1]), "tensor")
     p1, p2 = m.predict(vol, 2, Volume(mask, vol.affine, "mask")), m.predict(vol, 2, Volume(mask, vol.affine, "mask"))
     assert np.array_equal(p1.tensor.data, p2.tensor.data)
-    assert set(p1.uncertainty) >= {"std", "std_intrinsic", "std_parameter"}
+    assert set(p1.maps()) >= {"std", "std_intrinsic", "std_parameter"}
 
 
 def test_monte_carlo_tiled_equals_untiled():

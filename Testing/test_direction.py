@@ -75,17 +75,20 @@ def test_direction_calibration_tells_a_calibrated_map_from_a_shuffled_one():
         evaluation.direction_calibration(pred, truth, honest[:10], vox)
 
 
-def test_predict_adds_the_direction_map_to_methods_with_uncertainty_only(axial_subject):
+def test_predict_adds_the_direction_map_when_asked_to_methods_with_uncertainty_only(axial_subject):
     case = make_case(axial_subject, 2)  # a real dev subject
-    biqt = methods.get("biqt").predict(case.lr, 2, case.lr_mask)
-    cubic = methods.get("cubic").predict(case.lr, 2, case.lr_mask)
-    assert "direction" not in cubic.uncertainty
-    d = biqt.uncertainty["direction"].data
+    biqt = methods.get("biqt").predict(case.lr, 2, case.lr_mask, direction=True)
+    cubic = methods.get("cubic").predict(case.lr, 2, case.lr_mask, direction=True)
+    assert cubic.direction is None and cubic.std is None
+    plain = methods.get("biqt").predict(case.lr, 2, case.lr_mask)  # not asked: not computed
+    assert plain.direction is None and plain.std is not None
+    assert methods.get("biqt").predict(case.lr, 2, case.lr_mask, uncertainty=False).maps() == {}
+    d = biqt.direction.data
     inside = np.any(biqt.tensor.data != 0, axis=-1)
     assert d.shape == inside.shape and (d[inside] > 0).all() and not d[~inside].any() and d.max() <= 90
     # the calibration figures appear in the evaluation's whole-brain entry
     res = evaluation.evaluate(biqt.tensor.data, case.truth, case.hr_mask, case.lr_mask.data, 2,
-                              uncertainty=biqt.uncertainty["std"].data, direction=d)
+                              uncertainty=biqt.std.data, direction=d)
     assert {"direction_spearman", "direction_within_2", "n_tracked"} <= set(res["brain"])
     assert np.isfinite(res["interior"]["angle_error"])
     # on real data the map ranks the real direction errors (measured 0.48 on this subject)

@@ -199,7 +199,7 @@ def test_shipped_models_beat_cubic_on_a_dev_crop(axial_subject):
         res = evaluation.evaluate(pred.tensor.data, case.truth, case.hr_mask, case.lr_mask.data, 2)
         assert res["interior"]["dt_rmse"] < ref["interior"]["dt_rmse"], name
         if name != "global-linear":
-            assert pred.uncertainty["std"].data.shape == pred.tensor.data.shape[:3]
+            assert pred.std.data.shape == pred.tensor.data.shape[:3]
 
 
 def _patch_data(n=3000, seed=0):

@@ -339,18 +339,21 @@ def test_worker_process_matches_in_process(scene, lr_axial):
     lr = Volume(lr_axial.tensor.data[8:40, 8:40, 8:24], lr_axial.tensor.affine, "tensor")
     mask = Volume(lr_axial.mask.data[8:40, 8:40, 8:24], lr.affine, "mask")
     steps = []
-    sub = slicer_processing.predict_in_subprocess(lr, "linear", FACTOR, mask=mask, interpolate=True,
-                                                  python_executable=sys.executable, progress=lambda f, m: steps.append(f))
-    here = slicer_processing.predict_volumes(lr, "linear", FACTOR, mask=mask, interpolate=True)
+    request = slicer_processing.Request("linear", FACTOR, interpolate=True)
+    sub = slicer_processing.predict_in_subprocess(lr, request, mask=mask, python_executable=sys.executable,
+                                                  progress=lambda f, m: steps.append(f))
+    here = slicer_processing.predict_volumes(lr, request, mask=mask)
     assert set(sub) == set(here) == {"tensor", "interpolated"}
     for k in here:
         np.testing.assert_allclose(sub[k].data, here[k].data, atol=1e-10)
         np.testing.assert_allclose(sub[k].affine, here[k].affine, atol=1e-9)
     assert any(s is not None and s > 0 for s in steps)
     with pytest.raises(slicer_processing.IQTError, match="unknown method"):
-        slicer_processing.predict_in_subprocess(lr, "no-such-method", FACTOR, python_executable=sys.executable)
+        slicer_processing.predict_in_subprocess(lr, slicer_processing.Request("no-such-method", FACTOR),
+                                                python_executable=sys.executable)
     with pytest.raises(slicer_processing.Cancelled):
-        slicer_processing.predict_in_subprocess(lr, "cubic", FACTOR, python_executable=sys.executable, cancel=lambda: True)
+        slicer_processing.predict_in_subprocess(lr, slicer_processing.Request("cubic", FACTOR), python_executable=sys.executable,
+                                                cancel=lambda: True)
 
 
 def test_bad_inputs_say_what_to_do(scene):

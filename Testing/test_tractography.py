@@ -120,12 +120,12 @@ def test_dice_and_false_positives():
 def test_propagation_zero_std_reproduces_the_mean_and_noise_spreads_tracts():
     vol = bundle_volume()
     seeds = tr.seeds_from_mask(seed_roi(vol))
-    zero = Prediction(vol, {"std": Volume(np.zeros(vol.shape3, np.float32), vol.affine, "scalar")})
+    zero = Prediction(vol, std=Volume(np.zeros(vol.shape3, np.float32), vol.affine, "scalar"))
     res = propagation.propagate(zero, 3, seeds=seeds)
     assert np.allclose(res.fa_std.data, 0, atol=1e-6)
     assert np.allclose(res.fa_mean.data, tensors.fa(vol.data), atol=1e-5)
     assert res.dice_between_samples == [1.0, 1.0] and set(res.visitation.data.ravel()) <= {0.0, 1.0}
-    noisy = Prediction(vol, {"std": Volume(np.full(vol.shape3, 2e-4, np.float32), vol.affine, "scalar")})
+    noisy = Prediction(vol, std=Volume(np.full(vol.shape3, 2e-4, np.float32), vol.affine, "scalar"))
     res = propagation.propagate(noisy, 4, seeds=seeds)
     assert res.fa_std.data.mean() > 0.01
     assert 0 < np.mean(res.dice_between_samples) < 1

@@ -21,17 +21,19 @@ from .measure import measure
 HCP_LR_SHAPE = (72, 87, 72)
 
 
-def score_case(case: Case, method_names, model_paths=None, keep: dict | None = None) -> list[dict]:
-    """Run each method on one case and score it; returns one row per method (predictions go into `keep`)."""
+def score_case(case: Case, chosen, keep: dict | None = None) -> list[dict]:
+    """Run each method (names, or `Method`s made with their settings) on one case and score it, the direction
+    map included; returns one row per method (predictions go into `keep`)."""
     floor = evaluation.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
     rows = []
-    for name in method_names:
-        method = methods.get(name, model=(model_paths or {}).get(name))
+    for method in chosen:
+        method = methods.get(method) if isinstance(method, str) else method
+        name = method.name
         with measure() as use:
-            pred = method.predict(case.lr, case.factor, case.lr_mask)
+            pred = method.predict(case.lr, case.factor, case.lr_mask, direction=True)
         if keep is not None:
             keep[name] = pred
-        unc, direc = pred.uncertainty.get("std"), pred.uncertainty.get("direction")
+        unc, direc = pred.std, pred.direction
         metrics = evaluation.evaluate(
             pred.tensor.data, case.truth, case.hr_mask, case.lr_mask.data, case.factor,
             uncertainty=None if unc is None else unc.data, floor_std=floor,
@@ -49,14 +51,13 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     names = list(method_names)
     if "cubic" not in names:
         names.insert(0, "cubic")
-    for n in names:
-        methods.get(n)  # unknown names fail before any work
+    made = [methods.get(n) for n in names]  # unknown names fail before any work
     rows = []
     for folder in progress_bar(subject_dirs, desc="subjects", enabled=progress):
         subject = load_subject(folder)
         case = make_case(subject, factor)
         keep = {} if tracts else None
-        case_rows = score_case(case, names, keep=keep)
+        case_rows = score_case(case, made, keep=keep)
         if tracts:
             from . import tractography
 

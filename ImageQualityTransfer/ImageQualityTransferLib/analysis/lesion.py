@@ -181,12 +181,13 @@ def components(uncertainty: dict) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def check(subject: Subject, method_names=("espcn-hetero-var1", "biqt"), kinds=KINDS, factor: int = 2,
-          radius_mm: float = 8.0, method_objects=None, progress=None) -> list[dict]:
+def check(subject: Subject, chosen=("espcn-hetero-var1", "biqt"), kinds=KINDS, factor: int = 2,
+          radius_mm: float = 8.0, progress=None) -> list[dict]:
     """For each lesion kind, uncertainty method and each of the method's uncertainty maps (total,
     intrinsic, parameter, MD std, FA std, direction where it has them): the AUC of that map for lesion against
     mirrored control voxels (high-res voxels inside the case's high-res mask). Also the AUC of the
-    method's per-voxel tensor error and of its principal-direction error, for context. `method_objects` (name -> Method) overrides `methods.get`."""
+    method's per-voxel tensor error and of its principal-direction error, for context. `chosen`: method names, or
+    `Method`s made with their settings."""
     from ..dmri import degrade
     from .. import methods
 
@@ -197,13 +198,14 @@ def check(subject: Subject, method_names=("espcn-hetero-var1", "biqt"), kinds=KI
         case = make_case(sick, factor)
         lesion = degrade.hr_crop(site.lesion, factor, case.shift) & case.hr_mask
         control = degrade.hr_crop(site.control, factor, case.shift) & case.hr_mask
-        for name in method_names:
-            method = (method_objects or {}).get(name) or methods.get(name)
+        for method in chosen:
+            method = methods.get(method) if isinstance(method, str) else method
+            name = method.name
             if not method.gives_uncertainty:
                 raise IQTError(f"method {name!r} gives no uncertainty; choose one that does (see 'iqt methods')")
             if progress:
                 progress(f"{subject.name}: {kind} lesion, {name}")
-            pred = method.predict(case.lr, factor, case.lr_mask)
+            pred = method.predict(case.lr, factor, case.lr_mask, direction=True)
             t_pred = np.asarray(pred.tensor.data, np.float64)
             err = np.sqrt(np.mean((t_pred - case.truth) ** 2, axis=-1))
             err_auc = auc(err[lesion], err[control])
@@ -211,7 +213,7 @@ def check(subject: Subject, method_names=("espcn-hetero-var1", "biqt"), kinds=KI
             ang = np.zeros(both.shape)
             ang[both] = direction.angular_error(t_pred[both], case.truth[both])
             ang_auc = auc(ang[lesion], ang[control])
-            for label, u in components(pred.uncertainty):
+            for label, u in components(pred.maps()):
                 rows.append({
                     "subject": subject.name, "kind": kind, "method": name, "component": label,
                     "auc": auc(u[lesion], u[control]),

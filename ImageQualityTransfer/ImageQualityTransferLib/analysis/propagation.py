@@ -3,7 +3,7 @@ them through FA, MD and tractography.
 
 The predictive distribution used here is a **diagonal Gaussian approximation**: at every voxel each of
 the 6 unique tensor elements is drawn independently as N(mean element, sigma^2), with sigma the
-method's per-voxel standard deviation map (`Prediction.uncertainty["std"]`, the std averaged over the 6
+method's per-voxel standard deviation map (`Prediction.std`, the std averaged over the 6
 elements; a per-element (X,Y,Z,6) map is used element by element). Correlations between elements and
 between neighbouring voxels, which the methods do not report, are ignored: the spread of FA, MD and of
 the tracts is therefore that of spatially independent element noise of the predicted size.
@@ -16,8 +16,10 @@ tracts of the mean prediction.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -71,7 +73,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     seeds: world (N,3) points or a seed-mask Volume; default `n_seeds` random points where the mean
     prediction's FA >= 0.3. mask: high-res (X,Y,Z) bool (default: voxels with a non-zero prediction).
     track=False gives only the FA/MD maps."""
-    if "std" not in getattr(prediction, "uncertainty", {}):
+    if prediction.std is None:
         raise IQTError("this prediction has no uncertainty map; propagate needs a method with uncertainty (e.g. espcn-hetero, biqt)")
     if int(n) < 2:
         raise IQTError(f"--samples {n}: give at least 2 samples")
@@ -83,7 +85,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     m = m & np.isfinite(mu_full).all(axis=-1)
     if m.shape != shape3:
         raise IQTError(f"the mask {m.shape} is not on the prediction grid {shape3}")
-    sig = _sigma(prediction.uncertainty["std"], shape3)[m]
+    sig = _sigma(prediction.std, shape3)[m]
     sig = sig[:, None] if sig.ndim == 1 else sig
     mu = mu_full[m]
     rng = np.random.default_rng(rng)
@@ -146,3 +148,37 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     out.n_samples = int(n)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+# ---------------------------------------------------------------- outputs (`iqt propagate`, `iqt upsample --propagate`)
+
+MAPS = ("fa_mean", "fa_std", "md_mean", "md_std", "visitation")
+
+
+def output_paths(folder, prefix: str = "") -> dict:
+    """Where the outputs go: `<folder>/<prefix>fa_mean.nii.gz` ... `<prefix>visitation.nii.gz` and
+    `<prefix>propagation.json` (`iqt propagate`: no prefix, in its folder; `iqt upsample --propagate`:
+    beside the output, prefixed with its name)."""
+    folder = Path(folder)
+    paths = {n: folder / f"{prefix}{n}.nii.gz" for n in MAPS}
+    paths["json"] = folder / f"{prefix}propagation.json"
+    return paths
+
+
+def write(res: Propagation, paths: dict, method_name: str, input_path) -> str:
+    """Write the maps and the JSON summary to `paths` (`output_paths`); returns the one-line message."""
+    from .. import fileio
+
+    written = []
+    for name in MAPS:
+        vol = getattr(res, name)
+        if vol is not None:
+            fileio.save_scalar(vol, paths[name])
+            written.append(paths[name].name)
+    summary = {"method": method_name, "input": str(input_path), **res.summary()}
+    fileio.atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    d = summary["tract_dice_between_samples"]
+    tract = f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else ""
+    return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"
+            f"{', visitation' if d else ''} from {res.n_samples} samples of {method_name} "
+            f"({res.seconds:.1f} s{tract}; diagonal Gaussian approximation)")

@@ -13,43 +13,32 @@ import numpy as np
 
 from ..analysis import benchmark
 from .. import fileio, methods
-from ..core.errors import IQTError
 from ..core.orientation import Reorientation
-from ..dmri.subject import Subject, load_subject, make_case
+from ..dmri.subject import load_subject, make_case, phantom_subject
 from ..core.volume import Volume
 
 
-def phantom_subject() -> Subject:
-    from ..dmri.phantom import make_phantom
-
-    dwi = make_phantom()
-    mask = dwi.meta.get("brain_mask")
-    mask_vol = None if mask is None else Volume(np.asarray(mask, bool), dwi.affine, "mask")
-    return Subject.from_dwi("phantom", dwi, mask_vol)
-
-
-def usable_methods(names=None, factor: int = 2) -> list[str]:
-    """The requested (default: all) methods that can run here at `factor`; learned ones without a model
-    (or without torch) are skipped with a message, unless they were asked for by name."""
-    chosen = names or methods.names()
-    usable = []
-    for name in chosen:
-        try:
+def chosen_methods(names=None, factor: int = 2) -> list[str]:
+    """The methods asked for by name (learned ones load their model now, so a missing model or torch fails
+    before any work), or every method ready here at `factor` (`methods.ready`), saying which are left out."""
+    if names:
+        for name in names:
             method = methods.get(name)
-            if method.learned and hasattr(method, "load"):
-                method.load(factor)  # fails here, not mid-run, when the model or torch is missing
-            usable.append(name)
-        except IQTError as exc:
-            if names:
-                raise
-            print(f"skipping {name}: {exc}")
-    return usable
+            if method.learned:
+                method.load(factor)
+        return list(names)
+    ready = methods.ready(factor)
+    for name in methods.names():
+        if name not in ready:
+            why = "PyTorch is not installed" if not methods.runs_here(name) else f"no shipped model for factor {factor}"
+            print(f"skipping {name}: {why}")
+    return ready
 
 
 def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = usable_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names, factor)
+    names = chosen_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names, factor)
     if "cubic" not in names:
         names.insert(0, "cubic")
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
@@ -66,7 +55,7 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     fileio.save_mask(Volume(case.hr_mask, hr_aff, "mask"), out / "mask.nii.gz")
     for name, pred in predictions.items():
         fileio.save_tensor(pred.tensor, out / f"{name}.nii.gz")
-        for key, vol in pred.uncertainty.items():
+        for key, vol in pred.maps().items():
             fileio.save_scalar(vol, out / f"{name}_{key}.nii.gz")
 
     table = benchmark.markdown_table(rows)
@@ -91,6 +80,6 @@ def _figure(case, predictions, path, title, factor):
     columns.append(("high-res truth", canon(case.truth)))
     mask = reo.apply(Volume(case.hr_mask, case.hr_affine, "mask")).data
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size[list(np.argsort(reo.ornt[:, 0]))]
-    uncertainty = {n: reo.apply(p.uncertainty["std"]).data for n, p in predictions.items() if "std" in p.uncertainty}
+    uncertainty = {n: reo.apply(p.std).data for n, p in predictions.items() if p.std is not None}
     figures.fa_panels(columns, path, mask=mask, title=f"{title}: x{factor} super-resolution", voxel_mm=voxel,
                       uncertainty=uncertainty or None)

@@ -300,10 +300,10 @@ def run(path, subject_dir=None, factor: int = 2, method_names=None, tracts: bool
     method, score, track, and write the page."""
     from ..analysis import benchmark, tractography
     from .. import methods
-    from .demo import phantom_subject, usable_methods
-    from ..dmri.subject import load_subject, make_case
+    from .demo import chosen_methods
+    from ..dmri.subject import load_subject, make_case, phantom_subject
 
-    names = usable_methods(method_names, factor)
+    names = chosen_methods(method_names, factor)
     if "cubic" not in names:
         names.insert(0, "cubic")
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
@@ -314,14 +314,14 @@ def run(path, subject_dir=None, factor: int = 2, method_names=None, tracts: bool
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
     columns = [("low-res input", nearest)] + [(n, p.tensor.data) for n, p in preds.items() if n != "nearest"]
     columns.append(("ground truth", case.truth))
-    unc = {n: p.uncertainty["std"].data for n, p in preds.items() if "std" in p.uncertainty}
-    direc = {n: p.uncertainty["direction"].data for n, p in preds.items() if "direction" in p.uncertainty}
+    unc = {n: p.std.data for n, p in preds.items() if p.std is not None}
+    direc = {n: p.direction.data for n, p in preds.items() if p.direction is not None}
     tract_rows = lines = None
     if tracts:
         try:
             tract_rows = tractography.compare_case(case, preds, n_seeds=n_seeds)
             seeds = tractography.comparison_seeds(case, n_seeds)
-            learned = [n for n in preds if methods.get(n).learned]
+            learned = [n for n in preds if methods.method_class(n).learned]
             show = ["cubic"] + learned[:2]
             lines = {"ground truth": tractography.track(Volume(case.truth, case.hr_affine, "tensor"), seeds,
                                                          mask=case.hr_mask & tensors.plausible(case.truth)),

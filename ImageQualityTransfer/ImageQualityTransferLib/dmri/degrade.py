@@ -37,6 +37,11 @@ def block_average(data: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
     return blocks.mean(axis=(1, 3, 5), dtype=np.float64)
 
 
+def block_majority(mask: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
+    """The low-res mask of a high-res mask: voxels whose r^3 block is more than half inside."""
+    return block_average(np.asarray(mask, np.float32), r, shift) > 0.5
+
+
 def hr_crop(data: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
     """The high-res voxels covered by the low-res grid of `block_average` (the reference for evaluation)."""
     n = lr_shape(data.shape, r, shift)
@@ -59,7 +64,7 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0)) -> LowRes
     r = grid.check_factor(r)
     hr_mask = np.asarray(getattr(hr_mask, "data", hr_mask), dtype=bool)
     lr_dwi = block_average(dwi.data, r, shift).astype(np.float32)
-    lr_mask = block_average(hr_mask.astype(np.float32), r, shift) > 0.5
+    lr_mask = block_majority(hr_mask, r, shift)
     aff = grid.lr_affine(dwi.affine, r, shift)
     fit_mask = ndimage.binary_dilation(lr_mask, iterations=FIT_DILATION) if lr_mask.any() else lr_mask
     lr = fit_dti(Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs), fit_mask)

@@ -41,6 +41,16 @@ def load_subject(folder) -> Subject:
     return Subject.from_dwi(folder.name, fileio.load_dwi(path))
 
 
+def phantom_subject() -> Subject:
+    """The built-in phantom as a high-quality subject (its own brain mask): the demo's and report's default."""
+    from .phantom import make_phantom
+
+    dwi = make_phantom()
+    mask = dwi.meta.get("brain_mask")
+    mask_vol = None if mask is None else Volume(np.asarray(mask, bool), dwi.affine, "mask")
+    return Subject.from_dwi("phantom", dwi, mask_vol)
+
+
 @dataclass
 class Case:
     """One low-res input and everything needed to score a method on it (high-res arrays cropped to the low-res grid)."""

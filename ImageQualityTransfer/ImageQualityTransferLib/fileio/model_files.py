@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import IQTError
@@ -94,3 +95,24 @@ def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
                     "version": meta.get("version"), "sha256": meta["sha256"]})
     entries.sort(key=lambda e: (e["method"], e["factor"]))
     reg.write_text(json.dumps({"format": REGISTRY_FORMAT, "models": entries}, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One learned family's model files: its sidecar format tag, its name in messages and its weights suffix."""
+
+    format: str
+    name: str
+    suffix: str
+
+    def read_sidecar(self, path) -> tuple[dict, Path]:
+        return read_sidecar(path, self.format, self.name, self.suffix)
+
+    def read_verified(self, path) -> tuple[dict, Path]:
+        return read_verified(path, self.format, self.name, self.suffix)
+
+    def shipped(self, method: str, factor: int, models_dir=MODELS_DIR) -> Path:
+        return shipped(method, factor, self.suffix, models_dir)
+
+    def register(self, sidecar, models_dir=MODELS_DIR) -> None:
+        register(self.read_sidecar(sidecar)[0], sidecar, models_dir)

@@ -1,43 +1,83 @@
-"""The one interface every method implements: low-res tensor volume (+ mask) -> high-res tensor volume
-and, where the method has one, uncertainty volumes. The CLI, the Slicer Logic and the benchmark call it."""
+"""The one method model: settings validated when a method is made, `fit` to train it, `predict` to run it.
+
+Every caller (CLI, Slicer processing, benchmark, analysis) goes through `Method.predict`, which checks the
+input, reorients it to canonical (RAS) axes, calls the family's `_predict` and puts the result back on the
+input's own grid, so that every method answers the same whatever the storage order of the input.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
-from ..core import direction, grid, tensors
+from ..core import grid, tensors
+from ..core.direction import spread
 from ..core.errors import IQTError
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 
+DEVICES = ("cpu", "cuda", "auto")
+
 
 @dataclass
 class Prediction:
-    """A method's output on the high-res grid: the tensor volume and named uncertainty maps
-    (e.g. "std": per-voxel standard deviation averaged over the 6 elements, mm^2/s; "direction": the
-    uncertainty of the principal eigenvector in degrees, `direction.spread`, beside every "std")."""
+    """A method's output on the high-res grid: the tensor volume and the uncertainty maps it was asked for.
+
+    std: per-voxel standard deviation averaged over the 6 elements (mm^2/s); std_intrinsic / std_parameter: its
+    two parts for the Monte Carlo methods; md_std (mm^2/s) and fa_std (unitless): the MD's and FA's; direction:
+    the principal eigenvector's uncertainty in degrees (`core.direction.spread`). Absent maps are None."""
 
     tensor: Volume
-    uncertainty: dict[str, Volume] = field(default_factory=dict)
+    std: Volume | None = None
+    std_intrinsic: Volume | None = None
+    std_parameter: Volume | None = None
+    md_std: Volume | None = None
+    fa_std: Volume | None = None
+    direction: Volume | None = None
+
+    def maps(self) -> dict[str, Volume]:
+        """The uncertainty maps present, by name ("std" first): the suffixes of the files beside the output."""
+        return {f.name: getattr(self, f.name) for f in fields(self)[1:] if getattr(self, f.name) is not None}
+
+
+MAP_NAMES = tuple(f.name for f in fields(Prediction)[1:])
 
 
 class Method:
-    """Base class. Subclasses set `name`, `description`, `gives_uncertainty` and implement `_predict`
-    on canonical-axis (RAS-ordered) arrays; `predict` handles checks and reorientation so that every
-    method gives the same answer whatever the storage order of the input."""
+    """Base class. A subclass sets the class attributes and implements `_predict` on canonical-axis arrays
+    (and, if learned, `_fit`); settings are given once, to the constructor, and checked there."""
 
     name = "?"
     description = ""
     gives_uncertainty = False
     learned = False
+    takes_samples = False  # Monte Carlo samples (the variational CNNs)
+    requires_torch = False  # the Slicer module runs these in a separate Python process
 
-    def fit(self, *args, **kwargs):
-        """Learned methods train here; interpolation has nothing to learn."""
-        return self
+    def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu"):
+        if model is not None and not self.learned:
+            raise IQTError(f"method {self.name!r} has no model; drop --model (it applies to the learned methods)")
+        if samples is not None:
+            if not self.takes_samples:
+                raise IQTError(f"method {self.name!r} takes no Monte Carlo samples; drop --mc-samples "
+                               "(it applies to espcn-hetero-var1 and espcn-hetero-var2)")
+            if int(samples) < 0:
+                raise IQTError(f"--mc-samples {samples}: give a number of Monte Carlo samples >= 0")
+        if str(device) not in DEVICES:
+            raise IQTError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+        self.model_path = model
+        self.samples = None if samples is None else int(samples)
+        self.seed = int(seed)
+        self.device = str(device)
 
-    def predict(self, lr: Volume, factor: int = 2, mask: Volume | None = None, progress=None) -> Prediction:
+    # ---------------------------------------------------------------- running
+
+    def predict(self, lr: Volume, factor: int = 2, mask: Volume | None = None, *, uncertainty: bool = True,
+                direction: bool = False, progress=None) -> Prediction:
+        """High-res tensors for `lr`; with `uncertainty`, the method's std maps; with `direction`, also the
+        direction map (16 seeded draws per voxel: asked for only where it is shown or scored)."""
         r = grid.check_factor(factor)
         check_tensor_input(lr)
         if mask is not None:
@@ -50,18 +90,28 @@ class Method:
         reo = Reorientation.to_canonical(lr.affine)
         lr_c = reo.apply(lr)
         mask_c = None if mask is None else reo.apply(mask)
-        tensor, unc = self._predict(
-            np.asarray(lr_c.data, dtype=np.float32), r, None if mask_c is None else mask_c.data.astype(bool), progress
-        )
-        if "std" in unc and "direction" not in unc:
-            unc["direction"] = direction.spread(tensor, unc["std"])
+        tensor, unc = self._predict(np.asarray(lr_c.data, dtype=np.float32), r,
+                                    None if mask_c is None else mask_c.data.astype(bool), progress)
+        if not uncertainty:
+            unc = {}
+        if direction and "std" in unc:
+            unc["direction"] = spread(tensor, unc["std"])
         hr_aff = grid.hr_affine(lr_c.affine, r)
         out = reo.undo(Volume(tensor.astype(np.float32), hr_aff, "tensor", meta={"method": self.name, "factor": r}))
         maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}
-        return Prediction(out, maps)
+        return Prediction(out, **maps)
 
     def _predict(self, lr: np.ndarray, r: int, mask: np.ndarray | None, progress) -> tuple[np.ndarray, dict]:
+        """Canonical-axis low-res tensors (mm^2/s) -> (high-res tensors, {map name: array})."""
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- training
+
+    def fit(self, subjects, factor: int = 2, **options) -> "Method":
+        """Train on high-quality subject folders (or `dmri.subject.Subject`s) for `factor`; the trained model then
+        serves `predict` at that factor and `save` writes it."""
+        raise IQTError(f"method {self.name!r} has nothing to learn; trainable methods are the learned ones "
+                       "(see 'iqt methods')")
 
 
 class LearnedMethod(Method):
@@ -69,13 +119,14 @@ class LearnedMethod(Method):
     means that file. Models are loaded once per factor, checksum-verified by the family's `model_io`."""
 
     learned = True
+    model_suffix = ""  # the family's weights file suffix
 
-    def __init__(self, model=None):
-        self.model_path = model
+    def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu"):
+        super().__init__(model, samples, seed, device)
         self._loaded = {}
 
     def _model_io(self):
-        """The family's model I/O module (with `shipped(method, factor)` and `load(path)`)."""
+        """The family's model I/O module (with `shipped(method, factor)`, `load(path)` and `register(sidecar)`)."""
         raise NotImplementedError
 
     def load(self, factor: int):
@@ -89,6 +140,47 @@ class LearnedMethod(Method):
                 raise IQTError(f"{path}: this model is for factor {model.factor}, not {factor}; use --factor {model.factor}")
             self._loaded[factor] = model
         return self._loaded[factor]
+
+    def fit(self, subjects, factor: int = 2, *, seed: int = 0, log=None, progress: bool = True, **options):
+        r = grid.check_factor(factor)
+        unknown = sorted(k for k, v in options.items() if v is not None and k not in self.fit_options())
+        if unknown:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+            raise IQTError(f"{flags}: {'does' if len(unknown) == 1 else 'do'} not apply to {self.name!r}; drop "
+                           f"{'it' if len(unknown) == 1 else 'them'}")
+        self._loaded[r] = self._fit(list(subjects), r, seed=seed, log=log, progress=progress,
+                                    **{k: v for k, v in options.items() if v is not None})
+        return self
+
+    def fit_options(self) -> tuple[str, ...]:
+        """The `fit` options the family takes besides seed, log and progress (its trainer's settings)."""
+        return ()
+
+    def _fit(self, subjects, r: int, **options):
+        """The family's trainer: returns a model object as `load` gives."""
+        raise NotImplementedError
+
+    def trained(self, factor: int = 2):
+        """The model `fit` made for `factor`."""
+        if factor not in self._loaded:
+            raise IQTError(f"method {self.name!r} has no model for factor {factor} to save; call fit first")
+        return self._loaded[factor]
+
+    def save(self, path, factor: int = 2, command: str | None = None, register: bool = False):
+        """Write the model `fit` made (weights + JSON sidecar with `command`); returns the sidecar path."""
+        model = self.trained(factor)
+        model.meta.setdefault("training", {})["command"] = command
+        side = self._save(model, path)
+        if register:  # the registry of the folder the model is written to
+            self._model_io().register(side, Path(path).parent)
+        return side
+
+    def _save(self, model, path):
+        raise NotImplementedError
+
+    def summary(self, factor: int = 2) -> str:
+        """One line on the training `fit` ran (for the command line)."""
+        return ""
 
 
 def check_tensor_input(vol: Volume) -> None:
@@ -109,5 +201,5 @@ def check_tensor_input(vol: Volume) -> None:
 
 
 def clip_input(lr: np.ndarray) -> np.ndarray:
-    """Method inputs get eigenvalues clipped to [0, 4e-3] mm^2/s (DESIGN.md)."""
+    """Method inputs get eigenvalues clipped to [0, 4e-3] mm^2/s (docs/conventions.md, Degradation)."""
     return tensors.clip_eigenvalues(lr, *tensors.INPUT_CLIP)

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
 
@@ -48,30 +49,39 @@ class Cancelled(IQTError):
 
 
 def method_info(name: str) -> dict:
-    """The registry's description of one method (name, description, uncertainty, learned)."""
-    for entry in methods_mod.describe():
-        if entry["name"] == name:
-            return entry
-    methods_mod.get(name)  # raises the registry's IQTError naming the valid choices
-    raise IQTError(f"unknown method {name!r}")
+    """The registry's description of one method (name, description, uncertainty, learned, samples, torch, shipped)."""
+    methods_mod.method_class(name)  # raises the registry's IQTError naming the valid choices
+    return next(entry for entry in methods_mod.describe() if entry["name"] == name)
 
 
 def method_needs_torch(name: str) -> bool:
     """True for methods whose prediction imports torch (the CNNs): the Slicer module runs them in a separate
     Python process so that a torch crash or a long run never takes the application down."""
-    m = methods_mod.get(name)
-    flag = getattr(m, "requires_torch", None)
-    if flag is not None:
-        return bool(flag)
-    return bool(getattr(m, "learned", False)) and ".cnn" in type(m).__module__
+    return methods_mod.method_class(name).requires_torch
 
 
-def _configure(method, samples=None, device=None):
-    """Pass Monte Carlo samples and the device to methods that have such settings (others ignore them)."""
-    for attr, value in (("samples", samples), ("mc_samples", samples), ("device", device)):
-        if value is not None and hasattr(method, attr):
-            setattr(method, attr, value)
-    return method
+@dataclass(frozen=True)
+class Request:
+    """One run: a method with its settings, the factor, and whether to add the cubic interpolation beside it.
+    `samples` is the panel's Monte Carlo setting: it reaches the methods that take samples only."""
+
+    method: str
+    factor: int = 2
+    model: str | None = None
+    samples: int | None = None
+    device: str = "cpu"
+    interpolate: bool = False
+
+    def make(self):
+        cls = methods_mod.method_class(self.method)
+        return cls(model=self.model or None, samples=self.samples if cls.takes_samples else None,
+                   device=self.device or "cpu")
+
+    def worker_args(self) -> list[str]:
+        args = ["--method", self.method, "--factor", str(int(self.factor)), "--device", self.device or "cpu"]
+        args += ["--model", str(self.model)] if self.model else []
+        args += ["--samples", str(int(self.samples))] if self.samples is not None else []
+        return args + (["--interpolate"] if self.interpolate else [])
 
 
 # ---------------------------------------------------------------- nodes -> Volumes
@@ -147,29 +157,20 @@ def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> None:
 # ---------------------------------------------------------------- the engine call (shared with the worker)
 
 
-def predict_volumes(
-    lr: Volume,
-    method: str,
-    factor: int = 2,
-    mask: Volume | None = None,
-    model=None,
-    samples: int | None = None,
-    device: str | None = None,
-    interpolate: bool = False,
-    progress=None,
-    cancel=None,
-) -> dict[str, Volume]:
-    """{"tensor": Volume, "uncertainty/<key>": Volume..., "interpolated": Volume} on the high-res grid."""
-    info = method_info(method)
-    m = _configure(methods_mod.get(method, model=model) if info["learned"] else methods_mod.get(method), samples, device)
-    span = 0.75 if interpolate and method != COMPARISON_METHOD else 0.9
+def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, progress=None,
+                    cancel=None) -> dict[str, Volume]:
+    """{"tensor": Volume, "uncertainty/<name>": Volume..., "interpolated": Volume} on the high-res grid."""
+    method, factor = request.method, request.factor
+    m = request.make()
+    span = 0.75 if request.interpolate and method != COMPARISON_METHOD else 0.9
     _report(progress, 0.1, f"running {method} (x{factor})")
-    pred = m.predict(lr, factor=factor, mask=mask, progress=_scaled(progress, 0.1, 0.1 + span, f"{method}"))
+    pred = m.predict(lr, factor=factor, mask=mask, direction=True,
+                     progress=_scaled(progress, 0.1, 0.1 + span, f"{method}"))
     _check_cancel(cancel)
     out = {"tensor": pred.tensor}
-    for key, v in pred.uncertainty.items():
+    for key, v in pred.maps().items():
         out[f"uncertainty/{key}"] = v
-    if interpolate:
+    if request.interpolate:
         if method == COMPARISON_METHOD:
             out["interpolated"] = pred.tensor
         else:
@@ -267,15 +268,15 @@ def run_on_nodes(
         raise IQTError("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
     if scene is None:
         raise IQTError("no MRML scene given")
+    request = Request(method, factor, model, samples, device or "cpu", interpolate)
+    request.make()  # the method's settings are checked before any work
     _report(progress, 0.0, "reading the input volume")
     lr, mask = input_volumes(input_node, mask_node, progress)
     _check_cancel(cancel)
-    kwargs = dict(method=method, factor=factor, mask=mask, model=model, samples=samples, device=device,
-                  interpolate=interpolate, progress=progress, cancel=cancel)
     if python_executable:
-        results = predict_in_subprocess(lr, python_executable=python_executable, **kwargs)
+        results = predict_in_subprocess(lr, request, mask, progress, cancel, python_executable=python_executable)
     else:
-        results = predict_volumes(lr, **kwargs)
+        results = predict_volumes(lr, request, mask, progress, cancel)
     _report(progress, 0.95, "creating output nodes")
     base = input_node.GetName() or "dti"
     nodes = add_result_nodes(scene, results, base, method, targets)
@@ -286,21 +287,9 @@ def run_on_nodes(
 # ---------------------------------------------------------------- separate process (see slicer_worker.py)
 
 
-def predict_in_subprocess(
-    lr: Volume,
-    method: str,
-    factor: int = 2,
-    mask: Volume | None = None,
-    model=None,
-    samples: int | None = None,
-    device: str | None = None,
-    interpolate: bool = False,
-    progress=None,
-    cancel=None,
-    python_executable: str | None = None,
-    workdir=None,
-) -> dict[str, Volume]:
-    """`predict_volumes` in a separate Python process running `slicer_worker`: inputs and outputs go through
+def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = None, progress=None, cancel=None,
+                          python_executable: str | None = None, workdir=None) -> dict[str, Volume]:
+    """`predict_volumes` in a separate Python process running `slicer.worker`: inputs and outputs go through
     files in a temporary folder, progress comes back as JSON lines on stdout."""
     from .. import fileio
 
@@ -310,18 +299,10 @@ def predict_in_subprocess(
     try:
         fileio.save_tensor(lr, folder / "input.nrrd")
         args = [exe, "-m", "ImageQualityTransferLib.slicer.worker", "--input", str(folder / "input.nrrd"),
-                "--method", method, "--factor", str(int(factor)), "--outdir", str(folder / "out")]
+                "--outdir", str(folder / "out"), *request.worker_args()]
         if mask is not None:
             fileio.save_scalar(Volume(mask.data.astype(np.uint8), mask.affine, "scalar"), folder / "mask.nii.gz")
             args += ["--mask", str(folder / "mask.nii.gz")]
-        if model:
-            args += ["--model", str(model)]
-        if samples:
-            args += ["--samples", str(int(samples))]
-        if device:
-            args += ["--device", device]
-        if interpolate:
-            args.append("--interpolate")
         summary = _run_worker(args, progress, cancel)
         results = {}
         for key, entry in summary["outputs"].items():

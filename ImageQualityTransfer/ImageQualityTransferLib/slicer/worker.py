@@ -32,14 +32,14 @@ def main(argv=None) -> int:
     p.add_argument("--factor", type=int, default=2)
     p.add_argument("--model")
     p.add_argument("--samples", type=int)
-    p.add_argument("--device")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--interpolate", action="store_true")
     p.add_argument("--outdir", required=True)
     args = p.parse_args(argv)
 
     from .. import fileio
     from ..core.errors import IQTError
-    from .processing import predict_volumes
+    from .processing import Request, predict_volumes
 
     def progress(fraction, message=None):
         if fraction is not None:
@@ -48,10 +48,8 @@ def main(argv=None) -> int:
     try:
         lr = fileio.load_tensor(args.input)
         mask = fileio.load_mask(args.mask, reference=lr) if args.mask else None
-        results = predict_volumes(
-            lr, args.method, factor=args.factor, mask=mask, model=args.model, samples=args.samples,
-            device=args.device, interpolate=args.interpolate, progress=progress,
-        )
+        request = Request(args.method, args.factor, args.model, args.samples, args.device, args.interpolate)
+        results = predict_volumes(lr, request, mask, progress)
         out = Path(args.outdir)
         out.mkdir(parents=True, exist_ok=True)
         outputs = {}

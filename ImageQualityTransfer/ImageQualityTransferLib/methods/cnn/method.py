@@ -1,35 +1,23 @@
 """3D-ESPCN methods (Tanno et al. 2017): `espcn`, the heteroscedastic `espcn-hetero`, and the
 heteroscedastic + variational-dropout `espcn-hetero-var1` (per unit) / `espcn-hetero-var2` (per channel),
-which predict by Monte Carlo with `samples` draws (uncertainty maps std, std_intrinsic, std_parameter, md_std).
+which predict by Monte Carlo with `samples` draws (maps std, std_intrinsic, std_parameter, md_std, fa_std).
 
 `model=None` uses the shipped model for the requested factor (Resources/Models/registry.json); a path
 to a `.pt` weights file or its `.json` sidecar uses that model instead. Torch is imported only when a
-prediction is made, so the engine lists and validates these methods without it.
+prediction or a training is made, so the engine lists and validates these methods without it.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import time
 
-from ...core.errors import IQTError
 from ..base import LearnedMethod, clip_input
 
 
 class CNNMethod(LearnedMethod):
-    variational = False
-    requires_torch = True  # the Slicer Logic runs these in a PythonSlicer process
+    requires_torch = True
+    model_suffix = ".pt"
     tile = None  # low-res positions per tile side (None: the inference default)
-
-    samples = None  # Monte Carlo samples (variational methods; None: the inference default)
-    seed = 0
-
-    def __init__(self, model=None, samples: int | None = None, seed: int = 0):
-        super().__init__(model)
-        if samples is not None:
-            if int(samples) < 0:
-                raise IQTError(f"--samples {samples}: give a number of Monte Carlo samples >= 0")
-            self.samples = int(samples)
-        self.seed = int(seed)
 
     def _model_io(self):
         from . import model_io, require_torch
@@ -41,15 +29,48 @@ class CNNMethod(LearnedMethod):
         from . import inference
 
         model = self.load(r)
-        kw = {} if self.tile is None else {"tile": self.tile}
-        if self.variational:
+        kw = {"device": self.device} if self.tile is None else {"tile": self.tile, "device": self.device}
+        if self.takes_samples:
             kw.update(samples=self.samples, seed=self.seed)
         return inference.predict_volume(model, clip_input(lr), mask, progress=progress, **kw)
+
+    def fit_options(self):
+        from .training import DEFAULTS
+
+        return ("epochs", "minutes", "threads", "init", *DEFAULTS)
+
+    def _fit(self, subjects, r, *, seed, log, progress, epochs=None, minutes=None, threads=None, init=None, **settings):
+        """Degraded training volumes from every subject (every block shift), then the family's trainer."""
+        from . import require_torch, training
+        from .model_io import LoadedModel
+
+        require_torch()
+        t0 = time.perf_counter()
+        items = training.load_items(subjects, r, log=log)
+        prep = time.perf_counter() - t0
+        if log:
+            log(f"training data: {len(items)} degraded volumes from {len(subjects)} subject(s) ({prep:.0f} s)")
+        epochs = epochs if epochs is not None else (10_000 if minutes else 200)
+        net, meta, _ = training.train(items, method=self.name, factor=r, seed=seed, epochs=epochs, minutes=minutes,
+                                      log=log, progress=progress, threads=threads, init=init,
+                                      **settings)
+        meta["training"]["data_preparation_seconds"] = prep
+        return LoadedModel(net, meta)
+
+    def _save(self, model, path):
+        from . import model_io
+
+        return model_io.save(model.net, model.meta, path)
+
+    def summary(self, factor=2):
+        t = self.trained(factor).meta["training"]
+        return (f"{t['epochs_run']} epochs, {t['stopped_by']}, best validation loss {t['best_val_loss']:.4f}, "
+                f"{t['minutes']:.1f} min + {t['data_preparation_seconds']:.0f} s data preparation")
 
 
 class ESPCN(CNNMethod):
     name = "espcn"
-    description = "3D-ESPCN CNN (residual over cubic), shipped model trained on the three training subjects"
+    description = "3D-ESPCN CNN (residual over cubic), shipped model trained on the training subjects"
 
 
 class ESPCNHetero(CNNMethod):
@@ -63,7 +84,7 @@ class ESPCNHeteroVar1(CNNMethod):
     description = ("3D-ESPCN, heteroscedastic + variational dropout per unit: Monte Carlo mean, total, intrinsic "
                    "and parameter standard deviation")
     gives_uncertainty = True
-    variational = True
+    takes_samples = True
 
 
 class ESPCNHeteroVar2(CNNMethod):
@@ -71,11 +92,4 @@ class ESPCNHeteroVar2(CNNMethod):
     description = ("3D-ESPCN, heteroscedastic + variational dropout per channel: Monte Carlo mean, total, intrinsic "
                    "and parameter standard deviation")
     gives_uncertainty = True
-    variational = True
-
-
-# Registered (listed by 'iqt methods', run by the benchmark and the orientation tests): the methods with a shipped
-# model. `espcn-hetero-var2` trains ('iqt train --method espcn-hetero-var2') but ships no model yet, so it is
-# not registered; add it here together with its registry entry.
-CNN_METHODS = (ESPCN, ESPCNHetero, ESPCNHeteroVar1)
-UNSHIPPED_CNN_METHODS = (ESPCNHeteroVar2,)
+    takes_samples = True

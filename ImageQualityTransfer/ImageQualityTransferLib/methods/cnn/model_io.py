@@ -17,6 +17,7 @@ from ...core.errors import IQTError
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
 
 FORMAT = "iqt-cnn-model/1"
+FILES = model_files.Family(FORMAT, "CNN", ".pt")
 
 
 @dataclass
@@ -61,7 +62,7 @@ def load(path) -> LoadedModel:
     torch = require_torch()
     from . import networks
 
-    meta, weights = model_files.read_verified(path, FORMAT, "CNN", ".pt")
+    meta, weights = FILES.read_verified(path)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net = networks.build(meta["arch"])
@@ -77,13 +78,4 @@ def load(path) -> LoadedModel:
 # ---------------------------------------------------------------- registry of shipped models
 
 
-def read_sidecar(path) -> tuple[dict, Path]:
-    return model_files.read_sidecar(path, FORMAT, "CNN", ".pt")
-
-
-def shipped(method: str, factor: int, models_dir=MODELS_DIR) -> Path:
-    return model_files.shipped(method, factor, ".pt", models_dir)
-
-
-def register(sidecar, models_dir=MODELS_DIR) -> None:
-    model_files.register(read_sidecar(sidecar)[0], sidecar, models_dir)
+read_sidecar, shipped, register = FILES.read_sidecar, FILES.shipped, FILES.register

@@ -11,6 +11,8 @@ from ..base import LearnedMethod
 
 
 class ForestMethod(LearnedMethod):
+    model_suffix = ".npz"
+
     def _model_io(self):
         from . import model_io
 
@@ -20,6 +22,33 @@ class ForestMethod(LearnedMethod):
         from .training import predict_volume
 
         return predict_volume(self.load(r), lr, mask, with_variance=self.gives_uncertainty)
+
+    def fit_options(self):
+        from .training import DEFAULTS
+
+        return tuple(DEFAULTS)
+
+    def _fit(self, subjects, r, *, seed, log, progress, **settings):
+        from ...core.progress import progress_bar
+        from . import training
+
+        bar = progress_bar(total=8 if self.name != "global-linear" else 1, desc=f"train {self.name}",
+                           enabled=progress)
+        try:
+            return training.train(self.name, subjects, factor=r, seed=seed, log=log,
+                                  progress=lambda done, total: bar.update(1), **settings)
+        finally:
+            bar.close()
+
+    def _save(self, model, path):
+        from . import model_io
+
+        return model_io.save(model, path)
+
+    def summary(self, factor=2):
+        model = self.trained(factor)
+        leaves = f", {model.forest.n_leaves} leaves in {len(model.forest.trees)} trees" if model.forest is not None else ""
+        return f"{model.meta['training']['examples']} examples{leaves}"
 
 
 class GlobalLinearMethod(ForestMethod):
@@ -37,6 +66,3 @@ class BIQTMethod(ForestMethod):
     name = "biqt"
     description = "Bayesian IQT-RF: Bayesian linear leaves (evidence-tuned), per-voxel predictive standard deviation with an input-dependent noise scale"
     gives_uncertainty = True
-
-
-FOREST_METHODS = (GlobalLinearMethod, RFMethod, BIQTMethod)

@@ -22,6 +22,7 @@ from .forest import Forest
 from .bayes import NoiseScale
 
 FORMAT = "iqt-forest-model/1"
+FILES = model_files.Family(FORMAT, "forest", ".npz")
 METHODS = ("global-linear", "rf", "biqt")
 # What the linear models predict and from what (sidecar fields "target" and "inputs"). Every forest model so
 # far predicts the residual of the reference over cubic B-spline interpolation; sidecars written before the
@@ -150,7 +151,7 @@ def save(model: ForestModel, path, dtype=None) -> Path:
 
 
 def load(path) -> ForestModel:
-    meta, weights = model_files.read_verified(path, FORMAT, "forest", ".npz")
+    meta, weights = FILES.read_verified(path)
     try:
         with np.load(weights, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
@@ -206,13 +207,4 @@ def _kind(meta: dict, weights) -> tuple[str, str]:
     return target, inputs
 
 
-def read_sidecar(path) -> tuple[dict, Path]:
-    return model_files.read_sidecar(path, FORMAT, "forest", ".npz")
-
-
-def shipped(method: str, factor: int, models_dir=MODELS_DIR) -> Path:
-    return model_files.shipped(method, factor, ".npz", models_dir)
-
-
-def register(sidecar, models_dir=MODELS_DIR) -> None:
-    model_files.register(read_sidecar(sidecar)[0], sidecar, models_dir)
+read_sidecar, shipped, register = FILES.read_sidecar, FILES.shipped, FILES.register

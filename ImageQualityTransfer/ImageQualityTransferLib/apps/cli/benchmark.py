@@ -1,0 +1,41 @@
+"""`iqt benchmark`: the whole protocol on subject folders, or the speed of `iqt upsample` on an HCP-sized volume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ...core.errors import IQTError
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("benchmark", help="the whole protocol on subject folders, or --speed on an HCP-sized volume")
+    sp.add_argument("subjects", nargs="*", help="folders holding dwi.nii.gz, dwi.bval, dwi.bvec")
+    sp.add_argument("--methods", help="comma-separated method names (default: every method ready here); cubic is always included")
+    options.add_factor(sp)
+    sp.add_argument("--speed", action="store_true", help="time 'iqt upsample' end to end on a 72x87x72 low-res volume")
+    sp.add_argument("--tracts", action="store_true",
+                    help="also compare tractography: tract-density Dice to the reference and false-positive density (opt-in)")
+    sp.add_argument("--json", help="also write the rows as JSON")
+    sp.set_defaults(func=run)
+
+
+def run(args):
+    from ... import methods
+    from ...analysis import benchmark
+
+    names = options.method_list(args.methods) or methods.ready(args.factor)
+    if args.speed:
+        rows = benchmark.speed(names)
+        print(benchmark.speed_table(rows))
+    else:
+        if not args.subjects:
+            raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
+        rows = benchmark.run(args.subjects, names, args.factor, progress=True, tracts=args.tracts)
+        print(benchmark.markdown_table(rows))
+        if args.tracts:
+            print()
+            print(benchmark.tract_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2, default=float))

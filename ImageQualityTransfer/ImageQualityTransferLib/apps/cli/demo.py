@@ -1,0 +1,38 @@
+"""`iqt demo` and `iqt methods`: the main job on the built-in phantom, and the list of methods."""
+
+from __future__ import annotations
+
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("demo", help="the main job on a built-in phantom (or --subject DIR): every method, metrics and a figure")
+    sp.add_argument("--subject", help="run on this subject folder instead of the phantom")
+    sp.add_argument("-o", "--output", default="iqt-demo", help="output folder (default ./iqt-demo)")
+    options.add_factor(sp)
+    sp.add_argument("--methods", help="comma-separated method names (default: every method ready here)")
+    sp.set_defaults(func=demo)
+
+    sp = sub.add_parser("methods", help="list the methods")
+    sp.set_defaults(func=list_methods)
+
+
+def demo(args):
+    from .. import demo as demo_app
+
+    demo_app.run(out_dir=args.output, subject_dir=args.subject, factor=args.factor,
+                 method_names=options.method_list(args.methods))
+
+
+def list_methods(args):
+    from ... import methods
+
+    default = methods.default_method()
+    for m in methods.describe():
+        flags = "uncertainty" if m["uncertainty"] else "no uncertainty"
+        if m["learned"]:
+            shipped = m["shipped"]
+            flags += ", learned, " + (f"shipped for x{', x'.join(map(str, shipped))}" if shipped else "no shipped model: "
+                                      f"train one with 'iqt train --method {m['name']}' and pass --model")
+        star = " (default)" if m["name"] == default else ""
+        print(f"{m['name']:<18} {m['description']} [{flags}]{star}")

@@ -1,0 +1,80 @@
+"""`iqt fit`, `iqt mask`, `iqt degrade`: from DWIs to tensors, brain masks and synthetic low-res inputs."""
+
+from __future__ import annotations
+
+from ...core.errors import IQTError
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("fit", help="fit DTI (dipy WLS) to a DWI series")
+    options.add_dwi(sp)
+    sp.add_argument("--mask", help="brain mask (default: median Otsu on the b0)")
+    sp.add_argument("--mask-out", help="also write the brain mask used")
+    sp.add_argument("-o", "--output", required=True, help="tensor output (.nii.gz SYMMATRIX or .nrrd)")
+    sp.set_defaults(func=fit)
+
+    sp = sub.add_parser("mask", help="brain mask from the b0 (median Otsu)")
+    options.add_dwi(sp)
+    sp.add_argument("-o", "--output", required=True)
+    sp.set_defaults(func=mask)
+
+    sp = sub.add_parser("degrade", help="synthetic low quality: block-average DWIs by the factor, then fit DTI")
+    options.add_dwi(sp)
+    sp.add_argument("--mask", help="high-res brain mask (default: median Otsu)")
+    options.add_factor(sp)
+    sp.add_argument("--shift", default="0,0,0", help="block shift i,j,k in [0, factor-1] (default 0,0,0)")
+    sp.add_argument("--mask-out", help="also write the low-res mask (block majority)")
+    sp.add_argument("-o", "--output", required=True, help="low-res tensor output")
+    sp.set_defaults(func=degrade)
+
+
+def _dwi_and_mask(args):
+    from ... import fileio
+    from ...dmri.dti import brain_mask
+
+    dwi = fileio.load_dwi(args.dwi, args.bval, args.bvec)
+    return dwi, (fileio.load_mask(args.mask, dwi) if getattr(args, "mask", None) else brain_mask(dwi))
+
+
+def fit(args):
+    from ... import fileio
+    from ...dmri.dti import fit_dti
+
+    out = options.tensor_output(args.output)
+    dwi, brain = _dwi_and_mask(args)
+    fileio.save_tensor(fit_dti(dwi, brain), out)
+    if args.mask_out:
+        fileio.save_mask(brain, fileio.check_output(args.mask_out, what="mask"))
+    print(f"wrote {out}")
+
+
+def mask(args):
+    from ... import fileio
+
+    out = fileio.check_output(args.output, what="mask")
+    _, brain = _dwi_and_mask(args)
+    fileio.save_mask(brain, out)
+    print(f"wrote {out} ({int(brain.data.sum())} voxels)")
+
+
+def degrade(args):
+    from ... import fileio
+    from ...core import grid
+    from ...dmri import degrade as deg
+
+    r = grid.check_factor(args.factor)
+    try:
+        shift = tuple(int(s) for s in args.shift.split(","))
+    except ValueError:
+        shift = ()
+    if len(shift) != 3 or any(not 0 <= s < r for s in shift):
+        raise IQTError(f"--shift {args.shift}: give three integers in [0, {r - 1}] separated by commas, e.g. 0,1,0")
+    out = options.tensor_output(args.output)
+    mask_out = fileio.check_output(args.mask_out, what="mask") if args.mask_out else None
+    dwi, brain = _dwi_and_mask(args)
+    pair = deg.degrade(dwi, brain.data, r, shift)
+    fileio.save_tensor(pair.tensor, out)
+    if mask_out:
+        fileio.save_mask(pair.mask, mask_out)
+    print(f"wrote {out} {pair.tensor.shape3}")

@@ -1,0 +1,133 @@
+"""Options and checks shared by the commands: one definition each, so every command spells them the same."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ...core.errors import IQTError
+from ...fileio.paths import TENSOR_SUFFIXES
+
+
+def factor(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"factor must be an integer such as 2 or 3, got {value!r}") from None
+
+
+def add_factor(sp) -> None:
+    sp.add_argument("--factor", type=factor, default=2, help="upsampling factor (default 2)")
+
+
+def add_tensor_order(sp) -> None:
+    sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix"],
+                    help="component order of a 4D six-volume tensor file (default: 5D NIfTI SYMMATRIX)")
+
+
+def add_dwi(sp) -> None:
+    sp.add_argument("dwi", help="4D DWI NIfTI")
+    sp.add_argument("--bval", help="FSL b-values (default: beside the DWI)")
+    sp.add_argument("--bvec", help="FSL b-vectors (default: beside the DWI)")
+
+
+def method_list(text: str | None) -> list[str] | None:
+    """`--methods a,b,c` -> ["a", "b", "c"] (None when not given); unknown names fail here, before any work."""
+    from ... import methods
+
+    if not text:
+        return None
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    for n in names:
+        methods.method_class(n)
+    return names
+
+
+def method_settings(args) -> dict:
+    """The method settings the command line gives (model file, Monte Carlo samples, device)."""
+    return {"model": getattr(args, "model", None), "samples": getattr(args, "mc_samples", None),
+            "device": getattr(args, "device", None) or "cpu"}
+
+
+def add_method_settings(sp, model: bool = True) -> None:
+    if model:
+        sp.add_argument("--model", help="model file to use instead of the shipped one (learned methods)")
+    sp.add_argument("--mc-samples", type=int, help="Monte Carlo samples of espcn-hetero-var1/-var2 (default 10; 0: one "
+                                                   "deterministic pass, intrinsic uncertainty only)")
+    sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                    help="where the CNNs run (default cpu; auto: CUDA when PyTorch has it)")
+
+
+def tensor_output(path) -> Path:
+    from ... import fileio
+
+    return fileio.check_output(path, TENSOR_SUFFIXES)
+
+
+def lowres_mask(path, lr, r: int):
+    """`--mask` for a low-res input: a mask on the input's grid, or on its factor-r high-res grid (reduced by block
+    majority, as `iqt degrade` makes the low-res mask); None when not given."""
+    from ... import fileio
+    from ...dmri.degrade import block_majority
+
+    if not path:
+        return None
+    mask = fileio.load_mask(path, lr, r)
+    if mask.shape3 != lr.shape3:
+        mask = lr.replace(data=block_majority(mask.data, r), kind="mask")
+    return mask
+
+
+def out_dir(path) -> Path:
+    """An output folder: created if missing (its parent must exist), refused if it is a file."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise IQTError(f"{p}: exists and is not a folder; give a folder for the outputs")
+    if not p.parent.exists():
+        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
+    p.mkdir(exist_ok=True)
+    return p
+
+
+# ---------------------------------------------------------------- uncertainty propagation (propagate, upsample)
+
+PROPAGATION_DEFAULTS = {"n_seeds": 1000, "fa_threshold": 0.2, "seed": 0}
+
+
+def add_propagation(sp, defaults: bool = True) -> None:
+    """The propagation options of `iqt propagate` and `iqt upsample --propagate` (with defaults=False they default to
+    None, so that upsample can tell they were given without --propagate)."""
+    d = PROPAGATION_DEFAULTS if defaults else dict.fromkeys(PROPAGATION_DEFAULTS)
+    sp.add_argument("--seeds", help="seed ROI for the tracts (default: 1000 random points where FA >= 0.3)")
+    sp.add_argument("--n-seeds", type=int, default=d["n_seeds"], help="random seeds when no --seeds (default 1000)")
+    sp.add_argument("--fa-threshold", type=float, default=d["fa_threshold"], help="tracking stops below this FA (default 0.2)")
+    sp.add_argument("--no-tracts", action="store_true", help="FA/MD maps only, no tract variability")
+    sp.add_argument("--seed", type=int, default=d["seed"], help="random seed of the samples (default 0)")
+
+
+def check_propagation(method, samples) -> None:
+    """Before any work: the method must give an uncertainty to sample from, and N >= 2."""
+    from ... import methods
+
+    if not method.gives_uncertainty:
+        raise IQTError(f"method {method.name!r} gives no uncertainty to propagate; choose one of: "
+                       f"{', '.join(methods.with_uncertainty())}")
+    if samples is None or int(samples) < 2:
+        raise IQTError(f"--samples {samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
+
+
+def load_seeds(args):
+    from ... import fileio
+
+    return fileio.load_mask(args.seeds) if args.seeds else None
+
+
+def propagate(pred, args, lr_mask, r: int, seeds):
+    """Draw `args.samples` high-res samples from `pred` inside the high-res mask implied by the low-res mask."""
+    from ...analysis import propagation
+    from ...analysis.tractography import TrackingSettings
+    from ...core.grid import repeat_blocks
+
+    hr_mask = None if lr_mask is None else repeat_blocks(lr_mask.data.astype(bool), r)
+    return propagation.propagate(pred, args.samples, seeds=seeds, mask=hr_mask, rng=args.seed, track=not args.no_tracts,
+                                 n_seeds=args.n_seeds, settings=TrackingSettings(fa_threshold=args.fa_threshold))

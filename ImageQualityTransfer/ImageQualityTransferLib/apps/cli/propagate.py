@@ -1,0 +1,36 @@
+"""`iqt propagate`: uncertainty propagation, N high-res samples -> FA/MD mean and std maps, tract variability."""
+
+from __future__ import annotations
+
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("propagate", help="uncertainty propagation: N high-res samples -> FA/MD mean/std, tract variability")
+    sp.add_argument("input", help="low-res tensor volume")
+    sp.add_argument("-o", "--output", required=True, help="output folder (fa_mean, fa_std, md_mean, md_std, visitation, propagation.json)")
+    sp.add_argument("--method", default="espcn-hetero", help="a method with uncertainty (default espcn-hetero)")
+    options.add_method_settings(sp)
+    sp.add_argument("--samples", type=int, default=100, help="number of samples (default 100)")
+    options.add_factor(sp)
+    sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
+    options.add_propagation(sp)
+    options.add_tensor_order(sp)
+    sp.set_defaults(func=run)
+
+
+def run(args):
+    from ... import fileio, methods
+    from ...analysis import propagation
+    from ...core import grid
+
+    r = grid.check_factor(args.factor)
+    method = methods.get(args.method, **options.method_settings(args))
+    options.check_propagation(method, args.samples)
+    lr = fileio.load_tensor(args.input, args.tensor_order)
+    mask = options.lowres_mask(args.mask, lr, r)
+    seeds = options.load_seeds(args)
+    out = options.out_dir(args.output)
+    pred = method.predict(lr, r, mask)
+    res = options.propagate(pred, args, mask, r, seeds)
+    print(propagation.write(res, propagation.output_paths(out), method.name, args.input))

@@ -1,0 +1,32 @@
+"""`iqt report`: one self-contained HTML page of views, uncertainty overlays, errors, metrics and tracts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core.errors import IQTError
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("report", help="one self-contained HTML page: FA/colour-FA views, uncertainty, errors, metrics, tracts")
+    sp.add_argument("-o", "--output", required=True, help="report file (.html)")
+    sp.add_argument("--subject", help="subject folder (default: the built-in phantom)")
+    sp.add_argument("--methods", help="comma-separated methods (default: cubic and every shipped learned method that runs here)")
+    options.add_factor(sp)
+    sp.add_argument("--no-tracts", action="store_true", help="leave out tractography")
+    sp.add_argument("--n-seeds", type=int, default=2000, help="tractography seeds (default 2000)")
+    sp.set_defaults(func=run)
+
+
+def run(args):
+    from .. import report
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise IQTError(f"{out}: the report name must end in .html")
+    if not out.parent.exists():
+        raise IQTError(f"{out}: the folder {out.parent} does not exist; create it or choose another output path")
+    path = report.run(out, subject_dir=args.subject, factor=args.factor, method_names=options.method_list(args.methods),
+                      tracts=not args.no_tracts, n_seeds=args.n_seeds)
+    print(f"wrote {path}")

@@ -1,0 +1,44 @@
+"""`iqt track`: deterministic DTI tractography from a seed ROI."""
+
+from __future__ import annotations
+
+from ...core.errors import IQTError
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("track", help="deterministic DTI tractography (principal direction, FA stop) from a seed ROI")
+    sp.add_argument("input", help="tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
+    sp.add_argument("--seeds", required=True, help="seed ROI (NIfTI mask, any grid in the same world space)")
+    sp.add_argument("-o", "--output", required=True, help="tractogram: .trk, or VTK polydata .vtk/.vtp (Slicer loads both)")
+    sp.add_argument("--also", action="append", help="also write the same streamlines here (.trk/.vtk/.vtp; repeatable)")
+    sp.add_argument("--mask", help="tracking mask on the tensor grid (tracking stops outside it)")
+    options.add_tensor_order(sp)
+    sp.add_argument("--fa-threshold", type=float, default=0.2, help="stop where FA falls below this (default 0.2)")
+    sp.add_argument("--step", type=float, default=0.5, help="step length in mm (default 0.5)")
+    sp.add_argument("--angle", type=float, default=45.0, help="largest turn per step in degrees (default 45)")
+    sp.add_argument("--density", type=int, default=1, help="seeds per voxel axis in each seed voxel (default 1)")
+    sp.add_argument("--min-length", type=float, default=10.0, help="drop streamlines shorter than this, mm (default 10)")
+    sp.add_argument("--max-length", type=float, default=250.0, help="longest streamline, mm (default 250)")
+    sp.set_defaults(func=run)
+
+
+def run(args):
+    from ... import fileio
+    from ...analysis import tractography
+
+    out = tractography.check_tract_output(args.output)
+    extra = [tractography.check_tract_output(p) for p in (args.also or [])]
+    s = tractography.TrackingSettings(fa_threshold=args.fa_threshold, step=args.step, angle=args.angle,
+                                      density=args.density, min_length=args.min_length,
+                                      max_length=args.max_length).check()
+    dti = fileio.load_tensor(args.input, args.tensor_order)
+    seeds = fileio.load_mask(args.seeds)
+    mask = fileio.load_mask(args.mask, dti) if args.mask else None
+    if mask is not None and mask.shape3 != dti.shape3:
+        raise IQTError(f"{args.mask}: the tracking mask must be on the tensor grid {dti.shape3}")
+    lines = tractography.track(dti, seeds, s, mask=None if mask is None else mask.data)
+    for p in [out, *extra]:
+        tractography.save_tracts(lines, dti, p)
+    n_seeds = int(seeds.data.sum()) * s.density**3
+    print(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {n_seeds} seeds")

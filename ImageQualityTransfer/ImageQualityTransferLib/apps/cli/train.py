@@ -1,0 +1,52 @@
+"""`iqt train`: train a learned method on high-quality subject folders (`Method.fit`, then `Method.save`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ...core.errors import IQTError
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("train", help="train a learned method (3D-ESPCN, IQT-RF, BIQT-RF, global-linear) on high-quality subject folders")
+    sp.add_argument("--method", default="espcn", help="a learned method (see 'iqt methods'; default espcn)")
+    sp.add_argument("--subjects", nargs="+", required=True, help="folders holding dwi.nii.gz, dwi.bval, dwi.bvec")
+    options.add_factor(sp)
+    sp.add_argument("-o", "--output", required=True, help="model weights file (.pt for CNNs, .npz for rf/biqt/global-linear); the .json sidecar is written beside it")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (with --epochs the run is deterministic)")
+    sp.add_argument("--epochs", type=int, help="CNN: maximum epochs of 200 batches (default 200, or unlimited with --minutes)")
+    sp.add_argument("--minutes", type=float, help="CNN: wall-time budget for the training loop")
+    sp.add_argument("--threads", type=int, help="CNN: CPU threads for torch (default: torch's choice)")
+    sp.add_argument("--register", action="store_true", help="add the model to registry.json in its folder")
+    sp.add_argument("--init", help="CNN: warm-start from this trained model (e.g. an espcn-hetero .pt for espcn-hetero-var1)")
+    sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
+    sp.set_defaults(func=run)
+
+
+def run(args):
+    from ... import methods
+    from ...core import grid
+
+    r = grid.check_factor(args.factor)
+    cls = methods.method_class(args.method)
+    if not cls.learned:
+        raise IQTError(f"--method {args.method}: nothing to train; trainable methods are {', '.join(methods.trainable())}")
+    out = Path(args.output)
+    if out.suffix != cls.model_suffix:
+        raise IQTError(f"{out}: a {args.method} model name must end in {cls.model_suffix} (the JSON sidecar is written beside it)")
+    if not out.parent.exists():
+        raise IQTError(f"{out}: the folder {out.parent} does not exist; create it or choose another output path")
+    for d in args.subjects:
+        if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
+            raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
+    if args.epochs is not None and args.epochs < 1:
+        raise IQTError("--epochs must be at least 1")
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
+    t0 = time.perf_counter()
+    method = cls().fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
+                       minutes=args.minutes, threads=args.threads, init=args.init)
+    side = method.save(out, r, command="iqt " + " ".join(sys.argv[1:]) if sys.argv else None, register=args.register)
+    print(f"wrote {out} and {side.name} ({method.summary(r)}; {(time.perf_counter() - t0) / 60:.1f} min in all)")

@@ -1,0 +1,102 @@
+"""`iqt upsample`: high-resolution tensors (and uncertainty maps, and optionally propagated samples) from a
+low-resolution DTI volume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core.errors import IQTError
+from ...fileio.paths import TENSOR_SUFFIXES
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("upsample", help="high-resolution tensors from a low-resolution DTI volume")
+    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
+    sp.add_argument("-o", "--output", required=True, help="high-res tensor output (.nii.gz, or .nrrd for Slicer)")
+    sp.add_argument("--method", help="method name (see 'iqt methods'; default: the best shipped)")
+    options.add_factor(sp)
+    sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
+    sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty) "
+                    "and NAME_direction beside it (the principal direction's uncertainty, degrees); the Monte Carlo "
+                    "methods also write NAME_std_intrinsic, NAME_std_parameter, NAME_md_std and NAME_fa_std")
+    options.add_method_settings(sp)
+    sp.add_argument("--samples", type=int,
+                    help="with --propagate: number of samples drawn from the predictive distribution (default 100); "
+                         "without: Monte Carlo samples for espcn-hetero-var1/-var2 (as --mc-samples)")
+    sp.add_argument("--propagate", action="store_true",
+                    help="uncertainty propagation (methods with uncertainty): draw --samples high-res DTI samples and "
+                         "write FA/MD mean/std and tract visitation maps beside the output (<name>_fa_mean.nii.gz, ..., "
+                         "<name>_propagation.json)")
+    options.add_propagation(sp, defaults=False)
+    options.add_tensor_order(sp)
+    sp.set_defaults(func=run)
+
+
+def stem(path: Path) -> str:
+    """The file name without its tensor/NIfTI suffix."""
+    name = path.name
+    for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def _check_samples(args, cls) -> None:
+    """`--samples` means propagation draws with --propagate and Monte Carlo passes without; the propagation
+    options apply only with --propagate."""
+    if args.propagate:
+        args.samples = 100 if args.samples is None else args.samples
+        for k, v in options.PROPAGATION_DEFAULTS.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
+        return
+    given = [f"--{k.replace('_', '-')}" for k in ("seeds", "n_seeds", "fa_threshold", "seed") if getattr(args, k) is not None]
+    given += ["--no-tracts"] if args.no_tracts else []
+    if given:
+        one = len(given) == 1
+        raise IQTError(f"{', '.join(given)}: {'applies' if one else 'apply'} only with --propagate; add --propagate "
+                       f"(and a method with uncertainty) or drop {'it' if one else 'them'}")
+    if args.samples is not None:
+        if not cls.takes_samples:
+            raise IQTError(f"method {cls.name!r} takes no Monte Carlo samples; drop --samples (it applies to "
+                           "espcn-hetero-var1 and espcn-hetero-var2), or add --propagate to draw samples of the output "
+                           "from a method with uncertainty")
+        if args.mc_samples is not None:
+            raise IQTError("give the Monte Carlo samples once: --samples or --mc-samples (without --propagate they are the same)")
+        args.mc_samples = args.samples
+
+
+def run(args):
+    from ... import fileio, methods
+    from ...analysis import propagation
+    from ...core import grid
+
+    r = grid.check_factor(args.factor)
+    name = args.method or methods.default_method()
+    _check_samples(args, methods.method_class(name))
+    method = methods.get(name, **options.method_settings(args))
+    if args.propagate:
+        options.check_propagation(method, args.samples)
+    out = options.tensor_output(args.output)
+    unc_out = None
+    if args.uncertainty:
+        if not method.gives_uncertainty:
+            raise IQTError(f"method {method.name!r} gives no uncertainty; drop --uncertainty or choose one of: "
+                           f"{', '.join(methods.with_uncertainty())}")
+        unc_out = fileio.check_output(args.uncertainty, what="uncertainty")
+    lr = fileio.load_tensor(args.input, args.tensor_order)
+    mask = options.lowres_mask(args.mask, lr, r)
+    if args.propagate:
+        seeds = options.load_seeds(args)
+        prop_paths = propagation.output_paths(out.parent, stem(out) + "_")
+    pred = method.predict(lr, r, mask, uncertainty=bool(unc_out) or args.propagate, direction=bool(unc_out))
+    res = options.propagate(pred, args, mask, r, seeds) if args.propagate else None  # before any file is written
+    fileio.save_tensor(pred.tensor, out)
+    if unc_out:
+        s = stem(unc_out)
+        for key, vol in pred.maps().items():  # the total std at the given path, its parts and the others beside it
+            fileio.save_scalar(vol, unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}"))
+    print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
+    if res is not None:
+        print(propagation.write(res, prop_paths, method.name, args.input))

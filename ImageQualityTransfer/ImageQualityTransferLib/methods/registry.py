@@ -1,0 +1,82 @@
+"""The one registry: every method by name, and what can be done with it here (run, train, shipped model).
+
+The CLI (`iqt methods`, `upsample`, `train`, `benchmark`), the Slicer combo box, the demo and the report
+all read it, so a method added here is offered everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ..core.errors import IQTError
+from ..fileio.model_files import read_registry
+from .base import Method
+from .cnn.method import ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2
+from .forest.method import BIQTMethod, GlobalLinearMethod, RFMethod
+from .interpolation import Cubic, Linear, LogEuclidCubic, Nearest
+
+_METHODS: dict[str, type[Method]] = {
+    cls.name: cls
+    for cls in (Nearest, Linear, Cubic, LogEuclidCubic, GlobalLinearMethod, RFMethod, BIQTMethod,
+                ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2)
+}
+
+# Best first, by `iqt benchmark` on the dev subjects (README): the first one that can run here is the default.
+PREFERENCE = ("espcn", "biqt", "cubic")
+
+
+def names() -> list[str]:
+    """Every method that runs (a learned one with a shipped model or a model file)."""
+    return list(_METHODS)
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in _METHODS:
+        raise IQTError(f"unknown method {name!r}; choose one of: {', '.join(_METHODS)} (see 'iqt methods')")
+    return _METHODS[name]
+
+
+def get(name: str, **settings) -> Method:
+    """A method made with its settings (model, samples, seed, device), checked here."""
+    return method_class(name)(**settings)
+
+
+def trainable() -> list[str]:
+    return [n for n, c in _METHODS.items() if c.learned]
+
+
+def shipped_factors(name: str) -> list[int]:
+    """Factors with a shipped model (interpolation: none needed, so [])."""
+    return sorted(int(e["factor"]) for e in read_registry() if e.get("method") == name)
+
+
+def runs_here(name: str) -> bool:
+    """True when the method's packages are installed (torch for the CNNs)."""
+    return not (method_class(name).requires_torch and importlib.util.find_spec("torch") is None)
+
+
+def ready(factor: int = 2) -> list[str]:
+    """The methods that run here at `factor` without a model file: interpolation, and learned ones with a
+    shipped model whose packages are installed. What the benchmark, the demo and the Slicer module offer."""
+    return [n for n, c in _METHODS.items() if runs_here(n) and (not c.learned or factor in shipped_factors(n))]
+
+
+def describe() -> list[dict]:
+    """One entry per method: name, one-line description, uncertainty, learned, takes samples, shipped factors."""
+    return [
+        {"name": c.name, "description": c.description, "uncertainty": c.gives_uncertainty, "learned": c.learned,
+         "samples": c.takes_samples, "torch": c.requires_torch, "shipped": shipped_factors(c.name) if c.learned else []}
+        for c in _METHODS.values()
+    ]
+
+
+def with_uncertainty() -> list[str]:
+    return [n for n, c in _METHODS.items() if c.gives_uncertainty]
+
+
+def default_method() -> str:
+    """The best shipped method that can run in this environment (espcn needs torch)."""
+    for name in PREFERENCE:
+        if runs_here(name):
+            return name
+    return "cubic"

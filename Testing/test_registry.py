@@ -1,0 +1,70 @@
+"""The registry: one list says what runs, what trains and what ships, and every learned method does all of it
+(a tiny `fit` on a phantom subject, `save`, then `iqt upsample --model` with the file)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import IQTError, fileio, methods
+from ImageQualityTransferLib.apps.cli import main
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+TINY = {  # settings small enough for seconds, per family
+    ".pt": dict(epochs=1, iters_per_epoch=2, batch_size=2, patch=6, val_patches=2),
+    ".npz": dict(n_trees=2, n_train=3000, n_val=1000, min_leaf=200, max_depth=2, n_calibration=3000),
+}
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    folder = tmp_path_factory.mktemp("phantom_subject")
+    fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
+    return folder
+
+
+def test_learned_means_trainable_and_every_name_is_made_by_the_registry():
+    assert set(methods.trainable()) == {n for n in methods.names() if methods.method_class(n).learned}
+    for entry in methods.describe():
+        cls = methods.method_class(entry["name"])
+        assert cls.name == entry["name"] and methods.get(entry["name"]).name == entry["name"]
+        assert entry["shipped"] == (methods.shipped_factors(cls.name) if cls.learned else [])
+    # what runs without a model file: interpolation and the learned methods with a shipped model
+    ready = methods.ready(2)
+    assert {"cubic", "rf", "biqt"} <= set(ready) and "espcn-hetero-var2" not in ready
+    assert methods.default_method() in ready
+
+
+@pytest.mark.parametrize("name", methods.trainable())
+def test_every_trainable_method_trains_saves_and_runs(name, subject, tmp_path, capsys):
+    cls = methods.method_class(name)
+    if cls.requires_torch and not HAVE_TORCH:
+        pytest.skip("PyTorch is not installed")
+    out = tmp_path / f"m{cls.model_suffix}"
+    method = methods.get(name).fit([subject], 2, seed=0, progress=False, **TINY[cls.model_suffix])
+    side = method.save(out, 2, command="test")
+    assert side.exists() and out.exists()
+    lr = tmp_path / "lr.nii.gz"
+    assert main(["degrade", str(subject / "dwi.nii.gz"), "-o", str(lr)]) == 0
+    args = ["upsample", str(lr), "-o", str(tmp_path / "hr.nii.gz"), "--method", name, "--model", str(out)]
+    if cls.gives_uncertainty:
+        args += ["--uncertainty", str(tmp_path / "u.nii.gz")]
+    assert main(args) == 0, capsys.readouterr().err
+    hr = fileio.load_tensor(tmp_path / "hr.nii.gz")
+    assert np.isfinite(hr.data).all() and np.any(hr.data)
+    assert (tmp_path / "u.nii.gz").exists() == cls.gives_uncertainty
+
+
+def test_fit_refuses_what_a_method_cannot_take(subject):
+    with pytest.raises(IQTError, match="nothing to learn"):
+        methods.get("cubic").fit([subject])
+    with pytest.raises(IQTError, match="--epochs: does not apply to 'rf'"):
+        methods.get("rf").fit([subject], epochs=3)
+    with pytest.raises(IQTError, match="takes no Monte Carlo samples"):
+        methods.get("espcn", samples=3)
+    with pytest.raises(IQTError, match="has no model"):
+        methods.get("cubic", model="m.pt")

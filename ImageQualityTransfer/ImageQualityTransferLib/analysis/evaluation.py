@@ -1,4 +1,4 @@
-"""Evaluation of a high-resolution tensor prediction against its reference (DESIGN.md: Regions,
+"""Evaluation of a high-resolution tensor prediction against its reference (docs/conventions.md: Regions,
 Plausible voxels, Error), uncertainty calibration, and the reference's own noise floor.
 
 Conventions:
@@ -50,7 +50,7 @@ def _array(x, dtype=None):
 
 
 def regions(hr_mask, lr_mask, r: int, radius: int = 2) -> dict:
-    """Interior and exterior high-res voxel maps (DESIGN.md Regions).
+    """Interior and exterior high-res voxel maps (docs/conventions.md, Regions).
 
     interior: high-res voxels inside `hr_mask` whose low-res parent (index j // r on each axis) has its
     whole (2*radius+1)^3 low-res neighbourhood inside `lr_mask` (outside the grid counts as outside);

@@ -1,4 +1,4 @@
-"""Grid alignment for factor r (DESIGN.md): low-res voxel i covers high-res voxels r*i .. r*i+r-1."""
+"""Grid alignment for factor r (docs/conventions.md, Grid): low-res voxel i covers high-res voxels r*i .. r*i+r-1."""
 
 from __future__ import annotations
 

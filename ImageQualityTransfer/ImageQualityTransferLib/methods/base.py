@@ -109,5 +109,5 @@ def check_tensor_input(vol: Volume) -> None:
 
 
 def clip_input(lr: np.ndarray) -> np.ndarray:
-    """Method inputs get eigenvalues clipped to [0, 4e-3] mm^2/s (DESIGN.md)."""
+    """Method inputs get eigenvalues clipped to [0, 4e-3] mm^2/s (docs/conventions.md, Degradation)."""
     return tensors.clip_eigenvalues(lr, *tensors.INPUT_CLIP)

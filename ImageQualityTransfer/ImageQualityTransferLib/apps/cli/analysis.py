@@ -1,4 +1,4 @@
-"""`iqt track`, `iqt propagate`, `iqt lesion-check` and `iqt report`: the analysis commands (issue 6).
+"""`iqt track`, `iqt propagate`, `iqt lesion-check` and `iqt report`: the analysis commands.
 
 Kept beside cli.py so that cli.py only registers them (`add_commands`); the same conventions hold: bad
 input is an `IQTError` (one line, status 2), outputs are checked before any work and written atomically.

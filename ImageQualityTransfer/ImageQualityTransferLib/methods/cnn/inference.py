@@ -27,7 +27,7 @@ from ...core.tensors import fa_closed_form as _fa_elements, md as _md
 from .networks import HALO, is_hetero, is_variational
 
 DEFAULT_TILE = 24  # low-res positions per tile side: ~ 50 MB of activations
-DEFAULT_SAMPLES = 10  # MC samples for the variational models: on a dev slab the std map moves 0.03 % and std_parameter 12 % vs N=200 (issue-4 note)
+DEFAULT_SAMPLES = 10  # MC samples for the variational models: on a dev slab the std map moves 0.03 % and std_parameter 12 % vs N=200
 DEFAULT_SEED = 0
 
 

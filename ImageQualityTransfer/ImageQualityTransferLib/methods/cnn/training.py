@@ -1,6 +1,6 @@
 """Training of the 3D-ESPCN models on synthetic low quality from high-quality subjects.
 
-Data (DESIGN.md): every subject is first reoriented to canonical (RAS) voxel axes, tensor components and
+Data (docs/conventions.md): every subject is first reoriented to canonical (RAS) voxel axes, tensor components and
 b-vectors included, so that training sees what `Method.predict` feeds the network; then every one of the
 r^3 block shifts is degraded (DWIs averaged, DTI fitted, eigenvalues clipped) and paired with the matching
 high-res reference. Targets are the residual of the clipped reference over cubic B-spline interpolation,

@@ -34,7 +34,6 @@ from ..core.direction import angular_error
 from ..core.errors import IQTError
 
 UNIT = 1e-5  # mm^2/s: the unit of reported errors
-REGIONS = ("interior", "exterior")
 TRACKED_FA = 0.2  # reference FA from which the direction is scored: the default tracking threshold
 B0_THRESHOLD = 50.0  # s/mm^2, as dti.B0_THRESHOLD: lower b-values count as b=0
 _CHUNK = 32768  # voxels per block in `noise_floor`

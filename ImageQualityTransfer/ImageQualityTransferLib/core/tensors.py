@@ -16,8 +16,6 @@ ORDERS = {
     "fsl": (0, 1, 3, 2, 4, 5),  # Dxx Dxy Dxz Dyy Dyz Dzz
     "mrtrix": (0, 2, 5, 1, 3, 4),  # Dxx Dyy Dzz Dxy Dxz Dyz
 }
-# Off-diagonal elements appear twice in the full matrix: weight for Frobenius norms.
-ELEMENT_WEIGHTS = np.array([1.0, 2.0, 1.0, 2.0, 2.0, 1.0])
 
 PLAUSIBLE_RANGE = (-1e-3, 5e-3)  # mm^2/s: eigenvalues outside mean a failed fit
 INPUT_CLIP = (0.0, 4e-3)  # mm^2/s: clipping for method inputs and training targets

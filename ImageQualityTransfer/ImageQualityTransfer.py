@@ -626,27 +626,13 @@ class ImageQualityTransferTest(ScriptedLoadableModuleTest):
         return logic, [m["name"] for m in logic.availableMethods() if torch or not m["needs_torch"]]
 
     def _phantomNode(self):
-        import numpy as np
-
         logic = ImageQualityTransferLogic()
         logic.engine()
+        from ImageQualityTransferLib.dmri import degrade, dti, phantom
         from ImageQualityTransferLib.slicer import mrml
-        from ImageQualityTransferLib.core.volume import Volume
 
-        try:
-            from ImageQualityTransferLib.dmri import phantom
-
-            from ImageQualityTransferLib.dmri import degrade, dti
-
-            dwi = phantom.make_phantom(shape=(32, 36, 28), voxel_mm=2.0)  # a DWI Volume
-            vol = degrade.degrade(dwi, dti.brain_mask(dwi).data, 2).tensor  # the low-res DTI
-        except (ImportError, AttributeError, TypeError):
-            shape = (12, 10, 8)
-            d = np.zeros(shape + (6,), np.float32)
-            d[..., 0], d[..., 2], d[..., 5] = 0.3e-3, 0.3e-3, 0.3e-3
-            d[3:9, 3:7, 2:6, 0] = 1.7e-3  # a left-right bundle
-            affine = np.diag([-2.5, 2.5, 2.5, 1.0])
-            vol = Volume(d, affine, "tensor")
+        dwi = phantom.make_phantom(shape=(32, 36, 28), voxel_mm=2.0)  # a DWI Volume
+        vol = degrade.degrade(dwi, dti.brain_mask(dwi).data, 2).tensor  # the low-res DTI
         return mrml.add_tensor_node(slicer.mrmlScene, vol, "IQTPhantom")
 
     def _checkOutputs(self, inputNode, nodes, factor):

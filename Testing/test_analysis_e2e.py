@@ -1,4 +1,4 @@
-"""End to end on a small input (issue 6): `iqt lesion-check` and `iqt report` on a coarse phantom subject
+"""End to end on a small input: `iqt lesion-check` and `iqt report` on a coarse phantom subject
 folder (32x36x28 voxels of 4 mm, 12 directions: a few seconds each), plus the lesion table's helpers."""
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def test_degrade_real_subject_every_shift(axial_subject):
         md = tensors.md(pair.tensor.data[pair.mask.data])
         assert 0.5e-3 < np.median(md) < 1.2e-3  # brain tissue at b=2000
         assert np.allclose(pair.tensor.affine, grid.lr_affine(s.dwi.affine, r, shift))
-    # averaging the DWIs is not averaging the tensors: the DWI route is what DESIGN.md asks for
+    # averaging the DWIs is not averaging the tensors: the DWI route is the convention (docs/conventions.md)
     dwi_route = degrade.degrade(s.dwi, s.mask.data, r).tensor.data
     tensor_route = degrade.block_average(s.tensor.data, r)
     inside = degrade.degrade(s.dwi, s.mask.data, r).mask.data

@@ -1,6 +1,6 @@
 """Slicer tensor NRRD I/O and MRML conversions, checked against real slicer-core classes (no mocks).
 
-Conventions under test (DESIGN.md): Volume tensors are (X,Y,Z,6) lower-triangular in voxel axes; Slicer
+Conventions under test (docs/conventions.md): Volume tensors are (X,Y,Z,6) lower-triangular in voxel axes; Slicer
 keeps DTI components in IJK axes with measurement frame = IJK->RAS rotation.
 """
 

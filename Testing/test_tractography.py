@@ -1,4 +1,4 @@
-"""Tractography, tract comparison, uncertainty propagation and the lesion check (issue 6): small synthetic volumes."""
+"""Tractography, tract comparison, uncertainty propagation and the lesion check: small synthetic volumes."""
 
 from __future__ import annotations
 

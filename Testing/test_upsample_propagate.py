@@ -1,4 +1,4 @@
-"""`iqt upsample ... --samples N --propagate` (issue 6): the propagation outputs beside the output, the same
+"""`iqt upsample ... --samples N --propagate`: the propagation outputs beside the output, the same
 code and numbers as `iqt propagate`, and one-line errors with no partial output for bad combinations."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evaluation of a high-resolution tensor prediction against its reference (DESIGN.md: Regions,
+"""Evaluation of a high-resolution tensor prediction against its reference (docs/conventions.md: Regions,
 Plausible voxels, Error), uncertainty calibration, and the reference's own noise floor.
 
 Conventions:
@@ -34,7 +34,6 @@ from ..core.direction import angular_error
 from ..core.errors import IQTError
 
 UNIT = 1e-5  # mm^2/s: the unit of reported errors
-REGIONS = ("interior", "exterior")
 TRACKED_FA = 0.2  # reference FA from which the direction is scored: the default tracking threshold
 B0_THRESHOLD = 50.0  # s/mm^2, as dti.B0_THRESHOLD: lower b-values count as b=0
 _CHUNK = 32768  # voxels per block in `noise_floor`
@@ -50,7 +49,7 @@ def _array(x, dtype=None):
 
 
 def regions(hr_mask, lr_mask, r: int, radius: int = 2) -> dict:
-    """Interior and exterior high-res voxel maps (DESIGN.md Regions).
+    """Interior and exterior high-res voxel maps (docs/conventions.md, Regions).
 
     interior: high-res voxels inside `hr_mask` whose low-res parent (index j // r on each axis) has its
     whole (2*radius+1)^3 low-res neighbourhood inside `lr_mask` (outside the grid counts as outside);

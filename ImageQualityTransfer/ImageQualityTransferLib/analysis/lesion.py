@@ -6,7 +6,7 @@ multiplied by exp(-b g'D'g) / exp(-b g'Dg), which keeps that voxel's noise and i
 
 - ``edema``: raised isotropic diffusivity, D' = D + delta I (delta = 1.0e-3 mm^2/s by default: MD up
   by 1e-3, FA down);
-- ``tumour``: lowered anisotropy at the same MD (the issue's definition), eigenvalues pulled towards
+- ``tumour``: lowered anisotropy at the same MD, eigenvalues pulled towards
   their mean, lambda' = MD + keep (lambda - MD) (keep = 0.25);
 - ``glioma``: the same loss of anisotropy with the MD raised as measured in high-grade gliomas:
   lambda' = md_ratio MD + keep (lambda - MD), md_ratio = 1229.8 / 731.5 = 1.68, the mean MD of the
@@ -24,7 +24,7 @@ shows both error AUCs).
 The lesion is a ball (radius in mm) centred on white matter in one hemisphere; its control is the
 mirror image of the ball through the brain's mid-sagittal plane (x -> 2 cx - x in world RAS mm), i.e.
 the same tissue type in the other hemisphere, left untouched. The low-res input is made by the usual
-protocol (`pipeline.make_case`), each uncertainty method predicts, and the area under the ROC curve of
+protocol (`dmri.subject.make_case`), each uncertainty method predicts, and the area under the ROC curve of
 its per-voxel uncertainty separates lesion from control voxels (0.5 = chance, 1 = perfect).
 """
 
@@ -244,7 +244,7 @@ def best(rows) -> dict:
 
 
 UNIT_SCALE = {"FA std": 1.0, "direction": 1.0}  # maps not in 1e-5 mm^2/s (shown as they are)
-TARGET_AUC = 0.8  # issue 6: lesion AUC of the best uncertainty at least 0.8
+TARGET_AUC = 0.8  # the aim: the best uncertainty map separates lesion from control with an AUC of at least 0.8
 
 
 def table(rows) -> str:

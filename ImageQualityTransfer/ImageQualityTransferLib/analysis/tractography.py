@@ -8,7 +8,7 @@ the image. EuDX stores a peak as an index into a sphere: we use a finely subdivi
 (about 5,800 directions, under 1.5 degrees from any direction) and the nearest vertex of each voxel's
 principal eigenvector.
 
-Frames: our tensors are expressed in the voxel axes of their image (DESIGN.md). dipy's local tracker
+Frames: our tensors are expressed in the voxel axes of their image (docs/conventions.md). dipy's local tracker
 maps the seeds into voxel coordinates with the inverse affine, steps along directions expressed in the
 voxel axes (scaled by the voxel size, so steps are in mm) and maps the points back with the affine; so
 voxel-axis eigenvectors are exactly what it needs, whatever the storage order or obliquity, and the

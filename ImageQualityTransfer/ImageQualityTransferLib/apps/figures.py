@@ -71,7 +71,7 @@ def fa_panels(
 
     columns: list of (name, (X,Y,Z,6) tensor array) on one grid, in canonical RAS-ordered voxel axes
       (lower-triangular order, mm^2/s); upsample low-res inputs (e.g. nearest) to that grid before.
-    mask: (X,Y,Z) bool; voxels outside it, and implausible fits (DESIGN.md), are shown black.
+    mask: (X,Y,Z) bool; voxels outside it, and implausible fits (docs/conventions.md), are shown black.
     voxel_mm: one size or three (X,Y,Z) in mm, for the display aspect.
     uncertainty: {column name: (X,Y,Z) map} or a list aligned with columns (None where absent); shown in
       a third row with the 'inferno' colormap on one shared scale, multiplied by `uncertainty_scale`.

@@ -1,4 +1,4 @@
-"""Grid alignment for factor r (DESIGN.md): low-res voxel i covers high-res voxels r*i .. r*i+r-1."""
+"""Grid alignment for factor r (docs/conventions.md, Grid): low-res voxel i covers high-res voxels r*i .. r*i+r-1."""
 
 from __future__ import annotations
 
@@ -39,8 +39,3 @@ def lr_affine(hr_aff: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
 def lr_coordinates(n_lr: int, r: int) -> np.ndarray:
     """Continuous low-res index of each of the r*n_lr high-res voxel centres along one axis."""
     return (np.arange(r * n_lr) - (r - 1) / 2.0) / r
-
-
-def hr_parent(hr_shape, r: int):
-    """For each high-res axis, the low-res parent index of every voxel (for region maps)."""
-    return [np.arange(n) // r for n in hr_shape]

@@ -1,7 +1,7 @@
 """Tensor algebra on (...,6) arrays in the NIfTI lower-triangular order Dxx,Dxy,Dyy,Dxz,Dyz,Dzz.
 
 Invariants (eigen, FA, MD, colour FA), positive-definite projection, log-Euclidean maps, component
-reordering for other file conventions, rotation of the frame, and the plausible-voxel test of DESIGN.md.
+reordering for other file conventions, rotation of the frame, and the plausible-voxel test (docs/conventions.md).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ ORDERS = {
     "fsl": (0, 1, 3, 2, 4, 5),  # Dxx Dxy Dxz Dyy Dyz Dzz
     "mrtrix": (0, 2, 5, 1, 3, 4),  # Dxx Dyy Dzz Dxy Dxz Dyz
 }
-# Off-diagonal elements appear twice in the full matrix: weight for Frobenius norms.
-ELEMENT_WEIGHTS = np.array([1.0, 2.0, 1.0, 2.0, 2.0, 1.0])
 
-PLAUSIBLE_RANGE = (-1e-3, 5e-3)  # mm^2/s: eigenvalues outside mean a failed fit (DESIGN.md)
+PLAUSIBLE_RANGE = (-1e-3, 5e-3)  # mm^2/s: eigenvalues outside mean a failed fit
 INPUT_CLIP = (0.0, 4e-3)  # mm^2/s: clipping for method inputs and training targets
 
 

@@ -15,7 +15,7 @@ class Volume:
 
     kind:
       - "tensor": data (X,Y,Z,6) float, lower-triangular order Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, mm^2/s,
-        components in the voxel axes of this volume (DESIGN.md);
+        components in the voxel axes of this volume (docs/conventions.md);
       - "dwi": data (X,Y,Z,N) with `bvals` (N,) and `bvecs` (N,3) in voxel axes;
       - "scalar": (X,Y,Z) or (X,Y,Z,K); "mask": (X,Y,Z) bool.
     meta: what the source said (path, original component order, ...), carried along for writing back.

@@ -1,4 +1,4 @@
-"""Synthetic low quality (DESIGN.md): average the DWIs over non-overlapping r^3 blocks, then fit DTI.
+"""Synthetic low quality (docs/conventions.md): average the DWIs over non-overlapping r^3 blocks, then fit DTI.
 
 Every one of the r^3 block shifts gives a different low-res image of the same subject (training data);
 the low-res mask is the block majority of the high-res mask, and the low-res tensors are fitted on that

@@ -1,6 +1,6 @@
 """Slicer's diffusion tensor NRRD: read any tensor NRRD, write what Slicer itself writes.
 
-Conventions (DESIGN.md, "Tensor frame in Slicer"):
+Conventions (docs/conventions.md, "Tensor files and frames"):
 
 - A `Volume` holds tensors as (X,Y,Z,6) in the lower-triangular order Dxx,Dxy,Dyy,Dxz,Dyz,Dzz with the
   components expressed in the voxel (IJK) axes, and a voxel->RAS(mm) affine.

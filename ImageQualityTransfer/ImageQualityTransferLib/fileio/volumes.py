@@ -66,7 +66,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     """4D DWI with b-values and gradient directions in the voxel axes of the image.
 
     FSL bvecs are in voxel axes with x flipped when the affine determinant is positive; that flip is
-    undone here so that fitted tensors are expressed in the voxel axes (DESIGN.md).
+    undone here so that fitted tensors are expressed in the voxel axes (docs/conventions.md).
     """
     img = _load_nifti(path)
     if img.ndim != 4 or img.shape[3] < 7:

@@ -1,7 +1,7 @@
 """Interpolation baselines: nearest, linear, cubic B-spline (on the 6 elements) and log-Euclidean cubic.
 
 All are separable: each axis is resampled by a small matrix whose rows are the 1-D interpolation weights
-at the high-res voxel centres of DESIGN.md's grid alignment, which is exact for a tensor-product spline
+at the high-res voxel centres of the grid alignment (docs/conventions.md), which is exact for a tensor-product spline
 and much faster than evaluating a 3-D kernel per output voxel.
 """
 

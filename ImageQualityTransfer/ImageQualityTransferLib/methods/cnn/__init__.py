@@ -6,14 +6,6 @@ Everything here needs PyTorch (`pip install torch`, or the `cnn` extra); the res
 from __future__ import annotations
 
 
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def require_torch():
     """Import torch or raise an IQTError that says how to install it."""
     try:

@@ -1,7 +1,7 @@
 """3D sub-pixel shuffle (depth-to-space) and its inverse.
 
 Channel `c * r^3 + (a * r^2 + b * r + d)` of a low-res voxel (i, j, k) becomes channel `c` of the
-high-res voxel (r*i + a, r*j + b, r*k + d): the r^3 high-res voxels of DESIGN.md's grid alignment.
+high-res voxel (r*i + a, r*j + b, r*k + d): the r^3 high-res voxels of the grid alignment (docs/conventions.md, Grid).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training of the 3D-ESPCN models on synthetic low quality from high-quality subjects.
 
-Data (DESIGN.md): every subject is first reoriented to canonical (RAS) voxel axes, tensor components and
+Data (docs/conventions.md): every subject is first reoriented to canonical (RAS) voxel axes, tensor components and
 b-vectors included, so that training sees what `Method.predict` feeds the network; then every one of the
 r^3 block shifts is degraded (DWIs averaged, DTI fitted, eigenvalues clipped) and paired with the matching
 high-res reference. Targets are the residual of the clipped reference over cubic B-spline interpolation,
@@ -72,7 +72,7 @@ class TrainItem:
 
 def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
                     log=None) -> list[TrainItem]:
-    """All r^3 block shifts of one `pipeline.Subject` as training items (canonical axes)."""
+    """All r^3 block shifts of one `dmri.subject.Subject` as training items (canonical axes)."""
     reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi = reo.apply(subject.dwi)
     mask = reo.apply(subject.mask).data.astype(bool)

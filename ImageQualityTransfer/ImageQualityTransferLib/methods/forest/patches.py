@@ -96,7 +96,7 @@ class Library:
 
 
 def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log=None):
-    """Examples of one `pipeline.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
+    """Examples of one `dmri.subject.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
     (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`)."""
     reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi = reo.apply(subject.dwi)
@@ -125,7 +125,7 @@ def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log
 
 
 def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0, log=None) -> Library:
-    """Library over `subjects` (pipeline.Subject objects or subject folders), every block shift."""
+    """Library over `subjects` (dmri.subject.Subject objects or subject folders), every block shift."""
     from ...dmri.subject import load_subject
 
     t0 = time.perf_counter()
@@ -142,15 +142,3 @@ def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0
             groups.append(np.full(len(p[0]), gi, np.int16))
     cat = [np.concatenate([p[k] for p in parts]) for k in range(5)]
     return Library(cat[0], cat[1], cat[2], cat[3], np.concatenate(groups), n, r, names, time.perf_counter() - t0, cat[4])
-
-
-def save_library(lib: Library, path) -> None:
-    extra = {} if lib.C is None else {"C": lib.C}
-    np.savez(path, X=lib.X, missing=lib.missing, F=lib.F, Y=lib.Y, group=lib.group, n=lib.n, factor=lib.factor,
-             subjects=np.array(lib.subjects), seconds=lib.seconds, **extra)
-
-
-def load_library(path) -> Library:
-    z = np.load(path, allow_pickle=False)
-    return Library(z["X"], z["missing"], z["F"], z["Y"], z["group"], int(z["n"]), int(z["factor"]),
-                   [str(s) for s in z["subjects"]], float(z["seconds"]), z["C"] if "C" in z.files else None)

@@ -40,7 +40,7 @@ DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=
 
 def train(method: str, subjects, factor: int = 2, seed: int = 0, log=None, progress=None, library=None,
           **overrides) -> ForestModel:
-    """A trained model. `subjects`: folders or pipeline.Subject objects; `library` reuses a built one."""
+    """A trained model. `subjects`: folders or dmri.subject.Subject objects; `library` reuses a built one."""
     if method not in METHODS:
         raise IQTError(f"--method {method}: forest-family methods are {', '.join(METHODS)}")
     cfg = dict(DEFAULTS)

@@ -96,6 +96,10 @@ def choose_site(subject: Subject, radius_mm: float = 8.0, fa_min: float = 0.25, 
     patient left, x > cx) with the most white matter in the ball and in its mirror image."""
     from scipy import ndimage
 
+    vox = subject.tensor.voxel_size
+    if not radius_mm >= 2 * float(np.max(vox)):
+        raise IQTError(f"--radius {radius_mm:g}: the lesion must span a few voxels to give an AUC; give at least "
+                       f"{2 * float(np.max(vox)):g} mm (twice the voxel size), e.g. 8")
     t = np.asarray(subject.tensor.data, np.float64)
     mask = np.asarray(subject.mask.data, bool) & tensors.plausible(t)
     fa = np.where(mask, tensors.fa_fast(t), 0.0)
@@ -104,7 +108,6 @@ def choose_site(subject: Subject, radius_mm: float = 8.0, fa_min: float = 0.25, 
     ijk = np.argwhere(mask)
     xyz = _world(ijk, aff)
     cx = float(np.median(xyz[:, 0]))
-    vox = subject.tensor.voxel_size
     # white-matter fraction in a ball around each voxel, and at its mirror image
     rad = np.ceil(radius_mm / vox).astype(int)
     g = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in rad], indexing="ij"), -1)

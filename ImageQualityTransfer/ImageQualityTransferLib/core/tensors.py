@@ -59,6 +59,34 @@ def eig(t: np.ndarray):
     return w, v
 
 
+def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
+    """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
+    positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge."""
+    from .errors import IQTError
+
+    t = np.asarray(t)
+    present = np.any(t != 0, axis=-1)
+    if where is not None:
+        present &= where
+    values = t[present]
+    if values.size == 0:
+        raise IQTError("the input holds no tensor" + (" inside the mask" if where is not None else "") +
+                       " (all zero); give a fitted DTI volume in mm^2/s, e.g. from 'iqt fit'")
+    lam = np.linalg.eigvalsh(to_matrix(values.astype(np.float64)))
+    pd = lam[:, 0] > 0
+    if pd.mean() < 0.5:
+        raise IQTError(f"only {100 * pd.mean():.0f} % of the input tensors are positive definite; the volume is not a "
+                       f"diffusion tensor fit (or its sign or element order is wrong: check --tensor-order)")
+    scale = float(np.median(lam[pd].mean(axis=1)))
+    big = float(np.percentile(np.abs(values[:, [0, 2, 5]]), 99))
+    if big > 0.1 or scale > 0.05:
+        raise IQTError(f"the tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "
+                       f"|Dii| {big:g}); rescale them to mm^2/s (brain MD about 0.7e-3)")
+    if scale < 1e-5:
+        raise IQTError(f"the tensor values look like they are not in mm^2/s (median MD {scale:g}: m^2/s gives about "
+                       f"7e-10); rescale them to mm^2/s (brain MD about 0.7e-3)")
+
+
 def md(t: np.ndarray) -> np.ndarray:
     """Mean diffusivity (trace / 3)."""
     return (t[..., 0] + t[..., 2] + t[..., 5]) / 3.0

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core import grid, tensors
+from ..core.errors import IQTError
 from .dti import fit_dti
 from ..core.volume import Volume
 
@@ -63,8 +64,15 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0)) -> LowRes
     """Block-average the DWIs by r at `shift`, majority-vote the mask, fit and clip the low-res tensors."""
     r = grid.check_factor(r)
     hr_mask = np.asarray(getattr(hr_mask, "data", hr_mask), dtype=bool)
+    n = lr_shape(dwi.shape3, r, shift)
+    if min(n) < 1:
+        raise IQTError(f"the volume {dwi.shape3} is too small for factor {r} (the low-res grid would be {n}); "
+                       f"use a smaller factor or a larger volume")
     lr_dwi = block_average(dwi.data, r, shift).astype(np.float32)
     lr_mask = block_majority(hr_mask, r, shift)
+    if not lr_mask.any():
+        raise IQTError(f"no block of {r}x{r}x{r} voxels is mostly inside the brain mask: the brain is too small for "
+                       f"factor {r}; use a smaller factor or check the mask")
     aff = grid.lr_affine(dwi.affine, r, shift)
     fit_mask = ndimage.binary_dilation(lr_mask, iterations=FIT_DILATION) if lr_mask.any() else lr_mask
     lr = fit_dti(Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs), fit_mask)

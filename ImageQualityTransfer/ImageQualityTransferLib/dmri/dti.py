@@ -36,9 +36,12 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1) -> Volume:
     from dipy.segment.mask import median_otsu
     from scipy import ndimage
 
+    if not (dwi.bvals <= B0_THRESHOLD).any():
+        raise IQTError("no b=0 volume in the series; DTI fitting and masking need at least one b0 (check the bval file)")
     b0 = mean_b0(dwi).astype(np.float64)
     if not np.any(b0 > 0):
-        raise IQTError("the b0 image is all zero; check that the DWI series holds a b=0 volume with signal")
+        raise IQTError("the b0 image holds no positive signal (all zero or negative); give the DWI series as scanner "
+                       "signal intensities, with a b=0 volume that has signal")
     _, mask = median_otsu(b0, median_radius=median_radius, numpass=numpass)
     labels, n = ndimage.label(mask)
     if n > 1:

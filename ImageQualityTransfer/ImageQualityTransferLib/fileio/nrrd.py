@@ -185,6 +185,9 @@ def load_tensor_nrrd(path) -> Volume:
         mf = np.asarray(hdr["measurement frame"], dtype=np.float64)
         if mf.shape != (3, 3) or not np.all(np.isfinite(mf)):
             raise IQTError(f"{path}: 'measurement frame' must be three 3D vectors, got {hdr['measurement frame']}")
+        if not np.allclose(mf @ mf.T, np.eye(3), atol=1e-3):
+            raise IQTError(f"{path}: the 'measurement frame' {mf.tolist()} is not a rotation (its vectors must be unit "
+                           f"length and at right angles); fix the header (Slicer writes the IJK->RAS rotation)")
         mf_ras = flip[:, None] * mf.T  # the header lists the columns
     else:
         mf_ras = np.diag(flip)  # components in world coordinates

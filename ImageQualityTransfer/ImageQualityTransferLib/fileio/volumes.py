@@ -30,6 +30,10 @@ def _load_nifti(path) -> nib.Nifti1Image:
         raise IQTError(f"{path}: file not found; check the path")
     if _is_nrrd(path):
         raise IQTError(f"{path}: NRRD is read only for tensor volumes; give a NIfTI (.nii/.nii.gz) file here")
+    if path.is_dir():
+        raise IQTError(f"{path}: is a folder; give a NIfTI (.nii/.nii.gz) file")
+    if not os.access(path, os.R_OK):
+        raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
     try:
         return nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for damaged files
@@ -80,7 +84,9 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     try:
         bvals = np.loadtxt(bval_p, ndmin=1).ravel().astype(float)
         bvecs = np.loadtxt(bvec_p, ndmin=2).astype(float)
-    except ValueError as exc:
+    except PermissionError:
+        raise IQTError(f"{bval_p} / {bvec_p}: cannot be read (permission denied); check the files' permissions") from None
+    except (ValueError, OSError) as exc:
         raise IQTError(f"{bval_p} / {bvec_p}: not plain-text FSL gradient tables ({exc})") from None
     if bvecs.shape[0] == 3 and bvecs.shape[1] != 3 or (bvecs.shape == (3, 3) and bvals.size == 3):
         bvecs = bvecs.T
@@ -90,6 +96,11 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
             f"{path}: the DWI has {n} volumes but {bval_p.name} has {bvals.size} b-values and {bvec_p.name} "
             f"{bvecs.shape[0]} directions; give the bval/bvec files that belong to this series"
         )
+    if bvals.max() > 1e5:
+        raise IQTError(f"{bval_p}: b-values up to {bvals.max():g} look like s/m^2; give them in s/mm^2 (e.g. 1000), "
+                       f"as FSL and dcm2niix write them")
+    if (bvals < 0).any():
+        raise IQTError(f"{bval_p}: negative b-values; give the b-values in s/mm^2 (0 for the b0 volumes)")
     data = _data(img, path)
     _check_finite(data, path, "DWI")
     if np.linalg.det(img.affine[:3, :3]) > 0:
@@ -190,14 +201,20 @@ def load_mask(path, reference: Volume | None = None, factor: int | None = None) 
         raise IQTError(f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
     vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
     if reference is not None:
-        shapes = {reference.shape3: "the input's grid"}
+        from ..core.grid import hr_affine
+
+        grids = {reference.shape3: ("the input's grid", reference.affine)}
         if factor:
-            shapes[tuple(factor * s for s in reference.shape3)] = "the high-resolution grid"
-        if vol.shape3 not in shapes:
+            grids[tuple(factor * s for s in reference.shape3)] = ("the high-resolution grid", hr_affine(reference.affine, factor))
+        if vol.shape3 not in grids:
             raise IQTError(
-                f"{path}: mask shape {vol.shape3} matches neither {' nor '.join(f'{v} {k}' for k, v in shapes.items())}; "
-                f"give a mask on the input's grid"
+                f"{path}: mask shape {vol.shape3} matches neither "
+                f"{' nor '.join(f'{shape} {name}' for shape, (name, _) in grids.items())}; give a mask on the input's grid"
             )
+        name, affine = grids[vol.shape3]
+        if not np.allclose(vol.affine, affine, atol=1e-3 * float(np.abs(affine[:3, :3]).max())):
+            raise IQTError(f"{path}: the mask has the shape of {name} but another position or orientation (affine); "
+                           f"give a mask made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out')")
     return vol
 
 

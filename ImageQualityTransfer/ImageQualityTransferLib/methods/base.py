@@ -79,7 +79,6 @@ class Method:
         """High-res tensors for `lr`; with `uncertainty`, the method's std maps; with `direction`, also the
         direction map (16 seeded draws per voxel: asked for only where it is shown or scored)."""
         r = grid.check_factor(factor)
-        check_tensor_input(lr)
         if mask is not None:
             if mask.shape3 != lr.shape3:
                 raise IQTError(
@@ -87,11 +86,16 @@ class Method:
                 )
             if not np.asarray(mask.data).any():
                 raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
+        check_tensor_input(lr, mask)
         reo = Reorientation.to_canonical(lr.affine)
         lr_c = reo.apply(lr)
         mask_c = None if mask is None else reo.apply(mask)
         tensor, unc = self._predict(np.asarray(lr_c.data, dtype=np.float32), r,
                                     None if mask_c is None else mask_c.data.astype(bool), progress)
+        if not (np.isfinite(tensor).all() and all(np.isfinite(v).all() for v in unc.values())):
+            raise IQTError(f"{self.name} gave non-finite values on this input"
+                           + (f" with the model {self.model_path}" if self.model_path else "")
+                           + "; the model file is damaged or was not trained for such inputs: retrain it or use the shipped model")
         if not uncertainty:
             unc = {}
         if direction and "std" in unc:
@@ -183,21 +187,16 @@ class LearnedMethod(Method):
         return ""
 
 
-def check_tensor_input(vol: Volume) -> None:
-    """A method's input must be a finite tensor volume with a plausible scale."""
+def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
+    """A method's input must be a finite tensor volume in mm^2/s that is mostly positive definite (inside the mask
+    when one is given): otherwise every method would return a confident answer from nonsense."""
     if vol.kind != "tensor" or vol.data.ndim != 4 or vol.data.shape[3] != 6:
         raise IQTError(
             f"the input is not a diffusion tensor volume (shape {vol.data.shape}); give a DTI volume (fit one from DWIs with 'iqt fit')"
         )
     if not np.isfinite(vol.data).all():
         raise IQTError("the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
-    diag = vol.data[..., [0, 2, 5]]
-    big = np.percentile(np.abs(diag[diag != 0]), 99) if (diag != 0).any() else 0.0
-    if big > 0.1:
-        raise IQTError(
-            f"the tensor values look like they are not in mm^2/s (99th percentile of |Dii| = {big:g}); "
-            f"rescale them to mm^2/s (white matter MD about 0.7e-3)"
-        )
+    tensors.check_scale(vol.data, None if mask is None else np.asarray(mask.data, bool))
 
 
 def clip_input(lr: np.ndarray) -> np.ndarray:

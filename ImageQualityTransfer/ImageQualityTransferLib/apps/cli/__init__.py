@@ -11,15 +11,25 @@ import argparse
 import os
 import sys
 
+from ...core import threads
 from ...core.errors import IQTError
 from . import benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample
 
 COMMANDS = (fit, upsample, evaluate, benchmark, demo, train, track, propagate, lesion_check, report)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), the same shape as every other error of `iqt`."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iqt", description="Image Quality Transfer for diffusion MRI (DTI super-resolution with uncertainty).")
+    p = Parser(prog="iqt", description="Image Quality Transfer for diffusion MRI (DTI super-resolution with uncertainty).")
     p.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
+    p.add_argument("--threads", type=int, help="CPU threads for numerical libraries and PyTorch (default: theirs; the "
+                                                "forests always solve their small systems on one thread)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parsers(sub)
@@ -29,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        threads.apply(args.threads if args.threads is not None else getattr(args, "train_threads", None))
         args.func(args)
     except IQTError as exc:
-        print(f"iqt: error: {exc}", file=sys.stderr)
+        print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("iqt: interrupted", file=sys.stderr)
@@ -39,7 +50,8 @@ def main(argv=None) -> int:
     except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
         if args.debug or os.environ.get("IQT_DEBUG"):
             raise
-        print(f"iqt: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", file=sys.stderr)
+        print(f"iqt: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} (rerun with --debug and report it)",
+              file=sys.stderr)
         return 1
     return 0
 

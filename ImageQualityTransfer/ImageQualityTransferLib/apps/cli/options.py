@@ -117,8 +117,11 @@ def check_propagation(method, samples) -> None:
 
 
 def load_seeds(args):
+    """The seed ROI, or None for random seeds (then at least one is needed to track)."""
     from ... import fileio
 
+    if not args.seeds and not args.no_tracts and args.n_seeds < 1:
+        raise IQTError(f"--n-seeds {args.n_seeds}: tracking needs at least 1 seed (e.g. 1000), or add --no-tracts")
     return fileio.load_mask(args.seeds) if args.seeds else None
 
 

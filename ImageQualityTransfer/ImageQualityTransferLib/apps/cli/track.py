@@ -26,6 +26,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio
     from ...analysis import tractography
+    from ...core import tensors
 
     out = tractography.check_tract_output(args.output)
     extra = [tractography.check_tract_output(p) for p in (args.also or [])]
@@ -33,6 +34,7 @@ def run(args):
                                       density=args.density, min_length=args.min_length,
                                       max_length=args.max_length).check()
     dti = fileio.load_tensor(args.input, args.tensor_order)
+    tensors.check_scale(dti.data)
     seeds = fileio.load_mask(args.seeds)
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:

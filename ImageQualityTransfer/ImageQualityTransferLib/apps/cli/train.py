@@ -19,7 +19,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--seed", type=int, default=0, help="random seed (with --epochs the run is deterministic)")
     sp.add_argument("--epochs", type=int, help="CNN: maximum epochs of 200 batches (default 200, or unlimited with --minutes)")
     sp.add_argument("--minutes", type=float, help="CNN: wall-time budget for the training loop")
-    sp.add_argument("--threads", type=int, help="CNN: CPU threads for torch (default: torch's choice)")
+    sp.add_argument("--threads", type=int, dest="train_threads",
+                    help="CPU threads (as 'iqt --threads N train ...'; default: the libraries' choice)")
     sp.add_argument("--register", action="store_true", help="add the model to registry.json in its folder")
     sp.add_argument("--init", help="CNN: warm-start from this trained model (e.g. an espcn-hetero .pt for espcn-hetero-var1)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
@@ -44,9 +45,11 @@ def run(args):
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
     if args.epochs is not None and args.epochs < 1:
         raise IQTError("--epochs must be at least 1")
+    if args.minutes is not None and not args.minutes > 0:
+        raise IQTError(f"--minutes {args.minutes}: give a positive time budget in minutes (e.g. 45), or drop it")
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
     t0 = time.perf_counter()
     method = cls().fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
-                       minutes=args.minutes, threads=args.threads, init=args.init)
+                       minutes=args.minutes, init=args.init)
     side = method.save(out, r, command="iqt " + " ".join(sys.argv[1:]) if sys.argv else None, register=args.register)
     print(f"wrote {out} and {side.name} ({method.summary(r)}; {(time.perf_counter() - t0) / 60:.1f} min in all)")

@@ -9,6 +9,7 @@ checksum before it reads the weights; a missing, truncated or tampered file give
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def load(path) -> LoadedModel:
         net.load_state_dict(state, strict=True)
     except IQTError:
         raise
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False, which would run the file's code
+        raise IQTError(f"{weights}: the file holds more than plain weights (objects or code) and is refused: loading it "
+                       f"could execute code; use a model written by 'iqt train'") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable model is a user-facing problem
         raise IQTError(f"{weights}: the weights do not load into a {meta.get('arch')} network ({type(exc).__name__}: {exc})") from None
     net.eval()

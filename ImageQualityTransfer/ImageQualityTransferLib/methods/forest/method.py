@@ -19,9 +19,11 @@ class ForestMethod(LearnedMethod):
         return model_io
 
     def _predict(self, lr, r, mask, progress):
+        from ...core.threads import small_solves
         from .training import predict_volume
 
-        return predict_volume(self.load(r), lr, mask, with_variance=self.gives_uncertainty)
+        with small_solves():
+            return predict_volume(self.load(r), lr, mask, with_variance=self.gives_uncertainty)
 
     def fit_options(self):
         from .training import DEFAULTS

@@ -1,0 +1,34 @@
+"""CPU threads: one knob (`--threads N`) for BLAS/OpenMP and torch, and a single BLAS thread where many small
+dense solves run (the forests), where threads cost far more than they give (README, Speed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from contextlib import contextmanager
+
+from .errors import IQTError
+
+
+def apply(n: int | None) -> None:
+    """Use at most `n` CPU threads in this process from now on (BLAS/OpenMP pools and torch); None keeps the
+    libraries' defaults."""
+    if n is None:
+        return
+    if int(n) < 1:
+        raise IQTError(f"--threads {n}: give a number of CPU threads of at least 1")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=int(n))
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+@contextmanager
+def small_solves():
+    """One BLAS thread inside (restored after)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

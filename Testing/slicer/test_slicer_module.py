@@ -12,7 +12,6 @@ import json
 import re
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,8 @@ from ImageQualityTransferLib.dmri import degrade
 from ImageQualityTransferLib.core import grid, tensors
 from ImageQualityTransferLib.fileio.nrrd import direction_rotation
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, on_grid_of
+
 MODULE_DIR = REPO / "ImageQualityTransfer"
 MODULE_PY = MODULE_DIR / "ImageQualityTransfer.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "ImageQualityTransfer.ui"
@@ -206,15 +206,13 @@ def scene():
 
 
 @pytest.fixture(scope="module")
-def lr_axial(request):
-    subj = request.getfixturevalue("axial_subject")
-    return degrade.degrade(subj.dwi, subj.mask.data, FACTOR)
+def lr_axial(axial_subject):
+    return degrade.degrade(axial_subject.dwi, axial_subject.mask.data, FACTOR)
 
 
 @pytest.fixture(scope="module")
-def lr_sagittal(request):
-    subj = request.getfixturevalue("sagittal_subject")
-    return degrade.degrade(subj.dwi, subj.mask.data, FACTOR)
+def lr_sagittal(sagittal_subject):
+    return degrade.degrade(sagittal_subject.dwi, sagittal_subject.mask.data, FACTOR)
 
 
 def test_run_on_nodes_real_subject(tmp_path, scene, lr_axial):
@@ -264,9 +262,6 @@ def test_run_on_nodes_real_subject(tmp_path, scene, lr_axial):
     if np.allclose(back_vol.affine, got.affine, atol=1e-6):
         np.testing.assert_allclose(back_vol.data, got.data, atol=1e-12)
     else:  # the reader may reverse an axis of a left-handed grid: same tensors in RAS at the same points
-        sys.path.insert(0, str(Path(__file__).parent))
-        from test_nrrd_mrml import on_grid_of
-
         np.testing.assert_allclose(on_grid_of(back_vol, got).data, got.data, atol=1e-9)
 
 
@@ -285,7 +280,8 @@ def test_existing_target_nodes_are_filled(scene, lr_axial):
         slicer_processing.run_on_nodes(scene, in_node, "linear", FACTOR, targets={"tensor": wrong})
 
 
-@pytest.mark.parametrize("which", ["axial", "sagittal"])
+@pytest.mark.realdata  # the subject comes through request.getfixturevalue, which the automatic marking cannot see
+@pytest.mark.parametrize("which", ["axial", pytest.param("sagittal", marks=pytest.mark.slow)])
 def test_corpus_callosum_points_left_right(scene, which, request):
     pair = request.getfixturevalue(f"lr_{which}")
     in_node = mrml.add_tensor_node(scene, pair.tensor, which)
@@ -334,6 +330,7 @@ def test_dwi_node_is_fitted_first(scene, axial_subject):
     np.testing.assert_allclose(lr.data, tensors.clip_eigenvalues(expect.data, *tensors.INPUT_CLIP), atol=1e-9)
 
 
+@pytest.mark.slow
 def test_worker_process_matches_in_process(scene, lr_axial):
     """The separate-process path (what the Slicer module uses for torch methods), here with plain Python."""
     lr = Volume(lr_axial.tensor.data[8:40, 8:40, 8:24], lr_axial.tensor.affine, "tensor")

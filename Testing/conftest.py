@@ -1,23 +1,17 @@
-"""Shared fixtures: the real subjects in ../shared/data/dmri (skipped with a reason where absent)."""
+"""Shared fixtures: the real subjects in ../shared/data/dmri (skipped with a reason where absent); the `realdata`
+marker for every test that uses them. Helpers and constants for the test modules are in helpers.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data" / "dmri").resolve()
-DEV = DATA / "dev"
-TRAIN = DATA / "train"
-SAGITTAL = DEV / "siemens_prisma_sag_2p7mm_ap"
-AXIAL = DEV / "siemens_prisma_3mm_ortho"
+pytest.register_assert_rewrite("helpers")
 
+import helpers  # noqa: E402
+from helpers import AXIAL, SAGITTAL, need_data  # noqa: E402
 
-def need_data(folder: Path) -> Path:
-    if not (folder / "dwi.nii.gz").exists():
-        pytest.skip(f"real DWI data not found at {folder} (the shared data folder ../shared/data/dmri is absent)")
-    return folder
+# Tests whose fixtures (directly or through other fixtures) include one of these read the real data.
+REALDATA_FIXTURES = {"sagittal_subject", "axial_subject"}
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +26,19 @@ def axial_subject():
     from ImageQualityTransferLib.dmri.subject import load_subject
 
     return load_subject(need_data(AXIAL))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REALDATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.realdata)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
+def pytest_runtest_setup(item):
+    helpers._running_test_is_realdata = item.get_closest_marker("realdata") is not None
+
+
+def pytest_runtest_teardown(item):
+    helpers._running_test_is_realdata = None

@@ -215,6 +215,7 @@ def _patch_data(n=3000, seed=0):
     return X, F, Y, g, spread
 
 
+@pytest.mark.slow
 def test_uncertainty_calibration_rf_coverage_and_biqt_noise_scale(tmp_path):
     from scipy.stats import spearmanr
 

@@ -75,6 +75,7 @@ def test_direction_calibration_tells_a_calibrated_map_from_a_shuffled_one():
         evaluation.direction_calibration(pred, truth, honest[:10], vox)
 
 
+@pytest.mark.slow
 def test_predict_adds_the_direction_map_when_asked_to_methods_with_uncertainty_only(axial_subject):
     case = make_case(axial_subject, 2)  # a real dev subject
     biqt = methods.get("biqt").predict(case.lr, 2, case.lr_mask, direction=True)

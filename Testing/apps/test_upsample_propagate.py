@@ -10,7 +10,8 @@ import pytest
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps.cli import main
-from test_tractography import bundle_volume
+
+from helpers import bundle_volume
 
 MAPS = ("fa_mean", "fa_std", "md_mean", "md_std", "visitation")
 

@@ -39,6 +39,7 @@ def test_learned_means_trainable_and_every_name_is_made_by_the_registry():
     assert methods.default_method() in ready
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", methods.trainable())
 def test_every_trainable_method_trains_saves_and_runs(name, subject, tmp_path, capsys):
     cls = methods.method_class(name)

@@ -12,19 +12,7 @@ from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.methods import Prediction
 from ImageQualityTransferLib.core.volume import Volume
 
-BUNDLE = tensors.from_matrix(np.diag([1.7e-3, 0.3e-3, 0.3e-3]))
-ISO = tensors.from_matrix(np.eye(3) * 0.7e-3)
-
-
-def bundle_volume(affine=None, axis=0, shape=(40, 16, 16)):
-    """Isotropic background with a straight 4x4-voxel bundle along voxel axis `axis` (components in voxel axes)."""
-    t = np.broadcast_to(ISO, shape + (6,)).copy()
-    perm = np.roll(np.eye(3), axis, axis=0)  # e_x -> e_axis
-    sel = [slice(6, 10)] * 3
-    sel[axis] = slice(None)
-    t[tuple(sel)] = tensors.rotate(BUNDLE, perm)
-    aff = np.diag([-2.0, 2.0, 2.0, 1.0]) if affine is None else affine
-    return Volume(t.astype(np.float32), aff, "tensor")
+from helpers import BUNDLE, bundle_volume
 
 
 def seed_roi(vol, axis=0):

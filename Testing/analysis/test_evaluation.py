@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,7 @@ from ImageQualityTransferLib.analysis import evaluation
 from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.errors import IQTError
 
-DMRI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dmri"
-AXIAL = DMRI / "dev" / "siemens_prisma_3mm_ortho"
+from helpers import AXIAL, need_data
 
 WM = np.array([1.2e-3, 0.1e-3, 0.5e-3, 0.05e-3, -0.08e-3, 0.4e-3])  # a plausible white-matter tensor
 
@@ -245,9 +243,10 @@ def test_noise_floor_matches_repeated_wls_fits():
     assert np.isfinite(evaluation.noise_floor_rmse(std2, mask))
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_noise_floor_on_real_subject():
-    if not (AXIAL / "dwi.nii.gz").exists():
-        pytest.skip(f"real DWI data not found at {AXIAL.resolve()} (the shared folder ../shared/data/dmri is absent)")
+    need_data(AXIAL)
     import nibabel as nib
     from dipy.core.gradients import gradient_table
     from dipy.reconst.dti import TensorModel

@@ -12,7 +12,7 @@ from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.core.volume import Volume
 
-from conftest import AXIAL, need_data
+from helpers import AXIAL, need_data
 
 
 def run_cli(capsys, *args):
@@ -120,6 +120,8 @@ def test_console_script_exit_status(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not found" in proc.stderr
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
     subject = need_data(AXIAL)
     dwi = subject / "dwi.nii.gz"

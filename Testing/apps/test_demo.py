@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 
 from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib import fileio
 
 
+@pytest.mark.slow
 def test_demo_on_the_phantom(tmp_path, capsys):
     out = tmp_path / "demo"
     code = cli.main(["demo", "-o", str(out), "--methods", "nearest,linear,cubic,logeuclid-cubic"])
@@ -32,6 +34,7 @@ def test_demo_on_the_phantom(tmp_path, capsys):
     assert png.shape[1] > png.shape[0] and png[..., :3].std() > 0.05
 
 
+@pytest.mark.slow
 def test_demo_is_deterministic(tmp_path, capsys):
     for run in ("a", "b"):
         assert cli.main(["demo", "-o", str(tmp_path / run), "--methods", "cubic"]) == 0

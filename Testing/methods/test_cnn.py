@@ -18,6 +18,8 @@ from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
 from ImageQualityTransferLib.core.orientation import reorient  # noqa: E402
 from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
 
+from helpers import TRAIN, need_data  # noqa: E402
+
 torch.set_num_threads(1)
 
 NORM = {"kind": "residual-over-cubic", "in_mean": [1e-3, 0, 1e-3, 0, 0, 1e-3], "in_scale": [5e-4, 1e-4, 5e-4, 1e-4, 1e-4, 5e-4],
@@ -102,6 +104,7 @@ def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6):
     return items
 
 
+@pytest.mark.slow
 def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic():
     items = synthetic_items()
     kw = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
@@ -221,9 +224,8 @@ def test_missing_torch_gives_an_install_hint(monkeypatch):
         ESPCN().predict(Volume(lr, np.eye(4), "tensor"), 2)
 
 
+@pytest.mark.realdata
 def test_train_without_torch_says_how_to_install(monkeypatch, capsys):
-    from conftest import TRAIN, need_data
-
     from ImageQualityTransferLib.apps import cli
 
     subject = need_data(TRAIN / "philips_achieva_dstream_3mm")
@@ -338,6 +340,7 @@ def test_resolve_device():
     assert np.array_equal(a[0], b[0]) and all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
 
 
+@pytest.mark.slow
 def test_a_tiny_variational_training_run_learns_dropout_rates():
     items = synthetic_items()
     kw = dict(method="espcn-hetero-var1", epochs=4, iters_per_epoch=10, batch_size=4, patch=6, val_patches=4, patience=10,

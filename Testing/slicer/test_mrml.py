@@ -1,4 +1,5 @@
-"""Slicer tensor NRRD I/O and MRML conversions, checked against real slicer-core classes (no mocks).
+"""MRML conversions and Slicer's own reading of our tensor NRRD files, checked against real slicer-core classes
+(no mocks). The NRRD files on their own are tested in Testing/fileio/test_nrrd.py.
 
 Conventions under test (docs/conventions.md): Volume tensors are (X,Y,Z,6) lower-triangular in voxel axes; Slicer
 keeps DTI components in IJK axes with measurement frame = IJK->RAS rotation.
@@ -6,16 +7,15 @@ keeps DTI components in IJK axes with measurement frame = IJK->RAS rotation.
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.fileio.nrrd import direction_rotation, load_tensor_nrrd, save_tensor_nrrd
 from ImageQualityTransferLib.core.volume import Volume
+
+from helpers import AFFINES, SHAPE, assert_same, on_grid_of, rot, tensor_volume
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 nrrd = pytest.importorskip("nrrd")
@@ -23,45 +23,6 @@ vtk = pytest.importorskip("vtk")
 from vtk.util import numpy_support as ns  # noqa: E402
 
 from ImageQualityTransferLib.slicer import mrml  # noqa: E402
-
-SHAPE = (5, 4, 3)
-
-
-def rot(ax, ay, az):
-    """Rotation from Euler angles in degrees (x, then y, then z)."""
-    a, b, c = np.radians([ax, ay, az])
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def make_affine(direction, spacing, origin):
-    a = np.eye(4)
-    a[:3, :3] = np.asarray(direction, float) * np.asarray(spacing, float)
-    a[:3, 3] = origin
-    return a
-
-
-LAS = np.diag([-1.0, 1.0, 1.0])
-# sagittal storage: i -> posterior, j -> superior, k -> right
-PSR = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-AFFINES = {
-    "las_oblique_aniso": make_affine(rot(12, -20, 33) @ LAS, (1.25, 2.0, 3.5), (-40.0, 12.5, 7.0)),
-    "psr": make_affine(PSR, (3.0, 1.5, 2.0), (10.0, -20.0, 30.0)),
-    "psr_oblique": make_affine(rot(-8, 15, 5) @ PSR, (2.5, 2.5, 1.0), (0.5, 60.0, -22.0)),
-}
-
-
-def random_tensors(shape=SHAPE, seed=0):
-    rng = np.random.default_rng(seed)
-    m = rng.normal(size=shape + (3, 3))
-    spd = np.einsum("...ij,...kj->...ik", m, m) * 1e-3 + 1e-4 * np.eye(3)
-    return tensors.from_matrix(spd).astype(np.float32)
-
-
-def tensor_volume(key, seed=0):
-    return Volume(random_tensors(seed=seed), AFFINES[key], "tensor")
 
 
 def node_arrays(node):
@@ -72,28 +33,6 @@ def node_arrays(node):
     image = node.GetImageData()
     t = np.array(ns.vtk_to_numpy(image.GetPointData().GetTensors()), copy=True)
     return t, mrml._matrix_to_numpy(ijk), mrml._matrix_to_numpy(mf), image.GetDimensions(), node.GetMTime()
-
-
-def assert_same(a: Volume, b: Volume, atol=0.0):
-    assert a.kind == b.kind == "tensor"
-    assert a.shape3 == b.shape3
-    np.testing.assert_allclose(a.affine, b.affine, rtol=0, atol=1e-12)
-    if atol == 0.0:
-        np.testing.assert_array_equal(a.data, b.data)
-    else:
-        np.testing.assert_allclose(a.data, b.data, rtol=0, atol=atol)
-
-
-def on_grid_of(b: Volume, a: Volume) -> Volume:
-    """b resampled onto a's grid when the two grids differ only by flips/permutations of the voxel axes
-    (components re-expressed in a's voxel axes): a storage-order change, not a physical one."""
-    m = np.linalg.solve(b.affine, a.affine)
-    p, t = np.round(m[:3, :3]), np.round(m[:3, 3])
-    np.testing.assert_allclose(m[:3], np.column_stack([p, t]), atol=1e-9)
-    assert sorted(np.abs(p).sum(axis=0)) == [1, 1, 1], "not a signed permutation"
-    idx = p.astype(int) @ np.indices(a.shape3).reshape(3, -1) + t.astype(int)[:, None]
-    data = b.data[idx[0], idx[1], idx[2]].reshape(a.shape3 + (6,))
-    return Volume(tensors.rotate(data.astype(np.float64), p.T), b.affine @ m, "tensor", meta=b.meta)
 
 
 def read_with_storage_node(scene, path):
@@ -111,31 +50,7 @@ def scene():
     return slicer.vtkMRMLScene()
 
 
-# ---------------------------------------------------------------- file round trips
-
-
-@pytest.mark.parametrize("key", sorted(AFFINES))
-def test_nrrd_round_trip_identical(tmp_path, key):
-    vol = tensor_volume(key)
-    path = tmp_path / "dti.nrrd"
-    save_tensor_nrrd(vol, path)
-    back = load_tensor_nrrd(path)
-    assert_same(vol, back)
-    assert back.meta["reoriented_components"] is False
-    hdr = nrrd.read_header(str(path))
-    assert hdr["kinds"] == ["3D-matrix", "domain", "domain", "domain"]
-    assert hdr["space"] == "right-anterior-superior"
-    np.testing.assert_allclose(hdr["measurement frame"].T, direction_rotation(vol.affine), atol=1e-15)
-    assert not list(tmp_path.glob(".iqt-*")), "temporary files left behind"
-
-
-def test_nhdr_and_io_dispatch(tmp_path):
-    vol = tensor_volume("psr_oblique", seed=3)
-    fileio.save_tensor(vol, tmp_path / "dti.nhdr")
-    assert (tmp_path / "dti.raw.gz").exists()
-    assert_same(vol, fileio.load_tensor(tmp_path / "dti.nhdr"))
-    save_tensor_nrrd(vol, tmp_path / "raw.nrrd", compress=False)
-    assert_same(vol, fileio.load_tensor(tmp_path / "raw.nrrd"))
+# ---------------------------------------------------------------- our files in Slicer, Slicer's files in ours
 
 
 @pytest.mark.parametrize("key", sorted(AFFINES))
@@ -337,52 +252,3 @@ def test_left_right_stays_left_right(tmp_path, scene, key):
     d_node = t9[0].reshape(3, 3)
     d_ras_slicer = mf[:3, :3] @ d_node @ mf[:3, :3].T
     np.testing.assert_allclose(d_ras_slicer, d_ras, atol=1e-9)
-
-
-# ---------------------------------------------------------------- bad files
-
-
-def test_bad_files_raise_iqt_error(tmp_path):
-    vol = tensor_volume("psr", seed=9)
-    good = tmp_path / "good.nrrd"
-    save_tensor_nrrd(vol, good)
-    raw = good.read_bytes()
-    head, _, body = raw.partition(b"\n\n")
-
-    truncated = tmp_path / "truncated.nrrd"
-    truncated.write_bytes(raw[: len(head) + 2 + len(body) // 2])
-    with pytest.raises(IQTError, match="truncated or damaged"):
-        load_tensor_nrrd(truncated)
-
-    corrupted = tmp_path / "corrupted.nrrd"
-    corrupted.write_bytes(head + b"\n\n" + bytes(b ^ 0x5A for b in body))
-    with pytest.raises(IQTError, match="truncated or damaged"):
-        load_tensor_nrrd(corrupted)
-
-    garbage = tmp_path / "garbage.nrrd"
-    garbage.write_bytes(b"not a nrrd at all\n" + gzip.compress(b"x" * 100))
-    with pytest.raises(IQTError, match="cannot be read as NRRD"):
-        load_tensor_nrrd(garbage)
-
-    with pytest.raises(IQTError, match="not found"):
-        load_tensor_nrrd(tmp_path / "missing.nrrd")
-
-    scalar = tmp_path / "scalar.nrrd"
-    nrrd.write(str(scalar), np.zeros(SHAPE, np.float32), {"space": "right-anterior-superior"})
-    with pytest.raises(IQTError, match="not a diffusion tensor volume"):
-        load_tensor_nrrd(scalar)
-
-    dwi = tmp_path / "dwi.nrrd"
-    nrrd.write(
-        str(dwi),
-        np.zeros((7,) + SHAPE, np.float32),
-        {"kinds": ["list", "domain", "domain", "domain"], "modality": "DWMRI"},
-        custom_field_map={"modality": "string"},
-    )
-    with pytest.raises(IQTError, match="diffusion-weighted"):
-        load_tensor_nrrd(dwi)
-
-    bad_space = tmp_path / "scanner.nrrd"
-    bad_space.write_bytes(head.replace(b"space: right-anterior-superior", b"space: scanner-xyz") + b"\n\n" + body)
-    with pytest.raises(IQTError, match="space 'scanner-xyz' is not supported"):
-        load_tensor_nrrd(bad_space)

@@ -33,6 +33,7 @@ def _have_torch():
     return True
 
 
+@pytest.mark.slow
 def test_lesion_check_end_to_end_reports_every_uncertainty_map(small_subject, tmp_path, capsys):
     names = ["espcn-hetero-var1", "biqt"] if _have_torch() else ["biqt"]
     out = tmp_path / "rows.json"
@@ -55,6 +56,7 @@ def test_lesion_check_end_to_end_reports_every_uncertainty_map(small_subject, tm
     assert min(edema) > 0.8
 
 
+@pytest.mark.slow
 def test_report_end_to_end(small_subject, tmp_path, capsys):
     from PIL import Image
 

@@ -1,0 +1,38 @@
+"""Tensor invariants, positive-definite projection, log/exp and rotation (core.tensors)."""
+
+import numpy as np
+
+from ImageQualityTransferLib.core import tensors
+
+from helpers import random_spd
+
+
+def test_invariants_of_known_tensors():
+    prolate = tensors.from_matrix(np.diag([1.7e-3, 0.3e-3, 0.3e-3]))
+    iso = tensors.from_matrix(np.eye(3) * 0.8e-3)
+    assert np.isclose(tensors.md(prolate), 0.7667e-3, rtol=1e-3)
+    expected_fa = np.sqrt(0.5) * np.sqrt(2 * 1.4**2) / np.sqrt(1.7**2 + 2 * 0.3**2)
+    assert np.isclose(tensors.fa(prolate), expected_fa, rtol=1e-6)
+    assert np.isclose(tensors.fa(iso), 0.0, atol=1e-7)
+    assert np.allclose(tensors.color_fa(prolate), [expected_fa, 0, 0], atol=1e-6)
+    assert tensors.fa(np.zeros(6)) == 0.0
+
+
+def test_pd_projection_log_exp_and_plausibility():
+    t = random_spd(50)
+    assert np.allclose(tensors.expm(tensors.logm(t)), t, rtol=1e-6, atol=1e-12)
+    neg = tensors.from_matrix(np.diag([1e-3, -2e-4, 5e-4]))
+    assert tensors.eig(tensors.project_pd(neg, 1e-6))[0].min() >= 1e-6 - 1e-15
+    assert tensors.plausible(t).all()
+    assert not tensors.plausible(tensors.from_matrix(np.eye(3) * 1.0))  # a 1 mm^2/s fit failure
+    assert not tensors.plausible(np.array([np.nan, 0, 0, 0, 0, 0]))
+    clipped = tensors.clip_eigenvalues(tensors.from_matrix(np.diag([6e-3, -1e-3, 1e-3])), 0, 4e-3)
+    assert np.allclose(tensors.eig(clipped)[0], [4e-3, 1e-3, 0], atol=1e-12)
+
+
+def test_rotation_is_a_change_of_frame():
+    t = random_spd(10)
+    theta = 0.3
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    assert np.allclose(tensors.eig(tensors.rotate(t, rot))[0], tensors.eig(t)[0])
+    assert np.allclose(tensors.rotate(tensors.rotate(t, rot), rot.T), t)

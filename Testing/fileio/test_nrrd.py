@@ -1,0 +1,95 @@
+"""Tensor NRRD files (fileio.nrrd): exact round trips on oblique and sagittal grids, .nhdr and the load/save
+dispatch, and one clear IQTError for every bad file. Slicer's own reading of these files is in
+Testing/slicer/test_mrml.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.fileio.nrrd import direction_rotation, load_tensor_nrrd, save_tensor_nrrd
+
+from helpers import AFFINES, SHAPE, assert_same, tensor_volume
+
+nrrd = pytest.importorskip("nrrd")
+
+
+# ---------------------------------------------------------------- file round trips
+
+
+@pytest.mark.parametrize("key", sorted(AFFINES))
+def test_nrrd_round_trip_identical(tmp_path, key):
+    vol = tensor_volume(key)
+    path = tmp_path / "dti.nrrd"
+    save_tensor_nrrd(vol, path)
+    back = load_tensor_nrrd(path)
+    assert_same(vol, back)
+    assert back.meta["reoriented_components"] is False
+    hdr = nrrd.read_header(str(path))
+    assert hdr["kinds"] == ["3D-matrix", "domain", "domain", "domain"]
+    assert hdr["space"] == "right-anterior-superior"
+    np.testing.assert_allclose(hdr["measurement frame"].T, direction_rotation(vol.affine), atol=1e-15)
+    assert not list(tmp_path.glob(".iqt-*")), "temporary files left behind"
+
+
+def test_nhdr_and_io_dispatch(tmp_path):
+    vol = tensor_volume("psr_oblique", seed=3)
+    fileio.save_tensor(vol, tmp_path / "dti.nhdr")
+    assert (tmp_path / "dti.raw.gz").exists()
+    assert_same(vol, fileio.load_tensor(tmp_path / "dti.nhdr"))
+    save_tensor_nrrd(vol, tmp_path / "raw.nrrd", compress=False)
+    assert_same(vol, fileio.load_tensor(tmp_path / "raw.nrrd"))
+
+
+# ---------------------------------------------------------------- bad files
+
+
+def test_bad_files_raise_iqt_error(tmp_path):
+    vol = tensor_volume("psr", seed=9)
+    good = tmp_path / "good.nrrd"
+    save_tensor_nrrd(vol, good)
+    raw = good.read_bytes()
+    head, _, body = raw.partition(b"\n\n")
+
+    truncated = tmp_path / "truncated.nrrd"
+    truncated.write_bytes(raw[: len(head) + 2 + len(body) // 2])
+    with pytest.raises(IQTError, match="truncated or damaged"):
+        load_tensor_nrrd(truncated)
+
+    corrupted = tmp_path / "corrupted.nrrd"
+    corrupted.write_bytes(head + b"\n\n" + bytes(b ^ 0x5A for b in body))
+    with pytest.raises(IQTError, match="truncated or damaged"):
+        load_tensor_nrrd(corrupted)
+
+    garbage = tmp_path / "garbage.nrrd"
+    garbage.write_bytes(b"not a nrrd at all\n" + gzip.compress(b"x" * 100))
+    with pytest.raises(IQTError, match="cannot be read as NRRD"):
+        load_tensor_nrrd(garbage)
+
+    with pytest.raises(IQTError, match="not found"):
+        load_tensor_nrrd(tmp_path / "missing.nrrd")
+
+    scalar = tmp_path / "scalar.nrrd"
+    nrrd.write(str(scalar), np.zeros(SHAPE, np.float32), {"space": "right-anterior-superior"})
+    with pytest.raises(IQTError, match="not a diffusion tensor volume"):
+        load_tensor_nrrd(scalar)
+
+    dwi = tmp_path / "dwi.nrrd"
+    nrrd.write(
+        str(dwi),
+        np.zeros((7,) + SHAPE, np.float32),
+        {"kinds": ["list", "domain", "domain", "domain"], "modality": "DWMRI"},
+        custom_field_map={"modality": "string"},
+    )
+    with pytest.raises(IQTError, match="diffusion-weighted"):
+        load_tensor_nrrd(dwi)
+
+    bad_space = tmp_path / "scanner.nrrd"
+    bad_space.write_bytes(head.replace(b"space: right-anterior-superior", b"space: scanner-xyz") + b"\n\n" + body)
+    with pytest.raises(IQTError, match="space 'scanner-xyz' is not supported"):
+        load_tensor_nrrd(bad_space)

@@ -1,0 +1,125 @@
+"""Helpers shared by the test modules (import as `from helpers import ...`; pyproject.toml puts Testing/ on the path).
+
+Test modules import from here, never from each other or from conftest.py (which holds the fixtures and hooks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.volume import Volume
+
+# ---------------------------------------------------------------- the repository and the real subjects
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = (REPO / ".." / "shared" / "data" / "dmri").resolve()
+DEV = DATA / "dev"
+TRAIN = DATA / "train"
+SAGITTAL = DEV / "siemens_prisma_sag_2p7mm_ap"
+AXIAL = DEV / "siemens_prisma_3mm_ortho"
+
+# Set by conftest.py for the running test: whether it carries the `realdata` marker. None outside a test.
+_running_test_is_realdata: bool | None = None
+
+
+def need_data(folder: Path) -> Path:
+    """The real subject folder, or skip with a reason where the shared data is absent. Every read of the real
+    data goes through here: a test without the `realdata` marker that gets this far fails (so `-m "not realdata"`
+    can never read the real data)."""
+    if not (folder / "dwi.nii.gz").exists():
+        pytest.skip(f"real DWI data not found at {folder} (the shared data folder ../shared/data/dmri is absent)")
+    if _running_test_is_realdata is False:
+        pytest.fail(f"this test reads the real data in {folder} but is not marked realdata: request the "
+                    "sagittal_subject/axial_subject fixtures, or add @pytest.mark.realdata", pytrace=False)
+    return folder
+
+
+# ---------------------------------------------------------------- small synthetic tensor fields
+
+
+def random_spd(n, seed=0):
+    m = np.random.default_rng(seed).normal(size=(n, 3, 3)) * 5e-4
+    return tensors.from_matrix(m @ np.swapaxes(m, 1, 2) + 1e-4 * np.eye(3))
+
+
+BUNDLE = tensors.from_matrix(np.diag([1.7e-3, 0.3e-3, 0.3e-3]))
+ISO = tensors.from_matrix(np.eye(3) * 0.7e-3)
+
+
+def bundle_volume(affine=None, axis=0, shape=(40, 16, 16)):
+    """Isotropic background with a straight 4x4-voxel bundle along voxel axis `axis` (components in voxel axes)."""
+    t = np.broadcast_to(ISO, shape + (6,)).copy()
+    perm = np.roll(np.eye(3), axis, axis=0)  # e_x -> e_axis
+    sel = [slice(6, 10)] * 3
+    sel[axis] = slice(None)
+    t[tuple(sel)] = tensors.rotate(BUNDLE, perm)
+    aff = np.diag([-2.0, 2.0, 2.0, 1.0]) if affine is None else affine
+    return Volume(t.astype(np.float32), aff, "tensor")
+
+
+# ---------------------------------------------------------------- oblique and sagittal grids (NRRD and MRML tests)
+
+SHAPE = (5, 4, 3)
+
+
+def rot(ax, ay, az):
+    """Rotation from Euler angles in degrees (x, then y, then z)."""
+    a, b, c = np.radians([ax, ay, az])
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def make_affine(direction, spacing, origin):
+    a = np.eye(4)
+    a[:3, :3] = np.asarray(direction, float) * np.asarray(spacing, float)
+    a[:3, 3] = origin
+    return a
+
+
+LAS = np.diag([-1.0, 1.0, 1.0])
+# sagittal storage: i -> posterior, j -> superior, k -> right
+PSR = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+AFFINES = {
+    "las_oblique_aniso": make_affine(rot(12, -20, 33) @ LAS, (1.25, 2.0, 3.5), (-40.0, 12.5, 7.0)),
+    "psr": make_affine(PSR, (3.0, 1.5, 2.0), (10.0, -20.0, 30.0)),
+    "psr_oblique": make_affine(rot(-8, 15, 5) @ PSR, (2.5, 2.5, 1.0), (0.5, 60.0, -22.0)),
+}
+
+
+def random_tensors(shape=SHAPE, seed=0):
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=shape + (3, 3))
+    spd = np.einsum("...ij,...kj->...ik", m, m) * 1e-3 + 1e-4 * np.eye(3)
+    return tensors.from_matrix(spd).astype(np.float32)
+
+
+def tensor_volume(key, seed=0):
+    return Volume(random_tensors(seed=seed), AFFINES[key], "tensor")
+
+
+def assert_same(a: Volume, b: Volume, atol=0.0):
+    assert a.kind == b.kind == "tensor"
+    assert a.shape3 == b.shape3
+    np.testing.assert_allclose(a.affine, b.affine, rtol=0, atol=1e-12)
+    if atol == 0.0:
+        np.testing.assert_array_equal(a.data, b.data)
+    else:
+        np.testing.assert_allclose(a.data, b.data, rtol=0, atol=atol)
+
+
+def on_grid_of(b: Volume, a: Volume) -> Volume:
+    """b resampled onto a's grid when the two grids differ only by flips/permutations of the voxel axes
+    (components re-expressed in a's voxel axes): a storage-order change, not a physical one."""
+    m = np.linalg.solve(b.affine, a.affine)
+    p, t = np.round(m[:3, :3]), np.round(m[:3, 3])
+    np.testing.assert_allclose(m[:3], np.column_stack([p, t]), atol=1e-9)
+    assert sorted(np.abs(p).sum(axis=0)) == [1, 1, 1], "not a signed permutation"
+    idx = p.astype(int) @ np.indices(a.shape3).reshape(3, -1) + t.astype(int)[:, None]
+    data = b.data[idx[0], idx[1], idx[2]].reshape(a.shape3 + (6,))
+    return Volume(tensors.rotate(data.astype(np.float64), p.T), b.affine @ m, "tensor", meta=b.meta)

@@ -37,7 +37,6 @@ def chosen_methods(names=None, factor: int = 2) -> list[str]:
 
 def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> dict:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     names = chosen_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names, factor)
     if "cubic" not in names:
         names.insert(0, "cubic")
@@ -49,6 +48,7 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     rows = benchmark.score_case(case, names, keep=predictions)
     benchmark.add_ratios(rows)
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
     hr_aff = case.hr_affine
     fileio.save_tensor(case.lr, out / "lowres.nii.gz")
     fileio.save_tensor(Volume(case.truth, hr_aff, "tensor"), out / "truth.nii.gz")

@@ -3,7 +3,16 @@
 The volume readers and writers are re-exported here (`fileio.load_tensor`, `fileio.save_scalar`, ...).
 """
 
-from .paths import NIFTI_SUFFIXES, NRRD_SUFFIXES, TENSOR_SUFFIXES, atomic_write, check_output
+from .paths import (
+    JSON_SUFFIXES,
+    NIFTI_SUFFIXES,
+    NRRD_SUFFIXES,
+    TENSOR_SUFFIXES,
+    Outputs,
+    atomic_write,
+    check_output,
+    write_json,
+)
 from .volumes import (
     bval_bvec_paths,
     load_dwi,
@@ -17,6 +26,7 @@ from .volumes import (
 )
 
 __all__ = [
-    "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "TENSOR_SUFFIXES", "atomic_write", "check_output", "bval_bvec_paths",
+    "JSON_SUFFIXES", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "TENSOR_SUFFIXES", "Outputs", "atomic_write", "check_output",
+    "write_json", "bval_bvec_paths",
     "load_dwi", "load_mask", "load_scalar", "load_tensor", "save_dwi", "save_mask", "save_scalar", "save_tensor",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import IQTError
+from .paths import write_json
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 REGISTRY = "registry.json"
@@ -94,7 +95,7 @@ def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
     entries.append({"method": meta["method"], "factor": int(meta["factor"]), "sidecar": sidecar_path(sidecar).name,
                     "version": meta.get("version"), "sha256": meta["sha256"]})
     entries.sort(key=lambda e: (e["method"], e["factor"]))
-    reg.write_text(json.dumps({"format": REGISTRY_FORMAT, "models": entries}, indent=2) + "\n")
+    write_json(reg, {"format": REGISTRY_FORMAT, "models": entries})
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Output paths: known suffixes, checks made before any work, and atomic writes (a temporary file renamed
-into place, so a failure never leaves a partial output)."""
+"""Output paths: known suffixes, checks made before any work (an `Outputs` plan per command run), and atomic
+writes (a temporary file renamed into place, so a failure or a signal never leaves a partial output)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -12,20 +13,84 @@ from ..core.errors import IQTError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
+JSON_SUFFIXES = (".json",)
 
 
-def check_output(path, suffixes=NIFTI_SUFFIXES, what="output") -> Path:
-    """An output path whose name ends in one of `suffixes` and whose folder exists, checked before any work."""
+def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False) -> Path:
+    """An output path whose name ends in one of `suffixes`, that is not a folder, in a folder that exists and
+    takes new files (`folder_checked`: a folder the run creates, its parent already checked); before any work."""
     p = Path(path)
-    if not str(p).lower().endswith(tuple(suffixes)):
+    if suffixes and not str(p).lower().endswith(tuple(suffixes)):
         raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}")
-    if not p.parent.exists():
-        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
+    if p.is_dir():
+        raise IQTError(f"{p}: is a folder; give a file name for the {what}")
+    if not folder_checked:
+        check_folder(p.parent, p)
     return p
 
 
+def check_folder(folder: Path, for_path=None) -> None:
+    """The folder exists and a file can be created in it (a real probe: permission bits do not stop root, a
+    read-only or full file system does)."""
+    folder = Path(folder)
+    name = for_path if for_path is not None else folder
+    if not folder.is_dir():
+        raise IQTError(f"{name}: the folder {folder} does not exist; create it or choose another output path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".iqt-probe-", dir=str(folder))
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise IQTError(f"{name}: cannot write in {folder} ({exc.strerror or exc}); choose a folder you can write to") from None
+
+
+class Outputs:
+    """Every file one run will read and write, checked together before any work: an output is never one of the
+    inputs (by real path, so `out/../a.nii.gz` and symlinks count) nor another output of the same run."""
+
+    def __init__(self, *inputs):
+        self.inputs: list[Path] = []
+        self.outputs: list[tuple[Path, str]] = []
+        self.read(*inputs)
+
+    def read(self, *paths) -> "Outputs":
+        """Add inputs (None is skipped; a folder stands for every file in it)."""
+        for p in paths:
+            if p is None:
+                continue
+            p = Path(p)
+            self.inputs.extend(sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p])
+        return self
+
+    def add(self, path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False) -> Path:
+        p = check_output(path, suffixes, what, folder_checked)
+        self.outputs.append((p, what))
+        return p
+
+    def check(self) -> None:
+        seen = {}
+        ins = {os.path.realpath(p): p for p in self.inputs}
+        for p, what in self.outputs:
+            real = os.path.realpath(p)
+            if real in ins or any(p.exists() and q.exists() and os.path.samefile(p, q) for q in self.inputs):
+                src = ins.get(real, p)
+                raise IQTError(f"{p}: is an input of this run ({src}); write the {what} to another file "
+                               f"(inputs are never overwritten)")
+            if real in seen:
+                raise IQTError(f"{p}: would be written twice in this run (as the {seen[real]} and the {what}); "
+                               f"give them different names")
+            seen[real] = what
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write_fn) -> None:
-    """Call write_fn(tmp_path) then move tmp_path onto path; nothing is left at path on failure."""
+    """Call write_fn(tmp_path), give the file the user's umask, then move it onto path; nothing is left at path
+    or beside it on failure, on Ctrl-C or on a termination signal (the CLI turns SIGTERM/SIGHUP into an exception)."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise IQTError(f"{path}: the folder {path.parent} does not exist; create it or choose another output path")
@@ -34,8 +99,14 @@ def atomic_write(path, write_fn) -> None:
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json(path, obj) -> None:
+    """A JSON file, written atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=float) + "\n"))

@@ -109,6 +109,12 @@ class Method:
         """Canonical-axis low-res tensors (mm^2/s) -> (high-res tensors, {map name: array})."""
         raise NotImplementedError
 
+    def map_names(self, direction: bool = True) -> tuple[str, ...]:
+        """The uncertainty maps `predict` gives, known before any work (so that output names are checked first)."""
+        if not self.gives_uncertainty:
+            return ()
+        return ("std", "direction") if direction else ("std",)
+
     # ---------------------------------------------------------------- training
 
     def fit(self, subjects, factor: int = 2, **options) -> "Method":

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from ...core.errors import IQTError
 from . import options
 
@@ -22,10 +19,13 @@ def add_parsers(sub) -> None:
 
 
 def run(args):
-    from ... import methods
+    from ... import fileio, methods
     from ...analysis import benchmark
 
     names = options.method_list(args.methods) or methods.ready(args.factor)
+    plan = fileio.Outputs(*args.subjects)
+    json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
+    plan.check()
     if args.speed:
         rows = benchmark.speed(names)
         print(benchmark.speed_table(rows))
@@ -37,5 +37,5 @@ def run(args):
         if args.tracts:
             print()
             print(benchmark.tract_table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
+    if json_out:
+        fileio.write_json(json_out, rows)

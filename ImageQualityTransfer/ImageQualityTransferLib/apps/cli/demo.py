@@ -20,6 +20,7 @@ def add_parsers(sub) -> None:
 def demo(args):
     from .. import demo as demo_app
 
+    options.out_dir(args.output)
     demo_app.run(out_dir=args.output, subject_dir=args.subject, factor=args.factor,
                  method_names=options.method_list(args.methods))
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from ...core.errors import IQTError
 from . import options
 
@@ -33,6 +30,11 @@ def run(args):
     from ...dmri import degrade
 
     r = grid.check_factor(args.factor)
+    plan = fileio.Outputs(args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi)
+    if args.dwi:
+        plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))
+    json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "metrics") if args.json else None
+    plan.check()
     pred = fileio.load_tensor(args.pred, args.tensor_order)
     truth = fileio.load_tensor(args.truth, args.tensor_order)
     mask = fileio.load_mask(args.mask, truth)
@@ -59,8 +61,8 @@ def run(args):
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
         floor = evaluation.noise_floor(degrade.hr_crop(dwi.data, r), dwi.bvals, dwi.bvecs, t, m)
     result = evaluation.evaluate(pred.data, t, m, lr_mask, r, uncertainty=unc, floor_std=floor, direction=direc)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    if json_out:
+        fileio.write_json(json_out, result)
     for region in ("interior", "exterior"):
         row = result[region]
         extra = "".join(f", {k} {row[k]:.3f}" for k in ("noise_floor", "spearman", "within_2sigma") if row.get(k) is not None)

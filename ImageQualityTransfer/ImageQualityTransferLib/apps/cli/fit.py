@@ -29,6 +29,13 @@ def add_parsers(sub) -> None:
     sp.set_defaults(func=degrade)
 
 
+def _plan(args):
+    """The run's inputs (the DWI, its bval/bvec and the mask) for the output checks."""
+    from ... import fileio
+
+    return fileio.Outputs(args.dwi, *fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec), getattr(args, "mask", None))
+
+
 def _dwi_and_mask(args):
     from ... import fileio
     from ...dmri.dti import brain_mask
@@ -41,18 +48,23 @@ def fit(args):
     from ... import fileio
     from ...dmri.dti import fit_dti
 
-    out = options.tensor_output(args.output)
+    plan = _plan(args)
+    out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
+    mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
+    plan.check()
     dwi, brain = _dwi_and_mask(args)
     fileio.save_tensor(fit_dti(dwi, brain), out)
-    if args.mask_out:
-        fileio.save_mask(brain, fileio.check_output(args.mask_out, what="mask"))
+    if mask_out:
+        fileio.save_mask(brain, mask_out)
     print(f"wrote {out}")
 
 
 def mask(args):
     from ... import fileio
 
-    out = fileio.check_output(args.output, what="mask")
+    plan = _plan(args)
+    out = plan.add(args.output, what="mask output")
+    plan.check()
     _, brain = _dwi_and_mask(args)
     fileio.save_mask(brain, out)
     print(f"wrote {out} ({int(brain.data.sum())} voxels)")
@@ -70,8 +82,10 @@ def degrade(args):
         shift = ()
     if len(shift) != 3 or any(not 0 <= s < r for s in shift):
         raise IQTError(f"--shift {args.shift}: give three integers in [0, {r - 1}] separated by commas, e.g. 0,1,0")
-    out = options.tensor_output(args.output)
-    mask_out = fileio.check_output(args.mask_out, what="mask") if args.mask_out else None
+    plan = _plan(args)
+    out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
+    mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
+    plan.check()
     dwi, brain = _dwi_and_mask(args)
     pair = deg.degrade(dwi, brain.data, r, shift)
     fileio.save_tensor(pair.tensor, out)

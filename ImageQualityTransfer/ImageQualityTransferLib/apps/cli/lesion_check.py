@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from ...core.errors import IQTError
 from . import options
 
@@ -24,7 +21,7 @@ def add_parsers(sub) -> None:
 
 
 def run(args):
-    from ... import methods
+    from ... import fileio, methods
     from ...analysis import lesion
     from ...dmri.subject import load_subject
 
@@ -38,10 +35,13 @@ def run(args):
             raise IQTError(f"--kinds {k}: lesion kinds are {', '.join(lesion.KINDS)}")
     if args.mc_samples is not None and args.mc_samples < 0:
         raise IQTError(f"--mc-samples {args.mc_samples}: give a number of Monte Carlo samples >= 0")
+    plan = fileio.Outputs(*args.subjects)
+    json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
+    plan.check()
     chosen = [methods.get(n, samples=args.mc_samples if methods.method_class(n).takes_samples else None) for n in names]
     rows = []
     for folder in args.subjects:
         rows.extend(lesion.check(load_subject(folder), chosen, kinds, args.factor, args.radius))
     print(lesion.table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
+    if json_out:
+        fileio.write_json(json_out, rows)

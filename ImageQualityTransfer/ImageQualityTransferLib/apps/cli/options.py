@@ -58,10 +58,13 @@ def add_method_settings(sp, model: bool = True) -> None:
                     help="where the CNNs run (default cpu; auto: CUDA when PyTorch has it)")
 
 
-def tensor_output(path) -> Path:
-    from ... import fileio
+def model_files(model) -> list:
+    """A `--model` file and its sidecar (both are inputs: never outputs of the same run)."""
+    if not model:
+        return []
+    from ...fileio.model_files import sidecar_path
 
-    return fileio.check_output(path, TENSOR_SUFFIXES)
+    return [Path(model), sidecar_path(model)]
 
 
 def lowres_mask(path, lr, r: int):
@@ -79,13 +82,14 @@ def lowres_mask(path, lr, r: int):
 
 
 def out_dir(path) -> Path:
-    """An output folder: created if missing (its parent must exist), refused if it is a file."""
+    """An output folder, checked before any work: a folder or a new name in a folder that takes new files. It is
+    created only when the outputs are written, so a failed run leaves no empty folder."""
+    from ...fileio.paths import check_folder
+
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise IQTError(f"{p}: exists and is not a folder; give a folder for the outputs")
-    if not p.parent.exists():
-        raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
-    p.mkdir(exist_ok=True)
+    check_folder(p if p.is_dir() else p.parent, p)
     return p
 
 

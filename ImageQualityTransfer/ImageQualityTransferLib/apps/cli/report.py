@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ...core.errors import IQTError
 from . import options
 
 
@@ -20,13 +17,12 @@ def add_parsers(sub) -> None:
 
 
 def run(args):
+    from ... import fileio
     from .. import report
 
-    out = Path(args.output)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise IQTError(f"{out}: the report name must end in .html")
-    if not out.parent.exists():
-        raise IQTError(f"{out}: the folder {out.parent} does not exist; create it or choose another output path")
+    plan = fileio.Outputs(args.subject)
+    out = plan.add(args.output, (".html", ".htm"), "report")
+    plan.check()
     path = report.run(out, subject_dir=args.subject, factor=args.factor, method_names=options.method_list(args.methods),
                       tracts=not args.no_tracts, n_seeds=args.n_seeds)
     print(f"wrote {path}")

@@ -28,8 +28,10 @@ def run(args):
     from ...analysis import tractography
     from ...core import tensors
 
-    out = tractography.check_tract_output(args.output)
-    extra = [tractography.check_tract_output(p) for p in (args.also or [])]
+    plan = fileio.Outputs(args.input, args.seeds, args.mask)
+    out = plan.add(args.output, tractography.TRACT_SUFFIXES, "tractogram")
+    extra = [plan.add(p, tractography.TRACT_SUFFIXES, "tractogram") for p in (args.also or [])]
+    plan.check()
     s = tractography.TrackingSettings(fa_threshold=args.fa_threshold, step=args.step, angle=args.angle,
                                       density=args.density, min_length=args.min_length,
                                       max_length=args.max_length).check()

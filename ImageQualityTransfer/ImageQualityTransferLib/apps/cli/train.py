@@ -28,21 +28,21 @@ def add_parsers(sub) -> None:
 
 
 def run(args):
-    from ... import methods
+    from ... import fileio, methods
     from ...core import grid
+    from ...fileio.model_files import sidecar_path
 
     r = grid.check_factor(args.factor)
     cls = methods.method_class(args.method)
     if not cls.learned:
         raise IQTError(f"--method {args.method}: nothing to train; trainable methods are {', '.join(methods.trainable())}")
-    out = Path(args.output)
-    if out.suffix != cls.model_suffix:
-        raise IQTError(f"{out}: a {args.method} model name must end in {cls.model_suffix} (the JSON sidecar is written beside it)")
-    if not out.parent.exists():
-        raise IQTError(f"{out}: the folder {out.parent} does not exist; create it or choose another output path")
     for d in args.subjects:
         if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
+    plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
+    out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)")
+    plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar")
+    plan.check()
     if args.epochs is not None and args.epochs < 1:
         raise IQTError("--epochs must be at least 1")
     if args.minutes is not None and not args.minutes > 0:

@@ -78,25 +78,31 @@ def run(args):
     method = methods.get(name, **options.method_settings(args))
     if args.propagate:
         options.check_propagation(method, args.samples)
-    out = options.tensor_output(args.output)
-    unc_out = None
+    plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
+    out = plan.add(args.output, TENSOR_SUFFIXES, "tensor output")
+    unc_out, unc_paths = None, {}
     if args.uncertainty:
         if not method.gives_uncertainty:
             raise IQTError(f"method {method.name!r} gives no uncertainty; drop --uncertainty or choose one of: "
                            f"{', '.join(methods.with_uncertainty())}")
-        unc_out = fileio.check_output(args.uncertainty, what="uncertainty")
+        unc_out = Path(args.uncertainty)
+        s = stem(unc_out)
+        for key in method.map_names():  # the total std at the given path, the other maps beside it
+            path = unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}")
+            unc_paths[key] = plan.add(path, what=f"{key} map")
+    if args.propagate:
+        prop_paths = propagation.output_paths(out.parent, stem(out) + "_")
+        for key, path in prop_paths.items():
+            plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}")
+    plan.check()
     lr = fileio.load_tensor(args.input, args.tensor_order)
     mask = options.lowres_mask(args.mask, lr, r)
-    if args.propagate:
-        seeds = options.load_seeds(args)
-        prop_paths = propagation.output_paths(out.parent, stem(out) + "_")
+    seeds = options.load_seeds(args) if args.propagate else None
     pred = method.predict(lr, r, mask, uncertainty=bool(unc_out) or args.propagate, direction=bool(unc_out))
     res = options.propagate(pred, args, mask, r, seeds) if args.propagate else None  # before any file is written
     fileio.save_tensor(pred.tensor, out)
-    if unc_out:
-        s = stem(unc_out)
-        for key, vol in pred.maps().items():  # the total std at the given path, its parts and the others beside it
-            fileio.save_scalar(vol, unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}"))
+    for key, vol in pred.maps().items() if unc_out else ():
+        fileio.save_scalar(vol, unc_paths[key])
     print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
     if res is not None:
         print(propagation.write(res, prop_paths, method.name, args.input))

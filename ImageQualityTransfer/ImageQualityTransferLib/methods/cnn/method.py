@@ -34,6 +34,11 @@ class CNNMethod(LearnedMethod):
             kw.update(samples=self.samples, seed=self.seed)
         return inference.predict_volume(model, clip_input(lr), mask, progress=progress, **kw)
 
+    def map_names(self, direction=True):
+        if not (self.takes_samples and (self.samples is None or self.samples >= 1)):
+            return super().map_names(direction)  # one deterministic pass: the predicted std only
+        return ("std", "std_intrinsic", "std_parameter", "md_std", "fa_std") + (("direction",) if direction else ())
+
     def fit_options(self):
         from .training import DEFAULTS
 

@@ -8,13 +8,13 @@ checksum before it reads the weights; a missing, truncated or tampered file give
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...fileio import model_files
 from ...core.errors import IQTError
+from ...fileio.paths import atomic_write, write_json
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
 
 FORMAT = "iqt-cnn-model/1"
@@ -46,13 +46,11 @@ def save(net, meta: dict, path) -> Path:
     if not p.parent.exists():
         raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(p)
+    atomic_write(p, lambda tmp: torch.save(state, tmp))
     side = dict(meta)
     side.update({"format": FORMAT, "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
     sp = sidecar_path(p)
-    sp.write_text(json.dumps(side, indent=2, sort_keys=False) + "\n")
+    write_json(sp, side)
     return sp
 
 

@@ -7,7 +7,6 @@ The registry (`Resources/Models/registry.json`) is shared with the CNN models (s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from ...fileio import model_files
 from ...core.errors import IQTError
+from ...fileio.paths import atomic_write, write_json
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
 from . import SCALE, tree
 from .completion import GaussianCompletion
@@ -133,9 +133,13 @@ def save(model: ForestModel, path, dtype=None) -> Path:
         raise IQTError(f"{p}: a forest model file name must end in .npz (the JSON sidecar is written beside it)")
     if not p.parent.exists():
         raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
-    tmp = p.with_name(p.name + ".tmp.npz")
-    np.savez_compressed(tmp, **_arrays(model, dtype))
-    tmp.replace(p)
+    arrays = _arrays(model, dtype)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: numpy would append .npz to the temporary name
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(p, write)
     side = dict(model.meta)
     side.update({"format": FORMAT, "method": model.method, "factor": int(model.factor), "patch_radius": int(model.n),
                  "target": model.target, "inputs": model.inputs,
@@ -146,7 +150,7 @@ def save(model: ForestModel, path, dtype=None) -> Path:
                  + (", covariance factors int8 (packed triangle, row scales)" if model.method == "biqt"
                     and np.dtype(dtype) == np.float16 else ""), "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
     sp = sidecar_path(p)
-    sp.write_text(json.dumps(side, indent=2) + "\n")
+    write_json(sp, side)
     return sp
 
 

@@ -28,6 +28,17 @@ def axial_subject():
     return load_subject(need_data(AXIAL))
 
 
+@pytest.fixture(scope="session")
+def small_subject(tmp_path_factory):
+    """A coarse phantom subject folder (32x36x28 voxels of 4 mm, 12 directions): real files, seconds to process."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    folder = tmp_path_factory.mktemp("phantom_subject")
+    fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
+    return folder
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:

@@ -16,15 +16,6 @@ from ImageQualityTransferLib.analysis import lesion
 from ImageQualityTransferLib.apps.cli import main
 
 
-@pytest.fixture(scope="module")
-def small_subject(tmp_path_factory):
-    from ImageQualityTransferLib.dmri.phantom import make_phantom
-
-    folder = tmp_path_factory.mktemp("phantom_subject")
-    fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
-    return folder
-
-
 def _have_torch():
     try:
         import torch  # noqa: F401

@@ -18,15 +18,6 @@ TINY = {  # settings small enough for seconds, per family
 }
 
 
-@pytest.fixture(scope="module")
-def subject(tmp_path_factory):
-    from ImageQualityTransferLib.dmri.phantom import make_phantom
-
-    folder = tmp_path_factory.mktemp("phantom_subject")
-    fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
-    return folder
-
-
 def test_learned_means_trainable_and_every_name_is_made_by_the_registry():
     assert set(methods.trainable()) == {n for n in methods.names() if methods.method_class(n).learned}
     for entry in methods.describe():
@@ -41,16 +32,16 @@ def test_learned_means_trainable_and_every_name_is_made_by_the_registry():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", methods.trainable())
-def test_every_trainable_method_trains_saves_and_runs(name, subject, tmp_path, capsys):
+def test_every_trainable_method_trains_saves_and_runs(name, small_subject, tmp_path, capsys):
     cls = methods.method_class(name)
     if cls.requires_torch and not HAVE_TORCH:
         pytest.skip("PyTorch is not installed")
     out = tmp_path / f"m{cls.model_suffix}"
-    method = methods.get(name).fit([subject], 2, seed=0, progress=False, **TINY[cls.model_suffix])
+    method = methods.get(name).fit([small_subject], 2, seed=0, progress=False, **TINY[cls.model_suffix])
     side = method.save(out, 2, command="test")
     assert side.exists() and out.exists()
     lr = tmp_path / "lr.nii.gz"
-    assert main(["degrade", str(subject / "dwi.nii.gz"), "-o", str(lr)]) == 0
+    assert main(["degrade", str(small_subject / "dwi.nii.gz"), "-o", str(lr)]) == 0
     args = ["upsample", str(lr), "-o", str(tmp_path / "hr.nii.gz"), "--method", name, "--model", str(out)]
     if cls.gives_uncertainty:
         args += ["--uncertainty", str(tmp_path / "u.nii.gz")]
@@ -60,11 +51,11 @@ def test_every_trainable_method_trains_saves_and_runs(name, subject, tmp_path, c
     assert (tmp_path / "u.nii.gz").exists() == cls.gives_uncertainty
 
 
-def test_fit_refuses_what_a_method_cannot_take(subject):
+def test_fit_refuses_what_a_method_cannot_take(small_subject):
     with pytest.raises(IQTError, match="nothing to learn"):
-        methods.get("cubic").fit([subject])
+        methods.get("cubic").fit([small_subject])
     with pytest.raises(IQTError, match="--epochs: does not apply to 'rf'"):
-        methods.get("rf").fit([subject], epochs=3)
+        methods.get("rf").fit([small_subject], epochs=3)
     with pytest.raises(IQTError, match="takes no Monte Carlo samples"):
         methods.get("espcn", samples=3)
     with pytest.raises(IQTError, match="has no model"):

@@ -270,6 +270,7 @@ def run_on_nodes(
         raise IQTError("no MRML scene given")
     request = Request(method, factor, model, samples, device or "cpu", interpolate)
     request.make()  # the method's settings are checked before any work
+    _check_targets(targets or {}, input_node, mask_node)
     _report(progress, 0.0, "reading the input volume")
     lr, mask = input_volumes(input_node, mask_node, progress)
     _check_cancel(cancel)
@@ -282,6 +283,21 @@ def run_on_nodes(
     nodes = add_result_nodes(scene, results, base, method, targets)
     _report(progress, 1.0, "done")
     return nodes
+
+
+def _check_targets(targets: dict, input_node, mask_node) -> None:
+    """Output nodes are never an input node, and no node receives two results."""
+    seen = {}
+    for key, node in targets.items():
+        if node is None:
+            continue
+        if node is input_node or (mask_node is not None and node is mask_node):
+            raise IQTError(f"the output node '{node.GetName()}' is an input of this run; choose 'Create new ...' in "
+                           f"the output selector (inputs are never overwritten)")
+        if id(node) in seen:
+            raise IQTError(f"the node '{node.GetName()}' is chosen for both the {seen[id(node)]} and the {key} output; "
+                           f"choose 'Create new ...' for one of them")
+        seen[id(node)] = key
 
 
 # ---------------------------------------------------------------- separate process (see slicer_worker.py)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from ...core import threads
 from ...core.errors import IQTError
@@ -36,8 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (a SLURM time limit, `docker stop`, a closed terminal): unwinds like Ctrl-C, so that
+    atomic writes remove their temporary files, and exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame):
+    raise Terminated(signum)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                signal.signal(sig, _on_signal)
     try:
         threads.apply(args.threads if args.threads is not None else getattr(args, "train_threads", None))
         args.func(args)
@@ -45,8 +64,11 @@ def main(argv=None) -> int:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("iqt: interrupted", file=sys.stderr)
+        print("iqt: interrupted; no partial output was left", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; no partial output was left", file=sys.stderr)
+        return 128 + exc.signum
     except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
         if args.debug or os.environ.get("IQT_DEBUG"):
             raise

@@ -9,6 +9,7 @@ checksum before it reads the weights; a missing, truncated or tampered file give
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def load(path) -> LoadedModel:
 
     meta, weights = FILES.read_verified(path)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them itself
+            warnings.simplefilter("ignore")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
         net = networks.build(meta["arch"])
         net.load_state_dict(state, strict=True)
     except IQTError:

@@ -1,0 +1,201 @@
+"""Bad and careless input, over every command: exit status 2, one line on stderr naming the problem, nothing written,
+every input byte-identical afterwards. Then the same rules for the Slicer processing's target nodes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import IQTError, fileio
+from ImageQualityTransferLib.apps.cli import main
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.fileio import model_files
+
+
+@pytest.fixture(scope="module")
+def work(small_subject, tmp_path_factory):
+    """A folder of inputs, good and bad, made from the phantom subject."""
+    d = tmp_path_factory.mktemp("bad_inputs")
+    subj = d / "subj"
+    shutil.copytree(small_subject, subj)
+    (subj / "dwi.json").write_text('{"Manufacturer": "phantom"}')
+    assert main(["degrade", str(subj / "dwi.nii.gz"), "-o", str(d / "lr.nii.gz"), "--mask-out", str(d / "m.nii.gz")]) == 0
+    lr = fileio.load_tensor(d / "lr.nii.gz")
+    mask = fileio.load_mask(d / "m.nii.gz")
+    t = lr.data
+    fileio.save_tensor(lr.replace(data=np.zeros_like(t)), d / "zero.nii.gz")
+    fileio.save_tensor(lr.replace(data=-t), d / "negative.nii.gz")
+    fileio.save_tensor(lr.replace(data=t * 1e-6), d / "m2s.nii.gz")
+    fileio.save_tensor(lr.replace(data=t * 1e3), d / "um2ms.nii.gz")
+    fileio.save_tensor(lr, d / "lr.nrrd")
+    text = (d / "lr.nrrd").read_bytes()
+    head, _, body = text.partition(b"\n\n")
+    lines = [ln for ln in head.split(b"\n") if not ln.startswith(b"measurement frame")]
+    (d / "scaled_frame.nrrd").write_bytes(b"\n".join(lines + [b"measurement frame: (2,0,0) (0,2,0) (0,0,2)"]) + b"\n\n" + body)
+    shifted = mask.affine.copy()
+    shifted[:3, 3] += 20.0
+    fileio.save_mask(Volume(mask.data, shifted, "mask"), d / "shifted_mask.nii.gz")
+    fileio.save_scalar(Volume(np.ones(lr.shape3, np.float32), lr.affine, "scalar"), d / "scalar.nii.gz")
+    (d / "truncated.nii.gz").write_bytes((d / "lr.nii.gz").read_bytes()[:2000])
+    os.symlink(d / "lr.nii.gz", d / "link.nii.gz")
+    (d / "sub").mkdir()
+    (d / "folder.nii.gz").mkdir()
+    for name, scale in (("sm2", 1e6), ("nob0", None)):
+        s = d / name
+        shutil.copytree(small_subject, s)
+        b = np.loadtxt(s / "dwi.bval")
+        np.savetxt(s / "dwi.bval", b * scale if scale else np.where(b == 0, 1000.0, b)[None], fmt="%g")
+    tiny = d / "tiny"
+    tiny.mkdir()
+    dwi = fileio.load_dwi(subj / "dwi.nii.gz")
+    fileio.save_dwi(dwi.replace(data=dwi.data[:3, :3, :3]), tiny / "dwi.nii.gz")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(d / "pwned"),))
+
+    (d / "evil.pt").write_bytes(pickle.dumps({"w": Evil()}))
+    side = json.loads((Path(model_files.MODELS_DIR) / "espcn_x2.json").read_text())
+    side.update(weights="evil.pt", sha256=model_files.sha256(d / "evil.pt"))
+    (d / "evil.json").write_text(json.dumps(side))
+    (d / "existing_file").write_text("x")
+    return d
+
+
+# (argv with {d} for the work folder, a part of the expected message)
+CASES = [
+    # outputs that are inputs, or written twice in one run
+    ("upsample {d}/lr.nii.gz -o {d}/lr.nii.gz", "is an input"),
+    ("upsample {d}/lr.nii.gz -o {d}/sub/../lr.nii.gz", "is an input"),
+    ("upsample {d}/lr.nii.gz -o {d}/link.nii.gz", "is an input"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --uncertainty {d}/lr.nii.gz", "is an input"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --uncertainty {d}/o.nii.gz", "written twice"),
+    ("upsample {d}/lr.nii.gz -o {d}/u_direction.nii.gz --method biqt --uncertainty {d}/u.nii.gz", "written twice"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --mask {d}/o.nii.gz", "is an input"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --samples 5 --propagate --seeds {d}/o_fa_mean.nii.gz", "is an input"),
+    ("fit {d}/subj/dwi.nii.gz -o {d}/subj/dwi.nii.gz", "is an input"),
+    ("fit {d}/subj/dwi.nii.gz -o {d}/t.nii.gz --mask-out {d}/subj/dwi.nii.gz", "is an input"),
+    ("mask {d}/subj/dwi.nii.gz -o {d}/subj/dwi.nii.gz", "is an input"),
+    ("degrade {d}/subj/dwi.nii.gz -o {d}/subj/dwi.nii.gz", "is an input"),
+    ("degrade {d}/subj/dwi.nii.gz -o {d}/t.nii.gz --mask-out {d}/t.nii.gz", "written twice"),
+    ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/lr.nii.gz", "must end in .json"),
+    ("train --method global-linear --subjects {d}/subj -o {d}/subj/dwi.npz", "is an input"),
+    ("track {d}/lr.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk --also {d}/t.trk", "written twice"),
+    ("report -o {d}/lr.nii.gz --subject {d}/subj", "must end in .html"),
+    # paths that cannot be written
+    ("upsample {d}/lr.nii.gz -o {d}/missing/o.nii.gz", "does not exist"),
+    ("upsample {d}/lr.nii.gz -o {d}/folder.nii.gz", "is a folder"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.txt", "must end in"),
+    ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/missing/x.json", "does not exist"),
+    ("propagate {d}/lr.nii.gz -o {d}/existing_file --method biqt", "not a folder"),
+    ("demo -o {d}/newdemo --methods no-such-method", "unknown method"),
+    # values that would give a wrong answer
+    ("upsample {d}/zero.nii.gz -o {d}/o.nii.gz --method espcn", "no tensor"),
+    ("upsample {d}/negative.nii.gz -o {d}/o.nii.gz --method espcn", "positive definite"),
+    ("upsample {d}/m2s.nii.gz -o {d}/o.nii.gz --method rf", "not in mm^2/s"),
+    ("upsample {d}/m2s.nii.gz -o {d}/o.nii.gz --method biqt", "not in mm^2/s"),
+    ("upsample {d}/um2ms.nii.gz -o {d}/o.nii.gz --method global-linear", "not in mm^2/s"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --mask {d}/shifted_mask.nii.gz", "another position"),
+    ("upsample {d}/scaled_frame.nrrd -o {d}/o.nii.gz --method cubic", "not a rotation"),
+    ("upsample {d}/scalar.nii.gz -o {d}/o.nii.gz", "not a diffusion tensor"),
+    ("upsample {d}/truncated.nii.gz -o {d}/o.nii.gz", "truncated"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/evil.pt", "refused"),
+    ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),
+    ("fit {d}/sm2/dwi.nii.gz -o {d}/t.nii.gz", "s/m^2"),
+    ("fit {d}/nob0/dwi.nii.gz -o {d}/t.nii.gz", "no b=0"),
+    ("degrade {d}/tiny/dwi.nii.gz --factor 4 -o {d}/t.nii.gz", "too small"),
+    ("lesion-check {d}/subj --methods biqt --radius 0", "--radius"),
+    ("propagate {d}/lr.nii.gz -o {d}/prop --method biqt --n-seeds 0", "--n-seeds"),
+    ("train --method espcn --subjects {d}/subj -o {d}/m.pt --minutes 0", "--minutes"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 2.5", "factor"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --mc-samples 3", "takes no Monte Carlo samples"),
+    ("iqt-nothing", "invalid choice"),
+]
+
+
+def _state(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[c[0].split()[0] + ":" + c[1] for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(work, argv, message, capsys):
+    before = _state(work)
+    rc = _run(argv.format(d=work).split())
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and message in err, err
+    assert "Traceback" not in err and "weights_only" not in err
+    assert _state(work) == before  # nothing written, nothing changed, no empty folder, no temporary file
+    assert not (work / "pwned").exists()
+
+
+def _run(argv) -> int:
+    """main's status, also where argparse exits (unknown command, malformed option)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_files_take_the_users_umask(work, tmp_path):
+    old = os.umask(0o027)
+    try:
+        assert main(["upsample", str(work / "lr.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--method", "cubic"]) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o.nii.gz").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_termination_signal_leaves_no_partial_output(work, tmp_path, sig):
+    """What a SLURM time limit or `docker stop` sends, during a long Monte Carlo run: exit 128 + signal, no file."""
+    out = tmp_path / "o.nii.gz"
+    proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(work / "lr.nii.gz"),
+                             "-o", str(out), "--method", "espcn-hetero-var1", "--mc-samples", "3000",
+                             "--uncertainty", str(tmp_path / "u.nii.gz")], stderr=subprocess.PIPE, text=True)
+    time.sleep(5)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + sig, err
+    assert err.count("\n") == 1 and signal.Signals(sig).name in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the Slicer processing's nodes
+
+
+def test_logic_refuses_an_input_node_as_its_output(work):
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    from ImageQualityTransferLib.slicer import mrml
+    from ImageQualityTransferLib.slicer import processing
+
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    lr = fileio.load_tensor(work / "lr.nii.gz")
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    mask_node = mrml.add_scalar_node(scene, fileio.load_mask(work / "m.nii.gz").replace(kind="scalar"), "mask")
+    other = mrml.add_tensor_node(scene, lr, "other")
+    before = mrml.tensor_volume_from_node(node).data.copy()
+    n_nodes = scene.GetNumberOfNodes()
+    for targets, message in (({"tensor": node}, "is an input"), ({"uncertainty": mask_node}, "is an input")):
+        with pytest.raises(IQTError, match=message):
+            processing.run_on_nodes(scene, node, "biqt", 2, mask_node=mask_node, targets=targets)
+    with pytest.raises(IQTError, match="both the tensor and the interpolated"):
+        processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True, targets={"tensor": other, "interpolated": other})
+    np.testing.assert_array_equal(mrml.tensor_volume_from_node(node).data, before)
+    assert scene.GetNumberOfNodes() == n_nodes  # no result node left behind

@@ -70,6 +70,13 @@ def work(small_subject, tmp_path_factory):
     side.update(weights="evil.pt", sha256=model_files.sha256(d / "evil.pt"))
     (d / "evil.json").write_text(json.dumps(side))
     (d / "existing_file").write_text("x")
+    torch = pytest.importorskip("torch")
+    from ImageQualityTransferLib.methods.cnn import model_io
+
+    shipped = model_io.load(model_io.shipped("espcn", 2))
+    with torch.no_grad():
+        next(shipped.net.parameters()).fill_(float("nan"))
+    model_io.save(shipped.net, {k: v for k, v in shipped.meta.items() if k not in ("sha256", "weights")}, d / "nan.pt")
     return d
 
 
@@ -111,6 +118,9 @@ CASES = [
     ("upsample {d}/scalar.nii.gz -o {d}/o.nii.gz", "not a diffusion tensor"),
     ("upsample {d}/truncated.nii.gz -o {d}/o.nii.gz", "truncated"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/evil.pt", "refused"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/nan.pt", "non-finite"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn-hetero --model {d}/nan.pt", "use --method espcn"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/missing.pt", "not found"),
     ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),
     ("fit {d}/sm2/dwi.nii.gz -o {d}/t.nii.gz", "s/m^2"),
     ("fit {d}/nob0/dwi.nii.gz -o {d}/t.nii.gz", "no b=0"),

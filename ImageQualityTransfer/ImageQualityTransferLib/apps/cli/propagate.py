@@ -34,6 +34,8 @@ def run(args):
         plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}",
                  folder_checked=True)
     plan.check()
+    if method.learned:
+        method.load(r)  # a missing, corrupt or foreign model fails here, before any work
     lr = fileio.load_tensor(args.input, args.tensor_order)
     mask = options.lowres_mask(args.mask, lr, r)
     seeds = options.load_seeds(args)

@@ -6,7 +6,6 @@ metrics table (markdown and JSON), the volumes (NIfTI) and a PNG of FA / colour-
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +58,8 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
             fileio.save_scalar(vol, out / f"{name}_{key}.nii.gz")
 
     table = benchmark.markdown_table(rows)
-    (out / "metrics.md").write_text(table + "\n")
-    (out / "metrics.json").write_text(json.dumps(rows, indent=2, default=float))
+    fileio.atomic_write(out / "metrics.md", lambda tmp: Path(tmp).write_text(table + "\n"))
+    fileio.write_json(out / "metrics.json", rows)
     figure = out / "fa_panels.png"
     _figure(case, predictions, figure, subject.name, factor)
     print(table)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import tensors
+from ..fileio.paths import atomic_write
 
 
 def _voxel3(voxel_mm) -> np.ndarray:
@@ -165,7 +166,7 @@ def fa_panels(
         cbar.ax.tick_params(labelsize=7)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, facecolor="white", format=path.suffix.lstrip(".") or "png"))
     return path
 
 

@@ -1,7 +1,7 @@
 """Methods: interpolation baselines, the forest family (IQT-GL, IQT-RF, BIQT-RF) and the 3D-ESPCN CNNs, behind one
 model (`base.Method`: settings, `fit`, `predict` -> `Prediction`) and one registry (`registry`)."""
 
-from .base import MAP_NAMES, Method, Prediction
+from .base import Method, Prediction
 from .registry import (
     default_method,
     describe,
@@ -15,5 +15,5 @@ from .registry import (
     with_uncertainty,
 )
 
-__all__ = ["MAP_NAMES", "Method", "Prediction", "default_method", "describe", "get", "method_class", "names", "ready",
+__all__ = ["Method", "Prediction", "default_method", "describe", "get", "method_class", "names", "ready",
            "runs_here", "shipped_factors", "trainable", "with_uncertainty"]

@@ -42,8 +42,6 @@ class Prediction:
         return {f.name: getattr(self, f.name) for f in fields(self)[1:] if getattr(self, f.name) is not None}
 
 
-MAP_NAMES = tuple(f.name for f in fields(Prediction)[1:])
-
 
 class Method:
     """Base class. A subclass sets the class attributes and implements `_predict` on canonical-axis arrays

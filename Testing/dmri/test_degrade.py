@@ -59,3 +59,65 @@ def test_degrade_input_is_left_untouched(axial_subject):
     before = axial_subject.dwi.data[::7, ::7, ::7].copy()
     degrade.degrade(axial_subject.dwi, axial_subject.mask.data, 3, (2, 1, 0))
     assert np.array_equal(axial_subject.dwi.data[::7, ::7, ::7], before)
+
+
+# ---------------------------------------------------------------- input styles (how other tools make low-res tensors)
+
+
+@pytest.fixture(scope="module")
+def phantom(small_subject):
+    from ImageQualityTransferLib.dmri.subject import load_subject
+
+    return load_subject(small_subject)
+
+
+def test_each_style_is_made_as_its_tool_makes_it(phantom):
+    from ImageQualityTransferLib.dmri.subject import make_case
+
+    cases = {s: make_case(phantom, 2, style=s) for s in degrade.STYLES}
+    mask = cases["own"].lr_mask.data
+    present = {s: np.any(c.lr.data != 0, axis=-1) for s, c in cases.items()}
+    assert all(np.array_equal(c.lr_mask.data, mask) for c in cases.values())
+    # own: the dilated fit mask, clipped; tight, ols, fsl: exactly the mask; unmasked: the whole field of view
+    assert present["own"][mask].all() and (present["own"] & ~mask).any()
+    lam = np.linalg.eigvalsh(tensors.to_matrix(cases["own"].lr.data[present["own"]].astype(float)))
+    assert lam.min() >= 0 and lam.max() <= 4e-3 + 1e-9
+    for s in ("tight", "ols", "fsl"):
+        assert np.array_equal(present[s], mask), s
+    assert present["unmasked"].mean() > 0.95 and (present["unmasked"] & ~mask).sum() > mask.sum()
+    # fsl: tight written and read back in dtifit's order
+    np.testing.assert_allclose(cases["fsl"].lr.data, cases["tight"].lr.data, atol=1e-12)
+    assert not np.allclose(cases["ols"].lr.data, cases["tight"].lr.data)
+
+
+def test_ols_keeps_negative_eigenvalues_that_wls_floors():
+    """A noiseless signal from a tensor with a negative eigenvalue: OLS recovers it exactly, dipy's WLS floors it."""
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(30, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    bvals = np.r_[0.0, 0.0, np.full(30, 1000.0)]
+    bvecs = np.r_[np.zeros((2, 3)), g]
+    d = np.diag([1.2e-3, 0.6e-3, -0.1e-3])
+    signal = 1000.0 * np.exp(-bvals * np.einsum("ni,ij,nj->n", bvecs, d, bvecs))
+    dwi = Volume(np.tile(signal, (2, 2, 2, 1)).astype(np.float32), np.eye(4), "dwi", bvals=bvals, bvecs=bvecs)
+    ols = np.linalg.eigvalsh(tensors.to_matrix(fit_dti(dwi, method="OLS").data[0, 0, 0].astype(float)))
+    wls = np.linalg.eigvalsh(tensors.to_matrix(fit_dti(dwi).data[0, 0, 0].astype(float)))
+    np.testing.assert_allclose(ols, [-0.1e-3, 0.6e-3, 1.2e-3], atol=2e-7)
+    assert wls.min() > 0
+
+
+def test_degrade_writes_the_fsl_style_in_dtifit_order(small_subject, tmp_path, capsys):
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps.cli import main
+
+    dwi = str(small_subject / "dwi.nii.gz")
+    assert main(["degrade", dwi, "--style", "fsl", "-o", str(tmp_path / "fsl.nii.gz")]) == 0
+    assert "--tensor-order fsl" in capsys.readouterr().out
+    assert main(["degrade", dwi, "--style", "tight", "-o", str(tmp_path / "tight.nii.gz")]) == 0
+    import nibabel as nib
+
+    assert nib.load(tmp_path / "fsl.nii.gz").shape[3:] == (6,)
+    np.testing.assert_allclose(fileio.load_tensor(tmp_path / "fsl.nii.gz", "fsl").data,
+                               fileio.load_tensor(tmp_path / "tight.nii.gz").data, atol=1e-12)

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import evaluation
 from .. import methods
+from ..core.errors import IQTError
 from ..dmri.subject import Case, load_subject, make_case
 from ..core.progress import progress_bar
 from .measure import measure
@@ -39,43 +40,57 @@ def score_case(case: Case, chosen, keep: dict | None = None) -> list[dict]:
             uncertainty=None if unc is None else unc.data, floor_std=floor,
             direction=None if direc is None else direc.data,
         )
-        rows.append({"subject": case.subject, "method": name, "seconds": use.seconds,
+        rows.append({"subject": case.subject, "style": case.style, "method": name, "seconds": use.seconds,
                      "peak_mb": use.peak_delta / 2**20, **metrics})
     return rows
 
 
-def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000) -> list[dict]:
-    """Score every method on every subject. With `tracts` (opt-in), each row also gets a "tracts" entry
+def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000,
+        styles=("own",)) -> list[dict]:
+    """Score every method on every subject, its low-res input made in each of `styles` (dmri.degrade.STYLES; the
+    ratios are to cubic on the same input). With `tracts` (opt-in), each row also gets a "tracts" entry
     (tract-density Dice to the reference, false-positive fraction, streamline count; tractography.compare_case)
     and the cubic row a "tracts_lowres" entry for the low-res input tracked on its own grid."""
+    from ..dmri.degrade import STYLES
+
+    for style in styles:
+        if style not in STYLES:
+            raise IQTError(f"--styles {style}: choose among {', '.join(STYLES)}")
     names = list(method_names)
     if "cubic" not in names:
         names.insert(0, "cubic")
     made = [methods.get(n) for n in names]  # unknown names fail before any work
     rows = []
-    for folder in progress_bar(subject_dirs, desc="subjects", enabled=progress):
+    bar = progress_bar(total=len(subject_dirs) * len(styles), desc="inputs", enabled=progress)
+    for folder in subject_dirs:
         subject = load_subject(folder)
-        case = make_case(subject, factor)
-        keep = {} if tracts else None
-        case_rows = score_case(case, made, keep=keep)
-        if tracts:
-            from . import tractography
-
-            res = tractography.compare_case(case, keep, n_seeds=tract_seeds)
-            for r in case_rows:
-                r["tracts"] = res[r["method"]]
-                if r["method"] == "cubic":
-                    r["tracts_lowres"] = res[tractography.LOWRES]
-        rows.extend(case_rows)
+        for style in styles:
+            rows.extend(_score_input(make_case(subject, factor, style=style), made, tracts, tract_seeds))
+            bar.update(1)
+    bar.close()
     add_ratios(rows)
     return rows
+
+
+def _score_input(case, made, tracts, tract_seeds) -> list[dict]:
+    keep = {} if tracts else None
+    case_rows = score_case(case, made, keep=keep)
+    if tracts:
+        from . import tractography
+
+        res = tractography.compare_case(case, keep, n_seeds=tract_seeds)
+        for r in case_rows:
+            r["tracts"] = res[r["method"]]
+            if r["method"] == "cubic":
+                r["tracts_lowres"] = res[tractography.LOWRES]
+    return case_rows
 
 
 def tract_table(rows) -> str:
     """Tract-density Dice to the reference (binarised density maps, same seeds), its ratio to cubic and
     the fraction of density outside the reference's, per subject and method (rows from run(tracts=True))."""
     lines = ["| subject | method | tract Dice | × cubic | false-positive density | streamlines |", "|---|---|---|---|---|---|"]
-    cubic = {r["subject"]: r["tracts"]["tract_dice"] for r in rows if r["method"] == "cubic" and "tracts" in r}
+    cubic = {_input(r): r["tracts"]["tract_dice"] for r in rows if r["method"] == "cubic" and "tracts" in r}
     for r in rows:
         entries = [(r["method"], r.get("tracts"))]
         if "tracts_lowres" in r:
@@ -83,18 +98,28 @@ def tract_table(rows) -> str:
         for name, t in entries:
             if t is None:
                 continue
-            ref = cubic.get(r["subject"])
+            ref = cubic.get(_input(r))
             ratio = t["tract_dice"] / ref if ref else None
-            lines.append(f"| {r['subject']} | {name} | {_fmt(t['tract_dice'], 3)} | {_fmt(ratio, 3)} | "
+            lines.append(f"| {_label(r)} | {name} | {_fmt(t['tract_dice'], 3)} | {_fmt(ratio, 3)} | "
                          f"{_fmt(t['tract_fp_fraction'], 3)} | {t['n_streamlines']} |")
     return "\n".join(lines)
 
 
+def _input(row) -> tuple:
+    """A row's input: the subject and the style its low-res tensors were made in."""
+    return row["subject"], row.get("style", "own")
+
+
+def _label(row) -> str:
+    style = row.get("style", "own")
+    return row["subject"] if style == "own" else f"{row['subject']} [{style}]"
+
+
 def add_ratios(rows) -> None:
-    """Each row gets interior/exterior DT-RMSE ratios to cubic on the same subject."""
-    cubic = {r["subject"]: r for r in rows if r["method"] == "cubic"}
+    """Each row gets interior/exterior DT-RMSE ratios to cubic on the same input (subject and style)."""
+    cubic = {_input(r): r for r in rows if r["method"] == "cubic"}
     for r in rows:
-        ref = cubic.get(r["subject"])
+        ref = cubic.get(_input(r))
         for region in ("interior", "exterior"):
             if ref and ref[region]["dt_rmse"] > 0:
                 r[region]["ratio_to_cubic"] = r[region]["dt_rmse"] / ref[region]["dt_rmse"]
@@ -114,7 +139,7 @@ def markdown_table(rows) -> str:
     for r in rows:
         i, e, w = r["interior"], r["exterior"], r.get("brain", {})
         lines.append(
-            f"| {r['subject']} | {r['method']} | {_fmt(i['dt_rmse'])} | {_fmt(i.get('ratio_to_cubic'), 3)} | "
+            f"| {_label(r)} | {r['method']} | {_fmt(i['dt_rmse'])} | {_fmt(i.get('ratio_to_cubic'), 3)} | "
             f"{_fmt(e['dt_rmse'])} | {_fmt(e.get('ratio_to_cubic'), 3)} | "
             f"{_fmt(i.get('noise_floor'))} / {_fmt(e.get('noise_floor'))} | {_fmt(i['fa_rmse'], 4)} | {_fmt(i.get('angle_error'), 1)} | "
             f"{_fmt(i.get('spearman'))} / {_fmt(e.get('spearman'))} / {_fmt(w.get('spearman'))} | {_fmt(i.get('within_2sigma'))} | "

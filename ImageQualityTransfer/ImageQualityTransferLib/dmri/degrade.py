@@ -19,6 +19,16 @@ from .dti import fit_dti
 from ..core.volume import Volume
 
 FIT_DILATION = 2  # low-res voxels
+# How the low-res tensors are made: this project's own way, and the ways other tools make them (docs/conventions.md,
+# Degradation). "fsl" is "tight" written as a 4D six-volume file in dtifit order (`iqt degrade` writes it so).
+STYLES = {
+    "own": "WLS on the low-res mask dilated by two voxels, eigenvalues clipped to [0, 4e-3] mm^2/s (the training inputs)",
+    "tight": "WLS on the block-majority low-res mask, zeros outside (FSL dtifit -m, MRtrix dwi2tensor -mask, dipy with a mask)",
+    "unmasked": "WLS over the whole field of view, background noise tensors included (Slicer's DWI to DTI, dipy without a mask)",
+    "ols": "ordinary least squares on the tight mask, unclipped: negative eigenvalues kept",
+    "fsl": "as tight, in FSL dtifit's 4D element order (read with --tensor-order fsl)",
+}
+FILE_ORDER = {"fsl": "fsl"}
 
 
 def all_shifts(r: int):
@@ -58,11 +68,14 @@ class LowResPair:
     mask: Volume
     shift: tuple
     factor: int
+    style: str = "own"
 
 
-def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0)) -> LowResPair:
-    """Block-average the DWIs by r at `shift`, majority-vote the mask, fit and clip the low-res tensors."""
+def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0), style: str = "own") -> LowResPair:
+    """Block-average the DWIs by r at `shift`, majority-vote the mask, fit the low-res tensors in `style` (STYLES)."""
     r = grid.check_factor(r)
+    if style not in STYLES:
+        raise IQTError(f"--style {style}: choose one of {', '.join(STYLES)}")
     hr_mask = np.asarray(getattr(hr_mask, "data", hr_mask), dtype=bool)
     n = lr_shape(dwi.shape3, r, shift)
     if min(n) < 1:
@@ -74,13 +87,17 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0)) -> LowRes
         raise IQTError(f"no block of {r}x{r}x{r} voxels is mostly inside the brain mask: the brain is too small for "
                        f"factor {r}; use a smaller factor or check the mask")
     aff = grid.lr_affine(dwi.affine, r, shift)
-    fit_mask = ndimage.binary_dilation(lr_mask, iterations=FIT_DILATION) if lr_mask.any() else lr_mask
-    lr = fit_dti(Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs), fit_mask)
-    clipped = tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP)
-    clipped[~fit_mask] = 0.0
+    lr_dwi_vol = Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs)
+    if style == "own":
+        fit_mask = ndimage.binary_dilation(lr_mask, iterations=FIT_DILATION)
+        data = tensors.clip_eigenvalues(fit_dti(lr_dwi_vol, fit_mask).data, *tensors.INPUT_CLIP)
+        data[~fit_mask] = 0.0
+    else:
+        data = fit_dti(lr_dwi_vol, None if style == "unmasked" else lr_mask, "OLS" if style == "ols" else "WLS").data
     return LowResPair(
-        tensor=lr.replace(data=clipped, meta={"factor": r, "shift": tuple(shift)}),
+        tensor=Volume(data.astype(np.float32), aff, "tensor", meta={"factor": r, "shift": tuple(shift), "style": style}),
         mask=Volume(lr_mask, aff, "mask"),
         shift=tuple(shift),
         factor=r,
+        style=style,
     )

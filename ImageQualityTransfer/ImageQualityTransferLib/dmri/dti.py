@@ -53,8 +53,12 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1) -> Volume:
     return Volume(mask.astype(bool), dwi.affine, "mask", meta={"source": "median_otsu"})
 
 
-def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None) -> Volume:
-    """Tensor volume (lower-triangular, mm^2/s, voxel axes) by dipy WLS; zero outside the mask."""
+FIT_METHODS = ("WLS", "OLS")
+
+
+def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS") -> Volume:
+    """Tensor volume (lower-triangular, mm^2/s, voxel axes) by dipy weighted (default) or ordinary least squares;
+    zero outside the mask."""
     from dipy.reconst.dti import TensorModel
 
     if dwi.kind != "dwi":
@@ -65,12 +69,29 @@ def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None) -> Volume:
             raise IQTError(f"mask shape {m.shape} differs from the DWI grid {dwi.shape3}; give a mask on the DWI's grid")
         if not m.any():
             raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
-    model = TensorModel(gradient_table(dwi), fit_method="WLS", return_S0_hat=False)
+    if method not in FIT_METHODS:
+        raise IQTError(f"DTI fit method {method!r}: choose one of {', '.join(FIT_METHODS)}")
     data = np.maximum(np.asarray(dwi.data, dtype=np.float64), 0.0)
-    with np.errstate(all="ignore"):
-        fit = model.fit(data, mask=m)
-        tensor = fit.lower_triangular()
+    if method == "OLS":
+        tensor = _ols(gradient_table(dwi), data, m)
+    else:
+        model = TensorModel(gradient_table(dwi), fit_method=method, return_S0_hat=False)
+        with np.errstate(all="ignore"):
+            tensor = model.fit(data, mask=m).lower_triangular()
     tensor = np.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0)
     if m is not None:
         tensor[~m] = 0.0
-    return Volume(tensor.astype(np.float32), dwi.affine, "tensor", meta={"fit": "dipy WLS"})
+    return Volume(tensor.astype(np.float32), dwi.affine, "tensor", meta={"fit": f"dipy {method}"})
+
+
+def _ols(gtab, data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Ordinary least squares on the log signal with the tensor's elements as they come out: dipy floors the
+    eigenvalues at a small positive value, other tools' OLS fits keep negative ones (as this style must)."""
+    from dipy.reconst.dti import MIN_POSITIVE_SIGNAL, design_matrix
+
+    sel = np.ones(data.shape[:3], bool) if mask is None else mask
+    y = np.log(np.maximum(data[sel], MIN_POSITIVE_SIGNAL))
+    params = np.linalg.lstsq(design_matrix(gtab), y.T, rcond=None)[0]  # (7, voxels): 6 elements, -log S0
+    tensor = np.zeros(data.shape[:3] + (6,))
+    tensor[sel] = params[:6].T
+    return tensor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class Case:
     """One low-res input and everything needed to score a method on it (high-res arrays cropped to the low-res grid)."""
 
     subject: str
+    style: str
     factor: int
     shift: tuple
     lr: Volume  # low-res tensor (method input)
@@ -68,15 +70,24 @@ class Case:
     bvecs: np.ndarray
 
 
-def make_case(subject: Subject, r: int, shift=(0, 0, 0)) -> Case:
-    pair = deg.degrade(subject.dwi, subject.mask.data, r, shift)
+def make_case(subject: Subject, r: int, shift=(0, 0, 0), style: str = "own") -> Case:
+    """The case for factor r at `shift`, its low-res input made in `style` (degrade.STYLES): a style with its own
+    file order goes through a file written and read in that order, as a user's would."""
     from ..core.grid import hr_affine
 
+    pair = deg.degrade(subject.dwi, subject.mask.data, r, shift, style)
+    lr = pair.tensor
+    if style in deg.FILE_ORDER:
+        with tempfile.TemporaryDirectory(prefix="iqt-style-") as tmp:
+            path = Path(tmp) / "lr.nii.gz"
+            fileio.save_tensor(lr, path, order=deg.FILE_ORDER[style])
+            lr = fileio.load_tensor(path, order=deg.FILE_ORDER[style])
     return Case(
         subject=subject.name,
+        style=style,
         factor=r,
         shift=tuple(shift),
-        lr=pair.tensor,
+        lr=lr,
         lr_mask=pair.mask,
         truth=deg.hr_crop(subject.tensor.data, r, shift),
         hr_mask=deg.hr_crop(subject.mask.data, r, shift),

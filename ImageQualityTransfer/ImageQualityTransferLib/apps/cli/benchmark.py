@@ -14,6 +14,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--speed", action="store_true", help="time 'iqt upsample' end to end on a 72x87x72 low-res volume")
     sp.add_argument("--tracts", action="store_true",
                     help="also compare tractography: tract-density Dice to the reference and false-positive density (opt-in)")
+    sp.add_argument("--styles", default="own",
+                    help="comma-separated input styles (own, tight, unmasked, ols, fsl: see 'iqt degrade --help'); each "
+                         "method is scored on the low-res input made in each style, against the same reference")
     sp.add_argument("--json", help="also write the rows as JSON")
     sp.set_defaults(func=run)
 
@@ -32,7 +35,8 @@ def run(args):
     else:
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
-        rows = benchmark.run(args.subjects, names, args.factor, progress=True, tracts=args.tracts)
+        styles = [s.strip() for s in args.styles.split(",") if s.strip()]
+        rows = benchmark.run(args.subjects, names, args.factor, progress=True, tracts=args.tracts, styles=styles)
         print(benchmark.markdown_table(rows))
         if args.tracts:
             print()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
+from ...dmri.degrade import STYLES
 from . import options
 
 
@@ -24,6 +25,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--mask", help="high-res brain mask (default: median Otsu)")
     options.add_factor(sp)
     sp.add_argument("--shift", default="0,0,0", help="block shift i,j,k in [0, factor-1] (default 0,0,0)")
+    sp.add_argument("--style", default="own", choices=list(STYLES),
+                    help="how the low-res tensors are made: " + "; ".join(f"{k}: {v}" for k, v in STYLES.items()))
     sp.add_argument("--mask-out", help="also write the low-res mask (block majority)")
     sp.add_argument("-o", "--output", required=True, help="low-res tensor output")
     sp.set_defaults(func=degrade)
@@ -87,8 +90,9 @@ def degrade(args):
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
     dwi, brain = _dwi_and_mask(args)
-    pair = deg.degrade(dwi, brain.data, r, shift)
-    fileio.save_tensor(pair.tensor, out)
+    pair = deg.degrade(dwi, brain.data, r, shift, args.style)
+    fileio.save_tensor(pair.tensor, out, order=deg.FILE_ORDER.get(args.style, "nifti"))
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)
-    print(f"wrote {out} {pair.tensor.shape3}")
+    order = deg.FILE_ORDER.get(args.style)
+    print(f"wrote {out} {pair.tensor.shape3}" + (f" (read it with --tensor-order {order})" if order else ""))

@@ -421,3 +421,19 @@ def test_training_with_subject_scale_and_scale_augmentation_lowers_the_loss_and_
     a, _ = inference.predict_volume(model, lr, mask)
     b, _ = inference.predict_volume(model, 0.5 * lr, mask)
     assert np.allclose(b, 0.5 * a, rtol=1e-4, atol=1e-9)
+
+
+def test_context_beyond_a_tight_mask_is_filled_from_the_nearest_brain_voxel():
+    """Zeros right outside the brain (a tightly masked fit) become the nearest brain tensor within the network's
+    two-voxel reach; tensors that are there (a fit reaching past the brain) and voxels farther out stay as they are."""
+    rng = np.random.default_rng(0)
+    lr = rng.random((12, 12, 12, 6)).astype(np.float32)
+    mask = np.zeros((12, 12, 12), bool)
+    mask[4:8, 4:8, 4:8] = True
+    tight = np.where(mask[..., None], lr, 0)
+    filled = inference.fill_context(tight, mask)
+    assert np.array_equal(filled[mask], tight[mask])
+    np.testing.assert_array_equal(filled[4:8, 4:8, 2], tight[4:8, 4:8, 4])  # two voxels out: the edge voxel's tensor
+    assert not filled[4:8, 4:8, 1].any() and not filled[0].any()  # beyond the reach: still zero
+    assert np.array_equal(inference.fill_context(lr, mask), lr)  # nothing missing: unchanged
+    assert np.array_equal(inference.fill_context(tight, None), filled)  # no mask: the non-zero voxels are the brain

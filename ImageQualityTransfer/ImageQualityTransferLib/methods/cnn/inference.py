@@ -55,6 +55,23 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None) -> float:
     return float(np.median(md[inside]))
 
 
+def fill_context(lr: np.ndarray, mask: np.ndarray | None, rings: int = HALO) -> np.ndarray:
+    """Missing (all-zero) tensors within `rings` voxels outside the brain (the mask, else the non-zero voxels) take
+    their nearest brain voxel's tensor. The networks learnt from fits that reach two voxels beyond the brain, never
+    from zeros beside it, which is what a tightly masked fit (FSL, MRtrix, dipy with a mask) gives them."""
+    present = np.any(lr != 0, axis=-1)
+    brain = present if mask is None else (np.asarray(mask, bool) & present)
+    if not brain.any():
+        return lr
+    band = ndimage.binary_dilation(brain, iterations=rings) & ~brain & ~present
+    if not band.any():
+        return lr
+    nearest = ndimage.distance_transform_edt(~brain, return_distances=False, return_indices=True)
+    out = np.array(lr, copy=True)
+    out[band] = lr[tuple(i[band] for i in nearest)]
+    return out
+
+
 def lr_support(mask: np.ndarray | None, shape) -> np.ndarray:
     if mask is None:
         return np.ones(shape, bool)
@@ -235,6 +252,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     device = resolve_device(device)
     r = model.factor
     norm = model.meta["normalisation"]
+    lr = fill_context(lr, mask)
     support = lr_support(mask, lr.shape[:3])
     unit = subject_scale(lr, mask) if norm.get("subject_scale") else 1.0
     x = normalise_input(np.asarray(lr, np.float32) / np.float32(unit), norm)

@@ -124,6 +124,11 @@ def test_legends_titles_and_label_formats(lowres):
     typical = float(np.percentile(std[std > 0], 50))
     assert 1e-6 < typical < 1e-2 and float("%.1f" % typical) == 0.0 and float("%.2e" % typical) > 0
     assert legends["std"].GetVisibility() and not legends["direction"].GetVisibility()  # only the overlay's legend
+    # colours from 0 to the 99th percentile of the map; zero (outside the brain) transparent over the tensor
+    disp = nodes["uncertainty"].GetDisplayNode()
+    assert disp.GetWindowLevelMin() == 0.0
+    assert disp.GetWindowLevelMax() == pytest.approx(np.percentile(std[std > 0], 99), rel=1e-5)
+    assert disp.GetApplyThreshold() and 0 < disp.GetLowerThreshold() < typical
     # translated titles from the module override the English default
     display.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
     assert legends["direction"].GetTitleText() == "Richtung (Grad)"

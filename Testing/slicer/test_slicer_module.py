@@ -175,6 +175,12 @@ def test_extension_index_file_agrees_with_cmake():
     assert 1 <= entry["tier"] <= 5
     for key in ("EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_SCREENSHOTURLS"):
         assert meta.get(key), key
+    # every screenshot named exists in the repository, small enough for the extension page
+    for url in meta["EXTENSION_SCREENSHOTURLS"].split():
+        shot = REPO / url.split("/main/", 1)[1]
+        assert shot.is_file() and shot.stat().st_size < 300_000, shot
+    # SlicerDMRI is optional (checked at run time by the tractography hand-off), never a build dependency
+    assert "SlicerDMRI" not in entry["build_dependencies"]
 
 
 # ---------------------------------------------------------------- real MRML (slicer-core)

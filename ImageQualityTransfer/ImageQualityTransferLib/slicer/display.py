@@ -61,6 +61,16 @@ def colormap_id(scene, name: str = COLORMAP) -> str | None:
     return table.GetID()
 
 
+def display_range(node) -> tuple[float, float]:
+    """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values (a few extreme voxels at
+    the brain's edge would otherwise leave the rest dark)."""
+    data = mrml.scalar_volume_from_node(node).data
+    values = data[np.isfinite(data) & (data > 0)]
+    if values.size == 0:
+        return 0.0, 1.0
+    return 0.0, float(np.percentile(values, 99))
+
+
 def legend_node(scene, volume_node):
     """The colour legend of `volume_node`, created once and reused (one per volume, whatever the number of runs)."""
     for i in range(volume_node.GetNumberOfDisplayNodes()):
@@ -89,7 +99,14 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     color_id = colormap_id(scene)
     if color_id:
         display.SetAndObserveColorNodeID(color_id)
-    display.AutoWindowLevelOn()
+    low, high = display_range(node)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(low, high)
+    # zero (outside the brain, where no method answers) is left transparent: the tensor shows through
+    display.AutoThresholdOff()
+    display.SetLowerThreshold(high * 1e-6 if high > 0 else 1e-12)
+    display.SetUpperThreshold(np.finfo(np.float32).max)
+    display.ApplyThresholdOn()
     default_title, fmt = legend_style(key)
     legend = legend_node(scene, node)
     legend.SetTitleText(title or default_title)

@@ -5,11 +5,12 @@
     input node (DTI, or DWI fitted first) + optional mask node
       -> Volume (mrml.tensor_volume_from_node / dwi_volume_from_node)
       -> method.predict  (in this process, or in a separate Python process for torch methods)
-      -> new nodes (mrml.add_tensor_node / add_scalar_node): high-res tensor, uncertainty map(s),
-         and the cubic interpolation for side-by-side comparison.
+      -> nodes named after the method (`add_result_nodes`): high-res tensor, uncertainty map(s), and the
+         cubic interpolation for side-by-side comparison.
 
-The input node is never modified; results are always new nodes, optionally copied into nodes the user
-chose (`targets`), which are then overwritten. Nothing here imports Qt or `slicer.app`.
+The input node is never modified. A run fills the nodes the last run with the same input and method made (new
+ones the first time), or the nodes the user chose (`targets`); nodes are filled in place, so their display nodes
+are kept and nothing piles up run after run. Nothing here imports Qt or `slicer.app`; what is shown is `display`.
 
 Progress callbacks receive `(fraction in [0, 1], message)`; `cancel` is a callable returning True to stop
 (checked between steps, and continuously while a worker process runs).

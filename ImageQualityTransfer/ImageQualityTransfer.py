@@ -603,8 +603,6 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         lm = slicer.app.layoutManager() if hasattr(slicer.app, "layoutManager") else None
         if lm is not None:
             lm.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        if uncertaintyNode is not None:
-            display.style_uncertainty(slicer.mrmlScene, uncertaintyNode, "std", self.legendTitle("std"))
         display.show_comparison(slicer.mrmlScene, interpolatedNode, iqtNode, uncertaintyNode, opacity)
         self._fitSliceViews(display.COMPARE_VIEWS)
 

@@ -100,6 +100,8 @@ def test_legend_is_shown_and_readable(rendering):
         "vtkMRMLColorLegendDisplayableManager")
     actor = dm.GetColorLegendActor(legend)
     assert actor.GetTitle() == "Uncertainty, tensor SD (mm²/s)" and actor.GetLabelFormat() == "%.2e"
+    other = display.legend_node(rendering.scene, rendering.nodes["uncertainties"]["direction"])
+    assert other.GetVisibility() and not dm.GetColorLegendActor(other).GetVisibility()  # its map is not shown
     low, high = actor.GetLookupTable().GetTableRange()
     labels = [actor.GetLabelFormat() % v for v in np.linspace(low, high, legend.GetNumberOfLabels())]
     assert len(set(labels)) == len(labels) and labels[-1] != "0.00e+00"  # distinct, non-zero values

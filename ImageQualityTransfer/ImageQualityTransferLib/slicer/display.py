@@ -116,10 +116,10 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
 
 
 def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
-    """Every uncertainty map of a run styled; only the overlay's legend visible. Returns {key: legend}."""
+    """Every uncertainty map of a run styled, each with its legend; Slicer draws a legend only in the views that
+    show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
-    shown = nodes.get("uncertainty")
-    return {key: style_uncertainty(scene, node, key, titles.get(key), visible=node is shown)
+    return {key: style_uncertainty(scene, node, key, titles.get(key))
             for key, node in (nodes.get("uncertainties") or {}).items()}
 
 

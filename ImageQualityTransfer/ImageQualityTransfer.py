@@ -399,16 +399,12 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def moduleDir() -> str:
         return os.path.dirname(os.path.abspath(__file__))
 
-    @staticmethod
-    def requirements() -> list:
-        """The pip requirements of the engine's packages (ENGINE_PACKAGES, the one list)."""
-        return list(ENGINE_PACKAGES.values())
-
     def missingPackages(self) -> list:
         """The pip requirements of ENGINE_PACKAGES whose module is not importable here."""
         import importlib
+        import importlib.util
 
-        importlib.invalidate_caches()
+        importlib.invalidate_caches()  # packages installed a moment ago are seen
         return [req for name, req in ENGINE_PACKAGES.items() if importlib.util.find_spec(name) is None]
 
     def installDependencies(self, askConfirmation: bool = True) -> bool:

@@ -1,6 +1,5 @@
 import logging
 import os
-import pathlib
 import shutil
 import sys
 from typing import Annotated, Optional, Union
@@ -29,7 +28,9 @@ from slicer.util import VTKObservationMixin
 # must load in a fresh Slicer before the engine's Python packages are installed.
 
 README_URL = "https://github.com/ImageQualityTransfer/SlicerImageQualityTransfer#use-it-in-3d-slicer"
-ENGINE_PACKAGES = {  # import name -> pip requirement, installed with Slicer's pip helper on request
+# The engine's Python packages that Slicer does not bundle: import name -> pip requirement. The one list: the
+# first Apply installs what is missing from it (after asking), the self-test installs it without asking.
+ENGINE_PACKAGES = {
     "scipy": "scipy",
     "nibabel": "nibabel",
     "dipy": "dipy",
@@ -112,7 +113,7 @@ class ImageQualityTransferParameterNode:
     inputVolume: Union[vtkMRMLDiffusionTensorVolumeNode, vtkMRMLDiffusionWeightedVolumeNode, None]
     maskVolume: vtkMRMLLabelMapVolumeNode
     method: str = ""  # empty: the engine's default (the best shipped method that can run here)
-    modelPath: pathlib.Path
+    modelPath: str = ""  # bound by hand: the path widget's Path binding shows "." for an empty path
     factor: Annotated[int, WithinRange(2, 4)] = 2
     samples: Annotated[int, WithinRange(1, 200)] = 20
     useGPU: bool = False
@@ -162,6 +163,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.tractographyButton.connect("clicked(bool)", self.onTractographyButton)
         self.ui.installTorchButton.connect("clicked(bool)", self.onInstallTorchButton)
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
 
         self.ui.progressBar.setVisible(False)
         self.ui.statusLabel.text = ""
@@ -206,14 +208,19 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             # ui elements with a SlicerParameterName property are kept in sync with the parameter node
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
             self._checkCanApply()
 
     # ---------------------------------------------------------------- methods combo (filled from the engine)
 
+    def onModelPathChanged(self, path: str) -> None:
+        if self._parameterNode is not None and self._parameterNode.modelPath != path:
+            self._parameterNode.modelPath = path
+
     def populateMethods(self) -> None:
-        try:
+        try:  # the registry imports without the engine's packages, so this works on a fresh install
             self._methods = self.logic.availableMethods()
-        except Exception as exc:  # engine dependencies missing: say so, keep the GUI usable
+        except Exception as exc:
             logging.warning(f"ImageQualityTransfer: cannot list methods: {exc}")
             self._methods = []
             self.ui.methodDescriptionLabel.text = _("The processing engine is not ready: {error}").format(error=exc)
@@ -274,47 +281,63 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     # ---------------------------------------------------------------- apply / cancel
 
+    def _setInputsEnabled(self, enabled: bool) -> None:
+        """Every control but Apply/Cancel, disabled while a run is in progress."""
+        for name in ("inputsCollapsibleButton", "methodCollapsibleButton", "outputsCollapsibleButton",
+                     "displayCollapsibleButton", "advancedCollapsibleButton"):
+            getattr(self.ui, name).enabled = enabled
+
     def onApplyButton(self) -> None:
         if self._running:
             self._cancelRequested = True
             self.ui.statusLabel.text = _("Cancelling...")
             return
+        if self.logic.missingPackages():
+            with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
+                if not self.logic.installDependencies(askConfirmation=True):
+                    self.ui.statusLabel.text = _("Image Quality Transfer needs these Python packages: {packages}").format(
+                        packages=", ".join(self.logic.missingPackages()))
+                    return
         p = self._parameterNode
-        model = str(p.modelPath) if p.modelPath and str(p.modelPath) not in ("", ".") else None
+        model = str(p.modelPath).strip() or None
         self._running = True
         self._cancelRequested = False
+        self._setInputsEnabled(False)
         self.ui.applyButton.text = _("Cancel")
         self.ui.applyButton.toolTip = _("Stop the processing")
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
+        cancelled = False
         try:
             with slicer.util.tryWithErrorDisplay(_("Image Quality Transfer failed."), waitCursor=True):
-                nodes = self.logic.process(
-                    p.inputVolume,
-                    outputNode=p.outputVolume,
-                    method=p.method,
-                    factor=p.factor,
-                    maskNode=p.maskVolume,
-                    uncertaintyNode=p.uncertaintyVolume,
-                    interpolatedNode=p.interpolatedVolume if p.interpolatedVolume else True,
-                    samples=p.samples,
-                    useGPU=p.useGPU,
-                    modelPath=model,
-                    progressCallback=self._onProgress,
-                )
-                self._lastResult = nodes
-                p.outputVolume = nodes["tensor"]
-                if nodes.get("uncertainty"):
-                    p.uncertaintyVolume = nodes["uncertainty"]
-                if nodes.get("interpolated"):
-                    p.interpolatedVolume = nodes["interpolated"]
-                self.logic.showResults(nodes, opacity=p.uncertaintyOpacity)
-                self.ui.statusLabel.text = _("Done: {name}").format(name=nodes["tensor"].GetName())
+                try:
+                    nodes = self.logic.process(
+                        p.inputVolume,
+                        outputNode=p.outputVolume,
+                        method=p.method,
+                        factor=p.factor,
+                        maskNode=p.maskVolume,
+                        uncertaintyNode=p.uncertaintyVolume,
+                        interpolatedNode=p.interpolatedVolume if p.interpolatedVolume else True,
+                        samples=p.samples,
+                        useGPU=p.useGPU,
+                        modelPath=model,
+                        progressCallback=self._onProgress,
+                    )
+                except self.logic.cancelledError():
+                    cancelled = True
+                else:
+                    # the output selectors are left as they are: results are named after the method, so the next
+                    # run with another method makes (or reuses) that method's nodes instead of overwriting these
+                    self._lastResult = nodes
+                    self.logic.showResults(nodes, opacity=p.uncertaintyOpacity)
+                    self.ui.statusLabel.text = _("Done: {name}").format(name=nodes["tensor"].GetName())
         finally:
             self._running = False
+            self._setInputsEnabled(True)
             self.ui.applyButton.text = _("Apply")
             self.ui.progressBar.setVisible(False)
-            if self._cancelRequested:
+            if cancelled or self._cancelRequested:
                 self.ui.statusLabel.text = _("Cancelled.")
             self._checkCanApply()
 
@@ -377,38 +400,65 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return os.path.dirname(os.path.abspath(__file__))
 
     def missingPackages(self) -> list:
+        """The pip requirements of ENGINE_PACKAGES whose module is not importable here."""
+        import importlib
         import importlib.util
 
+        importlib.invalidate_caches()  # packages installed a moment ago are seen
         return [req for name, req in ENGINE_PACKAGES.items() if importlib.util.find_spec(name) is None]
 
     def installDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install the engine's Python packages with Slicer's pip helper (never at import time)."""
+        """Install the missing engine packages with Slicer's pip (slicer.packaging where this Slicer has it, else
+        slicer.util.pip_install), after asking unless askConfirmation is False; True when none is missing after."""
         missing = self.missingPackages()
         if not missing:
             return True
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-            _("Image Quality Transfer needs these Python packages: {packages}. Install them now?").format(
-                packages=", ".join(missing))):
-            return False
-        slicer.util.pip_install(" ".join(missing))
+        try:
+            import slicer.packaging as packaging
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            packaging.pip_ensure(missing, prompt_install=askConfirmation, requester=_("Image Quality Transfer"),
+                                 skip_in_testing=False)
+        else:
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _("Image Quality Transfer needs these Python packages: {packages}. Install them now?").format(
+                    packages=", ".join(missing))):
+                return False
+            slicer.util.pip_install(" ".join(missing))
         return not self.missingPackages()
 
-    def engine(self):
-        """The engine's Slicer processing module, installing missing packages on request."""
-        if self.missingPackages() and not self.installDependencies(askConfirmation=not self._batch()):
-            raise RuntimeError(_("Missing Python packages: {packages}").format(packages=", ".join(self.missingPackages())))
+    def _engineOnPath(self) -> None:
         if self.moduleDir() not in sys.path:
             sys.path.insert(0, self.moduleDir())
+
+    def engine(self):
+        """The engine's Slicer processing module, installing missing packages first (asking, except in batch)."""
+        if self.missingPackages() and not self.installDependencies(askConfirmation=not self._batch()):
+            raise RuntimeError(_("Missing Python packages: {packages}").format(packages=", ".join(self.missingPackages())))
+        self._engineOnPath()
         from ImageQualityTransferLib.slicer import processing as slicer_processing
 
         return slicer_processing
 
+    def display(self):
+        """The engine's Qt-free display functions (colours, legends, slice layers, comparison, seeding)."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer import display
+
+        return display
+
+    def cancelledError(self):
+        """The exception a cancelled run raises."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer.processing import Cancelled
+
+        return Cancelled
+
     def availableMethods(self) -> list:
-        """[{name, description, uncertainty, learned, needs_torch}] from the engine's registry."""
-        if self.missingPackages():
-            raise RuntimeError(_("missing Python packages {packages}; press Apply to install them").format(
-                packages=", ".join(self.missingPackages())))
-        sp = self.engine()
+        """[{name, description, uncertainty, learned, needs_torch}] from the engine's registry; needs none of the
+        packages that Apply installs, so the list is filled on a fresh install."""
+        self._engineOnPath()
         from ImageQualityTransferLib import methods
 
         out = []
@@ -416,7 +466,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             if entry["learned"] and not entry["shipped"]:
                 continue  # trainable with 'iqt train', but nothing to run without a model file
             entry = dict(entry)
-            entry["needs_torch"] = sp.method_needs_torch(entry["name"])
+            entry["needs_torch"] = bool(entry["torch"])
             out.append(entry)
         return out
 
@@ -457,6 +507,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     def defaultMethod(self) -> str:
         """The engine's default: the best shipped method that can run in this Python (see `iqt methods`)."""
+        self._engineOnPath()
         from ImageQualityTransferLib import methods
 
         return methods.default_method()
@@ -506,101 +557,66 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         logging.info(f"Processing completed in {time.time() - startTime:.2f} seconds")
         return nodes
 
-    # ---------------------------------------------------------------- display
-
-    @staticmethod
-    def _colorNodeID(name: str) -> Optional[str]:
-        node = slicer.mrmlScene.GetFirstNodeByName(name)
-        return node.GetID() if node is not None and node.IsA("vtkMRMLColorNode") else None
+    # ---------------------------------------------------------------- display (the Qt-free part is the engine's)
 
     @staticmethod
     def legendTitle(key: str) -> str:
-        """Colour-legend title of an uncertainty map, with its unit."""
+        """Colour-legend title of an uncertainty map, with its unit (label formats are the engine's)."""
         titles = {
-            "fa_std": _("FA standard deviation"),
-            "direction": _("Fibre direction uncertainty (degrees)"),
+            "std": _("Uncertainty, tensor SD (mm²/s)"),
+            "std_intrinsic": _("Intrinsic uncertainty (mm²/s)"),
+            "std_parameter": _("Parameter uncertainty (mm²/s)"),
             "md_std": _("MD standard deviation (mm²/s)"),
+            "fa_std": _("FA standard deviation (unitless)"),
+            "direction": _("Fibre direction uncertainty (degrees)"),
         }
         return titles.get(key, _("Uncertainty (mm²/s)"))
 
-    def showUncertainty(self, uncertaintyNode, opacity: float = 0.5, key: str = "std") -> None:
-        """Perceptual colour map (Inferno), colour legend titled with the map's meaning and unit."""
-        if uncertaintyNode is None:
+    def _titles(self, nodes: dict) -> dict:
+        return {key: self.legendTitle(key) for key in (nodes.get("uncertainties") or {})}
+
+    @staticmethod
+    def _fitSliceViews(viewNames=None) -> None:
+        lm = slicer.app.layoutManager() if hasattr(slicer.app, "layoutManager") else None
+        if lm is None:
             return
-        display = uncertaintyNode.GetDisplayNode()
-        if display is None:
-            uncertaintyNode.CreateDefaultDisplayNodes()
-            display = uncertaintyNode.GetDisplayNode()
-        colorID = self._colorNodeID("Inferno") or self._colorNodeID("Viridis")
-        if colorID:
-            display.SetAndObserveColorNodeID(colorID)
-        display.AutoWindowLevelOn()
-        colorsLogic = slicer.modules.colors.logic() if hasattr(slicer.modules, "colors") else None
-        if colorsLogic is not None and hasattr(colorsLogic, "AddDefaultColorLegendDisplayNode"):
-            legend = colorsLogic.AddDefaultColorLegendDisplayNode(uncertaintyNode)
-            if legend is not None:
-                legend.SetTitleText(self.legendTitle(key))
+        for name in viewNames or lm.sliceViewNames():
+            widget = lm.sliceWidget(name)
+            if widget is not None:
+                widget.sliceLogic().FitSliceToAll()
 
     def showResults(self, nodes: dict, opacity: float = 0.5) -> None:
-        """IQT tensor as background, uncertainty as a foreground overlay."""
-        tensor, unc = nodes.get("tensor"), nodes.get("uncertainty")
-        for key, node in (nodes.get("uncertainties") or {}).items():  # each map ready to pick as foreground
-            if node is not unc:
-                self.showUncertainty(node, opacity, key)
-        self.showUncertainty(unc, opacity)
-        slicer.util.setSliceViewerLayers(background=tensor, foreground=unc, foregroundOpacity=opacity if unc else 0.0,
-                                         fit=True)
+        """IQT tensor as background, its uncertainty as foreground overlay with a colour legend, in every view."""
+        self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes))
+        self._fitSliceViews()
 
     def setUncertaintyOpacity(self, opacity: float) -> None:
-        for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-            slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode").SetForegroundOpacity(opacity)
+        self.display().set_overlay_opacity(slicer.mrmlScene, opacity)
 
     def showComparison(self, interpolatedNode, iqtNode, uncertaintyNode=None, opacity: float = 0.0) -> None:
         """Side-by-side linked slice views: interpolation (left, Red) and IQT (right, Yellow)."""
-        if not interpolatedNode or not iqtNode:
-            raise ValueError(_("Run Image Quality Transfer with the interpolated output first"))
-        lm = slicer.app.layoutManager()
+        display = self.display()
+        lm = slicer.app.layoutManager() if hasattr(slicer.app, "layoutManager") else None
         if lm is not None:
             lm.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        self.showUncertainty(uncertaintyNode, opacity)
-        for viewName, volume, fg in (("Red", interpolatedNode, None), ("Yellow", iqtNode, uncertaintyNode)):
-            composite = slicer.mrmlScene.GetNodeByID(f"vtkMRMLSliceCompositeNode{viewName}")
-            sliceNode = slicer.mrmlScene.GetNodeByID(f"vtkMRMLSliceNode{viewName}")
-            if composite is None:
-                continue
-            composite.SetBackgroundVolumeID(volume.GetID())
-            composite.SetForegroundVolumeID(fg.GetID() if fg is not None else None)
-            composite.SetForegroundOpacity(opacity if fg is not None else 0.0)
-            composite.SetLinkedControl(True)
-            if hasattr(composite, "SetHotLinkedControl"):
-                composite.SetHotLinkedControl(True)
-            if sliceNode is not None:
-                sliceNode.SetOrientation("Axial")
-        if lm is not None:
-            for viewName in ("Red", "Yellow"):
-                widget = lm.sliceWidget(viewName)
-                if widget is not None:
-                    widget.sliceLogic().FitSliceToAll()
+        display.show_comparison(slicer.mrmlScene, interpolatedNode, iqtNode, uncertaintyNode, opacity)
+        self._fitSliceViews(display.COMPARE_VIEWS)
 
-    @staticmethod
-    def tractographyAvailable() -> bool:
-        return hasattr(slicer.modules, TRACTOGRAPHY_MODULE.lower())
+    def tractographyAvailable(self) -> bool:
+        """SlicerDMRI is optional: seeding is offered where its module and node are present."""
+        return hasattr(slicer.modules, TRACTOGRAPHY_MODULE.lower()) and self.display().seeding_available(slicer.mrmlScene)
 
     def sendToTractography(self, tensorNode) -> None:
         """Open SlicerDMRI's interactive seeding with the IQT output as its DTI volume."""
-        if tensorNode is None:
-            raise ValueError(_("Run Image Quality Transfer first"))
-        if not self.tractographyAvailable():
-            raise RuntimeError(_("Install the SlicerDMRI extension to seed tractography"))
+        if not hasattr(slicer.modules, TRACTOGRAPHY_MODULE.lower()):
+            raise RuntimeError(_("Tractography seeding needs the SlicerDMRI extension: install it from the Extensions "
+                                 "Manager and restart Slicer."))
+        self.display().send_to_seeding(slicer.mrmlScene, tensorNode)
         slicer.util.selectModule(TRACTOGRAPHY_MODULE)
         widget = getattr(slicer.modules, TRACTOGRAPHY_MODULE.lower()).widgetRepresentation()
         for combo in slicer.util.findChildren(widget, className="qMRMLNodeComboBox"):
             if "vtkMRMLDiffusionTensorVolumeNode" in list(combo.nodeTypes):
                 combo.setCurrentNode(tensorNode)
-                return
-        seeding = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLTractographyInteractiveSeedingNode")
-        if seeding is not None:
-            seeding.SetInputVolumeRef(tensorNode.GetID())
 
 
 #
@@ -622,11 +638,13 @@ class ImageQualityTransferTest(ScriptedLoadableModuleTest):
 
     def _methods(self):
         logic = ImageQualityTransferLogic()
+        self.assertTrue(logic.installDependencies(askConfirmation=False))  # a fresh install: no question in a test
         torch = logic.torchAvailable()
         return logic, [m["name"] for m in logic.availableMethods() if torch or not m["needs_torch"]]
 
     def _phantomNode(self):
         logic = ImageQualityTransferLogic()
+        logic.installDependencies(askConfirmation=False)
         logic.engine()
         from ImageQualityTransferLib.dmri import degrade, dti, phantom
         from ImageQualityTransferLib.slicer import mrml

@@ -70,7 +70,7 @@ def test_module_follows_the_wizard_template():
     src = MODULE_PY.read_text()
     for needle in ("tryWithErrorDisplay", 'categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]',
                    "Alexander", "Tanno", "2014", "2016", "2017", "describe()", "PyTorchUtils", "PythonSlicer",
-                   "AddDefaultColorLegendDisplayNode", "Inferno", "run_on_nodes"):
+                   "show_results", "show_comparison", "send_to_seeding", "pip_ensure", "run_on_nodes"):
         assert needle in src, needle
     process = [f for f in ast.walk(classes["ImageQualityTransferLogic"]) if isinstance(f, ast.FunctionDef) and f.name == "process"][0]
     args = [a.arg for a in process.args.args]
@@ -106,8 +106,10 @@ def test_ui_parameter_names_match_the_parameter_node():
     assert bound, "no SlicerParameterName in the .ui"
     unknown = {w: p for w, p in bound.items() if p not in params}
     assert not unknown, f"SlicerParameterName without a parameter: {unknown}"
-    # every parameter except the method (combo filled from the engine at run time) has a widget
-    assert params - set(bound.values()) == {"method"}
+    # every parameter has a widget, except the method (combo filled from the engine at run time) and the model file
+    # (bound by hand: the path widget's binding shows "." for an empty path)
+    assert params - set(bound.values()) == {"method", "modelPath"}
+    assert "modelPathLineEdit" in ui_widgets() and "onModelPathChanged" in MODULE_PY.read_text()
 
 
 def test_ui_sections_and_controls():
@@ -173,6 +175,12 @@ def test_extension_index_file_agrees_with_cmake():
     assert 1 <= entry["tier"] <= 5
     for key in ("EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_SCREENSHOTURLS"):
         assert meta.get(key), key
+    # every screenshot named exists in the repository, small enough for the extension page
+    for url in meta["EXTENSION_SCREENSHOTURLS"].split():
+        shot = REPO / url.split("/main/", 1)[1]
+        assert shot.is_file() and shot.stat().st_size < 300_000, shot
+    # SlicerDMRI is optional (checked at run time by the tractography hand-off), never a build dependency
+    assert "SlicerDMRI" not in entry["build_dependencies"]
 
 
 # ---------------------------------------------------------------- real MRML (slicer-core)
@@ -247,7 +255,7 @@ def test_run_on_nodes_real_subject(tmp_path, scene, lr_axial):
     assert out.GetClassName() == "vtkMRMLDiffusionTensorVolumeNode"
     assert out.GetDisplayNode() is not None and out.GetDisplayNode().IsA("vtkMRMLDiffusionTensorVolumeDisplayNode")
     assert nodes["interpolated"].GetClassName() == "vtkMRMLDiffusionTensorVolumeNode"
-    assert out is not in_node and nodes["interpolated"] is not out
+    assert out is not in_node and nodes["interpolated"] is out  # cubic is its own comparison: one node, not two
     # geometry: spacing / r, origin at the first high-res voxel centre, direction copied
     in_dirs, out_dirs = np.zeros((3, 3)), np.zeros((3, 3))
     in_node.GetIJKToRASDirections(in_dirs)
@@ -295,7 +303,7 @@ def test_existing_target_nodes_are_filled(scene, lr_axial):
     assert scene.GetNumberOfNodesByClass("vtkMRMLDiffusionTensorVolumeNode") == n_before
     assert target.GetImageData().GetDimensions() == tuple(FACTOR * n for n in lr.shape3)
     wrong = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
-    with pytest.raises(slicer_processing.IQTError, match="Create new"):
+    with pytest.raises(slicer_processing.IQTError, match="automatic output"):
         slicer_processing.run_on_nodes(scene, in_node, "linear", FACTOR, targets={"tensor": wrong})
 
 

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import nibabel.orientations as nio
 import numpy as np
 
 from . import tensors
 from .volume import Volume
+
+
+def _nio():
+    """nibabel's orientation helpers, imported on first use (the method registry imports this without nibabel)."""
+    import nibabel.orientations
+
+    return nibabel.orientations
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,8 @@ class Reorientation:
 
     @classmethod
     def to_canonical(cls, affine) -> "Reorientation":
-        current = nio.io_orientation(np.asarray(affine))
-        return cls(nio.ornt_transform(current, nio.axcodes2ornt("RAS")))
+        current = _nio().io_orientation(np.asarray(affine))
+        return cls(_nio().ornt_transform(current, _nio().axcodes2ornt("RAS")))
 
     @property
     def is_identity(self) -> bool:
@@ -46,8 +52,8 @@ class Reorientation:
     def apply(self, vol: Volume) -> Volume:
         if self.is_identity:
             return vol
-        data = nio.apply_orientation(vol.data, self.ornt)
-        affine = vol.affine @ nio.inv_ornt_aff(self.ornt, vol.shape3)
+        data = _nio().apply_orientation(vol.data, self.ornt)
+        affine = vol.affine @ _nio().inv_ornt_aff(self.ornt, vol.shape3)
         bvecs = vol.bvecs
         if vol.kind == "tensor":
             data = tensors.rotate(data, self.signed_permutation())
@@ -61,5 +67,5 @@ class Reorientation:
 
 def reorient(vol: Volume, axcodes: str) -> Volume:
     """The same image re-stored with voxel axes `axcodes` (e.g. "LAS", "PSR"): for tests and tools."""
-    ornt = nio.ornt_transform(nio.io_orientation(vol.affine), nio.axcodes2ornt(tuple(axcodes)))
+    ornt = _nio().ornt_transform(_nio().io_orientation(vol.affine), _nio().axcodes2ornt(tuple(axcodes)))
     return Reorientation(ornt).apply(vol)

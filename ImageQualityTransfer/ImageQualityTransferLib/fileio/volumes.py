@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from ..core import tensors
@@ -19,12 +18,18 @@ from ..core.volume import Volume
 from .paths import NIFTI_SUFFIXES, NRRD_SUFFIXES, atomic_write
 
 
+def _nib():
+    """nibabel, imported on first use: the method registry imports this package in a Slicer without nibabel."""
+    import nibabel
+
+    return nibabel
+
 
 def _is_nrrd(path) -> bool:
     return str(path).lower().endswith(NRRD_SUFFIXES)
 
 
-def _load_nifti(path) -> nib.Nifti1Image:
+def _load_nifti(path) -> "nibabel.Nifti1Image":
     path = Path(path)
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
@@ -35,7 +40,7 @@ def _load_nifti(path) -> nib.Nifti1Image:
     if not os.access(path, os.R_OK):
         raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
     try:
-        return nib.load(str(path))
+        return _nib().load(str(path))
     except Exception as exc:  # nibabel raises many types for damaged files
         raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give a .nii or .nii.gz file") from None
 
@@ -110,7 +115,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
 
 def save_dwi(vol: Volume, path) -> None:
     def write(tmp):
-        nib.save(nib.Nifti1Image(vol.data.astype(np.float32), vol.affine), tmp)
+        _nib().save(_nib().Nifti1Image(vol.data.astype(np.float32), vol.affine), tmp)
 
     bvecs = vol.bvecs * (np.array([-1.0, 1.0, 1.0]) if np.linalg.det(vol.affine[:3, :3]) > 0 else 1.0)
     atomic_write(path, write)
@@ -164,14 +169,14 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
 
     def write(tmp):
         if order == "nifti":
-            img = nib.Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
+            img = _nib().Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
             img.header.set_intent("symmetric matrix", (), name="DTI")
         else:
-            img = nib.Nifti1Image(tensors.to_order(vol.data, order).astype(np.float32), vol.affine)
+            img = _nib().Nifti1Image(tensors.to_order(vol.data, order).astype(np.float32), vol.affine)
         img.header.set_xyzt_units("mm")
         img.set_qform(vol.affine, code=1)
         img.set_sform(vol.affine, code=1)
-        nib.save(img, tmp)
+        _nib().save(img, tmp)
 
     atomic_write(path, write)
 
@@ -221,11 +226,11 @@ def load_mask(path, reference: Volume | None = None, factor: int | None = None) 
 def save_scalar(vol: Volume, path) -> None:
     def write(tmp):
         data = vol.data.astype(np.uint8) if vol.data.dtype == bool else vol.data.astype(np.float32)
-        img = nib.Nifti1Image(data, vol.affine)
+        img = _nib().Nifti1Image(data, vol.affine)
         img.header.set_xyzt_units("mm")
         img.set_qform(vol.affine, code=1)
         img.set_sform(vol.affine, code=1)
-        nib.save(img, tmp)
+        _nib().save(img, tmp)
 
     atomic_write(path, write)
 

@@ -174,19 +174,28 @@ def add_tensor_node(scene, vol: Volume, name: str):
     IJKToRAS = the affine, measurement frame = IJK->RAS rotation (as Slicer's DTI estimation writes)."""
     from slicer import vtkMRMLDiffusionTensorVolumeNode
 
-    if vol.kind != "tensor":
-        raise ValueError("add_tensor_node needs a tensor volume")
-    m = tensors.to_matrix(np.asarray(vol.data, dtype=np.float32)).reshape(vol.shape3 + (9,))
-    image = _image_data(m, as_tensors=True)
     node = vtkMRMLDiffusionTensorVolumeNode()
     node.SetName(scene.GenerateUniqueName(name) if hasattr(scene, "GenerateUniqueName") else name)
+    set_tensor_node(node, vol)
+    scene.AddNode(node)
+    _tensor_display(scene, node)
+    return node
+
+
+def set_tensor_node(node, vol: Volume):
+    """Fill an existing DTI node with `vol` (geometry, measurement frame, tensors), in place: its display nodes
+    are kept, so a node reused run after run never gains new ones. Display nodes are added only if it has none."""
+    if vol.kind != "tensor":
+        raise ValueError("set_tensor_node needs a tensor volume")
+    m = tensors.to_matrix(np.asarray(vol.data, dtype=np.float32)).reshape(vol.shape3 + (9,))
     node.SetIJKToRASMatrix(_numpy_to_matrix(vol.affine))
     mf = np.eye(4)
     mf[:3, :3] = direction_rotation(vol.affine)
     node.SetMeasurementFrameMatrix(_numpy_to_matrix(mf))
-    node.SetAndObserveImageData(image)
-    scene.AddNode(node)
-    _tensor_display(scene, node)
+    node.SetAndObserveImageData(_image_data(m, as_tensors=True))
+    scene = node.GetScene()
+    if scene is not None and node.GetDisplayNode() is None:
+        _tensor_display(scene, node)
     return node
 
 
@@ -238,8 +247,27 @@ def add_scalar_node(scene, vol: Volume, name: str, colormap: str | None = DEFAUL
     """New vtkMRMLScalarVolumeNode with a display node using `colormap` when the scene has it (the Slicer
     application has Inferno, Viridis, ...), else Slicer's grey; with no colour nodes at all (bare scene
     in slicer-core) the display node is left without one."""
-    from slicer import vtkMRMLScalarVolumeDisplayNode, vtkMRMLScalarVolumeNode
+    from slicer import vtkMRMLScalarVolumeNode
 
+    node = vtkMRMLScalarVolumeNode()
+    node.SetName(scene.GenerateUniqueName(name) if hasattr(scene, "GenerateUniqueName") else name)
+    _set_scalar_image(node, vol)
+    scene.AddNode(node)
+    _scalar_display(scene, node, colormap)
+    return node
+
+
+def set_scalar_node(node, vol: Volume, colormap: str | None = DEFAULT_COLORMAP):
+    """Fill an existing scalar volume node with `vol`, in place, keeping its display nodes (one is added only if
+    it has none)."""
+    _set_scalar_image(node, vol)
+    scene = node.GetScene()
+    if scene is not None and node.GetDisplayNode() is None:
+        _scalar_display(scene, node, colormap)
+    return node
+
+
+def _set_scalar_image(node, vol: Volume) -> None:
     data = np.asarray(vol.data)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -249,12 +277,13 @@ def add_scalar_node(scene, vol: Volume, name: str, colormap: str | None = DEFAUL
         data = data.astype(np.uint8)
     elif np.issubdtype(data.dtype, np.floating):
         data = data.astype(np.float32)
-    image = _image_data(data[..., None], as_tensors=False)
-    node = vtkMRMLScalarVolumeNode()
-    node.SetName(scene.GenerateUniqueName(name) if hasattr(scene, "GenerateUniqueName") else name)
     node.SetIJKToRASMatrix(_numpy_to_matrix(vol.affine))
-    node.SetAndObserveImageData(image)
-    scene.AddNode(node)
+    node.SetAndObserveImageData(_image_data(data[..., None], as_tensors=False))
+
+
+def _scalar_display(scene, node, colormap: str | None) -> None:
+    from slicer import vtkMRMLScalarVolumeDisplayNode
+
     disp = vtkMRMLScalarVolumeDisplayNode()
     scene.AddNode(disp)
     disp.AutoWindowLevelOn()
@@ -262,4 +291,3 @@ def add_scalar_node(scene, vol: Volume, name: str, colormap: str | None = DEFAUL
     if color_id:
         disp.SetAndObserveColorNodeID(color_id)
     node.SetAndObserveDisplayNodeID(disp.GetID())
-    return node

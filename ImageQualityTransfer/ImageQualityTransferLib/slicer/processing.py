@@ -5,11 +5,12 @@
     input node (DTI, or DWI fitted first) + optional mask node
       -> Volume (mrml.tensor_volume_from_node / dwi_volume_from_node)
       -> method.predict  (in this process, or in a separate Python process for torch methods)
-      -> new nodes (mrml.add_tensor_node / add_scalar_node): high-res tensor, uncertainty map(s),
-         and the cubic interpolation for side-by-side comparison.
+      -> nodes named after the method (`add_result_nodes`): high-res tensor, uncertainty map(s), and the
+         cubic interpolation for side-by-side comparison.
 
-The input node is never modified; results are always new nodes, optionally copied into nodes the user
-chose (`targets`), which are then overwritten. Nothing here imports Qt or `slicer.app`.
+The input node is never modified. A run fills the nodes the last run with the same input and method made (new
+ones the first time), or the nodes the user chose (`targets`); nodes are filled in place, so their display nodes
+are kept and nothing piles up run after run. Nothing here imports Qt or `slicer.app`; what is shown is `display`.
 
 Progress callbacks receive `(fraction in [0, 1], message)`; `cancel` is a callable returning True to stop
 (checked between steps, and continuously while a worker process runs).
@@ -124,7 +125,7 @@ def dwi_volume_from_node(node) -> Volume:
     return Volume(data, vol.affine, "dwi", bvals=b, bvecs=g_ijk, meta=vol.meta | {"fitted_from_dwi": True})
 
 
-def input_volumes(input_node, mask_node=None, progress=None) -> tuple[Volume, Volume | None]:
+def input_volumes(input_node, mask_node=None, progress=None, cancel=None) -> tuple[Volume, Volume | None]:
     """(low-res tensor Volume, mask Volume or None) from the input node (DTI, or DWI fitted here) and mask node."""
     from ..dmri import dti
 
@@ -134,7 +135,7 @@ def input_volumes(input_node, mask_node=None, progress=None) -> tuple[Volume, Vo
         dwi = dwi_volume_from_node(input_node)
         fit_mask = mask if mask is not None else dti.brain_mask(dwi)
         _check_same_grid(fit_mask, dwi, mask_node)
-        lr = dti.fit_dti(dwi, fit_mask)
+        lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
         lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=dwi.meta)
         if mask is None:
             mask = fit_mask
@@ -143,6 +144,24 @@ def input_volumes(input_node, mask_node=None, progress=None) -> tuple[Volume, Vo
     if mask is not None:
         _check_same_grid(mask, lr, mask_node)
     return lr, mask
+
+
+def _fit_in_slabs(dwi: Volume, mask: Volume, progress=None, cancel=None, slabs: int = 8) -> Volume:
+    """`dti.fit_dti` slab by slab along the last axis (the fit is voxel-wise, so the result is the same), with
+    progress from 0.02 to 0.1 and a cancel check between slabs."""
+    from ..dmri import dti
+
+    m = np.asarray(mask.data, dtype=bool)
+    nz = dwi.shape3[2]
+    edges = np.linspace(0, nz, min(slabs, nz) + 1).round().astype(int)
+    out = np.zeros(dwi.shape3 + (6,), dtype=np.float32)
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        _check_cancel(cancel)
+        _report(progress, 0.02 + 0.08 * i / (len(edges) - 1), "fitting tensors to the diffusion-weighted volume")
+        if b > a and m[:, :, a:b].any():
+            part = dwi.replace(data=dwi.data[:, :, a:b])
+            out[:, :, a:b] = dti.fit_dti(part, m[:, :, a:b]).data
+    return Volume(out, dwi.affine, "tensor", meta={"fit": "dipy WLS"})
 
 
 def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> None:
@@ -165,7 +184,7 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     span = 0.75 if request.interpolate and method != COMPARISON_METHOD else 0.9
     _report(progress, 0.1, f"running {method} (x{factor})")
     pred = m.predict(lr, factor=factor, mask=mask, direction=True,
-                     progress=_scaled(progress, 0.1, 0.1 + span, f"{method}"))
+                     progress=_scaled(progress, 0.1, 0.1 + span, f"{method}", cancel))
     _check_cancel(cancel)
     out = {"tensor": pred.tensor}
     for key, v in pred.maps().items():
@@ -175,7 +194,8 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
             out["interpolated"] = pred.tensor
         else:
             _report(progress, 0.1 + span, f"{COMPARISON_METHOD} interpolation for comparison")
-            out["interpolated"] = methods_mod.get(COMPARISON_METHOD).predict(lr, factor=factor, mask=mask).tensor
+            out["interpolated"] = methods_mod.get(COMPARISON_METHOD).predict(
+                lr, factor=factor, mask=mask, progress=_scaled(None, 0, 1, None, cancel)).tensor
     _check_cancel(cancel)
     return out
 
@@ -183,62 +203,72 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
 # ---------------------------------------------------------------- Volumes -> nodes
 
 
-def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: str, targets: dict | None = None) -> dict:
-    """New nodes for the results. `targets` may map "tensor", "uncertainty", "interpolated" to existing nodes
-    of the right class that receive the result instead (their previous content is replaced).
+RESULT_ATTRIBUTE = "ImageQualityTransfer.Result"  # "<input node id>/<method>/<role>" on the nodes a run creates
+
+
+def result_key(input_node, method: str, role: str) -> str:
+    return f"{input_node.GetID() if input_node is not None else ''}/{method}/{role}"
+
+
+def find_result_node(scene, key: str, class_name: str):
+    """The node an earlier run created for `key` (input, method, role), or None."""
+    for i in range(scene.GetNumberOfNodesByClass(class_name)):
+        node = scene.GetNthNodeByClass(i, class_name)
+        if node.GetAttribute(RESULT_ATTRIBUTE) == key:
+            return node
+    return None
+
+
+def _put(scene, vol: Volume, name: str, key: str | None, target=None):
+    """`vol` into `target` (a node the user chose), else into the node an earlier run made for `key`, else into a
+    new node named `name`. Nodes are filled in place, so repeated runs add no node and no display node."""
+    tensor = vol.kind == "tensor"
+    class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
+    fill = mrml.set_tensor_node if tensor else mrml.set_scalar_node
+    if target is not None:
+        if not target.IsA(class_name) or (not tensor and target.IsA("vtkMRMLLabelMapVolumeNode")):
+            raise IQTError(f"output node '{target.GetName()}' is a {target.GetClassName()}, expected a {class_name}; "
+                           f"choose the automatic output in the output selector")
+        target.RemoveAttribute(RESULT_ATTRIBUTE)  # the user's node, never reused for another run by itself
+        return fill(target, vol)
+    node = find_result_node(scene, key, class_name) if key else None
+    if node is not None:
+        return fill(node, vol)
+    node = (mrml.add_tensor_node if tensor else mrml.add_scalar_node)(scene, vol, name)
+    if key:
+        node.SetAttribute(RESULT_ATTRIBUTE, key)
+    return node
+
+
+def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: str, targets: dict | None = None,
+                     input_node=None) -> dict:
+    """The results as nodes named after the method (`<input>_<method>`, `<input>_<method>_uncertainty_<map>`,
+    `<input>_cubic`). A run reuses the nodes the last run with the same input and method made, so results of other
+    methods are never overwritten and node counts stay flat. `targets` may map "tensor", "uncertainty" (the overlay
+    map), "interpolated" to nodes the user chose, which receive that result instead.
     Returns {"tensor": node, "uncertainty": node or None, "uncertainties": {key: node}, "interpolated": node or None}."""
     targets = targets or {}
+    key = (lambda m, role: result_key(input_node, m, role)) if input_node is not None else (lambda m, role: None)
     created = {"tensor": None, "uncertainty": None, "uncertainties": {}, "interpolated": None}
-    created["tensor"] = _place(scene, mrml.add_tensor_node(scene, results["tensor"], f"{base_name}_{method}"), targets.get("tensor"))
+    created["tensor"] = _put(scene, results["tensor"], f"{base_name}_{method}", key(method, "tensor"),
+                             targets.get("tensor"))
     unc_keys = [k for k in results if k.startswith("uncertainty/")]
     # the map shown as overlay: "std" when the method gives one, else the first
     main = next((k for k in unc_keys if k.endswith("/std")), unc_keys[0] if unc_keys else None)
-    for key in unc_keys:
-        short = key.split("/", 1)[1]
-        node = mrml.add_scalar_node(scene, results[key], f"{base_name}_{method}_uncertainty_{short}")
-        if key == main:
-            node = _place(scene, node, targets.get("uncertainty"))
+    for k in unc_keys:
+        short = k.split("/", 1)[1]
+        node = _put(scene, results[k], f"{base_name}_{method}_uncertainty_{short}", key(method, k),
+                    targets.get("uncertainty") if k == main else None)
+        if k == main:
             created["uncertainty"] = node
         created["uncertainties"][short] = node
     if "interpolated" in results:
-        node = mrml.add_tensor_node(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}")
-        created["interpolated"] = _place(scene, node, targets.get("interpolated"))
+        if method == COMPARISON_METHOD and targets.get("interpolated") is None:
+            created["interpolated"] = created["tensor"]  # the comparison is this run's own result
+        else:  # the cubic run's node: shared with runs of cubic itself
+            created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}",
+                                           key(COMPARISON_METHOD, "tensor"), targets.get("interpolated"))
     return created
-
-
-def _place(scene, new_node, target):
-    """Move `new_node`'s geometry and image into `target` (same class), remove `new_node`; no target: keep it."""
-    if target is None or target is new_node:
-        return new_node
-    if not target.IsA(new_node.GetClassName()):
-        raise IQTError(
-            f"output node '{target.GetName()}' is a {target.GetClassName()}, expected a {new_node.GetClassName()}; "
-            f"choose 'Create new ...' in the output selector"
-        )
-    import vtk
-
-    m = vtk.vtkMatrix4x4()
-    new_node.GetIJKToRASMatrix(m)
-    target.SetIJKToRASMatrix(m)
-    if hasattr(new_node, "GetMeasurementFrameMatrix"):
-        mf = vtk.vtkMatrix4x4()
-        new_node.GetMeasurementFrameMatrix(mf)
-        target.SetMeasurementFrameMatrix(mf)
-    target.SetAndObserveImageData(new_node.GetImageData())
-    if target.GetDisplayNode() is None:
-        disp = new_node.GetDisplayNode()
-        if disp is not None:
-            target.SetAndObserveDisplayNodeID(disp.GetID())
-            new_node.SetAndObserveDisplayNodeID(None)
-        else:
-            target.CreateDefaultDisplayNodes()
-    else:
-        for i in range(new_node.GetNumberOfDisplayNodes()):
-            d = new_node.GetNthDisplayNode(i)
-            if d is not None:
-                scene.RemoveNode(d)
-    scene.RemoveNode(new_node)
-    return target
 
 
 # ---------------------------------------------------------------- the one call
@@ -272,7 +302,7 @@ def run_on_nodes(
     request.make()  # the method's settings are checked before any work
     _check_targets(targets or {}, input_node, mask_node)
     _report(progress, 0.0, "reading the input volume")
-    lr, mask = input_volumes(input_node, mask_node, progress)
+    lr, mask = input_volumes(input_node, mask_node, progress, cancel)
     _check_cancel(cancel)
     if python_executable:
         results = predict_in_subprocess(lr, request, mask, progress, cancel, python_executable=python_executable)
@@ -280,7 +310,7 @@ def run_on_nodes(
         results = predict_volumes(lr, request, mask, progress, cancel)
     _report(progress, 0.95, "creating output nodes")
     base = input_node.GetName() or "dti"
-    nodes = add_result_nodes(scene, results, base, method, targets)
+    nodes = add_result_nodes(scene, results, base, method, targets, input_node=input_node)
     _report(progress, 1.0, "done")
     return nodes
 
@@ -334,7 +364,7 @@ def _run_worker(args, progress, cancel) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(LIB_DIR.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **_own_group())
     lines: Queue = Queue()
     errors: list[str] = []
 
@@ -352,11 +382,7 @@ def _run_worker(args, progress, cancel) -> dict:
     try:
         while True:
             if cancel is not None and cancel():
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_process_tree(proc)
                 raise Cancelled("processing cancelled; no output was created")
             try:
                 line = lines.get(timeout=0.1)
@@ -387,6 +413,40 @@ def _run_worker(args, progress, cancel) -> dict:
     return summary
 
 
+def _own_group() -> dict:
+    """Popen arguments that start the worker in its own process group (session), so that cancelling stops the
+    whole tree: PythonSlicer is a launcher whose child is the Python that does the work."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def stop_process_tree(proc, timeout: float = 5.0) -> None:
+    """Terminate `proc` and every process it started (its process group), killing what outlives `timeout`."""
+    if proc.poll() is not None:
+        return
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True)
+    else:
+        import signal
+
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # members of the group that outlived the launcher
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.wait()
+
+
 def _parse(line: str):
     line = line.strip()
     if not line.startswith("{"):
@@ -405,13 +465,17 @@ def _report(progress, fraction, message) -> None:
         progress(None if fraction is None else float(min(max(fraction, 0.0), 1.0)), message)
 
 
-def _scaled(progress, lo, hi, message):
-    """A method-level progress(fraction) mapped onto [lo, hi] of the overall progress."""
-    if progress is None:
+def _scaled(progress, lo, hi, message, cancel=None):
+    """A method-level progress(fraction) mapped onto [lo, hi] of the overall progress; raises `Cancelled` from
+    inside the method (between its tiles or trees) as soon as `cancel()` is true."""
+    if progress is None and cancel is None:
         return None
     last = [0.0]
 
     def cb(fraction, *_):
+        _check_cancel(cancel)
+        if progress is None:
+            return
         now = time.monotonic()
         if fraction is not None and (fraction >= 1.0 or now - last[0] > 0.1):
             last[0] = now

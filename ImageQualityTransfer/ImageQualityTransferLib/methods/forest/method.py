@@ -23,7 +23,7 @@ class ForestMethod(LearnedMethod):
         from .training import predict_volume
 
         with small_solves():
-            return predict_volume(self.load(r), lr, mask, with_variance=self.gives_uncertainty)
+            return predict_volume(self.load(r), lr, mask, with_variance=self.gives_uncertainty, progress=progress)
 
     def fit_options(self):
         from .training import DEFAULTS

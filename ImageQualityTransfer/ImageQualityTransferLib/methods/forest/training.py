@@ -94,8 +94,9 @@ def design(X: np.ndarray, C: np.ndarray | None, inputs: str) -> np.ndarray:
 
 
 def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, with_variance: bool = False,
-                   chunk: int = 100_000):
-    """Low-res canonical tensors (mm^2/s) -> high-res tensors (mm^2/s) and, for rf/biqt, the per-voxel std map."""
+                   chunk: int = 20_000, progress=None):
+    """Low-res canonical tensors (mm^2/s) -> high-res tensors (mm^2/s) and, for rf/biqt, the per-voxel std map.
+    `progress(fraction)` is called after each chunk of patches (it may raise to stop the prediction)."""
     r, n = model.factor, model.n
     x, cubic = patches.prepare_input(lr, r)
     cubic_blocks = patches.to_blocks(cubic, r) if model.inputs == "patch+cubic" else None
@@ -120,6 +121,8 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
             if var is not None:
                 var[tuple(c.T)] = v
         res[tuple(c.T)] = out
+        if progress is not None:
+            progress((s + len(c)) / len(centres))
     hr = cubic + patches.from_blocks(res, r)
     hr_sup = repeat_blocks(sup, r)
     hr[~hr_sup] = 0.0

@@ -1,0 +1,236 @@
+"""What the Slicer module shows, Qt-free: the uncertainty maps' colours and legends, the slice views' layers, the
+side-by-side comparison and the tractography seeding hand-off. Works on any vtkMRMLScene, the application's or a
+bare `slicer-core` one, so that all of it is tested headless; the module's Logic adds only what needs the
+application (layout manager, dialogs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.errors import IQTError
+from . import mrml
+
+COLORMAP = "Inferno"
+LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
+SEEDING_CLASS = "vtkMRMLTractographyInteractiveSeedingNode"  # from SlicerDMRI, registered only where it is installed
+COMPARE_VIEWS = ("Red", "Yellow")  # the side-by-side layout's two slice views: interpolation | IQT
+
+# Legend title and label format per uncertainty map: tensor spreads are ~1e-4 mm²/s, so a fixed-point format would
+# print 0.0 on every label; FA's spread is unitless in [0, 1]; the direction spread is in degrees.
+LEGENDS = {
+    "std": ("Uncertainty, tensor SD (mm²/s)", "%.2e"),
+    "std_intrinsic": ("Intrinsic uncertainty (mm²/s)", "%.2e"),
+    "std_parameter": ("Parameter uncertainty (mm²/s)", "%.2e"),
+    "md_std": ("MD standard deviation (mm²/s)", "%.2e"),
+    "fa_std": ("FA standard deviation (unitless)", "%.2f"),
+    "direction": ("Fibre direction uncertainty (degrees)", "%.0f"),
+}
+DEFAULT_LEGEND = ("Uncertainty (mm²/s)", "%.2e")
+
+
+def legend_style(key: str) -> tuple[str, str]:
+    """(title, printf label format) of the colour legend of uncertainty map `key`."""
+    return LEGENDS.get(key, DEFAULT_LEGEND)
+
+
+# ---------------------------------------------------------------- colours and legends
+
+
+def colormap_id(scene, name: str = COLORMAP) -> str | None:
+    """Id of the colour node `name`; where the scene lacks it (a bare slicer-core scene has no colour files) an
+    equivalent table is made once from matplotlib when that is installed, else Slicer's grey or nothing."""
+    node = scene.GetFirstNodeByName(name)
+    if node is not None and node.IsA("vtkMRMLColorNode"):
+        return node.GetID()
+    try:
+        from matplotlib import colormaps
+    except ImportError:
+        return mrml._find_color_node_id(scene, None)
+    import slicer
+
+    cmap = colormaps[name.lower()]
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetName(name)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    table.SetHideFromEditors(False)
+    for i, (r, g, b, a) in enumerate(cmap(np.linspace(0.0, 1.0, 256))):
+        table.SetColor(i, f"{i}", float(r), float(g), float(b), float(a))
+    scene.AddNode(table)
+    return table.GetID()
+
+
+def display_range(node) -> tuple[float, float]:
+    """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values (a few extreme voxels at
+    the brain's edge would otherwise leave the rest dark)."""
+    data = mrml.scalar_volume_from_node(node).data
+    values = data[np.isfinite(data) & (data > 0)]
+    if values.size == 0:
+        return 0.0, 1.0
+    return 0.0, float(np.percentile(values, 99))
+
+
+def legend_node(scene, volume_node):
+    """The colour legend of `volume_node`, created once and reused (one per volume, whatever the number of runs)."""
+    for i in range(volume_node.GetNumberOfDisplayNodes()):
+        d = volume_node.GetNthDisplayNode(i)
+        if d is not None and d.IsA(LEGEND_CLASS):
+            return d
+    if not scene.IsNodeClassRegistered(LEGEND_CLASS):
+        import slicer
+
+        scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    legend = scene.AddNewNodeByClass(LEGEND_CLASS, f"{volume_node.GetName()} legend")
+    legend.SetAndObservePrimaryDisplayNode(volume_node.GetDisplayNode())
+    volume_node.AddAndObserveDisplayNodeID(legend.GetID())
+    return legend
+
+
+def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True):
+    """Inferno colours with automatic window/level and a legend titled with the map's meaning and unit (`title`
+    overrides the English default, for the module's translations); returns the legend node."""
+    if node is None:
+        return None
+    display = node.GetDisplayNode()
+    if display is None:
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+    color_id = colormap_id(scene)
+    if color_id:
+        display.SetAndObserveColorNodeID(color_id)
+    low, high = display_range(node)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(low, high)
+    # zero (outside the brain, where no method answers) is left transparent: the tensor shows through
+    display.AutoThresholdOff()
+    display.SetLowerThreshold(high * 1e-6 if high > 0 else 1e-12)
+    display.SetUpperThreshold(np.finfo(np.float32).max)
+    display.ApplyThresholdOn()
+    default_title, fmt = legend_style(key)
+    legend = legend_node(scene, node)
+    legend.SetTitleText(title or default_title)
+    legend.SetLabelFormat(fmt)
+    legend.SetVisibility(bool(visible))
+    return legend
+
+
+def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
+    """Every uncertainty map of a run styled, each with its legend; Slicer draws a legend only in the views that
+    show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
+    titles = titles or {}
+    return {key: style_uncertainty(scene, node, key, titles.get(key))
+            for key, node in (nodes.get("uncertainties") or {}).items()}
+
+
+# ---------------------------------------------------------------- slice views
+
+
+def composite_node(scene, view: str):
+    """The slice composite node of slice view `view` ("Red", "Yellow", ...), or None."""
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        if c.GetLayoutName() == view:
+            return c
+    return None
+
+
+def slice_node(scene, view: str):
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        s = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        if s.GetLayoutName() == view:
+            return s
+    return None
+
+
+def _id(node):
+    return node.GetID() if node is not None else None
+
+
+def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=None) -> list:
+    """Background and foreground volumes of the slice views `views` (all of them by default); returns the
+    composite nodes set."""
+    out = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        if views is not None and c.GetLayoutName() not in views:
+            continue
+        c.SetBackgroundVolumeID(_id(background))
+        c.SetForegroundVolumeID(_id(foreground))
+        c.SetForegroundOpacity(float(opacity) if foreground is not None else 0.0)
+        out.append(c)
+    return out
+
+
+def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None) -> None:
+    """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top."""
+    style_results(scene, nodes, titles)
+    show_layers(scene, nodes.get("tensor"), nodes.get("uncertainty"), opacity)
+
+
+def set_overlay_opacity(scene, opacity: float) -> None:
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        if c.GetForegroundVolumeID():
+            c.SetForegroundOpacity(float(opacity))
+
+
+def _fit_slice(slice_node_, volume) -> None:
+    """Axial slice through the centre of `volume`, field of view fitted to its extent (the view's aspect kept)."""
+    bounds = [0.0] * 6
+    volume.GetRASBounds(bounds)
+    centre = [(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)]
+    width, height = bounds[1] - bounds[0], bounds[3] - bounds[2]
+    slice_node_.SetOrientation("Axial")
+    dims = slice_node_.GetDimensions()
+    aspect = dims[0] / dims[1] if dims[1] else 1.0
+    fov_y = max(height, width / aspect) * 1.02
+    slice_node_.SetFieldOfView(fov_y * aspect, fov_y, slice_node_.GetFieldOfView()[2])
+    slice_node_.JumpSliceByCentering(*centre)
+
+
+def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float = 0.0, views=COMPARE_VIEWS) -> tuple:
+    """Side-by-side layout: interpolation in the left view, IQT (with its uncertainty overlay) in the right one,
+    the same axial slice and field of view in both, linked so that scrolling one moves the other.
+    Returns the (left, right) composite nodes."""
+    if interpolated is None or iqt is None:
+        raise IQTError("run Image Quality Transfer with the interpolated output first; there is nothing to compare")
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is not None:
+        import slicer
+
+        layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    composites = []
+    for view, volume, fg in ((views[0], interpolated, None), (views[1], iqt, uncertainty)):
+        c = composite_node(scene, view)
+        s = slice_node(scene, view)
+        if c is None or s is None:
+            raise IQTError(f"no slice view named {view!r} in the scene; switch to a layout with the {view} view")
+        show_layers(scene, volume, fg, opacity, views=(view,))
+        c.SetLinkedControl(True)
+        if hasattr(c, "SetHotLinkedControl"):
+            c.SetHotLinkedControl(True)
+        _fit_slice(s, iqt)
+        composites.append(c)
+    return tuple(composites)
+
+
+# ---------------------------------------------------------------- tractography
+
+
+def seeding_available(scene) -> bool:
+    """True where SlicerDMRI's interactive seeding node exists (SlicerDMRI installed)."""
+    return bool(scene.IsNodeClassRegistered(SEEDING_CLASS))
+
+
+def send_to_seeding(scene, tensor):
+    """SlicerDMRI's interactive seeding node with `tensor` (the IQT output) as its DTI volume; returns it."""
+    if tensor is None or not tensor.IsA("vtkMRMLDiffusionTensorVolumeNode"):
+        got = "nothing" if tensor is None else tensor.GetClassName()
+        raise IQTError(f"tractography seeds on a diffusion tensor volume, got {got}; run Image Quality Transfer first")
+    if not seeding_available(scene):
+        raise IQTError("tractography seeding needs the SlicerDMRI extension; install it from the Extensions Manager "
+                       "and restart Slicer")
+    seeding = scene.GetFirstNodeByClass(SEEDING_CLASS) or scene.AddNewNodeByClass(SEEDING_CLASS)
+    seeding.SetInputVolumeRef(tensor.GetID())
+    return seeding

@@ -1,0 +1,170 @@
+"""Pictures of what the Slicer module shows, rendered off-screen by Slicer's own slice views (trame-slicer, no Qt):
+the compare layout, interpolation | IQT with its uncertainty overlay and colour legend, on a real subject.
+
+    python -m ImageQualityTransferLib.slicer.render SUBJECT_DIR Screenshots/compare.png [--method biqt]
+
+SUBJECT_DIR holds dwi.nii.gz/bval/bvec; it is degraded as `iqt degrade` does (factor 2) and upsampled by the
+method (cubic interpolation on the left). Needs the `render` extra (trame-slicer[standalone]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import IQTError
+from ..core.volume import Volume
+from . import display, mrml, processing
+
+VIEW_SIZE = (440, 440)
+OPACITY = 0.5
+BACKGROUND = (0, 0, 0)
+
+
+@dataclass
+class Rendering:
+    """The two views' pixels (H, W, 3 uint8, row 0 at the top) and what is needed to check them."""
+
+    images: dict  # view name -> array
+    scene: object
+    nodes: dict
+    views: dict  # view name -> trame-slicer SliceView
+    legend_boxes: dict = field(default_factory=dict)  # view name -> (x0, y0, x1, y1) pixels, row 0 at the top
+
+    def pixel_ras(self, view: str) -> np.ndarray:
+        """(H, W, 3) RAS position of every pixel's centre on the view's slice."""
+        slice_node = display.slice_node(self.scene, view)
+        m = slice_node.GetXYToRAS()
+        xy = np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+        h, w = self.images[view].shape[:2]
+        xs, ys = np.meshgrid(np.arange(w), np.arange(h)[::-1])  # VTK's y goes up
+        pts = np.stack([xs, ys, np.zeros_like(xs), np.ones_like(xs)], -1).astype(float)
+        return (pts @ xy.T)[..., :3]
+
+
+def _app():
+    try:
+        from trame_slicer.core import SlicerApp
+        from trame_slicer.views import DirectViewFactory
+    except ImportError as exc:
+        raise IQTError(f"rendering needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
+    app = SlicerApp()
+    app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
+    return app
+
+
+def _grab(view) -> np.ndarray:
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+    view.render()
+    grab = vtkWindowToImageFilter()
+    grab.SetInput(view.render_window())
+    grab.ReadFrontBufferOff()
+    grab.Update()
+    image = grab.GetOutput()
+    w, h, _ = image.GetDimensions()
+    return np.ascontiguousarray(vtk_to_numpy(image.GetPointData().GetScalars()).reshape(h, w, -1)[::-1, :, :3])
+
+
+def legend_box(view, legend) -> tuple[int, int, int, int] | None:
+    """Pixel box (x0, y0, x1, y1), row 0 at the top, of `legend`'s actor in `view` (title and labels included)."""
+    dm = view._displayable_manager_group.GetDisplayableManagerByClassName("vtkMRMLColorLegendDisplayableManager")
+    actor = dm.GetColorLegendActor(legend) if dm is not None else None
+    if actor is None or not actor.GetVisibility():
+        return None
+    renderer = view.renderer() if hasattr(view, "renderer") else view._renderer
+    w, h = view.render_window().GetSize()
+    x0, y0 = actor.GetPositionCoordinate().GetComputedDisplayValue(renderer)
+    x1, y1 = actor.GetPosition2Coordinate().GetComputedDisplayValue(renderer)
+    pad = 40  # the title and the labels reach outside the bar's box
+    return max(0, x0 - pad), max(0, h - y1 - pad), min(w, x1 + pad), min(h, h - y0 + pad)
+
+
+def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor: int = 2,
+                   size=VIEW_SIZE, opacity: float = OPACITY) -> Rendering:
+    """Run `method` on `lr` in a trame-slicer scene and render the compare layout's two slice views."""
+    from trame_slicer.views import ViewLayoutDefinition
+
+    app = _app()
+    scene = app.scene
+    views = {name: app.view_manager.create_view(ViewLayoutDefinition.slice_view("Axial", label=name))
+             for name in display.COMPARE_VIEWS}
+    for name, view in views.items():
+        view.render_window().SetSize(*size)
+        display.slice_node(scene, name).SetDimensions(size[0], size[1], 1)
+    in_node = mrml.add_tensor_node(scene, lr, "dti")
+    mask_node = None
+    if mask is not None:
+        mask_node = mrml.add_scalar_node(scene, Volume(np.asarray(mask.data, np.uint8), lr.affine, "scalar"), "mask")
+    nodes = processing.run_on_nodes(scene, in_node, method, factor, mask_node=mask_node, interpolate=True)
+    display.show_results(scene, nodes, opacity)
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], opacity)
+    legends = display.style_results(scene, nodes)
+    for legend in legends.values():
+        legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
+    images = {name: _grab(view) for name, view in views.items()}
+    out = Rendering(images, scene, nodes, views)
+    shown = legends.get("std") or next(iter(legends.values()), None)
+    for name, view in views.items():
+        box = legend_box(view, shown) if shown is not None else None
+        if box is not None:
+            out.legend_boxes[name] = box
+    return out
+
+
+def compose(rendering: Rendering, titles=("cubic interpolation", "IQT + uncertainty")) -> "PIL.Image.Image":
+    """The two views side by side under one-line captions: the picture for the README and the extension page."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    left, right = (rendering.images[v] for v in display.COMPARE_VIEWS)
+    h, w = left.shape[:2]
+    bar = 28
+    canvas = Image.new("RGB", (2 * w + 4, h + bar), BACKGROUND)
+    canvas.paste(Image.fromarray(left), (0, bar))
+    canvas.paste(Image.fromarray(right), (w + 4, bar))
+    draw = ImageDraw.Draw(canvas)
+    try:
+        font = ImageFont.load_default(size=18)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    for i, text in enumerate(titles):
+        draw.text((i * (w + 4) + 10, 4), text, fill=(235, 235, 235), font=font)
+    return canvas
+
+
+def degraded_subject(folder, factor: int = 2) -> tuple[Volume, Volume]:
+    """(low-res tensor, low-res mask) of a subject folder, degraded as `iqt degrade` does (shift 0)."""
+    from ..dmri import degrade
+    from ..dmri.subject import load_subject
+
+    subject = load_subject(Path(folder))
+    pair = degrade.degrade(subject.dwi, subject.mask.data, factor)
+    return pair.tensor, pair.mask
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="render", description=__doc__.splitlines()[0])
+    p.add_argument("subject", help="subject folder (dwi.nii.gz, dwi.bval, dwi.bvec)")
+    p.add_argument("output", help="PNG to write")
+    p.add_argument("--method", default="biqt")
+    args = p.parse_args(argv)
+    try:
+        lr, mask = degraded_subject(args.subject)
+        picture = compose(render_compare(lr, mask, args.method), ("cubic interpolation", f"{args.method} + uncertainty"))
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(out, optimize=True)
+    except IQTError as exc:
+        print(f"render: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

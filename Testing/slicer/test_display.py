@@ -1,0 +1,180 @@
+"""What the Slicer module shows, on a real slicer-core scene with the application's three slice views: node and
+display-node counts over repeated runs, results named after their method, the legends' titles and label formats,
+the compare layout's composite and slice nodes, and the tractography hand-off."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+
+from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
+from ImageQualityTransferLib.slicer import display, mrml, processing  # noqa: E402
+
+VIEWS = ("Red", "Yellow", "Green")
+
+
+def views_scene():
+    """A scene with slice views Red, Yellow, Green and their composite nodes, as the application makes them."""
+    scene = slicer.vtkMRMLScene()
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    layout_logic = slicer.vtkMRMLLayoutLogic()
+    layout_logic.SetMRMLScene(scene)
+    logics = []
+    for name in VIEWS:
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.AddSliceNode(name)
+        logics.append(logic)
+    scene._keep = (layout_logic, logics)  # the logics live as long as the scene
+    return scene
+
+
+def counts(scene) -> Counter:
+    return Counter(scene.GetNthNode(i).GetClassName() for i in range(scene.GetNumberOfNodes()))
+
+
+@pytest.fixture(scope="module")
+def lowres():
+    from ImageQualityTransferLib.dmri import degrade, dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=2.0, n_dirs=12)
+    pair = degrade.degrade(dwi, dti.brain_mask(dwi).data, 2)
+    return pair.tensor, pair.mask
+
+
+def run(scene, node, method, mask_node=None):
+    nodes = processing.run_on_nodes(scene, node, method, 2, mask_node=mask_node, interpolate=True, samples=2)
+    display.show_results(scene, nodes, opacity=0.5)
+    return nodes
+
+
+def test_repeated_runs_reuse_their_nodes(lowres):
+    """5 Applies with 3 methods: the first run of each method adds its nodes, every later run adds none (no
+    display node either), and each method's results keep their own nodes and names."""
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    first = {}
+    for method in ("cubic", "biqt", "linear"):
+        first[method] = run(scene, node, method)
+    after_three = counts(scene)
+    linear_data = mrml.tensor_volume_from_node(first["linear"]["tensor"]).data.copy()
+    for method in ("biqt", "cubic", "biqt"):
+        again = run(scene, node, method)
+        assert again["tensor"] is first[method]["tensor"]
+        assert again["uncertainties"] == first[method]["uncertainties"]
+        assert counts(scene) == after_three, f"a repeated {method} run changed the node counts"
+    # names after the method; the comparison is cubic's own node, shared by every run
+    assert first["biqt"]["tensor"].GetName() == "dti_biqt" and first["linear"]["tensor"].GetName() == "dti_linear"
+    assert first["cubic"]["tensor"].GetName() == "dti_cubic"
+    assert first["biqt"]["interpolated"] is first["cubic"]["tensor"] is first["linear"]["interpolated"]
+    assert {k: n.GetName() for k, n in first["biqt"]["uncertainties"].items()} == {
+        "std": "dti_biqt_uncertainty_std", "direction": "dti_biqt_uncertainty_direction"}
+    # the later biqt and cubic runs left linear's result as it was
+    np.testing.assert_array_equal(mrml.tensor_volume_from_node(first["linear"]["tensor"]).data, linear_data)
+    # per volume: the DTI node keeps 1 display node + 3 slice glyph nodes, each map 1 display node + 1 legend
+    c = counts(scene)
+    assert c["vtkMRMLDiffusionTensorVolumeNode"] == 1 + 3  # input + cubic, biqt, linear
+    assert c["vtkMRMLScalarVolumeNode"] == 2 and c["vtkMRMLColorLegendDisplayNode"] == 2
+    assert c["vtkMRMLDiffusionTensorVolumeDisplayNode"] == 4 and c["vtkMRMLDiffusionTensorDisplayPropertiesNode"] == 4
+    assert c["vtkMRMLDiffusionTensorVolumeSliceDisplayNode"] == 12
+    assert c["vtkMRMLColorTableNode"] == 1  # the Inferno table made once in a scene without colour files
+    # another input gets its own nodes, named after it
+    other = mrml.add_tensor_node(scene, lr, "other")
+    assert run(scene, other, "biqt")["tensor"].GetName() == "other_biqt"
+
+
+def test_user_target_is_filled_in_place(lowres):
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    target = mrml.add_tensor_node(scene, lr, "mine")
+    before = counts(scene)
+    for method in ("cubic", "linear"):
+        nodes = processing.run_on_nodes(scene, node, method, 2, targets={"tensor": target})
+        assert nodes["tensor"] is target and target.GetName() == "mine"
+    assert counts(scene) == before  # no temporary node, no display node left behind
+    assert target.GetImageData().GetDimensions() == tuple(2 * n for n in lr.shape3)
+
+
+def test_legends_titles_and_label_formats(lowres):
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    nodes = run(scene, node, "biqt")
+    legends = {}
+    for key, vol in nodes["uncertainties"].items():
+        found = [vol.GetNthDisplayNode(i) for i in range(vol.GetNumberOfDisplayNodes())
+                 if vol.GetNthDisplayNode(i).IsA("vtkMRMLColorLegendDisplayNode")]
+        assert len(found) == 1
+        legends[key] = found[0]
+        assert vol.GetDisplayNode().GetColorNode().GetName() == "Inferno"
+    assert legends["std"].GetTitleText() == "Uncertainty, tensor SD (mm²/s)" and legends["std"].GetLabelFormat() == "%.2e"
+    assert legends["direction"].GetTitleText() == "Fibre direction uncertainty (degrees)"
+    assert legends["direction"].GetLabelFormat() == "%.0f"
+    assert display.legend_style("fa_std") == ("FA standard deviation (unitless)", "%.2f")
+    assert display.legend_style("md_std")[1] == "%.2e"
+    # the format shows the values: a typical spread prints non-zero, unlike the default %.1f
+    std = mrml.scalar_volume_from_node(nodes["uncertainty"]).data
+    typical = float(np.percentile(std[std > 0], 50))
+    assert 1e-6 < typical < 1e-2 and float("%.1f" % typical) == 0.0 and float("%.2e" % typical) > 0
+    assert legends["std"].GetVisibility() and legends["direction"].GetVisibility()  # drawn where the map is shown
+    # colours from 0 to the 99th percentile of the map; zero (outside the brain) transparent over the tensor
+    disp = nodes["uncertainty"].GetDisplayNode()
+    assert disp.GetWindowLevelMin() == 0.0
+    assert disp.GetWindowLevelMax() == pytest.approx(np.percentile(std[std > 0], 99), rel=1e-5)
+    assert disp.GetApplyThreshold() and 0 < disp.GetLowerThreshold() < typical
+    # translated titles from the module override the English default
+    display.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
+    assert legends["direction"].GetTitleText() == "Richtung (Grad)"
+    # every slice view: IQT tensor behind, its std map in front
+    for view in VIEWS:
+        c = display.composite_node(scene, view)
+        assert c.GetBackgroundVolumeID() == nodes["tensor"].GetID()
+        assert c.GetForegroundVolumeID() == nodes["uncertainty"].GetID() and c.GetForegroundOpacity() == 0.5
+    display.set_overlay_opacity(scene, 0.3)
+    assert display.composite_node(scene, "Red").GetForegroundOpacity() == pytest.approx(0.3)
+
+
+def test_compare_layout(lowres):
+    lr, _ = lowres
+    scene = views_scene()
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    nodes = run(scene, node, "biqt")
+    left, right = display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], 0.4)
+    assert layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+    assert (left.GetLayoutName(), right.GetLayoutName()) == ("Red", "Yellow")
+    assert left.GetBackgroundVolumeID() == nodes["interpolated"].GetID() and left.GetForegroundVolumeID() is None
+    assert right.GetBackgroundVolumeID() == nodes["tensor"].GetID()
+    assert right.GetForegroundVolumeID() == nodes["uncertainty"].GetID()
+    assert right.GetForegroundOpacity() == pytest.approx(0.4) and left.GetForegroundOpacity() == 0.0
+    assert left.GetLinkedControl() and right.GetLinkedControl()
+    red, yellow = display.slice_node(scene, "Red"), display.slice_node(scene, "Yellow")
+    assert red.GetOrientation() == yellow.GetOrientation() == "Axial"
+    m_red, m_yellow = red.GetSliceToRAS(), yellow.GetSliceToRAS()
+    np.testing.assert_allclose([[m_red.GetElement(i, j) for j in range(4)] for i in range(4)],
+                               [[m_yellow.GetElement(i, j) for j in range(4)] for i in range(4)], atol=1e-9)
+    np.testing.assert_allclose(red.GetFieldOfView(), yellow.GetFieldOfView())
+    bounds = [0.0] * 6
+    nodes["tensor"].GetRASBounds(bounds)  # the slice goes through the volume's centre
+    assert m_red.GetElement(2, 3) == pytest.approx((bounds[4] + bounds[5]) / 2)
+    with pytest.raises(display.IQTError, match="interpolated output first"):
+        display.show_comparison(scene, None, nodes["tensor"])
+
+
+def test_tractography_hand_off_needs_slicerdmri(lowres):
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    assert not display.seeding_available(scene)  # slicer-core has no SlicerDMRI
+    with pytest.raises(display.IQTError, match="SlicerDMRI extension"):
+        display.send_to_seeding(scene, node)
+    scalar = mrml.add_scalar_node(scene, Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "scalar"), "s")
+    with pytest.raises(display.IQTError, match="diffusion tensor volume"):
+        display.send_to_seeding(scene, scalar)

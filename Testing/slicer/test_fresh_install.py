@@ -1,0 +1,214 @@
+"""The Slicer module on a fresh install (the engine's packages not yet installed), its one list of packages, the
+device choice reaching the CNN, and cancelling: the worker's whole process tree stops, an in-process run stops
+between chunks, and no node is made."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import REPO
+
+MODULE_DIR = REPO / "ImageQualityTransfer"
+MODULE_PY = MODULE_DIR / "ImageQualityTransfer.py"
+LIB = MODULE_DIR / "ImageQualityTransferLib"
+SLICER_BUNDLED = {"numpy", "scipy", "vtk", "vtkmodules", "slicer"}  # shipped with Slicer's Python
+NOT_IN_SLICER = {"render.py"}  # slicer/render.py: pictures with trame-slicer (the render extra), never run by the module
+OPTIONAL = {"torch": "the PyTorch extension, on request", "threadpoolctl": "probed with find_spec",
+            "matplotlib": "guarded by ImportError (Slicer has its own Inferno)"}
+
+
+def engine_packages() -> dict:
+    """ENGINE_PACKAGES as written in the module (the one list of what Apply installs)."""
+    tree = ast.parse(MODULE_PY.read_text())
+    found = [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "ENGINE_PACKAGES"
+                                                                      for t in n.targets)]
+    assert len(found) == 1, "ENGINE_PACKAGES must be assigned once, at the module's top level"
+    return ast.literal_eval(found[0].value)
+
+
+def test_engine_packages_is_the_single_source():
+    packages = engine_packages()
+    src = MODULE_PY.read_text()
+    # installs go through the list only: one pip call site each, fed with what missingPackages() found in it
+    assert src.count("pip_install(") == 1 and src.count("pip_ensure(") == 1
+    assert "ENGINE_PACKAGES.items()" in src and "missing = self.missingPackages()" in src
+    # every third-party package the engine's Slicer path imports is bundled, optional, or in the list
+    roots = set()
+    for sub in ("core", "fileio", "dmri", "methods", "slicer"):
+        for f in (LIB / sub).rglob("*.py"):
+            if sub == "slicer" and f.name in NOT_IN_SLICER:
+                continue
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.Import):
+                    roots |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    roots.add(node.module.split(".")[0])
+    third_party = roots - set(sys.stdlib_module_names) - {"ImageQualityTransferLib"}
+    unlisted = third_party - SLICER_BUNDLED - set(OPTIONAL) - set(packages)
+    assert not unlisted, f"the engine imports {sorted(unlisted)}, missing from ENGINE_PACKAGES"
+    # and the package's own dependencies (pyproject) hold every requirement of the list
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in deps}
+    assert {r.lower() for r in packages.values()} <= names
+
+
+BLOCKED_RUN = textwrap.dedent("""
+    import json, sys
+    for name in {blocked!r}:
+        sys.modules[name] = None  # as if not installed: import fails, importlib.util.find_spec gives None
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.slicer import display, processing
+    listed = [m["name"] for m in methods.describe()]
+    print(json.dumps({{"listed": listed, "default": methods.default_method(), "ready": methods.ready(),
+                      "torch": processing.method_needs_torch("espcn"),
+                      "loaded": sorted(n for n in sys.modules if n.split(".")[0] in {blocked!r} and sys.modules[n])}}))
+""")
+
+
+def test_registry_lists_methods_without_the_engine_packages():
+    """What the module's method list and Apply button need works with nibabel, dipy, pynrrd, tqdm (and torch)
+    absent, as in a fresh Slicer."""
+    blocked = sorted((set(engine_packages()) - SLICER_BUNDLED) | {"torch"})
+    assert {"nibabel", "dipy", "nrrd", "tqdm"} <= set(blocked)
+    env = dict(os.environ, PYTHONPATH=str(MODULE_DIR))
+    proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN.format(blocked=blocked)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"cubic", "biqt", "rf", "espcn"} <= set(out["listed"])
+    assert out["default"] == "biqt" and "espcn" not in out["ready"] and out["torch"] is True
+    assert out["loaded"] == []
+
+
+# ---------------------------------------------------------------- with slicer-core
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+
+from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
+from ImageQualityTransferLib.slicer import mrml, processing  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def phantom_dwi():
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    return make_phantom(shape=(32, 36, 28), voxel_mm=2.0, n_dirs=12)
+
+
+@pytest.fixture
+def small_node(phantom_dwi):
+    from ImageQualityTransferLib.dmri import degrade, dti
+
+    scene = slicer.vtkMRMLScene()
+    lr = degrade.degrade(phantom_dwi, dti.brain_mask(phantom_dwi).data, 2).tensor
+    return scene, mrml.add_tensor_node(scene, lr, "small"), lr
+
+
+def test_gpu_choice_reaches_the_cnn(small_node):
+    """"Use GPU" is device="cuda" through run_on_nodes -> Request -> the method; without CUDA it is one clear line."""
+    torch = pytest.importorskip("torch")
+    scene, node, _ = small_node
+    request = processing.Request("espcn", 2, device="cuda")
+    assert request.worker_args()[request.worker_args().index("--device") + 1] == "cuda"
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here: the refusal cannot be seen")
+    n_before = scene.GetNumberOfNodes()
+    with pytest.raises(processing.IQTError) as err:
+        processing.run_on_nodes(scene, node, "espcn", 2, device="cuda")
+    assert "no CUDA device" in str(err.value) and "\n" not in str(err.value)
+    assert scene.GetNumberOfNodes() == n_before
+
+
+def test_in_process_cancel_stops_inside_the_method(small_node):
+    """Cancel pressed during the forest's prediction stops it at the next chunk, not after the whole run."""
+    scene, node, _ = small_node
+    seen = []
+    n_before = scene.GetNumberOfNodes()
+
+    def progress(fraction, message):
+        seen.append((fraction, message))
+
+    def cancel():  # true once the method itself has reported progress
+        return any(m == "biqt" for _, m in seen)
+
+    with pytest.raises(processing.Cancelled):
+        processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, progress=progress, cancel=cancel)
+    assert scene.GetNumberOfNodes() == n_before
+    assert not any(m and "interpolation" in m for _, m in seen)  # stopped before the comparison step
+
+
+def test_dwi_fit_reports_progress(phantom_dwi):
+    dwi = phantom_dwi
+    scene = slicer.vtkMRMLScene()
+    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
+    scene.AddNode(node)
+    from vtk.util import numpy_support as ns
+
+    from ImageQualityTransferLib.fileio.nrrd import direction_rotation
+
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(dwi.affine))
+    mf = np.eye(4)
+    mf[:3, :3] = direction_rotation(dwi.affine)
+    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))
+    node.SetAndObserveImageData(mrml._image_data(dwi.data.astype(np.float32), as_tensors=False))
+    node.SetNumberOfGradients(len(dwi.bvals))
+    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvecs, dtype=np.float64), deep=1))
+    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvals, dtype=np.float64), deep=1))
+    steps = []
+    processing.input_volumes(node, progress=lambda f, m: steps.append(f))
+    fit = [f for f in steps if f is not None and f < 0.1]
+    assert len(fit) >= 4 and fit == sorted(fit)
+    with pytest.raises(processing.Cancelled):
+        processing.input_volumes(node, cancel=lambda: True)
+
+
+LAUNCHER = """#!/bin/sh
+# Like PythonSlicer: a launcher that starts the real Python as its child and waits for it.
+"{python}" "$@" &
+echo $! > "{pidfile}"
+wait
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(os.name != "posix" or not Path("/proc").is_dir(), reason="reads /proc to see the worker")
+def test_cancel_stops_the_worker_behind_a_launcher(tmp_path, small_node):
+    """Cancel stops the whole worker tree (launcher and the Python it started), not the launcher alone."""
+    _, _, lr = small_node
+    pidfile = tmp_path / "worker.pid"
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(LAUNCHER.format(python=sys.executable, pidfile=pidfile))
+    launcher.chmod(0o755)
+    big = Volume(np.tile(lr.data, (3, 3, 3, 1)), lr.affine, "tensor")  # several seconds of work in the worker
+    cancelled_at = []
+
+    def progress(fraction, message):
+        if fraction is not None and fraction > 0.1 and not cancelled_at:  # the worker is inside the method
+            cancelled_at.append(time.monotonic())
+
+    request = processing.Request("biqt", 2, interpolate=True)
+    with pytest.raises(processing.Cancelled):
+        processing.predict_in_subprocess(big, request, python_executable=str(launcher), progress=progress,
+                                         cancel=lambda: bool(cancelled_at))
+    worker = int(pidfile.read_text())
+    while _alive(worker) and time.monotonic() < cancelled_at[0] + 1.0:  # a SIGTERM to the group ends it at once
+        time.sleep(0.05)
+    assert not _alive(worker), "the worker Python outlived the cancelled launcher"

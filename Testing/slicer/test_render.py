@@ -1,0 +1,121 @@
+"""The compare layout as Slicer's own slice views draw it, off-screen (trame-slicer): a real dev subject degraded by
+`iqt degrade`'s rule and upsampled by cubic (left) and biqt (right, with its uncertainty overlay and legend).
+The pictures are checked: background outside the brain, a coloured overlay, the same slice in both views, a
+legend whose labels show the values; and the README's picture is small enough for the extension page."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer[standalone]) is not installed")
+
+from ImageQualityTransferLib.dmri import degrade  # noqa: E402
+from ImageQualityTransferLib.slicer import display, render  # noqa: E402
+
+LEFT, RIGHT = display.COMPARE_VIEWS
+
+
+PROBE = ("from vtkmodules.vtkRenderingCore import vtkRenderWindow; import vtkmodules.vtkRenderingOpenGL2; "
+         "w = vtkRenderWindow(); w.SetOffScreenRendering(1); print(int(w.SupportsOpenGL()))")
+
+
+@pytest.fixture(scope="module")
+def rendering(axial_subject):
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0 or probe.stdout.strip().splitlines()[-1:] != ["1"]:  # in a child: a crash stays there
+        pytest.skip(f"no off-screen OpenGL here (exit {probe.returncode}): {probe.stderr.strip()[-300:]}")
+    pair = degrade.degrade(axial_subject.dwi, axial_subject.mask.data, 2)
+    return render.render_compare(pair.tensor, pair.mask, "biqt")
+
+
+def support_at_pixels(rendering, view, dilate: int = 2) -> np.ndarray:
+    """(H, W) bool: the pixel's nearest high-res voxel is inside the tensor's non-zero support dilated by `dilate`."""
+    from scipy import ndimage
+
+    from ImageQualityTransferLib.slicer import mrml
+
+    tensor = mrml.tensor_volume_from_node(rendering.nodes["tensor"])
+    support = np.any(tensor.data != 0, axis=-1)
+    support = ndimage.binary_dilation(support, iterations=dilate) if dilate > 0 else \
+        ndimage.binary_erosion(support, iterations=-dilate)
+    ras = rendering.pixel_ras(view)
+    ijk = np.rint((np.c_[ras.reshape(-1, 3), np.ones(ras.shape[0] * ras.shape[1])] @ np.linalg.inv(tensor.affine).T)[:, :3])
+    inside = np.all((ijk >= 0) & (ijk < np.array(support.shape)), axis=1)
+    out = np.zeros(len(ijk), bool)
+    idx = ijk[inside].astype(int)
+    out[inside] = support[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return out.reshape(ras.shape[:2])
+
+
+def outside_legend(rendering, view) -> np.ndarray:
+    h, w = rendering.images[view].shape[:2]
+    keep = np.ones((h, w), bool)
+    if view in rendering.legend_boxes:
+        x0, y0, x1, y1 = rendering.legend_boxes[view]
+        keep[y0:y1, x0:x1] = False
+    return keep
+
+
+def test_background_outside_the_brain(rendering):
+    for view in (LEFT, RIGHT):
+        image = rendering.images[view]
+        outside = ~support_at_pixels(rendering, view) & outside_legend(rendering, view)
+        assert outside.mean() > 0.2  # the check covers a good part of the view
+        assert np.all(image[outside] == render.BACKGROUND), f"{view}: non-background pixels outside the brain"
+        inside = support_at_pixels(rendering, view, dilate=-2)
+        assert (image[inside].max(axis=1) > 0).mean() > 0.9, f"{view}: the brain is not drawn"
+
+
+def test_overlay_is_coloured(rendering):
+    """The uncertainty overlay changes the IQT view inside the brain, in Inferno's purple-to-yellow hues."""
+    composite = display.composite_node(rendering.scene, RIGHT)
+    with_overlay = rendering.images[RIGHT]
+    composite.SetForegroundOpacity(0.0)
+    try:
+        bare = render._grab(rendering.views[RIGHT])
+    finally:
+        composite.SetForegroundOpacity(render.OPACITY)
+    inside = support_at_pixels(rendering, RIGHT, dilate=-2) & outside_legend(rendering, RIGHT)
+    changed = np.abs(with_overlay.astype(int) - bare.astype(int)).sum(axis=-1) > 6
+    assert changed[inside].mean() > 0.8
+    shift = with_overlay[inside].astype(float).mean(axis=0) - bare[inside].astype(float).mean(axis=0)
+    assert shift[0] > shift[1]  # more red than green added: inferno, not grey
+
+
+def test_both_views_show_the_same_slice(rendering):
+    np.testing.assert_allclose(rendering.pixel_ras(LEFT), rendering.pixel_ras(RIGHT), atol=1e-6)
+    drawn = [(rendering.images[v].max(axis=-1) > 0) & outside_legend(rendering, RIGHT) for v in (LEFT, RIGHT)]
+    iou = (drawn[0] & drawn[1]).sum() / (drawn[0] | drawn[1]).sum()
+    assert iou > 0.9, f"the brain's outline differs between the views (IoU {iou:.2f})"
+
+
+def test_legend_is_shown_and_readable(rendering):
+    assert RIGHT in rendering.legend_boxes and LEFT not in rendering.legend_boxes  # only where the map is shown
+    legend = display.legend_node(rendering.scene, rendering.nodes["uncertainty"])
+    dm = rendering.views[RIGHT]._displayable_manager_group.GetDisplayableManagerByClassName(
+        "vtkMRMLColorLegendDisplayableManager")
+    actor = dm.GetColorLegendActor(legend)
+    assert actor.GetTitle() == "Uncertainty, tensor SD (mm²/s)" and actor.GetLabelFormat() == "%.2e"
+    other = display.legend_node(rendering.scene, rendering.nodes["uncertainties"]["direction"])
+    assert other.GetVisibility() and not dm.GetColorLegendActor(other).GetVisibility()  # its map is not shown
+    low, high = actor.GetLookupTable().GetTableRange()
+    labels = [actor.GetLabelFormat() % v for v in np.linspace(low, high, legend.GetNumberOfLabels())]
+    assert len(set(labels)) == len(labels) and labels[-1] != "0.00e+00"  # distinct, non-zero values
+    x0, y0, x1, y1 = rendering.legend_boxes[RIGHT]
+    box = rendering.images[RIGHT][y0:y1, x0:x1]
+    text = (box.min(axis=-1) > 180).sum()  # near-white label and title pixels
+    assert text > 200, f"only {text} text pixels in the legend"
+
+
+def test_readme_picture(rendering, tmp_path):
+    path = tmp_path / "compare.png"
+    render.compose(rendering).save(path, optimize=True)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.size == (2 * render.VIEW_SIZE[0] + 4, render.VIEW_SIZE[1] + 28)
+    assert path.stat().st_size < 300_000

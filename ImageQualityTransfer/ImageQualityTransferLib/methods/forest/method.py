@@ -19,11 +19,9 @@ class ForestMethod(LearnedMethod):
         return model_io
 
     def _predict(self, lr, r, mask, progress):
-        from ...core.threads import small_solves
         from .training import predict_volume
 
-        with small_solves():
-            return predict_volume(self.load(r), lr, mask, with_variance=self.gives_uncertainty, progress=progress)
+        return predict_volume(self.load(r), lr, mask, with_variance=self.gives_uncertainty, progress=progress)
 
     def fit_options(self):
         from .training import DEFAULTS

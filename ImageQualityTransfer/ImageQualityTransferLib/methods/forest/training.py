@@ -17,6 +17,7 @@ import numpy as np
 from ...core.version import __version__ as engine_version
 from ...core.errors import IQTError
 from ...core.grid import repeat_blocks
+from ...core.threads import small_solves
 from . import features, linear, patches
 from .completion import GaussianCompletion
 from .forest import Forest
@@ -38,6 +39,7 @@ DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=
 # for a 2.3 MB rf file and a split search on 211 regressors (14 min on the 2 shared, busy cores); not adopted.
 
 
+@small_solves()  # many small solves: BLAS threads cost far more than they give (README, Speed)
 def train(method: str, subjects, factor: int = 2, seed: int = 0, log=None, progress=None, library=None,
           **overrides) -> ForestModel:
     """A trained model. `subjects`: folders or dmri.subject.Subject objects; `library` reuses a built one."""
@@ -93,6 +95,7 @@ def design(X: np.ndarray, C: np.ndarray | None, inputs: str) -> np.ndarray:
     return np.concatenate([X, np.asarray(C, np.float32)], axis=1)
 
 
+@small_solves()
 def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, with_variance: bool = False,
                    chunk: int = 20_000, progress=None):
     """Low-res canonical tensors (mm^2/s) -> high-res tensors (mm^2/s) and, for rf/biqt, the per-voxel std map.

@@ -298,7 +298,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         mask = Volume(inside, lr.affine, "mask") if inside.any() and not inside.all() else None
     pred = _method(s).predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
     t = pred.tensor
-    vols = {"tensor": t, "fa": t.replace(data=tensors.fa(t.data).astype(np.float32), kind="scalar"),
+    vols = {"tensor": t, "fa": t.replace(data=tensors.fa_fast(t.data).astype(np.float32), kind="scalar"),
             "md": t.replace(data=tensors.md(t.data).astype(np.float32), kind="scalar")}
     if s.uncertainty:
         vols.update(pred.maps())
@@ -455,6 +455,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     processes. Returns (client, cluster or None)."""
     import logging
 
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -463,8 +464,13 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
         except (OSError, TimeoutError, ValueError) as exc:
             raise IQTError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())}); start one with "
                            "'dask scheduler' and give its tcp://host:port") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                           dashboard_address=dashboard_address, silence_logs=logging.ERROR)
+    # Dask's workers start with glibc's malloc trim threshold at 64 KiB, which hands numpy's large temporaries back to
+    # the OS and faults them in again: with it a dev subject took 9-11 s on a worker against 5-6 s without
+    # (benchmarks/batch_throughput.py); the one-thread settings (OMP_NUM_THREADS=1 and co.) are kept.
+    env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                               dashboard_address=dashboard_address, silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 

@@ -41,6 +41,10 @@ def run(args) -> int:
     if args.uncertainty and not method.gives_uncertainty:
         raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "
                        f"{', '.join(methods.with_uncertainty())}")
+    if args.device == "cuda" and method.requires_torch and not args.scheduler:  # local workers see this machine's GPUs
+        from ...methods.cnn.inference import resolve_device
+
+        resolve_device("cuda")
     items = batch.find_items(args.input)
     model_file, model_sha = batch.model_record(method, r)
     s = batch.Settings(method=name, factor=r, uncertainty=args.uncertainty, mc_samples=args.mc_samples,

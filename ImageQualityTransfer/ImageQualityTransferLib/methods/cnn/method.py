@@ -37,7 +37,7 @@ class CNNMethod(LearnedMethod):
     def fit_options(self):
         from .training import DEFAULTS
 
-        return ("epochs", "minutes", "threads", "init", *DEFAULTS)
+        return ("epochs", "minutes", "threads", "init", "checkpoint", *DEFAULTS)
 
     def _fit(self, subjects, r, *, seed, log, progress, epochs=None, minutes=None, threads=None, init=None, **settings):
         """Degraded training volumes from every subject (every block shift), then the family's trainer."""

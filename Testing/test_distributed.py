@@ -68,3 +68,14 @@ def test_train_refuses_nproc_for_methods_without_a_network(tmp_path, capsys):
     code = cli.main(["train", "--method", "rf", "--subjects", str(subj), "-o", str(tmp_path / "m.npz"), "--nproc", "2"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("iqt: error: --nproc and --checkpoint apply to the CNN methods")
+
+
+def test_train_device_cuda_is_refused_up_front_without_a_gpu(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    subj = tmp_path / "s"
+    subj.mkdir()
+    (subj / "dwi.nii.gz").write_bytes(b"")
+    code = cli.main(["train", "--method", "espcn", "--subjects", str(subj), "-o", str(tmp_path / "m.pt"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no CUDA device" in err and len(err.strip().splitlines()) == 1

@@ -28,6 +28,8 @@ def add_parsers(sub) -> None:
                          "is split between them, so it must divide by N); under torchrun, the group torchrun starts")
     sp.add_argument("--checkpoint", help="CNN: save the training state here after every epoch; if the file exists, "
                                          "continue from it (run the same command again after an interruption)")
+    sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                    help="CNN: where the network trains (default cpu; auto: CUDA when PyTorch has it; one process only)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
     sp.set_defaults(func=run)
 
@@ -56,6 +58,14 @@ def run(args):
         raise IQTError(f"--nproc {args.nproc}: give at least 1 process")
     if (args.nproc > 1 or args.checkpoint) and not cls.requires_torch:
         raise IQTError(f"--nproc and --checkpoint apply to the CNN methods, not {args.method!r}; drop them")
+    if args.device != "cpu" and not cls.requires_torch:
+        raise IQTError(f"--device applies to the CNN methods, not {args.method!r}; drop it")
+    if args.nproc > 1 and args.device != "cpu":
+        raise IQTError(f"--device {args.device}: training over several processes (--nproc) runs on the CPU; use one or the other")
+    if args.device != "cpu":
+        from ...methods.cnn.inference import resolve_device
+
+        resolve_device(args.device)  # no CUDA here: refused before the data are prepared
     if args.checkpoint and not Path(args.checkpoint).parent.exists():
         raise IQTError(f"{args.checkpoint}: the folder {Path(args.checkpoint).parent} does not exist; create it first")
     args.command_line = "iqt " + " ".join(sys.argv[1:]) if sys.argv else None
@@ -84,9 +94,9 @@ def train_here(args) -> None:
         from ...methods.cnn.distributed import rank_and_world
 
         rank = rank_and_world()[0]
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose and rank == 0 else None
     t0 = time.perf_counter()
-    method = cls().fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
+    method = cls(device=args.device).fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint)
     if rank == 0:
         out = Path(args.output)

@@ -53,7 +53,7 @@ class CNNMethod(LearnedMethod):
         epochs = epochs if epochs is not None else (10_000 if minutes else 200)
         net, meta, _ = training.train(items, method=self.name, factor=r, seed=seed, epochs=epochs, minutes=minutes,
                                       log=log, progress=progress, threads=threads, init=init,
-                                      **settings)
+                                      device=self.device, **settings)
         meta["training"]["data_preparation_seconds"] = prep
         return LoadedModel(net, meta)
 

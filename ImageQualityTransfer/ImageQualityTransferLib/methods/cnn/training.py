@@ -284,10 +284,11 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
 
 def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: int = 0, epochs: int = 200,
           minutes: float | None = None, log=None, progress: bool = True, threads: int | None = None, init=None,
-          checkpoint=None, **options) -> tuple:
+          checkpoint=None, device="cpu", **options) -> tuple:
     """Train a network on prepared items (on every process of a torch.distributed group, if one is initialised);
     with `checkpoint`, save after every epoch and resume from it when it exists. Returns (net in eval mode, sidecar
-    metadata, history)."""
+    metadata, history). `device` ("cpu", "cuda", "auto"): where the network trains (batches are drawn on the CPU);
+    with several processes, the CPU only (gloo)."""
     from pathlib import Path
 
     from . import networks, require_torch
@@ -303,6 +304,12 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
                        f"of processes that divides it")
     if rank:
         log, progress = None, False
+    from .inference import resolve_device
+
+    device = resolve_device(device)
+    if world > 1 and device.type != "cpu":
+        raise IQTError(f"--device {device.type}: training over several processes runs on the CPU (gloo); use --device cpu "
+                       "or one process")
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
@@ -343,6 +350,8 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
         return kl_weight * net.mean.kl() if variational else 0.0
     sampler = Sampler(items, norm, factor, opts["patch"], seed if world == 1 else [seed, rank], opts["scale_aug"])
     xv, yv, wv = sampler.validation(opts["val_patches"], seed)
+    net.to(device)
+    xv, yv, wv = xv.to(device), yv.to(device), wv.to(device)
     model = net
     if world > 1:  # the same initial weights everywhere (DDP broadcasts rank 0's), then each rank its own dropout draws
         from torch.nn.parallel import DistributedDataParallel
@@ -437,6 +446,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
                     cands = SIGNED_PERMUTATIONS if opts["augment"] == "all" else [s for s in SIGNED_PERMUTATIONS if s[0] == (0, 1, 2)]
                     perm, signs, p = cands[rng.integers(len(cands))]
                     x, y, w = augment_batch([x, y, w], perm, signs, p)
+                x, y, w = x.to(device), y.to(device), w.to(device)
                 out = model(x)
                 if hetero:
                     mu, lv = out
@@ -472,6 +482,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
                 break
         net.load_state_dict(best_state)
     bar.close()
+    net.to("cpu")
     net.eval()
     meta = {
         "method": method,
@@ -488,6 +499,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
             "options": {k: opts[k] for k in DEFAULTS},
             "init": init_info,
             "processes": world,
+            "device": device.type,
             "resumed_after_epoch": None if ck is None else int(ck["epoch"]),
             "kl_weight": kl_weight if variational else None,
             "log_alpha": ({name: [round(float(v), 4) for v in d.log_alpha.detach()] for name, d in

@@ -124,7 +124,7 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     assert {str(p): sha(p) for p in ds.rglob("*") if p.is_file()} == before  # inputs never modified
 
 
-def test_killed_run_restarts_without_redoing(tmp_path, cluster):
+def test_killed_run_restarts_without_redoing(tmp_path, capsys, cluster):
     """SIGKILL the whole run (scheduler and local workers) once a subject is done; the restart finishes the rest,
     keeps what was done and leaves no temporary file."""
     ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None)
@@ -132,7 +132,7 @@ def test_killed_run_restarts_without_redoing(tmp_path, cluster):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method", "cubic",
            "--workers", "1", "--dashboard-address", ":0"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 60
     try:
         while time.time() < deadline and not list(out.glob("sub-*/dwi/*param-tensor_dwimap.json")):
@@ -146,9 +146,9 @@ def test_killed_run_restarts_without_redoing(tmp_path, cluster):
     (out / "sub-03" / "dwi").mkdir(parents=True, exist_ok=True)
     (out / "sub-03" / "dwi" / ".iqt-left.nii.gz").write_bytes(b"partial")  # as a writer killed mid-file leaves
 
-    restart = subprocess.run(cmd[:-4] + ["--scheduler", cluster], env=env, capture_output=True, text=True, timeout=120)
-    assert restart.returncode == 0, restart.stdout + restart.stderr
-    assert f"{len(done)} skipped" in restart.stdout
+    code, stdout, err = run_cli(capsys, *cmd[3:-4], "--scheduler", cluster)  # started again (on the module's cluster)
+    assert code == 0, stdout + err
+    assert f"{len(done)} skipped" in stdout
     for sub, files in kept.items():
         assert outputs(out / sub / "dwi") == files
     assert len(list(out.glob("sub-*/dwi/*param-tensor_dwimap.json"))) == 3

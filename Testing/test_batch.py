@@ -189,6 +189,10 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
         assert code == 2 and err.startswith("iqt: error: ") and words in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "batch", tmp_path / "nothing", "-o", tmp_path / "o", "--method", "cubic")
     assert code == 2 and "not found" in err
+    code, _, err = run_cli(capsys, "batch", ds, "-o", ds, "--method", "cubic")
+    assert code == 2 and "inside the input dataset" in err
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "no" / "such", "--method", "cubic")
+    assert code == 2 and "does not exist" in err
     assert not (tmp_path / "o").exists()
 
 

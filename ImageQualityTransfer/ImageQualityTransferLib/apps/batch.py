@@ -496,10 +496,17 @@ def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: 
             it = futures[fut]
             try:
                 results[it.prefix] = fut.result()
-            except Exception as exc:  # the worker died (memory limit, killed): recorded like any failure
+            except Exception as exc:  # the task never returned: recorded like any failure
+                from distributed import KilledWorker
+
+                if isinstance(exc, KilledWorker):
+                    reason = ("the worker running it died (memory limit or killed); give the workers more memory with "
+                              "--memory-limit or run fewer --workers")
+                else:
+                    reason = (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the "
+                              "workers need ImageQualityTransfer installed and the same paths as this machine")
                 results[it.prefix] = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {},
-                                      "reason": f"the worker running it died ({type(exc).__name__}); give the workers "
-                                                "more memory with --memory-limit or run fewer --workers"}
+                                      "reason": reason}
             bar.update(1)
     bar.close()
     ordered = [results[it.prefix] for it in items]

@@ -49,13 +49,22 @@ def run(args) -> int:
     model_file, model_sha = batch.model_record(method, r)
     s = batch.Settings(method=name, factor=r, uncertainty=args.uncertainty, mc_samples=args.mc_samples,
                        device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha)
-    out = options.out_dir(args.output)
     try:
         import distributed  # noqa: F401
     except ImportError:
         raise IQTError("iqt batch needs Dask distributed; install it with pip install 'imagequalitytransfer[batch]'") from None
+    from pathlib import Path
+
+    out_path, in_path = Path(args.output).resolve(), Path(args.input).resolve()
+    if (out_path.exists() and not out_path.is_dir()) or not out_path.parent.exists():
+        options.out_dir(args.output)  # its one-line refusal, before a cluster starts
+    if in_path.is_dir() and (out_path == in_path or (in_path in out_path.parents
+                                                     and out_path.relative_to(in_path).parts[0].startswith("sub-"))):
+        raise IQTError(f"{args.output}: inside the input dataset's raw data; write the outputs elsewhere, e.g. "
+                       f"{Path(args.input) / 'derivatives' / 'iqt'}")
     client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address)
     try:
+        out = options.out_dir(args.output)
         print(f"{len(items)} subjects, method {name}, factor {r}; Dask dashboard: {client.dashboard_link}", flush=True)
         results = batch.run_cohort(items, s, out, client)
     finally:

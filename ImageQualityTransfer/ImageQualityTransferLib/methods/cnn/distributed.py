@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 
@@ -65,10 +66,10 @@ def _entry(rank: int, fn, nproc: int, port: int, threads: int | None, args: tupl
     if threads:
         torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=nproc)
-    try:
-        fn(*args)
-    finally:
-        dist.destroy_process_group()
+    fn(*args)
+    gc.collect()  # nothing that holds the group (a DDP reducer) may outlive it
+    dist.barrier()  # every rank done before any tears the group down
+    dist.destroy_process_group()
 
 
 def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:

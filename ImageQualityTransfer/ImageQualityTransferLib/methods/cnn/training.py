@@ -482,6 +482,14 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
                 break
         net.load_state_dict(best_state)
     bar.close()
+    if world > 1:  # hand back a plain copy: DDP's hooks on the parameters hold the process group
+        import gc
+
+        plain = networks.build(arch)
+        plain.load_state_dict(net.state_dict())
+        del model
+        net = plain
+        gc.collect()
     net.to("cpu")
     net.eval()
     meta = {

@@ -123,3 +123,43 @@ def on_grid_of(b: Volume, a: Volume) -> Volume:
     idx = p.astype(int) @ np.indices(a.shape3).reshape(3, -1) + t.astype(int)[:, None]
     data = b.data[idx[0], idx[1], idx[2]].reshape(a.shape3 + (6,))
     return Volume(tensors.rotate(data.astype(np.float64), p.T), b.affine @ m, "tensor", meta=b.meta)
+
+
+# ---------------------------------------------------------------- CNN training data
+
+
+def smooth_tensors(shape, seed=0):
+    """A plausible, smooth low-res tensor field inside an ellipsoid, and its mask."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"), -1)
+    mask = (g**2).sum(-1) < 0.8
+    v = ndimage.gaussian_filter(rng.normal(size=tuple(shape) + (3,)), (1.5, 1.5, 1.5, 0))
+    v /= np.linalg.norm(v, axis=-1, keepdims=True) + 1e-12
+    m = 0.6e-3 * np.eye(3) + 1e-3 * rng.random(tuple(shape))[..., None, None] * v[..., :, None] * v[..., None, :]
+    t = tensors.from_matrix(m).astype(np.float32)
+    t[~mask] = 0
+    return t, mask
+
+
+def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6):
+    """Training items whose residual target is a fixed local function of the input (learnable)."""
+    from ImageQualityTransferLib.methods.cnn import training
+    from ImageQualityTransferLib.methods.interpolation import upsample_separable
+
+    items = []
+    for s in range(n):
+        lr, mask = smooth_tensors(shape, seed=s)
+        nn_up = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+        res = 0.3 * (nn_up - upsample_separable(lr, r, 3))
+        w = mask.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+        res[~w] = 0
+        in_val = np.zeros(r * shape[1], bool)
+        in_val[r * 4 : r * (4 + patch)] = True
+        in_val = in_val[None, :, None]
+        corners = np.unique(np.clip(np.argwhere(mask) - patch // 2, 0, np.array(shape) - patch), axis=0)
+        val = corners[corners[:, 1] == 4]
+        items.append(training.TrainItem(f"s{s}", (0, 0, 0), np.pad(lr, [(2, 2)] * 3 + [(0, 0)]), res.astype(np.float32),
+                                        w & ~in_val, w & in_val, corners, val))
+    return items

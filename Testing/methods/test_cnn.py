@@ -18,27 +18,12 @@ from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
 from ImageQualityTransferLib.core.orientation import reorient  # noqa: E402
 from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
 
-from helpers import TRAIN, need_data  # noqa: E402
+from helpers import TRAIN, need_data, smooth_tensors, synthetic_items  # noqa: E402
 
 torch.set_num_threads(1)
 
 NORM = {"kind": "residual-over-cubic", "in_mean": [1e-3, 0, 1e-3, 0, 0, 1e-3], "in_scale": [5e-4, 1e-4, 5e-4, 1e-4, 1e-4, 5e-4],
         "out_scale": [2.5e-4, 8e-5, 2.5e-4, 8e-5, 8e-5, 2.5e-4], "units": "mm^2/s"}
-
-
-def smooth_tensors(shape, seed=0):
-    """A plausible, smooth low-res tensor field inside an ellipsoid, and its mask."""
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"), -1)
-    mask = (g**2).sum(-1) < 0.8
-    v = ndimage.gaussian_filter(rng.normal(size=tuple(shape) + (3,)), (1.5, 1.5, 1.5, 0))
-    v /= np.linalg.norm(v, axis=-1, keepdims=True) + 1e-12
-    m = 0.6e-3 * np.eye(3) + 1e-3 * rng.random(tuple(shape))[..., None, None] * v[..., :, None] * v[..., None, :]
-    t = tensors.from_matrix(m).astype(np.float32)
-    t[~mask] = 0
-    return t, mask
 
 
 def random_model(method="espcn", seed=0):
@@ -81,27 +66,6 @@ def test_receptive_field_is_5_cubed():
         near = x.clone()
         near[0, :, 4, 4, 4] += 10.0
         assert not torch.equal(net(near)[..., :2, :2, :2], base[..., :2, :2, :2])
-
-
-def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6):
-    """Training items whose residual target is a fixed local function of the input (learnable)."""
-    from ImageQualityTransferLib.methods.interpolation import upsample_separable
-
-    items = []
-    for s in range(n):
-        lr, mask = smooth_tensors(shape, seed=s)
-        nn_up = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
-        res = 0.3 * (nn_up - upsample_separable(lr, r, 3))
-        w = mask.repeat(r, 0).repeat(r, 1).repeat(r, 2)
-        res[~w] = 0
-        in_val = np.zeros(r * shape[1], bool)
-        in_val[r * 4 : r * (4 + patch)] = True
-        in_val = in_val[None, :, None]
-        corners = np.unique(np.clip(np.argwhere(mask) - patch // 2, 0, np.array(shape) - patch), axis=0)
-        val = corners[corners[:, 1] == 4]
-        items.append(training.TrainItem(f"s{s}", (0, 0, 0), np.pad(lr, [(2, 2)] * 3 + [(0, 0)]), res.astype(np.float32),
-                                        w & ~in_val, w & in_val, corners, val))
-    return items
 
 
 @pytest.mark.slow

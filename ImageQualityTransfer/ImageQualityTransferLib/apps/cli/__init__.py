@@ -15,9 +15,9 @@ import threading
 
 from ...core import threads
 from ...core.errors import IQTError
-from . import benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample
+from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample
 
-COMMANDS = (fit, upsample, evaluate, benchmark, demo, train, track, propagate, lesion_check, report)
+COMMANDS = (fit, upsample, evaluate, benchmark, batch, demo, train, track, propagate, lesion_check, report)
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                 signal.signal(sig, _on_signal)
     try:
         threads.apply(args.threads if args.threads is not None else getattr(args, "train_threads", None))
-        args.func(args)
+        code = args.func(args)
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         print(f"iqt: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} (rerun with --debug and report it)",
               file=sys.stderr)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,13 @@ def add_parsers(sub) -> None:
                     help="CPU threads (as 'iqt --threads N train ...'; default: the libraries' choice)")
     sp.add_argument("--register", action="store_true", help="add the model to registry.json in its folder")
     sp.add_argument("--init", help="CNN: warm-start from this trained model (e.g. an espcn-hetero .pt for espcn-hetero-var1)")
+    sp.add_argument("--nproc", type=int, default=1,
+                    help="CNN: data-parallel training over N processes on this machine (PyTorch DDP, gloo; the batch "
+                         "is split between them, so it must divide by N); under torchrun, the group torchrun starts")
+    sp.add_argument("--checkpoint", help="CNN: save the training state here after every epoch; if the file exists, "
+                                         "continue from it (run the same command again after an interruption)")
+    sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                    help="CNN: where the network trains (default cpu; auto: CUDA when PyTorch has it; one process only)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
     sp.set_defaults(func=run)
 
@@ -47,9 +54,51 @@ def run(args):
         raise IQTError("--epochs must be at least 1")
     if args.minutes is not None and not args.minutes > 0:
         raise IQTError(f"--minutes {args.minutes}: give a positive time budget in minutes (e.g. 45), or drop it")
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
+    if args.nproc < 1:
+        raise IQTError(f"--nproc {args.nproc}: give at least 1 process")
+    if (args.nproc > 1 or args.checkpoint) and not cls.requires_torch:
+        raise IQTError(f"--nproc and --checkpoint apply to the CNN methods, not {args.method!r}; drop them")
+    if args.device != "cpu" and not cls.requires_torch:
+        raise IQTError(f"--device applies to the CNN methods, not {args.method!r}; drop it")
+    if args.nproc > 1 and args.device != "cpu":
+        raise IQTError(f"--device {args.device}: training over several processes (--nproc) runs on the CPU; use one or the other")
+    if args.device != "cpu":
+        from ...methods.cnn.inference import resolve_device
+
+        resolve_device(args.device)  # no CUDA here: refused before the data are prepared
+    if args.checkpoint and not Path(args.checkpoint).parent.exists():
+        raise IQTError(f"{args.checkpoint}: the folder {Path(args.checkpoint).parent} does not exist; create it first")
+    args.command_line = "iqt " + " ".join(sys.argv[1:]) if sys.argv else None
+    if args.nproc > 1:
+        from ...methods.cnn import distributed
+
+        distributed.spawn(train_here, args.nproc, args, threads=args.train_threads)
+    else:
+        if cls.requires_torch:
+            from ...methods.cnn import distributed, require_torch
+
+            require_torch()
+            distributed.init_from_environment()  # under torchrun: join its group
+        train_here(args)
+
+
+def train_here(args) -> None:
+    """Train in this process (one rank of a group, or alone); rank 0 writes the model and says so."""
+    from ... import methods
+    from ...core import grid
+
+    cls = methods.method_class(args.method)
+    r = grid.check_factor(args.factor)
+    rank = 0
+    if cls.requires_torch:
+        from ...methods.cnn.distributed import rank_and_world
+
+        rank = rank_and_world()[0]
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose and rank == 0 else None
     t0 = time.perf_counter()
-    method = cls().fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
-                       minutes=args.minutes, init=args.init)
-    side = method.save(out, r, command="iqt " + " ".join(sys.argv[1:]) if sys.argv else None, register=args.register)
-    print(f"wrote {out} and {side.name} ({method.summary(r)}; {(time.perf_counter() - t0) / 60:.1f} min in all)")
+    method = cls(device=args.device).fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
+                       minutes=args.minutes, init=args.init, checkpoint=args.checkpoint)
+    if rank == 0:
+        out = Path(args.output)
+        side = method.save(out, r, command=args.command_line, register=args.register)
+        print(f"wrote {out} and {side.name} ({method.summary(r)}; {(time.perf_counter() - t0) / 60:.1f} min in all)")

@@ -42,7 +42,7 @@ class CNNMethod(LearnedMethod):
     def fit_options(self):
         from .training import DEFAULTS
 
-        return ("epochs", "minutes", "threads", "init", *DEFAULTS)
+        return ("epochs", "minutes", "threads", "init", "checkpoint", *DEFAULTS)
 
     def _fit(self, subjects, r, *, seed, log, progress, epochs=None, minutes=None, threads=None, init=None, **settings):
         """Degraded training volumes from every subject (every block shift), then the family's trainer."""
@@ -58,7 +58,7 @@ class CNNMethod(LearnedMethod):
         epochs = epochs if epochs is not None else (10_000 if minutes else 200)
         net, meta, _ = training.train(items, method=self.name, factor=r, seed=seed, epochs=epochs, minutes=minutes,
                                       log=log, progress=progress, threads=threads, init=init,
-                                      **settings)
+                                      device=self.device, **settings)
         meta["training"]["data_preparation_seconds"] = prep
         return LoadedModel(net, meta)
 

@@ -27,6 +27,13 @@ number of training target values (the ELBO divided by the data size). `init` war
 of a compatible architecture (e.g. `espcn-hetero` -> `espcn-hetero-var1`: the dropout rates start at
 alpha = exp(-4)). Deterministic for a given seed and `epochs`
 (a `minutes` budget stops on wall time, which is not).
+
+Distributed (`distributed.py`): when a torch.distributed group is initialised, every process trains the same
+network wrapped in DistributedDataParallel on its own share of each batch (batch_size / processes patches from its own
+sampler stream, seeded by seed and rank), the gradients averaged, so the global batch is the same; rank 0's
+validation loss drives every decision and only rank 0 logs. `checkpoint` is written after every epoch (by rank 0,
+atomically): weights, optimiser, scheduler, early-stopping state and every process's random streams; a training
+started again with the same checkpoint continues from its last epoch, as if uninterrupted.
 """
 
 from __future__ import annotations
@@ -255,20 +262,58 @@ def hetero_loss(pred, logvar, y, w):
 # ---------------------------------------------------------------- the loop
 
 
+CHECKPOINT_FORMAT = "iqt-cnn-checkpoint/1"
+
+
+def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
+    """A checkpoint written by `train` for the same method, factor and seed (weights-only load: no code runs)."""
+    import torch
+
+    try:
+        ck = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IQTError(f"{path}: not a readable training checkpoint ({' '.join(str(exc).split())[:200]}); delete it to "
+                       "start afresh") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise IQTError(f"{path}: not an IQT training checkpoint; give another --checkpoint path or delete it")
+    if (ck["method"], ck["factor"], ck["seed"]) != (method, int(factor), int(seed)):
+        raise IQTError(f"{path}: a checkpoint of {ck['method']} at factor {ck['factor']} with seed {ck['seed']}; resume it "
+                       "with those settings, or give another --checkpoint path")
+    return ck
+
+
 def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: int = 0, epochs: int = 200,
           minutes: float | None = None, log=None, progress: bool = True, threads: int | None = None, init=None,
-          **options) -> tuple:
-    """Train a network on prepared items. Returns (net in eval mode, sidecar metadata, history)."""
+          checkpoint=None, device="cpu", **options) -> tuple:
+    """Train a network on prepared items (on every process of a torch.distributed group, if one is initialised);
+    with `checkpoint`, save after every epoch and resume from it when it exists. Returns (net in eval mode, sidecar
+    metadata, history). `device` ("cpu", "cuda", "auto"): where the network trains (batches are drawn on the CPU);
+    with several processes, the CPU only (gloo)."""
+    from pathlib import Path
+
     from . import networks, require_torch
+    from .distributed import agree, gather, rank_and_world
 
     torch = require_torch()
     opts = {**DEFAULTS, **options}
     if method not in networks.ARCHITECTURES:
         raise IQTError(f"unknown CNN method {method!r}; trainable: {', '.join(networks.ARCHITECTURES)}")
+    rank, world = rank_and_world()
+    if opts["batch_size"] % world:
+        raise IQTError(f"a batch of {opts['batch_size']} patches does not split over {world} processes; give a number "
+                       f"of processes that divides it")
+    if rank:
+        log, progress = None, False
+    from .inference import resolve_device
+
+    device = resolve_device(device)
+    if world > 1 and device.type != "cpu":
+        raise IQTError(f"--device {device.type}: training over several processes runs on the CPU (gloo); use --device cpu "
+                       "or one process")
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if world == 1 else [seed, rank])
     hetero = method.startswith("espcn-hetero")
     arch = {"name": method, "factor": int(factor), "widths": [50, 100]}
     net = networks.build(arch)
@@ -303,8 +348,24 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
 
     def kl_term():
         return kl_weight * net.mean.kl() if variational else 0.0
-    sampler = Sampler(items, norm, factor, opts["patch"], seed, opts["scale_aug"])
+    sampler = Sampler(items, norm, factor, opts["patch"], seed if world == 1 else [seed, rank], opts["scale_aug"])
     xv, yv, wv = sampler.validation(opts["val_patches"], seed)
+    net.to(device)
+    xv, yv, wv = xv.to(device), yv.to(device), wv.to(device)
+    model = net
+    if world > 1:  # the same initial weights everywhere (DDP broadcasts rank 0's), then each rank its own dropout draws
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net)
+        torch.manual_seed(seed * 1000 + rank)
+    ck = None
+    if checkpoint is not None and Path(checkpoint).exists():
+        ck = load_checkpoint(checkpoint, method, factor, seed)
+        net.load_state_dict(ck["net"])
+        if len(ck["rng"]) == world:  # every process's streams as they were; another process count draws afresh
+            st = ck["rng"][rank]
+            rng.bit_generator.state, sampler.rng.bit_generator.state = st["augment"], st["sampler"]
+            torch.set_rng_state(st["torch"])
 
     def evaluate(phase):
         net.eval()
@@ -334,7 +395,33 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
     bar = progress_bar(total=epochs, desc=f"train {method}", enabled=progress)
     epoch = 0
     stopped = "epochs"
-    for phase, frac in phases:
+    start_phase = 0
+    if ck is not None:
+        history, epoch, stopped = list(ck["history"]), int(ck["epoch"]), ck["stopped"]
+        t_start -= float(ck["elapsed"])
+        start_phase = int(ck["phase_index"]) + bool(ck["phase_finished"])
+        if ck["phase_finished"]:
+            net.load_state_dict(ck["best_state"])
+        bar.update(epoch)
+        if log:
+            log(f"resuming from {checkpoint} after epoch {epoch}")
+
+    def save_checkpoint(pi, done, finished, opt, sched, best, best_state, since):
+        states = gather({"augment": rng.bit_generator.state, "sampler": sampler.rng.bit_generator.state,
+                         "torch": torch.get_rng_state()})
+        if rank == 0:
+            from ...fileio import atomic_write
+
+            state = {"format": CHECKPOINT_FORMAT, "method": method, "factor": int(factor), "seed": int(seed),
+                     "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished,
+                     "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
+                     "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
+                     "best_state": best_state, "since": since, "rng": states}
+            atomic_write(checkpoint, lambda tmp: torch.save(state, tmp))
+
+    for pi, (phase, frac) in enumerate(phases):
+        if pi < start_phase:
+            continue
         phase_epochs = max(1, int(round(epochs * frac)))
         phase_deadline = None if minutes is None else t_start + 60 * minutes * (
             frac if phase != "hetero" else 1.0)
@@ -344,27 +431,35 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
             params, loss_kind = list(net.parameters()), phase
         opt, sched = make_opt(params, opts["lr"] if phase != "hetero" else opts["lr"] * 0.3)
         best, best_state, since = math.inf, copy.deepcopy(net.state_dict()), 0
+        k0 = 0
+        if ck is not None and pi == start_phase:
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
+            best, best_state, since, k0 = ck["best"], ck["best_state"], int(ck["since"]), int(ck["phase_epochs_done"])
         net.train()
-        for _ in range(phase_epochs):
+        for k in range(k0, phase_epochs):
             t0 = time.perf_counter()
             total = 0.0
             for _ in range(opts["iters_per_epoch"]):
-                x, y, w = sampler.batch(opts["batch_size"])
+                x, y, w = sampler.batch(opts["batch_size"] // world)
                 if opts["augment"] != "none":
                     cands = SIGNED_PERMUTATIONS if opts["augment"] == "all" else [s for s in SIGNED_PERMUTATIONS if s[0] == (0, 1, 2)]
                     perm, signs, p = cands[rng.integers(len(cands))]
                     x, y, w = augment_batch([x, y, w], perm, signs, p)
-                out = net(x)
+                x, y, w = x.to(device), y.to(device), w.to(device)
+                out = model(x)
                 if hetero:
                     mu, lv = out
                     loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w)) + kl_term()
+                    if world > 1 and loss_kind == "mse":
+                        loss = loss + 0.0 * lv.sum()  # DDP reduces a gradient for every parameter, the variance net's too
                 else:
                     loss = mse_loss(out, y, w)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total += loss.item()
-            val = evaluate("hetero" if loss_kind == "hetero" else "mse")
+            val = agree(evaluate("hetero" if loss_kind == "hetero" else "mse"))  # rank 0's, so that every rank decides alike
             sched.step(val)
             epoch += 1
             history.append({"epoch": epoch, "phase": phase, "train_loss": total / opts["iters_per_epoch"], "val_loss": val,
@@ -378,14 +473,24 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
             if log:
                 log(f"epoch {epoch} [{phase}] train {history[-1]['train_loss']:.5f} val {val:.5f} "
                     f"lr {history[-1]['lr']:.2g} ({history[-1]['seconds']:.1f} s, {(time.perf_counter() - t_start) / 60:.1f} min)")
-            if since >= opts["patience"]:
-                stopped = "early stopping"
-                break
-            if phase_deadline is not None and time.perf_counter() > phase_deadline:
-                stopped = "time budget"
+            stop = agree(1 if since >= opts["patience"] else
+                         2 if phase_deadline is not None and time.perf_counter() > phase_deadline else 0)
+            stopped = {1: "early stopping", 2: "time budget"}.get(stop, stopped)
+            if checkpoint is not None:
+                save_checkpoint(pi, k + 1, bool(stop) or k + 1 == phase_epochs, opt, sched, best, best_state, since)
+            if stop:
                 break
         net.load_state_dict(best_state)
     bar.close()
+    if world > 1:  # hand back a plain copy: DDP's hooks on the parameters hold the process group
+        import gc
+
+        plain = networks.build(arch)
+        plain.load_state_dict(net.state_dict())
+        del model
+        net = plain
+        gc.collect()
+    net.to("cpu")
     net.eval()
     meta = {
         "method": method,
@@ -401,6 +506,9 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
             "minutes": (time.perf_counter() - t_start) / 60,
             "options": {k: opts[k] for k in DEFAULTS},
             "init": init_info,
+            "processes": world,
+            "device": device.type,
+            "resumed_after_epoch": None if ck is None else int(ck["epoch"]),
             "kl_weight": kl_weight if variational else None,
             "log_alpha": ({name: [round(float(v), 4) for v in d.log_alpha.detach()] for name, d in
                            (("drop1", net.mean.drop1), ("drop2", net.mean.drop2))} if variational else None),

@@ -1,0 +1,81 @@
+"""`iqt batch`: a cohort (BIDS dataset or list) upsampled on a Dask cluster into a BIDS-derivatives dataset."""
+
+from __future__ import annotations
+
+import sys
+
+from ...core.errors import IQTError
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("batch", help="upsample a cohort (BIDS dataset or list of subjects) on a Dask cluster into a "
+                                      "BIDS-derivatives dataset, resumable, with a QC table")
+    sp.add_argument("input", help="BIDS dataset folder (sub-*/[ses-*/]dwi/*_dwi.nii.gz with .bval/.bvec), or a text file "
+                                  "listing subject folders (dwi.nii.gz, dwi.bval, dwi.bvec) or DTI files, one per line")
+    sp.add_argument("-o", "--output", required=True, help="derivatives folder (created if missing; a rerun skips the "
+                                                          "subjects already done)")
+    sp.add_argument("--method", help="method name (see 'iqt methods'; default: the best shipped)")
+    options.add_factor(sp)
+    sp.add_argument("--uncertainty", action="store_true", help="also write the uncertainty maps (methods with uncertainty)")
+    where = sp.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")
+    where.add_argument("--scheduler", help="run on an existing Dask scheduler, e.g. tcp://host:8786 (see README)")
+    sp.add_argument("--memory-limit", default="auto",
+                    help="memory per local worker, e.g. 4GiB (default auto: the machine's memory / workers)")
+    sp.add_argument("--dashboard-address", default=":8787", help="local cluster's dashboard (default :8787; :0 any free port)")
+    options.add_method_settings(sp)
+    sp.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ... import methods
+    from ...core import grid
+    from .. import batch
+
+    r = grid.check_factor(args.factor)
+    if args.workers is not None and args.workers < 1:
+        raise IQTError(f"--workers {args.workers}: give at least 1 worker")
+    name = args.method or methods.default_method()
+    method = methods.get(name, **options.method_settings(args))
+    if args.uncertainty and not method.gives_uncertainty:
+        raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "
+                       f"{', '.join(methods.with_uncertainty())}")
+    if args.device == "cuda" and method.requires_torch and not args.scheduler:  # local workers see this machine's GPUs
+        from ...methods.cnn.inference import resolve_device
+
+        resolve_device("cuda")
+    items = batch.find_items(args.input)
+    model_file, model_sha = batch.model_record(method, r)
+    s = batch.Settings(method=name, factor=r, uncertainty=args.uncertainty, mc_samples=args.mc_samples,
+                       device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise IQTError("iqt batch needs Dask distributed; install it with pip install 'imagequalitytransfer[batch]'") from None
+    from pathlib import Path
+
+    out_path, in_path = Path(args.output).resolve(), Path(args.input).resolve()
+    out = options.out_dir(args.output)  # its one-line refusal, before a cluster starts
+    if in_path.is_dir() and (out_path == in_path or (in_path in out_path.parents
+                                                     and out_path.relative_to(in_path).parts[0].startswith("sub-"))):
+        raise IQTError(f"{args.output}: inside the input dataset's raw data; write the outputs elsewhere, e.g. "
+                       f"{Path(args.input) / 'derivatives' / 'iqt'}")
+    client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address)
+    try:
+        out.mkdir(exist_ok=True)
+        print(f"{len(items)} subjects, method {name}, factor {r}; Dask dashboard: {client.dashboard_link}", flush=True)
+        results = batch.run_cohort(items, s, out, client)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    print(batch.summary(results) + f"; wrote {out / 'qc.tsv'}")
+    failed = [r for r in results if r["status"] == "failed"]
+    for f in failed:
+        print(f"  {f['subject']}: {f['reason']}")
+    if failed:
+        print(f"iqt: {len(failed)} of {len(results)} subjects failed (reasons above and in qc.tsv); fix them and rerun "
+              "the same command to finish", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,220 @@
+"""`iqt batch`: a tiny BIDS cohort on a real Dask LocalCluster of 2 workers; outputs, sidecars, failures, resuming,
+a killed run restarted, a list of subjects run in-process, and two real dev subjects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from ImageQualityTransferLib import fileio  # noqa: E402
+from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
+from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
+
+from helpers import DEV, REPO, need_data  # noqa: E402
+
+ENGINE = REPO / "ImageQualityTransfer"
+
+
+def sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def make_bids(root: Path, subjects=("01", "02"), corrupt="03") -> Path:
+    """A BIDS dataset of phantom subjects; `corrupt` gets a truncated DWI."""
+    root.mkdir()
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "phantoms", "BIDSVersion": "1.10.0"}))
+    for i, sub in enumerate(tuple(subjects) + ((corrupt,) if corrupt else ())):
+        d = root / f"sub-{sub}" / "dwi"
+        d.mkdir(parents=True)
+        p = d / f"sub-{sub}_dwi.nii.gz"
+        fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12, seed=i), p)
+        (d / f"sub-{sub}_dwi.json").write_text(json.dumps({"PhaseEncodingDirection": "j-"}))
+        if sub == corrupt:
+            p.write_bytes(p.read_bytes()[:4000])
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One real LocalCluster (2 single-threaded worker processes, as `iqt batch --workers 2` makes it) for the
+    module, reached with --scheduler."""
+    with pytest.MonkeyPatch.context() as mp:  # the worker processes import the engine from this tree
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+        client, c = batch.start_client(2, dashboard_address=":0")
+    client.close()
+    yield c.scheduler_address
+    c.close()
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def outputs(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
+    ds = make_bids(tmp_path / "bids")
+    before = {str(p): sha(p) for p in ds.rglob("*") if p.is_file()}
+    out = tmp_path / "deriv"
+    args = ("batch", ds, "-o", out, "--method", "biqt", "--uncertainty", "--scheduler", cluster)
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 1, err
+    assert err.strip().splitlines() == [err.strip()] and "1 of 3 subjects failed" in err
+    assert "Dask dashboard: http" in stdout and "2 done, 0 skipped (already done), 1 failed" in stdout
+    assert "sub-03:" in stdout and "truncated" in stdout
+
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["BIDSVersion"]
+    gen = desc["GeneratedBy"][0]
+    assert gen["Name"] == "ImageQualityTransfer" and gen["Method"] == "biqt" and gen["Version"]
+    model_side = Path(gen["Model"])
+    weights = model_side.with_name(json.loads(model_side.read_text())["weights"])
+    assert gen["ModelSHA256"] == sha(weights)
+
+    base = "sub-01_space-orig_res-2x_model-biqt_param-"
+    names = {f"{base}tensor_dwimap", f"{base}fa_dwimap", f"{base}md_dwimap", f"{base}tensor_desc-std_dwimap",
+             f"{base}tensor_desc-direction_dwimap"}
+    files = {p.name for p in (out / "sub-01" / "dwi").iterdir()}
+    assert files == {n + ext for n in names for ext in (".nii.gz", ".json")}
+    assert not (out / "sub-03").exists()
+    side = json.loads((out / "sub-01" / "dwi" / f"{base}tensor_dwimap.json").read_text())
+    src = ds / "sub-01" / "dwi" / "sub-01_dwi.nii.gz"
+    assert side["InputSHA256"] == sha(src) and Path(side["InputFile"]) == src.absolute()
+    assert side["Method"] == "biqt" and side["Factor"] == 2 and side["ModelSHA256"] == gen["ModelSHA256"]
+    assert side["SoftwareVersion"] and side["Time"] and side["Sources"] == ["sub-01/dwi/sub-01_dwi.nii.gz"]
+    hr = fileio.load_tensor(out / "sub-01" / "dwi" / f"{base}tensor_dwimap.nii.gz")
+    assert hr.shape3 == (64, 72, 56) and np.allclose(hr.voxel_size, 2.0)
+    fa = fileio.load_scalar(out / "sub-01" / "dwi" / f"{base}fa_dwimap.nii.gz").data
+    assert 0 <= fa.min() and fa.max() <= 1 and fa.max() > 0.3
+
+    rows = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
+    assert rows[0][:6] == ["subject", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s"]
+    qc = {r[0]: r for r in rows[1:]}
+    assert qc["sub-01"][1] == "done" and qc["sub-01"][2] == "4.00x4.00x4.00"
+    assert float(qc["sub-01"][3]) > 5 and 100 < float(qc["sub-01"][4]) < 2000 and float(qc["sub-01"][5]) > 0
+    assert qc["sub-03"][1] == "failed" and "truncated" in qc["sub-03"][-1]
+    assert "sub-03" in (out / "qc.html").read_text()
+
+    # a rerun redoes nothing; a deleted output redoes that subject only
+    first = outputs(out / "sub-01") | outputs(out / "sub-02")
+    code, stdout, _ = run_cli(capsys, *args)
+    assert code == 1 and "0 done, 2 skipped" in stdout
+    assert outputs(out / "sub-01") | outputs(out / "sub-02") == first
+    (out / "sub-02" / "dwi" / "sub-02_space-orig_res-2x_model-biqt_param-fa_dwimap.nii.gz").unlink()
+    code, stdout, _ = run_cli(capsys, *args)
+    assert code == 1 and "1 done, 1 skipped" in stdout
+    assert outputs(out / "sub-01") == {k: v for k, v in first.items() if k.startswith("dwi/sub-01")}
+    assert {p.name for p in (out / "sub-02" / "dwi").iterdir()} == {n.replace("sub-01", "sub-02") + ext
+                                                                    for n in names for ext in (".nii.gz", ".json")}
+    assert {str(p): sha(p) for p in ds.rglob("*") if p.is_file()} == before  # inputs never modified
+
+
+@pytest.mark.slow
+def test_killed_run_restarts_without_redoing(tmp_path, capsys, cluster):
+    """SIGKILL the whole run (scheduler and local workers) once a subject is done; the restart finishes the rest,
+    keeps what was done and leaves no temporary file."""
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None)
+    out = tmp_path / "deriv"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method", "cubic",
+           "--workers", "1", "--dashboard-address", ":0"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline and not list(out.glob("sub-*/dwi/*param-tensor_dwimap.json")):
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = list(out.glob("sub-*/dwi/*param-tensor_dwimap.json"))
+    assert done, "no subject finished within 60 s"
+    kept = {d.parent.parent.name: outputs(d.parent) for d in done}
+    (out / "sub-03" / "dwi").mkdir(parents=True, exist_ok=True)
+    (out / "sub-03" / "dwi" / ".iqt-left.nii.gz").write_bytes(b"partial")  # as a writer killed mid-file leaves
+
+    code, stdout, err = run_cli(capsys, *cmd[3:-4], "--scheduler", cluster)  # started again (on the module's cluster)
+    assert code == 0, stdout + err
+    assert f"{len(done)} skipped" in stdout
+    for sub, files in kept.items():
+        assert outputs(out / sub / "dwi") == files
+    assert len(list(out.glob("sub-*/dwi/*param-tensor_dwimap.json"))) == 3
+    assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]
+
+
+def test_list_of_folders_and_dti_files_in_process(tmp_path):
+    """A text list (subject folder, DTI file, missing folder) through the same `process`, without Dask."""
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    folder = tmp_path / "subjA"
+    folder.mkdir()
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
+    fileio.save_dwi(dwi, folder / "dwi.nii.gz")
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "b_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("# cohort\nsubjA\n\nb_dti.nii.gz\nmissing\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    assert [(i.prefix, i.kind) for i in items] == [("sub-subjA", "dwi"), ("sub-bdti", "dti"), ("sub-missing", "dwi")]
+    s = batch.Settings(method="cubic")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort(items, s, out, client=None, progress=False)
+    assert [r["status"] for r in res] == ["done", "done", "failed"]
+    assert "no dwi.nii.gz" in res[2]["reason"]
+    assert np.isnan(res[1]["qc"]["snr"]) and res[0]["qc"]["snr"] > 5
+    assert (out / "sub-bdti" / "dwi" / "sub-bdti_space-orig_res-2x_model-cubic_param-md_dwimap.nii.gz").exists()
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "failed"]
+
+
+def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
+    res = [{"qc": {"snr": v, "brain_ml": 1000.0}} for v in (20, 21, 19, 22, 20, 60)]
+    batch.flag_outliers(res)
+    assert [r["outlier"] for r in res] == [[]] * 5 + [["snr"]]
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    for args, words in ((("--workers", "0"), "--workers 0"), (("--method", "nope"), "nope"),
+                        (("--method", "cubic", "--uncertainty"), "no uncertainty")):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", *args)
+        assert code == 2 and err.startswith("iqt: error: ") and words in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "batch", tmp_path / "nothing", "-o", tmp_path / "o", "--method", "cubic")
+    assert code == 2 and "not found" in err
+    code, _, err = run_cli(capsys, "batch", ds, "-o", ds, "--method", "cubic")
+    assert code == 2 and "inside the input dataset" in err
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "no" / "such", "--method", "cubic")
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_two_real_dev_subjects_as_bids(tmp_path, capsys, cluster):
+    pairs = [("ortho", need_data(DEV / "siemens_prisma_3mm_ortho")), ("yaw", need_data(DEV / "siemens_prisma_3mm_yaw"))]
+    ds = tmp_path / "bids"
+    for name, d in pairs:
+        sub = ds / f"sub-{name}" / "dwi"
+        sub.mkdir(parents=True)
+        for ext in ("nii.gz", "bval", "bvec", "json"):
+            (sub / f"sub-{name}_dwi.{ext}").symlink_to(d / f"dwi.{ext}")
+    out = tmp_path / "deriv"
+    code, stdout, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "cubic", "--scheduler", cluster)
+    assert code == 0, err
+    assert "2 done" in stdout
+    rows = {r.split("\t")[0]: r.split("\t") for r in (out / "qc.tsv").read_text().splitlines()[1:]}
+    for name, _ in pairs:
+        r = rows[f"sub-{name}"]
+        assert r[1] == "done" and r[2] == "3.00x3.00x3.00" and float(r[3]) > 3 and 800 < float(r[4]) < 2500, r
+        hr = fileio.load_tensor(out / f"sub-{name}" / "dwi" / f"sub-{name}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz")
+        assert np.allclose(hr.voxel_size, 1.5)

@@ -126,21 +126,21 @@ def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
 # ---------------------------------------------------------------- slice views
 
 
-def composite_node(scene, view: str):
-    """The slice composite node of slice view `view` ("Red", "Yellow", ...), or None."""
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-        c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-        if c.GetLayoutName() == view:
-            return c
+def _view_node(scene, view: str, cls: str):
+    """The node of class `cls` that belongs to slice view `view` ("Red", "Yellow", ...), or None."""
+    for i in range(scene.GetNumberOfNodesByClass(cls)):
+        node = scene.GetNthNodeByClass(i, cls)
+        if node.GetLayoutName() == view:
+            return node
     return None
+
+
+def composite_node(scene, view: str):
+    return _view_node(scene, view, "vtkMRMLSliceCompositeNode")
 
 
 def slice_node(scene, view: str):
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-        s = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
-        if s.GetLayoutName() == view:
-            return s
-    return None
+    return _view_node(scene, view, "vtkMRMLSliceNode")
 
 
 def _id(node):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "ImageQualityTransfer" / "ImageQualityTransferLib"
 PKG = LIB.name
-# Lower number = lower layer; a module may import its own subpackage and any lower layer. `slicer` and `apps`
-# are siblings at the top: neither imports the other.
-LAYERS = {"core": 0, "fileio": 1, "dmri": 2, "methods": 3, "analysis": 4, "slicer": 5, "apps": 5}
+# Lower number = lower layer; a module may import its own subpackage and any lower layer. `apps` (command line,
+# demo, report, viewers) sits above `slicer` (MRML nodes, the Slicer processing and display), which never imports it.
+LAYERS = {"core": 0, "fileio": 1, "dmri": 2, "methods": 3, "analysis": 4, "slicer": 5, "apps": 6}
 TOP_LEVEL = {"__init__", "__main__"}
 
 

@@ -75,7 +75,8 @@ class Method:
     def predict(self, lr: Volume, factor: int = 2, mask: Volume | None = None, *, uncertainty: bool = True,
                 direction: bool = False, progress=None) -> Prediction:
         """High-res tensors for `lr`; with `uncertainty`, the method's std maps; with `direction`, also the
-        direction map (16 seeded draws per voxel: asked for only where it is shown or scored)."""
+        direction map (16 seeded draws per voxel: asked for only where it is shown or scored). Every output is exactly
+        zero outside the support: the mask (else the input's non-zero voxels) grown by one low-res voxel."""
         r = grid.check_factor(factor)
         if mask is not None:
             if mask.shape3 != lr.shape3:
@@ -85,6 +86,9 @@ class Method:
             if not np.asarray(mask.data).any():
                 raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
         check_tensor_input(lr, mask)
+        if mask is None:  # the support is the input's non-zero voxels, so that the background stays exactly zero
+            present = np.any(np.asarray(lr.data) != 0, axis=-1)
+            mask = None if present.all() else Volume(present, lr.affine, "mask")
         reo = Reorientation.to_canonical(lr.affine)
         lr_c = reo.apply(lr)
         mask_c = None if mask is None else reo.apply(mask)

@@ -22,16 +22,17 @@ from .measure import measure
 HCP_LR_SHAPE = (72, 87, 72)
 
 
-def score_case(case: Case, chosen, keep: dict | None = None) -> list[dict]:
+def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) -> list[dict]:
     """Run each method (names, or `Method`s made with their settings) on one case and score it, the direction
-    map included; returns one row per method (predictions go into `keep`)."""
+    map included; returns one row per method (predictions go into `keep`). `mask=False` runs the methods without
+    the brain mask, as a user without one would (the scores still use it)."""
     floor = evaluation.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
     rows = []
     for method in chosen:
         method = methods.get(method) if isinstance(method, str) else method
         name = method.name
         with measure() as use:
-            pred = method.predict(case.lr, case.factor, case.lr_mask, direction=True)
+            pred = method.predict(case.lr, case.factor, case.lr_mask if mask else None, direction=True)
         if keep is not None:
             keep[name] = pred
         unc, direc = pred.std, pred.direction
@@ -46,7 +47,7 @@ def score_case(case: Case, chosen, keep: dict | None = None) -> list[dict]:
 
 
 def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000,
-        styles=("own",)) -> list[dict]:
+        styles=("own",), mask: bool = True) -> list[dict]:
     """Score every method on every subject, its low-res input made in each of `styles` (dmri.degrade.STYLES; the
     ratios are to cubic on the same input). With `tracts` (opt-in), each row also gets a "tracts" entry
     (tract-density Dice to the reference, false-positive fraction, streamline count; tractography.compare_case)
@@ -65,16 +66,16 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     for folder in subject_dirs:
         subject = load_subject(folder)
         for style in styles:
-            rows.extend(_score_input(make_case(subject, factor, style=style), made, tracts, tract_seeds))
+            rows.extend(_score_input(make_case(subject, factor, style=style), made, tracts, tract_seeds, mask))
             bar.update(1)
     bar.close()
     add_ratios(rows)
     return rows
 
 
-def _score_input(case, made, tracts, tract_seeds) -> list[dict]:
+def _score_input(case, made, tracts, tract_seeds, mask=True) -> list[dict]:
     keep = {} if tracts else None
-    case_rows = score_case(case, made, keep=keep)
+    case_rows = score_case(case, made, keep=keep, mask=mask)
     if tracts:
         from . import tractography
 

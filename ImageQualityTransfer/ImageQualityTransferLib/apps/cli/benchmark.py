@@ -17,6 +17,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--styles", default="own",
                     help="comma-separated input styles (own, tight, unmasked, ols, fsl: see 'iqt degrade --help'); each "
                          "method is scored on the low-res input made in each style, against the same reference")
+    sp.add_argument("--no-mask", action="store_true", help="run the methods without the brain mask (scored with it)")
     sp.add_argument("--json", help="also write the rows as JSON")
     sp.set_defaults(func=run)
 
@@ -36,7 +37,8 @@ def run(args):
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
-        rows = benchmark.run(args.subjects, names, args.factor, progress=True, tracts=args.tracts, styles=styles)
+        rows = benchmark.run(args.subjects, names, args.factor, progress=True, tracts=args.tracts, styles=styles,
+                             mask=not args.no_mask)
         print(benchmark.markdown_table(rows))
         if args.tracts:
             print()

@@ -87,6 +87,7 @@ class Viewer:
         s.opacity = OPACITY
         s.display_mode = "tensor"
         s.shown = ""  # the method whose result is in the right view
+        s.has_uncertainty = False
         s.runs = 0
         s.change("method")(self._on_method)
         s.change("opacity")(self._on_opacity)
@@ -107,11 +108,11 @@ class Viewer:
                 v.VSpacer()
                 v.VSelect(id="iqt-method", label="IQT method", v_model=("method",), items=("methods",),
                           disabled=("busy || !!message",), density="compact", hide_details=True,
-                          style="max-width: 220px", classes="mx-2")
+                          style="max-width: 220px", classes="mx-2 iqt-method")
                 v.VSelect(id="iqt-display", label="Display", v_model=("display_mode",),
                           items=("display_items", [{"title": t, "value": k} for t, k in DISPLAYS]),
                           disabled=("busy || !!message",), density="compact", hide_details=True,
-                          style="max-width: 190px", classes="mx-2")
+                          style="max-width: 190px", classes="mx-2 iqt-display")
                 v.VSlider(id="iqt-opacity", label="Uncertainty opacity", v_model=("opacity",), min=0, max=1,
                           step=0.05, density="compact", hide_details=True, style="max-width: 300px", classes="mx-2")
                 v.VProgressLinear(v_model=("progress",), active=("busy",), absolute=True, location="bottom",
@@ -121,8 +122,8 @@ class Viewer:
                     v.VAlert(id="iqt-message", v_if=("message",), type="error", density="compact",
                              text=("message",), classes="ma-2")
                     with html.Div(style="display: flex; flex-direction: row; color: #ddd; font-size: 15px;"):
-                        html.Div("cubic interpolation", style="flex: 1; padding: 4px 12px;")
-                        html.Div("{{ shown ? shown + ' + uncertainty' : 'input (running)' }}",
+                        html.Div("{{ shown ? 'cubic interpolation' : 'input' }}", style="flex: 1; padding: 4px 12px;")
+                        html.Div("{{ shown ? shown + (has_uncertainty ? ' + uncertainty' : ' (no uncertainty)') : 'input' }}",
                                  style="flex: 1; padding: 4px 12px;")
                     with html.Div(id="iqt-views", style="flex: 1; display: flex; min-height: 0;"):
                         self.layout_manager.initialize_layout_grid(layout)
@@ -201,6 +202,7 @@ class Viewer:
                 legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
             with s:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
+                s.has_uncertainty = self.nodes.get("uncertainty") is not None
                 s.status = f"done: {method}"
         except IQTError as exc:
             with s:

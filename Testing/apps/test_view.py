@@ -1,6 +1,6 @@
 """`iqt view` in a real browser: the command serves the page on a free port, headless Chromium (Playwright) opens
-it, waits for the two slice views, switches the method from cubic to biqt through the picker and checks the
-screenshot shows two brain views; a scalar volume gives a one-line message in the page; a missing file is refused
+it, waits for the two slice views, switches the method from cubic to biqt through the picker, checks the
+screenshot shows two brain views and that scrolling the left view moves the right one; a scalar volume gives a one-line message in the page; a missing file is refused
 before serving."""
 
 from __future__ import annotations
@@ -159,6 +159,20 @@ def test_compare_and_change_method(browser, lowres, serve, tmp_path):
         time.sleep(0.8)  # the views' next frame reaches the page
         shot = page.locator("#iqt-views").screenshot(path=str(tmp_path / "view.png"))
         assert "biqt + uncertainty" in page.inner_text("body")
+        sliders = page.locator(".slice-slider [role=slider]")
+        assert sliders.count() == 2
+        before = [float(sliders.nth(i).get_attribute("aria-valuenow")) for i in range(2)]
+        sliders.nth(0).focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        linked = False
+        for _ in range(30):  # the right view follows the left one's slice
+            after = [float(sliders.nth(i).get_attribute("aria-valuenow")) for i in range(2)]
+            linked = after[0] != before[0] and abs(after[1] - after[0]) < 1e-6
+            if linked:
+                break
+            time.sleep(0.1)
+        assert linked, f"slice positions before {before}, after {after}"
     finally:
         page.close()
     left, right = brain_fraction(shot)

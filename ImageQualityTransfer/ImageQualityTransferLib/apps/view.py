@@ -21,7 +21,7 @@ from ..core.volume import Volume
 from ..slicer import display, mrml, processing
 
 LEFT, RIGHT = display.COMPARE_VIEWS
-DISPLAYS = (("colour FA (tensor)", "tensor"), ("FA", "fa"))
+DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes as Slicer draws them
 OPACITY = 0.5
 POLL_S = 0.2
 
@@ -94,6 +94,7 @@ class Viewer:
         s.change("display_mode")(self._on_display_mode)
         self._build_ui()
         server.controller.on_server_ready.add(self._on_ready)
+        server.controller.on_client_connected.add(self._render)  # a new page gets the views' current frame
 
     # ------------------------------------------------------------ page
 
@@ -103,7 +104,7 @@ class Viewer:
 
         with SinglePageLayout(self.server, full_height=True) as layout:
             layout.root.theme = "dark"
-            layout.title.set_text("Image Quality Transfer")
+            layout.title.set_text("IQT viewer")
             with layout.toolbar:
                 v.VSpacer()
                 v.VSelect(id="iqt-method", label="IQT method", v_model=("method",), items=("methods",),
@@ -243,8 +244,35 @@ class Viewer:
         if offset is not None:
             for name in display.COMPARE_VIEWS:
                 display.slice_node(self.scene, name).SetSliceOffset(offset)
+        if not self._fitted:
+            self._link_views()
         self._fitted = True
         self._render()
+
+    def _link_views(self) -> None:
+        """Scrolling, panning or zooming one view moves the other: trame-slicer's slice sliders change the slice
+        without Slicer's interaction flags, so the composite nodes' link alone would not follow them."""
+        nodes = [display.slice_node(self.scene, name) for name in display.COMPARE_VIEWS]
+        syncing = [False]
+
+        def follower(src, dst):
+            def follow(*_):
+                if syncing[0] or tuple(src.GetDimensions()) != tuple(dst.GetDimensions()):
+                    return
+                syncing[0] = True
+                try:
+                    if abs(dst.GetSliceOffset() - src.GetSliceOffset()) > 1e-6:
+                        dst.SetSliceOffset(src.GetSliceOffset())
+                    if not np.allclose(dst.GetFieldOfView(), src.GetFieldOfView()):
+                        dst.SetFieldOfView(*src.GetFieldOfView())
+                    if not np.allclose(dst.GetXYZOrigin(), src.GetXYZOrigin()):
+                        dst.SetXYZOrigin(*src.GetXYZOrigin())
+                finally:
+                    syncing[0] = False
+            return follow
+
+        for src, dst in ((nodes[0], nodes[1]), (nodes[1], nodes[0])):
+            src.AddObserver("ModifiedEvent", follower(src, dst))
 
     def _show_current(self) -> None:
         if not self.nodes:

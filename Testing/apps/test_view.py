@@ -203,3 +203,24 @@ def test_scalar_volume_gives_a_message_in_the_page(browser, small_subject, serve
     finally:
         page.close()
     assert "not a diffusion tensor volume" in message and "\n" not in message and "Traceback" not in message
+
+
+@pytest.mark.slow
+def test_views_share_slice_pan_and_zoom(lowres):
+    """Without a browser: moving, panning or zooming either slice view moves the other the same way."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import view
+    from ImageQualityTransferLib.slicer import display
+
+    lr, mask = lowres
+    viewer = view.Viewer(lr, "cubic", 2, mask, server_name="test-linked-views")
+    viewer._load()
+    viewer._show(viewer.in_node, viewer.in_node, None)
+    left, right = (display.slice_node(viewer.scene, name) for name in display.COMPARE_VIEWS)
+    left.SetFieldOfView(100.0, 80.0, 1.0)
+    left.SetXYZOrigin(5.0, 6.0, 0.0)
+    left.SetSliceOffset(3.0)
+    assert right.GetFieldOfView() == (100.0, 80.0, 1.0) and right.GetXYZOrigin() == (5.0, 6.0, 0.0)
+    assert right.GetSliceOffset() == pytest.approx(3.0)
+    right.SetSliceOffset(-4.0)
+    assert left.GetSliceOffset() == pytest.approx(-4.0)

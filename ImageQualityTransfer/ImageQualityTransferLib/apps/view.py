@@ -81,6 +81,7 @@ class Viewer:
         s.methods = choices
         s.method = method or (methods.default_method() if methods.default_method() in choices else "cubic")
         s.busy = False
+        s.input_ok = False  # the pickers wait for an input that loaded
         s.progress = 0
         s.status = "starting"
         s.message = ""
@@ -108,11 +109,11 @@ class Viewer:
             with layout.toolbar:
                 v.VSpacer()
                 v.VSelect(id="iqt-method", label="IQT method", v_model=("method",), items=("methods",),
-                          disabled=("busy || !!message",), density="compact", hide_details=True,
+                          disabled=("busy || !input_ok",), density="compact", hide_details=True,
                           style="max-width: 220px", classes="mx-2 iqt-method")
                 v.VSelect(id="iqt-display", label="Display", v_model=("display_mode",),
                           items=("display_items", [{"title": t, "value": k} for t, k in DISPLAYS]),
-                          disabled=("busy || !!message",), density="compact", hide_details=True,
+                          disabled=("busy || !input_ok",), density="compact", hide_details=True,
                           style="max-width: 190px", classes="mx-2 iqt-display")
                 v.VSlider(id="iqt-opacity", label="Uncertainty opacity", v_model=("opacity",), min=0, max=1,
                           step=0.05, density="compact", hide_details=True, style="max-width: 300px", classes="mx-2")
@@ -147,14 +148,15 @@ class Viewer:
         s = self.server.state
         try:
             self._load()
-        except IQTError as exc:
+        except Exception as exc:  # bad input (IQTError) or a reader's bug: one line in the page, never a traceback
+            text = " ".join(str(exc).split())
             with s:
-                s.message = " ".join(str(exc).split())
+                s.message = text if isinstance(exc, IQTError) else f"internal error: {type(exc).__name__}: {text}"
                 s.status = "error"
             return
         self._show(self.in_node, self.in_node, None)
         with s:
-            s.status = "input loaded"
+            s.status, s.input_ok = "input loaded", True
         await self._run(s.method)
 
     def _load(self) -> None:
@@ -179,7 +181,7 @@ class Viewer:
             return
         try:
             with s:
-                s.busy, s.progress, s.status = True, 0, f"running {method}"
+                s.busy, s.progress, s.status, s.message = True, 0, f"running {method}", ""
             request = processing.Request(method, self.factor, interpolate=True)
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self.executor, self._compute, request)
@@ -205,7 +207,7 @@ class Viewer:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
                 s.has_uncertainty = self.nodes.get("uncertainty") is not None
                 s.status = f"done: {method}"
-        except IQTError as exc:
+        except IQTError as exc:  # the run failed; the page keeps the last result and another method can be picked
             with s:
                 s.message = " ".join(str(exc).split())
                 s.status = "error"

@@ -15,9 +15,9 @@ import threading
 
 from ...core import threads
 from ...core.errors import IQTError
-from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample
+from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample, view
 
-COMMANDS = (fit, upsample, evaluate, benchmark, batch, demo, train, track, propagate, lesion_check, report)
+COMMANDS = (fit, upsample, evaluate, benchmark, batch, demo, train, track, propagate, lesion_check, report, view)
 
 
 class Parser(argparse.ArgumentParser):

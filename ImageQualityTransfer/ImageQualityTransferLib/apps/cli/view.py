@@ -1,0 +1,41 @@
+"""`iqt view`: a browser page (trame-slicer) comparing cubic interpolation with IQT, its uncertainty and FA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core.errors import IQTError
+from . import options
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("view", help="serve a browser viewer: cubic | IQT slice views, uncertainty overlay, method "
+                                     "picker, FA / colour FA (needs the render extra)")
+    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX or Slicer .nrrd)")
+    sp.add_argument("--method", help="method shown first (default: the best shipped; the page offers every ready one)")
+    options.add_factor(sp)
+    sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
+    sp.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080; 0: any free port)")
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for the network)")
+    sp.set_defaults(func=run)
+
+
+def run(args):
+    from ... import methods
+    from ...core import grid
+    from .. import view
+
+    if not Path(args.input).is_file():
+        raise IQTError(f"{args.input}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
+    if args.mask and not Path(args.mask).is_file():
+        raise IQTError(f"--mask {args.mask}: no such file")
+    r = grid.check_factor(args.factor)
+    if args.method is not None:
+        methods.method_class(args.method)  # an unknown name fails here, naming the valid ones
+        if args.method not in methods.ready(r):
+            raise IQTError(f"method {args.method!r} cannot run here at factor {r} (no shipped model or no torch); "
+                           f"choose one of: {', '.join(methods.ready(r))}")
+    viewer = view.Viewer(args.input, args.method, r, args.mask)
+    viewer.serve(args.port, args.host)
+    return 0

@@ -1,0 +1,316 @@
+"""`iqt view`: a browser page for readers without Slicer. Slicer's own slice views, served by trame-slicer: cubic
+interpolation | IQT side by side (linked), the uncertainty overlay with its legend and an opacity slider, a method
+picker that runs the engine in the background with a progress bar, and colour-FA / FA display of the tensors.
+
+The engine runs in a worker thread on numpy Volumes; MRML nodes are only touched on the server's event loop.
+Bad input (not a tensor volume, a mask on another grid) is shown as one line in the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import IQTError
+from ..core.volume import Volume
+from ..slicer import display, mrml, processing
+
+LEFT, RIGHT = display.COMPARE_VIEWS
+DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes as Slicer draws them
+OPACITY = 0.5
+POLL_S = 0.2
+
+
+def import_trame():
+    """The trame-slicer modules the page needs, or one line saying how to install them."""
+    try:
+        from trame.app import get_server  # noqa: F401
+        from trame_slicer.core import LayoutManager, SlicerApp  # noqa: F401
+        from trame_slicer.rca_view import register_rca_factories  # noqa: F401
+    except ImportError as exc:
+        raise IQTError(f"'iqt view' needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
+
+
+def fa_volume(tensor: Volume) -> Volume:
+    """FA of a tensor volume as a scalar volume on the same grid (zero outside the tensors' support)."""
+    from ..core import tensors
+
+    return Volume(tensors.fa(np.asarray(tensor.data, np.float64)).astype(np.float32), tensor.affine, "scalar")
+
+
+class Viewer:
+    """The page and its state: one scene, two linked slice views, one engine run at a time."""
+
+    def __init__(self, input_path, method: str | None = None, factor: int = 2, mask_path=None, server_name="iqt-view"):
+        import_trame()
+        from trame.app import get_server
+        from trame_slicer import module as trame_slicer_module
+        from trame_slicer.core import LayoutManager, SlicerApp
+        from trame_slicer.rca_view import register_rca_factories
+        from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+
+        from .. import methods
+
+        self.input_path, self.factor, self.mask_path = Path(input_path), int(factor), mask_path
+        self.server = server = get_server(server_name, client_type="vue3")
+        server.enable_module(trame_slicer_module)
+        self.app = SlicerApp()
+        self.scene = self.app.scene
+        register_rca_factories(self.app.view_manager, server)
+        self.layout_manager = LayoutManager(self.scene, self.app.view_manager, server)
+        views = [ViewLayoutDefinition.slice_view("Axial", label=name) for name in display.COMPARE_VIEWS]
+        self.layout_manager.register_layout("compare", Layout(LayoutDirection.Horizontal, views))
+        self.layout_manager.set_layout("compare")
+
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqt-view")
+        self.lr = self.mask = self.in_node = None
+        self.nodes: dict = {}
+        self.fa_nodes: dict = {}
+        self._progress = (0.0, "")
+        self._fitted = False
+        self._lock = threading.Lock()
+
+        choices = methods.ready(self.factor) or ["cubic"]
+        s = server.state
+        s.trame__title = "IQT viewer"
+        s.methods = choices
+        s.method = method or (methods.default_method() if methods.default_method() in choices else "cubic")
+        s.busy = False
+        s.input_ok = False  # the pickers wait for an input that loaded
+        s.progress = 0
+        s.status = "starting"
+        s.message = ""
+        s.opacity = OPACITY
+        s.display_mode = "tensor"
+        s.shown = ""  # the method whose result is in the right view
+        s.has_uncertainty = False
+        s.runs = 0
+        s.change("method")(self._on_method)
+        s.change("opacity")(self._on_opacity)
+        s.change("display_mode")(self._on_display_mode)
+        self._build_ui()
+        server.controller.on_server_ready.add(self._on_ready)
+        server.controller.on_client_connected.add(self._render)  # a new page gets the views' current frame
+
+    # ------------------------------------------------------------ page
+
+    def _build_ui(self) -> None:
+        from trame.widgets import html, vuetify3 as v
+        from trame_vuetify.ui.vuetify3 import SinglePageLayout
+
+        with SinglePageLayout(self.server, full_height=True) as layout:
+            layout.root.theme = "dark"
+            layout.title.set_text("IQT viewer")
+            with layout.toolbar:
+                v.VSpacer()
+                v.VSelect(id="iqt-method", label="IQT method", v_model=("method",), items=("methods",),
+                          disabled=("busy || !input_ok",), density="compact", hide_details=True,
+                          style="max-width: 220px", classes="mx-2 iqt-method")
+                v.VSelect(id="iqt-display", label="Display", v_model=("display_mode",),
+                          items=("display_items", [{"title": t, "value": k} for t, k in DISPLAYS]),
+                          disabled=("busy || !input_ok",), density="compact", hide_details=True,
+                          style="max-width: 190px", classes="mx-2 iqt-display")
+                v.VSlider(id="iqt-opacity", label="Uncertainty opacity", v_model=("opacity",), min=0, max=1,
+                          step=0.05, density="compact", hide_details=True, style="max-width: 300px", classes="mx-2")
+                v.VProgressLinear(v_model=("progress",), active=("busy",), absolute=True, location="bottom",
+                                  color="amber", height=4)
+            with layout.content:
+                with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
+                    v.VAlert(id="iqt-message", v_if=("message",), type="error", density="compact",
+                             text=("message",), classes="ma-2")
+                    with html.Div(style="display: flex; flex-direction: row; color: #ddd; font-size: 15px;"):
+                        html.Div("{{ shown ? 'cubic interpolation' : 'input' }}", style="flex: 1; padding: 4px 12px;")
+                        html.Div("{{ shown ? shown + (has_uncertainty ? ' + uncertainty' : ' (no uncertainty)') : 'input' }}",
+                                 style="flex: 1; padding: 4px 12px;")
+                    with html.Div(id="iqt-views", style="flex: 1; display: flex; min-height: 0;"):
+                        self.layout_manager.initialize_layout_grid(layout)
+                    html.Div("{{ status }}", id="iqt-status", style="color: #aaa; padding: 2px 12px; font-size: 13px;")
+        self.ui = layout
+
+    # ------------------------------------------------------------ life cycle
+
+    def _on_ready(self, **_):
+        print(f"iqt view: serving http://{self.host_for_url()}:{self.server.port}/", flush=True)
+        from trame_server.utils.asynchronous import create_task
+
+        create_task(self._start())
+
+    def host_for_url(self) -> str:
+        host = getattr(self, "host", "127.0.0.1")
+        return "127.0.0.1" if host in ("0.0.0.0", "", None) else host
+
+    async def _start(self):
+        s = self.server.state
+        try:
+            self._load()
+        except Exception as exc:  # bad input (IQTError) or a reader's bug: one line in the page, never a traceback
+            text = " ".join(str(exc).split())
+            with s:
+                s.message = text if isinstance(exc, IQTError) else f"internal error: {type(exc).__name__}: {text}"
+                s.status = "error"
+            return
+        self._show(self.in_node, self.in_node, None)
+        with s:
+            s.status, s.input_ok = "input loaded", True
+        await self._run(s.method)
+
+    def _load(self) -> None:
+        from .. import fileio
+        from .cli import options
+
+        if not self.input_path.is_file():
+            raise IQTError(f"{self.input_path}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
+        self.lr = fileio.load_tensor(self.input_path)
+        self.mask = options.lowres_mask(self.mask_path, self.lr, self.factor)
+        self.in_node = mrml.add_tensor_node(self.scene, self.lr, self.input_path.name.split(".")[0] or "dti")
+
+    # ------------------------------------------------------------ engine runs
+
+    def _report(self, fraction, message) -> None:
+        self._progress = (float(fraction), str(message or ""))
+
+    async def _run(self, method: str):
+        """Run `method` in the worker thread, reporting progress to the page; then show its result."""
+        s = self.server.state
+        if self.lr is None or not self._lock.acquire(blocking=False):
+            return
+        try:
+            with s:
+                s.busy, s.progress, s.status, s.message = True, 0, f"running {method}", ""
+            request = processing.Request(method, self.factor, interpolate=True)
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self.executor, self._compute, request)
+            while not future.done():
+                await asyncio.sleep(POLL_S)
+                fraction, message = self._progress
+                with s:
+                    s.progress = round(100 * fraction)
+                    s.status = f"{method}: {message}" if message else f"running {method}"
+            results, fas = await future
+            self.nodes = processing.add_result_nodes(self.scene, results, self.in_node.GetName(), method,
+                                                     input_node=self.in_node)
+            for key, vol in fas.items():
+                node = self.fa_nodes.get(key)
+                self.fa_nodes[key] = mrml.set_scalar_node(node, vol) if node is not None else \
+                    mrml.add_scalar_node(self.scene, vol, f"{self.in_node.GetName()}_{key}_fa")
+                self._grey(self.fa_nodes[key])
+            legends = display.style_results(self.scene, self.nodes)
+            self._show_current()
+            for legend in legends.values():
+                legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
+            with s:
+                s.shown, s.progress, s.runs = method, 100, s.runs + 1
+                s.has_uncertainty = self.nodes.get("uncertainty") is not None
+                s.status = f"done: {method}"
+        except IQTError as exc:  # the run failed; the page keeps the last result and another method can be picked
+            with s:
+                s.message = " ".join(str(exc).split())
+                s.status = "error"
+        except Exception as exc:  # a bug in a method: one line in the page, the server keeps serving
+            with s:
+                s.message = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                s.status = "error"
+        finally:
+            with s:
+                s.busy = False
+            self._lock.release()
+
+    def _compute(self, request) -> tuple[dict, dict]:
+        """Worker thread: the method's and cubic's outputs, and their FA, as Volumes (no MRML here)."""
+        self._progress = (0.0, "")
+        results = processing.predict_volumes(self.lr, request, self.mask, progress=self._report)
+        fas = {"iqt": fa_volume(results["tensor"]), "interpolated": fa_volume(results["interpolated"])}
+        return results, fas
+
+    # ------------------------------------------------------------ display
+
+    def _grey(self, node) -> None:
+        d = node.GetDisplayNode()
+        grey = mrml._find_color_node_id(self.scene, "Grey")
+        if d is not None:
+            if grey:
+                d.SetAndObserveColorNodeID(grey)
+            d.AutoWindowLevelOff()
+            d.SetWindowLevelMinMax(0.0, 1.0)
+
+    def _show(self, left, right, overlay) -> None:
+        """`left` | `right` (+ `overlay`) in the two views, the slice kept where the reader left it."""
+        s_node = display.slice_node(self.scene, LEFT)
+        offset = s_node.GetSliceOffset() if s_node is not None and self._fitted else None
+        display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity))
+        if offset is not None:
+            for name in display.COMPARE_VIEWS:
+                display.slice_node(self.scene, name).SetSliceOffset(offset)
+        if not self._fitted:
+            self._link_views()
+        self._fitted = True
+        self._render()
+
+    def _link_views(self) -> None:
+        """Scrolling, panning or zooming one view moves the other: trame-slicer's slice sliders change the slice
+        without Slicer's interaction flags, so the composite nodes' link alone would not follow them."""
+        nodes = [display.slice_node(self.scene, name) for name in display.COMPARE_VIEWS]
+        syncing = [False]
+
+        def follower(src, dst):
+            def follow(*_):
+                if syncing[0] or tuple(src.GetDimensions()) != tuple(dst.GetDimensions()):
+                    return
+                syncing[0] = True
+                try:
+                    if abs(dst.GetSliceOffset() - src.GetSliceOffset()) > 1e-6:
+                        dst.SetSliceOffset(src.GetSliceOffset())
+                    if not np.allclose(dst.GetFieldOfView(), src.GetFieldOfView()):
+                        dst.SetFieldOfView(*src.GetFieldOfView())
+                    if not np.allclose(dst.GetXYZOrigin(), src.GetXYZOrigin()):
+                        dst.SetXYZOrigin(*src.GetXYZOrigin())
+                finally:
+                    syncing[0] = False
+            return follow
+
+        for src, dst in ((nodes[0], nodes[1]), (nodes[1], nodes[0])):
+            src.AddObserver("ModifiedEvent", follower(src, dst))
+
+    def _show_current(self) -> None:
+        if not self.nodes:
+            return
+        if self.server.state.display_mode == "fa" and self.fa_nodes:
+            self._show(self.fa_nodes["interpolated"], self.fa_nodes["iqt"], self.nodes.get("uncertainty"))
+        else:
+            self._show(self.nodes["interpolated"], self.nodes["tensor"], self.nodes.get("uncertainty"))
+
+    def _render(self) -> None:
+        for view in self.app.view_manager.get_slice_views():
+            view.schedule_render()
+
+    def _on_method(self, method, **_):
+        if self.lr is None or method == self.server.state.shown:
+            return
+        from trame_server.utils.asynchronous import create_task
+
+        create_task(self._run(method))
+
+    def _on_opacity(self, opacity, **_):
+        display.set_overlay_opacity(self.scene, float(opacity))
+        self._render()
+
+    def _on_display_mode(self, display_mode, **_):
+        self._show_current()
+
+    # ------------------------------------------------------------ serving
+
+    def serve(self, port: int = 8080, host: str = "127.0.0.1") -> None:
+        """Serve until Ctrl-C; trame reads its own options from sys.argv, so it is given none of `iqt`'s."""
+        self.host = host
+        argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            self.server.start(port=port, host=host, open_browser=False, show_connection_info=False, timeout=0,
+                              disable_logging=True)
+        finally:
+            sys.argv = argv
+            self.executor.shutdown(wait=False, cancel_futures=True)

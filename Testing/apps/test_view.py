@@ -1,0 +1,226 @@
+"""`iqt view` in a real browser: the command serves the page on a free port, headless Chromium (Playwright) opens
+it, waits for the two slice views, switches the method from cubic to biqt through the picker, checks the
+screenshot shows two brain views and that scrolling the left view moves the right one; a scalar volume gives a one-line message in the page; a missing file is refused
+before serving."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.apps import cli
+
+CHROMIUM = os.environ.get("IQT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+LIB_ROOT = Path(cli.__file__).resolve().parents[3]  # the folder holding ImageQualityTransferLib
+IQT = "import sys; from ImageQualityTransferLib.apps.cli import main; sys.exit(main())"
+OPENGL_PROBE = ("from vtkmodules.vtkRenderingCore import vtkRenderWindow; import vtkmodules.vtkRenderingOpenGL2; "
+                "w = vtkRenderWindow(); w.SetOffScreenRendering(1); print(int(w.SupportsOpenGL()))")
+
+
+def test_missing_input_is_refused_before_serving(tmp_path, capsys):
+    code = cli.main(["view", str(tmp_path / "nothing.nii.gz"), "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no such file" in err[0]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the Python package) is not installed")
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set IQT_CHROMIUM)")
+    probe = subprocess.run([sys.executable, "-c", OPENGL_PROBE], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0 or probe.stdout.strip().splitlines()[-1:] != ["1"]:
+        pytest.skip(f"no off-screen OpenGL here (exit {probe.returncode}): {probe.stderr.strip()[-300:]}")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def lowres(small_subject, tmp_path_factory):
+    """The phantom degraded by `iqt degrade` (16x18x14 voxels of 8 mm) and its low-res mask."""
+    out = tmp_path_factory.mktemp("view_input")
+    assert cli.main(["degrade", str(small_subject / "dwi.nii.gz"), "-o", str(out / "lr.nii.gz"),
+                     "--mask-out", str(out / "lr_mask.nii.gz")]) == 0
+    return out / "lr.nii.gz", out / "lr_mask.nii.gz"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`iqt view ARGS` in a child process; `url` once it says where it serves; always stopped by `stop`."""
+
+    def __init__(self, *args, log: Path):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, "-c", IQT, "view", *map(str, args), "--port", str(free_port())],
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+
+    def url(self, timeout: float = 20.0) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for line in self.lines:
+                if line.startswith("iqt view: serving "):
+                    return line.split()[-1]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"iqt view did not start (exit {self.proc.returncode}): {self.lines} "
+                             f"{Path(self.log.name).read_text()[-500:]}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture()
+def serve(tmp_path):
+    servers = []
+
+    def start(*args):
+        servers.append(Server(*args, log=tmp_path / f"server{len(servers)}.log"))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def wait_status(page, wanted: str, timeout: float = 15.0) -> str:
+    end = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < end:
+        status = page.inner_text("#iqt-status")
+        if status == wanted or status == "error":
+            break
+        time.sleep(0.1)
+    message = page.inner_text("#iqt-message") if page.locator("#iqt-message").count() else ""
+    assert status == wanted, f"page status {status!r}, message {message!r}"
+    return status
+
+
+def brain_fraction(png: bytes) -> tuple[float, float]:
+    """Fraction of non-background pixels in the left and right halves of the views' screenshot."""
+    import io
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    h, w = image.shape[:2]
+    body = image[h // 8: h - h // 8]  # the sliders at the bottom are not the brain
+    drawn = body.max(axis=-1) > 40
+    return float(drawn[:, : w // 2].mean()), float(drawn[:, w // 2:].mean())
+
+
+@pytest.mark.slow
+def test_compare_and_change_method(browser, lowres, serve, tmp_path):
+    lr, mask = lowres
+    server = serve(lr, "--method", "cubic", "--mask", mask)
+    url = server.url()
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        page.goto(url)
+        wait_status(page, "done: cubic")
+        page.click(".iqt-method .v-field")
+        page.get_by_role("option", name="biqt", exact=True).click()
+        wait_status(page, "done: biqt")
+        time.sleep(0.8)  # the views' next frame reaches the page
+        shot = page.locator("#iqt-views").screenshot(path=str(tmp_path / "view.png"))
+        assert "biqt + uncertainty" in page.inner_text("body")
+        sliders = page.locator(".slice-slider [role=slider]")
+        assert sliders.count() == 2
+        before = [float(sliders.nth(i).get_attribute("aria-valuenow")) for i in range(2)]
+        sliders.nth(0).focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        linked = False
+        for _ in range(30):  # the right view follows the left one's slice
+            after = [float(sliders.nth(i).get_attribute("aria-valuenow")) for i in range(2)]
+            linked = after[0] != before[0] and abs(after[1] - after[0]) < 1e-6
+            if linked:
+                break
+            time.sleep(0.1)
+        assert linked, f"slice positions before {before}, after {after}"
+    finally:
+        page.close()
+    left, right = brain_fraction(shot)
+    assert left > 0.15 and right > 0.15, f"brain pixels: left {left:.2f}, right {right:.2f}"
+    from PIL import Image
+    import io
+
+    image = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+    right_half = image[:, image.shape[1] // 2:]
+    drawn = right_half.max(axis=-1) > 40
+    r, g, b = (right_half[drawn][:, k].mean() for k in range(3))
+    assert r > g, "the IQT view shows no Inferno uncertainty overlay"
+
+
+@pytest.mark.slow
+def test_scalar_volume_gives_a_message_in_the_page(browser, small_subject, serve, tmp_path):
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core.volume import Volume
+
+    scalar = tmp_path / "fa.nii.gz"
+    fileio.save_scalar(Volume(np.ones((8, 8, 8), np.float32), np.eye(4), "scalar"), scalar)
+    server = serve(scalar)
+    page = browser.new_page()
+    try:
+        page.goto(server.url())
+        wait_status(page, "error")
+        message = page.inner_text("#iqt-message").strip()
+    finally:
+        page.close()
+    assert "not a diffusion tensor volume" in message and "\n" not in message and "Traceback" not in message
+
+
+@pytest.mark.slow
+def test_views_share_slice_pan_and_zoom(lowres):
+    """Without a browser: moving, panning or zooming either slice view moves the other the same way."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import view
+    from ImageQualityTransferLib.slicer import display
+
+    lr, mask = lowres
+    viewer = view.Viewer(lr, "cubic", 2, mask, server_name="test-linked-views")
+    viewer._load()
+    viewer._show(viewer.in_node, viewer.in_node, None)
+    left, right = (display.slice_node(viewer.scene, name) for name in display.COMPARE_VIEWS)
+    left.SetFieldOfView(100.0, 80.0, 1.0)
+    left.SetXYZOrigin(5.0, 6.0, 0.0)
+    left.SetSliceOffset(3.0)
+    assert right.GetFieldOfView() == (100.0, 80.0, 1.0) and right.GetXYZOrigin() == (5.0, 6.0, 0.0)
+    assert right.GetSliceOffset() == pytest.approx(3.0)
+    right.SetSliceOffset(-4.0)
+    assert left.GetSliceOffset() == pytest.approx(-4.0)

@@ -14,7 +14,7 @@ from ImageQualityTransferLib.apps.cli import main
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 TINY = {  # settings small enough for seconds, per family
     ".pt": dict(epochs=1, iters_per_epoch=2, batch_size=2, patch=6, val_patches=2),
-    ".npz": dict(n_trees=2, n_train=3000, n_val=1000, min_leaf=200, max_depth=2, n_calibration=3000),
+    ".npz": dict(n_trees=2, n_train=1500, n_val=500, min_leaf=200, max_depth=2, n_calibration=1500),
 }
 
 

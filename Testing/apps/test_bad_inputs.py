@@ -159,6 +159,21 @@ def _run(argv) -> int:
         return exc.code
 
 
+def test_an_unmasked_input_without_a_mask_gives_one_warning_line(work, small_subject, tmp_path):
+    """Tensors over the whole field of view (Slicer's or dipy's fit without a mask): the result is only degraded, so a
+    warning, not an error; with the mask given, none."""
+    lr, out = tmp_path / "unmasked.nii.gz", tmp_path / "o.nii.gz"
+    assert main(["degrade", str(small_subject / "dwi.nii.gz"), "--style", "unmasked", "-o", str(lr),
+                 "--mask-out", str(tmp_path / "m.nii.gz")]) == 0
+    proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(lr), "-o", str(out),
+                           "--method", "cubic"], capture_output=True, text=True)
+    assert proc.returncode == 0 and out.exists()
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("iqt: warning:") and "--mask" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(lr), "-o", str(out),
+                           "--method", "cubic", "--mask", str(tmp_path / "m.nii.gz")], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
 def test_files_take_the_users_umask(work, tmp_path):
     old = os.umask(0o027)
     try:

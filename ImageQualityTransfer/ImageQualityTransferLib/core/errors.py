@@ -3,3 +3,7 @@
 
 class IQTError(Exception):
     """A problem with the user's input or request; the message names the problem and the fix."""
+
+
+class IQTWarning(UserWarning):
+    """The result is only degraded, not wrong: the message names the problem and the fix (the CLI prints one line)."""

@@ -7,6 +7,7 @@ input's own grid, so that every method answers the same whatever the storage ord
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..core import grid, tensors
 from ..core.direction import spread
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 
@@ -89,6 +90,11 @@ class Method:
         if mask is None:  # the support is the input's non-zero voxels, so that the background stays exactly zero
             present = np.any(np.asarray(lr.data) != 0, axis=-1)
             mask = None if present.all() else Volume(present, lr.affine, "mask")
+            if present.mean() > 0.95:
+                warnings.warn("the input holds tensors over the whole field of view (fitted without a brain mask): the "
+                              "output covers the background noise too and the CNNs' scale includes it; give --mask "
+                              "(a brain mask on the input's grid, e.g. from 'iqt mask' on the DWIs)", IQTWarning,
+                              stacklevel=2)
         reo = Reorientation.to_canonical(lr.affine)
         lr_c = reo.apply(lr)
         mask_c = None if mask is None else reo.apply(mask)

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 from ...core import threads
 from ...core.errors import IQTError
@@ -51,8 +52,13 @@ def _on_signal(signum, frame):
     raise Terminated(signum)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"iqt: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning  # the engine's IQTWarnings as one line each
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
             if sig is not None:

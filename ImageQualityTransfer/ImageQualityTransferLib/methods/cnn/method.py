@@ -69,7 +69,7 @@ class CNNMethod(LearnedMethod):
 
     def summary(self, factor=2):
         t = self.trained(factor).meta["training"]
-        return (f"{t['epochs_run']} epochs, {t['stopped_by']}, best validation loss {t['best_val_loss']:.4f}, "
+        return (f"{t['epochs_run']} epochs (stopped by: {t['stopped_by']}), best validation loss {t['best_val_loss']:.4f}, "
                 f"{t['minutes']:.1f} min + {t['data_preparation_seconds']:.0f} s data preparation")
 
 

@@ -64,3 +64,46 @@ def test_imports_only_go_down():
 
 def test_top_level_is_small():
     assert len([f for f in LIB.glob("*.py")]) <= 8
+
+
+def test_no_import_cycle_between_modules():
+    """Within a layer too: importing a package runs its `__init__`, so `from .cli import options` in a module that
+    the CLI's `__init__` imports is a cycle (a module may use its own package's face)."""
+    mods = {".".join(p for p in f.relative_to(LIB).with_suffix("").parts if p != "__init__"): f for f in LIB.rglob("*.py")}
+    graph = {}
+    for m, f in mods.items():
+        edges = set()
+        for target, _ in _imports(f):
+            while target and target not in mods:
+                target = target.rpartition(".")[0]
+            if target and target != m and not m.startswith(target + "."):
+                edges.add(target)
+        graph[m] = edges
+    # strongly connected components (Tarjan): any with more than one module is a cycle
+    index, low, stack, on, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"

@@ -161,12 +161,12 @@ class Viewer:
 
     def _load(self) -> None:
         from .. import fileio
-        from .cli import options
+        from ..dmri.degrade import load_lowres_mask
 
         if not self.input_path.is_file():
             raise IQTError(f"{self.input_path}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
         self.lr = fileio.load_tensor(self.input_path)
-        self.mask = options.lowres_mask(self.mask_path, self.lr, self.factor)
+        self.mask = load_lowres_mask(self.mask_path, self.lr, self.factor)
         self.in_node = mrml.add_tensor_node(self.scene, self.lr, self.input_path.name.split(".")[0] or "dti")
 
     # ------------------------------------------------------------ engine runs

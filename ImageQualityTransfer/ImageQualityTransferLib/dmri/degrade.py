@@ -101,3 +101,16 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0), style: st
         factor=r,
         style=style,
     )
+
+
+def load_lowres_mask(path, lr: Volume, r: int) -> Volume | None:
+    """A brain mask for a low-res input: on the input's grid, or on its factor-r high-res grid (reduced by block
+    majority, as `degrade` makes the low-res mask); None without a path."""
+    from .. import fileio
+
+    if not path:
+        return None
+    mask = fileio.load_mask(path, lr, r)
+    if mask.shape3 != lr.shape3:
+        mask = lr.replace(data=block_majority(mask.data, r), kind="mask")
+    return mask

@@ -67,20 +67,6 @@ def model_files(model) -> list:
     return [Path(model), sidecar_path(model)]
 
 
-def lowres_mask(path, lr, r: int):
-    """`--mask` for a low-res input: a mask on the input's grid, or on its factor-r high-res grid (reduced by block
-    majority, as `iqt degrade` makes the low-res mask); None when not given."""
-    from ... import fileio
-    from ...dmri.degrade import block_majority
-
-    if not path:
-        return None
-    mask = fileio.load_mask(path, lr, r)
-    if mask.shape3 != lr.shape3:
-        mask = lr.replace(data=block_majority(mask.data, r), kind="mask")
-    return mask
-
-
 def out_dir(path) -> Path:
     """An output folder, checked before any work: a folder or a new name in a folder that takes new files. It is
     created only when the outputs are written, so a failed run leaves no empty folder."""

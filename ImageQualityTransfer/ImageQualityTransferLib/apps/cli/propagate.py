@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...dmri.degrade import load_lowres_mask
 from . import options
 
 
@@ -37,7 +38,7 @@ def run(args):
     if method.learned:
         method.load(r)  # a missing, corrupt or foreign model fails here, before any work
     lr = fileio.load_tensor(args.input, args.tensor_order)
-    mask = options.lowres_mask(args.mask, lr, r)
+    mask = load_lowres_mask(args.mask, lr, r)
     seeds = options.load_seeds(args)
     pred = method.predict(lr, r, mask)
     res = options.propagate(pred, args, mask, r, seeds)

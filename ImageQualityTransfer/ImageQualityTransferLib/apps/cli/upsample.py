@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...core.errors import IQTError
 from ...fileio.paths import TENSOR_SUFFIXES
+from ...dmri.degrade import load_lowres_mask
 from . import options
 
 
@@ -98,7 +99,7 @@ def run(args):
     if method.learned:
         method.load(r)  # a missing, corrupt or foreign model fails here, before any work
     lr = fileio.load_tensor(args.input, args.tensor_order)
-    mask = options.lowres_mask(args.mask, lr, r)
+    mask = load_lowres_mask(args.mask, lr, r)
     seeds = options.load_seeds(args) if args.propagate else None
     pred = method.predict(lr, r, mask, uncertainty=bool(unc_out) or args.propagate, direction=bool(unc_out))
     res = options.propagate(pred, args, mask, r, seeds) if args.propagate else None  # before any file is written

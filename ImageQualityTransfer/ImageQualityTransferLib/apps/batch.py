@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.errors import IQTError
 from ..core.version import __version__
+from ..fileio.paths import write_json
 
 BIDS_VERSION = "1.10.0"
 PIPELINE = "ImageQualityTransfer"
@@ -219,19 +220,6 @@ def remove_temporaries(folder: Path) -> int:
     return n
 
 
-def _write_json(path: Path, obj) -> None:
-    from ..fileio import atomic_write
-
-    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(type(o).__name__)
-
-
 def model_record(method, factor: int) -> tuple[str | None, str | None]:
     """(model file, SHA256 of its weights) of a learned method (the shipped one unless --model), (None, None) else."""
     from ..fileio.model_files import sidecar_path
@@ -338,7 +326,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
                     "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp}
             if key == "tensor":
                 meta["QC"] = qc
-            _write_json(sidecar(folder / names[key]), meta)
+            write_json(sidecar(folder / names[key]), meta)
         res.update(status="done", qc=qc)
     except IQTError as exc:
         res["reason"] = " ".join(str(exc).split())
@@ -384,9 +372,9 @@ def dataset_description(out_root: Path, s: Settings) -> None:
         pass
     if entry not in desc["GeneratedBy"]:
         desc["GeneratedBy"] = desc["GeneratedBy"] + [entry]
-        _write_json(path, desc)
+        write_json(path, desc)
     elif not path.exists():
-        _write_json(path, desc)
+        write_json(path, desc)
 
 
 def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> None:
@@ -435,9 +423,9 @@ def write_qc(out_root: Path, results: list[dict]) -> None:
     flag_outliers(results)
     rows = qc_rows(results)
     tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
-    from ..fileio import atomic_write
+    from ..fileio import write_text
 
-    atomic_write(out_root / "qc.tsv", lambda tmp: Path(tmp).write_text(tsv))
+    write_text(out_root / "qc.tsv", tsv)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in QC_COLUMNS)
     body = "".join(
         "<tr{}>{}</tr>".format(' class="flag"' if row[6] != "-" or row[1] == "failed" else "",
@@ -447,7 +435,7 @@ def write_qc(out_root: Path, results: list[dict]) -> None:
             f"<h1>IQT cohort QC</h1><p>{len(rows)} subjects. SNR: mean b0 in the brain / std of the b0 background. "
             "Outlier: outside median &plusmn; 3 MAD (scaled) on voxel volume, SNR, brain volume or median uncertainty."
             f"</p><table><tr>{head}</tr>{body}</table>\n")
-    atomic_write(out_root / "qc.html", lambda tmp: Path(tmp).write_text(page))
+    write_text(out_root / "qc.html", page)
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto", dashboard_address=":8787"):

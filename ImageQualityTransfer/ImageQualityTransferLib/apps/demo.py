@@ -58,7 +58,7 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
             fileio.save_scalar(vol, out / f"{name}_{key}.nii.gz")
 
     table = benchmark.markdown_table(rows)
-    fileio.atomic_write(out / "metrics.md", lambda tmp: Path(tmp).write_text(table + "\n"))
+    fileio.write_text(out / "metrics.md", table + "\n")
     fileio.write_json(out / "metrics.json", rows)
     figure = out / "fa_panels.png"
     _figure(case, predictions, figure, subject.name, factor)

@@ -289,9 +289,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         parts.append(_table_html(hdr, body))
     parts.append("</body></html>")
     path = Path(path)
-    from ..fileio.paths import atomic_write
+    from ..fileio.paths import write_text
 
-    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(parts), encoding="utf-8"))
+    write_text(path, "\n".join(parts))
     return path
 
 

@@ -12,6 +12,7 @@ from .paths import (
     atomic_write,
     check_output,
     write_json,
+    write_text,
 )
 from .volumes import (
     bval_bvec_paths,
@@ -27,6 +28,6 @@ from .volumes import (
 
 __all__ = [
     "JSON_SUFFIXES", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "TENSOR_SUFFIXES", "Outputs", "atomic_write", "check_output",
-    "write_json", "bval_bvec_paths",
+    "write_json", "write_text", "bval_bvec_paths",
     "load_dwi", "load_mask", "load_scalar", "load_tensor", "save_dwi", "save_mask", "save_scalar", "save_tensor",
 ]

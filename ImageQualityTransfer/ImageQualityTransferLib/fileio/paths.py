@@ -107,6 +107,19 @@ def atomic_write(path, write_fn) -> None:
         raise
 
 
+def write_text(path, text: str) -> None:
+    """A UTF-8 text file, written atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_json(path, obj) -> None:
-    """A JSON file, written atomically."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=float) + "\n"))
+    """A JSON file, written atomically (numpy numbers as plain numbers)."""
+    write_text(path, json.dumps(obj, indent=2, default=_plain) + "\n")
+
+
+def _plain(o):
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if hasattr(o, "tolist"):  # numpy arrays
+        return o.tolist()
+    return float(o)

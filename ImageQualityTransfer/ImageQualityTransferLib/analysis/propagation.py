@@ -16,7 +16,6 @@ tracts of the mean prediction.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +175,7 @@ def write(res: Propagation, paths: dict, method_name: str, input_path) -> str:
             fileio.save_scalar(vol, paths[name])
             written.append(paths[name].name)
     summary = {"method": method_name, "input": str(input_path), **res.summary()}
-    fileio.atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    fileio.write_json(paths["json"], summary)
     d = summary["tract_dice_between_samples"]
     tract = f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else ""
     return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"

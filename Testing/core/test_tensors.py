@@ -36,3 +36,13 @@ def test_rotation_is_a_change_of_frame():
     rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
     assert np.allclose(tensors.eig(tensors.rotate(t, rot))[0], tensors.eig(t)[0])
     assert np.allclose(tensors.rotate(tensors.rotate(t, rot), rot.T), t)
+
+
+def test_distance_to_physical_is_the_rms_change_that_lifts_negative_eigenvalues_to_zero():
+    rot = tensors.to_matrix(np.array([1.0, 0.3, 1.2, -0.2, 0.1, 0.9]))
+    _, v = np.linalg.eigh(rot)
+    bad = v @ np.diag([-2e-4, 5e-4, 1e-3]) @ v.T
+    t = np.stack([tensors.from_matrix(bad), tensors.from_matrix(v @ np.diag([1e-4, 5e-4, 1e-3]) @ v.T), np.zeros(6)])
+    d = tensors.distance_to_physical(t)
+    change = tensors.from_matrix(v @ np.diag([-2e-4, 0, 0]) @ v.T)
+    np.testing.assert_allclose(d, [np.sqrt(np.mean(change**2)), 0.0, 0.0], rtol=1e-5)

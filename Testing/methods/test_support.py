@@ -29,3 +29,12 @@ def test_zero_outside_the_support_without_a_mask(tight_case, name):
     assert np.any(pred.tensor.data[repeat_blocks(present, 2)] != 0, axis=-1).mean() > 0.99
     for key, vol in pred.maps().items():
         assert not vol.data[~support].any(), key
+
+
+@pytest.mark.parametrize("name", [n for n in methods.ready(2) if methods.method_class(n).gives_uncertainty])
+def test_a_nonphysical_output_voxel_is_at_least_as_uncertain_as_its_distance_to_a_physical_tensor(tight_case, name):
+    from ImageQualityTransferLib.core import tensors
+
+    pred = methods.get(name).predict(tight_case.lr, 2)
+    distance = tensors.distance_to_physical(pred.tensor.data)
+    assert np.all(pred.std.data >= distance)

@@ -135,8 +135,8 @@ def markdown_table(rows) -> str:
     principal-direction errors, uncertainty calibration (element std; direction over tracked voxels), time, memory."""
     head = ("| subject | method | interior DT-RMSE | × cubic | exterior DT-RMSE | × cubic | "
             "ref. noise floor (int / ext) | FA RMSE (int) | e1 error ° (int) | uncert. ρ (int / ext / brain) | within ±2σ (int) | "
-            "direction ρ / within 2× | time (s) | peak MB above start |")
-    lines = [head, "|" + "---|" * 14]
+            "direction ρ / within 2× | non-physical: voxels / uncert. ≥ edge median | time (s) | peak MB above start |")
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         i, e, w = r["interior"], r["exterior"], r.get("brain", {})
         lines.append(
@@ -145,8 +145,36 @@ def markdown_table(rows) -> str:
             f"{_fmt(i.get('noise_floor'))} / {_fmt(e.get('noise_floor'))} | {_fmt(i['fa_rmse'], 4)} | {_fmt(i.get('angle_error'), 1)} | "
             f"{_fmt(i.get('spearman'))} / {_fmt(e.get('spearman'))} / {_fmt(w.get('spearman'))} | {_fmt(i.get('within_2sigma'))} | "
             f"{_fmt(w.get('direction_spearman'))} / {_fmt(w.get('direction_within_2'))} | "
+            f"{w.get('n_nonphysical', '–')} / {_fmt(w.get('nonphysical_flagged'))} | "
             f"{_fmt(r['seconds'])} | {_fmt(r['peak_mb'], 0)} |"
         )
+    return "\n".join(lines)
+
+
+def summary_table(rows) -> str:
+    """Per method and input style, over subjects: the range and median of the DT-RMSE ratio to cubic in each
+    region, and of the whole-brain uncertainty figures (Spearman, ±2σ coverage) where the method has them."""
+    lines = ["| method | style | subjects | interior × cubic: range (median) | exterior × cubic: range (median) | "
+             "uncert. ρ (brain): range | within ±2σ (brain): range |", "|---|---|---|---|---|---|---|"]
+    keys = []
+    for r in rows:
+        k = (r["method"], r.get("style", "own"))
+        if k not in keys and r["method"] != "cubic":
+            keys.append(k)
+
+    def span(values, median=True):
+        v = [x for x in values if x is not None and np.isfinite(x)]
+        if not v:
+            return "–"
+        text = f"{min(v):.3f}-{max(v):.3f}"
+        return text + (f" ({np.median(v):.3f})" if median else "")
+
+    for method, style in keys:
+        sel = [r for r in rows if r["method"] == method and r.get("style", "own") == style]
+        brain = [r.get("brain", {}) for r in sel]
+        lines.append(f"| {method} | {style} | {len(sel)} | {span([r['interior'].get('ratio_to_cubic') for r in sel])} | "
+                     f"{span([r['exterior'].get('ratio_to_cubic') for r in sel])} | "
+                     f"{span([b.get('spearman') for b in brain], False)} | {span([b.get('within_2sigma') for b in brain], False)} |")
     return "\n".join(lines)
 
 

@@ -164,6 +164,19 @@ def spearman(pred, truth, uncertainty, voxels) -> float:
     return float(spearmanr(u[ok], err[ok])[0])
 
 
+def nonphysical_flagged(pred, uncertainty, edge) -> dict:
+    """Output voxels that are not physical tensors (a negative eigenvalue) and the fraction of them whose
+    uncertainty is at least the median over the brain's edge (`edge`: the exterior evaluation voxels)."""
+    p = _array(pred)
+    u = _array(uncertainty).astype(np.float64)
+    u = u.mean(axis=-1) if u.ndim == 4 else u
+    bad = tensors.distance_to_physical(p) > 0
+    e = _array(edge, bool)
+    if not bad.any() or not e.any():
+        return {"n_nonphysical": int(bad.sum()), "nonphysical_flagged": float("nan")}
+    return {"n_nonphysical": int(bad.sum()), "nonphysical_flagged": float(np.mean(u[bad] >= np.median(u[e])))}
+
+
 def within_2sigma(pred, truth, uncertainty, voxels) -> float:
     """Fraction of element errors inside +-2 sigma (a per-voxel sigma serves all 6 elements)."""
     p, t = _diff(pred, truth, voxels)
@@ -329,7 +342,8 @@ def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=
     if uncertainty is not None:
         # the calibration figures over the whole brain as well: the two regions differ in typical error
         result["brain"] = {"spearman": spearman(p, t, uncertainty, v),
-                           "within_2sigma": within_2sigma(p, t, uncertainty, v), "n_voxels": int(v.sum())}
+                           "within_2sigma": within_2sigma(p, t, uncertainty, v), "n_voxels": int(v.sum()),
+                           **nonphysical_flagged(p, uncertainty, every[1])}
     if direction is not None:
         result.setdefault("brain", {"n_voxels": int(v.sum())}).update(direction_calibration(p, t, direction, v))
     return result

@@ -147,6 +147,23 @@ def clip_eigenvalues(t: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out
 
 
+def distance_to_physical(t: np.ndarray) -> np.ndarray:
+    """Per voxel, the RMS over the six elements of the change that makes the tensor positive semi-definite (its
+    negative eigenvalues raised to zero): zero for physical tensors. A reference tensor is physical, so an output's
+    error is about at least this much wherever it is not."""
+    t = np.asarray(t)
+    out = np.zeros(t.shape[:-1], np.float32)
+    flat = t.reshape(-1, 6)
+    idx = np.flatnonzero(np.any(flat != 0, axis=-1) & np.isfinite(flat).all(axis=-1))
+    w = np.linalg.eigvalsh(to_matrix(flat[idx].astype(np.float64)))
+    bad = w[:, 0] < 0
+    if bad.any():
+        w_b, v = eig(flat[idx[bad]])
+        change = rebuild(np.minimum(w_b, 0.0), v)
+        out.reshape(-1)[idx[bad]] = np.sqrt(np.mean(change**2, axis=-1))
+    return out
+
+
 def project_pd(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
     """Nearest positive-definite tensor (eigenvalues raised to at least `floor`)."""
     w, v = eig(t)

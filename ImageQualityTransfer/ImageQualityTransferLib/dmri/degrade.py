@@ -71,8 +71,11 @@ class LowResPair:
     style: str = "own"
 
 
-def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0), style: str = "own") -> LowResPair:
-    """Block-average the DWIs by r at `shift`, majority-vote the mask, fit the low-res tensors in `style` (STYLES)."""
+def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0), style: str = "own", fit: str | None = None,
+            noise=None) -> LowResPair:
+    """Block-average the DWIs by r at `shift`, majority-vote the mask, fit the low-res tensors in `style` (STYLES).
+    `fit` overrides the style's least-squares method (WLS or OLS); `noise(lr_dwi, lr_mask)` may alter the low-res
+    DWIs before the fit (the training's randomisation, dmri/randomise.py)."""
     r = grid.check_factor(r)
     if style not in STYLES:
         raise IQTError(f"--style {style}: choose one of {', '.join(STYLES)}")
@@ -86,14 +89,11 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0), style: st
     if not lr_mask.any():
         raise IQTError(f"no block of {r}x{r}x{r} voxels is mostly inside the brain mask: the brain is too small for "
                        f"factor {r}; use a smaller factor or check the mask")
+    if noise is not None:
+        lr_dwi = noise(lr_dwi, lr_mask).astype(np.float32)
     aff = grid.lr_affine(dwi.affine, r, shift)
     lr_dwi_vol = Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs)
-    if style == "own":
-        fit_mask = ndimage.binary_dilation(lr_mask, iterations=FIT_DILATION)
-        data = tensors.clip_eigenvalues(fit_dti(lr_dwi_vol, fit_mask).data, *tensors.INPUT_CLIP)
-        data[~fit_mask] = 0.0
-    else:
-        data = fit_dti(lr_dwi_vol, None if style == "unmasked" else lr_mask, "OLS" if style == "ols" else "WLS").data
+    data = fit_style(lr_dwi_vol, lr_mask, style, fit)
     return LowResPair(
         tensor=Volume(data.astype(np.float32), aff, "tensor", meta={"factor": r, "shift": tuple(shift), "style": style}),
         mask=Volume(lr_mask, aff, "mask"),
@@ -101,6 +101,17 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0), style: st
         factor=r,
         style=style,
     )
+
+
+def fit_style(lr_dwi: Volume, lr_mask: np.ndarray, style: str, fit: str | None = None) -> np.ndarray:
+    """Low-res tensors fitted from low-res DWIs the way `style` makes them; `fit` (WLS/OLS) overrides its method."""
+    if style == "own":
+        fit_mask = ndimage.binary_dilation(lr_mask, iterations=FIT_DILATION)
+        data = tensors.clip_eigenvalues(fit_dti(lr_dwi, fit_mask, fit or "WLS").data, *tensors.INPUT_CLIP)
+        data[~fit_mask] = 0.0
+        return data
+    method = fit or ("OLS" if style == "ols" else "WLS")
+    return fit_dti(lr_dwi, None if style == "unmasked" else lr_mask, method).data
 
 
 def load_lowres_mask(path, lr: Volume, r: int) -> Volume | None:

@@ -106,6 +106,8 @@ class Method:
                            + "; the model file is damaged or was not trained for such inputs: retrain it or use the shipped model")
         if not uncertainty:
             unc = {}
+        if "std" in unc:  # an output that is not a physical tensor is wrong by at least its distance to one
+            unc["std"] = np.maximum(unc["std"], tensors.distance_to_physical(tensor))
         if direction and "std" in unc:
             unc["direction"] = spread(tensor, unc["std"])
         hr_aff = grid.hr_affine(lr_c.affine, r)

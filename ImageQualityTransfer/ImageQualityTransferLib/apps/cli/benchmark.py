@@ -40,6 +40,9 @@ def run(args):
         rows = benchmark.run(args.subjects, names, args.factor, progress=True, tracts=args.tracts, styles=styles,
                              mask=not args.no_mask)
         print(benchmark.markdown_table(rows))
+        if len(args.subjects) > 1 or len(styles) > 1:
+            print()
+            print(benchmark.summary_table(rows))
         if args.tracts:
             print()
             print(benchmark.tract_table(rows))

@@ -51,7 +51,9 @@ class CNNMethod(LearnedMethod):
 
         require_torch()
         t0 = time.perf_counter()
-        items = training.load_items(subjects, r, log=log)
+        randomised = settings.get("randomise", training.DEFAULTS["randomise"])
+        items = training.load_items(subjects, r, log=log, randomise_seed=seed if randomised else None,
+                                    variants=int(settings.get("variants", training.DEFAULTS["variants"])))
         prep = time.perf_counter() - t0
         if log:
             log(f"training data: {len(items)} degraded volumes from {len(subjects)} subject(s) ({prep:.0f} s)")

@@ -2,8 +2,10 @@
 
 Data (docs/conventions.md): every subject is first reoriented to canonical (RAS) voxel axes, tensor components and
 b-vectors included, so that training sees what `Method.predict` feeds the network; then every one of the
-r^3 block shifts is degraded (DWIs averaged, DTI fitted, eigenvalues clipped) and paired with the matching
-high-res reference. Targets are the residual of the clipped reference over cubic B-spline interpolation,
+r^3 block shifts is degraded (DWIs averaged, DTI fitted) `variants` times in random ways (`randomise`: the input
+styles of other tools, WLS/OLS, direction subsets, Rician noise; dmri/randomise.py), each input prepared as
+`Method.predict` prepares it (eigenvalues clipped, context filled beyond the brain, subject scale), and paired
+with the matching high-res reference. Targets are the residual of the clipped reference over cubic B-spline interpolation,
 on plausible brain voxels only (the others get zero weight).
 
 Units: with `subject_scale` (the default) every degraded volume is first divided by its median low-res brain
@@ -52,14 +54,16 @@ from ...core import tensors
 from ...core.errors import IQTError
 from ..interpolation import upsample_separable
 from ...core.orientation import Reorientation
-from .inference import subject_scale
+from ..base import clip_input
+from ...dmri import randomise
+from .inference import fill_context, subject_scale
 from .networks import HALO
 
 VAL_AXIS = 1
 DIAG = np.array([True, False, True, False, False, True])
 DEFAULTS = dict(patch=12, batch_size=8, iters_per_epoch=200, lr=1e-3, patience=12, augment="all",
                 val_fraction=0.15, val_patches=12, hetero_mse_fraction=0.4, kl_weight=None, out_norm="metric",
-                subject_scale=True, scale_aug=0.0)
+                subject_scale=True, scale_aug=0.0, randomise=True, variants=3)
 
 
 @dataclass
@@ -75,11 +79,15 @@ class TrainItem:
     train_corners: np.ndarray  # (N, 3) low-res patch corners whose output avoids the validation slab
     val_corners: np.ndarray
     unit: float = 1.0  # median low-res brain MD (inference.subject_scale), for "subject_scale" models
+    lr_mask: np.ndarray | None = None  # (X, Y, Z) bool: the low-res brain
+    variant: dict | None = None  # how the input was made (dmri.randomise.Variant.describe)
 
 
 def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
-                    log=None) -> list[TrainItem]:
-    """All r^3 block shifts of one `dmri.subject.Subject` as training items (canonical axes)."""
+                    log=None, variants: int = 1, rng=None) -> list[TrainItem]:
+    """All r^3 block shifts of one `dmri.subject.Subject` as training items (canonical axes): with `rng`, `variants`
+    randomly made inputs per shift (dmri/randomise.py), else the project's own. Each input is then prepared as
+    `Method.predict` prepares it (eigenvalues clipped, context filled beyond the brain it sees, subject scale)."""
     reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi = reo.apply(subject.dwi)
     mask = reo.apply(subject.mask).data.astype(bool)
@@ -87,10 +95,13 @@ def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fractio
     weight_full = mask & tensors.plausible(truth)
     target_full = tensors.clip_eigenvalues(truth, *tensors.INPUT_CLIP)
     items = []
-    for shift in deg.all_shifts(r):
+    jobs = [(shift, randomise.draw(rng, dwi.bvals, dwi.bvecs) if rng is not None else randomise.Variant())
+            for shift in deg.all_shifts(r) for _ in range(variants if rng is not None else 1)]
+    for shift, variant in jobs:
         t0 = time.perf_counter()
-        pair = deg.degrade(dwi, mask, r, shift)
-        lr = pair.tensor.data.astype(np.float32)
+        pair = randomise.degrade_variant(dwi, mask, r, shift, variant)
+        seen = randomise.inference_view(pair.tensor.data, pair.mask.data, variant.style)
+        lr = fill_context(clip_input(pair.tensor.data), seen).astype(np.float32)
         cubic = upsample_separable(lr, r, 3)
         w = deg.hr_crop(weight_full, r, shift)
         res = (deg.hr_crop(target_full, r, shift) - cubic).astype(np.float32)
@@ -114,23 +125,25 @@ def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fractio
         val = corners[(cy >= y0) & (cy + patch <= y1)]
         w_train, w_val = w & ~in_slab, w & in_slab
         items.append(TrainItem(subject.name, tuple(shift), np.pad(lr, [(HALO, HALO)] * 3 + [(0, 0)]), res, w_train, w_val,
-                               train, val, subject_scale(lr, lr_mask)))
+                               train, val, subject_scale(lr, seen), lr_mask, variant.describe()))
         if log:
-            log(f"  {subject.name} shift {shift}: low-res {tuple(int(v) for v in shape)}, {int(w.sum())} target voxels, "
+            log(f"  {subject.name} shift {shift} {variant.describe()}: low-res {tuple(int(v) for v in shape)}, {int(w.sum())} target voxels, "
                 f"{len(train)}/{len(val)} train/val corners ({time.perf_counter() - t0:.1f} s)")
     return items
 
 
-def load_items(subject_dirs, r: int, log=None, **kw) -> list[TrainItem]:
+def load_items(subject_dirs, r: int, log=None, randomise_seed: int | None = None, **kw) -> list[TrainItem]:
+    """Training items of every subject folder; `randomise_seed` draws the inputs' variants (dmri/randomise.py)."""
     from ...dmri.subject import load_subject
 
+    rng = None if randomise_seed is None else np.random.default_rng([randomise_seed, 4242])
     items = []
     for d in subject_dirs:
         t0 = time.perf_counter()
         subject = load_subject(d)
         if log:
             log(f"{subject.name}: high-res fit {subject.dwi.shape3} ({time.perf_counter() - t0:.1f} s)")
-        items.extend(prepare_subject(subject, r, log=log, **kw))
+        items.extend(prepare_subject(subject, r, log=log, rng=rng, **kw))
     return items
 
 
@@ -145,6 +158,8 @@ def fit_normalisation(items: list[TrainItem], out_norm: str = "metric") -> dict:
     for it in items:
         inner = it.lr_pad[HALO:-HALO, HALO:-HALO, HALO:-HALO]
         brain = np.abs(inner).sum(-1) > 0
+        if it.lr_mask is not None:
+            brain &= it.lr_mask
         lr_vals.append(inner[brain].astype(np.float64))
         res_vals.append(it.res[it.weight | it.val_weight].astype(np.float64))
     lr_all, res_all = np.concatenate(lr_vals), np.concatenate(res_vals)
@@ -501,6 +516,9 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
         "training": {
             "subjects": sorted({it.name for it in items}),
             "shifts": len({it.shift for it in items}),
+            "volumes": len(items),
+            "input_styles": {k: sum(1 for it in items if (it.variant or {}).get("style", "own") == k)
+                             for k in sorted({(it.variant or {}).get("style", "own") for it in items})},
             "seed": seed, "epochs_run": epoch, "epochs_max": epochs, "minutes_budget": minutes, "stopped_by": stopped,
             "best_val_loss": min(h["val_loss"] for h in history if h["phase"] == phases[-1][0]),
             "minutes": (time.perf_counter() - t_start) / 60,

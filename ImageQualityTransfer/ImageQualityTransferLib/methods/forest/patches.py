@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...dmri import degrade as deg
+from ...dmri import randomise as randomise_inputs
 from ...core import tensors
 from ..base import clip_input
 from ..interpolation import upsample_separable
@@ -95,9 +96,10 @@ class Library:
                        list(self.subjects), self.seconds, None if self.C is None else self.C[idx])
 
 
-def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log=None):
+def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log=None, randomise: bool = False):
     """Examples of one `dmri.subject.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
-    (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`)."""
+    (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`);
+    with `randomise`, each shift's input is made in a random way (dmri/randomise.py)."""
     reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi = reo.apply(subject.dwi)
     mask = reo.apply(subject.mask).data.astype(bool)
@@ -106,7 +108,8 @@ def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log
     parts = []
     for shift in shifts if shifts is not None else deg.all_shifts(r):
         t0 = time.perf_counter()
-        pair = deg.degrade(dwi, mask, r, shift)
+        variant = randomise_inputs.draw(rng, dwi.bvals, dwi.bvecs) if randomise else randomise_inputs.Variant()
+        pair = randomise_inputs.degrade_variant(dwi, mask, r, shift, variant)
         x, cubic = prepare_input(pair.tensor.data, r)
         good = to_blocks(deg.hr_crop(good_full, r, shift)[..., None].astype(np.float32), r).min(-1) > 0.5
         sel = support(pair.mask.data) & good
@@ -120,11 +123,13 @@ def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log
         F = volume_features(x, n)[tuple(centres.T)]
         parts.append((X, miss, F, res[tuple(centres.T)].astype(np.float32), cb[tuple(centres.T)].astype(np.float32)))
         if log:
-            log(f"  {subject.name} shift {shift}: {len(centres)} examples ({time.perf_counter() - t0:.1f} s)")
+            log(f"  {subject.name} shift {shift} {variant.describe()}: {len(centres)} examples "
+                f"({time.perf_counter() - t0:.1f} s)")
     return parts
 
 
-def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0, log=None) -> Library:
+def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0, log=None,
+                  randomise: bool = False) -> Library:
     """Library over `subjects` (dmri.subject.Subject objects or subject folders), every block shift."""
     from ...dmri.subject import load_subject
 
@@ -137,7 +142,7 @@ def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0
                 log(f"loading {s}")
             s = load_subject(s)
         names.append(s.name)
-        for p in subject_examples(s, r, n, rate, rng, log=log):
+        for p in subject_examples(s, r, n, rate, rng, log=log, randomise=randomise):
             parts.append(p)
             groups.append(np.full(len(p[0]), gi, np.int16))
     cat = [np.concatenate([p[k] for p in parts]) for k in range(5)]

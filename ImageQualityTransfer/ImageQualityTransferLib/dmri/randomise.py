@@ -1,0 +1,105 @@
+"""Domain randomisation of the synthetic low-res inputs, so that the learned methods see the tensors other tools make.
+
+Each training volume draws one `Variant` from a seeded generator: the input style (degrade.STYLES: own, tight,
+unmasked, ols), the least-squares method (WLS or OLS), a random subset of the diffusion directions (down to 6 and
+one b0) and added Rician noise on the low-res DWIs at a b0 signal-to-noise ratio drawn log-uniformly in SNR_RANGE.
+The reference stays the high-quality fit of the full data (docs/conventions.md, Training data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..core.volume import Volume
+from . import degrade as deg
+from .dti import B0_THRESHOLD
+
+STYLE_WEIGHTS = {"own": 0.25, "tight": 0.30, "unmasked": 0.20, "ols": 0.25}
+OLS_FRACTION = 0.3  # of the WLS styles (own, tight, unmasked), fitted by OLS instead
+SUBSET_FRACTION = 0.5  # of the volumes, with a random subset of the directions
+NOISE_FRACTION = 0.5  # of the volumes, with added Rician noise
+SNR_RANGE = (8.0, 40.0)  # b0 signal over the noise's standard deviation, on the low-res grid
+MIN_DIRECTIONS = 6
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one synthetic low-res input is made."""
+
+    style: str = "own"
+    fit: str = "WLS"
+    volumes: tuple | None = None  # indices of the DWI volumes kept (None: all)
+    snr: float | None = None  # Rician noise added at this b0 SNR (None: none)
+    noise_seed: int = 0
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["volumes"] = None if self.volumes is None else len(self.volumes)
+        return d
+
+
+def _spans_tensor(g: np.ndarray) -> bool:
+    """Whether gradient directions (N, 3) determine the six tensor elements."""
+    b = np.stack([g[:, 0] ** 2, g[:, 0] * g[:, 1], g[:, 1] ** 2, g[:, 0] * g[:, 2], g[:, 1] * g[:, 2], g[:, 2] ** 2], 1)
+    return np.linalg.matrix_rank(b, tol=1e-3) == 6
+
+
+def draw(rng: np.random.Generator, bvals: np.ndarray, bvecs: np.ndarray | None = None) -> Variant:
+    """One random variant for a series with these b-values and directions (without directions: all volumes)."""
+    styles = list(STYLE_WEIGHTS)
+    style = styles[rng.choice(len(styles), p=np.array(list(STYLE_WEIGHTS.values())) / sum(STYLE_WEIGHTS.values()))]
+    fit = "OLS" if style == "ols" or rng.random() < OLS_FRACTION else "WLS"
+    volumes = None
+    if rng.random() < SUBSET_FRACTION:
+        b0 = np.flatnonzero(np.asarray(bvals) <= B0_THRESHOLD)
+        dw = np.flatnonzero(np.asarray(bvals) > B0_THRESHOLD)
+        if len(dw) > MIN_DIRECTIONS and bvecs is not None:
+            k = int(rng.integers(MIN_DIRECTIONS, len(dw) + 1))
+            n0 = int(rng.integers(1, len(b0) + 1))
+            for _ in range(20):  # repeated directions (some protocols acquire each twice) may leave fewer than six
+                pick = rng.choice(dw, k, replace=False)
+                if _spans_tensor(np.asarray(bvecs, float)[pick]):
+                    volumes = tuple(sorted(int(v) for v in np.concatenate([rng.choice(b0, n0, replace=False), pick])))
+                    break
+    snr = None
+    if rng.random() < NOISE_FRACTION:
+        snr = float(math.exp(rng.uniform(math.log(SNR_RANGE[0]), math.log(SNR_RANGE[1]))))
+    return Variant(style, fit, volumes, snr, int(rng.integers(2**31)))
+
+
+def rician(snr: float, seed: int):
+    """A `degrade` noise hook: Rician noise with sigma = median brain b0 / snr (b0 = the first volume)."""
+
+    def add(lr_dwi: np.ndarray, lr_mask: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        b0 = lr_dwi[..., 0][lr_mask]
+        sigma = float(np.median(b0)) / snr if b0.size else 0.0
+        real = lr_dwi + rng.normal(0.0, sigma, lr_dwi.shape).astype(np.float32)
+        imag = rng.normal(0.0, sigma, lr_dwi.shape).astype(np.float32)
+        return np.sqrt(real * real + imag * imag)
+
+    return add
+
+
+def degrade_variant(dwi: Volume, hr_mask: np.ndarray, r: int, shift, variant: Variant) -> deg.LowResPair:
+    """`degrade.degrade` made the way `variant` says (the b0 volumes first, so that the noise scale reads a b0)."""
+    if variant.volumes is not None:
+        idx = np.asarray(variant.volumes)
+    else:
+        idx = np.arange(len(dwi.bvals))
+    order = np.concatenate([idx[dwi.bvals[idx] <= B0_THRESHOLD], idx[dwi.bvals[idx] > B0_THRESHOLD]])
+    sub = Volume(dwi.data[..., order], dwi.affine, "dwi", bvals=dwi.bvals[order], bvecs=np.asarray(dwi.bvecs)[order])
+    noise = None if variant.snr is None else rician(variant.snr, variant.noise_seed)
+    return deg.degrade(sub, hr_mask, r, shift, variant.style, fit=variant.fit, noise=noise)
+
+
+def inference_view(lr: np.ndarray, lr_mask: np.ndarray, style: str):
+    """The brain mask `Method.predict` works with for an input of `style`: the user's mask for unmasked input (the
+    README asks for one), else the input's non-zero voxels (None where every voxel is non-zero)."""
+    if style == "unmasked":
+        return np.asarray(lr_mask, bool)
+    present = np.any(np.asarray(lr) != 0, axis=-1)
+    return None if present.all() else present

@@ -1,0 +1,39 @@
+"""`iqt benchmark` over input styles: rows per subject, style and method, ratios to cubic on the same input, and the
+summary over subjects; the non-physical-output figure of the evaluation."""
+
+import numpy as np
+
+from ImageQualityTransferLib.analysis import benchmark, evaluation
+
+
+def test_benchmark_scores_each_style_against_cubic_on_the_same_input(small_subject, capsys):
+    from ImageQualityTransferLib.apps.cli import main
+
+    rows = benchmark.run([small_subject], ["linear"], styles=("own", "tight"), progress=False)
+    assert [(r["style"], r["method"]) for r in rows] == [("own", "cubic"), ("own", "linear"),
+                                                         ("tight", "cubic"), ("tight", "linear")]
+    for r in rows:
+        if r["method"] == "cubic":
+            assert r["interior"]["ratio_to_cubic"] == 1.0
+        else:
+            cubic = next(c for c in rows if c["method"] == "cubic" and c["style"] == r["style"])
+            assert np.isclose(r["interior"]["ratio_to_cubic"], r["interior"]["dt_rmse"] / cubic["interior"]["dt_rmse"])
+    table = benchmark.summary_table(rows)
+    assert "| linear | own | 1 |" in table and "| linear | tight | 1 |" in table
+    assert main(["benchmark", str(small_subject), "--methods", "linear", "--styles", "own,tight"]) == 0
+    out = capsys.readouterr().out
+    assert "| linear | tight | 1 |" in out and "[tight]" in out
+
+
+def test_nonphysical_outputs_are_counted_and_checked_against_the_edge_uncertainty():
+    pred = np.zeros((4, 4, 4, 6))
+    pred[...] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
+    pred[0, 0, 0] = [1e-3, 0, 1e-3, 0, 0, -3e-4]
+    pred[1, 0, 0] = [1e-3, 0, 1e-3, 0, 0, -1e-4]
+    u = np.full((4, 4, 4), 1e-4)
+    u[0, 0, 0] = 2e-4
+    u[1, 0, 0] = 5e-5
+    edge = np.zeros((4, 4, 4), bool)
+    edge[3] = True
+    got = evaluation.nonphysical_flagged(pred, u, edge)
+    assert got == {"n_nonphysical": 2, "nonphysical_flagged": 0.5}

@@ -65,7 +65,7 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode"
     return md_mode(lr)
 
 
-def md_mode(lr: np.ndarray, lo: float = 5e-5, hi: float = 4e-3, bins: int = 400, width: float = 0.08) -> float:
+def md_mode(lr: np.ndarray, lo: float = 1e-5, hi: float = 1e-2, bins: int = 600, width: float = 0.08) -> float:
     """Mode of the MD of the positive-definite tensors with MD in [lo, hi] mm^2/s: the peak of the log-MD histogram
     smoothed by a Gaussian of `width` (log units); 1.0 where no voxel qualifies."""
     from ...core.tensors import to_matrix
@@ -79,8 +79,10 @@ def md_mode(lr: np.ndarray, lo: float = 5e-5, hi: float = 4e-3, bins: int = 400,
     ok = (lam[:, 0] > 0) & (md > lo) & (md < hi)
     if not ok.any():
         return 1.0
-    edges = np.linspace(np.log(lo), np.log(hi), bins + 1)
-    hist, _ = np.histogram(np.log(md[ok]), edges)
+    x = np.log(md[ok])
+    step = (np.log(hi) - np.log(lo)) / bins
+    edges = np.median(x) + step * (np.arange(-bins, bins + 1) - 0.5)  # anchored to the data: scaling MD by k scales the mode by k
+    hist, _ = np.histogram(x, edges)
     smooth = ndimage.gaussian_filter1d(hist.astype(np.float64), width / (edges[1] - edges[0]), mode="constant")
     k = int(np.argmax(smooth))
     return float(np.exp(0.5 * (edges[k] + edges[k + 1])))

@@ -64,7 +64,8 @@ VAL_AXIS = 1
 DIAG = np.array([True, False, True, False, False, True])
 DEFAULTS = dict(patch=12, batch_size=8, iters_per_epoch=200, lr=1e-3, patience=12, augment="all",
                 val_fraction=0.15, val_patches=12, hetero_mse_fraction=0.4, kl_weight=None, out_norm="metric",
-                subject_scale=True, scale_aug=0.0, randomise=True, variants=3)
+                subject_scale=True, scale_aug=0.0, randomise=True, variants=3,
+                subset_fraction=0.0, noise_fraction=0.0)
 
 
 @dataclass
@@ -86,7 +87,7 @@ class TrainItem:
 
 
 def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
-                    log=None, variants: int = 1, rng=None) -> list[TrainItem]:
+                    log=None, variants: int = 1, rng=None, subsets: float = 0.0, noise: float = 0.0) -> list[TrainItem]:
     """All r^3 block shifts of one `dmri.subject.Subject` as training items (canonical axes): with `rng`, `variants`
     randomly made inputs per shift (dmri/randomise.py), else the project's own. Each input is then prepared as
     `Method.predict` prepares it (eigenvalues clipped, context filled beyond the brain it sees, subject scale)."""
@@ -97,7 +98,7 @@ def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fractio
     weight_full = mask & tensors.plausible(truth)
     target_full = tensors.clip_eigenvalues(truth, *tensors.INPUT_CLIP)
     items = []
-    jobs = [(shift, randomise.draw(rng, dwi.bvals, dwi.bvecs) if rng is not None else randomise.Variant())
+    jobs = [(shift, randomise.draw(rng, dwi.bvals, dwi.bvecs, subsets, noise) if rng is not None else randomise.Variant())
             for shift in deg.all_shifts(r) for _ in range(variants if rng is not None else 1)]
     for shift, variant in jobs:
         t0 = time.perf_counter()
@@ -127,7 +128,7 @@ def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fractio
         val = corners[(cy >= y0) & (cy + patch <= y1)]
         w_train, w_val = w & ~in_slab, w & in_slab
         items.append(TrainItem(subject.name, tuple(shift), np.pad(lr, [(HALO, HALO)] * 3 + [(0, 0)]), res, w_train, w_val,
-                               train, val, subject_scale(lr, seen), lr_mask, variant.describe()))
+                               train, val, unit=subject_scale(lr, seen), lr_mask=lr_mask, variant=variant.describe()))
         if log:
             log(f"  {subject.name} shift {shift} {variant.describe()}: low-res {tuple(int(v) for v in shape)}, {int(w.sum())} target voxels, "
                 f"{len(train)}/{len(val)} train/val corners ({time.perf_counter() - t0:.1f} s)")

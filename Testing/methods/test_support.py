@@ -3,6 +3,8 @@ low-res voxel), its uncertainty maps too: the background a viewer shows stays cl
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -18,8 +20,25 @@ def tight_case(small_subject):
     return make_case(load_subject(small_subject), 2, style="tight")  # zeros outside the brain, as FSL/MRtrix write
 
 
+@pytest.fixture(scope="module")
+def real_tight_case(axial_subject):
+    from ImageQualityTransferLib.dmri.subject import make_case
+
+    return make_case(axial_subject, 2, style="tight")
+
+
 @pytest.mark.parametrize("name", methods.ready(2))
 def test_zero_outside_the_support_without_a_mask(tight_case, name):
+    check_zero_outside(tight_case, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in ("cubic", "biqt", "espcn-hetero") if n in methods.ready(2)])
+def test_zero_outside_the_support_on_a_real_subject(real_tight_case, name):
+    check_zero_outside(real_tight_case, name)
+
+
+def check_zero_outside(tight_case, name):
     lr = tight_case.lr
     present = np.any(lr.data != 0, axis=-1)
     support = repeat_blocks(ndimage.binary_dilation(present, structure=np.ones((3, 3, 3), bool)), 2)
@@ -38,3 +57,30 @@ def test_a_nonphysical_output_voxel_is_at_least_as_uncertain_as_its_distance_to_
     pred = methods.get(name).predict(tight_case.lr, 2)
     distance = tensors.distance_to_physical(pred.tensor.data)
     assert np.all(pred.std.data >= distance)
+
+
+@pytest.mark.parametrize("style", ["tight", "own", "unmasked"])
+def test_a_run_without_the_mask_gives_the_same_brain_as_with_it(axial_subject, style):
+    """The CNN's unit is the mode of the input's MD, which needs no mask: tight and own inputs give the same brain
+    with or without the mask; on unmasked input (background noise tensors) the unit moves by under 3 %."""
+    pytest.importorskip("torch", reason="PyTorch is not installed: the CNN methods need it")
+    from ImageQualityTransferLib.dmri.subject import make_case
+    from ImageQualityTransferLib.methods.cnn import inference
+
+    case = make_case(axial_subject, 2, style=style)
+    brain = case.hr_mask
+    method = methods.get("espcn")
+    with_mask = method.predict(case.lr, 2, case.lr_mask).tensor.data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        without = method.predict(case.lr, 2).tensor.data
+    assert any("whole field of view" in str(w.message) for w in caught) == (style == "unmasked")
+    lr = case.lr.data
+    if style == "unmasked":
+        brain_only = lr * case.lr_mask.data[..., None]
+        assert abs(inference.subject_scale(lr, None) / inference.subject_scale(brain_only, None) - 1) < 0.03
+        err = np.sqrt(np.mean((without[brain] - case.truth[brain]) ** 2))
+        ref = np.sqrt(np.mean((with_mask[brain] - case.truth[brain]) ** 2))
+        assert abs(err / ref - 1) < 0.01
+    else:
+        np.testing.assert_allclose(without[brain], with_mask[brain], rtol=1e-5, atol=1e-9)

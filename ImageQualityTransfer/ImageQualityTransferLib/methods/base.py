@@ -92,7 +92,7 @@ class Method:
             mask = None if present.all() else Volume(present, lr.affine, "mask")
             if present.mean() > 0.95:
                 warnings.warn("the input holds tensors over the whole field of view (fitted without a brain mask): the "
-                              "output covers the background noise too and the CNNs' scale includes it; give --mask "
+                              "output covers the background noise too; give --mask to keep it zero outside the brain "
                               "(a brain mask on the input's grid, e.g. from 'iqt mask' on the DWIs)", IQTWarning,
                               stacklevel=2)
         reo = Reorientation.to_canonical(lr.affine)

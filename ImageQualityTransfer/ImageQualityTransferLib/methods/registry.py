@@ -77,9 +77,10 @@ def with_uncertainty() -> list[str]:
     return [n for n, c in _METHODS.items() if c.gives_uncertainty]
 
 
-def default_method() -> str:
-    """The best shipped method that can run in this environment (espcn needs torch)."""
+def default_method(factor=None) -> str:
+    """The best shipped method that can run in this environment (espcn needs torch); with `factor`, the best that
+    has a model for it (cubic for per-axis factors)."""
     for name in PREFERENCE:
-        if runs_here(name):
+        if runs_here(name) and (factor is None or name in ready(factor)):
             return name
     return "cubic"

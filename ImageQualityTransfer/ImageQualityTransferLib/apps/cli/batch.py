@@ -36,7 +36,7 @@ def run(args) -> int:
     f = grid.factors(args.factor)
     if args.workers is not None and args.workers < 1:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")
-    name = args.method or methods.default_method()
+    name = args.method or methods.default_method(None if args.model else f)
     method = methods.get(name, **options.method_settings(args))
     if args.uncertainty and not method.gives_uncertainty:
         raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "

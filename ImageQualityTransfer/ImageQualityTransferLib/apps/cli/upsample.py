@@ -72,8 +72,12 @@ def run(args):
     from ... import fileio, methods
     from ...analysis import propagation
 
-    f = options.factors(args)  # None with --voxel-size: chosen once the input is read
-    name = args.method or methods.default_method()
+    f = options.factors(args)  # None with --voxel-size: the input is read first, its voxel size chooses them
+    lr = None
+    if f is None:
+        lr = fileio.load_tensor(args.input, args.tensor_order)
+        f = options.factors(args, lr.voxel_size)
+    name = args.method or methods.default_method(None if args.model else f)
     _check_samples(args, methods.method_class(name))
     method = methods.get(name, **options.method_settings(args))
     if args.propagate:
@@ -95,13 +99,11 @@ def run(args):
         for key, path in prop_paths.items():
             plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}")
     plan.check()
-    if method.learned and f is not None:
+    if method.learned:
         method.load(f)  # a missing, corrupt or foreign model fails here, before any work
-    lr = fileio.load_tensor(args.input, args.tensor_order)
-    if f is None:
-        f = options.factors(args, lr.voxel_size)
-        if method.learned:
-            method.load(f)
+    if lr is None:
+        lr = fileio.load_tensor(args.input, args.tensor_order)
+    else:
         print(options.voxel_size_line(f, lr.voxel_size))
     mask = load_lowres_mask(args.mask, lr, f)
     seeds = options.load_seeds(args) if args.propagate else None

@@ -22,6 +22,15 @@ def test_bad_factors_are_one_clear_line(value, words):
     assert "\n" not in str(info.value) and "--factor" in str(info.value)
 
 
+def test_the_geometric_helpers_take_a_factor_of_one_everywhere():
+    """Only requests need a factor of at least 2 somewhere; on a grid against itself the helpers are the identity."""
+    aff = np.diag([2.0, 2.0, 2.5, 1.0])
+    assert grid.factors(1, identity_ok=True) == (1, 1, 1)
+    assert np.array_equal(grid.hr_affine(aff, 1), aff) and np.array_equal(grid.lr_affine(aff, 1), aff)
+    a = np.arange(6).reshape(1, 2, 3)
+    assert np.array_equal(grid.repeat_blocks(a, 1), a)
+
+
 def test_texts_and_records():
     assert grid.text(2) == "2" and grid.text((1, 1, 3)) == "1,1,3"
     assert grid.describe(3) == "factor 3" and grid.describe("1,1,3") == "factors 1,1,3"

@@ -57,7 +57,7 @@ def regions(hr_mask, lr_mask, r, radius: int = 2) -> dict:
     """
     hr = _array(hr_mask, bool)
     lr = _array(lr_mask, bool)
-    f = grid.factors(r)
+    f = grid.factors(r, identity_ok=True)  # 1: a grid against itself
     if hr.ndim != 3 or lr.ndim != 3:
         raise IQTError(f"masks must be 3D, got high-res {hr.shape} and low-res {lr.shape}")
     if tuple(hr.shape) != tuple(k * n for k, n in zip(f, lr.shape)):

@@ -16,8 +16,10 @@ from .errors import IQTError
 EXAMPLES = "e.g. 2, 3 or 1,1,3"
 
 
-def factors(value) -> tuple[int, int, int]:
-    """(fx, fy, fz) from an integer r (-> (r, r, r)), a text "2" or "1,1,3", or a sequence of three; IQTError else."""
+def factors(value, identity_ok: bool = False) -> tuple[int, int, int]:
+    """(fx, fy, fz) from an integer r (-> (r, r, r)), a text "2" or "1,1,3", or a sequence of three; IQTError else.
+    An upsampling request needs a factor of at least 2 on one axis; `identity_ok` also takes (1, 1, 1) (the
+    geometric helpers below, and evaluation on a grid against itself)."""
     if isinstance(value, str):
         parts = value.split(",")
     elif isinstance(value, (list, tuple, np.ndarray)):
@@ -33,7 +35,7 @@ def factors(value) -> tuple[int, int, int]:
     f = f * 3 if len(f) == 1 else f
     if min(f) < 1:
         raise IQTError(f"--factor {_text(value)}: every factor must be a positive integer ({EXAMPLES})")
-    if max(f) < 2:
+    if max(f) < 2 and not identity_ok:
         raise IQTError(f"--factor {_text(value)}: nothing to upsample; the factor must be at least 2 along one axis "
                        f"or more ({EXAMPLES})")
     return tuple(f)
@@ -56,14 +58,14 @@ def _text(value) -> str:
 
 def isotropic(f) -> int | None:
     """r when the factors are (r, r, r), None otherwise."""
-    f = factors(f)
+    f = factors(f, identity_ok=True)
     return f[0] if f[0] == f[1] == f[2] else None
 
 
 def text(f) -> str:
     """How factors are written in messages and names: "2" for (2, 2, 2), "1,1,3" otherwise."""
     r = isotropic(f)
-    return str(r) if r is not None else ",".join(map(str, factors(f)))
+    return str(r) if r is not None else ",".join(map(str, factors(f, identity_ok=True)))
 
 
 def describe(f) -> str:
@@ -74,12 +76,12 @@ def describe(f) -> str:
 def record(f):
     """The factors as JSON records hold them: an integer when isotropic (as before), else a list of three."""
     r = isotropic(f)
-    return r if r is not None else list(factors(f))
+    return r if r is not None else list(factors(f, identity_ok=True))
 
 
 def permute(f, ornt) -> tuple[int, int, int]:
     """The factors in the axes a reorientation (nibabel `ornt`: per input axis, (output axis, flip)) maps to."""
-    f = factors(f)
+    f = factors(f, identity_ok=True)
     out = [0, 0, 0]
     for src, (dst, _) in enumerate(np.asarray(ornt)):
         out[int(dst)] = f[src]
@@ -110,13 +112,13 @@ def for_voxel_size(voxel_size, target_mm) -> tuple[int, int, int]:
 
 def repeat_blocks(a, f) -> np.ndarray:
     """A low-res map on the high-res grid: each voxel repeated into its fx*fy*fz block (nearest upsampling)."""
-    fx, fy, fz = factors(f)
+    fx, fy, fz = factors(f, identity_ok=True)
     return np.asarray(a).repeat(fx, 0).repeat(fy, 1).repeat(fz, 2)
 
 
 def hr_affine(lr_affine: np.ndarray, f) -> np.ndarray:
     """Affine of the high-res grid: voxel size / f per axis, origin at the centre of the first high-res voxel."""
-    fa = np.asarray(factors(f), float)
+    fa = np.asarray(factors(f, identity_ok=True), float)
     t = np.diag([*(1.0 / fa), 1.0])
     t[:3, 3] = -(fa - 1) / (2.0 * fa)
     return np.asarray(lr_affine, float) @ t
@@ -125,7 +127,7 @@ def hr_affine(lr_affine: np.ndarray, f) -> np.ndarray:
 def lr_affine(hr_aff: np.ndarray, f, shift=(0, 0, 0), gap=(0, 0, 0)) -> np.ndarray:
     """Affine of the low-res grid made by averaging fx*fy*fz blocks that start at high-res index `shift`, with `gap`
     high-res planes dropped after each block (slices with a gap: the low-res spacing is f + gap)."""
-    fa = np.asarray(factors(f), float)
+    fa = np.asarray(factors(f, identity_ok=True), float)
     t = np.diag([*(fa + np.asarray(gap, float)), 1.0])
     t[:3, 3] = np.asarray(shift, float) + (fa - 1) / 2.0
     return np.asarray(hr_aff, float) @ t

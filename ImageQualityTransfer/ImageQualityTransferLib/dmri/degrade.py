@@ -34,24 +34,24 @@ FILE_ORDER = {"fsl": "fsl"}
 
 def all_shifts(f):
     """Every block shift: range(f) along each axis (a single shift 0 along an axis of factor 1)."""
-    return list(itertools.product(*(range(k) for k in grid.factors(f))))
+    return list(itertools.product(*(range(k) for k in grid.factors(f, identity_ok=True))))
 
 
 def gaps(f, slice_gap: int = 0) -> tuple[int, int, int]:
     """High-res planes dropped after each block: `slice_gap` along the axes with a factor above 1, none elsewhere."""
-    return tuple(int(slice_gap) if k > 1 else 0 for k in grid.factors(f))
+    return tuple(int(slice_gap) if k > 1 else 0 for k in grid.factors(f, identity_ok=True))
 
 
 def lr_shape(hr_shape, f, shift=(0, 0, 0), gap=(0, 0, 0)):
     """Whole blocks per axis: a block of f planes, then `gap` dropped planes before the next one."""
     return tuple(max(0, (int(n) - int(s) - k) // (k + g) + 1) for n, s, k, g in
-                 zip(hr_shape[:3], shift, grid.factors(f), gap))
+                 zip(hr_shape[:3], shift, grid.factors(f, identity_ok=True), gap))
 
 
 def block_average(data: np.ndarray, f, shift=(0, 0, 0), gap=(0, 0, 0)) -> np.ndarray:
     """Mean over non-overlapping fx*fy*fz blocks starting at `shift` (each followed by `gap` dropped planes);
     trailing voxels that make no whole block are dropped."""
-    fx, fy, fz = grid.factors(f)
+    fx, fy, fz = grid.factors(f, identity_ok=True)
     n = lr_shape(data.shape, f, shift, gap)
     if any(gap):
         data = _without_gaps(data, (fx, fy, fz), shift, gap, n)
@@ -76,7 +76,7 @@ def block_majority(mask: np.ndarray, f, shift=(0, 0, 0), gap=(0, 0, 0)) -> np.nd
 
 def hr_crop(data: np.ndarray, f, shift=(0, 0, 0)) -> np.ndarray:
     """The high-res voxels covered by the low-res grid of `block_average` (the reference for evaluation)."""
-    fx, fy, fz = grid.factors(f)
+    fx, fy, fz = grid.factors(f, identity_ok=True)
     n = lr_shape(data.shape, f, shift)
     sx, sy, sz = shift
     return data[sx : sx + fx * n[0], sy : sy + fy * n[1], sz : sz + fz * n[2]]

@@ -211,7 +211,7 @@ def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
 
         grids = {reference.shape3: ("the input's grid", reference.affine)}
         if factor:
-            f = factors(factor)
+            f = factors(factor, identity_ok=True)
             grids[tuple(k * s for k, s in zip(f, reference.shape3))] = ("the high-resolution grid",
                                                                          hr_affine(reference.affine, f))
         if vol.shape3 not in grids:

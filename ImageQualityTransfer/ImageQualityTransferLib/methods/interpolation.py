@@ -34,7 +34,7 @@ def upsample_separable(data: np.ndarray, r, order: int) -> np.ndarray:
     """Resample a (X,Y,Z,...) array onto the high-res grid of the factors r (an integer or (fx, fy, fz)), axis by
     axis; an axis of factor 1 is left as it is."""
     out = np.asarray(data, dtype=np.float32)
-    for axis, f in enumerate(grid.factors(r)):
+    for axis, f in enumerate(grid.factors(r, identity_ok=True)):
         if f == 1:
             continue
         w = axis_weights(out.shape[axis], f, order)

@@ -17,10 +17,13 @@ def phantom(small_subject):
 
 def test_draws_are_seeded_and_cover_every_style(phantom):
     bvals, bvecs = phantom.dwi.bvals, phantom.dwi.bvecs
-    a = [randomise.draw(np.random.default_rng(5), bvals, bvecs) for _ in range(1)]
+    kw = dict(subsets=0.5, noise=0.5)
+    a = [randomise.draw(np.random.default_rng(5), bvals, bvecs, **kw) for _ in range(1)]
     rng1, rng2 = np.random.default_rng(5), np.random.default_rng(5)
-    first = [randomise.draw(rng1, bvals, bvecs) for _ in range(200)]
-    assert first == [randomise.draw(rng2, bvals, bvecs) for _ in range(200)]
+    first = [randomise.draw(rng1, bvals, bvecs, **kw) for _ in range(200)]
+    assert first == [randomise.draw(rng2, bvals, bvecs, **kw) for _ in range(200)]
+    plain = [randomise.draw(rng1, bvals, bvecs) for _ in range(50)]  # by default: styles and fits only
+    assert all(v.volumes is None and v.snr is None for v in plain) and len({v.style for v in plain}) > 1
     assert a[0] == first[0]
     assert {v.style for v in first} == set(randomise.STYLE_WEIGHTS)
     assert {v.fit for v in first} == {"WLS", "OLS"} and all(v.fit == "OLS" for v in first if v.style == "ols")
@@ -42,7 +45,7 @@ def test_subsets_of_repeated_directions_still_determine_the_tensor():
     bvals = np.r_[0.0, np.full(20, 1000.0)]
     rng = np.random.default_rng(3)
     for _ in range(100):
-        v = randomise.draw(rng, bvals, bvecs)
+        v = randomise.draw(rng, bvals, bvecs, subsets=1.0)
         if v.volumes is not None:
             assert randomise._spans_tensor(bvecs[[i for i in v.volumes if bvals[i] > 0]])
 

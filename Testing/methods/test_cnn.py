@@ -348,19 +348,20 @@ def test_fa_std_by_sampling_matches_a_direct_monte_carlo():
     assert unc["fa_std"].min() > 0.5 * expected
 
 
-def test_subject_scale_models_are_equivariant_to_overall_diffusivity():
+@pytest.mark.parametrize("SCALE", ["md-mode", "median-md"])
+def test_subject_scale_models_are_equivariant_to_overall_diffusivity(SCALE):
     """A "subject_scale" model sees the input in units of its median MD: scaling every tensor by k (another
     b-value or scanner) scales the output and its standard deviation by k; a plain model does not do that."""
     net, meta = random_model("espcn-hetero")
     meta["normalisation"] = {**NORM, "in_mean": [1.0, 0, 1.0, 0, 0, 1.0], "in_scale": [0.5, 0.1, 0.5, 0.1, 0.1, 0.5],
-                             "out_scale": [0.25] * 6, "subject_scale": "median-md"}
+                             "out_scale": [0.25] * 6, "subject_scale": SCALE}
     model = LoadedModel(net, meta)
     lr, mask = smooth_tensors((10, 9, 8))
     hr1, u1 = inference.predict_volume(model, lr, mask, tile=4)
     hr2, u2 = inference.predict_volume(model, 1.7 * lr, mask, tile=4)
     assert np.allclose(hr2, 1.7 * hr1, rtol=1e-4, atol=1e-9)
     assert np.allclose(u2["std"], 1.7 * u1["std"], rtol=1e-4, atol=1e-10)
-    assert inference.subject_scale(1.7 * lr, mask) == pytest.approx(1.7 * inference.subject_scale(lr, mask))
+    assert inference.subject_scale(1.7 * lr, mask, SCALE) == pytest.approx(1.7 * inference.subject_scale(lr, mask, SCALE))
     plain = LoadedModel(*random_model("espcn-hetero"))
     p1, _ = inference.predict_volume(plain, lr, mask, tile=4)
     p2, _ = inference.predict_volume(plain, 1.7 * lr, mask, tile=4)
@@ -375,7 +376,7 @@ def test_training_with_subject_scale_and_scale_augmentation_lowers_the_loss_and_
     kw = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
     net, meta, hist = training.train(items, seed=3, subject_scale=True, scale_aug=0.3, **kw)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
-    assert meta["normalisation"]["subject_scale"] == "median-md"
+    assert meta["normalisation"]["subject_scale"] == "md-mode"
     assert meta["training"]["options"]["scale_aug"] == 0.3 and meta["training"]["options"]["subject_scale"] is True
     assert np.allclose(items[0].lr_pad * items[0].unit, raw, rtol=1e-6)  # rescaled in place into median-MD units
     # the saved model applies the same unit at inference: scaling the input scales the output

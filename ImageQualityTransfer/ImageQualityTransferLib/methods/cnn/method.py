@@ -53,7 +53,9 @@ class CNNMethod(LearnedMethod):
         t0 = time.perf_counter()
         randomised = settings.get("randomise", training.DEFAULTS["randomise"])
         items = training.load_items(subjects, r, log=log, randomise_seed=seed if randomised else None,
-                                    variants=int(settings.get("variants", training.DEFAULTS["variants"])))
+                                    variants=int(settings.get("variants", training.DEFAULTS["variants"])),
+                                    subsets=float(settings.get("subset_fraction", 0.0)),
+                                    noise=float(settings.get("noise_fraction", 0.0)))
         prep = time.perf_counter() - t0
         if log:
             log(f"training data: {len(items)} degraded volumes from {len(subjects)} subject(s) ({prep:.0f} s)")

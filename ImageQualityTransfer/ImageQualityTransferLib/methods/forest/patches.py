@@ -96,7 +96,8 @@ class Library:
                        list(self.subjects), self.seconds, None if self.C is None else self.C[idx])
 
 
-def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log=None, randomise: bool = False):
+def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log=None, randomise: bool = False,
+                     subsets: float = 0.0, noise: float = 0.0):
     """Examples of one `dmri.subject.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
     (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`);
     with `randomise`, each shift's input is made in a random way (dmri/randomise.py)."""
@@ -108,7 +109,7 @@ def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log
     parts = []
     for shift in shifts if shifts is not None else deg.all_shifts(r):
         t0 = time.perf_counter()
-        variant = randomise_inputs.draw(rng, dwi.bvals, dwi.bvecs) if randomise else randomise_inputs.Variant()
+        variant = randomise_inputs.draw(rng, dwi.bvals, dwi.bvecs, subsets, noise) if randomise else randomise_inputs.Variant()
         pair = randomise_inputs.degrade_variant(dwi, mask, r, shift, variant)
         x, cubic = prepare_input(pair.tensor.data, r)
         good = to_blocks(deg.hr_crop(good_full, r, shift)[..., None].astype(np.float32), r).min(-1) > 0.5
@@ -129,7 +130,7 @@ def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log
 
 
 def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0, log=None,
-                  randomise: bool = False) -> Library:
+                  randomise: bool = False, subsets: float = 0.0, noise: float = 0.0) -> Library:
     """Library over `subjects` (dmri.subject.Subject objects or subject folders), every block shift."""
     from ...dmri.subject import load_subject
 
@@ -142,7 +143,7 @@ def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0
                 log(f"loading {s}")
             s = load_subject(s)
         names.append(s.name)
-        for p in subject_examples(s, r, n, rate, rng, log=log, randomise=randomise):
+        for p in subject_examples(s, r, n, rate, rng, log=log, randomise=randomise, subsets=subsets, noise=noise):
             parts.append(p)
             groups.append(np.full(len(p[0]), gi, np.int16))
     cat = [np.concatenate([p[k] for p in parts]) for k in range(5)]

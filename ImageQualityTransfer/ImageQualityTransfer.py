@@ -15,7 +15,7 @@ from slicer import (
 )
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -38,6 +38,9 @@ ENGINE_PACKAGES = {
     "tqdm": "tqdm",
 }
 TRACTOGRAPHY_MODULE = "TractographyInteractiveSeeding"  # SlicerDMRI
+# The upsampling modes, in the order of the panel's combo box: the engine's slicer.upsampling.MODES, written out
+# because the parameter class is made before the engine is importable.
+UPSAMPLING_MODES = ("isotropic", "through-plane", "voxel-size")
 
 
 #
@@ -73,6 +76,10 @@ destroy fibre organisation: do not trust tracts through such regions.</p>
 <p><b>Tensor conventions</b>: outputs keep Slicer's DTI conventions (components in IJK axes, measurement frame =
 IJK to RAS rotation), so SlicerDMRI tractography seeds on them unchanged. The output grid has the voxel size
 divided by the factor, with its first voxel centred inside the first input voxel.</p>
+<p><b>Upsampling</b>: <i>isotropic</i> divides the voxel size by the factor along every axis; <i>through-plane</i>
+along the slice axis only (the input's largest voxel spacing: thick slices); <i>target voxel size</i> takes the
+smallest factor per axis that reaches it. The learned methods have models for isotropic factor 2; interpolation
+takes any factors.</p>
 <p>See the <a href="{url}">README</a> for details and batch use.</p>
 """
         ).replace("{url}", README_URL)
@@ -101,7 +108,10 @@ class ImageQualityTransferParameterNode:
     maskVolume - optional brain label map on the input's grid.
     method - method name from the engine's registry (ImageQualityTransferLib.methods.describe()).
     modelPath - optional model file for learned methods (empty: the shipped model).
-    factor - upsampling factor.
+    upsamplingMode - "isotropic" (factor on every axis), "through-plane" (factor along the input's thick-slice
+        axis only) or "voxel-size" (the smallest factor per axis reaching voxelSize).
+    factor - upsampling factor of the isotropic and through-plane modes.
+    voxelSize - wanted output voxel size (mm) of the voxel-size mode.
     samples - Monte Carlo samples for methods with parameter uncertainty.
     useGPU - run torch methods on the GPU when one is available.
     uncertaintyOpacity - opacity of the uncertainty overlay.
@@ -114,7 +124,9 @@ class ImageQualityTransferParameterNode:
     maskVolume: vtkMRMLLabelMapVolumeNode
     method: str = ""  # empty: the engine's default (the best shipped method that can run here)
     modelPath: str = ""  # bound by hand: the path widget's Path binding shows "." for an empty path
+    upsamplingMode: Annotated[str, Choice(list(UPSAMPLING_MODES))] = "isotropic"  # bound by hand: translated labels
     factor: Annotated[int, WithinRange(2, 4)] = 2
+    voxelSize: Annotated[float, WithinRange(0.1, 10.0)] = 1.0
     samples: Annotated[int, WithinRange(1, 200)] = 20
     useGPU: bool = False
     uncertaintyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
@@ -139,7 +151,10 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._methods = []
+        self._allMethods = []  # every method the engine lists
+        self._methods = []  # those offered at the current factors, as in the combo box
+        self._factors = None  # per-axis factors of the current settings and input, None when they give none
+        self._factorsError = ""
         self._running = False
         self._cancelRequested = False
         self._lastResult = None
@@ -158,6 +173,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.ui.upsamplingModeComboBox.connect("currentIndexChanged(int)", self.onUpsamplingModeChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         self.ui.tractographyButton.connect("clicked(bool)", self.onTractographyButton)
@@ -219,18 +235,26 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def populateMethods(self) -> None:
         try:  # the registry imports without the engine's packages, so this works on a fresh install
-            self._methods = self.logic.availableMethods()
+            self._allMethods = self.logic.availableMethods()
         except Exception as exc:
             logging.warning(f"ImageQualityTransfer: cannot list methods: {exc}")
-            self._methods = []
+            self._allMethods = []
             self.ui.methodDescriptionLabel.text = _("The processing engine is not ready: {error}").format(error=exc)
+        self._methods = None  # refilled for the current factors
+        self._updateUpsampling()
+        self._updateMethodGui()
+
+    def _fillMethodCombo(self, methods: list) -> None:
+        """The combo box lists `methods` (refilled only when the list changes, so the selection stays)."""
+        if self._methods is not None and [m["name"] for m in methods] == [m["name"] for m in self._methods]:
+            return
+        self._methods = methods
         combo = self.ui.methodComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         for m in self._methods:
             combo.addItem(m["name"], m["name"])
         combo.blockSignals(wasBlocked)
-        self._updateMethodGui()
 
     def onMethodChanged(self, index: int) -> None:
         if self._parameterNode and 0 <= index < len(self._methods):
@@ -243,7 +267,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         names = [m["name"] for m in self._methods]
         name = self._parameterNode.method if self._parameterNode else ""
         if name not in names:
-            name = self.logic.defaultMethod()
+            name = self.logic.defaultMethod(self._factors)
             if self._parameterNode and name in names:
                 self._parameterNode.method = name
         index = names.index(name) if name in names else 0
@@ -263,16 +287,83 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.methodDescriptionLabel.text = info["description"] + (f" ({', '.join(extra)})" if extra else "")
         self.ui.installTorchButton.enabled = bool(info.get("needs_torch")) and not self.logic.torchAvailable()
 
+    # ---------------------------------------------------------------- upsampling (factors from the engine)
+
+    def onUpsamplingModeChanged(self, index: int) -> None:
+        if self._parameterNode and 0 <= index < len(UPSAMPLING_MODES):
+            self._parameterNode.upsamplingMode = UPSAMPLING_MODES[index]
+
+    @staticmethod
+    def _factorsText(factors) -> str:
+        if factors[0] == factors[1] == factors[2]:
+            return _("factor {factor}").format(factor=factors[0])
+        return _("factors {factors}").format(factors=",".join(str(f) for f in factors))
+
+    def _updateUpsampling(self) -> None:
+        """The mode's controls, the factors and output voxel size for the input, and the methods offered at those
+        factors (learned methods only where they have a shipped model), with a line saying what is left out."""
+        p = self._parameterNode
+        mode = p.upsamplingMode if p and p.upsamplingMode in UPSAMPLING_MODES else UPSAMPLING_MODES[0]
+        combo = self.ui.upsamplingModeComboBox
+        if combo.currentIndex != UPSAMPLING_MODES.index(mode):
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = UPSAMPLING_MODES.index(mode)
+            combo.blockSignals(wasBlocked)
+        bySize = mode == "voxel-size"
+        for name in ("factorSpinBox", "factorSpinBoxLabel"):
+            getattr(self.ui, name).setVisible(not bySize)
+        for name in ("voxelSizeSpinBox", "voxelSizeSpinBoxLabel"):
+            getattr(self.ui, name).setVisible(bySize)
+
+        self._factors, self._factorsError = None, ""
+        inputNode = p.inputVolume if p else None
+        if p:
+            try:
+                self._factors = self.logic.upsamplingFactors(inputNode, mode, p.factor, p.voxelSize)
+            except self.logic.engineError() as exc:  # nothing to upsample, or no input to take the spacing from
+                self._factorsError = str(exc)
+        if self._factors is None:
+            self.ui.factorsLabel.text = ""
+        elif inputNode:
+            size = self.logic.outputSpacing(inputNode, self._factors)
+            self.ui.factorsLabel.text = _("{factors} → {size} mm").format(
+                factors=self._factorsText(self._factors), size=" × ".join(f"{x:.2f}" for x in size))
+        else:
+            self.ui.factorsLabel.text = self._factorsText(self._factors)
+
+        if self._factors:
+            offered = self.logic.offeredMethods(self._allMethods, self._factors)
+        else:  # no factors yet: the list stays as it was (every method at first)
+            offered = self._allMethods if self._methods is None else self._methods
+        self._fillMethodCombo(offered)
+        names = [m["name"] for m in offered]
+        left = [m for m in self._allMethods if m["name"] not in names]
+        if self._factorsError:
+            self.ui.upsamplingNoteLabel.text = self._factorsError
+        elif left and self._factors:
+            shipped = sorted({f for m in left for f in m.get("shipped", [])})
+            self.ui.upsamplingNoteLabel.text = _(
+                "The learned methods are not offered at {factors}: their models are for {shipped}. Interpolation "
+                "takes any factors.").format(factors=self._factorsText(self._factors),
+                                             shipped=", ".join(self._factorsText((f, f, f)) for f in shipped))
+        else:
+            self.ui.upsamplingNoteLabel.text = ""
+
     def _checkCanApply(self, caller=None, event=None) -> None:
+        self._updateUpsampling()
         self._updateMethodGui()
         if self._running:
             return
-        if self._parameterNode and self._parameterNode.inputVolume and self._methods:
-            self.ui.applyButton.toolTip = _("Super-resolve the input volume")
-            self.ui.applyButton.enabled = True
-        else:
+        if not (self._parameterNode and self._parameterNode.inputVolume and self._methods):
             self.ui.applyButton.toolTip = _("Select a DTI or DWI input volume")
             self.ui.applyButton.enabled = False
+        elif self._factors is None:
+            self.ui.applyButton.toolTip = _("Change the upsampling: {reason}").format(reason=self._factorsError)
+            self.ui.applyButton.enabled = False
+        else:
+            self.ui.applyButton.toolTip = _("Super-resolve the input volume ({factors})").format(
+                factors=self._factorsText(self._factors))
+            self.ui.applyButton.enabled = True
         result = self._lastResult or {}
         self.ui.compareButton.enabled = bool(result.get("tensor") and result.get("interpolated"))
         self.ui.tractographyButton.enabled = bool(result.get("tensor")) and self.logic.tractographyAvailable()
@@ -299,6 +390,10 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                         packages=", ".join(self.logic.missingPackages()))
                     return
         p = self._parameterNode
+        self._updateUpsampling()  # the factors for the input as it is now (its spacing may have changed)
+        if self._factors is None:
+            self.ui.statusLabel.text = self._factorsError
+            return
         model = str(p.modelPath).strip() or None
         self._running = True
         self._cancelRequested = False
@@ -315,7 +410,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                         p.inputVolume,
                         outputNode=p.outputVolume,
                         method=p.method,
-                        factor=p.factor,
+                        factor=self._factors,
                         maskNode=p.maskVolume,
                         uncertaintyNode=p.uncertaintyVolume,
                         interpolatedNode=p.interpolatedVolume if p.interpolatedVolume else True,
@@ -448,6 +543,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         return display
 
+    def engineError(self):
+        """The exception the engine raises for a request it cannot do (the message says what to change)."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.core.errors import IQTError
+
+        return IQTError
+
     def cancelledError(self):
         """The exception a cancelled run raises."""
         self._engineOnPath()
@@ -455,9 +557,10 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         return Cancelled
 
-    def availableMethods(self) -> list:
+    def availableMethods(self, factor=None) -> list:
         """[{name, description, uncertainty, learned, needs_torch}] from the engine's registry; needs none of the
-        packages that Apply installs, so the list is filled on a fresh install."""
+        packages that Apply installs, so the list is filled on a fresh install. With `factor` (r or (fx, fy, fz)),
+        only the methods that run at it (see offeredMethods)."""
         self._engineOnPath()
         from ImageQualityTransferLib import methods
 
@@ -468,7 +571,32 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             entry = dict(entry)
             entry["needs_torch"] = bool(entry["torch"])
             out.append(entry)
-        return out
+        return out if factor is None else self.offeredMethods(out, factor)
+
+    def offeredMethods(self, methods: list, factor) -> list:
+        """The entries of `methods` (availableMethods) that run at `factor`: interpolation at any factors, a learned
+        method only at the isotropic factor of its shipped models (a CNN is kept before PyTorch is installed)."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer import upsampling
+
+        return upsampling.offered(methods, factor)
+
+    def upsamplingFactors(self, inputNode, mode: str = "isotropic", factor: int = 2,
+                          voxelSize: Optional[float] = None) -> tuple:
+        """Per-axis factors (fx, fy, fz) in the input's IJK axes for an upsampling mode (UPSAMPLING_MODES): factor on
+        every axis, factor along the thick-slice axis (the largest spacing), or the smallest factors reaching
+        voxelSize mm. Raises the engine's IQTError (engineError) saying what to change."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer import upsampling
+
+        return upsampling.factors_for(mode, factor, voxelSize, inputNode.GetSpacing() if inputNode else None)
+
+    def outputSpacing(self, inputNode, factor) -> tuple:
+        """The output's voxel size (mm) per IJK axis: the input's divided by the factors."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer import upsampling
+
+        return upsampling.output_spacing(inputNode.GetSpacing(), factor)
 
     @staticmethod
     def torchAvailable() -> bool:
@@ -505,18 +633,22 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- processing
 
-    def defaultMethod(self) -> str:
-        """The engine's default: the best shipped method that can run in this Python (see `iqt methods`)."""
+    def defaultMethod(self, factor=None) -> str:
+        """The engine's default: the best shipped method that can run in this Python (see `iqt methods`), with
+        `factor` the best one that runs at it (cubic for per-axis factors)."""
         self._engineOnPath()
         from ImageQualityTransferLib import methods
 
-        return methods.default_method()
+        return methods.default_method(factor)
 
-    def process(self, inputNode, outputNode=None, method: Optional[str] = None, factor: int = 2, maskNode=None,
+    def process(self, inputNode, outputNode=None, method: Optional[str] = None, factor=2, maskNode=None,
                 uncertaintyNode=None, interpolatedNode=None, samples: int = 20, useGPU: bool = False,
                 modelPath: Optional[str] = None, progressCallback=None, separateProcess: Optional[bool] = None) -> dict:
         """Super-resolve `inputNode` (DTI, or DWI fitted first) and return the nodes:
         {"tensor", "uncertainty" (or None), "uncertainties" {key: node}, "interpolated" (or None)}.
+
+        factor: an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's IJK axes, e.g. from
+        upsamplingFactors; learned methods have models for isotropic factor 2 only, interpolation takes any.
 
         outputNode / uncertaintyNode / interpolatedNode: existing nodes to fill, or None to create new ones;
         interpolatedNode=True creates the cubic comparison without a target node. The input is never modified.
@@ -528,7 +660,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         if not inputNode:
             raise ValueError(_("Input volume is invalid"))
         sp = self.engine()
-        method = method or self.defaultMethod()
+        method = method or self.defaultMethod(factor)
         needsTorch = sp.method_needs_torch(method)
         if separateProcess is None:
             separateProcess = needsTorch
@@ -656,12 +788,13 @@ class ImageQualityTransferTest(ScriptedLoadableModuleTest):
     def _checkOutputs(self, inputNode, nodes, factor):
         import numpy as np
 
+        factors = np.broadcast_to(np.asarray(factor), (3,))  # r or (fx, fy, fz)
         tensor = nodes["tensor"]
         self.assertTrue(tensor.IsA("vtkMRMLDiffusionTensorVolumeNode"))
         dimsIn = inputNode.GetImageData().GetDimensions()
         dimsOut = tensor.GetImageData().GetDimensions()
-        self.assertEqual(tuple(dimsOut), tuple(factor * d for d in dimsIn))
-        np.testing.assert_allclose(np.array(tensor.GetSpacing()), np.array(inputNode.GetSpacing()) / factor, rtol=1e-6)
+        self.assertEqual(tuple(dimsOut), tuple(int(f * d) for f, d in zip(factors, dimsIn)))
+        np.testing.assert_allclose(np.array(tensor.GetSpacing()), np.array(inputNode.GetSpacing()) / factors, rtol=1e-6)
         if nodes.get("uncertainty") is not None:
             self.assertTrue(nodes["uncertainty"].IsA("vtkMRMLScalarVolumeNode"))
         self.assertTrue(nodes["interpolated"].IsA("vtkMRMLDiffusionTensorVolumeNode"))
@@ -678,6 +811,16 @@ class ImageQualityTransferTest(ScriptedLoadableModuleTest):
         self.assertEqual(inputNode.GetImageData().GetMTime(), before)
         if nodes.get("interpolated"):
             logic.showComparison(nodes["interpolated"], nodes["tensor"], nodes.get("uncertainty"), 0.4)
+        # per-axis factors (the panel's through-plane mode): interpolation only, the learned methods are not offered
+        factors = logic.upsamplingFactors(inputNode, "through-plane", 3)
+        self.assertEqual(factors, (1, 1, 3))  # isotropic voxels: the slice axis k
+        offered = [m["name"] for m in logic.availableMethods(factors)]
+        self.assertIn("cubic", offered)
+        self.assertFalse([m for m in logic.availableMethods(factors) if m["learned"]])
+        nodes = logic.process(inputNode, method="cubic", factor=factors, interpolatedNode=True)
+        self._checkOutputs(inputNode, nodes, factors)
+        with self.assertRaises(logic.engineError()):  # a target voxel size the input already has
+            logic.upsamplingFactors(inputNode, "voxel-size", voxelSize=max(inputNode.GetSpacing()))
         self.delayDisplay("Phantom test passed")
 
     def test_DTIBrain(self):

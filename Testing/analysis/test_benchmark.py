@@ -25,6 +25,21 @@ def test_benchmark_scores_each_style_against_cubic_on_the_same_input(small_subje
     assert "| linear | tight | 1 |" in out and "[tight]" in out
 
 
+def test_benchmark_at_per_axis_factors(small_subject, capsys):
+    """Thick slices (1,1,3): the ready methods are the interpolations only, and each is scored on the (1,1,3) grid."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.apps.cli import main
+
+    ready = methods.ready((1, 1, 3))
+    assert "cubic" in ready and not any(methods.method_class(n).learned for n in ready)
+    rows = benchmark.run([small_subject], ["nearest"], (1, 1, 3), progress=False)
+    assert [r["method"] for r in rows] == ["cubic", "nearest"]
+    assert all(r["interior"]["n_voxels"] > 0 for r in rows)
+    assert rows[1]["interior"]["dt_rmse"] > rows[0]["interior"]["dt_rmse"]  # cubic beats nearest along z
+    assert main(["benchmark", str(small_subject), "--methods", "nearest", "--factor", "1,1,3"]) == 0
+    assert "| nearest |" in capsys.readouterr().out
+
+
 def test_nonphysical_outputs_are_counted_and_checked_against_the_edge_uncertainty():
     pred = np.zeros((4, 4, 4, 6))
     pred[...] = [1e-3, 0, 1e-3, 0, 0, 1e-3]

@@ -54,6 +54,26 @@ def test_regions_of_a_cube():
     assert reg_small["interior"].sum() == 0 and reg_small["exterior"].sum() == 64 * 27
 
 
+def test_regions_per_axis_take_the_parent_j_over_f_on_each_axis():
+    lr = np.zeros((12, 12, 12), bool)
+    lr[1:11, 2:10, 3:12] = True
+    f = (1, 2, 3)
+    hr = lr.repeat(1, 0).repeat(2, 1).repeat(3, 2)
+    reg = evaluation.regions(hr, lr, f, radius=2)
+    expected_core = np.zeros_like(lr)
+    expected_core[3:9, 4:8, 5:10] = True
+    j = np.argwhere(np.ones(hr.shape, bool))
+    parent = expected_core[j[:, 0] // 1, j[:, 1] // 2, j[:, 2] // 3].reshape(hr.shape)
+    assert np.array_equal(reg["interior"], parent)
+    assert reg["interior"].sum() == 6 * 4 * 5 * 6
+    # an integer factor is the isotropic tuple
+    hr2 = lr.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(evaluation.regions(hr2, lr, 2).values(),
+                                                    evaluation.regions(hr2, lr, (2, 2, 2)).values()))
+    with pytest.raises(IQTError, match="factor-1,2,3 grid"):
+        evaluation.regions(hr2, lr, f)
+
+
 def test_regions_rejects_mismatched_grids():
     with pytest.raises(IQTError, match="factor-2 grid"):
         evaluation.regions(np.ones((9, 8, 8), bool), np.ones((4, 4, 4), bool), 2)

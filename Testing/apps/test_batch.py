@@ -180,13 +180,35 @@ def test_list_of_folders_and_dti_files_in_process(tmp_path):
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "failed"]
 
 
+def test_per_axis_factors_in_process(tmp_path):
+    """A DTI file upsampled by (1,1,2) without Dask: the output grid, the res- entity, the recorded factor, the skip."""
+    import json
+
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "c_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("c_dti.nii.gz\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    s = batch.Settings(method="linear", factor=(1, 1, 2))
+    out = tmp_path / "deriv"
+    out.mkdir()
+    assert [r["status"] for r in batch.run_cohort(items, s, out, client=None, progress=False)] == ["done"]
+    tensor = out / "sub-cdti" / "dwi" / "sub-cdti_space-orig_res-1x1x2x_model-linear_param-tensor_dwimap.nii.gz"
+    assert fileio.load_tensor(tensor).shape3 == (20, 22, 32)
+    assert json.loads(tensor.with_name(tensor.name.replace(".nii.gz", ".json")).read_text())["Factor"] == [1, 1, 2]
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"]
+
+
 def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
     res = [{"qc": {"snr": v, "brain_ml": 1000.0}} for v in (20, 21, 19, 22, 20, 60)]
     batch.flag_outliers(res)
     assert [r["outlier"] for r in res] == [[]] * 5 + [["snr"]]
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     for args, words in ((("--workers", "0"), "--workers 0"), (("--method", "nope"), "nope"),
-                        (("--method", "cubic", "--uncertainty"), "no uncertainty")):
+                        (("--method", "cubic", "--uncertainty"), "no uncertainty"),
+                        (("--method", "biqt", "--factor", "1,1,3"), "--model for factors 1,1,3"),
+                        (("--factor", "0"), "--factor 0")):
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", *args)
         assert code == 2 and err.startswith("iqt: error: ") and words in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "batch", tmp_path / "nothing", "-o", tmp_path / "o", "--method", "cubic")

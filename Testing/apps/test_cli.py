@@ -160,3 +160,96 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
                            "--mask", tmp_path / "mask.nii.gz", "--direction", tmp_path / "lrmask.nii.gz")
     one_line_error(code, err, "differs from the prediction")
     assert dwi.stat().st_mtime_ns == before
+
+
+# ---------------------------------------------------------------- per-axis factors and --voxel-size
+
+
+def test_upsample_per_axis_factors(capsys, tmp_path, lr_tensor):
+    from ImageQualityTransferLib.core import grid
+
+    path, t = lr_tensor
+    out = tmp_path / "hr.nii.gz"
+    code, _, err = run_cli(capsys, "upsample", path, "-o", out, "--method", "linear", "--factor", "1,1,3")
+    assert code == 0, err
+    hr = fileio.load_tensor(out)
+    assert hr.shape3 == (6, 7, 15)
+    assert np.allclose(hr.voxel_size, [2, 2, 2 / 3])
+    assert np.allclose(hr.affine, grid.hr_affine(np.diag([-2.0, 2, 2, 1]), (1, 1, 3)), atol=1e-5)
+
+
+def test_upsample_voxel_size_chooses_the_factors(capsys, tmp_path, lr_tensor):
+    _, t = lr_tensor
+    thick = tmp_path / "thick.nii.gz"
+    fileio.save_tensor(Volume(t, np.diag([-2.0, 2, 5, 1]), "tensor"), thick)
+    out = tmp_path / "hr.nii.gz"
+    code, stdout, err = run_cli(capsys, "upsample", thick, "-o", out, "--method", "cubic", "--voxel-size", "2")
+    assert code == 0, err
+    assert "factors 1,1,3: output voxel size 2x2x1.67 mm" in stdout, stdout
+    hr = fileio.load_tensor(out)
+    assert hr.shape3 == (6, 7, 15) and np.allclose(hr.voxel_size, [2, 2, 5 / 3])
+    # without --method: the best method with a model for the factors (an interpolation for per-axis ones)
+    code, stdout, err = run_cli(capsys, "upsample", thick, "-o", tmp_path / "iso.nii.gz", "--voxel-size", "1")
+    assert code == 0 and "factors 2,2,5" in stdout and "(cubic)" in stdout, (stdout, err)
+    assert fileio.load_tensor(tmp_path / "iso.nii.gz").shape3 == (12, 14, 25)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--factor", "2", "--voxel-size", "1"], ["--factor", "--voxel-size", "one of them"]),
+    (["--voxel-size", "2"], ["already", "at most 2 mm"]),
+    (["--voxel-size", "0"], ["--voxel-size", "positive"]),
+    (["--factor", "1,1,1"], ["at least 2"]),
+    (["--factor", "1,3"], ["three"]),
+    (["--method", "biqt", "--factor", "1,1,3"], ["biqt has shipped models for factor 2", "--model for factors 1,1,3",
+                                                 "cubic"]),
+    (["--method", "biqt", "--factor", "3"], ["biqt has shipped models for factor 2", "--model for factor 3", "cubic"]),
+    (["--method", "rf", "--voxel-size", "0.5"], ["rf has shipped models for factor 2", "--model for factor 4"]),
+])
+def test_bad_factor_requests_through_the_cli(capsys, tmp_path, lr_tensor, args, words):
+    path, _ = lr_tensor
+    out = tmp_path / "out.nii.gz"
+    code, _, err = run_cli(capsys, "upsample", path, "-o", out, *args)
+    one_line_error(code, err, *words)
+    assert not out.exists() and not list(tmp_path.glob(".iqt-*"))
+
+
+def test_learned_method_missing_model_per_axis_via_the_console(tmp_path, lr_tensor):
+    """The installed entry point: exit 2, one line naming the shipped factors, nothing written."""
+    path, _ = lr_tensor
+    for factor, words in (("1,1,3", "factors 1,1,3"), ("3", "factor 3")):
+        out = tmp_path / f"o{factor.replace(',', '')}.nii.gz"
+        proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(path), "-o", str(out),
+                               "--method", "espcn", "--factor", factor], capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "espcn has shipped models for factor 2" in proc.stderr and words in proc.stderr, proc.stderr
+        assert not out.exists()
+    assert not list(tmp_path.glob(".iqt-*"))
+
+
+def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
+    dwi = small_subject / "dwi.nii.gz"
+    assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    code, _, err = run_cli(capsys, "degrade", dwi, "--factor", "1,2,3", "-o", tmp_path / "lr.nii.gz",
+                           "--mask-out", tmp_path / "lrmask.nii.gz")
+    assert code == 0, err
+    assert fileio.load_tensor(tmp_path / "lr.nii.gz").shape3 == (32, 18, 9)
+    code, _, err = run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / "up.nii.gz", "--method",
+                           "linear", "--factor", "1,2,3", "--mask", tmp_path / "lrmask.nii.gz")
+    assert code == 0, err
+    up = fileio.load_tensor(tmp_path / "up.nii.gz")
+    assert up.shape3 == (32, 36, 27)
+    # a mask on the high-res grid of the per-axis factors is taken too (reduced by block majority)
+    hr_mask = fileio.load_mask(tmp_path / "mask.nii.gz").data[:, :, :27]
+    fileio.save_mask(Volume(hr_mask, up.affine, "mask"), tmp_path / "hrmask.nii.gz")
+    code, _, err = run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / "up2.nii.gz", "--method",
+                           "linear", "--factor", "1,2,3", "--mask", tmp_path / "hrmask.nii.gz")
+    assert code == 0, err
+    np.testing.assert_array_equal(fileio.load_tensor(tmp_path / "up2.nii.gz").data, up.data)
+    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                             "--mask", tmp_path / "mask.nii.gz", "--factor", "1,2,3", "--json", tmp_path / "m.json")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["interior"]["n_voxels"] > 0 and np.isfinite(metrics["interior"]["dt_rmse"])
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                           "--mask", tmp_path / "mask.nii.gz", "--factor", "2")
+    one_line_error(code, err, "not the factor-2 grid")

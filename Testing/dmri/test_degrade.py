@@ -5,6 +5,7 @@ import pytest
 
 from ImageQualityTransferLib.dmri import degrade
 from ImageQualityTransferLib.core import grid, tensors
+from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.volume import Volume
 
 
@@ -121,3 +122,79 @@ def test_degrade_writes_the_fsl_style_in_dtifit_order(small_subject, tmp_path, c
     assert nib.load(tmp_path / "fsl.nii.gz").shape[3:] == (6,)
     np.testing.assert_allclose(fileio.load_tensor(tmp_path / "fsl.nii.gz", "fsl").data,
                                fileio.load_tensor(tmp_path / "tight.nii.gz").data, atol=1e-12)
+
+
+# ---------------------------------------------------------------- per-axis factors and slice gaps
+
+
+@pytest.mark.parametrize("f", [(1, 1, 3), (2, 1, 3), (3, 2, 1)])
+def test_per_axis_block_average_for_every_shift(f):
+    x = np.random.default_rng(0).random((11, 12, 13, 2))
+    shifts = degrade.all_shifts(f)
+    assert len(set(shifts)) == len(shifts) == int(np.prod(f))
+    assert all(0 <= s < k for shift in shifts for s, k in zip(shift, f))
+    for s in shifts:
+        lr = degrade.block_average(x, f, s)
+        assert lr.shape[:3] == degrade.lr_shape(x.shape, f, s) == tuple((n - a) // k for n, a, k in zip(x.shape, s, f))
+        i, j, k = 1, 2, 1
+        block = x[s[0] + f[0] * i : s[0] + f[0] * (i + 1), s[1] + f[1] * j : s[1] + f[1] * (j + 1),
+                  s[2] + f[2] * k : s[2] + f[2] * (k + 1)]
+        assert np.allclose(lr[i, j, k], block.mean(axis=(0, 1, 2)))
+        assert degrade.hr_crop(x, f, s).shape[:3] == tuple(a * n for a, n in zip(f, lr.shape[:3]))
+    # an integer factor is the isotropic tuple, bit for bit
+    assert np.array_equal(degrade.block_average(x, 2, (1, 0, 1)), degrade.block_average(x, (2, 2, 2), (1, 0, 1)))
+
+
+def test_slice_gap_averages_the_blocks_and_skips_the_planes_between():
+    x = np.random.default_rng(1).random((4, 5, 20))
+    lr = degrade.block_average(x, (1, 1, 3), (0, 0, 1), degrade.gaps((1, 1, 3), 2))
+    # blocks of 3 planes from z = 1, then 2 planes dropped: planes 1-3, 6-8, 11-13, 16-18
+    assert degrade.gaps((1, 1, 3), 2) == (0, 0, 2) and lr.shape == (4, 5, 4)
+    for k in range(4):
+        assert np.allclose(lr[..., k], x[..., 1 + 5 * k : 4 + 5 * k].mean(-1))
+    mask = np.zeros((4, 5, 20), bool)
+    mask[..., 4:6] = True  # only gap planes (and one block plane) inside: no block is mostly inside
+    mask[..., 6:8] = True
+    assert degrade.block_majority(mask, (1, 1, 3), (0, 0, 1), (0, 0, 2))[..., 1].all()
+    assert not degrade.block_majority(mask, (1, 1, 3), (0, 0, 1), (0, 0, 2))[..., [0, 2, 3]].any()
+
+
+def test_degrade_thick_slices_with_a_gap(phantom):
+    f = (1, 1, 3)
+    pair = degrade.degrade(phantom.dwi, phantom.mask.data, f)
+    assert pair.factor == f and pair.tensor.shape3 == (32, 36, 28 // 3)
+    assert np.allclose(pair.tensor.affine, grid.lr_affine(phantom.dwi.affine, f))
+    assert np.allclose(pair.tensor.voxel_size, phantom.dwi.voxel_size * f)
+    gapped = degrade.degrade(phantom.dwi, phantom.mask.data, f, slice_gap=1)
+    assert gapped.tensor.shape3 == (32, 36, (28 - 3) // 4 + 1) and gapped.tensor.meta["slice_gap"] == 1
+    assert np.allclose(gapped.tensor.voxel_size, phantom.dwi.voxel_size * [1, 1, 4])
+    assert np.allclose(gapped.tensor.affine, grid.lr_affine(phantom.dwi.affine, f, gap=(0, 0, 1)))
+    # the first slice is the same block with or without a gap after it (voxel by voxel in the tight style)
+    tight = [degrade.degrade(phantom.dwi, phantom.mask.data, f, style="tight", slice_gap=g).tensor.data for g in (0, 1)]
+    np.testing.assert_array_equal(tight[1][:, :, 0], tight[0][:, :, 0])
+    assert not np.allclose(tight[1][:, :, 1], tight[0][:, :, 1])
+    with pytest.raises(IQTError, match="slice-gap"):
+        degrade.degrade(phantom.dwi, phantom.mask.data, f, slice_gap=-1)
+
+
+def test_degrade_cli_factor_and_slice_gap(small_subject, tmp_path, capsys):
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps.cli import main
+
+    dwi = str(small_subject / "dwi.nii.gz")
+    out = tmp_path / "thick.nii.gz"
+    assert main(["degrade", dwi, "--factor", "1,1,3", "--slice-gap", "1", "--shift", "0,0,2", "-o", str(out),
+                 "--mask-out", str(tmp_path / "m.nii.gz")]) == 0
+    lr = fileio.load_tensor(out)
+    hr = fileio.load_dwi(dwi)
+    assert lr.shape3 == (32, 36, (28 - 2 - 3) // 4 + 1)
+    assert np.allclose(lr.voxel_size, hr.voxel_size * [1, 1, 4])
+    assert np.allclose(lr.affine, grid.lr_affine(hr.affine, (1, 1, 3), (0, 0, 2), (0, 0, 1)), atol=1e-4)
+    assert fileio.load_mask(tmp_path / "m.nii.gz").shape3 == lr.shape3
+    capsys.readouterr()
+    for args, words in ((["--shift", "0,0,3"], "--shift"), (["--slice-gap", "-1"], "--slice-gap"),
+                        (["--factor", "1,1"], "--factor")):
+        code = main(["degrade", dwi, "--factor", "1,1,3", *args, "-o", str(tmp_path / "bad.nii.gz")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and words in err, err
+        assert not (tmp_path / "bad.nii.gz").exists()

@@ -357,3 +357,20 @@ def test_biqt_covariance_factors_packed_int8_and_old_full_factors_load(tmp_path)
     m2, v2 = model_io.load(side).forest.predict(X, F, "biqt")
     np.testing.assert_allclose(m2, m0, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(v2, v0, rtol=1e-4, atol=1e-7)
+
+
+def test_a_model_for_r_serves_r_r_r_and_refuses_per_axis_factors(tmp_path):
+    """Models are per integer factor r; per-axis factors are converted at the method's boundary."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core.volume import Volume
+
+    side = model_io.save(_volume_model("patch"), tmp_path / "gl.npz")
+    lr, mask = _tensor_volume()
+    vol, m = Volume(lr, np.diag([-2.0, 2, 2, 1]), "tensor"), Volume(mask, np.diag([-2.0, 2, 2, 1]), "mask")
+    method = methods.get("global-linear", model=str(side))
+    a = method.predict(vol, 2, m).tensor
+    b = methods.get("global-linear", model=str(side)).predict(vol, (2, 2, 2), m).tensor
+    np.testing.assert_array_equal(a.data, b.data)
+    assert a.meta["factor"] == b.meta["factor"] == 2
+    with pytest.raises(IQTError, match=re.escape("model is for factor 2, not 1,1,3; use --factor 2")):
+        methods.get("global-linear", model=str(side)).predict(vol, (1, 1, 3), m)

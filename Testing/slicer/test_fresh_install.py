@@ -68,16 +68,17 @@ BLOCKED_RUN = textwrap.dedent("""
     for name in {blocked!r}:
         sys.modules[name] = None  # as if not installed: import fails, importlib.util.find_spec gives None
     from ImageQualityTransferLib import methods
-    from ImageQualityTransferLib.slicer import display, processing
+    from ImageQualityTransferLib.slicer import display, processing, upsampling
     listed = [m["name"] for m in methods.describe()]
     print(json.dumps({{"listed": listed, "default": methods.default_method(), "ready": methods.ready(),
                       "torch": processing.method_needs_torch("espcn"),
+                      "factors": upsampling.factors_for("voxel-size", voxel_size_mm=2, spacing=(2, 2, 5)),
                       "loaded": sorted(n for n in sys.modules if n.split(".")[0] in {blocked!r} and sys.modules[n])}}))
 """)
 
 
 def test_registry_lists_methods_without_the_engine_packages():
-    """What the module's method list and Apply button need works with nibabel, dipy, pynrrd, tqdm (and torch)
+    """What the module's method list, upsampling modes and Apply button need works with nibabel, dipy, pynrrd, tqdm (and torch)
     absent, as in a fresh Slicer."""
     blocked = sorted((set(engine_packages()) - SLICER_BUNDLED) | {"torch"})
     assert {"nibabel", "dipy", "nrrd", "tqdm"} <= set(blocked)
@@ -88,6 +89,7 @@ def test_registry_lists_methods_without_the_engine_packages():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"cubic", "biqt", "rf", "espcn"} <= set(out["listed"])
     assert out["default"] == "biqt" and "espcn" not in out["ready"] and out["torch"] is True
+    assert out["factors"] == [1, 1, 3]  # the panel's upsampling modes work before Apply installs the packages
     assert out["loaded"] == []
 
 

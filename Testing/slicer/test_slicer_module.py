@@ -106,9 +106,10 @@ def test_ui_parameter_names_match_the_parameter_node():
     assert bound, "no SlicerParameterName in the .ui"
     unknown = {w: p for w, p in bound.items() if p not in params}
     assert not unknown, f"SlicerParameterName without a parameter: {unknown}"
-    # every parameter has a widget, except the method (combo filled from the engine at run time) and the model file
-    # (bound by hand: the path widget's binding shows "." for an empty path)
-    assert params - set(bound.values()) == {"method", "modelPath"}
+    # every parameter has a widget, except the method (combo filled from the engine at run time), the model file
+    # (bound by hand: the path widget's binding shows "." for an empty path) and the upsampling mode (bound by hand:
+    # the Choice binding would show the raw values instead of the .ui's translated labels)
+    assert params - set(bound.values()) == {"method", "modelPath", "upsamplingMode"}
     assert "modelPathLineEdit" in ui_widgets() and "onModelPathChanged" in MODULE_PY.read_text()
 
 
@@ -122,6 +123,30 @@ def test_ui_sections_and_controls():
     assert kinds["opacitySliderWidget"] == "ctkSliderWidget"
     for b in ("applyButton", "compareButton", "tractographyButton"):
         assert kinds[b] == "QPushButton"
+
+
+def test_upsampling_controls_follow_the_engine():
+    """The mode combo lists the engine's modes in its order; the factor and voxel-size boxes are bound; the module
+    computes factors and offered methods through the engine (slicer/upsampling.py), not by itself."""
+    from ImageQualityTransferLib.slicer import upsampling
+
+    tree = module_tree()
+    modes = [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "UPSAMPLING_MODES"
+                                                                      for t in n.targets)]
+    assert len(modes) == 1 and ast.literal_eval(modes[0].value) == upsampling.MODES
+    widgets = ui_widgets()
+    combo = widgets["upsamplingModeComboBox"]
+    assert combo.get("class") == "QComboBox"
+    labels = [i.find("property/string").text for i in combo.findall("item")]
+    assert labels == ["Isotropic", "Through-plane", "Target voxel size"]
+    assert widgets["voxelSizeSpinBox"].get("class") == "QDoubleSpinBox"
+    assert widgets["factorSpinBox"].get("class") == "QSpinBox"
+    for name in ("factorsLabel", "upsamplingNoteLabel"):
+        assert widgets[name].get("class") == "QLabel"
+    assert {"upsamplingMode", "factor", "voxelSize"} <= parameter_names()
+    src = MODULE_PY.read_text()
+    for needle in ("upsampling.factors_for(", "upsampling.offered(", "upsampling.output_spacing(", "factor=self._factors"):
+        assert needle in src, needle
 
 
 def cmake_sets(text: str) -> dict[str, str]:

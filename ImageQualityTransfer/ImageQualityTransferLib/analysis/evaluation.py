@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..core import tensors
+from ..core import grid, tensors
 from ..core.direction import angular_error
 from ..core.errors import IQTError
 
@@ -48,28 +48,27 @@ def _array(x, dtype=None):
 # ----------------------------------------------------------------------------------------- regions
 
 
-def regions(hr_mask, lr_mask, r: int, radius: int = 2) -> dict:
+def regions(hr_mask, lr_mask, r, radius: int = 2) -> dict:
     """Interior and exterior high-res voxel maps (docs/conventions.md, Regions).
 
-    interior: high-res voxels inside `hr_mask` whose low-res parent (index j // r on each axis) has its
-    whole (2*radius+1)^3 low-res neighbourhood inside `lr_mask` (outside the grid counts as outside);
-    exterior: `hr_mask` minus interior. The high-res grid must be r times the low-res grid.
+    interior: high-res voxels inside `hr_mask` whose low-res parent (index j // f on each axis, f that axis's factor;
+    r is an integer or (fx, fy, fz)) has its whole (2*radius+1)^3 low-res neighbourhood inside `lr_mask` (outside the
+    grid counts as outside); exterior: `hr_mask` minus interior. The high-res grid must be f times the low-res grid.
     """
     hr = _array(hr_mask, bool)
     lr = _array(lr_mask, bool)
-    r = int(r)
+    f = grid.factors(r, identity_ok=True)  # 1: a grid against itself
     if hr.ndim != 3 or lr.ndim != 3:
         raise IQTError(f"masks must be 3D, got high-res {hr.shape} and low-res {lr.shape}")
-    if tuple(hr.shape) != tuple(r * n for n in lr.shape):
+    if tuple(hr.shape) != tuple(k * n for k, n in zip(f, lr.shape)):
         raise IQTError(
-            f"the high-res mask {hr.shape} is not the factor-{r} grid of the low-res mask {lr.shape}; "
-            f"crop the reference to the low-res grid (degrade.hr_crop) before evaluating"
+            f"the high-res mask {hr.shape} is not the factor-{grid.text(f)} grid of the low-res mask "
+            f"{lr.shape}; crop the reference to the low-res grid (degrade.hr_crop) before evaluating"
         )
     size = 2 * int(radius) + 1
     core = ndimage.binary_erosion(lr, structure=np.ones((size,) * 3, bool), border_value=0) if lr.any() else lr
-    # Every high-res voxel takes its parent's value: repeat r times along each axis.
-    parent_core = core.repeat(r, axis=0).repeat(r, axis=1).repeat(r, axis=2)
-    interior = hr & parent_core
+    # Every high-res voxel takes its parent's value: repeat f times along each axis.
+    interior = hr & grid.repeat_blocks(core, f)
     return {"interior": interior, "exterior": hr & ~interior}
 
 
@@ -302,7 +301,7 @@ def noise_floor_rmse(std_elements, voxels) -> float:
 # ----------------------------------------------------------------------------------------- all together
 
 
-def evaluate(pred, truth, hr_mask, lr_mask, r: int, uncertainty=None, floor_std=None, radius: int = 2,
+def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None, radius: int = 2,
              direction=None) -> dict:
     """Every metric per region: {"interior": {...}, "exterior": {...}[, "brain": {...}]} (JSON-serialisable).
 

@@ -184,7 +184,7 @@ def components(uncertainty: dict) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def check(subject: Subject, chosen=("espcn-hetero-var1", "biqt"), kinds=KINDS, factor: int = 2,
+def check(subject: Subject, chosen=("espcn-hetero-var1", "biqt"), kinds=KINDS, factor=2,
           radius_mm: float = 8.0, progress=None) -> list[dict]:
     """For each lesion kind, uncertainty method and each of the method's uncertainty maps (total,
     intrinsic, parameter, MD std, FA std, direction where it has them): the AUC of that map for lesion against

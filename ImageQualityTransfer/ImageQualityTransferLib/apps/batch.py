@@ -47,7 +47,7 @@ class Settings:
     """What every subject is run with, and what its sidecars record."""
 
     method: str
-    factor: int = 2
+    factor: int | tuple = 2  # an integer r, or per-axis factors (fx, fy, fz)
     uncertainty: bool = False
     mc_samples: int | None = None
     device: str = "cpu"
@@ -139,8 +139,11 @@ def find_items(path) -> list[Item]:
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
     """File name of every output by key ("tensor", "fa", "md", then the uncertainty maps): the BIDS entities of the
-    input, then space-orig, res-<factor>x, model-<method>, param-<tensor|fa|md>, desc-<map> for uncertainty maps."""
-    base = f"{item.prefix}_space-orig_res-{s.factor}x_model-{label(s.method)}"
+    input, then space-orig, res-<factor>x (res-1x1x3x for per-axis factors), model-<method>, param-<tensor|fa|md>,
+    desc-<map> for uncertainty maps."""
+    from ..core.grid import text
+
+    base = f"{item.prefix}_space-orig_res-{text(s.factor).replace(',', 'x')}x_model-{label(s.method)}"
     names = {p: f"{base}_param-{p}_dwimap.nii.gz" for p in ("tensor", "fa", "md")}
     for m in maps:
         names[m] = f"{base}_param-tensor_desc-{label(m)}_dwimap.nii.gz"
@@ -191,7 +194,14 @@ def input_hashes(item: Item) -> dict:
 
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
     """The sidecar fields that must match for a subject to be skipped."""
-    return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": s.factor, "MCSamples": s.mc_samples}
+    return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples}
+
+
+def _factor(s: Settings):
+    """The factor as the sidecars record it: an integer when isotropic, else [fx, fy, fz]."""
+    from ..core.grid import record
+
+    return record(s.factor)
 
 
 def finished(folder: Path, names: dict, ident: dict) -> dict | None:
@@ -220,7 +230,7 @@ def remove_temporaries(folder: Path) -> int:
     return n
 
 
-def model_record(method, factor: int) -> tuple[str | None, str | None]:
+def model_record(method, factor) -> tuple[str | None, str | None]:
     """(model file, SHA256 of its weights) of a learned method (the shipped one unless --model), (None, None) else."""
     from ..fileio.model_files import sidecar_path
 
@@ -360,7 +370,7 @@ UNITS = {"tensor": "mm^2/s", "fa": "", "md": "mm^2/s", "std": "mm^2/s", "directi
 def dataset_description(out_root: Path, s: Settings) -> None:
     """Write (or extend) the derivatives' dataset_description.json with this pipeline's GeneratedBy entry."""
     path = out_root / "dataset_description.json"
-    entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": s.factor,
+    entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": _factor(s),
              "Model": s.model_file, "ModelSHA256": s.model_sha256}
     desc = {"Name": "ImageQualityTransfer super-resolved DTI", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
             "GeneratedBy": []}

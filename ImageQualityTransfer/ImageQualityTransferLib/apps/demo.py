@@ -12,12 +12,13 @@ import numpy as np
 
 from ..analysis import benchmark
 from .. import fileio, methods
+from ..core import grid
 from ..core.orientation import Reorientation
 from ..dmri.subject import load_subject, make_case, phantom_subject
 from ..core.volume import Volume
 
 
-def chosen_methods(names=None, factor: int = 2) -> list[str]:
+def chosen_methods(names=None, factor=2) -> list[str]:
     """The methods asked for by name (learned ones load their model now, so a missing model or torch fails
     before any work), or every method ready here at `factor` (`methods.ready`), saying which are left out."""
     if names:
@@ -29,7 +30,7 @@ def chosen_methods(names=None, factor: int = 2) -> list[str]:
     ready = methods.ready(factor)
     for name in methods.names():
         if name not in ready:
-            why = "PyTorch is not installed" if not methods.runs_here(name) else f"no shipped model for factor {factor}"
+            why = "PyTorch is not installed" if not methods.runs_here(name) else f"no shipped model for {grid.describe(factor)}"
             print(f"skipping {name}: {why}")
     return ready
 
@@ -41,7 +42,7 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
         names.insert(0, "cubic")
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
     case = make_case(subject, factor)
-    print(f"{subject.name}: high-res {subject.dwi.shape3} -> low-res {case.lr.shape3} (factor {factor})")
+    print(f"{subject.name}: high-res {subject.dwi.shape3} -> low-res {case.lr.shape3} ({grid.describe(factor)})")
 
     predictions = {}
     rows = benchmark.score_case(case, names, keep=predictions)
@@ -80,5 +81,5 @@ def _figure(case, predictions, path, title, factor):
     mask = reo.apply(Volume(case.hr_mask, case.hr_affine, "mask")).data
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size[list(np.argsort(reo.ornt[:, 0]))]
     uncertainty = {n: reo.apply(p.std).data for n, p in predictions.items() if p.std is not None}
-    figures.fa_panels(columns, path, mask=mask, title=f"{title}: x{factor} super-resolution", voxel_mm=voxel,
+    figures.fa_panels(columns, path, mask=mask, title=f"{title}: x{grid.text(factor)} super-resolution", voxel_mm=voxel,
                       uncertainty=uncertainty or None)

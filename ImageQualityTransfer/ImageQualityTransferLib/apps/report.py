@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import tensors
+from ..core import grid, tensors
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 
@@ -295,7 +295,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     return path
 
 
-def run(path, subject_dir=None, factor: int = 2, method_names=None, tracts: bool = True, n_seeds: int = 2000) -> Path:
+def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True, n_seeds: int = 2000) -> Path:
     """The whole run behind `iqt report`: degrade the subject (default the phantom), upsample with each
     method, score, track, and write the page."""
     from ..analysis import benchmark, tractography
@@ -336,6 +336,6 @@ def run(path, subject_dir=None, factor: int = 2, method_names=None, tracts: bool
     else:
         notes = []
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
-    return write_report(path, f"{subject.name}: ×{factor} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
+    return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
                         notes=notes)

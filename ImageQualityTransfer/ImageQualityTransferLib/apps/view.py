@@ -46,7 +46,7 @@ def fa_volume(tensor: Volume) -> Volume:
 class Viewer:
     """The page and its state: one scene, two linked slice views, one engine run at a time."""
 
-    def __init__(self, input_path, method: str | None = None, factor: int = 2, mask_path=None, server_name="iqt-view"):
+    def __init__(self, input_path, method: str | None = None, factor=2, mask_path=None, server_name="iqt-view"):
         import_trame()
         from trame.app import get_server
         from trame_slicer import module as trame_slicer_module
@@ -55,8 +55,9 @@ class Viewer:
         from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
         from .. import methods
+        from ..core.grid import factors
 
-        self.input_path, self.factor, self.mask_path = Path(input_path), int(factor), mask_path
+        self.input_path, self.factor, self.mask_path = Path(input_path), factors(factor), mask_path
         self.server = server = get_server(server_name, client_type="vue3")
         server.enable_module(trame_slicer_module)
         self.app = SlicerApp()

@@ -1,41 +1,138 @@
-"""Grid alignment for factor r (docs/conventions.md, Grid): low-res voxel i covers high-res voxels r*i .. r*i+r-1."""
+"""Grid alignment for per-axis factors (docs/conventions.md, Grid).
+
+A factor is a tuple (fx, fy, fz) of positive integers in the input's voxel axes, at least one > 1; an integer r
+means (r, r, r). Along an axis with factor f, low-res voxel i covers high-res voxels f*i .. f*i+f-1 (a factor
+of 1 leaves that axis as it is). Every function here takes an integer or a tuple.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .errors import IQTError
 
-def check_factor(factor) -> int:
-    from .errors import IQTError
+EXAMPLES = "e.g. 2, 3 or 1,1,3"
 
+
+def factors(value, identity_ok: bool = False) -> tuple[int, int, int]:
+    """(fx, fy, fz) from an integer r (-> (r, r, r)), a text "2" or "1,1,3", or a sequence of three; IQTError else.
+    An upsampling request needs a factor of at least 2 on one axis; `identity_ok` also takes (1, 1, 1) (the
+    geometric helpers below, and evaluation on a grid against itself)."""
+    if isinstance(value, str):
+        parts = value.split(",")
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        parts = list(value)
+    else:
+        parts = [value]
     try:
-        r = int(factor)
+        f = [_integer(p) for p in parts]
     except (TypeError, ValueError):
-        raise IQTError(f"factor {factor!r} is not an integer: use --factor 2 or 3") from None
-    if r != factor or r < 2:
-        raise IQTError(f"factor {factor} is invalid: the upsampling factor must be an integer of at least 2 (use 2 or 3)")
-    return r
+        f = []
+    if len(f) not in (1, 3):
+        raise IQTError(f"--factor {_text(value)}: give one integer or three separated by commas ({EXAMPLES})")
+    f = f * 3 if len(f) == 1 else f
+    if min(f) < 1:
+        raise IQTError(f"--factor {_text(value)}: every factor must be a positive integer ({EXAMPLES})")
+    if max(f) < 2 and not identity_ok:
+        raise IQTError(f"--factor {_text(value)}: nothing to upsample; the factor must be at least 2 along one axis "
+                       f"or more ({EXAMPLES})")
+    return tuple(f)
 
 
-def repeat_blocks(a, r: int) -> np.ndarray:
-    """A low-res map on the high-res grid: each voxel repeated into its r^3 block (nearest upsampling)."""
-    return np.asarray(a).repeat(r, 0).repeat(r, 1).repeat(r, 2)
+def _integer(p) -> int:
+    if isinstance(p, str):
+        return int(p.strip())
+    i = int(p)
+    if i != p or isinstance(p, bool):
+        raise ValueError(p)
+    return i
 
 
-def hr_affine(lr_affine: np.ndarray, r: int) -> np.ndarray:
-    """Affine of the high-res grid: voxel size / r, origin at the centre of the first high-res voxel."""
-    t = np.diag([1.0 / r, 1.0 / r, 1.0 / r, 1.0])
-    t[:3, 3] = -(r - 1) / (2.0 * r)
+def _text(value) -> str:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def isotropic(f) -> int | None:
+    """r when the factors are (r, r, r), None otherwise."""
+    f = factors(f, identity_ok=True)
+    return f[0] if f[0] == f[1] == f[2] else None
+
+
+def text(f) -> str:
+    """How factors are written in messages and names: "2" for (2, 2, 2), "1,1,3" otherwise."""
+    r = isotropic(f)
+    return str(r) if r is not None else ",".join(map(str, factors(f, identity_ok=True)))
+
+
+def describe(f) -> str:
+    """"factor 2" or "factors 1,1,3" (for messages)."""
+    return ("factor " if isotropic(f) is not None else "factors ") + text(f)
+
+
+def record(f):
+    """The factors as JSON records hold them: an integer when isotropic (as before), else a list of three."""
+    r = isotropic(f)
+    return r if r is not None else list(factors(f, identity_ok=True))
+
+
+def permute(f, ornt) -> tuple[int, int, int]:
+    """The factors in the axes a reorientation (nibabel `ornt`: per input axis, (output axis, flip)) maps to."""
+    f = factors(f, identity_ok=True)
+    out = [0, 0, 0]
+    for src, (dst, _) in enumerate(np.asarray(ornt)):
+        out[int(dst)] = f[src]
+    return tuple(out)
+
+
+def check_voxel_size(target_mm) -> float:
+    """A wanted output voxel size in mm: a positive finite number; IQTError else."""
+    try:
+        target = float(target_mm)
+    except (TypeError, ValueError):
+        target = float("nan")
+    if not (target > 0 and math.isfinite(target)):
+        raise IQTError(f"--voxel-size {target_mm}: give the wanted output voxel size in mm, a positive number (e.g. 1.25)")
+    return target
+
+
+def for_voxel_size(voxel_size, target_mm) -> tuple[int, int, int]:
+    """The smallest integer factor per axis that brings each voxel size to at most `target_mm`."""
+    target = check_voxel_size(target_mm)
+    v = [float(x) for x in voxel_size]
+    f = tuple(max(1, math.ceil(x / target - 1e-6)) for x in v)
+    if max(f) < 2:
+        raise IQTError(f"--voxel-size {target:g}: the input's voxels ({'x'.join(f'{x:.3g}' for x in v)} mm) are already "
+                       f"at most {target:g} mm; give a smaller voxel size, or a --factor")
+    return f
+
+
+def repeat_blocks(a, f) -> np.ndarray:
+    """A low-res map on the high-res grid: each voxel repeated into its fx*fy*fz block (nearest upsampling)."""
+    fx, fy, fz = factors(f, identity_ok=True)
+    return np.asarray(a).repeat(fx, 0).repeat(fy, 1).repeat(fz, 2)
+
+
+def hr_affine(lr_affine: np.ndarray, f) -> np.ndarray:
+    """Affine of the high-res grid: voxel size / f per axis, origin at the centre of the first high-res voxel."""
+    fa = np.asarray(factors(f, identity_ok=True), float)
+    t = np.diag([*(1.0 / fa), 1.0])
+    t[:3, 3] = -(fa - 1) / (2.0 * fa)
     return np.asarray(lr_affine, float) @ t
 
 
-def lr_affine(hr_aff: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
-    """Affine of the low-res grid made by averaging r^3 blocks that start at high-res index `shift`."""
-    t = np.diag([float(r), float(r), float(r), 1.0])
-    t[:3, 3] = np.asarray(shift, float) + (r - 1) / 2.0
+def lr_affine(hr_aff: np.ndarray, f, shift=(0, 0, 0), gap=(0, 0, 0)) -> np.ndarray:
+    """Affine of the low-res grid made by averaging fx*fy*fz blocks that start at high-res index `shift`, with `gap`
+    high-res planes dropped after each block (slices with a gap: the low-res spacing is f + gap)."""
+    fa = np.asarray(factors(f, identity_ok=True), float)
+    t = np.diag([*(fa + np.asarray(gap, float)), 1.0])
+    t[:3, 3] = np.asarray(shift, float) + (fa - 1) / 2.0
     return np.asarray(hr_aff, float) @ t
 
 
 def lr_coordinates(n_lr: int, r: int) -> np.ndarray:
-    """Continuous low-res index of each of the r*n_lr high-res voxel centres along one axis."""
+    """Continuous low-res index of each of the r*n_lr high-res voxel centres along one axis (factor r on it)."""
     return (np.arange(r * n_lr) - (r - 1) / 2.0) / r

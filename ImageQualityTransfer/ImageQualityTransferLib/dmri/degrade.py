@@ -1,6 +1,7 @@
-"""Synthetic low quality (docs/conventions.md): average the DWIs over non-overlapping r^3 blocks, then fit DTI.
+"""Synthetic low quality (docs/conventions.md): average the DWIs over non-overlapping fx*fy*fz blocks (optionally
+with a gap of dropped planes after each, for thick slices with a gap), then fit DTI.
 
-Every one of the r^3 block shifts gives a different low-res image of the same subject (training data);
+Every one of the fx*fy*fz block shifts gives a different low-res image of the same subject (training data);
 the low-res mask is the block majority of the high-res mask, and the low-res tensors are fitted on that
 mask dilated by a couple of voxels with eigenvalues clipped to [0, 4e-3] mm^2/s.
 """
@@ -31,33 +32,54 @@ STYLES = {
 FILE_ORDER = {"fsl": "fsl"}
 
 
-def all_shifts(r: int):
-    return list(itertools.product(range(r), repeat=3))
+def all_shifts(f):
+    """Every block shift: range(f) along each axis (a single shift 0 along an axis of factor 1)."""
+    return list(itertools.product(*(range(k) for k in grid.factors(f, identity_ok=True))))
 
 
-def lr_shape(hr_shape, r: int, shift=(0, 0, 0)):
-    return tuple((int(n) - int(s)) // r for n, s in zip(hr_shape[:3], shift))
+def gaps(f, slice_gap: int = 0) -> tuple[int, int, int]:
+    """High-res planes dropped after each block: `slice_gap` along the axes with a factor above 1, none elsewhere."""
+    return tuple(int(slice_gap) if k > 1 else 0 for k in grid.factors(f, identity_ok=True))
 
 
-def block_average(data: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
-    """Mean over non-overlapping r^3 blocks starting at `shift`; trailing voxels that make no whole block are dropped."""
-    n = lr_shape(data.shape, r, shift)
-    sx, sy, sz = shift
-    crop = data[sx : sx + r * n[0], sy : sy + r * n[1], sz : sz + r * n[2]]
-    blocks = crop.reshape(n[0], r, n[1], r, n[2], r, *data.shape[3:])
+def lr_shape(hr_shape, f, shift=(0, 0, 0), gap=(0, 0, 0)):
+    """Whole blocks per axis: a block of f planes, then `gap` dropped planes before the next one."""
+    return tuple(max(0, (int(n) - int(s) - k) // (k + g) + 1) for n, s, k, g in
+                 zip(hr_shape[:3], shift, grid.factors(f, identity_ok=True), gap))
+
+
+def block_average(data: np.ndarray, f, shift=(0, 0, 0), gap=(0, 0, 0)) -> np.ndarray:
+    """Mean over non-overlapping fx*fy*fz blocks starting at `shift` (each followed by `gap` dropped planes);
+    trailing voxels that make no whole block are dropped."""
+    fx, fy, fz = grid.factors(f, identity_ok=True)
+    n = lr_shape(data.shape, f, shift, gap)
+    if any(gap):
+        data = _without_gaps(data, (fx, fy, fz), shift, gap, n)
+        shift = (0, 0, 0)
+    crop = hr_crop(data, f, shift)
+    blocks = crop.reshape(n[0], fx, n[1], fy, n[2], fz, *data.shape[3:])
     return blocks.mean(axis=(1, 3, 5), dtype=np.float64)
 
 
-def block_majority(mask: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
-    """The low-res mask of a high-res mask: voxels whose r^3 block is more than half inside."""
-    return block_average(np.asarray(mask, np.float32), r, shift) > 0.5
+def _without_gaps(data, f, shift, gap, n):
+    """The high-res planes inside the blocks, the gaps between them left out."""
+    for axis, (k, s, g, m) in enumerate(zip(f, shift, gap, n)):
+        idx = (s + (k + g) * np.arange(m)[:, None] + np.arange(k)[None, :]).ravel()
+        data = np.take(data, idx, axis=axis)
+    return data
 
 
-def hr_crop(data: np.ndarray, r: int, shift=(0, 0, 0)) -> np.ndarray:
+def block_majority(mask: np.ndarray, f, shift=(0, 0, 0), gap=(0, 0, 0)) -> np.ndarray:
+    """The low-res mask of a high-res mask: voxels whose block is more than half inside."""
+    return block_average(np.asarray(mask, np.float32), f, shift, gap) > 0.5
+
+
+def hr_crop(data: np.ndarray, f, shift=(0, 0, 0)) -> np.ndarray:
     """The high-res voxels covered by the low-res grid of `block_average` (the reference for evaluation)."""
-    n = lr_shape(data.shape, r, shift)
+    fx, fy, fz = grid.factors(f, identity_ok=True)
+    n = lr_shape(data.shape, f, shift)
     sx, sy, sz = shift
-    return data[sx : sx + r * n[0], sy : sy + r * n[1], sz : sz + r * n[2]]
+    return data[sx : sx + fx * n[0], sy : sy + fy * n[1], sz : sz + fz * n[2]]
 
 
 @dataclass
@@ -67,38 +89,46 @@ class LowResPair:
     tensor: Volume
     mask: Volume
     shift: tuple
-    factor: int
+    factor: tuple  # (fx, fy, fz)
     style: str = "own"
 
 
-def degrade(dwi: Volume, hr_mask: np.ndarray, r: int, shift=(0, 0, 0), style: str = "own", fit: str | None = None,
-            noise=None) -> LowResPair:
-    """Block-average the DWIs by r at `shift`, majority-vote the mask, fit the low-res tensors in `style` (STYLES).
-    `fit` overrides the style's least-squares method (WLS or OLS); `noise(lr_dwi, lr_mask)` may alter the low-res
-    DWIs before the fit (the training's randomisation, dmri/randomise.py)."""
-    r = grid.check_factor(r)
+def degrade(dwi: Volume, hr_mask: np.ndarray, r, shift=(0, 0, 0), style: str = "own", fit: str | None = None,
+            noise=None, slice_gap: int = 0) -> LowResPair:
+    """Block-average the DWIs by the factors r (an integer or (fx, fy, fz)) at `shift`, majority-vote the mask, fit
+    the low-res tensors in `style` (STYLES). `fit` overrides the style's least-squares method (WLS or OLS);
+    `noise(lr_dwi, lr_mask)` may alter the low-res DWIs before the fit (the training's randomisation,
+    dmri/randomise.py); `slice_gap` drops that many high-res planes after each block along the axes with a factor
+    above 1 (thick slices with a gap: the low-res spacing there is f + slice_gap high-res voxels)."""
+    f = grid.factors(r)
     if style not in STYLES:
         raise IQTError(f"--style {style}: choose one of {', '.join(STYLES)}")
+    if int(slice_gap) != slice_gap or slice_gap < 0:
+        raise IQTError(f"--slice-gap {slice_gap}: give the number of high-res planes dropped after each block, "
+                       f"an integer >= 0")
+    gap = gaps(f, slice_gap)
     hr_mask = np.asarray(getattr(hr_mask, "data", hr_mask), dtype=bool)
-    n = lr_shape(dwi.shape3, r, shift)
+    n = lr_shape(dwi.shape3, f, shift, gap)
     if min(n) < 1:
-        raise IQTError(f"the volume {dwi.shape3} is too small for factor {r} (the low-res grid would be {n}); "
-                       f"use a smaller factor or a larger volume")
-    lr_dwi = block_average(dwi.data, r, shift).astype(np.float32)
-    lr_mask = block_majority(hr_mask, r, shift)
+        raise IQTError(f"the volume {dwi.shape3} is too small for {grid.describe(f)}"
+                       + (f" with a slice gap of {slice_gap}" if slice_gap else "")
+                       + f" (the low-res grid would be {n}); use a smaller factor or a larger volume")
+    lr_dwi = block_average(dwi.data, f, shift, gap).astype(np.float32)
+    lr_mask = block_majority(hr_mask, f, shift, gap)
     if not lr_mask.any():
-        raise IQTError(f"no block of {r}x{r}x{r} voxels is mostly inside the brain mask: the brain is too small for "
-                       f"factor {r}; use a smaller factor or check the mask")
+        raise IQTError(f"no block of {'x'.join(map(str, f))} voxels is mostly inside the brain mask: the brain is too "
+                       f"small for {grid.describe(f)}; use a smaller factor or check the mask")
     if noise is not None:
         lr_dwi = noise(lr_dwi, lr_mask).astype(np.float32)
-    aff = grid.lr_affine(dwi.affine, r, shift)
+    aff = grid.lr_affine(dwi.affine, f, shift, gap)
     lr_dwi_vol = Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs)
     data = fit_style(lr_dwi_vol, lr_mask, style, fit)
+    meta = {"factor": grid.record(f), "shift": tuple(shift), "style": style, **({"slice_gap": int(slice_gap)} if slice_gap else {})}
     return LowResPair(
-        tensor=Volume(data.astype(np.float32), aff, "tensor", meta={"factor": r, "shift": tuple(shift), "style": style}),
+        tensor=Volume(data.astype(np.float32), aff, "tensor", meta=meta),
         mask=Volume(lr_mask, aff, "mask"),
         shift=tuple(shift),
-        factor=r,
+        factor=f,
         style=style,
     )
 
@@ -114,8 +144,8 @@ def fit_style(lr_dwi: Volume, lr_mask: np.ndarray, style: str, fit: str | None =
     return fit_dti(lr_dwi, None if style == "unmasked" else lr_mask, method).data
 
 
-def load_lowres_mask(path, lr: Volume, r: int) -> Volume | None:
-    """A brain mask for a low-res input: on the input's grid, or on its factor-r high-res grid (reduced by block
+def load_lowres_mask(path, lr: Volume, r) -> Volume | None:
+    """A brain mask for a low-res input: on the input's grid, or on its high-res grid for the factors r (reduced by block
     majority, as `degrade` makes the low-res mask); None without a path."""
     from .. import fileio
 

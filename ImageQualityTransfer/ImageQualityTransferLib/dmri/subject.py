@@ -58,11 +58,11 @@ class Case:
 
     subject: str
     style: str
-    factor: int
+    factor: tuple  # (fx, fy, fz)
     shift: tuple
     lr: Volume  # low-res tensor (method input)
     lr_mask: Volume
-    truth: np.ndarray  # high-res reference tensors, (r*nx, r*ny, r*nz, 6)
+    truth: np.ndarray  # high-res reference tensors, (fx*nx, fy*ny, fz*nz, 6)
     hr_mask: np.ndarray
     hr_affine: np.ndarray
     dwi: np.ndarray  # high-res DWI crop, for the reference noise floor
@@ -70,8 +70,8 @@ class Case:
     bvecs: np.ndarray
 
 
-def make_case(subject: Subject, r: int, shift=(0, 0, 0), style: str = "own") -> Case:
-    """The case for factor r at `shift`, its low-res input made in `style` (degrade.STYLES): a style with its own
+def make_case(subject: Subject, r, shift=(0, 0, 0), style: str = "own") -> Case:
+    """The case for the factors r (an integer or (fx, fy, fz)) at `shift`, its low-res input made in `style` (degrade.STYLES): a style with its own
     file order goes through a file written and read in that order, as a user's would."""
     from ..core.grid import hr_affine
 
@@ -85,7 +85,7 @@ def make_case(subject: Subject, r: int, shift=(0, 0, 0), style: str = "own") -> 
     return Case(
         subject=subject.name,
         style=style,
-        factor=r,
+        factor=pair.factor,
         shift=tuple(shift),
         lr=lr,
         lr_mask=pair.mask,

@@ -73,18 +73,23 @@ def read_registry(models_dir=MODELS_DIR) -> list[dict]:
         raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
 
 
-def shipped(method: str, factor: int, suffix: str, models_dir=MODELS_DIR) -> Path:
-    """Sidecar path of the shipped model for (method, factor), or an IQTError saying what exists and how to train one."""
+def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
+    """Sidecar path of the shipped model for (method, factor), or an IQTError saying what exists and what to do.
+    `factor` is an integer r or per-axis factors (fx, fy, fz); a model trained for r serves (r, r, r)."""
+    from ..core import grid
+
+    f = grid.factors(factor)
     entries = read_registry(models_dir)
     for e in entries:
-        if e.get("method") == method and int(e.get("factor", 0)) == int(factor):
+        if e.get("method") == method and (int(e.get("factor", 0)),) * 3 == f:
             return Path(models_dir) / e["sidecar"]
     have = sorted(int(e["factor"]) for e in entries if e.get("method") == method)
-    hint = f"shipped factors for {method}: {', '.join(map(str, have))}" if have else f"no {method} model is shipped"
-    raise IQTError(
-        f"no shipped {method} model for factor {factor} ({hint}); train one with 'iqt train --method {method} "
-        f"--subjects DIR... --factor {factor} -o MODEL{suffix}' and pass --model MODEL{suffix}"
-    )
+    what = (f"{method} has shipped models for factor {' and '.join(map(str, have))} only" if have
+            else f"no {method} model is shipped")
+    r = grid.isotropic(f)
+    train = (f" (train one with 'iqt train --method {method} --subjects DIR... --factor {r} -o MODEL{suffix}')"
+             if r is not None else "")
+    raise IQTError(f"{what}; give --model for {grid.describe(f)}{train} or use an interpolation method (cubic)")
 
 
 def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
@@ -112,7 +117,7 @@ class Family:
     def read_verified(self, path) -> tuple[dict, Path]:
         return read_verified(path, self.format, self.name, self.suffix)
 
-    def shipped(self, method: str, factor: int, models_dir=MODELS_DIR) -> Path:
+    def shipped(self, method: str, factor, models_dir=MODELS_DIR) -> Path:
         return shipped(method, factor, self.suffix, models_dir)
 
     def register(self, sidecar, models_dir=MODELS_DIR) -> None:

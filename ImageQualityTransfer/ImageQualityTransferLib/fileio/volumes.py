@@ -193,8 +193,9 @@ def load_scalar(path) -> Volume:
     return Volume(data, img.affine, "scalar", meta={"path": str(path)})
 
 
-def load_mask(path, reference: Volume | None = None, factor: int | None = None) -> Volume:
-    """Binary mask (>0). With `reference`, it must be on that grid (or on its high-res grid for `factor`)."""
+def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
+    """Binary mask (>0). With `reference`, it must be on that grid (or on its high-res grid for `factor`, an integer
+    or per-axis factors)."""
     img = _load_nifti(path)
     data = _data(img, path)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -206,11 +207,13 @@ def load_mask(path, reference: Volume | None = None, factor: int | None = None) 
         raise IQTError(f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
     vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
     if reference is not None:
-        from ..core.grid import hr_affine
+        from ..core.grid import factors, hr_affine
 
         grids = {reference.shape3: ("the input's grid", reference.affine)}
         if factor:
-            grids[tuple(factor * s for s in reference.shape3)] = ("the high-resolution grid", hr_affine(reference.affine, factor))
+            f = factors(factor, identity_ok=True)
+            grids[tuple(k * s for k, s in zip(f, reference.shape3))] = ("the high-resolution grid",
+                                                                         hr_affine(reference.affine, f))
         if vol.shape3 not in grids:
             raise IQTError(
                 f"{path}: mask shape {vol.shape3} matches neither "

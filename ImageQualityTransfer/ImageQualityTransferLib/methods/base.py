@@ -73,12 +73,13 @@ class Method:
 
     # ---------------------------------------------------------------- running
 
-    def predict(self, lr: Volume, factor: int = 2, mask: Volume | None = None, *, uncertainty: bool = True,
+    def predict(self, lr: Volume, factor=2, mask: Volume | None = None, *, uncertainty: bool = True,
                 direction: bool = False, progress=None) -> Prediction:
         """High-res tensors for `lr`; with `uncertainty`, the method's std maps; with `direction`, also the
         direction map (16 seeded draws per voxel: asked for only where it is shown or scored). Every output is exactly
-        zero outside the support: the mask (else the input's non-zero voxels) grown by one low-res voxel."""
-        r = grid.check_factor(factor)
+        zero outside the support: the mask (else the input's non-zero voxels) grown by one low-res voxel. `factor`
+        is an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's voxel axes."""
+        f = grid.factors(factor)
         if mask is not None:
             if mask.shape3 != lr.shape3:
                 raise IQTError(
@@ -98,7 +99,8 @@ class Method:
         reo = Reorientation.to_canonical(lr.affine)
         lr_c = reo.apply(lr)
         mask_c = None if mask is None else reo.apply(mask)
-        tensor, unc = self._predict(np.asarray(lr_c.data, dtype=np.float32), r,
+        f_c = grid.permute(f, reo.ornt)  # the factors along the canonical axes
+        tensor, unc = self._predict(np.asarray(lr_c.data, dtype=np.float32), self._family_factor(f_c),
                                     None if mask_c is None else mask_c.data.astype(bool), progress)
         if not (np.isfinite(tensor).all() and all(np.isfinite(v).all() for v in unc.values())):
             raise IQTError(f"{self.name} gave non-finite values on this input"
@@ -110,12 +112,17 @@ class Method:
             unc["std"] = np.maximum(unc["std"], tensors.distance_to_physical(tensor))
         if direction and "std" in unc:
             unc["direction"] = spread(tensor, unc["std"])
-        hr_aff = grid.hr_affine(lr_c.affine, r)
-        out = reo.undo(Volume(tensor.astype(np.float32), hr_aff, "tensor", meta={"method": self.name, "factor": r}))
+        hr_aff = grid.hr_affine(lr_c.affine, f_c)
+        out = reo.undo(Volume(tensor.astype(np.float32), hr_aff, "tensor",
+                              meta={"method": self.name, "factor": grid.record(f)}))
         maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
 
-    def _predict(self, lr: np.ndarray, r: int, mask: np.ndarray | None, progress) -> tuple[np.ndarray, dict]:
+    def _family_factor(self, f: tuple):
+        """The factor as the family's `_predict` takes it: the per-axis factors (fx, fy, fz) on canonical axes."""
+        return f
+
+    def _predict(self, lr: np.ndarray, r, mask: np.ndarray | None, progress) -> tuple[np.ndarray, dict]:
         """Canonical-axis low-res tensors (mm^2/s) -> (high-res tensors, {map name: array})."""
         raise NotImplementedError
 
@@ -127,7 +134,7 @@ class Method:
 
     # ---------------------------------------------------------------- training
 
-    def fit(self, subjects, factor: int = 2, **options) -> "Method":
+    def fit(self, subjects, factor=2, **options) -> "Method":
         """Train on high-quality subject folders (or `dmri.subject.Subject`s) for `factor`; the trained model then
         serves `predict` at that factor and `save` writes it."""
         raise IQTError(f"method {self.name!r} has nothing to learn; trainable methods are the learned ones "
@@ -136,7 +143,9 @@ class Method:
 
 class LearnedMethod(Method):
     """A method with a trained model: `model=None` means the shipped one for the requested factor, a path
-    means that file. Models are loaded once per factor, checksum-verified by the family's `model_io`."""
+    means that file. Models are loaded once per factor, checksum-verified by the family's `model_io`.
+    The families work at one integer factor r on all three axes: a model trained for r serves (r, r, r), and
+    per-axis factors are converted here, at the boundary."""
 
     learned = True
     model_suffix = ""  # the family's weights file suffix
@@ -149,26 +158,38 @@ class LearnedMethod(Method):
         """The family's model I/O module (with `shipped(method, factor)`, `load(path)` and `register(sidecar)`)."""
         raise NotImplementedError
 
-    def load(self, factor: int):
-        if factor not in self._loaded:
+    def load(self, factor):
+        """The model for `factor` (an integer r or (fx, fy, fz)); an IQTError naming what exists if there is none."""
+        f = grid.factors(factor)
+        if f not in self._loaded:
             model_io = self._model_io()
-            path = self.model_path if self.model_path is not None else model_io.shipped(self.name, factor)
+            path = self.model_path if self.model_path is not None else model_io.shipped(self.name, f)
             model = model_io.load(path)
             if model.method != self.name:
                 raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
-            if model.factor != factor:
-                raise IQTError(f"{path}: this model is for factor {model.factor}, not {factor}; use --factor {model.factor}")
-            self._loaded[factor] = model
-        return self._loaded[factor]
+            if grid.factors(model.factor) != f:
+                raise IQTError(f"{path}: this {self.name} model is for {grid.describe(model.factor)}, not "
+                               f"{grid.text(f)}; use --factor {model.factor}, or an interpolation method (cubic) for "
+                               f"{grid.describe(f)}")
+            self._loaded[f] = model
+        return self._loaded[f]
 
-    def fit(self, subjects, factor: int = 2, *, seed: int = 0, log=None, progress: bool = True, **options):
-        r = grid.check_factor(factor)
+    def _family_factor(self, f: tuple) -> int:
+        self.load(f)  # no model for these factors: fails here, naming what exists
+        return int(f[0])  # the model's factor is r on each axis
+
+    def fit(self, subjects, factor=2, *, seed: int = 0, log=None, progress: bool = True, **options):
+        f = grid.factors(factor)
+        r = grid.isotropic(f)
+        if r is None:
+            raise IQTError(f"--factor {grid.text(f)}: {self.name} trains for one factor on all three axes (e.g. "
+                           f"--factor 2); per-axis factors are served by the interpolation methods")
         unknown = sorted(k for k, v in options.items() if v is not None and k not in self.fit_options())
         if unknown:
             flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
             raise IQTError(f"{flags}: {'does' if len(unknown) == 1 else 'do'} not apply to {self.name!r}; drop "
                            f"{'it' if len(unknown) == 1 else 'them'}")
-        self._loaded[r] = self._fit(list(subjects), r, seed=seed, log=log, progress=progress,
+        self._loaded[f] = self._fit(list(subjects), r, seed=seed, log=log, progress=progress,
                                     **{k: v for k, v in options.items() if v is not None})
         return self
 
@@ -180,13 +201,14 @@ class LearnedMethod(Method):
         """The family's trainer: returns a model object as `load` gives."""
         raise NotImplementedError
 
-    def trained(self, factor: int = 2):
+    def trained(self, factor=2):
         """The model `fit` made for `factor`."""
-        if factor not in self._loaded:
-            raise IQTError(f"method {self.name!r} has no model for factor {factor} to save; call fit first")
-        return self._loaded[factor]
+        f = grid.factors(factor)
+        if f not in self._loaded:
+            raise IQTError(f"method {self.name!r} has no model for {grid.describe(f)} to save; call fit first")
+        return self._loaded[f]
 
-    def save(self, path, factor: int = 2, command: str | None = None, register: bool = False):
+    def save(self, path, factor=2, command: str | None = None, register: bool = False):
         """Write the model `fit` made (weights + JSON sidecar with `command`); returns the sidecar path."""
         model = self.trained(factor)
         model.meta.setdefault("training", {})["command"] = command

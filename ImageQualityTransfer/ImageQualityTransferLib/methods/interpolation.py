@@ -18,7 +18,8 @@ from .base import Method, clip_input
 
 @lru_cache(maxsize=64)
 def axis_weights(n: int, r: int, order: int) -> np.ndarray:
-    """(r*n, n) matrix mapping n low-res samples to r*n high-res samples (edge values repeated outside)."""
+    """(r*n, n) matrix mapping n low-res samples to r*n high-res samples along one axis of factor r (edge values
+    repeated outside)."""
     coords = grid.lr_coordinates(n, r)
     eye = np.eye(n)
     w = np.stack(
@@ -29,18 +30,21 @@ def axis_weights(n: int, r: int, order: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def upsample_separable(data: np.ndarray, r: int, order: int) -> np.ndarray:
-    """Resample a (X,Y,Z,...) array onto the factor-r high-res grid, axis by axis."""
+def upsample_separable(data: np.ndarray, r, order: int) -> np.ndarray:
+    """Resample a (X,Y,Z,...) array onto the high-res grid of the factors r (an integer or (fx, fy, fz)), axis by
+    axis; an axis of factor 1 is left as it is."""
     out = np.asarray(data, dtype=np.float32)
-    for axis in range(3):
-        w = axis_weights(out.shape[axis], r, order)
+    for axis, f in enumerate(grid.factors(r, identity_ok=True)):
+        if f == 1:
+            continue
+        w = axis_weights(out.shape[axis], f, order)
         moved = np.moveaxis(out, axis, 0)
         res = w @ moved.reshape(moved.shape[0], -1)
         out = np.moveaxis(res.reshape((w.shape[0],) + moved.shape[1:]), 0, axis)
     return np.ascontiguousarray(out)
 
 
-def output_support(mask: np.ndarray | None, r: int) -> np.ndarray | None:
+def output_support(mask: np.ndarray | None, r) -> np.ndarray | None:
     """High-res voxels a method answers for: the low-res mask dilated by one voxel, upsampled by nearest."""
     if mask is None:
         return None
@@ -69,7 +73,7 @@ class Interpolation(Method):
 
 class Nearest(Interpolation):
     name = "nearest"
-    description = "nearest-neighbour: each low-res voxel copied into its r^3 block"
+    description = "nearest-neighbour: each low-res voxel copied into its high-res block"
     order = 0
 
 

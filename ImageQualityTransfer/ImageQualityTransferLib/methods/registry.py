@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from ..core import grid
 from ..core.errors import IQTError
 from ..fileio.model_files import read_registry
 from .base import Method
@@ -46,7 +47,7 @@ def trainable() -> list[str]:
 
 
 def shipped_factors(name: str) -> list[int]:
-    """Factors with a shipped model (interpolation: none needed, so [])."""
+    """Factors r with a shipped model, each serving (r, r, r) (interpolation: none needed, so [])."""
     return sorted(int(e["factor"]) for e in read_registry() if e.get("method") == name)
 
 
@@ -55,10 +56,12 @@ def runs_here(name: str) -> bool:
     return not (method_class(name).requires_torch and importlib.util.find_spec("torch") is None)
 
 
-def ready(factor: int = 2) -> list[str]:
-    """The methods that run here at `factor` without a model file: interpolation, and learned ones with a
-    shipped model whose packages are installed. What the benchmark, the demo and the Slicer module offer."""
-    return [n for n, c in _METHODS.items() if runs_here(n) and (not c.learned or factor in shipped_factors(n))]
+def ready(factor=2) -> list[str]:
+    """The methods that run here at `factor` (an integer r or (fx, fy, fz)) without a model file: interpolation,
+    and learned ones with a shipped model for it (a model for r serves (r, r, r)) whose packages are installed.
+    What the benchmark, the demo and the Slicer module offer."""
+    r = grid.isotropic(factor)
+    return [n for n, c in _METHODS.items() if runs_here(n) and (not c.learned or r in shipped_factors(n))]
 
 
 def describe() -> list[dict]:
@@ -74,9 +77,10 @@ def with_uncertainty() -> list[str]:
     return [n for n, c in _METHODS.items() if c.gives_uncertainty]
 
 
-def default_method() -> str:
-    """The best shipped method that can run in this environment (espcn needs torch)."""
+def default_method(factor=None) -> str:
+    """The best shipped method that can run in this environment (espcn needs torch); with `factor`, the best that
+    has a model for it (cubic for per-axis factors)."""
     for name in PREFERENCE:
-        if runs_here(name):
+        if runs_here(name) and (factor is None or name in ready(factor)):
             return name
     return "cubic"

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import methods as methods_mod
 from . import mrml
-from ..core import tensors
+from ..core import grid, tensors
 from ..core.errors import IQTError
 from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
@@ -67,7 +67,7 @@ class Request:
     `samples` is the panel's Monte Carlo setting: it reaches the methods that take samples only."""
 
     method: str
-    factor: int = 2
+    factor: int | tuple = 2  # an integer r, or per-axis factors (fx, fy, fz)
     model: str | None = None
     samples: int | None = None
     device: str = "cpu"
@@ -79,7 +79,7 @@ class Request:
                    device=self.device or "cpu")
 
     def worker_args(self) -> list[str]:
-        args = ["--method", self.method, "--factor", str(int(self.factor)), "--device", self.device or "cpu"]
+        args = ["--method", self.method, "--factor", grid.text(self.factor), "--device", self.device or "cpu"]
         args += ["--model", str(self.model)] if self.model else []
         args += ["--samples", str(int(self.samples))] if self.samples is not None else []
         return args + (["--interpolate"] if self.interpolate else [])
@@ -182,7 +182,7 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     method, factor = request.method, request.factor
     m = request.make()
     span = 0.75 if request.interpolate and method != COMPARISON_METHOD else 0.9
-    _report(progress, 0.1, f"running {method} (x{factor})")
+    _report(progress, 0.1, f"running {method} (x{grid.text(factor)})")
     pred = m.predict(lr, factor=factor, mask=mask, direction=True,
                      progress=_scaled(progress, 0.1, 0.1 + span, f"{method}", cancel))
     _check_cancel(cancel)

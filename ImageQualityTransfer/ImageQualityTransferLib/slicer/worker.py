@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--input", required=True)
     p.add_argument("--mask")
     p.add_argument("--method", required=True)
-    p.add_argument("--factor", type=int, default=2)
+    p.add_argument("--factor", default="2", help="2, or per-axis factors such as 1,1,3")
     p.add_argument("--model")
     p.add_argument("--samples", type=int)
     p.add_argument("--device", default="cpu")
@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from .. import fileio
+    from ..core import grid
     from ..core.errors import IQTError
     from .processing import Request, predict_volumes
 
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     try:
         lr = fileio.load_tensor(args.input)
         mask = fileio.load_mask(args.mask, reference=lr) if args.mask else None
-        request = Request(args.method, args.factor, args.model, args.samples, args.device, args.interpolate)
+        request = Request(args.method, grid.factors(args.factor), args.model, args.samples, args.device, args.interpolate)
         results = predict_volumes(lr, request, mask, progress)
         out = Path(args.outdir)
         out.mkdir(parents=True, exist_ok=True)

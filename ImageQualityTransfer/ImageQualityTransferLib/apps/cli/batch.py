@@ -33,10 +33,10 @@ def run(args) -> int:
     from ...core import grid
     from .. import batch
 
-    r = grid.check_factor(args.factor)
+    f = grid.factors(args.factor)
     if args.workers is not None and args.workers < 1:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")
-    name = args.method or methods.default_method()
+    name = args.method or methods.default_method(None if args.model else f)
     method = methods.get(name, **options.method_settings(args))
     if args.uncertainty and not method.gives_uncertainty:
         raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "
@@ -45,9 +45,11 @@ def run(args) -> int:
         from ...methods.cnn.inference import resolve_device
 
         resolve_device("cuda")
+    if method.learned and grid.isotropic(f) is None:
+        method.load(f)  # no model for per-axis factors unless --model gives one: say so before any work
     items = batch.find_items(args.input)
-    model_file, model_sha = batch.model_record(method, r)
-    s = batch.Settings(method=name, factor=r, uncertainty=args.uncertainty, mc_samples=args.mc_samples,
+    model_file, model_sha = batch.model_record(method, f)
+    s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
                        device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha)
     try:
         import distributed  # noqa: F401
@@ -64,7 +66,7 @@ def run(args) -> int:
     client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address)
     try:
         out.mkdir(exist_ok=True)
-        print(f"{len(items)} subjects, method {name}, factor {r}; Dask dashboard: {client.dashboard_link}", flush=True)
+        print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
         results = batch.run_cohort(items, s, out, client)
     finally:
         client.close()

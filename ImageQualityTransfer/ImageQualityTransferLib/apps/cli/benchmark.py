@@ -25,8 +25,10 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio, methods
     from ...analysis import benchmark
+    from ...core import grid
 
-    names = options.method_list(args.methods) or methods.ready(args.factor)
+    f = grid.factors(args.factor)
+    names = options.method_list(args.methods) or methods.ready(f)
     plan = fileio.Outputs(*args.subjects)
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()
@@ -37,7 +39,7 @@ def run(args):
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
-        rows = benchmark.run(args.subjects, names, args.factor, progress=True, tracts=args.tracts, styles=styles,
+        rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
                              mask=not args.no_mask)
         print(benchmark.markdown_table(rows))
         if len(args.subjects) > 1 or len(styles) > 1:

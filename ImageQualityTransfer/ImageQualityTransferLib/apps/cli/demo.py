@@ -18,10 +18,12 @@ def add_parsers(sub) -> None:
 
 
 def demo(args):
+    from ...core import grid
     from .. import demo as demo_app
 
+    f = grid.factors(args.factor)
     options.out_dir(args.output)
-    demo_app.run(out_dir=args.output, subject_dir=args.subject, factor=args.factor,
+    demo_app.run(out_dir=args.output, subject_dir=args.subject, factor=f,
                  method_names=options.method_list(args.methods))
 
 

@@ -29,7 +29,7 @@ def run(args):
     from ...core import grid
     from ...dmri import degrade
 
-    r = grid.check_factor(args.factor)
+    f = grid.factors(args.factor)
     plan = fileio.Outputs(args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi)
     if args.dwi:
         plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))
@@ -39,14 +39,14 @@ def run(args):
     truth = fileio.load_tensor(args.truth, args.tensor_order)
     mask = fileio.load_mask(args.mask, truth)
     shape = pred.shape3
-    if any(t < p or t - p >= r for t, p in zip(truth.shape3, shape)) or any(s % r for s in shape):
+    if any(t < p or t - p >= k for t, p, k in zip(truth.shape3, shape, f)) or any(s % k for s, k in zip(shape, f)):
         raise IQTError(
-            f"the prediction {shape} is not the factor-{r} grid of the reference {truth.shape3}; "
+            f"the prediction {shape} is not the factor-{grid.text(f)} grid of the reference {truth.shape3}; "
             f"give the output of 'iqt upsample' on 'iqt degrade' of the same subject with the same --factor"
         )
-    t = degrade.hr_crop(truth.data, r)
-    m = degrade.hr_crop(mask.data, r)
-    lr_mask = degrade.block_majority(m, r)
+    t = degrade.hr_crop(truth.data, f)
+    m = degrade.hr_crop(mask.data, f)
+    lr_mask = degrade.block_majority(m, f)
     unc = fileio.load_scalar(args.uncertainty).data if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
@@ -59,8 +59,8 @@ def run(args):
         dwi = fileio.load_dwi(args.dwi, args.bval, args.bvec)
         if dwi.shape3 != truth.shape3:
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
-        floor = evaluation.noise_floor(degrade.hr_crop(dwi.data, r), dwi.bvals, dwi.bvecs, t, m)
-    result = evaluation.evaluate(pred.data, t, m, lr_mask, r, uncertainty=unc, floor_std=floor, direction=direc)
+        floor = evaluation.noise_floor(degrade.hr_crop(dwi.data, f), dwi.bvals, dwi.bvecs, t, m)
+    result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)
     if json_out:
         fileio.write_json(json_out, result)
     for region in ("interior", "exterior"):

@@ -23,8 +23,15 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("degrade", help="synthetic low quality: block-average DWIs by the factor, then fit DTI")
     options.add_dwi(sp)
     sp.add_argument("--mask", help="high-res brain mask (default: median Otsu)")
-    options.add_factor(sp)
-    sp.add_argument("--shift", default="0,0,0", help="block shift i,j,k in [0, factor-1] (default 0,0,0)")
+    sp.add_argument("--factor", default="2",
+                    help="block size: one integer for all three axes, or three along the DWI's voxel axes i,j,k, e.g. "
+                         "1,1,3 for thick slices made of 3 planes (default 2)")
+    sp.add_argument("--shift", default="0,0,0", help="block shift i,j,k, each in [0, factor-1] along its axis (default 0,0,0)")
+    sp.add_argument("--slice-gap", type=int, default=0, metavar="N",
+                    help="slices with a gap: drop N high-res planes after each block along the axes whose factor is above "
+                         "1, so the low-res spacing there is factor+N planes and the slice thickness factor planes "
+                         "(default 0; the result is then not on the factor grid of the input, so 'iqt evaluate' cannot "
+                         "score its upsampling against it)")
     sp.add_argument("--style", default="own", choices=list(STYLES),
                     help="how the low-res tensors are made: " + "; ".join(f"{k}: {v}" for k, v in STYLES.items()))
     sp.add_argument("--mask-out", help="also write the low-res mask (block majority)")
@@ -78,19 +85,24 @@ def degrade(args):
     from ...core import grid
     from ...dmri import degrade as deg
 
-    r = grid.check_factor(args.factor)
+    f = grid.factors(args.factor)
     try:
         shift = tuple(int(s) for s in args.shift.split(","))
     except ValueError:
         shift = ()
-    if len(shift) != 3 or any(not 0 <= s < r for s in shift):
-        raise IQTError(f"--shift {args.shift}: give three integers in [0, {r - 1}] separated by commas, e.g. 0,1,0")
+    if len(shift) != 3 or any(not 0 <= s < k for s, k in zip(shift, f)):
+        top = ",".join(str(k - 1) for k in f)
+        raise IQTError(f"--shift {args.shift}: give three integers separated by commas, each from 0 to its axis's factor "
+                       f"minus 1 (at most {top}), e.g. 0,0,0")
+    if args.slice_gap < 0:
+        raise IQTError(f"--slice-gap {args.slice_gap}: give the number of high-res planes dropped after each block, "
+                       f"0 or more")
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
     dwi, brain = _dwi_and_mask(args)
-    pair = deg.degrade(dwi, brain.data, r, shift, args.style)
+    pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap)
     fileio.save_tensor(pair.tensor, out, order=deg.FILE_ORDER.get(args.style, "nifti"))
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)

@@ -23,8 +23,10 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio, methods
     from ...analysis import lesion
+    from ...core import grid
     from ...dmri.subject import load_subject
 
+    f = grid.factors(args.factor)
     names = options.method_list(args.methods) or []
     for n in names:
         if not methods.method_class(n).gives_uncertainty:
@@ -41,7 +43,7 @@ def run(args):
     chosen = [methods.get(n, samples=args.mc_samples if methods.method_class(n).takes_samples else None) for n in names]
     rows = []
     for folder in args.subjects:
-        rows.extend(lesion.check(load_subject(folder), chosen, kinds, args.factor, args.radius))
+        rows.extend(lesion.check(load_subject(folder), chosen, kinds, f, args.radius))
     print(lesion.table(rows))
     if json_out:
         fileio.write_json(json_out, rows)

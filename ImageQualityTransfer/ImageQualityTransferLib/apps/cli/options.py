@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ...core.errors import IQTError
 from ...fileio.paths import TENSOR_SUFFIXES
 
 
-def factor(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"factor must be an integer such as 2 or 3, got {value!r}") from None
+FACTOR_HELP = ("upsampling factor: one integer for all three axes, or three separated by commas along the input's "
+               "voxel axes i,j,k, e.g. 1,1,3 for thick slices (a factor of 1 leaves that axis as it is)")
 
 
-def add_factor(sp) -> None:
-    sp.add_argument("--factor", type=factor, default=2, help="upsampling factor (default 2)")
+def add_factor(sp, voxel_size: bool = False) -> None:
+    """--factor (checked by `factors`, so that a bad one is a one-line IQTError); with `voxel_size`, also
+    --voxel-size MM, the factors chosen from the input's voxel size instead."""
+    if not voxel_size:
+        sp.add_argument("--factor", default="2", help=FACTOR_HELP + " (default 2)")
+        return
+    sp.add_argument("--factor", help=FACTOR_HELP + " (default 2, or as --voxel-size chooses)")
+    sp.add_argument("--voxel-size", type=float, metavar="MM",
+                    help="instead of --factor: the smallest integer factor along each axis that makes the output voxels "
+                         "at most MM mm along it (a 2x2x5 mm input with --voxel-size 2 gets factors 1,1,3)")
+
+
+def factors(args, voxel_size=None) -> tuple[int, int, int] | None:
+    """The per-axis factors the command line asks for: --factor, or with --voxel-size those `grid.for_voxel_size`
+    picks for an input of `voxel_size` (None: the input is not read yet; the options are checked and None returned)."""
+    from ...core import grid
+
+    target = getattr(args, "voxel_size", None)
+    if target is None:
+        return grid.factors("2" if args.factor is None else args.factor)
+    if args.factor is not None:
+        raise IQTError(f"--factor {args.factor} and --voxel-size {target:g}: give one of them (--voxel-size chooses the "
+                       f"factors from the input's voxel size)")
+    grid.check_voxel_size(target)
+    return None if voxel_size is None else grid.for_voxel_size(voxel_size, target)
+
+
+def voxel_size_line(f, voxel_size) -> str:
+    """What --voxel-size chose, in one line."""
+    from ...core import grid
+
+    mm = lambda v: "x".join(f"{x:.3g}" for x in v)  # noqa: E731
+    out = [v / k for v, k in zip(voxel_size, f)]
+    return f"{grid.describe(f)}: output voxel size {mm(out)} mm (input {mm(voxel_size)} mm)"
 
 
 def add_tensor_order(sp) -> None:
@@ -115,7 +143,7 @@ def load_seeds(args):
     return fileio.load_mask(args.seeds) if args.seeds else None
 
 
-def propagate(pred, args, lr_mask, r: int, seeds):
+def propagate(pred, args, lr_mask, r, seeds):
     """Draw `args.samples` high-res samples from `pred` inside the high-res mask implied by the low-res mask."""
     from ...analysis import propagation
     from ...analysis.tractography import TrackingSettings

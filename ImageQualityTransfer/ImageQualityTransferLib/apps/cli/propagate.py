@@ -23,9 +23,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio, methods
     from ...analysis import propagation
-    from ...core import grid
-
-    r = grid.check_factor(args.factor)
+    f = options.factors(args)
     method = methods.get(args.method, **options.method_settings(args))
     options.check_propagation(method, args.samples)
     out = options.out_dir(args.output)
@@ -36,11 +34,11 @@ def run(args):
                  folder_checked=True)
     plan.check()
     if method.learned:
-        method.load(r)  # a missing, corrupt or foreign model fails here, before any work
+        method.load(f)  # a missing, corrupt or foreign model fails here, before any work
     lr = fileio.load_tensor(args.input, args.tensor_order)
-    mask = load_lowres_mask(args.mask, lr, r)
+    mask = load_lowres_mask(args.mask, lr, f)
     seeds = options.load_seeds(args)
-    pred = method.predict(lr, r, mask)
-    res = options.propagate(pred, args, mask, r, seeds)
+    pred = method.predict(lr, f, mask)
+    res = options.propagate(pred, args, mask, f, seeds)
     out.mkdir(exist_ok=True)
     print(propagation.write(res, paths, method.name, args.input))

@@ -18,11 +18,13 @@ def add_parsers(sub) -> None:
 
 def run(args):
     from ... import fileio
+    from ...core import grid
     from .. import report
 
+    f = grid.factors(args.factor)
     plan = fileio.Outputs(args.subject)
     out = plan.add(args.output, (".html", ".htm"), "report")
     plan.check()
-    path = report.run(out, subject_dir=args.subject, factor=args.factor, method_names=options.method_list(args.methods),
+    path = report.run(out, subject_dir=args.subject, factor=f, method_names=options.method_list(args.methods),
                       tracts=not args.no_tracts, n_seeds=args.n_seeds)
     print(f"wrote {path}")

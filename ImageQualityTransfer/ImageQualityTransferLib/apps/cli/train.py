@@ -39,10 +39,13 @@ def run(args):
     from ...core import grid
     from ...fileio.model_files import sidecar_path
 
-    r = grid.check_factor(args.factor)
+    f = grid.factors(args.factor)
     cls = methods.method_class(args.method)
     if not cls.learned:
         raise IQTError(f"--method {args.method}: nothing to train; trainable methods are {', '.join(methods.trainable())}")
+    if grid.isotropic(f) is None:
+        raise IQTError(f"--factor {args.factor}: the learned methods train for one factor on all three axes (e.g. "
+                       f"--factor 2); per-axis factors are served by the interpolation methods")
     for d in args.subjects:
         if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
@@ -88,7 +91,7 @@ def train_here(args) -> None:
     from ...core import grid
 
     cls = methods.method_class(args.method)
-    r = grid.check_factor(args.factor)
+    r = grid.isotropic(args.factor)  # checked by `run`
     rank = 0
     if cls.requires_torch:
         from ...methods.cnn.distributed import rank_and_world

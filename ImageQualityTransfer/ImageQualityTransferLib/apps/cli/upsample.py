@@ -16,7 +16,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
     sp.add_argument("-o", "--output", required=True, help="high-res tensor output (.nii.gz, or .nrrd for Slicer)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: the best shipped)")
-    options.add_factor(sp)
+    options.add_factor(sp, voxel_size=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty) "
                     "and NAME_direction beside it (the principal direction's uncertainty, degrees); the Monte Carlo "
@@ -71,10 +71,13 @@ def _check_samples(args, cls) -> None:
 def run(args):
     from ... import fileio, methods
     from ...analysis import propagation
-    from ...core import grid
 
-    r = grid.check_factor(args.factor)
-    name = args.method or methods.default_method()
+    f = options.factors(args)  # None with --voxel-size: the input is read first, its voxel size chooses them
+    lr = None
+    if f is None:
+        lr = fileio.load_tensor(args.input, args.tensor_order)
+        f = options.factors(args, lr.voxel_size)
+    name = args.method or methods.default_method(None if args.model else f)
     _check_samples(args, methods.method_class(name))
     method = methods.get(name, **options.method_settings(args))
     if args.propagate:
@@ -97,12 +100,15 @@ def run(args):
             plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}")
     plan.check()
     if method.learned:
-        method.load(r)  # a missing, corrupt or foreign model fails here, before any work
-    lr = fileio.load_tensor(args.input, args.tensor_order)
-    mask = load_lowres_mask(args.mask, lr, r)
+        method.load(f)  # a missing, corrupt or foreign model fails here, before any work
+    if lr is None:
+        lr = fileio.load_tensor(args.input, args.tensor_order)
+    else:
+        print(options.voxel_size_line(f, lr.voxel_size))
+    mask = load_lowres_mask(args.mask, lr, f)
     seeds = options.load_seeds(args) if args.propagate else None
-    pred = method.predict(lr, r, mask, uncertainty=bool(unc_out) or args.propagate, direction=bool(unc_out))
-    res = options.propagate(pred, args, mask, r, seeds) if args.propagate else None  # before any file is written
+    pred = method.predict(lr, f, mask, uncertainty=bool(unc_out) or args.propagate, direction=bool(unc_out))
+    res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     fileio.save_tensor(pred.tensor, out)
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key])

@@ -13,7 +13,7 @@ def add_parsers(sub) -> None:
                                      "picker, FA / colour FA (needs the render extra)")
     sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX or Slicer .nrrd)")
     sp.add_argument("--method", help="method shown first (default: the best shipped; the page offers every ready one)")
-    options.add_factor(sp)
+    options.add_factor(sp, voxel_size=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080; 0: any free port)")
     sp.add_argument("--host", default="127.0.0.1",
@@ -30,12 +30,18 @@ def run(args):
         raise IQTError(f"{args.input}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
     if args.mask and not Path(args.mask).is_file():
         raise IQTError(f"--mask {args.mask}: no such file")
-    r = grid.check_factor(args.factor)
+    f = options.factors(args)
+    if f is None:  # --voxel-size: the factors follow from the input's voxel size
+        from ... import fileio
+
+        voxel_size = fileio.load_tensor(args.input).voxel_size
+        f = options.factors(args, voxel_size)
+        print(options.voxel_size_line(f, voxel_size))
     if args.method is not None:
         methods.method_class(args.method)  # an unknown name fails here, naming the valid ones
-        if args.method not in methods.ready(r):
-            raise IQTError(f"method {args.method!r} cannot run here at factor {r} (no shipped model or no torch); "
-                           f"choose one of: {', '.join(methods.ready(r))}")
-    viewer = view.Viewer(args.input, args.method, r, args.mask)
+        if args.method not in methods.ready(f):
+            raise IQTError(f"method {args.method!r} cannot run here at {grid.describe(f)} (no shipped model or no "
+                           f"torch); choose one of: {', '.join(methods.ready(f))}")
+    viewer = view.Viewer(args.input, args.method, f, args.mask)
     viewer.serve(args.port, args.host)
     return 0

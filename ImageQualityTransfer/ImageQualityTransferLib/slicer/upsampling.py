@@ -1,0 +1,79 @@
+"""The Slicer module's upsampling control, Qt-free: the per-axis factors each mode gives for an input's voxel
+spacing, the output voxel size, and which methods run at those factors.
+
+Modes (in the order of the module's combo box):
+    isotropic      factor f on every axis: (f, f, f)
+    through-plane  factor f along the thick-slice axis only (the largest voxel spacing), e.g. (1, 1, f)
+    voxel-size     the smallest integer factor per axis that reaches a wanted voxel size (grid.for_voxel_size)
+
+Spacings are the node's (GetSpacing(), in IJK axes), which are the engine's voxel axes. Imports only `core`, so
+the module can use it on a fresh install, before the engine's packages are installed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..core import grid
+from ..core.errors import IQTError
+
+MODES = ("isotropic", "through-plane", "voxel-size")
+
+
+def _spacing(spacing, mode: str) -> tuple[float, float, float]:
+    """The input's voxel spacing as three positive numbers; IQTError (select an input) else."""
+    try:
+        v = tuple(float(x) for x in spacing)
+    except TypeError:
+        v = ()
+    if len(v) != 3 or not all(x > 0 and math.isfinite(x) for x in v):
+        raise IQTError(f"the {mode} upsampling needs the input's voxel spacing: select an input volume")
+    return v
+
+
+def slice_axis(spacing) -> int:
+    """The thick-slice axis (0, 1 or 2): the one with the largest voxel spacing; of equal ones the last (the slice
+    axis k of an isotropic acquisition), so that through-plane upsampling of isotropic voxels refines slices."""
+    v = _spacing(spacing, "through-plane")
+    return max(range(3), key=lambda i: (round(v[i], 6), i))
+
+
+def factors_for(mode: str, factor: int = 2, voxel_size_mm: float | None = None, spacing=None) -> tuple[int, int, int]:
+    """(fx, fy, fz) for the module's controls: `factor` for the isotropic and through-plane modes, `voxel_size_mm`
+    for the voxel-size mode; `spacing` (the input node's) is needed by the last two. IQTError with what to change
+    when the controls ask for nothing to upsample."""
+    if mode == "isotropic":
+        return grid.factors(int(factor))
+    if mode == "through-plane":
+        f = [1, 1, 1]
+        f[slice_axis(spacing)] = int(factor)
+        return grid.factors(f)
+    if mode == "voxel-size":
+        v = _spacing(spacing, "target voxel size")
+        try:
+            target = float(voxel_size_mm)
+        except (TypeError, ValueError):
+            target = float("nan")
+        if not (target > 0 and math.isfinite(target)):
+            raise IQTError(f"target voxel size {voxel_size_mm}: give the output voxel size in mm, a positive number")
+        if max(v) <= target * (1 + 1e-6):
+            raise IQTError(f"target voxel size {target:g} mm: the input's voxels ({' x '.join(f'{x:.3g}' for x in v)} "
+                           f"mm) are already at most that size, so nothing would be upsampled; choose a smaller voxel "
+                           f"size")
+        return grid.for_voxel_size(v, target)
+    raise IQTError(f"unknown upsampling mode {mode!r}; choose one of: {', '.join(MODES)}")
+
+
+def output_spacing(spacing, f) -> tuple[float, float, float]:
+    """The output's voxel size per axis: the input's divided by the factors."""
+    v = _spacing(spacing, "output")
+    return tuple(x / k for x, k in zip(v, grid.factors(f, identity_ok=True)))
+
+
+def offered(entries: list[dict], f) -> list[dict]:
+    """The method entries (methods.describe()) that run at factors `f`: interpolation at any factors, a learned
+    method at the isotropic factors of its shipped models only (as `methods.ready`, except that a CNN stays listed
+    before PyTorch is installed: the module offers to install it)."""
+    r = grid.isotropic(f)
+    return [e for e in entries if not e["learned"] or r in e["shipped"]]
+

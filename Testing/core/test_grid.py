@@ -1,0 +1,95 @@
+"""Per-axis factors (docs/conventions.md, Grid): parsing, the affines, nearest blocks, factors from a voxel size."""
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.core import grid
+from ImageQualityTransferLib.core.errors import IQTError
+
+
+@pytest.mark.parametrize("value, expected", [(2, (2, 2, 2)), ("3", (3, 3, 3)), ("1,1,3", (1, 1, 3)), (" 2, 1 ,2", (2, 1, 2)),
+                                             ((1, 3, 1), (1, 3, 1)), ([2, 2, 2], (2, 2, 2)), (np.int64(2), (2, 2, 2))])
+def test_factors_parses_an_integer_or_three(value, expected):
+    assert grid.factors(value) == expected
+
+
+@pytest.mark.parametrize("value, words", [(1, "at least 2"), ("1,1,1", "at least 2"), ("2.5", "integer"), (2.5, "integer"),
+                                          ("2,2", "three"), ("0,1,3", "positive"), ("1,-2,3", "positive"), ("a", "integer"),
+                                          (None, "integer")])
+def test_bad_factors_are_one_clear_line(value, words):
+    with pytest.raises(IQTError, match=words) as info:
+        grid.factors(value)
+    assert "\n" not in str(info.value) and "--factor" in str(info.value)
+
+
+def test_the_geometric_helpers_take_a_factor_of_one_everywhere():
+    """Only requests need a factor of at least 2 somewhere; on a grid against itself the helpers are the identity."""
+    aff = np.diag([2.0, 2.0, 2.5, 1.0])
+    assert grid.factors(1, identity_ok=True) == (1, 1, 1)
+    assert np.array_equal(grid.hr_affine(aff, 1), aff) and np.array_equal(grid.lr_affine(aff, 1), aff)
+    a = np.arange(6).reshape(1, 2, 3)
+    assert np.array_equal(grid.repeat_blocks(a, 1), a)
+
+
+def test_texts_and_records():
+    assert grid.text(2) == "2" and grid.text((1, 1, 3)) == "1,1,3"
+    assert grid.describe(3) == "factor 3" and grid.describe("1,1,3") == "factors 1,1,3"
+    assert grid.record((2, 2, 2)) == 2 and grid.record((1, 1, 3)) == [1, 1, 3]
+    assert grid.isotropic((3, 3, 3)) == 3 and grid.isotropic((1, 1, 3)) is None
+
+
+def test_integer_factor_is_the_isotropic_tuple():
+    aff = np.array([[0.0, 0, 2.7, -60], [-2.7, 0, 0, 130], [0, 2.7, 0, -130], [0, 0, 0, 1]])
+    for r in (2, 3):
+        assert np.array_equal(grid.hr_affine(aff, r), grid.hr_affine(aff, (r, r, r)))
+        assert np.array_equal(grid.lr_affine(aff, r, (1, 0, 1)), grid.lr_affine(aff, (r, r, r), (1, 0, 1)))
+        a = np.arange(24).reshape(2, 3, 4)
+        assert np.array_equal(grid.repeat_blocks(a, r), grid.repeat_blocks(a, (r, r, r)))
+
+
+@pytest.mark.parametrize("f", [(1, 1, 3), (2, 1, 3), (3, 2, 1)])
+def test_per_axis_affines_put_block_centres_where_the_grid_says(f):
+    hr_aff = np.array([[-2.0, 0.1, 0, 10], [0, 2.0, 0.2, -5], [0, 0, 2.5, 3], [0, 0, 0, 1]])
+    shift = tuple(k - 1 for k in f)
+    lr_aff = grid.lr_affine(hr_aff, f, shift)
+    i = np.array([2, 1, 3])
+    fa = np.array(f)
+    assert np.allclose(lr_aff @ np.r_[i, 1], hr_aff @ np.r_[np.array(shift) + fa * i + (fa - 1) / 2, 1])
+    assert np.allclose(grid.hr_affine(grid.lr_affine(hr_aff, f), f), hr_aff)
+    # a factor of 1 leaves that axis's voxel size alone
+    lr_size = np.linalg.norm(lr_aff[:3, :3], axis=0)
+    assert np.allclose(lr_size, np.linalg.norm(hr_aff[:3, :3], axis=0) * fa)
+
+
+def test_slice_gap_spaces_the_low_res_grid_by_factor_plus_gap():
+    hr_aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    lr_aff = grid.lr_affine(hr_aff, (1, 1, 3), (0, 0, 1), gap=(0, 0, 2))
+    # low-res slice k averages high-res planes 1 + 5k .. 3 + 5k: centre 2 + 5k
+    for k in range(3):
+        assert np.allclose(lr_aff @ [0, 0, k, 1], [0, 0, 2.0 * (2 + 5 * k), 1])
+
+
+def test_repeat_blocks_per_axis():
+    a = np.arange(6).reshape(1, 2, 3)
+    out = grid.repeat_blocks(a, (1, 2, 3))
+    assert out.shape == (1, 4, 9)
+    assert out[0, 3, 8] == a[0, 1, 2] and out[0, 2, 3] == a[0, 1, 1]
+
+
+@pytest.mark.parametrize("voxel, target, expected", [((2, 2, 5), 2, (1, 1, 3)), ((2.5, 2.5, 2.5), 1.25, (2, 2, 2)),
+                                                     ((2.0000001, 2, 4), 2, (1, 1, 2)), ((3, 2, 2), 1, (3, 2, 2))])
+def test_factors_for_a_voxel_size(voxel, target, expected):
+    f = grid.for_voxel_size(voxel, target)
+    assert f == expected
+    assert all(v / k <= target + 1e-6 for v, k in zip(voxel, f))
+
+
+@pytest.mark.parametrize("target, words", [(2, "already"), (0, "positive"), (-1, "positive"), (float("nan"), "positive")])
+def test_bad_voxel_sizes(target, words):
+    with pytest.raises(IQTError, match=words):
+        grid.for_voxel_size((2, 2, 2), target)
+
+
+def test_permute_follows_the_reorientation():
+    # input axis 0 -> canonical axis 2, 1 -> 0, 2 -> 1
+    assert grid.permute((1, 1, 3), [[2, 1], [0, -1], [1, 1]]) == (1, 3, 1)

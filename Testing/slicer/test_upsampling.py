@@ -1,0 +1,102 @@
+"""The Slicer module's upsampling modes (slicer/upsampling.py): factors per mode and input spacing, the output
+voxel size, the methods offered at those factors, and a through-plane run on a real node (slicer-core)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import methods
+from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.slicer import upsampling
+
+from helpers import AFFINES, random_tensors
+
+
+@pytest.mark.parametrize("f", [2, 3, 4])
+def test_isotropic_mode_needs_no_spacing(f):
+    assert upsampling.factors_for("isotropic", f) == (f, f, f)
+    assert upsampling.factors_for("isotropic", f, spacing=(2, 2, 5)) == (f, f, f)
+
+
+@pytest.mark.parametrize("spacing, expect", [((2, 2, 5), (1, 1, 3)), ((5, 2, 2), (3, 1, 1)), ((2, 5, 2), (1, 3, 1)),
+                                             ((2, 2, 2), (1, 1, 3)), ((2.5, 2.5, 2.5000001), (1, 1, 3))])
+def test_through_plane_refines_the_thick_slice_axis(spacing, expect):
+    assert upsampling.factors_for("through-plane", 3, spacing=spacing) == expect
+
+
+@pytest.mark.parametrize("spacing, mm, expect", [((2, 2, 5), 2, (1, 1, 3)), ((2, 2, 5), 1, (2, 2, 5)),
+                                                 ((5, 2, 2), 2.5, (2, 1, 1)), ((2, 2, 2), 1.5, (2, 2, 2))])
+def test_voxel_size_mode(spacing, mm, expect):
+    f = upsampling.factors_for("voxel-size", voxel_size_mm=mm, spacing=spacing)
+    assert f == expect
+    assert max(upsampling.output_spacing(spacing, f)) <= mm + 1e-9
+
+
+def test_output_spacing():
+    np.testing.assert_allclose(upsampling.output_spacing((2, 2, 5), (1, 1, 3)), (2, 2, 5 / 3))
+    np.testing.assert_allclose(upsampling.output_spacing((2, 2, 5), 2), (1, 1, 2.5))
+
+
+@pytest.mark.parametrize("spacing, mm", [((2, 2, 5), 5), ((2, 2, 5), 6.5), ((2, 2, 2), 2)])
+def test_a_voxel_size_that_needs_no_upsampling_says_so(spacing, mm):
+    with pytest.raises(IQTError) as err:
+        upsampling.factors_for("voxel-size", voxel_size_mm=mm, spacing=spacing)
+    msg = str(err.value)
+    assert "already at most" in msg and "smaller voxel size" in msg and "\n" not in msg
+    assert "--" not in msg  # the module's wording, not the command line's
+
+
+@pytest.mark.parametrize("mode, kwargs, match", [
+    ("through-plane", {"spacing": None}, "select an input volume"),
+    ("voxel-size", {"voxel_size_mm": 1.0, "spacing": None}, "select an input volume"),
+    ("voxel-size", {"voxel_size_mm": 1.0, "spacing": (2, 0, 2)}, "select an input volume"),
+    ("voxel-size", {"voxel_size_mm": 0.0, "spacing": (2, 2, 2)}, "positive number"),
+    ("sideways", {}, "isotropic, through-plane, voxel-size"),
+    ("isotropic", {"factor": 1}, "nothing to upsample"),
+])
+def test_bad_controls_say_what_to_change(mode, kwargs, match):
+    with pytest.raises(IQTError, match=match):
+        upsampling.factors_for(mode, **kwargs)
+
+
+def _listed():
+    """The module's method list (Logic.availableMethods): learned methods with a shipped model, and interpolation."""
+    return [e for e in methods.describe() if not e["learned"] or e["shipped"]]
+
+
+@pytest.mark.parametrize("f", [2, 3, (1, 1, 2), (2, 2, 1)])
+def test_offered_methods_are_the_ready_ones(f):
+    """What the module offers at `f` is `methods.ready(f)`, plus the CNNs while PyTorch is not installed yet."""
+    entries = _listed()
+    offered = [e["name"] for e in upsampling.offered(entries, f)]
+    assert [n for n in offered if methods.runs_here(n)] == methods.ready(f)
+    assert all(e["learned"] for e in entries if e["name"] not in offered)
+    if f != 2:  # the shipped models are for factor 2: per-axis factors and 3 leave interpolation only
+        assert all(not methods.method_class(n).learned for n in offered)
+        assert "cubic" in offered
+
+
+# ---------------------------------------------------------------- with slicer-core
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+
+from ImageQualityTransferLib.slicer import mrml, processing  # noqa: E402
+
+
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+def test_through_plane_run_on_a_node():
+    """Through-plane on an oblique sagittal grid (spacing 3 x 1.5 x 2 mm): the node's IJK spacing picks axis i, and
+    the run refines that axis alone."""
+    scene = slicer.vtkMRMLScene()
+    lr = Volume(random_tensors((6, 8, 5), seed=3), AFFINES["psr"], "tensor")
+    node = mrml.add_tensor_node(scene, lr, "thick")
+    spacing = node.GetSpacing()
+    f = upsampling.factors_for("through-plane", 2, spacing=spacing)
+    assert f == (2, 1, 1)
+    out = processing.run_on_nodes(scene, node, "linear", f)["tensor"]
+    assert out.GetImageData().GetDimensions() == (12, 8, 5)
+    np.testing.assert_allclose(out.GetSpacing(), upsampling.output_spacing(spacing, f), rtol=1e-9)
+    with pytest.raises(IQTError, match="factor 2"):  # a learned method names the factors it has a model for
+        processing.run_on_nodes(scene, node, "biqt", f)

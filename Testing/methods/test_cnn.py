@@ -350,7 +350,7 @@ def test_fa_std_by_sampling_matches_a_direct_monte_carlo():
 
 @pytest.mark.parametrize("SCALE", ["md-mode", "median-md"])
 def test_subject_scale_models_are_equivariant_to_overall_diffusivity(SCALE):
-    """A "subject_scale" model sees the input in units of its median MD: scaling every tensor by k (another
+    """A "subject_scale" model sees the input in units of its MD (mode or median): scaling every tensor by k (another
     b-value or scanner) scales the output and its standard deviation by k; a plain model does not do that."""
     net, meta = random_model("espcn-hetero")
     meta["normalisation"] = {**NORM, "in_mean": [1.0, 0, 1.0, 0, 0, 1.0], "in_scale": [0.5, 0.1, 0.5, 0.1, 0.1, 0.5],

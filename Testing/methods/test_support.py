@@ -84,3 +84,22 @@ def test_a_run_without_the_mask_gives_the_same_brain_as_with_it(axial_subject, s
         assert abs(err / ref - 1) < 0.01
     else:
         np.testing.assert_allclose(without[brain], with_mask[brain], rtol=1e-5, atol=1e-9)
+
+
+def test_nonphysical_voxels_are_flagged_at_least_as_uncertain_as_the_edge():
+    from ImageQualityTransferLib.methods.base import flag_nonphysical
+
+    t = np.zeros((32, 32, 32, 6))
+    t[2:30, 2:30, 2:30] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
+    t[16, 16, 16] = [1e-3, 0, 1e-3, 0, 0, -1e-6]  # deep inside, barely non-physical
+    t[2, 16, 16] = [1e-3, 0, 1e-3, 0, 0, -2e-3]  # at the edge, far from physical
+    present = np.any(t != 0, -1)
+    deep = np.zeros_like(present)
+    deep[8:24, 8:24, 8:24] = True
+    std = np.where(present & ~deep, 3e-4, np.where(deep, 1e-4, 0.0))  # the edge band is the more uncertain
+    out = flag_nonphysical(t, std, 2)
+    assert np.isclose(out[16, 16, 16], 3e-4)  # raised to the edge's median
+    assert out[2, 16, 16] > 3e-4  # its distance to a physical tensor is larger still
+    unchanged = np.ones(present.shape, bool)
+    unchanged[16, 16, 16] = unchanged[2, 16, 16] = False
+    np.testing.assert_array_equal(out[unchanged], std[unchanged])

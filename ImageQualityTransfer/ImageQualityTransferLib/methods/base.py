@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ..core import grid, tensors
 from ..core.direction import spread
@@ -108,8 +109,8 @@ class Method:
                            + "; the model file is damaged or was not trained for such inputs: retrain it or use the shipped model")
         if not uncertainty:
             unc = {}
-        if "std" in unc:  # an output that is not a physical tensor is wrong by at least its distance to one
-            unc["std"] = np.maximum(unc["std"], tensors.distance_to_physical(tensor))
+        if "std" in unc:
+            unc["std"] = flag_nonphysical(tensor, unc["std"], f_c)
         if direction and "std" in unc:
             unc["direction"] = spread(tensor, unc["std"])
         hr_aff = grid.hr_affine(lr_c.affine, f_c)
@@ -235,6 +236,27 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     if not np.isfinite(vol.data).all():
         raise IQTError("the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
     tensors.check_scale(vol.data, None if mask is None else np.asarray(mask.data, bool))
+
+
+EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the exterior region) lies in
+
+
+def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f) -> np.ndarray:
+    """The std map with every non-physical output voxel (a negative eigenvalue) raised to at least its distance to a
+    physical tensor and the median std of the support's edge band: the reference is physical, and where such voxels
+    fall inside the brain their error is several times the edge's (README, Uncertainty)."""
+    distance = tensors.distance_to_physical(tensor)
+    bad = distance > 0
+    if not bad.any():
+        return std
+    present = np.any(tensor != 0, axis=-1)
+    fx, fy, fz = grid.factors(f)
+    core = ndimage.binary_erosion(present[::fx, ::fy, ::fz], iterations=EDGE_DEPTH)
+    edge = present & ~grid.repeat_blocks(core, (fx, fy, fz))
+    floor = float(np.median(std[edge])) if edge.any() else 0.0
+    out = np.array(std, copy=True)
+    out[bad] = np.maximum(out[bad], np.maximum(distance[bad], floor))
+    return out
 
 
 def clip_input(lr: np.ndarray) -> np.ndarray:

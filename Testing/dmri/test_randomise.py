@@ -72,16 +72,6 @@ def test_a_variant_is_made_as_it_says_and_reproducibly(phantom):
     assert (lam[:, 0] < 0).any()  # OLS at SNR 8: negative eigenvalues kept
 
 
-def test_the_training_view_of_an_input_is_what_predict_sees():
-    lr = np.zeros((6, 6, 6, 6), np.float32)
-    lr[1:5, 1:5, 1:5] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
-    mask = np.zeros((6, 6, 6), bool)
-    mask[2:4, 2:4, 2:4] = True
-    assert np.array_equal(randomise.inference_view(lr, mask, "tight"), np.any(lr != 0, -1))
-    assert np.array_equal(randomise.inference_view(lr + 1e-5, mask, "unmasked"), mask)
-    assert randomise.inference_view(lr + 1e-5, mask, "own") is None
-
-
 def test_cnn_training_items_are_randomised_reproducibly(small_subject):
     pytest.importorskip("torch", reason="PyTorch is not installed: the CNN training needs it")
     from ImageQualityTransferLib.methods.cnn import training

@@ -396,9 +396,8 @@ def test_context_beyond_a_tight_mask_is_filled_from_the_nearest_brain_voxel():
     mask = np.zeros((12, 12, 12), bool)
     mask[4:8, 4:8, 4:8] = True
     tight = np.where(mask[..., None], lr, 0)
-    filled = inference.fill_context(tight, mask)
+    filled = inference.fill_context(tight)
     assert np.array_equal(filled[mask], tight[mask])
     np.testing.assert_array_equal(filled[4:8, 4:8, 2], tight[4:8, 4:8, 4])  # two voxels out: the edge voxel's tensor
     assert not filled[4:8, 4:8, 1].any() and not filled[0].any()  # beyond the reach: still zero
-    assert np.array_equal(inference.fill_context(lr, mask), lr)  # nothing missing: unchanged
-    assert np.array_equal(inference.fill_context(tight, None), filled)  # no mask: the non-zero voxels are the brain
+    assert np.array_equal(inference.fill_context(lr), lr)  # nothing missing: unchanged

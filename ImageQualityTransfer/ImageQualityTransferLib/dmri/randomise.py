@@ -100,12 +100,3 @@ def degrade_variant(dwi: Volume, hr_mask: np.ndarray, r: int, shift, variant: Va
     sub = Volume(dwi.data[..., order], dwi.affine, "dwi", bvals=dwi.bvals[order], bvecs=np.asarray(dwi.bvecs)[order])
     noise = None if variant.snr is None else rician(variant.snr, variant.noise_seed)
     return deg.degrade(sub, hr_mask, r, shift, variant.style, fit=variant.fit, noise=noise)
-
-
-def inference_view(lr: np.ndarray, lr_mask: np.ndarray, style: str):
-    """The brain mask `Method.predict` works with for an input of `style`: the user's mask for unmasked input (the
-    README asks for one), else the input's non-zero voxels (None where every voxel is non-zero)."""
-    if style == "unmasked":
-        return np.asarray(lr_mask, bool)
-    present = np.any(np.asarray(lr) != 0, axis=-1)
-    return None if present.all() else present

@@ -88,12 +88,13 @@ def md_mode(lr: np.ndarray, lo: float = 1e-5, hi: float = 1e-2, bins: int = 600,
     return float(np.exp(0.5 * (edges[k] + edges[k + 1])))
 
 
-def fill_context(lr: np.ndarray, mask: np.ndarray | None, rings: int = HALO) -> np.ndarray:
-    """Missing (all-zero) tensors within `rings` voxels outside the brain (the mask, else the non-zero voxels) take
-    their nearest brain voxel's tensor. The networks learnt from fits that reach two voxels beyond the brain, never
-    from zeros beside it, which is what a tightly masked fit (FSL, MRtrix, dipy with a mask) gives them."""
+def fill_context(lr: np.ndarray, rings: int = HALO) -> np.ndarray:
+    """Missing (all-zero) tensors within `rings` voxels of the input's non-zero voxels take their nearest non-zero
+    voxel's tensor. The networks learnt from fits that reach two voxels beyond the brain, never from zeros beside it,
+    which is what a tightly masked fit (FSL, MRtrix, dipy with a mask) gives them. The mask plays no part, so that a
+    run with it and one without see the same input (training prepares its inputs the same way)."""
     present = np.any(lr != 0, axis=-1)
-    brain = present if mask is None else (np.asarray(mask, bool) & present)
+    brain = present
     if not brain.any():
         return lr
     band = ndimage.binary_dilation(brain, iterations=rings) & ~brain & ~present
@@ -285,7 +286,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     device = resolve_device(device)
     r = model.factor
     norm = model.meta["normalisation"]
-    lr = fill_context(lr, mask)
+    lr = fill_context(lr)
     support = lr_support(mask, lr.shape[:3])
     unit = subject_scale(lr, mask, norm["subject_scale"]) if norm.get("subject_scale") else 1.0
     x = normalise_input(np.asarray(lr, np.float32) / np.float32(unit), norm)

@@ -103,8 +103,7 @@ def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fractio
     for shift, variant in jobs:
         t0 = time.perf_counter()
         pair = randomise.degrade_variant(dwi, mask, r, shift, variant)
-        seen = randomise.inference_view(pair.tensor.data, pair.mask.data, variant.style)
-        lr = fill_context(clip_input(pair.tensor.data), seen).astype(np.float32)
+        lr = fill_context(clip_input(pair.tensor.data)).astype(np.float32)
         cubic = upsample_separable(lr, r, 3)
         w = deg.hr_crop(weight_full, r, shift)
         res = (deg.hr_crop(target_full, r, shift) - cubic).astype(np.float32)
@@ -128,7 +127,7 @@ def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fractio
         val = corners[(cy >= y0) & (cy + patch <= y1)]
         w_train, w_val = w & ~in_slab, w & in_slab
         items.append(TrainItem(subject.name, tuple(shift), np.pad(lr, [(HALO, HALO)] * 3 + [(0, 0)]), res, w_train, w_val,
-                               train, val, unit=subject_scale(lr, seen), lr_mask=lr_mask, variant=variant.describe()))
+                               train, val, unit=subject_scale(lr, None), lr_mask=lr_mask, variant=variant.describe()))
         if log:
             log(f"  {subject.name} shift {shift} {variant.describe()}: low-res {tuple(int(v) for v in shape)}, {int(w.sum())} target voxels, "
                 f"{len(train)}/{len(val)} train/val corners ({time.perf_counter() - t0:.1f} s)")

@@ -88,25 +88,27 @@ def permute(f, ornt) -> tuple[int, int, int]:
     return tuple(out)
 
 
-def check_voxel_size(target_mm) -> float:
-    """A wanted output voxel size in mm: a positive finite number; IQTError else."""
+def check_voxel_size(target_mm, name: str = "--voxel-size") -> float:
+    """A wanted output voxel size in mm: a positive finite number; IQTError (naming the control `name`) else."""
     try:
         target = float(target_mm)
     except (TypeError, ValueError):
         target = float("nan")
     if not (target > 0 and math.isfinite(target)):
-        raise IQTError(f"--voxel-size {target_mm}: give the wanted output voxel size in mm, a positive number (e.g. 1.25)")
+        raise IQTError(f"{name} {target_mm}: give the wanted output voxel size in mm, a positive number (e.g. 1.25)")
     return target
 
 
-def for_voxel_size(voxel_size, target_mm) -> tuple[int, int, int]:
-    """The smallest integer factor per axis that brings each voxel size to at most `target_mm`."""
-    target = check_voxel_size(target_mm)
+def for_voxel_size(voxel_size, target_mm, name: str = "--voxel-size",
+                   instead: str = "give a smaller voxel size, or a --factor") -> tuple[int, int, int]:
+    """The smallest integer factor per axis that brings each voxel size to at most `target_mm`; IQTError (naming
+    the control `name`, suggesting `instead`) when no axis needs upsampling."""
+    target = check_voxel_size(target_mm, name)
     v = [float(x) for x in voxel_size]
     f = tuple(max(1, math.ceil(x / target - 1e-6)) for x in v)
     if max(f) < 2:
-        raise IQTError(f"--voxel-size {target:g}: the input's voxels ({'x'.join(f'{x:.3g}' for x in v)} mm) are already "
-                       f"at most {target:g} mm; give a smaller voxel size, or a --factor")
+        raise IQTError(f"{name} {target:g}: the input's voxels ({'x'.join(f'{x:.3g}' for x in v)} mm) are already "
+                       f"at most {target:g} mm; {instead}")
     return f
 
 

@@ -49,18 +49,8 @@ def factors_for(mode: str, factor: int = 2, voxel_size_mm: float | None = None, 
         f[slice_axis(spacing)] = int(factor)
         return grid.factors(f)
     if mode == "voxel-size":
-        v = _spacing(spacing, "target voxel size")
-        try:
-            target = float(voxel_size_mm)
-        except (TypeError, ValueError):
-            target = float("nan")
-        if not (target > 0 and math.isfinite(target)):
-            raise IQTError(f"target voxel size {voxel_size_mm}: give the output voxel size in mm, a positive number")
-        if max(v) <= target * (1 + 1e-6):
-            raise IQTError(f"target voxel size {target:g} mm: the input's voxels ({' x '.join(f'{x:.3g}' for x in v)} "
-                           f"mm) are already at most that size, so nothing would be upsampled; choose a smaller voxel "
-                           f"size")
-        return grid.for_voxel_size(v, target)
+        return grid.for_voxel_size(_spacing(spacing, "target voxel size"), voxel_size_mm, name="target voxel size",
+                                   instead="nothing would be upsampled; choose a smaller voxel size")
     raise IQTError(f"unknown upsampling mode {mode!r}; choose one of: {', '.join(MODES)}")
 
 

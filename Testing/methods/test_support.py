@@ -56,6 +56,8 @@ def test_a_nonphysical_output_voxel_is_at_least_as_uncertain_as_its_distance_to_
 
     pred = methods.get(name).predict(tight_case.lr, 2)
     distance = tensors.distance_to_physical(pred.tensor.data)
+    bad = distance > 0
+    assert bad.any()  # the tight phantom gives some at its edge, for every method
     assert np.all(pred.std.data >= distance)
 
 

@@ -374,3 +374,19 @@ def test_a_model_for_r_serves_r_r_r_and_refuses_per_axis_factors(tmp_path):
     assert a.meta["factor"] == b.meta["factor"] == 2
     with pytest.raises(IQTError, match=re.escape("model is for factor 2, not 1,1,3; use --factor 2")):
         methods.get("global-linear", model=str(side)).predict(vol, (1, 1, 3), m)
+
+
+def test_train_takes_the_randomisation_shares_and_records_them(small_subject, tmp_path, capsys):
+    """`iqt train --subset-fraction/--noise-fraction` reach the training data and the sidecar, and change the model."""
+    import json
+
+    from ImageQualityTransferLib.apps.cli import main
+
+    for name, extra in (("plain", []), ("noisy", ["--subset-fraction", "1", "--noise-fraction", "1"])):
+        assert main(["train", "--method", "global-linear", "--subjects", str(small_subject), "-o",
+                     str(tmp_path / f"{name}.npz"), *extra]) == 0
+    settings = {n: json.loads((tmp_path / f"{n}.json").read_text())["training"]["settings"] for n in ("plain", "noisy")}
+    assert settings["plain"]["noise_fraction"] == 0.0 and settings["noisy"]["noise_fraction"] == 1.0
+    assert settings["noisy"]["subset_fraction"] == 1.0
+    plain, noisy = (np.load(tmp_path / f"{n}.npz") for n in ("plain", "noisy"))
+    assert not np.allclose(plain["gl_W"], noisy["gl_W"])

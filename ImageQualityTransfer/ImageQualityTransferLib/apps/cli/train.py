@@ -30,6 +30,12 @@ def add_parsers(sub) -> None:
                                          "continue from it (run the same command again after an interruption)")
     sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                     help="CNN: where the network trains (default cpu; auto: CUDA when PyTorch has it; one process only)")
+    sp.add_argument("--subset-fraction", type=float,
+                    help="share of the training inputs made from a random subset of the directions (down to 6 + b0; "
+                         "default 0: docs/conventions.md, Training data)")
+    sp.add_argument("--noise-fraction", type=float,
+                    help="share of the training inputs with Rician noise added at SNR 8-40 (default 0), for a model "
+                         "meant for noisier scans than the training subjects")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
     sp.set_defaults(func=run)
 
@@ -57,6 +63,9 @@ def run(args):
         raise IQTError("--epochs must be at least 1")
     if args.minutes is not None and not args.minutes > 0:
         raise IQTError(f"--minutes {args.minutes}: give a positive time budget in minutes (e.g. 45), or drop it")
+    for flag, value in (("--subset-fraction", args.subset_fraction), ("--noise-fraction", args.noise_fraction)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise IQTError(f"{flag} {value:g}: give a share between 0 and 1 (e.g. 0.2)")
     if args.nproc < 1:
         raise IQTError(f"--nproc {args.nproc}: give at least 1 process")
     if (args.nproc > 1 or args.checkpoint) and not cls.requires_torch:
@@ -100,7 +109,8 @@ def train_here(args) -> None:
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose and rank == 0 else None
     t0 = time.perf_counter()
     method = cls(device=args.device).fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
-                       minutes=args.minutes, init=args.init, checkpoint=args.checkpoint)
+                       minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
+                       subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction)
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)

@@ -3,8 +3,9 @@
 Data (docs/conventions.md): every subject is first reoriented to canonical (RAS) voxel axes, tensor components and
 b-vectors included, so that training sees what `Method.predict` feeds the network; then every one of the
 r^3 block shifts is degraded (DWIs averaged, DTI fitted) `variants` times in random ways (`randomise`: the input
-styles of other tools, WLS/OLS, direction subsets, Rician noise; dmri/randomise.py), each input prepared as
-`Method.predict` prepares it (eigenvalues clipped, context filled beyond the brain, subject scale), and paired
+styles of other tools and WLS/OLS; direction subsets and Rician noise for the shares `subset_fraction` and
+`noise_fraction`, 0 by default; dmri/randomise.py), each input prepared as `Method.predict` prepares it
+(eigenvalues clipped, missing context filled next to the input's non-zero voxels, subject scale), and paired
 with the matching high-res reference. Targets are the residual of the clipped reference over cubic B-spline interpolation,
 on plausible brain voxels only (the others get zero weight).
 
@@ -89,8 +90,9 @@ class TrainItem:
 def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
                     log=None, variants: int = 1, rng=None, subsets: float = 0.0, noise: float = 0.0) -> list[TrainItem]:
     """All r^3 block shifts of one `dmri.subject.Subject` as training items (canonical axes): with `rng`, `variants`
-    randomly made inputs per shift (dmri/randomise.py), else the project's own. Each input is then prepared as
-    `Method.predict` prepares it (eigenvalues clipped, context filled beyond the brain it sees, subject scale)."""
+    randomly made inputs per shift (dmri/randomise.py; `subsets`, `noise`: the shares with a direction subset, with
+    added noise), else the project's own. Each input is then prepared as `Method.predict` prepares it (eigenvalues
+    clipped, missing context filled, subject scale)."""
     reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi = reo.apply(subject.dwi)
     mask = reo.apply(subject.mask).data.astype(bool)

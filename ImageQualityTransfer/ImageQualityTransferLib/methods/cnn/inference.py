@@ -51,7 +51,7 @@ SCALE_KINDS = ("md-mode", "median-md")
 def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode") -> float:
     """The unit (mm^2/s) in which models with a "subject_scale" normalisation see their input, so that b-value and
     scanner differences in overall diffusivity drop out. "md-mode": the mode of the mean diffusivity over every
-    positive-definite input voxel (the brain tissue's peak, which background noise fits do not move: within 2.5 %
+    positive-definite input voxel (the brain tissue's peak, which background noise fits do not move: within 2.6 %
     of the brain-only mode on the real subjects, unmasked or not), the mask unused; "median-md" (the first models):
     the median MD over the mask, else over every voxel with MD > 0."""
     if kind == "median-md":

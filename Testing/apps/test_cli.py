@@ -51,14 +51,21 @@ def test_methods_lists_every_method_with_uncertainty_flag(capsys):
     assert "no uncertainty" in out and "(default)" in out
 
 
-def test_upsample_writes_the_high_res_grid(capsys, tmp_path, lr_tensor):
+@pytest.mark.parametrize("method, factor, shape, factors", [
+    ("cubic", "3", (18, 21, 15), (3, 3, 3)),
+    ("linear", "1,1,3", (6, 7, 15), (1, 1, 3)),  # per-axis: along the input's voxel axes
+])
+def test_upsample_writes_the_high_res_grid(capsys, tmp_path, lr_tensor, method, factor, shape, factors):
+    from ImageQualityTransferLib.core import grid
+
     path, t = lr_tensor
     out = tmp_path / "hr.nii.gz"
-    code, _, err = run_cli(capsys, "upsample", path, "-o", out, "--method", "cubic", "--factor", "3")
+    code, _, err = run_cli(capsys, "upsample", path, "-o", out, "--method", method, "--factor", factor)
     assert code == 0, err
     hr = fileio.load_tensor(out)
-    assert hr.shape3 == (18, 21, 15)
-    assert np.allclose(hr.voxel_size, 2.0 / 3)
+    assert hr.shape3 == shape
+    assert np.allclose(hr.voxel_size, 2.0 / np.array(factors))
+    assert np.allclose(hr.affine, grid.hr_affine(np.diag([-2.0, 2, 2, 1]), factors), atol=1e-5)
 
 
 @pytest.mark.parametrize("case", ["scalar", "4d-not-tensor", "nan", "empty-mask", "unknown-method", "factor-1",
@@ -163,19 +170,6 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
 
 
 # ---------------------------------------------------------------- per-axis factors and --voxel-size
-
-
-def test_upsample_per_axis_factors(capsys, tmp_path, lr_tensor):
-    from ImageQualityTransferLib.core import grid
-
-    path, t = lr_tensor
-    out = tmp_path / "hr.nii.gz"
-    code, _, err = run_cli(capsys, "upsample", path, "-o", out, "--method", "linear", "--factor", "1,1,3")
-    assert code == 0, err
-    hr = fileio.load_tensor(out)
-    assert hr.shape3 == (6, 7, 15)
-    assert np.allclose(hr.voxel_size, [2, 2, 2 / 3])
-    assert np.allclose(hr.affine, grid.hr_affine(np.diag([-2.0, 2, 2, 1]), (1, 1, 3)), atol=1e-5)
 
 
 def test_upsample_voxel_size_chooses_the_factors(capsys, tmp_path, lr_tensor):

@@ -341,11 +341,11 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._factorsError:
             self.ui.upsamplingNoteLabel.text = self._factorsError
         elif left and self._factors:
-            shipped = sorted({f for m in left for f in m.get("shipped", [])})
+            shipped = sorted({self._factorsText(tuple(f) if isinstance(f, list) else (f, f, f)) for m in left for f in m.get("shipped", [])})
             self.ui.upsamplingNoteLabel.text = _(
                 "The learned methods are not offered at {factors}: their models are for {shipped}. Interpolation "
                 "takes any factors.").format(factors=self._factorsText(self._factors),
-                                             shipped=", ".join(self._factorsText((f, f, f)) for f in shipped))
+                                             shipped=", ".join(shipped))
         else:
             self.ui.upsamplingNoteLabel.text = ""
 

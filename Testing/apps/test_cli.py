@@ -194,9 +194,9 @@ def test_upsample_voxel_size_chooses_the_factors(capsys, tmp_path, lr_tensor):
     (["--voxel-size", "0"], ["--voxel-size", "positive"]),
     (["--factor", "1,1,1"], ["at least 2"]),
     (["--factor", "1,3"], ["three"]),
-    (["--method", "biqt", "--factor", "1,1,3"], ["biqt has shipped models for factor 2", "--model for factors 1,1,3",
+    (["--method", "biqt", "--factor", "1,1,4"], ["biqt has shipped models for factor 2", "--model for factors 1,1,4",
                                                  "cubic"]),
-    (["--method", "biqt", "--factor", "3"], ["biqt has shipped models for factor 2", "--model for factor 3", "cubic"]),
+    (["--method", "biqt", "--factor", "4"], ["biqt has shipped models for factor 2", "--model for factor 4", "cubic"]),
     (["--method", "rf", "--voxel-size", "0.5"], ["rf has shipped models for factor 2", "--model for factor 4"]),
 ])
 def test_bad_factor_requests_through_the_cli(capsys, tmp_path, lr_tensor, args, words):
@@ -210,7 +210,7 @@ def test_bad_factor_requests_through_the_cli(capsys, tmp_path, lr_tensor, args, 
 def test_learned_method_missing_model_per_axis_via_the_console(tmp_path, lr_tensor):
     """The installed entry point: exit 2, one line naming the shipped factors, nothing written."""
     path, _ = lr_tensor
-    for factor, words in (("1,1,3", "factors 1,1,3"), ("3", "factor 3")):
+    for factor, words in (("1,1,3", "factors 1,1,3"), ("4", "factor 4")):
         out = tmp_path / f"o{factor.replace(',', '')}.nii.gz"
         proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(path), "-o", str(out),
                                "--method", "espcn", "--factor", factor], capture_output=True, text=True)

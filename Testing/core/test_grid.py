@@ -93,3 +93,14 @@ def test_bad_voxel_sizes(target, words):
 def test_permute_follows_the_reorientation():
     # input axis 0 -> canonical axis 2, 1 -> 0, 2 -> 1
     assert grid.permute((1, 1, 3), [[2, 1], [0, -1], [1, 1]]) == (1, 3, 1)
+
+
+def test_axis_order_serves_a_reordering_of_the_factors():
+    assert grid.axis_order((1, 1, 3), [(2, 2, 2), (1, 1, 3)]) == (0, 1, 2)
+    for f in ((3, 1, 1), (1, 3, 1)):
+        p = grid.axis_order(f, [(1, 1, 3)])
+        assert tuple(f[i] for i in p) == (1, 1, 3)
+    assert grid.axis_order(2, [(2, 2, 2)]) == (0, 1, 2)
+    assert grid.axis_order((2, 2, 1), [(1, 1, 2), (2, 2, 2)]) is None
+    assert grid.axis_order(3, [(2, 2, 2)]) is None
+    assert grid.largest_axis((1, 3, 1)) == 1 and grid.largest_axis((2, 2, 1)) is None and grid.largest_axis(2) is None

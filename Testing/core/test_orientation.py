@@ -73,3 +73,30 @@ def test_same_subject_psr_and_las_gives_identical_results(sagittal_crop, name):
     assert np.allclose(back.data, psr.tensor.data, atol=1e-9, rtol=1e-5)
     assert np.allclose(reorient(las.std, "PSR").data, psr.std.data, atol=1e-12, rtol=1e-5)
     assert las.direction is not None and psr.direction is not None
+
+
+def test_slice_axis_is_the_same_world_axis_in_any_storage_order():
+    """Thick axial slices (factor 3 along S) stored RAS, LAS or PSR: the factors are given in each file's own voxel
+    axes, and the slice axis found is S for all three."""
+    from ImageQualityTransferLib.core.orientation import slice_axis
+
+    ras = Volume(np.zeros((6, 7, 4, 6), np.float32), np.diag([2.0, 2.0, 6.0, 1.0]), "tensor")
+    for codes in ("RAS", "LAS", "PSR"):
+        vol = reorient(ras, codes)
+        k = [i for i, c in enumerate(codes) if c in "SI"][0]  # the voxel axis that runs along S in this storage
+        f = tuple(3 if i == k else 1 for i in range(3))
+        assert slice_axis(vol.affine, f) == "S", codes
+        assert slice_axis(vol.affine, 2) is None
+
+
+def test_permutation_then_composes_as_two_steps():
+    rng = np.random.default_rng(1)
+    aff = np.array([[0, 0, 2.7, -60], [-2.7, 0, 0, 130], [0, 2.7, 0, -130], [0, 0, 0, 1.0]])  # PSR
+    vol = Volume(rng.normal(size=(4, 5, 6, 6)).astype(np.float32), aff, "tensor")
+    first, second = Reorientation.to_canonical(aff), Reorientation.permutation((1, 2, 0))
+    two = second.apply(first.apply(vol))
+    one = first.then(second).apply(vol)
+    assert np.allclose(one.affine, two.affine) and np.array_equal(one.data, two.data)
+    assert one.shape3 == (4, 5, 6)  # canonical (6, 4, 5), then new axes (old 1, old 2, old 0)
+    back = first.then(second).undo(one)
+    assert np.allclose(back.affine, aff) and np.allclose(back.data, vol.data)

@@ -118,7 +118,7 @@ def test_save_load_round_trip(tmp_path, method):
     for dtype, rtol_m, rtol_v in cases:
         side = model_io.save(model, tmp_path / f"{method}.npz", dtype=dtype)
         back = model_io.load(side)
-        assert back.method == method and back.factor == 2
+        assert back.method == method and back.factor == (2, 2, 2)
         np.testing.assert_array_equal(back.gl_W, model.gl_W)
         if method != "global-linear":
             m1, v1 = model.forest.predict(X, F, method)
@@ -175,6 +175,11 @@ def test_completion_and_features_on_a_volume():
     assert f[0] == pytest.approx(1.5) and f[6] == pytest.approx(2.5) and f[14] == pytest.approx(1.0, abs=1e-5)
     b = rng.normal(size=(4, 6, 8, 6)).astype(np.float32)
     np.testing.assert_array_equal(patches.from_blocks(patches.to_blocks(b, 2), 2), b)
+    for f in ((1, 1, 2), (2, 3, 1)):  # per-axis blocks: block (i, j, k) holds high-res (fx i + a, fy j + b, fz k + c)
+        blocks = patches.to_blocks(b[:, :, :, :], f)
+        assert blocks.shape == (4 // f[0], 6 // f[1], 8 // f[2], np.prod(f) * 6)
+        np.testing.assert_array_equal(blocks[1, 1, 1, :6], b[f[0], f[1], f[2]])
+        np.testing.assert_array_equal(patches.from_blocks(blocks, f), b[: 4 // f[0] * f[0], : 6 // f[1] * f[1], : 8 // f[2] * f[2]])
 
 
 def test_shipped_models_beat_cubic_on_a_dev_crop(axial_subject):
@@ -222,13 +227,13 @@ def test_uncertainty_calibration_rf_coverage_and_biqt_noise_scale(tmp_path):
     X, F, Y, g, spread = _patch_data()
     kw = dict(n_trees=3, n_train=2000, n_val=500, max_depth=3, min_leaf=200, bins=8, ridge=1e-4, seed=0)
     rf = Forest(bayesian=False, **kw).fit(X, F, Y, groups=g)
-    rf.calibrate(X, F, Y, "rf", r3=1)
+    rf.calibrate(X, F, Y, "rf", block=1)
     mu, var = rf.predict(X, F, "rf")
     cover = np.mean(np.abs(Y - mu) <= 2 * np.sqrt(var.mean(1, keepdims=True)))
     assert cover == pytest.approx(0.954, abs=0.02)
     bq = Forest(bayesian=True, **kw).fit(X, F, Y, groups=g)
     _, v0 = bq.predict(X, F, "biqt")
-    bq.calibrate(X, F, Y, "biqt", r3=1)
+    bq.calibrate(X, F, Y, "biqt", block=1)
     mu, v1 = bq.predict(X, F, "biqt")
     assert np.mean(bq.noise(X, F)) == pytest.approx(1.0, rel=1e-3)
     err = np.sqrt(np.mean((Y - mu) ** 2, 1))
@@ -390,3 +395,46 @@ def test_train_takes_the_randomisation_shares_and_records_them(small_subject, tm
     assert settings["noisy"]["subset_fraction"] == 1.0
     plain, noisy = (np.load(tmp_path / f"{n}.npz") for n in ("plain", "noisy"))
     assert not np.allclose(plain["gl_W"], noisy["gl_W"])
+
+
+@pytest.fixture(scope="module")
+def through_plane_rf(small_subject, tmp_path_factory):
+    """A small rf trained for thick axial slices (factors 1,1,2 on canonical axes) on the phantom subject."""
+    from ImageQualityTransferLib import methods
+
+    path = tmp_path_factory.mktemp("tp") / "rf_x1x1x2.npz"
+    m = methods.get("rf").fit([small_subject], (1, 1, 2), seed=0, progress=False, n_trees=2, n_train=4000,
+                              n_val=1000, min_leaf=200, n_calibration=5000)
+    m.save(path, (1, 1, 2))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+def test_through_plane_model_serves_a_slice_axis_stored_in_any_voxel_axis(through_plane_rf):
+    """One (1, 1, 2) model serves thick slices along R or A: the input's axes are permuted so that the thick one is
+    the model's, tensor components with them, and back. A volume rotated so that its S axis lies along R gives the
+    rotated output of the original, exactly; and the output grid refines the thick axis only."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core import grid, tensors
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+
+    hr = fit_dti(make_phantom(shape=(16, 18, 20), voxel_mm=3.0, n_dirs=12))
+    lr = Volume(hr.data[:, :, ::2].copy(), np.diag([3.0, 3.0, 6.0, 1.0]), "tensor")
+    rf = methods.get("rf", model=through_plane_rf)
+    ref = rf.predict(lr, (1, 1, 2))
+    assert ref.tensor.shape3 == (16, 18, 20) and np.allclose(ref.tensor.affine, grid.hr_affine(lr.affine, (1, 1, 2)))
+    assert float(np.abs(ref.std.data).max()) > 0
+    for order in ((2, 0, 1), (0, 2, 1)):  # the patient turned so that S runs along R, or along A
+        P = np.eye(3)[list(order)]  # new axis k = old axis order[k]
+        turned = Volume(tensors.rotate(np.transpose(lr.data, order + (3,)), P).astype(np.float32),
+                        np.diag([*(np.array([3.0, 3.0, 6.0])[list(order)]), 1.0]), "tensor")
+        f = tuple((1, 1, 2)[i] for i in order)
+        out = methods.get("rf", model=through_plane_rf).predict(turned, f)
+        assert out.tensor.shape3 == tuple(ref.tensor.shape3[i] for i in order)
+        np.testing.assert_allclose(out.tensor.data, tensors.rotate(np.transpose(ref.tensor.data, order + (3,)), P),
+                                   rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(out.std.data, np.transpose(ref.std.data, order), rtol=1e-5, atol=1e-9)
+    with pytest.raises(IQTError, match="factors 1,1,2.*not 2,2,1"):
+        methods.get("rf", model=through_plane_rf).predict(lr, (2, 2, 1))

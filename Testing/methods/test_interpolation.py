@@ -178,18 +178,19 @@ def test_per_axis_factors_follow_the_storage_order(axcodes):
 
 
 def test_learned_methods_without_a_model_for_the_factors_say_what_they_have():
+    from ImageQualityTransferLib.core import grid
     from ImageQualityTransferLib.methods import shipped_factors
 
     lr, _, _ = ramp_volume((4, 4, 4))
-    for name, f, words in (("biqt", (1, 1, 3), "factors 1,1,3"), ("rf", 3, "factor 3"),
-                           ("global-linear", (2, 2, 1), "factors 2,2,1")):
-        have = shipped_factors(name)
+    for name, f, words in (("biqt", (1, 1, 4), "factors 1,1,4"), ("rf", 4, "factor 4"),
+                           ("global-linear", (2, 2, 1), "factors 2,2,1"), ("espcn", (1, 3, 1), "factors 1,3,1")):
+        have = [grid.describe(h) for h in shipped_factors(name)]
         with pytest.raises(IQTError) as info:
             methods.get(name).predict(lr, f)
         msg = str(info.value)
         assert words in msg and "--model" in msg and "cubic" in msg, msg
-        assert f"has shipped models for factor {' and '.join(map(str, have))}" in msg, msg
-    assert "biqt" not in methods.ready((1, 1, 3)) and "cubic" in methods.ready((1, 1, 3))
+        assert f"has shipped models for {', '.join(have)} only" in msg, msg
+    assert "biqt" not in methods.ready((1, 1, 4)) and "cubic" in methods.ready((1, 1, 4))
     assert "biqt" in methods.ready((2, 2, 2)) and methods.ready(2) == methods.ready((2, 2, 2))
     with pytest.raises(IQTError, match="one factor on all three axes"):
-        methods.get("global-linear").fit([], (1, 1, 3))
+        methods.get("espcn").fit([], (1, 1, 3))

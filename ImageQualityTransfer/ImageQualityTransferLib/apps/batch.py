@@ -236,7 +236,7 @@ def model_record(method, factor) -> tuple[str | None, str | None]:
 
     if not method.learned:
         return None, None
-    path = method.model_path if method.model_path is not None else method._model_io().shipped(method.name, factor)
+    path = method.model_file(factor)
     side = sidecar_path(path)
     try:
         weights = side.with_name(json.loads(side.read_text())["weights"])

@@ -7,6 +7,7 @@ of 1 leaves that axis as it is). Every function here takes an integer or a tuple
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -86,6 +87,26 @@ def permute(f, ornt) -> tuple[int, int, int]:
     for src, (dst, _) in enumerate(np.asarray(ornt)):
         out[int(dst)] = f[src]
     return tuple(out)
+
+
+def largest_axis(f) -> int | None:
+    """The one axis with the largest factor (the thick-slice axis of through-plane factors such as 1,1,3); None
+    when two or more axes share the largest factor (isotropic)."""
+    f = factors(f, identity_ok=True)
+    top = [i for i, k in enumerate(f) if k == max(f)]
+    return top[0] if len(top) == 1 else None
+
+
+def axis_order(f, have) -> tuple[int, int, int] | None:
+    """The axis permutation p (new axis k is old axis p[k]) that turns factors `f` into one of the factor sets
+    `have`, the identity when `f` is one of them; None when no set is a reordering of `f`. A model trained for
+    (1, 1, 3) (thick slices along the last axis) serves (3, 1, 1) with the axes permuted (docs/conventions.md, Grid)."""
+    f = factors(f, identity_ok=True)
+    sets = [factors(h, identity_ok=True) for h in have]
+    for p in itertools.permutations(range(3)):  # the identity first, then the fewest axes moved
+        if tuple(f[i] for i in p) in sets:
+            return p
+    return None
 
 
 def check_voxel_size(target_mm, name: str = "--voxel-size") -> float:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import tensors
+from . import grid, tensors
 from .volume import Volume
 
 
@@ -31,6 +31,21 @@ class Reorientation:
     def to_canonical(cls, affine) -> "Reorientation":
         current = _nio().io_orientation(np.asarray(affine))
         return cls(_nio().ornt_transform(current, _nio().axcodes2ornt("RAS")))
+
+    @classmethod
+    def permutation(cls, order) -> "Reorientation":
+        """Axes permuted without flips: new axis k is old axis order[k] (grid.axis_order)."""
+        ornt = np.zeros((3, 2))
+        for new, old in enumerate(order):
+            ornt[int(old)] = (new, 1)
+        return cls(ornt)
+
+    def then(self, other: "Reorientation") -> "Reorientation":
+        """This reorientation followed by `other`, as one."""
+        ornt = np.zeros((3, 2))
+        for src, (dst, flip) in enumerate(self.ornt):
+            ornt[src] = (other.ornt[int(dst)][0], flip * other.ornt[int(dst)][1])
+        return Reorientation(ornt)
 
     @property
     def is_identity(self) -> bool:
@@ -63,6 +78,13 @@ class Reorientation:
 
     def undo(self, vol: Volume) -> Volume:
         return self.inverse().apply(vol)
+
+
+def slice_axis(affine, f) -> str | None:
+    """The world axis ("R", "A" or "S" of canonical RAS) along which factors `f` (in the voxel axes of a volume
+    with `affine`) refine the most: the thick-slice direction, whatever the storage order; None when isotropic."""
+    k = grid.largest_axis(grid.permute(f, Reorientation.to_canonical(affine).ornt))
+    return None if k is None else "RAS"[k]
 
 
 def reorient(vol: Volume, axcodes: str) -> Volume:

@@ -73,33 +73,51 @@ def read_registry(models_dir=MODELS_DIR) -> list[dict]:
         raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
 
 
-def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
+def _entry_factors(e: dict):
+    """A registry entry's factors as (fx, fy, fz) (an integer r is (r, r, r)); None for a malformed entry."""
+    from ..core import grid
+
+    try:
+        return grid.factors(e.get("factor", 0))
+    except IQTError:
+        return None
+
+
+def shipped_factor_sets(method: str, models_dir=MODELS_DIR) -> list[tuple[int, int, int]]:
+    """The factors (fx, fy, fz) of every shipped model of `method`, in the registry's order."""
+    return [f for e in read_registry(models_dir) if e.get("method") == method
+            for f in [_entry_factors(e)] if f is not None]
+
+
+def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR, per_axis: bool = False) -> Path:
     """Sidecar path of the shipped model for (method, factor), or an IQTError saying what exists and what to do.
-    `factor` is an integer r or per-axis factors (fx, fy, fz); a model trained for r serves (r, r, r)."""
+    `factor` is an integer r or per-axis factors (fx, fy, fz), exactly as the model was trained (the methods
+    permute axes to serve a reordering: grid.axis_order)."""
     from ..core import grid
 
     f = grid.factors(factor)
-    entries = read_registry(models_dir)
-    for e in entries:
-        if e.get("method") == method and (int(e.get("factor", 0)),) * 3 == f:
+    for e in read_registry(models_dir):
+        if e.get("method") == method and _entry_factors(e) == f:
             return Path(models_dir) / e["sidecar"]
-    have = sorted(int(e["factor"]) for e in entries if e.get("method") == method)
-    what = (f"{method} has shipped models for factor {' and '.join(map(str, have))} only" if have
-            else f"no {method} model is shipped")
-    r = grid.isotropic(f)
-    train = (f" (train one with 'iqt train --method {method} --subjects DIR... --factor {r} -o MODEL{suffix}')"
-             if r is not None else "")
+    have = [grid.describe(h) for h in shipped_factor_sets(method, models_dir)]
+    what = (f"{method} has shipped models for {', '.join(have)} only" if have else f"no {method} model is shipped")
+    trainable = per_axis or grid.isotropic(f) is not None
+    train = "" if not trainable else f" (train one with 'iqt train --method {method} --subjects DIR... --factor {grid.text(f)} -o MODEL{suffix}')"
     raise IQTError(f"{what}; give --model for {grid.describe(f)}{train} or use an interpolation method (cubic)")
 
 
 def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
-    """Add or replace the entry for (method, factor); the registry is re-read right before it is written."""
+    """Add or replace the entry for (method, factors); the registry is re-read right before it is written."""
+    from ..core import grid
+
     reg = Path(models_dir) / REGISTRY
+    f = grid.factors(meta["factor"])
     entries = [e for e in read_registry(models_dir)
-               if not (e.get("method") == meta["method"] and int(e.get("factor", 0)) == int(meta["factor"]))]
-    entries.append({"method": meta["method"], "factor": int(meta["factor"]), "sidecar": sidecar_path(sidecar).name,
+               if not (e.get("method") == meta["method"] and _entry_factors(e) == f)]
+    entries.append({"method": meta["method"], "factor": grid.record(f), "sidecar": sidecar_path(sidecar).name,
                     "version": meta.get("version"), "sha256": meta["sha256"]})
-    entries.sort(key=lambda e: (e["method"], e["factor"]))
+    entries.sort(key=lambda e: (e["method"], grid.isotropic(_entry_factors(e) or 1) is None,  # isotropic first
+                                max(_entry_factors(e) or (0,)), grid.text(_entry_factors(e) or 1)))
     write_json(reg, {"format": REGISTRY_FORMAT, "models": entries})
 
 
@@ -110,6 +128,7 @@ class Family:
     format: str
     name: str
     suffix: str
+    per_axis: bool = False  # the family trains per-axis factors (else one factor on all three axes)
 
     def read_sidecar(self, path) -> tuple[dict, Path]:
         return read_sidecar(path, self.format, self.name, self.suffix)
@@ -118,7 +137,10 @@ class Family:
         return read_verified(path, self.format, self.name, self.suffix)
 
     def shipped(self, method: str, factor, models_dir=MODELS_DIR) -> Path:
-        return shipped(method, factor, self.suffix, models_dir)
+        return shipped(method, factor, self.suffix, models_dir, self.per_axis)
+
+    def shipped_factor_sets(self, method: str, models_dir=MODELS_DIR) -> list[tuple[int, int, int]]:
+        return shipped_factor_sets(method, models_dir)
 
     def register(self, sidecar, models_dir=MODELS_DIR) -> None:
         register(self.read_sidecar(sidecar)[0], sidecar, models_dir)

@@ -10,10 +10,11 @@ from .registry import (
     names,
     ready,
     runs_here,
+    serves,
     shipped_factors,
     trainable,
     with_uncertainty,
 )
 
 __all__ = ["Method", "Prediction", "default_method", "describe", "get", "method_class", "names", "ready",
-           "runs_here", "shipped_factors", "trainable", "with_uncertainty"]
+           "runs_here", "serves", "shipped_factors", "trainable", "with_uncertainty"]

@@ -98,6 +98,9 @@ class Method:
                               "(a brain mask on the input's grid, e.g. from 'iqt mask' on the DWIs)", IQTWarning,
                               stacklevel=2)
         reo = Reorientation.to_canonical(lr.affine)
+        order = self._axis_order(grid.permute(f, reo.ornt))
+        if order is not None:  # a model for a reordering of the factors: permute the axes it refines into its own
+            reo = reo.then(Reorientation.permutation(order))
         lr_c = reo.apply(lr)
         mask_c = None if mask is None else reo.apply(mask)
         f_c = grid.permute(f, reo.ornt)  # the factors along the canonical axes
@@ -123,6 +126,11 @@ class Method:
         """The factor as the family's `_predict` takes it: the per-axis factors (fx, fy, fz) on canonical axes."""
         return f
 
+    def _axis_order(self, f: tuple):
+        """An axis permutation (grid.axis_order) to apply after the canonical one so that the family serves factors
+        `f` (canonical axes) with a model for a reordering of them; None to keep the canonical axes."""
+        return None
+
     def _predict(self, lr: np.ndarray, r, mask: np.ndarray | None, progress) -> tuple[np.ndarray, dict]:
         """Canonical-axis low-res tensors (mm^2/s) -> (high-res tensors, {map name: array})."""
         raise NotImplementedError
@@ -143,13 +151,15 @@ class Method:
 
 
 class LearnedMethod(Method):
-    """A method with a trained model: `model=None` means the shipped one for the requested factor, a path
-    means that file. Models are loaded once per factor, checksum-verified by the family's `model_io`.
-    The families work at one integer factor r on all three axes: a model trained for r serves (r, r, r), and
-    per-axis factors are converted here, at the boundary."""
+    """A method with a trained model: `model=None` means the shipped one for the requested factors, a path
+    means that file. Models are loaded once per factor set, checksum-verified by the family's `model_io`.
+    A model trained for factors (fx, fy, fz) on canonical axes serves any reordering of them: `predict` permutes
+    the input's axes (tensor components with them) so that the axis it refines most is the model's (grid.axis_order),
+    and back; so one through-plane model (1, 1, 3) serves thick slices stored along any voxel axis."""
 
     learned = True
     model_suffix = ""  # the family's weights file suffix
+    per_axis = False  # the family trains per-axis factors (else one factor r on all three axes)
 
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu"):
         super().__init__(model, samples, seed, device)
@@ -159,38 +169,65 @@ class LearnedMethod(Method):
         """The family's model I/O module (with `shipped(method, factor)`, `load(path)` and `register(sidecar)`)."""
         raise NotImplementedError
 
+    def factor_sets(self) -> list[tuple[int, int, int]]:
+        """The factors of the models this method can use: the given model's, else the shipped ones."""
+        if self.model_path is not None:
+            if not self._loaded:
+                model = self._read(self.model_path)
+                self._loaded[grid.factors(model.factor)] = model
+            return list(self._loaded)
+        return self._model_io().shipped_factor_sets(self.name)
+
+    def model_file(self, factor):
+        """The model file that serves `factor` (the given one, else the shipped one for it or for a reordering)."""
+        f = grid.factors(factor)
+        if self.model_path is not None:
+            return self.model_path
+        order = grid.axis_order(f, self._model_io().shipped_factor_sets(self.name)) or (0, 1, 2)
+        return self._model_io().shipped(self.name, tuple(f[i] for i in order))
+
     def load(self, factor):
         """The model for `factor` (an integer r or (fx, fy, fz)); an IQTError naming what exists if there is none."""
         f = grid.factors(factor)
         if f not in self._loaded:
-            model_io = self._model_io()
-            path = self.model_path if self.model_path is not None else model_io.shipped(self.name, f)
-            model = model_io.load(path)
-            if model.method != self.name:
-                raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
+            path = self.model_path if self.model_path is not None else self._model_io().shipped(self.name, f)
+            model = self._read(path)
             if grid.factors(model.factor) != f:
                 raise IQTError(f"{path}: this {self.name} model is for {grid.describe(model.factor)}, not "
-                               f"{grid.text(f)}; use --factor {model.factor}, or an interpolation method (cubic) for "
-                               f"{grid.describe(f)}")
+                               f"{grid.text(f)}; use --factor {grid.text(model.factor)}, or an interpolation method "
+                               f"(cubic) for {grid.describe(f)}")
             self._loaded[f] = model
         return self._loaded[f]
 
-    def _family_factor(self, f: tuple) -> int:
+    def _read(self, path):
+        """The model file at `path`, checksum-verified; an IQTError when it is another method's."""
+        model = self._model_io().load(path)
+        if model.method != self.name:
+            raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
+        return model
+
+    def _axis_order(self, f: tuple):
+        if f in self._loaded:
+            return None
+        order = grid.axis_order(f, self.factor_sets())
+        return None if order is None or order == (0, 1, 2) else order
+
+    def _family_factor(self, f: tuple):
         self.load(f)  # no model for these factors: fails here, naming what exists
-        return int(f[0])  # the model's factor is r on each axis
+        return f
 
     def fit(self, subjects, factor=2, *, seed: int = 0, log=None, progress: bool = True, **options):
         f = grid.factors(factor)
-        r = grid.isotropic(f)
-        if r is None:
+        if not self.per_axis and grid.isotropic(f) is None:
             raise IQTError(f"--factor {grid.text(f)}: {self.name} trains for one factor on all three axes (e.g. "
-                           f"--factor 2); per-axis factors are served by the interpolation methods")
+                           f"--factor 2); per-axis factors are trained by the forest methods (rf, biqt, global-linear) "
+                           f"and served by every interpolation method")
         unknown = sorted(k for k, v in options.items() if v is not None and k not in self.fit_options())
         if unknown:
             flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
             raise IQTError(f"{flags}: {'does' if len(unknown) == 1 else 'do'} not apply to {self.name!r}; drop "
                            f"{'it' if len(unknown) == 1 else 'them'}")
-        self._loaded[f] = self._fit(list(subjects), r, seed=seed, log=log, progress=progress,
+        self._loaded[f] = self._fit(list(subjects), f if self.per_axis else f[0], seed=seed, log=log, progress=progress,
                                     **{k: v for k, v in options.items() if v is not None})
         return self
 
@@ -198,8 +235,9 @@ class LearnedMethod(Method):
         """The `fit` options the family takes besides seed, log and progress (its trainer's settings)."""
         return ()
 
-    def _fit(self, subjects, r: int, **options):
-        """The family's trainer: returns a model object as `load` gives."""
+    def _fit(self, subjects, r, **options):
+        """The family's trainer (`r`: the factors (fx, fy, fz) for a per-axis family, else the integer r): returns a
+        model object as `load` gives."""
         raise NotImplementedError
 
     def trained(self, factor=2):

@@ -46,9 +46,20 @@ def trainable() -> list[str]:
     return [n for n, c in _METHODS.items() if c.learned]
 
 
-def shipped_factors(name: str) -> list[int]:
-    """Factors r with a shipped model, each serving (r, r, r) (interpolation: none needed, so [])."""
-    return sorted(int(e["factor"]) for e in read_registry() if e.get("method") == name)
+def shipped_factors(name: str) -> list:
+    """The factors of each shipped model of `name` as records hold them (grid.record): an integer r for (r, r, r),
+    [fx, fy, fz] for per-axis factors; [] for interpolation (no model needed)."""
+    return [grid.record(f) for f in read_factor_sets(name)]
+
+
+def read_factor_sets(name: str) -> list[tuple[int, int, int]]:
+    return [grid.factors(e["factor"]) for e in read_registry() if e.get("method") == name]
+
+
+def serves(shipped: list, factor) -> bool:
+    """True when one of the `shipped` factor records (shipped_factors) serves `factor`: the same factors, or a
+    reordering of them (the methods permute the axes: grid.axis_order)."""
+    return grid.axis_order(factor, [grid.factors(s) for s in shipped]) is not None
 
 
 def runs_here(name: str) -> bool:
@@ -58,10 +69,10 @@ def runs_here(name: str) -> bool:
 
 def ready(factor=2) -> list[str]:
     """The methods that run here at `factor` (an integer r or (fx, fy, fz)) without a model file: interpolation,
-    and learned ones with a shipped model for it (a model for r serves (r, r, r)) whose packages are installed.
+    and learned ones with a shipped model for those factors or a reordering of them whose packages are installed.
     What the benchmark, the demo and the Slicer module offer."""
-    r = grid.isotropic(factor)
-    return [n for n, c in _METHODS.items() if runs_here(n) and (not c.learned or r in shipped_factors(n))]
+    return [n for n, c in _METHODS.items()
+            if runs_here(n) and (not c.learned or serves(shipped_factors(n), factor))]
 
 
 def describe() -> list[dict]:
@@ -79,7 +90,7 @@ def with_uncertainty() -> list[str]:
 
 def default_method(factor=None) -> str:
     """The best shipped method that can run in this environment (espcn needs torch); with `factor`, the best that
-    has a model for it (cubic for per-axis factors)."""
+    has a model for it (cubic where no learned method has one)."""
     for name in PREFERENCE:
         if runs_here(name) and (factor is None or name in ready(factor)):
             return name

@@ -62,8 +62,8 @@ def output_spacing(spacing, f) -> tuple[float, float, float]:
 
 def offered(entries: list[dict], f) -> list[dict]:
     """The method entries (methods.describe()) that run at factors `f`: interpolation at any factors, a learned
-    method at the isotropic factors of its shipped models only (as `methods.ready`, except that a CNN stays listed
-    before PyTorch is installed: the module offers to install it)."""
-    r = grid.isotropic(f)
-    return [e for e in entries if not e["learned"] or r in e["shipped"]]
+    method at the factors of its shipped models or a reordering of them (as `methods.ready`, except that a CNN stays
+    listed before PyTorch is installed: the module offers to install it)."""
+    return [e for e in entries if not e["learned"]
+            or grid.axis_order(f, [grid.factors(s) for s in e["shipped"]]) is not None]
 

@@ -29,13 +29,14 @@ def demo(args):
 
 def list_methods(args):
     from ... import methods
+    from ...core import grid
 
     default = methods.default_method()
     for m in methods.describe():
         flags = "uncertainty" if m["uncertainty"] else "no uncertainty"
         if m["learned"]:
             shipped = m["shipped"]
-            flags += ", learned, " + (f"shipped for x{', x'.join(map(str, shipped))}" if shipped else "no shipped model: "
+            flags += ", learned, " + (f"shipped for x{', x'.join(grid.text(f) for f in shipped)}" if shipped else "no shipped model: "
                                       f"train one with 'iqt train --method {m['name']}' and pass --model")
         star = " (default)" if m["name"] == default else ""
         print(f"{m['name']:<18} {m['description']} [{flags}]{star}")

@@ -49,9 +49,9 @@ def run(args):
     cls = methods.method_class(args.method)
     if not cls.learned:
         raise IQTError(f"--method {args.method}: nothing to train; trainable methods are {', '.join(methods.trainable())}")
-    if grid.isotropic(f) is None:
-        raise IQTError(f"--factor {args.factor}: the learned methods train for one factor on all three axes (e.g. "
-                       f"--factor 2); per-axis factors are served by the interpolation methods")
+    if grid.isotropic(f) is None and not cls.per_axis:
+        raise IQTError(f"--factor {args.factor}: {args.method} trains for one factor on all three axes (e.g. --factor 2); "
+                       f"per-axis factors are trained by the forest methods (rf, biqt, global-linear)")
     for d in args.subjects:
         if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
@@ -100,7 +100,7 @@ def train_here(args) -> None:
     from ...core import grid
 
     cls = methods.method_class(args.method)
-    r = grid.isotropic(args.factor)  # checked by `run`
+    r = grid.factors(args.factor)  # checked by `run`
     rank = 0
     if cls.requires_torch:
         from ...methods.cnn.distributed import rank_and_world

@@ -105,7 +105,7 @@ class Forest:
             spread = spread + within[:, None]
         return mean, spread * np.float32(self.variance_scale)
 
-    def calibrate(self, X, F, R, kind: str, r3: int, coverage: float = 0.954) -> None:
+    def calibrate(self, X, F, R, kind: str, block: int, coverage: float = 0.954) -> None:
         """After training, on (a subsample of) the training examples with residual targets R: for biqt the
         input-dependent noise scale, then for either kind the variance scale that puts `coverage` of the
         element errors within 2 sigma (sigma per high-res voxel, as the uncertainty map gives it)."""
@@ -115,8 +115,8 @@ class Forest:
             mu, _ = self.predict(X, F, "biqt")
             self.noise = NoiseScale().fit(self._patch(X), F, R - mu)
         mu, s = self.predict(X, F, kind)
-        err = np.abs(R - mu).reshape(len(R), r3, -1)
-        sig = np.sqrt(np.maximum(s.reshape(len(R), r3, -1).mean(-1, keepdims=True), 1e-20))
+        err = np.abs(R - mu).reshape(len(R), block, -1)
+        sig = np.sqrt(np.maximum(s.reshape(len(R), block, -1).mean(-1, keepdims=True), 1e-20))
         c = float(np.quantile(err / sig, coverage)) / 2.0
         self.variance_scale = c * c
 

@@ -7,12 +7,14 @@ The registry (`Resources/Models/registry.json`) is shared with the CNN models (s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ...fileio import model_files
+from ...core import grid
 from ...core.errors import IQTError
 from ...fileio.paths import atomic_write, write_json
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
@@ -22,7 +24,7 @@ from .forest import Forest
 from .bayes import NoiseScale
 
 FORMAT = "iqt-forest-model/1"
-FILES = model_files.Family(FORMAT, "forest", ".npz")
+FILES = model_files.Family(FORMAT, "forest", ".npz", per_axis=True)
 METHODS = ("global-linear", "rf", "biqt")
 # What the linear models predict and from what (sidecar fields "target" and "inputs"). Every forest model so
 # far predicts the residual of the reference over cubic B-spline interpolation; sidecars written before the
@@ -36,10 +38,10 @@ class ForestModel:
     """Everything a forest-family method needs to predict (in the working domain of `forest`)."""
 
     method: str
-    factor: int
+    factor: tuple  # (fx, fy, fz) on canonical axes
     n: int
     completion: GaussianCompletion
-    gl_W: np.ndarray  # (D+1, r^3*6) global-linear map (the whole model for global-linear; the base for rf/biqt)
+    gl_W: np.ndarray  # (D+1, fx*fy*fz*6) global-linear map (the whole model for global-linear; the base for rf/biqt)
     forest: Forest | None = None
     meta: dict = field(default_factory=dict)
     inputs: str = "patch"  # regressors: the completed patch, or the patch then the cubic values of the block
@@ -141,7 +143,7 @@ def save(model: ForestModel, path, dtype=None) -> Path:
 
     atomic_write(p, write)
     side = dict(model.meta)
-    side.update({"format": FORMAT, "method": model.method, "factor": int(model.factor), "patch_radius": int(model.n),
+    side.update({"format": FORMAT, "method": model.method, "factor": grid.record(model.factor), "patch_radius": int(model.n),
                  "target": model.target, "inputs": model.inputs,
                  "n_trees": 0 if model.forest is None else len(model.forest.trees),
                  "n_leaves": 0 if model.forest is None else model.forest.n_leaves,
@@ -183,9 +185,9 @@ def load(path) -> ForestModel:
             if "noise_v" in a:
                 forest.noise = NoiseScale(a["noise_v"], float(a["noise_k"]))
             forest.patch_cols = len(a["completion_mean"])
-        model = ForestModel(method, int(meta["factor"]), int(meta["patch_radius"]), comp, a["gl_W"].astype(np.float32),
+        model = ForestModel(method, grid.factors(meta["factor"]), int(meta["patch_radius"]), comp, a["gl_W"].astype(np.float32),
                             forest, meta, inputs=inputs, target=target)
-        d = len(a["completion_mean"]) + (model.factor**3 * 6 if inputs == "patch+cubic" else 0) + 1
+        d = len(a["completion_mean"]) + (math.prod(model.factor) * 6 if inputs == "patch+cubic" else 0) + 1
         if model.gl_W.shape[0] != d:
             raise ValueError(f"the global-linear map has {model.gl_W.shape[0]} rows, inputs {inputs!r} give {d}")
     except IQTError:
@@ -212,3 +214,4 @@ def _kind(meta: dict, weights) -> tuple[str, str]:
 
 
 read_sidecar, shipped, register = FILES.read_sidecar, FILES.shipped, FILES.register
+shipped_factor_sets = FILES.shipped_factor_sets

@@ -1,4 +1,5 @@
-"""Patch library: low-res (2n+1)^3 x 6 input patches and their r^3 x 6 high-res residual targets.
+"""Patch library: low-res (2n+1)^3 x 6 input patches and their fx*fy*fz x 6 high-res residual targets (an integer
+factor r is (r, r, r); through-plane factors such as (1, 1, 3) refine one axis only).
 
 Every training subject is reoriented to canonical (RAS) voxel axes (tensor components with them), as
 `Method.predict` feeds a method; each of the r^3 block shifts is degraded (`degrade.degrade`: DWIs
@@ -20,7 +21,7 @@ from scipy import ndimage
 
 from ...dmri import degrade as deg
 from ...dmri import randomise as randomise_inputs
-from ...core import tensors
+from ...core import grid, tensors
 from ..base import clip_input
 from ..interpolation import upsample_separable
 from ...core.orientation import Reorientation
@@ -37,25 +38,28 @@ def offsets(n: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
 
 
-def prepare_input(lr: np.ndarray, r: int):
+def prepare_input(lr: np.ndarray, r):
     """Low-res input (mm^2/s) -> (clipped input, cubic B-spline upsampling), both in units of 1e-3 mm^2/s."""
     x = clip_input(np.asarray(lr, np.float32)).astype(np.float32)
     cubic = upsample_separable(x, r, 3)
     return x * np.float32(SCALE), cubic * np.float32(SCALE)
 
 
-def to_blocks(hr: np.ndarray, r: int) -> np.ndarray:
-    """(rX, rY, rZ, K) -> (X, Y, Z, r^3 * K): the r^3 block of each low-res voxel, block-major (i, j, k, element)."""
-    X, Y, Z = (s // r for s in hr.shape[:3])
+def to_blocks(hr: np.ndarray, f) -> np.ndarray:
+    """(fx X, fy Y, fz Z, K) -> (X, Y, Z, fx*fy*fz * K): the block of each low-res voxel, block-major (i, j, k,
+    element); `f` an integer r or per-axis factors."""
+    fx, fy, fz = grid.factors(f, identity_ok=True)
+    X, Y, Z = (s // k for s, k in zip(hr.shape[:3], (fx, fy, fz)))
     K = hr.shape[3]
-    b = hr[: r * X, : r * Y, : r * Z].reshape(X, r, Y, r, Z, r, K).transpose(0, 2, 4, 1, 3, 5, 6)
-    return b.reshape(X, Y, Z, r**3 * K)
+    b = hr[: fx * X, : fy * Y, : fz * Z].reshape(X, fx, Y, fy, Z, fz, K).transpose(0, 2, 4, 1, 3, 5, 6)
+    return b.reshape(X, Y, Z, fx * fy * fz * K)
 
 
-def from_blocks(b: np.ndarray, r: int, K: int = 6) -> np.ndarray:
+def from_blocks(b: np.ndarray, f, K: int = 6) -> np.ndarray:
     """Inverse of `to_blocks`."""
+    fx, fy, fz = grid.factors(f, identity_ok=True)
     X, Y, Z = b.shape[:3]
-    return b.reshape(X, Y, Z, r, r, r, K).transpose(0, 3, 1, 4, 2, 5, 6).reshape(r * X, r * Y, r * Z, K)
+    return b.reshape(X, Y, Z, fx, fy, fz, K).transpose(0, 3, 1, 4, 2, 5, 6).reshape(fx * X, fy * Y, fz * Z, K)
 
 
 def extract(vol: np.ndarray, centres: np.ndarray, n: int):
@@ -80,13 +84,13 @@ class Library:
     X: np.ndarray  # (N, (2n+1)^3 * 6) float32, 1e-3 mm^2/s, missing voxels zero (completed later)
     missing: np.ndarray  # (N, (2n+1)^3) bool
     F: np.ndarray  # (N, n_features) float32
-    Y: np.ndarray  # (N, r^3 * 6) float32 residual over cubic, 1e-3 mm^2/s
+    Y: np.ndarray  # (N, fx*fy*fz * 6) float32 residual over cubic, 1e-3 mm^2/s
     group: np.ndarray  # (N,) int16: index of the subject
     n: int
-    factor: int
+    factor: tuple  # (fx, fy, fz)
     subjects: list = field(default_factory=list)
     seconds: float = 0.0
-    C: np.ndarray | None = None  # (N, r^3 * 6) float32: the cubic B-spline values of the block (1e-3 mm^2/s)
+    C: np.ndarray | None = None  # (N, fx*fy*fz * 6) float32: the cubic B-spline values of the block (1e-3 mm^2/s)
 
     def __len__(self):
         return len(self.X)
@@ -96,7 +100,7 @@ class Library:
                        list(self.subjects), self.seconds, None if self.C is None else self.C[idx])
 
 
-def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log=None, randomise: bool = False,
+def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None, randomise: bool = False,
                      subsets: float = 0.0, noise: float = 0.0):
     """Examples of one `dmri.subject.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
     (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`);
@@ -129,7 +133,7 @@ def subject_examples(subject, r: int, n: int, rate: float, rng, shifts=None, log
     return parts
 
 
-def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0, log=None,
+def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log=None,
                   randomise: bool = False, subsets: float = 0.0, noise: float = 0.0) -> Library:
     """Library over `subjects` (dmri.subject.Subject objects or subject folders), every block shift."""
     from ...dmri.subject import load_subject
@@ -147,4 +151,4 @@ def build_library(subjects, r: int, n: int = 1, rate: float = 1.0, seed: int = 0
             parts.append(p)
             groups.append(np.full(len(p[0]), gi, np.int16))
     cat = [np.concatenate([p[k] for p in parts]) for k in range(5)]
-    return Library(cat[0], cat[1], cat[2], cat[3], np.concatenate(groups), n, r, names, time.perf_counter() - t0, cat[4])
+    return Library(cat[0], cat[1], cat[2], cat[3], np.concatenate(groups), n, grid.factors(r), names, time.perf_counter() - t0, cat[4])

@@ -10,12 +10,14 @@ training subsample (`Forest.calibrate`: biqt's input-dependent noise scale, then
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 
 from ...core.version import __version__ as engine_version
 from ...core.errors import IQTError
+from ...core import grid
 from ...core.grid import repeat_blocks
 from ...core.threads import small_solves
 from . import features, linear, patches
@@ -41,7 +43,7 @@ DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=
 
 
 @small_solves()  # many small solves: BLAS threads cost far more than they give (README, Speed)
-def train(method: str, subjects, factor: int = 2, seed: int = 0, log=None, progress=None, library=None,
+def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=None, library=None,
           **overrides) -> ForestModel:
     """A trained model. `subjects`: folders or dmri.subject.Subject objects; `library` reuses a built one."""
     if method not in METHODS:
@@ -76,7 +78,7 @@ def train(method: str, subjects, factor: int = 2, seed: int = 0, log=None, progr
         forest.fit(X, lib.F, R, groups=lib.group, log=log, progress=progress)
         rng = np.random.default_rng(seed + 1)
         cal = np.sort(rng.permutation(len(X))[: min(cfg["n_calibration"], len(X))])
-        forest.calibrate(X[cal], lib.F[cal], R[cal], "biqt" if method == "biqt" else "rf", factor**3)
+        forest.calibrate(X[cal], lib.F[cal], R[cal], "biqt" if method == "biqt" else "rf", math.prod(grid.factors(factor)))
         if log:
             log(f"uncertainty calibration on {len(cal)} training examples: "
                 + (f"noise scale v = {np.round(forest.noise.v, 3).tolist()}, " if method == "biqt" else "")
@@ -88,7 +90,7 @@ def train(method: str, subjects, factor: int = 2, seed: int = 0, log=None, progr
                      "settings": {k: (float(v) if isinstance(v, float) else v) for k, v in cfg.items()},
                      "library_seconds": round(t_lib, 1), "seconds": round(time.perf_counter() - t0, 1)},
     }
-    return ForestModel(method, int(factor), lib.n, comp, gl.W.astype(np.float32), forest, meta, inputs=cfg["inputs"])
+    return ForestModel(method, grid.factors(factor), lib.n, comp, gl.W.astype(np.float32), forest, meta, inputs=cfg["inputs"])
 
 
 def design(X: np.ndarray, C: np.ndarray | None, inputs: str) -> np.ndarray:

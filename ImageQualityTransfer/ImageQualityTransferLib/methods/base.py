@@ -187,9 +187,13 @@ class LearnedMethod(Method):
         return self._model_io().shipped(self.name, tuple(f[i] for i in order))
 
     def load(self, factor):
-        """The model for `factor` (an integer r or (fx, fy, fz)); an IQTError naming what exists if there is none."""
+        """The model for `factor` (an integer r or (fx, fy, fz)) or for a reordering of it (what `predict` will use);
+        an IQTError naming what exists if there is none."""
         f = grid.factors(factor)
         if f not in self._loaded:
+            order = grid.axis_order(f, self.factor_sets())
+            if order not in (None, (0, 1, 2)):
+                return self.load(tuple(f[i] for i in order))
             path = self.model_path if self.model_path is not None else self._model_io().shipped(self.name, f)
             model = self._read(path)
             if grid.factors(model.factor) != f:

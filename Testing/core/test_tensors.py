@@ -46,3 +46,20 @@ def test_distance_to_physical_is_the_rms_change_that_lifts_negative_eigenvalues_
     d = tensors.distance_to_physical(t)
     change = tensors.from_matrix(v @ np.diag([-2e-4, 0, 0]) @ v.T)
     np.testing.assert_allclose(d, [np.sqrt(np.mean(change**2)), 0.0, 0.0], rtol=1e-5)
+
+
+def test_closed_form_eigenvalues_match_lapack():
+    """`tensors.eigenvalues` against numpy's eigvalsh on random symmetric tensors of brain scale (indefinite ones
+    too), exactly isotropic and two-fold degenerate ones, and zeros."""
+    rng = np.random.default_rng(5)
+    m = rng.normal(size=(20000, 3, 3)) * 1e-3
+    t = tensors.from_matrix(m + np.swapaxes(m, 1, 2))
+    iso = tensors.from_matrix(np.eye(3) * 0.7e-3)
+    prolate = tensors.from_matrix(np.diag([1.7e-3, 0.3e-3, 0.3e-3]))
+    t = np.concatenate([t, iso[None], prolate[None], np.zeros((1, 6))])
+    ref = np.linalg.eigvalsh(tensors.to_matrix(t))
+    got = tensors.eigenvalues(t)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
+    np.testing.assert_allclose(got[-3], [0.7e-3] * 3, rtol=1e-12)
+    np.testing.assert_array_equal(got[-1], 0.0)

@@ -59,6 +59,25 @@ def eig(t: np.ndarray):
     return w, v
 
 
+def eigenvalues(t: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues (..., 3) of (..., 6) tensors in closed form (the trigonometric solution of the
+    characteristic cubic, float64): about eight times faster than LAPACK's batched `eigvalsh` on a brain, within
+    ~1e-8 of the largest eigenvalue (tests/core). For tests and selections, not for rebuilding tensors."""
+    t = np.asarray(t, np.float64)
+    a, b, c, d, e, f = (t[..., k] for k in range(6))  # xx, xy, yy, xz, yz, zz
+    q = (a + c + f) / 3.0
+    off = b * b + d * d + e * e
+    p = np.sqrt(((a - q) ** 2 + (c - q) ** 2 + (f - q) ** 2 + 2.0 * off) / 6.0)
+    inv = np.divide(1.0, p, out=np.zeros_like(p), where=p > 0)
+    x, y, z = (a - q) * inv, (c - q) * inv, (f - q) * inv
+    bb, dd, ee = b * inv, d * inv, e * inv
+    half_det = 0.5 * (x * (y * z - ee * ee) - bb * (bb * z - ee * dd) + dd * (bb * ee - y * dd))
+    phi = np.arccos(np.clip(half_det, -1.0, 1.0)) / 3.0
+    hi = q + 2.0 * p * np.cos(phi)
+    lo = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    return np.stack([lo, 3.0 * q - hi - lo, hi], axis=-1)
+
+
 def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
     """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
     positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge."""
@@ -72,7 +91,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
     if values.size == 0:
         raise IQTError("the input holds no tensor" + (" inside the mask" if where is not None else "") +
                        " (all zero); give a fitted DTI volume in mm^2/s, e.g. from 'iqt fit'")
-    lam = np.linalg.eigvalsh(to_matrix(values.astype(np.float64)))
+    lam = eigenvalues(values)
     pd = lam[:, 0] > 0
     if pd.mean() < 0.5:
         raise IQTError(f"only {100 * pd.mean():.0f} % of the input tensors are positive definite; the volume is not a "
@@ -135,7 +154,7 @@ def clip_eigenvalues(t: np.ndarray, lo: float, hi: float) -> np.ndarray:
     finite = np.isfinite(t).all(axis=-1)
     out[~finite] = 0.0
     nonzero = finite & np.any(t != 0, axis=-1)
-    w = np.linalg.eigvalsh(to_matrix(t[nonzero].astype(np.float64)))
+    w = eigenvalues(t[nonzero])
     outside = (w < lo).any(axis=-1) | (w > hi).any(axis=-1)
     if outside.any():
         w_all, v = eig(t[nonzero][outside])
@@ -155,7 +174,7 @@ def distance_to_physical(t: np.ndarray) -> np.ndarray:
     out = np.zeros(t.shape[:-1], np.float32)
     flat = t.reshape(-1, 6)
     idx = np.flatnonzero(np.any(flat != 0, axis=-1) & np.isfinite(flat).all(axis=-1))
-    w = np.linalg.eigvalsh(to_matrix(flat[idx].astype(np.float64)))
+    w = eigenvalues(flat[idx])
     bad = w[:, 0] < 0
     if bad.any():
         w_b, v = eig(flat[idx[bad]])

@@ -68,13 +68,13 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode"
 def md_mode(lr: np.ndarray, lo: float = 1e-5, hi: float = 1e-2, bins: int = 600, width: float = 0.08) -> float:
     """Mode of the MD of the positive-definite tensors with MD in [lo, hi] mm^2/s: the peak of the log-MD histogram
     smoothed by a Gaussian of `width` (log units); 1.0 where no voxel qualifies."""
-    from ...core.tensors import to_matrix
+    from ...core.tensors import eigenvalues
 
     flat = np.asarray(lr).reshape(-1, 6)
     flat = flat[np.any(flat != 0, axis=-1)]
     if not len(flat):
         return 1.0
-    lam = np.linalg.eigvalsh(to_matrix(flat.astype(np.float64)))
+    lam = eigenvalues(flat)
     md = lam.mean(axis=-1)
     ok = (lam[:, 0] > 0) & (md > lo) & (md < hi)
     if not ok.any():

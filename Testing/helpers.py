@@ -144,19 +144,22 @@ def smooth_tensors(shape, seed=0):
 
 
 def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6):
-    """Training items whose residual target is a fixed local function of the input (learnable)."""
+    """Training items whose residual target is a fixed local function of the input (learnable); `r` an integer
+    or per-axis factors."""
+    from ImageQualityTransferLib.core import grid
     from ImageQualityTransferLib.methods.cnn import training
     from ImageQualityTransferLib.methods.interpolation import upsample_separable
 
+    f = grid.factors(r)
     items = []
     for s in range(n):
         lr, mask = smooth_tensors(shape, seed=s)
-        nn_up = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
-        res = 0.3 * (nn_up - upsample_separable(lr, r, 3))
-        w = mask.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+        nn_up = grid.repeat_blocks(lr, f)
+        res = 0.3 * (nn_up - upsample_separable(lr, f, 3))
+        w = grid.repeat_blocks(mask, f)
         res[~w] = 0
-        in_val = np.zeros(r * shape[1], bool)
-        in_val[r * 4 : r * (4 + patch)] = True
+        in_val = np.zeros(f[1] * shape[1], bool)
+        in_val[f[1] * 4 : f[1] * (4 + patch)] = True
         in_val = in_val[None, :, None]
         corners = np.unique(np.clip(np.argwhere(mask) - patch // 2, 0, np.array(shape) - patch), axis=0)
         val = corners[corners[:, 1] == 4]

@@ -132,7 +132,6 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --factor 1,1,3", "--model for factors 1,1,3"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 2 --voxel-size 1", "--voxel-size"),
     ("train --method rf --subjects {d}/subj -o {d}/m.npz --noise-fraction 1.5", "--noise-fraction 1.5: give a share"),
-    ("train --method espcn --subjects {d}/subj -o {d}/m.pt --factor 1,1,3", "one factor on all three axes"),
     ("degrade {d}/tiny/dwi.nii.gz --factor 1,1,4 --slice-gap 5 -o {d}/t.nii.gz", "too small for factors 1,1,4 with a slice gap of 5"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --mc-samples 3", "takes no Monte Carlo samples"),
     ("iqt-nothing", "invalid choice"),

@@ -26,11 +26,11 @@ NORM = {"kind": "residual-over-cubic", "in_mean": [1e-3, 0, 1e-3, 0, 0, 1e-3], "
         "out_scale": [2.5e-4, 8e-5, 2.5e-4, 8e-5, 8e-5, 2.5e-4], "units": "mm^2/s"}
 
 
-def random_model(method="espcn", seed=0):
+def random_model(method="espcn", seed=0, factor=2):
     torch.manual_seed(seed)
-    arch = {"name": method, "factor": 2, "widths": [50, 100]}
+    arch = {"name": method, "factor": factor, "widths": [50, 100]}
     net = networks.build(arch).eval()
-    meta = {"method": method, "factor": 2, "arch": arch, "normalisation": NORM, "version": "test"}
+    meta = {"method": method, "factor": factor, "arch": arch, "normalisation": NORM, "version": "test"}
     return net, meta
 
 
@@ -51,6 +51,54 @@ def test_shuffle_and_unshuffle_are_inverse_and_follow_the_grid_alignment():
     # channel c*r^3 + a*r^2 + b*r + d of low-res voxel (i,j,k) -> high-res voxel (r i + a, r j + b, r k + d)
     c, a, b, d, i, j, k = 4, 2, 0, 1, 1, 3, 0
     assert y[1, c, 3 * i + a, 3 * j + b, 3 * k + d] == x[1, c * 27 + a * 9 + b * 3 + d, i, j, k]
+
+
+def test_per_axis_shuffle_follows_the_grid_alignment():
+    """Factors (1, 2, 3): channel c*6 + a*6 + b*3 + d of low-res voxel (i, j, k) -> high-res (i + a, 2j + b, 3k + d)."""
+    x = torch.randn(2, 6 * 6, 3, 4, 2)
+    y = pixel_shuffle_3d(x, (1, 2, 3))
+    assert y.shape == (2, 6, 3, 8, 6)
+    assert torch.equal(pixel_unshuffle_3d(y, (1, 2, 3)), x)
+    c, b, d, i, j, k = 5, 1, 2, 2, 3, 1
+    assert y[0, c, i, 2 * j + b, 3 * k + d] == x[0, c * 6 + b * 3 + d, i, j, k]
+    x8 = torch.randn(1, 6 * 8, 3, 4, 2)
+    assert torch.equal(pixel_shuffle_3d(x8, 2), pixel_shuffle_3d(x8, (2, 2, 2)))
+
+
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+def test_through_plane_network_serves_a_slice_axis_stored_in_any_voxel_axis(tmp_path):
+    """A (1, 1, 2) network serves thick slices along R or A by permuting the axes (tensor components with them):
+    the turned volume gives the turned output, and the grid refines the thick axis only."""
+    from ImageQualityTransferLib.core import grid
+
+    net, meta = random_model("espcn-hetero", factor=[1, 1, 2])
+    side = model_io.save(net, meta, tmp_path / "tp.pt")
+    lr, _ = smooth_tensors((8, 9, 7))
+    vol = Volume(lr, np.diag([2.0, 2.0, 4.0, 1.0]), "tensor")
+    ref = methods.get("espcn-hetero", model=side).predict(vol, (1, 1, 2))
+    assert ref.tensor.shape3 == (8, 9, 14) and np.allclose(ref.tensor.affine, grid.hr_affine(vol.affine, (1, 1, 2)))
+    for order in ((2, 0, 1), (1, 2, 0)):
+        P = np.eye(3)[list(order)]
+        turned = Volume(tensors.rotate(np.transpose(lr, order + (3,)), P).astype(np.float32),
+                        np.diag([*np.array([2.0, 2.0, 4.0])[list(order)], 1.0]), "tensor")
+        out = methods.get("espcn-hetero", model=side).predict(turned, tuple((1, 1, 2)[i] for i in order))
+        np.testing.assert_allclose(out.tensor.data, tensors.rotate(np.transpose(ref.tensor.data, order + (3,)), P),
+                                   rtol=1e-5, atol=1e-10)
+        np.testing.assert_allclose(out.std.data, np.transpose(ref.std.data, order), rtol=1e-5, atol=1e-10)
+    with pytest.raises(IQTError, match="factors 1,1,2"):
+        methods.get("espcn", model=model_io.save(*random_model("espcn", factor=[1, 1, 2]), tmp_path / "e.pt")).predict(vol, 2)
+
+
+@pytest.mark.slow
+def test_a_tiny_through_plane_training_run_lowers_the_loss_and_keeps_the_slice_axis():
+    """Training at (1, 1, 2): the loss falls, and augmentation only swaps the two in-plane axes (with flips)."""
+    items = synthetic_items(r=(1, 1, 2))
+    kw = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10,
+              progress=False)
+    net, meta, hist = training.train(items, factor=(1, 1, 2), seed=3, **kw)
+    assert meta["factor"] == [1, 1, 2] and meta["arch"]["factor"] == [1, 1, 2]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert net(torch.zeros(1, 6, 9, 9, 9)).shape == (1, 6, 5, 5, 10)
 
 
 def test_receptive_field_is_5_cubed():
@@ -333,7 +381,7 @@ def test_fa_std_by_sampling_matches_a_direct_monte_carlo():
     b = np.array([1.0, 0.1, 0.5, 0.05, 0.1, 0.4])
     w = np.array([1.0, 0, 0, 0, 0, 0])
     model = toy_variational_model("espcn-hetero-var1", v_i, 1.0, np.log(alpha2), 0.0)
-    r3 = model.factor**3
+    r3 = int(np.prod(model.factor))
     with torch.no_grad():
         conv3 = model.net.mean.conv3
         conv3.weight[:, 0, 1, 1, 1] = torch.from_numpy(np.repeat(w, r3).astype(np.float32))

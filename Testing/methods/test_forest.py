@@ -426,7 +426,7 @@ def test_through_plane_model_serves_a_slice_axis_stored_in_any_voxel_axis(throug
     ref = rf.predict(lr, (1, 1, 2))
     assert ref.tensor.shape3 == (16, 18, 20) and np.allclose(ref.tensor.affine, grid.hr_affine(lr.affine, (1, 1, 2)))
     assert float(np.abs(ref.std.data).max()) > 0
-    for order in ((2, 0, 1), (0, 2, 1)):  # the patient turned so that S runs along R, or along A
+    for order in ((2, 0, 1), (1, 2, 0)):  # the patient turned (a rotation) so that S runs along R, or along A
         P = np.eye(3)[list(order)]  # new axis k = old axis order[k]
         turned = Volume(tensors.rotate(np.transpose(lr.data, order + (3,)), P).astype(np.float32),
                         np.diag([*(np.array([3.0, 3.0, 6.0])[list(order)]), 1.0]), "tensor")

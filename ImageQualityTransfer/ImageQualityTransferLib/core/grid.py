@@ -99,14 +99,22 @@ def largest_axis(f) -> int | None:
 
 def axis_order(f, have) -> tuple[int, int, int] | None:
     """The axis permutation p (new axis k is old axis p[k]) that turns factors `f` into one of the factor sets
-    `have`, the identity when `f` is one of them; None when no set is a reordering of `f`. A model trained for
-    (1, 1, 3) (thick slices along the last axis) serves (3, 1, 1) with the axes permuted (docs/conventions.md, Grid)."""
+    `have`: the identity when `f` is one of them, else a cyclic one (a rotation of the axes, so the anatomy is
+    turned, never mirrored), else a swap; None when no set is a reordering of `f`. A model trained for (1, 1, 3)
+    (thick slices along the last axis) serves (3, 1, 1) with the axes permuted (docs/conventions.md, Grid)."""
     f = factors(f, identity_ok=True)
     sets = [factors(h, identity_ok=True) for h in have]
-    for p in itertools.permutations(range(3)):  # the identity first, then the fewest axes moved
+    for p in ROTATIONS_FIRST:
         if tuple(f[i] for i in p) in sets:
             return p
     return None
+
+
+def _odd(p) -> bool:
+    return sum(p[i] > p[j] for i in range(3) for j in range(i + 1, 3)) % 2 == 1
+
+
+ROTATIONS_FIRST = sorted(itertools.permutations(range(3)), key=lambda p: (_odd(p), p))
 
 
 def check_voxel_size(target_mm, name: str = "--voxel-size") -> float:

@@ -89,7 +89,7 @@ def shipped_factor_sets(method: str, models_dir=MODELS_DIR) -> list[tuple[int, i
             for f in [_entry_factors(e)] if f is not None]
 
 
-def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR, per_axis: bool = False) -> Path:
+def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
     """Sidecar path of the shipped model for (method, factor), or an IQTError saying what exists and what to do.
     `factor` is an integer r or per-axis factors (fx, fy, fz), exactly as the model was trained (the methods
     permute axes to serve a reordering: grid.axis_order)."""
@@ -101,8 +101,7 @@ def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR, per_axis: b
             return Path(models_dir) / e["sidecar"]
     have = [grid.describe(h) for h in shipped_factor_sets(method, models_dir)]
     what = (f"{method} has shipped models for {', '.join(have)} only" if have else f"no {method} model is shipped")
-    trainable = per_axis or grid.isotropic(f) is not None
-    train = "" if not trainable else f" (train one with 'iqt train --method {method} --subjects DIR... --factor {grid.text(f)} -o MODEL{suffix}')"
+    train = f" (train one with 'iqt train --method {method} --subjects DIR... --factor {grid.text(f)} -o MODEL{suffix}')"
     raise IQTError(f"{what}; give --model for {grid.describe(f)}{train} or use an interpolation method (cubic)")
 
 
@@ -128,7 +127,6 @@ class Family:
     format: str
     name: str
     suffix: str
-    per_axis: bool = False  # the family trains per-axis factors (else one factor on all three axes)
 
     def read_sidecar(self, path) -> tuple[dict, Path]:
         return read_sidecar(path, self.format, self.name, self.suffix)
@@ -137,7 +135,7 @@ class Family:
         return read_verified(path, self.format, self.name, self.suffix)
 
     def shipped(self, method: str, factor, models_dir=MODELS_DIR) -> Path:
-        return shipped(method, factor, self.suffix, models_dir, self.per_axis)
+        return shipped(method, factor, self.suffix, models_dir)
 
     def shipped_factor_sets(self, method: str, models_dir=MODELS_DIR) -> list[tuple[int, int, int]]:
         return shipped_factor_sets(method, models_dir)

@@ -159,7 +159,6 @@ class LearnedMethod(Method):
 
     learned = True
     model_suffix = ""  # the family's weights file suffix
-    per_axis = False  # the family trains per-axis factors (else one factor r on all three axes)
 
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu"):
         super().__init__(model, samples, seed, device)
@@ -222,16 +221,12 @@ class LearnedMethod(Method):
 
     def fit(self, subjects, factor=2, *, seed: int = 0, log=None, progress: bool = True, **options):
         f = grid.factors(factor)
-        if not self.per_axis and grid.isotropic(f) is None:
-            raise IQTError(f"--factor {grid.text(f)}: {self.name} trains for one factor on all three axes (e.g. "
-                           f"--factor 2); per-axis factors are trained by the forest methods (rf, biqt, global-linear) "
-                           f"and served by every interpolation method")
         unknown = sorted(k for k, v in options.items() if v is not None and k not in self.fit_options())
         if unknown:
             flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
             raise IQTError(f"{flags}: {'does' if len(unknown) == 1 else 'do'} not apply to {self.name!r}; drop "
                            f"{'it' if len(unknown) == 1 else 'them'}")
-        self._loaded[f] = self._fit(list(subjects), f if self.per_axis else f[0], seed=seed, log=log, progress=progress,
+        self._loaded[f] = self._fit(list(subjects), f, seed=seed, log=log, progress=progress,
                                     **{k: v for k, v in options.items() if v is not None})
         return self
 
@@ -239,9 +234,9 @@ class LearnedMethod(Method):
         """The `fit` options the family takes besides seed, log and progress (its trainer's settings)."""
         return ()
 
-    def _fit(self, subjects, r, **options):
-        """The family's trainer (`r`: the factors (fx, fy, fz) for a per-axis family, else the integer r): returns a
-        model object as `load` gives."""
+    def _fit(self, subjects, f: tuple, **options):
+        """The family's trainer for factors `f` (fx, fy, fz) on canonical axes: returns a model object as `load`
+        gives."""
         raise NotImplementedError
 
     def trained(self, factor=2):

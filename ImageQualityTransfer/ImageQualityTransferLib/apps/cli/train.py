@@ -45,13 +45,10 @@ def run(args):
     from ...core import grid
     from ...fileio.model_files import sidecar_path
 
-    f = grid.factors(args.factor)
+    grid.factors(args.factor)  # a malformed --factor is refused before anything else
     cls = methods.method_class(args.method)
     if not cls.learned:
         raise IQTError(f"--method {args.method}: nothing to train; trainable methods are {', '.join(methods.trainable())}")
-    if grid.isotropic(f) is None and not cls.per_axis:
-        raise IQTError(f"--factor {args.factor}: {args.method} trains for one factor on all three axes (e.g. --factor 2); "
-                       f"per-axis factors are trained by the forest methods (rf, biqt, global-linear)")
     for d in args.subjects:
         if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")

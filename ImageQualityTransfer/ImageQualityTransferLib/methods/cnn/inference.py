@@ -26,6 +26,7 @@ from contextlib import contextmanager
 import numpy as np
 from scipy import ndimage
 
+from ...core import grid
 from ...core.errors import IQTError
 from ...core.grid import repeat_blocks
 from ..interpolation import upsample_separable
@@ -138,7 +139,7 @@ def resolve_device(name):
     return name if isinstance(name, torch.device) else torch.device(kind)
 
 
-def run_tiled(fn, x: np.ndarray, r: int, support: np.ndarray, outputs: dict, tile: int = DEFAULT_TILE,
+def run_tiled(fn, x: np.ndarray, r, support: np.ndarray, outputs: dict, tile: int = DEFAULT_TILE,
               halo: int = HALO, device="cpu", progress=None) -> dict:
     """Apply `fn` tile by tile over the low-res grid and assemble its outputs on the high-res grid.
 
@@ -151,14 +152,15 @@ def run_tiled(fn, x: np.ndarray, r: int, support: np.ndarray, outputs: dict, til
     import torch
 
     shape = support.shape
-    hr_shape = tuple(r * n for n in shape)
+    f = grid.factors(r, identity_ok=True)
+    hr_shape = tuple(fa * n for fa, n in zip(f, shape))
     out = {name: np.zeros(hr_shape + tuple(dims), np.float32) for name, dims in outputs.items()}
     todo = [t for t in tiles(shape, tile) if support[t].any()]
     xt = torch.from_numpy(x)
     with torch.inference_mode():
         for n, (si, sj, sk) in enumerate(todo):
             inp = xt[:, si.start : si.stop + 2 * halo, sj.start : sj.stop + 2 * halo, sk.start : sk.stop + 2 * halo]
-            hr = (slice(r * si.start, r * si.stop), slice(r * sj.start, r * sj.stop), slice(r * sk.start, r * sk.stop))
+            hr = tuple(slice(fa * s.start, fa * s.stop) for fa, s in zip(f, (si, sj, sk)))
             for name, t in fn(inp[None].to(device), hr).items():
                 out[name][hr] = (t.movedim(0, -1) if outputs[name] else t).cpu().numpy()
             if progress is not None:
@@ -177,7 +179,7 @@ def _on_device(net, device):
         net.to(home)
 
 
-def run_network(net, x: np.ndarray, r: int, support: np.ndarray, tile: int = DEFAULT_TILE, progress=None,
+def run_network(net, x: np.ndarray, r, support: np.ndarray, tile: int = DEFAULT_TILE, progress=None,
                 device="cpu"):
     """Residual (and log-variance for heteroscedastic networks) on the whole high-res grid, (rX, rY, rZ, 6)."""
     hetero = is_hetero(net)
@@ -197,7 +199,7 @@ def fa_closed_form(t):
     return _fa_elements(*t).clamp(0, 1)
 
 
-def run_network_mc(net, x: np.ndarray, r: int, support: np.ndarray, samples: int, seed: int = DEFAULT_SEED,
+def run_network_mc(net, x: np.ndarray, r, support: np.ndarray, samples: int, seed: int = DEFAULT_SEED,
                    tile: int = DEFAULT_TILE, progress=None, base: np.ndarray | None = None, out_scale=None,
                    device="cpu"):
     """Monte Carlo pass of a variational hetero network: (mean residual, parameter variance, log-variance,
@@ -284,7 +286,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     `lr` is clipped, canonical-axis, mm^2/s. `device` ("cpu", "cuda", "auto" or a torch.device) runs the
     network there for this call; the outputs are float32 numpy arrays either way."""
     device = resolve_device(device)
-    r = model.factor
+    r = grid.factors(model.factor)
     norm = model.meta["normalisation"]
     lr = fill_context(lr)
     support = lr_support(mask, lr.shape[:3])

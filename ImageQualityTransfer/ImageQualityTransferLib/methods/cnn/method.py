@@ -25,10 +25,6 @@ class CNNMethod(LearnedMethod):
         require_torch()
         return model_io
 
-    def _family_factor(self, f):
-        self.load(f)  # no model for these factors: fails here, naming what exists
-        return int(f[0])  # the network's factor r on each axis
-
     def _predict(self, lr, r, mask, progress):
         from . import inference
 

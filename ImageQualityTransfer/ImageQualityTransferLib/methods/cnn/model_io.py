@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...fileio import model_files
+from ...core import grid
 from ...core.errors import IQTError
 from ...fileio.paths import atomic_write, write_json
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
@@ -33,8 +34,9 @@ class LoadedModel:
         return self.meta["method"]
 
     @property
-    def factor(self) -> int:
-        return int(self.meta["factor"])
+    def factor(self) -> tuple:
+        """(fx, fy, fz) on canonical axes (the sidecar holds r, or [fx, fy, fz])."""
+        return grid.factors(self.meta["factor"])
 
 
 def save(net, meta: dict, path) -> Path:

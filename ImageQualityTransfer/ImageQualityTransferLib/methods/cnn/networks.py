@@ -19,8 +19,12 @@ is the intrinsic part.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from ...core import grid
 
 from .shuffle import pixel_shuffle_3d
 
@@ -72,15 +76,15 @@ class VarDropout(nn.Module):
 
 
 class ESPCN3D(nn.Module):
-    def __init__(self, factor: int = 2, widths=(50, 100), n_in: int = N_ELEMENTS, n_out: int = N_ELEMENTS,
+    def __init__(self, factor=2, widths=(50, 100), n_in: int = N_ELEMENTS, n_out: int = N_ELEMENTS,
                  dropout: str | None = None):
         super().__init__()
-        self.factor = int(factor)
+        self.factor = grid.record(factor)  # r, or [fx, fy, fz] for per-axis factors
         self.n_out = n_out
         w1, w2 = widths
         self.conv1 = nn.Conv3d(n_in, w1, 3)
         self.conv2 = nn.Conv3d(w1, w2, 1)
-        self.conv3 = nn.Conv3d(w2, n_out * self.factor**3, 3)
+        self.conv3 = nn.Conv3d(w2, n_out * math.prod(grid.factors(factor)), 3)
         self.dropout = dropout
         if dropout is not None:
             self.drop1 = VarDropout(w1, dropout)
@@ -113,11 +117,11 @@ class HeteroESPCN3D(nn.Module):
 
     dropout = None
 
-    def __init__(self, factor: int = 2, widths=(50, 100)):
+    def __init__(self, factor=2, widths=(50, 100)):
         super().__init__()
         self.mean = ESPCN3D(factor, widths, dropout=self.dropout)
         self.logvar = ESPCN3D(factor, widths)
-        self.factor = int(factor)
+        self.factor = grid.record(factor)
 
     def forward(self, x: torch.Tensor):
         return self.mean(x), self.logvar(x)
@@ -142,7 +146,7 @@ ARCHITECTURES = {"espcn": ESPCN3D, "espcn-hetero": HeteroESPCN3D,
 def build(arch: dict) -> nn.Module:
     """A network from the `arch` entry of a model sidecar: {"name", "factor", "widths"}."""
     cls = ARCHITECTURES[arch["name"]]
-    return cls(factor=int(arch["factor"]), widths=tuple(arch.get("widths", (50, 100))))
+    return cls(factor=grid.factors(arch["factor"]), widths=tuple(arch.get("widths", (50, 100))))
 
 
 def is_hetero(net: nn.Module) -> bool:

@@ -1,31 +1,39 @@
-"""3D sub-pixel shuffle (depth-to-space) and its inverse.
+"""3D sub-pixel shuffle (depth-to-space) and its inverse, per axis.
 
-Channel `c * r^3 + (a * r^2 + b * r + d)` of a low-res voxel (i, j, k) becomes channel `c` of the
-high-res voxel (r*i + a, r*j + b, r*k + d): the r^3 high-res voxels of the grid alignment (docs/conventions.md, Grid).
+With factors (fx, fy, fz) (an integer r is (r, r, r)), channel `c * fx*fy*fz + (a * fy*fz + b * fz + d)` of a
+low-res voxel (i, j, k) becomes channel `c` of the high-res voxel (fx*i + a, fy*j + b, fz*k + d): the block of
+high-res voxels of the grid alignment (docs/conventions.md, Grid).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from ...core import grid
 
-def pixel_shuffle_3d(x: torch.Tensor, r: int) -> torch.Tensor:
-    """(B, C*r^3, X, Y, Z) -> (B, C, r*X, r*Y, r*Z)."""
-    b, cr3, nx, ny, nz = x.shape
-    if cr3 % (r**3):
-        raise ValueError(f"{cr3} channels is not a multiple of r^3 = {r**3}")
-    c = cr3 // r**3
-    x = x.reshape(b, c, r, r, r, nx, ny, nz)
+
+def pixel_shuffle_3d(x: torch.Tensor, factor) -> torch.Tensor:
+    """(B, C*fx*fy*fz, X, Y, Z) -> (B, C, fx*X, fy*Y, fz*Z)."""
+    fx, fy, fz = grid.factors(factor, identity_ok=True)
+    b, cf, nx, ny, nz = x.shape
+    block = fx * fy * fz
+    if cf % block:
+        raise ValueError(f"{cf} channels is not a multiple of fx*fy*fz = {block}")
+    c = cf // block
+    x = x.reshape(b, c, fx, fy, fz, nx, ny, nz)
     x = x.permute(0, 1, 5, 2, 6, 3, 7, 4)
-    return x.reshape(b, c, nx * r, ny * r, nz * r)
+    return x.reshape(b, c, nx * fx, ny * fy, nz * fz)
 
 
-def pixel_unshuffle_3d(x: torch.Tensor, r: int) -> torch.Tensor:
-    """(B, C, r*X, r*Y, r*Z) -> (B, C*r^3, X, Y, Z); the inverse of `pixel_shuffle_3d`."""
+def pixel_unshuffle_3d(x: torch.Tensor, factor) -> torch.Tensor:
+    """(B, C, fx*X, fy*Y, fz*Z) -> (B, C*fx*fy*fz, X, Y, Z); the inverse of `pixel_shuffle_3d`."""
+    f = grid.factors(factor, identity_ok=True)
     b, c, hx, hy, hz = x.shape
-    if hx % r or hy % r or hz % r:
-        raise ValueError(f"spatial shape {(hx, hy, hz)} is not divisible by {r}")
-    nx, ny, nz = hx // r, hy // r, hz // r
-    x = x.reshape(b, c, nx, r, ny, r, nz, r)
+    if hx % f[0] or hy % f[1] or hz % f[2]:
+        raise ValueError(f"spatial shape {(hx, hy, hz)} is not divisible by {grid.text(f)}")
+    nx, ny, nz = hx // f[0], hy // f[1], hz // f[2]
+    x = x.reshape(b, c, nx, f[0], ny, f[1], nz, f[2])
     x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)
-    return x.reshape(b, c * r**3, nx, ny, nz)
+    return x.reshape(b, c * math.prod(f), nx, ny, nz)

@@ -52,7 +52,7 @@ import numpy as np
 
 from ...core.version import __version__ as engine_version
 from ...dmri import degrade as deg
-from ...core import tensors
+from ...core import grid, tensors
 from ...core.errors import IQTError
 from ..interpolation import upsample_separable
 from ...core.orientation import Reorientation
@@ -87,9 +87,10 @@ class TrainItem:
     variant: dict | None = None  # how the input was made (dmri.randomise.Variant.describe)
 
 
-def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
+def prepare_subject(subject, r, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
                     log=None, variants: int = 1, rng=None, subsets: float = 0.0, noise: float = 0.0) -> list[TrainItem]:
-    """All r^3 block shifts of one `dmri.subject.Subject` as training items (canonical axes): with `rng`, `variants`
+    """All block shifts of one `dmri.subject.Subject` as training items (canonical axes; `r`: an integer or per-axis
+    factors): with `rng`, `variants`
     randomly made inputs per shift (dmri/randomise.py; `subsets`, `noise`: the shares with a direction subset, with
     added noise), else the project's own. Each input is then prepared as `Method.predict` prepares it (eigenvalues
     clipped, missing context filled, subject scale)."""
@@ -122,7 +123,8 @@ def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fractio
         y0 = int(np.clip(lo + 0.6 * (hi - lo) - width / 2, 0, shape[VAL_AXIS] - width))
         y1 = y0 + width
         in_slab = np.zeros(w.shape[VAL_AXIS], bool)
-        in_slab[r * y0 : r * y1] = True
+        fy = grid.factors(r)[VAL_AXIS]
+        in_slab[fy * y0 : fy * y1] = True
         in_slab = in_slab.reshape([-1 if a == VAL_AXIS else 1 for a in range(3)])
         cy = corners[:, VAL_AXIS]
         train = corners[~((cy >= y0) & (cy + patch <= y1))]
@@ -136,7 +138,7 @@ def prepare_subject(subject, r: int, patch: int = DEFAULTS["patch"], val_fractio
     return items
 
 
-def load_items(subject_dirs, r: int, log=None, randomise_seed: int | None = None, **kw) -> list[TrainItem]:
+def load_items(subject_dirs, r, log=None, randomise_seed: int | None = None, **kw) -> list[TrainItem]:
     """Training items of every subject folder; `randomise_seed` draws the inputs' variants (dmri/randomise.py)."""
     from ...dmri.subject import load_subject
 
@@ -234,9 +236,9 @@ class Sampler:
         self.p_items = sizes / sizes.sum()
 
     def patch_at(self, it: TrainItem, c, val=False, gain=1.0):
-        P, r = self.patch, self.r
+        P, f = self.patch, grid.factors(self.r)
         x = it.lr_pad[c[0] : c[0] + P + 2 * HALO, c[1] : c[1] + P + 2 * HALO, c[2] : c[2] + P + 2 * HALO]
-        hr = tuple(slice(r * ci, r * (ci + P)) for ci in c)
+        hr = tuple(slice(fa * ci, fa * (ci + P)) for ci, fa in zip(c, f))
         x = (x * np.float32(gain) - self.in_mean) / self.in_scale
         y = it.res[hr] * np.float32(gain) / self.out_scale
         return np.moveaxis(x, -1, 0), np.moveaxis(y, -1, 0), (it.val_weight if val else it.weight)[hr].astype(np.float32)
@@ -295,13 +297,13 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
                        "start afresh") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise IQTError(f"{path}: not an IQT training checkpoint; give another --checkpoint path or delete it")
-    if (ck["method"], ck["factor"], ck["seed"]) != (method, int(factor), int(seed)):
+    if (ck["method"], grid.factors(ck["factor"]), ck["seed"]) != (method, grid.factors(factor), int(seed)):
         raise IQTError(f"{path}: a checkpoint of {ck['method']} at factor {ck['factor']} with seed {ck['seed']}; resume it "
                        "with those settings, or give another --checkpoint path")
     return ck
 
 
-def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: int = 0, epochs: int = 200,
+def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0, epochs: int = 200,
           minutes: float | None = None, log=None, progress: bool = True, threads: int | None = None, init=None,
           checkpoint=None, device="cpu", **options) -> tuple:
     """Train a network on prepared items (on every process of a torch.distributed group, if one is initialised);
@@ -334,15 +336,16 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed if world == 1 else [seed, rank])
     hetero = method.startswith("espcn-hetero")
-    arch = {"name": method, "factor": int(factor), "widths": [50, 100]}
+    arch = {"name": method, "factor": grid.record(factor), "widths": [50, 100]}
+    f_train = grid.factors(factor)
     net = networks.build(arch)
     init_info, base = None, None
     if init is not None:
         from . import model_io
 
         base = model_io.load(init)
-        if base.factor != int(factor):
-            raise IQTError(f"{init}: --init model is for factor {base.factor}, not {factor}")
+        if grid.factors(base.factor) != grid.factors(factor):
+            raise IQTError(f"{init}: --init model is for {grid.describe(base.factor)}, not {grid.text(factor)}")
         missing, unexpected = net.load_state_dict(base.net.state_dict(), strict=False)
         if unexpected or any("log_alpha" not in k for k in missing):
             raise IQTError(f"{init}: a {base.method!r} model cannot initialise a {method!r} network")
@@ -438,7 +441,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
         if rank == 0:
             from ...fileio import atomic_write
 
-            state = {"format": CHECKPOINT_FORMAT, "method": method, "factor": int(factor), "seed": int(seed),
+            state = {"format": CHECKPOINT_FORMAT, "method": method, "factor": grid.record(factor), "seed": int(seed),
                      "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished,
                      "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
                      "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
@@ -470,6 +473,8 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
                 x, y, w = sampler.batch(opts["batch_size"] // world)
                 if opts["augment"] != "none":
                     cands = SIGNED_PERMUTATIONS if opts["augment"] == "all" else [s for s in SIGNED_PERMUTATIONS if s[0] == (0, 1, 2)]
+                    # per-axis factors: only the permutations that keep each axis's factor (all of them for r)
+                    cands = [s for s in cands if all(f_train[q] == f_train[k] for k, q in enumerate(s[0]))]
                     perm, signs, p = cands[rng.integers(len(cands))]
                     x, y, w = augment_batch([x, y, w], perm, signs, p)
                 x, y, w = x.to(device), y.to(device), w.to(device)
@@ -520,7 +525,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor: int = 2, seed: 
     net.eval()
     meta = {
         "method": method,
-        "factor": int(factor),
+        "factor": grid.record(factor),
         "arch": arch,
         "patch": {"input_lr": opts["patch"] + 2 * HALO, "output_lr": opts["patch"], "receptive_field_lr": 5, "halo_lr": HALO},
         "normalisation": norm,

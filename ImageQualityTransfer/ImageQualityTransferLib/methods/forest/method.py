@@ -12,7 +12,6 @@ from ..base import LearnedMethod
 
 class ForestMethod(LearnedMethod):
     model_suffix = ".npz"
-    per_axis = True  # patches and blocks per axis (patches.py): trains and serves (1, 1, 3) as well as (2, 2, 2)
 
     def _model_io(self):
         from . import model_io

@@ -24,7 +24,7 @@ from .forest import Forest
 from .bayes import NoiseScale
 
 FORMAT = "iqt-forest-model/1"
-FILES = model_files.Family(FORMAT, "forest", ".npz", per_axis=True)
+FILES = model_files.Family(FORMAT, "forest", ".npz")
 METHODS = ("global-linear", "rf", "biqt")
 # What the linear models predict and from what (sidecar fields "target" and "inputs"). Every forest model so
 # far predicts the residual of the reference over cubic B-spline interpolation; sidecars written before the

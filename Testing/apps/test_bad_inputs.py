@@ -129,7 +129,7 @@ CASES = [
     ("propagate {d}/lr.nii.gz -o {d}/prop --method biqt --n-seeds 0", "--n-seeds"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --minutes 0", "--minutes"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 2.5", "factor"),
-    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --factor 1,1,3", "--model for factors 1,1,3"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --factor 1,1,4", "--model for factors 1,1,4"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 2 --voxel-size 1", "--voxel-size"),
     ("train --method rf --subjects {d}/subj -o {d}/m.npz --noise-fraction 1.5", "--noise-fraction 1.5: give a share"),
     ("degrade {d}/tiny/dwi.nii.gz --factor 1,1,4 --slice-gap 5 -o {d}/t.nii.gz", "too small for factors 1,1,4 with a slice gap of 5"),

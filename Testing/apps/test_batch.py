@@ -207,7 +207,7 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     for args, words in ((("--workers", "0"), "--workers 0"), (("--method", "nope"), "nope"),
                         (("--method", "cubic", "--uncertainty"), "no uncertainty"),
-                        (("--method", "biqt", "--factor", "1,1,3"), "--model for factors 1,1,3"),
+                        (("--method", "biqt", "--factor", "1,1,4"), "--model for factors 1,1,4"),
                         (("--factor", "0"), "--factor 0")):
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", *args)
         assert code == 2 and err.startswith("iqt: error: ") and words in err and len(err.strip().splitlines()) == 1

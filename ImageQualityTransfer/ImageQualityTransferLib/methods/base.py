@@ -81,6 +81,7 @@ class Method:
         zero outside the support: the mask (else the input's non-zero voxels) grown by one low-res voxel. `factor`
         is an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's voxel axes."""
         f = grid.factors(factor)
+        self._check_model(f)
         if mask is not None:
             if mask.shape3 != lr.shape3:
                 raise IQTError(
@@ -125,6 +126,9 @@ class Method:
     def _family_factor(self, f: tuple):
         """The factor as the family's `_predict` takes it: the per-axis factors (fx, fy, fz) on canonical axes."""
         return f
+
+    def _check_model(self, f: tuple) -> None:
+        """An IQTError, in the caller's own axes, when the method cannot serve factors `f` (learned: no model)."""
 
     def _axis_order(self, f: tuple):
         """An axis permutation (grid.axis_order) to apply after the canonical one so that the family serves factors
@@ -201,6 +205,9 @@ class LearnedMethod(Method):
                                f"(cubic) for {grid.describe(f)}")
             self._loaded[f] = model
         return self._loaded[f]
+
+    def _check_model(self, f: tuple) -> None:
+        self.load(f)
 
     def _read(self, path):
         """The model file at `path`, checksum-verified; an IQTError when it is another method's."""

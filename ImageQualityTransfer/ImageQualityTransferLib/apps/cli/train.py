@@ -14,7 +14,10 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("train", help="train a learned method (3D-ESPCN, IQT-RF, BIQT-RF, global-linear) on high-quality subject folders")
     sp.add_argument("--method", default="espcn", help="a learned method (see 'iqt methods'; default espcn)")
     sp.add_argument("--subjects", nargs="+", required=True, help="folders holding dwi.nii.gz, dwi.bval, dwi.bvec")
-    options.add_factor(sp)
+    sp.add_argument("--factor", default="2",
+                    help="upsampling factor the model is for: 2, 3, or per axis on the subjects' canonical RAS axes, "
+                         "e.g. 1,1,3 for thick axial slices (default 2); a per-axis model also serves its factors "
+                         "along any other axis (the axes are permuted at prediction)")
     sp.add_argument("-o", "--output", required=True, help="model weights file (.pt for CNNs, .npz for rf/biqt/global-linear); the .json sidecar is written beside it")
     sp.add_argument("--seed", type=int, default=0, help="random seed (with --epochs the run is deterministic)")
     sp.add_argument("--epochs", type=int, help="CNN: maximum epochs of 200 batches (default 200, or unlimited with --minutes)")

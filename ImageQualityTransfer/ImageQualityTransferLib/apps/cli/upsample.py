@@ -71,6 +71,8 @@ def _check_samples(args, cls) -> None:
 def run(args):
     from ... import fileio, methods
     from ...analysis import propagation
+    from ...core import grid
+    from ...core.orientation import Reorientation, slice_axis
 
     f = options.factors(args)  # None with --voxel-size: the input is read first, its voxel size chooses them
     lr = None
@@ -113,5 +115,8 @@ def run(args):
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key])
     print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
+    if method.learned and grid.factors(method.load(f).factor) != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
+        print(f"{method.name}: its model for {grid.describe(method.load(f).factor)} served {grid.describe(f)} with the axes "
+              f"turned (thick-slice direction {slice_axis(lr.affine, f)})")
     if res is not None:
         print(propagation.write(res, prop_paths, method.name, args.input))

@@ -100,6 +100,13 @@ def test_through_plane_run_on_a_node():
     assert f == (2, 1, 1)
     out = processing.run_on_nodes(scene, node, "linear", f)["tensor"]
     assert out.GetImageData().GetDimensions() == (12, 8, 5)
+    from ImageQualityTransferLib.slicer import display
+
+    assert out.GetAttribute(mrml.FACTORS_ATTRIBUTE) == "2,1,1"
+    assert display.view_for_node(out) == "Axial"  # PSR: axis i runs along A, so the axial view shows the refinement
+    axial = mrml.add_tensor_node(scene, Volume(random_tensors((6, 8, 5), seed=4), np.diag([-2.0, 2.0, 4.0, 1.0]), "tensor"), "axial")
+    thick_s = processing.run_on_nodes(scene, axial, "linear", (1, 1, 2))["tensor"]
+    assert display.view_for_node(thick_s) == "Coronal"  # thick axial slices: the coronal view shows them refined
     np.testing.assert_allclose(out.GetSpacing(), upsampling.output_spacing(spacing, f), rtol=1e-9)
     if methods.serves(methods.shipped_factors("biqt"), f):  # the axial through-plane model, axes permuted
         learned = processing.run_on_nodes(scene, node, "biqt", f)["tensor"]

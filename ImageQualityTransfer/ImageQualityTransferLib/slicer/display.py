@@ -175,13 +175,36 @@ def set_overlay_opacity(scene, opacity: float) -> None:
             c.SetForegroundOpacity(float(opacity))
 
 
-def _fit_slice(slice_node_, volume) -> None:
-    """Axial slice through the centre of `volume`, field of view fitted to its extent (the view's aspect kept)."""
+PLANE_AXES = {"Axial": (0, 1), "Coronal": (0, 2), "Sagittal": (1, 2)}  # RAS axes across and up each view
+
+
+def compare_orientation(thick: str | None) -> str:
+    """The slice orientation that shows a refinement along world axis `thick` ("R", "A", "S" or None for
+    isotropic factors, `orientation.slice_axis`): coronal for thick axial slices, axial otherwise."""
+    return "Coronal" if thick == "S" else "Axial"
+
+
+def view_for_node(node) -> str:
+    """The comparison orientation for a run's output node: from its factors (`mrml.FACTORS_ATTRIBUTE`) and its
+    IJK-to-RAS axes; axial where it has none or they are isotropic."""
+    from ..core import grid
+    from ..core.orientation import slice_axis
+
+    text = node.GetAttribute(mrml.FACTORS_ATTRIBUTE) if hasattr(node, "GetAttribute") else None
+    if not text:
+        return "Axial"
+    return compare_orientation(slice_axis(mrml.node_affine(node), grid.factors(text)))
+
+
+def _fit_slice(slice_node_, volume, orientation: str = "Axial") -> None:
+    """A slice in `orientation` through the centre of `volume`, field of view fitted to its extent (the view's
+    aspect kept)."""
     bounds = [0.0] * 6
     volume.GetRASBounds(bounds)
     centre = [(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)]
-    width, height = bounds[1] - bounds[0], bounds[3] - bounds[2]
-    slice_node_.SetOrientation("Axial")
+    across, up = PLANE_AXES[orientation]
+    width, height = bounds[2 * across + 1] - bounds[2 * across], bounds[2 * up + 1] - bounds[2 * up]
+    slice_node_.SetOrientation(orientation)
     dims = slice_node_.GetDimensions()
     aspect = dims[0] / dims[1] if dims[1] else 1.0
     fov_y = max(height, width / aspect) * 1.02
@@ -189,12 +212,15 @@ def _fit_slice(slice_node_, volume) -> None:
     slice_node_.JumpSliceByCentering(*centre)
 
 
-def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float = 0.0, views=COMPARE_VIEWS) -> tuple:
+def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float = 0.0, views=COMPARE_VIEWS,
+                    orientation: str | None = None) -> tuple:
     """Side-by-side layout: interpolation in the left view, IQT (with its uncertainty overlay) in the right one,
-    the same axial slice and field of view in both, linked so that scrolling one moves the other.
+    the same slice and field of view in both, linked so that scrolling one moves the other. `orientation`
+    (Axial, Coronal or Sagittal) defaults to the one that shows the run's factors (`view_for_node`).
     Returns the (left, right) composite nodes."""
     if interpolated is None or iqt is None:
         raise IQTError("run Image Quality Transfer with the interpolated output first; there is nothing to compare")
+    orientation = orientation or view_for_node(iqt)
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is not None:
         import slicer
@@ -210,7 +236,7 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
         c.SetLinkedControl(True)
         if hasattr(c, "SetHotLinkedControl"):
             c.SetHotLinkedControl(True)
-        _fit_slice(s, iqt)
+        _fit_slice(s, iqt, orientation)
         composites.append(c)
     return tuple(composites)
 

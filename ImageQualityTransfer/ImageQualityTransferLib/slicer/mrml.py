@@ -49,6 +49,14 @@ def _numpy_to_matrix(a: np.ndarray):
     return m
 
 
+FACTORS_ATTRIBUTE = "ImageQualityTransfer.Factors"  # "2" or "1,1,3" (input voxel axes) on a run's tensor outputs
+
+
+def node_affine(node) -> np.ndarray:
+    """A volume node's IJK-to-RAS affine (the Volume's), extent start included."""
+    return _geometry(node)[1]
+
+
 def _node_label(node) -> str:
     name = node.GetName() if hasattr(node, "GetName") else None
     return f"node '{name}'" if name else f"{node.GetClassName()} node"

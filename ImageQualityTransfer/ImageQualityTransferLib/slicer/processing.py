@@ -221,7 +221,15 @@ def find_result_node(scene, key: str, class_name: str):
 
 def _put(scene, vol: Volume, name: str, key: str | None, target=None):
     """`vol` into `target` (a node the user chose), else into the node an earlier run made for `key`, else into a
-    new node named `name`. Nodes are filled in place, so repeated runs add no node and no display node."""
+    new node named `name`; a tensor's factors go on the node (`mrml.FACTORS_ATTRIBUTE`, for the comparison view)."""
+    node = _put_volume(scene, vol, name, key, target)
+    if vol.meta.get("factor") is not None:
+        node.SetAttribute(mrml.FACTORS_ATTRIBUTE, grid.text(vol.meta["factor"]))
+    return node
+
+
+def _put_volume(scene, vol: Volume, name: str, key: str | None, target=None):
+    """`_put` without the factors. Nodes are filled in place, so repeated runs add no node and no display node."""
     tensor = vol.kind == "tensor"
     class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
     fill = mrml.set_tensor_node if tensor else mrml.set_scalar_node

@@ -2,8 +2,9 @@
 the compare layout, interpolation | IQT with its uncertainty overlay and colour legend, on a real subject.
 
     python -m ImageQualityTransferLib.slicer.render SUBJECT_DIR Screenshots/compare.png [--method biqt]
+        [--factor 1,1,3 --orientation Coronal]
 
-SUBJECT_DIR holds dwi.nii.gz/bval/bvec; it is degraded as `iqt degrade` does (factor 2) and upsampled by the
+SUBJECT_DIR holds dwi.nii.gz/bval/bvec; it is degraded as `iqt degrade` does (factor 2 unless --factor) and upsampled by the
 method (cubic interpolation on the left). Needs the `render` extra (trame-slicer[standalone]).
 """
 
@@ -85,14 +86,15 @@ def legend_box(view, legend) -> tuple[int, int, int, int] | None:
     return max(0, x0 - pad), max(0, h - y1 - pad), min(w, x1 + pad), min(h, h - y0 + pad)
 
 
-def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor: int = 2,
-                   size=VIEW_SIZE, opacity: float = OPACITY) -> Rendering:
-    """Run `method` on `lr` in a trame-slicer scene and render the compare layout's two slice views."""
+def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor=2,
+                   size=VIEW_SIZE, opacity: float = OPACITY, orientation: str | None = None) -> Rendering:
+    """Run `method` on `lr` in a trame-slicer scene and render the compare layout's two slice views
+    (`orientation`: Axial, Coronal or Sagittal; by default the one that shows the factors, as in the module)."""
     from trame_slicer.views import ViewLayoutDefinition
 
     app = _app()
     scene = app.scene
-    views = {name: app.view_manager.create_view(ViewLayoutDefinition.slice_view("Axial", label=name))
+    views = {name: app.view_manager.create_view(ViewLayoutDefinition.slice_view(orientation or "Axial", label=name))
              for name in display.COMPARE_VIEWS}
     for name, view in views.items():
         view.render_window().SetSize(*size)
@@ -103,7 +105,8 @@ def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor
         mask_node = mrml.add_scalar_node(scene, Volume(np.asarray(mask.data, np.uint8), lr.affine, "scalar"), "mask")
     nodes = processing.run_on_nodes(scene, in_node, method, factor, mask_node=mask_node, interpolate=True)
     display.show_results(scene, nodes, opacity)
-    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], opacity)
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], opacity,
+                            orientation=orientation)
     legends = display.style_results(scene, nodes)
     for legend in legends.values():
         legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
@@ -137,7 +140,7 @@ def compose(rendering: Rendering, titles=("cubic interpolation", "IQT + uncertai
     return canvas
 
 
-def degraded_subject(folder, factor: int = 2) -> tuple[Volume, Volume]:
+def degraded_subject(folder, factor=2) -> tuple[Volume, Volume]:
     """(low-res tensor, low-res mask) of a subject folder, degraded as `iqt degrade` does (shift 0)."""
     from ..dmri import degrade
     from ..dmri.subject import load_subject
@@ -147,15 +150,29 @@ def degraded_subject(folder, factor: int = 2) -> tuple[Volume, Volume]:
     return pair.tensor, pair.mask
 
 
+def methods_with_uncertainty(name: str) -> bool:
+    from .. import methods
+
+    return name in methods.with_uncertainty()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="render", description=__doc__.splitlines()[0])
     p.add_argument("subject", help="subject folder (dwi.nii.gz, dwi.bval, dwi.bvec)")
     p.add_argument("output", help="PNG to write")
     p.add_argument("--method", default="biqt")
+    p.add_argument("--factor", default="2", help="2, 3 or per axis, e.g. 1,1,3 (default 2)")
+    p.add_argument("--orientation", choices=["Axial", "Coronal", "Sagittal"],
+                   help="slice orientation (default: the one that shows the factors, display.view_for_node)")
     args = p.parse_args(argv)
     try:
-        lr, mask = degraded_subject(args.subject)
-        picture = compose(render_compare(lr, mask, args.method), ("cubic interpolation", f"{args.method} + uncertainty"))
+        from ..core import grid
+
+        f = grid.factors(args.factor)
+        lr, mask = degraded_subject(args.subject, f)
+        shown = f"{args.method} + uncertainty" if methods_with_uncertainty(args.method) else args.method
+        picture = compose(render_compare(lr, mask, args.method, f, orientation=args.orientation),
+                          (f"cubic, {grid.describe(f)}", shown))
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         picture.save(out, optimize=True)

@@ -210,7 +210,7 @@ def test_bad_factor_requests_through_the_cli(capsys, tmp_path, lr_tensor, args, 
 def test_learned_method_missing_model_per_axis_via_the_console(tmp_path, lr_tensor):
     """The installed entry point: exit 2, one line naming the shipped factors, nothing written."""
     path, _ = lr_tensor
-    for factor, words in (("1,1,3", "factors 1,1,3"), ("4", "factor 4")):
+    for factor, words in (("1,1,4", "factors 1,1,4"), ("4", "factor 4")):
         out = tmp_path / f"o{factor.replace(',', '')}.nii.gz"
         proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(path), "-o", str(out),
                                "--method", "espcn", "--factor", factor], capture_output=True, text=True)

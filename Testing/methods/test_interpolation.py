@@ -183,7 +183,7 @@ def test_learned_methods_without_a_model_for_the_factors_say_what_they_have():
 
     lr, _, _ = ramp_volume((4, 4, 4))
     for name, f, words in (("biqt", (1, 1, 4), "factors 1,1,4"), ("rf", 4, "factor 4"),
-                           ("global-linear", (2, 2, 1), "factors 2,2,1"), ("espcn", (1, 3, 1), "factors 1,3,1")):
+                           ("global-linear", (2, 2, 1), "factors 2,2,1"), ("espcn", (1, 4, 1), "factors 1,4,1")):
         have = [grid.describe(h) for h in shipped_factors(name)]
         with pytest.raises(IQTError) as info:
             methods.get(name).predict(lr, f)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import grid
 from ..core.errors import IQTError
 from .paths import write_json
 
@@ -75,8 +76,6 @@ def read_registry(models_dir=MODELS_DIR) -> list[dict]:
 
 def _entry_factors(e: dict):
     """A registry entry's factors as (fx, fy, fz) (an integer r is (r, r, r)); None for a malformed entry."""
-    from ..core import grid
-
     try:
         return grid.factors(e.get("factor", 0))
     except IQTError:
@@ -93,8 +92,6 @@ def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
     """Sidecar path of the shipped model for (method, factor), or an IQTError saying what exists and what to do.
     `factor` is an integer r or per-axis factors (fx, fy, fz), exactly as the model was trained (the methods
     permute axes to serve a reordering: grid.axis_order)."""
-    from ..core import grid
-
     f = grid.factors(factor)
     for e in read_registry(models_dir):
         if e.get("method") == method and _entry_factors(e) == f:
@@ -107,16 +104,13 @@ def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
 
 def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
     """Add or replace the entry for (method, factors); the registry is re-read right before it is written."""
-    from ..core import grid
-
     reg = Path(models_dir) / REGISTRY
     f = grid.factors(meta["factor"])
     entries = [e for e in read_registry(models_dir)
                if not (e.get("method") == meta["method"] and _entry_factors(e) == f)]
     entries.append({"method": meta["method"], "factor": grid.record(f), "sidecar": sidecar_path(sidecar).name,
                     "version": meta.get("version"), "sha256": meta["sha256"]})
-    entries.sort(key=lambda e: (e["method"], grid.isotropic(_entry_factors(e) or 1) is None,  # isotropic first
-                                max(_entry_factors(e) or (0,)), grid.text(_entry_factors(e) or 1)))
+    entries.sort(key=lambda e: (e["method"], not isinstance(e["factor"], int), str(e["factor"])))  # isotropic first
     write_json(reg, {"format": REGISTRY_FORMAT, "models": entries})
 
 

@@ -10,7 +10,7 @@ import importlib.util
 
 from ..core import grid
 from ..core.errors import IQTError
-from ..fileio.model_files import read_registry
+from ..fileio.model_files import shipped_factor_sets
 from .base import Method
 from .cnn.method import ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2
 from .forest.method import BIQTMethod, GlobalLinearMethod, RFMethod
@@ -49,11 +49,7 @@ def trainable() -> list[str]:
 def shipped_factors(name: str) -> list:
     """The factors of each shipped model of `name` as records hold them (grid.record): an integer r for (r, r, r),
     [fx, fy, fz] for per-axis factors; [] for interpolation (no model needed)."""
-    return [grid.record(f) for f in read_factor_sets(name)]
-
-
-def read_factor_sets(name: str) -> list[tuple[int, int, int]]:
-    return [grid.factors(e["factor"]) for e in read_registry() if e.get("method") == name]
+    return [grid.record(f) for f in shipped_factor_sets(name)]
 
 
 def serves(shipped: list, factor) -> bool:

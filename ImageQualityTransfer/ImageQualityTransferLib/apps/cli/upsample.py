@@ -115,8 +115,9 @@ def run(args):
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key])
     print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
-    if method.learned and grid.factors(method.load(f).factor) != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
-        print(f"{method.name}: its model for {grid.describe(method.load(f).factor)} served {grid.describe(f)} with the axes "
-              f"turned (thick-slice direction {slice_axis(lr.affine, f)})")
+    served = grid.factors(method.load(f).factor) if method.learned else None
+    if served is not None and served != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
+        print(f"{method.name}: its model for {grid.describe(served)} served {grid.describe(f)} with the axes turned "
+              f"(thick-slice direction {slice_axis(lr.affine, f)})")
     if res is not None:
         print(propagation.write(res, prop_paths, method.name, args.input))

@@ -60,3 +60,17 @@ def test_fit_refuses_what_a_method_cannot_take(small_subject):
         methods.get("espcn", samples=3)
     with pytest.raises(IQTError, match="has no model"):
         methods.get("cubic", model="m.pt")
+
+
+def test_registry_holds_per_axis_factor_sets(tmp_path):
+    """Entries for r and for [fx, fy, fz]: each found by its own factors only, isotropic first, re-registering
+    replaces, and a missing set is named with what exists."""
+    from ImageQualityTransferLib.fileio import model_files
+
+    for factor, name in (([1, 1, 3], "m_x1x1x3.json"), (2, "m_x2.json"), ([1, 1, 3], "m_x1x1x3b.json")):
+        model_files.register({"method": "rf", "factor": factor, "sha256": name}, tmp_path / name, tmp_path)
+    assert model_files.shipped_factor_sets("rf", tmp_path) == [(2, 2, 2), (1, 1, 3)]
+    assert model_files.shipped("rf", (1, 1, 3), ".npz", tmp_path).name == "m_x1x1x3b.json"
+    assert model_files.shipped("rf", 2, ".npz", tmp_path).name == "m_x2.json"
+    with pytest.raises(IQTError, match="rf has shipped models for factor 2, factors 1,1,3 only; give --model for factors 3,1,1"):
+        model_files.shipped("rf", (3, 1, 1), ".npz", tmp_path)  # a reordering is the method's to serve, not the file's

@@ -456,5 +456,5 @@ def test_through_plane_model_through_the_cli(capsys, tmp_path, through_plane_rf)
     assert main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(out), "--method", "rf", "--model",
                  str(through_plane_rf), "--factor", "2,1,1"]) == 0, capsys.readouterr().err
     assert fileio.load_tensor(out).shape3 == (16, 18, 20)
-    assert "model for factors 1,1,2 served factors 2,1,1 with the axes turned (thick-slice direction R)" in \
+    assert "factors 2,1,1 refine along R; its model for factors 1,1,2 (along S) ran with the axes turned" in \
         capsys.readouterr().out

@@ -117,7 +117,7 @@ def run(args):
     print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
     served = grid.factors(method.load(f).factor) if method.learned else None
     if served is not None and served != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
-        print(f"{method.name}: its model for {grid.describe(served)} served {grid.describe(f)} with the axes turned "
-              f"(thick-slice direction {slice_axis(lr.affine, f)})")
+        print(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "
+              f"{grid.describe(served)} (along {'RAS'[grid.largest_axis(served)]}) ran with the axes turned to it and back")
     if res is not None:
         print(propagation.write(res, prop_paths, method.name, args.input))

@@ -286,7 +286,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     `lr` is clipped, canonical-axis, mm^2/s. `device` ("cpu", "cuda", "auto" or a torch.device) runs the
     network there for this call; the outputs are float32 numpy arrays either way."""
     device = resolve_device(device)
-    r = grid.factors(model.factor)
+    r = model.factor  # (fx, fy, fz)
     norm = model.meta["normalisation"]
     lr = fill_context(lr)
     support = lr_support(mask, lr.shape[:3])

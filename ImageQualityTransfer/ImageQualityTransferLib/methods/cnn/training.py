@@ -228,6 +228,7 @@ def augment_batch(arrays, perm, signs, p):
 class Sampler:
     def __init__(self, items, norm, r, patch, seed, scale_aug=0.0):
         self.items, self.r, self.patch, self.scale_aug = items, r, patch, float(scale_aug)
+        self.f = grid.factors(r)  # per-axis factors, once (patch_at runs for every patch)
         self.rng = np.random.default_rng(seed)
         self.in_mean = np.asarray(norm["in_mean"], np.float32)
         self.in_scale = np.asarray(norm["in_scale"], np.float32)
@@ -236,7 +237,7 @@ class Sampler:
         self.p_items = sizes / sizes.sum()
 
     def patch_at(self, it: TrainItem, c, val=False, gain=1.0):
-        P, f = self.patch, grid.factors(self.r)
+        P, f = self.patch, self.f
         x = it.lr_pad[c[0] : c[0] + P + 2 * HALO, c[1] : c[1] + P + 2 * HALO, c[2] : c[2] + P + 2 * HALO]
         hr = tuple(slice(fa * ci, fa * (ci + P)) for ci, fa in zip(c, f))
         x = (x * np.float32(gain) - self.in_mean) / self.in_scale

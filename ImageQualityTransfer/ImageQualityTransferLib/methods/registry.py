@@ -12,14 +12,14 @@ from ..core import grid
 from ..core.errors import IQTError
 from ..fileio.model_files import shipped_factor_sets
 from .base import Method
-from .cnn.method import ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2
+from .cnn.method import Deep, DeepHetero, DeepHeteroVar1, ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2
 from .forest.method import BIQTMethod, GlobalLinearMethod, RFMethod
 from .interpolation import Cubic, Linear, LogEuclidCubic, Nearest
 
 _METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (Nearest, Linear, Cubic, LogEuclidCubic, GlobalLinearMethod, RFMethod, BIQTMethod,
-                ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2)
+                ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2, Deep, DeepHetero, DeepHeteroVar1)
 }
 
 # Best first, by `iqt benchmark` on the dev subjects (README): the first one that can run here is the default.

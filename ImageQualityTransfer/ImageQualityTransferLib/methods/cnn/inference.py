@@ -1,7 +1,7 @@
 """Whole-volume inference, tiled so that memory stays bounded whatever the volume size.
 
-The low-res grid is cut into tiles of `tile`^3 positions; each tile is read with its 2-voxel halo (the
-network's unpadded 5^3 receptive field) from the zero-padded volume, so every output voxel sees exactly
+The low-res grid is cut into tiles of `tile`^3 positions; each tile is read with the network's halo (2 voxels for
+ESPCN's unpadded 5^3 receptive field, 4 for `deep`'s 9^3) from the zero-padded volume, so every output voxel sees exactly
 the inputs it would see in one untiled pass. Tiles with no voxel of the output support (the low-res mask
 dilated by one voxel) are skipped. The network predicts the residual over cubic B-spline interpolation
 in normalised units; the result is cubic + residual * scale, zero outside the support.
@@ -38,9 +38,9 @@ DEFAULT_SAMPLES = 10  # MC samples for the variational models: on a dev slab the
 DEFAULT_SEED = 0
 
 
-def normalise_input(lr: np.ndarray, norm: dict) -> np.ndarray:
-    """Raw tensors (mm^2/s) zero-padded by HALO -> normalised, (6, X+4, Y+4, Z+4) float32."""
-    padded = np.pad(np.asarray(lr, np.float32), [(HALO, HALO)] * 3 + [(0, 0)])
+def normalise_input(lr: np.ndarray, norm: dict, halo: int = HALO) -> np.ndarray:
+    """Raw tensors (mm^2/s) zero-padded by `halo` -> normalised, (6, X+2h, Y+2h, Z+2h) float32."""
+    padded = np.pad(np.asarray(lr, np.float32), [(halo, halo)] * 3 + [(0, 0)])
     mean = np.asarray(norm["in_mean"], np.float32)
     scale = np.asarray(norm["in_scale"], np.float32)
     return np.ascontiguousarray(np.moveaxis((padded - mean) / scale, -1, 0))
@@ -89,7 +89,10 @@ def md_mode(lr: np.ndarray, lo: float = 1e-5, hi: float = 1e-2, bins: int = 600,
     return float(np.exp(0.5 * (edges[k] + edges[k + 1])))
 
 
-def fill_context(lr: np.ndarray, rings: int = HALO) -> np.ndarray:
+CONTEXT_RINGS = 2  # the project's own fits reach two voxels beyond the brain mask (dmri/degrade.py)
+
+
+def fill_context(lr: np.ndarray, rings: int = CONTEXT_RINGS) -> np.ndarray:
     """Missing (all-zero) tensors within `rings` voxels of the input's non-zero voxels take their nearest non-zero
     voxel's tensor. The networks learnt from fits that reach two voxels beyond the brain, never from zeros beside it,
     which is what a tightly masked fit (FSL, MRtrix, dipy with a mask) gives them. The mask plays no part, so that a
@@ -190,7 +193,7 @@ def run_network(net, x: np.ndarray, r, support: np.ndarray, tile: int = DEFAULT_
 
     outputs = {"res": (6,), "logvar": (6,)} if hetero else {"res": (6,)}
     with _on_device(net, device):
-        out = run_tiled(one_pass, x, r, support, outputs, tile, HALO, device, progress)
+        out = run_tiled(one_pass, x, r, support, outputs, tile, net.halo, device, progress)
     return out["res"], out.get("logvar")
 
 
@@ -268,7 +271,7 @@ def run_network_mc(net, x: np.ndarray, r, support: np.ndarray, samples: int, see
         for d in layers:
             d.sampling, d.generator = True, gen
         try:
-            out = run_tiled(sample_tile, x, r, support, outputs, tile, HALO, device, progress)
+            out = run_tiled(sample_tile, x, r, support, outputs, tile, net.halo, device, progress)
         finally:
             for d in layers:
                 d.sampling, d.generator, d.channel_noise = False, None, None
@@ -291,7 +294,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     lr = fill_context(lr)
     support = lr_support(mask, lr.shape[:3])
     unit = subject_scale(lr, mask, norm["subject_scale"]) if norm.get("subject_scale") else 1.0
-    x = normalise_input(np.asarray(lr, np.float32) / np.float32(unit), norm)
+    x = normalise_input(np.asarray(lr, np.float32) / np.float32(unit), norm, model.net.halo)
     out_scale = np.asarray(norm["out_scale"], np.float32) * np.float32(unit)
     hr_support = repeat_blocks(support, r)
     if samples is None:

@@ -1,6 +1,7 @@
 """3D-ESPCN methods (Tanno et al. 2017): `espcn`, the heteroscedastic `espcn-hetero`, and the
 heteroscedastic + variational-dropout `espcn-hetero-var1` (per unit) / `espcn-hetero-var2` (per channel),
-which predict by Monte Carlo with `samples` draws (maps std, std_intrinsic, std_parameter, md_std, fa_std).
+which predict by Monte Carlo with `samples` draws (maps std, std_intrinsic, std_parameter, md_std, fa_std);
+`deep`, `deep-hetero`, `deep-hetero-var1`: the same with 9^3 low-res voxels of context (networks.DeepESPCN3D).
 
 `model=None` uses the shipped model for the requested factor (Resources/Models/registry.json); a path
 to a `.pt` weights file or its `.json` sidecar uses that model instead. Torch is imported only when a
@@ -46,7 +47,7 @@ class CNNMethod(LearnedMethod):
 
     def _fit(self, subjects, r, *, seed, log, progress, epochs=None, minutes=None, threads=None, init=None, **settings):
         """Degraded training volumes from every subject (every block shift), then the family's trainer."""
-        from . import require_torch, training
+        from . import networks, require_torch, training
         from .model_io import LoadedModel
 
         require_torch()
@@ -55,7 +56,8 @@ class CNNMethod(LearnedMethod):
         items = training.load_items(subjects, r, log=log, randomise_seed=seed if randomised else None,
                                     variants=int(settings.get("variants", training.DEFAULTS["variants"])),
                                     subsets=float(settings.get("subset_fraction", 0.0)),
-                                    noise=float(settings.get("noise_fraction", 0.0)))
+                                    noise=float(settings.get("noise_fraction", 0.0)),
+                                    halo=networks.halo_of(self.name))
         prep = time.perf_counter() - t0
         if log:
             log(f"training data: {len(items)} degraded volumes from {len(subjects)} subject(s) ({prep:.0f} s)")
@@ -100,5 +102,25 @@ class ESPCNHeteroVar2(CNNMethod):
     name = "espcn-hetero-var2"
     description = ("3D-ESPCN, heteroscedastic + variational dropout per channel: Monte Carlo mean, total, intrinsic "
                    "and parameter standard deviation")
+    gives_uncertainty = True
+    takes_samples = True
+
+
+class Deep(CNNMethod):
+    name = "deep"
+    description = ("deeper 3D-ESPCN: a residual block of two 3^3 convolutions after the first layer, 9^3 low-res voxels "
+                   "of context (issue 14)")
+
+
+class DeepHetero(CNNMethod):
+    name = "deep-hetero"
+    description = "deeper 3D-ESPCN (9^3 context) with a heteroscedastic second network: per-voxel predictive std"
+    gives_uncertainty = True
+
+
+class DeepHeteroVar1(CNNMethod):
+    name = "deep-hetero-var1"
+    description = ("deeper 3D-ESPCN (9^3 context), heteroscedastic + variational dropout per unit: Monte Carlo mean, "
+                   "total, intrinsic and parameter standard deviation")
     gives_uncertainty = True
     takes_samples = True

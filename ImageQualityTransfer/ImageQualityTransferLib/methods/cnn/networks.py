@@ -5,6 +5,11 @@ are unpadded ("valid"), so the receptive field of each low-res output position i
 voxels and an input patch of n+4 voxels gives an n^3 block of low-res positions, i.e. (r n)^3 high-res
 voxels. Callers pad the volume by `HALO` voxels on every side.
 
+`deep` (issue 14, "more context"): the same network with a residual block of two unpadded 3^3 convolutions
+(50 -> 32 -> 50 channels: 32 is the width oneDNN runs fastest here, half the time of 50) after the first layer, so each output position sees 9^3 low-res voxels (halo 4). The block's last
+convolution starts at zero, so a `deep` network warm-started (`--init`) from a trained `espcn` of the same widths
+computes exactly that model, and training can only move it from there. Each network has its `halo`.
+
 The heteroscedastic model has a second network of the same shape whose output is the per-voxel,
 per-element log-variance of the (normalised) prediction.
 
@@ -28,7 +33,7 @@ from ...core import grid
 
 from .shuffle import pixel_shuffle_3d
 
-HALO = 2  # low-res voxels lost on each side by the two unpadded 3^3 convolutions
+HALO = 2  # low-res voxels lost on each side by ESPCN's two unpadded 3^3 convolutions
 N_ELEMENTS = 6
 
 
@@ -76,6 +81,9 @@ class VarDropout(nn.Module):
 
 
 class ESPCN3D(nn.Module):
+    halo = HALO
+    default_widths = (50, 100)
+
     def __init__(self, factor=2, widths=(50, 100), n_in: int = N_ELEMENTS, n_out: int = N_ELEMENTS,
                  dropout: str | None = None):
         super().__init__()
@@ -112,16 +120,42 @@ class ESPCN3D(nn.Module):
         return sum((d.kl() for d in self.dropout_layers()), torch.zeros(()))
 
 
+class DeepESPCN3D(ESPCN3D):
+    """ESPCN with a zero-initialised residual block of two 3^3 convolutions after the first layer: 9^3 context."""
+
+    halo = HALO + 2
+    default_widths = (50, 100, 32)  # first layer, second layer, residual block's middle
+
+    def __init__(self, factor=2, widths=default_widths, n_in: int = N_ELEMENTS, n_out: int = N_ELEMENTS,
+                 dropout: str | None = None):
+        super().__init__(factor, widths[:2], n_in, n_out, dropout)
+        w1, wb = widths[0], widths[2]
+        self.res_a = nn.Conv3d(w1, wb, 3)
+        self.res_b = nn.Conv3d(wb, w1, 3)
+        nn.init.zeros_(self.res_b.weight)
+        nn.init.zeros_(self.res_b.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(x))
+        return h[:, :, 2:-2, 2:-2, 2:-2] + self.res_b(torch.relu(self.res_a(h)))
+
+
 class HeteroESPCN3D(nn.Module):
     """Mean network and log-variance network; `forward` returns (mean, log_variance)."""
 
     dropout = None
+    body = ESPCN3D
 
-    def __init__(self, factor=2, widths=(50, 100)):
+    def __init__(self, factor=2, widths=None):
         super().__init__()
-        self.mean = ESPCN3D(factor, widths, dropout=self.dropout)
-        self.logvar = ESPCN3D(factor, widths)
+        widths = self.body.default_widths if widths is None else widths
+        self.mean = self.body(factor, widths, dropout=self.dropout)
+        self.logvar = self.body(factor, widths)
         self.factor = grid.record(factor)
+
+    @property
+    def halo(self) -> int:
+        return self.body.halo
 
     def forward(self, x: torch.Tensor):
         return self.mean(x), self.logvar(x)
@@ -139,14 +173,34 @@ class HeteroVar2ESPCN3D(HeteroESPCN3D):
     dropout = "channel"
 
 
+class HeteroDeepESPCN3D(HeteroESPCN3D):
+    body = DeepESPCN3D
+
+
+class HeteroVar1DeepESPCN3D(HeteroDeepESPCN3D):
+    dropout = "unit"
+
+
 ARCHITECTURES = {"espcn": ESPCN3D, "espcn-hetero": HeteroESPCN3D,
-                 "espcn-hetero-var1": HeteroVar1ESPCN3D, "espcn-hetero-var2": HeteroVar2ESPCN3D}
+                 "espcn-hetero-var1": HeteroVar1ESPCN3D, "espcn-hetero-var2": HeteroVar2ESPCN3D,
+                 "deep": DeepESPCN3D, "deep-hetero": HeteroDeepESPCN3D, "deep-hetero-var1": HeteroVar1DeepESPCN3D}
 
 
 def build(arch: dict) -> nn.Module:
     """A network from the `arch` entry of a model sidecar: {"name", "factor", "widths"}."""
     cls = ARCHITECTURES[arch["name"]]
-    return cls(factor=grid.factors(arch["factor"]), widths=tuple(arch.get("widths", (50, 100))))
+    return cls(factor=grid.factors(arch["factor"]), widths=tuple(arch.get("widths", default_widths(arch["name"]))))
+
+
+def default_widths(method: str) -> tuple:
+    cls = ARCHITECTURES[method]
+    return getattr(cls, "body", cls).default_widths
+
+
+def halo_of(method: str) -> int:
+    """Low-res voxels an architecture's network needs on each side of its output positions."""
+    cls = ARCHITECTURES[method]
+    return getattr(cls, "body", cls).halo
 
 
 def is_hetero(net: nn.Module) -> bool:

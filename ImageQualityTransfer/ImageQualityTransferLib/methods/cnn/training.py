@@ -75,7 +75,7 @@ class TrainItem:
 
     name: str
     shift: tuple
-    lr_pad: np.ndarray  # (X+4, Y+4, Z+4, 6) mm^2/s
+    lr_pad: np.ndarray  # (X+2h, Y+2h, Z+2h, 6) mm^2/s, zero-padded by `halo`
     res: np.ndarray  # (rX, rY, rZ, 6) reference - cubic, mm^2/s, 0 where weight is 0
     weight: np.ndarray  # (rX, rY, rZ) bool: plausible reference voxel in the brain mask, outside the validation slab
     val_weight: np.ndarray  # the same inside the validation slab
@@ -85,15 +85,22 @@ class TrainItem:
     unit_kind: str = "md-mode"
     lr_mask: np.ndarray | None = None  # (X, Y, Z) bool: the low-res brain
     variant: dict | None = None  # how the input was made (dmri.randomise.Variant.describe)
+    halo: int = HALO  # the padding of lr_pad: the halo of the network it is made for
+
+    def inner(self) -> np.ndarray:
+        """The low-res input without its padding."""
+        h = self.halo
+        return self.lr_pad[h:-h, h:-h, h:-h]
 
 
 def prepare_subject(subject, r, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
-                    log=None, variants: int = 1, rng=None, subsets: float = 0.0, noise: float = 0.0) -> list[TrainItem]:
+                    log=None, variants: int = 1, rng=None, subsets: float = 0.0, noise: float = 0.0,
+                    halo: int = HALO) -> list[TrainItem]:
     """All block shifts of one `dmri.subject.Subject` as training items (canonical axes; `r`: an integer or per-axis
     factors): with `rng`, `variants`
     randomly made inputs per shift (dmri/randomise.py; `subsets`, `noise`: the shares with a direction subset, with
     added noise), else the project's own. Each input is then prepared as `Method.predict` prepares it (eigenvalues
-    clipped, missing context filled, subject scale)."""
+    clipped, missing context filled, subject scale) and zero-padded by the network's `halo`."""
     reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi = reo.apply(subject.dwi)
     mask = reo.apply(subject.mask).data.astype(bool)
@@ -130,8 +137,9 @@ def prepare_subject(subject, r, patch: int = DEFAULTS["patch"], val_fraction=DEF
         train = corners[~((cy >= y0) & (cy + patch <= y1))]
         val = corners[(cy >= y0) & (cy + patch <= y1)]
         w_train, w_val = w & ~in_slab, w & in_slab
-        items.append(TrainItem(subject.name, tuple(shift), np.pad(lr, [(HALO, HALO)] * 3 + [(0, 0)]), res, w_train, w_val,
-                               train, val, unit=subject_scale(lr, None), lr_mask=lr_mask, variant=variant.describe()))
+        items.append(TrainItem(subject.name, tuple(shift), np.pad(lr, [(halo, halo)] * 3 + [(0, 0)]), res, w_train, w_val,
+                               train, val, unit=subject_scale(lr, None), lr_mask=lr_mask, variant=variant.describe(),
+                               halo=halo))
         if log:
             log(f"  {subject.name} shift {shift} {variant.describe()}: low-res {tuple(int(v) for v in shape)}, {int(w.sum())} target voxels, "
                 f"{len(train)}/{len(val)} train/val corners ({time.perf_counter() - t0:.1f} s)")
@@ -162,7 +170,7 @@ def fit_normalisation(items: list[TrainItem], out_norm: str = "metric") -> dict:
         raise IQTError(f"out_norm must be 'metric' or 'per-element', not {out_norm!r}")
     lr_vals, res_vals = [], []
     for it in items:
-        inner = it.lr_pad[HALO:-HALO, HALO:-HALO, HALO:-HALO]
+        inner = it.inner()
         brain = np.abs(inner).sum(-1) > 0
         if it.lr_mask is not None:
             brain &= it.lr_mask
@@ -237,8 +245,8 @@ class Sampler:
         self.p_items = sizes / sizes.sum()
 
     def patch_at(self, it: TrainItem, c, val=False, gain=1.0):
-        P, f = self.patch, self.f
-        x = it.lr_pad[c[0] : c[0] + P + 2 * HALO, c[1] : c[1] + P + 2 * HALO, c[2] : c[2] + P + 2 * HALO]
+        P, f, h = self.patch, self.f, it.halo
+        x = it.lr_pad[c[0] : c[0] + P + 2 * h, c[1] : c[1] + P + 2 * h, c[2] : c[2] + P + 2 * h]
         hr = tuple(slice(fa * ci, fa * (ci + P)) for ci, fa in zip(c, f))
         x = (x * np.float32(gain) - self.in_mean) / self.in_scale
         y = it.res[hr] * np.float32(gain) / self.out_scale
@@ -336,10 +344,13 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed if world == 1 else [seed, rank])
-    hetero = method.startswith("espcn-hetero")
-    arch = {"name": method, "factor": grid.record(factor), "widths": [50, 100]}
+    arch = {"name": method, "factor": grid.record(factor), "widths": list(networks.default_widths(method))}
     f_train = grid.factors(factor)
     net = networks.build(arch)
+    hetero = networks.is_hetero(net)
+    if any(it.halo != net.halo for it in items):
+        raise IQTError(f"the training items are padded for a halo of {items[0].halo} low-res voxels, {method!r} needs "
+                       f"{net.halo}; prepare them with halo={net.halo}")
     init_info, base = None, None
     if init is not None:
         from . import model_io
@@ -348,7 +359,8 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         if grid.factors(base.factor) != grid.factors(factor):
             raise IQTError(f"{init}: --init model is for {grid.describe(base.factor)}, not {grid.text(factor)}")
         missing, unexpected = net.load_state_dict(base.net.state_dict(), strict=False)
-        if unexpected or any("log_alpha" not in k for k in missing):
+        # new parts start as they are built: dropout rates, and deep's residual block (zero: the base's function)
+        if unexpected or any("log_alpha" not in k and ".res_" not in f".{k}" for k in missing):
             raise IQTError(f"{init}: a {base.method!r} model cannot initialise a {method!r} network")
         opts["subject_scale"] = bool(base.meta["normalisation"].get("subject_scale"))  # the base's units
         init_info = {"model": str(base.path.name), "method": base.method, "sha256": base.meta.get("sha256"),
@@ -359,7 +371,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         scale_kind = base.meta["normalisation"]["subject_scale"]  # the base's units
         for it in items:
             if it.unit_kind != scale_kind:
-                inner = it.lr_pad[HALO:-HALO, HALO:-HALO, HALO:-HALO]
+                inner = it.inner()
                 it.unit, it.unit_kind = subject_scale(inner, it.lr_mask, scale_kind), scale_kind
     if opts["subject_scale"]:
         for it in items:  # in place: the items are this training's own
@@ -528,7 +540,8 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         "method": method,
         "factor": grid.record(factor),
         "arch": arch,
-        "patch": {"input_lr": opts["patch"] + 2 * HALO, "output_lr": opts["patch"], "receptive_field_lr": 5, "halo_lr": HALO},
+        "patch": {"input_lr": opts["patch"] + 2 * net.halo, "output_lr": opts["patch"],
+                  "receptive_field_lr": 2 * net.halo + 1, "halo_lr": net.halo},
         "normalisation": norm,
         "training": {
             "subjects": sorted({it.name for it in items}),

@@ -53,6 +53,40 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1) -> Volume:
     return Volume(mask.astype(bool), dwi.affine, "mask", meta={"source": "median_otsu"})
 
 
+TISSUE_MD = (0.7, 5.0)  # MD range of brain tissue and CSF, in units of the input's MD mode (tensors.md_mode)
+MAX_BRAIN_SHARE = 0.9  # an estimate covering more of the field of view than this finds no background to remove
+
+
+def brain_from_tensors(tensor: Volume) -> Volume | None:
+    """A brain estimated from tensors fitted over the whole field of view (no mask, no b0 at hand): positive-definite
+    voxels with a tissue-like MD (TISSUE_MD times the MD mode), by 3^3 majority, opened by two voxels to cut the
+    bridges to scalp and neck, the largest component grown back within the candidates, holes filled. Air and noise
+    fits drop out; scalp with brain-like MD may stay. None where it would keep nearly everything (no background).
+    On the dev and training subjects, made unmasked, it kept every brain-mask voxel within one voxel (the support's
+    margin); see Testing/dmri/test_brain_estimate.py."""
+    from scipy import ndimage
+
+    from ..core import tensors
+
+    t = np.asarray(tensor.data)
+    lam = tensors.eigenvalues(t.reshape(-1, 6)).reshape(t.shape[:3] + (3,))
+    md = lam.mean(axis=-1)
+    unit = tensors.md_mode(t)
+    lo, hi = TISSUE_MD
+    tissue = (lam[..., 0] > 0) & (md > lo * unit) & (md < hi * unit)
+    cand = ndimage.uniform_filter(tissue.astype(np.float32), 3, mode="nearest") >= 0.5
+    ball = ndimage.generate_binary_structure(3, 1)
+    labels, n = ndimage.label(ndimage.binary_opening(cand, ball, iterations=2))
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(np.ones(labels.shape), labels, range(1, n + 1))
+    brain = labels == (1 + int(np.argmax(sizes)))
+    brain = ndimage.binary_fill_holes(ndimage.binary_dilation(brain, ball, iterations=2) & cand)
+    if brain.mean() > MAX_BRAIN_SHARE:
+        return None
+    return Volume(brain, tensor.affine, "mask", meta={"source": "brain_from_tensors"})
+
+
 FIT_METHODS = ("WLS", "OLS")
 
 

@@ -19,6 +19,7 @@ from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
+from ..dmri.dti import brain_from_tensors
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -90,14 +91,8 @@ class Method:
             if not np.asarray(mask.data).any():
                 raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
         check_tensor_input(lr, mask)
-        if mask is None:  # the support is the input's non-zero voxels, so that the background stays exactly zero
-            present = np.any(np.asarray(lr.data) != 0, axis=-1)
-            mask = None if present.all() else Volume(present, lr.affine, "mask")
-            if present.mean() > 0.95:
-                warnings.warn("the input holds tensors over the whole field of view (fitted without a brain mask): the "
-                              "output covers the background noise too; give --mask to keep it zero outside the brain "
-                              "(a brain mask on the input's grid, e.g. from 'iqt mask' on the DWIs)", IQTWarning,
-                              stacklevel=2)
+        if mask is None:
+            mask = self.support(lr)
         reo = Reorientation.to_canonical(lr.affine)
         order = self._axis_order(grid.permute(f, reo.ornt))
         if order is not None:  # a model for a reordering of the factors: permute the axes it refines into its own
@@ -122,6 +117,25 @@ class Method:
                               meta={"method": self.name, "factor": grid.record(f)}))
         maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
+
+    @staticmethod
+    def support(lr: Volume) -> Volume | None:
+        """The support when no mask is given: the input's non-zero voxels, so that the background stays exactly zero;
+        for tensors over the whole field of view (fitted without a mask), a brain estimated from them
+        (dmri.dti.brain_from_tensors), reported in one line. None: every voxel."""
+        present = np.any(np.asarray(lr.data) != 0, axis=-1)
+        if present.mean() <= WHOLE_FIELD:
+            return None if present.all() else Volume(present, lr.affine, "mask")
+        brain = brain_from_tensors(lr)
+        if brain is None:
+            warnings.warn("the input holds tensors over the whole field of view and no background was found to leave out: "
+                          "the output covers all of it; give --mask to keep it zero outside the brain", IQTWarning,
+                          stacklevel=3)
+            return None
+        warnings.warn(f"the input holds tensors over the whole field of view (fitted without a brain mask): the output is "
+                      f"kept to a brain estimated from the tensors' MD ({int(brain.data.sum())} of {brain.data.size} "
+                      f"low-res voxels); give --mask for your own brain mask", IQTWarning, stacklevel=3)
+        return brain
 
     def _family_factor(self, f: tuple):
         """The factor as the family's `_predict` takes it: the per-axis factors (fx, fy, fz) on canonical axes."""
@@ -282,6 +296,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     tensors.check_scale(vol.data, None if mask is None else np.asarray(mask.data, bool))
 
 
+WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
 EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the exterior region) lies in
 
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import numpy as np
 from scipy import ndimage
 
-from ...core import grid
+from ...core import grid, tensors
 from ...core.errors import IQTError
 from ...core.grid import repeat_blocks
 from ..interpolation import upsample_separable
@@ -63,30 +63,7 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode"
         return float(np.median(md[inside]))
     if kind != "md-mode":
         raise IQTError(f"unknown subject scale {kind!r} in the model's normalisation; use a model made by 'iqt train'")
-    return md_mode(lr)
-
-
-def md_mode(lr: np.ndarray, lo: float = 1e-5, hi: float = 1e-2, bins: int = 600, width: float = 0.08) -> float:
-    """Mode of the MD of the positive-definite tensors with MD in [lo, hi] mm^2/s: the peak of the log-MD histogram
-    smoothed by a Gaussian of `width` (log units); 1.0 where no voxel qualifies."""
-    from ...core.tensors import eigenvalues
-
-    flat = np.asarray(lr).reshape(-1, 6)
-    flat = flat[np.any(flat != 0, axis=-1)]
-    if not len(flat):
-        return 1.0
-    lam = eigenvalues(flat)
-    md = lam.mean(axis=-1)
-    ok = (lam[:, 0] > 0) & (md > lo) & (md < hi)
-    if not ok.any():
-        return 1.0
-    x = np.log(md[ok])
-    step = (np.log(hi) - np.log(lo)) / bins
-    edges = np.median(x) + step * (np.arange(-bins, bins + 1) - 0.5)  # anchored to the data: scaling MD by k scales the mode by k
-    hist, _ = np.histogram(x, edges)
-    smooth = ndimage.gaussian_filter1d(hist.astype(np.float64), width / (edges[1] - edges[0]), mode="constant")
-    k = int(np.argmax(smooth))
-    return float(np.exp(0.5 * (edges[k] + edges[k + 1])))
+    return tensors.md_mode(lr)
 
 
 CONTEXT_RINGS = 2  # the project's own fits reach two voxels beyond the brain mask (dmri/degrade.py)

@@ -1,0 +1,55 @@
+"""The brain estimated from tensors fitted without a mask (dmri.dti.brain_from_tensors): it keeps every brain voxel
+within the support's one-voxel margin, leaves the noise background out, and finds nothing to remove in a field of
+tissue; a method run without a mask on such input writes zero outside it and says so in one line."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+from ImageQualityTransferLib import methods
+from ImageQualityTransferLib.core.grid import repeat_blocks
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.dmri.dti import brain_from_tensors
+
+CUBE = np.ones((3, 3, 3), bool)
+
+
+def check_estimate(case, max_share):
+    est = brain_from_tensors(case.lr)
+    assert est is not None
+    brain = np.asarray(case.lr_mask.data, bool)
+    assert not (brain & ~ndimage.binary_dilation(est.data, CUBE)).any()  # within the support's margin
+    assert est.data.mean() < max_share  # the background is left out
+    return est
+
+
+def test_the_brain_of_an_unmasked_phantom_is_found(small_subject):
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+
+    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    assert np.all(np.any(case.lr.data != 0, axis=-1))  # tensors over the whole field of view
+    check_estimate(case, 0.8)
+
+
+def test_a_field_of_tissue_has_no_background_to_remove():
+    t = np.zeros((12, 12, 12, 6), np.float32)
+    t[..., [0, 2, 5]] = [1.2e-3, 0.6e-3, 0.5e-3]
+    assert brain_from_tensors(Volume(t, np.eye(4), "tensor")) is None
+
+
+def test_on_a_real_unmasked_subject_the_output_is_zero_outside_the_estimated_brain(axial_subject):
+    from ImageQualityTransferLib.dmri.subject import make_case
+
+    case = make_case(axial_subject, 2, style="unmasked")
+    est = check_estimate(case, 0.75)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred = methods.get("cubic").predict(case.lr, 2)
+    said = [str(w.message) for w in caught if "estimated from the tensors" in str(w.message)]
+    assert len(said) == 1 and f"{int(est.data.sum())} of {est.data.size}" in said[0]
+    support = repeat_blocks(ndimage.binary_dilation(est.data, CUBE), 2)
+    assert not pred.tensor.data[~support].any()
+    assert np.all(np.any(pred.tensor.data[case.hr_mask] != 0, axis=-1))

@@ -28,7 +28,7 @@ NORM = {"kind": "residual-over-cubic", "in_mean": [1e-3, 0, 1e-3, 0, 0, 1e-3], "
 
 def random_model(method="espcn", seed=0, factor=2):
     torch.manual_seed(seed)
-    arch = {"name": method, "factor": factor, "widths": [50, 100]}
+    arch = {"name": method, "factor": factor, "widths": list(networks.default_widths(method))}
     net = networks.build(arch).eval()
     meta = {"method": method, "factor": factor, "arch": arch, "normalisation": NORM, "version": "test"}
     return net, meta
@@ -116,6 +116,47 @@ def test_receptive_field_is_5_cubed():
         assert not torch.equal(net(near)[..., :2, :2, :2], base[..., :2, :2, :2])
 
 
+def test_deep_receptive_field_is_9_cubed():
+    """`deep` (issue 14): the residual block widens each output position's context from 5^3 to 9^3 low-res voxels."""
+    net, _ = random_model("deep")
+    torch.nn.init.normal_(net.res_b.weight, std=0.05)  # a trained block: non-zero (it starts at zero)
+    assert net.halo == 4 and networks.halo_of("deep-hetero-var1") == 4
+    x = torch.randn(1, 6, 13, 13, 13)
+    with torch.no_grad():
+        base = net(x)
+        assert base.shape == (1, 6, 10, 10, 10)
+        far = x.clone()
+        far[0, :, 9, 4, 4] += 10.0
+        assert torch.equal(net(far)[..., :2, :2, :2], base[..., :2, :2, :2])
+        near = x.clone()
+        near[0, :, 8, 8, 8] += 10.0
+        assert not torch.equal(net(near)[..., :2, :2, :2], base[..., :2, :2, :2])
+
+
+def test_deep_warm_started_from_espcn_computes_espcn_and_trains_from_there(tmp_path):
+    """The block's last convolution starts at zero: `--init` an espcn model gives exactly its outputs, then training
+    moves on from there (loss falls, the block learns)."""
+    espcn, meta = random_model("espcn-hetero")
+    path = tmp_path / "e.pt"
+    model_io.save(espcn, meta, path)
+    deep = networks.build({"name": "deep-hetero", "factor": 2})
+    missing, unexpected = deep.load_state_dict(espcn.state_dict(), strict=False)
+    assert not unexpected and all(".res_" in f".{k}" for k in missing)
+    x = torch.randn(1, 6, 14, 14, 14)
+    with torch.no_grad():
+        for a, b in zip(espcn.eval()(x), deep.eval()(x)):
+            torch.testing.assert_close(b, a[:, :, 4:-4, 4:-4, 4:-4], rtol=1e-5, atol=1e-5)
+    items = synthetic_items(halo=4)
+    kw = dict(method="deep-hetero", epochs=4, iters_per_epoch=10, batch_size=4, patch=6, val_patches=4, patience=10,
+              progress=False)
+    net, meta2, hist = training.train(items, seed=1, init=path, **kw)
+    assert meta2["patch"]["receptive_field_lr"] == 9 and meta2["training"]["init"]["method"] == "espcn-hetero"
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert net.mean.res_b.weight.abs().sum() > 0
+    with pytest.raises(IQTError, match="halo"):
+        training.train(synthetic_items(), seed=1, **kw)  # items padded for espcn's halo
+
+
 @pytest.mark.slow
 def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic():
     items = synthetic_items()
@@ -137,7 +178,7 @@ def test_augmentation_component_map_matches_tensor_rotation():
         assert np.allclose(training.component_map(p) @ t, tensors.rotate(t, p), atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["espcn", "espcn-hetero"])
+@pytest.mark.parametrize("method", ["espcn", "espcn-hetero", "deep", "deep-hetero"])
 def test_tiled_equals_untiled_and_skips_empty_tiles(method):
     net, meta = random_model(method)
     model = LoadedModel(net, meta)
@@ -152,7 +193,7 @@ def test_tiled_equals_untiled_and_skips_empty_tiles(method):
         np.testing.assert_allclose(unc_tiled["std"], unc_full["std"], rtol=1e-5)
         assert (unc_full["std"][support] > 0).all()
     calls = []
-    inference.run_network(net, inference.normalise_input(lr, NORM), 2, inference.lr_support(mask, mask.shape), tile=4,
+    inference.run_network(net, inference.normalise_input(lr, NORM, net.halo), 2, inference.lr_support(mask, mask.shape), tile=4,
                           progress=calls.append)
     n_tiles = len(list(inference.tiles(mask.shape, 4)))
     assert 0 < len(calls) < n_tiles  # the corner tiles hold no brain and are skipped

@@ -39,6 +39,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--noise-fraction", type=float,
                     help="share of the training inputs with Rician noise added at SNR 8-40 (default 0), for a model "
                          "meant for noisier scans than the training subjects")
+    sp.add_argument("--lr", type=float,
+                    help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
     sp.set_defaults(func=run)
 
@@ -66,6 +68,10 @@ def run(args):
     for flag, value in (("--subset-fraction", args.subset_fraction), ("--noise-fraction", args.noise_fraction)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise IQTError(f"{flag} {value:g}: give a share between 0 and 1 (e.g. 0.2)")
+    if args.lr is not None and not cls.requires_torch:
+        raise IQTError(f"--lr applies to the CNN methods, not {args.method!r}; drop it")
+    if args.lr is not None and not args.lr > 0:
+        raise IQTError(f"--lr {args.lr:g}: give a positive learning rate (e.g. 2e-4)")
     if args.nproc < 1:
         raise IQTError(f"--nproc {args.nproc}: give at least 1 process")
     if (args.nproc > 1 or args.checkpoint) and not cls.requires_torch:
@@ -110,7 +116,7 @@ def train_here(args) -> None:
     t0 = time.perf_counter()
     method = cls(device=args.device).fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
-                       subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction)
+                       subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr)
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)

@@ -427,6 +427,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     self._lastResult = nodes
                     self.logic.showResults(nodes, opacity=p.uncertaintyOpacity)
                     self.ui.statusLabel.text = _("Done: {name}").format(name=nodes["tensor"].GetName())
+                    notes = nodes["tensor"].GetAttribute(self.logic.notesAttribute())
+                    if notes:  # e.g. the brain estimated for an input fitted without a mask
+                        self.ui.statusLabel.text += "\n" + _("Note: {notes}").format(notes=notes)
         finally:
             self._running = False
             self._setInputsEnabled(True)
@@ -556,6 +559,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         from ImageQualityTransferLib.slicer.processing import Cancelled
 
         return Cancelled
+
+    def notesAttribute(self) -> str:
+        """The attribute that holds a run's notes on its tensor output node."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer.mrml import NOTES_ATTRIBUTE
+
+        return NOTES_ATTRIBUTE
 
     def availableMethods(self, factor=None) -> list:
         """[{name, description, uncertainty, learned, needs_torch}] from the engine's registry; needs none of the

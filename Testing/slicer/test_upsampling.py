@@ -114,3 +114,25 @@ def test_through_plane_run_on_a_node():
     f4 = upsampling.factors_for("through-plane", 4, spacing=spacing)
     with pytest.raises(IQTError, match="factors 4,1,1"):  # a learned method names the factors it has a model for
         processing.run_on_nodes(scene, node, "biqt", f4)
+
+
+def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(small_subject):
+    """Tensors fitted over the whole field of view (Slicer's DWI to DTI estimation) and no mask node: the output is
+    zero outside the brain estimated from the tensors, and the run's note says so on the output node (the module
+    shows it in its status line); a second run with a mask clears the note."""
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+
+    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, case.lr, "unmasked")
+    out = processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True)["tensor"]
+    notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
+    assert notes and "estimated from the tensors" in notes and "\n" not in notes  # once, not once per method
+    data = mrml.tensor_volume_from_node(out).data
+    assert 0.2 < np.any(data != 0, axis=-1).mean() < 0.8
+    mask_node = mrml.add_scalar_node(scene, Volume(case.lr_mask.data.astype(np.float32), case.lr.affine, "scalar"), "brain")
+    again = processing.run_on_nodes(scene, node, "cubic", 2, mask_node=mask_node)["tensor"]
+    assert again is out and out.GetAttribute(mrml.NOTES_ATTRIBUTE) is None
+    # the module runs torch methods in a separate process (slicer.worker): the notes come back from it too
+    far = processing.predict_in_subprocess(case.lr, processing.Request("cubic", 2))["tensor"]
+    assert len(far.meta["notes"]) == 1 and "estimated from the tensors" in far.meta["notes"][0]

@@ -50,6 +50,7 @@ def _numpy_to_matrix(a: np.ndarray):
 
 
 FACTORS_ATTRIBUTE = "ImageQualityTransfer.Factors"  # "2" or "1,1,3" (input voxel axes) on a run's tensor outputs
+NOTES_ATTRIBUTE = "ImageQualityTransfer.Notes"  # the engine's warnings for a run (one per line), on its tensor output
 
 
 def node_affine(node) -> np.ndarray:

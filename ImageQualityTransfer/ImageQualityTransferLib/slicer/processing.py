@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
@@ -34,7 +35,7 @@ import numpy as np
 from .. import methods as methods_mod
 from . import mrml
 from ..core import grid, tensors
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
 
@@ -178,14 +179,24 @@ def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> None:
 
 def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, progress=None,
                     cancel=None) -> dict[str, Volume]:
-    """{"tensor": Volume, "uncertainty/<name>": Volume..., "interpolated": Volume} on the high-res grid."""
+    """{"tensor": Volume, "uncertainty/<name>": Volume..., "interpolated": Volume} on the high-res grid; the engine's
+    warnings for the run (e.g. the brain estimated for unmasked input) are the tensor's meta["notes"]."""
     method, factor = request.method, request.factor
     m = request.make()
     span = 0.75 if request.interpolate and method != COMPARISON_METHOD else 0.9
     _report(progress, 0.1, f"running {method} (x{grid.text(factor)})")
-    pred = m.predict(lr, factor=factor, mask=mask, direction=True,
-                     progress=_scaled(progress, 0.1, 0.1 + span, f"{method}", cancel))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        pred = m.predict(lr, factor=factor, mask=mask, direction=True,
+                         progress=_scaled(progress, 0.1, 0.1 + span, f"{method}", cancel))
+    notes = []
+    for w in caught:  # the engine's warnings become the run's notes (shown with the result); others pass on
+        if issubclass(w.category, IQTWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     _check_cancel(cancel)
+    pred.tensor.meta["notes"] = notes
     out = {"tensor": pred.tensor}
     for key, v in pred.maps().items():
         out[f"uncertainty/{key}"] = v
@@ -194,8 +205,10 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
             out["interpolated"] = pred.tensor
         else:
             _report(progress, 0.1 + span, f"{COMPARISON_METHOD} interpolation for comparison")
-            out["interpolated"] = methods_mod.get(COMPARISON_METHOD).predict(
-                lr, factor=factor, mask=mask, progress=_scaled(None, 0, 1, None, cancel)).tensor
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", IQTWarning)  # the same input: said once, above
+                out["interpolated"] = methods_mod.get(COMPARISON_METHOD).predict(
+                    lr, factor=factor, mask=mask, progress=_scaled(None, 0, 1, None, cancel)).tensor
     _check_cancel(cancel)
     return out
 
@@ -221,10 +234,16 @@ def find_result_node(scene, key: str, class_name: str):
 
 def _put(scene, vol: Volume, name: str, key: str | None, target=None):
     """`vol` into `target` (a node the user chose), else into the node an earlier run made for `key`, else into a
-    new node named `name`; a tensor's factors go on the node (`mrml.FACTORS_ATTRIBUTE`, for the comparison view)."""
+    new node named `name`; a tensor's factors go on the node (`mrml.FACTORS_ATTRIBUTE`, for the comparison view), and
+    the run's notes (`mrml.NOTES_ATTRIBUTE`, for the module's status line)."""
     node = _put_volume(scene, vol, name, key, target)
     if vol.meta.get("factor") is not None:
         node.SetAttribute(mrml.FACTORS_ATTRIBUTE, grid.text(vol.meta["factor"]))
+    if "notes" in vol.meta:  # a refilled node keeps no note of an earlier run
+        if vol.meta["notes"]:
+            node.SetAttribute(mrml.NOTES_ATTRIBUTE, "\n".join(vol.meta["notes"]))
+        else:
+            node.RemoveAttribute(mrml.NOTES_ATTRIBUTE)
     return node
 
 
@@ -362,6 +381,7 @@ def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = No
         for key, entry in summary["outputs"].items():
             path = entry["path"]
             results[key] = fileio.load_tensor(path) if entry["kind"] == "tensor" else fileio.load_scalar(path)
+        results["tensor"].meta["notes"] = list(summary.get("notes", []))
         return results
     finally:
         if tmp_ctx is not None:

@@ -8,7 +8,8 @@ Reads the low-res tensor (Slicer NRRD or NIfTI) and mask, writes `tensor.nrrd`, 
 
     {"progress": 0.42, "message": "espcn"}
     {"error": "one line naming the problem and the fix"}            (then exit status 2)
-    {"done": true, "outputs": {"tensor": {"path": ..., "kind": "tensor"}, "uncertainty/std": {...}, ...}}
+    {"done": true, "outputs": {"tensor": {"path": ..., "kind": "tensor"}, "uncertainty/std": {...}, ...},
+     "notes": ["the engine's warnings for the run, one line each"]}
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     except IQTError as exc:
         _emit(error=str(exc))
         return 2
-    _emit(done=True, outputs=outputs)
+    _emit(done=True, outputs=outputs, notes=results["tensor"].meta.get("notes", []))
     return 0
 
 

@@ -109,7 +109,7 @@ class ESPCNHeteroVar2(CNNMethod):
 class Deep(CNNMethod):
     name = "deep"
     description = ("deeper 3D-ESPCN: a residual block of two 3^3 convolutions after the first layer, 9^3 low-res voxels "
-                   "of context (issue 14)")
+                   "of context (warm-start its training from an espcn model with --init)")
 
 
 class DeepHetero(CNNMethod):

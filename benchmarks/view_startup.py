@@ -4,9 +4,11 @@ Chromium through Playwright: until both halves of the views' area show non-backg
 the way (address printed, page loaded, the chosen method's result shown), and the import time of trame-slicer.
 
     PYTHONPATH=ImageQualityTransfer python benchmarks/view_startup.py [--dev] [--method cubic] [--repeats 3]
+        [--screenshot Screenshots/view.png]
 
 --dev degrades the real subject ../shared/data/dmri/dev/siemens_prisma_3mm_ortho as `iqt degrade` does; otherwise
-the phantom (32x36x28 voxels of 4 mm, 12 directions) is used. Files go to a temporary folder, removed at the end.
+the phantom (32x36x28 voxels of 4 mm, 12 directions; with --screenshot the full-size one, 64x72x56 voxels of 2 mm,
+for a picture that derives from no real subject) is used. Files go to a temporary folder, removed at the end.
 """
 
 from __future__ import annotations
@@ -43,14 +45,14 @@ def import_seconds(repeats: int) -> float:
                                                   check=True).stdout.split()[-1]) for _ in range(repeats))
 
 
-def make_input(folder: Path, dev: bool) -> tuple[Path, Path]:
+def make_input(folder: Path, dev: bool, full_size: bool = False) -> tuple[Path, Path]:
     dwi = DEV / "dwi.nii.gz"
     if not dev:
         from ImageQualityTransferLib import fileio
         from ImageQualityTransferLib.dmri.phantom import make_phantom
 
         dwi = folder / "dwi.nii.gz"
-        fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), dwi)
+        fileio.save_dwi(make_phantom() if full_size else make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), dwi)
     lr, mask = folder / "lr.nii.gz", folder / "lr_mask.nii.gz"
     assert cli.main(["degrade", str(dwi), "-o", str(lr), "--mask-out", str(mask)]) == 0
     return lr, mask
@@ -72,8 +74,9 @@ def brain_shown(png: bytes) -> bool:
     return bool(drawn[:, : w // 2].mean() > 0.1 and drawn[:, w // 2:].mean() > 0.1)
 
 
-def one_start(browser, lr: Path, mask: Path, method: str) -> dict:
-    """Seconds from Popen to: address printed, page loaded, first brain view, the method's result shown."""
+def one_start(browser, lr: Path, mask: Path, method: str, screenshot: str | None = None) -> dict:
+    """Seconds from Popen to: address printed, page loaded, first brain view, the method's result shown; with
+    `screenshot`, the views are then saved there as PNG."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", IQT, "view", str(lr), "--mask", str(mask), "--method", method,
@@ -99,6 +102,9 @@ def one_start(browser, lr: Path, mask: Path, method: str) -> dict:
         while page.inner_text("#iqt-status") not in (f"done: {method}", "error"):
             time.sleep(0.05)
         out[f"{method} shown"] = time.perf_counter() - t0
+        if screenshot:
+            time.sleep(1.0)  # the result's frame reaches the page after the status line
+            page.locator("#iqt-views").screenshot(path=screenshot)
         page.close()
     finally:
         proc.terminate()
@@ -111,15 +117,17 @@ def main(argv=None) -> int:
     p.add_argument("--dev", action="store_true", help="a real dev subject instead of the phantom")
     p.add_argument("--method", default="cubic", help="method shown first (default cubic)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--screenshot", help="save the views of the last run here (PNG; the full-size phantom unless --dev)")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     print(f"trame-slicer import: {import_seconds(args.repeats):.2f} s (median of {args.repeats} fresh interpreters)")
     with tempfile.TemporaryDirectory(prefix="iqt-view-bench-") as tmp:
-        lr, mask = make_input(Path(tmp), args.dev)
+        lr, mask = make_input(Path(tmp), args.dev, full_size=bool(args.screenshot))
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            runs = [one_start(browser, lr, mask, args.method) for _ in range(args.repeats)]
+            runs = [one_start(browser, lr, mask, args.method, args.screenshot if k == args.repeats - 1 else None)
+                    for k in range(args.repeats)]
             browser.close()
     for key in runs[0]:
         values = [r[key] for r in runs]

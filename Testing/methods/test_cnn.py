@@ -199,6 +199,24 @@ def test_tiled_equals_untiled_and_skips_empty_tiles(method):
     assert 0 < len(calls) < n_tiles  # the corner tiles hold no brain and are skipped
 
 
+def test_tiles_cropped_to_their_support_give_the_same_output_inside_it():
+    """Each tile computes only its support's bounding box: inside the support the output is that of full tiles."""
+    from ImageQualityTransferLib.core.grid import repeat_blocks
+
+    net, _ = random_model("espcn-hetero")
+    lr, mask = smooth_tensors((13, 11, 9))
+    x = inference.normalise_input(lr, NORM)
+    support = inference.lr_support(mask, mask.shape)
+    boxes = [inference.support_box(support, t) for t in inference.tiles(support.shape, 6)]
+    assert any(b is not None and tuple(s.stop - s.start for s in b) != tuple(s.stop - s.start for s in t)
+               for b, t in zip(boxes, inference.tiles(support.shape, 6)))  # some tile is cropped
+    full_res, full_lv = inference.run_network(net, x, 2, np.ones_like(support), tile=6)
+    res, lv = inference.run_network(net, x, 2, support, tile=6)
+    inside = repeat_blocks(support, 2)
+    np.testing.assert_allclose(res[inside], full_res[inside], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lv[inside], full_lv[inside], rtol=1e-5, atol=1e-6)
+
+
 def test_eval_mode_predictions_are_deterministic(saved_model):
     path, _ = saved_model
     lr, mask = smooth_tensors((10, 9, 8))

@@ -2,8 +2,8 @@
 
 The low-res grid is cut into tiles of `tile`^3 positions; each tile is read with the network's halo (2 voxels for
 ESPCN's unpadded 5^3 receptive field, 4 for `deep`'s 9^3) from the zero-padded volume, so every output voxel sees exactly
-the inputs it would see in one untiled pass. Tiles with no voxel of the output support (the low-res mask
-dilated by one voxel) are skipped. The network predicts the residual over cubic B-spline interpolation
+the inputs it would see in one untiled pass. Each tile is cropped to the bounding box of its output support (the
+low-res mask dilated by one voxel), and tiles with none are skipped. The network predicts the residual over cubic B-spline interpolation
 in normalised units; the result is cubic + residual * scale, zero outside the support.
 
 Variational models (`espcn-hetero-var1/2`) are sampled N times (Monte Carlo, dropout noise on, seeded
@@ -101,6 +101,21 @@ def tiles(shape, tile: int):
                 yield (slice(i, min(i + tile, shape[0])), slice(j, min(j + tile, shape[1])), slice(k, min(k + tile, shape[2])))
 
 
+def support_box(support: np.ndarray, t: tuple):
+    """The tile `t` (slices) cropped to the bounding box of its support voxels; None where it holds none. Outputs
+    outside the support are zeroed anyway, so a brain's corner tiles compute only their corner (a 72x87x72
+    volume in 24^3 tiles: 63 % of the positions instead of all)."""
+    s = support[t]
+    lo, hi = [], []
+    for ax in range(3):
+        hit = np.flatnonzero(s.any(axis=tuple(a for a in range(3) if a != ax)))
+        if not len(hit):
+            return None
+        lo.append(int(hit[0]))
+        hi.append(int(hit[-1]) + 1)
+    return tuple(slice(sl.start + a, sl.start + b) for sl, a, b in zip(t, lo, hi))
+
+
 def resolve_device(name):
     """The torch.device for a `--device` choice: "cpu", "cuda", or "auto" (CUDA when PyTorch sees one, else the
     CPU); a torch.device passes through. Asking for CUDA where there is none is an IQTError, not a torch trace."""
@@ -124,10 +139,11 @@ def run_tiled(fn, x: np.ndarray, r, support: np.ndarray, outputs: dict, tile: in
     """Apply `fn` tile by tile over the low-res grid and assemble its outputs on the high-res grid.
 
     `x` is the (C, X+2h, Y+2h, Z+2h) input zero-padded by `halo`; each tile of `tile`^3 positions is read with
-    its halo, so that tiling does not change any output voxel, and tiles with no voxel of `support` are skipped.
+    its halo, so that tiling does not change any output voxel; each tile is cropped to its support's bounding box
+    (`support_box`) and tiles with no voxel of `support` are skipped.
     `fn(inp, hr)` gets the tile's (1, C, ...) input on `device` and its high-res slices `hr`, and returns
     {name: tensor}, channels first. `outputs` maps each name to its trailing shape on the high-res grid ((6,) for
-    tensors, () for scalar maps); the result maps it to a float32 numpy array, zero on skipped tiles.
+    tensors, () for scalar maps); the result maps it to a float32 numpy array, zero where no tile reached.
     `progress(fraction)` is called after each tile."""
     import torch
 
@@ -135,7 +151,7 @@ def run_tiled(fn, x: np.ndarray, r, support: np.ndarray, outputs: dict, tile: in
     f = grid.factors(r, identity_ok=True)
     hr_shape = tuple(fa * n for fa, n in zip(f, shape))
     out = {name: np.zeros(hr_shape + tuple(dims), np.float32) for name, dims in outputs.items()}
-    todo = [t for t in tiles(shape, tile) if support[t].any()]
+    todo = [b for b in (support_box(support, t) for t in tiles(shape, tile)) if b is not None]
     xt = torch.from_numpy(x)
     with torch.inference_mode():
         for n, (si, sj, sk) in enumerate(todo):

@@ -5,10 +5,11 @@ are unpadded ("valid"), so the receptive field of each low-res output position i
 voxels and an input patch of n+4 voxels gives an n^3 block of low-res positions, i.e. (r n)^3 high-res
 voxels. Callers pad the volume by `HALO` voxels on every side.
 
-`deep` (issue 14, "more context"): the same network with a residual block of two unpadded 3^3 convolutions
-(50 -> 32 -> 50 channels: 32 is the width oneDNN runs fastest here, half the time of 50) after the first layer, so each output position sees 9^3 low-res voxels (halo 4). The block's last
-convolution starts at zero, so a `deep` network warm-started (`--init`) from a trained `espcn` of the same widths
-computes exactly that model, and training can only move it from there. Each network has its `halo`.
+`deep` (more context): the same network with a residual block of two unpadded 3^3 convolutions (50 -> 32 -> 50
+channels; at 32 oneDNN runs the block in half the time of 50) after the first layer, so each output position sees
+9^3 low-res voxels (halo 4). The block's last convolution starts at zero, so a `deep` network warm-started
+(`--init`) from a trained `espcn` of the same widths computes exactly that model, and training moves on from
+there. Each network class has its `halo`.
 
 The heteroscedastic model has a second network of the same shape whose output is the per-voxel,
 per-element log-variance of the (normalised) prediction.
@@ -137,7 +138,7 @@ class DeepESPCN3D(ESPCN3D):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.conv1(x))
-        return h[:, :, 2:-2, 2:-2, 2:-2] + self.res_b(torch.relu(self.res_a(h)))
+        return h[:, :, 2:-2, 2:-2, 2:-2] + self.res_b(torch.relu(self.res_a(h)))  # the block's two 3^3 take 2 a side
 
 
 class HeteroESPCN3D(nn.Module):

@@ -4,9 +4,12 @@ dense solves run (the forests), where threads cost far more than they give (READ
 from __future__ import annotations
 
 import importlib.util
+import os
 from contextlib import contextmanager
 
 from .errors import IQTError
+
+_LIMIT: int | None = None  # the --threads cap, once `apply` has set one
 
 
 def apply(n: int | None) -> None:
@@ -16,6 +19,8 @@ def apply(n: int | None) -> None:
         return
     if int(n) < 1:
         raise IQTError(f"--threads {n}: give a number of CPU threads of at least 1")
+    global _LIMIT
+    _LIMIT = int(n)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=int(n))
@@ -23,6 +28,12 @@ def apply(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(int(n))
+
+
+def available() -> int:
+    """CPU threads this process may use for its own thread pools: the cores it may run on, capped by --threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, _LIMIT or cores))
 
 
 @contextmanager

@@ -25,6 +25,34 @@ def _nib():
     return nibabel
 
 
+GZIP_MEMBER = 8 << 20  # bytes of the uncompressed file per gzip member
+
+
+def _save_nifti(img, tmp) -> None:
+    """nibabel's single-file NIfTI at `tmp`; a `.gz` one compressed on every available core as concatenated gzip members
+    (RFC 1952: gzip readers — nibabel, zlib's gzread in ITK/Slicer, FSL and MRtrix — read them as one stream; tested
+    with nibabel, Python's gzip and SimpleITK), at level 1 as nibabel writes. The 86 MB output of a 72x87x72 x2 run
+    took 1.0 s to compress on one core."""
+    if not str(tmp).lower().endswith(".gz"):
+        return _nib().save(img, tmp)
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..core import threads
+
+    raw = memoryview(img.to_bytes())
+
+    def member(k: int) -> bytes:
+        z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip member; zlib lets go of the GIL meanwhile
+        return z.compress(raw[k : k + GZIP_MEMBER]) + z.flush()
+
+    with ThreadPoolExecutor(threads.available()) as pool:
+        parts = list(pool.map(member, range(0, len(raw), GZIP_MEMBER)))
+    with open(tmp, "wb") as f:
+        for part in parts:
+            f.write(part)
+
+
 def _is_nrrd(path) -> bool:
     return str(path).lower().endswith(NRRD_SUFFIXES)
 
@@ -115,7 +143,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
 
 def save_dwi(vol: Volume, path) -> None:
     def write(tmp):
-        _nib().save(_nib().Nifti1Image(vol.data.astype(np.float32), vol.affine), tmp)
+        _save_nifti(_nib().Nifti1Image(vol.data.astype(np.float32), vol.affine), tmp)
 
     bvecs = vol.bvecs * (np.array([-1.0, 1.0, 1.0]) if np.linalg.det(vol.affine[:3, :3]) > 0 else 1.0)
     atomic_write(path, write)
@@ -176,7 +204,7 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
         img.header.set_xyzt_units("mm")
         img.set_qform(vol.affine, code=1)
         img.set_sform(vol.affine, code=1)
-        _nib().save(img, tmp)
+        _save_nifti(img, tmp)
 
     atomic_write(path, write)
 
@@ -233,7 +261,7 @@ def save_scalar(vol: Volume, path) -> None:
         img.header.set_xyzt_units("mm")
         img.set_qform(vol.affine, code=1)
         img.set_sform(vol.affine, code=1)
-        _nib().save(img, tmp)
+        _save_nifti(img, tmp)
 
     atomic_write(path, write)
 

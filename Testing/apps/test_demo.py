@@ -52,3 +52,14 @@ def test_demo_is_deterministic(demo_run, tmp_path, capsys):
     a = fileio.load_tensor(demo_run[0] / "cubic.nii.gz").data
     b = fileio.load_tensor(tmp_path / "b" / "cubic.nii.gz").data
     assert np.array_equal(a, b)
+
+
+def test_the_methods_left_out_are_named_in_one_line_per_reason(capsys):
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.apps.demo import chosen_methods
+
+    ready = chosen_methods(None, 2)
+    left = [n for n in methods.names() if n not in ready]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipping ")]
+    assert len(lines) == len({("PyTorch" in line) for line in lines})  # one line per reason
+    assert sorted(n for line in lines for n in line[len("skipping "):].split(":")[0].split(", ")) == sorted(left)

@@ -28,10 +28,13 @@ def chosen_methods(names=None, factor=2) -> list[str]:
                 method.load(factor)
         return list(names)
     ready = methods.ready(factor)
+    left = {}  # reason -> names, so that the reasons take one line each
     for name in methods.names():
         if name not in ready:
             why = "PyTorch is not installed" if not methods.runs_here(name) else f"no shipped model for {grid.describe(factor)}"
-            print(f"skipping {name}: {why}")
+            left.setdefault(why, []).append(name)
+    for why, names_left in left.items():
+        print(f"skipping {', '.join(names_left)}: {why}")
     return ready
 
 

@@ -30,8 +30,8 @@ GZIP_MEMBER = 8 << 20  # bytes of the uncompressed file per gzip member
 
 def _save_nifti(img, tmp) -> None:
     """nibabel's single-file NIfTI at `tmp`; a `.gz` one compressed on every available core as concatenated gzip members
-    (RFC 1952: gzip readers — nibabel, zlib's gzread in ITK/Slicer, FSL and MRtrix — read them as one stream; tested
-    with nibabel, Python's gzip and SimpleITK), at level 1 as nibabel writes. The 86 MB output of a 72x87x72 x2 run
+    (RFC 1952: a gzip reader reads them as one stream; Testing/fileio/test_nifti.py reads them back with nibabel,
+    Python's gzip and VTK's NIfTI reader), at level 1 as nibabel writes. The 86 MB output of a 72x87x72 x2 run
     took 1.0 s to compress on one core."""
     if not str(tmp).lower().endswith(".gz"):
         return _nib().save(img, tmp)

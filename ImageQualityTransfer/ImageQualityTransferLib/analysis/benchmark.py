@@ -30,7 +30,7 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
     rows = []
     for method in chosen:
         method = methods.get(method) if isinstance(method, str) else method
-        name = method.name
+        name = method.label
         with measure() as use:
             pred = method.predict(case.lr, case.factor, case.lr_mask if mask else None, direction=True)
         if keep is not None:
@@ -47,11 +47,12 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
 
 
 def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000,
-        styles=("own",), mask: bool = True) -> list[dict]:
+        styles=("own",), mask: bool = True, tta: bool = False) -> list[dict]:
     """Score every method on every subject, its low-res input made in each of `styles` (dmri.degrade.STYLES; the
     ratios are to cubic on the same input). With `tracts` (opt-in), each row also gets a "tracts" entry
     (tract-density Dice to the reference, false-positive fraction, streamline count; tractography.compare_case)
-    and the cubic row a "tracts_lowres" entry for the low-res input tracked on its own grid."""
+    and the cubic row a "tracts_lowres" entry for the low-res input tracked on its own grid. `tta`: the learned
+    methods averaged over the grid's symmetries (methods/symmetry.py), rows named METHOD+tta."""
     from ..dmri.degrade import STYLES
 
     for style in styles:
@@ -60,7 +61,7 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     names = list(method_names)
     if "cubic" not in names:
         names.insert(0, "cubic")
-    made = [methods.get(n) for n in names]  # unknown names fail before any work
+    made = [methods.get(n, tta=tta) for n in names]  # unknown names fail before any work
     rows = []
     bar = progress_bar(total=len(subject_dirs) * len(styles), desc="inputs", enabled=progress)
     for folder in subject_dirs:

@@ -20,6 +20,7 @@ from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors
+from . import symmetry
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -57,7 +58,7 @@ class Method:
     takes_samples = False  # Monte Carlo samples (the variational CNNs)
     requires_torch = False  # the Slicer module runs these in a separate Python process
 
-    def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu"):
+    def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         if model is not None and not self.learned:
             raise IQTError(f"method {self.name!r} has no model; drop --model (it applies to the learned methods)")
         if samples is not None:
@@ -72,6 +73,12 @@ class Method:
         self.samples = None if samples is None else int(samples)
         self.seed = int(seed)
         self.device = str(device)
+        self.tta = bool(tta) and self.learned  # interpolation commutes with flips and swaps: nothing to average
+
+    @property
+    def label(self) -> str:
+        """The name the method's outputs and benchmark rows carry ("+tta" when averaged over symmetries)."""
+        return self.name + ("+tta" if self.tta else "")
 
     # ---------------------------------------------------------------- running
 
@@ -100,8 +107,12 @@ class Method:
         lr_c = reo.apply(lr)
         mask_c = None if mask is None else reo.apply(mask)
         f_c = grid.permute(f, reo.ornt)  # the factors along the canonical axes
-        tensor, unc = self._predict(np.asarray(lr_c.data, dtype=np.float32), self._family_factor(f_c),
-                                    None if mask_c is None else mask_c.data.astype(bool), progress)
+        lr_a, mask_a = np.asarray(lr_c.data, dtype=np.float32), None if mask_c is None else mask_c.data.astype(bool)
+        if self.tta:
+            tensor, unc = symmetry.average(lambda x, m, prog: self._predict(x, self._family_factor(f_c), m, prog),
+                                           lr_a, mask_a, f_c, progress)
+        else:
+            tensor, unc = self._predict(lr_a, self._family_factor(f_c), mask_a, progress)
         if not (np.isfinite(tensor).all() and all(np.isfinite(v).all() for v in unc.values())):
             raise IQTError(f"{self.name} gave non-finite values on this input"
                            + (f" with the model {self.model_path}" if self.model_path else "")
@@ -114,7 +125,8 @@ class Method:
             unc["direction"] = spread(tensor, unc["std"])
         hr_aff = grid.hr_affine(lr_c.affine, f_c)
         out = reo.undo(Volume(tensor.astype(np.float32), hr_aff, "tensor",
-                              meta={"method": self.name, "factor": grid.record(f)}))
+                              meta={"method": self.name, "factor": grid.record(f),
+                                    **({"averaged_over": len(symmetry.transforms(f_c))} if self.tta else {})}))
         maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
 
@@ -178,8 +190,8 @@ class LearnedMethod(Method):
     learned = True
     model_suffix = ""  # the family's weights file suffix
 
-    def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu"):
-        super().__init__(model, samples, seed, device)
+    def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
+        super().__init__(model, samples, seed, device, tta)
         self._loaded = {}
 
     def _model_io(self):

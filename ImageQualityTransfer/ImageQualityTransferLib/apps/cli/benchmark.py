@@ -18,6 +18,7 @@ def add_parsers(sub) -> None:
                     help="comma-separated input styles (own, tight, unmasked, ols, fsl: see 'iqt degrade --help'); each "
                          "method is scored on the low-res input made in each style, against the same reference")
     sp.add_argument("--no-mask", action="store_true", help="run the methods without the brain mask (scored with it)")
+    sp.add_argument("--tta", action="store_true", help=options.TTA_HELP + "; rows named METHOD+tta")
     sp.add_argument("--json", help="also write the rows as JSON")
     sp.set_defaults(func=run)
 
@@ -40,7 +41,7 @@ def run(args):
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
-                             mask=not args.no_mask)
+                             mask=not args.no_mask, tta=args.tta)
         print(benchmark.markdown_table(rows))
         if len(args.subjects) > 1 or len(styles) > 1:
             print()

@@ -114,6 +114,7 @@ class ImageQualityTransferParameterNode:
     voxelSize - wanted output voxel size (mm) of the voxel-size mode.
     samples - Monte Carlo samples for methods with parameter uncertainty.
     useGPU - run torch methods on the GPU when one is available.
+    averageFlips - learned methods: average over the input's axis flips and in-plane swap (16 runs, lower error).
     uncertaintyOpacity - opacity of the uncertainty overlay.
     outputVolume - high-resolution tensor output (created when empty).
     uncertaintyVolume - uncertainty map output (created when the method gives one).
@@ -129,6 +130,7 @@ class ImageQualityTransferParameterNode:
     voxelSize: Annotated[float, WithinRange(0.1, 10.0)] = 1.0
     samples: Annotated[int, WithinRange(1, 200)] = 20
     useGPU: bool = False
+    averageFlips: bool = False
     uncertaintyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     outputVolume: vtkMRMLDiffusionTensorVolumeNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
@@ -416,6 +418,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                         interpolatedNode=p.interpolatedVolume if p.interpolatedVolume else True,
                         samples=p.samples,
                         useGPU=p.useGPU,
+                        averageFlips=p.averageFlips,
                         modelPath=model,
                         progressCallback=self._onProgress,
                     )
@@ -653,7 +656,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     def process(self, inputNode, outputNode=None, method: Optional[str] = None, factor=2, maskNode=None,
                 uncertaintyNode=None, interpolatedNode=None, samples: int = 20, useGPU: bool = False,
-                modelPath: Optional[str] = None, progressCallback=None, separateProcess: Optional[bool] = None) -> dict:
+                modelPath: Optional[str] = None, progressCallback=None, separateProcess: Optional[bool] = None,
+                averageFlips: bool = False) -> dict:
         """Super-resolve `inputNode` (DTI, or DWI fitted first) and return the nodes:
         {"tensor", "uncertainty" (or None), "uncertainties" {key: node}, "interpolated" (or None)}.
 
@@ -662,6 +666,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         outputNode / uncertaintyNode / interpolatedNode: existing nodes to fill, or None to create new ones;
         interpolatedNode=True creates the cubic comparison without a target node. The input is never modified.
+        averageFlips: learned methods averaged over the input's axis flips and in-plane swap (engine `--tta`).
         progressCallback(fraction, message) may return False to cancel. Torch methods run in a separate
         PythonSlicer process unless separateProcess=False.
         """
@@ -693,7 +698,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         nodes = sp.run_on_nodes(
             slicer.mrmlScene, inputNode, method, factor=factor, mask_node=maskNode, model=modelPath,
             samples=samples, device="cuda" if useGPU else "cpu", interpolate=bool(interpolatedNode),
-            targets=targets, progress=progress, cancel=lambda: cancelled[0],
+            tta=bool(averageFlips), targets=targets, progress=progress, cancel=lambda: cancelled[0],
             python_executable=self.pythonSlicerExecutable() if separateProcess else None,
         )
         logging.info(f"Processing completed in {time.time() - startTime:.2f} seconds")

@@ -132,6 +132,28 @@ def test_gpu_choice_reaches_the_cnn(small_node):
     assert scene.GetNumberOfNodes() == n_before
 
 
+def test_average_over_flips_reaches_the_worker_and_names_the_nodes(small_node):
+    """"Average over flips" is tta=True through run_on_nodes -> Request -> the worker process -> the method; the
+    result nodes are named METHOD+tta, beside (not over) a plain run's, and equal the engine's own averaged output."""
+    import sys
+
+    pytest.importorskip("torch")
+    from ImageQualityTransferLib import methods
+
+    if "espcn" not in methods.ready(2):
+        pytest.skip("no espcn model for x2 here")
+    scene, node, lr = small_node
+    request = processing.Request("espcn", 2, tta=True)
+    assert "--tta" in request.worker_args() and "--tta" not in processing.Request("espcn", 2).worker_args()
+    plain = processing.run_on_nodes(scene, node, "espcn", 2, python_executable=sys.executable)
+    avg = processing.run_on_nodes(scene, node, "espcn", 2, tta=True, python_executable=sys.executable)
+    assert avg["tensor"].GetName() == "small_espcn+tta" and plain["tensor"].GetName() == "small_espcn"
+    want = methods.get("espcn", tta=True).predict(lr, 2).tensor.data
+    got = mrml.tensor_volume_from_node(avg["tensor"]).data
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    assert np.abs(got - mrml.tensor_volume_from_node(plain["tensor"]).data).max() > 0
+
+
 def test_in_process_cancel_stops_inside_the_method(small_node):
     """Cancel pressed during the forest's prediction stops it at the next chunk, not after the whole run."""
     scene, node, _ = small_node

@@ -65,7 +65,8 @@ def method_needs_torch(name: str) -> bool:
 @dataclass(frozen=True)
 class Request:
     """One run: a method with its settings, the factor, and whether to add the cubic interpolation beside it.
-    `samples` is the panel's Monte Carlo setting: it reaches the methods that take samples only."""
+    `samples` is the panel's Monte Carlo setting: it reaches the methods that take samples only; `tta` averages the
+    learned methods over the grid's symmetries (methods/symmetry.py)."""
 
     method: str
     factor: int | tuple = 2  # an integer r, or per-axis factors (fx, fy, fz)
@@ -73,17 +74,18 @@ class Request:
     samples: int | None = None
     device: str = "cpu"
     interpolate: bool = False
+    tta: bool = False
 
     def make(self):
         cls = methods_mod.method_class(self.method)
         return cls(model=self.model or None, samples=self.samples if cls.takes_samples else None,
-                   device=self.device or "cpu")
+                   device=self.device or "cpu", tta=self.tta)
 
     def worker_args(self) -> list[str]:
         args = ["--method", self.method, "--factor", grid.text(self.factor), "--device", self.device or "cpu"]
         args += ["--model", str(self.model)] if self.model else []
         args += ["--samples", str(int(self.samples))] if self.samples is not None else []
-        return args + (["--interpolate"] if self.interpolate else [])
+        return args + (["--interpolate"] if self.interpolate else []) + (["--tta"] if self.tta else [])
 
 
 # ---------------------------------------------------------------- nodes -> Volumes
@@ -311,6 +313,7 @@ def run_on_nodes(
     samples: int | None = None,
     device: str | None = None,
     interpolate: bool = False,
+    tta: bool = False,
     targets: dict | None = None,
     progress=None,
     cancel=None,
@@ -325,8 +328,8 @@ def run_on_nodes(
         raise IQTError("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
     if scene is None:
         raise IQTError("no MRML scene given")
-    request = Request(method, factor, model, samples, device or "cpu", interpolate)
-    request.make()  # the method's settings are checked before any work
+    request = Request(method, factor, model, samples, device or "cpu", interpolate, bool(tta))
+    label = request.make().label  # the method's settings are checked before any work; "+tta" names averaged results
     _check_targets(targets or {}, input_node, mask_node)
     _report(progress, 0.0, "reading the input volume")
     lr, mask = input_volumes(input_node, mask_node, progress, cancel)
@@ -337,7 +340,7 @@ def run_on_nodes(
         results = predict_volumes(lr, request, mask, progress, cancel)
     _report(progress, 0.95, "creating output nodes")
     base = input_node.GetName() or "dti"
-    nodes = add_result_nodes(scene, results, base, method, targets, input_node=input_node)
+    nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node)
     _report(progress, 1.0, "done")
     return nodes
 

@@ -1,7 +1,7 @@
 """Runs one method in a separate Python process for the Slicer module (torch methods run here, not in Slicer).
 
     PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.nrrd [--mask MASK.nii.gz] --method NAME
-        [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] --outdir DIR
+        [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] [--tta] --outdir DIR
 
 Reads the low-res tensor (Slicer NRRD or NIfTI) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
 `uncertainty_<key>.nii.gz` into DIR, and prints JSON lines on stdout:
@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--interpolate", action="store_true")
+    p.add_argument("--tta", action="store_true")
     p.add_argument("--outdir", required=True)
     args = p.parse_args(argv)
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     try:
         lr = fileio.load_tensor(args.input)
         mask = fileio.load_mask(args.mask, reference=lr) if args.mask else None
-        request = Request(args.method, grid.factors(args.factor), args.model, args.samples, args.device, args.interpolate)
+        request = Request(args.method, grid.factors(args.factor), args.model, args.samples, args.device, args.interpolate, args.tta)
         results = predict_volumes(lr, request, mask, progress)
         out = Path(args.outdir)
         out.mkdir(parents=True, exist_ok=True)

@@ -56,3 +56,12 @@ def test_nonphysical_outputs_are_counted_and_checked_against_the_edge_uncertaint
     edge[3] = True
     got = evaluation.nonphysical_flagged(pred, u, edge)
     assert got == {"n_nonphysical": 2, "nonphysical_flagged": 0.5}
+
+
+def test_speed_times_each_method_end_to_end_and_with_tta_beside_it():
+    from ImageQualityTransferLib.analysis import benchmark
+
+    rows = benchmark.speed(["cubic", "global-linear"], shape=(12, 14, 10), tta=True)
+    assert [r["method"] for r in rows] == ["cubic", "global-linear", "global-linear+tta", "(start-up + import only)"]
+    assert all(r["seconds"] > 0 and r["shape"] == [12, 14, 10] for r in rows)
+    assert "| global-linear+tta | 12×14×10 |" in benchmark.speed_table(rows)

@@ -202,9 +202,16 @@ def speed_volume(shape=HCP_LR_SHAPE, seed=0):
     return Volume(t, affine, "tensor"), Volume(mask, affine, "mask")
 
 
-def speed(method_names, shape=HCP_LR_SHAPE, repeats=1) -> list[dict]:
-    """Time `iqt upsample` end to end (fresh process: start-up, read, method, write) and its peak memory."""
+def speed(method_names, shape=HCP_LR_SHAPE, repeats=1, tta: bool = False) -> list[dict]:
+    """Time `iqt upsample` end to end (fresh process: start-up, read, method, write) and its peak memory; with `tta`,
+    each learned method also with `--tta` (rows METHOD+tta), right after its plain run."""
     from .. import fileio
+
+    runs = []
+    for name in method_names:
+        runs.append((name, []))
+        if tta and methods.method_class(name).learned:
+            runs.append((name + "+tta", ["--tta"]))
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="iqt-speed-") as tmp:
@@ -212,11 +219,12 @@ def speed(method_names, shape=HCP_LR_SHAPE, repeats=1) -> list[dict]:
         lr_path, mask_path = Path(tmp) / "lr.nii.gz", Path(tmp) / "mask.nii.gz"
         fileio.save_tensor(lr, lr_path)
         fileio.save_scalar(mask, mask_path)
-        for name in method_names:
+        for label, extra in runs:
+            name = label.split("+")[0]
             for _ in range(repeats):
-                out = Path(tmp) / f"hr_{name}.nii.gz"
+                out = Path(tmp) / f"hr_{label}.nii.gz"
                 cmd = [sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(lr_path), "-o", str(out),
-                       "--method", name, "--mask", str(mask_path)]
+                       "--method", name, "--mask", str(mask_path), *extra]
                 t0 = time.perf_counter()
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 _, status, ru = os.wait4(proc.pid, 0)
@@ -224,8 +232,8 @@ def speed(method_names, shape=HCP_LR_SHAPE, repeats=1) -> list[dict]:
                 err = proc.stderr.read().decode()
                 proc.stderr.close()
                 if status != 0:
-                    raise RuntimeError(f"iqt upsample --method {name} failed: {err.strip()}")
-                rows.append({"method": name, "shape": list(shape), "seconds": wall, "peak_mb": ru.ru_maxrss / 1024})
+                    raise RuntimeError(f"iqt upsample --method {name} {' '.join(extra)} failed: {err.strip()}")
+                rows.append({"method": label, "shape": list(shape), "seconds": wall, "peak_mb": ru.ru_maxrss / 1024})
         # reference in the same run: the interpreter start-up with the engine imported
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import ImageQualityTransferLib.apps.cli"], check=True)

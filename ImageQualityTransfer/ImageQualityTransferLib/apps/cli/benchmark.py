@@ -34,7 +34,7 @@ def run(args):
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()
     if args.speed:
-        rows = benchmark.speed(names)
+        rows = benchmark.speed(names, tta=args.tta)
         print(benchmark.speed_table(rows))
     else:
         if not args.subjects:

@@ -240,3 +240,35 @@ def test_two_real_dev_subjects_as_bids(tmp_path, capsys, cluster):
         assert r[1] == "done" and r[2] == "3.00x3.00x3.00" and float(r[3]) > 3 and 800 < float(r[4]) < 2500, r
         hr = fileio.load_tensor(out / f"sub-{name}" / "dwi" / f"sub-{name}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz")
         assert np.allclose(hr.voxel_size, 1.5)
+
+
+def test_tta_reaches_the_method_and_names_its_own_outputs(tmp_path):
+    """--tta through Settings: the learned method averaged over flips, outputs named model-<method>tta beside a plain
+    run's, recorded in the sidecar and the dataset description; a rerun skips it."""
+    import json
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    if "global-linear" not in methods.ready(2):
+        pytest.skip("no global-linear model for x2 here")
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    lr = fit_dti(dwi, brain_mask(dwi))
+    fileio.save_tensor(lr, tmp_path / "c_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("c_dti.nii.gz\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    for tta in (False, True):
+        s = batch.Settings(method="global-linear", tta=tta)
+        assert [r["status"] for r in batch.run_cohort(items, s, out, client=None, progress=False)] == ["done"]
+        assert [r["status"] for r in batch.run_cohort(items, s, out, client=None, progress=False)] == ["skipped"]
+    d = out / "sub-cdti" / "dwi"
+    plain = d / "sub-cdti_space-orig_res-2x_model-globallinear_param-tensor_dwimap.nii.gz"
+    avg = d / "sub-cdti_space-orig_res-2x_model-globallineartta_param-tensor_dwimap.nii.gz"
+    np.testing.assert_allclose(fileio.load_tensor(avg).data,
+                               methods.get("global-linear", tta=True).predict(lr, 2).tensor.data, atol=1e-9)
+    assert np.abs(fileio.load_tensor(avg).data - fileio.load_tensor(plain).data).max() > 0
+    assert json.loads(avg.with_name(avg.name.replace(".nii.gz", ".json")).read_text())["TTA"] is True
+    assert "TTA" not in json.loads(plain.with_name(plain.name.replace(".nii.gz", ".json")).read_text())
+    assert any(e.get("TTA") for e in json.loads((out / "dataset_description.json").read_text())["GeneratedBy"])

@@ -54,6 +54,7 @@ class Settings:
     model: str | None = None  # --model (None: the shipped one)
     model_file: str | None = None  # the model file used, recorded in the sidecars
     model_sha256: str | None = None
+    tta: bool = False  # learned methods averaged over the grid's symmetries (methods/symmetry.py); model-<method>tta
 
 
 # ---------------------------------------------------------------- inputs
@@ -143,7 +144,7 @@ def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
     desc-<map> for uncertainty maps."""
     from ..core.grid import text
 
-    base = f"{item.prefix}_space-orig_res-{text(s.factor).replace(',', 'x')}x_model-{label(s.method)}"
+    base = f"{item.prefix}_space-orig_res-{text(s.factor).replace(',', 'x')}x_model-{label(_method_label(s))}"
     names = {p: f"{base}_param-{p}_dwimap.nii.gz" for p in ("tensor", "fa", "md")}
     for m in maps:
         names[m] = f"{base}_param-tensor_desc-{label(m)}_dwimap.nii.gz"
@@ -194,7 +195,20 @@ def input_hashes(item: Item) -> dict:
 
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
     """The sidecar fields that must match for a subject to be skipped."""
-    return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples}
+    return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
+            **_tta_record(s)}
+
+
+def _method_label(s: Settings) -> str:
+    return s.method + ("+tta" if _tta_record(s) else "")
+
+
+def _tta_record(s: Settings) -> dict:
+    """{"TTA": true} for a learned method averaged over flips (interpolation ignores it); {} otherwise, so that
+    sidecars written before the setting existed still match a plain run."""
+    from .. import methods
+
+    return {"TTA": True} if s.tta and methods.method_class(s.method).learned else {}
 
 
 def _factor(s: Settings):
@@ -255,9 +269,9 @@ def _method(s: Settings):
     """The method object, made once per worker process (learned models load once)."""
     from .. import methods
 
-    key = (s.method, s.model, s.mc_samples, s.device)
+    key = (s.method, s.model, s.mc_samples, s.device, s.tta)
     if key not in _METHODS:
-        _METHODS[key] = methods.get(s.method, model=s.model, samples=s.mc_samples, device=s.device)
+        _METHODS[key] = methods.get(s.method, model=s.model, samples=s.mc_samples, device=s.device, tta=s.tta)
     return _METHODS[key]
 
 
@@ -371,7 +385,7 @@ def dataset_description(out_root: Path, s: Settings) -> None:
     """Write (or extend) the derivatives' dataset_description.json with this pipeline's GeneratedBy entry."""
     path = out_root / "dataset_description.json"
     entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": _factor(s),
-             "Model": s.model_file, "ModelSHA256": s.model_sha256}
+             "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s)}
     desc = {"Name": "ImageQualityTransfer super-resolved DTI", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
             "GeneratedBy": []}
     try:

@@ -50,7 +50,7 @@ def run(args) -> int:
     items = batch.find_items(args.input)
     model_file, model_sha = batch.model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
-                       device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha)
+                       device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha, tta=args.tta)
     try:
         import distributed  # noqa: F401
     except ImportError:

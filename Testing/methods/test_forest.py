@@ -491,3 +491,34 @@ def test_through_plane_model_through_the_cli(capsys, tmp_path, through_plane_rf)
     assert fileio.load_tensor(out).shape3 == (16, 18, 20)
     assert "factors 2,1,1 refine along R; its model for factors 1,1,2 (along S) ran with the axes turned" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("f", [(2, 2, 2), (1, 1, 3)])
+def test_flipped_examples_are_the_examples_of_the_flipped_volume(f):
+    """`flip_examples` turns a patch, its missing map and its target block exactly as extracting them from the turned
+    volumes at the moved centre would; the split features do not change."""
+    from ImageQualityTransferLib.methods import symmetry
+    from ImageQualityTransferLib.methods.forest import features, patches
+
+    rng = np.random.default_rng(4)
+    lr = rng.normal(size=(7, 8, 6, 6)).astype(np.float32)
+    lr[0, :, :] = 0  # missing voxels at one face
+    hr = rng.normal(size=(7 * f[0], 8 * f[1], 6 * f[2], 6)).astype(np.float32)
+    centres = np.argwhere(np.ones(lr.shape[:3], bool))
+    X, miss = patches.extract(lr, centres, 1)
+    Y = patches.to_blocks(hr, f)[tuple(centres.T)]
+    F = features.volume_features(lr, 1)[tuple(centres.T)]
+    ps = symmetry.transforms(f)
+    which = rng.integers(len(ps), size=len(X))
+    X2, miss2, Y2, C2 = patches.flip_examples(X, miss, Y, Y, f, 1, which)
+    np.testing.assert_array_equal(Y2, C2)
+    for t, p in enumerate(ps):
+        rows = np.flatnonzero(which == t)
+        lr_t, hr_t = symmetry.apply(lr, p, True), symmetry.apply(hr, p, True)
+        shape = np.array(lr.shape[:3])
+        moved = ((centres[rows] - (shape - 1) / 2) @ p.T + (np.array(lr_t.shape[:3]) - 1) / 2).round().astype(int)
+        Xt, misst = patches.extract(lr_t, moved, 1)
+        np.testing.assert_allclose(X2[rows], Xt, atol=1e-6)
+        np.testing.assert_array_equal(miss2[rows], misst)
+        np.testing.assert_allclose(Y2[rows], patches.to_blocks(hr_t, f)[tuple(moved.T)], atol=1e-6)
+        np.testing.assert_allclose(features.volume_features(lr_t, 1)[tuple(moved.T)], F[rows], rtol=1e-4, atol=1e-5)

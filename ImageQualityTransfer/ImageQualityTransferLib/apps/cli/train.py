@@ -39,6 +39,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--noise-fraction", type=float,
                     help="share of the training inputs with Rician noise added at SNR 8-40 (default 0), for a model "
                          "meant for noisier scans than the training subjects")
+    sp.add_argument("--flips", action="store_true",
+                    help="rf/biqt/global-linear: turn each training example by a random axis flip or equal-factor swap, "
+                         "as the CNNs' batches always are (README, Averaging over flips)")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
@@ -116,7 +119,8 @@ def train_here(args) -> None:
     t0 = time.perf_counter()
     method = cls(device=args.device).fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
-                       subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr)
+                       subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr,
+                       flips=True if args.flips else None)
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)

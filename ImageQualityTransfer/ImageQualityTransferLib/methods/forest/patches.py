@@ -8,7 +8,10 @@ high-res reference crop (`degrade.hr_crop`). A low-res voxel gives one example w
 (the low-res mask dilated by one voxel, the voxels a method answers for) and all r^3 high-res voxels it
 covers are in the high-res brain mask with a plausible fit (`tensors.plausible`). The target is the
 reference block minus the cubic B-spline interpolation of the low-res input at those r^3 voxels. Examples
-are subsampled at `rate` with a seeded generator, so a library is reproducible from its seed.
+are subsampled at `rate` with a seeded generator, so a library is reproducible from its seed. With `flips`, each
+example is then turned by one of the grid's flips and equal-factor swaps (`methods/symmetry.py`), drawn from the
+same generator, as the CNNs' batches are (`methods/cnn/training.py`, `augment_batch`); the split features are
+invariant to these, the patch, its missing map and the target block move with them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ...dmri import randomise as randomise_inputs
 from ...core import grid, tensors
 from ..base import clip_input
 from ..interpolation import upsample_separable
+from .. import symmetry
 from ...core.orientation import Reorientation
 from . import SCALE
 from .features import volume_features
@@ -74,6 +78,38 @@ def extract(vol: np.ndarray, centres: np.ndarray, n: int):
     return out.reshape(len(c), -1), missing
 
 
+def _moved(points: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Index k' of each point's image under `p`: points (K, 3) centred integer coordinates, closed under `p`."""
+    where = {tuple(q): i for i, q in enumerate(points.tolist())}
+    return np.array([where[tuple(q)] for q in (points @ p.T).tolist()])
+
+
+def flip_examples(X, missing, Y, C, f, n: int, which: np.ndarray):
+    """Example i under transform `which[i]` of `symmetry.transforms(f)`: its patch and missing map as if extracted
+    from the transformed volume at the moved centre, its block (Y, and C when given) as the transformed block."""
+    f = grid.factors(f)
+    ps = symmetry.transforms(f)
+    offs = offsets(n)
+    sub = np.stack(np.meshgrid(*(np.arange(k) for k in f), indexing="ij"), -1).reshape(-1, 3)
+    sub = 2 * sub - (np.array(f) - 1)  # centred (doubled) sub-voxel coordinates, block-major as to_blocks
+    X, missing, Y = X.copy(), missing.copy(), Y.copy()
+    C = None if C is None else C.copy()
+    for t, p in enumerate(ps):
+        rows = np.flatnonzero(which == t)
+        if t == 0 or len(rows) == 0:
+            continue
+        kp, bp = np.empty(len(offs), int), np.empty(len(sub), int)
+        kp[_moved(offs, p)] = np.arange(len(offs))  # new patch voxel k' holds old voxel kp[k']
+        bp[_moved(sub, p)] = np.arange(len(sub))
+        K, B = len(offs), len(sub)
+        X[rows] = tensors.rotate(X[rows].reshape(-1, K, 6)[:, kp], p).reshape(len(rows), -1)
+        missing[rows] = missing[rows][:, kp]
+        Y[rows] = tensors.rotate(Y[rows].reshape(-1, B, 6)[:, bp], p).reshape(len(rows), -1)
+        if C is not None:
+            C[rows] = tensors.rotate(C[rows].reshape(-1, B, 6)[:, bp], p).reshape(len(rows), -1)
+    return X, missing, Y, C
+
+
 def support(lr_mask: np.ndarray) -> np.ndarray:
     """Low-res voxels a method answers for: the mask dilated by one voxel (as the interpolations)."""
     return ndimage.binary_dilation(lr_mask, structure=np.ones((3, 3, 3), bool)) if lr_mask.any() else lr_mask
@@ -101,7 +137,7 @@ class Library:
 
 
 def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None, randomise: bool = False,
-                     subsets: float = 0.0, noise: float = 0.0):
+                     subsets: float = 0.0, noise: float = 0.0, flips: bool = False):
     """Examples of one `dmri.subject.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
     (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`);
     with `randomise`, each shift's input is made in a random way (dmri/randomise.py)."""
@@ -126,7 +162,11 @@ def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None
         res = target - cb
         X, miss = extract(x, centres, n)
         F = volume_features(x, n)[tuple(centres.T)]
-        parts.append((X, miss, F, res[tuple(centres.T)].astype(np.float32), cb[tuple(centres.T)].astype(np.float32)))
+        Y, C = res[tuple(centres.T)].astype(np.float32), cb[tuple(centres.T)].astype(np.float32)
+        if flips:
+            X, miss, Y, C = flip_examples(X, miss, Y, C, r, n, rng.integers(len(symmetry.transforms(grid.factors(r))),
+                                                                                size=len(X)))
+        parts.append((X, miss, F, Y, C))
         if log:
             log(f"  {subject.name} shift {shift} {variant.describe()}: {len(centres)} examples "
                 f"({time.perf_counter() - t0:.1f} s)")
@@ -134,7 +174,7 @@ def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None
 
 
 def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log=None,
-                  randomise: bool = False, subsets: float = 0.0, noise: float = 0.0) -> Library:
+                  randomise: bool = False, subsets: float = 0.0, noise: float = 0.0, flips: bool = False) -> Library:
     """Library over `subjects` (dmri.subject.Subject objects or subject folders), every block shift."""
     from ...dmri.subject import load_subject
 
@@ -147,7 +187,8 @@ def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log
                 log(f"loading {s}")
             s = load_subject(s)
         names.append(s.name)
-        for p in subject_examples(s, r, n, rate, rng, log=log, randomise=randomise, subsets=subsets, noise=noise):
+        for p in subject_examples(s, r, n, rate, rng, log=log, randomise=randomise, subsets=subsets, noise=noise,
+                                  flips=flips):
             parts.append(p)
             groups.append(np.full(len(p[0]), gi, np.int16))
     cat = [np.concatenate([p[k] for p in parts]) for k in range(5)]

@@ -27,7 +27,7 @@ from .model_io import INPUTS, METHODS, ForestModel
 
 DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=20_000, max_depth=6, min_leaf=800,
                 bins=16, ridge=0.2, gl_ridge=1e-4, n_calibration=150_000, randomise=True,
-                subset_fraction=0.0, noise_fraction=0.0)
+                subset_fraction=0.0, noise_fraction=0.0, flips=False)
 # gl_ridge: 1e-2 (per example) beat 1e-4 for the global-linear base on each of the three leave-one-subject-out
 # folds of the training subjects (held-out interior 0.955-0.960x cubic against 0.962-0.973x), but an rf
 # trained on it gained under 1 % DT-RMSE on the dev subjects, lost on one, and its FA error rose by 8-10 %:
@@ -55,7 +55,8 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
                                                                     seed=seed, log=log,
                                                                     randomise=cfg["randomise"],
                                                                     subsets=cfg["subset_fraction"],
-                                                                    noise=cfg["noise_fraction"])
+                                                                    noise=cfg["noise_fraction"],
+                                                                    flips=bool(cfg["flips"]))
     if len(lib) == 0:
         raise IQTError("no training example found (empty brain masks?); check the subject folders")
     t_lib = time.perf_counter() - t0

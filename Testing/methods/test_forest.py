@@ -522,3 +522,9 @@ def test_flipped_examples_are_the_examples_of_the_flipped_volume(f):
         np.testing.assert_array_equal(miss2[rows], misst)
         np.testing.assert_allclose(Y2[rows], patches.to_blocks(hr_t, f)[tuple(moved.T)], atol=1e-6)
         np.testing.assert_allclose(features.volume_features(lr_t, 1)[tuple(moved.T)], F[rows], rtol=1e-4, atol=1e-5)
+
+
+def test_global_linear_sidecar_says_its_map_is_float32(tmp_path):
+    model, *_ = _model("global-linear")
+    side = model_io.save(model, tmp_path / "gl.npz")
+    assert json.loads(side.read_text())["precision"] == "float32"

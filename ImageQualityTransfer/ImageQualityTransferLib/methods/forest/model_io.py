@@ -182,17 +182,19 @@ def save(model: ForestModel, path, dtype=None) -> Path:
                  "n_trees": 0 if model.forest is None else len(model.forest.trees),
                  "n_leaves": 0 if model.forest is None else model.forest.n_leaves,
                  "domain": f"tensors x {SCALE:g} (1e-3 mm^2/s), canonical RAS axes; target = reference - cubic B-spline",
-                 "precision": _precision(model.method, dtype), "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
+                 "precision": _precision(model, dtype), "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
     sp = sidecar_path(p)
     write_json(sp, side)
     return sp
 
 
-def _precision(method: str, dtype) -> str:
-    """The sidecar's description of how the leaves are stored."""
+def _precision(model: ForestModel, dtype) -> str:
+    """The sidecar's description of how the leaves are stored (global-linear: its map, always float32)."""
+    if model.forest is None:
+        return "float32"
     dtype = np.dtype(dtype)
     text = dtype.name + (" (row scales)" if dtype == np.int8 else "")
-    if method == "biqt" and dtype != np.float32:
+    if model.method == "biqt" and dtype != np.float32:
         text += ", covariance factors int8 (packed triangle, row scales)"
     return text
 

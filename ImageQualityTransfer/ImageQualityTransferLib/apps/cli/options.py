@@ -78,7 +78,7 @@ def method_settings(args) -> dict:
 
 
 TTA_HELP = ("learned methods: average the prediction over the input's 8 axis flips and, where two axes share a factor, "
-            "their swap (16 runs: 16x the time; about 1-2 %% lower error, README 'Averaging over flips')")
+            "their swap (16 runs: 16x the time; CNNs: about 1-3 %% lower error, README 'Averaging over flips')")
 
 
 def add_method_settings(sp, model: bool = True) -> None:

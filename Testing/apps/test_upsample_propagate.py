@@ -99,3 +99,17 @@ def test_upsample_uncertainty_writes_the_monte_carlo_maps_beside_the_total(tmp_p
     assert (parts["direction"][~inside] == 0).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["lr.nii.gz", "hr.nii.gz", "sd.nii.gz"] + [f"sd_{k}.nii.gz" for k in parts])
+
+
+def test_upsample_tta_writes_the_averaged_prediction_and_its_maps(tmp_path, lr_path, capsys):
+    """`iqt upsample --tta`: the method averaged over flips (the engine's own result), its uncertainty map too."""
+    from ImageQualityTransferLib import methods
+
+    out, unc = tmp_path / "hr.nii.gz", tmp_path / "sd.nii.gz"
+    rc = main(["upsample", str(lr_path), "-o", str(out), "--method", "biqt", "--tta", "--uncertainty", str(unc)])
+    assert rc == 0, capsys.readouterr().err
+    want = methods.get("biqt", tta=True).predict(fileio.load_tensor(lr_path), 2)
+    np.testing.assert_allclose(fileio.load_tensor(out).data, want.tensor.data, atol=1e-9)
+    np.testing.assert_allclose(fileio.load_scalar(unc).data, want.std.data, atol=1e-9)
+    plain = methods.get("biqt").predict(fileio.load_tensor(lr_path), 2).tensor.data
+    assert np.abs(plain - want.tensor.data).max() > 0

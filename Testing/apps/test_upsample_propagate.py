@@ -63,6 +63,7 @@ def test_upsample_propagate_matches_iqt_propagate(tmp_path, lr_path, capsys):
     (["--method", "cubic", "--samples", "3"], "add --propagate"),
     (["--method", "biqt", "--mc-samples", "3", "--propagate"], "takes no Monte Carlo samples"),
     (["--method", "biqt", "--propagate", "--seeds", "missing.nii.gz"], "missing.nii.gz"),
+    (["--method", "cubic", "--tta"], "--tta applies to the learned methods"),
 ])
 def test_upsample_propagate_bad_combinations_fail_cleanly(tmp_path, lr_path, capsys, extra, message):
     before = sorted(p.name for p in tmp_path.iterdir())

@@ -71,7 +71,11 @@ def test_progress_runs_over_all_transforms_and_maps_are_averaged():
 
 
 def test_tta_is_a_setting_of_learned_methods_only():
-    assert methods.get("cubic", tta=True).tta is False and methods.get("cubic", tta=True).label == "cubic"
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    with pytest.raises(IQTError, match="--tta applies to the learned methods"):
+        methods.get("cubic", tta=True)
+    assert methods.get("cubic").label == "cubic"
     m = methods.get("espcn", tta=True)
     assert m.tta and m.label == "espcn+tta"
 

@@ -61,7 +61,7 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     names = list(method_names)
     if "cubic" not in names:
         names.insert(0, "cubic")
-    made = [methods.get(n, tta=tta) for n in names]  # unknown names fail before any work
+    made = [methods.get(n, tta=tta and methods.method_class(n).learned) for n in names]  # unknown names fail first
     rows = []
     bar = progress_bar(total=len(subject_dirs) * len(styles), desc="inputs", enabled=progress)
     for folder in subject_dirs:

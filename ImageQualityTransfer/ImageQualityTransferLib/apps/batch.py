@@ -204,11 +204,9 @@ def _method_label(s: Settings) -> str:
 
 
 def _tta_record(s: Settings) -> dict:
-    """{"TTA": true} for a learned method averaged over flips (interpolation ignores it); {} otherwise, so that
-    sidecars written before the setting existed still match a plain run."""
-    from .. import methods
-
-    return {"TTA": True} if s.tta and methods.method_class(s.method).learned else {}
+    """{"TTA": true} for a method averaged over flips; {} otherwise, so that sidecars written before the setting
+    existed still match a plain run."""
+    return {"TTA": True} if s.tta else {}
 
 
 def _factor(s: Settings):

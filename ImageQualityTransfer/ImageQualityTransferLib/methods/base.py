@@ -67,13 +67,16 @@ class Method:
                                "(it applies to espcn-hetero-var1 and espcn-hetero-var2)")
             if int(samples) < 0:
                 raise IQTError(f"--mc-samples {samples}: give a number of Monte Carlo samples >= 0")
+        if tta and not self.learned:
+            raise IQTError(f"method {self.name!r} is unchanged by flips and swaps (nothing to average); --tta applies to "
+                           "the learned methods: drop it")
         if str(device) not in DEVICES:
             raise IQTError(f"--device {device}: choose one of {', '.join(DEVICES)}")
         self.model_path = model
         self.samples = None if samples is None else int(samples)
         self.seed = int(seed)
         self.device = str(device)
-        self.tta = bool(tta) and self.learned  # interpolation commutes with flips and swaps: nothing to average
+        self.tta = bool(tta)
 
     @property
     def label(self) -> str:

@@ -65,8 +65,8 @@ def method_needs_torch(name: str) -> bool:
 @dataclass(frozen=True)
 class Request:
     """One run: a method with its settings, the factor, and whether to add the cubic interpolation beside it.
-    `samples` is the panel's Monte Carlo setting: it reaches the methods that take samples only; `tta` averages the
-    learned methods over the grid's symmetries (methods/symmetry.py)."""
+    `samples` is the panel's Monte Carlo setting: it reaches the methods that take samples only; `tta` (the panel's
+    "Average over flips") likewise reaches the learned methods only (methods/symmetry.py)."""
 
     method: str
     factor: int | tuple = 2  # an integer r, or per-axis factors (fx, fy, fz)
@@ -79,7 +79,7 @@ class Request:
     def make(self):
         cls = methods_mod.method_class(self.method)
         return cls(model=self.model or None, samples=self.samples if cls.takes_samples else None,
-                   device=self.device or "cpu", tta=self.tta)
+                   device=self.device or "cpu", tta=self.tta and cls.learned)
 
     def worker_args(self) -> list[str]:
         args = ["--method", self.method, "--factor", grid.text(self.factor), "--device", self.device or "cpu"]

@@ -108,7 +108,9 @@ def test_upsample_tta_writes_the_averaged_prediction_and_its_maps(tmp_path, lr_p
 
     out, unc = tmp_path / "hr.nii.gz", tmp_path / "sd.nii.gz"
     rc = main(["upsample", str(lr_path), "-o", str(out), "--method", "biqt", "--tta", "--uncertainty", str(unc)])
-    assert rc == 0, capsys.readouterr().err
+    said = capsys.readouterr()
+    assert rc == 0, said.err
+    assert "(biqt+tta)" in said.out
     want = methods.get("biqt", tta=True).predict(fileio.load_tensor(lr_path), 2)
     np.testing.assert_allclose(fileio.load_tensor(out).data, want.tensor.data, atol=1e-9)
     np.testing.assert_allclose(fileio.load_scalar(unc).data, want.std.data, atol=1e-9)

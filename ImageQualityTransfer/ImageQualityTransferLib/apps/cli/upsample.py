@@ -114,7 +114,7 @@ def run(args):
     fileio.save_tensor(pred.tensor, out)
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key])
-    print(f"wrote {out} {pred.tensor.shape3} ({method.name})")
+    print(f"wrote {out} {pred.tensor.shape3} ({method.label})")
     served = grid.factors(method.load(f).factor) if method.learned else None
     if served is not None and served != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
         print(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "

@@ -2,7 +2,7 @@
 the compare layout, interpolation | IQT with its uncertainty overlay and colour legend, on a real subject.
 
     python -m ImageQualityTransferLib.slicer.render SUBJECT_DIR Screenshots/compare.png [--method biqt]
-        [--factor 1,1,3 --orientation Coronal]
+        [--factor 1,1,3 --orientation Coronal] [--tta]
 
 SUBJECT_DIR holds dwi.nii.gz/bval/bvec; it is degraded as `iqt degrade` does (factor 2 unless --factor) and upsampled by the
 method (cubic interpolation on the left). Needs the `render` extra (trame-slicer[standalone]).
@@ -87,9 +87,10 @@ def legend_box(view, legend) -> tuple[int, int, int, int] | None:
 
 
 def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor=2,
-                   size=VIEW_SIZE, opacity: float = OPACITY, orientation: str | None = None) -> Rendering:
+                   size=VIEW_SIZE, opacity: float = OPACITY, orientation: str | None = None, tta: bool = False) -> Rendering:
     """Run `method` on `lr` in a trame-slicer scene and render the compare layout's two slice views
-    (`orientation`: Axial, Coronal or Sagittal; by default the one that shows the factors, as in the module)."""
+    (`orientation`: Axial, Coronal or Sagittal; by default the one that shows the factors, as in the module;
+    `tta`: the panel's "Average over flips")."""
     from trame_slicer.views import ViewLayoutDefinition
 
     app = _app()
@@ -103,7 +104,7 @@ def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor
     mask_node = None
     if mask is not None:
         mask_node = mrml.add_scalar_node(scene, Volume(np.asarray(mask.data, np.uint8), lr.affine, "scalar"), "mask")
-    nodes = processing.run_on_nodes(scene, in_node, method, factor, mask_node=mask_node, interpolate=True)
+    nodes = processing.run_on_nodes(scene, in_node, method, factor, mask_node=mask_node, interpolate=True, tta=tta)
     display.show_results(scene, nodes, opacity)
     display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], opacity,
                             orientation=orientation)
@@ -164,14 +165,16 @@ def main(argv=None) -> int:
     p.add_argument("--factor", default="2", help="2, 3 or per axis, e.g. 1,1,3 (default 2)")
     p.add_argument("--orientation", choices=["Axial", "Coronal", "Sagittal"],
                    help="slice orientation (default: the one that shows the factors, display.view_for_node)")
+    p.add_argument("--tta", action="store_true", help="the learned method averaged over flips (Average over flips)")
     args = p.parse_args(argv)
     try:
         from ..core import grid
 
         f = grid.factors(args.factor)
         lr, mask = degraded_subject(args.subject, f)
-        shown = f"{args.method} + uncertainty" if methods_with_uncertainty(args.method) else args.method
-        picture = compose(render_compare(lr, mask, args.method, f, orientation=args.orientation),
+        label = args.method + ("+tta" if args.tta else "")
+        shown = f"{label} + uncertainty" if methods_with_uncertainty(args.method) else label
+        picture = compose(render_compare(lr, mask, args.method, f, orientation=args.orientation, tta=args.tta),
                           (f"cubic, {grid.describe(f)}", shown))
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -288,6 +288,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             extra.append(_("needs PyTorch"))
         self.ui.methodDescriptionLabel.text = info["description"] + (f" ({', '.join(extra)})" if extra else "")
         self.ui.installTorchButton.enabled = bool(info.get("needs_torch")) and not self.logic.torchAvailable()
+        self.ui.averageFlipsCheckBox.enabled = bool(info.get("learned"))  # interpolation: nothing to average
 
     # ---------------------------------------------------------------- upsampling (factors from the engine)
 

@@ -420,14 +420,21 @@ def test_train_takes_the_randomisation_shares_and_records_them(small_subject, tm
 
     from ImageQualityTransferLib.apps.cli import main
 
-    for name, extra in (("plain", []), ("noisy", ["--subset-fraction", "1", "--noise-fraction", "1"])):
+    runs = (("plain", []), ("noisy", ["--subset-fraction", "1", "--noise-fraction", "1"]), ("flips", ["--flips"]))
+    for name, extra in runs:
         assert main(["train", "--method", "global-linear", "--subjects", str(small_subject), "-o",
                      str(tmp_path / f"{name}.npz"), *extra]) == 0
-    settings = {n: json.loads((tmp_path / f"{n}.json").read_text())["training"]["settings"] for n in ("plain", "noisy")}
+    settings = {n: json.loads((tmp_path / f"{n}.json").read_text())["training"]["settings"] for n, _ in runs}
     assert settings["plain"]["noise_fraction"] == 0.0 and settings["noisy"]["noise_fraction"] == 1.0
     assert settings["noisy"]["subset_fraction"] == 1.0
-    plain, noisy = (np.load(tmp_path / f"{n}.npz") for n in ("plain", "noisy"))
+    assert settings["flips"]["flips"] is True and settings["plain"]["flips"] is False
+    assert "--flips" in json.loads((tmp_path / "flips.json").read_text())["training"]["command"]
+    plain, noisy, flips = (np.load(tmp_path / f"{n}.npz") for n, _ in runs)
     assert not np.allclose(plain["gl_W"], noisy["gl_W"])
+    assert not np.allclose(plain["gl_W"], flips["gl_W"])
+    assert main(["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "e.pt"),
+                 "--flips"]) == 2  # the CNNs always train on flips: the option is refused for them
+    assert "--flips: does not apply to 'espcn'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

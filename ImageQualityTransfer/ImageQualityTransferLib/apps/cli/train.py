@@ -89,7 +89,7 @@ def run(args):
         resolve_device(args.device)  # no CUDA here: refused before the data are prepared
     if args.checkpoint and not Path(args.checkpoint).parent.exists():
         raise IQTError(f"{args.checkpoint}: the folder {Path(args.checkpoint).parent} does not exist; create it first")
-    args.command_line = "iqt " + " ".join(sys.argv[1:]) if sys.argv else None
+    args.command_line = "iqt " + " ".join(getattr(args, "argv", sys.argv[1:]))
     if args.nproc > 1:
         from ...methods.cnn import distributed
 

@@ -30,16 +30,56 @@ class Subject:
         return cls(name, dwi, mask, fit_dti(dwi, mask))
 
 
+def dwi_path(folder) -> Path:
+    """The DWI file of a subject folder (dwi.nii.gz, else dwi.nii)."""
+    folder = Path(folder)
+    for name in ("dwi.nii.gz", "dwi.nii"):
+        if (folder / name).exists():
+            return folder / name
+    raise IQTError(f"{folder}: no dwi.nii.gz in this folder; a subject folder holds dwi.nii.gz, dwi.bval and dwi.bvec")
+
+
 def load_subject(folder) -> Subject:
     """A folder with dwi.nii.gz, dwi.bval, dwi.bvec (the layout of ../shared/data/dmri)."""
     folder = Path(folder)
-    path = folder / "dwi.nii.gz"
-    if not path.exists():
-        alt = folder / "dwi.nii"
-        if not alt.exists():
-            raise IQTError(f"{folder}: no dwi.nii.gz in this folder; a subject folder holds dwi.nii.gz, dwi.bval and dwi.bvec")
-        path = alt
-    return Subject.from_dwi(folder.name, fileio.load_dwi(path))
+    return Subject.from_dwi(folder.name, fileio.load_dwi(dwi_path(folder)))
+
+
+@dataclass(frozen=True)
+class Coarsened:
+    """A subject folder to be loaded as if acquired with `voxel_mm` voxels (dmri/resample.py), for training."""
+
+    folder: str
+    voxel_mm: float
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.folder).name}_at{self.voxel_mm:g}mm"
+
+    def load(self) -> Subject:
+        from .resample import coarsen
+
+        dwi = coarsen(fileio.load_dwi(dwi_path(self.folder)), self.voxel_mm)
+        return Subject.from_dwi(self.name, dwi)
+
+
+def coarser_copies(folders, sizes) -> list:
+    """`Coarsened` copies of each folder at each voxel size (mm) that is coarser than one of its axes by over 10 %
+    (a subject already at that size adds nothing)."""
+    out = []
+    for folder in folders:
+        vs = fileio.voxel_size(dwi_path(folder))
+        out += [Coarsened(str(folder), float(mm)) for mm in sizes if (vs < 0.9 * float(mm)).any()]
+    return out
+
+
+def as_subject(item) -> Subject:
+    """A training subject from a folder, a `Coarsened` copy or a `Subject` (returned as it is)."""
+    if isinstance(item, Subject):
+        return item
+    if isinstance(item, Coarsened):
+        return item.load()
+    return load_subject(item)
 
 
 def phantom_subject() -> Subject:

@@ -24,10 +24,11 @@ from .volumes import (
     save_mask,
     save_scalar,
     save_tensor,
+    voxel_size,
 )
 
 __all__ = [
     "JSON_SUFFIXES", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "TENSOR_SUFFIXES", "Outputs", "atomic_write", "check_output",
     "write_json", "write_text", "bval_bvec_paths",
-    "load_dwi", "load_mask", "load_scalar", "load_tensor", "save_dwi", "save_mask", "save_scalar", "save_tensor",
+    "load_dwi", "load_mask", "load_scalar", "load_tensor", "save_dwi", "save_mask", "save_scalar", "save_tensor", "voxel_size",
 ]

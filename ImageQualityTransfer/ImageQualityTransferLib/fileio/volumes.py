@@ -99,6 +99,12 @@ def bval_bvec_paths(dwi_path, bval=None, bvec=None):
     return Path(bval or stem + ".bval"), Path(bvec or stem + ".bvec")
 
 
+def voxel_size(path) -> np.ndarray:
+    """Voxel size (mm, per voxel axis) from a NIfTI header, without reading the data."""
+    img = _load_nifti(path)
+    return np.sqrt((np.asarray(img.affine, float)[:3, :3] ** 2).sum(axis=0))
+
+
 def load_dwi(path, bval=None, bvec=None) -> Volume:
     """4D DWI with b-values and gradient directions in the voxel axes of the image.
 

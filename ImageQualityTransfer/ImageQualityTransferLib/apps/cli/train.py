@@ -42,6 +42,10 @@ def add_parsers(sub) -> None:
     sp.add_argument("--flips", action="store_true",
                     help="rf/biqt/global-linear: turn each training example by a random axis flip or equal-factor swap, "
                          "as the CNNs' batches always are (README, Averaging over flips)")
+    sp.add_argument("--coarsen", metavar="MM[,MM...]",
+                    help="also train on a copy of each subject resampled to these voxel sizes in mm (e.g. 3), so the "
+                         "model has seen scans coarser than the training subjects; a subject already that coarse gets "
+                         "no copy (README, Training)")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
@@ -71,6 +75,7 @@ def run(args):
     for flag, value in (("--subset-fraction", args.subset_fraction), ("--noise-fraction", args.noise_fraction)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise IQTError(f"{flag} {value:g}: give a share between 0 and 1 (e.g. 0.2)")
+    args.coarsen_mm = _voxel_sizes(args.coarsen)
     if args.lr is not None and not cls.requires_torch:
         raise IQTError(f"--lr applies to the CNN methods, not {args.method!r}; drop it")
     if args.lr is not None and not args.lr > 0:
@@ -117,7 +122,16 @@ def train_here(args) -> None:
         rank = rank_and_world()[0]
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose and rank == 0 else None
     t0 = time.perf_counter()
-    method = cls(device=args.device).fit(args.subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
+    subjects = list(args.subjects)
+    if args.coarsen_mm:
+        from ...dmri.subject import coarser_copies
+
+        copies = coarser_copies(args.subjects, args.coarsen_mm)
+        if log:
+            log(f"--coarsen: {len(copies)} resampled cop{'y' if len(copies) == 1 else 'ies'}: "
+                + (", ".join(c.name for c in copies) or "none (every subject is already that coarse)"))
+        subjects += copies
+    method = cls(device=args.device).fit(subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
                        subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr,
                        flips=True if args.flips else None)
@@ -125,3 +139,16 @@ def train_here(args) -> None:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)
         print(f"wrote {out} and {side.name} ({method.summary(r)}; {(time.perf_counter() - t0) / 60:.1f} min in all)")
+
+
+def _voxel_sizes(text) -> tuple[float, ...]:
+    """--coarsen "3" or "2.5,3.5" -> (3.0,) / (2.5, 3.5); one clear line for anything else."""
+    if not text:
+        return ()
+    try:
+        sizes = tuple(float(t) for t in str(text).split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or not all(0 < s < 20 for s in sizes):
+        raise IQTError(f"--coarsen {text}: give voxel sizes in mm, comma-separated (e.g. 3 or 2.5,3.5)")
+    return sizes

@@ -150,14 +150,14 @@ def prepare_subject(subject, r, patch: int = DEFAULTS["patch"], val_fraction=DEF
 
 
 def load_items(subject_dirs, r, log=None, randomise_seed: int | None = None, **kw) -> list[TrainItem]:
-    """Training items of every subject folder; `randomise_seed` draws the inputs' variants (dmri/randomise.py)."""
-    from ...dmri.subject import load_subject
+    """Training items of every subject (folder, dmri.subject.Coarsened copy or Subject); `randomise_seed` draws the inputs' variants (dmri/randomise.py)."""
+    from ...dmri.subject import as_subject
 
     rng = None if randomise_seed is None else np.random.default_rng([randomise_seed, 4242])
     items = []
     for d in subject_dirs:
         t0 = time.perf_counter()
-        subject = load_subject(d)
+        subject = as_subject(d)
         if log:
             log(f"{subject.name}: high-res fit {subject.dwi.shape3} ({time.perf_counter() - t0:.1f} s)")
         items.extend(prepare_subject(subject, r, log=log, rng=rng, **kw))

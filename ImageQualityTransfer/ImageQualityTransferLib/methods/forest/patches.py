@@ -175,17 +175,16 @@ def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None
 
 def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log=None,
                   randomise: bool = False, subsets: float = 0.0, noise: float = 0.0, flips: bool = False) -> Library:
-    """Library over `subjects` (dmri.subject.Subject objects or subject folders), every block shift."""
-    from ...dmri.subject import load_subject
+    """Library over `subjects` (subject folders, dmri.subject.Coarsened copies or Subject objects), every block shift."""
+    from ...dmri.subject import as_subject
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     parts, groups, names = [], [], []
     for gi, s in enumerate(subjects):
-        if not hasattr(s, "dwi"):
-            if log:
-                log(f"loading {s}")
-            s = load_subject(s)
+        if log and not hasattr(s, "dwi"):
+            log(f"loading {getattr(s, 'name', s)}")
+        s = as_subject(s)
         names.append(s.name)
         for p in subject_examples(s, r, n, rate, rng, log=log, randomise=randomise, subsets=subsets, noise=noise,
                                   flips=flips):

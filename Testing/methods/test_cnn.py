@@ -508,3 +508,34 @@ def test_context_beyond_a_tight_mask_is_filled_from_the_nearest_brain_voxel():
     np.testing.assert_array_equal(filled[4:8, 4:8, 2], tight[4:8, 4:8, 4])  # two voxels out: the edge voxel's tensor
     assert not filled[4:8, 4:8, 1].any() and not filled[0].any()  # beyond the reach: still zero
     assert np.array_equal(inference.fill_context(lr), lr)  # nothing missing: unchanged
+
+
+def test_normalisation_statistics_are_those_of_all_the_brain_values_at_once():
+    """fit_normalisation streams over the items (x3 training sets do not fit in memory twice): its figures are the
+    mean/std/RMS of the concatenated brain values."""
+    from ImageQualityTransferLib.methods.cnn import training
+
+    rng = np.random.default_rng(3)
+    items = []
+    for k in range(3):
+        shape = (6 + k, 7, 5)
+        lr = rng.normal(0.7e-3, 0.3e-3, shape + (6,)) * np.where(training.DIAG, 1.0, 0.2)
+        lr[0] = 0.0  # a plane of missing input: not brain
+        mask = rng.random(shape) > 0.3
+        res = rng.normal(0.0, 1e-4, (2 * shape[0], 14, 10, 6)).astype(training.RESIDUAL_DTYPE)
+        w = rng.random(res.shape[:3]) > 0.5
+        items.append(training.TrainItem("s", (0, 0, 0), np.pad(lr, [(2, 2)] * 3 + [(0, 0)]), res, w & (rng.random(w.shape) > 0.2),
+                                        w & (rng.random(w.shape) > 0.8), np.zeros((0, 3), int), np.zeros((0, 3), int),
+                                        lr_mask=mask, halo=2))
+    lr_all = np.concatenate([it.inner()[(np.abs(it.inner()).sum(-1) > 0) & it.lr_mask] for it in items]).astype(np.float64)
+    res_all = np.concatenate([it.res[it.weight | it.val_weight] for it in items]).astype(np.float64)
+    d = training.DIAG
+    mean = lr_all[:, d].mean()
+    for kind in ("metric", "per-element"):
+        norm = training.fit_normalisation(items, kind)
+        np.testing.assert_allclose(norm["in_mean"], np.where(d, mean, 0.0), rtol=1e-9)
+        np.testing.assert_allclose(norm["in_scale"], np.where(d, (lr_all[:, d] - mean).std(),
+                                                              np.sqrt((lr_all[:, ~d] ** 2).mean())), rtol=1e-9)
+        out = (np.full(6, np.sqrt((res_all**2).mean())) if kind == "metric" else
+               np.where(d, np.sqrt((res_all[:, d] ** 2).mean()), np.sqrt((res_all[:, ~d] ** 2).mean())))
+        np.testing.assert_allclose(norm["out_scale"], out, rtol=1e-9)

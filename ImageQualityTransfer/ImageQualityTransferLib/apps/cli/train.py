@@ -45,7 +45,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--coarsen", metavar="MM[,MM...]",
                     help="also train on a copy of each subject resampled to these voxel sizes in mm (e.g. 3), so the "
                          "model has seen scans coarser than the training subjects; a subject already that coarse gets "
-                         "no copy (README, Training)")
+                         "no copy (docs/conventions.md, Coarser copies)")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")

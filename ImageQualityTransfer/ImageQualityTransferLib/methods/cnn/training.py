@@ -277,20 +277,36 @@ class Sampler:
             xs.append(x), ys.append(y), ws.append(w)
         return [torch.from_numpy(np.ascontiguousarray(np.stack(a))) for a in (xs, ys, ws)]
 
-    def validation(self, n_per_item, seed):
-        import torch
-
+    def validation(self, n_per_item, seed) -> "ValidationSet":
         rng = np.random.default_rng(seed + 7919)
-        xs, ys, ws = [], [], []
+        picks = []
         for it in self.items:
             if len(it.val_corners) == 0:
                 continue
             for k in rng.choice(len(it.val_corners), size=min(n_per_item, len(it.val_corners)), replace=False):
-                x, y, w = self.patch_at(it, it.val_corners[k], val=True)
-                xs.append(x), ys.append(y), ws.append(w)
-        if not xs:
+                picks.append((it, it.val_corners[k]))
+        if not picks:
             raise IQTError("no validation patches: the training subjects are too small for the held-out slab")
-        return [torch.from_numpy(np.ascontiguousarray(np.stack(a))) for a in (xs, ys, ws)]
+        return ValidationSet(self, picks)
+
+
+class ValidationSet:
+    """The held-out patches, kept as (item, corner) and made a chunk at a time when evaluated: stacked once, a x3
+    training set's (12 per item, 36^3 x 6 targets each) held more memory than its volumes."""
+
+    def __init__(self, sampler: Sampler, picks):
+        self.sampler, self.picks = sampler, picks
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def chunks(self, size: int, device="cpu"):
+        """(x, y, w) tensors of `size` patches at a time, in a fixed order."""
+        import torch
+
+        for s in range(0, len(self.picks), size):
+            parts = [self.sampler.patch_at(it, c, val=True) for it, c in self.picks[s : s + size]]
+            yield [torch.from_numpy(np.ascontiguousarray(np.stack(a))).to(device) for a in zip(*parts)]
 
 
 def mse_loss(pred, y, w):
@@ -404,9 +420,8 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     def kl_term():
         return kl_weight * net.mean.kl() if variational else 0.0
     sampler = Sampler(items, norm, factor, opts["patch"], seed if world == 1 else [seed, rank], opts["scale_aug"])
-    xv, yv, wv = sampler.validation(opts["val_patches"], seed)
+    val_set = sampler.validation(opts["val_patches"], seed)
     net.to(device)
-    xv, yv, wv = xv.to(device), yv.to(device), wv.to(device)
     model = net
     if world > 1:  # the same initial weights everywhere (DDP broadcasts rank 0's), then each rank its own dropout draws
         from torch.nn.parallel import DistributedDataParallel
@@ -426,17 +441,16 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         net.eval()
         with torch.no_grad():
             losses = []
-            for s in range(0, len(xv), 16):
-                out = net(xv[s : s + 16])
-                sl = slice(s, s + 16)
+            for xb, yb, wb in val_set.chunks(16, device):
+                out = net(xb)
                 if hetero:
                     mu, lv = out
-                    losses.append(float(hetero_loss(mu, lv, yv[sl], wv[sl]) if phase == "hetero" else mse_loss(mu, yv[sl], wv[sl])) * len(xv[sl]))
+                    losses.append(float(hetero_loss(mu, lv, yb, wb) if phase == "hetero" else mse_loss(mu, yb, wb)) * len(xb))
                     # validation is in eval mode: the dropout noise is off, the mean network's expectation
                 else:
-                    losses.append(float(mse_loss(out, yv[sl], wv[sl])) * len(xv[sl]))
+                    losses.append(float(mse_loss(out, yb, wb)) * len(xb))
         net.train()
-        return sum(losses) / len(xv)
+        return sum(losses) / len(val_set)
 
     def make_opt(params, lr):
         o = torch.optim.Adam(params, lr=lr)

@@ -111,3 +111,4 @@ def test_cnn_training_items_come_from_the_coarser_copy(small_subject):
     items = training.load_items([Coarsened(str(small_subject), 6.0)], 2, patch=6)
     assert len(items) == 8 and {it.name for it in items} == {f"{small_subject.name}_at6mm"}
     assert items[0].inner().shape[:3] == (10, 12, 9)  # the 21x24x18 copy at factor 2, shift 0
+

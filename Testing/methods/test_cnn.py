@@ -539,3 +539,23 @@ def test_normalisation_statistics_are_those_of_all_the_brain_values_at_once():
         out = (np.full(6, np.sqrt((res_all**2).mean())) if kind == "metric" else
                np.where(d, np.sqrt((res_all[:, d] ** 2).mean()), np.sqrt((res_all[:, ~d] ** 2).mean())))
         np.testing.assert_allclose(norm["out_scale"], out, rtol=1e-9)
+
+
+def test_validation_patches_are_made_a_chunk_at_a_time_in_a_fixed_order(small_subject):
+    """The CNNs' validation set holds (item, corner) picks; its chunks are the patches `patch_at` makes, in the same
+    order every time (so the validation loss is what one stacked array gave), and a chunk is at most its size."""
+    from ImageQualityTransferLib.methods.cnn import training
+
+    items = training.load_items([small_subject], 2, patch=6)
+    norm = training.fit_normalisation(items)
+    sampler = training.Sampler(items, norm, 2, 6, 0)
+    val = sampler.validation(3, seed=0)
+    assert 0 < len(val) <= 3 * len(items)
+    chunks = list(val.chunks(5))
+    assert [len(c[0]) for c in chunks[:-1]] == [5] * (len(chunks) - 1) and sum(len(c[0]) for c in chunks) == len(val)
+    again = list(training.Sampler(items, norm, 2, 6, 0).validation(3, seed=0).chunks(7))
+    for a, b in zip((np.concatenate([c[k].numpy() for c in chunks]) for k in range(3)),
+                    (np.concatenate([c[k].numpy() for c in again]) for k in range(3))):
+        np.testing.assert_array_equal(a, b)
+    it, corner = val.picks[0]
+    np.testing.assert_array_equal(chunks[0][1][0].numpy(), sampler.patch_at(it, corner, val=True)[1])

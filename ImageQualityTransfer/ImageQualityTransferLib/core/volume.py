@@ -9,6 +9,11 @@ import numpy as np
 KINDS = ("scalar", "mask", "tensor", "dwi")
 
 
+def voxel_sizes(affine) -> np.ndarray:
+    """Voxel size along each voxel axis (mm): the lengths of the affine's first three columns."""
+    return np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))
+
+
 @dataclass
 class Volume:
     """Array + 4x4 voxel->RAS(mm) affine.
@@ -45,7 +50,7 @@ class Volume:
 
     @property
     def voxel_size(self) -> np.ndarray:
-        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return voxel_sizes(self.affine)
 
     def replace(self, data=None, affine=None, kind=None, **changes) -> "Volume":
         """A new Volume with some fields replaced (the original is never modified)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core import tensors
 from ..core.errors import IQTError
-from ..core.volume import Volume
+from ..core.volume import Volume, voxel_sizes
 from .paths import NIFTI_SUFFIXES, NRRD_SUFFIXES, atomic_write
 
 
@@ -102,7 +102,7 @@ def bval_bvec_paths(dwi_path, bval=None, bvec=None):
 def voxel_size(path) -> np.ndarray:
     """Voxel size (mm, per voxel axis) from a NIfTI header, without reading the data."""
     img = _load_nifti(path)
-    return np.sqrt((np.asarray(img.affine, float)[:3, :3] ** 2).sum(axis=0))
+    return voxel_sizes(img.affine)
 
 
 def load_dwi(path, bval=None, bvec=None) -> Volume:

@@ -171,7 +171,8 @@ def fit_normalisation(items: list[TrainItem], out_norm: str = "metric") -> dict:
     """Flip/permutation-invariant normalisation from the training data (see the module docstring)."""
     if out_norm not in ("metric", "per-element"):
         raise IQTError(f"out_norm must be 'metric' or 'per-element', not {out_norm!r}")
-    # running sums over the items, not one concatenation: at x3 with coarser copies the brain values alone were 11 GB
+    # running sums over the items, not one concatenation of every brain value in float64 (a x3 training set's
+    # residuals over again; README, Other factors)
     n_lr = n_res = 0
     lr_sum = np.zeros(6)
     lr_sq = np.zeros(6)

@@ -272,3 +272,32 @@ def test_tta_reaches_the_method_and_names_its_own_outputs(tmp_path):
     assert json.loads(avg.with_name(avg.name.replace(".nii.gz", ".json")).read_text())["TTA"] is True
     assert "TTA" not in json.loads(plain.with_name(plain.name.replace(".nii.gz", ".json")).read_text())
     assert any(e.get("TTA") for e in json.loads((out / "dataset_description.json").read_text())["GeneratedBy"])
+
+
+def test_a_listed_mrtrix_tensor_file_is_read_in_its_order_and_frame(tmp_path):
+    """--tensor-order through Settings: a dwi2tensor-style 4D file gives what its 5D NIfTI twin gives, the sidecar
+    records the order (a rerun with another order is not skipped), and without the order the file is refused."""
+    import json
+
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    lr = fit_dti(dwi, brain_mask(dwi))
+    fileio.save_tensor(lr, tmp_path / "m_dt.nii.gz", order="mrtrix")
+    fileio.save_tensor(lr, tmp_path / "n_dt.nii.gz")
+    (tmp_path / "list.txt").write_text("m_dt.nii.gz\nn_dt.nii.gz\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    s = batch.Settings(method="cubic", tensor_order="mrtrix")
+    assert [r["status"] for r in batch.run_cohort(items[:1], s, out, client=None, progress=False)] == ["done"]
+    assert [r["status"] for r in batch.run_cohort(items[1:], batch.Settings(method="cubic"), out, client=None,
+                                                  progress=False)] == ["done"]
+    name = "sub-{}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz"
+    got, twin = (out / f"sub-{k}" / "dwi" / name.format(k) for k in ("mdt", "ndt"))
+    np.testing.assert_array_equal(fileio.load_tensor(got).data, fileio.load_tensor(twin).data)
+    assert json.loads(got.with_name(got.name.replace(".nii.gz", ".json")).read_text())["TensorOrder"] == "mrtrix"
+    assert "TensorOrder" not in json.loads(twin.with_name(twin.name.replace(".nii.gz", ".json")).read_text())
+    got.unlink()
+    rows = batch.run_cohort(items[:1], batch.Settings(method="cubic"), out, client=None, progress=False)
+    assert [r["status"] for r in rows] == ["failed"] and "--tensor-order" in rows[0]["reason"]

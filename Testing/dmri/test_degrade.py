@@ -79,15 +79,16 @@ def test_each_style_is_made_as_its_tool_makes_it(phantom):
     mask = cases["own"].lr_mask.data
     present = {s: np.any(c.lr.data != 0, axis=-1) for s, c in cases.items()}
     assert all(np.array_equal(c.lr_mask.data, mask) for c in cases.values())
-    # own: the dilated fit mask, clipped; tight, ols, fsl: exactly the mask; unmasked: the whole field of view
+    # own: the dilated fit mask, clipped; tight, ols, fsl, mrtrix: exactly the mask; unmasked: the whole field of view
     assert present["own"][mask].all() and (present["own"] & ~mask).any()
     lam = np.linalg.eigvalsh(tensors.to_matrix(cases["own"].lr.data[present["own"]].astype(float)))
     assert lam.min() >= 0 and lam.max() <= 4e-3 + 1e-9
-    for s in ("tight", "ols", "fsl"):
+    for s in ("tight", "ols", "fsl", "mrtrix"):
         assert np.array_equal(present[s], mask), s
     assert present["unmasked"].mean() > 0.95 and (present["unmasked"] & ~mask).sum() > mask.sum()
-    # fsl: tight written and read back in dtifit's order
+    # fsl, mrtrix: tight written and read back as dtifit and dwi2tensor write it
     np.testing.assert_allclose(cases["fsl"].lr.data, cases["tight"].lr.data, atol=1e-12)
+    np.testing.assert_allclose(cases["mrtrix"].lr.data, cases["tight"].lr.data, atol=1e-12)
     assert not np.allclose(cases["ols"].lr.data, cases["tight"].lr.data)
 
 
@@ -109,18 +110,19 @@ def test_ols_keeps_negative_eigenvalues_that_wls_floors():
     assert wls.min() > 0
 
 
-def test_degrade_writes_the_fsl_style_in_dtifit_order(small_subject, tmp_path, capsys):
+@pytest.mark.parametrize("style", ["fsl", "mrtrix"])
+def test_degrade_writes_the_fsl_and_mrtrix_styles_as_those_tools_do(small_subject, tmp_path, capsys, style):
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.apps.cli import main
 
     dwi = str(small_subject / "dwi.nii.gz")
-    assert main(["degrade", dwi, "--style", "fsl", "-o", str(tmp_path / "fsl.nii.gz")]) == 0
-    assert "--tensor-order fsl" in capsys.readouterr().out
+    assert main(["degrade", dwi, "--style", style, "-o", str(tmp_path / f"{style}.nii.gz")]) == 0
+    assert f"--tensor-order {style}" in capsys.readouterr().out
     assert main(["degrade", dwi, "--style", "tight", "-o", str(tmp_path / "tight.nii.gz")]) == 0
     import nibabel as nib
 
-    assert nib.load(tmp_path / "fsl.nii.gz").shape[3:] == (6,)
-    np.testing.assert_allclose(fileio.load_tensor(tmp_path / "fsl.nii.gz", "fsl").data,
+    assert nib.load(tmp_path / f"{style}.nii.gz").shape[3:] == (6,)
+    np.testing.assert_allclose(fileio.load_tensor(tmp_path / f"{style}.nii.gz", style).data,
                                fileio.load_tensor(tmp_path / "tight.nii.gz").data, atol=1e-12)
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.volume import Volume
 
@@ -24,11 +25,15 @@ def test_tensor_nifti_is_5d_symmatrix_lower_triangular(tmp_path):
     assert np.array_equal(back.data, t) and np.allclose(back.affine, aff)
 
 
+# Affines where each tool's frame is the voxel axes: FSL's for a negative determinant, MRtrix's for RAS storage.
+IDENTITY_FRAME = {"fsl": np.diag([-2.0, 2.0, 2.0, 1.0]), "mrtrix": np.diag([2.0, 2.0, 2.0, 1.0])}
+
+
 @pytest.mark.parametrize("order", ["fsl", "mrtrix"])
 def test_4d_tensor_orders_on_request(tmp_path, order):
     t = random_spd(24).reshape(2, 3, 4, 6).astype(np.float32)
     path = tmp_path / f"{order}.nii.gz"
-    fileio.save_tensor(Volume(t, np.eye(4), "tensor"), path, order=order)
+    fileio.save_tensor(Volume(t, IDENTITY_FRAME[order], "tensor"), path, order=order)
     raw = np.asarray(nib.load(path).dataobj)
     names = {"fsl": ["xx", "xy", "xz", "yy", "yz", "zz"], "mrtrix": ["xx", "yy", "zz", "xy", "xz", "yz"]}[order]
     lower = ["xx", "xy", "yy", "xz", "yz", "zz"]
@@ -37,6 +42,65 @@ def test_4d_tensor_orders_on_request(tmp_path, order):
     assert np.array_equal(fileio.load_tensor(path, order).data, t)
     with pytest.raises(IQTError, match="--tensor-order"):
         fileio.load_tensor(path)
+
+
+def _fit_as_the_tool_does(d_world, rot, grad_frame):
+    """Noiseless DWIs of one world-frame tensor on a 2^3 grid, fitted by dipy with the gradients as the tool holds
+    them: `grad_frame` maps voxel-axis directions into the tool's frame (its tensors come out in that frame)."""
+    from dipy.core.gradients import gradient_table
+    from dipy.reconst.dti import TensorModel
+
+    rng = np.random.default_rng(1)
+    g_world = rng.normal(size=(30, 3))
+    g_world /= np.linalg.norm(g_world, axis=1, keepdims=True)
+    g_vox = g_world @ rot  # rows: R^T g, R orthogonal
+    bvals = np.r_[0.0, np.full(30, 1000.0)]
+    signal = 1000.0 * np.exp(-bvals[1:] * np.einsum("ni,ij,nj->n", g_world, d_world, g_world))
+    data = np.tile(np.r_[1000.0, signal], (2, 2, 2, 1))
+    gtab = gradient_table(bvals, bvecs=np.r_[np.zeros((1, 3)), g_vox @ grad_frame.T])
+    return TensorModel(gtab, fit_method="OLS").fit(data).lower_triangular()
+
+
+def _world_fibre():
+    w = np.array([0.6, 0.64, 0.48])
+    w /= np.linalg.norm(w)
+    return w, 1.5e-3 * np.outer(w, w) + 0.3e-3 * (np.eye(3) - np.outer(w, w))
+
+
+@pytest.mark.parametrize("affine", [np.diag([2.0, 2.0, 2.5, 1.0]), np.diag([-2.0, 2.0, 2.5, 1.0])],
+                         ids=["positive-determinant", "negative-determinant"])
+def test_an_fsl_tensor_file_is_read_in_fsl_bvec_frame(tmp_path, affine):
+    """dtifit fits in FSL's bvec frame: voxel axes with x flipped where the affine's determinant is positive."""
+    w, d_world = _world_fibre()
+    rot = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    fsl_frame = np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(affine[:3, :3]) > 0 else np.eye(3)
+    fitted = _fit_as_the_tool_does(d_world, rot, fsl_frame)
+    path = tmp_path / "dti_tensor.nii.gz"
+    nib.save(nib.Nifti1Image(fitted[..., [0, 1, 3, 2, 4, 5]].astype(np.float32), affine), path)  # dtifit's order
+    vol = fileio.load_tensor(path, "fsl")
+    e1 = np.linalg.eigh(tensors.to_matrix(vol.data[0, 0, 0].astype(float)))[1][:, -1]
+    assert abs(abs((rot @ e1) @ w) - 1) < 1e-5  # the fibre points where it does in the world
+    fileio.save_tensor(vol, tmp_path / "again.nii.gz", order="fsl")
+    np.testing.assert_allclose(np.asarray(nib.load(tmp_path / "again.nii.gz").dataobj), np.asarray(nib.load(path).dataobj))
+
+
+def test_an_mrtrix_tensor_file_of_an_oblique_scan_is_read_in_scanner_frame(tmp_path):
+    """dwi2tensor fits with its gradients in scanner (RAS) coordinates, so its tensors are in that frame."""
+    c, s = np.cos(np.radians(25.0)), np.sin(np.radians(25.0))
+    rot = np.array([[-c, -s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])  # LAS storage turned by 25 degrees about S
+    affine = np.eye(4)
+    affine[:3, :3] = rot * [2.0, 2.0, 3.0]
+    w, d_world = _world_fibre()
+    fitted = _fit_as_the_tool_does(d_world, rot, rot)
+    path = tmp_path / "dt.nii.gz"
+    nib.save(nib.Nifti1Image(fitted[..., [0, 2, 5, 1, 3, 4]].astype(np.float32), affine), path)  # D11 D22 D33 D12 D13 D23
+    vol = fileio.load_tensor(path, "mrtrix")
+    e1 = np.linalg.eigh(tensors.to_matrix(vol.data[0, 0, 0].astype(float)))[1][:, -1]
+    assert abs(abs((rot @ e1) @ w) - 1) < 1e-5
+    assert abs(abs(e1 @ w) - 1) > 0.05  # read as voxel-axis components, the fibre would point elsewhere
+    fileio.save_tensor(vol, tmp_path / "again.nii.gz", order="mrtrix")
+    np.testing.assert_allclose(np.asarray(nib.load(tmp_path / "again.nii.gz").dataobj), np.asarray(nib.load(path).dataobj),
+                               rtol=0, atol=1e-9)
 
 
 def test_dwi_reading_and_gradient_checks(tmp_path):

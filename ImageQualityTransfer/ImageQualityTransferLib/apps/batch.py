@@ -55,6 +55,7 @@ class Settings:
     model_file: str | None = None  # the model file used, recorded in the sidecars
     model_sha256: str | None = None
     tta: bool = False  # learned methods averaged over the grid's symmetries (methods/symmetry.py); model-<method>tta
+    tensor_order: str = "nifti"  # how a listed 4D tensor file holds its components (fileio.load_tensor)
 
 
 # ---------------------------------------------------------------- inputs
@@ -196,7 +197,7 @@ def input_hashes(item: Item) -> dict:
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
     """The sidecar fields that must match for a subject to be skipped."""
     return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
-            **_tta_record(s)}
+            **_tta_record(s), **({"TensorOrder": s.tensor_order} if s.tensor_order != "nifti" else {})}
 
 
 def _method_label(s: Settings) -> str:
@@ -303,7 +304,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         snr = snr_estimate(dwi, mask.data)
         del dwi
     else:
-        lr = fileio.load_tensor(item.path)
+        lr = fileio.load_tensor(item.path, s.tensor_order)
         inside = np.any(lr.data != 0, axis=-1)
         mask = Volume(inside, lr.affine, "mask") if inside.any() and not inside.all() else None
     pred = _method(s).predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)

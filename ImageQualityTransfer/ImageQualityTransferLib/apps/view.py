@@ -46,7 +46,8 @@ def fa_volume(tensor: Volume) -> Volume:
 class Viewer:
     """The page and its state: one scene, two linked slice views, one engine run at a time."""
 
-    def __init__(self, input_path, method: str | None = None, factor=2, mask_path=None, server_name="iqt-view"):
+    def __init__(self, input_path, method: str | None = None, factor=2, mask_path=None, server_name="iqt-view",
+                 tensor_order: str = "nifti"):
         import_trame()
         from trame.app import get_server
         from trame_slicer import module as trame_slicer_module
@@ -58,6 +59,7 @@ class Viewer:
         from ..core.grid import factors
 
         self.input_path, self.factor, self.mask_path = Path(input_path), factors(factor), mask_path
+        self.tensor_order = tensor_order
         self.server = server = get_server(server_name, client_type="vue3")
         server.enable_module(trame_slicer_module)
         self.app = SlicerApp()
@@ -166,7 +168,7 @@ class Viewer:
 
         if not self.input_path.is_file():
             raise IQTError(f"{self.input_path}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
-        self.lr = fileio.load_tensor(self.input_path)
+        self.lr = fileio.load_tensor(self.input_path, self.tensor_order)
         self.mask = load_lowres_mask(self.mask_path, self.lr, self.factor)
         self.in_node = mrml.add_tensor_node(self.scene, self.lr, self.input_path.name.split(".")[0] or "dti")
 

@@ -21,15 +21,17 @@ from ..core.volume import Volume
 
 FIT_DILATION = 2  # low-res voxels
 # How the low-res tensors are made: this project's own way, and the ways other tools make them (docs/conventions.md,
-# Degradation). "fsl" is "tight" written as a 4D six-volume file in dtifit order (`iqt degrade` writes it so).
+# Degradation). "fsl" and "mrtrix" are "tight" written as a 4D six-volume file as dtifit and dwi2tensor write it (element
+# order and frame: fileio.volumes.file_frame), and read back so (`iqt degrade` writes them so).
 STYLES = {
     "own": "WLS on the low-res mask dilated by two voxels, eigenvalues clipped to [0, 4e-3] mm^2/s (the training inputs)",
     "tight": "WLS on the block-majority low-res mask, zeros outside (FSL dtifit -m, MRtrix dwi2tensor -mask, dipy with a mask)",
     "unmasked": "WLS over the whole field of view, background noise tensors included (Slicer's DWI to DTI, dipy without a mask)",
     "ols": "ordinary least squares on the tight mask, unclipped: negative eigenvalues kept",
-    "fsl": "as tight, in FSL dtifit's 4D element order (read with --tensor-order fsl)",
+    "fsl": "as tight, in FSL dtifit's 4D element order and bvec frame (read with --tensor-order fsl)",
+    "mrtrix": "as tight, in MRtrix dwi2tensor's 4D element order and scanner (RAS) frame (read with --tensor-order mrtrix)",
 }
-FILE_ORDER = {"fsl": "fsl"}
+FILE_ORDER = {"fsl": "fsl", "mrtrix": "mrtrix"}
 
 
 def all_shifts(f):

@@ -161,6 +161,19 @@ def save_dwi(vol: Volume, path) -> None:
 # ---------------------------------------------------------------- tensors
 
 
+def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
+    """T with D_voxel = T D_file T^T for a 4D tensor file in `order`, None where its components are in voxel axes
+    already: dtifit writes them in FSL's bvec frame (voxel axes, x flipped where the affine's determinant is
+    positive), dwi2tensor in MRtrix's scanner (RAS) coordinates (docs/conventions.md, NIfTI)."""
+    from .nrrd import frame_to_voxel_axes
+
+    if order == "fsl":
+        return np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(np.asarray(affine)[:3, :3]) > 0 else None
+    if order == "mrtrix":
+        return frame_to_voxel_axes(np.eye(3), affine)
+    return None
+
+
 def load_tensor(path, order: str = "nifti") -> Volume:
     """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl"/"mrtrix") or Slicer NRRD."""
     if _is_nrrd(path):
@@ -189,11 +202,15 @@ def load_tensor(path, order: str = "nifti") -> Volume:
         )
     _check_finite(data, path, "tensor data")
     data = tensors.from_order(data, file_order)
+    frame = file_frame(file_order, img.affine)
+    if frame is not None:
+        data = tensors.rotate(data, frame)
     return Volume(data.astype(np.float32), img.affine, "tensor", meta={"path": str(path), "order": file_order})
 
 
 def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
-    """Write a tensor volume: 5D NIfTI SYMMATRIX (default), 4D in `order`, or Slicer NRRD by suffix."""
+    """Write a tensor volume: 5D NIfTI SYMMATRIX (default), 4D in `order` and its tool's frame (file_frame), or Slicer
+    NRRD by suffix."""
     if vol.kind != "tensor":
         raise ValueError("save_tensor needs a tensor volume")
     if _is_nrrd(path):
@@ -206,7 +223,9 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
             img = _nib().Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
             img.header.set_intent("symmetric matrix", (), name="DTI")
         else:
-            img = _nib().Nifti1Image(tensors.to_order(vol.data, order).astype(np.float32), vol.affine)
+            frame = file_frame(order, vol.affine)
+            data = vol.data if frame is None else tensors.rotate(vol.data, np.linalg.inv(frame))
+            img = _nib().Nifti1Image(tensors.to_order(data, order).astype(np.float32), vol.affine)
         img.header.set_xyzt_units("mm")
         img.set_qform(vol.affine, code=1)
         img.set_sform(vol.affine, code=1)

@@ -25,6 +25,7 @@ def add_parsers(sub) -> None:
                     help="memory per local worker, e.g. 4GiB (default auto: the machine's memory / workers)")
     sp.add_argument("--dashboard-address", default=":8787", help="local cluster's dashboard (default :8787; :0 any free port)")
     options.add_method_settings(sp)
+    options.add_tensor_order(sp)
     sp.set_defaults(func=run)
 
 
@@ -50,7 +51,8 @@ def run(args) -> int:
     items = batch.find_items(args.input)
     model_file, model_sha = batch.model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
-                       device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha, tta=args.tta)
+                       device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha, tta=args.tta,
+                       tensor_order=args.tensor_order)
     try:
         import distributed  # noqa: F401
     except ImportError:

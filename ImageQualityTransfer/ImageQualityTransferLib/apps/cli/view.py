@@ -11,13 +11,14 @@ from . import options
 def add_parsers(sub) -> None:
     sp = sub.add_parser("view", help="serve a browser viewer: cubic | IQT slice views, uncertainty overlay, method "
                                      "picker, FA / colour FA (needs the render extra)")
-    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX or Slicer .nrrd)")
+    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
     sp.add_argument("--method", help="method shown first (default: the best shipped; the page offers every ready one)")
     options.add_factor(sp, voxel_size=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080; 0: any free port)")
     sp.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for the network)")
+    options.add_tensor_order(sp)
     sp.set_defaults(func=run)
 
 
@@ -34,7 +35,7 @@ def run(args):
     if f is None:  # --voxel-size: the factors follow from the input's voxel size
         from ... import fileio
 
-        voxel_size = fileio.load_tensor(args.input).voxel_size
+        voxel_size = fileio.load_tensor(args.input, args.tensor_order).voxel_size
         f = options.factors(args, voxel_size)
         print(options.voxel_size_line(f, voxel_size))
     if args.method is not None:
@@ -42,6 +43,6 @@ def run(args):
         if args.method not in methods.ready(f):
             raise IQTError(f"method {args.method!r} cannot run here at {grid.describe(f)} (no shipped model or no "
                            f"torch); choose one of: {', '.join(methods.ready(f))}")
-    viewer = view.Viewer(args.input, args.method, f, args.mask)
+    viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order)
     viewer.serve(args.port, args.host)
     return 0

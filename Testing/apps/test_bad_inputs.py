@@ -187,6 +187,19 @@ def test_files_take_the_users_umask(work, tmp_path):
     assert (tmp_path / "o.nii.gz").stat().st_mode & 0o777 == 0o640
 
 
+def _wait_for_handler(proc, sig, timeout=120.0):
+    """Until the process catches `sig` (Linux /proc/PID/status SigCgt), so the test does not race its start-up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        with open(f"/proc/{proc.pid}/status") as f:
+            caught = int(next(line for line in f if line.startswith("SigCgt:")).split()[1], 16)
+        if caught >> (int(sig) - 1) & 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the process set no handler for {signal.Signals(sig).name} within {timeout:.0f} s")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_termination_signal_leaves_no_partial_output(work, tmp_path, sig):
@@ -195,7 +208,8 @@ def test_a_termination_signal_leaves_no_partial_output(work, tmp_path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(work / "lr.nii.gz"),
                              "-o", str(out), "--method", "espcn-hetero-var1", "--mc-samples", "3000",
                              "--uncertainty", str(tmp_path / "u.nii.gz")], stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)  # past start-up (the handler is set before any work), well inside the 3000-sample run
+    _wait_for_handler(proc, sig)  # past start-up, however loaded the machine: the handler is set before any work
+    time.sleep(1.0)  # into the work, well inside the 3000-sample run
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1]

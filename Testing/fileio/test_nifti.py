@@ -26,16 +26,18 @@ def test_tensor_nifti_is_5d_symmatrix_lower_triangular(tmp_path):
 
 
 # Affines where each tool's frame is the voxel axes: FSL's for a negative determinant, MRtrix's for RAS storage.
-IDENTITY_FRAME = {"fsl": np.diag([-2.0, 2.0, 2.0, 1.0]), "mrtrix": np.diag([2.0, 2.0, 2.0, 1.0])}
+IDENTITY_FRAME = {"fsl": np.diag([-2.0, 2.0, 2.0, 1.0]), "mrtrix": np.diag([2.0, 2.0, 2.0, 1.0]),
+                  "dipy": np.diag([-2.0, 2.0, 2.0, 1.0])}
 
 
-@pytest.mark.parametrize("order", ["fsl", "mrtrix"])
+@pytest.mark.parametrize("order", ["fsl", "mrtrix", "dipy"])
 def test_4d_tensor_orders_on_request(tmp_path, order):
     t = random_spd(24).reshape(2, 3, 4, 6).astype(np.float32)
     path = tmp_path / f"{order}.nii.gz"
     fileio.save_tensor(Volume(t, IDENTITY_FRAME[order], "tensor"), path, order=order)
     raw = np.asarray(nib.load(path).dataobj)
-    names = {"fsl": ["xx", "xy", "xz", "yy", "yz", "zz"], "mrtrix": ["xx", "yy", "zz", "xy", "xz", "yz"]}[order]
+    names = {"fsl": ["xx", "xy", "xz", "yy", "yz", "zz"], "mrtrix": ["xx", "yy", "zz", "xy", "xz", "yz"],
+             "dipy": ["xx", "xy", "yy", "xz", "yz", "zz"]}[order]
     lower = ["xx", "xy", "yy", "xz", "yz", "zz"]
     for k, name in enumerate(names):
         assert np.allclose(raw[..., k], t[..., lower.index(name)])
@@ -67,20 +69,23 @@ def _world_fibre():
     return w, 1.5e-3 * np.outer(w, w) + 0.3e-3 * (np.eye(3) - np.outer(w, w))
 
 
+@pytest.mark.parametrize("order", ["fsl", "dipy"])
 @pytest.mark.parametrize("affine", [np.diag([2.0, 2.0, 2.5, 1.0]), np.diag([-2.0, 2.0, 2.5, 1.0])],
                          ids=["positive-determinant", "negative-determinant"])
-def test_an_fsl_tensor_file_is_read_in_fsl_bvec_frame(tmp_path, affine):
-    """dtifit fits in FSL's bvec frame: voxel axes with x flipped where the affine's determinant is positive."""
+def test_an_fsl_tensor_file_is_read_in_fsl_bvec_frame(tmp_path, affine, order):
+    """dtifit (and dipy given FSL bvecs) fits in FSL's bvec frame: voxel axes with x flipped where the affine's
+    determinant is positive."""
     w, d_world = _world_fibre()
     rot = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     fsl_frame = np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(affine[:3, :3]) > 0 else np.eye(3)
     fitted = _fit_as_the_tool_does(d_world, rot, fsl_frame)
     path = tmp_path / "dti_tensor.nii.gz"
-    nib.save(nib.Nifti1Image(fitted[..., [0, 1, 3, 2, 4, 5]].astype(np.float32), affine), path)  # dtifit's order
-    vol = fileio.load_tensor(path, "fsl")
+    as_written = {"fsl": [0, 1, 3, 2, 4, 5], "dipy": [0, 1, 2, 3, 4, 5]}[order]  # dtifit's, dipy's lower triangle
+    nib.save(nib.Nifti1Image(fitted[..., as_written].astype(np.float32), affine), path)
+    vol = fileio.load_tensor(path, order)
     e1 = np.linalg.eigh(tensors.to_matrix(vol.data[0, 0, 0].astype(float)))[1][:, -1]
     assert abs(abs((rot @ e1) @ w) - 1) < 1e-5  # the fibre points where it does in the world
-    fileio.save_tensor(vol, tmp_path / "again.nii.gz", order="fsl")
+    fileio.save_tensor(vol, tmp_path / "again.nii.gz", order=order)
     np.testing.assert_allclose(np.asarray(nib.load(tmp_path / "again.nii.gz").dataobj), np.asarray(nib.load(path).dataobj))
 
 

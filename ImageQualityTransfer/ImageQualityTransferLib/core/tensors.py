@@ -15,6 +15,7 @@ ORDERS = {
     "nifti": (0, 1, 2, 3, 4, 5),  # Dxx Dxy Dyy Dxz Dyz Dzz
     "fsl": (0, 1, 3, 2, 4, 5),  # Dxx Dxy Dxz Dyy Dyz Dzz
     "mrtrix": (0, 2, 5, 1, 3, 4),  # Dxx Dyy Dzz Dxy Dxz Dyz
+    "dipy": (0, 1, 2, 3, 4, 5),  # TensorFit.lower_triangular() saved as a 4D array: Dxx Dxy Dyy Dxz Dyz Dzz
 }
 
 PLAUSIBLE_RANGE = (-1e-3, 5e-3)  # mm^2/s: eigenvalues outside mean a failed fit
@@ -22,7 +23,7 @@ INPUT_CLIP = (0.0, 4e-3)  # mm^2/s: clipping for method inputs and training targ
 
 
 def to_order(t: np.ndarray, order: str) -> np.ndarray:
-    """Lower-triangular -> file order `order` ("nifti", "fsl", "mrtrix")."""
+    """Lower-triangular -> file order `order` (a key of ORDERS)."""
     return t[..., list(ORDERS[order])]
 
 

@@ -164,10 +164,11 @@ def save_dwi(vol: Volume, path) -> None:
 def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
     """T with D_voxel = T D_file T^T for a 4D tensor file in `order`, None where its components are in voxel axes
     already: dtifit writes them in FSL's bvec frame (voxel axes, x flipped where the affine's determinant is
-    positive), dwi2tensor in MRtrix's scanner (RAS) coordinates (docs/conventions.md, NIfTI)."""
+    positive), as does dipy fitting with FSL bvecs; dwi2tensor in MRtrix's scanner (RAS) coordinates
+    (docs/conventions.md, NIfTI)."""
     from .nrrd import frame_to_voxel_axes
 
-    if order == "fsl":
+    if order in ("fsl", "dipy"):
         return np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(np.asarray(affine)[:3, :3]) > 0 else None
     if order == "mrtrix":
         return frame_to_voxel_axes(np.eye(3), affine)
@@ -175,7 +176,7 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
 
 
 def load_tensor(path, order: str = "nifti") -> Volume:
-    """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl"/"mrtrix") or Slicer NRRD."""
+    """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl", "mrtrix" or "dipy") or Slicer NRRD."""
     if _is_nrrd(path):
         from .nrrd import load_tensor_nrrd
 
@@ -191,7 +192,8 @@ def load_tensor(path, order: str = "nifti") -> Volume:
         if order == "nifti":
             raise IQTError(
                 f"{path}: a 4D 6-volume tensor file has no standard component order; say which with --tensor-order fsl "
-                f"(Dxx,Dxy,Dxz,Dyy,Dyz,Dzz, as dtifit writes) or --tensor-order mrtrix (Dxx,Dyy,Dzz,Dxy,Dxz,Dyz)"
+                f"(Dxx,Dxy,Dxz,Dyy,Dyz,Dzz, as dtifit writes), --tensor-order mrtrix (Dxx,Dyy,Dzz,Dxy,Dxz,Dyz, dwi2tensor) "
+                f"or --tensor-order dipy (Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, dipy's lower_triangular)"
             )
         data = _data(img, path, np.float64)
         file_order = order

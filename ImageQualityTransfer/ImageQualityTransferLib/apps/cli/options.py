@@ -49,9 +49,10 @@ def voxel_size_line(f, voxel_size) -> str:
 
 
 def add_tensor_order(sp) -> None:
-    sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix"],
+    sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix", "dipy"],
                     help="a 4D six-volume tensor file as this tool writes it, element order and frame: fsl (dtifit), "
-                         "mrtrix (dwi2tensor, scanner coordinates) (default: 5D NIfTI SYMMATRIX in voxel axes)")
+                         "mrtrix (dwi2tensor, scanner coordinates), dipy (TensorFit.lower_triangular() saved as 4D, "
+                         "fitted with FSL bvecs) (default: 5D NIfTI SYMMATRIX in voxel axes)")
 
 
 def add_dwi(sp) -> None:

@@ -224,3 +224,19 @@ def test_views_share_slice_pan_and_zoom(lowres):
     assert right.GetSliceOffset() == pytest.approx(3.0)
     right.SetSliceOffset(-4.0)
     assert left.GetSliceOffset() == pytest.approx(-4.0)
+
+
+@pytest.mark.slow
+def test_a_dwi2tensor_file_is_shown_as_its_nifti_twin(lowres, tmp_path):
+    """--tensor-order reaches the page's input: a 4D MRtrix file (scanner-frame components) loads as the 5D file."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps import view
+
+    lr, mask = lowres
+    twin = fileio.load_tensor(lr)
+    fileio.save_tensor(twin, tmp_path / "dt.nii.gz", order="mrtrix")
+    viewer = view.Viewer(tmp_path / "dt.nii.gz", "cubic", 2, mask, server_name="test-tensor-order",
+                         tensor_order="mrtrix")
+    viewer._load()
+    np.testing.assert_array_equal(viewer.lr.data, twin.data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core.errors import IQTError
+from ...core.tensors import ORDERS
 from ...fileio.paths import TENSOR_SUFFIXES
 
 
@@ -49,7 +50,7 @@ def voxel_size_line(f, voxel_size) -> str:
 
 
 def add_tensor_order(sp) -> None:
-    sp.add_argument("--tensor-order", default="nifti", choices=["nifti", "fsl", "mrtrix", "dipy"],
+    sp.add_argument("--tensor-order", default="nifti", choices=list(ORDERS),
                     help="a 4D six-volume tensor file as this tool writes it, element order and frame: fsl (dtifit), "
                          "mrtrix (dwi2tensor, scanner coordinates), dipy (TensorFit.lower_triangular() saved as 4D, "
                          "fitted with FSL bvecs) (default: 5D NIfTI SYMMATRIX in voxel axes)")

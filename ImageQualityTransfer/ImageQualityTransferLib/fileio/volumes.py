@@ -142,16 +142,20 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
         raise IQTError(f"{bval_p}: negative b-values; give the b-values in s/mm^2 (0 for the b0 volumes)")
     data = _data(img, path)
     _check_finite(data, path, "DWI")
-    if np.linalg.det(img.affine[:3, :3]) > 0:
-        bvecs = bvecs * np.array([-1.0, 1.0, 1.0])
-    return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs, meta={"path": str(path)})
+    return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta={"path": str(path)})
+
+
+def fsl_flip(affine) -> np.ndarray:
+    """FSL's bvec frame against the voxel axes: x flipped where the affine's 3x3 has a positive determinant
+    (neurological storage), else the identity; its own inverse (docs/conventions.md, FSL bvecs)."""
+    return np.diag([-1.0 if np.linalg.det(np.asarray(affine)[:3, :3]) > 0 else 1.0, 1.0, 1.0])
 
 
 def save_dwi(vol: Volume, path) -> None:
     def write(tmp):
         _save_nifti(_nib().Nifti1Image(vol.data.astype(np.float32), vol.affine), tmp)
 
-    bvecs = vol.bvecs * (np.array([-1.0, 1.0, 1.0]) if np.linalg.det(vol.affine[:3, :3]) > 0 else 1.0)
+    bvecs = vol.bvecs @ fsl_flip(vol.affine)
     atomic_write(path, write)
     bval_p, bvec_p = bval_bvec_paths(path)
     np.savetxt(bval_p, vol.bvals[None], fmt="%g")
@@ -169,7 +173,8 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
     from .nrrd import frame_to_voxel_axes
 
     if order in ("fsl", "dipy"):
-        return np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(np.asarray(affine)[:3, :3]) > 0 else None
+        flip = fsl_flip(affine)
+        return None if flip[0, 0] > 0 else flip
     if order == "mrtrix":
         return frame_to_voxel_axes(np.eye(3), affine)
     return None

@@ -437,6 +437,34 @@ def test_train_takes_the_randomisation_shares_and_records_them(small_subject, tm
     assert "--flips: does not apply to 'espcn'" in capsys.readouterr().err
 
 
+def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, capsys):
+    """`iqt train --n-trees/--max-depth/--min-leaf/--n-train` shape the forest and reach the sidecar; CNNs and
+    nonsense values are refused in one line."""
+    import json
+
+    from ImageQualityTransferLib.apps.cli import main
+
+    out = tmp_path / "rf.npz"
+    assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(out), "--n-trees", "3",
+                 "--max-depth", "2", "--min-leaf", "300", "--n-train", "4000"]) == 0
+    side = json.loads((tmp_path / "rf.json").read_text())
+    settings = side["training"]["settings"]
+    assert (settings["n_trees"], settings["max_depth"], settings["min_leaf"], settings["n_train"]) == (3, 2, 300, 4000)
+    assert side["n_trees"] == 3 and "--n-trees 3" in side["training"]["command"]
+    assert all(t.n_leaves <= 4 for t in model_io.load(tmp_path / "rf.json").forest.trees)  # depth 2
+    capsys.readouterr()
+    assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),
+                 "--n-trees", "0"]) == 2
+    assert "--n-trees 0: give a positive whole number" in capsys.readouterr().err
+    assert main(["train", "--method", "biqt", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),
+                 "--min-leaf", "100"]) == 2
+    assert "--min-leaf 100: each leaf fits a linear map of 162 inputs" in capsys.readouterr().err
+    assert main(["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "e.pt"),
+                 "--max-depth", "4"]) == 2
+    assert "--max-depth: does not apply to 'espcn'" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists() and not (tmp_path / "e.pt").exists()
+
+
 @pytest.fixture(scope="module")
 def through_plane_rf(small_subject, tmp_path_factory):
     """A small rf trained for thick axial slices (factors 1,1,2 on canonical axes) on the phantom subject."""

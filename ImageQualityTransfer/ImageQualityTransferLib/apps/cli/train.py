@@ -46,6 +46,10 @@ def add_parsers(sub) -> None:
                     help="also train on a copy of each subject resampled to these voxel sizes in mm (e.g. 3), so the "
                          "model has seen scans coarser than the training subjects; a subject already that coarse gets "
                          "no copy (docs/conventions.md, Coarser copies)")
+    for flag, what in (("--n-trees", "trees (default 8)"), ("--max-depth", "largest depth of a tree (default 6)"),
+                       ("--min-leaf", "fewest training examples in a leaf (default 800)"),
+                       ("--n-train", "training examples drawn for each tree (default 80000)")):
+        sp.add_argument(flag, type=int, metavar="N", help=f"rf/biqt: {what}")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
@@ -80,6 +84,10 @@ def run(args):
         raise IQTError(f"--lr applies to the CNN methods, not {args.method!r}; drop it")
     if args.lr is not None and not args.lr > 0:
         raise IQTError(f"--lr {args.lr:g}: give a positive learning rate (e.g. 2e-4)")
+    for flag in ("n_trees", "max_depth", "min_leaf", "n_train"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise IQTError(f"--{flag.replace('_', '-')} {value}: give a positive whole number")
     if args.nproc < 1:
         raise IQTError(f"--nproc {args.nproc}: give at least 1 process")
     if (args.nproc > 1 or args.checkpoint) and not cls.requires_torch:
@@ -134,7 +142,8 @@ def train_here(args) -> None:
     method = cls(device=args.device).fit(subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
                        subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr,
-                       flips=True if args.flips else None)
+                       flips=True if args.flips else None, n_trees=args.n_trees, max_depth=args.max_depth,
+                       min_leaf=args.min_leaf, n_train=args.n_train)
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)

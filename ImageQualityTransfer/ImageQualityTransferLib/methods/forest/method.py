@@ -32,7 +32,10 @@ class ForestMethod(LearnedMethod):
         from ...core.progress import progress_bar
         from . import training
 
-        bar = progress_bar(total=8 if self.name != "global-linear" else 1, desc=f"train {self.name}",
+        from .training import DEFAULTS
+
+        trees = settings.get("n_trees") or DEFAULTS["n_trees"]
+        bar = progress_bar(total=trees if self.name != "global-linear" else 1, desc=f"train {self.name}",
                            enabled=progress)
         try:
             return training.train(self.name, subjects, factor=r, seed=seed, log=log,

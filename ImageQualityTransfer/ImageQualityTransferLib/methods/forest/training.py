@@ -50,6 +50,10 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
         raise IQTError(f"--method {method}: forest-family methods are {', '.join(METHODS)}")
     cfg = dict(DEFAULTS)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
+    inputs = 6 * (2 * cfg["n"] + 1) ** 3 + (6 * math.prod(grid.factors(factor)) if cfg["inputs"] == "patch+cubic" else 0)
+    if method != "global-linear" and cfg["min_leaf"] is not None and cfg["min_leaf"] <= inputs:
+        raise IQTError(f"--min-leaf {cfg['min_leaf']}: each leaf fits a linear map of {inputs} inputs, so it needs "
+                       f"more examples than that (default {DEFAULTS['min_leaf']})")
     t0 = time.perf_counter()
     lib = library if library is not None else patches.build_library(subjects, factor, n=cfg["n"], rate=cfg["rate"],
                                                                     seed=seed, log=log,

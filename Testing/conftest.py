@@ -8,10 +8,10 @@ import pytest
 pytest.register_assert_rewrite("helpers")
 
 import helpers  # noqa: E402
-from helpers import AXIAL, SAGITTAL, need_data  # noqa: E402
+from helpers import AXIAL, SAGITTAL, ZEROED_BACKGROUND, need_data  # noqa: E402
 
 # Tests whose fixtures (directly or through other fixtures) include one of these read the real data.
-REALDATA_FIXTURES = {"sagittal_subject", "axial_subject"}
+REALDATA_FIXTURES = {"sagittal_subject", "axial_subject", "zeroed_background_subject"}
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +26,14 @@ def axial_subject():
     from ImageQualityTransferLib.dmri.subject import load_subject
 
     return load_subject(need_data(AXIAL))
+
+
+@pytest.fixture(scope="session")
+def zeroed_background_subject():
+    """A training subject whose scanner wrote zeros outside the head (Philips Elition, 2 mm)."""
+    from ImageQualityTransferLib.dmri.subject import load_subject
+
+    return load_subject(need_data(ZEROED_BACKGROUND))
 
 
 @pytest.fixture(scope="session")

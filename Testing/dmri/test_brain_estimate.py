@@ -53,3 +53,21 @@ def test_on_a_real_unmasked_subject_the_output_is_zero_outside_the_estimated_bra
     support = repeat_blocks(ndimage.binary_dilation(est.data, CUBE), 2)
     assert not pred.tensor.data[~support].any()
     assert np.all(np.any(pred.tensor.data[case.hr_mask] != 0, axis=-1))
+
+
+def test_an_unmasked_fit_that_is_mostly_zeroed_background_runs_without_a_mask(zeroed_background_subject):
+    """Most of this unmasked fit is background of near-zero MD (the scanner zeroed it): the input is taken as mm^2/s
+    (it was refused as m^2/s before), the brain is estimated, and inside it the output is the masked run's."""
+    from ImageQualityTransferLib.dmri.subject import make_case
+
+    case = make_case(zeroed_background_subject, 2, style="unmasked")
+    md = np.asarray(case.lr.data).reshape(-1, 6)[:, [0, 2, 5]].mean(axis=1)
+    assert np.median(md) < 1e-8
+    est = check_estimate(case, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        free = methods.get("espcn").predict(case.lr, 2).tensor.data
+    masked = methods.get("espcn").predict(case.lr, 2, case.lr_mask).tensor.data
+    assert not free[~repeat_blocks(ndimage.binary_dilation(est.data, CUBE), 2)].any()
+    inner = repeat_blocks(ndimage.binary_erosion(case.lr_mask.data, CUBE, iterations=2), 2)
+    np.testing.assert_allclose(free[inner], masked[inner], atol=1e-8)  # outputs reach 4e-3 mm^2/s

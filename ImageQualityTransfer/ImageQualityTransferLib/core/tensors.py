@@ -79,6 +79,9 @@ def eigenvalues(t: np.ndarray) -> np.ndarray:
     return np.stack([lo, 3.0 * q - hi - lo, hi], axis=-1)
 
 
+TISSUE_RANGE = (1e-4, 5e-3)  # mm^2/s: MD of brain tissue and CSF in a positive-definite fit
+
+
 def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
     """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
     positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge."""
@@ -97,7 +100,11 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
     if pd.mean() < 0.5:
         raise IQTError(f"only {100 * pd.mean():.0f} % of the input tensors are positive definite; the volume is not a "
                        f"diffusion tensor fit (or its sign or element order is wrong: check --tensor-order)")
-    scale = float(np.median(lam[pd].mean(axis=1)))
+    md = lam[pd].mean(axis=1)
+    tissue = (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
+    # an unmasked fit can be mostly background fits of near-zero MD (about 1e-9 where the scanner zeroes the
+    # background): judge the unit on the tissue-like voxels where there are enough of them (README, Bad input)
+    scale = float(np.median(md[tissue] if tissue.sum() >= max(100, 0.05 * len(md)) else md))
     big = float(np.percentile(np.abs(values[:, [0, 2, 5]]), 99))
     if big > 0.1 or scale > 0.05:
         raise IQTError(f"the tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "

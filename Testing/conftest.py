@@ -8,10 +8,10 @@ import pytest
 pytest.register_assert_rewrite("helpers")
 
 import helpers  # noqa: E402
-from helpers import AXIAL, SAGITTAL, ZEROED_BACKGROUND, need_data  # noqa: E402
+from helpers import AXIAL, NOISY_BACKGROUND, SAGITTAL, ZEROED_BACKGROUND, need_data  # noqa: E402
 
 # Tests whose fixtures (directly or through other fixtures) include one of these read the real data.
-REALDATA_FIXTURES = {"sagittal_subject", "axial_subject", "zeroed_background_subject"}
+REALDATA_FIXTURES = {"sagittal_subject", "axial_subject", "zeroed_background_subject", "noisy_background_subject"}
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +34,14 @@ def zeroed_background_subject():
     from ImageQualityTransferLib.dmri.subject import load_subject
 
     return load_subject(need_data(ZEROED_BACKGROUND))
+
+
+@pytest.fixture(scope="session")
+def noisy_background_subject():
+    """A training subject with a noisy background whose fits, clipped, pile up at one MD (Philips Achieva)."""
+    from ImageQualityTransferLib.dmri.subject import load_subject
+
+    return load_subject(need_data(NOISY_BACKGROUND))
 
 
 @pytest.fixture(scope="session")

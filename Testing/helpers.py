@@ -22,6 +22,7 @@ TRAIN = DATA / "train"
 SAGITTAL = DEV / "siemens_prisma_sag_2p7mm_ap"
 AXIAL = DEV / "siemens_prisma_3mm_ortho"
 ZEROED_BACKGROUND = TRAIN / "philips_elition_2mm"
+NOISY_BACKGROUND = TRAIN / "philips_achieva_1p75x2p5mm"
 
 # Set by conftest.py for the running test: whether it carries the `realdata` marker. None outside a test.
 _running_test_is_realdata: bool | None = None

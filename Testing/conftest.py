@@ -14,34 +14,32 @@ from helpers import AXIAL, NOISY_BACKGROUND, SAGITTAL, ZEROED_BACKGROUND, need_d
 REALDATA_FIXTURES = {"sagittal_subject", "axial_subject", "zeroed_background_subject", "noisy_background_subject"}
 
 
-@pytest.fixture(scope="session")
-def sagittal_subject():
+def _real_subject(folder):
     from ImageQualityTransferLib.dmri.subject import load_subject
 
-    return load_subject(need_data(SAGITTAL))
+    return load_subject(need_data(folder))
+
+
+@pytest.fixture(scope="session")
+def sagittal_subject():
+    return _real_subject(SAGITTAL)
 
 
 @pytest.fixture(scope="session")
 def axial_subject():
-    from ImageQualityTransferLib.dmri.subject import load_subject
-
-    return load_subject(need_data(AXIAL))
+    return _real_subject(AXIAL)
 
 
 @pytest.fixture(scope="session")
 def zeroed_background_subject():
     """A training subject whose scanner wrote zeros outside the head (Philips Elition, 2 mm)."""
-    from ImageQualityTransferLib.dmri.subject import load_subject
-
-    return load_subject(need_data(ZEROED_BACKGROUND))
+    return _real_subject(ZEROED_BACKGROUND)
 
 
 @pytest.fixture(scope="session")
 def noisy_background_subject():
     """A training subject with a noisy background whose fits, clipped, pile up at one MD (Philips Achieva)."""
-    from ImageQualityTransferLib.dmri.subject import load_subject
-
-    return load_subject(need_data(NOISY_BACKGROUND))
+    return _real_subject(NOISY_BACKGROUND)
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,7 @@ class ForestMethod(LearnedMethod):
         from ...core.progress import progress_bar
         from . import training
 
-        from .training import DEFAULTS
-
-        trees = settings.get("n_trees") or DEFAULTS["n_trees"]
+        trees = settings.get("n_trees") or training.DEFAULTS["n_trees"]
         bar = progress_bar(total=trees if self.name != "global-linear" else 1, desc=f"train {self.name}",
                            enabled=progress)
         try:

@@ -1,5 +1,7 @@
 """Tensor invariants, positive-definite projection, log/exp and rotation (core.tensors)."""
 
+import re
+
 import numpy as np
 
 from ImageQualityTransferLib.core import tensors
@@ -97,3 +99,16 @@ def test_the_md_mode_is_the_brains_beside_many_clipped_noise_fits():
     t = np.concatenate([brain, noise]).reshape(-1, 1, 1, 6)
     assert abs(tensors.md_mode(t) / tensors.md_mode(brain.reshape(-1, 1, 1, 6)) - 1) < 0.02
     assert abs(tensors.md_mode(noise.reshape(-1, 1, 1, 6)) / tensors.md_mode(brain.reshape(-1, 1, 1, 6)) - 1) > 0.3
+
+
+def test_a_wrong_unit_is_named_with_the_factor_that_mends_it():
+    import pytest
+
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    lam = np.random.default_rng(2).uniform(0.3e-3, 1.5e-3, size=(2000, 3))
+    t = tensors.from_matrix(lam[:, :, None] * np.eye(3)).reshape(-1, 1, 1, 6)
+    for factor, said in ((1e3, "multiply them by 1e-3 to get mm^2/s (DTI-TK"), (1e-6, "multiply them by 1e6 to get "
+                         "mm^2/s (m^2/s, as Camino"), (1e-3, "multiply them by 1e3 to get mm^2/s")):
+        with pytest.raises(IQTError, match=re.escape(said)):
+            tensors.check_scale(t * factor)

@@ -106,12 +106,18 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
     # background): judge the unit on the tissue-like voxels where there are enough of them (README, Bad input)
     scale = float(np.median(md[tissue] if tissue.sum() >= max(100, 0.05 * len(md)) else md))
     big = float(np.percentile(np.abs(values[:, [0, 2, 5]]), 99))
-    if big > 0.1 or scale > 0.05:
+    if big > 0.1 or scale > 0.05 or scale < 1e-5:
         raise IQTError(f"the tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "
-                       f"|Dii| {big:g}); rescale them to mm^2/s (brain MD about 0.7e-3)")
-    if scale < 1e-5:
-        raise IQTError(f"the tensor values look like they are not in mm^2/s (median MD {scale:g}: m^2/s gives about "
-                       f"7e-10); rescale them to mm^2/s (brain MD about 0.7e-3)")
+                       f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
+
+
+def _rescale_hint(scale: float) -> str:
+    """What to multiply by, and the tools known to write that unit."""
+    power = int(np.round(np.log10(0.7e-3 / scale))) if scale > 0 else 0
+    known = {-3: " (DTI-TK writes 1e-3 mm^2/s, i.e. um^2/ms)", 6: " (m^2/s, as Camino writes)"}
+    if power == 0:
+        return "rescale them to mm^2/s"
+    return f"multiply them by 1e{power} to get mm^2/s{known.get(power, '')}"
 
 
 def md(t: np.ndarray) -> np.ndarray:

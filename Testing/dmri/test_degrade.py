@@ -86,6 +86,9 @@ def test_each_style_is_made_as_its_tool_makes_it(phantom):
     for s in ("tight", "ols", "fsl", "mrtrix"):
         assert np.array_equal(present[s], mask), s
     assert present["unmasked"].mean() > 0.95 and (present["unmasked"] & ~mask).sum() > mask.sum()
+    # unmasked-ols: the whole field of view by OLS, the same fit as ols inside the mask
+    assert present["unmasked-ols"].mean() > 0.95
+    np.testing.assert_allclose(cases["unmasked-ols"].lr.data[mask], cases["ols"].lr.data[mask], atol=1e-12)
     # fsl, mrtrix: tight written and read back as dtifit and dwi2tensor write it
     np.testing.assert_allclose(cases["fsl"].lr.data, cases["tight"].lr.data, atol=1e-12)
     np.testing.assert_allclose(cases["mrtrix"].lr.data, cases["tight"].lr.data, atol=1e-12)

@@ -96,15 +96,19 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
         raise IQTError("the input holds no tensor" + (" inside the mask" if where is not None else "") +
                        " (all zero); give a fitted DTI volume in mm^2/s, e.g. from 'iqt fit'")
     lam = eigenvalues(values)
-    pd = lam[:, 0] > 0
-    if pd.mean() < 0.5:
-        raise IQTError(f"only {100 * pd.mean():.0f} % of the input tensors are positive definite; the volume is not a "
-                       f"diffusion tensor fit (or its sign or element order is wrong: check --tensor-order)")
-    md = lam[pd].mean(axis=1)
+    md = lam.mean(axis=1)
+    # an unmasked fit can be mostly background: fits of near-zero MD (about 1e-9 where the scanner zeroes it) or,
+    # by least squares, of noise with negative eigenvalues. Judge on the tissue-like voxels where there are enough
+    # of them (README, Bad input); a wrong element order leaves most of those not positive definite, a wrong sign
+    # or unit leaves none tissue-like
     tissue = (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
-    # an unmasked fit can be mostly background fits of near-zero MD (about 1e-9 where the scanner zeroes the
-    # background): judge the unit on the tissue-like voxels where there are enough of them (README, Bad input)
-    scale = float(np.median(md[tissue] if tissue.sum() >= max(100, 0.05 * len(md)) else md))
+    judged = tissue if tissue.sum() >= max(100, 0.05 * len(md)) else np.ones(len(md), bool)
+    pd = lam[:, 0] > 0
+    share = float(pd[judged].mean())
+    if share < 0.5:
+        raise IQTError(f"only {100 * share:.0f} % of the input tensors are positive definite; the volume is not a "
+                       f"diffusion tensor fit (or its sign or element order is wrong: check --tensor-order)")
+    scale = float(np.median(md[judged & pd]))
     big = float(np.percentile(np.abs(values[:, [0, 2, 5]]), 99))
     if big > 0.1 or scale > 0.05 or scale < 1e-5:
         raise IQTError(f"the tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "

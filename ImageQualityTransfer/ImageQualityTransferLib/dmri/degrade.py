@@ -28,6 +28,7 @@ STYLES = {
     "tight": "WLS on the block-majority low-res mask, zeros outside (FSL dtifit -m, MRtrix dwi2tensor -mask, dipy with a mask)",
     "unmasked": "WLS over the whole field of view, background noise tensors included (Slicer's DWI to DTI, dipy without a mask)",
     "ols": "ordinary least squares on the tight mask, unclipped: negative eigenvalues kept",
+    "unmasked-ols": "ordinary least squares over the whole field of view, unclipped (dipy's or MRtrix's OLS without a mask)",
     "fsl": "as tight, in FSL dtifit's 4D element order and bvec frame (read with --tensor-order fsl)",
     "mrtrix": "as tight, in MRtrix dwi2tensor's 4D element order and scanner (RAS) frame (read with --tensor-order mrtrix)",
 }
@@ -142,8 +143,8 @@ def fit_style(lr_dwi: Volume, lr_mask: np.ndarray, style: str, fit: str | None =
         data = tensors.clip_eigenvalues(fit_dti(lr_dwi, fit_mask, fit or "WLS").data, *tensors.INPUT_CLIP)
         data[~fit_mask] = 0.0
         return data
-    method = fit or ("OLS" if style == "ols" else "WLS")
-    return fit_dti(lr_dwi, None if style == "unmasked" else lr_mask, method).data
+    method = fit or ("OLS" if style in ("ols", "unmasked-ols") else "WLS")
+    return fit_dti(lr_dwi, None if style in ("unmasked", "unmasked-ols") else lr_mask, method).data
 
 
 def load_lowres_mask(path, lr: Volume, r) -> Volume | None:

@@ -107,3 +107,19 @@ def test_nonphysical_voxels_are_flagged_at_least_as_uncertain_as_the_edge():
     unchanged = np.ones(present.shape, bool)
     unchanged[16, 16, 16] = unchanged[2, 16, 16] = False
     np.testing.assert_array_equal(out[unchanged], std[unchanged])
+
+
+def test_a_generous_support_flags_nonphysical_voxels_against_the_brains_edge():
+    """Without a mask the support is a brain estimate that keeps a ring of background fits, where a forest's std is
+    low: the floor is the brain edge's (the support's second band), not the ring's."""
+    from ImageQualityTransferLib.methods.base import EDGE_DEPTH, flag_nonphysical
+
+    t = np.zeros((40, 40, 40, 6))
+    t[2:38, 2:38, 2:38] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
+    t[3, 20, 20] = [1e-3, 0, 1e-3, 0, 0, -1e-6]  # in the ring of background fits, barely non-physical
+    present = np.any(t != 0, -1)
+    ring = present.copy()
+    ring[2 + 2 * EDGE_DEPTH:38 - 2 * EDGE_DEPTH, 2 + 2 * EDGE_DEPTH:38 - 2 * EDGE_DEPTH, 2 + 2 * EDGE_DEPTH:38 - 2 * EDGE_DEPTH] = False
+    std = np.where(ring, 2e-5, np.where(present, 2e-4, 0.0))  # the brain (edge and all) more uncertain than the ring
+    out = flag_nonphysical(t, std, 2)
+    assert np.isclose(out[3, 20, 20], 2e-4)

@@ -325,9 +325,16 @@ def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f) -> np.ndarray:
         return std
     present = np.any(tensor != 0, axis=-1)
     fx, fy, fz = grid.factors(f)
-    core = ndimage.binary_erosion(present[::fx, ::fy, ::fz], iterations=EDGE_DEPTH)
-    edge = present & ~grid.repeat_blocks(core, (fx, fy, fz))
-    floor = float(np.median(std[edge])) if edge.any() else 0.0
+    # the two outer bands of the support, EDGE_DEPTH low-res voxels each: the brain's edge lies in the first with a
+    # mask, in the second with a generous support (a brain estimated without a mask keeps a ring of background fits,
+    # where a forest's std is low); the floor is the higher of their medians
+    floor, inner = 0.0, present
+    for _ in range(2):
+        core = grid.repeat_blocks(ndimage.binary_erosion(inner[::fx, ::fy, ::fz], iterations=EDGE_DEPTH), (fx, fy, fz))
+        band = inner & ~core
+        if band.any():
+            floor = max(floor, float(np.median(std[band])))
+        inner = inner & core
     out = np.array(std, copy=True)
     out[bad] = np.maximum(out[bad], np.maximum(distance[bad], floor))
     return out

@@ -15,7 +15,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--tracts", action="store_true",
                     help="also compare tractography: tract-density Dice to the reference and false-positive density (opt-in)")
     sp.add_argument("--styles", default="own",
-                    help="comma-separated input styles (own, tight, unmasked, ols, fsl: see 'iqt degrade --help'); each "
+                    help="comma-separated input styles (own, tight, unmasked, ols, unmasked-ols, fsl, mrtrix: see 'iqt degrade --help'); each "
                          "method is scored on the low-res input made in each style, against the same reference")
     sp.add_argument("--no-mask", action="store_true", help="run the methods without the brain mask (scored with it)")
     sp.add_argument("--tta", action="store_true", help=options.TTA_HELP + "; rows named METHOD+tta")

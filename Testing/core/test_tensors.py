@@ -3,8 +3,10 @@
 import re
 
 import numpy as np
+import pytest
 
 from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.errors import IQTError
 
 from helpers import random_spd
 
@@ -70,10 +72,6 @@ def test_closed_form_eigenvalues_match_lapack():
 def test_the_unit_check_reads_the_brain_of_a_fit_that_is_mostly_background():
     """An unmasked fit where the scanner zeroed the background holds mostly near-zero-MD fits (about 1e-9 mm^2/s,
     57 % of the voxels of the Elition training subject): still mm^2/s; the same volume in m^2/s or 1e-3 mm^2/s is not."""
-    import pytest
-
-    from ImageQualityTransferLib.core.errors import IQTError
-
     lam = np.random.default_rng(0).uniform(0.2e-3, 1.8e-3, size=(4000, 3))  # brain and some CSF
     brain = tensors.from_matrix(lam[:, :, None] * np.eye(3))
     background = np.tile(np.array([1e-9, 0, 1e-9, 0, 0, 1e-9]), (6000, 1))
@@ -102,10 +100,6 @@ def test_the_md_mode_is_the_brains_beside_many_clipped_noise_fits():
 
 
 def test_a_wrong_unit_is_named_with_the_factor_that_mends_it():
-    import pytest
-
-    from ImageQualityTransferLib.core.errors import IQTError
-
     lam = np.random.default_rng(2).uniform(0.3e-3, 1.5e-3, size=(2000, 3))
     t = tensors.from_matrix(lam[:, :, None] * np.eye(3)).reshape(-1, 1, 1, 6)
     for factor, said in ((1e3, "multiply them by 1e-3 to get mm^2/s (DTI-TK"), (1e-6, "multiply them by 1e6 to get "
@@ -117,10 +111,6 @@ def test_a_wrong_unit_is_named_with_the_factor_that_mends_it():
 def test_positive_definiteness_is_judged_on_the_tissue_like_voxels():
     """Mostly background fits with negative eigenvalues (least squares without a mask) pass; the same tissue read in
     another element order does not."""
-    import pytest
-
-    from ImageQualityTransferLib.core.errors import IQTError
-
     rng = np.random.default_rng(3)
     lam = rng.uniform(0.3e-3, 1.5e-3, size=(3000, 3))
     rot = np.linalg.qr(rng.normal(size=(3000, 3, 3)))[0]

@@ -559,3 +559,19 @@ def test_validation_patches_are_made_a_chunk_at_a_time_in_a_fixed_order(small_su
         np.testing.assert_array_equal(a, b)
     it, corner = val.picks[0]
     np.testing.assert_array_equal(chunks[0][1][0].numpy(), sampler.patch_at(it, corner, val=True)[1])
+
+
+def test_validation_set_is_capped_in_total_and_keeps_every_item(small_subject):
+    """Evaluated every epoch, the validation set holds at most `total` patches (a x3 set of 12 patches per item took
+    as long as the epoch's training), at least one from each item with a held-out slab; uncapped it is as before."""
+    from ImageQualityTransferLib.methods.cnn import training
+
+    items = training.load_items([small_subject], 2, patch=6)
+    sampler = training.Sampler(items, training.fit_normalisation(items), 2, 6, 0)
+    held = [it for it in items if len(it.val_corners)]
+    full = sampler.validation(3, seed=0)
+    capped = sampler.validation(3, seed=0, total=len(held))
+    assert len(capped) == len(held) < len(full)
+    assert {id(it) for it, _ in capped.picks} == {id(it) for it in held}
+    assert [c.tolist() for _, c in sampler.validation(3, seed=0, total=10 ** 6).picks] == [c.tolist() for _, c in full.picks]
+    assert training.DEFAULTS["val_total"] >= 96 * training.DEFAULTS["val_patches"]  # the x2 trainings' sets (96 items) whole

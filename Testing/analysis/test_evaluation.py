@@ -10,6 +10,7 @@ import pytest
 from ImageQualityTransferLib.analysis import evaluation
 from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.dmri import fit_noise
 
 from helpers import AXIAL, need_data
 
@@ -246,7 +247,7 @@ def test_noise_floor_matches_repeated_wls_fits():
     dt = fit.lower_triangular()
     empirical = dt.reshape(-1, 6).std(axis=0)
     mask = np.ones(data.shape[:3], bool)
-    std = evaluation.noise_floor(data, bvals, bvecs, dt, mask)
+    std = fit_noise.noise_floor(data, bvals, bvecs, dt, mask)
     assert std.shape == (n_rep, 1, 1, 6) and np.isfinite(std).all()
     predicted = np.sqrt((std.reshape(-1, 6) ** 2).mean(axis=0))
     print("\nper-element std, empirical:", empirical, "\n                 predicted:", predicted)
@@ -258,7 +259,7 @@ def test_noise_floor_matches_repeated_wls_fits():
     mask[0, 0, 0] = False
     data2 = data.copy()
     data2[1] = 0.0
-    std2 = evaluation.noise_floor(data2, bvals, bvecs, dt, mask)
+    std2 = fit_noise.noise_floor(data2, bvals, bvecs, dt, mask)
     assert (std2[0] == 0).all() and np.isnan(std2[1]).all()
     assert np.isfinite(evaluation.noise_floor_rmse(std2, mask))
 
@@ -282,7 +283,7 @@ def test_noise_floor_on_real_subject():
     gtab = gradient_table(bvals, bvecs=bvecs, b0_threshold=50)
     with np.errstate(all="ignore"):
         dt = TensorModel(gtab, fit_method="WLS").fit(data, mask=mask).lower_triangular()
-    std = evaluation.noise_floor(data, bvals, bvecs, dt, mask)
+    std = fit_noise.noise_floor(data, bvals, bvecs, dt, mask)
     # Interior: the mask eroded by 2 voxels (5^3 cube, as for the regions at factor 1).
     interior = evaluation.regions(mask, mask, 1, radius=2)["interior"]
     vox = evaluation.evaluation_voxels(dt, interior)

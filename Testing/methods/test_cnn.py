@@ -575,3 +575,70 @@ def test_validation_set_is_capped_in_total_and_keeps_every_item(small_subject):
     assert {id(it) for it, _ in capped.picks} == {id(it) for it in held}
     assert [c.tolist() for _, c in sampler.validation(3, seed=0, total=10 ** 6).picks] == [c.tolist() for _, c in full.picks]
     assert training.DEFAULTS["val_total"] >= 96 * training.DEFAULTS["val_patches"]  # the x2 trainings' sets (96 items) whole
+
+
+def test_reference_noise_items_loss_and_augmentation(small_subject):
+    """--reference-noise: each item holds the reference fit's element noise (the benchmark's noise floor, cropped as
+    its targets); the loss then counts that noise in the target's variance, so the predicted variance that fits a
+    residual r is r^2 - s^2; flips and swaps move the noise with its elements, never negative."""
+    import torch
+    from ImageQualityTransferLib.dmri import degrade as deg
+    from ImageQualityTransferLib.dmri import fit_noise
+    from ImageQualityTransferLib.dmri.subject import as_subject
+    from ImageQualityTransferLib.methods.cnn import training
+
+    items = training.load_items([small_subject], 2, patch=6, reference_noise=True)
+    plain = training.load_items([small_subject], 2, patch=6)
+    assert all(it.ref_std is not None for it in items) and all(it.ref_std is None for it in plain)
+    subject = as_subject(small_subject)  # stored LAS: the items are on canonical axes, bvecs and tensors turned with them
+    reo = training.Reorientation.to_canonical(subject.dwi.affine)
+    dwi, truth = reo.apply(subject.dwi), reo.apply(subject.tensor).data
+    weight = reo.apply(subject.mask).data.astype(bool) & training.tensors.plausible(truth)
+    std = np.nan_to_num(fit_noise.noise_floor(dwi.data, dwi.bvals, dwi.bvecs, truth, weight))
+    stored = np.nan_to_num(fit_noise.noise_floor(subject.dwi.data, subject.dwi.bvals, subject.dwi.bvecs,
+                                                 subject.tensor.data, subject.mask.data.astype(bool)
+                                                 & training.tensors.plausible(subject.tensor.data)))
+    np.testing.assert_allclose(std, stored[::-1], rtol=1e-6, atol=1e-12)  # the x flip moves no element but its voxel
+    it = items[-1]
+    np.testing.assert_allclose(it.ref_std, deg.hr_crop(std, 2, it.shift), rtol=1e-5, atol=1e-12)
+    assert (it.ref_std[it.weight] > 0).mean() > 0.99 and not it.ref_std[~(it.weight | it.val_weight)].any()
+    for a, b in zip(items, plain):  # the inputs and targets themselves are unchanged
+        np.testing.assert_array_equal(a.res, b.res)
+
+    r2, s2 = torch.tensor(4.0), torch.tensor(1.0)
+    lv = torch.linspace(-3, 3, 6001)
+    nll = torch.stack([training.hetero_loss(torch.full((1, 6, 1, 1, 1), r2.sqrt()), torch.full((1, 6, 1, 1, 1), float(v)),
+                                            torch.zeros(1, 6, 1, 1, 1), torch.ones(1, 1, 1, 1),
+                                            torch.full((1, 6, 1, 1, 1), s2.sqrt())) for v in lv])
+    assert abs(float(lv[nll.argmin()].exp()) - float(r2 - s2)) < 0.01
+    plain_loss = training.hetero_loss(torch.ones(1, 6, 1, 1, 1), torch.zeros(1, 6, 1, 1, 1), torch.zeros(1, 6, 1, 1, 1),
+                                      torch.ones(1, 1, 1, 1))
+    zero_noise = training.hetero_loss(torch.ones(1, 6, 1, 1, 1), torch.zeros(1, 6, 1, 1, 1), torch.zeros(1, 6, 1, 1, 1),
+                                      torch.ones(1, 1, 1, 1), torch.zeros(1, 6, 1, 1, 1))
+    assert float(plain_loss) == pytest.approx(float(zero_noise))
+
+    rng = np.random.default_rng(0)
+    s = torch.from_numpy(rng.uniform(0.1, 1.0, (2, 6, 4, 5, 3)).astype(np.float32))
+    w = torch.ones(2, 4, 5, 3)
+    for perm, signs, p in training.SIGNED_PERMUTATIONS[::7]:
+        if perm[2] != 2:
+            continue
+        as_tensor, _ = training.augment_batch([s, w], perm, signs, p)
+        _, moved = training.augment_batch([w, s], perm, signs, p, magnitudes=1)
+        torch.testing.assert_close(moved, as_tensor.abs())
+        assert (moved > 0).all()
+
+
+def test_a_tiny_training_with_reference_noise_runs_and_is_recorded(small_subject):
+    from ImageQualityTransferLib.methods.cnn import training
+
+    items = training.load_items([small_subject], 2, patch=6, reference_noise=True)
+    kw = dict(method="espcn-hetero", epochs=4, iters_per_epoch=6, batch_size=4, patch=6, val_patches=4, patience=10,
+              progress=False)
+    net, meta, hist = training.train(items, reference_noise=True, **kw)
+    assert meta["training"]["options"]["reference_noise"] is True
+    assert all(np.isfinite(h["val_loss"]) for h in hist)
+    with pytest.raises(IQTError, match="prepare the training items"):
+        training.train(training.load_items([small_subject], 2, patch=6), reference_noise=True, **kw)
+    with pytest.raises(IQTError, match="heteroscedastic loss only"):
+        training.train(items, reference_noise=True, **{**kw, "method": "espcn"})

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import evaluation
 from .. import methods
+from ..dmri import fit_noise
 from ..core.errors import IQTError
 from ..dmri.subject import Case, load_subject, make_case
 from ..core.progress import progress_bar
@@ -26,7 +27,7 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
     """Run each method (names, or `Method`s made with their settings) on one case and score it, the direction
     map included; returns one row per method (predictions go into `keep`). `mask=False` runs the methods without
     the brain mask, as a user without one would (the scores still use it)."""
-    floor = evaluation.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
+    floor = fit_noise.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
     rows = []
     for method in chosen:
         method = methods.get(method) if isinstance(method, str) else method

@@ -143,7 +143,7 @@ def inject(subject: Subject, site: LesionSite, kind: str, **kwargs) -> Subject:
     """A copy of `subject` whose DWIs carry the lesion (signal ratio through the tensor model); the
     reference tensors are refitted, the brain mask is kept."""
     from ..dmri.dti import fit_dti
-    from .evaluation import design_matrix
+    from ..dmri.fit_noise import design_matrix
 
     dwi = subject.dwi
     t = np.asarray(subject.tensor.data, np.float64)[site.lesion]

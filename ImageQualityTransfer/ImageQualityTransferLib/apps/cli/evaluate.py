@@ -27,7 +27,7 @@ def run(args):
     from ... import fileio
     from ...analysis import evaluation
     from ...core import grid
-    from ...dmri import degrade
+    from ...dmri import degrade, fit_noise
 
     f = grid.factors(args.factor)
     plan = fileio.Outputs(args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi)
@@ -59,7 +59,7 @@ def run(args):
         dwi = fileio.load_dwi(args.dwi, args.bval, args.bvec)
         if dwi.shape3 != truth.shape3:
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
-        floor = evaluation.noise_floor(degrade.hr_crop(dwi.data, f), dwi.bvals, dwi.bvecs, t, m)
+        floor = fit_noise.noise_floor(degrade.hr_crop(dwi.data, f), dwi.bvals, dwi.bvecs, t, m)
     result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)
     if json_out:
         fileio.write_json(json_out, result)

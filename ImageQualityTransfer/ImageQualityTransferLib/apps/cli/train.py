@@ -39,6 +39,10 @@ def add_parsers(sub) -> None:
     sp.add_argument("--noise-fraction", type=float,
                     help="share of the training inputs with Rician noise added at SNR 8-40 (default 0), for a model "
                          "meant for noisier scans than the training subjects")
+    sp.add_argument("--reference-noise", action="store_true",
+                    help="espcn-hetero, -var1: count the training references' own fit noise (from their DWIs) in the "
+                         "loss, so that the predicted std is the output's error against the truth, not against a noisy "
+                         "reference (README, Uncertainty against clean references)")
     sp.add_argument("--flips", action="store_true",
                     help="rf/biqt/global-linear: turn each training example by a random axis flip or equal-factor swap, "
                          "as the CNNs' batches always are (README, Averaging over flips)")
@@ -142,7 +146,7 @@ def train_here(args) -> None:
     method = cls(device=args.device).fit(subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
                        subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr,
-                       flips=True if args.flips else None, n_trees=args.n_trees, max_depth=args.max_depth,
+                       flips=True if args.flips else None, reference_noise=True if args.reference_noise else None, n_trees=args.n_trees, max_depth=args.max_depth,
                        min_leaf=args.min_leaf, n_train=args.n_train)
     if rank == 0:
         out = Path(args.output)

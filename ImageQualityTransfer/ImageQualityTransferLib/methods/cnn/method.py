@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from ...core.errors import IQTError
 from ..base import LearnedMethod, clip_input
 
 
@@ -51,13 +52,17 @@ class CNNMethod(LearnedMethod):
         from .model_io import LoadedModel
 
         require_torch()
+        if settings.get("reference_noise") and not issubclass(networks.ARCHITECTURES[self.name], networks.HeteroESPCN3D):
+            raise IQTError(f"--reference-noise enters the heteroscedastic loss only; {self.name!r} has none (train "
+                           "espcn-hetero or espcn-hetero-var1 with it)")
         t0 = time.perf_counter()
         randomised = settings.get("randomise", training.DEFAULTS["randomise"])
         items = training.load_items(subjects, r, log=log, randomise_seed=seed if randomised else None,
                                     variants=int(settings.get("variants", training.DEFAULTS["variants"])),
                                     subsets=float(settings.get("subset_fraction", 0.0)),
                                     noise=float(settings.get("noise_fraction", 0.0)),
-                                    halo=networks.halo_of(self.name))
+                                    halo=networks.halo_of(self.name),
+                                    reference_noise=bool(settings.get("reference_noise")))
         prep = time.perf_counter() - t0
         if log:
             log(f"training data: {len(items)} degraded volumes from {len(subjects)} subject(s) ({prep:.0f} s)")

@@ -69,7 +69,7 @@ DIAG = np.array([True, False, True, False, False, True])
 DEFAULTS = dict(patch=12, batch_size=8, iters_per_epoch=200, lr=1e-3, patience=12, augment="all",
                 val_fraction=0.15, val_patches=12, val_total=1200, hetero_mse_fraction=0.4, kl_weight=None, out_norm="metric",
                 subject_scale=True, scale_aug=0.0, randomise=True, variants=3,
-                subset_fraction=0.0, noise_fraction=0.0)
+                subset_fraction=0.0, noise_fraction=0.0, reference_noise=False)
 
 
 @dataclass
@@ -89,6 +89,8 @@ class TrainItem:
     lr_mask: np.ndarray | None = None  # (X, Y, Z) bool: the low-res brain
     variant: dict | None = None  # how the input was made (dmri.randomise.Variant.describe)
     halo: int = HALO  # the padding of lr_pad: the halo of the network it is made for
+    ref_std: np.ndarray | None = None  # (rX, rY, rZ, 6) mm^2/s: the reference fit's element noise (reference_noise)
+    ref_std_unit: float = 1.0  # the unit `res` was divided by (subject scale), for ref_std, which items share
 
     def inner(self) -> np.ndarray:
         """The low-res input without its padding."""
@@ -98,18 +100,24 @@ class TrainItem:
 
 def prepare_subject(subject, r, patch: int = DEFAULTS["patch"], val_fraction=DEFAULTS["val_fraction"],
                     log=None, variants: int = 1, rng=None, subsets: float = 0.0, noise: float = 0.0,
-                    halo: int = HALO) -> list[TrainItem]:
+                    halo: int = HALO, reference_noise: bool = False) -> list[TrainItem]:
     """All block shifts of one `dmri.subject.Subject` as training items (canonical axes; `r`: an integer or per-axis
     factors): with `rng`, `variants`
     randomly made inputs per shift (dmri/randomise.py; `subsets`, `noise`: the shares with a direction subset, with
     added noise), else the project's own. Each input is then prepared as `Method.predict` prepares it (eigenvalues
-    clipped, missing context filled, subject scale) and zero-padded by the network's `halo`."""
+    clipped, missing context filled, subject scale) and zero-padded by the network's `halo`. `reference_noise`: each
+    item also holds the reference fit's per-element noise (dmri/fit_noise.py), one array shared by the subject's items."""
     reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi = reo.apply(subject.dwi)
     mask = reo.apply(subject.mask).data.astype(bool)
     truth = reo.apply(subject.tensor).data
     weight_full = mask & tensors.plausible(truth)
     target_full = tensors.clip_eigenvalues(truth, *tensors.INPUT_CLIP)
+    std_full = None
+    if reference_noise:
+        from ...dmri.fit_noise import noise_floor
+
+        std_full = np.nan_to_num(noise_floor(dwi.data, dwi.bvals, dwi.bvecs, truth, weight_full)).astype(np.float32)
     items = []
     jobs = [(shift, randomise.draw(rng, dwi.bvals, dwi.bvecs, subsets, noise) if rng is not None else randomise.Variant())
             for shift in deg.all_shifts(r) for _ in range(variants if rng is not None else 1)]
@@ -142,7 +150,7 @@ def prepare_subject(subject, r, patch: int = DEFAULTS["patch"], val_fraction=DEF
         w_train, w_val = w & ~in_slab, w & in_slab
         items.append(TrainItem(subject.name, tuple(shift), np.pad(lr, [(halo, halo)] * 3 + [(0, 0)]), res, w_train, w_val,
                                train, val, unit=subject_scale(lr, None), lr_mask=lr_mask, variant=variant.describe(),
-                               halo=halo))
+                               halo=halo, ref_std=None if std_full is None else deg.hr_crop(std_full, r, shift)))
         if log:
             log(f"  {subject.name} shift {shift} {variant.describe()}: low-res {tuple(int(v) for v in shape)}, {int(w.sum())} target voxels, "
                 f"{len(train)}/{len(val)} train/val corners ({time.perf_counter() - t0:.1f} s)")
@@ -226,13 +234,16 @@ def component_map(p: np.ndarray) -> np.ndarray:
     return np.stack([tensors.rotate(np.eye(6)[k], p) for k in range(6)], axis=1).astype(np.float32)
 
 
-def augment_batch(arrays, perm, signs, p):
-    """Apply one signed axis permutation to (B, 6, X, Y, Z) tensor batches and (B, X, Y, Z) weights."""
+def augment_batch(arrays, perm, signs, p, magnitudes: int = 0):
+    """Apply one signed axis permutation to (B, 6, X, Y, Z) tensor batches and (B, X, Y, Z) weights; the last
+    `magnitudes` arrays are per-element standard deviations, which move with their elements but keep their sign."""
     import torch
 
     m = torch.from_numpy(component_map(p))
     out = []
-    for a in arrays:
+    for i, a in enumerate(arrays):
+        if i == len(arrays) - magnitudes:
+            m = m.abs()  # a signed permutation sends each element to one element, up to its sign
         spatial0 = a.dim() - 3
         a = a.permute(*range(spatial0), *(spatial0 + q for q in perm))
         flips = [spatial0 + ax for ax, s in enumerate(signs) if s < 0]
@@ -264,19 +275,21 @@ class Sampler:
         hr = tuple(slice(fa * ci, fa * (ci + P)) for ci, fa in zip(c, f))
         x = (x * np.float32(gain) - self.in_mean) / self.in_scale
         y = it.res[hr] * np.float32(gain) / self.out_scale
-        return np.moveaxis(x, -1, 0), np.moveaxis(y, -1, 0), (it.val_weight if val else it.weight)[hr].astype(np.float32)
+        out = [np.moveaxis(x, -1, 0), np.moveaxis(y, -1, 0), (it.val_weight if val else it.weight)[hr].astype(np.float32)]
+        if it.ref_std is not None:  # in the target's units: the same subject scale, gain and output scale
+            out.append(np.moveaxis(it.ref_std[hr] * np.float32(gain / it.ref_std_unit) / self.out_scale, -1, 0))
+        return out
 
     def batch(self, n):
         import torch
 
-        xs, ys, ws = [], [], []
+        parts = []
         for k in self.rng.choice(len(self.items), size=n, p=self.p_items):
             it = self.items[k]
             corner = it.train_corners[self.rng.integers(len(it.train_corners))]
             gain = math.exp(self.rng.uniform(-self.scale_aug, self.scale_aug)) if self.scale_aug else 1.0
-            x, y, w = self.patch_at(it, corner, gain=gain)
-            xs.append(x), ys.append(y), ws.append(w)
-        return [torch.from_numpy(np.ascontiguousarray(np.stack(a))) for a in (xs, ys, ws)]
+            parts.append(self.patch_at(it, corner, gain=gain))
+        return [torch.from_numpy(np.ascontiguousarray(np.stack(a))) for a in zip(*parts)]
 
     def validation(self, n_per_item, seed, total: int | None = None) -> "ValidationSet":
         """`n_per_item` held-out patches of each item, fewer where that would exceed `total` in all: evaluated every
@@ -317,9 +330,15 @@ def mse_loss(pred, y, w):
     return ((pred - y) ** 2 * w[:, None]).sum() / (w.sum() * 6 + 1e-8)
 
 
-def hetero_loss(pred, logvar, y, w):
-    nll = ((-logvar).exp() * (pred - y) ** 2 + logvar) * w[:, None]
-    return nll.sum() / (w.sum() * 6 + 1e-8)
+def hetero_loss(pred, logvar, y, w, ref_std=None):
+    """Gaussian negative log-likelihood per target element; with `ref_std` (the reference's own fit noise), the
+    target's variance is the predicted one plus that noise's, so the prediction's is its error against the truth."""
+    if ref_std is None:
+        nll = (-logvar).exp() * (pred - y) ** 2 + logvar
+    else:
+        var = logvar.exp() + ref_std ** 2
+        nll = (pred - y) ** 2 / var + var.log()
+    return (nll * w[:, None]).sum() / (w.sum() * 6 + 1e-8)
 
 
 # ---------------------------------------------------------------- the loop
@@ -410,6 +429,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         for it in items:  # in place: the items are this training's own
             it.lr_pad /= np.float32(it.unit)
             it.res /= np.float32(it.unit)
+            it.ref_std_unit = float(it.unit)
     if base is not None:
         norm = base.meta["normalisation"]
     else:
@@ -417,6 +437,10 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         if opts["subject_scale"]:
             norm["subject_scale"] = scale_kind
             norm["units"] = "mode of the low-res MD" if scale_kind == "md-mode" else "median low-res brain MD"
+    if opts["reference_noise"] and not hetero:
+        raise IQTError(f"reference noise enters the heteroscedastic loss only; {method!r} has none (use espcn-hetero or -var1)")
+    if bool(opts["reference_noise"]) != all(it.ref_std is not None for it in items):
+        raise IQTError("prepare the training items with reference_noise as the training asks (load_items)")
     variational = networks.is_variational(net)
     n_targets = sum(float(it.weight.sum()) for it in items) * 6
     kl_weight = (1.0 / max(n_targets, 1.0)) if opts["kl_weight"] is None else float(opts["kl_weight"])
@@ -445,11 +469,11 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         net.eval()
         with torch.no_grad():
             losses = []
-            for xb, yb, wb in val_set.chunks(16, device):
+            for xb, yb, wb, *sb in val_set.chunks(16, device):
                 out = net(xb)
                 if hetero:
                     mu, lv = out
-                    losses.append(float(hetero_loss(mu, lv, yb, wb) if phase == "hetero" else mse_loss(mu, yb, wb)) * len(xb))
+                    losses.append(float(hetero_loss(mu, lv, yb, wb, *sb) if phase == "hetero" else mse_loss(mu, yb, wb)) * len(xb))
                     # validation is in eval mode: the dropout noise is off, the mean network's expectation
                 else:
                     losses.append(float(mse_loss(out, yb, wb)) * len(xb))
@@ -514,18 +538,18 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             t0 = time.perf_counter()
             total = 0.0
             for _ in range(opts["iters_per_epoch"]):
-                x, y, w = sampler.batch(opts["batch_size"] // world)
+                x, y, w, *s = sampler.batch(opts["batch_size"] // world)
                 if opts["augment"] != "none":
                     cands = SIGNED_PERMUTATIONS if opts["augment"] == "all" else [s for s in SIGNED_PERMUTATIONS if s[0] == (0, 1, 2)]
                     # per-axis factors: only the permutations that keep each axis's factor (all of them for r)
                     cands = [s for s in cands if all(f_train[q] == f_train[k] for k, q in enumerate(s[0]))]
                     perm, signs, p = cands[rng.integers(len(cands))]
-                    x, y, w = augment_batch([x, y, w], perm, signs, p)
-                x, y, w = x.to(device), y.to(device), w.to(device)
+                    x, y, w, *s = augment_batch([x, y, w, *s], perm, signs, p, magnitudes=len(s))
+                x, y, w, s = x.to(device), y.to(device), w.to(device), [a.to(device) for a in s]
                 out = model(x)
                 if hetero:
                     mu, lv = out
-                    loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w)) + kl_term()
+                    loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w, *s)) + kl_term()
                     if world > 1 and loss_kind == "mse":
                         loss = loss + 0.0 * lv.sum()  # DDP reduces a gradient for every parameter, the variance net's too
                 else:

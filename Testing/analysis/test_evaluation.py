@@ -222,7 +222,7 @@ def _scheme(n_dirs=30, n_b0=3, b=1000.0, seed=3):
 
 def test_design_matrix_reproduces_signal():
     bvals, bvecs = _scheme()
-    X = evaluation.design_matrix(bvals, bvecs)
+    X = fit_noise.design_matrix(bvals, bvecs)
     assert X.shape == (33, 7)
     D = tensors.to_matrix(WM)
     expected = 500.0 * np.exp(-bvals * np.einsum("ni,ij,nj->n", bvecs, D, bvecs))

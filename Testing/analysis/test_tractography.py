@@ -138,7 +138,7 @@ def test_lesion_modification_changes_md_and_fa_as_intended():
 
 def test_inject_changes_the_signal_through_the_tensor_model():
     from ImageQualityTransferLib.dmri.dti import fit_dti
-    from ImageQualityTransferLib.analysis.evaluation import design_matrix
+    from ImageQualityTransferLib.dmri.fit_noise import design_matrix
     from ImageQualityTransferLib.dmri.subject import Subject
 
     rng = np.random.default_rng(0)

@@ -33,15 +33,10 @@ from scipy import ndimage
 from ..core import grid, tensors
 from ..core.direction import angular_error
 from ..core.errors import IQTError
+from ..core.volume import as_array as _array
 
 UNIT = 1e-5  # mm^2/s: the unit of reported errors
 TRACKED_FA = 0.2  # reference FA from which the direction is scored: the default tracking threshold
-
-
-def _array(x, dtype=None):
-    """Accept a `Volume` or an array."""
-    a = np.asarray(getattr(x, "data", x))
-    return a if dtype is None else a.astype(dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------------------- regions

@@ -9,6 +9,12 @@ import numpy as np
 KINDS = ("scalar", "mask", "tensor", "dwi")
 
 
+def as_array(x, dtype=None) -> np.ndarray:
+    """The array of a `Volume`, or `x` itself as an array; cast to `dtype` when given (no copy where it already is)."""
+    a = np.asarray(getattr(x, "data", x))
+    return a if dtype is None else a.astype(dtype, copy=False)
+
+
 def voxel_sizes(affine) -> np.ndarray:
     """Voxel size along each voxel axis (mm): the lengths of the affine's first three columns."""
     return np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))

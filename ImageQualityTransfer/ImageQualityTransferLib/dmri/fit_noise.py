@@ -8,15 +8,10 @@ import numpy as np
 
 from ..core import tensors
 from ..core.errors import IQTError
+from ..core.volume import as_array as _array
+from .dti import B0_THRESHOLD
 
-B0_THRESHOLD = 50.0  # s/mm^2, as dti.B0_THRESHOLD: lower b-values count as b=0
 _CHUNK = 32768  # voxels per block in `noise_floor`
-
-
-def _array(x, dtype=None):
-    """Accept a `Volume` or an array."""
-    a = np.asarray(getattr(x, "data", x))
-    return a if dtype is None else a.astype(dtype, copy=False)
 
 
 def design_matrix(bvals, bvecs) -> np.ndarray:

@@ -469,11 +469,11 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         net.eval()
         with torch.no_grad():
             losses = []
-            for xb, yb, wb, *sb in val_set.chunks(16, device):
+            for xb, yb, wb, *refb in val_set.chunks(16, device):
                 out = net(xb)
                 if hetero:
                     mu, lv = out
-                    losses.append(float(hetero_loss(mu, lv, yb, wb, *sb) if phase == "hetero" else mse_loss(mu, yb, wb)) * len(xb))
+                    losses.append(float(hetero_loss(mu, lv, yb, wb, *refb) if phase == "hetero" else mse_loss(mu, yb, wb)) * len(xb))
                     # validation is in eval mode: the dropout noise is off, the mean network's expectation
                 else:
                     losses.append(float(mse_loss(out, yb, wb)) * len(xb))
@@ -538,18 +538,18 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             t0 = time.perf_counter()
             total = 0.0
             for _ in range(opts["iters_per_epoch"]):
-                x, y, w, *s = sampler.batch(opts["batch_size"] // world)
+                x, y, w, *ref = sampler.batch(opts["batch_size"] // world)
                 if opts["augment"] != "none":
                     cands = SIGNED_PERMUTATIONS if opts["augment"] == "all" else [s for s in SIGNED_PERMUTATIONS if s[0] == (0, 1, 2)]
                     # per-axis factors: only the permutations that keep each axis's factor (all of them for r)
                     cands = [s for s in cands if all(f_train[q] == f_train[k] for k, q in enumerate(s[0]))]
                     perm, signs, p = cands[rng.integers(len(cands))]
-                    x, y, w, *s = augment_batch([x, y, w, *s], perm, signs, p, magnitudes=len(s))
-                x, y, w, s = x.to(device), y.to(device), w.to(device), [a.to(device) for a in s]
+                    x, y, w, *ref = augment_batch([x, y, w, *ref], perm, signs, p, magnitudes=len(ref))
+                x, y, w, ref = x.to(device), y.to(device), w.to(device), [a.to(device) for a in ref]
                 out = model(x)
                 if hetero:
                     mu, lv = out
-                    loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w, *s)) + kl_term()
+                    loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w, *ref)) + kl_term()
                     if world > 1 and loss_kind == "mse":
                         loss = loss + 0.0 * lv.sum()  # DDP reduces a gradient for every parameter, the variance net's too
                 else:

@@ -40,6 +40,10 @@ DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=
 # (3mm ortho / 3mm yaw / sag AP / sag HF) global-linear 0.974/0.966/0.941/0.951 against 0.972/0.966/0.940/0.950
 # with the patch alone, rf 0.962/0.958/0.928/0.942 against 0.963/0.960/0.927/0.941 (exterior within 0.003),
 # for a 2.3 MB rf file and a split search on 211 regressors (14 min on the 2 shared, busy cores); not adopted.
+# n=2 (5^3 low-res patches, 750 regressors): the Gaussian completion then meets about 4,500 distinct missing patterns
+# on one dev subject's input (1,090 at n=1), one 750-dim solve each; with the missing voxels filled from the nearest
+# fitted voxel instead (scratch), global-linear gave 0.965/0.958/0.928/0.933x cubic in the interior against
+# 0.968/0.958/0.924/0.929 at n=1 (exterior higher on all four, peak RSS 11.6 GB against 3.8): not adopted.
 
 
 @small_solves()  # many small solves: BLAS threads cost far more than they give (README, Speed)

@@ -304,7 +304,7 @@ def md_mode(lr: np.ndarray, lo: float = 1e-5, hi: float = 1e-2, bins: int = 600,
     lam = eigenvalues(flat)
     md = lam.mean(axis=-1)
     # noise fits whose eigenvalues method inputs had clipped to (0, 0, INPUT_CLIP max) pile up at MD = max / 3 and
-    # outnumbered the brain's peak on a noisy unmasked scan (README, Without a brain mask): left out
+    # outnumbered the brain's peak on a noisy unmasked scan (docs/measurements.md, Without a brain mask): left out
     clipped = (lam[:, 2] >= 0.999 * INPUT_CLIP[1]) & (lam[:, 0] < 1e-3 * md)
     ok = (lam[:, 0] > 0) & ~clipped & (md > lo) & (md < hi)
     if not ok.any():

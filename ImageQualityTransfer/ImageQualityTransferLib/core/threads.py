@@ -1,5 +1,5 @@
 """CPU threads: one knob (`--threads N`) for BLAS/OpenMP and torch, and a single BLAS thread where many small
-dense solves run (the forests), where threads cost far more than they give (README, Speed)."""
+dense solves run (the forests), where threads cost far more than they give (docs/measurements.md, Speed)."""
 
 from __future__ import annotations
 

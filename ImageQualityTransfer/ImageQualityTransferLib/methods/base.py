@@ -318,7 +318,7 @@ EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the 
 def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f) -> np.ndarray:
     """The std map with every non-physical output voxel (a negative eigenvalue) raised to at least its distance to a
     physical tensor and the median std of the support's edge band: the reference is physical, and where such voxels
-    fall inside the brain their error is several times the edge's (README, Uncertainty)."""
+    fall inside the brain their error is several times the edge's (docs/measurements.md, Uncertainty by style)."""
     distance = tensors.distance_to_physical(tensor)
     bad = distance > 0
     if not bad.any():

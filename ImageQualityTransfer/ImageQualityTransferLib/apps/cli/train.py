@@ -42,7 +42,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--reference-noise", action="store_true",
                     help="espcn-hetero, -var1: count the training references' own fit noise (from their DWIs) in the "
                          "loss, so that the predicted std is the output's error against the truth, not against a noisy "
-                         "reference (README, Measured on the dev subjects: what it changed there)")
+                         "reference (docs/measurements.md, Uncertainty: what it changed there)")
     sp.add_argument("--flips", action="store_true",
                     help="rf/biqt/global-linear: turn each training example by a random axis flip or equal-factor swap, "
                          "as the CNNs' batches always are (README, Averaging over flips)")

@@ -180,7 +180,7 @@ def fit_normalisation(items: list[TrainItem], out_norm: str = "metric") -> dict:
     if out_norm not in ("metric", "per-element"):
         raise IQTError(f"out_norm must be 'metric' or 'per-element', not {out_norm!r}")
     # running sums over the items, not one concatenation of every brain value in float64 (a x3 training set's
-    # residuals over again; README, Other factors)
+    # residuals over again; docs/measurements.md, Other factors)
     n_lr = n_res = 0
     lr_sum = np.zeros(6)
     lr_sq = np.zeros(6)

@@ -46,7 +46,7 @@ DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=
 # 0.968/0.958/0.924/0.929 at n=1 (exterior higher on all four, peak RSS 11.6 GB against 3.8): not adopted.
 
 
-@small_solves()  # many small solves: BLAS threads cost far more than they give (README, Speed)
+@small_solves()  # many small solves: BLAS threads cost far more than they give (docs/measurements.md, Speed)
 def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=None, library=None,
           **overrides) -> ForestModel:
     """A trained model. `subjects`: folders or dmri.subject.Subject objects; `library` reuses a built one."""

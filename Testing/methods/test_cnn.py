@@ -171,6 +171,27 @@ def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic():
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
+def test_weight_averaging_ships_the_average_and_validates_it():
+    """A decay near 1 keeps the average at the initial weights over a few batches: that is what comes back, and its
+    validation loss is the untrained network's, while the live weights (no averaging) have moved and learnt."""
+    items = synthetic_items()
+    kw = dict(method="espcn", epochs=2, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10,
+              progress=False)
+    torch.manual_seed(3)
+    initial = networks.build({"name": "espcn", "factor": 2, "widths": list(networks.default_widths("espcn"))})
+    still, meta, hist = training.train(items, seed=3, ema=1 - 1e-9, **kw)
+    for a, b in zip(still.state_dict().values(), initial.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert meta["training"]["options"]["ema"] == 1 - 1e-9
+    live, _, hist_live = training.train(items, seed=3, **kw)
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(live.state_dict().values(), initial.state_dict().values()))
+    assert hist_live[-1]["val_loss"] < hist[-1]["val_loss"]
+    assert abs(hist[-1]["val_loss"] - hist[0]["val_loss"]) < 1e-4 * hist[0]["val_loss"]
+    with pytest.raises(IQTError, match="weight averaging decay"):
+        training.train(items, seed=3, ema=1.0, **kw)
+
+
 def test_augmentation_component_map_matches_tensor_rotation():
     rng = np.random.default_rng(1)
     t = rng.normal(size=(6,))

@@ -42,9 +42,11 @@ def test_two_gloo_processes_reach_the_loss_of_one_with_the_same_global_batch(tmp
 
 
 @pytest.mark.slow
-def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path, ema):
+    kw = dict(KW, ema=ema)  # with weight averaging the average is saved and resumed too
     items = synthetic_items()
-    _, _, whole = training.train(items, seed=3, **KW)
+    net_whole, _, whole = training.train(items, seed=3, **kw)
     ck = tmp_path / "run.ckpt"
 
     def stop_in_epoch_3(msg):
@@ -52,15 +54,17 @@ def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        training.train(synthetic_items(), seed=3, checkpoint=ck, log=stop_in_epoch_3, **KW)
+        training.train(synthetic_items(), seed=3, checkpoint=ck, log=stop_in_epoch_3, **kw)
     assert torch.load(str(ck), weights_only=True)["epoch"] == 2
     lines = []
-    net, meta, resumed = training.train(synthetic_items(), seed=3, checkpoint=ck, log=lines.append, **KW)
+    net, meta, resumed = training.train(synthetic_items(), seed=3, checkpoint=ck, log=lines.append, **kw)
     assert lines[0].startswith(f"resuming from {ck} after epoch 2") and lines[1].startswith("epoch 3 ")
     assert meta["training"]["resumed_after_epoch"] == 2 and meta["training"]["epochs_run"] == 4
     assert [h["val_loss"] for h in resumed] == [h["val_loss"] for h in whole]  # as if never interrupted
+    for a, b in zip(net.state_dict().values(), net_whole.state_dict().values()):
+        assert torch.equal(a, b)
     with pytest.raises(Exception, match="checkpoint of espcn at factor 2 with seed 3"):
-        training.train(synthetic_items(), seed=4, checkpoint=ck, **KW)
+        training.train(synthetic_items(), seed=4, checkpoint=ck, **kw)
 
 
 def test_train_refuses_nproc_for_methods_without_a_network(tmp_path, capsys):

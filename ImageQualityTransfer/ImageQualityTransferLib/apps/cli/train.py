@@ -56,6 +56,9 @@ def add_parsers(sub) -> None:
         sp.add_argument(flag, type=int, metavar="N", help=f"rf/biqt: {what}")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
+    sp.add_argument("--ema", type=float, metavar="DECAY",
+                    help="CNN: validate, keep and ship a moving average of the weights (decay per batch, e.g. 0.999; "
+                         "default off)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
     sp.set_defaults(func=run)
 
@@ -86,6 +89,8 @@ def run(args):
     args.coarsen_mm = _voxel_sizes(args.coarsen)
     if args.lr is not None and not cls.requires_torch:
         raise IQTError(f"--lr applies to the CNN methods, not {args.method!r}; drop it")
+    if args.ema is not None and not 0.0 <= args.ema < 1.0:
+        raise IQTError(f"--ema {args.ema:g}: give a decay in [0, 1), e.g. 0.999 (0: no averaging)")
     if args.lr is not None and not args.lr > 0:
         raise IQTError(f"--lr {args.lr:g}: give a positive learning rate (e.g. 2e-4)")
     for flag in ("n_trees", "max_depth", "min_leaf", "n_train"):
@@ -145,7 +150,7 @@ def train_here(args) -> None:
         subjects += copies
     method = cls(device=args.device).fit(subjects, r, seed=args.seed, log=log, progress=True, epochs=args.epochs,
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
-                       subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr,
+                       subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr, ema=args.ema,
                        flips=True if args.flips else None, reference_noise=True if args.reference_noise else None, n_trees=args.n_trees, max_depth=args.max_depth,
                        min_leaf=args.min_leaf, n_train=args.n_train)
     if rank == 0:

@@ -24,6 +24,9 @@ off-diagonal RMS, the first shipped models) weighs an off-diagonal error about t
 Augmentation: a random signed permutation of the patch axes per batch (flips and axis permutations),
 with the tensor components transformed to match (D' = P D P^T). Validation: a slab of low-res coronal planes of
 every subject is held out of the training targets (training patches may see its inputs, never its targets); early stopping on the validation loss.
+Weight averaging (`ema` > 0, off by default): an exponential moving average of the weights (decay `ema` per batch,
+restarted with each phase) is what validation scores, early stopping keeps and the model ships, as in Polyak
+averaging; the optimiser moves the live weights.
 Heteroscedastic models: MSE on the mean network first, then the heteroscedastic loss
 mean(exp(-s) (y - mu)^2 + s) on both networks. Variational-dropout models (`espcn-hetero-var1/2`) add
 kl_weight * KL(q || log-uniform prior) of the dropout rates to both phases; the default weight is one over the
@@ -69,7 +72,7 @@ DIAG = np.array([True, False, True, False, False, True])
 DEFAULTS = dict(patch=12, batch_size=8, iters_per_epoch=200, lr=1e-3, patience=12, augment="all",
                 val_fraction=0.15, val_patches=12, val_total=1200, hetero_mse_fraction=0.4, kl_weight=None, out_norm="metric",
                 subject_scale=True, scale_aug=0.0, randomise=True, variants=3,
-                subset_fraction=0.0, noise_fraction=0.0, reference_noise=False)
+                subset_fraction=0.0, noise_fraction=0.0, reference_noise=False, ema=0.0)
 
 
 @dataclass
@@ -480,6 +483,21 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         net.train()
         return sum(losses) / len(val_set)
 
+    decay = float(opts["ema"])
+    if not 0.0 <= decay < 1.0:
+        raise IQTError(f"weight averaging decay {decay:g}: give a number in [0, 1), e.g. 0.999, or 0 for none")
+
+    def averaged(ema_state, run):
+        """`run()` with the averaged weights in the network (the live ones put back after); without averaging, as is."""
+        if ema_state is None:
+            return run()
+        live = copy.deepcopy(net.state_dict())
+        net.load_state_dict(ema_state)
+        try:
+            return run()
+        finally:
+            net.load_state_dict(live)
+
     def make_opt(params, lr):
         o = torch.optim.Adam(params, lr=lr)
         return o, torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=max(2, opts["patience"] // 3))
@@ -503,7 +521,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         if log:
             log(f"resuming from {checkpoint} after epoch {epoch}")
 
-    def save_checkpoint(pi, done, finished, opt, sched, best, best_state, since):
+    def save_checkpoint(pi, done, finished, opt, sched, best, best_state, since, ema_state):
         states = gather({"augment": rng.bit_generator.state, "sampler": sampler.rng.bit_generator.state,
                          "torch": torch.get_rng_state()})
         if rank == 0:
@@ -513,7 +531,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                      "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished,
                      "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
                      "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
-                     "best_state": best_state, "since": since, "rng": states}
+                     "best_state": best_state, "since": since, "rng": states, "ema_state": ema_state}
             atomic_write(checkpoint, lambda tmp: torch.save(state, tmp))
 
     for pi, (phase, frac) in enumerate(phases):
@@ -528,11 +546,14 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             params, loss_kind = list(net.parameters()), phase
         opt, sched = make_opt(params, opts["lr"] if phase != "hetero" else opts["lr"] * 0.3)
         best, best_state, since = math.inf, copy.deepcopy(net.state_dict()), 0
+        ema_state = copy.deepcopy(net.state_dict()) if decay else None
         k0 = 0
         if ck is not None and pi == start_phase:
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
             best, best_state, since, k0 = ck["best"], ck["best_state"], int(ck["since"]), int(ck["phase_epochs_done"])
+            if decay:
+                ema_state = ck["ema_state"]
         net.train()
         for k in range(k0, phase_epochs):
             t0 = time.perf_counter()
@@ -557,14 +578,19 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if ema_state is not None:
+                    with torch.no_grad():
+                        for key, value in net.state_dict().items():
+                            if value.is_floating_point():
+                                ema_state[key].mul_(decay).add_(value, alpha=1.0 - decay)
                 total += loss.item()
-            val = agree(evaluate("hetero" if loss_kind == "hetero" else "mse"))  # rank 0's, so that every rank decides alike
+            val = agree(averaged(ema_state, lambda: evaluate("hetero" if loss_kind == "hetero" else "mse")))  # rank 0's, so that every rank decides alike
             sched.step(val)
             epoch += 1
             history.append({"epoch": epoch, "phase": phase, "train_loss": total / opts["iters_per_epoch"], "val_loss": val,
                             "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
             if val < best - 1e-6:
-                best, best_state, since = val, copy.deepcopy(net.state_dict()), 0
+                best, best_state, since = val, copy.deepcopy(net.state_dict() if ema_state is None else ema_state), 0
             else:
                 since += 1
             bar.update(1)
@@ -576,7 +602,8 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                          2 if phase_deadline is not None and time.perf_counter() > phase_deadline else 0)
             stopped = {1: "early stopping", 2: "time budget"}.get(stop, stopped)
             if checkpoint is not None:
-                save_checkpoint(pi, k + 1, bool(stop) or k + 1 == phase_epochs, opt, sched, best, best_state, since)
+                save_checkpoint(pi, k + 1, bool(stop) or k + 1 == phase_epochs, opt, sched, best, best_state, since,
+                                ema_state)
             if stop:
                 break
         net.load_state_dict(best_state)

@@ -38,7 +38,7 @@ def fitted(phantom):
 
 
 def test_layout_and_gradients(phantom):
-    vol, _ = phantom  # its time is a benchmark figure (README), not a test
+    vol, _ = phantom  # its time is not a test
     assert vol.kind == "dwi" and vol.data.dtype == np.float32
     n = vol.data.shape[3]
     assert vol.data.shape == (64, 72, 56, n) and n == vol.bvals.shape[0] == vol.bvecs.shape[0]

@@ -438,7 +438,7 @@ def test_train_takes_the_randomisation_shares_and_records_them(small_subject, tm
 
 
 def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, capsys):
-    """`iqt train --n-trees/--max-depth/--min-leaf/--n-train` shape the forest and reach the sidecar; CNNs and
+    """`iqt train --n-trees/--max-depth/--min-leaf/--n-train/--refit-leaves` shape the forest and reach the sidecar; CNNs and
     nonsense values are refused in one line."""
     import json
 
@@ -446,10 +446,11 @@ def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, cap
 
     out = tmp_path / "rf.npz"
     assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(out), "--n-trees", "3",
-                 "--max-depth", "2", "--min-leaf", "300", "--n-train", "4000"]) == 0
+                 "--max-depth", "2", "--min-leaf", "300", "--n-train", "4000", "--refit-leaves"]) == 0
     side = json.loads((tmp_path / "rf.json").read_text())
     settings = side["training"]["settings"]
     assert (settings["n_trees"], settings["max_depth"], settings["min_leaf"], settings["n_train"]) == (3, 2, 300, 4000)
+    assert settings["refit_leaves"] is True
     assert side["n_trees"] == 3 and "--n-trees 3" in side["training"]["command"]
     assert all(t.n_leaves <= 4 for t in model_io.load(tmp_path / "rf.json").forest.trees)  # depth 2
     capsys.readouterr()
@@ -463,6 +464,33 @@ def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, cap
                  "--max-depth", "4"]) == 2
     assert "--max-depth: does not apply to 'espcn'" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "e.pt").exists()
+
+
+def test_refit_leaves_fits_each_leaf_on_every_example_of_the_trees_training_subjects():
+    """With `refit_leaves` the splits are the subsample's and each leaf's map is the least-squares (and the
+    evidence-tuned Bayesian) fit on every example of the other subjects reaching it; the validation subject's
+    examples never enter it; off, the forest is the one grown on the subsample alone."""
+    from ImageQualityTransferLib.methods.forest import bayes, linear
+
+    X, F, Y, g = _synthetic()
+    kw = dict(n_trees=3, n_train=1500, n_val=500, max_depth=3, min_leaf=40, bins=8, ridge=1e-4, seed=0)
+    plain = Forest(**kw).fit(X, F, Y, groups=g)
+    refit = Forest(**kw, refit_leaves=True).fit(X, F, Y, groups=g)
+    for t, (tp, tr) in enumerate(zip(plain.trees, refit.trees)):
+        np.testing.assert_array_equal(tp.feature, tr.feature)  # the same splits
+        np.testing.assert_array_equal(tp.threshold, tr.threshold)
+        pool = np.flatnonzero(g != t % 3)  # tree t validates on subject t mod 3
+        leaf = tr.apply(F[pool])
+        for k in range(tr.n_leaves):
+            rows = pool[leaf == k]
+            np.testing.assert_allclose(tr.W[k], linear.fit(X[rows], Y[rows], 1e-4), rtol=1e-6, atol=1e-8)
+            st = linear.stats(linear.augment(X[rows]), Y[rows])
+            np.testing.assert_allclose(tr.bayes_W[k], bayes.evidence_fixed_point(*st).W, rtol=1e-6, atol=1e-8)
+        assert tr.info["n_refit"] == len(pool) > tr.info["n_train"]
+        assert not np.allclose(tp.W, tr.W)
+    m_plain, _ = plain.predict(X[:300], F[:300], "biqt")
+    m_ref, _ = refit.predict(X[:300], F[:300], "biqt")
+    assert not np.allclose(m_plain, m_ref)
 
 
 @pytest.fixture(scope="module")

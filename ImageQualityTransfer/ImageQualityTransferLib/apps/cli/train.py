@@ -54,6 +54,9 @@ def add_parsers(sub) -> None:
                        ("--min-leaf", "fewest training examples in a leaf (default 800)"),
                        ("--n-train", "training examples drawn for each tree (default 80000)")):
         sp.add_argument(flag, type=int, metavar="N", help=f"rf/biqt: {what}")
+    sp.add_argument("--refit-leaves", action="store_true",
+                    help="rf/biqt: once a tree has grown on its --n-train examples, fit each leaf's map again on every "
+                         "training example of the subjects the tree trained on (docs/measurements.md, Shipped models)")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("--ema", type=float, metavar="DECAY",
@@ -152,7 +155,7 @@ def train_here(args) -> None:
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
                        subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr, ema=args.ema,
                        flips=True if args.flips else None, reference_noise=True if args.reference_noise else None, n_trees=args.n_trees, max_depth=args.max_depth,
-                       min_leaf=args.min_leaf, n_train=args.n_train)
+                       min_leaf=args.min_leaf, n_train=args.n_train, refit_leaves=True if args.refit_leaves else None)
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)

@@ -2,6 +2,9 @@
 
 Each tree grows on its own random subsample of the patch library with a disjoint validation subsample.
 Trees are combined per example with weights 1 / (mean validation residual variance of the leaf reached).
+With `refit_leaves`, once a tree has grown, each leaf's model is fitted again on every example of the
+subjects the tree trained on that reaches it (not only the tree's subsample), and its validation variance
+recomputed: the splits come from the subsample, the leaf maps from all the data.
 `rf` reports the weighted spread between the trees as its uncertainty; `biqt` the forest predictive
 variance: the weighted mean over trees of x^T A^-1 x + h(x)/beta plus the weighted spread of the tree means
 (the variance of the mixture of the trees' Gaussian predictions), h the input-dependent noise scale of
@@ -20,16 +23,16 @@ from . import linear, tree
 from .bayes import NoiseScale
 
 DEFAULTS = dict(n_trees=8, n_train=40_000, n_val=10_000, max_depth=6, min_leaf=None, bins=24,
-                ridge=linear.DEFAULT_RIDGE, leaf_ridge=None)
+                ridge=linear.DEFAULT_RIDGE, leaf_ridge=None, refit_leaves=False)
 
 
 class Forest:
     """`fit(X, F, Y)` on completed patches X, split features F, residual targets Y; `predict(X, F, kind)`."""
 
     def __init__(self, n_trees=8, n_train=40_000, n_val=10_000, max_depth=6, min_leaf=None, bins=24,
-                 ridge=linear.DEFAULT_RIDGE, seed=0, bayesian=True, leaf_ridge=None):
+                 ridge=linear.DEFAULT_RIDGE, seed=0, bayesian=True, leaf_ridge=None, refit_leaves=False):
         self.params = dict(n_trees=n_trees, n_train=n_train, n_val=n_val, max_depth=max_depth, min_leaf=min_leaf,
-                           bins=bins, ridge=ridge, seed=seed, leaf_ridge=leaf_ridge)
+                           bins=bins, ridge=ridge, seed=seed, leaf_ridge=leaf_ridge, refit_leaves=bool(refit_leaves))
         self.bayesian = bayesian
         self.trees: list[tree.Tree] = []
         self.noise: NoiseScale | None = None  # biqt: input-dependent scale of the leaves' noise variance
@@ -52,14 +55,20 @@ class Forest:
                 pool_v = rng.permutation(np.flatnonzero(groups == vg))
                 tr = np.sort(pool_t[: min(p["n_train"], len(pool_t))])
                 va = np.sort(pool_v[: min(p["n_val"], len(pool_v))])
+                pool = pool_t
             else:
                 perm = rng.permutation(N)
                 nt = min(p["n_train"], int(0.8 * N))
                 nv = min(p["n_val"], N - nt)
                 tr, va = np.sort(perm[:nt]), np.sort(perm[nt : nt + nv])
+                pool = np.concatenate([perm[:nt], perm[nt + nv :]])
             self.trees.append(tree.grow(linear.augment(X[tr]), Y[tr], F[tr], linear.augment(X[va]), Y[va], F[va],
                                         max_depth=p["max_depth"], min_leaf=p["min_leaf"], bins=p["bins"],
                                         ridge=p["ridge"], bayesian=self.bayesian, leaf_ridge=p["leaf_ridge"]))
+            if p["refit_leaves"]:
+                tree.refit_leaves(self.trees[-1], X, Y, F, np.sort(pool), linear.augment(X[va]), Y[va], F[va],
+                                  ridge=p["ridge"] if p["leaf_ridge"] is None else p["leaf_ridge"],
+                                  bayesian=self.bayesian)
             if log:
                 info = self.trees[-1].info
                 log(f"tree {t + 1}/{p['n_trees']}: {info['n_leaves']} leaves, depth {info['depth']}, "

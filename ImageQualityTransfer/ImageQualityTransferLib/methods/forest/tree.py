@@ -173,6 +173,22 @@ def predict_leaves(W: np.ndarray, Xa: np.ndarray, leaf_ids: np.ndarray) -> np.nd
     return out
 
 
+def _finish_leaf(t: Tree, k: int, st, Xv, Yv, bayesian: bool, min_val: int) -> None:
+    """Leaf k's validation variance (its least-squares model t.W[k]) and, if `bayesian`, its evidence-tuned
+    Bayesian model, from its training statistics `st` = (X^T X, X^T Y, Y^T Y, n) and its validation rows."""
+    XtX, XtY, YtY, n = st
+    m = XtY.shape[1]
+
+    def vvar(Wm, fallback):
+        return float(np.mean((Yv - Xv @ Wm) ** 2)) if len(Yv) >= min_val else fallback
+
+    t.val_var[k] = vvar(t.W[k], float(np.trace(linear.sse_matrix(XtX, XtY, YtY, t.W[k]))) / (n * m))
+    if bayesian:
+        b = bayes.evidence_fixed_point(XtX, XtY, YtY, n)
+        t.bayes_W[k], t.bayes_A_inv[k], t.bayes_beta[k], t.bayes_alpha[k] = b.W, b.A_inv, b.beta, b.alpha
+        t.bayes_val_var[k] = vvar(b.W, 1.0 / b.beta)
+
+
 def grow(Xa, Y, F, Xv, Yv, Fv, max_depth=6, min_leaf=None, bins=24, ridge=linear.DEFAULT_RIDGE,
          min_gain=0.0, bayesian=True, min_val=20, log=None, leaf_ridge=None) -> Tree:
     """Grow one tree on training examples (Xa with bias column, Y, features F) with validation (Xv, Yv, Fv).
@@ -244,28 +260,50 @@ def grow(Xa, Y, F, Xv, Yv, Fv, max_depth=6, min_leaf=None, bins=24, ridge=linear
     if leaf_ridge is not None and leaf_ridge != ridge:
         leaves = [(i_, v_, st_, linear.fit_stats(st_[0], st_[1], st_[3], leaf_ridge)) for i_, v_, st_, _ in leaves]
     Ws = np.stack([lv[3] for lv in leaves])
-    val_var = np.empty(L)
     bW = np.empty_like(Ws) if bayesian else None
     bA = np.empty((L, d, d)) if bayesian else None
-    bbeta = np.empty(L) if bayesian else None
-    balpha = np.empty(L) if bayesian else None
-    bval = np.empty(L) if bayesian else None
-    for k, (idx, vidx, st, W) in enumerate(leaves):
-        XtX_, XtY_, YtY_, n_, _ = st
-        train_var = float(np.trace(linear.sse_matrix(XtX_, XtY_, YtY_, W))) / (n_ * m)
-        def vvar(Wm, fallback):
-            if len(vidx) >= min_val:
-                return float(np.mean((Yv[vidx] - Xv[vidx] @ Wm) ** 2))
-            return fallback
-        val_var[k] = vvar(W, train_var)
-        if bayesian:
-            b = bayes.evidence_fixed_point(XtX_, XtY_, YtY_, n_)
-            bW[k], bA[k], bbeta[k], balpha[k] = b.W, b.A_inv, b.beta, b.alpha
-            bval[k] = vvar(b.W, 1.0 / b.beta)
+    bnone = (np.empty(L), np.empty(L), np.empty(L)) if bayesian else (None, None, None)
     t = Tree(np.array(feature, np.int16), np.array(threshold, np.float32), np.array(left, np.int32),
-             np.array(right, np.int32), np.array(leaf, np.int32), Ws, val_var, bW, bA, bbeta, balpha, bval,
+             np.array(right, np.int32), np.array(leaf, np.int32), Ws, np.empty(L), bW, bA, bnone[0], bnone[1], bnone[2],
              info={"depth": max_d, "n_leaves": L, "rejected_by_validation": n_rejected_val,
                    "n_train": len(Xa), "n_val": len(Xv)})
+    for k, (idx, vidx, st, W) in enumerate(leaves):
+        _finish_leaf(t, k, st[:4], Xv[vidx], Yv[vidx], bayesian, min_val)
     if log:
         log(f"    tree: {L} leaves, depth {max_d}, {n_rejected_val} splits rejected by validation")
+    return t
+
+
+def refit_leaves(t: Tree, X, Y, F, rows, Xv, Yv, Fv, ridge=linear.DEFAULT_RIDGE, bayesian=True, min_val=20,
+                 chunk: int = 100_000) -> Tree:
+    """Refit the leaf models of a grown tree `t` in place on X[rows] (patches without the bias column), Y[rows],
+    routed by F[rows]; the validation variances are recomputed on (Xv with bias, Yv, Fv). A leaf no row reaches
+    keeps its model."""
+    d, m = t.W.shape[1], t.W.shape[2]
+    L = t.n_leaves
+    XtX, XtY = np.zeros((L, d, d)), np.zeros((L, d, m))
+    YtY, n = np.zeros((L, m, m)), np.zeros(L)
+    for s in range(0, len(rows), chunk):
+        r = rows[s : s + chunk]
+        xa = linear.augment(np.asarray(X[r], np.float64))
+        y = np.asarray(Y[r], np.float64)
+        leaf = t.apply(F[r])
+
+        def acc(k, sel):
+            XtX[k] += xa[sel].T @ xa[sel]
+            XtY[k] += xa[sel].T @ y[sel]
+            YtY[k] += y[sel].T @ y[sel]
+            n[k] += len(sel)
+
+        _group_apply(leaf, L, acc)
+    vleaf = t.apply(Fv)
+    Xv = np.asarray(Xv, np.float64)
+    Yv = np.asarray(Yv, np.float64)
+    for k in np.flatnonzero(n > 0):
+        t.W[k] = linear.fit_stats(XtX[k], XtY[k], n[k], ridge)
+        vrows = vleaf == k
+        _finish_leaf(t, k, (XtX[k], XtY[k], YtY[k], n[k]), Xv[vrows], Yv[vrows], bayesian and t.bayes_W is not None,
+                     min_val)
+    t.bayes_root_ = None
+    t.info["n_refit"] = int(n.sum())
     return t

@@ -262,12 +262,12 @@ def grow(Xa, Y, F, Xv, Yv, Fv, max_depth=6, min_leaf=None, bins=24, ridge=linear
     Ws = np.stack([lv[3] for lv in leaves])
     bW = np.empty_like(Ws) if bayesian else None
     bA = np.empty((L, d, d)) if bayesian else None
-    bnone = (np.empty(L), np.empty(L), np.empty(L)) if bayesian else (None, None, None)
+    beta, alpha, bval = (np.empty(L), np.empty(L), np.empty(L)) if bayesian else (None, None, None)
     t = Tree(np.array(feature, np.int16), np.array(threshold, np.float32), np.array(left, np.int32),
-             np.array(right, np.int32), np.array(leaf, np.int32), Ws, np.empty(L), bW, bA, bnone[0], bnone[1], bnone[2],
+             np.array(right, np.int32), np.array(leaf, np.int32), Ws, np.empty(L), bW, bA, beta, alpha, bval,
              info={"depth": max_d, "n_leaves": L, "rejected_by_validation": n_rejected_val,
                    "n_train": len(Xa), "n_val": len(Xv)})
-    for k, (idx, vidx, st, W) in enumerate(leaves):
+    for k, (_, vidx, st, _) in enumerate(leaves):
         _finish_leaf(t, k, st[:4], Xv[vidx], Yv[vidx], bayesian, min_val)
     if log:
         log(f"    tree: {L} leaves, depth {max_d}, {n_rejected_val} splits rejected by validation")

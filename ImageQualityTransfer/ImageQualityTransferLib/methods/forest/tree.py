@@ -290,9 +290,10 @@ def refit_leaves(t: Tree, X, Y, F, rows, Xv, Yv, Fv, ridge=linear.DEFAULT_RIDGE,
         leaf = t.apply(F[r])
 
         def acc(k, sel):
-            XtX[k] += xa[sel].T @ xa[sel]
-            XtY[k] += xa[sel].T @ y[sel]
-            YtY[k] += y[sel].T @ y[sel]
+            xs, ys = xa[sel], y[sel]
+            XtX[k] += xs.T @ xs
+            XtY[k] += xs.T @ ys
+            YtY[k] += ys.T @ ys
             n[k] += len(sel)
 
         _group_apply(leaf, L, acc)

@@ -131,6 +131,8 @@ CASES = [
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --ema 1", "--ema 1: give a decay in [0, 1)"),
     ("train --method rf --subjects {d}/subj -o {d}/m.npz --ema 0.999", "--ema: does not apply to 'rf'"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --refit-leaves", "--refit-leaves: does not apply to 'espcn'"),
+    ("train --method biqt --subjects {d}/subj -o {d}/m.npz --leaf-ridge 0.01", "'biqt' has none to set"),
+    ("train --method rf --subjects {d}/subj -o {d}/m.npz --leaf-ridge -1", "--leaf-ridge -1: give a ridge of 0 or more"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 2.5", "factor"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --factor 1,1,4", "--model for factors 1,1,4"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 2 --voxel-size 1", "--voxel-size"),

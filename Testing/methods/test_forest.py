@@ -438,7 +438,7 @@ def test_train_takes_the_randomisation_shares_and_records_them(small_subject, tm
 
 
 def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, capsys):
-    """`iqt train --n-trees/--max-depth/--min-leaf/--n-train/--refit-leaves` shape the forest and reach the sidecar; CNNs and
+    """`iqt train --n-trees/--max-depth/--min-leaf/--n-train/--refit-leaves/--leaf-ridge` shape the forest and reach the sidecar; CNNs and
     nonsense values are refused in one line."""
     import json
 
@@ -446,11 +446,11 @@ def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, cap
 
     out = tmp_path / "rf.npz"
     assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(out), "--n-trees", "3",
-                 "--max-depth", "2", "--min-leaf", "300", "--n-train", "4000", "--refit-leaves"]) == 0
+                 "--max-depth", "2", "--min-leaf", "300", "--n-train", "4000", "--refit-leaves", "--leaf-ridge", "0.01"]) == 0
     side = json.loads((tmp_path / "rf.json").read_text())
     settings = side["training"]["settings"]
     assert (settings["n_trees"], settings["max_depth"], settings["min_leaf"], settings["n_train"]) == (3, 2, 300, 4000)
-    assert settings["refit_leaves"] is True
+    assert settings["refit_leaves"] is True and settings["leaf_ridge"] == 0.01
     assert side["n_trees"] == 3 and "--n-trees 3" in side["training"]["command"]
     assert all(t.n_leaves <= 4 for t in model_io.load(tmp_path / "rf.json").forest.trees)  # depth 2
     capsys.readouterr()

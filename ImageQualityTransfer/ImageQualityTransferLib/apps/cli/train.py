@@ -57,6 +57,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--refit-leaves", action="store_true",
                     help="rf/biqt: once a tree has grown on its --n-train examples, fit each leaf's map again on every "
                          "training example of the subjects the tree trained on (docs/measurements.md, Shipped models)")
+    sp.add_argument("--leaf-ridge", type=float, metavar="LAMBDA",
+                    help="rf: ridge of each leaf's least-squares map, per example (default: the split search's, 0.2); "
+                         "smaller suits leaves refitted on all the data (--refit-leaves)")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("--ema", type=float, metavar="DECAY",
@@ -96,6 +99,9 @@ def run(args):
         raise IQTError(f"--ema {args.ema:g}: give a decay in [0, 1), e.g. 0.999 (0: no averaging)")
     if args.lr is not None and not args.lr > 0:
         raise IQTError(f"--lr {args.lr:g}: give a positive learning rate (e.g. 2e-4)")
+    if args.leaf_ridge is not None and not (args.method == "rf" and args.leaf_ridge >= 0):
+        raise IQTError(f"--leaf-ridge {args.leaf_ridge:g}: " + ("give a ridge of 0 or more (e.g. 0.01)" if args.method == "rf"
+                       else f"it sets rf's least-squares leaves; {args.method!r} has none to set (drop it)"))
     for flag in ("n_trees", "max_depth", "min_leaf", "n_train"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -155,7 +161,8 @@ def train_here(args) -> None:
                        minutes=args.minutes, init=args.init, checkpoint=args.checkpoint,
                        subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr, ema=args.ema,
                        flips=True if args.flips else None, reference_noise=True if args.reference_noise else None, n_trees=args.n_trees, max_depth=args.max_depth,
-                       min_leaf=args.min_leaf, n_train=args.n_train, refit_leaves=True if args.refit_leaves else None)
+                       min_leaf=args.min_leaf, n_train=args.n_train, refit_leaves=True if args.refit_leaves else None,
+                       leaf_ridge=args.leaf_ridge)
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)

@@ -491,6 +491,10 @@ def test_refit_leaves_fits_each_leaf_on_every_example_of_the_trees_training_subj
     m_plain, _ = plain.predict(X[:300], F[:300], "biqt")
     m_ref, _ = refit.predict(X[:300], F[:300], "biqt")
     assert not np.allclose(m_plain, m_ref)
+    ridged = Forest(**kw, refit_leaves=True, leaf_ridge=0.05, bayesian=False).fit(X, F, Y, groups=g)
+    t = ridged.trees[0]  # the refit keeps the leaves' own ridge, not the split search's
+    rows = np.flatnonzero(g != 0)[t.apply(F[g != 0]) == 0]
+    np.testing.assert_allclose(t.W[0], linear.fit(X[rows], Y[rows], 0.05), rtol=1e-6, atol=1e-8)
 
 
 @pytest.fixture(scope="module")

@@ -102,11 +102,29 @@ def test_nonphysical_voxels_are_flagged_at_least_as_uncertain_as_the_edge():
     deep[8:24, 8:24, 8:24] = True
     std = np.where(present & ~deep, 3e-4, np.where(deep, 1e-4, 0.0))  # the edge band is the more uncertain
     out = flag_nonphysical(t, std, 2)
-    assert np.isclose(out[16, 16, 16], 3e-4)  # raised to the edge's median
+    assert np.isclose(out[16, 16, 16], 3e-4)  # raised to the edge's level
     assert out[2, 16, 16] > 3e-4  # its distance to a physical tensor is larger still
     unchanged = np.ones(present.shape, bool)
     unchanged[16, 16, 16] = unchanged[2, 16, 16] = False
     np.testing.assert_array_equal(out[unchanged], std[unchanged])
+
+
+def test_the_floor_is_the_edge_bands_upper_quartile():
+    """The support's edge band also holds its ring outside the brain, where the std is lower than at the brain's
+    edge: a non-physical voxel is raised to the band's upper quartile, not its median."""
+    from ImageQualityTransferLib.methods.base import EDGE_DEPTH, EDGE_QUANTILE, flag_nonphysical
+
+    t = np.zeros((32, 32, 32, 6))
+    t[2:30, 2:30, 2:30] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
+    t[16, 16, 16] = [1e-3, 0, 1e-3, 0, 0, -1e-6]
+    present = np.any(t != 0, -1)
+    band = present.copy()
+    band[2 + 2 * EDGE_DEPTH:30 - 2 * EDGE_DEPTH, 2 + 2 * EDGE_DEPTH:30 - 2 * EDGE_DEPTH, 2 + 2 * EDGE_DEPTH:30 - 2 * EDGE_DEPTH] = False
+    std = np.where(present, 1e-5, 0.0)
+    std[band] = np.random.default_rng(0).uniform(0, 4e-4, band.sum())
+    out = flag_nonphysical(t, std, 2)
+    assert np.isclose(out[16, 16, 16], np.quantile(std[band], EDGE_QUANTILE))
+    assert out[16, 16, 16] > 1.4 * np.median(std[band])
 
 
 def test_a_generous_support_flags_nonphysical_voxels_against_the_brains_edge():

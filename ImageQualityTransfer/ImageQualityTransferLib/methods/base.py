@@ -313,12 +313,14 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
 
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
 EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the exterior region) lies in
+EDGE_QUANTILE = 0.75  # of the band's std: the band also holds the support's ring outside the brain, where std is lower
 
 
 def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f) -> np.ndarray:
     """The std map with every non-physical output voxel (a negative eigenvalue) raised to at least its distance to a
-    physical tensor and the median std of the support's edge band: the reference is physical, and where such voxels
-    fall inside the brain their error is several times the edge's (docs/measurements.md, Uncertainty by style)."""
+    physical tensor and the upper quartile of the std of the support's edge band: the reference is physical, and where
+    such voxels fall inside the brain their error is several times the edge's (docs/measurements.md, Uncertainty by
+    style)."""
     distance = tensors.distance_to_physical(tensor)
     bad = distance > 0
     if not bad.any():
@@ -327,13 +329,13 @@ def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f) -> np.ndarray:
     fx, fy, fz = grid.factors(f)
     # the two outer bands of the support, EDGE_DEPTH low-res voxels each: the brain's edge lies in the first with a
     # mask, in the second with a generous support (a brain estimated without a mask keeps a ring of background fits,
-    # where a forest's std is low); the floor is the higher of their medians
+    # where a forest's std is low); the floor is the higher of their upper quartiles
     floor, inner = 0.0, present
     for _ in range(2):
         core = grid.repeat_blocks(ndimage.binary_erosion(inner[::fx, ::fy, ::fz], iterations=EDGE_DEPTH), (fx, fy, fz))
         band = inner & ~core
         if band.any():
-            floor = max(floor, float(np.median(std[band])))
+            floor = max(floor, float(np.quantile(std[band], EDGE_QUANTILE)))
         inner = inner & core
     out = np.array(std, copy=True)
     out[bad] = np.maximum(out[bad], np.maximum(distance[bad], floor))

@@ -99,9 +99,8 @@ def run(args):
         raise IQTError(f"--ema {args.ema:g}: give a decay in [0, 1), e.g. 0.999 (0: no averaging)")
     if args.lr is not None and not args.lr > 0:
         raise IQTError(f"--lr {args.lr:g}: give a positive learning rate (e.g. 2e-4)")
-    if args.leaf_ridge is not None and not (args.method == "rf" and args.leaf_ridge >= 0):
-        raise IQTError(f"--leaf-ridge {args.leaf_ridge:g}: " + ("give a ridge of 0 or more (e.g. 0.01)" if args.method == "rf"
-                       else f"it sets rf's least-squares leaves; {args.method!r} has none to set (drop it)"))
+    if args.leaf_ridge is not None and args.leaf_ridge < 0:
+        raise IQTError(f"--leaf-ridge {args.leaf_ridge:g}: give a ridge of 0 or more (e.g. 0.01)")
     for flag in ("n_trees", "max_depth", "min_leaf", "n_train"):
         value = getattr(args, flag)
         if value is not None and value < 1:

@@ -57,6 +57,9 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
         raise IQTError(f"--method {method}: forest-family methods are {', '.join(METHODS)}")
     cfg = dict(DEFAULTS)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
+    if cfg["leaf_ridge"] is not None and method != "rf":
+        raise IQTError(f"--leaf-ridge {cfg['leaf_ridge']:g}: it sets rf's least-squares leaves; {method!r} has none to "
+                       "set (drop it)")
     inputs = 6 * (2 * cfg["n"] + 1) ** 3 + (6 * math.prod(grid.factors(factor)) if cfg["inputs"] == "patch+cubic" else 0)
     if method != "global-linear" and cfg["min_leaf"] is not None and cfg["min_leaf"] <= inputs:
         raise IQTError(f"--min-leaf {cfg['min_leaf']}: each leaf fits a linear map of {inputs} inputs, so it needs "

@@ -103,9 +103,11 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(capsys, tmp_path, lr_tens
         args[1], words = tmp_path / "nope.nii.gz", ["not found"]
     elif case == "uncertainty-not-given":
         args += ["--method", "cubic", "--uncertainty", tmp_path / "u.nii.gz"]
-        words = ["gives no uncertainty"]
+        words = ["gives no uncertainty", "biqt"]
     code, _, err = run_cli(capsys, *args)
     one_line_error(code, err, *words)
+    if case == "uncertainty-not-given":  # it suggests what runs at this factor, not a method without a shipped model
+        assert "deep-hetero" not in err, err
     assert not out.exists()
     assert not list(tmp_path.glob(".iqt-*")), "a temporary file was left behind"
 
@@ -205,6 +207,15 @@ def test_bad_factor_requests_through_the_cli(capsys, tmp_path, lr_tensor, args, 
     code, _, err = run_cli(capsys, "upsample", path, "-o", out, *args)
     one_line_error(code, err, *words)
     assert not out.exists() and not list(tmp_path.glob(".iqt-*"))
+
+
+def test_threads_may_follow_the_command(capsys, tmp_path, lr_tensor):
+    path, _ = lr_tensor
+    code, _, err = run_cli(capsys, "upsample", path, "-o", tmp_path / "o.nii.gz", "--method", "cubic", "--threads", "1")
+    assert code == 0 and (tmp_path / "o.nii.gz").exists(), err
+    code, _, err = run_cli(capsys, "upsample", path, "-o", tmp_path / "p.nii.gz", "--threads", "0")
+    one_line_error(code, err, "--threads 0")
+    assert not (tmp_path / "p.nii.gz").exists()
 
 
 def test_learned_method_missing_model_per_axis_via_the_console(tmp_path, lr_tensor):

@@ -1,5 +1,7 @@
 """NIfTI I/O conventions: tensor files (5-D symmetric matrix, or 4-D in a requested order) and DWI reading."""
 
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -157,3 +159,18 @@ def test_gz_outputs_are_gzip_members_that_every_reader_reads_as_one_file(tmp_pat
     assert image.GetDimensions() == (9, 8, 7) and image.GetNumberOfScalarComponents() == 6
     got = vtk_to_numpy(image.GetPointData().GetScalars())  # VTK orders the voxels its own way: compare all values
     np.testing.assert_array_equal(np.sort(got, axis=None), np.sort(vol.data, axis=None))
+
+
+def test_a_label_map_is_a_mask_and_a_fractional_map_is_taken_with_a_warning(tmp_path):
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    labels = np.zeros((6, 6, 6), np.int16)
+    labels[1:3], labels[3:5] = 1, 2
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "labels.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fileio.load_mask(tmp_path / "labels.nii.gz").data.sum() == 4 * 36
+    fa = np.where(labels > 0, 0.4, 0.0).astype(np.float32)
+    nib.save(nib.Nifti1Image(fa, np.eye(4)), tmp_path / "fa.nii.gz")
+    with pytest.warns(IQTWarning, match="fractional values"):
+        assert fileio.load_mask(tmp_path / "fa.nii.gz").data.sum() == 4 * 36

@@ -190,6 +190,9 @@ def test_learned_methods_without_a_model_for_the_factors_say_what_they_have():
         msg = str(info.value)
         assert words in msg and "--model" in msg and "cubic" in msg, msg
         assert f"has shipped models for {', '.join(have)} only" in msg, msg
+    with pytest.raises(IQTError) as info:  # no x3 model of its own: the learned methods that have one are named
+        methods.get("espcn-hetero-var1").predict(lr, 3)
+    assert "another method (" in str(info.value) and "biqt" in str(info.value) and "cubic" in str(info.value), info.value
     assert "biqt" not in methods.ready((1, 1, 4)) and "cubic" in methods.ready((1, 1, 4))
     assert "biqt" in methods.ready((2, 2, 2)) and methods.ready(2) == methods.ready((2, 2, 2))
 

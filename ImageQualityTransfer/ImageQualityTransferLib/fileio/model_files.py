@@ -99,7 +99,10 @@ def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
     have = [grid.describe(h) for h in shipped_factor_sets(method, models_dir)]
     what = (f"{method} has shipped models for {', '.join(have)} only" if have else f"no {method} model is shipped")
     train = f" (train one with 'iqt train --method {method} --subjects DIR... --factor {grid.text(f)} -o MODEL{suffix}')"
-    raise IQTError(f"{what}; give --model for {grid.describe(f)}{train} or use an interpolation method (cubic)")
+    others = [m for m in dict.fromkeys(e.get("method") for e in read_registry(models_dir)) if m and m != method
+              and grid.axis_order(f, shipped_factor_sets(m, models_dir)) is not None]
+    use = f"another method ({', '.join(others)}, or cubic)" if others else "an interpolation method (cubic)"
+    raise IQTError(f"{what}; give --model for {grid.describe(f)}{train} or use {use}")
 
 
 def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:

@@ -8,12 +8,13 @@ temporary file and renames it, so a failure never leaves a partial output. Tenso
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..core import tensors
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
 from .paths import NIFTI_SUFFIXES, NRRD_SUFFIXES, atomic_write
 
@@ -262,9 +263,14 @@ def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
         data = data[..., 0]
     if data.ndim != 3:
         raise IQTError(f"{path}: shape {data.shape} is not a 3D mask; give a 3D binary image")
-    mask = np.nan_to_num(data.astype(np.float32)) > 0
+    values = np.nan_to_num(data.astype(np.float32))
+    mask = values > 0
     if not mask.any():
         raise IQTError(f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
+    if np.any(values[mask] != np.round(values[mask])):  # labels 1, 2, ... are a mask; an FA or probability map is not
+        warnings.warn(f"{path}: the mask holds fractional values (an FA or probability map?); every voxel > 0 is taken "
+                      f"as brain ({100 * mask.mean():.0f} % of the grid): threshold it first if that is not meant",
+                      IQTWarning, stacklevel=2)
     vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
     if reference is not None:
         from ..core.grid import factors, hr_affine

@@ -148,8 +148,10 @@ class Method:
                           stacklevel=3)
             return None
         warnings.warn(f"the input holds tensors over the whole field of view (fitted without a brain mask): the output is "
-                      f"kept to a brain estimated from the tensors' MD ({int(brain.data.sum())} of {brain.data.size} "
-                      f"low-res voxels); give --mask for your own brain mask", IQTWarning, stacklevel=3)
+                      f"kept to the brain and the tissue-like fits around it, estimated from the tensors' MD "
+                      f"({int(brain.data.sum())} of {brain.data.size} low-res voxels, {100 * brain.data.mean():.0f} % of "
+                      f"the field of view); give --mask with a brain mask to leave out scalp and background",
+                      IQTWarning, stacklevel=3)
         return brain
 
     def _family_factor(self, f: tuple):

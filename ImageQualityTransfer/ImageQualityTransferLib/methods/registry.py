@@ -80,8 +80,11 @@ def describe() -> list[dict]:
     ]
 
 
-def with_uncertainty() -> list[str]:
-    return [n for n, c in _METHODS.items() if c.gives_uncertainty]
+def with_uncertainty(factor=None) -> list[str]:
+    """The methods that give an uncertainty map; with `factor`, those that run here at it (`ready`), so that a
+    message suggesting them leads somewhere."""
+    pool = _METHODS if factor is None else ready(factor)
+    return [n for n in pool if _METHODS[n].gives_uncertainty]
 
 
 def default_method(factor=None) -> str:

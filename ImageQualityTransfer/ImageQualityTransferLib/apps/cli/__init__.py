@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parsers(sub)
+    for name, sp in sub.choices.items():  # 'iqt upsample ... --threads N' as well as 'iqt --threads N upsample ...'
+        if not any("--threads" in a.option_strings for a in sp._actions):
+            sp.add_argument("--threads", type=int, dest="command_threads", help="as 'iqt --threads N " + name + " ...'")
     return p
 
 
@@ -66,7 +69,9 @@ def main(argv=None) -> int:
             if sig is not None:
                 signal.signal(sig, _on_signal)
     try:
-        threads.apply(args.threads if args.threads is not None else getattr(args, "train_threads", None))
+        given = [v for v in (getattr(args, "command_threads", None), getattr(args, "train_threads", None), args.threads)
+                 if v is not None]
+        threads.apply(given[0] if given else None)
         code = args.func(args)
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)

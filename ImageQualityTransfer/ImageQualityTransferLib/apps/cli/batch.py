@@ -41,7 +41,7 @@ def run(args) -> int:
     method = methods.get(name, **options.method_settings(args))
     if args.uncertainty and not method.gives_uncertainty:
         raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "
-                       f"{', '.join(methods.with_uncertainty())}")
+                       f"{', '.join(methods.with_uncertainty(f))}")
     if args.device == "cuda" and method.requires_torch and not args.scheduler:  # local workers see this machine's GPUs
         from ...methods.cnn.inference import resolve_device
 

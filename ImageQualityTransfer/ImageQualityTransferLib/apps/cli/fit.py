@@ -17,7 +17,7 @@ def add_parsers(sub) -> None:
 
     sp = sub.add_parser("mask", help="brain mask from the b0 (median Otsu)")
     options.add_dwi(sp)
-    sp.add_argument("-o", "--output", required=True)
+    sp.add_argument("-o", "--output", required=True, help="brain mask output (.nii.gz, 1 inside, 0 outside)")
     sp.set_defaults(func=mask)
 
     sp = sub.add_parser("degrade", help="synthetic low quality: block-average DWIs by the factor, then fit DTI")

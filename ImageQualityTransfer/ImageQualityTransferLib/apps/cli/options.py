@@ -131,13 +131,14 @@ def add_propagation(sp, defaults: bool = True) -> None:
     sp.add_argument("--seed", type=int, default=d["seed"], help="random seed of the samples (default 0)")
 
 
-def check_propagation(method, samples) -> None:
-    """Before any work: the method must give an uncertainty to sample from, and N >= 2."""
+def check_propagation(method, samples, factor=None) -> None:
+    """Before any work: the method must give an uncertainty to sample from (those suggested run at `factor`),
+    and N >= 2."""
     from ... import methods
 
     if not method.gives_uncertainty:
         raise IQTError(f"method {method.name!r} gives no uncertainty to propagate; choose one of: "
-                       f"{', '.join(methods.with_uncertainty())}")
+                       f"{', '.join(methods.with_uncertainty(factor))}")
     if samples is None or int(samples) < 2:
         raise IQTError(f"--samples {samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
 

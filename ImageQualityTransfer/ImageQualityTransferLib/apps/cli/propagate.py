@@ -25,7 +25,7 @@ def run(args):
     from ...analysis import propagation
     f = options.factors(args)
     method = methods.get(args.method, **options.method_settings(args))
-    options.check_propagation(method, args.samples)
+    options.check_propagation(method, args.samples, f)
     out = options.out_dir(args.output)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     paths = propagation.output_paths(out)

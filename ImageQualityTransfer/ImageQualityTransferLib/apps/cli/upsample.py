@@ -83,14 +83,14 @@ def run(args):
     _check_samples(args, methods.method_class(name))
     method = methods.get(name, **options.method_settings(args))
     if args.propagate:
-        options.check_propagation(method, args.samples)
+        options.check_propagation(method, args.samples, f)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     out = plan.add(args.output, TENSOR_SUFFIXES, "tensor output")
     unc_out, unc_paths = None, {}
     if args.uncertainty:
         if not method.gives_uncertainty:
             raise IQTError(f"method {method.name!r} gives no uncertainty; drop --uncertainty or choose one of: "
-                           f"{', '.join(methods.with_uncertainty())}")
+                           f"{', '.join(methods.with_uncertainty(f))}")
         unc_out = Path(args.uncertainty)
         s = stem(unc_out)
         for key in method.map_names():  # the total std at the given path, the other maps beside it

@@ -55,18 +55,29 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1) -> Volume:
 
 TISSUE_MD = (0.7, 5.0)  # MD range of brain tissue and CSF, in units of the input's MD mode (tensors.md_mode)
 MAX_LOG_MD_SPREAD = 1.0  # std of log MD over a voxel's 3^3 above which its fits look like noise, not tissue
+KEEP_WITHIN = 5  # voxels: how far the estimate may reach beyond its low-spread core
 MAX_BRAIN_SHARE = 0.9  # an estimate covering more of the field of view than this finds no background to remove
 
 
+def _largest_opened(cand):
+    """The largest component of `cand` opened by two voxels (cuts the bridges to scalp and neck); None if empty."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(ndimage.binary_opening(cand, ndimage.generate_binary_structure(3, 1), iterations=2))
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(np.ones(labels.shape), labels, range(1, n + 1))
+    return labels == (1 + int(np.argmax(sizes)))
+
+
 def brain_from_tensors(tensor: Volume) -> Volume | None:
-    """A brain estimated from tensors fitted over the whole field of view (no mask, no b0 at hand). Seeds: positive-
-    definite voxels with a tissue-like MD (TISSUE_MD times the MD mode) whose 3^3 neighbourhood's log MD varies little
-    (noise fits have tissue-like MD often but vary from voxel to voxel), by 3^3 majority, opened by two voxels to cut
-    the bridges to scalp and neck; the largest component is grown back by three voxels within the tissue-like voxels
-    (3^3 majority, spread or not), holes filled. None where it would keep nearly everything (no background).
-    Generous, not a brain mask: scalp and background fits that pass for tissue near the brain stay. On the dev and
-    training subjects fitted unmasked it kept every brain-mask voxel within one voxel (the support's margin);
-    docs/measurements.md, Without a brain mask; Testing/dmri/test_brain_estimate.py."""
+    """A brain estimated from tensors fitted over the whole field of view (no mask, no b0 at hand): positive-definite
+    voxels with a tissue-like MD (TISSUE_MD times the MD mode), by 3^3 majority; the largest component after an
+    opening by two voxels, grown back by two within them; then cut to KEEP_WITHIN voxels around its core, the same
+    built from the voxels whose 3^3 log MD also varies little (noise fits often have a tissue-like MD but jump from
+    voxel to voxel); holes filled. None where it would keep nearly everything (no background). Generous, not a brain
+    mask: scalp and background fits near the brain stay. On the dev and training subjects fitted unmasked it kept
+    every brain-mask voxel within one voxel (the support's margin); docs/measurements.md, Without a brain mask."""
     from scipy import ndimage
 
     from ..core import tensors
@@ -77,18 +88,20 @@ def brain_from_tensors(tensor: Volume) -> Volume | None:
     unit = tensors.md_mode(t)
     lo, hi = TISSUE_MD
     tissue = (lam[..., 0] > 0) & (md > lo * unit) & (md < hi * unit)
+    cand = ndimage.uniform_filter(tissue.astype(np.float32), 3, mode="nearest") >= 0.5
+    brain = _largest_opened(cand)
+    if brain is None:
+        return None
+    ball = ndimage.generate_binary_structure(3, 1)
+    brain = ndimage.binary_dilation(brain, ball, iterations=2) & cand
     log_md = np.log(np.clip(md / unit, 1e-2, 1e2))
     mean = ndimage.uniform_filter(log_md, 3, mode="nearest")
     spread = np.sqrt(np.maximum(ndimage.uniform_filter(log_md**2, 3, mode="nearest") - mean**2, 0.0))
-    loose = ndimage.uniform_filter(tissue.astype(np.float32), 3, mode="nearest") >= 0.5
-    seeds = ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3, mode="nearest") >= 0.5
-    ball = ndimage.generate_binary_structure(3, 1)
-    labels, n = ndimage.label(ndimage.binary_opening(seeds, ball, iterations=2))
-    if n == 0:
-        return None
-    sizes = ndimage.sum_labels(np.ones(labels.shape), labels, range(1, n + 1))
-    brain = labels == (1 + int(np.argmax(sizes)))
-    brain = ndimage.binary_fill_holes(ndimage.binary_dilation(brain, ball, iterations=3) & loose)
+    core = _largest_opened(ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3,
+                                                  mode="nearest") >= 0.5)
+    if core is not None:
+        brain &= ndimage.binary_dilation(core, ball, iterations=KEEP_WITHIN)
+    brain = ndimage.binary_fill_holes(brain)
     if brain.mean() > MAX_BRAIN_SHARE:
         return None
     return Volume(brain, tensor.affine, "mask", meta={"source": "brain_from_tensors"})

@@ -308,9 +308,13 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
         raise IQTError(
             f"the input is not a diffusion tensor volume (shape {vol.data.shape}); give a DTI volume (fit one from DWIs with 'iqt fit')"
         )
+    source = f"{vol.meta['path']}: " if vol.meta.get("path") else ""  # read from a file: name it
     if not np.isfinite(vol.data).all():
-        raise IQTError("the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
-    tensors.check_scale(vol.data, None if mask is None else np.asarray(mask.data, bool))
+        raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
+    try:
+        tensors.check_scale(vol.data, None if mask is None else np.asarray(mask.data, bool))
+    except IQTError as exc:
+        raise IQTError(source + str(exc)) from None
 
 
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask

@@ -166,7 +166,7 @@ def test_list_of_folders_and_dti_files_in_process(tmp_path):
     dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
     fileio.save_dwi(dwi, folder / "dwi.nii.gz")
     fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "b_dti.nii.gz")
-    (tmp_path / "list.txt").write_text("# cohort\nsubjA\n\nb_dti.nii.gz\nmissing\n")
+    (tmp_path / "list.txt").write_text("# cohort\nsubjA  # the first\n\nb_dti.nii.gz\nmissing\n")
     items = batch.find_items(tmp_path / "list.txt")
     assert [(i.prefix, i.kind) for i in items] == [("sub-subjA", "dwi"), ("sub-bdti", "dti"), ("sub-missing", "dwi")]
     s = batch.Settings(method="cubic")
@@ -177,6 +177,8 @@ def test_list_of_folders_and_dti_files_in_process(tmp_path):
     assert "no dwi.nii.gz" in res[2]["reason"]
     assert np.isnan(res[1]["qc"]["snr"]) and res[0]["qc"]["snr"] > 5
     assert (out / "sub-bdti" / "dwi" / "sub-bdti_space-orig_res-2x_model-cubic_param-md_dwimap.nii.gz").exists()
+    for side in out.rglob("*.json"):  # strict JSON (BIDS validator, JavaScript): no NaN, e.g. a QC value not measured
+        json.loads(side.read_text(), parse_constant=lambda c: pytest.fail(f"{side.name}: {c}"))
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "failed"]
 
 
@@ -204,6 +206,10 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
     res = [{"qc": {"snr": v, "brain_ml": 1000.0}} for v in (20, 21, 19, 22, 20, 60)]
     batch.flag_outliers(res)
     assert [r["outlier"] for r in res] == [[]] * 5 + [["snr"]]
+    for volumes in ((27.0, 27.0, 19.79), (27.0, 27.00000024, 19.79)):  # one protocol and one other scan, rounding or not
+        res = [{"qc": {"voxel_mm3": v}} for v in volumes]
+        batch.flag_outliers(res, metrics=("voxel_mm3",))
+        assert [r["outlier"] for r in res] == [[], [], ["voxel_mm3"]]
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     for args, words in ((("--workers", "0"), "--workers 0"), (("--method", "nope"), "nope"),
                         (("--method", "cubic", "--uncertainty"), "no uncertainty"),
@@ -213,8 +219,9 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
         assert code == 2 and err.startswith("iqt: error: ") and words in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "batch", tmp_path / "nothing", "-o", tmp_path / "o", "--method", "cubic")
     assert code == 2 and "not found" in err
-    code, _, err = run_cli(capsys, "batch", ds, "-o", ds, "--method", "cubic")
-    assert code == 2 and "inside the input dataset" in err
+    for inside in (ds, ds / "iqt", ds / "sub-01" / "derivatives"):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", inside, "--method", "cubic")
+        assert code == 2 and "inside the input dataset" in err and not (ds / "iqt").exists()
     code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "no" / "such", "--method", "cubic")
     assert code == 2 and "does not exist" in err
     assert not (tmp_path / "o").exists()

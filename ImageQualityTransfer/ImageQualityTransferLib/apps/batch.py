@@ -101,8 +101,8 @@ def list_items(listfile) -> list[Item]:
                        "with one subject folder or DTI file per line") from None
     items = []
     for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
+        line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()  # "#" starts a comment, also after a path
+        if not line:
             continue
         p = Path(line) if Path(line).is_absolute() else listfile.parent / line
         if str(p).lower().endswith(TENSOR_SUFFIXES):
@@ -402,7 +402,9 @@ def dataset_description(out_root: Path, s: Settings) -> None:
 
 def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> None:
     """Mark each subject whose metric lies outside median ± k·MAD over the subjects that have it (MAD scaled by
-    1.4826, a standard deviation for normal data); a metric with MAD 0 or fewer than 3 values flags nothing."""
+    1.4826, a standard deviation for normal data, and at least 0.1 % of the median: a cohort of one protocol has MAD 0
+    or header rounding in its voxel volume, and the scan at another resolution is then still the one flagged); fewer
+    than 3 values flag nothing."""
     for r in results:
         r["outlier"] = []
     for m in metrics:
@@ -412,7 +414,7 @@ def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> No
             continue
         x = np.array([v for _, v in vals])
         med = np.median(x)
-        mad = 1.4826 * np.median(np.abs(x - med))
+        mad = max(1.4826 * np.median(np.abs(x - med)), 1e-3 * abs(med))
         if mad <= 0:
             continue
         for r, v in vals:

@@ -4,6 +4,7 @@ writes (a temporary file renamed into place, so a failure or a signal never leav
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -113,8 +114,20 @@ def write_text(path, text: str) -> None:
 
 
 def write_json(path, obj) -> None:
-    """A JSON file, written atomically (numpy numbers as plain numbers)."""
-    write_text(path, json.dumps(obj, indent=2, default=_plain) + "\n")
+    """A JSON file, written atomically (numpy numbers as plain numbers; NaN and infinities, which strict readers such as
+    JavaScript's JSON.parse and the BIDS validator refuse, as null)."""
+    text = json.dumps(_finite(json.loads(json.dumps(obj, default=_plain))), indent=2, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _finite(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_finite(v) for v in o]
+    return o
 
 
 def _plain(o):

@@ -61,8 +61,9 @@ def run(args) -> int:
 
     out_path, in_path = Path(args.output).resolve(), Path(args.input).resolve()
     out = options.out_dir(args.output)  # its one-line refusal, before a cluster starts
+    # BIDS keeps derivatives under derivatives/ of a raw dataset; anything else inside it is not a derivative's place
     if in_path.is_dir() and (out_path == in_path or (in_path in out_path.parents
-                                                     and out_path.relative_to(in_path).parts[0].startswith("sub-"))):
+                                                     and out_path.relative_to(in_path).parts[0] != "derivatives")):
         raise IQTError(f"{args.output}: inside the input dataset's raw data; write the outputs elsewhere, e.g. "
                        f"{Path(args.input) / 'derivatives' / 'iqt'}")
     client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address)
@@ -78,8 +79,10 @@ def run(args) -> int:
     failed = [r for r in results if r["status"] == "failed"]
     for f in failed:
         print(f"  {f['subject']}: {f['reason']}")
-    if failed:
-        print(f"iqt: {len(failed)} of {len(results)} subjects failed (reasons above and in qc.tsv); fix them and rerun "
-              "the same command to finish", file=sys.stderr)
+    if failed:  # one stderr line that holds the reasons too (a cluster's error log may be kept apart from its output)
+        why = ("; ".join(f"{f['subject']}: {f['reason']}" for f in failed) if len(failed) <= 3
+               else ", ".join(f["subject"] for f in failed) + " (reasons above and in qc.tsv)")
+        print(f"iqt: {len(failed)} of {len(results)} subjects failed: {' '.join(why.split())}; fix them and rerun the "
+              "same command to finish", file=sys.stderr)
         return 1
     return 0

@@ -595,3 +595,44 @@ def test_global_linear_sidecar_says_its_map_is_float32(tmp_path):
     model, *_ = _model("global-linear")
     side = model_io.save(model, tmp_path / "gl.npz")
     assert json.loads(side.read_text())["precision"] == "float32"
+
+
+def test_an_md_mode_forest_sees_every_input_in_the_same_unit(small_subject, tmp_path, capsys):
+    """`iqt train --input-unit md-mode` reaches the model and its sidecar, and such a model answers an input scaled by
+    k (another b-value's or scanner's overall diffusivity) with its answer to the input scaled by k, its std too (to
+    the few splits that the MD mode's histogram bins move), where a "fixed"-unit model's own part of the answer
+    changes by 40 %. An unknown unit is refused in one line."""
+    import json
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+
+    paths = {}
+    for unit in ("md-mode", "fixed"):
+        paths[unit] = tmp_path / f"rf_{unit}.npz"
+        assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(paths[unit]), "--n-trees",
+                     "2", "--n-train", "4000", "--input-unit", unit]) == 0
+    side = json.loads(paths["md-mode"].with_suffix(".json").read_text())
+    assert side["input_unit"] == "md-mode" and side["training"]["settings"]["input_unit"] == "md-mode"
+    assert "MD mode" in side["domain"] and model_io.load(paths["fixed"]).input_unit == "fixed"
+    case = make_case(load_subject(small_subject), 2)
+    k = 1.3
+    scaled = Volume(case.lr.data * k, case.lr.affine, "tensor")
+    gap = {}
+    for unit in ("md-mode", "fixed"):
+        rf = methods.get("rf", model=paths[unit])
+        a, b = rf.predict(case.lr, 2, case.lr_mask), rf.predict(scaled, 2, case.lr_mask)
+        res_a = a.tensor.data - methods.get("cubic").predict(case.lr, 2, case.lr_mask).tensor.data  # the model's part
+        gap[unit] = (np.sqrt(np.mean((b.tensor.data - k * a.tensor.data) ** 2) / np.mean((k * res_a) ** 2)),
+                     np.sqrt(np.mean((b.std.data - k * a.std.data) ** 2) / np.mean((k * a.std.data) ** 2)))
+    assert gap["md-mode"][0] < 0.05 and gap["md-mode"][1] < 0.1  # measured 0.010 and 0.035 (a few splits flip)
+    assert gap["fixed"][0] > 0.2 and gap["fixed"][1] > 0.2  # measured 0.44 and 1.24
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # argparse's choices
+        main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),
+              "--input-unit", "b-value"])
+    assert exit_.value.code == 2 and "--input-unit" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
+    with pytest.raises(IQTError, match="--input-unit b-value"):  # the Python API
+        methods.get("rf").fit([small_subject], 2, progress=False, input_unit="b-value")

@@ -60,6 +60,10 @@ def add_parsers(sub) -> None:
     sp.add_argument("--leaf-ridge", type=float, metavar="LAMBDA",
                     help="rf: ridge of each leaf's least-squares map, per example (default: the split search's, 0.2); "
                          "smaller suits leaves refitted on all the data (--refit-leaves)")
+    sp.add_argument("--input-unit", choices=("fixed", "md-mode"),
+                    help="global-linear/rf/biqt: the unit each input is seen in: fixed (1e-3 mm^2/s; the default) or "
+                         "md-mode (the input's MD mode brought to 0.7e-3 mm^2/s, as the CNNs see theirs, so that b-value "
+                         "and scanner differences in diffusivity drop out)")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("--ema", type=float, metavar="DECAY",
@@ -161,7 +165,7 @@ def train_here(args) -> None:
                        subset_fraction=args.subset_fraction, noise_fraction=args.noise_fraction, lr=args.lr, ema=args.ema,
                        flips=True if args.flips else None, reference_noise=True if args.reference_noise else None, n_trees=args.n_trees, max_depth=args.max_depth,
                        min_leaf=args.min_leaf, n_train=args.n_train, refit_leaves=True if args.refit_leaves else None,
-                       leaf_ridge=args.leaf_ridge)
+                       leaf_ridge=args.leaf_ridge, input_unit=args.input_unit)
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)

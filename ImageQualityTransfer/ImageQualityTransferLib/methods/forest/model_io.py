@@ -18,7 +18,7 @@ from ...core import grid
 from ...core.errors import IQTError
 from ...fileio.paths import atomic_write, write_json
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
-from . import SCALE, tree
+from . import INPUT_UNITS, MD_REFERENCE, SCALE, tree
 from .completion import GaussianCompletion
 from .forest import Forest
 from .bayes import NoiseScale
@@ -46,6 +46,7 @@ class ForestModel:
     meta: dict = field(default_factory=dict)
     inputs: str = "patch"  # regressors: the completed patch, or the patch then the cubic values of the block
     target: str = "residual-over-cubic"  # the block predicted: reference minus cubic B-spline interpolation
+    input_unit: str = "fixed"  # the unit inputs are seen in: fixed (1e-3 mm^2/s) or md-mode (forest/__init__.py)
 
 
 def _arrays(model: ForestModel, dtype) -> dict:
@@ -178,10 +179,12 @@ def save(model: ForestModel, path, dtype=None) -> Path:
     atomic_write(p, write)
     side = dict(model.meta)
     side.update({"format": FORMAT, "method": model.method, "factor": grid.record(model.factor), "patch_radius": int(model.n),
-                 "target": model.target, "inputs": model.inputs,
+                 "target": model.target, "inputs": model.inputs, "input_unit": model.input_unit,
                  "n_trees": 0 if model.forest is None else len(model.forest.trees),
                  "n_leaves": 0 if model.forest is None else model.forest.n_leaves,
-                 "domain": f"tensors x {SCALE:g} (1e-3 mm^2/s), canonical RAS axes; target = reference - cubic B-spline",
+                 "domain": (f"tensors x {SCALE:g} (1e-3 mm^2/s)" if model.input_unit == "fixed" else
+                            f"tensors x {SCALE:g} x {MD_REFERENCE:g} / the input's MD mode")
+                           + ", canonical RAS axes; target = reference - cubic B-spline",
                  "precision": _precision(model, dtype), "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
     sp = sidecar_path(p)
     write_json(sp, side)
@@ -206,6 +209,11 @@ def load(path) -> ForestModel:
             a = {k: z[k] for k in z.files}
         method = meta["method"]
         target, inputs = _kind(meta, weights)
+        unit = meta.get("input_unit", "fixed")  # sidecars from before the field: fixed
+        if unit not in INPUT_UNITS:
+            raise IQTError(f"{weights}: this forest model sees its inputs in unit {unit!r}, which this version of the "
+                           f"engine does not know (it knows {', '.join(INPUT_UNITS)}); update the extension or use a model "
+                           "trained by this version")
         comp = GaussianCompletion(a["completion_mean"], a["completion_cov"])
         forest = None
         if method in ("rf", "biqt"):
@@ -229,7 +237,7 @@ def load(path) -> ForestModel:
                 forest.noise = NoiseScale(a["noise_v"], float(a["noise_k"]))
             forest.patch_cols = len(a["completion_mean"])
         model = ForestModel(method, grid.factors(meta["factor"]), int(meta["patch_radius"]), comp, a["gl_W"].astype(np.float32),
-                            forest, meta, inputs=inputs, target=target)
+                            forest, meta, inputs=inputs, target=target, input_unit=unit)
         d = len(a["completion_mean"]) + (math.prod(model.factor) * 6 if inputs == "patch+cubic" else 0) + 1
         if model.gl_W.shape[0] != d:
             raise ValueError(f"the global-linear map has {model.gl_W.shape[0]} rows, inputs {inputs!r} give {d}")

@@ -29,7 +29,7 @@ from ..base import clip_input
 from ..interpolation import upsample_separable
 from .. import symmetry
 from ...core.orientation import Reorientation
-from . import SCALE
+from . import INPUT_UNITS, MD_REFERENCE, SCALE
 from .features import volume_features
 
 
@@ -42,11 +42,18 @@ def offsets(n: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
 
 
-def prepare_input(lr: np.ndarray, r):
-    """Low-res input (mm^2/s) -> (clipped input, cubic B-spline upsampling), both in units of 1e-3 mm^2/s."""
+def prepare_input(lr: np.ndarray, r, unit: str = "fixed"):
+    """Low-res input (mm^2/s) -> (clipped input, cubic B-spline upsampling, scale): both inputs multiplied by the
+    scale, SCALE (1e-3 mm^2/s units) or, for `unit` "md-mode", SCALE * MD_REFERENCE / the input's MD mode."""
+    if unit not in INPUT_UNITS:
+        raise ValueError(f"input unit {unit!r}; known: {', '.join(INPUT_UNITS)}")
     x = clip_input(np.asarray(lr, np.float32)).astype(np.float32)
+    scale = SCALE
+    if unit == "md-mode":
+        mode = tensors.md_mode(x)
+        scale = SCALE * MD_REFERENCE / mode if mode != 1.0 else SCALE  # 1.0: no tissue-like voxel to take it from
     cubic = upsample_separable(x, r, 3)
-    return x * np.float32(SCALE), cubic * np.float32(SCALE)
+    return x * np.float32(scale), cubic * np.float32(scale), float(scale)
 
 
 def to_blocks(hr: np.ndarray, f) -> np.ndarray:
@@ -137,7 +144,7 @@ class Library:
 
 
 def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None, randomise: bool = False,
-                     subsets: float = 0.0, noise: float = 0.0, flips: bool = False):
+                     subsets: float = 0.0, noise: float = 0.0, flips: bool = False, unit: str = "fixed"):
     """Examples of one `dmri.subject.Subject` over its block shifts: list of (X, missing, F, Y, C) arrays
     (C: the cubic B-spline values of each target block, the extra regressors of `inputs="patch+cubic"`);
     with `randomise`, each shift's input is made in a random way (dmri/randomise.py)."""
@@ -151,13 +158,13 @@ def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None
         t0 = time.perf_counter()
         variant = randomise_inputs.draw(rng, dwi.bvals, dwi.bvecs, subsets, noise) if randomise else randomise_inputs.Variant()
         pair = randomise_inputs.degrade_variant(dwi, mask, r, shift, variant)
-        x, cubic = prepare_input(pair.tensor.data, r)
+        x, cubic, scale = prepare_input(pair.tensor.data, r, unit)
         good = to_blocks(deg.hr_crop(good_full, r, shift)[..., None].astype(np.float32), r).min(-1) > 0.5
         sel = support(pair.mask.data) & good
         centres = np.argwhere(sel)
         if rate < 1.0:
             centres = centres[rng.random(len(centres)) < rate]
-        target = to_blocks((deg.hr_crop(truth, r, shift) * SCALE).astype(np.float32), r)
+        target = to_blocks((deg.hr_crop(truth, r, shift) * scale).astype(np.float32), r)
         cb = to_blocks(cubic, r)
         res = target - cb
         X, miss = extract(x, centres, n)
@@ -174,8 +181,10 @@ def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None
 
 
 def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log=None,
-                  randomise: bool = False, subsets: float = 0.0, noise: float = 0.0, flips: bool = False) -> Library:
-    """Library over `subjects` (subject folders, dmri.subject.Coarsened copies or Subject objects), every block shift."""
+                  randomise: bool = False, subsets: float = 0.0, noise: float = 0.0, flips: bool = False,
+                  unit: str = "fixed") -> Library:
+    """Library over `subjects` (subject folders, dmri.subject.Coarsened copies or Subject objects), every block shift;
+    each input and its target in `unit` (prepare_input)."""
     from ...dmri.subject import as_subject
 
     t0 = time.perf_counter()
@@ -187,7 +196,7 @@ def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log
         s = as_subject(s)
         names.append(s.name)
         for p in subject_examples(s, r, n, rate, rng, log=log, randomise=randomise, subsets=subsets, noise=noise,
-                                  flips=flips):
+                                  flips=flips, unit=unit):
             parts.append(p)
             groups.append(np.full(len(p[0]), gi, np.int16))
     cat = [np.concatenate([p[k] for p in parts]) for k in range(5)]

@@ -23,11 +23,13 @@ from ...core.threads import small_solves
 from . import features, linear, patches
 from .completion import GaussianCompletion
 from .forest import Forest
+from . import INPUT_UNITS
 from .model_io import INPUTS, METHODS, ForestModel
 
 DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=20_000, max_depth=6, min_leaf=800,
                 bins=16, ridge=0.2, gl_ridge=1e-4, n_calibration=150_000, randomise=True,
-                subset_fraction=0.0, noise_fraction=0.0, flips=False, refit_leaves=False, leaf_ridge=None)
+                subset_fraction=0.0, noise_fraction=0.0, flips=False, refit_leaves=False, leaf_ridge=None,
+                input_unit="fixed")
 # n_train, refit_leaves, leaf_ridge: the shipped biqt refits its leaves at x2 (with 300,000 examples a tree), x3 and
 # x1,1,2, not at x1,1,3; the shipped rf refits them at every factor with a leaf ridge of 2e-4 (the split search's 0.2
 # held refitted leaves near the subsample's fit). docs/measurements.md, Shipped models; the commands say so.
@@ -60,6 +62,8 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
     if cfg["leaf_ridge"] is not None and method != "rf":
         raise IQTError(f"--leaf-ridge {cfg['leaf_ridge']:g}: it sets rf's least-squares leaves; {method!r} has none to "
                        "set (drop it)")
+    if cfg["input_unit"] not in INPUT_UNITS:
+        raise IQTError(f"--input-unit {cfg['input_unit']}: choose one of {', '.join(INPUT_UNITS)}")
     inputs = 6 * (2 * cfg["n"] + 1) ** 3 + (6 * math.prod(grid.factors(factor)) if cfg["inputs"] == "patch+cubic" else 0)
     if method != "global-linear" and cfg["min_leaf"] is not None and cfg["min_leaf"] <= inputs:
         raise IQTError(f"--min-leaf {cfg['min_leaf']}: each leaf fits a linear map of {inputs} inputs, so it needs "
@@ -70,7 +74,8 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
                                                                     randomise=cfg["randomise"],
                                                                     subsets=cfg["subset_fraction"],
                                                                     noise=cfg["noise_fraction"],
-                                                                    flips=bool(cfg["flips"]))
+                                                                    flips=bool(cfg["flips"]),
+                                                                    unit=cfg["input_unit"])
     if len(lib) == 0:
         raise IQTError("no training example found (empty brain masks?); check the subject folders")
     t_lib = time.perf_counter() - t0
@@ -106,7 +111,8 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
                      "settings": {k: (float(v) if isinstance(v, float) else v) for k, v in cfg.items()},
                      "library_seconds": round(t_lib, 1), "seconds": round(time.perf_counter() - t0, 1)},
     }
-    return ForestModel(method, grid.factors(factor), lib.n, comp, gl.W.astype(np.float32), forest, meta, inputs=cfg["inputs"])
+    return ForestModel(method, grid.factors(factor), lib.n, comp, gl.W.astype(np.float32), forest, meta, inputs=cfg["inputs"],
+                       input_unit=cfg["input_unit"])
 
 
 def design(X: np.ndarray, C: np.ndarray | None, inputs: str) -> np.ndarray:
@@ -123,7 +129,7 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     """Low-res canonical tensors (mm^2/s) -> high-res tensors (mm^2/s) and, for rf/biqt, the per-voxel std map.
     `progress(fraction)` is called after each chunk of patches (it may raise to stop the prediction)."""
     r, n = model.factor, model.n
-    x, cubic = patches.prepare_input(lr, r)
+    x, cubic, scale = patches.prepare_input(lr, r, model.input_unit)
     cubic_blocks = patches.to_blocks(cubic, r) if model.inputs == "patch+cubic" else None
     present = np.any(x != 0, axis=-1)
     base = mask if mask is not None else present
@@ -151,10 +157,10 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     hr = cubic + patches.from_blocks(res, r)
     hr_sup = repeat_blocks(sup, r)
     hr[~hr_sup] = 0.0
-    hr /= np.float32(patches.SCALE)
+    hr /= np.float32(scale)
     unc = {}
     if var is not None:
-        std = np.sqrt(patches.from_blocks(var, r).mean(-1)) / np.float32(patches.SCALE)
+        std = np.sqrt(patches.from_blocks(var, r).mean(-1)) / np.float32(scale)
         std[~hr_sup] = 0.0
         unc["std"] = std.astype(np.float32)
     return hr.astype(np.float32), unc

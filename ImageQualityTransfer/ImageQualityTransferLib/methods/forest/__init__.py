@@ -5,7 +5,8 @@ Bayesian linear node models (`linear`, `bayes`), regression trees with linear le
 search from sufficient statistics (`tree`), forests (`forest`), completion of patches that reach outside
 the data (`completion`), safe model files (`model_io`) and training (`training`).
 
-Working domain: tensors in units of 1e-3 mm^2/s (`SCALE`), axes canonical (RAS) as `Method.predict`
+Working domain: tensors in units of 1e-3 mm^2/s (`SCALE`; with the input unit "md-mode", in units of the input's MD
+mode over 0.7e-3 mm^2/s, the target too), axes canonical (RAS) as `Method.predict`
 feeds them; the regression target is the residual of the high-res reference over cubic B-spline
 interpolation of the low-res input, per r^3 block (r^3 x 6 values, block-major then element); the prediction
 is the cubic interpolation plus the model's output. Model sidecars say so ("target": "residual-over-cubic")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ...core.errors import IQTError
+from ...methods.forest import INPUT_UNITS  # constants only: the forests stay unimported until used
 from . import options
 
 
@@ -60,7 +61,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--leaf-ridge", type=float, metavar="LAMBDA",
                     help="rf: ridge of each leaf's least-squares map, per example (default: the split search's, 0.2); "
                          "smaller suits leaves refitted on all the data (--refit-leaves)")
-    sp.add_argument("--input-unit", choices=("fixed", "md-mode"),
+    sp.add_argument("--input-unit", choices=INPUT_UNITS,
                     help="global-linear/rf/biqt: the unit each input is seen in: fixed (1e-3 mm^2/s; the default) or "
                          "md-mode (the input's MD mode brought to 0.7e-3 mm^2/s, as the CNNs see theirs, so that b-value "
                          "and scanner differences in diffusivity drop out)")

@@ -89,7 +89,7 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
 
     base = "sub-01_space-orig_res-2x_model-biqt_param-"
     names = {f"{base}tensor_dwimap", f"{base}fa_dwimap", f"{base}md_dwimap", f"{base}tensor_desc-std_dwimap",
-             f"{base}tensor_desc-direction_dwimap"}
+             f"{base}tensor_desc-direction_dwimap", base.replace("_param-", "_desc-brain_mask")}
     files = {p.name for p in (out / "sub-01" / "dwi").iterdir()}
     assert files == {n + ext for n in names for ext in (".nii.gz", ".json")}
     assert not (out / "sub-03").exists()
@@ -102,6 +102,10 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     assert hr.shape3 == (64, 72, 56) and np.allclose(hr.voxel_size, 2.0)
     fa = fileio.load_scalar(out / "sub-01" / "dwi" / f"{base}fa_dwimap.nii.gz").data
     assert 0 <= fa.min() and fa.max() <= 1 and fa.max() > 0.3
+    # the run's brain mask on the output grid, for averaging the maps over the brain: the DWI's own mask, upsampled
+    brain = fileio.load_mask(out / "sub-01" / "dwi" / (base.replace("_param-", "_desc-brain_mask") + ".nii.gz"))
+    assert brain.shape3 == hr.shape3 and np.allclose(brain.affine, hr.affine)
+    assert 0.05 < brain.data.mean() < 0.9 and np.all(np.any(hr.data[brain.data] != 0, axis=-1))
 
     rows = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
     assert rows[0][:6] == ["subject", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s"]

@@ -10,6 +10,7 @@ import pytest
 
 from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core.grid import repeat_blocks
 from ImageQualityTransferLib.core.volume import Volume
 
 from helpers import AXIAL, need_data
@@ -243,13 +244,18 @@ def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
     assert code == 0, err
     up = fileio.load_tensor(tmp_path / "up.nii.gz")
     assert up.shape3 == (32, 36, 27)
-    # a mask on the high-res grid of the per-axis factors is taken too (reduced by block majority)
+    lr_blocks = repeat_blocks(fileio.load_mask(tmp_path / "lrmask.nii.gz").data, (1, 2, 3))
+    assert np.any(up.data[~lr_blocks] != 0)  # a mask on the input's grid: its edge voxels' neighbours answered too
+    # a mask on the high-res grid of the per-axis factors is taken too (reduced by block majority for the run),
+    # and the output is zero outside it
     hr_mask = fileio.load_mask(tmp_path / "mask.nii.gz").data[:, :, :27]
     fileio.save_mask(Volume(hr_mask, up.affine, "mask"), tmp_path / "hrmask.nii.gz")
     code, _, err = run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / "up2.nii.gz", "--method",
                            "linear", "--factor", "1,2,3", "--mask", tmp_path / "hrmask.nii.gz")
     assert code == 0, err
-    np.testing.assert_array_equal(fileio.load_tensor(tmp_path / "up2.nii.gz").data, up.data)
+    up2 = fileio.load_tensor(tmp_path / "up2.nii.gz").data
+    assert not up2[~hr_mask].any() and np.any(up2[hr_mask] != 0, axis=-1).all()
+    np.testing.assert_array_equal(up2[hr_mask & lr_blocks], up.data[hr_mask & lr_blocks])
     code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                              "--mask", tmp_path / "mask.nii.gz", "--factor", "1,2,3", "--json", tmp_path / "m.json")
     assert code == 0, err

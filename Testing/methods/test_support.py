@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage
 
 from ImageQualityTransferLib import methods
+from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.grid import repeat_blocks
 
 
@@ -141,3 +142,21 @@ def test_a_generous_support_flags_nonphysical_voxels_against_the_brains_edge():
     std = np.where(ring, 2e-5, np.where(present, 2e-4, 0.0))  # the brain (edge and all) more uncertain than the ring
     out = flag_nonphysical(t, std, 2)
     assert np.isclose(out[3, 20, 20], 2e-4)
+
+
+@pytest.mark.parametrize("grid_of_mask", ["input", "output"])
+def test_a_mask_the_user_gives_keeps_every_output_to_it(tight_case, grid_of_mask):
+    """`Prediction.within`: zero outside a mask on the input's grid (its voxels' blocks) or on the output's, every
+    map too; inside it, every value as `predict` gave it."""
+    given = tight_case.lr_mask if grid_of_mask == "input" else tight_case.lr_mask.replace(
+        data=repeat_blocks(tight_case.lr_mask.data, 2) & tight_case.hr_mask)
+    region = np.asarray(given.data, bool) if grid_of_mask == "output" else repeat_blocks(given.data, 2)
+    pred = methods.get("biqt").predict(tight_case.lr, 2, tight_case.lr_mask, direction=True)
+    assert np.any(pred.tensor.data[~region] != 0)  # predict answers beyond the mask's edge
+    cut = pred.within(given, 2)
+    for key in ("tensor", *pred.maps()):
+        before, after = getattr(pred, key).data, getattr(cut, key).data
+        assert not after[~region].any(), key
+        assert np.array_equal(after[region], before[region]), key
+    with pytest.raises(IQTError, match="matches neither"):
+        pred.within(tight_case.lr_mask.replace(data=np.ones((5, 5, 5), bool)), 2)

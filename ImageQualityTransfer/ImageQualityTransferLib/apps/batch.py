@@ -140,13 +140,14 @@ def find_items(path) -> list[Item]:
 
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
-    """File name of every output by key ("tensor", "fa", "md", then the uncertainty maps): the BIDS entities of the
-    input, then space-orig, res-<factor>x (res-1x1x3x for per-axis factors), model-<method>, param-<tensor|fa|md>,
-    desc-<map> for uncertainty maps."""
+    """File name of every output by key ("tensor", "fa", "md", "mask", then the uncertainty maps): the BIDS entities
+    of the input, then space-orig, res-<factor>x (res-1x1x3x for per-axis factors), model-<method>, param-<tensor|fa|md>,
+    desc-<map> for uncertainty maps; desc-brain_mask for the run's brain mask."""
     from ..core.grid import text
 
     base = f"{item.prefix}_space-orig_res-{text(s.factor).replace(',', 'x')}x_model-{label(_method_label(s))}"
     names = {p: f"{base}_param-{p}_dwimap.nii.gz" for p in ("tensor", "fa", "md")}
+    names["mask"] = f"{base}_desc-brain_mask.nii.gz"
     for m in maps:
         names[m] = f"{base}_param-tensor_desc-{label(m)}_dwimap.nii.gz"
     return names
@@ -307,18 +308,22 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         lr = fileio.load_tensor(item.path, s.tensor_order)
         inside = np.any(lr.data != 0, axis=-1)
         mask = Volume(inside, lr.affine, "mask") if inside.any() and not inside.all() else None
-    pred = _method(s).predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
+    method = _method(s)
+    if mask is None:  # tensors over the whole field of view: the brain estimated from them (said in one warning)
+        mask = method.support(lr)
+    pred = method.predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
     t = pred.tensor
+    brain = np.ones(t.shape3, bool) if mask is None else grid.repeat_blocks(np.asarray(mask.data, bool), s.factor)
     vols = {"tensor": t, "fa": t.replace(data=tensors.fa_fast(t.data).astype(np.float32), kind="scalar"),
-            "md": t.replace(data=tensors.md(t.data).astype(np.float32), kind="scalar")}
+            "md": t.replace(data=tensors.md(t.data).astype(np.float32), kind="scalar"),
+            "mask": t.replace(data=brain, kind="mask")}
     if s.uncertainty:
         vols.update(pred.maps())
     inside = np.ones(lr.shape3, bool) if mask is None else np.asarray(mask.data, bool)
-    hr_inside = grid.repeat_blocks(inside, s.factor)
     vox = lr.voxel_size
     qc = {"voxel_mm": "x".join(f"{v:.2f}" for v in vox), "voxel_mm3": float(np.prod(vox)), "snr": snr,
           "brain_ml": float(inside.sum() * np.prod(vox) / 1000.0),
-          "median_std": float(np.median(pred.std.data[hr_inside])) if s.uncertainty and pred.std is not None else float("nan")}
+          "median_std": float(np.median(pred.std.data[brain])) if s.uncertainty and pred.std is not None else float("nan")}
     return vols, qc
 
 
@@ -372,9 +377,12 @@ DESCRIPTIONS = {
     "std_parameter": "parameter (model) part of the standard deviation",
     "md_std": "standard deviation of the mean diffusivity",
     "fa_std": "standard deviation of the fractional anisotropy",
+    "mask": "the brain mask of the run on the high-resolution grid (the low-res mask the DWI was fitted in, the "
+            "input tensors' own or the brain estimated from them, upsampled by nearest); the outputs reach one "
+            "low-res voxel beyond it, where the brain's edge holds brain in part of a voxel",
 }
 UNITS = {"tensor": "mm^2/s", "fa": "", "md": "mm^2/s", "std": "mm^2/s", "direction": "degrees", "std_intrinsic": "mm^2/s",
-         "std_parameter": "mm^2/s", "md_std": "mm^2/s", "fa_std": ""}
+         "std_parameter": "mm^2/s", "md_std": "mm^2/s", "fa_std": "", "mask": ""}
 
 
 # ---------------------------------------------------------------- the cohort

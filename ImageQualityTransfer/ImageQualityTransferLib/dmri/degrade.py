@@ -152,9 +152,11 @@ def load_lowres_mask(path, lr: Volume, r) -> Volume | None:
     majority, as `degrade` makes the low-res mask); None without a path."""
     from .. import fileio
 
-    if not path:
-        return None
-    mask = fileio.load_mask(path, lr, r)
-    if mask.shape3 != lr.shape3:
-        mask = lr.replace(data=block_majority(mask.data, r), kind="mask")
-    return mask
+    return lowres_mask(fileio.load_mask(path, lr, r) if path else None, lr, r)
+
+
+def lowres_mask(mask: Volume | None, lr: Volume, r) -> Volume | None:
+    """`mask` on the low-res input's grid: itself, or reduced by block majority from the high-res grid."""
+    if mask is None or mask.shape3 == lr.shape3:
+        return mask
+    return lr.replace(data=block_majority(mask.data, r), kind="mask")

@@ -8,7 +8,7 @@ input's own grid, so that every method answers the same whatever the storage ord
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,25 @@ class Prediction:
     def maps(self) -> dict[str, Volume]:
         """The uncertainty maps present, by name ("std" first): the suffixes of the files beside the output."""
         return {f.name: getattr(self, f.name) for f in fields(self)[1:] if getattr(self, f.name) is not None}
+
+    def within(self, mask: Volume, factor) -> "Prediction":
+        """Every output exactly zero outside a mask the user gave: on the high-res grid, the mask itself; on the
+        input's grid (factors `factor`), the high-res blocks of its voxels. `predict` answers a low-res voxel further
+        (the input's brain edge holds brain in part of its block); a user who gives a mask expects nothing outside it."""
+        region = np.asarray(mask.data, bool)
+        shape = self.tensor.shape3
+        if region.shape != shape:
+            region = grid.repeat_blocks(region, factor)
+        if region.shape != shape:
+            raise IQTError(f"mask shape {np.asarray(mask.data).shape} matches neither the output {shape} nor its input's "
+                           "grid; give a mask on the input's grid or on the output's")
+
+        def cut(v: Volume) -> Volume:
+            keep = region[..., None] if v.data.ndim == 4 else region
+            return v.replace(data=np.where(keep, v.data, 0).astype(v.data.dtype))
+
+        return replace(self, **{f.name: cut(getattr(self, f.name)) for f in fields(self)
+                                if getattr(self, f.name) is not None})
 
 
 

@@ -1,6 +1,8 @@
 """`iqt benchmark` over input styles: rows per subject, style and method, ratios to cubic on the same input, and the
 summary over subjects; the non-physical-output figure of the evaluation."""
 
+import json
+
 import numpy as np
 
 from ImageQualityTransferLib.analysis import benchmark, evaluation
@@ -25,7 +27,7 @@ def test_benchmark_scores_each_style_against_cubic_on_the_same_input(small_subje
     assert "| linear | tight | 1 |" in out and "[tight]" in out
 
 
-def test_benchmark_at_per_axis_factors(small_subject, capsys):
+def test_benchmark_at_per_axis_factors(small_subject, capsys, tmp_path):
     """Thick slices (1,1,3): the ready methods are the interpolations and the learned ones with a model for those
     factors (or a reordering of them), and each is scored on the (1,1,3) grid."""
     from ImageQualityTransferLib import methods
@@ -40,8 +42,15 @@ def test_benchmark_at_per_axis_factors(small_subject, capsys):
     assert [r["method"] for r in rows] == ["cubic", "nearest"]
     assert all(r["interior"]["n_voxels"] > 0 for r in rows)
     assert rows[1]["interior"]["dt_rmse"] > rows[0]["interior"]["dt_rmse"]  # cubic beats nearest along z
-    assert main(["benchmark", str(small_subject), "--methods", "nearest", "--factor", "1,1,3"]) == 0
+    assert main(["benchmark", str(small_subject), "--methods", "nearest", "--factor", "1,1,3", "--json",
+                 str(tmp_path / "b.json")]) == 0
     assert "| nearest |" in capsys.readouterr().out
+    # the JSON says what ran and in which units, beside the rows
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["settings"]["factor"] == [1, 1, 3] and doc["settings"]["methods"] == ["nearest"]
+    assert doc["settings"]["styles"] == ["own"] and doc["settings"]["mask"] is True and doc["version"]
+    assert doc["settings"]["command"].startswith("iqt benchmark ") and "--factor 1,1,3" in doc["settings"]["command"]
+    assert doc["units"]["dt_rmse"] == "1e-5 mm^2/s" and [r["method"] for r in doc["rows"]] == ["cubic", "nearest"]
 
 
 def test_nonphysical_outputs_are_counted_and_checked_against_the_edge_uncertainty():

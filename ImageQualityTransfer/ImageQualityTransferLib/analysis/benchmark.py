@@ -135,9 +135,9 @@ def _fmt(x, digits=2):
 def markdown_table(rows) -> str:
     """Subject, method, DT-RMSE per region (1e-5 mm^2/s) with ratio to cubic and the reference noise floor, FA and
     principal-direction errors, uncertainty calibration (element std; direction over tracked voxels), time, memory."""
-    head = ("| subject | method | interior DT-RMSE | × cubic | exterior DT-RMSE | × cubic | "
+    head = ("| subject | method | interior DT-RMSE (1e-5 mm²/s) | × cubic | exterior DT-RMSE (1e-5 mm²/s) | × cubic | "
             "ref. noise floor (int / ext) | FA RMSE (int) | e1 error ° (int) | uncert. ρ (int / ext / brain) | within ±2σ (int) | "
-            "direction ρ / within 2× | non-physical: voxels / uncert. ≥ edge median | time (s) | peak MB above start |")
+            "direction ρ / within 2× | non-physical voxels / share with σ ≥ edge median | time (s) | peak MB above start |")
     lines = [head, "|" + "---|" * 15]
     for r in rows:
         i, e, w = r["interior"], r["exterior"], r.get("brain", {})
@@ -178,6 +178,27 @@ def summary_table(rows) -> str:
                      f"{span([r['exterior'].get('ratio_to_cubic') for r in sel])} | "
                      f"{span([b.get('spearman') for b in brain], False)} | {span([b.get('within_2sigma') for b in brain], False)} |")
     return "\n".join(lines)
+
+
+UNITS = {
+    "dt_rmse": "1e-5 mm^2/s", "md_rmse": "1e-5 mm^2/s", "noise_floor": "1e-5 mm^2/s", "fa_rmse": "FA (unitless)",
+    "psnr": "dB", "angle_error": "degrees (principal eigenvector)", "ratio_to_cubic": "this method's dt_rmse over cubic's "
+    "on the same input", "spearman": "Spearman correlation of the std map with the per-voxel error",
+    "within_2sigma": "share of element errors within ±2 std", "direction_within_2": "share of voxels whose direction "
+    "error is within twice the direction map", "n_nonphysical": "output voxels inside the brain with a negative "
+    "eigenvalue", "nonphysical_flagged": "share of those whose std is at least the brain edge's median",
+    "n_voxels": "voxels in the region", "seconds": "wall seconds of the method's predict", "peak_mb": "MB of memory "
+    "above the run's start (peak)",
+}
+
+
+def document(rows, **settings) -> dict:
+    """The JSON `iqt benchmark --json` writes: what ran (software, version, settings) and each figure's unit, then
+    the rows, so that a file read months later says what its numbers are."""
+    from ..core.version import __version__
+
+    return {"software": "ImageQualityTransfer", "version": __version__, "settings": settings, "units": UNITS,
+            "rows": rows}
 
 
 # ---------------------------------------------------------------- speed on an HCP-sized volume

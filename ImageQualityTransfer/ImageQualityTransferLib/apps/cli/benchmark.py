@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ...core.errors import IQTError
 from . import options
 
@@ -33,15 +35,20 @@ def run(args):
     plan = fileio.Outputs(*args.subjects)
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()
+    settings = {"command": "iqt " + " ".join(getattr(args, "argv", sys.argv[1:])),
+                "factor": grid.record(f), "methods": names, "tta": args.tta}
     if args.speed:
         rows = benchmark.speed(names, tta=args.tta)
         print(benchmark.speed_table(rows))
+        settings.update(speed=True, shape=list(benchmark.HCP_LR_SHAPE))
     else:
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
                              mask=not args.no_mask, tta=args.tta)
+        settings.update(subjects=[str(s) for s in args.subjects], styles=styles, mask=not args.no_mask,
+                        tracts=args.tracts)
         print(benchmark.markdown_table(rows))
         if len(args.subjects) > 1 or len(styles) > 1:
             print()
@@ -50,4 +57,4 @@ def run(args):
             print()
             print(benchmark.tract_table(rows))
     if json_out:
-        fileio.write_json(json_out, rows)
+        fileio.write_json(json_out, benchmark.document(rows, **settings))

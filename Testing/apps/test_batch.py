@@ -108,18 +108,22 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     assert 0.05 < brain.data.mean() < 0.9 and np.all(np.any(hr.data[brain.data] != 0, axis=-1))
 
     rows = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
-    assert rows[0][:6] == ["subject", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s"]
+    assert rows[0][:8] == ["subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s"]
     qc = {r[0]: r for r in rows[1:]}
-    assert qc["sub-01"][1] == "done" and qc["sub-01"][2] == "4.00x4.00x4.00"
-    assert float(qc["sub-01"][3]) > 5 and 100 < float(qc["sub-01"][4]) < 2000 and float(qc["sub-01"][5]) > 0
-    assert qc["sub-03"][1] == "failed" and "truncated" in qc["sub-03"][-1]
+    assert qc["sub-01"][1:5] == ["biqt", "2x", "done", "4.00x4.00x4.00"]
+    assert float(qc["sub-01"][5]) > 5 and 100 < float(qc["sub-01"][6]) < 2000 and float(qc["sub-01"][7]) > 0
+    assert qc["sub-03"][3] == "failed" and "truncated" in qc["sub-03"][-1]
     assert "sub-03" in (out / "qc.html").read_text()
+    seconds = {r[0]: r[9] for r in rows[1:]}
 
     # a rerun redoes nothing; a deleted output redoes that subject only
     first = outputs(out / "sub-01") | outputs(out / "sub-02")
     code, stdout, _ = run_cli(capsys, *args)
     assert code == 1 and "0 done, 2 skipped" in stdout
     assert outputs(out / "sub-01") | outputs(out / "sub-02") == first
+    again = {r.split("\t")[0]: r.split("\t") for r in (out / "qc.tsv").read_text().splitlines()[1:]}
+    assert again["sub-01"][3] == "skipped" and float(seconds["sub-01"]) > 0  # the run's time kept
+    assert abs(float(again["sub-01"][9]) - float(seconds["sub-01"])) <= 0.2
     (out / "sub-02" / "dwi" / "sub-02_space-orig_res-2x_model-biqt_param-fa_dwimap.nii.gz").unlink()
     code, stdout, _ = run_cli(capsys, *args)
     assert code == 1 and "1 done, 1 skipped" in stdout
@@ -127,6 +131,12 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     assert {p.name for p in (out / "sub-02" / "dwi").iterdir()} == {n.replace("sub-01", "sub-02") + ext
                                                                     for n in names for ext in (".nii.gz", ".json")}
     assert {str(p): sha(p) for p in ds.rglob("*") if p.is_file()} == before  # inputs never modified
+    # another method into the same folder: its rows join the QC, the first run's stay
+    code, stdout, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "linear", "--scheduler", cluster)
+    assert code == 1, err
+    runs = [tuple(line.split("\t")[:4]) for line in (out / "qc.tsv").read_text().splitlines()[1:]]
+    assert ("sub-01", "biqt", "2x", "skipped") in runs and ("sub-01", "linear", "2x", "done") in runs
+    assert len(runs) == 6
 
 
 @pytest.mark.slow
@@ -248,7 +258,7 @@ def test_two_real_dev_subjects_as_bids(tmp_path, capsys, cluster):
     rows = {r.split("\t")[0]: r.split("\t") for r in (out / "qc.tsv").read_text().splitlines()[1:]}
     for name, _ in pairs:
         r = rows[f"sub-{name}"]
-        assert r[1] == "done" and r[2] == "3.00x3.00x3.00" and float(r[3]) > 3 and 800 < float(r[4]) < 2500, r
+        assert r[3] == "done" and r[4] == "3.00x3.00x3.00" and float(r[5]) > 3 and 800 < float(r[6]) < 2500, r
         hr = fileio.load_tensor(out / f"sub-{name}" / "dwi" / f"sub-{name}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz")
         assert np.allclose(hr.voxel_size, 1.5)
 

@@ -348,6 +348,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         for key, name in names.items():  # data first, every sidecar after, the tensor's last
             (fileio.save_tensor if key == "tensor" else fileio.save_scalar)(vols[key], folder / name)
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
         for key in [k for k in names if k != "tensor"] + ["tensor"]:
             meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": [item.source or item.path],
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file,
@@ -430,7 +431,8 @@ def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> No
                 r["outlier"].append(m)
 
 
-QC_COLUMNS = ("subject", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s", "outlier", "seconds", "reason")
+QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s", "outlier",
+              "seconds", "reason")
 
 
 def _fmt(v, spec):
@@ -441,34 +443,53 @@ def _fmt(v, spec):
     return format(v, spec) if np.isfinite(v) else "n/a"
 
 
-def qc_rows(results: list[dict]) -> list[list[str]]:
+def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[str]]:
+    """One QC row per subject of a run of `model` (the outputs' model- label) at `res` (their res- label)."""
     rows = []
     for r in results:
         q = r["qc"]
-        rows.append([r["subject"], r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
+        seconds = q.get("seconds") if r["status"] == "skipped" else r.get("seconds")  # a skip keeps the run's time
+        rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), _fmt(q.get("median_std"), ".3g"),
-                     ",".join(r.get("outlier", [])) or "-", _fmt(r.get("seconds"), ".1f"), r.get("reason", "")])
+                     ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
     return rows
 
 
-def write_qc(out_root: Path, results: list[dict]) -> None:
-    """qc.tsv and qc.html: one row per subject, outliers by `flag_outliers`."""
-    flag_outliers(results)
-    rows = qc_rows(results)
-    tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
+def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> None:
+    """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
+    rows of other runs into the same folder (another method or factor) are kept."""
+    from ..core.grid import text
     from ..fileio import write_text
 
+    flag_outliers(results)
+    model = label(_method_label(s)) if s is not None else ""
+    res = text(s.factor).replace(",", "x") + "x" if s is not None else ""
+    rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res)] + qc_rows(results, model, res)
+    rows.sort(key=lambda r: (r[1], r[2]))  # by run; subjects in input order within each
+    tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
     write_text(out_root / "qc.tsv", tsv)
+    flag = QC_COLUMNS.index("outlier")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in QC_COLUMNS)
     body = "".join(
-        "<tr{}>{}</tr>".format(' class="flag"' if row[6] != "-" or row[1] == "failed" else "",
+        "<tr{}>{}</tr>".format(' class="flag"' if row[flag] != "-" or row[3] == "failed" else "",
                                "".join(f"<td>{html.escape(c)}</td>" for c in row)) for row in rows)
     page = ("<!doctype html><meta charset='utf-8'><title>IQT cohort QC</title><style>body{font-family:sans-serif}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fdd}</style>"
-            f"<h1>IQT cohort QC</h1><p>{len(rows)} subjects. SNR: mean b0 in the brain / std of the b0 background. "
-            "Outlier: outside median &plusmn; 3 MAD (scaled) on voxel volume, SNR, brain volume or median uncertainty."
-            f"</p><table><tr>{head}</tr>{body}</table>\n")
+            f"<h1>IQT cohort QC</h1><p>{len(rows)} rows (subject, model, res). SNR: mean b0 in the brain / std of the b0 "
+            "background. Outlier: outside median &plusmn; 3 MAD (scaled) on voxel volume, SNR, brain volume or median "
+            f"uncertainty, within each run.</p><table><tr>{head}</tr>{body}</table>\n")
     write_text(out_root / "qc.html", page)
+
+
+def _read_qc(path: Path) -> list[list[str]]:
+    """The rows of an earlier qc.tsv in this layout (an older layout's rows are dropped: their run is unknown)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    if not lines or tuple(lines[0].split("\t")) != QC_COLUMNS:
+        return []
+    return [row for row in (line.split("\t") for line in lines[1:]) if len(row) == len(QC_COLUMNS)]
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto", dashboard_address=":8787"):
@@ -531,7 +552,7 @@ def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: 
             bar.update(1)
     bar.close()
     ordered = [results[it.prefix] for it in items]
-    write_qc(out_root, ordered)
+    write_qc(out_root, ordered, s)
     return ordered
 
 

@@ -322,3 +322,15 @@ def test_a_listed_mrtrix_tensor_file_is_read_in_its_order_and_frame(tmp_path):
     got.unlink()
     rows = batch.run_cohort(items[:1], batch.Settings(method="cubic"), out, client=None, progress=False)
     assert [r["status"] for r in rows] == ["failed"] and "--tensor-order" in rows[0]["reason"]
+
+
+def test_list_subjects_are_named_apart(tmp_path):
+    """A list names each subject after its folder or file; an existing sub- is not doubled, and names that would
+    collide (per-subject dwi/ folders, two sites with the same subject code) take parent folders until they differ."""
+    (tmp_path / "l.txt").write_text("subs/sub-07\nc/P02/dwi\nc/P03/dwi\nsiteA/P01\nsiteB/P01\nx/s1_dti.nii.gz\n")
+    items = batch.find_items(tmp_path / "l.txt")
+    assert [i.prefix for i in items] == ["sub-07", "sub-P02dwi", "sub-P03dwi", "sub-siteAP01", "sub-siteBP01", "sub-s1dti"]
+    assert items[1].path == str(tmp_path / "c" / "P02" / "dwi" / "dwi.nii.gz")
+    (tmp_path / "same.txt").write_text("a/P01\na/P01\n")  # the same subject twice is still refused
+    with pytest.raises(batch.IQTError, match="is listed twice"):
+        batch.find_items(tmp_path / "same.txt")

@@ -90,7 +90,9 @@ def bids_items(root) -> list[Item]:
 
 def list_items(listfile) -> list[Item]:
     """A text file with one subject folder (dwi.nii.gz, dwi.bval, dwi.bvec inside) or DTI file per line; relative
-    paths are read from the list's folder, blank lines and lines starting with # are skipped."""
+    paths are read from the list's folder, blank lines and "#" comments are skipped. Each subject is named after the
+    folder or file (a "sub-" it already has is not doubled); where two would share a name, after as many parent folders
+    as tell them apart (c/P02/dwi and c/P03/dwi: sub-P02dwi and sub-P03dwi)."""
     from ..fileio import TENSOR_SUFFIXES
 
     listfile = Path(listfile)
@@ -99,24 +101,33 @@ def list_items(listfile) -> list[Item]:
     except (OSError, UnicodeDecodeError) as exc:
         raise IQTError(f"{listfile}: cannot be read as a text list of subjects ({exc}); give a BIDS folder or a text file "
                        "with one subject folder or DTI file per line") from None
-    items = []
+    entries = []  # (path parts naming the subject, kind, input path, the line)
     for line in lines:
         line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()  # "#" starts a comment, also after a path
         if not line:
             continue
         p = Path(line) if Path(line).is_absolute() else listfile.parent / line
+        parts = [x for x in Path(line).parts if x not in ("/", "..", ".")]
         if str(p).lower().endswith(TENSOR_SUFFIXES):
-            name = p.name
-            for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True):
-                if name.lower().endswith(suf):
-                    name = name[: -len(suf)]
-                    break
-            sub = "sub-" + label(name)
-            items.append(Item(sub, f"{sub}/dwi", str(p), "dti", line))
+            suffix = next(suf for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True) if p.name.lower().endswith(suf))
+            parts[-1] = p.name[: -len(suffix)]
+            entries.append((parts, "dti", str(p), line))
         else:
-            sub = "sub-" + label(p.name)
-            items.append(Item(sub, f"{sub}/dwi", str(p / "dwi.nii.gz"), "dwi", line))
-    return items
+            entries.append((parts, "dwi", str(p / "dwi.nii.gz"), line))
+    depth = [1] * len(entries)
+    while True:  # lengthen the colliding names by a parent folder until they differ (or no folder is left)
+        names = [_list_label(e[0], d) for e, d in zip(entries, depth)]
+        grow = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(entries[i][0])]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    return [Item(sub, f"{sub}/dwi", path, kind, line) for sub, (_, kind, path, line) in zip(names, entries)]
+
+
+def _list_label(parts: list[str], depth: int) -> str:
+    text = "".join(parts[-depth:])
+    return "sub-" + label(text[4:] if text.lower().startswith("sub-") else text)
 
 
 def find_items(path) -> list[Item]:
@@ -130,6 +141,8 @@ def find_items(path) -> list[Item]:
                        "subject folder or DTI file per line")
     seen = {}
     for it in items:
+        if it.prefix in seen and Path(seen[it.prefix]).resolve() == Path(it.path).resolve():
+            raise IQTError(f"{it.path} is listed twice; list each subject once")
         if it.prefix in seen:
             raise IQTError(f"{it.path} and {seen[it.prefix]} both become {it.prefix}; rename one of them")
         seen[it.prefix] = it.path

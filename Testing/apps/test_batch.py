@@ -238,6 +238,14 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
         assert code == 2 and "inside the input dataset" in err and not (ds / "iqt").exists()
     code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "no" / "such", "--method", "cubic")
     assert code == 2 and "does not exist" in err
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on: refused at once, not after Dask's retries
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o2", "--method", "cubic", "--scheduler",
+                           f"tcp://127.0.0.1:{port}")
+    assert code == 2 and "cannot connect" in err and "refused" in err and not (tmp_path / "o2").exists()
     assert not (tmp_path / "o").exists()
 
 

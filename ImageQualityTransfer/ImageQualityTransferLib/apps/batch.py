@@ -515,6 +515,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
 
     if scheduler:
         try:
+            _reachable(scheduler)
             return Client(scheduler, timeout="20s"), None
         except (OSError, TimeoutError, ValueError) as exc:
             raise IQTError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())}); start one with "
@@ -527,6 +528,19 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
                                dashboard_address=dashboard_address, silence_logs=logging.ERROR)
     return Client(cluster), cluster
+
+
+def _reachable(address: str) -> None:
+    """An OSError at once when nothing listens at a tcp/tls scheduler address: Dask's Client would retry a refused
+    connection until its timeout (about 24 s)."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    proto, loc = parse_address(address)
+    if proto in ("tcp", "tls"):
+        with socket.create_connection(parse_host_port(loc), timeout=5):
+            pass
 
 
 def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: bool = True) -> list[dict]:

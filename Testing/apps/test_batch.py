@@ -81,6 +81,7 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
 
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative" and desc["BIDSVersion"]
+    assert desc["DatasetLinks"]["raw"] == ds.absolute().as_uri() and desc["SourceDatasets"] == [{"URL": ds.absolute().as_uri()}]
     gen = desc["GeneratedBy"][0]
     assert gen["Name"] == "ImageQualityTransfer" and gen["Method"] == "biqt" and gen["Version"]
     model_side = Path(gen["Model"])
@@ -97,7 +98,7 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     src = ds / "sub-01" / "dwi" / "sub-01_dwi.nii.gz"
     assert side["InputSHA256"] == sha(src) and Path(side["InputFile"]) == src.absolute()
     assert side["Method"] == "biqt" and side["Factor"] == 2 and side["ModelSHA256"] == gen["ModelSHA256"]
-    assert side["SoftwareVersion"] and side["Time"] and side["Sources"] == ["sub-01/dwi/sub-01_dwi.nii.gz"]
+    assert side["SoftwareVersion"] and side["Time"] and side["Sources"] == ["bids:raw:sub-01/dwi/sub-01_dwi.nii.gz"]
     hr = fileio.load_tensor(out / "sub-01" / "dwi" / f"{base}tensor_dwimap.nii.gz")
     assert hr.shape3 == (64, 72, 56) and np.allclose(hr.voxel_size, 2.0)
     fa = fileio.load_scalar(out / "sub-01" / "dwi" / f"{base}fa_dwimap.nii.gz").data

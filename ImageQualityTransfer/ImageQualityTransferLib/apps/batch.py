@@ -39,7 +39,8 @@ class Item:
     subdir: str
     path: str
     kind: str
-    source: str = ""  # the path relative to the input dataset, for the sidecars' Sources
+    source: str = ""  # the path relative to `root`, for the sidecars' Sources (a BIDS URI bids:raw:<source>)
+    root: str = ""  # the input dataset's folder (or the list's), linked as "raw" in dataset_description.json
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def bids_items(root) -> list[Item]:
         if not prefix.startswith(p.parts[-3] if p.parts[-3].startswith("sub-") else p.parts[-4]):
             continue  # a file whose name does not start with its folder's subject: not BIDS, left alone
         rel = p.relative_to(root)
-        items.append(Item(prefix, str(rel.parent), str(p), "dwi", str(rel)))
+        items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), str(root.absolute())))
     return items
 
 
@@ -122,7 +123,9 @@ def list_items(listfile) -> list[Item]:
             break
         for i in grow:
             depth[i] += 1
-    return [Item(sub, f"{sub}/dwi", path, kind, line) for sub, (_, kind, path, line) in zip(names, entries)]
+    return [Item(sub, f"{sub}/dwi", path, kind, line if not Path(line).is_absolute() else "",
+                 str(listfile.parent.absolute()) if not Path(line).is_absolute() else "")
+            for sub, (_, kind, path, line) in zip(names, entries)]
 
 
 def _list_label(parts: list[str], depth: int) -> str:
@@ -363,7 +366,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
         for key in [k for k in names if k != "tensor"] + ["tensor"]:
-            meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": [item.source or item.path],
+            meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": [sources(item)],
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file,
                     "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp}
             if key == "tensor":
@@ -402,8 +405,14 @@ UNITS = {"tensor": "mm^2/s", "fa": "", "md": "mm^2/s", "std": "mm^2/s", "directi
 # ---------------------------------------------------------------- the cohort
 
 
-def dataset_description(out_root: Path, s: Settings) -> None:
-    """Write (or extend) the derivatives' dataset_description.json with this pipeline's GeneratedBy entry."""
+def sources(item: Item) -> str:
+    """The sidecars' Sources entry: a BIDS URI into the input dataset linked as "raw", or the input's file URI."""
+    return f"bids:raw:{item.source}" if item.source and item.root else Path(item.path).absolute().as_uri()
+
+
+def dataset_description(out_root: Path, s: Settings, items=()) -> None:
+    """Write (or extend) the derivatives' dataset_description.json with this pipeline's GeneratedBy entry and the
+    input dataset as its source ("raw" in DatasetLinks, the name the sidecars' BIDS URIs use)."""
     path = out_root / "dataset_description.json"
     entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": _factor(s),
              "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s)}
@@ -415,10 +424,17 @@ def dataset_description(out_root: Path, s: Settings) -> None:
             desc = {**desc, **old}
     except (OSError, ValueError):
         pass
+    changed = not path.exists()
+    roots = {it.root for it in items if it.root}
+    if len(roots) == 1 and desc.get("DatasetLinks", {}).get("raw") != Path(next(iter(roots))).as_uri():
+        uri = Path(next(iter(roots))).as_uri()
+        desc["DatasetLinks"] = {**desc.get("DatasetLinks", {}), "raw": uri}
+        desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") != uri] + [{"URL": uri}]
+        changed = True
     if entry not in desc["GeneratedBy"]:
         desc["GeneratedBy"] = desc["GeneratedBy"] + [entry]
-        write_json(path, desc)
-    elif not path.exists():
+        changed = True
+    if changed:
         write_json(path, desc)
 
 
@@ -549,7 +565,7 @@ def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: 
 
     out_root = Path(out_root)
     remove_temporaries(out_root)
-    dataset_description(out_root, s)
+    dataset_description(out_root, s, items)
     bar = progress_bar(total=len(items), desc="subjects", enabled=progress)
     results = {}
     if client is None:

@@ -136,3 +136,20 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(sma
     # the module runs torch methods in a separate process (slicer.worker): the notes come back from it too
     far = processing.predict_in_subprocess(case.lr, processing.Request("cubic", 2))["tensor"]
     assert len(far.meta["notes"]) == 1 and "estimated from the tensors" in far.meta["notes"][0]
+
+
+def test_a_mask_on_the_output_grid_keeps_the_view_to_it(small_subject):
+    """`iqt view --mask` with a high-res mask: the method's outputs and the cubic comparison are zero outside it, and
+    inside it they are the run with the mask reduced to the input's grid."""
+    from ImageQualityTransferLib.core.grid import repeat_blocks
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+
+    case = make_case(load_subject(small_subject), 2, style="tight")
+    hr = case.lr_mask.replace(data=repeat_blocks(case.lr_mask.data, 2) & case.hr_mask)
+    request = processing.Request("biqt", 2, interpolate=True)
+    cut = processing.predict_volumes(case.lr, request, hr)
+    full = processing.predict_volumes(case.lr, request, case.lr_mask)
+    for key in ("tensor", "uncertainty/std", "interpolated"):
+        assert not cut[key].data[~hr.data].any(), key
+        assert np.array_equal(cut[key].data[hr.data], full[key].data[hr.data]), key
+    assert np.any(full["tensor"].data[~hr.data] != 0)

@@ -164,12 +164,11 @@ class Viewer:
 
     def _load(self) -> None:
         from .. import fileio
-        from ..dmri.degrade import load_lowres_mask
 
         if not self.input_path.is_file():
             raise IQTError(f"{self.input_path}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
         self.lr = fileio.load_tensor(self.input_path, self.tensor_order)
-        self.mask = load_lowres_mask(self.mask_path, self.lr, self.factor)
+        self.mask = fileio.load_mask(self.mask_path, self.lr, self.factor) if self.mask_path else None  # either grid
         self.in_node = mrml.add_tensor_node(self.scene, self.lr, self.input_path.name.split(".")[0] or "dti")
 
     # ------------------------------------------------------------ engine runs

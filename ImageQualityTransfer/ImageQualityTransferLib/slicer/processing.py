@@ -182,8 +182,13 @@ def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> None:
 def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, progress=None,
                     cancel=None) -> dict[str, Volume]:
     """{"tensor": Volume, "uncertainty/<name>": Volume..., "interpolated": Volume} on the high-res grid; the engine's
-    warnings for the run (e.g. the brain estimated for unmasked input) are the tensor's meta["notes"]."""
+    warnings for the run (e.g. the brain estimated for unmasked input) are the tensor's meta["notes"]. A `mask` on
+    the high-res grid (`iqt view --mask`) keeps every output to it, as `iqt upsample` does."""
+    from ..dmri.degrade import lowres_mask
+
     method, factor = request.method, request.factor
+    exact = mask if mask is not None and mask.shape3 != lr.shape3 else None
+    mask = lowres_mask(mask, lr, factor)
     m = request.make()
     span = 0.75 if request.interpolate and method != COMPARISON_METHOD else 0.9
     _report(progress, 0.1, f"running {method} (x{grid.text(factor)})")
@@ -198,6 +203,8 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     _check_cancel(cancel)
+    if exact is not None:
+        pred = pred.within(exact, factor)
     pred.tensor.meta["notes"] = notes
     out = {"tensor": pred.tensor}
     for key, v in pred.maps().items():
@@ -209,8 +216,9 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
             _report(progress, 0.1 + span, f"{COMPARISON_METHOD} interpolation for comparison")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IQTWarning)  # the same input: said once, above
-                out["interpolated"] = methods_mod.get(COMPARISON_METHOD).predict(
-                    lr, factor=factor, mask=mask, progress=_scaled(None, 0, 1, None, cancel)).tensor
+                cmp = methods_mod.get(COMPARISON_METHOD).predict(lr, factor=factor, mask=mask,
+                                                                 progress=_scaled(None, 0, 1, None, cancel))
+                out["interpolated"] = (cmp if exact is None else cmp.within(exact, factor)).tensor
     _check_cancel(cancel)
     return out
 

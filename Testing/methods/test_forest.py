@@ -636,3 +636,35 @@ def test_an_md_mode_forest_sees_every_input_in_the_same_unit(small_subject, tmp_
     assert exit_.value.code == 2 and "--input-unit" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
     with pytest.raises(IQTError, match="--input-unit b-value"):  # the Python API
         methods.get("rf").fit([small_subject], 2, progress=False, input_unit="b-value")
+
+
+def test_a_tight_input_edge_is_answered_from_filled_context(axial_subject, monkeypatch):
+    """A tightly masked fit (zeros right beside the brain): the forests fill the missing context as the CNNs do
+    (methods.context), so the ring they answer beyond the input is tissue-like, not the half non-physical tensors
+    that interpolating towards zeros gives, and the brain's edge (exterior) is closer to the reference."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.analysis import evaluation
+    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.core.grid import repeat_blocks
+    from ImageQualityTransferLib.dmri.subject import Subject, make_case
+
+    try:
+        model_io.shipped("biqt", 2)
+    except IQTError:
+        pytest.skip("no shipped biqt model")
+    s = axial_subject
+    box = tuple(slice(a // 4, a // 4 + a // 2) for a in s.dwi.shape3[:2]) + (slice(None),)  # the brain's top too
+    crop = Subject(s.name, s.dwi.replace(data=s.dwi.data[box]), s.mask.replace(data=s.mask.data[box]),
+                   s.tensor.replace(data=s.tensor.data[box]))
+    case = make_case(crop, 2, style="tight")
+    given = repeat_blocks(np.any(case.lr.data != 0, axis=-1), 2)
+    real = patches.prepare_input
+    found = {}
+    for fill in (False, True):
+        monkeypatch.setattr(patches, "prepare_input", lambda lr, r, unit="fixed", fill=False, _f=fill: real(lr, r, unit, _f))
+        t = methods.get("biqt").predict(case.lr, 2).tensor.data
+        ring = np.any(t != 0, axis=-1) & ~given
+        res = evaluation.evaluate(t, case.truth, case.hr_mask, case.lr_mask.data, 2)
+        found[fill] = (float(np.mean(tensors.distance_to_physical(t)[ring] > 0)), res["exterior"]["dt_rmse"])
+    assert found[False][0] > 0.2 and found[True][0] < 0.05, found
+    assert found[True][1] < 0.9 * found[False][1], found

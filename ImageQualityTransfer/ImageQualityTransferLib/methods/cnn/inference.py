@@ -29,6 +29,7 @@ from scipy import ndimage
 from ...core import grid, tensors
 from ...core.errors import IQTError
 from ...core.grid import repeat_blocks
+from ..context import CONTEXT_RINGS, fill_context  # noqa: F401  (re-exported: training, tests)
 from ..interpolation import upsample_separable
 from ...core.tensors import fa_closed_form as _fa_elements, md as _md
 from .networks import HALO, is_hetero, is_variational
@@ -64,27 +65,6 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode"
     if kind != "md-mode":
         raise IQTError(f"unknown subject scale {kind!r} in the model's normalisation; use a model made by 'iqt train'")
     return tensors.md_mode(lr)
-
-
-CONTEXT_RINGS = 2  # the project's own fits reach two voxels beyond the brain mask (dmri/degrade.py)
-
-
-def fill_context(lr: np.ndarray, rings: int = CONTEXT_RINGS) -> np.ndarray:
-    """Missing (all-zero) tensors within `rings` voxels of the input's non-zero voxels take their nearest non-zero
-    voxel's tensor. The networks learnt from fits that reach two voxels beyond the brain, never from zeros beside it,
-    which is what a tightly masked fit (FSL, MRtrix, dipy with a mask) gives them. The mask plays no part, so that a
-    run with it and one without see the same input (training prepares its inputs the same way)."""
-    present = np.any(lr != 0, axis=-1)
-    brain = present
-    if not brain.any():
-        return lr
-    band = ndimage.binary_dilation(brain, iterations=rings) & ~brain & ~present
-    if not band.any():
-        return lr
-    nearest = ndimage.distance_transform_edt(~brain, return_distances=False, return_indices=True)
-    out = np.array(lr, copy=True)
-    out[band] = lr[tuple(i[band] for i in nearest)]
-    return out
 
 
 def lr_support(mask: np.ndarray | None, shape) -> np.ndarray:

@@ -26,6 +26,7 @@ from ...dmri import degrade as deg
 from ...dmri import randomise as randomise_inputs
 from ...core import grid, tensors
 from ..base import clip_input
+from ..context import fill_context
 from ..interpolation import upsample_separable
 from .. import symmetry
 from ...core.orientation import Reorientation
@@ -42,9 +43,12 @@ def offsets(n: int) -> np.ndarray:
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
 
 
-def prepare_input(lr: np.ndarray, r, unit: str = "fixed"):
+def prepare_input(lr: np.ndarray, r, unit: str = "fixed", fill: bool = False):
     """Low-res input (mm^2/s) -> (clipped input, cubic B-spline upsampling, scale): both inputs multiplied by the
-    scale, SCALE (1e-3 mm^2/s units) or, for `unit` "md-mode", SCALE * MD_REFERENCE / the input's MD mode."""
+    scale, SCALE (1e-3 mm^2/s units) or, for `unit` "md-mode", SCALE * MD_REFERENCE / the input's MD mode. With
+    `fill` (prediction), missing context beyond a tight mask is filled first (methods.context.fill_context), the
+    unit still taken from the input as given; training does not fill, so that each shipped model's recorded command
+    still makes it."""
     if unit not in INPUT_UNITS:
         raise ValueError(f"input unit {unit!r}; known: {', '.join(INPUT_UNITS)}")
     x = clip_input(np.asarray(lr, np.float32)).astype(np.float32)
@@ -52,6 +56,8 @@ def prepare_input(lr: np.ndarray, r, unit: str = "fixed"):
     if unit == "md-mode":
         mode = tensors.md_mode(x)
         scale = SCALE * MD_REFERENCE / mode if mode != 1.0 else SCALE  # 1.0: no tissue-like voxel to take it from
+    if fill:
+        x = fill_context(x)
     cubic = upsample_separable(x, r, 3)
     return x * np.float32(scale), cubic * np.float32(scale), float(scale)
 

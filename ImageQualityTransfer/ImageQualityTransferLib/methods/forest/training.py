@@ -129,10 +129,10 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     """Low-res canonical tensors (mm^2/s) -> high-res tensors (mm^2/s) and, for rf/biqt, the per-voxel std map.
     `progress(fraction)` is called after each chunk of patches (it may raise to stop the prediction)."""
     r, n = model.factor, model.n
-    x, cubic, scale = patches.prepare_input(lr, r, model.input_unit)
+    x, cubic, scale = patches.prepare_input(lr, r, model.input_unit, fill=True)
     cubic_blocks = patches.to_blocks(cubic, r) if model.inputs == "patch+cubic" else None
-    present = np.any(x != 0, axis=-1)
-    base = mask if mask is not None else present
+    present = np.any(x != 0, axis=-1)  # the filled context counts as present for the features
+    base = mask if mask is not None else np.any(np.asarray(lr) != 0, axis=-1)
     sup = patches.support(np.asarray(base, bool))
     centres = np.argwhere(sup)
     feats = features.volume_features(x, n, present) if model.forest is not None else None

@@ -98,7 +98,7 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     src = ds / "sub-01" / "dwi" / "sub-01_dwi.nii.gz"
     assert side["InputSHA256"] == sha(src) and Path(side["InputFile"]) == src.absolute()
     assert side["Method"] == "biqt" and side["Factor"] == 2 and side["ModelSHA256"] == gen["ModelSHA256"]
-    assert side["SoftwareVersion"] and side["Time"] and side["Sources"] == ["bids:raw:sub-01/dwi/sub-01_dwi.nii.gz"]
+    assert side["SoftwareVersion"] and side["Time"] and side["Sources"] == [f"bids:raw:sub-01/dwi/sub-01_dwi.{e}" for e in ("nii.gz", "bval", "bvec")]
     hr = fileio.load_tensor(out / "sub-01" / "dwi" / f"{base}tensor_dwimap.nii.gz")
     assert hr.shape3 == (64, 72, 56) and np.allclose(hr.voxel_size, 2.0)
     fa = fileio.load_scalar(out / "sub-01" / "dwi" / f"{base}fa_dwimap.nii.gz").data
@@ -115,7 +115,9 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     assert float(qc["sub-01"][5]) > 5 and 100 < float(qc["sub-01"][6]) < 2000 and float(qc["sub-01"][7]) > 0
     assert qc["sub-03"][3] == "failed" and "truncated" in qc["sub-03"][-1]
     assert "sub-03" in (out / "qc.html").read_text()
-    seconds = {r[0]: r[9] for r in rows[1:]}
+    col = {name: i for i, name in enumerate(rows[0])}
+    seconds = {r[0]: r[col["seconds"]] for r in rows[1:]}
+    assert 0 <= float(qc["sub-01"][col["nonphysical_pct"]]) < 5  # output voxels with a negative eigenvalue, % of brain
 
     # a rerun redoes nothing; a deleted output redoes that subject only
     first = outputs(out / "sub-01") | outputs(out / "sub-02")
@@ -124,7 +126,7 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     assert outputs(out / "sub-01") | outputs(out / "sub-02") == first
     again = {r.split("\t")[0]: r.split("\t") for r in (out / "qc.tsv").read_text().splitlines()[1:]}
     assert again["sub-01"][3] == "skipped" and float(seconds["sub-01"]) > 0  # the run's time kept
-    assert abs(float(again["sub-01"][9]) - float(seconds["sub-01"])) <= 0.2
+    assert abs(float(again["sub-01"][col["seconds"]]) - float(seconds["sub-01"])) <= 0.2
     (out / "sub-02" / "dwi" / "sub-02_space-orig_res-2x_model-biqt_param-fa_dwimap.nii.gz").unlink()
     code, stdout, _ = run_cli(capsys, *args)
     assert code == 1 and "1 done, 1 skipped" in stdout
@@ -192,6 +194,10 @@ def test_list_of_folders_and_dti_files_in_process(tmp_path):
     assert "no dwi.nii.gz" in res[2]["reason"]
     assert np.isnan(res[1]["qc"]["snr"]) and res[0]["qc"]["snr"] > 5
     assert (out / "sub-bdti" / "dwi" / "sub-bdti_space-orig_res-2x_model-cubic_param-md_dwimap.nii.gz").exists()
+    side = json.loads((out / "sub-subjA" / "dwi" / "sub-subjA_space-orig_res-2x_model-cubic_param-tensor_dwimap.json")
+                      .read_text())
+    assert side["Sources"] == [f"bids:raw:subjA/dwi.{e}" for e in ("nii.gz", "bval", "bvec")]  # the files, not the folder
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]["raw"] == tmp_path.as_uri()
     for side in out.rglob("*.json"):  # strict JSON (BIDS validator, JavaScript): no NaN, e.g. a QC value not measured
         json.loads(side.read_text(), parse_constant=lambda c: pytest.fail(f"{side.name}: {c}"))
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "failed"]

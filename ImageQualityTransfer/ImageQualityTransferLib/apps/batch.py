@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from ..fileio.paths import write_json
 BIDS_VERSION = "1.10.0"
 PIPELINE = "ImageQualityTransfer"
 TEMP_PREFIX = ".iqt-"  # fileio.atomic_write's temporary files: left only by a killed writer, removed on restart
-QC_METRICS = ("voxel_mm3", "snr", "brain_ml", "median_std")
+QC_METRICS = ("voxel_mm3", "snr", "brain_ml", "median_std", "nonphysical_pct")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def bids_items(root) -> list[Item]:
         if not prefix.startswith(p.parts[-3] if p.parts[-3].startswith("sub-") else p.parts[-4]):
             continue  # a file whose name does not start with its folder's subject: not BIDS, left alone
         rel = p.relative_to(root)
-        items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), str(root.absolute())))
+        items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), os.path.normpath(root.absolute())))
     return items
 
 
@@ -124,7 +125,7 @@ def list_items(listfile) -> list[Item]:
         for i in grow:
             depth[i] += 1
     return [Item(sub, f"{sub}/dwi", path, kind, line if not Path(line).is_absolute() else "",
-                 str(listfile.parent.absolute()) if not Path(line).is_absolute() else "")
+                 os.path.normpath(listfile.parent.absolute()) if not Path(line).is_absolute() else "")
             for sub, (_, kind, path, line) in zip(names, entries)]
 
 
@@ -214,7 +215,7 @@ def input_hashes(item: Item) -> dict:
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
     """The sidecar fields that must match for a subject to be skipped."""
     return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
-            **_tta_record(s), **({"TensorOrder": s.tensor_order} if s.tensor_order != "nifti" else {})}
+            **_tta_record(s), **({"TensorOrder": s.tensor_order} if s.tensor_order != "nifti" and item.kind == "dti" else {})}
 
 
 def _method_label(s: Settings) -> str:
@@ -262,17 +263,7 @@ def remove_temporaries(folder: Path) -> int:
 
 def model_record(method, factor) -> tuple[str | None, str | None]:
     """(model file, SHA256 of its weights) of a learned method (the shipped one unless --model), (None, None) else."""
-    from ..fileio.model_files import sidecar_path
-
-    if not method.learned:
-        return None, None
-    path = method.model_file(factor)
-    side = sidecar_path(path)
-    try:
-        weights = side.with_name(json.loads(side.read_text())["weights"])
-    except (OSError, ValueError, KeyError):
-        weights = Path(path)
-    return str(path), _sha256(weights)
+    return method.model_record(factor) if method.learned else (None, None)
 
 
 # ---------------------------------------------------------------- one subject
@@ -339,7 +330,9 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     vox = lr.voxel_size
     qc = {"voxel_mm": "x".join(f"{v:.2f}" for v in vox), "voxel_mm3": float(np.prod(vox)), "snr": snr,
           "brain_ml": float(inside.sum() * np.prod(vox) / 1000.0),
-          "median_std": float(np.median(pred.std.data[brain])) if s.uncertainty and pred.std is not None else float("nan")}
+          "median_std": float(np.median(pred.std.data[brain])) if s.uncertainty and pred.std is not None else float("nan"),
+          # a negative eigenvalue: MD or FA there is not a measurement (the FA map's 1.0 can hide it)
+          "nonphysical_pct": float(100 * np.mean(tensors.distance_to_physical(t.data[brain]) > 0)) if brain.any() else 0.0}
     return vols, qc
 
 
@@ -366,7 +359,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
         for key in [k for k in names if k != "tensor"] + ["tensor"]:
-            meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": [sources(item)],
+            meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": sources(item),
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file,
                     "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp}
             if key == "tensor":
@@ -405,9 +398,16 @@ UNITS = {"tensor": "mm^2/s", "fa": "", "md": "mm^2/s", "std": "mm^2/s", "directi
 # ---------------------------------------------------------------- the cohort
 
 
-def sources(item: Item) -> str:
-    """The sidecars' Sources entry: a BIDS URI into the input dataset linked as "raw", or the input's file URI."""
-    return f"bids:raw:{item.source}" if item.source and item.root else Path(item.path).absolute().as_uri()
+def sources(item: Item) -> list[str]:
+    """The sidecars' Sources: BIDS URIs into the input dataset linked as "raw" (file URIs for files outside it) of the
+    input file and, for a DWI, its b-values and b-vectors."""
+    from ..fileio import bval_bvec_paths
+
+    files = [Path(item.path)] + (list(bval_bvec_paths(item.path)) if item.kind == "dwi" else [])
+    files = [Path(os.path.normpath(f.absolute())) for f in files]
+    root = Path(item.root) if item.root else None
+    return [f"bids:raw:{f.relative_to(root).as_posix()}" if root is not None and root in f.parents else f.as_uri()
+            for f in files]
 
 
 def dataset_description(out_root: Path, s: Settings, items=()) -> None:
@@ -460,8 +460,8 @@ def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> No
                 r["outlier"].append(m)
 
 
-QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s", "outlier",
-              "seconds", "reason")
+QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s",
+              "nonphysical_pct", "outlier", "seconds", "reason")
 
 
 def _fmt(v, spec):
@@ -479,7 +479,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
         q = r["qc"]
         seconds = q.get("seconds") if r["status"] == "skipped" else r.get("seconds")  # a skip keeps the run's time
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
-                     _fmt(q.get("brain_ml"), ".1f"), _fmt(q.get("median_std"), ".3g"),
+                     _fmt(q.get("brain_ml"), ".1f"), _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
     return rows
 
@@ -505,8 +505,9 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     page = ("<!doctype html><meta charset='utf-8'><title>IQT cohort QC</title><style>body{font-family:sans-serif}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fdd}</style>"
             f"<h1>IQT cohort QC</h1><p>{len(rows)} rows (subject, model, res). SNR: mean b0 in the brain / std of the b0 "
-            "background. Outlier: outside median &plusmn; 3 MAD (scaled) on voxel volume, SNR, brain volume or median "
-            f"uncertainty, within each run.</p><table><tr>{head}</tr>{body}</table>\n")
+            "background. nonphysical_pct: share of the brain mask's output voxels with a negative eigenvalue (their MD/FA are "
+            "not measurements). Outlier: outside median &plusmn; 3 MAD (scaled) on voxel volume, SNR, brain volume, median "
+            f"uncertainty or nonphysical_pct, within each run.</p><table><tr>{head}</tr>{body}</table>\n")
     write_text(out_root / "qc.html", page)
 
 

@@ -239,6 +239,20 @@ class LearnedMethod(Method):
         order = grid.axis_order(f, self._model_io().shipped_factor_sets(self.name)) or (0, 1, 2)
         return self._model_io().shipped(self.name, tuple(f[i] for i in order))
 
+    def model_record(self, factor) -> tuple[str, str]:
+        """(model file, SHA256 of its weights) for `factor`: what a run's records name (batch sidecars, benchmark JSON)."""
+        import json
+
+        from ..fileio.model_files import sha256, sidecar_path
+
+        path = self.model_file(factor)
+        side = sidecar_path(path)
+        try:
+            weights = side.with_name(json.loads(side.read_text())["weights"])
+        except (OSError, ValueError, KeyError):
+            weights = Path(path)
+        return str(path), sha256(weights)
+
     def load(self, factor):
         """The model for `factor` (an integer r or (fx, fy, fz)) or for a reordering of it (what `predict` will use);
         an IQTError naming what exists if there is none."""

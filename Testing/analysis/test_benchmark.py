@@ -51,6 +51,14 @@ def test_benchmark_at_per_axis_factors(small_subject, capsys, tmp_path):
     assert doc["settings"]["styles"] == ["own"] and doc["settings"]["mask"] is True and doc["version"]
     assert doc["settings"]["command"].startswith("iqt benchmark ") and "--factor 1,1,3" in doc["settings"]["command"]
     assert doc["units"]["dt_rmse"] == "1e-5 mm^2/s" and [r["method"] for r in doc["rows"]] == ["cubic", "nearest"]
+    keys = set()
+    for row in doc["rows"]:
+        keys |= {k for k, v in row.items() if not isinstance(v, (dict, str))}
+        keys |= {k for v in row.values() if isinstance(v, dict) for k in v}
+    assert keys <= set(doc["units"]), keys - set(doc["units"])  # every figure has its unit or meaning
+    assert doc["settings"]["models"] == {}  # interpolations only
+    learned = benchmark.document([], methods=["rf"], factor=(1, 1, 3))["settings"]["models"]["rf"]
+    assert learned["file"].endswith("rf_x1x1x3.json") and len(learned["weights_sha256"]) == 64
 
 
 def test_nonphysical_outputs_are_counted_and_checked_against_the_edge_uncertainty():

@@ -187,18 +187,32 @@ UNITS = {
     "within_2sigma": "share of element errors within ±2 std", "direction_within_2": "share of voxels whose direction "
     "error is within twice the direction map", "n_nonphysical": "output voxels inside the brain with a negative "
     "eigenvalue", "nonphysical_flagged": "share of those whose std is at least the brain edge's median",
-    "n_voxels": "voxels in the region", "seconds": "wall seconds of the method's predict", "peak_mb": "MB of memory "
-    "above the run's start (peak)",
+    "n_voxels": "voxels in the region", "n_implausible": "region voxels left out of the scores (reference tensor not "
+    "plausible)", "direction_spearman": "Spearman correlation of the direction map with the principal-direction "
+    "error", "n_tracked": "voxels the direction figures are over (reference FA >= 0.2)", "seconds": "wall seconds of "
+    "the method's predict", "peak_mb": "MB of memory above the run's start (peak)", "tract_dice": "Dice of the "
+    "binarised tract-density maps with the reference's (same seeds)", "tract_fp_fraction": "share of the tract "
+    "density outside the reference's", "n_streamlines": "streamlines tracked", "shape": "low-res volume (voxels)",
 }
 
 
 def document(rows, **settings) -> dict:
-    """The JSON `iqt benchmark --json` writes: what ran (software, version, settings) and each figure's unit, then
-    the rows, so that a file read months later says what its numbers are."""
+    """The JSON `iqt benchmark --json` writes: what ran (software, version, settings, each learned method's model file
+    and the SHA256 of its weights) and each figure's unit, then the rows, so that a file read months later says what
+    its numbers are."""
     from ..core.version import __version__
 
-    return {"software": "ImageQualityTransfer", "version": __version__, "settings": settings, "units": UNITS,
-            "rows": rows}
+    models = {}
+    for name in settings.get("methods", ()):
+        m = methods.get(name)
+        if m.learned:
+            try:
+                path, sha = m.model_record(settings["factor"])
+            except IQTError:
+                continue
+            models[name] = {"file": path, "weights_sha256": sha}  # file: the sidecar that names the weights
+    return {"software": "ImageQualityTransfer", "version": __version__, "settings": {**settings, "models": models},
+            "units": UNITS, "rows": rows}
 
 
 # ---------------------------------------------------------------- speed on an HCP-sized volume

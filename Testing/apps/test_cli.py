@@ -156,8 +156,9 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
         assert results["cubic"][region]["dt_rmse"] < results["nearest"][region]["dt_rmse"]
         assert results["cubic"][region]["dt_rmse"] > results["cubic"][region]["noise_floor"]
     # a method with uncertainty: its std and direction maps scored against the errors
-    assert run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / "biqt.nii.gz", "--method", "biqt",
-                   "--mask", tmp_path / "lrmask.nii.gz", "--uncertainty", tmp_path / "sd.nii.gz")[0] == 0
+    code, out, _ = run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / "biqt.nii.gz", "--method",
+                           "biqt", "--mask", tmp_path / "lrmask.nii.gz", "--uncertainty", tmp_path / "sd.nii.gz")
+    assert code == 0 and f"{tmp_path / 'sd.nii.gz'} (std), {tmp_path / 'sd_direction.nii.gz'} (direction)" in out
     code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "biqt.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                              "--mask", tmp_path / "mask.nii.gz", "--uncertainty", tmp_path / "sd.nii.gz",
                              "--direction", tmp_path / "sd_direction.nii.gz", "--json", tmp_path / "biqt.json")

@@ -118,6 +118,8 @@ def run(args):
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key])
     print(f"wrote {out} {pred.tensor.shape3} ({method.label})")
+    if unc_out:
+        print("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None
     if served is not None and served != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
         print(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "

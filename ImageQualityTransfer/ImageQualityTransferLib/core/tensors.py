@@ -225,6 +225,18 @@ def plausible(t: np.ndarray, lo: float = PLAUSIBLE_RANGE[0], hi: float = PLAUSIB
     return np.isfinite(w).all(axis=-1) & (w >= lo).all(axis=-1) & (w <= hi).all(axis=-1)
 
 
+def failed_fits(t: np.ndarray) -> np.ndarray:
+    """Non-zero voxels whose eigenvalues leave PLAUSIBLE_RANGE: fits that failed (dipy's WLS in low-signal voxels
+    reaches eigenvalues of 1e-2 to 2.5 mm^2/s; no tissue diffuses faster than free water, 3e-3 at 37 degrees C)."""
+    t = np.asarray(t)
+    present = np.any(t != 0, axis=-1)
+    w = eigenvalues(t[present])
+    bad = ~(np.isfinite(w).all(-1) & (w >= PLAUSIBLE_RANGE[0]).all(-1) & (w <= PLAUSIBLE_RANGE[1]).all(-1))
+    out = np.zeros(present.shape, bool)
+    out[present] = bad
+    return out
+
+
 def rotate(t: np.ndarray, rot: np.ndarray) -> np.ndarray:
     """Express tensors in a new frame: D' = R D R^T for a 3x3 R (new axes from old)."""
     rot = np.asarray(rot, dtype=float)

@@ -122,6 +122,8 @@ class Method:
         check_tensor_input(lr, mask)
         if mask is None:
             mask = self.support(lr)
+        if self.learned:  # interpolation clips them, as any interpolator would
+            lr = drop_failed_fits(lr, mask)
         reo = Reorientation.to_canonical(lr.affine)
         order = self._axis_order(grid.permute(f, reo.ornt))
         if order is not None:  # a model for a reordering of the factors: permute the axes it refines into its own
@@ -348,6 +350,23 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
         tensors.check_scale(vol.data, None if mask is None else np.asarray(mask.data, bool))
     except IQTError as exc:
         raise IQTError(source + str(exc)) from None
+
+
+def drop_failed_fits(lr: Volume, mask: Volume | None) -> Volume:
+    """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
+    nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
+    anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
+    input"); one warning line counts those inside the mask (or the support)."""
+    failed = tensors.failed_fits(lr.data)
+    if not failed.any():
+        return lr
+    inside = failed if mask is None else failed & np.asarray(mask.data, bool)
+    if inside.any():
+        source = f"{lr.meta['path']}: " if lr.meta.get("path") else ""
+        warnings.warn(f"{source}{int(inside.sum())} voxels in the brain hold a failed fit (an eigenvalue outside "
+                      f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): taken as missing and "
+                      "filled from the nearest fits", IQTWarning, stacklevel=3)
+    return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
 
 
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask

@@ -1,0 +1,68 @@
+"""Failed fits in a user's tensors (dipy's WLS in low-signal voxels reaches eigenvalues of 1e-2 mm^2/s and more): the
+learned methods take them as missing and fill them from the nearest fits, with one warning; interpolation clips them."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ImageQualityTransferLib import methods
+from ImageQualityTransferLib.analysis import evaluation
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.errors import IQTWarning
+from ImageQualityTransferLib.methods import base
+
+
+def with_failed_fits(case, share=0.05, seed=0):
+    """The case's input with a share of the mask's edge voxels replaced by failed fits."""
+    rng = np.random.default_rng(seed)
+    m = case.lr_mask.data.astype(bool)
+    edge = np.argwhere(m & ~ndimage.binary_erosion(m, iterations=2))
+    pick = edge[rng.random(len(edge)) < share]
+    data = case.lr.data.copy()
+    for i, j, k in pick:
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        d = q @ np.diag([rng.uniform(5e-3, 2.5e-2), 2e-5, 2e-5]) @ q.T
+        data[i, j, k] = [d[0, 0], d[1, 0], d[1, 1], d[2, 0], d[2, 1], d[2, 2]]
+    return case.lr.replace(data=data), len(pick)
+
+
+def test_failed_fits_are_found():
+    t = np.zeros((3, 1, 1, 6), np.float32)
+    t[0, 0, 0] = [7e-4, 0, 7e-4, 0, 0, 7e-4]  # tissue
+    t[1, 0, 0] = [2e-2, 0, 1e-5, 0, 0, 1e-5]  # a blown-up fit
+    assert tensors.failed_fits(t)[:, 0, 0].tolist() == [False, True, False]  # the zero voxel is missing, not failed
+
+
+def test_a_learned_method_fills_failed_fits_and_says_so(axial_subject, monkeypatch):
+    from ImageQualityTransferLib.dmri.subject import Subject, make_case
+
+    s = axial_subject
+    box = tuple(slice(a // 4, a // 4 + a // 2) for a in s.dwi.shape3[:2]) + (slice(None),)
+    crop = Subject(s.name, s.dwi.replace(data=s.dwi.data[box]), s.mask.replace(data=s.mask.data[box]),
+                   s.tensor.replace(data=s.tensor.data[box]))
+    case = make_case(crop, 2, style="tight")
+    bad, n = with_failed_fits(case)
+    assert n > 10
+
+    def exterior(name, lr):
+        t = methods.get(name).predict(lr, 2, case.lr_mask).tensor.data
+        return evaluation.evaluate(t, case.truth, case.hr_mask, case.lr_mask.data, 2)["exterior"]["dt_rmse"]
+
+    clean = exterior("global-linear", case.lr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filled = exterior("global-linear", bad)
+    said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    assert len(said) == 1 and f"{n} voxels in the brain hold a failed fit" in said[0]
+    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask: lr)  # as before: clipped by the method
+    clipped = exterior("global-linear", bad)
+    assert filled - clean < 0.25 * (clipped - clean), (clean, filled, clipped)
+    # interpolation is not changed by it: it clips, as any interpolator would
+    monkeypatch.undo()
+    cubic = methods.get("cubic").predict(bad, 2, case.lr_mask).tensor.data
+    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask: pytest.fail("interpolation dropped failed fits"))
+    assert np.array_equal(methods.get("cubic").predict(bad, 2, case.lr_mask).tensor.data, cubic)

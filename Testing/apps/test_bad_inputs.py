@@ -56,6 +56,15 @@ def work(small_subject, tmp_path_factory):
         shutil.copytree(small_subject, s)
         b = np.loadtxt(s / "dwi.bval")
         np.savetxt(s / "dwi.bval", b * scale if scale else np.where(b == 0, 1000.0, b)[None], fmt="%g")
+    nobval = d / "nobval"
+    shutil.copytree(small_subject, nobval)
+    (nobval / "dwi.bval").unlink()
+    # a sidecar edited apart from its weights (the checksum covers the weights only): its factor says 3
+    for name, stem, suffix in (("global-linear_x2", "edited_gl", ".npz"), ("espcn_x2", "edited_cnn", ".pt")):
+        shutil.copy(Path(model_files.MODELS_DIR) / (name + suffix), d / (stem + suffix))
+        side = json.loads((Path(model_files.MODELS_DIR) / (name + ".json")).read_text())
+        side.update(weights=stem + suffix, factor=3)
+        (d / (stem + ".json")).write_text(json.dumps(side))
     tiny = d / "tiny"
     tiny.mkdir()
     dwi = fileio.load_dwi(subj / "dwi.nii.gz")
@@ -121,6 +130,17 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/nan.pt", "non-finite"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn-hetero --model {d}/nan.pt", "use --method espcn"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/missing.pt", "not found"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method rf --model {d}/missing.npz", "missing.npz: model file not found"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method rf --model {d}/sub", "a folder; give the model file"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --model " + str(Path(model_files.MODELS_DIR) / "rf_x2.npz"),
+     "it is a rf model: run it with --method rf"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --factor 3 --model {d}/edited_gl.npz",
+     "the sidecar's factors 3"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --factor 3 --model {d}/edited_cnn.pt",
+     "differs from its network's"),
+    ("train --method rf --subjects {d}/nobval -o {d}/m.npz", "no dwi.bval in this folder"),
+    ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
+    ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),
     ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),
     ("fit {d}/sm2/dwi.nii.gz -o {d}/t.nii.gz", "s/m^2"),
     ("fit {d}/nob0/dwi.nii.gz -o {d}/t.nii.gz", "no b=0"),

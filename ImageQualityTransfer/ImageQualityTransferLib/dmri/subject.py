@@ -35,6 +35,10 @@ def dwi_path(folder) -> Path:
     folder = Path(folder)
     for name in ("dwi.nii.gz", "dwi.nii"):
         if (folder / name).exists():
+            for grad in ("dwi.bval", "dwi.bvec"):  # said here: a subject folder takes no --bval/--bvec
+                if not (folder / grad).exists():
+                    raise IQTError(f"{folder}: no {grad} in this folder; a subject folder holds dwi.nii.gz, dwi.bval and "
+                                   "dwi.bvec (FSL format)")
             return folder / name
     raise IQTError(f"{folder}: no dwi.nii.gz in this folder; a subject folder holds dwi.nii.gz, dwi.bval and dwi.bvec")
 

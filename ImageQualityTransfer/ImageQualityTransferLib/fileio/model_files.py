@@ -36,6 +36,12 @@ def sidecar_path(path) -> Path:
 
 def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     """(sidecar dict, weights path); an IQTError when the sidecar is missing, not JSON or of another format."""
+    given = Path(path)
+    if given.is_dir():
+        raise IQTError(f"{path}: a folder; give the model's {suffix} file (or its .json sidecar) from 'iqt train'")
+    if given.suffix != ".json" and not given.exists():
+        raise IQTError(f"{path}: model file not found; give a file written by 'iqt train' (for {family} methods a {suffix} "
+                       "file, its .json sidecar beside it)")
     sp = sidecar_path(path)
     if not sp.exists():
         raise IQTError(f"{sp}: model sidecar not found; a {family} model is a {suffix} file with a .json sidecar "
@@ -46,7 +52,9 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
         raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
     got = meta.get("format") if isinstance(meta, dict) else None
     if got != fmt:
-        raise IQTError(f"{sp}: not an IQT {family} model sidecar (format {got!r}, expected {fmt!r})")
+        method = meta.get("method") if isinstance(meta, dict) else None
+        hint = f"; it is a {method} model: run it with --method {method}" if isinstance(method, str) else ""
+        raise IQTError(f"{sp}: not an IQT {family} model sidecar (format {got!r}, expected {fmt!r}){hint}")
     return meta, sp.with_name(str(meta.get("weights", "")))
 
 

@@ -100,6 +100,9 @@ def model_files(model) -> list:
         return []
     from ...fileio.model_files import sidecar_path
 
+    if Path(model).is_dir() or not Path(model).name:
+        raise IQTError(f"--model {model}: a folder; give the model file (.npz or .pt, its .json sidecar beside it) "
+                       "from 'iqt train'")
     return [Path(model), sidecar_path(model)]
 
 

@@ -78,14 +78,21 @@ def run(args):
     from ... import fileio, methods
     from ...core import grid
     from ...fileio.model_files import sidecar_path
+    from ...dmri.subject import dwi_path
 
     grid.factors(args.factor)  # a malformed --factor is refused before anything else
     cls = methods.method_class(args.method)
     if not cls.learned:
         raise IQTError(f"--method {args.method}: nothing to train; trainable methods are {', '.join(methods.trainable())}")
+    seen = {}
     for d in args.subjects:
         if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
+        dwi_path(d)  # its bval and bvec too, before any work
+        key = Path(d).resolve()
+        if key in seen:
+            raise IQTError(f"{d}: given twice in --subjects (also as {seen[key]}); list each training subject once")
+        seen[key] = d
     plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)")
     plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar")
@@ -116,6 +123,12 @@ def run(args):
         raise IQTError(f"--nproc and --checkpoint apply to the CNN methods, not {args.method!r}; drop them")
     if args.device != "cpu" and not cls.requires_torch:
         raise IQTError(f"--device applies to the CNN methods, not {args.method!r}; drop it")
+    if args.nproc > 1:  # said before any data are prepared or processes start
+        from ...methods.cnn.training import DEFAULTS
+
+        if DEFAULTS["batch_size"] % args.nproc:
+            raise IQTError(f"--nproc {args.nproc}: a batch of {DEFAULTS['batch_size']} patches does not split over "
+                           f"{args.nproc} processes; give a number of processes that divides it (2, 4 or 8)")
     if args.nproc > 1 and args.device != "cpu":
         raise IQTError(f"--device {args.device}: training over several processes (--nproc) runs on the CPU; use one or the other")
     if args.device != "cpu":
@@ -171,6 +184,13 @@ def train_here(args) -> None:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)
         print(f"wrote {out} and {side.name} ({method.summary(r)}; {(time.perf_counter() - t0) / 60:.1f} min in all)")
+        if args.register:
+            from ...fileio.model_files import MODELS_DIR, REGISTRY
+
+            where = Path(out).resolve().parent
+            print(f"registered in {where / REGISTRY}" + (": the default model for these factors" if where == MODELS_DIR.resolve()
+                                                          else "; use it with --model (only the install's Resources/Models "
+                                                          "registry sets the defaults)"))
 
 
 def _voxel_sizes(text) -> tuple[float, ...]:

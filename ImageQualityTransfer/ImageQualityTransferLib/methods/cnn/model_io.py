@@ -65,6 +65,10 @@ def load(path) -> LoadedModel:
     from . import networks
 
     meta, weights = FILES.read_verified(path)
+    arch_factor = meta.get("arch", {}).get("factor") if isinstance(meta.get("arch"), dict) else None
+    if arch_factor is not None and grid.factors(arch_factor) != grid.factors(meta.get("factor", 0)):
+        raise IQTError(f"{sidecar_path(path)}: the sidecar's factor {meta.get('factor')} differs from its network's "
+                       f"{arch_factor}; the sidecar was edited: re-download or retrain the model")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them itself
             warnings.simplefilter("ignore")

@@ -135,7 +135,7 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --model " + str(Path(model_files.MODELS_DIR) / "rf_x2.npz"),
      "it is a rf model: run it with --method rf"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --factor 3 --model {d}/edited_gl.npz",
-     "the sidecar's factors 3"),
+     "edited_gl.npz: it answers 48 values per low-res voxel, its sidecar's factors 3 need 162"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --factor 3 --model {d}/edited_cnn.pt",
      "differs from its network's"),
     ("train --method rf --subjects {d}/nobval -o {d}/m.npz", "no dwi.bval in this folder"),

@@ -84,15 +84,9 @@ def run(args):
     cls = methods.method_class(args.method)
     if not cls.learned:
         raise IQTError(f"--method {args.method}: nothing to train; trainable methods are {', '.join(methods.trainable())}")
-    seen = {}
     for d in args.subjects:
         if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
-        dwi_path(d)  # its bval and bvec too, before any work
-        key = Path(d).resolve()
-        if key in seen:
-            raise IQTError(f"{d}: given twice in --subjects (also as {seen[key]}); list each training subject once")
-        seen[key] = d
     plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)")
     plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar")
@@ -137,6 +131,13 @@ def run(args):
         resolve_device(args.device)  # no CUDA here: refused before the data are prepared
     if args.checkpoint and not Path(args.checkpoint).parent.exists():
         raise IQTError(f"{args.checkpoint}: the folder {Path(args.checkpoint).parent} does not exist; create it first")
+    seen = {}
+    for d in args.subjects:  # after the options: each refusal names the first thing to fix
+        dwi_path(d)  # its bval and bvec too, before any work
+        key = Path(d).resolve()
+        if key in seen:
+            raise IQTError(f"{d}: given twice in --subjects (also as {seen[key]}); list each training subject once")
+        seen[key] = d
     args.command_line = "iqt " + " ".join(getattr(args, "argv", sys.argv[1:]))
     if args.nproc > 1:
         from ...methods.cnn import distributed

@@ -105,8 +105,10 @@ CASES = [
     ("mask {d}/subj/dwi.nii.gz -o {d}/subj/dwi.nii.gz", "is an input"),
     ("degrade {d}/subj/dwi.nii.gz -o {d}/subj/dwi.nii.gz", "is an input"),
     ("degrade {d}/subj/dwi.nii.gz -o {d}/t.nii.gz --mask-out {d}/t.nii.gz", "written twice"),
-    ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/lr.nii.gz", "must end in .json"),
+    ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/lr.nii.gz", "is an input"),
+    ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/o.nii.gz", "must end in .json"),
     ("train --method global-linear --subjects {d}/subj -o {d}/subj/dwi.npz", "is an input"),
+    ("train --method rf --subjects {d}/subj -o {d}/subj/dwi.nii.gz", "is an input"),  # said before the file type
     ("track {d}/lr.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk --also {d}/t.trk", "written twice"),
     ("report -o {d}/lr.nii.gz --subject {d}/subj", "must end in .html"),
     # paths that cannot be written

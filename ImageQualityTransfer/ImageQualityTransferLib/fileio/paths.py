@@ -64,6 +64,11 @@ class Outputs:
         return self
 
     def add(self, path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False) -> Path:
+        real = os.path.realpath(path)
+        for q in self.inputs:  # an input named as an output is said as such, before its file type is judged
+            if real == os.path.realpath(q):
+                raise IQTError(f"{path}: is an input of this run ({q}); write the {what} to another file "
+                               f"(inputs are never overwritten)")
         p = check_output(path, suffixes, what, folder_checked)
         self.outputs.append((p, what))
         return p

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -452,6 +453,7 @@ def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, cap
     assert (settings["n_trees"], settings["max_depth"], settings["min_leaf"], settings["n_train"]) == (3, 2, 300, 4000)
     assert settings["refit_leaves"] is True and settings["leaf_ridge"] == 0.01
     assert side["n_trees"] == 3 and "--n-trees 3" in side["training"]["command"]
+    assert side["training"]["directory"] == os.getcwd()  # where the command's relative paths are read from
     assert all(t.n_leaves <= 4 for t in model_io.load(tmp_path / "rf.json").forest.trees)  # depth 2
     capsys.readouterr()
     assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),

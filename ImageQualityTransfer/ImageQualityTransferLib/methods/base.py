@@ -321,8 +321,12 @@ class LearnedMethod(Method):
 
     def save(self, path, factor=2, command: str | None = None, register: bool = False):
         """Write the model `fit` made (weights + JSON sidecar with `command`); returns the sidecar path."""
+        import os
+
         model = self.trained(factor)
         model.meta.setdefault("training", {})["command"] = command
+        if command:  # the folder its relative paths are read from
+            model.meta["training"]["directory"] = os.getcwd()
         side = self._save(model, path)
         if register:  # the registry of the folder the model is written to
             self._model_io().register(side, Path(path).parent)

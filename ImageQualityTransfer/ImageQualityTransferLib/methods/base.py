@@ -120,10 +120,12 @@ class Method:
             if not np.asarray(mask.data).any():
                 raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
         check_tensor_input(lr, mask)
+        given = mask is not None
         if mask is None:
             mask = self.support(lr)
         if self.learned:  # interpolation clips them, as any interpolator would
-            lr = drop_failed_fits(lr, mask)
+            lr = drop_failed_fits(lr, mask, "the mask" if given else "the input's brain")
+            self._check_noise(lr, mask)
         reo = Reorientation.to_canonical(lr.affine)
         order = self._axis_order(grid.permute(f, reo.ornt))
         if order is not None:  # a model for a reordering of the factors: permute the axes it refines into its own
@@ -153,6 +155,18 @@ class Method:
                                     **({"averaged_over": len(symmetry.transforms(f_c))} if self.tta else {})}))
         maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
+
+    def _check_noise(self, lr: Volume, mask: Volume | None) -> None:
+        """One warning when the input is much noisier than the training inputs (tensors.noise_index): the learned
+        methods were trained on cleaner data, and there they may do no better than cubic (docs/measurements.md)."""
+        brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
+        index = tensors.noise_index(lr.data, brain)
+        if index is not None and index > tensors.NOISY_INPUT:
+            source = f"{lr.meta['path']}: " if lr.meta.get("path") else ""
+            warnings.warn(f"{source}the input looks noisier than the data the learned methods were trained on (noise "
+                          f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
+                          "inside the brain here, and the forests' std understates their error (espcn-hetero-var1's "
+                          "follows the noise)", IQTWarning, stacklevel=4)
 
     @staticmethod
     def support(lr: Volume) -> Volume | None:
@@ -356,7 +370,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
         raise IQTError(source + str(exc)) from None
 
 
-def drop_failed_fits(lr: Volume, mask: Volume | None) -> Volume:
+def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask") -> Volume:
     """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
     nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
     anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
@@ -367,7 +381,7 @@ def drop_failed_fits(lr: Volume, mask: Volume | None) -> Volume:
     inside = failed if mask is None else failed & np.asarray(mask.data, bool)
     if inside.any():
         source = f"{lr.meta['path']}: " if lr.meta.get("path") else ""
-        warnings.warn(f"{source}{int(inside.sum())} voxels in the brain hold a failed fit (an eigenvalue outside "
+        warnings.warn(f"{source}{int(inside.sum())} voxels in {where} hold a failed fit (an eigenvalue outside "
                       f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): taken as missing and "
                       "filled from the nearest fits", IQTWarning, stacklevel=3)
     return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))

@@ -100,3 +100,23 @@ def test_permutation_then_composes_as_two_steps():
     assert one.shape3 == (4, 5, 6)  # canonical (6, 4, 5), then new axes (old 1, old 2, old 0)
     back = first.then(second).undo(one)
     assert np.allclose(back.affine, aff) and np.allclose(back.data, vol.data)
+
+
+def test_a_mask_stored_in_another_axis_order_is_put_back_on_the_grid():
+    """`onto_grid`: the same voxel centres stored with an axis reversed or two axes swapped come back identical; a
+    grid shifted by half a voxel or of another spacing is not the same grid."""
+    from ImageQualityTransferLib.core.orientation import onto_grid
+
+    rng = np.random.default_rng(0)
+    data = rng.random((5, 6, 7)) > 0.5
+    aff = np.diag([2.0, 2.0, 3.0, 1.0])
+    aff[:3, 3] = [-10.0, 4.0, 7.0]
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = 4
+    np.testing.assert_array_equal(onto_grid(data[::-1], aff @ flip, data.shape, aff), data)
+    swap = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)  # stored (y, x, z)
+    np.testing.assert_array_equal(onto_grid(data.transpose(1, 0, 2), aff @ swap, data.shape, aff), data)
+    half = aff.copy()
+    half[0, 3] += 1.0
+    assert onto_grid(data, half, data.shape, aff) is None
+    assert onto_grid(data, aff @ np.diag([2.0, 1, 1, 1]), data.shape, aff) is None

@@ -380,6 +380,17 @@ def test_dwi_node_is_fitted_first(scene, axial_subject):
     lr, mask = slicer_processing.input_volumes(node)
     expect = dti.fit_dti(sub, mask)
     np.testing.assert_allclose(lr.data, tensors.clip_eigenvalues(expect.data, *tensors.INPUT_CLIP), atol=1e-9)
+    # no mask chosen: the estimated one is said in the run's notes
+    notes = slicer_processing.predict_volumes(lr, slicer_processing.Request("cubic", FACTOR), mask)["tensor"].meta["notes"]
+    assert len(notes) == 1 and notes[0].startswith("no mask was chosen") and "% of the field of view" in notes[0]
+    # a mask with the same voxels stored with the first axis reversed (a NIfTI beside an NRRD) is taken, re-indexed
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = mask.shape3[0] - 1
+    mirrored = Volume(np.ascontiguousarray(mask.data[::-1]), mask.affine @ flip, "mask")
+    mask_node = mrml.add_scalar_node(scene, Volume(mirrored.data.astype(np.float32), mirrored.affine, "scalar"), "m")
+    again, taken = slicer_processing.input_volumes(node, mask_node)
+    np.testing.assert_array_equal(taken.data, mask.data)
+    np.testing.assert_allclose(again.data, lr.data, atol=1e-9)
 
 
 @pytest.mark.slow
@@ -397,6 +408,7 @@ def test_worker_process_matches_in_process(scene, lr_axial):
         np.testing.assert_allclose(sub[k].data, here[k].data, atol=1e-10)
         np.testing.assert_allclose(sub[k].affine, here[k].affine, atol=1e-9)
     assert any(s is not None and s > 0 for s in steps)
+    assert sub["tensor"].meta["factor"] == here["tensor"].meta["factor"]  # the comparison view picks its plane by it
     with pytest.raises(slicer_processing.IQTError, match="unknown method"):
         slicer_processing.predict_in_subprocess(lr, slicer_processing.Request("no-such-method", FACTOR),
                                                 python_executable=sys.executable)

@@ -91,3 +91,21 @@ def reorient(vol: Volume, axcodes: str) -> Volume:
     """The same image re-stored with voxel axes `axcodes` (e.g. "LAS", "PSR"): for tests and tools."""
     ornt = _nio().ornt_transform(_nio().io_orientation(vol.affine), _nio().axcodes2ornt(tuple(axcodes)))
     return Reorientation(ornt).apply(vol)
+
+
+def onto_grid(data: np.ndarray, affine: np.ndarray, shape, ref_affine: np.ndarray, tol: float = 1e-3):
+    """A scalar image's `data` (voxel-to-world `affine`) re-indexed onto the grid `shape`/`ref_affine` when its voxel
+    centres are that grid's points stored in another axis order or direction (a NIfTI mask beside an NRRD DWI, say);
+    None when they are not the same points."""
+    m = np.linalg.inv(np.asarray(ref_affine, float)) @ np.asarray(affine, float)  # mask voxel -> reference voxel
+    r, t = m[:3, :3], m[:3, 3]
+    perm = np.round(r)
+    if not (np.allclose(r, perm, atol=tol) and np.allclose(t, np.round(t), atol=tol)
+            and sorted(np.abs(perm).sum(0)) == [1, 1, 1] and sorted(np.abs(perm).sum(1)) == [1, 1, 1]):
+        return None
+    idx = np.indices(tuple(shape)).reshape(3, -1).astype(float)
+    src = np.rint(np.linalg.inv(perm) @ (idx - np.round(t)[:, None])).astype(int)
+    data = np.asarray(data)
+    if (src < 0).any() or any((src[k] >= data.shape[k]).any() for k in range(3)) or np.prod(data.shape[:3]) != idx.shape[1]:
+        return None
+    return data[src[0], src[1], src[2]].reshape(tuple(shape))

@@ -136,16 +136,19 @@ def input_volumes(input_node, mask_node=None, progress=None, cancel=None) -> tup
     if input_node is not None and input_node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
         _report(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
         dwi = dwi_volume_from_node(input_node)
-        fit_mask = mask if mask is not None else dti.brain_mask(dwi)
-        _check_same_grid(fit_mask, dwi, mask_node)
+        fit_mask = _check_same_grid(mask, dwi, mask_node) if mask is not None else dti.brain_mask(dwi)
         lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
-        lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=dwi.meta)
+        meta = dict(dwi.meta)
         if mask is None:
             mask = fit_mask
+            meta["input_notes"] = [f"no mask was chosen: the tensors were fitted in a brain mask estimated from the b0 "
+                                   f"(median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which the "
+                                   "output follows; choose a mask to use your own"]
+        lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=meta)
     else:
         lr = mrml.tensor_volume_from_node(input_node)
     if mask is not None:
-        _check_same_grid(mask, lr, mask_node)
+        mask = _check_same_grid(mask, lr, mask_node)
     return lr, mask
 
 
@@ -167,13 +170,21 @@ def _fit_in_slabs(dwi: Volume, mask: Volume, progress=None, cancel=None, slabs: 
     return Volume(out, dwi.affine, "tensor", meta={"fit": "dipy WLS"})
 
 
-def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> None:
-    if mask.shape3 != vol.shape3 or not np.allclose(mask.affine, vol.affine, atol=1e-4):
-        name = mask_node.GetName() if mask_node is not None else "the mask"
-        raise IQTError(
-            f"mask '{name}' is on a different grid ({mask.shape3}) than the input ({vol.shape3}); "
-            f"resample the mask onto the input volume (Resample Scalar/Vector/DWI Volume) or leave it empty"
-        )
+def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> Volume:
+    """`mask` on `vol`'s grid: as it is, or the same voxels stored in another axis order or direction re-indexed; an
+    IQTError for a mask on other voxels."""
+    from ..core.orientation import onto_grid
+
+    if mask.shape3 == vol.shape3 and np.allclose(mask.affine, vol.affine, atol=1e-4):
+        return mask
+    moved = onto_grid(mask.data, mask.affine, vol.shape3, vol.affine)
+    if moved is not None:
+        return Volume(moved, vol.affine, "mask", meta=mask.meta)
+    name = mask_node.GetName() if mask_node is not None else "the mask"
+    what = (f"another grid ({mask.shape3}) than the input ({vol.shape3})" if mask.shape3 != vol.shape3 else
+            f"the input's voxel counts {vol.shape3} but another position or spacing")
+    raise IQTError(f"mask '{name}' is on {what}; resample the mask onto the input volume (Resample Scalar/Vector/DWI "
+                   "Volume) or leave it empty")
 
 
 # ---------------------------------------------------------------- the engine call (shared with the worker)
@@ -205,7 +216,7 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     _check_cancel(cancel)
     if exact is not None:
         pred = pred.within(exact, factor)
-    pred.tensor.meta["notes"] = notes
+    pred.tensor.meta["notes"] = list(lr.meta.get("input_notes", [])) + notes
     out = {"tensor": pred.tensor}
     for key, v in pred.maps().items():
         out[f"uncertainty/{key}"] = v
@@ -387,12 +398,19 @@ def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = No
         if mask is not None:
             fileio.save_scalar(Volume(mask.data.astype(np.uint8), mask.affine, "scalar"), folder / "mask.nii.gz")
             args += ["--mask", str(folder / "mask.nii.gz")]
-        summary = _run_worker(args, progress, cancel)
+        try:
+            summary = _run_worker(args, progress, cancel)
+        except IQTError as exc:  # the worker names its temporary copies; the user knows the input as the node
+            if str(folder) not in str(exc):
+                raise
+            raise IQTError(str(exc).replace(str(folder / "input.nrrd") + ": ", "").replace(str(folder), "")) from None
         results = {}
         for key, entry in summary["outputs"].items():
             path = entry["path"]
             results[key] = fileio.load_tensor(path) if entry["kind"] == "tensor" else fileio.load_scalar(path)
-        results["tensor"].meta["notes"] = list(summary.get("notes", []))
+            if entry["kind"] == "tensor":  # the files do not carry the run's factors; the comparison view needs them
+                results[key].meta["factor"] = grid.record(request.factor)
+        results["tensor"].meta["notes"] = list(lr.meta.get("input_notes", [])) + list(summary.get("notes", []))
         return results
     finally:
         if tmp_ctx is not None:

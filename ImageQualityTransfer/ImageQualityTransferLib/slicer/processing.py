@@ -377,6 +377,11 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
             raise IQTError(f"the node '{node.GetName()}' is chosen for both the {seen[id(node)]} and the {key} output; "
                            f"choose 'Create new ...' for one of them")
         seen[id(node)] = key
+        tensor = key in ("tensor", "interpolated")  # said before the run, not after it (_put_volume checks again)
+        class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
+        if not node.IsA(class_name) or (not tensor and node.IsA("vtkMRMLLabelMapVolumeNode")):
+            raise IQTError(f"output node '{node.GetName()}' is a {node.GetClassName()}, expected a {class_name}; "
+                           f"choose the automatic output in the output selector")
 
 
 # ---------------------------------------------------------------- separate process (see slicer_worker.py)

@@ -160,9 +160,7 @@ def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
     """File name of every output by key ("tensor", "fa", "md", "mask", then the uncertainty maps): the BIDS entities
     of the input, then space-orig, res-<factor>x (res-1x1x3x for per-axis factors), model-<method>, param-<tensor|fa|md>,
     desc-<map> for uncertainty maps; desc-brain_mask for the run's brain mask."""
-    from ..core.grid import text
-
-    base = f"{item.prefix}_space-orig_res-{text(s.factor).replace(',', 'x')}x_model-{label(_method_label(s))}"
+    base = f"{item.prefix}_space-orig_res-{_res_label(s)}_model-{label(_method_label(s))}"
     names = {p: f"{base}_param-{p}_dwimap.nii.gz" for p in ("tensor", "fa", "md")}
     names["mask"] = f"{base}_desc-brain_mask.nii.gz"
     for m in maps:
@@ -216,6 +214,13 @@ def identity(item: Item, s: Settings, hashes: dict) -> dict:
     """The sidecar fields that must match for a subject to be skipped."""
     return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
             **_tta_record(s), **({"TensorOrder": s.tensor_order} if s.tensor_order != "nifti" and item.kind == "dti" else {})}
+
+
+def _res_label(s: Settings) -> str:
+    """The res- entity's label: 2x, or 1x1x3x for per-axis factors."""
+    from ..core.grid import text
+
+    return text(s.factor).replace(",", "x") + "x"
 
 
 def _method_label(s: Settings) -> str:
@@ -425,9 +430,9 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     except (OSError, ValueError):
         pass
     changed = not path.exists()
-    roots = {it.root for it in items if it.root}
-    if len(roots) == 1 and desc.get("DatasetLinks", {}).get("raw") != Path(next(iter(roots))).as_uri():
-        uri = Path(next(iter(roots))).as_uri()
+    roots = {Path(it.root).as_uri() for it in items if it.root}
+    uri = next(iter(roots)) if len(roots) == 1 else None
+    if uri is not None and desc.get("DatasetLinks", {}).get("raw") != uri:
         desc["DatasetLinks"] = {**desc.get("DatasetLinks", {}), "raw": uri}
         desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") != uri] + [{"URL": uri}]
         changed = True
@@ -487,12 +492,11 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
 def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> None:
     """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
     rows of other runs into the same folder (another method or factor) are kept."""
-    from ..core.grid import text
     from ..fileio import write_text
 
     flag_outliers(results)
     model = label(_method_label(s)) if s is not None else ""
-    res = text(s.factor).replace(",", "x") + "x" if s is not None else ""
+    res = _res_label(s) if s is not None else ""
     rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res)] + qc_rows(results, model, res)
     rows.sort(key=lambda r: (r[1], r[2]))  # by run; subjects in input order within each
     tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)

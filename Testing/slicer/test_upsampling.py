@@ -112,8 +112,10 @@ def test_through_plane_run_on_a_node():
         learned = processing.run_on_nodes(scene, node, "biqt", f)["tensor"]
         assert learned.GetImageData().GetDimensions() == (12, 8, 5)
     f4 = upsampling.factors_for("through-plane", 4, spacing=spacing)
-    with pytest.raises(IQTError, match="factors 4,1,1"):  # a learned method names the factors it has a model for
+    with pytest.raises(IQTError, match="factors 4,1,1") as info:  # a learned method names the factors it has a model for
         processing.run_on_nodes(scene, node, "biqt", f4)
+    said = str(info.value)  # the module's controls, the command that trains a model as it is
+    assert "give --model" not in said and "Advanced > Model file" in said and "'iqt train --method biqt" in said
 
 
 def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(small_subject):
@@ -128,6 +130,7 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(sma
     out = processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True)["tensor"]
     notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
     assert notes and "estimated from the tensors" in notes and "\n" not in notes  # once, not once per method
+    assert "--mask" not in notes and "choose a Brain mask" in notes  # the module's control, not the command line's
     data = mrml.tensor_volume_from_node(out).data
     assert 0.2 < np.any(data != 0, axis=-1).mean() < 0.8
     mask_node = mrml.add_scalar_node(scene, Volume(case.lr_mask.data.astype(np.float32), case.lr.affine, "scalar"), "brain")

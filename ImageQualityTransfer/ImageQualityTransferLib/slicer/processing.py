@@ -341,8 +341,44 @@ def run_on_nodes(
     """Super-resolve `input_node` with `method`; returns the created (or filled) nodes, see `add_result_nodes`.
 
     python_executable: run the method in that Python interpreter (a separate process; the Slicer module gives
-    PythonSlicer for torch methods); None runs it here. The input node is never modified.
+    PythonSlicer for torch methods); None runs it here. The input node is never modified. The engine's messages and
+    notes name the module's controls, not the command line's options (`in_module_words`).
     """
+    try:
+        return _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate, tta,
+                             targets, progress, cancel, python_executable)
+    except IQTError as exc:
+        if type(exc) is not IQTError:  # Cancelled and the like keep their type and words
+            raise
+        raise IQTError(in_module_words(str(exc))) from None
+
+
+# command-line options in the engine's messages -> the module's controls (Resources/UI/ImageQualityTransfer.ui)
+MODULE_WORDS = (
+    (r"give --mask with a brain mask", "choose a Brain mask"), (r"give --mask", "choose a Brain mask"),
+    (r"--mask", "the Brain mask"), (r"drop --tta", "turn off Advanced > Average over flips"),
+    (r"--tta", "Advanced > Average over flips"), (r"give --model( a model file)?", "choose an Advanced > Model file"),
+    (r"--model", "Advanced > Model file"), (r"(use|give) --device cpu", "turn off Advanced > Use GPU"),
+    (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),
+    (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
+    (r"--method", "the Method"),
+)
+
+
+def in_module_words(text: str) -> str:
+    """An engine message with the command line's options put as the module's controls (a quoted command, such as the
+    'iqt train …' that makes a model, is left as it is)."""
+    import re
+
+    parts = re.split(r"('[^']*')", text)
+    for i in range(0, len(parts), 2):
+        for pattern, words in MODULE_WORDS:
+            parts[i] = re.sub(pattern, words, parts[i])
+    return "".join(parts)
+
+
+def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate, tta, targets,
+                  progress, cancel, python_executable) -> dict:
     if input_node is None:
         raise IQTError("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
     if scene is None:
@@ -360,6 +396,9 @@ def run_on_nodes(
     _report(progress, 0.95, "creating output nodes")
     base = input_node.GetName() or "dti"
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node)
+    notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)
+    if notes:
+        nodes["tensor"].SetAttribute(mrml.NOTES_ATTRIBUTE, in_module_words(notes))
     _report(progress, 1.0, "done")
     return nodes
 

@@ -7,6 +7,8 @@ input's own grid, so that every method answers the same whatever the storage ord
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -162,8 +164,7 @@ class Method:
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
         index = tensors.noise_index(lr.data, brain)
         if index is not None and index > tensors.NOISY_INPUT:
-            source = f"{lr.meta['path']}: " if lr.meta.get("path") else ""
-            warnings.warn(f"{source}the input looks noisier than the data the learned methods were trained on (noise "
+            warnings.warn(f"{_source(lr)}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
                           "inside the brain here, and the forests' std understates their error (espcn-hetero-var1's "
                           "follows the noise)", IQTWarning, stacklevel=4)
@@ -257,8 +258,6 @@ class LearnedMethod(Method):
 
     def model_record(self, factor) -> tuple[str, str]:
         """(model file, SHA256 of its weights) for `factor`: what a run's records name (batch sidecars, benchmark JSON)."""
-        import json
-
         from ..fileio.model_files import sha256, sidecar_path
 
         path = self.model_file(factor)
@@ -335,8 +334,6 @@ class LearnedMethod(Method):
 
     def save(self, path, factor=2, command: str | None = None, register: bool = False):
         """Write the model `fit` made (weights + JSON sidecar with `command`); returns the sidecar path."""
-        import os
-
         model = self.trained(factor)
         model.meta.setdefault("training", {})["command"] = command
         if command:  # the folder its relative paths are read from
@@ -354,6 +351,11 @@ class LearnedMethod(Method):
         return ""
 
 
+def _source(vol: Volume) -> str:
+    """"PATH: " for a volume read from a file, so that a message about it names it; "" otherwise."""
+    return f"{vol.meta['path']}: " if vol.meta.get("path") else ""
+
+
 def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     """A method's input must be a finite tensor volume in mm^2/s that is mostly positive definite (inside the mask
     when one is given): otherwise every method would return a confident answer from nonsense."""
@@ -361,7 +363,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
         raise IQTError(
             f"the input is not a diffusion tensor volume (shape {vol.data.shape}); give a DTI volume (fit one from DWIs with 'iqt fit')"
         )
-    source = f"{vol.meta['path']}: " if vol.meta.get("path") else ""  # read from a file: name it
+    source = _source(vol)
     if not np.isfinite(vol.data).all():
         raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
     try:
@@ -380,8 +382,7 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask") -
         return lr
     inside = failed if mask is None else failed & np.asarray(mask.data, bool)
     if inside.any():
-        source = f"{lr.meta['path']}: " if lr.meta.get("path") else ""
-        warnings.warn(f"{source}{int(inside.sum())} voxels in {where} hold a failed fit (an eigenvalue outside "
+        warnings.warn(f"{_source(lr)}{int(inside.sum())} voxels in {where} hold a failed fit (an eigenvalue outside "
                       f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): taken as missing and "
                       "filled from the nearest fits", IQTWarning, stacklevel=3)
     return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))

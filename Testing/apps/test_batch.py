@@ -118,6 +118,7 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     col = {name: i for i, name in enumerate(rows[0])}
     seconds = {r[0]: r[col["seconds"]] for r in rows[1:]}
     assert 0 <= float(qc["sub-01"][col["nonphysical_pct"]]) < 5  # output voxels with a negative eigenvalue, % of brain
+    assert 0 < float(qc["sub-01"][col["noise_index"]]) < 1  # the input's roughness (tensors.noise_index)
 
     # a rerun redoes nothing; a deleted output redoes that subject only
     first = outputs(out / "sub-01") | outputs(out / "sub-02")
@@ -270,10 +271,13 @@ def test_two_real_dev_subjects_as_bids(tmp_path, capsys, cluster):
     code, stdout, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "cubic", "--scheduler", cluster)
     assert code == 0, err
     assert "2 done" in stdout
-    rows = {r.split("\t")[0]: r.split("\t") for r in (out / "qc.tsv").read_text().splitlines()[1:]}
+    lines = (out / "qc.tsv").read_text().splitlines()
+    col = {c: i for i, c in enumerate(lines[0].split("\t"))}
+    rows = {r.split("\t")[0]: r.split("\t") for r in lines[1:]}
     for name, _ in pairs:
         r = rows[f"sub-{name}"]
         assert r[3] == "done" and r[4] == "3.00x3.00x3.00" and float(r[5]) > 3 and 800 < float(r[6]) < 2500, r
+        assert float(r[col["noise_index"]]) < 0.10, r  # a clean native scan is not called noisy
         hr = fileio.load_tensor(out / f"sub-{name}" / "dwi" / f"sub-{name}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz")
         assert np.allclose(hr.voxel_size, 1.5)
 

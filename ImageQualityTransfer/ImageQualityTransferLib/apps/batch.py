@@ -28,7 +28,7 @@ from ..fileio.paths import write_json
 BIDS_VERSION = "1.10.0"
 PIPELINE = "ImageQualityTransfer"
 TEMP_PREFIX = ".iqt-"  # fileio.atomic_write's temporary files: left only by a killed writer, removed on restart
-QC_METRICS = ("voxel_mm3", "snr", "brain_ml", "median_std", "nonphysical_pct")
+QC_METRICS = ("voxel_mm3", "snr", "brain_ml", "median_std", "nonphysical_pct", "noise_index")
 
 
 @dataclass(frozen=True)
@@ -338,6 +338,8 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
           "median_std": float(np.median(pred.std.data[brain])) if s.uncertainty and pred.std is not None else float("nan"),
           # a negative eigenvalue: MD or FA there is not a measurement (the FA map's 1.0 can hide it)
           "nonphysical_pct": float(100 * np.mean(tensors.distance_to_physical(t.data[brain]) > 0)) if brain.any() else 0.0}
+    index = tensors.noise_index(lr.data, inside)  # above tensors.NOISY_INPUT: noisier than the training data
+    qc["noise_index"] = float("nan") if index is None else index
     return vols, qc
 
 
@@ -466,7 +468,7 @@ def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> No
 
 
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s",
-              "nonphysical_pct", "outlier", "seconds", "reason")
+              "nonphysical_pct", "noise_index", "outlier", "seconds", "reason")
 
 
 def _fmt(v, spec):
@@ -485,6 +487,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
         seconds = q.get("seconds") if r["status"] == "skipped" else r.get("seconds")  # a skip keeps the run's time
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
+                     _fmt(q.get("noise_index"), ".3f"),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
     return rows
 
@@ -492,6 +495,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
 def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> None:
     """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
     rows of other runs into the same folder (another method or factor) are kept."""
+    from ..core.tensors import NOISY_INPUT
     from ..fileio import write_text
 
     flag_outliers(results)
@@ -510,8 +514,10 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fdd}</style>"
             f"<h1>IQT cohort QC</h1><p>{len(rows)} rows (subject, model, res). SNR: mean b0 in the brain / std of the b0 "
             "background. nonphysical_pct: share of the brain mask's output voxels with a negative eigenvalue (their MD/FA are "
-            "not measurements). Outlier: outside median &plusmn; 3 MAD (scaled) on voxel volume, SNR, brain volume, median "
-            f"uncertainty or nonphysical_pct, within each run.</p><table><tr>{head}</tr>{body}</table>\n")
+            "not measurements). noise_index: the input tensors' roughness in the brain (training inputs 0.055-0.080; above "
+            f"{NOISY_INPUT:g} the learned methods may do no better than cubic). Outlier: outside median &plusmn; 3 MAD "
+            "(scaled) on voxel volume, SNR, brain volume, median uncertainty, nonphysical_pct or noise_index, within each "
+            f"run.</p><table><tr>{head}</tr>{body}</table>\n")
     write_text(out_root / "qc.html", page)
 
 

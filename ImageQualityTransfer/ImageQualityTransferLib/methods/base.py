@@ -166,8 +166,8 @@ class Method:
         if index is not None and index > tensors.NOISY_INPUT:
             warnings.warn(f"{_source(lr)}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
-                          "inside the brain here, and the forests' std understates their error (espcn-hetero-var1's "
-                          "follows the noise)", IQTWarning, stacklevel=4)
+                          "inside the brain here, and biqt's std understates its error (espcn-hetero-var1's and rf's "
+                          "follow the noise)", IQTWarning, stacklevel=4)
 
     @staticmethod
     def support(lr: Volume) -> Volume | None:

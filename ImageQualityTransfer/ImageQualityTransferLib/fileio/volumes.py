@@ -280,10 +280,10 @@ def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
             f = factors(factor, identity_ok=True)
             grids[tuple(k * s for k, s in zip(f, reference.shape3))] = ("the high-resolution grid",
                                                                          hr_affine(reference.affine, f))
+        from ..core.orientation import onto_grid
+
         for shape, (_, affine) in grids.items():  # the same voxels stored in another axis order or direction
             if vol.shape3 != shape or not np.allclose(vol.affine, affine, atol=1e-3 * float(np.abs(affine[:3, :3]).max())):
-                from ..core.orientation import onto_grid
-
                 moved = onto_grid(vol.data, vol.affine, shape, affine)
                 if moved is not None:
                     vol = Volume(moved, affine, "mask", meta=vol.meta)

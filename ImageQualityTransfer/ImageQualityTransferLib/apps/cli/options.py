@@ -146,6 +146,20 @@ def check_propagation(method, samples, factor=None) -> None:
         raise IQTError(f"--samples {samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
 
 
+def predict_with_mask(method, lr, f, mask_path, **kw):
+    """(prediction, low-res mask) of `method` on `lr` with the --mask file: on the input's grid it is the run's mask;
+    on the output's grid it is reduced for the run and every output is then kept to it (`Prediction.within`)."""
+    from ... import fileio
+    from ...dmri.degrade import lowres_mask
+
+    given = fileio.load_mask(mask_path, lr, f) if mask_path else None
+    mask = lowres_mask(given, lr, f)
+    pred = method.predict(lr, f, mask, **kw)
+    if given is not None and given.shape3 != lr.shape3:
+        pred = pred.within(given, f)
+    return pred, mask
+
+
 def load_seeds(args):
     """The seed ROI, or None for random seeds (then at least one is needed to track)."""
     from ... import fileio

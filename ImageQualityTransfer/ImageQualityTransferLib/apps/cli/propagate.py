@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ...dmri.degrade import lowres_mask
 from . import options
 
 
@@ -36,12 +35,8 @@ def run(args):
     if method.learned:
         method.load(f)  # a missing, corrupt or foreign model fails here, before any work
     lr = fileio.load_tensor(args.input, args.tensor_order)
-    given = fileio.load_mask(args.mask, lr, f) if args.mask else None
-    mask = lowres_mask(given, lr, f)
     seeds = options.load_seeds(args)
-    pred = method.predict(lr, f, mask)
-    if given is not None and given.shape3 != lr.shape3:  # a mask on the output's grid: nothing outside it
-        pred = pred.within(given, f)
+    pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)
     out.mkdir(exist_ok=True)
     print(propagation.write(res, paths, method.name, args.input))

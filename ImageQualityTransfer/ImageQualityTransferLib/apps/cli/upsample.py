@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ...core.errors import IQTError
 from ...fileio.paths import TENSOR_SUFFIXES
-from ...dmri.degrade import lowres_mask
 from . import options
 
 
@@ -107,12 +106,9 @@ def run(args):
         lr = fileio.load_tensor(args.input, args.tensor_order)
     else:
         print(options.voxel_size_line(f, lr.voxel_size))
-    given = fileio.load_mask(args.mask, lr, f) if args.mask else None
-    mask = lowres_mask(given, lr, f)
     seeds = options.load_seeds(args) if args.propagate else None
-    pred = method.predict(lr, f, mask, uncertainty=bool(unc_out) or args.propagate, direction=bool(unc_out))
-    if given is not None and given.shape3 != lr.shape3:  # a mask on the output's grid: nothing outside it
-        pred = pred.within(given, f)
+    pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
+                                           direction=bool(unc_out))
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     fileio.save_tensor(pred.tensor, out)
     for key, vol in pred.maps().items() if unc_out else ():

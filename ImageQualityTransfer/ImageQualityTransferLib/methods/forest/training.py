@@ -142,7 +142,8 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     x, cubic, scale = patches.prepare_input(lr, r, model.input_unit, fill=True)
     cubic_blocks = patches.to_blocks(cubic, r) if model.inputs == "patch+cubic" else None
     present = np.any(x != 0, axis=-1)  # the filled context counts as present for the features
-    base = mask if mask is not None else np.any(np.asarray(lr) != 0, axis=-1)
+    given = np.any(np.asarray(lr) != 0, axis=-1)  # what the input itself holds
+    base = mask if mask is not None else given
     sup = patches.support(np.asarray(base, bool))
     centres = np.argwhere(sup)
     feats = features.volume_features(x, n, present) if model.forest is not None else None
@@ -172,7 +173,7 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     if var is not None:
         std = np.sqrt(patches.from_blocks(var, r).mean(-1)) / np.float32(scale)
         std[~hr_sup] = 0.0
-        filled = sup & ~np.any(np.asarray(lr) != 0, axis=-1)  # answered from filled context, not from the input
+        filled = sup & ~given  # answered from filled context, not from the input
         std[repeat_blocks(filled, r)] *= np.float32(FILLED_STD_SCALE[kind])
         unc["std"] = std.astype(np.float32)
     return hr.astype(np.float32), unc

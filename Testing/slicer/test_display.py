@@ -89,6 +89,29 @@ def test_repeated_runs_reuse_their_nodes(lowres):
     assert run(scene, other, "biqt")["tensor"].GetName() == "other_biqt"
 
 
+def test_runs_at_other_factors_keep_their_own_nodes(lowres):
+    """A ×3 and a through-plane run after a ×2 one get their own nodes, the cubic comparison included, so the ×2
+    result stays as it was and a method's node never sits beside a cubic of another factor."""
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    x2 = processing.run_on_nodes(scene, node, "linear", 2, interpolate=True)
+    x2_data = mrml.tensor_volume_from_node(x2["tensor"]).data.copy()
+    x3 = processing.run_on_nodes(scene, node, "linear", 3, interpolate=True)
+    thick = processing.run_on_nodes(scene, node, "linear", (1, 1, 2), interpolate=True)
+    assert [r["tensor"].GetName() for r in (x2, x3, thick)] == ["dti_linear", "dti_linear_x3", "dti_linear_x1x1x2"]
+    assert [r["interpolated"].GetName() for r in (x2, x3, thick)] == ["dti_cubic", "dti_cubic_x3", "dti_cubic_x1x1x2"]
+    for r, f in ((x2, 2), (x3, 3), (thick, (1, 1, 2))):
+        shape = np.array(lr.data.shape[:3]) * np.broadcast_to(f, 3)
+        assert r["tensor"].GetImageData().GetDimensions() == tuple(shape)
+        assert r["interpolated"].GetImageData().GetDimensions() == tuple(shape)
+    np.testing.assert_array_equal(mrml.tensor_volume_from_node(x2["tensor"]).data, x2_data)
+    before = counts(scene)
+    again = processing.run_on_nodes(scene, node, "linear", 3, interpolate=True)
+    assert again["tensor"] is x3["tensor"] and again["interpolated"] is x3["interpolated"]
+    assert counts(scene) == before
+
+
 def test_user_target_is_filled_in_place(lowres):
     lr, _ = lowres
     scene = views_scene()

@@ -195,7 +195,7 @@ class Viewer:
                     s.status = f"{method}: {message}" if message else f"running {method}"
             results, fas = await future
             self.nodes = processing.add_result_nodes(self.scene, results, self.in_node.GetName(), method,
-                                                     input_node=self.in_node)
+                                                     input_node=self.in_node, factor=self.factor)
             for key, vol in fas.items():
                 node = self.fa_nodes.get(key)
                 self.fa_nodes[key] = mrml.set_scalar_node(node, vol) if node is not None else \

@@ -288,24 +288,34 @@ def _put_volume(scene, vol: Volume, name: str, key: str | None, target=None):
     return node
 
 
+def factor_suffix(factor) -> str:
+    """"" at the module's default factor 2, else "_x3" or "_x1x1x3": result names and keys tell factors apart."""
+    if factor is None or grid.isotropic(factor) == 2:
+        return ""
+    return "_x" + grid.text(factor).replace(",", "x")
+
+
 def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: str, targets: dict | None = None,
-                     input_node=None) -> dict:
-    """The results as nodes named after the method (`<input>_<method>`, `<input>_<method>_uncertainty_<map>`,
-    `<input>_cubic`). A run reuses the nodes the last run with the same input and method made, so results of other
-    methods are never overwritten and node counts stay flat. `targets` may map "tensor", "uncertainty" (the overlay
-    map), "interpolated" to nodes the user chose, which receive that result instead.
+                     input_node=None, factor=None) -> dict:
+    """The results as nodes named after the method and, other than 2, the factors (`<input>_<method>`,
+    `<input>_<method>_uncertainty_<map>`, `<input>_cubic`; `<input>_<method>_x3` …). A run reuses the nodes the last
+    run with the same input, method and factors made, so results of other methods or factors are never overwritten
+    and node counts stay flat. `targets` may map "tensor", "uncertainty" (the overlay map), "interpolated" to nodes
+    the user chose, which receive that result instead.
     Returns {"tensor": node, "uncertainty": node or None, "uncertainties": {key: node}, "interpolated": node or None}."""
     targets = targets or {}
-    key = (lambda m, role: result_key(input_node, m, role)) if input_node is not None else (lambda m, role: None)
+    suffix = factor_suffix(factor if factor is not None else results["tensor"].meta.get("factor"))
+    key = (lambda m, role: result_key(input_node, m + suffix, role)) if input_node is not None else \
+        (lambda m, role: None)
     created = {"tensor": None, "uncertainty": None, "uncertainties": {}, "interpolated": None}
-    created["tensor"] = _put(scene, results["tensor"], f"{base_name}_{method}", key(method, "tensor"),
+    created["tensor"] = _put(scene, results["tensor"], f"{base_name}_{method}{suffix}", key(method, "tensor"),
                              targets.get("tensor"))
     unc_keys = [k for k in results if k.startswith("uncertainty/")]
     # the map shown as overlay: "std" when the method gives one, else the first
     main = next((k for k in unc_keys if k.endswith("/std")), unc_keys[0] if unc_keys else None)
     for k in unc_keys:
         short = k.split("/", 1)[1]
-        node = _put(scene, results[k], f"{base_name}_{method}_uncertainty_{short}", key(method, k),
+        node = _put(scene, results[k], f"{base_name}_{method}{suffix}_uncertainty_{short}", key(method, k),
                     targets.get("uncertainty") if k == main else None)
         if k == main:
             created["uncertainty"] = node
@@ -314,7 +324,7 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         if method == COMPARISON_METHOD and targets.get("interpolated") is None:
             created["interpolated"] = created["tensor"]  # the comparison is this run's own result
         else:  # the cubic run's node: shared with runs of cubic itself
-            created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}",
+            created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}{suffix}",
                                            key(COMPARISON_METHOD, "tensor"), targets.get("interpolated"))
     return created
 
@@ -395,7 +405,7 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
         results = predict_volumes(lr, request, mask, progress, cancel)
     _report(progress, 0.95, "creating output nodes")
     base = input_node.GetName() or "dti"
-    nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node)
+    nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)
     notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)
     if notes:
         nodes["tensor"].SetAttribute(mrml.NOTES_ATTRIBUTE, in_module_words(notes))

@@ -137,8 +137,8 @@ def test_legends_titles_and_label_formats(lowres):
         assert len(found) == 1
         legends[key] = found[0]
         assert vol.GetDisplayNode().GetColorNode().GetName() == "Inferno"
-    assert legends["std"].GetTitleText() == "Uncertainty, tensor SD (mm²/s)" and legends["std"].GetLabelFormat() == "%.2e"
-    assert legends["direction"].GetTitleText() == "Fibre direction uncertainty (degrees)"
+    assert legends["std"].GetTitleText() == "Uncertainty,\ntensor SD\n(mm²/s)" and legends["std"].GetLabelFormat() == "%.2e"
+    assert legends["direction"].GetTitleText() == "Fibre direction\nuncertainty\n(degrees)"
     assert legends["direction"].GetLabelFormat() == "%.0f"
     assert display.legend_style("fa_std") == ("FA standard deviation (unitless)", "%.2f")
     assert display.legend_style("md_std")[1] == "%.2e"

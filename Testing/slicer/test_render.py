@@ -99,7 +99,7 @@ def test_legend_is_shown_and_readable(rendering):
     dm = rendering.views[RIGHT]._displayable_manager_group.GetDisplayableManagerByClassName(
         "vtkMRMLColorLegendDisplayableManager")
     actor = dm.GetColorLegendActor(legend)
-    assert actor.GetTitle() == "Uncertainty, tensor SD (mm²/s)" and actor.GetLabelFormat() == "%.2e"
+    assert actor.GetTitle() == "Uncertainty,\ntensor SD\n(mm²/s)" and actor.GetLabelFormat() == "%.2e"
     other = display.legend_node(rendering.scene, rendering.nodes["uncertainties"]["direction"])
     assert other.GetVisibility() and not dm.GetColorLegendActor(other).GetVisibility()  # its map is not shown
     low, high = actor.GetLookupTable().GetTableRange()
@@ -109,6 +109,14 @@ def test_legend_is_shown_and_readable(rendering):
     box = rendering.images[RIGHT][y0:y1, x0:x1]
     text = (box.min(axis=-1) > 180).sum()  # near-white label and title pixels
     assert text > 200, f"only {text} text pixels in the legend"
+
+
+def test_legend_leaves_the_brain_free(rendering):
+    """The legend (title and labels included) sits in the strip kept free on the right, not over the brain's edge,
+    where the uncertainty is highest."""
+    x0, y0, x1, y1 = rendering.legend_boxes[RIGHT]
+    brain = support_at_pixels(rendering, RIGHT)
+    assert brain.sum() > 1000 and not brain[y0:y1, x0:x1].any(), "the legend covers brain pixels"
 
 
 def test_readme_picture(rendering, tmp_path):

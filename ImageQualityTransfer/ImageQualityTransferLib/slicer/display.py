@@ -27,6 +27,10 @@ LEGENDS = {
     "direction": ("Fibre direction uncertainty (degrees)", "%.0f"),
 }
 DEFAULT_LEGEND = ("Uncertainty (mm²/s)", "%.2e")
+# The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
+# the view that the comparison keeps free on the right (LEGEND_ROOM) instead of reaching over the brain's edge.
+TITLE_LINE = 16
+LEGEND_ROOM = 0.2
 
 
 def legend_style(key: str) -> tuple[str, str]:
@@ -71,6 +75,13 @@ def display_range(node) -> tuple[float, float]:
     return 0.0, float(np.percentile(values, 99))
 
 
+def wrap_title(text: str) -> str:
+    """A legend title on lines of at most TITLE_LINE characters (longer words stay whole)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(" ".join(text.split()), TITLE_LINE, break_long_words=False)) or text
+
+
 def legend_node(scene, volume_node):
     """The colour legend of `volume_node`, created once and reused (one per volume, whatever the number of runs)."""
     for i in range(volume_node.GetNumberOfDisplayNodes()):
@@ -109,7 +120,7 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     display.ApplyThresholdOn()
     default_title, fmt = legend_style(key)
     legend = legend_node(scene, node)
-    legend.SetTitleText(title or default_title)
+    legend.SetTitleText(wrap_title(title or default_title))
     legend.SetLabelFormat(fmt)
     legend.SetVisibility(bool(visible))
     return legend
@@ -196,26 +207,30 @@ def view_for_node(node) -> str:
     return compare_orientation(slice_axis(mrml.node_affine(node), grid.factors(text)))
 
 
-def _fit_slice(slice_node_, volume, orientation: str = "Axial") -> None:
+def _fit_slice(slice_node_, volume, orientation: str = "Axial", room: float = 0.0) -> None:
     """A slice in `orientation` through the centre of `volume`, field of view fitted to its extent (the view's
-    aspect kept)."""
+    aspect kept); `room`: the share of the view's width kept free on the right (for the colour legend)."""
     bounds = [0.0] * 6
     volume.GetRASBounds(bounds)
-    centre = [(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)]
+    centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
     across, up = PLANE_AXES[orientation]
     width, height = bounds[2 * across + 1] - bounds[2 * across], bounds[2 * up + 1] - bounds[2 * up]
     slice_node_.SetOrientation(orientation)
     dims = slice_node_.GetDimensions()
     aspect = dims[0] / dims[1] if dims[1] else 1.0
-    fov_y = max(height, width / aspect) * 1.02
-    slice_node_.SetFieldOfView(fov_y * aspect, fov_y, slice_node_.GetFieldOfView()[2])
-    slice_node_.JumpSliceByCentering(*centre)
+    fov_y = max(height, width / ((1.0 - room) * aspect)) * 1.02
+    fov_x = fov_y * aspect
+    slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
+    m = slice_node_.GetSliceToRAS()
+    screen_right = np.array([m.GetElement(i, 0) for i in range(3)])
+    slice_node_.JumpSliceByCentering(*(centre + screen_right * room * fov_x / 2))
 
 
 def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float = 0.0, views=COMPARE_VIEWS,
                     orientation: str | None = None) -> tuple:
     """Side-by-side layout: interpolation in the left view, IQT (with its uncertainty overlay) in the right one,
-    the same slice and field of view in both, linked so that scrolling one moves the other. `orientation`
+    the same slice and field of view in both (with an overlay, a strip on the right kept free for its legend),
+    linked so that scrolling one moves the other. `orientation`
     (Axial, Coronal or Sagittal) defaults to the one that shows the run's factors (`view_for_node`).
     Returns the (left, right) composite nodes."""
     if interpolated is None or iqt is None:
@@ -236,7 +251,7 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
         c.SetLinkedControl(True)
         if hasattr(c, "SetHotLinkedControl"):
             c.SetHotLinkedControl(True)
-        _fit_slice(s, iqt, orientation)
+        _fit_slice(s, iqt, orientation, room=LEGEND_ROOM if uncertainty is not None else 0.0)
         composites.append(c)
     return tuple(composites)
 

@@ -228,6 +228,16 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
     res = [{"qc": {"snr": v, "brain_ml": 1000.0}} for v in (20, 21, 19, 22, 20, 60)]
     batch.flag_outliers(res)
     assert [r["outlier"] for r in res] == [[]] * 5 + [["snr"]]
+    # brain volumes measured in different ways (a DWI's median-Otsu mask, another tool's tensor mask) are compared
+    # within each kind: the DWIs' 1215 ml is not flagged beside tensor files masked more generously
+    res = [{"qc": {"brain_ml": v, "brain_from": k}} for v, k in
+           ((1215.0, "dwi"), (1472.0, "tensor"), (1480.0, "tensor"), (1470.0, "tensor"), (1475.0, "tensor"),
+            (1900.0, "tensor"))]
+    batch.flag_outliers(res)
+    assert [r["outlier"] for r in res] == [[]] * 5 + [["brain_ml"]]
+    pooled = [{"qc": {"brain_ml": r["qc"]["brain_ml"]}} for r in res]
+    batch.flag_outliers(pooled)
+    assert pooled[0]["outlier"] == ["brain_ml"]  # pooled, the DWI would have been flagged
     for volumes in ((27.0, 27.0, 19.79), (27.0, 27.00000024, 19.79)):  # one protocol and one other scan, rounding or not
         res = [{"qc": {"voxel_mm3": v}} for v in volumes]
         batch.flag_outliers(res, metrics=("voxel_mm3",))

@@ -321,8 +321,10 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         inside = np.any(lr.data != 0, axis=-1)
         mask = Volume(inside, lr.affine, "mask") if inside.any() and not inside.all() else None
     method = _method(s)
+    brain_from = "dwi" if item.kind == "dwi" else "tensor"
     if mask is None:  # tensors over the whole field of view: the brain estimated from them (said in one warning)
         mask = method.support(lr)
+        brain_from = "estimated"
     pred = method.predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
     t = pred.tensor
     brain = np.ones(t.shape3, bool) if mask is None else grid.repeat_blocks(np.asarray(mask.data, bool), s.factor)
@@ -334,7 +336,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     inside = np.ones(lr.shape3, bool) if mask is None else np.asarray(mask.data, bool)
     vox = lr.voxel_size
     qc = {"voxel_mm": "x".join(f"{v:.2f}" for v in vox), "voxel_mm3": float(np.prod(vox)), "snr": snr,
-          "brain_ml": float(inside.sum() * np.prod(vox) / 1000.0),
+          "brain_ml": float(inside.sum() * np.prod(vox) / 1000.0), "brain_from": brain_from,
           "median_std": float(np.median(pred.std.data[brain])) if s.uncertainty and pred.std is not None else float("nan"),
           # a negative eigenvalue: MD or FA there is not a measurement (the FA map's 1.0 can hide it)
           "nonphysical_pct": float(100 * np.mean(tensors.distance_to_physical(t.data[brain]) > 0)) if brain.any() else 0.0}
@@ -445,25 +447,36 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         write_json(path, desc)
 
 
+# A metric measured in different ways by input kind is compared within each kind only: the brain volume is a DWI's
+# median-Otsu mask, a tensor file's non-zero voxels (another tool's mask) or a brain estimated from the tensors.
+QC_GROUPED_BY = {"brain_ml": "brain_from"}
+
+
 def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> None:
     """Mark each subject whose metric lies outside median ± k·MAD over the subjects that have it (MAD scaled by
     1.4826, a standard deviation for normal data, and at least 0.1 % of the median: a cohort of one protocol has MAD 0
     or header rounding in its voxel volume, and the scan at another resolution is then still the one flagged); fewer
-    than 3 values flag nothing."""
+    than 3 values flag nothing. Metrics in QC_GROUPED_BY are compared within each group of subjects."""
     for r in results:
         r["outlier"] = []
     for m in metrics:
-        vals = [(r, r["qc"].get(m)) for r in results]
-        vals = [(r, float(v)) for r, v in vals if v is not None and np.isfinite(float(v))]
-        if len(vals) < 3:
-            continue
+        groups: dict = {}
+        for r in results:
+            groups.setdefault(r["qc"].get(QC_GROUPED_BY[m]) if m in QC_GROUPED_BY else None, []).append(r)
+        for members in groups.values():
+            _flag(members, m, k)
+
+
+def _flag(results: list[dict], m: str, k: float) -> None:
+    """`flag_outliers` for metric `m` over `results`."""
+    vals = [(r, r["qc"].get(m)) for r in results]
+    vals = [(r, float(v)) for r, v in vals if v is not None and np.isfinite(float(v))]
+    if len(vals) >= 3:
         x = np.array([v for _, v in vals])
         med = np.median(x)
         mad = max(1.4826 * np.median(np.abs(x - med)), 1e-3 * abs(med))
-        if mad <= 0:
-            continue
         for r, v in vals:
-            if abs(v - med) > k * mad:
+            if mad > 0 and abs(v - med) > k * mad:
                 r["outlier"].append(m)
 
 
@@ -517,7 +530,8 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "not measurements). noise_index: the input tensors' roughness in the brain (training inputs 0.055-0.080; above "
             f"{NOISY_INPUT:g} the learned methods may do no better than cubic). Outlier: outside median &plusmn; 3 MAD "
             "(scaled) on voxel volume, SNR, brain volume, median uncertainty, nonphysical_pct or noise_index, within each "
-            f"run.</p><table><tr>{head}</tr>{body}</table>\n")
+            "run; brain volumes only among inputs of one kind (a DWI's median-Otsu mask, a tensor file's non-zero voxels, "
+            f"a brain estimated from unmasked tensors).</p><table><tr>{head}</tr>{body}</table>\n")
     write_text(out_root / "qc.html", page)
 
 

@@ -363,3 +363,33 @@ def test_list_subjects_are_named_apart(tmp_path):
     (tmp_path / "same.txt").write_text("a/P01\na/P01\n")  # the same subject twice is still refused
     with pytest.raises(batch.IQTError, match="is listed twice"):
         batch.find_items(tmp_path / "same.txt")
+
+
+@pytest.mark.realdata
+def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_path):
+    """A real dev subject's tight ×2 tensors with Rician noise added (noise index above tensors.NOISY_MODEL) and the
+    same tensors clean, listed as DTI files: rf runs its model trained with added noise on the first only, and the
+    subject's sidecar names it."""
+    import json
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.dmri import degrade as deg, randomise
+    from ImageQualityTransferLib.dmri.subject import load_subject
+
+    if "rf" not in methods.ready(2):
+        pytest.skip("no rf model for x2 here")
+    s = load_subject(need_data(DEV / "siemens_prisma_3mm_ortho"))
+    for name, noise in (("clean", None), ("noisy", randomise.rician(15, 0))):
+        fileio.save_tensor(deg.degrade(s.dwi, s.mask.data, 2, style="tight", noise=noise).tensor,
+                           tmp_path / f"{name}_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("clean_dti.nii.gz\nnoisy_dti.nii.gz\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    rows = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="rf"), out, client=None,
+                            progress=False)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert rows[0]["qc"]["noise_index"] < 0.07 < rows[1]["qc"]["noise_index"]
+    side = {n: json.loads(next((out / f"sub-{n}dti" / "dwi").glob("*param-tensor_dwimap.json")).read_text())
+            for n in ("clean", "noisy")}
+    assert "ModelUsed" not in side["clean"]
+    assert side["noisy"]["ModelUsed"].endswith("rf_x2_noisy.json") and side["noisy"]["ModelUsedFor"] == "noisy inputs"

@@ -85,3 +85,34 @@ def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
             methods.get("global-linear").predict(lr, 2, clean.mask)
         said = [str(w.message) for w in caught if "noisier than the data" in str(w.message)]
         assert len(said) == expected, said
+
+
+def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
+    """Above tensors.NOISY_MODEL a method that ships a model trained with added noise runs that one instead, says so
+    in one warning and records it in the output's meta; a clean input and a given model keep the default."""
+    from ImageQualityTransferLib.dmri import degrade as deg, randomise
+    from ImageQualityTransferLib.fileio.model_files import NOISY
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    s = axial_subject
+    clean = deg.degrade(s.dwi, s.mask.data, 2, style="tight")
+    noisy = deg.degrade(s.dwi, s.mask.data, 2, style="tight", noise=randomise.rician(20, 0))
+    assert tensors.noise_index(clean.tensor.data, clean.mask.data) < tensors.NOISY_MODEL < \
+        tensors.noise_index(noisy.tensor.data, noisy.mask.data) < tensors.NOISY_INPUT
+    noisy_model = model_io.shipped_for("biqt", 2, NOISY)
+    assert noisy_model is not None and noisy_model != model_io.shipped("biqt", 2)
+    biqt = methods.get("biqt")
+    runs = {}
+    for name, lr in (("clean", clean.tensor), ("noisy", noisy.tensor)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs[name] = biqt.predict(lr, 2, clean.mask)
+        said = [str(w.message) for w in caught if "trained with added noise" in str(w.message)]
+        assert len(said) == (name == "noisy"), said
+    assert "model_for" not in runs["clean"].tensor.meta and runs["noisy"].tensor.meta["model_for"] == NOISY
+    direct = methods.get("biqt", model=noisy_model).predict(noisy.tensor, 2, clean.mask)
+    np.testing.assert_array_equal(runs["noisy"].tensor.data, direct.tensor.data)
+    np.testing.assert_array_equal(runs["noisy"].std.data, direct.std.data)
+    default = methods.get("biqt", model=model_io.shipped("biqt", 2)).predict(noisy.tensor, 2, clean.mask)
+    assert "model_for" not in default.tensor.meta  # a given model is what runs
+    assert not np.array_equal(default.tensor.data, direct.tensor.data)

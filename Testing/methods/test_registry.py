@@ -74,3 +74,24 @@ def test_registry_holds_per_axis_factor_sets(tmp_path):
     assert model_files.shipped("rf", 2, ".npz", tmp_path).name == "m_x2.json"
     with pytest.raises(IQTError, match="rf has shipped models for factor 2, factors 1,1,3 only; give --model for factors 3,1,1"):
         model_files.shipped("rf", (3, 1, 1), ".npz", tmp_path)  # a reordering is the method's to serve, not the file's
+
+
+def test_a_model_trained_with_added_noise_is_registered_beside_the_default(tmp_path):
+    """A sidecar whose training added noise registers as the model for noisy inputs: it neither replaces the default
+    model for its factors nor adds factors; the default one does not replace it either."""
+    from ImageQualityTransferLib.fileio import model_files
+
+    noisy = {"method": "biqt", "factor": 2, "sha256": "n", "training": {"settings": {"noise_fraction": 0.5}}}
+    cnn_noisy = {"method": "espcn", "factor": 2, "sha256": "c", "training": {"options": {"noise_fraction": 0.5}}}
+    for meta, name in ((noisy, "b_x2_noisy.json"), ({"method": "biqt", "factor": 2, "sha256": "d"}, "b_x2.json"),
+                       (cnn_noisy, "e_x2_noisy.json")):
+        model_files.register(meta, tmp_path / name, tmp_path)
+    assert model_files.input_kind(noisy) == model_files.input_kind(cnn_noisy) == model_files.NOISY
+    assert model_files.shipped("biqt", 2, ".npz", tmp_path).name == "b_x2.json"
+    assert model_files.shipped_for("biqt", 2, model_files.NOISY, tmp_path).name == "b_x2_noisy.json"
+    assert model_files.shipped_for("biqt", 3, model_files.NOISY, tmp_path) is None
+    assert model_files.shipped_factor_sets("biqt", tmp_path) == [(2, 2, 2)]
+    assert model_files.shipped_factor_sets("espcn", tmp_path) == []  # only a noisy-input model: no default
+    entries = model_files.read_registry(tmp_path)
+    assert [(e["sidecar"], e.get("input")) for e in entries] == [
+        ("b_x2.json", None), ("b_x2_noisy.json", "noisy"), ("e_x2_noisy.json", "noisy")]

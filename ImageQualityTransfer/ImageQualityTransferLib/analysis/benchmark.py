@@ -15,7 +15,9 @@ import numpy as np
 from . import evaluation
 from .. import methods
 from ..dmri import fit_noise
+from ..core import grid
 from ..core.errors import IQTError
+from ..core.tensors import NOISY_MODEL
 from ..dmri.subject import Case, load_subject, make_case
 from ..core.progress import progress_bar
 from .measure import measure
@@ -43,7 +45,9 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
             direction=None if direc is None else direc.data,
         )
         rows.append({"subject": case.subject, "style": case.style, "method": name, "seconds": use.seconds,
-                     "peak_mb": use.peak_delta / 2**20, **metrics})
+                     "peak_mb": use.peak_delta / 2**20,
+                     **({"model_for": pred.tensor.meta["model_for"]} if pred.tensor.meta.get("model_for") else {}),
+                     **metrics})
     return rows
 
 
@@ -211,6 +215,10 @@ def document(rows, **settings) -> dict:
             except IQTError:
                 continue
             models[name] = {"file": path, "weights_sha256": sha}  # file: the sidecar that names the weights
+            twin = m._noisy_twin(grid.factors(settings["factor"]))
+            if twin is not None:  # run instead on inputs noisier than clean scans (rows with "model_for")
+                path, sha = twin.model_record(settings["factor"])
+                models[name]["noisy_inputs"] = {"file": path, "weights_sha256": sha, "above_noise_index": NOISY_MODEL}
     return {"software": "ImageQualityTransfer", "version": __version__, "settings": {**settings, "models": models},
             "units": UNITS, "rows": rows}
 

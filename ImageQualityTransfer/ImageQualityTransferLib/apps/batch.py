@@ -367,9 +367,13 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
             (fileio.save_tensor if key == "tensor" else fileio.save_scalar)(vols[key], folder / name)
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
+        used = vols["tensor"].meta
+        # an input noisier than clean scans ran the method's model trained with added noise (methods/base.py)
+        noisy_model = {"ModelUsed": used["model_file"], "ModelUsedFor": f"{used['model_for']} inputs"} \
+            if used.get("model_for") else {}
         for key in [k for k in names if k != "tensor"] + ["tensor"]:
             meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": sources(item),
-                    "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file,
+                    "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **noisy_model,
                     "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp}
             if key == "tensor":
                 meta["QC"] = qc

@@ -90,20 +90,46 @@ def _entry_factors(e: dict):
         return None
 
 
-def shipped_factor_sets(method: str, models_dir=MODELS_DIR) -> list[tuple[int, int, int]]:
-    """The factors (fx, fy, fz) of every shipped model of `method`, in the registry's order."""
-    return [f for e in read_registry(models_dir) if e.get("method") == method
+# A registry entry may be the model for one kind of input ("input": NOISY): a model trained with added noise, which
+# `Method.predict` takes instead of the default one for inputs much noisier than clean scans (tensors.NOISY_MODEL).
+NOISY = "noisy"
+
+
+def input_kind(meta: dict) -> str | None:
+    """The kind of input a model's sidecar says it was trained for: NOISY when its training added Rician noise to a
+    share of the inputs (`iqt train --noise-fraction`), else None (the default model)."""
+    training = meta.get("training") or {}
+    settings = training.get("settings") or training.get("options") or {}
+    try:
+        return NOISY if float(settings.get("noise_fraction") or 0.0) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def shipped_factor_sets(method: str, models_dir=MODELS_DIR, kind: str | None = None) -> list[tuple[int, int, int]]:
+    """The factors (fx, fy, fz) of every shipped model of `method` for inputs of `kind` (None: the default models),
+    in the registry's order."""
+    return [f for e in read_registry(models_dir) if e.get("method") == method and e.get("input") == kind
             for f in [_entry_factors(e)] if f is not None]
 
 
-def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
-    """Sidecar path of the shipped model for (method, factor), or an IQTError saying what exists and what to do.
-    `factor` is an integer r or per-axis factors (fx, fy, fz), exactly as the model was trained (the methods
-    permute axes to serve a reordering: grid.axis_order)."""
+def shipped_for(method: str, factor, kind: str, models_dir=MODELS_DIR) -> Path | None:
+    """Sidecar path of the shipped model of `method` for exactly `factor` and inputs of `kind`, or None."""
     f = grid.factors(factor)
     for e in read_registry(models_dir):
-        if e.get("method") == method and _entry_factors(e) == f:
+        if e.get("method") == method and e.get("input") == kind and _entry_factors(e) == f:
             return Path(models_dir) / e["sidecar"]
+    return None
+
+
+def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
+    """Sidecar path of the shipped (default) model for (method, factor), or an IQTError saying what exists and what
+    to do. `factor` is an integer r or per-axis factors (fx, fy, fz), exactly as the model was trained (the methods
+    permute axes to serve a reordering: grid.axis_order)."""
+    found = shipped_for(method, factor, None, models_dir)
+    if found is not None:
+        return found
+    f = grid.factors(factor)
     have = [grid.describe(h) for h in shipped_factor_sets(method, models_dir)]
     what = (f"{method} has shipped models for {', '.join(have)} only" if have else f"no {method} model is shipped")
     train = f" (train one with 'iqt train --method {method} --subjects DIR... --factor {grid.text(f)} -o MODEL{suffix}')"
@@ -114,14 +140,17 @@ def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
 
 
 def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
-    """Add or replace the entry for (method, factors); the registry is re-read right before it is written."""
+    """Add or replace the entry for (method, factors, input kind: `input_kind`); the registry is re-read right before
+    it is written."""
     reg = Path(models_dir) / REGISTRY
     f = grid.factors(meta["factor"])
+    kind = input_kind(meta)
     entries = [e for e in read_registry(models_dir)
-               if not (e.get("method") == meta["method"] and _entry_factors(e) == f)]
-    entries.append({"method": meta["method"], "factor": grid.record(f), "sidecar": sidecar_path(sidecar).name,
-                    "version": meta.get("version"), "sha256": meta["sha256"]})
-    entries.sort(key=lambda e: (e["method"], not isinstance(e["factor"], int), str(e["factor"])))  # isotropic first
+               if not (e.get("method") == meta["method"] and _entry_factors(e) == f and e.get("input") == kind)]
+    entries.append({"method": meta["method"], "factor": grid.record(f), **({"input": kind} if kind else {}),
+                    "sidecar": sidecar_path(sidecar).name, "version": meta.get("version"), "sha256": meta["sha256"]})
+    # isotropic first, each default model before its variants
+    entries.sort(key=lambda e: (e["method"], not isinstance(e["factor"], int), str(e["factor"]), e.get("input") or ""))
     write_json(reg, {"format": REGISTRY_FORMAT, "models": entries})
 
 
@@ -142,8 +171,11 @@ class Family:
     def shipped(self, method: str, factor, models_dir=MODELS_DIR) -> Path:
         return shipped(method, factor, self.suffix, models_dir)
 
-    def shipped_factor_sets(self, method: str, models_dir=MODELS_DIR) -> list[tuple[int, int, int]]:
-        return shipped_factor_sets(method, models_dir)
+    def shipped_factor_sets(self, method: str, models_dir=MODELS_DIR, kind: str | None = None) -> list[tuple[int, int, int]]:
+        return shipped_factor_sets(method, models_dir, kind)
+
+    def shipped_for(self, method: str, factor, kind: str, models_dir=MODELS_DIR) -> Path | None:
+        return shipped_for(method, factor, kind, models_dir)
 
     def register(self, sidecar, models_dir=MODELS_DIR) -> None:
         register(self.read_sidecar(sidecar)[0], sidecar, models_dir)

@@ -125,9 +125,15 @@ class Method:
         given = mask is not None
         if mask is None:
             mask = self.support(lr)
+        runner = self
         if self.learned:  # interpolation clips them, as any interpolator would
             lr = drop_failed_fits(lr, mask, "the mask" if given else "the input's brain")
-            self._check_noise(lr, mask)
+            runner = self._for_noise(lr, mask, f)
+        return runner._run(lr, f, mask, uncertainty, direction, progress)
+
+    def _run(self, lr: Volume, f: tuple, mask: Volume | None, uncertainty: bool, direction: bool,
+             progress) -> Prediction:
+        """`predict` once the input is checked and its support decided."""
         reo = Reorientation.to_canonical(lr.affine)
         order = self._axis_order(grid.permute(f, reo.ornt))
         if order is not None:  # a model for a reordering of the factors: permute the axes it refines into its own
@@ -154,20 +160,39 @@ class Method:
         hr_aff = grid.hr_affine(lr_c.affine, f_c)
         out = reo.undo(Volume(tensor.astype(np.float32), hr_aff, "tensor",
                               meta={"method": self.name, "factor": grid.record(f),
-                                    **({"averaged_over": len(symmetry.transforms(f_c))} if self.tta else {})}))
+                                    **({"averaged_over": len(symmetry.transforms(f_c))} if self.tta else {}),
+                                    **({"model_for": self.model_for, "model_file": str(self.model_path)}
+                                       if self.model_for else {})}))
         maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
 
-    def _check_noise(self, lr: Volume, mask: Volume | None) -> None:
-        """One warning when the input is much noisier than the training inputs (tensors.noise_index): the learned
-        methods were trained on cleaner data, and there they may do no better than cubic (docs/measurements.md)."""
+    model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta
+
+    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple) -> "Method":
+        """The method that runs on `lr`: this one, or for an input noisier than clean scans (tensors.noise_index above
+        tensors.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
+        no model was given (said in one warning line). Without one, a warning when the input is much noisier than the
+        training inputs (above tensors.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md)."""
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
         index = tensors.noise_index(lr.data, brain)
-        if index is not None and index > tensors.NOISY_INPUT:
+        if index is None or index <= tensors.NOISY_MODEL:
+            return self
+        twin = self._noisy_twin(f)
+        if twin is not None:
+            warnings.warn(f"{_source(lr)}the input is noisier than clean scans (noise index {index:.3f}, above "
+                          f"{tensors.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
+                          f"({Path(twin.model_path).stem})", IQTWarning, stacklevel=4)
+            return twin
+        if index > tensors.NOISY_INPUT:
             warnings.warn(f"{_source(lr)}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
                           "inside the brain here, and biqt's std understates its error (espcn-hetero-var1's and rf's "
                           "follow the noise)", IQTWarning, stacklevel=4)
+        return self
+
+    def _noisy_twin(self, f: tuple) -> "Method | None":
+        """This method with its shipped model for noisy inputs at factors `f` (or a reordering), made once; None."""
+        return None
 
     @staticmethod
     def support(lr: Volume) -> Volume | None:
@@ -234,6 +259,24 @@ class LearnedMethod(Method):
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         super().__init__(model, samples, seed, device, tta)
         self._loaded = {}
+        self._twins = {}
+
+    def _noisy_twin(self, f: tuple):
+        if self.model_path is not None or self.model_for is not None:  # a given model is what the user asked for
+            return None
+        if f not in self._twins:
+            from ..fileio.model_files import NOISY
+
+            io = self._model_io()
+            have = io.shipped_factor_sets(self.name, kind=NOISY)
+            order = grid.axis_order(f, have)
+            path = None if order is None else io.shipped_for(self.name, tuple(f[i] for i in order), NOISY)
+            twin = None
+            if path is not None:
+                twin = type(self)(model=path, samples=self.samples, seed=self.seed, device=self.device, tta=self.tta)
+                twin.model_for = NOISY
+            self._twins[f] = twin
+        return self._twins[f]
 
     def _model_io(self):
         """The family's model I/O module (with `shipped(method, factor)`, `load(path)` and `register(sidecar)`)."""

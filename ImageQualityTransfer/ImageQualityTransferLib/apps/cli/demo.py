@@ -30,6 +30,7 @@ def demo(args):
 def list_methods(args):
     from ... import methods
     from ...core import grid
+    from ...core.tensors import NOISY_MODEL
 
     default = methods.default_method()
     for m in methods.describe():
@@ -38,5 +39,8 @@ def list_methods(args):
             shipped = m["shipped"]
             flags += ", learned, " + (f"shipped for x{', x'.join(grid.text(f) for f in shipped)}" if shipped else "no shipped model: "
                                       f"train one with 'iqt train --method {m['name']}' and pass --model")
+            if m["shipped_noisy"]:
+                flags += f"; for noisy inputs (noise index above {NOISY_MODEL:g}) a model trained with added noise at " \
+                         f"x{', x'.join(grid.text(f) for f in m['shipped_noisy'])}"
         star = " (default)" if m["name"] == default else ""
         print(f"{m['name']:<18} {m['description']} [{flags}]{star}")

@@ -90,4 +90,4 @@ def load(path) -> LoadedModel:
 
 
 read_sidecar, shipped, register = FILES.read_sidecar, FILES.shipped, FILES.register
-shipped_factor_sets = FILES.shipped_factor_sets
+shipped_factor_sets, shipped_for = FILES.shipped_factor_sets, FILES.shipped_for

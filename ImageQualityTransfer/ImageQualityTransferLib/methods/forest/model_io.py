@@ -265,4 +265,4 @@ def _kind(meta: dict, weights) -> tuple[str, str]:
 
 
 read_sidecar, shipped, register = FILES.read_sidecar, FILES.shipped, FILES.register
-shipped_factor_sets = FILES.shipped_factor_sets
+shipped_factor_sets, shipped_for = FILES.shipped_factor_sets, FILES.shipped_for

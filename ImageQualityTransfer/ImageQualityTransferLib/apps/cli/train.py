@@ -186,10 +186,13 @@ def train_here(args) -> None:
         side = method.save(out, r, command=args.command_line, register=args.register)
         print(f"wrote {out} and {side.name} ({method.summary(r)}; {(time.perf_counter() - t0) / 60:.1f} min in all)")
         if args.register:
+            from ...core.tensors import NOISY_MODEL
             from ...fileio.model_files import MODELS_DIR, REGISTRY
 
             where = Path(out).resolve().parent
-            print(f"registered in {where / REGISTRY}" + (": the default model for these factors" if where == MODELS_DIR.resolve()
+            role = ("the model for noisy inputs (noise index above "
+                    f"{NOISY_MODEL:g}) at these factors" if args.noise_fraction else "the default model for these factors")
+            print(f"registered in {where / REGISTRY}" + (f": {role}" if where == MODELS_DIR.resolve()
                                                           else "; use it with --model (only the install's Resources/Models "
                                                           "registry sets the defaults)"))
 

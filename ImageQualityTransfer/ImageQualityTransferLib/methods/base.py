@@ -184,10 +184,14 @@ class Method:
                           f"({Path(twin.model_path).stem})", IQTWarning, stacklevel=4)
             return twin
         if index > tensors.NOISY_INPUT:
+            from ..fileio.model_files import NOISY, read_registry
+
+            others = sorted({e.get("method") for e in read_registry() if e.get("input") == NOISY
+                             and grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
             warnings.warn(f"{_source(lr)}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
-                          "inside the brain here, and biqt's std understates its error (espcn-hetero-var1's and rf's "
-                          "follow the noise)", IQTWarning, stacklevel=4)
+                          "inside the brain here" + (f"; {' and '.join(others)} run a model trained with added noise on "
+                                                     "such inputs" if others else ""), IQTWarning, stacklevel=4)
         return self
 
     def _noisy_twin(self, f: tuple) -> "Method | None":

@@ -265,3 +265,32 @@ def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                            "--mask", tmp_path / "mask.nii.gz", "--factor", "2")
     one_line_error(code, err, "not the factor-2 grid")
+
+
+def test_degrade_and_benchmark_add_seeded_noise(capsys, tmp_path, small_subject):
+    """--snr: Rician noise on the low-res DWIs before the fit, the same for the same command, rougher the lower the
+    SNR; the benchmark scores such inputs against the same good reference; a bad SNR is one line, exit 2."""
+    dwi = small_subject / "dwi.nii.gz"
+    lr = {}
+    for name, extra in (("clean", ()), ("a", ("--snr", "10")), ("b", ("--snr", "10")), ("c", ("--snr", "30"))):
+        code, _, err = run_cli(capsys, "degrade", dwi, "-o", tmp_path / f"{name}.nii.gz", "--mask-out",
+                               tmp_path / f"{name}_m.nii.gz", *extra)
+        assert code == 0, err
+        lr[name] = fileio.load_tensor(tmp_path / f"{name}.nii.gz").data
+    np.testing.assert_array_equal(lr["a"], lr["b"])
+    assert not np.array_equal(lr["a"], lr["clean"]) and not np.array_equal(lr["a"], lr["c"])
+    mask = fileio.load_mask(tmp_path / "clean_m.nii.gz").data
+    rough = {k: np.median(np.abs(np.diff(t, axis=0))[mask[1:] & mask[:-1]]) for k, t in lr.items()}
+    assert rough["clean"] < rough["c"] < rough["a"], rough
+    code, _, err = run_cli(capsys, "benchmark", small_subject, "--methods", "cubic", "--snr", "10",
+                           "--json", tmp_path / "b.json")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "b.json").read_text())
+    code, _, _ = run_cli(capsys, "benchmark", small_subject, "--methods", "cubic", "--json", tmp_path / "c.json")
+    clean = json.loads((tmp_path / "c.json").read_text())
+    assert doc["settings"]["snr"] == 10.0 and clean["settings"]["snr"] is None
+    assert doc["rows"][0]["interior"]["dt_rmse"] > clean["rows"][0]["interior"]["dt_rmse"]
+    for bad in ("0", "-3", "abc", "inf"):
+        code, _, err = run_cli(capsys, "degrade", dwi, "-o", tmp_path / "x.nii.gz", "--snr", bad)
+        one_line_error(code, err, f"--snr {bad}")
+        assert not (tmp_path / "x.nii.gz").exists()

@@ -52,12 +52,13 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
 
 
 def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000,
-        styles=("own",), mask: bool = True, tta: bool = False) -> list[dict]:
+        styles=("own",), mask: bool = True, tta: bool = False, snr: float | None = None) -> list[dict]:
     """Score every method on every subject, its low-res input made in each of `styles` (dmri.degrade.STYLES; the
     ratios are to cubic on the same input). With `tracts` (opt-in), each row also gets a "tracts" entry
     (tract-density Dice to the reference, false-positive fraction, streamline count; tractography.compare_case)
     and the cubic row a "tracts_lowres" entry for the low-res input tracked on its own grid. `tta`: the learned
-    methods averaged over the grid's symmetries (methods/symmetry.py), rows named METHOD+tta."""
+    methods averaged over the grid's symmetries (methods/symmetry.py), rows named METHOD+tta. `snr`: Rician noise
+    added to the low-res DWIs at that b0 SNR before the fit (randomise.added_noise; the reference stays the good fit)."""
     from ..dmri.degrade import STYLES
 
     for style in styles:
@@ -72,7 +73,7 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     for folder in subject_dirs:
         subject = load_subject(folder)
         for style in styles:
-            rows.extend(_score_input(make_case(subject, factor, style=style), made, tracts, tract_seeds, mask))
+            rows.extend(_score_input(make_case(subject, factor, style=style, snr=snr), made, tracts, tract_seeds, mask))
             bar.update(1)
     bar.close()
     add_ratios(rows)

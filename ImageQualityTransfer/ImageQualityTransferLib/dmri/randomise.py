@@ -76,6 +76,11 @@ def draw(rng: np.random.Generator, bvals: np.ndarray, bvecs: np.ndarray | None =
     return Variant(style, fit, volumes, snr, int(rng.integers(2**31)))
 
 
+def added_noise(snr: float | None, seed: int = 0):
+    """The noise hook of `iqt degrade --snr` and `iqt benchmark --snr` (`rician`, seeded), or None without an SNR."""
+    return None if snr is None else rician(snr, seed)
+
+
 def rician(snr: float, seed: int):
     """A `degrade` noise hook: Rician noise with sigma = median brain b0 / snr (b0 = the first volume)."""
 

@@ -20,6 +20,7 @@ def add_parsers(sub) -> None:
                     help="comma-separated input styles (own, tight, unmasked, ols, unmasked-ols, fsl, mrtrix: see 'iqt degrade --help'); each "
                          "method is scored on the low-res input made in each style, against the same reference")
     sp.add_argument("--no-mask", action="store_true", help="run the methods without the brain mask (scored with it)")
+    sp.add_argument("--snr", help=options.SNR_HELP + " (the reference stays the good fit)")
     sp.add_argument("--tta", action="store_true", help=options.TTA_HELP + "; rows named METHOD+tta")
     sp.add_argument("--json", help="also write the rows as JSON")
     sp.set_defaults(func=run)
@@ -31,6 +32,7 @@ def run(args):
     from ...core import grid
 
     f = grid.factors(args.factor)
+    snr = options.snr(args.snr)
     names = options.method_list(args.methods) or methods.ready(f)
     plan = fileio.Outputs(*args.subjects)
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
@@ -46,9 +48,9 @@ def run(args):
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
-                             mask=not args.no_mask, tta=args.tta)
+                             mask=not args.no_mask, tta=args.tta, snr=snr)
         settings.update(subjects=[str(s) for s in args.subjects], styles=styles, mask=not args.no_mask,
-                        tracts=args.tracts)
+                        tracts=args.tracts, snr=snr)
         print(benchmark.markdown_table(rows))
         if len(args.subjects) > 1 or len(styles) > 1:
             print()

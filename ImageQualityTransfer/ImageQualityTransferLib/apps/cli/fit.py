@@ -34,6 +34,7 @@ def add_parsers(sub) -> None:
                          "score its upsampling against it)")
     sp.add_argument("--style", default="own", choices=list(STYLES),
                     help="how the low-res tensors are made: " + "; ".join(f"{k}: {v}" for k, v in STYLES.items()))
+    sp.add_argument("--snr", help=options.SNR_HELP)
     sp.add_argument("--mask-out", help="also write the low-res mask (block majority)")
     sp.add_argument("-o", "--output", required=True, help="low-res tensor output")
     sp.set_defaults(func=degrade)
@@ -83,7 +84,7 @@ def mask(args):
 def degrade(args):
     from ... import fileio
     from ...core import grid
-    from ...dmri import degrade as deg
+    from ...dmri import degrade as deg, randomise
 
     f = grid.factors(args.factor)
     try:
@@ -97,12 +98,13 @@ def degrade(args):
     if args.slice_gap < 0:
         raise IQTError(f"--slice-gap {args.slice_gap}: give the number of high-res planes dropped after each block, "
                        f"0 or more")
+    snr = options.snr(args.snr)
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
     dwi, brain = _dwi_and_mask(args)
-    pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap)
+    pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap, noise=randomise.added_noise(snr))
     fileio.save_tensor(pair.tensor, out, order=deg.FILE_ORDER.get(args.style, "nifti"))
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)

@@ -178,3 +178,20 @@ def propagate(pred, args, lr_mask, r, seeds):
     hr_mask = None if lr_mask is None else repeat_blocks(lr_mask.data.astype(bool), r)
     return propagation.propagate(pred, args.samples, seeds=seeds, mask=hr_mask, rng=args.seed, track=not args.no_tracts,
                                  n_seeds=args.n_seeds, settings=TrackingSettings(fa_threshold=args.fa_threshold))
+
+
+SNR_HELP = ("add Rician noise to the low-res DWIs before the fit, its standard deviation the brain's median b0 over SNR "
+            "(seeded: the same command gives the same input), as a noisier scanner would; default: none")
+
+
+def snr(value) -> float | None:
+    """--snr S: a positive b0 signal-to-noise ratio, or None; one clear line otherwise."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v < float("inf")):
+        raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio of the added noise, a number above 0 (e.g. 20)")
+    return v

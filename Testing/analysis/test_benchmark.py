@@ -22,6 +22,10 @@ def test_benchmark_scores_each_style_against_cubic_on_the_same_input(small_subje
             assert np.isclose(r["interior"]["ratio_to_cubic"], r["interior"]["dt_rmse"] / cubic["interior"]["dt_rmse"])
     table = benchmark.summary_table(rows)
     assert "| linear | own | 1 |" in table and "| linear | tight | 1 |" in table
+    # a row run with a method's model for noisy inputs says so in both tables
+    marked = [dict(r, model_for="noisy") if r["method"] == "linear" and r["style"] == "tight" else r for r in rows]
+    assert "| linear (1 with the noisy-input model) | tight | 1 |" in benchmark.summary_table(marked)
+    assert benchmark.markdown_table(marked).count("linear (noisy-input model)") == 1
     assert main(["benchmark", str(small_subject), "--methods", "linear", "--styles", "own,tight"]) == 0
     out = capsys.readouterr().out
     assert "| linear | tight | 1 |" in out and "[tight]" in out

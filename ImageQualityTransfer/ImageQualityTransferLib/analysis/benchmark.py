@@ -147,7 +147,8 @@ def markdown_table(rows) -> str:
     for r in rows:
         i, e, w = r["interior"], r["exterior"], r.get("brain", {})
         lines.append(
-            f"| {_label(r)} | {r['method']} | {_fmt(i['dt_rmse'])} | {_fmt(i.get('ratio_to_cubic'), 3)} | "
+            f"| {_label(r)} | {r['method']}{' (noisy-input model)' if r.get('model_for') else ''} | {_fmt(i['dt_rmse'])} | "
+            f"{_fmt(i.get('ratio_to_cubic'), 3)} | "
             f"{_fmt(e['dt_rmse'])} | {_fmt(e.get('ratio_to_cubic'), 3)} | "
             f"{_fmt(i.get('noise_floor'))} / {_fmt(e.get('noise_floor'))} | {_fmt(i['fa_rmse'], 4)} | {_fmt(i.get('angle_error'), 1)} | "
             f"{_fmt(i.get('spearman'))} / {_fmt(e.get('spearman'))} / {_fmt(w.get('spearman'))} | {_fmt(i.get('within_2sigma'))} | "
@@ -179,7 +180,9 @@ def summary_table(rows) -> str:
     for method, style in keys:
         sel = [r for r in rows if r["method"] == method and r.get("style", "own") == style]
         brain = [r.get("brain", {}) for r in sel]
-        lines.append(f"| {method} | {style} | {len(sel)} | {span([r['interior'].get('ratio_to_cubic') for r in sel])} | "
+        noisy = sum(1 for r in sel if r.get("model_for"))  # ran the method's model trained with added noise
+        name = method + (f" ({noisy} with the noisy-input model)" if noisy else "")
+        lines.append(f"| {name} | {style} | {len(sel)} | {span([r['interior'].get('ratio_to_cubic') for r in sel])} | "
                      f"{span([r['exterior'].get('ratio_to_cubic') for r in sel])} | "
                      f"{span([b.get('spearman') for b in brain], False)} | {span([b.get('within_2sigma') for b in brain], False)} |")
     return "\n".join(lines)

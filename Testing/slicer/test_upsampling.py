@@ -141,6 +141,22 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(sma
     assert len(far.meta["notes"]) == 1 and "estimated from the tensors" in far.meta["notes"][0]
 
 
+def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_subject):
+    """A real dev scan's tight ×2 tensors with Rician noise (b0 SNR 15) as a DTI node: biqt runs its model trained
+    with added noise, and the run's note on the output node says so in the module's words."""
+    from ImageQualityTransferLib.dmri import degrade as deg, randomise
+
+    s = axial_subject
+    pair = deg.degrade(s.dwi, s.mask.data, 2, style="tight", noise=randomise.rician(15, 0))
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, pair.tensor, "noisy")
+    mask_node = mrml.add_scalar_node(scene, Volume(pair.mask.data.astype(np.float32), pair.tensor.affine, "scalar"),
+                                     "brain")
+    out = processing.run_on_nodes(scene, node, "biqt", 2, mask_node=mask_node)["tensor"]
+    notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
+    assert notes and "model trained with added noise (biqt_x2_noisy)" in notes and "--" not in notes
+
+
 def test_a_mask_on_the_output_grid_keeps_the_view_to_it(small_subject):
     """`iqt view --mask` with a high-res mask: the method's outputs and the cubic comparison are zero outside it, and
     inside it they are the run with the mask reduced to the input's grid."""

@@ -392,5 +392,13 @@ def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_pa
     assert rows[0]["qc"]["noise_index"] < tensors.NOISY_MODEL < rows[1]["qc"]["noise_index"]
     side = {n: json.loads(next((out / f"sub-{n}dti" / "dwi").glob("*param-tensor_dwimap.json")).read_text())
             for n in ("clean", "noisy")}
-    assert "ModelUsed" not in side["clean"]
+    assert "ModelUsed" not in side["clean"] and "Notes" not in side["clean"]
     assert side["noisy"]["ModelUsed"].endswith("rf_x2_noisy.json") and side["noisy"]["ModelUsedFor"] == "noisy inputs"
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    noisy_sidecar = json.loads(model_io.shipped_for("rf", 2, "noisy").read_text())
+    assert side["noisy"]["ModelUsedSHA256"] == noisy_sidecar["sha256"] != side["noisy"]["ModelSHA256"]
+    assert len(side["noisy"]["Notes"]) == 1 and "trained with added noise" in side["noisy"]["Notes"][0]
+    qc = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
+    used = qc[0].index("model_used")
+    assert [row[used] for row in qc[1:]] == ["default", "noisy"]

@@ -17,7 +17,7 @@ from .. import methods
 from ..dmri import fit_noise
 from ..core import grid
 from ..core.errors import IQTError
-from ..core.tensors import NOISY_MODEL
+from ..core.tensors import NOISY_MODEL, noise_index
 from ..dmri.subject import Case, load_subject, make_case
 from ..core.progress import progress_bar
 from .measure import measure
@@ -30,6 +30,7 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
     map included; returns one row per method (predictions go into `keep`). `mask=False` runs the methods without
     the brain mask, as a user without one would (the scores still use it)."""
     floor = fit_noise.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
+    index = noise_index(case.lr.data, case.lr_mask.data)  # the learned methods' models for noisy inputs run above NOISY_MODEL
     rows = []
     for method in chosen:
         method = methods.get(method) if isinstance(method, str) else method
@@ -45,7 +46,7 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
             direction=None if direc is None else direc.data,
         )
         rows.append({"subject": case.subject, "style": case.style, "method": name, "seconds": use.seconds,
-                     "peak_mb": use.peak_delta / 2**20,
+                     "peak_mb": use.peak_delta / 2**20, "noise_index": index,
                      **({"model_for": pred.tensor.meta["model_for"]} if pred.tensor.meta.get("model_for") else {}),
                      **metrics})
     return rows
@@ -201,6 +202,7 @@ UNITS = {
     "the method's predict", "peak_mb": "MB of memory above the run's start (peak)", "tract_dice": "Dice of the "
     "binarised tract-density maps with the reference's (same seeds)", "tract_fp_fraction": "share of the tract "
     "density outside the reference's", "n_streamlines": "streamlines tracked", "shape": "low-res volume (voxels)",
+    "noise_index": "the input tensors' roughness in the brain over their MD (core.tensors.noise_index; unitless)",
 }
 
 

@@ -16,12 +16,13 @@ import json
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from ..core.version import __version__
 from ..fileio.paths import write_json
 
@@ -58,6 +59,8 @@ class Settings:
     model_sha256: str | None = None
     tta: bool = False  # learned methods averaged over the grid's symmetries (methods/symmetry.py); model-<method>tta
     tensor_order: str = "nifti"  # how a listed 4D tensor file holds its components (fileio.load_tensor)
+    noisy_model_file: str | None = None  # the model the method runs on noisy inputs (methods/base.py), recorded
+    noisy_model_sha256: str | None = None
 
 
 # ---------------------------------------------------------------- inputs
@@ -266,6 +269,14 @@ def remove_temporaries(folder: Path) -> int:
     return n
 
 
+def noisy_model_record(method, factor) -> tuple[str | None, str | None]:
+    """(model file, weights SHA256) of the model `method` runs on noisy inputs at `factor`, or (None, None)."""
+    from ..core import grid
+
+    twin = method._noisy_twin(grid.factors(factor)) if method.learned else None
+    return twin.model_record(factor) if twin is not None else (None, None)
+
+
 def model_record(method, factor) -> tuple[str | None, str | None]:
     """(model file, SHA256 of its weights) of a learned method (the shipped one unless --model), (None, None) else."""
     return method.model_record(factor) if method.learned else (None, None)
@@ -360,7 +371,13 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         if done is not None:
             res.update(status="skipped", qc=done.get("QC", {}))
             return res
-        vols, qc = compute(item, s)
+        with warnings.catch_warnings(record=True) as caught:  # the engine's warnings: this subject's notes
+            warnings.simplefilter("always", IQTWarning)
+            vols, qc = compute(item, s)
+        notes = [" ".join(str(w.message).split()) for w in caught if issubclass(w.category, IQTWarning)]
+        for w in caught:
+            if not issubclass(w.category, IQTWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         folder.mkdir(parents=True, exist_ok=True)
         remove_temporaries(folder)
         for key, name in names.items():  # data first, every sidecar after, the tensor's last
@@ -369,8 +386,13 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
         used = vols["tensor"].meta
         # an input noisier than clean scans ran the method's model trained with added noise (methods/base.py)
-        noisy_model = {"ModelUsed": used["model_file"], "ModelUsedFor": f"{used['model_for']} inputs"} \
-            if used.get("model_for") else {}
+        noisy_model = {}
+        if used.get("model_for"):
+            noisy_model = {"ModelUsed": used["model_file"], "ModelUsedSHA256": used["model_sha256"],
+                           "ModelUsedFor": f"{used['model_for']} inputs"}
+            qc["model_used"] = used["model_for"]
+        if notes:
+            noisy_model["Notes"] = notes
         for key in [k for k in names if k != "tensor"] + ["tensor"]:
             meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": sources(item),
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **noisy_model,
@@ -378,7 +400,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
             if key == "tensor":
                 meta["QC"] = qc
             write_json(sidecar(folder / names[key]), meta)
-        res.update(status="done", qc=qc)
+        res.update(status="done", qc=qc, notes=notes)
     except IQTError as exc:
         res["reason"] = " ".join(str(exc).split())
     except MemoryError:
@@ -427,8 +449,13 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     """Write (or extend) the derivatives' dataset_description.json with this pipeline's GeneratedBy entry and the
     input dataset as its source ("raw" in DatasetLinks, the name the sidecars' BIDS URIs use)."""
     path = out_root / "dataset_description.json"
+    from ..core.tensors import NOISY_MODEL
+
     entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": _factor(s),
              "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s)}
+    if s.noisy_model_file:
+        entry.update(NoisyInputModel=s.noisy_model_file, NoisyInputModelSHA256=s.noisy_model_sha256,
+                     NoisyInputAboveNoiseIndex=NOISY_MODEL)
     desc = {"Name": "ImageQualityTransfer super-resolved DTI", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
             "GeneratedBy": []}
     try:
@@ -485,7 +512,7 @@ def _flag(results: list[dict], m: str, k: float) -> None:
 
 
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s",
-              "nonphysical_pct", "noise_index", "outlier", "seconds", "reason")
+              "nonphysical_pct", "noise_index", "model_used", "outlier", "seconds", "reason")
 
 
 def _fmt(v, spec):
@@ -496,6 +523,13 @@ def _fmt(v, spec):
     return format(v, spec) if np.isfinite(v) else "n/a"
 
 
+def _model_used(r: dict) -> str:
+    """"noisy" where the subject ran the method's model trained with added noise, "default" otherwise, "-" if not run."""
+    if r["status"] == "failed" or not r["qc"]:
+        return "-"
+    return r["qc"].get("model_used", "default")
+
+
 def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[str]]:
     """One QC row per subject of a run of `model` (the outputs' model- label) at `res` (their res- label)."""
     rows = []
@@ -504,7 +538,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
         seconds = q.get("seconds") if r["status"] == "skipped" else r.get("seconds")  # a skip keeps the run's time
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
-                     _fmt(q.get("noise_index"), ".3f"),
+                     _fmt(q.get("noise_index"), ".3f"), _model_used(r),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
     return rows
 
@@ -512,7 +546,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
 def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> None:
     """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
     rows of other runs into the same folder (another method or factor) are kept."""
-    from ..core.tensors import NOISY_INPUT
+    from ..core.tensors import NOISY_INPUT, NOISY_MODEL
     from ..fileio import write_text
 
     flag_outliers(results)
@@ -531,8 +565,9 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fdd}</style>"
             f"<h1>IQT cohort QC</h1><p>{len(rows)} rows (subject, model, res). SNR: mean b0 in the brain / std of the b0 "
             "background. nonphysical_pct: share of the brain mask's output voxels with a negative eigenvalue (their MD/FA are "
-            "not measurements). noise_index: the input tensors' roughness in the brain (training inputs 0.055-0.080; above "
-            f"{NOISY_INPUT:g} the learned methods may do no better than cubic). Outlier: outside median &plusmn; 3 MAD "
+            "not measurements). noise_index: the input tensors' roughness in the brain (clean dev inputs 0.049-0.072; above "
+            f"{NOISY_MODEL:g} a method with a model trained with added noise runs it: model_used noisy; above {NOISY_INPUT:g} "
+            "the others may do no better than cubic). Outlier: outside median &plusmn; 3 MAD "
             "(scaled) on voxel volume, SNR, brain volume, median uncertainty, nonphysical_pct or noise_index, within each "
             "run; brain volumes only among inputs of one kind (a DWI's median-Otsu mask, a tensor file's non-zero voxels, "
             f"a brain estimated from unmasked tensors).</p><table><tr>{head}</tr>{body}</table>\n")

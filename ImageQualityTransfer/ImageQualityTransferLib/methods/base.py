@@ -161,8 +161,8 @@ class Method:
         out = reo.undo(Volume(tensor.astype(np.float32), hr_aff, "tensor",
                               meta={"method": self.name, "factor": grid.record(f),
                                     **({"averaged_over": len(symmetry.transforms(f_c))} if self.tta else {}),
-                                    **({"model_for": self.model_for, "model_file": str(self.model_path)}
-                                       if self.model_for else {})}))
+                                    **({"model_for": self.model_for, "model_file": str(self.model_path),
+                                        "model_sha256": self.model_record(f)[1]} if self.model_for else {})}))
         maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
 
@@ -190,7 +190,7 @@ class Method:
                              and grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
             warnings.warn(f"{_source(lr)}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
-                          "inside the brain here" + (f"; {' and '.join(others)} run a model trained with added noise on "
+                          "inside the brain here" + (f"; {_listed(others)} run a model trained with added noise on "
                                                      "such inputs" if others else ""), IQTWarning, stacklevel=4)
         return self
 
@@ -396,6 +396,12 @@ class LearnedMethod(Method):
     def summary(self, factor: int = 2) -> str:
         """One line on the training `fit` ran (for the command line)."""
         return ""
+
+
+def _listed(names) -> str:
+    """"a", "a and b", "a, b and c"."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _source(vol: Volume) -> str:

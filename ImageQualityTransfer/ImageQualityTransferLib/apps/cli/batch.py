@@ -50,9 +50,10 @@ def run(args) -> int:
         method.load(f)  # no model for per-axis factors unless --model gives one: say so before any work
     items = batch.find_items(args.input)
     model_file, model_sha = batch.model_record(method, f)
+    noisy_file, noisy_sha = batch.noisy_model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
                        device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha, tta=args.tta,
-                       tensor_order=args.tensor_order)
+                       tensor_order=args.tensor_order, noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha)
     try:
         import distributed  # noqa: F401
     except ImportError:
@@ -76,6 +77,9 @@ def run(args) -> int:
         if cluster is not None:
             cluster.close()
     print(batch.summary(results) + f"; wrote {out / 'qc.tsv'}")
+    for r in results:  # each subject's warnings (e.g. the noise-trained model chosen), also in its sidecar's Notes
+        for note in r.get("notes", []):
+            print(f"iqt: warning: {r['subject']}: {note}", file=sys.stderr)
     failed = [r for r in results if r["status"] == "failed"]
     for f in failed:
         print(f"  {f['subject']}: {f['reason']}")

@@ -51,6 +51,10 @@ def run(args):
                              mask=not args.no_mask, tta=args.tta, snr=snr)
         settings.update(subjects=[str(s) for s in args.subjects], styles=styles, mask=not args.no_mask,
                         tracts=args.tracts, snr=snr)
+        if snr is not None:
+            index = [r["noise_index"] for r in rows if r.get("noise_index") is not None]
+            print(f"inputs with Rician noise added at b0 SNR {snr:g}"
+                  + (f" (noise index {min(index):.3f}-{max(index):.3f})" if index else ""))
         print(benchmark.markdown_table(rows))
         if len(args.subjects) > 1 or len(styles) > 1:
             print()

@@ -113,7 +113,8 @@ def run(args):
     fileio.save_tensor(pred.tensor, out)
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key])
-    print(f"wrote {out} {pred.tensor.shape3} ({method.label})")
+    used = pred.tensor.meta.get("model_for")
+    print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "") + ")")
     if unc_out:
         print("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None

@@ -386,8 +386,9 @@ def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_pa
     (tmp_path / "list.txt").write_text("clean_dti.nii.gz\nnoisy_dti.nii.gz\n")
     out = tmp_path / "deriv"
     out.mkdir()
-    rows = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="rf"), out, client=None,
-                            progress=False)
+    noisy_file, noisy_sha = batch.noisy_model_record(methods.get("rf"), 2)
+    settings = batch.Settings(method="rf", noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha)
+    rows = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), settings, out, client=None, progress=False)
     assert [r["status"] for r in rows] == ["done", "done"]
     assert rows[0]["qc"]["noise_index"] < tensors.NOISY_MODEL < rows[1]["qc"]["noise_index"]
     side = {n: json.loads(next((out / f"sub-{n}dti" / "dwi").glob("*param-tensor_dwimap.json")).read_text())
@@ -402,3 +403,5 @@ def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_pa
     qc = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
     used = qc[0].index("model_used")
     assert [row[used] for row in qc[1:]] == ["default", "noisy"]
+    run = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
+    assert run["NoisyInputModelSHA256"] == noisy_sidecar["sha256"] and run["NoisyInputAboveNoiseIndex"] == tensors.NOISY_MODEL

@@ -110,9 +110,15 @@ def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
         said = [str(w.message) for w in caught if "trained with added noise" in str(w.message)]
         assert len(said) == (name == "noisy"), said
     assert "model_for" not in runs["clean"].tensor.meta and runs["noisy"].tensor.meta["model_for"] == NOISY
-    direct = methods.get("biqt", model=noisy_model).predict(noisy.tensor, 2, clean.mask)
-    np.testing.assert_array_equal(runs["noisy"].tensor.data, direct.tensor.data)
-    np.testing.assert_array_equal(runs["noisy"].std.data, direct.std.data)
-    default = methods.get("biqt", model=model_io.shipped("biqt", 2)).predict(noisy.tensor, 2, clean.mask)
-    assert "model_for" not in default.tensor.meta  # a given model is what runs
-    assert not np.array_equal(default.tensor.data, direct.tensor.data)
+    given = {}
+    for name, path in (("noisy", noisy_model), ("default", model_io.shipped("biqt", 2))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            given[name] = methods.get("biqt", model=path).predict(noisy.tensor, 2, clean.mask)
+        said = [str(w.message) for w in caught if "noisier than clean scans" in str(w.message)]
+        # a given model is what runs; a user who forced the default one on a noisy input hears of the other
+        assert len(said) == (name == "default") and all("the given model runs" in m for m in said), said
+        assert "model_for" not in given[name].tensor.meta
+    np.testing.assert_array_equal(runs["noisy"].tensor.data, given["noisy"].tensor.data)
+    np.testing.assert_array_equal(runs["noisy"].std.data, given["noisy"].std.data)
+    assert not np.array_equal(given["default"].tensor.data, given["noisy"].tensor.data)

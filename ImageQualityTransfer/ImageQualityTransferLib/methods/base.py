@@ -183,15 +183,23 @@ class Method:
                           f"{tensors.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
                           f"({Path(twin.model_path).stem})", IQTWarning, stacklevel=4)
             return twin
-        if index > tensors.NOISY_INPUT:
-            from ..fileio.model_files import NOISY, read_registry
+        from ..fileio.model_files import NOISY, read_registry
 
-            others = sorted({e.get("method") for e in read_registry() if e.get("input") == NOISY
-                             and grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
+        noisy = [e for e in read_registry() if e.get("input") == NOISY]
+        here = sorted({e.get("method") for e in noisy if grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
+        if self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
+            warnings.warn(f"{_source(lr)}the input is noisier than clean scans (noise index {index:.3f}, above "
+                          f"{tensors.NOISY_MODEL:g}): the given model runs; without a model {self.name} would run its "
+                          "model trained with added noise", IQTWarning, stacklevel=4)
+        elif index > tensors.NOISY_INPUT:
+            if here:
+                hint = f"; {_listed(here)} run a model trained with added noise on such inputs"
+            else:
+                at = sorted({grid.describe(e.get("factor")) for e in noisy})
+                hint = f"; models trained with added noise ship for {_listed(at)} only" if at else ""
             warnings.warn(f"{_source(lr)}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
-                          "inside the brain here" + (f"; {_listed(others)} run a model trained with added noise on "
-                                                     "such inputs" if others else ""), IQTWarning, stacklevel=4)
+                          "inside the brain here" + hint, IQTWarning, stacklevel=4)
         return self
 
     def _noisy_twin(self, f: tuple) -> "Method | None":
@@ -396,6 +404,16 @@ class LearnedMethod(Method):
     def summary(self, factor: int = 2) -> str:
         """One line on the training `fit` ran (for the command line)."""
         return ""
+
+
+def _trained_with_noise(model_path) -> bool:
+    """Whether the model file's sidecar says it was trained with added noise (model_files.input_kind)."""
+    from ..fileio.model_files import NOISY, input_kind, sidecar_path
+
+    try:
+        return input_kind(json.loads(sidecar_path(model_path).read_text())) == NOISY
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
 
 
 def _listed(names) -> str:

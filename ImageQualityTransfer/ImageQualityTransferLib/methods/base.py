@@ -128,7 +128,7 @@ class Method:
         runner = self
         if self.learned:  # interpolation clips them, as any interpolator would
             lr = drop_failed_fits(lr, mask, "the mask" if given else "the input's brain")
-            runner = self._for_noise(lr, mask, f)
+            runner = self._for_noise(lr, mask, f, estimated=not given and _whole_field(lr))
         return runner._run(lr, f, mask, uncertainty, direction, progress)
 
     def _run(self, lr: Volume, f: tuple, mask: Volume | None, uncertainty: bool, direction: bool,
@@ -168,13 +168,13 @@ class Method:
 
     model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta
 
-    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple) -> "Method":
+    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False) -> "Method":
         """The method that runs on `lr`: this one, or for an input noisier than clean scans (tensors.noise_index above
         tensors.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
         no model was given (said in one warning line). Without one, a warning when the input is much noisier than the
         training inputs (above tensors.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md)."""
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
-        index = tensors.noise_index(lr.data, brain)
+        index = tensors.noise_index(lr.data, brain, core=tensors.ESTIMATED_BRAIN_CORE if estimated else 0)
         if index is None or index <= tensors.NOISY_MODEL:
             return self
         twin = self._noisy_twin(f)
@@ -404,6 +404,11 @@ class LearnedMethod(Method):
     def summary(self, factor: int = 2) -> str:
         """One line on the training `fit` ran (for the command line)."""
         return ""
+
+
+def _whole_field(lr: Volume) -> bool:
+    """Whether `lr` holds tensors over (nearly) its whole field of view: fitted without a mask (`Method.support`)."""
+    return bool(np.any(np.asarray(lr.data) != 0, axis=-1).mean() > WHOLE_FIELD)
 
 
 def _trained_with_noise(model_path) -> bool:

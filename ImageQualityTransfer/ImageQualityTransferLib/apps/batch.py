@@ -566,7 +566,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fdd}</style>"
             f"<h1>IQT cohort QC</h1><p>{len(rows)} rows (subject, model, res). SNR: mean b0 in the brain / std of the b0 "
             "background. nonphysical_pct: share of the brain mask's output voxels with a negative eigenvalue (their MD/FA are "
-            "not measurements). noise_index: the input tensors' roughness in the brain (clean dev inputs 0.049-0.072; above "
+            "not measurements). noise_index: the input tensors' roughness in the brain (clean dev inputs 0.049-0.070; above "
             f"{NOISY_MODEL:g} a method with a model trained with added noise runs it: model_used noisy; above {NOISY_INPUT:g} "
             "the others may do no better than cubic). Outlier: outside median &plusmn; 3 MAD "
             "(scaled) on voxel volume, SNR, brain volume, median uncertainty, nonphysical_pct or noise_index, within each "

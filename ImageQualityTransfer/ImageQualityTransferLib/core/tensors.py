@@ -239,7 +239,7 @@ def failed_fits(t: np.ndarray) -> np.ndarray:
 
 NOISY_INPUT = 0.10  # noise_index above which an input is noisier than every training and dev input seen
 # noise_index above which a learned method takes its model trained with added noise where it ships one: the dev inputs
-# (block averages of good scans) give 0.049-0.067 with their mask and up to 0.072 unmasked without one, and from
+# (block averages of good scans) give 0.049-0.067 with their mask and up to 0.070 unmasked without one, and from
 # 0.067-0.075 (Rician noise at b0 SNR 40) up the noise-trained ×2 biqt is the lower in both regions
 # (docs/measurements.md, "Models trained with added noise")
 NOISY_MODEL = 0.075

@@ -221,7 +221,7 @@ def document(rows, **settings) -> dict:
             except IQTError:
                 continue
             models[name] = {"file": path, "weights_sha256": sha}  # file: the sidecar that names the weights
-            twin = m._noisy_twin(grid.factors(settings["factor"]))
+            twin = m.for_noisy_inputs(grid.factors(settings["factor"]))
             if twin is not None:  # run instead on inputs noisier than clean scans (rows with "model_for")
                 path, sha = twin.model_record(settings["factor"])
                 models[name]["noisy_inputs"] = {"file": path, "weights_sha256": sha, "above_noise_index": NOISY_MODEL}

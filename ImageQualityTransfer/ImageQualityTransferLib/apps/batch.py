@@ -273,7 +273,7 @@ def noisy_model_record(method, factor) -> tuple[str | None, str | None]:
     """(model file, weights SHA256) of the model `method` runs on noisy inputs at `factor`, or (None, None)."""
     from ..core import grid
 
-    twin = method._noisy_twin(grid.factors(factor)) if method.learned else None
+    twin = method.for_noisy_inputs(grid.factors(factor)) if method.learned else None
     return twin.model_record(factor) if twin is not None else (None, None)
 
 
@@ -449,9 +449,9 @@ def sources(item: Item) -> list[str]:
 def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     """Write (or extend) the derivatives' dataset_description.json with this pipeline's GeneratedBy entry and the
     input dataset as its source ("raw" in DatasetLinks, the name the sidecars' BIDS URIs use)."""
-    path = out_root / "dataset_description.json"
     from ..core.tensors import NOISY_MODEL
 
+    path = out_root / "dataset_description.json"
     entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": _factor(s),
              "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s)}
     if s.noisy_model_file:

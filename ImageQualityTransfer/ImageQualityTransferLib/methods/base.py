@@ -177,7 +177,7 @@ class Method:
         index = tensors.noise_index(lr.data, brain, core=tensors.ESTIMATED_BRAIN_CORE if estimated else 0)
         if index is None or index <= tensors.NOISY_MODEL:
             return self
-        twin = self._noisy_twin(f)
+        twin = self.for_noisy_inputs(f)
         if twin is not None:
             warnings.warn(f"{_source(lr)}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{tensors.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
@@ -202,7 +202,7 @@ class Method:
                           "inside the brain here" + hint, IQTWarning, stacklevel=4)
         return self
 
-    def _noisy_twin(self, f: tuple) -> "Method | None":
+    def for_noisy_inputs(self, f: tuple) -> "Method | None":
         """This method with its shipped model for noisy inputs at factors `f` (or a reordering), made once; None."""
         return None
 
@@ -273,7 +273,7 @@ class LearnedMethod(Method):
         self._loaded = {}
         self._twins = {}
 
-    def _noisy_twin(self, f: tuple):
+    def for_noisy_inputs(self, f: tuple):
         if self.model_path is not None or self.model_for is not None:  # a given model is what the user asked for
             return None
         if f not in self._twins:

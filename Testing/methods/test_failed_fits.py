@@ -124,3 +124,26 @@ def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
     np.testing.assert_array_equal(runs["noisy"].tensor.data, given["noisy"].tensor.data)
     np.testing.assert_array_equal(runs["noisy"].std.data, given["noisy"].std.data)
     assert not np.array_equal(given["default"].tensor.data, given["noisy"].tensor.data)
+
+
+def test_an_estimated_brain_given_as_the_mask_is_read_as_the_method_estimates_it(zeroed_background_subject):
+    """Tensors fitted over the whole field of view: a learned method chooses its model by the noise index read inside
+    the estimated brain's rim, whether it estimated that brain itself or was given it (as batch does), and records
+    the figure it chose by. The Elition scan fitted unmasked reads above tensors.NOISY_MODEL on the whole estimated
+    brain and below it inside the rim (docs/measurements.md), so reading the rim too would switch models."""
+    from ImageQualityTransferLib.dmri import degrade as deg
+
+    s = zeroed_background_subject
+    lr = deg.degrade(s.dwi, s.mask.data, 2, style="unmasked").tensor
+    m = methods.get("global-linear")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        brain = m.support(lr)
+        by_itself = m.predict(lr, 2, uncertainty=False)
+        given = m.predict(lr, 2, brain, uncertainty=False)
+    assert tensors.noise_index(lr.data, brain.data) > tensors.NOISY_MODEL  # the rim read too would switch
+    index = tensors.noise_index(lr.data, brain.data, core=tensors.ESTIMATED_BRAIN_CORE)
+    # read after the failed fits are taken out (base.drop_failed_fits), so within a little of the raw input's
+    assert by_itself.tensor.meta["noise_index"] == given.tensor.meta["noise_index"] < tensors.NOISY_MODEL
+    assert given.tensor.meta["noise_index"] == pytest.approx(index, abs=0.002)
+    assert "model_for" not in by_itself.tensor.meta and "model_for" not in given.tensor.meta

@@ -351,8 +351,10 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
           "median_std": float(np.median(pred.std.data[brain])) if s.uncertainty and pred.std is not None else float("nan"),
           # a negative eigenvalue: MD or FA there is not a measurement (the FA map's 1.0 can hide it)
           "nonphysical_pct": float(100 * np.mean(tensors.distance_to_physical(t.data[brain]) > 0)) if brain.any() else 0.0}
-    # as the method reads it (methods/base.py, _for_noise): above tensors.NOISY_MODEL its noise-trained model runs
-    index = tensors.noise_index(lr.data, inside, core=tensors.ESTIMATED_BRAIN_CORE if brain_from == "estimated" else 0)
+    # a learned method read it to choose its model (methods/base.py, _for_noise); interpolation did not
+    index = t.meta.get("noise_index")
+    if index is None:
+        index = tensors.noise_index(lr.data, inside, core=tensors.ESTIMATED_BRAIN_CORE if brain_from == "estimated" else 0)
     qc["noise_index"] = float("nan") if index is None else index
     return vols, qc
 

@@ -125,11 +125,16 @@ class Method:
         given = mask is not None
         if mask is None:
             mask = self.support(lr)
-        runner = self
+        runner, index = self, None
         if self.learned:  # interpolation clips them, as any interpolator would
             lr = drop_failed_fits(lr, mask, "the mask" if given else "the input's brain")
-            runner = self._for_noise(lr, mask, f, estimated=not given and _whole_field(lr))
-        return runner._run(lr, f, mask, uncertainty, direction, progress)
+            # a brain estimated from whole-field tensors (here or by the caller, e.g. batch) is read inside its rim
+            estimated = _whole_field(lr) and (not given or mask.meta.get("source") == "brain_from_tensors")
+            runner, index = self._for_noise(lr, mask, f, estimated=estimated)
+        pred = runner._run(lr, f, mask, uncertainty, direction, progress)
+        if index is not None:  # read once: batch QC reports the figure the model was chosen by
+            pred.tensor.meta["noise_index"] = index
+        return pred
 
     def _run(self, lr: Volume, f: tuple, mask: Volume | None, uncertainty: bool, direction: bool,
              progress) -> Prediction:
@@ -168,21 +173,21 @@ class Method:
 
     model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta
 
-    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False) -> "Method":
-        """The method that runs on `lr`: this one, or for an input noisier than clean scans (tensors.noise_index above
+    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False):
+        """(The method that runs on `lr`, the input's noise index): this one, or for an input noisier than clean scans (tensors.noise_index above
         tensors.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
         no model was given (said in one warning line). Without one, a warning when the input is much noisier than the
         training inputs (above tensors.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md)."""
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
         index = tensors.noise_index(lr.data, brain, core=tensors.ESTIMATED_BRAIN_CORE if estimated else 0)
         if index is None or index <= tensors.NOISY_MODEL:
-            return self
+            return self, index
         twin = self.for_noisy_inputs(f)
         if twin is not None:
             warnings.warn(f"{_source(lr)}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{tensors.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
                           f"({Path(twin.model_path).stem})", IQTWarning, stacklevel=4)
-            return twin
+            return twin, index
         from ..fileio.model_files import NOISY, read_registry
 
         noisy = [e for e in read_registry() if e.get("input") == NOISY]
@@ -200,7 +205,7 @@ class Method:
             warnings.warn(f"{_source(lr)}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
                           "inside the brain here" + hint, IQTWarning, stacklevel=4)
-        return self
+        return self, index
 
     def for_noisy_inputs(self, f: tuple) -> "Method | None":
         """This method with its shipped model for noisy inputs at factors `f` (or a reordering), made once; None."""

@@ -62,9 +62,9 @@ def add_parsers(sub) -> None:
                     help="rf: ridge of each leaf's least-squares map, per example (default: the split search's, 0.2); "
                          "smaller suits leaves refitted on all the data (--refit-leaves)")
     sp.add_argument("--input-unit", choices=INPUT_UNITS,
-                    help="global-linear/rf/biqt: the unit each input is seen in: fixed (1e-3 mm^2/s; the default) or "
-                         "md-mode (the input's MD mode brought to 0.7e-3 mm^2/s, as the CNNs see theirs, so that b-value "
-                         "and scanner differences in diffusivity drop out)")
+                    help="the unit each input is seen in: fixed (1e-3 mm^2/s; the forests' default) or md-mode (the "
+                         "input's MD mode brought to 0.7e-3 mm^2/s, the CNNs' default, so that b-value and scanner "
+                         "differences in diffusivity drop out)")
     sp.add_argument("--lr", type=float,
                     help="CNN: initial learning rate of Adam (default 1e-3; lower, e.g. 2e-4, to fine-tune an --init model)")
     sp.add_argument("--ema", type=float, metavar="DECAY",

@@ -44,7 +44,7 @@ class CNNMethod(LearnedMethod):
     def fit_options(self):
         from .training import DEFAULTS
 
-        return ("epochs", "minutes", "threads", "init", "checkpoint", *DEFAULTS)
+        return ("epochs", "minutes", "threads", "init", "checkpoint", "input_unit", *DEFAULTS)
 
     def _fit(self, subjects, r, *, seed, log, progress, epochs=None, minutes=None, threads=None, init=None, **settings):
         """Degraded training volumes from every subject (every block shift), then the family's trainer."""
@@ -52,6 +52,11 @@ class CNNMethod(LearnedMethod):
         from .model_io import LoadedModel
 
         require_torch()
+        unit = settings.pop("input_unit", None)
+        if unit is not None:  # "fixed": no subject scale, the input seen in mm^2/s through the normalisation alone
+            if init is not None:
+                raise IQTError("--input-unit: an --init model brings its own input unit; drop one of them")
+            settings["subject_scale"] = unit != "fixed"
         if settings.get("reference_noise") and not issubclass(networks.ARCHITECTURES[self.name], networks.HeteroESPCN3D):
             raise IQTError(f"--reference-noise enters the heteroscedastic loss only; {self.name!r} has none (train "
                            "espcn-hetero or espcn-hetero-var1 with it)")

@@ -2,6 +2,7 @@
 summary over subjects; the non-physical-output figure of the evaluation."""
 
 import json
+import warnings
 
 import numpy as np
 
@@ -29,6 +30,17 @@ def test_benchmark_scores_each_style_against_cubic_on_the_same_input(small_subje
     assert main(["benchmark", str(small_subject), "--methods", "linear", "--styles", "own,tight"]) == 0
     out = capsys.readouterr().out
     assert "| linear | tight | 1 |" in out and "[tight]" in out
+
+
+def test_benchmark_warnings_name_the_input_once(small_subject):
+    """Several subjects and styles run in a row: each engine warning names the input it is about, once per input
+    (cubic and linear both estimate the brain of unmasked tensors run without a mask; one line says so)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        benchmark.run([small_subject], ["linear"], styles=("unmasked", "tight"), mask=False, progress=False)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and said[0].startswith(f"{small_subject.name} (unmasked): the input holds tensors over "
+                                                 "the whole field of view"), said
 
 
 def test_benchmark_at_per_axis_factors(small_subject, capsys, tmp_path):

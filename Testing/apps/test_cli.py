@@ -294,3 +294,6 @@ def test_degrade_and_benchmark_add_seeded_noise(capsys, tmp_path, small_subject)
         code, _, err = run_cli(capsys, "degrade", dwi, "-o", tmp_path / "x.nii.gz", "--snr", bad)
         one_line_error(code, err, f"--snr {bad}")
         assert not (tmp_path / "x.nii.gz").exists()
+    # a ratio below which the fits are mostly noise runs, with one line that says so
+    code, _, err = run_cli(capsys, "degrade", dwi, "-o", tmp_path / "x.nii.gz", "--snr", "0.5")
+    assert code == 0 and err.count("iqt: warning: --snr 0.5: below 5") == 1, err

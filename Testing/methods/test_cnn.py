@@ -663,3 +663,24 @@ def test_a_tiny_training_with_reference_noise_runs_and_is_recorded(small_subject
         training.train(training.load_items([small_subject], 2, patch=6), reference_noise=True, **kw)
     with pytest.raises(IQTError, match="heteroscedastic loss only"):
         training.train(items, reference_noise=True, **{**kw, "method": "espcn"})
+
+
+def test_a_cnn_trained_in_fixed_units_sees_its_input_in_mm2_per_s(small_subject, tmp_path):
+    """--input-unit fixed: no subject scale (the input's MD mode, unsteady on small coarse inputs,
+    docs/measurements.md Other factors), so scaling the input no longer scales the output; an --init model brings
+    its own unit."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    tiny = dict(epochs=1, iters_per_epoch=2, batch_size=2, patch=6, val_patches=2, progress=False, seed=0)
+    m = methods.get("espcn").fit([small_subject], 2, input_unit="fixed", **tiny)
+    m.save(tmp_path / "f.pt", 2, command="test")
+    model = model_io.load(tmp_path / "f.pt")
+    assert not model.meta["normalisation"].get("subject_scale")
+    assert model.meta["training"]["options"]["subject_scale"] is False
+    lr, mask = smooth_tensors((8, 8, 8), seed=5)
+    a, _ = inference.predict_volume(model, lr, mask)
+    b, _ = inference.predict_volume(model, 0.5 * lr, mask)
+    assert not np.allclose(b, 0.5 * a, rtol=1e-3, atol=1e-9)
+    with pytest.raises(IQTError, match="--input-unit: an --init model brings its own input unit"):
+        methods.get("espcn").fit([small_subject], 2, input_unit="md-mode", init=str(tmp_path / "f.pt"), **tiny)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from . import evaluation
 from .. import methods
 from ..dmri import fit_noise
 from ..core import grid
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from ..core.tensors import NOISY_MODEL, noise_index
 from ..dmri.subject import Case, load_subject, make_case
 from ..core.progress import progress_bar
@@ -74,11 +75,28 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     for folder in subject_dirs:
         subject = load_subject(folder)
         for style in styles:
-            rows.extend(_score_input(make_case(subject, factor, style=style, snr=snr), made, tracts, tract_seeds, mask))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                rows.extend(_score_input(make_case(subject, factor, style=style, snr=snr), made, tracts, tract_seeds, mask))
+            _say(caught, f"{subject.name} ({style})")
             bar.update(1)
     bar.close()
     add_ratios(rows)
     return rows
+
+
+def _say(caught, where: str) -> None:
+    """The engine's warnings about one input again, each once, naming the input (several subjects run in a row)."""
+    seen = set()
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if text in seen:
+            continue
+        seen.add(text)
+        if issubclass(w.category, IQTWarning):
+            warnings.warn(f"{where}: {text}", IQTWarning, stacklevel=3)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _score_input(case, made, tracts, tract_seeds, mask=True) -> list[dict]:

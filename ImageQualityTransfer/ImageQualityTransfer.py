@@ -128,7 +128,7 @@ class ImageQualityTransferParameterNode:
     upsamplingMode: Annotated[str, Choice(list(UPSAMPLING_MODES))] = "isotropic"  # bound by hand: translated labels
     factor: Annotated[int, WithinRange(2, 4)] = 2
     voxelSize: Annotated[float, WithinRange(0.1, 10.0)] = 1.0
-    samples: Annotated[int, WithinRange(1, 200)] = 20
+    samples: Annotated[int, WithinRange(1, 200)] = 10  # the engine's default (cnn/inference.py, DEFAULT_SAMPLES)
     useGPU: bool = False
     averageFlips: bool = False
     uncertaintyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
@@ -656,14 +656,15 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return methods.default_method(factor)
 
     def process(self, inputNode, outputNode=None, method: Optional[str] = None, factor=2, maskNode=None,
-                uncertaintyNode=None, interpolatedNode=None, samples: int = 20, useGPU: bool = False,
+                uncertaintyNode=None, interpolatedNode=None, samples: int = 10, useGPU: bool = False,
                 modelPath: Optional[str] = None, progressCallback=None, separateProcess: Optional[bool] = None,
                 averageFlips: bool = False) -> dict:
         """Super-resolve `inputNode` (DTI, or DWI fitted first) and return the nodes:
         {"tensor", "uncertainty" (or None), "uncertainties" {key: node}, "interpolated" (or None)}.
 
         factor: an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's IJK axes, e.g. from
-        upsamplingFactors; learned methods have models for isotropic factor 2 only, interpolation takes any.
+        upsamplingFactors; learned methods run at the factors they have models for (`iqt methods`, methods.ready),
+        interpolation at any.
 
         outputNode / uncertaintyNode / interpolatedNode: existing nodes to fill, or None to create new ones;
         interpolatedNode=True creates the cubic comparison without a target node. The input is never modified.

@@ -123,13 +123,14 @@ class Method:
                 raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
         check_tensor_input(lr, mask)
         given = mask is not None
+        whole = _whole_field(lr)  # on the input as given: most failed fits a whole-field fit holds are background
         if mask is None:
             mask = self.support(lr)
         runner, index = self, None
         if self.learned:  # interpolation clips them, as any interpolator would
             lr = drop_failed_fits(lr, mask, "the mask" if given else "the input's brain")
             # a brain estimated from whole-field tensors (here or by the caller, e.g. batch) is read inside its rim
-            estimated = _whole_field(lr) and (not given or mask.meta.get("source") == "brain_from_tensors")
+            estimated = whole and (not given or mask.meta.get("source") == "brain_from_tensors")
             runner, index = self._for_noise(lr, mask, f, estimated=estimated)
         pred = runner._run(lr, f, mask, uncertainty, direction, progress)
         if index is not None:  # read once: batch QC reports the figure the model was chosen by

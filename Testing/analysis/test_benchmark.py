@@ -43,6 +43,35 @@ def test_benchmark_warnings_name_the_input_once(small_subject):
                                                  "the whole field of view"), said
 
 
+def test_benchmark_keeps_the_warnings_of_an_input_that_fails_and_other_warnings_once(small_subject, monkeypatch):
+    """An input that fails still shows what the engine warned about it; another library's warning shows once per run."""
+    import pytest
+
+    from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
+    from ImageQualityTransferLib.methods import interpolation
+
+    calls = []
+
+    def warns_then_fails(self, lr, r, mask, progress):
+        calls.append(1)
+        warnings.warn("something about this input", IQTWarning)
+        warnings.warn("a library's remark", RuntimeWarning)
+        if len(calls) == 2:
+            raise IQTError("linear gave non-finite values on this input")
+        return interpolation.upsample_separable(lr, r, 1), {}
+
+    monkeypatch.setattr(interpolation.Linear, "_predict", warns_then_fails)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(IQTError, match="non-finite"):
+            benchmark.run([small_subject], ["linear"], styles=("own", "tight"), progress=False)
+    said = [(w.category, str(w.message)) for w in caught]
+    name = small_subject.name
+    assert said.count((IQTWarning, f"{name} (own): something about this input")) == 1, said
+    assert said.count((IQTWarning, f"{name} (tight): something about this input")) == 1, said
+    assert said.count((RuntimeWarning, "a library's remark")) == 1, said
+
+
 def test_benchmark_at_per_axis_factors(small_subject, capsys, tmp_path):
     """Thick slices (1,1,3): the ready methods are the interpolations and the learned ones with a model for those
     factors (or a reordering of them), and each is scored on the (1,1,3) grid."""

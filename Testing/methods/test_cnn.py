@@ -684,3 +684,11 @@ def test_a_cnn_trained_in_fixed_units_sees_its_input_in_mm2_per_s(small_subject,
     assert not np.allclose(b, 0.5 * a, rtol=1e-3, atol=1e-9)
     with pytest.raises(IQTError, match="--input-unit: an --init model brings its own input unit"):
         methods.get("espcn").fit([small_subject], 2, input_unit="md-mode", init=str(tmp_path / "f.pt"), **tiny)
+    with pytest.raises(IQTError, match="--input-unit b-value: choose one of fixed, md-mode"):
+        methods.get("espcn").fit([small_subject], 2, input_unit="b-value", **tiny)
+    from ImageQualityTransferLib.apps.cli import main
+
+    # refused on the command line before any data are prepared (or --nproc processes started)
+    assert main(["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "g.pt"),
+                 "--init", str(tmp_path / "f.pt"), "--input-unit", "fixed", "--nproc", "2"]) == 2
+    assert not (tmp_path / "g.pt").exists()

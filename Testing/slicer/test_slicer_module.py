@@ -430,3 +430,21 @@ def test_bad_inputs_say_what_to_do(scene):
         slicer_processing.run_on_nodes(scene, scalar, "cubic", 2)
     with pytest.raises(slicer_processing.IQTError, match="no input"):
         slicer_processing.run_on_nodes(scene, None, "cubic", 2)
+
+
+def test_the_panel_and_the_logic_draw_as_many_monte_carlo_samples_as_the_command_line():
+    """The Slicer default (parameter node, .ui spin box, Logic.process) is the engine's (cnn/inference.py), so a
+    result in Slicer and one from `iqt upsample` agree and take the time measured for it."""
+    from ImageQualityTransferLib.methods.cnn.inference import DEFAULT_SAMPLES
+
+    cls = [c for c in module_tree().body if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferParameterNode"][0]
+    param = [s for s in cls.body if isinstance(s, ast.AnnAssign) and s.target.id == "samples"][0]
+    assert ast.literal_eval(param.value) == DEFAULT_SAMPLES
+    spin = ui_widgets()["samplesSpinBox"]
+    value = [p for p in spin.iter("property") if p.get("name") == "value"][0]
+    assert int(value.find("number").text) == DEFAULT_SAMPLES
+    logic = [c for c in module_tree().body if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferLogic"][0]
+    process = [f for f in ast.walk(logic) if isinstance(f, ast.FunctionDef) and f.name == "process"][0]
+    names = [a.arg for a in process.args.args]
+    defaults = dict(zip(names[len(names) - len(process.args.defaults):], process.args.defaults))
+    assert ast.literal_eval(defaults["samples"]) == DEFAULT_SAMPLES

@@ -72,30 +72,35 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     made = [methods.get(n, tta=tta and methods.method_class(n).learned) for n in names]  # unknown names fail first
     rows = []
     bar = progress_bar(total=len(subject_dirs) * len(styles), desc="inputs", enabled=progress)
+    said = set()  # other libraries' warnings: once per run
     for folder in subject_dirs:
         subject = load_subject(folder)
         for style in styles:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                rows.extend(_score_input(make_case(subject, factor, style=style, snr=snr), made, tracts, tract_seeds, mask))
-            _say(caught, f"{subject.name} ({style})")
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", IQTWarning)
+                    case = make_case(subject, factor, style=style, snr=snr)
+                    rows.extend(_score_input(case, made, tracts, tract_seeds, mask))
+            finally:  # also when the input fails: its warnings may say why
+                _say(caught, f"{subject.name} ({style})", said)
             bar.update(1)
     bar.close()
     add_ratios(rows)
     return rows
 
 
-def _say(caught, where: str) -> None:
-    """The engine's warnings about one input again, each once, naming the input (several subjects run in a row)."""
+def _say(caught, where: str, said: set) -> None:
+    """The engine's warnings about one input again, each once, naming the input (several subjects run in a row);
+    other libraries' warnings as they came, each once in the run (`said`)."""
     seen = set()
     for w in caught:
         text = " ".join(str(w.message).split())
-        if text in seen:
-            continue
-        seen.add(text)
         if issubclass(w.category, IQTWarning):
-            warnings.warn(f"{where}: {text}", IQTWarning, stacklevel=3)
-        else:
+            if text not in seen:
+                seen.add(text)
+                warnings.warn(f"{where}: {text}", IQTWarning, stacklevel=3)
+        elif (w.category, w.filename, w.lineno, text) not in said:
+            said.add((w.category, w.filename, w.lineno, text))
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 

@@ -62,7 +62,8 @@ def add_parsers(sub) -> None:
                     help="rf: ridge of each leaf's least-squares map, per example (default: the split search's, 0.2); "
                          "smaller suits leaves refitted on all the data (--refit-leaves)")
     sp.add_argument("--input-unit", choices=INPUT_UNITS,
-                    help="the unit each input is seen in: fixed (1e-3 mm^2/s; the forests' default) or md-mode (the "
+                    help="the unit each input is seen in: fixed (forests: 1e-3 mm^2/s, their default; CNNs: no per-input "
+                         "scale, mm^2/s through the normalisation) or md-mode (the "
                          "input's MD mode brought to 0.7e-3 mm^2/s, the CNNs' default, so that b-value and scanner "
                          "differences in diffusivity drop out)")
     sp.add_argument("--lr", type=float,
@@ -99,6 +100,8 @@ def run(args):
         if value is not None and not 0.0 <= value <= 1.0:
             raise IQTError(f"{flag} {value:g}: give a share between 0 and 1 (e.g. 0.2)")
     args.coarsen_mm = _voxel_sizes(args.coarsen)
+    if args.input_unit and args.init and cls.requires_torch:  # before any data are prepared or processes start
+        raise IQTError("--input-unit: an --init model brings its own input unit; drop --input-unit")
     if args.lr is not None and not cls.requires_torch:
         raise IQTError(f"--lr applies to the CNN methods, not {args.method!r}; drop it")
     if args.ema is not None and not 0.0 <= args.ema < 1.0:

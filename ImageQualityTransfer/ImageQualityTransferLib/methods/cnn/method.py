@@ -54,8 +54,12 @@ class CNNMethod(LearnedMethod):
         require_torch()
         unit = settings.pop("input_unit", None)
         if unit is not None:  # "fixed": no subject scale, the input seen in mm^2/s through the normalisation alone
+            from ..forest import INPUT_UNITS  # constants only
+
+            if unit not in INPUT_UNITS:
+                raise IQTError(f"--input-unit {unit}: choose one of {', '.join(INPUT_UNITS)}")
             if init is not None:
-                raise IQTError("--input-unit: an --init model brings its own input unit; drop one of them")
+                raise IQTError("--input-unit: an --init model brings its own input unit; drop --input-unit")
             settings["subject_scale"] = unit != "fixed"
         if settings.get("reference_noise") and not issubclass(networks.ARCHITECTURES[self.name], networks.HeteroESPCN3D):
             raise IQTError(f"--reference-noise enters the heteroscedastic loss only; {self.name!r} has none (train "

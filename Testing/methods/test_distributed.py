@@ -65,6 +65,8 @@ def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path, ema):
         assert torch.equal(a, b)
     with pytest.raises(Exception, match="checkpoint of espcn at factor 2 with seed 3"):
         training.train(synthetic_items(), seed=4, checkpoint=ck, **kw)
+    with pytest.raises(Exception, match="a checkpoint trained with --input-unit md-mode"):  # weights in another unit
+        training.train(synthetic_items(), seed=3, checkpoint=ck, **dict(kw, subject_scale=False))
 
 
 def test_train_refuses_nproc_for_methods_without_a_network(tmp_path, capsys):

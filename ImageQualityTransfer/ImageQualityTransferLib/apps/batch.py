@@ -377,7 +377,8 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         with warnings.catch_warnings(record=True) as caught:  # the engine's warnings: this subject's notes
             warnings.simplefilter("always", IQTWarning)
             vols, qc = compute(item, s)
-        notes = [" ".join(str(w.message).split()) for w in caught if issubclass(w.category, IQTWarning)]
+        # each once: batch and the method may both say the same (e.g. a whole-field input with no background)
+        notes = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught if issubclass(w.category, IQTWarning)))
         for w in caught:
             if not issubclass(w.category, IQTWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

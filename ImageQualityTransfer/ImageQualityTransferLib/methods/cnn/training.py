@@ -462,6 +462,10 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     ck = None
     if checkpoint is not None and Path(checkpoint).exists():
         ck = load_checkpoint(checkpoint, method, factor, seed)
+        if bool(ck.get("subject_scale", True)) != bool(opts["subject_scale"]):  # weights learnt in another input unit
+            unit = "md-mode" if ck.get("subject_scale", True) else "fixed"
+            raise IQTError(f"{checkpoint}: a checkpoint trained with --input-unit {unit}; resume it with that unit, or "
+                           "give another --checkpoint path")
         net.load_state_dict(ck["net"])
         if len(ck["rng"]) == world:  # every process's streams as they were; another process count draws afresh
             st = ck["rng"][rank]
@@ -528,7 +532,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             from ...fileio import atomic_write
 
             state = {"format": CHECKPOINT_FORMAT, "method": method, "factor": grid.record(factor), "seed": int(seed),
-                     "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished,
+                     "subject_scale": bool(opts["subject_scale"]), "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished,
                      "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
                      "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
                      "best_state": best_state, "since": since, "rng": states, "ema_state": ema_state}

@@ -86,7 +86,16 @@ def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
             warnings.simplefilter("always")
             methods.get("global-linear").predict(lr, f, clean.mask)
         said = [str(w.message) for w in caught if "noisier than the data" in str(w.message)]
-        assert len(said) == expected and all("ship for factor 2 only" in m for m in said), said
+        assert len(said) == expected and all("ship for factor 2 and factors 1,1,3 only" in m for m in said), said
+    # thick slices of 3 stored along j: the ×1,1,3 model trained with added noise serves them, axes turned and back
+    g = (1, 3, 1)
+    noisy3 = deg.degrade(s.dwi, s.mask.data, g, style="tight", noise=randomise.rician(10, 0))
+    assert tensors.noise_index(noisy3.tensor.data, noisy3.mask.data) > tensors.NOISY_MODEL
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = methods.get("global-linear").predict(noisy3.tensor, g, noisy3.mask, uncertainty=False).tensor
+    assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("global-linear_x1x1x3_noisy.json")
+    assert sum("uses its model trained with added noise" in str(w.message) for w in caught) == 1
 
 
 def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):

@@ -175,8 +175,8 @@ class Method:
     model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta
 
     def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False):
-        """(The method that runs on `lr`, the input's noise index): this one, or for an input noisier than clean scans (tensors.noise_index above
-        tensors.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
+        """(The method that runs on `lr`, the input's noise index): this one, or for an input noisier than clean scans
+        (tensors.noise_index above tensors.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
         no model was given (said in one warning line). Without one, a warning when the input is much noisier than the
         training inputs (above tensors.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md)."""
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)

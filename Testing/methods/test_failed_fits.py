@@ -160,3 +160,21 @@ def test_an_estimated_brain_given_as_the_mask_is_read_as_the_method_estimates_it
     assert by_itself.tensor.meta["noise_index"] == given.tensor.meta["noise_index"] < tensors.NOISY_MODEL
     assert given.tensor.meta["noise_index"] == pytest.approx(index, abs=0.002)
     assert "model_for" not in by_itself.tensor.meta and "model_for" not in given.tensor.meta
+
+
+def test_thick_noisy_slices_fitted_without_a_mask_get_the_noise_trained_model(axial_subject):
+    """A 3 mm scan in slices of 9 mm (×1,1,3: 12 planes), noisy, fitted over the whole field of view and run without a
+    mask: the brain estimated from the tensors is too thin to lose four more voxels, so its noise index is read as far
+    in as it allows (tensors.noise_index) instead of not at all, and the noise-trained model runs; the clean input
+    keeps the default one."""
+    from ImageQualityTransferLib.dmri import degrade as deg, randomise
+
+    s = axial_subject
+    f = (1, 1, 3)
+    m = methods.get("global-linear")
+    for noise, expected in ((None, None), (randomise.rician(20, 0), "noisy")):
+        lr = deg.degrade(s.dwi, s.mask.data, f, style="unmasked", noise=noise).tensor
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = m.predict(lr, f, uncertainty=False).tensor
+        assert out.meta.get("model_for") == expected and out.meta["noise_index"] is not None

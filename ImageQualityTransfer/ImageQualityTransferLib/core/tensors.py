@@ -253,12 +253,16 @@ def noise_index(t: np.ndarray, mask: np.ndarray, core: int = 0) -> float | None:
     its 6 face neighbours| (six elements), over the MD mode. The training subjects' ×2 inputs give 0.055-0.080, the dev
     inputs 0.049-0.067 (five styles; ×2, ×3 where the brain is large enough, through-plane), native dipy fits of two dev scans 0.054 and 0.074; the dev inputs with Rician
     noise added at b0 SNR 20 give 0.085-0.092, at SNR 10 0.119-0.124 (docs/measurements.md, "Noisy inputs"). None when
-    the eroded mask holds under 500 voxels. `core`: that many voxels more taken off the mask first (ESTIMATED_BRAIN_CORE
-    for a brain estimated from whole-field tensors, so that an unmasked input reads about as its brain mask would)."""
+    the eroded mask holds under 500 voxels. `core`: up to that many voxels more taken off the mask first
+    (ESTIMATED_BRAIN_CORE for a brain estimated from whole-field tensors, so that an unmasked input reads about as its
+    brain mask would), fewer where the brain is only a few voxels thick (thick slices: 12 planes of 9 mm)."""
     from scipy import ndimage
 
-    inner = ndimage.binary_erosion(np.asarray(mask, bool), iterations=2 + int(core))
-    if inner.sum() < 500:
+    for c in range(int(core), -1, -1):
+        inner = ndimage.binary_erosion(np.asarray(mask, bool), iterations=2 + c)
+        if inner.sum() >= 500:
+            break
+    else:
         return None
     x = np.asarray(t, np.float32)
     k = np.zeros((3, 3, 3), np.float32)

@@ -289,10 +289,13 @@ def _permute(t: np.ndarray, p: np.ndarray) -> np.ndarray:
         a, b = sorted((src[i], src[j]), reverse=True)
         order.append(LOWER_TRIANGULAR.index((a, b)))
         signs.append(sign[i] * sign[j])
-    out = t[..., order]
-    flip = np.array(signs) < 0
-    if flip.any():
-        out[..., flip] *= -1
+    if order == list(range(6)):  # a flip of axes only: one copy (contiguous, whatever the view), then signs in place
+        out = np.empty(t.shape, t.dtype)
+        out[...] = t
+    else:
+        out = np.take(t, order, axis=-1)
+    for k in np.flatnonzero(np.array(signs) < 0):
+        out[..., k] *= -1
     return out
 
 

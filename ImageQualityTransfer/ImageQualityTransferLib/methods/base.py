@@ -164,12 +164,12 @@ class Method:
         if direction and "std" in unc:
             unc["direction"] = spread(tensor, unc["std"])
         hr_aff = grid.hr_affine(lr_c.affine, f_c)
-        out = reo.undo(Volume(tensor.astype(np.float32), hr_aff, "tensor",
+        out = reo.undo(Volume(tensor.astype(np.float32, copy=False), hr_aff, "tensor",
                               meta={"method": self.name, "factor": grid.record(f),
                                     **({"averaged_over": len(symmetry.transforms(f_c))} if self.tta else {}),
                                     **({"model_for": self.model_for, "model_file": str(self.model_path),
                                         "model_sha256": self.model_record(f)[1]} if self.model_for else {})}))
-        maps = {k: reo.undo(Volume(v.astype(np.float32), hr_aff, "scalar")) for k, v in unc.items()}
+        maps = {k: reo.undo(Volume(v.astype(np.float32, copy=False), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
 
     model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta

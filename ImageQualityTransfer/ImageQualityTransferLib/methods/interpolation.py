@@ -32,15 +32,18 @@ def axis_weights(n: int, r: int, order: int) -> np.ndarray:
 
 def upsample_separable(data: np.ndarray, r, order: int) -> np.ndarray:
     """Resample a (X,Y,Z,...) array onto the high-res grid of the factors r (an integer or (fx, fy, fz)), axis by
-    axis; an axis of factor 1 is left as it is."""
+    axis; an axis of factor 1 is left as it is. Each axis is one (batched) matrix product on a reshaped view, so no
+    step copies the volume into another axis order (that copying took most of the time of a cold x2 run)."""
     out = np.asarray(data, dtype=np.float32)
-    for axis, f in enumerate(grid.factors(r, identity_ok=True)):
-        if f == 1:
+    f = grid.factors(r, identity_ok=True)
+    for axis in (2, 1, 0):  # the innermost first, while the volume is smallest
+        if f[axis] == 1:
             continue
-        w = axis_weights(out.shape[axis], f, order)
-        moved = np.moveaxis(out, axis, 0)
-        res = w @ moved.reshape(moved.shape[0], -1)
-        out = np.moveaxis(res.reshape((w.shape[0],) + moved.shape[1:]), 0, axis)
+        w = axis_weights(out.shape[axis], f[axis], order)
+        shape = out.shape
+        x = out.reshape(int(np.prod(shape[:axis])), shape[axis], -1)
+        res = w @ x[0] if x.shape[0] == 1 else np.matmul(w, x)
+        out = res.reshape(shape[:axis] + (w.shape[0],) + shape[axis + 1 :])
     return np.ascontiguousarray(out)
 
 

@@ -70,8 +70,9 @@ def test_a_learned_method_fills_failed_fits_and_says_so(axial_subject, monkeypat
 
 def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
     """The dev scan degraded as usual is as smooth as the training inputs; with Rician noise at a b0 SNR of 10 added
-    before the fit it is far rougher (tensors.noise_index), and a learned method with no model trained with added
-    noise for its factors (here thick slices, ×1,1,2) says so in one warning that names where such models ship."""
+    before the fit it is far rougher (tensors.noise_index): there a forest runs its model trained with added noise for
+    the factors (here thick slices, ×1,1,2), and a method without one (the CNNs at ×1,1,2) says in one warning that
+    it may do no better than cubic and names the methods that have one."""
     from ImageQualityTransferLib.dmri import degrade as deg, randomise
 
     s = axial_subject
@@ -81,12 +82,19 @@ def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
     a = tensors.noise_index(clean.tensor.data, clean.mask.data)
     b = tensors.noise_index(noisy.tensor.data, noisy.mask.data)
     assert a < tensors.NOISY_MODEL < tensors.NOISY_INPUT < b, (a, b)
-    for lr, expected in ((clean.tensor, 0), (noisy.tensor, 1)):
+    for lr, expected in ((clean.tensor, None), (noisy.tensor, "noisy")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            methods.get("global-linear").predict(lr, f, clean.mask)
-        said = [str(w.message) for w in caught if "noisier than the data" in str(w.message)]
-        assert len(said) == expected and all("ship for factor 2 and factors 1,1,3 only" in m for m in said), said
+            out = methods.get("global-linear").predict(lr, f, clean.mask, uncertainty=False).tensor
+        assert out.meta.get("model_for") == expected, out.meta
+        assert not any("noisier than the data" in str(w.message) for w in caught)
+    assert out.meta["model_file"].endswith("global-linear_x1x1x2_noisy.json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = methods.get("espcn").predict(noisy.tensor, f, clean.mask, uncertainty=False).tensor
+    said = [str(w.message) for w in caught if "noisier than the data" in str(w.message)]
+    assert len(said) == 1 and "biqt, global-linear and rf run a model trained with added noise" in said[0], said
+    assert "model_for" not in out.meta
     # thick slices of 3 stored along j: the ×1,1,3 model trained with added noise serves them, axes turned and back
     g = (1, 3, 1)
     noisy3 = deg.degrade(s.dwi, s.mask.data, g, style="tight", noise=randomise.rician(10, 0))

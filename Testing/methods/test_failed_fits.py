@@ -68,42 +68,76 @@ def test_a_learned_method_fills_failed_fits_and_says_so(axial_subject, monkeypat
     assert np.array_equal(methods.get("cubic").predict(bad, 2, case.lr_mask).tensor.data, cubic)
 
 
+def _thick_slices(subject, f, snr=None):
+    """The dev scan degraded to thick slices `f` on a tight mask, with Rician noise at b0 SNR `snr` if given."""
+    from ImageQualityTransferLib.dmri import degrade as deg, randomise
+
+    noise = None if snr is None else randomise.rician(snr, 0)
+    return deg.degrade(subject.dwi, subject.mask.data, f, style="tight", noise=noise)
+
+
+def _noisy_warnings(method, lr, f, mask):
+    """(the output tensor, the run's warnings about a noisy input)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = methods.get(method).predict(lr, f, mask, uncertainty=False).tensor
+    return out, [str(w.message) for w in caught if "noisier than" in str(w.message)]
+
+
 def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
     """The dev scan degraded as usual is as smooth as the training inputs; with Rician noise at a b0 SNR of 10 added
     before the fit it is far rougher (tensors.noise_index): there a forest runs its model trained with added noise for
-    the factors (here thick slices, ×1,1,2), and a method without one (the CNNs at ×1,1,2) says in one warning that
-    it may do no better than cubic and names the methods that have one."""
-    from ImageQualityTransferLib.dmri import degrade as deg, randomise
-
-    s = axial_subject
+    the factors (here thick slices, ×1,1,2, and ×1,3,1 served by the ×1,1,3 model with the axes turned and back)."""
     f = (1, 1, 2)
-    clean = deg.degrade(s.dwi, s.mask.data, f, style="tight")
-    noisy = deg.degrade(s.dwi, s.mask.data, f, style="tight", noise=randomise.rician(10, 0))
+    clean, noisy = _thick_slices(axial_subject, f), _thick_slices(axial_subject, f, snr=10)
     a = tensors.noise_index(clean.tensor.data, clean.mask.data)
     b = tensors.noise_index(noisy.tensor.data, noisy.mask.data)
     assert a < tensors.NOISY_MODEL < tensors.NOISY_INPUT < b, (a, b)
-    for lr, expected in ((clean.tensor, None), (noisy.tensor, "noisy")):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out = methods.get("global-linear").predict(lr, f, clean.mask, uncertainty=False).tensor
-        assert out.meta.get("model_for") == expected, out.meta
-        assert not any("noisier than the data" in str(w.message) for w in caught)
-    assert out.meta["model_file"].endswith("global-linear_x1x1x2_noisy.json")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = methods.get("espcn").predict(noisy.tensor, f, clean.mask, uncertainty=False).tensor
-    said = [str(w.message) for w in caught if "noisier than the data" in str(w.message)]
-    assert len(said) == 1 and "biqt, global-linear and rf run a model trained with added noise" in said[0], said
-    assert "model_for" not in out.meta
+    out, said = _noisy_warnings("global-linear", clean.tensor, f, clean.mask)
+    assert "model_for" not in out.meta and not said, said
+    out, said = _noisy_warnings("global-linear", noisy.tensor, f, clean.mask)
+    assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("global-linear_x1x1x2_noisy.json")
+    assert len(said) == 1 and "uses its model trained with added noise" in said[0], said
     # thick slices of 3 stored along j: the ×1,1,3 model trained with added noise serves them, axes turned and back
     g = (1, 3, 1)
-    noisy3 = deg.degrade(s.dwi, s.mask.data, g, style="tight", noise=randomise.rician(10, 0))
+    noisy3 = _thick_slices(axial_subject, g, snr=10)
     assert tensors.noise_index(noisy3.tensor.data, noisy3.mask.data) > tensors.NOISY_MODEL
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = methods.get("global-linear").predict(noisy3.tensor, g, noisy3.mask, uncertainty=False).tensor
+    out, said = _noisy_warnings("global-linear", noisy3.tensor, g, noisy3.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("global-linear_x1x1x3_noisy.json")
-    assert sum("uses its model trained with added noise" in str(w.message) for w in caught) == 1
+    assert len(said) == 1 and "uses its model trained with added noise" in said[0], said
+
+
+def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_subject):
+    """A CNN has no model trained with added noise at ×1,1,2: on a noisy input it runs its default and its one warning
+    names the methods that run one there; on a clean input it says nothing."""
+    pytest.importorskip("torch", reason="PyTorch is not installed: the CNN methods need it")
+    f = (1, 1, 2)
+    clean, noisy = _thick_slices(axial_subject, f), _thick_slices(axial_subject, f, snr=10)
+    out, said = _noisy_warnings("espcn", clean.tensor, f, clean.mask)
+    assert not said, said
+    out, said = _noisy_warnings("espcn", noisy.tensor, f, clean.mask)
+    assert "model_for" not in out.meta
+    assert len(said) == 1 and "biqt, global-linear and rf run a model trained with added noise" in said[0], said
+
+
+def test_where_no_method_has_a_noise_trained_model_the_warning_says_where_they_ship(axial_subject, monkeypatch):
+    """With the registry's models for noisy inputs at ×2 only, a noisy ×1,1,2 input runs the default model and the
+    warning says where such models ship."""
+    from ImageQualityTransferLib.core import grid
+    from ImageQualityTransferLib.fileio import model_files
+
+    real = model_files.read_registry
+
+    def x2_only(models_dir=model_files.MODELS_DIR):
+        return [e for e in real(models_dir)
+                if e.get("input") != model_files.NOISY or grid.factors(e.get("factor")) == (2, 2, 2)]
+
+    monkeypatch.setattr(model_files, "read_registry", x2_only)
+    f = (1, 1, 2)
+    noisy = _thick_slices(axial_subject, f, snr=10)
+    out, said = _noisy_warnings("global-linear", noisy.tensor, f, noisy.mask)
+    assert "model_for" not in out.meta
+    assert len(said) == 1 and "models trained with added noise ship for factor 2 only" in said[0], said
 
 
 def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
@@ -186,3 +220,17 @@ def test_thick_noisy_slices_fitted_without_a_mask_get_the_noise_trained_model(ax
             warnings.simplefilter("ignore")
             out = m.predict(lr, f, uncertainty=False).tensor
         assert out.meta.get("model_for") == expected and out.meta["noise_index"] is not None
+
+
+def test_a_whole_field_input_with_no_brain_found_is_not_judged_noisy(axial_subject):
+    """The 3 mm dev scan fitted over its whole field of view at ×3 (low-res voxels of 9 mm) leaves no background to
+    estimate a brain from, so the run covers the whole field; its noise index would be read over background fits
+    (0.082 on this clean scan) and is not read at all: the default model runs, as with the brain mask given."""
+    f = 3
+    from ImageQualityTransferLib.dmri import degrade as deg
+
+    unmasked = deg.degrade(axial_subject.dwi, axial_subject.mask.data, f, style="unmasked")
+    assert methods.get("global-linear").support(unmasked.tensor) is None  # no brain found: the whole field
+    out, said = _noisy_warnings("global-linear", unmasked.tensor, f, None)
+    assert "model_for" not in out.meta and not said, said
+    assert "noise_index" not in out.meta

@@ -179,6 +179,8 @@ class Method:
         (tensors.noise_index above tensors.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
         no model was given (said in one warning line). Without one, a warning when the input is much noisier than the
         training inputs (above tensors.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md)."""
+        if mask is None and estimated:  # a whole field with no brain found in it: the index would read background fits
+            return self, None
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
         index = tensors.noise_index(lr.data, brain, core=tensors.ESTIMATED_BRAIN_CORE if estimated else 0)
         if index is None or index <= tensors.NOISY_MODEL:

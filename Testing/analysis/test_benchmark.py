@@ -127,3 +127,18 @@ def test_speed_times_each_method_end_to_end_and_with_tta_beside_it():
     assert [r["method"] for r in rows] == ["cubic", "global-linear", "global-linear+tta", "(start-up + import only)"]
     assert all(r["seconds"] > 0 and r["shape"] == [12, 14, 10] for r in rows)
     assert "| global-linear+tta | 12×14×10 |" in benchmark.speed_table(rows)
+
+
+def test_a_learned_methods_row_gives_the_noise_index_it_chose_its_model_by(axial_subject):
+    """Run without the mask, a learned method reads the noise index over the brain it estimates from the tensors; its
+    row reports that figure (the one its model was chosen by), not the input's over the brain mask, which the 3 mm
+    scan at ×3 (9 mm voxels) holds too little brain to read."""
+    from ImageQualityTransferLib.dmri.subject import make_case
+
+    case = make_case(axial_subject, 3, style="unmasked", snr=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = {r["method"]: r for r in benchmark.score_case(case, ["cubic", "global-linear"], mask=False)}
+    assert rows["cubic"]["noise_index"] is None  # the brain mask eroded by two voxels: under 500 voxels
+    learned = rows["global-linear"]
+    assert learned["model_for"] == "noisy" and learned["noise_index"] > 0.075, learned["noise_index"]

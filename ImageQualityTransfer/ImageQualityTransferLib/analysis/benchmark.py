@@ -31,7 +31,9 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
     map included; returns one row per method (predictions go into `keep`). `mask=False` runs the methods without
     the brain mask, as a user without one would (the scores still use it)."""
     floor = fit_noise.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
-    index = noise_index(case.lr.data, case.lr_mask.data)  # the learned methods' models for noisy inputs run above NOISY_MODEL
+    # the input's over its brain mask; a learned method's row gets the figure it chose its model by (methods/base.py:
+    # read over the brain it used, e.g. one estimated from the tensors when run without the mask)
+    index = noise_index(case.lr.data, case.lr_mask.data)
     rows = []
     for method in chosen:
         method = methods.get(method) if isinstance(method, str) else method
@@ -47,7 +49,7 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
             direction=None if direc is None else direc.data,
         )
         rows.append({"subject": case.subject, "style": case.style, "method": name, "seconds": use.seconds,
-                     "peak_mb": use.peak_delta / 2**20, "noise_index": index,
+                     "peak_mb": use.peak_delta / 2**20, "noise_index": pred.tensor.meta.get("noise_index", index),
                      **({"model_for": pred.tensor.meta["model_for"]} if pred.tensor.meta.get("model_for") else {}),
                      **metrics})
     return rows
@@ -225,7 +227,9 @@ UNITS = {
     "the method's predict", "peak_mb": "MB of memory above the run's start (peak)", "tract_dice": "Dice of the "
     "binarised tract-density maps with the reference's (same seeds)", "tract_fp_fraction": "share of the tract "
     "density outside the reference's", "n_streamlines": "streamlines tracked", "shape": "low-res volume (voxels)",
-    "noise_index": "the input tensors' roughness in the brain over their MD (core.tensors.noise_index; unitless)",
+    "noise_index": "the input tensors' roughness in the brain over their MD (core.tensors.noise_index; unitless): "
+    "a learned method's as it read it to choose its model, the others' over the brain mask; null where too little "
+    "brain to read it",
 }
 
 

@@ -33,10 +33,11 @@ def axis_weights(n: int, r: int, order: int) -> np.ndarray:
 def upsample_separable(data: np.ndarray, r, order: int) -> np.ndarray:
     """Resample a (X,Y,Z,...) array onto the high-res grid of the factors r (an integer or (fx, fy, fz)), axis by
     axis; an axis of factor 1 is left as it is. Each axis is one (batched) matrix product on a reshaped view, so no
-    step copies the volume into another axis order (that copying took most of the time of a cold x2 run)."""
+    step copies the volume into another axis order (that copying took most of the upsampling's time: a 72x87x72
+    tensor volume at x2 in 0.16-0.20 s before, 0.06-0.11 s so, in a warm process; docs/measurements.md#speed)."""
     out = np.asarray(data, dtype=np.float32)
     f = grid.factors(r, identity_ok=True)
-    for axis in (2, 1, 0):  # the innermost first, while the volume is smallest
+    for axis in (2, 1, 0):  # axis 0 last: there the product is one large matrix product, on the largest volume
         if f[axis] == 1:
             continue
         w = axis_weights(out.shape[axis], f[axis], order)

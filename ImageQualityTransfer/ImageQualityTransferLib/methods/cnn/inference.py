@@ -295,7 +295,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
             unc[k] = unc[k].astype(np.float32)
         return hr.astype(np.float32), unc
     res, logvar = run_network(model.net, x, r, support, tile, progress, device)
-    # in place: each new array of the output's size costs more than the arithmetic (fresh pages, docs/measurements.md#speed)
+    # in place: a new array of the output's size costs about as much as the arithmetic (docs/measurements.md#speed)
     hr = np.multiply(res, out_scale, out=res)
     hr += upsample_separable(lr, r, 3)
     hr[~hr_support] = 0.0

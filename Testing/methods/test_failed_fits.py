@@ -109,7 +109,7 @@ def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
 
 def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_subject):
     """A CNN has no model trained with added noise at ×1,1,2: on a noisy input it runs its default and its one warning
-    names the methods that run one there; on a clean input it says nothing."""
+    names the methods that run one there; on a clean input it says nothing. At ×1,1,3 it has one, and runs it."""
     pytest.importorskip("torch", reason="PyTorch is not installed: the CNN methods need it")
     f = (1, 1, 2)
     clean, noisy = _thick_slices(axial_subject, f), _thick_slices(axial_subject, f, snr=10)
@@ -118,6 +118,11 @@ def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_
     out, said = _noisy_warnings("espcn", noisy.tensor, f, clean.mask)
     assert "model_for" not in out.meta
     assert len(said) == 1 and "biqt, global-linear and rf run a model trained with added noise" in said[0], said
+    # at thick slices of 3 the CNNs have one: it runs
+    noisy3 = _thick_slices(axial_subject, (1, 1, 3), snr=10)
+    out, said = _noisy_warnings("espcn", noisy3.tensor, (1, 1, 3), noisy3.mask)
+    assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("espcn_x1x1x3_noisy.json")
+    assert len(said) == 1 and "uses its model trained with added noise" in said[0], said
 
 
 def test_where_no_method_has_a_noise_trained_model_the_warning_says_where_they_ship(axial_subject, monkeypatch):

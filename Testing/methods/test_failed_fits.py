@@ -235,7 +235,10 @@ def test_a_whole_field_input_with_no_brain_found_is_not_judged_noisy(axial_subje
     from ImageQualityTransferLib.dmri import degrade as deg
 
     unmasked = deg.degrade(axial_subject.dwi, axial_subject.mask.data, f, style="unmasked")
-    assert methods.get("global-linear").support(unmasked.tensor) is None  # no brain found: the whole field
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert methods.get("global-linear").support(unmasked.tensor) is None  # no brain found: the whole field
+    assert any("no background was found" in str(w.message) for w in caught)
     out, said = _noisy_warnings("global-linear", unmasked.tensor, f, None)
     assert "model_for" not in out.meta and not said, said
     assert "noise_index" not in out.meta

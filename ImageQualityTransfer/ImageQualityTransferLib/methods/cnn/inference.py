@@ -276,24 +276,29 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
         cubic = upsample_separable(lr, r, 3)
         res, pvar, logvar, trvar, fa_std = run_network_mc(model.net, x, r, support, samples, seed, tile, progress,
                                                           base=cubic, out_scale=out_scale, device=device)
-        hr = cubic + res * out_scale
+        # in place, as below: each (rX, rY, rZ, 6) array is the output's size (docs/measurements.md#speed)
+        hr = np.add(cubic, np.multiply(res, out_scale, out=res), out=cubic)
+        del res
         hr[~hr_support] = 0.0
-        ivar = np.exp(np.clip(logvar, -30, 30)) * out_scale**2
-        pvar = pvar * out_scale**2
-        unc = {
-            "std": np.sqrt(ivar + pvar).mean(axis=-1),
-            "std_intrinsic": np.sqrt(ivar).mean(axis=-1),
-            "std_parameter": np.sqrt(pvar).mean(axis=-1),
-        }
+        var_scale = out_scale**2
+        ivar = np.multiply(np.exp(np.clip(logvar, -30, 30, out=logvar), out=logvar), var_scale, out=logvar)
+        pvar = np.multiply(pvar, var_scale, out=pvar)
         # MD = (Dxx + Dyy + Dzz) / 3: intrinsic part with independent elements, parameter part from the samples'
         # traces (the diagonal elements share one output scale)
         diag = [0, 2, 5]
-        unc["md_std"] = np.sqrt(ivar[..., diag].sum(-1) + trvar * float(out_scale[0]) ** 2) / 3.0
-        unc["fa_std"] = fa_std
+        md_std = np.sqrt(ivar[..., diag].sum(-1) + trvar * float(out_scale[0]) ** 2) / 3.0
+        unc = {
+            "std": np.sqrt(ivar + pvar).mean(axis=-1),
+            "std_intrinsic": np.sqrt(ivar, out=ivar).mean(axis=-1),
+            "std_parameter": np.sqrt(pvar, out=pvar).mean(axis=-1),
+            "md_std": md_std,
+            "fa_std": fa_std,
+        }
+        del ivar, pvar
         for k in unc:
             unc[k][~hr_support] = 0.0
-            unc[k] = unc[k].astype(np.float32)
-        return hr.astype(np.float32), unc
+            unc[k] = unc[k].astype(np.float32, copy=False)
+        return hr.astype(np.float32, copy=False), unc
     res, logvar = run_network(model.net, x, r, support, tile, progress, device)
     # in place: a new array of the output's size costs about as much as the arithmetic (docs/measurements.md#speed)
     hr = np.multiply(res, out_scale, out=res)

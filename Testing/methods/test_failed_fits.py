@@ -108,9 +108,9 @@ def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
 
 
 def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_subject, monkeypatch):
-    """A CNN runs its model trained with added noise on a noisy ×1,1,2 input; with the CNNs' such models left out of
-    the registry it runs its default and its one warning names the methods that run one there. On a clean input it
-    says nothing."""
+    """A CNN runs its model trained with added noise on a noisy ×1,1,2 or ×1,1,3 input. With the CNNs' noise-trained
+    models left out of the registry it runs its default, and its one warning names the methods that run one there.
+    On a clean input it says nothing."""
     pytest.importorskip("torch", reason="PyTorch is not installed: the CNN methods need it")
     from ImageQualityTransferLib.fileio import model_files
 
@@ -121,13 +121,16 @@ def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_
     out, said = _noisy_warnings("espcn", noisy.tensor, f, clean.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("espcn_x1x1x2_noisy.json")
     assert len(said) == 1 and "uses its model trained with added noise" in said[0], said
+    noisy3 = _thick_slices(axial_subject, (1, 1, 3), snr=10)
+    out, said = _noisy_warnings("espcn", noisy3.tensor, (1, 1, 3), noisy3.mask)
+    assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("espcn_x1x1x3_noisy.json")
     real = model_files.read_registry
 
-    def forests_only(models_dir=model_files.MODELS_DIR):
+    def without_cnn_noisy(models_dir=model_files.MODELS_DIR):
         return [e for e in real(models_dir)
                 if e.get("input") != model_files.NOISY or not str(e.get("method")).startswith("espcn")]
 
-    monkeypatch.setattr(model_files, "read_registry", forests_only)
+    monkeypatch.setattr(model_files, "read_registry", without_cnn_noisy)
     out, said = _noisy_warnings("espcn", noisy.tensor, f, clean.mask)
     assert "model_for" not in out.meta
     assert len(said) == 1 and "biqt, global-linear and rf run a model trained with added noise" in said[0], said

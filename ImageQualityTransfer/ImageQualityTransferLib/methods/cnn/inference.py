@@ -276,7 +276,8 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
         cubic = upsample_separable(lr, r, 3)
         res, pvar, logvar, trvar, fa_std = run_network_mc(model.net, x, r, support, samples, seed, tile, progress,
                                                           base=cubic, out_scale=out_scale, device=device)
-        # in place, as below: each (rX, rY, rZ, 6) array is the output's size (docs/measurements.md#speed)
+        # in place, as below: each (rX, rY, rZ, 6) array is the output's size (docs/measurements.md#speed); `cubic` is a
+        # new array (core/grid.factors refuses a factor of 1 on every axis)
         hr = np.add(cubic, np.multiply(res, out_scale, out=res), out=cubic)
         del res
         hr[~hr_support] = 0.0

@@ -295,7 +295,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
             "md_std": md_std,
             "fa_std": fa_std,
         }
-        del ivar, pvar
+        del ivar, pvar, logvar  # ivar is logvar, computed in place
         for k in unc:
             unc[k][~hr_support] = 0.0
             unc[k] = unc[k].astype(np.float32, copy=False)

@@ -84,6 +84,15 @@ def _noisy_warnings(method, lr, f, mask):
     return out, [str(w.message) for w in caught if "noisier than" in str(w.message)]
 
 
+def _noisy_models_only_where(monkeypatch, keep):
+    """The registry as the engine reads it, with only the models for noisy inputs whose entry passes `keep`."""
+    from ImageQualityTransferLib.fileio import model_files
+
+    real = model_files.read_registry
+    monkeypatch.setattr(model_files, "read_registry", lambda models_dir=model_files.MODELS_DIR: [
+        e for e in real(models_dir) if e.get("input") != model_files.NOISY or keep(e)])
+
+
 def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
     """The dev scan degraded as usual is as smooth as the training inputs; with Rician noise at a b0 SNR of 10 added
     before the fit it is far rougher (tensors.noise_index): there a forest runs its model trained with added noise for
@@ -112,8 +121,6 @@ def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_
     models left out of the registry it runs its default, and its one warning names the methods that run one there.
     On a clean input it says nothing."""
     pytest.importorskip("torch", reason="PyTorch is not installed: the CNN methods need it")
-    from ImageQualityTransferLib.fileio import model_files
-
     f = (1, 1, 2)
     clean, noisy = _thick_slices(axial_subject, f), _thick_slices(axial_subject, f, snr=10)
     out, said = _noisy_warnings("espcn", clean.tensor, f, clean.mask)
@@ -124,13 +131,7 @@ def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_
     noisy3 = _thick_slices(axial_subject, (1, 1, 3), snr=10)
     out, said = _noisy_warnings("espcn", noisy3.tensor, (1, 1, 3), noisy3.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("espcn_x1x1x3_noisy.json")
-    real = model_files.read_registry
-
-    def without_cnn_noisy(models_dir=model_files.MODELS_DIR):
-        return [e for e in real(models_dir)
-                if e.get("input") != model_files.NOISY or not str(e.get("method")).startswith("espcn")]
-
-    monkeypatch.setattr(model_files, "read_registry", without_cnn_noisy)
+    _noisy_models_only_where(monkeypatch, lambda e: not str(e.get("method")).startswith("espcn"))
     out, said = _noisy_warnings("espcn", noisy.tensor, f, clean.mask)
     assert "model_for" not in out.meta
     assert len(said) == 1 and "biqt, global-linear and rf run a model trained with added noise" in said[0], said
@@ -140,15 +141,8 @@ def test_where_no_method_has_a_noise_trained_model_the_warning_says_where_they_s
     """With the registry's models for noisy inputs at ×2 only, a noisy ×1,1,2 input runs the default model and the
     warning says where such models ship."""
     from ImageQualityTransferLib.core import grid
-    from ImageQualityTransferLib.fileio import model_files
 
-    real = model_files.read_registry
-
-    def x2_only(models_dir=model_files.MODELS_DIR):
-        return [e for e in real(models_dir)
-                if e.get("input") != model_files.NOISY or grid.factors(e.get("factor")) == (2, 2, 2)]
-
-    monkeypatch.setattr(model_files, "read_registry", x2_only)
+    _noisy_models_only_where(monkeypatch, lambda e: grid.factors(e.get("factor")) == (2, 2, 2))
     f = (1, 1, 2)
     noisy = _thick_slices(axial_subject, f, snr=10)
     out, said = _noisy_warnings("global-linear", noisy.tensor, f, noisy.mask)
@@ -242,9 +236,9 @@ def test_a_whole_field_input_with_no_brain_found_is_not_judged_noisy(axial_subje
     """The 3 mm dev scan fitted over its whole field of view at ×3 (low-res voxels of 9 mm) leaves no background to
     estimate a brain from, so the run covers the whole field; its noise index would be read over background fits
     (0.082 on this clean scan) and is not read at all: the default model runs, as with the brain mask given."""
-    f = 3
     from ImageQualityTransferLib.dmri import degrade as deg
 
+    f = 3
     unmasked = deg.degrade(axial_subject.dwi, axial_subject.mask.data, f, style="unmasked")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

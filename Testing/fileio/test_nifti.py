@@ -193,3 +193,18 @@ def test_a_mask_file_stored_in_another_axis_order_is_read_onto_the_input_grid(tm
     nib.save(nib.Nifti1Image(mask, off), tmp_path / "off.nii.gz")
     with pytest.raises(IQTError, match="another position or orientation"):
         fileio.load_mask(tmp_path / "off.nii.gz", ref)
+
+
+def test_a_nan_background_reads_as_an_empty_one_and_any_other_nan_is_refused(tmp_path):
+    """Tools that write NaN outside the brain (all six elements) mean no tensor there: read as zero, the way this
+    project writes a background; a voxel with only some elements NaN, or an Inf, is a broken file and refused."""
+    t = random_spd(4 * 5 * 3).reshape(4, 5, 3, 6).astype(np.float32)
+    t[0] = np.nan
+    aff = np.diag([-2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(t, aff), tmp_path / "nan.nii.gz")
+    back = fileio.load_tensor(tmp_path / "nan.nii.gz", "dipy")
+    assert not back.data[0].any() and np.array_equal(back.data[1:], tensors.rotate(t[1:], np.diag([1.0, 1.0, 1.0])))
+    t[1, 0, 0, 2] = np.nan
+    nib.save(nib.Nifti1Image(t, aff), tmp_path / "partial.nii.gz")
+    with pytest.raises(IQTError, match="1 NaN/Inf values"):
+        fileio.load_tensor(tmp_path / "partial.nii.gz", "dipy")

@@ -319,6 +319,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ..core import grid, tensors
     from ..core.volume import Volume
     from ..dmri.dti import brain_mask, fit_dti
+    from ..methods.base import without_tiny_background
 
     snr = float("nan")
     if item.kind == "dwi":
@@ -328,7 +329,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         snr = snr_estimate(dwi, mask.data)
         del dwi
     else:
-        lr = fileio.load_tensor(item.path, s.tensor_order)
+        lr = without_tiny_background(fileio.load_tensor(item.path, s.tensor_order))
         inside = np.any(lr.data != 0, axis=-1)
         mask = Volume(inside, lr.affine, "mask") if inside.any() and not inside.all() else None
     method = _method(s)
@@ -354,7 +355,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     # a learned method read it to choose its model (methods/base.py, _for_noise); interpolation did not
     index = t.meta.get("noise_index")
     if index is None:
-        index = tensors.noise_index(lr.data, inside, core=tensors.ESTIMATED_BRAIN_CORE if brain_from == "estimated" else 0)
+        index = tensors.noise_index(lr.data, inside, core=tensors.estimated_core(lr.voxel_size) if brain_from == "estimated" else 0)
     qc["noise_index"] = float("nan") if index is None else index
     return vols, qc
 

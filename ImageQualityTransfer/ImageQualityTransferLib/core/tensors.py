@@ -80,6 +80,29 @@ def eigenvalues(t: np.ndarray) -> np.ndarray:
 
 
 TISSUE_RANGE = (1e-4, 5e-3)  # mm^2/s: MD of brain tissue and CSF in a positive-definite fit
+NEGLIGIBLE = 1e-5  # mm^2/s: a tensor whose six elements all lie within this of zero is no tissue (TISSUE_RANGE)
+
+
+def negligible(t: np.ndarray) -> np.ndarray:
+    """Voxels whose tensor is not zero but too small to be tissue (every element within NEGLIGIBLE of zero): the
+    background of a masked fit stored with a scale and an intercept (int16) or filled with a tiny value, and the air
+    that a scanner zeroed in a fit over the whole field of view (dipy writes about 1e-9 there)."""
+    a = np.abs(np.asarray(t)).max(axis=-1)
+    return (a > 0) & (a <= NEGLIGIBLE)
+
+
+def tissue_like(t: np.ndarray) -> np.ndarray:
+    """Positive-definite tensors whose MD lies in TISSUE_RANGE."""
+    lam = eigenvalues(t)
+    md = lam.mean(axis=-1)
+    return (lam[..., 0] > 0) & (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
+
+
+def nan_as_empty(t: np.ndarray) -> np.ndarray:
+    """Voxels whose six elements are all NaN, as some tools write the background, read as empty (zero), the way this
+    project writes it; any other NaN or Inf stays for the caller to refuse."""
+    empty = np.isnan(t).all(axis=-1)
+    return np.where(empty[..., None], 0, t) if empty.any() else t
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
@@ -246,6 +269,15 @@ NOISY_MODEL = 0.075
 
 
 ESTIMATED_BRAIN_CORE = 4  # voxels: a brain estimated from whole-field tensors keeps scalp and background fits at its rim
+ESTIMATED_BRAIN_RIM_MM = 24.0  # that rim's depth: ESTIMATED_BRAIN_CORE voxels of the 6 mm inputs it was set on
+
+
+def estimated_core(voxel_size) -> int:
+    """Voxels to take off a brain estimated from whole-field tensors before its noise index is read: its rim is about as
+    deep in mm at any voxel size, so native 2-3 mm fits need 8-12 voxels where ×2 inputs of them need 4 (never fewer
+    than ESTIMATED_BRAIN_CORE; docs/measurements.md, "Without a brain mask")."""
+    mean = float(np.prod(np.asarray(voxel_size, float))) ** (1.0 / 3.0)
+    return max(ESTIMATED_BRAIN_CORE, int(round(ESTIMATED_BRAIN_RIM_MM / mean)))
 
 
 def noise_index(t: np.ndarray, mask: np.ndarray, core: int = 0) -> float | None:
@@ -254,8 +286,8 @@ def noise_index(t: np.ndarray, mask: np.ndarray, core: int = 0) -> float | None:
     inputs 0.049-0.067 (five styles; ×2, ×3 where the brain is large enough, through-plane), native dipy fits of two dev scans 0.054 and 0.074; the dev inputs with Rician
     noise added at b0 SNR 20 give 0.085-0.092, at SNR 10 0.119-0.124 (docs/measurements.md, "Noisy inputs"). None when
     the eroded mask holds under 500 voxels. `core`: up to that many voxels more taken off the mask first
-    (ESTIMATED_BRAIN_CORE for a brain estimated from whole-field tensors, so that an unmasked input reads about as its
-    brain mask would), fewer where the brain is only a few voxels thick (thick slices: 12 planes of 9 mm)."""
+    (estimated_core for a brain estimated from whole-field tensors, so that an unmasked input reads about as its brain
+    mask would), fewer where the brain is only a few voxels thick (thick slices: 12 planes of 9 mm)."""
     from scipy import ndimage
 
     for c in range(int(core), -1, -1):

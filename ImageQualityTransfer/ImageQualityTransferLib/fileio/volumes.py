@@ -207,8 +207,10 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     else:
         raise IQTError(
             f"{path}: shape {shape} is not a diffusion tensor volume; expected 5D (X,Y,Z,1,6) NIfTI SYMMATRIX "
-            f"(as dipy, ANTs and 'iqt fit' write) or 4D (X,Y,Z,6) with --tensor-order; fit tensors from DWIs with 'iqt fit'"
+            f"(as 'iqt fit' and ANTs write it; dipy's, in FSL's bvec frame, with --tensor-order dipy) or 4D (X,Y,Z,6) with "
+            f"--tensor-order; fit tensors from DWIs with 'iqt fit'"
         )
+    data = tensors.nan_as_empty(data)  # a NaN background (all six elements) is an empty one
     _check_finite(data, path, "tensor data")
     data = tensors.from_order(data, file_order)
     frame = file_frame(file_order, img.affine)

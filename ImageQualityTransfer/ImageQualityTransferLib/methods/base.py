@@ -122,6 +122,7 @@ class Method:
             if not np.asarray(mask.data).any():
                 raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
         check_tensor_input(lr, mask)
+        lr = without_tiny_background(lr)
         given = mask is not None
         whole = _whole_field(lr)  # on the input as given: most failed fits a whole-field fit holds are background
         if mask is None:
@@ -182,7 +183,7 @@ class Method:
         if mask is None and estimated:  # a whole field with no brain found in it: the index would read background fits
             return self, None
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
-        index = tensors.noise_index(lr.data, brain, core=tensors.ESTIMATED_BRAIN_CORE if estimated else 0)
+        index = tensors.noise_index(lr.data, brain, core=tensors.estimated_core(lr.voxel_size) if estimated else 0)
         if index is None or index <= tensors.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)
@@ -219,8 +220,9 @@ class Method:
         """The support when no mask is given: the input's non-zero voxels, so that the background stays exactly zero;
         for tensors over the whole field of view (fitted without a mask), a brain estimated from them
         (dmri.dti.brain_from_tensors), reported in one line. None: every voxel."""
-        present = np.any(np.asarray(lr.data) != 0, axis=-1)
-        if present.mean() <= WHOLE_FIELD:
+        if not _whole_field(lr):
+            t = np.asarray(lr.data)
+            present = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
             return None if present.all() else Volume(present, lr.affine, "mask")
         brain = brain_from_tensors(lr)
         if brain is None:
@@ -415,8 +417,29 @@ class LearnedMethod(Method):
 
 
 def _whole_field(lr: Volume) -> bool:
-    """Whether `lr` holds tensors over (nearly) its whole field of view: fitted without a mask (`Method.support`)."""
-    return bool(np.any(np.asarray(lr.data) != 0, axis=-1).mean() > WHOLE_FIELD)
+    """Whether `lr` holds tensors over (nearly) its whole field of view: fitted without a mask (`Method.support`).
+    Where most of the field holds only negligible tensors (tensors.negligible), the edge of the rest decides: tissue
+    there is a brain mask's edge (a masked fit stored with a tiny background), background fits are a head's (a fit over
+    the whole field of a scan whose air the scanner zeroed); negligible fits scattered through most of the field are
+    clipped noise fits of a whole field (docs/measurements.md, "Without a brain mask")."""
+    t = np.asarray(lr.data)
+    nonzero = np.any(t != 0, axis=-1)
+    if nonzero.mean() <= WHOLE_FIELD:
+        return False
+    present = nonzero & ~tensors.negligible(t)
+    if present.mean() > MASKED_MAX_SHARE:  # tiny fits scattered among the others: clipped noise fits of a whole field
+        return True
+    edge = present & ~ndimage.binary_erosion(present)
+    return not edge.any() or bool(tensors.tissue_like(t[edge]).mean() < MASKED_EDGE)
+
+
+def without_tiny_background(lr: Volume) -> Volume:
+    """`lr` with the negligible tensors of a masked fit (tensors.negligible: e.g. an int16 file's intercept outside the
+    brain) made exactly zero, as the engine reads a background; a fit over the whole field of view as it is."""
+    tiny = tensors.negligible(lr.data)
+    if not tiny.any() or _whole_field(lr):
+        return lr
+    return lr.replace(data=np.where(tiny[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype, copy=False))
 
 
 def _trained_with_noise(model_path) -> bool:
@@ -466,13 +489,16 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask") -
         return lr
     inside = failed if mask is None else failed & np.asarray(mask.data, bool)
     if inside.any():
-        warnings.warn(f"{_source(lr)}{int(inside.sum())} voxels in {where} hold a failed fit (an eigenvalue outside "
+        n = int(inside.sum())
+        warnings.warn(f"{_source(lr)}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
                       f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): taken as missing and "
                       "filled from the nearest fits", IQTWarning, stacklevel=3)
     return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
 
 
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
+MASKED_MAX_SHARE = 0.7  # of the field: a brain's share in the scans seen is 0.14-0.40 (0.85-0.92 for whole-field fits of noise)
+MASKED_EDGE = 0.7  # share of tissue-like tensors along the edge of a masked fit's brain (0.87-1.0 measured; heads 0.18-0.40)
 EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the exterior region) lies in
 EDGE_QUANTILE = 0.75  # of the band's std: the band also holds the support's ring outside the brain, where std is lower
 

@@ -124,6 +124,7 @@ def tensor_volume_from_node(node) -> Volume:
     node.GetMeasurementFrameMatrix(mf)
     mf3 = _matrix_to_numpy(mf)[:3, :3]
     t6, rotated = reexpress(t6, frame_to_voxel_axes(mf3, affine))
+    t6 = tensors.nan_as_empty(t6)  # a NaN background (all six elements) is an empty one
     if not np.isfinite(t6).all():
         raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
     meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated}

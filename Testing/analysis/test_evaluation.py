@@ -169,6 +169,16 @@ def test_brain_spearman_pools_both_regions():
     v = hr & tensors.plausible(truth)
     assert res["brain"]["spearman"] == pytest.approx(evaluation.spearman(pred, truth, sigma, v))
     assert res["brain"]["spearman"] > 0.5
+    assert res["brain"]["n_uncovered"] == 0
+    # brain voxels an upsampling --mask cut to zero hold no prediction: counted, left out of the uncertainty figures
+    cut = pred.copy()
+    gone = np.zeros(hr.shape, bool)
+    gone[:6] = True
+    cut[gone], zero_sigma = 0, np.where(gone, 0.0, sigma)
+    res = evaluation.evaluate(cut, truth, hr, lr, r, uncertainty=zero_sigma)
+    assert res["brain"]["n_uncovered"] == (v & gone).sum() > 0
+    assert res["brain"]["spearman"] == pytest.approx(evaluation.spearman(pred, truth, sigma, v & ~gone))
+    assert res["brain"]["within_2sigma"] == pytest.approx(evaluation.within_2sigma(pred, truth, sigma, v & ~gone))
 
 
 # ----------------------------------------------------------------------------------------- uncertainty

@@ -267,6 +267,47 @@ def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
     one_line_error(code, err, "not the factor-2 grid")
 
 
+def test_evaluate_reads_each_file_in_its_own_order_and_scores_a_shifted_grid(capsys, tmp_path, small_subject):
+    """`--truth-order` reads a reference another tool wrote (dtifit's order) beside an 'iqt upsample' output; one file
+    read in the wrong order is refused, not scored; a prediction made from 'iqt degrade --shift' is scored on the
+    reference's voxels under it (found from the affines), as a crop of the reference by hand would be."""
+    from ImageQualityTransferLib.core import tensors
+
+    dwi = small_subject / "dwi.nii.gz"
+    assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    hr = fileio.load_tensor(tmp_path / "hr.nii.gz")
+    fileio.save_tensor(hr, tmp_path / "hr_fsl.nii.gz", "fsl")
+    for shift in ("0,0,0", "0,1,1"):
+        code, _, err = run_cli(capsys, "degrade", dwi, "--factor", "2", "--shift", shift, "-o", tmp_path / f"lr{shift}.nii.gz")
+        assert code == 0, err
+        code, _, err = run_cli(capsys, "upsample", tmp_path / f"lr{shift}.nii.gz", "-o", tmp_path / f"up{shift}.nii.gz",
+                               "--method", "cubic")
+        assert code == 0, err
+    args = ("--pred", tmp_path / "up0,0,0.nii.gz", "--mask", tmp_path / "mask.nii.gz", "--factor", "2", "--json")
+    assert run_cli(capsys, "evaluate", *args, tmp_path / "a.json", "--truth", tmp_path / "hr.nii.gz")[0] == 0
+    code, _, err = run_cli(capsys, "evaluate", *args, tmp_path / "b.json", "--truth", tmp_path / "hr_fsl.nii.gz",
+                           "--truth-order", "fsl")
+    assert code == 0, err
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+    code, _, err = run_cli(capsys, "evaluate", *args, tmp_path / "c.json", "--truth", tmp_path / "hr_fsl.nii.gz",
+                           "--tensor-order", "fsl")  # the 'iqt upsample' output read as dtifit's too
+    one_line_error(code, err, "positive definite")
+    assert not (tmp_path / "c.json").exists()
+    # the shifted grid against the reference cropped by hand to the voxels under it
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up0,1,1.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                           "--mask", tmp_path / "mask.nii.gz", "--factor", "2", "--json", tmp_path / "s.json")
+    assert code == 0, err
+    up = fileio.load_tensor(tmp_path / "up0,1,1.nii.gz")
+    box = tuple(slice(s, s + n) for s, n in zip((0, 1, 1), up.shape3))
+    fileio.save_tensor(hr.replace(data=hr.data[box], affine=up.affine), tmp_path / "crop.nii.gz")
+    m = fileio.load_mask(tmp_path / "mask.nii.gz")
+    fileio.save_mask(m.replace(data=m.data[box], affine=up.affine), tmp_path / "cropmask.nii.gz")
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up0,1,1.nii.gz", "--truth", tmp_path / "crop.nii.gz",
+                           "--mask", tmp_path / "cropmask.nii.gz", "--factor", "2", "--json", tmp_path / "h.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s.json").read_text()) == json.loads((tmp_path / "h.json").read_text())
+
+
 def test_degrade_and_benchmark_add_seeded_noise(capsys, tmp_path, small_subject):
     """--snr: Rician noise on the low-res DWIs before the fit, the same for the same command, rougher the lower the
     SNR; the benchmark scores such inputs against the same good reference; a bad SNR is one line, exit 2."""
@@ -297,3 +338,13 @@ def test_degrade_and_benchmark_add_seeded_noise(capsys, tmp_path, small_subject)
     # a ratio below which the fits are mostly noise runs, with one line that says so
     code, _, err = run_cli(capsys, "degrade", dwi, "-o", tmp_path / "x.nii.gz", "--snr", "0.5")
     assert code == 0 and err.count("iqt: warning: --snr 0.5: below 5") == 1, err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`iqt methods | head -1`: the pipe closes under the printing, which is no bug to report: exit 141, as a shell
+    reports SIGPIPE, and nothing on stderr (it printed an internal error twice)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", "methods"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has started: the first line written finds no reader
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""

@@ -232,8 +232,9 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
     Each region holds dt_rmse, fa_rmse, md_rmse (RMSEs; 1e-5 mm^2/s except FA), psnr (dB), n_voxels
     (evaluation voxels: region AND plausible reference) and n_implausible (region voxels left out);
     noise_floor (1e-5 mm^2/s) when `floor_std` is given; spearman and within_2sigma when `uncertainty`
-    (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, then also in a third entry
-    "brain" over both regions' evaluation voxels (with n_voxels); angle_error (degrees) in each region;
+    (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, over the voxels the prediction covers (not
+    exactly zero), then also in a third entry "brain" over both regions' evaluation voxels (with n_voxels, and
+    n_uncovered: those left out); angle_error (degrees) in each region;
     with `direction` (the direction uncertainty map, degrees) the "brain" entry also holds
     direction_spearman, direction_within_2 and n_tracked. Empty regions give NaN metrics.
     """
@@ -243,6 +244,8 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
         raise IQTError(f"the prediction {p.shape} and the reference {t.shape} must both be (X,Y,Z,6) on one grid")
     result = {}
     every = []
+    # an output cut to exactly zero (by a mask the user gave) holds no prediction: its zero std is not a claim to score
+    covered = np.any(p != 0, axis=-1)
     for name, region in regions(hr_mask, lr_mask, r, radius).items():
         v = evaluation_voxels(t, region)
         every.append(v)
@@ -258,15 +261,16 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
         if floor_std is not None:
             row["noise_floor"] = noise_floor_rmse(floor_std, v)
         if uncertainty is not None:
-            row["spearman"] = spearman(p, t, uncertainty, v)
-            row["within_2sigma"] = within_2sigma(p, t, uncertainty, v)
+            row["spearman"] = spearman(p, t, uncertainty, v & covered)
+            row["within_2sigma"] = within_2sigma(p, t, uncertainty, v & covered)
         result[name] = row
     v = every[0] | every[1]
     if uncertainty is not None:
         # the calibration figures over the whole brain as well: the two regions differ in typical error
-        result["brain"] = {"spearman": spearman(p, t, uncertainty, v),
-                           "within_2sigma": within_2sigma(p, t, uncertainty, v), "n_voxels": int(v.sum()),
+        result["brain"] = {"spearman": spearman(p, t, uncertainty, v & covered),
+                           "within_2sigma": within_2sigma(p, t, uncertainty, v & covered), "n_voxels": int(v.sum()),
+                           "n_uncovered": int((v & ~covered).sum()),
                            **nonphysical_flagged(p, uncertainty, every[1])}
     if direction is not None:
-        result.setdefault("brain", {"n_voxels": int(v.sum())}).update(direction_calibration(p, t, direction, v))
+        result.setdefault("brain", {"n_voxels": int(v.sum())}).update(direction_calibration(p, t, direction, v & covered))
     return result

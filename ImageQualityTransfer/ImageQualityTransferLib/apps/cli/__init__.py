@@ -79,6 +79,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("iqt: interrupted; no partial output was left", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # whatever read the printed lines stopped early (`iqt evaluate ... | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush does not fail again
+        return 141  # as a shell reports a process that SIGPIPE stopped
     except Terminated as exc:
         print(f"iqt: stopped by {signal.Signals(exc.signum).name}; no partial output was left", file=sys.stderr)
         return 128 + exc.signum

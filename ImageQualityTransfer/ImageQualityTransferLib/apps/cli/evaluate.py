@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
+from ...core.tensors import ORDERS
 from . import options
 
 
@@ -19,6 +20,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--bval")
     sp.add_argument("--bvec")
     options.add_tensor_order(sp)
+    sp.add_argument("--truth-order", choices=list(ORDERS),
+                    help="the reference's order and frame where it differs from the prediction's --tensor-order (e.g. "
+                         "an 'iqt upsample' output scored against a dtifit reference: --truth-order fsl)")
     sp.add_argument("--json", help="also write the metrics as JSON")
     sp.set_defaults(func=run)
 
@@ -26,7 +30,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio
     from ...analysis import evaluation
-    from ...core import grid
+    from ...core import grid, tensors
     from ...dmri import degrade, fit_noise
 
     f = grid.factors(args.factor)
@@ -36,16 +40,25 @@ def run(args):
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "metrics") if args.json else None
     plan.check()
     pred = fileio.load_tensor(args.pred, args.tensor_order)
-    truth = fileio.load_tensor(args.truth, args.tensor_order)
+    truth = fileio.load_tensor(args.truth, args.truth_order or args.tensor_order)
+    for vol, path in ((pred, args.pred), (truth, args.truth)):
+        try:  # a file read in the wrong order would be scored as nonsense
+            tensors.check_scale(vol.data)
+        except IQTError as exc:
+            raise IQTError(f"{path}: {exc} (--tensor-order reads --pred, --truth-order --truth)") from None
     mask = fileio.load_mask(args.mask, truth)
     shape = pred.shape3
-    if any(t < p or t - p >= k for t, p, k in zip(truth.shape3, shape, f)) or any(s % k for s, k in zip(shape, f)):
+    start = _start(pred.affine, truth.affine)
+    if start is None or any(t - s < p or t - s - p >= k for t, s, p, k in zip(truth.shape3, start, shape, f)) \
+            or any(n % k for n, k in zip(shape, f)):
         raise IQTError(
-            f"the prediction {shape} is not the factor-{grid.text(f)} grid of the reference {truth.shape3}; "
-            f"give the output of 'iqt upsample' on 'iqt degrade' of the same subject with the same --factor"
+            f"the prediction {shape} is not the factor-{grid.text(f)} grid of the reference {truth.shape3} (nor of a "
+            f"block shift of it, read from the two affines); give the output of 'iqt upsample' on 'iqt degrade' of the "
+            f"same subject with the same --factor"
         )
-    t = degrade.hr_crop(truth.data, f)
-    m = degrade.hr_crop(mask.data, f)
+    box = tuple(slice(s, s + n) for s, n in zip(start, shape))  # the reference's voxels under the prediction
+    t = truth.data[box]
+    m = mask.data[box]
     lr_mask = degrade.block_majority(m, f)
     unc = fileio.load_scalar(args.uncertainty).data if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
@@ -59,7 +72,7 @@ def run(args):
         dwi = fileio.load_dwi(args.dwi, args.bval, args.bvec)
         if dwi.shape3 != truth.shape3:
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
-        floor = fit_noise.noise_floor(degrade.hr_crop(dwi.data, f), dwi.bvals, dwi.bvecs, t, m)
+        floor = fit_noise.noise_floor(dwi.data[box], dwi.bvals, dwi.bvecs, t, m)
     result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)
     if json_out:
         fileio.write_json(json_out, result)
@@ -74,3 +87,21 @@ def run(args):
         parts = [f"{k} {row[k]:.3f}" for k in ("spearman", "within_2sigma", "direction_spearman", "direction_within_2")
                  if k in row]
         print(f"whole brain: {', '.join(parts)}, {row['n_voxels']} voxels")
+        if row.get("n_uncovered"):
+            print(f"({row['n_uncovered']} of them have no prediction, exactly zero as the upsampling's --mask cut them; "
+                  f"the uncertainty figures leave them out)")
+
+
+def _start(pred_affine, truth_affine) -> tuple | None:
+    """The reference voxel under the prediction's first one ('iqt degrade --shift' moves it), where the prediction's
+    voxels are the reference's own; None where they are not (another voxel size, axes or a fractional offset)."""
+    import numpy as np
+
+    a, b = np.asarray(pred_affine, float), np.asarray(truth_affine, float)
+    if not np.allclose(a[:3, :3], b[:3, :3], rtol=0, atol=1e-3 * np.abs(b[:3, :3]).max()):
+        return None
+    at = np.linalg.solve(b, a[:, 3])[:3]
+    start = np.round(at)
+    if np.abs(at - start).max() > 1e-2 or (start < 0).any():
+        return None
+    return tuple(int(v) for v in start)

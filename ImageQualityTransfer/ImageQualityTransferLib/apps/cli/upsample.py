@@ -101,7 +101,12 @@ def run(args):
             plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}")
     plan.check()
     if method.learned:
-        method.load(f)  # a missing, corrupt or foreign model fails here, before any work
+        try:
+            method.load(f)  # a missing, corrupt or foreign model fails here, before any work
+        except IQTError as exc:
+            if lr is None:
+                raise
+            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order)
     else:

@@ -405,3 +405,34 @@ def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_pa
     assert [row[used] for row in qc[1:]] == ["default", "noisy"]
     run = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert run["NoisyInputModelSHA256"] == noisy_sidecar["sha256"] and run["NoisyInputAboveNoiseIndex"] == tensors.NOISY_MODEL
+
+
+def test_a_tensor_file_with_a_tiny_background_runs_as_its_twin_with_zeros(tmp_path):
+    """`iqt batch` reads a listed tensor file's support as `iqt upsample` does: a masked fit stored as int16 (a few 1e-9
+    outside the brain) gives its float twin's output and QC (brain read from the tensors, not estimated), and so does a
+    file whose background is all NaN."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    lr = fit_dti(dwi, brain_mask(dwi))
+    fileio.save_tensor(lr, tmp_path / "a_dt.nii.gz")
+    img = nib.load(tmp_path / "a_dt.nii.gz")
+    img.set_data_dtype(np.int16)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine, img.header), tmp_path / "b_dt.nii.gz")
+    assert np.all(fileio.load_tensor(tmp_path / "b_dt.nii.gz").data != 0)
+    nan = np.where(np.any(lr.data != 0, axis=-1)[..., None], lr.data, np.nan)
+    fileio.save_tensor(lr.replace(data=nan), tmp_path / "c_dt.nii.gz")
+    (tmp_path / "list.txt").write_text("a_dt.nii.gz\nb_dt.nii.gz\nc_dt.nii.gz\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    rows = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, client=None,
+                            progress=False)
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert [r["qc"]["brain_from"] for r in rows] == ["tensor"] * 3
+    name = "sub-{}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz"
+    a, b, c = (fileio.load_tensor(out / f"sub-{k}" / "dwi" / name.format(k)).data for k in ("adt", "bdt", "cdt"))
+    assert np.array_equal(np.any(b != 0, axis=-1), np.any(a != 0, axis=-1))  # the same support: zero outside it
+    np.testing.assert_allclose(b, a, rtol=0, atol=2e-7)  # int16's steps
+    np.testing.assert_array_equal(c, a)

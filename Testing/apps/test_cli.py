@@ -343,8 +343,11 @@ def test_degrade_and_benchmark_add_seeded_noise(capsys, tmp_path, small_subject)
 def test_a_reader_that_stops_early_ends_the_command_quietly():
     """`iqt methods | head -1`: the pipe closes under the printing, which is no bug to report: exit 141, as a shell
     reports SIGPIPE, and nothing on stderr (it printed an internal error twice)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe's buffering, as in a shell
     proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", "methods"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # before the interpreter has started: the first line written finds no reader
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and err == ""

@@ -198,15 +198,15 @@ def test_a_masked_fit_stored_with_a_tiny_background_reads_as_one_with_zeros(tigh
             np.testing.assert_allclose(got, want, rtol=0, atol=2e-7 if background == "int16" else 1e-9, err_msg=name)
 
 
-def test_a_whole_field_fit_of_a_scan_with_zeroed_air_stays_a_whole_field_fit(zeroed_background_subject):
+def test_awhole_field_fit_of_a_scan_with_zeroed_air_stays_awhole_field_fit(zeroed_background_subject):
     """Where the scanner zeroed the air, an unmasked dipy fit writes about 1e-9 there (negligible, as a tiny background):
     the edge of its other voxels is scalp and background fits, not a brain's, so it is still estimated as a whole-field
-    fit and not taken for a masked one (methods/base.py, _whole_field)."""
+    fit and not taken for a masked one (methods/base.py, whole_field)."""
     from ImageQualityTransferLib.core import tensors
     from ImageQualityTransferLib.dmri.subject import make_case
-    from ImageQualityTransferLib.methods.base import _whole_field, without_tiny_background
+    from ImageQualityTransferLib.methods.base import whole_field, without_tiny_background
 
     lr = make_case(zeroed_background_subject, 2, style="unmasked").lr
     assert tensors.negligible(lr.data).mean() > 0.5
-    assert _whole_field(lr)
+    assert whole_field(lr)
     assert without_tiny_background(lr) is lr

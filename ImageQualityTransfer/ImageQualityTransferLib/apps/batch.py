@@ -319,7 +319,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ..core import grid, tensors
     from ..core.volume import Volume
     from ..dmri.dti import brain_mask, fit_dti
-    from ..methods.base import without_tiny_background
+    from ..methods.base import whole_field, without_tiny_background
 
     snr = float("nan")
     if item.kind == "dwi":
@@ -330,8 +330,8 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         del dwi
     else:
         lr = without_tiny_background(fileio.load_tensor(item.path, s.tensor_order))
-        inside = np.any(lr.data != 0, axis=-1)
-        mask = Volume(inside, lr.affine, "mask") if inside.any() and not inside.all() else None
+        inside = np.any(lr.data != 0, axis=-1)  # the rule `iqt upsample` reads a tensor file's support by
+        mask = None if whole_field(lr) or not inside.any() else Volume(inside, lr.affine, "mask")
     method = _method(s)
     brain_from = "dwi" if item.kind == "dwi" else "tensor"
     if mask is None:  # tensors over the whole field of view: the brain estimated from them (said in one warning)

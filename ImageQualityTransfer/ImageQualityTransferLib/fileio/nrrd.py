@@ -173,7 +173,7 @@ def load_tensor_nrrd(path) -> Volume:
         if kind == "3d-masked-symmetric-matrix":
             comps = comps[..., 1:]
         comps6 = tensors.from_order(comps, "fsl")  # NRRD order xx,xy,xz,yy,yz,zz
-    comps6 = tensors.nan_as_empty(comps6)  # a NaN background (all six elements) is an empty one
+    comps6 = tensors.nan_as_empty(comps6, f"{path}: ")  # a NaN background (all six elements) is an empty one
     bad = ~np.isfinite(comps6)
     if bad.any():
         raise IQTError(

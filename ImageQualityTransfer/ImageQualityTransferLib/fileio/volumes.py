@@ -87,7 +87,8 @@ def _check_finite(data, path, what):
     bad = ~np.isfinite(data)
     if bad.any():
         raise IQTError(
-            f"{path}: {int(bad.sum())} NaN/Inf values in the {what}; replace them (for example with 0 outside the brain) and retry"
+            f"{path}: {int(bad.sum())} NaN/Inf value{'s' if bad.sum() != 1 else ''} in the {what}; replace them (for example "
+            f"with 0 outside the brain) and retry"
         )
 
 
@@ -210,7 +211,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
             f"(as 'iqt fit' and ANTs write it; dipy's, in FSL's bvec frame, with --tensor-order dipy) or 4D (X,Y,Z,6) with "
             f"--tensor-order; fit tensors from DWIs with 'iqt fit'"
         )
-    data = tensors.nan_as_empty(data)  # a NaN background (all six elements) is an empty one
+    data = tensors.nan_as_empty(data, f"{path}: ")  # a NaN background (all six elements) is an empty one
     _check_finite(data, path, "tensor data")
     data = tensors.from_order(data, file_order)
     frame = file_frame(file_order, img.affine)

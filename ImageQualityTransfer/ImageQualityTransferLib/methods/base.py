@@ -124,7 +124,7 @@ class Method:
         check_tensor_input(lr, mask)
         lr = without_tiny_background(lr)
         given = mask is not None
-        whole = _whole_field(lr)  # on the input as given: most failed fits a whole-field fit holds are background
+        whole = whole_field(lr)  # before failed fits are taken out: most of those a whole-field fit holds are background
         if mask is None:
             mask = self.support(lr)
         runner, index = self, None
@@ -220,7 +220,7 @@ class Method:
         """The support when no mask is given: the input's non-zero voxels, so that the background stays exactly zero;
         for tensors over the whole field of view (fitted without a mask), a brain estimated from them
         (dmri.dti.brain_from_tensors), reported in one line. None: every voxel."""
-        if not _whole_field(lr):
+        if not whole_field(lr):
             t = np.asarray(lr.data)
             present = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
             return None if present.all() else Volume(present, lr.affine, "mask")
@@ -416,12 +416,13 @@ class LearnedMethod(Method):
         return ""
 
 
-def _whole_field(lr: Volume) -> bool:
+def whole_field(lr: Volume) -> bool:
     """Whether `lr` holds tensors over (nearly) its whole field of view: fitted without a mask (`Method.support`).
-    Where most of the field holds only negligible tensors (tensors.negligible), the edge of the rest decides: tissue
-    there is a brain mask's edge (a masked fit stored with a tiny background), background fits are a head's (a fit over
-    the whole field of a scan whose air the scanner zeroed); negligible fits scattered through most of the field are
-    clipped noise fits of a whole field (docs/measurements.md, "Without a brain mask")."""
+    Where the field holds negligible tensors (tensors.negligible) and the rest is at most MASKED_MAX_SHARE of it, the
+    edge of the rest decides: tissue there is a brain mask's edge (a masked fit stored with a tiny background),
+    background fits are a head's (a fit over the whole field of a scan whose air the scanner zeroed); negligible fits
+    scattered through more of the field are clipped noise fits of a whole field (docs/measurements.md, "A background
+    that is tiny, not zero")."""
     t = np.asarray(lr.data)
     nonzero = np.any(t != 0, axis=-1)
     if nonzero.mean() <= WHOLE_FIELD:
@@ -429,7 +430,7 @@ def _whole_field(lr: Volume) -> bool:
     present = nonzero & ~tensors.negligible(t)
     if present.mean() > MASKED_MAX_SHARE:  # tiny fits scattered among the others: clipped noise fits of a whole field
         return True
-    edge = present & ~ndimage.binary_erosion(present)
+    edge = present & ~ndimage.binary_erosion(present, border_value=1)  # the field's own border is no edge
     return not edge.any() or bool(tensors.tissue_like(t[edge]).mean() < MASKED_EDGE)
 
 
@@ -437,8 +438,8 @@ def without_tiny_background(lr: Volume) -> Volume:
     """`lr` with the negligible tensors of a masked fit (tensors.negligible: e.g. an int16 file's intercept outside the
     brain) made exactly zero, as the engine reads a background; a fit over the whole field of view as it is."""
     tiny = tensors.negligible(lr.data)
-    if not tiny.any() or _whole_field(lr):
-        return lr
+    if not tiny.any() or tiny.sum() == np.any(np.asarray(lr.data) != 0, axis=-1).sum() or whole_field(lr):
+        return lr  # (every tensor negligible: another unit, which the input checks name)
     return lr.replace(data=np.where(tiny[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype, copy=False))
 
 

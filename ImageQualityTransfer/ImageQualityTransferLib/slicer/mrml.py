@@ -120,11 +120,11 @@ def tensor_volume_from_node(node) -> Volume:
         raise IQTError(f"{_node_label(node)} holds no 3x3 tensor point data; select a DTI volume")
     m9 = _point_array(image, arr, node).astype(np.float64)
     t6 = tensors.from_matrix(m9.reshape(m9.shape[:3] + (3, 3)))
+    t6 = tensors.nan_as_empty(t6, f"{_node_label(node)}: ")  # a NaN background (all six elements) is an empty one
     mf = vtk.vtkMatrix4x4()
     node.GetMeasurementFrameMatrix(mf)
     mf3 = _matrix_to_numpy(mf)[:3, :3]
     t6, rotated = reexpress(t6, frame_to_voxel_axes(mf3, affine))
-    t6 = tensors.nan_as_empty(t6)  # a NaN background (all six elements) is an empty one
     if not np.isfinite(t6).all():
         raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
     meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated}

@@ -73,6 +73,7 @@ def main(argv=None) -> int:
                  if v is not None]
         threads.apply(given[0] if given else None)
         code = args.func(args)
+        sys.stdout.flush()  # a pipe buffers what was printed: a reader gone early is met here, not at exit
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

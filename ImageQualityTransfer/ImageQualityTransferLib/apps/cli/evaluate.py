@@ -49,6 +49,9 @@ def run(args):
     mask = fileio.load_mask(args.mask, truth)
     shape = pred.shape3
     start = _start(pred.affine, truth.affine)
+    if start is None and all(t >= p for t, p in zip(truth.shape3, shape)):
+        raise IQTError(f"{args.pred}: its affine does not put its voxels on the reference's (another voxel size, axes or "
+                       f"a fraction of a voxel apart); give a prediction on the grid of {args.truth}")
     if start is None or any(t - s < p or t - s - p >= k for t, s, p, k in zip(truth.shape3, start, shape, f)) \
             or any(n % k for n, k in zip(shape, f)):
         raise IQTError(

@@ -122,9 +122,10 @@ class Method:
             if not np.asarray(mask.data).any():
                 raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
         check_tensor_input(lr, mask)
-        lr = without_tiny_background(lr)
         given = mask is not None
         whole = whole_field(lr)  # before failed fits are taken out: most of those a whole-field fit holds are background
+        if not whole:
+            lr = _negligible_zeroed(lr)
         if mask is None:
             mask = self.support(lr)
         runner, index = self, None
@@ -437,9 +438,15 @@ def whole_field(lr: Volume) -> bool:
 def without_tiny_background(lr: Volume) -> Volume:
     """`lr` with the negligible tensors of a masked fit (tensors.negligible: e.g. an int16 file's intercept outside the
     brain) made exactly zero, as the engine reads a background; a fit over the whole field of view as it is."""
+    return lr if whole_field(lr) else _negligible_zeroed(lr)
+
+
+def _negligible_zeroed(lr: Volume) -> Volume:
+    """`lr` with its negligible tensors made exactly zero, unless every tensor is negligible (another unit, which the
+    input checks name)."""
     tiny = tensors.negligible(lr.data)
-    if not tiny.any() or tiny.sum() == np.any(np.asarray(lr.data) != 0, axis=-1).sum() or whole_field(lr):
-        return lr  # (every tensor negligible: another unit, which the input checks name)
+    if not tiny.any() or tiny.sum() == np.any(np.asarray(lr.data) != 0, axis=-1).sum():
+        return lr
     return lr.replace(data=np.where(tiny[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype, copy=False))
 
 

@@ -179,6 +179,16 @@ def test_brain_spearman_pools_both_regions():
     assert res["brain"]["n_uncovered"] == (v & gone).sum() > 0
     assert res["brain"]["spearman"] == pytest.approx(evaluation.spearman(pred, truth, sigma, v & ~gone))
     assert res["brain"]["within_2sigma"] == pytest.approx(evaluation.within_2sigma(pred, truth, sigma, v & ~gone))
+    assert res["interior"]["n_uncovered"] + res["exterior"]["n_uncovered"] == res["brain"]["n_uncovered"]
+    # a non-physical voxel is judged against the edge's std where there is a prediction: the cut voxels' zero std
+    # would lower that median and count it flagged
+    bad = tuple(np.argwhere(hr & ~gone)[len(np.argwhere(hr & ~gone)) // 2])
+    cut = np.where(hr[..., None], cut, 0)  # no output outside the brain
+    cut[bad], flag_sigma = [-1e-3, 0, -1e-3, 0, 0, -1e-3], zero_sigma.copy()
+    edge = np.median(zero_sigma[v & ~gone & ~evaluation.regions(hr, lr, r)["interior"]])
+    flag_sigma[bad] = 0.9 * edge
+    res = evaluation.evaluate(cut, truth, hr, lr, r, uncertainty=flag_sigma)
+    assert res["brain"]["n_nonphysical"] == 1 and res["brain"]["nonphysical_flagged"] == 0.0
 
 
 # ----------------------------------------------------------------------------------------- uncertainty

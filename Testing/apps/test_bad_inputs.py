@@ -121,7 +121,7 @@ CASES = [
     # values that would give a wrong answer
     ("upsample {d}/zero.nii.gz -o {d}/o.nii.gz --method espcn", "zero.nii.gz: the input holds no tensor"),
     ("upsample {d}/negative.nii.gz -o {d}/o.nii.gz --method espcn", "negative.nii.gz: only"),
-    ("upsample {d}/m2s.nii.gz -o {d}/o.nii.gz --method rf", "m2s.nii.gz: the tensor values look like they are not in mm^2/s"),
+    ("upsample {d}/m2s.nii.gz -o {d}/o.nii.gz --method rf", "m2s.nii.gz: the input tensor values look like they are not in mm^2/s"),
     ("upsample {d}/m2s.nii.gz -o {d}/o.nii.gz --method biqt", "not in mm^2/s"),
     ("upsample {d}/um2ms.nii.gz -o {d}/o.nii.gz --method global-linear", "not in mm^2/s"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --mask {d}/shifted_mask.nii.gz", "another position"),

@@ -262,7 +262,19 @@ def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
     assert code == 0, err
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["interior"]["n_voxels"] > 0 and np.isfinite(metrics["interior"]["dt_rmse"])
+    # the output records the factors it was made at: evaluate takes them, and refuses others with the fix
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                           "--mask", tmp_path / "mask.nii.gz", "--json", tmp_path / "d.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "d.json").read_text()) == metrics
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                           "--mask", tmp_path / "mask.nii.gz", "--factor", "2")
+    one_line_error(code, err, "upsampled at factors 1,2,3 (its header reads 'iqt linear factors 1,2,3'), not 2; "
+                              "give --factor 1,2,3")
+    # a file without the record (another tool's) is read at the factor given, and checked against the grids
+    fileio.save_tensor(Volume(up.data, up.affine, "tensor"), tmp_path / "bare.nii.gz")
+    assert "made_at" not in fileio.load_tensor(tmp_path / "bare.nii.gz").meta
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "bare.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                            "--mask", tmp_path / "mask.nii.gz", "--factor", "2")
     one_line_error(code, err, "not the factor-2 grid")
 

@@ -233,8 +233,8 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
     (evaluation voxels: region AND plausible reference) and n_implausible (region voxels left out);
     noise_floor (1e-5 mm^2/s) when `floor_std` is given; spearman and within_2sigma when `uncertainty`
     (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, over the voxels the prediction covers (not
-    exactly zero), then also in a third entry "brain" over both regions' evaluation voxels (with n_voxels, and
-    n_uncovered: those left out); angle_error (degrees) in each region;
+    exactly zero; n_uncovered counts the region's voxels left out), then also in a third entry "brain" over both
+    regions' evaluation voxels (with n_voxels and n_uncovered); angle_error (degrees) in each region;
     with `direction` (the direction uncertainty map, degrees) the "brain" entry also holds
     direction_spearman, direction_within_2 and n_tracked. Empty regions give NaN metrics.
     """
@@ -263,6 +263,7 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
         if uncertainty is not None:
             row["spearman"] = spearman(p, t, uncertainty, v & covered)
             row["within_2sigma"] = within_2sigma(p, t, uncertainty, v & covered)
+            row["n_uncovered"] = int((v & ~covered).sum())
         result[name] = row
     v = every[0] | every[1]
     if uncertainty is not None:
@@ -270,7 +271,8 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
         result["brain"] = {"spearman": spearman(p, t, uncertainty, v & covered),
                            "within_2sigma": within_2sigma(p, t, uncertainty, v & covered), "n_voxels": int(v.sum()),
                            "n_uncovered": int((v & ~covered).sum()),
-                           **nonphysical_flagged(p, uncertainty, every[1])}
+                           **nonphysical_flagged(p, uncertainty, every[1] & covered)}
     if direction is not None:
-        result.setdefault("brain", {"n_voxels": int(v.sum())}).update(direction_calibration(p, t, direction, v & covered))
+        result.setdefault("brain", {"n_voxels": int(v.sum()), "n_uncovered": int((v & ~covered).sum())}).update(
+            direction_calibration(p, t, direction, v & covered))
     return result

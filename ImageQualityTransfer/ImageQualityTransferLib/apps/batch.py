@@ -319,9 +319,9 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ..core import grid, tensors
     from ..core.volume import Volume
     from ..dmri.dti import brain_mask, fit_dti
-    from ..methods.base import whole_field, without_tiny_background
+    from ..methods.base import input_noise_index, whole_field, without_tiny_background
 
-    snr = float("nan")
+    snr, whole = float("nan"), None
     if item.kind == "dwi":
         dwi = fileio.load_dwi(item.path)
         mask = brain_mask(dwi)
@@ -329,13 +329,15 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         snr = snr_estimate(dwi, mask.data)
         del dwi
     else:
-        lr = without_tiny_background(fileio.load_tensor(item.path, s.tensor_order))
+        lr = fileio.load_tensor(item.path, s.tensor_order)
+        whole = whole_field(lr)
+        lr = without_tiny_background(lr, whole)
         inside = np.any(lr.data != 0, axis=-1)  # the rule `iqt upsample` reads a tensor file's support by
-        mask = None if whole_field(lr) or not inside.any() else Volume(inside, lr.affine, "mask")
+        mask = None if whole or not inside.any() else Volume(inside, lr.affine, "mask")
     method = _method(s)
     brain_from = "dwi" if item.kind == "dwi" else "tensor"
     if mask is None:  # tensors over the whole field of view: the brain estimated from them (said in one warning)
-        mask = method.support(lr)
+        mask = method.support(lr, whole)
         brain_from = "estimated"
     pred = method.predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
     t = pred.tensor
@@ -355,7 +357,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     # a learned method read it to choose its model (methods/base.py, _for_noise); interpolation did not
     index = t.meta.get("noise_index")
     if index is None:
-        index = tensors.noise_index(lr.data, inside, core=tensors.estimated_core(lr.voxel_size) if brain_from == "estimated" else 0)
+        index = input_noise_index(lr, inside, brain_from == "estimated")
     qc["noise_index"] = float("nan") if index is None else index
     return vols, qc
 

@@ -119,9 +119,11 @@ def nan_as_empty(t: np.ndarray, source: str = "") -> np.ndarray:
     return np.where(empty[..., None], 0, t)
 
 
-def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
+def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",
+                order_option: str = "--tensor-order") -> None:
     """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
-    positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge."""
+    positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge; `what`
+    names the volume and `order_option` the option that reads its element order, in the messages."""
     from .errors import IQTError
 
     t = np.asarray(t)
@@ -130,7 +132,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
         present &= where
     values = t[present]
     if values.size == 0:
-        raise IQTError("the input holds no tensor" + (" inside the mask" if where is not None else "") +
+        raise IQTError(f"the {what} holds no tensor" + (" inside the mask" if where is not None else "") +
                        " (all zero); give a fitted DTI volume in mm^2/s, e.g. from 'iqt fit'")
     lam = eigenvalues(values)
     md = lam.mean(axis=1)
@@ -143,12 +145,12 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None) -> None:
     pd = lam[:, 0] > 0
     share = float(pd[judged].mean())
     if share < 0.5:
-        raise IQTError(f"only {100 * share:.0f} % of the input tensors are positive definite; the volume is not a "
-                       f"diffusion tensor fit (or its sign or element order is wrong: check --tensor-order)")
+        raise IQTError(f"only {100 * share:.0f} % of the {what} tensors are positive definite; the volume is not a "
+                       f"diffusion tensor fit (or its sign or element order is wrong: check {order_option})")
     scale = float(np.median(md[judged & pd]))
     big = float(np.percentile(np.abs(values[:, [0, 2, 5]]), 99))
     if big > 0.1 or scale > 0.05 or scale < 1e-5:
-        raise IQTError(f"the tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "
+        raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "
                        f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
 
 

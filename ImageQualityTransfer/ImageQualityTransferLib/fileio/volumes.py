@@ -8,6 +8,7 @@ temporary file and renames it, so a failure never leaves a partial output. Tenso
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -217,7 +218,11 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     frame = file_frame(file_order, img.affine)
     if frame is not None:
         data = tensors.rotate(data, frame)
-    return Volume(data.astype(np.float32), img.affine, "tensor", meta={"path": str(path), "order": file_order})
+    meta = {"path": str(path), "order": file_order}
+    made = made_at(img)
+    if made is not None:
+        meta["made_by"], meta["made_at"] = made
+    return Volume(data.astype(np.float32), img.affine, "tensor", meta=meta)
 
 
 def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
@@ -239,11 +244,42 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
             data = vol.data if frame is None else tensors.rotate(vol.data, np.linalg.inv(frame))
             img = _nib().Nifti1Image(tensors.to_order(data, order).astype(np.float32), vol.affine)
         img.header.set_xyzt_units("mm")
+        descrip = made_by(vol.meta)
+        if descrip:
+            img.header["descrip"] = descrip.encode("ascii")
         img.set_qform(vol.affine, code=1)
         img.set_sform(vol.affine, code=1)
         _save_nifti(img, tmp)
 
     atomic_write(path, write)
+
+
+MADE_BY = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) factors? (?P<factor>\d+(?:,\d+,\d+)?)$")
+
+
+def made_by(meta: dict) -> str:
+    """The header description of a method's output ("iqt espcn factor 2"): `iqt evaluate` reads the factor back
+    (made_at), so that a prediction is not scored on another factor's grid; "" for other tensors."""
+    if not meta.get("method") or meta.get("factor") is None:
+        return ""
+    from ..core.grid import describe
+
+    text = f"iqt {meta['method']}{'+tta' if meta.get('averaged_over') else ''} {describe(meta['factor'])}"
+    return text if len(text) < 80 and MADE_BY.match(text) else ""
+
+
+def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
+    """(the description, its factors) from a header `made_by` wrote; None for any other file."""
+    try:
+        text = bytes(img.header["descrip"]).split(b"\0")[0].decode("ascii").strip()
+    except (KeyError, UnicodeDecodeError, TypeError, ValueError):
+        return None
+    m = MADE_BY.match(text)
+    if m is None:
+        return None
+    from ..core.grid import factors
+
+    return text, factors(m["factor"], identity_ok=True)
 
 
 # ---------------------------------------------------------------- scalars and masks

@@ -127,10 +127,11 @@ class Method:
         if not whole:
             lr = _negligible_zeroed(lr)
         if mask is None:
-            mask = self.support(lr)
+            mask = self.support(lr, whole)
         runner, index = self, None
-        if self.learned:  # interpolation clips them, as any interpolator would
-            lr = drop_failed_fits(lr, mask, "the mask" if given else "the input's brain")
+        # said for every method; interpolation clips them, as any interpolator would
+        lr = drop_failed_fits(lr, mask, "the mask" if given else "the input's brain", drop=self.learned)
+        if self.learned:
             # a brain estimated from whole-field tensors (here or by the caller, e.g. batch) is read inside its rim
             estimated = whole and (not given or mask.meta.get("source") == "brain_from_tensors")
             runner, index = self._for_noise(lr, mask, f, estimated=estimated)
@@ -184,7 +185,7 @@ class Method:
         if mask is None and estimated:  # a whole field with no brain found in it: the index would read background fits
             return self, None
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
-        index = tensors.noise_index(lr.data, brain, core=tensors.estimated_core(lr.voxel_size) if estimated else 0)
+        index = input_noise_index(lr, brain, estimated)
         if index is None or index <= tensors.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)
@@ -217,11 +218,12 @@ class Method:
         return None
 
     @staticmethod
-    def support(lr: Volume) -> Volume | None:
+    def support(lr: Volume, whole: bool | None = None) -> Volume | None:
         """The support when no mask is given: the input's non-zero voxels, so that the background stays exactly zero;
         for tensors over the whole field of view (fitted without a mask), a brain estimated from them
-        (dmri.dti.brain_from_tensors), reported in one line. None: every voxel."""
-        if not whole_field(lr):
+        (dmri.dti.brain_from_tensors), reported in one line. None: every voxel. `whole`: whole_field(lr), where the
+        caller has it."""
+        if not (whole_field(lr) if whole is None else whole):
             t = np.asarray(lr.data)
             present = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
             return None if present.all() else Volume(present, lr.affine, "mask")
@@ -435,10 +437,17 @@ def whole_field(lr: Volume) -> bool:
     return not edge.any() or bool(tensors.tissue_like(t[edge]).mean() < MASKED_EDGE)
 
 
-def without_tiny_background(lr: Volume) -> Volume:
+def without_tiny_background(lr: Volume, whole: bool | None = None) -> Volume:
     """`lr` with the negligible tensors of a masked fit (tensors.negligible: e.g. an int16 file's intercept outside the
-    brain) made exactly zero, as the engine reads a background; a fit over the whole field of view as it is."""
-    return lr if whole_field(lr) else _negligible_zeroed(lr)
+    brain) made exactly zero, as the engine reads a background; a fit over the whole field of view as it is. `whole`:
+    whole_field(lr), where the caller has it."""
+    return lr if (whole_field(lr) if whole is None else whole) else _negligible_zeroed(lr)
+
+
+def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False) -> float | None:
+    """tensors.noise_index of `lr` in `brain`; a brain estimated from whole-field tensors is read inside its rim of
+    scalp and background fits (tensors.estimated_core), as its brain mask would be."""
+    return tensors.noise_index(lr.data, brain, core=tensors.estimated_core(lr.voxel_size) if estimated else 0)
 
 
 def _negligible_zeroed(lr: Volume) -> Volume:
@@ -487,11 +496,12 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
         raise IQTError(source + str(exc)) from None
 
 
-def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask") -> Volume:
+def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True) -> Volume:
     """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
     nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
     anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
-    input"); one warning line counts those inside the mask (or the support)."""
+    input"); one warning line counts those inside the mask (or the support), the same for every method (`drop`
+    False: interpolation's input, said and kept)."""
     failed = tensors.failed_fits(lr.data)
     if not failed.any():
         return lr
@@ -499,8 +509,11 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask") -
     if inside.any():
         n = int(inside.sum())
         warnings.warn(f"{_source(lr)}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
-                      f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): taken as missing and "
-                      "filled from the nearest fits", IQTWarning, stacklevel=3)
+                      f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
+                      "take them as missing and fill them from the nearest fits; interpolation clips them",
+                      IQTWarning, stacklevel=3)
+    if not drop:
+        return lr
     return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
 
 

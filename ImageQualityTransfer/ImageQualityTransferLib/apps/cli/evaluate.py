@@ -12,7 +12,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--pred", required=True, help="high-res prediction")
     sp.add_argument("--truth", required=True, help="high-res reference tensors")
     sp.add_argument("--mask", required=True, help="high-res brain mask")
-    options.add_factor(sp)
+    options.add_factor(sp, recorded=True)
     sp.add_argument("--uncertainty", help="per-voxel standard deviation map of the prediction")
     sp.add_argument("--direction", help="the prediction's direction uncertainty map (degrees; the _direction file "
                                         "'iqt upsample --uncertainty' writes), scored against the principal-direction error")
@@ -33,7 +33,7 @@ def run(args):
     from ...core import grid, tensors
     from ...dmri import degrade, fit_noise
 
-    f = grid.factors(args.factor)
+    f = grid.factors(args.factor) if args.factor is not None else None
     plan = fileio.Outputs(args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi)
     if args.dwi:
         plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))
@@ -41,12 +41,21 @@ def run(args):
     plan.check()
     pred = fileio.load_tensor(args.pred, args.tensor_order)
     truth = fileio.load_tensor(args.truth, args.truth_order or args.tensor_order)
-    for vol, path in ((pred, args.pred), (truth, args.truth)):
-        try:  # a file read in the wrong order would be scored as nonsense
-            tensors.check_scale(vol.data)
-        except IQTError as exc:
-            raise IQTError(f"{path}: {exc} (--tensor-order reads --pred, --truth-order --truth)") from None
+    made = pred.meta.get("made_at")
+    if f is None:
+        f = made or grid.factors(2)
+    elif made is not None and made != f:
+        raise IQTError(f"{args.pred}: this prediction was upsampled at {grid.describe(made)} (its header reads "
+                       f"'{pred.meta['made_by']}'), not {grid.text(f)}; give --factor {grid.text(made)} or leave it out")
     mask = fileio.load_mask(args.mask, truth)
+    for vol, path, what, option, where in (
+            (pred, args.pred, "prediction", "--tensor-order", None),
+            (truth, args.truth, "reference", "--truth-order" if args.truth_order else "--tensor-order (or --truth-order)",
+             mask.data)):
+        try:  # a file read in the wrong order would be scored as nonsense
+            tensors.check_scale(vol.data, where, what, option)
+        except IQTError as exc:
+            raise IQTError(f"{path}: {exc}") from None
     shape = pred.shape3
     start = _start(pred.affine, truth.affine)
     if start is None and all(t >= p for t, p in zip(truth.shape3, shape)):
@@ -91,8 +100,9 @@ def run(args):
                  if k in row]
         print(f"whole brain: {', '.join(parts)}, {row['n_voxels']} voxels")
         if row.get("n_uncovered"):
-            print(f"({row['n_uncovered']} of them have no prediction, exactly zero as the upsampling's --mask cut them; "
-                  f"the uncertainty figures leave them out)")
+            n = row["n_uncovered"]
+            print(f"({n} of them {'has' if n == 1 else 'have'} no prediction, exactly zero (cut by the upsampling's "
+                  f"--mask, or a hole in its input); the uncertainty figures leave {'it' if n == 1 else 'them'} out)")
 
 
 def _start(pred_affine, truth_affine) -> tuple | None:

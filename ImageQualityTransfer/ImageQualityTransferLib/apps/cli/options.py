@@ -13,9 +13,14 @@ FACTOR_HELP = ("upsampling factor: one integer for all three axes, or three sepa
                "voxel axes i,j,k, e.g. 1,1,3 for thick slices (a factor of 1 leaves that axis as it is)")
 
 
-def add_factor(sp, voxel_size: bool = False) -> None:
+def add_factor(sp, voxel_size: bool = False, recorded: bool = False) -> None:
     """--factor (checked by `factors`, so that a bad one is a one-line IQTError); with `voxel_size`, also
-    --voxel-size MM, the factors chosen from the input's voxel size instead."""
+    --voxel-size MM, the factors chosen from the input's voxel size instead; with `recorded`, no default (the
+    command reads the factor an output of 'iqt upsample' records, else 2)."""
+    if recorded:
+        sp.add_argument("--factor", help=FACTOR_HELP + " (default: the factor the prediction's header records, as "
+                                                       "'iqt upsample' writes it; else 2)")
+        return
     if not voxel_size:
         sp.add_argument("--factor", default="2", help=FACTOR_HELP + " (default 2)")
         return

@@ -48,6 +48,8 @@ def work(small_subject, tmp_path_factory):
     fileio.save_mask(Volume(mask.data, shifted, "mask"), d / "shifted_mask.nii.gz")
     fileio.save_scalar(Volume(np.ones(lr.shape3, np.float32), lr.affine, "scalar"), d / "scalar.nii.gz")
     (d / "truncated.nii.gz").write_bytes((d / "lr.nii.gz").read_bytes()[:2000])
+    (d / "tensor.mif").write_bytes(b"mrtrix image\ndim: 4,4,4,6\nvox: 2,2,2\nlayout: +0,+1,+2,+3\n"
+                                   b"datatype: Float32LE\nfile: . 128\nEND\n".ljust(128) + bytes(4 * 384))
     os.symlink(d / "lr.nii.gz", d / "link.nii.gz")
     (d / "sub").mkdir()
     (d / "folder.nii.gz").mkdir()
@@ -128,6 +130,7 @@ CASES = [
     ("upsample {d}/scaled_frame.nrrd -o {d}/o.nii.gz --method cubic", "not a rotation"),
     ("upsample {d}/scalar.nii.gz -o {d}/o.nii.gz", "not a diffusion tensor"),
     ("upsample {d}/truncated.nii.gz -o {d}/o.nii.gz", "truncated"),
+    ("upsample {d}/tensor.mif -o {d}/o.nii.gz --tensor-order mrtrix", "mrconvert tensor.mif tensor.nii.gz"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/evil.pt", "refused"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/nan.pt", "non-finite"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn-hetero --model {d}/nan.pt", "use --method espcn"),

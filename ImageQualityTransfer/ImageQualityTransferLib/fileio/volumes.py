@@ -68,6 +68,9 @@ def _load_nifti(path) -> "nibabel.Nifti1Image":
         raise IQTError(f"{path}: NRRD is read only for tensor volumes; give a NIfTI (.nii/.nii.gz) file here")
     if path.is_dir():
         raise IQTError(f"{path}: is a folder; give a NIfTI (.nii/.nii.gz) file")
+    if path.name.lower().endswith((".mif", ".mif.gz", ".mih")):
+        raise IQTError(f"{path}: MRtrix's own format is not read; convert it with 'mrconvert {path.name} "
+                       f"{path.name.split('.')[0]}.nii.gz' (a dwi2tensor output then reads with --tensor-order mrtrix)")
     if not os.access(path, os.R_OK):
         raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
     try:

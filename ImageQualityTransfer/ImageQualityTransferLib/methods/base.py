@@ -510,7 +510,8 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
         n = int(inside.sum())
         warnings.warn(f"{_source(lr)}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
                       f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
-                      "take them as missing and fill them from the nearest fits; interpolation clips them",
+                      f"take {'it' if n == 1 else 'them'} as missing and fill {'it' if n == 1 else 'them'} from the nearest "
+                      f"fits; interpolation clips {'it' if n == 1 else 'them'}",
                       IQTWarning, stacklevel=3)
     if not drop:
         return lr

@@ -363,3 +363,21 @@ def test_a_reader_that_stops_early_ends_the_command_quietly():
     proc.stdout.close()  # before the interpreter has started: the first line written finds no reader
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and err == ""
+
+
+def test_a_reader_gone_before_the_work_leaves_the_work_done(tmp_path):
+    """`iqt upsample --voxel-size ... | head -0`: the line saying the chosen factors finds no reader before any work;
+    the work still runs to its end and writes its output (it stopped there, with nothing written)."""
+    import os
+
+    t = np.zeros((8, 8, 8, 6), np.float32)
+    t[1:7, 1:7, 1:7] = [1e-3, 0, 0.7e-3, 0, 0, 0.5e-3]  # a masked fit: zeros around it
+    fileio.save_tensor(Volume(t, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor"), tmp_path / "lr.nii.gz")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line written as printed: the first one meets the closed pipe
+    proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", "--threads", "1", "upsample",
+                             str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "up.nii.gz"), "--method", "cubic",
+                             "--voxel-size", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == "", err
+    assert fileio.load_tensor(tmp_path / "up.nii.gz").shape3 == (16, 16, 16)

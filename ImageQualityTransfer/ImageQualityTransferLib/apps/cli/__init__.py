@@ -55,6 +55,40 @@ def _on_signal(signum, frame):
     raise Terminated(signum)
 
 
+class _Printed:
+    """sys.stdout for the length of a command, outliving its reader: where whatever reads the printed lines stops early
+    (`iqt upsample ... | head -1`, a log collector that dies), the rest of the lines go to /dev/null and the work goes on
+    to its end, so that every output file is still written and every failure still said on stderr."""
+
+    def __init__(self, stream):
+        self.stream, self.gone = stream, False
+
+    def write(self, text):
+        if not self.gone:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._lost()
+        return len(text)
+
+    def flush(self):
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._lost()
+
+    def _lost(self):
+        self.gone = True
+        try:  # so that the interpreter's own flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError):  # not a real file (an in-process caller's capture)
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"iqt: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
@@ -68,21 +102,30 @@ def main(argv=None) -> int:
         for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
             if sig is not None:
                 signal.signal(sig, _on_signal)
+    given_stdout = sys.stdout
+    printed = sys.stdout = _Printed(given_stdout)
+    try:
+        code = _run(args, printed)
+    finally:
+        sys.stdout = given_stdout
+    # a reader gone early: the work was done; exit as a shell reports a process that SIGPIPE stopped
+    return 141 if printed.gone and code == 0 else code
+
+
+def _run(args, printed) -> int:
+    """The command, its failures as one line each on stderr and an exit status."""
     try:
         given = [v for v in (getattr(args, "command_threads", None), getattr(args, "train_threads", None), args.threads)
                  if v is not None]
         threads.apply(given[0] if given else None)
         code = args.func(args)
-        sys.stdout.flush()  # a pipe buffers what was printed: a reader gone early is met here, not at exit
+        printed.flush()  # a pipe buffers what was printed: a reader gone early may be met only here
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("iqt: interrupted; no partial output was left", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # whatever read the printed lines stopped early (`iqt evaluate ... | head -1`)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush does not fail again
-        return 141  # as a shell reports a process that SIGPIPE stopped
     except Terminated as exc:
         print(f"iqt: stopped by {signal.Signals(exc.signum).name}; no partial output was left", file=sys.stderr)
         return 128 + exc.signum

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
 
 CHROMIUM = os.environ.get("IQT_CHROMIUM", "/usr/bin/chromium")
@@ -142,6 +143,28 @@ def brain_fraction(png: bytes) -> tuple[float, float]:
     body = image[h // 8: h - h // 8]  # the sliders at the bottom are not the brain
     drawn = body.max(axis=-1) > 40
     return float(drawn[:, : w // 2].mean()), float(drawn[:, w // 2:].mean())
+
+
+@pytest.mark.slow
+def test_the_runs_warnings_show_in_the_page(browser, lowres, serve, tmp_path):
+    """What `iqt upsample` says on the terminal about an input (here failed fits inside the mask) the page says too,
+    beside the views, one line each."""
+    lr, mask = lowres
+    vol = fileio.load_tensor(lr)
+    inside = np.argwhere(fileio.load_mask(mask).data)
+    data = vol.data.copy()
+    for i, j, k in inside[len(inside) // 2: len(inside) // 2 + 3]:
+        data[i, j, k] = [0.2, 0, 0.2, 0, 0, 0.2]  # a failed fit: eigenvalues far above free water's
+    fileio.save_tensor(vol.replace(data=data), tmp_path / "failed.nii.gz")
+    server = serve(tmp_path / "failed.nii.gz", "--method", "cubic", "--mask", mask)
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        page.goto(server.url())
+        wait_status(page, "done: cubic")
+        notes = page.locator("#iqt-notes .iqt-note").all_inner_texts()
+        assert len(notes) == 1 and "3 voxels in the mask hold a failed fit" in notes[0], notes
+    finally:
+        page.close()
 
 
 @pytest.mark.slow

@@ -201,3 +201,21 @@ def test_tractography_hand_off_needs_slicerdmri(lowres):
     scalar = mrml.add_scalar_node(scene, Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "scalar"), "s")
     with pytest.raises(display.IQTError, match="diffusion tensor volume"):
         display.send_to_seeding(scene, scalar)
+
+
+def test_a_map_kept_to_an_estimated_brain_is_scaled_to_the_brain_not_its_rim():
+    """An output kept to a brain estimated from unmasked tensors holds a rim of scalp and background fits, most of
+    the map and far more uncertain than the brain: the legend's scale is read inside the rim (24 mm in), so the brain
+    does not sit in the bottom twentieth of the colours; a map with a mask keeps the 99th percentile of all of it."""
+    shape, mm = (60, 60, 60), 1.5
+    r = np.linalg.norm(np.indices(shape) - 29.5, axis=0) * mm
+    rng = np.random.default_rng(0)
+    std = np.where(r < 30, rng.uniform(0.5e-4, 1.5e-4, shape), np.where(r < 44, rng.uniform(1e-3, 1e-2, shape), 0))
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_scalar_node(scene, Volume(std.astype(np.float32), np.diag([mm, mm, mm, 1.0]), "scalar"), "u")
+    whole = display.display_range(node)[1]
+    assert whole == pytest.approx(np.percentile(std[std > 0], 99), rel=1e-4) and whole > 5e-3
+    node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, "estimated")
+    brain = display.display_range(node)[1]
+    assert 1.4e-4 < brain < 1.5e-4
+

@@ -133,9 +133,11 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(sma
     assert "--mask" not in notes and "choose a Brain mask" in notes  # the module's control, not the command line's
     data = mrml.tensor_volume_from_node(out).data
     assert 0.2 < np.any(data != 0, axis=-1).mean() < 0.8
+    assert out.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == "estimated"  # the uncertainty legend scales to the brain by it
     mask_node = mrml.add_scalar_node(scene, Volume(case.lr_mask.data.astype(np.float32), case.lr.affine, "scalar"), "brain")
     again = processing.run_on_nodes(scene, node, "cubic", 2, mask_node=mask_node)["tensor"]
     assert again is out and out.GetAttribute(mrml.NOTES_ATTRIBUTE) is None
+    assert out.GetAttribute(mrml.SUPPORT_ATTRIBUTE) is None
     # the module runs torch methods in a separate process (slicer.worker): the notes come back from it too
     far = processing.predict_in_subprocess(case.lr, processing.Request("cubic", 2))["tensor"]
     assert len(far.meta["notes"]) == 1 and "estimated from the tensors" in far.meta["notes"][0]

@@ -88,6 +88,7 @@ class Viewer:
         s.progress = 0
         s.status = "starting"
         s.message = ""
+        s.notes = []  # the engine's warnings about the run shown (one line each), as the Slicer module's status shows them
         s.opacity = OPACITY
         s.display_mode = "tensor"
         s.shown = ""  # the method whose result is in the right view
@@ -126,6 +127,9 @@ class Viewer:
                 with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
                     v.VAlert(id="iqt-message", v_if=("message",), type="error", density="compact",
                              text=("message",), classes="ma-2")
+                    with v.VAlert(id="iqt-notes", v_if=("notes.length",), type="warning", density="compact",
+                                  variant="tonal", classes="ma-2", style="flex: 0 0 auto; font-size: 14px;"):
+                        html.Div("{{ note }}", v_for="note in notes", classes="iqt-note")
                     with html.Div(style="display: flex; flex-direction: row; color: #ddd; font-size: 15px;"):
                         html.Div("{{ shown ? 'cubic interpolation' : 'input' }}", style="flex: 1; padding: 4px 12px;")
                         html.Div("{{ shown ? shown + (has_uncertainty ? ' + uncertainty' : ' (no uncertainty)') : 'input' }}",
@@ -183,7 +187,7 @@ class Viewer:
             return
         try:
             with s:
-                s.busy, s.progress, s.status, s.message = True, 0, f"running {method}", ""
+                s.busy, s.progress, s.status, s.message, s.notes = True, 0, f"running {method}", "", []
             request = processing.Request(method, self.factor, interpolate=True)
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self.executor, self._compute, request)
@@ -207,6 +211,7 @@ class Viewer:
                 legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
             with s:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
+                s.notes = [" ".join(n.split()) for n in results["tensor"].meta.get("notes", [])]
                 s.has_uncertainty = self.nodes.get("uncertainty") is not None
                 s.status = f"done: {method}"
         except IQTError as exc:  # the run failed; the page keeps the last result and another method can be picked

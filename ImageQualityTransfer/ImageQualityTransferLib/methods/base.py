@@ -129,15 +129,21 @@ class Method:
         if mask is None:
             mask = self.support(lr, whole)
         runner, index = self, None
+        # a brain estimated from whole-field tensors (here or by the caller, e.g. batch) keeps a rim of scalp and
+        # background fits around the brain
+        estimated = whole and (not given or mask.meta.get("source") == "brain_from_tensors")
+        where = "the mask" if given and not estimated else "the input's brain" if not estimated or mask is None else \
+            "the brain estimated from the tensors (with the fits around it)"
         # said for every method; interpolation clips them, as any interpolator would
-        lr = drop_failed_fits(lr, mask, "the mask" if given else "the input's brain", drop=self.learned)
+        lr = drop_failed_fits(lr, mask, where, drop=self.learned)
         if self.learned:
-            # a brain estimated from whole-field tensors (here or by the caller, e.g. batch) is read inside its rim
-            estimated = whole and (not given or mask.meta.get("source") == "brain_from_tensors")
             runner, index = self._for_noise(lr, mask, f, estimated=estimated)
         pred = runner._run(lr, f, mask, uncertainty, direction, progress)
         if index is not None:  # read once: batch QC reports the figure the model was chosen by
             pred.tensor.meta["noise_index"] = index
+        if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)
+            for vol in (pred.tensor, *pred.maps().values()):
+                vol.meta["support"] = ESTIMATED_SUPPORT
         return pred
 
     def _run(self, lr: Volume, f: tuple, mask: Volume | None, uncertainty: bool, direction: bool,
@@ -518,6 +524,7 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
     return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
 
 
+ESTIMATED_SUPPORT = "estimated"  # an output's meta["support"] where its support is a brain estimated from the tensors
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
 MASKED_MAX_SHARE = 0.7  # of the field: a brain's share in the scans seen is 0.14-0.40 (0.85-0.92 for whole-field fits of noise)
 MASKED_EDGE = 0.7  # share of tissue-like tensors along the edge of a masked fit's brain (0.87-1.0 measured; heads 0.18-0.40)

@@ -260,6 +260,10 @@ def _put(scene, vol: Volume, name: str, key: str | None, target=None):
     node = _put_volume(scene, vol, name, key, target)
     if vol.meta.get("factor") is not None:
         node.SetAttribute(mrml.FACTORS_ATTRIBUTE, grid.text(vol.meta["factor"]))
+    if vol.meta.get("support"):
+        node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, vol.meta["support"])
+    else:
+        node.RemoveAttribute(mrml.SUPPORT_ATTRIBUTE)
     if "notes" in vol.meta:  # a refilled node keeps no note of an earlier run
         if vol.meta["notes"]:
             node.SetAttribute(mrml.NOTES_ATTRIBUTE, "\n".join(vol.meta["notes"]))

@@ -106,6 +106,23 @@ def test_benchmark_at_per_axis_factors(small_subject, capsys, tmp_path):
     assert learned["file"].endswith("rf_x1x1x3.json") and len(learned["weights_sha256"]) == 64
 
 
+def test_every_figure_of_a_method_with_uncertainty_has_its_unit():
+    """The benchmark JSON's units cover every figure `evaluate` gives with uncertainty and direction maps too (the test
+    above runs interpolation only)."""
+    from ImageQualityTransferLib.analysis import evaluation
+
+    rng = np.random.default_rng(0)
+    lr = np.zeros((8, 8, 8), bool)
+    lr[1:7, 1:7, 1:7] = True
+    hr = lr.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    truth = np.where(hr[..., None], np.array([1.5e-3, 0, 0.4e-3, 0, 0, 0.4e-3]), 0.0)
+    pred = truth + rng.normal(0, 1e-5, truth.shape) * hr[..., None]
+    res = evaluation.evaluate(pred, truth, hr, lr, 2, uncertainty=np.full(hr.shape, 1e-5),
+                              direction=np.full(hr.shape, 5.0))
+    keys = {k for row in res.values() for k in row}
+    assert keys <= set(benchmark.UNITS), keys - set(benchmark.UNITS)
+
+
 def test_nonphysical_outputs_are_counted_and_checked_against_the_edge_uncertainty():
     pred = np.zeros((4, 4, 4, 6))
     pred[...] = [1e-3, 0, 1e-3, 0, 0, 1e-3]

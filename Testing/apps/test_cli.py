@@ -269,8 +269,23 @@ def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
     assert json.loads((tmp_path / "d.json").read_text()) == metrics
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                            "--mask", tmp_path / "mask.nii.gz", "--factor", "2")
-    one_line_error(code, err, "upsampled at factors 1,2,3 (its header reads 'iqt linear factors 1,2,3'), not 2; "
-                              "give --factor 1,2,3")
+    one_line_error(code, err, "not the factor-2 grid", "its header reads 'iqt linear factors 1,2,3 ", "leave --factor out")
+    # a factor given that fits the grids wins over the record (x4 made as two x2 runs), said in one warning line
+    fileio.save_tensor(Volume(up.data, up.affine, "tensor", meta={"method": "linear", "factor": (1, 2, 1)}),
+                       tmp_path / "other.nii.gz")
+    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "other.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                             "--mask", tmp_path / "mask.nii.gz", "--factor", "1,2,3", "--json", tmp_path / "o.json")
+    assert code == 0 and err.count("\n") == 1 and "scored at factors 1,2,3 as given" in err, err
+    assert "factors 1,2,3 (as given)" in out
+    assert json.loads((tmp_path / "o.json").read_text()) == metrics
+    # a record another tool's reordering of the axes made stale, or one this project did not write, is not read
+    img = nib.load(tmp_path / "up.nii.gz")
+    nib.save(img.as_reoriented([[2, 1], [1, 1], [0, 1]]), tmp_path / "turned.nii.gz")
+    assert fileio.load_tensor(tmp_path / "turned.nii.gz").meta.get("made_at") is None
+    for forged in (b"iqt x factor 0", b"iqt x factors 1,1,1"):
+        img.header["descrip"] = forged
+        nib.save(img, tmp_path / "forged.nii.gz")
+        assert fileio.load_tensor(tmp_path / "forged.nii.gz").meta.get("made_at") is None
     # a file without the record (another tool's) is read at the factor given, and checked against the grids
     fileio.save_tensor(Volume(up.data, up.affine, "tensor"), tmp_path / "bare.nii.gz")
     assert "made_at" not in fileio.load_tensor(tmp_path / "bare.nii.gz").meta
@@ -303,8 +318,19 @@ def test_evaluate_reads_each_file_in_its_own_order_and_scores_a_shifted_grid(cap
     assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
     code, _, err = run_cli(capsys, "evaluate", *args, tmp_path / "c.json", "--truth", tmp_path / "hr_fsl.nii.gz",
                            "--tensor-order", "fsl")  # the 'iqt upsample' output read as dtifit's too
-    one_line_error(code, err, "positive definite")
+    one_line_error(code, err, "positive definite", "prediction", "check --tensor-order")
     assert not (tmp_path / "c.json").exists()
+    code, _, err = run_cli(capsys, "evaluate", *args, tmp_path / "c.json", "--truth", tmp_path / "hr_fsl.nii.gz")
+    one_line_error(code, err, "hr_fsl.nii.gz", "--truth-order fsl")  # the reference's own option, not --tensor-order
+    assert "--tensor-order" not in err
+    # a reference fitted over the whole field, its background mostly not positive definite: judged inside its mask
+    m = fileio.load_mask(tmp_path / "mask.nii.gz").data
+    noisy = np.where(m[..., None], hr.data, np.array([3e-3, 0, 1e-3, 0, 0, -1e-3], np.float32))
+    assert (~m).sum() > m.sum()
+    fileio.save_tensor(hr.replace(data=noisy), tmp_path / "hr_noisy.nii.gz")
+    code, _, err = run_cli(capsys, "evaluate", *args, tmp_path / "d.json", "--truth", tmp_path / "hr_noisy.nii.gz")
+    assert code == 0, err
+    assert json.loads((tmp_path / "d.json").read_text()) == json.loads((tmp_path / "a.json").read_text())
     # the shifted grid against the reference cropped by hand to the voxels under it
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up0,1,1.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                            "--mask", tmp_path / "mask.nii.gz", "--factor", "2", "--json", tmp_path / "s.json")

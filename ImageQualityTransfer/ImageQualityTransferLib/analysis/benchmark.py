@@ -221,7 +221,8 @@ UNITS = {
     "within_2sigma": "share of element errors within ±2 std", "direction_within_2": "share of voxels whose direction "
     "error is within twice the direction map", "n_nonphysical": "output voxels inside the brain with a negative "
     "eigenvalue", "nonphysical_flagged": "share of those whose std is at least the brain edge's median",
-    "n_voxels": "voxels in the region", "n_implausible": "region voxels left out of the scores (reference tensor not "
+    "n_voxels": "voxels in the region", "n_uncovered": "of those, voxels with no prediction (exactly zero), left out "
+    "of the uncertainty figures", "n_implausible": "region voxels left out of the scores (reference tensor not "
     "plausible)", "direction_spearman": "Spearman correlation of the direction map with the principal-direction "
     "error", "n_tracked": "voxels the direction figures are over (reference FA >= 0.2)", "seconds": "wall seconds of "
     "the method's predict", "peak_mb": "MB of memory above the run's start (peak)", "tract_dice": "Dice of the "

@@ -159,7 +159,8 @@ def spearman(pred, truth, uncertainty, voxels) -> float:
 
 def nonphysical_flagged(pred, uncertainty, edge) -> dict:
     """Output voxels that are not physical tensors (a negative eigenvalue) and the fraction of them whose
-    uncertainty is at least the median over the brain's edge (`edge`: the exterior evaluation voxels)."""
+    uncertainty is at least the median over the brain's edge (`edge`: the exterior evaluation voxels the prediction
+    covers)."""
     p = _array(pred)
     u = _array(uncertainty).astype(np.float64)
     u = u.mean(axis=-1) if u.ndim == 4 else u

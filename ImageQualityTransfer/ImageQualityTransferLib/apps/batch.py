@@ -356,7 +356,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
           "nonphysical_pct": float(100 * np.mean(tensors.distance_to_physical(t.data[brain]) > 0)) if brain.any() else 0.0}
     # a learned method read it to choose its model (methods/base.py, _for_noise); interpolation did not
     index = t.meta.get("noise_index")
-    if index is None:
+    if index is None and not (mask is None and brain_from == "estimated"):  # no brain found: background fits only
         index = input_noise_index(lr, inside, brain_from == "estimated")
     qc["noise_index"] = float("nan") if index is None else index
     return vols, qc

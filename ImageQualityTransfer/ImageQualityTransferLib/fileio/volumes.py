@@ -68,9 +68,12 @@ def _load_nifti(path) -> "nibabel.Nifti1Image":
         raise IQTError(f"{path}: NRRD is read only for tensor volumes; give a NIfTI (.nii/.nii.gz) file here")
     if path.is_dir():
         raise IQTError(f"{path}: is a folder; give a NIfTI (.nii/.nii.gz) file")
-    if path.name.lower().endswith((".mif", ".mif.gz", ".mih")):
-        raise IQTError(f"{path}: MRtrix's own format is not read; convert it with 'mrconvert {path.name} "
-                       f"{path.name.split('.')[0]}.nii.gz' (a dwi2tensor output then reads with --tensor-order mrtrix)")
+    mrtrix = next((x for x in (".mif", ".mif.gz", ".mih") if path.name.lower().endswith(x)), None)
+    if mrtrix:
+        base = str(path)[: -len(mrtrix)]
+        raise IQTError(f"{path}: MRtrix's own format is not read; convert it to NIfTI with 'mrconvert {path} {base}.nii.gz' "
+                       f"(a DWI with '-export_grad_fsl {base}.bvec {base}.bval' too; a dwi2tensor output then reads "
+                       "with --tensor-order mrtrix)")
     if not os.access(path, os.R_OK):
         raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
     try:
@@ -247,7 +250,7 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
             data = vol.data if frame is None else tensors.rotate(vol.data, np.linalg.inv(frame))
             img = _nib().Nifti1Image(tensors.to_order(data, order).astype(np.float32), vol.affine)
         img.header.set_xyzt_units("mm")
-        descrip = made_by(vol.meta)
+        descrip = made_by(vol.meta, vol.affine)
         if descrip:
             img.header["descrip"] = descrip.encode("ascii")
         img.set_qform(vol.affine, code=1)
@@ -257,22 +260,26 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
     atomic_write(path, write)
 
 
-MADE_BY = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) factors? (?P<factor>\d+(?:,\d+,\d+)?)$")
+MADE_BY = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) factors? (?P<factor>\d+(?:,\d+,\d+ (?P<axes>[RLAPSI]{3}))?)$")
 
 
-def made_by(meta: dict) -> str:
-    """The header description of a method's output ("iqt espcn factor 2"): `iqt evaluate` reads the factor back
-    (made_at), so that a prediction is not scored on another factor's grid; "" for other tensors."""
+def made_by(meta: dict, affine) -> str:
+    """The header description of a method's output ("iqt espcn factor 2"; per-axis factors with the voxel axes' codes
+    they are along, "iqt espcn factors 1,1,3 LAS"): `iqt evaluate` reads the factors back (made_at), so that a
+    prediction is not scored on another factor's grid; "" for other tensors."""
     if not meta.get("method") or meta.get("factor") is None:
         return ""
-    from ..core.grid import describe
+    from ..core.grid import describe, isotropic
 
     text = f"iqt {meta['method']}{'+tta' if meta.get('averaged_over') else ''} {describe(meta['factor'])}"
+    if isotropic(meta["factor"]) is None:
+        text += " " + "".join(_nib().aff2axcodes(affine))
     return text if len(text) < 80 and MADE_BY.match(text) else ""
 
 
 def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
-    """(the description, its factors) from a header `made_by` wrote; None for any other file."""
+    """(the description, its factors) from a header `made_by` wrote; None for any other file, and for one whose
+    voxel axes another tool has since reordered (the factors would then be along other axes)."""
     try:
         text = bytes(img.header["descrip"]).split(b"\0")[0].decode("ascii").strip()
     except (KeyError, UnicodeDecodeError, TypeError, ValueError):
@@ -282,7 +289,13 @@ def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
         return None
     from ..core.grid import factors
 
-    return text, factors(m["factor"], identity_ok=True)
+    try:
+        f = factors(m["factor"].split(" ")[0])
+    except IQTError:  # a record this project did not write
+        return None
+    if m["axes"] and m["axes"] != "".join(_nib().aff2axcodes(img.affine)):
+        return None
+    return text, f
 
 
 # ---------------------------------------------------------------- scalars and masks

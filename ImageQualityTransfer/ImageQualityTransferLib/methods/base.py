@@ -132,8 +132,8 @@ class Method:
         # a brain estimated from whole-field tensors (here or by the caller, e.g. batch) keeps a rim of scalp and
         # background fits around the brain
         estimated = whole and (not given or mask.meta.get("source") == "brain_from_tensors")
-        where = "the mask" if given and not estimated else "the input's brain" if not estimated or mask is None else \
-            "the brain estimated from the tensors (with the fits around it)"
+        where = "the mask" if given and not estimated else "the field of view" if mask is None else \
+            "the input's brain" if not estimated else "the brain estimated from the tensors (with the fits around it)"
         # said for every method; interpolation clips them, as any interpolator would
         lr = drop_failed_fits(lr, mask, where, drop=self.learned)
         if self.learned:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ...core.errors import IQTError
+import warnings
+
+from ...core.errors import IQTError, IQTWarning
 from ...core.tensors import ORDERS
 from . import options
 
@@ -40,18 +42,21 @@ def run(args):
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "metrics") if args.json else None
     plan.check()
     pred = fileio.load_tensor(args.pred, args.tensor_order)
-    truth = fileio.load_tensor(args.truth, args.truth_order or args.tensor_order)
+    try:
+        truth = fileio.load_tensor(args.truth, args.truth_order or args.tensor_order)
+    except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)
+        raise IQTError(str(exc).replace("--tensor-order", "--truth-order")) from None
     made = pred.meta.get("made_at")
     if f is None:
-        f = made or grid.factors(2)
-    elif made is not None and made != f:
-        raise IQTError(f"{args.pred}: this prediction was upsampled at {grid.describe(made)} (its header reads "
-                       f"'{pred.meta['made_by']}'), not {grid.text(f)}; give --factor {grid.text(made)} or leave it out")
+        f, source = (made, "as the prediction's header records") if made else (grid.factors(2), "the default")
+    else:
+        source = "as given"
+    # another factor than the header's may be right (x4 made as two x2 runs): said, or named in the grid's refusal
+    other = made is not None and made != f
+    recorded = f"; its header reads '{pred.meta['made_by']}': leave --factor out" if other else ""
     mask = fileio.load_mask(args.mask, truth)
-    for vol, path, what, option, where in (
-            (pred, args.pred, "prediction", "--tensor-order", None),
-            (truth, args.truth, "reference", "--truth-order" if args.truth_order else "--tensor-order (or --truth-order)",
-             mask.data)):
+    for vol, path, what, option, where in ((pred, args.pred, "prediction", "--tensor-order", None),
+                                           (truth, args.truth, "reference", "--truth-order", mask.data)):
         try:  # a file read in the wrong order would be scored as nonsense
             tensors.check_scale(vol.data, where, what, option)
         except IQTError as exc:
@@ -60,14 +65,17 @@ def run(args):
     start = _start(pred.affine, truth.affine)
     if start is None and all(t >= p for t, p in zip(truth.shape3, shape)):
         raise IQTError(f"{args.pred}: its affine does not put its voxels on the reference's (another voxel size, axes or "
-                       f"a fraction of a voxel apart); give a prediction on the grid of {args.truth}")
+                       f"a fraction of a voxel apart); give a prediction on the grid of {args.truth}{recorded}")
     if start is None or any(t - s < p or t - s - p >= k for t, s, p, k in zip(truth.shape3, start, shape, f)) \
             or any(n % k for n, k in zip(shape, f)):
         raise IQTError(
             f"the prediction {shape} is not the factor-{grid.text(f)} grid of the reference {truth.shape3} (nor of a "
             f"block shift of it, read from the two affines); give the output of 'iqt upsample' on 'iqt degrade' of the "
-            f"same subject with the same --factor"
+            f"same subject with the same --factor{recorded}"
         )
+    if other:
+        warnings.warn(f"{args.pred}: its header reads '{pred.meta['made_by']}', and it is scored at {grid.describe(f)} "
+                      f"as given; leave --factor out to score it at {grid.text(made)}", IQTWarning, stacklevel=2)
     box = tuple(slice(s, s + n) for s, n in zip(start, shape))  # the reference's voxels under the prediction
     t = truth.data[box]
     m = mask.data[box]
@@ -86,8 +94,10 @@ def run(args):
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
         floor = fit_noise.noise_floor(dwi.data[box], dwi.bvals, dwi.bvecs, t, m)
     result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)
+    result["factor"] = grid.record(f)
     if json_out:
         fileio.write_json(json_out, result)
+    print(f"{grid.describe(f)} ({source})")
     for region in ("interior", "exterior"):
         row = result[region]
         extra = "".join(f", {k} {row[k]:.3f}" for k in ("noise_floor", "spearman", "within_2sigma") if row.get(k) is not None)

@@ -249,6 +249,29 @@ def test_views_share_slice_pan_and_zoom(lowres):
     assert left.GetSliceOffset() == pytest.approx(-4.0)
 
 
+def test_fa_stays_in_the_plane_that_shows_thick_slices(small_subject, tmp_path):
+    """Thick slices (factors 1,1,3): the comparison is in the plane across the slices, for colour FA and for FA alike
+    (FA switched to the axial plane, where the through-plane gain cannot be seen)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    import asyncio
+
+    from ImageQualityTransferLib.apps import view
+    from ImageQualityTransferLib.slicer import display
+
+    assert cli.main(["degrade", str(small_subject / "dwi.nii.gz"), "--factor", "1,1,3", "-o", str(tmp_path / "lr.nii.gz"),
+                     "--mask-out", str(tmp_path / "m.nii.gz")]) == 0
+    viewer = view.Viewer(tmp_path / "lr.nii.gz", "cubic", (1, 1, 3), tmp_path / "m.nii.gz", server_name="test-fa-plane")
+    viewer._load()
+    asyncio.run(viewer._run("cubic"))
+    assert viewer.server.state.status == "done: cubic", viewer.server.state.message
+    planes = {}
+    for mode in ("tensor", "fa"):
+        viewer.server.state.display_mode = mode
+        viewer._show_current()
+        planes[mode] = [display.slice_node(viewer.scene, name).GetOrientation() for name in display.COMPARE_VIEWS]
+    assert planes["tensor"] == planes["fa"] and planes["fa"][0] != "Axial", planes
+
+
 @pytest.mark.slow
 def test_a_dwi2tensor_file_is_shown_as_its_nifti_twin(lowres, tmp_path):
     """--tensor-order reaches the page's input: a 4D MRtrix file (scanner-frame components) loads as the 5D file."""

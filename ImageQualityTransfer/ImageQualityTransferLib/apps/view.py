@@ -246,10 +246,13 @@ class Viewer:
             d.SetWindowLevelMinMax(0.0, 1.0)
 
     def _show(self, left, right, overlay) -> None:
-        """`left` | `right` (+ `overlay`) in the two views, the slice kept where the reader left it."""
+        """`left` | `right` (+ `overlay`) in the two views, the slice kept where the reader left it, in the plane that
+        shows the run's factors (read from its tensor output: the FA maps carry none)."""
         s_node = display.slice_node(self.scene, LEFT)
         offset = s_node.GetSliceOffset() if s_node is not None and self._fitted else None
-        display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity))
+        tensor = (self.nodes or {}).get("tensor")
+        display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity),
+                                orientation=display.view_for_node(tensor if tensor is not None else right))
         if offset is not None:
             for name in display.COMPARE_VIEWS:
                 display.slice_node(self.scene, name).SetSliceOffset(offset)

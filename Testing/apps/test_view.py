@@ -262,7 +262,9 @@ def test_fa_stays_in_the_plane_that_shows_thick_slices(small_subject, tmp_path):
                      "--mask-out", str(tmp_path / "m.nii.gz")]) == 0
     viewer = view.Viewer(tmp_path / "lr.nii.gz", "cubic", (1, 1, 3), tmp_path / "m.nii.gz", server_name="test-fa-plane")
     viewer._load()
-    asyncio.run(viewer._run("cubic"))
+    worker = threading.Thread(target=lambda: asyncio.run(viewer._run("cubic")))  # a loop of its own (a browser test's
+    worker.start()                                                                # may be running in this thread)
+    worker.join(120)
     assert viewer.server.state.status == "done: cubic", viewer.server.state.message
     planes = {}
     for mode in ("tensor", "fa"):

@@ -52,12 +52,23 @@ def support_at_pixels(rendering, view, dilate: int = 2) -> np.ndarray:
 
 
 def outside_legend(rendering, view) -> np.ndarray:
+    """(H, W) bool: the pixels outside the colour legend and the orientation marker."""
     h, w = rendering.images[view].shape[:2]
     keep = np.ones((h, w), bool)
-    if view in rendering.legend_boxes:
-        x0, y0, x1, y1 = rendering.legend_boxes[view]
-        keep[y0:y1, x0:x1] = False
+    for boxes in (rendering.legend_boxes, rendering.marker_boxes):
+        if view in boxes:
+            x0, y0, x1, y1 = boxes[view]
+            keep[y0:y1, x0:x1] = False
     return keep
+
+
+def test_each_view_shows_its_orientation(rendering):
+    """Laterality at a glance: an orientation marker (axes labelled R, A, S) in a corner of each view, small beside
+    the brain."""
+    for view in (LEFT, RIGHT):
+        h, w = rendering.images[view].shape[:2]
+        x0, y0, x1, y1 = rendering.marker_boxes[view]
+        assert x0 > w / 2 and y0 > h / 2 and (x1 - x0) * (y1 - y0) < 0.1 * w * h, rendering.marker_boxes[view]
 
 
 def test_background_outside_the_brain(rendering):

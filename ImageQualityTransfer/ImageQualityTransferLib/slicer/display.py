@@ -270,6 +270,9 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
         if hasattr(c, "SetHotLinkedControl"):
             c.SetHotLinkedControl(True)
         _fit_slice(s, iqt, orientation, room=LEGEND_ROOM if uncertainty is not None else 0.0)
+        if s.GetOrientationMarkerType() == s.OrientationMarkerTypeNone:  # laterality at a glance; a reader's own kept
+            s.SetOrientationMarkerType(s.OrientationMarkerTypeAxes)
+            s.SetOrientationMarkerSize(s.OrientationMarkerSizeMedium)
         composites.append(c)
     return tuple(composites)
 

@@ -35,6 +35,7 @@ class Rendering:
     nodes: dict
     views: dict  # view name -> trame-slicer SliceView
     legend_boxes: dict = field(default_factory=dict)  # view name -> (x0, y0, x1, y1) pixels, row 0 at the top
+    marker_boxes: dict = field(default_factory=dict)  # view name -> the orientation marker's box, the same way
 
     def pixel_ras(self, view: str) -> np.ndarray:
         """(H, W, 3) RAS position of every pixel's centre on the view's slice."""
@@ -118,7 +119,25 @@ def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor
         box = legend_box(view, shown) if shown is not None else None
         if box is not None:
             out.legend_boxes[name] = box
+        box = marker_box(view, display.slice_node(scene, name), out.images[name])
+        if box is not None:
+            out.marker_boxes[name] = box
     return out
+
+
+def marker_box(view, slice_node_, image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Pixel box (x0, y0, x1, y1), row 0 at the top, of the orientation marker in `image` (the view as grabbed):
+    the pixels that change when the marker is hidden."""
+    kind = slice_node_.GetOrientationMarkerType()
+    if kind == slice_node_.OrientationMarkerTypeNone:
+        return None
+    slice_node_.SetOrientationMarkerType(slice_node_.OrientationMarkerTypeNone)
+    try:
+        bare = _grab(view)
+    finally:
+        slice_node_.SetOrientationMarkerType(kind)
+    ys, xs = np.nonzero(np.any(bare != image, axis=-1))
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
 
 
 def compose(rendering: Rendering, titles=("cubic interpolation", "IQT + uncertainty")) -> "PIL.Image.Image":

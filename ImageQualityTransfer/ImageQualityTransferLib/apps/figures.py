@@ -80,6 +80,7 @@ def fa_panels(
       clinical and 3D Slicer default); False for neurological. The choice is written in the title.
     Returns the path written.
     """
+    from matplotlib import patheffects
     from matplotlib.figure import Figure  # Agg canvas, no pyplot: no global backend state, no GUI
 
     if not columns:
@@ -128,8 +129,10 @@ def fa_panels(
     axes[1, 0].set_ylabel("colour FA", fontsize=10)
     left, right = ("R", "L") if radiological else ("L", "R")
     for r in range(2):
-        axes[r, 0].text(0.02, 0.5, left, color="yellow", fontsize=8, transform=axes[r, 0].transAxes, va="center")
-        axes[r, 0].text(0.98, 0.5, right, color="yellow", fontsize=8, ha="right", transform=axes[r, 0].transAxes, va="center")
+        axes[r, 0].text(0.02, 0.5, left, color="white", fontsize=8, transform=axes[r, 0].transAxes, va="center",
+                        fontweight="bold", path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
+        axes[r, 0].text(0.98, 0.5, right, color="white", fontsize=8, ha="right", transform=axes[r, 0].transAxes, va="center",
+                        fontweight="bold", path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
 
     if unc is not None:
         slices = [None if u is None else _axial(u[:, :, k : k + 1], 0, radiological) * uncertainty_scale for u in unc]

@@ -65,7 +65,11 @@ def _centre(mask: np.ndarray) -> tuple:
 
 def _letters(ax, plane):
     left, right, top, bottom = LETTERS[plane]
-    kw = dict(color="yellow", fontsize=7, transform=ax.transAxes)
+    from matplotlib import patheffects
+
+    # white on a black outline: legible on the Inferno maps' yellow as on the dark background
+    kw = dict(color="white", fontsize=7, transform=ax.transAxes, fontweight="bold",
+              path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
     ax.text(0.02, 0.5, left, va="center", **kw)
     ax.text(0.98, 0.5, right, va="center", ha="right", **kw)
     ax.text(0.5, 0.98, top, ha="center", va="top", **kw)
@@ -281,7 +285,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                   "Deterministic tractography (principal direction, FA stop) from the same seeds on each volume: "
                                   "streamlines projected from above (axial), the front (coronal) and the side (sagittal), coloured "
                                   "by local direction (red left-right, green anterior-posterior, blue superior-inferior); number "
-                                  "of streamlines in brackets."))
+                                  "of streamlines in brackets. The low-res input, cubic and the first two learned methods are "
+                                  "drawn; the table below scores every method."))
     if tract_rows:
         hdr = ["volume", "tract-density Dice", "false-positive density", "streamlines"]
         body = [[n, _f(v["tract_dice"], 3), _f(v["tract_fp_fraction"], 3), v["n_streamlines"]] for n, v in tract_rows.items()]

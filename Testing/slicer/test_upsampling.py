@@ -141,6 +141,7 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(sma
     # the module runs torch methods in a separate process (slicer.worker): the notes come back from it too
     far = processing.predict_in_subprocess(case.lr, processing.Request("cubic", 2))["tensor"]
     assert len(far.meta["notes"]) == 1 and "estimated from the tensors" in far.meta["notes"][0]
+    assert far.meta["support"] == "estimated"  # and the mark the legend is scaled by
 
 
 def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_subject):

@@ -285,7 +285,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                   "Deterministic tractography (principal direction, FA stop) from the same seeds on each volume: "
                                   "streamlines projected from above (axial), the front (coronal) and the side (sagittal), coloured "
                                   "by local direction (red left-right, green anterior-posterior, blue superior-inferior); number "
-                                  "of streamlines in brackets. The low-res input, cubic and the first two learned methods are "
+                                  "of streamlines in brackets. The ground truth, the low-res input, cubic and the first two learned methods are "
                                   "drawn; the table below scores every method."))
     if tract_rows:
         hdr = ["volume", "tract-density Dice", "false-positive density", "streamlines"]

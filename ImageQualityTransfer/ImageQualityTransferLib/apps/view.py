@@ -77,6 +77,7 @@ class Viewer:
         self._progress = (0.0, "")
         self._fitted = False
         self._lock = threading.Lock()
+        self._shown_notes: list[str] = []  # the notes of the result in the right view
 
         choices = methods.ready(self.factor) or ["cubic"]
         s = server.state
@@ -211,17 +212,17 @@ class Viewer:
                 legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
             with s:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
-                s.notes = [" ".join(n.split()) for n in results["tensor"].meta.get("notes", [])]
+                s.notes = self._shown_notes = [" ".join(n.split()) for n in results["tensor"].meta.get("notes", [])]
                 s.has_uncertainty = self.nodes.get("uncertainty") is not None
                 s.status = f"done: {method}"
-        except IQTError as exc:  # the run failed; the page keeps the last result and another method can be picked
-            with s:
-                s.message = " ".join(str(exc).split())
+        except IQTError as exc:  # the run failed; the page keeps the last result (and its notes) and another method
+            with s:                # can be picked
+                s.message, s.notes = " ".join(str(exc).split()), self._shown_notes
                 s.status = "error"
         except Exception as exc:  # a bug in a method: one line in the page, the server keeps serving
             with s:
                 s.message = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
-                s.status = "error"
+                s.notes, s.status = self._shown_notes, "error"
         finally:
             with s:
                 s.busy = False
@@ -252,7 +253,7 @@ class Viewer:
         offset = s_node.GetSliceOffset() if s_node is not None and self._fitted else None
         tensor = (self.nodes or {}).get("tensor")
         display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity),
-                                orientation=display.view_for_node(tensor if tensor is not None else right))
+                                orientation=display.view_for_node(tensor if tensor is not None else right), marker=True)
         if offset is not None:
             for name in display.COMPARE_VIEWS:
                 display.slice_node(self.scene, name).SetSliceOffset(offset)

@@ -273,8 +273,20 @@ def made_by(meta: dict, affine) -> str:
 
     text = f"iqt {meta['method']}{'+tta' if meta.get('averaged_over') else ''} {describe(meta['factor'])}"
     if isotropic(meta["factor"]) is None:
-        text += " " + "".join(_nib().aff2axcodes(affine))
+        axes = _axis_codes(affine)
+        if axes is None:
+            return ""
+        text += " " + axes
     return text if len(text) < 80 and MADE_BY.match(text) else ""
+
+
+def _axis_codes(affine) -> str | None:
+    """The voxel axes' orientation codes ("LAS"); None for an affine that has none (degenerate)."""
+    try:
+        codes = _nib().aff2axcodes(np.asarray(affine, float))
+    except (ValueError, TypeError, np.linalg.LinAlgError):
+        return None
+    return "".join(codes) if all(isinstance(c, str) for c in codes) else None
 
 
 def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
@@ -293,7 +305,7 @@ def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
         f = factors(m["factor"].split(" ")[0])
     except IQTError:  # a record this project did not write
         return None
-    if m["axes"] and m["axes"] != "".join(_nib().aff2axcodes(img.affine)):
+    if m["axes"] and m["axes"] != _axis_codes(img.affine):
         return None
     return text, f
 

@@ -65,32 +65,49 @@ def colormap_id(scene, name: str = COLORMAP) -> str | None:
     return table.GetID()
 
 
-def display_range(node) -> tuple[float, float]:
+def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]:
     """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values (a few extreme voxels at
     the brain's edge would otherwise leave the rest dark). Where the output was kept to a brain estimated from the
-    tensors (`mrml.SUPPORT_ATTRIBUTE`), the values more than the estimate's rim (tensors.ESTIMATED_BRAIN_RIM_MM) inside
-    its edge: the rim's noise fits, most of the map there, would otherwise set a scale the brain uses a twentieth of
-    (a native 3 mm fit without a mask: 1.1e-2 mm^2/s over the whole map, 7.6e-4 inside the rim, 5.6e-4 over the brain)."""
-    from scipy import ndimage
-
-    from ..core import tensors
-
+    tensors (`mrml.SUPPORT_ATTRIBUTE`), the values in `region` (default: `inner_region` of the map): the rim's noise
+    fits, most of the map there, would otherwise set a scale the brain uses a twentieth of (a native 3 mm fit without
+    a mask: 1.1e-2 mm^2/s over the whole map, 7.6e-4 inside the rim, 5.6e-4 over the brain)."""
     vol = mrml.scalar_volume_from_node(node)
     data = vol.data
     present = np.isfinite(data) & (data > 0)
-    if hasattr(node, "GetAttribute") and node.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == "estimated":
-        # the field's border counts as an edge: a head cut by the field of view has its rim there too
-        depth = ndimage.distance_transform_edt(np.pad(present, 1), sampling=vol.voxel_size)[1:-1, 1:-1, 1:-1]
-        inner = present & (depth > tensors.ESTIMATED_BRAIN_RIM_MM)
-        if inner.sum() >= MIN_SCALED:
-            present = inner
+    if region is None and estimated_support(node):
+        region = inner_region(present, vol.voxel_size)
+    if region is not None and (present & region).sum() >= MIN_SCALED:
+        present &= region
     values = data[present]
     if values.size == 0:
         return 0.0, 1.0
     return 0.0, float(np.percentile(values, 99))
 
 
+def estimated_support(node) -> bool:
+    """Whether a run's output node was kept to a brain estimated from the tensors (`mrml.SUPPORT_ATTRIBUTE`)."""
+    return hasattr(node, "GetAttribute") and node.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == "estimated"
+
+
+def inner_region(present: np.ndarray, voxel_size) -> np.ndarray:
+    """The voxels of `present` more than the estimated brain's rim (tensors.ESTIMATED_BRAIN_RIM_MM) inside its edge,
+    the field's border counted as an edge (a head cut by the field of view has its rim there too); read on a grid of
+    at most about INNER_GRID voxels (every 2nd voxel of a 256x256x160 map), which is plenty for a colour scale."""
+    from scipy import ndimage
+
+    from ..core import tensors
+
+    step = max(1, int(np.ceil((present.size / INNER_GRID) ** (1 / 3))))
+    coarse = present[::step, ::step, ::step]
+    depth = ndimage.distance_transform_edt(np.pad(coarse, 1), sampling=np.asarray(voxel_size) * step)[1:-1, 1:-1, 1:-1]
+    inner = coarse & (depth > tensors.ESTIMATED_BRAIN_RIM_MM)
+    for axis in range(3):
+        inner = np.repeat(inner, step, axis=axis)
+    return inner[: present.shape[0], : present.shape[1], : present.shape[2]] & present
+
+
 MIN_SCALED = 1000  # voxels: fewer inside the rim and the whole map sets the scale
+INNER_GRID = 2_000_000
 
 
 def wrap_title(text: str) -> str:
@@ -116,9 +133,11 @@ def legend_node(scene, volume_node):
     return legend
 
 
-def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True):
+def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
+                      region: np.ndarray | None = None):
     """Inferno colours with automatic window/level and a legend titled with the map's meaning and unit (`title`
-    overrides the English default, for the module's translations); returns the legend node."""
+    overrides the English default, for the module's translations; `region`: as `display_range`); returns the legend
+    node."""
     if node is None:
         return None
     display = node.GetDisplayNode()
@@ -128,7 +147,7 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     color_id = colormap_id(scene)
     if color_id:
         display.SetAndObserveColorNodeID(color_id)
-    low, high = display_range(node)
+    low, high = display_range(node, region)
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(low, high)
     # zero (outside the brain, where no method answers) is left transparent: the tensor shows through
@@ -148,8 +167,13 @@ def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
     """Every uncertainty map of a run styled, each with its legend; Slicer draws a legend only in the views that
     show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
-    return {key: style_uncertainty(scene, node, key, titles.get(key))
-            for key, node in (nodes.get("uncertainties") or {}).items()}
+    maps = nodes.get("uncertainties") or {}
+    region = None  # the maps of a run share their support: its inner region is found once
+    first = next(iter(maps.values()), None)
+    if first is not None and estimated_support(first):
+        vol = mrml.scalar_volume_from_node(first)
+        region = inner_region(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
+    return {key: style_uncertainty(scene, node, key, titles.get(key), region=region) for key, node in maps.items()}
 
 
 # ---------------------------------------------------------------- slice views
@@ -245,12 +269,14 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", room: float = 0.
 
 
 def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float = 0.0, views=COMPARE_VIEWS,
-                    orientation: str | None = None) -> tuple:
+                    orientation: str | None = None, marker: bool = False) -> tuple:
     """Side-by-side layout: interpolation in the left view, IQT (with its uncertainty overlay) in the right one,
     the same slice and field of view in both (with an overlay, a strip on the right kept free for its legend),
     linked so that scrolling one moves the other. `orientation`
     (Axial, Coronal or Sagittal) defaults to the one that shows the run's factors (`view_for_node`).
-    Returns the (left, right) composite nodes."""
+    `marker`: an orientation marker (axes labelled R, A, S) in each view that has none (the page's and the rendered
+    pictures'; the Slicer module leaves the reader's views as they set them). Returns the (left, right) composite
+    nodes."""
     if interpolated is None or iqt is None:
         raise IQTError("run Image Quality Transfer with the interpolated output first; there is nothing to compare")
     orientation = orientation or view_for_node(iqt)
@@ -270,7 +296,7 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
         if hasattr(c, "SetHotLinkedControl"):
             c.SetHotLinkedControl(True)
         _fit_slice(s, iqt, orientation, room=LEGEND_ROOM if uncertainty is not None else 0.0)
-        if s.GetOrientationMarkerType() == s.OrientationMarkerTypeNone:  # laterality at a glance; a reader's own kept
+        if marker and s.GetOrientationMarkerType() == s.OrientationMarkerTypeNone:  # laterality at a glance
             s.SetOrientationMarkerType(s.OrientationMarkerTypeAxes)
             s.SetOrientationMarkerSize(s.OrientationMarkerSizeMedium)
         composites.append(c)

@@ -468,6 +468,8 @@ def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = No
             results[key] = fileio.load_tensor(path) if entry["kind"] == "tensor" else fileio.load_scalar(path)
             if entry["kind"] == "tensor":  # the files do not carry the run's factors; the comparison view needs them
                 results[key].meta["factor"] = grid.record(request.factor)
+            if entry.get("support"):  # nor an estimated support, which the uncertainty legend is scaled by
+                results[key].meta["support"] = entry["support"]
         results["tensor"].meta["notes"] = list(lr.meta.get("input_notes", [])) + list(summary.get("notes", []))
         return results
     finally:

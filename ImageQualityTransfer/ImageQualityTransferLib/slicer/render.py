@@ -108,7 +108,7 @@ def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor
     nodes = processing.run_on_nodes(scene, in_node, method, factor, mask_node=mask_node, interpolate=True, tta=tta)
     display.show_results(scene, nodes, opacity)
     display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], opacity,
-                            orientation=orientation)
+                            orientation=orientation, marker=True)
     legends = display.style_results(scene, nodes)
     for legend in legends.values():
         legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again

@@ -8,7 +8,7 @@ Reads the low-res tensor (Slicer NRRD or NIfTI) and mask, writes `tensor.nrrd`, 
 
     {"progress": 0.42, "message": "espcn"}
     {"error": "one line naming the problem and the fix"}            (then exit status 2)
-    {"done": true, "outputs": {"tensor": {"path": ..., "kind": "tensor"}, "uncertainty/std": {...}, ...},
+    {"done": true, "outputs": {"tensor": {"path": ..., "kind": "tensor", "support": null}, "uncertainty/std": {...}, ...},
      "notes": ["the engine's warnings for the run, one line each"]}
 """
 
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             else:
                 path = out / f"{key.replace('/', '_')}.nii.gz"
                 fileio.save_scalar(vol, path)
-            outputs[key] = {"path": str(path), "kind": vol.kind}
+            outputs[key] = {"path": str(path), "kind": vol.kind, "support": vol.meta.get("support")}
     except IQTError as exc:
         _emit(error=str(exc))
         return 2

@@ -114,8 +114,9 @@ def nan_as_empty(t: np.ndarray, source: str = "") -> np.ndarray:
         from .errors import IQTWarning
 
         warnings.warn(f"{source}{n} voxel{'s' if n != 1 else ''} inside the tensors hold{'s' if n == 1 else ''} NaN in "
-                      "every element: read as missing (zero); the learned methods fill such voxels from the nearest "
-                      "fits, interpolation takes them as zero", IQTWarning, stacklevel=3)
+                      "every element (failed fits, or holes in the mask the fit was made in): read as missing (zero); "
+                      "the learned methods fill such voxels from the nearest fits, interpolation takes them as zero",
+                      IQTWarning, stacklevel=3)
     return np.where(empty[..., None], 0, t)
 
 

@@ -85,3 +85,29 @@ def test_report_renders_headless(tmp_path):  # pragma: no cover - only where Chr
     not_background = np.any(flat != background, axis=1).mean()
     assert len(colours) > 500, f"only {len(colours)} distinct colours: the page rendered (nearly) blank"
     assert not_background > 0.05, f"only {not_background:.1%} of the screenshot differs from the background"
+
+
+def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path, small_subject, capsys):
+    """`iqt report --input`: a user's own low-res tensors (here made unmasked, with a mask on the input's grid): the
+    input, cubic and the method, the method's uncertainty and direction maps and the tracts, with no errors or
+    scores (there is no reference); the input's warnings head the page; --mask without --input is one line, exit 2."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+
+    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    fileio.save_tensor(case.lr, tmp_path / "lr.nii.gz")
+    assert main(["--threads", "1", "report", "-o", str(tmp_path / "own.html"), "--input", str(tmp_path / "lr.nii.gz"),
+                 "--methods", "biqt", "--n-seeds", "300"]) == 0
+    text = (tmp_path / "own.html").read_text()
+    figures = re.findall(r"<figure>(.*?)</figure>", text, re.S)
+    assert len(figures) == 4, len(figures)  # FA views, uncertainty, direction uncertainty, tractography
+    assert "<h2>Errors</h2>" not in text and "<h2>Metrics</h2>" not in text and "no reference is known" in text
+    assert "estimated from the tensors" in text  # no mask given: the support's warning is on the page
+    assert "more than 24 mm inside the edge of the brain estimated" in figures[1]  # its rim does not set the scale
+    said = capsys.readouterr().err.splitlines()  # and on the terminal, once
+    assert len([line for line in said if "estimated from the tensors" in line]) == 1, said
+    for name in ("low-res input", "cubic", "biqt"):
+        assert name in figures[0]
+    assert main(["report", "-o", str(tmp_path / "x.html"), "--mask", str(tmp_path / "lr.nii.gz")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.html").exists()

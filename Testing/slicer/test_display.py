@@ -12,6 +12,7 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 
 from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
+from ImageQualityTransferLib.dmri.dti import inside_rim  # noqa: E402
 from ImageQualityTransferLib.slicer import display, mrml, processing  # noqa: E402
 
 VIEWS = ("Red", "Yellow", "Green")
@@ -221,5 +222,5 @@ def test_a_map_kept_to_an_estimated_brain_is_scaled_to_the_brain_not_its_rim():
     node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, "estimated")
     assert 1.4e-4 < display.display_range(node)[1] < 1.5e-4  # read in voxels, or without the border: above 8e-3
     # a run's maps share their support: the region is found once and given to each (style_results)
-    region = display.inner_region(std > 0, vox)
+    region = inside_rim(std > 0, vox)
     assert display.display_range(node, region) == display.display_range(node)

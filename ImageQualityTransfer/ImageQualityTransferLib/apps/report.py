@@ -122,12 +122,14 @@ def fa_views(columns, mask, vox, centre) -> str:
     return _png(fig)
 
 
-def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", overlay=True) -> str:
-    """Each named (X,Y,Z) map in the three planes, on one shared colour scale with a colour bar; with
-    `overlay`, drawn semi-transparent over the FA `background` (canonical arrays)."""
+def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", overlay=True, scale_mask=None) -> str:
+    """Each named (X,Y,Z) map in the three planes, on one shared colour scale (0 to the 99th percentile in
+    `scale_mask`, default `mask`) with a colour bar; with `overlay`, drawn semi-transparent over the FA `background`
+    (canonical arrays)."""
     names = list(maps)
     fig, axes = _new_figure(3, len(names), extra_w=0.9)
-    inside = np.concatenate([np.asarray(maps[n])[mask].ravel() for n in names]) if mask.any() else np.zeros(1)
+    scaled = mask if scale_mask is None or not (scale_mask & mask).any() else scale_mask & mask
+    inside = np.concatenate([np.asarray(maps[n])[scaled].ravel() for n in names]) if scaled.any() else np.zeros(1)
     inside = inside[np.isfinite(inside)]
     vmax = float(np.percentile(inside, 99)) if inside.size else 1.0
     vmax = vmax if vmax > 0 else 1.0
@@ -220,10 +222,11 @@ td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee}
 
 
 def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=None, truth=None, metrics_rows=None,
-                 tract_rows=None, tracts=None, notes=(), direction=None) -> Path:
+                 tract_rows=None, tracts=None, notes=(), direction=None, scale_region=None) -> Path:
     """Write the HTML page. columns: [(name, (X,Y,Z,6) tensors on the high-res grid of `affine`)];
     uncertainty: {name: (X,Y,Z) std map, mm^2/s}; direction: {name: (X,Y,Z) direction uncertainty, degrees}; truth: (X,Y,Z,6) or None; metrics_rows: benchmark rows;
-    tract_rows: {name: tractography.compare_case entry}; tracts: {name: streamlines (world mm)}."""
+    tract_rows: {name: tractography.compare_case entry}; tracts: {name: streamlines (world mm)}; scale_region: where the
+    uncertainty maps' colour scales are read (default the mask: dmri.dti.inside_rim for an estimated brain)."""
     reo = Reorientation.to_canonical(affine)
     canon = lambda a: reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor" if np.ndim(a) == 4 and np.shape(a)[3] == 6 else "scalar")).data
     m = reo.apply(Volume(np.asarray(mask, bool), affine, "mask")).data
@@ -243,13 +246,18 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                               "superior-inferior, brightness FA) in axial, coronal and sagittal slices, one column per volume: "
                               + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask or implausible fits."))
     fa_bg = {n: tensors.fa(t) for n, t in cols}
+    scale_in = None if scale_region is None else reo.apply(Volume(np.asarray(scale_region, bool), affine, "mask")).data
 
     def overlay(maps: dict, scale: float, heading: str, label: str, caption: str) -> None:
         """One figure of per-method scalar maps on the first method's FA (a shared colour scale)."""
         canon_maps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data * scale for n, u in maps.items()}
         bg = fa_bg.get(next(iter(canon_maps)), next(iter(fa_bg.values())))
         parts.append(f"<h2>{heading}</h2>")
-        parts.append(_figure_html(scalar_views(canon_maps, bg, m, vox, centre, label), caption.format(", ".join(canon_maps))))
+        if scale_in is not None:
+            caption = caption.replace("inside the mask", "more than 24 mm inside the edge of the brain estimated from the "
+                                                         "tensors, whose rim of noise fits shows saturated")
+        parts.append(_figure_html(scalar_views(canon_maps, bg, m, vox, centre, label, scale_mask=scale_in),
+                                  caption.format(", ".join(canon_maps))))
 
     if uncertainty:
         overlay(uncertainty, 1e5, "Uncertainty", "predictive std (1e-5 mm²/s)",
@@ -285,8 +293,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                   "Deterministic tractography (principal direction, FA stop) from the same seeds on each volume: "
                                   "streamlines projected from above (axial), the front (coronal) and the side (sagittal), coloured "
                                   "by local direction (red left-right, green anterior-posterior, blue superior-inferior); number "
-                                  "of streamlines in brackets. The ground truth, the low-res input, cubic and the first two learned methods are "
-                                  "drawn; the table below scores every method."))
+                                  "of streamlines in brackets. Drawn: " + ", ".join(tracts) + " (cubic and at most two learned "
+                                  "methods" + ("; the table below scores every method)." if tract_rows else ").")))
     if tract_rows:
         hdr = ["volume", "tract-density Dice", "false-positive density", "streamlines"]
         body = [[n, _f(v["tract_dice"], 3), _f(v["tract_fp_fraction"], 3), v["n_streamlines"]] for n, v in tract_rows.items()]
@@ -344,3 +352,65 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
                         notes=notes)
+
+
+def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_names=None, tracts: bool = True,
+              n_seeds: int = 2000) -> Path:
+    """`iqt report --input`: the page for a user's own low-res tensors, with no reference: the input, cubic and each
+    method's output with its uncertainty maps, and their tracts from the same seeds (white matter of cubic's output);
+    `mask` on the input's or the output's grid (as `iqt upsample --mask`). The engine's warnings about the input head
+    the page."""
+    import warnings
+
+    from .. import methods
+    from ..analysis import tractography
+    from ..core.errors import IQTWarning
+    from ..dmri.degrade import lowres_mask
+    from ..dmri.dti import inside_rim
+    from .demo import chosen_methods
+
+    f = grid.factors(factor)
+    names = chosen_methods(method_names, f)
+    names = ["cubic"] + [n for n in names if n not in ("cubic", "nearest")]
+    lr_mask = lowres_mask(mask, lr, f)
+    preds = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        for name in names:
+            pred = methods.get(name).predict(lr, f, lr_mask, direction=True)
+            preds[name] = pred.within(mask, f) if mask is not None and mask.shape3 != lr.shape3 else pred
+        nearest = methods.get("nearest").predict(lr, f, lr_mask).tensor.data
+    notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, IQTWarning)))
+    for w in caught:  # each of the engine's lines once (every method says the input's), on the terminal too
+        if not issubclass(w.category, IQTWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for note in notes:
+        warnings.warn(note, IQTWarning, stacklevel=2)
+    first = preds["cubic"].tensor
+    support = np.any(np.stack([np.any(p.tensor.data != 0, axis=-1) for p in preds.values()]), axis=0)
+    columns = [("low-res input", nearest)] + [(n, p.tensor.data) for n, p in preds.items()]
+    unc = {n: p.std.data for n, p in preds.items() if p.std is not None}
+    direc = {n: p.direction.data for n, p in preds.items() if p.direction is not None}
+    lines = None
+    if tracts:
+        try:
+            wm = support & (tensors.fa_fast(first.data) >= 0.3) & tensors.plausible(first.data)
+            if not wm.any():
+                raise ValueError("no voxel of cubic's output with FA >= 0.3 to seed from")
+            seeds = tractography.random_seeds(wm, first.affine, n_seeds, 0)
+            lines = {"low-res input": tractography.track(lr, seeds, mask=None if lr_mask is None else lr_mask.data)}
+            learned = [n for n in preds if methods.method_class(n).learned]
+            for n in ["cubic"] + learned[:2]:
+                lines[n] = tractography.track(preds[n].tensor, seeds, mask=support)
+        except Exception as exc:  # tractography is an extra: the page is still written without it
+            lines = None
+            notes.append(f"Tractography left out: {exc}")
+    estimated = any(p.tensor.meta.get("support") == "estimated" for p in preds.values())
+    scale = inside_rim(support, first.voxel_size) if estimated else None  # the rim's noise fits would set the scales
+    source = lr.meta.get("path", "the input")
+    notes.insert(0, f"{source}: no reference is known for these tensors, so the page shows no errors or scores; "
+                    "read the uncertainty maps for where each method is unsure.")
+    return write_report(path, f"{Path(str(source)).name}: ×{grid.text(f)} super-resolution", columns, support,
+                        first.voxel_size, first.affine, uncertainty=unc or None, direction=direc or None, tracts=lines,
+                        notes=notes, scale_region=scale)
+

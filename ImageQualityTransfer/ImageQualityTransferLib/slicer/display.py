@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import IQTError
+from ..dmri.dti import inside_rim
 from . import mrml
 
 COLORMAP = "Inferno"
@@ -68,14 +69,14 @@ def colormap_id(scene, name: str = COLORMAP) -> str | None:
 def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]:
     """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values (a few extreme voxels at
     the brain's edge would otherwise leave the rest dark). Where the output was kept to a brain estimated from the
-    tensors (`mrml.SUPPORT_ATTRIBUTE`), the values in `region` (default: `inner_region` of the map): the rim's noise
+    tensors (`mrml.SUPPORT_ATTRIBUTE`), the values in `region` (default: `dmri.dti.inside_rim` of the map): the rim's noise
     fits, most of the map there, would otherwise set a scale the brain uses a twentieth of (a native 3 mm fit without
     a mask: 1.1e-2 mm^2/s over the whole map, 7.6e-4 inside the rim, 5.6e-4 over the brain)."""
     vol = mrml.scalar_volume_from_node(node)
     data = vol.data
     present = np.isfinite(data) & (data > 0)
     if region is None and estimated_support(node):
-        region = inner_region(present, vol.voxel_size)
+        region = inside_rim(present, vol.voxel_size)
     if region is not None and (present & region).sum() >= MIN_SCALED:
         present &= region
     values = data[present]
@@ -89,25 +90,7 @@ def estimated_support(node) -> bool:
     return hasattr(node, "GetAttribute") and node.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == "estimated"
 
 
-def inner_region(present: np.ndarray, voxel_size) -> np.ndarray:
-    """The voxels of `present` more than the estimated brain's rim (tensors.ESTIMATED_BRAIN_RIM_MM) inside its edge,
-    the field's border counted as an edge (a head cut by the field of view has its rim there too); read on a grid of
-    at most about INNER_GRID voxels (every 2nd voxel of a 256x256x160 map), which is plenty for a colour scale."""
-    from scipy import ndimage
-
-    from ..core import tensors
-
-    step = max(1, int(np.ceil((present.size / INNER_GRID) ** (1 / 3))))
-    coarse = present[::step, ::step, ::step]
-    depth = ndimage.distance_transform_edt(np.pad(coarse, 1), sampling=np.asarray(voxel_size) * step)[1:-1, 1:-1, 1:-1]
-    inner = coarse & (depth > tensors.ESTIMATED_BRAIN_RIM_MM)
-    for axis in range(3):
-        inner = np.repeat(inner, step, axis=axis)
-    return inner[: present.shape[0], : present.shape[1], : present.shape[2]] & present
-
-
 MIN_SCALED = 1000  # voxels: fewer inside the rim and the whole map sets the scale
-INNER_GRID = 2_000_000
 
 
 def wrap_title(text: str) -> str:
@@ -172,7 +155,7 @@ def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
     first = next(iter(maps.values()), None)
     if first is not None and estimated_support(first):
         vol = mrml.scalar_volume_from_node(first)
-        region = inner_region(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
+        region = inside_rim(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
     return {key: style_uncertainty(scene, node, key, titles.get(key), region=region) for key, node in maps.items()}
 
 

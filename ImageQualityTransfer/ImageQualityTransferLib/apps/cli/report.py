@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from ...core.errors import IQTError
 from . import options
 
 
 def add_parsers(sub) -> None:
     sp = sub.add_parser("report", help="one self-contained HTML page: FA/colour-FA views, uncertainty, errors, metrics, tracts")
     sp.add_argument("-o", "--output", required=True, help="report file (.html)")
-    sp.add_argument("--subject", help="subject folder (default: the built-in phantom)")
+    source = sp.add_mutually_exclusive_group()
+    source.add_argument("--subject", help="subject folder (dwi.nii.gz, bval, bvec), degraded and scored against its own "
+                                          "fit (default: the built-in phantom)")
+    source.add_argument("--input", help="your own low-res tensor volume instead: upsampled by each method and shown with "
+                                        "its uncertainty (no reference, so no errors or scores)")
+    sp.add_argument("--mask", help="with --input: brain mask on the input's grid or on the output's")
+    options.add_tensor_order(sp)
     sp.add_argument("--methods", help="comma-separated methods (default: cubic and every shipped learned method that runs here)")
     options.add_factor(sp)
     sp.add_argument("--no-tracts", action="store_true", help="leave out tractography")
@@ -22,9 +29,18 @@ def run(args):
     from .. import report
 
     f = grid.factors(args.factor)
-    plan = fileio.Outputs(args.subject)
+    if args.mask and not args.input:
+        raise IQTError("--mask goes with --input (a subject folder's mask is made from its b0); add --input LR_DTI.nii.gz "
+                       "or drop --mask")
+    plan = fileio.Outputs(args.subject, args.input, args.mask)
     out = plan.add(args.output, (".html", ".htm"), "report")
     plan.check()
-    path = report.run(out, subject_dir=args.subject, factor=f, method_names=options.method_list(args.methods),
-                      tracts=not args.no_tracts, n_seeds=args.n_seeds)
+    if args.input:
+        lr = fileio.load_tensor(args.input, args.tensor_order)
+        mask = fileio.load_mask(args.mask, lr, f) if args.mask else None
+        path = report.run_input(out, lr, mask, f, method_names=options.method_list(args.methods),
+                                tracts=not args.no_tracts, n_seeds=args.n_seeds)
+    else:
+        path = report.run(out, subject_dir=args.subject, factor=f, method_names=options.method_list(args.methods),
+                          tracts=not args.no_tracts, n_seeds=args.n_seeds)
     print(f"wrote {path}")

@@ -249,28 +249,40 @@ def test_views_share_slice_pan_and_zoom(lowres):
     assert left.GetSliceOffset() == pytest.approx(-4.0)
 
 
+FA_PLANES = """
+import asyncio, json, sys
+from ImageQualityTransferLib.apps import view
+from ImageQualityTransferLib.slicer import display
+viewer = view.Viewer(sys.argv[1], "cubic", (1, 1, 3), sys.argv[2], server_name="test-fa-plane")
+viewer._load()
+asyncio.run(viewer._run("cubic"))
+planes = {"status": viewer.server.state.status}
+for mode in ("tensor", "fa"):
+    viewer.server.state.display_mode = mode
+    viewer._show_current()
+    planes[mode] = [display.slice_node(viewer.scene, name).GetOrientation() for name in display.COMPARE_VIEWS]
+print(json.dumps(planes))
+sys.stdout.flush()
+import os
+os._exit(0)  # the off-screen views' EGL contexts are gone by the interpreter's own teardown
+"""
+
+
 def test_fa_stays_in_the_plane_that_shows_thick_slices(small_subject, tmp_path):
     """Thick slices (factors 1,1,3): the comparison is in the plane across the slices, for colour FA and for FA alike
-    (FA switched to the axial plane, where the through-plane gain cannot be seen)."""
+    (FA switched to the axial plane, where the through-plane gain cannot be seen). In a child process: its off-screen
+    views are its own."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
-    import asyncio
-
-    from ImageQualityTransferLib.apps import view
-    from ImageQualityTransferLib.slicer import display
+    import json
 
     assert cli.main(["degrade", str(small_subject / "dwi.nii.gz"), "--factor", "1,1,3", "-o", str(tmp_path / "lr.nii.gz"),
                      "--mask-out", str(tmp_path / "m.nii.gz")]) == 0
-    viewer = view.Viewer(tmp_path / "lr.nii.gz", "cubic", (1, 1, 3), tmp_path / "m.nii.gz", server_name="test-fa-plane")
-    viewer._load()
-    worker = threading.Thread(target=lambda: asyncio.run(viewer._run("cubic")))  # a loop of its own (a browser test's
-    worker.start()                                                                # may be running in this thread)
-    worker.join(120)
-    assert viewer.server.state.status == "done: cubic", viewer.server.state.message
-    planes = {}
-    for mode in ("tensor", "fa"):
-        viewer.server.state.display_mode = mode
-        viewer._show_current()
-        planes[mode] = [display.slice_node(viewer.scene, name).GetOrientation() for name in display.COMPARE_VIEWS]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", FA_PLANES, str(tmp_path / "lr.nii.gz"), str(tmp_path / "m.nii.gz")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    planes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert planes["status"] == "done: cubic"
     assert planes["tensor"] == planes["fa"] and planes["fa"][0] != "Axial", planes
 
 

@@ -27,6 +27,7 @@ from ..core.orientation import Reorientation
 from ..core.volume import Volume
 
 PLANES = ("axial", "coronal", "sagittal")
+MIN_SCALED = 1000  # voxels: fewer in a scale region and the whole mask sets the colour scale (as slicer/display.py)
 
 
 # ---------------------------------------------------------------- slicing in canonical RAS arrays
@@ -128,7 +129,7 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
     (canonical arrays)."""
     names = list(maps)
     fig, axes = _new_figure(3, len(names), extra_w=0.9)
-    scaled = mask if scale_mask is None or not (scale_mask & mask).any() else scale_mask & mask
+    scaled = mask if scale_mask is None else scale_mask & mask
     inside = np.concatenate([np.asarray(maps[n])[scaled].ravel() for n in names]) if scaled.any() else np.zeros(1)
     inside = inside[np.isfinite(inside)]
     vmax = float(np.percentile(inside, 99)) if inside.size else 1.0
@@ -247,6 +248,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                               + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask or implausible fits."))
     fa_bg = {n: tensors.fa(t) for n, t in cols}
     scale_in = None if scale_region is None else reo.apply(Volume(np.asarray(scale_region, bool), affine, "mask")).data
+    if scale_in is not None and (scale_in & m).sum() < MIN_SCALED:  # too little inside it to read a scale
+        scale_in = None
 
     def overlay(maps: dict, scale: float, heading: str, label: str, caption: str) -> None:
         """One figure of per-method scalar maps on the first method's FA (a shared colour scale)."""
@@ -254,8 +257,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         bg = fa_bg.get(next(iter(canon_maps)), next(iter(fa_bg.values())))
         parts.append(f"<h2>{heading}</h2>")
         if scale_in is not None:
-            caption = caption.replace("inside the mask", "more than 24 mm inside the edge of the brain estimated from the "
-                                                         "tensors, whose rim of noise fits shows saturated")
+            caption = caption.replace("inside the mask", f"more than {tensors.ESTIMATED_BRAIN_RIM_MM:g} mm inside the "
+                                                         "edge of the brain estimated from the tensors, whose rim of noise "
+                                                         "fits shows saturated")
         parts.append(_figure_html(scalar_views(canon_maps, bg, m, vox, centre, label, scale_mask=scale_in),
                                   caption.format(", ".join(canon_maps))))
 
@@ -355,11 +359,11 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
 
 
 def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_names=None, tracts: bool = True,
-              n_seeds: int = 2000) -> Path:
+              n_seeds: int = 2000, read_notes=()) -> Path:
     """`iqt report --input`: the page for a user's own low-res tensors, with no reference: the input, cubic and each
-    method's output with its uncertainty maps, and their tracts from the same seeds (white matter of cubic's output);
-    `mask` on the input's or the output's grid (as `iqt upsample --mask`). The engine's warnings about the input head
-    the page."""
+    method's output with its uncertainty maps, and their tracts from the same seeds (white matter of cubic's output,
+    inside the rim of a brain estimated from the tensors); `mask` on the input's or the output's grid (as `iqt upsample
+    --mask`). The engine's warnings about the input (`read_notes`: those its reading gave) head the page."""
     import warnings
 
     from .. import methods
@@ -380,7 +384,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
             pred = methods.get(name).predict(lr, f, lr_mask, direction=True)
             preds[name] = pred.within(mask, f) if mask is not None and mask.shape3 != lr.shape3 else pred
         nearest = methods.get("nearest").predict(lr, f, lr_mask).tensor.data
-    notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, IQTWarning)))
+    notes = list(dict.fromkeys([*read_notes, *(str(w.message) for w in caught if issubclass(w.category, IQTWarning))]))
     for w in caught:  # each of the engine's lines once (every method says the input's), on the terminal too
         if not issubclass(w.category, IQTWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -388,29 +392,32 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
         warnings.warn(note, IQTWarning, stacklevel=2)
     first = preds["cubic"].tensor
     support = np.any(np.stack([np.any(p.tensor.data != 0, axis=-1) for p in preds.values()]), axis=0)
+    estimated = any(p.tensor.meta.get("support") == "estimated" for p in preds.values())
+    scale = inside_rim(support, first.voxel_size) if estimated else None  # the rim's noise fits would set the scales
+    brain = support if scale is None or scale.sum() < MIN_SCALED else scale
     columns = [("low-res input", nearest)] + [(n, p.tensor.data) for n, p in preds.items()]
     unc = {n: p.std.data for n, p in preds.items() if p.std is not None}
     direc = {n: p.direction.data for n, p in preds.items() if p.direction is not None}
     lines = None
     if tracts:
         try:
-            wm = support & (tensors.fa_fast(first.data) >= 0.3) & tensors.plausible(first.data)
+            wm = brain & (tensors.fa_fast(first.data) >= 0.3) & tensors.plausible(first.data)
             if not wm.any():
                 raise ValueError("no voxel of cubic's output with FA >= 0.3 to seed from")
             seeds = tractography.random_seeds(wm, first.affine, n_seeds, 0)
-            lines = {"low-res input": tractography.track(lr, seeds, mask=None if lr_mask is None else lr_mask.data)}
+            f_lr = tuple(slice(None, None, k) for k in f)  # the support on the input's grid (it is made of its blocks)
+            lines = {"low-res input": tractography.track(lr, seeds, mask=support[f_lr])}
             learned = [n for n in preds if methods.method_class(n).learned]
             for n in ["cubic"] + learned[:2]:
                 lines[n] = tractography.track(preds[n].tensor, seeds, mask=support)
         except Exception as exc:  # tractography is an extra: the page is still written without it
             lines = None
             notes.append(f"Tractography left out: {exc}")
-    estimated = any(p.tensor.meta.get("support") == "estimated" for p in preds.values())
-    scale = inside_rim(support, first.voxel_size) if estimated else None  # the rim's noise fits would set the scales
+    notes = [f"Warning: {n}" for n in notes]
     source = lr.meta.get("path", "the input")
     notes.insert(0, f"{source}: no reference is known for these tensors, so the page shows no errors or scores; "
                     "read the uncertainty maps for where each method is unsure.")
     return write_report(path, f"{Path(str(source)).name}: ×{grid.text(f)} super-resolution", columns, support,
                         first.voxel_size, first.affine, uncertainty=unc or None, direction=direc or None, tracts=lines,
-                        notes=notes, scale_region=scale)
+                        notes=notes, scale_region=None if brain is support else scale)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ...core.errors import IQTError
+import warnings
+
+from ...core.errors import IQTError, IQTWarning
 from . import options
 
 
@@ -29,6 +31,8 @@ def run(args):
     from .. import report
 
     f = grid.factors(args.factor)
+    if not args.no_tracts and args.n_seeds < 1:
+        raise IQTError(f"--n-seeds {args.n_seeds}: tracking needs at least 1 seed (e.g. 2000), or add --no-tracts")
     if args.mask and not args.input:
         raise IQTError("--mask goes with --input (a subject folder's mask is made from its b0); add --input LR_DTI.nii.gz "
                        "or drop --mask")
@@ -36,10 +40,13 @@ def run(args):
     out = plan.add(args.output, (".html", ".htm"), "report")
     plan.check()
     if args.input:
-        lr = fileio.load_tensor(args.input, args.tensor_order)
-        mask = fileio.load_mask(args.mask, lr, f) if args.mask else None
+        with warnings.catch_warnings(record=True) as caught:  # what reading says about the input heads the page too
+            warnings.simplefilter("always", IQTWarning)
+            lr = fileio.load_tensor(args.input, args.tensor_order)
+            mask = fileio.load_mask(args.mask, lr, f) if args.mask else None
+        read = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
         path = report.run_input(out, lr, mask, f, method_names=options.method_list(args.methods),
-                                tracts=not args.no_tracts, n_seeds=args.n_seeds)
+                                tracts=not args.no_tracts, n_seeds=args.n_seeds, read_notes=read)
     else:
         path = report.run(out, subject_dir=args.subject, factor=f, method_names=options.method_list(args.methods),
                           tracts=not args.no_tracts, n_seeds=args.n_seeds)

@@ -289,7 +289,11 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         body = [[r["method"], _f(r["interior"]["dt_rmse"]), _f(r["interior"].get("ratio_to_cubic"), 3),
                  _f(r["exterior"]["dt_rmse"]), _f(r["exterior"].get("ratio_to_cubic"), 3), _f(r["interior"]["fa_rmse"], 4),
                  _f(r["interior"].get("spearman")), _f(r["seconds"])] for r in metrics_rows]
-        parts.append("<p>DT-RMSE in 1e-5 mm²/s over plausible reference voxels (eigenvalues within [-1e-3, 5e-3] mm²/s); ratios below 1 beat cubic.</p>")
+        parts.append("<p>DT-RMSE: the root-mean-square error of the tensor's six elements against the ground truth, in "
+                     "1e-5 mm²/s, over plausible reference voxels (eigenvalues within [-1e-3, 5e-3] mm²/s); interior: the "
+                     "brain more than two low-res voxels from the mask's edge, exterior: the rest of the brain; × cubic: "
+                     "that error over cubic interpolation's (below 1 beats cubic); uncert. ρ: how well the method's "
+                     "uncertainty ranks its own errors in the interior (Spearman correlation, 1 at best).</p>")
         parts.append(_table_html(hdr, body))
     if tracts:
         parts.append("<h2>Tractography</h2>")

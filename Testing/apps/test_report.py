@@ -111,8 +111,10 @@ def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path,
         assert name in figures[0]
     assert main(["report", "-o", str(tmp_path / "x.html"), "--mask", str(tmp_path / "lr.nii.gz")]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.html").exists()
-    assert main(["report", "-o", str(tmp_path / "x.html"), "--input", str(tmp_path / "lr.nii.gz"), "--n-seeds", "0"]) == 2
-    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.html").exists()
+    for bad in (["--input", str(tmp_path / "lr.nii.gz"), "--n-seeds", "0"], ["--voxel-size", "1.5"],
+                ["--subject", str(small_subject), "--tensor-order", "fsl"]):
+        assert main(["report", "-o", str(tmp_path / "x.html"), *bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.html").exists()
 
 
 def test_a_report_of_ones_own_tensors_says_what_reading_them_said(tmp_path, small_subject, capsys):
@@ -126,7 +128,8 @@ def test_a_report_of_ones_own_tensors_says_what_reading_them_said(tmp_path, smal
     fileio.save_tensor(case.lr, tmp_path / "lr.nii.gz")
     fileio.save_scalar(case.lr_mask.replace(data=case.lr_mask.data * 0.9, kind="scalar"), tmp_path / "m.nii.gz")
     assert main(["--threads", "1", "report", "-o", str(tmp_path / "own.html"), "--input", str(tmp_path / "lr.nii.gz"),
-                 "--mask", str(tmp_path / "m.nii.gz"), "--methods", "cubic", "--no-tracts"]) == 0
+                 "--mask", str(tmp_path / "m.nii.gz"), "--methods", "cubic", "--no-tracts", "--voxel-size",
+                 str(float(max(case.lr.voxel_size)) / 2)]) == 0  # the factors --voxel-size chooses: 2 here
     text = (tmp_path / "own.html").read_text()
     assert "Warning: " in text and "fractional values" in text
     assert "fractional values" in capsys.readouterr().err

@@ -19,7 +19,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--mask", help="with --input: brain mask on the input's grid or on the output's")
     options.add_tensor_order(sp)
     sp.add_argument("--methods", help="comma-separated methods (default: cubic and every shipped learned method that runs here)")
-    options.add_factor(sp)
+    options.add_factor(sp, voxel_size=True)
     sp.add_argument("--no-tracts", action="store_true", help="leave out tractography")
     sp.add_argument("--n-seeds", type=int, default=2000, help="tractography seeds (default 2000)")
     sp.set_defaults(func=run)
@@ -27,10 +27,14 @@ def add_parsers(sub) -> None:
 
 def run(args):
     from ... import fileio
-    from ...core import grid
     from .. import report
 
-    f = grid.factors(args.factor)
+    f = options.factors(args)  # None with --voxel-size: the input's voxel size chooses them
+    if f is None and not args.input:
+        raise IQTError("--voxel-size goes with --input (a subject is degraded by --factor); give --factor or --input")
+    if args.tensor_order != "nifti" and not args.input:
+        raise IQTError(f"--tensor-order {args.tensor_order} reads --input (a subject folder holds DWIs); add --input or "
+                       "drop it")
     if not args.no_tracts and args.n_seeds < 1:
         raise IQTError(f"--n-seeds {args.n_seeds}: tracking needs at least 1 seed (e.g. 2000), or add --no-tracts")
     if args.mask and not args.input:
@@ -43,6 +47,9 @@ def run(args):
         with warnings.catch_warnings(record=True) as caught:  # what reading says about the input heads the page too
             warnings.simplefilter("always", IQTWarning)
             lr = fileio.load_tensor(args.input, args.tensor_order)
+            if f is None:
+                f = options.factors(args, lr.voxel_size)
+                print(options.voxel_size_line(f, lr.voxel_size))
             mask = fileio.load_mask(args.mask, lr, f) if args.mask else None
         read = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
         path = report.run_input(out, lr, mask, f, method_names=options.method_list(args.methods),

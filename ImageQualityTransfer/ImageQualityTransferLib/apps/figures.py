@@ -13,6 +13,14 @@ from ..core import tensors
 from ..fileio.paths import atomic_write
 
 
+
+def letter_style(size: float) -> dict:
+    """Orientation letters: white on a black outline, legible on the Inferno maps' yellow as on the dark background."""
+    from matplotlib import patheffects
+
+    return dict(color="white", fontsize=size, fontweight="bold",
+                path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
+
 def _voxel3(voxel_mm) -> np.ndarray:
     v = np.asarray(voxel_mm, dtype=float).reshape(-1)
     v = np.repeat(v, 3) if v.size == 1 else v
@@ -80,7 +88,6 @@ def fa_panels(
       clinical and 3D Slicer default); False for neurological. The choice is written in the title.
     Returns the path written.
     """
-    from matplotlib import patheffects
     from matplotlib.figure import Figure  # Agg canvas, no pyplot: no global backend state, no GUI
 
     if not columns:
@@ -129,10 +136,8 @@ def fa_panels(
     axes[1, 0].set_ylabel("colour FA", fontsize=10)
     left, right = ("R", "L") if radiological else ("L", "R")
     for r in range(2):
-        axes[r, 0].text(0.02, 0.5, left, color="white", fontsize=8, transform=axes[r, 0].transAxes, va="center",
-                        fontweight="bold", path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
-        axes[r, 0].text(0.98, 0.5, right, color="white", fontsize=8, ha="right", transform=axes[r, 0].transAxes, va="center",
-                        fontweight="bold", path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
+        axes[r, 0].text(0.02, 0.5, left, transform=axes[r, 0].transAxes, va="center", **letter_style(8))
+        axes[r, 0].text(0.98, 0.5, right, ha="right", transform=axes[r, 0].transAxes, va="center", **letter_style(8))
 
     if unc is not None:
         slices = [None if u is None else _axial(u[:, :, k : k + 1], 0, radiological) * uncertainty_scale for u in unc]

@@ -25,9 +25,9 @@ import numpy as np
 from ..core import grid, tensors
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
+from ..dmri.dti import SCALE_MIN_VOXELS
 
 PLANES = ("axial", "coronal", "sagittal")
-MIN_SCALED = 1000  # voxels: fewer in a scale region and the whole mask sets the colour scale (as slicer/display.py)
 
 
 # ---------------------------------------------------------------- slicing in canonical RAS arrays
@@ -66,11 +66,9 @@ def _centre(mask: np.ndarray) -> tuple:
 
 def _letters(ax, plane):
     left, right, top, bottom = LETTERS[plane]
-    from matplotlib import patheffects
+    from .figures import letter_style
 
-    # white on a black outline: legible on the Inferno maps' yellow as on the dark background
-    kw = dict(color="white", fontsize=7, transform=ax.transAxes, fontweight="bold",
-              path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
+    kw = dict(transform=ax.transAxes, **letter_style(7))
     ax.text(0.02, 0.5, left, va="center", **kw)
     ax.text(0.98, 0.5, right, va="center", ha="right", **kw)
     ax.text(0.5, 0.98, top, ha="center", va="top", **kw)
@@ -248,7 +246,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                               + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask or implausible fits."))
     fa_bg = {n: tensors.fa(t) for n, t in cols}
     scale_in = None if scale_region is None else reo.apply(Volume(np.asarray(scale_region, bool), affine, "mask")).data
-    if scale_in is not None and (scale_in & m).sum() < MIN_SCALED:  # too little inside it to read a scale
+    if scale_in is not None and (scale_in & m).sum() < SCALE_MIN_VOXELS:  # too little inside it to read a scale
         scale_in = None
 
     def overlay(maps: dict, scale: float, heading: str, label: str, caption: str) -> None:
@@ -398,7 +396,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     support = np.any(np.stack([np.any(p.tensor.data != 0, axis=-1) for p in preds.values()]), axis=0)
     estimated = any(p.tensor.meta.get("support") == "estimated" for p in preds.values())
     scale = inside_rim(support, first.voxel_size) if estimated else None  # the rim's noise fits would set the scales
-    brain = support if scale is None or scale.sum() < MIN_SCALED else scale
+    brain = support if scale is None or scale.sum() < SCALE_MIN_VOXELS else scale
     columns = [("low-res input", nearest)] + [(n, p.tensor.data) for n, p in preds.items()]
     unc = {n: p.std.data for n, p in preds.items() if p.std is not None}
     direc = {n: p.direction.data for n, p in preds.items() if p.direction is not None}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import IQTError
-from ..dmri.dti import inside_rim
+from ..dmri.dti import SCALE_MIN_VOXELS, inside_rim
 from . import mrml
 
 COLORMAP = "Inferno"
@@ -77,7 +77,7 @@ def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]
     present = np.isfinite(data) & (data > 0)
     if region is None and estimated_support(node):
         region = inside_rim(present, vol.voxel_size)
-    if region is not None and (present & region).sum() >= MIN_SCALED:
+    if region is not None and (present & region).sum() >= SCALE_MIN_VOXELS:
         present &= region
     values = data[present]
     if values.size == 0:
@@ -90,7 +90,6 @@ def estimated_support(node) -> bool:
     return hasattr(node, "GetAttribute") and node.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == "estimated"
 
 
-MIN_SCALED = 1000  # voxels: fewer inside the rim and the whole map sets the scale
 
 
 def wrap_title(text: str) -> str:

@@ -278,6 +278,15 @@ def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
     assert code == 0 and err.count("\n") == 1 and "scored at factors 1,2,3 as given" in err, err
     assert "factors 1,2,3 (as given)" in out
     assert json.loads((tmp_path / "o.json").read_text()) == metrics
+    # a Slicer NRRD output holds the same record (a key/value field Slicer keeps)
+    code, _, err = run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / "up.nrrd", "--method",
+                           "linear", "--factor", "1,2,3", "--mask", tmp_path / "lrmask.nii.gz")
+    assert code == 0, err
+    assert fileio.load_tensor(tmp_path / "up.nrrd").meta["made_at"] == (1, 2, 3)
+    code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "up.nrrd", "--truth", tmp_path / "hr.nii.gz",
+                           "--mask", tmp_path / "mask.nii.gz", "--json", tmp_path / "n.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "n.json").read_text()) == metrics
     # a record another tool's reordering of the axes made stale, or one this project did not write, is not read
     img = nib.load(tmp_path / "up.nii.gz")
     nib.save(img.as_reoriented([[2, 1], [1, 1], [0, 1]]), tmp_path / "turned.nii.gz")

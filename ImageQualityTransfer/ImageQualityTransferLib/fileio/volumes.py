@@ -290,13 +290,19 @@ def _axis_codes(affine) -> str | None:
 
 
 def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
-    """(the description, its factors) from a header `made_by` wrote; None for any other file, and for one whose
-    voxel axes another tool has since reordered (the factors would then be along other axes)."""
+    """(the description, its factors) from a NIfTI header `made_by` wrote (`descrip`); None for any other file."""
     try:
         text = bytes(img.header["descrip"]).split(b"\0")[0].decode("ascii").strip()
     except (KeyError, UnicodeDecodeError, TypeError, ValueError):
         return None
-    m = MADE_BY.match(text)
+    return read_made_by(text, img.affine)
+
+
+def read_made_by(text, affine) -> tuple[str, tuple[int, int, int]] | None:
+    """(the description, its factors) from a `made_by` text (a NIfTI `descrip`, a NRRD `iqt_made_by` field); None for
+    any other text, and for a file whose voxel axes another tool has since reordered (the factors would then be along
+    other axes)."""
+    m = MADE_BY.match(str(text).strip())
     if m is None:
         return None
     from ..core.grid import factors
@@ -305,9 +311,9 @@ def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
         f = factors(m["factor"].split(" ")[0])
     except IQTError:  # a record this project did not write
         return None
-    if m["axes"] and m["axes"] != _axis_codes(img.affine):
+    if m["axes"] and m["axes"] != _axis_codes(affine):
         return None
-    return text, f
+    return m.group(0), f
 
 
 # ---------------------------------------------------------------- scalars and masks

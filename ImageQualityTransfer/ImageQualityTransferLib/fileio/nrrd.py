@@ -35,6 +35,7 @@ from ..core import tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
 from .paths import atomic_write
+from .records import made_by, read_made_by
 
 TENSOR_KINDS = {
     "3d-symmetric-matrix": 6,
@@ -201,8 +202,6 @@ def load_tensor_nrrd(path) -> Volume:
         "measurement_frame_ras": mf_ras.tolist(),
         "reoriented_components": rotated,
     }
-    from .volumes import read_made_by
-
     made = read_made_by(hdr[MADE_BY_KEY], affine) if MADE_BY_KEY in hdr else None
     if made is not None:
         meta["made_by"], meta["made_at"] = made
@@ -238,8 +237,6 @@ def _header(vol: Volume, encoding: str, data_file: str | None = None) -> bytes:
     ]
     if data_file is not None:
         lines.append(f"data file: {data_file}")
-    from .volumes import made_by
-
     record = made_by(vol.meta, vol.affine)
     if record:  # the method and factors, as a NIfTI output's descrip holds them (read back by `iqt evaluate`)
         lines.append(f"{MADE_BY_KEY}:={record}")

@@ -8,7 +8,6 @@ temporary file and renames it, so a failure never leaves a partial output. Tenso
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
 from .paths import NIFTI_SUFFIXES, NRRD_SUFFIXES, atomic_write
+from .records import made_by, read_made_by
 
 
 def _nib():
@@ -260,35 +260,6 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
     atomic_write(path, write)
 
 
-MADE_BY = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) factors? (?P<factor>\d+(?:,\d+,\d+ (?P<axes>[RLAPSI]{3}))?)$")
-
-
-def made_by(meta: dict, affine) -> str:
-    """The header description of a method's output ("iqt espcn factor 2"; per-axis factors with the voxel axes' codes
-    they are along, "iqt espcn factors 1,1,3 LAS"): `iqt evaluate` reads the factors back (made_at), so that a
-    prediction is not scored on another factor's grid; "" for other tensors."""
-    if not meta.get("method") or meta.get("factor") is None:
-        return ""
-    from ..core.grid import describe, isotropic
-
-    text = f"iqt {meta['method']}{'+tta' if meta.get('averaged_over') else ''} {describe(meta['factor'])}"
-    if isotropic(meta["factor"]) is None:
-        axes = _axis_codes(affine)
-        if axes is None:
-            return ""
-        text += " " + axes
-    return text if len(text) < 80 and MADE_BY.match(text) else ""
-
-
-def _axis_codes(affine) -> str | None:
-    """The voxel axes' orientation codes ("LAS"); None for an affine that has none (degenerate)."""
-    try:
-        codes = _nib().aff2axcodes(np.asarray(affine, float))
-    except (ValueError, TypeError, np.linalg.LinAlgError):
-        return None
-    return "".join(codes) if all(isinstance(c, str) for c in codes) else None
-
-
 def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
     """(the description, its factors) from a NIfTI header `made_by` wrote (`descrip`); None for any other file."""
     try:
@@ -296,24 +267,6 @@ def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
     except (KeyError, UnicodeDecodeError, TypeError, ValueError):
         return None
     return read_made_by(text, img.affine)
-
-
-def read_made_by(text, affine) -> tuple[str, tuple[int, int, int]] | None:
-    """(the description, its factors) from a `made_by` text (a NIfTI `descrip`, a NRRD `iqt_made_by` field); None for
-    any other text, and for a file whose voxel axes another tool has since reordered (the factors would then be along
-    other axes)."""
-    m = MADE_BY.match(str(text).strip())
-    if m is None:
-        return None
-    from ..core.grid import factors
-
-    try:
-        f = factors(m["factor"].split(" ")[0])
-    except IQTError:  # a record this project did not write
-        return None
-    if m["axes"] and m["axes"] != _axis_codes(affine):
-        return None
-    return m.group(0), f
 
 
 # ---------------------------------------------------------------- scalars and masks

@@ -371,20 +371,18 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     from .. import methods
     from ..analysis import tractography
     from ..core.errors import IQTWarning
-    from ..dmri.degrade import lowres_mask
     from ..dmri.dti import inside_rim
+    from ..methods.base import predict_within
     from .demo import chosen_methods
 
     f = grid.factors(factor)
     names = chosen_methods(method_names, f)
     names = ["cubic"] + [n for n in names if n not in ("cubic", "nearest")]
-    lr_mask = lowres_mask(mask, lr, f)
     preds = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
         for name in names:
-            pred = methods.get(name).predict(lr, f, lr_mask, direction=True)
-            preds[name] = pred.within(mask, f) if mask is not None and mask.shape3 != lr.shape3 else pred
+            preds[name], lr_mask = predict_within(methods.get(name), lr, f, mask, direction=True)
         nearest = methods.get("nearest").predict(lr, f, lr_mask).tensor.data
     notes = list(dict.fromkeys([*read_notes, *(str(w.message) for w in caught if issubclass(w.category, IQTWarning))]))
     for w in caught:  # each of the engine's lines once (every method says the input's), on the terminal too

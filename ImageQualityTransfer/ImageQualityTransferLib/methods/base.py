@@ -425,6 +425,19 @@ class LearnedMethod(Method):
         return ""
 
 
+def predict_within(method: "Method", lr: Volume, factor, mask: Volume | None = None, **kw) -> tuple[Prediction, Volume | None]:
+    """`method.predict` with a mask on the input's grid or on the output's (`iqt upsample --mask`, `iqt view --mask`):
+    one on the output's grid is reduced by block majority for the run, and every output is then kept to it
+    (`Prediction.within`). Returns (the prediction, the run's mask on the input's grid)."""
+    from ..dmri.degrade import lowres_mask
+
+    lr_mask = lowres_mask(mask, lr, factor)
+    pred = method.predict(lr, factor, lr_mask, **kw)
+    if mask is not None and mask.shape3 != lr.shape3:
+        pred = pred.within(mask, factor)
+    return pred, lr_mask
+
+
 def whole_field(lr: Volume) -> bool:
     """Whether `lr` holds tensors over (nearly) its whole field of view: fitted without a mask (`Method.support`).
     Where the field holds negligible tensors (tensors.negligible) and the rest is at most MASKED_MAX_SHARE of it, the

@@ -195,18 +195,17 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     """{"tensor": Volume, "uncertainty/<name>": Volume..., "interpolated": Volume} on the high-res grid; the engine's
     warnings for the run (e.g. the brain estimated for unmasked input) are the tensor's meta["notes"]. A `mask` on
     the high-res grid (`iqt view --mask`) keeps every output to it, as `iqt upsample` does."""
-    from ..dmri.degrade import lowres_mask
+    from ..methods.base import predict_within
 
     method, factor = request.method, request.factor
-    exact = mask if mask is not None and mask.shape3 != lr.shape3 else None
-    mask = lowres_mask(mask, lr, factor)
+    given = mask
     m = request.make()
     span = 0.75 if request.interpolate and method != COMPARISON_METHOD else 0.9
     _report(progress, 0.1, f"running {method} (x{grid.text(factor)})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
-        pred = m.predict(lr, factor=factor, mask=mask, direction=True,
-                         progress=_scaled(progress, 0.1, 0.1 + span, f"{method}", cancel))
+        pred, mask = predict_within(m, lr, factor, given, direction=True,
+                                    progress=_scaled(progress, 0.1, 0.1 + span, f"{method}", cancel))
     notes = []
     for w in caught:  # the engine's warnings become the run's notes (shown with the result); others pass on
         if issubclass(w.category, IQTWarning):
@@ -214,8 +213,6 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     _check_cancel(cancel)
-    if exact is not None:
-        pred = pred.within(exact, factor)
     pred.tensor.meta["notes"] = list(lr.meta.get("input_notes", [])) + notes
     out = {"tensor": pred.tensor}
     for key, v in pred.maps().items():
@@ -227,9 +224,9 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
             _report(progress, 0.1 + span, f"{COMPARISON_METHOD} interpolation for comparison")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IQTWarning)  # the same input: said once, above
-                cmp = methods_mod.get(COMPARISON_METHOD).predict(lr, factor=factor, mask=mask,
-                                                                 progress=_scaled(None, 0, 1, None, cancel))
-                out["interpolated"] = (cmp if exact is None else cmp.within(exact, factor)).tensor
+                cmp, _ = predict_within(methods_mod.get(COMPARISON_METHOD), lr, factor, given,
+                                        progress=_scaled(None, 0, 1, None, cancel))
+                out["interpolated"] = cmp.tensor
     _check_cancel(cancel)
     return out
 

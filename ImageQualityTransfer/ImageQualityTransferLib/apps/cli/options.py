@@ -156,14 +156,9 @@ def predict_with_mask(method, lr, f, mask_path, **kw):
     """(prediction, low-res mask) of `method` on `lr` with the --mask file: on the input's grid it is the run's mask;
     on the output's grid it is reduced for the run and every output is then kept to it (`Prediction.within`)."""
     from ... import fileio
-    from ...dmri.degrade import lowres_mask
+    from ...methods.base import predict_within
 
-    given = fileio.load_mask(mask_path, lr, f) if mask_path else None
-    mask = lowres_mask(given, lr, f)
-    pred = method.predict(lr, f, mask, **kw)
-    if given is not None and given.shape3 != lr.shape3:
-        pred = pred.within(given, f)
-    return pred, mask
+    return predict_within(method, lr, f, fileio.load_mask(mask_path, lr, f) if mask_path else None, **kw)
 
 
 def load_seeds(args):

@@ -90,7 +90,7 @@ def test_the_cnn_unit_of_a_noisy_unmasked_fit_is_the_brains(noisy_background_sub
     """The CNNs see their input in units of the MD mode; on this unmasked fit the clipped background noise fits
     set it 1.7x too high (interior DT-RMSE 0.958x cubic against 0.893x on the masked fit): now within 1 %."""
     from ImageQualityTransferLib.dmri.subject import make_case
-    from ImageQualityTransferLib.methods.base import clip_input
+    from ImageQualityTransferLib.methods.inputs import clip_input
     from ImageQualityTransferLib.methods.cnn.inference import fill_context, subject_scale
 
     units = {style: subject_scale(fill_context(clip_input(np.asarray(make_case(noisy_background_subject, 2,

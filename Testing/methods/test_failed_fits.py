@@ -211,7 +211,7 @@ def test_an_estimated_brain_given_as_the_mask_is_read_as_the_method_estimates_it
         given = m.predict(lr, 2, brain, uncertainty=False)
     assert tensors.noise_index(lr.data, brain.data) > tensors.NOISY_MODEL  # the rim read too would switch
     index = tensors.noise_index(lr.data, brain.data, core=tensors.estimated_core(lr.voxel_size))
-    # read after the failed fits are taken out (base.drop_failed_fits), so within a little of the raw input's
+    # read after the failed fits are taken out (inputs.drop_failed_fits), so within a little of the raw input's
     assert by_itself.tensor.meta["noise_index"] == given.tensor.meta["noise_index"] < tensors.NOISY_MODEL
     assert given.tensor.meta["noise_index"] == pytest.approx(index, abs=0.002)
     assert "model_for" not in by_itself.tensor.meta and "model_for" not in given.tensor.meta

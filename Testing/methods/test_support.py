@@ -204,7 +204,7 @@ def test_awhole_field_fit_of_a_scan_with_zeroed_air_stays_awhole_field_fit(zeroe
     fit and not taken for a masked one (methods/base.py, whole_field)."""
     from ImageQualityTransferLib.core import tensors
     from ImageQualityTransferLib.dmri.subject import make_case
-    from ImageQualityTransferLib.methods.base import whole_field, without_tiny_background
+    from ImageQualityTransferLib.methods.inputs import whole_field, without_tiny_background
 
     lr = make_case(zeroed_background_subject, 2, style="unmasked").lr
     assert tensors.negligible(lr.data).mean() > 0.5

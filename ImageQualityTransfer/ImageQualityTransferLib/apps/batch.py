@@ -319,7 +319,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ..core import grid, tensors
     from ..core.volume import Volume
     from ..dmri.dti import brain_mask, fit_dti
-    from ..methods.base import input_noise_index, whole_field, without_tiny_background
+    from ..methods.inputs import input_noise_index, whole_field, without_tiny_background
 
     snr, whole = float("nan"), None
     if item.kind == "dwi":

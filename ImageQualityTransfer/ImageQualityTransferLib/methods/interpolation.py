@@ -13,7 +13,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..core import grid, tensors
-from .base import Method, clip_input
+from .base import Method
+from .inputs import clip_input
 
 
 @lru_cache(maxsize=64)

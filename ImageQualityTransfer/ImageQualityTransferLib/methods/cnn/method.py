@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 
 from ...core.errors import IQTError
-from ..base import LearnedMethod, clip_input
+from ..base import LearnedMethod
+from ..inputs import clip_input
 
 
 class CNNMethod(LearnedMethod):

@@ -59,7 +59,7 @@ from ...core import grid, tensors
 from ...core.errors import IQTError
 from ..interpolation import upsample_separable
 from ...core.orientation import Reorientation
-from ..base import clip_input
+from ..inputs import clip_input
 from ...dmri import randomise
 from .inference import fill_context, subject_scale
 from .networks import HALO

@@ -25,7 +25,7 @@ from scipy import ndimage
 from ...dmri import degrade as deg
 from ...dmri import randomise as randomise_inputs
 from ...core import grid, tensors
-from ..base import clip_input
+from ..inputs import clip_input
 from ..context import fill_context
 from ..interpolation import upsample_separable
 from .. import symmetry

@@ -1,0 +1,106 @@
+"""What a method takes from its input, the same for every method: the tensor checks, whether the tensors were
+fitted over the whole field of view, the negligible background of a masked fit, failed fits, the noise index and the
+clipping of the eigenvalues (`Method.predict` in methods/base.py runs them in that order)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+from ..core import tensors
+from ..core.errors import IQTError, IQTWarning
+from ..core.volume import Volume
+
+WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
+MASKED_MAX_SHARE = 0.7  # of the field: a brain's share in the scans seen is 0.14-0.40 (0.85-0.92 for whole-field fits of noise)
+MASKED_EDGE = 0.7  # share of tissue-like tensors along the edge of a masked fit's brain (0.87-1.0 measured; heads 0.18-0.40)
+
+
+def whole_field(lr: Volume) -> bool:
+    """Whether `lr` holds tensors over (nearly) its whole field of view: fitted without a mask (`Method.support`).
+    Where the field holds negligible tensors (tensors.negligible) and the rest is at most MASKED_MAX_SHARE of it, the
+    edge of the rest decides: tissue there is a brain mask's edge (a masked fit stored with a tiny background),
+    background fits are a head's (a fit over the whole field of a scan whose air the scanner zeroed); negligible fits
+    scattered through more of the field are clipped noise fits of a whole field (docs/measurements.md, "A background
+    that is tiny, not zero")."""
+    t = np.asarray(lr.data)
+    nonzero = np.any(t != 0, axis=-1)
+    if nonzero.mean() <= WHOLE_FIELD:
+        return False
+    present = nonzero & ~tensors.negligible(t)
+    if present.mean() > MASKED_MAX_SHARE:  # tiny fits scattered among the others: clipped noise fits of a whole field
+        return True
+    edge = present & ~ndimage.binary_erosion(present, border_value=1)  # the field's own border is no edge
+    return not edge.any() or bool(tensors.tissue_like(t[edge]).mean() < MASKED_EDGE)
+
+
+def without_tiny_background(lr: Volume, whole: bool | None = None) -> Volume:
+    """`lr` with the negligible tensors of a masked fit (tensors.negligible: e.g. an int16 file's intercept outside the
+    brain) made exactly zero, as the engine reads a background; a fit over the whole field of view as it is. `whole`:
+    whole_field(lr), where the caller has it."""
+    return lr if (whole_field(lr) if whole is None else whole) else _negligible_zeroed(lr)
+
+
+def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False) -> float | None:
+    """tensors.noise_index of `lr` in `brain`; a brain estimated from whole-field tensors is read inside its rim of
+    scalp and background fits (tensors.estimated_core), as its brain mask would be."""
+    return tensors.noise_index(lr.data, brain, core=tensors.estimated_core(lr.voxel_size) if estimated else 0)
+
+
+def _negligible_zeroed(lr: Volume) -> Volume:
+    """`lr` with its negligible tensors made exactly zero, unless every tensor is negligible (another unit, which the
+    input checks name)."""
+    tiny = tensors.negligible(lr.data)
+    if not tiny.any() or tiny.sum() == np.any(np.asarray(lr.data) != 0, axis=-1).sum():
+        return lr
+    return lr.replace(data=np.where(tiny[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype, copy=False))
+
+
+def _source(vol: Volume) -> str:
+    """"PATH: " for a volume read from a file, so that a message about it names it; "" otherwise."""
+    return f"{vol.meta['path']}: " if vol.meta.get("path") else ""
+
+
+def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
+    """A method's input must be a finite tensor volume in mm^2/s that is mostly positive definite (inside the mask
+    when one is given): otherwise every method would return a confident answer from nonsense."""
+    if vol.kind != "tensor" or vol.data.ndim != 4 or vol.data.shape[3] != 6:
+        raise IQTError(
+            f"the input is not a diffusion tensor volume (shape {vol.data.shape}); give a DTI volume (fit one from DWIs with 'iqt fit')"
+        )
+    source = _source(vol)
+    if not np.isfinite(vol.data).all():
+        raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
+    try:
+        tensors.check_scale(vol.data, None if mask is None else np.asarray(mask.data, bool))
+    except IQTError as exc:
+        raise IQTError(source + str(exc)) from None
+
+
+def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True) -> Volume:
+    """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
+    nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
+    anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
+    input"); one warning line counts those inside the mask (or the support), the same for every method (`drop`
+    False: interpolation's input, said and kept)."""
+    failed = tensors.failed_fits(lr.data)
+    if not failed.any():
+        return lr
+    inside = failed if mask is None else failed & np.asarray(mask.data, bool)
+    if inside.any():
+        n = int(inside.sum())
+        warnings.warn(f"{_source(lr)}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
+                      f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
+                      f"take {'it' if n == 1 else 'them'} as missing and fill {'it' if n == 1 else 'them'} from the nearest "
+                      f"fits; interpolation clips {'it' if n == 1 else 'them'}",
+                      IQTWarning, stacklevel=3)
+    if not drop:
+        return lr
+    return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
+
+
+def clip_input(lr: np.ndarray) -> np.ndarray:
+    """Method inputs get eigenvalues clipped to [0, 4e-3] mm^2/s (docs/conventions.md, Degradation)."""
+    return tensors.clip_eigenvalues(lr, *tensors.INPUT_CLIP)

@@ -1,0 +1,21 @@
+"""Cohort processing: every subject of a BIDS dataset (or of a list of subject folders or DTI files) upsampled on
+a Dask cluster into a BIDS-derivatives dataset, resumable, with a cohort QC table.
+
+`process` runs one subject and is the same function whatever runs it (in this process, a `LocalCluster` or a
+remote scheduler), so a laptop run takes the cluster's code path. A subject whose outputs all carry a sidecar
+that matches the request (input hash, method, model hash, factor, Monte Carlo samples) is skipped; every file is
+written atomically and the sidecars last (the tensor's the very last), so a killed run leaves nothing that a
+restart would trust without redoing it.
+"""
+
+from __future__ import annotations
+
+from ...core.errors import IQTError
+from .cohort import run_cohort, start_client, summary
+from .items import Item, find_items
+from .qc import flag_outliers, write_qc
+from .records import BIDS_VERSION, Settings, model_record, noisy_model_record
+from .subject import compute, process
+
+__all__ = ["BIDS_VERSION", "IQTError", "Item", "Settings", "compute", "find_items", "flag_outliers", "model_record",
+           "noisy_model_record", "process", "run_cohort", "start_client", "summary", "write_qc"]

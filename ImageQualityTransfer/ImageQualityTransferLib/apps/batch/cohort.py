@@ -1,0 +1,95 @@
+"""Every subject through `subject.process`, on a Dask client or in this process, then the QC table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ...core.errors import IQTError
+from .items import Item
+from .qc import write_qc
+from .records import Settings, dataset_description, remove_temporaries
+from .subject import process
+
+
+def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto", dashboard_address=":8787"):
+    """A Dask client: on the scheduler at `scheduler`, or on a new LocalCluster of `workers` single-threaded worker
+    processes. Returns (client, cluster or None)."""
+    import logging
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            _reachable(scheduler)
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise IQTError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())}); start one with "
+                           "'dask scheduler' and give its tcp://host:port") from None
+    # Dask's workers start with glibc's malloc trim threshold at 64 KiB, which hands numpy's large temporaries back to
+    # the OS and faults them in again: with it a dev subject took 9-11 s on a worker against 5-6 s without
+    # (benchmarks/batch_throughput.py); the one-thread settings (OMP_NUM_THREADS=1 and co.) are kept.
+    env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                               dashboard_address=dashboard_address, silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def _reachable(address: str) -> None:
+    """An OSError at once when nothing listens at a tcp/tls scheduler address: Dask's Client would retry a refused
+    connection until its timeout (about 24 s)."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    proto, loc = parse_address(address)
+    if proto in ("tcp", "tls"):
+        with socket.create_connection(parse_host_port(loc), timeout=5):
+            pass
+
+
+def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: bool = True) -> list[dict]:
+    """Every item through `process`, on `client` (a Dask client) or in this process when None; results in input order."""
+    from ...core.progress import progress_bar
+
+    out_root = Path(out_root)
+    remove_temporaries(out_root)
+    dataset_description(out_root, s, items)
+    bar = progress_bar(total=len(items), desc="subjects", enabled=progress)
+    results = {}
+    if client is None:
+        for it in items:
+            results[it.prefix] = process(it, s, str(out_root))
+            bar.update(1)
+    else:
+        from distributed import as_completed
+
+        futures = {client.submit(process, it, s, str(out_root), key=f"iqt-{it.prefix}-{time.time_ns()}", pure=False): it
+                   for it in items}
+        for fut in as_completed(list(futures)):
+            it = futures[fut]
+            try:
+                results[it.prefix] = fut.result()
+            except Exception as exc:  # the task never returned: recorded like any failure
+                from distributed import KilledWorker
+
+                if isinstance(exc, KilledWorker):
+                    reason = ("the worker running it died (memory limit or killed); give the workers more memory with "
+                              "--memory-limit or run fewer --workers")
+                else:
+                    reason = (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the "
+                              "workers need ImageQualityTransfer installed and the same paths as this machine")
+                results[it.prefix] = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {},
+                                      "reason": reason}
+            bar.update(1)
+    bar.close()
+    ordered = [results[it.prefix] for it in items]
+    write_qc(out_root, ordered, s)
+    return ordered
+
+
+def summary(results: list[dict]) -> str:
+    n = {k: sum(r["status"] == k for r in results) for k in ("done", "skipped", "failed")}
+    return f"{len(results)} subjects: {n['done']} done, {n['skipped']} skipped (already done), {n['failed']} failed"

@@ -1,0 +1,118 @@
+"""The cohort's QC table: one row per subject and run in qc.tsv and qc.html, outliers flagged by median and MAD."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from .items import label
+from .records import Settings, _method_label, _res_label
+
+QC_METRICS = ("voxel_mm3", "snr", "brain_ml", "median_std", "nonphysical_pct", "noise_index")
+# A metric measured in different ways by input kind is compared within each kind only: the brain volume is a DWI's
+# median-Otsu mask, a tensor file's non-zero voxels (another tool's mask) or a brain estimated from the tensors.
+QC_GROUPED_BY = {"brain_ml": "brain_from"}
+
+
+def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> None:
+    """Mark each subject whose metric lies outside median ± k·MAD over the subjects that have it (MAD scaled by
+    1.4826, a standard deviation for normal data, and at least 0.1 % of the median: a cohort of one protocol has MAD 0
+    or header rounding in its voxel volume, and the scan at another resolution is then still the one flagged); fewer
+    than 3 values flag nothing. Metrics in QC_GROUPED_BY are compared within each group of subjects."""
+    for r in results:
+        r["outlier"] = []
+    for m in metrics:
+        groups: dict = {}
+        for r in results:
+            groups.setdefault(r["qc"].get(QC_GROUPED_BY[m]) if m in QC_GROUPED_BY else None, []).append(r)
+        for members in groups.values():
+            _flag(members, m, k)
+
+
+def _flag(results: list[dict], m: str, k: float) -> None:
+    """`flag_outliers` for metric `m` over `results`."""
+    vals = [(r, r["qc"].get(m)) for r in results]
+    vals = [(r, float(v)) for r, v in vals if v is not None and np.isfinite(float(v))]
+    if len(vals) >= 3:
+        x = np.array([v for _, v in vals])
+        med = np.median(x)
+        mad = max(1.4826 * np.median(np.abs(x - med)), 1e-3 * abs(med))
+        for r, v in vals:
+            if mad > 0 and abs(v - med) > k * mad:
+                r["outlier"].append(m)
+
+
+QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s",
+              "nonphysical_pct", "noise_index", "model_used", "outlier", "seconds", "reason")
+
+
+def _fmt(v, spec):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    return format(v, spec) if np.isfinite(v) else "n/a"
+
+
+def _model_used(r: dict) -> str:
+    """"noisy" where the subject ran the method's model trained with added noise, "default" otherwise, "-" if not run."""
+    if r["status"] == "failed" or not r["qc"]:
+        return "-"
+    return r["qc"].get("model_used", "default")
+
+
+def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[str]]:
+    """One QC row per subject of a run of `model` (the outputs' model- label) at `res` (their res- label)."""
+    rows = []
+    for r in results:
+        q = r["qc"]
+        seconds = q.get("seconds") if r["status"] == "skipped" else r.get("seconds")  # a skip keeps the run's time
+        rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
+                     _fmt(q.get("brain_ml"), ".1f"), _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
+                     _fmt(q.get("noise_index"), ".3f"), _model_used(r),
+                     ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
+    return rows
+
+
+def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> None:
+    """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
+    rows of other runs into the same folder (another method or factor) are kept."""
+    from ...core.tensors import NOISY_INPUT, NOISY_MODEL
+    from ...fileio import write_text
+
+    flag_outliers(results)
+    model = label(_method_label(s)) if s is not None else ""
+    res = _res_label(s) if s is not None else ""
+    rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res)] + qc_rows(results, model, res)
+    rows.sort(key=lambda r: (r[1], r[2]))  # by run; subjects in input order within each
+    tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
+    write_text(out_root / "qc.tsv", tsv)
+    flag = QC_COLUMNS.index("outlier")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in QC_COLUMNS)
+    body = "".join(
+        "<tr{}>{}</tr>".format(' class="flag"' if row[flag] != "-" or row[3] == "failed" else "",
+                               "".join(f"<td>{html.escape(c)}</td>" for c in row)) for row in rows)
+    page = ("<!doctype html><meta charset='utf-8'><title>IQT cohort QC</title><style>body{font-family:sans-serif}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fdd}</style>"
+            f"<h1>IQT cohort QC</h1><p>{len(rows)} rows (subject, model, res). SNR: mean b0 in the brain / std of the b0 "
+            "background. nonphysical_pct: share of the brain mask's output voxels with a negative eigenvalue (their MD/FA are "
+            "not measurements). noise_index: the input tensors' roughness in the brain (clean dev inputs 0.049-0.070; above "
+            f"{NOISY_MODEL:g} a method with a model trained with added noise runs it: model_used noisy; above {NOISY_INPUT:g} "
+            "the others may do no better than cubic). Outlier: outside median &plusmn; 3 MAD "
+            "(scaled) on voxel volume, SNR, brain volume, median uncertainty, nonphysical_pct or noise_index, within each "
+            "run; brain volumes only among inputs of one kind (a DWI's median-Otsu mask, a tensor file's non-zero voxels, "
+            f"a brain estimated from unmasked tensors).</p><table><tr>{head}</tr>{body}</table>\n")
+    write_text(out_root / "qc.html", page)
+
+
+def _read_qc(path: Path) -> list[list[str]]:
+    """The rows of an earlier qc.tsv in this layout (an older layout's rows are dropped: their run is unknown)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    if not lines or tuple(lines[0].split("\t")) != QC_COLUMNS:
+        return []
+    return [row for row in (line.split("\t") for line in lines[1:]) if len(row) == len(QC_COLUMNS)]

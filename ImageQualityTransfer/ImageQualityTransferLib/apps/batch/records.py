@@ -1,0 +1,222 @@
+"""What a cohort run writes beside its volumes: the settings, the BIDS names of the outputs, the sidecars a resumed run
+compares (input and model hashes) and the derivatives' dataset_description.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...core.errors import IQTError
+from ...core.version import __version__
+from ...fileio.paths import write_json
+from .items import Item, label
+
+BIDS_VERSION = "1.10.0"
+PIPELINE = "ImageQualityTransfer"
+TEMP_PREFIX = ".iqt-"  # fileio.atomic_write's temporary files: left only by a killed writer, removed on restart
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every subject is run with, and what its sidecars record."""
+
+    method: str
+    factor: int | tuple = 2  # an integer r, or per-axis factors (fx, fy, fz)
+    uncertainty: bool = False
+    mc_samples: int | None = None
+    device: str = "cpu"
+    model: str | None = None  # --model (None: the shipped one)
+    model_file: str | None = None  # the model file used, recorded in the sidecars
+    model_sha256: str | None = None
+    tta: bool = False  # learned methods averaged over the grid's symmetries (methods/symmetry.py); model-<method>tta
+    tensor_order: str = "nifti"  # how a listed 4D tensor file holds its components (fileio.load_tensor)
+    noisy_model_file: str | None = None  # the model the method runs on noisy inputs (methods/base.py), recorded
+    noisy_model_sha256: str | None = None
+
+
+def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
+    """File name of every output by key ("tensor", "fa", "md", "mask", then the uncertainty maps): the BIDS entities
+    of the input, then space-orig, res-<factor>x (res-1x1x3x for per-axis factors), model-<method>, param-<tensor|fa|md>,
+    desc-<map> for uncertainty maps; desc-brain_mask for the run's brain mask."""
+    base = f"{item.prefix}_space-orig_res-{_res_label(s)}_model-{label(_method_label(s))}"
+    names = {p: f"{base}_param-{p}_dwimap.nii.gz" for p in ("tensor", "fa", "md")}
+    names["mask"] = f"{base}_desc-brain_mask.nii.gz"
+    for m in maps:
+        names[m] = f"{base}_param-tensor_desc-{label(m)}_dwimap.nii.gz"
+    return names
+
+
+def expected_maps(s: Settings) -> tuple[str, ...]:
+    """The uncertainty maps a run with these settings writes (none without --uncertainty)."""
+    from ... import methods
+
+    if not s.uncertainty:
+        return ()
+    cls = methods.method_class(s.method)
+    return ("std", "direction") + (("std_intrinsic", "std_parameter", "md_std", "fa_std") if cls.takes_samples else ())
+
+
+def sidecar(path) -> Path:
+    return Path(str(path)[: -len(".nii.gz")] + ".json")
+
+
+def _sha256(path) -> str:
+    from ...fileio.model_files import sha256
+
+    try:
+        return sha256(path)
+    except FileNotFoundError:
+        raise IQTError(f"{path}: file not found; check the path") from None
+    except OSError as exc:
+        raise IQTError(f"{path}: cannot be read ({exc}); check the file") from None
+
+
+def input_hashes(item: Item) -> dict:
+    """SHA256 of the input image (and of its bval/bvec for a DWI): what a resumed run compares."""
+    from ...fileio import bval_bvec_paths
+
+    if item.kind == "dwi" and Path(item.path).name == "dwi.nii.gz" and not Path(item.path).exists():  # a listed folder
+        raise IQTError(f"{Path(item.path).parent}: no dwi.nii.gz there (or no such folder); a subject folder holds "
+                       "dwi.nii.gz, dwi.bval and dwi.bvec")
+    out = {"InputSHA256": _sha256(item.path)}
+    if item.kind == "dwi":
+        bval, bvec = bval_bvec_paths(item.path)
+        for p, flag in ((bval, "bval"), (bvec, "bvec")):
+            if not p.exists():
+                raise IQTError(f"{p}: not found; every DWI needs its FSL .{flag} file beside it")
+        out["GradientSHA256"] = {"bval": _sha256(bval), "bvec": _sha256(bvec)}
+    return out
+
+
+def identity(item: Item, s: Settings, hashes: dict) -> dict:
+    """The sidecar fields that must match for a subject to be skipped."""
+    return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
+            **_tta_record(s), **({"TensorOrder": s.tensor_order} if s.tensor_order != "nifti" and item.kind == "dti" else {})}
+
+
+def _res_label(s: Settings) -> str:
+    """The res- entity's label: 2x, or 1x1x3x for per-axis factors."""
+    from ...core.grid import text
+
+    return text(s.factor).replace(",", "x") + "x"
+
+
+def _method_label(s: Settings) -> str:
+    return s.method + ("+tta" if _tta_record(s) else "")
+
+
+def _tta_record(s: Settings) -> dict:
+    """{"TTA": true} for a method averaged over flips; {} otherwise, so that sidecars written before the setting
+    existed still match a plain run."""
+    return {"TTA": True} if s.tta else {}
+
+
+def _factor(s: Settings):
+    """The factor as the sidecars record it: an integer when isotropic, else [fx, fy, fz]."""
+    from ...core.grid import record
+
+    return record(s.factor)
+
+
+def finished(folder: Path, names: dict, ident: dict) -> dict | None:
+    """The tensor sidecar when every output and its sidecar exist and match `ident`, else None."""
+    side = None
+    for key, name in names.items():
+        path = folder / name
+        try:
+            meta = json.loads(sidecar(path).read_text())
+        except (OSError, ValueError):
+            return None
+        if not path.is_file() or any(meta.get(k) != v for k, v in ident.items()):
+            return None
+        side = meta if key == "tensor" else side
+    return side
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete the temporary files a killed writer left (atomic writes rename them into place when they finish)."""
+    n = 0
+    if folder.is_dir():
+        for p in folder.rglob(TEMP_PREFIX + "*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def noisy_model_record(method, factor) -> tuple[str | None, str | None]:
+    """(model file, weights SHA256) of the model `method` runs on noisy inputs at `factor`, or (None, None)."""
+    from ...core import grid
+
+    twin = method.for_noisy_inputs(grid.factors(factor)) if method.learned else None
+    return twin.model_record(factor) if twin is not None else (None, None)
+
+
+def model_record(method, factor) -> tuple[str | None, str | None]:
+    """(model file, SHA256 of its weights) of a learned method (the shipped one unless --model), (None, None) else."""
+    return method.model_record(factor) if method.learned else (None, None)
+
+
+DESCRIPTIONS = {
+    "tensor": "high-resolution diffusion tensor (lower-triangular Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, voxel axes)",
+    "fa": "fractional anisotropy of the high-resolution tensor",
+    "md": "mean diffusivity of the high-resolution tensor",
+    "std": "predictive standard deviation averaged over the six tensor elements",
+    "direction": "uncertainty of the principal eigenvector (RMS angle over 16 draws)",
+    "std_intrinsic": "intrinsic (data) part of the standard deviation",
+    "std_parameter": "parameter (model) part of the standard deviation",
+    "md_std": "standard deviation of the mean diffusivity",
+    "fa_std": "standard deviation of the fractional anisotropy",
+    "mask": "the brain mask of the run on the high-resolution grid (the low-res mask the DWI was fitted in, the "
+            "input tensors' own or the brain estimated from them, upsampled by nearest); the outputs reach one "
+            "low-res voxel beyond it, where the brain's edge holds brain in part of a voxel",
+}
+UNITS = {"tensor": "mm^2/s", "fa": "", "md": "mm^2/s", "std": "mm^2/s", "direction": "degrees", "std_intrinsic": "mm^2/s",
+         "std_parameter": "mm^2/s", "md_std": "mm^2/s", "fa_std": "", "mask": ""}
+
+
+def sources(item: Item) -> list[str]:
+    """The sidecars' Sources: BIDS URIs into the input dataset linked as "raw" (file URIs for files outside it) of the
+    input file and, for a DWI, its b-values and b-vectors."""
+    from ...fileio import bval_bvec_paths
+
+    files = [Path(item.path)] + (list(bval_bvec_paths(item.path)) if item.kind == "dwi" else [])
+    files = [Path(os.path.normpath(f.absolute())) for f in files]
+    root = Path(item.root) if item.root else None
+    return [f"bids:raw:{f.relative_to(root).as_posix()}" if root is not None and root in f.parents else f.as_uri()
+            for f in files]
+
+
+def dataset_description(out_root: Path, s: Settings, items=()) -> None:
+    """Write (or extend) the derivatives' dataset_description.json with this pipeline's GeneratedBy entry and the
+    input dataset as its source ("raw" in DatasetLinks, the name the sidecars' BIDS URIs use)."""
+    from ...core.tensors import NOISY_MODEL
+
+    path = out_root / "dataset_description.json"
+    entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": _factor(s),
+             "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s)}
+    if s.noisy_model_file:
+        entry.update(NoisyInputModel=s.noisy_model_file, NoisyInputModelSHA256=s.noisy_model_sha256,
+                     NoisyInputAboveNoiseIndex=NOISY_MODEL)
+    desc = {"Name": "ImageQualityTransfer super-resolved DTI", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
+            "GeneratedBy": []}
+    try:
+        old = json.loads(path.read_text())
+        if isinstance(old, dict) and isinstance(old.get("GeneratedBy"), list):
+            desc = {**desc, **old}
+    except (OSError, ValueError):
+        pass
+    changed = not path.exists()
+    roots = {Path(it.root).as_uri() for it in items if it.root}
+    uri = next(iter(roots)) if len(roots) == 1 else None
+    if uri is not None and desc.get("DatasetLinks", {}).get("raw") != uri:
+        desc["DatasetLinks"] = {**desc.get("DatasetLinks", {}), "raw": uri}
+        desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") != uri] + [{"URL": uri}]
+        changed = True
+    if entry not in desc["GeneratedBy"]:
+        desc["GeneratedBy"] = desc["GeneratedBy"] + [entry]
+        changed = True
+    if changed:
+        write_json(path, desc)

@@ -1,0 +1,152 @@
+"""One subject of a cohort: fitted if a DWI, upsampled, its QC measured and every output written with its sidecar;
+the same function whatever runs it (this process, a LocalCluster or a remote scheduler)."""
+
+from __future__ import annotations
+
+import datetime
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import IQTError, IQTWarning
+from ...core.version import __version__
+from ...fileio.paths import write_json
+from .items import Item
+from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, expected_maps, finished, identity, input_hashes, output_names,
+                      remove_temporaries, sidecar, sources)
+
+
+_METHODS: dict = {}
+
+
+def _method(s: Settings):
+    """The method object, made once per worker process (learned models load once)."""
+    from ... import methods
+
+    key = (s.method, s.model, s.mc_samples, s.device, s.tta)
+    if key not in _METHODS:
+        _METHODS[key] = methods.get(s.method, model=s.model, samples=s.mc_samples, device=s.device, tta=s.tta)
+    return _METHODS[key]
+
+
+def snr_estimate(dwi, mask: np.ndarray) -> float:
+    """Mean of the first b0 in the brain over its standard deviation in the background (outside the mask dilated
+    by three voxels, zero-filled voxels left out); NaN when there is no usable background."""
+    from scipy import ndimage
+
+    from ...dmri.dti import B0_THRESHOLD
+
+    b0 = np.asarray(dwi.data[..., int(np.flatnonzero(dwi.bvals <= B0_THRESHOLD)[0])], dtype=np.float64)
+    bg = ~ndimage.binary_dilation(mask, iterations=3) & (b0 != 0)
+    if bg.sum() < 100:
+        return float("nan")
+    sd = float(b0[bg].std())
+    return float(b0[mask].mean() / sd) if sd > 0 else float("nan")
+
+
+def compute(item: Item, s: Settings) -> tuple[dict, dict]:
+    """(volumes by output key, QC metrics) for one subject: fit if a DWI, upsample, uncertainty, FA and MD."""
+    from ... import fileio
+    from ...core import grid, tensors
+    from ...core.volume import Volume
+    from ...dmri.dti import brain_mask, fit_dti
+    from ...methods.inputs import input_noise_index, whole_field, without_tiny_background
+
+    snr, whole = float("nan"), None
+    if item.kind == "dwi":
+        dwi = fileio.load_dwi(item.path)
+        mask = brain_mask(dwi)
+        lr = fit_dti(dwi, mask)
+        snr = snr_estimate(dwi, mask.data)
+        del dwi
+    else:
+        lr = fileio.load_tensor(item.path, s.tensor_order)
+        whole = whole_field(lr)
+        lr = without_tiny_background(lr, whole)
+        inside = np.any(lr.data != 0, axis=-1)  # the rule `iqt upsample` reads a tensor file's support by
+        mask = None if whole or not inside.any() else Volume(inside, lr.affine, "mask")
+    method = _method(s)
+    brain_from = "dwi" if item.kind == "dwi" else "tensor"
+    if mask is None:  # tensors over the whole field of view: the brain estimated from them (said in one warning)
+        mask = method.support(lr, whole)
+        brain_from = "estimated"
+    pred = method.predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
+    t = pred.tensor
+    brain = np.ones(t.shape3, bool) if mask is None else grid.repeat_blocks(np.asarray(mask.data, bool), s.factor)
+    vols = {"tensor": t, "fa": t.replace(data=tensors.fa_fast(t.data).astype(np.float32), kind="scalar"),
+            "md": t.replace(data=tensors.md(t.data).astype(np.float32), kind="scalar"),
+            "mask": t.replace(data=brain, kind="mask")}
+    if s.uncertainty:
+        vols.update(pred.maps())
+    inside = np.ones(lr.shape3, bool) if mask is None else np.asarray(mask.data, bool)
+    vox = lr.voxel_size
+    qc = {"voxel_mm": "x".join(f"{v:.2f}" for v in vox), "voxel_mm3": float(np.prod(vox)), "snr": snr,
+          "brain_ml": float(inside.sum() * np.prod(vox) / 1000.0), "brain_from": brain_from,
+          "median_std": float(np.median(pred.std.data[brain])) if s.uncertainty and pred.std is not None else float("nan"),
+          # a negative eigenvalue: MD or FA there is not a measurement (the FA map's 1.0 can hide it)
+          "nonphysical_pct": float(100 * np.mean(tensors.distance_to_physical(t.data[brain]) > 0)) if brain.any() else 0.0}
+    # a learned method read it to choose its model (methods/base.py, _for_noise); interpolation did not
+    index = t.meta.get("noise_index")
+    if index is None and not (mask is None and brain_from == "estimated"):  # no brain found: background fits only
+        index = input_noise_index(lr, inside, brain_from == "estimated")
+    qc["noise_index"] = float("nan") if index is None else index
+    return vols, qc
+
+
+def process(item: Item, s: Settings, out_root: str) -> dict:
+    """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
+    returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds"}."""
+    from ... import fileio
+
+    t0 = time.perf_counter()
+    res = {"subject": item.prefix, "input": item.path, "status": "failed", "reason": "", "qc": {}}
+    folder = Path(out_root) / item.subdir
+    try:
+        ident = identity(item, s, input_hashes(item))
+        names = output_names(item, s, expected_maps(s))
+        done = finished(folder, names, ident)
+        if done is not None:
+            res.update(status="skipped", qc=done.get("QC", {}))
+            return res
+        with warnings.catch_warnings(record=True) as caught:  # the engine's warnings: this subject's notes
+            warnings.simplefilter("always", IQTWarning)
+            vols, qc = compute(item, s)
+        # each once: batch and the method may both say the same (e.g. a whole-field input with no background)
+        notes = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught if issubclass(w.category, IQTWarning)))
+        for w in caught:
+            if not issubclass(w.category, IQTWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(folder)
+        for key, name in names.items():  # data first, every sidecar after, the tensor's last
+            (fileio.save_tensor if key == "tensor" else fileio.save_scalar)(vols[key], folder / name)
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
+        used = vols["tensor"].meta
+        # an input noisier than clean scans ran the method's model trained with added noise (methods/base.py)
+        noisy_model = {}
+        if used.get("model_for"):
+            noisy_model = {"ModelUsed": used["model_file"], "ModelUsedSHA256": used["model_sha256"],
+                           "ModelUsedFor": f"{used['model_for']} inputs"}
+            qc["model_used"] = used["model_for"]
+        if notes:
+            noisy_model["Notes"] = notes
+        for key in [k for k in names if k != "tensor"] + ["tensor"]:
+            meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": sources(item),
+                    "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **noisy_model,
+                    "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp}
+            if key == "tensor":
+                meta["QC"] = qc
+            write_json(sidecar(folder / names[key]), meta)
+        res.update(status="done", qc=qc, notes=notes)
+    except IQTError as exc:
+        res["reason"] = " ".join(str(exc).split())
+    except MemoryError:
+        res["reason"] = "out of memory; give the workers more with --memory-limit or run fewer --workers"
+    except Exception as exc:  # a bug, not bad input: recorded, the others go on
+        res["reason"] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    finally:
+        res["seconds"] = round(time.perf_counter() - t0, 3)
+    return res

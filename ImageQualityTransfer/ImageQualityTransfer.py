@@ -828,14 +828,18 @@ class ImageQualityTransferTest(ScriptedLoadableModuleTest):
         self.assertEqual(inputNode.GetImageData().GetMTime(), before)
         if nodes.get("interpolated"):
             logic.showComparison(nodes["interpolated"], nodes["tensor"], nodes.get("uncertainty"), 0.4)
-        # per-axis factors (the panel's through-plane mode): interpolation only, the learned methods are not offered
+        # per-axis factors (the panel's through-plane mode): the learned methods whose x1,1,3 models ship are offered
         factors = logic.upsamplingFactors(inputNode, "through-plane", 3)
         self.assertEqual(factors, (1, 1, 3))  # isotropic voxels: the slice axis k
         offered = [m["name"] for m in logic.availableMethods(factors)]
         self.assertIn("cubic", offered)
-        self.assertFalse([m for m in logic.availableMethods(factors) if m["learned"]])
-        nodes = logic.process(inputNode, method="cubic", factor=factors, interpolatedNode=True)
-        self._checkOutputs(inputNode, nodes, factors)
+        self.assertIn("biqt", [m["name"] for m in logic.availableMethods(factors) if m["learned"]])
+        for name in ("cubic", "biqt"):
+            nodes = logic.process(inputNode, method=name, factor=factors, interpolatedNode=True)
+            self._checkOutputs(inputNode, nodes, factors)
+        # where no model ships (through-plane x4): interpolation only
+        self.assertFalse([m for m in logic.availableMethods(logic.upsamplingFactors(inputNode, "through-plane", 4))
+                          if m["learned"]])
         with self.assertRaises(logic.engineError()):  # a target voxel size the input already has
             logic.upsamplingFactors(inputNode, "voxel-size", voxelSize=max(inputNode.GetSpacing()))
         self.delayDisplay("Phantom test passed")

@@ -78,8 +78,9 @@ IJK to RAS rotation), so SlicerDMRI tractography seeds on them unchanged. The ou
 divided by the factor, with its first voxel centred inside the first input voxel.</p>
 <p><b>Upsampling</b>: <i>isotropic</i> divides the voxel size by the factor along every axis; <i>through-plane</i>
 along the slice axis only (the input's largest voxel spacing: thick slices); <i>target voxel size</i> takes the
-smallest factor per axis that reaches it. The learned methods have models for isotropic factor 2; interpolation
-takes any factors.</p>
+smallest factor per axis that reaches it. The learned methods have models for isotropic factors 2 and 3 and
+through-plane factors 2 and 3, not every method for every one: the method list shows those that run at the chosen
+factors. Interpolation takes any factors.</p>
 <p>See the <a href="{url}">README</a> for details and batch use.</p>
 """
         ).replace("{url}", README_URL)
@@ -128,7 +129,7 @@ class ImageQualityTransferParameterNode:
     upsamplingMode: Annotated[str, Choice(list(UPSAMPLING_MODES))] = "isotropic"  # bound by hand: translated labels
     factor: Annotated[int, WithinRange(2, 4)] = 2
     voxelSize: Annotated[float, WithinRange(0.1, 10.0)] = 1.0
-    samples: Annotated[int, WithinRange(1, 200)] = 10  # the engine's default (cnn/inference.py, DEFAULT_SAMPLES)
+    samples: Annotated[int, WithinRange(2, 200)] = 10  # 1 would give no parameter part  # the engine's default (cnn/inference.py, DEFAULT_SAMPLES)
     useGPU: bool = False
     averageFlips: bool = False
     uncertaintyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
@@ -344,11 +345,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._factorsError:
             self.ui.upsamplingNoteLabel.text = self._factorsError
         elif left and self._factors:
-            shipped = sorted({self._factorsText(tuple(f) if isinstance(f, list) else (f, f, f)) for m in left for f in m.get("shipped", [])})
             self.ui.upsamplingNoteLabel.text = _(
-                "The learned methods are not offered at {factors}: their models are for {shipped}. Interpolation "
-                "takes any factors.").format(factors=self._factorsText(self._factors),
-                                             shipped=", ".join(shipped))
+                "Not offered at {factors}, which they have no model for: {methods}. Interpolation takes any "
+                "factors.").format(factors=self._factorsText(self._factors), methods=", ".join(m["name"] for m in left))
         else:
             self.ui.upsamplingNoteLabel.text = ""
 
@@ -589,7 +588,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     def offeredMethods(self, methods: list, factor) -> list:
         """The entries of `methods` (availableMethods) that run at `factor`: interpolation at any factors, a learned
-        method only at the isotropic factor of its shipped models (a CNN is kept before PyTorch is installed)."""
+        method only at the factors of its shipped models (a CNN is kept before PyTorch is installed)."""
         self._engineOnPath()
         from ImageQualityTransferLib.slicer import upsampling
 

@@ -96,6 +96,9 @@ class Method:
                                "(it applies to espcn-hetero-var1 and espcn-hetero-var2)")
             if int(samples) < 0:
                 raise IQTError(f"--mc-samples {samples}: give a number of Monte Carlo samples >= 0")
+            if int(samples) == 1:  # the parameter part is the samples' variance: one sample has none
+                raise IQTError("--mc-samples 1: one sample gives no parameter uncertainty; give at least 2 (default 10), "
+                               "or 0 for one deterministic pass with the intrinsic part only")
         if tta and not self.learned:
             raise IQTError(f"method {self.name!r} is unchanged by flips and swaps (nothing to average); --tta applies to "
                            "the learned methods: drop it")

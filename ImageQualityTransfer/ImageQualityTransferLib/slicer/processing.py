@@ -369,7 +369,7 @@ MODULE_WORDS = (
     (r"give --mask with a brain mask", "choose a Brain mask"), (r"give --mask", "choose a Brain mask"),
     (r"--mask", "the Brain mask"), (r"drop --tta", "turn off Advanced > Average over flips"),
     (r"--tta", "Advanced > Average over flips"), (r"give --model( a model file)?", "choose an Advanced > Model file"),
-    (r"--model", "Advanced > Model file"), (r"(use|give) --device cpu", "turn off Advanced > Use GPU"),
+    (r"--model", "Advanced > Model file"), (r"(use|give) --device cpu( \(or auto\))?", "turn off Advanced > Use GPU"),
     (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),
     (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
     (r"--method", "the Method"),

@@ -1,8 +1,10 @@
 """Whole-volume inference, tiled so that memory stays bounded whatever the volume size.
 
 The low-res grid is cut into tiles of `tile`^3 positions; each tile is read with the network's halo (2 voxels for
-ESPCN's unpadded 5^3 receptive field, 4 for `deep`'s 9^3) from the zero-padded volume, so every output voxel sees exactly
-the inputs it would see in one untiled pass. Each tile is cropped to the bounding box of its output support (the
+ESPCN's unpadded 5^3 receptive field, 4 for `deep`'s 9^3) from the volume padded with its edge tensors, so every output
+voxel sees exactly the inputs it would see in one untiled pass. Beyond the field of view the network sees the nearest
+tensor, as beyond a tight mask (methods/context.py), not zeros: where a slab cuts the brain, zeros made its edge planes
+look like the brain's edge (docs/measurements.md, "The field of view's edge"). Each tile is cropped to the bounding box of its output support (the
 low-res mask dilated by one voxel), and tiles with none are skipped. The network predicts the residual over cubic B-spline interpolation
 in normalised units; the result is cubic + residual * scale, zero outside the support.
 
@@ -40,8 +42,8 @@ DEFAULT_SEED = 0
 
 
 def normalise_input(lr: np.ndarray, norm: dict, halo: int = HALO) -> np.ndarray:
-    """Raw tensors (mm^2/s) zero-padded by `halo` -> normalised, (6, X+2h, Y+2h, Z+2h) float32."""
-    padded = np.pad(np.asarray(lr, np.float32), [(halo, halo)] * 3 + [(0, 0)])
+    """Raw tensors (mm^2/s) padded by `halo` with the nearest edge tensor -> normalised, (6, X+2h, Y+2h, Z+2h) float32."""
+    padded = np.pad(np.asarray(lr, np.float32), [(halo, halo)] * 3 + [(0, 0)], mode="edge")
     mean = np.asarray(norm["in_mean"], np.float32)
     scale = np.asarray(norm["in_scale"], np.float32)
     return np.ascontiguousarray(np.moveaxis((padded - mean) / scale, -1, 0))

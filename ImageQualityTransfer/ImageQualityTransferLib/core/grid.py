@@ -128,13 +128,17 @@ def check_voxel_size(target_mm, name: str = "--voxel-size") -> float:
     return target
 
 
+VOXEL_SIZE_TOLERANCE = 0.02  # a voxel this much above the target reaches it: headers hold 2.7073 for a nominal 2.7 mm
+
+
 def for_voxel_size(voxel_size, target_mm, name: str = "--voxel-size",
                    instead: str = "give a smaller voxel size, or a --factor") -> tuple[int, int, int]:
-    """The smallest integer factor per axis that brings each voxel size to at most `target_mm`; IQTError (naming
-    the control `name`, suggesting `instead`) when no axis needs upsampling."""
+    """The smallest integer factor per axis that brings each voxel size to at most `target_mm` (within
+    VOXEL_SIZE_TOLERANCE: a scanner's nominal 2.7 mm, stored as 2.7073, is not split in three for a target of 2.7);
+    IQTError (naming the control `name`, suggesting `instead`) when no axis needs upsampling."""
     target = check_voxel_size(target_mm, name)
     v = [float(x) for x in voxel_size]
-    f = tuple(max(1, math.ceil(x / target - 1e-6)) for x in v)
+    f = tuple(max(1, math.ceil(x / (target * (1 + VOXEL_SIZE_TOLERANCE)) - 1e-6)) for x in v)
     if max(f) < 2:
         raise IQTError(f"{name} {target:g}: the input's voxels ({'x'.join(f'{x:.3g}' for x in v)} mm) are already "
                        f"at most {target:g} mm; {instead}")

@@ -27,7 +27,8 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False) -> None:
     sp.add_argument("--factor", help=FACTOR_HELP + " (default 2, or as --voxel-size chooses)")
     sp.add_argument("--voxel-size", type=float, metavar="MM",
                     help="instead of --factor: the smallest integer factor along each axis that makes the output voxels "
-                         "at most MM mm along it (a 2x2x5 mm input with --voxel-size 2 gets factors 1,1,3)")
+                         "at most MM mm along it, 2 %% over counting as reached (a 2x2x5 mm input with --voxel-size 2 gets "
+                         "factors 1,1,3; a header's 2.7073 mm is a nominal 2.7)")
 
 
 def factors(args, voxel_size=None) -> tuple[int, int, int] | None:

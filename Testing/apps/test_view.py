@@ -1,7 +1,7 @@
 """`iqt view` in a real browser: the command serves the page on a free port, headless Chromium (Playwright) opens
 it, waits for the two slice views, switches the method from cubic to biqt through the picker, checks the
-screenshot shows two brain views and that scrolling the left view moves the right one; a scalar volume gives a one-line message in the page; a missing file is refused
-before serving."""
+screenshot shows two brain views and that scrolling the left view moves the right one; bad input (a missing file, a
+scalar volume, a wrong order, a mask on another grid) and a port in use are refused before serving."""
 
 from __future__ import annotations
 
@@ -95,6 +95,11 @@ class Server:
         raise AssertionError(f"iqt view did not start (exit {self.proc.returncode}): {self.lines} "
                              f"{Path(self.log.name).read_text()[-500:]}")
 
+    def log_text(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return Path(self.log.name).read_text()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -165,6 +170,9 @@ def test_the_runs_warnings_show_in_the_page(browser, lowres, serve, tmp_path):
         assert len(notes) == 1 and "3 voxels in the mask hold a failed fit" in notes[0], notes
     finally:
         page.close()
+    server.stop()
+    said = [line for line in server.log_text().splitlines() if line.startswith("iqt view: warning:")]
+    assert len(said) == 1 and "3 voxels in the mask hold a failed fit" in said[0], said  # on the terminal too, once
 
 
 @pytest.mark.slow
@@ -210,22 +218,44 @@ def test_compare_and_change_method(browser, lowres, serve, tmp_path):
     assert r > g, "the IQT view shows no Inferno uncertainty overlay"
 
 
-@pytest.mark.slow
-def test_scalar_volume_gives_a_message_in_the_page(browser, small_subject, serve, tmp_path):
-    from ImageQualityTransferLib import fileio
+@pytest.mark.parametrize("case", ["scalar", "order", "mask"])
+def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
+    """The input checks `iqt upsample` runs, before anything is served: one line, exit 2, and the command ends (it
+    served a page that said so only in the browser, and never exited: review 40a)."""
     from ImageQualityTransferLib.core.volume import Volume
 
-    scalar = tmp_path / "fa.nii.gz"
-    fileio.save_scalar(Volume(np.ones((8, 8, 8), np.float32), np.eye(4), "scalar"), scalar)
-    server = serve(scalar)
-    page = browser.new_page()
-    try:
-        page.goto(server.url())
-        wait_status(page, "error")
-        message = page.inner_text("#iqt-message").strip()
-    finally:
-        page.close()
-    assert "not a diffusion tensor volume" in message and "\n" not in message and "Traceback" not in message
+    lr = tmp_path / "lr.nii.gz"
+    assert cli.main(["degrade", str(small_subject / "dwi.nii.gz"), "-o", str(lr)]) == 0
+    args, words = {
+        "scalar": ([tmp_path / "fa.nii.gz"], "not a diffusion tensor volume"),
+        "order": ([tmp_path / "fsl.nii.gz", "--tensor-order", "nifti"], "tensor-order"),
+        "mask": ([lr, "--mask", tmp_path / "m.nii.gz"], "grid"),
+    }[case]
+    fileio.save_scalar(Volume(np.ones((8, 8, 8), np.float32), np.eye(4), "scalar"), tmp_path / "fa.nii.gz")
+    fileio.save_scalar(Volume(np.ones((5, 5, 5), np.float32), np.eye(4), "mask"), tmp_path / "m.nii.gz")
+    vol = fileio.load_tensor(lr)
+    fileio.save_tensor(vol, tmp_path / "fsl.nii.gz", order="fsl")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", IQT, "view", *map(str, args), "--port", "0"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(err) == 1 and words in err[0], run.stderr
+    assert "serving" not in run.stdout
+
+
+@pytest.mark.slow
+def test_a_port_in_use_is_one_line(lowres):
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, _ = lowres
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+        run = subprocess.run([sys.executable, "-c", IQT, "view", str(lr), "--method", "cubic", "--port", str(port)],
+                             capture_output=True, text=True, timeout=120, env=env)
+    err = [line for line in run.stderr.strip().splitlines() if line.startswith("iqt")]
+    assert run.returncode == 2 and len(err) == 1 and f"--port {port}: that port is in use" in err[0], run.stderr
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ Bad input (not a tensor volume, a mask on another grid) is shown as one line in 
 from __future__ import annotations
 
 import asyncio
+import errno
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,9 @@ class Viewer:
     """The page and its state: one scene, two linked slice views, one engine run at a time."""
 
     def __init__(self, input_path, method: str | None = None, factor=2, mask_path=None, server_name="iqt-view",
-                 tensor_order: str = "nifti"):
+                 tensor_order: str = "nifti", loaded=None):
+        """`loaded`: (the input Volume, its mask Volume or None) where the caller has read and checked them already
+        (`iqt view` does, so that bad input gets one line and exit 2 before anything is served)."""
         import_trame()
         from trame.app import get_server
         from trame_slicer import module as trame_slicer_module
@@ -72,6 +75,8 @@ class Viewer:
 
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqt-view")
         self.lr = self.mask = self.in_node = None
+        self._loaded = loaded
+        self._said: set[str] = set()  # notes already printed on the terminal
         self.nodes: dict = {}
         self.fa_nodes: dict = {}
         self._progress = (0.0, "")
@@ -148,6 +153,13 @@ class Viewer:
 
         create_task(self._start())
 
+    def _say(self, notes) -> None:
+        """Each run note on the terminal too, once, as `iqt upsample` prints its warnings (the page may not be open)."""
+        for note in notes:
+            if note not in self._said:
+                self._said.add(note)
+                print(f"iqt view: warning: {note}", file=sys.stderr, flush=True)
+
     def host_for_url(self) -> str:
         host = getattr(self, "host", "127.0.0.1")
         return "127.0.0.1" if host in ("0.0.0.0", "", None) else host
@@ -170,10 +182,13 @@ class Viewer:
     def _load(self) -> None:
         from .. import fileio
 
-        if not self.input_path.is_file():
-            raise IQTError(f"{self.input_path}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
-        self.lr = fileio.load_tensor(self.input_path, self.tensor_order)
-        self.mask = fileio.load_mask(self.mask_path, self.lr, self.factor) if self.mask_path else None  # either grid
+        if self._loaded is not None:
+            self.lr, self.mask = self._loaded
+        else:
+            if not self.input_path.is_file():
+                raise IQTError(f"{self.input_path}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
+            self.lr = fileio.load_tensor(self.input_path, self.tensor_order)
+            self.mask = fileio.load_mask(self.mask_path, self.lr, self.factor) if self.mask_path else None  # either grid
         self.in_node = mrml.add_tensor_node(self.scene, self.lr, self.input_path.name.split(".")[0] or "dti")
 
     # ------------------------------------------------------------ engine runs
@@ -215,6 +230,7 @@ class Viewer:
                 s.notes = self._shown_notes = [" ".join(n.split()) for n in results["tensor"].meta.get("notes", [])]
                 s.has_uncertainty = self.nodes.get("uncertainty") is not None
                 s.status = f"done: {method}"
+            self._say(self._shown_notes)
         except IQTError as exc:  # the run failed; the page keeps the last result (and its notes) and another method
             with s:                # can be picked
                 s.message, s.notes = " ".join(str(exc).split()), self._shown_notes
@@ -322,6 +338,11 @@ class Viewer:
         try:
             self.server.start(port=port, host=host, open_browser=False, show_connection_info=False, timeout=0,
                               disable_logging=True)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE or "address already in use" in str(exc):
+                raise IQTError(f"--port {port}: that port is in use on {host}; choose another with --port N (or --port 0 "
+                               "for any free port)") from None
+            raise
         finally:
             sys.argv = argv
             self.executor.shutdown(wait=False, cancel_futures=True)

@@ -23,26 +23,30 @@ def add_parsers(sub) -> None:
 
 
 def run(args):
-    from ... import methods
+    from ... import fileio, methods
     from ...core import grid
+    from ...dmri.degrade import lowres_mask
+    from ...methods.inputs import check_tensor_input
     from .. import view
 
     if not Path(args.input).is_file():
         raise IQTError(f"{args.input}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
     if args.mask and not Path(args.mask).is_file():
         raise IQTError(f"--mask {args.mask}: no such file")
+    # read and checked as `iqt upsample` does, before anything is served: bad input gets one line and exit 2 here,
+    # not a page that only says so in the browser
+    lr = fileio.load_tensor(args.input, args.tensor_order)
     f = options.factors(args)
     if f is None:  # --voxel-size: the factors follow from the input's voxel size
-        from ... import fileio
-
-        voxel_size = fileio.load_tensor(args.input, args.tensor_order).voxel_size
-        f = options.factors(args, voxel_size)
-        print(options.voxel_size_line(f, voxel_size))
+        f = options.factors(args, lr.voxel_size)
+        print(options.voxel_size_line(f, lr.voxel_size))
+    mask = fileio.load_mask(args.mask, lr, f) if args.mask else None  # on either grid
+    check_tensor_input(lr, lowres_mask(mask, lr, f))
     if args.method is not None:
         methods.method_class(args.method)  # an unknown name fails here, naming the valid ones
         if args.method not in methods.ready(f):
             raise IQTError(f"method {args.method!r} cannot run here at {grid.describe(f)} (no shipped model or no "
                            f"torch); choose one of: {', '.join(methods.ready(f))}")
-    viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order)
+    viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order, loaded=(lr, mask))
     viewer.serve(args.port, args.host)
     return 0

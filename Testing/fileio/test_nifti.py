@@ -215,3 +215,30 @@ def test_a_nan_background_reads_as_an_empty_one_and_any_other_nan_is_refused(tmp
     with warnings.catch_warnings(), pytest.raises(IQTError, match="1 NaN/Inf value in"):
         warnings.simplefilter("ignore")  # the hole above, said again
         fileio.load_tensor(tmp_path / "partial.nii.gz", "dipy")
+
+
+@pytest.mark.parametrize("writer, affine, warned", [
+    ("dipy", np.diag([2.0, 2.0, 2.0, 1.0]), True),  # positive determinant: dipy's frame differs by an x flip
+    ("dipy", np.diag([-2.0, 2.0, 2.0, 1.0]), False),  # the usual LAS storage: both frames agree
+    ("iqt", np.diag([2.0, 2.0, 2.0, 1.0]), False),  # this tool's own file says so in its intent name
+])
+def test_a_5d_file_that_may_be_dipys_on_a_positive_grid_is_said(tmp_path, writer, affine, warned):
+    """dipy_fit_dti writes 5D SYMMATRIX files in FSL's bvec frame; read without --tensor-order dipy on a grid with a
+    positive determinant their fibres are mirrored and FA/MD do not show it (review 40a): one warning names the flag."""
+    t = random_spd(3 * 3 * 3).reshape(3, 3, 3, 6).astype(np.float32)
+    path = tmp_path / "dti.nii.gz"
+    if writer == "iqt":
+        fileio.save_tensor(Volume(t, affine, "tensor"), path)
+    else:  # as dipy.io.utils.nifti1_symmat writes it: symmetric-matrix intent, no name
+        img = nib.Nifti1Image(t[:, :, :, None, :], affine)
+        img.header.set_intent("symmetric matrix", (), name="")
+        nib.save(img, path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fileio.load_tensor(path)
+    said = [str(w.message) for w in caught if "--tensor-order dipy" in str(w.message)]
+    assert len(said) == int(warned), said
+    if warned:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fileio.load_tensor(path, "dipy")  # the flag given: read in dipy's frame, nothing to say

@@ -203,6 +203,8 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
         data = _data(img, path, np.float64)[:, :, :, 0, :]
         file_order = "nifti" if order == "nifti" else order
+        if order == "nifti":
+            _warn_if_dipy_frame(img, path)
     elif len(shape) == 4 and shape[3] == 6:
         if order == "nifti":
             raise IQTError(
@@ -231,6 +233,24 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     return Volume(data.astype(np.float32), img.affine, "tensor", meta=meta)
 
 
+OWN_INTENT = "DTI"  # the intent name of the 5D files this tool writes (save_tensor)
+
+
+def _warn_if_dipy_frame(img, path) -> None:
+    """One warning for a 5D tensor file this tool did not write on a grid whose affine keeps the axes' handedness:
+    there dipy's files (dipy_fit_dti's default output, components in FSL's bvec frame) differ from voxel-axis ones
+    (ANTs, 'iqt fit') by an x flip that no check on the tensors can see (review 40a: fibres mirrored, FA and MD
+    unchanged); on the usual negative-determinant grid the two frames agree."""
+    if np.linalg.det(np.asarray(img.affine, float)[:3, :3]) <= 0:
+        return
+    name = img.header.get_intent()[2] if hasattr(img.header, "get_intent") else ""
+    if name == OWN_INTENT:
+        return
+    warnings.warn(f"{path}: a 5D tensor file on a grid whose affine has a positive determinant, read in voxel axes (as "
+                  "ANTs and 'iqt fit' write it); if dipy wrote it (dipy_fit_dti), its components are in FSL's bvec "
+                  "frame: add --tensor-order dipy, or its fibres come out mirrored left-right", IQTWarning, stacklevel=3)
+
+
 def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
     """Write a tensor volume: 5D NIfTI SYMMATRIX (default), 4D in `order` and its tool's frame (file_frame), or Slicer
     NRRD by suffix."""
@@ -244,7 +264,7 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
     def write(tmp):
         if order == "nifti":
             img = _nib().Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
-            img.header.set_intent("symmetric matrix", (), name="DTI")
+            img.header.set_intent("symmetric matrix", (), name=OWN_INTENT)
         else:
             frame = file_frame(order, vol.affine)
             data = vol.data if frame is None else tensors.rotate(vol.data, np.linalg.inv(frame))

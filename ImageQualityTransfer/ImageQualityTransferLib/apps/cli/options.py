@@ -57,9 +57,10 @@ def voxel_size_line(f, voxel_size) -> str:
 
 def add_tensor_order(sp) -> None:
     sp.add_argument("--tensor-order", default="nifti", choices=list(ORDERS),
-                    help="a 4D six-volume tensor file as this tool writes it, element order and frame: fsl (dtifit), "
-                         "mrtrix (dwi2tensor, scanner coordinates), dipy (TensorFit.lower_triangular() saved as 4D, "
-                         "fitted with FSL bvecs) (default: 5D NIfTI SYMMATRIX in voxel axes)")
+                    help="how another tool wrote the tensor file, element order and frame: fsl (dtifit, 4D), "
+                         "mrtrix (dwi2tensor, 4D, scanner coordinates), dipy (4D lower_triangular() or dipy_fit_dti's "
+                         "5D file, fitted with FSL bvecs) (default: 5D NIfTI SYMMATRIX in voxel axes, as iqt and ANTs "
+                         "write it)")
 
 
 def add_dwi(sp) -> None:

@@ -367,7 +367,11 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 factors=self._factorsText(self._factors))
             self.ui.applyButton.enabled = True
         result = self._lastResult or {}
-        self.ui.compareButton.enabled = bool(result.get("tensor") and result.get("interpolated"))
+        self.ui.compareButton.enabled = bool(result.get("tensor") and result.get("interpolated")
+                                             and result["tensor"].GetID() != result["interpolated"].GetID())
+        self.ui.compareButton.toolTip = (
+            _("Interpolation | IQT side by side, linked") if self.ui.compareButton.enabled
+            else _("Run a method other than interpolation, with the interpolated output, to compare the two"))
         self.ui.tractographyButton.enabled = bool(result.get("tensor")) and self.logic.tractographyAvailable()
         if not self.logic.tractographyAvailable():
             self.ui.tractographyButton.toolTip = _("Install the SlicerDMRI extension to seed tractography")
@@ -454,7 +458,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     # ---------------------------------------------------------------- display
 
     def onOpacityChanged(self, value: float) -> None:
-        self.logic.setUncertaintyOpacity(value)
+        self.logic.setUncertaintyOpacity(value, self._lastResult)
 
     def onCompareButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
@@ -738,8 +742,11 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes))
         self._fitSliceViews()
 
-    def setUncertaintyOpacity(self, opacity: float) -> None:
-        self.display().set_overlay_opacity(slicer.mrmlScene, opacity)
+    def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:
+        """The uncertainty overlay's opacity where one of the run's maps (`nodes`, process's result) is shown; with
+        none given, wherever a foreground is shown. At 0 their legends hide."""
+        overlays = None if not nodes else [nodes.get("uncertainty"), *(nodes.get("uncertainties") or {}).values()]
+        self.display().set_overlay_opacity(slicer.mrmlScene, opacity, overlays)
 
     def showComparison(self, interpolatedNode, iqtNode, uncertaintyNode=None, opacity: float = 0.0) -> None:
         """Side-by-side linked slice views: interpolation (left, Red) and IQT (right, Yellow)."""

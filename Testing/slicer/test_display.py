@@ -163,6 +163,17 @@ def test_legends_titles_and_label_formats(lowres):
         assert c.GetForegroundVolumeID() == nodes["uncertainty"].GetID() and c.GetForegroundOpacity() == 0.5
     display.set_overlay_opacity(scene, 0.3)
     assert display.composite_node(scene, "Red").GetForegroundOpacity() == pytest.approx(0.3)
+    # the run's maps only: a layer the reader put in front elsewhere keeps its opacity; at 0 the legend hides
+    other = mrml.add_scalar_node(scene, Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "scalar"), "other")
+    display.composite_node(scene, "Green").SetForegroundVolumeID(other.GetID())
+    display.composite_node(scene, "Green").SetForegroundOpacity(0.8)
+    run_maps = [nodes["uncertainty"], *nodes["uncertainties"].values()]
+    display.set_overlay_opacity(scene, 0.0, run_maps)
+    assert display.composite_node(scene, "Red").GetForegroundOpacity() == 0
+    assert display.composite_node(scene, "Green").GetForegroundOpacity() == pytest.approx(0.8)
+    assert not display.legend_node(scene, nodes["uncertainty"]).GetVisibility()
+    display.set_overlay_opacity(scene, 0.5, run_maps)
+    assert display.legend_node(scene, nodes["uncertainty"]).GetVisibility()
 
 
 def test_compare_layout(lowres):

@@ -203,11 +203,23 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
     show_layers(scene, nodes.get("tensor"), nodes.get("uncertainty"), opacity)
 
 
-def set_overlay_opacity(scene, opacity: float) -> None:
+def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
+    """The overlay's opacity in each slice view whose foreground is one of `overlays` (a run's uncertainty map nodes;
+    None: any foreground), leaving layers the reader set in other views alone. At 0 those maps' legends hide too: a
+    legend stayed on screen for a map no longer seen (review 40b)."""
+    ids = None if overlays is None else {n.GetID() for n in overlays if n is not None}
+    shown = set()
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-        if c.GetForegroundVolumeID():
+        fg = c.GetForegroundVolumeID()
+        if fg and (ids is None or fg in ids):
             c.SetForegroundOpacity(float(opacity))
+            shown.add(fg)
+    for node in filter(None, map(scene.GetNodeByID, shown)):
+        for k in range(node.GetNumberOfDisplayNodes()):
+            d = node.GetNthDisplayNode(k)
+            if d is not None and d.IsA(LEGEND_CLASS):
+                d.SetVisibility(float(opacity) > 0)
 
 
 PLANE_AXES = {"Axial": (0, 1), "Coronal": (0, 2), "Sagittal": (1, 2)}  # RAS axes across and up each view

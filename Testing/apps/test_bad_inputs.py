@@ -39,6 +39,7 @@ def work(small_subject, tmp_path_factory):
     fileio.save_tensor(lr.replace(data=t * 1e-6), d / "m2s.nii.gz")
     fileio.save_tensor(lr.replace(data=t * 1e3), d / "um2ms.nii.gz")
     fileio.save_tensor(lr, d / "lr.nrrd")
+    fileio.save_tensor(Volume(t[1:, 1:, 1:], lr.affine, "tensor"), d / "other_grid.nii.gz")  # another subject's grid
     text = (d / "lr.nrrd").read_bytes()
     head, _, body = text.partition(b"\n\n")
     lines = [ln for ln in head.split(b"\n") if not ln.startswith(b"measurement frame")]
@@ -165,6 +166,10 @@ CASES = [
     ("degrade {d}/tiny/dwi.nii.gz --factor 1,1,4 --slice-gap 5 -o {d}/t.nii.gz", "too small for factors 1,1,4 with a slice gap of 5"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --mc-samples 3", "takes no Monte Carlo samples"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn-hetero-var1 --mc-samples 1", "one sample gives no parameter"),
+    ("upsample {d}/lr.nrrd -o {d}/o.nii.gz --method cubic --tensor-order fsl", "leave --tensor-order fsl out"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --tensor-order mrtrix", "is for 4D six-volume files"),
+    # a reference on another grid than the prediction: said of the prediction, not of the mask (review 40a)
+    ("evaluate --pred {d}/lr.nii.gz --truth {d}/other_grid.nii.gz --mask {d}/m.nii.gz", "the prediction (16, 18, 14) is not"),
     ("iqt-nothing", "invalid choice"),
 ]
 

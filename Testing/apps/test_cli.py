@@ -326,8 +326,8 @@ def test_evaluate_reads_each_file_in_its_own_order_and_scores_a_shifted_grid(cap
     assert code == 0, err
     assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
     code, _, err = run_cli(capsys, "evaluate", *args, tmp_path / "c.json", "--truth", tmp_path / "hr_fsl.nii.gz",
-                           "--tensor-order", "fsl")  # the 'iqt upsample' output read as dtifit's too
-    one_line_error(code, err, "positive definite", "prediction", "check --tensor-order")
+                           "--tensor-order", "fsl")  # the 'iqt upsample' output (5D) read as dtifit's too
+    one_line_error(code, err, "up0,0,0.nii.gz", "5D NIfTI SYMMATRIX", "--tensor-order fsl is for 4D")
     assert not (tmp_path / "c.json").exists()
     code, _, err = run_cli(capsys, "evaluate", *args, tmp_path / "c.json", "--truth", tmp_path / "hr_fsl.nii.gz")
     one_line_error(code, err, "hr_fsl.nii.gz", "--truth-order fsl")  # the reference's own option, not --tensor-order

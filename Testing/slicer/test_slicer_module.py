@@ -411,8 +411,8 @@ def test_worker_process_matches_in_process(scene, lr_axial):
                                                   progress=lambda f, m: steps.append(f))
     here = slicer_processing.predict_volumes(lr, request, mask=mask)
     assert set(sub) == set(here) == {"tensor", "interpolated"}
-    for k in here:
-        np.testing.assert_allclose(sub[k].data, here[k].data, atol=1e-10)
+    for k in here:  # to float32 round-off: a BLAS thread count set by an earlier test moves the last bit
+        np.testing.assert_allclose(sub[k].data, here[k].data, atol=1e-6 * float(np.abs(here[k].data).max()))
         np.testing.assert_allclose(sub[k].affine, here[k].affine, atol=1e-9)
     assert any(s is not None and s > 0 for s in steps)
     assert sub["tensor"].meta["factor"] == here["tensor"].meta["factor"]  # the comparison view picks its plane by it

@@ -195,14 +195,20 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     if _is_nrrd(path):
         from .nrrd import load_tensor_nrrd
 
+        if order != "nifti":  # was ignored without a word (review 40a)
+            raise IQTError(f"{path}: a Slicer NRRD holds its own element order and measurement frame; leave "
+                           f"--tensor-order {order} out")
         return load_tensor_nrrd(path)
     if order not in tensors.ORDERS:
         raise IQTError(f"unknown tensor order {order!r}; use one of {', '.join(tensors.ORDERS)}")
     img = _load_nifti(path)
     shape = img.shape
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
+        if order not in ("nifti", "dipy"):  # reordered, then refused as "not positive definite" (review 40a)
+            raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
+                           f"{order} is for 4D six-volume files: leave it out (or give dipy for dipy_fit_dti's file)")
         data = _data(img, path, np.float64)[:, :, :, 0, :]
-        file_order = "nifti" if order == "nifti" else order
+        file_order = order
         if order == "nifti":
             _warn_if_dipy_frame(img, path)
     elif len(shape) == 4 and shape[3] == 6:
@@ -337,8 +343,9 @@ def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
                     break
         if vol.shape3 not in grids:
             raise IQTError(
-                f"{path}: mask shape {vol.shape3} matches neither "
-                f"{' nor '.join(f'{shape} {name}' for shape, (name, _) in grids.items())}; give a mask on the input's grid"
+                f"{path}: mask shape {vol.shape3} matches "
+                f"{'neither ' if len(grids) > 1 else ''}{' nor '.join(f'{name} {shape}' for shape, (name, _) in grids.items())}"
+                f"; give a mask on the input's grid"
             )
         name, affine = grids[vol.shape3]
         if not np.allclose(vol.affine, affine, atol=1e-3 * float(np.abs(affine[:3, :3]).max())):

@@ -54,13 +54,7 @@ def run(args):
     # another factor than the header's may be right (x4 made as two x2 runs): said, or named in the grid's refusal
     other = made is not None and made != f
     recorded = f"; its header reads '{pred.meta['made_by']}': leave --factor out" if other else ""
-    mask = fileio.load_mask(args.mask, truth)
-    for vol, path, what, option, where in ((pred, args.pred, "prediction", "--tensor-order", None),
-                                           (truth, args.truth, "reference", "--truth-order", mask.data)):
-        try:  # a file read in the wrong order would be scored as nonsense
-            tensors.check_scale(vol.data, where, what, option)
-        except IQTError as exc:
-            raise IQTError(f"{path}: {exc}") from None
+    # the prediction against the reference first: a reference of another subject was blamed on the mask (review 40a)
     shape = pred.shape3
     start = _start(pred.affine, truth.affine)
     if start is None and all(t >= p for t, p in zip(truth.shape3, shape)):
@@ -73,6 +67,13 @@ def run(args):
             f"block shift of it, read from the two affines); give the output of 'iqt upsample' on 'iqt degrade' of the "
             f"same subject with the same --factor{recorded}"
         )
+    mask = fileio.load_mask(args.mask, truth)
+    for vol, path, what, option, where in ((pred, args.pred, "prediction", "--tensor-order", None),
+                                           (truth, args.truth, "reference", "--truth-order", mask.data)):
+        try:  # a file read in the wrong order would be scored as nonsense
+            tensors.check_scale(vol.data, where, what, option)
+        except IQTError as exc:
+            raise IQTError(f"{path}: {exc}") from None
     if other:
         warnings.warn(f"{args.pred}: its header reads '{pred.meta['made_by']}', and it is scored at {grid.describe(f)} "
                       f"as given; leave --factor out to score it at {grid.text(made)}", IQTWarning, stacklevel=2)

@@ -170,6 +170,16 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "biqt.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                            "--mask", tmp_path / "mask.nii.gz", "--direction", tmp_path / "lrmask.nii.gz")
     one_line_error(code, err, "differs from the prediction")
+    # the maps swapped: refused by the kind their headers record, or by their values where another tool dropped it
+    assert fileio.load_scalar(tmp_path / "sd_direction.nii.gz").meta["descrip"] == "iqt biqt direction degrees"
+    base = ("evaluate", "--pred", tmp_path / "biqt.nii.gz", "--truth", tmp_path / "hr.nii.gz", "--mask", tmp_path / "mask.nii.gz")
+    code, _, err = run_cli(capsys, *base, "--uncertainty", tmp_path / "sd_direction.nii.gz")
+    one_line_error(code, err, "iqt biqt direction degrees", "not the standard deviation map")
+    code, _, err = run_cli(capsys, *base, "--direction", tmp_path / "sd.nii.gz")
+    one_line_error(code, err, "iqt biqt std mm2/s", "not the _direction map")
+    fileio.save_scalar(fileio.load_scalar(tmp_path / "sd_direction.nii.gz"), tmp_path / "bare.nii.gz")  # no record
+    code, _, err = run_cli(capsys, *base, "--uncertainty", tmp_path / "bare.nii.gz")
+    one_line_error(code, err, "not a tensor's standard deviation in mm^2/s", "give it as --direction")
     assert dwi.stat().st_mtime_ns == before
 
 

@@ -1,5 +1,7 @@
-"""What made a tensor output, in its header: the method and factors (`iqt espcn factor 2`), written by the NIfTI and
-NRRD writers and read back by `iqt evaluate` so that a prediction is scored on its own factor's grid."""
+"""What made an output, in its header: for a tensor the method and factors (`iqt espcn factor 2`), written by the NIfTI
+and NRRD writers and read back by `iqt evaluate` so that a prediction is scored on its own factor's grid; for an
+uncertainty map its kind and unit (`iqt espcn-hetero-var1 direction degrees`), so that a map given as another is
+refused."""
 
 from __future__ import annotations
 
@@ -54,3 +56,20 @@ def read_made_by(text, affine) -> tuple[str, tuple[int, int, int]] | None:
     if m["axes"] and m["axes"] != _axis_codes(affine):
         return None
     return m.group(0), f
+
+
+MAP_UNITS = {"std": "mm2/s", "std_intrinsic": "mm2/s", "std_parameter": "mm2/s", "md_std": "mm2/s", "fa_std": "unitless",
+             "direction": "degrees"}
+MAP_RECORD = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) (?P<key>[a-z_]+) (?P<unit>mm2/s|unitless|degrees)$")
+
+
+def map_record(method: str, key: str) -> str:
+    """The header description of uncertainty map `key` of `method`'s run ("iqt biqt std mm2/s"); "" for another key."""
+    text = f"iqt {method} {key} {MAP_UNITS[key]}" if key in MAP_UNITS else ""
+    return text if len(text) < 80 and MAP_RECORD.match(text) else ""
+
+
+def read_map_record(text) -> str | None:
+    """The map's key ("std", "direction", ...) from a `map_record` text; None for any other text."""
+    m = MAP_RECORD.match(str(text).strip())
+    return m["key"] if m is not None and m["key"] in MAP_UNITS else None

@@ -304,7 +304,12 @@ def load_scalar(path) -> Volume:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     _check_finite(data, path, "image")
-    return Volume(data, img.affine, "scalar", meta={"path": str(path)})
+    meta = {"path": str(path)}
+    try:
+        meta["descrip"] = bytes(img.header["descrip"]).split(b"\0")[0].decode("ascii").strip()
+    except (KeyError, UnicodeDecodeError, TypeError, ValueError):
+        pass
+    return Volume(data, img.affine, "scalar", meta=meta)
 
 
 def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
@@ -354,11 +359,14 @@ def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
     return vol
 
 
-def save_scalar(vol: Volume, path) -> None:
+def save_scalar(vol: Volume, path, descrip: str = "") -> None:
+    """A 3D map as NIfTI (float32, a mask as uint8); `descrip`: the header's description (records.map_record)."""
     def write(tmp):
         data = vol.data.astype(np.uint8) if vol.data.dtype == bool else vol.data.astype(np.float32)
         img = _nib().Nifti1Image(data, vol.affine)
         img.header.set_xyzt_units("mm")
+        if descrip:
+            img.header["descrip"] = descrip.encode("ascii")
         img.set_qform(vol.affine, code=1)
         img.set_sform(vol.affine, code=1)
         _save_nifti(img, tmp)

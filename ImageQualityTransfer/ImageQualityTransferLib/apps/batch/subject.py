@@ -14,8 +14,9 @@ from ...core.errors import IQTError, IQTWarning
 from ...core.version import __version__
 from ...fileio.paths import write_json
 from .items import Item
-from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, expected_maps, finished, identity, input_hashes, output_names,
-                      remove_temporaries, sidecar, sources)
+from ...fileio.records import map_record
+from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, _method_label, expected_maps, finished, identity, input_hashes,
+                      output_names, remove_temporaries, sidecar, sources)
 
 
 _METHODS: dict = {}
@@ -121,7 +122,10 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         remove_temporaries(folder)
         for key, name in names.items():  # data first, every sidecar after, the tensor's last
-            (fileio.save_tensor if key == "tensor" else fileio.save_scalar)(vols[key], folder / name)
+            if key == "tensor":
+                fileio.save_tensor(vols[key], folder / name)
+            else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them
+                fileio.save_scalar(vols[key], folder / name, map_record(_method_label(s), key))
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
         used = vols["tensor"].meta

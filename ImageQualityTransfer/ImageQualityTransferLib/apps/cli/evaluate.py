@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from ...core.errors import IQTError, IQTWarning
 from ...core.tensors import ORDERS
 from . import options
@@ -81,10 +83,10 @@ def run(args):
     t = truth.data[box]
     m = mask.data[box]
     lr_mask = degrade.block_majority(m, f)
-    unc = fileio.load_scalar(args.uncertainty).data if args.uncertainty else None
+    unc = _map(fileio, args.uncertainty, "--uncertainty") if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
-    direc = fileio.load_scalar(args.direction).data if args.direction else None
+    direc = _map(fileio, args.direction, "--direction") if args.direction else None
     if direc is not None and direc.shape != shape:
         raise IQTError(f"{args.direction}: shape {direc.shape} differs from the prediction {shape}; give the "
                        f"_direction map that 'iqt upsample --uncertainty' wrote beside this prediction")
@@ -129,3 +131,32 @@ def _start(pred_affine, truth_affine) -> tuple | None:
     if np.abs(at - start).max() > 1e-2 or (start < 0).any():
         return None
     return tuple(int(v) for v in start)
+
+
+SIGMA_KEYS = ("std", "std_intrinsic", "std_parameter")  # maps of the tensor elements' standard deviation (mm^2/s)
+
+
+def _map(fileio, path, option: str):
+    """The data of an uncertainty map given as `option`, refused when it is another kind of map: by the kind its header
+    records (fileio.records.map_record), else by its values (an angle map in degrees reaches tens, an element SD in
+    mm^2/s stays far below 1): a direction map scored as sigma read 'within 2 sigma: 1.000' (review 40a)."""
+    from ...fileio.records import read_map_record
+
+    vol = fileio.load_scalar(path)
+    data = vol.data
+    key = read_map_record(vol.meta.get("descrip", ""))
+    wanted = SIGMA_KEYS if option == "--uncertainty" else ("direction",)
+    what = "the standard deviation map (mm^2/s)" if option == "--uncertainty" else "the _direction map (degrees)"
+    if key is not None and key not in wanted:
+        raise IQTError(f"{path}: its header reads '{vol.meta['descrip']}', not {what}; give {what} as {option}")
+    values = np.abs(data[np.isfinite(data) & (data != 0)])
+    if key is None and values.size:
+        top = float(np.percentile(values, 99))
+        if option == "--uncertainty" and top > 0.1:
+            raise IQTError(f"{path}: values up to {top:.3g} are not a tensor's standard deviation in mm^2/s (elements are "
+                           "about 1e-3); is it the _direction map (degrees)? give it as --direction, and the std map as "
+                           "--uncertainty")
+        if option == "--direction" and top < 1:
+            raise IQTError(f"{path}: values up to {top:.3g} are not angles in degrees; is it the std map (mm^2/s)? give "
+                           "it as --uncertainty, and the _direction map as --direction")
+    return data

@@ -72,6 +72,7 @@ def run(args):
     from ...analysis import propagation
     from ...core import grid
     from ...core.orientation import Reorientation, slice_axis
+    from ...fileio.records import map_record
 
     f = options.factors(args)  # None with --voxel-size: the input is read first, its voxel size chooses them
     lr = None
@@ -117,7 +118,7 @@ def run(args):
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     fileio.save_tensor(pred.tensor, out)
     for key, vol in pred.maps().items() if unc_out else ():
-        fileio.save_scalar(vol, unc_paths[key])
+        fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
     used = pred.tensor.meta.get("model_for")
     print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "") + ")")
     if unc_out:

@@ -20,6 +20,7 @@ import numpy as np
 from ..core.errors import IQTError
 from ..core.volume import Volume
 from ..slicer import display, mrml, processing
+from ..slicer.render import quiet_vtk_warnings
 
 LEFT, RIGHT = display.COMPARE_VIEWS
 DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes as Slicer draws them
@@ -66,6 +67,7 @@ class Viewer:
         self.server = server = get_server(server_name, client_type="vue3")
         server.enable_module(trame_slicer_module)
         self.app = SlicerApp()
+        quiet_vtk_warnings()  # after the app: slicer-core sets VTK's output window to print everything
         self.scene = self.app.scene
         register_rca_factories(self.app.view_manager, server)
         self.layout_manager = LayoutManager(self.scene, self.app.view_manager, server)

@@ -2,7 +2,10 @@
 
 All are separable: each axis is resampled by a small matrix whose rows are the 1-D interpolation weights
 at the high-res voxel centres of the grid alignment (docs/conventions.md), which is exact for a tensor-product spline
-and much faster than evaluating a 3-D kernel per output voxel.
+and much faster than evaluating a 3-D kernel per output voxel. Like the learned methods, they see the two rings beyond
+a tight mask filled from the nearest brain voxel (methods/context.py): interpolated towards the zeros there, cubic rang
+into non-physical, bright-FA tensors along every edge of the brain and its mask's holes (docs/measurements.md,
+"Interpolation beyond a tight mask").
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from scipy import ndimage
 
 from ..core import grid, tensors
 from .base import Method
+from .context import fill_context
 from .inputs import clip_input
 
 
@@ -67,7 +71,7 @@ class Interpolation(Method):
         return hr
 
     def _predict(self, lr, r, mask, progress):
-        hr = upsample_separable(self._transform(clip_input(lr)), r, self.order)
+        hr = upsample_separable(self._transform(clip_input(fill_context(lr))), r, self.order)
         support = output_support(mask, r)
         if support is None:
             return self._inverse(hr), {}

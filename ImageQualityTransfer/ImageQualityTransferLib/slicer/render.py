@@ -48,6 +48,16 @@ class Rendering:
         return (pts @ xy.T)[..., :3]
 
 
+def quiet_vtk_warnings() -> None:
+    """VTK's warnings about the off-screen window it makes (no X display; an interactor event deprecated in VTK 9.6)
+    printed twice each on every start, and a reader took 'bad X server connection' for a failure (review 40a);
+    VTK's errors still print."""
+    from vtkmodules.vtkCommonCore import vtkLogger, vtkOutputWindow
+
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
+    vtkOutputWindow.GetInstance().SetDisplayModeToNever()  # its second copy of each message; errors go through vtkLogger
+
+
 def _app():
     try:
         from trame_slicer.core import SlicerApp
@@ -55,6 +65,7 @@ def _app():
     except ImportError as exc:
         raise IQTError(f"rendering needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
     app = SlicerApp()
+    quiet_vtk_warnings()  # after the app: slicer-core sets VTK's output window to print everything
     app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
     return app
 

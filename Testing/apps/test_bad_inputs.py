@@ -117,6 +117,7 @@ CASES = [
     # paths that cannot be written
     ("upsample {d}/lr.nii.gz -o {d}/missing/o.nii.gz", "does not exist"),
     ("upsample {d}/lr.nii.gz -o {d}/folder.nii.gz", "is a folder"),
+    ("upsample {d}/lr.nii.gz -o {d}/sub --method cubic", "sub: is a folder; give a file name in it for the tensor output such as"),
     ("upsample {d}/lr.nii.gz -o {d}/o.txt", "must end in"),
     ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/missing/x.json", "does not exist"),
     ("propagate {d}/lr.nii.gz -o {d}/existing_file --method biqt", "not a folder"),

@@ -136,11 +136,13 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
     subject = need_data(AXIAL)
     dwi = subject / "dwi.nii.gz"
     before = dwi.stat().st_mtime_ns
-    assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    code, out, _ = run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")
+    assert code == 0 and f"{tmp_path / 'mask.nii.gz'} (its brain mask)" in out  # every file written is said
     assert run_cli(capsys, "mask", dwi, "-o", tmp_path / "mask2.nii.gz")[0] == 0
     assert np.array_equal(fileio.load_mask(tmp_path / "mask.nii.gz").data, fileio.load_mask(tmp_path / "mask2.nii.gz").data)
-    assert run_cli(capsys, "degrade", dwi, "--factor", "2", "-o", tmp_path / "lr.nii.gz",
-                   "--mask-out", tmp_path / "lrmask.nii.gz")[0] == 0
+    code, out, _ = run_cli(capsys, "degrade", dwi, "--factor", "2", "-o", tmp_path / "lr.nii.gz",
+                           "--mask-out", tmp_path / "lrmask.nii.gz")
+    assert code == 0 and f"{tmp_path / 'lrmask.nii.gz'} (its low-res mask)" in out
     results = {}
     for method in ("nearest", "cubic"):
         assert run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / f"{method}.nii.gz",

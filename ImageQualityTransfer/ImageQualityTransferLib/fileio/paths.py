@@ -21,10 +21,11 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
     """An output path whose name ends in one of `suffixes`, that is not a folder, in a folder that exists and
     takes new files (`folder_checked`: a folder the run creates, its parent already checked); before any work."""
     p = Path(path)
+    if p.is_dir() or str(path).endswith(("/", os.sep)):  # said first: "must end in .nii" misread a folder (review 40a)
+        example = f" such as {p / ('out' + suffixes[0])}" if suffixes else ""
+        raise IQTError(f"{p}: is a folder; give a file name in it for the {what}{example}")
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):
         raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}")
-    if p.is_dir():
-        raise IQTError(f"{p}: is a folder; give a file name for the {what}")
     if not folder_checked:
         check_folder(p.parent, p)
     return p

@@ -67,7 +67,7 @@ def fit(args):
     fileio.save_tensor(fit_dti(dwi, brain), out)
     if mask_out:
         fileio.save_mask(brain, mask_out)
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (f", {mask_out} (its brain mask)" if mask_out else ""))
 
 
 def mask(args):
@@ -109,4 +109,5 @@ def degrade(args):
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)
     order = deg.FILE_ORDER.get(args.style)
-    print(f"wrote {out} {pair.tensor.shape3}" + (f" (read it with --tensor-order {order})" if order else ""))
+    print(f"wrote {out} {pair.tensor.shape3}" + (f" (read it with --tensor-order {order})" if order else "")
+          + (f", {mask_out} (its low-res mask)" if mask_out else ""))

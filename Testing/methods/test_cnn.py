@@ -220,6 +220,17 @@ def test_tiled_equals_untiled_and_skips_empty_tiles(method):
     assert 0 < len(calls) < n_tiles  # the corner tiles hold no brain and are skipped
 
 
+def test_the_field_of_views_edge_is_padded_with_its_edge_tensors():
+    """Beyond the field of view the network sees the nearest tensor, not zeros: where a slab cuts the brain, zeros made
+    its edge planes look like the brain's edge and the sigma map drew a frame there (review 40b)."""
+    lr, _ = smooth_tensors((7, 6, 5))
+    x = inference.normalise_input(lr, NORM, 2)
+    assert x.shape == (6, 11, 10, 9)
+    np.testing.assert_array_equal(x[:, 0], x[:, 2])  # the two planes beyond i = 0 repeat it
+    np.testing.assert_array_equal(x[:, -1, :, :], x[:, -3, :, :])
+    np.testing.assert_array_equal(x[:, 2:-2, 2:-2, 2:-2], inference.normalise_input(lr, NORM, 0))
+
+
 def test_tiles_cropped_to_their_support_give_the_same_output_inside_it():
     """Each tile computes only its support's bounding box: inside the support the output is that of full tiles."""
     from ImageQualityTransferLib.core.grid import repeat_blocks

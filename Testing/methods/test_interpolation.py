@@ -196,3 +196,19 @@ def test_learned_methods_without_a_model_for_the_factors_say_what_they_have():
     assert "biqt" not in methods.ready((1, 1, 4)) and "cubic" in methods.ready((1, 1, 4))
     assert "biqt" in methods.ready((2, 2, 2)) and methods.ready(2) == methods.ready((2, 2, 2))
 
+
+
+def test_cubic_does_not_ring_against_the_zeros_beyond_a_tight_mask():
+    """A fit with zeros right beyond its mask (FSL, MRtrix, dipy, the module's own fit): interpolated towards them, cubic
+    rang into non-physical tensors along the brain's edge (56 % of a native 3 mm fit's edge band, review 40b); it now
+    sees the context filled as the learned methods do. On a constant brain: non-physical 0.4 % of the written voxels
+    (24 % before), inside the mask within 5 % of the constant (52 % before)."""
+    t = np.array([1.2e-3, 1e-4, 0.6e-3, 0.0, 0.0, 0.5e-3], np.float32)
+    brain = np.zeros((12, 12, 12), bool)
+    brain[2:10, 2:10, 2:10] = True
+    lr = Volume(np.where(brain[..., None], t, 0).astype(np.float32), np.diag([-2.0, 2.0, 2.0, 1.0]), "tensor")
+    out = methods.get("cubic").predict(lr, 2, Volume(brain, lr.affine, "mask")).tensor.data
+    inside = grid.repeat_blocks(brain, 2)
+    assert np.abs(out[inside] - t).max() < 0.1 * t.max()
+    present = np.any(out != 0, axis=-1)
+    assert (tensors.eig(out[present])[0].min(axis=-1) < 0).mean() < 0.01

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .items import label
-from .records import Settings, _method_label, _res_label
+from .records import Settings, method_label, res_label
 
 QC_METRICS = ("voxel_mm3", "snr", "brain_ml", "median_std", "nonphysical_pct", "noise_index")
 # A metric measured in different ways by input kind is compared within each kind only: the brain volume is a DWI's
@@ -83,8 +83,8 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     from ...fileio import write_text
 
     flag_outliers(results)
-    model = label(_method_label(s)) if s is not None else ""
-    res = _res_label(s) if s is not None else ""
+    model = label(method_label(s)) if s is not None else ""
+    res = res_label(s) if s is not None else ""
     rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res)] + qc_rows(results, model, res)
     rows.sort(key=lambda r: (r[1], r[2]))  # by run; subjects in input order within each
     tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)

@@ -40,7 +40,7 @@ def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
     """File name of every output by key ("tensor", "fa", "md", "mask", then the uncertainty maps): the BIDS entities
     of the input, then space-orig, res-<factor>x (res-1x1x3x for per-axis factors), model-<method>, param-<tensor|fa|md>,
     desc-<map> for uncertainty maps; desc-brain_mask for the run's brain mask."""
-    base = f"{item.prefix}_space-orig_res-{_res_label(s)}_model-{label(_method_label(s))}"
+    base = f"{item.prefix}_space-orig_res-{res_label(s)}_model-{label(method_label(s))}"
     names = {p: f"{base}_param-{p}_dwimap.nii.gz" for p in ("tensor", "fa", "md")}
     names["mask"] = f"{base}_desc-brain_mask.nii.gz"
     for m in maps:
@@ -96,14 +96,14 @@ def identity(item: Item, s: Settings, hashes: dict) -> dict:
             **_tta_record(s), **({"TensorOrder": s.tensor_order} if s.tensor_order != "nifti" and item.kind == "dti" else {})}
 
 
-def _res_label(s: Settings) -> str:
+def res_label(s: Settings) -> str:
     """The res- entity's label: 2x, or 1x1x3x for per-axis factors."""
     from ...core.grid import text
 
     return text(s.factor).replace(",", "x") + "x"
 
 
-def _method_label(s: Settings) -> str:
+def method_label(s: Settings) -> str:
     return s.method + ("+tta" if _tta_record(s) else "")
 
 

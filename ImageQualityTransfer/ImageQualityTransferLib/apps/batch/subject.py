@@ -15,7 +15,7 @@ from ...core.version import __version__
 from ...fileio.paths import write_json
 from .items import Item
 from ...fileio.records import map_record
-from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, _method_label, expected_maps, finished, identity, input_hashes,
+from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, expected_maps, finished, identity, input_hashes, method_label,
                       output_names, remove_temporaries, sidecar, sources)
 
 
@@ -125,7 +125,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
             if key == "tensor":
                 fileio.save_tensor(vols[key], folder / name)
             else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them
-                fileio.save_scalar(vols[key], folder / name, map_record(_method_label(s), key))
+                fileio.save_scalar(vols[key], folder / name, map_record(method_label(s), key))
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
         used = vols["tensor"].meta

@@ -83,10 +83,10 @@ def run(args):
     t = truth.data[box]
     m = mask.data[box]
     lr_mask = degrade.block_majority(m, f)
-    unc = _map(fileio, args.uncertainty, "--uncertainty") if args.uncertainty else None
+    unc = _map(args.uncertainty, "--uncertainty") if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
-    direc = _map(fileio, args.direction, "--direction") if args.direction else None
+    direc = _map(args.direction, "--direction") if args.direction else None
     if direc is not None and direc.shape != shape:
         raise IQTError(f"{args.direction}: shape {direc.shape} differs from the prediction {shape}; give the "
                        f"_direction map that 'iqt upsample --uncertainty' wrote beside this prediction")
@@ -136,13 +136,14 @@ def _start(pred_affine, truth_affine) -> tuple | None:
 SIGMA_KEYS = ("std", "std_intrinsic", "std_parameter")  # maps of the tensor elements' standard deviation (mm^2/s)
 
 
-def _map(fileio, path, option: str):
+def _map(path, option: str):
     """The data of an uncertainty map given as `option`, refused when it is another kind of map: by the kind its header
     records (fileio.records.map_record), else by its values (an angle map in degrees reaches tens, an element SD in
     mm^2/s stays far below 1): a direction map scored as sigma read 'within 2 sigma: 1.000' (review 40a)."""
+    from ...fileio import load_scalar
     from ...fileio.records import read_map_record
 
-    vol = fileio.load_scalar(path)
+    vol = load_scalar(path)
     data = vol.data
     key = read_map_record(vol.meta.get("descrip", ""))
     wanted = SIGMA_KEYS if option == "--uncertainty" else ("direction",)

@@ -3,7 +3,8 @@ interpolation | IQT side by side (linked), the uncertainty overlay with its lege
 picker that runs the engine in the background with a progress bar, and colour-FA / FA display of the tensors.
 
 The engine runs in a worker thread on numpy Volumes; MRML nodes are only touched on the server's event loop.
-Bad input (not a tensor volume, a mask on another grid) is shown as one line in the page.
+`iqt view` refuses bad input before serving (apps/cli/view.py); a Viewer given a path reads it itself, and then shows
+bad input (not a tensor volume, a mask on another grid) as one line in the page.
 """
 
 from __future__ import annotations

@@ -286,13 +286,17 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
     atomic_write(path, write)
 
 
+def _descrip(img) -> str:
+    """The NIfTI header's description as text ("" where it has none or it is not ASCII)."""
+    try:
+        return bytes(img.header["descrip"]).split(b"\0")[0].decode("ascii").strip()
+    except (KeyError, UnicodeDecodeError, TypeError, ValueError):
+        return ""
+
+
 def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
     """(the description, its factors) from a NIfTI header `made_by` wrote (`descrip`); None for any other file."""
-    try:
-        text = bytes(img.header["descrip"]).split(b"\0")[0].decode("ascii").strip()
-    except (KeyError, UnicodeDecodeError, TypeError, ValueError):
-        return None
-    return read_made_by(text, img.affine)
+    return read_made_by(_descrip(img), img.affine)
 
 
 # ---------------------------------------------------------------- scalars and masks
@@ -304,12 +308,7 @@ def load_scalar(path) -> Volume:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     _check_finite(data, path, "image")
-    meta = {"path": str(path)}
-    try:
-        meta["descrip"] = bytes(img.header["descrip"]).split(b"\0")[0].decode("ascii").strip()
-    except (KeyError, UnicodeDecodeError, TypeError, ValueError):
-        pass
-    return Volume(data, img.affine, "scalar", meta=meta)
+    return Volume(data, img.affine, "scalar", meta={"path": str(path), "descrip": _descrip(img)})
 
 
 def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:

@@ -69,7 +69,8 @@ map where the method has one, and the <b>cubic interpolation</b> it must beat fo
 <p><b>Which method</b>: the learned methods (3D-ESPCN CNNs, random forests IQT-RF / BIQT-RF) beat
 interpolation; pick one that gives an uncertainty to read the overlay; <i>cubic</i> is the baseline.
 CNN methods need PyTorch (installed on request through the PyTorch extension) and run in a separate process.</p>
-<p><b>Reading the uncertainty</b>: the overlay is the standard deviation of the predicted tensor (mm²/s). Beside it
+<p><b>Reading the uncertainty</b>: the overlay is the standard deviation of the predicted tensor, the mean over its
+6 elements, in µm²/ms (1 µm²/ms = 10⁻³ mm²/s: white matter's mean diffusivity is about 0.7). Beside it
 comes a <b>fibre direction uncertainty</b> map (degrees): how far the principal direction, which tractography
 follows, may be from the one shown. It is high where anisotropy is low, in grey matter and in lesions that
 destroy fibre organisation: do not trust tracts through such regions.</p>
@@ -715,32 +716,21 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def legendTitle(key: str) -> str:
         """Colour-legend title of an uncertainty map, with its unit (label formats are the engine's)."""
         titles = {
-            "std": _("Uncertainty, tensor SD (mm²/s)"),
-            "std_intrinsic": _("Intrinsic uncertainty (mm²/s)"),
-            "std_parameter": _("Parameter uncertainty (mm²/s)"),
-            "md_std": _("MD standard deviation (mm²/s)"),
-            "fa_std": _("FA standard deviation (unitless)"),
-            "direction": _("Fibre direction uncertainty (degrees)"),
+            "std": _("Tensor SD, mean of 6 elements (µm²/ms)"),
+            "std_intrinsic": _("Intrinsic SD, mean of 6 elements (µm²/ms)"),
+            "std_parameter": _("Parameter SD, mean of 6 elements (µm²/ms)"),
+            "md_std": _("MD SD (µm²/ms)"),
+            "fa_std": _("FA SD (unitless)"),
+            "direction": _("Fibre direction spread, RMS (degrees)"),
         }
-        return titles.get(key, _("Uncertainty (mm²/s)"))
+        return titles.get(key, _("Uncertainty"))
 
     def _titles(self, nodes: dict) -> dict:
         return {key: self.legendTitle(key) for key in (nodes.get("uncertainties") or {})}
 
-    @staticmethod
-    def _fitSliceViews(viewNames=None) -> None:
-        lm = slicer.app.layoutManager() if hasattr(slicer.app, "layoutManager") else None
-        if lm is None:
-            return
-        for name in viewNames or lm.sliceViewNames():
-            widget = lm.sliceWidget(name)
-            if widget is not None:
-                widget.sliceLogic().FitSliceToAll()
-
     def showResults(self, nodes: dict, opacity: float = 0.5) -> None:
         """IQT tensor as background, its uncertainty as foreground overlay with a colour legend, in every view."""
-        self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes))
-        self._fitSliceViews()
+        self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes))  # fits the views itself
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:
         """The uncertainty overlay's opacity where one of the run's maps (`nodes`, process's result) is shown; with
@@ -755,7 +745,6 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         if lm is not None:
             lm.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
         display.show_comparison(slicer.mrmlScene, interpolatedNode, iqtNode, uncertaintyNode, opacity)
-        self._fitSliceViews(display.COMPARE_VIEWS)
 
     def tractographyAvailable(self) -> bool:
         """SlicerDMRI is optional: seeding is offered where its module and node are present."""

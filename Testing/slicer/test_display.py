@@ -138,15 +138,24 @@ def test_legends_titles_and_label_formats(lowres):
         assert len(found) == 1
         legends[key] = found[0]
         assert vol.GetDisplayNode().GetColorNode().GetName() == "Inferno"
-    assert legends["std"].GetTitleText() == "Uncertainty,\ntensor SD\n(mm²/s)" and legends["std"].GetLabelFormat() == "%.2e"
-    assert legends["direction"].GetTitleText() == "Fibre direction\nuncertainty\n(degrees)"
-    assert legends["direction"].GetLabelFormat() == "%.0f"
-    assert display.legend_style("fa_std") == ("FA standard deviation (unitless)", "%.2f")
-    assert display.legend_style("md_std")[1] == "%.2e"
-    # the format shows the values: a typical spread prints non-zero, unlike the default %.1f
+    assert legends["std"].GetTitleText() == "Tensor SD,\nmean of 6\nelements\n(µm²/ms)"
+    assert legends["direction"].GetTitleText() == "Fibre\ndirection\nspread, RMS\n(degrees)"
+    # diffusivities in µm²/ms (10⁻³ mm²/s), recorded on the node; labels fixed-point, equally wide for every map,
+    # with two significant digits at the top (0.30 and 65, not 3.00e-04 and 65)
     std = mrml.scalar_volume_from_node(nodes["uncertainty"]).data
     typical = float(np.percentile(std[std > 0], 50))
-    assert 1e-6 < typical < 1e-2 and float("%.1f" % typical) == 0.0 and float("%.2e" % typical) > 0
+    assert 0.01 < typical < 10, "the std node is not in µm²/ms"
+    assert nodes["uncertainty"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "um2/ms"
+    assert nodes["uncertainty"].GetVoxelValueUnits().GetCodeValue() == "um2/ms"
+    assert nodes["uncertainties"]["direction"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "deg"
+    assert legends["std"].GetLabelFormat() in ("%5.2f", "%5.1f", "%5.3f")
+    assert legends["direction"].GetLabelFormat() == "%5.0f"
+    assert display.label_format(0.30) == "%5.2f" and display.label_format(0.0122) == "%5.3f"
+    assert display.label_format(64.7) == "%5.0f" and display.label_format(1.5) == "%5.1f"
+    assert display.label_format(0.0) == "%5.0f"
+    for key, legend in legends.items():  # every legend's top label reads non-zero
+        high = nodes["uncertainties"][key].GetDisplayNode().GetWindowLevelMax()
+        assert float(legend.GetLabelFormat() % high) > 0, key
     assert legends["std"].GetVisibility() and legends["direction"].GetVisibility()  # drawn where the map is shown
     # colours from 0 to the 99th percentile of the map; zero (outside the brain) transparent over the tensor
     disp = nodes["uncertainty"].GetDisplayNode()
@@ -155,7 +164,7 @@ def test_legends_titles_and_label_formats(lowres):
     assert disp.GetApplyThreshold() and 0 < disp.GetLowerThreshold() < typical
     # translated titles from the module override the English default
     display.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
-    assert legends["direction"].GetTitleText() == "Richtung (Grad)"
+    assert legends["direction"].GetTitleText() == "Richtung\n(Grad)"  # wrapped like the default
     # every slice view: IQT tensor behind, its std map in front
     for view in VIEWS:
         c = display.composite_node(scene, view)

@@ -110,12 +110,12 @@ def test_legend_is_shown_and_readable(rendering):
     dm = rendering.views[RIGHT]._displayable_manager_group.GetDisplayableManagerByClassName(
         "vtkMRMLColorLegendDisplayableManager")
     actor = dm.GetColorLegendActor(legend)
-    assert actor.GetTitle() == "Uncertainty,\ntensor SD\n(mm²/s)" and actor.GetLabelFormat() == "%.2e"
+    assert actor.GetTitle() == "Tensor SD,\nmean of 6\nelements\n(µm²/ms)" and actor.GetLabelFormat() == "%5.2f"
     other = display.legend_node(rendering.scene, rendering.nodes["uncertainties"]["direction"])
     assert other.GetVisibility() and not dm.GetColorLegendActor(other).GetVisibility()  # its map is not shown
     low, high = actor.GetLookupTable().GetTableRange()
     labels = [actor.GetLabelFormat() % v for v in np.linspace(low, high, legend.GetNumberOfLabels())]
-    assert len(set(labels)) == len(labels) and labels[-1] != "0.00e+00"  # distinct, non-zero values
+    assert len(set(labels)) == len(labels) and float(labels[-1]) > 0  # distinct, non-zero values
     x0, y0, x1, y1 = rendering.legend_boxes[RIGHT]
     box = rendering.images[RIGHT][y0:y1, x0:x1]
     text = (box.min(axis=-1) > 180).sum()  # near-white label and title pixels
@@ -125,9 +125,64 @@ def test_legend_is_shown_and_readable(rendering):
 def test_legend_leaves_the_brain_free(rendering):
     """The legend (title and labels included) sits in the strip kept free on the right, not over the brain's edge,
     where the uncertainty is highest."""
-    x0, y0, x1, y1 = rendering.legend_boxes[RIGHT]
+    legend = display.legend_node(rendering.scene, rendering.nodes["uncertainty"])
+    drawn = render.legend_pixels(rendering.views[RIGHT], legend)
     brain = support_at_pixels(rendering, RIGHT)
-    assert brain.sum() > 1000 and not brain[y0:y1, x0:x1].any(), "the legend covers brain pixels"
+    assert drawn.sum() > 200 and brain.sum() > 1000 and not (brain & drawn).any(), "the legend covers brain pixels"
+
+
+def _legend_text_rows(rendering, legend) -> int:
+    """Height in pixel rows of the tallest run of text rows in `legend`'s box in the right view (one label line)."""
+    x0, y0, x1, y1 = render.legend_box(rendering.views[RIGHT], legend)
+    rows = (rendering.images[RIGHT][y0:y1, x0:x1].min(axis=-1) > 180).any(axis=1)
+    runs, n = [], 0
+    for r in rows:
+        n = n + 1 if r else 0
+        runs.append(n)
+    return max(runs)
+
+
+def test_every_map_has_a_legend_of_the_same_text_size(rendering):
+    """Each uncertainty map as the overlay: its legend's text is as tall as the std's (the direction legend's title
+    had covered half the view, the std's labels been 7 pixels high: review 40b)."""
+    maps = rendering.nodes["uncertainties"]
+    heights = {}
+    try:
+        for key, node in maps.items():
+            display.show_layers(rendering.scene, rendering.nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
+            legend = display.legend_node(rendering.scene, node)
+            legend.Modified()
+            rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
+            heights[key] = _legend_text_rows(rendering, legend)
+    finally:
+        display.show_layers(rendering.scene, rendering.nodes["tensor"], rendering.nodes["uncertainty"], render.OPACITY,
+                            views=(RIGHT,))
+        display.legend_node(rendering.scene, rendering.nodes["uncertainty"]).Modified()
+        rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
+    assert heights["std"] >= 9, heights
+    assert all(0.7 <= h / heights["std"] <= 1.4 for h in heights.values()), heights
+
+
+@pytest.mark.parametrize("orientation", ["Coronal", "Sagittal"])
+def test_results_layout_leaves_room_for_the_legend(rendering, orientation):
+    """`show_results` (the module's layout after Apply) fits each view with the legend's strip free."""
+    s = display.slice_node(rendering.scene, RIGHT)
+    before = s.GetOrientation()
+    try:
+        s.SetOrientation(orientation)
+        display.show_results(rendering.scene, rendering.nodes, render.OPACITY)
+        legend = display.legend_node(rendering.scene, rendering.nodes["uncertainty"])
+        legend.Modified()
+        rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
+        drawn = render.legend_pixels(rendering.views[RIGHT], legend)
+        brain = support_at_pixels(rendering, RIGHT)
+        assert drawn.sum() > 200 and brain.sum() > 1000, orientation
+        assert not (brain & drawn).any(), f"the legend covers brain pixels ({orientation})"
+    finally:
+        s.SetOrientation(before)
+        display.show_comparison(rendering.scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
+                                rendering.nodes["uncertainty"], render.OPACITY, orientation=before)
+        rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
 
 
 def test_readme_picture(rendering, tmp_path):

@@ -17,26 +17,36 @@ LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
 SEEDING_CLASS = "vtkMRMLTractographyInteractiveSeedingNode"  # from SlicerDMRI, registered only where it is installed
 COMPARE_VIEWS = ("Red", "Yellow")  # the side-by-side layout's two slice views: interpolation | IQT
 
-# Legend title and label format per uncertainty map: tensor spreads are ~1e-4 mm²/s, so a fixed-point format would
-# print 0.0 on every label; FA's spread is unitless in [0, 1]; the direction spread is in degrees.
+# Legend title per uncertainty map, with the unit its node holds (`mrml.NODE_UNITS`): diffusivities in µm²/ms
+# (= 10⁻³ mm²/s, how clinicians read them; Slicer's fonts lack the superscript minus that "×10⁻³" needs), FA's spread
+# unitless, the direction's in degrees. Labels are fixed-point, 5 characters wide, with the decimals the map's range
+# needs (`label_format`): the legend's text is fitted to its box, so equal widths give every map the same text size.
 LEGENDS = {
-    "std": ("Uncertainty, tensor SD (mm²/s)", "%.2e"),
-    "std_intrinsic": ("Intrinsic uncertainty (mm²/s)", "%.2e"),
-    "std_parameter": ("Parameter uncertainty (mm²/s)", "%.2e"),
-    "md_std": ("MD standard deviation (mm²/s)", "%.2e"),
-    "fa_std": ("FA standard deviation (unitless)", "%.2f"),
-    "direction": ("Fibre direction uncertainty (degrees)", "%.0f"),
+    "std": "Tensor SD, mean of 6 elements (µm²/ms)",
+    "std_intrinsic": "Intrinsic SD, mean of 6 elements (µm²/ms)",
+    "std_parameter": "Parameter SD, mean of 6 elements (µm²/ms)",
+    "md_std": "MD SD (µm²/ms)",
+    "fa_std": "FA SD (unitless)",
+    "direction": "Fibre direction spread, RMS (degrees)",
 }
-DEFAULT_LEGEND = ("Uncertainty (mm²/s)", "%.2e")
+DEFAULT_LEGEND = "Uncertainty"
+LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view that the comparison keeps free on the right (LEGEND_ROOM) instead of reaching over the brain's edge.
-TITLE_LINE = 16
+TITLE_LINE = 12
 LEGEND_ROOM = 0.2
 
 
-def legend_style(key: str) -> tuple[str, str]:
-    """(title, printf label format) of the colour legend of uncertainty map `key`."""
+def legend_title(key: str) -> str:
+    """The English title of uncertainty map `key`'s colour legend, with its unit."""
     return LEGENDS.get(key, DEFAULT_LEGEND)
+
+
+def label_format(high: float) -> str:
+    """printf format of a legend from 0 to `high`: fixed-point, LABEL_WIDTH wide, with two significant digits at the
+    top (0.30, 0.012, 65)."""
+    decimals = 0 if not np.isfinite(high) or high <= 0 else int(np.clip(1 - np.floor(np.log10(high)), 0, 4))
+    return f"%{LABEL_WIDTH}.{decimals}f"
 
 
 # ---------------------------------------------------------------- colours and legends
@@ -137,10 +147,9 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     display.SetLowerThreshold(high * 1e-6 if high > 0 else 1e-12)
     display.SetUpperThreshold(np.finfo(np.float32).max)
     display.ApplyThresholdOn()
-    default_title, fmt = legend_style(key)
     legend = legend_node(scene, node)
-    legend.SetTitleText(wrap_title(title or default_title))
-    legend.SetLabelFormat(fmt)
+    legend.SetTitleText(wrap_title(title or legend_title(key)))
+    legend.SetLabelFormat(label_format(high))
     legend.SetVisibility(bool(visible))
     return legend
 
@@ -198,9 +207,15 @@ def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=
 
 
 def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None) -> None:
-    """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top."""
+    """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
+    axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
+    plain fit put the legend over the brain: review 40b)."""
     style_results(scene, nodes, titles)
-    show_layers(scene, nodes.get("tensor"), nodes.get("uncertainty"), opacity)
+    tensor, overlay = nodes.get("tensor"), nodes.get("uncertainty")
+    for c in show_layers(scene, tensor, overlay, opacity):
+        s = slice_node(scene, c.GetLayoutName())
+        if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES:
+            _fit_slice(s, tensor, s.GetOrientation(), room=LEGEND_ROOM if overlay is not None else 0.0)
 
 
 def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:

@@ -53,6 +53,33 @@ FACTORS_ATTRIBUTE = "ImageQualityTransfer.Factors"  # "2" or "1,1,3" (input voxe
 NOTES_ATTRIBUTE = "ImageQualityTransfer.Notes"  # the engine's warnings for a run (one per line), on its tensor output
 SUPPORT_ATTRIBUTE = "ImageQualityTransfer.Support"  # "estimated" on a run's outputs kept to a brain estimated from the
 # tensors (an input fitted without a mask): a rim of scalp and background fits surrounds the brain there
+UNIT_ATTRIBUTE = "ImageQualityTransfer.Unit"  # the unit an uncertainty map's node holds ("um2/ms", "deg", "1")
+# An uncertainty map's node holds diffusivities in µm²/ms (= 10⁻³ mm²/s, how clinicians read them; its legend labels
+# read 0.30, not 3.00e-04); files keep mm²/s (`fileio.records.MAP_UNITS`). Unit -> (scale, UCUM code, printed).
+NODE_UNITS = {"mm2/s": (1e3, "um2/ms", "µm²/ms"), "unitless": (1.0, "1", "unitless"), "degrees": (1.0, "deg", "°")}
+
+
+def map_in_node_unit(vol: Volume, key: str) -> tuple[Volume, tuple]:
+    """Uncertainty map `key` (`fileio.records.MAP_UNITS`) in its node's unit, and that unit's `NODE_UNITS` entry."""
+    from ..fileio.records import MAP_UNITS
+
+    unit = NODE_UNITS[MAP_UNITS.get(key, "mm2/s")]
+    if unit[0] == 1.0:
+        return vol, unit
+    return Volume(np.asarray(vol.data, np.float32) * np.float32(unit[0]), vol.affine, vol.kind, dict(vol.meta)), unit
+
+
+def set_unit(node, unit: tuple) -> None:
+    """Record a `NODE_UNITS` entry on a scalar node: Slicer's voxel value units (the Data Probe shows them) and
+    UNIT_ATTRIBUTE."""
+    _, code, printed = unit
+    node.SetAttribute(UNIT_ATTRIBUTE, code)
+    if hasattr(node, "SetVoxelValueUnits"):
+        from slicer import vtkCodedEntry
+
+        entry = vtkCodedEntry()
+        entry.SetValueSchemeMeaning(code, "UCUM", printed)
+        node.SetVoxelValueUnits(entry)
 
 
 def node_affine(node) -> np.ndarray:
@@ -226,7 +253,9 @@ def _tensor_display(scene, node) -> None:
         disp.AddSliceGlyphDisplayNodes(node)  # glyph nodes + vtkMRMLDiffusionTensorDisplayPropertiesNode
     disp = node.GetDisplayNode()
     if disp is not None and not disp.GetColorNodeID():
-        color_id = _find_color_node_id(scene, "Rainbow")
+        # grey for the scalar maps (FA, MD...), as radiologists read them: with Rainbow, FA 0 (all the background
+        # within the field of view) was solid red (review 40b); colour by orientation does not use the table
+        color_id = _find_color_node_id(scene, "Grey")
         if color_id:
             disp.SetAndObserveColorNodeID(color_id)
 

@@ -316,8 +316,10 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
     main = next((k for k in unc_keys if k.endswith("/std")), unc_keys[0] if unc_keys else None)
     for k in unc_keys:
         short = k.split("/", 1)[1]
-        node = _put(scene, results[k], f"{base_name}_{method}{suffix}_uncertainty_{short}", key(method, k),
+        vol, unit = mrml.map_in_node_unit(results[k], short)
+        node = _put(scene, vol, f"{base_name}_{method}{suffix}_uncertainty_{short}", key(method, k),
                     targets.get("uncertainty") if k == main else None)
+        mrml.set_unit(node, unit)
         if k == main:
             created["uncertainty"] = node
         created["uncertainties"][short] = node

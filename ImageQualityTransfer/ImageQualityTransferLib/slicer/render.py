@@ -84,18 +84,28 @@ def _grab(view) -> np.ndarray:
     return np.ascontiguousarray(vtk_to_numpy(image.GetPointData().GetScalars()).reshape(h, w, -1)[::-1, :, :3])
 
 
-def legend_box(view, legend) -> tuple[int, int, int, int] | None:
-    """Pixel box (x0, y0, x1, y1), row 0 at the top, of `legend`'s actor in `view` (title and labels included)."""
+def legend_pixels(view, legend) -> np.ndarray | None:
+    """(H, W) bool, row 0 at the top: the pixels of `view` that `legend` draws (those that change when it is hidden;
+    its title reaches outside the actor's own box); None where it is not drawn."""
     dm = view._displayable_manager_group.GetDisplayableManagerByClassName("vtkMRMLColorLegendDisplayableManager")
     actor = dm.GetColorLegendActor(legend) if dm is not None else None
     if actor is None or not actor.GetVisibility():
         return None
-    renderer = view.renderer() if hasattr(view, "renderer") else view._renderer
-    w, h = view.render_window().GetSize()
-    x0, y0 = actor.GetPositionCoordinate().GetComputedDisplayValue(renderer)
-    x1, y1 = actor.GetPosition2Coordinate().GetComputedDisplayValue(renderer)
-    pad = 40  # the title and the labels reach outside the bar's box
-    return max(0, x0 - pad), max(0, h - y1 - pad), min(w, x1 + pad), min(h, h - y0 + pad)
+    shown = _grab(view)
+    legend.SetVisibility(False)
+    try:
+        bare = _grab(view)
+    finally:
+        legend.SetVisibility(True)
+        _grab(view)
+    return np.any(bare != shown, axis=-1)
+
+
+def legend_box(view, legend) -> tuple[int, int, int, int] | None:
+    """Pixel box (x0, y0, x1, y1), row 0 at the top, around what `legend` draws in `view` (`legend_pixels`)."""
+    drawn = legend_pixels(view, legend)
+    ys, xs = np.nonzero(drawn) if drawn is not None else ((), ())
+    return (int(min(xs)), int(min(ys)), int(max(xs)) + 1, int(max(ys)) + 1) if len(xs) else None
 
 
 def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor=2,

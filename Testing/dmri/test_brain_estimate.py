@@ -137,3 +137,29 @@ def test_a_native_scan_fitted_without_a_mask_chooses_the_model_its_masked_fit_do
     assert masked["noise_index"] < tensors.NOISY_MODEL and free["noise_index"] < tensors.NOISY_MODEL
     assert abs(free["noise_index"] - masked["noise_index"]) < 0.005
     assert "model_for" not in free and "model_for" not in masked
+
+
+def test_holes_enclosed_within_a_slice_are_filled():
+    """A hole open to the outside in 3D but enclosed within its slices (as median Otsu leaves by the ventricles)."""
+    from ImageQualityTransferLib.dmri.dti import fill_slice_holes
+
+    z, y, x = np.mgrid[:20, :20, :20]
+    ball = (x - 10) ** 2 + (y - 10) ** 2 + (z - 10) ** 2 < 64
+    hole = (abs(x - 10) <= 1) & (abs(y - 10) <= 1) & (z >= 10)  # a channel from the centre out through the top
+    mask = ball & ~hole
+    assert np.array_equal(ndimage.binary_fill_holes(mask), mask)  # a 3D fill leaves it
+    filled = fill_slice_holes(mask)
+    assert np.array_equal(filled, ball)  # within the ball, and every axial slice closed
+    assert np.array_equal(fill_slice_holes(ball), ball)
+
+
+def test_the_estimated_mask_of_a_real_scan_has_no_slice_holes(axial_subject):
+    """Median Otsu left 5.8 % of the 3 mm scan's brain as holes within slices (review 40b); the mask iqt fit and the
+    Slicer module use fills them; the evaluation's own regions keep the mask the published figures used."""
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fill_slice_holes
+
+    old = brain_mask(axial_subject.dwi, fill_slices=False).data
+    new = brain_mask(axial_subject.dwi).data
+    assert np.array_equal(axial_subject.mask.data, old)
+    assert (new >= old).all() and new.sum() > 1.03 * old.sum()
+    assert np.array_equal(fill_slice_holes(new), new)

@@ -31,8 +31,9 @@ def mean_b0(dwi: Volume) -> np.ndarray:
     return dwi.data[..., dwi.bvals <= B0_THRESHOLD].mean(axis=-1)
 
 
-def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1) -> Volume:
-    """Deterministic brain mask from the mean b0 (dipy median Otsu), largest connected component, holes filled."""
+def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slices: bool = True) -> Volume:
+    """Deterministic brain mask from the mean b0 (dipy median Otsu), largest connected component, holes filled; with
+    `fill_slices`, also the holes enclosed within one slice of any orientation (`fill_slice_holes`)."""
     from dipy.segment.mask import median_otsu
     from scipy import ndimage
 
@@ -48,9 +49,28 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1) -> Volume:
         sizes = ndimage.sum(mask, labels, range(1, n + 1))
         mask = labels == (1 + int(np.argmax(sizes)))
     mask = ndimage.binary_fill_holes(mask)
+    if fill_slices:
+        mask = fill_slice_holes(mask)
     if not mask.any():
         raise IQTError("no brain found in the b0 image; give a mask with --mask")
     return Volume(mask.astype(bool), dwi.affine, "mask", meta={"source": "median_otsu"})
+
+
+def fill_slice_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` with every hole enclosed within one slice filled, along each of the three axes. Median Otsu leaves such
+    holes by the ventricles and under the corpus callosum that open to the outside in 3D, so a 3D fill misses them
+    (5.8 % and 5.3 % of the 3 mm dev scans' masks; review 40b): the output was zero there and cubic rang round them."""
+    from scipy import ndimage
+
+    out = np.asarray(mask, bool).copy()
+    while True:  # filling along one axis can close a hole along another: repeat until nothing changes
+        before = int(out.sum())
+        for axis in range(3):
+            planes = np.moveaxis(out, axis, 0)  # a view: filled in place
+            for k in range(planes.shape[0]):
+                planes[k] |= ndimage.binary_fill_holes(planes[k])
+        if int(out.sum()) == before:
+            return out
 
 
 TISSUE_MD = (0.7, 5.0)  # MD range of brain tissue and CSF, in units of the input's MD mode (tensors.md_mode)

@@ -26,7 +26,9 @@ class Subject:
 
     @classmethod
     def from_dwi(cls, name: str, dwi: Volume, mask: Volume | None = None) -> "Subject":
-        mask = mask if mask is not None else brain_mask(dwi)
+        # the evaluation's regions keep the 3D-filled mask that every published figure was measured on
+        # (docs/measurements.md, "Holes in the estimated brain mask")
+        mask = mask if mask is not None else brain_mask(dwi, fill_slices=False)
         return cls(name, dwi, mask, fit_dti(dwi, mask))
 
 

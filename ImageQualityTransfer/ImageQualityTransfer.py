@@ -118,6 +118,7 @@ class ImageQualityTransferParameterNode:
     useGPU - run torch methods on the GPU when one is available.
     averageFlips - learned methods: average over the input's axis flips and in-plane swap (16 runs, lower error).
     uncertaintyOpacity - opacity of the uncertainty overlay.
+    sharedColourScale - every run's uncertainty maps on one colour scale per map, so that colours compare across runs.
     outputVolume - high-resolution tensor output (created when empty).
     uncertaintyVolume - uncertainty map output (created when the method gives one).
     interpolatedVolume - cubic interpolation of the input, for comparison.
@@ -134,6 +135,7 @@ class ImageQualityTransferParameterNode:
     useGPU: bool = False
     averageFlips: bool = False
     uncertaintyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    sharedColourScale: bool = False
     outputVolume: vtkMRMLDiffusionTensorVolumeNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
     interpolatedVolume: vtkMRMLDiffusionTensorVolumeNode
@@ -183,6 +185,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.tractographyButton.connect("clicked(bool)", self.onTractographyButton)
         self.ui.installTorchButton.connect("clicked(bool)", self.onInstallTorchButton)
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
+        self.ui.sharedScaleCheckBox.connect("toggled(bool)", self.onSharedScaleToggled)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
 
         self.ui.progressBar.setVisible(False)
@@ -433,7 +436,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     # the output selectors are left as they are: results are named after the method, so the next
                     # run with another method makes (or reuses) that method's nodes instead of overwriting these
                     self._lastResult = nodes
-                    self.logic.showResults(nodes, opacity=p.uncertaintyOpacity)
+                    self.logic.showResults(nodes, opacity=p.uncertaintyOpacity, shared=p.sharedColourScale)
                     self.ui.statusLabel.text = _("Done: {name}").format(name=nodes["tensor"].GetName())
                     notes = nodes["tensor"].GetAttribute(self.logic.notesAttribute())
                     if notes:  # e.g. the brain estimated for an input fitted without a mask
@@ -460,6 +463,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def onOpacityChanged(self, value: float) -> None:
         self.logic.setUncertaintyOpacity(value, self._lastResult)
+
+    def onSharedScaleToggled(self, shared: bool) -> None:
+        self.logic.setSharedColourScale(bool(shared))
 
     def onCompareButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
@@ -728,9 +734,15 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def _titles(self, nodes: dict) -> dict:
         return {key: self.legendTitle(key) for key in (nodes.get("uncertainties") or {})}
 
-    def showResults(self, nodes: dict, opacity: float = 0.5) -> None:
-        """IQT tensor as background, its uncertainty as foreground overlay with a colour legend, in every view."""
-        self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes))  # fits the views itself
+    def showResults(self, nodes: dict, opacity: float = 0.5, shared: bool = False) -> None:
+        """IQT tensor as background, its uncertainty as foreground overlay with a colour legend, in every view;
+        `shared`: every run's maps on one colour scale per map."""
+        self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared)  # fits the views
+
+    def setSharedColourScale(self, shared: bool) -> dict:
+        """Every uncertainty map in the scene on one colour scale per map (`shared`), or each on its own range again;
+        returns {map: shared top}."""
+        return self.display().share_scales(slicer.mrmlScene, shared)
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:
         """The uncertainty overlay's opacity where one of the run's maps (`nodes`, process's result) is shown; with

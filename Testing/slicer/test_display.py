@@ -244,3 +244,28 @@ def test_a_map_kept_to_an_estimated_brain_is_scaled_to_the_brain_not_its_rim():
     # a run's maps share their support: the region is found once and given to each (style_results)
     region = inside_rim(std > 0, vox)
     assert display.display_range(node, region) == display.display_range(node)
+
+
+def test_shared_colour_scale_across_runs(lowres):
+    """Two methods' maps: each on its own range, then, shared, every map of a kind on the highest of them (one colour,
+    one value), with its legend's labels; unshared again, each back on its own."""
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    a, b = run(scene, node, "biqt"), run(scene, node, "rf")
+    std_nodes = [a["uncertainties"]["std"], b["uncertainties"]["std"]]
+    assert display.map_nodes(scene)["std"] == std_nodes
+    own = [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes]
+    assert own[0] != pytest.approx(own[1], rel=1e-3)
+    tops = display.share_scales(scene)
+    assert tops["std"] == pytest.approx(max(own)) and set(tops) == {"std", "direction"}
+    for n in std_nodes:
+        assert n.GetDisplayNode().GetWindowLevelMax() == pytest.approx(max(own))
+        assert display.legend_node(scene, n).GetLabelFormat() == display.label_format(max(own))
+    directions = display.map_nodes(scene)["direction"]
+    assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == [pytest.approx(tops["direction"])] * 2
+    again = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)  # a new run, shared: the
+    display.show_results(scene, again, shared=True)  # module's Apply with the box ticked restyles, then shares again
+    assert a["uncertainties"]["std"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(max(own))
+    display.share_scales(scene, shared=False)
+    assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [pytest.approx(v) for v in own]

@@ -139,19 +139,53 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     color_id = colormap_id(scene)
     if color_id:
         display.SetAndObserveColorNodeID(color_id)
-    low, high = display_range(node, region)
+    legend = legend_node(scene, node)
+    legend.SetTitleText(wrap_title(title or legend_title(key)))
+    legend.SetVisibility(bool(visible))
+    set_scale(node, display_range(node, region)[1])
+    return legend
+
+
+def set_scale(node, high: float) -> None:
+    """Colours of an uncertainty map from 0 to `high`, its legend's labels to match; zero (outside the brain, where no
+    method answers) is left transparent so that the tensor shows through."""
+    display = node.GetDisplayNode()
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(low, high)
-    # zero (outside the brain, where no method answers) is left transparent: the tensor shows through
+    display.SetWindowLevelMinMax(0.0, high)
     display.AutoThresholdOff()
     display.SetLowerThreshold(high * 1e-6 if high > 0 else 1e-12)
     display.SetUpperThreshold(np.finfo(np.float32).max)
     display.ApplyThresholdOn()
-    legend = legend_node(scene, node)
-    legend.SetTitleText(wrap_title(title or legend_title(key)))
-    legend.SetLabelFormat(label_format(high))
-    legend.SetVisibility(bool(visible))
-    return legend
+    for i in range(node.GetNumberOfDisplayNodes()):
+        d = node.GetNthDisplayNode(i)
+        if d is not None and d.IsA(LEGEND_CLASS):
+            d.SetLabelFormat(label_format(high))
+
+
+def map_nodes(scene) -> dict[str, list]:
+    """Every uncertainty map node of the scene (`mrml.MAP_ATTRIBUTE`), by map: {"std": [node, ...], ...}."""
+    out: dict[str, list] = {}
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        key = node.GetAttribute(mrml.MAP_ATTRIBUTE)
+        if key and node.GetDisplayNode() is not None:
+            out.setdefault(key, []).append(node)
+    return out
+
+
+def share_scales(scene, shared: bool = True) -> dict[str, float]:
+    """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
+    `display_range`s), so that one colour means one SD across runs and methods (each on its own had made biqt's 0.92
+    and espcn-hetero-var1's 0.44 µm²/ms the same yellow: review 40b); without, each on its own range again.
+    Returns {map: the shared top} (empty without `shared`)."""
+    tops = {}
+    for key, nodes in map_nodes(scene).items():
+        own = [display_range(node)[1] for node in nodes]
+        if shared:
+            tops[key] = max(own)
+        for node, high in zip(nodes, own):
+            set_scale(node, tops.get(key, high))
+    return tops
 
 
 def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
@@ -206,11 +240,14 @@ def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=
     return out
 
 
-def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None) -> None:
+def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None, shared: bool = False) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
-    plain fit put the legend over the brain: review 40b)."""
+    plain fit put the legend over the brain: review 40b). `shared`: one colour scale per map across the scene's runs
+    (`share_scales`)."""
     style_results(scene, nodes, titles)
+    if shared:
+        share_scales(scene)
     tensor, overlay = nodes.get("tensor"), nodes.get("uncertainty")
     for c in show_layers(scene, tensor, overlay, opacity):
         s = slice_node(scene, c.GetLayoutName())

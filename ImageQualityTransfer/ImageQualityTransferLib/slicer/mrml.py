@@ -54,6 +54,7 @@ NOTES_ATTRIBUTE = "ImageQualityTransfer.Notes"  # the engine's warnings for a ru
 SUPPORT_ATTRIBUTE = "ImageQualityTransfer.Support"  # "estimated" on a run's outputs kept to a brain estimated from the
 # tensors (an input fitted without a mask): a rim of scalp and background fits surrounds the brain there
 UNIT_ATTRIBUTE = "ImageQualityTransfer.Unit"  # the unit an uncertainty map's node holds ("um2/ms", "deg", "1")
+MAP_ATTRIBUTE = "ImageQualityTransfer.Map"  # which uncertainty map a node holds ("std", "direction", ...)
 # An uncertainty map's node holds diffusivities in µm²/ms (= 10⁻³ mm²/s, how clinicians read them; its legend labels
 # read 0.30, not 3.00e-04); files keep mm²/s (`fileio.records.MAP_UNITS`). Unit -> (scale, UCUM code, printed).
 NODE_UNITS = {"mm2/s": (1e3, "um2/ms", "µm²/ms"), "unitless": (1.0, "1", "unitless"), "degrees": (1.0, "deg", "°")}
@@ -69,10 +70,11 @@ def map_in_node_unit(vol: Volume, key: str) -> tuple[Volume, tuple]:
     return Volume(np.asarray(vol.data, np.float32) * np.float32(unit[0]), vol.affine, vol.kind, dict(vol.meta)), unit
 
 
-def set_unit(node, unit: tuple) -> None:
-    """Record a `NODE_UNITS` entry on a scalar node: Slicer's voxel value units (the Data Probe shows them) and
-    UNIT_ATTRIBUTE."""
+def set_map(node, key: str, unit: tuple) -> None:
+    """Record on a scalar node which uncertainty map it holds (MAP_ATTRIBUTE) and its `NODE_UNITS` entry: Slicer's
+    voxel value units (the Data Probe shows them) and UNIT_ATTRIBUTE."""
     _, code, printed = unit
+    node.SetAttribute(MAP_ATTRIBUTE, key)
     node.SetAttribute(UNIT_ATTRIBUTE, code)
     if hasattr(node, "SetVoxelValueUnits"):
         from slicer import vtkCodedEntry

@@ -319,7 +319,7 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         vol, unit = mrml.map_in_node_unit(results[k], short)
         node = _put(scene, vol, f"{base_name}_{method}{suffix}_uncertainty_{short}", key(method, k),
                     targets.get("uncertainty") if k == main else None)
-        mrml.set_unit(node, unit)
+        mrml.set_map(node, short, unit)
         if k == main:
             created["uncertainty"] = node
         created["uncertainties"][short] = node

@@ -175,8 +175,8 @@ def map_nodes(scene) -> dict[str, list]:
 
 def share_scales(scene, shared: bool = True) -> dict[str, float]:
     """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
-    `display_range`s), so that one colour means one SD across runs and methods (each on its own had made biqt's 0.92
-    and espcn-hetero-var1's 0.44 µm²/ms the same yellow: review 40b); without, each on its own range again.
+    `display_range`s), so that one colour means one SD across runs and methods (each on its own range had made
+    two runs' different SDs the same yellow: review 40b); without, each on its own range again.
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
     for key, nodes in map_nodes(scene).items():

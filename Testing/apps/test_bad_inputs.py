@@ -255,6 +255,24 @@ def test_a_termination_signal_leaves_no_partial_output(work, tmp_path, sig):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_termination_signal_after_the_outputs_is_a_finished_job(work, tmp_path):
+    """SIGTERM once every output is written (a scheduler's time limit during the interpreter's teardown) exits 0: the
+    job is done; with Python's own handler back it had been killed with 143 (review 40a). An in-process caller gets
+    its own handler back."""
+    out = tmp_path / "o.nii.gz"
+    code = (f"import os, signal, sys; sys.argv = ['iqt', 'upsample', {str(work / 'lr.nii.gz')!r}, '-o', {str(out)!r}, "
+            "'--method', 'cubic']; from ImageQualityTransferLib.apps.cli import main; c = main(); "
+            "os.kill(os.getpid(), signal.SIGTERM); print('exit', c)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("exit 0"), done.stderr
+    assert out.exists() and "stopped" not in done.stderr
+    before = signal.getsignal(signal.SIGTERM)
+    from ImageQualityTransferLib.apps import cli
+
+    assert cli.main(["upsample", str(work / "lr.nii.gz"), "-o", str(tmp_path / "p.nii.gz"), "--method", "cubic"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # ---------------------------------------------------------------- the Slicer processing's nodes
 
 

@@ -94,31 +94,39 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None) -> int:
+    process = argv is None  # the `iqt` command itself, not an in-process caller
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
     warnings.showwarning = _show_warning  # the engine's IQTWarnings as one line each
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-            if sig is not None:
-                signal.signal(sig, _on_signal)
+    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None] \
+        if threading.current_thread() is threading.main_thread() else []
+    before = {sig: signal.signal(sig, _on_signal) for sig in signals}
     given_stdout = sys.stdout
     printed = sys.stdout = _Printed(given_stdout)
     try:
-        code = _run(args, printed)
+        code = _run(args, printed, signals)
     finally:
         sys.stdout = given_stdout
+        for sig, handler in before.items():
+            # run as the `iqt` command, the process only exits from here: a signal now would find every output written
+            # and, with Python's own handler back, kill it with 143 during teardown (review 40a); in-process callers
+            # get their handlers back
+            signal.signal(sig, signal.SIG_IGN if process else handler)
     # a reader gone early: the work was done; exit as a shell reports a process that SIGPIPE stopped
     return 141 if printed.gone and code == 0 else code
 
 
-def _run(args, printed) -> int:
-    """The command, its failures as one line each on stderr and an exit status."""
+def _run(args, printed, signals=()) -> int:
+    """The command, its failures as one line each on stderr and an exit status. `signals`: those turned into
+    Terminated, ignored once the command has returned (its outputs are all written: a job stopped now has finished)."""
     try:
         given = [v for v in (getattr(args, "command_threads", None), getattr(args, "train_threads", None), args.threads)
                  if v is not None]
         threads.apply(given[0] if given else None)
         code = args.func(args)
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
         printed.flush()  # a pipe buffers what was printed: a reader gone early may be met only here
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)

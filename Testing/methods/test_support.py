@@ -162,6 +162,26 @@ def test_a_mask_the_user_gives_keeps_every_output_to_it(tight_case, grid_of_mask
         pred.within(tight_case.lr_mask.replace(data=np.ones((5, 5, 5), bool)), 2)
 
 
+@pytest.mark.parametrize("name", ["cubic", "biqt"])
+def test_every_voxel_of_a_high_res_mask_gets_a_prediction(small_subject, name):
+    """A high-res mask with a thin edge (one voxel whose block is one-eighth inside, far from the rest) on a whole-field
+    input: that voxel is predicted, not left zero (review 40a); outside the mask every output stays zero."""
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.methods.base import predict_within
+
+    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    hr = np.zeros(case.hr_mask.shape, bool)
+    hr[:8] = case.hr_mask[:8]  # a slab of brain
+    stray = np.argwhere(case.hr_mask[20:] & ~ndimage.binary_dilation(hr, iterations=6)[20:])[0] + [20, 0, 0]
+    hr[tuple(stray)] = True
+    mask = case.lr.replace(data=hr, kind="mask", affine=case.hr_affine)
+    pred, _ = predict_within(methods.get(name), case.lr, 2, mask)
+    present = np.any(pred.tensor.data != 0, axis=-1)
+    assert present[tuple(stray)], "the mask's stray voxel has no prediction"
+    assert np.array_equal(present, hr & present) and present[hr].mean() > 0.99
+    assert not pred.std.data[~hr].any() if pred.std is not None else True
+
+
 @pytest.mark.parametrize("background", ["int16", "1e-8", "isotropic 1e-6"])
 def test_a_masked_fit_stored_with_a_tiny_background_reads_as_one_with_zeros(tight_case, background, tmp_path):
     """A tight fit whose background is not exactly zero (an int16 file's scale and intercept, or a tiny fill value)

@@ -155,8 +155,13 @@ def load_lowres_mask(path, lr: Volume, r) -> Volume | None:
     return lowres_mask(fileio.load_mask(path, lr, r) if path else None, lr, r)
 
 
-def lowres_mask(mask: Volume | None, lr: Volume, r) -> Volume | None:
-    """`mask` on the low-res input's grid: itself, or reduced by block majority from the high-res grid."""
+def lowres_mask(mask: Volume | None, lr: Volume, r, cover: bool = False) -> Volume | None:
+    """`mask` on the low-res input's grid: itself, or reduced by block majority from the high-res grid; with `cover`,
+    also every block that holds a mask voxel where the input has a tensor (a run's support: every voxel of a high-res
+    mask then gets a prediction, where a thin edge's minority blocks had been left empty: review 40a)."""
     if mask is None or mask.shape3 == lr.shape3:
         return mask
-    return lr.replace(data=block_majority(mask.data, r), kind="mask")
+    data = block_majority(mask.data, r)
+    if cover:
+        data |= (block_average(np.asarray(mask.data, np.float32), r) > 0) & np.any(np.asarray(lr.data) != 0, axis=-1)
+    return lr.replace(data=data, kind="mask")

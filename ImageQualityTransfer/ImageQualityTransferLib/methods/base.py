@@ -438,11 +438,12 @@ class LearnedMethod(Method):
 
 def predict_within(method: "Method", lr: Volume, factor, mask: Volume | None = None, **kw) -> tuple[Prediction, Volume | None]:
     """`method.predict` with a mask on the input's grid or on the output's (`iqt upsample --mask`, `iqt view --mask`):
-    one on the output's grid is reduced by block majority for the run, and every output is then kept to it
-    (`Prediction.within`). Returns (the prediction, the run's mask on the input's grid)."""
+    one on the output's grid is reduced by block majority for the run, with the blocks it covers where the input has
+    tensors, and every output is then kept to it (`Prediction.within`). Returns (the prediction, the run's mask on the
+    input's grid)."""
     from ..dmri.degrade import lowres_mask
 
-    lr_mask = lowres_mask(mask, lr, factor)
+    lr_mask = lowres_mask(mask, lr, factor, cover=True)
     pred = method.predict(lr, factor, lr_mask, **kw)
     if mask is not None and mask.shape3 != lr.shape3:
         pred = pred.within(mask, factor)

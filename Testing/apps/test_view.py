@@ -150,6 +150,23 @@ def brain_fraction(png: bytes) -> tuple[float, float]:
     return float(drawn[:, : w // 2].mean()), float(drawn[:, w // 2:].mean())
 
 
+def vertical_offsets(png: bytes) -> list[float]:
+    """For the left and right views: how far the drawn brain's middle row is from the view's middle, as a share of
+    the view's height (the sliders at the bottom and the legend on the right left out)."""
+    import io
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    h, w = image.shape[:2]
+    body = image[: h - 40]
+    out = []
+    for half in (body[:, : w // 2 - w // 10], body[:, w // 2: w - w // 4]):
+        rows = np.flatnonzero((half.max(axis=-1) > 40).sum(axis=1) > 3)
+        out.append(((rows[0] + rows[-1]) / 2 - (body.shape[0] - 1) / 2) / body.shape[0] if len(rows) else 1.0)
+    return out
+
+
 @pytest.mark.slow
 def test_the_runs_warnings_show_in_the_page(browser, lowres, serve, tmp_path):
     """What `iqt upsample` says on the terminal about an input (here failed fits inside the mask) the page says too,
@@ -168,6 +185,15 @@ def test_the_runs_warnings_show_in_the_page(browser, lowres, serve, tmp_path):
         wait_status(page, "done: cubic")
         notes = page.locator("#iqt-notes .iqt-note").all_inner_texts()
         assert len(notes) == 1 and "3 voxels in the mask hold a failed fit" in notes[0], notes
+        # the banner made the views shorter: they are fitted again, the brain centred, not left low under a band
+        offsets = []
+        for _ in range(40):
+            time.sleep(0.25)
+            offsets = vertical_offsets(page.locator("#iqt-views").screenshot())
+            if all(abs(o) < 0.06 for o in offsets):
+                break
+        page.screenshot(path=str(tmp_path / "notes.png"))
+        assert all(abs(o) < 0.06 for o in offsets), f"the brain sits off the views' middle by {offsets} of their height"
     finally:
         page.close()
     server.stop()

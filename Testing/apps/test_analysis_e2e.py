@@ -11,7 +11,6 @@ import re
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.analysis import lesion
 from ImageQualityTransferLib.apps.cli import main
 

@@ -319,7 +319,6 @@ def test_evaluate_reads_each_file_in_its_own_order_and_scores_a_shifted_grid(cap
     """`--truth-order` reads a reference another tool wrote (dtifit's order) beside an 'iqt upsample' output; one file
     read in the wrong order is refused, not scored; a prediction made from 'iqt degrade --shift' is scored on the
     reference's voxels under it (found from the affines), as a crop of the reference by hand would be."""
-    from ImageQualityTransferLib.core import tensors
 
     dwi = small_subject / "dwi.nii.gz"
     assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0

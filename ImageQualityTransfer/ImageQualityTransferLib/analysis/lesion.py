@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import direction, tensors
-from . import tractography
 from ..dmri.dti import B0_THRESHOLD
 from ..core.errors import IQTError
 from ..dmri.subject import Subject, make_case

@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
-from .paths import NIFTI_SUFFIXES, NRRD_SUFFIXES, atomic_write
+from .paths import NRRD_SUFFIXES, atomic_write
 from .records import made_by, read_made_by
+
+if TYPE_CHECKING:  # imported on first use (`_nib`)
+    import nibabel
 
 
 def _nib():

@@ -14,10 +14,14 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core.errors import IQTError
+
+if TYPE_CHECKING:  # the render extra's, imported on use
+    import PIL.Image
 from ..core.volume import Volume
 from . import display, mrml, processing
 

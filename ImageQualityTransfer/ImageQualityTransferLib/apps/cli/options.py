@@ -6,7 +6,6 @@ from pathlib import Path
 
 from ...core.errors import IQTError, IQTWarning
 from ...core.tensors import ORDERS
-from ...fileio.paths import TENSOR_SUFFIXES
 
 
 FACTOR_HELP = ("upsampling factor: one integer for all three axes, or three separated by commas along the input's "

@@ -199,7 +199,7 @@ def grow(Xa, Y, F, Xv, Yv, Fv, max_depth=6, min_leaf=None, bins=24, ridge=linear
     Y = np.asarray(Y, np.float64)
     Xv = np.asarray(Xv, np.float64)
     Yv = np.asarray(Yv, np.float64)
-    d, m = Xa.shape[1], Y.shape[1]
+    d = Xa.shape[1]
     if min_leaf is None:
         min_leaf = 2 * d
     if min_leaf <= d - 1:

@@ -332,7 +332,7 @@ def test_existing_target_nodes_are_filled(scene, lr_axial):
     real = slicer_processing.predict_volumes
     slicer_processing.predict_volumes = lambda *a, **k: ran.append(1) or real(*a, **k)
     try:
-        with pytest.raises(slicer_processing.IQTError, match="automatic output"):
+        with pytest.raises(slicer_processing.IQTError, match="Named after the method"):
             slicer_processing.run_on_nodes(scene, in_node, "linear", FACTOR, targets={"tensor": wrong})
     finally:
         slicer_processing.predict_volumes = real
@@ -448,3 +448,16 @@ def test_the_panel_and_the_logic_draw_as_many_monte_carlo_samples_as_the_command
     names = [a.arg for a in process.args.args]
     defaults = dict(zip(names[len(names) - len(process.args.defaults):], process.args.defaults))
     assert ast.literal_eval(defaults["samples"]) == DEFAULT_SAMPLES
+
+
+def test_output_messages_name_the_panels_choice():
+    """The messages about output selectors name the choice the panel shows for "none" (review 40b saw two wordings,
+    neither of them the panel's)."""
+    import re
+    from pathlib import Path
+
+    from ImageQualityTransferLib.slicer import processing
+
+    ui = (Path(processing.__file__).parents[2] / "Resources" / "UI" / "ImageQualityTransfer.ui").read_text()
+    shown = set(re.findall(r'name="noneDisplay">\s*<string>([^<(]+?)\s*(?:\([^<]*\))?</string>', ui))
+    assert processing.AUTOMATIC_OUTPUT.strip("'") in shown, shown

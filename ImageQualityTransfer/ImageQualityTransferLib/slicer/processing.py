@@ -234,6 +234,8 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
 # ---------------------------------------------------------------- Volumes -> nodes
 
 
+# the output selectors' empty choice, as the panel names it (Resources/UI/ImageQualityTransfer.ui, noneDisplay)
+AUTOMATIC_OUTPUT = "'Named after the method'"
 RESULT_ATTRIBUTE = "ImageQualityTransfer.Result"  # "<input node id>/<method>/<role>" on the nodes a run creates
 
 
@@ -277,7 +279,7 @@ def _put_volume(scene, vol: Volume, name: str, key: str | None, target=None):
     if target is not None:
         if not target.IsA(class_name) or (not tensor and target.IsA("vtkMRMLLabelMapVolumeNode")):
             raise IQTError(f"output node '{target.GetName()}' is a {target.GetClassName()}, expected a {class_name}; "
-                           f"choose the automatic output in the output selector")
+                           f"choose {AUTOMATIC_OUTPUT} in the output selector")
         target.RemoveAttribute(RESULT_ATTRIBUTE)  # the user's node, never reused for another run by itself
         return fill(target, vol)
     node = find_result_node(scene, key, class_name) if key else None
@@ -423,17 +425,17 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
         if node is None:
             continue
         if node is input_node or (mask_node is not None and node is mask_node):
-            raise IQTError(f"the output node '{node.GetName()}' is an input of this run; choose 'Create new ...' in "
-                           f"the output selector (inputs are never overwritten)")
+            raise IQTError(f"the output node '{node.GetName()}' is an input of this run; choose {AUTOMATIC_OUTPUT} "
+                           f"in the output selector (inputs are never overwritten)")
         if id(node) in seen:
             raise IQTError(f"the node '{node.GetName()}' is chosen for both the {seen[id(node)]} and the {key} output; "
-                           f"choose 'Create new ...' for one of them")
+                           f"choose {AUTOMATIC_OUTPUT} for one of them")
         seen[id(node)] = key
         tensor = key in ("tensor", "interpolated")  # said before the run, not after it (_put_volume checks again)
         class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
         if not node.IsA(class_name) or (not tensor and node.IsA("vtkMRMLLabelMapVolumeNode")):
             raise IQTError(f"output node '{node.GetName()}' is a {node.GetClassName()}, expected a {class_name}; "
-                           f"choose the automatic output in the output selector")
+                           f"choose {AUTOMATIC_OUTPUT} in the output selector")
 
 
 # ---------------------------------------------------------------- separate process (see slicer_worker.py)

@@ -68,7 +68,8 @@ map where the method has one, and the <b>cubic interpolation</b> it must beat fo
 (weighted least squares). An optional brain label map restricts the work to the brain.</p>
 <p><b>Which method</b>: the learned methods (3D-ESPCN CNNs, random forests IQT-RF / BIQT-RF) beat
 interpolation; pick one that gives an uncertainty to read the overlay; <i>cubic</i> is the baseline.
-CNN methods need PyTorch (installed on request through the PyTorch extension) and run in a separate process.</p>
+CNN methods need PyTorch (installed on request through the PyTorch extension). Every method runs in a separate
+process, so that Slicer stays responsive and Cancel stops it.</p>
 <p><b>Reading the uncertainty</b>: the overlay is the standard deviation of the predicted tensor, the mean over its
 6 elements, in µm²/ms (1 µm²/ms = 10⁻³ mm²/s: white matter's mean diffusivity is about 0.7). Beside it
 comes a <b>fibre direction uncertainty</b> map (degrees): how far the principal direction, which tractography
@@ -679,8 +680,10 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         outputNode / uncertaintyNode / interpolatedNode: existing nodes to fill, or None to create new ones;
         interpolatedNode=True creates the cubic comparison without a target node. The input is never modified.
         averageFlips: learned methods averaged over the input's axis flips and in-plane swap (engine `--tta`).
-        progressCallback(fraction, message) may return False to cancel. Torch methods run in a separate
-        PythonSlicer process unless separateProcess=False.
+        progressCallback(fraction, message) may return False to cancel. With a main window every method runs in a
+        separate PythonSlicer process, so that the GUI stays live (a forest run in-process held it up to 2 s between
+        progress calls on a 3 mm scan: review 40b), and Cancel kills it; in batch mode (no main window) only the torch
+        methods do. separateProcess overrides either.
         """
         import time
 
@@ -690,7 +693,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         method = method or self.defaultMethod(factor)
         needsTorch = sp.method_needs_torch(method)
         if separateProcess is None:
-            separateProcess = needsTorch
+            separateProcess = needsTorch or not self._batch()
         if needsTorch and not self.torchAvailable():
             if self._batch() or not self.installTorch(askConfirmation=True):
                 raise RuntimeError(_("The method '{method}' needs PyTorch: install the PyTorch extension and press "

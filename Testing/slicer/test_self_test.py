@@ -23,3 +23,39 @@ def test_the_module_self_test_passes(tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Phantom test passed" in run.stdout
+
+
+GUI_RUN = r"""
+import sys, types
+sys.path.insert(0, {testing!r})
+import self_test_in_batch as shell
+shell.application_shell()
+import slicer
+slicer.app.commandOptions = lambda: types.SimpleNamespace(noMainWindow={batch})
+sys.path.insert(0, str(shell.MODULE_DIR))
+import ImageQualityTransfer as module
+from ImageQualityTransferLib.slicer import mrml, processing
+from ImageQualityTransferLib.dmri import degrade, dti
+from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+calls = []
+real = processing.predict_in_subprocess
+processing.predict_in_subprocess = lambda *a, **k: calls.append(k.get("python_executable")) or real(*a, **k)
+module.ImageQualityTransferLogic.pythonSlicerExecutable = staticmethod(lambda: sys.executable)
+dwi = make_phantom(shape=(24, 24, 20), voxel_mm=2.0, n_dirs=12)
+lr = degrade.degrade(dwi, dti.brain_mask(dwi).data, 2).tensor
+node = mrml.add_tensor_node(slicer.mrmlScene, lr, "dti")
+nodes = module.ImageQualityTransferLogic().process(node, method="biqt", factor=2)
+assert nodes["tensor"] is not None and nodes["uncertainty"] is not None
+print("worker calls", len(calls))
+"""
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_with_a_main_window_every_method_runs_in_the_worker(tmp_path, batch):
+    """The Logic with a main window runs even a forest in the separate process (the GUI stays live, Cancel kills it);
+    in batch mode in-process."""
+    code = GUI_RUN.format(testing=str(DRIVER.parent), batch=batch)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"worker calls {0 if batch else 1}" in run.stdout, run.stdout[-2000:]

@@ -144,6 +144,29 @@ def test_a_generous_support_flags_nonphysical_voxels_against_the_brains_edge():
     assert np.isclose(out[3, 20, 20], 2e-4)
 
 
+def test_background_noise_fits_kept_by_an_estimated_brain_are_flagged_uncertain(small_subject):
+    """Without a mask on a whole-field fit, the estimated brain keeps background fits; where they look like noise
+    (`dmri.dti.noise_fits`) a forest's std had been low, calling them certain (review 40b): it is raised to at least
+    the edge floor there, and left as it was in every other voxel."""
+    from ImageQualityTransferLib.dmri.dti import noise_fits
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.methods.base import edge_floor
+
+    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = methods.get("biqt").predict(case.lr, 2)
+        mask = methods.get("biqt").support(case.lr)
+        plain = methods.get("biqt").predict(case.lr, 2, mask.replace(meta={}))  # the same support, given: no flag
+    std, present = pred.std.data, np.any(pred.tensor.data != 0, axis=-1)
+    noise = repeat_blocks(noise_fits(case.lr) & mask.data, 2) & present
+    assert noise.sum() > 50
+    floor = edge_floor(present, plain.std.data, 2)
+    assert (std[noise] >= floor * (1 - 1e-6)).all() and (plain.std.data[noise] < floor).mean() > 0.3
+    np.testing.assert_array_equal(pred.tensor.data, plain.tensor.data)
+    assert np.array_equal(std[~noise], plain.std.data[~noise])
+
+
 @pytest.mark.parametrize("grid_of_mask", ["input", "output"])
 def test_a_mask_the_user_gives_keeps_every_output_to_it(tight_case, grid_of_mask):
     """`Prediction.within`: zero outside a mask on the input's grid (its voxels' blocks) or on the output's, every

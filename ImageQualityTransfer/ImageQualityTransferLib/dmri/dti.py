@@ -90,6 +90,32 @@ def _largest_opened(cand):
     return labels == (1 + int(np.argmax(sizes)))
 
 
+def _tissue_and_spread(t: np.ndarray):
+    """(PD voxels with a tissue-like MD, the std of log MD over each voxel's 3^3) of whole-field tensors."""
+    from scipy import ndimage
+
+    from ..core import tensors
+
+    lam = tensors.eigenvalues(t.reshape(-1, 6)).reshape(t.shape[:3] + (3,))
+    md = lam.mean(axis=-1)
+    unit = tensors.md_mode(t)
+    lo, hi = TISSUE_MD
+    tissue = (lam[..., 0] > 0) & (md > lo * unit) & (md < hi * unit)
+    log_md = np.log(np.clip(md / unit, 1e-2, 1e2))
+    mean = ndimage.uniform_filter(log_md, 3, mode="nearest")
+    spread = np.sqrt(np.maximum(ndimage.uniform_filter(log_md**2, 3, mode="nearest") - mean**2, 0.0))
+    return tissue, spread
+
+
+def noise_fits(tensor: Volume) -> np.ndarray:
+    """The voxels of whole-field tensors whose fits look like background noise, not tissue: not positive definite or
+    MD outside TISSUE_MD, or log MD jumping over their 3^3 (MAX_LOG_MD_SPREAD). What a brain estimated from the
+    tensors keeps of them is not brain, and no method's output there means anything (methods/base.py flags them)."""
+    t = np.asarray(tensor.data)
+    tissue, spread = _tissue_and_spread(t)
+    return np.any(t != 0, axis=-1) & (~tissue | (spread >= MAX_LOG_MD_SPREAD))
+
+
 def brain_from_tensors(tensor: Volume) -> Volume | None:
     """A brain estimated from tensors fitted over the whole field of view (no mask, no b0 at hand): positive-definite
     voxels with a tissue-like MD (TISSUE_MD times the MD mode), by 3^3 majority; the largest component after an
@@ -100,23 +126,14 @@ def brain_from_tensors(tensor: Volume) -> Volume | None:
     every brain-mask voxel within one voxel (the support's margin); docs/measurements.md, Without a brain mask."""
     from scipy import ndimage
 
-    from ..core import tensors
-
     t = np.asarray(tensor.data)
-    lam = tensors.eigenvalues(t.reshape(-1, 6)).reshape(t.shape[:3] + (3,))
-    md = lam.mean(axis=-1)
-    unit = tensors.md_mode(t)
-    lo, hi = TISSUE_MD
-    tissue = (lam[..., 0] > 0) & (md > lo * unit) & (md < hi * unit)
+    tissue, spread = _tissue_and_spread(t)
     cand = ndimage.uniform_filter(tissue.astype(np.float32), 3, mode="nearest") >= 0.5
     brain = _largest_opened(cand)
     if brain is None:
         return None
     ball = ndimage.generate_binary_structure(3, 1)
     brain = ndimage.binary_dilation(brain, ball, iterations=2) & cand
-    log_md = np.log(np.clip(md / unit, 1e-2, 1e2))
-    mean = ndimage.uniform_filter(log_md, 3, mode="nearest")
-    spread = np.sqrt(np.maximum(ndimage.uniform_filter(log_md**2, 3, mode="nearest") - mean**2, 0.0))
     core = _largest_opened(ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3,
                                                   mode="nearest") >= 0.5)
     if core is not None:

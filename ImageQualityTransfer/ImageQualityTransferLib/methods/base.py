@@ -21,7 +21,7 @@ from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
-from ..dmri.dti import brain_from_tensors
+from ..dmri.dti import brain_from_tensors, noise_fits
 from . import symmetry
 from .inputs import (
     _negligible_zeroed,
@@ -149,7 +149,11 @@ class Method:
         lr = drop_failed_fits(lr, mask, where, drop=self.learned)
         if self.learned:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated)
-        pred = runner._run(lr, f, mask, uncertainty, direction, progress)
+        # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
+        # there was low, calling them certain (review 40b)
+        noise = lr.replace(data=noise_fits(lr) & mask.data.astype(bool), kind="mask") if estimated and \
+            mask is not None else None
+        pred = runner._run(lr, f, mask, uncertainty, direction, progress, noise)
         if index is not None:  # read once: batch QC reports the figure the model was chosen by
             pred.tensor.meta["noise_index"] = index
         if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)
@@ -158,8 +162,9 @@ class Method:
         return pred
 
     def _run(self, lr: Volume, f: tuple, mask: Volume | None, uncertainty: bool, direction: bool,
-             progress) -> Prediction:
-        """`predict` once the input is checked and its support decided."""
+             progress, noise: Volume | None = None) -> Prediction:
+        """`predict` once the input is checked and its support decided; `noise`: low-res voxels whose std is raised
+        as a non-physical output's is (`flag_noise`)."""
         reo = Reorientation.to_canonical(lr.affine)
         order = self._axis_order(grid.permute(f, reo.ornt))
         if order is not None:  # a model for a reordering of the factors: permute the axes it refines into its own
@@ -181,6 +186,8 @@ class Method:
             unc = {}
         if "std" in unc:
             unc["std"] = flag_nonphysical(tensor, unc["std"], f_c)
+            if noise is not None:
+                unc["std"] = flag_noise(tensor, unc["std"], f_c, reo.apply(noise).data)
         if direction and "std" in unc:
             unc["direction"] = spread(tensor, unc["std"])
         hr_aff = grid.hr_affine(lr_c.affine, f_c)
@@ -471,6 +478,33 @@ EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the 
 EDGE_QUANTILE = 0.75  # of the band's std: the band also holds the support's ring outside the brain, where std is lower
 
 
+def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray) -> np.ndarray:
+    """The std map with the output voxels of low-res `noise` voxels (background noise fits, `dmri.dti.noise_fits`)
+    raised to at least the floor `flag_nonphysical` uses (`edge_floor`)."""
+    present = np.any(tensor != 0, axis=-1)
+    flagged = grid.repeat_blocks(noise, f)[: std.shape[0], : std.shape[1], : std.shape[2]] & present
+    if not flagged.any():
+        return std
+    out = np.array(std, copy=True)
+    out[flagged] = np.maximum(out[flagged], edge_floor(present, std, f))
+    return out
+
+
+def edge_floor(present: np.ndarray, std: np.ndarray, f) -> float:
+    """The higher upper quartile (EDGE_QUANTILE) of `std` in the support's two outer bands, EDGE_DEPTH low-res voxels
+    each: the brain's edge lies in the first with a mask, in the second with a generous support (a brain estimated
+    without a mask keeps a ring of background fits, where a forest's std is low)."""
+    fx, fy, fz = grid.factors(f)
+    floor, inner = 0.0, present
+    for _ in range(2):
+        core = grid.repeat_blocks(ndimage.binary_erosion(inner[::fx, ::fy, ::fz], iterations=EDGE_DEPTH), (fx, fy, fz))
+        band = inner & ~core
+        if band.any():
+            floor = max(floor, float(np.quantile(std[band], EDGE_QUANTILE)))
+        inner = inner & core
+    return floor
+
+
 def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f) -> np.ndarray:
     """The std map with every non-physical output voxel (a negative eigenvalue) raised to at least its distance to a
     physical tensor and the upper quartile of the std of the support's edge band: the reference is physical, and where
@@ -480,18 +514,7 @@ def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f) -> np.ndarray:
     bad = distance > 0
     if not bad.any():
         return std
-    present = np.any(tensor != 0, axis=-1)
-    fx, fy, fz = grid.factors(f)
-    # the two outer bands of the support, EDGE_DEPTH low-res voxels each: the brain's edge lies in the first with a
-    # mask, in the second with a generous support (a brain estimated without a mask keeps a ring of background fits,
-    # where a forest's std is low); the floor is the higher of their upper quartiles
-    floor, inner = 0.0, present
-    for _ in range(2):
-        core = grid.repeat_blocks(ndimage.binary_erosion(inner[::fx, ::fy, ::fz], iterations=EDGE_DEPTH), (fx, fy, fz))
-        band = inner & ~core
-        if band.any():
-            floor = max(floor, float(np.quantile(std[band], EDGE_QUANTILE)))
-        inner = inner & core
+    floor = edge_floor(np.any(tensor != 0, axis=-1), std, f)
     out = np.array(std, copy=True)
     out[bad] = np.maximum(out[bad], np.maximum(distance[bad], floor))
     return out

@@ -109,10 +109,12 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     assert 0.05 < brain.data.mean() < 0.9 and np.all(np.any(hr.data[brain.data] != 0, axis=-1))
 
     rows = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
-    assert rows[0][:8] == ["subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s"]
+    assert rows[0][:9] == ["subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from",
+                           "median_std_mm2s"]
     qc = {r[0]: r for r in rows[1:]}
     assert qc["sub-01"][1:5] == ["biqt", "2x", "done", "4.00x4.00x4.00"]
-    assert float(qc["sub-01"][5]) > 5 and 100 < float(qc["sub-01"][6]) < 2000 and float(qc["sub-01"][7]) > 0
+    assert float(qc["sub-01"][5]) > 5 and 100 < float(qc["sub-01"][6]) < 2000 and qc["sub-01"][7] == "dwi"
+    assert float(qc["sub-01"][8]) > 0
     assert qc["sub-03"][3] == "failed" and "truncated" in qc["sub-03"][-1]
     assert "sub-03" in (out / "qc.html").read_text()
     col = {name: i for i, name in enumerate(rows[0])}
@@ -238,15 +240,26 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
     pooled = [{"qc": {"brain_ml": r["qc"]["brain_ml"]}} for r in res]
     batch.flag_outliers(pooled)
     assert pooled[0]["outlier"] == ["brain_ml"]  # pooled, the DWI would have been flagged
-    for volumes in ((27.0, 27.0, 19.79), (27.0, 27.00000024, 19.79)):  # one protocol and one other scan, rounding or not
+    for volumes in ((27.0,) * 4 + (19.79,), (27.0, 27.00000024, 27.0, 27.0, 19.79)):  # one protocol and one other scan
         res = [{"qc": {"voxel_mm3": v}} for v in volumes]
         batch.flag_outliers(res, metrics=("voxel_mm3",))
-        assert [r["outlier"] for r in res] == [[], [], ["voxel_mm3"]]
+        assert [r["outlier"] for r in res] == [[]] * 4 + [["voxel_mm3"]]
+    # small differences in measured figures are not outliers (review 41a: 0.4 % in brain volume, 3 % in median std),
+    # nor is anything in a cohort of fewer than 5
+    res = [{"qc": {"brain_ml": v, "median_std": u}} for v, u in
+           ((1287.1, 1.22e-4), (1287.4, 1.22e-4), (1292.6, 1.26e-4), (1288.0, 1.22e-4), (1286.0, 1.23e-4))]
+    batch.flag_outliers(res)
+    assert [r["outlier"] for r in res] == [[]] * 5
+    res = [{"qc": {"snr": v}} for v in (20, 21, 60)]
+    batch.flag_outliers(res)
+    assert [r["outlier"] for r in res] == [[]] * 3
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     for args, words in ((("--workers", "0"), "--workers 0"), (("--method", "nope"), "nope"),
                         (("--method", "cubic", "--uncertainty"), "no uncertainty"),
                         (("--method", "biqt", "--factor", "1,1,4"), "--model for factors 1,1,4"),
-                        (("--factor", "0"), "--factor 0")):
+                        (("--factor", "0"), "--factor 0"),
+                        (("--method", "cubic", "--memory-limit", "lots"), "--memory-limit lots: not a memory size"),
+                        (("--method", "cubic", "--memory-limit", "10MiB"), "too little for a worker")):
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", *args)
         assert code == 2 and err.startswith("iqt: error: ") and words in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "batch", tmp_path / "nothing", "-o", tmp_path / "o", "--method", "cubic")
@@ -254,8 +267,9 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
     for inside in (ds, ds / "iqt", ds / "sub-01" / "derivatives"):
         code, _, err = run_cli(capsys, "batch", ds, "-o", inside, "--method", "cubic")
         assert code == 2 and "inside the input dataset" in err and not (ds / "iqt").exists()
-    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "no" / "such", "--method", "cubic")
-    assert code == 2 and "does not exist" in err
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "afile", "--method", "cubic")
+    assert code == 2 and "is not a folder" in err
     import socket
 
     with socket.socket() as free:  # a port nothing listens on: refused at once, not after Dask's retries
@@ -436,3 +450,88 @@ def test_a_tensor_file_with_a_tiny_background_runs_as_its_twin_with_zeros(tmp_pa
     assert np.array_equal(np.any(b != 0, axis=-1), np.any(a != 0, axis=-1))  # the same support: zero outside it
     np.testing.assert_allclose(b, a, rtol=0, atol=2e-7)  # int16's steps
     np.testing.assert_array_equal(c, a)
+
+
+def test_one_list_for_a_cohort_made_by_several_tools(tmp_path, capsys):
+    """A list whose lines carry their own --tensor-order and --mask (review 41a: a cohort of 5D and dtifit files had to
+    be two runs, and the second into the same folder dropped the first's QC rows and moved its raw link): one run,
+    one folder; dtifit's shared file name is left out of the subjects' names; another list from another folder into
+    the same folder is refused; another list from the same folder keeps the first's rows."""
+    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(24, 26, 20), voxel_mm=4.0, n_dirs=12)
+    mask = brain_mask(dwi)
+    dti = fit_dti(dwi, mask)
+    for name in ("P05", "P06"):
+        (tmp_path / name).mkdir()
+    fileio.save_tensor(dti, tmp_path / "P05" / "dti_tensor.nii.gz")  # 5D, iqt's own
+    fsl = tmp_path / "P06" / "dti_tensor.nii.gz"  # 4D, dtifit's element order
+    import nibabel as nib
+
+    from ImageQualityTransferLib.fileio.volumes import fsl_flip
+
+    flip = fsl_flip(dti.affine)  # dtifit's frame: FSL's bvec axes
+    in_file = tensors.from_matrix(flip @ tensors.to_matrix(dti.data) @ flip)
+    nib.save(nib.Nifti1Image(tensors.to_order(in_file, "fsl").astype(np.float32), dti.affine), fsl)
+    fileio.save_mask(mask, tmp_path / "P06" / "mask.nii.gz")
+    (tmp_path / "list.txt").write_text("P05/dti_tensor.nii.gz\nP06/dti_tensor.nii.gz --tensor-order fsl "
+                                       "--mask P06/mask.nii.gz\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    assert [(i.prefix, i.tensor_order, Path(i.mask).name if i.mask else "") for i in items] == \
+        [("sub-P05", "", ""), ("sub-P06", "fsl", "mask.nii.gz")]
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
+    assert [r["status"] for r in res] == ["done", "done"], [r["reason"] for r in res]
+    assert res[1]["qc"]["brain_from"] == "mask"
+    tensor = "sub-{0}/dwi/sub-{0}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz"
+    a, b = (fileio.load_tensor(out / tensor.format(n)).data for n in ("P05", "P06"))
+    np.testing.assert_allclose(a, b, atol=1e-9)  # the same tensors, read in either order
+    side = json.loads((out / tensor.format("P06")).with_suffix("").with_suffix(".json").read_text())
+    assert side["TensorOrder"] == "fsl" and side["MaskSHA256"] and side["Sources"][-1] == "bids:raw:P06/mask.nii.gz"
+    # a second list in the same folder: its rows join, the first's stay
+    (tmp_path / "more.txt").write_text("P05/dti_tensor.nii.gz\n")
+    (tmp_path / "P07").mkdir()
+    fileio.save_tensor(dti, tmp_path / "P07" / "dti_tensor.nii.gz")
+    (tmp_path / "more.txt").write_text("P07/dti_tensor.nii.gz\n")
+    batch.run_cohort(batch.find_items(tmp_path / "more.txt"), batch.Settings(method="cubic"), out, progress=False)
+    rows = [line.split("\t")[0] for line in (out / "qc.tsv").read_text().splitlines()[1:]]
+    assert sorted(rows) == ["sub-P05", "sub-P06", "sub-dtitensor"]  # one line: named after its file
+    # a list from another folder into it: refused before any work, the raw link unchanged
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    fileio.save_tensor(dti, other / "x.nii.gz")
+    (other / "list.txt").write_text("x.nii.gz\n")
+    code, _, err = run_cli(capsys, "batch", other / "list.txt", "-o", out, "--method", "cubic", "--workers", "1")
+    assert code == 2 and "holds the derivatives of another input" in err and len(err.strip().splitlines()) == 1
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]["raw"] == tmp_path.as_uri()
+    (tmp_path / "bad.txt").write_text("P05/dti_tensor.nii.gz --tensor-order sideways\n")
+    with pytest.raises(batch.IQTError, match="unknown order"):
+        batch.find_items(tmp_path / "bad.txt")
+
+
+def test_the_dashboard_serves_this_machine_only_by_default():
+    """Review 41a: the LocalCluster's dashboard listened on every interface while 127.0.0.1 was printed."""
+    from ImageQualityTransferLib.apps.cli import build_parser
+
+    args = build_parser().parse_args(["batch", "in", "-o", "out"])
+    assert args.dashboard_address.startswith("127.0.0.1:")
+
+
+def test_an_unmasked_tensor_file_is_named_estimated_and_told_how_to_give_a_mask(tmp_path):
+    """A whole-field fit: its brain is estimated (generous), which the QC says in brain_from, and the warning names the
+    list line's --mask (batch has no --mask of its own: review 41a)."""
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+
+    dwi = make_phantom(shape=(24, 26, 20), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, None), tmp_path / "whole.nii.gz")
+    (tmp_path / "list.txt").write_text("whole.nii.gz\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert res[0]["status"] == "done" and res[0]["qc"]["brain_from"] == "estimated"
+    assert any("line in the list with --mask" in n for n in res[0]["notes"]), res[0]["notes"]
+    assert not any("give --mask" in n for n in res[0]["notes"])
+    row = (out / "qc.tsv").read_text().splitlines()[1].split("\t")
+    assert row[7] == "estimated"

@@ -12,7 +12,8 @@ from .records import Settings, dataset_description, remove_temporaries
 from .subject import process
 
 
-def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto", dashboard_address=":8787"):
+def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
+                 dashboard_address="127.0.0.1:8787"):
     """A Dask client: on the scheduler at `scheduler`, or on a new LocalCluster of `workers` single-threaded worker
     processes. Returns (client, cluster or None)."""
     import logging
@@ -33,7 +34,9 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                               dashboard_address=dashboard_address, silence_logs=logging.ERROR)
+                               dashboard_address=dashboard_address, silence_logs=logging.CRITICAL)
+    # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it was a second,
+    # differently worded message on stderr (review 41a)
     return Client(cluster), cluster
 
 

@@ -21,6 +21,8 @@ class Item:
     kind: str
     source: str = ""  # the path relative to `root`, for the sidecars' Sources (a BIDS URI bids:raw:<source>)
     root: str = ""  # the input dataset's folder (or the list's), linked as "raw" in dataset_description.json
+    tensor_order: str = ""  # a list line's own --tensor-order (empty: the run's)
+    mask: str = ""  # a list line's --mask: a brain mask on the input's grid or on the output's
 
 
 def label(text: str) -> str:
@@ -50,11 +52,43 @@ def bids_items(root) -> list[Item]:
     return items
 
 
+LINE_OPTIONS = ("--tensor-order", "--mask")  # what a list line may end with, for its own subject
+
+
+def _line_options(line: str, listfile: Path) -> tuple[str, dict]:
+    """A list line's path and the options at its end (`--tensor-order ORDER`, `--mask MASK`, in either order)."""
+    from ...core.tensors import ORDERS
+
+    opts = {}
+    while True:
+        m = re.search(r"\s(--[a-z-]+)\s+(\S+)\s*$", line)
+        if m is None or m.group(1) not in LINE_OPTIONS:
+            bad = re.search(r"\s(--[a-z-]+)(\s+\S+)?\s*$", line)
+            if bad is not None and bad.group(1) not in LINE_OPTIONS:
+                raise IQTError(f"{listfile}: the line {line.strip()!r} ends in {bad.group(1)}, which a list line cannot "
+                               f"give; a line may end in {' and/or '.join(o + ' ...' for o in LINE_OPTIONS)}")
+            break
+        if m.group(1) in opts:
+            raise IQTError(f"{listfile}: the line {line.strip()!r} gives {m.group(1)} twice; give it once")
+        opts[m.group(1)] = m.group(2)
+        line = line[: m.start()]
+    order = opts.get("--tensor-order", "")
+    if order and order not in ORDERS:
+        raise IQTError(f"{listfile}: --tensor-order {order} on the line of {line.strip()}: unknown order; choose one of "
+                       f"{', '.join(ORDERS)}")
+    mask = opts.get("--mask", "")
+    if mask and not Path(mask).is_absolute():
+        mask = str(listfile.parent / mask)
+    return line.strip(), {"tensor_order": order, "mask": mask}
+
+
 def list_items(listfile) -> list[Item]:
     """A text file with one subject folder (dwi.nii.gz, dwi.bval, dwi.bvec inside) or DTI file per line; relative
-    paths are read from the list's folder, blank lines and "#" comments are skipped. Each subject is named after the
-    folder or file (a "sub-" it already has is not doubled); where two would share a name, after as many parent folders
-    as tell them apart (c/P02/dwi and c/P03/dwi: sub-P02dwi and sub-P03dwi)."""
+    paths are read from the list's folder, blank lines and "#" comments are skipped; a line may end in its subject's
+    own `--tensor-order ORDER` and `--mask MASK`, so that one list (one run, one derivatives folder) takes a cohort made
+    by several tools. Each subject is named after the folder or file (a "sub-" it already has is not doubled; a file
+    name every listed file shares, as dtifit's dti_tensor, is left out); where two would share a name, after as many
+    parent folders as tell them apart (c/P02/dwi and c/P03/dwi: sub-P02dwi and sub-P03dwi)."""
     from ...fileio import TENSOR_SUFFIXES
 
     listfile = Path(listfile)
@@ -63,19 +97,23 @@ def list_items(listfile) -> list[Item]:
     except (OSError, UnicodeDecodeError) as exc:
         raise IQTError(f"{listfile}: cannot be read as a text list of subjects ({exc}); give a BIDS folder or a text file "
                        "with one subject folder or DTI file per line") from None
-    entries = []  # (path parts naming the subject, kind, input path, the line)
+    entries = []  # (path parts naming the subject, kind, input path, the line's path, its options)
     for line in lines:
         line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()  # "#" starts a comment, also after a path
         if not line:
             continue
+        line, opts = _line_options(" " + line, listfile)
         p = Path(line) if Path(line).is_absolute() else listfile.parent / line
         parts = [x for x in Path(line).parts if x not in ("/", "..", ".")]
         if str(p).lower().endswith(TENSOR_SUFFIXES):
             suffix = next(suf for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True) if p.name.lower().endswith(suf))
             parts[-1] = p.name[: -len(suffix)]
-            entries.append((parts, "dti", str(p), line))
+            entries.append((parts, "dti", str(p), line, opts))
         else:
-            entries.append((parts, "dwi", str(p / "dwi.nii.gz"), line))
+            entries.append((parts, "dwi", str(p / "dwi.nii.gz"), line, opts))
+    stems = {e[0][-1] for e in entries if e[1] == "dti"}
+    if len(entries) > 1 and len(stems) == 1 and all(e[1] == "dti" and len(e[0]) > 1 for e in entries):
+        entries = [(e[0][:-1], *e[1:]) for e in entries]  # P05/dti_tensor, P06/dti_tensor: sub-P05, sub-P06
     depth = [1] * len(entries)
     while True:  # lengthen the colliding names by a parent folder until they differ (or no folder is left)
         names = [_list_label(e[0], d) for e, d in zip(entries, depth)]
@@ -85,8 +123,8 @@ def list_items(listfile) -> list[Item]:
         for i in grow:
             depth[i] += 1
     return [Item(sub, f"{sub}/dwi", path, kind, line if not Path(line).is_absolute() else "",
-                 os.path.normpath(listfile.parent.absolute()) if not Path(line).is_absolute() else "")
-            for sub, (_, kind, path, line) in zip(names, entries)]
+                 os.path.normpath(listfile.parent.absolute()) if not Path(line).is_absolute() else "", **opts)
+            for sub, (_, kind, path, line, opts) in zip(names, entries)]
 
 
 def _list_label(parts: list[str], depth: int) -> str:

@@ -16,11 +16,20 @@ QC_METRICS = ("voxel_mm3", "snr", "brain_ml", "median_std", "nonphysical_pct", "
 QC_GROUPED_BY = {"brain_ml": "brain_from"}
 
 
+# The least spread a metric is read with (MAD at least this share of the median): voxel volume at 0.1 % (a cohort of one
+# protocol has MAD 0 or header rounding in it, and the scan at another resolution is then still the one flagged); the
+# measured figures at 5 %, since three subjects 0.4 % apart in brain volume, or 3 % in median uncertainty, had been
+# flagged (review 41a). nonphysical_pct, a percentage, at least 0.5 points.
+QC_MIN_SPREAD = {"voxel_mm3": 1e-3}
+QC_MIN_SPREAD_DEFAULT = 0.05
+QC_MIN_ABSOLUTE = {"nonphysical_pct": 0.5}
+QC_MIN_SUBJECTS = 5  # fewer values than this flag nothing: median and MAD of 3 or 4 say little
+
+
 def flag_outliers(results: list[dict], metrics=QC_METRICS, k: float = 3.0) -> None:
     """Mark each subject whose metric lies outside median ± k·MAD over the subjects that have it (MAD scaled by
-    1.4826, a standard deviation for normal data, and at least 0.1 % of the median: a cohort of one protocol has MAD 0
-    or header rounding in its voxel volume, and the scan at another resolution is then still the one flagged); fewer
-    than 3 values flag nothing. Metrics in QC_GROUPED_BY are compared within each group of subjects."""
+    1.4826, a standard deviation for normal data, and at least QC_MIN_SPREAD of the median); fewer than
+    QC_MIN_SUBJECTS values flag nothing. Metrics in QC_GROUPED_BY are compared within each group of subjects."""
     for r in results:
         r["outlier"] = []
     for m in metrics:
@@ -35,16 +44,17 @@ def _flag(results: list[dict], m: str, k: float) -> None:
     """`flag_outliers` for metric `m` over `results`."""
     vals = [(r, r["qc"].get(m)) for r in results]
     vals = [(r, float(v)) for r, v in vals if v is not None and np.isfinite(float(v))]
-    if len(vals) >= 3:
+    if len(vals) >= QC_MIN_SUBJECTS:
         x = np.array([v for _, v in vals])
         med = np.median(x)
-        mad = max(1.4826 * np.median(np.abs(x - med)), 1e-3 * abs(med))
+        mad = max(1.4826 * np.median(np.abs(x - med)), QC_MIN_SPREAD.get(m, QC_MIN_SPREAD_DEFAULT) * abs(med),
+                  QC_MIN_ABSOLUTE.get(m, 0.0))
         for r, v in vals:
             if mad > 0 and abs(v - med) > k * mad:
                 r["outlier"].append(m)
 
 
-QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "median_std_mm2s",
+QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
               "nonphysical_pct", "noise_index", "model_used", "outlier", "seconds", "reason")
 
 
@@ -70,7 +80,8 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
         q = r["qc"]
         seconds = q.get("seconds") if r["status"] == "skipped" else r.get("seconds")  # a skip keeps the run's time
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
-                     _fmt(q.get("brain_ml"), ".1f"), _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
+                     _fmt(q.get("brain_ml"), ".1f"), q.get("brain_from", "-") if q else "-",
+                     _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
                      _fmt(q.get("noise_index"), ".3f"), _model_used(r),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
     return rows
@@ -85,25 +96,35 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     flag_outliers(results)
     model = label(method_label(s)) if s is not None else ""
     res = res_label(s) if s is not None else ""
-    rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res)] + qc_rows(results, model, res)
+    ran = {r["subject"] for r in results}  # an earlier run's rows of other subjects stay (another list into this folder)
+    rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res) or r[0] not in ran] + \
+        qc_rows(results, model, res)
     rows.sort(key=lambda r: (r[1], r[2]))  # by run; subjects in input order within each
     tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
     write_text(out_root / "qc.tsv", tsv)
     flag = QC_COLUMNS.index("outlier")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in QC_COLUMNS)
     body = "".join(
-        "<tr{}>{}</tr>".format(' class="flag"' if row[flag] != "-" or row[3] == "failed" else "",
+        "<tr{}>{}</tr>".format(' class="failed"' if row[3] == "failed" else ' class="flag"' if row[flag] != "-" else "",
                                "".join(f"<td>{html.escape(c)}</td>" for c in row)) for row in rows)
+    counts = {k: sum(row[3] == k for row in rows) for k in ("done", "skipped", "failed")}
+    flagged = sum(row[flag] != "-" for row in rows)
     page = ("<!doctype html><meta charset='utf-8'><title>IQT cohort QC</title><style>body{font-family:sans-serif}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fdd}</style>"
-            f"<h1>IQT cohort QC</h1><p>{len(rows)} rows (subject, model, res). SNR: mean b0 in the brain / std of the b0 "
-            "background. nonphysical_pct: share of the brain mask's output voxels with a negative eigenvalue (their MD/FA are "
-            "not measurements). noise_index: the input tensors' roughness in the brain (clean dev inputs 0.049-0.070; above "
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fff1c2}"
+            "tr.failed{background:#fdd}</style>"
+            f"<h1>IQT cohort QC</h1><p><b>{len(rows)} rows</b> (subject, model, res): {counts['done']} done, "
+            f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), {flagged} with an outlier "
+            "flag (yellow). SNR: mean b0 in the brain / std of the b0 "
+            "background. brain_from: where the brain mask came from (dwi: median Otsu on the b0; tensor: the tensor file's "
+            "non-zero voxels; mask: the list line's --mask; estimated: from unmasked tensors, generous, with scalp and "
+            "background fits: not a brain volume to compare or average over). nonphysical_pct: share of the brain mask's "
+            "output voxels with a negative eigenvalue (their MD/FA are not measurements). noise_index: the input tensors' "
+            "roughness in the brain (the dev scans degraded x2: 0.049-0.070; above "
             f"{NOISY_MODEL:g} a method with a model trained with added noise runs it: model_used noisy; above {NOISY_INPUT:g} "
             "the others may do no better than cubic). Outlier: outside median &plusmn; 3 MAD "
-            "(scaled) on voxel volume, SNR, brain volume, median uncertainty, nonphysical_pct or noise_index, within each "
-            "run; brain volumes only among inputs of one kind (a DWI's median-Otsu mask, a tensor file's non-zero voxels, "
-            f"a brain estimated from unmasked tensors).</p><table><tr>{head}</tr>{body}</table>\n")
+            "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
+            f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
+            f"volumes only among inputs of one kind.</p><table><tr>{head}</tr>{body}</table>\n")
     write_text(out_root / "qc.html", page)
 
 

@@ -87,13 +87,16 @@ def input_hashes(item: Item) -> dict:
             if not p.exists():
                 raise IQTError(f"{p}: not found; every DWI needs its FSL .{flag} file beside it")
         out["GradientSHA256"] = {"bval": _sha256(bval), "bvec": _sha256(bvec)}
+    if item.mask:  # a list line's own mask
+        out["MaskSHA256"] = _sha256(item.mask)
     return out
 
 
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
     """The sidecar fields that must match for a subject to be skipped."""
+    order = item.tensor_order or s.tensor_order
     return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
-            **_tta_record(s), **({"TensorOrder": s.tensor_order} if s.tensor_order != "nifti" and item.kind == "dti" else {})}
+            **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {})}
 
 
 def res_label(s: Settings) -> str:
@@ -182,11 +185,27 @@ def sources(item: Item) -> list[str]:
     input file and, for a DWI, its b-values and b-vectors."""
     from ...fileio import bval_bvec_paths
 
-    files = [Path(item.path)] + (list(bval_bvec_paths(item.path)) if item.kind == "dwi" else [])
+    files = [Path(item.path)] + (list(bval_bvec_paths(item.path)) if item.kind == "dwi" else []) + \
+        ([Path(item.mask)] if item.mask else [])
     files = [Path(os.path.normpath(f.absolute())) for f in files]
     root = Path(item.root) if item.root else None
     return [f"bids:raw:{f.relative_to(root).as_posix()}" if root is not None and root in f.parents else f.as_uri()
             for f in files]
+
+
+def check_source(out_root: Path, items) -> None:
+    """An IQTError, before any work, where `out_root` already holds derivatives of another input dataset or list (its
+    DatasetLinks' "raw"): this run's sidecars and the earlier ones would resolve their bids:raw: Sources against
+    different folders, and one link cannot serve both (review 41a)."""
+    roots = {Path(it.root).as_uri() for it in items if it.root}
+    try:
+        old = json.loads((Path(out_root) / "dataset_description.json").read_text()).get("DatasetLinks", {}).get("raw")
+    except (OSError, ValueError, AttributeError):
+        return
+    if old and len(roots) == 1 and old not in roots:
+        raise IQTError(f"{out_root}: holds the derivatives of another input ({old}); write this run into another folder, "
+                       "or run every subject from one list (a list line may end in its own --tensor-order ORDER and "
+                       "--mask MASK)")
 
 
 def dataset_description(out_root: Path, s: Settings, items=()) -> None:

@@ -55,27 +55,39 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ...dmri.dti import brain_mask, fit_dti
     from ...methods.inputs import input_noise_index, whole_field, without_tiny_background
 
-    snr, whole = float("nan"), None
+    from ...methods.base import predict_within
+
+    snr, whole, given = float("nan"), None, None
     if item.kind == "dwi":
+        if item.tensor_order:
+            raise IQTError(f"--tensor-order {item.tensor_order} on the line of a DWI subject ({item.path}): a DWI is "
+                           "fitted here; leave it out")
         dwi = fileio.load_dwi(item.path)
-        mask = brain_mask(dwi)
+        mask = fileio.load_mask(item.mask, dwi) if item.mask else brain_mask(dwi)
         lr = fit_dti(dwi, mask)
         snr = snr_estimate(dwi, mask.data)
         del dwi
     else:
-        lr = fileio.load_tensor(item.path, s.tensor_order)
+        lr = fileio.load_tensor(item.path, item.tensor_order or s.tensor_order)
         whole = whole_field(lr)
         lr = without_tiny_background(lr, whole)
         inside = np.any(lr.data != 0, axis=-1)  # the rule `iqt upsample` reads a tensor file's support by
         mask = None if whole or not inside.any() else Volume(inside, lr.affine, "mask")
+        if item.mask:  # the line's own mask, on the input's grid or the output's (as iqt upsample --mask)
+            given = fileio.load_mask(item.mask, lr, s.factor)
     method = _method(s)
-    brain_from = "dwi" if item.kind == "dwi" else "tensor"
-    if mask is None:  # tensors over the whole field of view: the brain estimated from them (said in one warning)
-        mask = method.support(lr, whole)
-        brain_from = "estimated"
-    pred = method.predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
+    brain_from = "mask" if item.mask else "dwi" if item.kind == "dwi" else "tensor"
+    if given is not None:
+        pred, mask = predict_within(method, lr, s.factor, given, uncertainty=s.uncertainty, direction=s.uncertainty)
+    else:
+        if mask is None:  # tensors over the whole field of view: the brain estimated from them (said in one warning)
+            mask = method.support(lr, whole)
+            brain_from = "estimated"
+        pred = method.predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
     t = pred.tensor
     brain = np.ones(t.shape3, bool) if mask is None else grid.repeat_blocks(np.asarray(mask.data, bool), s.factor)
+    if given is not None and given.shape3 == t.shape3:
+        brain = np.asarray(given.data, bool)
     vols = {"tensor": t, "fa": t.replace(data=tensors.fa_fast(t.data).astype(np.float32), kind="scalar"),
             "md": t.replace(data=tensors.md(t.data).astype(np.float32), kind="scalar"),
             "mask": t.replace(data=brain, kind="mask")}
@@ -94,6 +106,11 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         index = input_noise_index(lr, inside, brain_from == "estimated")
     qc["noise_index"] = float("nan") if index is None else index
     return vols, qc
+
+
+def _in_batch_words(note: str) -> str:
+    """An engine warning with `iqt upsample`'s --mask put as a list line's (batch has no --mask of its own)."""
+    return note.replace("give --mask with a brain mask", "end the subject's line in the list with --mask and a brain mask")
 
 
 def process(item: Item, s: Settings, out_root: str) -> dict:
@@ -115,7 +132,8 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
             warnings.simplefilter("always", IQTWarning)
             vols, qc = compute(item, s)
         # each once: batch and the method may both say the same (e.g. a whole-field input with no background)
-        notes = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught if issubclass(w.category, IQTWarning)))
+        notes = list(dict.fromkeys(_in_batch_words(" ".join(str(w.message).split())) for w in caught
+                                   if issubclass(w.category, IQTWarning)))
         for w in caught:
             if not issubclass(w.category, IQTWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -12,9 +12,10 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("batch", help="upsample a cohort (BIDS dataset or list of subjects) on a Dask cluster into a "
                                       "BIDS-derivatives dataset, resumable, with a QC table")
     sp.add_argument("input", help="BIDS dataset folder (sub-*/[ses-*/]dwi/*_dwi.nii.gz with .bval/.bvec), or a text file "
-                                  "listing subject folders (dwi.nii.gz, dwi.bval, dwi.bvec) or DTI files, one per line")
-    sp.add_argument("-o", "--output", required=True, help="derivatives folder (created if missing; a rerun skips the "
-                                                          "subjects already done)")
+                                  "listing subject folders (dwi.nii.gz, dwi.bval, dwi.bvec) or DTI files, one per line; "
+                                  "a line may end in its own --tensor-order ORDER and --mask MASK")
+    sp.add_argument("-o", "--output", required=True, help="derivatives folder (created if missing, with its parents; a "
+                                                          "rerun skips the subjects already done)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: the best shipped)")
     options.add_factor(sp)
     sp.add_argument("--uncertainty", action="store_true", help="also write the uncertainty maps (methods with uncertainty)")
@@ -22,11 +23,32 @@ def add_parsers(sub) -> None:
     where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")
     where.add_argument("--scheduler", help="run on an existing Dask scheduler, e.g. tcp://host:8786 (see README)")
     sp.add_argument("--memory-limit", default="auto",
-                    help="memory per local worker, e.g. 4GiB (default auto: the machine's memory / workers)")
-    sp.add_argument("--dashboard-address", default=":8787", help="local cluster's dashboard (default :8787; :0 any free port)")
+                    help="memory per local worker, e.g. 4GiB (default auto: the machine's memory / workers; at least "
+                         f"{MIN_MEMORY})")
+    sp.add_argument("--dashboard-address", default="127.0.0.1:8787",
+                    help="local cluster's dashboard (default 127.0.0.1:8787, this machine only; :8787 serves the network, "
+                         "127.0.0.1:0 any free port)")
     options.add_method_settings(sp)
     options.add_tensor_order(sp)
     sp.set_defaults(func=run)
+
+
+MIN_MEMORY = "512MiB"  # review 41a: at 100 and 200 MiB each worker died on a 3 mm subject, at 10 MiB the run hung
+
+
+def check_memory_limit(text: str) -> None:
+    """--memory-limit refused at once when it cannot be read or is too small for a worker to start the engine."""
+    from dask.utils import format_bytes, parse_bytes
+
+    if str(text).strip().lower() == "auto":
+        return
+    try:
+        n = parse_bytes(text)
+    except (ValueError, TypeError):
+        raise IQTError(f"--memory-limit {text}: not a memory size; give e.g. 4GiB or 8GB (or auto)") from None
+    if n < parse_bytes(MIN_MEMORY):
+        raise IQTError(f"--memory-limit {text} ({format_bytes(n)}): too little for a worker; give at least {MIN_MEMORY} "
+                       "(a 3 mm subject with biqt needs about 1 GiB), or auto")
 
 
 def run(args) -> int:
@@ -61,7 +83,12 @@ def run(args) -> int:
     from pathlib import Path
 
     out_path, in_path = Path(args.output).resolve(), Path(args.input).resolve()
-    out = options.out_dir(args.output)  # its one-line refusal, before a cluster starts
+    if not args.scheduler:
+        check_memory_limit(args.memory_limit)
+    out = Path(args.output)  # a folder, created with its parents (derivatives/ of a fresh BIDS dataset: review 41a)
+    if out.exists() and not out.is_dir():
+        raise IQTError(f"{out}: exists and is not a folder; give a folder for the outputs")
+    batch.check_source(out, items)
     # BIDS keeps derivatives under derivatives/ of a raw dataset; anything else inside it is not a derivative's place
     if in_path.is_dir() and (out_path == in_path or (in_path in out_path.parents
                                                      and out_path.relative_to(in_path).parts[0] != "derivatives")):
@@ -69,7 +96,10 @@ def run(args) -> int:
                        f"{Path(args.input) / 'derivatives' / 'iqt'}")
     client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address)
     try:
-        out.mkdir(exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IQTError(f"{out}: cannot create the folder ({exc.strerror}); choose another output folder") from None
         print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
         results = batch.run_cohort(items, s, out, client)
     finally:
@@ -84,7 +114,7 @@ def run(args) -> int:
     for f in failed:
         print(f"  {f['subject']}: {f['reason']}")
     if failed:  # one stderr line that holds the reasons too (a cluster's error log may be kept apart from its output)
-        why = ("; ".join(f"{f['subject']}: {f['reason']}" for f in failed) if len(failed) <= 3
+        why = (" | ".join(f"{f['subject']}: {f['reason']}" for f in failed) if len(failed) <= 3
                else ", ".join(f["subject"] for f in failed) + " (reasons above and in qc.tsv)")
         print(f"iqt: {len(failed)} of {len(results)} subjects failed: {' '.join(why.split())}; fix them and rerun the "
               "same command to finish", file=sys.stderr)

@@ -535,3 +535,5 @@ def test_an_unmasked_tensor_file_is_named_estimated_and_told_how_to_give_a_mask(
     assert not any("give --mask" in n for n in res[0]["notes"])
     row = (out / "qc.tsv").read_text().splitlines()[1].split("\t")
     assert row[7] == "estimated"
+    again = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert again[0]["status"] == "skipped" and again[0]["notes"] == res[0]["notes"]  # said again on a rerun

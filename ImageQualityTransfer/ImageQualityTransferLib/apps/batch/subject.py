@@ -126,7 +126,8 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         names = output_names(item, s, expected_maps(s))
         done = finished(folder, names, ident)
         if done is not None:
-            res.update(status="skipped", qc=done.get("QC", {}))
+            notes = done.get("Notes", [])  # said again on a rerun, as when it ran (review 41a)
+            res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [])
             return res
         with warnings.catch_warnings(record=True) as caught:  # the engine's warnings: this subject's notes
             warnings.simplefilter("always", IQTWarning)

@@ -147,6 +147,28 @@ class ImageQualityTransferParameterNode:
 #
 
 
+def progressText(message: str) -> str:
+    """The engine's progress message (ImageQualityTransferLib/slicer/processing.py) in the user's language: its fixed
+    phrases go through tr(); method names stay as they are."""
+    import re
+
+    fixed = {
+        "reading the input volume": _("reading the input volume"),
+        "fitting tensors to the diffusion-weighted volume": _("fitting tensors to the diffusion-weighted volume"),
+        "creating output nodes": _("creating output nodes"),
+        "done": _("done"),
+    }
+    if message in fixed:
+        return fixed[message]
+    m = re.fullmatch(r"running (\S+) \(x([\d,]+)\)", message)
+    if m:
+        return _("running {method} (x{factor})").format(method=m[1], factor=m[2])
+    m = re.fullmatch(r"(\S+) interpolation for comparison", message)
+    if m:
+        return _("{method} interpolation for comparison").format(method=m[1])
+    return message
+
+
 class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Uses ScriptedLoadableModuleWidget base class, available at:
     https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
@@ -456,7 +478,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if fraction is not None:
             self.ui.progressBar.value = int(round(100 * fraction))
         if message:
-            self.ui.statusLabel.text = message
+            self.ui.statusLabel.text = progressText(message)
         slicer.app.processEvents()
         return not self._cancelRequested
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 
 B0_THRESHOLD = 50.0  # s/mm^2
@@ -169,13 +171,49 @@ SCALE_MIN_VOXELS = 1000  # fewer voxels inside the rim and a display reads its c
 FIT_METHODS = ("WLS", "OLS")
 
 
+SHELL_STEP = 100.0  # s/mm^2: b-values within this of each other are one shell
+DTI_BMAX = 1500.0  # s/mm^2: the highest shell most DTI studies fit (above it kurtosis lowers the apparent MD)
+MIN_DIRECTIONS = 6  # diffusion-weighted volumes a tensor needs
+
+
+def shells(bvals) -> list[float]:
+    """The series' diffusion-weighted shells, rounded to SHELL_STEP (b0s left out), ascending."""
+    b = np.asarray(bvals, float)
+    return sorted({float(SHELL_STEP * round(v / SHELL_STEP)) for v in b[b > B0_THRESHOLD]})
+
+
+def keep_bmax(dwi: Volume, bmax: float) -> Volume:
+    """The series' b0s and the volumes with b up to `bmax` (to the shell rounding), for a DTI fit of the lower shells
+    of a multi-shell acquisition."""
+    b = np.asarray(dwi.bvals, float)
+    keep = b <= float(bmax) + SHELL_STEP / 2
+    if (keep & (b > B0_THRESHOLD)).sum() < MIN_DIRECTIONS:
+        raise IQTError(f"--bmax {bmax:g}: only {(keep & (b > B0_THRESHOLD)).sum()} diffusion-weighted volumes have b up "
+                       f"to it (shells at b = {', '.join(f'{v:g}' for v in shells(b))} s/mm^2); a tensor needs at least "
+                       f"{MIN_DIRECTIONS}: give a higher --bmax")
+    return Volume(np.asarray(dwi.data)[..., keep], dwi.affine, "dwi", bvals=b[keep], bvecs=np.asarray(dwi.bvecs)[keep],
+                  meta={**dwi.meta, "bmax": float(bmax)})
+
+
+def check_shells(dwi: Volume) -> None:
+    """One warning where a DTI fit would use shells above DTI_BMAX beside lower ones (an HCP-like multi-shell series):
+    kurtosis lowers the apparent diffusivity at high b, so such a tensor is not the one a b = 1000 study reports."""
+    found = shells(dwi.bvals)
+    if len(found) > 1 and found[-1] > DTI_BMAX and found[0] <= DTI_BMAX:
+        lower = max(v for v in found if v <= DTI_BMAX)
+        warnings.warn(f"the series has {len(found)} shells (b = {', '.join(f'{v:g}' for v in found)} s/mm^2) and DTI is "
+                      f"fitted to all of them, which lowers MD at high b; fit the lower shell only, as most DTI studies "
+                      f"do: give --bmax {lower:g}", IQTWarning, stacklevel=2)
+
+
 def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS") -> Volume:
     """Tensor volume (lower-triangular, mm^2/s, voxel axes) by dipy weighted (default) or ordinary least squares;
-    zero outside the mask."""
+    zero outside the mask. A multi-shell series reaching above DTI_BMAX gets one warning (`check_shells`)."""
     from dipy.reconst.dti import TensorModel
 
     if dwi.kind != "dwi":
         raise IQTError("DTI fitting needs a diffusion-weighted series with b-values and directions")
+    check_shells(dwi)
     m = None if mask is None else np.asarray(getattr(mask, "data", mask), dtype=bool)
     if m is not None:
         if m.shape != dwi.shape3:

@@ -137,13 +137,17 @@ def input_volumes(input_node, mask_node=None, progress=None, cancel=None) -> tup
         _report(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
         dwi = dwi_volume_from_node(input_node)
         fit_mask = _check_same_grid(mask, dwi, mask_node) if mask is not None else dti.brain_mask(dwi)
+        with warnings.catch_warnings(record=True) as shells:  # said once as the run's note, not once per slab
+            warnings.simplefilter("always", IQTWarning)
+            dti.check_shells(dwi)
         lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
         meta = dict(dwi.meta)
+        meta["input_notes"] = [str(w.message) for w in shells if issubclass(w.category, IQTWarning)]
         if mask is None:
             mask = fit_mask
-            meta["input_notes"] = [f"no mask was chosen: the tensors were fitted in a brain mask estimated from the b0 "
-                                   f"(median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which the "
-                                   "output follows; choose a mask to use your own"]
+            meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in a brain mask estimated from the "
+                                       f"b0 (median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which "
+                                       "the output follows; choose a mask to use your own")
         lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=meta)
     else:
         lr = mrml.tensor_volume_from_node(input_node)
@@ -166,7 +170,9 @@ def _fit_in_slabs(dwi: Volume, mask: Volume, progress=None, cancel=None, slabs: 
         _report(progress, 0.02 + 0.08 * i / (len(edges) - 1), "fitting tensors to the diffusion-weighted volume")
         if b > a and m[:, :, a:b].any():
             part = dwi.replace(data=dwi.data[:, :, a:b])
-            out[:, :, a:b] = dti.fit_dti(part, m[:, :, a:b]).data
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", IQTWarning)  # input_volumes says the series' shells once
+                out[:, :, a:b] = dti.fit_dti(part, m[:, :, a:b]).data
     return Volume(out, dwi.affine, "tensor", meta={"fit": "dipy WLS"})
 
 
@@ -377,6 +383,7 @@ MODULE_WORDS = (
     (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),
     (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
     (r"--method", "the Method"),
+    (r"give --bmax (\d+)", r"keep only the b0s and the volumes with b up to \1 s/mm^2 in the DWI volume"),
 )
 
 

@@ -34,6 +34,7 @@ class Settings:
     tensor_order: str = "nifti"  # how a listed 4D tensor file holds its components (fileio.load_tensor)
     noisy_model_file: str | None = None  # the model the method runs on noisy inputs (methods/base.py), recorded
     noisy_model_sha256: str | None = None
+    bmax: float | None = None  # DWI inputs: fit the b0s and the volumes with b up to it only (dmri.dti.keep_bmax)
 
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
@@ -96,7 +97,8 @@ def identity(item: Item, s: Settings, hashes: dict) -> dict:
     """The sidecar fields that must match for a subject to be skipped."""
     order = item.tensor_order or s.tensor_order
     return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
-            **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {})}
+            **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {}),
+            **({"BMax": s.bmax} if s.bmax is not None and item.kind == "dwi" else {})}
 
 
 def res_label(s: Settings) -> str:

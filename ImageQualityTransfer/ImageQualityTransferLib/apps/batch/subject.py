@@ -63,6 +63,10 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
             raise IQTError(f"--tensor-order {item.tensor_order} on the line of a DWI subject ({item.path}): a DWI is "
                            "fitted here; leave it out")
         dwi = fileio.load_dwi(item.path)
+        if s.bmax is not None:
+            from ...dmri.dti import keep_bmax
+
+            dwi = keep_bmax(dwi, s.bmax)
         mask = fileio.load_mask(item.mask, dwi) if item.mask else brain_mask(dwi)
         lr = fit_dti(dwi, mask)
         snr = snr_estimate(dwi, mask.data)

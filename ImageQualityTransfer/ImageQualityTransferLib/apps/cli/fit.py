@@ -52,6 +52,10 @@ def _dwi_and_mask(args):
     from ...dmri.dti import brain_mask
 
     dwi = fileio.load_dwi(args.dwi, args.bval, args.bvec)
+    if getattr(args, "bmax", None) is not None:
+        from ...dmri.dti import keep_bmax
+
+        dwi = keep_bmax(dwi, args.bmax)
     return dwi, (fileio.load_mask(args.mask, dwi) if getattr(args, "mask", None) else brain_mask(dwi))
 
 

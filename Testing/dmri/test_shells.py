@@ -1,0 +1,80 @@
+"""Multi-shell series (HCP-like): DTI fitted to every shell says so in one warning naming --bmax, and --bmax fits the
+lower shell only (iqt fit, mask, degrade, batch); too high a cut is refused in one line; the Slicer module's note
+says it in the panel's words."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.dmri import dti
+from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+
+@pytest.fixture(scope="module")
+def two_shells():
+    a = make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12, bval=1000.0, seed=1)
+    b = make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12, bval=3000.0, seed=2)
+    b_dw = b.bvals > dti.B0_THRESHOLD  # one b0, then the two shells
+    return Volume(np.concatenate([a.data, b.data[..., b_dw]], -1), a.affine, "dwi",
+                  bvals=np.r_[a.bvals, b.bvals[b_dw] + 5.0], bvecs=np.r_[a.bvecs, b.bvecs[b_dw]])
+
+
+def test_shells_and_the_lower_shell(two_shells):
+    assert dti.shells(two_shells.bvals) == [1000.0, 3000.0]
+    low = dti.keep_bmax(two_shells, 1000)
+    assert dti.shells(low.bvals) == [1000.0] and (low.bvals <= dti.B0_THRESHOLD).sum() == (two_shells.bvals <= 50).sum()
+    with pytest.raises(IQTError, match="a tensor needs at least 6"):
+        dti.keep_bmax(two_shells, 500)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dti.fit_dti(two_shells, dti.brain_mask(two_shells))
+        dti.fit_dti(low, dti.brain_mask(low))  # one shell: nothing to say
+    said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    assert len(said) == 1 and "b = 1000, 3000" in said[0] and "--bmax 1000" in said[0]
+
+
+def test_iqt_fit_with_and_without_bmax(two_shells, tmp_path, capsys):
+    fileio.save_dwi(two_shells, tmp_path / "dwi.nii.gz")
+    assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "all.nii.gz")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("iqt: warning:") == 1 and "--bmax 1000" in err
+    assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "--bmax", "1000", "-o", str(tmp_path / "low.nii.gz")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    code = cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "--bmax", "300", "-o", str(tmp_path / "none.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("iqt: error: --bmax 300") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "none.nii.gz").exists()
+
+
+def test_the_slicer_note_names_the_panel_s_way():
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    from ImageQualityTransferLib.slicer.processing import in_module_words
+
+    text = in_module_words("DTI is fitted to all of them; fit the lower shell only: give --bmax 1000")
+    assert "--bmax" not in text and "b up to 1000" in text
+
+
+def test_batch_fits_the_lower_shell_with_bmax(two_shells, tmp_path):
+    import json
+
+    from ImageQualityTransferLib.apps import batch
+
+    (tmp_path / "P01").mkdir()
+    fileio.save_dwi(two_shells, tmp_path / "P01" / "dwi.nii.gz")
+    (tmp_path / "list.txt").write_text("P01\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    plain = batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
+    assert any("--bmax 1000" in n for n in plain[0]["notes"])
+    low = batch.run_cohort(items, batch.Settings(method="cubic", bmax=1000.0), out, progress=False)
+    assert low[0]["status"] == "done" and not low[0]["notes"]  # redone: the request changed
+    side = next(out.rglob("*param-tensor_dwimap.json"))
+    assert json.loads(side.read_text())["BMax"] == 1000.0

@@ -242,3 +242,28 @@ def test_a_5d_file_that_may_be_dipys_on_a_positive_grid_is_said(tmp_path, writer
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             fileio.load_tensor(path, "dipy")  # the flag given: read in dipy's frame, nothing to say
+
+
+@pytest.mark.parametrize("given, right", [("mrtrix", "fsl"), ("dipy", "fsl"), ("fsl", "mrtrix")])
+def test_a_wrong_tensor_order_is_refused_naming_the_one_that_reads_it(tmp_path, capsys, given, right):
+    """A 4D file read in the wrong order is refused, and the message names the order under which its tensors are
+    positive definite (review 40a)."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.dmri import dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+    from ImageQualityTransferLib.fileio.volumes import file_frame
+
+    dwi = make_phantom(shape=(24, 26, 20), voxel_mm=4.0, n_dirs=12)
+    t = dti.fit_dti(dwi, dti.brain_mask(dwi))
+    frame = file_frame(right, t.affine)
+    in_file = t.data if frame is None else tensors.rotate(t.data, np.asarray(frame).T)
+    nib.save(nib.Nifti1Image(tensors.to_order(in_file, right).astype(np.float32), t.affine), tmp_path / "t.nii.gz")
+    code = cli.main(["upsample", str(tmp_path / "t.nii.gz"), "--tensor-order", given, "-o", str(tmp_path / "o.nii.gz"),
+                     "--method", "cubic"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"read with --tensor-order {right}, 100 % of them are" in err, err
+    assert cli.main(["upsample", str(tmp_path / "t.nii.gz"), "--tensor-order", right, "-o", str(tmp_path / "o.nii.gz"),
+                     "--method", "cubic"]) == 0

@@ -243,6 +243,29 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     return Volume(data.astype(np.float32), img.affine, "tensor", meta=meta)
 
 
+def order_shares(vol: Volume, where: np.ndarray | None = None) -> dict[str, float]:
+    """For a tensor volume read from a 4D file in some --tensor-order: the share of its tensors (in `where`) that would
+    be positive definite read in each order, so that a refusal can name the order that reads it (review 40a); empty
+    for volumes not read from a 4D file."""
+    order = vol.meta.get("order")
+    if order not in ("fsl", "mrtrix", "dipy") or np.asarray(vol.data).ndim != 4:
+        return {}
+    t = np.asarray(vol.data, np.float64)
+    present = np.any(t != 0, axis=-1) if where is None else np.any(t != 0, axis=-1) & where
+    values = t[present]
+    if not len(values):
+        return {}
+    frame = file_frame(order, vol.affine)
+    raw = tensors.to_order(values if frame is None else tensors.rotate(values, np.asarray(frame).T), order)
+    out = {}
+    for other in ("fsl", "mrtrix", "dipy"):
+        cand = tensors.from_order(raw, other)
+        back = file_frame(other, vol.affine)
+        cand = cand if back is None else tensors.rotate(cand, back)  # as load_tensor would have read it
+        out[other] = float((tensors.eigenvalues(cand)[:, 0] > 0).mean())
+    return out
+
+
 OWN_INTENT = "DTI"  # the intent name of the 5D files this tool writes (save_tensor)
 
 

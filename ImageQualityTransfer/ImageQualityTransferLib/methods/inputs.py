@@ -73,10 +73,24 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     source = _source(vol)
     if not np.isfinite(vol.data).all():
         raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
+    where = None if mask is None else np.asarray(mask.data, bool)
     try:
-        tensors.check_scale(vol.data, None if mask is None else np.asarray(mask.data, bool))
+        tensors.check_scale(vol.data, where)
     except IQTError as exc:
-        raise IQTError(source + str(exc)) from None
+        raise IQTError(source + str(exc) + _order_hint(vol, where, str(exc))) from None
+
+
+def _order_hint(vol: Volume, where, message: str) -> str:
+    """Where a 4D file read in one order is mostly not positive definite: the order that reads it, if one does."""
+    from ..fileio.volumes import order_shares
+
+    if "positive definite" not in message:
+        return ""
+    shares = order_shares(vol, where)
+    best = max(shares, key=shares.get) if shares else None
+    if best is None or best == vol.meta.get("order") or shares[best] < 0.9:
+        return ""
+    return f"; read with --tensor-order {best}, {100 * shares[best]:.0f} % of them are"
 
 
 def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True) -> Volume:

@@ -749,12 +749,12 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def legendTitle(key: str) -> str:
         """Colour-legend title of an uncertainty map, with its unit (label formats are the engine's)."""
         titles = {
-            "std": _("Tensor SD, mean of 6 elements (µm²/ms)"),
-            "std_intrinsic": _("Intrinsic SD, mean of 6 elements (µm²/ms)"),
-            "std_parameter": _("Parameter SD, mean of 6 elements (µm²/ms)"),
+            "std": _("Tensor SD (µm²/ms)"),
+            "std_intrinsic": _("Intrinsic SD (µm²/ms)"),
+            "std_parameter": _("Parameter SD (µm²/ms)"),
             "md_std": _("MD SD (µm²/ms)"),
             "fa_std": _("FA SD (unitless)"),
-            "direction": _("Fibre direction spread, RMS (degrees)"),
+            "direction": _("Direction SD (degrees)"),
         }
         return titles.get(key, _("Uncertainty"))
 

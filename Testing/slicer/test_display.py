@@ -138,8 +138,8 @@ def test_legends_titles_and_label_formats(lowres):
         assert len(found) == 1
         legends[key] = found[0]
         assert vol.GetDisplayNode().GetColorNode().GetName() == "Inferno"
-    assert legends["std"].GetTitleText() == "Tensor SD,\nmean of 6\nelements\n(µm²/ms)"
-    assert legends["direction"].GetTitleText() == "Fibre\ndirection\nspread, RMS\n(degrees)"
+    assert legends["std"].GetTitleText() == "Tensor SD\n(µm²/ms)"
+    assert legends["direction"].GetTitleText() == "Direction SD\n(degrees)"
     # diffusivities in µm²/ms (10⁻³ mm²/s), recorded on the node; labels fixed-point, equally wide for every map,
     # with two significant digits at the top (0.30 and 65, not 3.00e-04 and 65)
     std = mrml.scalar_volume_from_node(nodes["uncertainty"]).data
@@ -148,11 +148,18 @@ def test_legends_titles_and_label_formats(lowres):
     assert nodes["uncertainty"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "um2/ms"
     assert nodes["uncertainty"].GetVoxelValueUnits().GetCodeValue() == "um2/ms"
     assert nodes["uncertainties"]["direction"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "deg"
-    assert legends["std"].GetLabelFormat() in ("%5.2f", "%5.1f", "%5.3f")
+    assert legends["std"].GetLabelFormat() in ("%5.1f", "%5.2f", "%5.3f")
     assert legends["direction"].GetLabelFormat() == "%5.0f"
-    assert display.label_format(0.30) == "%5.2f" and display.label_format(0.0122) == "%5.3f"
-    assert display.label_format(64.7) == "%5.0f" and display.label_format(1.5) == "%5.1f"
+    # round ticks (review 41b: the 99th percentile's quarters printed 0.30 / 0.23 / 0.15 / 0.08), at most 5 characters
+    for high, top, n, fmt in ((0.30, 0.3, 3, "%5.1f"), (0.0122, 0.015, 3, "%5.3f"), (64.7, 80.0, 4, "%5.0f"),
+                              (0.19, 0.2, 4, "%5.2f"), (0.92, 1.0, 5, "%5.1f"), (0.0095, 0.01, 5, "%5.3f")):
+        assert display.scale_ticks(high) == (pytest.approx(top), n), high
+        assert display.label_format(top, n) == fmt, high
+        labels = [fmt % (top * k / n) for k in range(n + 1)]
+        assert len(set(labels)) == n + 1 and all(len(x) <= display.LABEL_WIDTH for x in labels), labels
+        assert all(abs(float(x) - top * k / n) < 1e-9 for k, x in enumerate(labels)), labels  # exact, not rounded
     assert display.label_format(0.0) == "%5.0f"
+    assert all(display.wrap_title(t).count("\n") == 1 for t in display.LEGENDS.values())  # one bar length for all
     for key, legend in legends.items():  # every legend's top label reads non-zero
         high = nodes["uncertainties"][key].GetDisplayNode().GetWindowLevelMax()
         assert float(legend.GetLabelFormat() % high) > 0, key
@@ -160,7 +167,7 @@ def test_legends_titles_and_label_formats(lowres):
     # colours from 0 to the 99th percentile of the map; zero (outside the brain) transparent over the tensor
     disp = nodes["uncertainty"].GetDisplayNode()
     assert disp.GetWindowLevelMin() == 0.0
-    assert disp.GetWindowLevelMax() == pytest.approx(np.percentile(std[std > 0], 99), rel=1e-5)
+    assert disp.GetWindowLevelMax() == pytest.approx(display.scale_ticks(np.percentile(std[std > 0], 99))[0], rel=1e-5)
     assert disp.GetApplyThreshold() and 0 < disp.GetLowerThreshold() < typical
     # translated titles from the module override the English default
     display.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
@@ -255,17 +262,23 @@ def test_shared_colour_scale_across_runs(lowres):
     a, b = run(scene, node, "biqt"), run(scene, node, "rf")
     std_nodes = [a["uncertainties"]["std"], b["uncertainties"]["std"]]
     assert display.map_nodes(scene)["std"] == std_nodes
-    own = [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes]
+    own = [display.display_range(n)[1] for n in std_nodes]  # each map's own 99th percentile
+    assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [
+        pytest.approx(display.scale_ticks(v)[0]) for v in own]  # each on its own round top
     assert own[0] != pytest.approx(own[1], rel=1e-3)
     tops = display.share_scales(scene)
     assert tops["std"] == pytest.approx(max(own)) and set(tops) == {"std", "direction"}
+    shared, intervals = display.scale_ticks(max(own))
     for n in std_nodes:
-        assert n.GetDisplayNode().GetWindowLevelMax() == pytest.approx(max(own))
-        assert display.legend_node(scene, n).GetLabelFormat() == display.label_format(max(own))
+        assert n.GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
+        assert display.legend_node(scene, n).GetLabelFormat() == display.label_format(shared, intervals)
+        assert display.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
     directions = display.map_nodes(scene)["direction"]
-    assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == [pytest.approx(tops["direction"])] * 2
+    assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
+        [pytest.approx(display.scale_ticks(tops["direction"])[0])] * 2
     again = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)  # a new run, shared: the
     display.show_results(scene, again, shared=True)  # module's Apply with the box ticked restyles, then shares again
-    assert a["uncertainties"]["std"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(max(own))
+    assert a["uncertainties"]["std"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
     display.share_scales(scene, shared=False)
-    assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [pytest.approx(v) for v in own]
+    assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [
+        pytest.approx(display.scale_ticks(v)[0]) for v in own]

@@ -110,7 +110,8 @@ def test_legend_is_shown_and_readable(rendering):
     dm = rendering.views[RIGHT]._displayable_manager_group.GetDisplayableManagerByClassName(
         "vtkMRMLColorLegendDisplayableManager")
     actor = dm.GetColorLegendActor(legend)
-    assert actor.GetTitle() == "Tensor SD,\nmean of 6\nelements\n(µm²/ms)" and actor.GetLabelFormat() == "%5.2f"
+    ticks = display.scale_ticks(display.display_range(rendering.nodes["uncertainty"])[1])
+    assert actor.GetTitle() == "Tensor SD\n(µm²/ms)" and actor.GetLabelFormat() == display.label_format(*ticks)
     other = display.legend_node(rendering.scene, rendering.nodes["uncertainties"]["direction"])
     assert other.GetVisibility() and not dm.GetColorLegendActor(other).GetVisibility()  # its map is not shown
     low, high = actor.GetLookupTable().GetTableRange()
@@ -193,3 +194,30 @@ def test_readme_picture(rendering, tmp_path):
     with Image.open(path) as im:
         assert im.size == (2 * render.VIEW_SIZE[0] + 4, render.VIEW_SIZE[1] + 28)
     assert path.stat().st_size < 300_000
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_tall_view_keeps_every_legend_off_the_brain():
+    """Views twice as tall as wide (Compare in a narrow window), the head-turned sagittal subject, every orientation and
+    both maps: no legend pixel on the brain (review 41b: in 300 x 600 views the title lay on the frontal lobe)."""
+    from helpers import DEV, need_data
+
+    from ImageQualityTransferLib.dmri.subject import load_subject
+
+    subject = load_subject(need_data(DEV / "siemens_prisma_sag_2p7mm_hf"))
+    pair = degrade.degrade(subject.dwi, subject.mask.data, 2)
+    tall = render.render_compare(pair.tensor, pair.mask, "biqt", size=(300, 600))
+    s = display.slice_node(tall.scene, RIGHT)
+    for orientation in ("Axial", "Coronal", "Sagittal"):
+        s.SetOrientation(orientation)
+        display.show_results(tall.scene, tall.nodes, render.OPACITY)
+        for key, node in tall.nodes["uncertainties"].items():
+            display.show_layers(tall.scene, tall.nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
+            legend = display.legend_node(tall.scene, node)
+            legend.Modified()
+            tall.images[RIGHT] = render._grab(tall.views[RIGHT])
+            drawn = render.legend_pixels(tall.views[RIGHT], legend)
+            brain = support_at_pixels(tall, RIGHT)
+            assert drawn is not None and drawn.sum() > 100 and brain.sum() > 1000, (orientation, key)
+            assert not (brain & drawn).any(), f"the {key} legend covers brain pixels ({orientation}, 300 x 600)"

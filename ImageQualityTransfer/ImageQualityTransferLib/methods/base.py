@@ -478,15 +478,20 @@ EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the 
 EDGE_QUANTILE = 0.75  # of the band's std: the band also holds the support's ring outside the brain, where std is lower
 
 
+NOISE_QUANTILE = 0.99  # background noise fits are at least as uncertain as this quantile of the rest of the support
+
+
 def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray) -> np.ndarray:
     """The std map with the output voxels of low-res `noise` voxels (background noise fits, `dmri.dti.noise_fits`)
-    raised to at least the floor `flag_nonphysical` uses (`edge_floor`)."""
+    raised to at least the NOISE_QUANTILE of std over the rest of the support, the top of a display's colour scale:
+    no output there means anything, and at the edge floor they had still read below the brain's median (review 41b)."""
     present = np.any(tensor != 0, axis=-1)
     flagged = grid.repeat_blocks(noise, f)[: std.shape[0], : std.shape[1], : std.shape[2]] & present
-    if not flagged.any():
+    rest = present & ~flagged
+    if not flagged.any() or not rest.any():
         return std
     out = np.array(std, copy=True)
-    out[flagged] = np.maximum(out[flagged], edge_floor(present, std, f))
+    out[flagged] = np.maximum(out[flagged], float(np.quantile(std[rest], NOISE_QUANTILE)))
     return out
 
 

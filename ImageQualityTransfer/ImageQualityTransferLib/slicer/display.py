@@ -17,24 +17,28 @@ LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
 SEEDING_CLASS = "vtkMRMLTractographyInteractiveSeedingNode"  # from SlicerDMRI, registered only where it is installed
 COMPARE_VIEWS = ("Red", "Yellow")  # the side-by-side layout's two slice views: interpolation | IQT
 
-# Legend title per uncertainty map, with the unit its node holds (`mrml.NODE_UNITS`): diffusivities in µm²/ms
-# (= 10⁻³ mm²/s, how clinicians read them; Slicer's fonts lack the superscript minus that "×10⁻³" needs), FA's spread
-# unitless, the direction's in degrees. Labels are fixed-point, 5 characters wide, with the decimals the map's range
-# needs (`label_format`): the legend's text is fitted to its box, so equal widths give every map the same text size.
+# Legend title per uncertainty map, two lines each (the bar's length follows the title's: review 41b), with the unit
+# its node holds (`mrml.NODE_UNITS`): diffusivities in µm²/ms (= 10⁻³ mm²/s, how clinicians read them; Slicer's fonts
+# lack the superscript minus that "×10⁻³" needs), FA's spread unitless, the direction's in degrees. Labels are
+# round ticks (`scale_ticks`), fixed-point and at most 5 characters: the legend's text is fitted to its box, so equal
+# widths give every map the same text size.
 LEGENDS = {
-    "std": "Tensor SD, mean of 6 elements (µm²/ms)",
-    "std_intrinsic": "Intrinsic SD, mean of 6 elements (µm²/ms)",
-    "std_parameter": "Parameter SD, mean of 6 elements (µm²/ms)",
+    "std": "Tensor SD (µm²/ms)",
+    "std_intrinsic": "Intrinsic SD (µm²/ms)",
+    "std_parameter": "Parameter SD (µm²/ms)",
     "md_std": "MD SD (µm²/ms)",
     "fa_std": "FA SD (unitless)",
-    "direction": "Fibre direction spread, RMS (degrees)",
+    "direction": "Direction SD (degrees)",
 }
 DEFAULT_LEGEND = "Uncertainty"
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
-# the view that the comparison keeps free on the right (LEGEND_ROOM) instead of reaching over the brain's edge.
+# the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
 TITLE_LINE = 12
-LEGEND_ROOM = 0.2
+LEGEND_ROOM = 0.2  # of a square view's width; a taller view needs more, as the legend's text grows with its height
+LEGEND_ROOM_MAX = 0.35
+NICE_STEPS = (1.0, 2.0, 5.0)  # tick steps, times a power of ten
+TICK_INTERVALS = (3, 4, 5)
 
 
 def legend_title(key: str) -> str:
@@ -42,11 +46,37 @@ def legend_title(key: str) -> str:
     return LEGENDS.get(key, DEFAULT_LEGEND)
 
 
-def label_format(high: float) -> str:
-    """printf format of a legend from 0 to `high`: fixed-point, LABEL_WIDTH wide, with two significant digits at the
-    top (0.30, 0.012, 65)."""
-    decimals = 0 if not np.isfinite(high) or high <= 0 else int(np.clip(1 - np.floor(np.log10(high)), 0, 4))
+def scale_ticks(high: float) -> tuple[float, int]:
+    """(top, intervals) of a colour scale reaching at least `high` with round ticks (0, 0.1, 0.2, 0.3; 0, 20, ... 80):
+    the smallest top that TICK_INTERVALS steps of 1, 2 or 5 times a power of ten make; the 99th percentile's own
+    quarters had printed as 0.30 / 0.23 / 0.15 / 0.08 (review 41b)."""
+    if not np.isfinite(high) or high <= 0:
+        return 1.0, 4
+    best = None
+    for n in TICK_INTERVALS:
+        raw = high / n
+        power = 10.0 ** np.floor(np.log10(raw))
+        step = next(m * power for m in (*NICE_STEPS, 10.0) if m * power >= raw * (1 - 1e-9))
+        if best is None or n * step < best[0] * (1 - 1e-9):
+            best = (n * step, n)
+    return float(best[0]), int(best[1])
+
+
+def label_format(top: float, intervals: int = 4) -> str:
+    """printf format of the ticks of a scale from 0 to `top` in `intervals` steps: fixed-point with the step's decimals,
+    at most LABEL_WIDTH characters wide (0.10, 0.005, 80)."""
+    if not np.isfinite(top) or top <= 0:
+        return f"%{LABEL_WIDTH}.0f"
+    step = top / intervals
+    decimals = int(np.clip(-np.floor(np.log10(step) + 1e-9), 0, LABEL_WIDTH - 2))
     return f"%{LABEL_WIDTH}.{decimals}f"
+
+
+def legend_room(width: float, height: float) -> float:
+    """The share of a view's width kept free on the right for the legend: LEGEND_ROOM in a square view, more in a tall
+    one, whose legend text is larger (a 300 x 600 view's legend was 73-88 px wide against a 60 px strip: review 41b)."""
+    aspect = height / width if width > 0 and height > 0 else 1.0
+    return float(min(LEGEND_ROOM_MAX, LEGEND_ROOM * max(1.0, aspect) ** 0.5))
 
 
 # ---------------------------------------------------------------- colours and legends
@@ -147,8 +177,9 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
 
 
 def set_scale(node, high: float) -> None:
-    """Colours of an uncertainty map from 0 to `high`, its legend's labels to match; zero (outside the brain, where no
-    method answers) is left transparent so that the tensor shows through."""
+    """Colours of an uncertainty map from 0 to the round top above `high` (`scale_ticks`), its legend's ticks to
+    match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through."""
+    high, intervals = scale_ticks(high)
     display = node.GetDisplayNode()
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, high)
@@ -159,7 +190,8 @@ def set_scale(node, high: float) -> None:
     for i in range(node.GetNumberOfDisplayNodes()):
         d = node.GetNthDisplayNode(i)
         if d is not None and d.IsA(LEGEND_CLASS):
-            d.SetLabelFormat(label_format(high))
+            d.SetLabelFormat(label_format(high, intervals))
+            d.SetNumberOfLabels(intervals + 1)
 
 
 def map_nodes(scene) -> dict[str, list]:
@@ -252,7 +284,7 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
     for c in show_layers(scene, tensor, overlay, opacity):
         s = slice_node(scene, c.GetLayoutName())
         if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES:
-            _fit_slice(s, tensor, s.GetOrientation(), room=LEGEND_ROOM if overlay is not None else 0.0)
+            _fit_slice(s, tensor, s.GetOrientation(), legend=overlay is not None)
 
 
 def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
@@ -295,9 +327,9 @@ def view_for_node(node) -> str:
     return compare_orientation(slice_axis(mrml.node_affine(node), grid.factors(text)))
 
 
-def _fit_slice(slice_node_, volume, orientation: str = "Axial", room: float = 0.0) -> None:
+def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = False) -> None:
     """A slice in `orientation` through the centre of `volume`, field of view fitted to its extent (the view's
-    aspect kept); `room`: the share of the view's width kept free on the right (for the colour legend)."""
+    aspect kept); with `legend`, a strip on the right kept free for the colour legend (`legend_room`)."""
     bounds = [0.0] * 6
     volume.GetRASBounds(bounds)
     centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
@@ -306,6 +338,7 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", room: float = 0.
     slice_node_.SetOrientation(orientation)
     dims = slice_node_.GetDimensions()
     aspect = dims[0] / dims[1] if dims[1] else 1.0
+    room = legend_room(dims[0], dims[1]) if legend else 0.0
     fov_y = max(height, width / ((1.0 - room) * aspect)) * 1.02
     fov_x = fov_y * aspect
     slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
@@ -341,7 +374,7 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
         c.SetLinkedControl(True)
         if hasattr(c, "SetHotLinkedControl"):
             c.SetHotLinkedControl(True)
-        _fit_slice(s, iqt, orientation, room=LEGEND_ROOM if uncertainty is not None else 0.0)
+        _fit_slice(s, iqt, orientation, legend=uncertainty is not None)
         if marker and s.GetOrientationMarkerType() == s.OrientationMarkerTypeNone:  # laterality at a glance
             s.SetOrientationMarkerType(s.OrientationMarkerTypeAxes)
             s.SetOrientationMarkerSize(s.OrientationMarkerSizeMedium)

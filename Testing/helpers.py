@@ -168,3 +168,25 @@ def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6, halo=2):
         items.append(training.TrainItem(f"s{s}", (0, 0, 0), np.pad(lr, [(halo, halo)] * 3 + [(0, 0)]),
                                         res.astype(np.float32), w & ~in_val, w & in_val, corners, val, halo=halo))
     return items
+
+
+def dwi_node(scene, dwi: Volume):
+    """A vtkMRMLDiffusionWeightedVolumeNode in `scene` holding `dwi`, its gradients stored in IJK axes (measurement
+    frame = the IJK-to-RAS rotation), as the Slicer module's tests give a DWI input."""
+    import slicer
+    from vtk.util import numpy_support as ns
+
+    from ImageQualityTransferLib.fileio.nrrd import direction_rotation
+    from ImageQualityTransferLib.slicer import mrml
+
+    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
+    scene.AddNode(node)
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(dwi.affine))
+    mf = np.eye(4)
+    mf[:3, :3] = direction_rotation(dwi.affine)
+    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))
+    node.SetAndObserveImageData(mrml._image_data(dwi.data.astype(np.float32), as_tensors=False))
+    node.SetNumberOfGradients(len(dwi.bvals))
+    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvecs, dtype=np.float64), deep=1))
+    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvals, dtype=np.float64), deep=1))
+    return node

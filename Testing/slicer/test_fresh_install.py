@@ -173,22 +173,10 @@ def test_in_process_cancel_stops_inside_the_method(small_node):
 
 
 def test_dwi_fit_reports_progress(phantom_dwi):
-    dwi = phantom_dwi
+    from helpers import dwi_node
+
     scene = slicer.vtkMRMLScene()
-    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
-    scene.AddNode(node)
-    from vtk.util import numpy_support as ns
-
-    from ImageQualityTransferLib.fileio.nrrd import direction_rotation
-
-    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(dwi.affine))
-    mf = np.eye(4)
-    mf[:3, :3] = direction_rotation(dwi.affine)
-    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))
-    node.SetAndObserveImageData(mrml._image_data(dwi.data.astype(np.float32), as_tensors=False))
-    node.SetNumberOfGradients(len(dwi.bvals))
-    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvecs, dtype=np.float64), deep=1))
-    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvals, dtype=np.float64), deep=1))
+    node = dwi_node(scene, phantom_dwi)
     steps = []
     processing.input_volumes(node, progress=lambda f, m: steps.append(f))
     fit = [f for f in steps if f is not None and f < 0.1]

@@ -470,22 +470,11 @@ def test_every_progress_message_of_a_run_goes_through_tr(scene):
     space = {"_": lambda text: "<" + text + ">"}
     exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), space)
     progress_text = space["progressText"]
-    from vtk.util import numpy_support as ns
-
+    from helpers import dwi_node
     from ImageQualityTransferLib.dmri.phantom import make_phantom
     from ImageQualityTransferLib.slicer import processing as sp
 
-    dwi = make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12)  # a DWI node: the fit's message too
-    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
-    scene.AddNode(node)
-    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(dwi.affine))
-    mf = np.eye(4)
-    mf[:3, :3] = direction_rotation(dwi.affine)
-    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))
-    node.SetAndObserveImageData(mrml._image_data(dwi.data.astype(np.float32), as_tensors=False))
-    node.SetNumberOfGradients(len(dwi.bvals))
-    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvecs, dtype=np.float64), deep=1))
-    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvals, dtype=np.float64), deep=1))
+    node = dwi_node(scene, make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12))  # a DWI: the fit's message too
     messages = []
     sp.run_on_nodes(scene, node, "biqt", 2, interpolate=True, progress=lambda f, m: messages.append(m) or True)
     shown = {m for m in messages if m}

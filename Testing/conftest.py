@@ -53,24 +53,11 @@ def small_subject(tmp_path_factory):
     return folder
 
 
-# The test files that take longest (a fresh-clone CI run's per-file times, 40-65 s each), run first: with
-# `-n 2 --dist loadfile` each file runs in one process, and starting the long ones first lets the two finish together.
-LONGEST_FIRST = ("methods/test_failed_fits.py", "dmri/test_brain_estimate.py", "apps/test_batch.py",
-                 "methods/test_cnn.py", "apps/test_view.py", "methods/test_forest.py", "methods/test_registry.py",
-                 "slicer/test_render.py", "methods/test_support.py", "apps/test_cli.py")
-
-
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if REALDATA_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.realdata)
-
-    def rank(item):
-        path = item.path.as_posix()
-        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST))
-
-    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up

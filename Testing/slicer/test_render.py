@@ -198,27 +198,45 @@ def test_readme_picture(rendering, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_a_tall_view_keeps_every_legend_off_the_brain():
+def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
     """Views twice as tall as wide (Compare in a narrow window), the head-turned sagittal subject (on the axial one the
     brain leaves the strip free anyway), both maps: no legend pixel on the brain (review 41b: in 300 x 600 views the
-    title lay on the frontal lobe)."""
+    title lay on the frontal lobe). Run in the module's scene and views, without the cubic comparison."""
     from helpers import DEV, need_data
 
+    from ImageQualityTransferLib.core.volume import Volume
     from ImageQualityTransferLib.dmri.subject import load_subject
+    from ImageQualityTransferLib.slicer import mrml, processing
 
     subject = load_subject(need_data(DEV / "siemens_prisma_sag_2p7mm_hf"))
     pair = degrade.degrade(subject.dwi, subject.mask.data, 2)
-    tall = render.render_compare(pair.tensor, pair.mask, "biqt", size=(300, 600))
-    s = display.slice_node(tall.scene, RIGHT)
-    for orientation in ("Axial", "Coronal"):  # where review 41b saw it: the frontal lobe, the coronal brain's top
-        s.SetOrientation(orientation)
-        display.show_results(tall.scene, tall.nodes, render.OPACITY)
-        for key, node in tall.nodes["uncertainties"].items():
-            display.show_layers(tall.scene, tall.nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
-            legend = display.legend_node(tall.scene, node)
-            legend.Modified()
-            tall.images[RIGHT] = render._grab(tall.views[RIGHT])
-            drawn = render.legend_pixels(tall.views[RIGHT], legend)
-            brain = support_at_pixels(tall, RIGHT)
-            assert drawn is not None and drawn.sum() > 100 and brain.sum() > 1000, (orientation, key)
-            assert not (brain & drawn).any(), f"the {key} legend covers brain pixels ({orientation}, 300 x 600)"
+    scene, view, s = rendering.scene, rendering.views[RIGHT], display.slice_node(rendering.scene, RIGHT)
+    mask = Volume(np.asarray(pair.mask.data, np.uint8), pair.tensor.affine, "scalar")
+    nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, pair.tensor, "hf"), "biqt", 2,
+                                    mask_node=mrml.add_scalar_node(scene, mask, "hf_mask"))
+    before = s.GetOrientation()
+    tall = render.Rendering(dict(rendering.images), scene, nodes, rendering.views)
+    try:
+        view.render_window().SetSize(300, 600)
+        s.SetDimensions(300, 600, 1)
+        for orientation in ("Axial", "Coronal"):  # where review 41b saw it: the frontal lobe, the coronal brain's top
+            s.SetOrientation(orientation)
+            display.show_results(scene, nodes, render.OPACITY)
+            for key, node in nodes["uncertainties"].items():
+                display.show_layers(scene, nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
+                legend = display.legend_node(scene, node)
+                legend.Modified()
+                tall.images[RIGHT] = render._grab(view)
+                drawn = render.legend_pixels(view, legend)
+                brain = support_at_pixels(tall, RIGHT)
+                assert drawn is not None and drawn.sum() > 100 and brain.sum() > 1000, (orientation, key)
+                assert not (brain & drawn).any(), f"the {key} legend covers brain pixels ({orientation}, 300 x 600)"
+    finally:
+        view.render_window().SetSize(*render.VIEW_SIZE)
+        s.SetDimensions(render.VIEW_SIZE[0], render.VIEW_SIZE[1], 1)
+        s.SetOrientation(before)
+        display.show_results(scene, rendering.nodes, render.OPACITY)
+        display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
+                                rendering.nodes["uncertainty"], render.OPACITY, orientation=before, marker=True)
+        display.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
+        rendering.images[RIGHT] = render._grab(view)

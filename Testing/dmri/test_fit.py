@@ -1,0 +1,68 @@
+"""The DTI fit: the engine's weighted least squares (dti._wls, normal equations per voxel) gives dipy's WLS tensors,
+in the brain, in background noise, in zeroed air and where part of a voxel's signal is clipped."""
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.dmri import dti
+from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+
+def dipy_wls(dwi: Volume, mask) -> np.ndarray:
+    """dipy's own WLS, as fit_dti wraps it (zero outside the mask, non-finite to zero, float32)."""
+    from dipy.reconst.dti import TensorModel
+
+    data = np.maximum(np.asarray(dwi.data, dtype=np.float64), 0.0)
+    with np.errstate(all="ignore"):
+        fit = TensorModel(dti.gradient_table(dwi), fit_method="WLS", return_S0_hat=False).fit(data, mask=mask)
+    tensor = np.nan_to_num(fit.lower_triangular(), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    if mask is not None:
+        tensor[~mask] = 0.0
+    return tensor
+
+
+def assert_same_tensors(ours: np.ndarray, theirs: np.ndarray):
+    """Equal to float32 precision, voxel by voxel, relative to the voxel's largest element."""
+    rel = np.abs(ours - theirs) / (np.abs(theirs).max(axis=-1, keepdims=True) + 1e-12)
+    assert rel.max() < 1e-5, (rel.max(), np.argwhere(rel > 1e-5)[:5])
+
+
+def test_the_fit_is_dipys_wls_with_noise_air_and_clipped_signal(monkeypatch):
+    monkeypatch.setattr(dti, "WLS_CHUNK", 997)  # several steps, the last one short
+    dwi = make_phantom(shape=(24, 22, 16), voxel_mm=2.0, n_dirs=12)
+    data = np.array(dwi.data, dtype=np.float32)
+    data[:4] = 0.0  # zeroed air: every signal at the floor
+    data[4:6, :, :, 3:5] = 0.0  # some directions clipped: near-singular weighted problems, decided by rounding
+    data[6:8, :, :, 0] = 0.0  # the b0 clipped
+    dwi = Volume(data, dwi.affine, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs)
+    mask = dti.brain_mask(dwi).data
+    for m in (mask, None):
+        ours = dti.fit_dti(dwi, m).data
+        assert_same_tensors(ours, dipy_wls(dwi, m))
+    assert np.count_nonzero(ours[:4]) > 0  # zeroed air fits to dipy's floored isotropic tensor, not to nothing
+
+
+def test_the_fit_is_dipys_wls_on_a_real_scan_unmasked(axial_subject):
+    """A slab of a real 3 mm scan fitted over the whole field (background noise fits included) and in its mask."""
+    dwi, mask = axial_subject.dwi, axial_subject.mask.data
+    slab = Volume(np.asarray(dwi.data)[:, :, 14:22], dwi.affine, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs)
+    for m in (mask[:, :, 14:22], None):
+        assert_same_tensors(dti.fit_dti(slab, m).data, dipy_wls(slab, m))
+
+
+def test_wls_refuses_nothing_dipy_accepts():
+    """A single voxel and an all-constant signal (D = 0) come out as dipy's."""
+    dwi = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)
+    one = Volume(np.asarray(dwi.data)[:1, :1, :1], dwi.affine, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs)
+    assert_same_tensors(dti.fit_dti(one).data, dipy_wls(one, None))
+    flat = Volume(np.full((2, 2, 2, len(dwi.bvals)), 500.0, np.float32), dwi.affine, "dwi", bvals=dwi.bvals,
+                  bvecs=dwi.bvecs)
+    assert_same_tensors(dti.fit_dti(flat).data, dipy_wls(flat, None))
+    assert np.abs(dti.fit_dti(flat).data).max() <= 1e-8
+
+
+@pytest.mark.parametrize("method", dti.FIT_METHODS)
+def test_fit_records_the_method(method):
+    dwi = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)
+    assert dti.fit_dti(dwi, method=method).meta["fit"] == f"dipy {method}"

@@ -273,12 +273,15 @@ def test_shared_colour_scale_across_runs(lowres):
         assert n.GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
         assert display.legend_node(scene, n).GetLabelFormat() == display.label_format(shared, intervals)
         assert display.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
+        assert display.legend_node(scene, n).GetTitleText() == "Tensor SD\n(µm²/ms)\nshared scale"  # said so
     directions = display.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
         [pytest.approx(display.scale_ticks(tops["direction"])[0])] * 2
     again = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)  # a new run, shared: the
     display.show_results(scene, again, shared=True)  # module's Apply with the box ticked restyles, then shares again
     assert a["uncertainties"]["std"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
+    assert display.legend_node(scene, std_nodes[0]).GetTitleText().endswith("\nshared scale")
     display.share_scales(scene, shared=False)
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [
         pytest.approx(display.scale_ticks(v)[0]) for v in own]
+    assert [display.legend_node(scene, n).GetTitleText() for n in std_nodes] == ["Tensor SD\n(µm²/ms)"] * 2

@@ -31,6 +31,8 @@ LEGENDS = {
     "direction": "Direction SD (degrees)",
 }
 DEFAULT_LEGEND = "Uncertainty"
+SHARED_NOTE = "shared scale"  # the legend's last line while "Same colour scale" is on (review 41b)
+TITLE_ATTRIBUTE = "ImageQualityTransfer.Title"  # a legend's own title, kept to add or drop SHARED_NOTE
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
@@ -170,7 +172,8 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     if color_id:
         display.SetAndObserveColorNodeID(color_id)
     legend = legend_node(scene, node)
-    legend.SetTitleText(wrap_title(title or legend_title(key)))
+    legend.SetAttribute(TITLE_ATTRIBUTE, wrap_title(title or legend_title(key)))
+    legend.SetTitleText(legend.GetAttribute(TITLE_ATTRIBUTE))
     legend.SetVisibility(bool(visible))
     set_scale(node, display_range(node, region)[1])
     return legend
@@ -205,10 +208,11 @@ def map_nodes(scene) -> dict[str, list]:
     return out
 
 
-def share_scales(scene, shared: bool = True) -> dict[str, float]:
+def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[str, float]:
     """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
     `display_range`s), so that one colour means one SD across runs and methods (each on its own range had made
-    two runs' different SDs the same yellow: review 40b); without, each on its own range again.
+    two runs' different SDs the same yellow: review 40b), each legend's title ending in `note` (a map gone dark on
+    another run's scale had looked certain: review 41b); without, each on its own range and title again.
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
     for key, nodes in map_nodes(scene).items():
@@ -217,6 +221,11 @@ def share_scales(scene, shared: bool = True) -> dict[str, float]:
             tops[key] = max(own)
         for node, high in zip(nodes, own):
             set_scale(node, tops.get(key, high))
+            legend = next((d for d in map(node.GetNthDisplayNode, range(node.GetNumberOfDisplayNodes()))
+                           if d is not None and d.IsA(LEGEND_CLASS)), None)
+            title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
+            if title:
+                legend.SetTitleText(f"{title}\n{note}" if shared else title)
     return tops
 
 
@@ -272,14 +281,15 @@ def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=
     return out
 
 
-def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None, shared: bool = False) -> None:
+def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None, shared: bool = False,
+                 shared_note: str = SHARED_NOTE) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit put the legend over the brain: review 40b). `shared`: one colour scale per map across the scene's runs
-    (`share_scales`)."""
+    (`share_scales`, its legends ending in `shared_note`)."""
     style_results(scene, nodes, titles)
     if shared:
-        share_scales(scene)
+        share_scales(scene, note=shared_note)
     tensor, overlay = nodes.get("tensor"), nodes.get("uncertainty")
     for c in show_layers(scene, tensor, overlay, opacity):
         s = slice_node(scene, c.GetLayoutName())

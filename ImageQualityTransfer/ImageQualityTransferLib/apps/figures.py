@@ -72,8 +72,8 @@ def fa_panels(
     uncertainty=None,
     slice_index=None,
     radiological=True,
-    uncertainty_label="predictive std (1e-5 mm$^2$/s)",
-    uncertainty_scale=1e5,
+    uncertainty_label=f"predictive std ({tensors.SHOWN_UNIT_LABEL})",
+    uncertainty_scale=tensors.SHOWN_UNIT,
     dpi=100,
 ):
     """Write a PNG: row 1 FA, row 2 colour FA, one column per named tensor volume; optional row 3 uncertainty.

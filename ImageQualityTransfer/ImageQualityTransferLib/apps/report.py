@@ -262,9 +262,10 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                   caption.format(", ".join(canon_maps))))
 
     if uncertainty:
-        overlay(uncertainty, 1e5, "Uncertainty", "predictive std (1e-5 mm²/s)",
+        overlay(uncertainty, tensors.SHOWN_UNIT, "Uncertainty", f"predictive std ({tensors.SHOWN_UNIT_LABEL})",
                 "Per-voxel predictive standard deviation of each method with uncertainty ({}), overlaid on FA; one shared "
-                "colour scale (0 to the 99th percentile inside the mask), colour bar in 1e-5 mm²/s.")
+                f"colour scale (0 to the 99th percentile inside the mask), colour bar in {tensors.SHOWN_UNIT_LABEL} "
+                "(10⁻³ mm²/s, as in Slicer).")
     if direction:
         overlay(direction, 1.0, "Fibre direction uncertainty", "direction uncertainty (degrees)",
                 "How far the principal direction, which tractography follows, may be from the one shown: the RMS angle "
@@ -274,13 +275,16 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                 "reliable.")
     if truth is not None:
         t = canon(truth)
-        errs = {n: np.sqrt(np.mean((a.astype(np.float64) - t) ** 2, axis=-1)) * 1e5 for n, a in cols if n != "ground truth"}
+        errs = {n: np.sqrt(np.mean((a.astype(np.float64) - t) ** 2, axis=-1)) * tensors.SHOWN_UNIT
+                for n, a in cols if n != "ground truth"}
         ok = m & tensors.plausible(t)
         parts.append("<h2>Errors</h2>")
-        parts.append(_figure_html(scalar_views(errs, None, ok, vox, centre, "RMS element error (1e-5 mm²/s)", cmap="magma", overlay=False),
+        parts.append(_figure_html(scalar_views(errs, None, ok, vox, centre, f"RMS element error ({tensors.SHOWN_UNIT_LABEL})",
+                                               cmap="magma", overlay=False),
                                   "Per-voxel root-mean-square error of the 6 tensor elements against the ground truth, one shared "
-                                  "colour scale (0 to the 99th percentile), colour bar in 1e-5 mm²/s; voxels outside the mask or "
-                                  "with an implausible reference fit are black."))
+                                  f"colour scale (0 to the 99th percentile), colour bar in {tensors.SHOWN_UNIT_LABEL}, the "
+                                  "uncertainty maps' unit; voxels outside the mask or with an implausible reference fit are "
+                                  "black."))
     if metrics_rows:
         parts.append("<h2>Metrics</h2>")
         hdr = ["method", "interior DT-RMSE", "× cubic", "exterior DT-RMSE", "× cubic", "FA RMSE (int)", "uncert. ρ (int)", "time (s)"]

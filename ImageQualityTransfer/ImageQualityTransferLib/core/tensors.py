@@ -81,6 +81,10 @@ def eigenvalues(t: np.ndarray) -> np.ndarray:
 
 TISSUE_RANGE = (1e-4, 5e-3)  # mm^2/s: MD of brain tissue and CSF in a positive-definite fit
 NEGLIGIBLE = 1e-5  # mm^2/s: a tensor whose six elements all lie within this of zero is no tissue (TISSUE_RANGE)
+# Pictures of per-voxel diffusivity maps (uncertainty, error) read in µm²/ms = 1e-3 mm^2/s, as Slicer's map nodes do
+# (a white-matter SD of 0.1, not 1e-4); the tables of errors keep the published 1e-5 mm^2/s.
+SHOWN_UNIT = 1e3  # times mm^2/s
+SHOWN_UNIT_LABEL = "µm²/ms"
 
 
 def negligible(t: np.ndarray) -> np.ndarray:

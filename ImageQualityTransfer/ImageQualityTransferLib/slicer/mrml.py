@@ -57,7 +57,7 @@ UNIT_ATTRIBUTE = "ImageQualityTransfer.Unit"  # the unit an uncertainty map's no
 MAP_ATTRIBUTE = "ImageQualityTransfer.Map"  # which uncertainty map a node holds ("std", "direction", ...)
 # An uncertainty map's node holds diffusivities in µm²/ms (= 10⁻³ mm²/s, how clinicians read them; its legend labels
 # read 0.30, not 3.00e-04); files keep mm²/s (`fileio.records.MAP_UNITS`). Unit -> (scale, UCUM code, printed).
-NODE_UNITS = {"mm2/s": (1e3, "um2/ms", "µm²/ms"), "unitless": (1.0, "1", "unitless"), "degrees": (1.0, "deg", "°")}
+NODE_UNITS = {"mm2/s": (tensors.SHOWN_UNIT, "um2/ms", tensors.SHOWN_UNIT_LABEL), "unitless": (1.0, "1", "unitless"), "degrees": (1.0, "deg", "°")}
 
 
 def map_in_node_unit(vol: Volume, key: str) -> tuple[Volume, tuple]:

@@ -219,6 +219,31 @@ def test_compare_layout(lowres):
         display.show_comparison(scene, None, nodes["tensor"])
 
 
+def test_compare_shows_one_value_in_one_grey_on_both_sides(lowres):
+    """The interpolation's scalar display follows the IQT output's in the comparison: FA (and the other 0..1
+    measures) on 0..1 in both (automatic windows had given cubic 0-0.64 and IQT 0-0.74: review 41b), any other
+    invariant on the IQT side's window, and Slicer's automatic window back on the IQT side off FA."""
+    from slicer import vtkMRMLDiffusionTensorDisplayPropertiesNode as Props
+
+    lr, _ = lowres
+    scene = views_scene()
+    nodes = run(scene, mrml.add_tensor_node(scene, lr, "dti"), "biqt")
+    left, right = nodes["interpolated"].GetDisplayNode(), nodes["tensor"].GetDisplayNode()
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], 0.4)
+    right.SetScalarInvariant(Props.FractionalAnisotropy)  # the reader picks FA in the Volumes module
+    for d in (left, right):
+        assert d.GetScalarInvariant() == Props.FractionalAnisotropy and not d.GetAutoWindowLevel()
+        assert (d.GetWindowLevelMin(), d.GetWindowLevelMax()) == (0.0, 1.0)
+    right.SetScalarInvariant(Props.Trace)
+    assert left.GetScalarInvariant() == Props.Trace and right.GetAutoWindowLevel()
+    right.AutoWindowLevelOff()
+    right.SetWindowLevelMinMax(0.0, 2.5e-3)  # the reader's own window on the IQT side
+    assert (left.GetWindowLevelMin(), left.GetWindowLevelMax()) == (0.0, 2.5e-3) and not left.GetAutoWindowLevel()
+    first = display._followers[right.GetID()][1]
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"])  # again: one observer, not two
+    assert right.GetCommand(first) is None and right.GetCommand(display._followers[right.GetID()][1]) is not None
+
+
 def test_tractography_hand_off_needs_slicerdmri(lowres):
     lr, _ = lowres
     scene = views_scene()

@@ -357,6 +357,51 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = F
     slice_node_.JumpSliceByCentering(*(centre + screen_right * room * fov_x / 2))
 
 
+UNIT_RANGE_INVARIANTS = ("FractionalAnisotropy", "LinearMeasure", "PlanarMeasure", "SphericalMeasure", "RelativeAnisotropy")
+FIXED_WINDOW_ATTRIBUTE = "ImageQualityTransfer.FixedWindow"  # set where the window was fixed here, not by Slicer
+_followers: dict = {}  # leader display node id -> (leader display, observer tag)
+
+
+def _same_scalar_display(leader, follower) -> None:
+    """`follower` (a tensor display node) shows what `leader` shows: the same scalar invariant on the same window; an
+    invariant with values in 0..1 (FA and the shape measures) on 0..1 in both, as radiologists read FA."""
+    if leader.GetScalarInvariant() != follower.GetScalarInvariant():
+        follower.SetScalarInvariant(leader.GetScalarInvariant())
+    if leader.GetScalarInvariantAsString() in UNIT_RANGE_INVARIANTS:
+        for d in (leader, follower):
+            if d.GetAutoWindowLevel() or (d.GetWindowLevelMin(), d.GetWindowLevelMax()) != (0.0, 1.0):
+                d.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "1")
+                d.AutoWindowLevelOff()
+                d.SetWindowLevelMinMax(0.0, 1.0)
+        return
+    if leader.GetAttribute(FIXED_WINDOW_ATTRIBUTE):  # off 0..1 again: back to Slicer's automatic window
+        leader.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "")
+        leader.AutoWindowLevelOn()
+    if (follower.GetWindowLevelMin(), follower.GetWindowLevelMax()) != (leader.GetWindowLevelMin(),
+                                                                         leader.GetWindowLevelMax()):
+        follower.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "1")
+        follower.AutoWindowLevelOff()
+        follower.SetWindowLevelMinMax(leader.GetWindowLevelMin(), leader.GetWindowLevelMax())
+
+
+def follow_display(leader_node, follower_node) -> None:
+    """Keep `follower_node`'s scalar display (a tensor volume's: FA, MD, colour by orientation...) the same as
+    `leader_node`'s now and whenever the leader's changes, so that one value is one grey in both views of a
+    comparison (automatic windows had put cubic's FA on 0-0.64 and IQT's on 0-0.74: review 41b)."""
+    import vtk
+
+    leader, follower = leader_node.GetDisplayNode(), follower_node.GetDisplayNode()
+    if leader is None or follower is None or not leader.IsA("vtkMRMLDiffusionTensorVolumeDisplayNode") \
+            or not follower.IsA("vtkMRMLDiffusionTensorVolumeDisplayNode"):
+        return
+    old = _followers.pop(leader.GetID(), None)
+    if old is not None:
+        old[0].RemoveObserver(old[1])
+    tag = leader.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: _same_scalar_display(caller, follower))
+    _followers[leader.GetID()] = (leader, tag)
+    _same_scalar_display(leader, follower)
+
+
 def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float = 0.0, views=COMPARE_VIEWS,
                     orientation: str | None = None, marker: bool = False) -> tuple:
     """Side-by-side layout: interpolation in the left view, IQT (with its uncertainty overlay) in the right one,
@@ -364,11 +409,12 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
     linked so that scrolling one moves the other. `orientation`
     (Axial, Coronal or Sagittal) defaults to the one that shows the run's factors (`view_for_node`).
     `marker`: an orientation marker (axes labelled R, A, S) in each view that has none (the page's and the rendered
-    pictures'; the Slicer module leaves the reader's views as they set them). Returns the (left, right) composite
-    nodes."""
+    pictures'; the Slicer module leaves the reader's views as they set them). The interpolation's scalar
+    display follows the IQT output's (`follow_display`). Returns the (left, right) composite nodes."""
     if interpolated is None or iqt is None:
         raise IQTError("run Image Quality Transfer with the interpolated output first; there is nothing to compare")
     orientation = orientation or view_for_node(iqt)
+    follow_display(iqt, interpolated)
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is not None:
         import slicer

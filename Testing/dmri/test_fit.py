@@ -62,6 +62,30 @@ def test_wls_refuses_nothing_dipy_accepts():
     assert np.abs(dti.fit_dti(flat).data).max() <= 1e-8
 
 
+def test_weights_spanning_more_than_the_normal_equations_hold_go_dipys_way():
+    """A voxel with tiny but unclipped signal in half its directions (weights spanning 1e18), beside zeroed air that
+    sets the floor below it: its normal matrix is nearly singular, so dipy solves it (the normal equations were 3.6e-2
+    off: review 42a)."""
+    p = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)  # 2 b0 + 12 directions at b = 1000
+    v = [1000.0, 1000.0, 581.373047, 780.339478, 417.985046, 883.71405, 0.001432,
+         634.673706, 0.000218, 0.003176, 0.000247, 0.000214, 0.00252, 0.001169]
+    dwi = Volume(np.array([v, [0.0] * 14], np.float32)[:, None, None, :], p.affine, "dwi", bvals=p.bvals, bvecs=p.bvecs)
+    assert_same_tensors(dti.fit_dti(dwi).data, dipy_wls(dwi, None))
+
+
+@pytest.mark.parametrize("flatten", [0.0, 1e-7])
+def test_directions_in_or_near_one_plane_are_fitted_as_dipy_fits_them(flatten):
+    """Every direction in the x-y plane leaves Dzz undetermined (a zero design column) and nearly so is ill-conditioned:
+    the whole fit goes dipy's way, no error, dipy's answer (review 42a)."""
+    dwi = make_phantom(shape=(10, 10, 8), voxel_mm=2.0, n_dirs=12)
+    g = np.array(dwi.bvecs, float)
+    g[2:, 2] *= flatten
+    g[2:] /= np.linalg.norm(g[2:], axis=1, keepdims=True)
+    flat = Volume(np.asarray(dwi.data), dwi.affine, "dwi", bvals=dwi.bvals, bvecs=g)
+    mask = dti.brain_mask(dwi).data
+    assert_same_tensors(dti.fit_dti(flat, mask).data, dipy_wls(flat, mask))
+
+
 @pytest.mark.parametrize("method", dti.FIT_METHODS)
 def test_fit_records_the_method(method):
     dwi = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)

@@ -236,18 +236,24 @@ def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = 
 
 
 WLS_CHUNK = 50_000  # voxels per step: the (voxels, 7, 7) normal matrices of one step take 20 MB
-WLS_RCOND = 1e-4  # smallest/largest eigenvalue of a clipped voxel's normal matrix below which dipy solves it
+WLS_RCOND = 1e-4  # smallest/largest eigenvalue of a suspect voxel's normal matrix below which dipy solves it
+WLS_TINY_WEIGHT = 1e-8  # a voxel whose smallest weight is below this share of its largest is suspect
+WLS_DESIGN_COND = 1e7  # a design worse than this (5e3 at b = 1000), e.g. directions almost in one plane: dipy's way
 
 
 def _wls(design: np.ndarray, data: np.ndarray, *args, **kwargs):
     """dipy's weighted least squares (Chung et al. 2006: weights from the OLS fit's predicted signal), solved by the
     7 x 7 normal equations per voxel instead of dipy's SVD of each voxel's weighted design: 2-5x faster, the same
-    tensors to float32 precision (docs/measurements.md, Speed). Voxels with some of their signal clipped whose weighted
-    problem is close to singular, so that rounding decides its answer, go through dipy's own function."""
+    tensors to float32 precision (docs/measurements.md, Speed). The voxels whose weighted problem is close to
+    singular, so that the normal equations would lose what dipy's SVD keeps (part of the signal clipped, or weights
+    spanning more than 1e8: review 42a), and a design that is itself ill-conditioned, go through dipy's own function."""
     from dipy.reconst.dti import eig_from_lo_tri, wls_fit_tensor
 
-    scale = 1.0 / np.linalg.norm(design, axis=0)  # equilibrated columns: b ~ 1e3 beside the constant's 1
+    norms = np.linalg.norm(design, axis=0)
+    scale = 1.0 / np.where(norms > 0, norms, 1.0)  # equilibrated columns: b ~ 1e3 beside the constant's 1
     scaled = design * scale
+    if not np.linalg.cond(design) < WLS_DESIGN_COND:
+        return wls_fit_tensor(design, data, *args, **kwargs)
     outer = np.einsum("gi,gj->gij", scaled, scaled).reshape(len(design), -1)
     hat = design @ np.linalg.pinv(design)  # OLS prediction of the log signal
     floor = data.min()  # TensorModel.fit has clipped the signal at its min_signal
@@ -255,23 +261,23 @@ def _wls(design: np.ndarray, data: np.ndarray, *args, **kwargs):
     for start in range(0, data.shape[0], WLS_CHUNK):
         block = data[start:start + WLS_CHUNK]
         log_s = np.log(block)
-        w2 = np.exp(log_s @ hat.T) ** 2
-        w2 /= w2.max(axis=-1, keepdims=True)
+        log_w = log_s @ hat.T
+        w2 = np.exp(2.0 * (log_w - log_w.max(axis=-1, keepdims=True)))  # squared weights over the voxel's largest
         normal = (w2 @ outer).reshape(-1, design.shape[1], design.shape[1])
         at_floor = block <= floor
-        clipped = at_floor.any(axis=-1) & ~at_floor.all(axis=-1)  # all at the floor (zeroed air) is well posed: D = 0
-        if clipped.any():  # of those, only the ones close to singular are decided by rounding
-            ev = np.linalg.eigvalsh(normal[clipped])
-            clipped[clipped] = ~(ev[:, 0] > ev[:, -1] * WLS_RCOND)
+        suspect = (at_floor.any(axis=-1) & ~at_floor.all(axis=-1)) | (w2.min(axis=-1) < WLS_TINY_WEIGHT)
+        if suspect.any():  # all at the floor (zeroed air) is well posed: D = 0
+            ev = np.linalg.eigvalsh(normal[suspect])
+            suspect[suspect] = ~(ev[:, 0] > ev[:, -1] * WLS_RCOND)
         beta = np.zeros((len(block), design.shape[1]))
         try:
-            beta[~clipped] = np.linalg.solve(normal[~clipped], ((w2 * log_s) @ scaled)[~clipped][..., None])[..., 0]
+            beta[~suspect] = np.linalg.solve(normal[~suspect], ((w2 * log_s) @ scaled)[~suspect][..., None])[..., 0]
         except np.linalg.LinAlgError:  # an exactly singular one: the whole step goes dipy's way
-            clipped[:] = True
-        clipped |= ~np.isfinite(beta).all(axis=-1)
+            suspect[:] = True
+        suspect |= ~np.isfinite(beta).all(axis=-1)
         beta *= scale
-        if clipped.any():
-            beta[clipped] = wls_fit_tensor(design, block[clipped], return_lower_triangular=True)[0]
+        if suspect.any():
+            beta[suspect] = wls_fit_tensor(design, block[suspect], return_lower_triangular=True)[0]
         params[start:start + WLS_CHUNK] = beta
     return eig_from_lo_tri(params, min_diffusivity=1e-6 / -design.min()), None
 

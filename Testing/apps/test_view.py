@@ -150,6 +150,20 @@ def brain_fraction(png: bytes) -> tuple[float, float]:
     return float(drawn[:, : w // 2].mean()), float(drawn[:, w // 2:].mean())
 
 
+def overlay_colours(png: bytes) -> tuple[float, float, float]:
+    """Mean red, green and blue of the drawn pixels in the right half (the IQT view): Inferno's overlay is red-heavy."""
+    import io
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    right_half = image[:, image.shape[1] // 2:]
+    drawn = right_half.max(axis=-1) > 40
+    if not drawn.any():
+        return 0.0, 0.0, 0.0
+    return tuple(float(right_half[drawn][:, k].mean()) for k in range(3))
+
+
 def vertical_offsets(png: bytes) -> list[float]:
     """For the left and right views: how far the drawn brain's middle row is from the view's middle, as a share of
     the view's height (the sliders at the bottom and the legend on the right left out)."""
@@ -213,8 +227,11 @@ def test_compare_and_change_method(browser, lowres, serve, tmp_path):
         page.click(".iqt-method .v-field")
         page.get_by_role("option", name="biqt", exact=True).click()
         wait_status(page, "done: biqt")
-        time.sleep(0.8)  # the views' next frame reaches the page
-        shot = page.locator("#iqt-views").screenshot(path=str(tmp_path / "view.png"))
+        for _ in range(40):  # the views' next frame reaches the page (0.8 s on a quiet machine, more under load)
+            time.sleep(0.25)
+            shot = page.locator("#iqt-views").screenshot(path=str(tmp_path / "view.png"))
+            if min(brain_fraction(shot)) > 0.15 and overlay_colours(shot)[0] > overlay_colours(shot)[1]:
+                break
         assert "biqt + uncertainty" in page.inner_text("body")
         sliders = page.locator(".slice-slider [role=slider]")
         assert sliders.count() == 2
@@ -234,13 +251,7 @@ def test_compare_and_change_method(browser, lowres, serve, tmp_path):
         page.close()
     left, right = brain_fraction(shot)
     assert left > 0.15 and right > 0.15, f"brain pixels: left {left:.2f}, right {right:.2f}"
-    from PIL import Image
-    import io
-
-    image = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
-    right_half = image[:, image.shape[1] // 2:]
-    drawn = right_half.max(axis=-1) > 40
-    r, g, b = (right_half[drawn][:, k].mean() for k in range(3))
+    r, g, b = overlay_colours(shot)
     assert r > g, "the IQT view shows no Inferno uncertainty overlay"
 
 

@@ -9,24 +9,14 @@ to the voxel's largest element (float32 keeps about 6e-8).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def dipy_wls(dwi, mask) -> np.ndarray:
-    from dipy.reconst.dti import TensorModel
-
-    from ImageQualityTransferLib.dmri import dti
-
-    data = np.maximum(np.asarray(dwi.data, dtype=np.float64), 0.0)
-    with np.errstate(all="ignore"):
-        fit = TensorModel(dti.gradient_table(dwi), fit_method="WLS", return_S0_hat=False).fit(data, mask=mask)
-    tensor = np.nan_to_num(fit.lower_triangular(), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-    if mask is not None:
-        tensor[~mask] = 0.0
-    return tensor
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing" / "dmri"))
+from test_fit import dipy_wls  # noqa: E402  dipy's own WLS, as the tests compare with it
 
 
 def main() -> None:

@@ -234,6 +234,9 @@ def test_compare_shows_one_value_in_one_grey_on_both_sides(lowres):
     for d in (left, right):
         assert d.GetScalarInvariant() == Props.FractionalAnisotropy and not d.GetAutoWindowLevel()
         assert (d.GetWindowLevelMin(), d.GetWindowLevelMax()) == (0.0, 1.0)
+    right.SetWindowLevelMinMax(0.0, 0.8)  # the reader's own FA window is kept, and followed
+    assert (right.GetWindowLevelMin(), right.GetWindowLevelMax()) == (0.0, 0.8)
+    assert (left.GetWindowLevelMin(), left.GetWindowLevelMax()) == (0.0, 0.8)
     right.SetScalarInvariant(Props.Trace)
     assert left.GetScalarInvariant() == Props.Trace and right.GetAutoWindowLevel()
     right.AutoWindowLevelOff()

@@ -141,12 +141,20 @@ def wrap_title(text: str) -> str:
     return "\n".join(textwrap.wrap(" ".join(text.split()), TITLE_LINE, break_long_words=False)) or text
 
 
-def legend_node(scene, volume_node):
-    """The colour legend of `volume_node`, created once and reused (one per volume, whatever the number of runs)."""
+def _legend_of(volume_node):
+    """The colour legend display node of `volume_node`, or None."""
     for i in range(volume_node.GetNumberOfDisplayNodes()):
         d = volume_node.GetNthDisplayNode(i)
         if d is not None and d.IsA(LEGEND_CLASS):
             return d
+    return None
+
+
+def legend_node(scene, volume_node):
+    """The colour legend of `volume_node`, created once and reused (one per volume, whatever the number of runs)."""
+    found = _legend_of(volume_node)
+    if found is not None:
+        return found
     if not scene.IsNodeClassRegistered(LEGEND_CLASS):
         import slicer
 
@@ -190,11 +198,10 @@ def set_scale(node, high: float) -> None:
     display.SetLowerThreshold(high * 1e-6 if high > 0 else 1e-12)
     display.SetUpperThreshold(np.finfo(np.float32).max)
     display.ApplyThresholdOn()
-    for i in range(node.GetNumberOfDisplayNodes()):
-        d = node.GetNthDisplayNode(i)
-        if d is not None and d.IsA(LEGEND_CLASS):
-            d.SetLabelFormat(label_format(high, intervals))
-            d.SetNumberOfLabels(intervals + 1)
+    legend = _legend_of(node)
+    if legend is not None:
+        legend.SetLabelFormat(label_format(high, intervals))
+        legend.SetNumberOfLabels(intervals + 1)
 
 
 def map_nodes(scene) -> dict[str, list]:
@@ -221,8 +228,7 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[st
             tops[key] = max(own)
         for node, high in zip(nodes, own):
             set_scale(node, tops.get(key, high))
-            legend = next((d for d in map(node.GetNthDisplayNode, range(node.GetNumberOfDisplayNodes()))
-                           if d is not None and d.IsA(LEGEND_CLASS)), None)
+            legend = _legend_of(node)
             title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
             if title:
                 legend.SetTitleText(f"{title}\n{note}" if shared else title)
@@ -310,10 +316,9 @@ def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
             c.SetForegroundOpacity(float(opacity))
             shown.add(fg)
     for node in filter(None, map(scene.GetNodeByID, shown)):
-        for k in range(node.GetNumberOfDisplayNodes()):
-            d = node.GetNthDisplayNode(k)
-            if d is not None and d.IsA(LEGEND_CLASS):
-                d.SetVisibility(float(opacity) > 0)
+        legend = _legend_of(node)
+        if legend is not None:
+            legend.SetVisibility(float(opacity) > 0)
 
 
 PLANE_AXES = {"Axial": (0, 1), "Coronal": (0, 2), "Sagittal": (1, 2)}  # RAS axes across and up each view
@@ -363,25 +368,23 @@ _followers: dict = {}  # leader display node id -> (leader display, observer tag
 
 
 def _same_scalar_display(leader, follower) -> None:
-    """`follower` (a tensor display node) shows what `leader` shows: the same scalar invariant on the same window; an
-    invariant with values in 0..1 (FA and the shape measures) on 0..1 in both, as radiologists read FA."""
+    """`follower` (a tensor display node) shows what `leader` shows: the same scalar invariant on the same window. Where
+    Slicer would choose the leader's window, an invariant with values in 0..1 (FA and the shape measures) gets 0..1, as
+    radiologists read FA; a window the reader sets is kept and followed."""
     if leader.GetScalarInvariant() != follower.GetScalarInvariant():
         follower.SetScalarInvariant(leader.GetScalarInvariant())
-    if leader.GetScalarInvariantAsString() in UNIT_RANGE_INVARIANTS:
-        for d in (leader, follower):
-            if d.GetAutoWindowLevel() or (d.GetWindowLevelMin(), d.GetWindowLevelMax()) != (0.0, 1.0):
-                d.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "1")
-                d.AutoWindowLevelOff()
-                d.SetWindowLevelMinMax(0.0, 1.0)
-        return
-    if leader.GetAttribute(FIXED_WINDOW_ATTRIBUTE):  # off 0..1 again: back to Slicer's automatic window
+    unit_range = leader.GetScalarInvariantAsString() in UNIT_RANGE_INVARIANTS
+    if unit_range and leader.GetAutoWindowLevel():
+        leader.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "1")
+        leader.AutoWindowLevelOff()
+        leader.SetWindowLevelMinMax(0.0, 1.0)
+    elif not unit_range and leader.GetAttribute(FIXED_WINDOW_ATTRIBUTE):  # off FA: Slicer's automatic window again
         leader.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "")
         leader.AutoWindowLevelOn()
-    if (follower.GetWindowLevelMin(), follower.GetWindowLevelMax()) != (leader.GetWindowLevelMin(),
-                                                                         leader.GetWindowLevelMax()):
-        follower.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "1")
+    window = (leader.GetWindowLevelMin(), leader.GetWindowLevelMax())
+    if follower.GetAutoWindowLevel() or (follower.GetWindowLevelMin(), follower.GetWindowLevelMax()) != window:
         follower.AutoWindowLevelOff()
-        follower.SetWindowLevelMinMax(leader.GetWindowLevelMin(), leader.GetWindowLevelMax())
+        follower.SetWindowLevelMinMax(*window)
 
 
 def follow_display(leader_node, follower_node) -> None:

@@ -243,7 +243,7 @@ WLS_DESIGN_COND = 1e7  # a design worse than this (5e3 at b = 1000), e.g. direct
 
 def _wls(design: np.ndarray, data: np.ndarray, *args, **kwargs):
     """dipy's weighted least squares (Chung et al. 2006: weights from the OLS fit's predicted signal), solved by the
-    7 x 7 normal equations per voxel instead of dipy's SVD of each voxel's weighted design: 2-5x faster, the same
+    7 x 7 normal equations per voxel instead of dipy's SVD of each voxel's weighted design: 2-4x faster, the same
     tensors to float32 precision (docs/measurements.md, Speed). The voxels whose weighted problem is close to
     singular, so that the normal equations would lose what dipy's SVD keeps (part of the signal clipped, or weights
     spanning more than 1e8: review 42a), and a design that is itself ill-conditioned, go through dipy's own function."""

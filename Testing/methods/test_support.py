@@ -92,7 +92,7 @@ def test_a_run_without_the_mask_gives_the_same_brain_as_with_it(axial_subject, s
 
 
 def test_nonphysical_voxels_are_flagged_at_least_as_uncertain_as_the_edge():
-    from ImageQualityTransferLib.methods.base import flag_nonphysical
+    from ImageQualityTransferLib.methods.flags import flag_nonphysical
 
     t = np.zeros((32, 32, 32, 6))
     t[2:30, 2:30, 2:30] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
@@ -110,10 +110,35 @@ def test_nonphysical_voxels_are_flagged_at_least_as_uncertain_as_the_edge():
     np.testing.assert_array_equal(out[unchanged], std[unchanged])
 
 
+def test_every_map_flags_a_nonphysical_voxel():
+    """The MD and FA SD maps (and the SD's two parts) raise a non-physical voxel too, each to its own edge band's level;
+    the diffusivity maps also to its distance to a physical tensor, the FA SD (unitless) not."""
+    from ImageQualityTransferLib.core.tensors import distance_to_physical
+    from ImageQualityTransferLib.methods.flags import flag_maps
+
+    t = np.zeros((32, 32, 32, 6))
+    t[2:30, 2:30, 2:30] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
+    t[16, 16, 16] = [1e-3, 0, 1e-3, 0, 0, -5e-4]
+    present = np.any(t != 0, -1)
+    deep = np.zeros_like(present)
+    deep[8:24, 8:24, 8:24] = True
+    edge = present & ~deep
+    maps = {"md_std": np.where(edge, 3e-6, np.where(deep, 1e-6, 0.0)), "fa_std": np.where(edge, 0.3, np.where(deep, 0.1, 0.0)),
+            "direction": np.where(present, 10.0, 0.0)}
+    out = flag_maps(t, maps, 2)
+    assert np.isclose(out["md_std"][16, 16, 16], distance_to_physical(t)[16, 16, 16]) and out["md_std"][16, 16, 16] > 3e-6
+    assert np.isclose(out["fa_std"][16, 16, 16], 0.3)
+    np.testing.assert_array_equal(out["direction"], maps["direction"])
+    for key in ("md_std", "fa_std"):
+        keep = np.ones(present.shape, bool)
+        keep[16, 16, 16] = False
+        np.testing.assert_array_equal(out[key][keep], maps[key][keep])
+
+
 def test_the_floor_is_the_edge_bands_upper_quartile():
     """The support's edge band also holds its ring outside the brain, where the std is lower than at the brain's
     edge: a non-physical voxel is raised to the band's upper quartile, not its median."""
-    from ImageQualityTransferLib.methods.base import EDGE_DEPTH, EDGE_QUANTILE, flag_nonphysical
+    from ImageQualityTransferLib.methods.flags import EDGE_DEPTH, EDGE_QUANTILE, flag_nonphysical
 
     t = np.zeros((32, 32, 32, 6))
     t[2:30, 2:30, 2:30] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
@@ -131,7 +156,7 @@ def test_the_floor_is_the_edge_bands_upper_quartile():
 def test_a_generous_support_flags_nonphysical_voxels_against_the_brains_edge():
     """Without a mask the support is a brain estimate that keeps a ring of background fits, where a forest's std is
     low: the floor is the brain edge's (the support's second band), not the ring's."""
-    from ImageQualityTransferLib.methods.base import EDGE_DEPTH, flag_nonphysical
+    from ImageQualityTransferLib.methods.flags import EDGE_DEPTH, flag_nonphysical
 
     t = np.zeros((40, 40, 40, 6))
     t[2:38, 2:38, 2:38] = [1e-3, 0, 1e-3, 0, 0, 1e-3]
@@ -159,13 +184,41 @@ def test_background_noise_fits_kept_by_an_estimated_brain_are_flagged_uncertain(
     std, present = pred.std.data, np.any(pred.tensor.data != 0, axis=-1)
     noise = repeat_blocks(noise_fits(case.lr) & mask.data, 2) & present
     assert noise.sum() > 50
-    from ImageQualityTransferLib.methods.base import NOISE_QUANTILE
+    from ImageQualityTransferLib.methods.flags import NOISE_QUANTILE
 
     floor = float(np.quantile(plain.std.data[present & ~noise], NOISE_QUANTILE))  # the top of a display's scale
     assert (std[noise] >= floor * (1 - 1e-6)).all() and (plain.std.data[noise] < floor).mean() > 0.5
     assert np.median(std[noise]) > np.median(std[present & ~noise])  # review 41b: had read below the brain's
     np.testing.assert_array_equal(pred.tensor.data, plain.tensor.data)
     assert np.array_equal(std[~noise], plain.std.data[~noise])
+
+
+def test_every_map_flags_the_background_noise_fits(small_subject):
+    """Review 41b: only the tensor SD was raised on the noise fits an estimated brain keeps, and a reader who put the
+    intrinsic, parameter, MD or FA SD on screen saw them as certain as the brain. Every map is raised there now, to the
+    top of its own scale (the direction map to a random axis's angle), and no other voxel moves."""
+    from ImageQualityTransferLib.core.direction import RANDOM_AXIS_DEGREES
+    from ImageQualityTransferLib.dmri.dti import noise_fits
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.methods.flags import NOISE_QUANTILE
+
+    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    method = methods.get("espcn-hetero-var1", samples=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = method.predict(case.lr, 2, direction=True)
+        mask = method.support(case.lr)
+        plain = method.predict(case.lr, 2, mask.replace(meta={}), direction=True)  # the same support, given: no flag
+    present = np.any(pred.tensor.data != 0, axis=-1)
+    noise = repeat_blocks(noise_fits(case.lr) & mask.data, 2) & present
+    assert noise.sum() > 50
+    assert set(pred.maps()) == {"std", "std_intrinsic", "std_parameter", "md_std", "fa_std", "direction"}
+    for key, vol in pred.maps().items():
+        got, before = vol.data, plain.maps()[key].data
+        top = RANDOM_AXIS_DEGREES if key == "direction" else float(np.quantile(before[present & ~noise], NOISE_QUANTILE))
+        assert (got[noise] >= top * (1 - 1e-6)).all(), key
+        assert (before[noise] < top).mean() > 0.5, key  # they had read as certain
+        assert np.array_equal(got[~noise], before[~noise]), key
 
 
 @pytest.mark.parametrize("grid_of_mask", ["input", "output"])

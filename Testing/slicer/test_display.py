@@ -150,6 +150,10 @@ def test_legends_titles_and_label_formats(lowres):
     assert nodes["uncertainties"]["direction"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "deg"
     assert legends["std"].GetLabelFormat() in ("%5.1f", "%5.2f", "%5.3f")
     assert legends["direction"].GetLabelFormat() == "%5.0f"
+    # the direction map on a fixed 0-60 degrees whatever its values (review 41b): a random axis (61 degrees) is the top
+    direction_display = nodes["uncertainties"]["direction"].GetDisplayNode()
+    assert (direction_display.GetWindowLevelMin(), direction_display.GetWindowLevelMax()) == (0.0, 60.0)
+    assert legends["direction"].GetNumberOfLabels() == 4  # 0, 20, 40, 60
     # round ticks (review 41b: the 99th percentile's quarters printed 0.30 / 0.23 / 0.15 / 0.08), at most 5 characters
     for high, top, n, fmt in ((0.30, 0.3, 3, "%5.1f"), (0.0122, 0.015, 3, "%5.3f"), (64.7, 80.0, 4, "%5.0f"),
                               (0.19, 0.2, 4, "%5.2f"), (0.92, 1.0, 5, "%5.1f"), (0.0095, 0.01, 5, "%5.3f")):
@@ -305,6 +309,7 @@ def test_shared_colour_scale_across_runs(lowres):
     directions = display.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
         [pytest.approx(display.scale_ticks(tops["direction"])[0])] * 2
+    assert tops["direction"] == 60.0  # fixed, shared or not
     again = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)  # a new run, shared: the
     display.show_results(scene, again, shared=True)  # module's Apply with the box ticked restyles, then shares again
     assert a["uncertainties"]["std"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import grid, tensors
+from ..core.direction import RANDOM_AXIS_DEGREES, SHOWN_TOP_DEGREES
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
@@ -121,9 +122,10 @@ def fa_views(columns, mask, vox, centre) -> str:
     return _png(fig)
 
 
-def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", overlay=True, scale_mask=None) -> str:
-    """Each named (X,Y,Z) map in the three planes, on one shared colour scale (0 to the 99th percentile in
-    `scale_mask`, default `mask`) with a colour bar; with `overlay`, drawn semi-transparent over the FA `background`
+def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", overlay=True, scale_mask=None,
+                 top: float | None = None) -> str:
+    """Each named (X,Y,Z) map in the three planes, on one shared colour scale (0 to `top`, default the 99th percentile
+    in `scale_mask`, default `mask`) with a colour bar; with `overlay`, drawn semi-transparent over the FA `background`
     (canonical arrays)."""
     names = list(maps)
     fig, axes = _new_figure(3, len(names), extra_w=0.9)
@@ -132,6 +134,7 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
     inside = inside[np.isfinite(inside)]
     vmax = float(np.percentile(inside, 99)) if inside.size else 1.0
     vmax = vmax if vmax > 0 else 1.0
+    vmax = vmax if top is None else float(top)
     im = None
     for c, n in enumerate(names):
         for p, plane in enumerate(PLANES):
@@ -249,7 +252,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     if scale_in is not None and (scale_in & m).sum() < SCALE_MIN_VOXELS:  # too little inside it to read a scale
         scale_in = None
 
-    def overlay(maps: dict, scale: float, heading: str, label: str, caption: str) -> None:
+    def overlay(maps: dict, scale: float, heading: str, label: str, caption: str, top: float | None = None) -> None:
         """One figure of per-method scalar maps on the first method's FA (a shared colour scale)."""
         canon_maps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data * scale for n, u in maps.items()}
         bg = fa_bg.get(next(iter(canon_maps)), next(iter(fa_bg.values())))
@@ -258,7 +261,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
             caption = caption.replace("inside the mask", f"more than {tensors.ESTIMATED_BRAIN_RIM_MM:g} mm inside the "
                                                          "edge of the brain estimated from the tensors, whose rim of noise "
                                                          "fits shows saturated")
-        parts.append(_figure_html(scalar_views(canon_maps, bg, m, vox, centre, label, scale_mask=scale_in),
+        parts.append(_figure_html(scalar_views(canon_maps, bg, m, vox, centre, label, scale_mask=scale_in, top=top),
                                   caption.format(", ".join(canon_maps))))
 
     if uncertainty:
@@ -270,9 +273,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         overlay(direction, 1.0, "Fibre direction uncertainty", "direction uncertainty (degrees)",
                 "How far the principal direction, which tractography follows, may be from the one shown: the RMS angle "
                 "between the principal eigenvector of draws from each method's predictive distribution and that of its "
-                "prediction ({}), overlaid on FA; one shared colour scale (0 to the 99th percentile inside the mask), colour "
-                "bar in degrees. High in grey matter and wherever anisotropy is lost: tracts through bright regions are not "
-                "reliable.")
+                "prediction ({}), overlaid on FA; colour bar in degrees, 0 to " f"{SHOWN_TOP_DEGREES:g} for every run (a direction "
+                f"no draw determines reads about {RANDOM_AXIS_DEGREES:.0f}, the top). High in grey matter and wherever "
+                "anisotropy is lost: tracts through bright regions are not reliable.", top=SHOWN_TOP_DEGREES)
     if truth is not None:
         t = canon(truth)
         errs = {n: np.sqrt(np.mean((a.astype(np.float64) - t) ** 2, axis=-1)) * tensors.SHOWN_UNIT

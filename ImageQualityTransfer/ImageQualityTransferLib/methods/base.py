@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ..core import grid, tensors
 from ..core.direction import spread
@@ -23,6 +22,7 @@ from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors, noise_fits
 from . import symmetry
+from .flags import flag_maps
 from .inputs import (
     _negligible_zeroed,
     _source,
@@ -163,8 +163,8 @@ class Method:
 
     def _run(self, lr: Volume, f: tuple, mask: Volume | None, uncertainty: bool, direction: bool,
              progress, noise: Volume | None = None) -> Prediction:
-        """`predict` once the input is checked and its support decided; `noise`: low-res voxels whose std is raised
-        as a non-physical output's is (`flag_noise`)."""
+        """`predict` once the input is checked and its support decided; `noise`: low-res voxels (background noise
+        fits) whose every map is raised (`flags.flag_maps`)."""
         reo = Reorientation.to_canonical(lr.affine)
         order = self._axis_order(grid.permute(f, reo.ornt))
         if order is not None:  # a model for a reordering of the factors: permute the axes it refines into its own
@@ -184,12 +184,10 @@ class Method:
                            + "; the model file is damaged or was not trained for such inputs: retrain it or use the shipped model")
         if not uncertainty:
             unc = {}
-        if "std" in unc:
-            unc["std"] = flag_nonphysical(tensor, unc["std"], f_c)
-            if noise is not None:
-                unc["std"] = flag_noise(tensor, unc["std"], f_c, reo.apply(noise).data)
+        noise_c = None if noise is None else reo.apply(noise).data
+        unc = flag_maps(tensor, unc, f_c, noise_c)
         if direction and "std" in unc:
-            unc["direction"] = spread(tensor, unc["std"])
+            unc.update(flag_maps(tensor, {"direction": spread(tensor, unc["std"])}, f_c, noise_c))
         hr_aff = grid.hr_affine(lr_c.affine, f_c)
         out = reo.undo(Volume(tensor.astype(np.float32, copy=False), hr_aff, "tensor",
                               meta={"method": self.name, "factor": grid.record(f),
@@ -474,52 +472,3 @@ def _listed(names) -> str:
 
 
 ESTIMATED_SUPPORT = "estimated"  # an output's meta["support"] where its support is a brain estimated from the tensors
-EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the exterior region) lies in
-EDGE_QUANTILE = 0.75  # of the band's std: the band also holds the support's ring outside the brain, where std is lower
-
-
-NOISE_QUANTILE = 0.99  # background noise fits are at least as uncertain as this quantile of the rest of the support
-
-
-def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray) -> np.ndarray:
-    """The std map with the output voxels of low-res `noise` voxels (background noise fits, `dmri.dti.noise_fits`)
-    raised to at least the NOISE_QUANTILE of std over the rest of the support, the top of a display's colour scale:
-    no output there means anything, and at the edge floor they had still read below the brain's median (review 41b)."""
-    present = np.any(tensor != 0, axis=-1)
-    flagged = grid.repeat_blocks(noise, f)[: std.shape[0], : std.shape[1], : std.shape[2]] & present
-    rest = present & ~flagged
-    if not flagged.any() or not rest.any():
-        return std
-    out = np.array(std, copy=True)
-    out[flagged] = np.maximum(out[flagged], float(np.quantile(std[rest], NOISE_QUANTILE)))
-    return out
-
-
-def edge_floor(present: np.ndarray, std: np.ndarray, f) -> float:
-    """The higher upper quartile (EDGE_QUANTILE) of `std` in the support's two outer bands, EDGE_DEPTH low-res voxels
-    each: the brain's edge lies in the first with a mask, in the second with a generous support (a brain estimated
-    without a mask keeps a ring of background fits, where a forest's std is low)."""
-    fx, fy, fz = grid.factors(f)
-    floor, inner = 0.0, present
-    for _ in range(2):
-        core = grid.repeat_blocks(ndimage.binary_erosion(inner[::fx, ::fy, ::fz], iterations=EDGE_DEPTH), (fx, fy, fz))
-        band = inner & ~core
-        if band.any():
-            floor = max(floor, float(np.quantile(std[band], EDGE_QUANTILE)))
-        inner = inner & core
-    return floor
-
-
-def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f) -> np.ndarray:
-    """The std map with every non-physical output voxel (a negative eigenvalue) raised to at least its distance to a
-    physical tensor and the upper quartile of the std of the support's edge band: the reference is physical, and where
-    such voxels fall inside the brain their error is several times the edge's (docs/measurements.md, Uncertainty by
-    style)."""
-    distance = tensors.distance_to_physical(tensor)
-    bad = distance > 0
-    if not bad.any():
-        return std
-    floor = edge_floor(np.any(tensor != 0, axis=-1), std, f)
-    out = np.array(std, copy=True)
-    out[bad] = np.maximum(out[bad], np.maximum(distance[bad], floor))
-    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.direction import SHOWN_TOP_DEGREES
 from ..core.errors import IQTError
 from ..dmri.dti import SCALE_MIN_VOXELS, inside_rim
 from . import mrml
@@ -167,7 +168,7 @@ def legend_node(scene, volume_node):
 
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
                       region: np.ndarray | None = None):
-    """Inferno colours with automatic window/level and a legend titled with the map's meaning and unit (`title`
+    """Inferno colours from 0 to the map's own top (`own_top`) and a legend titled with the map's meaning and unit (`title`
     overrides the English default, for the module's translations; `region`: as `display_range`); returns the legend
     node."""
     if node is None:
@@ -183,8 +184,14 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     legend.SetAttribute(TITLE_ATTRIBUTE, wrap_title(title or legend_title(key)))
     legend.SetTitleText(legend.GetAttribute(TITLE_ATTRIBUTE))
     legend.SetVisibility(bool(visible))
-    set_scale(node, display_range(node, region)[1])
+    set_scale(node, own_top(node, key, region))
     return legend
+
+
+def own_top(node, key: str, region: np.ndarray | None = None) -> float:
+    """The top of map `key`'s own colour scale: the direction map's is fixed (core.direction.SHOWN_TOP_DEGREES, a
+    random axis at the top), every other's is read from its values (`display_range`)."""
+    return SHOWN_TOP_DEGREES if key == "direction" else display_range(node, region)[1]
 
 
 def set_scale(node, high: float) -> None:
@@ -223,7 +230,7 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[st
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
     for key, nodes in map_nodes(scene).items():
-        own = [display_range(node)[1] for node in nodes]
+        own = [own_top(node, key) for node in nodes]
         if shared:
             tops[key] = max(own)
         for node, high in zip(nodes, own):

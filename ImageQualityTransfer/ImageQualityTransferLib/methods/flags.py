@@ -1,0 +1,79 @@
+"""Uncertainty raised where an output means nothing, in every map a reader may put on screen: non-physical output
+voxels (a negative eigenvalue) and the background noise fits a brain estimated from the tensors keeps. A map left
+low there calls such voxels certain (reviews 40b and 41b: the noise fits read below the brain's median in every map
+but the tensor SD)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..core import grid, tensors
+from ..core.direction import RANDOM_AXIS_DEGREES
+
+EDGE_DEPTH = 3  # low-res voxels: the support's band that the brain's edge (the exterior region) lies in
+EDGE_QUANTILE = 0.75  # of the band's std: the band also holds the support's ring outside the brain, where std is lower
+NOISE_QUANTILE = 0.99  # background noise fits are at least as uncertain as this quantile of the rest of the support
+# maps in the tensor's units, where a non-physical voxel's distance to a physical tensor is a floor too
+DIFFUSIVITY_MAPS = ("std", "std_intrinsic", "std_parameter", "md_std")
+
+
+def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray, top: float | None = None) -> np.ndarray:
+    """The map `std` with the output voxels of low-res `noise` voxels (background noise fits, `dmri.dti.noise_fits`)
+    raised to at least `top`, by default the NOISE_QUANTILE of the map over the rest of the support (the top of a
+    display's colour scale): no output there means anything, and at the edge floor they had still read below the
+    brain's median (review 41b)."""
+    present = np.any(tensor != 0, axis=-1)
+    flagged = grid.repeat_blocks(noise, f)[: std.shape[0], : std.shape[1], : std.shape[2]] & present
+    rest = present & ~flagged
+    if not flagged.any() or not rest.any():
+        return std
+    out = np.array(std, copy=True)
+    out[flagged] = np.maximum(out[flagged], float(np.quantile(std[rest], NOISE_QUANTILE)) if top is None else top)
+    return out
+
+
+def edge_floor(present: np.ndarray, std: np.ndarray, f) -> float:
+    """The higher upper quartile (EDGE_QUANTILE) of `std` in the support's two outer bands, EDGE_DEPTH low-res voxels
+    each: the brain's edge lies in the first with a mask, in the second with a generous support (a brain estimated
+    without a mask keeps a ring of background fits, where a forest's std is low)."""
+    fx, fy, fz = grid.factors(f)
+    floor, inner = 0.0, present
+    for _ in range(2):
+        core = grid.repeat_blocks(ndimage.binary_erosion(inner[::fx, ::fy, ::fz], iterations=EDGE_DEPTH), (fx, fy, fz))
+        band = inner & ~core
+        if band.any():
+            floor = max(floor, float(np.quantile(std[band], EDGE_QUANTILE)))
+        inner = inner & core
+    return floor
+
+
+def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f, distance: np.ndarray | None = None,
+                     by_distance: bool = True) -> np.ndarray:
+    """The map `std` with every non-physical output voxel (a negative eigenvalue) raised to at least the upper
+    quartile of the map in the support's edge band and, with `by_distance` (a map in the tensor's units), to the voxel's
+    distance to a physical tensor (`distance`, computed when not given): the reference is physical, and where such
+    voxels fall inside the brain their error is several times the edge's (docs/measurements.md, Uncertainty by style)."""
+    distance = tensors.distance_to_physical(tensor) if distance is None else distance
+    bad = distance > 0
+    if not bad.any():
+        return std
+    floor = edge_floor(np.any(tensor != 0, axis=-1), std, f)
+    out = np.array(std, copy=True)
+    out[bad] = np.maximum(out[bad], np.maximum(distance[bad], floor) if by_distance else floor)
+    return out
+
+
+def flag_maps(tensor: np.ndarray, maps: dict, f, noise: np.ndarray | None = None) -> dict:
+    """Every uncertainty map of a prediction flagged: non-physical voxels (`flag_nonphysical`; the diffusivity maps
+    also by the voxel's distance to a physical tensor) and, with `noise` (low-res voxels), the noise fits
+    (`flag_noise`; the direction map at RANDOM_AXIS_DEGREES, a direction no draw determines)."""
+    distance = tensors.distance_to_physical(tensor)
+    out = {}
+    for key, m in maps.items():
+        if key != "direction":
+            m = flag_nonphysical(tensor, m, f, distance, by_distance=key in DIFFUSIVITY_MAPS)
+        if noise is not None:
+            m = flag_noise(tensor, m, f, noise, RANDOM_AXIS_DEGREES if key == "direction" else None)
+        out[key] = m
+    return out

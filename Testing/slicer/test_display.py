@@ -301,11 +301,12 @@ def test_shared_colour_scale_across_runs(lowres):
     tops = display.share_scales(scene)
     assert tops["std"] == pytest.approx(max(own)) and set(tops) == {"std", "direction"}
     shared, intervals = display.scale_ticks(max(own))
-    for n in std_nodes:
+    for n, label in zip(std_nodes, ("biqt", "rf")):
         assert n.GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
         assert display.legend_node(scene, n).GetLabelFormat() == display.label_format(shared, intervals)
         assert display.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
-        assert display.legend_node(scene, n).GetTitleText() == "Tensor SD\n(µm²/ms)\nshared scale"  # said so
+        # said so, and which run's map it is (review 41b: two runs' legends had read alike)
+        assert display.legend_node(scene, n).GetTitleText() == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale"
     directions = display.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
         [pytest.approx(display.scale_ticks(tops["direction"])[0])] * 2

@@ -225,8 +225,9 @@ def map_nodes(scene) -> dict[str, list]:
 def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[str, float]:
     """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
     `display_range`s), so that one colour means one SD across runs and methods (each on its own range had made
-    two runs' different SDs the same yellow: review 40b), each legend's title ending in `note` (a map gone dark on
-    another run's scale had looked certain: review 41b); without, each on its own range and title again.
+    two runs' different SDs the same yellow: review 40b), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`:
+    two runs' legends had read alike) and `note` (a map gone dark on another run's scale had looked certain: review
+    41b); without, each on its own range and title again.
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
     for key, nodes in map_nodes(scene).items():
@@ -238,7 +239,8 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[st
             legend = _legend_of(node)
             title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
             if title:
-                legend.SetTitleText(f"{title}\n{note}" if shared else title)
+                run = node.GetAttribute(mrml.RUN_ATTRIBUTE)
+                legend.SetTitleText("\n".join([title, *([wrap_title(run)] if run else []), note]) if shared else title)
     return tops
 
 

@@ -55,6 +55,7 @@ SUPPORT_ATTRIBUTE = "ImageQualityTransfer.Support"  # "estimated" on a run's out
 # tensors (an input fitted without a mask): a rim of scalp and background fits surrounds the brain there
 UNIT_ATTRIBUTE = "ImageQualityTransfer.Unit"  # the unit an uncertainty map's node holds ("um2/ms", "deg", "1")
 MAP_ATTRIBUTE = "ImageQualityTransfer.Map"  # which uncertainty map a node holds ("std", "direction", ...)
+RUN_ATTRIBUTE = "ImageQualityTransfer.Run"  # the run an uncertainty map node came from: its method (and factors)
 # An uncertainty map's node holds diffusivities in µm²/ms (= 10⁻³ mm²/s, how clinicians read them; its legend labels
 # read 0.30, not 3.00e-04); files keep mm²/s (`fileio.records.MAP_UNITS`). Unit -> (scale, UCUM code, printed).
 NODE_UNITS = {"mm2/s": (tensors.SHOWN_UNIT, "um2/ms", tensors.SHOWN_UNIT_LABEL), "unitless": (1.0, "1", "unitless"), "degrees": (1.0, "deg", "°")}
@@ -70,11 +71,14 @@ def map_in_node_unit(vol: Volume, key: str) -> tuple[Volume, tuple]:
     return Volume(np.asarray(vol.data, np.float32) * np.float32(unit[0]), vol.affine, vol.kind, dict(vol.meta)), unit
 
 
-def set_map(node, key: str, unit: tuple) -> None:
-    """Record on a scalar node which uncertainty map it holds (MAP_ATTRIBUTE) and its `NODE_UNITS` entry: Slicer's
-    voxel value units (the Data Probe shows them) and UNIT_ATTRIBUTE."""
+def set_map(node, key: str, unit: tuple, run: str | None = None) -> None:
+    """Record on a scalar node which uncertainty map it holds (MAP_ATTRIBUTE), the run it came from (RUN_ATTRIBUTE: the
+    method, and the factors other than 2) and its `NODE_UNITS` entry: Slicer's voxel value units (the Data Probe shows
+    them) and UNIT_ATTRIBUTE."""
     _, code, printed = unit
     node.SetAttribute(MAP_ATTRIBUTE, key)
+    if run:
+        node.SetAttribute(RUN_ATTRIBUTE, run)
     node.SetAttribute(UNIT_ATTRIBUTE, code)
     if hasattr(node, "SetVoxelValueUnits"):
         from slicer import vtkCodedEntry

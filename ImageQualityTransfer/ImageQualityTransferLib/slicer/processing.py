@@ -313,7 +313,9 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
     the user chose, which receive that result instead.
     Returns {"tensor": node, "uncertainty": node or None, "uncertainties": {key: node}, "interpolated": node or None}."""
     targets = targets or {}
-    suffix = factor_suffix(factor if factor is not None else results["tensor"].meta.get("factor"))
+    factor = factor if factor is not None else results["tensor"].meta.get("factor")
+    suffix = factor_suffix(factor)
+    run = f"{method} ×{grid.text(factor)}" if suffix else method  # names the run on its legends (display.share_scales)
     key = (lambda m, role: result_key(input_node, m + suffix, role)) if input_node is not None else \
         (lambda m, role: None)
     created = {"tensor": None, "uncertainty": None, "uncertainties": {}, "interpolated": None}
@@ -327,7 +329,7 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         vol, unit = mrml.map_in_node_unit(results[k], short)
         node = _put(scene, vol, f"{base_name}_{method}{suffix}_uncertainty_{short}", key(method, k),
                     targets.get("uncertainty") if k == main else None)
-        mrml.set_map(node, short, unit)
+        mrml.set_map(node, short, unit, run=run)
         if k == main:
             created["uncertainty"] = node
         created["uncertainties"][short] = node

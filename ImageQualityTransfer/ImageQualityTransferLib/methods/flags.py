@@ -18,12 +18,13 @@ NOISE_QUANTILE = 0.99  # background noise fits are at least as uncertain as this
 DIFFUSIVITY_MAPS = ("std", "std_intrinsic", "std_parameter", "md_std")
 
 
-def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray, top: float | None = None) -> np.ndarray:
+def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray, top: float | None = None,
+               present: np.ndarray | None = None) -> np.ndarray:
     """The map `std` with the output voxels of low-res `noise` voxels (background noise fits, `dmri.dti.noise_fits`)
     raised to at least `top`, by default the NOISE_QUANTILE of the map over the rest of the support (the top of a
     display's colour scale): no output there means anything, and at the edge floor they had still read below the
-    brain's median (review 41b)."""
-    present = np.any(tensor != 0, axis=-1)
+    brain's median (review 41b). `present`: the output's non-zero voxels, where the caller has them."""
+    present = np.any(tensor != 0, axis=-1) if present is None else present
     flagged = grid.repeat_blocks(noise, f)[: std.shape[0], : std.shape[1], : std.shape[2]] & present
     rest = present & ~flagged
     if not flagged.any() or not rest.any():
@@ -33,32 +34,36 @@ def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray, top: f
     return out
 
 
-def edge_floor(present: np.ndarray, std: np.ndarray, f) -> float:
-    """The higher upper quartile (EDGE_QUANTILE) of `std` in the support's two outer bands, EDGE_DEPTH low-res voxels
-    each: the brain's edge lies in the first with a mask, in the second with a generous support (a brain estimated
-    without a mask keeps a ring of background fits, where a forest's std is low)."""
+def edge_bands(present: np.ndarray, f) -> list:
+    """The support's two outer bands, EDGE_DEPTH low-res voxels each: the brain's edge lies in the first with a mask, in
+    the second with a generous support (a brain estimated without a mask keeps a ring of background fits, where a
+    forest's std is low)."""
     fx, fy, fz = grid.factors(f)
-    floor, inner = 0.0, present
+    bands, inner = [], present
     for _ in range(2):
         core = grid.repeat_blocks(ndimage.binary_erosion(inner[::fx, ::fy, ::fz], iterations=EDGE_DEPTH), (fx, fy, fz))
-        band = inner & ~core
-        if band.any():
-            floor = max(floor, float(np.quantile(std[band], EDGE_QUANTILE)))
+        bands.append(inner & ~core)
         inner = inner & core
-    return floor
+    return bands
+
+
+def edge_floor(bands: list, std: np.ndarray) -> float:
+    """The higher upper quartile (EDGE_QUANTILE) of `std` in the `edge_bands`."""
+    return max([float(np.quantile(std[b], EDGE_QUANTILE)) for b in bands if b.any()], default=0.0)
 
 
 def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f, distance: np.ndarray | None = None,
-                     by_distance: bool = True) -> np.ndarray:
+                     by_distance: bool = True, bands: list | None = None) -> np.ndarray:
     """The map `std` with every non-physical output voxel (a negative eigenvalue) raised to at least the upper
-    quartile of the map in the support's edge band and, with `by_distance` (a map in the tensor's units), to the voxel's
-    distance to a physical tensor (`distance`, computed when not given): the reference is physical, and where such
-    voxels fall inside the brain their error is several times the edge's (docs/measurements.md, Uncertainty by style)."""
+    quartile of the map in the support's edge bands (`edge_floor`) and, with `by_distance` (a map in the tensor's
+    units), to the voxel's distance to a physical tensor (`distance`, computed when not given): the reference is
+    physical, and where such voxels fall inside the brain their error is several times the edge's
+    (docs/measurements.md, Uncertainty by style). `bands`: `edge_bands` of the output, where the caller has them."""
     distance = tensors.distance_to_physical(tensor) if distance is None else distance
     bad = distance > 0
     if not bad.any():
         return std
-    floor = edge_floor(np.any(tensor != 0, axis=-1), std, f)
+    floor = edge_floor(edge_bands(np.any(tensor != 0, axis=-1), f) if bands is None else bands, std)
     out = np.array(std, copy=True)
     out[bad] = np.maximum(out[bad], np.maximum(distance[bad], floor) if by_distance else floor)
     return out
@@ -68,12 +73,17 @@ def flag_maps(tensor: np.ndarray, maps: dict, f, noise: np.ndarray | None = None
     """Every uncertainty map of a prediction flagged: non-physical voxels (`flag_nonphysical`; the diffusivity maps
     also by the voxel's distance to a physical tensor) and, with `noise` (low-res voxels), the noise fits
     (`flag_noise`; the direction map at RANDOM_AXIS_DEGREES, a direction no draw determines)."""
-    distance = tensors.distance_to_physical(tensor)
+    if not maps:
+        return {}
+    present = np.any(tensor != 0, axis=-1)
+    # one eigen-decomposition of the output for every map (none for the direction map alone)
+    distance = tensors.distance_to_physical(tensor) if set(maps) - {"direction"} else None
+    bands = edge_bands(present, f) if distance is not None and (distance > 0).any() else None
     out = {}
     for key, m in maps.items():
         if key != "direction":
-            m = flag_nonphysical(tensor, m, f, distance, by_distance=key in DIFFUSIVITY_MAPS)
+            m = flag_nonphysical(tensor, m, f, distance, by_distance=key in DIFFUSIVITY_MAPS, bands=bands)
         if noise is not None:
-            m = flag_noise(tensor, m, f, noise, RANDOM_AXIS_DEGREES if key == "direction" else None)
+            m = flag_noise(tensor, m, f, noise, RANDOM_AXIS_DEGREES if key == "direction" else None, present)
         out[key] = m
     return out

@@ -110,9 +110,11 @@ def test_nonphysical_voxels_are_flagged_at_least_as_uncertain_as_the_edge():
     np.testing.assert_array_equal(out[unchanged], std[unchanged])
 
 
-def test_every_map_flags_a_nonphysical_voxel():
+def test_every_map_but_the_direction_flags_a_nonphysical_voxel():
     """The MD and FA SD maps (and the SD's two parts) raise a non-physical voxel too, each to its own edge band's level;
-    the diffusivity maps also to its distance to a physical tensor, the FA SD (unitless) not."""
+    the diffusivity maps also to its distance to a physical tensor, the FA SD (unitless) not: its edge level here is
+    below that distance, so a distance floor would show. The direction map is drawn from the raised SD instead
+    (methods/base.py), and a map that is zero everywhere (one Monte Carlo sample's parameter SD) stays zero."""
     from ImageQualityTransferLib.core.tensors import distance_to_physical
     from ImageQualityTransferLib.methods.flags import flag_maps
 
@@ -123,12 +125,15 @@ def test_every_map_flags_a_nonphysical_voxel():
     deep = np.zeros_like(present)
     deep[8:24, 8:24, 8:24] = True
     edge = present & ~deep
-    maps = {"md_std": np.where(edge, 3e-6, np.where(deep, 1e-6, 0.0)), "fa_std": np.where(edge, 0.3, np.where(deep, 0.1, 0.0)),
-            "direction": np.where(present, 10.0, 0.0)}
+    maps = {"md_std": np.where(edge, 3e-6, np.where(deep, 1e-6, 0.0)), "fa_std": np.where(edge, 3e-6, np.where(deep, 1e-6, 0.0)),
+            "direction": np.where(present, 10.0, 0.0), "std_parameter": np.zeros(present.shape)}
+    distance = distance_to_physical(t)[16, 16, 16]
+    assert distance > 1e-5  # far above both edge levels
     out = flag_maps(t, maps, 2)
-    assert np.isclose(out["md_std"][16, 16, 16], distance_to_physical(t)[16, 16, 16]) and out["md_std"][16, 16, 16] > 3e-6
-    assert np.isclose(out["fa_std"][16, 16, 16], 0.3)
+    assert np.isclose(out["md_std"][16, 16, 16], distance)
+    assert np.isclose(out["fa_std"][16, 16, 16], 3e-6)
     np.testing.assert_array_equal(out["direction"], maps["direction"])
+    np.testing.assert_array_equal(out["std_parameter"], 0.0)
     for key in ("md_std", "fa_std"):
         keep = np.ones(present.shape, bool)
         keep[16, 16, 16] = False

@@ -185,9 +185,10 @@ class Method:
         if not uncertainty:
             unc = {}
         noise_c = None if noise is None else reo.apply(noise).data
-        unc = flag_maps(tensor, unc, f_c, noise_c)
+        present = np.any(tensor != 0, axis=-1) if unc else None  # the direction map needs the std: one support for both
+        unc = flag_maps(tensor, unc, f_c, noise_c, present)
         if direction and "std" in unc:
-            unc.update(flag_maps(tensor, {"direction": spread(tensor, unc["std"])}, f_c, noise_c))
+            unc.update(flag_maps(tensor, {"direction": spread(tensor, unc["std"])}, f_c, noise_c, present))
         hr_aff = grid.hr_affine(lr_c.affine, f_c)
         out = reo.undo(Volume(tensor.astype(np.float32, copy=False), hr_aff, "tensor",
                               meta={"method": self.name, "factor": grid.record(f),

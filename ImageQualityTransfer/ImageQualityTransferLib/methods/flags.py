@@ -1,7 +1,7 @@
 """Uncertainty raised where an output means nothing, in every map a reader may put on screen: non-physical output
-voxels (a negative eigenvalue) and the background noise fits a brain estimated from the tensors keeps. A map left
-low there calls such voxels certain (reviews 40b and 41b: the noise fits read below the brain's median in every map
-but the tensor SD)."""
+voxels (a negative eigenvalue; every map but the direction's, which is drawn from the raised SD) and the background
+noise fits a brain estimated from the tensors keeps (every map). A map left low there calls such voxels certain
+(reviews 40b and 41b: the noise fits read below the brain's median in every map but the tensor SD)."""
 
 from __future__ import annotations
 
@@ -69,18 +69,24 @@ def flag_nonphysical(tensor: np.ndarray, std: np.ndarray, f, distance: np.ndarra
     return out
 
 
-def flag_maps(tensor: np.ndarray, maps: dict, f, noise: np.ndarray | None = None) -> dict:
+def flag_maps(tensor: np.ndarray, maps: dict, f, noise: np.ndarray | None = None,
+              present: np.ndarray | None = None) -> dict:
     """Every uncertainty map of a prediction flagged: non-physical voxels (`flag_nonphysical`; the diffusivity maps
-    also by the voxel's distance to a physical tensor) and, with `noise` (low-res voxels), the noise fits
-    (`flag_noise`; the direction map at RANDOM_AXIS_DEGREES, a direction no draw determines)."""
+    also by the voxel's distance to a physical tensor; not the direction map) and, with `noise` (low-res voxels), the
+    noise fits (`flag_noise`; the direction map at RANDOM_AXIS_DEGREES, a direction no draw determines). A map that is
+    zero everywhere (the parameter SD of a single Monte Carlo sample) says "no information" and is left so.
+    `present`: the output's non-zero voxels, where the caller has them."""
     if not maps:
         return {}
-    present = np.any(tensor != 0, axis=-1)
+    present = np.any(tensor != 0, axis=-1) if present is None else present
     # one eigen-decomposition of the output for every map (none for the direction map alone)
     distance = tensors.distance_to_physical(tensor) if set(maps) - {"direction"} else None
     bands = edge_bands(present, f) if distance is not None and (distance > 0).any() else None
     out = {}
     for key, m in maps.items():
+        if not np.any(m):
+            out[key] = m
+            continue
         if key != "direction":
             m = flag_nonphysical(tensor, m, f, distance, by_distance=key in DIFFUSIVITY_MAPS, bands=bands)
         if noise is not None:

@@ -75,7 +75,7 @@ process, so that Slicer stays responsive and Cancel stops it.</p>
 comes a <b>fibre direction uncertainty</b> map (degrees): how far the principal direction, which tractography
 follows, may be from the one shown. It is high where anisotropy is low, in grey matter and in lesions that
 destroy fibre organisation: do not trust tracts through such regions. Each map is coloured from 0 to its own
-99th percentile; tick <b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that
+99th percentile (the direction map from 0 to 60°: a direction left to chance sits at its top); tick <b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that
 one colour means one value when comparing methods or scans.</p>
 <p><b>Tensor conventions</b>: outputs keep Slicer's DTI conventions (components in IJK axes, measurement frame =
 IJK to RAS rotation), so SlicerDMRI tractography seeds on them unchanged. The output grid has the voxel size

@@ -55,6 +55,32 @@ def test_report_is_self_contained_and_every_image_decodes(tmp_path):
     assert "<table>" in text and "0.800" in text
 
 
+def test_the_direction_map_is_on_its_fixed_scale_and_the_sd_on_its_own(tmp_path, monkeypatch):
+    """The direction figure's colour bar runs 0-60° whatever the map holds (a random axis's 61° at its top, as in
+    Slicer), the SD figure's to its own 99th percentile: read off the colour bars matplotlib draws."""
+    from matplotlib.figure import Figure
+
+    from ImageQualityTransferLib.core.direction import SHOWN_TOP_DEGREES
+
+    tops = []
+    real = Figure.colorbar
+
+    def record(self, mappable, *args, **kwargs):
+        tops.append(float(mappable.norm.vmax))
+        return real(self, mappable, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "colorbar", record)
+    shape = (12, 14, 10)
+    truth = _field(shape, 0)
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    report.write_report(tmp_path / "r.html", "run", [("cubic", truth)], mask, [1.5, 1.5, 2.0],
+                        np.diag([-1.5, 1.5, 2.0, 1.0]), uncertainty={"cubic": np.full(shape, 2e-5, np.float32)},
+                        direction={"cubic": np.full(shape, 25.0, np.float32)})
+    assert len(tops) == 2
+    assert np.isclose(tops[0], 2e-5 * tensors.SHOWN_UNIT) and tops[1] == SHOWN_TOP_DEGREES
+
+
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")) if p and
                  shutil.os.path.exists(p)), None)
 

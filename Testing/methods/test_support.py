@@ -192,7 +192,9 @@ def test_background_noise_fits_kept_by_an_estimated_brain_are_flagged_uncertain(
     from ImageQualityTransferLib.methods.flags import NOISE_QUANTILE
 
     floor = float(np.quantile(plain.std.data[present & ~noise], NOISE_QUANTILE))  # the top of a display's scale
-    assert (std[noise] >= floor * (1 - 1e-6)).all() and (plain.std.data[noise] < floor).mean() > 0.5
+    # and the flag is not idle: unflagged, a quarter of them (26 % with the phantom's CSF rim, over half before it)
+    # read below the top of the scale
+    assert (std[noise] >= floor * (1 - 1e-6)).all() and (plain.std.data[noise] < floor).mean() > 0.2
     assert np.median(std[noise]) > np.median(std[present & ~noise])  # review 41b: had read below the brain's
     np.testing.assert_array_equal(pred.tensor.data, plain.tensor.data)
     assert np.array_equal(std[~noise], plain.std.data[~noise])

@@ -7,6 +7,7 @@ upsample, evaluate) runs on it unchanged.
 Content, in voxel axes (x = axis 0 left-right, y = axis 1 posterior-anterior, z = axis 2 inferior-superior):
 
 - an ellipsoidal brain with a one-voxel partial-volume edge; outside it the signal is zero plus noise;
+- a CSF-like layer CSF_RIM_MM thick under its surface (the subarachnoid space that brain masks hold);
 - isotropic grey-matter-like tissue (MD about 0.8e-3 mm^2/s, smoothly varying by a few per cent);
 - two CSF-like lateral ventricles (MD 3e-3 mm^2/s, bright b0);
 - white-matter bundles as tubes along smooth curves, each with a prolate tensor along the curve's tangent
@@ -40,6 +41,7 @@ from ..core.volume import Volume
 _REF_SEMI_AXES = np.array([54.0, 62.0, 46.0])
 _FILL = 0.84  # fraction of the half field of view the brain takes along its tightest axis
 
+CSF_RIM_MM = 3.0  # CSF-like layer under the brain's surface (the subarachnoid space), in the phantom's own mm
 MD_GREY = 0.8e-3
 MD_CSF = 3.0e-3
 B0_WEIGHT = {"grey": 1.0, "white": 0.8, "csf": 2.0}
@@ -187,7 +189,9 @@ def _tissue(shape, voxel_mm):
     nvox = flat.shape[0]
 
     f_brain = _ellipsoid_fraction(flat, (0.0, 0.0, 0.0), _REF_SEMI_AXES, width)
-    f_csf = np.zeros(nvox)
+    # the CSF between the cortex and the skull, which real brain masks hold: without it the phantom's edge was grey
+    # matter next to nothing, unlike every brain the learned methods trained on (docs/measurements.md, The phantom)
+    f_csf = 1.0 - _ellipsoid_fraction(flat, (0.0, 0.0, 0.0), _REF_SEMI_AXES - CSF_RIM_MM / scale, width)
     for centre, semi in _VENTRICLES:
         f_csf = np.maximum(f_csf, _ellipsoid_fraction(flat, centre, semi, width))
 

@@ -69,7 +69,7 @@ map where the method has one, and the <b>cubic interpolation</b> it must beat fo
 <p><b>Which method</b>: the learned methods (3D-ESPCN CNNs, random forests IQT-RF / BIQT-RF) beat
 interpolation; pick one that gives an uncertainty to read the overlay; <i>cubic</i> is the baseline.
 CNN methods need PyTorch (installed on request through the PyTorch extension). Every method runs in a separate
-process, so that Slicer stays responsive and Cancel stops it.</p>
+process (a DWI input's tensor fit too), so that Slicer stays responsive and Cancel stops it.</p>
 <p><b>Reading the uncertainty</b>: the overlay is the standard deviation of the predicted tensor, the mean over its
 6 elements, in µm²/ms (1 µm²/ms = 10⁻³ mm²/s: white matter's mean diffusivity is about 0.7). Beside it
 comes a <b>fibre direction uncertainty</b> map (degrees): how far the principal direction, which tractography

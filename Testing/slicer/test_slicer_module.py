@@ -424,6 +424,30 @@ def test_worker_process_matches_in_process(scene, lr_axial):
                                                 cancel=lambda: True)
 
 
+@pytest.mark.slow
+def test_a_dwi_is_fitted_in_the_worker_as_it_is_here(scene):
+    """With a separate process (the module's path for the CNNs) the GUI thread only reads a DWI node; the worker fits
+    it (`processing.fit_dwi`) and gives what the in-process fit gives, the estimated mask's note included, and the fit's
+    progress comes back."""
+    from helpers import dwi_node
+
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    node = dwi_node(scene, make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12))
+    dwi, mask = slicer_processing.input_volumes(node, fit=False)
+    assert dwi.kind == "dwi" and mask is None  # nothing fitted on this side
+    steps = []
+    request = slicer_processing.Request("linear", FACTOR)
+    there = slicer_processing.predict_in_subprocess(dwi, request, python_executable=sys.executable,
+                                                    progress=lambda f, m: steps.append((f, m)))
+    lr, fit_mask = slicer_processing.input_volumes(node)
+    here = slicer_processing.predict_volumes(lr, request, fit_mask)
+    np.testing.assert_allclose(there["tensor"].data, here["tensor"].data, atol=1e-6 * float(np.abs(here["tensor"].data).max()))
+    assert there["tensor"].meta["notes"] == here["tensor"].meta["notes"] and "no mask was chosen" in here["tensor"].meta["notes"][0]
+    fit = [f for f, m in steps if m == "fitting tensors to the diffusion-weighted volume"]
+    assert len(fit) >= 4 and fit == sorted(fit)
+
+
 def test_bad_inputs_say_what_to_do(scene):
     scalar = mrml.add_scalar_node(scene, Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "scalar"), "s")
     with pytest.raises(slicer_processing.IQTError, match="DTI"):

@@ -172,8 +172,8 @@ def save_dwi(vol: Volume, path) -> None:
     bvecs = vol.bvecs @ fsl_flip(vol.affine)
     atomic_write(path, write)
     bval_p, bvec_p = bval_bvec_paths(path)
-    np.savetxt(bval_p, vol.bvals[None], fmt="%g")
-    np.savetxt(bvec_p, bvecs.T, fmt="%.6f")
+    np.savetxt(bval_p, vol.bvals[None], fmt="%.10g")  # enough digits that a DWI read back fits the same tensors
+    np.savetxt(bvec_p, bvecs.T, fmt="%.10g")
 
 
 # ---------------------------------------------------------------- tensors

@@ -128,32 +128,42 @@ def dwi_volume_from_node(node) -> Volume:
     return Volume(data, vol.affine, "dwi", bvals=b, bvecs=g_ijk, meta=vol.meta | {"fitted_from_dwi": True})
 
 
-def input_volumes(input_node, mask_node=None, progress=None, cancel=None) -> tuple[Volume, Volume | None]:
-    """(low-res tensor Volume, mask Volume or None) from the input node (DTI, or DWI fitted here) and mask node."""
-    from ..dmri import dti
-
+def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: bool = True) -> tuple[Volume, Volume | None]:
+    """(low-res tensor Volume, mask Volume or None) from the input node (DTI, or DWI fitted here: `fit_dwi`) and mask
+    node. `fit=False` returns a DWI input unfitted (kind "dwi"), for a separate process to fit (`predict_in_subprocess`),
+    off the GUI thread."""
     mask = mrml.mask_from_node(mask_node) if mask_node is not None else None
     if input_node is not None and input_node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
-        _report(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
         dwi = dwi_volume_from_node(input_node)
-        fit_mask = _check_same_grid(mask, dwi, mask_node) if mask is not None else dti.brain_mask(dwi)
-        with warnings.catch_warnings(record=True) as shells:  # said once as the run's note, not once per slab
-            warnings.simplefilter("always", IQTWarning)
-            dti.check_shells(dwi)
-        lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
-        meta = dict(dwi.meta)
-        meta["input_notes"] = [str(w.message) for w in shells if issubclass(w.category, IQTWarning)]
-        if mask is None:
-            mask = fit_mask
-            meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in a brain mask estimated from the "
-                                       f"b0 (median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which "
-                                       "the output follows; choose a mask to use your own")
-        lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=meta)
-    else:
-        lr = mrml.tensor_volume_from_node(input_node)
+        if mask is not None:
+            mask = _check_same_grid(mask, dwi, mask_node)
+        return fit_dwi(dwi, mask, progress, cancel) if fit else (dwi, mask)
+    lr = mrml.tensor_volume_from_node(input_node)
     if mask is not None:
         mask = _check_same_grid(mask, lr, mask_node)
     return lr, mask
+
+
+def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None) -> tuple[Volume, Volume]:
+    """(tensors fitted to `dwi` in `mask` or, without one, in a brain mask estimated from its b0, that mask): the
+    series' shell warning and the estimated mask said in the tensors' meta["input_notes"], eigenvalues clipped as
+    the engine's readers clip them. Here or in the worker process (slicer/worker.py `--dwi`)."""
+    from ..dmri import dti
+
+    _report(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
+    fit_mask = mask if mask is not None else dti.brain_mask(dwi)
+    with warnings.catch_warnings(record=True) as shells:  # said once as the run's note, not once per slab
+        warnings.simplefilter("always", IQTWarning)
+        dti.check_shells(dwi)
+    lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
+    meta = dict(dwi.meta)
+    meta["input_notes"] = [str(w.message) for w in shells if issubclass(w.category, IQTWarning)]
+    if mask is None:
+        meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in a brain mask estimated from the "
+                                   f"b0 (median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which "
+                                   "the output follows; choose a mask to use your own")
+    lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=meta)
+    return lr, fit_mask
 
 
 def _fit_in_slabs(dwi: Volume, mask: Volume, progress=None, cancel=None, slabs: int = 8) -> Volume:
@@ -411,7 +421,8 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     label = request.make().label  # the method's settings are checked before any work; "+tta" names averaged results
     _check_targets(targets or {}, input_node, mask_node)
     _report(progress, 0.0, "reading the input volume")
-    lr, mask = input_volumes(input_node, mask_node, progress, cancel)
+    # a DWI is fitted in the worker too when there is one: the GUI thread only reads the node
+    lr, mask = input_volumes(input_node, mask_node, progress, cancel, fit=not python_executable)
     _check_cancel(cancel)
     if python_executable:
         results = predict_in_subprocess(lr, request, mask, progress, cancel, python_executable=python_executable)
@@ -453,16 +464,22 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
 def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = None, progress=None, cancel=None,
                           python_executable: str | None = None, workdir=None) -> dict[str, Volume]:
     """`predict_volumes` in a separate Python process running `slicer.worker`: inputs and outputs go through
-    files in a temporary folder, progress comes back as JSON lines on stdout."""
+    files in a temporary folder, progress comes back as JSON lines on stdout. `lr` may be a DWI (kind "dwi",
+    `input_volumes(fit=False)`): the worker fits it first (`fit_dwi`)."""
     from .. import fileio
 
     exe = python_executable or sys.executable
     tmp_ctx = tempfile.TemporaryDirectory(prefix="iqt-") if workdir is None else None
     folder = Path(workdir if workdir is not None else tmp_ctx.name)
     try:
-        fileio.save_tensor(lr, folder / "input.nrrd")
-        args = [exe, "-m", "ImageQualityTransferLib.slicer.worker", "--input", str(folder / "input.nrrd"),
-                "--outdir", str(folder / "out"), *request.worker_args()]
+        if lr.kind == "dwi":
+            source = folder / "input.nii"  # uncompressed: written on the GUI thread
+            fileio.save_dwi(lr, source)
+        else:
+            source = folder / "input.nrrd"
+            fileio.save_tensor(lr, source)
+        args = [exe, "-m", "ImageQualityTransferLib.slicer.worker", "--input", str(source),
+                *(["--dwi"] if lr.kind == "dwi" else []), "--outdir", str(folder / "out"), *request.worker_args()]
         if mask is not None:
             fileio.save_scalar(Volume(mask.data.astype(np.uint8), mask.affine, "scalar"), folder / "mask.nii.gz")
             args += ["--mask", str(folder / "mask.nii.gz")]
@@ -471,7 +488,7 @@ def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = No
         except IQTError as exc:  # the worker names its temporary copies; the user knows the input as the node
             if str(folder) not in str(exc):
                 raise
-            raise IQTError(str(exc).replace(str(folder / "input.nrrd") + ": ", "").replace(str(folder), "")) from None
+            raise IQTError(str(exc).replace(str(source) + ": ", "").replace(str(folder), "")) from None
         results = {}
         for key, entry in summary["outputs"].items():
             path = entry["path"]

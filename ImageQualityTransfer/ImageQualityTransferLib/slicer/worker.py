@@ -1,9 +1,10 @@
 """Runs one method in a separate Python process for the Slicer module (torch methods run here, not in Slicer).
 
-    PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.nrrd [--mask MASK.nii.gz] --method NAME
+    PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.nrrd [--dwi] [--mask MASK.nii.gz] --method NAME
         [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] [--tta] --outdir DIR
 
-Reads the low-res tensor (Slicer NRRD or NIfTI) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
+Reads the low-res tensor (Slicer NRRD or NIfTI; with `--dwi`, a DWI NIfTI with FSL bval/bvec beside it, fitted here
+first, as `processing.fit_dwi` does in Slicer) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
 `uncertainty_<key>.nii.gz` into DIR, and prints JSON lines on stdout:
 
     {"progress": 0.42, "message": "espcn"}
@@ -28,6 +29,7 @@ def _emit(**msg) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="slicer_worker", description=__doc__.splitlines()[0])
     p.add_argument("--input", required=True)
+    p.add_argument("--dwi", action="store_true", help="--input is a DWI series: fit its tensors first")
     p.add_argument("--mask")
     p.add_argument("--method", required=True)
     p.add_argument("--factor", default="2", help="2, or per-axis factors such as 1,1,3")
@@ -42,15 +44,17 @@ def main(argv=None) -> int:
     from .. import fileio
     from ..core import grid
     from ..core.errors import IQTError
-    from .processing import Request, predict_volumes
+    from .processing import Request, fit_dwi, predict_volumes
 
     def progress(fraction, message=None):
         if fraction is not None:
             _emit(progress=round(float(fraction), 4), message=message)
 
     try:
-        lr = fileio.load_tensor(args.input)
+        lr = fileio.load_dwi(args.input) if args.dwi else fileio.load_tensor(args.input)
         mask = fileio.load_mask(args.mask, reference=lr) if args.mask else None
+        if args.dwi:
+            lr, mask = fit_dwi(lr, mask, progress)
         request = Request(args.method, grid.factors(args.factor), args.model, args.samples, args.device, args.interpolate, args.tta)
         results = predict_volumes(lr, request, mask, progress)
         out = Path(args.outdir)

@@ -427,25 +427,37 @@ def test_worker_process_matches_in_process(scene, lr_axial):
 @pytest.mark.slow
 def test_a_dwi_is_fitted_in_the_worker_as_it_is_here(scene):
     """With a separate process (the module's path for the CNNs) the GUI thread only reads a DWI node; the worker fits
-    it (`processing.fit_dwi`) and gives what the in-process fit gives, the estimated mask's note included, and the fit's
-    progress comes back."""
+    it (`processing.fit_dwi`) and gives what the in-process fit gives: the same tensors on exactly the same grid, the
+    same notes (the estimated mask's; a NaN read as no signal, which a file would have been refused for) with no
+    temporary file named, and the fit's progress comes back (review 43b)."""
     from helpers import dwi_node
 
     from ImageQualityTransferLib.dmri.phantom import make_phantom
 
-    node = dwi_node(scene, make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12))
+    dwi = make_phantom(shape=(24, 28, 20), voxel_mm=3.0, n_dirs=12, snr=6)  # noisy: a note that names its input
+    dwi.data[0, 0, 0, 3] = np.nan
+    oblique = np.array([[0.0, 0.0, -1.0], [0.96, 0.28, 0.0], [-0.28, 0.96, 0.0]]) * 4.0  # a non-round origin too
+    dwi = dwi.replace(affine=np.r_[np.c_[oblique, [12.3456789, -98.7654321, 33.3333333]], [[0, 0, 0, 1]]])
+    node = dwi_node(scene, dwi)
     dwi, mask = slicer_processing.input_volumes(node, fit=False)
     assert dwi.kind == "dwi" and mask is None  # nothing fitted on this side
     steps = []
-    request = slicer_processing.Request("linear", FACTOR)
+    request = slicer_processing.Request("rf", FACTOR)  # a learned method: it says the input is noisy
     there = slicer_processing.predict_in_subprocess(dwi, request, python_executable=sys.executable,
                                                     progress=lambda f, m: steps.append((f, m)))
     lr, fit_mask = slicer_processing.input_volumes(node)
     here = slicer_processing.predict_volumes(lr, request, fit_mask)
     np.testing.assert_allclose(there["tensor"].data, here["tensor"].data, atol=1e-6 * float(np.abs(here["tensor"].data).max()))
-    assert there["tensor"].meta["notes"] == here["tensor"].meta["notes"] and "no mask was chosen" in here["tensor"].meta["notes"][0]
+    np.testing.assert_allclose(there["tensor"].affine, here["tensor"].affine, rtol=0, atol=1e-9)  # not float32 NIfTI's 1e-6
+    notes = here["tensor"].meta["notes"]
+    assert there["tensor"].meta["notes"] == notes and not any("/" in n.split(" ")[0] for n in notes)
+    assert notes[0] == "1 NaN/Inf values in the diffusion-weighted volume were read as 0 (no signal)"
+    assert any(n.startswith("no mask was chosen") for n in notes) and any("noisier" in n for n in notes), notes
     fit = [f for f, m in steps if m == "fitting tensors to the diffusion-weighted volume"]
     assert len(fit) >= 4 and fit == sorted(fit)
+    few = dwi_node(scene, dwi.replace(data=dwi.data[..., :6], bvals=dwi.bvals[:6], bvecs=dwi.bvecs[:6]))
+    with pytest.raises(slicer_processing.IQTError, match=r"^only \d+ diffusion-weighted volumes"):  # as in-process
+        slicer_processing.run_on_nodes(scene, few, "cubic", FACTOR, python_executable=sys.executable)
 
 
 def test_bad_inputs_say_what_to_do(scene):

@@ -167,7 +167,7 @@ def fsl_flip(affine) -> np.ndarray:
 
 def save_dwi(vol: Volume, path) -> None:
     def write(tmp):
-        _save_nifti(_nib().Nifti1Image(vol.data.astype(np.float32), vol.affine), tmp)
+        _save_nifti(_nib().Nifti1Image(np.asarray(vol.data, np.float32), vol.affine), tmp)
 
     bvecs = vol.bvecs @ fsl_flip(vol.affine)
     atomic_write(path, write)

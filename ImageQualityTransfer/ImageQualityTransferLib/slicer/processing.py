@@ -104,6 +104,11 @@ def dwi_volume_from_node(node) -> Volume:
         raise IQTError(f"expected a diffusion-weighted volume node, got {got}; load a DWI NRRD (or select a DTI volume)")
     vol = mrml.scalar_volume_from_node(node)
     data = np.asarray(vol.data, dtype=np.float32)
+    notes = []
+    bad = ~np.isfinite(data)
+    if bad.any():  # `iqt fit` refuses them in a file; a node is not edited so easily: no signal, and said
+        data = np.where(bad, np.float32(0), data)
+        notes.append(f"{int(bad.sum())} NaN/Inf values in the diffusion-weighted volume were read as 0 (no signal)")
     if data.ndim != 4:
         raise IQTError(f"node '{node.GetName()}' holds a single volume; a DWI series has one volume per gradient")
     n = data.shape[3]
@@ -125,7 +130,8 @@ def dwi_volume_from_node(node) -> Volume:
     mf3 = mrml._matrix_to_numpy(mf)[:3, :3]
     g_ijk = np.linalg.solve(direction_rotation(vol.affine), mf3 @ g.T).T
     b[~dw] = 0.0
-    return Volume(data, vol.affine, "dwi", bvals=b, bvecs=g_ijk, meta=vol.meta | {"fitted_from_dwi": True})
+    return Volume(data, vol.affine, "dwi", bvals=b, bvecs=g_ijk,
+                  meta=vol.meta | {"fitted_from_dwi": True, "input_notes": notes})
 
 
 def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: bool = True) -> tuple[Volume, Volume | None]:
@@ -137,7 +143,12 @@ def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: b
         dwi = dwi_volume_from_node(input_node)
         if mask is not None:
             mask = _check_same_grid(mask, dwi, mask_node)
-        return fit_dwi(dwi, mask, progress, cancel) if fit else (dwi, mask)
+        if not fit:
+            from ..dmri import dti
+
+            dti.gradient_table(dwi)  # its problems said here, in the in-process words, not about a temporary file
+            return dwi, mask
+        return fit_dwi(dwi, mask, progress, cancel)
     lr = mrml.tensor_volume_from_node(input_node)
     if mask is not None:
         mask = _check_same_grid(mask, lr, mask_node)
@@ -157,7 +168,8 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None)
         dti.check_shells(dwi)
     lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
     meta = dict(dwi.meta)
-    meta["input_notes"] = [str(w.message) for w in shells if issubclass(w.category, IQTWarning)]
+    meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [str(w.message) for w in shells
+                                                                    if issubclass(w.category, IQTWarning)]
     if mask is None:
         meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in a brain mask estimated from the "
                                    f"b0 (median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which "
@@ -485,10 +497,10 @@ def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = No
             args += ["--mask", str(folder / "mask.nii.gz")]
         try:
             summary = _run_worker(args, progress, cancel)
-        except IQTError as exc:  # the worker names its temporary copies; the user knows the input as the node
+        except IQTError as exc:
             if str(folder) not in str(exc):
                 raise
-            raise IQTError(str(exc).replace(str(source) + ": ", "").replace(str(folder), "")) from None
+            raise IQTError(_without_paths(str(exc), folder)) from None
         results = {}
         for key, entry in summary["outputs"].items():
             path = entry["path"]
@@ -497,11 +509,24 @@ def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = No
                 results[key].meta["factor"] = grid.record(request.factor)
             if entry.get("support"):  # nor an estimated support, which the uncertainty legend is scaled by
                 results[key].meta["support"] = entry["support"]
-        results["tensor"].meta["notes"] = list(lr.meta.get("input_notes", [])) + list(summary.get("notes", []))
+        results["tensor"].meta["notes"] = list(lr.meta.get("input_notes", [])) + [
+            _without_paths(n, folder) for n in summary.get("notes", [])]
+        expected = grid.hr_affine(lr.affine, request.factor)
+        for key, vol in results.items():  # a NIfTI input's float32 affine moved the grid by ~1e-6 mm: the exact one
+            if np.allclose(vol.affine, expected, atol=1e-4):
+                results[key] = vol.replace(affine=expected)
         return results
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
+
+
+def _without_paths(text: str, folder: Path) -> str:
+    """`text` without the worker's temporary file names ("/tmp/iqt-x/input.nii: ..."): the user knows the input as
+    the node."""
+    import re
+
+    return re.sub(re.escape(str(folder)) + r"[^\s:]*(: )?", "", text)
 
 
 def _run_worker(args, progress, cancel) -> dict:

@@ -68,6 +68,9 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     _figure(case, predictions, figure, subject.name, factor)
     print(table)
     print(f"wrote {out}/: metrics.md, metrics.json, fa_panels.png, lowres/truth/<method>.nii.gz")
+    if not subject_dir:  # its smooth edge flatters the learned methods (docs/measurements.md, The phantom)
+        print("the phantom is synthetic (smooth tissue, no sulci): this run shows that everything works; for figures on "
+              "a real scan run 'iqt demo --subject DIR' (README, Measured on the dev subjects)")
     return {"rows": rows, "figure": str(figure), "out": str(out)}
 
 

@@ -41,7 +41,7 @@ from ..core.volume import Volume
 _REF_SEMI_AXES = np.array([54.0, 62.0, 46.0])
 _FILL = 0.84  # fraction of the half field of view the brain takes along its tightest axis
 
-CSF_RIM_MM = 3.0  # CSF-like layer under the brain's surface (the subarachnoid space), in the phantom's own mm
+CSF_RIM_MM = 3.0  # CSF-like layer under the brain's surface (the subarachnoid space), in mm of the grid made
 MD_GREY = 0.8e-3
 MD_CSF = 3.0e-3
 B0_WEIGHT = {"grey": 1.0, "white": 0.8, "csf": 2.0}

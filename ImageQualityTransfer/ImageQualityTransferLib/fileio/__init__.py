@@ -15,6 +15,7 @@ from .paths import (
     write_text,
 )
 from .volumes import (
+    as_read,
     bval_bvec_paths,
     load_dwi,
     load_mask,
@@ -29,6 +30,6 @@ from .volumes import (
 
 __all__ = [
     "JSON_SUFFIXES", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "TENSOR_SUFFIXES", "Outputs", "atomic_write", "check_output",
-    "write_json", "write_text", "bval_bvec_paths",
+    "write_json", "write_text", "as_read", "bval_bvec_paths",
     "load_dwi", "load_mask", "load_scalar", "load_tensor", "save_dwi", "save_mask", "save_scalar", "save_tensor", "voxel_size",
 ]

@@ -236,7 +236,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     frame = file_frame(file_order, img.affine)
     if frame is not None:
         data = tensors.rotate(data, frame)
-    meta = {"path": str(path), "order": file_order}
+    meta = {"path": str(path), "order": file_order, "five_d": len(shape) == 5}
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made
@@ -284,11 +284,22 @@ def _warn_if_dipy_frame(img, path) -> None:
                   "frame: add --tensor-order dipy, or its fibres come out mirrored left-right", IQTWarning, stacklevel=3)
 
 
-def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
+def as_read(vol: Volume) -> dict:
+    """The `order` and `five_d` that write a tensor volume back as `load_tensor` read it (a dtifit file as dtifit's,
+    dipy_fit_dti's 5D file as a 5D one; NRRD and this tool's own 5D files as 5D SYMMATRIX)."""
+    order = vol.meta.get("order", "nifti")
+    return {"order": order, "five_d": order == "nifti" or bool(vol.meta.get("five_d"))}
+
+
+def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -> None:
     """Write a tensor volume: 5D NIfTI SYMMATRIX (default), 4D in `order` and its tool's frame (file_frame), or Slicer
-    NRRD by suffix."""
+    NRRD by suffix. `five_d` with order "dipy": the 5D layout of dipy_fit_dti's file, components in its frame."""
     if vol.kind != "tensor":
         raise ValueError("save_tensor needs a tensor volume")
+    if order not in tensors.ORDERS:
+        raise ValueError(f"unknown tensor order {order!r}")
+    if five_d and order not in ("nifti", "dipy"):
+        raise ValueError(f"a {order} tensor file is 4D")
     if _is_nrrd(path):
         from .nrrd import save_tensor_nrrd
 
@@ -300,8 +311,10 @@ def save_tensor(vol: Volume, path, order: str = "nifti") -> None:
             img.header.set_intent("symmetric matrix", (), name=OWN_INTENT)
         else:
             frame = file_frame(order, vol.affine)
-            data = vol.data if frame is None else tensors.rotate(vol.data, np.linalg.inv(frame))
-            img = _nib().Nifti1Image(tensors.to_order(data, order).astype(np.float32), vol.affine)
+            data = tensors.to_order(vol.data if frame is None else tensors.rotate(vol.data, np.linalg.inv(frame)), order)
+            img = _nib().Nifti1Image((data[:, :, :, None, :] if five_d else data).astype(np.float32), vol.affine)
+            if five_d:  # as dipy_fit_dti --nifti_tensor writes it; not this tool's intent name, so read back with its warning
+                img.header.set_intent("symmetric matrix", ())
         img.header.set_xyzt_units("mm")
         descrip = made_by(vol.meta, vol.affine)
         if descrip:

@@ -62,6 +62,39 @@ def add_tensor_order(sp) -> None:
                          "write it)")
 
 
+def add_output_order(sp) -> None:
+    sp.add_argument("--output-order", default="input", choices=["input", *ORDERS],
+                    help="how to write the high-res tensors: input (default: as the input was read, so that a dtifit, "
+                         "dwi2tensor or dipy file comes back in its tool's order and frame, a 5D or NRRD one as 5D or "
+                         "NRRD), or one of the --tensor-order names (nifti: 5D SYMMATRIX in voxel axes)")
+
+
+def output_order(args, lr, out) -> dict:
+    """`save_tensor`'s order and layout for `--output-order` (fileio.as_read for "input"); a NRRD output keeps its own."""
+    from ...fileio.paths import NRRD_SUFFIXES
+
+    if str(out).lower().endswith(NRRD_SUFFIXES):
+        if args.output_order not in ("input", "nifti"):
+            raise IQTError(f"{out}: a Slicer NRRD holds its own element order and measurement frame; leave "
+                           f"--output-order {args.output_order} out or write .nii.gz")
+        return {"order": "nifti", "five_d": True}
+    if args.output_order == "input":
+        from ...fileio import as_read
+
+        return as_read(lr)
+    return {"order": args.output_order, "five_d": args.output_order == "nifti"}
+
+
+def order_words(order: dict) -> str:
+    """How a written tensor file is laid out, for the line that names it ("" for this tool's own 5D)."""
+    if order["order"] == "nifti":
+        return ""
+    tool = {"fsl": "dtifit's 4D order, FSL's frame", "mrtrix": "dwi2tensor's 4D order, scanner frame",
+            "dipy": ("dipy_fit_dti's 5D layout" if order["five_d"] else "dipy's 4D lower_triangular order")
+            + ", FSL's frame"}[order["order"]]
+    return f"; {tool}: read it with --tensor-order {order['order']}"
+
+
 def add_dwi(sp) -> None:
     sp.add_argument("dwi", help="4D DWI NIfTI")
     sp.add_argument("--bval", help="FSL b-values (default: beside the DWI)")

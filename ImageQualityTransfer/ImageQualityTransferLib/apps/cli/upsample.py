@@ -30,6 +30,7 @@ def add_parsers(sub) -> None:
                          "<name>_propagation.json)")
     options.add_propagation(sp, defaults=False)
     options.add_tensor_order(sp)
+    options.add_output_order(sp)
     sp.set_defaults(func=run)
 
 
@@ -112,15 +113,17 @@ def run(args):
         lr = fileio.load_tensor(args.input, args.tensor_order)
     else:
         print(options.voxel_size_line(f, lr.voxel_size))
+    written = options.output_order(args, lr, out)
     seeds = options.load_seeds(args) if args.propagate else None
     pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                            direction=bool(unc_out))
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
-    fileio.save_tensor(pred.tensor, out)
+    fileio.save_tensor(pred.tensor, out, **written)
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
     used = pred.tensor.meta.get("model_for")
-    print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "") + ")")
+    print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
+          + options.order_words(written) + ")")
     if unc_out:
         print("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None

@@ -1,0 +1,79 @@
+"""`iqt upsample --output-order`: a tensor file another tool wrote comes back in that tool's order, frame and layout."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.core import tensors
+
+# An oblique grid with a positive determinant: FSL's and dipy's frame flips x there, MRtrix's is turned from the voxel
+# axes, so a file written back in the voxel axes (or in another tool's order) differs from the one read.
+C, S = np.cos(np.radians(20.0)), np.sin(np.radians(20.0))
+AFFINE = np.array([[2.0 * C, -2.0 * S, 0, -20], [2.0 * S, 2.0 * C, 0, -30], [0, 0, 2.5, -10], [0, 0, 0, 1]])
+LOWER = np.array([0.9e-3, 0.2e-3, 0.7e-3, -0.1e-3, 0.05e-3, 0.5e-3])  # one tensor's Dxx Dxy Dyy Dxz Dyz Dzz
+
+LAYOUTS = {  # --tensor-order, the file's shape after the grid
+    "fsl": ("fsl", (6,)), "mrtrix": ("mrtrix", (6,)), "dipy-4d": ("dipy", (6,)), "dipy-5d": ("dipy", (1, 6)),
+}
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_a_tools_file_comes_back_in_its_own_order_frame_and_layout(tmp_path, capsys, layout):
+    """A constant field (cubic reproduces it exactly) written as each tool writes it: the output file holds the very
+    numbers the input held, in every voxel, so order, frame and layout came back as read; `--output-order nifti`
+    gives this tool's 5D file with the same tensors."""
+    order, tail = LAYOUTS[layout]
+    raw = tensors.to_order(LOWER, order)  # as the file holds it
+    path = tmp_path / "dt.nii.gz"
+    nib.save(nib.Nifti1Image(np.broadcast_to(raw.reshape((1, 1, 1) + (1,) * (len(tail) - 1) + (6,)),
+                                             (6, 7, 5) + tail).astype(np.float32), AFFINE), path)
+    before = path.read_bytes()
+    code, out, err = run_cli(capsys, "upsample", path, "--tensor-order", order, "-o", tmp_path / "up.nii.gz",
+                             "--method", "cubic")
+    assert code == 0, err
+    assert f"read it with --tensor-order {order}" in out
+    img = nib.load(tmp_path / "up.nii.gz")
+    assert img.shape == (12, 14, 10) + tail
+    np.testing.assert_allclose(np.asarray(img.dataobj).reshape(-1, 6), np.broadcast_to(raw, (12 * 14 * 10, 6)),
+                               rtol=1e-5, atol=1e-12)
+    assert path.read_bytes() == before
+    code, out, err = run_cli(capsys, "upsample", path, "--tensor-order", order, "-o", tmp_path / "own.nii.gz",
+                             "--method", "cubic", "--output-order", "nifti")
+    assert code == 0, err
+    assert "--tensor-order" not in out
+    own = fileio.load_tensor(tmp_path / "own.nii.gz")
+    assert nib.load(tmp_path / "own.nii.gz").shape == (12, 14, 10, 1, 6)
+    np.testing.assert_allclose(fileio.load_tensor(tmp_path / "up.nii.gz", order).data, own.data, rtol=1e-5, atol=1e-12)
+    assert np.abs(own.data[0, 0, 0] - LOWER).max() > 1e-5  # the voxel axes are not this grid's tool frame
+
+
+def test_another_order_on_request_and_a_nrrd_output_keeps_its_own(tmp_path, capsys):
+    """A dtifit file written back in MRtrix's order on request; an order asked of a NRRD output is refused in one line
+    with nothing written (its format fixes the order), and a NRRD output without one is Slicer's."""
+    path = tmp_path / "dt.nii.gz"
+    raw = np.broadcast_to(tensors.to_order(LOWER, "fsl"), (6, 7, 5, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(raw, AFFINE), path)
+    code, out, err = run_cli(capsys, "upsample", path, "--tensor-order", "fsl", "-o", tmp_path / "mr.nii.gz",
+                             "--method", "cubic", "--output-order", "mrtrix")
+    assert code == 0 and "read it with --tensor-order mrtrix" in out, err
+    a = fileio.load_tensor(tmp_path / "mr.nii.gz", "mrtrix").data
+    b = fileio.load_tensor(path, "fsl").data[0, 0, 0]
+    np.testing.assert_allclose(a.reshape(-1, 6), np.broadcast_to(b, (a.size // 6, 6)), rtol=1e-5, atol=1e-12)
+    code, out, err = run_cli(capsys, "upsample", path, "--tensor-order", "fsl", "-o", tmp_path / "up.nrrd",
+                             "--method", "cubic", "--output-order", "fsl")
+    lines = [line for line in err.splitlines() if line]
+    assert code == 2 and len(lines) == 1 and "--output-order fsl" in lines[0] and "NRRD" in lines[0], err
+    assert not list(tmp_path.glob("up*"))
+    code, out, err = run_cli(capsys, "upsample", path, "--tensor-order", "fsl", "-o", tmp_path / "up.nrrd",
+                             "--method", "cubic")
+    assert code == 0, err
+    np.testing.assert_allclose(fileio.load_tensor(tmp_path / "up.nrrd").data, fileio.load_tensor(tmp_path / "mr.nii.gz", "mrtrix").data,
+                               rtol=1e-5, atol=1e-12)

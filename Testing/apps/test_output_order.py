@@ -27,24 +27,40 @@ def run_cli(capsys, *args):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_a_tools_file_comes_back_in_its_own_order_frame_and_layout(tmp_path, capsys, layout):
-    """A constant field (cubic reproduces it exactly) written as each tool writes it: the output file holds the very
-    numbers the input held, in every voxel, so order, frame and layout came back as read; `--output-order nifti`
-    gives this tool's 5D file with the same tensors."""
+    """A constant field with two empty planes (cubic reproduces it exactly, the context beyond filled from the
+    nearest brain voxel) written as each tool writes it: every output voxel holds either the very numbers the input held
+    or zero, so order, frame and layout came back as read; `--maps` gives dtifit's maps of those numbers (V1 in the
+    file's own frame, as dtifit's is), zero where the output is; `--output-order nifti` gives this tool's 5D file with
+    the same tensors."""
     order, tail = LAYOUTS[layout]
     raw = tensors.to_order(LOWER, order)  # as the file holds it
+    field = np.broadcast_to(raw.reshape((1, 1, 1) + (1,) * (len(tail) - 1) + (6,)), (6, 7, 5) + tail).copy()
+    field[:2] = 0  # the support reaches one low-res voxel beyond the tensors: the outer one stays empty
     path = tmp_path / "dt.nii.gz"
-    nib.save(nib.Nifti1Image(np.broadcast_to(raw.reshape((1, 1, 1) + (1,) * (len(tail) - 1) + (6,)),
-                                             (6, 7, 5) + tail).astype(np.float32), AFFINE), path)
+    nib.save(nib.Nifti1Image(field.astype(np.float32), AFFINE), path)
     before = path.read_bytes()
     code, out, err = run_cli(capsys, "upsample", path, "--tensor-order", order, "-o", tmp_path / "up.nii.gz",
-                             "--method", "cubic")
+                             "--method", "cubic", "--maps")
     assert code == 0, err
     assert f"read it with --tensor-order {order}" in out
     img = nib.load(tmp_path / "up.nii.gz")
     assert img.shape == (12, 14, 10) + tail
-    np.testing.assert_allclose(np.asarray(img.dataobj).reshape(-1, 6), np.broadcast_to(raw, (12 * 14 * 10, 6)),
-                               rtol=1e-5, atol=1e-12)
+    got = np.asarray(img.dataobj).reshape(12, 14, 10, 6)
+    inside = np.any(got != 0, axis=-1)
+    assert inside[2:].all() and not inside[:2].any()
+    np.testing.assert_allclose(got[inside], np.broadcast_to(raw, (inside.sum(), 6)), rtol=1e-5, atol=1e-12)
     assert path.read_bytes() == before
+    # dtifit's maps of the file's own numbers
+    from dipy.reconst.dti import fractional_anisotropy
+
+    w, v = np.linalg.eigh(tensors.to_matrix(LOWER))  # the file's own numbers, in its own frame
+    maps = {k: np.asarray(nib.load(tmp_path / f"up_{k}.nii.gz").dataobj) for k in ("FA", "MD", "L1", "L2", "L3", "V1")}
+    expect = {"FA": fractional_anisotropy(w), "MD": w.mean(), "L1": w[2], "L2": w[1], "L3": w[0]}
+    for k, value in expect.items():
+        assert np.all(maps[k][~inside] == 0), k
+        np.testing.assert_allclose(maps[k][inside], value, rtol=1e-4, err_msg=k)
+    assert maps["V1"].shape == (12, 14, 10, 3) and np.all(maps["V1"][~inside] == 0)
+    np.testing.assert_allclose(np.abs(maps["V1"][inside] @ v[:, 2]), 1.0, atol=1e-5)
     code, out, err = run_cli(capsys, "upsample", path, "--tensor-order", order, "-o", tmp_path / "own.nii.gz",
                              "--method", "cubic", "--output-order", "nifti")
     assert code == 0, err
@@ -52,7 +68,7 @@ def test_a_tools_file_comes_back_in_its_own_order_frame_and_layout(tmp_path, cap
     own = fileio.load_tensor(tmp_path / "own.nii.gz")
     assert nib.load(tmp_path / "own.nii.gz").shape == (12, 14, 10, 1, 6)
     np.testing.assert_allclose(fileio.load_tensor(tmp_path / "up.nii.gz", order).data, own.data, rtol=1e-5, atol=1e-12)
-    assert np.abs(own.data[0, 0, 0] - LOWER).max() > 1e-5  # the voxel axes are not this grid's tool frame
+    assert np.abs(own.data[inside][0] - LOWER).max() > 1e-5  # the voxel axes are not this grid's tool frame
 
 
 def test_another_order_on_request_and_a_nrrd_output_keeps_its_own(tmp_path, capsys):

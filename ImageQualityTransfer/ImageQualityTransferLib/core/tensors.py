@@ -206,6 +206,25 @@ def color_fa(t: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(rgb), 0.0, 1.0)
 
 
+DTIFIT_MAPS = ("FA", "MD", "L1", "L2", "L3", "V1")  # what FSL's dtifit writes of a tensor, by its names
+
+
+def dtifit_maps(t: np.ndarray) -> dict[str, np.ndarray]:
+    """The scalar and vector maps dtifit writes, from (X,Y,Z,6) tensors: FA (clipped to [0,1]), MD and the
+    eigenvalues L1 >= L2 >= L3 (the tensor's unit), V1 the principal eigenvector (X,Y,Z,3) in the tensors' frame;
+    every map zero where the tensor is (outside the support), float32."""
+    t = np.asarray(t)
+    present = np.any(t != 0, axis=-1)
+    out = {k: np.zeros(t.shape[:-1] + ((3,) if k == "V1" else ()), np.float32) for k in DTIFIT_MAPS}
+    w, v = eig(t[present])
+    out["FA"][present] = fa_from_evals(w)
+    out["MD"][present] = w.mean(axis=-1)
+    for k in range(3):
+        out[f"L{k + 1}"][present] = w[:, k]
+    out["V1"][present] = v[:, :, 0]
+    return out
+
+
 def rebuild(w: np.ndarray, v: np.ndarray) -> np.ndarray:
     """(...,6) from eigenvalues w (...,3) and eigenvectors v (...,3,3)."""
     return from_matrix(np.einsum("...ik,...k,...jk->...ij", v, w, v))

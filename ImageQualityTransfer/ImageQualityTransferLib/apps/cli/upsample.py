@@ -31,6 +31,10 @@ def add_parsers(sub) -> None:
     options.add_propagation(sp, defaults=False)
     options.add_tensor_order(sp)
     options.add_output_order(sp)
+    sp.add_argument("--maps", action="store_true",
+                    help="also write dtifit's maps of the output beside it: NAME_FA, NAME_MD, NAME_L1, NAME_L2, NAME_L3 "
+                         "(mm^2/s) and NAME_V1 (the principal eigenvector, 3 volumes, in the output file's frame: "
+                         "FSL's for a dtifit file), zero outside the brain")
     sp.set_defaults(func=run)
 
 
@@ -41,6 +45,31 @@ def stem(path: Path) -> str:
         if name.lower().endswith(suf):
             return name[: -len(suf)]
     return path.stem
+
+
+def maps_paths(out: Path) -> dict[str, Path]:
+    """Where `--maps` writes: NAME_FA.nii.gz ... beside the output, in its NIfTI suffix (.nii.gz beside a NRRD)."""
+    from ...core.tensors import DTIFIT_MAPS
+
+    s = stem(out)
+    suffix = out.name[len(s):]
+    suffix = suffix if suffix.lower() in (".nii", ".nii.gz") else ".nii.gz"
+    return {key: out.with_name(f"{s}_{key}{suffix}") for key in DTIFIT_MAPS}
+
+
+def write_maps(tensor, paths: dict, order: str, label: str) -> None:
+    """dtifit's maps of the written tensors, V1 in the written file's frame (fileio.volumes.file_frame)."""
+    import numpy as np
+
+    from ... import fileio
+    from ...core import tensors
+    from ...core.volume import Volume
+    from ...fileio.volumes import file_frame
+
+    frame = file_frame(order, tensor.affine)
+    data = tensor.data if frame is None else tensors.rotate(tensor.data, np.linalg.inv(frame))
+    for key, values in tensors.dtifit_maps(data).items():
+        fileio.save_scalar(Volume(values, tensor.affine), paths[key], f"iqt {label} {key}")
 
 
 def _check_samples(args, cls) -> None:
@@ -97,6 +126,7 @@ def run(args):
         for key in method.map_names():  # the total std at the given path, the other maps beside it
             path = unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}")
             unc_paths[key] = plan.add(path, what=f"{key} map")
+    map_paths = {key: plan.add(path, what=f"{key} map") for key, path in maps_paths(out).items()} if args.maps else {}
     if args.propagate:
         prop_paths = propagation.output_paths(out.parent, stem(out) + "_")
         for key, path in prop_paths.items():
@@ -119,11 +149,15 @@ def run(args):
                                            direction=bool(unc_out))
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     fileio.save_tensor(pred.tensor, out, **written)
+    if map_paths:
+        write_maps(pred.tensor, map_paths, written["order"], method.label)
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
     used = pred.tensor.meta.get("model_for")
     print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
           + options.order_words(written) + ")")
+    if map_paths:
+        print(f"wrote {', '.join(p.name for p in map_paths.values())} beside it (dtifit's maps; V1 in the output's frame)")
     if unc_out:
         print("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None

@@ -1,5 +1,7 @@
 """`iqt upsample --output-order`: a tensor file another tool wrote comes back in that tool's order, frame and layout."""
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -93,3 +95,34 @@ def test_another_order_on_request_and_a_nrrd_output_keeps_its_own(tmp_path, caps
     assert code == 0, err
     np.testing.assert_allclose(fileio.load_tensor(tmp_path / "up.nrrd").data, fileio.load_tensor(tmp_path / "mr.nii.gz", "mrtrix").data,
                                rtol=1e-5, atol=1e-12)
+
+
+def test_a_tools_output_is_scored_against_the_5d_reference_as_the_5d_output_is(tmp_path, capsys):
+    """`iqt evaluate --tensor-order fsl` reads a dtifit-order prediction; the 'iqt fit' reference beside it is 5D and
+    is read in its own order, not in FSL's frame, which on a positive-determinant grid mirrored it (review 44a: 47
+    degrees off); a 4D reference is still read with the prediction's order."""
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(24, 26, 20), voxel_mm=4.0, n_dirs=12)
+    dwi = dwi.replace(affine=np.diag([4.0, 4.0, 4.0, 1.0]))  # RAS storage: FSL's frame flips x
+    fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
+    run = lambda *a: run_cli(capsys, *a)  # noqa: E731
+    assert run("fit", tmp_path / "dwi.nii.gz", "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    assert run("degrade", tmp_path / "dwi.nii.gz", "--style", "fsl", "-o", tmp_path / "lr.nii.gz")[0] == 0
+    for name, extra in (("up", ()), ("up5", ("--output-order", "nifti"))):
+        code, _, err = run("upsample", tmp_path / "lr.nii.gz", "--tensor-order", "fsl", "-o", tmp_path / f"{name}.nii.gz",
+                           "--method", "cubic", *extra)
+        assert code == 0, err
+    scores = {}
+    for name, pred, order in (("own", "up5", "nifti"), ("fsl", "up", "fsl")):
+        code, _, err = run("evaluate", "--pred", tmp_path / f"{pred}.nii.gz", "--tensor-order", order, "--truth",
+                           tmp_path / "hr.nii.gz", "--mask", tmp_path / "mask.nii.gz", "--json", tmp_path / f"{name}.json")
+        assert code == 0 and "warning" not in err, err
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert scores["fsl"] == scores["own"]
+    hr = fileio.load_tensor(tmp_path / "hr.nii.gz")
+    fileio.save_tensor(hr, tmp_path / "hr_fsl.nii.gz", "fsl")
+    code, _, err = run("evaluate", "--pred", tmp_path / "up.nii.gz", "--tensor-order", "fsl", "--truth",
+                       tmp_path / "hr_fsl.nii.gz", "--mask", tmp_path / "mask.nii.gz", "--json", tmp_path / "both.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "both.json").read_text()) == scores["own"]

@@ -25,10 +25,25 @@ def add_parsers(sub) -> None:
     sp.add_argument("--bvec")
     options.add_tensor_order(sp)
     sp.add_argument("--truth-order", choices=list(ORDERS),
-                    help="the reference's order and frame where it differs from the prediction's --tensor-order (e.g. "
-                         "an 'iqt upsample' output scored against a dtifit reference: --truth-order fsl)")
+                    help="the reference's order and frame (e.g. an 'iqt upsample' 5D output scored against a dtifit "
+                         "reference: --truth-order fsl); without it a 4D reference is read as --tensor-order reads the "
+                         "prediction, a 5D or NRRD one in the order its format fixes")
     sp.add_argument("--json", help="also write the metrics as JSON")
     sp.set_defaults(func=run)
+
+
+def _truth_order(path, tensor_order: str) -> str:
+    """The reference's order where --truth-order is not given: a 4D six-volume file is read as the prediction is
+    (--tensor-order: one flag for two files of one tool); a 5D or NRRD file in the order its format fixes, since an
+    'iqt upsample' output read with --tensor-order dipy|fsl|mrtrix is scored against 'iqt fit''s 5D reference (read
+    in that order, the reference came out mirrored and was scored 47 degrees off: review 44a)."""
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception:  # noqa: BLE001 - a NRRD, or not a file this reads: load_tensor says which
+        return "nifti"
+    return tensor_order if len(shape) == 4 else "nifti"
 
 
 def run(args):
@@ -45,9 +60,13 @@ def run(args):
     plan.check()
     pred = fileio.load_tensor(args.pred, args.tensor_order)
     try:
-        truth = fileio.load_tensor(args.truth, args.truth_order or args.tensor_order)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", IQTWarning)
+            truth = fileio.load_tensor(args.truth, args.truth_order or _truth_order(args.truth, args.tensor_order))
     except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)
         raise IQTError(str(exc).replace("--tensor-order", "--truth-order")) from None
+    for w in said:
+        warnings.warn(str(w.message).replace("--tensor-order", "--truth-order"), w.category, stacklevel=2)
     made = pred.meta.get("made_at")
     if f is None:
         f, source = (made, "as the prediction's header records") if made else (grid.factors(2), "the default")

@@ -122,3 +122,25 @@ def test_positive_definiteness_is_judged_on_the_tissue_like_voxels():
     tensors.check_scale(t)
     with pytest.raises(IQTError, match="positive definite"):
         tensors.check_scale(tensors.from_order(t, "mrtrix"))
+
+
+def test_dtifit_maps_match_the_eigen_decomposition_and_are_zero_where_the_tensor_is():
+    """FA, MD, L1-L3 and V1 in closed form, in chunks: LAPACK's values over more than one chunk (250,000 tensors, a
+    non-physical one among them), V1 up to sign wherever L1 exceeds L2 by 0.1 %, and every map zero at a zero tensor."""
+    t = random_spd(250_000, seed=3).reshape(500, 500, 1, 6)
+    t[0, 0, 0] = tensors.from_matrix(np.diag([1e-3, 2e-4, -1e-4]))
+    t[1:3, 5] = 0
+    maps = tensors.dtifit_maps(t)
+    w, v = tensors.eig(t.astype(np.float64))
+    present = np.any(t != 0, axis=-1)
+    np.testing.assert_allclose(maps["FA"][present], tensors.fa_from_evals(w[present]), atol=1e-6)
+    np.testing.assert_allclose(maps["MD"][present], w[present].mean(-1), rtol=1e-5)
+    for k in range(3):
+        np.testing.assert_allclose(maps[f"L{k + 1}"][present], w[present][:, k], rtol=1e-5, atol=1e-10)
+    with np.errstate(invalid="ignore"):  # 0 / 0 at the zero tensors
+        gap = (w[..., 0] - w[..., 1]) / np.abs(w[..., 0]) > 1e-3
+    dots = np.abs((maps["V1"] * v[..., :, 0]).sum(-1))
+    assert dots[present & gap].min() > 1 - 1e-5
+    assert maps["L3"][0, 0, 0] < 0 and maps["FA"][0, 0, 0] <= 1
+    for k, m in maps.items():
+        assert m.dtype == np.float32 and np.all(m[~present] == 0), k

@@ -57,19 +57,17 @@ def maps_paths(out: Path) -> dict[str, Path]:
     return {key: out.with_name(f"{s}_{key}{suffix}") for key in DTIFIT_MAPS}
 
 
-def write_maps(tensor, paths: dict, order: str, label: str) -> None:
-    """dtifit's maps of the written tensors, V1 in the written file's frame (fileio.volumes.file_frame)."""
+def file_maps(tensor, order: str) -> dict:
+    """dtifit's maps of the tensors as written in `order`, V1 in that file's frame (fileio.volumes.file_frame)."""
     import numpy as np
 
-    from ... import fileio
     from ...core import tensors
     from ...core.volume import Volume
     from ...fileio.volumes import file_frame
 
     frame = file_frame(order, tensor.affine)
     data = tensor.data if frame is None else tensors.rotate(tensor.data, np.linalg.inv(frame))
-    for key, values in tensors.dtifit_maps(data).items():
-        fileio.save_scalar(Volume(values, tensor.affine), paths[key], f"iqt {label} {key}")
+    return {key: Volume(values, tensor.affine) for key, values in tensors.dtifit_maps(data).items()}
 
 
 def _check_samples(args, cls) -> None:
@@ -148,9 +146,10 @@ def run(args):
     pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                            direction=bool(unc_out))
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
+    maps = file_maps(pred.tensor, written["order"]) if map_paths else {}
     fileio.save_tensor(pred.tensor, out, **written)
-    if map_paths:
-        write_maps(pred.tensor, map_paths, written["order"], method.label)
+    for key, vol in maps.items():
+        fileio.save_scalar(vol, map_paths[key], f"iqt {method.label} {key}")
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
     used = pred.tensor.meta.get("model_for")

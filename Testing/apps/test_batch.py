@@ -368,11 +368,23 @@ def test_a_listed_mrtrix_tensor_file_is_read_in_its_order_and_frame(tmp_path):
 
 
 def test_list_subjects_are_named_apart(tmp_path):
-    """A list names each subject after its folder or file; an existing sub- is not doubled, and names that would
-    collide (per-subject dwi/ folders, two sites with the same subject code) take parent folders until they differ."""
-    (tmp_path / "l.txt").write_text("subs/sub-07\nc/P02/dwi\nc/P03/dwi\nsiteA/P01\nsiteB/P01\nx/s1_dti.nii.gz\n")
+    """A list names each subject after its folder, a DTI file after its folder too (after the file only where it has
+    none); an existing sub- is not doubled, and names that would collide (per-subject dwi/ folders, two sites with the
+    same subject code, two files in one folder) take the file's name, then parent folders, until they differ. A
+    subject's name does not change when other lines are added (review 44b: the README's own example list named its
+    subjects sub-dti, sub-dtitensor and sub-tensor, and adding a line renamed sub-P01 to sub-P01dtitensor)."""
+    (tmp_path / "l.txt").write_text("subs/sub-07\nc/P02/dwi\nc/P03/dwi\nsiteA/P01\nsiteB/P01\nx/s1_dti.nii.gz\n"
+                                    "y/a.nii.gz\ny/b.nii.gz\nz.nii.gz\nsubs/sub-08/dti.nii.gz\n")
     items = batch.find_items(tmp_path / "l.txt")
-    assert [i.prefix for i in items] == ["sub-07", "sub-P02dwi", "sub-P03dwi", "sub-siteAP01", "sub-siteBP01", "sub-s1dti"]
+    assert [i.prefix for i in items] == ["sub-07", "sub-P02dwi", "sub-P03dwi", "sub-siteAP01", "sub-siteBP01", "sub-x",
+                                         "sub-ya", "sub-yb", "sub-z", "sub-08"]
+    readme = "P01/dti.nii.gz\nP05/dti_tensor.nii.gz --tensor-order fsl --mask P05/nodif_brain_mask.nii.gz\n" \
+             "P09/tensor.nii.gz --tensor-order mrtrix\n"
+    for lines, names in ((readme, ["sub-P01", "sub-P05", "sub-P09"]), ("P01/dti_tensor.nii.gz\nP07/dti_tensor.nii.gz\n",
+                         ["sub-P01", "sub-P07"]), ("P01/dti_tensor.nii.gz\nP07/dti_tensor.nii.gz\nP04/dti5d.nii.gz\n",
+                         ["sub-P01", "sub-P07", "sub-P04"]), ("P07/dti_tensor.nii.gz\n", ["sub-P07"])):
+        (tmp_path / "m.txt").write_text(lines)
+        assert [i.prefix for i in batch.find_items(tmp_path / "m.txt")] == names
     assert items[1].path == str(tmp_path / "c" / "P02" / "dwi" / "dwi.nii.gz")
     (tmp_path / "same.txt").write_text("a/P01\na/P01\n")  # the same subject twice is still refused
     with pytest.raises(batch.IQTError, match="is listed twice"):
@@ -497,7 +509,7 @@ def test_one_list_for_a_cohort_made_by_several_tools(tmp_path, capsys):
     (tmp_path / "more.txt").write_text("P07/dti_tensor.nii.gz\n")
     batch.run_cohort(batch.find_items(tmp_path / "more.txt"), batch.Settings(method="cubic"), out, progress=False)
     rows = [line.split("\t")[0] for line in (out / "qc.tsv").read_text().splitlines()[1:]]
-    assert sorted(rows) == ["sub-P05", "sub-P06", "sub-dtitensor"]  # one line: named after its file
+    assert sorted(rows) == ["sub-P05", "sub-P06", "sub-P07"]  # one line: named after its folder, as in a longer list
     # a list from another folder into it: refused before any work, the raw link unchanged
     other = tmp_path / "elsewhere"
     other.mkdir()

@@ -86,9 +86,9 @@ def list_items(listfile) -> list[Item]:
     """A text file with one subject folder (dwi.nii.gz, dwi.bval, dwi.bvec inside) or DTI file per line; relative
     paths are read from the list's folder, blank lines and "#" comments are skipped; a line may end in its subject's
     own `--tensor-order ORDER` and `--mask MASK`, so that one list (one run, one derivatives folder) takes a cohort made
-    by several tools. Each subject is named after the folder or file (a "sub-" it already has is not doubled; a file
-    name every listed file shares, as dtifit's dti_tensor, is left out); where two would share a name, after as many
-    parent folders as tell them apart (c/P02/dwi and c/P03/dwi: sub-P02dwi and sub-P03dwi)."""
+    by several tools. Each subject is named after its folder, a DTI file in a folder after that folder, one without a
+    folder after the file (a "sub-" it already has is not doubled); where two would share a name, a file's name joins
+    its folder's, then as many parent folders as tell them apart (c/P02/dwi and c/P03/dwi: sub-P02dwi and sub-P03dwi)."""
     from ...fileio import TENSOR_SUFFIXES
 
     listfile = Path(listfile)
@@ -111,17 +111,22 @@ def list_items(listfile) -> list[Item]:
             entries.append((parts, "dti", str(p), line, opts))
         else:
             entries.append((parts, "dwi", str(p / "dwi.nii.gz"), line, opts))
-    stems = {e[0][-1] for e in entries if e[1] == "dti"}
-    if len(entries) > 1 and len(stems) == 1 and all(e[1] == "dti" and len(e[0]) > 1 for e in entries):
-        entries = [(e[0][:-1], *e[1:]) for e in entries]  # P05/dti_tensor, P06/dti_tensor: sub-P05, sub-P06
+    # a file in a folder is named after its folder (P05/dti_tensor.nii.gz: sub-P05), whatever else the list holds, so
+    # that a subject keeps its name when lines are added or removed (review 44b); the file name comes back only
+    # where two files share a folder, then parent folders where names still collide
+    stemless = [e[1] == "dti" and len(e[0]) > 1 for e in entries]
     depth = [1] * len(entries)
-    while True:  # lengthen the colliding names by a parent folder until they differ (or no folder is left)
-        names = [_list_label(e[0], d) for e, d in zip(entries, depth)]
-        grow = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(entries[i][0])]
+    while True:
+        names = [_list_label(e[0][:-1] if cut else e[0], d) for e, cut, d in zip(entries, stemless, depth)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1]
+        grow = [i for i in clash if stemless[i] or depth[i] < len(entries[i][0])]
         if not grow:
             break
         for i in grow:
-            depth[i] += 1
+            if stemless[i]:
+                stemless[i], depth[i] = False, 2  # its folder and the file name: P05/a, P05/b: sub-P05a, sub-P05b
+            else:
+                depth[i] += 1
     return [Item(sub, f"{sub}/dwi", path, kind, line if not Path(line).is_absolute() else "",
                  os.path.normpath(listfile.parent.absolute()) if not Path(line).is_absolute() else "", **opts)
             for sub, (_, kind, path, line, opts) in zip(names, entries)]

@@ -177,6 +177,34 @@ def test_killed_run_restarts_without_redoing(tmp_path, capsys, cluster):
     assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the whole process group) once the local workers run: exit 130 and one line, no
+    worker traceback (review 44b: each worker printed its own KeyboardInterrupt), no temporary file, no process left."""
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None)
+    out = tmp_path / "deriv"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method", "cubic",
+           "--workers", "1", "--dashboard-address", ":0"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob("sub-*/dwi/*param-tensor_dwimap.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.strip() == "iqt: interrupted; no partial output was left", err
+    assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]
+    time.sleep(1)
+    left = subprocess.run(["ps", "-o", "stat=", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert all(stat.startswith("Z") for stat in left), left  # at most a zombie the session leader's parent reaps
+
+
 def test_list_of_folders_and_dti_files_in_process(tmp_path):
     """A text list (subject folder, DTI file, missing folder) through the same `process`, without Dask."""
     from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti

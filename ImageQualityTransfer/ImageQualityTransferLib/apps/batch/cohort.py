@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -32,12 +33,33 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     # the OS and faults them in again: with it a dev subject took 9-11 s on a worker against 5-6 s without
     # (benchmarks/batch_throughput.py); the one-thread settings (OMP_NUM_THREADS=1 and co.) are kept.
     env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _workers_ignore_ctrl_c():
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
                                dashboard_address=dashboard_address, silence_logs=logging.CRITICAL)
     # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it was a second,
     # differently worded message on stderr (review 41a)
     return Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """SIGINT ignored while the worker processes start, so that they inherit it ignored (Python leaves an inherited
+    SIG_IGN alone): a terminal's Ctrl-C reaches the whole process group, and each worker printed its own
+    KeyboardInterrupt traceback before this process's one line (review 44b). This process still gets it and closes the
+    cluster, which stops the workers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # a Ctrl-C in the second or two the workers take to start is lost (blocking it instead does not carry into the
+    # workers, and Dask's own threads would take it): pressed again, it stops the run
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def _reachable(address: str) -> None:

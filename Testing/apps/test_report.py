@@ -141,6 +141,13 @@ def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path,
                 ["--subject", str(small_subject), "--tensor-order", "fsl"]):
         assert main(["report", "-o", str(tmp_path / "x.html"), *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.html").exists()
+    # read in the wrong order: its one line, and nothing before it (it came after the methods skipped: review 44b)
+    fileio.save_tensor(case.lr, tmp_path / "fsl.nii.gz", order="fsl")
+    assert main(["report", "-o", str(tmp_path / "x.html"), "--input", str(tmp_path / "fsl.nii.gz"), "--tensor-order",
+                 "dipy"]) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and said.err.count("\n") == 1 and "--tensor-order fsl" in said.err, said
+    assert not (tmp_path / "x.html").exists()
 
 
 def test_a_report_of_ones_own_tensors_says_what_reading_them_said(tmp_path, small_subject, capsys):

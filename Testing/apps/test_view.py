@@ -255,7 +255,7 @@ def test_compare_and_change_method(browser, lowres, serve, tmp_path):
     assert r > g, "the IQT view shows no Inferno uncertainty overlay"
 
 
-@pytest.mark.parametrize("case", ["scalar", "order", "mask"])
+@pytest.mark.parametrize("case", ["scalar", "order", "mask", "text", "port"])
 def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
     """The input checks `iqt upsample` runs, before anything is served: one line, exit 2, and the command ends (it
     served a page that said so only in the browser, and never exited: review 40a)."""
@@ -267,13 +267,17 @@ def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
         "scalar": ([tmp_path / "fa.nii.gz"], "not a diffusion tensor volume"),
         "order": ([tmp_path / "fsl.nii.gz", "--tensor-order", "nifti"], "tensor-order"),
         "mask": ([lr, "--mask", tmp_path / "m.nii.gz"], "grid"),
+        "text": ([tmp_path / "list.txt"], "give a .nii or .nii.gz file, or a Slicer .nrrd"),  # review 44b
+        "port": ([lr, "--port", "99999"], "--port 99999: a port is 0-65535"),  # was an internal error (review 44b)
     }[case]
+    (tmp_path / "list.txt").write_text("P01/dti.nii.gz\n")
     fileio.save_scalar(Volume(np.ones((8, 8, 8), np.float32), np.eye(4), "scalar"), tmp_path / "fa.nii.gz")
     fileio.save_scalar(Volume(np.ones((5, 5, 5), np.float32), np.eye(4), "mask"), tmp_path / "m.nii.gz")
     vol = fileio.load_tensor(lr)
     fileio.save_tensor(vol, tmp_path / "fsl.nii.gz", order="fsl")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
-    run = subprocess.run([sys.executable, "-c", IQT, "view", *map(str, args), "--port", "0"], capture_output=True,
+    port = [] if case == "port" else ["--port", "0"]
+    run = subprocess.run([sys.executable, "-c", IQT, "view", *map(str, args), *port], capture_output=True,
                          text=True, timeout=120, env=env)
     err = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(err) == 1 and words in err[0], run.stderr

@@ -254,7 +254,7 @@ def _payload(vol: Volume) -> np.ndarray:
 
 def _write_data(f, arr: np.ndarray, compress: bool, level: int) -> None:
     if compress:
-        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=level, mtime=0) as gz:
+        with gzip.GzipFile(filename="", fileobj=f, mode="wb", compresslevel=level, mtime=0) as gz:  # no temp name inside
             gz.write(memoryview(arr).cast("B"))
     else:
         f.write(memoryview(arr).cast("B"))

@@ -64,7 +64,7 @@ def _is_nrrd(path) -> bool:
     return str(path).lower().endswith(NRRD_SUFFIXES)
 
 
-def _load_nifti(path) -> "nibabel.Nifti1Image":
+def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1Image":
     path = Path(path)
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
@@ -83,7 +83,7 @@ def _load_nifti(path) -> "nibabel.Nifti1Image":
     try:
         return _nib().load(str(path))
     except Exception as exc:  # nibabel raises many types for damaged files
-        raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give a .nii or .nii.gz file") from None
+        raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give {formats}") from None
 
 
 def _data(img, path, dtype=np.float32) -> np.ndarray:
@@ -205,7 +205,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
         return load_tensor_nrrd(path)
     if order not in tensors.ORDERS:
         raise IQTError(f"unknown tensor order {order!r}; use one of {', '.join(tensors.ORDERS)}")
-    img = _load_nifti(path)
+    img = _load_nifti(path, "a .nii or .nii.gz file, or a Slicer .nrrd")  # the formats a tensor volume is read from
     shape = img.shape
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
         if order not in ("nifti", "dipy"):  # reordered, then refused as "not positive definite" (review 40a)

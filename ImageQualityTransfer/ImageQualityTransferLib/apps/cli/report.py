@@ -27,6 +27,8 @@ def add_parsers(sub) -> None:
 
 def run(args):
     from ... import fileio
+    from ...dmri.degrade import lowres_mask
+    from ...methods.inputs import check_tensor_input
     from .. import report
 
     f = options.factors(args)  # None with --voxel-size: the input's voxel size chooses them
@@ -51,6 +53,9 @@ def run(args):
                 f = options.factors(args, lr.voxel_size)
                 print(options.voxel_size_line(f, lr.voxel_size))
             mask = fileio.load_mask(args.mask, lr, f) if args.mask else None
+            # bad input (a wrong --tensor-order, wrong units) gets its one line before any method is chosen or said
+            # skipped (review 44b), as in 'iqt view'
+            check_tensor_input(lr, lowres_mask(mask, lr, f))
         read = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
         path = report.run_input(out, lr, mask, f, method_names=options.method_list(args.methods),
                                 tracts=not args.no_tracts, n_seeds=args.n_seeds, read_notes=read)

@@ -29,6 +29,8 @@ def run(args):
     from ...methods.inputs import check_tensor_input
     from .. import view
 
+    if not 0 <= args.port <= 65535:  # else the socket's OverflowError, an internal error (review 44b)
+        raise IQTError(f"--port {args.port}: a port is 0-65535 (0: any free one)")
     if not Path(args.input).is_file():
         raise IQTError(f"{args.input}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
     if args.mask and not Path(args.mask).is_file():

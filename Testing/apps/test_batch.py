@@ -179,13 +179,14 @@ def test_killed_run_restarts_without_redoing(tmp_path, capsys, cluster):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
-    """A terminal's Ctrl-C (SIGINT to the whole process group) once the local workers run: exit 130 and one line, no
-    worker traceback (review 44b: each worker printed its own KeyboardInterrupt), no temporary file, no process left."""
+    """A terminal's Ctrl-C (SIGINT to the whole process group) while a local worker is busy on a subject: exit 130 and
+    one line, no worker traceback (review 44b: each worker printed its own KeyboardInterrupt), no temporary file, no
+    process left. The Monte Carlo method keeps the worker on the next subject for seconds after the first is done."""
     ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None)
     out = tmp_path / "deriv"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method", "cubic",
-           "--workers", "1", "--dashboard-address", ":0"]
+    cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method",
+           "espcn-hetero-var1", "--uncertainty", "--workers", "1", "--dashboard-address", ":0"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 60
@@ -396,21 +397,26 @@ def test_a_listed_mrtrix_tensor_file_is_read_in_its_order_and_frame(tmp_path):
 
 
 def test_list_subjects_are_named_apart(tmp_path):
-    """A list names each subject after its folder, a DTI file after its folder too (after the file only where it has
-    none); an existing sub- is not doubled, and names that would collide (per-subject dwi/ folders, two sites with the
-    same subject code, two files in one folder) take the file's name, then parent folders, until they differ. A
+    """A list names each subject after its folder (BIDS datatype folders such as dwi/ left out), a DTI file after its
+    folder too (after the file only where it has none); an existing sub- is not doubled, and names that would collide
+    take the file's name where two files share a folder, else parent folders (two sites with the same subject code). A
     subject's name does not change when other lines are added (review 44b: the README's own example list named its
     subjects sub-dti, sub-dtitensor and sub-tensor, and adding a line renamed sub-P01 to sub-P01dtitensor)."""
     (tmp_path / "l.txt").write_text("subs/sub-07\nc/P02/dwi\nc/P03/dwi\nsiteA/P01\nsiteB/P01\nx/s1_dti.nii.gz\n"
                                     "y/a.nii.gz\ny/b.nii.gz\nz.nii.gz\nsubs/sub-08/dti.nii.gz\n")
     items = batch.find_items(tmp_path / "l.txt")
-    assert [i.prefix for i in items] == ["sub-07", "sub-P02dwi", "sub-P03dwi", "sub-siteAP01", "sub-siteBP01", "sub-x",
+    assert [i.prefix for i in items] == ["sub-07", "sub-P02", "sub-P03", "sub-siteAP01", "sub-siteBP01", "sub-x",
                                          "sub-ya", "sub-yb", "sub-z", "sub-08"]
     readme = "P01/dti.nii.gz\nP05/dti_tensor.nii.gz --tensor-order fsl --mask P05/nodif_brain_mask.nii.gz\n" \
              "P09/tensor.nii.gz --tensor-order mrtrix\n"
     for lines, names in ((readme, ["sub-P01", "sub-P05", "sub-P09"]), ("P01/dti_tensor.nii.gz\nP07/dti_tensor.nii.gz\n",
                          ["sub-P01", "sub-P07"]), ("P01/dti_tensor.nii.gz\nP07/dti_tensor.nii.gz\nP04/dti5d.nii.gz\n",
-                         ["sub-P01", "sub-P07", "sub-P04"]), ("P07/dti_tensor.nii.gz\n", ["sub-P07"])):
+                         ["sub-P01", "sub-P07", "sub-P04"]), ("P07/dti_tensor.nii.gz\n", ["sub-P07"]),
+                         # BIDS-like folders, one site's code twice, sessions (review 44c)
+                         ("sub-01/dwi/sub-01_dti.nii.gz\nsub-02/dwi/sub-02_dti.nii.gz\n", ["sub-01", "sub-02"]),
+                         ("siteA/P01/dti.nii.gz\nsiteB/P01/dti.nii.gz\n", ["sub-siteAP01", "sub-siteBP01"]),
+                         ("siteA/P01/dti.nii.gz\nsiteB/P01\n", ["sub-siteAP01", "sub-siteBP01"]),
+                         ("sub-01/ses-1/dwi/x.nii.gz\nsub-01/ses-2/dwi/x.nii.gz\n", ["sub-01ses1", "sub-01ses2"])):
         (tmp_path / "m.txt").write_text(lines)
         assert [i.prefix for i in batch.find_items(tmp_path / "m.txt")] == names
     assert items[1].path == str(tmp_path / "c" / "P02" / "dwi" / "dwi.nii.gz")

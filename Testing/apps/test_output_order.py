@@ -120,9 +120,36 @@ def test_a_tools_output_is_scored_against_the_5d_reference_as_the_5d_output_is(t
         assert code == 0 and "warning" not in err, err
         scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert scores["fsl"] == scores["own"]
+    # dipy_fit_dti's 5D files for both, the prediction read with --tensor-order dipy: the reference in dipy's frame too
+    # (read in voxel axes it was mirrored, 14 degrees off against 4: review 44c)
     hr = fileio.load_tensor(tmp_path / "hr.nii.gz")
+    fileio.save_tensor(hr, tmp_path / "hr_dipy.nii.gz", "dipy", five_d=True)
+    fileio.save_tensor(fileio.load_tensor(tmp_path / "lr.nii.gz", "fsl"), tmp_path / "lr_dipy.nii.gz", "dipy", five_d=True)
+    code, out, err = run("upsample", tmp_path / "lr_dipy.nii.gz", "--tensor-order", "dipy", "-o",
+                         tmp_path / "up_dipy.nii.gz", "--method", "cubic")
+    assert code == 0 and "dipy_fit_dti's 5D layout" in out, err
+    code, _, err = run("evaluate", "--pred", tmp_path / "up_dipy.nii.gz", "--tensor-order", "dipy", "--truth",
+                       tmp_path / "hr_dipy.nii.gz", "--mask", tmp_path / "mask.nii.gz", "--json", tmp_path / "dipy.json")
+    assert code == 0 and "warning" not in err, err
+    assert json.loads((tmp_path / "dipy.json").read_text()) == scores["own"]
     fileio.save_tensor(hr, tmp_path / "hr_fsl.nii.gz", "fsl")
     code, _, err = run("evaluate", "--pred", tmp_path / "up.nii.gz", "--tensor-order", "fsl", "--truth",
                        tmp_path / "hr_fsl.nii.gz", "--mask", tmp_path / "mask.nii.gz", "--json", tmp_path / "both.json")
     assert code == 0, err
     assert json.loads((tmp_path / "both.json").read_text()) == scores["own"]
+
+
+def test_dipy_asked_by_name_and_dtifit_map_names(tmp_path, capsys):
+    """--output-order dipy writes dipy_fit_dti's 5D file, or 4D where a 4D dipy file came in (review 44c); an output
+    named as dtifit names its tensor, X_tensor, gets X_FA ... beside it."""
+    raw = np.broadcast_to(tensors.to_order(LOWER, "fsl"), (6, 7, 5, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(raw, AFFINE), tmp_path / "dt.nii.gz")
+    lower = np.broadcast_to(LOWER, (6, 7, 5, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(lower, AFFINE), tmp_path / "lt.nii.gz")
+    for src, order, shape in (("dt", "fsl", (12, 14, 10, 1, 6)), ("lt", "dipy", (12, 14, 10, 6))):
+        code, out, err = run_cli(capsys, "upsample", tmp_path / f"{src}.nii.gz", "--tensor-order", order, "-o",
+                                 tmp_path / f"{src}_iqt_tensor.nii.gz", "--method", "cubic", "--output-order", "dipy",
+                                 "--maps")
+        assert code == 0, err
+        assert nib.load(tmp_path / f"{src}_iqt_tensor.nii.gz").shape == shape
+        assert (tmp_path / f"{src}_iqt_FA.nii.gz").exists() and not list(tmp_path.glob("*_tensor_FA*"))

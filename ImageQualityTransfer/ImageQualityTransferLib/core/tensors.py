@@ -211,7 +211,8 @@ DTIFIT_MAPS = ("FA", "MD", "L1", "L2", "L3", "V1")  # what FSL's dtifit writes o
 
 def dtifit_maps(t: np.ndarray) -> dict[str, np.ndarray]:
     """The scalar and vector maps dtifit writes, from (X,Y,Z,6) tensors: FA (clipped to [0,1]), MD and the
-    eigenvalues L1 >= L2 >= L3 (the tensor's unit), V1 the principal eigenvector (X,Y,Z,3) in the tensors' frame;
+    eigenvalues L1 >= L2 >= L3 (the tensor's unit), V1 the principal eigenvector (X,Y,Z,3) in the tensors' frame
+    (0 where L1 = L2: no principal direction, where dtifit gives an arbitrary one);
     every map zero where the tensor is (outside the support), float32. In closed form (`eigenvalues`,
     `principal_vector`, float64): 5x faster than LAPACK on a brain, the same V1 wherever L1 exceeds L2 by 0.1 %."""
     t = np.asarray(t)

@@ -291,6 +291,13 @@ def as_read(vol: Volume) -> dict:
     return {"order": order, "five_d": order == "nifti" or bool(vol.meta.get("five_d"))}
 
 
+def in_file_frame(data: np.ndarray, order: str, affine) -> np.ndarray:
+    """(..., 6) voxel-axis tensors turned into the frame a file in `order` holds them in (file_frame), still in the
+    lower-triangular order: what `save_tensor` writes, and what maps of the written file are made from."""
+    frame = file_frame(order, affine)
+    return data if frame is None else tensors.rotate(data, np.linalg.inv(frame))
+
+
 def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -> None:
     """Write a tensor volume: 5D NIfTI SYMMATRIX (default), 4D in `order` and its tool's frame (file_frame), or Slicer
     NRRD by suffix. `five_d` with order "dipy": the 5D layout of dipy_fit_dti's file, components in its frame."""
@@ -310,11 +317,10 @@ def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -
             img = _nib().Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
             img.header.set_intent("symmetric matrix", (), name=OWN_INTENT)
         else:
-            frame = file_frame(order, vol.affine)
-            data = tensors.to_order(vol.data if frame is None else tensors.rotate(vol.data, np.linalg.inv(frame)), order)
+            data = tensors.to_order(in_file_frame(vol.data, order, vol.affine), order)
             img = _nib().Nifti1Image((data[:, :, :, None, :] if five_d else data).astype(np.float32), vol.affine)
-            if five_d:  # as dipy_fit_dti --nifti_tensor writes it; not this tool's intent name, so read back with its warning
-                img.header.set_intent("symmetric matrix", ())
+            if five_d:  # as dipy_fit_dti writes it (dipy.io.utils.nifti1_symmat); not this tool's intent name
+                img.header.set_intent("symmetric matrix", (3,))
         img.header.set_xyzt_units("mm")
         descrip = made_by(vol.meta, vol.affine)
         if descrip:

@@ -54,7 +54,8 @@ def _workers_ignore_ctrl_c():
         yield
         return
     # a Ctrl-C in the second or two the workers take to start is lost (blocking it instead does not carry into the
-    # workers, and Dask's own threads would take it): pressed again, it stops the run
+    # workers, and Dask's own threads would take it): pressed again, it stops the run. A worker the nanny restarts later
+    # (after a memory-limit kill) starts outside this and may print its traceback again
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield

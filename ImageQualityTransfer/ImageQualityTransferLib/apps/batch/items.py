@@ -86,9 +86,7 @@ def list_items(listfile) -> list[Item]:
     """A text file with one subject folder (dwi.nii.gz, dwi.bval, dwi.bvec inside) or DTI file per line; relative
     paths are read from the list's folder, blank lines and "#" comments are skipped; a line may end in its subject's
     own `--tensor-order ORDER` and `--mask MASK`, so that one list (one run, one derivatives folder) takes a cohort made
-    by several tools. Each subject is named after its folder, a DTI file in a folder after that folder, one without a
-    folder after the file (a "sub-" it already has is not doubled); where two would share a name, a file's name joins
-    its folder's, then as many parent folders as tell them apart (c/P02/dwi and c/P03/dwi: sub-P02dwi and sub-P03dwi)."""
+    by several tools. Each subject is named after its folder (`_list_names`; a "sub-" it already has is not doubled)."""
     from ...fileio import TENSOR_SUFFIXES
 
     listfile = Path(listfile)
@@ -97,7 +95,7 @@ def list_items(listfile) -> list[Item]:
     except (OSError, UnicodeDecodeError) as exc:
         raise IQTError(f"{listfile}: cannot be read as a text list of subjects ({exc}); give a BIDS folder or a text file "
                        "with one subject folder or DTI file per line") from None
-    entries = []  # (path parts naming the subject, kind, input path, the line's path, its options)
+    entries = []  # (the folders naming the subject, a file's stem or None, kind, input path, the line's path, options)
     for line in lines:
         line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()  # "#" starts a comment, also after a path
         if not line:
@@ -107,33 +105,57 @@ def list_items(listfile) -> list[Item]:
         parts = [x for x in Path(line).parts if x not in ("/", "..", ".")]
         if str(p).lower().endswith(TENSOR_SUFFIXES):
             suffix = next(suf for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True) if p.name.lower().endswith(suf))
-            parts[-1] = p.name[: -len(suffix)]
-            entries.append((parts, "dti", str(p), line, opts))
+            entries.append((_subject_folders(parts[:-1]), p.name[: -len(suffix)], "dti", str(p), line, opts))
         else:
-            entries.append((parts, "dwi", str(p / "dwi.nii.gz"), line, opts))
-    # a file in a folder is named after its folder (P05/dti_tensor.nii.gz: sub-P05), whatever else the list holds, so
-    # that a subject keeps its name when lines are added or removed (review 44b); the file name comes back only
-    # where two files share a folder, then parent folders where names still collide
-    stemless = [e[1] == "dti" and len(e[0]) > 1 for e in entries]
-    depth = [1] * len(entries)
-    while True:
-        names = [_list_label(e[0][:-1] if cut else e[0], d) for e, cut, d in zip(entries, stemless, depth)]
-        clash = [i for i, n in enumerate(names) if names.count(n) > 1]
-        grow = [i for i in clash if stemless[i] or depth[i] < len(entries[i][0])]
-        if not grow:
-            break
-        for i in grow:
-            if stemless[i]:
-                stemless[i], depth[i] = False, 2  # its folder and the file name: P05/a, P05/b: sub-P05a, sub-P05b
-            else:
-                depth[i] += 1
+            entries.append((_subject_folders(parts) or parts, None, "dwi", str(p / "dwi.nii.gz"), line, opts))
+    names = _list_names([(e[0], e[1]) for e in entries])
     return [Item(sub, f"{sub}/dwi", path, kind, line if not Path(line).is_absolute() else "",
                  os.path.normpath(listfile.parent.absolute()) if not Path(line).is_absolute() else "", **opts)
-            for sub, (_, kind, path, line, opts) in zip(names, entries)]
+            for sub, (_, _, kind, path, line, opts) in zip(names, entries)]
 
 
-def _list_label(parts: list[str], depth: int) -> str:
-    text = "".join(parts[-depth:])
+BIDS_DATATYPES = ("dwi", "anat", "func", "fmap", "perf")  # folders under a subject that do not name it
+
+
+def _subject_folders(folders: list[str]) -> list[str]:
+    """The folders that name a subject: without trailing BIDS datatype folders (sub-01/dwi: sub-01)."""
+    folders = list(folders)
+    while folders and folders[-1].lower() in BIDS_DATATYPES:
+        folders.pop()
+    return folders
+
+
+def _list_names(entries: list[tuple[list[str], str | None]]) -> list[str]:
+    """Each subject's name from its folders and, for a file, its stem (review 44b, 44c): a file in a folder is named
+    after the folder (P05/dti_tensor.nii.gz: sub-P05; sub-01/dwi/x.nii.gz: sub-01; sub-01/ses-1/dwi/x: sub-01ses1), so
+    that a subject keeps its name when other lines are added; one without a folder after the file. Where names collide,
+    two files in one folder take their file names (P05/a, P05/b: sub-P05a, sub-P05b), and the others parent folders
+    (siteA/P01, siteB/P01: sub-siteAP01, sub-siteBP01), then their file names, until they differ."""
+    folders = [f for f, _ in entries]
+    depth = [2 if len(f) > 1 and f[-1].lower().startswith("ses-") else min(len(f), 1) for f in folders]
+    with_stem = [not f for f in folders]
+    while True:
+        names = [_list_label(f[len(f) - d:] + ([stem] if w and stem else [])) for (f, stem), d, w
+                 in zip(entries, depth, with_stem)]
+        changed = False
+        for i, name in enumerate(names):
+            others = [j for j, n in enumerate(names) if n == name and j != i]
+            if not others:
+                continue
+            stem = entries[i][1]
+            if stem and not with_stem[i] and any(folders[j] == folders[i] for j in others):
+                with_stem[i] = changed = True  # two files in one folder
+            elif depth[i] < len(folders[i]):
+                depth[i] += 1
+                changed = True
+            elif stem and not with_stem[i]:
+                with_stem[i] = changed = True
+        if not changed:
+            return names
+
+
+def _list_label(parts: list[str]) -> str:
+    text = "".join(parts)
     return "sub-" + label(text[4:] if text.lower().startswith("sub-") else text)
 
 

@@ -27,23 +27,30 @@ def add_parsers(sub) -> None:
     sp.add_argument("--truth-order", choices=list(ORDERS),
                     help="the reference's order and frame (e.g. an 'iqt upsample' 5D output scored against a dtifit "
                          "reference: --truth-order fsl); without it a 4D reference is read as --tensor-order reads the "
-                         "prediction, a 5D or NRRD one in the order its format fixes")
+                         "prediction, this tool's 5D file or a NRRD in the order its format fixes, another 5D file in "
+                         "dipy's frame where the prediction is read with --tensor-order dipy")
     sp.add_argument("--json", help="also write the metrics as JSON")
     sp.set_defaults(func=run)
 
 
 def _truth_order(path, tensor_order: str) -> str:
     """The reference's order where --truth-order is not given: a 4D six-volume file is read as the prediction is
-    (--tensor-order: one flag for two files of one tool); a 5D or NRRD file in the order its format fixes, since an
-    'iqt upsample' output read with --tensor-order dipy|fsl|mrtrix is scored against 'iqt fit''s 5D reference (read
-    in that order, the reference came out mirrored and was scored 47 degrees off: review 44a)."""
+    (--tensor-order: one flag for two files of one tool); this tool's own 5D file ('iqt fit') and a NRRD in the order
+    their format fixes, since an 'iqt upsample' output read with --tensor-order dipy|fsl|mrtrix is scored against
+    'iqt fit''s reference (read in FSL's frame, it came out mirrored and was scored 47 degrees off: review 44a);
+    another 5D file in dipy's frame where the prediction is read in it (dipy_fit_dti writes both: review 44c)."""
     import nibabel as nib
 
+    from ...fileio.volumes import OWN_INTENT
+
     try:
-        shape = nib.load(str(path)).shape
+        img = nib.load(str(path))
+        shape, name = img.shape, img.header.get_intent()[2]
     except Exception:  # noqa: BLE001 - a NRRD, or not a file this reads: load_tensor says which
         return "nifti"
-    return tensor_order if len(shape) == 4 else "nifti"
+    if len(shape) == 4:
+        return tensor_order
+    return "dipy" if tensor_order == "dipy" and name != OWN_INTENT else "nifti"
 
 
 def run(args):

@@ -66,22 +66,32 @@ def add_output_order(sp) -> None:
     sp.add_argument("--output-order", default="input", choices=["input", *ORDERS],
                     help="how to write the high-res tensors: input (default: as the input was read, so that a dtifit, "
                          "dwi2tensor or dipy file comes back in its tool's order and frame, a 5D or NRRD one as 5D or "
-                         "NRRD), or one of the --tensor-order names (nifti: 5D SYMMATRIX in voxel axes)")
+                         "NRRD), or one of the --tensor-order names (nifti: 5D SYMMATRIX in voxel axes; dipy: "
+                         "dipy_fit_dti's 5D file, or 4D lower_triangular() where a 4D dipy file was read)")
+
+
+def check_output_order(args, out) -> None:
+    """An order asked of a NRRD output is refused before any work (its format fixes the order)."""
+    from ...fileio.paths import NRRD_SUFFIXES
+
+    if str(out).lower().endswith(NRRD_SUFFIXES) and args.output_order not in ("input", "nifti"):
+        raise IQTError(f"{out}: a Slicer NRRD holds its own element order and measurement frame; leave "
+                       f"--output-order {args.output_order} out or write .nii.gz")
 
 
 def output_order(args, lr, out) -> dict:
     """`save_tensor`'s order and layout for `--output-order` (fileio.as_read for "input"); a NRRD output keeps its own."""
+    from ...fileio import as_read
     from ...fileio.paths import NRRD_SUFFIXES
 
+    check_output_order(args, out)
     if str(out).lower().endswith(NRRD_SUFFIXES):
-        if args.output_order not in ("input", "nifti"):
-            raise IQTError(f"{out}: a Slicer NRRD holds its own element order and measurement frame; leave "
-                           f"--output-order {args.output_order} out or write .nii.gz")
         return {"order": "nifti", "five_d": True}
+    read = as_read(lr)
     if args.output_order == "input":
-        from ...fileio import as_read
-
-        return as_read(lr)
+        return read
+    if args.output_order == "dipy":  # dipy_fit_dti's 5D file, unless a 4D dipy file came in (review 44c)
+        return {"order": "dipy", "five_d": read["five_d"] or read["order"] != "dipy"}
     return {"order": args.output_order, "five_d": args.output_order == "nifti"}
 
 

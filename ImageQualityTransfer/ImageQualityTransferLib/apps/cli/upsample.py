@@ -34,7 +34,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--maps", action="store_true",
                     help="also write dtifit's maps of the output beside it: NAME_FA, NAME_MD, NAME_L1, NAME_L2, NAME_L3 "
                          "(mm^2/s) and NAME_V1 (the principal eigenvector, 3 volumes, in the output file's frame: "
-                         "FSL's for a dtifit file), zero outside the brain")
+                         "FSL's for a dtifit file; 0 where L1 = L2), zero outside the brain; an output X_tensor.nii.gz "
+                         "gives X_FA.nii.gz ..., as dtifit names them")
     sp.set_defaults(func=run)
 
 
@@ -48,25 +49,24 @@ def stem(path: Path) -> str:
 
 
 def maps_paths(out: Path) -> dict[str, Path]:
-    """Where `--maps` writes: NAME_FA.nii.gz ... beside the output, in its NIfTI suffix (.nii.gz beside a NRRD)."""
+    """Where `--maps` writes: NAME_FA.nii.gz ... beside the output NAME.nii.gz, in its NIfTI suffix (.nii.gz beside a
+    NRRD); an output named as dtifit names its tensor, X_tensor, gives X_FA ... as dtifit does."""
     from ...core.tensors import DTIFIT_MAPS
 
     s = stem(out)
     suffix = out.name[len(s):]
     suffix = suffix if suffix.lower() in (".nii", ".nii.gz") else ".nii.gz"
-    return {key: out.with_name(f"{s}_{key}{suffix}") for key in DTIFIT_MAPS}
+    base = s[: -len("_tensor")] if s.endswith("_tensor") and len(s) > len("_tensor") else s
+    return {key: out.with_name(f"{base}_{key}{suffix}") for key in DTIFIT_MAPS}
 
 
 def file_maps(tensor, order: str) -> dict:
-    """dtifit's maps of the tensors as written in `order`, V1 in that file's frame (fileio.volumes.file_frame)."""
-    import numpy as np
-
+    """dtifit's maps of the tensors as a file in `order` holds them: V1 in that file's frame."""
     from ...core import tensors
     from ...core.volume import Volume
-    from ...fileio.volumes import file_frame
+    from ...fileio.volumes import in_file_frame
 
-    frame = file_frame(order, tensor.affine)
-    data = tensor.data if frame is None else tensors.rotate(tensor.data, np.linalg.inv(frame))
+    data = in_file_frame(tensor.data, order, tensor.affine)
     return {key: Volume(values, tensor.affine) for key, values in tensors.dtifit_maps(data).items()}
 
 
@@ -125,6 +125,7 @@ def run(args):
             path = unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}")
             unc_paths[key] = plan.add(path, what=f"{key} map")
     map_paths = {key: plan.add(path, what=f"{key} map") for key, path in maps_paths(out).items()} if args.maps else {}
+    options.check_output_order(args, out)
     if args.propagate:
         prop_paths = propagation.output_paths(out.parent, stem(out) + "_")
         for key, path in prop_paths.items():
@@ -156,7 +157,8 @@ def run(args):
     print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
           + options.order_words(written) + ")")
     if map_paths:
-        print(f"wrote {', '.join(p.name for p in map_paths.values())} beside it (dtifit's maps; V1 in the output's frame)")
+        print(f"wrote {', '.join(p.name for p in map_paths.values())} beside it (dtifit's maps; V1 in the output's frame, "
+              "0 where the two largest eigenvalues are equal)")
     if unc_out:
         print("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None

@@ -277,6 +277,12 @@ def test_model_checksum_is_verified_and_tampering_is_refused(saved_model, tmp_pa
     path, side = saved_model
     meta = json.loads(side.read_text())
     assert meta["sha256"] == model_io.sha256(path) and meta["format"] == model_io.FORMAT
+    # the same weights saved again, under another name: the same file (the archive named its entries after the
+    # temporary file, so one training command's model had another checksum on every run: review 44d)
+    net, meta_again = random_model("espcn-hetero")
+    (tmp_path / "again").mkdir()
+    model_io.save(net, meta_again, tmp_path / "again" / "other.pt")
+    assert model_io.sha256(tmp_path / "again" / "other.pt") == meta["sha256"]
     assert model_io.load(path).method == "espcn-hetero"
     bad = tmp_path / "bad"
     bad.mkdir()

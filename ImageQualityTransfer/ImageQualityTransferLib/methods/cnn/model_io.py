@@ -39,9 +39,17 @@ class LoadedModel:
         return grid.factors(self.meta["factor"])
 
 
+def save_torch(obj, path) -> None:
+    """torch.save through an open file: given a path, PyTorch names the archive's entries after it (the temporary
+    file's random name), so one command's model file had another checksum on every run (review 44d)."""
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def save(net, meta: dict, path) -> Path:
     """Write the weights to `path` (.pt) and the sidecar beside it; returns the sidecar path."""
-    import torch
 
     p = Path(path)
     if p.suffix != ".pt":
@@ -49,7 +57,7 @@ def save(net, meta: dict, path) -> Path:
     if not p.parent.exists():
         raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    atomic_write(p, lambda tmp: torch.save(state, tmp))
+    atomic_write(p, lambda tmp: save_torch(state, tmp))
     side = dict(meta)
     side.update({"format": FORMAT, "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
     sp = sidecar_path(p)

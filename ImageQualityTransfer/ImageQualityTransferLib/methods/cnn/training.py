@@ -62,6 +62,7 @@ from ...core.orientation import Reorientation
 from ..inputs import clip_input
 from ...dmri import randomise
 from .inference import fill_context, subject_scale
+from .model_io import save_torch
 from .networks import HALO
 
 VAL_AXIS = 1
@@ -536,7 +537,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                      "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
                      "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
                      "best_state": best_state, "since": since, "rng": states, "ema_state": ema_state}
-            atomic_write(checkpoint, lambda tmp: torch.save(state, tmp))
+            atomic_write(checkpoint, lambda tmp: save_torch(state, tmp))
 
     for pi, (phase, frac) in enumerate(phases):
         if pi < start_phase:

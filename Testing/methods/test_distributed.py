@@ -67,6 +67,11 @@ def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path, ema):
         training.train(synthetic_items(), seed=4, checkpoint=ck, **kw)
     with pytest.raises(Exception, match="a checkpoint trained with --input-unit md-mode"):  # weights in another unit
         training.train(synthetic_items(), seed=3, checkpoint=ck, **dict(kw, subject_scale=False))
+    # other subjects or options: refused, not trained on under the checkpoint's name (review 44d)
+    with pytest.raises(Exception, match=r"a checkpoint of another training \(subjects s0, s1, s2\)"):
+        training.train(synthetic_items(n=2), seed=3, checkpoint=ck, **kw)
+    with pytest.raises(Exception, match=r"a checkpoint of another training \(noise_fraction 0.0\)"):
+        training.train(synthetic_items(), seed=3, checkpoint=ck, **dict(kw, noise_fraction=0.5))
 
 
 def test_train_refuses_nproc_for_methods_without_a_network(tmp_path, capsys):
@@ -87,3 +92,23 @@ def test_train_device_cuda_is_refused_up_front_without_a_gpu(tmp_path, capsys):
     code = cli.main(["train", "--method", "espcn", "--subjects", str(subj), "-o", str(tmp_path / "m.pt"), "--device", "cuda"])
     err = capsys.readouterr().err
     assert code == 2 and "no CUDA device" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_path_is_neither_an_input_nor_the_model(tmp_path, capsys):
+    """--checkpoint naming a subject's DWI or the model output is refused before any work (the model replaced the
+    checkpoint, and the rerun failed; a DWI was read as a damaged checkpoint with the advice to delete it: review 44d);
+    a file that is no checkpoint is said so without PyTorch's advice to load it unsafely."""
+    subj = tmp_path / "s"
+    subj.mkdir()
+    for name in ("dwi.nii.gz", "dwi.bval", "dwi.bvec"):
+        (subj / name).write_bytes(b"")
+    base = ["train", "--method", "espcn", "--subjects", str(subj), "-o", str(tmp_path / "m.pt")]
+    for ck, words in ((subj / "dwi.nii.gz", "is an input of this run"), (tmp_path / "m.pt", "would be written twice")):
+        code = cli.main([*base, "--checkpoint", str(ck)])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and err.count("\n") == 1, err
+    assert (subj / "dwi.nii.gz").read_bytes() == b"" and not (tmp_path / "m.pt").exists()
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(Exception, match="not a training checkpoint this tool can read") as said:
+        training.load_checkpoint(tmp_path / "notes.txt", "espcn", 2, 0)
+    assert "weights_only" not in str(said.value) and "unsafe" not in str(said.value).lower()

@@ -91,6 +91,8 @@ def run(args):
     plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)")
     plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar")
+    if args.checkpoint:  # neither an input nor the model (which replaced it, and the rerun then failed: review 44d)
+        plan.add(args.checkpoint, (), "training checkpoint")
     plan.check()
     if args.epochs is not None and args.epochs < 1:
         raise IQTError("--epochs must be at least 1")

@@ -357,9 +357,9 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
 
     try:
         ck = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise IQTError(f"{path}: not a readable training checkpoint ({' '.join(str(exc).split())[:200]}); delete it to "
-                       "start afresh") from None
+    except Exception as exc:  # PyTorch's text would advise loading it unsafely: its kind only (review 44d)
+        raise IQTError(f"{path}: not a training checkpoint this tool can read ({type(exc).__name__}: another kind of file, "
+                       "or a damaged one); give --checkpoint a file of its own (it is created there)") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise IQTError(f"{path}: not an IQT training checkpoint; give another --checkpoint path or delete it")
     if (ck["method"], grid.factors(ck["factor"]), ck["seed"]) != (method, grid.factors(factor), int(seed)):
@@ -460,6 +460,10 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
 
         model = DistributedDataParallel(net)
         torch.manual_seed(seed * 1000 + rank)
+    # what a checkpoint must have been trained on to be resumed here: the subjects and every option (review 44d: one
+    # resumed with other --subjects went on training on them and its sidecar named only the new ones)
+    training = {"subjects": sorted({it.name for it in items}),
+                "options": {k: v for k, v in sorted(opts.items()) if isinstance(v, (bool, int, float, str, type(None)))}}
     ck = None
     if checkpoint is not None and Path(checkpoint).exists():
         ck = load_checkpoint(checkpoint, method, factor, seed)
@@ -467,6 +471,13 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             unit = "md-mode" if ck.get("subject_scale", True) else "fixed"
             raise IQTError(f"{checkpoint}: a checkpoint trained with --input-unit {unit}; resume it with that unit, or "
                            "give another --checkpoint path")
+        if "training" in ck and ck["training"] != training:
+            was, now = ck["training"], training
+            what = [f"subjects {', '.join(was['subjects'])}"] if was["subjects"] != now["subjects"] else []
+            what += [f"{k} {was['options'].get(k)!r}" for k in sorted(set(was["options"]) | set(now["options"]))
+                     if was["options"].get(k) != now["options"].get(k)]
+            raise IQTError(f"{checkpoint}: a checkpoint of another training ({'; '.join(what)}); resume it with the same "
+                           "--subjects and options, or give another --checkpoint path")
         net.load_state_dict(ck["net"])
         if len(ck["rng"]) == world:  # every process's streams as they were; another process count draws afresh
             st = ck["rng"][rank]
@@ -536,7 +547,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                      "subject_scale": bool(opts["subject_scale"]), "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished,
                      "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
                      "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
-                     "best_state": best_state, "since": since, "rng": states, "ema_state": ema_state}
+                     "best_state": best_state, "since": since, "rng": states, "ema_state": ema_state, "training": training}
             atomic_write(checkpoint, lambda tmp: save_torch(state, tmp))
 
     for pi, (phase, frac) in enumerate(phases):

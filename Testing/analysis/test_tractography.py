@@ -94,6 +94,36 @@ def test_cli_track(tmp_path, capsys):
     assert main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.txt")]) == 2
 
 
+def test_seeds_outside_the_volume_are_left_out_or_refused(tmp_path, capsys):
+    """A seed ROI partly beyond the tensor's field of view tracks from the seeds inside, saying how many were left out;
+    one wholly outside is one line and exit 2 (dipy stopped with "point outside data", an internal error: review 44d),
+    for `iqt track` and for propagation's tracking."""
+    vol = bundle_volume()  # 40x16x16 voxels of 2 mm
+    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
+    part = np.zeros(vol.shape3, bool)
+    part[20, 7:9, 14:16] = True  # with the grid moved one voxel up: z 15 inside, z 16 beyond the last plane
+    fileio.save_mask(Volume(part, _shifted(vol.affine, 2.0), "mask"), tmp_path / "part.nii.gz")
+    fileio.save_mask(Volume(seed_roi(vol).data, _shifted(vol.affine, 1000.0), "mask"), tmp_path / "far.nii.gz")
+    rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "part.nii.gz"), "-o", str(tmp_path / "p.trk")])
+    said = capsys.readouterr()
+    assert rc == 0 and "2 of 4 seed points lie outside the tensor volume's field of view" in said.err, said
+    rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "far.nii.gz"), "-o", str(tmp_path / "f.trk")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "none of the 4 seed points lies in the tensor volume" in err, err
+    assert not (tmp_path / "f.trk").exists()
+    far = tr.seeds_from_mask(Volume(seed_roi(vol).data, _shifted(vol.affine, 1000.0), "mask"))
+    zero = Prediction(vol, std=Volume(np.zeros(vol.shape3, np.float32), vol.affine, "scalar"))
+    with pytest.raises(Exception, match="none of the 4 seed points"):
+        propagation.propagate(zero, 2, seeds=far)
+
+
+def _shifted(affine, mm):
+    """The affine moved `mm` along z."""
+    out = np.array(affine, float)
+    out[2, 3] += mm
+    return out
+
+
 def test_dice_and_false_positives():
     a = np.zeros((5, 5, 5))
     a[1:3] = 2

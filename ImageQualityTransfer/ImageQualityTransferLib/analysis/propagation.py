@@ -100,6 +100,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
             seeds = tractography.random_seeds(fa_mu >= 0.3, vol.affine, n_seeds, rng=0) if (fa_mu >= 0.3).any() else np.zeros((0, 3))
         elif isinstance(seeds, Volume):
             seeds = tractography.seeds_from_mask(seeds, s.density)
+        seeds = tractography.seeds_inside(seeds, shape3, vol.affine)  # once, for every sample's tracking below
         mean_lines = tractography.track(vol, seeds, s, mask=m)
         mean_density = tractography.density_map(mean_lines, vol.affine, shape3) > 0
     prev = None

@@ -172,6 +172,25 @@ def random_seeds(where: np.ndarray, affine: np.ndarray, n: int, rng=0) -> np.nda
     return ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
 
 
+def seeds_inside(seeds: np.ndarray, shape, affine) -> np.ndarray:
+    """The world seed points whose nearest voxel is in the volume (`shape`, `affine`); those outside are said in one
+    warning, and none inside is an IQTError (dipy stops at the first with "point outside data": review 44d)."""
+    from ..core.errors import IQTWarning
+
+    seeds = np.asarray(seeds, np.float64).reshape(-1, 3)
+    if not len(seeds):
+        return seeds
+    ijk = np.rint((seeds - np.asarray(affine)[:3, 3]) @ np.linalg.inv(np.asarray(affine)[:3, :3]).T)
+    inside = np.all((ijk >= 0) & (ijk < np.asarray(shape[:3])), axis=1)
+    if not inside.any():
+        raise IQTError(f"none of the {len(seeds)} seed points lies in the tensor volume's field of view; give a seed ROI "
+                       "that overlaps it (on the tensor's grid, or on one in the same space)")
+    if not inside.all():
+        warnings.warn(f"{(~inside).sum()} of {len(seeds)} seed points lie outside the tensor volume's field of view and "
+                      "were left out", IQTWarning, stacklevel=2)
+    return seeds[inside]
+
+
 def track(tensor: Volume, seeds, settings: TrackingSettings | None = None, mask=None, directions=None):
     """Streamlines (list of (n,3) arrays, world RAS mm) from `seeds` (world (N,3) points, or a seed mask Volume).
 
@@ -181,7 +200,7 @@ def track(tensor: Volume, seeds, settings: TrackingSettings | None = None, mask=
         raise IQTError("tracking needs a diffusion tensor volume")
     if isinstance(seeds, Volume):
         seeds = seeds_from_mask(seeds, s.density)
-    seeds = np.asarray(seeds, dtype=np.float64).reshape(-1, 3)
+    seeds = seeds_inside(seeds, tensor.shape3, tensor.affine)
     fa, dirs = tracking_fields(tensor, mask, s.fa_threshold, directions)
     return track_fields(fa, dirs, tensor.affine, seeds, s)
 

@@ -153,6 +153,7 @@ CASES = [
     ("fit {d}/nob0/dwi.nii.gz -o {d}/t.nii.gz", "no b=0"),
     ("degrade {d}/tiny/dwi.nii.gz --factor 4 -o {d}/t.nii.gz", "too small"),
     ("lesion-check {d}/subj --methods biqt --radius 0", "--radius"),
+    ("lesion-check {d}/subj --methods biqt --radius 500", "--radius 500: a lesion that size does not fit"),  # review 44d
     ("propagate {d}/lr.nii.gz -o {d}/prop --method biqt --n-seeds 0", "--n-seeds"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --minutes 0", "--minutes"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --ema 1", "--ema 1: give a decay in [0, 1)"),

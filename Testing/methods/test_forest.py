@@ -145,7 +145,12 @@ def test_corrupted_or_tampered_model_gives_iqterror(tmp_path):
     meta = json.loads(side.read_text())
     meta["sha256"] = model_io.sha256(weights)
     side.write_text(json.dumps(meta))
-    with pytest.raises(IQTError, match="valid"):
+    with pytest.raises(IQTError, match="valid") as said:
+        model_io.load(side)
+    assert "Python objects, which are never loaded" in str(said.value) and "unsafe" not in str(said.value)  # review 44d
+    meta["sha256"] = None  # no checksum at all: said as such (review 44d)
+    side.write_text(json.dumps(meta))
+    with pytest.raises(IQTError, match="gives no sha256"):
         model_io.load(side)
     side.write_text("{not json")
     with pytest.raises(IQTError, match="JSON"):

@@ -144,7 +144,8 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     out.fa_std = full(np.sqrt(np.maximum(acc["fa2"] / k - fa_mean**2, 0.0)))
     out.md_mean = full(md_mean)
     out.md_std = full(np.sqrt(np.maximum(acc["md2"] / k - md_mean**2, 0.0)))
-    out.visitation = Volume(visits / k, vol.affine, "scalar") if track else None
+    # a streamline's last step can land a voxel beyond the mask; every output is zero outside it (review 44d)
+    out.visitation = Volume(np.where(m, visits / k, 0.0).astype(np.float32), vol.affine, "scalar") if track else None
     out.n_samples = int(n)
     out.seconds = time.perf_counter() - t0
     return out

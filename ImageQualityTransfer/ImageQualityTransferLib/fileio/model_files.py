@@ -63,6 +63,9 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     meta, weights = read_sidecar(path, fmt, family, suffix)
     if not weights.is_file():
         raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the model")
+    if not meta.get("sha256"):  # said as such, not as a mismatch with "None" (review 44d)
+        raise IQTError(f"{sidecar_path(path)}: the sidecar gives no sha256 for {weights.name}, so the file cannot be "
+                       "verified and is not read; re-download or retrain the model")
     digest = sha256(weights)
     if digest != meta.get("sha256"):
         raise IQTError(

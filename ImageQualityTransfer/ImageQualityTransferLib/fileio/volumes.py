@@ -357,9 +357,9 @@ def load_scalar(path) -> Volume:
     return Volume(data, img.affine, "scalar", meta={"path": str(path), "descrip": _descrip(img)})
 
 
-def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
+def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = False) -> Volume:
     """Binary mask (>0). With `reference`, it must be on that grid (or on its high-res grid for `factor`, an integer
-    or per-axis factors)."""
+    or per-axis factors). `seeds`: a tractography seed ROI, whose refusals say so."""
     img = _load_nifti(path)
     data = _data(img, path)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -369,7 +369,8 @@ def load_mask(path, reference: Volume | None = None, factor=None) -> Volume:
     values = np.nan_to_num(data.astype(np.float32))
     mask = values > 0
     if not mask.any():
-        raise IQTError(f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
+        raise IQTError(f"{path}: the seed ROI is empty (no voxel > 0); give an ROI with at least one voxel" if seeds else
+                       f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
     if np.any(values[mask] != np.round(values[mask])):  # labels 1, 2, ... are a mask; an FA or probability map is not
         warnings.warn(f"{path}: the mask holds fractional values (an FA or probability map?); every voxel > 0 is taken "
                       f"as brain ({100 * mask.mean():.0f} % of the grid): threshold it first if that is not meant",

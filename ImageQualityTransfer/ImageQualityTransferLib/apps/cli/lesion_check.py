@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ...core.errors import IQTError
 from . import options
 
@@ -42,8 +44,10 @@ def run(args):
     plan.check()
     chosen = [methods.get(n, samples=args.mc_samples if methods.method_class(n).takes_samples else None) for n in names]
     rows = []
+    t0 = time.perf_counter()
     for folder in args.subjects:
         rows.extend(lesion.check(load_subject(folder), chosen, kinds, f, args.radius))
     print(lesion.table(rows))
+    print(f"{len(args.subjects)} subject{'s' if len(args.subjects) != 1 else ''} in {time.perf_counter() - t0:.1f} s")
     if json_out:
         fileio.write_json(json_out, rows)

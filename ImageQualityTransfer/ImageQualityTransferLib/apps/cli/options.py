@@ -218,7 +218,7 @@ def load_seeds(args):
 
     if not args.seeds and not args.no_tracts and args.n_seeds < 1:
         raise IQTError(f"--n-seeds {args.n_seeds}: tracking needs at least 1 seed (e.g. 1000), or add --no-tracts")
-    return fileio.load_mask(args.seeds) if args.seeds else None
+    return fileio.load_mask(args.seeds, seeds=True) if args.seeds else None
 
 
 def propagate(pred, args, lr_mask, r, seeds):

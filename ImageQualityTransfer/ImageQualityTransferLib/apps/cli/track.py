@@ -37,7 +37,7 @@ def run(args):
                                       max_length=args.max_length).check()
     dti = fileio.load_tensor(args.input, args.tensor_order)
     tensors.check_scale(dti.data)
-    seeds = fileio.load_mask(args.seeds)
+    seeds = fileio.load_mask(args.seeds, seeds=True)
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:
         raise IQTError(f"{args.mask}: the tracking mask must be on the tensor grid {dti.shape3}")

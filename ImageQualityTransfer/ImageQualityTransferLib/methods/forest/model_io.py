@@ -244,8 +244,10 @@ def load(path) -> ForestModel:
     except IQTError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable model is a user-facing problem
+        # numpy's text for an object array advises loading it unsafely: not repeated (review 44d)
+        why = "it holds Python objects, which are never loaded" if "allow_pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
         raise IQTError(f"{weights}: the model file does not hold a valid {meta.get('method')} model "
-                       f"({type(exc).__name__}: {exc}); re-download or retrain it") from None
+                       f"({why}); re-download or retrain it") from None
     if model.method not in METHODS:
         raise IQTError(f"{weights}: unknown forest method {model.method!r}")
     return model

@@ -273,6 +273,18 @@ def test_same_volume_stored_las_and_psr_gives_the_same_output(saved_model):
     np.testing.assert_allclose(reorient(out_las.std, "PSR").data, out_psr.std.data, rtol=1e-5)
 
 
+def test_a_model_whose_output_is_off_the_inputs_scale_is_refused(tmp_path):
+    """A model with a wrong normalisation (as a diverged training or a damaged file gives) wrote tensors of 4.6 mm^2/s
+    with exit 0 (review 44d): its output's median MD, 3x off the input's or more, is refused; the same network with
+    the right one runs."""
+    net, meta = random_model("espcn")
+    lr = Volume(smooth_tensors((10, 10, 10))[0], np.diag([-2.0, 2.0, 2.0, 1.0]), "tensor")
+    methods.get("espcn", model=model_io.save(net, meta, tmp_path / "ok.pt")).predict(lr, 2)
+    wrong = dict(meta, normalisation=dict(NORM, out_scale=[v * 1e3 for v in NORM["out_scale"]]))
+    with pytest.raises(IQTError, match="the model's output is not plausible"):
+        methods.get("espcn", model=model_io.save(net, wrong, tmp_path / "wrong.pt")).predict(lr, 2)
+
+
 def test_model_checksum_is_verified_and_tampering_is_refused(saved_model, tmp_path):
     path, side = saved_model
     meta = json.loads(side.read_text())

@@ -35,6 +35,24 @@ from .inputs import (
 DEVICES = ("cpu", "cuda", "auto")
 
 
+OUTPUT_MD_RANGE = (1 / 3, 3.0)  # the output's median MD over the input's: interpolation keeps it near 1
+
+
+def _check_output_scale(out: np.ndarray, lr: np.ndarray, mask: Volume | None) -> None:
+    """A learned method's output whose median MD is off the input's by more than 3x is refused: a model that diverged
+    in training or holds the wrong normalisation wrote tensors of 4.6 mm^2/s, exit 0 (review 44d)."""
+    md_in = tensors.md(np.asarray(lr))
+    md_in = md_in[(md_in > 0) if mask is None else (md_in > 0) & np.asarray(mask.data, bool)]
+    md_out = tensors.md(out)  # one scalar map, not a copy of the brain's tensors
+    md_out = md_out[md_out != 0]
+    if not len(md_in) or not len(md_out):
+        return
+    ratio = float(np.median(md_out)) / float(np.median(md_in))
+    if not OUTPUT_MD_RANGE[0] <= ratio <= OUTPUT_MD_RANGE[1]:
+        raise IQTError(f"the model's output is not plausible: its median MD is {ratio:.3g} times the input's; the model "
+                       "is damaged or was trained for other inputs: use a shipped model or retrain it")
+
+
 @dataclass
 class Prediction:
     """A method's output on the high-res grid: the tensor volume and the uncertainty maps it was asked for.
@@ -154,6 +172,8 @@ class Method:
         noise = lr.replace(data=noise_fits(lr) & mask.data.astype(bool), kind="mask") if estimated and \
             mask is not None else None
         pred = runner._run(lr, f, mask, uncertainty, direction, progress, noise)
+        if self.learned:
+            _check_output_scale(pred.tensor.data, lr.data, mask)
         if index is not None:  # read once: batch QC reports the figure the model was chosen by
             pred.tensor.meta["noise_index"] = index
         if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)

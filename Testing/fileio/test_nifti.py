@@ -267,3 +267,33 @@ def test_a_wrong_tensor_order_is_refused_naming_the_one_that_reads_it(tmp_path, 
     assert code == 2 and f"read with --tensor-order {right}, 100 % of them are" in err, err
     assert cli.main(["upsample", str(tmp_path / "t.nii.gz"), "--tensor-order", right, "-o", str(tmp_path / "o.nii.gz"),
                      "--method", "cubic"]) == 0
+
+
+def test_track_and_evaluate_name_the_order_that_reads_a_file(tmp_path, capsys):
+    """`iqt track` and `iqt evaluate` given a dtifit file read in MRtrix's order name the file and the order that
+    reads it, as upsample does (review 44e: they said only 'check --tensor-order'), with the option of that file."""
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    fileio.save_dwi(make_phantom(shape=(24, 26, 20), voxel_mm=4.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    run = lambda *a: cli.main([str(x) for x in a])  # noqa: E731
+    assert run("fit", tmp_path / "dwi.nii.gz", "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "m.nii.gz") == 0
+    assert run("degrade", tmp_path / "dwi.nii.gz", "-o", tmp_path / "lr.nii.gz") == 0
+    assert run("upsample", tmp_path / "lr.nii.gz", "--method", "cubic", "-o", tmp_path / "up_fsl.nii.gz",
+               "--output-order", "fsl") == 0
+    fileio.save_tensor(fileio.load_tensor(tmp_path / "hr.nii.gz"), tmp_path / "hr_fsl.nii.gz", order="fsl")
+    capsys.readouterr()
+    runs = {
+        "track": (["track", tmp_path / "hr_fsl.nii.gz", "--tensor-order", "mrtrix", "--seeds", tmp_path / "m.nii.gz",
+                   "-o", tmp_path / "t.trk"], "hr_fsl.nii.gz", "read with --tensor-order fsl"),
+        "pred": (["evaluate", "--pred", tmp_path / "up_fsl.nii.gz", "--tensor-order", "mrtrix", "--truth",
+                  tmp_path / "hr.nii.gz", "--mask", tmp_path / "m.nii.gz"], "up_fsl.nii.gz", "read with --tensor-order fsl"),
+        "truth": (["evaluate", "--pred", tmp_path / "up_fsl.nii.gz", "--tensor-order", "fsl", "--truth",
+                   tmp_path / "hr_fsl.nii.gz", "--truth-order", "mrtrix", "--mask", tmp_path / "m.nii.gz"],
+                  "hr_fsl.nii.gz", "read with --truth-order fsl"),
+    }
+    for name, (args, path, words) in runs.items():
+        code = run(*args)
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and path in err and words in err, (name, err)
+    assert not (tmp_path / "t.trk").exists()

@@ -77,11 +77,12 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     try:
         tensors.check_scale(vol.data, where)
     except IQTError as exc:
-        raise IQTError(source + str(exc) + _order_hint(vol, where, str(exc))) from None
+        raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
 
 
-def _order_hint(vol: Volume, where, message: str) -> str:
-    """Where a 4D file read in one order is mostly not positive definite: the order that reads it, if one does."""
+def order_hint(vol: Volume, where, message: str, option: str = "--tensor-order") -> str:
+    """Where a 4D file read in one order is mostly not positive definite: the order that reads it, if one does
+    (`option`: the flag that reads this file, e.g. evaluate's --truth-order)."""
     from ..fileio.volumes import order_shares
 
     if "positive definite" not in message:
@@ -90,7 +91,7 @@ def _order_hint(vol: Volume, where, message: str) -> str:
     best = max(shares, key=shares.get) if shares else None
     if best is None or best == vol.meta.get("order") or shares[best] < 0.9:
         return ""
-    return f"; read with --tensor-order {best}, {100 * shares[best]:.0f} % of them are"
+    return f"; read with {option} {best}, {100 * shares[best]:.0f} % of them are"
 
 
 def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True) -> Volume:

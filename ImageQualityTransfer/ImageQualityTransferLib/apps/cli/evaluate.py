@@ -58,6 +58,7 @@ def run(args):
     from ...analysis import evaluation
     from ...core import grid, tensors
     from ...dmri import degrade, fit_noise
+    from ...methods.inputs import order_hint
 
     f = grid.factors(args.factor) if args.factor is not None else None
     plan = fileio.Outputs(args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi)
@@ -100,8 +101,9 @@ def run(args):
                                            (truth, args.truth, "reference", "--truth-order", mask.data)):
         try:  # a file read in the wrong order would be scored as nonsense
             tensors.check_scale(vol.data, where, what, option)
-        except IQTError as exc:
-            raise IQTError(f"{path}: {exc}") from None
+        except IQTError as exc:  # naming the order that reads it, as upsample does (review 44e)
+            inside = where if where is not None or mask.shape3 != vol.shape3 else np.asarray(mask.data, bool)
+            raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), option)}") from None
     if other:
         warnings.warn(f"{args.pred}: its header reads '{pred.meta['made_by']}', and it is scored at {grid.describe(f)} "
                       f"as given; leave --factor out to score it at {grid.text(made)}", IQTWarning, stacklevel=2)

@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio
     from ...analysis import tractography
-    from ...core import tensors
+    from ...methods.inputs import check_tensor_input
 
     plan = fileio.Outputs(args.input, args.seeds, args.mask)
     out = plan.add(args.output, tractography.TRACT_SUFFIXES, "tractogram")
@@ -36,7 +36,7 @@ def run(args):
                                       density=args.density, min_length=args.min_length,
                                       max_length=args.max_length).check()
     dti = fileio.load_tensor(args.input, args.tensor_order)
-    tensors.check_scale(dti.data)
+    check_tensor_input(dti)  # the file named, and the order that reads it where another one does (review 44e)
     seeds = fileio.load_mask(args.seeds, seeds=True)
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:

@@ -388,12 +388,50 @@ def test_a_listed_mrtrix_tensor_file_is_read_in_its_order_and_frame(tmp_path):
                                                   progress=False)] == ["done"]
     name = "sub-{}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz"
     got, twin = (out / f"sub-{k}" / "dwi" / name.format(k) for k in ("mdt", "ndt"))
-    np.testing.assert_array_equal(fileio.load_tensor(got).data, fileio.load_tensor(twin).data)
-    assert json.loads(got.with_name(got.name.replace(".nii.gz", ".json")).read_text())["TensorOrder"] == "mrtrix"
+    np.testing.assert_array_equal(fileio.load_tensor(got, "mrtrix").data, fileio.load_tensor(twin).data)
+    side = json.loads(got.with_name(got.name.replace(".nii.gz", ".json")).read_text())
+    assert side["TensorOrder"] == side["OutputOrder"] == "mrtrix"  # written back as it was read
     assert "TensorOrder" not in json.loads(twin.with_name(twin.name.replace(".nii.gz", ".json")).read_text())
     got.unlink()
     rows = batch.run_cohort(items[:1], batch.Settings(method="cubic"), out, client=None, progress=False)
     assert [r["status"] for r in rows] == ["failed"] and "--tensor-order" in rows[0]["reason"]
+
+
+def test_each_listed_tensor_file_comes_back_in_the_order_it_was_read(tmp_path, capsys):
+    """As `iqt upsample`: a dtifit file's output is dtifit's 4D file in FSL's frame, a dipy 4D file's dipy's 4D, a 5D
+    file's and a DWI's this tool's 5D; --output-order nifti writes every one 5D, recorded in the sidecar, and a rerun
+    with the other order is not skipped."""
+    import json
+
+    import nibabel as nib
+
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    lr = fit_dti(dwi, brain_mask(dwi))
+    for name, order in (("P01", "nifti"), ("P02", "fsl"), ("P03", "dipy")):
+        (tmp_path / name).mkdir()
+        fileio.save_tensor(lr, tmp_path / name / "dti.nii.gz", order=order)
+    (tmp_path / "list.txt").write_text("P01/dti.nii.gz\nP02/dti.nii.gz --tensor-order fsl\n"
+                                       "P03/dti.nii.gz --tensor-order dipy\n")
+    out = tmp_path / "deriv"
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "cubic", "--workers", "1")
+    assert code == 0, err
+    tensor = "sub-{0}/dwi/sub-{0}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz"
+    shapes = {n: nib.load(out / tensor.format(n)).shape for n in ("P01", "P02", "P03")}
+    assert shapes == {"P01": (40, 44, 32, 1, 6), "P02": (40, 44, 32, 6), "P03": (40, 44, 32, 6)}
+    own = fileio.load_tensor(out / tensor.format("P01")).data
+    for n, order in (("P02", "fsl"), ("P03", "dipy")):
+        np.testing.assert_allclose(fileio.load_tensor(out / tensor.format(n), order).data, own, atol=1e-12)
+        side = json.loads((out / tensor.format(n)).with_suffix("").with_suffix(".json").read_text())
+        assert side["OutputOrder"] == order
+    assert "OutputOrder" not in json.loads((out / tensor.format("P01")).with_suffix("").with_suffix(".json").read_text())
+    code, stdout, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "cubic", "--workers", "1",
+                                "--output-order", "nifti")
+    assert code == 0, err
+    assert "1 skipped" in stdout  # P01 was written 5D already; the others are redone as 5D
+    assert {nib.load(out / tensor.format(n)).shape for n in ("P01", "P02", "P03")} == {(40, 44, 32, 1, 6)}
+    np.testing.assert_allclose(fileio.load_tensor(out / tensor.format("P02")).data, own, atol=1e-12)
 
 
 def test_list_subjects_are_named_apart(tmp_path):
@@ -532,10 +570,15 @@ def test_one_list_for_a_cohort_made_by_several_tools(tmp_path, capsys):
     assert [r["status"] for r in res] == ["done", "done"], [r["reason"] for r in res]
     assert res[1]["qc"]["brain_from"] == "mask"
     tensor = "sub-{0}/dwi/sub-{0}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz"
-    a, b = (fileio.load_tensor(out / tensor.format(n)).data for n in ("P05", "P06"))
-    np.testing.assert_allclose(a, b, atol=1e-9)  # the same tensors, read in either order
+    a, b = (fileio.load_tensor(out / tensor.format(n), o).data for n, o in (("P05", "nifti"), ("P06", "fsl")))
+    np.testing.assert_allclose(a, b, atol=1e-9)  # the same tensors, read in either order and written back in it
     side = json.loads((out / tensor.format("P06")).with_suffix("").with_suffix(".json").read_text())
     assert side["TensorOrder"] == "fsl" and side["MaskSHA256"] and side["Sources"][-1] == "bids:raw:P06/mask.nii.gz"
+    # the same list with P06's mask left out: P06 is redone (its outputs were cut to the mask), P05 skipped
+    (tmp_path / "nomask.txt").write_text("P05/dti_tensor.nii.gz\nP06/dti_tensor.nii.gz --tensor-order fsl\n")
+    again = batch.run_cohort(batch.find_items(tmp_path / "nomask.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert [r["status"] for r in again] == ["skipped", "done"]
+    assert again[1]["qc"]["brain_from"] == "tensor"
     # a second list in the same folder: its rows join, the first's stay
     (tmp_path / "more.txt").write_text("P05/dti_tensor.nii.gz\n")
     (tmp_path / "P07").mkdir()

@@ -291,6 +291,17 @@ def as_read(vol: Volume) -> dict:
     return {"order": order, "five_d": order == "nifti" or bool(vol.meta.get("five_d"))}
 
 
+def write_order(read: dict, asked: str = "input") -> dict:
+    """`save_tensor`'s order and layout for an output asked in `asked`: "input" writes it as `read` (as_read's
+    answer); "dipy" dipy_fit_dti's 5D file unless a 4D dipy file was read (review 44c); "nifti" this tool's 5D; fsl and
+    mrtrix their tools' 4D files."""
+    if asked == "input":
+        return dict(read)
+    if asked == "dipy":
+        return {"order": "dipy", "five_d": read["five_d"] or read["order"] != "dipy"}
+    return {"order": asked, "five_d": asked == "nifti"}
+
+
 def in_file_frame(data: np.ndarray, order: str, affine) -> np.ndarray:
     """(..., 6) voxel-axis tensors turned into the frame a file in `order` holds them in (file_frame), still in the
     lower-triangular order: what `save_tensor` writes, and what maps of the written file are made from."""

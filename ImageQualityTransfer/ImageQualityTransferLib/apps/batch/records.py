@@ -32,6 +32,7 @@ class Settings:
     model_sha256: str | None = None
     tta: bool = False  # learned methods averaged over the grid's symmetries (methods/symmetry.py); model-<method>tta
     tensor_order: str = "nifti"  # how a listed 4D tensor file holds its components (fileio.load_tensor)
+    output_order: str = "input"  # how the tensors are written (fileio.write_order): as each input was read, or one order
     noisy_model_file: str | None = None  # the model the method runs on noisy inputs (methods/base.py), recorded
     noisy_model_sha256: str | None = None
     bmax: float | None = None  # DWI inputs: fit the b0s and the volumes with b up to it only (dmri.dti.keep_bmax)
@@ -93,11 +94,21 @@ def input_hashes(item: Item) -> dict:
     return out
 
 
+def output_order(item: Item, s: Settings) -> str:
+    """The order a subject's tensor file is written in: --output-order's, or with "input" (the default) the order its
+    file was read in, so that a dtifit file comes back as dtifit's; a DWI fitted here, a NRRD or a 5D file: "nifti"."""
+    if s.output_order != "input":
+        return s.output_order
+    return "nifti" if item.kind == "dwi" else item.tensor_order or s.tensor_order
+
+
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
-    """The sidecar fields that must match for a subject to be skipped."""
-    order = item.tensor_order or s.tensor_order
+    """The sidecar fields that must match for a subject to be skipped (OutputOrder only where it is not this tool's
+    5D, as every run wrote it until stop 45, so that such a run's outputs are still skipped)."""
+    order, written = item.tensor_order or s.tensor_order, output_order(item, s)
     return {**hashes, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
             **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {}),
+            **({"OutputOrder": written} if written != "nifti" else {}),
             **({"BMax": s.bmax} if s.bmax is not None and item.kind == "dwi" else {})}
 
 
@@ -125,6 +136,10 @@ def _factor(s: Settings):
     return record(s.factor)
 
 
+# identity fields written only where a setting is not its default: one in a sidecar but not asked for is a mismatch
+OPTIONAL_IDENTITY = ("TensorOrder", "OutputOrder", "BMax", "MaskSHA256", "TTA")
+
+
 def finished(folder: Path, names: dict, ident: dict) -> dict | None:
     """The tensor sidecar when every output and its sidecar exist and match `ident`, else None."""
     side = None
@@ -134,7 +149,8 @@ def finished(folder: Path, names: dict, ident: dict) -> dict | None:
             meta = json.loads(sidecar(path).read_text())
         except (OSError, ValueError):
             return None
-        if not path.is_file() or any(meta.get(k) != v for k, v in ident.items()):
+        if not path.is_file() or any(meta.get(k) != v for k, v in ident.items()) or any(
+                k in meta and k not in ident for k in OPTIONAL_IDENTITY):
             return None
         side = meta if key == "tensor" else side
     return side

@@ -16,7 +16,7 @@ from ...fileio.paths import write_json
 from .items import Item
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, expected_maps, finished, identity, input_hashes, method_label,
-                      output_names, remove_temporaries, sidecar, sources)
+                      output_names, output_order, remove_temporaries, sidecar, sources)
 
 
 _METHODS: dict = {}
@@ -97,6 +97,8 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
             "mask": t.replace(data=brain, kind="mask")}
     if s.uncertainty:
         vols.update(pred.maps())
+    written = fileio.write_order(fileio.as_read(lr), output_order(item, s))  # dipy: 4D or 5D as the file came in
+    vols["tensor"] = t.replace(meta={**t.meta, "written": written})
     inside = np.ones(lr.shape3, bool) if mask is None else np.asarray(mask.data, bool)
     vox = lr.voxel_size
     qc = {"voxel_mm": "x".join(f"{v:.2f}" for v in vox), "voxel_mm3": float(np.prod(vox)), "snr": snr,
@@ -146,7 +148,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         remove_temporaries(folder)
         for key, name in names.items():  # data first, every sidecar after, the tensor's last
             if key == "tensor":
-                fileio.save_tensor(vols[key], folder / name)
+                fileio.save_tensor(vols[key], folder / name, **vols[key].meta["written"])
             else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them
                 fileio.save_scalar(vols[key], folder / name, map_record(method_label(s), key))
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

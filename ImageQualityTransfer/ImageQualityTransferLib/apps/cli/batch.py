@@ -30,6 +30,7 @@ def add_parsers(sub) -> None:
                          "127.0.0.1:0 any free port)")
     options.add_method_settings(sp)
     options.add_tensor_order(sp)
+    options.add_output_order(sp)
     options.add_bmax(sp)
     sp.set_defaults(func=run)
 
@@ -76,7 +77,7 @@ def run(args) -> int:
     noisy_file, noisy_sha = batch.noisy_model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
                        device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha, tta=args.tta,
-                       tensor_order=args.tensor_order, noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha,
+                       tensor_order=args.tensor_order, output_order=args.output_order, noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha,
                        bmax=args.bmax)
     try:
         import distributed  # noqa: F401

@@ -65,8 +65,8 @@ def add_tensor_order(sp) -> None:
 def add_output_order(sp) -> None:
     sp.add_argument("--output-order", default="input", choices=["input", *ORDERS],
                     help="how to write the high-res tensors: input (default: as the input was read, so that a dtifit, "
-                         "dwi2tensor or dipy file comes back in its tool's order and frame, a 5D or NRRD one as 5D or "
-                         "NRRD), or one of the --tensor-order names (nifti: 5D SYMMATRIX in voxel axes; dipy: "
+                         "dwi2tensor or dipy file comes back in its tool's order and frame, a 5D or NRRD one as this "
+                         "tool's 5D NIfTI, or NRRD by the output's suffix), or one of the --tensor-order names (nifti: 5D SYMMATRIX in voxel axes; dipy: "
                          "dipy_fit_dti's 5D file, or 4D lower_triangular() where a 4D dipy file was read)")
 
 
@@ -80,19 +80,14 @@ def check_output_order(args, out) -> None:
 
 
 def output_order(args, lr, out) -> dict:
-    """`save_tensor`'s order and layout for `--output-order` (fileio.as_read for "input"); a NRRD output keeps its own."""
-    from ...fileio import as_read
+    """`save_tensor`'s order and layout for `--output-order` (fileio.write_order); a NRRD output keeps its own."""
+    from ...fileio import as_read, write_order
     from ...fileio.paths import NRRD_SUFFIXES
 
     check_output_order(args, out)
     if str(out).lower().endswith(NRRD_SUFFIXES):
         return {"order": "nifti", "five_d": True}
-    read = as_read(lr)
-    if args.output_order == "input":
-        return read
-    if args.output_order == "dipy":  # dipy_fit_dti's 5D file, unless a 4D dipy file came in (review 44c)
-        return {"order": "dipy", "five_d": read["five_d"] or read["order"] != "dipy"}
-    return {"order": args.output_order, "five_d": args.output_order == "nifti"}
+    return write_order(as_read(lr), args.output_order)
 
 
 def order_words(order: dict) -> str:

@@ -206,6 +206,24 @@ def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
     assert all(stat.startswith("Z") for stat in left), left  # at most a zombie the session leader's parent reaps
 
 
+def test_a_worker_the_nanny_starts_again_ignores_ctrl_c_too():
+    """The workers of the local cluster ignore SIGINT, also once the nanny has started them again (as after a
+    memory-limit kill), so that a terminal's Ctrl-C prints the run's one line and no worker's traceback."""
+    import signal
+
+    def disposition():
+        return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+    client, cluster = batch.start_client(1, dashboard_address=":0")
+    try:
+        assert client.submit(disposition, pure=False).result(timeout=60)
+        client.restart(timeout=60)
+        assert client.submit(disposition, pure=False).result(timeout=60)
+    finally:
+        client.close()
+        cluster.close()
+
+
 def test_list_of_folders_and_dti_files_in_process(tmp_path):
     """A text list (subject folder, DTI file, missing folder) through the same `process`, without Dask."""
     from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti

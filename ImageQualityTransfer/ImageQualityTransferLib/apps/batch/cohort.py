@@ -35,7 +35,8 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _workers_ignore_ctrl_c():
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                               dashboard_address=dashboard_address, silence_logs=logging.CRITICAL)
+                               dashboard_address=dashboard_address, silence_logs=logging.CRITICAL,
+                               preload=[f"{__package__}.worker_signals"])  # a restarted worker ignores Ctrl-C too
     # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it was a second,
     # differently worded message on stderr (review 41a)
     return Client(cluster), cluster
@@ -55,7 +56,7 @@ def _workers_ignore_ctrl_c():
         return
     # a Ctrl-C in the second or two the workers take to start is lost (blocking it instead does not carry into the
     # workers, and Dask's own threads would take it): pressed again, it stops the run. A worker the nanny restarts later
-    # (after a memory-limit kill) starts outside this and may print its traceback again
+    # (after a memory-limit kill) starts outside this and ignores it from its preload on (worker_signals.py)
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield

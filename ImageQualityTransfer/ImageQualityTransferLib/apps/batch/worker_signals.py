@@ -1,0 +1,11 @@
+"""Loaded into every local batch worker as it starts (Dask's worker preload, cohort.start_client): SIGINT ignored, so
+that a terminal's Ctrl-C stops the run through the main process's one line, also in a worker the nanny started again
+after a memory-limit kill (it starts outside cohort._workers_ignore_ctrl_c and printed its own traceback)."""
+
+import signal
+import threading
+
+
+def dask_setup(worker) -> None:  # noqa: ARG001 (Dask's preload hook)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -15,25 +15,35 @@ from ..core.volume import Volume
 
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
 MASKED_MAX_SHARE = 0.7  # of the field: a brain's share in the scans seen is 0.14-0.40 (0.85-0.92 for whole-field fits of noise)
+SOLID_BACKGROUND = 0.25  # solid_share of a masked fit's background: 0.53-0.97, slabs cut through the brain included;
+# whole-field fits whose other voxels pass MASKED_MAX_SHARE 0.00-0.16 (docs/measurements.md)
 MASKED_EDGE = 0.7  # share of tissue-like tensors along the edge of a masked fit's brain (0.87-1.0 measured; heads 0.18-0.40)
 
 
 def whole_field(lr: Volume) -> bool:
     """Whether `lr` holds tensors over (nearly) its whole field of view: fitted without a mask (`Method.support`).
-    Where the field holds negligible tensors (tensors.negligible) and the rest is at most MASKED_MAX_SHARE of it, the
-    edge of the rest decides: tissue there is a brain mask's edge (a masked fit stored with a tiny background),
-    background fits are a head's (a fit over the whole field of a scan whose air the scanner zeroed); negligible fits
-    scattered through more of the field are clipped noise fits of a whole field (docs/measurements.md, "A background
-    that is tiny, not zero")."""
+    Where the field holds negligible tensors (tensors.negligible) scattered through more than MASKED_MAX_SHARE of it,
+    they are clipped noise fits of a whole field; otherwise (a few, or a solid background however much of a cropped
+    field the brain fills) the edge of the rest decides: tissue there is a brain mask's edge (a masked fit stored with a
+    tiny background), background fits are a head's (a fit over the whole field of a scan whose air the scanner zeroed)
+    (docs/measurements.md, "A background that is tiny, not zero")."""
     t = np.asarray(lr.data)
     nonzero = np.any(t != 0, axis=-1)
     if nonzero.mean() <= WHOLE_FIELD:
         return False
     present = nonzero & ~tensors.negligible(t)
-    if present.mean() > MASKED_MAX_SHARE:  # tiny fits scattered among the others: clipped noise fits of a whole field
+    if present.mean() > MASKED_MAX_SHARE and solid_share(~present) < SOLID_BACKGROUND:
         return True
     edge = present & ~ndimage.binary_erosion(present, border_value=1)  # the field's own border is no edge
     return not edge.any() or bool(tensors.tissue_like(t[edge]).mean() < MASKED_EDGE)
+
+
+def solid_share(background: np.ndarray) -> float:
+    """The share of `background` voxels whose six neighbours are background too (the field's border counts as
+    background): much of a brain mask's complement, cropped to the brain or not, and next to none of the clipped noise
+    fits scattered through a whole field or of a plane the scanner zeroed."""
+    n = int(background.sum())
+    return float(ndimage.binary_erosion(background, border_value=1).sum() / n) if n else 0.0
 
 
 def without_tiny_background(lr: Volume, whole: bool | None = None) -> Volume:

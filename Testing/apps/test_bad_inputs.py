@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -59,6 +60,29 @@ def work(small_subject, tmp_path_factory):
         shutil.copytree(small_subject, s)
         b = np.loadtxt(s / "dwi.bval")
         np.savetxt(s / "dwi.bval", b * scale if scale else np.where(b == 0, 1000.0, b)[None], fmt="%g")
+    for name in ("zerocol", "shear", "msum2", "allb0"):  # review 45b: headers and tables as other tools write them
+        s = d / name
+        shutil.copytree(small_subject, s)
+        img = nib.load(s / "dwi.nii.gz")
+        affine = img.affine.copy()
+        if name == "zerocol":
+            affine[:3, 2] = 0
+        if name == "shear":
+            affine[0, 1] = 1.0
+        if name in ("zerocol", "shear"):  # the sform alone: nibabel cannot make a qform of either
+            h = img.header.copy()
+            h["qform_code"], h["sform_code"] = 0, 1
+            h["srow_x"], h["srow_y"], h["srow_z"] = affine[:3]
+            nib.save(nib.Nifti1Image(np.asarray(img.dataobj), None, header=h), s / "dwi.nii.gz")
+        b = np.loadtxt(s / "dwi.bval")
+        if name in ("msum2", "allb0"):
+            np.savetxt(s / "dwi.bval", (b / 1000 if name == "msum2" else 0 * b)[None], fmt="%g")
+    assert main(["fit", str(subj / "dwi.nii.gz"), "-o", str(d / "fit.nii.gz"), "--mask-out", str(d / "fitmask.nii.gz")]) == 0
+    sheared = fileio.load_tensor(d / "lr.nii.gz")
+    affine = sheared.affine.copy()
+    affine[0, 1] = 1.0
+    fileio.save_tensor(sheared.replace(affine=affine), d / "shear_dti.nii.gz")
+    fileio.save_mask(mask.replace(affine=affine), d / "shear_seeds.nii.gz")
     nobval = d / "nobval"
     shutil.copytree(small_subject, nobval)
     (nobval / "dwi.bval").unlink()
@@ -172,6 +196,14 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --tensor-order mrtrix", "is for 4D six-volume files"),
     # a reference on another grid than the prediction: said of the prediction, not of the mask (review 40a)
     ("evaluate --pred {d}/lr.nii.gz --truth {d}/other_grid.nii.gz --mask {d}/m.nii.gz", "the prediction (16, 18, 14) is not"),
+    # headers and gradient tables as other tools write them (review 45b)
+    ("fit {d}/zerocol/dwi.nii.gz -o {d}/t.nii.gz", "has a zero, non-finite or dependent axis"),
+    ("track {d}/shear_dti.nii.gz --seeds {d}/shear_seeds.nii.gz -o {d}/t.trk", "the tensors' grid is sheared"),
+    ("fit {d}/shear/dwi.nii.gz -o {d}/t.nrrd", "which a Slicer tensor NRRD cannot hold"),
+    ("fit {d}/msum2/dwi.nii.gz -o {d}/t.nii.gz", "look like ms/um^2"),
+    ("mask {d}/msum2/dwi.nii.gz -o {d}/t.nii.gz", "look like ms/um^2"),
+    ("evaluate --pred {d}/fit.nii.gz --truth {d}/fit.nii.gz --mask {d}/fitmask.nii.gz --dwi {d}/allb0/dwi.nii.gz",
+     "only 0 diffusion-weighted volumes"),
     ("iqt-nothing", "invalid choice"),
 ]
 

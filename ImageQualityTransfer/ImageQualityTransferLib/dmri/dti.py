@@ -8,8 +8,7 @@ import numpy as np
 
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
-
-B0_THRESHOLD = 50.0  # s/mm^2
+from ..fileio.volumes import B0_THRESHOLD  # one value for reading and fitting (s/mm^2)
 
 
 def gradient_table(dwi: Volume):

@@ -21,6 +21,9 @@ def design_matrix(bvals, bvecs) -> np.ndarray:
     if g.shape[0] != b.size:
         raise IQTError(f"{b.size} b-values but {g.shape[0]} gradient directions")
     dw = b > B0_THRESHOLD
+    if dw.sum() < 6:  # the noise floor came out NaN without a word (review 45b)
+        raise IQTError(f"only {dw.sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g}); the fit's noise floor needs "
+                       "the DWI the reference tensors were fitted from, with at least 6 directions")
     norms = np.linalg.norm(g, axis=1)
     if np.any(norms[dw] < 1e-6):
         raise IQTError("some diffusion-weighted volumes have a zero gradient direction; check the bvec file")

@@ -267,6 +267,10 @@ def save_tensor_nrrd(vol: Volume, path, compress: bool = True, level: int = 1) -
     if vol.kind != "tensor":
         raise ValueError("save_tensor_nrrd needs a tensor volume")
     path = Path(path)
+    r = direction_rotation(vol.affine)
+    if not np.allclose(r.T @ r, np.eye(3), atol=1e-4):  # its measurement frame would be no rotation: unreadable (review 45b)
+        raise IQTError(f"{path}: the grid is sheared (its voxel axes are not at right angles), which a Slicer tensor "
+                       "NRRD cannot hold; write a .nii.gz instead")
     encoding = "gzip" if compress else "raw"
     arr = _payload(vol)
     if path.suffix.lower() == ".nhdr":

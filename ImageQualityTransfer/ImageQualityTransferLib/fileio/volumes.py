@@ -81,9 +81,22 @@ def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti
     if not os.access(path, os.R_OK):
         raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
     try:
-        return _nib().load(str(path))
+        img = _nib().load(str(path))
     except Exception as exc:  # nibabel raises many types for damaged files
         raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give {formats}") from None
+    _check_geometry(img.affine, path)
+    return img
+
+
+def _check_geometry(affine, path) -> None:
+    """A voxel-to-world matrix with a zero, non-finite or dependent axis is refused on reading: the fit ran to its end
+    and then failed to write, and upsample, report and track ended in internal errors (review 45b)."""
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    norms = np.linalg.norm(m, axis=0) if np.all(np.isfinite(m)) else np.zeros(3)
+    if np.any(norms == 0) or abs(np.linalg.det(m / norms)) < 1e-6:
+        raise IQTError(f"{path}: the header's voxel-to-world matrix {np.round(m, 4).tolist()} has a zero, non-finite or "
+                       "dependent axis, so the image has no valid geometry; fix its qform/sform (e.g. with fslorient or "
+                       "nibabel) and retry")
 
 
 def _data(img, path, dtype=np.float32) -> np.ndarray:
@@ -104,6 +117,9 @@ def _check_finite(data, path, what):
 
 
 # ---------------------------------------------------------------- DWI
+
+
+B0_THRESHOLD = 50.0  # s/mm^2: a volume with b at or below it is a b0 (dmri/dti.py reads it from here)
 
 
 def bval_bvec_paths(dwi_path, bval=None, bvec=None):
@@ -154,6 +170,9 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
                        f"as FSL and dcm2niix write them")
     if (bvals < 0).any():
         raise IQTError(f"{bval_p}: negative b-values; give the b-values in s/mm^2 (0 for the b0 volumes)")
+    if 0 < bvals.max() <= B0_THRESHOLD and np.any(np.abs(bvecs) > 0):  # every volume would be a b0 (review 45b)
+        raise IQTError(f"{bval_p}: b-values up to {bvals.max():g} with gradient directions look like ms/um^2; give them in "
+                       f"s/mm^2 (e.g. 1000 for 1.0), as FSL and dcm2niix write them")
     data = _data(img, path)
     _check_finite(data, path, "DWI")
     return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta={"path": str(path)})

@@ -330,3 +330,26 @@ def test_logic_refuses_an_input_node_as_its_output(work):
         processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True, targets={"tensor": other, "interpolated": other})
     np.testing.assert_array_equal(mrml.tensor_volume_from_node(node).data, before)
     assert scene.GetNumberOfNodes() == n_nodes  # no result node left behind
+
+
+def test_a_signal_during_an_import_waits_for_its_end(tmp_path, monkeypatch):
+    """SIGTERM while a module is being imported is raised once the import has ended: raised inside torch's import it
+    reached pybind11's C++ and aborted the process with a C++ trace (status 134) instead of one line and 143."""
+    from ImageQualityTransferLib.apps import cli
+
+    (tmp_path / "slow_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\n"
+                                             "time.sleep(0.3)\nFINISHED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = cli.handle_signals()
+    try:
+        with pytest.raises(cli.Terminated):
+            import slow_module  # noqa: F401
+
+            assert slow_module.FINISHED
+            time.sleep(5)  # the deferred signal arrives here
+        assert sys.modules["slow_module"].FINISHED
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in before:
+            signal.signal(sig, handler)
+        sys.modules.pop("slow_module", None)

@@ -174,6 +174,11 @@ def test_a_label_map_is_a_mask_and_a_fractional_map_is_taken_with_a_warning(tmp_
     nib.save(nib.Nifti1Image(fa, np.eye(4)), tmp_path / "fa.nii.gz")
     with pytest.warns(IQTWarning, match="fractional values"):
         assert fileio.load_mask(tmp_path / "fa.nii.gz").data.sum() == 4 * 36
+    small = np.zeros((40, 40, 40), np.float32)  # a seed ROI of 32 voxels of 0.5: said as one, its size read (review 45b)
+    small[:2, :4, :4] = 0.5
+    nib.save(nib.Nifti1Image(small, np.eye(4)), tmp_path / "seeds.nii.gz")
+    with pytest.warns(IQTWarning, match=r"the seed ROI holds fractional .* taken as a seed \(32 voxels, 0.05 % of the grid\)"):
+        fileio.load_mask(tmp_path / "seeds.nii.gz", seeds=True)
 
 
 def test_a_mask_file_stored_in_another_axis_order_is_read_onto_the_input_grid(tmp_path):
@@ -297,3 +302,29 @@ def test_track_and_evaluate_name_the_order_that_reads_a_file(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and path in err and words in err, (name, err)
     assert not (tmp_path / "t.trk").exists()
+
+
+def test_bvecs_not_of_unit_length_and_a_header_without_orientation_are_said(tmp_path):
+    """Both were read without a word (review 45b): directions of another length are taken as directions (dipy refuses
+    them, MRtrix scales b by their squared length), and a header whose qform and sform codes are 0 is read on
+    nibabel's default grid."""
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(10, 10, 8), voxel_mm=4.0, n_dirs=12)
+    fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fileio.load_dwi(tmp_path / "dwi.nii.gz")
+    g = np.loadtxt(tmp_path / "dwi.bvec")
+    np.savetxt(tmp_path / "dwi.bvec", g * np.where(np.loadtxt(tmp_path / "dwi.bval") > 0, 1.2, 1.0), fmt="%.6f")
+    with pytest.warns(IQTWarning, match="directions of length 1.2 to 1.2, not 1"):
+        fileio.load_dwi(tmp_path / "dwi.nii.gz")
+    img = nib.load(tmp_path / "dwi.nii.gz")
+    img.header["qform_code"], img.header["sform_code"] = 0, 0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), None, header=img.header), tmp_path / "nocode.nii.gz")
+    np.savetxt(tmp_path / "dwi.bvec", g, fmt="%.6f")
+    (tmp_path / "dwi.bvec").rename(tmp_path / "nocode.bvec")
+    (tmp_path / "dwi.bval").rename(tmp_path / "nocode.bval")
+    with pytest.warns(IQTWarning, match="holds no orientation"):
+        fileio.load_dwi(tmp_path / "nocode.nii.gz")

@@ -85,6 +85,10 @@ def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti
     except Exception as exc:  # nibabel raises many types for damaged files
         raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give {formats}") from None
     _check_geometry(img.affine, path)
+    if hasattr(img.header, "get_qform") and not (int(img.header["qform_code"]) or int(img.header["sform_code"])):
+        warnings.warn(f"{path}: the header holds no orientation (qform and sform codes 0), so it is read on nibabel's "
+                      "default grid, and left-right and the fibre directions may be wrong; set its orientation (e.g. "
+                      "with fslorient) where that matters", IQTWarning, stacklevel=3)  # review 45b
     return img
 
 
@@ -173,6 +177,12 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     if 0 < bvals.max() <= B0_THRESHOLD and np.any(np.abs(bvecs) > 0):  # every volume would be a b0 (review 45b)
         raise IQTError(f"{bval_p}: b-values up to {bvals.max():g} with gradient directions look like ms/um^2; give them in "
                        f"s/mm^2 (e.g. 1000 for 1.0), as FSL and dcm2niix write them")
+    norms = np.linalg.norm(bvecs[bvals > B0_THRESHOLD], axis=1)
+    norms = norms[norms > 0]  # a zero direction is refused where the tensors are fitted (dmri/dti.py)
+    if norms.size and np.abs(norms - 1).max() > 0.01:  # dipy refuses them, MRtrix scales b by |g|^2 (review 45b)
+        warnings.warn(f"{bvec_p}: directions of length {norms.min():.3g} to {norms.max():.3g}, not 1; each is taken as a "
+                      "direction with its b from the bval file; if their lengths scale b, put b x |g|^2 in the bval file",
+                      IQTWarning, stacklevel=2)
     data = _data(img, path)
     _check_finite(data, path, "DWI")
     return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta={"path": str(path)})
@@ -402,9 +412,10 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
         raise IQTError(f"{path}: the seed ROI is empty (no voxel > 0); give an ROI with at least one voxel" if seeds else
                        f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
     if np.any(values[mask] != np.round(values[mask])):  # labels 1, 2, ... are a mask; an FA or probability map is not
-        warnings.warn(f"{path}: the mask holds fractional values (an FA or probability map?); every voxel > 0 is taken "
-                      f"as brain ({100 * mask.mean():.0f} % of the grid): threshold it first if that is not meant",
-                      IQTWarning, stacklevel=2)
+        what, taken = ("seed ROI", "a seed") if seeds else ("mask", "brain")  # review 45b: a seed ROI was called a mask
+        warnings.warn(f"{path}: the {what} holds fractional values (an FA or probability map?); every voxel > 0 is taken "
+                      f"as {taken} ({mask.sum()} voxels, {100 * mask.mean():.2g} % of the grid): threshold it first if "
+                      "that is not meant", IQTWarning, stacklevel=2)
     vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
     if reference is not None:
         from ..core.grid import factors, hr_affine

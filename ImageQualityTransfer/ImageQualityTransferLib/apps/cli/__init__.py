@@ -51,8 +51,42 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+DEFER_S = 0.05  # how soon a signal that came during an import is looked at again
+
+
 def _on_signal(signum, frame):
-    raise Terminated(signum)
+    """SIGINT, SIGTERM and SIGHUP unwind the command (KeyboardInterrupt, Terminated); one that comes while a module is
+    being imported waits for the import's end (SIGALRM brings it back): raised inside torch's import, it reached
+    pybind11's C++ and aborted the process with a C++ trace and status 134 instead of one line (a SLURM time limit
+    during the first second of a run; Testing/apps/test_bad_inputs.py)."""
+    alarm = getattr(signal, "SIGALRM", None)  # not on Windows: nothing is deferred there
+    if signum == alarm:
+        signum = _deferred[-1]
+    if alarm is not None and _importing(frame):
+        _deferred.append(signum)
+        signal.setitimer(signal.ITIMER_REAL, DEFER_S)
+        return
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
+_deferred: list[int] = []
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def handle_signals() -> list:
+    """SIGINT, SIGTERM, SIGHUP (where the platform has it) and SIGALRM to `_on_signal`, in the main thread only;
+    returns [(signal, handler before)]."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGALRM")
+    return [(sig, signal.signal(sig, _on_signal)) for sig in (getattr(signal, n, None) for n in names) if sig is not None]
 
 
 class _Printed:
@@ -99,15 +133,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
     warnings.showwarning = _show_warning  # the engine's IQTWarnings as one line each
-    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None] \
-        if threading.current_thread() is threading.main_thread() else []
-    before = {sig: signal.signal(sig, _on_signal) for sig in signals}
+    before = dict(handle_signals())
+    signals = [sig for sig in before if sig != getattr(signal, "SIGALRM", None)]
     given_stdout = sys.stdout
     printed = sys.stdout = _Printed(given_stdout)
     try:
         code = _run(args, printed, signals)
     finally:
         sys.stdout = given_stdout
+        if before:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # a deferred signal not yet raised: the command has ended
         for sig, handler in before.items():
             # run as the `iqt` command, the process only exits from here: a signal now would find every output written
             # and, with Python's own handler back, kill it with 143 during teardown (review 40a); in-process callers

@@ -299,10 +299,12 @@ def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
                            "--mask", tmp_path / "mask.nii.gz", "--json", tmp_path / "n.json")
     assert code == 0, err
     assert json.loads((tmp_path / "n.json").read_text()) == metrics
-    # a record another tool's reordering of the axes made stale, or one this project did not write, is not read
+    # the axes reordered and flipped by another tool (fslreorient2std, mrconvert -strides): the factors move with them
+    # (review 45a: they were dropped and the prediction scored at factor 2); a record this project did not write is
+    # not read
     img = nib.load(tmp_path / "up.nii.gz")
-    nib.save(img.as_reoriented([[2, 1], [1, 1], [0, 1]]), tmp_path / "turned.nii.gz")
-    assert fileio.load_tensor(tmp_path / "turned.nii.gz").meta.get("made_at") is None
+    nib.save(img.as_reoriented([[2, 1], [1, -1], [0, 1]]), tmp_path / "turned.nii.gz")
+    assert fileio.load_tensor(tmp_path / "turned.nii.gz").meta.get("made_at") == (3, 2, 1)
     for forged in (b"iqt x factor 0", b"iqt x factors 1,1,1"):
         img.header["descrip"] = forged
         nib.save(img, tmp_path / "forged.nii.gz")

@@ -43,9 +43,10 @@ def _axis_codes(affine) -> str | None:
 
 
 def read_made_by(text, affine) -> tuple[str, tuple[int, int, int]] | None:
-    """(the description, its factors) from a `made_by` text (a NIfTI `descrip`, a NRRD `iqt_made_by` field); None for
-    any other text, and for a file whose voxel axes another tool has since reordered (the factors would then be along
-    other axes)."""
+    """(the description, its factors along the file's voxel axes) from a `made_by` text (a NIfTI `descrip`, a NRRD
+    `iqt_made_by` field); None for any other text. A file whose voxel axes another tool has since reordered or flipped
+    (fslreorient2std, mrconvert -strides) has its factors moved with its axes (review 45a: they were dropped, and the
+    prediction was scored at factor 2); None where its axes no longer match the recorded ones."""
     m = MADE_BY.match(str(text).strip())
     if m is None:
         return None
@@ -53,9 +54,19 @@ def read_made_by(text, affine) -> tuple[str, tuple[int, int, int]] | None:
         f = factors(m["factor"].split(" ")[0])
     except IQTError:  # a record this project did not write
         return None
-    if m["axes"] and m["axes"] != _axis_codes(affine):
-        return None
+    if m["axes"]:
+        now = _axis_codes(affine)
+        if now is None:
+            return None
+        axis = {c: i for i, code in enumerate(m["axes"]) for c in (code, _OPPOSITE[code])}
+        moved = [axis.get(c) for c in now]
+        if sorted(k for k in moved if k is not None) != [0, 1, 2]:
+            return None
+        f = tuple(f[k] for k in moved)
     return m.group(0), f
+
+
+_OPPOSITE = dict(zip("LRAPSI", "RLPAIS"))
 
 
 MAP_UNITS = {"std": "mm2/s", "std_intrinsic": "mm2/s", "std_parameter": "mm2/s", "md_std": "mm2/s", "fa_std": "unitless",

@@ -204,6 +204,7 @@ CASES = [
     ("mask {d}/msum2/dwi.nii.gz -o {d}/t.nii.gz", "look like ms/um^2"),
     ("evaluate --pred {d}/fit.nii.gz --truth {d}/fit.nii.gz --mask {d}/fitmask.nii.gz --dwi {d}/allb0/dwi.nii.gz",
      "only 0 diffusion-weighted volumes"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --factor 1000", "GiB of memory; give smaller factors"),
     ("iqt-nothing", "invalid choice"),
 ]
 

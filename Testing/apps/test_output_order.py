@@ -153,3 +153,4 @@ def test_dipy_asked_by_name_and_dtifit_map_names(tmp_path, capsys):
         assert code == 0, err
         assert nib.load(tmp_path / f"{src}_iqt_tensor.nii.gz").shape == shape
         assert (tmp_path / f"{src}_iqt_FA.nii.gz").exists() and not list(tmp_path.glob("*_tensor_FA*"))
+        assert f"wrote {tmp_path / f'{src}_iqt_FA.nii.gz'}, " in out  # with its folder, as the other lines (review 45a)

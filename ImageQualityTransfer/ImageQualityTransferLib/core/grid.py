@@ -63,6 +63,23 @@ def isotropic(f) -> int | None:
     return f[0] if f[0] == f[1] == f[2] else None
 
 
+def check_output_size(shape3, f) -> None:
+    """A high-res grid whose tensors alone (float32) would pass this machine's memory is refused before any work
+    (review 45a: `--factor 1000` and `--voxel-size 0.01` ended in an internal MemoryError)."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: left to the allocation itself
+        return
+    shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
+    need = math.prod(shape) * 6 * 4
+    if need > total:
+        raise IQTError(f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
+                       f"alone take {need / 2**30:,.0f} GiB, more than this machine's {total / 2**30:,.0f} GiB of memory; "
+                       "give smaller factors (or a larger --voxel-size)")
+
+
 def text(f) -> str:
     """How factors are written in messages and names: "2" for (2, 2, 2), "1,1,3" otherwise."""
     r = isotropic(f)

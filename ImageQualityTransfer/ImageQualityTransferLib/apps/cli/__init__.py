@@ -172,6 +172,10 @@ def _run(args, printed, signals=()) -> int:
     except Terminated as exc:
         print(f"iqt: stopped by {signal.Signals(exc.signum).name}; no partial output was left", file=sys.stderr)
         return 128 + exc.signum
+    except MemoryError:  # what the machine holds, not a bug: one line (review 45a)
+        print("iqt: error: out of memory; give smaller factors or a smaller input, or run it on a machine with more "
+              "memory", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
         if args.debug or os.environ.get("IQT_DEBUG"):
             raise

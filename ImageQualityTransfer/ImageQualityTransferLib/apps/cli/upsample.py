@@ -157,7 +157,7 @@ def run(args):
     print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
           + options.order_words(written) + ")")
     if map_paths:
-        print(f"wrote {', '.join(p.name for p in map_paths.values())} beside it (dtifit's maps; V1 in the output's frame, "
+        print(f"wrote {', '.join(str(p) for p in map_paths.values())} (dtifit's maps; V1 in the output's frame, "
               "0 where the two largest eigenvalues are equal)")
     if unc_out:
         print("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))

@@ -350,7 +350,27 @@ def test_a_signal_during_an_import_waits_for_its_end(tmp_path, monkeypatch):
             time.sleep(5)  # the deferred signal arrives here
         assert sys.modules["slow_module"].FINISHED
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        cli.cancel_deferred()
         for sig, handler in before:
             signal.signal(sig, handler)
         sys.modules.pop("slow_module", None)
+
+
+def test_the_same_signal_given_again_during_an_import_is_raised_at_once(tmp_path, monkeypatch):
+    """A second Ctrl-C while an import hangs (torch on a stale network mount) stops it at once (review 45c)."""
+    from ImageQualityTransferLib.apps import cli
+
+    (tmp_path / "hung_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                             "time.sleep(0.3)\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = cli.handle_signals()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            import hung_module  # noqa: F401
+        assert time.monotonic() - start < 10
+    finally:
+        cli.cancel_deferred()
+        for sig, handler in before:
+            signal.signal(sig, handler)
+        sys.modules.pop("hung_module", None)

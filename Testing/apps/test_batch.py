@@ -443,6 +443,7 @@ def test_each_listed_tensor_file_comes_back_in_the_order_it_was_read(tmp_path, c
         np.testing.assert_allclose(fileio.load_tensor(out / tensor.format(n), order).data, own, atol=1e-12)
         side = json.loads((out / tensor.format(n)).with_suffix("").with_suffix(".json").read_text())
         assert side["OutputOrder"] == order
+        assert {"fsl": "dtifit's 4D order", "dipy": "dipy's 4D"}[order] in side["Description"]
     assert "OutputOrder" not in json.loads((out / tensor.format("P01")).with_suffix("").with_suffix(".json").read_text())
     code, stdout, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "cubic", "--workers", "1",
                                 "--output-order", "nifti")

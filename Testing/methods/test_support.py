@@ -337,6 +337,23 @@ def test_a_masked_fit_on_a_field_the_brain_mostly_fills_reads_as_one_with_zeros(
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-7)
 
 
+def test_awhole_field_fit_with_empty_planes_at_its_edge_stays_awhole_field_fit(axial_subject):
+    """A fit over the whole field stored as int16 whose edge planes hold nothing (a resample onto a larger grid, eddy's
+    padding: an int16 file's few 1e-9): still a whole-field fit (review 45c: with 2-4 such planes it was read as a
+    masked one, its noise fits kept as brain). With exact zeros there it is read as a masked fit, as before this
+    release (the share of non-zero voxels decides first)."""
+    from ImageQualityTransferLib.dmri.subject import make_case
+    from ImageQualityTransferLib.methods.inputs import whole_field
+
+    lr = make_case(axial_subject, 2, style="unmasked").lr
+    assert whole_field(lr)
+    for axis in (1, 2):
+        for planes in (2, 4):
+            data = np.array(lr.data)
+            data[(slice(None),) * axis + (slice(0, planes),)] = 3e-9
+            assert whole_field(lr.replace(data=data)), (axis, planes)
+
+
 def test_awhole_field_fit_of_a_scan_with_zeroed_air_stays_awhole_field_fit(zeroed_background_subject):
     """Where the scanner zeroed the air, an unmasked dipy fit writes about 1e-9 there (negligible, as a tiny background):
     the edge of its other voxels is scalp and background fits, not a brain's, so it is still estimated as a whole-field

@@ -210,9 +210,9 @@ def track_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray, seeds: np
     from dipy.tracking.local_tracking import LocalTracking
     from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
 
-    m = np.asarray(affine, np.float64)[:3, :3]
-    m = m / np.linalg.norm(m, axis=0)
-    if not np.allclose(m.T @ m, np.eye(3), atol=1e-4):  # dipy's LocalTracking refused it in an internal error (review 45b)
+    from ..core.orientation import is_sheared
+
+    if is_sheared(affine):  # dipy's LocalTracking refused it in an internal error (review 45b)
         raise IQTError("the tensors' grid is sheared (its voxel axes are not at right angles), and tracking needs a "
                        "regular grid; resample the input onto one (e.g. with ANTs or FSL's flirt) and retry")
     if not (fa >= s.fa_threshold).any():

@@ -80,6 +80,14 @@ class Reorientation:
         return self.inverse().apply(vol)
 
 
+def is_sheared(affine, atol: float = 1e-4) -> bool:
+    """Whether the voxel axes of `affine` are not at right angles: a grid that tractography (dipy) and Slicer's tensor
+    NRRD (a rotation for its measurement frame) cannot take."""
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    m = m / np.linalg.norm(m, axis=0)
+    return not np.allclose(m.T @ m, np.eye(3), atol=atol)
+
+
 def slice_axis(affine, f) -> str | None:
     """The world axis ("R", "A" or "S" of canonical RAS) along which factors `f` (in the voxel axes of a volume
     with `affine`) refine the most: the thick-slice direction, whatever the storage order; None when isotropic."""

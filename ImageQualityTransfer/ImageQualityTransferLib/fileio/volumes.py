@@ -331,11 +331,36 @@ def write_order(read: dict, asked: str = "input") -> dict:
     return {"order": asked, "five_d": asked == "nifti"}
 
 
+def layout_words(order: dict) -> str:
+    """How a tensor file `save_tensor` writes with `order` (write_order's answer) holds its elements, in words."""
+    if order["order"] == "nifti":
+        return "5D NIfTI SYMMATRIX, lower-triangular Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, voxel axes"
+    return {"fsl": "dtifit's 4D order Dxx,Dxy,Dxz,Dyy,Dyz,Dzz, FSL's frame",
+            "mrtrix": "dwi2tensor's 4D order Dxx,Dyy,Dzz,Dxy,Dxz,Dyz, scanner frame",
+            "dipy": ("dipy_fit_dti's 5D layout" if order["five_d"] else "dipy's 4D lower_triangular order")
+            + " Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, FSL's frame"}[order["order"]]
+
+
 def in_file_frame(data: np.ndarray, order: str, affine) -> np.ndarray:
     """(..., 6) voxel-axis tensors turned into the frame a file in `order` holds them in (file_frame), still in the
     lower-triangular order: what `save_tensor` writes, and what maps of the written file are made from."""
     frame = file_frame(order, affine)
     return data if frame is None else tensors.rotate(data, np.linalg.inv(frame))
+
+
+def check_tensor_output(path, grid_of) -> None:
+    """Before any work: a tensor output on the grid of `grid_of` (an affine, or a NIfTI file whose header gives it)
+    can be written at `path` (a Slicer NRRD needs a grid whose voxel axes are at right angles)."""
+    if not _is_nrrd(path):
+        return
+    from .nrrd import check_grid
+
+    if isinstance(grid_of, (str, Path)):
+        try:
+            grid_of = _nib().load(str(grid_of)).affine  # the header only; a file that cannot be read is said on reading
+        except Exception:
+            return
+    check_grid(path, grid_of)
 
 
 def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -> None:
@@ -414,7 +439,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
     if np.any(values[mask] != np.round(values[mask])):  # labels 1, 2, ... are a mask; an FA or probability map is not
         what, taken = ("seed ROI", "a seed") if seeds else ("mask", "brain")  # review 45b: a seed ROI was called a mask
         warnings.warn(f"{path}: the {what} holds fractional values (an FA or probability map?); every voxel > 0 is taken "
-                      f"as {taken} ({mask.sum()} voxels, {100 * mask.mean():.2g} % of the grid): threshold it first if "
+                      f"as {taken} ({mask.sum()} voxels, {100 * mask.mean():.3g} % of the grid): threshold it first if "
                       "that is not meant", IQTWarning, stacklevel=2)
     vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
     if reference is not None:

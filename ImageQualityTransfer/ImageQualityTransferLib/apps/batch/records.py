@@ -181,7 +181,7 @@ def model_record(method, factor) -> tuple[str | None, str | None]:
 
 
 DESCRIPTIONS = {
-    "tensor": "high-resolution diffusion tensor (lower-triangular Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, voxel axes)",
+    "tensor": "high-resolution diffusion tensor",  # and its layout (fileio.layout_words)
     "fa": "fractional anisotropy of the high-resolution tensor",
     "md": "mean diffusivity of the high-resolution tensor",
     "std": "predictive standard deviation averaged over the six tensor elements",

@@ -163,7 +163,10 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         if notes:
             noisy_model["Notes"] = notes
         for key in [k for k in names if k != "tensor"] + ["tensor"]:
-            meta = {"Description": DESCRIPTIONS.get(key, key), "Units": UNITS.get(key, ""), "Sources": sources(item),
+            about = DESCRIPTIONS.get(key, key)
+            if key == "tensor":  # as the input was read (review 45c: it named voxel-axis SYMMATRIX for a dtifit file)
+                about += f" ({fileio.layout_words(vols[key].meta['written'])})"
+            meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **noisy_model,
                     "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp}
             if key == "tensor":

@@ -51,25 +51,43 @@ class Terminated(BaseException):
         self.signum = signum
 
 
-DEFER_S = 0.05  # how soon a signal that came during an import is looked at again
+DEFER_S = 0.05  # how soon a signal that came during an import is sent again
 
 
 def _on_signal(signum, frame):
-    """SIGINT, SIGTERM and SIGHUP unwind the command (KeyboardInterrupt, Terminated); one that comes while a module is
-    being imported waits for the import's end (SIGALRM brings it back): raised inside torch's import, it reached
-    pybind11's C++ and aborted the process with a C++ trace and status 134 instead of one line (a SLURM time limit
-    during the first second of a run; Testing/apps/test_bad_inputs.py)."""
-    alarm = getattr(signal, "SIGALRM", None)  # not on Windows: nothing is deferred there
-    if signum == alarm:
-        signum = _deferred[-1]
-    if alarm is not None and _importing(frame):
-        _deferred.append(signum)
-        signal.setitimer(signal.ITIMER_REAL, DEFER_S)
+    """SIGINT, SIGTERM and SIGHUP unwind the command (KeyboardInterrupt, Terminated). One that comes while a module is
+    being imported is sent again by a timer's thread until the import has ended: raised inside torch's import, it
+    reached pybind11's C++ and aborted the process with a C++ trace instead of one line (a SLURM time limit in the
+    first second of a run; Testing/apps/test_bad_inputs.py). The same signal given again meanwhile (a second Ctrl-C)
+    is raised at once."""
+    resent, _deferred["resent"] = _deferred["resent"], False
+    again = _deferred["signum"] == signum and not resent
+    if _importing(frame) and not again:
+        _deferred["signum"] = signum
+        _deferred["timer"] = threading.Timer(DEFER_S, _resend, (signum,))
+        _deferred["timer"].daemon = True
+        _deferred["timer"].start()
         return
+    cancel_deferred()
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
 
-_deferred: list[int] = []
+_deferred: dict = {"signum": None, "timer": None, "resent": False}
+
+
+def _resend(signum) -> None:
+    _deferred["resent"] = True
+    if hasattr(signal, "pthread_kill"):  # to the main thread itself, so that a wait there (a sleep, a read) ends
+        signal.pthread_kill(threading.main_thread().ident, signum)
+    else:
+        signal.raise_signal(signum)  # its Python handler runs in the main thread
+
+
+def cancel_deferred() -> None:
+    """Forget a signal still waiting for an import's end: the command is over, or the signal is being raised."""
+    if _deferred["timer"] is not None:
+        _deferred["timer"].cancel()
+    _deferred.update(signum=None, timer=None, resent=False)
 
 
 def _importing(frame) -> bool:
@@ -81,11 +99,11 @@ def _importing(frame) -> bool:
 
 
 def handle_signals() -> list:
-    """SIGINT, SIGTERM, SIGHUP (where the platform has it) and SIGALRM to `_on_signal`, in the main thread only;
-    returns [(signal, handler before)]."""
+    """SIGINT, SIGTERM and SIGHUP (where the platform has them) to `_on_signal`, in the main thread only; returns
+    [(signal, handler before)]."""
     if threading.current_thread() is not threading.main_thread():
         return []
-    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGALRM")
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
     return [(sig, signal.signal(sig, _on_signal)) for sig in (getattr(signal, n, None) for n in names) if sig is not None]
 
 
@@ -134,15 +152,14 @@ def main(argv=None) -> int:
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
     warnings.showwarning = _show_warning  # the engine's IQTWarnings as one line each
     before = dict(handle_signals())
-    signals = [sig for sig in before if sig != getattr(signal, "SIGALRM", None)]
+    signals = list(before)
     given_stdout = sys.stdout
     printed = sys.stdout = _Printed(given_stdout)
     try:
         code = _run(args, printed, signals)
     finally:
         sys.stdout = given_stdout
-        if before:
-            signal.setitimer(signal.ITIMER_REAL, 0)  # a deferred signal not yet raised: the command has ended
+        cancel_deferred()  # a signal still waiting for an import's end: the command has ended
         for sig, handler in before.items():
             # run as the `iqt` command, the process only exits from here: a signal now would find every output written
             # and, with Python's own handler back, kill it with 143 during teardown (review 40a); in-process callers
@@ -162,6 +179,7 @@ def _run(args, printed, signals=()) -> int:
         code = args.func(args)
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)
+        cancel_deferred()  # every output is written: a signal that waited for an import stops nothing now
         printed.flush()  # a pipe buffers what was printed: a reader gone early may be met only here
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -173,8 +191,10 @@ def _run(args, printed, signals=()) -> int:
         print(f"iqt: stopped by {signal.Signals(exc.signum).name}; no partial output was left", file=sys.stderr)
         return 128 + exc.signum
     except MemoryError:  # what the machine holds, not a bug: one line (review 45a)
-        print("iqt: error: out of memory; give smaller factors or a smaller input, or run it on a machine with more "
-              "memory", file=sys.stderr)
+        if args.debug or os.environ.get("IQT_DEBUG"):
+            raise
+        print("iqt: error: out of memory; try a smaller input or factor, fewer Monte Carlo samples or workers, or a "
+              "machine with more memory", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
         if args.debug or os.environ.get("IQT_DEBUG"):

@@ -67,6 +67,7 @@ def fit(args):
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
+    fileio.check_tensor_output(out, args.dwi)
     dwi, brain = _dwi_and_mask(args)
     fileio.save_tensor(fit_dti(dwi, brain), out)
     if mask_out:
@@ -107,6 +108,7 @@ def degrade(args):
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
+    fileio.check_tensor_output(out, args.dwi)  # the low-res grid's axes are the DWI's
     dwi, brain = _dwi_and_mask(args)
     pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap, noise=randomise.added_noise(snr))
     fileio.save_tensor(pair.tensor, out, order=deg.FILE_ORDER.get(args.style, "nifti"))

@@ -92,12 +92,11 @@ def output_order(args, lr, out) -> dict:
 
 def order_words(order: dict) -> str:
     """How a written tensor file is laid out, for the line that names it ("" for this tool's own 5D)."""
+    from ...fileio import layout_words
+
     if order["order"] == "nifti":
         return ""
-    tool = {"fsl": "dtifit's 4D order, FSL's frame", "mrtrix": "dwi2tensor's 4D order, scanner frame",
-            "dipy": ("dipy_fit_dti's 5D layout" if order["five_d"] else "dipy's 4D lower_triangular order")
-            + ", FSL's frame"}[order["order"]]
-    return f"; {tool}: read it with --tensor-order {order['order']}"
+    return f"; {layout_words(order)}: read it with --tensor-order {order['order']}"
 
 
 def add_dwi(sp) -> None:

@@ -143,6 +143,7 @@ def run(args):
     else:
         print(options.voxel_size_line(f, lr.voxel_size))
     written = options.output_order(args, lr, out)
+    fileio.check_tensor_output(out, lr.affine)
     seeds = options.load_seeds(args) if args.propagate else None
     pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                            direction=bool(unc_out))

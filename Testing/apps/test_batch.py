@@ -645,3 +645,42 @@ def test_an_unmasked_tensor_file_is_named_estimated_and_told_how_to_give_a_mask(
     assert row[7] == "estimated"
     again = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
     assert again[0]["status"] == "skipped" and again[0]["notes"] == res[0]["notes"]  # said again on a rerun
+
+
+def test_a_folder_of_another_dataset_or_pipeline_is_refused(tmp_path, capsys):
+    """An output folder holding another pipeline's derivatives (fmriprep's) or another raw dataset is refused before any
+    work, its dataset_description.json unchanged (review 45d: it was replaced, and the outputs mixed into that dataset)."""
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    for name, desc in (("fmriprep", {"Name": "fmriprep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"}),
+                       ("other", {"Name": "another study", "BIDSVersion": "1.8.0"}), ("broken", None)):
+        out = ds / "derivatives" / name
+        out.mkdir(parents=True)
+        text = json.dumps(desc) if desc else "{not json"
+        (out / "dataset_description.json").write_text(text)
+        code, _, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "cubic", "--workers", "1")
+        assert code == 2 and err.startswith("iqt: error: ") and "not this tool's derivatives" in err and err.count("\n") == 1, err
+        assert (out / "dataset_description.json").read_text() == text and len(list(out.iterdir())) == 1
+
+
+def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(tmp_path, capsys, monkeypatch):
+    """--model: a missing or foreign model file is one line before the cluster starts (review 45d: a missing one was an
+    internal error, a foreign one failed every subject); the records name its sidecar by its full path, usable from the
+    derivatives folder (they held the path as typed, relative to the shell's folder)."""
+    import shutil
+
+    from ImageQualityTransferLib.fileio import model_files
+
+    monkeypatch.chdir(tmp_path)
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    (tmp_path / "models").mkdir()
+    for suffix in (".npz", ".json"):
+        shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", tmp_path / "models" / f"global-linear_x2{suffix}")
+    for model, words in (("models/none.npz", "model file not found"), ("models/global-linear_x2.npz", "use --method global-linear")):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "rf", "--model", model, "--workers", "1")
+        assert code == 2 and words in err and err.count("\n") == 1, err
+        assert not (tmp_path / "o").exists()
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "global-linear", "--model",
+                           "models/global-linear_x2.npz", "--workers", "1")
+    assert code == 0, err
+    gen = json.loads((tmp_path / "o" / "dataset_description.json").read_text())["GeneratedBy"][0]
+    assert gen["Model"] == str(tmp_path / "models" / "global-linear_x2.json")

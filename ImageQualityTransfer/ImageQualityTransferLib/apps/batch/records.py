@@ -216,10 +216,20 @@ def check_source(out_root: Path, items) -> None:
     DatasetLinks' "raw"): this run's sidecars and the earlier ones would resolve their bids:raw: Sources against
     different folders, and one link cannot serve both (review 41a)."""
     roots = {Path(it.root).as_uri() for it in items if it.root}
-    try:
-        old = json.loads((Path(out_root) / "dataset_description.json").read_text()).get("DatasetLinks", {}).get("raw")
-    except (OSError, ValueError, AttributeError):
+    path = Path(out_root) / "dataset_description.json"
+    if not path.is_file():
         return
+    try:
+        desc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        desc = None
+    runs = desc.get("GeneratedBy") if isinstance(desc, dict) else None
+    if not (isinstance(runs, list) and any(isinstance(r, dict) and r.get("Name") == PIPELINE for r in runs)):
+        # another dataset's or pipeline's folder: its description was replaced and our outputs mixed into it (review 45d)
+        name = desc.get("Name") if isinstance(desc, dict) else None
+        raise IQTError(f"{out_root}: holds another dataset" + (f" ({name!r})" if name else "") + ", not this tool's "
+                       f"derivatives; write the outputs into a folder of their own, e.g. {Path(out_root).parent / 'iqt'}")
+    old = desc.get("DatasetLinks", {}).get("raw") if isinstance(desc.get("DatasetLinks"), dict) else None
     if old and len(roots) == 1 and old not in roots:
         raise IQTError(f"{out_root}: holds the derivatives of another input ({old}); write this run into another folder, "
                        "or run every subject from one list (a list line may end in its own --tensor-order ORDER and "

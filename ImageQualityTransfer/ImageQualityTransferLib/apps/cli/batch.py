@@ -70,8 +70,8 @@ def run(args) -> int:
         from ...methods.cnn.inference import resolve_device
 
         resolve_device("cuda")
-    if method.learned and grid.isotropic(f) is None:
-        method.load(f)  # no model for per-axis factors unless --model gives one: say so before any work
+    if method.learned:  # a missing, damaged or foreign model (or none for these factors): said before any work
+        method.load(f)  # (review 45d: a missing --model was an internal error, a foreign one failed every subject)
     items = batch.find_items(args.input)
     model_file, model_sha = batch.model_record(method, f)
     noisy_file, noisy_sha = batch.noisy_model_record(method, f)

@@ -83,6 +83,7 @@ def work(small_subject, tmp_path_factory):
     affine[0, 1] = 1.0
     fileio.save_tensor(sheared.replace(affine=affine), d / "shear_dti.nii.gz")
     fileio.save_mask(mask.replace(affine=affine), d / "shear_seeds.nii.gz")
+    shutil.copytree(small_subject, d / "copy" / "subj")  # another subject of the same name
     nobval = d / "nobval"
     shutil.copytree(small_subject, nobval)
     (nobval / "dwi.bval").unlink()
@@ -205,6 +206,8 @@ CASES = [
     ("evaluate --pred {d}/fit.nii.gz --truth {d}/fit.nii.gz --mask {d}/fitmask.nii.gz --dwi {d}/allb0/dwi.nii.gz",
      "only 0 diffusion-weighted volumes"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --factor 1000", "GiB of memory; give smaller factors"),
+    ("benchmark {d}/subj {d}/sub/../subj --methods cubic", "given twice"),  # review 45d: the ratios were mixed
+    ("benchmark {d}/subj {d}/copy/subj --methods cubic", "has the name of"),
     ("iqt-nothing", "invalid choice"),
 ]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +50,8 @@ def dwi_path(folder) -> Path:
 def load_subject(folder) -> Subject:
     """A folder with dwi.nii.gz, dwi.bval, dwi.bvec (the layout of ../shared/data/dmri)."""
     folder = Path(folder)
-    return Subject.from_dwi(folder.name, fileio.load_dwi(dwi_path(folder)))
+    name = Path(os.path.abspath(folder)).name  # "." and "sub/.." named as the folder they are; a link by its own name
+    return Subject.from_dwi(name, fileio.load_dwi(dwi_path(folder)))
 
 
 @dataclass(frozen=True)

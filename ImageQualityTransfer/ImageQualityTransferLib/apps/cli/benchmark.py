@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ...core.errors import IQTError
 from . import options
@@ -46,6 +47,7 @@ def run(args):
     else:
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
+        _check_names(args.subjects)
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
                              mask=not args.no_mask, tta=args.tta, snr=snr)
@@ -64,3 +66,19 @@ def run(args):
             print(benchmark.tract_table(rows))
     if json_out:
         fileio.write_json(json_out, benchmark.document(rows, **settings))
+
+
+def _check_names(folders) -> None:
+    """The tables and the ratios to cubic are kept by subject name (the folder's): a folder given twice, or two that
+    share a name, are refused before any work (review 45d: T/A and T2/A gave one subject's cubic 1.555x cubic)."""
+    import os
+
+    seen = {}
+    for d in folders:
+        name = Path(os.path.abspath(d)).name  # as load_subject names it (a link by its own name)
+        if name in seen:
+            other = seen[name]
+            raise IQTError(f"{d}: " + (f"given twice (also as {other})" if Path(other).resolve() == Path(d).resolve()
+                                       else f"has the name of {other}, and the tables keep subjects by name") +
+                           "; list each subject once, under a name of its own (e.g. a link: ln -s T2/A A2)")
+        seen[name] = d

@@ -684,3 +684,32 @@ def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(
     assert code == 0, err
     gen = json.loads((tmp_path / "o" / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert gen["Model"] == str(tmp_path / "models" / "global-linear_x2.json")
+
+
+def test_bids_files_not_named_for_their_subject_and_session_are_left_alone(tmp_path):
+    """A file must carry its folders' sub- and ses- labels whole (review 45d: sub-010 in sub-01/ and ses-2 in ses-1/
+    were run and filed under the folders)."""
+    for rel in ("sub-01/ses-1/dwi/sub-010_ses-1_dwi.nii.gz", "sub-02/ses-1/dwi/sub-02_ses-2_dwi.nii.gz",
+                "sub-03/ses-1/dwi/sub-03_ses-1_run-1_dwi.nii.gz", "sub-04/dwi/sub-04_acq-b1000_dwi.nii.gz",
+                "sub-05/dwi/sub-050_dwi.nii.gz"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert [i.prefix for i in batch.find_items(tmp_path)] == ["sub-03_ses-1_run-1", "sub-04_acq-b1000"]
+
+
+def test_a_subject_redone_without_uncertainty_keeps_no_maps_of_its_old_input(tmp_path):
+    """Redone on a changed input without --uncertainty, a subject's earlier uncertainty maps (of the old input) are
+    removed, not left beside the new tensors (review 45d)."""
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    out = tmp_path / "deriv"
+    out.mkdir()
+    items = batch.find_items(ds)
+    rows = batch.run_cohort(items, batch.Settings(method="biqt", uncertainty=True), out, progress=False)
+    assert [r["status"] for r in rows] == ["done"]
+    folder = out / "sub-01" / "dwi"
+    assert list(folder.glob("*_desc-std_dwimap.nii.gz"))
+    dwi = fileio.load_dwi(items[0].path)
+    fileio.save_dwi(dwi.replace(data=dwi.data * 1.01), items[0].path)  # the input corrected
+    rows = batch.run_cohort(items, batch.Settings(method="biqt"), out, progress=False)
+    assert [r["status"] for r in rows] == ["done"]
+    assert not list(folder.glob("*_param-tensor_desc-*")) and list(folder.glob("*_param-tensor_dwimap.nii.gz"))

@@ -38,6 +38,9 @@ def test_shells_and_the_lower_shell(two_shells):
         dti.fit_dti(low, dti.brain_mask(low))  # one shell: nothing to say
     said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     assert len(said) == 1 and "b = 1000, 3000" in said[0] and "--bmax 1000" in said[0]
+    high = two_shells.replace(bvals=np.where(two_shells.bvals > dti.B0_THRESHOLD, two_shells.bvals * 2, 0.0))
+    with pytest.warns(IQTWarning, match=r"b = 2000, 6000 .* give --bmax 2000"):  # every shell high (review 45d)
+        dti.check_shells(high)
 
 
 def test_iqt_fit_with_and_without_bmax(two_shells, tmp_path, capsys):

@@ -198,11 +198,13 @@ def check_shells(dwi: Volume) -> None:
     """One warning where a DTI fit would use shells above DTI_BMAX beside lower ones (an HCP-like multi-shell series):
     kurtosis lowers the apparent diffusivity at high b, so such a tensor is not the one a b = 1000 study reports."""
     found = shells(dwi.bvals)
-    if len(found) > 1 and found[-1] > DTI_BMAX and found[0] <= DTI_BMAX:
-        lower = max(v for v in found if v <= DTI_BMAX)
-        warnings.warn(f"the series has {len(found)} shells (b = {', '.join(f'{v:g}' for v in found)} s/mm^2) and DTI is "
-                      f"fitted to all of them, which lowers MD at high b; fit the lower shell only, as most DTI studies "
-                      f"do: give --bmax {lower:g}", IQTWarning, stacklevel=2)
+    if len(found) > 1 and found[-1] > DTI_BMAX:  # every shell above it too (review 45d: b = 2000 and 3000 said nothing)
+        lower = max([v for v in found if v <= DTI_BMAX] or found[:1])
+        source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+        warnings.warn(f"{source}the series has {len(found)} shells (b = {', '.join(f'{v:g}' for v in found)} s/mm^2) and "
+                      f"DTI is fitted to all of them, which lowers MD at high b; fit the lowest shell only, as most DTI "
+                      f"studies do: give --bmax {lower:g} (iqt fit, degrade, batch; the other commands fit every shell: "
+                      "give them a series of that shell)", IQTWarning, stacklevel=2)
 
 
 def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS") -> Volume:

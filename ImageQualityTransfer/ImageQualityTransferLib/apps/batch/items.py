@@ -45,8 +45,10 @@ def bids_items(root) -> list[Item]:
     items = []
     for p in sorted(set(found)):
         prefix = p.name[: p.name.rindex("_dwi.nii")]
-        if not prefix.startswith(p.parts[-3] if p.parts[-3].startswith("sub-") else p.parts[-4]):
-            continue  # a file whose name does not start with its folder's subject: not BIDS, left alone
+        folders = p.parts[-3:-1] if p.parts[-3].startswith("sub-") else p.parts[-4:-2]  # sub-X, or sub-X and ses-Y
+        entities = "_".join(f for f in folders if f.startswith(("sub-", "ses-")))
+        if prefix != entities and not prefix.startswith(entities + "_"):
+            continue  # a file not named for its folders' subject and session (sub-010 in sub-01/): not BIDS, left alone
         rel = p.relative_to(root)
         items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), os.path.normpath(root.absolute())))
     return items

@@ -50,6 +50,15 @@ def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
     return names
 
 
+def stale_maps(folder: Path, names: dict) -> list[Path]:
+    """The uncertainty maps (and sidecars) of an earlier run of this subject, method and factor that this run does not
+    write (it runs without --uncertainty, or with fewer maps): left beside new outputs, they held the old input's
+    hashes (review 45d)."""
+    base = names["tensor"][: -len("tensor_dwimap.nii.gz")] + "tensor_desc-"
+    keep = {n for n in names.values()} | {sidecar(Path(n)).name for n in names.values()}
+    return [p for p in Path(folder).glob(base + "*_dwimap.*") if p.name not in keep and p.is_file()]
+
+
 def expected_maps(s: Settings) -> tuple[str, ...]:
     """The uncertainty maps a run with these settings writes (none without --uncertainty)."""
     from ... import methods

@@ -16,7 +16,7 @@ from ...fileio.paths import write_json
 from .items import Item
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, expected_maps, finished, identity, input_hashes, method_label,
-                      output_names, output_order, remove_temporaries, sidecar, sources)
+                      output_names, output_order, remove_temporaries, sidecar, sources, stale_maps)
 
 
 _METHODS: dict = {}
@@ -146,6 +146,8 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         folder.mkdir(parents=True, exist_ok=True)
         remove_temporaries(folder)
+        for path in stale_maps(folder, names):
+            path.unlink(missing_ok=True)
         for key, name in names.items():  # data first, every sidecar after, the tensor's last
             if key == "tensor":
                 fileio.save_tensor(vols[key], folder / name, **vols[key].meta["written"])

@@ -93,6 +93,8 @@ def work(small_subject, tmp_path_factory):
         side = json.loads((Path(model_files.MODELS_DIR) / (name + ".json")).read_text())
         side.update(weights=stem + suffix, factor=3)
         (d / (stem + ".json")).write_text(json.dumps(side))
+    for suffix in (".npz", ".json"):  # a model pair copied under a new name, its sidecar unedited (review 45d)
+        shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", d / f"gl_copy{suffix}")
     tiny = d / "tiny"
     tiny.mkdir()
     dwi = fileio.load_dwi(subj / "dwi.nii.gz")
@@ -208,6 +210,8 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --factor 1000", "GiB of memory; give smaller factors"),
     ("benchmark {d}/subj {d}/sub/../subj --methods cubic", "given twice"),  # review 45d: the ratios were mixed
     ("benchmark {d}/subj {d}/copy/subj --methods cubic", "has the name of"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --model {d}/gl_copy.npz",
+     "gl_copy.json names global-linear_x2.npz as its weights, not gl_copy.npz"),
     ("iqt-nothing", "invalid choice"),
 ]
 

@@ -251,6 +251,12 @@ def test_list_of_folders_and_dti_files_in_process(tmp_path):
     for side in out.rglob("*.json"):  # strict JSON (BIDS validator, JavaScript): no NaN, e.g. a QC value not measured
         json.loads(side.read_text(), parse_constant=lambda c: pytest.fail(f"{side.name}: {c}"))
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "failed"]
+    plain = tmp_path / "subjB"  # an uncompressed dwi.nii, as train and demo read it (review 45d: 'no dwi.nii.gz there')
+    plain.mkdir()
+    fileio.save_dwi(dwi, plain / "dwi.nii")
+    (tmp_path / "plain.txt").write_text("subjB\n")
+    assert [r["status"] for r in batch.run_cohort(batch.find_items(tmp_path / "plain.txt"), s, out, progress=False)] \
+        == ["done"]
 
 
 def test_per_axis_factors_in_process(tmp_path):

@@ -61,8 +61,14 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
 def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     """`read_sidecar`, then check that the weights exist and match the sidecar's SHA256 before anyone reads them."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
+    given = Path(path)
+    # a pair copied under a new name: its sidecar still names the old weights file (review 45d)
+    copied = (f"; {sidecar_path(path).name} names {weights.name} as its weights, not {given.name} (a model copied under a "
+              f"new name keeps its sidecar's 'weights': set it to {given.name})"
+              if given.name.endswith(suffix) and given.name != weights.name else "")
     if not weights.is_file():
-        raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the model")
+        raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the "
+                       f"model{copied}")
     if not meta.get("sha256"):  # said as such, not as a mismatch with "None" (review 44d)
         raise IQTError(f"{sidecar_path(path)}: the sidecar gives no sha256 for {weights.name}, so the file cannot be "
                        "verified and is not read; re-download or retrain the model")
@@ -70,7 +76,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     if digest != meta.get("sha256"):
         raise IQTError(
             f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "
-            f"the file is corrupt or was modified: re-download or retrain the model"
+            f"the file is corrupt or was modified: re-download or retrain the model{copied}"
         )
     return meta, weights
 

@@ -109,7 +109,8 @@ def list_items(listfile) -> list[Item]:
             suffix = next(suf for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True) if p.name.lower().endswith(suf))
             entries.append((_subject_folders(parts[:-1]), p.name[: -len(suffix)], "dti", str(p), line, opts))
         else:
-            entries.append((_subject_folders(parts) or parts, None, "dwi", str(p / "dwi.nii.gz"), line, opts))
+            name = "dwi.nii" if (p / "dwi.nii").is_file() and not (p / "dwi.nii.gz").exists() else "dwi.nii.gz"
+            entries.append((_subject_folders(parts) or parts, None, "dwi", str(p / name), line, opts))  # as train reads
     names = _list_names([(e[0], e[1]) for e in entries])
     return [Item(sub, f"{sub}/dwi", path, kind, line if not Path(line).is_absolute() else "",
                  os.path.normpath(listfile.parent.absolute()) if not Path(line).is_absolute() else "", **opts)

@@ -159,3 +159,30 @@ def test_a_learned_methods_row_gives_the_noise_index_it_chose_its_model_by(axial
     assert rows["cubic"]["noise_index"] is None  # the brain mask eroded by two voxels: under 500 voxels
     learned = rows["global-linear"]
     assert learned["model_for"] == "noisy" and learned["noise_index"] > 0.075, learned["noise_index"]
+
+
+def test_benchmark_scores_a_model_of_ones_own(small_subject, capsys, tmp_path):
+    """--model METHOD=PATH scores that model in place of the shipped one, and the JSON names it (review 45d: a
+    researcher could not benchmark a model of their own); a wrong form or a method without models is one line."""
+    import shutil
+    from pathlib import Path
+
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.fileio import model_files
+
+    for suffix in (".npz", ".json"):
+        shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", tmp_path / f"mine{suffix}")
+    side = json.loads((tmp_path / "mine.json").read_text())
+    side["weights"] = "mine.npz"
+    (tmp_path / "mine.json").write_text(json.dumps(side))
+    args = ["benchmark", str(small_subject), "--methods", "cubic", "--json", str(tmp_path / "b.json")]
+    assert cli.main(args + ["--model", f"global-linear={tmp_path / 'mine.npz'}"]) == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert {r["method"] for r in doc["rows"]} == {"cubic", "global-linear"}
+    assert doc["settings"]["models"]["global-linear"]["file"] == str(tmp_path / "mine.json")
+    capsys.readouterr()
+    for bad, words in (("global-linear", "give the method and its model file"), ("cubic=x.npz", "not a learned method"),
+                       (f"rf={tmp_path / 'mine.npz'}", "use --method global-linear")):
+        assert cli.main(args + ["--model", bad]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err

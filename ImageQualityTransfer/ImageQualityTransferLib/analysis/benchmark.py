@@ -56,13 +56,15 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
 
 
 def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000,
-        styles=("own",), mask: bool = True, tta: bool = False, snr: float | None = None) -> list[dict]:
+        styles=("own",), mask: bool = True, tta: bool = False, snr: float | None = None,
+        models: dict | None = None) -> list[dict]:
     """Score every method on every subject, its low-res input made in each of `styles` (dmri.degrade.STYLES; the
     ratios are to cubic on the same input). With `tracts` (opt-in), each row also gets a "tracts" entry
     (tract-density Dice to the reference, false-positive fraction, streamline count; tractography.compare_case)
     and the cubic row a "tracts_lowres" entry for the low-res input tracked on its own grid. `tta`: the learned
     methods averaged over the grid's symmetries (methods/symmetry.py), rows named METHOD+tta. `snr`: Rician noise
-    added to the low-res DWIs at that b0 SNR before the fit (randomise.added_noise; the reference stays the good fit)."""
+    added to the low-res DWIs at that b0 SNR before the fit (randomise.added_noise; the reference stays the good fit).
+    `models`: {method: model file} run instead of the shipped models."""
     from ..dmri.degrade import STYLES
 
     for style in styles:
@@ -71,7 +73,9 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     names = list(method_names)
     if "cubic" not in names:
         names.insert(0, "cubic")
-    made = [methods.get(n, tta=tta and methods.method_class(n).learned) for n in names]  # unknown names fail first
+    models = models or {}  # {method: model file}: a model of one's own instead of the shipped one
+    made = [methods.get(n, model=models.get(n), tta=tta and methods.method_class(n).learned)
+            for n in names]  # unknown names fail first
     rows = []
     bar = progress_bar(total=len(subject_dirs) * len(styles), desc="inputs", enabled=progress)
     said = set()  # other libraries' warnings: once per run
@@ -234,15 +238,15 @@ UNITS = {
 }
 
 
-def document(rows, **settings) -> dict:
+def document(rows, given_models: dict | None = None, **settings) -> dict:
     """The JSON `iqt benchmark --json` writes: what ran (software, version, settings, each learned method's model file
-    and the SHA256 of its weights) and each figure's unit, then the rows, so that a file read months later says what
-    its numbers are."""
+    and the SHA256 of its weights: `given_models`' where a run was given its own) and each figure's unit, then the
+    rows, so that a file read months later says what its numbers are."""
     from ..core.version import __version__
 
     models = {}
     for name in settings.get("methods", ()):
-        m = methods.get(name)
+        m = methods.get(name, model=(given_models or {}).get(name))
         if m.learned:
             try:
                 path, sha = m.model_record(settings["factor"])

@@ -81,3 +81,23 @@ def test_batch_fits_the_lower_shell_with_bmax(two_shells, tmp_path):
     assert low[0]["status"] == "done" and not low[0]["notes"]  # redone: the request changed
     side = next(out.rglob("*param-tensor_dwimap.json"))
     assert json.loads(side.read_text())["BMax"] == 1000.0
+
+
+def test_batch_bmax_on_tensor_files_is_said(two_shells, tmp_path, capsys):
+    """--bmax selects a DWI's shells before its fit: on a list of tensor files alone it is refused, beside DWI subjects
+    one warning names the tensor files it does not touch (review 45d: it was ignored without a word)."""
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    low = dti.keep_bmax(two_shells, 1000)
+    fileio.save_tensor(fit_dti(low, brain_mask(low)), tmp_path / "t.nii.gz")
+    (tmp_path / "tensors.txt").write_text("t.nii.gz\n")
+    args = ["-o", str(tmp_path / "out"), "--method", "cubic", "--workers", "1", "--bmax", "1000"]
+    assert cli.main(["batch", str(tmp_path / "tensors.txt")] + args) == 2
+    assert "every listed subject is a tensor file" in capsys.readouterr().err
+    (tmp_path / "P01").mkdir()
+    fileio.save_dwi(two_shells, tmp_path / "P01" / "dwi.nii.gz")
+    (tmp_path / "both.txt").write_text("P01\nt.nii.gz\n")
+    assert cli.main(["batch", str(tmp_path / "both.txt")] + args) == 0
+    err = capsys.readouterr().err
+    assert "applies to the DWI subjects only; the 1 listed tensor file is upsampled as fitted" in err

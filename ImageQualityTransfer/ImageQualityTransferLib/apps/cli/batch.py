@@ -73,6 +73,17 @@ def run(args) -> int:
     if method.learned:  # a missing, damaged or foreign model (or none for these factors): said before any work
         method.load(f)  # (review 45d: a missing --model was an internal error, a foreign one failed every subject)
     items = batch.find_items(args.input)
+    if args.bmax is not None:  # it selects shells of a DWI before its fit; a tensor file was fitted already
+        fitted = sum(it.kind == "dti" for it in items)
+        if fitted == len(items):
+            raise IQTError(f"--bmax {args.bmax:g}: every listed subject is a tensor file, fitted already; leave --bmax out")
+        if fitted:
+            import warnings
+
+            from ...core.errors import IQTWarning
+
+            warnings.warn(f"--bmax {args.bmax:g} applies to the DWI subjects only; the {fitted} listed tensor file"
+                          f"{'s are' if fitted > 1 else ' is'} upsampled as fitted", IQTWarning, stacklevel=2)
     model_file, model_sha = batch.model_record(method, f)
     noisy_file, noisy_sha = batch.noisy_model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,

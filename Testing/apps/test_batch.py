@@ -719,3 +719,24 @@ def test_a_subject_redone_without_uncertainty_keeps_no_maps_of_its_old_input(tmp
     rows = batch.run_cohort(items, batch.Settings(method="biqt"), out, progress=False)
     assert [r["status"] for r in rows] == ["done"]
     assert not list(folder.glob("*_param-tensor_desc-*")) and list(folder.glob("*_param-tensor_dwimap.nii.gz"))
+
+
+def test_bids_gradients_inherited_from_a_folder_above(tmp_path):
+    """BIDS's inheritance principle: a dataset's top-level dwi.bval/dwi.bvec (or a subject's sub-02_dwi.bval beside its
+    session folders) serve the DWIs that have none of their own, the sidecars' Sources and hashes name them; a DWI's
+    own files win (review 45d: inherited gradients were not found, and each subject failed)."""
+    import shutil
+
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02"), corrupt=None)
+    for suffix in (".bval", ".bvec"):
+        shutil.copy(ds / "sub-01" / "dwi" / f"sub-01_dwi{suffix}", ds / f"dwi{suffix}")
+        (ds / "sub-01" / "dwi" / f"sub-01_dwi{suffix}").unlink()
+    items = {i.prefix: i for i in batch.find_items(ds)}
+    assert items["sub-01"].gradients() == (ds / "dwi.bval", ds / "dwi.bvec")
+    assert items["sub-02"].gradients()[0] == ds / "sub-02" / "dwi" / "sub-02_dwi.bval"
+    out = tmp_path / "deriv"
+    out.mkdir()
+    rows = batch.run_cohort(list(items.values()), batch.Settings(method="cubic"), out, progress=False)
+    assert [r["status"] for r in rows] == ["done", "done"], [r["reason"] for r in rows]
+    side = json.loads(next((out / "sub-01" / "dwi").glob("*param-tensor_dwimap.json")).read_text())
+    assert side["Sources"][1:] == ["bids:raw:dwi.bval", "bids:raw:dwi.bvec"]

@@ -23,6 +23,14 @@ class Item:
     root: str = ""  # the input dataset's folder (or the list's), linked as "raw" in dataset_description.json
     tensor_order: str = ""  # a list line's own --tensor-order (empty: the run's)
     mask: str = ""  # a list line's --mask: a brain mask on the input's grid or on the output's
+    bval: str = ""  # a BIDS DWI's b-values and b-vectors where they are inherited from a folder above (`gradients`)
+    bvec: str = ""
+
+    def gradients(self) -> tuple[Path, Path]:
+        """A DWI's .bval and .bvec: beside it, or the inherited ones `bids_items` found."""
+        from ...fileio import bval_bvec_paths
+
+        return bval_bvec_paths(self.path, self.bval or None, self.bvec or None)
 
 
 def label(text: str) -> str:
@@ -50,8 +58,35 @@ def bids_items(root) -> list[Item]:
         if prefix != entities and not prefix.startswith(entities + "_"):
             continue  # a file not named for its folders' subject and session (sub-010 in sub-01/): not BIDS, left alone
         rel = p.relative_to(root)
-        items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), os.path.normpath(root.absolute())))
+        bval, bvec = (_inherited(p, prefix, root, suffix) for suffix in (".bval", ".bvec"))
+        items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), os.path.normpath(root.absolute()),
+                          bval=bval, bvec=bvec))
     return items
+
+
+def _inherited(p: Path, prefix: str, root: Path, suffix: str) -> str:
+    """A BIDS DWI's `suffix` file by the inheritance principle: beside it under its own name (""), else the nearest
+    folder up to the dataset's root holding `[entities_]dwi<suffix>` whose entities are all the DWI's, the most
+    specific first (review 45d: a dataset's top-level dwi.bval was not found); "" where there is none (said on reading)."""
+    own = p.with_name(prefix + "_dwi" + suffix)
+    if own.exists():
+        return ""
+    entities = dict(e.split("-", 1) for e in prefix.split("_") if "-" in e)
+    folder = p.parent
+    while True:
+        found = []
+        for cand in folder.glob("*dwi" + suffix):
+            parts = cand.name[: -len(suffix)].split("_")
+            if parts[-1] != "dwi" or any("-" not in e for e in parts[:-1]):
+                continue
+            have = dict(e.split("-", 1) for e in parts[:-1])
+            if all(entities.get(k) == v for k, v in have.items()):
+                found.append((len(have), str(cand)))
+        if found:
+            return max(found)[1]
+        if folder == root or root not in folder.parents:
+            return ""
+        folder = folder.parent
 
 
 LINE_OPTIONS = ("--tensor-order", "--mask")  # what a list line may end with, for its own subject

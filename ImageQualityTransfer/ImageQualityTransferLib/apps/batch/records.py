@@ -86,14 +86,12 @@ def _sha256(path) -> str:
 
 def input_hashes(item: Item) -> dict:
     """SHA256 of the input image (and of its bval/bvec for a DWI): what a resumed run compares."""
-    from ...fileio import bval_bvec_paths
-
     if item.kind == "dwi" and Path(item.path).name == "dwi.nii.gz" and not Path(item.path).exists():  # a listed folder
         raise IQTError(f"{Path(item.path).parent}: no dwi.nii.gz there (or no such folder); a subject folder holds "
                        "dwi.nii.gz, dwi.bval and dwi.bvec")
     out = {"InputSHA256": _sha256(item.path)}
     if item.kind == "dwi":
-        bval, bvec = bval_bvec_paths(item.path)
+        bval, bvec = item.gradients()
         for p, flag in ((bval, "bval"), (bvec, "bvec")):
             if not p.exists():
                 raise IQTError(f"{p}: not found; every DWI needs its FSL .{flag} file beside it")
@@ -210,9 +208,7 @@ UNITS = {"tensor": "mm^2/s", "fa": "", "md": "mm^2/s", "std": "mm^2/s", "directi
 def sources(item: Item) -> list[str]:
     """The sidecars' Sources: BIDS URIs into the input dataset linked as "raw" (file URIs for files outside it) of the
     input file and, for a DWI, its b-values and b-vectors."""
-    from ...fileio import bval_bvec_paths
-
-    files = [Path(item.path)] + (list(bval_bvec_paths(item.path)) if item.kind == "dwi" else []) + \
+    files = [Path(item.path)] + (list(item.gradients()) if item.kind == "dwi" else []) + \
         ([Path(item.mask)] if item.mask else [])
     files = [Path(os.path.normpath(f.absolute())) for f in files]
     root = Path(item.root) if item.root else None

@@ -62,7 +62,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         if item.tensor_order:
             raise IQTError(f"--tensor-order {item.tensor_order} on the line of a DWI subject ({item.path}): a DWI is "
                            "fitted here; leave it out")
-        dwi = fileio.load_dwi(item.path)
+        dwi = fileio.load_dwi(item.path, *item.gradients())
         if s.bmax is not None:
             from ...dmri.dti import keep_bmax
 

@@ -102,12 +102,12 @@ def run(args) -> int:
     out = Path(args.output)  # a folder, created with its parents (derivatives/ of a fresh BIDS dataset: review 41a)
     if out.exists() and not out.is_dir():
         raise IQTError(f"{out}: exists and is not a folder; give a folder for the outputs")
-    batch.check_source(out, items)
     # BIDS keeps derivatives under derivatives/ of a raw dataset; anything else inside it is not a derivative's place
     if in_path.is_dir() and (out_path == in_path or (in_path in out_path.parents
                                                      and out_path.relative_to(in_path).parts[0] != "derivatives")):
         raise IQTError(f"{args.output}: inside the input dataset's raw data; write the outputs elsewhere, e.g. "
                        f"{Path(args.input) / 'derivatives' / 'iqt'}")
+    batch.check_source(out, items)
     client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address)
     try:
         try:

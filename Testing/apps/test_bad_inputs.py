@@ -212,6 +212,8 @@ CASES = [
     ("benchmark {d}/subj {d}/copy/subj --methods cubic", "has the name of"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --model {d}/gl_copy.npz",
      "gl_copy.json names global-linear_x2.npz as its weights, not gl_copy.npz"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --model {d}/gl_copy.json",
+     "gl_copy.json names global-linear_x2.npz as its weights, not gl_copy.npz"),
     ("iqt-nothing", "invalid choice"),
 ]
 

@@ -60,7 +60,9 @@ def test_the_slicer_note_names_the_panel_s_way():
     pytest.importorskip("slicer", reason="slicer-core is not installed")
     from ImageQualityTransferLib.slicer.processing import in_module_words
 
-    text = in_module_words("DTI is fitted to all of them; fit the lower shell only: give --bmax 1000")
+    text = in_module_words("DTI is fitted to all of them; fit the lowest shell only: give --bmax 1000 (iqt fit, mask, "
+                           "degrade, batch; the other commands fit every shell: give them a series of that shell)")
+    assert "iqt fit" not in text and "commands" not in text  # the module runs none of them (review 45e)
     assert "--bmax" not in text and "b up to 1000" in text
 
 

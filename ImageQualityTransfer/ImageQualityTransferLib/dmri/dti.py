@@ -203,8 +203,8 @@ def check_shells(dwi: Volume) -> None:
         source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
         warnings.warn(f"{source}the series has {len(found)} shells (b = {', '.join(f'{v:g}' for v in found)} s/mm^2) and "
                       f"DTI is fitted to all of them, which lowers MD at high b; fit the lowest shell only, as most DTI "
-                      f"studies do: give --bmax {lower:g} (iqt fit, degrade, batch; the other commands fit every shell: "
-                      "give them a series of that shell)", IQTWarning, stacklevel=2)
+                      f"studies do: give --bmax {lower:g} (iqt fit, mask, degrade, batch; the other commands fit every "
+                      "shell: give them a series of that shell)", IQTWarning, stacklevel=2)
 
 
 def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS") -> Volume:

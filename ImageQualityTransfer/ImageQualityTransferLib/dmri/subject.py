@@ -50,8 +50,12 @@ def dwi_path(folder) -> Path:
 def load_subject(folder) -> Subject:
     """A folder with dwi.nii.gz, dwi.bval, dwi.bvec (the layout of ../shared/data/dmri)."""
     folder = Path(folder)
-    name = Path(os.path.abspath(folder)).name  # "." and "sub/.." named as the folder they are; a link by its own name
-    return Subject.from_dwi(name, fileio.load_dwi(dwi_path(folder)))
+    return Subject.from_dwi(subject_name(folder), fileio.load_dwi(dwi_path(folder)))
+
+
+def subject_name(folder) -> str:
+    """A subject folder's name: "." and "sub/.." named as the folder they are, a link by its own name."""
+    return Path(os.path.abspath(folder)).name
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class Coarsened:
 
     @property
     def name(self) -> str:
-        return f"{Path(self.folder).name}_at{self.voxel_mm:g}mm"
+        return f"{subject_name(self.folder)}_at{self.voxel_mm:g}mm"
 
     def load(self) -> Subject:
         from .resample import coarsen

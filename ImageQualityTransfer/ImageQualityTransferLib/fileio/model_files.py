@@ -61,11 +61,11 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
 def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     """`read_sidecar`, then check that the weights exist and match the sidecar's SHA256 before anyone reads them."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
-    given = Path(path)
     # a pair copied under a new name: its sidecar still names the old weights file (review 45d)
-    copied = (f"; {sidecar_path(path).name} names {weights.name} as its weights, not {given.name} (a model copied under a "
-              f"new name keeps its sidecar's 'weights': set it to {given.name})"
-              if given.name.endswith(suffix) and given.name != weights.name else "")
+    mine = sidecar_path(path).stem + suffix
+    copied = (f"; {sidecar_path(path).name} names {weights.name} as its weights, not {mine} (a model copied under a "
+              f"new name keeps its sidecar's 'weights': set it to {mine})"
+              if sidecar_path(path).stem != weights.stem else "")
     if not weights.is_file():
         raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the "
                        f"model{copied}")

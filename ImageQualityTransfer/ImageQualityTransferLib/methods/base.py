@@ -378,7 +378,7 @@ class LearnedMethod(Method):
             weights = side.with_name(json.loads(side.read_text())["weights"])
         except (OSError, ValueError, KeyError):
             weights = Path(path)
-        return str(Path(side).absolute()), sha256(weights)  # the sidecar, wherever the records are read (review 45d)
+        return os.path.abspath(side), sha256(weights)  # the sidecar, wherever the records are read (review 45d)
 
     def load(self, factor):
         """The model for `factor` (an integer r or (fx, fy, fz)) or for a reordering of it (what `predict` will use);

@@ -407,6 +407,7 @@ MODULE_WORDS = (
     (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),
     (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
     (r"--method", "the Method"),
+    (r" \(iqt fit, [^)]*\)", ""),  # which commands take --bmax: the module has none of them
     (r"give --bmax (\d+)", r"keep only the b0s and the volumes with b up to \1 s/mm^2 in the DWI volume"),
 )
 

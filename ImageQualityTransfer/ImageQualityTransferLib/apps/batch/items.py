@@ -50,17 +50,26 @@ def bids_items(root) -> list[Item]:
     found = []
     for pattern in ("sub-*/dwi/*_dwi.nii.gz", "sub-*/dwi/*_dwi.nii", "sub-*/ses-*/dwi/*_dwi.nii.gz", "sub-*/ses-*/dwi/*_dwi.nii"):
         found += root.glob(pattern)
-    items = []
+    items, left = [], []
     for p in sorted(set(found)):
         prefix = p.name[: p.name.rindex("_dwi.nii")]
         folders = p.parts[-3:-1] if p.parts[-3].startswith("sub-") else p.parts[-4:-2]  # sub-X, or sub-X and ses-Y
         entities = "_".join(f for f in folders if f.startswith(("sub-", "ses-")))
         if prefix != entities and not prefix.startswith(entities + "_"):
-            continue  # a file not named for its folders' subject and session (sub-010 in sub-01/): not BIDS, left alone
+            left.append(p.relative_to(root).as_posix())  # not named for its folders' sub-/ses- labels: not BIDS
+            continue
         rel = p.relative_to(root)
         bval, bvec = (_inherited(p, prefix, root, suffix) for suffix in (".bval", ".bvec"))
         items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), os.path.normpath(root.absolute()),
                           bval=bval, bvec=bvec))
+    if left:  # said, not dropped unseen (review 45e)
+        import warnings
+
+        from ...core.errors import IQTWarning
+
+        warnings.warn(f"{len(left)} file{'s' if len(left) > 1 else ''} not named for {'their' if len(left) > 1 else 'its'} "
+                      f"folders' sub- and ses- labels left out: {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}; "
+                      "rename them as BIDS names them (sub-01/ses-1/dwi/sub-01_ses-1_dwi.nii.gz)", IQTWarning, stacklevel=2)
     return items
 
 

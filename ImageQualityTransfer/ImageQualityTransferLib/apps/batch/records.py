@@ -224,16 +224,20 @@ def check_source(out_root: Path, items) -> None:
     path = Path(out_root) / "dataset_description.json"
     if not path.is_file():
         return
+    here = Path(os.path.abspath(out_root))
+    elsewhere = here.parent / ("iqt" if here.name != "iqt" else "iqt-dti")
     try:
         desc = json.loads(path.read_text())
     except (OSError, ValueError):
-        desc = None
+        raise IQTError(f"{path}: cannot be read as JSON, so this folder cannot be told to be this tool's derivatives; "
+                       f"write the outputs into a folder of their own, e.g. {elsewhere}") from None
     runs = desc.get("GeneratedBy") if isinstance(desc, dict) else None
     if not (isinstance(runs, list) and any(isinstance(r, dict) and r.get("Name") == PIPELINE for r in runs)):
         # another dataset's or pipeline's folder: its description was replaced and our outputs mixed into it (review 45d)
         name = desc.get("Name") if isinstance(desc, dict) else None
-        raise IQTError(f"{out_root}: holds another dataset" + (f" ({name!r})" if name else "") + ", not this tool's "
-                       f"derivatives; write the outputs into a folder of their own, e.g. {Path(out_root).parent / 'iqt'}")
+        raise IQTError(f"{out_root}: its dataset_description.json" + (f" ({name!r})" if name else "") + " names no "
+                       f"{PIPELINE} run, so it holds another dataset, not this tool's derivatives; write the outputs into "
+                       f"a folder of their own, e.g. {elsewhere}")
     old = desc.get("DatasetLinks", {}).get("raw") if isinstance(desc.get("DatasetLinks"), dict) else None
     if old and len(roots) == 1 and old not in roots:
         raise IQTError(f"{out_root}: holds the derivatives of another input ({old}); write this run into another folder, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -46,7 +47,10 @@ def _models(given, f) -> dict:
                            f"{', '.join(n for n in methods.names() if methods.method_class(n).learned)}")
         if name in out:
             raise IQTError(f"--model {text}: {name} is given a model twice; give one per method")
-        methods.get(name, model=path).load(f)
+        try:
+            methods.get(name, model=path).load(f)
+        except IQTError as exc:  # upsample's advice, put in this option's form
+            raise IQTError(re.sub(r"use --method ([\w-]+) with it", rf"give it as --model \1={path}", str(exc))) from None
         out[name] = path
     return out
 
@@ -100,11 +104,11 @@ def run(args):
 def _check_names(folders) -> None:
     """The tables and the ratios to cubic are kept by subject name (the folder's): a folder given twice, or two that
     share a name, are refused before any work (review 45d: T/A and T2/A gave one subject's cubic 1.555x cubic)."""
-    import os
+    from ...dmri.subject import subject_name
 
     seen = {}
     for d in folders:
-        name = Path(os.path.abspath(d)).name  # as load_subject names it (a link by its own name)
+        name = subject_name(d)  # as load_subject names it
         if name in seen:
             other = seen[name]
             raise IQTError(f"{d}: " + (f"given twice (also as {other})" if Path(other).resolve() == Path(d).resolve()

@@ -319,3 +319,30 @@ def test_shared_colour_scale_across_runs(lowres):
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [
         pytest.approx(display.scale_ticks(v)[0]) for v in own]
     assert [display.legend_node(scene, n).GetTitleText() for n in std_nodes] == ["Tensor SD\n(µm²/ms)"] * 2
+
+
+def test_results_lie_under_the_inputs_transform_and_a_late_cancel_leaves_none(lowres):
+    """An input under a parent transform (a registration to a T1) gives results under the same transform, so they lie
+    where it lies (review 45f: they came out as far from it as the transform moved it); a Cancel pressed as the method
+    ends still leaves no output (the nodes had come back while the status said Cancelled)."""
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = slicer.vtkMatrix4x4() if hasattr(slicer, "vtkMatrix4x4") else __import__("vtk").vtkMatrix4x4()
+    matrix.SetElement(0, 3, 20.0)
+    moved.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(moved.GetID())
+    nodes = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True)
+    for result in (nodes["tensor"], nodes["interpolated"], *nodes["uncertainties"].values()):
+        assert result.GetTransformNodeID() == moved.GetID(), result.GetName()
+    before = scene.GetNumberOfNodes()
+    seen = []
+
+    def progress(fraction, message):
+        seen.append(message)
+
+    with pytest.raises(processing.Cancelled):
+        processing.run_on_nodes(scene, node, "linear", 3, progress=progress,
+                                cancel=lambda: "creating output nodes" in seen)
+    assert scene.GetNumberOfNodes() == before

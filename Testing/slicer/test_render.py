@@ -240,3 +240,22 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
                                 rendering.nodes["uncertainty"], render.OPACITY, orientation=before, marker=True)
         display.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
         rendering.images[RIGHT] = render._grab(view)
+
+
+def test_a_run_without_uncertainty_shows_no_earlier_legend(rendering):
+    """After biqt's run, a run of an interpolator (no map) shown in the same views leaves no legend drawn: biqt's
+    stayed over the cubic result in `iqt view` (review 45f). Last in this file: it changes the shared scene."""
+    from ImageQualityTransferLib.slicer import processing
+
+    scene = rendering.scene
+    legend = display._legend_of(rendering.nodes["uncertainty"])
+    manager = rendering.views[RIGHT]._displayable_manager_group.GetDisplayableManagerByClassName(
+        "vtkMRMLColorLegendDisplayableManager")
+    assert manager.GetColorLegendActor(legend).GetVisibility()  # shown with its map
+    plain = processing.run_on_nodes(scene, scene.GetFirstNodeByName("dti"), "linear", 2, interpolate=True)
+    display.show_results(scene, plain, 0.5)
+    display.show_comparison(scene, plain["interpolated"], plain["tensor"], None, 0.5, marker=True)
+    display.style_results(scene, plain)
+    render._grab(rendering.views[RIGHT])
+    actor = manager.GetColorLegendActor(legend)
+    assert actor is None or not actor.GetVisibility()

@@ -224,10 +224,9 @@ class Viewer:
                 self.fa_nodes[key] = mrml.set_scalar_node(node, vol) if node is not None else \
                     mrml.add_scalar_node(self.scene, vol, f"{self.in_node.GetName()}_{key}_fa")
                 self._grey(self.fa_nodes[key])
-            legends = display.style_results(self.scene, self.nodes)
+            display.style_results(self.scene, self.nodes)
             self._show_current()
-            for legend in legends.values():
-                legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
+            display.refresh_legends(self.scene)  # this run's, and an earlier run's whose map is no longer shown
             with s:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
                 s.notes = self._shown_notes = [" ".join(n.split()) for n in results["tensor"].meta.get("notes", [])]

@@ -151,6 +151,14 @@ def _legend_of(volume_node):
     return None
 
 
+def refresh_legends(scene) -> None:
+    """Every colour legend looked at again by the legend manager, which trame-slicer's views otherwise check only when
+    a legend node changes: a legend whose map is no longer a layer is hidden (review 45f: biqt's stayed over a cubic
+    run that has no map)."""
+    for i in range(scene.GetNumberOfNodesByClass(LEGEND_CLASS)):
+        scene.GetNthNodeByClass(i, LEGEND_CLASS).Modified()
+
+
 def legend_node(scene, volume_node):
     """The colour legend of `volume_node`, created once and reused (one per volume, whatever the number of runs)."""
     found = _legend_of(volume_node)
@@ -310,6 +318,7 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
         s = slice_node(scene, c.GetLayoutName())
         if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES:
             _fit_slice(s, tensor, s.GetOrientation(), legend=overlay is not None)
+    refresh_legends(scene)
 
 
 def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
@@ -447,6 +456,7 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
             s.SetOrientationMarkerType(s.OrientationMarkerTypeAxes)
             s.SetOrientationMarkerSize(s.OrientationMarkerSizeMedium)
         composites.append(c)
+    refresh_legends(scene)  # an earlier run's legend whose map is no longer a layer: hidden
     return tuple(composites)
 
 

@@ -10,7 +10,8 @@ Tensors: vtkImageData point-data tensors hold 9 components, a row-major 3x3, exp
 measurement frame MF (D_RAS = MF D MF^T). Volumes hold components in the voxel (IJK) axes, so reading
 re-expresses them with D_ijk = R^-1 MF D MF^T R^-T (R = IJK->RAS direction matrix, columns normalised);
 nodes we create follow Slicer's DTI estimation: components in IJK axes and MF = R. A node's parent
-transform is not applied (harden it first); its id is recorded in `meta["parent_transform_id"]`.
+transform is not applied to the arrays: the results are placed under the input's own (slicer/processing.py,
+add_result_nodes); its id is recorded in `meta["parent_transform_id"]`.
 
 Input nodes are never modified: arrays are copied out of them.
 """

@@ -361,6 +361,12 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         else:  # the cubic run's node: shared with runs of cubic itself
             created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}{suffix}",
                                            key(COMPARISON_METHOD, "tensor"), targets.get("interpolated"))
+    # the results are in the input's own coordinates: under its parent transform (a registration to a T1, say) they
+    # lie where it lies (review 45f: they came out as far from it as the transform moved it)
+    parent = input_node.GetTransformNodeID() if input_node is not None and hasattr(input_node, "GetTransformNodeID") else None
+    for node in [created["tensor"], created["interpolated"], *created["uncertainties"].values()]:
+        if node is not None and hasattr(node, "SetAndObserveTransformNodeID"):
+            node.SetAndObserveTransformNodeID(parent)
     return created
 
 
@@ -442,6 +448,7 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     else:
         results = predict_volumes(lr, request, mask, progress, cancel)
     _report(progress, 0.95, "creating output nodes")
+    _check_cancel(cancel)  # pressed as the method ended: still no output (review 45f: the nodes came back "Cancelled")
     base = input_node.GetName() or "dti"
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)
     notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)

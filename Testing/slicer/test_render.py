@@ -242,6 +242,14 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
         rendering.images[RIGHT] = render._grab(view)
 
 
+def test_render_refuses_an_output_that_is_not_a_picture_before_any_work(tmp_path, capsys):
+    """A folder or a name without a picture suffix is one line and exit 2 before the run (review 45f: PIL's traceback
+    after the whole run)."""
+    for out in (tmp_path, tmp_path / "picture"):
+        assert render.main([str(tmp_path / "no-subject"), str(out)]) == 2
+        assert "give a picture file ending in .png" in capsys.readouterr().err
+
+
 def test_a_run_without_uncertainty_shows_no_earlier_legend(rendering):
     """After biqt's run, a run of an interpolator (no map) shown in the same views leaves no legend drawn: biqt's
     stayed over the cubic result in `iqt view` (review 45f). Last in this file: it changes the shared scene."""

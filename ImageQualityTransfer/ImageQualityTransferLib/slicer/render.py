@@ -215,12 +215,14 @@ def main(argv=None) -> int:
         from ..core import grid
 
         f = grid.factors(args.factor)
+        out = Path(args.output)
+        if out.suffix.lower() not in (".png", ".jpg", ".jpeg") or out.is_dir():  # said before the run (review 45f)
+            raise IQTError(f"{args.output}: give a picture file ending in .png (or .jpg)")
         lr, mask = degraded_subject(args.subject, f)
         label = args.method + ("+tta" if args.tta else "")
         shown = f"{label} + uncertainty" if methods_with_uncertainty(args.method) else label
         picture = compose(render_compare(lr, mask, args.method, f, orientation=args.orientation, tta=args.tta),
                           (f"cubic, {grid.describe(f)}", shown))
-        out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         picture.save(out, optimize=True)
     except IQTError as exc:

@@ -318,6 +318,10 @@ def test_views_share_slice_pan_and_zoom(lowres):
     assert right.GetSliceOffset() == pytest.approx(3.0)
     right.SetSliceOffset(-4.0)
     assert left.GetSliceOffset() == pytest.approx(-4.0)
+    viewer._show(viewer.in_node, viewer.in_node, None)  # another Display: the reader's zoom and pan stay (review 45f)
+    for node in (left, right):
+        assert node.GetFieldOfView() == (100.0, 80.0, 1.0) and node.GetXYZOrigin() == (5.0, 6.0, 0.0)
+        assert node.GetSliceOffset() == pytest.approx(-4.0)
 
 
 FA_PLANES = """

@@ -265,16 +265,23 @@ class Viewer:
             d.SetWindowLevelMinMax(0.0, 1.0)
 
     def _show(self, left, right, overlay) -> None:
-        """`left` | `right` (+ `overlay`) in the two views, the slice kept where the reader left it, in the plane that
-        shows the run's factors (read from its tensor output: the FA maps carry none)."""
+        """`left` | `right` (+ `overlay`) in the two views, the slice, zoom and pan kept where the reader left them (review
+        45f: each Display switch fitted the views again), in the plane that shows the run's factors (read from its
+        tensor output: the FA maps carry none)."""
         s_node = display.slice_node(self.scene, LEFT)
-        offset = s_node.GetSliceOffset() if s_node is not None and self._fitted else None
+        kept = None
+        if s_node is not None and self._fitted:
+            kept = (s_node.GetSliceOffset(), s_node.GetFieldOfView(), s_node.GetXYZOrigin())
         tensor = (self.nodes or {}).get("tensor")
         display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity),
                                 orientation=display.view_for_node(tensor if tensor is not None else right), marker=True)
-        if offset is not None:
+        if kept is not None:
+            offset, fov, origin = kept
             for name in display.COMPARE_VIEWS:
-                display.slice_node(self.scene, name).SetSliceOffset(offset)
+                node = display.slice_node(self.scene, name)
+                node.SetFieldOfView(*fov)
+                node.SetXYZOrigin(*origin)
+                node.SetSliceOffset(offset)
         if not self._fitted:
             self._link_views()
         self._fitted = True

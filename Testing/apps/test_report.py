@@ -166,3 +166,26 @@ def test_a_report_of_ones_own_tensors_says_what_reading_them_said(tmp_path, smal
     text = (tmp_path / "own.html").read_text()
     assert "Warning: " in text and "fractional values" in text
     assert "fractional values" in capsys.readouterr().err
+
+
+def test_orientation_letters_sit_beside_the_image_not_on_it():
+    """On a slice the tissue fills (a coronal panel of a tight field), every orientation letter lies in the black margin
+    around the image, not on its pixels (review 45f: S and I sat on bright error pixels)."""
+    import numpy as np
+
+    from ImageQualityTransferLib.apps import report
+
+    fig, axes = report._new_figure(1, 2)
+    for ax, aspect in zip(axes[0], (1.0, 3.0)):
+        ax.imshow(np.ones((20, 60)), aspect=aspect, cmap="gray", vmin=0, vmax=1)
+        report._letters(ax, "coronal")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in axes[0]:
+        pixels = ax.images[0].get_window_extent(renderer)
+        for text in ax.texts:
+            box = text.get_window_extent(renderer)
+            assert not box.overlaps(pixels), (text.get_text(), box, pixels)

@@ -65,10 +65,21 @@ def _centre(mask: np.ndarray) -> tuple:
     return tuple(int(v) for v in (idx.min(0) + idx.max(0)) // 2)
 
 
+LETTER_MARGIN = 0.12  # of a panel's width and height, black, each side: the letters sit there, not on the tissue
+
+
 def _letters(ax, plane):
+    """The orientation letters in a black margin around the panel's image (review 45f: on a field the brain fills, the
+    S and I of coronal panels sat on bright error and uncertainty pixels)."""
     left, right, top, bottom = LETTERS[plane]
     from .figures import letter_style
 
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    aspect = ax.get_aspect() if isinstance(ax.get_aspect(), (int, float)) else 1.0  # a y unit's height over an x unit's
+    m = LETTER_MARGIN * max(x1 - x0, abs(y1 - y0) * aspect)  # one margin on screen all round, from the longer side
+    ax.set_xlim(x0 - m, x1 + m)
+    ax.set_ylim(y0 + m / aspect, y1 - m / aspect)  # y runs downwards in an image: y1 < y0
+    ax.set_facecolor("black")
     kw = dict(transform=ax.transAxes, **letter_style(7))
     ax.text(0.02, 0.5, left, va="center", **kw)
     ax.text(0.98, 0.5, right, va="center", ha="right", **kw)

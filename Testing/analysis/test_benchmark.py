@@ -182,7 +182,8 @@ def test_benchmark_scores_a_model_of_ones_own(small_subject, capsys, tmp_path):
     assert doc["settings"]["models"]["global-linear"]["file"] == str(tmp_path / "mine.json")
     capsys.readouterr()
     for bad, words in (("global-linear", "give the method and its model file"), ("cubic=x.npz", "not a learned method"),
-                       (f"rf={tmp_path / 'mine.npz'}", f"give it as --model global-linear={tmp_path / 'mine.npz'}")):
+                       (f"rf={tmp_path / 'mine.npz'}", f"give it as --model global-linear={tmp_path / 'mine.npz'}"),
+                       ("rf=C:\\models\\rf.npz", "model file not found")):  # a Windows path (review 45g)
         assert cli.main(args + ["--model", bad]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err

@@ -743,3 +743,9 @@ def test_bids_gradients_inherited_from_a_folder_above(tmp_path):
     assert [r["status"] for r in rows] == ["done", "done"], [r["reason"] for r in rows]
     side = json.loads(next((out / "sub-01" / "dwi").glob("*param-tensor_dwimap.json")).read_text())
     assert side["Sources"][1:] == ["bids:raw:dwi.bval", "bids:raw:dwi.bvec"]
+    tie = tmp_path / "tie"  # two files of one level apply to one DWI: said (review 45g)
+    (tie / "sub-01" / "dwi").mkdir(parents=True)
+    for name in ("sub-01/dwi/sub-01_acq-multi_dwi.nii.gz", "sub-01_dwi.bval", "acq-multi_dwi.bval"):
+        (tie / name).write_bytes(b"")
+    with pytest.warns(IQTWarning, match="both apply to it"):
+        batch.find_items(tie)

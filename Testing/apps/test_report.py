@@ -189,3 +189,10 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
         for text in ax.texts:
             box = text.get_window_extent(renderer)
             assert not box.overlaps(pixels), (text.get_text(), box, pixels)
+    fig, axes = report._new_figure(1, 1)  # a tract panel: y runs upwards there, and is widened upwards (review 45g)
+    ax = axes[0, 0]
+    ax.set_xlim(-60, 60)
+    ax.set_ylim(-40, 50)
+    report._letters(ax, "coronal")
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert x0 < -60 and x1 > 60 and y0 < -40 and y1 > 50

@@ -322,6 +322,14 @@ def test_views_share_slice_pan_and_zoom(lowres):
     for node in (left, right):
         assert node.GetFieldOfView() == (100.0, 80.0, 1.0) and node.GetXYZOrigin() == (5.0, 6.0, 0.0)
         assert node.GetSliceOffset() == pytest.approx(-4.0)
+    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.slicer import mrml
+
+    lr_vol = viewer.lr
+    overlay = mrml.add_scalar_node(viewer.scene, lr_vol.replace(data=tensors.md(lr_vol.data).astype(np.float32),
+                                                                kind="scalar"), "md")
+    viewer._show(viewer.in_node, viewer.in_node, overlay)  # a map comes: fitted again, with room for its legend
+    assert left.GetFieldOfView() != (100.0, 80.0, 1.0) and left.GetSliceOffset() == pytest.approx(-4.0)
 
 
 FA_PLANES = """

@@ -78,7 +78,8 @@ def _letters(ax, plane):
     aspect = ax.get_aspect() if isinstance(ax.get_aspect(), (int, float)) else 1.0  # a y unit's height over an x unit's
     m = LETTER_MARGIN * max(x1 - x0, abs(y1 - y0) * aspect)  # one margin on screen all round, from the longer side
     ax.set_xlim(x0 - m, x1 + m)
-    ax.set_ylim(y0 + m / aspect, y1 - m / aspect)  # y runs downwards in an image: y1 < y0
+    d = m / aspect if y0 > y1 else -m / aspect  # widened in the axis's own direction: down in an image, up in a plot
+    ax.set_ylim(y0 + d, y1 - d)
     ax.set_facecolor("black")
     kw = dict(transform=ax.transAxes, **letter_style(7))
     ax.text(0.02, 0.5, left, va="center", **kw)

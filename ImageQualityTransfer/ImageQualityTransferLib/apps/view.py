@@ -84,6 +84,7 @@ class Viewer:
         self.fa_nodes: dict = {}
         self._progress = (0.0, "")
         self._fitted = False
+        self._fitted_legend = False  # whether the views were last fitted with a strip kept for the legend
         self._lock = threading.Lock()
         self._shown_notes: list[str] = []  # the notes of the result in the right view
 
@@ -270,8 +271,13 @@ class Viewer:
         tensor output: the FA maps carry none)."""
         s_node = display.slice_node(self.scene, LEFT)
         kept = None
-        if s_node is not None and self._fitted:
+        # a view fitted with (or without) the legend's strip is fitted again when the overlay comes (or goes): the brain
+        # ran off one edge and under the legend on the other (review 45g)
+        if s_node is not None and self._fitted and self._fitted_legend == (overlay is not None):
             kept = (s_node.GetSliceOffset(), s_node.GetFieldOfView(), s_node.GetXYZOrigin())
+        elif s_node is not None and self._fitted:
+            kept = (s_node.GetSliceOffset(), None, None)
+        self._fitted_legend = overlay is not None
         tensor = (self.nodes or {}).get("tensor")
         display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity),
                                 orientation=display.view_for_node(tensor if tensor is not None else right), marker=True)
@@ -279,8 +285,9 @@ class Viewer:
             offset, fov, origin = kept
             for name in display.COMPARE_VIEWS:
                 node = display.slice_node(self.scene, name)
-                node.SetFieldOfView(*fov)
-                node.SetXYZOrigin(*origin)
+                if fov is not None:
+                    node.SetFieldOfView(*fov)
+                    node.SetXYZOrigin(*origin)
                 node.SetSliceOffset(offset)
         if not self._fitted:
             self._link_views()

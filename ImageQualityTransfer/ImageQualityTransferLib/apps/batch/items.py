@@ -92,7 +92,16 @@ def _inherited(p: Path, prefix: str, root: Path, suffix: str) -> str:
             if all(entities.get(k) == v for k, v in have.items()):
                 found.append((len(have), str(cand)))
         if found:
-            return max(found)[1]
+            found.sort(reverse=True)
+            if len(found) > 1 and found[1][0] == found[0][0]:  # BIDS allows one per level: the dataset is ambiguous
+                import warnings
+
+                from ...core.errors import IQTWarning
+
+                warnings.warn(f"{p.name}: {found[0][1]} and {found[1][1]} both apply to it (BIDS allows one "
+                              f"{suffix} per folder level); {Path(found[0][1]).name} is used: remove the other",
+                              IQTWarning, stacklevel=4)
+            return found[0][1]
         if folder == root or root not in folder.parents:
             return ""
         folder = folder.parent

@@ -50,7 +50,8 @@ def _models(given, f) -> dict:
         try:
             methods.get(name, model=path).load(f)
         except IQTError as exc:  # upsample's advice, put in this option's form
-            raise IQTError(re.sub(r"use --method ([\w-]+) with it", rf"give it as --model \1={path}", str(exc))) from None
+            raise IQTError(re.sub(r"use --method ([\w-]+) with it", lambda found: f"give it as --model {found[1]}={path}",
+                                  str(exc))) from None
         out[name] = path
     return out
 

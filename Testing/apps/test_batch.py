@@ -749,3 +749,23 @@ def test_bids_gradients_inherited_from_a_folder_above(tmp_path):
         (tie / name).write_bytes(b"")
     with pytest.warns(IQTWarning, match="both apply to it"):
         batch.find_items(tie)
+
+
+def test_a_run_naming_its_model_by_another_path_keeps_one_generated_by_entry(tmp_path):
+    """A folder made before stop 45 recorded a --model as typed (relative); the same run now names it by its full path,
+    and dataset_description.json keeps one entry for it, not two that differ only in the path (review 45e)."""
+    from ImageQualityTransferLib.apps.batch import records
+
+    out = tmp_path / "deriv"
+    out.mkdir()
+    s = batch.Settings(method="rf", model="m/rf.npz", model_file=str(tmp_path / "m" / "rf.json"), model_sha256="ab" * 32)
+    old = {"Name": "ImageQualityTransfer", "Version": "0.1.0", "Method": "rf", "Factor": 2, "Model": "m/rf.npz",
+           "ModelSHA256": "ab" * 32}
+    (out / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.10.0",
+                                                              "DatasetType": "derivative", "GeneratedBy": [old]}))
+    records.dataset_description(out, s)
+    runs = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert len(runs) == 1 and runs[0]["Model"] == str(tmp_path / "m" / "rf.json")
+    records.dataset_description(out, batch.Settings(method="rf", model_file=str(tmp_path / "other.json"),
+                                                    model_sha256="cd" * 32))
+    assert len(json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]) == 2  # another model: its own

@@ -271,8 +271,15 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         desc["DatasetLinks"] = {**desc.get("DatasetLinks", {}), "raw": uri}
         desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") != uri] + [{"URL": uri}]
         changed = True
-    if entry not in desc["GeneratedBy"]:
+    # one entry per run setting: the same model named by another path (relative, before stop 45) is that entry
+    paths = ("Model", "NoisyInputModel")
+    same = [i for i, e in enumerate(desc["GeneratedBy"]) if isinstance(e, dict)
+            and {k: v for k, v in e.items() if k not in paths} == {k: v for k, v in entry.items() if k not in paths}]
+    if not same:
         desc["GeneratedBy"] = desc["GeneratedBy"] + [entry]
+        changed = True
+    elif desc["GeneratedBy"][same[0]] != entry:
+        desc["GeneratedBy"] = [entry if i == same[0] else e for i, e in enumerate(desc["GeneratedBy"])]
         changed = True
     if changed:
         write_json(path, desc)

@@ -35,7 +35,8 @@ def whole_field(lr: Volume) -> bool:
     if not present.any():
         return True
     # planes at the field's edge with nothing in them (a resample's or eddy's padding) are no masked fit's background
-    box = tuple(slice(a, b + 1) for a, b in zip(np.argwhere(present).min(0), np.argwhere(present).max(0)))
+    at = np.argwhere(present)
+    box = tuple(slice(a, b + 1) for a, b in zip(at.min(0), at.max(0)))
     if present.mean() > MASKED_MAX_SHARE and solid_share(~present[box]) < SOLID_BACKGROUND:
         return True
     edge = present & ~ndimage.binary_erosion(present, border_value=1)  # the field's own border is no edge

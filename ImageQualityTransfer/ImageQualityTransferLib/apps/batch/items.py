@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...core.errors import IQTError
+from ...core.errors import IQTError, IQTWarning
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,6 @@ def bids_items(root) -> list[Item]:
         items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), os.path.normpath(root.absolute()),
                           bval=bval, bvec=bvec))
     if left:  # said, not dropped unseen (review 45e)
-        import warnings
-
-        from ...core.errors import IQTWarning
-
         warnings.warn(f"{len(left)} file{'s' if len(left) > 1 else ''} not named for {'their' if len(left) > 1 else 'its'} "
                       f"folders' sub- and ses- labels left out: {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}; "
                       "rename them as BIDS names them (sub-01/ses-1/dwi/sub-01_ses-1_dwi.nii.gz)", IQTWarning, stacklevel=2)
@@ -94,10 +91,6 @@ def _inherited(p: Path, prefix: str, root: Path, suffix: str) -> str:
         if found:
             found.sort(reverse=True)
             if len(found) > 1 and found[1][0] == found[0][0]:  # BIDS allows one per level: the dataset is ambiguous
-                import warnings
-
-                from ...core.errors import IQTWarning
-
                 warnings.warn(f"{p.name}: {found[0][1]} and {found[1][1]} both apply to it (BIDS allows one "
                               f"{suffix} per folder level); {Path(found[0][1]).name} is used: remove the other",
                               IQTWarning, stacklevel=4)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
-from ...core.errors import IQTError
+from ...core.errors import IQTError, IQTWarning
 from . import options
 
 
@@ -78,10 +79,6 @@ def run(args) -> int:
         if fitted == len(items):
             raise IQTError(f"--bmax {args.bmax:g}: every listed subject is a tensor file, fitted already; leave --bmax out")
         if fitted:
-            import warnings
-
-            from ...core.errors import IQTWarning
-
             warnings.warn(f"--bmax {args.bmax:g} applies to the DWI subjects only; the {fitted} listed tensor file"
                           f"{'s are' if fitted > 1 else ' is'} upsampled as fitted", IQTWarning, stacklevel=2)
     model_file, model_sha = batch.model_record(method, f)

@@ -187,3 +187,10 @@ def test_benchmark_scores_a_model_of_ones_own(small_subject, capsys, tmp_path):
         assert cli.main(args + ["--model", bad]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
+    # the model's sidecar is an input of the run: --json onto it is refused, the model left as it was (audit 46)
+    before = (tmp_path / "mine.json").read_bytes()
+    assert cli.main(["benchmark", str(small_subject), "--methods", "cubic", "--json", str(tmp_path / "mine.json"),
+                     "--model", f"global-linear={tmp_path / 'mine.npz'}"]) == 2
+    err = capsys.readouterr().err
+    assert "is an input of this run" in err and err.count("\n") == 1, err
+    assert (tmp_path / "mine.json").read_bytes() == before

@@ -69,7 +69,7 @@ def run(args):
     models = _models(args.model, f)
     names = options.method_list(args.methods) or methods.ready(f)
     names += [n for n in models if n not in names]
-    plan = fileio.Outputs(*args.subjects)
+    plan = fileio.Outputs(*args.subjects, *(p for path in models.values() for p in options.model_files(path)))
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()
     settings = {"command": "iqt " + " ".join(getattr(args, "argv", sys.argv[1:])),

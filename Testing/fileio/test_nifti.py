@@ -328,3 +328,22 @@ def test_bvecs_not_of_unit_length_and_a_header_without_orientation_are_said(tmp_
     (tmp_path / "dwi.bval").rename(tmp_path / "nocode.bval")
     with pytest.warns(IQTWarning, match="holds no orientation"):
         fileio.load_dwi(tmp_path / "nocode.nii.gz")
+
+
+def test_a_gzipped_file_with_a_flipped_bit_is_refused_as_damaged(tmp_path):
+    """gzip's checksum is verified: nibabel stops reading at the data's last byte, and a DWI with one flipped bit was
+    fitted and upsampled as valid data (audit 46). The intact file still reads exactly as nibabel reads it."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 1000, (12, 12, 8, 7)).astype(np.int16)
+    path = tmp_path / "dwi.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+    (tmp_path / "dwi.bval").write_text("0 1000 1000 1000 1000 1000 1000\n")
+    (tmp_path / "dwi.bvec").write_text("\n".join(" ".join(["0"] + [f"{v:.4f}" for v in row]) for row in np.eye(3)[:, [0, 1, 2, 0, 1, 2]]) + "\n")
+    assert np.array_equal(fileio.load_dwi(path).data, data.astype(np.float32))
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (tmp_path / "flip.nii.gz").write_bytes(bytes(raw))
+    for name in ("dwi.bval", "dwi.bvec"):
+        (tmp_path / name.replace("dwi", "flip")).write_bytes((tmp_path / name).read_bytes())
+    with pytest.raises(IQTError, match="truncated or damaged"):
+        fileio.load_dwi(tmp_path / "flip.nii.gz")

@@ -104,11 +104,25 @@ def _check_geometry(affine, path) -> None:
 
 
 def _data(img, path, dtype=np.float32) -> np.ndarray:
-    """The voxel array, with a clear error for a truncated or damaged file."""
+    """The voxel array, with a clear error for a truncated or damaged file. A gzipped file is read to its end, so that
+    gzip's checksum is verified: nibabel stops at the data's last byte, and a file with one flipped bit was read as
+    valid data (audit 46: a DWI fitted and upsampled with 17 changed voxels, exit 0)."""
     try:
+        if _gzipped(path):
+            import gzip
+
+            with gzip.open(path, "rb") as f:
+                data = np.asarray(type(img).from_stream(f).dataobj, dtype=dtype)
+                f.read()  # to the end: the checksum is checked there
+            return data
         return np.asarray(img.dataobj, dtype=dtype)
     except Exception as exc:
         raise IQTError(f"{path}: the image data cannot be read ({exc}); the file may be truncated or damaged") from None
+
+
+def _gzipped(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
 
 
 def _check_finite(data, path, what):

@@ -347,3 +347,12 @@ def test_a_gzipped_file_with_a_flipped_bit_is_refused_as_damaged(tmp_path):
         (tmp_path / name.replace("dwi", "flip")).write_bytes((tmp_path / name).read_bytes())
     with pytest.raises(IQTError, match="truncated or damaged"):
         fileio.load_dwi(tmp_path / "flip.nii.gz")
+
+
+def test_a_mask_on_another_grid_is_said_to_differ(tmp_path):
+    """With one grid to compare, the refusal said the mask 'matches the input's grid' (audit 46: iqt fit, degrade,
+    track); it says that it differs."""
+    ref = Volume(np.zeros((8, 8, 6), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.diag([4.0, 4.0, 4.0, 1.0])), str(tmp_path / "m.nii.gz"))
+    with pytest.raises(IQTError, match=r"mask shape \(4, 4, 3\) differs from the input's grid \(8, 8, 6\)"):
+        fileio.load_mask(tmp_path / "m.nii.gz", reference=ref)

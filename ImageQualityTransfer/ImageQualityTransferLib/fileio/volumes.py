@@ -474,9 +474,8 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
                     break
         if vol.shape3 not in grids:
             raise IQTError(
-                f"{path}: mask shape {vol.shape3} matches "
-                f"{'neither ' if len(grids) > 1 else ''}{' nor '.join(f'{name} {shape}' for shape, (name, _) in grids.items())}"
-                f"; give a mask on the input's grid"
+                f"{path}: mask shape {vol.shape3} {'matches neither' if len(grids) > 1 else 'differs from'} "
+                f"{' nor '.join(f'{name} {shape}' for shape, (name, _) in grids.items())}; give a mask on the input's grid"
             )
         name, affine = grids[vol.shape3]
         if not np.allclose(vol.affine, affine, atol=1e-3 * float(np.abs(affine[:3, :3]).max())):

@@ -83,6 +83,41 @@ def test_files_round_trip(tmp_path):
         assert np.abs(back[0] - lines[0]).max() < 1e-3
 
 
+@pytest.mark.parametrize("suffix", [".vtk", ".vtp"])
+def test_vtk_files_are_tagged_ras_and_slicer_reads_them_unmirrored(tmp_path, suffix):
+    """Slicer >= 4.11 reads an untagged .vtk/.vtp as LPS, mirroring the tracts in x and y: the files carry the tag its
+    vtkMRMLModelStorageNode reads (a header with SPACE=RAS; a field-data string array SPACE = RAS), and where slicer-core
+    is installed the storage node itself gives the RAS points back unchanged."""
+    import vtk
+
+    vol = bundle_volume()
+    lines = tr.track(vol, seed_roi(vol), tr.TrackingSettings())
+    p = tr.save_tracts(lines, vol, tmp_path / f"t{suffix}")
+    if suffix == ".vtk":
+        reader = vtk.vtkPolyDataReader()
+        reader.SetFileName(str(p))
+        reader.Update()
+        assert "SPACE=RAS" in reader.GetHeader()
+        assert p.read_bytes().startswith(b"# vtk DataFile Version 4.2")  # as Slicer writes it: readers before VTK 9 too
+    else:
+        reader = vtk.vtkXMLPolyDataReader()
+        reader.SetFileName(str(p))
+        reader.Update()
+        space = reader.GetOutput().GetFieldData().GetAbstractArray("SPACE")
+        assert space is not None and space.GetValue(0) == "RAS"
+    slicer = pytest.importorskip("slicer", reason="slicer-core reads the file as Slicer does")
+    from vtk.util import numpy_support
+
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLModelNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLModelStorageNode")
+    storage.SetFileName(str(p))
+    assert storage.ReadData(node)
+    assert storage.GetCoordinateSystem() == slicer.vtkMRMLStorageNode.CoordinateSystemRAS
+    points = numpy_support.vtk_to_numpy(node.GetPolyData().GetPoints().GetData())
+    assert np.abs(points - np.concatenate(lines)).max() < 1e-4
+
+
 def test_cli_track(tmp_path, capsys):
     vol = bundle_volume()
     fileio.save_tensor(vol, tmp_path / "dti.nii.gz")

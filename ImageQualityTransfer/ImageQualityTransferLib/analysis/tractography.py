@@ -17,7 +17,8 @@ seeds serve a low-res and a high-res volume of one subject.
 
 Outputs: `.trk` (dipy `save_tractogram`, a `StatefulTractogram` in RASMM referenced to the tensor
 image) and VTK polydata (`.vtk` legacy or `.vtp` XML) in RAS millimetres, which 3D Slicer loads as a
-model (SlicerDMRI loads it as a fiber bundle).
+model (SlicerDMRI loads it as a fiber bundle). The VTK files are tagged RAS as Slicer tags its own: Slicer >= 4.11
+(vtkMRMLModelStorageNode) reads an untagged file as LPS, which mirrors the tracts in x and y.
 """
 
 from __future__ import annotations
@@ -327,12 +328,27 @@ def polydata(streamlines):
     return pd
 
 
+VTK_SPACE = "SPACE=RAS"  # the tag vtkMRMLModelStorageNode looks for in a legacy header (it writes "3D Slicer output. SPACE=RAS")
+
+
 def _write_vtk(streamlines, path, xml: bool):
+    """Legacy .vtk (header tagged SPACE=RAS, file version 4.2 as Slicer writes it, for readers before VTK 9) or
+    XML .vtp (a field-data string array "SPACE" holding "RAS", where Slicer keeps the tag)."""
     import vtk
 
-    writer = vtk.vtkXMLPolyDataWriter() if xml else vtk.vtkPolyDataWriter()
+    pd = polydata(streamlines)
+    if xml:
+        writer = vtk.vtkXMLPolyDataWriter()
+        space = vtk.vtkStringArray()
+        space.SetName("SPACE")
+        space.InsertNextValue("RAS")
+        pd.GetFieldData().AddArray(space)
+    else:
+        writer = vtk.vtkPolyDataWriter()
+        writer.SetHeader(f"iqt track {VTK_SPACE}")
+        writer.SetFileVersion(42)
     writer.SetFileName(str(path))
-    writer.SetInputData(polydata(streamlines))
+    writer.SetInputData(pd)
     if not writer.Write():
         raise IQTError(f"{path}: VTK could not write the tractogram")
 

@@ -69,6 +69,9 @@ def run(args):
     models = _models(args.model, f)
     names = options.method_list(args.methods) or methods.ready(f)
     names += [n for n in models if n not in names]
+    if args.tta and not any(methods.method_class(n).learned for n in names):  # said, not ignored (audit 46)
+        raise IQTError(f"--tta: {', '.join(names)} {'is' if len(names) == 1 else 'are'} unchanged by flips and swaps "
+                       "(nothing to average); --tta applies to the learned methods: add one or drop it")
     plan = fileio.Outputs(*args.subjects, *(p for path in models.values() for p in options.model_files(path)))
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()

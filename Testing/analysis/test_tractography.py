@@ -249,6 +249,20 @@ def test_cli_propagate_writes_maps_and_summary(tmp_path, capsys):
     assert "gives no uncertainty" in capsys.readouterr().err
 
 
+def test_cli_propagate_rerun_without_tracts_removes_the_earlier_visitation(tmp_path, capsys):
+    """A rerun with --no-tracts left the first run's visitation.nii.gz beside the new maps and propagation.json."""
+    lr = bundle_volume(shape=(14, 10, 10))
+    fileio.save_tensor(lr, tmp_path / "lr.nii.gz")
+    out = tmp_path / "prop"
+    run = ["propagate", str(tmp_path / "lr.nii.gz"), "--method", "biqt", "--samples", "2", "--n-seeds", "20", "-o", str(out)]
+    assert main(run) == 0 and (out / "visitation.nii.gz").exists()
+    capsys.readouterr()
+    assert main(run + ["--no-tracts"]) == 0
+    assert "removed visitation.nii.gz of an earlier run" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["fa_mean.nii.gz", "fa_std.nii.gz", "md_mean.nii.gz", "md_std.nii.gz",
+                                                     "propagation.json"]
+
+
 def test_cli_lesion_check_rejects_bad_arguments(tmp_path, capsys):
     assert main(["lesion-check", str(tmp_path), "--kinds", "stroke"]) == 2
     assert "lesion kinds" in capsys.readouterr().err

@@ -178,8 +178,12 @@ def write(res: Propagation, paths: dict, method_name: str, input_path) -> str:
             written.append(paths[name].name)
     summary = {"method": method_name, "input": str(input_path), **res.summary()}
     fileio.write_json(paths["json"], summary)
+    stale = [paths[n] for n in MAPS if getattr(res, n) is None and paths[n].is_file()]
+    for p in stale:  # an earlier run's map (a visitation before --no-tracts) would pass for this run's
+        p.unlink()
     d = summary["tract_dice_between_samples"]
     tract = f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else ""
     return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"
             f"{', visitation' if d else ''} from {res.n_samples} samples of {method_name} "
-            f"({res.seconds:.1f} s{tract}; diagonal Gaussian approximation)")
+            f"({res.seconds:.1f} s{tract}; diagonal Gaussian approximation)"
+            + (f"; removed {', '.join(p.name for p in stale)} of an earlier run" if stale else ""))

@@ -193,6 +193,22 @@ def test_propagation_zero_std_reproduces_the_mean_and_noise_spreads_tracts():
     assert res.visitation.data.max() > 0 and np.all(res.visitation.data[~inside] == 0)
 
 
+def test_propagation_without_streamlines_reports_no_tract_dice(tmp_path):
+    """No streamline in any sample gave a tract Dice of 1.000 +- 0.000 (two empty maps "agree"): it is null, said in a
+    warning, and the line says it is undefined."""
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    vol = bundle_volume()
+    zero = Prediction(vol, std=Volume(np.zeros(vol.shape3, np.float32), vol.affine, "scalar"))
+    with pytest.warns(IQTWarning, match="no streamline was tracked in any of the 2 samples"):
+        res = propagation.propagate(zero, 2, seeds=tr.seeds_from_mask(seed_roi(vol)),
+                                    settings=tr.TrackingSettings(fa_threshold=0.95))
+    summary = res.summary()
+    assert summary["tract_dice_between_samples"] is None and summary["tract_dice_to_mean_prediction"] is None
+    line = propagation.write(res, propagation.output_paths(tmp_path), "biqt", "lr.nii.gz")
+    assert "tract Dice undefined" in line and "visitation" in line and "1.000" not in line
+
+
 def test_auc():
     assert lesion.auc([3, 4, 5], [0, 1, 2]) == 1.0
     assert lesion.auc([0, 1], [2, 3]) == 0.0

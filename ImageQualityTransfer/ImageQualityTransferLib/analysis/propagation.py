@@ -17,6 +17,7 @@ tracts of the mean prediction.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..core import tensors
 from . import tractography
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 
 
@@ -42,8 +43,9 @@ class Propagation:
     seconds: float = 0.0
 
     def summary(self) -> dict:
-        def stats(x):
+        def stats(x):  # over the defined values: a Dice of two empty tract maps is NaN
             x = np.asarray(x, float)
+            x = x[np.isfinite(x)]
             return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min())} if x.size else None
 
         return {
@@ -125,9 +127,9 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
             dens = tractography.density_map(lines, vol.affine, shape3) > 0
             visits += dens
             out.n_streamlines.append(len(lines))
-            out.dice_to_mean.append(tractography.dice(dens, mean_density))
+            out.dice_to_mean.append(_tract_dice(dens, mean_density))
             if prev is not None:
-                out.dice_between_samples.append(tractography.dice(dens, prev))
+                out.dice_between_samples.append(_tract_dice(dens, prev))
             prev = dens
         if progress:
             progress(i + 1, int(n))
@@ -148,7 +150,16 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     out.visitation = Volume(np.where(m, visits / k, 0.0).astype(np.float32), vol.affine, "scalar") if track else None
     out.n_samples = int(n)
     out.seconds = time.perf_counter() - t0
+    if track and not any(out.n_streamlines):
+        warnings.warn(f"no streamline was tracked in any of the {int(n)} samples, so the tract Dice is undefined (null in "
+                      "propagation.json); give seeds in the white matter (--seeds) or a lower --fa-threshold",
+                      IQTWarning, stacklevel=2)
     return out
+
+
+def _tract_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two tract maps; NaN when both are empty (no tracts to agree on, not perfect agreement)."""
+    return tractography.dice(a, b) if a.any() or b.any() else float("nan")
 
 
 # ---------------------------------------------------------------- outputs (`iqt propagate`, `iqt upsample --propagate`)
@@ -182,8 +193,10 @@ def write(res: Propagation, paths: dict, method_name: str, input_path) -> str:
     for p in stale:  # an earlier run's map (a visitation before --no-tracts) would pass for this run's
         p.unlink()
     d = summary["tract_dice_between_samples"]
-    tract = f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else ""
+    tracked = res.visitation is not None
+    tract = (f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else
+             ", no streamlines: tract Dice undefined" if tracked else "")
     return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"
-            f"{', visitation' if d else ''} from {res.n_samples} samples of {method_name} "
+            f"{', visitation' if tracked else ''} from {res.n_samples} samples of {method_name} "
             f"({res.seconds:.1f} s{tract}; diagonal Gaussian approximation)"
             + (f"; removed {', '.join(p.name for p in stale)} of an earlier run" if stale else ""))

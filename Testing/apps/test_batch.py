@@ -769,3 +769,42 @@ def test_a_run_naming_its_model_by_another_path_keeps_one_generated_by_entry(tmp
     records.dataset_description(out, batch.Settings(method="rf", model_file=str(tmp_path / "other.json"),
                                                     model_sha256="cd" * 32))
     assert len(json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]) == 2  # another model: its own
+
+
+def _damage(path: Path, how: str) -> None:
+    """Cut a file to half its size, or flip one byte in its middle (its sidecar left as it is)."""
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_a_damaged_output_is_redone_not_skipped(tmp_path):
+    """Audit S: an output cut to half its size and one with a flipped byte, sidecars untouched, were skipped as
+    already done. Each sidecar keeps its file's size and SHA256; a subject whose file differs is redone. A sidecar
+    written before (no hash) is trusted only where its file reads fully."""
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03", "04"), corrupt=None)
+    out = tmp_path / "deriv"
+    out.mkdir()
+    items, s = batch.find_items(ds), batch.Settings(method="cubic")
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"] * 4
+    base = "_space-orig_res-2x_model-cubic_param-"
+    for p in out.glob("sub-*/dwi/*.nii.gz"):
+        side = json.loads(p.with_name(p.name[: -len(".nii.gz")] + ".json").read_text())
+        assert side["FileSHA256"] == sha(p) and side["FileSizeBytes"] == p.stat().st_size
+    _damage(out / "sub-01" / "dwi" / f"sub-01{base}md_dwimap.nii.gz", "truncate")
+    _damage(out / "sub-02" / "dwi" / f"sub-02{base}fa_dwimap.nii.gz", "flip")
+    for sub in ("sub-03", "sub-04"):  # as written before the hashes were kept
+        for side in (out / sub / "dwi").glob("*.json"):
+            meta = json.loads(side.read_text())
+            side.write_text(json.dumps({k: v for k, v in meta.items() if k not in ("FileSHA256", "FileSizeBytes")}))
+    _damage(out / "sub-04" / "dwi" / f"sub-04{base}fa_dwimap.nii.gz", "flip")
+    rows = batch.run_cohort(items, s, out, progress=False)
+    assert [r["status"] for r in rows] == ["done", "done", "skipped", "done"]
+    for sub in ("sub-01", "sub-02", "sub-04"):
+        for kind in ("md", "fa"):
+            assert fileio.load_scalar(out / sub / "dwi" / f"{sub}{base}{kind}_dwimap.nii.gz").data.size
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"] * 4

@@ -15,8 +15,8 @@ from ...core.version import __version__
 from ...fileio.paths import write_json
 from .items import Item
 from ...fileio.records import map_record
-from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, expected_maps, finished, identity, input_hashes, method_label,
-                      output_names, output_order, remove_temporaries, sidecar, sources, stale_maps)
+from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, expected_maps, file_record, finished, identity,
+                      input_hashes, method_label, output_names, output_order, remove_temporaries, sidecar, sources, stale_maps)
 
 
 _METHODS: dict = {}
@@ -170,7 +170,8 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
                 about += f" ({fileio.layout_words(vols[key].meta['written'])})"
             meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **noisy_model,
-                    "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp}
+                    "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp,
+                    **file_record(folder / names[key])}
             if key == "tensor":
                 meta["QC"] = qc
             write_json(sidecar(folder / names[key]), meta)

@@ -63,6 +63,20 @@ def test_fa_threshold_stops_and_settings_are_checked():
         tr.TrackingSettings(angle=0).check()
 
 
+@pytest.mark.parametrize("option, value", [("--max-length", "inf"), ("--min-length", "nan"), ("--step", "inf"),
+                                           ("--max-length", "nan"), ("--min-length", "-1"), ("--max-length", "5")])
+def test_cli_track_refuses_lengths_that_are_not_finite_or_in_range(tmp_path, capsys, option, value):
+    """--max-length inf ended in an internal OverflowError; --min-length nan was taken, giving 0 streamlines, exit 0."""
+    vol = bundle_volume()
+    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
+    fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
+    rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk"),
+               option, value])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"iqt: error: {option} ") and value in err, err
+    assert not (tmp_path / "t.trk").exists()
+
+
 def test_principal_vector_matches_eigh():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 3, 3))

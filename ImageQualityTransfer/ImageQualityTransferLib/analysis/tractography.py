@@ -23,6 +23,7 @@ model (SlicerDMRI loads it as a fiber bundle). The VTK files are tagged RAS as S
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,14 +54,17 @@ class TrackingSettings:
     def check(self) -> "TrackingSettings":
         if not 0.0 <= self.fa_threshold < 1.0:
             raise IQTError(f"--fa-threshold {self.fa_threshold}: give a value in [0, 1), for example 0.2")
-        if not self.step > 0:
+        if not 0 < self.step < math.inf:
             raise IQTError(f"--step {self.step}: the step must be a positive length in mm, for example 0.5")
         if not 0.0 < self.angle <= 90.0:
             raise IQTError(f"--angle {self.angle}: give the largest turn per step in degrees, in (0, 90], for example 45")
         if int(self.density) != self.density or self.density < 1:
             raise IQTError(f"--density {self.density}: give a whole number of seeds per voxel axis, at least 1")
-        if self.min_length < 0 or self.max_length <= self.min_length:
-            raise IQTError("the minimum streamline length must be below the maximum")
+        if not 0 <= self.min_length < math.inf:
+            raise IQTError(f"--min-length {self.min_length}: give the shortest streamline kept in mm, 0 or more, for example 10")
+        if not self.min_length < self.max_length < math.inf:
+            raise IQTError(f"--max-length {self.max_length}: give the longest streamline kept in mm, a finite length above "
+                           f"--min-length {self.min_length:g}, for example 250")
         return self
 
 

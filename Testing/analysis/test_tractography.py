@@ -77,6 +77,21 @@ def test_cli_track_refuses_lengths_that_are_not_finite_or_in_range(tmp_path, cap
     assert not (tmp_path / "t.trk").exists()
 
 
+@pytest.mark.parametrize("option, value", [("--density", "1000"), ("--step", "1e-9"), ("--max-length", "1e9")])
+def test_cli_track_refuses_settings_whose_streamlines_cannot_fit_in_memory(tmp_path, capsys, option, value):
+    """--density 1000, --step 1e-9 and --max-length 1e9 ended out of memory (exit 1, or killed); refused up front."""
+    vol = bundle_volume()
+    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
+    fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
+    rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk"),
+               option, value])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "more than this machine's" in err and f"{option} {float(value):g}" in err, err
+    assert not (tmp_path / "t.trk").exists()
+    with pytest.raises(Exception, match="more than this machine's"):
+        tr.track(vol, seed_roi(vol), tr.TrackingSettings(step=1e-9))
+
+
 def test_principal_vector_matches_eigh():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 3, 3))

@@ -68,6 +68,24 @@ class TrackingSettings:
         return self
 
 
+def check_memory(n_seeds: int, s: TrackingSettings) -> None:
+    """Seeds and streamlines that could pass this machine's memory are refused before any work (--density 1000,
+    --step 1e-9 or --max-length 1e9 ended out of memory): each seed's streamline may hold up to max_length / step
+    points, and dipy keeps two buffers of that many (the pattern of core.grid.check_output_size)."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: left to the allocation itself
+        return
+    points = math.ceil(s.max_length / s.step) + 1
+    need = n_seeds * (3 * 8 + points * 3 * 4) + 2 * points * 3 * 8
+    if need > total:
+        raise IQTError(f"--density {s.density}, --step {s.step:g} and --max-length {s.max_length:g}: {n_seeds:,} seeds with "
+                       f"streamlines of up to {points:,} points could take {need / 2**30:,.0f} GiB, more than this machine's "
+                       f"{total / 2**30:,.0f} GiB of memory; lower --density or --max-length, or raise --step")
+
+
 @lru_cache(maxsize=1)
 def tracking_sphere():
     """A hemisphere of about 5,800 directions (repulsion724 subdivided twice)."""
@@ -203,6 +221,7 @@ def track(tensor: Volume, seeds, settings: TrackingSettings | None = None, mask=
     s = (settings or TrackingSettings()).check()
     if tensor.kind != "tensor":
         raise IQTError("tracking needs a diffusion tensor volume")
+    check_memory(int(np.count_nonzero(seeds.data)) * s.density**3 if isinstance(seeds, Volume) else len(seeds), s)
     if isinstance(seeds, Volume):
         seeds = seeds_from_mask(seeds, s.density)
     seeds = seeds_inside(seeds, tensor.shape3, tensor.affine)

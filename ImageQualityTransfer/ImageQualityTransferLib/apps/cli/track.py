@@ -35,9 +35,10 @@ def run(args):
     s = tractography.TrackingSettings(fa_threshold=args.fa_threshold, step=args.step, angle=args.angle,
                                       density=args.density, min_length=args.min_length,
                                       max_length=args.max_length).check()
+    seeds = fileio.load_mask(args.seeds, seeds=True)
+    tractography.check_memory(int(seeds.data.sum()) * s.density**3, s)
     dti = fileio.load_tensor(args.input, args.tensor_order)
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does (review 44e)
-    seeds = fileio.load_mask(args.seeds, seeds=True)
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:
         raise IQTError(f"{args.mask}: the tracking mask must be on the tensor grid {dti.shape3}")

@@ -222,6 +222,21 @@ def test_propagation_zero_std_reproduces_the_mean_and_noise_spreads_tracts():
     assert res.visitation.data.max() > 0 and np.all(res.visitation.data[~inside] == 0)
 
 
+def test_propagation_visitation_stays_inside_the_prediction_a_high_res_mask_cut():
+    """A high-res --mask zeroes the prediction outside it, but propagation got the low-res mask's blocks, a larger
+    region, and its visitation map was non-zero outside the high-res mask (14 voxels in the audit)."""
+    vol = bundle_volume()
+    inside = np.zeros(vol.shape3, bool)
+    inside[10:30, 6:10, 6:10] = True
+    cut = Prediction(vol.replace(data=np.where(inside[..., None], vol.data, 0).astype(vol.data.dtype)),
+                     std=Volume(np.where(inside, 2e-4, 0).astype(np.float32), vol.affine, "scalar"))
+    blocks = np.zeros(vol.shape3, bool)
+    blocks[8:32, 4:12, 4:12] = True  # as repeat_blocks of the reduced low-res mask covers it
+    res = propagation.propagate(cut, 3, seeds=tr.seeds_from_mask(seed_roi(vol)), mask=blocks)
+    assert res.visitation.data.max() > 0 and np.all(res.visitation.data[~inside] == 0)
+    assert np.all(res.fa_mean.data[~inside] == 0)
+
+
 def test_propagation_without_streamlines_reports_no_tract_dice(tmp_path):
     """No streamline in any sample gave a tract Dice of 1.000 +- 0.000 (two empty maps "agree"): it is null, said in a
     warning, and the line says it is undefined."""

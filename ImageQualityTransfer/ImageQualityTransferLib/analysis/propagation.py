@@ -72,7 +72,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     """Draw `n` tensor samples from `prediction` (a methods.Prediction with a "std" map) and summarise them.
 
     seeds: world (N,3) points or a seed-mask Volume; default `n_seeds` random points where the mean
-    prediction's FA >= 0.3. mask: high-res (X,Y,Z) bool (default: voxels with a non-zero prediction).
+    prediction's FA >= 0.3. mask: high-res (X,Y,Z) bool; only its voxels with a non-zero prediction are used.
     track=False gives only the FA/MD maps."""
     if prediction.std is None:
         raise IQTError("this prediction has no uncertainty map; propagate needs a method with uncertainty (e.g. espcn-hetero, biqt)")
@@ -82,10 +82,13 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     vol = prediction.tensor
     mu_full = np.asarray(vol.data, np.float32)
     shape3 = vol.shape3
-    m = (np.any(mu_full != 0, axis=-1) if mask is None else np.asarray(getattr(mask, "data", mask), bool))
-    m = m & np.isfinite(mu_full).all(axis=-1)
-    if m.shape != shape3:
-        raise IQTError(f"the mask {m.shape} is not on the prediction grid {shape3}")
+    m = np.any(mu_full != 0, axis=-1) & np.isfinite(mu_full).all(axis=-1)
+    if mask is not None:
+        given = np.asarray(getattr(mask, "data", mask), bool)
+        if given.shape != shape3:
+            raise IQTError(f"the mask {given.shape} is not on the prediction grid {shape3}")
+        # a high-res --mask zeroed the prediction outside it (Prediction.within) within the blocks of `mask`
+        m &= given
     sig = _sigma(prediction.std, shape3)[m]
     sig = sig[:, None] if sig.ndim == 1 else sig
     mu = mu_full[m]

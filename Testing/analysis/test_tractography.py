@@ -171,6 +171,7 @@ def test_seeds_outside_the_volume_are_left_out_or_refused(tmp_path, capsys):
     rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "part.nii.gz"), "-o", str(tmp_path / "p.trk")])
     said = capsys.readouterr()
     assert rc == 0 and "2 of 4 seed points lie outside the tensor volume's field of view" in said.err, said
+    assert "from 2 seeds" in said.out, said  # the seeds tracked from, not those of the ROI (said 4)
     rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "far.nii.gz"), "-o", str(tmp_path / "f.trk")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "none of the 4 seed points lies in the tensor volume" in err, err

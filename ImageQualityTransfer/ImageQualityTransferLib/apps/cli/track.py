@@ -42,8 +42,8 @@ def run(args):
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:
         raise IQTError(f"{args.mask}: the tracking mask must be on the tensor grid {dti.shape3}")
-    lines = tractography.track(dti, seeds, s, mask=None if mask is None else mask.data)
+    points = tractography.seeds_inside(tractography.seeds_from_mask(seeds, s.density), dti.shape3, dti.affine)
+    lines = tractography.track(dti, points, s, mask=None if mask is None else mask.data)
     for p in [out, *extra]:
         tractography.save_tracts(lines, dti, p)
-    n_seeds = int(seeds.data.sum()) * s.density**3
-    print(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {n_seeds} seeds")
+    print(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {len(points)} seeds")

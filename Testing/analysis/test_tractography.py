@@ -328,3 +328,14 @@ def test_cli_lesion_check_rejects_bad_arguments(tmp_path, capsys):
     assert main(["lesion-check", str(tmp_path), "--kinds", "stroke"]) == 2
     assert "lesion kinds" in capsys.readouterr().err
     assert main(["lesion-check", str(tmp_path), "--methods", "cubic"]) == 2
+
+
+def test_cli_lesion_check_refuses_a_subject_given_twice(tmp_path, capsys):
+    """`lesion-check DIR DIR/` scored the same subject twice (its rows twice, the mean AUC over '2 subjects'); it is
+    refused before any work, as iqt benchmark refuses it, and so are two folders of one name."""
+    (tmp_path / "subj").mkdir()
+    (tmp_path / "other" / "subj").mkdir(parents=True)
+    for second in (tmp_path / "subj", f"{tmp_path / 'subj'}/", tmp_path / "other" / "subj"):
+        rc = main(["lesion-check", str(tmp_path / "subj"), str(second), "--methods", "biqt", "--kinds", "edema"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and ("given twice" in err or "has the name of" in err), err

@@ -324,6 +324,22 @@ def test_cli_propagate_rerun_without_tracts_removes_the_earlier_visitation(tmp_p
                                                      "propagation.json"]
 
 
+def test_cli_propagate_refuses_a_bad_fa_threshold_before_the_prediction(tmp_path, capsys, monkeypatch):
+    """--fa-threshold 1.5 was refused only after the prediction had run (12 s on a 3 mm subject)."""
+    from ImageQualityTransferLib.apps.cli import options
+
+    def no_prediction(*a, **k):
+        raise AssertionError("the prediction ran")
+
+    monkeypatch.setattr(options, "predict_with_mask", no_prediction)
+    fileio.save_tensor(bundle_volume(shape=(14, 10, 10)), tmp_path / "lr.nii.gz")
+    rc = main(["propagate", str(tmp_path / "lr.nii.gz"), "--method", "biqt", "--samples", "2", "--fa-threshold", "1.5",
+               "-o", str(tmp_path / "prop")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--fa-threshold 1.5" in err, err
+    assert not (tmp_path / "prop").exists()
+
+
 def test_cli_lesion_check_rejects_bad_arguments(tmp_path, capsys):
     assert main(["lesion-check", str(tmp_path), "--kinds", "stroke"]) == 2
     assert "lesion kinds" in capsys.readouterr().err

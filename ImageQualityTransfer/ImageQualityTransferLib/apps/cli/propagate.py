@@ -22,9 +22,12 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio, methods
     from ...analysis import propagation
+    from ...analysis.tractography import TrackingSettings
+
     f = options.factors(args)
     method = methods.get(args.method, **options.method_settings(args))
     options.check_propagation(method, args.samples, f)
+    TrackingSettings(fa_threshold=args.fa_threshold).check()  # before the prediction, not after it (10 s in the audit)
     out = options.out_dir(args.output)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     paths = propagation.output_paths(out)

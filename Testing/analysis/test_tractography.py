@@ -92,6 +92,19 @@ def test_cli_track_refuses_settings_whose_streamlines_cannot_fit_in_memory(tmp_p
         tr.track(vol, seed_roi(vol), tr.TrackingSettings(step=1e-9))
 
 
+def test_cli_track_max_length_drops_longer_streamlines_as_its_help_says(tmp_path, capsys):
+    """The help said "longest streamline, mm", but longer streamlines are dropped, not cut to it: it says so."""
+    vol = bundle_volume()  # the bundle runs 78 mm along x
+    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
+    fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
+    run = ["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk")]
+    assert main(run + ["--max-length", "60"]) == 0 and "0 streamlines" in capsys.readouterr().out
+    assert main(run + ["--max-length", "100"]) == 0 and "4 streamlines" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["track", "--help"])
+    assert "drop streamlines longer than this" in " ".join(capsys.readouterr().out.split())
+
+
 def test_principal_vector_matches_eigh():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 3, 3))

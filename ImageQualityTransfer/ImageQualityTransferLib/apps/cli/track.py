@@ -19,7 +19,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--angle", type=float, default=45.0, help="largest turn per step in degrees (default 45)")
     sp.add_argument("--density", type=int, default=1, help="seeds per voxel axis in each seed voxel (default 1)")
     sp.add_argument("--min-length", type=float, default=10.0, help="drop streamlines shorter than this, mm (default 10)")
-    sp.add_argument("--max-length", type=float, default=250.0, help="longest streamline, mm (default 250)")
+    sp.add_argument("--max-length", type=float, default=250.0, help="drop streamlines longer than this, mm (default 250): they are left out, not cut "
+                                                               "short, which would end them inside the tract")
     sp.set_defaults(func=run)
 
 

@@ -353,6 +353,31 @@ def test_cli_propagate_refuses_a_bad_fa_threshold_before_the_prediction(tmp_path
     assert not (tmp_path / "prop").exists()
 
 
+def test_cli_propagate_records_its_settings_and_times_the_whole_run(tmp_path, capsys):
+    """propagation.json held neither --seed, the seed ROI, the factor, --fa-threshold nor --n-seeds, and its time (the
+    printed one too) left the prediction out: the settings are recorded, the time of the whole run and of the sampling."""
+    import json
+
+    lr = bundle_volume(shape=(14, 10, 10))
+    fileio.save_tensor(lr, tmp_path / "lr.nii.gz")
+    roi = np.zeros(lr.shape3, bool)
+    roi[7, 4:6, 4:6] = True
+    fileio.save_mask(Volume(roi, lr.affine, "mask"), tmp_path / "roi.nii.gz")
+    out = tmp_path / "prop"
+    rc = main(["propagate", str(tmp_path / "lr.nii.gz"), "--method", "biqt", "--samples", "2", "--seed", "7", "--factor",
+               "1,1,2", "--fa-threshold", "0.25", "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(out)])
+    said = capsys.readouterr().out
+    assert rc == 0 and " s in all, " in said and " s of it sampling" in said, said
+    summary = json.loads((out / "propagation.json").read_text())
+    got = summary["settings"]
+    assert got["seed"] == 7 and got["factor"] == [1, 1, 2] and got["fa_threshold"] == 0.25
+    assert got["seeds"] == str(tmp_path / "roi.nii.gz") and got["tracking"]["fa_threshold"] == 0.25
+    assert summary["seconds"] >= summary["sampling_seconds"] > 0
+    rc = main(["propagate", str(tmp_path / "lr.nii.gz"), "--method", "biqt", "--samples", "2", "--n-seeds", "30",
+               "-o", str(out)])
+    assert rc == 0 and json.loads((out / "propagation.json").read_text())["settings"]["n_seeds"] == 30
+
+
 def test_cli_lesion_check_rejects_bad_arguments(tmp_path, capsys):
     assert main(["lesion-check", str(tmp_path), "--kinds", "stroke"]) == 2
     assert "lesion kinds" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,8 @@ class Propagation:
     dice_to_mean: list = field(default_factory=list)  # Dice(sample i, tracts of the mean prediction)
     n_streamlines: list = field(default_factory=list)
     n_samples: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the sampling alone (the prediction before it is the caller's)
+    settings: dict = field(default_factory=dict)  # what reproduces the samples and tracts: the seed, tracking settings
 
     def summary(self) -> dict:
         def stats(x):  # over the defined values: a Dice of two empty tract maps is NaN
@@ -50,7 +51,8 @@ class Propagation:
 
         return {
             "n_samples": self.n_samples,
-            "seconds": self.seconds,
+            "sampling_seconds": self.seconds,
+            "settings": self.settings,
             "approximation": "diagonal Gaussian per element (independent elements and voxels)",
             "tract_dice_between_samples": stats(self.dice_between_samples),
             "tract_dice_to_mean_prediction": stats(self.dice_to_mean),
@@ -92,6 +94,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     sig = _sigma(prediction.std, shape3)[m]
     sig = sig[:, None] if sig.ndim == 1 else sig
     mu = mu_full[m]
+    rng_seed = rng if isinstance(rng, (int, np.integer)) else None
     rng = np.random.default_rng(rng)
     s = (settings or tractography.TrackingSettings()).check()
 
@@ -153,6 +156,8 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     out.visitation = Volume(np.where(m, visits / k, 0.0).astype(np.float32), vol.affine, "scalar") if track else None
     out.n_samples = int(n)
     out.seconds = time.perf_counter() - t0
+    out.settings = {"seed": rng_seed, "tracking": asdict(s) if track else None,
+                    "seeds_tracked": len(seeds) if track else 0}
     if track and not any(out.n_streamlines):
         warnings.warn(f"no streamline was tracked in any of the {int(n)} samples, so the tract Dice is undefined (null in "
                       "propagation.json); give seeds in the white matter (--seeds) or a lower --fa-threshold",
@@ -180,8 +185,11 @@ def output_paths(folder, prefix: str = "") -> dict:
     return paths
 
 
-def write(res: Propagation, paths: dict, method_name: str, input_path) -> str:
-    """Write the maps and the JSON summary to `paths` (`output_paths`); returns the one-line message."""
+def write(res: Propagation, paths: dict, method_name: str, input_path, settings: dict | None = None,
+          total_seconds: float | None = None) -> str:
+    """Write the maps and the JSON summary to `paths` (`output_paths`); returns the one-line message. `settings`: the
+    command's options that reproduce the run, recorded with the propagation's own; `total_seconds`: the whole command's
+    time (the prediction with the sampling)."""
     from .. import fileio
 
     written = []
@@ -191,15 +199,20 @@ def write(res: Propagation, paths: dict, method_name: str, input_path) -> str:
             fileio.save_scalar(vol, paths[name])
             written.append(paths[name].name)
     summary = {"method": method_name, "input": str(input_path), **res.summary()}
+    summary["settings"] = {**(settings or {}), **summary["settings"]}
+    if total_seconds is not None:
+        summary["seconds"] = total_seconds
     fileio.write_json(paths["json"], summary)
     stale = [paths[n] for n in MAPS if getattr(res, n) is None and paths[n].is_file()]
     for p in stale:  # an earlier run's map (a visitation before --no-tracts) would pass for this run's
         p.unlink()
     d = summary["tract_dice_between_samples"]
     tracked = res.visitation is not None
+    timing = (f"{res.seconds:.1f} s sampling" if total_seconds is None else
+              f"{total_seconds:.1f} s in all, {res.seconds:.1f} s of it sampling")
     tract = (f", tract Dice between samples {d['mean']:.3f} ± {d['std']:.3f}" if d else
              ", no streamlines: tract Dice undefined" if tracked else "")
     return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"
             f"{', visitation' if tracked else ''} from {res.n_samples} samples of {method_name} "
-            f"({res.seconds:.1f} s{tract}; diagonal Gaussian approximation)"
+            f"({timing}{tract}; diagonal Gaussian approximation)"
             + (f"; removed {', '.join(p.name for p in stale)} of an earlier run" if stale else ""))

@@ -20,10 +20,14 @@ def add_parsers(sub) -> None:
 
 
 def run(args):
+    import time
+
     from ... import fileio, methods
     from ...analysis import propagation
     from ...analysis.tractography import TrackingSettings
+    from ...core import grid
 
+    t0 = time.perf_counter()
     f = options.factors(args)
     method = methods.get(args.method, **options.method_settings(args))
     options.check_propagation(method, args.samples, f)
@@ -42,4 +46,7 @@ def run(args):
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)
     out.mkdir(exist_ok=True)
-    print(propagation.write(res, paths, method.name, args.input))
+    settings = {"factor": grid.record(f), "mask": args.mask, "seeds": args.seeds,
+                "n_seeds": None if args.seeds or args.no_tracts else args.n_seeds, "fa_threshold": args.fa_threshold,
+                "tracts": not args.no_tracts, "model": args.model, "mc_samples": args.mc_samples, "tta": args.tta}
+    print(propagation.write(res, paths, method.name, args.input, settings, time.perf_counter() - t0))

@@ -808,3 +808,31 @@ def test_a_damaged_output_is_redone_not_skipped(tmp_path):
         for kind in ("md", "fa"):
             assert fileio.load_scalar(out / sub / "dwi" / f"{sub}{base}{kind}_dwimap.nii.gz").data.size
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"] * 4
+
+
+@pytest.mark.slow
+def test_a_scheduler_address_that_is_not_a_scheduler_is_refused_in_seconds(tmp_path, capsys, cluster):
+    """Audit S: --scheduler at a port that listens but is not a Dask scheduler (its dashboard's) hung with no message.
+    Now one line and exit 2 within seconds, nothing written; a worker's address is named as a worker's. The dashboard
+    case runs in a subprocess, so that a hang fails the test instead of stopping the suite."""
+    from distributed import Client
+
+    with Client(cluster, timeout="20s") as client:
+        info = client.scheduler_info()
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler",
+                           next(iter(info["workers"])))
+    assert code == 2 and err.startswith("iqt: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "cannot connect (a Dask Worker answers there, not the scheduler)" in err and not (tmp_path / "o").exists()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "ImageQualityTransferLib", "--threads", "1", "batch", str(ds), "-o", str(tmp_path / "o"),
+           "--method", "cubic", "--scheduler", f"tcp://127.0.0.1:{info['services']['dashboard']}"]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("iqt batch still waited on the dashboard's port after 60 s")
+    assert time.monotonic() - start < 30
+    assert proc.returncode == 2 and proc.stderr.startswith("iqt: error: "), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "not a scheduler's" in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -75,6 +75,43 @@ def _reachable(address: str) -> None:
     if proto in ("tcp", "tls"):
         with socket.create_connection(parse_host_port(loc), timeout=5):
             pass
+    if proto == "tcp":
+        _answers_as_scheduler(address)
+
+
+SCHEDULER_ANSWER_S = 5  # a scheduler answers its identity in milliseconds; Dask's Client waited forever on a non-scheduler
+
+
+def _answers_as_scheduler(address: str) -> None:
+    """An OSError when what listens at a tcp address does not answer Dask's identity call as a scheduler within
+    SCHEDULER_ANSWER_S: on a port that listens but is not one (audit S: the scheduler's dashboard port) the Client hung
+    with no message."""
+    import asyncio
+
+    try:
+        info = asyncio.run(asyncio.wait_for(_identity(address), SCHEDULER_ANSWER_S))
+    except (TimeoutError, asyncio.TimeoutError):
+        raise OSError(f"nothing there answered as a Dask scheduler within {SCHEDULER_ANSWER_S} s: the port listens but "
+                      "is not a scheduler's, e.g. its dashboard's") from None
+    except OSError:
+        raise
+    except Exception as exc:
+        raise OSError(f"what listens there does not speak Dask's protocol ({type(exc).__name__})") from None
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind != "Scheduler":
+        raise OSError(f"a Dask {kind} answers there, not the scheduler" if kind else "no Dask scheduler answers there")
+
+
+async def _identity(address: str):
+    """What a Dask server at `address` says it is ({"type": "Scheduler", ...}), over one comm closed at once after."""
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=SCHEDULER_ANSWER_S)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
 
 
 def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: bool = True) -> list[dict]:

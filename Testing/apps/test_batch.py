@@ -20,6 +20,7 @@ pytest.importorskip("distributed")
 from ImageQualityTransferLib import fileio  # noqa: E402
 from ImageQualityTransferLib.core.errors import IQTWarning  # noqa: E402
 from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
+from ImageQualityTransferLib.apps.cli import batch as batch_cli  # noqa: E402
 from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
 
 from helpers import DEV, REPO, need_data  # noqa: E402
@@ -836,3 +837,17 @@ def test_a_scheduler_address_that_is_not_a_scheduler_is_refused_in_seconds(tmp_p
     assert proc.returncode == 2 and proc.stderr.startswith("iqt: error: "), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "not a scheduler's" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_dashboard_address_this_machine_cannot_serve_is_refused_before_the_cluster(tmp_path, capsys):
+    """Audit S: --dashboard-address at an address of another machine or a host that does not resolve gave
+    'internal error: RuntimeError: Cluster failed to start', rc 1. Now one line, exit 2, before any cluster or file."""
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    for address, words in (("192.0.2.1:8787", "192.0.2.1 is not an address of this machine"),
+                           ("nosuchhost.invalid:8787", "the host nosuchhost.invalid cannot be resolved"),
+                           ("127.0.0.1:port", "not HOST:PORT"), ("127.0.0.1:70000", "port 70000 is not 0 to 65535")):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--workers", "1",
+                               "--dashboard-address", address)
+        assert code == 2 and err.startswith("iqt: error: ") and len(err.strip().splitlines()) == 1, err
+        assert words in err and "127.0.0.1:8787" in err and not (tmp_path / "o").exists()
+    assert batch_cli.check_dashboard_address("127.0.0.1:0") is None and batch_cli.check_dashboard_address(":0") is None

@@ -54,6 +54,41 @@ def check_memory_limit(text: str) -> None:
                        "(a 3 mm subject with biqt needs about 1 GiB), or auto")
 
 
+def check_dashboard_address(text: str) -> None:
+    """--dashboard-address refused at once when its host does not resolve or is not an address of this machine: the
+    LocalCluster failed to start with an internal error (audit S: 10.255.255.1:8787, nosuchhost.invalid:8787)."""
+    from distributed.utils import clean_dashboard_address
+
+    fix = "give one of this machine's addresses, e.g. 127.0.0.1:8787 (this machine only) or :8787 (every interface)"
+    try:
+        addresses = clean_dashboard_address(text)
+    except (ValueError, TypeError):
+        raise IQTError(f"--dashboard-address {text}: not HOST:PORT; {fix}") from None
+    for a in addresses:
+        if not 0 <= a["port"] <= 65535:
+            raise IQTError(f"--dashboard-address {text}: port {a['port']} is not 0 to 65535; {fix}")
+        if a["address"]:
+            _check_bindable(text, a["address"], fix)
+
+
+def _check_bindable(text: str, host: str, fix: str) -> None:
+    """An IQTError unless every address `host` resolves to can be bound here (as the dashboard's server binds them)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise IQTError(f"--dashboard-address {text}: the host {host} cannot be resolved ({why}); {fix}") from None
+    for family, kind, proto, _, where in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.bind((where[0], 0, *where[2:]))
+        except OSError as exc:
+            raise IQTError(f"--dashboard-address {text}: {host} is not an address of this machine ({exc.strerror}); "
+                           f"{fix}") from None
+
+
 def run(args) -> int:
     from ... import methods
     from ...core import grid
@@ -96,6 +131,7 @@ def run(args) -> int:
     out_path, in_path = Path(args.output).resolve(), Path(args.input).resolve()
     if not args.scheduler:
         check_memory_limit(args.memory_limit)
+        check_dashboard_address(args.dashboard_address)
     out = Path(args.output)  # a folder, created with its parents (derivatives/ of a fresh BIDS dataset: review 41a)
     if out.exists() and not out.is_dir():
         raise IQTError(f"{out}: exists and is not a folder; give a folder for the outputs")

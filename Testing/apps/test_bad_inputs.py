@@ -87,12 +87,19 @@ def work(small_subject, tmp_path_factory):
     nobval = d / "nobval"
     shutil.copytree(small_subject, nobval)
     (nobval / "dwi.bval").unlink()
-    # a sidecar edited apart from its weights (the checksum covers the weights only): its factor says 3
-    for name, stem, suffix in (("global-linear_x2", "edited_gl", ".npz"), ("espcn_x2", "edited_cnn", ".pt")):
+    # a sidecar edited and sealed again (its checksum made anew), so that the weights' own checks are reached: its
+    # factor says 3; and one edited without (the CNN's output scale tenfold: results 2.8x off, exit 0; audit 46)
+    for name, stem, suffix in (("global-linear_x2", "edited_gl", ".npz"), ("espcn_x2", "edited_cnn", ".pt"),
+                               ("espcn_x2", "tampered", ".pt")):
         shutil.copy(Path(model_files.MODELS_DIR) / (name + suffix), d / (stem + suffix))
         side = json.loads((Path(model_files.MODELS_DIR) / (name + ".json")).read_text())
-        side.update(weights=stem + suffix, factor=3)
-        (d / (stem + ".json")).write_text(json.dumps(side))
+        side.update(weights=stem + suffix)
+        if stem == "tampered":
+            side["normalisation"]["out_scale"] = [10 * v for v in side["normalisation"]["out_scale"]]
+            (d / (stem + ".json")).write_text(json.dumps(side))
+        else:
+            side.update(factor=3)
+            model_files.write_sidecar(d / (stem + ".json"), {k: v for k, v in side.items() if k != model_files.SEAL})
     for suffix in (".npz", ".json"):  # a model pair copied under a new name, its sidecar unedited (review 45d)
         shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", d / f"gl_copy{suffix}")
     tiny = d / "tiny"
@@ -106,8 +113,8 @@ def work(small_subject, tmp_path_factory):
 
     (d / "evil.pt").write_bytes(pickle.dumps({"w": Evil()}))
     side = json.loads((Path(model_files.MODELS_DIR) / "espcn_x2.json").read_text())
-    side.update(weights="evil.pt", sha256=model_files.sha256(d / "evil.pt"))
-    (d / "evil.json").write_text(json.dumps(side))
+    side.update(weights="evil.pt", sha256=model_files.sha256(d / "evil.pt"))  # sealed anew: torch's load must refuse it
+    model_files.write_sidecar(d / "evil.json", {k: v for k, v in side.items() if k != model_files.SEAL})
     (d / "existing_file").write_text("x")
     torch = pytest.importorskip("torch")
     from ImageQualityTransferLib.methods.cnn import model_io
@@ -172,6 +179,7 @@ CASES = [
      "edited_gl.npz: it answers 48 values per low-res voxel, its sidecar's factors 3 need 162"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --factor 3 --model {d}/edited_cnn.pt",
      "differs from its network's"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/tampered.pt", "do not match its checksum"),
     ("train --method rf --subjects {d}/nobval -o {d}/m.npz", "no dwi.bval in this folder"),
     ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),
@@ -217,6 +225,8 @@ CASES = [
     ("benchmark {d}/subj --methods cubic,linear --tta", "--tta: cubic, linear are unchanged by flips"),  # audit 46
     ("view {d}/lr.nii.gz --host nosuchhost.invalid --port 0", "--host nosuchhost.invalid: not a host name"),
     ("view {d}/lr.nii.gz --host 192.0.2.1 --port 0", "--host 192.0.2.1: cannot serve on that address"),
+    ("train --method global-linear --subjects {d}/subj -o " + str(Path(model_files.MODELS_DIR) / "global-linear_x2.npz"),
+     "is a shipped model of this install"),  # audit 46: it replaced the default without a word
     ("iqt-nothing", "invalid choice"),
 ]
 

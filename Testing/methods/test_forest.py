@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.fileio import model_files
 from ImageQualityTransferLib.methods.forest import bayes, completion, features, linear, model_io, patches, tree
 from ImageQualityTransferLib.methods.forest.forest import Forest
 
@@ -143,14 +144,19 @@ def test_corrupted_or_tampered_model_gives_iqterror(tmp_path):
     # a pickled object array with a matching checksum still cannot load (allow_pickle=False)
     np.savez(weights, gl_W=np.array([{"evil": 1}], dtype=object))
     meta = json.loads(side.read_text())
+    meta.pop(model_files.SEAL)
     meta["sha256"] = model_io.sha256(weights)
-    side.write_text(json.dumps(meta))
+    model_files.write_sidecar(side, meta)  # sealed anew, as a deliberate forger would
     with pytest.raises(IQTError, match="valid") as said:
         model_io.load(side)
     assert "Python objects, which are never loaded" in str(said.value) and "unsafe" not in str(said.value)  # review 44d
     meta["sha256"] = None  # no checksum at all: said as such (review 44d)
-    side.write_text(json.dumps(meta))
+    model_files.write_sidecar(side, meta)
     with pytest.raises(IQTError, match="gives no sha256"):
+        model_io.load(side)
+    # a setting edited by hand: refused by the sidecar's own checksum (audit 46: input_unit changed 482,976 voxels)
+    side.write_text(json.dumps({**json.loads(side.read_text()), "input_unit": "md-mode"}))
+    with pytest.raises(IQTError, match="do not match its checksum"):
         model_io.load(side)
     side.write_text("{not json")
     with pytest.raises(IQTError, match="JSON"):
@@ -323,10 +329,12 @@ def test_old_sidecars_load_and_unknown_target_kinds_fail_clearly(tmp_path):
     model, X, F = _model("rf")
     side = model_io.save(model, tmp_path / "rf.npz")
     meta = json.loads(side.read_text())
-    # sidecars from before the fields: residual over cubic from the patch, as every earlier model was
-    del meta["target"], meta["inputs"]
+    # sidecars from before the fields (and before sidecars were sealed): residual over cubic from the patch, as every
+    # earlier model was
+    del meta["target"], meta["inputs"], meta[model_files.SEAL]
     side.write_text(json.dumps(meta))
-    back = model_io.load(side)
+    with pytest.warns(UserWarning, match="cannot be verified"):
+        back = model_io.load(side)
     assert (back.target, back.inputs) == ("residual-over-cubic", "patch")
     for key, value in (("target", "reference"), ("inputs", "patch+log")):
         side.write_text(json.dumps({**meta, key: value}))
@@ -397,7 +405,7 @@ def test_biqt_covariance_factors_packed_int8_and_old_full_factors_load(tmp_path)
     np.savez_compressed(tmp_path / "biqt.npz", **a)
     meta = json.loads(side.read_text())
     meta["sha256"] = model_io.sha256(tmp_path / "biqt.npz")
-    side.write_text(json.dumps(meta))
+    model_files.write_sidecar(side, {k: v for k, v in meta.items() if k != model_files.SEAL})
     m2, v2 = model_io.load(side).forest.predict(X, F, "biqt")
     np.testing.assert_allclose(m2, m0, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(v2, v0, rtol=1e-4, atol=1e-7)
@@ -708,3 +716,28 @@ def test_a_forest_is_less_sure_where_it_answers_from_filled_context(axial_subjec
     monkeypatch.setitem(training.FILLED_STD_SCALE, "biqt", 1.0)
     plain = ratio()
     assert plain > 1.3 and 0.6 < raised < 1.3 and raised < plain, (plain, raised)
+
+
+def test_a_shipped_model_replaced_in_the_install_is_refused(tmp_path, monkeypatch):
+    """A model whose weights differ from its registry entry's (written over by 'iqt train -o' into Resources/Models)
+    was used as the default without a word (audit 46); it is refused, naming the registry. A model outside the install's
+    folder is not looked up."""
+    models = tmp_path / "Models"
+    models.mkdir()
+    model, *_ = _model("global-linear")
+    side = model_io.save(model, models / "global-linear_x2.npz")
+    model_files.register(json.loads(side.read_text()), side, models)
+    monkeypatch.setattr(model_files, "MODELS_DIR", models)
+    model_io.load(side)  # as registered
+    weights = models / "global-linear_x2.npz"
+    with np.load(weights) as z:
+        a = {k: z[k] for k in z.files}
+    np.savez_compressed(weights, **{**a, "gl_W": a["gl_W"] + 1})
+    meta = {k: v for k, v in json.loads(side.read_text()).items() if k != model_files.SEAL}
+    model_files.write_sidecar(side, {**meta, "sha256": model_io.sha256(weights)})  # consistent, but not registered
+    with pytest.raises(IQTError, match="it was replaced"):
+        model_io.load(side)
+    (tmp_path / "mine").mkdir()
+    for suffix in (".npz", ".json"):
+        (tmp_path / "mine" / f"global-linear_x2{suffix}").write_bytes((models / f"global-linear_x2{suffix}").read_bytes())
+    model_io.load(tmp_path / "mine" / "global-linear_x2.npz")

@@ -58,9 +58,60 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     return meta, sp.with_name(str(meta.get("weights", "")))
 
 
+# The sidecar's own checksum: over every field but itself and "weights" (the file name, which a copy under a new name
+# changes; the weights' content is checked by "sha256", which this covers). Edited settings (the CNN's output scale,
+# a forest's input unit, the method) changed results silently or ended in internal errors (audit 46).
+SEAL = "sidecar_sha256"
+
+
+def settings_digest(meta: dict) -> str:
+    fields = {k: v for k, v in meta.items() if k not in (SEAL, "weights")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_sidecar(path, side: dict) -> None:
+    """A model's sidecar, sealed with `settings_digest`."""
+    write_json(path, {**side, SEAL: settings_digest(side)})
+
+
+def _check_seal(meta: dict, sp: Path) -> None:
+    if SEAL not in meta:  # written before sidecars were sealed
+        import warnings
+
+        from ..core.errors import IQTWarning
+
+        warnings.warn(f"{sp}: a model sidecar from before this version (no {SEAL}), so its settings cannot be "
+                      "verified; retrain the model to seal them", IQTWarning, stacklevel=4)
+    elif meta[SEAL] != settings_digest(meta):
+        raise IQTError(f"{sp}: the sidecar's settings do not match its checksum ({SEAL}): it was edited or damaged, "
+                       "and a model read with other settings gives wrong results; re-download or retrain the model "
+                       "(a copy under a new name may change only 'weights')")
+
+
+def registered_entry(path, models_dir=None) -> dict | None:
+    """The registry entry of the model at `path` (weights or sidecar) where it is one of the install's shipped models."""
+    models_dir = Path(MODELS_DIR if models_dir is None else models_dir)
+    sp = sidecar_path(path)
+    if sp.resolve().parent != models_dir.resolve():
+        return None
+    return next((e for e in read_registry(models_dir) if e.get("sidecar") == sp.name), None)
+
+
+def _check_registered(meta: dict, sp: Path, digest: str) -> None:
+    """A shipped model's weights are the ones its registry entry names: one replaced in the install (e.g. by 'iqt train
+    -o' into Resources/Models) was taken as the default without a word (audit 46)."""
+    e = registered_entry(sp)
+    if e is not None and e.get("sha256") not in (None, digest):
+        raise IQTError(f"{sp}: the shipped model's weights are not the ones {REGISTRY} names (SHA256 {digest[:12]}..., "
+                       f"registered {str(e['sha256'])[:12]}...): it was replaced; reinstall the extension, or register "
+                       "the new model with 'iqt train ... --register'")
+
+
 def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
-    """`read_sidecar`, then check that the weights exist and match the sidecar's SHA256 before anyone reads them."""
+    """`read_sidecar`, then check that the sidecar is as written and that the weights exist and match its SHA256 (and,
+    for a shipped model, the registry's) before anyone reads them."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
+    _check_seal(meta, sidecar_path(path))
     # a pair copied under a new name: its sidecar still names the old weights file (review 45d)
     mine = sidecar_path(path).stem + suffix
     copied = (f"; {sidecar_path(path).name} names {weights.name} as its weights, not {mine} (a model copied under a "
@@ -78,6 +129,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
             f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "
             f"the file is corrupt or was modified: re-download or retrain the model{copied}"
         )
+    _check_registered(meta, sidecar_path(path), digest)
     return meta, weights
 
 

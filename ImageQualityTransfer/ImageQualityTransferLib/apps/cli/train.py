@@ -78,7 +78,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio, methods
     from ...core import grid
-    from ...fileio.model_files import sidecar_path
+    from ...fileio.model_files import registered_entry, sidecar_path
     from ...dmri.subject import dwi_path
 
     grid.factors(args.factor)  # a malformed --factor is refused before anything else
@@ -91,6 +91,9 @@ def run(args):
     plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)")
     plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar")
+    if not args.register and registered_entry(out) is not None:  # it became the default without a word (audit 46)
+        raise IQTError(f"{out}: is a shipped model of this install; write yours elsewhere and give it with --model, or "
+                       "add --register to make it the default in its place")
     if args.checkpoint:  # neither an input nor the model (which replaced it, and the rerun then failed: review 44d)
         plan.add(args.checkpoint, (), "training checkpoint")
     plan.check()

@@ -16,8 +16,8 @@ from pathlib import Path
 from ...fileio import model_files
 from ...core import grid
 from ...core.errors import IQTError
-from ...fileio.paths import atomic_write, write_json
-from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
+from ...fileio.paths import atomic_write
+from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_sidecar  # noqa: F401 (re-exported)
 
 FORMAT = "iqt-cnn-model/1"
 FILES = model_files.Family(FORMAT, "CNN", ".pt")
@@ -61,7 +61,7 @@ def save(net, meta: dict, path) -> Path:
     side = dict(meta)
     side.update({"format": FORMAT, "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
     sp = sidecar_path(p)
-    write_json(sp, side)
+    write_sidecar(sp, side)
     return sp
 
 

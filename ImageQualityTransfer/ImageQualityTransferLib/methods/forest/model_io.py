@@ -16,8 +16,8 @@ import numpy as np
 from ...fileio import model_files
 from ...core import grid
 from ...core.errors import IQTError
-from ...fileio.paths import atomic_write, write_json
-from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path  # noqa: F401 (re-exported)
+from ...fileio.paths import atomic_write
+from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_sidecar  # noqa: F401 (re-exported)
 from . import INPUT_UNITS, MD_REFERENCE, SCALE, tree
 from .completion import GaussianCompletion
 from .forest import Forest
@@ -187,7 +187,7 @@ def save(model: ForestModel, path, dtype=None) -> Path:
                            + ", canonical RAS axes; target = reference - cubic B-spline",
                  "precision": _precision(model, dtype), "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
     sp = sidecar_path(p)
-    write_json(sp, side)
+    write_sidecar(sp, side)
     return sp
 
 

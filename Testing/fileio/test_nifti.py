@@ -170,6 +170,8 @@ def test_a_label_map_is_a_mask_and_a_fractional_map_is_taken_with_a_warning(tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fileio.load_mask(tmp_path / "labels.nii.gz").data.sum() == 4 * 36
+    with pytest.warns(IQTWarning, match="the seed ROI holds labels 1, 2; they are seeded as one region"):  # audit 46
+        assert fileio.load_mask(tmp_path / "labels.nii.gz", seeds=True).data.sum() == 4 * 36
     fa = np.where(labels > 0, 0.4, 0.0).astype(np.float32)
     nib.save(nib.Nifti1Image(fa, np.eye(4)), tmp_path / "fa.nii.gz")
     with pytest.warns(IQTWarning, match="fractional values"):

@@ -455,6 +455,10 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
         warnings.warn(f"{path}: the {what} holds fractional values (an FA or probability map?); every voxel > 0 is taken "
                       f"as {taken} ({mask.sum()} voxels, {100 * mask.mean():.3g} % of the grid): threshold it first if "
                       "that is not meant", IQTWarning, stacklevel=2)
+    elif seeds and len(labels := np.unique(values[mask])) > 1:  # a label map's regions would be merged unseen
+        warnings.warn(f"{path}: the seed ROI holds labels {', '.join(f'{v:g}' for v in labels)}; they are seeded as one "
+                      "region: give one label's mask (e.g. fslmaths ROI -thr N -uthr N -bin) to track from it alone",
+                      IQTWarning, stacklevel=2)
     vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
     if reference is not None:
         from ..core.grid import factors, hr_affine

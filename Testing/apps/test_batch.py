@@ -851,3 +851,36 @@ def test_a_dashboard_address_this_machine_cannot_serve_is_refused_before_the_clu
         assert code == 2 and err.startswith("iqt: error: ") and len(err.strip().splitlines()) == 1, err
         assert words in err and "127.0.0.1:8787" in err and not (tmp_path / "o").exists()
     assert batch_cli.check_dashboard_address("127.0.0.1:0") is None and batch_cli.check_dashboard_address(":0") is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing(tmp_path, capsys, monkeypatch):
+    """Audit S (1 run in 6): after Ctrl-C the line said no partial output was left, but a worker stopped with the
+    cluster mid-write had left its 0-byte .iqt- temporary. A real local worker holds one open (the engine's own atomic
+    write, slowed down) when the main process is interrupted; once the cluster is closed, none is left."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    out = tmp_path / "deriv"
+
+    def slow_write(path):
+        import time as _time
+
+        from ImageQualityTransferLib import fileio as _fileio
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _fileio.atomic_write(path, lambda tmp: _time.sleep(30))
+
+    def interrupted(items, s, out_root, client):
+        target = Path(out_root) / "sub-01" / "dwi" / "x.nii.gz"
+        client.submit(slow_write, str(target), pure=False)
+        deadline = time.time() + 60
+        while time.time() < deadline and not list(target.parent.glob(".iqt-*")):
+            time.sleep(0.05)
+        assert list(target.parent.glob(".iqt-*")), "the worker made no temporary within 60 s"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "run_cohort", interrupted)
+    code, _, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "cubic", "--workers", "1",
+                           "--dashboard-address", ":0")
+    assert code == 130 and err.strip() == "iqt: interrupted; no partial output was left", err
+    assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]

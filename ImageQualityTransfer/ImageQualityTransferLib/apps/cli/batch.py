@@ -89,6 +89,19 @@ def _check_bindable(text: str, host: str, fix: str) -> None:
                            f"{fix}") from None
 
 
+def _stop(client, cluster, interrupted_in=None) -> None:
+    """Close the client and the local cluster; after an interrupted run, remove from `interrupted_in` the temporaries
+    of writers the closing killed mid-file (audit S: a local worker stopped while writing left its .iqt- file behind
+    the line 'no partial output was left'). Only once the local workers are gone: a remote one may still be writing."""
+    from ..batch.records import remove_temporaries
+
+    client.close()
+    if cluster is not None:
+        cluster.close()
+        if interrupted_in is not None and interrupted_in.is_dir():
+            remove_temporaries(interrupted_in)
+
+
 def run(args) -> int:
     from ... import methods
     from ...core import grid
@@ -149,10 +162,10 @@ def run(args) -> int:
             raise IQTError(f"{out}: cannot create the folder ({exc.strerror}); choose another output folder") from None
         print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
         results = batch.run_cohort(items, s, out, client)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
+        _stop(client, cluster, out)
+        raise
+    _stop(client, cluster)
     print(batch.summary(results) + f"; wrote {out / 'qc.tsv'}")
     for r in results:  # each subject's warnings (e.g. the noise-trained model chosen), also in its sidecar's Notes
         for note in r.get("notes", []):

@@ -38,7 +38,24 @@ def test_upsample_propagate_writes_maps_beside_the_output(tmp_path, lr_path, cap
     summary = json.loads((tmp_path / "hr_propagation.json").read_text())
     assert summary["n_samples"] == 3 and summary["method"] == "biqt"
     assert summary["tract_dice_between_samples"] is not None
+    # the options that reproduce it, as iqt propagate records them, and the whole command's time (audit 46)
+    assert summary["settings"]["n_seeds"] == 40 and summary["settings"]["fa_threshold"] == 0.2
+    assert summary["settings"]["factor"] == 2 and summary["seconds"] >= summary["sampling_seconds"] > 0
     assert "hr_propagation.json" in capsys.readouterr().out
+
+
+def test_upsample_propagate_checks_the_tracking_settings_before_the_prediction(tmp_path, lr_path, capsys, monkeypatch):
+    """--fa-threshold 1.5 was refused only after the prediction had run (audit 46: 10-12 s of work first)."""
+    from ImageQualityTransferLib.apps.cli import options
+
+    def predicted(*a, **k):
+        raise AssertionError("the prediction ran")
+
+    monkeypatch.setattr(options, "predict_with_mask", predicted)
+    rc = main(["upsample", str(lr_path), "-o", str(tmp_path / "hr.nii.gz"), "--method", "biqt", "--samples", "3",
+               "--propagate", "--fa-threshold", "1.5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--fa-threshold 1.5" in err and err.count("\n") == 1, err
 
 
 def test_upsample_propagate_matches_iqt_propagate(tmp_path, lr_path, capsys):

@@ -185,16 +185,29 @@ def add_propagation(sp, defaults: bool = True) -> None:
     sp.add_argument("--seed", type=int, default=d["seed"], help="random seed of the samples (default 0)")
 
 
-def check_propagation(method, samples, factor=None) -> None:
+def check_propagation(method, args, factor=None) -> None:
     """Before any work: the method must give an uncertainty to sample from (those suggested run at `factor`),
-    and N >= 2."""
+    N >= 2, and the tracking settings must hold (they were checked only after the prediction: audit 46)."""
     from ... import methods
+    from ...analysis.tractography import TrackingSettings
 
     if not method.gives_uncertainty:
         raise IQTError(f"method {method.name!r} gives no uncertainty to propagate; choose one of: "
                        f"{', '.join(methods.with_uncertainty(factor))}")
-    if samples is None or int(samples) < 2:
-        raise IQTError(f"--samples {samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
+    if args.samples is None or int(args.samples) < 2:
+        raise IQTError(f"--samples {args.samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
+    if args.fa_threshold is not None:
+        TrackingSettings(fa_threshold=args.fa_threshold).check()
+
+
+def propagation_settings(args, factor) -> dict:
+    """The options that reproduce a propagation run, recorded in its JSON."""
+    from ...core import grid
+
+    return {"factor": grid.record(factor), "mask": args.mask, "seeds": args.seeds,
+            "n_seeds": None if args.seeds or args.no_tracts else args.n_seeds, "fa_threshold": args.fa_threshold,
+            "tracts": not args.no_tracts, "model": args.model, "mc_samples": args.mc_samples,
+            "tta": args.tta}
 
 
 def predict_with_mask(method, lr, f, mask_path, **kw):

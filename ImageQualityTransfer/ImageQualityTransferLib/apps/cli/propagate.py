@@ -24,14 +24,12 @@ def run(args):
 
     from ... import fileio, methods
     from ...analysis import propagation
-    from ...analysis.tractography import TrackingSettings
     from ...core import grid
 
     t0 = time.perf_counter()
     f = options.factors(args)
     method = methods.get(args.method, **options.method_settings(args))
-    options.check_propagation(method, args.samples, f)
-    TrackingSettings(fa_threshold=args.fa_threshold).check()  # before the prediction, not after it (10 s in the audit)
+    options.check_propagation(method, args, f)
     out = options.out_dir(args.output)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     paths = propagation.output_paths(out)
@@ -46,7 +44,5 @@ def run(args):
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)
     out.mkdir(exist_ok=True)
-    settings = {"factor": grid.record(f), "mask": args.mask, "seeds": args.seeds,
-                "n_seeds": None if args.seeds or args.no_tracts else args.n_seeds, "fa_threshold": args.fa_threshold,
-                "tracts": not args.no_tracts, "model": args.model, "mc_samples": args.mc_samples, "tta": args.tta}
-    print(propagation.write(res, paths, method.name, args.input, settings, time.perf_counter() - t0))
+    print(propagation.write(res, paths, method.name, args.input, options.propagation_settings(args, f),
+                            time.perf_counter() - t0))

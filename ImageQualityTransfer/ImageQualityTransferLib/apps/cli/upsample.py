@@ -96,12 +96,15 @@ def _check_samples(args, cls) -> None:
 
 
 def run(args):
+    import time
+
     from ... import fileio, methods
     from ...analysis import propagation
     from ...core import grid
     from ...core.orientation import Reorientation, slice_axis
     from ...fileio.records import map_record
 
+    t0 = time.perf_counter()
     f = options.factors(args)  # None with --voxel-size: the input is read first, its voxel size chooses them
     lr = None
     if f is None:
@@ -111,7 +114,7 @@ def run(args):
     _check_samples(args, methods.method_class(name))
     method = methods.get(name, **options.method_settings(args))
     if args.propagate:
-        options.check_propagation(method, args.samples, f)
+        options.check_propagation(method, args, f)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     out = plan.add(args.output, TENSOR_SUFFIXES, "tensor output")
     unc_out, unc_paths = None, {}
@@ -167,4 +170,5 @@ def run(args):
         print(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "
               f"{grid.describe(served)} (along {'RAS'[grid.largest_axis(served)]}) ran with the axes turned to it and back")
     if res is not None:
-        print(propagation.write(res, prop_paths, method.name, args.input))
+        print(propagation.write(res, prop_paths, method.name, args.input, options.propagation_settings(args, f),
+                                time.perf_counter() - t0))

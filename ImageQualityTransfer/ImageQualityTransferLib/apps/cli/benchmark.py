@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 from ...core.errors import IQTError
 from . import options
@@ -84,7 +83,7 @@ def run(args):
     else:
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
-        _check_names(args.subjects)
+        options.check_subject_names(args.subjects)
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
                              mask=not args.no_mask, tta=args.tta, snr=snr, models=models)
@@ -103,19 +102,3 @@ def run(args):
             print(benchmark.tract_table(rows))
     if json_out:
         fileio.write_json(json_out, benchmark.document(rows, given_models=models, **settings))
-
-
-def _check_names(folders) -> None:
-    """The tables and the ratios to cubic are kept by subject name (the folder's): a folder given twice, or two that
-    share a name, are refused before any work (review 45d: T/A and T2/A gave one subject's cubic 1.555x cubic)."""
-    from ...dmri.subject import subject_name
-
-    seen = {}
-    for d in folders:
-        name = subject_name(d)  # as load_subject names it
-        if name in seen:
-            other = seen[name]
-            raise IQTError(f"{d}: " + (f"given twice (also as {other})" if Path(other).resolve() == Path(d).resolve()
-                                       else f"has the name of {other}, and the tables keep subjects by name") +
-                           "; list each subject once, under a name of its own (e.g. a link: ln -s T2/A A2)")
-        seen[name] = d

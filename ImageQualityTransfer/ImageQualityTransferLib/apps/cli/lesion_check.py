@@ -6,7 +6,6 @@ import time
 
 from ...core.errors import IQTError
 from . import options
-from .benchmark import _check_names as check_subject_names
 
 
 def add_parsers(sub) -> None:
@@ -40,7 +39,7 @@ def run(args):
             raise IQTError(f"--kinds {k}: lesion kinds are {', '.join(lesion.KINDS)}")
     if args.mc_samples is not None and args.mc_samples < 0:
         raise IQTError(f"--mc-samples {args.mc_samples}: give a number of Monte Carlo samples >= 0")
-    check_subject_names(args.subjects)  # the rows are kept by subject name: one given twice was counted twice
+    options.check_subject_names(args.subjects)  # the rows are kept by subject name: one given twice was counted twice
     plan = fileio.Outputs(*args.subjects)
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()

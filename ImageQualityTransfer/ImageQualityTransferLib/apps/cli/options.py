@@ -282,3 +282,19 @@ def check_host(host: str, option: str = "--host") -> None:
     except OSError as exc:
         raise IQTError(f"{option} {host}: cannot serve on that address ({exc.strerror or exc}); give one of this "
                        "machine's own addresses, e.g. 127.0.0.1, or 0.0.0.0 for every interface") from None
+
+
+def check_subject_names(folders) -> None:
+    """The tables and the ratios to cubic are kept by subject name (the folder's): a folder given twice, or two that
+    share a name, are refused before any work (review 45d: T/A and T2/A gave one subject's cubic 1.555x cubic)."""
+    from ...dmri.subject import subject_name
+
+    seen = {}
+    for d in folders:
+        name = subject_name(d)  # as load_subject names it
+        if name in seen:
+            other = seen[name]
+            raise IQTError(f"{d}: " + (f"given twice (also as {other})" if Path(other).resolve() == Path(d).resolve()
+                                       else f"has the name of {other}, and the tables keep subjects by name") +
+                           "; list each subject once, under a name of its own (e.g. a link: ln -s T2/A A2)")
+        seen[name] = d

@@ -24,7 +24,6 @@ def run(args):
 
     from ... import fileio, methods
     from ...analysis import propagation
-    from ...core import grid
 
     t0 = time.perf_counter()
     f = options.factors(args)

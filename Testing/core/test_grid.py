@@ -108,3 +108,22 @@ def test_axis_order_serves_a_reordering_of_the_factors():
     assert grid.axis_order((2, 2, 1), [(1, 1, 2), (2, 2, 2)]) is None
     assert grid.axis_order(3, [(2, 2, 2)]) is None
     assert grid.largest_axis((1, 3, 1)) == 1 and grid.largest_axis((2, 2, 1)) is None and grid.largest_axis(2) is None
+
+
+def test_the_output_size_check_counts_a_runs_peak_and_the_processs_memory_limit(monkeypatch):
+    """A grid is judged by its run's peak (PEAK_PER_TENSOR_BYTE times its tensors), not its tensors alone: x5 of a
+    128x128x60 fit (2.7 GiB of tensors) passed under an 8 GB limit and ran out of memory (audit 46)."""
+    import resource
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(grid, "memory_limit", lambda: 8 * 2**30)
+    with pytest.raises(IQTError, match=r"tensors alone take 2.7 GiB and whose run needs about 11 GiB, more than this "
+                                       r"process's 8 GiB"):
+        grid.check_output_size((128, 128, 60), 5)
+    grid.check_output_size((128, 128, 60), 3)  # 1.1 GiB of tensors: about 4.5 GiB at its peak
+    limit = 6 * 2**30
+    code = "from ImageQualityTransferLib.core import grid; print(grid.memory_limit())"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert int(run.stdout) == limit  # ulimit -v is the process's memory

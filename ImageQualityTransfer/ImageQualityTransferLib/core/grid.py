@@ -63,21 +63,42 @@ def isotropic(f) -> int | None:
     return f[0] if f[0] == f[1] == f[2] else None
 
 
-def check_output_size(shape3, f) -> None:
-    """A high-res grid whose tensors alone (float32) would pass this machine's memory is refused before any work
-    (review 45a: `--factor 1000` and `--voxel-size 0.01` ended in an internal MemoryError)."""
+# A run's peak memory per byte of its output tensors: cubic x4 of a 128x128x60 fit (1.4 GiB of float32 tensors)
+# peaked at 5.1 GB RSS, and x5 (2.9 GiB) passed the tensors-only check and then ran out of an 8 GB limit (audit 46).
+PEAK_PER_TENSOR_BYTE = 4
+
+
+def memory_limit() -> int | None:
+    """Bytes this process may use: the machine's memory, or less where an address-space limit (ulimit -v) is set;
+    None where neither can be read (not POSIX)."""
     import os
 
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX: left to the allocation itself
+    except (AttributeError, ValueError, OSError):
+        return None
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        return total if soft == resource.RLIM_INFINITY else min(total, soft)
+    except (ImportError, ValueError, OSError):
+        return total
+
+
+def check_output_size(shape3, f) -> None:
+    """A high-res grid whose run would pass the memory this process may use is refused before any work (review 45a:
+    `--factor 1000` ended in an internal MemoryError; audit 46: the tensors alone were a quarter of a run's peak)."""
+    limit = memory_limit()
+    if limit is None:  # left to the allocation itself
         return
     shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
-    need = math.prod(shape) * 6 * 4
-    if need > total:
+    tensors = math.prod(shape) * 6 * 4
+    if tensors * PEAK_PER_TENSOR_BYTE > limit:
         raise IQTError(f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
-                       f"alone take {need / 2**30:,.0f} GiB, more than this machine's {total / 2**30:,.0f} GiB of memory; "
-                       "give smaller factors (or a larger --voxel-size)")
+                       f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about "
+                       f"{tensors * PEAK_PER_TENSOR_BYTE / 2**30:,.0f} GiB, more than this process's "
+                       f"{limit / 2**30:,.0f} GiB of memory; give smaller factors (or a larger --voxel-size)")
 
 
 def text(f) -> str:

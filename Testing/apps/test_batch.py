@@ -809,6 +809,9 @@ def test_a_damaged_output_is_redone_not_skipped(tmp_path):
         for kind in ("md", "fa"):
             assert fileio.load_scalar(out / sub / "dwi" / f"{sub}{base}{kind}_dwimap.nii.gz").data.size
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"] * 4
+    for p in (out / "sub-03" / "dwi").glob("*.nii.gz"):  # the older sidecars, once read fully, now hold the hashes
+        side = json.loads(p.with_name(p.name[: -len(".nii.gz")] + ".json").read_text())
+        assert side["FileSHA256"] == sha(p) and side["FileSizeBytes"] == p.stat().st_size
 
 
 @pytest.mark.slow

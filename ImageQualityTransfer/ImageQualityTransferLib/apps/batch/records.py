@@ -183,6 +183,20 @@ def intact(path: Path, meta: dict) -> bool:
         return False
 
 
+def add_file_records(folder: Path, names: dict) -> None:
+    """Give a skipped subject's sidecars written before the hashes were kept their files' size and SHA256 (the files
+    have just read fully), so that later resumes compare hashes (about 20 ms a dev subject) instead of decompressing
+    every file again (0.3-0.5 s); a folder that cannot be written keeps the slower check."""
+    for name in names.values():
+        side = sidecar(folder / name)
+        try:
+            meta = json.loads(side.read_text())
+            if "FileSHA256" not in meta:
+                write_json(side, {**meta, **file_record(folder / name)})
+        except (OSError, ValueError, IQTError):
+            return
+
+
 def reads_fully(path: Path) -> bool:
     """A NIfTI output whose header reads and whose data are all there: for a .nii.gz, its gzip stream decompressed to
     the end, where gzip's CRC32 and length catch a truncated or altered file."""

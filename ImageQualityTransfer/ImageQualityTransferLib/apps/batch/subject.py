@@ -15,8 +15,9 @@ from ...core.version import __version__
 from ...fileio.paths import write_json
 from .items import Item
 from ...fileio.records import map_record
-from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, expected_maps, file_record, finished, identity,
-                      input_hashes, method_label, output_names, output_order, remove_temporaries, sidecar, sources, stale_maps)
+from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, expected_maps, file_record, finished,
+                      identity, input_hashes, method_label, output_names, output_order, remove_temporaries, sidecar,
+                      sources, stale_maps)
 
 
 _METHODS: dict = {}
@@ -132,6 +133,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         names = output_names(item, s, expected_maps(s))
         done = finished(folder, names, ident)
         if done is not None:
+            add_file_records(folder, names)
             notes = done.get("Notes", [])  # said again on a rerun, as when it ran (review 41a)
             res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [])
             return res

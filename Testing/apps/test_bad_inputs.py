@@ -225,8 +225,6 @@ CASES = [
     ("benchmark {d}/subj --methods cubic,linear --tta", "--tta: cubic, linear are unchanged by flips"),  # audit 46
     ("view {d}/lr.nii.gz --host nosuchhost.invalid --port 0", "--host nosuchhost.invalid: not a host name"),
     ("view {d}/lr.nii.gz --host 192.0.2.1 --port 0", "--host 192.0.2.1: cannot serve on that address"),
-    ("train --method global-linear --subjects {d}/subj -o " + str(Path(model_files.MODELS_DIR) / "global-linear_x2.npz"),
-     "is a shipped model of this install"),  # audit 46: it replaced the default without a word
     ("iqt-nothing", "invalid choice"),
 ]
 
@@ -396,3 +394,21 @@ def test_the_same_signal_given_again_during_an_import_is_raised_at_once(tmp_path
         for sig, handler in before:
             signal.signal(sig, handler)
         sys.modules.pop("hung_module", None)
+
+
+def test_training_onto_a_shipped_model_is_refused(work, capsys, monkeypatch, tmp_path):
+    """'iqt train -o' onto a shipped model replaced the install's default without a word (audit 46). Run on a copy of
+    the models folder: a regression must not overwrite the checkout's own model (as a check of this test once did)."""
+    import shutil
+
+    models = tmp_path / "Models"
+    models.mkdir()
+    for name in ("registry.json", "global-linear_x2.npz", "global-linear_x2.json"):
+        shutil.copy(Path(model_files.MODELS_DIR) / name, models / name)
+    monkeypatch.setattr(model_files, "MODELS_DIR", models)
+    before = _state(models)
+    rc = _run(["train", "--method", "global-linear", "--subjects", str(work / "subj"), "-o",
+               str(models / "global-linear_x2.npz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a shipped model of this install" in err and err.count("\n") == 1, err
+    assert _state(models) == before

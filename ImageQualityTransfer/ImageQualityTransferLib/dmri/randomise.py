@@ -102,6 +102,6 @@ def degrade_variant(dwi: Volume, hr_mask: np.ndarray, r: int, shift, variant: Va
     else:
         idx = np.arange(len(dwi.bvals))
     order = np.concatenate([idx[dwi.bvals[idx] <= B0_THRESHOLD], idx[dwi.bvals[idx] > B0_THRESHOLD]])
-    sub = Volume(dwi.data[..., order], dwi.affine, "dwi", bvals=dwi.bvals[order], bvecs=np.asarray(dwi.bvecs)[order])
+    sub = dwi.replace(data=dwi.data[..., order], bvals=dwi.bvals[order], bvecs=np.asarray(dwi.bvecs)[order])
     noise = None if variant.snr is None else rician(variant.snr, variant.noise_seed)
     return deg.degrade(sub, hr_mask, r, shift, variant.style, fit=variant.fit, noise=noise)

@@ -87,6 +87,9 @@ def work(small_subject, tmp_path_factory):
     nobval = d / "nobval"
     shutil.copytree(small_subject, nobval)
     (nobval / "dwi.bval").unlink()
+    both = d / "both"  # a folder with dwi.nii.gz and dwi.nii: one was trained on unseen (audit 46)
+    shutil.copytree(small_subject, both)
+    nib.save(nib.load(str(both / "dwi.nii.gz")), str(both / "dwi.nii"))
     # a sidecar edited and sealed again (its checksum made anew), so that the weights' own checks are reached: its
     # factor says 3; and one edited without (the CNN's output scale tenfold: results 2.8x off, exit 0; audit 46)
     for name, stem, suffix in (("global-linear_x2", "edited_gl", ".npz"), ("espcn_x2", "edited_cnn", ".pt"),
@@ -181,6 +184,8 @@ CASES = [
      "differs from its network's"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/tampered.pt", "do not match its checksum"),
     ("train --method rf --subjects {d}/nobval -o {d}/m.npz", "no dwi.bval in this folder"),
+    ("train --method rf --subjects {d}/both -o {d}/m.npz", "holds both dwi.nii.gz and dwi.nii"),
+    ("benchmark {d}/both --methods cubic", "holds both dwi.nii.gz and dwi.nii"),
     ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),
     ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),

@@ -228,8 +228,8 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --model {d}/gl_copy.json",
      "gl_copy.json names global-linear_x2.npz as its weights, not gl_copy.npz"),
     ("benchmark {d}/subj --methods cubic,linear --tta", "--tta: cubic, linear are unchanged by flips"),  # audit 46
-    ("view {d}/lr.nii.gz --host nosuchhost.invalid --port 0", "--host nosuchhost.invalid: not a host name"),
-    ("view {d}/lr.nii.gz --host 192.0.2.1 --port 0", "--host 192.0.2.1: cannot serve on that address"),
+    ("view {d}/lr.nii.gz --host nosuchhost.invalid --port 0", "--host nosuchhost.invalid: the host nosuchhost.invalid cannot be resolved"),
+    ("view {d}/lr.nii.gz --host 192.0.2.1 --port 0", "--host 192.0.2.1: 192.0.2.1 is not an address of this machine"),
     ("iqt-nothing", "invalid choice"),
 ]
 

@@ -68,25 +68,7 @@ def check_dashboard_address(text: str) -> None:
         if not 0 <= a["port"] <= 65535:
             raise IQTError(f"--dashboard-address {text}: port {a['port']} is not 0 to 65535; {fix}")
         if a["address"]:
-            _check_bindable(text, a["address"], fix)
-
-
-def _check_bindable(text: str, host: str, fix: str) -> None:
-    """An IQTError unless every address `host` resolves to can be bound here (as the dashboard's server binds them)."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (OSError, UnicodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise IQTError(f"--dashboard-address {text}: the host {host} cannot be resolved ({why}); {fix}") from None
-    for family, kind, proto, _, where in infos:
-        try:
-            with socket.socket(family, kind, proto) as sock:
-                sock.bind((where[0], 0, *where[2:]))
-        except OSError as exc:
-            raise IQTError(f"--dashboard-address {text}: {host} is not an address of this machine ({exc.strerror}); "
-                           f"{fix}") from None
+            options.check_host(a["address"], f"--dashboard-address {text}", fix)
 
 
 def _stop(client, cluster, interrupted_in=None) -> None:

@@ -265,23 +265,24 @@ def snr(value) -> float | None:
 LOWEST_SNR = 5.0  # b0 SNR: at b=1000 white matter keeps about a quarter of the b0 signal, ~1 noise std here
 
 
-def check_host(host: str, option: str = "--host") -> None:
-    """A host this machine can serve on, checked before any work: a name that does not resolve or an address of
-    another machine ended in the socket's internal error after the input was read (audit 46)."""
+def check_host(host: str, option: str = "--host", fix: str = "give one of this machine's addresses, e.g. 127.0.0.1, "
+               "or 0.0.0.0 for every interface") -> None:
+    """A host this machine can serve on, checked before any work: every address it resolves to is bound on port 0, as
+    a server binds them. A name that does not resolve or an address of another machine ended in an internal error
+    after the input was read (`iqt view --host`, `iqt batch --dashboard-address`: audit 46)."""
     import socket
 
     try:
         infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
-        raise IQTError(f"{option} {host}: not a host name or address this machine resolves ({exc}); give one of its own "
-                       "addresses, e.g. 127.0.0.1, or 0.0.0.0 for every interface") from None
-    family, kind, proto, _, address = infos[0]
-    try:
-        with socket.socket(family, kind, proto) as s:
-            s.bind(address)
-    except OSError as exc:
-        raise IQTError(f"{option} {host}: cannot serve on that address ({exc.strerror or exc}); give one of this "
-                       "machine's own addresses, e.g. 127.0.0.1, or 0.0.0.0 for every interface") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise IQTError(f"{option}: the host {host} cannot be resolved ({why}); {fix}") from None
+    for family, kind, proto, _, where in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.bind((where[0], 0, *where[2:]))
+        except OSError as exc:
+            raise IQTError(f"{option}: {host} is not an address of this machine ({exc.strerror or exc}); {fix}") from None
 
 
 def check_subject_names(folders) -> None:

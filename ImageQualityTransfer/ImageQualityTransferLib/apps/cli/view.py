@@ -31,7 +31,7 @@ def run(args):
 
     if not 0 <= args.port <= 65535:  # else the socket's OverflowError, an internal error (review 44b)
         raise IQTError(f"--port {args.port}: a port is 0-65535 (0: any free one)")
-    options.check_host(args.host)
+    options.check_host(args.host, f"--host {args.host}")
     if not Path(args.input).is_file():
         raise IQTError(f"{args.input}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
     if args.mask and not Path(args.mask).is_file():

@@ -120,6 +120,16 @@ def _data(img, path, dtype=np.float32) -> np.ndarray:
         raise IQTError(f"{path}: the image data cannot be read ({exc}); the file may be truncated or damaged") from None
 
 
+def reads_fully(path) -> bool:
+    """Whether a NIfTI file's header and all its data read, gzip's checksum included (a resumed batch's check of
+    outputs whose sidecars hold no hash)."""
+    try:
+        _data(_load_nifti(path), path, dtype=None)
+        return True
+    except (IQTError, OSError):
+        return False
+
+
 def _gzipped(path) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"

@@ -176,6 +176,8 @@ def intact(path: Path, meta: dict) -> bool:
     """Whether `path` is the file its sidecar describes: its size, then its SHA256 (about 20 ms for a dev subject's
     outputs); a sidecar written before the hashes were kept (no FileSHA256) is trusted when the file reads fully."""
     if "FileSHA256" not in meta:
+        from ...fileio import reads_fully
+
         return reads_fully(path)
     try:
         return path.stat().st_size == meta.get("FileSizeBytes") and _sha256(path) == meta["FileSHA256"]
@@ -195,29 +197,6 @@ def add_file_records(folder: Path, names: dict) -> None:
                 write_json(side, {**meta, **file_record(folder / name)})
         except (OSError, ValueError, IQTError):
             return
-
-
-def reads_fully(path: Path) -> bool:
-    """A NIfTI output whose header reads and whose data are all there: for a .nii.gz, its gzip stream decompressed to
-    the end, where gzip's CRC32 and length catch a truncated or altered file."""
-    import gzip
-    import zlib
-
-    import nibabel as nib
-    import numpy as np
-
-    try:
-        img = nib.load(str(path))
-        need = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
-        if not str(path).endswith(".gz"):
-            return path.stat().st_size >= need
-        n = 0
-        with gzip.open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                n += len(chunk)
-        return n >= need
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError):
-        return False
 
 
 def remove_temporaries(folder: Path) -> int:

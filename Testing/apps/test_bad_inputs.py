@@ -185,6 +185,8 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/tampered.pt", "do not match its checksum"),
     ("train --method rf --subjects {d}/nobval -o {d}/m.npz", "no dwi.bval in this folder"),
     ("train --method rf --subjects {d}/both -o {d}/m.npz", "holds both dwi.nii.gz and dwi.nii"),
+    ("train --method espcn --subjects {d}/subj -o {d}/m.pt --init " + str(Path(model_files.MODELS_DIR) / "rf_x2.npz"),
+     "it is a rf model, which cannot initialise a network"),  # audit 46: it advised 'run it with --method rf'
     ("benchmark {d}/both --methods cubic", "holds both dwi.nii.gz and dwi.nii"),
     ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),

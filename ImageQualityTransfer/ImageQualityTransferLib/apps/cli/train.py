@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,13 @@ def run(args):
         if value is not None and not 0.0 <= value <= 1.0:
             raise IQTError(f"{flag} {value:g}: give a share between 0 and 1 (e.g. 0.2)")
     args.coarsen_mm = _voxel_sizes(args.coarsen)
+    if args.init and cls.requires_torch:  # another family's model, said in this option's words (audit 46)
+        try:
+            cls()._model_io().read_sidecar(args.init)
+        except IQTError as exc:
+            raise IQTError(re.sub(r"; it is a (\S+) model: run it with --method \S+",
+                                  lambda found: f"; it is a {found[1]} model, which cannot initialise a network: give an "
+                                                "espcn-family .pt model from 'iqt train'", str(exc))) from None
     if args.input_unit and args.init and cls.requires_torch:  # before any data are prepared or processes start
         raise IQTError("--input-unit: an --init model brings its own input unit; drop --input-unit")
     if args.lr is not None and not cls.requires_torch:

@@ -1,0 +1,73 @@
+"""A signal to `iqt train --nproc 2` (real gloo processes) stops the whole run as it stops single-process training:
+exit 128 + the signal, one line, no model or sidecar, no worker left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(line for line in f if line.startswith("State:")).split()[1] != "Z"
+    except (FileNotFoundError, ProcessLookupError, StopIteration):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads the worker processes from Linux's /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_every_training_process_and_leaves_no_model(small_subject, tmp_path, sig):
+    """The parent had waited in multiprocessing's exit for the workers to train to the end: it said 'stopped by
+    SIGTERM; no partial output was left' at once, then rank 0 wrote the model and sidecar 71 s later (exit 143, or 0)."""
+    out = tmp_path / "m.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", "--threads", "1", "train", "--method",
+                             "espcn", "--subjects", str(small_subject), "-o", str(out), "--epochs", "3", "--nproc", "2",
+                             "--checkpoint", str(tmp_path / "run.ckpt"), "-v"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        said = []
+        for line in proc.stderr:  # rank 0's log: the workers have prepared their data and are training
+            said.append(line)
+            if line.startswith("training data:"):
+                break
+        assert proc.poll() is None, "".join(said)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers  # torch's spawn: the two ranks (and multiprocessing's resource tracker)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        stdout, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + sig, (proc.returncode, err)
+    last = err.strip().splitlines()[-1]
+    assert last == ("iqt: interrupted; no partial output was left" if sig == signal.SIGINT
+                    else f"iqt: stopped by {signal.Signals(sig).name}; no partial output was left"), err
+    assert "Traceback" not in err and "wrote" not in stdout, (stdout, err)
+    assert took < 30, took
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["run.ckpt"])  # no temporary file either
+    deadline = time.monotonic() + 5  # multiprocessing's resource tracker ends once it reads that its parent has gone
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [w for w in workers if _running(w)] == []

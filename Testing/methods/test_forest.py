@@ -741,3 +741,17 @@ def test_a_shipped_model_replaced_in_the_install_is_refused(tmp_path, monkeypatc
     for suffix in (".npz", ".json"):
         (tmp_path / "mine" / f"global-linear_x2{suffix}").write_bytes((models / f"global-linear_x2{suffix}").read_bytes())
     model_io.load(tmp_path / "mine" / "global-linear_x2.npz")
+
+
+def test_an_interrupted_save_leaves_no_weights_without_their_sidecar(tmp_path, monkeypatch):
+    """A signal between the weights and the sidecar left the weights alone on disk, under 'no partial output was
+    left' (review 46, training over processes); the weights go with it."""
+    model, *_ = _model("global-linear")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_files, "write_sidecar", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model_io.save(model, tmp_path / "gl.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

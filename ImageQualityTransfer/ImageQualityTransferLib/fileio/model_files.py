@@ -74,6 +74,23 @@ def write_sidecar(path, side: dict) -> None:
     write_json(path, {**side, SEAL: settings_digest(side)})
 
 
+def write_model(weights: Path, write_weights, side: dict) -> Path:
+    """The weights through `write_weights(tmp)` (atomically), then their sidecar with their name, SHA256 and size;
+    returns the sidecar path. A failure or signal before the sidecar is written removes the weights too: a .pt left
+    without its sidecar after an interrupted training claimed by 'no partial output was left' (review 46)."""
+    from .paths import atomic_write
+
+    atomic_write(weights, write_weights)
+    sp = sidecar_path(weights)
+    try:
+        write_sidecar(sp, {**side, "weights": weights.name, "sha256": sha256(weights),
+                           "size_bytes": weights.stat().st_size})
+    except BaseException:
+        weights.unlink(missing_ok=True)
+        raise
+    return sp
+
+
 def _check_seal(meta: dict, sp: Path) -> None:
     if SEAL not in meta:  # written before sidecars were sealed
         import warnings

@@ -16,8 +16,7 @@ from pathlib import Path
 from ...fileio import model_files
 from ...core import grid
 from ...core.errors import IQTError
-from ...fileio.paths import atomic_write
-from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_sidecar  # noqa: F401 (re-exported)
+from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_model  # noqa: F401 (re-exported)
 
 FORMAT = "iqt-cnn-model/1"
 FILES = model_files.Family(FORMAT, "CNN", ".pt")
@@ -57,12 +56,7 @@ def save(net, meta: dict, path) -> Path:
     if not p.parent.exists():
         raise IQTError(f"{p}: the folder {p.parent} does not exist; create it or choose another output path")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    atomic_write(p, lambda tmp: save_torch(state, tmp))
-    side = dict(meta)
-    side.update({"format": FORMAT, "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
-    sp = sidecar_path(p)
-    write_sidecar(sp, side)
-    return sp
+    return write_model(p, lambda tmp: save_torch(state, tmp), {**meta, "format": FORMAT})
 
 
 def load(path) -> LoadedModel:

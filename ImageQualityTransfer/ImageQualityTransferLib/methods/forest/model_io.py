@@ -16,8 +16,7 @@ import numpy as np
 from ...fileio import model_files
 from ...core import grid
 from ...core.errors import IQTError
-from ...fileio.paths import atomic_write
-from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_sidecar  # noqa: F401 (re-exported)
+from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_model  # noqa: F401 (re-exported)
 from . import INPUT_UNITS, MD_REFERENCE, SCALE, tree
 from .completion import GaussianCompletion
 from .forest import Forest
@@ -176,7 +175,6 @@ def save(model: ForestModel, path, dtype=None) -> Path:
         with open(tmp, "wb") as f:  # a file object: numpy would append .npz to the temporary name
             np.savez_compressed(f, **arrays)
 
-    atomic_write(p, write)
     side = dict(model.meta)
     side.update({"format": FORMAT, "method": model.method, "factor": grid.record(model.factor), "patch_radius": int(model.n),
                  "target": model.target, "inputs": model.inputs, "input_unit": model.input_unit,
@@ -185,10 +183,8 @@ def save(model: ForestModel, path, dtype=None) -> Path:
                  "domain": (f"tensors x {SCALE:g} (1e-3 mm^2/s)" if model.input_unit == "fixed" else
                             f"tensors x {SCALE:g} x {MD_REFERENCE:g} / the input's MD mode")
                            + ", canonical RAS axes; target = reference - cubic B-spline",
-                 "precision": _precision(model, dtype), "weights": p.name, "sha256": sha256(p), "size_bytes": p.stat().st_size})
-    sp = sidecar_path(p)
-    write_sidecar(sp, side)
-    return sp
+                 "precision": _precision(model, dtype)})
+    return write_model(p, write, side)
 
 
 def _precision(model: ForestModel, dtype) -> str:

@@ -417,7 +417,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         missing, unexpected = net.load_state_dict(base.net.state_dict(), strict=False)
         # new parts start as they are built: dropout rates, and deep's residual block (zero: the base's function)
         if unexpected or any("log_alpha" not in k and ".res_" not in f".{k}" for k in missing):
-            raise IQTError(f"{init}: a {base.method!r} model cannot initialise a {method!r} network")
+            raise IQTError(f"{init}: a model of method {base.method!r} cannot initialise a network of method {method!r}")
         opts["subject_scale"] = bool(base.meta["normalisation"].get("subject_scale"))  # the base's units
         init_info = {"model": str(base.path.name), "method": base.method, "sha256": base.meta.get("sha256"),
                      "minutes": base.meta.get("training", {}).get("minutes"),

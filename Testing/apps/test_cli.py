@@ -130,6 +130,25 @@ def test_console_script_exit_status(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not found" in proc.stderr
 
 
+def test_the_iqt_command_lets_openmp_wait_without_spinning():
+    """The `iqt` process sets OMP_WAIT_POLICY=PASSIVE before any command loads torch (a busy machine stretched the
+    Monte Carlo pass 3-10x with spinning threads: docs/measurements.md, Speed); a value the user set is kept, and an
+    in-process caller's environment is left alone."""
+    import os
+
+    code = ("import os, sys; from ImageQualityTransferLib.apps import cli; sys.argv = ['iqt', 'methods']; "
+            "cli.main(); print('policy', os.environ.get('OMP_WAIT_POLICY'))")
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert run.returncode == 0 and run.stdout.strip().endswith(f"policy {expected}"), run.stderr
+    before = os.environ.get("OMP_WAIT_POLICY")
+    from ImageQualityTransferLib.apps import cli
+
+    cli.main(["methods"])
+    assert os.environ.get("OMP_WAIT_POLICY") == before
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):

@@ -142,6 +142,11 @@ def test_the_iqt_command_lets_openmp_wait_without_spinning():
         env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         assert run.returncode == 0 and run.stdout.strip().endswith(f"policy {expected}"), run.stderr
+    worker = ("import os, sys; from ImageQualityTransferLib.slicer import worker\ntry:\n    worker.main(['--help'])\n"
+              "except SystemExit:\n    pass\nprint('policy', os.environ.get('OMP_WAIT_POLICY'))")  # the Slicer module's
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", worker], capture_output=True, text=True, env=env)
+    assert run.stdout.strip().endswith("policy PASSIVE"), run.stderr
     before = os.environ.get("OMP_WAIT_POLICY")
     from ImageQualityTransferLib.apps import cli
 

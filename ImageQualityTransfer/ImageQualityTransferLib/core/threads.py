@@ -30,6 +30,14 @@ def apply(n: int | None) -> None:
         torch.set_num_threads(int(n))
 
 
+def wait_passively() -> None:
+    """OpenMP's threads wait for work without spinning, in a process about to load torch (libgomp reads it then); a
+    value the user set is kept. Spinning, the Monte Carlo pass's many small operations each ended in a barrier that a
+    machine busy with other work stretched 2-4x (docs/measurements.md, Speed). For the `iqt` command and the Slicer
+    module's worker process, not for a library caller's process."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def available() -> int:
     """CPU threads this process may use for its own thread pools: the cores it may run on, capped by --threads."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -27,6 +27,9 @@ def _emit(**msg) -> None:
 
 
 def main(argv=None) -> int:
+    from ..core import threads
+
+    threads.wait_passively()  # before torch loads: the clinician's machine is seldom idle
     p = argparse.ArgumentParser(prog="slicer_worker", description=__doc__.splitlines()[0])
     p.add_argument("--input", required=True)
     p.add_argument("--dwi", action="store_true", help="--input is a DWI series: fit its tensors first")

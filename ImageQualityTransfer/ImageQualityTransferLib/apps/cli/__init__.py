@@ -145,16 +145,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"iqt: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
-# OpenMP's threads wait for work without spinning (read when torch loads its libgomp, so set before any command runs):
-# spinning, the Monte Carlo pass's many small operations each ended in a barrier that a machine busy with other work
-# stretched from 4-5 s to 14-48 s (docs/measurements.md, Speed); a value the user set is kept.
-OMP_WAIT = ("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def main(argv=None) -> int:
     process = argv is None  # the `iqt` command itself, not an in-process caller
     if process:
-        os.environ.setdefault(*OMP_WAIT)
+        threads.wait_passively()  # before any command loads torch
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as given (recorded in trained models' sidecars)

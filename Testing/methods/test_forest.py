@@ -325,6 +325,7 @@ def test_prediction_is_cubic_plus_the_models_residual(tmp_path):
     np.testing.assert_array_equal(predict_volume(back, lr, mask)[0], hr)
 
 
+@pytest.mark.filterwarnings("ignore:.*cannot be verified")  # the unsealed sidecars edited below: said once, above
 def test_old_sidecars_load_and_unknown_target_kinds_fail_clearly(tmp_path):
     model, X, F = _model("rf")
     side = model_io.save(model, tmp_path / "rf.npz")

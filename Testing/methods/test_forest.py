@@ -756,3 +756,14 @@ def test_an_interrupted_save_leaves_no_weights_without_their_sidecar(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         model_io.save(model, tmp_path / "gl.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_sidecar_is_sealed_as_written(tmp_path):
+    """A value JSON writes otherwise (an infinite --minutes budget as null, numpy numbers as plain ones) was sealed as
+    given, so a freshly trained model was refused as edited, or the seal failed on a numpy float (review 46)."""
+    weights = tmp_path / "m.npz"
+    weights.write_bytes(b"x")
+    side = model_files.write_model(weights, lambda tmp: open(tmp, "wb").write(b"x"),
+                                   {"format": "f", "budget": float("inf"), "lr": np.float32(1e-3)})
+    meta = json.loads(side.read_text())
+    assert meta["budget"] is None and meta[model_files.SEAL] == model_files.settings_digest(meta)

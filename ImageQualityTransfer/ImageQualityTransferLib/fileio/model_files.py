@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core import grid
 from ..core.errors import IQTError
-from .paths import write_json
+from .paths import as_written, write_json
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 REGISTRY = "registry.json"
@@ -70,7 +70,9 @@ def settings_digest(meta: dict) -> str:
 
 
 def write_sidecar(path, side: dict) -> None:
-    """A model's sidecar, sealed with `settings_digest`."""
+    """A model's sidecar, sealed with `settings_digest` over what is written (a NaN or an infinity, e.g. `--minutes
+    inf`'s budget, is written as null: sealed as given, a fresh model was refused as edited; review 46)."""
+    side = as_written(side)
     write_json(path, {**side, SEAL: settings_digest(side)})
 
 

@@ -122,8 +122,12 @@ def write_text(path, text: str) -> None:
 def write_json(path, obj) -> None:
     """A JSON file, written atomically (numpy numbers as plain numbers; NaN and infinities, which strict readers such as
     JavaScript's JSON.parse and the BIDS validator refuse, as null)."""
-    text = json.dumps(_finite(json.loads(json.dumps(obj, default=_plain))), indent=2, allow_nan=False)
-    write_text(path, text + "\n")
+    write_text(path, json.dumps(as_written(obj), indent=2, allow_nan=False) + "\n")
+
+
+def as_written(obj):
+    """`obj` as `write_json` writes it and a reader gets it back (what a checksum over a file's content must see)."""
+    return _finite(json.loads(json.dumps(obj, default=_plain)))
 
 
 def _finite(o):

@@ -419,3 +419,32 @@ def test_training_onto_a_shipped_model_is_refused(work, capsys, monkeypatch, tmp
     err = capsys.readouterr().err
     assert rc == 2 and "is a shipped model of this install" in err and err.count("\n") == 1, err
     assert _state(models) == before
+
+
+def test_the_install_s_model_folder_takes_only_models_trained_for_their_names(work, capsys, monkeypatch, tmp_path):
+    """Other outputs in the install's model folder, and a model registered over another method's file, replaced or
+    shadowed a shipped model (review 46: benchmark --json onto global-linear_x2.json; train --method global-linear -o
+    rf_x2.npz --register gave rf_x2.json two registry entries and rf's default failed). Run on a copy of the folder."""
+    import shutil
+
+    from ImageQualityTransferLib.fileio import paths
+
+    models = tmp_path / "Models"
+    models.mkdir()
+    registry = json.loads((Path(model_files.MODELS_DIR) / "registry.json").read_text())
+    registry["models"] = [e for e in registry["models"] if e["sidecar"] == "rf_x2.json"]
+    (models / "registry.json").write_text(json.dumps(registry))
+    for name in ("rf_x2.npz", "rf_x2.json", "global-linear_x2.json"):
+        shutil.copy(Path(model_files.MODELS_DIR) / name, models / name)
+    monkeypatch.setattr(paths, "MODELS_DIR", models)
+    monkeypatch.setattr(model_files, "MODELS_DIR", models)
+    before = _state(models)
+    for argv, words in (
+            (["benchmark", str(work / "subj"), "--methods", "cubic", "--json", str(models / "global-linear_x2.json")],
+             "is in the install's model folder"),
+            (["train", "--method", "global-linear", "--subjects", str(work / "subj"), "-o", str(models / "rf_x2.npz"),
+              "--register"], "is registered as the rf model for factor 2; give this global-linear model a name")):
+        rc = _run(argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and err.count("\n") == 1, err
+    assert _state(models) == before

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from ..core import grid
 from ..core.errors import IQTError
-from .paths import as_written, write_json
+from .paths import MODELS_DIR, as_written, write_json
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 REGISTRY = "registry.json"
 REGISTRY_FORMAT = "iqt-model-registry/1"
 

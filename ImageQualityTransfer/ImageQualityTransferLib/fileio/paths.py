@@ -15,6 +15,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 JSON_SUFFIXES = (".json",)
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"  # the install's shipped models
 
 
 def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False) -> Path:
@@ -64,12 +65,19 @@ class Outputs:
             self.inputs.extend(sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p])
         return self
 
-    def add(self, path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False) -> Path:
+    def add(self, path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False,
+            shipped_ok: bool = False) -> Path:
+        """`shipped_ok`: the output may lie in the install's model folder (a model 'iqt train' writes there, which
+        checks it further); any other output there would replace a shipped model's file (review 46: benchmark --json
+        onto global-linear_x2.json)."""
         real = os.path.realpath(path)
         for q in self.inputs:  # an input named as an output is said as such, before its file type is judged
             if real == os.path.realpath(q):
                 raise IQTError(f"{path}: is an input of this run ({q}); write the {what} to another file "
                                f"(inputs are never overwritten)")
+        if not shipped_ok and Path(real).parent == Path(os.path.realpath(MODELS_DIR)):
+            raise IQTError(f"{path}: is in the install's model folder ({MODELS_DIR}), whose files are the shipped "
+                           f"models; write the {what} elsewhere")
         p = check_output(path, suffixes, what, folder_checked)
         self.outputs.append((p, what))
         return p

@@ -79,7 +79,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio, methods
     from ...core import grid
-    from ...fileio.model_files import registered_entry, sidecar_path
+    from ...fileio.model_files import NOISY, registered_entry, sidecar_path
     from ...dmri.subject import dwi_path
 
     grid.factors(args.factor)  # a malformed --factor is refused before anything else
@@ -90,11 +90,19 @@ def run(args):
         if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
     plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
-    out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)")
-    plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar")
+    out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)",
+                   shipped_ok=True)
+    plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar", shipped_ok=True)
     if not args.register and registered_entry(out) is not None:  # it became the default without a word (audit 46)
         raise IQTError(f"{out}: is a shipped model of this install; write yours elsewhere and give it with --model, or "
                        "add --register to make it the default in its place")
+    taken = registered_entry(out, Path(out).parent) if args.register else None
+    kind = NOISY if args.noise_fraction else None
+    if taken is not None and ((taken.get("method"), taken.get("input")) != (args.method, kind)
+                              or grid.factors(taken.get("factor", 0)) != grid.factors(args.factor)):
+        # a second registry entry would name the same file (review 46: global-linear over rf_x2.npz broke rf's default)
+        raise IQTError(f"{out}: is registered as the {taken.get('method')} model for {grid.describe(taken.get('factor', 0))}"
+                       f"{' (noisy inputs)' if taken.get('input') else ''}; give this {args.method} model a name of its own")
     if args.checkpoint:  # neither an input nor the model (which replaced it, and the rerun then failed: review 44d)
         plan.add(args.checkpoint, (), "training checkpoint")
     plan.check()

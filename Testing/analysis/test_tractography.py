@@ -86,9 +86,9 @@ def test_cli_track_refuses_settings_whose_streamlines_cannot_fit_in_memory(tmp_p
     rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk"),
                option, value])
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "more than this machine's" in err and f"{option} {float(value):g}" in err, err
+    assert rc == 2 and err.count("\n") == 1 and "more than this process's" in err and f"{option} {float(value):g}" in err, err
     assert not (tmp_path / "t.trk").exists()
-    with pytest.raises(Exception, match="more than this machine's"):
+    with pytest.raises(Exception, match="more than this process's"):
         tr.track(vol, seed_roi(vol), tr.TrackingSettings(step=1e-9))
 
 

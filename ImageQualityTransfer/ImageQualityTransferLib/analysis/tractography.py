@@ -71,19 +71,18 @@ class TrackingSettings:
 def check_memory(n_seeds: int, s: TrackingSettings) -> None:
     """Seeds and streamlines that could pass this machine's memory are refused before any work (--density 1000,
     --step 1e-9 or --max-length 1e9 ended out of memory): each seed's streamline may hold up to max_length / step
-    points, and dipy keeps two buffers of that many (the pattern of core.grid.check_output_size)."""
-    import os
+    points, and dipy keeps two buffers of that many (against the memory core.grid.memory_limit reads)."""
+    from ..core.grid import memory_limit
 
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX: left to the allocation itself
+    limit = memory_limit()
+    if limit is None:  # not POSIX: left to the allocation itself
         return
     points = math.ceil(s.max_length / s.step) + 1
     need = n_seeds * (3 * 8 + points * 3 * 4) + 2 * points * 3 * 8
-    if need > total:
+    if need > limit:
         raise IQTError(f"--density {s.density}, --step {s.step:g} and --max-length {s.max_length:g}: {n_seeds:,} seeds with "
-                       f"streamlines of up to {points:,} points could take {need / 2**30:,.0f} GiB, more than this machine's "
-                       f"{total / 2**30:,.0f} GiB of memory; lower --density or --max-length, or raise --step")
+                       f"streamlines of up to {points:,} points could take {need / 2**30:,.1f} GiB, more than this process's "
+                       f"{limit / 2**30:,.1f} GiB of memory; lower --density or --max-length, or raise --step")
 
 
 @lru_cache(maxsize=1)

@@ -64,8 +64,10 @@ def isotropic(f) -> int | None:
 
 
 # A run's peak memory per byte of its output tensors: cubic x4 of a 128x128x60 fit (1.4 GiB of float32 tensors)
-# peaked at 5.1 GB RSS, and x5 (2.9 GiB) passed the tensors-only check and then ran out of an 8 GB limit (audit 46).
+# peaked at 5.1 GB RSS, and x5 (2.9 GiB) passed the tensors-only check and then ran out of an 8 GB limit (audit 46);
+# with uncertainty maps, 5.7x (espcn-hetero) and 6.9x (biqt) of a 288x288x144 output (review 46).
 PEAK_PER_TENSOR_BYTE = 4
+PEAK_WITH_UNCERTAINTY = 7
 
 
 def memory_limit() -> int | None:
@@ -86,7 +88,7 @@ def memory_limit() -> int | None:
         return total
 
 
-def check_output_size(shape3, f) -> None:
+def check_output_size(shape3, f, uncertainty: bool = False) -> None:
     """A high-res grid whose run would pass the memory this process may use is refused before any work (review 45a:
     `--factor 1000` ended in an internal MemoryError; audit 46: the tensors alone were a quarter of a run's peak)."""
     limit = memory_limit()
@@ -94,11 +96,12 @@ def check_output_size(shape3, f) -> None:
         return
     shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
     tensors = math.prod(shape) * 6 * 4
-    if tensors * PEAK_PER_TENSOR_BYTE > limit:
+    need = tensors * (PEAK_WITH_UNCERTAINTY if uncertainty else PEAK_PER_TENSOR_BYTE)
+    if need > limit:
         raise IQTError(f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
-                       f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about "
-                       f"{tensors * PEAK_PER_TENSOR_BYTE / 2**30:,.0f} GiB, more than this process's "
-                       f"{limit / 2**30:,.0f} GiB of memory; give smaller factors (or a larger --voxel-size)")
+                       f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {need / 2**30:,.1f} GiB"
+                       f"{' with its uncertainty maps' if uncertainty else ''}, more than this process's "
+                       f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)")
 
 
 def text(f) -> str:

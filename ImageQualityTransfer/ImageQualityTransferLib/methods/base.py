@@ -143,7 +143,7 @@ class Method:
         is an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's voxel axes."""
         f = grid.factors(factor)
         self._check_model(f)
-        grid.check_output_size(lr.shape3, f)
+        grid.check_output_size(lr.shape3, f, uncertainty=bool(uncertainty) and self.gives_uncertainty)
         if mask is not None:
             if mask.shape3 != lr.shape3:
                 raise IQTError(

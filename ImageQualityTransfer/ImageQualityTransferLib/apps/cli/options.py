@@ -267,9 +267,9 @@ LOWEST_SNR = 5.0  # b0 SNR: at b=1000 white matter keeps about a quarter of the 
 
 def check_host(host: str, option: str = "--host", fix: str = "give one of this machine's addresses, e.g. 127.0.0.1, "
                "or 0.0.0.0 for every interface") -> None:
-    """A host this machine can serve on, checked before any work: every address it resolves to is bound on port 0, as
-    a server binds them. A name that does not resolve or an address of another machine ended in an internal error
-    after the input was read (`iqt view --host`, `iqt batch --dashboard-address`: audit 46)."""
+    """A host this machine can serve on, checked before any work: one of its addresses binds on port 0, as a server
+    binds them (`localhost` whose IPv6 address the machine lacks is still served on 127.0.0.1). A name that does not
+    resolve or another machine's address ended in an internal error after the input was read (audit 46)."""
     import socket
 
     try:
@@ -277,12 +277,15 @@ def check_host(host: str, option: str = "--host", fix: str = "give one of this m
     except (OSError, UnicodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise IQTError(f"{option}: the host {host} cannot be resolved ({why}); {fix}") from None
-    for family, kind, proto, _, where in infos:
+    failed = None
+    for family, kind, proto, _, where in infos:  # one is enough, as Tornado skips an address it cannot bind
         try:
             with socket.socket(family, kind, proto) as sock:
                 sock.bind((where[0], 0, *where[2:]))
+            return
         except OSError as exc:
-            raise IQTError(f"{option}: {host} is not an address of this machine ({exc.strerror or exc}); {fix}") from None
+            failed = exc
+    raise IQTError(f"{option}: {host} is not an address of this machine ({failed.strerror or failed}); {fix}")
 
 
 def check_subject_names(folders) -> None:

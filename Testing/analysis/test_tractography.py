@@ -63,16 +63,21 @@ def test_fa_threshold_stops_and_settings_are_checked():
         tr.TrackingSettings(angle=0).check()
 
 
-@pytest.mark.parametrize("option, value", [("--max-length", "inf"), ("--min-length", "nan"), ("--step", "inf"),
-                                           ("--max-length", "nan"), ("--min-length", "-1"), ("--max-length", "5")])
-def test_cli_track_refuses_lengths_that_are_not_finite_or_in_range(tmp_path, capsys, option, value):
-    """--max-length inf ended in an internal OverflowError; --min-length nan was taken, giving 0 streamlines, exit 0."""
+def _track_with(tmp_path, capsys, option, value):
+    """`iqt track` of the test bundle from its seed ROI with one option set: (exit status, stderr)."""
     vol = bundle_volume()
     fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
     fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
     rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk"),
                option, value])
-    err = capsys.readouterr().err
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", [("--max-length", "inf"), ("--min-length", "nan"), ("--step", "inf"),
+                                           ("--max-length", "nan"), ("--min-length", "-1"), ("--max-length", "5")])
+def test_cli_track_refuses_lengths_that_are_not_finite_or_in_range(tmp_path, capsys, option, value):
+    """--max-length inf ended in an internal OverflowError; --min-length nan was taken, giving 0 streamlines, exit 0."""
+    rc, err = _track_with(tmp_path, capsys, option, value)
     assert rc == 2 and err.count("\n") == 1 and err.startswith(f"iqt: error: {option} ") and value in err, err
     assert not (tmp_path / "t.trk").exists()
 
@@ -80,15 +85,11 @@ def test_cli_track_refuses_lengths_that_are_not_finite_or_in_range(tmp_path, cap
 @pytest.mark.parametrize("option, value", [("--density", "1000"), ("--step", "1e-9"), ("--max-length", "1e9")])
 def test_cli_track_refuses_settings_whose_streamlines_cannot_fit_in_memory(tmp_path, capsys, option, value):
     """--density 1000, --step 1e-9 and --max-length 1e9 ended out of memory (exit 1, or killed); refused up front."""
-    vol = bundle_volume()
-    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
-    fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
-    rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk"),
-               option, value])
-    err = capsys.readouterr().err
+    rc, err = _track_with(tmp_path, capsys, option, value)
     assert rc == 2 and err.count("\n") == 1 and "more than this process's" in err and f"{option} {float(value):g}" in err, err
     assert not (tmp_path / "t.trk").exists()
     with pytest.raises(Exception, match="more than this process's"):
+        vol = bundle_volume()
         tr.track(vol, seed_roi(vol), tr.TrackingSettings(step=1e-9))
 
 

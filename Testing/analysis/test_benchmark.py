@@ -194,3 +194,23 @@ def test_benchmark_scores_a_model_of_ones_own(small_subject, capsys, tmp_path):
     err = capsys.readouterr().err
     assert "is an input of this run" in err and err.count("\n") == 1, err
     assert (tmp_path / "mine.json").read_bytes() == before
+
+
+def test_a_model_from_before_sealed_sidecars_is_said_once(small_subject, capsys, tmp_path):
+    """An unsealed sidecar (written before stop 46) was warned about at the model check and again for each subject
+    (review 46); once per sidecar now."""
+    import shutil
+    from pathlib import Path
+
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.fileio import model_files
+
+    for suffix in (".npz", ".json"):
+        shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", tmp_path / f"old{suffix}")
+    side = json.loads((tmp_path / "old.json").read_text())
+    del side[model_files.SEAL]
+    (tmp_path / "old.json").write_text(json.dumps({**side, "weights": "old.npz"}))
+    assert cli.main(["benchmark", str(small_subject), "--methods", "cubic", "--model",
+                     f"global-linear={tmp_path / 'old.npz'}"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("cannot be verified") == 1, err

@@ -92,15 +92,19 @@ def write_model(weights: Path, write_weights, side: dict) -> Path:
     return sp
 
 
+_UNSEALED_SAID: set = set()  # once per sidecar and process: a benchmark loads a model per subject (review 46)
+
+
 def _check_seal(meta: dict, sp: Path) -> None:
-    if SEAL not in meta:  # written before sidecars were sealed
+    if SEAL not in meta and str(Path(sp).resolve()) not in _UNSEALED_SAID:  # written before sidecars were sealed
+        _UNSEALED_SAID.add(str(Path(sp).resolve()))
         import warnings
 
         from ..core.errors import IQTWarning
 
         warnings.warn(f"{sp}: a model sidecar from before this version (no {SEAL}), so its settings cannot be "
                       "verified; retrain the model to seal them", IQTWarning, stacklevel=4)
-    elif meta[SEAL] != settings_digest(meta):
+    elif SEAL in meta and meta[SEAL] != settings_digest(meta):
         raise IQTError(f"{sp}: the sidecar's settings do not match its checksum ({SEAL}): it was edited or damaged, "
                        "and a model read with other settings gives wrong results; re-download or retrain the model "
                        "(a copy under a new name may change only 'weights')")

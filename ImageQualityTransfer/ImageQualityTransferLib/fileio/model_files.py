@@ -103,11 +103,57 @@ def _check_seal(meta: dict, sp: Path) -> None:
         from ..core.errors import IQTWarning
 
         warnings.warn(f"{sp}: a model sidecar from before this version (no {SEAL}), so its settings cannot be "
-                      "verified; retrain the model to seal them", IQTWarning, stacklevel=4)
+                      f"verified; if you trust the file as it is, seal it with 'iqt seal {sp}' (or retrain the model)",
+                      IQTWarning, stacklevel=4)
     elif SEAL in meta and meta[SEAL] != settings_digest(meta):
         raise IQTError(f"{sp}: the sidecar's settings do not match its checksum ({SEAL}): it was edited or damaged, "
                        "and a model read with other settings gives wrong results; re-download or retrain the model "
                        "(a copy under a new name may change only 'weights')")
+
+
+CNN_FORMAT, FOREST_FORMAT = "iqt-cnn-model/1", "iqt-forest-model/1"  # the sidecar tags of each family's model_io
+MODEL_FORMATS = (CNN_FORMAT, FOREST_FORMAT)
+
+
+def seal(path) -> tuple[Path, bool]:
+    """Seal a model sidecar written before sidecars were sealed, as it is, once its weights match its SHA256: the user
+    vouches for its settings, so the warning stops (retraining was the only way). (sidecar, whether it was sealed now);
+    an IQTError for anything else, which is left as it was."""
+    sp, meta = check_sealable(path)
+    if SEAL in meta:
+        return sp, False
+    write_sidecar(sp, meta)
+    return sp, True
+
+
+def check_sealable(path) -> tuple[Path, dict]:
+    """(sidecar, its fields) of a model `seal` may seal or has sealed; an IQTError naming what is wrong otherwise."""
+    sp = sidecar_path(path)
+    if not sp.is_file():
+        raise IQTError(f"{sp}: model sidecar not found; give a model file from 'iqt train' (or its .json sidecar)")
+    try:
+        meta = json.loads(sp.read_text())
+    except (OSError, ValueError) as exc:
+        raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
+    if not isinstance(meta, dict) or meta.get("format") not in MODEL_FORMATS:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise IQTError(f"{sp}: not an IQT model sidecar (format {got!r}); give a model's .json from 'iqt train'")
+    if SEAL in meta:
+        if meta[SEAL] != settings_digest(meta):
+            raise IQTError(f"{sp}: already sealed, and its settings no longer match the seal: it was edited after "
+                           "'iqt train' wrote it; re-download or retrain the model rather than seal it again")
+        return sp, meta
+    if registered_entry(sp) is not None:
+        raise IQTError(f"{sp}: one of the install's shipped models, which ship sealed; reinstall the extension")
+    weights = sp.with_name(str(meta.get("weights", "")))
+    if not meta.get("weights") or not weights.is_file():
+        raise IQTError(f"{weights}: model weights not found (named by {sp}); re-download or retrain the model")
+    digest = sha256(weights)
+    if digest != meta.get("sha256"):
+        raise IQTError(f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says "
+                       f"{str(meta.get('sha256'))[:12]}...); the file is corrupt or was modified, so it is not sealed: "
+                       "re-download or retrain the model")
+    return sp, meta
 
 
 def registered_entry(path, models_dir=None) -> dict | None:

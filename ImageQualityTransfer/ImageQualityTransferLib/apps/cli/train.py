@@ -1,4 +1,5 @@
-"""`iqt train`: train a learned method on high-quality subject folders (`Method.fit`, then `Method.save`)."""
+"""`iqt train`: train a learned method on high-quality subject folders (`Method.fit`, then `Method.save`); `iqt seal`:
+seal the sidecar of a model trained before sidecars were sealed."""
 
 from __future__ import annotations
 
@@ -74,6 +75,22 @@ def add_parsers(sub) -> None:
                          "default off)")
     sp.add_argument("-v", "--verbose", action="store_true", help="log data preparation and every epoch")
     sp.set_defaults(func=run)
+
+    sp = sub.add_parser("seal", help="seal the sidecar of a model from 'iqt train' of an earlier version, once its "
+                                     "weights match their checksum, so that it loads without a warning")
+    sp.add_argument("models", nargs="+", metavar="MODEL", help="a model's weights or its .json sidecar (repeatable)")
+    sp.set_defaults(func=seal)
+
+
+def seal(args):
+    """Every model is checked before any is sealed: one bad file among several leaves all of them as they were."""
+    from ...fileio import model_files
+
+    for m in args.models:
+        model_files.check_sealable(m)
+    for m in args.models:
+        sp, now = model_files.seal(m)
+        print(f"{sp}: sealed" if now else f"{sp}: already sealed, left as it was")
 
 
 def run(args):

@@ -18,7 +18,7 @@ from ...core import grid
 from ...core.errors import IQTError
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_model  # noqa: F401 (re-exported)
 
-FORMAT = "iqt-cnn-model/1"
+FORMAT = model_files.CNN_FORMAT
 FILES = model_files.Family(FORMAT, "CNN", ".pt")
 
 

@@ -22,7 +22,7 @@ from .completion import GaussianCompletion
 from .forest import Forest
 from .bayes import NoiseScale
 
-FORMAT = "iqt-forest-model/1"
+FORMAT = model_files.FOREST_FORMAT
 FILES = model_files.Family(FORMAT, "forest", ".npz")
 METHODS = ("global-linear", "rf", "biqt")
 # What the linear models predict and from what (sidecar fields "target" and "inputs"). Every forest model so

@@ -1,0 +1,74 @@
+"""`iqt seal`: a model from before sealed sidecars is sealed as it is, once its weights check; nothing else is."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from ImageQualityTransferLib.apps.cli import main
+from ImageQualityTransferLib.fileio import model_files
+from ImageQualityTransferLib.methods.forest import model_io
+
+
+def _old_model(d: Path, name: str = "gl") -> Path:
+    """A copy of a shipped global-linear model whose sidecar has no seal, as 'iqt train' wrote it before stop 46."""
+    src = Path(model_files.MODELS_DIR) / "global-linear_x2"
+    shutil.copy(src.with_suffix(".npz"), d / f"{name}.npz")
+    side = json.loads(src.with_suffix(".json").read_text())
+    side.pop(model_files.SEAL)
+    side["weights"] = f"{name}.npz"
+    (d / f"{name}.json").write_text(json.dumps(side, indent=2))
+    return d / f"{name}.npz"
+
+
+def test_an_old_model_is_sealed_and_then_loads_without_the_warning(tmp_path, capsys):
+    weights = _old_model(tmp_path)
+    model_files._UNSEALED_SAID.clear()
+    with pytest.warns(UserWarning, match="iqt seal"):
+        model_io.load(weights)
+    assert main(["seal", str(weights)]) == 0
+    assert "sealed" in capsys.readouterr().out
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    assert meta[model_files.SEAL] == model_files.settings_digest(meta)
+    model_files._UNSEALED_SAID.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model_io.load(weights)
+    before = weights.with_suffix(".json").read_bytes()
+    assert main(["seal", str(weights.with_suffix(".json"))]) == 0  # again: said, left as it was
+    assert "already sealed" in capsys.readouterr().out
+    assert weights.with_suffix(".json").read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["weights", "edited_seal", "format", "missing"])
+def test_a_model_that_does_not_check_is_not_sealed_and_nothing_changes(tmp_path, capsys, damage):
+    good, bad = _old_model(tmp_path, "good"), _old_model(tmp_path, "bad")
+    side = bad.with_suffix(".json")
+    if damage == "weights":
+        data = bytearray(bad.read_bytes())
+        data[len(data) // 2] ^= 1
+        bad.write_bytes(bytes(data))
+    elif damage == "edited_seal":
+        meta = json.loads(side.read_text())
+        model_files.write_sidecar(side, meta)
+        meta = json.loads(side.read_text())
+        meta["input_unit"] = "m2/s"
+        side.write_text(json.dumps(meta))
+    elif damage == "format":
+        side.write_text(json.dumps({**json.loads(side.read_text()), "format": "something/1"}))
+    else:
+        bad.unlink()
+    files = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main(["seal", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad" in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == files  # the good one is not sealed either
+
+
+def test_a_shipped_model_is_not_resealed(capsys):
+    assert main(["seal", str(Path(model_files.MODELS_DIR) / "espcn_x2.pt")]) == 0
+    assert "already sealed" in capsys.readouterr().out

@@ -9,7 +9,7 @@ machine as well.
 The input is the phantom fitted to tensors at 3 mm (`--shape` low-res voxels); each pass is timed after one warm-up
 run (CUDA initialisation and kernel selection excluded), the best of `--repeats`. Training throughput is the
 network's own step (forward, backward, Adam) on random patches of the trainer's size and batch (data sampling
-excluded), in patches per second.
+excluded), in patches per second. OpenMP's threads wait passively, as in the `iqt` command (core/threads.py).
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
+    from ImageQualityTransferLib.core import threads
+
+    threads.wait_passively()  # as `iqt` runs: spinning OpenMP waits stretch the Monte Carlo pass on a busy machine
     import numpy as np
     import torch
 

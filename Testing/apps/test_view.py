@@ -383,3 +383,41 @@ def test_a_dwi2tensor_file_is_shown_as_its_nifti_twin(lowres, tmp_path):
                          tensor_order="mrtrix")
     viewer._load()
     np.testing.assert_array_equal(viewer.lr.data, twin.data)
+
+
+def _centre(node) -> np.ndarray:
+    m = node.GetSliceToRAS()
+    return np.array([m.GetElement(i, 3) for i in range(3)])
+
+
+@pytest.mark.slow
+def test_reset_camera_keeps_the_views_in_register(lowres):
+    """Reset Camera in one view (trame-slicer's refit of that view) and a pan in one view move the other too: the
+    right view had kept its old in-plane pan, ~75 px off the left one (audit D). The page's own Reset Camera refits
+    both views together, the slice kept."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import view
+    from ImageQualityTransferLib.slicer import display
+
+    lr, mask = lowres
+    viewer = view.Viewer(lr, "cubic", 2, mask, server_name="test-reset-camera")
+    viewer._load()
+    for slice_view in viewer.app.view_manager.get_slice_views():
+        slice_view.update_size(640, 560)  # the page's two views: the same size
+        slice_view._update_slice_size()
+    viewer._show(viewer.in_node, viewer.in_node, None)
+    left, right = (display.slice_node(viewer.scene, name) for name in display.COMPARE_VIEWS)
+    assert left.GetDimensions() == right.GetDimensions() == (640, 560, 1)
+    fitted = _centre(left)
+    left.JumpSliceByCentering(*(fitted + [20.0, -15.0, 0.0]))  # a pan (and the same slice)
+    np.testing.assert_allclose(_centre(right), _centre(left), atol=1e-6)
+    left_view = next(v for v in viewer.app.view_manager.get_slice_views() if v.get_view_node() is left)
+    left_view.reset_view()  # trame-slicer's Reset Camera on the left view alone
+    np.testing.assert_allclose(_centre(right), _centre(left), atol=1e-6)
+    assert right.GetFieldOfView() == pytest.approx(left.GetFieldOfView())
+    left.JumpSliceByCentering(*(fitted + [30.0, 10.0, 4.0]))
+    offset = left.GetSliceOffset()
+    viewer.reset_views()  # the page's Reset Camera: both refitted, the slice kept
+    for node in (left, right):
+        np.testing.assert_allclose(_centre(node)[:2], fitted[:2], atol=1e-6)
+        assert node.GetSliceOffset() == pytest.approx(offset)

@@ -70,7 +70,7 @@ class Viewer:
         self.app = SlicerApp()
         quiet_vtk_warnings()  # after the app: slicer-core sets VTK's output window to print everything
         self.scene = self.app.scene
-        register_rca_factories(self.app.view_manager, server)
+        register_rca_factories(self.app.view_manager, server, slice_view_ui_f=self._view_gutter)
         self.layout_manager = LayoutManager(self.scene, self.app.view_manager, server)
         views = [ViewLayoutDefinition.slice_view("Axial", label=name) for name in display.COMPARE_VIEWS]
         self.layout_manager.register_layout("compare", Layout(LayoutDirection.Horizontal, views))
@@ -148,6 +148,42 @@ class Viewer:
                         self.layout_manager.initialize_layout_grid(layout)
                     html.Div("{{ status }}", id="iqt-status", style="color: #aaa; padding: 2px 12px; font-size: 13px;")
         self.ui = layout
+
+    def _view_gutter(self, server, view_id, view) -> None:
+        """Each slice view's own controls, trame-slicer's but for Reset Camera, which refits both views together
+        (trame-slicer's refitted the one view, and the other kept its old pan: the two out of register)."""
+        from trame.widgets import html, vuetify3 as v
+        from trame_slicer.app.logic.slice_view_logic import connect_slice_view_slider_to_state
+        from trame_slicer.app.ui.slider import Slider
+        from trame_slicer.app.ui.view_gutter import create_slice_buttons
+
+        with html.Div(classes="view-gutter", style="position: absolute; top: 0; left: 0; background-color: transparent;"):
+            with html.Div(classes="view-gutter-content d-flex flex-column fill-height pa-2"):
+                with v.VBtn(size="medium", variant="text", click=self.reset_views, classes="iqt-reset"):
+                    v.VIcon(icon="mdi-camera-flip-outline", size="medium", color="white")
+                    v.VTooltip("Reset Camera (both views)", activator="parent", location="right")
+                create_slice_buttons(server, view_id, view)
+        with html.Div(classes="slice-slider-gutter",
+                      style="position: absolute; bottom: 0; left: 0; background-color: transparent; width: 100%;"):
+            Slider(classes="slice-slider", typed_state=connect_slice_view_slider_to_state(server, view), theme="dark",
+                   dense=True)
+
+    def reset_views(self, *_) -> None:
+        """Both views fitted again to the shown volume, together, as `_show` first fits them (with the legend's strip
+        where a map is shown), the slice kept."""
+        tensor = (self.nodes or {}).get("tensor")
+        shown = tensor if tensor is not None else self.in_node
+        if shown is None:
+            return
+        orientation = display.view_for_node(shown)
+        legend = (self.nodes or {}).get("uncertainty") is not None
+        nodes = [display.slice_node(self.scene, name) for name in display.COMPARE_VIEWS]
+        offset = nodes[0].GetSliceOffset()
+        for node in nodes:
+            display._fit_slice(node, shown, orientation, legend=legend)
+            node.SetSliceOffset(offset)
+        self._fitted_legend = legend
+        self._render()
 
     # ------------------------------------------------------------ life cycle
 
@@ -296,7 +332,9 @@ class Viewer:
 
     def _link_views(self) -> None:
         """Scrolling, panning or zooming one view moves the other: trame-slicer's slice sliders change the slice
-        without Slicer's interaction flags, so the composite nodes' link alone would not follow them."""
+        without Slicer's interaction flags, so the composite nodes' link alone would not follow them. The whole slice
+        position is followed (its in-plane centre with its offset), not the offset alone: a view refitted or panned
+        on its own had left the other ~75 px off."""
         nodes = [display.slice_node(self.scene, name) for name in display.COMPARE_VIEWS]
         syncing = [False]
 
@@ -306,7 +344,12 @@ class Viewer:
                     return
                 syncing[0] = True
                 try:
-                    if abs(dst.GetSliceOffset() - src.GetSliceOffset()) > 1e-6:
+                    if src.GetOrientation() == dst.GetOrientation():
+                        a, b = src.GetSliceToRAS(), dst.GetSliceToRAS()
+                        if any(abs(a.GetElement(i, j) - b.GetElement(i, j)) > 1e-6 for i in range(3) for j in range(4)):
+                            b.DeepCopy(a)
+                            dst.UpdateMatrices()
+                    elif abs(dst.GetSliceOffset() - src.GetSliceOffset()) > 1e-6:
                         dst.SetSliceOffset(src.GetSliceOffset())
                     if not np.allclose(dst.GetFieldOfView(), src.GetFieldOfView()):
                         dst.SetFieldOfView(*src.GetFieldOfView())

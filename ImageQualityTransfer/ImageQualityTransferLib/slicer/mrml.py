@@ -148,6 +148,9 @@ def tensor_volume_from_node(node) -> Volume:
         got = "nothing" if node is None else node.GetClassName()
         raise IQTError(f"expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI first)")
     image, affine = _geometry(node)
+    source = _nifti_source(node)
+    if source is not None:
+        return _tensor_volume_from_nifti(node, source, affine)
     pd = image.GetPointData()
     arr = pd.GetTensors()
     if arr is None and pd.GetScalars() is not None and pd.GetScalars().GetNumberOfComponents() == 9:
@@ -165,6 +168,55 @@ def tensor_volume_from_node(node) -> Volume:
         raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
     meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated}
     return Volume(t6.astype(np.float32), affine, "tensor", meta=meta)
+
+
+NIFTI_FIX = "load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself"
+
+
+def _nifti_source(node) -> str | None:
+    """The .nii/.nii.gz file a tensor node was read from, or None: Slicer's reader gets such a file's components
+    wrong (README, Tensor files for Slicer: fibre directions a median 59° off), so the engine reads the file itself."""
+    storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+    name = (storage.GetFileName() or "") if storage is not None else ""
+    return name if name.lower().endswith((".nii", ".nii.gz")) else None
+
+
+def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
+    """The tensors of the NIfTI file `node` was read from, by the engine's reader (fileio.load_tensor), re-indexed
+    onto the node's grid (Slicer's reader may reverse an axis); an IQTError naming the fix where that is not sound."""
+    import os
+    import warnings
+
+    from .. import fileio
+    from ..core.errors import IQTWarning
+    from ..core.orientation import onto_grid
+
+    label, name = _node_label(node), os.path.basename(path)
+    if node.GetModifiedSinceRead():
+        raise IQTError(f"{label} was changed since it was read from {name}, whose tensor components Slicer's reader "
+                       f"gets wrong; {NIFTI_FIX}")
+    if not os.path.exists(path):
+        raise IQTError(f"{label} was read from {name}, which is no longer there, and Slicer's reader gets a NIfTI "
+                       f"file's tensor components wrong; {NIFTI_FIX}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        try:
+            vol = fileio.load_tensor(path)
+        except IQTError as exc:
+            if "no standard component order" in str(exc):
+                raise IQTError(f"{label} was read from {name}, a 4D six-volume tensor file whose component order "
+                               f"only its maker knows; write it as NRRD with 'iqt upsample {name} --tensor-order "
+                               "fsl|mrtrix|dipy -o OUT.nrrd' (or fit it with 'iqt fit … -o dti.nrrd') and load that") from None
+            raise
+    shape = node.GetImageData().GetDimensions()
+    moved = [onto_grid(vol.data[..., c], vol.affine, shape, affine) for c in range(6)]
+    if moved[0] is None:
+        raise IQTError(f"{label} is not on the grid of {name}, which it was read from; {NIFTI_FIX}")
+    perm = np.round(np.linalg.solve(affine, vol.affine)[:3, :3])  # file voxel axes -> node voxel axes
+    data = tensors.rotate(np.stack(moved, axis=-1), perm)
+    notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    meta = _meta(node) | {"read_from": path, "input_notes": notes}
+    return Volume(np.ascontiguousarray(data, dtype=np.float32), affine, "tensor", meta=meta)
 
 
 def scalar_volume_from_node(node) -> Volume:

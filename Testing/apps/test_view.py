@@ -421,3 +421,46 @@ def test_reset_camera_keeps_the_views_in_register(lowres):
     for node in (left, right):
         np.testing.assert_allclose(_centre(node)[:2], fitted[:2], atol=1e-6)
         assert node.GetSliceOffset() == pytest.approx(offset)
+
+
+SHARED_SCALE = """
+import asyncio, json, sys
+from ImageQualityTransferLib.apps import view
+from ImageQualityTransferLib.slicer import display
+viewer = view.Viewer(sys.argv[1], "biqt", 2, sys.argv[2], server_name="test-shared-scale")
+viewer._load()
+out = {}
+for method in ("biqt", "rf", "biqt"):
+    asyncio.run(viewer._run(method))
+    node = viewer.nodes["uncertainty"]
+    legend = display._legend_of(node)
+    out[method] = {"status": viewer.server.state.status, "own": display.own_top(node, "std"),
+                   "top": node.GetDisplayNode().GetWindowLevelMax(), "title": legend.GetTitleText()}
+print(json.dumps(out))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_one_colour_scale_across_the_methods_shown(lowres):
+    """The uncertainty overlay's colours mean the same SD whichever method the reader switches to: one scale per map
+    across the methods run in the page (as the Slicer module's shared scale and the report), the legend saying so
+    and naming the run (each method on its own range had put the legend's top at 1.0 for biqt, 0.8 for rf: audit D)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    import json
+
+    lr, mask = lowres
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", SHARED_SCALE, str(lr), str(mask)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    for method in ("biqt", "rf"):
+        assert runs[method]["status"] == f"done: {method}", runs
+    assert runs["biqt"]["own"] != pytest.approx(runs["rf"]["own"], rel=0.05), runs  # the two maps' ranges differ
+    assert runs["rf"]["top"] == pytest.approx(runs["biqt"]["top"]) and \
+        runs["rf"]["top"] >= max(runs["biqt"]["own"], runs["rf"]["own"]), runs
+    for method in ("biqt", "rf"):
+        assert method in runs[method]["title"] and "shared scale" in runs[method]["title"], runs

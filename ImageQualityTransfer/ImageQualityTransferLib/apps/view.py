@@ -262,6 +262,10 @@ class Viewer:
                     mrml.add_scalar_node(self.scene, vol, f"{self.in_node.GetName()}_{key}_fa")
                 self._grey(self.fa_nodes[key])
             display.style_results(self.scene, self.nodes)
+            # one colour scale per map across the methods run in this page, as the Slicer module's "Same colour scale"
+            # and the report: each on its own range had put biqt's top at 1.0, rf's at 0.8 and espcn-hetero's at 0.3
+            # µm²/ms on one input, the same colour a different SD as the reader switched methods (audit D)
+            display.share_scales(self.scene)
             self._show_current()
             display.refresh_legends(self.scene)  # this run's, and an earlier run's whose map is no longer shown
             with s:

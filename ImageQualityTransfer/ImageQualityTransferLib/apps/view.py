@@ -120,6 +120,7 @@ class Viewer:
         with SinglePageLayout(self.server, full_height=True) as layout:
             layout.root.theme = "dark"
             layout.title.set_text("IQT viewer")
+            layout.icon.hide()  # the template's menu icon: this page has no drawer for it to open
             with layout.toolbar:
                 v.VSpacer()
                 v.VSelect(id="iqt-method", label="IQT method", v_model=("method",), items=("methods",),
@@ -129,8 +130,10 @@ class Viewer:
                           items=("display_items", [{"title": t, "value": k} for t, k in DISPLAYS]),
                           disabled=("busy || !input_ok",), density="compact", hide_details=True,
                           style="max-width: 190px", classes="mx-2 iqt-display")
+                # off for a method without uncertainty (nothing to fade); a right margin keeps the handle at 1.0 whole
                 v.VSlider(id="iqt-opacity", label="Uncertainty opacity", v_model=("opacity",), min=0, max=1,
-                          step=0.05, density="compact", hide_details=True, style="max-width: 300px", classes="mx-2")
+                          step=0.05, density="compact", hide_details=True, disabled=("busy || !has_uncertainty",),
+                          style="max-width: 300px", classes="ml-2 mr-6 iqt-opacity")
                 v.VProgressLinear(v_model=("progress",), active=("busy",), absolute=True, location="bottom",
                                   color="amber", height=4)
             with layout.content:
@@ -151,18 +154,18 @@ class Viewer:
 
     def _view_gutter(self, server, view_id, view) -> None:
         """Each slice view's own controls, trame-slicer's but for Reset Camera, which refits both views together
-        (trame-slicer's refitted the one view, and the other kept its old pan: the two out of register)."""
+        (trame-slicer's refitted the one view, and the other kept its old pan: the two out of register), and without
+        the "3D" toggle (no 3D view here)."""
         from trame.widgets import html, vuetify3 as v
         from trame_slicer.app.logic.slice_view_logic import connect_slice_view_slider_to_state
         from trame_slicer.app.ui.slider import Slider
-        from trame_slicer.app.ui.view_gutter import create_slice_buttons
 
         with html.Div(classes="view-gutter", style="position: absolute; top: 0; left: 0; background-color: transparent;"):
             with html.Div(classes="view-gutter-content d-flex flex-column fill-height pa-2"):
                 with v.VBtn(size="medium", variant="text", click=self.reset_views, classes="iqt-reset"):
                     v.VIcon(icon="mdi-camera-flip-outline", size="medium", color="white")
                     v.VTooltip("Reset Camera (both views)", activator="parent", location="right")
-                create_slice_buttons(server, view_id, view)
+                # no "Show in 3D" toggle: the layout has no 3D view for it to show a slice in
         with html.Div(classes="slice-slider-gutter",
                       style="position: absolute; bottom: 0; left: 0; background-color: transparent; width: 100%;"):
             Slider(classes="slice-slider", typed_state=connect_slice_view_slider_to_state(server, view), theme="dark",

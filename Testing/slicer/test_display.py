@@ -263,12 +263,12 @@ def test_tractography_hand_off_needs_slicerdmri(lowres):
         display.send_to_seeding(scene, scalar)
 
 
-def test_a_map_kept_to_an_estimated_brain_is_scaled_to_the_brain_not_its_rim():
+def test_a_map_is_scaled_to_the_brain_not_its_rim():
     """An output kept to a brain estimated from unmasked tensors holds a rim of scalp and background fits, most of
     the map and far more uncertain than the brain: the legend's scale is read more than 24 mm (in mm, per axis)
     inside the rim, the field's border counted as an edge (a slab cuts the head: its top and bottom planes hold rim
-    too), so the brain does not sit in the bottom twentieth of the colours; a map with a mask keeps the 99th
-    percentile of all of it."""
+    too), so the brain does not sit in the bottom twentieth of the colours. A map with a mask is read there too (the
+    audit: over all of it, 93 % of white matter sat in the bottom fifth of the colours)."""
     vox, shape = np.array([3.0, 3.0, 6.0]), (40, 40, 14)
     centre = (np.array(shape) - 1) / 2
     r = np.linalg.norm((np.indices(shape) - centre[:, None, None, None]) * vox[:, None, None, None], axis=0)
@@ -276,8 +276,8 @@ def test_a_map_kept_to_an_estimated_brain_is_scaled_to_the_brain_not_its_rim():
     std = np.where(r < 40, rng.uniform(0.5e-4, 1.5e-4, shape), np.where(r < 58, rng.uniform(1e-3, 1e-2, shape), 0))
     scene = slicer.vtkMRMLScene()
     node = mrml.add_scalar_node(scene, Volume(std.astype(np.float32), np.diag([*vox, 1.0]), "scalar"), "u")
-    whole = display.display_range(node)[1]
-    assert whole == pytest.approx(np.percentile(std[std > 0], 99), rel=1e-4) and whole > 5e-3
+    assert np.percentile(std[std > 0], 99) > 5e-3  # the whole map's scale
+    assert 1.4e-4 < display.display_range(node)[1] < 1.5e-4  # a mask's support (no attribute): inside the rim
     node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, "estimated")
     assert 1.4e-4 < display.display_range(node)[1] < 1.5e-4  # read in voxels, or without the border: above 8e-3
     # a run's maps share their support: the region is found once and given to each (style_results)

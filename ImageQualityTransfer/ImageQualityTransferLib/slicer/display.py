@@ -110,17 +110,14 @@ def colormap_id(scene, name: str = COLORMAP) -> str | None:
 
 
 def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]:
-    """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values (a few extreme voxels at
-    the brain's edge would otherwise leave the rest dark). Where the output was kept to a brain estimated from the
-    tensors (`mrml.SUPPORT_ATTRIBUTE`), the values in `region` (default: `dmri.dti.inside_rim` of the map): the rim's noise
-    fits, most of the map there, would otherwise set a scale the brain uses a twentieth of (a native 3 mm fit without
-    a mask: 1.1e-2 mm^2/s over the whole map, 7.6e-4 inside the rim, 5.6e-4 over the brain)."""
+    """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values in `region` (default:
+    `dmri.dti.inside_rim` of the map, for every support), so that the brain's edge does not set the scale."""
     vol = mrml.scalar_volume_from_node(node)
     data = vol.data
     present = np.isfinite(data) & (data > 0)
-    if region is None and estimated_support(node):
+    if region is None:
         region = inside_rim(present, vol.voxel_size)
-    if region is not None and (present & region).sum() >= SCALE_MIN_VOXELS:
+    if (present & region).sum() >= SCALE_MIN_VOXELS:
         present &= region
     values = data[present]
     if values.size == 0:
@@ -259,7 +256,7 @@ def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
     maps = nodes.get("uncertainties") or {}
     region = None  # the maps of a run share their support: its inner region is found once
     first = next(iter(maps.values()), None)
-    if first is not None and estimated_support(first):
+    if first is not None:
         vol = mrml.scalar_volume_from_node(first)
         region = inside_rim(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
     return {key: style_uncertainty(scene, node, key, titles.get(key), region=region) for key, node in maps.items()}

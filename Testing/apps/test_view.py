@@ -35,6 +35,19 @@ def test_missing_input_is_refused_before_serving(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "no such file" in err[0]
 
 
+@pytest.mark.parametrize("which", ["input", "mask"])
+def test_a_folder_is_named_as_a_folder(tmp_path, capsys, which):
+    """A folder given for the input or the mask: said to be a folder, and what to give instead (it said "no such file"
+    of a folder that exists: audit D)."""
+    (tmp_path / "P01").mkdir()
+    lr = tmp_path / "lr.nii.gz"
+    lr.write_bytes(b"")
+    args = [str(tmp_path / "P01")] if which == "input" else [str(lr), "--mask", str(tmp_path / "P01")]
+    code = cli.main(["view", *args, "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "a folder; give" in err[0] and "no such file" not in err[0], err
+
+
 @pytest.fixture(scope="module")
 def browser():
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")

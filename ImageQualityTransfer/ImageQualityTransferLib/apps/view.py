@@ -228,6 +228,8 @@ class Viewer:
         if self._loaded is not None:
             self.lr, self.mask = self._loaded
         else:
+            if self.input_path.is_dir():
+                raise IQTError(f"{self.input_path}: a folder; give one low-resolution DTI volume in it (.nii.gz or .nrrd)")
             if not self.input_path.is_file():
                 raise IQTError(f"{self.input_path}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
             self.lr = fileio.load_tensor(self.input_path, self.tensor_order)

@@ -32,8 +32,13 @@ def run(args):
     if not 0 <= args.port <= 65535:  # else the socket's OverflowError, an internal error (review 44b)
         raise IQTError(f"--port {args.port}: a port is 0-65535 (0: any free one)")
     options.check_host(args.host, f"--host {args.host}")
+    if Path(args.input).is_dir():  # "no such file" for a folder that exists misled (audit D)
+        raise IQTError(f"{args.input}: a folder; give one low-resolution DTI volume in it (.nii.gz or .nrrd), e.g. "
+                       f"{Path(args.input) / 'dti.nii.gz'}")
     if not Path(args.input).is_file():
         raise IQTError(f"{args.input}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
+    if args.mask and Path(args.mask).is_dir():
+        raise IQTError(f"--mask {args.mask}: a folder; give the brain mask file in it (.nii.gz)")
     if args.mask and not Path(args.mask).is_file():
         raise IQTError(f"--mask {args.mask}: no such file")
     # read and checked as `iqt upsample` does, before anything is served: bad input gets one line and exit 2 here,

@@ -519,3 +519,13 @@ def test_every_progress_message_of_a_run_goes_through_tr(scene):
         text = progress_text(m)
         assert text != m or m == "biqt", m  # every phrase translated; the method's own progress is its name
         assert not text.startswith("<running") or "biqt" in text
+
+
+def test_the_memory_refusal_names_the_target_voxel_size_in_the_module_words():
+    """core/grid.py's 'give smaller factors (or a larger --voxel-size)' reads as the panel's control, not as the
+    garbled 'a larger the Target voxel size' (audit)."""
+    from ImageQualityTransferLib.slicer.processing import in_module_words
+
+    text = in_module_words("more than this process's 4.0 GiB of memory; give smaller factors (or a larger --voxel-size)")
+    assert text.endswith("give smaller factors (or a larger Target voxel size)")
+    assert in_module_words("--voxel-size 1.25") == "the Target voxel size 1.25"

@@ -411,7 +411,7 @@ MODULE_WORDS = (
     (r"--tta", "Advanced > Average over flips"), (r"give --model( a model file)?", "choose an Advanced > Model file"),
     (r"--model", "Advanced > Model file"), (r"(use|give) --device cpu( \(or auto\))?", "turn off Advanced > Use GPU"),
     (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),
-    (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
+    (r"a larger --voxel-size", "a larger Target voxel size"), (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
     (r"--method", "the Method"),
     (r" \(iqt fit, [^)]*\)", ""),  # which commands take --bmax: the module has none of them
     (r"give --bmax (\d+)", r"keep only the b0s and the volumes with b up to \1 s/mm^2 in the DWI volume"),

@@ -508,3 +508,13 @@ def test_no_dead_controls(browser, lowres, serve, tmp_path):
         assert thumb["x"] + thumb["width"] <= bar["x"] + bar["width"] - 4, (thumb, bar)
     finally:
         page.close()
+
+
+def test_the_page_states_its_convention():
+    """The page says in words which side is the patient's right (radiological), as the report does, beside the
+    views' headers (only the orientation marker's small R said so: audit D)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import view
+
+    viewer = view.Viewer("unused.nii.gz", "cubic", 2, server_name="test-convention")
+    assert "radiological: patient right on screen left" in viewer.ui.html

@@ -26,6 +26,7 @@ from ..slicer.render import quiet_vtk_warnings
 LEFT, RIGHT = display.COMPARE_VIEWS
 DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes as Slicer draws them
 OPACITY = 0.5
+CONVENTION = "radiological: patient right on screen left"  # Slicer's axial and coronal views, the only ones shown
 POLL_S = 0.2
 
 
@@ -144,9 +145,14 @@ class Viewer:
                                   variant="tonal", classes="ma-2", style="flex: 0 0 auto; font-size: 14px;"):
                         html.Div("{{ note }}", v_for="note in notes", classes="iqt-note")
                     with html.Div(style="display: flex; flex-direction: row; color: #ddd; font-size: 15px;"):
-                        html.Div("{{ shown ? 'cubic interpolation' : 'input' }}", style="flex: 1; padding: 4px 12px;")
-                        html.Div("{{ shown ? shown + (has_uncertainty ? ' + uncertainty' : ' (no uncertainty)') : 'input' }}",
-                                 style="flex: 1; padding: 4px 12px;")
+                        html.Div("{{ shown ? 'cubic interpolation' : 'input' }}",
+                                 style="flex: 1 1 0; min-width: 0; padding: 4px 12px;")
+                        with html.Div(style="flex: 1 1 0; min-width: 0; padding: 4px 12px; display: flex; "
+                                            "justify-content: space-between;"):
+                            html.Div("{{ shown ? shown + (has_uncertainty ? ' + uncertainty' : ' (no uncertainty)') : "
+                                     "'input' }}")
+                            # the convention in words, as the report states it (Slicer's views: right on screen left)
+                            html.Div(CONVENTION, id="iqt-convention", style="color: #aaa; font-size: 13px;")
                     with html.Div(id="iqt-views", style="flex: 1; display: flex; min-height: 0;"):
                         self.layout_manager.initialize_layout_grid(layout)
                     html.Div("{{ status }}", id="iqt-status", style="color: #aaa; padding: 2px 12px; font-size: 13px;")

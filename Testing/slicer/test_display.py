@@ -346,3 +346,17 @@ def test_results_lie_under_the_inputs_transform_and_a_late_cancel_leaves_none(lo
         processing.run_on_nodes(scene, node, "linear", 3, progress=progress,
                                 cancel=lambda: "creating output nodes" in seen)
     assert scene.GetNumberOfNodes() == before
+
+
+def test_a_dti_slicer_loaded_without_a_colour_table_is_shown_on_grey(lowres):
+    """A DTI node with Slicer's own default display nodes and no colour table (Slicer's reader in trame-slicer's scene):
+    shown, it gets the grey table, else its FA display was drawn without a lookup table, as stripes (audit)."""
+    lr, _ = lowres
+    scene = views_scene()
+    node = slicer.vtkMRMLDiffusionTensorVolumeNode()
+    scene.AddNode(node)
+    mrml.set_tensor_node(node, lr)
+    node.GetDisplayNode().SetAndObserveColorNodeID("")
+    display.show_layers(scene, node)
+    table = scene.GetNodeByID(node.GetDisplayNode().GetColorNodeID())
+    assert table is not None and table.GetName() == "Grey"

@@ -307,3 +307,19 @@ def test_nifti_tensor_node_refusals(tmp_path, scene):
     with pytest.raises(IQTError, match=r"changed since it was read from dti.nii.gz.*as NRRD") as err:
         mrml.tensor_volume_from_node(node)
     assert "\n" not in str(err.value)
+
+
+def test_tensor_nodes_get_a_grey_table_in_a_scene_without_one(scene):
+    """A scene without colour tables (trame-slicer's, slicer-core's) gets one grey table for the tensor nodes' scalar
+    maps (FA, MD): without a lookup table VTK drew the FA display as stripes (audit)."""
+    first = mrml.add_tensor_node(scene, tensor_volume("psr", seed=5), "a")
+    second = mrml.add_tensor_node(scene, tensor_volume("psr", seed=6), "b")
+    ids = {n.GetDisplayNode().GetColorNodeID() for n in (first, second)}
+    assert len(ids) == 1 and None not in ids
+    table = scene.GetNodeByID(ids.pop())
+    assert table.GetName() == "Grey" and table.GetNumberOfColors() == 256
+    rgba = [0.0] * 4
+    table.GetColor(0, rgba)
+    assert rgba[:3] == [0.0, 0.0, 0.0]
+    table.GetColor(255, rgba)
+    assert rgba[:3] == pytest.approx([1.0, 1.0, 1.0])

@@ -289,6 +289,9 @@ def _id(node):
 def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=None) -> list:
     """Background and foreground volumes of the slice views `views` (all of them by default); returns the
     composite nodes set."""
+    disp = background.GetDisplayNode() if background is not None and background.IsA("vtkMRMLTensorVolumeNode") else None
+    if disp is not None and not disp.GetColorNodeID():  # a DTI Slicer's reader loaded in trame-slicer: its FA had no table
+        disp.SetAndObserveColorNodeID(mrml._grey_id(scene))
     out = []
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")

@@ -314,9 +314,22 @@ def _tensor_display(scene, node) -> None:
     if disp is not None and not disp.GetColorNodeID():
         # grey for the scalar maps (FA, MD...), as radiologists read them: with Rainbow, FA 0 (all the background
         # within the field of view) was solid red (review 40b); colour by orientation does not use the table
-        color_id = _find_color_node_id(scene, "Grey")
-        if color_id:
-            disp.SetAndObserveColorNodeID(color_id)
+        disp.SetAndObserveColorNodeID(_grey_id(scene))
+
+
+def _grey_id(scene) -> str:
+    """Id of Slicer's grey table, made once where the scene lacks it (trame-slicer's has none: the FA display was
+    left without a lookup table, drawn as stripes), as `display.colormap_id` makes Inferno."""
+    found = _find_color_node_id(scene, "Grey")
+    if found:
+        return found
+    from slicer import vtkMRMLColorTableNode
+
+    table = vtkMRMLColorTableNode()
+    table.SetTypeToGrey()
+    table.SetName("Grey")
+    scene.AddNode(table)
+    return table.GetID()
 
 
 def _find_color_node_id(scene, colormap: str | None) -> str | None:

@@ -340,8 +340,8 @@ def test_a_masked_fit_on_a_field_the_brain_mostly_fills_reads_as_one_with_zeros(
 def test_awhole_field_fit_with_empty_planes_at_its_edge_stays_awhole_field_fit(axial_subject):
     """A fit over the whole field stored as int16 whose edge planes hold nothing (a resample onto a larger grid, eddy's
     padding: an int16 file's few 1e-9): still a whole-field fit (review 45c: with 2-4 such planes it was read as a
-    masked one, its noise fits kept as brain). With exact zeros there it is read as a masked fit, as before this
-    release (the share of non-zero voxels decides first)."""
+    masked one, its noise fits kept as brain). With exact zeros there it is a whole-field fit too, read inside the
+    box of its non-empty voxels (test_padded_field.py)."""
     from ImageQualityTransferLib.dmri.subject import make_case
     from ImageQualityTransferLib.methods.inputs import whole_field
 

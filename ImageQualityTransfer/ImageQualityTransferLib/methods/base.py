@@ -154,6 +154,9 @@ class Method:
         check_tensor_input(lr, mask)
         given = mask is not None
         whole = whole_field(lr)  # before failed fits are taken out: most of those a whole-field fit holds are background
+        box = _filled_box(lr, mask) if whole else None
+        if box is not None:  # empty planes at a whole field's edge (padding): run as without them, zero there
+            return self._in_box(lr, mask, box, f, uncertainty=uncertainty, direction=direction, progress=progress)
         if not whole:
             lr = _negligible_zeroed(lr)
         if mask is None:
@@ -181,6 +184,24 @@ class Method:
             for vol in (pred.tensor, *pred.maps().values()):
                 vol.meta["support"] = ESTIMATED_SUPPORT
         return pred
+
+    def _in_box(self, lr: Volume, mask: Volume | None, box: tuple, f: tuple, **kw) -> Prediction:
+        """`predict` on `lr` (and `mask`) cut to `box`, every output put back on the whole high-res grid with zeros
+        outside it: a whole-field fit padded with empty planes gives the output it gives without them."""
+        affine = np.array(lr.affine, float)
+        affine[:3, 3] += affine[:3, :3] @ [b.start for b in box]
+        cut = lambda v: v.replace(data=np.ascontiguousarray(np.asarray(v.data)[box]), affine=affine)  # noqa: E731
+        pred = self.predict(cut(lr), f, None if mask is None else cut(mask), **kw)
+        shape = tuple(n * k for n, k in zip(lr.shape3, f))
+        hr_box = tuple(slice(b.start * k, b.stop * k) for b, k in zip(box, f))
+        hr_aff = grid.hr_affine(lr.affine, f)
+
+        def put_back(v: Volume) -> Volume:
+            data = np.zeros(shape + v.data.shape[3:], v.data.dtype)
+            data[hr_box] = v.data
+            return v.replace(data=data, affine=hr_aff)
+
+        return replace(pred, **{k: put_back(v) for k, v in [("tensor", pred.tensor), *pred.maps().items()]})
 
     def _run(self, lr: Volume, f: tuple, mask: Volume | None, uncertainty: bool, direction: bool,
              progress, noise: Volume | None = None) -> Prediction:
@@ -271,7 +292,7 @@ class Method:
             t = np.asarray(lr.data)
             present = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
             return None if present.all() else Volume(present, lr.affine, "mask")
-        brain = brain_from_tensors(lr)
+        brain = _brain_within_box(lr)
         if brain is None:
             warnings.warn("the input holds tensors over the whole field of view and no background was found to leave out: "
                           "the output covers all of it; give --mask to keep it zero outside the brain", IQTWarning,
@@ -475,6 +496,38 @@ def predict_within(method: "Method", lr: Volume, factor, mask: Volume | None = N
     if mask is not None and mask.shape3 != lr.shape3:
         pred = pred.within(mask, factor)
     return pred, lr_mask
+
+
+def _filled_box(lr: Volume, mask: Volume | None) -> tuple | None:
+    """The box of `lr`'s non-empty voxels (and `mask`'s), where planes at the field's edge hold nothing; None where
+    it is the whole field."""
+    inside = np.any(np.asarray(lr.data) != 0, axis=-1)
+    if mask is not None:
+        inside = inside | np.asarray(mask.data, bool)
+    at = np.argwhere(inside)
+    if not len(at):
+        return None
+    lo, hi = at.min(0), at.max(0) + 1
+    if not lo.any() and (hi == inside.shape).all():
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def _brain_within_box(lr: Volume) -> Volume | None:
+    """brain_from_tensors of `lr` read inside the box of its non-empty voxels, empty outside it: planes at the field's
+    edge that hold nothing (a resample's padding, zeroed end slices) change neither the estimate nor its share (its
+    filters read the field's border as they would without them)."""
+    box = _filled_box(lr, None)
+    if box is None:
+        return brain_from_tensors(lr)
+    affine = np.array(lr.affine, float)
+    affine[:3, 3] += affine[:3, :3] @ [b.start for b in box]
+    brain = brain_from_tensors(Volume(np.ascontiguousarray(np.asarray(lr.data)[box]), affine, "tensor"))
+    if brain is None:
+        return None
+    full = np.zeros(lr.shape3, bool)
+    full[box] = brain.data
+    return Volume(full, lr.affine, "mask", meta=dict(brain.meta))
 
 
 def _trained_with_noise(model_path) -> bool:

@@ -22,13 +22,22 @@ MASKED_EDGE = 0.7  # share of tissue-like tensors along the edge of a masked fit
 
 def whole_field(lr: Volume) -> bool:
     """Whether `lr` holds tensors over (nearly) its whole field of view: fitted without a mask (`Method.support`).
-    Where the field holds negligible tensors (tensors.negligible) scattered through more than MASKED_MAX_SHARE of it,
+    Empty planes at the field's edge are left out (the box of its non-empty voxels is read). Where the field holds
+    negligible tensors (tensors.negligible) scattered through more than MASKED_MAX_SHARE of it,
     they are clipped noise fits of a whole field; otherwise (a few, or a solid background however much of a cropped
     field the brain fills) the edge of the rest decides: tissue there is a brain mask's edge (a masked fit stored with a
     tiny background), background fits are a head's (a fit over the whole field of a scan whose air the scanner zeroed)
     (docs/measurements.md, "A background that is tiny, not zero")."""
     t = np.asarray(lr.data)
     nonzero = np.any(t != 0, axis=-1)
+    if not nonzero.any():
+        return False
+    # read inside the box of the non-empty voxels: planes at the field's edge that hold nothing (exact zeros, or all
+    # NaN as read) are a resample's padding or zeroed end slices, not a masked fit's background; a masked fit's box is
+    # its brain's, which it fills far less (a cropped one is read as it was)
+    at = np.argwhere(nonzero)
+    box = tuple(slice(a, b + 1) for a, b in zip(at.min(0), at.max(0)))
+    t, nonzero = t[box], nonzero[box]
     if nonzero.mean() <= WHOLE_FIELD:
         return False
     present = nonzero & ~tensors.negligible(t)

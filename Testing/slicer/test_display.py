@@ -84,7 +84,7 @@ def test_repeated_runs_reuse_their_nodes(lowres):
     assert c["vtkMRMLScalarVolumeNode"] == 2 and c["vtkMRMLColorLegendDisplayNode"] == 2
     assert c["vtkMRMLDiffusionTensorVolumeDisplayNode"] == 4 and c["vtkMRMLDiffusionTensorDisplayPropertiesNode"] == 4
     assert c["vtkMRMLDiffusionTensorVolumeSliceDisplayNode"] == 12
-    assert c["vtkMRMLColorTableNode"] == 1  # the Inferno table made once in a scene without colour files
+    assert c["vtkMRMLColorTableNode"] == 2  # Inferno and grey, each made once in a scene without colour files
     # another input gets its own nodes, named after it
     other = mrml.add_tensor_node(scene, lr, "other")
     assert run(scene, other, "biqt")["tensor"].GetName() == "other_biqt"

@@ -299,9 +299,11 @@ def load_tensor(path, order: str = "nifti") -> Volume:
 def order_shares(vol: Volume, where: np.ndarray | None = None) -> dict[str, float]:
     """For a tensor volume read from a 4D file in some --tensor-order: the share of its tensors (in `where`) that would
     be positive definite read in each order, so that a refusal can name the order that reads it (review 40a); empty
-    for volumes not read from a 4D file."""
+    for volumes not read from a tensor file. A 5D file's elements are read as a 4D file's in each order too: one saved
+    in dtifit's order reads as fsl (which a 5D file cannot be given: order_hint says to save it as 4D)."""
     order = vol.meta.get("order")
-    if order not in ("fsl", "mrtrix", "dipy") or np.asarray(vol.data).ndim != 4:
+    five_d = bool(vol.meta.get("five_d"))
+    if (order not in ("fsl", "mrtrix", "dipy") and not (five_d and order == "nifti")) or np.asarray(vol.data).ndim != 4:
         return {}
     t = np.asarray(vol.data, np.float64)
     present = np.any(t != 0, axis=-1) if where is None else np.any(t != 0, axis=-1) & where

@@ -106,16 +106,27 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
 
 def order_hint(vol: Volume, where, message: str, option: str = "--tensor-order") -> str:
     """Where a 4D file read in one order is mostly not positive definite: the order that reads it, if one does
-    (`option`: the flag that reads this file, e.g. evaluate's --truth-order)."""
+    (`option`: the flag that reads this file, e.g. evaluate's --truth-order); for a 5D file holding a 4D order's
+    elements, that order and how to save the file so that it reads (a 5D file takes no such order)."""
     from ..fileio.volumes import order_shares
 
     if "positive definite" not in message:
         return ""
     shares = order_shares(vol, where)
+    five_d = bool(vol.meta.get("five_d"))
+    if five_d:  # its own order is lower-triangular (nifti, or dipy's frame): only a 4D order is another reading
+        shares = {k: v for k, v in shares.items() if k in ("fsl", "mrtrix")}
     best = max(shares, key=shares.get) if shares else None
     if best is None or best == vol.meta.get("order") or shares[best] < 0.9:
         return ""
+    if five_d:  # --tensor-order fsl or mrtrix is refused for a 5D file: say how to read it
+        return (f"; read in {FOUR_D_TOOL[best]}'s element order, {100 * shares[best]:.0f} % of them are: a 5D file "
+                f"holds its format's order, so save it as a 4D six-volume file (squeeze the fifth axis) and pass "
+                f"{option} {best}")
     return f"; read with {option} {best}, {100 * shares[best]:.0f} % of them are"
+
+
+FOUR_D_TOOL = {"fsl": "dtifit", "mrtrix": "dwi2tensor"}  # the tool whose 4D element order each --tensor-order reads
 
 
 def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True) -> Volume:

@@ -360,3 +360,16 @@ def test_a_dti_slicer_loaded_without_a_colour_table_is_shown_on_grey(lowres):
     display.show_layers(scene, node)
     table = scene.GetNodeByID(node.GetDisplayNode().GetColorNodeID())
     assert table is not None and table.GetName() == "Grey"
+
+
+@pytest.mark.parametrize("samples", [0, 1, 201, 2.5])
+def test_monte_carlo_samples_outside_the_panels_range_are_refused(lowres, samples):
+    """Monte Carlo samples below 2 (or above 200, or not whole) are refused in one line, nothing created: 0 had run one
+    deterministic pass without a word (audit)."""
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    before = counts(scene)
+    with pytest.raises(display.IQTError, match=r"^Advanced > Monte Carlo samples is .*; give 2 to 200") as err:
+        processing.run_on_nodes(scene, node, "cubic", 2, samples=samples)
+    assert "\n" not in str(err.value) and counts(scene) == before

@@ -436,6 +436,9 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
         raise IQTError("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
     if scene is None:
         raise IQTError("no MRML scene given")
+    if samples is not None and not (isinstance(samples, (int, np.integer)) and 2 <= samples <= 200):
+        raise IQTError(f"Advanced > Monte Carlo samples is {samples!r}; give 2 to 200, the panel's range (one sample "
+                       "would give no spread)")
     request = Request(method, factor, model, samples, device or "cpu", interpolate, bool(tta))
     label = request.make().label  # the method's settings are checked before any work; "+tta" names averaged results
     _check_targets(targets or {}, input_node, mask_node)

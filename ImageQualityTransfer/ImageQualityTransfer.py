@@ -712,7 +712,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         import time
 
         if not inputNode:
-            raise ValueError(_("Input volume is invalid"))
+            raise self.engineError()(_("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) "
+                                       "volume"))
         sp = self.engine()
         method = method or self.defaultMethod(factor)
         needsTorch = sp.method_needs_torch(method)

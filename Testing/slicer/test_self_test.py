@@ -58,3 +58,34 @@ def test_with_a_main_window_every_method_runs_in_the_worker(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "worker calls 1" in run.stdout, run.stdout[-2000:]
+
+
+LOGIC_RUN = r"""
+import sys
+sys.path.insert(0, {testing!r})
+import self_test_in_batch as shell
+shell.application_shell()
+import slicer
+sys.path.insert(0, str(shell.MODULE_DIR))
+import ImageQualityTransfer as module
+from ImageQualityTransferLib.core.errors import IQTError
+logic = module.ImageQualityTransferLogic()
+try:
+    logic.process(None)
+except IQTError as exc:
+    print("refused:", exc)
+{more}
+"""
+
+
+def logic_run(tmp_path, more: str = "") -> str:
+    code = LOGIC_RUN.format(testing=str(DRIVER.parent), more=more)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+def test_the_logic_refuses_no_input_in_the_engines_words(tmp_path):
+    """Logic.process(None) raises the engine's IQTError, shown as the panel's words (it was a plain ValueError)."""
+    out = logic_run(tmp_path)
+    assert "refused: no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume" in out

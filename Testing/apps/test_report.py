@@ -196,3 +196,21 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
     report._letters(ax, "coronal")
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     assert x0 < -60 and x1 > 60 and y0 < -40 and y1 > 50
+
+
+def test_one_name_and_one_unit_for_each_thing_on_the_page(tmp_path, small_subject):
+    """`iqt report --subject`: the Metrics and tract tables name each volume as the figures do (the table's "nearest"
+    was the FA figure's "low-res input", the tract table's "reference" the tract figure's "ground truth"); the DT-RMSE
+    columns say their unit and how it converts to the colour bars' µm²/ms; the FA figure's columns in --input's order
+    (the input, cubic, then the methods: audit D)."""
+    path = report.run(tmp_path / "r.html", small_subject, 2, ["linear", "cubic", "nearest", "biqt"], n_seeds=200)
+    text = path.read_text()
+    tables = re.findall(r"<table>(.*?)</table>", text, re.S)
+    metrics, tracts = tables
+    assert "<td>low-res input (nearest)</td>" in metrics and "<td>nearest</td>" not in metrics
+    assert "<td>ground truth</td>" in tracts and "reference" not in tracts
+    assert "<td>low-res input (nearest)</td>" in tracts  # the input's blocks tracked on the high-res grid
+    assert "<th>interior DT-RMSE (10⁻⁵ mm²/s)</th>" in metrics
+    assert "100 of these make 1 µm²/ms" in text
+    fa_caption = re.findall(r"<figcaption>(.*?)</figcaption>", text, re.S)[0]
+    assert "one column per volume: low-res input (nearest), cubic, linear, biqt, ground truth." in fa_caption, fa_caption

@@ -225,6 +225,16 @@ def _table_html(header, rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+NEAREST = "low-res input (nearest)"  # the input's blocks on the high-res grid, as the FA figure shows it
+SHOWN_NAMES = {"nearest": NEAREST, "reference": "ground truth"}  # the tables' names as the figures give them
+
+
+def _shown(name: str) -> str:
+    """A method or volume's name as every figure and table of the page gives it (the Metrics table said "nearest" of
+    the FA figure's "low-res input", the tract table "reference" of the tract figure's "ground truth": audit D)."""
+    return SHOWN_NAMES.get(name, name)
+
+
 def _f(x, d=2):
     return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{d}f}"
 
@@ -298,16 +308,18 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                                cmap="magma", overlay=False),
                                   "Per-voxel root-mean-square error of the 6 tensor elements against the ground truth, one shared "
                                   f"colour scale (0 to the 99th percentile), colour bar in {tensors.SHOWN_UNIT_LABEL}, the "
-                                  "uncertainty maps' unit; voxels outside the mask or with an implausible reference fit are "
+                                  "uncertainty maps' unit (1 of it is 100 in the Metrics table's 10⁻⁵ mm²/s); voxels outside the mask or with an implausible reference fit are "
                                   "black."))
     if metrics_rows:
         parts.append("<h2>Metrics</h2>")
-        hdr = ["method", "interior DT-RMSE", "× cubic", "exterior DT-RMSE", "× cubic", "FA RMSE (int)", "uncert. ρ (int)", "time (s)"]
-        body = [[r["method"], _f(r["interior"]["dt_rmse"]), _f(r["interior"].get("ratio_to_cubic"), 3),
+        hdr = ["method", "interior DT-RMSE (10⁻⁵ mm²/s)", "× cubic", "exterior DT-RMSE (10⁻⁵ mm²/s)", "× cubic",
+               "FA RMSE (int)", "uncert. ρ (int)", "time (s)"]
+        body = [[_shown(r["method"]), _f(r["interior"]["dt_rmse"]), _f(r["interior"].get("ratio_to_cubic"), 3),
                  _f(r["exterior"]["dt_rmse"]), _f(r["exterior"].get("ratio_to_cubic"), 3), _f(r["interior"]["fa_rmse"], 4),
                  _f(r["interior"].get("spearman")), _f(r["seconds"])] for r in metrics_rows]
         parts.append("<p>DT-RMSE: the root-mean-square error of the tensor's six elements against the ground truth, in "
-                     "1e-5 mm²/s, over plausible reference voxels (eigenvalues within [-1e-3, 5e-3] mm²/s); interior: the "
+                     f"10⁻⁵ mm²/s as benchmarks report it (100 of these make 1 {tensors.SHOWN_UNIT_LABEL}, the unit of "
+                     f"the error maps' colour bar above: 13.4 in the table is 0.134 {tensors.SHOWN_UNIT_LABEL}), over plausible reference voxels (eigenvalues within [-1e-3, 5e-3] mm²/s); interior: the "
                      "brain more than two low-res voxels from the mask's edge, exterior: the rest of the brain; × cubic: "
                      "that error over cubic interpolation's (below 1 beats cubic); uncert. ρ: how well the method's "
                      "uncertainty ranks its own errors in the interior (Spearman correlation, 1 at best).</p>")
@@ -322,7 +334,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                   "methods" + ("; the table below scores every method)." if tract_rows else ").")))
     if tract_rows:
         hdr = ["volume", "tract-density Dice", "false-positive density", "streamlines"]
-        body = [[n, _f(v["tract_dice"], 3), _f(v["tract_fp_fraction"], 3), v["n_streamlines"]] for n, v in tract_rows.items()]
+        body = [[_shown(n), _f(v["tract_dice"], 3), _f(v["tract_fp_fraction"], 3), v["n_streamlines"]] for n, v in tract_rows.items()]
         parts.append("<p>Tract-density maps on the high-res grid, binarised (visited or not), compared with the ground truth's.</p>")
         parts.append(_table_html(hdr, body))
     parts.append("</body></html>")
@@ -350,7 +362,8 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     rows = benchmark.score_case(case, names, keep=preds)
     benchmark.add_ratios(rows)
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
-    columns = [("low-res input", nearest)] + [(n, p.tensor.data) for n, p in preds.items() if n != "nearest"]
+    order = ["cubic"] + [n for n in preds if n not in ("cubic", "nearest")]  # the columns in --input's order
+    columns = [(NEAREST, nearest)] + [(n, preds[n].tensor.data) for n in order]
     columns.append(("ground truth", case.truth))
     unc = {n: p.std.data for n, p in preds.items() if p.std is not None}
     direc = {n: p.direction.data for n, p in preds.items() if p.direction is not None}
@@ -414,7 +427,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     estimated = any(p.tensor.meta.get("support") == "estimated" for p in preds.values())
     scale = inside_rim(support, first.voxel_size) if estimated else None  # the rim's noise fits would set the scales
     brain = support if scale is None or scale.sum() < SCALE_MIN_VOXELS else scale
-    columns = [("low-res input", nearest)] + [(n, p.tensor.data) for n, p in preds.items()]
+    columns = [(NEAREST, nearest)] + [(n, p.tensor.data) for n, p in preds.items()]
     unc = {n: p.std.data for n, p in preds.items() if p.std is not None}
     direc = {n: p.direction.data for n, p in preds.items() if p.direction is not None}
     lines = None

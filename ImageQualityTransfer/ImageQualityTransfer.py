@@ -715,6 +715,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             raise self.engineError()(_("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) "
                                        "volume"))
         sp = self.engine()
+        defaulted = not method
         method = method or self.defaultMethod(factor)
         needsTorch = sp.method_needs_torch(method)
         if separateProcess is None:
@@ -742,7 +743,22 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             python_executable=self.pythonSlicerExecutable() if separateProcess else None,
         )
         logging.info(f"Processing completed in {time.time() - startTime:.2f} seconds")
+        if defaulted and not sp.method_info(method)["learned"]:  # methods.default_method fell back to interpolation
+            self._addNote(nodes["tensor"], _("no learned model ships for {factors}, so the interpolation baseline "
+                                             "({method}) ran; choose a Method and an Advanced > Model file trained for "
+                                             "these factors for a learned one").format(
+                factors=self._describeFactors(factor), method=method))
         return nodes
+
+    def _describeFactors(self, factor) -> str:
+        from ImageQualityTransferLib.core import grid
+
+        return grid.describe(factor)
+
+    def _addNote(self, node, note: str) -> None:
+        """`note` added to the run's notes on its tensor output (shown with the result)."""
+        notes = node.GetAttribute(self.notesAttribute())
+        node.SetAttribute(self.notesAttribute(), "\n".join([*([notes] if notes else []), note]))
 
     # ---------------------------------------------------------------- display (the Qt-free part is the engine's)
 

@@ -89,3 +89,27 @@ def test_the_logic_refuses_no_input_in_the_engines_words(tmp_path):
     """Logic.process(None) raises the engine's IQTError, shown as the panel's words (it was a plain ValueError)."""
     out = logic_run(tmp_path)
     assert "refused: no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume" in out
+
+
+DEFAULT_AT_5 = r"""
+from ImageQualityTransferLib.slicer import mrml
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.core import tensors
+import numpy as np
+d = np.broadcast_to(tensors.from_matrix(np.diag([1.7e-3, 3e-4, 3e-4])), (6, 6, 5, 6)).astype(np.float32)
+node = mrml.add_tensor_node(slicer.mrmlScene, Volume(d, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor"), "dti")
+for factor, method in ((5, None), (5, "cubic")):
+    nodes = logic.process(node, method=method, factor=factor)
+    print(factor, method, "notes:", repr(nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)))
+"""
+
+
+def test_the_default_method_at_factors_without_a_model_says_it_ran_interpolation(tmp_path):
+    """In batch the default method at factors no learned model ships for is cubic: the run's notes say so (it had
+    become cubic without a word); a method chosen by name adds no such note."""
+    out = logic_run(tmp_path, DEFAULT_AT_5)
+    note = ("no learned model ships for factor 5, so the interpolation baseline (cubic) ran; choose a Method and an "
+            "Advanced > Model file trained for these factors for a learned one")
+    default, named = (line for line in out.splitlines() if line.startswith("5 "))
+    assert default.startswith("5 None notes:") and note in default, out
+    assert named.startswith("5 cubic notes:") and "no learned model" not in named, out

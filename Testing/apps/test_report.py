@@ -214,3 +214,23 @@ def test_one_name_and_one_unit_for_each_thing_on_the_page(tmp_path, small_subjec
     assert "100 of these make 1 µm²/ms" in text
     fa_caption = re.findall(r"<figcaption>(.*?)</figcaption>", text, re.S)[0]
     assert "one column per volume: low-res input (nearest), cubic, linear, biqt, ground truth." in fa_caption, fa_caption
+
+
+def test_the_tract_figure_draws_the_default_and_the_best_method(tmp_path, small_subject):
+    """The tract figure draws, besides cubic, the default method and the best learned method by the page's tract
+    table, and says which is which (it drew the first two learned methods in registry order, global-linear and rf,
+    whatever the default or the scores: audit D)."""
+    from ImageQualityTransferLib import methods
+
+    default = methods.default_method()
+    path = report.run(tmp_path / "r.html", small_subject, 2, ["global-linear", "rf", "biqt", default], n_seeds=200)
+    text = path.read_text()
+    tracts = re.findall(r"<table>(.*?)</table>", text, re.S)[1]
+    dice = {m: float(d) for m, d in re.findall(r"<tr><td>([^<]+)</td><td>([0-9.]+)</td>", tracts)}
+    best = max(["global-linear", "rf", "biqt", default], key=lambda m: dice[m])
+    caption = re.findall(r"<figcaption>(Deterministic tractography.*?)</figcaption>", text, re.S)[0]
+    drawn = caption.split("Drawn: ")[1].split(" (")[0].split(", ")
+    assert drawn == ["ground truth", "low-res input", "cubic", *dict.fromkeys([default, best])], (drawn, dice)
+    assert f"{default}, the default method" in caption
+    assert f"{best}, the best learned method by tract-density Dice in the table" in caption
+    assert report.tract_methods(["cubic", "rf", "biqt"]) == ["rf"]  # no default, no scores: the first learned

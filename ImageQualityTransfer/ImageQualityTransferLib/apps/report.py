@@ -330,8 +330,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                   "Deterministic tractography (principal direction, FA stop) from the same seeds on each volume: "
                                   "streamlines projected from above (axial), the front (coronal) and the side (sagittal), coloured "
                                   "by local direction (red left-right, green anterior-posterior, blue superior-inferior); number "
-                                  "of streamlines in brackets. Drawn: " + ", ".join(tracts) + " (cubic and at most two learned "
-                                  "methods" + ("; the table below scores every method)." if tract_rows else ").")))
+                                  "of streamlines in brackets. Drawn: " + ", ".join(tracts) + _tract_caption(tracts, tract_rows)
+                                  + ("; the table below scores every method." if tract_rows else ".")))
     if tract_rows:
         hdr = ["volume", "tract-density Dice", "false-positive density", "streamlines"]
         body = [[_shown(n), _f(v["tract_dice"], 3), _f(v["tract_fp_fraction"], 3), v["n_streamlines"]] for n, v in tract_rows.items()]
@@ -343,6 +343,38 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
 
     write_text(path, "\n".join(parts))
     return path
+
+
+def tract_methods(names, tract_rows: dict | None = None) -> list[str]:
+    """The methods whose streamlines the tract figure draws besides cubic: the default method (`methods.default_method`)
+    and, where the page scores tracts, the best by its tract-density Dice; without either, the first learned one. The
+    figure drew the first two learned methods in registry order (global-linear and rf), never the default nor the best
+    (audit D)."""
+    from .. import methods
+
+    learned = [n for n in names if methods.method_class(n).learned]
+    show = [n for n in [methods.default_method()] if n in learned]
+    scored = [n for n in learned if tract_rows and n in tract_rows and np.isfinite(tract_rows[n]["tract_dice"])]
+    if scored:
+        show.append(max(scored, key=lambda n: tract_rows[n]["tract_dice"]))
+    if not show and learned:
+        show.append(learned[0])
+    return list(dict.fromkeys(show))
+
+
+def _tract_caption(drawn, tract_rows: dict | None) -> str:
+    """Which of the drawn methods is the default and which the best by the tract table's Dice (`tract_methods`)."""
+    from .. import methods
+
+    learned = [n for n in drawn if n in methods.names() and methods.method_class(n).learned]
+    scored = [n for n in learned if tract_rows and n in tract_rows and np.isfinite(tract_rows[n]["tract_dice"])]
+    said = []
+    if methods.default_method() in learned:
+        said.append(f"{methods.default_method()}, the default method")
+    if scored:
+        said.append(f"{max(scored, key=lambda n: tract_rows[n]['tract_dice'])}, the best learned method by "
+                    "tract-density Dice in the table")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True, n_seeds: int = 2000) -> Path:
@@ -372,8 +404,7 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
         try:
             tract_rows = tractography.compare_case(case, preds, n_seeds=n_seeds)
             seeds = tractography.comparison_seeds(case, n_seeds)
-            learned = [n for n in preds if methods.method_class(n).learned]
-            show = ["cubic"] + learned[:2]
+            show = ["cubic"] + tract_methods(list(preds), tract_rows)
             lines = {"ground truth": tractography.track(Volume(case.truth, case.hr_affine, "tensor"), seeds,
                                                          mask=case.hr_mask & tensors.plausible(case.truth)),
                      "low-res input": tractography.track(case.lr, seeds, mask=case.lr_mask.data)}
@@ -439,8 +470,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
             seeds = tractography.random_seeds(wm, first.affine, n_seeds, 0)
             f_lr = tuple(slice(None, None, k) for k in f)  # the support on the input's grid (it is made of its blocks)
             lines = {"low-res input": tractography.track(lr, seeds, mask=support[f_lr])}
-            learned = [n for n in preds if methods.method_class(n).learned]
-            for n in ["cubic"] + learned[:2]:
+            for n in ["cubic"] + tract_methods(list(preds)):
                 lines[n] = tractography.track(preds[n].tensor, seeds, mask=support)
         except Exception as exc:  # tractography is an extra: the page is still written without it
             lines = None

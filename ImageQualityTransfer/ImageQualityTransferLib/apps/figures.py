@@ -83,8 +83,10 @@ def fa_panels(
     mask: (X,Y,Z) bool; voxels outside it, and implausible fits (docs/conventions.md), are shown black.
     voxel_mm: one size or three (X,Y,Z) in mm, for the display aspect.
     uncertainty: {column name: (X,Y,Z) map} or a list aligned with columns (None where absent); shown in
-      a third row with the 'inferno' colormap on one shared scale, multiplied by `uncertainty_scale`.
-    slice_index: axial slice (default the middle one). radiological: patient right on screen left (the
+      a third row with the 'inferno' colormap on one shared scale (0 to the 99th percentile of the maps in the mask,
+      the whole volume's as `iqt report` reads it, not the slice's), multiplied by `uncertainty_scale`.
+    slice_index: axial slice (default the middle of the mask's extent, the slice `iqt report` shows; without a mask
+      the volume's middle one). radiological: patient right on screen left (the
       clinical and 3D Slicer default); False for neurological. The choice is written in the title.
     Returns the path written.
     """
@@ -104,7 +106,11 @@ def fa_panels(
     if m.shape != shape3:
         raise ValueError(f"mask shape {m.shape} differs from the columns' grid {shape3}")
     vox = _voxel3(voxel_mm)
-    k = shape3[2] // 2 if slice_index is None else int(slice_index)
+    through = np.flatnonzero(m.any(axis=(0, 1)))  # the slices the mask reaches
+    if slice_index is not None:
+        k = int(slice_index)
+    else:  # the mask's centre, as the report's (apps/report._centre): the volume's middle missed an off-centre brain
+        k = int(through.min() + through.max()) // 2 if through.size else shape3[2] // 2
     if not 0 <= k < shape3[2]:
         raise ValueError(f"slice_index {k} outside 0..{shape3[2] - 1}")
     unc = _uncertainty_list(uncertainty, names, shape3)
@@ -135,13 +141,15 @@ def fa_panels(
     axes[0, 0].set_ylabel("FA", fontsize=10)
     axes[1, 0].set_ylabel("colour FA", fontsize=10)
     left, right = ("R", "L") if radiological else ("L", "R")
-    for r in range(2):
-        axes[r, 0].text(0.02, 0.5, left, transform=axes[r, 0].transAxes, va="center", **letter_style(8))
-        axes[r, 0].text(0.98, 0.5, right, ha="right", transform=axes[r, 0].transAxes, va="center", **letter_style(8))
+    for ax in axes.ravel():  # on every panel, as the report's (only the first column had them)
+        ax.text(0.02, 0.5, left, transform=ax.transAxes, va="center", **letter_style(8))
+        ax.text(0.98, 0.5, right, ha="right", transform=ax.transAxes, va="center", **letter_style(8))
 
     if unc is not None:
         slices = [None if u is None else _axial(u[:, :, k : k + 1], 0, radiological) * uncertainty_scale for u in unc]
-        inside = [s[kp] for s, kp in zip(slices, keep) if s is not None and kp.any()]
+        # the scale from the whole volume inside the mask, as the report reads it: one slice's percentile had put the
+        # figure's top elsewhere than the report's for the same maps
+        inside = [np.asarray(u, np.float64)[m] * uncertainty_scale for u in unc if u is not None and m.any()]
         values = np.concatenate(inside) if inside else np.zeros(1)
         values = values[np.isfinite(values)]
         vmax = float(np.percentile(values, 99)) if values.size else 1.0

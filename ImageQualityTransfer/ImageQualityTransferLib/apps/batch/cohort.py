@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -33,35 +32,103 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     # the OS and faults them in again: with it a dev subject took 9-11 s on a worker against 5-6 s without
     # (benchmarks/batch_throughput.py); the one-thread settings (OMP_NUM_THREADS=1 and co.) are kept.
     env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _workers_ignore_ctrl_c():
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                               dashboard_address=dashboard_address, silence_logs=logging.CRITICAL,
-                               preload=[f"{__package__}.worker_signals"])  # a restarted worker ignores Ctrl-C too
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+            dashboard_address=dashboard_address, silence_logs=logging.CRITICAL,
+            preload=[f"{__package__}.worker_signals"]))  # a restarted worker ignores Ctrl-C too
     # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it was a second,
     # differently worded message on stderr (review 41a)
-    return Client(cluster), cluster
+    try:
+        if held:  # a Ctrl-C while the workers started (or one an import had deferred): the run stops here
+            raise KeyboardInterrupt
+        return Client(cluster), cluster
+    except BaseException:
+        cluster.close()
+        raise
 
 
-@contextlib.contextmanager
-def _workers_ignore_ctrl_c():
-    """SIGINT ignored while the worker processes start, so that they inherit it ignored (Python leaves an inherited
+def _spawn_ignoring_ctrl_c(make):
+    """(make(), [signals held]): the local cluster made by `make` in a helper thread, with SIGINT ignored in this
+    process only while Dask's threads fork a worker process, so that it inherits it ignored (Python leaves an inherited
     SIG_IGN alone): a terminal's Ctrl-C reaches the whole process group, and each worker printed its own
-    KeyboardInterrupt traceback before this process's one line (review 44b). This process still gets it and closes the
-    cluster, which stops the workers."""
+    KeyboardInterrupt traceback before this process's one line (review 44b). Otherwise, while the cluster starts, a
+    Ctrl-C is recorded and returned, and one deferred since an import (cli._on_signal) too: audit C, with SIGINT
+    ignored until the cluster was up (3-4 s), a Ctrl-C then, or one deferred from the imports before, was lost and the
+    batch ran to its end with exit 0. (Blocking it instead does not carry into the workers: Dask's threads that start
+    them do not inherit the main thread's mask; only the main thread may set a handler, so the forking thread asks it
+    to.) A worker the nanny restarts later (after a memory-limit kill) starts outside this and ignores it from its
+    preload on (worker_signals.py)."""
+    import queue
     import signal
     import threading
+    from multiprocessing import util
 
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    # a Ctrl-C in the second or two the workers take to start is lost (blocking it instead does not carry into the
-    # workers, and Dask's own threads would take it): pressed again, it stops the run. A worker the nanny restarts later
-    # (after a memory-limit kill) starts outside this and ignores it from its preload on (worker_signals.py)
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return make(), []
+    made: dict = {}
+    held: list = []
+    asks: queue.Queue = queue.Queue()
+    spawnv_passfds = util.spawnv_passfds
+
+    def fork_ignoring(path, args, passfds):  # multiprocessing's spawn, in the thread that starts a worker
+        ready = threading.Event()
+        asks.put(ready)
+        ready.wait(FORK_ASK_S)
+        try:
+            return spawnv_passfds(path, args, passfds)
+        finally:
+            asks.put(None)
+
+    def target():
+        try:
+            made["cluster"] = make()
+        except BaseException as exc:  # noqa: BLE001 (raised again in the main thread)
+            made["error"] = exc
+        finally:
+            asks.put(None)  # wakes the main thread
+
+    def hold(signum, frame):  # noqa: ARG001
+        held.append(signum)
+
+    thread = threading.Thread(target=target, name="iqt: starting the local cluster", daemon=True)
+    handler = signal.signal(signal.SIGINT, hold)
+    util.spawnv_passfds = fork_ignoring
+    forking = 0
     try:
-        yield
+        thread.start()
+        while thread.is_alive() or not asks.empty():
+            try:
+                ask = asks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if ask is not None:
+                forking += 1
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                ask.set()
+            elif forking:
+                forking -= 1
+                if not forking:
+                    signal.signal(signal.SIGINT, hold)
+    except BaseException:  # SIGTERM meanwhile: the cluster closed once it is up, then the run stops
+        thread.join()
+        if "cluster" in made:
+            made["cluster"].close()
+        raise
     finally:
+        util.spawnv_passfds = spawnv_passfds
         signal.signal(signal.SIGINT, handler)
+    from ..cli import _deferred, cancel_deferred
+
+    if _deferred["signum"] == signal.SIGINT:  # deferred since an import: its re-sends were held or ignored meanwhile
+        cancel_deferred()
+        held.append(signal.SIGINT)
+    if "error" in made:
+        raise made["error"]
+    return made["cluster"], held
+
+
+FORK_ASK_S = 5  # how long a thread about to start a worker waits for the main thread to ignore SIGINT
 
 
 def _reachable(address: str) -> None:

@@ -1,6 +1,6 @@
 """Loaded into every local batch worker as it starts (Dask's worker preload, cohort.start_client): SIGINT ignored, so
 that a terminal's Ctrl-C stops the run through the main process's one line, also in a worker the nanny started again
-after a memory-limit kill (it starts outside cohort._workers_ignore_ctrl_c and printed its own traceback)."""
+after a memory-limit kill (it starts outside cohort._spawn_ignoring_ctrl_c and printed its own traceback)."""
 
 import signal
 import threading

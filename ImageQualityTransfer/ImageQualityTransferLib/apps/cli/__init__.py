@@ -76,6 +76,13 @@ _deferred: dict = {"signum": None, "timer": None, "resent": False}
 
 
 def _resend(signum) -> None:
+    if _deferred["signum"] != signum:  # cancelled meanwhile (the command has ended)
+        return
+    if signal.getsignal(signum) == signal.SIG_IGN:  # ignored for now (a local cluster's workers starting): sent then,
+        _deferred["timer"] = threading.Timer(DEFER_S, _resend, (signum,))  # it was dropped and the run went on to
+        _deferred["timer"].daemon = True  # its end with exit 0 (audit C); kept until it is handled again (or the
+        _deferred["timer"].start()  # command has ended: cancel_deferred)
+        return
     _deferred["resent"] = True
     if hasattr(signal, "pthread_kill"):  # to the main thread itself, so that a wait there (a sleep, a read) ends
         signal.pthread_kill(threading.main_thread().ident, signum)

@@ -873,7 +873,7 @@ def test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing(tmp_path, capsys,
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         _fileio.atomic_write(path, lambda tmp: _time.sleep(30))
 
-    def interrupted(items, s, out_root, client):
+    def interrupted(items, s, out_root, client, **kwargs):
         target = Path(out_root) / "sub-01" / "dwi" / "x.nii.gz"
         client.submit(slow_write, str(target), pure=False)
         deadline = time.time() + 60

@@ -104,3 +104,67 @@ def test_a_ctrl_c_deferred_since_an_import_is_not_lost_to_the_workers_start(monk
 
     assert not [c for c in psutil.Process().children() if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
                 and "--multiprocessing-fork" in c.cmdline()]
+
+
+@pytest.fixture
+def empty_scheduler():
+    """A real Dask scheduler with no worker (a LocalCluster of none, in this process)."""
+    from distributed import LocalCluster
+
+    c = LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address="127.0.0.1:0")
+    yield c
+    c.close()
+
+
+@pytest.mark.slow
+def test_a_scheduler_without_workers_is_waited_for_a_bounded_time(tmp_path, empty_scheduler):
+    """Audit C: --scheduler at a real scheduler with no worker waited forever with no message. Now it says it waits
+    (0 connected), and after --wait-workers seconds stops with one line, exit 2, nothing written."""
+    ds = make_bids(tmp_path / "bids")
+    cmd = [sys.executable, "-m", "ImageQualityTransferLib", "--threads", "1", "batch", str(ds), "-o",
+           str(tmp_path / "o"), "--method", "cubic", "--scheduler", empty_scheduler.scheduler_address,
+           "--wait-workers", "3"]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("iqt batch still waited for workers after 60 s")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert lines[0] == (f"iqt: waiting for workers at {empty_scheduler.scheduler_address}: 0 connected (up to 3 s, "
+                        "--wait-workers)"), lines
+    assert len(lines) == 2 and lines[1].startswith("iqt: error: --scheduler ") and "no worker connected within 3 s" \
+        in lines[1], lines
+    assert time.monotonic() - start < 30 and not (tmp_path / "o").exists()
+
+
+RELEASE = threading.Event()
+
+
+def _blocked():  # a task that runs until the test releases it (the worker runs in this process)
+    RELEASE.wait(60)
+
+
+@pytest.mark.slow
+def test_a_run_whose_workers_all_left_stops_after_the_wait(empty_scheduler):
+    """Audit C: when every worker died or left (a worker without the project dies on its first task), the tasks
+    waited forever. Now the run stops once the cluster has had no worker for the wait, its unfinished tasks cancelled."""
+    from distributed import Client
+
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    with Client(empty_scheduler) as client:
+        empty_scheduler.scale(1)
+        client.wait_for_workers(1, timeout=30)
+        fut = client.submit(_blocked, pure=False)
+        deadline = time.time() + 30
+        while time.time() < deadline and not client.processing():
+            time.sleep(0.05)
+        empty_scheduler.scale(0)
+        start = time.monotonic()
+        with pytest.raises(IQTError, match=r"1 of 1 subjects not run: .* no worker for 2 s"):
+            list(cohort._as_completed(client, [fut], 2))
+        assert time.monotonic() - start < 15
+        assert fut.cancelled()
+    RELEASE.set()

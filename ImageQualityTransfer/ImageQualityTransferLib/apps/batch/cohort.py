@@ -12,10 +12,13 @@ from .records import Settings, dataset_description, remove_temporaries
 from .subject import process
 
 
+WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
+
+
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
-                 dashboard_address="127.0.0.1:8787"):
-    """A Dask client: on the scheduler at `scheduler`, or on a new LocalCluster of `workers` single-threaded worker
-    processes. Returns (client, cluster or None)."""
+                 dashboard_address="127.0.0.1:8787", wait_workers: float = WAIT_WORKERS_S):
+    """A Dask client: on the scheduler at `scheduler` (once it has a worker, waited for up to `wait_workers` seconds),
+    or on a new LocalCluster of `workers` single-threaded worker processes. Returns (client, cluster or None)."""
     import logging
 
     import dask
@@ -24,10 +27,16 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     if scheduler:
         try:
             _reachable(scheduler)
-            return Client(scheduler, timeout="20s"), None
+            client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise IQTError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())}); start one with "
                            "'dask scheduler' and give its tcp://host:port") from None
+        try:
+            _wait_for_workers(client, scheduler, wait_workers)
+        except BaseException:
+            client.close()
+            raise
+        return client, None
     # Dask's workers start with glibc's malloc trim threshold at 64 KiB, which hands numpy's large temporaries back to
     # the OS and faults them in again: with it a dev subject took 9-11 s on a worker against 5-6 s without
     # (benchmarks/batch_throughput.py); the one-thread settings (OMP_NUM_THREADS=1 and co.) are kept.
@@ -131,6 +140,26 @@ def _spawn_ignoring_ctrl_c(make):
 FORK_ASK_S = 5  # how long a thread about to start a worker waits for the main thread to ignore SIGINT
 
 
+def _wait_for_workers(client, scheduler: str, wait_s: float) -> None:
+    """Return once the scheduler has a worker; said on stderr while it has none, and an IQTError after `wait_s` seconds
+    (audit C: at a scheduler without workers the run waited forever with no message)."""
+    import sys
+
+    if client.nthreads():
+        return
+    print(f"iqt: waiting for workers at {scheduler}: 0 connected (up to {wait_s:g} s, --wait-workers)", file=sys.stderr,
+          flush=True)
+    try:
+        client.wait_for_workers(1, timeout=wait_s)
+    except (TimeoutError, OSError):
+        raise IQTError(_no_workers(scheduler, wait_s, "connected")) from None
+
+
+def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
+    return (f"--scheduler {scheduler}: no worker {what} within {wait_s:g} s; start workers with 'dask worker "
+            f"{scheduler}' (with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
+
+
 def _reachable(address: str) -> None:
     """An OSError at once when nothing listens at a tcp/tls scheduler address: Dask's Client would retry a refused
     connection until its timeout (about 24 s)."""
@@ -181,8 +210,11 @@ async def _identity(address: str):
         comm.abort()
 
 
-def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: bool = True) -> list[dict]:
-    """Every item through `process`, on `client` (a Dask client) or in this process when None; results in input order."""
+def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: bool = True,
+               wait_workers: float = WAIT_WORKERS_S) -> list[dict]:
+    """Every item through `process`, on `client` (a Dask client) or in this process when None; results in input order.
+    An IQTError where the cluster has had no worker for `wait_workers` seconds (all died or left: the tasks waited
+    forever); the subjects done by then are kept, and a rerun skips them."""
     from ...core.progress import progress_bar
 
     out_root = Path(out_root)
@@ -195,11 +227,9 @@ def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: 
             results[it.prefix] = process(it, s, str(out_root))
             bar.update(1)
     else:
-        from distributed import as_completed
-
         futures = {client.submit(process, it, s, str(out_root), key=f"iqt-{it.prefix}-{time.time_ns()}", pure=False): it
                    for it in items}
-        for fut in as_completed(list(futures)):
+        for fut in _as_completed(client, list(futures), wait_workers):
             it = futures[fut]
             try:
                 results[it.prefix] = fut.result()
@@ -219,6 +249,37 @@ def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: 
     ordered = [results[it.prefix] for it in items]
     write_qc(out_root, ordered, s)
     return ordered
+
+
+WORKERS_POLL_S = 1.0  # how often a run whose tasks are waiting checks that the cluster still has a worker
+
+
+def _as_completed(client, futures: list, wait_s: float):
+    """The futures as they complete, as distributed.as_completed gives them, but an IQTError (the unfinished ones
+    cancelled) once the cluster has had no worker for `wait_s` seconds."""
+    from distributed import wait
+
+    pending, alone_since = set(futures), None
+    while pending:
+        try:
+            done, pending = wait(list(pending), timeout=WORKERS_POLL_S, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = set()
+        yield from done
+        if not pending or done:
+            alone_since = None
+            continue
+        if client.nthreads():
+            alone_since = None
+        elif alone_since is None:
+            alone_since = time.monotonic()
+        elif time.monotonic() - alone_since >= wait_s:
+            client.cancel(list(pending))
+            scheduler = getattr(client.scheduler, "address", "the scheduler")
+            raise IQTError(f"{len(pending)} of {len(futures)} subjects not run: the cluster at {scheduler} has had no "
+                           f"worker for {wait_s:g} s (every worker died or left: a worker without ImageQualityTransfer "
+                           "dies on its first task); start workers and rerun the same command, which skips the "
+                           "subjects done")
 
 
 def summary(results: list[dict]) -> str:

@@ -23,6 +23,9 @@ def add_parsers(sub) -> None:
     where = sp.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")
     where.add_argument("--scheduler", help="run on an existing Dask scheduler, e.g. tcp://host:8786 (see README)")
+    sp.add_argument("--wait-workers", type=float, default=WAIT_WORKERS_S, metavar="SECONDS",
+                    help="with --scheduler: how long to wait for a first worker, and during the run for one after "
+                         f"every worker has died or left, before stopping with one line, exit 2 (default {WAIT_WORKERS_S})")
     sp.add_argument("--memory-limit", default="auto",
                     help="memory per local worker, e.g. 4GiB (default auto: the machine's memory / workers; at least "
                          f"{MIN_MEMORY})")
@@ -36,6 +39,7 @@ def add_parsers(sub) -> None:
     sp.set_defaults(func=run)
 
 
+WAIT_WORKERS_S = 120  # batch.cohort.WAIT_WORKERS_S (not imported here: Dask loads only once a run starts)
 MIN_MEMORY = "512MiB"  # review 41a: at 100 and 200 MiB each worker died on a 3 mm subject, at 10 MiB the run hung
 
 
@@ -136,14 +140,17 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: inside the input dataset's raw data; write the outputs elsewhere, e.g. "
                        f"{Path(args.input) / 'derivatives' / 'iqt'}")
     batch.check_source(out, items)
-    client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address)
+    if not args.wait_workers > 0 or args.wait_workers == float("inf"):
+        raise IQTError(f"--wait-workers {args.wait_workers:g}: give a number of seconds above 0, e.g. {WAIT_WORKERS_S}")
+    client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address,
+                                         args.wait_workers)
     try:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise IQTError(f"{out}: cannot create the folder ({exc.strerror}); choose another output folder") from None
         print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
-        results = batch.run_cohort(items, s, out, client)
+        results = batch.run_cohort(items, s, out, client, wait_workers=args.wait_workers)
     except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
         _stop(client, cluster, out)
         raise

@@ -443,7 +443,8 @@ def test_a_reader_gone_before_the_work_leaves_the_work_done(tmp_path):
     import os
 
     t = np.zeros((8, 8, 8, 6), np.float32)
-    t[1:7, 1:7, 1:7] = [1e-3, 0, 0.7e-3, 0, 0, 0.5e-3]  # a masked fit: zeros around it
+    ball = np.sum((np.indices((8, 8, 8)) - 3.5) ** 2, axis=0) <= 9  # a masked fit: a brain-like ball, zeros around it
+    t[ball] = [1e-3, 0, 0.7e-3, 0, 0, 0.5e-3]  # (a cube would fill the box of its non-empty voxels: a whole field's)
     fileio.save_tensor(Volume(t, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor"), tmp_path / "lr.nii.gz")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line written as printed: the first one meets the closed pipe
     proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", "--threads", "1", "upsample",

@@ -38,6 +38,9 @@ def test_a_tools_file_comes_back_in_its_own_order_frame_and_layout(tmp_path, cap
     raw = tensors.to_order(LOWER, order)  # as the file holds it
     field = np.broadcast_to(raw.reshape((1, 1, 1) + (1,) * (len(tail) - 1) + (6,)), (6, 7, 5) + tail).copy()
     field[:2] = 0  # the support reaches one low-res voxel beyond the tensors: the outer one stays empty
+    # a hole two voxels across (within the support's reach): tensors that filled the box of the non-empty voxels would
+    # be read as a whole field with its empty planes left out (methods/inputs.py, whole_field), not a masked fit
+    field[3:5, 2:5, 1:4] = 0
     path = tmp_path / "dt.nii.gz"
     nib.save(nib.Nifti1Image(field.astype(np.float32), AFFINE), path)
     before = path.read_bytes()

@@ -168,3 +168,66 @@ def test_a_run_whose_workers_all_left_stops_after_the_wait(empty_scheduler):
         assert time.monotonic() - start < 15
         assert fut.cancelled()
     RELEASE.set()
+
+
+BLOCK = '''import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "ImageQualityTransferLib":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["old", "missing"])
+def test_workers_without_this_version_are_refused_before_any_task(tmp_path, capsys, empty_scheduler, kind):
+    """Audit C: a worker that cannot import the project died unpickling the first task and the run hung; one of
+    another version wrote outputs recording its own SoftwareVersion, exit 0. Now each is named in one line, exit 2,
+    before any task or file."""
+    env, extra = dict(ENV), []
+    if kind == "old":  # another ImageQualityTransfer first on the worker's path
+        old = tmp_path / "oldlib" / "ImageQualityTransferLib" / "core"
+        old.mkdir(parents=True)
+        (old.parent / "__init__.py").write_text("")
+        (old / "__init__.py").write_text("")
+        (old / "version.py").write_text("__version__ = '0.0.9-old'\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "oldlib"), ENV["PYTHONPATH"]])
+    else:
+        (tmp_path / "block.py").write_text(BLOCK)
+        extra = ["--preload", str(tmp_path / "block.py")]
+    address = empty_scheduler.scheduler_address
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--no-dashboard", "--memory-limit", "1GiB", *extra], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ds = make_bids(tmp_path / "bids")
+        code, _, err = run_cli(capsys, "--threads", "1", "batch", ds, "-o", tmp_path / "o", "--method", "cubic",
+                               "--scheduler", address, "--wait-workers", "60")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    lines = [line for line in err.strip().splitlines() if not line.startswith("iqt: waiting for workers")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"iqt: error: --scheduler {address}: 1 of 1 workers "
+                                                                 "cannot run this ImageQualityTransfer"), err
+    assert ("version 0.0.9-old" if kind == "old" else "cannot import it (ModuleNotFoundError") in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_outputs_of_another_version_are_redone_not_skipped(tmp_path):
+    """Audit C: outputs written by another version (a worker's) were skipped by a later resume as done. The version
+    is part of what a resume compares."""
+    ds = make_bids(tmp_path / "bids")
+    out = tmp_path / "o"
+    out.mkdir()
+    s = batch.Settings(method="cubic")
+    items = batch.find_items(ds)
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"]
+    for side in out.glob("sub-*/dwi/*.json"):
+        meta = json.loads(side.read_text())
+        side.write_text(json.dumps({**meta, "SoftwareVersion": "0.0.9-old"}))
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
+    from ImageQualityTransferLib.core.version import __version__
+
+    assert {json.loads(p.read_text())["SoftwareVersion"] for p in out.glob("sub-*/dwi/*.json")} == {__version__}

@@ -33,6 +33,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
                            "'dask scheduler' and give its tcp://host:port") from None
         try:
             _wait_for_workers(client, scheduler, wait_workers)
+            check_workers(client, scheduler)
         except BaseException:
             client.close()
             raise
@@ -153,6 +154,49 @@ def _wait_for_workers(client, scheduler: str, wait_s: float) -> None:
         client.wait_for_workers(1, timeout=wait_s)
     except (TimeoutError, OSError):
         raise IQTError(_no_workers(scheduler, wait_s, "connected")) from None
+
+
+_PROBE = """
+def probe():
+    try:
+        from ImageQualityTransferLib.core.version import __version__
+    except Exception as exc:
+        return None, type(exc).__name__ + ": " + " ".join(str(exc).split())
+    return str(__version__), None
+"""
+
+
+def _probe():
+    """A function that a worker runs without this project (sent by value: it is defined outside any importable module):
+    (its ImageQualityTransfer version, None), or (None, why it cannot import it)."""
+    space: dict = {"__name__": "iqt_worker_probe"}
+    exec(_PROBE, space)  # noqa: S102 (a fixed text)
+    return space["probe"]
+
+
+def check_workers(client, scheduler: str) -> None:
+    """An IQTError naming the workers that cannot import ImageQualityTransfer or run another version of it than this
+    process (audit C: a worker without it died unpickling the first task and the run hung; one with another version
+    wrote its outputs with its own SoftwareVersion, exit 0)."""
+    from ...core.version import __version__
+
+    try:
+        found = client.run(_probe(), on_error="return")
+    except (OSError, TimeoutError) as exc:
+        raise IQTError(f"--scheduler {scheduler}: the workers could not be asked their ImageQualityTransfer version "
+                       f"({' '.join(str(exc).split())}); check them and rerun") from None
+    bad = []
+    for worker, answer in sorted(found.items()):
+        if isinstance(answer, BaseException) or not isinstance(answer, tuple):
+            bad.append(f"{worker}: {type(answer).__name__ if isinstance(answer, BaseException) else answer!r}")
+        elif answer[0] is None:
+            bad.append(f"{worker}: cannot import it ({answer[1]})")
+        elif answer[0] != __version__:
+            bad.append(f"{worker}: version {answer[0]}")
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise IQTError(f"--scheduler {scheduler}: {len(bad)} of {len(found)} workers cannot run this ImageQualityTransfer "
+                       f"{__version__} ({shown}); start the workers from the same environment as this command")
 
 
 def _no_workers(scheduler: str, wait_s: float, what: str) -> str:

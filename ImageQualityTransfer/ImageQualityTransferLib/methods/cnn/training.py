@@ -530,21 +530,31 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     if ck is not None:
         history, epoch, stopped = list(ck["history"]), int(ck["epoch"]), ck["stopped"]
         t_start -= float(ck["elapsed"])
-        start_phase = int(ck["phase_index"]) + bool(ck["phase_finished"])
-        if ck["phase_finished"]:
+        # a phase finished by its epochs goes on where --epochs now gives it more (audit C: a finished --epochs 1 run
+        # resumed with --epochs 2 trained no epoch and exited 0); one that stopped early or at its time budget is over
+        last = int(ck["phase_index"])
+        ran_out = ck.get("phase_stop", 0 if ck["stopped"] == "epochs" else 1) == 0
+        more = bool(ck["phase_finished"]) and ran_out and int(ck["phase_epochs_done"]) < max(1, int(round(epochs * phases[last][1])))
+        finished = bool(ck["phase_finished"]) and not more
+        start_phase = last + finished
+        if finished:
             net.load_state_dict(ck["best_state"])
         bar.update(epoch)
         if log:
-            log(f"resuming from {checkpoint} after epoch {epoch}")
+            log(f"resuming from {checkpoint} after epoch {epoch}" + (f", on to --epochs {epochs}" if more else ""))
+            if start_phase >= len(phases):
+                log(f"the checkpoint's run had already ended ({ck['stopped']}, after epoch {epoch}): no epoch to train; "
+                    "its model is written as it was" + (f" (a larger --epochs than {epoch} continues a run stopped by "
+                                                        "its epochs)" if ran_out else ""))
 
-    def save_checkpoint(pi, done, finished, opt, sched, best, best_state, since, ema_state):
+    def save_checkpoint(pi, done, finished, opt, sched, best, best_state, since, ema_state, stop=0):
         states = gather({"augment": rng.bit_generator.state, "sampler": sampler.rng.bit_generator.state,
                          "torch": torch.get_rng_state()})
         if rank == 0:
             from ...fileio import atomic_write
 
             state = {"format": CHECKPOINT_FORMAT, "method": method, "factor": grid.record(factor), "seed": int(seed),
-                     "subject_scale": bool(opts["subject_scale"]), "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished,
+                     "subject_scale": bool(opts["subject_scale"]), "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished, "phase_stop": int(stop),
                      "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
                      "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
                      "best_state": best_state, "since": since, "rng": states, "ema_state": ema_state, "training": training}
@@ -619,7 +629,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             stopped = {1: "early stopping", 2: "time budget"}.get(stop, stopped)
             if checkpoint is not None:
                 save_checkpoint(pi, k + 1, bool(stop) or k + 1 == phase_epochs, opt, sched, best, best_state, since,
-                                ema_state)
+                                ema_state, stop)
             if stop:
                 break
         net.load_state_dict(best_state)

@@ -63,7 +63,7 @@ def _spawn_ignoring_ctrl_c(make):
     process only while Dask's threads fork a worker process, so that it inherits it ignored (Python leaves an inherited
     SIG_IGN alone): a terminal's Ctrl-C reaches the whole process group, and each worker printed its own
     KeyboardInterrupt traceback before this process's one line (review 44b). Otherwise, while the cluster starts, a
-    Ctrl-C is recorded and returned, and one deferred since an import (cli._on_signal) too: audit C, with SIGINT
+    Ctrl-C is recorded and returned, and one deferred since an import (signals._on_signal) too: audit C, with SIGINT
     ignored until the cluster was up (3-4 s), a Ctrl-C then, or one deferred from the imports before, was lost and the
     batch ran to its end with exit 0. (Blocking it instead does not carry into the workers: Dask's threads that start
     them do not inherit the main thread's mask; only the main thread may set a handler, so the forking thread asks it
@@ -128,7 +128,7 @@ def _spawn_ignoring_ctrl_c(make):
     finally:
         util.spawnv_passfds = spawnv_passfds
         signal.signal(signal.SIGINT, handler)
-    from ..cli import _deferred, cancel_deferred
+    from ..signals import _deferred, cancel_deferred
 
     if _deferred["signum"] == signal.SIGINT:  # deferred since an import: its re-sends were held or ignored meanwhile
         cancel_deferred()

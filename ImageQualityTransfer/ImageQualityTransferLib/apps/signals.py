@@ -1,0 +1,80 @@
+"""Signals for a command: SIGINT, SIGTERM and SIGHUP unwind it as exceptions (so atomic writes clean up), and one
+that comes during an import is sent again once the import has ended. Shared by the command line (`apps.cli`) and the
+cohort runner (`apps.batch`), which must not lose one while its local workers start."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (a SLURM time limit, `docker stop`, a closed terminal): unwinds like Ctrl-C, so that
+    atomic writes remove their temporary files, and exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+DEFER_S = 0.05  # how soon a signal that came during an import is sent again
+
+
+def _on_signal(signum, frame):
+    """SIGINT, SIGTERM and SIGHUP unwind the command (KeyboardInterrupt, Terminated). One that comes while a module is
+    being imported is sent again by a timer's thread until the import has ended: raised inside torch's import, it
+    reached pybind11's C++ and aborted the process with a C++ trace instead of one line (a SLURM time limit in the
+    first second of a run; Testing/apps/test_bad_inputs.py). The same signal given again meanwhile (a second Ctrl-C)
+    is raised at once."""
+    resent, _deferred["resent"] = _deferred["resent"], False
+    again = _deferred["signum"] == signum and not resent
+    if _importing(frame) and not again:
+        _deferred["signum"] = signum
+        _deferred["timer"] = threading.Timer(DEFER_S, _resend, (signum,))
+        _deferred["timer"].daemon = True
+        _deferred["timer"].start()
+        return
+    cancel_deferred()
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
+_deferred: dict = {"signum": None, "timer": None, "resent": False}
+
+
+def _resend(signum) -> None:
+    if _deferred["signum"] != signum:  # cancelled meanwhile (the command has ended)
+        return
+    if signal.getsignal(signum) == signal.SIG_IGN:  # ignored for now (a local cluster's workers starting): sent then,
+        _deferred["timer"] = threading.Timer(DEFER_S, _resend, (signum,))  # it was dropped and the run went on to
+        _deferred["timer"].daemon = True  # its end with exit 0 (audit C); kept until it is handled again (or the
+        _deferred["timer"].start()  # command has ended: cancel_deferred)
+        return
+    _deferred["resent"] = True
+    if hasattr(signal, "pthread_kill"):  # to the main thread itself, so that a wait there (a sleep, a read) ends
+        signal.pthread_kill(threading.main_thread().ident, signum)
+    else:
+        signal.raise_signal(signum)  # its Python handler runs in the main thread
+
+
+def cancel_deferred() -> None:
+    """Forget a signal still waiting for an import's end: the command is over, or the signal is being raised."""
+    if _deferred["timer"] is not None:
+        _deferred["timer"].cancel()
+    _deferred.update(signum=None, timer=None, resent=False)
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def handle_signals() -> list:
+    """SIGINT, SIGTERM and SIGHUP (where the platform has them) to `_on_signal`, in the main thread only; returns
+    [(signal, handler before)]."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    return [(sig, signal.signal(sig, _on_signal)) for sig in (getattr(signal, n, None) for n in names) if sig is not None]

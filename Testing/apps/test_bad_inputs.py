@@ -316,6 +316,26 @@ def test_a_termination_signal_leaves_no_partial_output(work, tmp_path, sig):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_command_line_is_imported_is_one_line(sig):
+    """A Ctrl-C or SIGTERM while `iqt` imports its command modules (scipy, dipy: 0.4-0.8 s, before `apps.cli.main`
+    could take the signals) printed an import's traceback (audit C, stop 47). The entry point takes them first: one
+    line, 128 + the signal. The signal is sent by an import hook when the first command module is being imported."""
+    code = ("import importlib.abc, os, signal, sys\n"
+            "class Hook(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'ImageQualityTransferLib.apps.cli.batch':\n"
+            f"            os.kill(os.getpid(), {int(sig)})\n"
+            "sys.meta_path.insert(0, Hook())\n"
+            "sys.argv = ['iqt', 'methods']\n"
+            "from ImageQualityTransferLib.apps.entry import main\n"
+            "sys.exit(main())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 128 + sig, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "no partial output" in done.stderr
+    assert done.stdout == ""  # the command did not run
+
+
 def test_a_termination_signal_after_the_outputs_is_a_finished_job(work, tmp_path):
     """SIGTERM once every output is written (a scheduler's time limit during the interpreter's teardown) exits 0: the
     job is done; with Python's own handler back it had been killed with 143 (review 40a). An in-process caller gets

@@ -160,6 +160,9 @@ def run(args):
     used = pred.tensor.meta.get("model_for")
     print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
           + options.order_words(written) + ")")
+    if args.method is None and not method.learned and methods.default_method() != name:  # said in the Slicer module too
+        print(f"no learned model ships for {grid.describe(f)}, so the default ran the interpolation baseline ({name}); "
+              "for a learned one give --method and --model with a model trained for these factors ('iqt train')")
     if map_paths:
         print(f"wrote {', '.join(str(p) for p in map_paths.values())} (dtifit's maps; V1 in the output's frame, "
               "0 where the two largest eigenvalues are equal)")

@@ -81,9 +81,9 @@ def _figure(case, predictions, path, title, factor):
     reo = Reorientation.to_canonical(case.hr_affine)
     canon = lambda data: reo.apply(Volume(np.asarray(data, np.float32), case.hr_affine, "tensor")).data
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
-    columns = [("low-res input", canon(nearest))]
+    columns = [("low-res input (nearest)", canon(nearest))]  # the names the report gives them (apps/report.py)
     columns += [(name, canon(p.tensor.data)) for name, p in predictions.items() if name != "nearest"]
-    columns.append(("high-res truth", canon(case.truth)))
+    columns.append(("ground truth", canon(case.truth)))
     mask = reo.apply(Volume(case.hr_mask, case.hr_affine, "mask")).data
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size[list(np.argsort(reo.ornt[:, 0]))]
     uncertainty = {n: reo.apply(p.std).data for n, p in predictions.items() if p.std is not None}

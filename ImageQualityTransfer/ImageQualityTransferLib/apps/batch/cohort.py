@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...core.errors import IQTError
 from .items import Item
+from .lock import held
 from .qc import write_qc
 from .records import Settings, dataset_description, remove_temporaries
 from .subject import process
@@ -255,13 +256,23 @@ async def _identity(address: str):
 
 
 def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: bool = True,
-               wait_workers: float = WAIT_WORKERS_S) -> list[dict]:
+               wait_workers: float = WAIT_WORKERS_S, lock: bool = True) -> list[dict]:
     """Every item through `process`, on `client` (a Dask client) or in this process when None; results in input order.
     An IQTError where the cluster has had no worker for `wait_workers` seconds (all died or left: the tasks waited
-    forever); the subjects done by then are kept, and a rerun skips them."""
+    forever); the subjects done by then are kept, and a rerun skips them. With `lock`, the folder's lock (batch/lock.py)
+    is held for the run, and an IQTError raised at once where another run holds it; `lock=False` where the caller holds
+    it (`iqt batch` takes it before the cluster starts and keeps it until the cluster has stopped)."""
+    out_root = Path(out_root)
+    if not lock:
+        return _run_cohort(items, s, out_root, client, progress, wait_workers)
+    out_root.mkdir(parents=True, exist_ok=True)
+    with held(out_root):
+        return _run_cohort(items, s, out_root, client, progress, wait_workers)
+
+
+def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> list[dict]:
     from ...core.progress import progress_bar
 
-    out_root = Path(out_root)
     remove_temporaries(out_root)
     dataset_description(out_root, s, items)
     bar = progress_bar(total=len(items), desc="subjects", enabled=progress)

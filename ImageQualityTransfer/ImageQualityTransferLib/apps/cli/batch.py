@@ -92,6 +92,7 @@ def run(args) -> int:
     from ... import methods
     from ...core import grid
     from .. import batch
+    from ..batch import lock as batch_lock
 
     f = grid.factors(args.factor)
     if args.workers is not None and args.workers < 1:
@@ -142,15 +143,34 @@ def run(args) -> int:
     batch.check_source(out, items)
     if not args.wait_workers > 0 or args.wait_workers == float("inf"):
         raise IQTError(f"--wait-workers {args.wait_workers:g}: give a number of seconds above 0, e.g. {WAIT_WORKERS_S}")
-    client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit, args.dashboard_address,
-                                         args.wait_workers)
+    created = [d for d in (out.absolute(), *out.absolute().parents) if not d.exists()]  # removed again (when empty) if the cluster fails to start
     try:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise IQTError(f"{out}: cannot create the folder ({exc.strerror}); choose another output folder") from None
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IQTError(f"{args.output}: cannot create the folder ({exc.strerror}); choose another output folder") from None
+    started = False
+    try:  # one run at a time per folder, from before any work to the end whatever happens (audit C; batch/lock.py)
+        with batch_lock.held(out):
+            client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
+                                                 args.dashboard_address, args.wait_workers)
+            started = True
+            return _run(args, name, f, items, s, out, client, cluster)
+    finally:
+        if not started:  # refused or the cluster did not start: no folder left behind that this run made
+            for d in created:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+
+
+def _run(args, name, f, items, s, out, client, cluster) -> int:
+    from ...core import grid
+    from .. import batch
+
+    try:
         print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
-        results = batch.run_cohort(items, s, out, client, wait_workers=args.wait_workers)
+        results = batch.run_cohort(items, s, out, client, wait_workers=args.wait_workers, lock=False)
     except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
         _stop(client, cluster, out)
         raise

@@ -131,3 +131,15 @@ def test_the_output_size_check_counts_a_runs_peak_and_the_processs_memory_limit(
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
     assert int(run.stdout) == limit  # ulimit -v is the process's memory
+
+
+def test_bounding_box_and_its_affine():
+    """The box of a mask's voxels and the affine of that sub-grid (the cropping of padded whole-field fits and CNN tiles)."""
+    present = np.zeros((5, 6, 7), bool)
+    assert grid.bounding_box(present) is None
+    present[1, 2, 3] = present[3, 4, 3] = True
+    assert grid.bounding_box(present) == (slice(1, 4), slice(2, 5), slice(3, 4))
+    affine = np.array([[0, -2.0, 0, 10], [3.0, 0, 0, -5], [0, 0, 2.5, 1], [0, 0, 0, 1]])
+    sub = grid.box_affine(affine, grid.bounding_box(present))
+    np.testing.assert_allclose(sub @ [0, 0, 0, 1], affine @ [1, 2, 3, 1])
+    np.testing.assert_allclose(sub[:3, :3], affine[:3, :3])

@@ -212,3 +212,21 @@ def lr_affine(hr_aff: np.ndarray, f, shift=(0, 0, 0), gap=(0, 0, 0)) -> np.ndarr
 def lr_coordinates(n_lr: int, r: int) -> np.ndarray:
     """Continuous low-res index of each of the r*n_lr high-res voxel centres along one axis (factor r on it)."""
     return (np.arange(r * n_lr) - (r - 1) / 2.0) / r
+
+
+def bounding_box(present: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (one slice per axis) holding every True voxel of `present`; None where there is none."""
+    box = []
+    for ax in range(present.ndim):  # one projection per axis: no index array of every voxel
+        hit = np.flatnonzero(present.any(axis=tuple(a for a in range(present.ndim) if a != ax)))
+        if not len(hit):
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
+def box_affine(affine, box) -> np.ndarray:
+    """The voxel-to-world matrix of the sub-grid `box` of a grid with `affine`: the same axes, its first voxel's origin."""
+    out = np.array(affine, float)
+    out[:3, 3] += out[:3, :3] @ [b.start for b in box]
+    return out

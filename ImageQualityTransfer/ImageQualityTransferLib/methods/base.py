@@ -188,8 +188,7 @@ class Method:
     def _in_box(self, lr: Volume, mask: Volume | None, box: tuple, f: tuple, **kw) -> Prediction:
         """`predict` on `lr` (and `mask`) cut to `box`, every output put back on the whole high-res grid with zeros
         outside it: a whole-field fit padded with empty planes gives the output it gives without them."""
-        affine = np.array(lr.affine, float)
-        affine[:3, 3] += affine[:3, :3] @ [b.start for b in box]
+        affine = grid.box_affine(lr.affine, box)
         cut = lambda v: v.replace(data=np.ascontiguousarray(np.asarray(v.data)[box]), affine=affine)  # noqa: E731
         pred = self.predict(cut(lr), f, None if mask is None else cut(mask), **kw)
         shape = tuple(n * k for n, k in zip(lr.shape3, f))
@@ -504,13 +503,10 @@ def _filled_box(lr: Volume, mask: Volume | None) -> tuple | None:
     inside = np.any(np.asarray(lr.data) != 0, axis=-1)
     if mask is not None:
         inside = inside | np.asarray(mask.data, bool)
-    at = np.argwhere(inside)
-    if not len(at):
+    box = grid.bounding_box(inside)
+    if box is None or all(b.start == 0 and b.stop == n for b, n in zip(box, inside.shape)):
         return None
-    lo, hi = at.min(0), at.max(0) + 1
-    if not lo.any() and (hi == inside.shape).all():
-        return None
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return box
 
 
 def _brain_within_box(lr: Volume) -> Volume | None:
@@ -520,9 +516,8 @@ def _brain_within_box(lr: Volume) -> Volume | None:
     box = _filled_box(lr, None)
     if box is None:
         return brain_from_tensors(lr)
-    affine = np.array(lr.affine, float)
-    affine[:3, 3] += affine[:3, :3] @ [b.start for b in box]
-    brain = brain_from_tensors(Volume(np.ascontiguousarray(np.asarray(lr.data)[box]), affine, "tensor"))
+    brain = brain_from_tensors(Volume(np.ascontiguousarray(np.asarray(lr.data)[box]), grid.box_affine(lr.affine, box),
+                                      "tensor"))
     if brain is None:
         return None
     full = np.zeros(lr.shape3, bool)

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from ..core import tensors
+from ..core import grid, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 
@@ -30,13 +30,12 @@ def whole_field(lr: Volume) -> bool:
     (docs/measurements.md, "A background that is tiny, not zero")."""
     t = np.asarray(lr.data)
     nonzero = np.any(t != 0, axis=-1)
-    if not nonzero.any():
-        return False
     # read inside the box of the non-empty voxels: planes at the field's edge that hold nothing (exact zeros, or all
     # NaN as read) are a resample's padding or zeroed end slices, not a masked fit's background; a masked fit's box is
     # its brain's, which it fills far less (a cropped one is read as it was)
-    at = np.argwhere(nonzero)
-    box = tuple(slice(a, b + 1) for a, b in zip(at.min(0), at.max(0)))
+    box = grid.bounding_box(nonzero)
+    if box is None:
+        return False
     t, nonzero = t[box], nonzero[box]
     if nonzero.mean() <= WHOLE_FIELD:
         return False
@@ -44,8 +43,7 @@ def whole_field(lr: Volume) -> bool:
     if not present.any():
         return True
     # planes at the field's edge with nothing in them (a resample's or eddy's padding) are no masked fit's background
-    at = np.argwhere(present)
-    box = tuple(slice(a, b + 1) for a, b in zip(at.min(0), at.max(0)))
+    box = grid.bounding_box(present)
     if present.mean() > MASKED_MAX_SHARE and solid_share(~present[box]) < SOLID_BACKGROUND:
         return True
     edge = present & ~ndimage.binary_erosion(present, border_value=1)  # the field's own border is no edge

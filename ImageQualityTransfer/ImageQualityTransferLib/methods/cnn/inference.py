@@ -87,15 +87,8 @@ def support_box(support: np.ndarray, t: tuple):
     """The tile `t` (slices) cropped to the bounding box of its support voxels; None where it holds none. Outputs
     outside the support are zeroed anyway, so a brain's corner tiles compute only their corner (a 72x87x72
     volume in 24^3 tiles: 63 % of the positions instead of all)."""
-    s = support[t]
-    lo, hi = [], []
-    for ax in range(3):
-        hit = np.flatnonzero(s.any(axis=tuple(a for a in range(3) if a != ax)))
-        if not len(hit):
-            return None
-        lo.append(int(hit[0]))
-        hi.append(int(hit[-1]) + 1)
-    return tuple(slice(sl.start + a, sl.start + b) for sl, a, b in zip(t, lo, hi))
+    box = grid.bounding_box(support[t])
+    return None if box is None else tuple(slice(sl.start + b.start, sl.start + b.stop) for sl, b in zip(t, box))
 
 
 def resolve_device(name):

@@ -309,6 +309,33 @@ def test_nifti_tensor_node_refusals(tmp_path, scene):
     assert "\n" not in str(err.value)
 
 
+def test_nifti_file_overwritten_after_loading_is_refused(tmp_path, scene):
+    """A NIfTI file overwritten after its node was loaded (an 'iqt fit -o' rerun to the same name) is refused in one
+    line, nothing created: the node is not modified (GetModifiedSinceRead() is False), and the module had read the new
+    file's tensors instead of the node's without a word (review). The same tensors written again still read."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.slicer import processing
+
+    first, other = tensor_volume("psr", seed=3), tensor_volume("psr", seed=9)
+    path = tmp_path / "dti.nii.gz"
+    fileio.save_tensor(first, path)
+    node = read_nifti_with_slicer(scene, path)
+    fileio.save_tensor(first, path)  # rewritten, same tensors
+    assert_same(on_grid_of(first, mrml.tensor_volume_from_node(node)), mrml.tensor_volume_from_node(node), atol=1e-9)
+    fileio.save_tensor(other, path)
+    assert not node.GetModifiedSinceRead()
+    with pytest.raises(IQTError, match=r"^the file dti.nii.gz changed since node '.*' was loaded from it .*: reload it$") as err:
+        mrml.tensor_volume_from_node(node)
+    assert "\n" not in str(err.value)
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(IQTError, match=r"changed since .*: reload it"):
+        processing.run_on_nodes(scene, node, "linear", 2)
+    assert scene.GetNumberOfNodes() == before
+    fileio.save_tensor(first.replace(affine=first.affine @ np.diag([2.0, 2.0, 2.0, 1.0])), path)  # another grid
+    with pytest.raises(IQTError, match=r"not on the grid of dti.nii.gz.*the file changed since the node was loaded"):
+        mrml.tensor_volume_from_node(node)
+
+
 def test_tensor_nodes_get_a_grey_table_in_a_scene_without_one(scene):
     """A scene without colour tables (trame-slicer's, slicer-core's) gets one grey table for the tensor nodes' scalar
     maps (FA, MD): without a lookup table VTK drew the FA display as stripes (audit)."""

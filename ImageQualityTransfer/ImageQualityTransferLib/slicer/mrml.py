@@ -211,12 +211,38 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
     shape = node.GetImageData().GetDimensions()
     moved = [onto_grid(vol.data[..., c], vol.affine, shape, affine) for c in range(6)]
     if moved[0] is None:
-        raise IQTError(f"{label} is not on the grid of {name}, which it was read from; {NIFTI_FIX}")
+        raise IQTError(f"{label} is not on the grid of {name}, which it was read from: the file changed since the node "
+                       f"was loaded (reload it), or {NIFTI_FIX}")
     perm = np.round(np.linalg.solve(affine, vol.affine)[:3, :3])  # file voxel axes -> node voxel axes
     data = tensors.rotate(np.stack(moved, axis=-1), perm)
+    if not _same_tensors(node, data):  # the file was overwritten after loading (GetModifiedSinceRead() says nothing)
+        raise IQTError(f"the file {name} changed since {label} was loaded from it (its tensors are not the node's): "
+                       "reload it")
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     meta = _meta(node) | {"read_from": path, "input_notes": notes}
     return Volume(np.ascontiguousarray(data, dtype=np.float32), affine, "tensor", meta=meta)
+
+
+def _same_tensors(node, t6: np.ndarray, rtol: float = 1e-5) -> bool:
+    """Whether the node's tensors are `t6` (lower-triangular, on the node's grid) up to a change of frame: Slicer's
+    reader re-expresses a NIfTI file's tensors in another orthogonal frame, which keeps each voxel's trace and
+    Frobenius norm. Compared to `rtol` of the largest norm (float32 rounding is ~1e-7; the file may hold float64).
+    NaN reads as 0 on both sides (a NaN background is an empty one)."""
+    image = node.GetImageData()
+    pd = image.GetPointData() if image is not None else None
+    arr = pd.GetTensors() if pd is not None else None
+    if arr is None or arr.GetNumberOfComponents() != 9:
+        return False
+    m9 = np.nan_to_num(_point_array(image, arr, node).astype(np.float64), nan=0.0)
+    t = np.nan_to_num(np.asarray(t6, dtype=np.float64), nan=0.0)
+    if m9.shape[:3] != t.shape[:3]:
+        return False
+    trace_node = m9[..., 0] + m9[..., 4] + m9[..., 8]
+    norm_node = np.sqrt((m9 ** 2).sum(axis=-1))
+    trace_file = t[..., 0] + t[..., 2] + t[..., 5]
+    norm_file = np.sqrt((t[..., [0, 2, 5]] ** 2).sum(axis=-1) + 2 * (t[..., [1, 3, 4]] ** 2).sum(axis=-1))
+    tol = rtol * max(float(norm_node.max(initial=0.0)), float(norm_file.max(initial=0.0)), np.finfo(np.float32).tiny)
+    return bool(np.all(np.abs(trace_node - trace_file) <= tol) and np.all(np.abs(norm_node - norm_file) <= tol))
 
 
 def scalar_volume_from_node(node) -> Volume:

@@ -208,6 +208,13 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
                                f"only its maker knows; write it as NRRD with 'iqt upsample {name} --tensor-order "
                                "fsl|mrtrix|dipy -o OUT.nrrd' (or fit it with 'iqt fit … -o dti.nrrd') and load that") from None
             raise
+    if _may_be_dipy_frame(path, vol):  # the engine's reader warned 'add --tensor-order dipy', which the module lacks
+        raise IQTError(f"{label} was read from {name}, a 5D tensor file on a positive-determinant grid that iqt did not "
+                       "write, and the file does not tell the frame of its tensors: voxel axes if ANTs wrote it, the "
+                       "FSL bvec frame if dipy did (dipy_fit_dti; its fibres would come out mirrored left-right); "
+                       f"upsample it outside the module with 'iqt upsample {name} --tensor-order dipy -o OUT.nrrd' (for "
+                       "dipy; without --tensor-order for ANTs) and load OUT.nrrd, or fit the DWIs with "
+                       "'iqt fit … -o dti.nrrd' and load that")
     shape = node.GetImageData().GetDimensions()
     moved = [onto_grid(vol.data[..., c], vol.affine, shape, affine) for c in range(6)]
     if moved[0] is None:
@@ -221,6 +228,19 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     meta = _meta(node) | {"read_from": path, "input_notes": notes}
     return Volume(np.ascontiguousarray(data, dtype=np.float32), affine, "tensor", meta=meta)
+
+
+def _may_be_dipy_frame(path: str, vol: Volume) -> bool:
+    """Where `fileio.load_tensor` warns that a 5D file may be dipy's (components in FSL's bvec frame): a 5D file iqt did
+    not write (intent name) on a grid whose affine has a positive determinant. The CLI takes --tensor-order dipy there;
+    the module has no such control, so it refuses rather than run with a note naming one."""
+    import nibabel as nib
+
+    from ..fileio.volumes import OWN_INTENT
+
+    if not vol.meta.get("five_d") or np.linalg.det(np.asarray(vol.affine, float)[:3, :3]) <= 0:
+        return False
+    return nib.load(path).header.get_intent()[2] != OWN_INTENT
 
 
 def _same_tensors(node, t6: np.ndarray, rtol: float = 1e-5) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,11 +181,12 @@ sys.meta_path.insert(0, Block())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["old", "missing"])
+@pytest.mark.parametrize("kind", ["old", "other-build", "missing"])
 def test_workers_without_this_version_are_refused_before_any_task(tmp_path, capsys, empty_scheduler, kind):
     """Audit C: a worker that cannot import the project died unpickling the first task and the run hung; one of
     another version wrote outputs recording its own SoftwareVersion, exit 0. Now each is named in one line, exit 2,
-    before any task or file."""
+    before any task or file; so is one of this version from other code (review 47: the version is a constant that
+    two commits share)."""
     env, extra = dict(ENV), []
     if kind == "old":  # another ImageQualityTransfer first on the worker's path
         old = tmp_path / "oldlib" / "ImageQualityTransferLib" / "core"
@@ -193,6 +195,14 @@ def test_workers_without_this_version_are_refused_before_any_task(tmp_path, caps
         (old / "__init__.py").write_text("")
         (old / "version.py").write_text("__version__ = '0.0.9-old'\n")
         env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "oldlib"), ENV["PYTHONPATH"]])
+    elif kind == "other-build":  # this version's code with one line changed, and this install's models
+        here = Path(batch.__file__).resolve().parents[3]  # ImageQualityTransfer/ (the package and Resources/)
+        shutil.copytree(here / "ImageQualityTransferLib", tmp_path / "other" / "ImageQualityTransferLib",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (tmp_path / "other" / "Resources").symlink_to(here / "Resources")
+        with open(tmp_path / "other" / "ImageQualityTransferLib" / "methods" / "interpolation.py", "a") as f:
+            f.write("\nCHANGED = True\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "other"), ENV["PYTHONPATH"]])
     else:
         (tmp_path / "block.py").write_text(BLOCK)
         extra = ["--preload", str(tmp_path / "block.py")]
@@ -210,7 +220,8 @@ def test_workers_without_this_version_are_refused_before_any_task(tmp_path, caps
     lines = [line for line in err.strip().splitlines() if not line.startswith("iqt: waiting for workers")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"iqt: error: --scheduler {address}: 1 of 1 workers "
                                                                  "cannot run this ImageQualityTransfer"), err
-    assert ("version 0.0.9-old" if kind == "old" else "cannot import it (ModuleNotFoundError") in lines[0]
+    assert {"old": "version 0.0.9-old", "other-build": "version 0.1.0 from other code or models",
+            "missing": "cannot import it (ModuleNotFoundError"}[kind] in lines[0]
     assert not (tmp_path / "o").exists()
 
 

@@ -163,13 +163,18 @@ def probe():
         from ImageQualityTransferLib.core.version import __version__
     except Exception as exc:
         return None, type(exc).__name__ + ": " + " ".join(str(exc).split())
-    return str(__version__), None
+    try:
+        from ImageQualityTransferLib.core.version import build_digest
+        from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+        return str(__version__), build_digest(str(MODELS_DIR / "registry.json"))
+    except Exception:
+        return str(__version__), "unknown"
 """
 
 
 def _probe():
     """A function that a worker runs without this project (sent by value: it is defined outside any importable module):
-    (its ImageQualityTransfer version, None), or (None, why it cannot import it)."""
+    (its ImageQualityTransfer version, its build digest), or (None, why it cannot import it)."""
     space: dict = {"__name__": "iqt_worker_probe"}
     exec(_PROBE, space)  # noqa: S102 (a fixed text)
     return space["probe"]
@@ -179,8 +184,10 @@ def check_workers(client, scheduler: str) -> None:
     """An IQTError naming the workers that cannot import ImageQualityTransfer or run another version of it than this
     process (audit C: a worker without it died unpickling the first task and the run hung; one with another version
     wrote its outputs with its own SoftwareVersion, exit 0)."""
-    from ...core.version import __version__
+    from ...core.version import __version__, build_digest
+    from ...fileio.paths import MODELS_DIR
 
+    digest = build_digest(str(MODELS_DIR / "registry.json"))
     try:
         found = client.run(_probe(), on_error="return")
     except (OSError, TimeoutError) as exc:
@@ -194,6 +201,9 @@ def check_workers(client, scheduler: str) -> None:
             bad.append(f"{worker}: cannot import it ({answer[1]})")
         elif answer[0] != __version__:
             bad.append(f"{worker}: version {answer[0]}")
+        elif answer[1] != digest:  # one version number, other code or models (a checkout of another commit)
+            bad.append(f"{worker}: version {answer[0]} from other code or models (build {str(answer[1])[:12]}, here "
+                       f"{digest[:12]})")
     if bad:
         shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise IQTError(f"--scheduler {scheduler}: {len(bad)} of {len(found)} workers cannot run this ImageQualityTransfer "

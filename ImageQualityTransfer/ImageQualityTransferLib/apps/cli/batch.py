@@ -24,7 +24,7 @@ def add_parsers(sub) -> None:
     where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")
     where.add_argument("--scheduler", help="run on an existing Dask scheduler, e.g. tcp://host:8786 (see README)")
     sp.add_argument("--wait-workers", type=float, default=WAIT_WORKERS_S, metavar="SECONDS",
-                    help="with --scheduler: how long to wait for a first worker, and during the run for one after "
+                    help="how long to wait for a --scheduler's first worker, and during any run for a worker after "
                          f"every worker has died or left, before stopping with one line, exit 2 (default {WAIT_WORKERS_S})")
     sp.add_argument("--memory-limit", default="auto",
                     help="memory per local worker, e.g. 4GiB (default auto: the machine's memory / workers; at least "

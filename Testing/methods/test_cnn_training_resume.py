@@ -31,3 +31,55 @@ def test_a_finished_run_resumed_with_more_epochs_trains_them_as_one_run_would(tm
     lines = []  # the same --epochs again: nothing to train, and said so
     _, _, again = training.train(synthetic_items(), seed=3, epochs=4, checkpoint=ck, log=lines.append, **KW)
     assert len(again) == 4 and "the checkpoint's run had already ended (epochs, after epoch 4)" in lines[1], lines
+
+
+FAST = dict(iters_per_epoch=3, batch_size=4, patch=6, val_patches=4, patience=10, progress=False, threads=1)
+
+
+def test_a_two_phase_run_resumed_with_more_epochs_keeps_its_warm_up_and_says_so(tmp_path):
+    """A finished two-phase run (warm-up, then heteroscedastic) resumed with a larger --epochs trains its last phase on
+    to what --epochs gives it, its warm-up kept as it ran: 2+2 resumed with --epochs 8 trains 2+5 = 7 epochs, where a
+    run given 8 at once trains 3+5. The log said 'on to --epochs 8' (review); it says this, and the sidecar records
+    the epochs run per phase and at most."""
+    ck = tmp_path / "run.ckpt"
+    training.train(synthetic_items(), seed=3, method="espcn-hetero-var1", epochs=4, checkpoint=ck, **FAST)
+    lines = []
+    _, meta, hist = training.train(synthetic_items(), seed=3, method="espcn-hetero-var1", epochs=8, checkpoint=ck,
+                                   log=lines.append, **FAST)
+    assert lines[0] == (f"resuming from {ck} after epoch 4: its finished hetero-warmup-mse phase is kept as it ran (2 "
+                        "epochs; a run given --epochs 8 at once gives it 3); the hetero phase trains on to 5 epochs, "
+                        "to epoch 7 at most"), lines
+    t = meta["training"]
+    assert [h["phase"] for h in hist] == ["hetero-warmup-mse"] * 2 + ["hetero"] * 5
+    assert (t["epochs_run"], t["epochs_max"], t["epochs_given"]) == (7, 7, 8)
+    assert t["epochs_per_phase"] == {"hetero-warmup-mse": 2, "hetero": 5}
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_resumed_with_fewer_epochs_than_done_trains_none_says_so_and_records_what_ran(tmp_path):
+    """--epochs below the epochs a checkpoint has: a finished 4-epoch run resumed with --epochs 2 recorded epochs_max 2
+    with epochs_run 4, and one interrupted after epoch 3 of 5 resumed with --epochs 2 trained nothing without a word
+    (review); now one log line, and the sidecar's epochs_max is what the run reached."""
+    ck = tmp_path / "done.ckpt"
+    training.train(synthetic_items(), seed=3, epochs=4, checkpoint=ck, **FAST)
+    _, meta, _ = training.train(synthetic_items(), seed=3, epochs=2, checkpoint=ck, **FAST)
+    t = meta["training"]
+    assert (t["epochs_run"], t["epochs_max"], t["epochs_given"]) == (4, 4, 2)
+
+    def interrupt_at_epoch_4(line):
+        if line.startswith("epoch 4 "):  # logged before its checkpoint is saved: the checkpoint holds 3 epochs
+            raise _Interrupted
+
+    ck = tmp_path / "cut.ckpt"
+    with pytest.raises(_Interrupted):
+        training.train(synthetic_items(), seed=3, epochs=5, checkpoint=ck, log=interrupt_at_epoch_4, **FAST)
+    lines = []
+    _, meta, hist = training.train(synthetic_items(), seed=3, epochs=2, checkpoint=ck, log=lines.append, **FAST)
+    assert lines == [f"resuming from {ck} after epoch 3: its mse phase has 3 epochs already, more than the 2 --epochs 2 "
+                     "gives it: no epoch to train; its best weights are written"], lines
+    t = meta["training"]
+    assert len(hist) == 3 and (t["epochs_run"], t["epochs_max"], t["epochs_given"]) == (3, 3, 2)
+    assert t["epochs_per_phase"] == {"mse": 3}

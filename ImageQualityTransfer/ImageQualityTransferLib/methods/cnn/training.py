@@ -368,6 +368,30 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
     return ck
 
 
+def _resume_plan(phases, given, limits, ended, last, done, start, epochs, more) -> str:
+    """What a resumed run trains, for its 'resuming from … after epoch N' log line: ', on to --epochs N' where that is
+    what a run given those epochs at once would train; otherwise which ended phases are kept as they ran (a two-phase
+    run's warm-up: review, 2+2 epochs resumed with --epochs 8 trains 2+5, not a fresh run's 3+5), which phase trains
+    on to how many epochs, and a phase that already has the epochs --epochs gives it (it trains no more)."""
+    if start >= len(phases):
+        return ""  # the run had ended: the next line says so
+    notes = []
+    for i in range(start):
+        if ended[i][1] == 0 and ended[i][0] != given[i]:
+            notes.append(f"its finished {phases[i][0]} phase is kept as it ran ({ended[i][0]} epochs; a run given "
+                         f"--epochs {epochs} at once gives it {given[i]})")
+    k0 = done if start == last else 0
+    rest = [f"the {phases[i][0]} phase trains {'on ' if i == last else ''}to {limits[i]} epochs"
+            for i in range(start, len(phases)) if limits[i] > (k0 if i == start else 0)]
+    if k0 >= given[start]:
+        notes.append(f"its {phases[start][0]} phase has {k0} epochs already, "
+                     f"{'more than' if k0 > given[start] else 'as many as'} the {given[start]} --epochs {epochs} gives "
+                     "it: " + ("it trains no more" if rest else "no epoch to train; its best weights are written"))
+    if not notes:
+        return f", on to --epochs {epochs}" if more else ""
+    return ": " + "; ".join(notes + rest) + (f", to epoch {sum(limits)} at most" if rest else "")
+
+
 def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0, epochs: int = 200,
           minutes: float | None = None, log=None, progress: bool = True, threads: int | None = None, init=None,
           checkpoint=None, device="cpu", **options) -> tuple:
@@ -527,21 +551,33 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     epoch = 0
     stopped = "epochs"
     start_phase = 0
+    given = [max(1, int(round(epochs * frac))) for _, frac in phases]  # the epochs --epochs gives each phase
+    limits = list(given)  # the most epochs each phase has in this run (a resumed one keeps what its phases ran)
+    ended = []  # [epochs run, stop] of each phase that has ended: 0 by its epochs, 1 early stopping, 2 time budget
     if ck is not None:
         history, epoch, stopped = list(ck["history"]), int(ck["epoch"]), ck["stopped"]
         t_start -= float(ck["elapsed"])
         # a phase finished by its epochs goes on where --epochs now gives it more (audit C: a finished --epochs 1 run
         # resumed with --epochs 2 trained no epoch and exited 0); one that stopped early or at its time budget is over
         last = int(ck["phase_index"])
+        done = int(ck["phase_epochs_done"])
         ran_out = ck.get("phase_stop", 0 if ck["stopped"] == "epochs" else 1) == 0
-        more = bool(ck["phase_finished"]) and ran_out and int(ck["phase_epochs_done"]) < max(1, int(round(epochs * phases[last][1])))
+        more = bool(ck["phase_finished"]) and ran_out and done < given[last]
         finished = bool(ck["phase_finished"]) and not more
         start_phase = last + finished
+        ran = [sum(1 for h in history if h["phase"] == name) for name, _ in phases]
+        ended = [list(e) for e in ck.get("phases_ended", [[ran[i], 0] for i in range(last)])]
         if finished:
             net.load_state_dict(ck["best_state"])
+            ended.append([done, int(ck.get("phase_stop", 0))])
+        for i in range(min(start_phase, len(phases))):  # the phases that have ended stay as they ran
+            limits[i] = ran[i]
+        if start_phase < len(phases):
+            limits[start_phase] = max(given[start_phase], done if start_phase == last else 0)
         bar.update(epoch)
         if log:
-            log(f"resuming from {checkpoint} after epoch {epoch}" + (f", on to --epochs {epochs}" if more else ""))
+            log(f"resuming from {checkpoint} after epoch {epoch}" + _resume_plan(phases, given, limits, ended, last, done,
+                                                                                 start_phase, epochs, more))
             if start_phase >= len(phases):
                 log(f"the checkpoint's run had already ended ({ck['stopped']}, after epoch {epoch}): no epoch to train; "
                     "its model is written as it was" + (f" (a larger --epochs than {epoch} continues a run stopped by "
@@ -554,7 +590,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             from ...fileio import atomic_write
 
             state = {"format": CHECKPOINT_FORMAT, "method": method, "factor": grid.record(factor), "seed": int(seed),
-                     "subject_scale": bool(opts["subject_scale"]), "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished, "phase_stop": int(stop),
+                     "subject_scale": bool(opts["subject_scale"]), "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished, "phase_stop": int(stop), "phases_ended": ended,
                      "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
                      "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
                      "best_state": best_state, "since": since, "rng": states, "ema_state": ema_state, "training": training}
@@ -563,7 +599,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     for pi, (phase, frac) in enumerate(phases):
         if pi < start_phase:
             continue
-        phase_epochs = max(1, int(round(epochs * frac)))
+        phase_epochs = given[pi]
         phase_deadline = None if minutes is None else t_start + 60 * minutes * (
             frac if phase != "hetero" else 1.0)
         if phase == "hetero-warmup-mse":
@@ -632,6 +668,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                                 ema_state, stop)
             if stop:
                 break
+        ended = ended + [[sum(1 for h in history if h["phase"] == phase), int(stop) if k0 < phase_epochs else 0]]
         net.load_state_dict(best_state)
     bar.close()
     if world > 1:  # hand back a plain copy: DDP's hooks on the parameters hold the process group
@@ -657,7 +694,9 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             "volumes": len(items),
             "input_styles": {k: sum(1 for it in items if (it.variant or {}).get("style", "own") == k)
                              for k in sorted({(it.variant or {}).get("style", "own") for it in items})},
-            "seed": seed, "epochs_run": epoch, "epochs_max": epochs, "minutes_budget": minutes, "stopped_by": stopped,
+            "seed": seed, "epochs_run": epoch, "epochs_max": sum(limits), "epochs_given": epochs,
+            "epochs_per_phase": {name: sum(1 for h in history if h["phase"] == name) for name, _ in phases},
+            "minutes_budget": minutes, "stopped_by": stopped,
             "best_val_loss": min(h["val_loss"] for h in history if h["phase"] == phases[-1][0]),
             "minutes": (time.perf_counter() - t_start) / 60,
             "options": {k: opts[k] for k in DEFAULTS},

@@ -53,7 +53,8 @@ def _check_same(lr, padded, axis, planes, method):
 
 
 @pytest.mark.parametrize("axis,planes", [(2, 1), (2, 2), (0, 2)])
-def test_a_whole_field_fit_padded_with_empty_planes_is_read_as_without_them(small_subject, axis, planes):
+def test_a_whole_field_fit_padded_with_empty_planes_is_read_as_without_them(small_subject, axis, planes, tmp_path):
+    from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.dmri.subject import load_subject, make_case
 
     lr = make_case(load_subject(small_subject), 2, style="unmasked").lr
@@ -61,8 +62,19 @@ def test_a_whole_field_fit_padded_with_empty_planes_is_read_as_without_them(smal
     padded = _padded(lr, axis, planes)
     assert np.any(padded.data != 0, axis=-1).mean() <= 0.95  # the share that read it as a masked fit before
     assert whole_field(padded)
-    nan_planes = np.array(padded.data)  # all-NaN planes are read as empty (zero), as the file readers do
-    assert whole_field(padded.replace(data=np.nan_to_num(nan_planes)))
+    # the padding as all-NaN planes in a file (as some tools write the background): read as empty (zero) by the file
+    # reader, so the same input as the zero padding
+    nan_planes = np.array(padded.data)
+    n = nan_planes.shape[axis]
+    index = [slice(None)] * 3
+    index[axis] = np.r_[0:planes, n - planes:n]
+    nan_planes[tuple(index)] = np.nan
+    assert np.isnan(nan_planes).all(axis=-1).sum() == 2 * planes * nan_planes.size // (6 * n)
+    path = tmp_path / "nan_planes.nii.gz"
+    fileio.save_tensor(padded.replace(data=nan_planes), path)
+    read = fileio.load_tensor(path)
+    np.testing.assert_array_equal(read.data, padded.data)
+    assert whole_field(read)
     _check_same(lr, padded, axis, planes, "cubic")
 
 

@@ -206,3 +206,19 @@ def test_two_real_runs_into_one_folder(tmp_path, capsys):
     assert first.returncode == 128 + signal.SIGTERM, first_err
     assert not (out / lock.LOCK_NAME).exists()
     assert not [p for p in out.rglob("*") if p.name.startswith(".iqt")]
+
+
+def test_a_lock_whose_pid_is_another_process_now_is_taken_over(tmp_path):
+    """A lock left by a killed run whose pid a new process has since taken (a container's pid 1 rerun, this very
+    process here) was taken for a live run, and the folder refused for good, the message saying to kill the new
+    process (review 47). The process's start time, recorded beside the pid, tells them apart."""
+    rec = {"pid": os.getpid(), "pid_start": "0", "host": socket.gethostname(), "started": "earlier",
+           "command": "iqt batch …", "token": "old"}
+    (tmp_path / lock.LOCK_NAME).write_text(json.dumps(rec))
+    with pytest.warns(UserWarning, match="taking over the lock"):
+        mine = lock.acquire(tmp_path)
+    assert mine["pid"] == os.getpid() and json.loads((tmp_path / lock.LOCK_NAME).read_text())["token"] == mine["token"]
+    with pytest.raises(batch.IQTError, match="another iqt batch run"):  # while this process holds it: refused
+        lock.acquire(tmp_path)
+    lock.release(tmp_path, mine)
+    assert not (tmp_path / lock.LOCK_NAME).exists()

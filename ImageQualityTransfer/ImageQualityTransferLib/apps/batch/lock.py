@@ -36,10 +36,31 @@ def lock_path(out_root) -> Path:
 
 
 def _record(command: str | None) -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
+    return {"pid": os.getpid(), "pid_start": _start_time(os.getpid()), "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "command": command if command is not None else shlex.join(["iqt", *sys.argv[1:]]),
+            "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "token": uuid.uuid4().hex}
+
+
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc's field 22), None where the system does not say: with
+    the pid, it names one process, not whichever took the number since (a container's pid 1 rerun after a kill)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # the command name, in brackets, may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _gone(rec: dict) -> bool:
+    """Whether the process that took the lock `rec` (on this host) has ended: its pid is free, or it is another
+    process's now (its start time differs from the one recorded; review 47: a reused pid, the refused run's own among
+    them, was taken for a live run and the folder refused for good)."""
+    if not _alive(rec["pid"]):
+        return True
+    then, now = rec.get("pid_start"), _start_time(rec["pid"])
+    return then is not None and now is not None and then != now
 
 
 def _read(path: Path) -> dict | None:
@@ -130,7 +151,7 @@ def acquire(out_root, command: str | None = None) -> dict:
                 continue
             raise IQTError(f"{out_root}: another iqt batch run may be writing here ({path} exists but does not say which "
                            f"run made it); if no run is writing into this folder, remove {path} and rerun")
-        if other["host"] == here and not _alive(other["pid"]):
+        if other["host"] == here and _gone(other):
             if _take_over(path, other):
                 warnings.warn(f"{out_root}: taking over the lock of an iqt batch run that is gone ({_who(other)})",
                               IQTWarning, stacklevel=2)

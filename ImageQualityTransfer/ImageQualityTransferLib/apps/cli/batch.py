@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import warnings
 
@@ -150,7 +151,7 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: cannot create the folder ({exc.strerror}); choose another output folder") from None
     started = False
     try:  # one run at a time per folder, from before any work to the end whatever happens (audit C; batch/lock.py)
-        with batch_lock.held(out):
+        with batch_lock.held(out, shlex.join(["iqt", *args.argv])):
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
                                                  args.dashboard_address, args.wait_workers)
             started = True

@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from ImageQualityTransferLib import fileio  # noqa: E402
+from ImageQualityTransferLib import __version__  # noqa: E402
 from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
 from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
 
@@ -220,7 +221,7 @@ def test_workers_without_this_version_are_refused_before_any_task(tmp_path, caps
     lines = [line for line in err.strip().splitlines() if not line.startswith("iqt: waiting for workers")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"iqt: error: --scheduler {address}: 1 of 1 workers "
                                                                  "cannot run this ImageQualityTransfer"), err
-    assert {"old": "version 0.0.9-old", "other-build": "version 0.1.0 from other code or models",
+    assert {"old": "version 0.0.9-old", "other-build": f"version {__version__} from other code or models",
             "missing": "cannot import it (ModuleNotFoundError"}[kind] in lines[0]
     assert not (tmp_path / "o").exists()
 

@@ -63,11 +63,10 @@ def isotropic(f) -> int | None:
     return f[0] if f[0] == f[1] == f[2] else None
 
 
-# A run's peak memory per byte of its output tensors: cubic x4 of a 128x128x60 fit (1.4 GiB of float32 tensors)
-# peaked at 5.1 GB RSS, and x5 (2.9 GiB) passed the tensors-only check and then ran out of an 8 GB limit (audit 46);
-# with uncertainty maps, 5.7x (espcn-hetero) and 6.9x (biqt) of a 288x288x144 output (review 46).
-PEAK_PER_TENSOR_BYTE = 4
-PEAK_WITH_UNCERTAINTY = 7
+# A run's peak memory: a multiple of its output tensors' bytes, by method (`Method.peak`), and a fixed part (the modules,
+# input and model loaded before it: 0.3-0.45 GB RSS). Cubic x4 of a 128x128x60 fit peaked at 5.1 GB and x5 passed a
+# tensors-only check and ran out of an 8 GB limit (audit 46); each method measured in docs/measurements.md, Memory.
+PEAK_FIXED_BYTES = 2**29
 
 
 def memory_limit() -> int | None:
@@ -88,19 +87,20 @@ def memory_limit() -> int | None:
         return total
 
 
-def check_output_size(shape3, f, uncertainty: bool = False) -> None:
-    """A high-res grid whose run would pass the memory this process may use is refused before any work (review 45a:
-    `--factor 1000` ended in an internal MemoryError; audit 46: the tensors alone were a quarter of a run's peak)."""
+def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False) -> None:
+    """A high-res grid whose run, `multiple` times its tensors' bytes and PEAK_FIXED_BYTES, would pass the memory this
+    process may use is refused before any work (review 45a: `--factor 1000` ended in an internal MemoryError; audit
+    46: the tensors alone were a quarter of a run's peak). `maps`: the run makes uncertainty maps (said so)."""
     limit = memory_limit()
     if limit is None:  # left to the allocation itself
         return
     shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
     tensors = math.prod(shape) * 6 * 4
-    need = tensors * (PEAK_WITH_UNCERTAINTY if uncertainty else PEAK_PER_TENSOR_BYTE)
+    need = tensors * multiple + PEAK_FIXED_BYTES
     if need > limit:
         raise IQTError(f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
                        f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {need / 2**30:,.1f} GiB"
-                       f"{' with its uncertainty maps' if uncertainty else ''}, more than this process's "
+                       f"{' with its uncertainty maps' if maps else ''}, more than this process's "
                        f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)")
 
 

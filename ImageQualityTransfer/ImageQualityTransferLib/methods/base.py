@@ -104,6 +104,9 @@ class Method:
     learned = False
     takes_samples = False  # Monte Carlo samples (the variational CNNs)
     requires_torch = False  # the Slicer module runs these in a separate Python process
+    # the run's peak memory per byte of its high-res tensors, without and with uncertainty maps, over a fixed part
+    # (core/grid.py check_output_size; measured per method in docs/measurements.md, Memory)
+    peak = (4.0, 7.0)
 
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         if model is not None and not self.learned:
@@ -143,7 +146,8 @@ class Method:
         is an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's voxel axes."""
         f = grid.factors(factor)
         self._check_model(f)
-        grid.check_output_size(lr.shape3, f, uncertainty=bool(uncertainty) and self.gives_uncertainty)
+        maps = bool(uncertainty) and self.gives_uncertainty
+        grid.check_output_size(lr.shape3, f, self.peak[maps], maps=maps)
         if mask is not None:
             if mask.shape3 != lr.shape3:
                 raise IQTError(

@@ -190,3 +190,23 @@ def dwi_node(scene, dwi: Volume):
     node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvecs, dtype=np.float64), deep=1))
     node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvals, dtype=np.float64), deep=1))
     return node
+
+
+def make_bids(root: Path, subjects=("01", "02"), corrupt: str | None = None, shape=(32, 36, 28)) -> Path:
+    """A BIDS dataset of phantom subjects (DWI with its sidecar) for the batch tests; `corrupt` gets a truncated DWI."""
+    import json
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    root.mkdir()
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "phantoms", "BIDSVersion": "1.10.0"}))
+    for i, sub in enumerate(tuple(subjects) + ((corrupt,) if corrupt else ())):
+        d = root / f"sub-{sub}" / "dwi"
+        d.mkdir(parents=True)
+        p = d / f"sub-{sub}_dwi.nii.gz"
+        fileio.save_dwi(make_phantom(shape=shape, voxel_mm=4.0, n_dirs=12, seed=i), p)
+        (d / f"sub-{sub}_dwi.json").write_text(json.dumps({"PhaseEncodingDirection": "j-"}))
+        if sub == corrupt:
+            p.write_bytes(p.read_bytes()[:4000])
+    return root

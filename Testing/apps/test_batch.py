@@ -23,6 +23,7 @@ from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
 from ImageQualityTransferLib.apps.cli import batch as batch_cli  # noqa: E402
 from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
 
+import helpers  # noqa: E402
 from helpers import DEV, REPO, need_data  # noqa: E402
 
 ENGINE = REPO / "ImageQualityTransfer"
@@ -33,18 +34,8 @@ def sha(path) -> str:
 
 
 def make_bids(root: Path, subjects=("01", "02"), corrupt="03") -> Path:
-    """A BIDS dataset of phantom subjects; `corrupt` gets a truncated DWI."""
-    root.mkdir()
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "phantoms", "BIDSVersion": "1.10.0"}))
-    for i, sub in enumerate(tuple(subjects) + ((corrupt,) if corrupt else ())):
-        d = root / f"sub-{sub}" / "dwi"
-        d.mkdir(parents=True)
-        p = d / f"sub-{sub}_dwi.nii.gz"
-        fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12, seed=i), p)
-        (d / f"sub-{sub}_dwi.json").write_text(json.dumps({"PhaseEncodingDirection": "j-"}))
-        if sub == corrupt:
-            p.write_bytes(p.read_bytes()[:4000])
-    return root
+    """helpers.make_bids with a third, corrupt subject by default."""
+    return helpers.make_bids(root, subjects, corrupt)
 
 
 @pytest.fixture(scope="module")

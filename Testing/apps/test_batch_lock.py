@@ -21,26 +21,15 @@ from ImageQualityTransferLib.apps.batch import lock  # noqa: E402
 from ImageQualityTransferLib.apps.batch.records import remove_temporaries  # noqa: E402
 from ImageQualityTransferLib.apps.signals import Terminated  # noqa: E402
 
-from ImageQualityTransferLib import fileio  # noqa: E402
-from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
 
+import helpers  # noqa: E402
 from helpers import REPO  # noqa: E402
 
 ENGINE = REPO / "ImageQualityTransfer"
 
 
 def make_bids(root: Path, subjects=("01",), corrupt=None) -> Path:
-    """A BIDS dataset of small phantom subjects (as test_batch.make_bids); `corrupt` gets a truncated DWI."""
-    root.mkdir()
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "phantoms", "BIDSVersion": "1.10.0"}))
-    for i, sub in enumerate(tuple(subjects) + ((corrupt,) if corrupt else ())):
-        d = root / f"sub-{sub}" / "dwi"
-        d.mkdir(parents=True)
-        p = d / f"sub-{sub}_dwi.nii.gz"
-        fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12, seed=i), p)
-        if sub == corrupt:
-            p.write_bytes(p.read_bytes()[:4000])
-    return root
+    return helpers.make_bids(root, subjects, corrupt)
 
 
 def run_cli(capsys, *args):

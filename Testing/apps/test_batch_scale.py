@@ -17,11 +17,10 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from ImageQualityTransferLib import fileio  # noqa: E402
 from ImageQualityTransferLib import __version__  # noqa: E402
 from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
-from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
 
+import helpers  # noqa: E402
 from helpers import REPO  # noqa: E402
 
 ENGINE = REPO / "ImageQualityTransfer"
@@ -29,13 +28,7 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("
 
 
 def make_bids(root: Path, subjects=("01",)) -> Path:
-    root.mkdir()
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "phantoms", "BIDSVersion": "1.10.0"}))
-    for i, sub in enumerate(subjects):
-        d = root / f"sub-{sub}" / "dwi"
-        d.mkdir(parents=True)
-        fileio.save_dwi(make_phantom(shape=(24, 28, 20), voxel_mm=4.0, n_dirs=12, seed=i), d / f"sub-{sub}_dwi.nii.gz")
-    return root
+    return helpers.make_bids(root, subjects, shape=(24, 28, 20))
 
 
 def run_cli(capsys, *args):

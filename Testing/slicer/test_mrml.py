@@ -35,13 +35,17 @@ def node_arrays(node):
     return t, mrml._matrix_to_numpy(ijk), mrml._matrix_to_numpy(mf), image.GetDimensions(), node.GetMTime()
 
 
-def read_with_storage_node(scene, path):
+def read_with_storage_node(scene, path, storage_class=None, observe: bool = False):
+    """A DTI node read from `path` by a real storage node (NRRD's by default); `observe`: the node keeps it, as
+    Slicer's loaders leave it, so that it names the file."""
     node = slicer.vtkMRMLDiffusionTensorVolumeNode()
     scene.AddNode(node)
-    storage = slicer.vtkMRMLNRRDStorageNode()
+    storage = (storage_class or slicer.vtkMRMLNRRDStorageNode)()
     scene.AddNode(storage)
     storage.SetFileName(str(path))
     assert storage.ReadData(node) == 1
+    if observe:
+        node.SetAndObserveStorageNodeID(storage.GetID())
     return node
 
 
@@ -259,14 +263,7 @@ def test_left_right_stays_left_right(tmp_path, scene, key):
 
 def read_nifti_with_slicer(scene, path):
     """A DTI node as Slicer's volume reader makes it from a NIfTI tensor file (its storage node names the file)."""
-    node = slicer.vtkMRMLDiffusionTensorVolumeNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node) == 1
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    return node
+    return read_with_storage_node(scene, path, slicer.vtkMRMLVolumeArchetypeStorageNode, observe=True)
 
 
 @pytest.mark.parametrize("key", ["las", "psr"])

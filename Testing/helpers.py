@@ -210,3 +210,11 @@ def make_bids(root: Path, subjects=("01", "02"), corrupt: str | None = None, sha
         if sub == corrupt:
             p.write_bytes(p.read_bytes()[:4000])
     return root
+
+
+def engine_env() -> dict:
+    """This environment with the engine of this tree first on PYTHONPATH, for the processes a test starts (`iqt`
+    subprocesses, Dask workers)."""
+    import os
+
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "ImageQualityTransfer"), os.environ.get("PYTHONPATH", "")]))

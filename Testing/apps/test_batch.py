@@ -24,9 +24,8 @@ from ImageQualityTransferLib.apps.cli import batch as batch_cli  # noqa: E402
 from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
 
 import helpers  # noqa: E402
-from helpers import DEV, REPO, need_data  # noqa: E402
+from helpers import DEV, need_data  # noqa: E402
 
-ENGINE = REPO / "ImageQualityTransfer"
 
 
 def sha(path) -> str:
@@ -43,7 +42,7 @@ def cluster():
     """One real LocalCluster (2 single-threaded worker processes, as `iqt batch --workers 2` makes it) for the
     module, reached with --scheduler."""
     with pytest.MonkeyPatch.context() as mp:  # the worker processes import the engine from this tree
-        mp.setenv("PYTHONPATH", os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+        mp.setenv("PYTHONPATH", helpers.engine_env()["PYTHONPATH"])
         client, c = batch.start_client(2, dashboard_address=":0")
     client.close()
     yield c.scheduler_address
@@ -144,7 +143,7 @@ def test_killed_run_restarts_without_redoing(tmp_path, capsys, cluster):
     keeps what was done and leaves no temporary file."""
     ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None)
     out = tmp_path / "deriv"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    env = helpers.engine_env()
     cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method", "cubic",
            "--workers", "1", "--dashboard-address", ":0"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -177,7 +176,7 @@ def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
     process left. The Monte Carlo method keeps the worker on the next subject for seconds after the first is done."""
     ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None)
     out = tmp_path / "deriv"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    env = helpers.engine_env()
     cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method",
            "espcn-hetero-var1", "--uncertainty", "--workers", "1", "--dashboard-address", ":0"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -819,7 +818,7 @@ def test_a_scheduler_address_that_is_not_a_scheduler_is_refused_in_seconds(tmp_p
                            next(iter(info["workers"])))
     assert code == 2 and err.startswith("iqt: error: ") and len(err.strip().splitlines()) == 1, err
     assert "cannot connect (a Dask Worker answers there, not the scheduler)" in err and not (tmp_path / "o").exists()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    env = helpers.engine_env()
     cmd = [sys.executable, "-m", "ImageQualityTransferLib", "--threads", "1", "batch", str(ds), "-o", str(tmp_path / "o"),
            "--method", "cubic", "--scheduler", f"tcp://127.0.0.1:{info['services']['dashboard']}"]
     start = time.monotonic()
@@ -852,7 +851,7 @@ def test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing(tmp_path, capsys,
     """Audit S (1 run in 6): after Ctrl-C the line said no partial output was left, but a worker stopped with the
     cluster mid-write had left its 0-byte .iqt- temporary. A real local worker holds one open (the engine's own atomic
     write, slowed down) when the main process is interrupted; once the cluster is closed, none is left."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", helpers.engine_env()["PYTHONPATH"])
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     out = tmp_path / "deriv"
 

@@ -23,9 +23,7 @@ from ImageQualityTransferLib.apps.signals import Terminated  # noqa: E402
 
 
 import helpers  # noqa: E402
-from helpers import REPO  # noqa: E402
 
-ENGINE = REPO / "ImageQualityTransfer"
 
 
 def make_bids(root: Path, subjects=("01",), corrupt=None) -> Path:
@@ -174,7 +172,7 @@ def test_two_real_runs_into_one_folder(tmp_path, capsys):
     naming it; SIGTERM stops the first, and its lock is gone."""
     ds = make_bids(tmp_path / "bids", subjects=("01", "02"), corrupt=None)
     out = tmp_path / "deriv"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+    env = helpers.engine_env()
     cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method",
            "espcn-hetero-var1", "--uncertainty", "--workers", "1", "--dashboard-address", "127.0.0.1:0"]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

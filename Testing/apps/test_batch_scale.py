@@ -21,10 +21,8 @@ from ImageQualityTransferLib import __version__  # noqa: E402
 from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
 
 import helpers  # noqa: E402
-from helpers import REPO  # noqa: E402
 
-ENGINE = REPO / "ImageQualityTransfer"
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE), os.environ.get("PYTHONPATH", "")]))
+ENV = helpers.engine_env()
 
 
 def make_bids(root: Path, subjects=("01",)) -> Path:

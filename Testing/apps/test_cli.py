@@ -467,3 +467,16 @@ def test_the_default_at_factors_without_a_learned_model_says_it_ran_the_baseline
     assert code == 0 and "no learned model" not in out
     code, out, _ = run_cli(capsys, "upsample", lr_tensor[0], "-o", tmp_path / "c.nii.gz", "--method", "global-linear")
     assert code == 0 and "no learned model" not in out
+
+
+def test_version_names_the_release_and_the_build_the_batch_workers_compare(capsys):
+    """`iqt --version` is what a methods section or a bug report cites: the version and the digest of the code and
+    model registry that `iqt batch` checks its workers against (apps/batch/cohort.py)."""
+    from ImageQualityTransferLib.core.version import __version__, build_digest
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0 and err == ""
+    assert out == f"iqt {__version__} (build {build_digest(str(MODELS_DIR / 'registry.json'))[:12]})\n"

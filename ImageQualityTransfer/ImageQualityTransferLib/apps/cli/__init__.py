@@ -29,8 +29,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
+class _Version(argparse.Action):
+    """`iqt --version`: the version and the digest of the engine's code and model registry (core/version.py), the two
+    things a methods section or a bug report needs; the digest is computed only when asked (5-24 ms)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ...core.version import __version__, build_digest
+        from ...fileio.paths import MODELS_DIR
+
+        print(f"iqt {__version__} (build {build_digest(str(MODELS_DIR / 'registry.json'))[:12]})")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="iqt", description="Image Quality Transfer for diffusion MRI (DTI super-resolution with uncertainty).")
+    p.add_argument("--version", action=_Version, help="print the version and the build (a digest of the engine's code "
+                                                      "and its model registry) and exit")
     p.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
     p.add_argument("--threads", type=int, help="CPU threads for numerical libraries and PyTorch (default: theirs; the "
                                                 "forests always solve their small systems on one thread)")

@@ -376,3 +376,32 @@ def test_tensor_nodes_get_a_grey_table_in_a_scene_without_one(scene):
     assert rgba[:3] == [0.0, 0.0, 0.0]
     table.GetColor(255, rgba)
     assert rgba[:3] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_a_scene_with_the_grey_table_saves_and_reads_back(tmp_path, scene):
+    """The grey table made for a scene without one is saved with the scene (Private/Grey.csv) and read back: made
+    with SetTypeToGrey(), its file did not read ("Failed to read node Grey"; Connect returned 0, ReadFromMRB False)."""
+    node = mrml.add_tensor_node(scene, tensor_volume("psr", seed=5), "a")
+    app = slicer.vtkMRMLApplicationLogic()
+    app.SetMRMLScene(scene)
+    (tmp_path / "saved").mkdir()
+    assert app.SaveSceneToSlicerDataBundleDirectory(str(tmp_path / "saved"), None)
+    assert scene.WriteToMRB(str(tmp_path / "saved.mrb"))
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetURL(str(tmp_path / "saved" / "saved.mrml"))
+    assert reloaded.Connect() == 1
+    from_mrb = slicer.vtkMRMLScene()
+    cache = slicer.vtkCacheManager()
+    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    io = slicer.vtkDataIOManager()
+    io.SetCacheManager(cache)
+    from_mrb.SetDataIOManager(io)
+    from_mrb.SetCacheManager(cache)
+    assert from_mrb.ReadFromMRB(str(tmp_path / "saved.mrb"))
+    for loaded in (reloaded, from_mrb):
+        table = loaded.GetFirstNodeByName(node.GetName()).GetDisplayNode().GetColorNode()
+        assert table.GetName() == "Grey" and table.GetNumberOfColors() == 256
+        for index, grey in ((0, 0.0), (128, 128 / 255), (255, 1.0)):
+            rgba = [0.0] * 4
+            table.GetColor(index, rgba)
+            assert rgba == pytest.approx([grey, grey, grey, 1.0], abs=1e-6)

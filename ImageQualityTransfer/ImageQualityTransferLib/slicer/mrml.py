@@ -371,14 +371,18 @@ def _tensor_display(scene, node) -> None:
 
 def _grey_id(scene) -> str:
     """Id of Slicer's grey table, made once where the scene lacks it (trame-slicer's has none: the FA display was
-    left without a lookup table, drawn as stripes), as `display.colormap_id` makes Inferno."""
+    left without a lookup table, drawn as stripes), as `display.colormap_id` makes Inferno. Made as a User table of 256
+    greys, the colours of SetTypeToGrey(): a saved Grey-type table did not read back ("Failed to read node Grey")."""
     found = _find_color_node_id(scene, "Grey")
     if found:
         return found
     from slicer import vtkMRMLColorTableNode
 
     table = vtkMRMLColorTableNode()
-    table.SetTypeToGrey()
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    for i in range(256):
+        table.SetColor(i, i / 255, i / 255, i / 255, 1.0)
     table.SetName("Grey")
     scene.AddNode(table)
     return table.GetID()

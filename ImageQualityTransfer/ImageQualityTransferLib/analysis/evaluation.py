@@ -7,7 +7,8 @@ Conventions:
   - every error in mm^2/s is reported in 1e-5 mm^2/s (the unit of the published tables): DT-RMSE,
     MD RMSE and the noise floor; FA RMSE is unitless; PSNR is in dB;
   - errors are taken over the *evaluation voxels*: the region AND the plausible voxels of the reference
-    (`tensors.plausible`); a voxel whose reference fit failed is left out of every figure.
+    (`tensors.plausible`); a voxel whose reference fit failed, or that holds no reference tensor (zero, or NaN in
+    every element: `no_reference`), is left out of every figure.
 
 All metrics are root-mean-square errors (not mean absolute errors):
   - ``dt_rmse``  = sqrt(mean over voxels and the 6 unique elements of (pred - truth)^2) * 1e5;
@@ -66,14 +67,22 @@ def regions(hr_mask, lr_mask, r, radius: int = 2) -> dict:
     return {"interior": interior, "exterior": hr & ~interior}
 
 
+def no_reference(truth) -> np.ndarray:
+    """Voxels with no reference tensor: all six elements zero (outside the mask the reference was fitted in) or not
+    finite-and-nonzero anywhere (all NaN, as some tools write a missing fit; `fileio` reads those as zero). Scoring
+    them would score the prediction against a truth of zero."""
+    t = _array(truth)
+    return ~np.any(np.isfinite(t) & (t != 0), axis=-1)
+
+
 def evaluation_voxels(truth, region) -> np.ndarray:
-    """The voxels every figure uses: `region` AND plausible reference tensors."""
+    """The voxels every figure uses: `region` AND a reference tensor there (`no_reference`) AND a plausible one."""
     t = _array(truth)
     reg = _array(region, bool)
     if t.shape[:3] != reg.shape:
         raise IQTError(f"the region {reg.shape} and the reference tensors {t.shape[:3]} are not on the same grid")
     out = np.zeros(reg.shape, bool)
-    out[reg] = tensors.plausible(t[reg])
+    out[reg] = tensors.plausible(t[reg]) & ~no_reference(t[reg])
     return out
 
 
@@ -231,7 +240,8 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
     """Every metric per region: {"interior": {...}, "exterior": {...}[, "brain": {...}]} (JSON-serialisable).
 
     Each region holds dt_rmse, fa_rmse, md_rmse (RMSEs; 1e-5 mm^2/s except FA), psnr (dB), n_voxels
-    (evaluation voxels: region AND plausible reference) and n_implausible (region voxels left out);
+    (evaluation voxels: region AND a plausible reference tensor), n_implausible (region voxels left out for a failed
+    reference fit) and n_no_reference (region voxels left out for holding no reference tensor: zero or all NaN);
     noise_floor (1e-5 mm^2/s) when `floor_std` is given; spearman and within_2sigma when `uncertainty`
     (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, over the voxels the prediction covers (not
     exactly zero; n_uncovered counts the region's voxels left out), then also in a third entry "brain" over both
@@ -247,6 +257,7 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
     every = []
     # an output cut to exactly zero (by a mask the user gave) holds no prediction: its zero std is not a claim to score
     covered = np.any(p != 0, axis=-1)
+    missing = no_reference(t)  # no reference tensor: left out and counted apart from the failed fits
     for name, region in regions(hr_mask, lr_mask, r, radius).items():
         v = evaluation_voxels(t, region)
         every.append(v)
@@ -257,7 +268,8 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
             "psnr": psnr(p, t, v),
             "angle_error": angle_error(p, t, v),
             "n_voxels": int(v.sum()),
-            "n_implausible": int(region.sum() - v.sum()),
+            "n_implausible": int((region & ~missing).sum() - v.sum()),
+            "n_no_reference": int((region & missing).sum()),
         }
         if floor_std is not None:
             row["noise_floor"] = noise_floor_rmse(floor_std, v)

@@ -74,6 +74,8 @@ def run(args):
     except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)
         raise IQTError(str(exc).replace("--tensor-order", "--truth-order")) from None
     for w in said:
+        if MISSING_WARNING in str(w.message):  # the reference's missing voxels: counted inside the mask below
+            continue
         warnings.warn(str(w.message).replace("--tensor-order", "--truth-order"), w.category, stacklevel=2)
     made = pred.meta.get("made_at")
     if f is None:
@@ -110,6 +112,7 @@ def run(args):
     box = tuple(slice(s, s + n) for s, n in zip(start, shape))  # the reference's voxels under the prediction
     t = truth.data[box]
     m = mask.data[box]
+    _missing_reference(args.truth, t, m)
     lr_mask = degrade.block_majority(m, f)
     unc = _map(args.uncertainty, "--uncertainty") if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
@@ -144,6 +147,32 @@ def run(args):
             n = row["n_uncovered"]
             print(f"({n} of them {'has' if n == 1 else 'have'} no prediction, exactly zero (cut by the upsampling's "
                   f"--mask, or a hole in its input); the uncertainty figures leave {'it' if n == 1 else 'them'} out)")
+
+
+MISSING_WARNING = "NaN in every element"  # core.tensors.nan_as_empty's warning: such voxels are read as zero
+MOSTLY_MISSING = 0.5  # share of the mask's voxels without a reference tensor from which the mask is not the reference's
+
+
+def _missing_reference(path, truth, mask) -> None:
+    """Mask voxels where the reference holds no tensor (zero: outside the mask it was fitted in; or NaN in every
+    element) are left out of every figure (evaluation.no_reference), said in one line; where they are most of the mask,
+    the mask is not the reference's: refused. Scored, they counted as a truth of zero (audit: interior DT-RMSE 20.9
+    against 15.8 for a reference fitted in the 3D-filled mask scored in the slice-filled one)."""
+    from ...analysis.evaluation import no_reference
+
+    m = np.asarray(mask, bool)
+    absent = m & no_reference(truth)
+    n, total = int(absent.sum()), int(m.sum())
+    if not n:
+        return
+    share = n / total
+    if share > MOSTLY_MISSING:
+        raise IQTError(f"{path}: {n} of the mask's {total} voxels ({100 * share:.0f} %) hold no reference tensor (zero, or "
+                       f"NaN in every element), so the mask is mostly outside the brain the reference was fitted in; give "
+                       f"the mask the reference was fitted in ('iqt fit --mask-out'), or fit the reference in this mask")
+    warnings.warn(f"{path}: {n} of the mask's {total} voxels ({100 * share:.1f} %) hold no reference tensor (zero, or NaN "
+                  f"in every element: outside the mask the reference was fitted in, or failed fits); they are left out "
+                  f"of every figure", IQTWarning, stacklevel=2)
 
 
 def _start(pred_affine, truth_affine) -> tuple | None:

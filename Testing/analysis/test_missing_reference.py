@@ -1,0 +1,96 @@
+"""Voxels where the reference holds no tensor (zero: outside the mask it was fitted in; or NaN in every element, which
+the file readers take as zero) are left out of every figure and counted, not scored against a truth of zero; `iqt
+evaluate` says how many in one warning line and refuses a mask that lies mostly outside the reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.analysis import evaluation
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.core.volume import Volume
+
+AFFINE = np.diag([-1.5, 1.5, 1.5, 1.0])
+
+
+def _brain(r=2):
+    lr = np.zeros((10, 10, 10), bool)
+    lr[1:9, 1:9, 1:9] = True
+    hr = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+    truth = np.zeros(hr.shape + (6,))
+    rng = np.random.default_rng(0)
+    lam = rng.uniform(0.3e-3, 1.5e-3, size=hr.shape + (3,))
+    truth[..., 0], truth[..., 2], truth[..., 5] = lam[..., 0], lam[..., 1], lam[..., 2]
+    truth[~hr] = 0
+    return lr, hr, truth
+
+
+def test_zero_and_all_nan_reference_voxels_are_left_out_and_counted():
+    lr, hr, truth = _brain()
+    pred = truth + 1e-5
+    interior = evaluation.regions(hr, lr, 2)["interior"]
+    holes = np.zeros(hr.shape, bool)
+    holes[8:12, 8:12, 8:12] = True  # a hole in the brain the reference was fitted in (the ventricles' in-slice holes)
+    nan = np.zeros(hr.shape, bool)
+    nan[6, 6:10, 6:10] = True  # failed fits written as NaN
+    assert (holes & interior).any() and (nan & interior).any()
+    cut = truth.copy()
+    cut[holes] = 0
+    cut[nan] = np.nan
+    v = evaluation.evaluation_voxels(cut, hr)
+    assert not v[holes].any() and not v[nan].any()
+    assert v.sum() == hr.sum() - holes.sum() - nan.sum()
+    res = evaluation.evaluate(np.where(nan[..., None], 0, pred), cut, hr, lr, 2)
+    # the prediction is off by 1e-5 everywhere: exactly 1.0 where scored against a reference, not the truth of zero
+    assert res["interior"]["dt_rmse"] == pytest.approx(1.0)
+    assert res["exterior"]["dt_rmse"] == pytest.approx(1.0)
+    assert res["interior"]["n_no_reference"] + res["exterior"]["n_no_reference"] == holes.sum() + nan.sum()
+    assert res["interior"]["n_implausible"] == 0 and res["exterior"]["n_implausible"] == 0
+    # the same voxels read from a file: all-NaN voxels come back as zero and are left out alike
+    zeroed = np.where(nan[..., None], 0, cut)
+    again = evaluation.evaluate(pred, zeroed, hr, lr, 2)
+    assert again["interior"]["dt_rmse"] == pytest.approx(1.0)
+    assert again["interior"]["n_no_reference"] == res["interior"]["n_no_reference"]
+
+
+def _files(tmp_path, truth, hr, pred):
+    fileio.save_tensor(Volume(truth.astype(np.float32), AFFINE, "tensor"), tmp_path / "truth.nii.gz")
+    fileio.save_tensor(Volume(pred.astype(np.float32), AFFINE, "tensor"), tmp_path / "pred.nii.gz")
+    fileio.save_mask(Volume(hr, AFFINE, "mask"), tmp_path / "mask.nii.gz")
+    return ("evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "truth.nii.gz", "--mask",
+            tmp_path / "mask.nii.gz", "--factor", "2")
+
+
+def test_evaluate_says_how_many_mask_voxels_have_no_reference(capsys, tmp_path):
+    lr, hr, truth = _brain()
+    pred = truth + 1e-5
+    cut = truth.copy()
+    cut[8:12, 8:12, 8:12] = 0  # fitted in a mask with a hole
+    cut[6, 6:10, 6:10] = np.nan
+    args = _files(tmp_path, cut, hr, pred)
+    code = cli.main([str(a) for a in (*args, "--json", tmp_path / "m.json")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err  # one line, the readers' NaN warning folded into it
+    assert "80 of the mask's" in lines[0] and "hold no reference tensor" in lines[0], lines[0]
+    assert "interior: DT-RMSE 1.000" in out and "exterior: DT-RMSE 1.000" in out, out
+    got = json.loads((tmp_path / "m.json").read_text())
+    assert got["interior"]["n_no_reference"] + got["exterior"]["n_no_reference"] == 80
+
+
+def test_evaluate_refuses_a_mask_mostly_outside_the_reference(capsys, tmp_path):
+    lr, hr, truth = _brain()
+    small = truth.copy()
+    small[:, :13] = 0  # the reference fitted in a far smaller mask (11 of the brain's 16 planes missing)
+    args = _files(tmp_path, small, hr, truth + 1e-5)
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("iqt: error: "), err
+    assert "hold no reference tensor" in lines[0] and "mostly outside" in lines[0], lines[0]
+    assert "DT-RMSE" not in out

@@ -264,27 +264,30 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
 
 # the output selectors' empty choice, as the panel names it (Resources/UI/ImageQualityTransfer.ui, noneDisplay)
 AUTOMATIC_OUTPUT = "'Named after the method'"
-RESULT_ATTRIBUTE = "ImageQualityTransfer.Result"  # "<input node id>/<method>/<role>" on the nodes a run creates
+# A run's outputs are found again by a node reference to their input, which MRML remaps when a saved scene is imported
+# next to clashing node IDs (a text attribute holding the input's ID kept patient A's ID, so patient B's run refilled
+# A's results), and by which output of which run they are. Nodes of scenes saved before (an attribute
+# "ImageQualityTransfer.Result" only) are left as they are: a run makes new nodes beside them.
+INPUT_REFERENCE = "ImageQualityTransfer.Input"  # node reference role: the input a run's output was made from
+OUTPUT_ATTRIBUTE = "ImageQualityTransfer.Output"  # "<method>[_x<factors>]/<role>", e.g. "biqt_x3/uncertainty/std"
 
 
-def result_key(input_node, method: str, role: str) -> str:
-    return f"{input_node.GetID() if input_node is not None else ''}/{method}/{role}"
-
-
-def find_result_node(scene, key: str, class_name: str):
-    """The node an earlier run created for `key` (input, method, role), or None."""
+def find_result_node(scene, input_node, output: str, class_name: str):
+    """The node an earlier run made from `input_node` for `output` (method, factors, role), or None."""
     for i in range(scene.GetNumberOfNodesByClass(class_name)):
         node = scene.GetNthNodeByClass(i, class_name)
-        if node.GetAttribute(RESULT_ATTRIBUTE) == key:
+        if (node.GetAttribute(OUTPUT_ATTRIBUTE) == output
+                and node.GetNodeReferenceID(INPUT_REFERENCE) == input_node.GetID()):
             return node
     return None
 
 
-def _put(scene, vol: Volume, name: str, key: str | None, target=None):
-    """`vol` into `target` (a node the user chose), else into the node an earlier run made for `key`, else into a
-    new node named `name`; a tensor's factors go on the node (`mrml.FACTORS_ATTRIBUTE`, for the comparison view), and
-    the run's notes (`mrml.NOTES_ATTRIBUTE`, for the module's status line)."""
-    node = _put_volume(scene, vol, name, key, target)
+def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
+    """`vol` into `target` (a node the user chose), else into the node an earlier run made from `input_node` for
+    `output` (`find_result_node`), else into a new node named `name`; a tensor's factors go on the node
+    (`mrml.FACTORS_ATTRIBUTE`, for the comparison view), and the run's notes (`mrml.NOTES_ATTRIBUTE`, for the module's
+    status line)."""
+    node = _put_volume(scene, vol, name, input_node, output, target)
     if vol.meta.get("factor") is not None:
         node.SetAttribute(mrml.FACTORS_ATTRIBUTE, grid.text(vol.meta["factor"]))
     if vol.meta.get("support"):
@@ -299,7 +302,7 @@ def _put(scene, vol: Volume, name: str, key: str | None, target=None):
     return node
 
 
-def _put_volume(scene, vol: Volume, name: str, key: str | None, target=None):
+def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=None):
     """`_put` without the factors. Nodes are filled in place, so repeated runs add no node and no display node."""
     tensor = vol.kind == "tensor"
     class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
@@ -308,14 +311,16 @@ def _put_volume(scene, vol: Volume, name: str, key: str | None, target=None):
         if not target.IsA(class_name) or (not tensor and target.IsA("vtkMRMLLabelMapVolumeNode")):
             raise IQTError(f"output node '{target.GetName()}' is a {target.GetClassName()}, expected a {class_name}; "
                            f"choose {AUTOMATIC_OUTPUT} in the output selector")
-        target.RemoveAttribute(RESULT_ATTRIBUTE)  # the user's node, never reused for another run by itself
+        target.RemoveAttribute(OUTPUT_ATTRIBUTE)  # the user's node, never reused for another run by itself
+        target.RemoveNodeReferenceIDs(INPUT_REFERENCE)
         return fill(target, vol)
-    node = find_result_node(scene, key, class_name) if key else None
+    node = find_result_node(scene, input_node, output, class_name) if input_node is not None else None
     if node is not None:
         return fill(node, vol)
     node = (mrml.add_tensor_node if tensor else mrml.add_scalar_node)(scene, vol, name)
-    if key:
-        node.SetAttribute(RESULT_ATTRIBUTE, key)
+    if input_node is not None:
+        node.SetAttribute(OUTPUT_ATTRIBUTE, output)
+        node.SetNodeReferenceID(INPUT_REFERENCE, input_node.GetID())
     return node
 
 
@@ -338,19 +343,17 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
     factor = factor if factor is not None else results["tensor"].meta.get("factor")
     suffix = factor_suffix(factor)
     run = f"{method} ×{grid.text(factor)}" if suffix else method  # names the run on its legends (display.share_scales)
-    key = (lambda m, role: result_key(input_node, m + suffix, role)) if input_node is not None else \
-        (lambda m, role: None)
     created = {"tensor": None, "uncertainty": None, "uncertainties": {}, "interpolated": None}
-    created["tensor"] = _put(scene, results["tensor"], f"{base_name}_{method}{suffix}", key(method, "tensor"),
-                             targets.get("tensor"))
+    created["tensor"] = _put(scene, results["tensor"], f"{base_name}_{method}{suffix}", input_node,
+                             f"{method}{suffix}/tensor", targets.get("tensor"))
     unc_keys = [k for k in results if k.startswith("uncertainty/")]
     # the map shown as overlay: "std" when the method gives one, else the first
     main = next((k for k in unc_keys if k.endswith("/std")), unc_keys[0] if unc_keys else None)
     for k in unc_keys:
         short = k.split("/", 1)[1]
         vol, unit = mrml.map_in_node_unit(results[k], short)
-        node = _put(scene, vol, f"{base_name}_{method}{suffix}_uncertainty_{short}", key(method, k),
-                    targets.get("uncertainty") if k == main else None)
+        node = _put(scene, vol, f"{base_name}_{method}{suffix}_uncertainty_{short}", input_node,
+                    f"{method}{suffix}/{k}", targets.get("uncertainty") if k == main else None)
         mrml.set_map(node, short, unit, run=run)
         if k == main:
             created["uncertainty"] = node
@@ -360,7 +363,7 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
             created["interpolated"] = created["tensor"]  # the comparison is this run's own result
         else:  # the cubic run's node: shared with runs of cubic itself
             created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}{suffix}",
-                                           key(COMPARISON_METHOD, "tensor"), targets.get("interpolated"))
+                                           input_node, f"{COMPARISON_METHOD}{suffix}/tensor", targets.get("interpolated"))
     # the results are in the input's own coordinates: under its parent transform (a registration to a T1, say) they
     # lie where it lies (review 45f: they came out as far from it as the transform moved it)
     parent = input_node.GetTransformNodeID() if input_node is not None and hasattr(input_node, "GetTransformNodeID") else None

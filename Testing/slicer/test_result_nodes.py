@@ -1,0 +1,81 @@
+"""Which nodes a run fills, on real slicer-core scenes: a run refills the outputs an earlier run made from the same
+input (test_display.py: node counts over repeated runs), never those of another input once a saved scene has been
+imported next to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+
+from ImageQualityTransferLib.slicer import mrml, processing  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lowres():
+    from ImageQualityTransferLib.dmri import degrade, dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(24, 28, 20), voxel_mm=2.0, n_dirs=12)
+    return degrade.degrade(dwi, dti.brain_mask(dwi).data, 2).tensor
+
+
+def tensors_of(node) -> np.ndarray:
+    return mrml.tensor_volume_from_node(node).data.copy()
+
+
+def volume_names(scene) -> list[str]:
+    return sorted(scene.GetNthNodeByClass(i, "vtkMRMLVolumeNode").GetName()
+                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode")))
+
+
+def save_scene(scene, folder) -> str:
+    """`scene` saved as Slicer's File > Save writes it (a data bundle directory); the .mrml file's path."""
+    folder.mkdir()
+    app = slicer.vtkMRMLApplicationLogic()
+    app.SetMRMLScene(scene)
+    assert app.SaveSceneToSlicerDataBundleDirectory(str(folder), None)
+    return str(folder / f"{folder.name}.mrml")
+
+
+def test_an_imported_scenes_results_are_not_refilled_by_another_inputs_run(tmp_path, lowres):
+    """Patient A's saved scene imported into a scene holding patient B: MRML gives A's input another ID (B's has
+    its old one), which a text attribute holding the input's ID did not follow, so B's run refilled A's results
+    (audit: A's tensors changed by up to 1.6e-3 mm²/s). B's run makes B's nodes; A's run refills A's."""
+    scene_a = slicer.vtkMRMLScene()
+    a = mrml.add_tensor_node(scene_a, lowres, "patientA_dti")
+    processing.run_on_nodes(scene_a, a, "linear", 2, interpolate=True)
+    saved = save_scene(scene_a, tmp_path / "patientA")
+
+    scene = slicer.vtkMRMLScene()
+    b = mrml.add_tensor_node(scene, lowres.replace(data=lowres.data * 1.5), "patientB_dti")
+    assert b.GetID() == a.GetID()  # the clash the import resolves
+    scene.SetURL(saved)
+    scene.Import()
+    a = scene.GetFirstNodeByName("patientA_dti")
+    a_results = [scene.GetFirstNodeByName(n) for n in ("patientA_dti_linear", "patientA_dti_cubic")]
+    assert a.GetID() != b.GetID() and None not in a_results
+    kept = [tensors_of(n) for n in a_results]
+
+    nodes_b = processing.run_on_nodes(scene, b, "linear", 2, interpolate=True)
+    assert [nodes_b[k].GetName() for k in ("tensor", "interpolated")] == ["patientB_dti_linear", "patientB_dti_cubic"]
+    for node, before in zip(a_results, kept):
+        np.testing.assert_array_equal(tensors_of(node), before, err_msg=f"{node.GetName()} was refilled by B's run")
+
+    names = volume_names(scene)
+    nodes_a = processing.run_on_nodes(scene, a, "linear", 2, interpolate=True)
+    assert [nodes_a["tensor"], nodes_a["interpolated"]] == a_results and volume_names(scene) == names
+
+
+def test_a_result_of_a_scene_saved_before_is_left_as_it_is(lowres):
+    """A node that names its input only in the former text attribute (scenes saved before) is not refilled: a run
+    makes new nodes beside it (its ID may be another input's since an import)."""
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, lowres, "dti")
+    old = mrml.add_tensor_node(scene, lowres, "dti_linear")
+    old.SetAttribute("ImageQualityTransfer.Result", f"{node.GetID()}/linear/tensor")
+    before = tensors_of(old)
+    nodes = processing.run_on_nodes(scene, node, "linear", 2)
+    assert nodes["tensor"] is not old and nodes["tensor"].GetName() == "dti_linear_1"
+    np.testing.assert_array_equal(tensors_of(old), before)

@@ -270,16 +270,22 @@ AUTOMATIC_OUTPUT = "'Named after the method'"
 # "ImageQualityTransfer.Result" only) are left as they are: a run makes new nodes beside them.
 INPUT_REFERENCE = "ImageQualityTransfer.Input"  # node reference role: the input a run's output was made from
 OUTPUT_ATTRIBUTE = "ImageQualityTransfer.Output"  # "<method>[_x<factors>]/<role>", e.g. "biqt_x3/uncertainty/std"
+# A reference from each node the module made to itself, remapped on import as the input's: a user's copy carries the
+# attributes (scene.CopyNode, Slicer's Clone) and may carry the references (CopyNode does), but its own reference points
+# at the original, or at nothing once the original is deleted, so a copy the user kept is never refilled.
+OWN_REFERENCE = "ImageQualityTransfer.Own"
 
 
 def find_result_node(scene, input_node, output: str, class_name: str):
-    """The node an earlier run made from `input_node` for `output` (method, factors, role), or None."""
+    """The node an earlier run made from `input_node` for `output` (method, factors, role); None where there is none,
+    or more than one (neither is overwritten: the run makes a new node)."""
+    found = []
     for i in range(scene.GetNumberOfNodesByClass(class_name)):
         node = scene.GetNthNodeByClass(i, class_name)
-        if (node.GetAttribute(OUTPUT_ATTRIBUTE) == output
+        if (node.GetAttribute(OUTPUT_ATTRIBUTE) == output and node.GetNodeReferenceID(OWN_REFERENCE) == node.GetID()
                 and node.GetNodeReferenceID(INPUT_REFERENCE) == input_node.GetID()):
-            return node
-    return None
+            found.append(node)
+    return found[0] if len(found) == 1 else None
 
 
 def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
@@ -313,6 +319,7 @@ def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=N
                            f"choose {AUTOMATIC_OUTPUT} in the output selector")
         target.RemoveAttribute(OUTPUT_ATTRIBUTE)  # the user's node, never reused for another run by itself
         target.RemoveNodeReferenceIDs(INPUT_REFERENCE)
+        target.RemoveNodeReferenceIDs(OWN_REFERENCE)
         return fill(target, vol)
     node = find_result_node(scene, input_node, output, class_name) if input_node is not None else None
     if node is not None:
@@ -321,6 +328,7 @@ def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=N
     if input_node is not None:
         node.SetAttribute(OUTPUT_ATTRIBUTE, output)
         node.SetNodeReferenceID(INPUT_REFERENCE, input_node.GetID())
+        node.SetNodeReferenceID(OWN_REFERENCE, node.GetID())
     return node
 
 

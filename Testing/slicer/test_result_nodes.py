@@ -113,3 +113,27 @@ def test_a_copy_of_a_result_is_never_refilled(lowres):
     assert processing.run_on_nodes(scene, node, "linear", 2)["tensor"] is again  # the new node is refilled in turn
     for n in (copied, cloned):
         np.testing.assert_array_equal(tensors_of(n), kept[n.GetName()], err_msg=f"the copy {n.GetName()} was refilled")
+
+
+def test_a_runs_outputs_follow_the_inputs_name(lowres):
+    """After the input is renamed, a rerun renames the outputs it refills after the new name, so they match an output
+    it makes anew (they kept the old name: 'dti_biqt_uncertainty_std' beside 'patientA_dti_biqt', audit); an output
+    the user renamed keeps the user's name, and a deleted one comes back under its own name, not '…_1'."""
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, lowres, "dti")
+    processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True)
+    node.SetName("patientA_dti")
+    nodes = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True)
+    expected = {"tensor": "patientA_dti_biqt", "interpolated": "patientA_dti_cubic",
+                "std": "patientA_dti_biqt_uncertainty_std", "direction": "patientA_dti_biqt_uncertainty_direction"}
+
+    def names(nodes):
+        return {k: nodes[k].GetName() for k in ("tensor", "interpolated")} | {
+            k: n.GetName() for k, n in nodes["uncertainties"].items()}
+
+    assert names(nodes) == expected
+    nodes["interpolated"].SetName("my cubic")
+    scene.RemoveNode(nodes["tensor"])
+    again = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True)
+    assert again["tensor"] is not nodes["tensor"] and names(again) == expected | {"interpolated": "my cubic"}
+    assert volume_names(scene) == sorted(["patientA_dti", "my cubic", *(expected[k] for k in ("tensor", "std", "direction"))])

@@ -319,13 +319,19 @@ def _image_data(arr_xyzc: np.ndarray, as_tensors: bool):
     return image
 
 
+def free_name(scene, name: str) -> str:
+    """`name` where no node of `scene` has it, else MRML's unique variant ("name_1" …); GenerateUniqueName alone gives
+    a variant for any name it gave before, though that node was deleted or renamed since."""
+    return name if scene.GetFirstNodeByName(name) is None else scene.GenerateUniqueName(name)
+
+
 def add_tensor_node(scene, vol: Volume, name: str):
     """New vtkMRMLDiffusionTensorVolumeNode in `scene` with Slicer's display nodes; components in IJK axes,
     IJKToRAS = the affine, measurement frame = IJK->RAS rotation (as Slicer's DTI estimation writes)."""
     from slicer import vtkMRMLDiffusionTensorVolumeNode
 
     node = vtkMRMLDiffusionTensorVolumeNode()
-    node.SetName(scene.GenerateUniqueName(name) if hasattr(scene, "GenerateUniqueName") else name)
+    node.SetName(free_name(scene, name))
     set_tensor_node(node, vol)
     scene.AddNode(node)
     _tensor_display(scene, node)
@@ -419,7 +425,7 @@ def add_scalar_node(scene, vol: Volume, name: str, colormap: str | None = DEFAUL
     from slicer import vtkMRMLScalarVolumeNode
 
     node = vtkMRMLScalarVolumeNode()
-    node.SetName(scene.GenerateUniqueName(name) if hasattr(scene, "GenerateUniqueName") else name)
+    node.SetName(free_name(scene, name))
     _set_scalar_image(node, vol)
     scene.AddNode(node)
     _scalar_display(scene, node, colormap)

@@ -274,6 +274,7 @@ OUTPUT_ATTRIBUTE = "ImageQualityTransfer.Output"  # "<method>[_x<factors>]/<role
 # attributes (scene.CopyNode, Slicer's Clone) and may carry the references (CopyNode does), but its own reference points
 # at the original, or at nothing once the original is deleted, so a copy the user kept is never refilled.
 OWN_REFERENCE = "ImageQualityTransfer.Own"
+NAME_ATTRIBUTE = "ImageQualityTransfer.Name"  # the name a run gave its output ("_1" … may follow it in the node's name)
 
 
 def find_result_node(scene, input_node, output: str, class_name: str):
@@ -323,13 +324,28 @@ def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=N
         return fill(target, vol)
     node = find_result_node(scene, input_node, output, class_name) if input_node is not None else None
     if node is not None:
+        _follow_input_name(scene, node, name)
         return fill(node, vol)
     node = (mrml.add_tensor_node if tensor else mrml.add_scalar_node)(scene, vol, name)
     if input_node is not None:
+        node.SetAttribute(NAME_ATTRIBUTE, name)
         node.SetAttribute(OUTPUT_ATTRIBUTE, output)
         node.SetNodeReferenceID(INPUT_REFERENCE, input_node.GetID())
         node.SetNodeReferenceID(OWN_REFERENCE, node.GetID())
     return node
+
+
+def _follow_input_name(scene, node, name: str) -> None:
+    """A refilled node renamed `name` (after its input's name now) where it was named after another and the user has not
+    renamed it, so that one run's outputs share one name (after a renamed input they kept the old one, and an output
+    made anew took the new one)."""
+    import re
+
+    given = node.GetAttribute(NAME_ATTRIBUTE)
+    if given is None or given == name or not re.fullmatch(re.escape(given) + r"(_\d+)?", node.GetName() or ""):
+        return
+    node.SetName(mrml.free_name(scene, name))
+    node.SetAttribute(NAME_ATTRIBUTE, name)
 
 
 def factor_suffix(factor) -> str:

@@ -87,8 +87,9 @@ class Outputs:
         ins = {os.path.realpath(p): p for p in self.inputs}
         for p, what in self.outputs:
             real = os.path.realpath(p)
-            if real in ins or any(p.exists() and q.exists() and os.path.samefile(p, q) for q in self.inputs):
-                src = ins.get(real, p)
+            src = ins.get(real) or next((q for q in self.inputs if p.exists() and q.exists() and os.path.samefile(p, q)),
+                                        None)  # a hard link to an input: the input it is, not the output's own name
+            if src is not None:
                 raise IQTError(f"{p}: is an input of this run ({src}); write the {what} to another file "
                                f"(inputs are never overwritten)")
             if real in seen:

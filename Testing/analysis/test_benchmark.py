@@ -133,7 +133,7 @@ def test_nonphysical_outputs_are_counted_and_checked_against_the_edge_uncertaint
     u[1, 0, 0] = 5e-5
     edge = np.zeros((4, 4, 4), bool)
     edge[3] = True
-    got = evaluation.nonphysical_flagged(pred, u, edge)
+    got = evaluation.nonphysical_flagged(pred, u, edge, np.ones((4, 4, 4), bool))
     assert got == {"n_nonphysical": 2, "nonphysical_flagged": 0.5}
 
 

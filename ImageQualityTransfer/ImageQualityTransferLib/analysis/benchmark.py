@@ -223,8 +223,8 @@ UNITS = {
     "psnr": "dB", "angle_error": "degrees (principal eigenvector)", "ratio_to_cubic": "this method's dt_rmse over cubic's "
     "on the same input", "spearman": "Spearman correlation of the std map with the per-voxel error",
     "within_2sigma": "share of element errors within ±2 std", "direction_within_2": "share of voxels whose direction "
-    "error is within twice the direction map", "n_nonphysical": "output voxels inside the brain with a negative "
-    "eigenvalue", "nonphysical_flagged": "share of those whose std is at least the brain edge's median",
+    "error is within twice the direction map", "n_nonphysical": "output voxels inside the brain (its high-res mask; not the "
+    "context answered beyond it) with a negative eigenvalue", "nonphysical_flagged": "share of those whose std is at least the brain edge's median",
     "n_voxels": "voxels in the region", "n_uncovered": "of those, voxels with no prediction (exactly zero), left out "
     "of the uncertainty figures", "n_implausible": "region voxels left out of the scores (reference tensor not "
     "plausible)", "n_no_reference": "region voxels left out of the scores (no reference tensor there: zero, or NaN "

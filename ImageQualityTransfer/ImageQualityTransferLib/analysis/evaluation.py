@@ -166,14 +166,20 @@ def spearman(pred, truth, uncertainty, voxels) -> float:
     return float(spearmanr(u[ok], err[ok])[0])
 
 
-def nonphysical_flagged(pred, uncertainty, edge) -> dict:
-    """Output voxels that are not physical tensors (a negative eigenvalue) and the fraction of them whose
-    uncertainty is at least the median over the brain's edge (`edge`: the exterior evaluation voxels the prediction
-    covers)."""
+def nonphysical_flagged(pred, uncertainty, edge, brain) -> dict:
+    """Output voxels inside the brain (`brain`: the high-res brain mask) that are not physical tensors (a negative
+    eigenvalue), and the fraction of them whose uncertainty is at least the median over the brain's edge (`edge`: the
+    exterior evaluation voxels the prediction covers); NaN where there is none. Voxels outside the brain (the rings of
+    context a method answers beyond a tight mask) are not counted: the figure is the target's, "wherever an output
+    voxel is not physical inside the support, its uncertainty is at least the brain edge's median"."""
     p = _array(pred)
     u = _array(uncertainty).astype(np.float64)
     u = u.mean(axis=-1) if u.ndim == 4 else u
-    bad = tensors.distance_to_physical(p) > 0
+    b = _array(brain, bool)
+    if b.shape != p.shape[:3]:
+        raise IQTError(f"the brain mask {b.shape} is not on the prediction's grid {p.shape[:3]}")
+    bad = np.zeros(b.shape, bool)
+    bad[b] = tensors.distance_to_physical(p[b]) > 0
     e = _array(edge, bool)
     if not bad.any() or not e.any():
         return {"n_nonphysical": int(bad.sum()), "nonphysical_flagged": float("nan")}
@@ -284,7 +290,7 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
         result["brain"] = {"spearman": spearman(p, t, uncertainty, v & covered),
                            "within_2sigma": within_2sigma(p, t, uncertainty, v & covered), "n_voxels": int(v.sum()),
                            "n_uncovered": int((v & ~covered).sum()),
-                           **nonphysical_flagged(p, uncertainty, every[1] & covered)}
+                           **nonphysical_flagged(p, uncertainty, every[1] & covered, hr_mask)}
     if direction is not None:
         result.setdefault("brain", {"n_voxels": int(v.sum()), "n_uncovered": int((v & ~covered).sum())}).update(
             direction_calibration(p, t, direction, v & covered))

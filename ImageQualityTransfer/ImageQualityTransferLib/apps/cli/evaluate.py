@@ -134,19 +134,41 @@ def run(args):
     print(f"{grid.describe(f)} ({source})")
     for region in ("interior", "exterior"):
         row = result[region]
-        extra = "".join(f", {k} {row[k]:.3f}" for k in ("noise_floor", "spearman", "within_2sigma") if row.get(k) is not None)
-        print(f"{region}: DT-RMSE {row['dt_rmse']:.3f} (1e-5 mm^2/s), FA RMSE {row['fa_rmse']:.4f}, "
-              f"MD RMSE {row['md_rmse']:.3f}, PSNR {row['psnr']:.2f} dB, principal-direction error "
-              f"{row['angle_error']:.1f} deg (median, FA >= {evaluation.TRACKED_FA}), {row['n_voxels']} voxels{extra}")
+        if not row["n_voxels"]:  # every figure undefined: said, not printed as nan (the JSON holds null)
+            left = row["n_implausible"] + row["n_no_reference"]
+            why = (f"{left} left out: no plausible reference tensor" if left else
+                   "no brain voxel whose low-res parent has its whole 5^3 neighbourhood in the mask" if region == "interior"
+                   else "the mask holds no voxel beyond the interior")
+            print(f"{region}: no voxels ({why})")
+            continue
+        extra = "".join(f", {k} {_num(row[k], '.3f', unit)}" for k, unit in
+                        (("noise_floor", " (1e-5 mm^2/s)"), ("spearman", ""), ("within_2sigma", "")) if k in row)
+        print(f"{region}: DT-RMSE {_num(row['dt_rmse'], '.3f', ' (1e-5 mm^2/s)')}, FA RMSE {_num(row['fa_rmse'], '.4f')}, "
+              f"MD RMSE {_num(row['md_rmse'], '.3f', ' (1e-5 mm^2/s)')}, PSNR {_psnr(row['psnr'])}, principal-direction "
+              f"error {_num(row['angle_error'], '.1f', ' deg')} (median, FA >= {evaluation.TRACKED_FA}), "
+              f"{row['n_voxels']} voxels{extra}")
     if "brain" in result:
         row = result["brain"]
-        parts = [f"{k} {row[k]:.3f}" for k in ("spearman", "within_2sigma", "direction_spearman", "direction_within_2")
-                 if k in row]
-        print(f"whole brain: {', '.join(parts)}, {row['n_voxels']} voxels")
+        parts = [f"{k} {_num(row[k], '.3f')}" for k in ("spearman", "within_2sigma", "direction_spearman",
+                                                         "direction_within_2") if k in row]
+        print(f"whole brain: {', '.join(parts)}, {row['n_voxels']} voxels" if row["n_voxels"] else
+              "whole brain: no voxels")
         if row.get("n_uncovered"):
             n = row["n_uncovered"]
             print(f"({n} of them {'has' if n == 1 else 'have'} no prediction, exactly zero (cut by the upsampling's "
                   f"--mask, or a hole in its input); the uncertainty figures leave {'it' if n == 1 else 'them'} out)")
+
+
+def _num(x, fmt: str, unit: str = "") -> str:
+    """A figure as printed: "–" where it is undefined (NaN, as the JSON's null; the benchmark's tables print the same)."""
+    return f"{x:{fmt}}{unit}" if x is not None and np.isfinite(x) else "–"
+
+
+def _psnr(x) -> str:
+    """PSNR in dB; a prediction equal to the reference has no error to set it (infinite: null in the JSON)."""
+    if x is not None and np.isinf(x) and x > 0:
+        return "– (no error)"
+    return _num(x, ".2f", " dB")
 
 
 MISSING_WARNING = "NaN in every element"  # core.tensors.nan_as_empty's warning: such voxels are read as zero

@@ -1,0 +1,78 @@
+"""`iqt evaluate` prints an undefined figure as the benchmark's tables do ("–"; "no voxels" for an empty region), never
+nan or inf, with null in the JSON; rounding-level angles of an exact prediction are no ranking to correlate; the
+reference's noise floor carries its unit."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.analysis import evaluation
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.volume import Volume
+
+
+def _run(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_rounding_level_angles_are_no_direction_ranking():
+    rng = np.random.default_rng(0)
+    n = 2000
+    lam = np.sort(rng.uniform(0.2e-3, 1.7e-3, size=(n, 3)), axis=1)
+    rot = np.linalg.qr(rng.normal(size=(n, 3, 3)))[0]
+    truth = tensors.from_matrix(rot @ (lam[:, :, None] * np.eye(3)) @ np.swapaxes(rot, 1, 2)).reshape(20, 10, 10, 6)
+    pred = truth * (1 + 1e-9 * rng.standard_normal(truth.shape))  # the same tensors, but for the last bits
+    voxels = np.ones(truth.shape[:3], bool)
+    direction = rng.uniform(1, 20, truth.shape[:3])
+    from ImageQualityTransferLib.core.direction import angular_error
+
+    raw = angular_error(pred[evaluation.tracked(truth, voxels)], truth[evaluation.tracked(truth, voxels)])
+    assert 0 < raw.max() < 1e-3  # degrees: what was ranked against the map before
+    got = evaluation.direction_calibration(pred, truth, direction, voxels)
+    assert np.isnan(got["direction_spearman"]) and got["direction_within_2"] == 1.0
+    assert evaluation.angle_error(pred, truth, voxels) == 0.0
+    # a real error is untouched
+    off = truth.copy()
+    off[..., 1] += 2e-4
+    assert np.isfinite(evaluation.direction_calibration(off, truth, direction, voxels)["direction_spearman"])
+
+
+def test_evaluate_prints_no_nan_or_inf(capsys, tmp_path, small_subject):
+    dwi = small_subject / "dwi.nii.gz"
+    assert _run(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    truth = fileio.load_tensor(tmp_path / "hr.nii.gz")
+    mask = fileio.load_mask(tmp_path / "mask.nii.gz")
+    grid = truth.shape3
+    fileio.save_scalar(Volume(np.full(grid, 1e-5, np.float32), truth.affine, "scalar"), tmp_path / "u.nii.gz")
+    fileio.save_scalar(Volume(np.full(grid, 5.0, np.float32), truth.affine, "scalar"), tmp_path / "u_dir.nii.gz")
+    # a prediction equal to the reference: no error to set a PSNR, no ranking of errors
+    code, out, err = _run(capsys, "evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                          "--mask", tmp_path / "mask.nii.gz", "--dwi", dwi, "--uncertainty", tmp_path / "u.nii.gz",
+                          "--direction", tmp_path / "u_dir.nii.gz", "--json", tmp_path / "same.json")
+    assert code == 0, err
+    assert "nan" not in out.lower() and "inf" not in out.lower(), out
+    assert "PSNR – (no error)" in out and "spearman –" in out and "direction_spearman –" in out, out
+    assert len(re.findall(r"noise_floor [0-9.]+ \(1e-5 mm\^2/s\)", out)) == 2 == out.count("noise_floor"), out
+    got = json.loads((tmp_path / "same.json").read_text())
+    assert got["interior"]["psnr"] is None and got["interior"]["spearman"] is None
+    assert got["brain"]["direction_spearman"] is None and got["brain"]["direction_within_2"] == 1.0
+    # a mask too small for an interior: said, not printed as nan
+    tiny = np.zeros(grid, bool)
+    c = np.argwhere(np.asarray(mask.data, bool)).mean(axis=0).astype(int)
+    tiny[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2] - 2:c[2] + 2] = True
+    fileio.save_mask(Volume(tiny, truth.affine, "mask"), tmp_path / "tiny.nii.gz")
+    code, out, err = _run(capsys, "evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                          "--mask", tmp_path / "tiny.nii.gz", "--uncertainty", tmp_path / "u.nii.gz", "--json",
+                          tmp_path / "tiny.json")
+    assert code == 0, err
+    assert "nan" not in out.lower() and "inf" not in out.lower(), out
+    assert "interior: no voxels" in out, out
+    got = json.loads((tmp_path / "tiny.json").read_text())
+    assert got["interior"]["n_voxels"] == 0 and got["interior"]["dt_rmse"] is None

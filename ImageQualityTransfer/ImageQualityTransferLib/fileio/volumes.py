@@ -80,6 +80,7 @@ def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti
                        "with --tensor-order mrtrix)")
     if not os.access(path, os.R_OK):
         raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
+    _check_compression(path)
     try:
         img = _nib().load(str(path))
     except Exception as exc:  # nibabel raises many types for damaged files
@@ -90,6 +91,33 @@ def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti
                       "default grid, and left-right and the fibre directions may be wrong; set its orientation (e.g. "
                       "with fslorient) where that matters", IQTWarning, stacklevel=3)  # review 45b
     return img
+
+
+def _nifti_magic(head: bytes) -> bool:
+    """Whether the first bytes of a file are a NIfTI-1 or NIfTI-2 header (or an Analyze one, which NIfTI-1 extends)."""
+    return (head[344:348] in (b"n+1\0", b"ni1\0") or head[4:8] in (b"n+2\0", b"ni2\0")
+            or any(int.from_bytes(head[:4], e) in (348, 540) for e in ("little", "big")))
+
+
+def _check_compression(path: Path) -> None:
+    """A name whose suffix does not match the content (gzip's magic bytes) is said as such: nibabel's 'Cannot work out
+    file type' and 'is not a gzip file' did not say that the file itself may be fine (audit E)."""
+    with open(path, "rb") as f:
+        head = f.read(352)
+    if not head:
+        return  # nibabel says 'Empty file'
+    gz = head[:2] == b"\x1f\x8b"
+    name = path.name.lower()
+    if name.endswith(".gz") and not gz:
+        if _nifti_magic(head):
+            raise IQTError(f"{path}: its name ends in .gz but its content is not gzip-compressed (it is an uncompressed "
+                           f"NIfTI); rename it to {path.name[:-3]} (or compress it with gzip) and retry")
+        raise IQTError(f"{path}: is not a NIfTI file: its name ends in .gz but its content is neither gzip-compressed nor "
+                       f"an uncompressed NIfTI (it begins {head[:16]!r}); check where it came from (a failed download or "
+                       f"copy?)")
+    if gz and name.endswith((".nii", ".hdr", ".img")):
+        raise IQTError(f"{path}: its content is gzip-compressed but its name ends in {path.suffix}, not {path.suffix}.gz; "
+                       f"rename it to {path.name}.gz (or decompress it with gunzip) and retry")
 
 
 def _check_geometry(affine, path) -> None:
@@ -151,10 +179,59 @@ B0_THRESHOLD = 50.0  # s/mm^2: a volume with b at or below it is a b0 (dmri/dti.
 
 
 def bval_bvec_paths(dwi_path, bval=None, bvec=None):
-    """FSL sidecars next to the DWI unless given: dwi.nii.gz -> dwi.bval, dwi.bvec."""
+    """FSL sidecars next to the DWI unless given: dwi.nii.gz -> dwi.bval, dwi.bvec (the suffix matched in any case:
+    DWI.NII.GZ -> DWI.bval)."""
     p = str(dwi_path)
-    stem = p[: -len(".nii.gz")] if p.endswith(".nii.gz") else os.path.splitext(p)[0]
+    stem = p[: -len(".nii.gz")] if p.lower().endswith(".nii.gz") else os.path.splitext(p)[0]
     return Path(bval or stem + ".bval"), Path(bvec or stem + ".bvec")
+
+
+def read_gradient_table(path: Path, what: str) -> np.ndarray:
+    """An FSL bval or bvec file as a 2D array of its lines' numbers, every refusal naming the file. Read as UTF-8 with or
+    without a byte-order mark (or UTF-16 with one), '#' starting a comment, and commas taken as separators ('0,1000'
+    and '0, 1000' as '0 1000'); a comma inside space-separated numbers ('0,5 0,3': a decimal comma) is refused."""
+    import re
+
+    try:
+        raw = path.read_bytes()
+    except PermissionError:
+        raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions") from None
+    except OSError as exc:
+        raise IQTError(f"{path}: cannot be read ({exc.strerror or exc}); check the {what}") from None
+    fix = f"give the {what} as FSL and dcm2niix write it: plain text, numbers separated by spaces"
+    try:
+        text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise IQTError(f"{path}: is not a text file (not UTF-8); {fix}") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0]
+        tokens = line.split()
+        if len(tokens) > 1 and any(re.search(r"\d,\d", t) for t in tokens):
+            raise IQTError(f"{path}: line {number} has commas inside space-separated numbers ({tokens[0]} ...), which "
+                           f"reads as decimal commas; write decimals with a point (0.5), the numbers separated by spaces")
+        tokens = line.replace(",", " ").split()
+        if not tokens:
+            continue
+        try:
+            rows.append([float(t) for t in tokens])
+        except ValueError:
+            bad = next(t for t in tokens if not _is_number(t))
+            raise IQTError(f"{path}: {bad[:20]!r} on line {number} is not a number; {fix}") from None
+    if not rows:
+        raise IQTError(f"{path}: holds no numbers; {fix}, one value per volume of the DWI")
+    if len({len(r) for r in rows}) > 1:
+        raise IQTError(f"{path}: its lines hold different numbers of values ({', '.join(str(len(r)) for r in rows)}); "
+                       f"{fix}, one value per volume on each line")
+    return np.array(rows, dtype=float)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
 
 
 def voxel_size(path) -> np.ndarray:
@@ -178,13 +255,8 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     for p, flag in ((bval_p, "--bval"), (bvec_p, "--bvec")):
         if not p.exists():
             raise IQTError(f"{p}: not found; give the FSL gradient file with {flag}")
-    try:
-        bvals = np.loadtxt(bval_p, ndmin=1).ravel().astype(float)
-        bvecs = np.loadtxt(bvec_p, ndmin=2).astype(float)
-    except PermissionError:
-        raise IQTError(f"{bval_p} / {bvec_p}: cannot be read (permission denied); check the files' permissions") from None
-    except (ValueError, OSError) as exc:
-        raise IQTError(f"{bval_p} / {bvec_p}: not plain-text FSL gradient tables ({exc})") from None
+    bvals = read_gradient_table(bval_p, "b-values (bval)").ravel()
+    bvecs = read_gradient_table(bvec_p, "gradient directions (bvec)")
     if bvecs.shape[0] == 3 and bvecs.shape[1] != 3 or (bvecs.shape == (3, 3) and bvals.size == 3):
         bvecs = bvecs.T
     n = img.shape[3]

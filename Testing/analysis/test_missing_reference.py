@@ -66,7 +66,7 @@ def _files(tmp_path, truth, hr, pred):
 
 
 def test_evaluate_says_how_many_mask_voxels_have_no_reference(capsys, tmp_path):
-    lr, hr, truth = _brain()
+    _, hr, truth = _brain()
     pred = truth + 1e-5
     cut = truth.copy()
     cut[8:12, 8:12, 8:12] = 0  # fitted in a mask with a hole
@@ -84,7 +84,7 @@ def test_evaluate_says_how_many_mask_voxels_have_no_reference(capsys, tmp_path):
 
 
 def test_evaluate_refuses_a_mask_mostly_outside_the_reference(capsys, tmp_path):
-    lr, hr, truth = _brain()
+    _, hr, truth = _brain()
     small = truth.copy()
     small[:, :13] = 0  # the reference fitted in a far smaller mask (11 of the brain's 16 planes missing)
     args = _files(tmp_path, small, hr, truth + 1e-5)

@@ -1,0 +1,94 @@
+"""NIfTI headers: a qform and an sform that disagree (audit E)."""
+
+from __future__ import annotations
+
+import glob
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
+
+from helpers import DATA
+
+AFFINE = np.array([[-2.0, 0, 0, 30], [0, 2, 0, -40], [0, 0, 2.5, -20], [0, 0, 0, 1]])
+
+
+def _header_file(path, qform, sform, qcode=1, scode=1, shape=(10, 12, 8)):
+    img = nib.Nifti1Image(np.ones(shape, np.float32), AFFINE)
+    img.set_qform(qform, code=qcode)
+    img.set_sform(sform, code=scode)
+    nib.save(img, path)
+    return path
+
+
+def _mirrored(a):
+    m = a.copy()
+    m[:, 0] *= -1
+    m[0, 3] = -a[0, 3]
+    return m
+
+
+@pytest.mark.parametrize("which", ["sform", "qform"])
+def test_a_qform_and_sform_of_opposite_handedness_are_refused(tmp_path, which):
+    """Audit E: the sform flipped left-right was read without a word (tensors off by 1.04x their largest element)."""
+    q, s = (AFFINE, _mirrored(AFFINE)) if which == "sform" else (_mirrored(AFFINE), AFFINE)
+    path = _header_file(tmp_path / "a.nii.gz", q, s)
+    with pytest.raises(IQTError, match=r"a\.nii\.gz: the header's qform \(code 1\) and sform \(code 1\) differ in "
+                                       r"handedness.*fslorient -copysform2qform"):
+        fileio.load_scalar(path)
+
+
+def test_a_qform_and_sform_that_place_the_grid_apart_are_said_in_one_warning(tmp_path):
+    shifted = AFFINE.copy()
+    shifted[:3, 3] += 20
+    path = _header_file(tmp_path / "a.nii.gz", AFFINE, shifted, scode=2)
+    with pytest.warns(IQTWarning, match=r"qform \(code 1\) and sform \(code 2\) disagree, placing the grid up to 34\.6 mm "
+                                        r"\(17 voxels\) apart; the sform is used") as caught:
+        vol = fileio.load_scalar(path)
+    assert len(caught) == 1 and np.allclose(vol.affine, shifted)
+
+
+def _quiet(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return fileio.load_scalar(path)
+
+
+def test_a_qform_and_sform_within_the_tolerance_read_without_a_word(tmp_path):
+    """One real scanner's file (Philips, the dstream subject) holds an sform turned 0.05 degrees from its qform (0.075
+    voxels at the grid's corners); equal ones, as nibabel and dcm2niix write them, and a qform or an sform alone are
+    plain too."""
+    angle = np.deg2rad(0.05)
+    turn = np.eye(4)
+    turn[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    _quiet(_header_file(tmp_path / "turned.nii.gz", AFFINE, turn @ AFFINE, shape=(96, 96, 60)))
+    _quiet(_header_file(tmp_path / "equal.nii.gz", AFFINE, AFFINE))
+    _quiet(_header_file(tmp_path / "qonly.nii.gz", AFFINE, _mirrored(AFFINE), scode=0))
+    _quiet(_header_file(tmp_path / "sonly.nii.gz", _mirrored(AFFINE), AFFINE, qcode=0))
+
+
+@pytest.mark.realdata
+def test_the_real_subjects_headers_read_without_a_word():
+    paths = sorted(glob.glob(str(DATA / "*" / "*" / "dwi.nii.gz")))
+    if not paths:
+        pytest.skip(f"no subjects under {DATA}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for p in paths:
+            fileio.voxel_size(p)
+
+
+def test_a_sheared_sform_beside_its_closest_qform_reads_without_a_word(tmp_path):
+    """nibabel (and so this tool's writers) keeps a sheared affine in the sform and the rigid grid closest to it in the
+    qform: the qform cannot hold a shear, and the two do not disagree."""
+    sheared = AFFINE.copy()
+    sheared[0, 1] = 1.0
+    img = nib.Nifti1Image(np.ones((10, 12, 8), np.float32), sheared)
+    img.set_qform(sheared, code=1)  # strip_shears: the closest rigid grid
+    img.set_sform(sheared, code=1)
+    nib.save(img, tmp_path / "sheared.nii.gz")
+    assert np.allclose(_quiet(tmp_path / "sheared.nii.gz").affine, sheared)

@@ -92,3 +92,32 @@ def test_a_sheared_sform_beside_its_closest_qform_reads_without_a_word(tmp_path)
     img.set_sform(sheared, code=1)
     nib.save(img, tmp_path / "sheared.nii.gz")
     assert np.allclose(_quiet(tmp_path / "sheared.nii.gz").affine, sheared)
+
+
+@pytest.mark.parametrize("unit, scale", [("micron", 1000.0), ("meter", 0.001)])
+def test_a_voxel_size_in_microns_or_metres_is_read_in_mm(tmp_path, unit, scale):
+    """Audit E: xyzt_units micron or meter was read as mm (a 2000 micron voxel as 2000 mm) and written back labelled mm."""
+    a = AFFINE.copy()
+    a[:3] *= scale
+    img = nib.Nifti1Image(np.ones((10, 12, 8), np.float32), a)
+    img.set_qform(a, code=1)
+    img.set_sform(a, code=1)
+    img.header.set_xyzt_units(unit, "sec")
+    nib.save(img, tmp_path / "a.nii.gz")
+    with pytest.warns(IQTWarning, match=f"in {unit}s: read as 2 x 2 x 2.5 mm"):
+        vol = fileio.load_scalar(tmp_path / "a.nii.gz")
+    assert np.allclose(vol.affine, AFFINE)
+    fileio.save_scalar(vol, tmp_path / "b.nii.gz")
+    back = nib.load(tmp_path / "b.nii.gz")
+    assert back.header.get_xyzt_units()[0] == "mm" and np.allclose(back.affine, AFFINE)
+
+
+@pytest.mark.parametrize("unit", ["micron", "meter"])
+def test_mm_labelled_micron_or_meter_are_refused(tmp_path, unit):
+    """The audit's files: mm values under another unit's label (3 micron, 3 m voxels): no MRI voxel, so a wrong label."""
+    img = nib.Nifti1Image(np.ones((10, 12, 8), np.float32), AFFINE)
+    img.header.set_xyzt_units(unit, "sec")
+    nib.save(img, tmp_path / "a.nii.gz")
+    with pytest.raises(IQTError, match=rf"voxel size 2 x 2 x 2\.5 in {unit}s, which is .* mm, no MRI voxel; if those "
+                                       r"numbers are mm, set the header's unit to mm"):
+        fileio.load_scalar(tmp_path / "a.nii.gz")

@@ -91,6 +91,39 @@ def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti
         warnings.warn(f"{path}: the header holds no orientation (qform and sform codes 0), so it is read on nibabel's "
                       "default grid, and left-right and the fibre directions may be wrong; set its orientation (e.g. "
                       "with fslorient) where that matters", IQTWarning, stacklevel=3)  # review 45b
+    return _in_mm(img, path)
+
+
+UNIT_TO_MM = {"meter": 1e3, "micron": 1e-3}  # NIfTI's xyzt_units other than mm (and 'unknown', read as mm)
+MM_RANGE = (0.005, 20.0)  # mm: a voxel size outside it is no MRI voxel, so a unit that gives one is a wrong label
+
+
+def _in_mm(img, path):
+    """The image with its affine in mm where the header gives its spatial unit as meter or micron (nibabel reads the
+    numbers as mm whatever the unit; audit E: micron and meter files were read, and written back, as mm): converted,
+    with one warning; refused where the converted voxel size is no MRI voxel's (a header holding mm labelled micron)."""
+    h = img.header
+    unit = h.get_xyzt_units()[0] if hasattr(h, "get_xyzt_units") else "mm"
+    scale = UNIT_TO_MM.get(unit)
+    if scale is None:
+        return img
+    given = voxel_sizes(img.affine)
+    affine = np.asarray(img.affine, float).copy()
+    affine[:3] *= scale
+    sizes = voxel_sizes(affine)
+    said = " x ".join(f"{v:.4g}" for v in given)
+    if sizes.min() < MM_RANGE[0] or sizes.max() > MM_RANGE[1]:
+        raise IQTError(f"{path}: the header gives the voxel size {said} in {unit}s, which is "
+                       f"{' x '.join(f'{v:.4g}' for v in sizes)} mm, no MRI voxel; if those numbers are mm, set the "
+                       f"header's unit to mm (nibabel: img.header.set_xyzt_units('mm'); AFNI: nifti_tool -mod_hdr "
+                       f"-mod_field xyzt_units 10) and retry")
+    warnings.warn(f"{path}: the header gives the voxel size {said} in {unit}s: read as "
+                  f"{' x '.join(f'{v:.4g}' for v in sizes)} mm, and the outputs are written in mm", IQTWarning,
+                  stacklevel=3)
+    codes = int(h["qform_code"]), int(h["sform_code"])
+    img = type(img)(img.dataobj, affine, h)  # the same data (not read here), the affine in mm
+    img.header["qform_code"], img.header["sform_code"] = codes
+    img.header.set_xyzt_units("mm")
     return img
 
 

@@ -121,3 +121,82 @@ def test_mm_labelled_micron_or_meter_are_refused(tmp_path, unit):
     with pytest.raises(IQTError, match=rf"voxel size 2 x 2 x 2\.5 in {unit}s, which is .* mm, no MRI voxel; if those "
                                        r"numbers are mm, set the header's unit to mm"):
         fileio.load_scalar(tmp_path / "a.nii.gz")
+
+
+def _header_codes(path):
+    h = nib.load(path).header
+    return int(h["qform_code"]), int(h["sform_code"])
+
+
+@pytest.fixture
+def recoded_subject(small_subject, tmp_path):
+    """The phantom subject's DWI rewritten with given orientation codes, or as Analyze 7.5 (codes None)."""
+    def make(codes):
+        d = tmp_path / f"subj_{codes}"
+        d.mkdir()
+        src = nib.load(small_subject / "dwi.nii.gz")
+        data = np.asarray(src.dataobj)
+        if codes is None:
+            nib.save(nib.AnalyzeImage(data, src.affine), d / "dwi.img")
+            dwi = d / "dwi.img"
+        else:
+            img = nib.Nifti1Image(data, src.affine)
+            img.set_qform(src.affine, code=codes[0])
+            img.set_sform(src.affine, code=codes[1])
+            dwi = d / "dwi.nii.gz"
+            nib.save(img, dwi)
+        for ext in ("bval", "bvec"):
+            (d / f"dwi.{ext}").write_bytes((small_subject / f"dwi.{ext}").read_bytes())
+        return dwi
+    return make
+
+
+@pytest.mark.parametrize("codes", [(1, 4), (1, 2), (0, 0), (1, 0), None], ids=["mni", "aligned", "none", "qform", "analyze"])
+def test_the_inputs_orientation_codes_are_carried_to_the_outputs(recoded_subject, tmp_path, codes, capsys):
+    """Audit E: every output was written with qform and sform codes 1: an input in MNI (4) or aligned (2) space came
+    back as scanner space, and one with no orientation (codes 0, or Analyze) as if it had one. Through fit (its mask too),
+    degrade and upsample (its maps too): each output has the input's codes, (0, 0) for Analyze."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    dwi = recoded_subject(codes)
+    o = tmp_path / "out"
+    o.mkdir()
+    assert main(["fit", str(dwi), "-o", str(o / "dti.nii.gz"), "--mask-out", str(o / "mask.nii.gz")]) == 0
+    assert main(["degrade", str(dwi), "-o", str(o / "lr.nii.gz"), "--mask-out", str(o / "lrm.nii.gz")]) == 0
+    assert main(["upsample", str(o / "lr.nii.gz"), "--mask", str(o / "lrm.nii.gz"), "--method", "cubic", "-o",
+                 str(o / "hr.nii.gz"), "--maps"]) == 0
+    err = capsys.readouterr().err
+    expected = (0, 0) if codes is None else codes
+    for name in ("dti", "mask", "lr", "lrm", "hr", "hr_FA", "hr_V1"):
+        assert _header_codes(o / f"{name}.nii.gz") == expected, name
+    assert np.allclose(nib.load(o / "hr.nii.gz").affine, nib.load(o / "dti.nii.gz").affine, atol=1e-5)
+    if codes is None:  # read without a word before
+        assert "an Analyze 7.5 file holds no orientation" in err
+    if codes in ((0, 0), None):
+        assert "holds no orientation (qform and sform codes 0)" in err  # the outputs say it again where read
+
+
+def test_codes_are_carried_within_a_run_only(tmp_path):
+    """Within one command's run (carried_codes, as the `iqt` dispatch holds it) an output on an input's grid gets its
+    codes; one made from no file, or written outside a run (the Slicer module, a library caller), is in scanner space."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.fileio.volumes import carried_codes
+
+    tensor = Volume(np.tile(np.float32([1e-3, 0, 1e-3, 0, 0, 1e-3]), (4, 4, 4, 1)), AFFINE, "tensor")
+    img = nib.Nifti1Image(tensor.data[:, :, :, None, :], AFFINE)
+    img.set_qform(AFFINE, code=1)
+    img.set_sform(AFFINE, code=4)
+    nib.save(img, tmp_path / "mni.nii.gz")
+    finer = AFFINE.copy()
+    finer[:3, :3] /= 2
+    with carried_codes():
+        fileio.save_scalar(Volume(np.ones((4, 4, 4), np.float32), finer), tmp_path / "before.nii.gz")
+        lr = fileio.load_tensor(tmp_path / "mni.nii.gz")
+        fileio.save_scalar(Volume(np.ones((8, 8, 8), np.float32), finer), tmp_path / "hr.nii.gz")
+        turned = AFFINE[:, [1, 0, 2, 3]]
+        fileio.save_scalar(Volume(np.ones((4, 4, 4), np.float32), turned), tmp_path / "turned.nii.gz")
+    fileio.save_tensor(lr, tmp_path / "outside.nii.gz")
+    assert _header_codes(tmp_path / "before.nii.gz") == (1, 1)
+    assert _header_codes(tmp_path / "hr.nii.gz") == (1, 4)
+    assert _header_codes(tmp_path / "turned.nii.gz") == (1, 1)
+    assert _header_codes(tmp_path / "outside.nii.gz") == (1, 1)

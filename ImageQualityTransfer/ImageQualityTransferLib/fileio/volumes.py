@@ -8,7 +8,9 @@ temporary file and renames it, so a failure never leaves a partial output. Tenso
 from __future__ import annotations
 
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,7 +93,80 @@ def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti
         warnings.warn(f"{path}: the header holds no orientation (qform and sform codes 0), so it is read on nibabel's "
                       "default grid, and left-right and the fibre directions may be wrong; set its orientation (e.g. "
                       "with fslorient) where that matters", IQTWarning, stacklevel=3)  # review 45b
+    elif _analyze(img) and not path.with_suffix(".mat").exists():  # SPM's .mat beside it holds an orientation
+        warnings.warn(f"{path}: an Analyze 7.5 file holds no orientation, so it is read on nibabel's default grid, and "
+                      "left-right and the fibre directions may be wrong; convert it to NIfTI with its orientation set "
+                      "(e.g. fslchfiletype NIFTI_GZ, then fslorient) where that matters", IQTWarning, stacklevel=3)
     return _in_mm(img, path)
+
+
+def _analyze(img) -> bool:
+    """An Analyze 7.5 (or SPM) image: a header without NIfTI's qform and sform."""
+    from nibabel.analyze import AnalyzeImage
+
+    return isinstance(img, AnalyzeImage) and not hasattr(img.header, "get_qform")
+
+
+# ---------------------------------------------------------------- orientation codes carried to the outputs
+
+_GRIDS: list | None = None  # in a command's run (carried_codes): (direction cosines, (qform_code, sform_code)) of the
+_GRIDS_LOCK = threading.Lock()  # DWI and tensor files it read, the latest last
+
+
+@contextmanager
+def carried_codes():
+    """For the length of one command's run (the `iqt` dispatch), each output is written with the orientation codes of
+    the input it was made from (`written_codes`); outside one (the Slicer module, a library caller) with (1, 1)."""
+    global _GRIDS
+    before, _GRIDS = _GRIDS, []
+    try:
+        yield
+    finally:
+        _GRIDS = before
+
+
+def _directions(affine) -> np.ndarray:
+    m = np.asarray(affine, float)[:3, :3]
+    return m / voxel_sizes(affine)
+
+
+def header_codes(img) -> tuple[int, int]:
+    """(qform_code, sform_code) of a header as read: (0, 0) for Analyze, which has neither; (1, 1) for formats that
+    always hold an orientation."""
+    h = img.header
+    if hasattr(h, "get_qform"):
+        return int(h["qform_code"]), int(h["sform_code"])
+    return (0, 0) if _analyze(img) else (1, 1)
+
+
+def _remember_codes(affine, codes) -> None:
+    """The codes of an input read (a DWI or tensor volume), for the outputs made on its grid."""
+    with _GRIDS_LOCK:
+        if _GRIDS is not None:
+            _GRIDS.append((_directions(affine), tuple(codes)))
+            del _GRIDS[:-32]
+
+
+def written_codes(affine) -> tuple[int, int]:
+    """The (qform_code, sform_code) an output with `affine` is written with: those of the latest DWI or tensor input read
+    whose voxel axes point the same ways (the grid it was made on: the same, finer or coarser), so that an input with no
+    orientation (codes 0: a NIfTI without them, Analyze) gives outputs without one and an sform in MNI (4) or aligned
+    (2) space stays so; (1, 1), scanner space, for an output made from no file read or outside a command's run
+    (carried_codes) (audit E: every output was written with codes 1 and 1)."""
+    d = _directions(affine)
+    with _GRIDS_LOCK:
+        for dirs, codes in reversed(_GRIDS or ()):
+            if np.allclose(dirs, d, atol=1e-5):
+                return codes
+    return (1, 1)
+
+
+def _set_orientation(img, affine) -> None:
+    """The affine into the header with the codes `written_codes` gives (nibabel keeps a sheared affine's closest rigid
+    grid in the qform)."""
+    qcode, scode = written_codes(affine)
+    img.set_sform(affine, code=scode)
+    img.set_qform(affine, code=qcode)
 
 
 UNIT_TO_MM = {"meter": 1e3, "micron": 1e-3}  # NIfTI's xyzt_units other than mm (and 'unknown', read as mm)
@@ -360,6 +435,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
                       IQTWarning, stacklevel=2)
     data = _data(img, path)
     _check_finite(data, path, "DWI")
+    _remember_codes(img.affine, header_codes(img))
     return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta={"path": str(path)})
 
 
@@ -406,7 +482,9 @@ def load_tensor(path, order: str = "nifti") -> Volume:
         if order != "nifti":  # was ignored without a word (review 40a)
             raise IQTError(f"{path}: a Slicer NRRD holds its own element order and measurement frame; leave "
                            f"--tensor-order {order} out")
-        return load_tensor_nrrd(path)
+        vol = load_tensor_nrrd(path)
+        _remember_codes(vol.affine, (1, 1))  # a NRRD's space is its scanner's
+        return vol
     if order not in tensors.ORDERS:
         raise IQTError(f"unknown tensor order {order!r}; use one of {', '.join(tensors.ORDERS)}")
     img = _load_nifti(path, "a .nii or .nii.gz file, or a Slicer .nrrd")  # the formats a tensor volume is read from
@@ -444,6 +522,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made
+    _remember_codes(img.affine, header_codes(img))
     return Volume(data.astype(np.float32), img.affine, "tensor", meta=meta)
 
 
@@ -567,8 +646,7 @@ def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -
         descrip = made_by(vol.meta, vol.affine)
         if descrip:
             img.header["descrip"] = descrip.encode("ascii")
-        img.set_qform(vol.affine, code=1)
-        img.set_sform(vol.affine, code=1)
+        _set_orientation(img, vol.affine)
         _save_nifti(img, tmp)
 
     atomic_write(path, write)
@@ -659,8 +737,7 @@ def save_scalar(vol: Volume, path, descrip: str = "") -> None:
         img.header.set_xyzt_units("mm")
         if descrip:
             img.header["descrip"] = descrip.encode("ascii")
-        img.set_qform(vol.affine, code=1)
-        img.set_sform(vol.affine, code=1)
+        _set_orientation(img, vol.affine)
         _save_nifti(img, tmp)
 
     atomic_write(path, write)

@@ -131,7 +131,10 @@ def _run(args, printed, signals=()) -> int:
         given = [v for v in (getattr(args, "command_threads", None), getattr(args, "train_threads", None), args.threads)
                  if v is not None]
         threads.apply(given[0] if given else None)
-        code = args.func(args)
+        from ...fileio.volumes import carried_codes
+
+        with carried_codes():  # outputs keep their input's orientation codes
+            code = args.func(args)
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)
         cancel_deferred()  # every output is written: a signal that waited for an import stops nothing now

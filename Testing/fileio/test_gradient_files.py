@@ -96,5 +96,5 @@ def test_a_suffix_that_does_not_match_the_compression_is_said(subject, tmp_path)
         fileio.load_scalar(named_gz)
     page = tmp_path / "page.nii.gz"
     page.write_bytes(b"<html><body>403 Forbidden</body></html>\n")
-    with pytest.raises(IQTError, match=r"page\.nii\.gz: is not a NIfTI file"):
+    with pytest.raises(IQTError, match=r"page\.nii\.gz: cannot be read as NIfTI: its name ends in \.gz but its content is neither"):
         fileio.load_scalar(page)

@@ -221,7 +221,7 @@ def _check_compression(path: Path) -> None:
         if _nifti_magic(head):
             raise IQTError(f"{path}: its name ends in .gz but its content is not gzip-compressed (it is an uncompressed "
                            f"NIfTI); rename it to {path.name[:-3]} (or compress it with gzip) and retry")
-        raise IQTError(f"{path}: is not a NIfTI file: its name ends in .gz but its content is neither gzip-compressed nor "
+        raise IQTError(f"{path}: cannot be read as NIfTI: its name ends in .gz but its content is neither gzip-compressed nor "
                        f"an uncompressed NIfTI (it begins {head[:16]!r}); check where it came from (a failed download or "
                        f"copy?)")
     if gz and name.endswith((".nii", ".hdr", ".img")):

@@ -8,6 +8,7 @@ output file (writers are atomic and outputs are checked before any work starts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from ..signals import (DEFER_S, Terminated, _deferred, _importing, _on_signal, _
 from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample, view
 
 COMMANDS = (fit, upsample, evaluate, benchmark, batch, demo, train, track, propagate, lesion_check, report, view)
+OWN_COMMITS = ("batch", "train")  # commands whose outputs land one by one (fileio.paths.all_or_none)
 
 
 class Parser(argparse.ArgumentParser):
@@ -131,9 +133,12 @@ def _run(args, printed, signals=()) -> int:
         given = [v for v in (getattr(args, "command_threads", None), getattr(args, "train_threads", None), args.threads)
                  if v is not None]
         threads.apply(given[0] if given else None)
+        from ...fileio.paths import all_or_none
         from ...fileio.volumes import carried_codes
 
-        with carried_codes():  # outputs keep their input's orientation codes
+        # outputs keep their input's orientation codes; a run's outputs are written all or none, but for batch (each
+        # subject commits on its own, for a resume) and train (a checkpoint lands when written)
+        with carried_codes(), (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()):
             code = args.func(args)
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)

@@ -5,12 +5,18 @@ after the first output leaves no new file and every file already at those paths 
 from __future__ import annotations
 
 import errno
+import os
+import resource
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.fileio import volumes
+
+from helpers import engine_env
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +28,8 @@ def inputs(small_subject, tmp_path_factory):
     return d
 
 
-def _fail_on_write(monkeypatch, n: int):
-    """The n-th NIfTI written fails as a full disk does, after some bytes."""
+def _fail_on_write(monkeypatch, n: int, code: int = errno.ENOSPC):
+    """The n-th NIfTI written fails as a full disk does (or a spent quota, a file-size limit: `code`), after some bytes."""
     real, calls = volumes._save_nifti, []
 
     def save(img, tmp):
@@ -31,7 +37,7 @@ def _fail_on_write(monkeypatch, n: int):
         if len(calls) == n:
             with open(tmp, "wb") as f:
                 f.write(b"\x1f\x8b partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(code, os.strerror(code))
         return real(img, tmp)
 
     monkeypatch.setattr(volumes, "_save_nifti", save)
@@ -71,3 +77,47 @@ def test_a_write_that_fails_after_the_first_output_leaves_nothing_new(inputs, tm
     assert main([a.format(i=inputs, o=out) for a in argv]) == 0  # and the same run without the fault writes them all
     assert all((out / name).read_bytes() != f"earlier {name}".encode() for name in names)
     assert not [p for p in out.iterdir() if p.name.startswith(".iqt-")]
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space is left on the device in"),
+                                         (errno.EDQUOT, "your disk quota is spent in"),
+                                         (errno.EFBIG, "it would pass the largest file its file system takes")],
+                         ids=["ENOSPC", "EDQUOT", "EFBIG"])
+def test_a_full_disk_is_one_line_naming_the_output_and_the_fix(inputs, tmp_path, monkeypatch, capsys, code, words):
+    """Audit E: 'iqt: internal error: OSError: [Errno 28] No space left on device (rerun with --debug and report it)',
+    exit 1, in fit, degrade, upsample and track."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _fail_on_write(monkeypatch, 2, code)
+    rc = main(["fit", str(inputs / "subj" / "dwi.nii.gz"), "-o", str(out / "dti.nii.gz"), "--mask-out",
+               str(out / "mask.nii.gz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"iqt: error: {out / 'mask.nii.gz'}: cannot be written: {words}"), err
+    assert ("ulimit -f" in err) == (code == errno.EFBIG) and "another" in err
+    assert not list(out.iterdir())
+
+
+@pytest.fixture(scope="module")
+def tensors(inputs):
+    assert main(["fit", str(inputs / "subj" / "dwi.nii.gz"), "-o", str(inputs / "dti.nii.gz"), "--mask-out",
+                 str(inputs / "mask.nii.gz")]) == 0
+    return inputs
+
+
+@pytest.mark.parametrize("suffix", [".trk", ".vtk", ".vtp"])
+def test_a_tractogram_past_the_file_size_limit_is_one_line_and_leaves_nothing(tensors, tmp_path, suffix):
+    """Under `ulimit -f` (and on a full disk) a tractogram failed as an internal error (exit 1), and a .vtp was even
+    said to be written (VTK's XML writer reports success) and left truncated, exit 0."""
+    out = tmp_path / f"t{suffix}"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "track", str(tensors / "dti.nii.gz"),
+                           "--seeds", str(tensors / "mask.nii.gz"), "-o", str(out), "--min-length", "4"],
+                          capture_output=True, text=True, env=engine_env(), preexec_fn=limit, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"iqt: error: {out}: cannot be written: it would pass this shell's file-size limit "
+                                  "(ulimit -f: 4 KiB)"), proc.stderr
+    assert not list(tmp_path.iterdir())

@@ -24,6 +24,7 @@ model (SlicerDMRI loads it as a fiber bundle). The VTK files are tagged RAS as S
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -324,7 +325,7 @@ def save_tracts(streamlines, reference: Volume, path) -> Path:
 
         atomic_write(p, write)
     else:
-        atomic_write(p, lambda tmp: _write_vtk(streamlines, tmp, xml=suffix == ".vtp"))
+        atomic_write(p, lambda tmp: _write_vtk(streamlines, tmp, xml=suffix == ".vtp", name=p))
     return p
 
 
@@ -353,9 +354,14 @@ def polydata(streamlines):
 VTK_SPACE = "SPACE=RAS"  # the tag vtkMRMLModelStorageNode looks for in a legacy header (it writes "3D Slicer output. SPACE=RAS")
 
 
-def _write_vtk(streamlines, path, xml: bool):
+def _write_vtk(streamlines, path, xml: bool, name=None):
     """Legacy .vtk (header tagged SPACE=RAS, file version 4.2 as Slicer writes it, for readers before VTK 9) or
-    XML .vtp (a field-data string array "SPACE" holding "RAS", where Slicer keeps the tag)."""
+    XML .vtp (a field-data string array "SPACE" holding "RAS", where Slicer keeps the tag). `name`: the output the
+    file at `path` becomes, for messages. A write VTK could not finish raises (its XML writer returns success on a full
+    disk and leaves a truncated file: audit E, 'wrote t.vtp' with exit 0), a full disk or file-size limit as the OSError
+    `fileio.paths.atomic_write` says in one line; VTK's own messages are kept off stderr."""
+    import errno
+
     import vtk
 
     pd = polydata(streamlines)
@@ -371,8 +377,35 @@ def _write_vtk(streamlines, path, xml: bool):
         writer.SetFileVersion(42)
     writer.SetFileName(str(path))
     writer.SetInputData(pd)
-    if not writer.Write():
-        raise IQTError(f"{path}: VTK could not write the tractogram")
+    shown = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    try:
+        ok = writer.Write()
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(shown)
+    code = writer.GetErrorCode()
+    if ok and not code:
+        return
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # the XML writer keeps the errno
+        raise OSError(code, os.strerror(code), str(path))
+    if code == vtk.vtkErrorCode.OutOfDiskSpaceError:  # the legacy writer's word for a full disk or a file-size limit
+        raise OSError(_full_or_too_large(path), "VTK ran out of room", str(path))
+    raise IQTError(f"{name or path}: VTK could not write the tractogram "
+                   f"({vtk.vtkErrorCode.GetStringFromErrorCode(code) if code else 'no reason given'})")
+
+
+def _full_or_too_large(path) -> int:
+    """ENOSPC, or EFBIG where the folder still has room and this process has a file-size limit (ulimit -f)."""
+    import errno
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        return errno.ENOSPC
+    return errno.EFBIG if limit != resource.RLIM_INFINITY and free > 2 * limit else errno.ENOSPC
 
 
 def load_tracts(path) -> list:

@@ -4,6 +4,7 @@ writes (a temporary file renamed into place, so a failure or a signal never leav
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -210,10 +211,44 @@ def atomic_write(path, write_fn) -> None:
             stage.hold(path, tmp)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        room = no_room(exc, path)
+        if room is not None:
+            raise room from None
         raise
+
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def no_room(exc: BaseException, path=None) -> IQTError | None:
+    """A full disk, a spent quota or a file-size limit met while writing (an OSError with ENOSPC, EDQUOT or EFBIG, here
+    or as the cause of what a library raised) as the one-line error that names the output and the fix; None for any
+    other failure (audit E: these were 'internal error: OSError: [Errno 28] ...', exit 1)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            break
+        exc = exc.__cause__ or exc.__context__
+    else:
+        return None
+    path = path if path is not None else exc.filename
+    name = f"{path}: cannot be written" if path is not None else "a file cannot be written"
+    where = f" in {Path(path).parent}" if path is not None else ""
+    if exc.errno == errno.EFBIG:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        said = f"this shell's file-size limit (ulimit -f: {limit // 1024} KiB)" if limit != resource.RLIM_INFINITY else \
+            "the largest file its file system takes"
+        return IQTError(f"{name}: it would pass {said}; raise the limit (ulimit -f unlimited) or write to another file "
+                        f"system, then rerun (no partial file was left)")
+    what = "your disk quota is spent" if exc.errno == errno.EDQUOT else "no space is left on the device"
+    return IQTError(f"{name}: {what}{where}; free some space there or write to a folder on another disk, then rerun (no "
+                    f"partial file was left)")
 
 
 def write_text(path, text: str) -> None:

@@ -160,6 +160,12 @@ def _run(args, printed, signals=()) -> int:
               "machine with more memory", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
+        from ...fileio.paths import no_room
+
+        room = no_room(exc)  # a full disk or a file-size limit met outside an output's own write (a temporary file)
+        if room is not None:
+            print(f"iqt: error: {' '.join(str(room).split())}", file=sys.stderr)
+            return 2
         if args.debug or os.environ.get("IQT_DEBUG"):
             raise
         print(f"iqt: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} (rerun with --debug and report it)",

@@ -1,8 +1,10 @@
-"""NIfTI headers: a qform and an sform that disagree (audit E)."""
+"""NIfTI headers (audit E): a qform and an sform that disagree, spatial units other than mm, the orientation codes carried
+from an input to the outputs made on its grid, Analyze files."""
 
 from __future__ import annotations
 
 import glob
+import sys
 import warnings
 
 import nibabel as nib
@@ -200,3 +202,23 @@ def test_codes_are_carried_within_a_run_only(tmp_path):
     assert _header_codes(tmp_path / "hr.nii.gz") == (1, 4)
     assert _header_codes(tmp_path / "turned.nii.gz") == (1, 1)
     assert _header_codes(tmp_path / "outside.nii.gz") == (1, 1)
+
+
+def test_batch_writes_in_scanner_space_whatever_runs_its_subjects():
+    """`iqt batch` runs its subjects in this process or in worker processes outside the dispatch's run: codes are not
+    carried there, so its outputs do not differ by --workers (both as before: codes 1 and 1)."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.apps.cli import _Printed, _run
+    from ImageQualityTransferLib.fileio import volumes
+
+    seen = {}
+
+    def func(args):
+        seen[args.command] = volumes._GRIDS is not None
+        return 0
+
+    for command in ("batch", "fit"):
+        args = SimpleNamespace(command=command, func=func, threads=None, debug=False)
+        assert _run(args, _Printed(sys.stdout)) == 0
+    assert seen == {"batch": False, "fit": True}

@@ -136,9 +136,11 @@ def _run(args, printed, signals=()) -> int:
         from ...fileio.paths import all_or_none
         from ...fileio.volumes import carried_codes
 
-        # outputs keep their input's orientation codes; a run's outputs are written all or none, but for batch (each
+        # outputs keep their input's orientation codes (not in batch, whose worker processes run outside this run: its
+        # outputs would otherwise differ by --workers); a run's outputs are written all or none, but for batch (each
         # subject commits on its own, for a resume) and train (a checkpoint lands when written)
-        with carried_codes(), (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()):
+        with (carried_codes() if args.command != "batch" else contextlib.nullcontext()), \
+                (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()):
             code = args.func(args)
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)

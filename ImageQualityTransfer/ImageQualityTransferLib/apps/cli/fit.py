@@ -12,6 +12,11 @@ def add_parsers(sub) -> None:
     options.add_dwi(sp)
     sp.add_argument("--mask", help="brain mask (default: median Otsu on the b0)")
     sp.add_argument("--mask-out", help="also write the brain mask used")
+    sp.add_argument("--exclude-outliers", action="store_true",
+                    help="fit without the slices and volumes the tensor model does not explain (signal dropout, a dead "
+                         "or moved volume; without it they are named in one warning): such a volume is left out of "
+                         "every slice, such a slice of a volume out of that slice's fit, where at least half the "
+                         "directions, determining a tensor, are left")
     sp.add_argument("-o", "--output", required=True, help="tensor output (.nii.gz SYMMATRIX or .nrrd)")
     sp.set_defaults(func=fit)
 
@@ -81,6 +86,7 @@ def _dwi_and_mask(args):
 def fit(args):
     from ... import fileio
     from ...dmri.dti import fit_dti
+    from ...dmri.outliers import check_fit
 
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
@@ -88,7 +94,8 @@ def fit(args):
     plan.check()
     fileio.check_tensor_output(out, args.dwi)
     dwi, brain = _dwi_and_mask(args)
-    fileio.save_tensor(fit_dti(dwi, brain), out)
+    tensor = check_fit(dwi, brain, fit_dti(dwi, brain), exclude=args.exclude_outliers)
+    fileio.save_tensor(tensor, out)
     if mask_out:
         fileio.save_mask(brain, mask_out)
     print(f"wrote {out}" + (f", {mask_out} (its brain mask)" if mask_out else ""))

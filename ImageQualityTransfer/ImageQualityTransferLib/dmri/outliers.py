@@ -1,0 +1,319 @@
+"""What a DTI fit leaves unexplained in the series it was fitted to: slices and volumes the tensor model does not fit
+(signal dropout in a slice, a dead or moved volume: `find_outliers`, `check_fit`).
+
+The upsampling's uncertainty is that of the upsampling given the fitted tensors: it does not see such acquisition
+artefacts, which the fit absorbs (audit G: three slices of four volumes at 20 % signal turned the upsampled principal
+direction there by a median 25 degrees and raised MD 23 %, with no warning). The check reads the fit's residuals: per
+brain voxel and diffusion-weighted volume the relative residual |S - S_hat| / S_hat (S_hat from the fitted tensor and
+the median over the volumes of the S0 each implies, so that a few bad volumes do not move it); per (slice, volume) its
+median over the slice's brain voxels; a robust z-score of that against the slice's median over the volumes, in units
+of the median absolute deviation of all such values (a slice with little brain or much CSF has higher residuals in
+every volume, which the slice's own median takes out).
+
+Slices run along the third voxel axis (k), the slice axis of a 2D acquisition as dcm2niix writes it (every real
+subject here: the axial scans' k is S, the sagittal ones' R). Only slices with at least MIN_BRAIN_SHARE of the fullest
+slice's brain voxels are read: the 3 mm ortho dev scan's top slices, 11 % of it, reach z 22 unaffected.
+
+A volume whose median z over the slices is above VOLUME_SUSPECT is tested against the fit of the others: above
+VOLUME_Z it is bad as a whole (dead or moved) and left out everywhere. A (slice, volume) above PAIR_Z is bad in that
+slice: it is left out of that slice's fit and the slice refitted, until none is above (of several above, the one
+furthest below the fit first: a dropout lowers the signal, and the fit it corrupted leaves good volumes above it); one
+left out is put back if it fits the others' slice fit. So the volumes a corrupted fit smeared its error over are not
+named, and the refit is what `--exclude-outliers` writes. On the 8 real subjects the largest z were 6.7-16.1 (pairs)
+and 1.9-3.0 (volumes), but for one real dropout: the sagittal AP dev scan's slice 15 of volume 8 holds 6 % of its
+signal (z 70). On audit G's corrupted copies of the 3 mm ortho dev scan: dropouts z 208-266, a zeroed volume 306 and
+one moved by 6 voxels 129 (against the others' fit); a bias field, Rician noise at SNR 5-10, ringing, a cut field of
+view and a shifted b0 gave none."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.errors import IQTWarning
+from ..core.volume import Volume
+from .dti import B0_THRESHOLD, MIN_DIRECTIONS, fit_dti
+
+SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here
+MIN_BRAIN_SHARE = 0.25  # of the fullest slice's brain voxels: a slice with fewer is not read
+MIN_SLICE_VOXELS = 50  # and never one with fewer brain voxels than this
+PAIR_Z = 25.0  # a (slice, volume) above this is an outlier in that slice (clean real subjects: at most 16.1)
+VOLUME_SUSPECT = 3.5  # a volume whose median z over the slices is above this is tested (clean real subjects: at most 3.0)
+VOLUME_Z = 40.0  # by its median z against the fit without it: above this it is an outlier as a whole, dead or moved (the
+# clean subjects' worst volumes, tested so: at most 12.5; a zeroed volume 306, one moved by 6 voxels 129)
+MIN_SCALE = 1e-3  # floor of the residuals' spread (a noise-free synthetic series has none)
+MAX_LISTED = 6  # slice groups named in the warning; the rest counted
+
+
+@dataclass
+class Outliers:
+    """What `find_outliers` found. Volumes and slices are 0-based indices (the series' volumes as fslroi and
+    mrconvert -coord 3 count them, slices along SLICE_AXIS)."""
+
+    volumes: dict = field(default_factory=dict)  # whole volumes: index -> median z over the slices, the fit without it
+    pairs: dict = field(default_factory=dict)  # slice -> {volume: z against the slice's fit without them}
+    unfixable: dict = field(default_factory=dict)  # slice (or "all") -> why not every outlier could be left out
+    slices_read: int = 0
+    z_max: float = float("nan")  # the largest (slice, volume) z of the fit as given
+    volume_z_max: float = float("nan")  # the largest volume median z of the fit as given
+    tensor: np.ndarray | None = None  # the fit without the outliers (where they could be left out)
+
+    def __bool__(self) -> bool:
+        return bool(self.volumes or self.pairs)
+
+
+def _attenuation(bvals, bvecs) -> np.ndarray:
+    """(N, 6): b g^T D g = rows . (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz), the tensor in the bvecs' (voxel) axes."""
+    b = np.asarray(bvals, float)
+    g = np.array(bvecs, float)
+    n = np.linalg.norm(g, axis=1)
+    g = np.where(n[:, None] > 1e-6, g / np.where(n > 1e-6, n, 1.0)[:, None], 0.0)
+    x, y, z = g.T
+    return np.stack([x * x, 2 * x * y, y * y, 2 * x * z, 2 * y * z, z * z], 1) * b[:, None]
+
+
+def relative_residuals(signal: np.ndarray, tensor: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """(n, N) (S - S_hat) / S_hat of voxels' signals (n, N) under their tensors (n, 6); S_hat = S0 exp(-b g^T D g) with
+    log S0 the median over the volumes of log S + b g^T D g (robust to a few bad volumes). NaN where S_hat is 0."""
+    s = np.maximum(np.asarray(signal, np.float64), 0.0)
+    att = np.asarray(tensor, np.float64) @ q.T
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_s0 = np.median(np.log(s) + att, axis=1)
+        pred = np.exp(log_s0[:, None] - att)
+        rel = (s - pred) / pred
+    return np.where(np.isfinite(rel), rel, np.nan)
+
+
+def _plane(a, s: int):
+    """Slice `s` of `a` along SLICE_AXIS (a view)."""
+    return a[(slice(None),) * SLICE_AXIS + (int(s),)]
+
+
+def _slice_row(signal, tensor, mask, q, s, signed: bool = False):
+    """(N,): slice `s`'s median absolute relative residual over its brain voxels, per volume (`tensor`: the whole
+    volume's or the slice's own); with `signed`, also the median of the signed one."""
+    m = _plane(mask, s)
+    t = tensor if tensor.ndim == m.ndim + 1 else _plane(tensor, s)
+    rel = relative_residuals(_plane(signal, s)[m], t[m], q)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a volume NaN in every voxel (S_hat 0)
+        row = np.nanmedian(np.abs(rel), axis=0)
+        return (row, np.nanmedian(rel, axis=0)) if signed else row
+
+
+def spans_tensor(bvecs, bvals) -> bool:
+    """Whether the diffusion-weighted directions among these determine the six tensor elements."""
+    dw = np.asarray(bvals, float) > B0_THRESHOLD
+    return dw.sum() >= MIN_DIRECTIONS and np.linalg.matrix_rank(_attenuation(np.ones(dw.sum()), np.asarray(bvecs)[dw]),
+                                                                 tol=1e-3) == 6
+
+
+def _fit_without(dwi: Volume, mask: np.ndarray, drop, where=None) -> np.ndarray:
+    """WLS tensors of `dwi` without the volumes `drop`, in `mask` (or only in the slice `where`): (X, Y, Z, 6) or the
+    slice's (X, Y, 6) along SLICE_AXIS."""
+    keep = np.ones(len(dwi.bvals), bool)
+    keep[list(drop)] = False
+    data = np.asarray(dwi.data)
+    m = np.asarray(mask, bool)
+    if where is not None:
+        sel = [slice(None)] * 3
+        sel[SLICE_AXIS] = slice(where, where + 1)
+        data, m = data[tuple(sel)], m[tuple(sel)]
+    part = Volume(data[..., keep], dwi.affine, "dwi", bvals=np.asarray(dwi.bvals)[keep],
+                  bvecs=np.asarray(dwi.bvecs)[keep])
+    with warnings.catch_warnings():  # the series' multi-shell warning was given by the first fit
+        warnings.simplefilter("ignore", IQTWarning)
+        t = np.asarray(fit_dti(part, m).data, np.float64)
+    return t if where is None else _plane(t, 0)
+
+
+def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
+    """The slices and volumes of `dwi` its fit `tensor` (in `mask`, as fit_dti made it) does not explain (module
+    doc). With `refit`, `.tensor` holds the fit without them: a bad volume left out everywhere, a bad (slice, volume)
+    in that slice; where that would leave too few directions the slice keeps its fit and is in `.unfixable`."""
+    t = np.asarray(getattr(tensor, "data", tensor), np.float64)
+    mask = np.any(t != 0, axis=-1) if mask is None else np.asarray(getattr(mask, "data", mask), bool)
+    signal = np.asarray(dwi.data)
+    bvals, bvecs = np.asarray(dwi.bvals, float), np.asarray(dwi.bvecs, float)
+    q = _attenuation(bvals, bvecs)
+    dw = bvals > B0_THRESHOLD
+    out = Outliers()
+    counts = np.moveaxis(mask, SLICE_AXIS, 0).reshape(mask.shape[SLICE_AXIS], -1).sum(1)
+    read = np.flatnonzero((counts >= MIN_SLICE_VOXELS) & (counts >= MIN_BRAIN_SHARE * counts.max()))
+    out.slices_read = len(read)
+    if len(read) == 0 or dw.sum() < MIN_DIRECTIONS:
+        return out
+    rows, signs = map(np.stack, zip(*[_slice_row(signal, t, mask, q, s, signed=True) for s in read]))
+
+    def scores(rows, live):
+        """(z of every (slice read, volume), the spread): deviation from the slice's median over the live DW volumes."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            dev = rows - np.nanmedian(np.where(live, rows, np.nan), axis=1, keepdims=True)
+            spread = max(1.4826 * float(np.nanmedian(np.abs(dev[:, live]))), MIN_SCALE)
+        return np.where(dw, dev / spread, np.nan), spread
+
+    z, spread = scores(rows, dw)
+    out.z_max = float(np.nanmax(z)) if np.isfinite(z).any() else float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        vz = np.nanmedian(z, axis=0)
+    out.volume_z_max = float(np.nanmax(vz[dw])) if np.isfinite(vz[dw]).any() else float("nan")
+    whole: list = []
+    fitted = t
+    for _ in range(int(dw.sum()) // 4):  # the worst volume first; each one tested with the others' fit without it
+        vz = np.where(np.isin(np.arange(len(bvals)), whole), -np.inf, np.nan_to_num(vz, nan=-np.inf))
+        v = int(np.argmax(np.where(dw, vz, -np.inf)))
+        if not vz[v] > VOLUME_SUSPECT:
+            break
+        keep = ~np.isin(np.arange(len(bvals)), whole + [v])
+        if not spans_tensor(bvecs[keep], bvals[keep]):
+            out.unfixable["all"] = f"volume {v} could not be left out too: the others would not determine a tensor"
+            break
+        trial = _fit_without(dwi, mask, whole + [v])
+        t_rows, t_signs = map(np.stack, zip(*[_slice_row(signal, trial, mask, q, s, signed=True) for s in read]))
+        t_z, t_spread = scores(t_rows, dw & keep)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            t_vz = np.nanmedian(t_z, axis=0)
+        if not t_vz[v] > VOLUME_Z:  # it fits the others' tensors: not bad as a whole
+            break
+        whole.append(v)
+        out.volumes[v] = float(t_vz[v])
+        fitted, rows, signs, z, spread, vz = trial, t_rows, t_signs, t_z, t_spread, t_vz
+    fitted = fitted.copy() if refit else None
+    live = dw & ~np.isin(np.arange(len(bvals)), whole)
+    for i, s in enumerate(read):
+        if not np.nanmax(np.where(live, z[i], np.nan)) > PAIR_Z:
+            continue
+        gone, why, ts = _slice_outliers(dwi, mask, q, int(s), rows[i], signs[i], spread, set(whole))
+        if gone:
+            out.pairs[int(s)] = gone
+        if why:
+            out.unfixable[int(s)] = why
+        if fitted is not None and ts is not None:
+            _plane(fitted, s)[...] = ts
+    if refit and (whole or out.pairs):
+        fitted[~mask] = 0.0
+        out.tensor = fitted.astype(np.float32)
+    return out
+
+
+def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole):
+    """({volume: z} left out of slice `s`, why not every one could be (or None), the slice's tensors without them
+    (or None)). A fit that a dropout corrupted spreads its error over good volumes, so the worst z is not always a
+    bad volume; a dropout lowers the signal and the good volumes end up above the corrupted fit, so of the volumes
+    above PAIR_Z the one furthest below the fit (signed median residual) goes first, the slice is refitted, until none
+    is above; then one left out is put back while it fits below PAIR_Z under the fit without the others."""
+    bvals, bvecs = np.asarray(dwi.bvals, float), np.asarray(dwi.bvecs, float)
+    dw = bvals > B0_THRESHOLD
+    gone: dict = {}
+    returned: set = set()
+    ts, why = None, None
+
+    def live_of(drop):
+        live = dw.copy()
+        live[list(drop)] = False
+        return live
+
+    for _ in range(4 * len(bvals)):
+        live = live_of(whole | set(gone))
+        zs = np.nan_to_num((row - np.nanmedian(row[live])) / spread, nan=-np.inf)
+        above = [int(v) for v in np.flatnonzero(live & (zs > PAIR_Z)) if v not in returned]
+        if above:
+            v = min(above, key=lambda v: signed[v])
+            left = live_of(whole | set(gone) | {v})
+            if 2 * left.sum() < dw.sum() or not spans_tensor(bvecs[left | ~dw], bvals[left | ~dw]):
+                why = "too few directions would be left"
+                break
+            gone[v] = float(zs[v])
+        else:
+            back = [v for v in gone if zs[v] <= PAIR_Z]
+            if not back:
+                break
+            v = min(back, key=lambda v: zs[v])
+            del gone[v]
+            returned.add(v)  # not taken again: no back and forth
+        ts = _fit_without(dwi, mask, whole | set(gone), where=s)
+        row, signed = _slice_row(dwi.data, ts, mask, q, s, signed=True)
+    live = live_of(whole | set(gone))
+    if np.nanmax(np.where(live, (row - np.nanmedian(row[live])) / spread, np.nan)) > PAIR_Z:  # some could not go
+        why = "too few directions would be left"
+    if gone:  # the z each has against the fit without them all
+        live = live_of(whole | set(gone))
+        zs = (row - np.nanmedian(row[live])) / spread
+        gone = {v: float(zs[v]) for v in sorted(gone)}
+    return gone, why, (ts if gone else None)
+
+
+def _ranges(values) -> str:
+    """"3-5, 9" for [3, 4, 5, 9]."""
+    v = sorted(values)
+    parts, start = [], None
+    for i, x in enumerate(v):
+        if start is None:
+            start = x
+        if i + 1 == len(v) or v[i + 1] != x + 1:
+            parts.append(f"{start}" if start == x else f"{start}-{x}")
+            start = None
+    return ", ".join(parts)
+
+
+def describe(out: Outliers) -> str:
+    """The outliers in words: whole volumes, then slices grouped by the volumes left out of them (capped)."""
+    parts = []
+    if out.volumes:
+        vs = sorted(out.volumes)
+        parts.append(f"volume{'s' if len(vs) > 1 else ''} {_ranges(vs)} in every slice (median z "
+                     f"{', '.join(f'{out.volumes[v]:.0f}' for v in vs)})")
+    groups: dict = {}
+    for s, vols in out.pairs.items():
+        groups.setdefault(tuple(sorted(vols)), []).append(s)
+    ordered = sorted(groups.items(), key=lambda kv: -max(max(out.pairs[s].values()) for s in kv[1]))
+    for vols, slices in ordered[:MAX_LISTED]:
+        top = max(out.pairs[s][v] for s in slices for v in vols)
+        parts.append(f"slice{'s' if len(slices) > 1 else ''} {_ranges(slices)} of volume{'s' if len(vols) > 1 else ''} "
+                     f"{', '.join(map(str, vols))} (z {'up to ' if len(slices) * len(vols) > 1 else ''}{top:.0f})")
+    if len(ordered) > MAX_LISTED:
+        rest = sum(len(s) for _, s in ordered[MAX_LISTED:])
+        parts.append(f"and {rest} more slice{'s' if rest > 1 else ''}")
+    return "; ".join(parts)
+
+
+def check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool = False) -> Volume:
+    """One warning line naming the slices and volumes the fit does not explain (`find_outliers`), and what to do;
+    with `exclude`, the fit without them is returned (said in that line), else `tensor` as it is."""
+    out = find_outliers(dwi, mask, tensor, refit=exclude)
+    if not out:
+        return tensor
+    source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+    stuck = [s for s in out.unfixable if s != "all"]
+    if exclude and out.tensor is not None:
+        done = [f"volume{'s' if len(out.volumes) > 1 else ''} {_ranges(out.volumes)} left out of every slice"] \
+            if out.volumes else []
+        if out.pairs:
+            done.append(f"{len(out.pairs)} slice{'s' if len(out.pairs) > 1 else ''} refitted without theirs")
+        if stuck:
+            done.append(f"slice{'s' if len(stuck) > 1 else ''} {_ranges(stuck)} may hold more, but at most half a "
+                        "slice's directions are left out (and never so many that the rest would not determine a "
+                        "tensor)")
+        if "all" in out.unfixable:
+            done.append(out.unfixable["all"])
+        todo = f"{'; '.join(done)}; check the series for head motion"
+        said = "fitted without them"
+        tensor = tensor.replace(data=out.tensor, meta={**tensor.meta, "outliers_excluded": describe(out)})
+    else:
+        todo = "check the series for head motion, or rerun 'iqt fit' with --exclude-outliers to fit without them"
+        if stuck:
+            todo += (f" (slice{'s' if len(stuck) > 1 else ''} {_ranges(stuck)} may hold more than it can leave out: "
+                     "at most half a slice's directions)")
+        said = "the tensors there are wrong and the upsampling's uncertainty does not show it" + (
+            " (a dead or moved volume also roughens every tensor, which the learned methods may read as a noisy scan)"
+            if out.volumes else "")
+    warnings.warn(f"{source}the tensor model does not fit parts of the series (signal dropout, or a volume dead or "
+                  f"moved): {describe(out)} (volumes counted from 0, slices along the third voxel axis from 0); {said}: "
+                  f"{todo}", IQTWarning,
+                  stacklevel=2)
+    return tensor

@@ -86,6 +86,7 @@ def _dwi_and_mask(args):
 def fit(args):
     from ... import fileio
     from ...dmri.dti import fit_dti
+    from ...dmri.motion import check_b0
     from ...dmri.outliers import check_fit
 
     plan = _plan(args)
@@ -94,6 +95,7 @@ def fit(args):
     plan.check()
     fileio.check_tensor_output(out, args.dwi)
     dwi, brain = _dwi_and_mask(args)
+    check_b0(dwi)  # the mask was made from the b0: said before the fit's own lines
     tensor = check_fit(dwi, brain, fit_dti(dwi, brain), exclude=args.exclude_outliers)
     fileio.save_tensor(tensor, out)
     if mask_out:

@@ -157,7 +157,8 @@ def recoded_subject(small_subject, tmp_path):
 def test_the_inputs_orientation_codes_are_carried_to_the_outputs(recoded_subject, tmp_path, codes, capsys):
     """Audit E: every output was written with qform and sform codes 1: an input in MNI (4) or aligned (2) space came
     back as scanner space, and one with no orientation (codes 0, or Analyze) as if it had one. Through fit (its mask too),
-    degrade and upsample (its maps too): each output has the input's codes, (0, 0) for Analyze."""
+    degrade and upsample (its maps too): each output has the input's codes; an input without them (codes 0, Analyze)
+    gives an sform aligned (2) to the grid it was read on, which keeps a `degrade --shift` output's shift."""
     from ImageQualityTransferLib.apps.cli import main
 
     dwi = recoded_subject(codes)
@@ -168,14 +169,20 @@ def test_the_inputs_orientation_codes_are_carried_to_the_outputs(recoded_subject
     assert main(["upsample", str(o / "lr.nii.gz"), "--mask", str(o / "lrm.nii.gz"), "--method", "cubic", "-o",
                  str(o / "hr.nii.gz"), "--maps"]) == 0
     err = capsys.readouterr().err
-    expected = (0, 0) if codes is None else codes
+    expected = (0, 2) if codes in ((0, 0), None) else codes
     for name in ("dti", "mask", "lr", "lrm", "hr", "hr_FA", "hr_V1"):
         assert _header_codes(o / f"{name}.nii.gz") == expected, name
     assert np.allclose(nib.load(o / "hr.nii.gz").affine, nib.load(o / "dti.nii.gz").affine, atol=1e-5)
     if codes is None:  # read without a word before
         assert "an Analyze 7.5 file holds no orientation" in err
+    if codes == (0, 0):
+        assert "holds no orientation (qform and sform codes 0)" in err
     if codes in ((0, 0), None):
-        assert "holds no orientation (qform and sform codes 0)" in err  # the outputs say it again where read
+        shifted = o / "lr_shift.nii.gz"  # a shifted grid read again where it was written, not centred anew
+        for shift in ("0,0,0", "1,0,1"):  # at x3 a grid centred anew moves by 1.5 voxels, not the shift's 1
+            assert main(["degrade", str(dwi), "--factor", "3", "--shift", shift, "-o", str(o / f"lr{shift}.nii.gz")]) == 0
+        moved = nib.load(o / "lr1,0,1.nii.gz").affine[:3, 3] - nib.load(o / "lr0,0,0.nii.gz").affine[:3, 3]
+        assert np.allclose(np.abs(moved), np.abs(nib.load(dwi).affine[:3, :3] @ [1, 0, 1]), atol=1e-4)
 
 
 def test_codes_are_carried_within_a_run_only(tmp_path):

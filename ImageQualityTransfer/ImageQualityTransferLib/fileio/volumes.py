@@ -149,15 +149,17 @@ def _remember_codes(affine, codes) -> None:
 
 def written_codes(affine) -> tuple[int, int]:
     """The (qform_code, sform_code) an output with `affine` is written with: those of the latest DWI or tensor input read
-    whose voxel axes point the same ways (the grid it was made on: the same, finer or coarser), so that an input with no
-    orientation (codes 0: a NIfTI without them, Analyze) gives outputs without one and an sform in MNI (4) or aligned
-    (2) space stays so; (1, 1), scanner space, for an output made from no file read or outside a command's run
-    (carried_codes) (audit E: every output was written with codes 1 and 1)."""
+    whose voxel axes point the same ways (the grid it was made on: the same, finer or coarser), so that an sform in MNI
+    (4) or aligned (2) space stays so; an input with no orientation (codes 0: a NIfTI without them, Analyze) gives an
+    sform aligned (2) to the grid it was read on, which claims no scanner space and keeps the grids of a run's outputs
+    in register when read again (with codes 0 a reader would centre each output's grid anew: a `degrade --shift`
+    output would lose its shift); (1, 1), scanner space, for an output made from no file read or outside a command's
+    run (carried_codes) (audit E: every output was written with codes 1 and 1)."""
     d = _directions(affine)
     with _GRIDS_LOCK:
         for dirs, codes in reversed(_GRIDS or ()):
             if np.allclose(dirs, d, atol=1e-5):
-                return codes
+                return (0, 2) if codes == (0, 0) else codes
     return (1, 1)
 
 

@@ -260,7 +260,7 @@ class Method:
         if twin is not None:
             warnings.warn(f"{_source(lr)}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{tensors.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
-                          f"({Path(twin.model_path).stem})", IQTWarning, stacklevel=4)
+                          f"({Path(twin.model_path).stem})" + _beyond_noise_training(index), IQTWarning, stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
 
@@ -527,6 +527,30 @@ def _brain_within_box(lr: Volume) -> Volume | None:
     full = np.zeros(lr.shape3, bool)
     full[box] = brain.data
     return Volume(full, lr.affine, "mask", meta=dict(brain.meta))
+
+
+# The noise the models trained with added noise saw (`iqt train --noise-fraction`): Rician noise on the low-res DWIs at
+# a b0 SNR down to dmri.randomise.SNR_RANGE[0] = 8. At SNR 8 the training subjects' inputs (the four, native and their
+# 3 mm copies; styles own, tight, unmasked, ols; factors 2, 1,1,2, 3 and 1,1,3; read as `predict` reads them) gave a
+# noise index of 0.118-0.197, by scan: 0.118-0.167 on the Achievas and the Trio, 0.146-0.197 on the Elition. So above the
+# upper end the input is noisier than every input such a model saw; between the two it may be noisier than any input
+# of its own kind (the 3 mm ortho dev scan at x2 reads 0.136 at SNR 8, 0.161 at SNR 5 and 0.189 at SNR 3).
+NOISY_TRAINED = (0.12, 0.20)
+
+
+def _beyond_noise_training(index: float) -> str:
+    """The clause the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
+    inputs it was trained on (NOISY_TRAINED), else ""."""
+    lo, hi = NOISY_TRAINED
+    if index > hi:
+        return (f"; but the input is noisier than every input that model was trained on too (noise index up to {hi:.2f}, "
+                "at b0 SNR 8, the lowest trained): its output and the uncertainty are outside what it was trained on, "
+                "and may be no better than --method cubic")
+    if index > lo:
+        return (f"; at the edge of its training: its noisiest training inputs (b0 SNR 8, the lowest trained) read {lo:.2f}-"
+                f"{hi:.2f} by this index, depending on the scan, so the output and the uncertainty may be outside what "
+                "it was trained on")
+    return ""
 
 
 def _trained_with_noise(model_path) -> bool:

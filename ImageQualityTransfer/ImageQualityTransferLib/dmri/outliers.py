@@ -63,6 +63,11 @@ class Outliers:
     def __bool__(self) -> bool:
         return bool(self.volumes or self.pairs)
 
+    @property
+    def pair_count(self) -> int:
+        """How many (slice, volume) pairs are named, not counting the whole volumes."""
+        return sum(len(v) for v in self.pairs.values())
+
 
 def _attenuation(bvals, bvecs) -> np.ndarray:
     """(N, 6): b g^T D g = rows . (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz), the tensor in the bvecs' (voxel) axes."""
@@ -285,9 +290,18 @@ def describe(out: Outliers) -> str:
 def check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool = False) -> Volume:
     """One warning line naming the slices and volumes the fit does not explain (`find_outliers`), and what to do;
     with `exclude`, the fit without them is returned (said in that line), else `tensor` as it is."""
+    return _check_fit(dwi, mask, tensor, exclude, stacklevel=3)[0]
+
+
+def checked_fit(dwi: Volume, mask, tensor: Volume, exclude: bool = False) -> tuple[Volume, Outliers]:
+    """`check_fit` (its warning, its tensors) and what `find_outliers` found, for a record of it (iqt batch's QC)."""
+    return _check_fit(dwi, mask, tensor, exclude, stacklevel=3)
+
+
+def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int) -> tuple[Volume, Outliers]:
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     if not out:
-        return tensor
+        return tensor, out
     source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
     stuck = [s for s in out.unfixable if s != "all"]
     if exclude and out.tensor is not None:
@@ -315,5 +329,5 @@ def check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool = False) -> Volum
     warnings.warn(f"{source}the tensor model does not fit parts of the series (signal dropout, or a volume dead or "
                   f"moved): {describe(out)} (volumes counted from 0, slices along the third voxel axis from 0); {said}: "
                   f"{todo}", IQTWarning,
-                  stacklevel=2)
-    return tensor
+                  stacklevel=stacklevel)
+    return tensor, out

@@ -55,7 +55,11 @@ def _flag(results: list[dict], m: str, k: float) -> None:
 
 
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
-              "nonphysical_pct", "noise_index", "model_used", "outlier", "seconds", "reason")
+              "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "model_used",
+              "outlier", "seconds", "reason")
+# fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
+# dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
+# the b0 lies from the mean DWI; n/a for a tensor file (and a subject done before they were recorded)
 
 
 def _fmt(v, spec):
@@ -82,7 +86,8 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), q.get("brain_from", "-") if q else "-",
                      _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
-                     _fmt(q.get("noise_index"), ".3f"), _model_used(r),
+                     _fmt(q.get("noise_index"), ".3f"), _fmt(q.get("fit_outlier_pairs"), ".0f"),
+                     _fmt(q.get("fit_outlier_volumes"), ".0f"), _fmt(q.get("b0_shift_vox"), ".2f"), _model_used(r),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
     return rows
 
@@ -91,6 +96,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
     rows of other runs into the same folder (another method or factor) are kept."""
     from ...core.tensors import NOISY_INPUT, NOISY_MODEL
+    from ...dmri.motion import B0_SHIFT_VOXELS
     from ...fileio import write_text
 
     flag_outliers(results)
@@ -121,7 +127,11 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "output voxels with a negative eigenvalue (their MD/FA are not measurements). noise_index: the input tensors' "
             "roughness in the brain (the dev scans degraded x2: 0.049-0.070; above "
             f"{NOISY_MODEL:g} a method with a model trained with added noise runs it: model_used noisy; above {NOISY_INPUT:g} "
-            "the others may do no better than cubic). Outlier: outside median &plusmn; 3 MAD "
+            "the others may do no better than cubic). fit_outlier_pairs, fit_outlier_volumes: a DWI subject's (slice, "
+            "volume) pairs and whole volumes its tensor fit does not explain (signal dropout, a dead or moved volume; "
+            "named in its warning; left out of the fit with --exclude-outliers). b0_shift_vox: how far the b0 lies from "
+            f"the mean diffusion-weighted volume, in voxels (said above {B0_SHIFT_VOXELS:g}: head motion; the brain mask "
+            "made from the b0 is off as much). Outlier: outside median &plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
             f"volumes only among inputs of one kind.</p><table><tr>{head}</tr>{body}</table>\n")
@@ -129,11 +139,16 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
 
 
 def _read_qc(path: Path) -> list[list[str]]:
-    """The rows of an earlier qc.tsv in this layout (an older layout's rows are dropped: their run is unknown)."""
+    """The rows of an earlier qc.tsv in this layout, or in one with fewer columns (before the fit's checks were
+    recorded: theirs n/a); a layout without the run's columns (model, res) is dropped: its run is unknown."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return []
-    if not lines or tuple(lines[0].split("\t")) != QC_COLUMNS:
+    head = tuple(lines[0].split("\t")) if lines else ()
+    if not head or len(set(head)) != len(head) or not set(head) <= set(QC_COLUMNS) or \
+            not {"subject", "model", "res", "status"} <= set(head):
         return []
-    return [row for row in (line.split("\t") for line in lines[1:]) if len(row) == len(QC_COLUMNS)]
+    at = [head.index(c) if c in head else None for c in QC_COLUMNS]
+    return [[row[i] if i is not None else "n/a" for i in at]
+            for row in (line.split("\t") for line in lines[1:]) if len(row) == len(head)]

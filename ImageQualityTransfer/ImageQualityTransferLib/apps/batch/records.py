@@ -36,6 +36,8 @@ class Settings:
     noisy_model_file: str | None = None  # the model the method runs on noisy inputs (methods/base.py), recorded
     noisy_model_sha256: str | None = None
     bmax: float | None = None  # DWI inputs: fit the b0s and the volumes with b up to it only (dmri.dti.keep_bmax)
+    exclude_outliers: bool = False  # DWI inputs: fit without the slices and volumes the fit does not explain
+    # (dmri.outliers.check_fit, iqt fit --exclude-outliers); off, they are only counted and said
 
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
@@ -118,7 +120,8 @@ def identity(item: Item, s: Settings, hashes: dict) -> dict:
     return {**hashes, "SoftwareVersion": __version__, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
             **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {}),
             **({"OutputOrder": written} if written != "nifti" else {}),
-            **({"BMax": s.bmax} if s.bmax is not None and item.kind == "dwi" else {})}
+            **({"BMax": s.bmax} if s.bmax is not None and item.kind == "dwi" else {}),
+            **({"ExcludeOutliers": True} if s.exclude_outliers and item.kind == "dwi" else {})}
 
 
 def res_label(s: Settings) -> str:
@@ -146,7 +149,7 @@ def _factor(s: Settings):
 
 
 # identity fields written only where a setting is not its default: one in a sidecar but not asked for is a mismatch
-OPTIONAL_IDENTITY = ("TensorOrder", "OutputOrder", "BMax", "MaskSHA256", "TTA")
+OPTIONAL_IDENTITY = ("TensorOrder", "OutputOrder", "BMax", "MaskSHA256", "TTA", "ExcludeOutliers")
 
 
 def finished(folder: Path, names: dict, ident: dict) -> dict | None:
@@ -290,7 +293,8 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
 
     path = out_root / "dataset_description.json"
     entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": _factor(s),
-             "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s)}
+             "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s),
+             **({"ExcludeOutliers": True} if s.exclude_outliers else {})}
     if s.noisy_model_file:
         entry.update(NoisyInputModel=s.noisy_model_file, NoisyInputModelSHA256=s.noisy_model_sha256,
                      NoisyInputAboveNoiseIndex=NOISY_MODEL)

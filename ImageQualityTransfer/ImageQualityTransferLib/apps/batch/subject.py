@@ -54,11 +54,13 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ...core import grid, tensors
     from ...core.volume import Volume
     from ...dmri.dti import brain_mask, fit_dti
+    from ...dmri.motion import check_b0
+    from ...dmri.outliers import checked_fit
     from ...methods.inputs import input_noise_index, whole_field, without_tiny_background
 
     from ...methods.base import predict_within
 
-    snr, whole, given = float("nan"), None, None
+    snr, whole, given, checks = float("nan"), None, None, {}
     if item.kind == "dwi":
         if item.tensor_order:
             raise IQTError(f"--tensor-order {item.tensor_order} on the line of a DWI subject ({item.path}): a DWI is "
@@ -69,7 +71,11 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
 
             dwi = keep_bmax(dwi, s.bmax)
         mask = fileio.load_mask(item.mask, dwi) if item.mask else brain_mask(dwi)
-        lr = fit_dti(dwi, mask)
+        # iqt fit's two checks (apps/cli/fit.py), said in the subject's notes and counted in its QC row
+        shift = check_b0(dwi)  # the mask was made from the b0: said before the fit's own lines
+        lr, found = checked_fit(dwi, mask, fit_dti(dwi, mask), exclude=s.exclude_outliers)
+        checks = {"fit_outlier_pairs": found.pair_count, "fit_outlier_volumes": len(found.volumes),
+                  "b0_shift_vox": round(float(np.linalg.norm(shift)), 3)}
         snr = snr_estimate(dwi, mask.data)
         del dwi
     else:
@@ -106,7 +112,8 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
           "brain_ml": float(inside.sum() * np.prod(vox) / 1000.0), "brain_from": brain_from,
           "median_std": float(np.median(pred.std.data[brain])) if s.uncertainty and pred.std is not None else float("nan"),
           # a negative eigenvalue: MD or FA there is not a measurement (the FA map's 1.0 can hide it)
-          "nonphysical_pct": float(100 * np.mean(tensors.distance_to_physical(t.data[brain]) > 0)) if brain.any() else 0.0}
+          "nonphysical_pct": float(100 * np.mean(tensors.distance_to_physical(t.data[brain]) > 0)) if brain.any() else 0.0,
+          **checks}
     # a learned method read it to choose its model (methods/base.py, _for_noise); interpolation did not
     index = t.meta.get("noise_index")
     if index is None and not (mask is None and brain_from == "estimated"):  # no brain found: background fits only
@@ -116,8 +123,11 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
 
 
 def _in_batch_words(note: str) -> str:
-    """An engine warning with `iqt upsample`'s --mask put as a list line's (batch has no --mask of its own)."""
-    return note.replace("give --mask with a brain mask", "end the subject's line in the list with --mask and a brain mask")
+    """An engine warning with `iqt upsample`'s --mask put as a list line's (batch has no --mask of its own), and `iqt
+    fit`'s --exclude-outliers as batch's own."""
+    return note.replace("give --mask with a brain mask", "end the subject's line in the list with --mask and a brain mask") \
+        .replace("rerun 'iqt fit' with --exclude-outliers", "rerun this 'iqt batch' with --exclude-outliers (which redoes "
+                 "every DWI subject)")
 
 
 def process(item: Item, s: Settings, out_root: str) -> dict:

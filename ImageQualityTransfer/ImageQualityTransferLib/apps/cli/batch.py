@@ -37,6 +37,11 @@ def add_parsers(sub) -> None:
     options.add_tensor_order(sp)
     options.add_output_order(sp)
     options.add_bmax(sp)
+    sp.add_argument("--exclude-outliers", action="store_true",
+                    help="DWI subjects: fit without the slices and volumes the tensor model does not explain (signal "
+                         "dropout, a dead or moved volume), as 'iqt fit --exclude-outliers'; without it they are counted "
+                         "in qc.tsv and named in the subject's warning. Part of what a rerun compares: turning it on or "
+                         "off redoes every DWI subject")
     sp.set_defaults(func=run)
 
 
@@ -117,12 +122,19 @@ def run(args) -> int:
         if fitted:
             warnings.warn(f"--bmax {args.bmax:g} applies to the DWI subjects only; the {fitted} listed tensor file"
                           f"{'s are' if fitted > 1 else ' is'} upsampled as fitted", IQTWarning, stacklevel=2)
+    if args.exclude_outliers and all(it.kind == "dti" for it in items):
+        raise IQTError("--exclude-outliers: every listed subject is a tensor file, fitted already; leave "
+                       "--exclude-outliers out (or refit them with 'iqt fit --exclude-outliers')")
+    if args.exclude_outliers and any(it.kind == "dti" for it in items):
+        fitted = sum(it.kind == "dti" for it in items)
+        warnings.warn(f"--exclude-outliers applies to the DWI subjects only; the {fitted} listed tensor file"
+                      f"{'s are' if fitted > 1 else ' is'} upsampled as fitted", IQTWarning, stacklevel=2)
     model_file, model_sha = batch.model_record(method, f)
     noisy_file, noisy_sha = batch.noisy_model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
                        device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha, tta=args.tta,
                        tensor_order=args.tensor_order, output_order=args.output_order, noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha,
-                       bmax=args.bmax)
+                       bmax=args.bmax, exclude_outliers=args.exclude_outliers)
     try:
         import distributed  # noqa: F401
     except ImportError:

@@ -1,0 +1,165 @@
+"""`iqt batch` runs `iqt fit`'s two checks on each DWI subject's fit (dmri/outliers.py, dmri/motion.py): the subject's
+notes (its warning line and sidecar) name the slices and volumes the tensor model does not fit and a b0 moved from the
+diffusion-weighted volumes, qc.tsv counts them, and --exclude-outliers fits without them, as part of what a rerun
+compares. A tiny BIDS set of phantoms, in-process (the cluster's path is `process` too: test_batch.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from ImageQualityTransferLib import fileio  # noqa: E402
+from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
+from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD  # noqa: E402
+
+import helpers  # noqa: E402
+
+BASE = "_space-orig_res-2x_model-cubic_param-"
+
+
+def _corrupt(path: Path, how: str) -> np.ndarray:
+    """The DWI at `path` rewritten with slices 14-15 of its 3rd diffusion-weighted volume at 20 % and its 6th zero
+    ("dropout"), or its b0 moved 3 voxels along j ("b0"); returns the diffusion-weighted volumes' indices."""
+    dwi = fileio.load_dwi(path)
+    d = np.array(dwi.data)
+    dw = np.flatnonzero(dwi.bvals > B0_THRESHOLD)
+    if how == "dropout":
+        d[:, :, [14, 15], dw[2]] *= 0.2
+        d[..., dw[5]] = 0.0
+    else:
+        b0 = dwi.bvals <= B0_THRESHOLD
+        d[..., b0] = np.roll(d[..., b0], 3, axis=1)
+    fileio.save_dwi(dwi.replace(data=d), path)
+    return dw
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """sub-01 clean, sub-02 with a dropout and a dead volume, sub-03 with its b0 moved."""
+    ds = helpers.make_bids(tmp_path_factory.mktemp("fitchecks") / "bids", ("01", "02", "03"))
+    dw = _corrupt(ds / "sub-02" / "dwi" / "sub-02_dwi.nii.gz", "dropout")
+    _corrupt(ds / "sub-03" / "dwi" / "sub-03_dwi.nii.gz", "b0")
+    return ds, dw
+
+
+def _qc(out: Path) -> dict:
+    lines = (out / "qc.tsv").read_text().splitlines()
+    head = lines[0].split("\t")
+    return {row[0]: dict(zip(head, row)) for row in (line.split("\t") for line in lines[1:])}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_each_subject_s_fit_is_checked_counted_and_refitted_with_exclude_outliers(cohort, tmp_path):
+    ds, dw = cohort
+    items = batch.find_items(ds)
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = {r["subject"]: r for r in batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)}
+    assert [r["status"] for r in res.values()] == ["done"] * 3
+    # the subject's warning lines: each check once, in batch's words (its option, not iqt fit's)
+    said = {k: [n for n in r["notes"] if "tensor model does not fit" in n or "the b0 lies" in n] for k, r in res.items()}
+    assert said["sub-01"] == [] and len(said["sub-02"]) == 1 and len(said["sub-03"]) == 1, said
+    assert f"volume {dw[5]} in every slice" in said["sub-02"][0] and f"slices 14-15 of volume {dw[2]}" in said["sub-02"][0]
+    assert "rerun this 'iqt batch' with --exclude-outliers" in said["sub-02"][0] and "'iqt fit'" not in said["sub-02"][0]
+    assert "the b0 lies 2.5 voxels" in said["sub-03"][0] and "(i +0.0, j +2.5, k +0.0)" in said["sub-03"][0]  # moved 3
+    # counted in the QC: the result, the tensor sidecar (kept for a rerun) and qc.tsv
+    want = {"sub-01": (0, 0), "sub-02": (2, 1), "sub-03": (0, 0)}
+    for sub, (pairs, volumes) in want.items():
+        q = res[sub]["qc"]
+        assert (q["fit_outlier_pairs"], q["fit_outlier_volumes"]) == (pairs, volumes), (sub, q)
+        side = json.loads((out / sub / "dwi" / f"{sub}{BASE}tensor_dwimap.json").read_text())
+        assert side["QC"]["fit_outlier_pairs"] == pairs and side["QC"]["b0_shift_vox"] == q["b0_shift_vox"]
+    assert res["sub-01"]["qc"]["b0_shift_vox"] < 0.5 and res["sub-02"]["qc"]["b0_shift_vox"] < 0.5
+    assert 2.4 < res["sub-03"]["qc"]["b0_shift_vox"] < 2.6  # as said
+    assert any("tensor model does not fit" in n for n in json.loads(
+        (out / "sub-02" / "dwi" / f"sub-02{BASE}tensor_dwimap.json").read_text())["Notes"])
+    table = _qc(out)
+    assert [(table[s]["fit_outlier_pairs"], table[s]["fit_outlier_volumes"]) for s in want] == [("0", "0"), ("2", "1"),
+                                                                                                ("0", "0")]
+    assert table["sub-03"]["b0_shift_vox"] == "2.51" and "b0_shift_vox" in (out / "qc.html").read_text()
+    first = {s: _sha(out / s / "dwi" / f"{s}{BASE}tensor_dwimap.nii.gz") for s in want}
+
+    # a rerun skips them and keeps their counts and notes; --exclude-outliers is part of what it compares
+    again = batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
+    assert [r["status"] for r in again] == ["skipped"] * 3 and _qc(out)["sub-02"]["fit_outlier_volumes"] == "1"
+    ex = batch.Settings(method="cubic", exclude_outliers=True)
+    res = {r["subject"]: r for r in batch.run_cohort(items, ex, out, progress=False)}
+    assert [r["status"] for r in res.values()] == ["done"] * 3
+    note = next(n for n in res["sub-02"]["notes"] if "tensor model does not fit" in n)
+    assert "fitted without them" in note and f"volume {dw[5]} left out of every slice" in note and "2 slices refitted" in note
+    side = json.loads((out / "sub-02" / "dwi" / f"sub-02{BASE}tensor_dwimap.json").read_text())
+    assert side["ExcludeOutliers"] is True and side["QC"]["fit_outlier_volumes"] == 1
+    now = {s: _sha(out / s / "dwi" / f"{s}{BASE}tensor_dwimap.nii.gz") for s in want}
+    assert now["sub-01"] == first["sub-01"] and now["sub-03"] == first["sub-03"]  # nothing to leave out: the same bytes
+    assert now["sub-02"] != first["sub-02"]
+    assert res["sub-02"]["qc"]["noise_index"] < 0.8 * again[1]["qc"]["noise_index"]  # the dead volume no longer roughens it
+    assert any(e.get("ExcludeOutliers") for e in json.loads((out / "dataset_description.json").read_text())["GeneratedBy"])
+    assert [r["status"] for r in batch.run_cohort(items, ex, out, progress=False)] == ["skipped"] * 3
+    back = batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)  # off again: redone as first
+    assert [r["status"] for r in back] == ["done"] * 3
+    assert {s: _sha(out / s / "dwi" / f"{s}{BASE}tensor_dwimap.nii.gz") for s in want} == first
+
+
+def test_a_tensor_file_has_no_fit_checks_and_an_older_qc_table_s_rows_are_kept(tmp_path):
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "c_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("c_dti.nii.gz\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    old = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
+           "nonphysical_pct", "noise_index", "model_used", "outlier", "seconds", "reason")  # before the fit's checks
+    (out / "qc.tsv").write_text("\t".join(old) + "\n" + "\t".join(
+        ["sub-x", "linear", "2x", "done", "4.00x4.00x4.00", "50.0", "600.0", "dwi", "n/a", "0.10", "0.050", "default",
+         "-", "1.0", ""]) + "\n")
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert res[0]["status"] == "done" and "fit_outlier_pairs" not in res[0]["qc"]
+    table = (out / "qc.tsv").read_text().splitlines()
+    rows = {tuple(r.split("\t")[:2]): dict(zip(table[0].split("\t"), r.split("\t"))) for r in table[1:]}
+    assert rows[("sub-cdti", "cubic")]["fit_outlier_pairs"] == "n/a" == rows[("sub-cdti", "cubic")]["b0_shift_vox"]
+    assert rows[("sub-x", "linear")]["noise_index"] == "0.050" and rows[("sub-x", "linear")]["b0_shift_vox"] == "n/a"
+
+
+def test_the_command_line_passes_exclude_outliers_to_the_fit(cohort, tmp_path, capsys, monkeypatch):
+    """--exclude-outliers reaches the subjects' Settings (off by default); refused for a list of tensor files only."""
+    ds, _ = cohort
+    seen = []
+
+    class Client:
+        dashboard_link = "http://127.0.0.1:0/status"
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (Client(), None))
+    monkeypatch.setattr(batch, "run_cohort", lambda items, s, *a, **k: seen.append(s) or [])
+    for extra in ((), ("--exclude-outliers",)):
+        assert cli.main(["batch", str(ds), "-o", str(tmp_path / "o"), "--method", "cubic", *extra]) == 0
+    assert [s.exclude_outliers for s in seen] == [False, True]
+    fileio.save_tensor(_a_tensor(), tmp_path / "t_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("t_dti.nii.gz\n")
+    capsys.readouterr()
+    code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o2"), "--method", "cubic",
+                     "--exclude-outliers"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--exclude-outliers: every listed subject is a tensor file" in err, err
+
+
+def _a_tensor():
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(12, 12, 10), voxel_mm=4.0, n_dirs=12)
+    return fit_dti(dwi, brain_mask(dwi))

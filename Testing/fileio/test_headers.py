@@ -178,8 +178,7 @@ def test_the_inputs_orientation_codes_are_carried_to_the_outputs(recoded_subject
     if codes == (0, 0):
         assert "holds no orientation (qform and sform codes 0)" in err
     if codes in ((0, 0), None):
-        shifted = o / "lr_shift.nii.gz"  # a shifted grid read again where it was written, not centred anew
-        for shift in ("0,0,0", "1,0,1"):  # at x3 a grid centred anew moves by 1.5 voxels, not the shift's 1
+        for shift in ("0,0,0", "1,0,1"):  # read again where written: a grid centred anew moves 1.5 voxels at x3
             assert main(["degrade", str(dwi), "--factor", "3", "--shift", shift, "-o", str(o / f"lr{shift}.nii.gz")]) == 0
         moved = nib.load(o / "lr1,0,1.nii.gz").affine[:3, 3] - nib.load(o / "lr0,0,0.nii.gz").affine[:3, 3]
         assert np.allclose(np.abs(moved), np.abs(nib.load(dwi).affine[:3, :3] @ [1, 0, 1]), atol=1e-4)

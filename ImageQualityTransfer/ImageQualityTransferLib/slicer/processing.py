@@ -160,22 +160,37 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None)
     series' shell warning and the estimated mask said in the tensors' meta["input_notes"], eigenvalues clipped as
     the engine's readers clip them. Here or in the worker process (slicer/worker.py `--dwi`)."""
     from ..dmri import dti
+    from ..dmri.motion import check_b0
+    from ..dmri.outliers import check_fit
 
     _report(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
     fit_mask = mask if mask is not None else dti.brain_mask(dwi)
     with warnings.catch_warnings(record=True) as shells:  # said once as the run's note, not once per slab
         warnings.simplefilter("always", IQTWarning)
         dti.check_shells(dwi)
+        check_b0(dwi)  # iqt fit's checks (apps/cli/fit.py): a b0 the head moved from; the mask was made from it
     lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
+    _check_cancel(cancel)
+    with warnings.catch_warnings(record=True) as fit:  # the slices and volumes the fit does not explain
+        warnings.simplefilter("always", IQTWarning)
+        lr = check_fit(dwi, fit_mask, lr)
     meta = dict(dwi.meta)
-    meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [str(w.message) for w in shells
-                                                                    if issubclass(w.category, IQTWarning)]
+    meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [
+        _fit_in_module_words(str(w.message)) for w in [*shells, *fit] if issubclass(w.category, IQTWarning)]
     if mask is None:
         meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in a brain mask estimated from the "
                                    f"b0 (median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which "
                                    "the output follows; choose a mask to use your own")
     lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=meta)
     return lr, fit_mask
+
+
+def _fit_in_module_words(note: str) -> str:
+    """`iqt fit`'s advice to rerun it with --exclude-outliers, put as what a user of the module can do: the module fits
+    with every volume, so the tensors fitted without them are made with `iqt fit` and loaded as the input."""
+    return note.replace("or rerun 'iqt fit' with --exclude-outliers to fit without them",
+                        "or fit the series without them with 'iqt fit --exclude-outliers' and load those tensors as the "
+                        "Input volume")
 
 
 def _fit_in_slabs(dwi: Volume, mask: Volume, progress=None, cancel=None, slabs: int = 8) -> Volume:

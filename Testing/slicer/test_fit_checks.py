@@ -1,0 +1,78 @@
+"""The Slicer module with a DWI input node: `iqt fit`'s two checks (dmri/outliers.py, dmri/motion.py) on the fit it
+makes (`processing.fit_dwi`), said in the run's notes, which the module shows under its status line ("Note: ..."), in
+the module's words; the same in the worker process (the module's path for the CNNs). Real slicer-core, no mocks."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+
+from helpers import dwi_node  # noqa: E402
+from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD  # noqa: E402
+from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
+from ImageQualityTransferLib.slicer import mrml, processing  # noqa: E402
+
+OUTLIERS = "the tensor model does not fit parts of the series"
+MOVED = "the b0 lies"
+
+
+@pytest.fixture(scope="module")
+def series():
+    """(clean, corrupted): a phantom DWI, and it with slices 14-15 of its 3rd diffusion-weighted volume at 20 %, its
+    6th zero and its b0 moved 3 voxels along j; with the diffusion-weighted volumes' indices."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
+    d = np.array(dwi.data)
+    dw = np.flatnonzero(dwi.bvals > B0_THRESHOLD)
+    d[:, :, [14, 15], dw[2]] *= 0.2
+    d[..., dw[5]] = 0.0
+    b0 = dwi.bvals <= B0_THRESHOLD
+    d[..., b0] = np.roll(d[..., b0], 3, axis=1)
+    return dwi, dwi.replace(data=d), dw
+
+
+def _notes(node) -> list[str]:
+    return (node.GetAttribute(mrml.NOTES_ATTRIBUTE) or "").split("\n")
+
+
+@pytest.mark.slow
+def test_a_dwi_node_s_fit_is_checked_and_said_in_the_run_s_notes(series):
+    clean, bad, dw = series
+    scene = slicer.vtkMRMLScene()
+    nodes = processing.run_on_nodes(scene, dwi_node(scene, clean), "cubic", 2)
+    assert not any(OUTLIERS in n or MOVED in n for n in _notes(nodes["tensor"])), _notes(nodes["tensor"])
+    node = dwi_node(scene, bad)
+    node.SetName("dropout")
+    nodes = processing.run_on_nodes(scene, node, "cubic", 2)
+    notes = _notes(nodes["tensor"])
+    said = [n for n in notes if OUTLIERS in n]
+    moved = [n for n in notes if MOVED in n]
+    assert len(said) == 1 and len(moved) == 1, notes
+    assert f"volume {dw[5]} in every slice" in said[0] and f"slices 14-15 of volume {dw[2]}" in said[0]
+    # the module has no such option: what a user can do instead, not "rerun 'iqt fit' with --exclude-outliers"
+    assert "fit the series without them with 'iqt fit --exclude-outliers' and load those tensors as the Input volume" \
+        in said[0] and "rerun" not in said[0]
+    assert "voxels from the mean of the diffusion-weighted volumes" in moved[0] and "brain mask" in moved[0]
+    assert notes.index(moved[0]) < notes.index(said[0])  # as iqt fit: the b0 (the mask's) first
+    assert not any(n.startswith("/") for n in notes)  # a node, not a file
+
+
+@pytest.mark.slow
+def test_the_worker_process_says_the_same(series):
+    """With a separate process (the module's path for the CNNs) the worker fits the DWI: the same notes, no temporary
+    file named."""
+    _, bad, _ = series
+    scene = slicer.vtkMRMLScene()
+    node = dwi_node(scene, bad)
+    dwi, mask = processing.input_volumes(node, fit=False)
+    request = processing.Request("cubic", 2)
+    there = processing.predict_in_subprocess(dwi, request, python_executable=sys.executable)
+    lr, fit_mask = processing.input_volumes(node)
+    here = processing.predict_volumes(lr, request, fit_mask)
+    notes = here["tensor"].meta["notes"]
+    assert there["tensor"].meta["notes"] == notes
+    assert any(OUTLIERS in n for n in notes) and any(MOVED in n for n in notes), notes
+    assert not any("iqt-" in n or "input.nii" in n for n in notes)

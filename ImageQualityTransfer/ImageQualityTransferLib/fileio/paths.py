@@ -12,6 +12,7 @@ import signal
 import tempfile
 import threading
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from ..core.errors import IQTError
@@ -85,8 +86,9 @@ class Outputs:
                            f"models; write the {what} elsewhere")
         p = check_output(path, suffixes, what, folder_checked)
         self.outputs.append((p, what))
-        if _STAGE is not None:
-            _STAGE.declare(p)
+        stage = _STAGE.get()
+        if stage is not None:
+            stage.declare(p)
         return p
 
     def check(self) -> None:
@@ -153,7 +155,12 @@ class _Stage:
                 os.remove(tmp)
 
 
-_STAGE: _Stage | None = None
+# the stage of the run in progress in this context: per run, not per process, so that a second run in the same process
+# (another thread, an in-process caller) neither writes into the first one's stage nor loses its outputs with it (review
+# 48); a thread a run starts gets a fresh context (threading.Thread, concurrent.futures), so one that writes an output
+# must run in a copy of the run's (contextvars.copy_context().run) - none does: fileio.volumes._save_nifti's threads only
+# compress bytes that the run's own thread writes into the temporary file
+_STAGE: ContextVar[_Stage | None] = ContextVar("iqt_all_or_none_stage", default=None)
 
 
 @contextmanager
@@ -164,12 +171,13 @@ def all_or_none():
     outputs left the first, `iqt upsample --uncertainty` up to six of its seven). Files a run writes that it did not
     declare (a temporary input for a subprocess) are written as they come. Not for `iqt batch` (each subject commits
     on its own, and a resumed run relies on it) nor `iqt train` (a checkpoint lands when it is written). Nested, the
-    outermost commits."""
-    global _STAGE
-    if _STAGE is not None:
-        yield _STAGE
+    outermost commits. The stage is this context's (`_STAGE`): runs in other threads of the process have their own."""
+    outer = _STAGE.get()
+    if outer is not None:
+        yield outer
         return
-    stage = _STAGE = _Stage()
+    stage = _Stage()
+    token = _STAGE.set(stage)
     try:
         yield stage
         stage.commit()
@@ -177,7 +185,7 @@ def all_or_none():
         stage.discard()
         raise
     finally:
-        _STAGE = None
+        _STAGE.reset(token)
 
 
 @contextmanager
@@ -203,7 +211,7 @@ def atomic_write(path, write_fn) -> None:
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=".iqt-", suffix=suffix, dir=str(path.parent or "."))
     os.close(fd)
-    stage = _STAGE
+    stage = _STAGE.get()
     try:
         write_fn(tmp)
         os.chmod(tmp, 0o666 & ~_umask())

@@ -1,0 +1,97 @@
+"""Two `iqt` runs in one process (threads of an in-process caller) keep apart: each run's outputs are staged in its own
+stage (fileio.paths.all_or_none) and written with the codes of its own inputs (fileio.volumes.carried_codes), whichever
+ends first (review 48: the second run's outputs were held in the first one's stage, and lost with it; the first run's
+output took the codes the second run had read)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.apps.cli import main
+from ImageQualityTransferLib.fileio import paths, volumes
+from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs, all_or_none, write_json
+
+WAIT = 60  # s: generous, an event is set within milliseconds
+
+
+def _temporaries(folder):
+    return sorted(p.name for p in folder.rglob(".iqt-*"))
+
+
+def test_a_run_in_another_thread_has_its_own_stage(tmp_path):
+    (tmp_path / "A").mkdir()
+    a_written, b_done, result = threading.Event(), threading.Event(), {}
+
+    def run_a():
+        try:
+            with all_or_none():
+                write_json(Outputs().add(tmp_path / "A" / "a.json", JSON_SUFFIXES), {"a": 1})
+                a_written.set()
+                b_done.wait(WAIT)
+                raise RuntimeError("run A fails after run B has ended")
+        except RuntimeError as exc:
+            result["A"] = str(exc)
+
+    a = threading.Thread(target=run_a)
+    a.start()
+    try:
+        assert a_written.wait(WAIT)
+        with all_or_none():  # run B, while A holds its stage
+            b = Outputs().add(tmp_path / "b.json", JSON_SUFFIXES)
+            write_json(b, {"b": 2})
+        b_right_after = b.exists()
+    finally:
+        b_done.set()
+        a.join(WAIT)
+    assert b_right_after  # before: held in A's stage, so B returned without its file
+    assert json.loads(b.read_text()) == {"b": 2}  # before: and removed with A's failure
+    assert result == {"A": "run A fails after run B has ended"} and not (tmp_path / "A" / "a.json").exists()
+    assert _temporaries(tmp_path) == []
+    assert paths._STAGE.get() is None
+
+
+def _tensor(path, n):
+    t = np.zeros((n, n, n, 1, 6), np.float32)
+    t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
+    img = nib.Nifti1Image(t, np.diag([2.0, 2, 2, 1]))
+    img.header.set_intent("symmetric matrix")
+    nib.save(img, path)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_two_iqt_upsample_runs_in_threads_each_write_their_outputs(tmp_path, monkeypatch, capsys):
+    """The review's case through the dispatch: run B starts and ends while run A is writing; B's output is where B said
+    it wrote it, and stays there when A then fails."""
+    _tensor(tmp_path / "a.nii.gz", 8)
+    _tensor(tmp_path / "b.nii.gz", 6)
+    (tmp_path / "A").mkdir()
+    a_writing, b_done, rc = threading.Event(), threading.Event(), {}
+    real = volumes._save_nifti
+
+    def save(img, tmp):
+        if f"{tmp_path / 'A'}" in str(tmp):  # run A's first output: wait there for run B, then fail as a full disk
+            a_writing.set()
+            b_done.wait(WAIT)
+            raise OSError(28, "No space left on device")
+        return real(img, tmp)
+
+    monkeypatch.setattr(volumes, "_save_nifti", save)
+    a = threading.Thread(target=lambda: rc.setdefault("A", main(
+        ["upsample", str(tmp_path / "a.nii.gz"), "--method", "cubic", "--maps", "-o", str(tmp_path / "A" / "up.nii.gz")])))
+    a.start()
+    try:
+        assert a_writing.wait(WAIT)
+        rc["B"] = main(["upsample", str(tmp_path / "b.nii.gz"), "--method", "cubic", "-o", str(tmp_path / "B_up.nii.gz")])
+        b_right_after = (tmp_path / "B_up.nii.gz").exists()
+    finally:
+        b_done.set()
+        a.join(WAIT)
+    assert rc == {"B": 0, "A": 2}
+    assert b_right_after and (tmp_path / "B_up.nii.gz").exists()
+    assert nib.load(tmp_path / "B_up.nii.gz").shape[:3] == (12, 12, 12)
+    assert list((tmp_path / "A").iterdir()) == [] and _temporaries(tmp_path) == []

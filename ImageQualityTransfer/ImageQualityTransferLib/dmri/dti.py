@@ -247,14 +247,16 @@ def _wls(design: np.ndarray, data: np.ndarray, *args, **kwargs):
     7 x 7 normal equations per voxel instead of dipy's SVD of each voxel's weighted design: 2-4x faster, the same
     tensors to float32 precision (docs/measurements.md, Speed). The voxels whose weighted problem is close to
     singular, so that the normal equations would lose what dipy's SVD keeps (part of the signal clipped, or weights
-    spanning more than 1e8: review 42a), and a design that is itself ill-conditioned, go through dipy's own function."""
+    spanning more than 1e8: review 42a), and a design that is itself ill-conditioned, go through dipy's own function.
+    A voxel whose b0 holds no signal gets the eigenvalue floor (`_floor_without_b0`)."""
     from dipy.reconst.dti import eig_from_lo_tri, wls_fit_tensor
 
     norms = np.linalg.norm(design, axis=0)
     scale = 1.0 / np.where(norms > 0, norms, 1.0)  # equilibrated columns: b ~ 1e3 beside the constant's 1
     scaled = design * scale
     if not np.linalg.cond(design) < WLS_DESIGN_COND:
-        return wls_fit_tensor(design, data, *args, **kwargs)
+        params, extra = wls_fit_tensor(design, data, *args, **kwargs)
+        return _floor_without_b0(params, design, data), extra
     outer = np.einsum("gi,gj->gij", scaled, scaled).reshape(len(design), -1)
     hat = design @ np.linalg.pinv(design)  # OLS prediction of the log signal
     floor = data.min()  # TensorModel.fit has clipped the signal at its min_signal
@@ -280,7 +282,24 @@ def _wls(design: np.ndarray, data: np.ndarray, *args, **kwargs):
         if suspect.any():
             beta[suspect] = wls_fit_tensor(design, block[suspect], return_lower_triangular=True)[0]
         params[start:start + WLS_CHUNK] = beta
-    return eig_from_lo_tri(params, min_diffusivity=1e-6 / -design.min()), None
+    return _floor_without_b0(eig_from_lo_tri(params, min_diffusivity=1e-6 / -design.min()), design, data), None
+
+
+def _floor_without_b0(params: np.ndarray, design: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """`params` (eigenvalues, then eigenvectors, per voxel) with every eigenvalue of the voxels whose b0 volumes all
+    hold no signal (at dipy's min_signal: zero in the file) set to the floor the fit clips them at (1e-6 / b_max, 5e-10
+    mm^2/s at b = 2000): with no S0 the tensor is not measured there. With one shell dipy's fit gives most such voxels
+    that floor anyway (its diffusivities come out negative), but the b-values scanners write, spread a few s/mm^2 about
+    the shell (1995 / 2005), let the fit set S0 from the diffusion-weighted volumes alone and reach 7.8e-2 mm^2/s
+    (audit E); a few voxels of little signal got up to 2.7e-2 with one shell too (the Elition's). The eigenvectors stay
+    as fitted, so a voxel already at the floor keeps its bytes."""
+    from dipy.reconst.dti import MIN_POSITIVE_SIGNAL
+
+    b0 = ~np.any(design[:, :6] != 0, axis=1)  # gradient_table zeroes the b0s' directions: rows without diffusion terms
+    if b0.any():
+        no_s0 = np.all(data[..., b0] <= MIN_POSITIVE_SIGNAL, axis=-1)
+        params[no_s0, :3] = 1e-6 / -design.min()
+    return params
 
 
 def _ols(gtab, data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

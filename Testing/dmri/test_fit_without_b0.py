@@ -1,0 +1,80 @@
+"""A voxel whose b0 holds no signal gets the fit's eigenvalue floor (1e-6 / b_max, isotropic) whatever the b-values:
+with the b-values scanners write (1995 / 2005 about a 2000 shell) dipy's WLS set S0 from the diffusion-weighted
+volumes alone there and reached 7.8e-2 mm^2/s in a brain voxel of a real scan (audit E), where one shell gives the
+floor. Elsewhere the fit stays dipy's."""
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.dmri import dti
+from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+
+def dipy_wls(dwi: Volume) -> np.ndarray:
+    from dipy.reconst.dti import TensorModel
+
+    data = np.maximum(np.asarray(dwi.data, dtype=np.float64), 0.0)
+    with np.errstate(all="ignore"):
+        fit = TensorModel(dti.gradient_table(dwi), fit_method="WLS", return_S0_hat=False).fit(data)
+    return np.nan_to_num(fit.lower_triangular()).astype(np.float32)
+
+
+def series(jitter: float, b0s=(0.0, 0.0), flatten: float | None = None) -> Volume:
+    """A phantom (2 b0s, 12 directions at b = 1000, each b moved by +-jitter in turn) whose voxel (0, 0, 0) has the
+    b0s `b0s` and diffusion-weighted signal that falls from the lower b-values to the higher ones (6 and 3: the
+    pattern of the real scan's voxel), a steep decay over the jitter's few s/mm^2."""
+    p = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)
+    bvals = np.array(p.bvals, float)
+    dw = bvals > 0
+    bvals[dw] += jitter * np.where(np.arange(dw.sum()) % 2, 1.0, -1.0)
+    bvecs = np.array(p.bvecs, float)
+    if flatten is not None:  # directions nearly in one plane: the fit goes dipy's way (an ill-conditioned design)
+        bvecs[dw, 2] *= flatten
+        bvecs[dw] /= np.linalg.norm(bvecs[dw], axis=1, keepdims=True)
+    data = np.array(p.data, np.float32)
+    data[0, 0, 0, ~dw] = b0s
+    data[0, 0, 0, dw] = np.where(np.arange(dw.sum()) % 2, 3.0, 6.0)
+    return Volume(data, p.affine, "dwi", bvals=bvals, bvecs=bvecs)
+
+
+def floor_of(dwi: Volume) -> float:
+    from dipy.reconst.dti import design_matrix
+
+    return 1e-6 / -design_matrix(dti.gradient_table(dwi)).min()
+
+
+@pytest.mark.parametrize("jitter", [0.0, 5.0])
+@pytest.mark.parametrize("flatten", [None, 1e-3])
+def test_a_voxel_without_b0_signal_gets_the_floor_whatever_the_b_values(jitter, flatten):
+    dwi = series(jitter, flatten=flatten)
+    if jitter:  # the case itself: dipy's own fit reads S0 from the jittered b-values there, far above any tissue
+        assert tensors.eigenvalues(dipy_wls(dwi)[0, 0, 0][None].astype(np.float64)).max() > 1e-2
+    t = dti.fit_dti(dwi).data
+    lam = tensors.eigenvalues(t[0, 0, 0][None].astype(np.float64))[0]
+    np.testing.assert_allclose(lam, floor_of(dwi), rtol=1e-6)  # isotropic, at the floor (1e-9 at b = 1000)
+    np.testing.assert_allclose(t[0, 0, 0], floor_of(dwi) * np.array([1, 0, 1, 0, 0, 1]), atol=1e-15)
+    assert not tensors.failed_fits(t)[0, 0, 0]
+    rest = np.ones(t.shape[:3], bool)
+    rest[0, 0, 0] = False  # every other voxel (tissue, background) as dipy fits it
+    ref = dipy_wls(dwi)
+    rel = np.abs(t - ref)[rest] / (np.abs(ref[rest]).max(axis=-1, keepdims=True) + 1e-12)
+    assert rel.max() < 1e-5
+
+
+def test_one_b0_with_signal_is_enough_for_a_fit():
+    """The floor is for a voxel whose every b0 is zero; with signal in one of two b0s the fit stays dipy's."""
+    dwi = series(5.0, b0s=(0.0, 8.0))
+    t, ref = dti.fit_dti(dwi).data[0, 0, 0], dipy_wls(dwi)[0, 0, 0]
+    np.testing.assert_allclose(t, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    assert np.abs(t).max() > 10 * floor_of(dwi)
+
+
+def test_the_b0_at_a_small_b_value_counts_as_a_b0():
+    """A b0 written as b = 5 (below the b0 threshold) with no signal is a b0 without signal."""
+    dwi = series(5.0)
+    bvals = np.array(dwi.bvals)
+    bvals[0] = 5.0
+    t = dti.fit_dti(dwi.replace(bvals=bvals)).data[0, 0, 0]
+    np.testing.assert_allclose(t, floor_of(dwi) * np.array([1, 0, 1, 0, 0, 1]), atol=1e-15)

@@ -6,6 +6,9 @@ reordering for other file conventions, rotation of the frame, and the plausible-
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 
 # (row, col) of each stored element, NIfTI SYMMATRIX lower-triangular order.
@@ -102,10 +105,35 @@ def tissue_like(t: np.ndarray) -> np.ndarray:
     return (lam[..., 0] > 0) & (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
 
 
-def nan_as_empty(t: np.ndarray, source: str = "") -> np.ndarray:
+# What becomes of the voxels nan_as_empty reads as missing, the second half of its warning: as a method's input (the
+# default: upsample, report, view, propagate, batch), and as iqt evaluate's prediction or reference
+# (analysis/evaluation.py: a zero prediction is scored as a zero tensor, covered only by the uncertainty figures;
+# a voxel with no reference tensor is left out of every figure and counted as n_no_reference)
+MISSING_AS_INPUT = "the learned methods fill such voxels from the nearest fits, interpolation takes them as zero"
+MISSING_AS_PREDICTION = ("the error figures score them as a zero tensor (the whole reference tensor counts as error) "
+                         "and the uncertainty figures leave them out")
+MISSING_AS_REFERENCE = "they are left out of every figure and counted (n_no_reference)"
+
+
+_MISSING_FATE = contextvars.ContextVar("iqt_missing_fate", default=MISSING_AS_INPUT)
+
+
+@contextlib.contextmanager
+def missing_read_as(fate: str):
+    """A context within which the files read say `fate` of their missing voxels (nan_as_empty's warning, through
+    whichever reader: NIfTI, NRRD): `with tensors.missing_read_as(tensors.MISSING_AS_PREDICTION): load_tensor(...)`."""
+    token = _MISSING_FATE.set(fate)
+    try:
+        yield
+    finally:
+        _MISSING_FATE.reset(token)
+
+
+def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np.ndarray:
     """Voxels whose six elements are all NaN, as some tools write the background, read as empty (zero), the way this
     project writes it; any other NaN or Inf stays for the caller to refuse. Such voxels enclosed by tensors (failed
-    fits written as NaN, not a background) are said in one warning line (`source`: the file, for it)."""
+    fits written as NaN, not a background) are said in one warning line (`source`: the file, for it), which ends with
+    what becomes of them: `fate`, or the one `missing_read_as` set around the read (MISSING_AS_INPUT by default)."""
     empty = np.isnan(t).all(axis=-1)
     if not empty.any():
         return t
@@ -119,8 +147,7 @@ def nan_as_empty(t: np.ndarray, source: str = "") -> np.ndarray:
 
         warnings.warn(f"{source}{n} voxel{'s' if n != 1 else ''} inside the tensors hold{'s' if n == 1 else ''} NaN in "
                       "every element (failed fits, or holes in the mask the fit was made in): read as missing (zero); "
-                      "the learned methods fill such voxels from the nearest fits, interpolation takes them as zero",
-                      IQTWarning, stacklevel=3)
+                      f"{_MISSING_FATE.get() if fate is None else fate}", IQTWarning, stacklevel=3)
     return np.where(empty[..., None], 0, t)
 
 

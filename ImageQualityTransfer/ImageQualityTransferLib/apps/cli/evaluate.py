@@ -66,9 +66,10 @@ def run(args):
         plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "metrics") if args.json else None
     plan.check()
-    pred = fileio.load_tensor(args.pred, args.tensor_order)
+    with tensors.missing_read_as(tensors.MISSING_AS_PREDICTION):  # its NaN voxels' warning says what scoring does
+        pred = fileio.load_tensor(args.pred, args.tensor_order)
     try:
-        with warnings.catch_warnings(record=True) as said:
+        with warnings.catch_warnings(record=True) as said, tensors.missing_read_as(tensors.MISSING_AS_REFERENCE):
             warnings.simplefilter("always", IQTWarning)
             truth = fileio.load_tensor(args.truth, args.truth_order or _truth_order(args.truth, args.tensor_order))
     except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)
@@ -171,7 +172,8 @@ def _psnr(x) -> str:
     return _num(x, ".2f", " dB")
 
 
-MISSING_WARNING = "NaN in every element"  # core.tensors.nan_as_empty's warning: such voxels are read as zero
+MISSING_WARNING = "NaN in every element"  # core.tensors.nan_as_empty's warning (its first half, whatever it says of
+# their fate): such voxels are read as zero
 MOSTLY_MISSING = 0.5  # share of the mask's voxels without a reference tensor from which the mask is not the reference's
 
 

@@ -95,3 +95,93 @@ def test_two_iqt_upsample_runs_in_threads_each_write_their_outputs(tmp_path, mon
     assert b_right_after and (tmp_path / "B_up.nii.gz").exists()
     assert nib.load(tmp_path / "B_up.nii.gz").shape[:3] == (12, 12, 12)
     assert list((tmp_path / "A").iterdir()) == [] and _temporaries(tmp_path) == []
+
+
+def _codes(path):
+    h = nib.load(path).header
+    return int(h["qform_code"]), int(h["sform_code"])
+
+
+def _coded_tensor(path, codes):
+    t = np.zeros((6, 6, 6, 1, 6), np.float32)
+    t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
+    img = nib.Nifti1Image(t, np.diag([2.0, 2, 2, 1]))
+    img.header.set_intent("symmetric matrix")
+    img.set_qform(img.affine, code=codes[0])
+    img.set_sform(img.affine, code=codes[1])
+    nib.save(img, path)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_runs_that_end_out_of_order_each_carry_their_own_inputs_codes(tmp_path):
+    """Run A reads an MNI-space tensor (codes 1, 4), run B starts and reads a scanner-space one (1, 1), A writes and ends,
+    then B writes and ends (review 48's threads_codes_det.py: A's output had (1, 1), and after both a library write
+    outside any run had A's (1, 4) instead of (1, 1))."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core.volume import Volume
+
+    _coded_tensor(tmp_path / "mni.nii.gz", (1, 4))
+    _coded_tensor(tmp_path / "scanner.nii.gz", (1, 1))
+    a_read, b_read, a_done = threading.Event(), threading.Event(), threading.Event()
+    errors = []
+
+    def run(name, src, wait_before, read, wait_after, done=None):
+        try:
+            if wait_before is not None:
+                assert wait_before.wait(WAIT)
+            with volumes.carried_codes():
+                v = fileio.load_tensor(tmp_path / src)
+                read.set()
+                assert wait_after.wait(WAIT)
+                fileio.save_tensor(v, tmp_path / f"{name}.nii.gz")
+        except BaseException as exc:  # said below; the other run is let go
+            errors.append(exc)
+            for e in (a_read, b_read, a_done):
+                e.set()
+        finally:
+            if done is not None:
+                done.set()
+
+    runs = [threading.Thread(target=run, args=("A", "mni.nii.gz", None, a_read, b_read, a_done)),
+            threading.Thread(target=run, args=("B", "scanner.nii.gz", a_read, b_read, a_done))]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(WAIT)
+    assert not errors
+    assert _codes(tmp_path / "A.nii.gz") == (1, 4)  # before: (1, 1), B's input's
+    assert _codes(tmp_path / "B.nii.gz") == (1, 1)
+    assert volumes._GRIDS.get() is None  # before: A's list outlived both runs
+    fileio.save_scalar(Volume(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "library.nii.gz")
+    assert _codes(tmp_path / "library.nii.gz") == (1, 1)  # before: (1, 4)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_an_output_compressed_on_several_threads_is_staged_and_carries_its_codes(tmp_path, monkeypatch):
+    """fileio.volumes._save_nifti compresses a .nii.gz on worker threads, which do not see the run's context: the run's own
+    thread writes the temporary file, so the output is still held until the run ends, with the input's codes."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core import threads
+
+    monkeypatch.setattr(volumes, "GZIP_MEMBER", 1024)  # several gzip members, so several threads
+    monkeypatch.setattr(threads, "available", lambda: 2)
+    seen = set()
+    import zlib
+
+    real = zlib.compressobj
+
+    def compressobj(*a, **k):
+        seen.add(threading.get_ident())
+        return real(*a, **k)
+
+    monkeypatch.setattr(zlib, "compressobj", compressobj)
+    _coded_tensor(tmp_path / "mni.nii.gz", (1, 4))
+    with volumes.carried_codes(), all_or_none():
+        v = fileio.load_tensor(tmp_path / "mni.nii.gz")
+        out = Outputs(tmp_path / "mni.nii.gz").add(tmp_path / "out.nii.gz")
+        fileio.save_tensor(v, out)
+        held = out.exists()
+    assert len(seen - {threading.get_ident()}) >= 1  # compressed off this thread
+    assert not held and _codes(out) == (1, 4)
+    assert np.array_equal(fileio.load_tensor(out).data, v.data)
+    assert _temporaries(tmp_path) == []

@@ -221,7 +221,7 @@ def test_batch_writes_in_scanner_space_whatever_runs_its_subjects():
     seen = {}
 
     def func(args):
-        seen[args.command] = volumes._GRIDS is not None
+        seen[args.command] = volumes._GRIDS.get() is not None
         return 0
 
     for command in ("batch", "fit"):

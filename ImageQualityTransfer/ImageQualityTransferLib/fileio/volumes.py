@@ -11,6 +11,7 @@ import os
 import threading
 import warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,20 +110,25 @@ def _analyze(img) -> bool:
 
 # ---------------------------------------------------------------- orientation codes carried to the outputs
 
-_GRIDS: list | None = None  # in a command's run (carried_codes): (direction cosines, (qform_code, sform_code)) of the
-_GRIDS_LOCK = threading.Lock()  # DWI and tensor files it read, the latest last
+# in a command's run (carried_codes): (direction cosines, (qform_code, sform_code)) of the DWI and tensor files it read,
+# the latest last; per run, in this context, not one module global: runs in other threads of the process (an in-process
+# caller's) have their own, whichever ends first (review 48: a global saved and restored on exit gave a run the codes of
+# another one's input, and outlived both). A thread a run starts gets a fresh context (threading.Thread,
+# concurrent.futures): reading or writing there sees no run unless started in a copy of the run's
+# (contextvars.copy_context().run); none does: fileio.volumes._save_nifti's threads only compress bytes
+_GRIDS: ContextVar[list | None] = ContextVar("iqt_carried_codes_grids", default=None)
+_GRIDS_LOCK = threading.Lock()
 
 
 @contextmanager
 def carried_codes():
     """For the length of one command's run (the `iqt` dispatch), each output is written with the orientation codes of
     the input it was made from (`written_codes`); outside one (the Slicer module, a library caller) with (1, 1)."""
-    global _GRIDS
-    before, _GRIDS = _GRIDS, []
+    token = _GRIDS.set([])
     try:
         yield
     finally:
-        _GRIDS = before
+        _GRIDS.reset(token)
 
 
 def _directions(affine) -> np.ndarray:
@@ -141,10 +147,12 @@ def header_codes(img) -> tuple[int, int]:
 
 def _remember_codes(affine, codes) -> None:
     """The codes of an input read (a DWI or tensor volume), for the outputs made on its grid."""
+    grids = _GRIDS.get()
+    if grids is None:
+        return
     with _GRIDS_LOCK:
-        if _GRIDS is not None:
-            _GRIDS.append((_directions(affine), tuple(codes)))
-            del _GRIDS[:-32]
+        grids.append((_directions(affine), tuple(codes)))
+        del grids[:-32]
 
 
 def written_codes(affine) -> tuple[int, int]:
@@ -156,8 +164,9 @@ def written_codes(affine) -> tuple[int, int]:
     output would lose its shift); (1, 1), scanner space, for an output made from no file read or outside a command's
     run (carried_codes) (audit E: every output was written with codes 1 and 1)."""
     d = _directions(affine)
+    grids = _GRIDS.get()
     with _GRIDS_LOCK:
-        for dirs, codes in reversed(_GRIDS or ()):
+        for dirs, codes in reversed(grids or ()):
             if np.allclose(dirs, d, atol=1e-5):
                 return (0, 2) if codes == (0, 0) else codes
     return (1, 1)

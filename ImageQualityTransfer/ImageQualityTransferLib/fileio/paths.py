@@ -113,6 +113,22 @@ def _umask() -> int:
     return mask
 
 
+def _aside(path: Path) -> str:
+    """A hidden temporary name beside `path` (`.iqt-` like every temporary file of a run, so that one left by a killed
+    run is known as such), for the file at `path` while a run's outputs are put in place."""
+    fd, old = tempfile.mkstemp(prefix=".iqt-earlier-", suffix=".tmp", dir=str(path.parent or "."))
+    os.close(fd)
+    return old
+
+
+def _remove(path) -> None:
+    try:
+        if os.path.lexists(path):
+            os.remove(path)
+    except OSError:
+        pass
+
+
 class _Stage:
     """The outputs of one run written all or none: each declared output (`Outputs.add`) is held in its temporary file
     beside it until the run succeeds (`commit`), and removed otherwise (`discard`)."""
@@ -120,6 +136,7 @@ class _Stage:
     def __init__(self):
         self.declared: set[str] = set()
         self.held: dict[str, tuple[str, Path]] = {}  # real path -> (temporary file, path), in the order written
+        self.lines: list[str] = []  # what the run says of its outputs (`say`), printed once they are in place
         self.lock = threading.Lock()
 
     def declare(self, path: Path) -> None:
@@ -140,12 +157,68 @@ class _Stage:
             os.remove(earlier[0])
 
     def commit(self) -> None:
+        """Every held output into place, or none: the files at their paths are first moved aside (hidden temporaries
+        beside them), the new ones renamed in, and the old ones removed once all are in; a rename that fails (a
+        folder or a permission change at a path, a file system gone) puts every old file back, removes the new ones
+        and raises one IQTError saying nothing was changed (review 48: the second rename failing left the first output
+        new, the others old, exit 1)."""
         with _signals_held():  # the renames are quick; a signal now is taken once they are all done
-            while self.held:
-                real = next(iter(self.held))
-                tmp, path = self.held[real]
-                os.replace(tmp, path)
-                del self.held[real]
+            with self.lock:
+                held = list(self.held.values())
+            aside: list[tuple[Path, str]] = []  # (output path, where its earlier file is kept)
+            placed: list[Path] = []
+            at = None  # the output whose rename is under way
+            try:
+                for _, at in held:
+                    path = at
+                    if os.path.lexists(path):
+                        old = _aside(path)
+                        try:
+                            os.replace(path, old)
+                        except BaseException:
+                            _remove(old)  # the placeholder: nothing was moved
+                            raise
+                        aside.append((path, old))
+                for tmp, at in held:
+                    os.replace(tmp, at)
+                    placed.append(at)
+            except BaseException as exc:
+                kept = self._undo(held, placed, aside)
+                if not isinstance(exc, OSError):
+                    raise
+                said = (f"nothing was changed: none of this run's outputs was kept and every file that was at their paths "
+                        f"is as it was") if not kept else (
+                        f"none of this run's outputs was kept, but " + "; ".join(
+                            f"the earlier {p} could not be put back and is kept as {old}" for p, old in kept))
+                raise IQTError(f"{at}: cannot be put in place ({exc.strerror or exc}); {said}; fix that (the folder's "
+                               f"permissions, a folder of that name) and rerun") from None
+            with self.lock:
+                self.held.clear()
+        for _, old in aside:  # every output in place: the earlier files go
+            _remove(old)
+
+    def _undo(self, held, placed, aside) -> list[tuple[Path, str]]:
+        """The commit's renames undone: the new files removed, the old ones back; [(path, where its old file is)] for
+        any that could not be put back."""
+        for path in placed:
+            _remove(path)
+        kept = []
+        for path, old in reversed(aside):
+            try:
+                os.replace(old, path)
+            except OSError:
+                kept.append((path, old))
+        for tmp, _ in held:
+            _remove(tmp)
+        with self.lock:
+            self.held.clear()
+        return kept
+
+    def say(self) -> None:
+        """The lines the run said of its outputs, now that they are in place."""
+        lines, self.lines = self.lines, []
+        for line in lines:
+            print(line, flush=True)
 
     def discard(self) -> None:
         with self.lock:
@@ -186,6 +259,18 @@ def all_or_none():
         raise
     finally:
         _STAGE.reset(token)
+    stage.say()
+
+
+def say(line: str) -> None:
+    """Print a line that names a run's outputs ('wrote ...'): within `all_or_none`, once every output is in place (a run
+    that fails after its writes, or whose outputs cannot be put in place, announces none of them); outside, now."""
+    stage = _STAGE.get()
+    if stage is None:
+        print(line, flush=True)
+    else:
+        with stage.lock:
+            stage.lines.append(line)
 
 
 @contextmanager

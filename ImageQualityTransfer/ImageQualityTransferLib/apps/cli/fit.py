@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
+from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs are in place
 from ...dmri.degrade import STYLES
 from . import options
 
@@ -100,7 +101,7 @@ def fit(args):
     fileio.save_tensor(tensor, out)
     if mask_out:
         fileio.save_mask(brain, mask_out)
-    print(f"wrote {out}" + (f", {mask_out} (its brain mask)" if mask_out else ""))
+    say(f"wrote {out}" + (f", {mask_out} (its brain mask)" if mask_out else ""))
 
 
 def mask(args):
@@ -111,7 +112,7 @@ def mask(args):
     plan.check()
     _, brain = _dwi_and_mask(args)
     fileio.save_mask(brain, out)
-    print(f"wrote {out} ({int(brain.data.sum())} voxels" + (", the benchmark's mask: in-slice holes left open)"
+    say(f"wrote {out} ({int(brain.data.sum())} voxels" + (", the benchmark's mask: in-slice holes left open)"
                                                               if args.as_benchmark else ")"))
 
 
@@ -144,6 +145,6 @@ def degrade(args):
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)
     order = deg.FILE_ORDER.get(args.style)
-    print(f"wrote {out} {pair.tensor.shape3}" + (f" (read it with --tensor-order {order})" if order else "")
+    say(f"wrote {out} {pair.tensor.shape3}" + (f" (read it with --tensor-order {order})" if order else "")
           + (f", {mask_out} (its low-res mask" + (", from the benchmark's brain mask)" if args.as_benchmark else ")")
              if mask_out else ""))

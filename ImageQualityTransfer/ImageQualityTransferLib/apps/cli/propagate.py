@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
 
@@ -43,5 +44,5 @@ def run(args):
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)
     out.mkdir(exist_ok=True)
-    print(propagation.write(res, paths, method.name, args.input, options.propagation_settings(args, f),
+    say(propagation.write(res, paths, method.name, args.input, options.propagation_settings(args, f),
                             time.perf_counter() - t0))

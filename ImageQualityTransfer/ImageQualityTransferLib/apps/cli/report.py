@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from ...core.errors import IQTError, IQTWarning
+from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
 
@@ -62,4 +63,4 @@ def run(args):
     else:
         path = report.run(out, subject_dir=args.subject, factor=f, method_names=options.method_list(args.methods),
                           tracts=not args.no_tracts, n_seeds=args.n_seeds)
-    print(f"wrote {path}")
+    say(f"wrote {path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
+from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
 
@@ -47,4 +48,4 @@ def run(args):
     lines = tractography.track(dti, points, s, mask=None if mask is None else mask.data)
     for p in [out, *extra]:
         tractography.save_tracts(lines, dti, p)
-    print(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {len(points)} seeds")
+    say(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {len(points)} seeds")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core.errors import IQTError
-from ...fileio.paths import TENSOR_SUFFIXES
+from ...fileio.paths import TENSOR_SUFFIXES, say  # say: 'wrote' lines, printed once the outputs are in place
 from . import options
 
 
@@ -157,21 +157,23 @@ def run(args):
         fileio.save_scalar(vol, map_paths[key], f"iqt {method.label} {key}")
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
+    # the lines after the writes, in their order, once every output is in place (all_or_none): none names a file that
+    # a failure then removes
     used = pred.tensor.meta.get("model_for")
-    print(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
+    say(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
           + options.order_words(written) + ")")
     if args.method is None and not method.learned and methods.default_method() != name:  # said in the Slicer module too
-        print(f"no learned model ships for {grid.describe(f)}, so the default ran the interpolation baseline ({name}); "
+        say(f"no learned model ships for {grid.describe(f)}, so the default ran the interpolation baseline ({name}); "
               "for a learned one give --method and --model with a model trained for these factors ('iqt train')")
     if map_paths:
-        print(f"wrote {', '.join(str(p) for p in map_paths.values())} (dtifit's maps; V1 in the output's frame, "
+        say(f"wrote {', '.join(str(p) for p in map_paths.values())} (dtifit's maps; V1 in the output's frame, "
               "0 where the two largest eigenvalues are equal)")
     if unc_out:
-        print("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
+        say("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None
     if served is not None and served != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
-        print(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "
+        say(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "
               f"{grid.describe(served)} (along {'RAS'[grid.largest_axis(served)]}) ran with the axes turned to it and back")
     if res is not None:
-        print(propagation.write(res, prop_paths, method.name, args.input, options.propagation_settings(args, f),
+        say(propagation.write(res, prop_paths, method.name, args.input, options.propagation_settings(args, f),
                                 time.perf_counter() - t0))

@@ -65,7 +65,9 @@ class ImageQualityTransfer(ScriptedLoadableModule):
 high-resolution tensors with a mapping learned from high-quality data, gives a voxel-wise <b>uncertainty</b>
 map where the method has one, and the <b>cubic interpolation</b> it must beat for side-by-side comparison.</p>
 <p><b>Input</b>: a DTI volume, or a diffusion-weighted (DWI) volume that is fitted to tensors first
-(weighted least squares). An optional brain label map restricts the work to the brain.</p>
+(weighted least squares). An optional brain label map restricts the work to the brain. A DWI's slices and volumes
+the tensor model does not fit (signal dropout, a dead or moved volume) are named in a note; tick <b>Exclude
+outliers</b> to fit without them.</p>
 <p><b>Which method</b>: the learned methods (3D-ESPCN CNNs, random forests IQT-RF / BIQT-RF) beat
 interpolation; pick one that gives an uncertainty to read the overlay; <i>cubic</i> is the baseline.
 CNN methods need PyTorch (installed on request through the PyTorch extension). Every method runs in a separate
@@ -111,6 +113,8 @@ class ImageQualityTransferParameterNode:
 
     inputVolume - low-resolution DTI (or DWI, fitted first).
     maskVolume - optional brain label map on the input's grid.
+    excludeOutliers - a DWI input is fitted without the slices and volumes the tensor model does not fit (signal
+        dropout, a dead or moved volume), as `iqt fit --exclude-outliers`; nothing for a DTI input.
     method - method name from the engine's registry (ImageQualityTransferLib.methods.describe()).
     modelPath - optional model file for learned methods (empty: the shipped model).
     upsamplingMode - "isotropic" (factor on every axis), "through-plane" (factor along the input's thick-slice
@@ -129,6 +133,7 @@ class ImageQualityTransferParameterNode:
 
     inputVolume: Union[vtkMRMLDiffusionTensorVolumeNode, vtkMRMLDiffusionWeightedVolumeNode, None]
     maskVolume: vtkMRMLLabelMapVolumeNode
+    excludeOutliers: bool = False  # off: every volume fitted, as before the option
     method: str = ""  # empty: the engine's default (the best shipped method that can run here)
     modelPath: str = ""  # bound by hand: the path widget's Path binding shows "." for an empty path
     upsamplingMode: Annotated[str, Choice(list(UPSAMPLING_MODES))] = "isotropic"  # bound by hand: translated labels
@@ -380,9 +385,26 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         else:
             self.ui.upsamplingNoteLabel.text = ""
 
+    def _updateExcludeOutliers(self) -> None:
+        """Exclude outliers is for a DWI input, whose tensors the module fits: disabled, saying so, for a DTI input."""
+        inputNode = self._parameterNode.inputVolume if self._parameterNode else None
+        dwi = bool(inputNode and inputNode.IsA("vtkMRMLDiffusionWeightedVolumeNode"))
+        self.ui.excludeOutliersCheckBox.enabled = dwi
+        if dwi:
+            self.ui.excludeOutliersCheckBox.toolTip = _(
+                "Fit the tensors without the slices and volumes the tensor model does not fit (signal dropout, a dead "
+                "or moved volume), as 'iqt fit --exclude-outliers' does; the note under the status line says what "
+                "was left out. Off: every volume is fitted and those found are named in a note.")
+        else:
+            self.ui.excludeOutliersCheckBox.toolTip = _(
+                "Only for a diffusion-weighted (DWI) input volume, whose tensors are fitted here: a DTI input's "
+                "tensors are already fitted. Fit the DWI with 'iqt fit --exclude-outliers' to make them without the "
+                "slices and volumes the tensor model does not fit.")
+
     def _checkCanApply(self, caller=None, event=None) -> None:
         self._updateUpsampling()
         self._updateMethodGui()
+        self._updateExcludeOutliers()
         if self._running:
             return
         if not (self._parameterNode and self._parameterNode.inputVolume and self._methods):
@@ -452,6 +474,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                         samples=p.samples,
                         useGPU=p.useGPU,
                         averageFlips=p.averageFlips,
+                        excludeOutliers=p.excludeOutliers,
                         modelPath=model,
                         progressCallback=self._onProgress,
                     )
@@ -693,7 +716,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def process(self, inputNode, outputNode=None, method: Optional[str] = None, factor=2, maskNode=None,
                 uncertaintyNode=None, interpolatedNode=None, samples: int = 10, useGPU: bool = False,
                 modelPath: Optional[str] = None, progressCallback=None, separateProcess: Optional[bool] = None,
-                averageFlips: bool = False) -> dict:
+                averageFlips: bool = False, excludeOutliers: bool = False) -> dict:
         """Super-resolve `inputNode` (DTI, or DWI fitted first) and return the nodes:
         {"tensor", "uncertainty" (or None), "uncertainties" {key: node}, "interpolated" (or None)}.
 
@@ -704,6 +727,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         outputNode / uncertaintyNode / interpolatedNode: existing nodes to fill, or None to create new ones;
         interpolatedNode=True creates the cubic comparison without a target node. The input is never modified.
         averageFlips: learned methods averaged over the input's axis flips and in-plane swap (engine `--tta`).
+        excludeOutliers: a DWI input is fitted without the slices and volumes the tensor model does not fit (engine
+        `iqt fit --exclude-outliers`), and its note says what was left out; nothing for a DTI input.
         progressCallback(fraction, message) may return False to cancel. With a main window every method runs in a
         separate PythonSlicer process, so that the GUI stays live (a forest run in-process held it up to 2 s between
         progress calls on a 3 mm scan: review 40b), and Cancel kills it; in batch mode (no main window) only the torch
@@ -741,6 +766,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             samples=samples, device="cuda" if useGPU else "cpu", interpolate=bool(interpolatedNode),
             tta=bool(averageFlips), targets=targets, progress=progress, cancel=lambda: cancelled[0],
             python_executable=self.pythonSlicerExecutable() if separateProcess else None,
+            exclude_outliers=bool(excludeOutliers),
         )
         logging.info(f"Processing completed in {time.time() - startTime:.2f} seconds")
         if defaulted and not sp.method_info(method)["learned"]:  # methods.default_method fell back to interpolation

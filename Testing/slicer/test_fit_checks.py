@@ -52,9 +52,8 @@ def test_a_dwi_node_s_fit_is_checked_and_said_in_the_run_s_notes(series):
     moved = [n for n in notes if MOVED in n]
     assert len(said) == 1 and len(moved) == 1, notes
     assert f"volume {dw[5]} in every slice" in said[0] and f"slices 14-15 of volume {dw[2]}" in said[0]
-    # the module has no such option: what a user can do instead, not "rerun 'iqt fit' with --exclude-outliers"
-    assert "fit the series without them with 'iqt fit --exclude-outliers' and load those tensors as the Input volume" \
-        in said[0] and "rerun" not in said[0]
+    # the module's own control (Inputs > Exclude outliers), not "rerun 'iqt fit' with --exclude-outliers"
+    assert "or tick Inputs > Exclude outliers and apply again to fit without them" in said[0] and "rerun" not in said[0]
     assert "voxels from the mean of the diffusion-weighted volumes" in moved[0] and "brain mask" in moved[0]
     assert notes.index(moved[0]) < notes.index(said[0])  # as iqt fit: the b0 (the mask's) first
     assert not any(n.startswith("/") for n in notes)  # a node, not a file

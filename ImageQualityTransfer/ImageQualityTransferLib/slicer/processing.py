@@ -66,7 +66,9 @@ def method_needs_torch(name: str) -> bool:
 class Request:
     """One run: a method with its settings, the factor, and whether to add the cubic interpolation beside it.
     `samples` is the panel's Monte Carlo setting: it reaches the methods that take samples only; `tta` (the panel's
-    "Average over flips") likewise reaches the learned methods only (methods/symmetry.py)."""
+    "Average over flips") likewise reaches the learned methods only (methods/symmetry.py). `exclude_outliers` (the
+    panel's "Exclude outliers") is for a DWI input's fit only (`fit_dwi`, `iqt fit --exclude-outliers`): no method
+    sees it."""
 
     method: str
     factor: int | tuple = 2  # an integer r, or per-axis factors (fx, fy, fz)
@@ -75,6 +77,7 @@ class Request:
     device: str = "cpu"
     interpolate: bool = False
     tta: bool = False
+    exclude_outliers: bool = False
 
     def make(self):
         cls = methods_mod.method_class(self.method)
@@ -85,6 +88,7 @@ class Request:
         args = ["--method", self.method, "--factor", grid.text(self.factor), "--device", self.device or "cpu"]
         args += ["--model", str(self.model)] if self.model else []
         args += ["--samples", str(int(self.samples))] if self.samples is not None else []
+        args += ["--exclude-outliers"] if self.exclude_outliers else []
         return args + (["--interpolate"] if self.interpolate else []) + (["--tta"] if self.tta else [])
 
 
@@ -134,10 +138,11 @@ def dwi_volume_from_node(node) -> Volume:
                   meta=vol.meta | {"fitted_from_dwi": True, "input_notes": notes})
 
 
-def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: bool = True) -> tuple[Volume, Volume | None]:
-    """(low-res tensor Volume, mask Volume or None) from the input node (DTI, or DWI fitted here: `fit_dwi`) and mask
-    node. `fit=False` returns a DWI input unfitted (kind "dwi"), for a separate process to fit (`predict_in_subprocess`),
-    off the GUI thread."""
+def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: bool = True,
+                  exclude: bool = False) -> tuple[Volume, Volume | None]:
+    """(low-res tensor Volume, mask Volume or None) from the input node (DTI, or DWI fitted here: `fit_dwi`, without
+    the slices and volumes the tensor model does not fit with `exclude`) and mask node. `fit=False` returns a DWI input
+    unfitted (kind "dwi"), for a separate process to fit (`predict_in_subprocess`), off the GUI thread."""
     mask = mrml.mask_from_node(mask_node) if mask_node is not None else None
     if input_node is not None and input_node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
         dwi = dwi_volume_from_node(input_node)
@@ -148,17 +153,20 @@ def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: b
 
             dti.gradient_table(dwi)  # its problems said here, in the in-process words, not about a temporary file
             return dwi, mask
-        return fit_dwi(dwi, mask, progress, cancel)
+        return fit_dwi(dwi, mask, progress, cancel, exclude=exclude)
     lr = mrml.tensor_volume_from_node(input_node)
     if mask is not None:
         mask = _check_same_grid(mask, lr, mask_node)
     return lr, mask
 
 
-def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None) -> tuple[Volume, Volume]:
+def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
+            exclude: bool = False) -> tuple[Volume, Volume]:
     """(tensors fitted to `dwi` in `mask` or, without one, in a brain mask estimated from its b0, that mask): the
     series' shell warning and the estimated mask said in the tensors' meta["input_notes"], eigenvalues clipped as
-    the engine's readers clip them. Here or in the worker process (slicer/worker.py `--dwi`)."""
+    the engine's readers clip them. With `exclude` (the panel's "Exclude outliers"), fitted without the slices and
+    volumes the tensor model does not fit, as `iqt fit --exclude-outliers` fits them; the note says what was left out.
+    Here or in the worker process (slicer/worker.py `--dwi`, `--exclude-outliers`)."""
     from ..dmri import dti
     from ..dmri.motion import check_b0
     from ..dmri.outliers import check_fit
@@ -173,7 +181,7 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None)
     _check_cancel(cancel)
     with warnings.catch_warnings(record=True) as fit:  # the slices and volumes the fit does not explain
         warnings.simplefilter("always", IQTWarning)
-        lr = check_fit(dwi, fit_mask, lr)
+        lr = check_fit(dwi, fit_mask, lr, exclude=exclude)
     meta = dict(dwi.meta)
     meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [
         _fit_in_module_words(str(w.message)) for w in [*shells, *fit] if issubclass(w.category, IQTWarning)]
@@ -185,12 +193,15 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None)
     return lr, fit_mask
 
 
+# the panel's control for `iqt fit --exclude-outliers` (Resources/UI/ImageQualityTransfer.ui, excludeOutliersCheckBox)
+EXCLUDE_OUTLIERS_CONTROL = "Inputs > Exclude outliers"
+
+
 def _fit_in_module_words(note: str) -> str:
-    """`iqt fit`'s advice to rerun it with --exclude-outliers, put as what a user of the module can do: the module fits
-    with every volume, so the tensors fitted without them are made with `iqt fit` and loaded as the input."""
+    """`iqt fit`'s advice to rerun it with --exclude-outliers, put as what a user of the module can do: tick the
+    panel's Exclude outliers and apply again."""
     return note.replace("or rerun 'iqt fit' with --exclude-outliers to fit without them",
-                        "or fit the series without them with 'iqt fit --exclude-outliers' and load those tensors as the "
-                        "Input volume")
+                        f"or tick {EXCLUDE_OUTLIERS_CONTROL} and apply again to fit without them")
 
 
 def _fit_in_slabs(dwi: Volume, mask: Volume, progress=None, cancel=None, slabs: int = 8) -> Volume:
@@ -430,16 +441,19 @@ def run_on_nodes(
     progress=None,
     cancel=None,
     python_executable: str | None = None,
+    exclude_outliers: bool = False,
 ) -> dict:
     """Super-resolve `input_node` with `method`; returns the created (or filled) nodes, see `add_result_nodes`.
 
     python_executable: run the method in that Python interpreter (a separate process; the Slicer module gives
     PythonSlicer for torch methods); None runs it here. The input node is never modified. The engine's messages and
-    notes name the module's controls, not the command line's options (`in_module_words`).
+    notes name the module's controls, not the command line's options (`in_module_words`). exclude_outliers: a DWI
+    input node is fitted without the slices and volumes the tensor model does not fit (`fit_dwi`, here or in that
+    process); nothing for a DTI input node.
     """
     try:
         return _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate, tta,
-                             targets, progress, cancel, python_executable)
+                             targets, progress, cancel, python_executable, exclude_outliers)
     except IQTError as exc:
         if type(exc) is not IQTError:  # Cancelled and the like keep their type and words
             raise
@@ -473,7 +487,7 @@ def in_module_words(text: str) -> str:
 
 
 def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate, tta, targets,
-                  progress, cancel, python_executable) -> dict:
+                  progress, cancel, python_executable, exclude_outliers=False) -> dict:
     if input_node is None:
         raise IQTError("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
     if scene is None:
@@ -481,12 +495,13 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     if samples is not None and not (isinstance(samples, (int, np.integer)) and 2 <= samples <= 200):
         raise IQTError(f"Advanced > Monte Carlo samples is {samples!r}; give 2 to 200, the panel's range (one sample "
                        "would give no spread)")
-    request = Request(method, factor, model, samples, device or "cpu", interpolate, bool(tta))
+    request = Request(method, factor, model, samples, device or "cpu", interpolate, bool(tta), bool(exclude_outliers))
     label = request.make().label  # the method's settings are checked before any work; "+tta" names averaged results
     _check_targets(targets or {}, input_node, mask_node)
     _report(progress, 0.0, "reading the input volume")
     # a DWI is fitted in the worker too when there is one: the GUI thread only reads the node
-    lr, mask = input_volumes(input_node, mask_node, progress, cancel, fit=not python_executable)
+    lr, mask = input_volumes(input_node, mask_node, progress, cancel, fit=not python_executable,
+                             exclude=request.exclude_outliers)
     _check_cancel(cancel)
     if python_executable:
         results = predict_in_subprocess(lr, request, mask, progress, cancel, python_executable=python_executable)

@@ -1,10 +1,12 @@
 """Runs one method in a separate Python process for the Slicer module (torch methods run here, not in Slicer).
 
     PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.nrrd [--dwi] [--mask MASK.nii.gz] --method NAME
-        [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] [--tta] --outdir DIR
+        [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] [--tta] [--exclude-outliers]
+        --outdir DIR
 
 Reads the low-res tensor (Slicer NRRD or NIfTI; with `--dwi`, a DWI NIfTI with FSL bval/bvec beside it, fitted here
-first, as `processing.fit_dwi` does in Slicer) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
+first, as `processing.fit_dwi` does in Slicer, with `--exclude-outliers` without the slices and volumes the tensor
+model does not fit) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
 `uncertainty_<key>.nii.gz` into DIR, and prints JSON lines on stdout:
 
     {"progress": 0.42, "message": "espcn"}
@@ -41,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--interpolate", action="store_true")
     p.add_argument("--tta", action="store_true")
+    p.add_argument("--exclude-outliers", action="store_true",
+                   help="with --dwi: fit without the slices and volumes the tensor model does not fit (iqt fit's option)")
     p.add_argument("--outdir", required=True)
     args = p.parse_args(argv)
 
@@ -57,8 +61,9 @@ def main(argv=None) -> int:
         lr = fileio.load_dwi(args.input) if args.dwi else fileio.load_tensor(args.input)
         mask = fileio.load_mask(args.mask, reference=lr) if args.mask else None
         if args.dwi:
-            lr, mask = fit_dwi(lr, mask, progress)
-        request = Request(args.method, grid.factors(args.factor), args.model, args.samples, args.device, args.interpolate, args.tta)
+            lr, mask = fit_dwi(lr, mask, progress, exclude=args.exclude_outliers)
+        request = Request(args.method, grid.factors(args.factor), args.model, args.samples, args.device, args.interpolate,
+                          args.tta, args.exclude_outliers)
         results = predict_volumes(lr, request, mask, progress)
         out = Path(args.outdir)
         out.mkdir(parents=True, exist_ok=True)

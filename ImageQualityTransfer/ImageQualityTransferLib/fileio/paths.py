@@ -186,9 +186,9 @@ class _Stage:
                 kept = self._undo(held, placed, aside)
                 if not isinstance(exc, OSError):
                     raise
-                said = (f"nothing was changed: none of this run's outputs was kept and every file that was at their paths "
-                        f"is as it was") if not kept else (
-                        f"none of this run's outputs was kept, but " + "; ".join(
+                said = ("nothing was changed: none of this run's outputs was kept and every file that was at their paths "
+                        "is as it was") if not kept else (
+                        "none of this run's outputs was kept, but " + "; ".join(
                             f"the earlier {p} could not be put back and is kept as {old}" for p, old in kept))
                 raise IQTError(f"{at}: cannot be put in place ({exc.strerror or exc}); {said}; fix that (the folder's "
                                f"permissions, a folder of that name) and rerun") from None

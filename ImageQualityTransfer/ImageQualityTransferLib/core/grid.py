@@ -87,10 +87,12 @@ def memory_limit() -> int | None:
         return total
 
 
-def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False) -> None:
+def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta: bool = False,
+                      propagate: bool = False) -> None:
     """A high-res grid whose run, `multiple` times its tensors' bytes and PEAK_FIXED_BYTES, would pass the memory this
     process may use is refused before any work (review 45a: `--factor 1000` ended in an internal MemoryError; audit
-    46: the tensors alone were a quarter of a run's peak). `maps`: the run makes uncertainty maps (said so)."""
+    46: the tensors alone were a quarter of a run's peak). `maps`, `tta`, `propagate`: the run makes uncertainty maps,
+    averages over the input's symmetries, draws samples of its output (`Method.peak_multiple` counts them; said so)."""
     limit = memory_limit()
     if limit is None:  # left to the allocation itself
         return
@@ -100,8 +102,14 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False) -> N
     if need > limit:
         raise IQTError(f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
                        f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {need / 2**30:,.1f} GiB"
-                       f"{' with its uncertainty maps' if maps else ''}, more than this process's "
+                       f"{_with(maps, tta, propagate)}, more than this process's "
                        f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)")
+
+
+def _with(maps: bool, tta: bool, propagate: bool) -> str:
+    """" with its uncertainty maps, --tta and --propagate" (those the run has) for the memory check's message."""
+    parts = [w for w, on in (("its uncertainty maps", maps), ("--tta", tta), ("--propagate", propagate)) if on]
+    return "" if not parts else " with " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
 
 
 def text(f) -> str:

@@ -94,6 +94,11 @@ class Prediction:
 
 
 
+# --propagate, added to a method's peak (`Method.peak_multiple`): the sampling's arrays (the masked means and stds, float64
+# sums, the float64 FA and direction fields the tracking reads) beside the prediction, the same for 10 and 50 samples
+PROPAGATE_PEAK = 4.0
+
+
 class Method:
     """Base class. A subclass sets the class attributes and implements `_predict` on canonical-axis arrays
     (and, if learned, `_fit`); settings are given once, to the constructor, and checked there."""
@@ -107,6 +112,16 @@ class Method:
     # the run's peak memory per byte of its high-res tensors, without and with uncertainty maps, over a fixed part
     # (core/grid.py check_output_size; measured per method in docs/measurements.md, Memory)
     peak = (4.0, 7.0)
+    # with --tta, added to `peak`: the float64 sums of the tensors and of every map the method makes (with or without
+    # --uncertainty) kept across its 16 runs, beside each run's own peak (espcn 3.1-3.8x measured, espcn-hetero-var1
+    # 7.8x; docs/measurements.md, Memory)
+    tta_peak = 4.0
+
+    def peak_multiple(self, maps: bool, propagate: bool = False) -> float:
+        """The run's peak per byte of its high-res tensors (`grid.check_output_size`): the method's own, and what
+        --tta and --propagate (drawing samples of the output; any number of them) add to it; --mc-samples adds none
+        (the Monte Carlo sums are per tile)."""
+        return self.peak[maps] + (self.tta_peak if self.tta else 0.0) + (PROPAGATE_PEAK if propagate else 0.0)
 
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         if model is not None and not self.learned:
@@ -147,7 +162,7 @@ class Method:
         f = grid.factors(factor)
         self._check_model(f)
         maps = bool(uncertainty) and self.gives_uncertainty
-        grid.check_output_size(lr.shape3, f, self.peak[maps], maps=maps)
+        grid.check_output_size(lr.shape3, f, self.peak_multiple(maps), maps=maps, tta=self.tta)
         if mask is not None:
             if mask.shape3 != lr.shape3:
                 raise IQTError(

@@ -148,6 +148,9 @@ def run(args):
     written = options.output_order(args, lr, out)
     fileio.check_tensor_output(out, lr.affine)
     seeds = options.load_seeds(args) if args.propagate else None
+    if args.propagate:  # the sampling's arrays beside the prediction: refused before any work (predict checks the rest)
+        grid.check_output_size(lr.shape3, f, method.peak_multiple(True, propagate=True), maps=True, tta=method.tta,
+                               propagate=True)
     pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                            direction=bool(unc_out))
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written

@@ -137,6 +137,7 @@ class _Stage:
         self.declared: set[str] = set()
         self.held: dict[str, tuple[str, Path]] = {}  # real path -> (temporary file, path), in the order written
         self.lines: list[str] = []  # what the run says of its outputs (`say`), printed once they are in place
+        self.committed = False  # every output is in place
         self.lock = threading.Lock()
 
     def declare(self, path: Path) -> None:
@@ -194,8 +195,9 @@ class _Stage:
                                f"permissions, a folder of that name) and rerun") from None
             with self.lock:
                 self.held.clear()
-        for _, old in aside:  # every output in place: the earlier files go
-            _remove(old)
+            for _, old in aside:  # every output in place: the earlier files go, before a signal held meanwhile is
+                _remove(old)  # taken (review 48b: taken first, it left them all as .iqt-earlier-* copies)
+            self.committed = True  # a signal taken from here on came once every output was in place (all_or_none)
 
     def _undo(self, held, placed, aside) -> list[tuple[Path, str]]:
         """The commit's renames undone: the new files removed, the old ones back; [(path, where its old file is)] for
@@ -256,6 +258,8 @@ def all_or_none():
         stage.commit()
     except BaseException:
         stage.discard()
+        if stage.committed:  # a signal held during the renames, taken once they were all done: the outputs are in
+            stage.say()  # place, so they are said before the signal stops the run (its exit status stays 128 + signal)
         raise
     finally:
         _STAGE.reset(token)

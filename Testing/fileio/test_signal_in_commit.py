@@ -1,0 +1,56 @@
+"""A signal that comes while a run's outputs are renamed into place (fileio.paths._Stage.commit holds SIGINT, SIGTERM and
+SIGHUP for the renames) is taken once they are all done: the earlier files set aside are removed first and the 'wrote'
+lines are printed, then the run stops with 128 + the signal (review 48b: the signal, taken before the earlier files were
+removed, left seven hidden .iqt-earlier-*.tmp copies beside the outputs and no 'wrote' line, exit 143)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.apps.cli import main
+from ImageQualityTransferLib.fileio import paths
+
+MAPS = ["up.nii.gz", "up_FA.nii.gz", "up_L1.nii.gz", "up_L2.nii.gz", "up_L3.nii.gz", "up_MD.nii.gz", "up_V1.nii.gz"]
+
+
+@pytest.fixture
+def tensor(tmp_path):
+    t = np.zeros((6, 6, 6, 1, 6), np.float32)
+    t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
+    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))
+    img.header.set_intent("symmetric matrix")
+    nib.save(img, tmp_path / "lr.nii.gz")
+    return tmp_path / "lr.nii.gz"
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signals are held with pthread_sigmask")
+@pytest.mark.filterwarnings("ignore")
+def test_a_signal_during_the_renames_leaves_the_outputs_whole_and_said(tensor, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    run = ["upsample", str(tensor), "--method", "cubic", "--maps", "-o", str(out / "up.nii.gz")]
+    assert main(run) == 0  # a first run's outputs: the second run sets them aside
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    real, sent = os.replace, []
+
+    def replace(src, dst):  # SIGTERM as the first new output is renamed in
+        if not sent and os.path.basename(src).startswith(".iqt-") and ".iqt-earlier-" not in str(dst):
+            sent.append(dst)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(src, dst)
+
+    monkeypatch.setattr(paths.os, "replace", replace)
+    rc = main(run[:-2] + ["--factor", "3", "-o", str(out / "up.nii.gz")])
+    monkeypatch.undo()
+    said = capsys.readouterr()
+    assert sent and rc == 128 + signal.SIGTERM
+    assert sorted(p.name for p in out.iterdir()) == MAPS  # before: and seven .iqt-earlier-*.tmp
+    assert all((out / name).read_bytes() != first[name] for name in ("up.nii.gz", "up_FA.nii.gz"))  # the new run's
+    assert said.out.startswith(f"wrote {out / 'up.nii.gz'}")  # before: nothing printed
+    assert said.err.strip().splitlines()[-1].startswith("iqt: stopped by SIGTERM")

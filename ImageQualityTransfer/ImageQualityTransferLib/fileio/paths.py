@@ -113,10 +113,16 @@ def _umask() -> int:
     return mask
 
 
+ASIDE_NAME_BYTES = 200  # of the output's name kept in its set-aside name (a file name holds 255 bytes)
+
+
 def _aside(path: Path) -> str:
     """A hidden temporary name beside `path` (`.iqt-` like every temporary file of a run, so that one left by a killed
-    run is known as such), for the file at `path` while a run's outputs are put in place."""
-    fd, old = tempfile.mkstemp(prefix=".iqt-earlier-", suffix=".tmp", dir=str(path.parent or "."))
+    run is known as such), for the file at `path` while a run's outputs are put in place: `.iqt-earlier-<name>.<random>
+    .tmp`, so that after a SIGKILL the file to rename back to each missing output can be told (review 48b: the names
+    were random, .iqt-earlier-1xztnc2i.tmp, and the README's advice to rename it back could not be followed)."""
+    name = os.fsdecode(os.fsencode(path.name)[:ASIDE_NAME_BYTES])  # a longer name cut (the start says which it is)
+    fd, old = tempfile.mkstemp(prefix=f".iqt-earlier-{name}.", suffix=".tmp", dir=str(path.parent or "."))
     os.close(fd)
     return old
 

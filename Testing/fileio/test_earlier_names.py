@@ -29,7 +29,7 @@ def test_each_earlier_file_set_aside_is_named_after_its_output(tmp_path, monkeyp
         return real(src, dst)
 
     monkeypatch.setattr(paths.os, "replace", replace)
-    monkeypatch.setattr(paths._Stage, "_undo", lambda self, *a: [])
+    monkeypatch.setattr(paths._Stage, "_undo", lambda self, *a: ([], [], []))  # nothing undone, as when killed
     monkeypatch.setattr(paths._Stage, "discard", lambda self: None)
     with pytest.raises(Killed):
         with all_or_none():

@@ -127,12 +127,22 @@ def _aside(path: Path) -> str:
     return old
 
 
-def _remove(path) -> None:
+def _remove(path) -> bool:
+    """Remove the file at `path` if there is one; False where it is there and cannot be removed."""
     try:
         if os.path.lexists(path):
             os.remove(path)
     except OSError:
-        pass
+        return False
+    return True
+
+
+def _in_folders(files) -> str:
+    """Files named by folder: 'in /a: .iqt-1.nii.gz, .iqt-2.nii.gz'."""
+    folders: dict[str, list[str]] = {}
+    for f in files:
+        folders.setdefault(os.path.dirname(str(f)) or ".", []).append(os.path.basename(str(f)))
+    return "; ".join(f"in {d}: {', '.join(names)}" for d, names in folders.items())
 
 
 class _Stage:
@@ -174,6 +184,7 @@ class _Stage:
                 held = list(self.held.values())
             aside: list[tuple[Path, str]] = []  # (output path, where its earlier file is kept)
             placed: list[Path] = []
+            left: list[str] = []  # this run's files that could not be removed
             at = None  # the output whose rename is under way
             try:
                 for _, at in held:
@@ -183,44 +194,51 @@ class _Stage:
                         try:
                             os.replace(path, old)
                         except BaseException:
-                            _remove(old)  # the placeholder: nothing was moved
+                            if not _remove(old):  # the placeholder: nothing was moved
+                                left.append(old)
                             raise
                         aside.append((path, old))
                 for tmp, at in held:
                     os.replace(tmp, at)
                     placed.append(at)
             except BaseException as exc:
-                kept = self._undo(held, placed, aside)
+                kept, stuck, unremoved = self._undo(held, placed, aside)
+                left += unremoved
                 if not isinstance(exc, OSError):
                     raise
-                said = ("nothing was changed: none of this run's outputs was kept and every file that was at their paths "
-                        "is as it was") if not kept else (
-                        "none of this run's outputs was kept, but " + "; ".join(
-                            f"the earlier {p} could not be put back and is kept as {old}" for p, old in kept))
+                # what could not be undone is named (review 48b: in a folder made read-only, 'nothing was changed'
+                # while the seven temporaries it could not remove stayed beside the outputs)
+                said = [f"the earlier {p} could not be put back and is kept as {old}" for p, old in kept]
+                said += [f"this run's {p} could not be removed" for p in stuck]
+                said += [f"this run's temporary files could not be removed ({_in_folders(left)})"] if left else []
+                head = ("none of this run's outputs was kept" if not stuck else "not every output of this run could be "
+                        "taken back") + ("" if kept or stuck else " and every file that was at their paths is as it was")
+                said = f"nothing was changed: {head}" if not said else f"{head}, but " + "; ".join(said)
+                then = ", delete those temporary files" if left else ""
                 raise IQTError(f"{at}: cannot be put in place ({exc.strerror or exc}); {said}; fix that (the folder's "
-                               f"permissions, a folder of that name) and rerun") from None
+                               f"permissions, a folder of that name){then} and rerun") from None
             with self.lock:
                 self.held.clear()
             for _, old in aside:  # every output in place: the earlier files go, before a signal held meanwhile is
                 _remove(old)  # taken (review 48b: taken first, it left them all as .iqt-earlier-* copies)
             self.committed = True  # a signal taken from here on came once every output was in place (all_or_none)
 
-    def _undo(self, held, placed, aside) -> list[tuple[Path, str]]:
-        """The commit's renames undone: the new files removed, the old ones back; [(path, where its old file is)] for
-        any that could not be put back."""
-        for path in placed:
-            _remove(path)
-        kept = []
+    def _undo(self, held, placed, aside):
+        """The commit's renames undone: the new files removed, the old ones back. Returns what could not be undone:
+        [(path, where its old file is)] for the old files not put back, the new outputs not removed (and not replaced
+        by their old file), and the temporary files not removed."""
+        stuck = [path for path in placed if not _remove(path)]
+        kept, back = [], set()
         for path, old in reversed(aside):
             try:
                 os.replace(old, path)
+                back.add(path)
             except OSError:
                 kept.append((path, old))
-        for tmp, _ in held:
-            _remove(tmp)
+        left = [tmp for tmp, _ in held if not _remove(tmp)]
         with self.lock:
             self.held.clear()
-        return kept
+        return kept, [p for p in stuck if p not in back], left
 
     def say(self) -> None:
         """The lines the run said of its outputs, now that they are in place."""

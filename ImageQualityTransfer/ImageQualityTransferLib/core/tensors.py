@@ -106,10 +106,12 @@ def tissue_like(t: np.ndarray) -> np.ndarray:
 
 
 # What becomes of the voxels nan_as_empty reads as missing, the second half of its warning: as a method's input (the
-# default: upsample, report, view, propagate, batch), and as iqt evaluate's prediction or reference
-# (analysis/evaluation.py: a zero prediction is scored as a zero tensor, covered only by the uncertainty figures;
-# a voxel with no reference tensor is left out of every figure and counted as n_no_reference)
+# default: upsample, report, view, propagate, batch), as iqt track's input (analysis/tractography.py: an empty tensor
+# has FA 0, where a streamline stops), and as iqt evaluate's prediction or reference (analysis/evaluation.py: a zero
+# prediction is scored as a zero tensor, covered only by the uncertainty figures; a voxel with no reference tensor is
+# left out of every figure and counted as n_no_reference)
 MISSING_AS_INPUT = "the learned methods fill such voxels from the nearest fits, interpolation takes them as zero"
+MISSING_AS_TRACKED = "tracking reads them as empty (FA 0): streamlines stop at them"
 MISSING_AS_PREDICTION = ("the error figures score them as a zero tensor (the whole reference tensor counts as error) "
                          "and the uncertainty figures leave them out")
 MISSING_AS_REFERENCE = "they are left out of every figure and counted (n_no_reference)"

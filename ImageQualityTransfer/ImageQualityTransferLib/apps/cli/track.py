@@ -28,6 +28,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio
     from ...analysis import tractography
+    from ...core import tensors
     from ...methods.inputs import check_tensor_input
 
     plan = fileio.Outputs(args.input, args.seeds, args.mask)
@@ -39,7 +40,8 @@ def run(args):
                                       max_length=args.max_length).check()
     seeds = fileio.load_mask(args.seeds, seeds=True)
     tractography.check_memory(int(seeds.data.sum()) * s.density**3, s)
-    dti = fileio.load_tensor(args.input, args.tensor_order)
+    with tensors.missing_read_as(tensors.MISSING_AS_TRACKED):  # its NaN voxels' warning says what tracking does
+        dti = fileio.load_tensor(args.input, args.tensor_order)
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does (review 44e)
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:

@@ -177,8 +177,8 @@ class _Stage:
         """Every held output into place, or none: the files at their paths are first moved aside (hidden temporaries
         beside them), the new ones renamed in, and the old ones removed once all are in; a rename that fails (a
         folder or a permission change at a path, a file system gone) puts every old file back, removes the new ones
-        and raises one IQTError saying nothing was changed (review 48: the second rename failing left the first output
-        new, the others old, exit 1)."""
+        and raises one IQTError saying so, naming whatever could not be undone (review 48: the second rename failing
+        left the first output new, the others old, exit 1)."""
         with _signals_held():  # the renames are quick; a signal now is taken once they are all done
             with self.lock:
                 held = list(self.held.values())

@@ -303,15 +303,27 @@ def say(line: str) -> None:
 
 @contextmanager
 def _signals_held():
-    """SIGINT, SIGTERM and SIGHUP held back for the block (in the main thread, where Python takes them)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """SIGINT, SIGTERM and SIGHUP held back for the block and taken after it, by the handlers they had. Held by Python
+    handlers, which run in the main thread whichever thread the system gives the signal to: a thread mask
+    (pthread_sigmask) holds it from the main thread alone, so a process with other threads (the gzip pool, torch's)
+    took a SIGTERM in the middle of the renames (Testing/fileio/test_signal_in_commit.py)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    came: list[int] = []
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    before = {}
+    for sig in (getattr(signal, n) for n in names):
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: a handler not set from Python, left as it is
+            before[sig] = signal.signal(sig, lambda signum, frame: came.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        if came:
+            signal.raise_signal(came[0])  # to the handler it had, as if it came now
 
 
 def atomic_write(path, write_fn) -> None:

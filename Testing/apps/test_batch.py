@@ -570,7 +570,7 @@ def test_one_list_for_a_cohort_made_by_several_tools(tmp_path, capsys):
     fsl = tmp_path / "P06" / "dti_tensor.nii.gz"  # 4D, dtifit's element order
     import nibabel as nib
 
-    from ImageQualityTransferLib.fileio.volumes import fsl_flip
+    from ImageQualityTransferLib.fileio.gradients import fsl_flip
 
     flip = fsl_flip(dti.affine)  # dtifit's frame: FSL's bvec axes
     in_file = tensors.from_matrix(flip @ tensors.to_matrix(dti.data) @ flip)

@@ -40,7 +40,7 @@ def _fail_on_write(monkeypatch, n: int, code: int = errno.ENOSPC):
             raise OSError(code, os.strerror(code))
         return real(img, tmp)
 
-    monkeypatch.setattr(volumes, "_save_nifti", save)
+    monkeypatch.setattr(volumes, "_save_nifti", save)  # where the writers look it up (defined in fileio.nifti)
     return calls
 
 

@@ -1,5 +1,5 @@
 """Two `iqt` runs in one process (threads of an in-process caller) keep apart: each run's outputs are staged in its own
-stage (fileio.paths.all_or_none) and written with the codes of its own inputs (fileio.volumes.carried_codes), whichever
+stage (fileio.paths.all_or_none) and written with the codes of its own inputs (fileio.nifti.carried_codes), whichever
 ends first (review 48: the second run's outputs were held in the first one's stage, and lost with it; the first run's
 output took the codes the second run had read)."""
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ImageQualityTransferLib.apps.cli import main
-from ImageQualityTransferLib.fileio import paths, volumes
+from ImageQualityTransferLib.fileio import nifti, paths, volumes
 from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs, all_or_none, write_json
 
 WAIT = 60  # s: generous, an event is set within milliseconds
@@ -80,7 +80,7 @@ def test_two_iqt_upsample_runs_in_threads_each_write_their_outputs(tmp_path, mon
             raise OSError(28, "No space left on device")
         return real(img, tmp)
 
-    monkeypatch.setattr(volumes, "_save_nifti", save)
+    monkeypatch.setattr(volumes, "_save_nifti", save)  # where the writers look it up (defined in fileio.nifti)
     a = threading.Thread(target=lambda: rc.setdefault("A", main(
         ["upsample", str(tmp_path / "a.nii.gz"), "--method", "cubic", "--maps", "-o", str(tmp_path / "A" / "up.nii.gz")])))
     a.start()
@@ -129,7 +129,7 @@ def test_runs_that_end_out_of_order_each_carry_their_own_inputs_codes(tmp_path):
         try:
             if wait_before is not None:
                 assert wait_before.wait(WAIT)
-            with volumes.carried_codes():
+            with nifti.carried_codes():
                 v = fileio.load_tensor(tmp_path / src)
                 read.set()
                 assert wait_after.wait(WAIT)
@@ -151,19 +151,19 @@ def test_runs_that_end_out_of_order_each_carry_their_own_inputs_codes(tmp_path):
     assert not errors
     assert _codes(tmp_path / "A.nii.gz") == (1, 4)  # before: (1, 1), B's input's
     assert _codes(tmp_path / "B.nii.gz") == (1, 1)
-    assert volumes._GRIDS.get() is None  # before: A's list outlived both runs
+    assert nifti._GRIDS.get() is None  # before: A's list outlived both runs
     fileio.save_scalar(Volume(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "library.nii.gz")
     assert _codes(tmp_path / "library.nii.gz") == (1, 1)  # before: (1, 4)
 
 
 @pytest.mark.filterwarnings("ignore")
 def test_an_output_compressed_on_several_threads_is_staged_and_carries_its_codes(tmp_path, monkeypatch):
-    """fileio.volumes._save_nifti compresses a .nii.gz on worker threads, which do not see the run's context: the run's own
+    """fileio.nifti._save_nifti compresses a .nii.gz on worker threads, which do not see the run's context: the run's own
     thread writes the temporary file, so the output is still held until the run ends, with the input's codes."""
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.core import threads
 
-    monkeypatch.setattr(volumes, "GZIP_MEMBER", 1024)  # several gzip members, so several threads
+    monkeypatch.setattr(nifti, "GZIP_MEMBER", 1024)  # several gzip members, so several threads
     monkeypatch.setattr(threads, "available", lambda: 2)
     seen = set()
     import zlib
@@ -176,7 +176,7 @@ def test_an_output_compressed_on_several_threads_is_staged_and_carries_its_codes
 
     monkeypatch.setattr(zlib, "compressobj", compressobj)
     _coded_tensor(tmp_path / "mni.nii.gz", (1, 4))
-    with volumes.carried_codes(), all_or_none():
+    with nifti.carried_codes(), all_or_none():
         v = fileio.load_tensor(tmp_path / "mni.nii.gz")
         out = Outputs(tmp_path / "mni.nii.gz").add(tmp_path / "out.nii.gz")
         fileio.save_tensor(v, out)

@@ -188,7 +188,7 @@ def test_codes_are_carried_within_a_run_only(tmp_path):
     """Within one command's run (carried_codes, as the `iqt` dispatch holds it) an output on an input's grid gets its
     codes; one made from no file, or written outside a run (the Slicer module, a library caller), is in scanner space."""
     from ImageQualityTransferLib.core.volume import Volume
-    from ImageQualityTransferLib.fileio.volumes import carried_codes
+    from ImageQualityTransferLib.fileio.nifti import carried_codes
 
     tensor = Volume(np.tile(np.float32([1e-3, 0, 1e-3, 0, 0, 1e-3]), (4, 4, 4, 1)), AFFINE, "tensor")
     img = nib.Nifti1Image(tensor.data[:, :, :, None, :], AFFINE)
@@ -216,12 +216,12 @@ def test_batch_writes_in_scanner_space_whatever_runs_its_subjects():
     from types import SimpleNamespace
 
     from ImageQualityTransferLib.apps.cli import _Printed, _run
-    from ImageQualityTransferLib.fileio import volumes
+    from ImageQualityTransferLib.fileio import nifti
 
     seen = {}
 
     def func(args):
-        seen[args.command] = volumes._GRIDS.get() is not None
+        seen[args.command] = nifti._GRIDS.get() is not None
         return 0
 
     for command in ("batch", "fit"):

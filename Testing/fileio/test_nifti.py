@@ -134,9 +134,9 @@ def test_gz_outputs_are_gzip_members_that_every_reader_reads_as_one_file(tmp_pat
     import gzip
     import zlib
 
-    from ImageQualityTransferLib.fileio import volumes
+    from ImageQualityTransferLib.fileio import nifti
 
-    monkeypatch.setattr(volumes, "GZIP_MEMBER", 4096)  # many members on a small volume
+    monkeypatch.setattr(nifti, "GZIP_MEMBER", 4096)  # many members on a small volume
     vol = Volume(random_tensors((9, 8, 7)), np.diag([-2.0, 2.0, 2.0, 1.0]), "tensor")
     path = tmp_path / "t.nii.gz"
     fileio.save_tensor(vol, path)

@@ -3,6 +3,8 @@
 The volume readers and writers are re-exported here (`fileio.load_tensor`, `fileio.save_scalar`, ...).
 """
 
+from .gradients import bval_bvec_paths
+from .nifti import reads_fully
 from .paths import (
     JSON_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -19,12 +21,10 @@ from .volumes import (
     write_order,
     check_tensor_output,
     layout_words,
-    bval_bvec_paths,
     load_dwi,
     load_mask,
     load_scalar,
     load_tensor,
-    reads_fully,
     save_dwi,
     save_mask,
     save_scalar,

@@ -2,401 +2,40 @@
 
 Every reader validates and raises `IQTError` naming the problem and the fix; every writer writes to a
 temporary file and renames it, so a failure never leaves a partial output. Tensor files ending in
-`.nrrd`/`.nhdr` go through `fileio.nrrd` (Slicer's tensor NRRD).
+`.nrrd`/`.nhdr` go through `fileio.nrrd` (Slicer's tensor NRRD); the NIfTI file mechanics are in `fileio.nifti`, the
+FSL bval/bvec text in `fileio.gradients`.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import warnings
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
-from .paths import NRRD_SUFFIXES, atomic_write
+from .gradients import bval_bvec_paths, fsl_flip, read_gradient_table
+from .nifti import (
+    _check_finite,
+    _data,
+    _is_nrrd,
+    _load_nifti,
+    _nib,
+    _remember_codes,
+    _save_nifti,
+    _set_orientation,
+    header_codes,
+)
+from .paths import atomic_write
 from .records import made_by, read_made_by
-
-if TYPE_CHECKING:  # imported on first use (`_nib`)
-    import nibabel
-
-
-def _nib():
-    """nibabel, imported on first use: the method registry imports this package in a Slicer without nibabel."""
-    import nibabel
-
-    return nibabel
-
-
-GZIP_MEMBER = 8 << 20  # bytes of the uncompressed file per gzip member
-
-
-def _save_nifti(img, tmp) -> None:
-    """nibabel's single-file NIfTI at `tmp`; a `.gz` one compressed on every available core as concatenated gzip members
-    (RFC 1952: a gzip reader reads them as one stream; Testing/fileio/test_nifti.py reads them back with nibabel,
-    Python's gzip and VTK's NIfTI reader), at nibabel's level 1 with zlib's Z_RLE strategy (matches runs of equal
-    bytes only): the 86 MB output of a 72x87x72 x2 run takes 0.56 s on one core instead of 1.0 s with the default
-    strategy, for a 9 % larger file (38.8 MB instead of 35.5 MB; float tensors hold few longer repeats)."""
-    if not str(tmp).lower().endswith(".gz"):
-        return _nib().save(img, tmp)
-    import zlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..core import threads
-
-    raw = memoryview(img.to_bytes())
-
-    def member(k: int) -> bytes:
-        z = zlib.compressobj(1, zlib.DEFLATED, 31, 8, zlib.Z_RLE)  # wbits 31: a gzip member; zlib lets go of the GIL
-        return z.compress(raw[k : k + GZIP_MEMBER]) + z.flush()
-
-    with ThreadPoolExecutor(threads.available()) as pool:
-        parts = list(pool.map(member, range(0, len(raw), GZIP_MEMBER)))
-    with open(tmp, "wb") as f:
-        for part in parts:
-            f.write(part)
-
-
-def _is_nrrd(path) -> bool:
-    return str(path).lower().endswith(NRRD_SUFFIXES)
-
-
-def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1Image":
-    path = Path(path)
-    if not path.exists():
-        raise IQTError(f"{path}: file not found; check the path")
-    if _is_nrrd(path):
-        raise IQTError(f"{path}: NRRD is read only for tensor volumes; give a NIfTI (.nii/.nii.gz) file here")
-    if path.is_dir():
-        raise IQTError(f"{path}: is a folder; give a NIfTI (.nii/.nii.gz) file")
-    mrtrix = next((x for x in (".mif", ".mif.gz", ".mih") if path.name.lower().endswith(x)), None)
-    if mrtrix:
-        base = str(path)[: -len(mrtrix)]
-        raise IQTError(f"{path}: MRtrix's own format is not read; convert it to NIfTI with 'mrconvert {path} {base}.nii.gz' "
-                       f"(a DWI with '-export_grad_fsl {base}.bvec {base}.bval' too; a dwi2tensor output then reads "
-                       "with --tensor-order mrtrix)")
-    if not os.access(path, os.R_OK):
-        raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
-    _check_compression(path)
-    try:
-        img = _nib().load(str(path))
-    except Exception as exc:  # nibabel raises many types for damaged files
-        raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give {formats}") from None
-    _check_geometry(img.affine, path)
-    _check_qform_sform(img, path)
-    if hasattr(img.header, "get_qform") and not (int(img.header["qform_code"]) or int(img.header["sform_code"])):
-        warnings.warn(f"{path}: the header holds no orientation (qform and sform codes 0), so it is read on nibabel's "
-                      "default grid, and left-right and the fibre directions may be wrong; set its orientation (e.g. "
-                      "with fslorient) where that matters", IQTWarning, stacklevel=3)  # review 45b
-    elif _analyze(img) and not path.with_suffix(".mat").exists():  # SPM's .mat beside it holds an orientation
-        warnings.warn(f"{path}: an Analyze 7.5 file holds no orientation, so it is read on nibabel's default grid, and "
-                      "left-right and the fibre directions may be wrong; convert it to NIfTI with its orientation set "
-                      "(e.g. fslchfiletype NIFTI_GZ, then fslorient) where that matters", IQTWarning, stacklevel=3)
-    return _in_mm(img, path)
-
-
-def _analyze(img) -> bool:
-    """An Analyze 7.5 (or SPM) image: a header without NIfTI's qform and sform."""
-    from nibabel.analyze import AnalyzeImage
-
-    return isinstance(img, AnalyzeImage) and not hasattr(img.header, "get_qform")
-
-
-# ---------------------------------------------------------------- orientation codes carried to the outputs
-
-# in a command's run (carried_codes): (direction cosines, (qform_code, sform_code)) of the DWI and tensor files it read,
-# the latest last; per run, in this context, not one module global: runs in other threads of the process (an in-process
-# caller's) have their own, whichever ends first (review 48: a global saved and restored on exit gave a run the codes of
-# another one's input, and outlived both). A thread a run starts gets a fresh context (threading.Thread,
-# concurrent.futures): reading or writing there sees no run unless started in a copy of the run's
-# (contextvars.copy_context().run); none does: fileio.volumes._save_nifti's threads only compress bytes
-_GRIDS: ContextVar[list | None] = ContextVar("iqt_carried_codes_grids", default=None)
-_GRIDS_LOCK = threading.Lock()
-
-
-@contextmanager
-def carried_codes():
-    """For the length of one command's run (the `iqt` dispatch), each output is written with the orientation codes of
-    the input it was made from (`written_codes`); outside one (the Slicer module, a library caller) with (1, 1)."""
-    token = _GRIDS.set([])
-    try:
-        yield
-    finally:
-        _GRIDS.reset(token)
-
-
-def _directions(affine) -> np.ndarray:
-    m = np.asarray(affine, float)[:3, :3]
-    return m / voxel_sizes(affine)
-
-
-def header_codes(img) -> tuple[int, int]:
-    """(qform_code, sform_code) of a header as read: (0, 0) for Analyze, which has neither; (1, 1) for formats that
-    always hold an orientation."""
-    h = img.header
-    if hasattr(h, "get_qform"):
-        return int(h["qform_code"]), int(h["sform_code"])
-    return (0, 0) if _analyze(img) else (1, 1)
-
-
-def _remember_codes(affine, codes) -> None:
-    """The codes of an input read (a DWI or tensor volume), for the outputs made on its grid."""
-    grids = _GRIDS.get()
-    if grids is None:
-        return
-    with _GRIDS_LOCK:
-        grids.append((_directions(affine), tuple(codes)))
-        del grids[:-32]
-
-
-def written_codes(affine) -> tuple[int, int]:
-    """The (qform_code, sform_code) an output with `affine` is written with: those of the latest DWI or tensor input read
-    whose voxel axes point the same ways (the grid it was made on: the same, finer or coarser), so that an sform in MNI
-    (4) or aligned (2) space stays so; an input with no orientation (codes 0: a NIfTI without them, Analyze) gives an
-    sform aligned (2) to the grid it was read on, which claims no scanner space and keeps the grids of a run's outputs
-    in register when read again (with codes 0 a reader would centre each output's grid anew: a `degrade --shift`
-    output would lose its shift); (1, 1), scanner space, for an output made from no file read or outside a command's
-    run (carried_codes) (audit E: every output was written with codes 1 and 1)."""
-    d = _directions(affine)
-    grids = _GRIDS.get()
-    with _GRIDS_LOCK:
-        for dirs, codes in reversed(grids or ()):
-            if np.allclose(dirs, d, atol=1e-5):
-                return (0, 2) if codes == (0, 0) else codes
-    return (1, 1)
-
-
-def _set_orientation(img, affine) -> None:
-    """The affine into the header with the codes `written_codes` gives (nibabel keeps a sheared affine's closest rigid
-    grid in the qform)."""
-    qcode, scode = written_codes(affine)
-    img.set_sform(affine, code=scode)
-    img.set_qform(affine, code=qcode)
-
-
-UNIT_TO_MM = {"meter": 1e3, "micron": 1e-3}  # NIfTI's xyzt_units other than mm (and 'unknown', read as mm)
-MM_RANGE = (0.005, 20.0)  # mm: a voxel size outside it is no MRI voxel, so a unit that gives one is a wrong label
-
-
-def _in_mm(img, path):
-    """The image with its affine in mm where the header gives its spatial unit as meter or micron (nibabel reads the
-    numbers as mm whatever the unit; audit E: micron and meter files were read, and written back, as mm): converted,
-    with one warning; refused where the converted voxel size is no MRI voxel's (a header holding mm labelled micron)."""
-    h = img.header
-    unit = h.get_xyzt_units()[0] if hasattr(h, "get_xyzt_units") else "mm"
-    scale = UNIT_TO_MM.get(unit)
-    if scale is None:
-        return img
-    given = voxel_sizes(img.affine)
-    affine = np.asarray(img.affine, float).copy()
-    affine[:3] *= scale
-    sizes = voxel_sizes(affine)
-    said = " x ".join(f"{v:.4g}" for v in given)
-    if sizes.min() < MM_RANGE[0] or sizes.max() > MM_RANGE[1]:
-        raise IQTError(f"{path}: the header gives the voxel size {said} in {unit}s, which is "
-                       f"{' x '.join(f'{v:.4g}' for v in sizes)} mm, no MRI voxel; if those numbers are mm, set the "
-                       f"header's unit to mm (nibabel: img.header.set_xyzt_units('mm'); AFNI: nifti_tool -mod_hdr "
-                       f"-mod_field xyzt_units 10) and retry")
-    warnings.warn(f"{path}: the header gives the voxel size {said} in {unit}s: read as "
-                  f"{' x '.join(f'{v:.4g}' for v in sizes)} mm, and the outputs are written in mm", IQTWarning,
-                  stacklevel=3)
-    codes = int(h["qform_code"]), int(h["sform_code"])
-    img = type(img)(img.dataobj, affine, h)  # the same data (not read here), the affine in mm
-    img.header["qform_code"], img.header["sform_code"] = codes
-    img.header.set_xyzt_units("mm")
-    return img
-
-
-def _nifti_magic(head: bytes) -> bool:
-    """Whether the first bytes of a file are a NIfTI-1 or NIfTI-2 header (or an Analyze one, which NIfTI-1 extends)."""
-    return (head[344:348] in (b"n+1\0", b"ni1\0") or head[4:8] in (b"n+2\0", b"ni2\0")
-            or any(int.from_bytes(head[:4], e) in (348, 540) for e in ("little", "big")))
-
-
-def _check_compression(path: Path) -> None:
-    """A name whose suffix does not match the content (gzip's magic bytes) is said as such: nibabel's 'Cannot work out
-    file type' and 'is not a gzip file' did not say that the file itself may be fine (audit E)."""
-    with open(path, "rb") as f:
-        head = f.read(352)
-    if not head:
-        return  # nibabel says 'Empty file'
-    gz = head[:2] == b"\x1f\x8b"
-    name = path.name.lower()
-    if name.endswith(".gz") and not gz:
-        if _nifti_magic(head):
-            raise IQTError(f"{path}: its name ends in .gz but its content is not gzip-compressed (it is an uncompressed "
-                           f"NIfTI); rename it to {path.name[:-3]} (or compress it with gzip) and retry")
-        raise IQTError(f"{path}: cannot be read as NIfTI: its name ends in .gz but its content is neither gzip-compressed nor "
-                       f"an uncompressed NIfTI (it begins {head[:16]!r}); check where it came from (a failed download or "
-                       f"copy?)")
-    if gz and name.endswith((".nii", ".hdr", ".img")):
-        raise IQTError(f"{path}: its content is gzip-compressed but its name ends in {path.suffix}, not {path.suffix}.gz; "
-                       f"rename it to {path.name}.gz (or decompress it with gunzip) and retry")
-
-
-QSFORM_TOLERANCE = 0.25  # voxels: the most a qform and an sform may place a corner of the grid apart without a word
-
-
-def _check_qform_sform(img, path) -> None:
-    """A header with both a qform and an sform (codes above 0) that place the grid differently: nibabel, FSL and MRtrix
-    read the sform; said in one warning where a corner of the grid moves by more than QSFORM_TOLERANCE voxels between
-    them (dcm2niix writes them equal; the real subjects differ by at most 0.075 voxels: a 0.05 degree rotation), and
-    refused where they differ in handedness, since either answer is then the other's mirror image (audit E: an sform
-    flipped left-right gave tensors off by 1.04x their largest element, with exit 0 and no word)."""
-    h = img.header
-    if not hasattr(h, "get_qform"):
-        return
-    qc, sc = int(h["qform_code"]), int(h["sform_code"])
-    if qc <= 0 or sc <= 0:
-        return
-    q, s = np.asarray(h.get_qform(), float), np.asarray(h.get_sform(), float)
-    dq, ds = np.linalg.det(q[:3, :3]), np.linalg.det(s[:3, :3])
-    if not (np.all(np.isfinite(q)) and np.isfinite(dq) and dq != 0 and ds != 0):
-        return  # a qform nibabel cannot make sense of: the sform is read, as it would be anyway
-    if np.sign(dq) != np.sign(ds):
-        raise IQTError(f"{path}: the header's qform (code {qc}) and sform (code {sc}) differ in handedness (the "
-                       f"qform's determinant is {'positive' if dq > 0 else 'negative'}, the sform's "
-                       f"{'positive' if ds > 0 else 'negative'}): each is the other's mirror image, so left and right "
-                       f"cannot be told; copy the right one over the other (fslorient -copysform2qform FILE where the "
-                       f"sform is right, -copyqform2sform where the qform is) and retry")
-    shape = np.asarray(img.shape[:3], float)
-    corners = np.array([[i, j, k, 1.0] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
-                        for k in (-0.5, shape[2] - 0.5)])
-    voxel = float(voxel_sizes(s).min())
-
-    def apart_from(a) -> float:
-        return float(np.linalg.norm(corners @ (q - a)[:3].T, axis=1).max())
-
-    apart = apart_from(s)
-    if apart > QSFORM_TOLERANCE * voxel:
-        rigid = h.copy()  # a sheared sform beside the qform closest to it, as nibabel and ITK write one: not a disagreement
-        rigid.set_qform(s, code=qc, strip_shears=True)
-        if apart_from(rigid.get_qform()) <= QSFORM_TOLERANCE * voxel:
-            return
-        warnings.warn(f"{path}: the header's qform (code {qc}) and sform (code {sc}) disagree, placing the grid up to "
-                      f"{apart:.3g} mm ({apart / voxel:.2g} voxels) apart; the sform is used, as FSL and MRtrix use it; "
-                      f"if the qform is the right one, copy it over the sform (fslorient -copyqform2sform FILE) and rerun",
-                      IQTWarning, stacklevel=4)
-
-
-def _check_geometry(affine, path) -> None:
-    """A voxel-to-world matrix with a zero, non-finite or dependent axis is refused on reading: the fit ran to its end
-    and then failed to write, and upsample, report and track ended in internal errors (review 45b)."""
-    m = np.asarray(affine, dtype=np.float64)[:3, :3]
-    norms = np.linalg.norm(m, axis=0) if np.all(np.isfinite(m)) else np.zeros(3)
-    if np.any(norms == 0) or abs(np.linalg.det(m / norms)) < 1e-6:
-        raise IQTError(f"{path}: the header's voxel-to-world matrix {np.round(m, 4).tolist()} has a zero, non-finite or "
-                       "dependent axis, so the image has no valid geometry; fix its qform/sform (e.g. with fslorient or "
-                       "nibabel) and retry")
-
-
-def _data(img, path, dtype=np.float32) -> np.ndarray:
-    """The voxel array, with a clear error for a truncated or damaged file. A gzipped file is read to its end, so that
-    gzip's checksum is verified: nibabel stops at the data's last byte, and a file with one flipped bit was read as
-    valid data (audit 46: a DWI fitted and upsampled with 17 changed voxels, exit 0)."""
-    try:
-        if _gzipped(path):
-            import gzip
-
-            with gzip.open(path, "rb") as f:
-                data = np.asarray(type(img).from_stream(f).dataobj, dtype=dtype)
-                f.read()  # to the end: the checksum is checked there
-            return data
-        return np.asarray(img.dataobj, dtype=dtype)
-    except Exception as exc:
-        raise IQTError(f"{path}: the image data cannot be read ({exc}); the file may be truncated or damaged") from None
-
-
-def reads_fully(path) -> bool:
-    """Whether a NIfTI file's header and all its data read, gzip's checksum included (a resumed batch's check of
-    outputs whose sidecars hold no hash)."""
-    try:
-        _data(_load_nifti(path), path, dtype=None)
-        return True
-    except (IQTError, OSError):
-        return False
-
-
-def _gzipped(path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def _check_finite(data, path, what):
-    bad = ~np.isfinite(data)
-    if bad.any():
-        raise IQTError(
-            f"{path}: {int(bad.sum())} NaN/Inf value{'s' if bad.sum() != 1 else ''} in the {what}; replace them (for example "
-            f"with 0 outside the brain) and retry"
-        )
 
 
 # ---------------------------------------------------------------- DWI
 
 
 B0_THRESHOLD = 50.0  # s/mm^2: a volume with b at or below it is a b0 (dmri/dti.py reads it from here)
-
-
-def bval_bvec_paths(dwi_path, bval=None, bvec=None):
-    """FSL sidecars next to the DWI unless given: dwi.nii.gz -> dwi.bval, dwi.bvec (the suffix matched in any case:
-    DWI.NII.GZ -> DWI.bval)."""
-    p = str(dwi_path)
-    stem = p[: -len(".nii.gz")] if p.lower().endswith(".nii.gz") else os.path.splitext(p)[0]
-    return Path(bval or stem + ".bval"), Path(bvec or stem + ".bvec")
-
-
-def read_gradient_table(path: Path, what: str) -> np.ndarray:
-    """An FSL bval or bvec file as a 2D array of its lines' numbers, every refusal naming the file. Read as UTF-8 with or
-    without a byte-order mark (or UTF-16 with one), '#' starting a comment, and commas taken as separators ('0,1000'
-    and '0, 1000' as '0 1000'); a comma inside space-separated numbers ('0,5 0,3': a decimal comma) is refused."""
-    import re
-
-    try:
-        raw = path.read_bytes()
-    except PermissionError:
-        raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions") from None
-    except OSError as exc:
-        raise IQTError(f"{path}: cannot be read ({exc.strerror or exc}); check the {what}") from None
-    fix = f"give the {what} as FSL and dcm2niix write it: plain text, numbers separated by spaces"
-    try:
-        text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise IQTError(f"{path}: is not a text file (not UTF-8); {fix}") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0]
-        tokens = line.split()
-        if len(tokens) > 1 and any(re.search(r"\d,\d", t) for t in tokens):
-            raise IQTError(f"{path}: line {number} has commas inside space-separated numbers ({tokens[0]} ...), which "
-                           f"reads as decimal commas; write decimals with a point (0.5), the numbers separated by spaces")
-        tokens = line.replace(",", " ").split()
-        if not tokens:
-            continue
-        try:
-            rows.append([float(t) for t in tokens])
-        except ValueError:
-            bad = next(t for t in tokens if not _is_number(t))
-            raise IQTError(f"{path}: {bad[:20]!r} on line {number} is not a number; {fix}") from None
-    if not rows:
-        raise IQTError(f"{path}: holds no numbers; {fix}, one value per volume of the DWI")
-    if len({len(r) for r in rows}) > 1:
-        raise IQTError(f"{path}: its lines hold different numbers of values ({', '.join(str(len(r)) for r in rows)}); "
-                       f"{fix}, one value per volume on each line")
-    return np.array(rows, dtype=float)
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-        return True
-    except ValueError:
-        return False
 
 
 def voxel_size(path) -> np.ndarray:
@@ -448,12 +87,6 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     _check_finite(data, path, "DWI")
     _remember_codes(img.affine, header_codes(img))
     return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta={"path": str(path)})
-
-
-def fsl_flip(affine) -> np.ndarray:
-    """FSL's bvec frame against the voxel axes: x flipped where the affine's 3x3 has a positive determinant
-    (neurological storage), else the identity; its own inverse (docs/conventions.md, FSL bvecs)."""
-    return np.diag([-1.0 if np.linalg.det(np.asarray(affine)[:3, :3]) > 0 else 1.0, 1.0, 1.0])
 
 
 def save_dwi(vol: Volume, path) -> None:

@@ -134,7 +134,7 @@ def _run(args, printed, signals=()) -> int:
                  if v is not None]
         threads.apply(given[0] if given else None)
         from ...fileio.paths import all_or_none
-        from ...fileio.volumes import carried_codes
+        from ...fileio.nifti import carried_codes
 
         # outputs keep their input's orientation codes (not in batch, whose worker processes run outside this run: its
         # outputs would otherwise differ by --workers); a run's outputs are written all or none, but for batch (each

@@ -1,0 +1,73 @@
+"""FSL gradient files: where a DWI's bval/bvec sidecars are, reading them as text, and FSL's bvec frame; kept apart
+from the NIfTI mechanics (`fileio.nifti`) since they are plain text."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import IQTError
+
+
+def bval_bvec_paths(dwi_path, bval=None, bvec=None):
+    """FSL sidecars next to the DWI unless given: dwi.nii.gz -> dwi.bval, dwi.bvec (the suffix matched in any case:
+    DWI.NII.GZ -> DWI.bval)."""
+    p = str(dwi_path)
+    stem = p[: -len(".nii.gz")] if p.lower().endswith(".nii.gz") else os.path.splitext(p)[0]
+    return Path(bval or stem + ".bval"), Path(bvec or stem + ".bvec")
+
+
+def read_gradient_table(path: Path, what: str) -> np.ndarray:
+    """An FSL bval or bvec file as a 2D array of its lines' numbers, every refusal naming the file. Read as UTF-8 with or
+    without a byte-order mark (or UTF-16 with one), '#' starting a comment, and commas taken as separators ('0,1000'
+    and '0, 1000' as '0 1000'); a comma inside space-separated numbers ('0,5 0,3': a decimal comma) is refused."""
+    import re
+
+    try:
+        raw = path.read_bytes()
+    except PermissionError:
+        raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions") from None
+    except OSError as exc:
+        raise IQTError(f"{path}: cannot be read ({exc.strerror or exc}); check the {what}") from None
+    fix = f"give the {what} as FSL and dcm2niix write it: plain text, numbers separated by spaces"
+    try:
+        text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise IQTError(f"{path}: is not a text file (not UTF-8); {fix}") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0]
+        tokens = line.split()
+        if len(tokens) > 1 and any(re.search(r"\d,\d", t) for t in tokens):
+            raise IQTError(f"{path}: line {number} has commas inside space-separated numbers ({tokens[0]} ...), which "
+                           f"reads as decimal commas; write decimals with a point (0.5), the numbers separated by spaces")
+        tokens = line.replace(",", " ").split()
+        if not tokens:
+            continue
+        try:
+            rows.append([float(t) for t in tokens])
+        except ValueError:
+            bad = next(t for t in tokens if not _is_number(t))
+            raise IQTError(f"{path}: {bad[:20]!r} on line {number} is not a number; {fix}") from None
+    if not rows:
+        raise IQTError(f"{path}: holds no numbers; {fix}, one value per volume of the DWI")
+    if len({len(r) for r in rows}) > 1:
+        raise IQTError(f"{path}: its lines hold different numbers of values ({', '.join(str(len(r)) for r in rows)}); "
+                       f"{fix}, one value per volume on each line")
+    return np.array(rows, dtype=float)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
+def fsl_flip(affine) -> np.ndarray:
+    """FSL's bvec frame against the voxel axes: x flipped where the affine's 3x3 has a positive determinant
+    (neurological storage), else the identity; its own inverse (docs/conventions.md, FSL bvecs)."""
+    return np.diag([-1.0 if np.linalg.det(np.asarray(affine)[:3, :3]) > 0 else 1.0, 1.0, 1.0])

@@ -170,6 +170,13 @@ def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6, halo=2):
     return items
 
 
+def run_notes(node) -> list[str]:
+    """The engine's notes the Slicer module keeps on a run's tensor output (mrml.NOTES_ATTRIBUTE), one per line."""
+    from ImageQualityTransferLib.slicer import mrml
+
+    return (node.GetAttribute(mrml.NOTES_ATTRIBUTE) or "").split("\n")
+
+
 def dwi_node(scene, dwi: Volume):
     """A vtkMRMLDiffusionWeightedVolumeNode in `scene` holding `dwi`, its gradients stored in IJK axes (measurement
     frame = the IJK-to-RAS rotation), as the Slicer module's tests give a DWI input."""

@@ -74,17 +74,23 @@ def test_a_rename_that_fails_changes_nothing_and_announces_nothing(tensor, tmp_p
     assert capsys.readouterr().out.startswith(f"wrote {out / 'up.nii.gz'}")
 
 
+def _write_two(folder):
+    """a.json and b.json declared, written and said within the caller's run."""
+    plan = Outputs()
+    a, b = plan.add(folder / "a.json", JSON_SUFFIXES), plan.add(folder / "b.json", JSON_SUFFIXES)
+    write_json(a, {"a": 1})
+    write_json(b, {"b": 2})
+    say("wrote a.json, b.json")
+    return a, b
+
+
 def test_a_folder_made_at_an_output_path_during_the_run_leaves_every_earlier_file(tmp_path):
     """Moving the file at an output path aside fails (a folder is there now): the files already moved go back."""
     for name in ("a.json", "b.json"):
         (tmp_path / name).write_text(f"earlier {name}")
     with pytest.raises(IQTError, match=r"b.json: cannot be put in place \(.*\); nothing was changed"):
         with all_or_none():
-            plan = Outputs()
-            a, b = plan.add(tmp_path / "a.json", JSON_SUFFIXES), plan.add(tmp_path / "b.json", JSON_SUFFIXES)
-            write_json(a, {"a": 1})
-            write_json(b, {"b": 2})
-            say("wrote a.json, b.json")
+            a, b = _write_two(tmp_path)
             os.remove(b)
             (b / "inside").mkdir(parents=True)
     assert (tmp_path / "a.json").read_text() == "earlier a.json"
@@ -94,11 +100,7 @@ def test_a_folder_made_at_an_output_path_during_the_run_leaves_every_earlier_fil
 def test_outputs_in_place_then_said_and_no_earlier_file_kept(tmp_path, capsys):
     (tmp_path / "a.json").write_text("earlier")
     with all_or_none():
-        plan = Outputs()
-        a, b = plan.add(tmp_path / "a.json", JSON_SUFFIXES), plan.add(tmp_path / "b.json", JSON_SUFFIXES)
-        write_json(a, {"a": 1})
-        write_json(b, {"b": 2})
-        say("wrote a.json, b.json")
+        a, b = _write_two(tmp_path)
         assert capsys.readouterr().out == ""  # not yet: nothing is in place
     assert capsys.readouterr().out == "wrote a.json, b.json\n"
     assert json.loads(a.read_text()) == {"a": 1} and json.loads(b.read_text()) == {"b": 2}

@@ -18,7 +18,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 
-from helpers import REPO, dwi_node  # noqa: E402
+from helpers import REPO, dwi_node, run_notes as _notes  # noqa: E402
 from ImageQualityTransferLib import fileio  # noqa: E402
 from ImageQualityTransferLib.apps import cli  # noqa: E402
 from ImageQualityTransferLib.core import tensors  # noqa: E402
@@ -55,10 +55,6 @@ def series(tmp_path_factory):
 def _same(a, b):
     """Equal but for the file round trip (NIfTI, FSL bvec text) `iqt fit`'s tensors went through."""
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * float(np.abs(b).max()))
-
-
-def _notes(node) -> list[str]:
-    return (node.GetAttribute(mrml.NOTES_ATTRIBUTE) or "").split("\n")
 
 
 @pytest.mark.slow

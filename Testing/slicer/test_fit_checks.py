@@ -11,10 +11,10 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 
-from helpers import dwi_node  # noqa: E402
+from helpers import dwi_node, run_notes as _notes  # noqa: E402
 from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD  # noqa: E402
 from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
-from ImageQualityTransferLib.slicer import mrml, processing  # noqa: E402
+from ImageQualityTransferLib.slicer import processing  # noqa: E402
 
 OUTLIERS = "the tensor model does not fit parts of the series"
 MOVED = "the b0 lies"
@@ -32,10 +32,6 @@ def series():
     b0 = dwi.bvals <= B0_THRESHOLD
     d[..., b0] = np.roll(d[..., b0], 3, axis=1)
     return dwi, dwi.replace(data=d), dw
-
-
-def _notes(node) -> list[str]:
-    return (node.GetAttribute(mrml.NOTES_ATTRIBUTE) or "").split("\n")
 
 
 @pytest.mark.slow

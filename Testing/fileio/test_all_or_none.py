@@ -30,7 +30,7 @@ def inputs(small_subject, tmp_path_factory):
 
 def _fail_on_write(monkeypatch, n: int, code: int = errno.ENOSPC):
     """The n-th NIfTI written fails as a full disk does (or a spent quota, a file-size limit: `code`), after some bytes."""
-    real, calls = volumes._save_nifti, []
+    real, calls = volumes.save_nifti, []
 
     def save(img, tmp):
         calls.append(tmp)
@@ -40,7 +40,7 @@ def _fail_on_write(monkeypatch, n: int, code: int = errno.ENOSPC):
             raise OSError(code, os.strerror(code))
         return real(img, tmp)
 
-    monkeypatch.setattr(volumes, "_save_nifti", save)  # where the writers look it up (defined in fileio.nifti)
+    monkeypatch.setattr(volumes, "save_nifti", save)  # where the writers look it up (defined in fileio.nifti)
     return calls
 
 

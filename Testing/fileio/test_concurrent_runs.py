@@ -71,7 +71,7 @@ def test_two_iqt_upsample_runs_in_threads_each_write_their_outputs(tmp_path, mon
     _tensor(tmp_path / "b.nii.gz", 6)
     (tmp_path / "A").mkdir()
     a_writing, b_done, rc = threading.Event(), threading.Event(), {}
-    real = volumes._save_nifti
+    real = volumes.save_nifti
 
     def save(img, tmp):
         if f"{tmp_path / 'A'}" in str(tmp):  # run A's first output: wait there for run B, then fail as a full disk
@@ -80,7 +80,7 @@ def test_two_iqt_upsample_runs_in_threads_each_write_their_outputs(tmp_path, mon
             raise OSError(28, "No space left on device")
         return real(img, tmp)
 
-    monkeypatch.setattr(volumes, "_save_nifti", save)  # where the writers look it up (defined in fileio.nifti)
+    monkeypatch.setattr(volumes, "save_nifti", save)  # where the writers look it up (defined in fileio.nifti)
     a = threading.Thread(target=lambda: rc.setdefault("A", main(
         ["upsample", str(tmp_path / "a.nii.gz"), "--method", "cubic", "--maps", "-o", str(tmp_path / "A" / "up.nii.gz")])))
     a.start()
@@ -158,7 +158,7 @@ def test_runs_that_end_out_of_order_each_carry_their_own_inputs_codes(tmp_path):
 
 @pytest.mark.filterwarnings("ignore")
 def test_an_output_compressed_on_several_threads_is_staged_and_carries_its_codes(tmp_path, monkeypatch):
-    """fileio.nifti._save_nifti compresses a .nii.gz on worker threads, which do not see the run's context: the run's own
+    """fileio.nifti.save_nifti compresses a .nii.gz on worker threads, which do not see the run's context: the run's own
     thread writes the temporary file, so the output is still held until the run ends, with the input's codes."""
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.core import threads

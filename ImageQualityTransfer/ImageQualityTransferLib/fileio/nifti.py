@@ -17,11 +17,11 @@ from ..core.errors import IQTError, IQTWarning
 from ..core.volume import voxel_sizes
 from .paths import NRRD_SUFFIXES
 
-if TYPE_CHECKING:  # imported on first use (`_nib`)
+if TYPE_CHECKING:  # imported on first use (`nibabel_lib`)
     import nibabel
 
 
-def _nib():
+def nibabel_lib():
     """nibabel, imported on first use: the method registry imports this package in a Slicer without nibabel."""
     import nibabel
 
@@ -31,14 +31,14 @@ def _nib():
 GZIP_MEMBER = 8 << 20  # bytes of the uncompressed file per gzip member
 
 
-def _save_nifti(img, tmp) -> None:
+def save_nifti(img, tmp) -> None:
     """nibabel's single-file NIfTI at `tmp`; a `.gz` one compressed on every available core as concatenated gzip members
     (RFC 1952: a gzip reader reads them as one stream; Testing/fileio/test_nifti.py reads them back with nibabel,
     Python's gzip and VTK's NIfTI reader), at nibabel's level 1 with zlib's Z_RLE strategy (matches runs of equal
     bytes only): the 86 MB output of a 72x87x72 x2 run takes 0.56 s on one core instead of 1.0 s with the default
     strategy, for a 9 % larger file (38.8 MB instead of 35.5 MB; float tensors hold few longer repeats)."""
     if not str(tmp).lower().endswith(".gz"):
-        return _nib().save(img, tmp)
+        return nibabel_lib().save(img, tmp)
     import zlib
     from concurrent.futures import ThreadPoolExecutor
 
@@ -57,15 +57,15 @@ def _save_nifti(img, tmp) -> None:
             f.write(part)
 
 
-def _is_nrrd(path) -> bool:
+def is_nrrd(path) -> bool:
     return str(path).lower().endswith(NRRD_SUFFIXES)
 
 
-def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1Image":
+def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1Image":
     path = Path(path)
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
-    if _is_nrrd(path):
+    if is_nrrd(path):
         raise IQTError(f"{path}: NRRD is read only for tensor volumes; give a NIfTI (.nii/.nii.gz) file here")
     if path.is_dir():
         raise IQTError(f"{path}: is a folder; give a NIfTI (.nii/.nii.gz) file")
@@ -79,7 +79,7 @@ def _load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti
         raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
     _check_compression(path)
     try:
-        img = _nib().load(str(path))
+        img = nibabel_lib().load(str(path))
     except Exception as exc:  # nibabel raises many types for damaged files
         raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give {formats}") from None
     _check_geometry(img.affine, path)
@@ -109,7 +109,7 @@ def _analyze(img) -> bool:
 # caller's) have their own, whichever ends first (review 48: a global saved and restored on exit gave a run the codes of
 # another one's input, and outlived both). A thread a run starts gets a fresh context (threading.Thread,
 # concurrent.futures): reading or writing there sees no run unless started in a copy of the run's
-# (contextvars.copy_context().run); none does: _save_nifti's threads only compress bytes
+# (contextvars.copy_context().run); none does: save_nifti's threads only compress bytes
 _GRIDS: ContextVar[list | None] = ContextVar("iqt_carried_codes_grids", default=None)
 _GRIDS_LOCK = threading.Lock()
 
@@ -139,7 +139,7 @@ def header_codes(img) -> tuple[int, int]:
     return (0, 0) if _analyze(img) else (1, 1)
 
 
-def _remember_codes(affine, codes) -> None:
+def remember_codes(affine, codes) -> None:
     """The codes of an input read (a DWI or tensor volume), for the outputs made on its grid."""
     grids = _GRIDS.get()
     if grids is None:
@@ -166,7 +166,7 @@ def written_codes(affine) -> tuple[int, int]:
     return (1, 1)
 
 
-def _set_orientation(img, affine) -> None:
+def set_orientation(img, affine) -> None:
     """The affine into the header with the codes `written_codes` gives (nibabel keeps a sheared affine's closest rigid
     grid in the qform)."""
     qcode, scode = written_codes(affine)
@@ -290,7 +290,7 @@ def _check_geometry(affine, path) -> None:
                        "nibabel) and retry")
 
 
-def _data(img, path, dtype=np.float32) -> np.ndarray:
+def read_data(img, path, dtype=np.float32) -> np.ndarray:
     """The voxel array, with a clear error for a truncated or damaged file. A gzipped file is read to its end, so that
     gzip's checksum is verified: nibabel stops at the data's last byte, and a file with one flipped bit was read as
     valid data (audit 46: a DWI fitted and upsampled with 17 changed voxels, exit 0)."""
@@ -311,7 +311,7 @@ def reads_fully(path) -> bool:
     """Whether a NIfTI file's header and all its data read, gzip's checksum included (a resumed batch's check of
     outputs whose sidecars hold no hash)."""
     try:
-        _data(_load_nifti(path), path, dtype=None)
+        read_data(load_nifti(path), path, dtype=None)
         return True
     except (IQTError, OSError):
         return False
@@ -322,7 +322,7 @@ def _gzipped(path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _check_finite(data, path, what):
+def check_finite(data, path, what):
     bad = ~np.isfinite(data)
     if bad.any():
         raise IQTError(

@@ -257,7 +257,7 @@ class _Stage:
 # the stage of the run in progress in this context: per run, not per process, so that a second run in the same process
 # (another thread, an in-process caller) neither writes into the first one's stage nor loses its outputs with it (review
 # 48); a thread a run starts gets a fresh context (threading.Thread, concurrent.futures), so one that writes an output
-# must run in a copy of the run's (contextvars.copy_context().run) - none does: fileio.nifti._save_nifti's threads only
+# must run in a copy of the run's (contextvars.copy_context().run) - none does: fileio.nifti.save_nifti's threads only
 # compress bytes that the run's own thread writes into the temporary file
 _STAGE: ContextVar[_Stage | None] = ContextVar("iqt_all_or_none_stage", default=None)
 

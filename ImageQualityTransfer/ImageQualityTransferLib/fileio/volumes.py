@@ -18,15 +18,15 @@ from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
 from .gradients import bval_bvec_paths, fsl_flip, read_gradient_table
 from .nifti import (
-    _check_finite,
-    _data,
-    _is_nrrd,
-    _load_nifti,
-    _nib,
-    _remember_codes,
-    _save_nifti,
-    _set_orientation,
+    check_finite,
     header_codes,
+    is_nrrd,
+    load_nifti,
+    nibabel_lib,
+    read_data,
+    remember_codes,
+    save_nifti,
+    set_orientation,
 )
 from .paths import atomic_write
 from .records import made_by, read_made_by
@@ -40,7 +40,7 @@ B0_THRESHOLD = 50.0  # s/mm^2: a volume with b at or below it is a b0 (dmri/dti.
 
 def voxel_size(path) -> np.ndarray:
     """Voxel size (mm, per voxel axis) from a NIfTI header, without reading the data."""
-    img = _load_nifti(path)
+    img = load_nifti(path)
     return voxel_sizes(img.affine)
 
 
@@ -50,7 +50,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     FSL bvecs are in voxel axes with x flipped when the affine determinant is positive; that flip is
     undone here so that fitted tensors are expressed in the voxel axes (docs/conventions.md).
     """
-    img = _load_nifti(path)
+    img = load_nifti(path)
     if img.ndim != 4 or img.shape[3] < 7:
         raise IQTError(
             f"{path}: shape {img.shape} is not a diffusion-weighted series; a DWI is 4D with at least 7 volumes (b0 + 6 directions)"
@@ -83,15 +83,15 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
         warnings.warn(f"{bvec_p}: directions of length {norms.min():.3g} to {norms.max():.3g}, not 1; each is taken as a "
                       "direction with its b from the bval file; if their lengths scale b, put b x |g|^2 in the bval file",
                       IQTWarning, stacklevel=2)
-    data = _data(img, path)
-    _check_finite(data, path, "DWI")
-    _remember_codes(img.affine, header_codes(img))
+    data = read_data(img, path)
+    check_finite(data, path, "DWI")
+    remember_codes(img.affine, header_codes(img))
     return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta={"path": str(path)})
 
 
 def save_dwi(vol: Volume, path) -> None:
     def write(tmp):
-        _save_nifti(_nib().Nifti1Image(np.asarray(vol.data, np.float32), vol.affine), tmp)
+        save_nifti(nibabel_lib().Nifti1Image(np.asarray(vol.data, np.float32), vol.affine), tmp)
 
     bvecs = vol.bvecs @ fsl_flip(vol.affine)
     atomic_write(path, write)
@@ -120,24 +120,24 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
 
 def load_tensor(path, order: str = "nifti") -> Volume:
     """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl", "mrtrix" or "dipy") or Slicer NRRD."""
-    if _is_nrrd(path):
+    if is_nrrd(path):
         from .nrrd import load_tensor_nrrd
 
         if order != "nifti":  # was ignored without a word (review 40a)
             raise IQTError(f"{path}: a Slicer NRRD holds its own element order and measurement frame; leave "
                            f"--tensor-order {order} out")
         vol = load_tensor_nrrd(path)
-        _remember_codes(vol.affine, (1, 1))  # a NRRD's space is its scanner's
+        remember_codes(vol.affine, (1, 1))  # a NRRD's space is its scanner's
         return vol
     if order not in tensors.ORDERS:
         raise IQTError(f"unknown tensor order {order!r}; use one of {', '.join(tensors.ORDERS)}")
-    img = _load_nifti(path, "a .nii or .nii.gz file, or a Slicer .nrrd")  # the formats a tensor volume is read from
+    img = load_nifti(path, "a .nii or .nii.gz file, or a Slicer .nrrd")  # the formats a tensor volume is read from
     shape = img.shape
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
         if order not in ("nifti", "dipy"):  # reordered, then refused as "not positive definite" (review 40a)
             raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
                            f"{order} is for 4D six-volume files: leave it out (or give dipy for dipy_fit_dti's file)")
-        data = _data(img, path, np.float64)[:, :, :, 0, :]
+        data = read_data(img, path, np.float64)[:, :, :, 0, :]
         file_order = order
         if order == "nifti":
             _warn_if_dipy_frame(img, path)
@@ -148,7 +148,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
                 f"(Dxx,Dxy,Dxz,Dyy,Dyz,Dzz, as dtifit writes), --tensor-order mrtrix (Dxx,Dyy,Dzz,Dxy,Dxz,Dyz, dwi2tensor) "
                 f"or --tensor-order dipy (Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, dipy's lower_triangular)"
             )
-        data = _data(img, path, np.float64)
+        data = read_data(img, path, np.float64)
         file_order = order
     else:
         raise IQTError(
@@ -157,7 +157,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
             f"--tensor-order; fit tensors from DWIs with 'iqt fit'"
         )
     data = tensors.nan_as_empty(data, f"{path}: ")  # a NaN background (all six elements) is an empty one
-    _check_finite(data, path, "tensor data")
+    check_finite(data, path, "tensor data")
     data = tensors.from_order(data, file_order)
     frame = file_frame(file_order, img.affine)
     if frame is not None:
@@ -166,7 +166,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made
-    _remember_codes(img.affine, header_codes(img))
+    remember_codes(img.affine, header_codes(img))
     return Volume(data.astype(np.float32), img.affine, "tensor", meta=meta)
 
 
@@ -251,13 +251,13 @@ def in_file_frame(data: np.ndarray, order: str, affine) -> np.ndarray:
 def check_tensor_output(path, grid_of) -> None:
     """Before any work: a tensor output on the grid of `grid_of` (an affine, or a NIfTI file whose header gives it)
     can be written at `path` (a Slicer NRRD needs a grid whose voxel axes are at right angles)."""
-    if not _is_nrrd(path):
+    if not is_nrrd(path):
         return
     from .nrrd import check_grid
 
     if isinstance(grid_of, (str, Path)):
         try:
-            grid_of = _nib().load(str(grid_of)).affine  # the header only; a file that cannot be read is said on reading
+            grid_of = nibabel_lib().load(str(grid_of)).affine  # the header only; a file that cannot be read is said on reading
         except Exception:
             return
     check_grid(path, grid_of)
@@ -272,26 +272,26 @@ def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -
         raise ValueError(f"unknown tensor order {order!r}")
     if five_d and order not in ("nifti", "dipy"):
         raise ValueError(f"a {order} tensor file is 4D")
-    if _is_nrrd(path):
+    if is_nrrd(path):
         from .nrrd import save_tensor_nrrd
 
         return save_tensor_nrrd(vol, path)
 
     def write(tmp):
         if order == "nifti":
-            img = _nib().Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
+            img = nibabel_lib().Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
             img.header.set_intent("symmetric matrix", (), name=OWN_INTENT)
         else:
             data = tensors.to_order(in_file_frame(vol.data, order, vol.affine), order)
-            img = _nib().Nifti1Image((data[:, :, :, None, :] if five_d else data).astype(np.float32), vol.affine)
+            img = nibabel_lib().Nifti1Image((data[:, :, :, None, :] if five_d else data).astype(np.float32), vol.affine)
             if five_d:  # as dipy_fit_dti writes it (dipy.io.utils.nifti1_symmat); not this tool's intent name
                 img.header.set_intent("symmetric matrix", (3,))
         img.header.set_xyzt_units("mm")
         descrip = made_by(vol.meta, vol.affine)
         if descrip:
             img.header["descrip"] = descrip.encode("ascii")
-        _set_orientation(img, vol.affine)
-        _save_nifti(img, tmp)
+        set_orientation(img, vol.affine)
+        save_nifti(img, tmp)
 
     atomic_write(path, write)
 
@@ -313,19 +313,19 @@ def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
 
 
 def load_scalar(path) -> Volume:
-    img = _load_nifti(path)
-    data = _data(img, path)
+    img = load_nifti(path)
+    data = read_data(img, path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    _check_finite(data, path, "image")
+    check_finite(data, path, "image")
     return Volume(data, img.affine, "scalar", meta={"path": str(path), "descrip": _descrip(img)})
 
 
 def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = False) -> Volume:
     """Binary mask (>0). With `reference`, it must be on that grid (or on its high-res grid for `factor`, an integer
     or per-axis factors). `seeds`: a tractography seed ROI, whose refusals say so."""
-    img = _load_nifti(path)
-    data = _data(img, path)
+    img = load_nifti(path)
+    data = read_data(img, path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -377,12 +377,12 @@ def save_scalar(vol: Volume, path, descrip: str = "") -> None:
     """A 3D map as NIfTI (float32, a mask as uint8); `descrip`: the header's description (records.map_record)."""
     def write(tmp):
         data = vol.data.astype(np.uint8) if vol.data.dtype == bool else vol.data.astype(np.float32)
-        img = _nib().Nifti1Image(data, vol.affine)
+        img = nibabel_lib().Nifti1Image(data, vol.affine)
         img.header.set_xyzt_units("mm")
         if descrip:
             img.header["descrip"] = descrip.encode("ascii")
-        _set_orientation(img, vol.affine)
-        _save_nifti(img, tmp)
+        set_orientation(img, vol.affine)
+        save_nifti(img, tmp)
 
     atomic_write(path, write)
 

@@ -721,3 +721,49 @@ def test_a_cnn_trained_in_fixed_units_sees_its_input_in_mm2_per_s(small_subject,
     assert main(["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "g.pt"),
                  "--init", str(tmp_path / "f.pt"), "--input-unit", "fixed", "--nproc", "2"]) == 2
     assert not (tmp_path / "g.pt").exists()
+
+
+def test_threads_sharing_one_variational_instance_get_the_sequential_results(tmp_path):
+    """Audit P: two threads running one espcn-hetero-var1 instance (one cached network) got other results than alone:
+    the second run's generator and its `finally` (sampling off) acted on the first's dropout layers mid-run. Here the
+    first run is held after its first tile while the second runs; with the network's lock the second waits instead."""
+    import threading
+
+    net, meta = random_model("espcn-hetero-var1")
+    m = methods.get("espcn-hetero-var1", model=model_io.save(net, meta, tmp_path / "v.pt"), samples=3)
+    m.tile = 4
+    inputs = {}
+    for key, seed in (("A", 0), ("B", 1)):
+        lr, mask = smooth_tensors((10, 9, 8), seed=seed)
+        inputs[key] = (Volume(lr, np.diag([2.0, 2, 2, 1]), "tensor"), Volume(mask, np.diag([2.0, 2, 2, 1]), "mask"))
+
+    def run(key, progress=None):
+        p = m.predict(*inputs[key][:1], 2, inputs[key][1], progress=progress)
+        return {"tensor": p.tensor.data, **{k: v.data for k, v in p.maps().items()}}
+
+    alone = {k: run(k) for k in "AB"}
+    a_mid, b_done, got = threading.Event(), threading.Event(), {}
+
+    def hold_after_first_tile(fraction):
+        if not a_mid.is_set():
+            a_mid.set()
+            b_done.wait(0.5)  # without the lock B runs now, inside A's run; with it B waits for A
+
+    def first():
+        got["A"] = run("A", hold_after_first_tile)
+
+    def second():
+        a_mid.wait(10)
+        got["B"] = run("B")
+        b_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for k in "AB":
+        assert alone[k].keys() == got[k].keys()
+        for name in alone[k]:
+            assert np.array_equal(got[k][name], alone[k][name]), (k, name)
+    assert all(not d.sampling and d.generator is None for d in m.load(2).net.mean.dropout_layers())

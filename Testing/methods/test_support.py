@@ -366,3 +366,29 @@ def test_awhole_field_fit_of_a_scan_with_zeroed_air_stays_awhole_field_fit(zeroe
     assert tensors.negligible(lr.data).mean() > 0.5
     assert whole_field(lr)
     assert without_tiny_background(lr) is lr
+
+
+def test_a_mask_on_other_voxels_is_refused_and_a_plain_array_is_read_on_the_inputs_grid():
+    """Audit P: `predict` took a mask Volume of the input's shape but shifted 30 mm or mirrored (the CLI's load_mask
+    refuses it), and a plain array gave an AttributeError."""
+    from helpers import smooth_tensors
+
+    from ImageQualityTransferLib.core.volume import Volume
+
+    lr, inside = smooth_tensors((10, 9, 8))
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    vol = Volume(lr, aff, "tensor")
+    cubic = methods.get("cubic")
+    shifted, mirrored = aff.copy(), aff @ np.diag([-1.0, 1, 1, 1])
+    shifted[0, 3] += 30
+    for wrong in (shifted, mirrored):
+        with pytest.raises(IQTError, match="another position or orientation") as e:
+            cubic.predict(vol, 2, Volume(inside, wrong, "mask"))
+        assert "load_mask" in str(e.value)
+    tiny = aff.copy()
+    tiny[:3, 3] += 1e-4  # a header's rounding, as the file reader takes it
+    expected = cubic.predict(vol, 2, Volume(inside, aff, "mask")).tensor.data
+    assert np.array_equal(cubic.predict(vol, 2, Volume(inside, tiny, "mask")).tensor.data, expected)
+    assert np.array_equal(cubic.predict(vol, 2, inside).tensor.data, expected)
+    with pytest.raises(IQTError, match="mask array shape"):
+        cubic.predict(vol, 2, inside[:-1])

@@ -238,3 +238,11 @@ def box_affine(affine, box) -> np.ndarray:
     out = np.array(affine, float)
     out[:3, 3] += out[:3, :3] @ [b.start for b in box]
     return out
+
+
+def same_affine(affine, reference) -> bool:
+    """Whether `affine` places the voxels where `reference` does: every entry within a thousandth of the reference's
+    largest voxel-axis entry (a header's rounding passes, a shift or a flip does not). The one test of a mask's grid,
+    for a mask file (fileio.load_mask) and for a mask given to `Method.predict` in memory."""
+    reference = np.asarray(reference, float)
+    return bool(np.allclose(np.asarray(affine, float), reference, atol=1e-3 * float(np.abs(reference[:3, :3]).max())))

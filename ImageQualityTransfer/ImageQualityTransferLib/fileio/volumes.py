@@ -346,7 +346,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
                       IQTWarning, stacklevel=2)
     vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
     if reference is not None:
-        from ..core.grid import factors, hr_affine
+        from ..core.grid import factors, hr_affine, same_affine
 
         grids = {reference.shape3: ("the input's grid", reference.affine)}
         if factor:
@@ -356,7 +356,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
         from ..core.orientation import onto_grid
 
         for shape, (_, affine) in grids.items():  # the same voxels stored in another axis order or direction
-            if vol.shape3 != shape or not np.allclose(vol.affine, affine, atol=1e-3 * float(np.abs(affine[:3, :3]).max())):
+            if vol.shape3 != shape or not same_affine(vol.affine, affine):
                 moved = onto_grid(vol.data, vol.affine, shape, affine)
                 if moved is not None:
                     vol = Volume(moved, affine, "mask", meta=vol.meta)
@@ -367,7 +367,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
                 f"{' nor '.join(f'{name} {shape}' for shape, (name, _) in grids.items())}; give a mask on the input's grid"
             )
         name, affine = grids[vol.shape3]
-        if not np.allclose(vol.affine, affine, atol=1e-3 * float(np.abs(affine[:3, :3]).max())):
+        if not same_affine(vol.affine, affine):
             raise IQTError(f"{path}: the mask has the shape of {name} but another position or orientation (affine); "
                            f"give a mask made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out')")
     return vol

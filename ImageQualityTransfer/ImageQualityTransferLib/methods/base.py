@@ -153,21 +153,34 @@ class Method:
 
     # ---------------------------------------------------------------- running
 
-    def predict(self, lr: Volume, factor=2, mask: Volume | None = None, *, uncertainty: bool = True,
+    def predict(self, lr: Volume, factor=2, mask: Volume | np.ndarray | None = None, *, uncertainty: bool = True,
                 direction: bool = False, progress=None) -> Prediction:
         """High-res tensors for `lr`; with `uncertainty`, the method's std maps; with `direction`, also the
         direction map (16 seeded draws per voxel: asked for only where it is shown or scored). Every output is exactly
         zero outside the support: the mask (else the input's non-zero voxels) grown by one low-res voxel. `factor`
-        is an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's voxel axes."""
+        is an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's voxel axes. `mask`: a
+        Volume on the input's grid (its shape and affine, `grid.same_affine`), or a boolean array of the input's shape."""
         f = grid.factors(factor)
         self._check_model(f)
         maps = bool(uncertainty) and self.gives_uncertainty
         grid.check_output_size(lr.shape3, f, self.peak_multiple(maps), maps=maps, tta=self.tta)
+        if isinstance(mask, np.ndarray):  # a plain array is on the input's grid: its shape must be the input's
+            if mask.shape != lr.shape3:
+                raise IQTError(f"mask array shape {mask.shape} differs from the low-res input {lr.shape3}; give a mask "
+                               "on the input's grid")
+            mask = Volume(mask.astype(bool), lr.affine, "mask")
         if mask is not None:
+            if not isinstance(mask, Volume):
+                raise IQTError(f"the mask is a {type(mask).__name__}; give a Volume (kind 'mask') or a boolean array of "
+                               f"the input's shape {lr.shape3}")
             if mask.shape3 != lr.shape3:
                 raise IQTError(
                     f"mask shape {mask.shape3} differs from the low-res input {lr.shape3}; give a mask on the input's grid"
                 )
+            if not grid.same_affine(mask.affine, lr.affine):
+                raise IQTError("the mask has the input's shape but another position or orientation (affine); give a mask "
+                               "made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out'), or one read with "
+                               "fileio.load_mask(path, reference=input), which puts a mask of the same voxels onto it")
             if not np.asarray(mask.data).any():
                 raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
         check_tensor_input(lr, mask)

@@ -20,6 +20,20 @@ def voxel_sizes(affine) -> np.ndarray:
     return np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))
 
 
+def affine_problem(affine) -> str | None:
+    """What keeps a 4x4 `affine` from placing voxels in the world: non-finite entries, or a zero or dependent voxel
+    axis (a singular 3x3 part: its columns, normalised, span less than a 1e-6 volume); None where it places them. The
+    one test for a Volume in memory and for a file's header (fileio.nifti)."""
+    a = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        return "non-finite (NaN or Inf) entries"
+    m = a[:3, :3]
+    norms = np.linalg.norm(m, axis=0)
+    if np.any(norms == 0) or abs(np.linalg.det(m / norms)) < 1e-6:
+        return "a zero or dependent voxel axis"
+    return None
+
+
 @dataclass
 class Volume:
     """Array + 4x4 voxel->RAS(mm) affine.
@@ -43,6 +57,11 @@ class Volume:
         self.affine = np.asarray(self.affine, dtype=np.float64)
         if self.affine.shape != (4, 4):
             raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
+        problem = affine_problem(self.affine)
+        if problem is not None:  # a NaN affine gave NaN output geometry, a singular one nibabel's "Unable to find out axis"
+            raise ValueError(f"the affine {np.round(self.affine, 4).tolist()} has {problem}, so the voxels have no place in "
+                             "the world; give the voxel-to-world matrix of the image (e.g. np.diag([2.0, 2.0, 2.0, 1.0]) "
+                             "for 2 mm voxels, or a NIfTI image's img.affine)")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.data.ndim < 3:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.errors import IQTError, IQTWarning
-from ..core.volume import voxel_sizes
+from ..core.volume import affine_problem, voxel_sizes
 from .paths import NRRD_SUFFIXES
 
 if TYPE_CHECKING:  # imported on first use (`nibabel_lib`)
@@ -282,12 +282,11 @@ def _check_qform_sform(img, path) -> None:
 def _check_geometry(affine, path) -> None:
     """A voxel-to-world matrix with a zero, non-finite or dependent axis is refused on reading: the fit ran to its end
     and then failed to write, and upsample, report and track ended in internal errors (review 45b)."""
-    m = np.asarray(affine, dtype=np.float64)[:3, :3]
-    norms = np.linalg.norm(m, axis=0) if np.all(np.isfinite(m)) else np.zeros(3)
-    if np.any(norms == 0) or abs(np.linalg.det(m / norms)) < 1e-6:
-        raise IQTError(f"{path}: the header's voxel-to-world matrix {np.round(m, 4).tolist()} has a zero, non-finite or "
-                       "dependent axis, so the image has no valid geometry; fix its qform/sform (e.g. with fslorient or "
-                       "nibabel) and retry")
+    problem = affine_problem(affine)
+    if problem is not None:
+        raise IQTError(f"{path}: the header's voxel-to-world matrix {np.round(np.asarray(affine, float)[:3], 4).tolist()} "
+                       "has a zero, non-finite or dependent axis, so the image has no valid geometry; fix its qform/sform "
+                       "(e.g. with fslorient or nibabel) and retry")
 
 
 def read_data(img, path, dtype=np.float32) -> np.ndarray:

@@ -92,3 +92,29 @@ def test_directions_in_or_near_one_plane_are_fitted_as_dipy_fits_them(flatten):
 def test_fit_records_the_method(method):
     dwi = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)
     assert dti.fit_dti(dwi, method=method).meta["fit"] == f"dipy {method}"
+
+
+def test_a_series_in_memory_with_a_wrong_gradient_table_is_refused_as_a_file_is():
+    """Audit P: fit_dti on a DWI Volume with b-values in s/m^2 returned MD 7.3e-10 without a word (fileio.load_dwi
+    refuses such a file); bvecs as FSL's file holds them (3, N), another count, or none gave IndexError/TypeError."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    rng = np.random.default_rng(0)
+    n = 13
+    bvecs = rng.normal(size=(n, 3))
+    bvecs /= np.linalg.norm(bvecs, axis=1, keepdims=True)
+    bvecs[0] = 0.0
+    dwi = Volume(rng.uniform(50, 100, (4, 4, 3, n)).astype(np.float32), np.diag([2.0, 2, 2, 1]), "dwi",
+                 bvals=np.r_[0.0, np.full(n - 1, 1000.0)], bvecs=bvecs)
+
+    def with_table(bvals, bvecs):
+        return Volume(dwi.data, dwi.affine, "dwi", bvals=bvals, bvecs=bvecs)
+
+    cases = [(dwi.bvals * 1e6, dwi.bvecs, "look like s/m\\^2"), (-dwi.bvals, dwi.bvecs, "negative b-values"),
+             (dwi.bvals / 1e3, dwi.bvecs, "look like ms/um\\^2"), (dwi.bvals, dwi.bvecs.T, "transpose"),
+             (dwi.bvals[:-1], dwi.bvecs, f"{n} volumes but {n - 1} b-values"),
+             (dwi.bvals, dwi.bvecs[:-1], f"not \\({n}, 3\\)"), (None, dwi.bvecs, "no b-values"),
+             (dwi.bvals, None, "no gradient directions")]
+    for bvals, bvecs, said in cases:
+        with pytest.raises(IQTError, match=said):
+            dti.fit_dti(with_table(bvals, bvecs))

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
-from ..fileio.volumes import B0_THRESHOLD  # one value for reading and fitting (s/mm^2)
+from ..fileio.gradients import B0_THRESHOLD, check_table  # one value and one check for reading and fitting (s/mm^2)
 
 
 def gradient_table(dwi: Volume):
@@ -210,10 +210,9 @@ def check_shells(dwi: Volume) -> None:
 def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS") -> Volume:
     """Tensor volume (lower-triangular, mm^2/s, voxel axes) by dipy weighted (default) or ordinary least squares;
     zero outside the mask. A multi-shell series reaching above DTI_BMAX gets one warning (`check_shells`)."""
-    from dipy.reconst.dti import TensorModel
-
     if dwi.kind != "dwi":
         raise IQTError("DTI fitting needs a diffusion-weighted series with b-values and directions")
+    check_table(dwi.bvals, dwi.bvecs, dwi.data.shape[3] if dwi.data.ndim == 4 else 1)  # as fileio.load_dwi checks a file's
     check_shells(dwi)
     m = None if mask is None else np.asarray(getattr(mask, "data", mask), dtype=bool)
     if m is not None:
@@ -223,6 +222,8 @@ def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = 
             raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
     if method not in FIT_METHODS:
         raise IQTError(f"DTI fit method {method!r}: choose one of {', '.join(FIT_METHODS)}")
+    from dipy.reconst.dti import TensorModel  # after the checks: a refusal need not wait for dipy's import
+
     data = np.maximum(np.asarray(dwi.data, dtype=np.float64), 0.0)
     if method == "OLS":
         tensor = _ols(gradient_table(dwi), data, m)

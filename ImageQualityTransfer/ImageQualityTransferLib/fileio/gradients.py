@@ -59,6 +59,39 @@ def read_gradient_table(path: Path, what: str) -> np.ndarray:
     return np.array(rows, dtype=float)
 
 
+B0_THRESHOLD = 50.0  # s/mm^2: a volume with b at or below it is a b0 (fileio.load_dwi and dmri/dti.py read it here)
+
+
+def check_table(bvals, bvecs, n: int, source: str = "") -> None:
+    """Refuse b-values (n,) and directions (n, 3) that would fit wrong tensors without a word: missing, another count
+    than the series' `n` volumes, directions as FSL's file holds them (3, n), or b-values in another unit (s/m^2:
+    MD 7.3e-10 came out; ms/um^2: every volume a b0) or negative. The one check for a series read from files
+    (fileio.load_dwi, `source` naming the bval file) and for one built in memory (dmri.dti.fit_dti)."""
+    if bvals is None or bvecs is None:
+        raise IQTError(f"{source}the DWI has no {'b-values' if bvals is None else 'gradient directions'}; give a Volume of "
+                       "kind 'dwi' with bvals (N,) in s/mm^2 and bvecs (N, 3) in its voxel axes, or read it with "
+                       "fileio.load_dwi")
+    bvals, bvecs = np.asarray(bvals, float), np.asarray(bvecs, float)
+    if bvals.ndim != 1 or bvals.size != n:
+        raise IQTError(f"{source}the DWI has {n} volumes but {bvals.size} b-values{'' if bvals.ndim == 1 else f' {bvals.shape}'}; "
+                       "give one b-value per volume, shape (N,)")
+    if bvecs.shape != (n, 3):
+        turned = bvecs.shape == (3, n)
+        raise IQTError(f"{source}the gradient directions have shape {bvecs.shape}, not ({n}, 3) for the DWI's {n} volumes"
+                       + ("; they are one row per axis, as FSL's bvec file holds them: give their transpose (bvecs.T)"
+                          if turned else "; give one direction per volume"))
+    if not (np.all(np.isfinite(bvals)) and np.all(np.isfinite(bvecs))):
+        raise IQTError(f"{source}NaN or Inf among the b-values or directions; give the series' own gradient table")
+    if bvals.max() > 1e5:
+        raise IQTError(f"{source}b-values up to {bvals.max():g} look like s/m^2; give them in s/mm^2 (e.g. 1000), "
+                       f"as FSL and dcm2niix write them")
+    if (bvals < 0).any():
+        raise IQTError(f"{source}negative b-values; give the b-values in s/mm^2 (0 for the b0 volumes)")
+    if 0 < bvals.max() <= B0_THRESHOLD and np.any(np.abs(bvecs) > 0):  # every volume would be a b0 (review 45b)
+        raise IQTError(f"{source}b-values up to {bvals.max():g} with gradient directions look like ms/um^2; give them in "
+                       f"s/mm^2 (e.g. 1000 for 1.0), as FSL and dcm2niix write them")
+
+
 def _is_number(token: str) -> bool:
     try:
         float(token)

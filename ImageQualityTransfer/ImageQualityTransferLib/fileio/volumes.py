@@ -16,7 +16,7 @@ import numpy as np
 from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
-from .gradients import bval_bvec_paths, fsl_flip, read_gradient_table
+from .gradients import B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table
 from .nifti import (
     check_finite,
     header_codes,
@@ -35,7 +35,6 @@ from .records import made_by, read_made_by
 # ---------------------------------------------------------------- DWI
 
 
-B0_THRESHOLD = 50.0  # s/mm^2: a volume with b at or below it is a b0 (dmri/dti.py reads it from here)
 
 
 def voxel_size(path) -> np.ndarray:
@@ -69,14 +68,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
             f"{path}: the DWI has {n} volumes but {bval_p.name} has {bvals.size} b-values and {bvec_p.name} "
             f"{bvecs.shape[0]} directions; give the bval/bvec files that belong to this series"
         )
-    if bvals.max() > 1e5:
-        raise IQTError(f"{bval_p}: b-values up to {bvals.max():g} look like s/m^2; give them in s/mm^2 (e.g. 1000), "
-                       f"as FSL and dcm2niix write them")
-    if (bvals < 0).any():
-        raise IQTError(f"{bval_p}: negative b-values; give the b-values in s/mm^2 (0 for the b0 volumes)")
-    if 0 < bvals.max() <= B0_THRESHOLD and np.any(np.abs(bvecs) > 0):  # every volume would be a b0 (review 45b)
-        raise IQTError(f"{bval_p}: b-values up to {bvals.max():g} with gradient directions look like ms/um^2; give them in "
-                       f"s/mm^2 (e.g. 1000 for 1.0), as FSL and dcm2niix write them")
+    check_table(bvals, bvecs, n, f"{bval_p}: ")  # the unit checks, as for a series built in memory (dmri.dti.fit_dti)
     norms = np.linalg.norm(bvecs[bvals > B0_THRESHOLD], axis=1)
     norms = norms[norms > 0]  # a zero direction is refused where the tensors are fitted (dmri/dti.py)
     if norms.size and np.abs(norms - 1).max() > 0.01:  # dipy refuses them, MRtrix scales b by |g|^2 (review 45b)

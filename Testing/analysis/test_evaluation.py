@@ -9,7 +9,7 @@ import pytest
 
 from ImageQualityTransferLib.analysis import evaluation
 from ImageQualityTransferLib.core import tensors
-from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
 from ImageQualityTransferLib.dmri import fit_noise
 
 from helpers import AXIAL, need_data
@@ -315,3 +315,42 @@ def test_noise_floor_on_real_subject():
     assert vox.sum() > 1000
     assert 2.0 < floor_in < 20.0
     assert floor_all >= floor_in * 0.9
+
+
+def test_evaluate_refuses_what_iqt_evaluate_refuses():
+    """Audit P: the library's `evaluate` scored a prediction in m^2/s (DT-RMSE 56.9), one in FSL's element order
+    (47.3) and a reference x1e3 (20 voxels scored), and one NaN element made a region's figures NaN, with no word;
+    `iqt evaluate` refused the first three. Now both refuse them with one message (`check_inputs`), and a voxel with
+    NaN in every element reads as missing, as iqt evaluate reads it."""
+    lr = np.zeros((10, 10, 10), bool)
+    lr[1:9, 1:9, 1:9] = True
+    hr = lr.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    truth = _field(hr.shape)
+    truth[~hr] = 0.0
+    pred = truth + 1e-5 * hr[..., None]
+    fsl = pred[..., [0, 1, 3, 2, 4, 5]].copy()
+    fsl[..., 1] = fsl[..., 3] = 0.3e-3  # off-diagonals of a real fit's size: read in the wrong order, not positive definite
+    cases = [(pred * 1e-6, "prediction", "not in mm\\^2/s"), (truth * 1e3, "reference", "not in mm\\^2/s"),
+             (fsl, "prediction", "positive definite")]
+    one_nan = pred.copy()
+    one_nan[tuple(np.argwhere(hr)[-1]) + (3,)] = np.nan
+    cases.append((one_nan, "prediction", "NaN or Inf in 1 voxel"))
+    for bad, which, said in cases:
+        p, t = (bad, truth) if which == "prediction" else (pred, bad)
+        with pytest.raises(IQTError, match=said) as e:
+            evaluation.evaluate(p, t, hr, lr, 2)
+        assert e.value.input == which
+    good = evaluation.evaluate(pred, truth, hr, lr, 2)
+    assert good["interior"]["dt_rmse"] == pytest.approx(1.0)
+    hole = pred.copy()
+    v = tuple(np.argwhere(hr)[len(np.argwhere(hr)) // 2])
+    hole[v] = np.nan  # NaN in every element: missing, scored as a zero tensor (iqt evaluate reads it so)
+    zero = pred.copy()
+    zero[v] = 0.0
+    with pytest.warns(IQTWarning, match="score them as a zero tensor"):
+        got = evaluation.evaluate(hole, truth, hr, lr, 2)
+    assert got == evaluation.evaluate(zero, truth, hr, lr, 2)
+    gap = truth.copy()
+    gap[v] = np.nan  # the reference's: left out and counted
+    row = evaluation.evaluate(pred, gap, hr, lr, 2)
+    assert sum(row[k]["n_no_reference"] for k in ("interior", "exterior")) == 1

@@ -252,6 +252,34 @@ def noise_floor_rmse(std_elements, voxels) -> float:
 # ----------------------------------------------------------------------------------------- all together
 
 
+INPUT_OPTIONS = {"prediction": "--tensor-order", "reference": "--truth-order"}  # the flag reading each one's order (iqt evaluate)
+
+
+def check_inputs(pred, truth, hr_mask) -> tuple[np.ndarray, np.ndarray]:
+    """`evaluate`'s inputs as it scores them, or an IQTError where scoring them would give a wrong answer: a NaN or
+    Inf among a voxel's elements (voxels with NaN in every element are read as missing: the prediction's as zero,
+    said in one line as `iqt evaluate` says it, the reference's counted in n_no_reference), or tensors that are not a
+    fit in mm^2/s in this project's element order (`tensors.check_scale`: the prediction over its tensors, the
+    reference inside `hr_mask`). The error's `input` attribute names the one refused ("prediction" or "reference"),
+    for a caller that knows its file (iqt evaluate adds the path and the element order that reads it)."""
+    p = tensors.nan_as_empty(_array(pred), fate=tensors.MISSING_AS_PREDICTION)
+    t = _array(truth)
+    t = np.where(np.isnan(t).all(axis=-1, keepdims=True), 0, t) if np.isnan(t).any() else t  # n_no_reference's
+    region = _array(hr_mask, bool)
+    where = {"prediction": None, "reference": region if region.shape == t.shape[:3] else None}  # else regions() says
+    for what, a in (("prediction", p), ("reference", t)):
+        try:
+            bad = int((~np.isfinite(a)).any(axis=-1).sum())
+            if bad:
+                raise IQTError(f"the {what} holds NaN or Inf in {bad} voxel{'s' if bad != 1 else ''} (not in every "
+                               "element, which would read as a missing tensor); replace them (for example with 0) and retry")
+            tensors.check_scale(a, where[what], what, INPUT_OPTIONS[what])
+        except IQTError as exc:
+            exc.input = what
+            raise
+    return p, t
+
+
 def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None, radius: int = 2,
              direction=None) -> dict:
     """Every metric per region: {"interior": {...}, "exterior": {...}[, "brain": {...}]} (JSON-serialisable).
@@ -264,12 +292,14 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
     exactly zero; n_uncovered counts the region's voxels left out), then also in a third entry "brain" over both
     regions' evaluation voxels (with n_voxels and n_uncovered); angle_error (degrees) in each region;
     with `direction` (the direction uncertainty map, degrees) the "brain" entry also holds
-    direction_spearman, direction_within_2 and n_tracked. Empty regions give NaN metrics.
+    direction_spearman, direction_within_2 and n_tracked. Empty regions give NaN metrics. Inputs that would be
+    scored wrongly (another unit or element order, NaN or Inf among a voxel's elements) are refused (`check_inputs`).
     """
     p = _array(pred)
     t = _array(truth)
     if p.shape != t.shape or t.ndim != 4 or t.shape[3] != 6:
         raise IQTError(f"the prediction {p.shape} and the reference {t.shape} must both be (X,Y,Z,6) on one grid")
+    p, t = check_inputs(p, t, hr_mask)
     result = {}
     every = []
     # an output cut to exactly zero (by a mask the user gave) holds no prediction: its zero std is not a claim to score

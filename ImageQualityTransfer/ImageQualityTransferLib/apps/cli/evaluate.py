@@ -100,13 +100,6 @@ def run(args):
             f"same subject with the same --factor{recorded}"
         )
     mask = fileio.load_mask(args.mask, truth)
-    for vol, path, what, option, where in ((pred, args.pred, "prediction", "--tensor-order", None),
-                                           (truth, args.truth, "reference", "--truth-order", mask.data)):
-        try:  # a file read in the wrong order would be scored as nonsense
-            tensors.check_scale(vol.data, where, what, option)
-        except IQTError as exc:  # naming the order that reads it, as upsample does (review 44e)
-            inside = where if where is not None or mask.shape3 != vol.shape3 else np.asarray(mask.data, bool)
-            raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), option)}") from None
     if other:
         warnings.warn(f"{args.pred}: its header reads '{pred.meta['made_by']}', and it is scored at {grid.describe(f)} "
                       f"as given; leave --factor out to score it at {grid.text(made)}", IQTWarning, stacklevel=2)
@@ -128,7 +121,15 @@ def run(args):
         if dwi.shape3 != truth.shape3:
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
         floor = fit_noise.noise_floor(dwi.data[box], dwi.bvals, dwi.bvecs, t, m)
-    result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)
+    try:  # evaluate refuses a file read in the wrong order or unit, which would be scored as nonsense
+        result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)
+    except IQTError as exc:  # naming the file, and the order that reads it, as upsample does (review 44e)
+        which = getattr(exc, "input", None)
+        if which is None:
+            raise
+        vol, path = (pred, args.pred) if which == "prediction" else (truth, args.truth)
+        inside = np.asarray(mask.data, bool) if which == "reference" or mask.shape3 == vol.shape3 else None
+        raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}") from None
     result["factor"] = grid.record(f)
     if json_out:
         fileio.write_json(json_out, result)

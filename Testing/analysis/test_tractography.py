@@ -394,3 +394,23 @@ def test_cli_lesion_check_refuses_a_subject_given_twice(tmp_path, capsys):
         rc = main(["lesion-check", str(tmp_path / "subj"), str(second), "--methods", "biqt", "--kinds", "edema"])
         err = capsys.readouterr().err
         assert rc == 2 and err.count("\n") == 1 and ("given twice" in err or "has the name of" in err), err
+
+
+def test_tracking_leaves_the_process_warning_filters_alone(monkeypatch):
+    """Audit P: track_fields silenced dipy's EuDX deprecation by warnings.catch_warnings + simplefilter('ignore'),
+    which replaces the process's filters while it runs: warnings other threads gave meanwhile were lost."""
+    import warnings
+
+    from dipy.tracking import local_tracking
+
+    seen, real = [], local_tracking.LocalTracking
+
+    def spy(*args, **kwargs):
+        seen.append(list(warnings.filters))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(local_tracking, "LocalTracking", spy)
+    vol = bundle_volume(axis=0, shape=(20, 16, 16))
+    before = list(warnings.filters)
+    assert tr.track(vol, seed_roi(vol, 0), tr.TrackingSettings(density=1))
+    assert seen == [before]

@@ -767,3 +767,22 @@ def test_threads_sharing_one_variational_instance_get_the_sequential_results(tmp
         for name in alone[k]:
             assert np.array_equal(got[k][name], alone[k][name]), (k, name)
     assert all(not d.sampling and d.generator is None for d in m.load(2).net.mean.dropout_layers())
+
+
+def test_loading_a_model_leaves_the_process_warning_filters_alone(tmp_path, monkeypatch):
+    """Audit P: model_io.load wrapped torch.load in warnings.catch_warnings + simplefilter('ignore'), which replaces
+    the process's filters for its duration: another thread's IQTWarnings were lost meanwhile (8 of 60)."""
+    import warnings
+
+    net, meta = random_model("espcn")
+    side = model_io.save(net, meta, tmp_path / "m.pt")
+    seen, real = [], torch.load
+
+    def spy(*args, **kwargs):
+        seen.append(list(warnings.filters))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    before = list(warnings.filters)
+    model_io.load(side)
+    assert seen == [before]

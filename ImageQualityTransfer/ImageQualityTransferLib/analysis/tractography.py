@@ -36,6 +36,11 @@ from ..core import tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
 
+# dipy 1.12 flags EuDX in LocalTracking as deprecated (still supported; track_fields uses it): that one message left
+# out for the whole process, registered once here, not by warnings.catch_warnings around each run, which changes the
+# process's filters and lost the warnings other threads gave meanwhile (audit P)
+warnings.filterwarnings("ignore", message="Using EuDXDirectionGetter-based objects", category=DeprecationWarning)
+
 TRACT_SUFFIXES = (".trk", ".vtk", ".vtp")
 
 
@@ -244,10 +249,8 @@ def track_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray, seeds: np
     pam = _peaks(fa, dirs, s.fa_threshold, s.angle)
     stop = ThresholdStoppingCriterion(np.ascontiguousarray(fa), s.fa_threshold)
     max_steps = int(np.ceil(s.max_length / s.step))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # dipy 1.12 flags EuDX in LocalTracking as deprecated (still supported)
-        gen = LocalTracking(pam, stop, seeds, np.asarray(affine, np.float64), step_size=s.step, maxlen=max_steps, return_all=True)
-        lines = [np.asarray(sl, np.float32) for sl in gen]
+    gen = LocalTracking(pam, stop, seeds, np.asarray(affine, np.float64), step_size=s.step, maxlen=max_steps, return_all=True)
+    lines = [np.asarray(sl, np.float32) for sl in gen]
     return [sl for sl in lines if len(sl) > 1 and s.min_length <= _length(sl) <= s.max_length]
 
 

@@ -95,3 +95,12 @@ def test_a_model_trained_with_added_noise_is_registered_beside_the_default(tmp_p
     entries = model_files.read_registry(tmp_path)
     assert [(e["sidecar"], e.get("input")) for e in entries] == [
         ("b_x2.json", None), ("b_x2_noisy.json", "noisy"), ("e_x2_noisy.json", "noisy")]
+
+
+def test_a_fractional_number_of_samples_is_refused():
+    """Audit P: methods.get('espcn-hetero-var1', samples=2.7) ran with 2 samples without a word."""
+    cls = methods.method_class("espcn-hetero-var1")
+    for bad in (2.7, "3", True):
+        with pytest.raises(IQTError, match="whole number"):
+            cls(samples=bad)
+    assert cls(samples=3.0).samples == 3 and cls(samples=np.int64(4)).samples == 4

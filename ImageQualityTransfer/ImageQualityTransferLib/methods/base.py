@@ -130,6 +130,12 @@ class Method:
             if not self.takes_samples:
                 raise IQTError(f"method {self.name!r} takes no Monte Carlo samples; drop --mc-samples "
                                "(it applies to espcn-hetero-var1 and espcn-hetero-var2)")
+            try:
+                whole = int(samples) == samples and not isinstance(samples, bool)
+            except (TypeError, ValueError):
+                whole = False
+            if not whole:  # 2.7 ran as 2 without a word (audit P)
+                raise IQTError(f"--mc-samples {samples!r}: give a whole number of Monte Carlo samples (default 10)")
             if int(samples) < 0:
                 raise IQTError(f"--mc-samples {samples}: give a number of Monte Carlo samples >= 0")
             if int(samples) == 1:  # the parameter part is the samples' variance: one sample has none

@@ -86,6 +86,29 @@ def test_iqt_fit_names_them_in_one_line_and_exclude_outliers_fits_without_them(p
     np.testing.assert_array_equal(fileio.load_tensor(tmp_path / "c2.nii.gz").data, clean)
 
 
+def test_slices_along_the_sidecar_s_slice_encoding_direction(phantom, tmp_path, capsys):
+    """A series acquired in slices along i (its BIDS sidecar's SliceEncodingDirection "i") with a dropout in two such
+    slices: read along k it was missed (stop 48 read k only); read along the sidecar's axis it is named, counted
+    along i, and --exclude-outliers refits it."""
+    dw = np.flatnonzero(phantom.bvals > B0_THRESHOLD)
+    d = np.array(phantom.data)
+    d[15:17, :, :, dw[3]] *= 0.2
+    fileio.save_dwi(phantom.replace(data=d), tmp_path / "dwi.nii.gz")
+    assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "k.nii.gz")]) == 0
+    assert "does not fit" not in capsys.readouterr().err  # along k the dropout is spread thin over every slice
+    (tmp_path / "dwi.json").write_text('{"SliceEncodingDirection": "i-", "PhaseEncodingDirection": "j"}')
+    assert fileio.load_dwi(tmp_path / "dwi.nii.gz").meta["slice_axis"] == 0
+    assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "i.nii.gz")]) == 0
+    err = capsys.readouterr().err
+    assert f"slices 15-16 of volume {dw[3]}" in err
+    assert "slices along voxel axis i (the sidecar's SliceEncodingDirection)" in err
+    assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "--exclude-outliers", "-o", str(tmp_path / "x.nii.gz")]) == 0
+    assert "2 slices refitted" in capsys.readouterr().err
+    (tmp_path / "dwi.json").write_text('{"SliceEncodingDirection": "x"}')
+    with pytest.warns(IQTWarning, match="SliceEncodingDirection 'x' is none of i, j, k"):
+        assert "slice_axis" not in fileio.load_dwi(tmp_path / "dwi.nii.gz").meta
+
+
 def test_up_to_half_a_slice_s_volumes_are_found():
     """With 10 of 20 directions of a slice at 20 % all 10 are found and left out of its fit, and only they (beyond
     half, the bad volumes are the majority and which way is right cannot be told)."""

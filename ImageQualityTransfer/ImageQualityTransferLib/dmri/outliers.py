@@ -10,9 +10,11 @@ median over the slice's brain voxels; a robust z-score of that against the slice
 of the median absolute deviation of all such values (a slice with little brain or much CSF has higher residuals in
 every volume, which the slice's own median takes out).
 
-Slices run along the third voxel axis (k), the slice axis of a 2D acquisition as dcm2niix writes it (every real
-subject here: the axial scans' k is S, the sagittal ones' R). Only slices with at least MIN_BRAIN_SHARE of the fullest
-slice's brain voxels are read: the 3 mm ortho dev scan's top slices, 11 % of it, reach z 22 unaffected.
+Slices run along the DWI's slice axis: the BIDS sidecar's SliceEncodingDirection where the series has one
+(`fileio.load_dwi` reads it into meta["slice_axis"]), else the third voxel axis (k), the slice axis of a 2D
+acquisition as dcm2niix writes it (every real subject here: the axial scans' k is S, the sagittal ones' R; none of
+their sidecars names another). Only slices with at least MIN_BRAIN_SHARE of the fullest slice's brain voxels are
+read: the 3 mm ortho dev scan's top slices, 11 % of it, reach z 22 unaffected.
 
 A volume whose median z over the slices is above VOLUME_SUSPECT is tested against the fit of the others: above
 VOLUME_Z it is bad as a whole (dead or moved) and left out everywhere. A (slice, volume) above PAIR_Z is bad in that
@@ -36,7 +38,9 @@ from ..core.errors import IQTWarning
 from ..core.volume import Volume
 from .dti import B0_THRESHOLD, MIN_DIRECTIONS, fit_dti
 
-SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here
+SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here; a series
+# whose sidecar says otherwise is read along its own (slice_axis_of)
+AXES = "ijk"
 MIN_BRAIN_SHARE = 0.25  # of the fullest slice's brain voxels: a slice with fewer is not read
 MIN_SLICE_VOXELS = 50  # and never one with fewer brain voxels than this
 PAIR_Z = 25.0  # a (slice, volume) above this is an outlier in that slice (clean real subjects: at most 16.1)
@@ -50,7 +54,7 @@ MAX_LISTED = 6  # slice groups named in the warning; the rest counted
 @dataclass
 class Outliers:
     """What `find_outliers` found. Volumes and slices are 0-based indices (the series' volumes as fslroi and
-    mrconvert -coord 3 count them, slices along SLICE_AXIS)."""
+    mrconvert -coord 3 count them, slices along `axis`)."""
 
     volumes: dict = field(default_factory=dict)  # whole volumes: index -> median z over the slices, the fit without it
     pairs: dict = field(default_factory=dict)  # slice -> {volume: z against the slice's fit without them}
@@ -59,6 +63,7 @@ class Outliers:
     z_max: float = float("nan")  # the largest (slice, volume) z of the fit as given
     volume_z_max: float = float("nan")  # the largest volume median z of the fit as given
     tensor: np.ndarray | None = None  # the fit without the outliers (where they could be left out)
+    axis: int = SLICE_AXIS  # the voxel axis the slices run along
 
     def __bool__(self) -> bool:
         return bool(self.volumes or self.pairs)
@@ -91,17 +96,22 @@ def relative_residuals(signal: np.ndarray, tensor: np.ndarray, q: np.ndarray) ->
     return np.where(np.isfinite(rel), rel, np.nan)
 
 
-def _plane(a, s: int):
-    """Slice `s` of `a` along SLICE_AXIS (a view)."""
-    return a[(slice(None),) * SLICE_AXIS + (int(s),)]
+def slice_axis_of(dwi: Volume) -> int:
+    """The voxel axis `dwi`'s slices were acquired along: its sidecar's SliceEncodingDirection, else k."""
+    return int(dwi.meta.get("slice_axis", SLICE_AXIS))
 
 
-def _slice_row(signal, tensor, mask, q, s, signed: bool = False):
+def _plane(a, s: int, axis: int = SLICE_AXIS):
+    """Slice `s` of `a` along `axis` (a view)."""
+    return a[(slice(None),) * axis + (int(s),)]
+
+
+def _slice_row(signal, tensor, mask, q, s, signed: bool = False, axis: int = SLICE_AXIS):
     """(N,): slice `s`'s median absolute relative residual over its brain voxels, per volume (`tensor`: the whole
     volume's or the slice's own); with `signed`, also the median of the signed one."""
-    m = _plane(mask, s)
-    t = tensor if tensor.ndim == m.ndim + 1 else _plane(tensor, s)
-    rel = relative_residuals(_plane(signal, s)[m], t[m], q)
+    m = _plane(mask, s, axis)
+    t = tensor if tensor.ndim == m.ndim + 1 else _plane(tensor, s, axis)
+    rel = relative_residuals(_plane(signal, s, axis)[m], t[m], q)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a volume NaN in every voxel (S_hat 0)
         row = np.nanmedian(np.abs(rel), axis=0)
@@ -115,23 +125,23 @@ def spans_tensor(bvecs, bvals) -> bool:
                                                                  tol=1e-3) == 6
 
 
-def _fit_without(dwi: Volume, mask: np.ndarray, drop, where=None) -> np.ndarray:
-    """WLS tensors of `dwi` without the volumes `drop`, in `mask` (or only in the slice `where`): (X, Y, Z, 6) or the
-    slice's (X, Y, 6) along SLICE_AXIS."""
+def _fit_without(dwi: Volume, mask: np.ndarray, drop, where=None, axis: int = SLICE_AXIS) -> np.ndarray:
+    """WLS tensors of `dwi` without the volumes `drop`, in `mask` (or only in the slice `where` along `axis`):
+    (X, Y, Z, 6) or the slice's 2D (., ., 6)."""
     keep = np.ones(len(dwi.bvals), bool)
     keep[list(drop)] = False
     data = np.asarray(dwi.data)
     m = np.asarray(mask, bool)
     if where is not None:
         sel = [slice(None)] * 3
-        sel[SLICE_AXIS] = slice(where, where + 1)
+        sel[axis] = slice(where, where + 1)
         data, m = data[tuple(sel)], m[tuple(sel)]
     part = Volume(data[..., keep], dwi.affine, "dwi", bvals=np.asarray(dwi.bvals)[keep],
                   bvecs=np.asarray(dwi.bvecs)[keep])
     with warnings.catch_warnings():  # the series' multi-shell warning was given by the first fit
         warnings.simplefilter("ignore", IQTWarning)
         t = np.asarray(fit_dti(part, m).data, np.float64)
-    return t if where is None else _plane(t, 0)
+    return t if where is None else _plane(t, 0, axis)
 
 
 def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
@@ -144,13 +154,14 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     bvals, bvecs = np.asarray(dwi.bvals, float), np.asarray(dwi.bvecs, float)
     q = _attenuation(bvals, bvecs)
     dw = bvals > B0_THRESHOLD
-    out = Outliers()
-    counts = np.moveaxis(mask, SLICE_AXIS, 0).reshape(mask.shape[SLICE_AXIS], -1).sum(1)
+    axis = slice_axis_of(dwi)
+    out = Outliers(axis=axis)
+    counts = np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).sum(1)
     read = np.flatnonzero((counts >= MIN_SLICE_VOXELS) & (counts >= MIN_BRAIN_SHARE * counts.max()))
     out.slices_read = len(read)
     if len(read) == 0 or dw.sum() < MIN_DIRECTIONS:
         return out
-    rows, signs = map(np.stack, zip(*[_slice_row(signal, t, mask, q, s, signed=True) for s in read]))
+    rows, signs = map(np.stack, zip(*[_slice_row(signal, t, mask, q, s, signed=True, axis=axis) for s in read]))
 
     def scores(rows, live):
         """(z of every (slice read, volume), the spread): deviation from the slice's median over the live DW volumes."""
@@ -178,7 +189,8 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
             out.unfixable["all"] = f"volume {v} could not be left out too: the others would not determine a tensor"
             break
         trial = _fit_without(dwi, mask, whole + [v])
-        t_rows, t_signs = map(np.stack, zip(*[_slice_row(signal, trial, mask, q, s, signed=True) for s in read]))
+        t_rows, t_signs = map(np.stack, zip(*[_slice_row(signal, trial, mask, q, s, signed=True, axis=axis)
+                                              for s in read]))
         t_z, t_spread = scores(t_rows, dw & keep)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -193,20 +205,20 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     for i, s in enumerate(read):
         if not np.nanmax(np.where(live, z[i], np.nan)) > PAIR_Z:
             continue
-        gone, why, ts = _slice_outliers(dwi, mask, q, int(s), rows[i], signs[i], spread, set(whole))
+        gone, why, ts = _slice_outliers(dwi, mask, q, int(s), rows[i], signs[i], spread, set(whole), axis)
         if gone:
             out.pairs[int(s)] = gone
         if why:
             out.unfixable[int(s)] = why
         if fitted is not None and ts is not None:
-            _plane(fitted, s)[...] = ts
+            _plane(fitted, s, axis)[...] = ts
     if refit and (whole or out.pairs):
         fitted[~mask] = 0.0
         out.tensor = fitted.astype(np.float32)
     return out
 
 
-def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole):
+def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole, axis=SLICE_AXIS):
     """({volume: z} left out of slice `s`, why not every one could be (or None), the slice's tensors without them
     (or None)). A fit that a dropout corrupted spreads its error over good volumes, so the worst z is not always a
     bad volume; a dropout lowers the signal and the good volumes end up above the corrupted fit, so of the volumes
@@ -241,8 +253,8 @@ def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole):
             v = min(back, key=lambda v: zs[v])
             del gone[v]
             returned.add(v)  # not taken again: no back and forth
-        ts = _fit_without(dwi, mask, whole | set(gone), where=s)
-        row, signed = _slice_row(dwi.data, ts, mask, q, s, signed=True)
+        ts = _fit_without(dwi, mask, whole | set(gone), where=s, axis=axis)
+        row, signed = _slice_row(dwi.data, ts, mask, q, s, signed=True, axis=axis)
     live = live_of(whole | set(gone))
     if np.nanmax(np.where(live, (row - np.nanmedian(row[live])) / spread, np.nan)) > PAIR_Z:  # some could not go
         why = "too few directions would be left"
@@ -264,6 +276,13 @@ def _ranges(values) -> str:
             parts.append(f"{start}" if start == x else f"{start}-{x}")
             start = None
     return ", ".join(parts)
+
+
+def _along(axis: int, dwi: Volume) -> str:
+    """Which axis the slices were counted along, and why that one."""
+    if "slice_axis" in dwi.meta:
+        return f"voxel axis {AXES[axis]} (the sidecar's SliceEncodingDirection)"
+    return "the third voxel axis"
 
 
 def describe(out: Outliers) -> str:
@@ -327,7 +346,8 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
             " (a dead or moved volume also roughens every tensor, which the learned methods may read as a noisy scan)"
             if out.volumes else "")
     warnings.warn(f"{source}the tensor model does not fit parts of the series (signal dropout, or a volume dead or "
-                  f"moved): {describe(out)} (volumes counted from 0, slices along the third voxel axis from 0); {said}: "
+                  f"moved): {describe(out)} (volumes counted from 0, slices along {_along(out.axis, dwi)} from 0); "
+                  f"{said}: "
                   f"{todo}", IQTWarning,
                   stacklevel=stacklevel)
     return tensor, out

@@ -1,22 +1,52 @@
-"""FSL gradient files: where a DWI's bval/bvec sidecars are, reading them as text, and FSL's bvec frame; kept apart
-from the NIfTI mechanics (`fileio.nifti`) since they are plain text."""
+"""FSL gradient files: where a DWI's bval/bvec sidecars are, reading them as text, and FSL's bvec frame; the BIDS
+JSON sidecar's slice axis; kept apart from the NIfTI mechanics (`fileio.nifti`) since they are plain text."""
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
+
+SLICE_ENCODING = {"i": 0, "j": 1, "k": 2, "i-": 0, "j-": 1, "k-": 2}  # BIDS SliceEncodingDirection -> voxel axis
+
+
+def _stem(dwi_path) -> str:
+    p = str(dwi_path)
+    return p[: -len(".nii.gz")] if p.lower().endswith(".nii.gz") else os.path.splitext(p)[0]
 
 
 def bval_bvec_paths(dwi_path, bval=None, bvec=None):
     """FSL sidecars next to the DWI unless given: dwi.nii.gz -> dwi.bval, dwi.bvec (the suffix matched in any case:
     DWI.NII.GZ -> DWI.bval)."""
-    p = str(dwi_path)
-    stem = p[: -len(".nii.gz")] if p.lower().endswith(".nii.gz") else os.path.splitext(p)[0]
+    stem = _stem(dwi_path)
     return Path(bval or stem + ".bval"), Path(bvec or stem + ".bvec")
+
+
+def sidecar_slice_axis(dwi_path) -> int | None:
+    """The voxel axis (0-2) the BIDS sidecar beside the DWI (dwi.json, as dcm2niix writes it) gives as
+    SliceEncodingDirection; None where there is no sidecar or it does not say. A sidecar that cannot be read, or an
+    unknown value, is said in one warning and not used."""
+    p = Path(_stem(dwi_path) + ".json")
+    if not p.is_file():
+        return None
+    try:
+        value = json.loads(p.read_text(encoding="utf-8-sig")).get("SliceEncodingDirection")
+    except (OSError, ValueError, AttributeError) as e:
+        warnings.warn(f"{p}: not read as a BIDS sidecar ({type(e).__name__}); its SliceEncodingDirection is not used, "
+                      "slices are taken along the third voxel axis", IQTWarning, stacklevel=3)
+        return None
+    if value is None:
+        return None
+    if value not in SLICE_ENCODING:
+        warnings.warn(f"{p}: SliceEncodingDirection {value!r} is none of i, j, k (or i-, j-, k-); slices are taken "
+                      "along the third voxel axis", IQTWarning, stacklevel=3)
+        return None
+    return SLICE_ENCODING[value]
 
 
 def read_gradient_table(path: Path, what: str) -> np.ndarray:

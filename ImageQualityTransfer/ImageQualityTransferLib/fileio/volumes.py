@@ -16,7 +16,7 @@ import numpy as np
 from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
-from .gradients import B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table
+from .gradients import B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table, sidecar_slice_axis
 from .nifti import (
     check_finite,
     header_codes,
@@ -78,7 +78,11 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     data = read_data(img, path)
     check_finite(data, path, "DWI")
     remember_codes(img.affine, header_codes(img))
-    return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta={"path": str(path)})
+    meta = {"path": str(path)}
+    axis = sidecar_slice_axis(path)
+    if axis is not None:
+        meta["slice_axis"] = axis  # where dmri.outliers reads slices; k without it
+    return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta=meta)
 
 
 def save_dwi(vol: Volume, path) -> None:

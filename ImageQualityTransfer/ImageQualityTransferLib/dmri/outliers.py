@@ -8,7 +8,10 @@ brain voxel and diffusion-weighted volume the relative residual |S - S_hat| / S_
 the median over the volumes of the S0 each implies, so that a few bad volumes do not move it); per (slice, volume) its
 median over the slice's brain voxels; a robust z-score of that against the slice's median over the volumes, in units
 of the median absolute deviation of all such values (a slice with little brain or much CSF has higher residuals in
-every volume, which the slice's own median takes out).
+every volume, which the slice's own median takes out). On a multi-shell series the median and the spread are taken per shell
+(`_centred`): one tensor over every shell leaves the highest shell's residuals high in every slice, which is the
+model's misfit, and noisier, which is the signal's fall; neither is an artefact (audit K: b = 1000/2000/3000, the whole
+b = 3000 shell named in one slice, z 42).
 
 Slices run along the DWI's slice axis: the BIDS sidecar's SliceEncodingDirection where the series has one
 (`fileio.load_dwi` reads it into meta["slice_axis"]), else the third voxel axis (k), the slice axis of a 2D
@@ -36,7 +39,7 @@ import numpy as np
 
 from ..core.errors import IQTWarning
 from ..core.volume import Volume
-from .dti import B0_THRESHOLD, MIN_DIRECTIONS, fit_dti
+from .dti import B0_THRESHOLD, MIN_DIRECTIONS, SHELL_STEP, fit_dti
 
 SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here; a series
 # whose sidecar says otherwise is read along its own (slice_axis_of)
@@ -118,6 +121,33 @@ def _slice_row(signal, tensor, mask, q, s, signed: bool = False, axis: int = SLI
         return (row, np.nanmedian(rel, axis=0)) if signed else row
 
 
+def _shell_ids(bvals) -> np.ndarray:
+    """(N,): each diffusion-weighted volume's shell (b rounded to SHELL_STEP), a shell of fewer than MIN_DIRECTIONS
+    volumes (too few for a median of its own) joined to the nearest larger one; -1 for the b0s."""
+    b = np.asarray(bvals, float)
+    ids = np.where(b > B0_THRESHOLD, np.round(b / SHELL_STEP), -1).astype(int)
+    values, counts = np.unique(ids[ids >= 0], return_counts=True)
+    big = values[counts >= MIN_DIRECTIONS]
+    if big.size == 0:
+        return np.where(ids >= 0, 0, -1)
+    small = (ids >= 0) & ~np.isin(ids, big)
+    ids[small] = big[np.abs(ids[small, None] - big[None, :]).argmin(1)]
+    return ids
+
+
+def _centred(rows, live, shell) -> np.ndarray:
+    """`rows` (..., N) less, per shell, their median over that shell's `live` volumes (the last axis); NaN where no
+    volume of its shell is live."""
+    rows = np.asarray(rows, float)
+    out = np.full(rows.shape, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row NaN in every live volume
+        for sid in np.unique(shell[live]):
+            cols = shell == sid
+            out[..., cols] = rows[..., cols] - np.nanmedian(rows[..., cols & live], axis=-1, keepdims=True)
+    return out
+
+
 def spans_tensor(bvecs, bvals) -> bool:
     """Whether the diffusion-weighted directions among these determine the six tensor elements."""
     dw = np.asarray(bvals, float) > B0_THRESHOLD
@@ -154,6 +184,7 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     bvals, bvecs = np.asarray(dwi.bvals, float), np.asarray(dwi.bvecs, float)
     q = _attenuation(bvals, bvecs)
     dw = bvals > B0_THRESHOLD
+    shell = _shell_ids(bvals)
     axis = slice_axis_of(dwi)
     out = Outliers(axis=axis)
     counts = np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).sum(1)
@@ -164,11 +195,15 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     rows, signs = map(np.stack, zip(*[_slice_row(signal, t, mask, q, s, signed=True, axis=axis) for s in read]))
 
     def scores(rows, live):
-        """(z of every (slice read, volume), the spread): deviation from the slice's median over the live DW volumes."""
+        """(z of every (slice read, volume), the spread per volume): deviation from the slice's median over the live DW
+        volumes of its shell, in units of its shell's spread (a higher shell's relative residuals are noisier)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            dev = rows - np.nanmedian(np.where(live, rows, np.nan), axis=1, keepdims=True)
-            spread = max(1.4826 * float(np.nanmedian(np.abs(dev[:, live]))), MIN_SCALE)
+            dev = _centred(rows, live, shell)
+            spread = np.full(len(bvals), np.nan)
+            for sid in np.unique(shell[live]):
+                spread[shell == sid] = max(1.4826 * float(np.nanmedian(np.abs(dev[:, live & (shell == sid)]))),
+                                           MIN_SCALE)
         return np.where(dw, dev / spread, np.nan), spread
 
     z, spread = scores(rows, dw)
@@ -226,6 +261,7 @@ def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole, axis=SLICE_AXIS
     is above; then one left out is put back while it fits below PAIR_Z under the fit without the others."""
     bvals, bvecs = np.asarray(dwi.bvals, float), np.asarray(dwi.bvecs, float)
     dw = bvals > B0_THRESHOLD
+    shell = _shell_ids(bvals)
     gone: dict = {}
     returned: set = set()
     ts, why = None, None
@@ -237,7 +273,7 @@ def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole, axis=SLICE_AXIS
 
     for _ in range(4 * len(bvals)):
         live = live_of(whole | set(gone))
-        zs = np.nan_to_num((row - np.nanmedian(row[live])) / spread, nan=-np.inf)
+        zs = np.nan_to_num(_centred(row, live, shell) / spread, nan=-np.inf)
         above = [int(v) for v in np.flatnonzero(live & (zs > PAIR_Z)) if v not in returned]
         if above:
             v = min(above, key=lambda v: signed[v])
@@ -256,11 +292,11 @@ def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole, axis=SLICE_AXIS
         ts = _fit_without(dwi, mask, whole | set(gone), where=s, axis=axis)
         row, signed = _slice_row(dwi.data, ts, mask, q, s, signed=True, axis=axis)
     live = live_of(whole | set(gone))
-    if np.nanmax(np.where(live, (row - np.nanmedian(row[live])) / spread, np.nan)) > PAIR_Z:  # some could not go
+    if np.nanmax(np.where(live, _centred(row, live, shell) / spread, np.nan)) > PAIR_Z:  # some could not go
         why = "too few directions would be left"
     if gone:  # the z each has against the fit without them all
         live = live_of(whole | set(gone))
-        zs = (row - np.nanmedian(row[live])) / spread
+        zs = _centred(row, live, shell) / spread
         gone = {v: float(zs[v]) for v in sorted(gone)}
     return gone, why, (ts if gone else None)
 

@@ -16,7 +16,8 @@ import numpy as np
 from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
-from .gradients import B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table, sidecar_slice_axis
+from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
+                        sidecar_slice_axis)
 from .nifti import (
     check_finite,
     header_codes,

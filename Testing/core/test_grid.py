@@ -132,6 +132,59 @@ def test_the_output_size_check_counts_a_runs_peak_and_the_processs_memory_limit(
     assert int(run.stdout) == limit  # ulimit -v is the process's memory
 
 
+def _fake_machine(monkeypatch, tmp_path, cgroup: str, limits: dict, available_kb: int = 64 * 2**20):
+    """The memory readers pointed at fake files: /proc/self/cgroup holding `cgroup`, the cgroup tree holding each
+    {relative file: text} of `limits`, and /proc/meminfo with `available_kb` available."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "cgroup").write_text(cgroup)
+    for rel, text in limits.items():
+        (tmp_path / "fs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / rel).write_text(text + "\n")
+    (tmp_path / "meminfo").write_text(f"MemTotal:       {64 * 2**20} kB\nMemFree:  1000 kB\n"
+                                      f"MemAvailable:   {available_kb} kB\n")
+    monkeypatch.setattr(grid, "PROC_CGROUP", str(tmp_path / "cgroup"))
+    monkeypatch.setattr(grid, "CGROUP_ROOT", str(tmp_path / "fs"))
+    monkeypatch.setattr(grid, "MEMINFO", str(tmp_path / "meminfo"))
+    monkeypatch.setattr(grid, "_WARNED", set())
+
+
+def test_a_cgroup_limit_is_the_processs_memory(monkeypatch, tmp_path):
+    """A container's or a Slurm job's cgroup limit is what the kernel kills at: a run needing 5 GiB under a 4 GiB
+    cgroup (cgroup v2, the limit on the job, its step below it) is refused, whatever the machine's memory (audit O:
+    it passed the check and would have been killed mid-run)."""
+    _fake_machine(monkeypatch, tmp_path, "0::/job/step\n", {"job/memory.max": str(4 * 2**30), "job/step/memory.max": "max",
+                                                           "memory.max": "max"})
+    assert grid.cgroup_limit() == 4 * 2**30 and grid.memory_limit() == 4 * 2**30
+    tensors = 128 * 128 * 60 * 6 * 4 * 8  # x2 of a 128x128x60 fit: 0.7 GiB of tensors, 5 GiB at a 6x peak
+    with pytest.raises(IQTError, match=r"needs about 4.9 GiB, more than this process's 4.0 GiB"):
+        grid.check_output_size((128, 128, 60), 2, (5 * 2**30 - grid.PEAK_FIXED_BYTES) / tensors * 0.98)
+    # "max" all the way up: no cgroup limit (the machine's memory or ulimit -v decide)
+    _fake_machine(monkeypatch, tmp_path / "none", "0::/job/step\n", {"job/memory.max": "max", "job/step/memory.max": "max"})
+    assert grid.cgroup_limit() is None and grid.memory_limit() > 4 * 2**30
+    # cgroup v1: the memory controller's hierarchy; its "no limit" is a number near 2**63
+    _fake_machine(monkeypatch, tmp_path / "v1", "5:cpu,cpuacct:/a\n4:memory:/slurm/uid_1/job_7\n0::/\n",
+                  {"memory/slurm/uid_1/job_7/memory.limit_in_bytes": str(3 * 2**30),
+                   "memory/memory.limit_in_bytes": "9223372036854771712"})
+    assert grid.cgroup_limit() == 3 * 2**30 and grid.memory_limit() == 3 * 2**30
+
+
+def test_memory_other_programs_hold_is_a_warning_not_a_refusal(monkeypatch, tmp_path):
+    """A run that fits in the process's memory but needs more than the machine has available now (MemAvailable) runs,
+    with one warning line (said once, though the CLI and predict both check)."""
+    _fake_machine(monkeypatch, tmp_path, "0::/\n", {"memory.max": "max"}, available_kb=2 * 2**20)
+    monkeypatch.setattr(grid, "memory_limit", lambda: 16 * 2**30)
+    with pytest.warns(grid.IQTWarning, match=r"needs about 6.1 GiB, more than the 2.0 GiB this machine has available "
+                                              r"now \(other programs hold the rest"):
+        grid.check_output_size((128, 128, 60), 4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grid.check_output_size((128, 128, 60), 4)  # said once
+        _fake_machine(monkeypatch, tmp_path / "plenty", "0::/\n", {"memory.max": "max"}, available_kb=12 * 2**20)
+        grid.check_output_size((128, 128, 60), 4)  # enough available: nothing said
+
+
 def test_bounding_box_and_its_affine():
     """The box of a mask's voxels and the affine of that sub-grid (the cropping of padded whole-field fits and CNN tiles)."""
     present = np.zeros((5, 6, 7), bool)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .errors import IQTError
+from .errors import IQTError, IQTWarning
 
 EXAMPLES = "e.g. 2, 3 or 1,1,3"
 
@@ -69,30 +69,104 @@ def isotropic(f) -> int | None:
 PEAK_FIXED_BYTES = 2**29
 
 
-def memory_limit() -> int | None:
-    """Bytes this process may use: the machine's memory, or less where an address-space limit (ulimit -v) is set;
-    None where neither can be read (not POSIX)."""
+# Where the memory a process may use is read (module constants: a test points them at fake files)
+PROC_CGROUP = "/proc/self/cgroup"
+CGROUP_ROOT = "/sys/fs/cgroup"
+MEMINFO = "/proc/meminfo"
+
+
+def _read_bytes(path) -> int | None:
+    """A cgroup limit file's number of bytes; None for "max" (cgroup v2: no limit), a missing or unreadable file."""
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def cgroup_limit() -> int | None:
+    """The memory limit of this process's cgroup, the smallest over it and its ancestors (a Slurm job's limit sits on
+    the job, its steps below it; a container sees its own cgroup as the root): cgroup v2 `memory.max` ("max": none),
+    cgroup v1 `memory.limit_in_bytes` (no limit reads as a number near 2^63, larger than any machine). None: no
+    limit, or no cgroup to read (not Linux)."""
     import os
 
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
+        with open(PROC_CGROUP) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
         return None
+    found = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        ident, controllers, path = parts
+        if ident == "0" and controllers == "":  # cgroup v2 (unified)
+            base, name = CGROUP_ROOT, "memory.max"
+        elif "memory" in controllers.split(","):  # cgroup v1, the memory controller's hierarchy
+            base, name = os.path.join(CGROUP_ROOT, "memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        rel = path.strip("/")
+        while True:  # the process's cgroup and each one above it (a container's own path may not be mounted: skipped)
+            value = _read_bytes(os.path.join(base, rel, name) if rel else os.path.join(base, name))
+            if value is not None:
+                found.append(value)
+            if not rel:
+                break
+            rel = os.path.dirname(rel)
+    return min(found) if found else None
+
+
+def memory_available() -> int | None:
+    """Bytes the machine can give a new allocation without swapping (/proc/meminfo MemAvailable: free memory and the
+    caches it can drop; other programs hold the rest); None where it cannot be read."""
+    try:
+        with open(MEMINFO) as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    parts = line.split()
+                    return int(parts[1]) * (1024 if len(parts) < 3 or parts[2].lower() == "kb" else 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_limit() -> int | None:
+    """Bytes this process may use: the smallest of the machine's memory, its cgroup's limit (a container's or a Slurm
+    job's: the kernel kills a process that passes it) and its address-space limit (ulimit -v); None where none of
+    them can be read (not POSIX)."""
+    import os
+
+    limits = [cgroup_limit()]
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        pass
     try:
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        return total if soft == resource.RLIM_INFINITY else min(total, soft)
+        limits.append(None if soft == resource.RLIM_INFINITY else soft)
     except (ImportError, ValueError, OSError):
-        return total
+        pass
+    limits = [v for v in limits if v is not None]
+    return min(limits) if limits else None
+
+
+_WARNED: set = set()  # memory warnings said once per process (the CLI checks before loading a model, predict again)
 
 
 def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta: bool = False,
                       propagate: bool = False) -> None:
     """A high-res grid whose run, `multiple` times its tensors' bytes and PEAK_FIXED_BYTES, would pass the memory this
-    process may use is refused before any work (review 45a: `--factor 1000` ended in an internal MemoryError; audit
-    46: the tensors alone were a quarter of a run's peak). `maps`, `tta`, `propagate`: the run makes uncertainty maps,
-    averages over the input's symmetries, draws samples of its output (`Method.peak_multiple` counts them; said so)."""
+    process may use (`memory_limit`) is refused before any work (review 45a: `--factor 1000` ended in an internal
+    MemoryError; audit 46: the tensors alone were a quarter of a run's peak). One that fits but needs more than the
+    machine has available now (other programs hold the rest) gets one warning line. `maps`, `tta`, `propagate`: the
+    run makes uncertainty maps, averages over the input's symmetries, draws samples of its output
+    (`Method.peak_multiple` counts them; said so)."""
     limit = memory_limit()
     if limit is None:  # left to the allocation itself
         return
@@ -104,6 +178,17 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
                        f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {need / 2**30:,.1f} GiB"
                        f"{_with(maps, tta, propagate)}, more than this process's "
                        f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)")
+    available = memory_available()
+    if available is not None and need > available:
+        message = (f"{describe(f)}: the run needs about {need / 2**30:,.1f} GiB{_with(maps, tta, propagate)}, more than "
+                   f"the {available / 2**30:,.1f} GiB this machine has available now (other programs hold the rest of "
+                   f"the {limit / 2**30:,.1f} GiB this process may use): it may be slow, or be killed when memory runs out")
+        key = (shape, round(need))
+        if key not in _WARNED:
+            _WARNED.add(key)
+            import warnings
+
+            warnings.warn(message, IQTWarning, stacklevel=3)
 
 
 def _with(maps: bool, tta: bool, propagate: bool) -> str:

@@ -4,6 +4,7 @@ in the brain, in background noise, in zeroed air and where part of a voxel's sig
 import numpy as np
 import pytest
 
+from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.dmri import dti
 from ImageQualityTransferLib.dmri.phantom import make_phantom
@@ -75,17 +76,31 @@ def test_weights_spanning_more_than_the_normal_equations_hold_go_dipys_way():
     assert_same_tensors(dti.fit_dti(dwi).data, dipy_wls(dwi, None))
 
 
-@pytest.mark.parametrize("flatten", [0.0, 1e-7])
-def test_directions_in_or_near_one_plane_are_fitted_as_dipy_fits_them(flatten):
-    """Every direction in the x-y plane leaves Dzz undetermined (a zero design column) and nearly so is ill-conditioned:
-    the whole fit goes dipy's way, no error, dipy's answer (review 42a)."""
+@pytest.mark.parametrize("flatten, rank", [(0.0, 3), (1e-7, 3), (1e-2, 5), (0.1, 6)])
+def test_directions_in_or_near_one_plane_are_refused_and_a_few_degrees_off_it_fitted_as_dipy_does(flatten, rank):
+    """Every direction in (or within 0.6 degrees of) the x-y plane leaves the tensor's z elements undetermined: refused in
+    one line naming how many of the 6 elements the directions determine (audit K: such tables were fitted silently,
+    FA 0.17 -> 0.71; review 42a had them fitted as dipy fits them). Six degrees off the plane is a tensor: dipy's
+    answer, no error."""
     dwi = make_phantom(shape=(10, 10, 8), voxel_mm=2.0, n_dirs=12)
     g = np.array(dwi.bvecs, float)
     g[2:, 2] *= flatten
     g[2:] /= np.linalg.norm(g[2:], axis=1, keepdims=True)
     flat = Volume(np.asarray(dwi.data), dwi.affine, "dwi", bvals=dwi.bvals, bvecs=g)
     mask = dti.brain_mask(dwi).data
-    assert_same_tensors(dti.fit_dti(flat, mask).data, dipy_wls(flat, mask))
+    if rank < 6:
+        with pytest.raises(IQTError, match=f"determine only {rank} of the tensor's 6 elements"):
+            dti.fit_dti(flat, mask)
+    else:
+        assert_same_tensors(dti.fit_dti(flat, mask).data, dipy_wls(flat, mask))
+
+
+def test_one_direction_repeated_or_the_three_axes_are_refused():
+    """A table of one direction repeated, or of the three axes only, fitted FA 1.00 / -85 % with no word (audit K)."""
+    dwi = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)
+    for g, rank in ((np.tile([0.6, 0.8, 0.0], (14, 1)), 1), (np.eye(3)[np.arange(14) % 3], 3)):
+        with pytest.raises(IQTError, match=f"determine only {rank} of"):
+            dti.fit_dti(dwi.replace(bvecs=g))
 
 
 @pytest.mark.parametrize("method", dti.FIT_METHODS)

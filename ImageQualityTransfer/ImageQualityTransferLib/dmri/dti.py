@@ -23,9 +23,30 @@ def gradient_table(dwi: Volume):
         raise IQTError("no b=0 volume in the series; DTI fitting and masking need at least one b0")
     if np.any(norms[~b0] < 1e-6):
         raise IQTError("some diffusion-weighted volumes have a zero gradient direction in the bvec file; check the bvec file")
+    if not spans_tensor(bvecs, dwi.bvals):  # audit K: one direction repeated, the three axes, or one plane fitted silently
+        raise IQTError(f"the {(~b0).sum()} diffusion-weighted directions determine only {_tensor_rank(bvecs[~b0])} of the "
+                       "tensor's 6 elements (fewer than 6 distinct directions, or all in one plane), so every fitted "
+                       "tensor would be wrong; check that the bvec file belongs to this series")
     bvecs[~b0] /= norms[~b0, None]
     bvecs[b0] = 0.0
     return dipy_gtab(dwi.bvals, bvecs=bvecs, b0_threshold=B0_THRESHOLD)
+
+
+def _tensor_rank(g) -> int:
+    """How many of the six tensor elements directions (n, 3) determine (the rank of the fit's design)."""
+    g = np.asarray(g, float)
+    n = np.linalg.norm(g, axis=1)
+    x, y, z = (g / np.where(n > 1e-6, n, 1.0)[:, None]).T
+    return int(np.linalg.matrix_rank(np.stack([x * x, 2 * x * y, y * y, 2 * x * z, 2 * y * z, z * z], 1), tol=1e-3))
+
+
+def spans_tensor(bvecs, bvals=None) -> bool:
+    """Whether the diffusion-weighted directions among these (every one without `bvals`) determine the six tensor
+    elements: at least MIN_DIRECTIONS, not fewer distinct ones nor all in one plane."""
+    g = np.asarray(bvecs, float)
+    if bvals is not None:
+        g = g[np.asarray(bvals, float) > B0_THRESHOLD]
+    return len(g) >= MIN_DIRECTIONS and _tensor_rank(g) == 6
 
 
 def mean_b0(dwi: Volume) -> np.ndarray:

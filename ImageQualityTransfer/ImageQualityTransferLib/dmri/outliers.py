@@ -39,7 +39,7 @@ import numpy as np
 
 from ..core.errors import IQTWarning
 from ..core.volume import Volume
-from .dti import B0_THRESHOLD, MIN_DIRECTIONS, SHELL_STEP, fit_dti
+from .dti import B0_THRESHOLD, MIN_DIRECTIONS, SHELL_STEP, fit_dti, spans_tensor
 
 SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here; a series
 # whose sidecar says otherwise is read along its own (slice_axis_of)
@@ -146,13 +146,6 @@ def _centred(rows, live, shell) -> np.ndarray:
             cols = shell == sid
             out[..., cols] = rows[..., cols] - np.nanmedian(rows[..., cols & live], axis=-1, keepdims=True)
     return out
-
-
-def spans_tensor(bvecs, bvals) -> bool:
-    """Whether the diffusion-weighted directions among these determine the six tensor elements."""
-    dw = np.asarray(bvals, float) > B0_THRESHOLD
-    return dw.sum() >= MIN_DIRECTIONS and np.linalg.matrix_rank(_attenuation(np.ones(dw.sum()), np.asarray(bvecs)[dw]),
-                                                                 tol=1e-3) == 6
 
 
 def _fit_without(dwi: Volume, mask: np.ndarray, drop, where=None, axis: int = SLICE_AXIS) -> np.ndarray:

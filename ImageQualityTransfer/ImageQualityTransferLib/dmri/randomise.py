@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.volume import Volume
 from . import degrade as deg
-from .dti import B0_THRESHOLD
+from .dti import B0_THRESHOLD, spans_tensor
 
 STYLE_WEIGHTS = {"own": 0.25, "tight": 0.30, "unmasked": 0.20, "ols": 0.25}
 OLS_FRACTION = 0.3  # of the WLS styles (own, tight, unmasked), fitted by OLS instead
@@ -45,12 +45,6 @@ class Variant:
         return d
 
 
-def _spans_tensor(g: np.ndarray) -> bool:
-    """Whether gradient directions (N, 3) determine the six tensor elements."""
-    b = np.stack([g[:, 0] ** 2, g[:, 0] * g[:, 1], g[:, 1] ** 2, g[:, 0] * g[:, 2], g[:, 1] * g[:, 2], g[:, 2] ** 2], 1)
-    return np.linalg.matrix_rank(b, tol=1e-3) == 6
-
-
 def draw(rng: np.random.Generator, bvals: np.ndarray, bvecs: np.ndarray | None = None,
          subsets: float = SUBSET_FRACTION, noise: float = NOISE_FRACTION) -> Variant:
     """One random variant for a series with these b-values and directions (without directions: all volumes);
@@ -67,7 +61,7 @@ def draw(rng: np.random.Generator, bvals: np.ndarray, bvecs: np.ndarray | None =
             n0 = int(rng.integers(1, len(b0) + 1))
             for _ in range(20):  # repeated directions (some protocols acquire each twice) may leave fewer than six
                 pick = rng.choice(dw, k, replace=False)
-                if _spans_tensor(np.asarray(bvecs, float)[pick]):
+                if spans_tensor(np.asarray(bvecs, float)[pick]):
                     volumes = tuple(sorted(int(v) for v in np.concatenate([rng.choice(b0, n0, replace=False), pick])))
                     break
     snr = None

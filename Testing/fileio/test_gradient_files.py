@@ -98,3 +98,19 @@ def test_a_suffix_that_does_not_match_the_compression_is_said(subject, tmp_path)
     page.write_bytes(b"<html><body>403 Forbidden</body></html>\n")
     with pytest.raises(IQTError, match=r"page\.nii\.gz: cannot be read as NIfTI: its name ends in \.gz but its content is neither"):
         fileio.load_scalar(page)
+
+
+def test_a_five_d_series_with_one_time_point_reads_as_the_four_d_one(subject):
+    """(X, Y, Z, 1, N), as some tools save a series, was refused as 'not a diffusion-weighted series' (audit K); the
+    volumes along the fifth axis are the series."""
+    import nibabel as nib
+
+    clean = fileio.load_dwi(subject / "dwi.nii.gz")
+    img = nib.load(str(subject / "dwi.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, :, None, :], img.affine, img.header), str(subject / "dwi.nii.gz"))
+    five = fileio.load_dwi(subject / "dwi.nii.gz")
+    np.testing.assert_array_equal(five.data, clean.data)
+    np.testing.assert_array_equal(five.bvecs, clean.bvecs)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, :, None, :2], img.affine), str(subject / "dwi.nii.gz"))
+    with pytest.raises(IQTError, match="at least 7 volumes"):
+        fileio.load_dwi(subject / "dwi.nii.gz")

@@ -51,9 +51,12 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     undone here so that fitted tensors are expressed in the voxel axes (docs/conventions.md).
     """
     img = load_nifti(path)
-    if img.ndim != 4 or img.shape[3] < 7:
+    five_d = img.ndim == 5 and img.shape[3] == 1  # (X, Y, Z, 1, N): the volumes along the fifth axis, as some tools save
+    n = img.shape[4] if five_d else img.shape[3] if img.ndim == 4 else 0
+    if n < 7:
         raise IQTError(
-            f"{path}: shape {img.shape} is not a diffusion-weighted series; a DWI is 4D with at least 7 volumes (b0 + 6 directions)"
+            f"{path}: shape {img.shape} is not a diffusion-weighted series; a DWI is 4D (or 5D with one time point, "
+            "X x Y x Z x 1 x N) with at least 7 volumes (b0 + 6 directions)"
         )
     bval_p, bvec_p = bval_bvec_paths(path, bval, bvec)
     for p, flag in ((bval_p, "--bval"), (bvec_p, "--bvec")):
@@ -63,7 +66,6 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     bvecs = read_gradient_table(bvec_p, "gradient directions (bvec)")
     if bvecs.shape[0] == 3 and bvecs.shape[1] != 3 or (bvecs.shape == (3, 3) and bvals.size == 3):
         bvecs = bvecs.T
-    n = img.shape[3]
     if bvals.size != n or bvecs.shape != (n, 3):
         raise IQTError(
             f"{path}: the DWI has {n} volumes but {bval_p.name} has {bvals.size} b-values and {bvec_p.name} "
@@ -77,6 +79,8 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
                       "direction with its b from the bval file; if their lengths scale b, put b x |g|^2 in the bval file",
                       IQTWarning, stacklevel=2)
     data = read_data(img, path)
+    if five_d:
+        data = data[:, :, :, 0, :]
     check_finite(data, path, "DWI")
     remember_codes(img.affine, header_codes(img))
     meta = {"path": str(path)}

@@ -123,6 +123,12 @@ class Method:
         (the Monte Carlo sums are per tile)."""
         return self.peak[maps] + (self.tta_peak if self.tta else 0.0) + (PROPAGATE_PEAK if propagate else 0.0)
 
+    def check_memory(self, shape3, factor, maps: bool, propagate: bool = False) -> None:
+        """The memory check of a run of this method on a low-res grid of `shape3` at `factor` (`grid.check_output_size`
+        with `peak_multiple`): `predict` runs it, and `iqt upsample` before it reads the input or loads a model."""
+        grid.check_output_size(shape3, factor, self.peak_multiple(maps, propagate), maps=maps, tta=self.tta,
+                               propagate=propagate)
+
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         if model is not None and not self.learned:
             raise IQTError(f"method {self.name!r} has no model; drop --model (it applies to the learned methods)")
@@ -169,7 +175,7 @@ class Method:
         f = grid.factors(factor)
         self._check_model(f)
         maps = bool(uncertainty) and self.gives_uncertainty
-        grid.check_output_size(lr.shape3, f, self.peak_multiple(maps), maps=maps, tta=self.tta)
+        self.check_memory(lr.shape3, f, maps)
         if isinstance(mask, np.ndarray):  # a plain array is on the input's grid: its shape must be the input's
             if mask.shape != lr.shape3:
                 raise IQTError(f"mask array shape {mask.shape} differs from the low-res input {lr.shape3}; give a mask "

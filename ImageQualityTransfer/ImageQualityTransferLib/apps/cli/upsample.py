@@ -70,6 +70,27 @@ def file_maps(tensor, order: str) -> dict:
     return {key: Volume(values, tensor.affine) for key, values in tensors.dtifit_maps(data).items()}
 
 
+def input_shape3(path) -> tuple[int, int, int] | None:
+    """The input's grid from its header alone (NIfTI: nibabel reads the data lazily; NRRD: its space axes), for the
+    memory check before any work; None where the header does not say (the full read then says why)."""
+    try:
+        from ...fileio.nifti import is_nrrd
+
+        if is_nrrd(path):
+            import nrrd
+
+            header = nrrd.read_header(str(path))
+            kinds = header.get("kinds") or []
+            sizes = [int(n) for n, k in zip(header["sizes"], kinds) if k in ("domain", "space")]
+            return tuple(sizes) if len(sizes) == 3 else None
+        import nibabel
+
+        shape = nibabel.load(str(path)).shape
+        return tuple(int(n) for n in shape[:3]) if len(shape) >= 4 else None
+    except Exception:  # noqa: BLE001 - any unreadable header: left to load_tensor's messages
+        return None
+
+
 def _check_samples(args, cls) -> None:
     """`--samples` means propagation draws with --propagate and Monte Carlo passes without; the propagation
     options apply only with --propagate."""
@@ -134,6 +155,12 @@ def run(args):
         for key, path in prop_paths.items():
             plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}")
     plan.check()
+    # the memory check before the input is read, torch imported or a model loaded (refused in 1-2 s, not 4-20 s):
+    # the grid from the input's header; predict checks the same again (one function, Method.check_memory)
+    shape3 = lr.shape3 if lr is not None else input_shape3(args.input)
+    maps = (bool(unc_out) or args.propagate) and method.gives_uncertainty
+    if shape3 is not None:
+        method.check_memory(shape3, f, maps, propagate=args.propagate)
     if method.learned:
         try:
             method.load(f)  # a missing, corrupt or foreign model fails here, before any work
@@ -148,9 +175,8 @@ def run(args):
     written = options.output_order(args, lr, out)
     fileio.check_tensor_output(out, lr.affine)
     seeds = options.load_seeds(args) if args.propagate else None
-    if args.propagate:  # the sampling's arrays beside the prediction: refused before any work (predict checks the rest)
-        grid.check_output_size(lr.shape3, f, method.peak_multiple(True, propagate=True), maps=True, tta=method.tta,
-                               propagate=True)
+    if shape3 is None:  # a header the early check could not read (the file is read now): checked here, before any work
+        method.check_memory(lr.shape3, f, maps, propagate=args.propagate)
     pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                            direction=bool(unc_out))
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written

@@ -71,12 +71,18 @@ class Interpolation(Method):
         return hr
 
     def _predict(self, lr, r, mask, progress):
-        hr = upsample_separable(self._transform(clip_input(fill_context(lr))), r, self.order)
+        report = progress if progress is not None else (lambda fraction: None)
+        x = self._transform(clip_input(fill_context(lr)))
+        report(0.2)
+        hr = upsample_separable(x, r, self.order)
+        report(0.6)
         support = output_support(mask, r)
         if support is None:
-            return self._inverse(hr), {}
-        out = np.zeros_like(hr)
-        out[support] = self._inverse(hr[support])
+            out = self._inverse(hr)
+        else:
+            out = np.zeros_like(hr)
+            out[support] = self._inverse(hr[support])
+        report(1.0)
         return out, {}
 
 

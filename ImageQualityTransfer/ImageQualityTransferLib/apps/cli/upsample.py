@@ -3,6 +3,7 @@ low-resolution DTI volume."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from ...core.errors import IQTError
@@ -91,6 +92,34 @@ def input_shape3(path) -> tuple[int, int, int] | None:
         return None
 
 
+@contextmanager
+def method_progress(method):
+    """The callback that `Method.predict` calls with the fraction done, drawing a progress bar of the method's run on
+    stderr, only on a terminal (core.progress), as train, benchmark and batch show theirs; None elsewhere. The bar
+    starts at the first call (after the input's warnings) and is gone once the run ends."""
+    import sys
+
+    from ...core.progress import progress_bar
+
+    if not sys.stderr.isatty():
+        yield None
+        return
+    bars = []
+
+    def progress(fraction):
+        if not bars:
+            bars.append(progress_bar(total=100, desc=method.label))
+        done = int(round(100 * min(max(float(fraction), 0.0), 1.0)))
+        if done > bars[0].n:
+            bars[0].update(done - bars[0].n)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars:
+            bar.close()
+
+
 def _check_samples(args, cls) -> None:
     """`--samples` means propagation draws with --propagate and Monte Carlo passes without; the propagation
     options apply only with --propagate."""
@@ -177,8 +206,9 @@ def run(args):
     seeds = options.load_seeds(args) if args.propagate else None
     if shape3 is None:  # a header the early check could not read (the file is read now): checked here, before any work
         method.check_memory(lr.shape3, f, maps, propagate=args.propagate)
-    pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
-                                           direction=bool(unc_out))
+    with method_progress(method) as progress:  # on a terminal only, as train, benchmark and batch show theirs
+        pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
+                                               direction=bool(unc_out), progress=progress)
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     maps = file_maps(pred.tensor, written["order"]) if map_paths else {}
     fileio.save_tensor(pred.tensor, out, **written)

@@ -175,6 +175,20 @@ def _check_registered(meta: dict, sp: Path, digest: str) -> None:
                        "the new model with 'iqt train ... --register'")
 
 
+def check_names_given(path, weights: Path) -> None:
+    """A weights file given by path is the one its sidecar names: with two models' sidecars swapped (or a model's pair
+    copied beside the original under a new name), the given file was never read and the other model ran, its output
+    identical to that one's, with exit 0 (audit J). A sidecar given is used with the weights it names."""
+    given = Path(path)
+    if given.suffix == ".json" or given.resolve() == Path(weights).resolve():
+        return
+    sp = sidecar_path(path)
+    raise IQTError(f"{given}: its sidecar {sp.name} names {Path(weights).name} as its weights, not {given.name}, so "
+                   f"{given.name} is not the model that sidecar describes (sidecars swapped, or a pair copied under a "
+                   f"new name): give {Path(weights).name} to run the model {sp.name} describes, put {given.name}'s own "
+                   f"sidecar beside it, or, for a pair copied under a new name, set 'weights' in {sp.name} to {given.name}")
+
+
 def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     """`read_sidecar`, then check that the sidecar is as written and that the weights exist and match its SHA256 (and,
     for a shipped model, the registry's) before anyone reads them."""
@@ -188,6 +202,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     if not weights.is_file():
         raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the "
                        f"model{copied}")
+    check_names_given(path, weights)
     if not meta.get("sha256"):  # said as such, not as a mismatch with "None" (review 44d)
         raise IQTError(f"{sidecar_path(path)}: the sidecar gives no sha256 for {weights.name}, so the file cannot be "
                        "verified and is not read; re-download or retrain the model")

@@ -3,8 +3,8 @@ dense solves run (the forests), where threads cost far more than they give (docs
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 from contextlib import contextmanager
 
 from .errors import IQTError
@@ -24,10 +24,16 @@ def apply(n: int | None) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=int(n))
-    if importlib.util.find_spec("torch") is not None:
-        import torch
+    limit_torch()
 
-        torch.set_num_threads(int(n))
+
+def limit_torch() -> None:
+    """torch's CPU threads to the --threads cap, where one is set and torch is already imported: never imports it
+    (for cubic or biqt that cost 180 MB and 2 s of CPU, audit O). The CNN code calls it where it imports torch
+    (methods/cnn/__init__.py require_torch, networks.py), so a cap given before still holds there."""
+    torch = sys.modules.get("torch")
+    if _LIMIT is not None and torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(_LIMIT)
 
 
 def wait_passively() -> None:

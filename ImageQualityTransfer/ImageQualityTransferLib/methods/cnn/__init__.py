@@ -17,4 +17,7 @@ def require_torch():
             "the CNN methods need PyTorch, which is not installed; install it with "
             "'pip install torch' (or 'pip install imagequalitytransfer[cnn]') and retry"
         ) from None
+    from ...core.threads import limit_torch
+
+    limit_torch()  # the --threads cap given before torch was imported
     return torch

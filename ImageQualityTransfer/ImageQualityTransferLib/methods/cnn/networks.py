@@ -31,6 +31,9 @@ import torch
 from torch import nn
 
 from ...core import grid
+from ...core.threads import limit_torch
+
+limit_torch()  # where the engine's runs first import torch: the --threads cap given before holds for it
 
 from .shuffle import pixel_shuffle_3d
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..core.errors import IQTWarning
 from ..core.volume import Volume
+from .b0s import check_b0_levels
 from .dti import B0_THRESHOLD, MIN_DIRECTIONS, SHELL_STEP, fit_dti, spans_tensor
 
 SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here; a series
@@ -347,6 +348,7 @@ def checked_fit(dwi: Volume, mask, tensor: Volume, exclude: bool = False) -> tup
 
 
 def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int) -> tuple[Volume, Outliers]:
+    check_b0_levels(dwi, np.any(np.asarray(tensor.data) != 0, axis=-1) if mask is None else mask, tensor)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     if not out:
         return tensor, out

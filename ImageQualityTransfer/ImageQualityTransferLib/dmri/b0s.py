@@ -1,0 +1,69 @@
+"""Whether a fit's b0 volumes agree with each other and give the tensors an in-vivo brain's scale (`check_b0_levels`).
+
+Every tensor's scale comes from the ratio of the diffusion-weighted signal to the b0: a b0 from another series, or one
+the scanner scaled differently, moves MD and FA in every voxel alike and leaves no residual for the outlier check
+(dmri/outliers.py) to read (audit K, 3 mm ortho dev scan: its b0 at half its brightness gave MD -47 %, FA +73 %; at a
+fifth, MD -93 %; a second b0 at 40 % beside it, MD -31 %, FA +40 %; none said). Two things are read: the b0s' brain
+medians against each other, and the brain's median MD against an in-vivo brain's."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..core.errors import IQTWarning
+from ..core.volume import Volume
+from .dti import B0_THRESHOLD
+
+B0_RATIO = 1.25  # a b0 brighter or darker than the others' median by more than this factor in the brain is said
+MD_RANGE = (0.4e-3, 1.6e-3)  # mm^2/s: the brain's median MD of an in-vivo brain; the 8 shared subjects 0.69-0.89e-3
+# (b = 1000 and 2000), a neonate's about 1.2-1.5e-3; the audit's b0 at half brightness 0.39e-3
+
+
+def b0_ratios(dwi: Volume, mask) -> np.ndarray:
+    """(number of b0s,): each b0's median over the brain of its ratio to the voxel's median b0 (with two b0s, the
+    second's ratio to the first, the first 1)."""
+    b0 = np.asarray(dwi.data)[..., np.asarray(dwi.bvals) <= B0_THRESHOLD].astype(np.float64)
+    m = np.asarray(getattr(mask, "data", mask), bool)
+    if b0.shape[-1] < 2 or not m.any():
+        return np.ones(b0.shape[-1])
+    v = b0[m]
+    ref = v[:, :1] if b0.shape[-1] == 2 else np.median(v, axis=1, keepdims=True)
+    ok = ref[:, 0] > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.median(v[ok] / ref[ok], axis=0) if ok.any() else np.ones(b0.shape[-1])
+
+
+def brain_md(tensor, mask) -> float:
+    """Median MD (mm^2/s) over the mask's voxels that hold a tensor."""
+    t = np.asarray(getattr(tensor, "data", tensor), np.float64)
+    m = np.asarray(getattr(mask, "data", mask), bool) & np.any(t != 0, axis=-1)
+    return float(np.median((t[..., 0] + t[..., 2] + t[..., 5])[m] / 3.0)) if m.any() else float("nan")
+
+
+def check_b0_levels(dwi: Volume, mask, tensor) -> None:
+    """One warning line where the b0s disagree in brightness (naming them) or the fit's brain median MD is not an
+    in-vivo brain's; nothing otherwise."""
+    said = []
+    r = b0_ratios(dwi, mask)
+    index = np.flatnonzero(np.asarray(dwi.bvals) <= B0_THRESHOLD)
+    if len(r) == 2 and not 1 / B0_RATIO <= r[1] <= B0_RATIO:
+        said.append(f"the two b0 volumes ({index[0]} and {index[1]}) differ in brightness: the second is {r[1]:.2f}x "
+                    "the first in the brain")
+    elif len(r) > 2:
+        odd = [i for i, x in enumerate(r) if not 1 / B0_RATIO <= x <= B0_RATIO]
+        if odd:
+            said.append(f"b0 volume{'s' if len(odd) > 1 else ''} {', '.join(str(index[i]) for i in odd)} "
+                        f"{'are' if len(odd) > 1 else 'is'} {', '.join(f'{r[i]:.2f}x' for i in odd)} the other b0s' "
+                        "median brightness in the brain")
+    md = brain_md(tensor, mask)
+    if np.isfinite(md) and not MD_RANGE[0] <= md <= MD_RANGE[1]:
+        said.append(f"the brain's median MD is {md * 1e3:.2g}e-3 mm^2/s, outside the {MD_RANGE[0] * 1e3:g}e-3 to "
+                    f"{MD_RANGE[1] * 1e3:g}e-3 of an in-vivo brain")
+    if said:
+        source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+        warnings.warn(f"{source}{'; '.join(said)}: the tensors' scale comes from the b0, so MD and FA are off in every "
+                      "voxel if a b0 is another series' or scaled differently (check the series; leave such a b0 out, "
+                      "e.g. with fslroi or mrconvert -coord 3, and its line from the bval and bvec files)",
+                      IQTWarning, stacklevel=3)

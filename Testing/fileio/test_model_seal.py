@@ -7,8 +7,10 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from ImageQualityTransferLib import IQTError
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.fileio import model_files
 from ImageQualityTransferLib.methods.forest import model_io
@@ -72,3 +74,66 @@ def test_a_model_that_does_not_check_is_not_sealed_and_nothing_changes(tmp_path,
 def test_a_shipped_model_is_not_resealed(capsys):
     assert main(["seal", str(Path(model_files.MODELS_DIR) / "espcn_x2.pt")]) == 0
     assert "already sealed" in capsys.readouterr().out
+
+
+def _resum(weights: Path) -> None:
+    """Make the (unsealed) sidecar's sha256 and size match the weights as they now are."""
+    side = weights.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta.update(sha256=model_files.sha256(weights), size_bytes=weights.stat().st_size)
+    side.write_text(json.dumps(meta, indent=2))
+
+
+def _damage(weights: Path, how: str) -> None:
+    side = weights.with_suffix(".json")
+    if how in ("sealed_truncated", "sealed_flipped", "truncated_resummed"):
+        data = weights.read_bytes()
+        if how == "sealed_flipped":
+            data = bytearray(data)
+            data[len(data) // 2] ^= 0xFF
+            data = bytes(data)
+        else:
+            data = data[: len(data) // 2]
+        weights.write_bytes(data)
+        if how == "truncated_resummed":
+            _resum(weights)
+    elif how == "pickled_resummed":
+        np.savez(weights.with_suffix(""), a=np.array([object()], dtype=object))  # writes weights (.npz)
+        _resum(weights)
+    elif how == "factor_edited":
+        meta = json.loads(side.read_text())
+        meta["factor"] = 3
+        side.write_text(json.dumps(meta, indent=2))
+
+
+@pytest.mark.parametrize("how", ["sealed_truncated", "sealed_flipped", "truncated_resummed", "pickled_resummed",
+                                 "factor_edited"])
+def test_seal_refuses_a_model_upsample_refuses(tmp_path, capsys, how):
+    """Audit J: a sealed model with truncated or flipped weights was 'already sealed, left as it was' (exit 0) and an
+    unsealed one whose sha256 matched a truncated file or a pickled payload, or with an edited factor, was sealed;
+    'iqt upsample' refused each. Now each is refused, in one line, and nothing is sealed (nor the good one beside it)."""
+    good, bad = _old_model(tmp_path, "good"), _old_model(tmp_path, "bad")
+    if how.startswith("sealed_"):
+        assert main(["seal", str(bad)]) == 0
+        capsys.readouterr()
+    _damage(bad, how)
+    files = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(IQTError):
+        model_io.check_outputs(model_io.load(bad))  # as 'iqt upsample' reads it before predicting
+    capsys.readouterr()  # its warning that the sidecar is unsealed
+    model_files._UNSEALED_SAID.clear()
+    assert main(["seal", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad" in err[0], err
+    assert ("left as it was" if how.startswith("sealed_") else "not sealed") in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+def test_seal_refuses_a_weights_file_its_sidecar_does_not_name(tmp_path, capsys):
+    _old_model(tmp_path, "a")
+    b = _old_model(tmp_path, "b")
+    meta = json.loads(b.with_suffix(".json").read_text())
+    meta["weights"] = "a.npz"  # b's sidecar swapped for a's
+    b.with_suffix(".json").write_text(json.dumps(meta))
+    assert main(["seal", str(b)]) == 2
+    assert "b.json names a.npz as its weights, not b.npz" in capsys.readouterr().err

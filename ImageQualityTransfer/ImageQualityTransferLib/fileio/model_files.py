@@ -115,19 +115,24 @@ CNN_FORMAT, FOREST_FORMAT = "iqt-cnn-model/1", "iqt-forest-model/1"  # the sidec
 MODEL_FORMATS = (CNN_FORMAT, FOREST_FORMAT)
 
 
-def seal(path) -> tuple[Path, bool]:
-    """Seal a model sidecar written before sidecars were sealed, as it is, once its weights match its SHA256: the user
-    vouches for its settings, so the warning stops (retraining was the only way). (sidecar, whether it was sealed now);
-    an IQTError for anything else, which is left as it was."""
-    sp, meta = check_sealable(path)
+def seal(path, load=None) -> tuple[Path, bool]:
+    """Seal a model sidecar written before sidecars were sealed, as it is, once its weights match its SHA256 and load
+    (`check_sealable`): the user vouches for its settings, so the warning stops (retraining was the only way).
+    (sidecar, whether it was sealed now); an IQTError for anything else, which is left as it was."""
+    sp, meta = check_sealable(path, load)
     if SEAL in meta:
         return sp, False
     write_sidecar(sp, meta)
     return sp, True
 
 
-def check_sealable(path) -> tuple[Path, dict]:
-    """(sidecar, its fields) of a model `seal` may seal or has sealed; an IQTError naming what is wrong otherwise."""
+def check_sealable(path, load=None) -> tuple[Path, dict]:
+    """(sidecar, its fields) of a model `seal` may seal or has sealed; an IQTError naming what is wrong otherwise.
+    Sealed or not, the weights must be the file the sidecar names (`check_names_given`), match its SHA256 and, with
+    `load(sidecar)` (the family's own safe loader, as 'iqt upsample' reads the model: nothing executed), load with its
+    settings: a sealed model whose weights were truncated or swapped was 'already sealed, left as it was' with exit
+    0, and an unsealed sidecar whose SHA256 was made to match a truncated file, a pickled payload or with an edited
+    factor was sealed, all of them refused by 'iqt upsample' (audit J)."""
     sp = sidecar_path(path)
     if not sp.is_file():
         raise IQTError(f"{sp}: model sidecar not found; give a model file from 'iqt train' (or its .json sidecar)")
@@ -138,22 +143,44 @@ def check_sealable(path) -> tuple[Path, dict]:
     if not isinstance(meta, dict) or meta.get("format") not in MODEL_FORMATS:
         got = meta.get("format") if isinstance(meta, dict) else None
         raise IQTError(f"{sp}: not an IQT model sidecar (format {got!r}); give a model's .json from 'iqt train'")
-    if SEAL in meta:
-        if meta[SEAL] != settings_digest(meta):
-            raise IQTError(f"{sp}: already sealed, and its settings no longer match the seal: it was edited after "
-                           "'iqt train' wrote it; re-download or retrain the model rather than seal it again")
-        return sp, meta
-    if registered_entry(sp) is not None:
+    sealed = SEAL in meta
+    if sealed and meta[SEAL] != settings_digest(meta):
+        raise IQTError(f"{sp}: already sealed, and its settings no longer match the seal: it was edited after "
+                       "'iqt train' wrote it; re-download or retrain the model rather than seal it again")
+    if not sealed and registered_entry(sp) is not None:
         raise IQTError(f"{sp}: one of the install's shipped models, which ship sealed; reinstall the extension")
     weights = sp.with_name(str(meta.get("weights", "")))
     if not meta.get("weights") or not weights.is_file():
         raise IQTError(f"{weights}: model weights not found (named by {sp}); re-download or retrain the model")
+    check_names_given(path, weights)
     digest = sha256(weights)
     if digest != meta.get("sha256"):
+        what = "since it was sealed (its seal is left as it was)" if sealed else ", so it is not sealed"
         raise IQTError(f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says "
-                       f"{str(meta.get('sha256'))[:12]}...); the file is corrupt or was modified, so it is not sealed: "
-                       "re-download or retrain the model")
+                       f"{str(meta.get('sha256'))[:12]}...); the file is corrupt or was modified{' ' * sealed}{what}: "
+                       "'iqt upsample' refuses it too; re-download or retrain the model")
+    if load is not None:
+        _load_quietly(load, sp, sealed)
     return sp, meta
+
+
+def _load_quietly(load, sp: Path, sealed: bool) -> None:
+    """`load(sp)` without the 'seal it' warning (it is being sealed); its refusal says that nothing was sealed."""
+    import warnings
+
+    from ..core.errors import IQTWarning
+
+    key = str(Path(sp).resolve())
+    said = key in _UNSEALED_SAID
+    try:
+        with warnings.catch_warnings():  # one thread here: 'iqt seal' runs nothing beside it
+            warnings.simplefilter("ignore", IQTWarning)
+            load(sp)
+    except IQTError as exc:
+        raise IQTError(f"{exc} ({'its seal is left as it was' if sealed else 'so it is not sealed'})") from None
+    finally:
+        if not said:
+            _UNSEALED_SAID.discard(key)
 
 
 def registered_entry(path, models_dir=None) -> dict | None:

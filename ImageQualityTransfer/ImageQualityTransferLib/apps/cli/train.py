@@ -83,14 +83,32 @@ def add_parsers(sub) -> None:
 
 
 def seal(args):
-    """Every model is checked before any is sealed: one bad file among several leaves all of them as they were."""
+    """Every model, sealed or not, is checked before any is sealed (its checksum, and that its weights load as
+    'iqt upsample' loads them): one bad file among several leaves all of them as they were."""
     from ...fileio import model_files
 
     for m in args.models:
-        model_files.check_sealable(m)
+        model_files.check_sealable(m, load=_load_model)
     for m in args.models:
         sp, now = model_files.seal(m)
         print(f"{sp}: sealed" if now else f"{sp}: already sealed, left as it was")
+
+
+def _load_model(sidecar) -> None:
+    """Read the model as 'iqt upsample --model' reads it (its method's safe loader: weights only, no code run, its
+    settings checked against them); an IQTError where it does not load."""
+    import json
+
+    from ... import methods
+
+    method = json.loads(Path(sidecar).read_text()).get("method")
+    if method not in methods.trainable():
+        raise IQTError(f"{sidecar}: the sidecar names no learned method ({method!r}); re-download or retrain the model")
+    method = methods.method_class(method)()
+    model = method._read(sidecar)
+    check = getattr(method._model_io(), "check_outputs", None)  # what a prediction checks first (the forests' outputs)
+    if check is not None:
+        check(model)
 
 
 def run(args):

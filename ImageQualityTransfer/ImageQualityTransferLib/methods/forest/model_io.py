@@ -249,6 +249,16 @@ def load(path) -> ForestModel:
     return model
 
 
+def check_outputs(model: ForestModel) -> None:
+    """Its map answers the values its sidecar's factors need (checked before a prediction, and by 'iqt seal', which
+    sealed a sidecar whose factor was edited: audit J); an IQTError naming the edit otherwise."""
+    need = math.prod(grid.factors(model.factor)) * 6
+    if model.gl_W.shape[1] != need:  # a sidecar edited apart from its weights
+        raise IQTError(f"{model.meta.get('weights', 'the model')}: it answers {model.gl_W.shape[1]} values per low-res "
+                       f"voxel, its sidecar's factors {grid.text(model.factor)} need {need}: the sidecar was edited; "
+                       "re-download or retrain the model")
+
+
 def _kind(meta: dict, weights) -> tuple[str, str]:
     """(target, inputs) of a sidecar; the defaults for sidecars from before the fields; an IQTError for others."""
     target = meta.get("target", TARGETS[0])

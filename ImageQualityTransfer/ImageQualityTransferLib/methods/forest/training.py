@@ -24,7 +24,7 @@ from . import features, linear, patches
 from .completion import GaussianCompletion
 from .forest import Forest
 from . import INPUT_UNITS
-from .model_io import INPUTS, METHODS, ForestModel
+from .model_io import INPUTS, METHODS, ForestModel, check_outputs
 
 # The forests train without the context fill, so their std does not know that a filled voxel's input was made up: on
 # the training subjects' tight x2 inputs the error over the std was 1.88-2.02 (biqt) and 2.14-2.39 (rf) times as
@@ -135,10 +135,7 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     """Low-res canonical tensors (mm^2/s) -> high-res tensors (mm^2/s) and, for rf/biqt, the per-voxel std map.
     `progress(fraction)` is called after each chunk of patches (it may raise to stop the prediction)."""
     r, n = model.factor, model.n
-    if model.gl_W.shape[1] != math.prod(grid.factors(r)) * 6:  # a sidecar edited apart from its weights
-        raise IQTError(f"{model.meta.get('weights', 'the model')}: it answers {model.gl_W.shape[1]} values per low-res "
-                       f"voxel, its sidecar's factors {grid.text(r)} need {math.prod(grid.factors(r)) * 6}: the sidecar "
-                       "was edited; re-download or retrain the model")
+    check_outputs(model)
     x, cubic, scale = patches.prepare_input(lr, r, model.input_unit, fill=True)
     cubic_blocks = patches.to_blocks(cubic, r) if model.inputs == "patch+cubic" else None
     present = np.any(x != 0, axis=-1)  # the filled context counts as present for the features

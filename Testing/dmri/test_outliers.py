@@ -185,3 +185,23 @@ def test_the_sagittal_dev_scan_s_own_dropout_is_named():
     mask = brain_mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert not found.volumes and list(found.pairs) == [15] and list(found.pairs[15]) == [8], found
+
+
+def test_the_check_leaves_the_process_warning_filters_alone(phantom, monkeypatch):
+    """Audit P: warnings.catch_warnings + simplefilter('ignore') around numpy's medians and the refits replaced the
+    process's filters while the check ran, which other threads share (their warnings lost meanwhile). A dead volume
+    (NaN residuals) and a dropout exercise every median and a refit; the filters seen inside equal the caller's."""
+    dw = np.flatnonzero(phantom.bvals > B0_THRESHOLD)
+    bad = _corrupted(phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]])
+    mask = brain_mask(bad)
+    fitted = fit_dti(bad, mask)
+    seen, real = [], np.nanmedian
+
+    def spy(*args, **kwargs):
+        seen.append(list(warnings.filters))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "nanmedian", spy)
+    before = list(warnings.filters)
+    found = outliers.find_outliers(bad, mask, fitted)
+    assert found.volumes and found.pairs and seen and all(f == before for f in seen)

@@ -228,13 +228,15 @@ def check_shells(dwi: Volume) -> None:
                       "shell: give them a series of that shell)", IQTWarning, stacklevel=2)
 
 
-def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS") -> Volume:
+def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS", say_shells: bool = True) -> Volume:
     """Tensor volume (lower-triangular, mm^2/s, voxel axes) by dipy weighted (default) or ordinary least squares;
-    zero outside the mask. A multi-shell series reaching above DTI_BMAX gets one warning (`check_shells`)."""
+    zero outside the mask. A multi-shell series reaching above DTI_BMAX gets one warning (`check_shells`) unless
+    `say_shells` is False (a refit of a series already said)."""
     if dwi.kind != "dwi":
         raise IQTError("DTI fitting needs a diffusion-weighted series with b-values and directions")
     check_table(dwi.bvals, dwi.bvecs, dwi.data.shape[3] if dwi.data.ndim == 4 else 1)  # as fileio.load_dwi checks a file's
-    check_shells(dwi)
+    if say_shells:
+        check_shells(dwi)
     m = None if mask is None else np.asarray(getattr(mask, "data", mask), dtype=bool)
     if m is not None:
         if m.shape != dwi.shape3:

@@ -116,10 +116,19 @@ def _slice_row(signal, tensor, mask, q, s, signed: bool = False, axis: int = SLI
     m = _plane(mask, s, axis)
     t = tensor if tensor.ndim == m.ndim + 1 else _plane(tensor, s, axis)
     rel = relative_residuals(_plane(signal, s, axis)[m], t[m], q)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a volume NaN in every voxel (S_hat 0)
-        row = np.nanmedian(np.abs(rel), axis=0)
-        return (row, np.nanmedian(rel, axis=0)) if signed else row
+    row = _nanmedian(np.abs(rel), axis=0)  # NaN for a volume NaN in every voxel (S_hat 0)
+    return (row, _nanmedian(rel, axis=0)) if signed else row
+
+
+def _nanmedian(a, axis=None, keepdims: bool = False):
+    """np.nanmedian, NaN where every value is NaN, without numpy's warning for that: silencing it with
+    warnings.catch_warnings would change the process's filters, which other threads share (audit P)."""
+    a = np.asarray(a, float)
+    if axis is None:
+        a, axis = a.reshape(-1), 0
+    some = (~np.isnan(a)).any(axis=axis, keepdims=True)
+    out = np.where(some, np.nanmedian(np.where(some, a, 0.0), axis=axis, keepdims=True), np.nan)
+    return out if keepdims else np.squeeze(out, axis=axis)
 
 
 def _shell_ids(bvals) -> np.ndarray:
@@ -141,11 +150,9 @@ def _centred(rows, live, shell) -> np.ndarray:
     volume of its shell is live."""
     rows = np.asarray(rows, float)
     out = np.full(rows.shape, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a row NaN in every live volume
-        for sid in np.unique(shell[live]):
-            cols = shell == sid
-            out[..., cols] = rows[..., cols] - np.nanmedian(rows[..., cols & live], axis=-1, keepdims=True)
+    for sid in np.unique(shell[live]):
+        cols = shell == sid
+        out[..., cols] = rows[..., cols] - _nanmedian(rows[..., cols & live], axis=-1, keepdims=True)
     return out
 
 
@@ -162,9 +169,7 @@ def _fit_without(dwi: Volume, mask: np.ndarray, drop, where=None, axis: int = SL
         data, m = data[tuple(sel)], m[tuple(sel)]
     part = Volume(data[..., keep], dwi.affine, "dwi", bvals=np.asarray(dwi.bvals)[keep],
                   bvecs=np.asarray(dwi.bvecs)[keep])
-    with warnings.catch_warnings():  # the series' multi-shell warning was given by the first fit
-        warnings.simplefilter("ignore", IQTWarning)
-        t = np.asarray(fit_dti(part, m).data, np.float64)
+    t = np.asarray(fit_dti(part, m, say_shells=False).data, np.float64)  # the first fit said them
     return t if where is None else _plane(t, 0, axis)
 
 
@@ -191,20 +196,15 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     def scores(rows, live):
         """(z of every (slice read, volume), the spread per volume): deviation from the slice's median over the live DW
         volumes of its shell, in units of its shell's spread (a higher shell's relative residuals are noisier)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            dev = _centred(rows, live, shell)
-            spread = np.full(len(bvals), np.nan)
-            for sid in np.unique(shell[live]):
-                spread[shell == sid] = max(1.4826 * float(np.nanmedian(np.abs(dev[:, live & (shell == sid)]))),
-                                           MIN_SCALE)
+        dev = _centred(rows, live, shell)
+        spread = np.full(len(bvals), np.nan)
+        for sid in np.unique(shell[live]):
+            spread[shell == sid] = max(1.4826 * float(_nanmedian(np.abs(dev[:, live & (shell == sid)]))), MIN_SCALE)
         return np.where(dw, dev / spread, np.nan), spread
 
     z, spread = scores(rows, dw)
     out.z_max = float(np.nanmax(z)) if np.isfinite(z).any() else float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        vz = np.nanmedian(z, axis=0)
+    vz = _nanmedian(z, axis=0)
     out.volume_z_max = float(np.nanmax(vz[dw])) if np.isfinite(vz[dw]).any() else float("nan")
     whole: list = []
     fitted = t
@@ -221,9 +221,7 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
         t_rows, t_signs = map(np.stack, zip(*[_slice_row(signal, trial, mask, q, s, signed=True, axis=axis)
                                               for s in read]))
         t_z, t_spread = scores(t_rows, dw & keep)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            t_vz = np.nanmedian(t_z, axis=0)
+        t_vz = _nanmedian(t_z, axis=0)
         if not t_vz[v] > VOLUME_Z:  # it fits the others' tensors: not bad as a whole
             break
         whole.append(v)

@@ -87,6 +87,7 @@ def _dwi_and_mask(args):
 def fit(args):
     from ... import fileio
     from ...dmri.dti import fit_dti
+    from ...dmri.gradcheck import check_gradients
     from ...dmri.motion import check_b0
     from ...dmri.outliers import check_fit
 
@@ -98,6 +99,7 @@ def fit(args):
     dwi, brain = _dwi_and_mask(args)
     check_b0(dwi)  # the mask was made from the b0: said before the fit's own lines
     tensor = check_fit(dwi, brain, fit_dti(dwi, brain), exclude=args.exclude_outliers)
+    check_gradients(dwi, brain, tensor, str(fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec)[1]))
     fileio.save_tensor(tensor, out)
     if mask_out:
         fileio.save_mask(brain, mask_out)

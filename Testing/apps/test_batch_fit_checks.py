@@ -163,3 +163,26 @@ def _a_tensor():
 
     dwi = make_phantom(shape=(12, 12, 10), voxel_mm=4.0, n_dirs=12)
     return fit_dti(dwi, brain_mask(dwi))
+
+
+@pytest.mark.slow
+def test_a_subject_s_gradient_table_in_the_wrong_frame_is_said_and_recorded(tmp_path):
+    """iqt fit's gradient-table check (dmri/gradcheck.py) on each DWI subject: sub-02's bvec file with its x row
+    negated is named in its notes with the fix, and qc.tsv's bvec_check says x-flipped; sub-01's says ok."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"))
+    bvec = ds / "sub-02" / "dwi" / "sub-02_dwi.bvec"
+    np.savetxt(bvec, np.loadtxt(bvec) * [[-1.0], [1.0], [1.0]], fmt="%.10g")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = {r["subject"]: r for r in batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out,
+                                                      progress=False)}
+    said = {k: [n for n in r["notes"] if "the gradient table looks wrong" in n] for k, r in res.items()}
+    assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
+    assert f"negate the first row (x) of {bvec}" in said["sub-02"][0]
+    assert res["sub-01"]["qc"]["bvec_check"] == "ok" and res["sub-02"]["qc"]["bvec_check"] == "x-flipped"
+    assert res["sub-02"]["qc"]["bvec_ratio"] > 1.1 > 1 > res["sub-01"]["qc"]["bvec_ratio"]
+    side = json.loads((out / "sub-02" / "dwi" / f"sub-02{BASE}tensor_dwimap.json").read_text())
+    assert side["QC"]["bvec_check"] == "x-flipped"
+    table = _qc(out)
+    assert (table["sub-01"]["bvec_check"], table["sub-02"]["bvec_check"]) == ("ok", "x-flipped")
+    assert "bvec_check" in (out / "qc.html").read_text()

@@ -54,6 +54,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ...core import grid, tensors
     from ...core.volume import Volume
     from ...dmri.dti import brain_mask, fit_dti
+    from ...dmri.gradcheck import check_gradients
     from ...dmri.motion import check_b0
     from ...dmri.outliers import checked_fit
     from ...methods.inputs import input_noise_index, whole_field, without_tiny_background
@@ -71,11 +72,14 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
 
             dwi = keep_bmax(dwi, s.bmax)
         mask = fileio.load_mask(item.mask, dwi) if item.mask else brain_mask(dwi)
-        # iqt fit's two checks (apps/cli/fit.py), said in the subject's notes and counted in its QC row
+        # iqt fit's checks (apps/cli/fit.py), said in the subject's notes and counted in its QC row
         shift = check_b0(dwi)  # the mask was made from the b0: said before the fit's own lines
         lr, found = checked_fit(dwi, mask, fit_dti(dwi, mask), exclude=s.exclude_outliers)
+        table = check_gradients(dwi, mask, lr, str(item.gradients()[1]))
         checks = {"fit_outlier_pairs": found.pair_count, "fit_outlier_volumes": len(found.volumes),
-                  "b0_shift_vox": round(float(np.linalg.norm(shift)), 3)}
+                  "b0_shift_vox": round(float(np.linalg.norm(shift)), 3),
+                  # ok, n/a (too little white matter) or the correction the fibres favour; its score over the table's
+                  "bvec_check": table.record, "bvec_ratio": round(table.ratio, 3)}
         snr = snr_estimate(dwi, mask.data)
         del dwi
     else:

@@ -168,6 +168,7 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
     volumes the tensor model does not fit, as `iqt fit --exclude-outliers` fits them; the note says what was left out.
     Here or in the worker process (slicer/worker.py `--dwi`, `--exclude-outliers`)."""
     from ..dmri import dti
+    from ..dmri.gradcheck import check_gradients
     from ..dmri.motion import check_b0
     from ..dmri.outliers import check_fit
 
@@ -179,9 +180,10 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
         check_b0(dwi)  # iqt fit's checks (apps/cli/fit.py): a b0 the head moved from; the mask was made from it
     lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
     _check_cancel(cancel)
-    with warnings.catch_warnings(record=True) as fit:  # the slices and volumes the fit does not explain
+    with warnings.catch_warnings(record=True) as fit:  # the slices and volumes the fit does not explain; a wrong table
         warnings.simplefilter("always", IQTWarning)
         lr = check_fit(dwi, fit_mask, lr, exclude=exclude)
+        check_gradients(dwi, fit_mask, lr)
     meta = dict(dwi.meta)
     meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [
         _fit_in_module_words(str(w.message)) for w in [*shells, *fit] if issubclass(w.category, IQTWarning)]

@@ -189,6 +189,8 @@ CASES = [
      "it is a rf model, which cannot initialise a network"),  # audit 46: it advised 'run it with --method rf'
     ("benchmark {d}/both --methods cubic", "holds both dwi.nii.gz and dwi.nii"),
     ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
+    # a copy of a subject under another name: counted twice with exit 0 (audit J)
+    ("train --method rf --subjects {d}/subj {d}/copy/subj -o {d}/m.npz", "byte-identical to that of"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),
     ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),
     ("fit {d}/sm2/dwi.nii.gz -o {d}/t.nii.gz", "s/m^2"),

@@ -91,8 +91,19 @@ class CNNMethod(LearnedMethod):
 
     def summary(self, factor=2):
         t = self.trained(factor).meta["training"]
-        return (f"{t['epochs_run']} epochs (stopped by: {t['stopped_by']}), best validation loss {t['best_val_loss']:.4f}, "
-                f"{t['minutes']:.1f} min + {t['data_preparation_seconds']:.0f} s data preparation")
+        return (f"{t['epochs_run']} epochs (stopped by: {t['stopped_by']}), best validation loss {t['best_val_loss']:.4f} "
+                f"({validation_loss_is(t)}), {t['minutes']:.1f} min + {t['data_preparation_seconds']:.0f} s data preparation")
+
+
+def validation_loss_is(training: dict) -> str:
+    """What the best validation loss of a sidecar's training record is: audit J's summaries gave 0.8578 (espcn) and
+    0.0701 (espcn-hetero) with no unit, as if one figure. Which loss, on what, and that it is optimistic."""
+    hetero = "hetero" in (training.get("epochs_per_phase") or {})
+    share = (training.get("options") or {}).get("val_fraction", 0.15)
+    what = ("the Gaussian negative log-likelihood per normalised tensor element (can be negative)" if hetero
+            else "the mean squared error of the normalised tensor elements")
+    return (f"{what}, on the held-out slab ({share:.0%}) of the training subjects, which also chose the epoch kept, so "
+            "optimistic; not comparable across methods")
 
 
 class ESPCN(CNNMethod):

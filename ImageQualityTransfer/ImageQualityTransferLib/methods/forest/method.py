@@ -50,7 +50,8 @@ class ForestMethod(LearnedMethod):
     def summary(self, factor=2):
         model = self.trained(factor)
         leaves = f", {model.forest.n_leaves} leaves in {len(model.forest.trees)} trees" if model.forest is not None else ""
-        return f"{model.meta['training']['examples']} examples{leaves}"
+        return (f"{model.meta['training']['examples']} examples{leaves}; no validation figure: the forests hold no "
+                "subject out (score the model with 'iqt benchmark --model' on subjects it was not trained on)")
 
 
 class GlobalLinearMethod(ForestMethod):

@@ -215,6 +215,7 @@ class Method:
         lr = drop_failed_fits(lr, mask, where, drop=self.learned)
         if self.learned:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated)
+            self._warn_off_training(lr, mask, f)
         # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
         # there was low, calling them certain (review 40b)
         noise = lr.replace(data=noise_fits(lr) & mask.data.astype(bool), kind="mask") if estimated and \
@@ -321,6 +322,34 @@ class Method:
                           "inside the brain here" + hint, IQTWarning, stacklevel=4)
         return self, index
 
+    def context(self, f: tuple) -> int | None:
+        """Low-res voxels the model reads along each axis around a voxel (a CNN's receptive field, a forest's patch);
+        None where unknown."""
+        return None
+
+    def _warn_off_training(self, lr: Volume, mask: Volume | None, f: tuple) -> None:
+        """One warning line where a learned method runs outside what it was trained on (audit O): an input (its brain)
+        thinner than the model's context along an axis (a 1-slice slab at x2: espcn made its two output slices
+        differ by up to 1.8e-4 mm^2/s from no information along that axis), or output voxels far from the
+        near-isotropic ones of the training subjects (1x1x6 mm at --factor 2: 0.5x0.5x3 mm)."""
+        context = self.context(f)
+        inside = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
+        box = grid.bounding_box(inside)
+        if context is not None and box is not None:
+            thin = [(i, b.stop - b.start) for i, b in enumerate(box) if b.stop - b.start < context]
+            if thin:
+                axes = " and ".join(f"{n} voxel{'s' if n > 1 else ''} along voxel axis {'ijk'[i]}" for i, n in thin)
+                warnings.warn(f"{_source(lr)}the input's brain is {axes}, thinner than the {context} voxels "
+                              f"{self.name} reads around each voxel: there its output comes from edge values it was "
+                              "not trained on, not from the data; use cubic for such a slab", IQTWarning, stacklevel=4)
+        hr = np.asarray(lr.voxel_size, float) / np.asarray(f, float)
+        if hr.min() > 0 and hr.max() / hr.min() > ANISOTROPY_TRAINED:
+            sizes = "x".join(f"{v:.3g}" for v in hr)
+            warnings.warn(f"{_source(lr)}at {grid.describe(f)} the output voxels are {sizes} mm ({hr.max() / hr.min():.1f}"
+                          f":1), far from the near-isotropic voxels {self.name}'s models were trained on (up to 1.4:1): "
+                          "give factors that make them near-isotropic (--voxel-size MM picks them), or use cubic",
+                          IQTWarning, stacklevel=4)
+
     def for_noisy_inputs(self, f: tuple) -> "Method | None":
         """This method with its shipped model for noisy inputs at factors `f` (or a reordering), made once; None."""
         return None
@@ -379,6 +408,11 @@ class Method:
                        "(see 'iqt methods')")
 
 
+# A learned method's output voxels (the input's over the factors) longer along one axis than this times another are
+# said to be off its training: the training subjects' voxels reach 1.4:1 (1.75x1.75x2.5 mm)
+ANISOTROPY_TRAINED = 2.0
+
+
 class LearnedMethod(Method):
     """A method with a trained model: `model=None` means the shipped one for the requested factors, a path
     means that file. Models are loaded once per factor set, checksum-verified by the family's `model_io`.
@@ -410,6 +444,13 @@ class LearnedMethod(Method):
                 twin.model_for = NOISY
             self._twins[f] = twin
         return self._twins[f]
+
+    def context(self, f: tuple) -> int | None:
+        model = self.load(f)
+        half = getattr(model, "n", None)  # a forest's patch radius
+        if half is None:
+            half = getattr(getattr(model, "net", None), "halo", None)  # a CNN's halo
+        return None if half is None else 2 * int(half) + 1
 
     def _model_io(self):
         """The family's model I/O module (with `shipped(method, factor)`, `load(path)` and `register(sidecar)`)."""

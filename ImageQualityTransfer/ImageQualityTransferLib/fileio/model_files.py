@@ -284,6 +284,36 @@ def shipped_factor_sets(method: str, models_dir=MODELS_DIR, kind: str | None = N
             for f in [_entry_factors(e)] if f is not None]
 
 
+def registered_here(sidecar) -> bool:
+    """Whether a model of the install's registry was put there by 'iqt train --register' (its sidecar's recorded command
+    has --register), not shipped: after a user's model replaced the default, every output and 'iqt methods' still
+    called it the shipped one (audit J). The shipped models' commands have no --register."""
+    try:
+        command = str(((json.loads(Path(sidecar).read_text()).get("training") or {}).get("command")) or "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return "--register" in command.split()
+
+
+def registered_factor_sets(method: str, models_dir=MODELS_DIR, kind: str | None = None) -> list[tuple[int, int, int]]:
+    """The factors of the registry's models of `method` for inputs of `kind` that 'iqt train --register' put there."""
+    return [f for e in read_registry(models_dir) if e.get("method") == method and e.get("input") == kind
+            for f in [_entry_factors(e)] if f is not None and registered_here(Path(models_dir) / str(e.get("sidecar")))]
+
+
+def model_origin(path, given: bool) -> tuple[str, str]:
+    """(its weights file's name, or the path as given; 'given', 'registered' or 'shipped') of the model at `path` (a
+    weights file or a sidecar): what an output says ran."""
+    if given:
+        return str(path), "given"
+    sp = sidecar_path(path)
+    try:
+        name = str(json.loads(sp.read_text()).get("weights") or Path(path).name)
+    except (OSError, ValueError, AttributeError):
+        name = Path(path).name
+    return name, "registered" if registered_here(sp) else "shipped"
+
+
 def shipped_for(method: str, factor, kind: str, models_dir=MODELS_DIR) -> Path | None:
     """Sidecar path of the shipped model of `method` for exactly `factor` and inputs of `kind`, or None."""
     f = grid.factors(factor)

@@ -6,6 +6,7 @@ refused."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -13,7 +14,8 @@ from ..core.errors import IQTError
 from ..core.grid import describe, factors, isotropic
 
 
-MADE_BY = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) factors? (?P<factor>\d+(?:,\d+,\d+ (?P<axes>[RLAPSI]{3}))?)$")
+MADE_BY = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) factors? (?P<factor>\d+(?:,\d+,\d+ (?P<axes>[RLAPSI]{3}))?)"
+                     r"(?: (?P<origin>shipped|registered|given) model (?P<model>[\w.+-]+))?$")
 
 
 def made_by(meta: dict, affine) -> str:
@@ -28,6 +30,11 @@ def made_by(meta: dict, affine) -> str:
         if axes is None:
             return ""
         text += " " + axes
+    model = meta.get("model_name")  # the model that ran, as far as 80 bytes hold it (audit J: only the method was)
+    if model and meta.get("model_origin"):
+        longer = f"{text} {meta['model_origin']} model {Path(str(model)).name}"
+        if len(longer) < 80 and MADE_BY.match(longer):
+            text = longer
     return text if len(text) < 80 and MADE_BY.match(text) else ""
 
 

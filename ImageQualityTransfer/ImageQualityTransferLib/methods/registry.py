@@ -10,7 +10,7 @@ import importlib.util
 
 from ..core import grid
 from ..core.errors import IQTError
-from ..fileio.model_files import NOISY, shipped_factor_sets
+from ..fileio.model_files import NOISY, registered_factor_sets, shipped_factor_sets
 from .base import Method
 from .cnn.method import Deep, DeepHetero, DeepHeteroVar1, ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2
 from .forest.method import BIQTMethod, GlobalLinearMethod, RFMethod
@@ -73,11 +73,14 @@ def ready(factor=2) -> list[str]:
 
 def describe() -> list[dict]:
     """One entry per method: name, one-line description, uncertainty, learned, takes samples, shipped factors (and
-    those of its models for noisy inputs)."""
+    those of its models for noisy inputs; "registered", "registered_noisy": those of each kind that 'iqt train
+    --register' put in the install's registry in place of the shipped one)."""
     return [
         {"name": c.name, "description": c.description, "uncertainty": c.gives_uncertainty, "learned": c.learned,
          "samples": c.takes_samples, "torch": c.requires_torch, "shipped": shipped_factors(c.name) if c.learned else [],
-         "shipped_noisy": [grid.record(f) for f in shipped_factor_sets(c.name, kind=NOISY)] if c.learned else []}
+         "shipped_noisy": [grid.record(f) for f in shipped_factor_sets(c.name, kind=NOISY)] if c.learned else [],
+         "registered": [grid.record(f) for f in registered_factor_sets(c.name)] if c.learned else [],
+         "registered_noisy": [grid.record(f) for f in registered_factor_sets(c.name, kind=NOISY)] if c.learned else []}
         for c in _METHODS.values()
     ]
 

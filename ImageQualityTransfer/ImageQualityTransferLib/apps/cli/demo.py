@@ -27,9 +27,17 @@ def demo(args):
                  method_names=options.method_list(args.methods))
 
 
+def _listed(factor_sets, registered) -> str:
+    """'x2, x3': a factor whose model 'iqt train --register' put in the install's registry is said so (audit J: after
+    --register replaced the default, 'iqt methods' still said 'shipped for x2')."""
+    from ...core import grid
+
+    return ", ".join(f"x{grid.text(f)}" + (" (registered with 'iqt train --register')" if f in registered else "")
+                     for f in factor_sets)
+
+
 def list_methods(args):
     from ... import methods
-    from ...core import grid
     from ...core.tensors import NOISY_MODEL
 
     default = methods.default_method()
@@ -37,10 +45,12 @@ def list_methods(args):
         flags = "uncertainty" if m["uncertainty"] else "no uncertainty"
         if m["learned"]:
             shipped = m["shipped"]
-            flags += ", learned, " + (f"shipped for x{', x'.join(grid.text(f) for f in shipped)}" if shipped else "no shipped model: "
+            mine = m.get("registered") or []
+            flags += ", learned, " + (f"{'default models' if mine else 'shipped'} for {_listed(shipped, mine)}" if shipped
+                                      else "no shipped model: "
                                       f"train one with 'iqt train --method {m['name']}' and pass --model")
             if m["shipped_noisy"]:
                 flags += f"; for noisy inputs (noise index above {NOISY_MODEL:g}) a model trained with added noise at " \
-                         f"x{', x'.join(grid.text(f) for f in m['shipped_noisy'])}"
+                         f"{_listed(m['shipped_noisy'], m.get('registered_noisy') or [])}"
         star = " (default)" if m["name"] == default else ""
         print(f"{m['name']:<18} {m['description']} [{flags}]{star}")

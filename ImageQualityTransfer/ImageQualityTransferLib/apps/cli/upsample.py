@@ -210,6 +210,14 @@ def run(args):
         pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                                direction=bool(unc_out), progress=progress)
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
+    used = pred.tensor.meta.get("model_for")
+    model = None
+    if method.learned:  # which model ran, in the 'wrote' line and the header (audit J: only the method was named)
+        from ...fileio.model_files import model_origin
+
+        ran = pred.tensor.meta["model_file"] if used else method.model_file(f)
+        model = model_origin(ran, given=args.model is not None and not used)
+        pred.tensor.meta.update(model_name=Path(model[0]).name, model_origin=model[1])
     maps = file_maps(pred.tensor, written["order"]) if map_paths else {}
     fileio.save_tensor(pred.tensor, out, **written)
     for key, vol in maps.items():
@@ -218,8 +226,8 @@ def run(args):
         fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
     # the lines after the writes, in their order, once every output is in place (all_or_none): none names a file that
     # a failure then removes
-    used = pred.tensor.meta.get("model_for")
     say(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
+          + (f", {model[1]} model {model[0]}" if model else "")
           + options.order_words(written) + ")")
     if args.method is None and not method.learned and methods.default_method() != name:  # said in the Slicer module too
         say(f"no learned model ships for {grid.describe(f)}, so the default ran the interpolation baseline ({name}); "

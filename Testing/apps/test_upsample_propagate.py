@@ -127,7 +127,7 @@ def test_upsample_tta_writes_the_averaged_prediction_and_its_maps(tmp_path, lr_p
     rc = main(["upsample", str(lr_path), "-o", str(out), "--method", "biqt", "--tta", "--uncertainty", str(unc)])
     said = capsys.readouterr()
     assert rc == 0, said.err
-    assert "(biqt+tta)" in said.out
+    assert "(biqt+tta, shipped model biqt_x2.npz)" in said.out
     want = methods.get("biqt", tta=True).predict(fileio.load_tensor(lr_path), 2)
     np.testing.assert_allclose(fileio.load_tensor(out).data, want.tensor.data, atol=1e-9)
     np.testing.assert_allclose(fileio.load_scalar(unc).data, want.std.data, atol=1e-9)

@@ -9,7 +9,7 @@ checksum before it reads the weights; a missing, truncated or tampered file give
 from __future__ import annotations
 
 import pickle
-import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +18,6 @@ from ...core import grid
 from ...core.errors import IQTError
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_model  # noqa: F401 (re-exported)
 
-# torch.load(weights_only=True) says this of a plain pickle (not a file torch.save wrote) before refusing it itself
-# (UnpicklingError, an IQTError below): left out, by this one message, for the whole process. Registered once here,
-# not around each load: warnings.catch_warnings changes the process's filters, and a warning another thread gave
-# meanwhile was lost (audit P: 8 of 60 IQTWarnings)
-warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint", category=UserWarning)
 
 FORMAT = model_files.CNN_FORMAT
 FILES = model_files.Family(FORMAT, "CNN", ".pt")
@@ -77,8 +72,12 @@ def load(path) -> LoadedModel:
     if arch_factor is not None and grid.factors(arch_factor) != grid.factors(meta.get("factor", 0)):
         raise IQTError(f"{sidecar_path(path)}: the sidecar's factor {meta.get('factor')} differs from its network's "
                        f"{arch_factor}; the sidecar was edited: re-download or retrain the model")
+    if not zipfile.is_zipfile(weights):  # torch.save writes a zip archive; torch.load would warn of a plain pickle
+        # ("Detected pickle protocol") before refusing it, and silencing that takes the process's warning filters
+        raise IQTError(f"{weights}: not a file torch.save wrote (a plain pickle, or damaged) and is refused: loading it "
+                       "could execute code; use a model written by 'iqt train'")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)  # its warning on foreign pickles: see above
+        state = torch.load(weights, map_location="cpu", weights_only=True)
         net = networks.build(meta["arch"])
         net.load_state_dict(state, strict=True)
     except IQTError:

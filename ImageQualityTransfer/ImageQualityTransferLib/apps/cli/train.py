@@ -22,7 +22,8 @@ def add_parsers(sub) -> None:
                          "e.g. 1,1,3 for thick axial slices (default 2); a per-axis model also serves its factors "
                          "along any other axis (the axes are permuted at prediction)")
     sp.add_argument("-o", "--output", required=True, help="model weights file (.pt for CNNs, .npz for rf/biqt/global-linear); the .json sidecar is written beside it")
-    sp.add_argument("--seed", type=int, default=0, help="random seed (with --epochs the run is deterministic)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (with --epochs the run is deterministic for the same number of CPU threads, which the "
+                         "model's recorded command gives)")
     sp.add_argument("--epochs", type=int, help="CNN: maximum epochs of 200 batches (default 200, or unlimited with --minutes)")
     sp.add_argument("--minutes", type=float, help="CNN: wall-time budget for the training loop")
     sp.add_argument("--threads", type=int, dest="train_threads",
@@ -207,8 +208,12 @@ def run(args):
         if cls.requires_torch:
             from ...methods.cnn import distributed, require_torch
 
-            require_torch()
+            torch = require_torch()
             distributed.init_from_environment()  # under torchrun: join its group
+            if not any(getattr(args, n, None) is not None for n in ("threads", "command_threads", "train_threads")):
+                # the weights depend on torch's thread count (audit J: 1 and 2 threads differed by up to 5.3e-3), so the
+                # command that reproduces them names the one this run took
+                args.command_line += f" --threads {torch.get_num_threads()}"
         train_here(args)
 
 

@@ -268,7 +268,9 @@ def train_here(args) -> None:
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)
-        print(f"wrote {out} and {side.name} ({method.summary(r)}; {(time.perf_counter() - t0) / 60:.1f} min in all)")
+        took = f"{(time.perf_counter() - t0) / 60:.1f} min"
+        print(f"wrote {out} and {side.name} ({method.summary(r)}; "  # a resumed run's training time counts every run
+              + (f"this command ran {took})" if getattr(args, "checkpoint", None) else f"{took} in all)"))
         if args.register:
             from ...core.tensors import NOISY_MODEL
             from ...fileio.model_files import MODELS_DIR, REGISTRY

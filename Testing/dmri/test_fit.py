@@ -133,3 +133,19 @@ def test_a_series_in_memory_with_a_wrong_gradient_table_is_refused_as_a_file_is(
     for bvals, bvecs, said in cases:
         with pytest.raises(IQTError, match=said):
             dti.fit_dti(with_table(bvals, bvecs))
+
+
+def test_gradient_refusals_name_the_series_file_the_threshold_and_the_volumes():
+    """Audit J/K: 'no b=0 volume in the series' named neither the file nor the b0 threshold (a b0 written as 60
+    s/mm^2), and a zero direction named no volume."""
+    dwi = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12).replace(meta={"path": "sub/dwi.nii.gz"})
+    b = np.array(dwi.bvals, float)
+    b[b <= 50] = 60.0
+    with pytest.raises(IQTError, match=r"^sub/dwi.nii.gz: no b=0 volume .*b <= 50 s/mm\^2; the lowest is 60"):
+        dti.fit_dti(dwi.replace(bvals=b))
+    with pytest.raises(IQTError, match=r"^sub/dwi.nii.gz: no b=0 volume"):
+        dti.brain_mask(dwi.replace(bvals=b))
+    g = np.array(dwi.bvecs, float)
+    g[[3, 7]] = 0.0
+    with pytest.raises(IQTError, match=r"^sub/dwi.nii.gz: diffusion-weighted volumes 3, 7 \(counted from 0\) have a zero"):
+        dti.fit_dti(dwi.replace(bvecs=g))

@@ -11,22 +11,34 @@ from ..core.volume import Volume
 from ..fileio.gradients import B0_THRESHOLD, check_table  # one value and one check for reading and fitting (s/mm^2)
 
 
+def _no_b0(dwi: Volume):
+    source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+    raise IQTError(f"{source}no b=0 volume in the series (none with b <= {B0_THRESHOLD:g} s/mm^2; the lowest is "
+                   f"{float(np.min(dwi.bvals)):g}); DTI fitting and masking need at least one b0 (check the bval file)")
+
+
 def gradient_table(dwi: Volume):
     from dipy.core.gradients import gradient_table as dipy_gtab
 
     bvecs = np.array(dwi.bvecs, dtype=float)
     b0 = dwi.bvals <= B0_THRESHOLD
     norms = np.linalg.norm(bvecs, axis=1)
+    source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""  # the series' file, where it came from one
     if (~b0).sum() < 6:
-        raise IQTError(f"only {(~b0).sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g}); a tensor fit needs at least 6 directions")
+        raise IQTError(f"{source}only {(~b0).sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g} s/mm^2); a tensor "
+                       "fit needs at least 6 directions: check the bval file")
     if not b0.any():
-        raise IQTError("no b=0 volume in the series; DTI fitting and masking need at least one b0")
-    if np.any(norms[~b0] < 1e-6):
-        raise IQTError("some diffusion-weighted volumes have a zero gradient direction in the bvec file; check the bvec file")
+        _no_b0(dwi)
+    zero = np.flatnonzero(~b0 & (norms < 1e-6))
+    if zero.size:
+        raise IQTError(f"{source}diffusion-weighted volume{'s' if zero.size > 1 else ''} "
+                       f"{', '.join(map(str, zero[:6]))}{' ...' if zero.size > 6 else ''} (counted from 0) "
+                       f"{'have' if zero.size > 1 else 'has'} a zero gradient direction; check the bvec file")
     if not spans_tensor(bvecs, dwi.bvals):  # audit K: one direction repeated, the three axes, or one plane fitted silently
-        raise IQTError(f"the {(~b0).sum()} diffusion-weighted directions determine only {_tensor_rank(bvecs[~b0])} of the "
-                       "tensor's 6 elements (fewer than 6 distinct directions, or all in one plane), so every fitted "
-                       "tensor would be wrong; check that the bvec file belongs to this series")
+        raise IQTError(f"{source}the {(~b0).sum()} diffusion-weighted directions determine only "
+                       f"{_tensor_rank(bvecs[~b0])} of the tensor's 6 elements (fewer than 6 distinct directions, or all "
+                       "in one plane), so every fitted tensor would be wrong; check that the bvec file belongs to this "
+                       "series")
     bvecs[~b0] /= norms[~b0, None]
     bvecs[b0] = 0.0
     return dipy_gtab(dwi.bvals, bvecs=bvecs, b0_threshold=B0_THRESHOLD)
@@ -60,7 +72,7 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
     from scipy import ndimage
 
     if not (dwi.bvals <= B0_THRESHOLD).any():
-        raise IQTError("no b=0 volume in the series; DTI fitting and masking need at least one b0 (check the bval file)")
+        _no_b0(dwi)
     b0 = mean_b0(dwi).astype(np.float64)
     if not np.any(b0 > 0):
         raise IQTError("the b0 image holds no positive signal (all zero or negative); give the DWI series as scanner "

@@ -15,7 +15,7 @@ import sys
 import warnings
 
 from ...core import threads
-from ...core.errors import IQTError
+from ...core.errors import IQTError, IQTWarning
 from ..signals import (DEFER_S, Terminated, _deferred, _importing, _on_signal, _resend,  # noqa: F401 (re-exported)
                        cancel_deferred, handle_signals)
 from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample, view
@@ -113,7 +113,11 @@ def main(argv=None) -> int:
     given_stdout = sys.stdout
     printed = sys.stdout = _Printed(given_stdout)
     try:
-        code = _run(args, printed, signals)
+        # each run says its warnings, each once: Python's registry of warnings already shown would otherwise keep a
+        # second in-process run (a test, a notebook calling main) silent; entering this context resets it
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", IQTWarning)
+            code = _run(args, printed, signals)
     finally:
         sys.stdout = given_stdout
         cancel_deferred()  # a signal still waiting for an import's end: the command has ended

@@ -21,8 +21,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--direction", help="the prediction's direction uncertainty map (degrees; the _direction file "
                                         "'iqt upsample --uncertainty' writes), scored against the principal-direction error")
     sp.add_argument("--dwi", help="the reference's DWI, to report its noise floor beside the errors")
-    sp.add_argument("--bval")
-    sp.add_argument("--bvec")
+    sp.add_argument("--bval", help="with --dwi: its b-values (default: the DWI's FSL sidecar beside it)")
+    sp.add_argument("--bvec", help="with --dwi: its gradient directions (default: the DWI's FSL sidecar beside it)")
     options.add_tensor_order(sp)
     sp.add_argument("--truth-order", choices=list(ORDERS),
                     help="the reference's order and frame (e.g. an 'iqt upsample' 5D output scored against a dtifit "

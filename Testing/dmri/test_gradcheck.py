@@ -113,3 +113,20 @@ def test_the_real_dev_scans_tables_win_clearly_and_their_x_flip_loses(scan):
     assert found.record == "ok" and found.ratio < 0.75, found.scores
     bad = fit.replace(data=tensors.rotate(fit.data, np.diag([-1.0, 1.0, 1.0])))
     assert gradcheck.gradient_scores(bad, mask).suspect == "x-flipped"
+
+
+def test_a_correction_a_few_degrees_from_the_table_as_given_is_not_a_candidate():
+    """Stored bottom-up (LPI) and 4 degrees oblique, the scanner-frame reading of the table is a 4-degree turn of the
+    table as given and scored 0.99 of it (review 49a), a 10 % margin to a false warning: corrections closer than
+    SAME_DEGREES are one candidate; a 19-degree obliquity stays a candidate of its own."""
+    from ImageQualityTransferLib.dmri import gradcheck
+
+    for degrees, apart in ((4.0, False), (19.0, True)):
+        c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+        affine = np.eye(4)
+        affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([-2.0, 2.0, -2.0])  # LPI, oblique
+        found = gradcheck.candidates(affine)
+        given = next(x for x in found if x.key == "given")
+        near = [x.key for x in found if x is not given and gradcheck._apart_degrees(given.matrix, x.matrix) < 15]
+        assert near == [], near
+        assert any(x.key.startswith("scanner") for x in found) == apart, [x.key for x in found]

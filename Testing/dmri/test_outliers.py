@@ -205,3 +205,15 @@ def test_the_check_leaves_the_process_warning_filters_alone(phantom, monkeypatch
     before = list(warnings.filters)
     found = outliers.find_outliers(bad, mask, fitted)
     assert found.volumes and found.pairs and seen and all(f == before for f in seen)
+
+
+@pytest.mark.parametrize("text", ['{"SliceEncodingDirection": ["k"]}', '{"SliceEncodingDirection": {"k": 1}}',
+                                  "[" * 100000 + "]" * 100000])
+def test_a_sidecar_value_of_another_type_is_one_warning(tmp_path, text):
+    """A list or a dict as SliceEncodingDirection was 'internal error: TypeError: unhashable type', exit 1, and a sidecar
+    nested too deep a RecursionError (review 49a); now the warning of an unknown value, and k."""
+    dwi = make_phantom(shape=(10, 10, 8), voxel_mm=2.0, n_dirs=12)
+    fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.json").write_text(text)
+    with pytest.warns(IQTWarning, match="SliceEncodingDirection|not read as a BIDS sidecar"):
+        assert "slice_axis" not in fileio.load_dwi(tmp_path / "dwi.nii.gz").meta

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from ..core import tensors
 from ..core.errors import IQTWarning
 from ..core.volume import Volume
 from .dti import B0_THRESHOLD
@@ -39,7 +40,7 @@ def brain_md(tensor, mask) -> float:
     """Median MD (mm^2/s) over the mask's voxels that hold a tensor."""
     t = np.asarray(getattr(tensor, "data", tensor), np.float64)
     m = np.asarray(getattr(mask, "data", mask), bool) & np.any(t != 0, axis=-1)
-    return float(np.median((t[..., 0] + t[..., 2] + t[..., 5])[m] / 3.0)) if m.any() else float("nan")
+    return float(np.median(tensors.md(t[m]))) if m.any() else float("nan")
 
 
 def check_b0_levels(dwi: Volume, mask, tensor) -> None:

@@ -133,7 +133,7 @@ def _nanmedian(a, axis=None, keepdims: bool = False):
 
 def _shell_ids(bvals) -> np.ndarray:
     """(N,): each diffusion-weighted volume's shell (b rounded to SHELL_STEP), a shell of fewer than MIN_DIRECTIONS
-    volumes (too few for a median of its own) joined to the nearest larger one; -1 for the b0s."""
+    volumes (too few for a median of its own) joined to the nearest shell that has that many; -1 for the b0s."""
     b = np.asarray(bvals, float)
     ids = np.where(b > B0_THRESHOLD, np.round(b / SHELL_STEP), -1).astype(int)
     values, counts = np.unique(ids[ids >= 0], return_counts=True)

@@ -36,13 +36,13 @@ def sidecar_slice_axis(dwi_path) -> int | None:
         return None
     try:
         value = json.loads(p.read_text(encoding="utf-8-sig")).get("SliceEncodingDirection")
-    except (OSError, ValueError, AttributeError) as e:
+    except (OSError, ValueError, AttributeError, RecursionError) as e:
         warnings.warn(f"{p}: not read as a BIDS sidecar ({type(e).__name__}); its SliceEncodingDirection is not used, "
                       "slices are taken along the third voxel axis", IQTWarning, stacklevel=3)
         return None
     if value is None:
         return None
-    if value not in SLICE_ENCODING:
+    if not isinstance(value, str) or value not in SLICE_ENCODING:  # a list or a dict would not even hash (review 49a)
         warnings.warn(f"{p}: SliceEncodingDirection {value!r} is none of i, j, k (or i-, j-, k-); slices are taken "
                       "along the third voxel axis", IQTWarning, stacklevel=3)
         return None

@@ -209,3 +209,10 @@ def test_each_method_is_judged_by_its_own_peak(monkeypatch):
         with pytest.raises(IQTError) as err:  # past the memory check, the input's zeros are refused
             methods.get(name).predict(lr, 3, uncertainty=False)
         assert ("more than this process's 3.5 GiB" in str(err.value)) == refused, (name, err.value)
+
+
+def test_a_cgroup_file_that_is_not_text_reads_as_no_limit(monkeypatch, tmp_path):
+    """Review 49b: non-UTF-8 bytes in memory.max were 'internal error: UnicodeDecodeError', exit 1."""
+    _fake_machine(monkeypatch, tmp_path, "0::/job\n", {"job/memory.max": "max"})
+    (tmp_path / "fs" / "job" / "memory.max").write_bytes(b"\xff\xfe\x00max")
+    assert grid.cgroup_limit() is None

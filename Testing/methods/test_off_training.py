@@ -38,3 +38,12 @@ def test_voxels_far_from_the_training_ones_are_said():
 @pytest.mark.parametrize("name", ["rf", pytest.param("espcn", marks=pytest.mark.slow)])
 def test_an_ordinary_input_is_not_said(name):
     assert _said(bundle_volume(shape=(14, 10, 10)), 2, name) == []
+
+
+def test_two_to_one_within_a_header_s_rounding_is_not_said():
+    """Review 49b: at 1,1,2 the 3 mm ortho scan (exactly 2:1) was silent but the 3 mm yaw scan (3.00000001 mm in its
+    rotated header) and the sagittal 2.7 mm scans (2.7073 / 1.35 = 2.005) were warned 'far from' the training voxels."""
+    vol = bundle_volume(shape=(14, 10, 10))
+    assert _said(vol.replace(affine=np.diag([2.7073, 2.7073, 2.7, 1.0])), (1, 1, 2)) == []
+    assert _said(vol.replace(affine=np.diag([3.00000001, 3.0, 3.0, 1.0])), (1, 1, 2)) == []
+    assert len(_said(vol.replace(affine=np.diag([3.0, 3.0, 3.0, 1.0])), (1, 1, 3))) == 1  # 3:1 still is

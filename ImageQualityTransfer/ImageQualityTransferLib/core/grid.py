@@ -80,7 +80,7 @@ def _read_bytes(path) -> int | None:
     try:
         with open(path) as fh:
             text = fh.read().strip()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: not text (review 49b: a UnicodeDecodeError was an internal error)
         return None
     return int(text) if text.isdigit() else None
 
@@ -95,7 +95,7 @@ def cgroup_limit() -> int | None:
     try:
         with open(PROC_CGROUP) as fh:
             lines = fh.read().splitlines()
-    except OSError:
+    except (OSError, ValueError):
         return None
     found = []
     for line in lines:

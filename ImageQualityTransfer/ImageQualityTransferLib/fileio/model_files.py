@@ -165,17 +165,13 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
 
 
 def _load_quietly(load, sp: Path, sealed: bool) -> None:
-    """`load(sp)` without the 'seal it' warning (it is being sealed); its refusal says that nothing was sealed."""
-    import warnings
-
-    from ..core.errors import IQTWarning
-
+    """`load(sp)` without the 'seal it' warning (it is being sealed: marked as said for the load, not silenced with
+    warnings.catch_warnings, which would change the process's filters); its refusal says that nothing was sealed."""
     key = str(Path(sp).resolve())
     said = key in _UNSEALED_SAID
+    _UNSEALED_SAID.add(key)
     try:
-        with warnings.catch_warnings():  # one thread here: 'iqt seal' runs nothing beside it
-            warnings.simplefilter("ignore", IQTWarning)
-            load(sp)
+        load(sp)
     except IQTError as exc:
         raise IQTError(f"{exc} ({'its seal is left as it was' if sealed else 'so it is not sealed'})") from None
     finally:

@@ -11,12 +11,13 @@ principal direction of the voxel reached (nearest), stopping where FA falls belo
 more than STOP_ANGLE. The score is the mean streamline length in mm: along the fibres the field stays coherent, along
 a mirrored or turned direction it leaves the bundle within a step or two.
 
-On the 8 real subjects (the calibration table is in the commit message that added this module) the table as given
-scores 1.22-1.49x the best other candidate (the 1.75x2.5 mm Achieva the closest, 1.22x; the others 1.39x or more); each
-of their copies with a table negated along an axis, its rows permuted or in the scanner's frame (the fitted tensors
-turned so, 23-25 per subject: 188 counted when the module came, 190 by review 49a's count) named the correction
-restoring it, at 1.22x the table as given or more. One warning line is given where a candidate scores more than WARN_RATIO times the table as given; nothing where the brain holds fewer than
-MIN_WHITE_MATTER voxels of FA above SEED_FA (a phantom, a thin slab): too little to judge. The check is a heuristic
+On the 8 real subjects (the calibration table: docs/measurements.md, Fit checks) the table as given scores
+1.22-1.49x the best other candidate (the 1.75x2.5 mm Achieva the closest, 1.22x; the others 1.39x or more); each of
+their copies with a table negated along an axis, its rows permuted or in the scanner's frame (the fitted tensors turned
+so, 23-25 per subject, 186 in all once corrections less than SAME_DEGREES apart were merged) named the correction
+restoring it, at 1.22x the table as given or more. One warning line is given where a candidate scores more than
+WARN_RATIO times the table as given; nothing where the brain holds fewer than MIN_WHITE_MATTER voxels of FA above
+SEED_FA (a phantom, a thin slab): too little to judge. The check is a heuristic
 and changes nothing: the fit is as the table says."""
 
 from __future__ import annotations

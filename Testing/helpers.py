@@ -5,6 +5,7 @@ Test modules import from here, never from each other or from conftest.py (which 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,16 @@ def engine_env() -> dict:
     import os
 
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "ImageQualityTransfer"), os.environ.get("PYTHONPATH", "")]))
+
+
+def spy_filters(monkeypatch, owner, name: str) -> list:
+    """`owner.name` wrapped to record the process's warning filters at each call (audit P: library code that silenced
+    warnings with warnings.catch_warnings replaced them for every thread): the list of what each call saw."""
+    seen, real = [], getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        seen.append(list(warnings.filters))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return seen

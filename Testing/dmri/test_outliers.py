@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import AXIAL, SAGITTAL, need_data
+from helpers import AXIAL, SAGITTAL, need_data, spy_filters
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.core import tensors
@@ -195,13 +195,7 @@ def test_the_check_leaves_the_process_warning_filters_alone(phantom, monkeypatch
     bad = _corrupted(phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]])
     mask = brain_mask(bad)
     fitted = fit_dti(bad, mask)
-    seen, real = [], np.nanmedian
-
-    def spy(*args, **kwargs):
-        seen.append(list(warnings.filters))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(np, "nanmedian", spy)
+    seen = spy_filters(monkeypatch, np, "nanmedian")
     before = list(warnings.filters)
     found = outliers.find_outliers(bad, mask, fitted)
     assert found.volumes and found.pairs and seen and all(f == before for f in seen)

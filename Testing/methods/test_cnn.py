@@ -774,15 +774,11 @@ def test_loading_a_model_leaves_the_process_warning_filters_alone(tmp_path, monk
     the process's filters for its duration: another thread's IQTWarnings were lost meanwhile (8 of 60)."""
     import warnings
 
+    from helpers import spy_filters
+
     net, meta = random_model("espcn")
     side = model_io.save(net, meta, tmp_path / "m.pt")
-    seen, real = [], torch.load
-
-    def spy(*args, **kwargs):
-        seen.append(list(warnings.filters))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", spy)
+    seen = spy_filters(monkeypatch, torch, "load")
     before = list(warnings.filters)
     model_io.load(side)
     assert seen == [before]

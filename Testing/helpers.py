@@ -239,3 +239,14 @@ def spy_filters(monkeypatch, owner, name: str) -> list:
 
     monkeypatch.setattr(owner, name, spy)
     return seen
+
+
+def cube_case(lo: int, hi: int, r: int = 2, n: int = 10):
+    """(low-res mask, high-res mask, high-res truth) of a cube [lo, hi)^3 of one anisotropic tensor in an n^3 low-res
+    grid at factor r: the smallest case the evaluation's regions read."""
+    lr = np.zeros((n, n, n), bool)
+    lr[lo:hi, lo:hi, lo:hi] = True
+    hr = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
+    truth = np.zeros(hr.shape + (6,))
+    truth[hr] = [1e-3, 0.0, 0.7e-3, 0.0, 0.0, 0.5e-3]
+    return lr, hr, truth

@@ -12,7 +12,7 @@ from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
 from ImageQualityTransferLib.dmri import fit_noise
 
-from helpers import AXIAL, need_data
+from helpers import AXIAL, cube_case, need_data
 
 WM = np.array([1.2e-3, 0.1e-3, 0.5e-3, 0.05e-3, -0.08e-3, 0.4e-3])  # a plausible white-matter tensor
 
@@ -158,11 +158,7 @@ def test_brain_spearman_pools_both_regions():
     """The whole-brain rank correlation is the one over the union of the two regions' evaluation voxels."""
     rng = np.random.default_rng(3)
     r = 2
-    lr = np.zeros((10, 10, 10), bool)
-    lr[1:9, 1:9, 1:9] = True
-    hr = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
-    truth = np.zeros(hr.shape + (6,))
-    truth[hr] = [1e-3, 0.0, 0.7e-3, 0.0, 0.0, 0.5e-3]
+    lr, hr, truth = cube_case(1, 9, r)
     sigma = rng.uniform(1e-5, 5e-5, hr.shape)
     pred = truth + rng.standard_normal(truth.shape) * sigma[..., None]
     res = evaluation.evaluate(pred, truth, hr, lr, r, uncertainty=sigma)

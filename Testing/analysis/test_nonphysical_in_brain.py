@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
+from helpers import cube_case
 from ImageQualityTransferLib.analysis import evaluation
 
 NEGATIVE = [1e-3, 0, 1e-3, 0, 0, -3e-4]
@@ -15,11 +15,7 @@ NEGATIVE = [1e-3, 0, 1e-3, 0, 0, -3e-4]
 
 def test_nonphysical_voxels_are_counted_inside_the_brain_only():
     r = 2
-    lr = np.zeros((10, 10, 10), bool)
-    lr[2:8, 2:8, 2:8] = True
-    hr = lr.repeat(r, 0).repeat(r, 1).repeat(r, 2)
-    truth = np.zeros(hr.shape + (6,))
-    truth[hr] = [1e-3, 0, 0.7e-3, 0, 0, 0.5e-3]
+    lr, hr, truth = cube_case(2, 8, r)
     ring = np.zeros(hr.shape, bool)
     ring[2:18, 2:18, 2:18] = True
     ring &= ~hr  # the context answered beyond the mask

@@ -123,11 +123,12 @@ class Method:
         (the Monte Carlo sums are per tile)."""
         return self.peak[maps] + (self.tta_peak if self.tta else 0.0) + (PROPAGATE_PEAK if propagate else 0.0)
 
-    def check_memory(self, shape3, factor, maps: bool, propagate: bool = False) -> None:
+    def check_memory(self, shape3, factor, maps: bool, propagate: bool = False, nrrd: bool = False) -> None:
         """The memory check of a run of this method on a low-res grid of `shape3` at `factor` (`grid.check_output_size`
-        with `peak_multiple`): `predict` runs it, and `iqt upsample` before it reads the input or loads a model."""
-        grid.check_output_size(shape3, factor, self.peak_multiple(maps, propagate), maps=maps, tta=self.tta,
-                               propagate=propagate)
+        with `peak_multiple`): `predict` runs it, and `iqt upsample` before it reads the input or loads a model, with
+        `nrrd` where the output is a tensor NRRD, whose writer holds NRRD_WRITE_MULTIPLE more."""
+        peak = self.peak_multiple(maps, propagate) + (NRRD_WRITE_MULTIPLE if nrrd else 0.0)
+        grid.check_output_size(shape3, factor, peak, maps=maps, tta=self.tta, propagate=propagate)
 
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         if model is not None and not self.learned:
@@ -411,6 +412,8 @@ class Method:
 # A learned method's output voxels (the input's over the factors) longer along one axis than this times another are
 # said to be off its training: the training subjects' voxels reach 1.4:1 (1.75x1.75x2.5 mm)
 ANISOTROPY_TRAINED = 2.0
+NRRD_WRITE_MULTIPLE = 0.7  # of the high-res tensors' bytes, on top of the run's peak, writing a tensor NRRD (audit O:
+# cubic x2 of a 145x174x145 input peaked at 2.98 GB to .nrrd against 2.49 GB to .nii.gz, tensors 0.70 GB)
 ANISOTROPY_SLACK = 1.02  # as --voxel-size's: a header's 3.00000001 mm (a rotated affine) or 2.7073 mm over 1.35 is 2:1
 # (review 49b: the 3 mm yaw and the sagittal dev scans at 1,1,2 were warned, the 3 mm ortho scan not)
 

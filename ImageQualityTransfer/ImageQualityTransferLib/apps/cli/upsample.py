@@ -150,6 +150,7 @@ def run(args):
 
     from ... import fileio, methods
     from ...analysis import propagation
+    from ...fileio.nifti import is_nrrd
     from ...core import grid
     from ...core.orientation import Reorientation, slice_axis
     from ...fileio.records import map_record
@@ -189,7 +190,7 @@ def run(args):
     shape3 = lr.shape3 if lr is not None else input_shape3(args.input)
     maps = (bool(unc_out) or args.propagate) and method.gives_uncertainty
     if shape3 is not None:
-        method.check_memory(shape3, f, maps, propagate=args.propagate)
+        method.check_memory(shape3, f, maps, propagate=args.propagate, nrrd=is_nrrd(out))
     if method.learned:
         try:
             method.load(f)  # a missing, corrupt or foreign model fails here, before any work
@@ -205,7 +206,7 @@ def run(args):
     fileio.check_tensor_output(out, lr.affine)
     seeds = options.load_seeds(args) if args.propagate else None
     if shape3 is None:  # a header the early check could not read (the file is read now): checked here, before any work
-        method.check_memory(lr.shape3, f, maps, propagate=args.propagate)
+        method.check_memory(lr.shape3, f, maps, propagate=args.propagate, nrrd=is_nrrd(out))
     with method_progress(method) as progress:  # on a terminal only, as train, benchmark and batch show theirs
         pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                                direction=bool(unc_out), progress=progress)

@@ -186,3 +186,26 @@ def test_a_subject_s_gradient_table_in_the_wrong_frame_is_said_and_recorded(tmp_
     table = _qc(out)
     assert (table["sub-01"]["bvec_check"], table["sub-02"]["bvec_check"]) == ("ok", "x-flipped")
     assert "bvec_check" in (out / "qc.html").read_text()
+
+
+def test_a_subject_s_b0_of_another_brightness_is_said_and_recorded(tmp_path):
+    """dmri/b0s.py on each DWI subject: sub-02's second b0 at 40 % of the first (another series' b0) is named in its
+    notes and qc.tsv's b0_check says which and how much; sub-01's says ok."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"))
+    path = ds / "sub-02" / "dwi" / "sub-02_dwi.nii.gz"
+    dwi = fileio.load_dwi(path)
+    b0 = np.flatnonzero(dwi.bvals <= B0_THRESHOLD)
+    d = np.array(dwi.data)
+    d[..., b0[1]] *= 0.4
+    fileio.save_dwi(dwi.replace(data=d), path)
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = {r["subject"]: r for r in batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out,
+                                                      progress=False)}
+    said = {k: [n for n in r["notes"] if "differ in brightness" in n] for k, r in res.items()}
+    assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
+    assert res["sub-01"]["qc"]["b0_check"] == "ok"
+    assert res["sub-02"]["qc"]["b0_check"] == f"b0 {b0[1]} 0.40x; MD 0.38e-3"  # the dark b0 lowers every MD too
+    table = _qc(out)
+    assert (table["sub-01"]["b0_check"], table["sub-02"]["b0_check"]) == ("ok", f"b0 {b0[1]} 0.40x; MD 0.38e-3")
+    assert "b0_check" in (out / "qc.html").read_text()

@@ -43,28 +43,33 @@ def brain_md(tensor, mask) -> float:
     return float(np.median(tensors.md(t[m]))) if m.any() else float("nan")
 
 
-def check_b0_levels(dwi: Volume, mask, tensor) -> None:
+def check_b0_levels(dwi: Volume, mask, tensor) -> str:
     """One warning line where the b0s disagree in brightness (naming them) or the fit's brain median MD is not an
-    in-vivo brain's; nothing otherwise."""
-    said = []
+    in-vivo brain's; nothing otherwise. Returns it in a few words for a record (iqt batch's QC): "ok", or e.g.
+    "b0 21 0.40x; MD 0.38e-3"."""
+    said, short = [], []
     r = b0_ratios(dwi, mask)
     index = np.flatnonzero(np.asarray(dwi.bvals) <= B0_THRESHOLD)
     if len(r) == 2 and not 1 / B0_RATIO <= r[1] <= B0_RATIO:
         said.append(f"the two b0 volumes ({index[0]} and {index[1]}) differ in brightness: the second is {r[1]:.2f}x "
                     "the first in the brain")
+        short.append(f"b0 {index[1]} {r[1]:.2f}x")
     elif len(r) > 2:
         odd = [i for i, x in enumerate(r) if not 1 / B0_RATIO <= x <= B0_RATIO]
         if odd:
             said.append(f"b0 volume{'s' if len(odd) > 1 else ''} {', '.join(str(index[i]) for i in odd)} "
                         f"{'are' if len(odd) > 1 else 'is'} {', '.join(f'{r[i]:.2f}x' for i in odd)} the other b0s' "
                         "median brightness in the brain")
+            short.extend(f"b0 {index[i]} {r[i]:.2f}x" for i in odd)
     md = brain_md(tensor, mask)
     if np.isfinite(md) and not MD_RANGE[0] <= md <= MD_RANGE[1]:
         said.append(f"the brain's median MD is {md * 1e3:.2g}e-3 mm^2/s, outside the {MD_RANGE[0] * 1e3:g}e-3 to "
                     f"{MD_RANGE[1] * 1e3:g}e-3 of an in-vivo brain")
+        short.append(f"MD {md * 1e3:.2g}e-3")
     if said:
         source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
         warnings.warn(f"{source}{'; '.join(said)}: the tensors' scale comes from the b0, so MD and FA are off in every "
                       "voxel if a b0 is another series' or scaled differently (check the series; leave such a b0 out, "
                       "e.g. with fslroi or mrconvert -coord 3, and its line from the bval and bvec files)",
                       IQTWarning, stacklevel=3)
+    return "; ".join(short) or "ok"

@@ -68,6 +68,7 @@ class Outliers:
     volume_z_max: float = float("nan")  # the largest volume median z of the fit as given
     tensor: np.ndarray | None = None  # the fit without the outliers (where they could be left out)
     axis: int = SLICE_AXIS  # the voxel axis the slices run along
+    b0_levels: str = "ok"  # what dmri.b0s.check_b0_levels said of the series, in a few words (for a QC record)
 
     def __bool__(self) -> bool:
         return bool(self.volumes or self.pairs)
@@ -346,8 +347,9 @@ def checked_fit(dwi: Volume, mask, tensor: Volume, exclude: bool = False) -> tup
 
 
 def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int) -> tuple[Volume, Outliers]:
-    check_b0_levels(dwi, np.any(np.asarray(tensor.data) != 0, axis=-1) if mask is None else mask, tensor)
+    levels = check_b0_levels(dwi, np.any(np.asarray(tensor.data) != 0, axis=-1) if mask is None else mask, tensor)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
+    out.b0_levels = levels
     if not out:
         return tensor, out
     source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""

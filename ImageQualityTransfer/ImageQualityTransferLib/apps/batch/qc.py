@@ -55,11 +55,12 @@ def _flag(results: list[dict], m: str, k: float) -> None:
 
 
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
-              "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "bvec_check",
+              "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
               "model_used", "outlier", "seconds", "reason")
 # fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
 # dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
-# the b0 lies from the mean DWI; bvec_check (dmri/gradcheck.py): ok, or the correction of the gradient table that makes
+# the b0 lies from the mean DWI; b0_check (dmri/b0s.py): ok, or a b0 of another brightness than the others or a brain
+# median MD no in-vivo brain has; bvec_check (dmri/gradcheck.py): ok, or the correction of the gradient table that makes
 # the fibres clearly more continuous (x-flipped, rows(y,x,z), scanner-RAS, ...), n/a with too little white matter to
 # judge; n/a for a tensor file (and a subject done before they were recorded)
 
@@ -90,7 +91,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
                      _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
                      _fmt(q.get("noise_index"), ".3f"), _fmt(q.get("fit_outlier_pairs"), ".0f"),
                      _fmt(q.get("fit_outlier_volumes"), ".0f"), _fmt(q.get("b0_shift_vox"), ".2f"),
-                     str(q.get("bvec_check", "n/a")), _model_used(r),
+                     str(q.get("b0_check", "n/a")), str(q.get("bvec_check", "n/a")), _model_used(r),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
     return rows
 
@@ -134,7 +135,9 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "volume) pairs and whole volumes its tensor fit does not explain (signal dropout, a dead or moved volume; "
             "named in its warning; left out of the fit with --exclude-outliers). b0_shift_vox: how far the b0 lies from "
             f"the mean diffusion-weighted volume, in voxels (said above {B0_SHIFT_VOXELS:g}: head motion; the brain mask "
-            "made from the b0 is off as much). bvec_check: ok where the gradient table as given makes the fibres the "
+            "made from the b0 is off as much). b0_check: ok, or a b0 whose brightness in the brain is beyond 1.25x of "
+            "the series' other b0s (b0 21 0.40x) or a brain median MD outside an in-vivo brain's 0.4e-3 to 1.6e-3 "
+            "mm&sup2;/s (MD 0.38e-3): every tensor's scale comes from the b0. bvec_check: ok where the gradient table as given makes the fibres the "
             "most continuous, else the correction that does (x-flipped: its x row negated; rows(y,x,z): rows reordered; "
             "scanner-RAS or -LPS: the directions were in the scanner's frame, not FSL's; named in the subject's warning "
             "with the fix), n/a with too little white matter to judge. Outlier: outside median &plusmn; 3 MAD "

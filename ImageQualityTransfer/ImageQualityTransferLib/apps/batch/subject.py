@@ -77,7 +77,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         lr, found = checked_fit(dwi, mask, fit_dti(dwi, mask), exclude=s.exclude_outliers)
         table = check_gradients(dwi, mask, lr, str(item.gradients()[1]))
         checks = {"fit_outlier_pairs": found.pair_count, "fit_outlier_volumes": len(found.volumes),
-                  "b0_shift_vox": round(float(np.linalg.norm(shift)), 3),
+                  "b0_shift_vox": round(float(np.linalg.norm(shift)), 3), "b0_check": found.b0_levels,
                   # ok, n/a (too little white matter) or the correction the fibres favour; its score over the table's
                   "bvec_check": table.record, "bvec_ratio": round(table.ratio, 3)}
         snr = snr_estimate(dwi, mask.data)

@@ -166,17 +166,22 @@ def _a_tensor():
 
 
 @pytest.mark.slow
+def _run_two(ds: Path, tmp_path: Path, words: str):
+    """The cohort run with cubic into tmp_path/deriv: (that folder, {subject: result}, {subject: notes with `words`})."""
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = {r["subject"]: r for r in batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out,
+                                                      progress=False)}
+    return out, res, {k: [n for n in r["notes"] if words in n] for k, r in res.items()}
+
+
 def test_a_subject_s_gradient_table_in_the_wrong_frame_is_said_and_recorded(tmp_path):
     """iqt fit's gradient-table check (dmri/gradcheck.py) on each DWI subject: sub-02's bvec file with its x row
     negated is named in its notes with the fix, and qc.tsv's bvec_check says x-flipped; sub-01's says ok."""
     ds = helpers.make_bids(tmp_path / "bids", ("01", "02"))
     bvec = ds / "sub-02" / "dwi" / "sub-02_dwi.bvec"
     np.savetxt(bvec, np.loadtxt(bvec) * [[-1.0], [1.0], [1.0]], fmt="%.10g")
-    out = tmp_path / "deriv"
-    out.mkdir()
-    res = {r["subject"]: r for r in batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out,
-                                                      progress=False)}
-    said = {k: [n for n in r["notes"] if "the gradient table looks wrong" in n] for k, r in res.items()}
+    out, res, said = _run_two(ds, tmp_path, "the gradient table looks wrong")
     assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
     assert f"negate the first row (x) of {bvec}" in said["sub-02"][0]
     assert res["sub-01"]["qc"]["bvec_check"] == "ok" and res["sub-02"]["qc"]["bvec_check"] == "x-flipped"
@@ -198,11 +203,7 @@ def test_a_subject_s_b0_of_another_brightness_is_said_and_recorded(tmp_path):
     d = np.array(dwi.data)
     d[..., b0[1]] *= 0.4
     fileio.save_dwi(dwi.replace(data=d), path)
-    out = tmp_path / "deriv"
-    out.mkdir()
-    res = {r["subject"]: r for r in batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out,
-                                                      progress=False)}
-    said = {k: [n for n in r["notes"] if "differ in brightness" in n] for k, r in res.items()}
+    out, res, said = _run_two(ds, tmp_path, "differ in brightness")
     assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
     assert res["sub-01"]["qc"]["b0_check"] == "ok"
     assert res["sub-02"]["qc"]["b0_check"] == f"b0 {b0[1]} 0.40x; MD 0.38e-3"  # the dark b0 lowers every MD too

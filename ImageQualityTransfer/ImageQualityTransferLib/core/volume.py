@@ -70,6 +70,11 @@ class Volume:
             raise ValueError(f"a tensor volume has shape (X,Y,Z,6), got {self.data.shape}")
 
     @property
+    def source(self) -> str:
+        """"<file it was read from>: " to start a message about it; "" for a volume made in memory."""
+        return f"{self.meta['path']}: " if self.meta.get("path") else ""
+
+    @property
     def shape3(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.data.shape[:3])
 

@@ -67,7 +67,7 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
                     f"{MD_RANGE[1] * 1e3:g}e-3 of an in-vivo brain")
         short.append(f"MD {md * 1e3:.2g}e-3")
     if said:
-        source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+        source = dwi.source
         warnings.warn(f"{source}{'; '.join(said)}: the tensors' scale comes from the b0, so MD and FA are off in every "
                       "voxel if a b0 is another series' or scaled differently (check the series; leave such a b0 out, "
                       "e.g. with fslroi or mrconvert -coord 3, and its line from the bval and bvec files)",

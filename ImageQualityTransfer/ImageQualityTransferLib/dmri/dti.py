@@ -12,7 +12,7 @@ from ..fileio.gradients import B0_THRESHOLD, check_table  # one value and one ch
 
 
 def _no_b0(dwi: Volume):
-    source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+    source = dwi.source
     raise IQTError(f"{source}no b=0 volume in the series (none with b <= {B0_THRESHOLD:g} s/mm^2; the lowest is "
                    f"{float(np.min(dwi.bvals)):g}); DTI fitting and masking need at least one b0 (check the bval file)")
 
@@ -23,7 +23,7 @@ def gradient_table(dwi: Volume):
     bvecs = np.array(dwi.bvecs, dtype=float)
     b0 = dwi.bvals <= B0_THRESHOLD
     norms = np.linalg.norm(bvecs, axis=1)
-    source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""  # the series' file, where it came from one
+    source = dwi.source  # the series' file, where it came from one
     if (~b0).sum() < 6:
         raise IQTError(f"{source}only {(~b0).sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g} s/mm^2); a tensor "
                        "fit needs at least 6 directions: check the bval file")
@@ -44,12 +44,18 @@ def gradient_table(dwi: Volume):
     return dipy_gtab(dwi.bvals, bvecs=bvecs, b0_threshold=B0_THRESHOLD)
 
 
+def unit_design(g) -> np.ndarray:
+    """(N, 6): g^T D g = rows . (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz) for directions (N, 3) taken at unit length (a zero one
+    gives a zero row): the fit's design at b = 1, in the directions' axes."""
+    g = np.array(g, float)
+    n = np.linalg.norm(g, axis=1)
+    x, y, z = np.where(n[:, None] > 1e-6, g / np.where(n > 1e-6, n, 1.0)[:, None], 0.0).T
+    return np.stack([x * x, 2 * x * y, y * y, 2 * x * z, 2 * y * z, z * z], 1)
+
+
 def _tensor_rank(g) -> int:
     """How many of the six tensor elements directions (n, 3) determine (the rank of the fit's design)."""
-    g = np.asarray(g, float)
-    n = np.linalg.norm(g, axis=1)
-    x, y, z = (g / np.where(n > 1e-6, n, 1.0)[:, None]).T
-    return int(np.linalg.matrix_rank(np.stack([x * x, 2 * x * y, y * y, 2 * x * z, 2 * y * z, z * z], 1), tol=1e-3))
+    return int(np.linalg.matrix_rank(unit_design(g), tol=1e-3))
 
 
 def spans_tensor(bvecs, bvals=None) -> bool:
@@ -233,7 +239,7 @@ def check_shells(dwi: Volume) -> None:
     found = shells(dwi.bvals)
     if len(found) > 1 and found[-1] > DTI_BMAX:  # every shell above it too (review 45d: b = 2000 and 3000 said nothing)
         lower = max([v for v in found if v <= DTI_BMAX] or found[:1])
-        source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+        source = dwi.source
         warnings.warn(f"{source}the series has {len(found)} shells (b = {', '.join(f'{v:g}' for v in found)} s/mm^2) and "
                       f"DTI is fitted to all of them, which lowers MD at high b; fit the lowest shell only, as most DTI "
                       f"studies do: give --bmax {lower:g} (iqt fit, mask, degrade, batch; the other commands fit every "

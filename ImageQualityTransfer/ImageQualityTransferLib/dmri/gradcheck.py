@@ -220,7 +220,7 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None)
         return found
     c = found.candidates[key]
     given, best = found.scores["given"], found.scores[key]
-    source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+    source = dwi.source
     # a DWI node's gradients are read through its measurement frame: the file's edit does not say what to do there
     fix = c.fix.replace("the bvec file", table) if table else ("load the DWI again from a conversion whose gradients "
                                                                "and measurement frame are right")

@@ -72,7 +72,7 @@ def check_b0(dwi: Volume, skip=()) -> np.ndarray:
     n = float(np.linalg.norm(d))
     if n > B0_SHIFT_VOXELS:
         i, j, k = np.round(d, 1) + 0.0  # no "-0.0"
-        source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+        source = dwi.source
         warnings.warn(f"{source}the b0 lies {n:.1f} voxels from the mean of the diffusion-weighted volumes (i {i:+.1f}, "
                       f"j {j:+.1f}, k {k:+.1f}): the head moved between them (or during the series), so the brain "
                       "mask (made from the b0) and the tensors are off near every edge, and the upsampling's "

@@ -40,7 +40,7 @@ import numpy as np
 from ..core.errors import IQTWarning
 from ..core.volume import Volume
 from .b0s import check_b0_levels
-from .dti import B0_THRESHOLD, MIN_DIRECTIONS, SHELL_STEP, fit_dti, spans_tensor
+from .dti import B0_THRESHOLD, MIN_DIRECTIONS, SHELL_STEP, fit_dti, spans_tensor, unit_design
 
 SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here; a series
 # whose sidecar says otherwise is read along its own (slice_axis_of)
@@ -81,12 +81,7 @@ class Outliers:
 
 def _attenuation(bvals, bvecs) -> np.ndarray:
     """(N, 6): b g^T D g = rows . (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz), the tensor in the bvecs' (voxel) axes."""
-    b = np.asarray(bvals, float)
-    g = np.array(bvecs, float)
-    n = np.linalg.norm(g, axis=1)
-    g = np.where(n[:, None] > 1e-6, g / np.where(n > 1e-6, n, 1.0)[:, None], 0.0)
-    x, y, z = g.T
-    return np.stack([x * x, 2 * x * y, y * y, 2 * x * z, 2 * y * z, z * z], 1) * b[:, None]
+    return unit_design(bvecs) * np.asarray(bvals, float)[:, None]
 
 
 def relative_residuals(signal: np.ndarray, tensor: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -352,7 +347,7 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
     out.b0_levels = levels
     if not out:
         return tensor, out
-    source = f"{dwi.meta['path']}: " if dwi.meta.get("path") else ""
+    source = dwi.source
     stuck = [s for s in out.unfixable if s != "all"]
     if exclude and out.tensor is not None:
         done = [f"volume{'s' if len(out.volumes) > 1 else ''} {_ranges(out.volumes)} left out of every slice"] \

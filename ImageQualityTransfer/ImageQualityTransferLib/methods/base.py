@@ -25,7 +25,6 @@ from . import symmetry
 from .flags import flag_maps
 from .inputs import (
     _negligible_zeroed,
-    _source,
     check_tensor_input,
     drop_failed_fits,
     input_noise_index,
@@ -300,7 +299,7 @@ class Method:
             return self, index
         twin = self.for_noisy_inputs(f)
         if twin is not None:
-            warnings.warn(f"{_source(lr)}the input is noisier than clean scans (noise index {index:.3f}, above "
+            warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{tensors.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
                           f"({Path(twin.model_path).stem})" + _beyond_noise_training(index), IQTWarning, stacklevel=4)
             return twin, index
@@ -309,7 +308,7 @@ class Method:
         noisy = [e for e in read_registry() if e.get("input") == NOISY]
         here = sorted({e.get("method") for e in noisy if grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
         if self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
-            warnings.warn(f"{_source(lr)}the input is noisier than clean scans (noise index {index:.3f}, above "
+            warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{tensors.NOISY_MODEL:g}): the given model runs; without a model {self.name} would run its "
                           "model trained with added noise", IQTWarning, stacklevel=4)
         elif index > tensors.NOISY_INPUT:
@@ -318,7 +317,7 @@ class Method:
             else:
                 at = sorted({grid.describe(e.get("factor")) for e in noisy})
                 hint = f"; models trained with added noise ship for {_listed(at)} only" if at else ""
-            warnings.warn(f"{_source(lr)}the input looks noisier than the data the learned methods were trained on (noise "
+            warnings.warn(f"{lr.source}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
                           "inside the brain here" + hint, IQTWarning, stacklevel=4)
         return self, index
@@ -340,13 +339,13 @@ class Method:
             thin = [(i, b.stop - b.start) for i, b in enumerate(box) if b.stop - b.start < context]
             if thin:
                 axes = " and ".join(f"{n} voxel{'s' if n > 1 else ''} along voxel axis {'ijk'[i]}" for i, n in thin)
-                warnings.warn(f"{_source(lr)}the input's brain is {axes}, thinner than the {context} voxels "
+                warnings.warn(f"{lr.source}the input's brain is {axes}, thinner than the {context} voxels "
                               f"{self.name} reads around each voxel: there its output comes from edge values it was "
                               "not trained on, not from the data; use cubic for such a slab", IQTWarning, stacklevel=4)
         hr = np.asarray(lr.voxel_size, float) / np.asarray(f, float)
         if hr.min() > 0 and hr.max() / hr.min() > ANISOTROPY_TRAINED * ANISOTROPY_SLACK:
             sizes = "x".join(f"{v:.3g}" for v in hr)
-            warnings.warn(f"{_source(lr)}at {grid.describe(f)} the output voxels are {sizes} mm ({hr.max() / hr.min():.1f}"
+            warnings.warn(f"{lr.source}at {grid.describe(f)} the output voxels are {sizes} mm ({hr.max() / hr.min():.1f}"
                           f":1), far from the near-isotropic voxels {self.name}'s models were trained on (up to 1.4:1): "
                           "give factors that make them near-isotropic (--voxel-size MM picks them), or use cubic",
                           IQTWarning, stacklevel=4)

@@ -80,11 +80,6 @@ def _negligible_zeroed(lr: Volume) -> Volume:
     return lr.replace(data=np.where(tiny[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype, copy=False))
 
 
-def _source(vol: Volume) -> str:
-    """"PATH: " for a volume read from a file, so that a message about it names it; "" otherwise."""
-    return f"{vol.meta['path']}: " if vol.meta.get("path") else ""
-
-
 def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     """A method's input must be a finite tensor volume in mm^2/s that is mostly positive definite (inside the mask
     when one is given): otherwise every method would return a confident answer from nonsense."""
@@ -92,7 +87,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
         raise IQTError(
             f"the input is not a diffusion tensor volume (shape {vol.data.shape}); give a DTI volume (fit one from DWIs with 'iqt fit')"
         )
-    source = _source(vol)
+    source = vol.source
     if not np.isfinite(vol.data).all():
         raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
     where = None if mask is None else np.asarray(mask.data, bool)
@@ -139,7 +134,7 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
     inside = failed if mask is None else failed & np.asarray(mask.data, bool)
     if inside.any():
         n = int(inside.sum())
-        warnings.warn(f"{_source(lr)}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
+        warnings.warn(f"{lr.source}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
                       f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
                       f"take {'it' if n == 1 else 'them'} as missing and fill {'it' if n == 1 else 'them'} from the nearest "
                       f"fits; interpolation clips {'it' if n == 1 else 'them'}",

@@ -78,6 +78,27 @@ def test_a_table_in_scanner_coordinates_on_an_oblique_grid_is_named_and_its_matr
     assert np.median(np.abs((a[inside] * b[inside]).sum(-1))) > 0.9999  # 4 decimals of M: within a degree
 
 
+def test_a_table_turned_by_the_obliquity_alone_is_named_with_its_angle_and_its_matrix_mends_it(tmp_path, capsys):
+    """Rotated to the scanner's axes without their order and signs (audit K: 16 degrees on the 3 mm yaw scan, not
+    named at stop 49): named as the obliquity's turn, and the edit it gives fits the clean tensors."""
+    dwi = _yaw(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12))
+    fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "clean_dti.nii.gz")
+    rot = gradcheck._rotation(dwi.affine)
+    turn = rot @ gradcheck._nearest_permutation(rot).T  # the obliquity, in the scanner's frame
+    flip = fileio.gradients.fsl_flip(dwi.affine)
+    np.savetxt(tmp_path / "dwi.bvec", (dwi.bvecs @ flip @ turn.T).T, fmt="%.10g")  # FSL's frame, then turned
+    said = _fit(tmp_path / "dwi.nii.gz", tmp_path / "bad_dti.nii.gz", capsys)
+    assert len(said) == 1 and "turned by the scan's obliquity, " in said[0] and "20 degrees about the bvec file's z" \
+        in said[0], said
+    m = np.array(json.loads(re.search(r"M = (\[\[.*?\]\])", said[0]).group(1)))
+    np.savetxt(tmp_path / "dwi.bvec", m @ np.loadtxt(tmp_path / "dwi.bvec"), fmt="%.10g")
+    assert _fit(tmp_path / "dwi.nii.gz", tmp_path / "fixed_dti.nii.gz", capsys) == []
+    a, b = _principal(tmp_path / "clean_dti.nii.gz"), _principal(tmp_path / "fixed_dti.nii.gz")
+    inside = np.linalg.norm(a, axis=-1) > 0
+    assert np.median(np.abs((a[inside] * b[inside]).sum(-1))) > 0.9999
+
+
 @pytest.mark.slow
 def test_every_correction_of_the_phantom_s_fit_restores_it_and_nothing_is_said_without_white_matter():
     """Each candidate's corruption (the inverse of its correction, applied to the fitted tensors: D' = M D M^T, as a
@@ -87,7 +108,8 @@ def test_every_correction_of_the_phantom_s_fit_restores_it_and_nothing_is_said_w
     fit = fit_dti(dwi, mask)
     assert gradcheck.gradient_scores(fit, mask).record == "ok"
     cands = gradcheck.candidates(dwi.affine)
-    assert len(cands) == 26 and {"x-flipped", "scanner-RAS", "scanner-LPS", "rows(y,x,z)"} <= {c.key for c in cands}
+    assert len(cands) == 29 and {"x-flipped", "scanner-RAS", "scanner-LPS", "scanner-RAS-y-flipped", "rows(y,x,z)",
+                                 "obliquity+z", "scanner-RAS-y-flipped"} <= {c.key for c in cands}, [c.key for c in cands]
     for c in cands[1:]:
         bad = fit.replace(data=tensors.rotate(fit.data, c.matrix.T))
         assert gradcheck.gradient_scores(bad, mask).suspect == c.key, c.key
@@ -101,8 +123,9 @@ def test_every_correction_of_the_phantom_s_fit_restores_it_and_nothing_is_said_w
 @pytest.mark.realdata
 @pytest.mark.parametrize("scan", [AXIAL.name, "siemens_prisma_3mm_yaw"])
 def test_the_real_dev_scans_tables_win_clearly_and_their_x_flip_loses(scan):
-    """On the 3 mm ortho and oblique dev scans the table as given beats every candidate by 1.48x or more (the
-    calibration: 1.22x at least over the 8 real subjects); with x negated, the correction is named."""
+    """On the 3 mm ortho dev scan the table as given beats every candidate by 1.48x or more, on the oblique one by
+    1.17x (its obliquity turned back; the calibration: 1.17x at least over the 8 real subjects); with x negated, the
+    correction is named."""
     dwi = fileio.load_dwi(need_data(DEV / scan) / "dwi.nii.gz")
     mask = brain_mask(dwi)
     fit = fit_dti(dwi, mask)
@@ -110,7 +133,7 @@ def test_the_real_dev_scans_tables_win_clearly_and_their_x_flip_loses(scan):
         warnings.simplefilter("always")
         found = gradcheck.check_gradients(dwi, mask, fit, "dwi.bvec")
     assert not [w for w in caught if SAID in str(w.message)]  # nothing said
-    assert found.record == "ok" and found.ratio < 0.75, found.scores
+    assert found.record == "ok" and found.ratio < 0.86, found.scores
     bad = fit.replace(data=tensors.rotate(fit.data, np.diag([-1.0, 1.0, 1.0])))
     assert gradcheck.gradient_scores(bad, mask).suspect == "x-flipped"
 

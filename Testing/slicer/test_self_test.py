@@ -85,9 +85,9 @@ def logic_run(tmp_path, more: str = "") -> str:
     return run.stdout
 
 
-def test_the_logic_refuses_no_input_in_the_engines_words(tmp_path):
+def test_the_logic_refuses_no_input_in_the_engines_words(logic_default_at_5):
     """Logic.process(None) raises the engine's IQTError, shown as the panel's words (it was a plain ValueError)."""
-    out = logic_run(tmp_path)
+    out = logic_default_at_5  # LOGIC_RUN tries process(None) first, whatever `more` it runs after
     assert "refused: no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume" in out
 
 
@@ -104,10 +104,17 @@ for factor, method in ((5, None), (5, "cubic")):
 """
 
 
-def test_the_default_method_at_factors_without_a_model_says_it_ran_interpolation(tmp_path):
+@pytest.fixture(scope="module")
+def logic_default_at_5(tmp_path_factory):
+    """One child process for the two Logic tests: LOGIC_RUN's process(None), then DEFAULT_AT_5 (a Slicer shell and
+    the engine imported once, not twice)."""
+    return logic_run(tmp_path_factory.mktemp("logic"), DEFAULT_AT_5)
+
+
+def test_the_default_method_at_factors_without_a_model_says_it_ran_interpolation(logic_default_at_5):
     """In batch the default method at factors no learned model ships for is cubic: the run's notes say so (it had
     become cubic without a word); a method chosen by name adds no such note."""
-    out = logic_run(tmp_path, DEFAULT_AT_5)
+    out = logic_default_at_5
     note = ("no learned model ships for factor 5, so the interpolation baseline (cubic) ran; choose a Method and an "
             "Advanced > Model file trained for these factors for a learned one")
     default, named = (line for line in out.splitlines() if line.startswith("5 "))

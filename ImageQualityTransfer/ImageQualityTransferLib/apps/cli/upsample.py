@@ -34,9 +34,11 @@ def add_parsers(sub) -> None:
     options.add_output_order(sp)
     sp.add_argument("--maps", action="store_true",
                     help="also write dtifit's maps of the output beside it: NAME_FA, NAME_MD, NAME_L1, NAME_L2, NAME_L3 "
-                         "(mm^2/s) and NAME_V1 (the principal eigenvector, 3 volumes, in the output file's frame: "
-                         "FSL's for a dtifit file; 0 where L1 = L2), zero outside the brain; an output X_tensor.nii.gz "
-                         "gives X_FA.nii.gz ..., as dtifit names them")
+                         "(mm^2/s) and NAME_V1 (the principal eigenvector, 3 volumes, in the frame its viewer reads: "
+                         "FSL's image frame, as dtifit writes V1 and FSLeyes and dipy read it (the voxel axes, x negated "
+                         "on a grid whose affine has a positive determinant), for every output but an MRtrix-order one, "
+                         "whose V1 is in scanner (RAS) coordinates as MRtrix reads vectors; 0 where L1 = L2), zero "
+                         "outside the brain; an output X_tensor.nii.gz gives X_FA.nii.gz ..., as dtifit names them")
     sp.set_defaults(func=run)
 
 
@@ -61,13 +63,36 @@ def maps_paths(out: Path) -> dict[str, Path]:
     return {key: out.with_name(f"{base}_{key}{suffix}") for key in DTIFIT_MAPS}
 
 
+def v1_frame(order: str) -> str:
+    """The frame of `--maps`'s V1 beside an output written in `order`: that of the viewer of the output's tool (audit
+    S: V1 in the voxel axes of this tool's 5D file on a positive-determinant grid showed mirrored in FSLeyes, a median
+    44.6 degrees off): MRtrix's scanner (RAS) frame for an MRtrix-order output (MRtrix reads a vector image's
+    components against the scanner axes, peaksconvert's "xyz"), FSL's image frame (dtifit's V1, dipy's evecs; the
+    voxel axes, x negated where the affine's determinant is positive) for every other output, NRRD included."""
+    return "mrtrix" if order == "mrtrix" else "fsl"
+
+
+def v1_frame_words(order: str, affine, short: bool = False) -> str:
+    """V1's frame (v1_frame) in words: for the 'wrote' line, or `short` for its header's description."""
+    import numpy as np
+
+    if v1_frame(order) == "mrtrix":
+        return "scanner RAS frame (MRtrix's)" if short else "scanner (RAS) coordinates, as MRtrix reads vectors"
+    flipped = np.linalg.det(np.asarray(affine, float)[:3, :3]) > 0
+    if short:
+        return "FSL frame (dtifit's" + (", voxel x negated)" if flipped else ", voxel axes)")
+    return ("FSL's image frame as dtifit writes V1 and FSLeyes reads it: the voxel axes with x negated, this grid's "
+            "affine having a positive determinant" if flipped else
+            "FSL's image frame as dtifit writes V1 and FSLeyes reads it: here the voxel axes")
+
+
 def file_maps(tensor, order: str) -> dict:
-    """dtifit's maps of the tensors as a file in `order` holds them: V1 in that file's frame."""
+    """dtifit's maps of the tensors written in `order`: V1 in the frame of that output's viewer (v1_frame)."""
     from ...core import tensors
     from ...core.volume import Volume
     from ...fileio.volumes import in_file_frame
 
-    data = in_file_frame(tensor.data, order, tensor.affine)
+    data = in_file_frame(tensor.data, v1_frame(order), tensor.affine)  # eigenvalues (FA, MD, L1-L3) do not depend on it
     return {key: Volume(values, tensor.affine) for key, values in tensors.dtifit_maps(data).items()}
 
 
@@ -222,7 +247,9 @@ def run(args):
     maps = file_maps(pred.tensor, written["order"]) if map_paths else {}
     fileio.save_tensor(pred.tensor, out, **written)
     for key, vol in maps.items():
-        fileio.save_scalar(vol, map_paths[key], f"iqt {method.label} {key}")
+        words = f" in {v1_frame_words(written['order'], vol.affine, short=True)}" if key == "V1" else ""
+        text = f"iqt {method.label} {key}{words}"
+        fileio.save_scalar(vol, map_paths[key], text if len(text) < 80 else f"iqt {key}{words}")
     for key, vol in pred.maps().items() if unc_out else ():
         fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
     # the lines after the writes, in their order, once every output is in place (all_or_none): none names a file that
@@ -234,8 +261,8 @@ def run(args):
         say(f"no learned model ships for {grid.describe(f)}, so the default ran the interpolation baseline ({name}); "
               "for a learned one give --method and --model with a model trained for these factors ('iqt train')")
     if map_paths:
-        say(f"wrote {', '.join(str(p) for p in map_paths.values())} (dtifit's maps; V1 in the output's frame, "
-              "0 where the two largest eigenvalues are equal)")
+        say(f"wrote {', '.join(str(p) for p in map_paths.values())} (dtifit's maps; V1 in "
+            f"{v1_frame_words(written['order'], pred.tensor.affine)}, 0 where the two largest eigenvalues are equal)")
     if unc_out:
         say("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None

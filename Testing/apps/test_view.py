@@ -229,7 +229,13 @@ def test_the_runs_warnings_show_in_the_page(browser, lowres, serve, tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_and_change_method(browser, lowres, serve, tmp_path):
+def test_compare_and_change_method_with_no_dead_controls(browser, lowres, serve, tmp_path):
+    """One page served for cubic, switched to biqt through the picker (test_compare_and_change_method and
+    test_no_dead_controls merged: each served and opened this same page and ran the same switch): two brain views and
+    the Inferno overlay, the right view's slice following the left one's. Every control on the page does something:
+    no menu icon without a drawer, no "3D" toggle without a 3D view, the uncertainty opacity slider off for a method
+    without uncertainty and on for one with it, its handle whole at 1.0 (it was clipped by the toolbar's right edge:
+    audit D)."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
     url = server.url()
@@ -237,9 +243,15 @@ def test_compare_and_change_method(browser, lowres, serve, tmp_path):
     try:
         page.goto(url)
         wait_status(page, "done: cubic")
+        assert page.locator(".mdi-video-3d").count() == 0, "a 3D toggle in a page with no 3D view"
+        assert not page.locator("header .v-app-bar-nav-icon").is_visible(), "a menu icon with no drawer"
+        assert page.locator(".iqt-reset").count() == 2  # Reset Camera stays, in each view
+        slider = page.locator(".iqt-opacity")
+        assert "v-input--disabled" in slider.get_attribute("class"), "opacity slider on for cubic (no uncertainty)"
         page.click(".iqt-method .v-field")
         page.get_by_role("option", name="biqt", exact=True).click()
         wait_status(page, "done: biqt")
+        assert "v-input--disabled" not in slider.get_attribute("class")
         for _ in range(40):  # the views' next frame reaches the page (0.8 s on a quiet machine, more under load)
             time.sleep(0.25)
             shot = page.locator("#iqt-views").screenshot(path=str(tmp_path / "view.png"))
@@ -260,6 +272,13 @@ def test_compare_and_change_method(browser, lowres, serve, tmp_path):
                 break
             time.sleep(0.1)
         assert linked, f"slice positions before {before}, after {after}"
+        page.locator(".iqt-opacity .v-slider-thumb").focus()
+        page.keyboard.press("End")
+        time.sleep(1.0)  # the handle's move is animated
+        thumb = page.locator(".iqt-opacity .v-slider-thumb__surface").bounding_box()
+        bar = page.locator("header").bounding_box()
+        page.screenshot(path=str(tmp_path / "controls.png"))
+        assert thumb["x"] + thumb["width"] <= bar["x"] + bar["width"] - 4, (thumb, bar)
     finally:
         page.close()
     left, right = brain_fraction(shot)
@@ -477,37 +496,6 @@ def test_one_colour_scale_across_the_methods_shown(lowres):
         runs["rf"]["top"] >= max(runs["biqt"]["own"], runs["rf"]["own"]), runs
     for method in ("biqt", "rf"):
         assert method in runs[method]["title"] and "shared scale" in runs[method]["title"], runs
-
-
-@pytest.mark.slow
-def test_no_dead_controls(browser, lowres, serve, tmp_path):
-    """Every control on the page does something: no menu icon without a drawer, no "3D" toggle without a 3D view, the
-    uncertainty opacity slider off for a method without uncertainty and on for one with it, its handle whole at 1.0
-    (it was clipped by the toolbar's right edge: audit D)."""
-    lr, mask = lowres
-    server = serve(lr, "--method", "cubic", "--mask", mask)
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    try:
-        page.goto(server.url())
-        wait_status(page, "done: cubic")
-        assert page.locator(".mdi-video-3d").count() == 0, "a 3D toggle in a page with no 3D view"
-        assert not page.locator("header .v-app-bar-nav-icon").is_visible(), "a menu icon with no drawer"
-        assert page.locator(".iqt-reset").count() == 2  # Reset Camera stays, in each view
-        slider = page.locator(".iqt-opacity")
-        assert "v-input--disabled" in slider.get_attribute("class"), "opacity slider on for cubic (no uncertainty)"
-        page.click(".iqt-method .v-field")
-        page.get_by_role("option", name="biqt", exact=True).click()
-        wait_status(page, "done: biqt")
-        assert "v-input--disabled" not in slider.get_attribute("class")
-        page.locator(".iqt-opacity .v-slider-thumb").focus()
-        page.keyboard.press("End")
-        time.sleep(1.0)  # the handle's move is animated
-        thumb = page.locator(".iqt-opacity .v-slider-thumb__surface").bounding_box()
-        bar = page.locator("header").bounding_box()
-        page.screenshot(path=str(tmp_path / "controls.png"))
-        assert thumb["x"] + thumb["width"] <= bar["x"] + bar["width"] - 4, (thumb, bar)
-    finally:
-        page.close()
 
 
 def test_the_page_states_its_convention():

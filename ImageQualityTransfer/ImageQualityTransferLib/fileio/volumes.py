@@ -281,7 +281,7 @@ def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -
     def write(tmp):
         if order == "nifti":
             img = nibabel_lib().Nifti1Image(vol.data[:, :, :, None, :].astype(np.float32), vol.affine)
-            img.header.set_intent("symmetric matrix", (), name=OWN_INTENT)
+            img.header.set_intent("symmetric matrix", (3,), name=OWN_INTENT)  # p1: N, as nifti1.h asks
         else:
             data = tensors.to_order(in_file_frame(vol.data, order, vol.affine), order)
             img = nibabel_lib().Nifti1Image((data[:, :, :, None, :] if five_d else data).astype(np.float32), vol.affine)

@@ -83,7 +83,8 @@ one colour means one value when comparing methods or scans.</p>
 IJK to RAS rotation), so SlicerDMRI tractography seeds on them unchanged. The output grid has the voxel size
 divided by the factor, with its first voxel centred inside the first input voxel.</p>
 <p><b>Upsampling</b>: <i>isotropic</i> divides the voxel size by the factor along every axis; <i>through-plane</i>
-along the slice axis only (the input's largest voxel spacing: thick slices); <i>target voxel size</i> takes the
+along the slice axis only (the input's largest voxel spacing: thick slices; of spacings within 2 % of it, the
+third IJK axis, the acquisition's slice axis); <i>target voxel size</i> takes the
 smallest factor per axis that reaches it. The learned methods have models for isotropic factors 2 and 3 and
 through-plane factors 2 and 3, not every method for every one: the method list shows those that run at the chosen
 factors. Interpolation takes any factors.</p>
@@ -656,8 +657,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def upsamplingFactors(self, inputNode, mode: str = "isotropic", factor: int = 2,
                           voxelSize: Optional[float] = None) -> tuple:
         """Per-axis factors (fx, fy, fz) in the input's IJK axes for an upsampling mode (UPSAMPLING_MODES): factor on
-        every axis, factor along the thick-slice axis (the largest spacing), or the smallest factors reaching
-        voxelSize mm. Raises the engine's IQTError (engineError) saying what to change."""
+        every axis, factor along the thick-slice axis (the largest spacing; k of spacings within 2 % of it), or the
+        smallest factors reaching voxelSize mm. Raises the engine's IQTError (engineError) saying what to change."""
         self._engineOnPath()
         from ImageQualityTransferLib.slicer import upsampling
 

@@ -3,7 +3,8 @@ spacing, the output voxel size, and which methods run at those factors.
 
 Modes (in the order of the module's combo box):
     isotropic      factor f on every axis: (f, f, f)
-    through-plane  factor f along the thick-slice axis only (the largest voxel spacing), e.g. (1, 1, f)
+    through-plane  factor f along the thick-slice axis only (the largest voxel spacing; k where spacings tie
+                   within grid.VOXEL_SIZE_TOLERANCE), e.g. (1, 1, f)
     voxel-size     the smallest integer factor per axis that reaches a wanted voxel size (grid.for_voxel_size)
 
 Spacings are the node's (GetSpacing(), in IJK axes), which are the engine's voxel axes. Imports only `core`, so
@@ -32,10 +33,13 @@ def _spacing(spacing, mode: str) -> tuple[float, float, float]:
 
 
 def slice_axis(spacing) -> int:
-    """The thick-slice axis (0, 1 or 2): the one with the largest voxel spacing; of equal ones the last (the slice
-    axis k of an isotropic acquisition), so that through-plane upsampling of isotropic voxels refines slices."""
+    """The thick-slice axis (0, 1 or 2): the one with the largest voxel spacing. Spacings within
+    grid.VOXEL_SIZE_TOLERANCE of the largest tie (a sagittal scan stored PSR holds 2.7073 x 2.7073 x 2.7 mm for a
+    nominal 2.7 mm): a tie goes to k, the acquisition's slice axis, where k is one of them, else to the last of them;
+    so through-plane upsampling of isotropic voxels refines the slices."""
     v = _spacing(spacing, "through-plane")
-    return max(range(3), key=lambda i: (round(v[i], 6), i))
+    tied = [i for i in range(3) if v[i] * (1 + grid.VOXEL_SIZE_TOLERANCE) >= max(v)]
+    return tied[-1]
 
 
 def factors_for(mode: str, factor: int = 2, voxel_size_mm: float | None = None, spacing=None) -> tuple[int, int, int]:

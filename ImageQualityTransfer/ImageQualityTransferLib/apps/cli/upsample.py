@@ -179,6 +179,7 @@ def run(args):
     from ...core import grid
     from ...core.orientation import Reorientation, slice_axis
     from ...fileio.records import map_record
+    from ...methods.inputs import warn_if_upsampled
 
     t0 = time.perf_counter()
     f = options.factors(args)  # None with --voxel-size: the input is read first, its voxel size chooses them
@@ -227,6 +228,7 @@ def run(args):
         lr = fileio.load_tensor(args.input, args.tensor_order)
     else:
         print(options.voxel_size_line(f, lr.voxel_size))
+    warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on
     written = options.output_order(args, lr, out)
     fileio.check_tensor_output(out, lr.affine)
     seeds = options.load_seeds(args) if args.propagate else None

@@ -246,6 +246,9 @@ def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> Volume:
 # ---------------------------------------------------------------- the engine call (shared with the worker)
 
 
+OUTPUT_PROGRESS = 0.95  # the overall progress where the output nodes are made: every step before ends at or below it
+
+
 def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, progress=None,
                     cancel=None) -> dict[str, Volume]:
     """{"tensor": Volume, "uncertainty/<name>": Volume..., "interpolated": Volume} on the high-res grid; the engine's
@@ -256,7 +259,8 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     method, factor = request.method, request.factor
     given = mask
     m = request.make()
-    span = 0.75 if request.interpolate and method != COMPARISON_METHOD else 0.9
+    # the method, then the comparison (when there is one), end at OUTPUT_PROGRESS, where the nodes are made
+    span = 0.75 if request.interpolate and method != COMPARISON_METHOD else OUTPUT_PROGRESS - 0.1
     _report(progress, 0.1, f"running {method} (x{grid.text(factor)})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
@@ -281,7 +285,7 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IQTWarning)  # the same input: said once, above
                 cmp, _ = predict_within(methods_mod.get(COMPARISON_METHOD), lr, factor, given,
-                                        progress=_scaled(None, 0, 1, None, cancel))
+                                        progress=_scaled(progress, 0.1 + span, OUTPUT_PROGRESS, None, cancel))
                 out["interpolated"] = cmp.tensor
     _check_cancel(cancel)
     return out
@@ -509,7 +513,7 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
         results = predict_in_subprocess(lr, request, mask, progress, cancel, python_executable=python_executable)
     else:
         results = predict_volumes(lr, request, mask, progress, cancel)
-    _report(progress, 0.95, "creating output nodes")
+    _report(progress, OUTPUT_PROGRESS, "creating output nodes")
     _check_cancel(cancel)  # pressed as the method ended: still no output (review 45f: the nodes came back "Cancelled")
     base = input_node.GetName() or "dti"
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)

@@ -154,6 +154,12 @@ def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: b
             dti.gradient_table(dwi)  # its problems said here, in the in-process words, not about a temporary file
             return dwi, mask
         return fit_dwi(dwi, mask, progress, cancel, exclude=exclude)
+    if input_node is None or not input_node.IsA("vtkMRMLTensorVolumeNode"):  # a scalar or label volume, say
+        kind = next((words for cls, words in (("vtkMRMLLabelMapVolumeNode", "label map"),
+                                              ("vtkMRMLScalarVolumeNode", "scalar volume"))
+                     if input_node is not None and input_node.IsA(cls)), None)
+        got = "nothing" if input_node is None else f"'{input_node.GetName()}', a {kind or input_node.GetClassName()}"
+        raise IQTError(f"the input is {got}; select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
     lr = mrml.tensor_volume_from_node(input_node)
     if mask is not None:
         mask = _check_same_grid(mask, lr, mask_node)

@@ -15,13 +15,19 @@ from ..core.grid import describe, factors, isotropic
 
 
 MADE_BY = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) factors? (?P<factor>\d+(?:,\d+,\d+ (?P<axes>[RLAPSI]{3}))?)"
+                     r"(?: order (?P<order>fsl|mrtrix|dipy))?"
                      r"(?: (?P<origin>shipped|registered|given) model (?P<model>[\w.+-]+))?$")
+RECORDED_ORDERS = ("fsl", "mrtrix", "dipy")  # the --tensor-order names a header records (this tool's 5D needs none)
 
 
-def made_by(meta: dict, affine) -> str:
+def made_by(meta: dict, affine, order: str | None = None) -> str:
     """The header description of a method's output ("iqt espcn factor 2"; per-axis factors with the voxel axes' codes
     they are along, "iqt espcn factors 1,1,3 LAS"): `iqt evaluate` reads the factors back (made_at), so that a
-    prediction is not scored on another factor's grid; "" for other tensors."""
+    prediction is not scored on another factor's grid; "" for other tensors. `order`: the --tensor-order of a file
+    written in another tool's order and frame ("iqt espcn factor 2 order fsl"), which load_tensor reads back without
+    --tensor-order (recorded_order). A file no method made records nothing ('iqt fit' and 'iqt degrade --style fsl'
+    outputs, as before: such a 4D file is read with --tensor-order)."""
+    order = order if order in RECORDED_ORDERS else None
     if not meta.get("method") or meta.get("factor") is None:
         return ""
     text = f"iqt {meta['method']}{'+tta' if meta.get('averaged_over') else ''} {describe(meta['factor'])}"
@@ -30,12 +36,20 @@ def made_by(meta: dict, affine) -> str:
         if axes is None:
             return ""
         text += " " + axes
+    if order:
+        text += f" order {order}"
     model = meta.get("model_name")  # the model that ran, as far as 80 bytes hold it (audit J: only the method was)
     if model and meta.get("model_origin"):
         longer = f"{text} {meta['model_origin']} model {Path(str(model)).name}"
         if len(longer) < 80 and MADE_BY.match(longer):
             text = longer
     return text if len(text) < 80 and MADE_BY.match(text) else ""
+
+
+def recorded_order(text) -> str | None:
+    """The --tensor-order a header description records (made_by's "order fsl"); None where it records none."""
+    m = MADE_BY.match(str(text).strip())
+    return m["order"] if m is not None else None
 
 
 def _axis_codes(affine) -> str | None:

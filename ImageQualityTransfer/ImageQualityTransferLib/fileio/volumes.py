@@ -30,7 +30,7 @@ from .nifti import (
     set_orientation,
 )
 from .paths import atomic_write
-from .records import made_by, read_made_by
+from .records import made_by, read_made_by, recorded_order
 
 
 # ---------------------------------------------------------------- DWI
@@ -134,6 +134,8 @@ def load_tensor(path, order: str = "nifti") -> Volume:
         raise IQTError(f"unknown tensor order {order!r}; use one of {', '.join(tensors.ORDERS)}")
     img = load_nifti(path, "a .nii or .nii.gz file, or a Slicer .nrrd")  # the formats a tensor volume is read from
     shape = img.shape
+    if order == "nifti":
+        order = _recorded_order(img, path, shape)
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
         if order not in ("nifti", "dipy"):  # reordered, then refused as "not positive definite" (review 40a)
             raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
@@ -169,6 +171,19 @@ def load_tensor(path, order: str = "nifti") -> Volume:
         meta["made_by"], meta["made_at"] = made
     remember_codes(img.affine, header_codes(img))
     return Volume(data.astype(np.float32), img.affine, "tensor", meta=meta)
+
+
+def _recorded_order(img, path, shape) -> str:
+    """The order to read a file given without --tensor-order: the one this tool recorded in its header when it wrote
+    the file in another tool's order (records.made_by: a 4D fsl, mrtrix or dipy file, or dipy_fit_dti's 5D layout),
+    said in one line; "nifti" for any other file (a 4D one is then refused, asking for --tensor-order). A wrong
+    --tensor-order given is read as given, and refused by the tensor checks as before."""
+    recorded = recorded_order(_descrip(img))
+    if recorded is None or not ((len(shape) == 4 and shape[3] == 6) or (len(shape) == 5 and recorded == "dipy")):
+        return "nifti"
+    warnings.warn(f"{path}: read as --tensor-order {recorded}, the order its header records ('{_descrip(img)}'); "
+                  "give --tensor-order to read it otherwise", IQTWarning, stacklevel=3)
+    return recorded
 
 
 def order_shares(vol: Volume, where: np.ndarray | None = None) -> dict[str, float]:
@@ -288,7 +303,7 @@ def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -
             if five_d:  # as dipy_fit_dti writes it (dipy.io.utils.nifti1_symmat); not this tool's intent name
                 img.header.set_intent("symmetric matrix", (3,))
         img.header.set_xyzt_units("mm")
-        descrip = made_by(vol.meta, vol.affine)
+        descrip = made_by(vol.meta, vol.affine, order)  # another tool's order recorded: read back without --tensor-order
         if descrip:
             img.header["descrip"] = descrip.encode("ascii")
         set_orientation(img, vol.affine)

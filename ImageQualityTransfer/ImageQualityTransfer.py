@@ -177,6 +177,20 @@ def progressText(message: str) -> str:
     return message
 
 
+def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cancelled: bool = False) -> str:
+    """The status line after a run: cancelled; done, with the output's name and the run's notes (e.g. the brain
+    estimated for an input fitted without a mask); or failed (no output `name`: the error dialog says why), so that
+    no progress message of the run stays in it."""
+    if cancelled:
+        return _("Cancelled.")
+    if not name:
+        return _("Failed: see the error message.")
+    text = _("Done: {name}").format(name=name)
+    if notes:
+        text += "\n" + _("Note: {notes}").format(notes=notes)
+    return text
+
+
 class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Uses ScriptedLoadableModuleWidget base class, available at:
     https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
@@ -461,6 +475,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
         cancelled = False
+        name = notes = None  # the output's, once the run has made it and shown it
         try:
             with slicer.util.tryWithErrorDisplay(_("Image Quality Transfer failed."), waitCursor=True):
                 try:
@@ -486,17 +501,14 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     # run with another method makes (or reuses) that method's nodes instead of overwriting these
                     self._lastResult = nodes
                     self.logic.showResults(nodes, opacity=p.uncertaintyOpacity, shared=p.sharedColourScale)
-                    self.ui.statusLabel.text = _("Done: {name}").format(name=nodes["tensor"].GetName())
+                    name = nodes["tensor"].GetName()
                     notes = nodes["tensor"].GetAttribute(self.logic.notesAttribute())
-                    if notes:  # e.g. the brain estimated for an input fitted without a mask
-                        self.ui.statusLabel.text += "\n" + _("Note: {notes}").format(notes=notes)
         finally:
             self._running = False
             self._setInputsEnabled(True)
             self.ui.applyButton.text = _("Apply")
             self.ui.progressBar.setVisible(False)
-            if cancelled or self._cancelRequested:
-                self.ui.statusLabel.text = _("Cancelled.")
+            self.ui.statusLabel.text = runStatusText(name, notes, cancelled or self._cancelRequested)
             self._checkCanApply()
 
     def _onProgress(self, fraction, message) -> bool:

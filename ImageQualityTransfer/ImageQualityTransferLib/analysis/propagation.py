@@ -191,12 +191,13 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
     command's options that reproduce the run, recorded with the propagation's own; `total_seconds`: the whole command's
     time (the prediction with the sampling)."""
     from .. import fileio
+    from ..fileio.records import map_record
 
     written = []
     for name in MAPS:
         vol = getattr(res, name)
-        if vol is not None:
-            fileio.save_scalar(vol, paths[name])
+        if vol is not None:  # its kind and unit in the header, as the uncertainty maps record theirs (audit S: empty)
+            fileio.save_scalar(vol, paths[name], map_record(method_name, name))
             written.append(paths[name].name)
     summary = {"method": method_name, "input": str(input_path), **res.summary()}
     summary["settings"] = {**(settings or {}), **summary["settings"]}

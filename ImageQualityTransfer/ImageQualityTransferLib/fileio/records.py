@@ -91,7 +91,10 @@ _OPPOSITE = dict(zip("LRAPSI", "RLPAIS"))
 
 
 MAP_UNITS = {"std": "mm2/s", "std_intrinsic": "mm2/s", "std_parameter": "mm2/s", "md_std": "mm2/s", "fa_std": "unitless",
-             "direction": "degrees"}
+             "direction": "degrees",
+             # uncertainty propagation's maps (analysis/propagation.py): FA and MD mean over the samples, and the share
+             # of the samples whose tracts visit each voxel (a fraction, 0 to 1)
+             "fa_mean": "unitless", "md_mean": "mm2/s", "visitation": "unitless"}
 MAP_RECORD = re.compile(r"^iqt (?P<method>[a-z0-9+-]+) (?P<key>[a-z_]+) (?P<unit>mm2/s|unitless|degrees)$")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.errors import IQTError
-from ...core.version import __version__
+from ...core.version import __version__, build
 from ...fileio.paths import write_json
 from .items import Item, label
 
@@ -292,7 +292,7 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     from ...core.tensors import NOISY_MODEL
 
     path = out_root / "dataset_description.json"
-    entry = {"Name": PIPELINE, "Version": __version__, "Method": s.method, "Factor": _factor(s),
+    entry = {"Name": PIPELINE, "Version": __version__, "Build": build(), "Method": s.method, "Factor": _factor(s),
              "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s),
              **({"ExcludeOutliers": True} if s.exclude_outliers else {})}
     if s.noisy_model_file:
@@ -313,10 +313,16 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         desc["DatasetLinks"] = {**desc.get("DatasetLinks", {}), "raw": uri}
         desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") != uri] + [{"URL": uri}]
         changed = True
-    # one entry per run setting: the same model named by another path (relative, before stop 45) is that entry
+    # one entry per run setting and build: the same model named by another path (relative, before stop 45) is that
+    # entry, and so is one of the same settings written before the build was recorded (no "Build"), which this run's
+    # entry replaces; a run of another build adds its own
     paths = ("Model", "NoisyInputModel")
-    same = [i for i, e in enumerate(desc["GeneratedBy"]) if isinstance(e, dict)
-            and {k: v for k, v in e.items() if k not in paths} == {k: v for k, v in entry.items() if k not in paths}]
+
+    def same_run(e: dict) -> bool:
+        skip = paths + (("Build",) if "Build" not in e else ())
+        return {k: v for k, v in e.items() if k not in skip} == {k: v for k, v in entry.items() if k not in skip}
+
+    same = [i for i, e in enumerate(desc["GeneratedBy"]) if isinstance(e, dict) and same_run(e)]
     if not same:
         desc["GeneratedBy"] = desc["GeneratedBy"] + [entry]
         changed = True

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import IQTError, IQTWarning
-from ...core.version import __version__
+from ...core.version import __version__, build
 from ...fileio.paths import write_json
 from .items import Item
 from ...fileio.records import map_record
@@ -186,7 +186,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
                 about += f" ({fileio.layout_words(vols[key].meta['written'])})"
             meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **noisy_model,
-                    "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "Time": stamp,
+                    "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "SoftwareBuild": build(), "Time": stamp,
                     **file_record(folder / names[key])}
             if key == "tensor":
                 meta["QC"] = qc

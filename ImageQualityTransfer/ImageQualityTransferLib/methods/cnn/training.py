@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...core.version import __version__ as engine_version
+from ...core.version import __version__ as engine_version, build as engine_build
 from ...dmri import degrade as deg
 from ...core import grid, tensors
 from ...core.errors import IQTError
@@ -712,5 +712,6 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         },
         "version": "1.0.0",
         "engine_version": engine_version,
+        "engine_build": engine_build(),
     }
     return net, meta, history

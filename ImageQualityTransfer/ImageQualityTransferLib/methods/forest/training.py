@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ...core.version import __version__ as engine_version
+from ...core.version import __version__ as engine_version, build as engine_build
 from ...core.errors import IQTError
 from ...core import grid
 from ...core.grid import repeat_blocks
@@ -112,6 +112,7 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
                 + f"variance scale {forest.variance_scale:.3g}")
     meta = {
         "version": engine_version,
+        "build": engine_build(),
         "features": features.feature_names(lib.n),
         "training": {"subjects": list(lib.subjects), "seed": int(seed), "examples": int(len(lib)),
                      "settings": {k: (float(v) if isinstance(v, float) else v) for k, v in cfg.items()},

@@ -1,0 +1,84 @@
+"""What an output records so that it can be made again (audit R): the build beside the version in every record,
+the training's threads, libraries and data checksums, and the numbers that ran where a default was taken."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core.version import __version__, build
+
+from helpers import synthetic_items
+
+
+def test_the_build_is_the_one_iqt_version_prints(capsys):
+    from ImageQualityTransferLib.apps.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"iqt {__version__} (build {build()})"
+    assert len(build()) == 12 and int(build(), 16) >= 0
+
+
+def test_model_sidecars_record_the_build_beside_the_version(small_subject, tmp_path):
+    pytest.importorskip("torch")
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.methods.cnn import training
+
+    gl = methods.get("global-linear").fit([small_subject], 2, progress=False)
+    side = json.loads(gl.save(tmp_path / "gl.npz", 2).read_text())
+    assert (side["version"], side["build"]) == (__version__, build())
+    _, meta, _ = training.train(synthetic_items(n=2), seed=0, epochs=1, iters_per_epoch=2, batch_size=2, patch=6,
+                                val_patches=2, progress=False)
+    assert (meta["engine_version"], meta["engine_build"]) == (__version__, build())
+
+
+def test_benchmark_json_records_the_build():
+    from ImageQualityTransferLib.analysis import benchmark
+
+    doc = benchmark.document([], methods=["cubic"], factor=2)
+    assert (doc["version"], doc["build"]) == (__version__, build())
+
+
+def _tensor_list(tmp_path):
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(14, 16, 12), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "a_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("a_dti.nii.gz\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    return out
+
+
+def test_batch_sidecars_and_dataset_description_record_the_build(tmp_path):
+    from ImageQualityTransferLib.apps import batch
+
+    out = _tensor_list(tmp_path)
+    items = batch.find_items(tmp_path / "list.txt")
+    assert [r["status"] for r in batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)] == ["done"]
+    sides = [json.loads(p.read_text()) for p in (out / "sub-adti").rglob("*.json")]
+    assert sides and all((s["SoftwareVersion"], s["SoftwareBuild"]) == (__version__, build()) for s in sides)
+    entry = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][-1]
+    assert (entry["Version"], entry["Build"]) == (__version__, build())
+
+
+def test_a_generated_by_entry_of_another_build_is_kept_and_one_from_before_builds_is_replaced(tmp_path):
+    from ImageQualityTransferLib.apps import batch
+    from ImageQualityTransferLib.apps.batch import records
+
+    out = tmp_path / "deriv"
+    out.mkdir()
+    s = batch.Settings(method="cubic")
+    before = {"Name": "ImageQualityTransfer", "Version": __version__, "Method": "cubic", "Factor": 2, "Model": None,
+              "ModelSHA256": None}
+    other = {**before, "Build": "0" * 12}
+    for runs, kept in (([before], []), ([other], [other])):
+        (out / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.10.0",
+                                                                  "DatasetType": "derivative", "GeneratedBy": runs}))
+        records.dataset_description(out, s)
+        assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"] == kept + [{**before, "Build": build()}]

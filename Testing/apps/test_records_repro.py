@@ -82,3 +82,27 @@ def test_a_generated_by_entry_of_another_build_is_kept_and_one_from_before_build
                                                                   "DatasetType": "derivative", "GeneratedBy": runs}))
         records.dataset_description(out, s)
         assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"] == kept + [{**before, "Build": build()}]
+
+
+def test_a_resumed_cohort_redoes_the_subjects_another_build_wrote(tmp_path, monkeypatch):
+    """A user upgrading mid-cohort: the subjects done before are redone, not skipped, so that the folder never mixes
+    two builds' results; those a run of this build wrote are skipped."""
+    from ImageQualityTransferLib.apps import batch
+    from ImageQualityTransferLib.apps.batch import records, subject
+
+    out = _tensor_list(tmp_path)
+    items = batch.find_items(tmp_path / "list.txt")
+    s = batch.Settings(method="cubic")
+    status = lambda: [r["status"] for r in batch.run_cohort(items, s, out, progress=False)]  # noqa: E731
+    assert status() == ["done"]
+    assert status() == ["skipped"]
+    for module in (records, subject):
+        monkeypatch.setattr(module, "build", lambda: "f" * 12)
+    assert status() == ["done"]
+    side = next((out / "sub-adti").rglob("*tensor_dwimap.json"))
+    assert json.loads(side.read_text())["SoftwareBuild"] == "f" * 12
+    assert status() == ["skipped"]
+    meta = json.loads(side.read_text())
+    del meta["SoftwareBuild"]  # a sidecar from before the build was recorded
+    side.write_text(json.dumps(meta))
+    assert status() == ["done"]

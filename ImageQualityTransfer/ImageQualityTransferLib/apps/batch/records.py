@@ -113,11 +113,13 @@ def output_order(item: Item, s: Settings) -> str:
 
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
     """The sidecar fields that must match for a subject to be skipped (OutputOrder only where it is not this tool's
-    5D, as every run wrote it until stop 45, so that such a run's outputs are still skipped). SoftwareVersion too:
-    outputs another version wrote (audit C: a worker of another version's, a later resume skipped them as done) are
-    redone."""
+    5D, as every run wrote it until stop 45, so that such a run's outputs are still skipped). SoftwareVersion and
+    SoftwareBuild too: outputs another version wrote (audit C: a worker of another version's, a later resume skipped
+    them as done) are redone, and so are those of another build of this version (other code or shipped models: a
+    cohort resumed after an upgrade would otherwise mix the two builds' results without a word, audit R) or of one
+    from before the build was recorded (which build made them is unknown)."""
     order, written = item.tensor_order or s.tensor_order, output_order(item, s)
-    return {**hashes, "SoftwareVersion": __version__, "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
+    return {**hashes, "SoftwareVersion": __version__, "SoftwareBuild": build(), "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
             **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {}),
             **({"OutputOrder": written} if written != "nifti" else {}),
             **({"BMax": s.bmax} if s.bmax is not None and item.kind == "dwi" else {}),

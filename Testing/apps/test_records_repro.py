@@ -106,3 +106,20 @@ def test_a_resumed_cohort_redoes_the_subjects_another_build_wrote(tmp_path, monk
     del meta["SoftwareBuild"]  # a sidecar from before the build was recorded
     side.write_text(json.dumps(meta))
     assert status() == ["done"]
+
+
+def test_batch_sidecars_record_the_monte_carlo_samples_that_ran(tmp_path):
+    """The default (10 for the variational CNNs) is recorded as the number, not null; a method that draws none: null."""
+    pytest.importorskip("torch")
+    from ImageQualityTransferLib.apps import batch
+    from ImageQualityTransferLib.apps.batch import records
+    from ImageQualityTransferLib.methods.cnn.inference import DEFAULT_SAMPLES
+
+    out = _tensor_list(tmp_path)
+    items = batch.find_items(tmp_path / "list.txt")
+    for method, given, recorded in (("espcn-hetero-var1", None, DEFAULT_SAMPLES), ("espcn-hetero-var1", 3, 3),
+                                    ("cubic", None, None)):
+        s = batch.Settings(method=method, mc_samples=given)
+        assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
+        side = records.sidecar(next((out / "sub-adti").rglob(records.output_names(items[0], s)["tensor"])))
+        assert json.loads(side.read_text())["MCSamples"] == recorded

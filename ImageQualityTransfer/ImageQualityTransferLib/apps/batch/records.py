@@ -119,11 +119,23 @@ def identity(item: Item, s: Settings, hashes: dict) -> dict:
     cohort resumed after an upgrade would otherwise mix the two builds' results without a word, audit R) or of one
     from before the build was recorded (which build made them is unknown)."""
     order, written = item.tensor_order or s.tensor_order, output_order(item, s)
-    return {**hashes, "SoftwareVersion": __version__, "SoftwareBuild": build(), "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": s.mc_samples,
+    return {**hashes, "SoftwareVersion": __version__, "SoftwareBuild": build(), "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": mc_samples(s),
             **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {}),
             **({"OutputOrder": written} if written != "nifti" else {}),
             **({"BMax": s.bmax} if s.bmax is not None and item.kind == "dwi" else {}),
             **({"ExcludeOutliers": True} if s.exclude_outliers and item.kind == "dwi" else {})}
+
+
+def mc_samples(s: Settings) -> int | None:
+    """The Monte Carlo samples a variational method draws with these settings (--mc-samples, else the default that
+    runs: audit R read null for the 10 drawn), None for a method that draws none."""
+    from ... import methods
+
+    if s.mc_samples is not None or not methods.method_class(s.method).takes_samples:
+        return s.mc_samples
+    from ...methods.cnn.inference import DEFAULT_SAMPLES
+
+    return DEFAULT_SAMPLES
 
 
 def res_label(s: Settings) -> str:

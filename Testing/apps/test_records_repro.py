@@ -123,3 +123,51 @@ def test_batch_sidecars_record_the_monte_carlo_samples_that_ran(tmp_path):
         assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
         side = records.sidecar(next((out / "sub-adti").rglob(records.output_names(items[0], s)["tensor"])))
         assert json.loads(side.read_text())["MCSamples"] == recorded
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_trained_models_sidecar_records_threads_libraries_and_the_datas_checksums(small_subject, tmp_path):
+    """`iqt train` without --threads (the threads set by OMP_NUM_THREADS or the libraries' default): the sidecar says
+    how many ran, on which library versions, from which bytes of each subject."""
+    import numpy
+    import scipy
+
+    from ImageQualityTransferLib.apps.cli import main
+
+    assert main(["train", "--method", "global-linear", "--subjects", str(small_subject), "-o", str(tmp_path / "gl.npz")]) == 0
+    training = json.loads((tmp_path / "gl.json").read_text())["training"]
+    assert training["threads"]["blas"] == 1  # the forests' small solves: one BLAS thread whatever the machine has
+    assert (training["libraries"]["numpy"], training["libraries"]["scipy"]) == (numpy.__version__, scipy.__version__)
+    assert training["libraries"]["python"] and training["libraries"]["dipy"] and "torch" not in training["libraries"]
+    assert training["data_sha256"] == [{"subject": small_subject.name, "folder": str(small_subject.absolute()),
+                                        "sha256": {n: _sha(small_subject / n) for n in ("dwi.nii.gz", "dwi.bval", "dwi.bvec")}}]
+
+
+def test_a_cnn_training_records_the_torch_threads_it_ran_on():
+    torch = pytest.importorskip("torch")
+    from ImageQualityTransferLib.methods.cnn import training
+
+    was = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # as OMP_NUM_THREADS=2 sets it, with no --threads given
+        _, meta, _ = training.train(synthetic_items(n=2), seed=0, epochs=1, iters_per_epoch=2, batch_size=2, patch=6,
+                                    val_patches=2, progress=False)
+    finally:
+        torch.set_num_threads(was)
+    assert meta["training"]["threads"]["torch"] == 2
+
+
+def test_shipped_sidecars_without_these_records_still_load():
+    """The shipped models were trained before the records existed: read as they are (read-only)."""
+    pytest.importorskip("torch")
+    from ImageQualityTransferLib import methods
+
+    for name in ("global-linear", "espcn"):
+        model = methods.get(name).load(2)
+        assert "data_sha256" not in model.meta.get("training", {}) and "build" not in model.meta
+        assert "engine_build" not in model.meta

@@ -533,8 +533,12 @@ class LearnedMethod(Method):
             flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
             raise IQTError(f"{flags}: {'does' if len(unknown) == 1 else 'do'} not apply to {self.name!r}; drop "
                            f"{'it' if len(unknown) == 1 else 'them'}")
-        self._loaded[f] = self._fit(list(subjects), f, seed=seed, log=log, progress=progress,
-                                    **{k: v for k, v in options.items() if v is not None})
+        data = data_record(subjects)  # before the training: the files as it read them
+        model = self._fit(list(subjects), f, seed=seed, log=log, progress=progress,
+                          **{k: v for k, v in options.items() if v is not None})
+        record = model.meta.setdefault("training", {})
+        record.update(libraries=library_versions(torch=self.requires_torch), data_sha256=data)
+        self._loaded[f] = model
         return self
 
     def fit_options(self) -> tuple[str, ...]:
@@ -570,6 +574,73 @@ class LearnedMethod(Method):
     def summary(self, factor: int = 2) -> str:
         """One line on the training `fit` ran (for the command line)."""
         return ""
+
+
+# What a model's sidecar records beside its seed and command so that its weights can be made again (audit R: 1 and 2
+# threads gave other CNN weights, and nothing said which libraries or which bytes of the subjects were read).
+TRAINING_FILES = ("dwi.bval", "dwi.bvec")  # with the subject's DWI (dwi.nii.gz or dwi.nii)
+
+
+def thread_record(torch: bool = False) -> dict:
+    """The CPU threads this process's numerical libraries use now, by pool (threadpoolctl's "blas" and "openmp": the
+    most any library of that kind has) and, with `torch`, torch's own intra-op threads. Called where the training runs,
+    so that it is what the training used (the forests' small solves run on one BLAS thread: core.threads)."""
+    import sys
+
+    from threadpoolctl import threadpool_info
+
+    out: dict = {}
+    for lib in threadpool_info():
+        kind = str(lib.get("user_api"))
+        out[kind] = max(out.get(kind, 0), int(lib.get("num_threads") or 0))
+    if torch and "torch" in sys.modules:
+        out["torch"] = int(sys.modules["torch"].get_num_threads())
+    return dict(sorted(out.items()))
+
+
+def library_versions(torch: bool = False) -> dict:
+    """The versions of Python and of the numerical libraries a training ran on (torch for the CNNs), and the BLAS
+    library numpy and scipy call (its name and version, from threadpoolctl)."""
+    import platform
+    from importlib import metadata
+
+    from threadpoolctl import threadpool_info
+
+    out: dict = {"python": platform.python_version()}
+    for dist in ("numpy", "scipy", "nibabel", "dipy", "threadpoolctl") + (("torch",) if torch else ()):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    if torch:
+        import sys
+
+        out["torch_cuda"] = getattr(getattr(sys.modules.get("torch"), "version", None), "cuda", None)
+    out["blas"] = sorted({f"{lib.get('internal_api')} {lib.get('version')}" for lib in threadpool_info()
+                          if lib.get("user_api") == "blas"})
+    return out
+
+
+def data_record(subjects) -> list[dict]:
+    """Per training subject folder, its name, its absolute path and the SHA256 of its DWI, bval and bvec (a subject
+    given as a loaded object is named only; a coarser copy is its folder's files, recorded once)."""
+    from ..dmri.subject import Coarsened, dwi_path, subject_name
+    from ..fileio.model_files import sha256
+
+    out, seen = [], set()
+    for s in subjects:
+        if isinstance(s, Coarsened):
+            s = s.folder
+        if not isinstance(s, (str, os.PathLike)):
+            out.append({"subject": getattr(s, "name", None), "folder": None, "sha256": None})
+            continue
+        folder = Path(os.path.abspath(s))
+        if folder in seen:
+            continue
+        seen.add(folder)
+        files = [dwi_path(folder)] + [folder / n for n in TRAINING_FILES]
+        out.append({"subject": subject_name(folder), "folder": str(folder), "sha256": {p.name: sha256(p) for p in files}})
+    return out
 
 
 def predict_within(method: "Method", lr: Volume, factor, mask: Volume | None = None, **kw) -> tuple[Prediction, Volume | None]:

@@ -422,6 +422,9 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                        "or one process")
     if threads:
         torch.set_num_threads(int(threads))
+    from ..base import thread_record
+
+    threads_used = thread_record(torch=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed if world == 1 else [seed, rank])
     arch = {"name": method, "factor": grid.record(factor), "widths": list(networks.default_widths(method))}
@@ -702,6 +705,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             "options": {k: opts[k] for k in DEFAULTS},
             "init": init_info,
             "processes": world,
+            "threads": threads_used,  # this process's (each process of a group takes as many)
             "device": device.type,
             "resumed_after_epoch": None if ck is None else int(ck["epoch"]),
             "kl_weight": kl_weight if variational else None,

@@ -20,6 +20,7 @@ from ...core.errors import IQTError
 from ...core import grid
 from ...core.grid import repeat_blocks
 from ...core.threads import small_solves
+from ..base import thread_record
 from . import features, linear, patches
 from .completion import GaussianCompletion
 from .forest import Forest
@@ -116,7 +117,8 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
         "features": features.feature_names(lib.n),
         "training": {"subjects": list(lib.subjects), "seed": int(seed), "examples": int(len(lib)),
                      "settings": {k: (float(v) if isinstance(v, float) else v) for k, v in cfg.items()},
-                     "library_seconds": round(t_lib, 1), "seconds": round(time.perf_counter() - t0, 1)},
+                     "library_seconds": round(t_lib, 1), "seconds": round(time.perf_counter() - t0, 1),
+                     "threads": thread_record()},
     }
     return ForestModel(method, grid.factors(factor), lib.n, comp, gl.W.astype(np.float32), forest, meta, inputs=cfg["inputs"],
                        input_unit=cfg["input_unit"])

@@ -171,3 +171,39 @@ def test_shipped_sidecars_without_these_records_still_load():
         model = methods.get(name).load(2)
         assert "data_sha256" not in model.meta.get("training", {}) and "build" not in model.meta
         assert "engine_build" not in model.meta
+
+
+def test_degrade_seeds_its_noise_and_draws_as_before_by_default(tmp_path, monkeypatch, capsys):
+    """`iqt degrade --snr S` draws the noise it drew before --seed existed (seed 0) byte for byte; --seed 0 is that
+    file; another seed another noise; the seed and SNR are kept with the factor and style; --seed without --snr is
+    refused."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.dmri import degrade as deg, randomise
+    from ImageQualityTransferLib.dmri.dti import brain_mask
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12)
+    fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
+    dwi = fileio.load_dwi(tmp_path / "dwi.nii.gz")
+    mask = brain_mask(dwi)
+    fileio.save_mask(mask, tmp_path / "mask.nii.gz")
+    made = []
+    save = fileio.save_tensor
+    monkeypatch.setattr(fileio, "save_tensor", lambda vol, *a, **k: (made.append(dict(vol.meta)), save(vol, *a, **k))[1])
+
+    def run(name, *extra):
+        assert main(["degrade", str(tmp_path / "dwi.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"), "--snr", "20",
+                     *extra, "-o", str(tmp_path / name)]) == 0
+        return (tmp_path / name).read_bytes()
+
+    default, zero, one = run("d.nii.gz"), run("s0.nii.gz", "--seed", "0"), run("s1.nii.gz", "--seed", "1")
+    assert default == zero and one != default
+    before = deg.degrade(dwi, fileio.load_mask(tmp_path / "mask.nii.gz", dwi).data, 2, noise=randomise.rician(20.0, 0))
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "d.nii.gz").dataobj)[..., 0, :],
+                                  before.tensor.data)  # the draws of seed 0, as before (5D SYMMATRIX on disk)
+    assert [(m["snr"], m["noise_seed"]) for m in made] == [(20.0, 0), (20.0, 0), (20.0, 1)]
+    capsys.readouterr()
+    assert main(["degrade", str(tmp_path / "dwi.nii.gz"), "--seed", "1", "-o", str(tmp_path / "x.nii.gz")]) == 2
+    assert "--seed 1: it seeds the noise of --snr" in capsys.readouterr().err and not (tmp_path / "x.nii.gz").exists()

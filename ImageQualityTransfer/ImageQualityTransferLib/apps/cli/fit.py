@@ -43,6 +43,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--style", default="own", choices=list(STYLES),
                     help="how the low-res tensors are made: " + "; ".join(f"{k}: {v}" for k, v in STYLES.items()))
     sp.add_argument("--snr", help=options.SNR_HELP)
+    sp.add_argument("--seed", type=int, metavar="N",
+                    help="seed of the --snr noise (default 0): the same seed draws the same noise, so one command gives "
+                         "one file; another seed draws another noise at the same SNR")
     sp.add_argument("--mask-out", help="also write the low-res mask (block majority)")
     sp.add_argument("-o", "--output", required=True, help="low-res tensor output")
     sp.set_defaults(func=degrade)
@@ -136,13 +139,22 @@ def degrade(args):
         raise IQTError(f"--slice-gap {args.slice_gap}: give the number of high-res planes dropped after each block, "
                        f"0 or more")
     snr = options.snr(args.snr)
+    if args.seed is not None and snr is None:
+        raise IQTError(f"--seed {args.seed}: it seeds the noise of --snr, and none is added without it; give --snr too "
+                       "or drop --seed")
+    if args.seed is not None and args.seed < 0:
+        raise IQTError(f"--seed {args.seed}: give a seed of 0 or more")
+    seed = 0 if args.seed is None else args.seed
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
     fileio.check_tensor_output(out, args.dwi)  # the low-res grid's axes are the DWI's
     dwi, brain = _dwi_and_mask(args)
-    pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap, noise=randomise.added_noise(snr))
+    pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap,
+                       noise=randomise.added_noise(snr, seed))
+    if snr is not None:  # beside the factor, shift and style that degrade keeps
+        pair.tensor.meta.update(snr=snr, noise_seed=seed)
     fileio.save_tensor(pair.tensor, out, order=deg.FILE_ORDER.get(args.style, "nifti"))
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)

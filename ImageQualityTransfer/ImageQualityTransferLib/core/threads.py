@@ -50,6 +50,18 @@ def available() -> int:
     return max(1, min(cores, _LIMIT or cores))
 
 
+def in_use() -> int:
+    """The CPU threads the numerical libraries use now, as a run records it (fileio/records.py): torch's own count where
+    torch is loaded (the CNNs' values depend on it), else the --threads cap, else OMP_NUM_THREADS, else `available`."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
+        return int(torch.get_num_threads())
+    if _LIMIT is not None:
+        return _LIMIT
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) >= 1 else available()
+
+
 @contextmanager
 def small_solves():
     """One BLAS thread inside (restored after)."""

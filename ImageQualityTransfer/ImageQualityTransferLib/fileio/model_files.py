@@ -310,6 +310,15 @@ def model_origin(path, given: bool) -> tuple[str, str]:
     return name, "registered" if registered_here(sp) else "shipped"
 
 
+def model_sha256(path) -> str | None:
+    """The SHA256 of the weights of the model at `path` (a weights file or a sidecar) as its sidecar records it, checked
+    when the model was loaded; None where the sidecar cannot be read."""
+    try:
+        return json.loads(sidecar_path(path).read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def shipped_for(method: str, factor, kind: str, models_dir=MODELS_DIR) -> Path | None:
     """Sidecar path of the shipped model of `method` for exactly `factor` and inputs of `kind`, or None."""
     f = grid.factors(factor)

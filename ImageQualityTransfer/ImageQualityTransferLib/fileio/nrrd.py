@@ -35,7 +35,7 @@ from ..core import tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
 from .paths import atomic_write
-from .records import made_by, read_made_by
+from .records import RUN_KEY, made_by, read_made_by, run_json
 
 TENSOR_KINDS = {
     "3d-symmetric-matrix": 6,
@@ -240,6 +240,9 @@ def _header(vol: Volume, encoding: str, data_file: str | None = None) -> bytes:
     record = made_by(vol.meta, vol.affine)
     if record:  # the method and factors, as a NIfTI output's descrip holds them (read back by `iqt evaluate`)
         lines.append(f"{MADE_BY_KEY}:={record}")
+    run = run_json()
+    if run is not None:  # the run that wrote it, as a NIfTI output's header extension holds it
+        lines.append(f"{RUN_KEY}:={run}")
     return ("\n".join(lines) + "\n\n").encode("ascii")
 
 

@@ -1,10 +1,14 @@
 """What made an output, in its header: for a tensor the method and factors (`iqt espcn factor 2`), written by the NIfTI
 and NRRD writers and read back by `iqt evaluate` so that a prediction is scored on its own factor's grid; for an
 uncertainty map its kind and unit (`iqt espcn-hetero-var1 direction degrees`), so that a map given as another is
-refused."""
+refused. Beside it, the run that wrote a file (`run_record`): the command, every option as it took effect, the version
+and build, the threads and the model's checksum, so that two outputs can be told apart and one redone (audit R)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import re
 from pathlib import Path
 
@@ -108,3 +112,49 @@ def read_map_record(text) -> str | None:
     """The map's key ("std", "direction", ...) from a `map_record` text; None for any other text."""
     m = MAP_RECORD.match(str(text).strip())
     return m["key"] if m is not None and m["key"] in MAP_UNITS else None
+
+
+# ---------------------------------------------------------------- the run that wrote a file
+
+# the record of the `iqt` command under way (apps/cli `_run`), per run as the all-or-none stage is (fileio/paths.py);
+# None outside a command (the Python API, batch workers, the Slicer module: their own records, or none)
+_RUN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("iqt_run_record", default=None)
+RUN_KEY = "iqt_run"  # the JSON object's one key, in a NIfTI header extension (comment) and a NRRD field of that name
+
+
+@contextlib.contextmanager
+def run_record(record: dict):
+    """Every file written inside carries `record` (a JSON-able dict) in its header: `run_json`."""
+    token = _RUN.set(dict(record))
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
+
+
+def note_run(**fields) -> None:
+    """Add to the record of the run under way (e.g. the model that ran, once loaded); nothing outside a run."""
+    record = _RUN.get()
+    if record is not None:
+        record.update(fields)
+
+
+def run_json() -> str | None:
+    """The run's record as one line of ASCII JSON ({"iqt_run": {...}}, keys sorted: a rerun writes the same bytes);
+    None outside a command."""
+    from ..core.threads import in_use
+
+    record = _RUN.get()
+    if record is None:
+        return None
+    record = {**record, "threads": in_use()}  # at the write: torch is loaded by then where a CNN ran
+    return json.dumps({RUN_KEY: record}, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def read_run(text) -> dict | None:
+    """The record `run_json` wrote (from a header extension's or a NRRD field's text); None for any other text."""
+    try:
+        found = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return found.get(RUN_KEY) if isinstance(found, dict) and isinstance(found.get(RUN_KEY), dict) else None

@@ -130,6 +130,21 @@ def main(argv=None) -> int:
     return 141 if printed.gone and code == 0 else code
 
 
+def _record(args) -> dict:
+    """What each output's header records of this run (fileio/records.py `run_record`): the command as given, every
+    option as given or defaulted (a command adds what it resolves later: upsample its factors, model and samples), the
+    version and build, and the CPU threads in use (the CNNs' values depend on them, README "The same bytes again").
+    Nothing of the time or the machine beyond that, so that a rerun writes the same bytes."""
+    import shlex
+
+    from ...core.version import __version__, build
+
+    hidden = {"func", "argv"}
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in hidden and not callable(v)}
+    return {"command": shlex.join(["iqt", *getattr(args, "argv", [])]), "options": options, "version": __version__,
+            "build": build()}  # and the threads, at each write (records.run_json)
+
+
 def _run(args, printed, signals=()) -> int:
     """The command, its failures as one line each on stderr and an exit status. `signals`: those turned into
     Terminated, ignored once the command has returned (its outputs are all written: a job stopped now has finished)."""
@@ -139,12 +154,14 @@ def _run(args, printed, signals=()) -> int:
         threads.apply(given[0] if given else None)
         from ...fileio.paths import all_or_none
         from ...fileio.nifti import carried_codes
+        from ...fileio.records import run_record
 
         # outputs keep their input's orientation codes (not in batch, whose worker processes run outside this run: its
         # outputs would otherwise differ by --workers); a run's outputs are written all or none, but for batch (each
         # subject commits on its own, for a resume) and train (a checkpoint lands when written)
         with (carried_codes() if args.command != "batch" else contextlib.nullcontext()), \
-                (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()):
+                (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()), \
+                run_record(_record(args)):
             code = args.func(args)
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)

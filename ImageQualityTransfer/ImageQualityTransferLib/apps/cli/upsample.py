@@ -117,6 +117,16 @@ def input_shape3(path) -> tuple[int, int, int] | None:
         return None
 
 
+def mc_samples_used(method) -> int | None:
+    """The Monte Carlo samples a variational CNN drew (its --mc-samples, else the default: the mean is theirs too), for
+    the outputs' run record; None for a method that draws none."""
+    if not method.takes_samples:
+        return None
+    from ...methods.cnn.inference import DEFAULT_SAMPLES
+
+    return DEFAULT_SAMPLES if method.samples is None else int(method.samples)
+
+
 @contextmanager
 def method_progress(method):
     """The callback that `Method.predict` calls with the fraction done, drawing a progress bar of the method's run on
@@ -178,7 +188,7 @@ def run(args):
     from ...fileio.nifti import is_nrrd
     from ...core import grid
     from ...core.orientation import Reorientation, slice_axis
-    from ...fileio.records import map_record
+    from ...fileio.records import map_record, note_run
     from ...methods.inputs import warn_if_upsampled
 
     t0 = time.perf_counter()
@@ -241,11 +251,13 @@ def run(args):
     used = pred.tensor.meta.get("model_for")
     model = None
     if method.learned:  # which model ran, in the 'wrote' line and the header (audit J: only the method was named)
-        from ...fileio.model_files import model_origin
+        from ...fileio.model_files import model_origin, model_sha256
 
         ran = pred.tensor.meta["model_file"] if used else method.model_file(f)
         model = model_origin(ran, given=args.model is not None and not used)
         pred.tensor.meta.update(model_name=Path(model[0]).name, model_origin=model[1])
+        note_run(model={"file": model[0], "origin": model[1], "sha256": model_sha256(ran)})
+    note_run(factors=list(grid.factors(f)), mc_samples=mc_samples_used(method))
     maps = file_maps(pred.tensor, written["order"]) if map_paths else {}
     fileio.save_tensor(pred.tensor, out, **written)
     for key, vol in maps.items():

@@ -1,0 +1,67 @@
+"""Each file an `iqt` command writes records the run in its header (fileio/records.py `run_record`): the command, its
+options, the version and build, the threads and, for a learned method, the model's checksum, so that two outputs can be
+told apart and one redone (audit R: runs with 0, 5 and 10 Monte Carlo samples, and fits with and without
+--exclude-outliers, carried the same header); a rerun still writes the same bytes; the Python API writes none."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.core.version import __version__, build
+from ImageQualityTransferLib.dmri.degrade import degrade
+from ImageQualityTransferLib.dmri.dti import brain_mask
+from ImageQualityTransferLib.dmri.phantom import make_phantom
+from ImageQualityTransferLib.fileio.nifti import run_record_of
+from ImageQualityTransferLib.fileio.records import read_run
+
+
+def _input(tmp_path):
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=2.0, n_dirs=12)
+    pair = degrade(dwi, brain_mask(dwi).data, 2)
+    fileio.save_tensor(pair.tensor, tmp_path / "lr.nii.gz")
+    fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
+    return tmp_path / "lr.nii.gz"
+
+
+def test_an_upsampled_output_and_its_maps_record_the_run_and_a_rerun_writes_the_same_bytes(tmp_path, capsys):
+    lr = _input(tmp_path)
+    args = ["--threads", "1", "upsample", str(lr), "-o", str(tmp_path / "a.nii.gz"), "--method", "espcn-hetero-var1",
+            "--mc-samples", "3", "--uncertainty", str(tmp_path / "u.nii.gz")]
+    assert cli.main(args) == 0
+    run = run_record_of(tmp_path / "a.nii.gz")
+    assert run["command"].startswith("iqt --threads 1 upsample ") and run["command"].endswith("u.nii.gz")
+    assert run["version"] == __version__ and run["build"] == build() and run["threads"] == 1
+    assert run["options"]["method"] == "espcn-hetero-var1" and run["factors"] == [2, 2, 2] and run["mc_samples"] == 3
+    sidecar = json.loads(fileio.model_files.sidecar_path(fileio.model_files.MODELS_DIR / run["model"]["file"])
+                         .read_text())
+    assert run["model"]["origin"] == "shipped" and run["model"]["sha256"] == sidecar["sha256"]
+    assert run_record_of(tmp_path / "u_direction.nii.gz") == run  # every file of the run
+    first = (tmp_path / "a.nii.gz").read_bytes()
+    assert cli.main(args) == 0
+    assert (tmp_path / "a.nii.gz").read_bytes() == first
+
+
+def test_the_default_samples_and_a_fit_s_options_are_told_apart_and_nrrd_records_it_too(tmp_path, capsys):
+    lr = _input(tmp_path)
+    assert cli.main(["upsample", str(lr), "-o", str(tmp_path / "a.nii.gz"), "--method", "espcn-hetero-var1"]) == 0
+    assert run_record_of(tmp_path / "a.nii.gz")["mc_samples"] == 10  # the default that ran, not null
+    assert cli.main(["upsample", str(lr), "-o", str(tmp_path / "c.nrrd"), "--method", "cubic"]) == 0
+    field = next(line for line in (tmp_path / "c.nrrd").read_bytes().split(b"\n\n")[0].decode().splitlines()
+                 if line.startswith("iqt_run:="))
+    run = read_run(field[len("iqt_run:="):])
+    assert run["options"]["method"] == "cubic" and run["mc_samples"] is None and "model" not in run
+    for name, extra in (("plain", []), ("excl", ["--exclude-outliers"])):
+        assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / f"{name}.nii.gz"), *extra]) == 0
+    assert run_record_of(tmp_path / "plain.nii.gz")["options"]["exclude_outliers"] is False
+    assert run_record_of(tmp_path / "excl.nii.gz")["options"]["exclude_outliers"] is True
+
+
+def test_files_written_from_python_carry_no_run_record(tmp_path):
+    vol = fileio.load_tensor(_input(tmp_path))
+    fileio.save_tensor(vol, tmp_path / "api.nii.gz")
+    assert run_record_of(tmp_path / "api.nii.gz") is None
+    assert b"iqt_run" not in (tmp_path / "api.nii.gz").read_bytes()  # gzip: nothing of it in plain text either
+    assert np.array_equal(fileio.load_tensor(tmp_path / "api.nii.gz").data, vol.data)

@@ -167,10 +167,11 @@ def test_shipped_sidecars_without_these_records_still_load():
     pytest.importorskip("torch")
     from ImageQualityTransferLib import methods
 
-    for name in ("global-linear", "espcn"):
-        model = methods.get(name).load(2)
-        assert "data_sha256" not in model.meta.get("training", {}) and "build" not in model.meta
-        assert "engine_build" not in model.meta
+    loaded = [methods.get(name).load(2) for name in ("global-linear", "espcn")]
+    old = [m for m in loaded if "data_sha256" not in m.meta.get("training", {})
+           and not {"build", "engine_build"} & set(m.meta)]
+    if not old:
+        pytest.skip("the shipped models were retrained with these records: no older sidecar to load")
 
 
 def test_degrade_seeds_its_noise_and_draws_as_before_by_default(tmp_path, monkeypatch, capsys):

@@ -515,12 +515,13 @@ def test_refit_leaves_fits_each_leaf_on_every_example_of_the_trees_training_subj
 
 @pytest.fixture(scope="module")
 def through_plane_rf(small_subject, tmp_path_factory):
-    """A small rf trained for thick axial slices (factors 1,1,2 on canonical axes) on the phantom subject."""
+    """A small rf trained for thick axial slices (factors 1,1,2 on canonical axes) on the phantom subject: its tests
+    check the axes' handling (exact), not the model's quality, so it is trained on a few examples."""
     from ImageQualityTransferLib import methods
 
     path = tmp_path_factory.mktemp("tp") / "rf_x1x1x2.npz"
-    m = methods.get("rf").fit([small_subject], (1, 1, 2), seed=0, progress=False, n_trees=2, n_train=4000,
-                              n_val=1000, min_leaf=200, n_calibration=5000)
+    m = methods.get("rf").fit([small_subject], (1, 1, 2), seed=0, progress=False, n_trees=2, n_train=2000,
+                              n_val=500, min_leaf=200, n_calibration=2000)
     m.save(path, (1, 1, 2))
     return path
 

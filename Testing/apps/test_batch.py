@@ -482,7 +482,7 @@ def test_list_subjects_are_named_apart(tmp_path):
 
 
 @pytest.mark.realdata
-def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_path):
+def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_path, axial_subject):
     """A real dev subject's tight ×2 tensors with Rician noise added (noise index above tensors.NOISY_MODEL) and the
     same tensors clean, listed as DTI files: rf runs its model trained with added noise on the first only, and the
     subject's sidecar names it."""
@@ -491,11 +491,10 @@ def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_pa
     from ImageQualityTransferLib import methods
     from ImageQualityTransferLib.core import tensors
     from ImageQualityTransferLib.dmri import degrade as deg, randomise
-    from ImageQualityTransferLib.dmri.subject import load_subject
 
     if "rf" not in methods.ready(2):
         pytest.skip("no rf model for x2 here")
-    s = load_subject(need_data(DEV / "siemens_prisma_3mm_ortho"))
+    s = axial_subject  # siemens_prisma_3mm_ortho, loaded once per worker
     for name, noise in (("clean", None), ("noisy", randomise.rician(15, 0))):
         fileio.save_tensor(deg.degrade(s.dwi, s.mask.data, 2, style="tight", noise=noise).tensor,
                            tmp_path / f"{name}_dti.nii.gz")

@@ -280,11 +280,23 @@ class Method:
                               meta={"method": self.name, "factor": grid.record(f),
                                     **({"averaged_over": len(symmetry.transforms(f_c))} if self.tta else {}),
                                     **({"model_for": self.model_for, "model_file": str(self.model_path),
-                                        "model_sha256": self.model_record(f)[1]} if self.model_for else {})}))
+                                        "model_sha256": self.model_record(f)[1]} if self.model_for else {}),
+                                    **self._model_named(f)}))
         maps = {k: reo.undo(Volume(v.astype(np.float32, copy=False), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
 
     model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta
+
+    def _model_named(self, f) -> dict:
+        """The model that ran, as the header names it (records.made_by: "shipped model espcn_x2.pt"), for every caller:
+        the Python API and iqt batch wrote the method only while the CLI named the model (audit R, F5: the same values,
+        other bytes)."""
+        if not self.learned:
+            return {}
+        from ..fileio.model_files import model_origin
+
+        name, origin = model_origin(self.model_file(f), given=self.model_path is not None and self.model_for is None)
+        return {"model_name": Path(name).name, "model_origin": origin}
 
     def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False):
         """(The method that runs on `lr`, the input's noise index): this one, or for an input noisier than clean scans

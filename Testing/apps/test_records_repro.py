@@ -175,13 +175,14 @@ def test_shipped_sidecars_without_these_records_still_load():
 
 
 def test_degrade_seeds_its_noise_and_draws_as_before_by_default(tmp_path, monkeypatch, capsys):
-    """`iqt degrade --snr S` draws the noise it drew before --seed existed (seed 0) byte for byte; --seed 0 is that
-    file; another seed another noise; the seed and SNR are kept with the factor and style; --seed without --snr is
-    refused."""
+    """`iqt degrade --snr S` draws the noise it drew before --seed existed (seed 0): the same voxels, byte for byte;
+    --seed 0 draws them too; another seed another noise; the SNR and seed are kept with the factor and style and in
+    the file's run record; --seed without --snr is refused."""
     import nibabel as nib
 
     from ImageQualityTransferLib.apps.cli import main
     from ImageQualityTransferLib.dmri import degrade as deg, randomise
+    from ImageQualityTransferLib.fileio.nifti import run_record_of
     from ImageQualityTransferLib.dmri.dti import brain_mask
     from ImageQualityTransferLib.dmri.phantom import make_phantom
 
@@ -197,10 +198,13 @@ def test_degrade_seeds_its_noise_and_draws_as_before_by_default(tmp_path, monkey
     def run(name, *extra):
         assert main(["degrade", str(tmp_path / "dwi.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"), "--snr", "20",
                      *extra, "-o", str(tmp_path / name)]) == 0
-        return (tmp_path / name).read_bytes()
+        img = nib.load(tmp_path / name)  # the header differs by the command it records
+        return np.asarray(img.dataobj).tobytes() + img.affine.tobytes()
 
     default, zero, one = run("d.nii.gz"), run("s0.nii.gz", "--seed", "0"), run("s1.nii.gz", "--seed", "1")
     assert default == zero and one != default
+    assert [run_record_of(tmp_path / n)["noise"] for n in ("d.nii.gz", "s1.nii.gz")] == [{"snr": 20.0, "seed": 0},
+                                                                                          {"snr": 20.0, "seed": 1}]
     before = deg.degrade(dwi, fileio.load_mask(tmp_path / "mask.nii.gz", dwi).data, 2, noise=randomise.rician(20.0, 0))
     np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "d.nii.gz").dataobj)[..., 0, :],
                                   before.tensor.data)  # the draws of seed 0, as before (5D SYMMATRIX on disk)

@@ -153,8 +153,11 @@ def degrade(args):
     dwi, brain = _dwi_and_mask(args)
     pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap,
                        noise=randomise.added_noise(snr, seed))
-    if snr is not None:  # beside the factor, shift and style that degrade keeps
+    if snr is not None:  # beside the factor, shift and style that degrade keeps, and in the run's header record
+        from ...fileio.records import note_run
+
         pair.tensor.meta.update(snr=snr, noise_seed=seed)
+        note_run(noise={"snr": snr, "seed": seed})  # the seed that drew it (its option reads null where not given)
     fileio.save_tensor(pair.tensor, out, order=deg.FILE_ORDER.get(args.style, "nifti"))
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)

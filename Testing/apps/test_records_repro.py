@@ -212,3 +212,25 @@ def test_degrade_seeds_its_noise_and_draws_as_before_by_default(tmp_path, monkey
     capsys.readouterr()
     assert main(["degrade", str(tmp_path / "dwi.nii.gz"), "--seed", "1", "-o", str(tmp_path / "x.nii.gz")]) == 2
     assert "--seed 1: it seeds the noise of --snr" in capsys.readouterr().err and not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_cohort_redone_after_an_upgrade_says_so_once(tmp_path, monkeypatch):
+    """Every subject recomputed on a resume looked like a resume that failed: one line names the earlier build."""
+    from ImageQualityTransferLib.apps import batch
+    from ImageQualityTransferLib.apps.batch import records, subject
+
+    out = _tensor_list(tmp_path)
+    items = batch.find_items(tmp_path / "list.txt")
+    s = batch.Settings(method="cubic")
+    first = batch.run_cohort(items, s, out, progress=False)
+    assert batch.redone_line(first) == "" and batch.redone_line(batch.run_cohort(items, s, out, progress=False)) == ""
+    for module in (records, subject):
+        monkeypatch.setattr(module, "build", lambda: "f" * 12)
+    line = batch.redone_line(batch.run_cohort(items, s, out, progress=False))
+    assert line.startswith("1 of them redone, not skipped: their earlier outputs were written by version "
+                           f"{__version__} build {build()}"), line
+    side = next((out / "sub-adti").rglob("*tensor_dwimap.json"))
+    meta = json.loads(side.read_text())
+    del meta["SoftwareBuild"]  # from before the build was recorded
+    side.write_text(json.dumps(meta))
+    assert "(before builds were recorded)" in batch.redone_line(batch.run_cohort(items, s, out, progress=False))

@@ -350,3 +350,16 @@ def _as_completed(client, futures: list, wait_s: float):
 def summary(results: list[dict]) -> str:
     n = {k: sum(r["status"] == k for r in results) for k in ("done", "skipped", "failed")}
     return f"{len(results)} subjects: {n['done']} done, {n['skipped']} skipped (already done), {n['failed']} failed"
+
+
+def redone_line(results: list[dict]) -> str:
+    """One line for the subjects done again because another version or build wrote their earlier outputs (a resume
+    after an upgrade recomputes; said once, not per subject); "" where none was."""
+    from ...core.version import __version__, build
+
+    redone = [r for r in results if r.get("redone_from") and r["status"] == "done"]
+    if not redone:
+        return ""
+    return (f"{len(redone)} of them redone, not skipped: their earlier outputs were written by "
+            f"{', '.join(sorted({r['redone_from'] for r in redone}))}, and this run is version {__version__} build "
+            f"{build()}; a cohort's outputs all come from one build")

@@ -185,6 +185,26 @@ def finished(folder: Path, names: dict, ident: dict) -> dict | None:
     return metas.get("tensor")
 
 
+def other_build(folder: Path, names: dict, ident: dict) -> str | None:
+    """Where the subject's tensor sidecar records another version or build than this run's (or none, from before the
+    build was recorded) while asking for the same outputs: that version and build ("version 0.1.0 build 0008cb8bf136"),
+    for the line that says why it is redone, not skipped (a cohort resumed after an upgrade recomputes every subject:
+    without a word it looked like a resume that failed to resume); None otherwise."""
+    try:
+        meta = json.loads(sidecar(folder / names["tensor"]).read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    mine = ("SoftwareVersion", "SoftwareBuild")
+    if any(meta.get(k) != v for k, v in ident.items() if k not in mine):
+        return None  # another request: redone for that, as always
+    was = (meta.get("SoftwareVersion"), meta.get("SoftwareBuild"))
+    if was == (ident.get("SoftwareVersion"), ident.get("SoftwareBuild")):
+        return None
+    return f"version {was[0]} build {was[1]}" if was[1] else f"version {was[0]} (before builds were recorded)"
+
+
 def file_record(path) -> dict:
     """The size and SHA256 of an output as written, kept in its sidecar: a resumed run redoes a subject whose file
     differs (audit S: a truncated map and a flipped byte were skipped as already done)."""

@@ -16,8 +16,8 @@ from ...fileio.paths import write_json
 from .items import Item
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, expected_maps, file_record, finished,
-                      identity, input_hashes, method_label, output_names, output_order, remove_temporaries, sidecar,
-                      sources, stale_maps)
+                      identity, input_hashes, method_label, other_build, output_names, output_order, remove_temporaries,
+                      sidecar, sources, stale_maps)
 
 
 _METHODS: dict = {}
@@ -151,6 +151,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
             notes = done.get("Notes", [])  # said again on a rerun, as when it ran (review 41a)
             res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [])
             return res
+        res["redone_from"] = other_build(folder, names, ident)
         with warnings.catch_warnings(record=True) as caught:  # the engine's warnings: this subject's notes
             warnings.simplefilter("always", IQTWarning)
             vols, qc = compute(item, s)

@@ -189,6 +189,9 @@ def _run(args, name, f, items, s, out, client, cluster) -> int:
         raise
     _stop(client, cluster)
     print(batch.summary(results) + f"; wrote {out / 'qc.tsv'}")
+    redone = batch.redone_line(results)
+    if redone:
+        print(redone)
     for r in results:  # each subject's warnings (e.g. the noise-trained model chosen), also in its sidecar's Notes
         for note in r.get("notes", []):
             print(f"iqt: warning: {r['subject']}: {note}", file=sys.stderr)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ImageQualityTransferLib import fileio
-from ImageQualityTransferLib.core.version import __version__, build
+from ImageQualityTransferLib.core.version import __version__
+from ImageQualityTransferLib.fileio.model_files import build
 
 from helpers import synthetic_items
 
@@ -148,9 +149,12 @@ def test_a_trained_models_sidecar_records_threads_libraries_and_the_datas_checks
                                         "sha256": {n: _sha(small_subject / n) for n in ("dwi.nii.gz", "dwi.bval", "dwi.bvec")}}]
 
 
-def test_a_cnn_training_records_the_torch_threads_it_ran_on():
+def test_a_cnn_training_records_the_torch_threads_it_ran_on(monkeypatch):
     torch = pytest.importorskip("torch")
+    from ImageQualityTransferLib.core import threads
     from ImageQualityTransferLib.methods.cnn import training
+
+    monkeypatch.setattr(threads, "_LIMIT", None)  # no --threads cap left by an earlier in-process run of this worker
 
     was = torch.get_num_threads()
     try:

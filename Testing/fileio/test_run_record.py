@@ -10,7 +10,8 @@ import json
 import numpy as np
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
-from ImageQualityTransferLib.core.version import __version__, build
+from ImageQualityTransferLib.core.version import __version__
+from ImageQualityTransferLib.fileio.model_files import build
 from ImageQualityTransferLib.dmri.degrade import degrade
 from ImageQualityTransferLib.dmri.dti import brain_mask
 from ImageQualityTransferLib.dmri.phantom import make_phantom

@@ -276,7 +276,8 @@ def document(rows, given_models: dict | None = None, **settings) -> dict:
     """The JSON `iqt benchmark --json` writes: what ran (software, version, settings, each learned method's model file
     and the SHA256 of its weights: `given_models`' where a run was given its own) and each figure's unit, then the
     rows, so that a file read months later says what its numbers are."""
-    from ..core.version import __version__, build
+    from ..core.version import __version__
+    from ..fileio.model_files import build
 
     models = {}
     for name in settings.get("methods", ()):

@@ -22,12 +22,3 @@ def build_digest(*extra: str) -> str:
         p = Path(e)
         h.update(p.name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"missing") + b"\0")
     return h.hexdigest()
-
-
-def build() -> str:
-    """The build as `iqt --version` prints it and outputs record it beside the version: the first 12 hex digits of
-    `build_digest` over the engine's code and the install's model registry (one version number, other code or other
-    shipped models: another build)."""
-    from ..fileio.paths import MODELS_DIR  # lazily: fileio imports core
-
-    return build_digest(str(MODELS_DIR / "registry.json"))[:12]

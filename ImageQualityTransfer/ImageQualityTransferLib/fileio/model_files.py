@@ -310,6 +310,15 @@ def model_origin(path, given: bool) -> tuple[str, str]:
     return name, "registered" if registered_here(sp) else "shipped"
 
 
+def build() -> str:
+    """The build as `iqt --version` prints it and outputs record it beside the version: the first 12 hex digits of
+    core.version.build_digest over the engine's code and the install's model registry (one version number, other code
+    or other shipped models: another build). Here, not in core, because the registry is the install's (MODELS_DIR)."""
+    from ..core.version import build_digest
+
+    return build_digest(str(MODELS_DIR / "registry.json"))[:12]
+
+
 def model_sha256(path) -> str | None:
     """The SHA256 of the weights of the model at `path` (a weights file or a sidecar) as its sidecar records it, checked
     when the model was loaded; None where the sidecar cannot be read."""

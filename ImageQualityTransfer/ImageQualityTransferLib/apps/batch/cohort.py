@@ -355,7 +355,8 @@ def summary(results: list[dict]) -> str:
 def redone_line(results: list[dict]) -> str:
     """One line for the subjects done again because another version or build wrote their earlier outputs (a resume
     after an upgrade recomputes; said once, not per subject); "" where none was."""
-    from ...core.version import __version__, build
+    from ...core.version import __version__
+    from ...fileio.model_files import build
 
     redone = [r for r in results if r.get("redone_from") and r["status"] == "done"]
     if not redone:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.errors import IQTError
-from ...core.version import __version__, build
+from ...core.version import __version__
+from ...fileio.model_files import build
 from ...fileio.paths import write_json
 from .items import Item, label
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import IQTError, IQTWarning
-from ...core.version import __version__, build
+from ...core.version import __version__
+from ...fileio.model_files import build
 from ...fileio.paths import write_json
 from .items import Item
 from ...fileio.records import map_record

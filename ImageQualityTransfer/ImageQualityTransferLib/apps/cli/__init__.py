@@ -39,10 +39,10 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from ...core.version import __version__, build_digest
-        from ...fileio.paths import MODELS_DIR
+        from ...core.version import __version__
+        from ...fileio.model_files import build
 
-        print(f"iqt {__version__} (build {build_digest(str(MODELS_DIR / 'registry.json'))[:12]})")
+        print(f"iqt {__version__} (build {build()})")
         parser.exit(0)
 
 
@@ -137,7 +137,8 @@ def _record(args) -> dict:
     Nothing of the time or the machine beyond that, so that a rerun writes the same bytes."""
     import shlex
 
-    from ...core.version import __version__, build
+    from ...core.version import __version__
+    from ...fileio.model_files import build
 
     hidden = {"func", "argv"}
     options = {k: v for k, v in sorted(vars(args).items()) if k not in hidden and not callable(v)}

@@ -53,7 +53,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...core.version import __version__ as engine_version, build as engine_build
+from ...core.version import __version__ as engine_version
+from ...fileio.model_files import build as engine_build
 from ...dmri import degrade as deg
 from ...core import grid, tensors
 from ...core.errors import IQTError

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from ...core.version import __version__ as engine_version, build as engine_build
+from ...core.version import __version__ as engine_version
+from ...fileio.model_files import build as engine_build
 from ...core.errors import IQTError
 from ...core import grid
 from ...core.grid import repeat_blocks

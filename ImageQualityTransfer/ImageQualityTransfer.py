@@ -177,15 +177,18 @@ def progressText(message: str) -> str:
     return message
 
 
-def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cancelled: bool = False) -> str:
-    """The status line after a run: cancelled; done, with the output's name and the run's notes (e.g. the brain
-    estimated for an input fitted without a mask); or failed (no output `name`: the error dialog says why), so that
-    no progress message of the run stays in it."""
+def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cancelled: bool = False,
+                  model: Optional[str] = None) -> str:
+    """The status line after a run: cancelled; done, with the output's name, the model a learned method ran and the
+    run's notes (e.g. the brain estimated for an input fitted without a mask); or failed (no output `name`: the error
+    dialog says why), so that no progress message of the run stays in it."""
     if cancelled:
         return _("Cancelled.")
     if not name:
         return _("Failed: see the error message.")
     text = _("Done: {name}").format(name=name)
+    if model:
+        text += " " + _("({model})").format(model=model)
     if notes:
         text += "\n" + _("Note: {notes}").format(notes=notes)
     return text
@@ -475,7 +478,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
         cancelled = False
-        name = notes = None  # the output's, once the run has made it and shown it
+        name = notes = model = None  # the output's, once the run has made it and shown it
         try:
             with slicer.util.tryWithErrorDisplay(_("Image Quality Transfer failed."), waitCursor=True):
                 try:
@@ -503,12 +506,13 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     self.logic.showResults(nodes, opacity=p.uncertaintyOpacity, shared=p.sharedColourScale)
                     name = nodes["tensor"].GetName()
                     notes = nodes["tensor"].GetAttribute(self.logic.notesAttribute())
+                    model = nodes["tensor"].GetAttribute(self.logic.modelAttribute())
         finally:
             self._running = False
             self._setInputsEnabled(True)
             self.ui.applyButton.text = _("Apply")
             self.ui.progressBar.setVisible(False)
-            self.ui.statusLabel.text = runStatusText(name, notes, cancelled or self._cancelRequested)
+            self.ui.statusLabel.text = runStatusText(name, notes, cancelled or self._cancelRequested, model)
             self._checkCanApply()
 
     def _onProgress(self, fraction, message) -> bool:
@@ -634,6 +638,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         from ImageQualityTransferLib.slicer.processing import Cancelled
 
         return Cancelled
+
+    def modelAttribute(self) -> str:
+        """The attribute that names the model a learned method ran on its tensor output node."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer.mrml import MODEL_ATTRIBUTE
+
+        return MODEL_ATTRIBUTE
 
     def notesAttribute(self) -> str:
         """The attribute that holds a run's notes on its tensor output node."""

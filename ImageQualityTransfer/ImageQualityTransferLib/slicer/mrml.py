@@ -51,6 +51,8 @@ def _numpy_to_matrix(a: np.ndarray):
 
 
 FACTORS_ATTRIBUTE = "ImageQualityTransfer.Factors"  # "2" or "1,1,3" (input voxel axes) on a run's tensor outputs
+MODEL_ATTRIBUTE = "ImageQualityTransfer.Model"  # the model a learned method ran ("shipped model espcn_x2.pt"), as
+# the header of a file iqt writes names it (fileio/records.py made_by), on the run's tensor output
 NOTES_ATTRIBUTE = "ImageQualityTransfer.Notes"  # the engine's warnings for a run (one per line), on its tensor output
 SUPPORT_ATTRIBUTE = "ImageQualityTransfer.Support"  # "estimated" on a run's outputs kept to a brain estimated from the
 # tensors (an input fitted without a mask): a rim of scalp and background fits surrounds the brain there

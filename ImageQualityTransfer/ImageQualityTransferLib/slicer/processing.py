@@ -327,6 +327,18 @@ def find_result_node(scene, input_node, output: str, class_name: str):
     return found[0] if len(found) == 1 else None
 
 
+def model_words(meta: dict) -> str:
+    """The model a learned method ran, in words ("shipped model espcn_x2.pt"; "given" for one chosen by path): from
+    the prediction's meta (Method.predict) or, from the worker process, the header that recorded it (records.made_by);
+    "" for interpolation (the Slicer module did not name the model, stop 49 left undone)."""
+    if meta.get("model_name") and meta.get("model_origin"):
+        return f"{meta['model_origin']} model {meta['model_name']}"
+    from ..fileio.records import MADE_BY
+
+    m = MADE_BY.match(str(meta.get("made_by") or ""))
+    return f"{m['origin']} model {m['model']}" if m is not None and m["model"] else ""
+
+
 def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
     """`vol` into `target` (a node the user chose), else into the node an earlier run made from `input_node` for
     `output` (`find_result_node`), else into a new node named `name`; a tensor's factors go on the node
@@ -339,6 +351,11 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
         node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, vol.meta["support"])
     else:
         node.RemoveAttribute(mrml.SUPPORT_ATTRIBUTE)
+    model = model_words(vol.meta)
+    if model:
+        node.SetAttribute(mrml.MODEL_ATTRIBUTE, model)
+    else:  # a refilled node keeps no model of an earlier run
+        node.RemoveAttribute(mrml.MODEL_ATTRIBUTE)
     if "notes" in vol.meta:  # a refilled node keeps no note of an earlier run
         if vol.meta["notes"]:
             node.SetAttribute(mrml.NOTES_ATTRIBUTE, "\n".join(vol.meta["notes"]))

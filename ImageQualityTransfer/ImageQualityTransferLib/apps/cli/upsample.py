@@ -224,6 +224,11 @@ def run(args):
     # the memory check before the input is read, torch imported or a model loaded (refused in 1-2 s, not 4-20 s):
     # the grid from the input's header; predict checks the same again (one function, Method.check_memory)
     shape3 = lr.shape3 if lr is not None else input_shape3(args.input)
+    chose = lr is not None  # read for --voxel-size, which chose the factors
+    if lr is None and shape3 is None:
+        # a header the early check cannot read (a missing, damaged or foreign file): read it now, so that its own
+        # one line comes before a model loads (a CNN's import of torch made "file not found" take 2.6 s, helper T)
+        lr = fileio.load_tensor(args.input, args.tensor_order)
     maps = (bool(unc_out) or args.propagate) and method.gives_uncertainty
     if shape3 is not None:
         method.check_memory(shape3, f, maps, propagate=args.propagate, nrrd=is_nrrd(out))
@@ -231,12 +236,12 @@ def run(args):
         try:
             method.load(f)  # a missing, corrupt or foreign model fails here, before any work
         except IQTError as exc:
-            if lr is None:
+            if not chose:
                 raise
             raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order)
-    else:
+    elif chose:
         print(options.voxel_size_line(f, lr.voxel_size))
     warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on
     written = options.output_order(args, lr, out)

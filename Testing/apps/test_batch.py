@@ -660,10 +660,12 @@ def test_a_folder_of_another_dataset_or_pipeline_is_refused(tmp_path, capsys):
         assert (out / "dataset_description.json").read_text() == text and len(list(out.iterdir())) == 1
 
 
-def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(tmp_path, capsys, monkeypatch):
+def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(tmp_path, capsys, monkeypatch, cluster):
     """--model: a missing or foreign model file is one line before the cluster starts (review 45d: a missing one was an
     internal error, a foreign one failed every subject); the records name its sidecar by its full path, usable from the
-    derivatives folder (they held the path as typed, relative to the shell's folder)."""
+    derivatives folder (they held the path as typed, relative to the shell's folder); a path relative to this folder
+    reaches workers started in another one (the module's cluster; helper T: every subject failed, "model file not
+    found", where a --scheduler's workers did not share the shell's folder)."""
     import shutil
 
     from ImageQualityTransferLib.fileio import model_files
@@ -677,9 +679,9 @@ def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "rf", "--model", model, "--workers", "1")
         assert code == 2 and words in err and err.count("\n") == 1, err
         assert not (tmp_path / "o").exists()
-    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "global-linear", "--model",
-                           "models/global-linear_x2.npz", "--workers", "1")
-    assert code == 0, err
+    code, out, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "global-linear", "--model",
+                             "models/global-linear_x2.npz", "--scheduler", cluster)
+    assert code == 0 and "1 done" in out, (out, err)
     gen = json.loads((tmp_path / "o" / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert gen["Model"] == str(tmp_path / "models" / "global-linear_x2.json")
 

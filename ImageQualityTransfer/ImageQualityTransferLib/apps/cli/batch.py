@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import warnings
@@ -94,6 +95,12 @@ def _stop(client, cluster, interrupted_in=None) -> None:
             remove_temporaries(interrupted_in)
 
 
+def _absolute(path):
+    """A path the workers can open: a --scheduler's workers need not share this shell's folder (helper T: a relative
+    --model failed every subject with "model file not found")."""
+    return None if path is None else os.path.abspath(path)
+
+
 def run(args) -> int:
     from ... import methods
     from ...core import grid
@@ -132,7 +139,7 @@ def run(args) -> int:
     model_file, model_sha = batch.model_record(method, f)
     noisy_file, noisy_sha = batch.noisy_model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
-                       device=args.device, model=args.model, model_file=model_file, model_sha256=model_sha, tta=args.tta,
+                       device=args.device, model=_absolute(args.model), model_file=model_file, model_sha256=model_sha, tta=args.tta,
                        tensor_order=args.tensor_order, output_order=args.output_order, noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha,
                        bmax=args.bmax, exclude_outliers=args.exclude_outliers)
     try:

@@ -686,6 +686,21 @@ def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(
     assert gen["Model"] == str(tmp_path / "models" / "global-linear_x2.json")
 
 
+def test_a_relative_list_and_output_folder_reach_workers_started_in_another_folder(tmp_path, capsys, monkeypatch, cluster):
+    """A list file, its inputs and the output folder given relative to this shell's folder, on a --scheduler whose
+    workers run elsewhere (the module's cluster): every subject failed 'file not found' (stop 50)."""
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    monkeypatch.chdir(tmp_path)
+    dwi = make_phantom(shape=(14, 16, 12), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "a_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("a_dti.nii.gz\n")
+    code, out, err = run_cli(capsys, "batch", "list.txt", "-o", "deriv", "--method", "cubic", "--scheduler", cluster)
+    assert code == 0 and "1 done" in out and "wrote deriv/qc.tsv" in out, (out, err)
+    assert list((tmp_path / "deriv").rglob("*_dwimap.nii.gz"))
+
+
 def test_bids_files_not_named_for_their_subject_and_session_are_left_alone(tmp_path):
     """A file must carry its folders' sub- and ses- labels whole (review 45d: sub-010 in sub-01/ and ses-2 in ses-1/
     were run and filed under the folders)."""

@@ -97,8 +97,17 @@ def _stop(client, cluster, interrupted_in=None) -> None:
 
 def _absolute(path):
     """A path the workers can open: a --scheduler's workers need not share this shell's folder (helper T: a relative
-    --model failed every subject with "model file not found")."""
+    --model failed every subject with "model file not found"; so did a relative list's inputs)."""
     return None if path is None else os.path.abspath(path)
+
+
+def _absolute_item(item):
+    """`item` with its files as absolute paths, for the workers (see `_absolute`: a relative list, mask or output folder
+    failed every subject, 'file not found', on a --scheduler's workers started elsewhere)."""
+    import dataclasses
+
+    return dataclasses.replace(item, **{k: _absolute(getattr(item, k)) for k in ("path", "mask", "bval", "bvec")
+                                        if getattr(item, k)})
 
 
 def run(args) -> int:
@@ -190,7 +199,8 @@ def _run(args, name, f, items, s, out, client, cluster) -> int:
 
     try:
         print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
-        results = batch.run_cohort(items, s, out, client, wait_workers=args.wait_workers, lock=False)
+        results = batch.run_cohort([_absolute_item(it) for it in items], s, out.absolute(), client,
+                                   wait_workers=args.wait_workers, lock=False)
     except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
         _stop(client, cluster, out)
         raise

@@ -24,3 +24,13 @@ def test_the_api_s_output_names_the_model_as_the_cli_s_does(tmp_path, capsys, na
     assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "cli.nii.gz"), "--method", name]) == 0
     api, by_cli = (nib.load(tmp_path / f).header["descrip"].tobytes().rstrip(b"\0") for f in ("api.nii.gz", "cli.nii.gz"))
     assert api == by_cli and b" shipped model " in api, (api, by_cli)
+
+
+def test_a_model_fitted_in_this_session_names_no_file_and_predicts_at_any_factor(small_subject):
+    """Review 50a: a model trained in the Python session was named as the shipped one at x2, and at a factor with no
+    shipped model predict failed after the whole prediction had run."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)  # the subject's own phantom
+    for factor in (2, (1, 1, 4)):
+        m = methods.get("global-linear").fit([small_subject], factor, progress=False)
+        meta = m.predict(degrade(dwi, brain_mask(dwi).data, factor).tensor, factor).tensor.meta
+        assert "model_name" not in meta and "model_origin" not in meta, meta

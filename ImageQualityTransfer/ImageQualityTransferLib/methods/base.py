@@ -281,7 +281,7 @@ class Method:
                                     **({"averaged_over": len(symmetry.transforms(f_c))} if self.tta else {}),
                                     **({"model_for": self.model_for, "model_file": str(self.model_path),
                                         "model_sha256": self.model_record(f)[1]} if self.model_for else {}),
-                                    **self._model_named(f)}))
+                                    **self._model_named(f_c)}))
         maps = {k: reo.undo(Volume(v.astype(np.float32, copy=False), hr_aff, "scalar")) for k, v in unc.items()}
         return Prediction(out, **maps)
 
@@ -295,7 +295,15 @@ class Method:
             return {}
         from ..fileio.model_files import model_origin
 
-        name, origin = model_origin(self.model_file(f), given=self.model_path is not None and self.model_for is None)
+        loaded = getattr(self, "_loaded", {})
+        key = f if f in loaded else tuple(f[i] for i in (self._axis_order(f) or (0, 1, 2)))
+        if key in getattr(self, "_fitted", ()):  # trained in this session: no file names it (review 50a: the shipped
+            return {}  # one was named, and a factor with none shipped failed after the prediction)
+        try:
+            path = self.model_file(f)
+        except IQTError:
+            return {}
+        name, origin = model_origin(path, given=self.model_path is not None and self.model_for is None)
         return {"model_name": Path(name).name, "model_origin": origin}
 
     def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False):
@@ -442,6 +450,7 @@ class LearnedMethod(Method):
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         super().__init__(model, samples, seed, device, tta)
         self._loaded = {}
+        self._fitted = set()  # the factors whose model `fit` made in this session (no file names it)
         self._twins = {}
 
     def for_noisy_inputs(self, f: tuple):
@@ -551,6 +560,7 @@ class LearnedMethod(Method):
         record = model.meta.setdefault("training", {})
         record.update(libraries=library_versions(torch=self.requires_torch), data_sha256=data)
         self._loaded[f] = model
+        self._fitted.add(f)
         return self
 
     def fit_options(self) -> tuple[str, ...]:

@@ -238,3 +238,17 @@ def test_a_cohort_redone_after_an_upgrade_says_so_once(tmp_path, monkeypatch):
     del meta["SoftwareBuild"]  # from before the build was recorded
     side.write_text(json.dumps(meta))
     assert "(before builds were recorded)" in batch.redone_line(batch.run_cohort(items, s, out, progress=False))
+
+
+def test_a_variational_method_s_outputs_from_before_builds_say_why_they_are_redone(tmp_path, monkeypatch):
+    """Review 50a: MCSamples was null for the default samples before stop 50, so espcn-hetero-var1's earlier outputs
+    were redone without the line (taken for another request)."""
+    from ImageQualityTransferLib.apps.batch import records
+
+    folder, names = tmp_path, {"tensor": "t.nii.gz"}
+    ident = {"SoftwareVersion": __version__, "SoftwareBuild": build(), "Method": "espcn-hetero-var1", "MCSamples": 10}
+    old = {"SoftwareVersion": __version__, "Method": "espcn-hetero-var1", "MCSamples": None}
+    records.sidecar(folder / "t.nii.gz").write_text(json.dumps(old))
+    assert records.other_build(folder, names, ident) == f"version {__version__} (before builds were recorded)"
+    records.sidecar(folder / "t.nii.gz").write_text(json.dumps({**old, "MCSamples": 5}))
+    assert records.other_build(folder, names, ident) is None  # 5 samples asked then: another request

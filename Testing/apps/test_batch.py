@@ -695,10 +695,14 @@ def test_a_relative_list_and_output_folder_reach_workers_started_in_another_fold
     monkeypatch.chdir(tmp_path)
     dwi = make_phantom(shape=(14, 16, 12), voxel_mm=4.0, n_dirs=12)
     fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "a_dti.nii.gz")
-    (tmp_path / "list.txt").write_text("a_dti.nii.gz\n")
+    (tmp_path / "b_dti.nii.gz").write_bytes(b"not a NIfTI file")
+    (tmp_path / "list.txt").write_text("a_dti.nii.gz\nb_dti.nii.gz\n")
     code, out, err = run_cli(capsys, "batch", "list.txt", "-o", "deriv", "--method", "cubic", "--scheduler", cluster)
-    assert code == 0 and "1 done" in out and "wrote deriv/qc.tsv" in out, (out, err)
+    assert code == 1 and "1 done" in out and "1 failed" in out and "wrote deriv/qc.tsv" in out, (out, err)
     assert list((tmp_path / "deriv").rglob("*_dwimap.nii.gz"))
+    # the failure names the file as typed (review 50b: the absolute path the workers were given leaked into it)
+    assert "  sub-bdti: b_dti.nii.gz: " in out and str(tmp_path) not in out + err, (out, err)
+    assert str(tmp_path) not in (tmp_path / "deriv" / "qc.tsv").read_text()
 
 
 def test_bids_files_not_named_for_their_subject_and_session_are_left_alone(tmp_path):

@@ -26,6 +26,14 @@ class Item:
     mask: str = ""  # a list line's --mask: a brain mask on the input's grid or on the output's
     bval: str = ""  # a BIDS DWI's b-values and b-vectors where they are inherited from a folder above (`gradients`)
     bvec: str = ""
+    typed: tuple = ()  # (absolute path, as typed) of the paths made absolute for the workers: messages give them as typed
+
+    def as_typed(self, text: str) -> str:
+        """`text` with the paths made absolute for the workers put back as the user typed them (review 50b: reasons and
+        notes named /home/.../data/sub-02_dwi.nii.gz for data/sub-02_dwi.nii.gz)."""
+        for absolute, typed in self.typed:
+            text = text.replace(absolute, typed)
+        return text
 
     def gradients(self) -> tuple[Path, Path]:
         """A DWI's .bval and .bvec: beside it, or the inherited ones `bids_items` found."""

@@ -157,7 +157,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
             warnings.simplefilter("always", IQTWarning)
             vols, qc = compute(item, s)
         # each once: batch and the method may both say the same (e.g. a whole-field input with no background)
-        notes = list(dict.fromkeys(_in_batch_words(" ".join(str(w.message).split())) for w in caught
+        notes = list(dict.fromkeys(item.as_typed(_in_batch_words(" ".join(str(w.message).split()))) for w in caught
                                    if issubclass(w.category, IQTWarning)))
         for w in caught:
             if not issubclass(w.category, IQTWarning):
@@ -202,4 +202,6 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         res["reason"] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
     finally:
         res["seconds"] = round(time.perf_counter() - t0, 3)
+        res["reason"] = item.as_typed(res["reason"])
+        res["input"] = item.as_typed(res["input"])
     return res

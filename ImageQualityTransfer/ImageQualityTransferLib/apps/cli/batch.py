@@ -106,8 +106,9 @@ def _absolute_item(item):
     failed every subject, 'file not found', on a --scheduler's workers started elsewhere)."""
     import dataclasses
 
-    return dataclasses.replace(item, **{k: _absolute(getattr(item, k)) for k in ("path", "mask", "bval", "bvec")
-                                        if getattr(item, k)})
+    moved = {k: _absolute(getattr(item, k)) for k in ("path", "mask", "bval", "bvec") if getattr(item, k)}
+    typed = tuple((moved[k], getattr(item, k)) for k in moved if moved[k] != getattr(item, k))
+    return dataclasses.replace(item, typed=typed, **moved)
 
 
 def run(args) -> int:

@@ -220,6 +220,21 @@ def make_bids(root: Path, subjects=("01", "02"), corrupt: str | None = None, sha
     return root
 
 
+def tensor_list(folder: Path, name: str = "a_dti.nii.gz", shape=(14, 16, 12)) -> Path:
+    """A batch list (`folder`/list.txt) of one phantom tensor file `name` fitted in `folder`, and the empty output folder
+    `folder`/deriv, which it returns."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=shape, voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), folder / name)
+    (folder / "list.txt").write_text(name + "\n")
+    out = folder / "deriv"
+    out.mkdir()
+    return out
+
+
 def engine_env() -> dict:
     """This environment with the engine of this tree first on PYTHONPATH, for the processes a test starts (`iqt`
     subprocesses, Dask workers)."""

@@ -111,14 +111,7 @@ def test_each_subject_s_fit_is_checked_counted_and_refitted_with_exclude_outlier
 
 
 def test_a_tensor_file_has_no_fit_checks_and_an_older_qc_table_s_rows_are_kept(tmp_path):
-    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
-    from ImageQualityTransferLib.dmri.phantom import make_phantom
-
-    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
-    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "c_dti.nii.gz")
-    (tmp_path / "list.txt").write_text("c_dti.nii.gz\n")
-    out = tmp_path / "deriv"
-    out.mkdir()
+    out = helpers.tensor_list(tmp_path, "c_dti.nii.gz", shape=(20, 22, 16))
     old = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
            "nonphysical_pct", "noise_index", "model_used", "outlier", "seconds", "reason")  # before the fit's checks
     (out / "qc.tsv").write_text("\t".join(old) + "\n" + "\t".join(

@@ -12,7 +12,7 @@ from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.core.version import __version__
 from ImageQualityTransferLib.fileio.model_files import build
 
-from helpers import synthetic_items
+from helpers import synthetic_items, tensor_list
 
 
 def test_the_build_is_the_one_iqt_version_prints(capsys):
@@ -45,15 +45,7 @@ def test_benchmark_json_records_the_build():
 
 
 def _tensor_list(tmp_path):
-    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
-    from ImageQualityTransferLib.dmri.phantom import make_phantom
-
-    dwi = make_phantom(shape=(14, 16, 12), voxel_mm=4.0, n_dirs=12)
-    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "a_dti.nii.gz")
-    (tmp_path / "list.txt").write_text("a_dti.nii.gz\n")
-    out = tmp_path / "deriv"
-    out.mkdir()
-    return out
+    return tensor_list(tmp_path)
 
 
 def test_batch_sidecars_and_dataset_description_record_the_build(tmp_path):

@@ -288,23 +288,8 @@ class Method:
     model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta
 
     def _model_named(self, f) -> dict:
-        """The model that ran, as the header names it (records.made_by: "shipped model espcn_x2.pt"), for every caller:
-        the Python API and iqt batch wrote the method only while the CLI named the model (audit R, F5: the same values,
-        other bytes)."""
-        if not self.learned:
-            return {}
-        from ..fileio.model_files import model_origin
-
-        loaded = getattr(self, "_loaded", {})
-        key = f if f in loaded else tuple(f[i] for i in (self._axis_order(f) or (0, 1, 2)))
-        if key in getattr(self, "_fitted", ()):  # trained in this session: no file names it (review 50a: the shipped
-            return {}  # one was named, and a factor with none shipped failed after the prediction)
-        try:
-            path = self.model_file(f)
-        except IQTError:
-            return {}
-        name, origin = model_origin(path, given=self.model_path is not None and self.model_for is None)
-        return {"model_name": Path(name).name, "model_origin": origin}
+        """The model that ran, as the header names it (records.made_by): none for interpolation (LearnedMethod's)."""
+        return {}
 
     def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False):
         """(The method that runs on `lr`, the input's noise index): this one, or for an input noisier than clean scans
@@ -536,6 +521,23 @@ class LearnedMethod(Method):
         if model.method != self.name:
             raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
         return model
+
+    def _model_named(self, f) -> dict:
+        """The model that ran, as the header names it (records.made_by: "shipped model espcn_x2.pt"), for every caller:
+        the Python API and iqt batch wrote the method only while the CLI named the model (audit R, F5: the same values,
+        other bytes); nothing for a model `fit` made in this session (review 50a: the shipped one was named, and a
+        factor with none shipped failed after the prediction)."""
+        from ..fileio.model_files import model_origin
+
+        key = f if f in self._loaded else tuple(f[i] for i in (self._axis_order(f) or (0, 1, 2)))
+        if key in self._fitted:
+            return {}
+        try:
+            path = self.model_file(f)
+        except IQTError:
+            return {}
+        name, origin = model_origin(path, given=self.model_path is not None and self.model_for is None)
+        return {"model_name": Path(name).name, "model_origin": origin}
 
     def _axis_order(self, f: tuple):
         if f in self._loaded:

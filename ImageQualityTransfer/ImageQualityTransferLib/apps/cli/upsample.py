@@ -259,8 +259,9 @@ def run(args):
         from ...fileio.model_files import model_origin, model_sha256
 
         ran = pred.tensor.meta["model_file"] if used else method.model_file(f)
-        model = model_origin(ran, given=args.model is not None and not used)
-        pred.tensor.meta.update(model_name=Path(model[0]).name, model_origin=model[1])
+        origin = pred.tensor.meta.get("model_origin")  # named by predict (Method._model_named), as for every caller
+        model = (str(ran) if origin == "given" else pred.tensor.meta["model_name"], origin) if origin else \
+            model_origin(ran, given=args.model is not None and not used)
         note_run(model={"file": model[0], "origin": model[1], "sha256": model_sha256(ran)})
     note_run(factors=list(grid.factors(f)), mc_samples=mc_samples_used(method))
     maps = file_maps(pred.tensor, written["order"]) if map_paths else {}

@@ -194,6 +194,36 @@ def test_completion_and_features_on_a_volume():
         np.testing.assert_array_equal(patches.from_blocks(blocks, f), b[: 4 // f[0] * f[0], : 6 // f[1] * f[1], : 8 // f[2] * f[2]])
 
 
+def test_completion_is_the_conditional_mean_for_few_and_many_missing():
+    """Both solves (the precision's blocks where few entries are missing, the covariance's where many) give
+    mu_m + S_mo (S_oo + ridge)^-1 (x_o - mu_o) row by row; a fully missing row gets the mean; present entries and
+    complete rows are kept to the bit."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(5 * 6, 5 * 6))
+    train = rng.normal(size=(4000, 30)) @ A.T
+    comp = completion.GaussianCompletion().fit(train, np.zeros((4000, 5), bool))
+    X = (rng.normal(size=(40, 30)) @ A.T).astype(np.float32)
+    miss = np.zeros((40, 5), bool)
+    miss[:10, 0] = True  # few missing: the precision's 6 x 6 block
+    miss[10:20, 1:] = True  # many: the covariance's 6 x 6 block
+    miss[20:25, [1, 3]] = True
+    miss[25:28] = True  # all missing
+    out = comp.complete(X, miss)
+    jitter = comp.ridge * np.mean(np.diag(comp.cov))
+    for r in range(40):
+        mi = np.repeat(miss[r], 6)
+        if not mi.any():
+            np.testing.assert_array_equal(out[r], X[r])
+            continue
+        np.testing.assert_array_equal(out[r, ~mi], X[r, ~mi])
+        want = comp.mean[mi]
+        if not mi.all():
+            oi = ~mi
+            S_oo = comp.cov[np.ix_(oi, oi)] + jitter * np.eye(oi.sum())
+            want = want + comp.cov[np.ix_(mi, oi)] @ np.linalg.solve(S_oo, X[r, oi] - comp.mean[oi])
+        np.testing.assert_allclose(out[r, mi], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_shipped_models_beat_cubic_on_a_dev_crop(axial_subject):
     from ImageQualityTransferLib.analysis import evaluation
     from ImageQualityTransferLib import methods

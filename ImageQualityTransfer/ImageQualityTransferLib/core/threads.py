@@ -62,6 +62,21 @@ def in_use() -> int:
     return int(env) if env.isdigit() and int(env) >= 1 else available()
 
 
+def thread_record(torch: bool = False) -> dict:
+    """The CPU threads this process's numerical libraries use now, by pool: threadpoolctl's "blas" and "openmp" (the
+    most any library of that kind has) and, with `torch`, torch's own intra-op threads. A training's record, taken where
+    it runs (a run's is `in_use`; the forests' small solves run on one BLAS thread: `small_solves`)."""
+    from threadpoolctl import threadpool_info
+
+    out: dict = {}
+    for lib in threadpool_info():
+        kind = str(lib.get("user_api"))
+        out[kind] = max(out.get(kind, 0), int(lib.get("num_threads") or 0))
+    if torch and "torch" in sys.modules:
+        out["torch"] = int(sys.modules["torch"].get_num_threads())
+    return dict(sorted(out.items()))
+
+
 @contextmanager
 def small_solves():
     """One BLAS thread inside (restored after)."""

@@ -605,23 +605,6 @@ class LearnedMethod(Method):
 TRAINING_FILES = ("dwi.bval", "dwi.bvec")  # with the subject's DWI (dwi.nii.gz or dwi.nii)
 
 
-def thread_record(torch: bool = False) -> dict:
-    """The CPU threads this process's numerical libraries use now, by pool (threadpoolctl's "blas" and "openmp": the
-    most any library of that kind has) and, with `torch`, torch's own intra-op threads. Called where the training runs,
-    so that it is what the training used (the forests' small solves run on one BLAS thread: core.threads)."""
-    import sys
-
-    from threadpoolctl import threadpool_info
-
-    out: dict = {}
-    for lib in threadpool_info():
-        kind = str(lib.get("user_api"))
-        out[kind] = max(out.get(kind, 0), int(lib.get("num_threads") or 0))
-    if torch and "torch" in sys.modules:
-        out["torch"] = int(sys.modules["torch"].get_num_threads())
-    return dict(sorted(out.items()))
-
-
 def library_versions(torch: bool = False) -> dict:
     """The versions of Python and of the numerical libraries a training ran on (torch for the CNNs), and the BLAS
     library numpy and scipy call (its name and version, from threadpoolctl)."""

@@ -423,7 +423,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                        "or one process")
     if threads:
         torch.set_num_threads(int(threads))
-    from ..base import thread_record
+    from ...core.threads import thread_record
 
     threads_used = thread_record(torch=True)
     torch.manual_seed(seed)

@@ -21,7 +21,7 @@ from ...core.errors import IQTError
 from ...core import grid
 from ...core.grid import repeat_blocks
 from ...core.threads import small_solves
-from ..base import thread_record
+from ...core.threads import thread_record
 from . import features, linear, patches
 from .completion import GaussianCompletion
 from .forest import Forest

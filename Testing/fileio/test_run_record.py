@@ -47,13 +47,19 @@ def test_an_upsampled_output_and_its_maps_record_the_run_and_a_rerun_writes_the_
 
 def test_the_default_samples_and_a_fit_s_options_are_told_apart_and_nrrd_records_it_too(tmp_path, capsys):
     lr = _input(tmp_path)
-    assert cli.main(["upsample", str(lr), "-o", str(tmp_path / "a.nii.gz"), "--method", "espcn-hetero-var1"]) == 0
-    assert run_record_of(tmp_path / "a.nii.gz")["mc_samples"] == 10  # the default that ran, not null
+    import torch
+
+    assert cli.main(["upsample", str(lr), "-o", str(tmp_path / "a.nii.gz"), "--method", "espcn-hetero-var1",
+                     "--device", "auto"]) == 0
+    run = run_record_of(tmp_path / "a.nii.gz")
+    assert run["mc_samples"] == 10  # the default that ran, not null
+    assert run["options"]["device"] == "auto" and run["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert cli.main(["upsample", str(lr), "-o", str(tmp_path / "c.nrrd"), "--method", "cubic"]) == 0
     field = next(line for line in (tmp_path / "c.nrrd").read_bytes().split(b"\n\n")[0].decode().splitlines()
                  if line.startswith("iqt_run:="))
     run = read_run(field[len("iqt_run:="):])
     assert run["options"]["method"] == "cubic" and run["mc_samples"] is None and "model" not in run
+    assert "device" not in run  # no network ran
     for name, extra in (("plain", []), ("excl", ["--exclude-outliers"])):
         assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / f"{name}.nii.gz"), *extra]) == 0
     assert run_record_of(tmp_path / "plain.nii.gz")["options"]["exclude_outliers"] is False

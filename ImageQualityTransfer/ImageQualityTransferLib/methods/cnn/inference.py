@@ -283,7 +283,10 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     `samples=0` gives one deterministic pass (the expected activations) with the intrinsic part only.
     `lr` is clipped, canonical-axis, mm^2/s. `device` ("cpu", "cuda", "auto" or a torch.device) runs the
     network there for this call; the outputs are float32 numpy arrays either way."""
+    from ...fileio.records import note_run
+
     device = resolve_device(device)
+    note_run(device=device.type)  # where it ran, in the run's record ("auto" is only what was asked)
     r = model.factor  # (fx, fy, fz)
     norm = model.meta["normalisation"]
     lr = fill_context(lr)

@@ -72,3 +72,14 @@ def test_files_written_from_python_carry_no_run_record(tmp_path):
     assert run_record_of(tmp_path / "api.nii.gz") is None
     assert b"iqt_run" not in (tmp_path / "api.nii.gz").read_bytes()  # gzip: nothing of it in plain text either
     assert np.array_equal(fileio.load_tensor(tmp_path / "api.nii.gz").data, vol.data)
+
+
+def test_propagate_s_maps_record_the_model_factors_and_samples_as_upsample_s_do(tmp_path, capsys):
+    lr = _input(tmp_path)
+    assert cli.main(["propagate", str(lr), "-o", str(tmp_path / "p"), "--method", "espcn-hetero-var1", "--samples", "3",
+                     "--mc-samples", "2", "--n-seeds", "20"]) == 0
+    run = run_record_of(tmp_path / "p" / "fa_std.nii.gz")
+    assert run["command"].startswith("iqt propagate ") and run["factors"] == [2, 2, 2] and run["mc_samples"] == 2
+    assert run["model"]["origin"] == "shipped" and run["model"]["file"].startswith("espcn-hetero-var1")
+    assert run["model"]["sha256"] == json.loads(fileio.model_files.sidecar_path(
+        fileio.model_files.MODELS_DIR / run["model"]["file"]).read_text())["sha256"]

@@ -302,3 +302,34 @@ def check_subject_names(folders) -> None:
                                        else f"has the name of {other}, and the tables keep subjects by name") +
                            "; list each subject once, under a name of its own (e.g. a link: ln -s T2/A A2)")
         seen[name] = d
+
+
+def mc_samples_used(method) -> int | None:
+    """The Monte Carlo samples a variational CNN drew (its --mc-samples, else the default: the mean is theirs too), for
+    the outputs' run record; None for a method that draws none."""
+    if not method.takes_samples:
+        return None
+    from ...methods.cnn.inference import DEFAULT_SAMPLES
+
+    return DEFAULT_SAMPLES if method.samples is None else int(method.samples)
+
+
+def note_model_run(method, pred, f, args) -> tuple[str, str] | None:
+    """Record in the run's record (fileio/records.py) the factors, the Monte Carlo samples drawn and, for a learned
+    method, the model that ran (its file, origin and SHA256); return (model name, origin) for the 'wrote' line, None for
+    an interpolation (audit J: only the method was named). `iqt upsample` and `iqt propagate` alike."""
+    from ...core import grid
+    from ...fileio.records import note_run
+
+    note_run(factors=list(grid.factors(f)), mc_samples=mc_samples_used(method))
+    if not method.learned:
+        return None
+    from ...fileio.model_files import model_origin, model_sha256
+
+    used = pred.tensor.meta.get("model_for")
+    ran = pred.tensor.meta["model_file"] if used else method.model_file(f)
+    origin = pred.tensor.meta.get("model_origin")  # named by predict (Method._model_named), as for every caller
+    model = (str(ran) if origin == "given" else pred.tensor.meta["model_name"], origin) if origin else \
+        model_origin(ran, given=getattr(args, "model", None) is not None and not used)
+    note_run(model={"file": model[0], "origin": model[1], "sha256": model_sha256(ran)})
+    return model

@@ -43,6 +43,7 @@ def run(args):
     seeds = options.load_seeds(args)
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)
+    options.note_model_run(method, pred, f, args)  # its files record the model, factors and samples, as upsample's
     out.mkdir(exist_ok=True)
     say(propagation.write(res, paths, method.name, args.input, options.propagation_settings(args, f),
                             time.perf_counter() - t0))

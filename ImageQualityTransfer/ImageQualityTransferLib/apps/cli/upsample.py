@@ -117,16 +117,6 @@ def input_shape3(path) -> tuple[int, int, int] | None:
         return None
 
 
-def mc_samples_used(method) -> int | None:
-    """The Monte Carlo samples a variational CNN drew (its --mc-samples, else the default: the mean is theirs too), for
-    the outputs' run record; None for a method that draws none."""
-    if not method.takes_samples:
-        return None
-    from ...methods.cnn.inference import DEFAULT_SAMPLES
-
-    return DEFAULT_SAMPLES if method.samples is None else int(method.samples)
-
-
 @contextmanager
 def method_progress(method):
     """The callback that `Method.predict` calls with the fraction done, drawing a progress bar of the method's run on
@@ -188,7 +178,7 @@ def run(args):
     from ...fileio.nifti import is_nrrd
     from ...core import grid
     from ...core.orientation import Reorientation, slice_axis
-    from ...fileio.records import map_record, note_run
+    from ...fileio.records import map_record
     from ...methods.inputs import warn_if_upsampled
 
     t0 = time.perf_counter()
@@ -254,16 +244,7 @@ def run(args):
                                                direction=bool(unc_out), progress=progress)
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     used = pred.tensor.meta.get("model_for")
-    model = None
-    if method.learned:  # which model ran, in the 'wrote' line and the header (audit J: only the method was named)
-        from ...fileio.model_files import model_origin, model_sha256
-
-        ran = pred.tensor.meta["model_file"] if used else method.model_file(f)
-        origin = pred.tensor.meta.get("model_origin")  # named by predict (Method._model_named), as for every caller
-        model = (str(ran) if origin == "given" else pred.tensor.meta["model_name"], origin) if origin else \
-            model_origin(ran, given=args.model is not None and not used)
-        note_run(model={"file": model[0], "origin": model[1], "sha256": model_sha256(ran)})
-    note_run(factors=list(grid.factors(f)), mc_samples=mc_samples_used(method))
+    model = options.note_model_run(method, pred, f, args)  # which ran: the 'wrote' line and the header
     maps = file_maps(pred.tensor, written["order"]) if map_paths else {}
     fileio.save_tensor(pred.tensor, out, **written)
     for key, vol in maps.items():

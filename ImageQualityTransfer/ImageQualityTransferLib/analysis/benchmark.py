@@ -58,14 +58,15 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) 
 
 
 def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000,
-        styles=("own",), mask: bool = True, tta: bool = False, snr: float | None = None,
+        styles=("own",), mask: bool = True, tta: bool = False, snr: float | None = None, seed: int = 0,
         models: dict | None = None) -> list[dict]:
     """Score every method on every subject, its low-res input made in each of `styles` (dmri.degrade.STYLES; the
     ratios are to cubic on the same input). With `tracts` (opt-in), each row also gets a "tracts" entry
     (tract-density Dice to the reference, false-positive fraction, streamline count; tractography.compare_case)
     and the cubic row a "tracts_lowres" entry for the low-res input tracked on its own grid. `tta`: the learned
     methods averaged over the grid's symmetries (methods/symmetry.py), rows named METHOD+tta. `snr`: Rician noise
-    added to the low-res DWIs at that b0 SNR before the fit (randomise.added_noise; the reference stays the good fit).
+    added to the low-res DWIs at that b0 SNR before the fit, drawn from `seed` (randomise.added_noise; the reference stays
+    the good fit).
     `models`: {method: model file} run instead of the shipped models."""
     from ..dmri.degrade import STYLES
 
@@ -92,7 +93,7 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", IQTWarning)
-                    case = make_case(subject, factor, style=style, snr=snr)
+                    case = make_case(subject, factor, style=style, snr=snr, seed=seed)
                     case_rows = _score_input(case, made, tracts, tract_seeds, mask)
                     for row in case_rows:
                         if row["method"] in seen:

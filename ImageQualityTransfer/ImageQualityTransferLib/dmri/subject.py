@@ -126,13 +126,14 @@ class Case:
     bvecs: np.ndarray
 
 
-def make_case(subject: Subject, r, shift=(0, 0, 0), style: str = "own", snr: float | None = None) -> Case:
+def make_case(subject: Subject, r, shift=(0, 0, 0), style: str = "own", snr: float | None = None,
+              seed: int = 0) -> Case:
     """The case for the factors r (an integer or (fx, fy, fz)) at `shift`, its low-res input made in `style` (degrade.STYLES): a style with its own
     file order goes through a file written and read in that order, as a user's would; `snr`: Rician noise added to the
-    low-res DWIs before the fit (randomise.added_noise)."""
+    low-res DWIs before the fit, drawn from `seed` (randomise.added_noise)."""
     from ..core.grid import hr_affine
 
-    pair = deg.degrade(subject.dwi, subject.mask.data, r, shift, style, noise=randomise.added_noise(snr))
+    pair = deg.degrade(subject.dwi, subject.mask.data, r, shift, style, noise=randomise.added_noise(snr, seed))
     lr = pair.tensor
     if style in deg.FILE_ORDER:
         with tempfile.TemporaryDirectory(prefix="iqt-style-") as tmp:

@@ -22,6 +22,7 @@ def add_parsers(sub) -> None:
                          "method is scored on the low-res input made in each style, against the same reference")
     sp.add_argument("--no-mask", action="store_true", help="run the methods without the brain mask (scored with it)")
     sp.add_argument("--snr", help=options.SNR_HELP + " (the reference stays the good fit)")
+    options.add_noise_seed(sp)
     sp.add_argument("--tta", action="store_true", help=options.TTA_HELP + "; rows named METHOD+tta")
     sp.add_argument("--model", action="append", default=[], metavar="METHOD=PATH",
                     help="score METHOD with this model file from 'iqt train' instead of its shipped one, e.g. "
@@ -62,6 +63,7 @@ def run(args):
 
     f = grid.factors(args.factor)
     snr = options.snr(args.snr)
+    seed = options.noise_seed(args, snr)
     if args.model and args.speed:  # said, not ignored
         raise IQTError("--model with --speed: the speed run times the shipped models; time a model of your own with "
                        "'iqt upsample --model' instead")
@@ -86,12 +88,12 @@ def run(args):
         options.check_subject_names(args.subjects)
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
-                             mask=not args.no_mask, tta=args.tta, snr=snr, models=models)
+                             mask=not args.no_mask, tta=args.tta, snr=snr, seed=seed, models=models)
         settings.update(subjects=[str(s) for s in args.subjects], styles=styles, mask=not args.no_mask,
-                        tracts=args.tracts, snr=snr)
+                        tracts=args.tracts, snr=snr, **({} if snr is None else {"noise_seed": seed}))
         if snr is not None:
             index = [r["noise_index"] for r in rows if r.get("noise_index") is not None]
-            print(f"inputs with Rician noise added at b0 SNR {snr:g}"
+            print(f"inputs with Rician noise added at b0 SNR {snr:g}, seed {seed}"
                   + (f" (noise index {min(index):.3f}-{max(index):.3f})" if index else ""))
         print(benchmark.markdown_table(rows))
         if len(args.subjects) > 1 or len(styles) > 1:

@@ -43,9 +43,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--style", default="own", choices=list(STYLES),
                     help="how the low-res tensors are made: " + "; ".join(f"{k}: {v}" for k, v in STYLES.items()))
     sp.add_argument("--snr", help=options.SNR_HELP)
-    sp.add_argument("--seed", type=int, metavar="N",
-                    help="seed of the --snr noise (default 0): the same seed draws the same noise, so one command gives "
-                         "one file; another seed draws another noise at the same SNR")
+    options.add_noise_seed(sp)
     sp.add_argument("--mask-out", help="also write the low-res mask (block majority)")
     sp.add_argument("-o", "--output", required=True, help="low-res tensor output")
     sp.set_defaults(func=degrade)
@@ -139,12 +137,7 @@ def degrade(args):
         raise IQTError(f"--slice-gap {args.slice_gap}: give the number of high-res planes dropped after each block, "
                        f"0 or more")
     snr = options.snr(args.snr)
-    if args.seed is not None and snr is None:
-        raise IQTError(f"--seed {args.seed}: it seeds the noise of --snr, and none is added without it; give --snr too "
-                       "or drop --seed")
-    if args.seed is not None and args.seed < 0:
-        raise IQTError(f"--seed {args.seed}: give a seed of 0 or more")
-    seed = 0 if args.seed is None else args.seed
+    seed = options.noise_seed(args, snr)
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None

@@ -243,6 +243,23 @@ SNR_HELP = ("add Rician noise to the low-res DWIs before the fit, its standard d
             "(seeded: the same command gives the same input), as a noisier scanner would; default: none")
 
 
+def add_noise_seed(sp) -> None:
+    """--seed N: the seed of the --snr noise (iqt degrade, iqt benchmark)."""
+    sp.add_argument("--seed", type=int, metavar="N",
+                    help="seed of the --snr noise (default 0): the same seed draws the same noise, so one command gives "
+                         "one result; another seed draws another noise at the same SNR")
+
+
+def noise_seed(args, snr_value) -> int:
+    """The --snr noise's seed (0 where not given); one clear line for a seed without --snr or below 0."""
+    if args.seed is not None and snr_value is None:
+        raise IQTError(f"--seed {args.seed}: it seeds the noise of --snr, and none is added without it; give --snr too "
+                       "or drop --seed")
+    if args.seed is not None and args.seed < 0:
+        raise IQTError(f"--seed {args.seed}: give a seed of 0 or more")
+    return 0 if args.seed is None else args.seed
+
+
 def snr(value) -> float | None:
     """--snr S: a positive b0 signal-to-noise ratio, or None; one clear line otherwise."""
     if value is None:

@@ -1,0 +1,35 @@
+"""`iqt benchmark --snr S --seed N`: the noise added to the inputs is drawn from the seed (stop 50's `iqt degrade --seed`
+left the benchmark's noise always seed 0, so a researcher could not see how much one draw moves the figures)."""
+
+from __future__ import annotations
+
+import json
+
+from ImageQualityTransferLib.apps import cli
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _rows(capsys, subject, path, *extra):
+    code, _, err = run_cli(capsys, "benchmark", subject, "--methods", "cubic", "--json", path, *extra)
+    assert code == 0, err
+    return json.loads(path.read_text())
+
+
+def test_the_benchmark_s_noise_is_drawn_from_its_seed(capsys, small_subject, tmp_path):
+    a = _rows(capsys, small_subject, tmp_path / "a.json", "--snr", "10", "--seed", "3")
+    b = _rows(capsys, small_subject, tmp_path / "b.json", "--snr", "10", "--seed", "3")
+    default = _rows(capsys, small_subject, tmp_path / "d.json", "--snr", "10")
+    scores = [{k: row[k] for k in ("interior", "exterior")} for row in a["rows"]]
+    assert scores == [{k: row[k] for k in ("interior", "exterior")} for row in b["rows"]]  # not the time it took
+    assert a["settings"]["noise_seed"] == 3 and default["settings"]["noise_seed"] == 0
+    assert a["rows"][0]["interior"]["dt_rmse"] != default["rows"][0]["interior"]["dt_rmse"]
+    code, _, err = run_cli(capsys, "benchmark", small_subject, "--methods", "cubic", "--seed", "3",
+                           "--json", tmp_path / "x.json")
+    assert code == 2 and err.strip() == ("iqt: error: --seed 3: it seeds the noise of --snr, and none is added without "
+                                         "it; give --snr too or drop --seed")
+    assert not (tmp_path / "x.json").exists()

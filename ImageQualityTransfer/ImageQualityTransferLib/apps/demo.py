@@ -39,10 +39,21 @@ def chosen_methods(names=None, factor=2) -> list[str]:
 
 
 def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> dict:
+    """Under the `iqt` command its files are written all or none (fileio.paths.all_or_none: a failure leaves none of
+    them, and no folder it made), each declared and checked before any work."""
+    from ..fileio.paths import make_folder
+
     out = Path(out_dir)
     names = chosen_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names, factor)
     if "cubic" not in names:
         names.insert(0, "cubic")
+    plan = fileio.Outputs(subject_dir)
+    for name in ("lowres", "truth", "mask", *names):
+        plan.add(out / f"{name}.nii.gz", what="demo volume", folder_checked=True)
+    plan.add(out / "metrics.md", (".md",), "metrics table", folder_checked=True)
+    plan.add(out / "metrics.json", fileio.JSON_SUFFIXES, "metrics", folder_checked=True)
+    figure = plan.add(out / "fa_panels.png", (".png",), "figure", folder_checked=True)
+    plan.check()
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
     case = make_case(subject, factor)
     print(f"{subject.name}: high-res {subject.dwi.shape3} -> low-res {case.lr.shape3} ({grid.describe(factor)})")
@@ -50,8 +61,12 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     predictions = {}
     rows = benchmark.score_case(case, names, keep=predictions)
     benchmark.add_ratios(rows)
+    for name, pred in predictions.items():  # the maps' names are known now
+        for key in pred.maps():
+            plan.add(out / f"{name}_{key}.nii.gz", what="uncertainty map", folder_checked=True)
+    plan.check()
 
-    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
+    make_folder(out)  # only now: a failed run leaves no empty folder
     hr_aff = case.hr_affine
     fileio.save_tensor(case.lr, out / "lowres.nii.gz")
     fileio.save_tensor(Volume(case.truth, hr_aff, "tensor"), out / "truth.nii.gz")
@@ -64,7 +79,6 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     table = benchmark.markdown_table(rows)
     fileio.write_text(out / "metrics.md", table + "\n")
     fileio.write_json(out / "metrics.json", rows)
-    figure = out / "fa_panels.png"
     _figure(case, predictions, figure, subject.name, factor)
     print(table)
     print(f"wrote {out}/: metrics.md, metrics.json, fa_panels.png, lowres/truth/<method>.nii.gz")

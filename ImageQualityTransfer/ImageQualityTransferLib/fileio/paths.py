@@ -4,6 +4,7 @@ writes (a temporary file renamed into place, so a failure or a signal never leav
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -154,6 +155,7 @@ class _Stage:
         self.held: dict[str, tuple[str, Path]] = {}  # real path -> (temporary file, path), in the order written
         self.lines: list[str] = []  # what the run says of its outputs (`say`), printed once they are in place
         self.committed = False  # every output is in place
+        self.folders: list[Path] = []  # folders the run created (`make_folder`), deepest first: removed if it fails
         self.lock = threading.Lock()
 
     def declare(self, path: Path) -> None:
@@ -252,6 +254,22 @@ class _Stage:
         for tmp, _ in held:
             if os.path.exists(tmp):
                 os.remove(tmp)
+        for folder in self.folders:  # only while empty: nothing of anyone else's goes with it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def make_folder(path) -> Path:
+    """Create an output folder (and its missing parents) once the outputs are ready to write; within `all_or_none`
+    those it created are removed again if the run then fails, so a failed run leaves no empty folder."""
+    p = Path(path)
+    new = [q for q in (p, *p.parents) if not q.exists()]
+    p.mkdir(parents=True, exist_ok=True)
+    stage = _STAGE.get()
+    if stage is not None:
+        with stage.lock:
+            stage.folders.extend(new)
+    return p
 
 
 # the stage of the run in progress in this context: per run, not per process, so that a second run in the same process

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs are in place
+from ...fileio.paths import make_folder, say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
 
@@ -44,6 +44,6 @@ def run(args):
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)
     options.note_model_run(method, pred, f, args)  # its files record the model, factors and samples, as upsample's
-    out.mkdir(exist_ok=True)
+    make_folder(out)  # removed again if a write then fails
     say(propagation.write(res, paths, method.name, args.input, options.propagation_settings(args, f),
                             time.perf_counter() - t0))

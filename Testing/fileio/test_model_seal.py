@@ -1,7 +1,9 @@
-"""`iqt seal`: a model from before sealed sidecars is sealed as it is, once its weights check; nothing else is."""
+"""`iqt seal`: a model from before sealed sidecars is sealed as it is, once its weights check; nothing else is. Several
+sidecars are written all or none, and a model named twice is sealed once."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import warnings
@@ -13,6 +15,7 @@ import pytest
 from ImageQualityTransferLib import IQTError
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.fileio import model_files
+from ImageQualityTransferLib.fileio.paths import atomic_write
 from ImageQualityTransferLib.methods.forest import model_io
 
 
@@ -137,3 +140,30 @@ def test_seal_refuses_a_weights_file_its_sidecar_does_not_name(tmp_path, capsys)
     b.with_suffix(".json").write_text(json.dumps(meta))
     assert main(["seal", str(b)]) == 2
     assert "b.json names a.npz as its weights, not b.npz" in capsys.readouterr().err
+
+
+def test_a_seal_that_fails_at_the_second_sidecar_leaves_both_as_they_were(tmp_path, capsys, monkeypatch):
+    a, b = _old_model(tmp_path, "a"), _old_model(tmp_path, "b")
+    before = {p: p.with_suffix(".json").read_bytes() for p in (a, b)}
+    real = model_files.write_json
+
+    def full_at_b(path, obj):
+        if str(path).endswith("b.json"):
+            atomic_write(path, lambda tmp: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+        real(path, obj)
+
+    monkeypatch.setattr(model_files, "write_json", full_at_b)
+    assert main(["seal", str(a), str(b)]) == 2
+    out, err = capsys.readouterr()
+    assert "no space is left" in err and "sealed" not in out
+    assert {p: p.with_suffix(".json").read_bytes() for p in (a, b)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npz", "b.json", "b.npz"]
+
+
+def test_a_model_named_twice_is_sealed_once(tmp_path, capsys):
+    a = _old_model(tmp_path, "a")
+    assert main(["seal", str(a), str(a.with_suffix(".json"))]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"{a.with_suffix('.json')}: sealed"]
+    meta = json.loads(a.with_suffix(".json").read_text())
+    assert meta[model_files.SEAL] == model_files.settings_digest(meta)

@@ -3,6 +3,7 @@ seal the sidecar of a model trained before sidecars were sealed."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -85,14 +86,20 @@ def add_parsers(sub) -> None:
 
 def seal(args):
     """Every model, sealed or not, is checked before any is sealed (its checksum, and that its weights load as
-    'iqt upsample' loads them): one bad file among several leaves all of them as they were."""
+    'iqt upsample' loads them), and the sidecars are written all or none: one bad file among several, or a write that
+    fails, leaves all of them as they were."""
     from ...fileio import model_files
+    from ...fileio.paths import JSON_SUFFIXES, Outputs, say
 
+    plan = Outputs()  # the sidecars are written all or none: a write that fails (a full disk) leaves every one as it was
+    sidecars = {}  # one per model, in the order given (a model named twice, by weights and by sidecar, sealed once)
     for m in args.models:
-        model_files.check_sealable(m, load=_load_model)
-    for m in args.models:
-        sp, now = model_files.seal(m)
-        print(f"{sp}: sealed" if now else f"{sp}: already sealed, left as it was")
+        sp, _ = model_files.check_sealable(m, load=_load_model)
+        if os.path.realpath(sp) not in sidecars:
+            sidecars[os.path.realpath(sp)] = plan.add(sp, JSON_SUFFIXES, "sealed sidecar", shipped_ok=True)
+    for sp in sidecars.values():  # (the shipped ones were refused above)
+        sp, now = model_files.seal(sp)
+        say(f"{sp}: sealed" if now else f"{sp}: already sealed, left as it was")  # once all are in place
 
 
 def _load_model(sidecar) -> None:

@@ -200,12 +200,28 @@ def dwi_node(scene, dwi: Volume):
     return node
 
 
+_PHANTOM_DWI_FILES: dict = {}  # (shape, seed) -> the bytes of its .nii.gz, .bval and .bvec, as save_dwi wrote them
+
+
+def save_phantom_dwi(path: Path, shape, seed: int) -> None:
+    """make_phantom(shape, 4 mm, 12 directions, seed) saved as `path` (with its .bval and .bvec), made and written once
+    per process: later calls write the same bytes again (the phantom is a fixed function of its seed)."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    key = (tuple(shape), seed)
+    paths = (path, *fileio.bval_bvec_paths(path))
+    if key not in _PHANTOM_DWI_FILES:
+        fileio.save_dwi(make_phantom(shape=shape, voxel_mm=4.0, n_dirs=12, seed=seed), path)
+        _PHANTOM_DWI_FILES[key] = [p.read_bytes() for p in paths]
+        return
+    for p, data in zip(paths, _PHANTOM_DWI_FILES[key]):
+        p.write_bytes(data)
+
+
 def make_bids(root: Path, subjects=("01", "02"), corrupt: str | None = None, shape=(32, 36, 28)) -> Path:
     """A BIDS dataset of phantom subjects (DWI with its sidecar) for the batch tests; `corrupt` gets a truncated DWI."""
     import json
-
-    from ImageQualityTransferLib import fileio
-    from ImageQualityTransferLib.dmri.phantom import make_phantom
 
     root.mkdir()
     (root / "dataset_description.json").write_text(json.dumps({"Name": "phantoms", "BIDSVersion": "1.10.0"}))
@@ -213,7 +229,7 @@ def make_bids(root: Path, subjects=("01", "02"), corrupt: str | None = None, sha
         d = root / f"sub-{sub}" / "dwi"
         d.mkdir(parents=True)
         p = d / f"sub-{sub}_dwi.nii.gz"
-        fileio.save_dwi(make_phantom(shape=shape, voxel_mm=4.0, n_dirs=12, seed=i), p)
+        save_phantom_dwi(p, shape, i)
         (d / f"sub-{sub}_dwi.json").write_text(json.dumps({"PhaseEncodingDirection": "j-"}))
         if sub == corrupt:
             p.write_bytes(p.read_bytes()[:4000])

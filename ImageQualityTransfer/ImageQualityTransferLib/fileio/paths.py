@@ -54,6 +54,47 @@ def check_folder(folder: Path, for_path=None) -> None:
         raise IQTError(f"{name}: cannot write in {folder} ({exc.strerror or exc}); choose a folder you can write to") from None
 
 
+NRRD_HEADER_BYTES = 1 << 20  # the most of a NRRD file read for its header (a header is a few hundred bytes)
+
+
+def nhdr_data_files(path) -> list[Path]:
+    """The data files `fileio.nrrd.save_tensor_nrrd` writes beside a detached NRRD header output (`<name>.raw.gz`;
+    `<name>.raw` uncompressed)."""
+    p = Path(path)
+    if not p.name.lower().endswith(".nhdr"):
+        return []
+    return [p.with_name(p.name[: -len(".nhdr")] + ext) for ext in (".raw.gz", ".raw")]
+
+
+def with_data_file(path) -> str:
+    """An output as a 'wrote' line names it: a detached NRRD header with the data file written beside it."""
+    data = nhdr_data_files(path)
+    return f"{path} with its data file {data[0].name}" if data else str(path)
+
+
+def nrrd_data_file(path) -> Path | None:
+    """The detached data file a NRRD header (`.nhdr`, or a `.nrrd` with a 'data file' field) names, relative to the
+    header's folder as the NRRD format reads it; None for any other file or a header that names none. Only a regular
+    file is opened (a FIFO would hang)."""
+    p = Path(path)
+    if not str(p).lower().endswith(NRRD_SUFFIXES) or not os.path.isfile(p):
+        return None
+    try:
+        with open(p, "rb") as f:
+            head = f.read(NRRD_HEADER_BYTES)
+    except OSError:
+        return None  # the reader says why it cannot be read
+    for raw in head.split(b"\n")[1:]:
+        line = raw.decode("latin-1").rstrip()
+        if not line:
+            break  # the end of the header
+        field, sep, value = line.partition(":")
+        if sep and not value.startswith("=") and field.strip().lower() in ("data file", "datafile"):
+            name = value.strip()
+            return Path(name) if os.path.isabs(name) else p.parent / name
+    return None
+
+
 class Outputs:
     """Every file one run will read and write, checked together before any work: an output is never one of the
     inputs (by real path, so `out/../a.nii.gz` and symlinks count) nor another output of the same run."""
@@ -61,6 +102,7 @@ class Outputs:
     def __init__(self, *inputs):
         self.inputs: list[Path] = []
         self.outputs: list[tuple[Path, str]] = []
+        self.data_of: dict[str, Path] = {}  # real path of a data file an input NRRD header names -> that header
         self.read(*inputs)
 
     def read(self, *paths) -> "Outputs":
@@ -69,24 +111,38 @@ class Outputs:
             if p is None:
                 continue
             p = Path(p)
-            self.inputs.extend(sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p])
+            files = sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
+            for q in files:
+                self.inputs.append(q)
+                data = nrrd_data_file(q)  # a detached NRRD header's data file is read too (audit Z: an .nhdr output
+                if data is not None:  # named after it replaced it, the input lost, exit 0)
+                    self.inputs.append(data)
+                    self.data_of[os.path.realpath(data)] = q
         return self
+
+    def _named(self, q: Path) -> str:
+        """An input as said: a data file as the data file of its header."""
+        header = self.data_of.get(os.path.realpath(q))
+        return f"{q}, the data file of {header}" if header is not None else str(q)
 
     def add(self, path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False,
             shipped_ok: bool = False) -> Path:
         """`shipped_ok`: the output may lie in the install's model folder (a model 'iqt train' writes there, which
         checks it further); any other output there would replace a shipped model's file (review 46: benchmark --json
         onto global-linear_x2.json)."""
-        real = os.path.realpath(path)
-        for q in self.inputs:  # an input named as an output is said as such, before its file type is judged
-            if real == os.path.realpath(q):
-                raise IQTError(f"{path}: is an input of this run ({q}); write the {what} to another file "
-                               f"(inputs are never overwritten)")
+        data = nhdr_data_files(path)  # the data file a detached NRRD header output is written beside
+        for each, of in [(path, ""), *((d, f" (the data file of the {what} {path})") for d in data)]:
+            real = os.path.realpath(each)
+            for q in self.inputs:  # an input named as an output is said as such, before its file type is judged
+                if real == os.path.realpath(q):
+                    raise IQTError(f"{each}{of}: is an input of this run ({self._named(q)}); write the {what} to another "
+                                   f"file (inputs are never overwritten)")
         if not shipped_ok and Path(real).parent == Path(os.path.realpath(MODELS_DIR)):
             raise IQTError(f"{path}: is in the install's model folder ({MODELS_DIR}), whose files are the shipped "
                            f"models; write the {what} elsewhere")
         p = check_output(path, suffixes, what, folder_checked)
         self.outputs.append((p, what))
+        self.outputs.extend((d, f"data file of the {what} {p}") for d in data)
         stage = _STAGE.get()
         if stage is not None:
             stage.declare(p)
@@ -100,7 +156,7 @@ class Outputs:
             src = ins.get(real) or next((q for q in self.inputs if p.exists() and q.exists() and os.path.samefile(p, q)),
                                         None)  # a hard link to an input: the input it is, not the output's own name
             if src is not None:
-                raise IQTError(f"{p}: is an input of this run ({src}); write the {what} to another file "
+                raise IQTError(f"{p}: is an input of this run ({self._named(src)}); write the {what} to another file "
                                f"(inputs are never overwritten)")
             if real in seen:
                 raise IQTError(f"{p}: would be written twice in this run (as the {seen[real]} and the {what}); "

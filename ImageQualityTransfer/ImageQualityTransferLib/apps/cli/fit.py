@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
-from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs are in place
+from ...fileio.paths import say, with_data_file  # 'wrote' lines: printed once the run's outputs are in place
 from ...dmri.degrade import STYLES
 from . import options
 
@@ -104,7 +104,7 @@ def fit(args):
     fileio.save_tensor(tensor, out)
     if mask_out:
         fileio.save_mask(brain, mask_out)
-    say(f"wrote {out}" + (f", {mask_out} (its brain mask)" if mask_out else ""))
+    say(f"wrote {with_data_file(out)}" + (f", {mask_out} (its brain mask)" if mask_out else ""))
 
 
 def mask(args):
@@ -155,6 +155,6 @@ def degrade(args):
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)
     order = deg.FILE_ORDER.get(args.style)
-    say(f"wrote {out} {pair.tensor.shape3}" + (f" (read it with --tensor-order {order})" if order else "")
+    say(f"wrote {with_data_file(out)} {pair.tensor.shape3}" + (f" (read it with --tensor-order {order})" if order else "")
           + (f", {mask_out} (its low-res mask" + (", from the benchmark's brain mask)" if args.as_benchmark else ")")
              if mask_out else ""))

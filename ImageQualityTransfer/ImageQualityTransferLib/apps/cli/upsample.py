@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...core.errors import IQTError
-from ...fileio.paths import TENSOR_SUFFIXES, say  # say: 'wrote' lines, printed once the outputs are in place
+from ...fileio.paths import TENSOR_SUFFIXES, say, with_data_file  # say: 'wrote' lines, printed once the outputs are in place
 from . import options
 
 
@@ -255,7 +255,7 @@ def run(args):
         fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
     # the lines after the writes, in their order, once every output is in place (all_or_none): none names a file that
     # a failure then removes
-    say(f"wrote {out} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
+    say(f"wrote {with_data_file(out)} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
           + (f", {model[1]} model {model[0]}" if model else "")
           + options.order_words(written) + ")")
     if args.method is None and not method.learned and methods.default_method() != name:  # said in the Slicer module too

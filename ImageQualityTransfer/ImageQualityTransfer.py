@@ -1,5 +1,6 @@
 import logging
 import os
+import shlex
 import shutil
 import sys
 from typing import Annotated, Optional, Union
@@ -610,8 +611,15 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             sys.path.insert(0, self.moduleDir())
 
     def engine(self):
-        """The engine's Slicer processing module, installing missing packages first (asking, except in batch)."""
-        if self.missingPackages() and not self.installDependencies(askConfirmation=not self._batch()):
+        """The engine's Slicer processing module, installing missing packages first after asking. Without a main
+        window there is no one to ask, so nothing is installed: the error says how (audit Z: it ran pip unasked)."""
+        missing = self.missingPackages()
+        if missing and self._batch():
+            raise RuntimeError(_("Missing Python packages: {packages}. Without a main window nothing is installed "
+                                 "unasked: install them with Slicer's Python (PythonSlicer -m pip install {args}) or "
+                                 "call logic.installDependencies(askConfirmation=False) first").format(
+                packages=", ".join(missing), args=" ".join(shlex.quote(m) for m in missing)))
+        if missing and not self.installDependencies(askConfirmation=True):
             raise RuntimeError(_("Missing Python packages: {packages}").format(packages=", ".join(self.missingPackages())))
         self._engineOnPath()
         from ImageQualityTransferLib.slicer import processing as slicer_processing

@@ -7,8 +7,9 @@ import gc
 import os
 import pickle
 import signal
-import socket
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -56,12 +57,6 @@ def init_from_environment() -> bool:
         return dist.is_available() and dist.is_initialized()
     dist.init_process_group("gloo", init_method="env://")
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -112,7 +107,7 @@ def _once(handler):
     return on_signal
 
 
-def _entry(rank: int, fn, nproc: int, port: int, threads: int | None, handlers: list, args: tuple):
+def _entry(rank: int, fn, nproc: int, store: str, threads: int | None, handlers: list, args: tuple):
     for sig, handler in handlers:  # before anything else (an import waits for its end through the handler)
         signal.signal(sig, _once(handler))
     try:
@@ -123,7 +118,9 @@ def _entry(rank: int, fn, nproc: int, port: int, threads: int | None, handlers: 
 
         if threads:
             torch.set_num_threads(threads)
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=nproc)
+        # the group meets through a file in a private folder, not a TCP store (which listened on every network
+        # interface, audit Z): nothing but gloo's own loopback connections between these processes
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=nproc)
         fn(*args)
         for sig in _stop_signals():  # this process's part is done (rank 0: every output written): a signal stops nothing
             signal.signal(sig, signal.SIG_IGN)
@@ -206,12 +203,16 @@ def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
             if handler not in (signal.SIG_IGN, None):
                 signal.signal(sig, lambda s, f: held.append(s))
     blocked = main and hasattr(signal, "pthread_sigmask")
+    meeting = tempfile.mkdtemp(prefix="iqt-train-group-")  # this user's only (0700); removed when the processes end
     if blocked:  # inherited by the new processes until `_entry` has set their handlers
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     try:
         # daemonic: whatever way this process ends, multiprocessing's exit sends them SIGTERM before it joins them
-        context = mp.start_processes(_entry, args=(fn, nproc, free_port(), threads, handlers, args), nprocs=nproc,
-                                     join=False, daemon=True, start_method="spawn")
+        context = mp.start_processes(_entry, args=(fn, nproc, os.path.join(meeting, "store"), threads, handlers, args),
+                                     nprocs=nproc, join=False, daemon=True, start_method="spawn")
+    except BaseException:
+        shutil.rmtree(meeting, ignore_errors=True)
+        raise
     finally:
         if blocked:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -244,3 +245,4 @@ def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
                 os.unlink(path)
             except OSError:
                 pass
+        shutil.rmtree(meeting, ignore_errors=True)

@@ -9,7 +9,7 @@ from ...core.errors import IQTError
 from .items import Item
 from .lock import held
 from .qc import write_qc
-from .records import Settings, dataset_description, remove_temporaries
+from .records import Settings, check_inputs_kept, dataset_description, remove_temporaries
 from .subject import process
 
 
@@ -283,6 +283,7 @@ def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: 
 def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> list[dict]:
     from ...core.progress import progress_bar
 
+    check_inputs_kept(out_root, items, s)  # `iqt batch` checked before the cluster started; an in-process caller here
     remove_temporaries(out_root)
     dataset_description(out_root, s, items)
     bar = progress_bar(total=len(items), desc="subjects", enabled=progress)

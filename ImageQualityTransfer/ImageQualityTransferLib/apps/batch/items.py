@@ -27,6 +27,7 @@ class Item:
     bval: str = ""  # a BIDS DWI's b-values and b-vectors where they are inherited from a folder above (`gradients`)
     bvec: str = ""
     typed: tuple = ()  # (absolute path, as typed) of the paths made absolute for the workers: messages give them as typed
+    line: str = ""  # where a list names it, for messages: "list.txt line 3 ('P01 --mask m.nii.gz')"
 
     def as_typed(self, text: str) -> str:
         """`text` with the paths made absolute for the workers put back as the user typed them (review 50b: reasons and
@@ -152,11 +153,13 @@ def list_items(listfile) -> list[Item]:
         raise IQTError(f"{listfile}: cannot be read as a text list of subjects ({exc}); give a BIDS folder or a text file "
                        "with one subject folder or DTI file per line") from None
     entries = []  # (the folders naming the subject, a file's stem or None, kind, input path, the line's path, options)
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()  # "#" starts a comment, also after a path
         if not line:
             continue
-        line, opts = _line_options(" " + line, listfile)
+        opts = {"line": f"{listfile} line {number} ({line!r})"}
+        line, more = _line_options(" " + line, listfile)
+        opts.update(more)
         p = Path(line) if Path(line).is_absolute() else listfile.parent / line
         parts = [x for x in Path(line).parts if x not in ("/", "..", ".")]
         if str(p).lower().endswith(TENSOR_SUFFIXES):

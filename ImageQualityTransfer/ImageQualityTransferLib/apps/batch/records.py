@@ -240,6 +240,75 @@ def add_file_records(folder: Path, names: dict) -> None:
             return
 
 
+ROOT_FILES = ("dataset_description.json", "qc.tsv", "qc.html")  # what a run writes in the derivatives folder itself
+
+
+def input_files(item: Item) -> list[tuple[str, str]]:
+    """(path, what it is) of every file a subject's run reads: its image, a DWI's b-values, b-vectors and JSON sidecar,
+    a line's mask."""
+    files = [(item.path, "input")]
+    if item.kind == "dwi":
+        from ...fileio.gradients import _stem
+
+        bval, bvec = item.gradients()
+        files += [(str(bval), "b-values"), (str(bvec), "b-vectors"), (_stem(item.path) + ".json", "sidecar")]
+    if item.mask:
+        files.append((item.mask, "mask"))
+    return files
+
+
+def check_inputs_kept(out_root, items, s: Settings) -> None:
+    """An IQTError, before any work, where a file this run writes or removes is a file of the cohort's inputs, by real
+    path (symlinks, `..`) or, for a file already there, by inode (a hard link), as fileio.paths.Outputs checks a single
+    command's: every subject's outputs and their sidecars, the earlier maps of its own that it removes (`stale_maps`)
+    and the QC table and dataset description, against every subject's input, gradients, sidecar and mask (audit Z: a
+    list line naming an earlier run's tensor output in -o was replaced by its own upsampled tensor, exit 0; a rerun
+    naming an earlier brain mask as a line's --mask would replace that mask). Said for the first such file, naming its
+    list line."""
+    out_root = Path(out_root)
+    by_path: dict[str, tuple] = {}
+    by_inode: dict[tuple, tuple] = {}
+    for it in items:
+        for path, what in input_files(it):
+            by_path.setdefault(os.path.realpath(path), (it, path, what))
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            by_inode.setdefault((st.st_dev, st.st_ino), (it, path, what))
+
+    def named(path: Path):
+        found = by_path.get(os.path.realpath(path))
+        if found is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            found = by_inode.get((st.st_dev, st.st_ino))
+        return found
+
+    planned = [(out_root / name, f"the run's {name}", "write") for name in ROOT_FILES]
+    maps = expected_maps(s)
+    for it in items:
+        folder = out_root / it.subdir
+        names = output_names(it, s, maps)
+        for key, name in names.items():
+            planned += [(folder / name, f"{it.prefix}'s {key} output", "write"),
+                        (sidecar(folder / name), f"{it.prefix}'s {key} sidecar", "write")]
+        if folder.is_dir():
+            planned += [(p, f"an earlier map of {it.prefix}", "remove") for p in stale_maps(folder, names)]
+    for path, role, how in planned:
+        found = named(path)
+        if found is None:
+            continue
+        it, src, what = found
+        shown = it.as_typed(str(src))
+        where = it.line or shown
+        at = "" if os.path.normpath(shown) == os.path.normpath(str(path)) else f" ({path})"
+        raise IQTError(f"{where}: its {what} {shown} is {role}{at}, which this run would {how}; inputs are never "
+                       f"overwritten: move it out of {out_root} or write the outputs to another folder")
+
+
 def remove_temporaries(folder: Path) -> int:
     """Delete the temporary files a killed writer left (atomic writes rename them into place when they finish)."""
     n = 0

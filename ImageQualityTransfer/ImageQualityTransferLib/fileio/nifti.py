@@ -318,21 +318,59 @@ def _check_geometry(affine, path) -> None:
                        "(e.g. with fslorient or nibabel) and retry")
 
 
+TRAILING_READ = 1 << 20  # bytes read past the image's end in a gzipped file to tell whether more data follows
+
+
 def read_data(img, path, dtype=np.float32) -> np.ndarray:
     """The voxel array, with a clear error for a truncated or damaged file. A gzipped file is read to its end, so that
     gzip's checksum is verified: nibabel stops at the data's last byte, and a file with one flipped bit was read as
-    valid data (audit 46: a DWI fitted and upsampled with 17 changed voxels, exit 0)."""
+    valid data (audit 46: a DWI fitted and upsampled with 17 changed voxels, exit 0). Data after the image the header
+    describes is refused once TRAILING_READ bytes of it are seen, not read (audit Z: a 3.3 MB file whose header says
+    36x36x18 followed by 3 GiB of zeros was read whole into memory, 6.37 GB at its peak, and run with exit 0); a run out
+    of memory while reading says so (it read 'cannot be read (); the file may be truncated or damaged')."""
+    proxy = img.dataobj
     try:
         if _gzipped(path):
             import gzip
 
             with gzip.open(path, "rb") as f:
-                data = np.asarray(type(img).from_stream(f).dataobj, dtype=dtype)
-                f.read()  # to the end: the checksum is checked there
+                proxy = type(img).from_stream(f).dataobj
+                data = np.asarray(proxy, dtype=dtype)
+                end = _data_end(proxy)
+                if end is not None and f.tell() != end:
+                    f.seek(end)
+                more = f.read(TRAILING_READ)  # b"": the end, gzip's checksum checked there
+            if more:
+                raise IQTError(f"{path}: more data follows the image its header describes ({_described(proxy)}, "
+                               f"{end:,} bytes with the header, then at least {len(more):,} more), so the header does not "
+                               "describe the file (damaged, or a size written wrongly into it) and it is not read; "
+                               "re-save it from the program that made it")
             return data
         return np.asarray(img.dataobj, dtype=dtype)
+    except IQTError:
+        raise
+    except MemoryError:
+        need = _described(proxy, dtype)
+        raise IQTError(f"{path}: not enough memory to read the image data ({need} in memory); free memory (close other "
+                       "programs) or run on a machine with more, then rerun") from None
     except Exception as exc:
         raise IQTError(f"{path}: the image data cannot be read ({exc}); the file may be truncated or damaged") from None
+
+
+def _data_end(proxy) -> int | None:
+    """The byte, in the uncompressed file, after the last of the image data (None where the proxy does not say)."""
+    try:
+        return int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.int64)) * np.dtype(proxy.dtype).itemsize
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _described(proxy, dtype=None) -> str:
+    """The image as its header describes it: 'shape dtype' (and its size in memory as `dtype`)."""
+    shape = tuple(int(n) for n in getattr(proxy, "shape", ()))
+    kind = np.dtype(dtype if dtype is not None else getattr(proxy, "dtype", np.float32))
+    size = int(np.prod(shape, dtype=np.int64)) * kind.itemsize
+    return f"{'x'.join(map(str, shape))} {kind.name}" + (f", {size / 1e9:.2f} GB" if dtype is not None else "")
 
 
 def reads_fully(path) -> bool:

@@ -48,6 +48,15 @@ def test_three_b0s_name_the_odd_one_and_a_scaled_b0_is_read_in_the_md(phantom):
     d[..., b0] *= 0.2  # every b0 scaled: no b0 to compare with, the MD says it
     said = _said(phantom.replace(data=d))
     assert len(said) == 1 and "the brain's median MD is" in said[0] and "of an in-vivo brain" in said[0], said
+    assert "check that the b0s are this series'" in said[0]
+
+
+def test_an_ex_vivo_md_is_said_as_such_not_blamed_on_a_b0(phantom):
+    """Every b-value times 1 / 0.3 gives tensors 0.3 times the in-vivo ones, as an ex-vivo brain's are (audit Y: the
+    warning then said only to leave a b0 out): the line says such an MD is right for an ex-vivo brain or a neonate's."""
+    said = _said(phantom.replace(bvals=np.asarray(phantom.bvals) / 0.3))
+    assert len(said) == 1 and "right for an ex-vivo brain" in said[0] and "neonate" in said[0], said
+    assert "leave such a b0 out" not in said[0]
 
 
 def test_iqt_fit_says_it_in_one_line(phantom, tmp_path, capsys):

@@ -83,3 +83,16 @@ def test_propagate_s_maps_record_the_model_factors_and_samples_as_upsample_s_do(
     assert run["model"]["origin"] == "shipped" and run["model"]["file"].startswith("espcn-hetero-var1")
     assert run["model"]["sha256"] == json.loads(fileio.model_files.sidecar_path(
         fileio.model_files.MODELS_DIR / run["model"]["file"]).read_text())["sha256"]
+
+
+def test_no_record_writes_none_for_files_shared_outside(tmp_path, capsys):
+    """`iqt --no-record`: a file to share outside, whose paths may name a patient (audit Z: the record holds the
+    command as typed, /data/DOE_JOHN_19650312/dwi.nii.gz included), carries no run record; its values are the same."""
+    lr = _input(tmp_path)
+    assert cli.main(["upsample", str(lr), "-o", str(tmp_path / "a.nii.gz"), "--method", "cubic"]) == 0
+    assert cli.main(["--no-record", "upsample", str(lr), "-o", str(tmp_path / "b.nii.gz"), "--method", "cubic"]) == 0
+    assert cli.main(["--no-record", "upsample", str(lr), "-o", str(tmp_path / "c.nrrd"), "--method", "cubic"]) == 0
+    assert run_record_of(tmp_path / "a.nii.gz") is not None and run_record_of(tmp_path / "b.nii.gz") is None
+    assert str(lr.parent).encode() not in (tmp_path / "c.nrrd").read_bytes()[:20000]
+    np.testing.assert_array_equal(fileio.load_tensor(tmp_path / "a.nii.gz").data,
+                                  fileio.load_tensor(tmp_path / "b.nii.gz").data)

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
     p.add_argument("--threads", type=int, help="CPU threads for numerical libraries and PyTorch (default: theirs; the "
                                                 "forests always solve their small systems on one thread)")
+    p.add_argument("--no-record", action="store_true",
+                   help="write no run record (the command as typed, with its paths) into the outputs' headers: for "
+                        "files shared outside, whose folder or file names may name a patient (README, Sharing outputs)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parsers(sub)
@@ -162,7 +165,7 @@ def _run(args, printed, signals=()) -> int:
         # subject commits on its own, for a resume) and train (a checkpoint lands when written)
         with (carried_codes() if args.command != "batch" else contextlib.nullcontext()), \
                 (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()), \
-                run_record(_record(args)):
+                (run_record(_record(args)) if not args.no_record else contextlib.nullcontext()):
             code = args.func(args)
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)

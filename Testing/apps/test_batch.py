@@ -414,10 +414,10 @@ def test_a_listed_mrtrix_tensor_file_is_read_in_its_order_and_frame(tmp_path):
     assert [r["status"] for r in rows] == ["failed"] and "--tensor-order" in rows[0]["reason"]
 
 
-def test_each_listed_tensor_file_comes_back_in_the_order_it_was_read(tmp_path, capsys):
+def test_each_listed_tensor_file_comes_back_in_the_order_it_was_read(tmp_path, capsys, cluster):
     """As `iqt upsample`: a dtifit file's output is dtifit's 4D file in FSL's frame, a dipy 4D file's dipy's 4D, a 5D
     file's and a DWI's this tool's 5D; --output-order nifti writes every one 5D, recorded in the sidecar, and a rerun
-    with the other order is not skipped."""
+    with the other order is not skipped. Both runs on the module's cluster (--scheduler), not a cluster each."""
     import json
 
     import nibabel as nib
@@ -432,7 +432,7 @@ def test_each_listed_tensor_file_comes_back_in_the_order_it_was_read(tmp_path, c
     (tmp_path / "list.txt").write_text("P01/dti.nii.gz\nP02/dti.nii.gz --tensor-order fsl\n"
                                        "P03/dti.nii.gz --tensor-order dipy\n")
     out = tmp_path / "deriv"
-    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "cubic", "--workers", "1")
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "cubic", "--scheduler", cluster)
     assert code == 0, err
     tensor = "sub-{0}/dwi/sub-{0}_space-orig_res-2x_model-cubic_param-tensor_dwimap.nii.gz"
     shapes = {n: nib.load(out / tensor.format(n)).shape for n in ("P01", "P02", "P03")}
@@ -444,8 +444,8 @@ def test_each_listed_tensor_file_comes_back_in_the_order_it_was_read(tmp_path, c
         assert side["OutputOrder"] == order
         assert {"fsl": "dtifit's 4D order", "dipy": "dipy's 4D"}[order] in side["Description"]
     assert "OutputOrder" not in json.loads((out / tensor.format("P01")).with_suffix("").with_suffix(".json").read_text())
-    code, stdout, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "cubic", "--workers", "1",
-                                "--output-order", "nifti")
+    code, stdout, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "cubic", "--scheduler",
+                                cluster, "--output-order", "nifti")
     assert code == 0, err
     assert "1 skipped" in stdout  # P01 was written 5D already; the others are redone as 5D
     assert {nib.load(out / tensor.format(n)).shape for n in ("P01", "P02", "P03")} == {(40, 44, 32, 1, 6)}

@@ -17,6 +17,25 @@ from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.dmri.dti import brain_from_tensors
 
 CUBE = np.ones((3, 3, 3), bool)
+_MADE: dict = {}  # what several tests here compute from the same scan, made once per module
+
+
+def unmasked_fit(subject):
+    """The subject's DWI fitted over the whole field of view (dti.fit_dti without a mask)."""
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+
+    if ("fit", subject.name) not in _MADE:
+        _MADE["fit", subject.name] = fit_dti(subject.dwi, None)
+    return _MADE["fit", subject.name]
+
+
+def estimated_mask(subject):
+    """dti.brain_mask of the subject's DWI (slice holes filled, as iqt fit and the Slicer module make it)."""
+    from ImageQualityTransferLib.dmri.dti import brain_mask
+
+    if ("mask", subject.name) not in _MADE:
+        _MADE["mask", subject.name] = brain_mask(subject.dwi)
+    return _MADE["mask", subject.name]
 
 
 def check_estimate(lr, brain_mask, max_share):
@@ -40,11 +59,9 @@ def test_a_native_unmasked_fit_leaves_its_noise_background_out(axial_subject):
     """Fitted over the whole field of view at the scan's own resolution (what MRtrix or dipy without a mask give),
     the 3 mm Prisma's background fits have tissue-like MD in most voxels but vary from voxel to voxel: the estimate
     kept 89 % of the field of view before they were told apart, 61 % now (its brain mask: 24 %)."""
-    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
-
-    fit = fit_dti(axial_subject.dwi, None)
+    fit = unmasked_fit(axial_subject)
     assert np.mean(np.any(fit.data != 0, axis=-1)) > 0.95  # tensors over the whole field of view
-    check_estimate(fit, brain_mask(axial_subject.dwi), 0.65)
+    check_estimate(fit, estimated_mask(axial_subject), 0.65)
 
 
 def test_a_field_of_tissue_has_no_background_to_remove():
@@ -124,14 +141,14 @@ def test_a_native_scan_fitted_without_a_mask_chooses_the_model_its_masked_fit_do
     the unmasked fit read 0.082 with the 4-voxel core set on 6 mm inputs and ran the noise-trained models, where its
     masked fit reads 0.070 and runs the defaults."""
     from ImageQualityTransferLib.core import tensors
-    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.dti import fit_dti
 
     dwi = axial_subject.dwi
-    mask = brain_mask(dwi)
+    mask = estimated_mask(axial_subject)
     m = methods.get("global-linear")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        free = m.predict(fit_dti(dwi, None), 2, uncertainty=False).tensor.meta
+        free = m.predict(unmasked_fit(axial_subject), 2, uncertainty=False).tensor.meta
         masked = m.predict(fit_dti(dwi, mask), 2, mask, uncertainty=False).tensor.meta
     assert tensors.estimated_core(dwi.voxel_size) == (8, 8, 8)
     assert masked["noise_index"] < tensors.NOISY_MODEL and free["noise_index"] < tensors.NOISY_MODEL
@@ -159,7 +176,7 @@ def test_the_estimated_mask_of_a_real_scan_has_no_slice_holes(axial_subject):
     from ImageQualityTransferLib.dmri.dti import brain_mask, fill_slice_holes
 
     old = brain_mask(axial_subject.dwi, fill_slices=False).data
-    new = brain_mask(axial_subject.dwi).data
+    new = estimated_mask(axial_subject).data
     assert np.array_equal(axial_subject.mask.data, old)
     assert (new >= old).all() and new.sum() > 1.03 * old.sum()
     assert np.array_equal(fill_slice_holes(new), new)

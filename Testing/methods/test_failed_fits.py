@@ -71,12 +71,19 @@ def test_a_learned_method_fills_failed_fits_and_says_so(axial_subject, monkeypat
     assert np.array_equal(methods.get("cubic").predict(bad, 2, case.lr_mask).tensor.data, cubic)
 
 
+_THICK: dict = {}  # (subject, f, snr) -> its degraded pair: three tests here read the same ones
+
+
 def _thick_slices(subject, f, snr=None):
-    """The dev scan degraded to thick slices `f` on a tight mask, with Rician noise at b0 SNR `snr` if given."""
+    """The dev scan degraded to thick slices `f` on a tight mask, with Rician noise at b0 SNR `snr` if given (seeded:
+    the same pair each time, so made once per module)."""
     from ImageQualityTransferLib.dmri import degrade as deg, randomise
 
-    noise = None if snr is None else randomise.rician(snr, 0)
-    return deg.degrade(subject.dwi, subject.mask.data, f, style="tight", noise=noise)
+    key = (subject.name, f, snr)
+    if key not in _THICK:
+        noise = None if snr is None else randomise.rician(snr, 0)
+        _THICK[key] = deg.degrade(subject.dwi, subject.mask.data, f, style="tight", noise=noise)
+    return _THICK[key]
 
 
 def _noisy_warnings(method, lr, f, mask):

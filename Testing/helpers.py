@@ -41,6 +41,19 @@ def need_data(folder: Path) -> Path:
     return folder
 
 
+def low_res_case(subject, r, style: str):
+    """make_case(subject, r, style=style)'s low-res input and mask (.lr, .lr_mask) for a style without a file order
+    (degrade.FILE_ORDER): the same degrade, without the crop of the subject's reference fit that make_case adds, which
+    the tests of unmasked fits never read (so their subjects' fits need not be made: conftest, fit on use)."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.dmri import degrade as deg
+
+    assert style not in deg.FILE_ORDER, style
+    pair = deg.degrade(subject.dwi, subject.mask.data, r, style=style)
+    return SimpleNamespace(lr=pair.tensor, lr_mask=pair.mask)
+
+
 # ---------------------------------------------------------------- small synthetic tensor fields
 
 

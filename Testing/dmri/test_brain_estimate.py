@@ -16,6 +16,8 @@ from ImageQualityTransferLib.core.grid import repeat_blocks
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.dmri.dti import brain_from_tensors
 
+from helpers import low_res_case
+
 CUBE = np.ones((3, 3, 3), bool)
 _MADE: dict = {}  # what several tests here compute from the same scan, made once per module
 
@@ -88,9 +90,7 @@ def test_on_a_real_unmasked_subject_the_output_is_zero_outside_the_estimated_bra
 def test_an_unmasked_fit_that_is_mostly_zeroed_background_runs_without_a_mask(zeroed_background_subject):
     """Most of this unmasked fit is background of near-zero MD (the scanner zeroed it): the input is taken as mm^2/s
     (it was refused as m^2/s before), the brain is estimated, and inside it the output is the masked run's."""
-    from ImageQualityTransferLib.dmri.subject import make_case
-
-    case = make_case(zeroed_background_subject, 2, style="unmasked")
+    case = low_res_case(zeroed_background_subject, 2, "unmasked")
     md = np.asarray(case.lr.data).reshape(-1, 6)[:, [0, 2, 5]].mean(axis=1)
     assert np.median(md) < 1e-8
     est = check_estimate(case.lr, case.lr_mask, 0.5)
@@ -106,12 +106,11 @@ def test_an_unmasked_fit_that_is_mostly_zeroed_background_runs_without_a_mask(ze
 def test_the_cnn_unit_of_a_noisy_unmasked_fit_is_the_brains(noisy_background_subject):
     """The CNNs see their input in units of the MD mode; on this unmasked fit the clipped background noise fits
     set it 1.7x too high (interior DT-RMSE 0.958x cubic against 0.893x on the masked fit): now within 1 %."""
-    from ImageQualityTransferLib.dmri.subject import make_case
     from ImageQualityTransferLib.methods.inputs import clip_input
     from ImageQualityTransferLib.methods.cnn.inference import fill_context, subject_scale
 
-    units = {style: subject_scale(fill_context(clip_input(np.asarray(make_case(noisy_background_subject, 2,
-                                                                                style=style).lr.data))), None)
+    units = {style: subject_scale(fill_context(clip_input(np.asarray(low_res_case(noisy_background_subject, 2,
+                                                                                   style).lr.data))), None)
              for style in ("own", "unmasked")}
     assert abs(units["unmasked"] / units["own"] - 1) < 0.01
 
@@ -121,9 +120,8 @@ def test_an_unmasked_least_squares_fit_that_is_mostly_not_positive_definite_runs
     a negative eigenvalue, nearly all in the background: refused before as "not a diffusion tensor fit", now judged on its
     tissue-like voxels and run; inside the brain the output is the masked run's."""
     from ImageQualityTransferLib.core import tensors
-    from ImageQualityTransferLib.dmri.subject import make_case
 
-    case = make_case(zeroed_background_subject, 2, style="unmasked-ols")
+    case = low_res_case(zeroed_background_subject, 2, "unmasked-ols")
     flat = np.asarray(case.lr.data).reshape(-1, 6)
     assert (tensors.eigenvalues(flat[np.any(flat != 0, axis=-1)])[:, 0] > 0).mean() < 0.5
     with warnings.catch_warnings():

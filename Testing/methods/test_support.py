@@ -359,10 +359,11 @@ def test_awhole_field_fit_of_a_scan_with_zeroed_air_stays_awhole_field_fit(zeroe
     the edge of its other voxels is scalp and background fits, not a brain's, so it is still estimated as a whole-field
     fit and not taken for a masked one (methods/base.py, whole_field)."""
     from ImageQualityTransferLib.core import tensors
-    from ImageQualityTransferLib.dmri.subject import make_case
     from ImageQualityTransferLib.methods.inputs import whole_field, without_tiny_background
 
-    lr = make_case(zeroed_background_subject, 2, style="unmasked").lr
+    from helpers import low_res_case
+
+    lr = low_res_case(zeroed_background_subject, 2, "unmasked").lr
     assert tensors.negligible(lr.data).mean() > 0.5
     assert whole_field(lr)
     assert without_tiny_background(lr) is lr

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
-from ...core.errors import IQTError
+from ...core.errors import IQTError, IQTWarning
 from .items import Item
 from .lock import held
 from .qc import write_qc
-from .records import Settings, check_inputs_kept, dataset_description, remove_temporaries
+from .records import (Settings, check_inputs_kept, dataset_description, earlier_copies_line, remove_temporaries,
+                      subject_folders)
 from .subject import process
 
 
@@ -284,7 +286,11 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
     from ...core.progress import progress_bar
 
     check_inputs_kept(out_root, items, s)  # `iqt batch` checked before the cluster started; an in-process caller here
-    remove_temporaries(out_root)
+    for folder in subject_folders(out_root, items):  # a killed run's, in this cohort's subject folders only
+        remove_temporaries(folder)
+    earlier = earlier_copies_line(out_root)
+    if earlier:
+        warnings.warn(earlier, IQTWarning, stacklevel=3)
     dataset_description(out_root, s, items)
     bar = progress_bar(total=len(items), desc="subjects", enabled=progress)
     results = {}

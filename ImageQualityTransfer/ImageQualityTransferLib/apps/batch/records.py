@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from .items import Item, label
 BIDS_VERSION = "1.10.0"
 PIPELINE = "ImageQualityTransfer"
 TEMP_PREFIX = ".iqt-"  # fileio.atomic_write's temporary files: left only by a killed writer, removed on restart
+# the temporary of a subject's output or sidecar (fileio.atomic_write: ".iqt-" + tempfile's random letters + the suffix);
+# not ".iqt-earlier-<name>.<random>.tmp" (an output's earlier file set aside by a run of another command) nor ".iqt-probe-"
+TEMPORARY = re.compile(r"\.iqt-[a-z0-9_]+(\.nii\.gz|\.json)\Z")
+EARLIER_PREFIX = ".iqt-earlier-"  # fileio.paths._aside
 
 
 @dataclass(frozen=True)
@@ -310,14 +315,43 @@ def check_inputs_kept(out_root, items, s: Settings) -> None:
 
 
 def remove_temporaries(folder: Path) -> int:
-    """Delete the temporary files a killed writer left (atomic writes rename them into place when they finish)."""
+    """Delete the temporaries a killed writer of this batch left in the subject folder `folder` (atomic writes rename
+    them into place when they finish): only there, not in its subfolders, and only the names fileio.atomic_write gives
+    an output or sidecar (`TEMPORARY`). Audit Z: the start of a run removed every `.iqt-*` anywhere under -o, among them
+    the `.iqt-earlier-*` copy a SIGKILLed `iqt upsample` left (maybe the only copy of its earlier output) and the held
+    outputs of an `iqt upsample` writing into -o/manual/ at that moment (it then failed). A subject folder is this
+    batch's (out/sub-X[/ses-Y]/dwi), written by one run at a time (batch/lock.py), so a temporary there is stale."""
     n = 0
-    if folder.is_dir():
-        for p in folder.rglob(TEMP_PREFIX + "*"):
-            if p.is_file():
-                p.unlink(missing_ok=True)
-                n += 1
+    try:
+        found = [p for p in Path(folder).iterdir() if TEMPORARY.match(p.name)]
+    except OSError:  # no folder yet (or one that cannot be listed: its writes then fail on their own)
+        return 0
+    for p in found:
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            n += 1
     return n
+
+
+def subject_folders(out_root: Path, items) -> list[Path]:
+    """The folders this cohort's subjects are written to, once each."""
+    return list(dict.fromkeys(Path(out_root) / it.subdir for it in items))
+
+
+def earlier_copies_line(out_root: Path) -> str:
+    """One line for the `.iqt-earlier-<name>.<random>.tmp` files under `out_root` (what a run of another command killed
+    with SIGKILL left while putting its outputs in place: an output's earlier file, the only copy of it where the output
+    is missing), as the README's advice after SIGKILL says: never removed here; "" where there is none."""
+    try:
+        found = sorted(p for p in Path(out_root).rglob(EARLIER_PREFIX + "*") if p.is_file())
+    except OSError:
+        return ""
+    if not found:
+        return ""
+    shown = ", ".join(str(p) for p in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    return (f"{len(found)} earlier output{'s' if len(found) > 1 else ''} set aside by a killed iqt run lie{'' if len(found) > 1 else 's'} "
+            f"in {out_root} ({shown}): where the output named after '{EARLIER_PREFIX}' is missing, rename the file back to "
+            "that name, else delete it; this run leaves them alone")
 
 
 def noisy_model_record(method, factor) -> tuple[str | None, str | None]:

@@ -82,17 +82,18 @@ def check_dashboard_address(text: str) -> None:
             options.check_host(a["address"], f"--dashboard-address {text}", fix)
 
 
-def _stop(client, cluster, interrupted_in=None) -> None:
-    """Close the client and the local cluster; after an interrupted run, remove from `interrupted_in` the temporaries
-    of writers the closing killed mid-file (audit S: a local worker stopped while writing left its .iqt- file behind
-    the line 'no partial output was left'). Only once the local workers are gone: a remote one may still be writing."""
+def _stop(client, cluster, interrupted_in=()) -> None:
+    """Close the client and the local cluster; after an interrupted run, remove from the subject folders
+    `interrupted_in` the temporaries of writers the closing killed mid-file (audit S: a local worker stopped while
+    writing left its .iqt- file behind the line 'no partial output was left'). Only once the local workers are gone: a
+    remote one may still be writing."""
     from ..batch.records import remove_temporaries
 
     client.close()
     if cluster is not None:
         cluster.close()
-        if interrupted_in is not None and interrupted_in.is_dir():
-            remove_temporaries(interrupted_in)
+        for folder in interrupted_in:
+            remove_temporaries(folder)
 
 
 def _absolute(path):
@@ -204,7 +205,9 @@ def _run(args, name, f, items, s, out, client, cluster) -> int:
         results = batch.run_cohort([_absolute_item(it) for it in items], s, out.absolute(), client,
                                    wait_workers=args.wait_workers, lock=False)
     except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
-        _stop(client, cluster, out)
+        from ..batch.records import subject_folders
+
+        _stop(client, cluster, subject_folders(out.absolute(), items))
         raise
     _stop(client, cluster)
     print(batch.summary(results) + f"; wrote {out / 'qc.tsv'}")

@@ -54,7 +54,19 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
         method = meta.get("method") if isinstance(meta, dict) else None
         hint = f"; it is a {method} model: run it with --method {method}" if isinstance(method, str) else ""
         raise IQTError(f"{sp}: not an IQT {family} model sidecar (format {got!r}, expected {fmt!r}){hint}")
-    return meta, sp.with_name(str(meta.get("weights", "")))
+    return meta, weights_path(sp, meta)
+
+
+def weights_path(sp: Path, meta: dict) -> Path:
+    """The weights file a sidecar names: a plain file name, beside the sidecar (what 'iqt train' writes); a path, a
+    folder's name or anything else is refused in one line (audit Z: '../../../etc/passwd' gave an internal error,
+    ValueError: Invalid name, in 'iqt upsample' and 'iqt seal')."""
+    name = meta.get("weights")
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise IQTError(f"{sp}: its 'weights' {name!r} is not the name of a file beside the sidecar (a plain file name, "
+                       "as 'iqt train' writes it): the sidecar was edited or damaged; re-download or retrain the model, "
+                       "or set 'weights' to the weights file's name")
+    return sp.with_name(name)
 
 
 # The sidecar's own checksum: over every field but itself and "weights" (the file name, which a copy under a new name
@@ -149,8 +161,8 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
                        "'iqt train' wrote it; re-download or retrain the model rather than seal it again")
     if not sealed and registered_entry(sp) is not None:
         raise IQTError(f"{sp}: one of the install's shipped models, which ship sealed; reinstall the extension")
-    weights = sp.with_name(str(meta.get("weights", "")))
-    if not meta.get("weights") or not weights.is_file():
+    weights = weights_path(sp, meta)
+    if not weights.is_file():
         raise IQTError(f"{weights}: model weights not found (named by {sp}); re-download or retrain the model")
     check_names_given(path, weights)
     digest = sha256(weights)

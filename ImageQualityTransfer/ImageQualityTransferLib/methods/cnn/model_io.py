@@ -78,6 +78,7 @@ def load(path) -> LoadedModel:
                        "could execute code; use a model written by 'iqt train'")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
+        check_arch(meta.get("arch"), state, sidecar_path(path))
         net = networks.build(meta["arch"])
         net.load_state_dict(state, strict=True)
     except IQTError:
@@ -89,6 +90,33 @@ def load(path) -> LoadedModel:
         raise IQTError(f"{weights}: the weights do not load into a {meta.get('arch')} network ({type(exc).__name__}: {exc})") from None
     net.eval()
     return LoadedModel(net, meta, weights)
+
+
+def check_arch(arch, state, sp: Path) -> None:
+    """The sidecar's network is the one its weights fit, checked on torch's meta device (shapes, no memory) before it
+    is built: its widths and factor set the size of every layer, and an edited sidecar ('widths': [100000, 100000])
+    had 40 GB allocated for a network its weights could never fill (audit Z). An IQTError naming the mismatch."""
+    import torch
+
+    from . import networks
+
+    name = arch.get("name") if isinstance(arch, dict) else None
+    if name not in networks.ARCHITECTURES:
+        raise IQTError(f"{sp}: its network {arch!r} is none this version knows ({', '.join(networks.ARCHITECTURES)}): "
+                       "the sidecar was edited or damaged; re-download or retrain the model")
+    widths = arch.get("widths", list(networks.default_widths(name)))
+    if (not isinstance(widths, list) or len(widths) != len(networks.default_widths(name))
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+        raise IQTError(f"{sp}: its network's widths {widths!r} are not {len(networks.default_widths(name))} positive "
+                       "integers, as 'iqt train' writes them: the sidecar was edited or damaged; re-download or retrain "
+                       "the model")
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in networks.build(arch).state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    for k in sorted(set(shapes) | set(given)):
+        if shapes.get(k) != given.get(k):
+            raise IQTError(f"{sp}: its network {arch} does not match its weights ({k}: {given.get(k)} in the weights, "
+                           f"{shapes.get(k)} in that network): the sidecar was edited; re-download or retrain the model")
 
 
 # ---------------------------------------------------------------- registry of shipped models

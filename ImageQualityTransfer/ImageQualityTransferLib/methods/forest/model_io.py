@@ -18,6 +18,7 @@ from ...core import grid
 from ...core.errors import IQTError
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_model  # noqa: F401 (re-exported)
 from . import INPUT_UNITS, MD_REFERENCE, SCALE, tree
+from .features import N_FEATURES
 from .completion import GaussianCompletion
 from .forest import Forest
 from .bayes import NoiseScale
@@ -200,6 +201,10 @@ def _precision(model: ForestModel, dtype) -> str:
 
 def load(path) -> ForestModel:
     meta, weights = FILES.read_verified(path)
+    n = meta.get("patch_radius")
+    if isinstance(n, bool) or not isinstance(n, int) or n not in N_FEATURES:  # before any array is shaped by it
+        raise IQTError(f"{sidecar_path(path)}: patch_radius {n!r} is not one 'iqt train' writes ({', '.join(map(str, N_FEATURES))}"
+                       "): the sidecar was edited or damaged; re-download or retrain the model")
     try:
         with np.load(weights, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}

@@ -1,0 +1,106 @@
+"""Crafted model sidecars are refused in one line, before anything is allocated from them (audit Z): 'weights' as a
+path ('../../../etc/passwd') ended in an internal error (ValueError: Invalid name) in 'iqt upsample' and 'iqt seal';
+a forest's 'patch_radius' 1e6 in an internal error ('array is too big'), and it sealed; a CNN's 'arch' widths
+[100000, 100000] had 40 GB allocated before its weights were found not to fit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.apps.cli import main
+from ImageQualityTransferLib.fileio.model_files import MODELS_DIR, SEAL, settings_digest, sha256
+
+
+@pytest.fixture
+def lr(tmp_path):
+    t = np.zeros((8, 8, 8, 1, 6), np.float32)
+    t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
+    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))
+    img.header.set_intent("symmetric matrix")
+    nib.save(img, tmp_path / "lr.nii.gz")
+    return tmp_path / "lr.nii.gz"
+
+
+def _crafted(tmp_path: Path, shipped: str, **edits) -> Path:
+    """A copy of a shipped model with its sidecar edited and sealed again (a seal anyone can compute)."""
+    side = json.loads((MODELS_DIR / f"{shipped}.json").read_text())
+    weights = tmp_path / side["weights"]
+    shutil.copy(MODELS_DIR / side["weights"], weights)
+    side.update(edits, sha256=sha256(weights))
+    side.pop(SEAL, None)
+    side[SEAL] = settings_digest(side)
+    sp = tmp_path / f"crafted_{shipped}.json"
+    sp.write_text(json.dumps(side))
+    return sp
+
+
+def _refused(capsys, argv, *said):
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and "warning" not in ln]
+    assert rc == 2, err
+    assert len(lines) == 1 and "internal error" not in err and all(s in lines[0] for s in said), err
+    return lines[0]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "..", "sub/x.npz", ""])
+def test_weights_that_are_no_file_name_beside_the_sidecar(tmp_path, lr, capsys, name):
+    sp = _crafted(tmp_path, "global-linear_x2", weights=name)
+    before = sp.read_bytes()
+    _refused(capsys, ["upsample", str(lr), "--method", "global-linear", "--model", str(sp), "-o",
+                      str(tmp_path / "up.nii.gz")], "is not the name of a file beside the sidecar")
+    _refused(capsys, ["seal", str(sp)], "is not the name of a file beside the sidecar")
+    assert sp.read_bytes() == before and not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("radius", [10**6, 3, -1, 1.5, "1", None])
+def test_a_patch_radius_iqt_train_never_writes(tmp_path, lr, capsys, radius):
+    sp = _crafted(tmp_path, "global-linear_x2", patch_radius=radius)
+    before = sp.read_bytes()
+    _refused(capsys, ["upsample", str(lr), "--method", "global-linear", "--model", str(sp), "-o",
+                      str(tmp_path / "up.nii.gz")], "patch_radius")
+    _refused(capsys, ["seal", str(sp)], "patch_radius")
+    assert sp.read_bytes() == before and not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("arch", [{"name": "espcn", "factor": 2, "widths": [5000, 5000]},
+                                  {"name": "espcn", "factor": 2, "widths": [50, 100, 7]},
+                                  {"name": "espcn", "factor": 2, "widths": [50, -100]},
+                                  {"name": "os.system", "factor": 2, "widths": [50, 100]}])
+def test_a_network_its_weights_do_not_fit_is_never_built(tmp_path, lr, capsys, monkeypatch, arch):
+    torch = pytest.importorskip("torch")
+    from ImageQualityTransferLib.methods.cnn import networks
+
+    built, real = [], networks.build
+
+    def build(a):  # the device each network is built on: "meta" holds shapes only
+        built.append((a, torch.empty(0).device.type))
+        return real(a)
+
+    monkeypatch.setattr(networks, "build", build)
+    sp = _crafted(tmp_path, "espcn_x2", arch=arch)
+    _refused(capsys, ["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
+             str(sp))
+    _refused(capsys, ["seal", str(sp)], str(sp))
+    assert all(device == "meta" for _, device in built), built
+    assert not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_the_models_as_shipped_still_run(tmp_path, lr, capsys):
+    pytest.importorskip("torch")
+    for method, shipped in (("global-linear", "global-linear_x2"), ("espcn", "espcn_x2")):
+        sp = _crafted(tmp_path, shipped)
+        assert main(["upsample", str(lr), "--method", method, "--model", str(sp), "-o",
+                     str(tmp_path / f"{method}.nii.gz")]) == 0
+        assert main(["seal", str(sp)]) == 0

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import signal
+import stat
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -400,10 +401,20 @@ def _signals_held():
             signal.raise_signal(came[0])  # to the handler it had, as if it came now
 
 
+def _mode_for(path: Path) -> int:
+    """The permission bits an output at `path` is written with: those of the file it replaces, so that a file kept
+    private (600) stays so when a run writes it again (audit Z: it became 644, the umask's); a new file the umask's."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write(path, write_fn) -> None:
-    """Call write_fn(tmp_path), give the file the user's umask, then move it onto path; nothing is left at path
-    or beside it on failure, on Ctrl-C or on a termination signal (the CLI turns SIGTERM/SIGHUP into an exception).
-    A declared output of a run under `all_or_none` stays in its temporary file until the run succeeds."""
+    """Call write_fn(tmp_path), give the file the permission bits of the file it replaces (a new one the user's umask),
+    then move it onto path; nothing is left at path or beside it on failure, on Ctrl-C or on a termination signal (the
+    CLI turns SIGTERM/SIGHUP into an exception). A declared output of a run under `all_or_none` stays in its temporary
+    file until the run succeeds."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise IQTError(f"{path}: the folder {path.parent} does not exist; create it or choose another output path")
@@ -413,7 +424,7 @@ def atomic_write(path, write_fn) -> None:
     stage = _STAGE.get()
     try:
         write_fn(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, _mode_for(path))
         if stage is not None and stage.holds(path):
             stage.hold(path, tmp)
         else:

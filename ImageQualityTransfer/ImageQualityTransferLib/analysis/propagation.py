@@ -96,7 +96,8 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     mu = mu_full[m]
     rng_seed = rng if isinstance(rng, (int, np.integer)) else None
     rng = np.random.default_rng(rng)
-    s = (settings or tractography.TrackingSettings()).check()
+    # lengths not given scaled once to the prediction's brain (the voxels holding a tensor), the same for every sample
+    s = (settings or tractography.TrackingSettings()).check().resolved(tractography.tensor_support(mu_full), vol.affine).check()
 
     acc = {k: np.zeros(len(mu), np.float64) for k in ("fa", "fa2", "md", "md2")}
     visits = np.zeros(shape3, np.float32) if track else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,34 +44,113 @@ warnings.filterwarnings("ignore", message="Using EuDXDirectionGetter-based objec
 TRACT_SUFFIXES = (".trk", ".vtk", ".vtp")
 
 
+HUMAN_BRAIN_MM = 120.0  # a brain at least this long (its largest extent) is tracked with the human lengths below
+HUMAN_LENGTHS = {"step": 0.5, "min_length": 10.0, "max_length": 250.0}  # mm, for a human brain
+
+
 @dataclass
 class TrackingSettings:
     """fa_threshold: stop where FA falls below it; step: mm; angle: the largest turn per step (degrees);
     density: seeds per voxel axis in each seed voxel (density 2 = 8 seeds per voxel);
-    min_length / max_length: streamlines outside [min_length, max_length] mm are dropped."""
+    min_length / max_length: streamlines outside [min_length, max_length] mm are dropped.
+
+    step, min_length and max_length left None (the default) take their human values (HUMAN_LENGTHS: 0.5, 10 and 250 mm)
+    scaled to the brain's size (`resolved`): a brain at least HUMAN_BRAIN_MM long gets exactly those, a smaller one
+    (a rodent's, ~15-30 mm) the same lengths times its length over HUMAN_BRAIN_MM, so that tracking keeps the same
+    geometry relative to the brain (audit Y: at 0.3 mm voxels 10 mm dropped 97 % of the streamlines). brain_mm, scale
+    and scaled record what `resolved` measured, the factor, and which lengths it scaled."""
 
     fa_threshold: float = 0.2
-    step: float = 0.5
+    step: float | None = None
     angle: float = 45.0
     density: int = 1
-    min_length: float = 10.0
-    max_length: float = 250.0
+    min_length: float | None = None
+    max_length: float | None = None
+    brain_mm: float | None = None
+    scale: float | None = None
+    scaled: tuple = ()
+
+    @property
+    def is_resolved(self) -> bool:
+        return all(getattr(self, k) is not None for k in HUMAN_LENGTHS)
+
+    def human(self) -> "TrackingSettings":
+        """These settings with the lengths not given at their human values (HUMAN_LENGTHS), unscaled."""
+        return replace(self, **{k: v for k, v in HUMAN_LENGTHS.items() if getattr(self, k) is None})
+
+    def resolved(self, where, affine) -> "TrackingSettings":
+        """These settings with the lengths not given scaled to the brain held by the voxels `where` (the voxels with a
+        tensor) on the grid `affine` (brain_size_factor); settings whose lengths are all given come back as they are."""
+        if self.is_resolved:
+            return self
+        brain = brain_extent(where, affine)
+        f = brain_size_factor(brain)
+        missing = tuple(k for k in HUMAN_LENGTHS if getattr(self, k) is None)
+        values = {k: float(f"{HUMAN_LENGTHS[k] * f:.6g}") for k in missing}  # 1.7, not 1.7000000000000002
+        out = replace(self, **values, brain_mm=round(brain, 2), scale=f, scaled=missing if f != 1.0 else ())
+        if "max_length" in missing and self.min_length is not None and not self.min_length < out.max_length:
+            raise IQTError(f"--min-length {self.min_length:g}: at or above the longest streamline kept, "
+                           f"{out.max_length:.3g} mm ({HUMAN_LENGTHS['max_length']:g} mm scaled to this brain, "
+                           f"{brain:.3g} mm long); give a shorter --min-length or a --max-length above it")
+        return out
 
     def check(self) -> "TrackingSettings":
+        """The settings given are refused in one line where out of range (lengths left None: checked once resolved)."""
         if not 0.0 <= self.fa_threshold < 1.0:
             raise IQTError(f"--fa-threshold {self.fa_threshold}: give a value in [0, 1), for example 0.2")
-        if not 0 < self.step < math.inf:
+        if self.step is not None and not 0 < self.step < math.inf:
             raise IQTError(f"--step {self.step}: the step must be a positive length in mm, for example 0.5")
         if not 0.0 < self.angle <= 90.0:
             raise IQTError(f"--angle {self.angle}: give the largest turn per step in degrees, in (0, 90], for example 45")
         if int(self.density) != self.density or self.density < 1:
             raise IQTError(f"--density {self.density}: give a whole number of seeds per voxel axis, at least 1")
-        if not 0 <= self.min_length < math.inf:
+        if self.min_length is not None and not 0 <= self.min_length < math.inf:
             raise IQTError(f"--min-length {self.min_length}: give the shortest streamline kept in mm, 0 or more, for example 10")
-        if not self.min_length < self.max_length < math.inf:
+        if self.max_length is not None and not (self.min_length or 0.0) < self.max_length < math.inf:
             raise IQTError(f"--max-length {self.max_length}: give the longest streamline kept in mm, a finite length above "
-                           f"--min-length {self.min_length:g}, for example 250")
+                           f"--min-length {self.min_length or 0.0:g}, for example 250")
         return self
+
+
+def brain_extent(where, affine) -> float:
+    """The largest extent in mm, along the voxel axes, of the voxels `where` (X,Y,Z bool); 0 where there are none."""
+    w = np.asarray(where, bool)
+    if not w.any():
+        return 0.0
+    sizes = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    spans = []
+    for ax in range(3):
+        idx = np.flatnonzero(w.any(axis=tuple(a for a in range(3) if a != ax)))
+        spans.append((idx[-1] - idx[0] + 1) * sizes[ax])
+    return float(max(spans))
+
+
+def brain_size_factor(brain_mm: float) -> float:
+    """The factor on the human lengths for a brain `brain_mm` long: 1 from HUMAN_BRAIN_MM on (an adult human brain: the
+    four dev subjects' brain masks run 173-195 mm along their longest voxel axis), else its length over HUMAN_BRAIN_MM to 3 significant figures
+    (1 where nothing was measured)."""
+    if not brain_mm > 0 or brain_mm >= HUMAN_BRAIN_MM:
+        return 1.0
+    return float(f"{brain_mm / HUMAN_BRAIN_MM:.3g}")
+
+
+def tensor_support(t) -> np.ndarray:
+    """The voxels holding a tensor (finite, not all zero): the brain the tracking lengths are scaled to."""
+    t = np.asarray(getattr(t, "data", t))
+    return np.isfinite(t).all(axis=-1) & np.any(t != 0, axis=-1)
+
+
+def scaling_line(s) -> str | None:
+    """One line naming the lengths scaled to a brain smaller than a human's, None where none was."""
+    d = asdict(s) if not isinstance(s, dict) else s
+    if not d or not d.get("scaled"):
+        return None
+    names = {"step": ("step", "--step"), "min_length": ("min length", "--min-length"), "max_length": ("max length", "--max-length")}
+    vals = ", ".join(f"{names[k][0]} {d[k]:.3g} mm" for k in d["scaled"])
+    opts = [names[k][1] for k in d["scaled"]]
+    opts = " or ".join([", ".join(opts[:-1]), opts[-1]] if len(opts) > 1 else opts)
+    return (f"tracking lengths scaled to the brain's size ({d['brain_mm']:.3g} mm long, x{d['scale']:g} of the human "
+            f"defaults, which apply from {HUMAN_BRAIN_MM:g} mm): {vals}; give {opts} to set them")
 
 
 def check_memory(n_seeds: int, s: TrackingSettings) -> None:
@@ -223,9 +302,9 @@ def track(tensor: Volume, seeds, settings: TrackingSettings | None = None, mask=
     """Streamlines (list of (n,3) arrays, world RAS mm) from `seeds` (world (N,3) points, or a seed mask Volume).
 
     mask: optional (X,Y,Z) tracking mask on the tensor grid (tracking stops outside it)."""
-    s = (settings or TrackingSettings()).check()
     if tensor.kind != "tensor":
         raise IQTError("tracking needs a diffusion tensor volume")
+    s = (settings or TrackingSettings()).check().resolved(tensor_support(tensor), tensor.affine).check()
     check_memory(int(np.count_nonzero(seeds.data)) * s.density**3 if isinstance(seeds, Volume) else len(seeds), s)
     if isinstance(seeds, Volume):
         seeds = seeds_from_mask(seeds, s.density)
@@ -235,7 +314,8 @@ def track(tensor: Volume, seeds, settings: TrackingSettings | None = None, mask=
 
 
 def track_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray, seeds: np.ndarray, s: TrackingSettings):
-    """`track` on precomputed FA (X,Y,Z) and principal directions (X,Y,Z,3, voxel axes)."""
+    """`track` on precomputed FA (X,Y,Z) and principal directions (X,Y,Z,3, voxel axes); lengths not given in `s` are
+    scaled to the voxels with FA > 0."""
     from dipy.tracking.local_tracking import LocalTracking
     from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
 
@@ -244,6 +324,7 @@ def track_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray, seeds: np
     if is_sheared(affine):  # dipy's LocalTracking refused it in an internal error (review 45b)
         raise IQTError("the tensors' grid is sheared (its voxel axes are not at right angles), and tracking needs a "
                        "regular grid; resample the input onto one (e.g. with ANTs or FSL's flirt) and retry")
+    s = s.check().resolved(np.asarray(fa) > 0, affine).check()
     if not (fa >= s.fa_threshold).any():
         return []
     pam = _peaks(fa, dirs, s.fa_threshold, s.angle)
@@ -461,8 +542,9 @@ def compare_case(case, predictions: dict, n_seeds: int = 2000, settings: Trackin
     From the same world seeds, streamlines are tracked on the high-res reference (its brain mask and
     plausible voxels), on each method's high-res prediction (the same mask), and on the low-res input on
     its own grid (low-res mask); every density map is taken on the high-res grid. Returns
-    {name: {"tract_dice", "tract_fp_fraction", "n_streamlines"}} with the key LOWRES for the input."""
-    s = settings or TrackingSettings()
+    {name: {"tract_dice", "tract_fp_fraction", "n_streamlines"}} with the key LOWRES for the input. Lengths not given
+    in `settings` are scaled once to the reference's brain, the same for every volume."""
+    s = (settings or TrackingSettings()).check().resolved(tensor_support(case.truth), case.hr_affine)
     seeds = comparison_seeds(case, n_seeds, rng=seed_rng)
     shape = case.truth.shape[:3]
     truth = np.asarray(case.truth, np.float32)

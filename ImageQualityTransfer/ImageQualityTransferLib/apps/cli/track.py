@@ -7,6 +7,11 @@ from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs
 from . import options
 
 
+SCALING_HELP = ("The lengths not given (--step, --min-length, --max-length) are their human defaults on a brain at least "
+                "120 mm long (the largest extent of the voxels holding a tensor), and scaled by its length over 120 mm on a "
+                "smaller one (a rodent's), said in one line.")
+
+
 def add_parsers(sub) -> None:
     sp = sub.add_parser("track", help="deterministic DTI tractography (principal direction, FA stop) from a seed ROI")
     sp.add_argument("input", help="tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
@@ -16,12 +21,15 @@ def add_parsers(sub) -> None:
     sp.add_argument("--mask", help="tracking mask on the tensor grid (tracking stops outside it)")
     options.add_tensor_order(sp)
     sp.add_argument("--fa-threshold", type=float, default=0.2, help="stop where FA falls below this (default 0.2)")
-    sp.add_argument("--step", type=float, default=0.5, help="step length in mm (default 0.5)")
+    sp.add_argument("--step", type=float, help="step length in mm (default 0.5 on a human brain, scaled to a smaller one)")
     sp.add_argument("--angle", type=float, default=45.0, help="largest turn per step in degrees (default 45)")
     sp.add_argument("--density", type=int, default=1, help="seeds per voxel axis in each seed voxel (default 1)")
-    sp.add_argument("--min-length", type=float, default=10.0, help="drop streamlines shorter than this, mm (default 10)")
-    sp.add_argument("--max-length", type=float, default=250.0, help="drop streamlines longer than this, mm (default 250): they are left out, not cut "
-                                                               "short, which would end them inside the tract")
+    sp.add_argument("--min-length", type=float, help="drop streamlines shorter than this, mm (default 10 on a human brain, "
+                                                     "scaled to a smaller one)")
+    sp.add_argument("--max-length", type=float, help="drop streamlines longer than this, mm (default 250 on a human brain, "
+                                                     "scaled to a smaller one): they are left out, not cut short, which "
+                                                     "would end them inside the tract")
+    sp.epilog = SCALING_HELP
     sp.set_defaults(func=run)
 
 
@@ -39,13 +47,18 @@ def run(args):
                                       density=args.density, min_length=args.min_length,
                                       max_length=args.max_length).check()
     seeds = fileio.load_mask(args.seeds, seeds=True)
-    tractography.check_memory(int(seeds.data.sum()) * s.density**3, s)
+    if (s.step is None) == (s.max_length is None):  # points per streamline known before the brain is (scaling keeps them)
+        tractography.check_memory(int(seeds.data.sum()) * s.density**3, s.human())
     with tensors.missing_read_as(tensors.MISSING_AS_TRACKED):  # its NaN voxels' warning says what tracking does
         dti = fileio.load_tensor(args.input, args.tensor_order)
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does (review 44e)
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:
         raise IQTError(f"{args.mask}: the tracking mask must be on the tensor grid {dti.shape3}")
+    s = s.resolved(tractography.tensor_support(dti), dti.affine).check()  # lengths not given scaled to the brain
+    line = tractography.scaling_line(s)
+    if line:
+        print(line)
     points = tractography.seeds_inside(tractography.seeds_from_mask(seeds, s.density), dti.shape3, dti.affine)
     lines = tractography.track(dti, points, s, mask=None if mask is None else mask.data)
     for p in [out, *extra]:

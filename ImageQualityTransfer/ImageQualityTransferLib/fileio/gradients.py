@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import IQTError, IQTWarning
+from .paths import not_a_file
 
 SLICE_ENCODING = {"i": 0, "j": 1, "k": 2, "i-": 0, "j-": 1, "k-": 2}  # BIDS SliceEncodingDirection -> voxel axis
 
@@ -55,6 +56,9 @@ def read_gradient_table(path: Path, what: str) -> np.ndarray:
     and '0, 1000' as '0 1000'); a comma inside space-separated numbers ('0,5 0,3': a decimal comma) is refused."""
     import re
 
+    kind = not_a_file(path)
+    if kind is not None:  # a FIFO would be waited on for ever
+        raise IQTError(f"{path}: is {kind}, not a file, and is not read; give the {what} as a text file")
     try:
         raw = path.read_bytes()
     except PermissionError:

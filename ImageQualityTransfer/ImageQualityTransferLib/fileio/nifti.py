@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import affine_problem, voxel_sizes
-from .paths import NRRD_SUFFIXES
+from .paths import NRRD_SUFFIXES, not_a_file
 
 if TYPE_CHECKING:  # imported on first use (`nibabel_lib`)
     import nibabel
@@ -98,6 +98,9 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
         raise IQTError(f"{path}: NRRD is read only for tensor volumes; give a NIfTI (.nii/.nii.gz) file here")
     if path.is_dir():
         raise IQTError(f"{path}: is a folder; give a NIfTI (.nii/.nii.gz) file")
+    kind = not_a_file(path)
+    if kind is not None:  # a FIFO would be waited on for ever
+        raise IQTError(f"{path}: is {kind}, not a file, and is not read; give a NIfTI (.nii/.nii.gz) file")
     mrtrix = next((x for x in (".mif", ".mif.gz", ".mih") if path.name.lower().endswith(x)), None)
     if mrtrix:
         base = str(path)[: -len(mrtrix)]

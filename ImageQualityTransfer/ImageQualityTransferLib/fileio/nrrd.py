@@ -34,7 +34,7 @@ import numpy as np
 from ..core import tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
-from .paths import atomic_write
+from .paths import atomic_write, not_a_file, nrrd_data_file
 from .records import RUN_KEY, made_by, read_made_by, run_json
 
 TENSOR_KINDS = {
@@ -85,6 +85,14 @@ def _read(path: Path):
         import nrrd  # pynrrd
     except ImportError:  # pragma: no cover - dependency of the package
         raise IQTError("reading NRRD needs the 'pynrrd' package; install it with: pip install pynrrd") from None
+    kind = not_a_file(path)
+    if kind is not None:
+        raise IQTError(f"{path}: is {kind}, not a file, and is not read; give a tensor NRRD file ({SLICER_HINT})")
+    data = nrrd_data_file(path)
+    kind = not_a_file(data) if data is not None else None
+    if kind is not None:
+        raise IQTError(f"{path}: its data file {data} is {kind}, not a file, and is not read; the header's 'data file' "
+                       "must name the file that holds its image data")
     try:
         return nrrd.read(str(path), index_order="F")
     except Exception as exc:  # pynrrd, numpy, zlib and OSError all signal damaged files

@@ -96,6 +96,25 @@ def nrrd_data_file(path) -> Path | None:
     return None
 
 
+def not_a_file(path) -> str | None:
+    """What the input at `path` is where it exists and is no regular file ('a named pipe (FIFO)', 'a device', ...), so
+    that it is refused before it is opened: a read from a FIFO waits for a writer that never comes (audit Z: a NRRD
+    header whose data file was a FIFO hung until killed); None for a regular file or nothing there (the reader says)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
 class Outputs:
     """Every file one run will read and write, checked together before any work: an output is never one of the
     inputs (by real path, so `out/../a.nii.gz` and symlinks count) nor another output of the same run."""

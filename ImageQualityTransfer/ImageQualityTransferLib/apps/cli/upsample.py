@@ -101,7 +101,10 @@ def input_shape3(path) -> tuple[int, int, int] | None:
     memory check before any work; None where the header does not say (the full read then says why)."""
     try:
         from ...fileio.nifti import is_nrrd
+        from ...fileio.paths import not_a_file
 
+        if not_a_file(path) is not None:  # a FIFO would be waited on: the full read refuses it
+            return None
         if is_nrrd(path):
             import nrrd
 

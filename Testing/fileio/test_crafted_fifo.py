@@ -1,0 +1,108 @@
+"""An input that is no regular file is refused in one line before it is opened (audit Z): a NRRD header whose data file
+was a FIFO hung until killed (rc 124 under timeout 60); the same for a FIFO given as the NRRD or NIfTI input itself or
+as a bval file. Each test unblocks a reader that waits on the FIFO after UNBLOCK_S seconds, so it fails, not hangs,
+without the check."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.apps.cli import main
+
+UNBLOCK_S = 8.0
+
+
+@pytest.fixture
+def unblocking():
+    """fifo -> after UNBLOCK_S, any reader waiting on it gets its end of file (a writer opens it and closes it)."""
+    done = threading.Event()
+    threads = []
+
+    def start(fifo):
+        def run():
+            if done.wait(UNBLOCK_S):
+                return
+            while not done.is_set():
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
+                except OSError:
+                    time.sleep(0.05)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        threads.append(t)
+        return fifo
+
+    yield start
+    done.set()
+    for t in threads:
+        t.join(5)
+
+
+def _refused(capsys, argv, *said):
+    capsys.readouterr()
+    t0 = time.monotonic()
+    rc = main(argv)
+    took = time.monotonic() - t0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and "warning" not in ln]
+    assert rc == 2, err
+    assert len(lines) == 1 and all(s in lines[0] for s in said), err
+    assert took < UNBLOCK_S, f"waited {took:.1f} s on the FIFO"
+
+
+HEADER = """NRRD0005
+type: float
+dimension: 4
+space: right-anterior-superior
+sizes: 9 4 4 4
+space directions: none (-2.0,0.0,0.0) (0.0,2.0,0.0) (0.0,0.0,2.0)
+kinds: 3D-matrix domain domain domain
+endian: little
+encoding: raw
+space origin: (0,0,0)
+data file: {data}
+
+"""
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_nrrd_whose_data_file_is_a_fifo(tmp_path, capsys, unblocking):
+    unblocking(tmp_path / "d.raw")
+    os.mkfifo(tmp_path / "d.raw")
+    (tmp_path / "t.nhdr").write_text(HEADER.format(data="d.raw"))
+    _refused(capsys, ["upsample", str(tmp_path / "t.nhdr"), "--method", "linear", "-o", str(tmp_path / "up.nii.gz")],
+             "d.raw is a named pipe (FIFO)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.raw", "t.nhdr"]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_nrrd_whose_data_file_is_a_device(tmp_path, capsys):
+    (tmp_path / "t.nhdr").write_text(HEADER.format(data="/dev/zero"))
+    _refused(capsys, ["upsample", str(tmp_path / "t.nhdr"), "--method", "linear", "-o", str(tmp_path / "up.nii.gz")],
+             "/dev/zero is a device")
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", ["t.nhdr", "t.nrrd", "t.nii.gz", "t.nii"])
+def test_an_input_that_is_a_fifo(tmp_path, capsys, unblocking, name):
+    unblocking(tmp_path / name)
+    os.mkfifo(tmp_path / name)
+    _refused(capsys, ["upsample", str(tmp_path / name), "--method", "linear", "-o", str(tmp_path / "up.nii.gz")],
+             "is a named pipe (FIFO)")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_bval_file_that_is_a_fifo(tmp_path, capsys, unblocking):
+    data = np.ones((6, 6, 6, 7), np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2, 2, 1])), tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.bvec").write_text("\n".join(" ".join(["1"] + ["0"] * 6) for _ in range(3)) + "\n")
+    unblocking(tmp_path / "dwi.bval")
+    os.mkfifo(tmp_path / "dwi.bval")
+    _refused(capsys, ["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "dti.nii.gz")], "is a named pipe (FIFO)")

@@ -168,6 +168,20 @@ class Outputs:
             stage.declare(p)
         return p
 
+    def retire(self, path) -> bool:
+        """A file this run's outputs make stale (an earlier run's map named after the output it replaces), removed
+        when the outputs are put in place (`all_or_none`: kept if the run fails; outside one, left as it is). Not an
+        input of the run, nor one of its outputs. True where it will be removed."""
+        p = Path(path)
+        real = os.path.realpath(p)
+        stage = _STAGE.get()
+        if stage is None or not p.is_file() or any(real == os.path.realpath(q) for q in self.inputs) \
+                or any(real == os.path.realpath(q) for q, _ in self.outputs):
+            return False
+        with stage.lock:
+            stage.retired.append(p)
+        return True
+
     def check(self) -> None:
         seen = {}
         ins = {os.path.realpath(p): p for p in self.inputs}
@@ -232,6 +246,7 @@ class _Stage:
         self.lines: list[str] = []  # what the run says of its outputs (`say`), printed once they are in place
         self.committed = False  # every output is in place
         self.folders: list[Path] = []  # folders the run created (`make_folder`), deepest first: removed if it fails
+        self.retired: list[Path] = []  # files the outputs make stale (`Outputs.retire`): removed once they are in place
         self.lock = threading.Lock()
 
     def declare(self, path: Path) -> None:
@@ -260,12 +275,13 @@ class _Stage:
         with _signals_held():  # the renames are quick; a signal now is taken once they are all done
             with self.lock:
                 held = list(self.held.values())
+                retired = [p for p in self.retired if os.path.lexists(p)]
             aside: list[tuple[Path, str]] = []  # (output path, where its earlier file is kept)
             placed: list[Path] = []
             left: list[str] = []  # this run's files that could not be removed
             at = None  # the output whose rename is under way
             try:
-                for _, at in held:
+                for at in [at for _, at in held] + retired:  # a retired file goes aside as a replaced one does
                     path = at
                     if os.path.lexists(path):
                         old = _aside(path)

@@ -63,6 +63,40 @@ def maps_paths(out: Path) -> dict[str, Path]:
     return {key: out.with_name(f"{base}_{key}{suffix}") for key in DTIFIT_MAPS}
 
 
+def retire_stale_maps(plan, out: Path, args) -> list[Path]:
+    """The maps named after the output that an earlier run wrote and this run does not (`--propagate`'s set, `--maps`'
+    set): they would pass for this output's (audit X: a run without --propagate left the earlier run's fa_mean ... in
+    place). Only files this tool wrote (a header that says so: another tool's X_FA.nii.gz stays); removed once the
+    outputs are in place (fileio.paths.Outputs.retire), kept if the run fails."""
+    from ...analysis import propagation
+
+    candidates = []
+    if not args.propagate:
+        candidates += list(propagation.output_paths(out.parent, stem(out) + "_").values())
+    if not args.maps:
+        candidates += list(maps_paths(out).values())
+    return [p for p in candidates if p.is_file() and _written_here(p) and plan.retire(p)]
+
+
+def _written_here(path: Path) -> bool:
+    """Whether this tool wrote the map or summary at `path`: a NIfTI whose description names it ("iqt ..."), a
+    propagation summary (JSON with its method and tract Dice)."""
+    import json
+
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and "tract_dice_between_samples" in doc and "method" in doc
+    try:
+        import nibabel as nib
+
+        return bytes(nib.load(str(path)).header["descrip"]).startswith(b"iqt ")
+    except Exception:  # noqa: BLE001 - any file nibabel cannot read is not one of ours
+        return False
+
+
 def v1_frame(order: str) -> str:
     """The frame of `--maps`'s V1 beside an output written in `order`: that of the viewer of the output's tool (audit
     S: V1 in the voxel axes of this tool's 5D file on a positive-determinant grid showed mirrored in FSLeyes, a median
@@ -214,6 +248,7 @@ def run(args):
         for key, path in prop_paths.items():
             plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}")
     plan.check()
+    stale = retire_stale_maps(plan, out, args)
     # the memory check before the input is read, torch imported or a model loaded (refused in 1-2 s, not 4-20 s):
     # the grid from the input's header; predict checks the same again (one function, Method.check_memory)
     shape3 = lr.shape3 if lr is not None else input_shape3(args.input)
@@ -276,3 +311,5 @@ def run(args):
     if res is not None:
         say(propagation.write(res, prop_paths, method.name, args.input, options.propagation_settings(args, f),
                                 time.perf_counter() - t0))
+    if stale:
+        say(f"removed {', '.join(p.name for p in stale)}: an earlier run's maps of the output this run replaced")

@@ -27,6 +27,7 @@ Reading accepts `3D-symmetric-matrix` (6 components, NRRD order xx,xy,xz,yy,yz,z
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +95,55 @@ def _read(path: Path):
         raise IQTError(f"{path}: its data file {data} is {kind}, not a file, and is not read; the header's 'data file' "
                        "must name the file that holds its image data")
     try:
-        return nrrd.read(str(path), index_order="F")
+        with open(path, "rb") as fh:
+            header = nrrd.read_header(fh)
+            return _read_bounded(nrrd, header, fh, path), header
+    except IQTError:
+        raise
     except Exception as exc:  # pynrrd, numpy, zlib and OSError all signal damaged files
         raise IQTError(
             f"{path}: cannot be read as NRRD ({type(exc).__name__}: {exc}); the file may be truncated or damaged, "
             f"or its detached data file missing; re-save it from Slicer as {SLICER_HINT}"
         ) from None
+
+
+TRAILING_READ = 1 << 20  # bytes decompressed past the image's end to tell whether more data follows
+
+
+def _read_bounded(nrrd, header: dict, fh, path: Path):
+    """The data of a NRRD file whose header `fh` has just been read. Compressed data (gzip, bzip2) is decompressed only
+    as far as the header's sizes say and refused where more follows (pynrrd decompresses all of it into memory: a 1 MB
+    .nrrd whose header says 9x4x4x4, then 1 GiB of zeros, took 2.16 GB, audit Z); anything else is read by pynrrd."""
+    encoding = str(header.get("encoding", "")).lower()
+    byte_skip = int(header.get("byteskip", header.get("byte skip", 0)))
+    datatype = getattr(nrrd.reader, "_determine_datatype", None)  # pynrrd's own reading of 'type' and 'endian'
+    if encoding not in ("gzip", "gz", "bzip2", "bz2") or byte_skip < 0 or datatype is None:
+        return nrrd.read_data(header, fh, str(path), index_order="F")
+    import bz2
+    import io
+
+    name = header.get("datafile", header.get("data file"))
+    src = open(name if os.path.isabs(name) else path.parent / name, "rb") if name else fh
+    try:
+        for _ in range(int(header.get("lineskip", header.get("line skip", 0)))):
+            src.readline()
+        stream = gzip.GzipFile(fileobj=src) if encoding in ("gzip", "gz") else bz2.BZ2File(src)
+        kind = np.dtype(datatype(header))
+        need = byte_skip + int(np.prod(header["sizes"], dtype=np.int64)) * kind.itemsize
+        raw = stream.read(need)
+        more = stream.read(TRAILING_READ)  # b"": the end (gzip's checksum checked there)
+    finally:
+        if src is not fh:
+            src.close()
+    if more:
+        raise IQTError(f"{path}: more data follows the image its header describes (sizes {' '.join(map(str, header['sizes']))}"
+                       f" of {kind.name}, {need:,} bytes uncompressed, then at least {len(more):,} more), so the header "
+                       "does not describe the file (damaged, or a size written wrongly into it) and it is not read; "
+                       f"re-save it from Slicer as {SLICER_HINT}")
+    plain = {k: v for k, v in header.items() if k not in ("datafile", "data file", "lineskip", "line skip", "byteskip",
+                                                             "byte skip")}
+    plain["encoding"] = "raw"
+    return nrrd.read_data(plain, io.BytesIO(raw[byte_skip:]), None, index_order="F")
 
 
 def load_tensor_nrrd(path) -> Volume:

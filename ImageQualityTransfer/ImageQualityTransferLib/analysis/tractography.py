@@ -106,6 +106,10 @@ class TrackingSettings:
             raise IQTError(f"--density {self.density}: give a whole number of seeds per voxel axis, at least 1")
         if self.min_length is not None and not 0 <= self.min_length < math.inf:
             raise IQTError(f"--min-length {self.min_length}: give the shortest streamline kept in mm, 0 or more, for example 10")
+        if self.min_length is not None and self.max_length is None and not self.min_length < HUMAN_LENGTHS["max_length"]:
+            raise IQTError(f"--min-length {self.min_length:g}: at or above the longest streamline kept, "
+                           f"{HUMAN_LENGTHS['max_length']:g} mm on a human brain (less on a smaller one); give a shorter "
+                           "--min-length or a --max-length above it")
         if self.max_length is not None and not (self.min_length or 0.0) < self.max_length < math.inf:
             raise IQTError(f"--max-length {self.max_length}: give the longest streamline kept in mm, a finite length above "
                            f"--min-length {self.min_length or 0.0:g}, for example 250")

@@ -172,6 +172,10 @@ def out_dir(path) -> Path:
 # ---------------------------------------------------------------- uncertainty propagation (propagate, upsample)
 
 PROPAGATION_DEFAULTS = {"n_seeds": 1000, "fa_threshold": 0.2, "seed": 0}
+# the tracking lengths: None scales the human ones to the brain's size (analysis/tractography.TrackingSettings)
+TRACKING_LENGTHS = ("step", "min_length", "max_length")
+# the options that apply only with --propagate (iqt upsample refuses them without it)
+PROPAGATION_ONLY = ("seeds", *PROPAGATION_DEFAULTS, *TRACKING_LENGTHS)
 
 
 def add_propagation(sp, defaults: bool = True) -> None:
@@ -181,6 +185,12 @@ def add_propagation(sp, defaults: bool = True) -> None:
     sp.add_argument("--seeds", help="seed ROI for the tracts (default: 1000 random points where FA >= 0.3)")
     sp.add_argument("--n-seeds", type=int, default=d["n_seeds"], help="random seeds when no --seeds (default 1000)")
     sp.add_argument("--fa-threshold", type=float, default=d["fa_threshold"], help="tracking stops below this FA (default 0.2)")
+    sp.add_argument("--step", type=float, help="tracking step in mm (default 0.5 on a human brain, scaled to a smaller one, "
+                                               "as in 'iqt track')")
+    sp.add_argument("--min-length", type=float, help="drop streamlines shorter than this, mm (default 10 on a human brain, "
+                                                     "scaled to a smaller one)")
+    sp.add_argument("--max-length", type=float, help="drop streamlines longer than this, mm (default 250 on a human brain, "
+                                                     "scaled to a smaller one)")
     sp.add_argument("--no-tracts", action="store_true", help="FA/MD maps only, no tract variability")
     sp.add_argument("--seed", type=int, default=d["seed"], help="random seed of the samples (default 0)")
 
@@ -189,15 +199,22 @@ def check_propagation(method, args, factor=None) -> None:
     """Before any work: the method must give an uncertainty to sample from (those suggested run at `factor`),
     N >= 2, and the tracking settings must hold (they were checked only after the prediction: audit 46)."""
     from ... import methods
-    from ...analysis.tractography import TrackingSettings
 
     if not method.gives_uncertainty:
         raise IQTError(f"method {method.name!r} gives no uncertainty to propagate; choose one of: "
                        f"{', '.join(methods.with_uncertainty(factor))}")
     if args.samples is None or int(args.samples) < 2:
         raise IQTError(f"--samples {args.samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
-    if args.fa_threshold is not None:
-        TrackingSettings(fa_threshold=args.fa_threshold).check()
+    tracking_settings(args).check()
+
+
+def tracking_settings(args):
+    """The propagation's tracking settings from the command line: the lengths not given (None) are scaled to the
+    prediction's brain when it is tracked (TrackingSettings.resolved)."""
+    from ...analysis.tractography import TrackingSettings
+
+    fa = PROPAGATION_DEFAULTS["fa_threshold"] if args.fa_threshold is None else args.fa_threshold
+    return TrackingSettings(fa_threshold=fa, **{k: getattr(args, k, None) for k in TRACKING_LENGTHS})
 
 
 def propagation_settings(args, factor) -> dict:
@@ -207,7 +224,7 @@ def propagation_settings(args, factor) -> dict:
     return {"factor": grid.record(factor), "mask": args.mask, "seeds": args.seeds,
             "n_seeds": None if args.seeds or args.no_tracts else args.n_seeds, "fa_threshold": args.fa_threshold,
             "tracts": not args.no_tracts, "model": args.model, "mc_samples": args.mc_samples,
-            "tta": args.tta}
+            "tta": args.tta, **{k: getattr(args, k, None) for k in TRACKING_LENGTHS}}
 
 
 def predict_with_mask(method, lr, f, mask_path, **kw):
@@ -231,12 +248,16 @@ def load_seeds(args):
 def propagate(pred, args, lr_mask, r, seeds):
     """Draw `args.samples` high-res samples from `pred` inside the high-res mask implied by the low-res mask."""
     from ...analysis import propagation
-    from ...analysis.tractography import TrackingSettings
+    from ...analysis.tractography import scaling_line
     from ...core.grid import repeat_blocks
 
     hr_mask = None if lr_mask is None else repeat_blocks(lr_mask.data.astype(bool), r)
-    return propagation.propagate(pred, args.samples, seeds=seeds, mask=hr_mask, rng=args.seed, track=not args.no_tracts,
-                                 n_seeds=args.n_seeds, settings=TrackingSettings(fa_threshold=args.fa_threshold))
+    res = propagation.propagate(pred, args.samples, seeds=seeds, mask=hr_mask, rng=args.seed, track=not args.no_tracts,
+                                n_seeds=args.n_seeds, settings=tracking_settings(args))
+    line = scaling_line(res.settings["tracking"]) if res.settings.get("tracking") else None
+    if line:  # the lengths scaled to a brain smaller than a human's, as iqt track says them
+        print(line)
+    return res
 
 
 SNR_HELP = ("add Rician noise to the low-res DWIs before the fit, its standard deviation the brain's median b0 over SNR "

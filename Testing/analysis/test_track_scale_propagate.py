@@ -75,3 +75,12 @@ def test_bad_lengths_are_refused_before_the_prediction(tmp_path, capsys, monkeyp
     rc, _ = run(tmp_path, lr_file(tmp_path, 0.5), "propagate", option, value)
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"iqt: error: {option} {value}") and err.count("\n") == 1, err
+
+
+def test_upsample_refuses_the_tracking_lengths_without_propagate(tmp_path, capsys):
+    """They apply only with --propagate, as --seeds and --fa-threshold: without it they were silently ignored."""
+    rc = main(["upsample", str(lr_file(tmp_path, 0.5)), "-o", str(tmp_path / "hr.nii.gz"), "--method", "cubic",
+               "--step", "0.1", "--min-length", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--step, --min-length: apply only with --propagate" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "hr.nii.gz").exists()

@@ -191,7 +191,7 @@ def _check_samples(args, cls) -> None:
             if getattr(args, k) is None:
                 setattr(args, k, v)
         return
-    given = [f"--{k.replace('_', '-')}" for k in ("seeds", "n_seeds", "fa_threshold", "seed") if getattr(args, k) is not None]
+    given = [f"--{k.replace('_', '-')}" for k in options.PROPAGATION_ONLY if getattr(args, k) is not None]
     given += ["--no-tracts"] if args.no_tracts else []
     if given:
         one = len(given) == 1

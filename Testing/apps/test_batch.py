@@ -40,10 +40,11 @@ def make_bids(root: Path, subjects=("01", "02"), corrupt="03") -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """One real LocalCluster (2 single-threaded worker processes, as `iqt batch --workers 2` makes it) for the
-    module, reached with --scheduler."""
+    module, reached with --scheduler: on plain TCP, as a user's own `dask scheduler` (`iqt batch`'s own cluster speaks
+    TLS with the run's credentials: test_batch_security_cluster.py)."""
     with pytest.MonkeyPatch.context() as mp:  # the worker processes import the engine from this tree
         mp.setenv("PYTHONPATH", helpers.engine_env()["PYTHONPATH"])
-        client, c = batch.start_client(2, dashboard_address=":0")
+        client, c = batch.start_client(2, dashboard_address=":0", secure=False)
     client.close()
     yield c.scheduler_address
     c.close()

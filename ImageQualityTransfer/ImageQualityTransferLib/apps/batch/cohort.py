@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -19,18 +20,24 @@ WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's f
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
-                 dashboard_address="127.0.0.1:8787", wait_workers: float = WAIT_WORKERS_S):
+                 dashboard_address="127.0.0.1:8787", wait_workers: float = WAIT_WORKERS_S, secure: bool = True):
     """A Dask client: on the scheduler at `scheduler` (once it has a worker, waited for up to `wait_workers` seconds),
-    or on a new LocalCluster of `workers` single-threaded worker processes. Returns (client, cluster or None)."""
+    or on a new LocalCluster of `workers` single-threaded worker processes. Returns (client, cluster or None).
+
+    The LocalCluster's scheduler, nannies and workers speak TLS with credentials made for this run only and held in
+    memory (`local_security`; `secure=False`: plain TCP, for tests of a plain cluster): a connection without them is
+    refused (audit Z: on plain TCP any local user's `Client('tcp://127.0.0.1:PORT')` ran code in the workers, which
+    hold the patients' images, and read the task keys)."""
     import logging
 
     import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
+        security = client_security(scheduler)
         try:
             _reachable(scheduler)
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout="20s", security=security)
         except (OSError, TimeoutError, ValueError) as exc:
             raise IQTError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())}); start one with "
                            "'dask scheduler' and give its tcp://host:port") from None
@@ -45,11 +52,14 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     # the OS and faults them in again: with it a dev subject took 9-11 s on a worker against 5-6 s without
     # (benchmarks/batch_throughput.py); the one-thread settings (OMP_NUM_THREADS=1 and co.) are kept.
     env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    security = local_security() if secure else None
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-            dashboard_address=dashboard_address, silence_logs=logging.CRITICAL,
-            preload=[f"{__package__}.worker_signals"]))  # a restarted worker ignores Ctrl-C too
+            dashboard_address=dashboard_address, silence_logs=logging.CRITICAL, security=security,
+            host="127.0.0.1", preload=[f"{__package__}.worker_signals"]))  # a restarted worker ignores Ctrl-C too
+    if security is not None:
+        _OWN_CLUSTERS[cluster.scheduler_address] = security
     # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it was a second,
     # differently worded message on stderr (review 41a)
     try:
@@ -59,6 +69,46 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     except BaseException:
         cluster.close()
         raise
+
+
+_OWN_CLUSTERS: dict = {}  # scheduler address -> the credentials of a LocalCluster this process started
+
+
+def local_security():
+    """Credentials for one local cluster: a self-signed key and certificate made now, in memory only (Dask's
+    Security.temporary: TLS with client certificates required, for the scheduler, the workers and this client).
+    An IQTError where the `cryptography` package is missing (checked by `iqt batch` before any work)."""
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()
+    except ImportError:
+        raise IQTError(NO_CRYPTOGRAPHY) from None
+
+
+NO_CRYPTOGRAPHY = ("iqt batch needs the cryptography package for its local cluster's TLS credentials (without them any "
+                   "local user could run code in its workers); install it with pip install 'imagequalitytransfer[batch]'")
+
+
+def client_security(scheduler: str):
+    """The credentials to reach `scheduler`: those of a local cluster this process started there (an in-process caller
+    that names it), else Dask's configuration (distributed.comm.tls.*: a TLS cluster of your own). An IQTError for a
+    tls:// address where that names none (Dask's Client failed with an internal TypeError)."""
+    from distributed.comm import parse_address
+    from distributed.security import Security
+
+    if scheduler in _OWN_CLUSTERS:
+        return _OWN_CLUSTERS[scheduler]
+    security = Security()
+    try:
+        proto = parse_address(scheduler)[0]
+    except ValueError:
+        return security  # said by the connection
+    if proto == "tls" and security.get_connection_args("client").get("ssl_context") is None:
+        raise IQTError(f"--scheduler {scheduler}: a TLS scheduler takes clients with its credentials only, and Dask's "
+                       "configuration names none; set distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
+                       "distributed.comm.tls.client.key to your cluster's files (e.g. in ~/.config/dask/distributed.yaml)")
+    return security
 
 
 def _spawn_ignoring_ctrl_c(make):
@@ -299,8 +349,10 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
             results[it.prefix] = process(it, s, str(out_root))
             bar.update(1)
     else:
-        futures = {client.submit(process, it, s, str(out_root), key=f"iqt-{it.prefix}-{time.time_ns()}", pure=False): it
-                   for it in items}
+        # keys without the subjects' labels: a cluster's dashboard shows them (audit Z: iqt-sub-DOEJOHN...)
+        run = uuid.uuid4().hex[:12]
+        futures = {client.submit(process, it, s, str(out_root), key=f"iqt-{run}-{i}", pure=False): it
+                   for i, it in enumerate(items)}
         for fut in _as_completed(client, list(futures), wait_workers):
             it = futures[fut]
             try:

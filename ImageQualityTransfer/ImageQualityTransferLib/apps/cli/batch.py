@@ -157,6 +157,13 @@ def run(args) -> int:
         import distributed  # noqa: F401
     except ImportError:
         raise IQTError("iqt batch needs Dask distributed; install it with pip install 'imagequalitytransfer[batch]'") from None
+    if not args.scheduler:  # the local cluster's TLS credentials are made with it (batch.cohort.local_security)
+        import importlib.util
+
+        if importlib.util.find_spec("cryptography") is None:
+            from ..batch.cohort import NO_CRYPTOGRAPHY
+
+            raise IQTError(NO_CRYPTOGRAPHY)
     from pathlib import Path
 
     out_path, in_path = Path(args.output).resolve(), Path(args.input).resolve()

@@ -1,0 +1,135 @@
+"""`iqt batch`'s local Dask cluster takes only its own run's connections (audit Z: on plain TCP any local user's
+`Client('tcp://127.0.0.1:PORT')` ran code in the workers and read the task keys, which carried the subjects' labels):
+TLS with credentials made for the run, in memory; task keys without subject labels; a --scheduler of one's own on
+TLS reached with the credentials Dask's configuration names, or refused in one line. A real LocalCluster throughout."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import sys
+
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("cryptography")
+
+from distributed import Client  # noqa: E402
+from distributed.security import Security  # noqa: E402
+
+from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
+from ImageQualityTransferLib.apps.batch import cohort  # noqa: E402
+from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
+
+import helpers  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local():
+    """(client, cluster) as `iqt batch --workers 1` starts them, the workers importing the engine from this tree."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", helpers.engine_env()["PYTHONPATH"])
+        client, c = batch.start_client(1, dashboard_address="127.0.0.1:0")
+    yield client, c
+    client.close()
+    c.close()
+
+
+def _handshake(address: str, cert: Security | None) -> str:
+    """What the server at `address` says to a TLS client that does not check it and shows `cert`'s certificate (or
+    none): the error's text, or "accepted"."""
+    import os
+    import tempfile
+
+    host, port = address.split("://")[1].rsplit(":", 1)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if cert is not None:
+        with tempfile.TemporaryDirectory() as d:
+            for name, text in (("c.pem", cert.tls_client_cert), ("k.pem", cert.tls_client_key)):
+                with open(os.path.join(d, name), "w") as f:
+                    f.write(text)
+            ctx.load_cert_chain(os.path.join(d, "c.pem"), os.path.join(d, "k.pem"))
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as s, ctx.wrap_socket(s) as t:
+            t.sendall(b"\0" * 8)
+            t.recv(8)
+    except (ssl.SSLError, OSError) as exc:
+        return str(exc)
+    return "accepted"
+
+
+def test_the_local_cluster_refuses_connections_without_the_run_s_credentials(local):
+    client, c = local
+    address = c.scheduler_address
+    assert address.startswith("tls://127.0.0.1:")
+    assert client.submit(sum, [1, 2], pure=False).result(timeout=60) == 3  # the run's own client
+    workers = list(client.scheduler_info()["workers"])
+    assert workers and all(w.startswith("tls://") for w in workers)
+    for target in [address, *workers]:  # the scheduler and the workers, as audit Z's intrude.py reached them
+        with pytest.raises((OSError, TypeError)):  # plain TCP to a TLS server; Dask's Client with no credentials
+            Client(target.replace("tls://", "tcp://"), timeout=3)
+        with pytest.raises(OSError):  # a client with credentials of its own
+            Client(address, timeout=5, security=Security.temporary())
+        # the server ends the handshake (TLS 1.3 may say it only after the client's first bytes: an EOF then)
+        assert _handshake(target, None) != "accepted"
+        assert _handshake(target, Security.temporary()) != "accepted"
+
+
+def test_task_keys_carry_no_subject_label(local, tmp_path):
+    client, _ = local
+    out = helpers.tensor_list(tmp_path, "DOEJOHN.nii.gz")
+    keys = []
+    submit = client.submit
+
+    def recording(*args, **kwargs):
+        keys.append(kwargs["key"])
+        return submit(*args, **kwargs)
+
+    client.submit = recording
+    try:
+        res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, client,
+                               progress=False)
+    finally:
+        del client.submit
+    assert [r["status"] for r in res] == ["done"] and res[0]["subject"] == "sub-DOEJOHN"
+    assert len(keys) == 1 and "DOEJOHN" not in keys[0] and keys[0].startswith("iqt-")
+
+
+def test_a_tls_scheduler_without_configured_credentials_is_refused_in_one_line(local, tmp_path, capsys, monkeypatch):
+    """A --scheduler on TLS that is not this process's own cluster: Dask's configuration names the credentials; where
+    it names none, one line (Dask's Client raised an internal TypeError)."""
+    address = local[1].scheduler_address
+    monkeypatch.delitem(cohort._OWN_CLUSTERS, address)
+    helpers.tensor_list(tmp_path)
+    code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic",
+                     "--scheduler", address])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"iqt: error: --scheduler {address}: a TLS scheduler takes clients with its credentials only")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_run_on_this_process_s_own_cluster_and_one_with_configured_credentials(local, tmp_path, capsys, monkeypatch):
+    import dask
+
+    address = local[1].scheduler_address
+    helpers.tensor_list(tmp_path)
+    args = ["batch", str(tmp_path / "list.txt"), "--method", "cubic", "--scheduler", address]
+    assert cli.main([*args, "-o", str(tmp_path / "own")]) == 0, capsys.readouterr()
+    sec = cohort._OWN_CLUSTERS[address]  # the credentials given as Dask's configuration gives a cluster's files
+    monkeypatch.delitem(cohort._OWN_CLUSTERS, address)
+    with dask.config.set({"distributed.comm.tls.ca-file": sec.tls_ca_file, "distributed.comm.tls.client.cert":
+                          sec.tls_client_cert, "distributed.comm.tls.client.key": sec.tls_client_key}):
+        assert cli.main([*args, "-o", str(tmp_path / "configured")]) == 0, capsys.readouterr()
+
+
+def test_without_cryptography_the_local_cluster_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # an import of it fails, as where it is not installed
+    with pytest.raises(IQTError, match="needs the cryptography package"):
+        cohort.local_security()
+    helpers.tensor_list(tmp_path)
+    code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.strip() == f"iqt: error: {cohort.NO_CRYPTOGRAPHY}", err
+    assert not (tmp_path / "o").exists()

@@ -168,7 +168,11 @@ def list_items(listfile) -> list[Item]:
         else:
             name = "dwi.nii" if (p / "dwi.nii").is_file() and not (p / "dwi.nii.gz").exists() else "dwi.nii.gz"
             entries.append((_subject_folders(parts) or parts, None, "dwi", str(p / name), line, opts))  # as train reads
-    names = _list_names([(e[0], e[1]) for e in entries])
+    for folders, stem, _, _, line, opts in entries:
+        if not folders and not stem:  # '..', '/', '.': no folder or file of its own to name the subject after
+            raise IQTError(f"{opts['line']}: names no subject's folder or file of its own, so the subject cannot be named "
+                           f"after it; give the subject's folder itself (e.g. {os.path.join(line, 'P01')})")
+    names = _list_names([(e[0], e[1]) for e in entries], [e[5]["line"] for e in entries])
     return [Item(sub, f"{sub}/dwi", path, kind, line if not Path(line).is_absolute() else "",
                  os.path.normpath(listfile.parent.absolute()) if not Path(line).is_absolute() else "", **opts)
             for sub, (_, _, kind, path, line, opts) in zip(names, entries)]
@@ -185,8 +189,9 @@ def _subject_folders(folders: list[str]) -> list[str]:
     return folders
 
 
-def _list_names(entries: list[tuple[list[str], str | None]]) -> list[str]:
-    """Each subject's name from its folders and, for a file, its stem (review 44b, 44c): a file in a folder is named
+def _list_names(entries: list[tuple[list[str], str | None]], lines=None) -> list[str]:
+    """Each subject's name from its folders and, for a file, its stem (review 44b, 44c; `lines` name the entries' list
+    lines in an error): a file in a folder is named
     after the folder (P05/dti_tensor.nii.gz: sub-P05; sub-01/dwi/x.nii.gz: sub-01; sub-01/ses-1/dwi/x: sub-01ses1), so
     that a subject keeps its name when other lines are added; one without a folder after the file. Where names collide,
     two files in one folder take their file names (P05/a, P05/b: sub-P05a, sub-P05b), and the others parent folders
@@ -195,8 +200,8 @@ def _list_names(entries: list[tuple[list[str], str | None]]) -> list[str]:
     depth = [2 if len(f) > 1 and f[-1].lower().startswith("ses-") else min(len(f), 1) for f in folders]
     with_stem = [not f for f in folders]
     while True:
-        names = [_list_label(f[len(f) - d:] + ([stem] if w and stem else [])) for (f, stem), d, w
-                 in zip(entries, depth, with_stem)]
+        names = [_list_label(f[len(f) - d:] + ([stem] if w and stem else []), lines[i] if lines else None)
+                 for i, ((f, stem), d, w) in enumerate(zip(entries, depth, with_stem))]
         changed = False
         for i, name in enumerate(names):
             others = [j for j, n in enumerate(names) if n == name and j != i]
@@ -214,9 +219,16 @@ def _list_names(entries: list[tuple[list[str], str | None]]) -> list[str]:
             return names
 
 
-def _list_label(parts: list[str]) -> str:
+def _list_label(parts: list[str], line: str | None = None) -> str:
+    """The subject label of a list line from its name parts; an IQTError naming `line` (where the list says it) when
+    they hold no letter or digit (audit Z: "'': cannot make a BIDS label" named no line)."""
     text = "".join(parts)
-    return "sub-" + label(text[4:] if text.lower().startswith("sub-") else text)
+    try:
+        return "sub-" + label(text[4:] if text.lower().startswith("sub-") else text)
+    except IQTError as exc:
+        if line is None:
+            raise
+        raise IQTError(f"{line}: {exc}") from None
 
 
 def find_items(path) -> list[Item]:

@@ -1,0 +1,33 @@
+"""A list line that names no subject of its own ('..', '/', '.') or whose name holds no letter or digit is refused in
+one line naming the list line (audit Z: "'': cannot make a BIDS label" named no line), exit 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
+
+
+@pytest.mark.parametrize("line", ["..", "/", ".", "../.."])
+def test_a_line_naming_no_subject_is_refused_naming_the_line(tmp_path, capsys, monkeypatch, line):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cohort").mkdir()
+    (tmp_path / "cohort" / "list.txt").write_text(f"# subjects\n{line}   # here\n")
+    code = cli.main(["batch", "cohort/list.txt", "-o", "out", "--method", "cubic"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", err
+    assert err.strip().splitlines() == [
+        f"iqt: error: cohort/list.txt line 2 ({line!r}): names no subject's folder or file of its own, so the subject "
+        f"cannot be named after it; give the subject's folder itself (e.g. {line.rstrip('/')}/P01)"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cohort", "list.txt"]
+
+
+def test_a_name_without_letters_or_digits_is_refused_naming_the_line(tmp_path):
+    (tmp_path / "P01").mkdir()
+    (tmp_path / "list.txt").write_text("P01\n___/dti.nii.gz\n")
+    with pytest.raises(batch.IQTError) as exc:
+        batch.find_items(tmp_path / "list.txt")
+    assert str(exc.value) == (f"{tmp_path / 'list.txt'} line 2 ('___/dti.nii.gz'): '___': cannot make a BIDS label "
+                              "(letters and digits) from this name; rename it")

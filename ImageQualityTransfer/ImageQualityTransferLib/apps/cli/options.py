@@ -178,10 +178,10 @@ TRACKING_LENGTHS = ("step", "min_length", "max_length")
 PROPAGATION_ONLY = ("seeds", *PROPAGATION_DEFAULTS, *TRACKING_LENGTHS)
 
 
-def add_propagation(sp, defaults: bool = True) -> None:
-    """The propagation options of `iqt propagate` and `iqt upsample --propagate` (with defaults=False they default to
-    None, so that upsample can tell they were given without --propagate)."""
-    d = PROPAGATION_DEFAULTS if defaults else dict.fromkeys(PROPAGATION_DEFAULTS)
+def add_propagation(sp) -> None:
+    """The propagation options of `iqt propagate` and `iqt upsample --propagate`, None where not given (so that an
+    option given where it does nothing is told apart: upsample without --propagate, `settle_propagation`)."""
+    d = dict.fromkeys(PROPAGATION_DEFAULTS)
     sp.add_argument("--seeds", help="seed ROI for the tracts (default: 1000 random points where FA >= 0.3)")
     sp.add_argument("--n-seeds", type=int, default=d["n_seeds"], help="random seeds when no --seeds (default 1000)")
     sp.add_argument("--fa-threshold", type=float, default=d["fa_threshold"], help="tracking stops below this FA (default 0.2)")
@@ -193,6 +193,20 @@ def add_propagation(sp, defaults: bool = True) -> None:
                                                      "scaled to a smaller one)")
     sp.add_argument("--no-tracts", action="store_true", help="FA/MD maps only, no tract variability")
     sp.add_argument("--seed", type=int, default=d["seed"], help="random seed of the samples (default 0)")
+
+
+def settle_propagation(args) -> None:
+    """The propagation options as given (`add_propagation(defaults=False)`): options that the others make idle are
+    refused, not ignored (audit X: `--seeds` ran beside `--no-tracts`, and `--n-seeds` beside `--seeds`, without a
+    word), then the defaults fill what was not given."""
+    if args.seeds and args.no_tracts:
+        raise IQTError(f"--seeds {args.seeds}: --no-tracts draws no tracts to seed; drop one of them")
+    if args.n_seeds is not None and (args.seeds or args.no_tracts):
+        why = f"--seeds {args.seeds} gives the seeds" if args.seeds else "--no-tracts draws no tracts"
+        raise IQTError(f"--n-seeds {args.n_seeds}: {why}; drop --n-seeds")
+    for k, v in PROPAGATION_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
 
 
 def check_propagation(method, args, factor=None) -> None:
@@ -246,12 +260,18 @@ def load_seeds(args):
 
 
 def propagate(pred, args, lr_mask, r, seeds):
-    """Draw `args.samples` high-res samples from `pred` inside the high-res mask implied by the low-res mask."""
+    """Draw `args.samples` high-res samples from `pred` inside the high-res mask implied by the low-res mask and
+    wherever the prediction holds a tensor."""
     from ...analysis import propagation
     from ...analysis.tractography import scaling_line
+    import numpy as np
+
     from ...core.grid import repeat_blocks
 
-    hr_mask = None if lr_mask is None else repeat_blocks(lr_mask.data.astype(bool), r)
+    # the mask's blocks and every voxel the prediction fills (a method fills the mask widened by a voxel: those maps
+    # read 0, "certain", there before; audit X)
+    hr_mask = None if lr_mask is None else \
+        repeat_blocks(lr_mask.data.astype(bool), r) | np.any(np.asarray(pred.tensor.data) != 0, axis=-1)
     res = propagation.propagate(pred, args.samples, seeds=seeds, mask=hr_mask, rng=args.seed, track=not args.no_tracts,
                                 n_seeds=args.n_seeds, settings=tracking_settings(args))
     line = scaling_line(res.settings["tracking"]) if res.settings.get("tracking") else None

@@ -15,7 +15,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--samples", type=int, default=100, help="number of samples (default 100)")
     options.add_factor(sp)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
-    options.add_propagation(sp)
+    options.add_propagation(sp)  # settled in run: options made idle are refused
     options.add_tensor_order(sp)
     sp.set_defaults(func=run)
 
@@ -27,6 +27,7 @@ def run(args):
     from ...analysis import propagation
 
     t0 = time.perf_counter()
+    options.settle_propagation(args)
     f = options.factors(args)
     method = methods.get(args.method, **options.method_settings(args))
     options.check_propagation(method, args, f)

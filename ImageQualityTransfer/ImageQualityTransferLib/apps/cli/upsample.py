@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
                     help="uncertainty propagation (methods with uncertainty): draw --samples high-res DTI samples and "
                          "write FA/MD mean/std and tract visitation maps beside the output (<name>_fa_mean.nii.gz, ..., "
                          "<name>_propagation.json)")
-    options.add_propagation(sp, defaults=False)
+    options.add_propagation(sp)
     options.add_tensor_order(sp)
     options.add_output_order(sp)
     sp.add_argument("--maps", action="store_true",
@@ -187,9 +187,7 @@ def _check_samples(args, cls) -> None:
     options apply only with --propagate."""
     if args.propagate:
         args.samples = 100 if args.samples is None else args.samples
-        for k, v in options.PROPAGATION_DEFAULTS.items():
-            if getattr(args, k) is None:
-                setattr(args, k, v)
+        options.settle_propagation(args)
         return
     given = [f"--{k.replace('_', '-')}" for k in options.PROPAGATION_ONLY if getattr(args, k) is not None]
     given += ["--no-tracts"] if args.no_tracts else []

@@ -165,7 +165,7 @@ def _run(args, printed, signals=()) -> int:
         # subject commits on its own, for a resume) and train (a checkpoint lands when written)
         with (carried_codes() if args.command != "batch" else contextlib.nullcontext()), \
                 (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()), \
-                (run_record(_record(args)) if not args.no_record else contextlib.nullcontext()):
+                (run_record(_record(args)) if not getattr(args, "no_record", False) else contextlib.nullcontext()):
             code = args.func(args)
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)

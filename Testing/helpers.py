@@ -294,3 +294,44 @@ def cube_case(lo: int, hi: int, r: int = 2, n: int = 10):
     truth = np.zeros(hr.shape + (6,))
     truth[hr] = [1e-3, 0.0, 0.7e-3, 0.0, 0.0, 0.5e-3]
     return lr, hr, truth
+
+
+# ---------------------------------------------------------------- crafted files (Testing/fileio/test_crafted_*.py)
+
+NRRD_TENSOR_HEADER = """NRRD0005
+type: float
+dimension: 4
+space: right-anterior-superior
+sizes: 9 4 4 4
+space directions: none (-2.0,0.0,0.0) (0.0,2.0,0.0) (0.0,0.0,2.0)
+kinds: 3D-matrix domain domain domain
+endian: little
+encoding: {encoding}
+space origin: (0,0,0)
+"""  # a 4x4x4 tensor NRRD's header; its data follow it, or a "data file:" line names them
+
+
+def five_d_tensor(path: Path) -> Path:
+    """An 8x8x8 5D NIfTI tensor file (one plausible tensor everywhere): an input the crafted-file tests run on."""
+    import nibabel as nib
+
+    t = np.zeros((8, 8, 8, 1, 6), np.float32)
+    t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
+    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))
+    img.header.set_intent("symmetric matrix")
+    nib.save(img, path)
+    return path
+
+
+def refused_line(capsys, argv, *said) -> str:
+    """Run `iqt argv`: exit 2 with one line on stderr (warnings aside) holding every one of `said`, no internal error."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and "warning" not in ln]
+    assert rc == 2, err
+    assert len(lines) == 1 and "internal error" not in err and all(s in lines[0] for s in said), err
+    return lines[0]
+

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from helpers import NRRD_TENSOR_HEADER
 from ImageQualityTransferLib.apps.cli import main
 
 UNBLOCK_S = 8.0
@@ -57,19 +58,7 @@ def _refused(capsys, argv, *said):
     assert took < UNBLOCK_S, f"waited {took:.1f} s on the FIFO"
 
 
-HEADER = """NRRD0005
-type: float
-dimension: 4
-space: right-anterior-superior
-sizes: 9 4 4 4
-space directions: none (-2.0,0.0,0.0) (0.0,2.0,0.0) (0.0,0.0,2.0)
-kinds: 3D-matrix domain domain domain
-endian: little
-encoding: raw
-space origin: (0,0,0)
-data file: {data}
-
-"""
+HEADER = NRRD_TENSOR_HEADER.format(encoding="raw") + "data file: {data}\n\n"
 
 
 @pytest.mark.filterwarnings("ignore")

@@ -9,22 +9,16 @@ import json
 import shutil
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 
 from ImageQualityTransferLib.apps.cli import main
+from helpers import five_d_tensor, refused_line
 from ImageQualityTransferLib.fileio.model_files import MODELS_DIR, SEAL, settings_digest, sha256
 
 
 @pytest.fixture
 def lr(tmp_path):
-    t = np.zeros((8, 8, 8, 1, 6), np.float32)
-    t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
-    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))
-    img.header.set_intent("symmetric matrix")
-    nib.save(img, tmp_path / "lr.nii.gz")
-    return tmp_path / "lr.nii.gz"
+    return five_d_tensor(tmp_path / "lr.nii.gz")
 
 
 def _crafted(tmp_path: Path, shipped: str, **edits) -> Path:
@@ -40,24 +34,14 @@ def _crafted(tmp_path: Path, shipped: str, **edits) -> Path:
     return sp
 
 
-def _refused(capsys, argv, *said):
-    capsys.readouterr()
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip() and "warning" not in ln]
-    assert rc == 2, err
-    assert len(lines) == 1 and "internal error" not in err and all(s in lines[0] for s in said), err
-    return lines[0]
-
-
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.parametrize("name", ["../../../etc/passwd", "..", "sub/x.npz", ""])
 def test_weights_that_are_no_file_name_beside_the_sidecar(tmp_path, lr, capsys, name):
     sp = _crafted(tmp_path, "global-linear_x2", weights=name)
     before = sp.read_bytes()
-    _refused(capsys, ["upsample", str(lr), "--method", "global-linear", "--model", str(sp), "-o",
+    refused_line(capsys, ["upsample", str(lr), "--method", "global-linear", "--model", str(sp), "-o",
                       str(tmp_path / "up.nii.gz")], "is not the name of a file beside the sidecar")
-    _refused(capsys, ["seal", str(sp)], "is not the name of a file beside the sidecar")
+    refused_line(capsys, ["seal", str(sp)], "is not the name of a file beside the sidecar")
     assert sp.read_bytes() == before and not (tmp_path / "up.nii.gz").exists()
 
 
@@ -66,9 +50,9 @@ def test_weights_that_are_no_file_name_beside_the_sidecar(tmp_path, lr, capsys, 
 def test_a_patch_radius_iqt_train_never_writes(tmp_path, lr, capsys, radius):
     sp = _crafted(tmp_path, "global-linear_x2", patch_radius=radius)
     before = sp.read_bytes()
-    _refused(capsys, ["upsample", str(lr), "--method", "global-linear", "--model", str(sp), "-o",
+    refused_line(capsys, ["upsample", str(lr), "--method", "global-linear", "--model", str(sp), "-o",
                       str(tmp_path / "up.nii.gz")], "patch_radius")
-    _refused(capsys, ["seal", str(sp)], "patch_radius")
+    refused_line(capsys, ["seal", str(sp)], "patch_radius")
     assert sp.read_bytes() == before and not (tmp_path / "up.nii.gz").exists()
 
 
@@ -89,9 +73,9 @@ def test_a_network_its_weights_do_not_fit_is_never_built(tmp_path, lr, capsys, m
 
     monkeypatch.setattr(networks, "build", build)
     sp = _crafted(tmp_path, "espcn_x2", arch=arch)
-    _refused(capsys, ["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
+    refused_line(capsys, ["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
              str(sp))
-    _refused(capsys, ["seal", str(sp)], str(sp))
+    refused_line(capsys, ["seal", str(sp)], str(sp))
     assert all(device == "meta" for _, device in built), built
     assert not (tmp_path / "up.nii.gz").exists()
 

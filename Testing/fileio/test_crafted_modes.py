@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import stat
 
-import nibabel as nib
-import numpy as np
 import pytest
 
+from helpers import five_d_tensor
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.fileio.paths import write_text
 
@@ -27,12 +26,7 @@ def umask_022():
 
 @pytest.fixture
 def lr(tmp_path):
-    t = np.zeros((8, 8, 8, 1, 6), np.float32)
-    t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
-    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))
-    img.header.set_intent("symmetric matrix")
-    nib.save(img, tmp_path / "lr.nii.gz")
-    return tmp_path / "lr.nii.gz"
+    return five_d_tensor(tmp_path / "lr.nii.gz")
 
 
 @pytest.mark.filterwarnings("ignore")

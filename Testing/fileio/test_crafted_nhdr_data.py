@@ -4,10 +4,9 @@ names is an input, the one an output header is written beside an output, both ch
 
 from __future__ import annotations
 
-import nibabel as nib
-import numpy as np
 import pytest
 
+from helpers import five_d_tensor
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.fileio.paths import Outputs
@@ -20,11 +19,7 @@ def _state(folder):
 @pytest.fixture
 def nhdr_input(tmp_path):
     """in.nhdr, its data in x.raw.gz (a header renamed after it was written, as the audit's was)."""
-    t = np.zeros((8, 8, 8, 1, 6), np.float32)
-    t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
-    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))
-    img.header.set_intent("symmetric matrix")
-    nib.save(img, tmp_path / "lr.nii.gz")
+    five_d_tensor(tmp_path / "lr.nii.gz")
     assert main(["upsample", str(tmp_path / "lr.nii.gz"), "--method", "linear", "-o", str(tmp_path / "src.nhdr")]) == 0
     (tmp_path / "src.raw.gz").rename(tmp_path / "x.raw.gz")
     text = (tmp_path / "src.nhdr").read_text().replace("data file: src.raw.gz", "data file: x.raw.gz")

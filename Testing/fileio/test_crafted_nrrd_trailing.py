@@ -10,20 +10,10 @@ import zlib
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib.apps.cli import main
+from helpers import NRRD_TENSOR_HEADER, refused_line
 from ImageQualityTransferLib.fileio import nrrd as iqt_nrrd
 
-HEADER = """NRRD0005
-type: float
-dimension: 4
-space: right-anterior-superior
-sizes: 9 4 4 4
-space directions: none (-2.0,0.0,0.0) (0.0,2.0,0.0) (0.0,0.0,2.0)
-kinds: 3D-matrix domain domain domain
-endian: little
-encoding: gzip
-space origin: (0,0,0)
-"""
+HEADER = NRRD_TENSOR_HEADER.format(encoding="gzip")
 
 
 def _payload() -> bytes:
@@ -66,12 +56,8 @@ def test_data_after_the_image_is_refused_without_decompressing_it(tmp_path, caps
         path.write_bytes((HEADER + "\n").encode() + data)
     served = _counting(monkeypatch)
     before = sorted(p.name for p in tmp_path.iterdir())
-    capsys.readouterr()
-    rc = main(["upsample", str(path), "--method", "linear", "-o", str(tmp_path / "up.nii.gz")])
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "more data follows the image its header describes" in lines[0], err
+    refused_line(capsys, ["upsample", path, "--method", "linear", "-o", tmp_path / "up.nii.gz"],
+                 "more data follows the image its header describes")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert sum(served) < 4 << 20, sum(served)  # of the 16 MiB after the image, at most TRAILING_READ
 

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from helpers import refused_line
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.fileio import nifti
@@ -49,12 +50,8 @@ def test_data_after_the_image_is_refused_without_reading_it(tmp_path, capsys, mo
 
     monkeypatch.setattr(gzip, "open", counting_open)
     before = sorted(p.name for p in tmp_path.iterdir())
-    capsys.readouterr()
-    rc = main(["upsample", str(path), "--method", "linear", "-o", str(tmp_path / "up.nii.gz")])
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "more data follows the image its header describes" in lines[0], err
+    refused_line(capsys, ["upsample", path, "--method", "linear", "-o", tmp_path / "up.nii.gz"],
+                 "more data follows the image its header describes")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert sum(served) < 4 << 20  # of the 16 MiB after the image, not more than nifti.TRAILING_READ was taken
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import tensors
+from ..core import grid, tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
 
@@ -83,7 +83,7 @@ class TrackingSettings:
         tensor) on the grid `affine` (brain_size_factor); settings whose lengths are all given come back as they are."""
         if self.is_resolved:
             return self
-        brain = brain_extent(where, affine)
+        brain = grid.extent_mm(where, affine)
         f = brain_size_factor(brain)
         missing = tuple(k for k in HUMAN_LENGTHS if getattr(self, k) is None)
         values = {k: float(f"{HUMAN_LENGTHS[k] * f:.6g}") for k in missing}  # 1.7, not 1.7000000000000002
@@ -114,19 +114,6 @@ class TrackingSettings:
             raise IQTError(f"--max-length {self.max_length}: give the longest streamline kept in mm, a finite length above "
                            f"--min-length {self.min_length or 0.0:g}, for example 250")
         return self
-
-
-def brain_extent(where, affine) -> float:
-    """The largest extent in mm, along the voxel axes, of the voxels `where` (X,Y,Z bool); 0 where there are none."""
-    w = np.asarray(where, bool)
-    if not w.any():
-        return 0.0
-    sizes = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
-    spans = []
-    for ax in range(3):
-        idx = np.flatnonzero(w.any(axis=tuple(a for a in range(3) if a != ax)))
-        spans.append((idx[-1] - idx[0] + 1) * sizes[ax])
-    return float(max(spans))
 
 
 def brain_size_factor(brain_mm: float) -> float:

@@ -333,3 +333,16 @@ def same_affine(affine, reference) -> bool:
     for a mask file (fileio.load_mask) and for a mask given to `Method.predict` in memory."""
     reference = np.asarray(reference, float)
     return bool(np.allclose(np.asarray(affine, float), reference, atol=1e-3 * float(np.abs(reference[:3, :3]).max())))
+
+
+def extent_mm(where, affine) -> float:
+    """The largest extent in mm, along the voxel axes, of the voxels `where` (X,Y,Z bool); 0 where there are none."""
+    w = np.asarray(where, bool)
+    if not w.any():
+        return 0.0
+    sizes = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    spans = []
+    for ax in range(3):
+        idx = np.flatnonzero(w.any(axis=tuple(a for a in range(3) if a != ax)))
+        spans.append((idx[-1] - idx[0] + 1) * sizes[ax])
+    return float(max(spans))

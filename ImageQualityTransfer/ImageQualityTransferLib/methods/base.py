@@ -98,6 +98,10 @@ class Prediction:
 PROPAGATE_PEAK = 4.0
 
 
+HUMAN_BRAIN_MIN_MM = 100.0  # a brain shorter than this along its longest voxel axis is no adult human's
+ANIMAL_VOXEL_MM = 1.0  # ... nor, with input voxels all under this, a clinical scan's crop (a small animal's)
+
+
 class Method:
     """Base class. A subclass sets the class attributes and implements `_predict` on canonical-axis arrays
     (and, if learned, `_fit`); settings are given once, to the constructor, and checked there."""
@@ -335,8 +339,9 @@ class Method:
     def _warn_off_training(self, lr: Volume, mask: Volume | None, f: tuple) -> None:
         """One warning line where a learned method runs outside what it was trained on (audit O): an input (its brain)
         thinner than the model's context along an axis (a 1-slice slab at x2: espcn made its two output slices
-        differ by up to 1.8e-4 mm^2/s from no information along that axis), or output voxels far from the
-        near-isotropic ones of the training subjects (1x1x6 mm at --factor 2: 0.5x0.5x3 mm)."""
+        differ by up to 1.8e-4 mm^2/s from no information along that axis), output voxels far from the
+        near-isotropic ones of the training subjects (1x1x6 mm at --factor 2: 0.5x0.5x3 mm), or a brain far smaller
+        than a human's (audit Y: a rodent's ran without a word)."""
         context = self.context(f)
         inside = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
         box = grid.bounding_box(inside)
@@ -347,6 +352,13 @@ class Method:
                 warnings.warn(f"{lr.source}the input's brain is {axes}, thinner than the {context} voxels "
                               f"{self.name} reads around each voxel: there its output comes from edge values it was "
                               "not trained on, not from the data; use cubic for such a slab", IQTWarning, stacklevel=4)
+        brain_mm = grid.extent_mm(inside, lr.affine)
+        # small voxels on a small brain: an animal's (a small test volume of MRI-sized voxels is not one)
+        if 0 < brain_mm < HUMAN_BRAIN_MIN_MM and max(lr.voxel_size) < ANIMAL_VOXEL_MM:
+            warnings.warn(f"{lr.source}the input's brain is {brain_mm:.0f} mm long, far shorter than an adult human "
+                          f"brain (the dev subjects' 173-195 mm): {self.name} was trained on adult human brains and has "
+                          "not seen this anatomy; compare with cubic, and read its uncertainty with care (README, Not "
+                          "there yet)", IQTWarning, stacklevel=4)
         hr = np.asarray(lr.voxel_size, float) / np.asarray(f, float)
         if hr.min() > 0 and hr.max() / hr.min() > ANISOTROPY_TRAINED * ANISOTROPY_SLACK:
             sizes = "x".join(f"{v:.3g}" for v in hr)

@@ -54,3 +54,30 @@ def test_a_run_that_fails_keeps_them(tmp_path, capsys, monkeypatch):
     assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--method",
                      "cubic"]) != 0
     assert {n: (tmp_path / n).read_bytes() for n in STALE} == before
+
+
+def test_maps_of_another_output_of_that_stem_stay(tmp_path, capsys):
+    """X.nrrd's maps are named as X.nii.gz's would be (X_FA ...): a run writing X.nii.gz leaves them (review 51a: it
+    removed them, and the propagation maps of an X.nrrd run)."""
+    _first_run(tmp_path, capsys)
+    (tmp_path / "o.nii.gz").rename(tmp_path / "kept.nii.gz")
+    assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nrrd"), "--method", "cubic"]) == 0
+    assert all((tmp_path / n).is_file() for n in STALE)
+    assert "removed" not in capsys.readouterr().out
+
+
+def test_a_file_another_program_writes_meanwhile_stays(tmp_path, capsys, monkeypatch):
+    """Checked again when the outputs are put in place: an FSL o_FA.nii.gz written while the run worked stays (review
+    51a: the check was made before the prediction only)."""
+    _first_run(tmp_path, capsys)
+    real = fileio.save_tensor
+
+    def meanwhile(*a, **k):
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), str(tmp_path / "o_FA.nii.gz"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(fileio, "save_tensor", meanwhile)
+    assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--method", "cubic"]) == 0
+    assert (tmp_path / "o_FA.nii.gz").is_file() and not (tmp_path / "o_MD.nii.gz").exists()
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("removed ")]
+    assert len(said) == 1 and "o_MD.nii.gz" in said[0] and "o_FA.nii.gz" not in said[0]

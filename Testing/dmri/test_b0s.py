@@ -57,6 +57,8 @@ def test_an_ex_vivo_md_is_said_as_such_not_blamed_on_a_b0(phantom):
     said = _said(phantom.replace(bvals=np.asarray(phantom.bvals) / 0.3))
     assert len(said) == 1 and "right for an ex-vivo brain" in said[0] and "neonate" in said[0], said
     assert "leave such a b0 out" not in said[0]
+    said = _said(phantom.replace(bvals=np.asarray(phantom.bvals) * 0.4))  # MD above the range: no ex-vivo brain's
+    assert len(said) == 1 and "ex-vivo" not in said[0], said
 
 
 def test_iqt_fit_says_it_in_one_line(phantom, tmp_path, capsys):

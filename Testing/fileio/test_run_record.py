@@ -96,3 +96,13 @@ def test_no_record_writes_none_for_files_shared_outside(tmp_path, capsys):
     assert str(lr.parent).encode() not in (tmp_path / "c.nrrd").read_bytes()[:20000]
     np.testing.assert_array_equal(fileio.load_tensor(tmp_path / "a.nii.gz").data,
                                   fileio.load_tensor(tmp_path / "b.nii.gz").data)
+
+
+def test_no_record_leaves_the_paths_out_of_the_propagation_summary(tmp_path, capsys):
+    """Under --no-record the propagation summary names no path either (review 51a: its "input" was the one name
+    of the input's folder left in such a run's outputs)."""
+    lr = _input(tmp_path)
+    assert cli.main(["--no-record", "upsample", str(lr), "-o", str(tmp_path / "o.nii.gz"), "--method",
+                     "espcn-hetero-var1", "--mc-samples", "2", "--propagate", "--samples", "2", "--no-tracts"]) == 0
+    text = (tmp_path / "o_propagation.json").read_text()
+    assert str(tmp_path) not in text and json.loads(text)["input"] is None

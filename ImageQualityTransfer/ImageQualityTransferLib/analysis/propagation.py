@@ -200,7 +200,7 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
         if vol is not None:  # its kind and unit in the header, as the uncertainty maps record theirs (audit S: empty)
             fileio.save_scalar(vol, paths[name], map_record(method_name, name))
             written.append(paths[name].name)
-    summary = {"method": method_name, "input": str(input_path), **res.summary()}
+    summary = {"method": method_name, "input": None if input_path is None else str(input_path), **res.summary()}
     summary["settings"] = {**(settings or {}), **summary["settings"]}
     if total_seconds is not None:
         summary["seconds"] = total_seconds

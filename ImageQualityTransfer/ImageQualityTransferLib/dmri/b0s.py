@@ -66,7 +66,7 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
         said.append(f"the brain's median MD is {md * 1e3:.2g}e-3 mm^2/s, outside the {MD_RANGE[0] * 1e3:g}e-3 to "
                     f"{MD_RANGE[1] * 1e3:g}e-3 of an in-vivo brain")
         short.append(f"MD {md * 1e3:.2g}e-3")
-    if said and len(said) == 1 and short[0].startswith("MD "):  # the b0s agree: the b0 is not what to blame
+    if said and len(said) == 1 and short[0].startswith("MD ") and md < MD_RANGE[0]:  # the b0s agree: not the b0
         warnings.warn(f"{dwi.source}{said[0]}: right for an ex-vivo brain (about 0.1-0.3e-3) or a preterm neonate's, "
                       "whose tensors are then as measured (the learned methods were trained on adult in-vivo brains); "
                       "otherwise MD and FA are off in every voxel: check that the b0s are this series' (leave out one "

@@ -168,10 +168,11 @@ class Outputs:
             stage.declare(p)
         return p
 
-    def retire(self, path) -> bool:
+    def retire(self, path, still=None) -> bool:
         """A file this run's outputs make stale (an earlier run's map named after the output it replaces), removed
         when the outputs are put in place (`all_or_none`: kept if the run fails; outside one, left as it is). Not an
-        input of the run, nor one of its outputs. True where it will be removed."""
+        input of the run, nor one of its outputs; `still(path)`, asked again at the commit, must hold then too (another
+        program may have written the path meanwhile: review 51a). True where it will be removed."""
         p = Path(path)
         real = os.path.realpath(p)
         stage = _STAGE.get()
@@ -179,7 +180,7 @@ class Outputs:
                 or any(real == os.path.realpath(q) for q, _ in self.outputs):
             return False
         with stage.lock:
-            stage.retired.append(p)
+            stage.retired.append((p, still))
         return True
 
     def check(self) -> None:
@@ -246,7 +247,7 @@ class _Stage:
         self.lines: list[str] = []  # what the run says of its outputs (`say`), printed once they are in place
         self.committed = False  # every output is in place
         self.folders: list[Path] = []  # folders the run created (`make_folder`), deepest first: removed if it fails
-        self.retired: list[Path] = []  # files the outputs make stale (`Outputs.retire`): removed once they are in place
+        self.retired: list = []  # (path, check) of files the outputs make stale (`Outputs.retire`): removed once they are in place
         self.lock = threading.Lock()
 
     def declare(self, path: Path) -> None:
@@ -275,7 +276,7 @@ class _Stage:
         with _signals_held():  # the renames are quick; a signal now is taken once they are all done
             with self.lock:
                 held = list(self.held.values())
-                retired = [p for p in self.retired if os.path.lexists(p)]
+                retired = [p for p, still in self.retired if os.path.lexists(p) and (still is None or still(p))]
             aside: list[tuple[Path, str]] = []  # (output path, where its earlier file is kept)
             placed: list[Path] = []
             left: list[str] = []  # this run's files that could not be removed
@@ -338,7 +339,9 @@ class _Stage:
         """The lines the run said of its outputs, now that they are in place."""
         lines, self.lines = self.lines, []
         for line in lines:
-            print(line, flush=True)
+            text = line() if callable(line) else line  # a line made once the outputs are in place (what was removed)
+            if text:
+                print(text, flush=True)
 
     def discard(self) -> None:
         with self.lock:
@@ -400,12 +403,15 @@ def all_or_none():
     stage.say()
 
 
-def say(line: str) -> None:
+def say(line) -> None:
     """Print a line that names a run's outputs ('wrote ...'): within `all_or_none`, once every output is in place (a run
-    that fails after its writes, or whose outputs cannot be put in place, announces none of them); outside, now."""
+    that fails after its writes, or whose outputs cannot be put in place, announces none of them); outside, now. A
+    callable is called then for its text (nothing is printed for an empty one)."""
     stage = _STAGE.get()
     if stage is None:
-        print(line, flush=True)
+        text = line() if callable(line) else line
+        if text:
+            print(text, flush=True)
     else:
         with stage.lock:
             stage.lines.append(line)

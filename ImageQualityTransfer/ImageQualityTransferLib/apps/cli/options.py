@@ -241,6 +241,16 @@ def propagation_settings(args, factor) -> dict:
             "tta": args.tta, **{k: getattr(args, k, None) for k in TRACKING_LENGTHS}}
 
 
+def propagation_record(args, factor) -> tuple[str | None, dict]:
+    """(the input, the settings) a propagation summary records; under `iqt --no-record` no path: the input and the
+    mask, seed ROI and model files are recorded as given or not ("given"), as the headers record no command (review
+    51a: the input's path was the one name left in such a run's outputs)."""
+    settings = propagation_settings(args, factor)
+    if not getattr(args, "no_record", False):
+        return args.input, settings
+    return None, {k: ("given" if v else v) if k in ("mask", "seeds", "model") else v for k, v in settings.items()}
+
+
 def predict_with_mask(method, lr, f, mask_path, **kw):
     """(prediction, low-res mask) of `method` on `lr` with the --mask file: on the input's grid it is the run's mask;
     on the output's grid it is reduced for the run and every output is then kept to it (`Prediction.within`)."""

@@ -46,5 +46,5 @@ def run(args):
     res = options.propagate(pred, args, mask, f, seeds)
     options.note_model_run(method, pred, f, args)  # its files record the model, factors and samples, as upsample's
     make_folder(out)  # removed again if a write then fails
-    say(propagation.write(res, paths, method.name, args.input, options.propagation_settings(args, f),
-                            time.perf_counter() - t0))
+    say(propagation.write(res, paths, method.name, *options.propagation_record(args, f),
+                          time.perf_counter() - t0))

@@ -3,6 +3,7 @@ low-resolution DTI volume."""
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,37 +65,42 @@ def maps_paths(out: Path) -> dict[str, Path]:
 
 
 def retire_stale_maps(plan, out: Path, args) -> list[Path]:
-    """The maps named after the output that an earlier run wrote and this run does not (`--propagate`'s set, `--maps`'
-    set): they would pass for this output's (audit X: a run without --propagate left the earlier run's fa_mean ... in
-    place). Only files this tool wrote (a header that says so: another tool's X_FA.nii.gz stays); removed once the
-    outputs are in place (fileio.paths.Outputs.retire), kept if the run fails."""
+    """The maps that an earlier run wrote for this very output and this run does not write (`--propagate`'s set,
+    `--maps`' set): they would pass for this output's (audit X: a run without --propagate left the earlier run's
+    fa_mean ... in place). Only maps whose run record names this output (X.nrrd's maps share X_FA... with X.nii.gz's,
+    and another tool's X_FA has no record: both stay, review 51a), checked again when the outputs are put in place
+    (fileio.paths.Outputs.retire); a propagation summary goes with its maps. Kept if the run fails."""
     from ...analysis import propagation
 
-    candidates = []
+    def ours(p: Path) -> bool:
+        return _recorded_output(p) == os.path.realpath(out)
+
+    stale = []
     if not args.propagate:
-        candidates += list(propagation.output_paths(out.parent, stem(out) + "_").values())
+        prop = propagation.output_paths(out.parent, stem(out) + "_")
+        maps = [p for key, p in prop.items() if key != "json" and p.is_file() and ours(p) and plan.retire(p, ours)]
+        stale += maps
+        if maps and prop["json"].is_file():  # its maps were this output's: so was it
+            first = maps[0]
+            if plan.retire(prop["json"], lambda _p: ours(first)):
+                stale.append(prop["json"])
     if not args.maps:
-        candidates += list(maps_paths(out).values())
-    return [p for p in candidates if p.is_file() and _written_here(p) and plan.retire(p)]
+        stale += [p for p in maps_paths(out).values() if p.is_file() and ours(p) and plan.retire(p, ours)]
+    return stale
 
 
-def _written_here(path: Path) -> bool:
-    """Whether this tool wrote the map or summary at `path`: a NIfTI whose description names it ("iqt ..."), a
-    propagation summary (JSON with its method and tract Dice)."""
-    import json
-
-    if path.suffix == ".json":
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(doc, dict) and "tract_dice_between_samples" in doc and "method" in doc
+def _recorded_output(path: Path) -> str | None:
+    """The real path of the output named in the run record of the NIfTI at `path` (its `-o` as typed: a relative one is
+    taken from this run's folder, so maps of a run started elsewhere stay), or None where it has none (another tool's
+    file, `--no-record`)."""
     try:
-        import nibabel as nib
+        from ...fileio.nifti import run_record_of
 
-        return bytes(nib.load(str(path)).header["descrip"]).startswith(b"iqt ")
-    except Exception:  # noqa: BLE001 - any file nibabel cannot read is not one of ours
-        return False
+        record = run_record_of(path)
+    except Exception:  # noqa: BLE001 - a file nibabel cannot read is not one of ours
+        return None
+    output = (record or {}).get("options", {}).get("output")
+    return os.path.realpath(output) if isinstance(output, str) and output else None
 
 
 def v1_frame(order: str) -> str:
@@ -307,7 +313,11 @@ def run(args):
         say(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "
               f"{grid.describe(served)} (along {'RAS'[grid.largest_axis(served)]}) ran with the axes turned to it and back")
     if res is not None:
-        say(propagation.write(res, prop_paths, method.name, args.input, options.propagation_settings(args, f),
-                                time.perf_counter() - t0))
+        say(propagation.write(res, prop_paths, method.name, *options.propagation_record(args, f),
+                              time.perf_counter() - t0))
     if stale:
-        say(f"removed {', '.join(p.name for p in stale)}: an earlier run's maps of the output this run replaced")
+        def removed() -> str:  # once the outputs are in place: a map rewritten meanwhile by another program stayed
+            gone = [p.name for p in stale if not os.path.lexists(p)]
+            return f"removed {', '.join(gone)}: an earlier run's maps of {out.name}, which this run replaced" if gone else ""
+
+        say(removed)

@@ -70,12 +70,13 @@ def _sigma(std, shape3) -> np.ndarray:
 
 
 def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rng=0, track: bool = True,
-              n_seeds: int = 1000, progress=None) -> Propagation:
+              n_seeds: int = 1000, progress=None, track_mask=None) -> Propagation:
     """Draw `n` tensor samples from `prediction` (a methods.Prediction with a "std" map) and summarise them.
 
     seeds: world (N,3) points or a seed-mask Volume; default `n_seeds` random points where the mean
     prediction's FA >= 0.3. mask: high-res (X,Y,Z) bool; only its voxels with a non-zero prediction are used.
-    track=False gives only the FA/MD maps."""
+    track_mask: where random seeds fall and tracts run, within `mask` (default all of it: the maps may cover a margin
+    the tracts keep out of, review 51b). track=False gives only the FA/MD maps."""
     if prediction.std is None:
         raise IQTError("this prediction has no uncertainty map; propagate needs a method with uncertainty (e.g. espcn-hetero, biqt)")
     if int(n) < 2:
@@ -91,6 +92,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
             raise IQTError(f"the mask {given.shape} is not on the prediction grid {shape3}")
         # a high-res --mask zeroed the prediction outside it (Prediction.within) within the blocks of `mask`
         m &= given
+    t = m if track_mask is None else m & np.asarray(getattr(track_mask, "data", track_mask), bool)
     sig = _sigma(prediction.std, shape3)[m]
     sig = sig[:, None] if sig.ndim == 1 else sig
     mu = mu_full[m]
@@ -106,11 +108,12 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
         if seeds is None:
             fa_mu = np.zeros(shape3)
             fa_mu[m] = tensors.fa_fast(mu)
+            fa_mu[~t] = 0.0
             seeds = tractography.random_seeds(fa_mu >= 0.3, vol.affine, n_seeds, rng=0) if (fa_mu >= 0.3).any() else np.zeros((0, 3))
         elif isinstance(seeds, Volume):
             seeds = tractography.seeds_from_mask(seeds, s.density)
         seeds = tractography.seeds_inside(seeds, shape3, vol.affine)  # once, for every sample's tracking below
-        mean_lines = tractography.track(vol, seeds, s, mask=m)
+        mean_lines = tractography.track(vol, seeds, s, mask=t)
         mean_density = tractography.density_map(mean_lines, vol.affine, shape3) > 0
     prev = None
     fa_vol = np.zeros(shape3, np.float64)
@@ -125,6 +128,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
         acc["md2"] += md * md
         if track:
             fa_vol[m] = fa
+            fa_vol[~t] = 0.0  # tracking stops outside the tracking mask
             live = fa >= s.fa_threshold
             d = np.zeros((len(mu), 3))
             if live.any():

@@ -196,14 +196,19 @@ def add_propagation(sp) -> None:
 
 
 def settle_propagation(args) -> None:
-    """The propagation options as given (`add_propagation(defaults=False)`): options that the others make idle are
-    refused, not ignored (audit X: `--seeds` ran beside `--no-tracts`, and `--n-seeds` beside `--seeds`, without a
-    word), then the defaults fill what was not given."""
+    """The propagation options as given (None where not, `add_propagation`): options that the others make idle (seeds
+    and tracking settings beside --no-tracts, --n-seeds beside --seeds) are refused, not ignored (audit X: `--seeds`
+    ran beside `--no-tracts`, and `--n-seeds` beside `--seeds`, without a word; review 51b: the tracking settings
+    beside `--no-tracts`), then the defaults fill what was not given."""
     if args.seeds and args.no_tracts:
         raise IQTError(f"--seeds {args.seeds}: --no-tracts draws no tracts to seed; drop one of them")
     if args.n_seeds is not None and (args.seeds or args.no_tracts):
         why = f"--seeds {args.seeds} gives the seeds" if args.seeds else "--no-tracts draws no tracts"
         raise IQTError(f"--n-seeds {args.n_seeds}: {why}; drop --n-seeds")
+    tracking = [f"--{k.replace('_', '-')}" for k in ("fa_threshold", "step", "min_length", "max_length")
+                if getattr(args, k, None) is not None]
+    if args.no_tracts and tracking:
+        raise IQTError(f"{', '.join(tracking)}: --no-tracts draws no tracts; drop {'it' if len(tracking) == 1 else 'them'}")
     for k, v in PROPAGATION_DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -280,10 +285,11 @@ def propagate(pred, args, lr_mask, r, seeds):
 
     # the mask's blocks and every voxel the prediction fills (a method fills the mask widened by a voxel: those maps
     # read 0, "certain", there before; audit X)
-    hr_mask = None if lr_mask is None else \
-        repeat_blocks(lr_mask.data.astype(bool), r) | np.any(np.asarray(pred.tensor.data) != 0, axis=-1)
+    blocks = None if lr_mask is None else repeat_blocks(lr_mask.data.astype(bool), r)
+    hr_mask = None if blocks is None else blocks | np.any(np.asarray(pred.tensor.data) != 0, axis=-1)
+    # the seeds and tracts keep inside the mask's blocks, as before (review 51b: 169 of 1000 seeds fell in the margin)
     res = propagation.propagate(pred, args.samples, seeds=seeds, mask=hr_mask, rng=args.seed, track=not args.no_tracts,
-                                n_seeds=args.n_seeds, settings=tracking_settings(args))
+                                n_seeds=args.n_seeds, settings=tracking_settings(args), track_mask=blocks)
     line = scaling_line(res.settings["tracking"]) if res.settings.get("tracking") else None
     if line:  # the lengths scaled to a brain smaller than a human's, as iqt track says them
         print(line)

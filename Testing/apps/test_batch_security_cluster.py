@@ -133,3 +133,21 @@ def test_without_cryptography_the_local_cluster_is_refused_before_any_work(tmp_p
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and err.strip() == f"iqt: error: {cohort.NO_CRYPTOGRAPHY}", err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tls_address_that_is_no_scheduler_is_refused_in_one_line(local, tmp_path, capsys, monkeypatch):
+    """Over TLS too, what listens at --scheduler must answer as a scheduler (review 51b: a worker's tls:// port gave an
+    internal TypeError, exit 1)."""
+    import dask
+
+    client, c = local
+    worker = next(iter(client.scheduler_info()["workers"]))
+    sec = cohort._OWN_CLUSTERS[c.scheduler_address]
+    helpers.tensor_list(tmp_path)
+    with dask.config.set({"distributed.comm.tls.ca-file": sec.tls_ca_file, "distributed.comm.tls.client.cert":
+                          sec.tls_client_cert, "distributed.comm.tls.client.key": sec.tls_client_key}):
+        code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic",
+                         "--scheduler", worker])
+    out, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "a Dask Worker answers there, not the scheduler" in err, err
+    assert not (tmp_path / "o").exists()

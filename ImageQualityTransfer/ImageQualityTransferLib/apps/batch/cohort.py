@@ -36,11 +36,13 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     if scheduler:
         security = client_security(scheduler)
         try:
-            _reachable(scheduler)
+            _reachable(scheduler, security)
             client = Client(scheduler, timeout="20s", security=security)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise IQTError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())}); start one with "
-                           "'dask scheduler' and give its tcp://host:port") from None
+            why = ' '.join(str(exc).split()) or type(exc).__name__
+            raise IQTError(f"--scheduler {scheduler}: cannot connect ({why}); start one with 'dask scheduler' and give "
+                           "its address (tcp://host:port, or tls://host:port with its credentials in Dask's "
+                           "configuration)") from None
         try:
             _wait_for_workers(client, scheduler, wait_workers)
             check_workers(client, scheduler)
@@ -267,9 +269,10 @@ def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
             f"{scheduler}' (with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
 
 
-def _reachable(address: str) -> None:
+def _reachable(address: str, security=None) -> None:
     """An OSError at once when nothing listens at a tcp/tls scheduler address: Dask's Client would retry a refused
-    connection until its timeout (about 24 s)."""
+    connection until its timeout (about 24 s); and where what listens is no scheduler (over TLS with `security`'s
+    credentials: review 51b, a worker's tls:// port gave an internal TypeError, its dashboard's a 20 s wait)."""
     import socket
 
     from distributed.comm import parse_address, parse_host_port
@@ -278,21 +281,21 @@ def _reachable(address: str) -> None:
     if proto in ("tcp", "tls"):
         with socket.create_connection(parse_host_port(loc), timeout=5):
             pass
-    if proto == "tcp":
-        _answers_as_scheduler(address)
+    if proto in ("tcp", "tls"):
+        _answers_as_scheduler(address, security)
 
 
 SCHEDULER_ANSWER_S = 5  # a scheduler answers its identity in milliseconds; Dask's Client waited forever on a non-scheduler
 
 
-def _answers_as_scheduler(address: str) -> None:
+def _answers_as_scheduler(address: str, security=None) -> None:
     """An OSError when what listens at a tcp address does not answer Dask's identity call as a scheduler within
     SCHEDULER_ANSWER_S: on a port that listens but is not one (audit S: the scheduler's dashboard port) the Client hung
     with no message."""
     import asyncio
 
     try:
-        info = asyncio.run(asyncio.wait_for(_identity(address), SCHEDULER_ANSWER_S))
+        info = asyncio.run(asyncio.wait_for(_identity(address, security), SCHEDULER_ANSWER_S))
     except (TimeoutError, asyncio.TimeoutError):
         raise OSError(f"nothing there answered as a Dask scheduler within {SCHEDULER_ANSWER_S} s: the port listens but "
                       "is not a scheduler's, e.g. its dashboard's") from None
@@ -305,11 +308,13 @@ def _answers_as_scheduler(address: str) -> None:
         raise OSError(f"a Dask {kind} answers there, not the scheduler" if kind else "no Dask scheduler answers there")
 
 
-async def _identity(address: str):
-    """What a Dask server at `address` says it is ({"type": "Scheduler", ...}), over one comm closed at once after."""
+async def _identity(address: str, security=None):
+    """What a Dask server at `address` says it is ({"type": "Scheduler", ...}), over one comm closed at once after
+    (a tls:// one with `security`'s client credentials)."""
     from distributed.comm import connect
 
-    comm = await connect(address, timeout=SCHEDULER_ANSWER_S)
+    kwargs = security.get_connection_args("client") if security is not None and address.startswith("tls://") else {}
+    comm = await connect(address, timeout=SCHEDULER_ANSWER_S, **kwargs)
     try:
         await comm.write({"op": "identity", "reply": True})
         return await comm.read()

@@ -10,7 +10,7 @@ pytest.importorskip("distributed")
 from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
 
 
-@pytest.mark.parametrize("line", ["..", "/", ".", "../.."])
+@pytest.mark.parametrize("line", ["..", "/", ".", "../..", "P01/extra/../.."])
 def test_a_line_naming_no_subject_is_refused_naming_the_line(tmp_path, capsys, monkeypatch, line):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cohort").mkdir()
@@ -31,3 +31,11 @@ def test_a_name_without_letters_or_digits_is_refused_naming_the_line(tmp_path):
         batch.find_items(tmp_path / "list.txt")
     assert str(exc.value) == (f"{tmp_path / 'list.txt'} line 2 ('___/dti.nii.gz'): '___': cannot make a BIDS label "
                               "(letters and digits) from this name; rename it")
+
+
+def test_a_line_is_named_after_the_folder_it_leads_to(tmp_path):
+    """P01/extra/.. is P01's folder (review 51b: it was named sub-extra)."""
+    (tmp_path / "P01" / "extra").mkdir(parents=True)
+    (tmp_path / "list.txt").write_text("P01/extra/..\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    assert [it.prefix for it in items] == ["sub-P01"]

@@ -161,7 +161,9 @@ def list_items(listfile) -> list[Item]:
         line, more = _line_options(" " + line, listfile)
         opts.update(more)
         p = Path(line) if Path(line).is_absolute() else listfile.parent / line
-        parts = [x for x in Path(line).parts if x not in ("/", "..", ".")]
+        # named after the path's own folders once '..' is taken with the folder before it (review 51b: P01/extra/..
+        # ran as sub-extra, and P01/extra/../.. passed the check for a line that names no subject)
+        parts = [x for x in Path(os.path.normpath(line)).parts if x not in ("/", "..", ".")]
         if str(p).lower().endswith(TENSOR_SUFFIXES):
             suffix = next(suf for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True) if p.name.lower().endswith(suf))
             entries.append((_subject_folders(parts[:-1]), p.name[: -len(suffix)], "dti", str(p), line, opts))

@@ -35,7 +35,7 @@ import numpy as np
 from ..core import tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
-from .paths import atomic_write, not_a_file, nrrd_data_file
+from .paths import atomic_write, nhdr_data_files, not_a_file, nrrd_data_file
 from .records import RUN_KEY, made_by, read_made_by, run_json
 
 TENSOR_KINDS = {
@@ -336,7 +336,7 @@ def save_tensor_nrrd(vol: Volume, path, compress: bool = True, level: int = 1) -
     encoding = "gzip" if compress else "raw"
     arr = _payload(vol)
     if path.suffix.lower() == ".nhdr":
-        data_path = path.with_name(path.stem + (".raw.gz" if compress else ".raw"))
+        data_path = nhdr_data_files(path)[0 if compress else 1]
 
         def write_data(tmp):
             with open(tmp, "wb") as f:

@@ -251,9 +251,7 @@ class _Stage:
         self.lock = threading.Lock()
 
     def declare(self, path: Path) -> None:
-        paths = [path]
-        if path.name.lower().endswith(".nhdr"):  # a detached NRRD header's data file beside it (fileio/nrrd.py)
-            paths += [path.with_name(path.name[: -len(".nhdr")] + ext) for ext in (".raw.gz", ".raw")]
+        paths = [path, *nhdr_data_files(path)]  # a detached NRRD header's data file beside it
         with self.lock:
             self.declared.update(os.path.realpath(p) for p in paths)
 

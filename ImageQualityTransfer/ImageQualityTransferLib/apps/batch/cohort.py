@@ -281,7 +281,6 @@ def _reachable(address: str, security=None) -> None:
     if proto in ("tcp", "tls"):
         with socket.create_connection(parse_host_port(loc), timeout=5):
             pass
-    if proto in ("tcp", "tls"):
         _answers_as_scheduler(address, security)
 
 
@@ -289,7 +288,7 @@ SCHEDULER_ANSWER_S = 5  # a scheduler answers its identity in milliseconds; Dask
 
 
 def _answers_as_scheduler(address: str, security=None) -> None:
-    """An OSError when what listens at a tcp address does not answer Dask's identity call as a scheduler within
+    """An OSError when what listens at a tcp/tls address does not answer Dask's identity call as a scheduler within
     SCHEDULER_ANSWER_S: on a port that listens but is not one (audit S: the scheduler's dashboard port) the Client hung
     with no message."""
     import asyncio

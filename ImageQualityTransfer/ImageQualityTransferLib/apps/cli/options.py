@@ -205,8 +205,7 @@ def settle_propagation(args) -> None:
     if args.n_seeds is not None and (args.seeds or args.no_tracts):
         why = f"--seeds {args.seeds} gives the seeds" if args.seeds else "--no-tracts draws no tracts"
         raise IQTError(f"--n-seeds {args.n_seeds}: {why}; drop --n-seeds")
-    tracking = [f"--{k.replace('_', '-')}" for k in ("fa_threshold", "step", "min_length", "max_length")
-                if getattr(args, k, None) is not None]
+    tracking = [f"--{k.replace('_', '-')}" for k in ("fa_threshold", *TRACKING_LENGTHS) if getattr(args, k, None) is not None]
     if args.no_tracts and tracking:
         raise IQTError(f"{', '.join(tracking)}: --no-tracts draws no tracts; drop {'it' if len(tracking) == 1 else 'them'}")
     for k, v in PROPAGATION_DEFAULTS.items():
@@ -277,10 +276,10 @@ def load_seeds(args):
 def propagate(pred, args, lr_mask, r, seeds):
     """Draw `args.samples` high-res samples from `pred` inside the high-res mask implied by the low-res mask and
     wherever the prediction holds a tensor."""
-    from ...analysis import propagation
-    from ...analysis.tractography import scaling_line
     import numpy as np
 
+    from ...analysis import propagation
+    from ...analysis.tractography import scaling_line
     from ...core.grid import repeat_blocks
 
     # the mask's blocks and every voxel the prediction fills (a method fills the mask widened by a voxel: those maps

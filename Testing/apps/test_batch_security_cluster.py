@@ -151,3 +151,25 @@ def test_a_tls_address_that_is_no_scheduler_is_refused_in_one_line(local, tmp_pa
     out, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1 and "a Dask Worker answers there, not the scheduler" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tls_scheduler_with_other_credentials_is_named_as_a_credentials_mismatch(local, tmp_path, capsys):
+    """Credentials in Dask's configuration that are not the cluster's: the handshake fails, and the line says so (it
+    said "start one with 'dask scheduler'", to a user whose scheduler was running)."""
+    import dask
+
+    address = local[1].scheduler_address
+    other = Security.temporary()
+    helpers.tensor_list(tmp_path)
+    saved = cohort._OWN_CLUSTERS.pop(address)
+    try:
+        with dask.config.set({"distributed.comm.tls.ca-file": other.tls_ca_file, "distributed.comm.tls.client.cert":
+                              other.tls_client_cert, "distributed.comm.tls.client.key": other.tls_client_key}):
+            code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic",
+                             "--scheduler", address])
+    finally:
+        cohort._OWN_CLUSTERS[address] = saved
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "the TLS handshake failed" in err and "are not this cluster's" in err and "start one" not in err, err
+    assert not (tmp_path / "o").exists()

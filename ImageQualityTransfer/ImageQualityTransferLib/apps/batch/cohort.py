@@ -40,6 +40,11 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
             client = Client(scheduler, timeout="20s", security=security)
         except (OSError, TimeoutError, ValueError) as exc:
             why = ' '.join(str(exc).split()) or type(exc).__name__
+            if _tls_refused(exc):  # a scheduler is there: "start one" misled (stop 52)
+                raise IQTError(f"--scheduler {scheduler}: the TLS handshake failed ({why}): the credentials Dask's "
+                               "configuration names (distributed.comm.tls.ca-file, distributed.comm.tls.client.cert, "
+                               "distributed.comm.tls.client.key) are not this cluster's; name its CA, certificate "
+                               "and key there") from None
             raise IQTError(f"--scheduler {scheduler}: cannot connect ({why}); start one with 'dask scheduler' and give "
                            "its address (tcp://host:port, or tls://host:port with its credentials in Dask's "
                            "configuration)") from None
@@ -282,6 +287,20 @@ def _reachable(address: str, security=None) -> None:
         with socket.create_connection(parse_host_port(loc), timeout=5):
             pass
         _answers_as_scheduler(address, security)
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """Whether a failed connection ended in the TLS handshake (an ssl.SSLError among its causes): a certificate that
+    does not verify, or one the server refuses."""
+    import ssl
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ssl.SSLError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 SCHEDULER_ANSWER_S = 5  # a scheduler answers its identity in milliseconds; Dask's Client waited forever on a non-scheduler

@@ -49,6 +49,19 @@ def snr_estimate(dwi, mask: np.ndarray) -> float:
     return float(b0[mask].mean() / sd) if sd > 0 else float("nan")
 
 
+def _device(s: Settings) -> dict:
+    """{"Device": "cpu" or "cuda"} where a network ran (--device auto resolved on the worker that ran it, as `iqt
+    upsample`'s run record says it); {} for the other methods. Not part of the identity: a subject is not redone on
+    another device."""
+    from ... import methods
+
+    if not methods.method_class(s.method).requires_torch:
+        return {}
+    from ...methods.cnn.inference import resolve_device
+
+    return {"Device": resolve_device(s.device).type}
+
+
 def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     """(volumes by output key, QC metrics) for one subject: fit if a DWI, upsample, uncertainty, FA and MD."""
     from ... import fileio
@@ -182,12 +195,13 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
             qc["model_used"] = used["model_for"]
         if notes:
             noisy_model["Notes"] = notes
+        ran_on = _device(s)
         for key in [k for k in names if k != "tensor"] + ["tensor"]:
             about = DESCRIPTIONS.get(key, key)
             if key == "tensor":  # as the input was read (review 45c: it named voxel-axis SYMMATRIX for a dtifit file)
                 about += f" ({fileio.layout_words(vols[key].meta['written'])})"
             meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
-                    "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **noisy_model,
+                    "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **ran_on, **noisy_model,
                     "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "SoftwareBuild": build(), "Time": stamp,
                     **file_record(folder / names[key])}
             if key == "tensor":

@@ -116,6 +116,14 @@ class TrackingSettings:
         return self
 
 
+def tracking_record(s: TrackingSettings) -> dict:
+    """The settings a tracking ran with, as JSON records them: the lengths in mm, and the brain length and factor they
+    were scaled by (brain_mm, scale, scaled: which lengths; scale 1 for a human brain)."""
+    d = asdict(s)
+    d["scaled"] = list(d["scaled"])
+    return d
+
+
 def brain_size_factor(brain_mm: float) -> float:
     """The factor on the human lengths for a brain `brain_mm` long: 1 from HUMAN_BRAIN_MM on (an adult human brain: the
     four dev subjects' brain masks run 173-195 mm along their longest voxel axis), else its length over HUMAN_BRAIN_MM to 3 significant figures
@@ -526,6 +534,12 @@ def comparison_seeds(case, n: int = 2000, fa_min: float = 0.3, rng=0) -> np.ndar
     return random_seeds(wm, case.hr_affine, n, rng)
 
 
+def comparison_settings(case, settings: TrackingSettings | None = None) -> TrackingSettings:
+    """The settings `compare_case` tracks every volume of `case` with: lengths not given scaled once to the reference's
+    brain."""
+    return (settings or TrackingSettings()).check().resolved(tensor_support(case.truth), case.hr_affine)
+
+
 def compare_case(case, predictions: dict, n_seeds: int = 2000, settings: TrackingSettings | None = None,
                  seed_rng=0) -> dict:
     """Tract-density comparison of each prediction (and of the low-res input) with the reference.
@@ -535,7 +549,7 @@ def compare_case(case, predictions: dict, n_seeds: int = 2000, settings: Trackin
     its own grid (low-res mask); every density map is taken on the high-res grid. Returns
     {name: {"tract_dice", "tract_fp_fraction", "n_streamlines"}} with the key LOWRES for the input. Lengths not given
     in `settings` are scaled once to the reference's brain, the same for every volume."""
-    s = (settings or TrackingSettings()).check().resolved(tensor_support(case.truth), case.hr_affine)
+    s = comparison_settings(case, settings)
     seeds = comparison_seeds(case, n_seeds, rng=seed_rng)
     shape = case.truth.shape[:3]
     truth = np.asarray(case.truth, np.float32)

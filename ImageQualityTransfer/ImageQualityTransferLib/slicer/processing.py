@@ -578,7 +578,9 @@ def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = No
     from .. import fileio
 
     exe = python_executable or sys.executable
-    tmp_ctx = tempfile.TemporaryDirectory(prefix="iqt-") if workdir is None else None
+    if workdir is None:
+        remove_orphaned_folders()
+    tmp_ctx = tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") if workdir is None else None
     folder = Path(workdir if workdir is not None else tmp_ctx.name)
     try:
         if lr.kind == "dwi":
@@ -617,6 +619,34 @@ def predict_in_subprocess(lr: Volume, request: Request, mask: Volume | None = No
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
+
+
+WORK_PREFIX = "iqt-slicer-"  # + the owning process's id + "-": a run's folder of the patient's input and outputs
+
+
+def remove_orphaned_folders(root=None) -> list[Path]:
+    """Remove this user's run folders (WORK_PREFIX<pid>-*, in the temporary folder) whose owning process no longer
+    runs, and return them: a Slicer killed mid-run (kill -9, a crash, a power cut) never ran its cleanup, and the
+    patient's input stayed in /tmp (audit Z, stop 51). A folder of a running process is left alone. POSIX only (on
+    Windows a process id cannot be probed without opening the process; the folders stay there as before)."""
+    import re
+    import shutil
+
+    if os.name != "posix":
+        return []
+    gone = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
+        m = re.fullmatch(re.escape(WORK_PREFIX) + r"(\d+)-\w+", path.name)
+        try:
+            if not m or path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:  # its owner has ended
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+        except (OSError, OverflowError):  # running under another user, or not ours to judge
+            continue
+    return gone
 
 
 def _without_paths(text: str, folder: Path) -> str:

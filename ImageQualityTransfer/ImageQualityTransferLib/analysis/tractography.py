@@ -492,7 +492,7 @@ def _full_or_too_large(path) -> int:
 
 
 def load_tracts(path) -> list:
-    """Streamlines (world RAS mm) from .trk, .vtk or .vtp."""
+    """Streamlines (world RAS mm) from .trk, .vtk or .vtp: used by the tests and tools."""
     p = Path(path)
     if not p.exists():
         raise IQTError(f"{p}: file not found")

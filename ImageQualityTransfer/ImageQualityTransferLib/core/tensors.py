@@ -305,7 +305,7 @@ def distance_to_physical(t: np.ndarray) -> np.ndarray:
 
 
 def project_pd(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
-    """Nearest positive-definite tensor (eigenvalues raised to at least `floor`)."""
+    """Nearest positive-definite tensor (eigenvalues raised to at least `floor`): used by the tests and tools."""
     w, v = eig(t)
     return rebuild(np.maximum(np.nan_to_num(w, nan=floor), floor), np.nan_to_num(v))
 

@@ -149,14 +149,6 @@ def fit_style(lr_dwi: Volume, lr_mask: np.ndarray, style: str, fit: str | None =
     return fit_dti(lr_dwi, None if style in ("unmasked", "unmasked-ols") else lr_mask, method).data
 
 
-def load_lowres_mask(path, lr: Volume, r) -> Volume | None:
-    """A brain mask for a low-res input: on the input's grid, or on its high-res grid for the factors r (reduced by block
-    majority, as `degrade` makes the low-res mask); None without a path."""
-    from .. import fileio
-
-    return lowres_mask(fileio.load_mask(path, lr, r) if path else None, lr, r)
-
-
 def lowres_mask(mask: Volume | None, lr: Volume, r, cover: bool = False) -> Volume | None:
     """`mask` on the low-res input's grid: itself, or reduced by block majority from the high-res grid; with `cover`,
     also every block that holds a mask voxel where the input has a tensor (a run's support: every voxel of a high-res

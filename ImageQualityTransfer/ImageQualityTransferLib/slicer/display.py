@@ -125,13 +125,6 @@ def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]
     return 0.0, float(np.percentile(values, 99))
 
 
-def estimated_support(node) -> bool:
-    """Whether a run's output node was kept to a brain estimated from the tensors (`mrml.SUPPORT_ATTRIBUTE`)."""
-    return hasattr(node, "GetAttribute") and node.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == "estimated"
-
-
-
-
 def wrap_title(text: str) -> str:
     """A legend title on lines of at most TITLE_LINE characters (longer words stay whole)."""
     import textwrap

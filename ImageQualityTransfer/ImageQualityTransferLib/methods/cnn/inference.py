@@ -56,9 +56,6 @@ def normalise_input(lr: np.ndarray, norm: dict, halo: int = HALO) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis((padded - mean) / scale, -1, 0))
 
 
-SCALE_KINDS = ("md-mode", "median-md")
-
-
 def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode") -> float:
     """The unit (mm^2/s) in which models with a "subject_scale" normalisation see their input, so that b-value and
     scanner differences in overall diffusivity drop out. "md-mode": the mode of the mean diffusivity over every

@@ -170,6 +170,20 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     return out
 
 
+def propagate_within(prediction, lr_mask=None, factor=2, **kw) -> Propagation:
+    """`propagate` over what a run with a low-res brain mask `lr_mask` (a Volume or None) at `factor` covers: the maps
+    over the mask's blocks and every voxel the prediction fills (a method fills the mask widened by a voxel; its maps
+    read 0, "certain", there when only the blocks were drawn), the seeds and tracts inside the blocks only (in the
+    margin 169 of 1000 random seeds fell where the method extrapolates)."""
+    from ..core.grid import repeat_blocks
+
+    if lr_mask is None:
+        return propagate(prediction, **kw)
+    blocks = repeat_blocks(np.asarray(getattr(lr_mask, "data", lr_mask)).astype(bool), factor)
+    filled = np.any(np.asarray(prediction.tensor.data) != 0, axis=-1)
+    return propagate(prediction, mask=blocks | filled, track_mask=blocks, **kw)
+
+
 def _tract_dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two tract maps; NaN when both are empty (no tracts to agree on, not perfect agreement)."""
     return tractography.dice(a, b) if a.any() or b.any() else float("nan")

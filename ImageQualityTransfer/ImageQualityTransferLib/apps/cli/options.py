@@ -274,21 +274,13 @@ def load_seeds(args):
 
 
 def propagate(pred, args, lr_mask, r, seeds):
-    """Draw `args.samples` high-res samples from `pred` inside the high-res mask implied by the low-res mask and
-    wherever the prediction holds a tensor."""
-    import numpy as np
-
+    """Draw `args.samples` high-res samples from `pred` over what the run with the low-res mask covers
+    (`propagation.propagate_within`), and say the tracking lengths where they were scaled to a small brain."""
     from ...analysis import propagation
     from ...analysis.tractography import scaling_line
-    from ...core.grid import repeat_blocks
 
-    # the mask's blocks and every voxel the prediction fills (a method fills the mask widened by a voxel: those maps
-    # read 0, "certain", there before; audit X)
-    blocks = None if lr_mask is None else repeat_blocks(lr_mask.data.astype(bool), r)
-    hr_mask = None if blocks is None else blocks | np.any(np.asarray(pred.tensor.data) != 0, axis=-1)
-    # the seeds and tracts keep inside the mask's blocks, as before (review 51b: 169 of 1000 seeds fell in the margin)
-    res = propagation.propagate(pred, args.samples, seeds=seeds, mask=hr_mask, rng=args.seed, track=not args.no_tracts,
-                                n_seeds=args.n_seeds, settings=tracking_settings(args), track_mask=blocks)
+    res = propagation.propagate_within(pred, lr_mask, r, n=args.samples, seeds=seeds, rng=args.seed,
+                                       track=not args.no_tracts, n_seeds=args.n_seeds, settings=tracking_settings(args))
     line = scaling_line(res.settings["tracking"]) if res.settings.get("tracking") else None
     if line:  # the lengths scaled to a brain smaller than a human's, as iqt track says them
         print(line)

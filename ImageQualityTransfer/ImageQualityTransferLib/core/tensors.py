@@ -66,7 +66,7 @@ def eig(t: np.ndarray):
 def eigenvalues(t: np.ndarray) -> np.ndarray:
     """Ascending eigenvalues (..., 3) of (..., 6) tensors in closed form (the trigonometric solution of the
     characteristic cubic, float64): about eight times faster than LAPACK's batched `eigvalsh` on a brain, within
-    ~1e-8 of the largest eigenvalue (tests/core). For tests and selections, not for rebuilding tensors."""
+    ~1e-8 of the largest eigenvalue (Testing/core). For tests and selections, not for rebuilding tensors."""
     t = np.asarray(t, np.float64)
     a, b, c, d, e, f = (t[..., k] for k in range(6))  # xx, xy, yy, xz, yz, zz
     q = (a + c + f) / 3.0

@@ -27,7 +27,7 @@ PREFERENCE = ("espcn", "biqt", "cubic")
 
 
 def names() -> list[str]:
-    """Every method that runs (a learned one with a shipped model or a model file)."""
+    """Every registered method's name, whether or not it can run here (`runs_here` and `ready` check that)."""
     return list(_METHODS)
 
 

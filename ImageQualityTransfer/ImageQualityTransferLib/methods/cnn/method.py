@@ -130,8 +130,10 @@ class ESPCNHeteroVar1(CNNMethod):
 
 class ESPCNHeteroVar2(CNNMethod):
     name = "espcn-hetero-var2"
-    peak = (7.0, 7.0)  # the Monte Carlo mean and variances: espcn-hetero-var1 6.2-6.6x measured
-    tta_peak = 9.0  # --tta: the float64 sums of the tensors and the five maps, 7.8-8.9x more measured (espcn-hetero-var1)
+    # espcn-hetero-var1's figures (measured on it: 6.2-6.6x, and 7.8-8.9x more with --tta), assumed because it
+    # makes the same maps; these multiples were not measured on this method itself
+    peak = (7.0, 7.0)  # the Monte Carlo mean and variances
+    tta_peak = 9.0  # --tta: the float64 sums of the tensors and the five maps
     description = ("3D-ESPCN, heteroscedastic + variational dropout per channel: Monte Carlo mean, total, intrinsic "
                    "and parameter standard deviation")
     gives_uncertainty = True
@@ -153,8 +155,10 @@ class DeepHetero(CNNMethod):
 
 class DeepHeteroVar1(CNNMethod):
     name = "deep-hetero-var1"
-    peak = (7.0, 7.0)  # the Monte Carlo mean and variances: espcn-hetero-var1 6.2-6.6x measured
-    tta_peak = 9.0  # --tta: the float64 sums of the tensors and the five maps, 7.8-8.9x more measured (espcn-hetero-var1)
+    # espcn-hetero-var1's figures (measured on it: 6.2-6.6x, and 7.8-8.9x more with --tta), assumed because it
+    # makes the same maps; these multiples were not measured on this method itself
+    peak = (7.0, 7.0)  # the Monte Carlo mean and variances
+    tta_peak = 9.0  # --tta: the float64 sums of the tensors and the five maps
     description = ("deeper 3D-ESPCN (9^3 context), heteroscedastic + variational dropout per unit: Monte Carlo mean, "
                    "total, intrinsic and parameter standard deviation")
     gives_uncertainty = True

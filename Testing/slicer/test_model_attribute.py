@@ -10,7 +10,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed
 
 from ImageQualityTransferLib.dmri import degrade, dti  # noqa: E402
 from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
-from ImageQualityTransferLib.slicer import mrml, processing  # noqa: E402
+from ImageQualityTransferLib.slicer import mrml, processing, results  # noqa: E402
 
 
 def test_the_tensor_node_names_the_model_that_ran_and_interpolation_names_none():
@@ -26,10 +26,10 @@ def test_the_tensor_node_names_the_model_that_ran_and_interpolation_names_none()
 
 def test_a_result_from_the_worker_process_names_its_model_from_the_header_record():
     """The CNNs run in a worker process whose files come back with their header's record (records.made_by)."""
-    assert processing.model_words({"made_by": "iqt espcn factor 2 shipped model espcn_x2.pt"}) == \
+    assert results.model_words({"made_by": "iqt espcn factor 2 shipped model espcn_x2.pt"}) == \
         "shipped model espcn_x2.pt"
-    assert processing.model_words({"made_by": "iqt cubic factor 2"}) == ""
-    assert processing.model_words({"model_name": "h.pt", "model_origin": "given"}) == "given model h.pt"
+    assert results.model_words({"made_by": "iqt cubic factor 2"}) == ""
+    assert results.model_words({"model_name": "h.pt", "model_origin": "given"}) == "given model h.pt"
 
 
 @pytest.mark.slow

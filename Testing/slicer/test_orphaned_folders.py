@@ -12,13 +12,13 @@ import pytest
 
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
-from ImageQualityTransferLib.slicer import processing
+from ImageQualityTransferLib.slicer import processing, separate_process
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sweep probes process ids, POSIX only")
 
 
 def _folder(root, pid):
-    path = root / f"{processing.WORK_PREFIX}{pid}-ab12_x"
+    path = root / f"{separate_process.WORK_PREFIX}{pid}-ab12_x"
     path.mkdir()
     (path / "input.nii").write_bytes(b"patient")
     return path
@@ -32,7 +32,7 @@ def test_a_killed_owner_s_folder_is_removed_and_a_running_one_s_kept(tmp_path, m
         dead, alive, mine = _folder(tmp_path, ended.pid), _folder(tmp_path, running.pid), _folder(tmp_path, os.getpid())
         other = tmp_path / "elsewhere"
         other.mkdir()
-        link = tmp_path / f"{processing.WORK_PREFIX}{ended.pid}-link"
+        link = tmp_path / f"{separate_process.WORK_PREFIX}{ended.pid}-link"
         link.symlink_to(other, target_is_directory=True)  # not followed, not removed
         unrelated = tmp_path / f"iqt-{ended.pid}-ab12"
         unrelated.mkdir()
@@ -40,7 +40,7 @@ def test_a_killed_owner_s_folder_is_removed_and_a_running_one_s_kept(tmp_path, m
         seen = []
 
         def progress(fraction, *rest):
-            seen.extend(p.name for p in tmp_path.glob(f"{processing.WORK_PREFIX}{os.getpid()}-*") if p != mine)
+            seen.extend(p.name for p in tmp_path.glob(f"{separate_process.WORK_PREFIX}{os.getpid()}-*") if p != mine)
 
         dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
         lr = fit_dti(dwi, brain_mask(dwi))
@@ -50,7 +50,7 @@ def test_a_killed_owner_s_folder_is_removed_and_a_running_one_s_kept(tmp_path, m
         assert (alive / "input.nii").exists() and (mine / "input.nii").exists() and other.exists() and link.is_symlink()
         assert unrelated.exists()
         assert seen  # the run's own folder carries this process's id while it works, and is gone after
-        assert not [p for p in tmp_path.glob(f"{processing.WORK_PREFIX}{os.getpid()}-*") if p != mine]
+        assert not [p for p in tmp_path.glob(f"{separate_process.WORK_PREFIX}{os.getpid()}-*") if p != mine]
     finally:
         running.kill()
         running.wait()

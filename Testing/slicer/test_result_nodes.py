@@ -9,7 +9,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 
-from ImageQualityTransferLib.slicer import mrml, processing  # noqa: E402
+from ImageQualityTransferLib.slicer import mrml, processing, results  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +99,10 @@ def test_a_copy_of_a_result_is_never_refilled(lowres):
     original = processing.run_on_nodes(scene, node, "linear", 2)["tensor"]
     copied = scene.CopyNode(original)
     copied.SetName("kept")
-    assert copied.GetAttribute(processing.OUTPUT_ATTRIBUTE) == original.GetAttribute(processing.OUTPUT_ATTRIBUTE)
-    assert copied.GetNodeReferenceID(processing.INPUT_REFERENCE) == node.GetID()  # CopyNode copies references
+    assert copied.GetAttribute(results.OUTPUT_ATTRIBUTE) == original.GetAttribute(results.OUTPUT_ATTRIBUTE)
+    assert copied.GetNodeReferenceID(results.INPUT_REFERENCE) == node.GetID()  # CopyNode copies references
     cloned = clone_in_subject_hierarchy(scene, original)
-    assert cloned.GetAttribute(processing.OUTPUT_ATTRIBUTE) == original.GetAttribute(processing.OUTPUT_ATTRIBUTE)
+    assert cloned.GetAttribute(results.OUTPUT_ATTRIBUTE) == original.GetAttribute(results.OUTPUT_ATTRIBUTE)
     kept = {n.GetName(): tensors_of(n) for n in (copied, cloned)}
 
     mrml.set_tensor_node(node, lowres.replace(data=lowres.data * 1.5))  # the input changed: another result

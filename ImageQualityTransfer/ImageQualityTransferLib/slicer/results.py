@@ -1,0 +1,162 @@
+"""The module's results as MRML nodes: named after the method, filled again by the next run with the same input and
+method (found by node references that survive a scene's import), or put in the nodes the user chose."""
+
+from __future__ import annotations
+
+from . import mrml
+from ..core import grid
+from ..core.errors import IQTError
+from ..core.volume import Volume
+
+COMPARISON_METHOD = "cubic"  # the interpolation shown beside every result
+
+# the output selectors' empty choice, as the panel names it (Resources/UI/ImageQualityTransfer.ui, noneDisplay)
+AUTOMATIC_OUTPUT = "'Named after the method'"
+# A run's outputs are found again by a node reference to their input, which MRML remaps when a saved scene is imported
+# next to clashing node IDs (a text attribute holding the input's ID kept patient A's ID, so patient B's run refilled
+# A's results), and by which output of which run they are. Nodes of scenes saved before (an attribute
+# "ImageQualityTransfer.Result" only) are left as they are: a run makes new nodes beside them.
+INPUT_REFERENCE = "ImageQualityTransfer.Input"  # node reference role: the input a run's output was made from
+OUTPUT_ATTRIBUTE = "ImageQualityTransfer.Output"  # "<method>[_x<factors>]/<role>", e.g. "biqt_x3/uncertainty/std"
+# A reference from each node the module made to itself, remapped on import as the input's: a user's copy carries the
+# attributes (scene.CopyNode, Slicer's Clone) and may carry the references (CopyNode does), but its own reference points
+# at the original, or at nothing once the original is deleted, so a copy the user kept is never refilled.
+OWN_REFERENCE = "ImageQualityTransfer.Own"
+NAME_ATTRIBUTE = "ImageQualityTransfer.Name"  # the name a run gave its output ("_1" … may follow it in the node's name)
+
+
+def find_result_node(scene, input_node, output: str, class_name: str):
+    """The node an earlier run made from `input_node` for `output` (method, factors, role); None where there is none,
+    or more than one (neither is overwritten: the run makes a new node)."""
+    found = []
+    for i in range(scene.GetNumberOfNodesByClass(class_name)):
+        node = scene.GetNthNodeByClass(i, class_name)
+        if (node.GetAttribute(OUTPUT_ATTRIBUTE) == output and node.GetNodeReferenceID(OWN_REFERENCE) == node.GetID()
+                and node.GetNodeReferenceID(INPUT_REFERENCE) == input_node.GetID()):
+            found.append(node)
+    return found[0] if len(found) == 1 else None
+
+
+def model_words(meta: dict) -> str:
+    """The model a learned method ran, in words ("shipped model espcn_x2.pt"; "given" for one chosen by path): from
+    the prediction's meta (Method.predict) or, from the worker process, the header that recorded it (records.made_by);
+    "" for interpolation (the Slicer module did not name the model, stop 49 left undone)."""
+    if meta.get("model_name") and meta.get("model_origin"):
+        return f"{meta['model_origin']} model {meta['model_name']}"
+    from ..fileio.records import MADE_BY
+
+    m = MADE_BY.match(str(meta.get("made_by") or ""))
+    return f"{m['origin']} model {m['model']}" if m is not None and m["model"] else ""
+
+
+def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
+    """`vol` into `target` (a node the user chose), else into the node an earlier run made from `input_node` for
+    `output` (`find_result_node`), else into a new node named `name`; a tensor's factors go on the node
+    (`mrml.FACTORS_ATTRIBUTE`, for the comparison view), and the run's notes (`mrml.NOTES_ATTRIBUTE`, for the module's
+    status line)."""
+    node = _put_volume(scene, vol, name, input_node, output, target)
+    if vol.meta.get("factor") is not None:
+        node.SetAttribute(mrml.FACTORS_ATTRIBUTE, grid.text(vol.meta["factor"]))
+    if vol.meta.get("support"):
+        node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, vol.meta["support"])
+    else:
+        node.RemoveAttribute(mrml.SUPPORT_ATTRIBUTE)
+    model = model_words(vol.meta)
+    if model:
+        node.SetAttribute(mrml.MODEL_ATTRIBUTE, model)
+    else:  # a refilled node keeps no model of an earlier run
+        node.RemoveAttribute(mrml.MODEL_ATTRIBUTE)
+    if "notes" in vol.meta:  # a refilled node keeps no note of an earlier run
+        if vol.meta["notes"]:
+            node.SetAttribute(mrml.NOTES_ATTRIBUTE, "\n".join(vol.meta["notes"]))
+        else:
+            node.RemoveAttribute(mrml.NOTES_ATTRIBUTE)
+    return node
+
+
+def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=None):
+    """`_put` without the factors. Nodes are filled in place, so repeated runs add no node and no display node."""
+    tensor = vol.kind == "tensor"
+    class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
+    fill = mrml.set_tensor_node if tensor else mrml.set_scalar_node
+    if target is not None:
+        if not target.IsA(class_name) or (not tensor and target.IsA("vtkMRMLLabelMapVolumeNode")):
+            raise IQTError(f"output node '{target.GetName()}' is a {target.GetClassName()}, expected a {class_name}; "
+                           f"choose {AUTOMATIC_OUTPUT} in the output selector")
+        target.RemoveAttribute(OUTPUT_ATTRIBUTE)  # the user's node, never reused for another run by itself
+        target.RemoveNodeReferenceIDs(INPUT_REFERENCE)
+        target.RemoveNodeReferenceIDs(OWN_REFERENCE)
+        return fill(target, vol)
+    node = find_result_node(scene, input_node, output, class_name) if input_node is not None else None
+    if node is not None:
+        _follow_input_name(scene, node, name)
+        return fill(node, vol)
+    node = (mrml.add_tensor_node if tensor else mrml.add_scalar_node)(scene, vol, name)
+    if input_node is not None:
+        node.SetAttribute(NAME_ATTRIBUTE, name)
+        node.SetAttribute(OUTPUT_ATTRIBUTE, output)
+        node.SetNodeReferenceID(INPUT_REFERENCE, input_node.GetID())
+        node.SetNodeReferenceID(OWN_REFERENCE, node.GetID())
+    return node
+
+
+def _follow_input_name(scene, node, name: str) -> None:
+    """A refilled node renamed `name` (after its input's name now) where it was named after another and the user has not
+    renamed it, so that one run's outputs share one name (after a renamed input they kept the old one, and an output
+    made anew took the new one)."""
+    import re
+
+    given = node.GetAttribute(NAME_ATTRIBUTE)
+    if given is None or given == name or not re.fullmatch(re.escape(given) + r"(_\d+)?", node.GetName() or ""):
+        return
+    node.SetName(mrml.free_name(scene, name))
+    node.SetAttribute(NAME_ATTRIBUTE, name)
+
+
+def factor_suffix(factor) -> str:
+    """"" at the module's default factor 2, else "_x3" or "_x1x1x3": result names and keys tell factors apart."""
+    if factor is None or grid.isotropic(factor) == 2:
+        return ""
+    return "_x" + grid.text(factor).replace(",", "x")
+
+
+def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: str, targets: dict | None = None,
+                     input_node=None, factor=None) -> dict:
+    """The results as nodes named after the method and, other than 2, the factors (`<input>_<method>`,
+    `<input>_<method>_uncertainty_<map>`, `<input>_cubic`; `<input>_<method>_x3` …). A run reuses the nodes the last
+    run with the same input, method and factors made, so results of other methods or factors are never overwritten
+    and node counts stay flat. `targets` may map "tensor", "uncertainty" (the overlay map), "interpolated" to nodes
+    the user chose, which receive that result instead.
+    Returns {"tensor": node, "uncertainty": node or None, "uncertainties": {key: node}, "interpolated": node or None}."""
+    targets = targets or {}
+    factor = factor if factor is not None else results["tensor"].meta.get("factor")
+    suffix = factor_suffix(factor)
+    run = f"{method} ×{grid.text(factor)}" if suffix else method  # names the run on its legends (display.share_scales)
+    created = {"tensor": None, "uncertainty": None, "uncertainties": {}, "interpolated": None}
+    created["tensor"] = _put(scene, results["tensor"], f"{base_name}_{method}{suffix}", input_node,
+                             f"{method}{suffix}/tensor", targets.get("tensor"))
+    unc_keys = [k for k in results if k.startswith("uncertainty/")]
+    # the map shown as overlay: "std" when the method gives one, else the first
+    main = next((k for k in unc_keys if k.endswith("/std")), unc_keys[0] if unc_keys else None)
+    for k in unc_keys:
+        short = k.split("/", 1)[1]
+        vol, unit = mrml.map_in_node_unit(results[k], short)
+        node = _put(scene, vol, f"{base_name}_{method}{suffix}_uncertainty_{short}", input_node,
+                    f"{method}{suffix}/{k}", targets.get("uncertainty") if k == main else None)
+        mrml.set_map(node, short, unit, run=run)
+        if k == main:
+            created["uncertainty"] = node
+        created["uncertainties"][short] = node
+    if "interpolated" in results:
+        if method == COMPARISON_METHOD and targets.get("interpolated") is None:
+            created["interpolated"] = created["tensor"]  # the comparison is this run's own result
+        else:  # the cubic run's node: shared with runs of cubic itself
+            created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}{suffix}",
+                                           input_node, f"{COMPARISON_METHOD}{suffix}/tensor", targets.get("interpolated"))
+    # the results are in the input's own coordinates: under its parent transform (a registration to a T1, say) they
+    # lie where it lies (review 45f: they came out as far from it as the transform moved it)
+    parent = input_node.GetTransformNodeID() if input_node is not None and hasattr(input_node, "GetTransformNodeID") else None
+    for node in [created["tensor"], created["interpolated"], *created["uncertainties"].values()]:
+        if node is not None and hasattr(node, "SetAndObserveTransformNodeID"):
+            node.SetAndObserveTransformNodeID(parent)
+    return created

@@ -1,0 +1,207 @@
+"""The module's torch methods in a separate Python process (`slicer.worker`, e.g. PythonSlicer): the input and outputs
+go through files in a temporary folder of this run, progress comes back as JSON lines on stdout, and a cancel stops
+the whole process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from queue import Empty, Queue
+
+import numpy as np
+
+from ..core import grid
+from ..core.errors import IQTError
+from ..core.volume import Volume
+from .progress import Cancelled, report_progress
+
+LIB_DIR = Path(__file__).resolve().parents[1]
+
+
+def predict_in_subprocess(lr: Volume, request, mask: Volume | None = None, progress=None, cancel=None,
+                          python_executable: str | None = None, workdir=None) -> dict[str, Volume]:
+    """`predict_volumes` in a separate Python process running `slicer.worker`: inputs and outputs go through
+    files in a temporary folder, progress comes back as JSON lines on stdout. `lr` may be a DWI (kind "dwi",
+    `input_volumes(fit=False)`): the worker fits it first (`fit_dwi`)."""
+    from .. import fileio
+
+    exe = python_executable or sys.executable
+    if workdir is None:
+        remove_orphaned_folders()
+    tmp_ctx = tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") if workdir is None else None
+    folder = Path(workdir if workdir is not None else tmp_ctx.name)
+    try:
+        if lr.kind == "dwi":
+            source = folder / "input.nii"  # uncompressed: written on the GUI thread
+            fileio.save_dwi(lr, source)
+        else:
+            source = folder / "input.nrrd"
+            fileio.save_tensor(lr, source)
+        args = [exe, "-m", "ImageQualityTransferLib.slicer.worker", "--input", str(source),
+                *(["--dwi"] if lr.kind == "dwi" else []), "--outdir", str(folder / "out"), *request.worker_args()]
+        if mask is not None:
+            fileio.save_scalar(Volume(mask.data.astype(np.uint8), mask.affine, "scalar"), folder / "mask.nii.gz")
+            args += ["--mask", str(folder / "mask.nii.gz")]
+        try:
+            summary = _run_worker(args, progress, cancel)
+        except IQTError as exc:
+            if str(folder) not in str(exc):
+                raise
+            raise IQTError(_without_paths(str(exc), folder)) from None
+        results = {}
+        for key, entry in summary["outputs"].items():
+            path = entry["path"]
+            results[key] = fileio.load_tensor(path) if entry["kind"] == "tensor" else fileio.load_scalar(path)
+            if entry["kind"] == "tensor":  # the files do not carry the run's factors; the comparison view needs them
+                results[key].meta["factor"] = grid.record(request.factor)
+            if entry.get("support"):  # nor an estimated support, which the uncertainty legend is scaled by
+                results[key].meta["support"] = entry["support"]
+            results[key].meta.update({k: entry[k] for k in ("model_name", "model_origin") if entry.get(k)})
+        results["tensor"].meta["notes"] = list(lr.meta.get("input_notes", [])) + [
+            _without_paths(n, folder) for n in summary.get("notes", [])]
+        expected = grid.hr_affine(lr.affine, request.factor)
+        for key, vol in results.items():  # a NIfTI input's float32 affine moved the grid by ~1e-6 mm: the exact one
+            if np.allclose(vol.affine, expected, atol=1e-4):
+                results[key] = vol.replace(affine=expected)
+        return results
+    finally:
+        if tmp_ctx is not None:
+            tmp_ctx.cleanup()
+
+
+WORK_PREFIX = "iqt-slicer-"  # + the owning process's id + "-": a run's folder of the patient's input and outputs
+
+
+def remove_orphaned_folders(root=None) -> list[Path]:
+    """Remove this user's run folders (WORK_PREFIX<pid>-*, in the temporary folder) whose owning process no longer
+    runs, and return them: a Slicer killed mid-run (kill -9, a crash, a power cut) never ran its cleanup, and the
+    patient's input stayed in /tmp (audit Z, stop 51). A folder of a running process is left alone. POSIX only (on
+    Windows a process id cannot be probed without opening the process; the folders stay there as before)."""
+    import re
+    import shutil
+
+    if os.name != "posix":
+        return []
+    gone = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
+        m = re.fullmatch(re.escape(WORK_PREFIX) + r"(\d+)-\w+", path.name)
+        try:
+            if not m or path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:  # its owner has ended
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+        except (OSError, OverflowError):  # running under another user, or not ours to judge
+            continue
+    return gone
+
+
+def _without_paths(text: str, folder: Path) -> str:
+    """`text` without the worker's temporary file names ("/tmp/iqt-x/input.nii: ..."): the user knows the input as
+    the node."""
+    import re
+
+    return re.sub(re.escape(str(folder)) + r"[^\s:]*(: )?", "", text)
+
+
+def _run_worker(args, progress, cancel) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(LIB_DIR.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **_own_group())
+    lines: Queue = Queue()
+    errors: list[str] = []
+
+    def pump(stream, sink):
+        for line in stream:
+            sink(line)
+        stream.close()
+
+    t_out = threading.Thread(target=pump, args=(proc.stdout, lines.put), daemon=True)
+    t_err = threading.Thread(target=pump, args=(proc.stderr, errors.append), daemon=True)
+    t_out.start()
+    t_err.start()
+    summary = None
+    error = None
+    try:
+        while True:
+            if cancel is not None and cancel():
+                stop_process_tree(proc)
+                raise Cancelled("processing cancelled; no output was created")
+            try:
+                line = lines.get(timeout=0.1)
+            except Empty:
+                if proc.poll() is not None and not t_out.is_alive() and lines.empty():
+                    break
+                if progress is not None:
+                    report_progress(progress, None, None)  # keeps a GUI responsive (the callback may process events)
+                continue
+            msg = _parse(line)
+            if msg is None:
+                continue
+            if "progress" in msg:
+                report_progress(progress, msg["progress"], msg.get("message"))
+            if "error" in msg:
+                error = msg["error"]
+            if msg.get("done"):
+                summary = msg
+    finally:
+        if proc.poll() is None:
+            proc.wait()
+        t_err.join(timeout=5)
+    if error:
+        raise IQTError(error)
+    if proc.returncode != 0 or summary is None:
+        tail = "".join(errors)[-2000:].strip()
+        raise IQTError(f"the processing process failed (exit status {proc.returncode}): {tail or 'no message'}")
+    return summary
+
+
+def _own_group() -> dict:
+    """Popen arguments that start the worker in its own process group (session), so that cancelling stops the
+    whole tree: PythonSlicer is a launcher whose child is the Python that does the work."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def stop_process_tree(proc, timeout: float = 5.0) -> None:
+    """Terminate `proc` and every process it started (its process group), killing what outlives `timeout`."""
+    if proc.poll() is not None:
+        return
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True)
+    else:
+        import signal
+
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # members of the group that outlived the launcher
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.wait()
+
+
+def _parse(line: str):
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None

@@ -29,11 +29,64 @@ def _voxel3(voxel_mm) -> np.ndarray:
     return v
 
 
-def _axial(arr: np.ndarray, k: int, radiological: bool) -> np.ndarray:
-    """Axial slice k of a canonical (RAS-ordered) array as an image: rows = anterior at the top,
-    columns = patient right on screen left (radiological) or on screen right (neurological)."""
-    img = np.swapaxes(arr[:, :, k], 0, 1)[::-1]  # (Y, X, ...) with anterior first (top)
+# ---------------------------------------------------------------- slicing in canonical RAS arrays (also the report's)
+
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def view(arr: np.ndarray, plane: str, index: int, radiological: bool = True) -> np.ndarray:
+    """A 2D image (rows top to bottom) of a canonical RAS-ordered (X,Y,Z,...) array.
+
+    axial: anterior at the top, patient right on screen left; coronal: superior at the top, patient right
+    on screen left; sagittal: superior at the top, anterior on screen left. radiological=False puts patient right on
+    screen right in axial and coronal views (neurological); sagittal views are the same either way."""
+    if plane == "axial":
+        img = np.swapaxes(arr[:, :, index], 0, 1)[::-1]
+    elif plane == "coronal":
+        img = np.swapaxes(arr[:, index, :], 0, 1)[::-1]
+    elif plane == "sagittal":
+        return np.swapaxes(arr[index, :, :], 0, 1)[::-1][:, ::-1]
+    else:
+        raise ValueError(f"plane must be one of {PLANES}")
     return img[:, ::-1] if radiological else img
+
+
+def _axial(arr: np.ndarray, k: int, radiological: bool) -> np.ndarray:
+    """Axial slice k as an image (`view`): used by the tests."""
+    return view(arr, "axial", k, radiological)
+
+
+def _centre(mask: np.ndarray) -> tuple:
+    """The voxel at the centre of the mask's extent (of the volume without one): the slices the figures show."""
+    idx = np.argwhere(mask)
+    if len(idx) == 0:
+        return tuple(s // 2 for s in mask.shape)
+    return tuple(int(v) for v in (idx.min(0) + idx.max(0)) // 2)
+
+
+LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
+LETTER_MARGIN = 0.12  # of a panel's width and height, black, each side: the letters sit there, not on the tissue
+
+
+def _letters(ax, plane):
+    """The orientation letters in a black margin around the panel's image (review 45f: on a field the brain fills, the
+    S and I of coronal panels sat on bright error and uncertainty pixels)."""
+    left, right, top, bottom = LETTERS[plane]
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    aspect = ax.get_aspect() if isinstance(ax.get_aspect(), (int, float)) else 1.0  # a y unit's height over an x unit's
+    m = LETTER_MARGIN * max(x1 - x0, abs(y1 - y0) * aspect)  # one margin on screen all round, from the longer side
+    ax.set_xlim(x0 - m, x1 + m)
+    d = m / aspect if y0 > y1 else -m / aspect  # widened in the axis's own direction: down in an image, up in a plot
+    ax.set_ylim(y0 + d, y1 - d)
+    ax.set_facecolor("black")
+    kw = dict(transform=ax.transAxes, **letter_style(7))
+    ax.text(0.02, 0.5, left, va="center", **kw)
+    ax.text(0.98, 0.5, right, va="center", ha="right", **kw)
+    ax.text(0.5, 0.98, top, ha="center", va="top", **kw)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **kw)
+
+
+# ---------------------------------------------------------------- panels
 
 
 def _uncertainty_list(uncertainty, names, shape3):
@@ -106,11 +159,8 @@ def fa_panels(
     if m.shape != shape3:
         raise ValueError(f"mask shape {m.shape} differs from the columns' grid {shape3}")
     vox = _voxel3(voxel_mm)
-    through = np.flatnonzero(m.any(axis=(0, 1)))  # the slices the mask reaches
-    if slice_index is not None:
-        k = int(slice_index)
-    else:  # the mask's centre, as the report's (apps/report._centre): the volume's middle missed an off-centre brain
-        k = int(through.min() + through.max()) // 2 if through.size else shape3[2] // 2
+    # default: the mask's centre, the report's slice (the volume's middle missed an off-centre brain)
+    k = int(slice_index) if slice_index is not None else _centre(m)[2]
     if not 0 <= k < shape3[2]:
         raise ValueError(f"slice_index {k} outside 0..{shape3[2] - 1}")
     unc = _uncertainty_list(uncertainty, names, shape3)
@@ -120,9 +170,9 @@ def fa_panels(
     for a in arrays:
         sl = np.asarray(a[:, :, k : k + 1], dtype=np.float64)
         ok = m[:, :, k : k + 1] & tensors.plausible(sl)
-        fa_imgs.append(_axial(np.where(ok, tensors.fa(sl), 0.0), 0, radiological))
-        rgb_imgs.append(_axial(np.where(ok[..., None], tensors.color_fa(sl), 0.0), 0, radiological))
-        keep.append(_axial(ok, 0, radiological))
+        fa_imgs.append(view(np.where(ok, tensors.fa(sl), 0.0), "axial", 0, radiological))
+        rgb_imgs.append(view(np.where(ok[..., None], tensors.color_fa(sl), 0.0), "axial", 0, radiological))
+        keep.append(view(ok, "axial", 0, radiological))
 
     nrows = 3 if unc is not None else 2
     ncol = len(columns)
@@ -146,7 +196,7 @@ def fa_panels(
         ax.text(0.98, 0.5, right, ha="right", transform=ax.transAxes, va="center", **letter_style(8))
 
     if unc is not None:
-        slices = [None if u is None else _axial(u[:, :, k : k + 1], 0, radiological) * uncertainty_scale for u in unc]
+        slices = [None if u is None else view(u, "axial", k, radiological) * uncertainty_scale for u in unc]
         # the scale from the whole volume inside the mask, as the report reads it: one slice's percentile had put the
         # figure's top elsewhere than the report's for the same maps
         inside = [np.asarray(u, np.float64)[m] * uncertainty_scale for u in unc if u is not None and m.any()]

@@ -27,65 +27,14 @@ from ..core.direction import RANDOM_AXIS_DEGREES, SHOWN_TOP_DEGREES
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
+from .figures import PLANES, _centre, _letters, view
 
-PLANES = ("axial", "coronal", "sagittal")
-
-
-# ---------------------------------------------------------------- slicing in canonical RAS arrays
-
-
-def view(arr: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """A 2D image (rows top to bottom) of a canonical RAS-ordered (X,Y,Z,...) array.
-
-    axial: anterior at the top, patient right on screen left; coronal: superior at the top, patient right
-    on screen left; sagittal: superior at the top, anterior on screen left."""
-    if plane == "axial":
-        img = np.swapaxes(arr[:, :, index], 0, 1)[::-1][:, ::-1]
-    elif plane == "coronal":
-        img = np.swapaxes(arr[:, index, :], 0, 1)[::-1][:, ::-1]
-    elif plane == "sagittal":
-        img = np.swapaxes(arr[index, :, :], 0, 1)[::-1][:, ::-1]
-    else:
-        raise ValueError(f"plane must be one of {PLANES}")
-    return img
-
-
-LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
+# ---------------------------------------------------------------- slicing: apps/figures.py (view, _centre, _letters)
 
 
 def _aspect(plane, vox):
     # imshow aspect = height of a pixel / width of a pixel
     return {"axial": vox[1] / vox[0], "coronal": vox[2] / vox[0], "sagittal": vox[2] / vox[1]}[plane]
-
-
-def _centre(mask: np.ndarray) -> tuple:
-    idx = np.argwhere(mask)
-    if len(idx) == 0:
-        return tuple(s // 2 for s in mask.shape)
-    return tuple(int(v) for v in (idx.min(0) + idx.max(0)) // 2)
-
-
-LETTER_MARGIN = 0.12  # of a panel's width and height, black, each side: the letters sit there, not on the tissue
-
-
-def _letters(ax, plane):
-    """The orientation letters in a black margin around the panel's image (review 45f: on a field the brain fills, the
-    S and I of coronal panels sat on bright error and uncertainty pixels)."""
-    left, right, top, bottom = LETTERS[plane]
-    from .figures import letter_style
-
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    aspect = ax.get_aspect() if isinstance(ax.get_aspect(), (int, float)) else 1.0  # a y unit's height over an x unit's
-    m = LETTER_MARGIN * max(x1 - x0, abs(y1 - y0) * aspect)  # one margin on screen all round, from the longer side
-    ax.set_xlim(x0 - m, x1 + m)
-    d = m / aspect if y0 > y1 else -m / aspect  # widened in the axis's own direction: down in an image, up in a plot
-    ax.set_ylim(y0 + d, y1 - d)
-    ax.set_facecolor("black")
-    kw = dict(transform=ax.transAxes, **letter_style(7))
-    ax.text(0.02, 0.5, left, va="center", **kw)
-    ax.text(0.98, 0.5, right, va="center", ha="right", **kw)
-    ax.text(0.5, 0.98, top, ha="center", va="top", **kw)
-    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **kw)
 
 
 def _png(fig) -> str:

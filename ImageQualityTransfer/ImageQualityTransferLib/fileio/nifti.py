@@ -80,7 +80,7 @@ def run_record_of(path) -> dict | None:
     """The record of the `iqt` run that wrote the NIfTI file at `path` (records.read_run), or None."""
     from .records import RUN_KEY, read_run
 
-    for ext in nibabel_lib().load(str(path)).header.extensions:
+    for ext in open_nifti(path).header.extensions:
         if _is_run_record(ext, RUN_KEY):
             return read_run(ext.get_content().decode("ascii"))
     return None
@@ -88,6 +88,23 @@ def run_record_of(path) -> dict | None:
 
 def is_nrrd(path) -> bool:
     return str(path).lower().endswith(NRRD_SUFFIXES)
+
+
+def open_nifti(path) -> "nibabel.Nifti1Image":
+    """nibabel's image of the file at `path` itself: nibabel reads a single-file name with a mixed-case suffix
+    ("x.Nii", "x.Nii.gz") from its lower-case twin ("x.nii"), another file or none (audit AA: with both there, the
+    other scan was upsampled, exit 0)."""
+    nib = nibabel_lib()
+    name = str(path)
+    if not name.lower().endswith((".nii", ".nii.gz")) or nib.Nifti1Image.filespec_to_file_map(name)["image"].filename == name:
+        return nib.load(name)
+    error = None
+    for klass in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            return klass.from_file_map({"image": nib.FileHolder(filename=name)})
+        except Exception as exc:  # noqa: BLE001 (not this kind of NIfTI: the next, then nibabel's own words)
+            error = error or exc
+    raise error
 
 
 def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1Image":
@@ -111,7 +128,7 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
         raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
     _check_compression(path)
     try:
-        img = nibabel_lib().load(str(path))
+        img = open_nifti(path)
     except Exception as exc:  # nibabel raises many types for damaged files
         raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give {formats}") from None
     _check_geometry(img.affine, path)

@@ -184,7 +184,7 @@ class Outputs:
         return True
 
     def check(self) -> None:
-        seen = {}
+        seen, folded = {}, {}
         ins = {os.path.realpath(p): p for p in self.inputs}
         for p, what in self.outputs:
             real = os.path.realpath(p)
@@ -196,7 +196,12 @@ class Outputs:
             if real in seen:
                 raise IQTError(f"{p}: would be written twice in this run (as the {seen[real]} and the {what}); "
                                f"give them different names")
+            other = folded.get(real.casefold())
+            if other is not None:  # one file on macOS's and Windows's disks: the later would replace the earlier
+                raise IQTError(f"{p}: differs from {other[0]} (the {other[1]}) only in upper and lower case, and on "
+                               f"macOS and Windows the two are one file; give the {what} another name")
             seen[real] = what
+            folded[real.casefold()] = (p, what)
 
 
 def _umask() -> int:
@@ -457,8 +462,9 @@ def atomic_write(path, write_fn) -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise IQTError(f"{path}: the folder {path.parent} does not exist; create it or choose another output path")
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=".iqt-", suffix=suffix, dir=str(path.parent or "."))
+    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
+    # in lower case: nibabel writes "x.Nii" as "x.nii", so the output was the empty placeholder (audit AA)
+    fd, tmp = tempfile.mkstemp(prefix=".iqt-", suffix=suffix.lower(), dir=str(path.parent or "."))
     os.close(fd)
     stage = _STAGE.get()
     try:

@@ -1,0 +1,45 @@
+"""Names from other machines: a mixed-case NIfTI suffix (x.Nii, x.Nii.gz) is written and read as that very file (nibabel
+maps such a name to its lower-case twin: the output was an empty file beside a hidden temporary, exit 0, and an input
+was read from x.nii), and two outputs whose names differ only in case, one file on macOS and Windows, are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.apps.cli import main
+from ImageQualityTransferLib.core.volume import Volume
+
+import helpers
+
+
+def _tensors(seed, shape=(6, 7, 5)):
+    return Volume(helpers.random_tensors(shape, seed=seed), np.diag([2.0, 2.0, 2.0, 1.0]), "tensor")
+
+
+def test_a_mixed_case_suffix_is_written_as_that_file_and_read_back(tmp_path):
+    vol = _tensors(0)
+    for name in ("x.Nii", "y.Nii.gz", "z.nii.GZ", "w.NII"):
+        fileio.save_tensor(vol, tmp_path / name)
+        assert (tmp_path / name).stat().st_size > 1000, name
+        np.testing.assert_array_equal(fileio.load_tensor(tmp_path / name).data, vol.data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.NII", "x.Nii", "y.Nii.gz", "z.nii.GZ"]  # no temporaries
+
+
+def test_an_input_with_a_mixed_case_suffix_is_read_from_itself_not_its_lower_case_twin(tmp_path, capsys):
+    fileio.save_tensor(_tensors(1), tmp_path / "in.Nii")
+    fileio.save_tensor(_tensors(2), tmp_path / "in.nii")  # another scan, the name nibabel maps in.Nii to
+    fileio.save_tensor(_tensors(1), tmp_path / "ref.nii")
+    for src, out in (("in.Nii", "a.nii.gz"), ("ref.nii", "b.nii.gz")):
+        assert main(["--no-record", "upsample", str(tmp_path / src), "-o", str(tmp_path / out), "--method", "cubic"]) == 0
+    capsys.readouterr()
+    np.testing.assert_array_equal(fileio.load_tensor(tmp_path / "a.nii.gz").data, fileio.load_tensor(tmp_path / "b.nii.gz").data)
+
+
+def test_outputs_differing_only_in_case_are_refused(tmp_path, capsys):
+    fileio.save_tensor(_tensors(3), tmp_path / "lr.nii.gz")
+    code = main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "P01.nii.gz"), "--method", "biqt",
+                 "--uncertainty", str(tmp_path / "p01.nii.gz")])
+    out, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "only in upper and lower case" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]

@@ -26,11 +26,22 @@ JSON_SUFFIXES = (".json",)
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"  # the install's shipped models
 
 
+NAME_MAX_BYTES = 255  # the longest file name ext4, APFS, NTFS (in UTF-16 units) and most others take
+
+
 def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False) -> Path:
     """An output path whose name ends in one of `suffixes`, that is not a folder, in a folder that exists and
     takes new files (`folder_checked`: a folder the run creates, its parent already checked); before any work."""
     p = Path(path)
-    if p.is_dir() or str(path).endswith(("/", os.sep)):  # said first: "must end in .nii" misread a folder (review 40a)
+    size = len(os.fsencode(p.name))
+    if size > NAME_MAX_BYTES:  # the file system refuses it (audit AA: an internal error, exit 1, before)
+        raise IQTError(f"{p.name[:40]}...: the {what}'s file name is {size} bytes long, more than a file name may be "
+                       f"({NAME_MAX_BYTES} bytes); give a shorter name")
+    try:
+        is_dir = p.is_dir()
+    except OSError as exc:  # a whole path too long for the system (ENAMETOOLONG), or one it cannot look at
+        raise IQTError(f"{p}: cannot be used as the {what} ({exc.strerror or exc}); give a shorter path") from None
+    if is_dir or str(path).endswith(("/", os.sep)):  # said first: "must end in .nii" misread a folder (review 40a)
         example = f" such as {p / ('out' + suffixes[0])}" if suffixes else ""
         raise IQTError(f"{p}: is a folder; give a file name in it for the {what}{example}")
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):

@@ -78,15 +78,24 @@ def retire_stale_maps(plan, out: Path, args) -> list[Path]:
     stale = []
     if not args.propagate:
         prop = propagation.output_paths(out.parent, stem(out) + "_")
-        maps = [p for key, p in prop.items() if key != "json" and p.is_file() and ours(p) and plan.retire(p, ours)]
+        maps = [p for key, p in prop.items() if key != "json" and _is_file(p) and ours(p) and plan.retire(p, ours)]
         stale += maps
         if maps and prop["json"].is_file():  # its maps were this output's: so was it
             first = maps[0]
             if plan.retire(prop["json"], lambda _p: ours(first)):
                 stale.append(prop["json"])
     if not args.maps:
-        stale += [p for p in maps_paths(out).values() if p.is_file() and ours(p) and plan.retire(p, ours)]
+        stale += [p for p in maps_paths(out).values() if _is_file(p) and ours(p) and plan.retire(p, ours)]
     return stale
+
+
+def _is_file(p: Path) -> bool:
+    """A file is there; False for a name the system cannot hold (longer than a file name may be: no map of an earlier
+    run can have it; audit AA, an internal error before)."""
+    try:
+        return p.is_file()
+    except OSError:
+        return False
 
 
 def _recorded_output(path: Path) -> str | None:

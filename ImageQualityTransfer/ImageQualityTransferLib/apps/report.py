@@ -24,6 +24,7 @@ import numpy as np
 
 from ..core import grid, tensors
 from ..core.direction import RANDOM_AXIS_DEGREES, SHOWN_TOP_DEGREES
+from ..core.errors import IQTError
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
@@ -359,7 +360,8 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
                      "low-res input": tractography.track(case.lr, seeds, mask=case.lr_mask.data)}
             for n in show:
                 lines[n] = tractography.track(preds[n].tensor, seeds, mask=case.hr_mask)
-        except Exception as exc:  # tractography is an extra: the page is still written without it
+        except (IQTError, MemoryError) as exc:  # tractography is an extra: the page is still written without it (a bug
+            # such as a TypeError is not hidden in a note)
             tract_rows, lines = None, None
             notes = [f"Tractography left out: {exc}"]
         else:
@@ -415,13 +417,14 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
         try:
             wm = brain & (tensors.fa_fast(first.data) >= 0.3) & tensors.plausible(first.data)
             if not wm.any():
-                raise ValueError("no voxel of cubic's output with FA >= 0.3 to seed from")
+                raise IQTError("no voxel of cubic's output with FA >= 0.3 to seed from")
             seeds = tractography.random_seeds(wm, first.affine, n_seeds, 0)
             f_lr = tuple(slice(None, None, k) for k in f)  # the support on the input's grid (it is made of its blocks)
             lines = {"low-res input": tractography.track(lr, seeds, mask=support[f_lr])}
             for n in ["cubic"] + tract_methods(list(preds)):
                 lines[n] = tractography.track(preds[n].tensor, seeds, mask=support)
-        except Exception as exc:  # tractography is an extra: the page is still written without it
+        except (IQTError, MemoryError) as exc:  # tractography is an extra: the page is still written without it (a bug
+            # such as a TypeError is not hidden in a note)
             lines = None
             notes.append(f"Tractography left out: {exc}")
     notes = [f"Warning: {n}" for n in notes]

@@ -1,0 +1,57 @@
+"""`iqt report`'s tractography is an extra: a failure the engine raises on purpose (IQTError, MemoryError) leaves
+the tracts out with a note on the page; anything else (a bug's TypeError) is not swallowed into that note."""
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.analysis import tractography
+from ImageQualityTransferLib.apps import report
+from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.core.volume import Volume
+
+
+def _raising(exc):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+def _isotropic_input(shape=(14, 14, 12), voxel=2.0) -> Volume:
+    """Low-res tensors of a uniform isotropic medium (FA 0): nothing for tractography to seed from."""
+    data = np.zeros(shape + (6,), np.float32)
+    data[..., [0, 2, 5]] = 0.8e-3  # xx, yy, zz (mm^2/s)
+    return Volume(data, np.diag([voxel, voxel, voxel, 1.0]), "tensor")
+
+
+@pytest.mark.parametrize("exc", [IQTError("forced tracking failure"), MemoryError("forced tracking failure")])
+def test_a_refused_tractography_leaves_the_tracts_out_with_a_note(tmp_path, monkeypatch, exc):
+    monkeypatch.setattr(tractography, "compare_case", _raising(exc))
+    page = report.run(tmp_path / "r.html", method_names=["cubic"], n_seeds=50)
+    text = page.read_text()
+    assert "Tractography left out: forced tracking failure" in text
+    assert "<h2>Tractography</h2>" not in text and "<h2>FA and colour FA</h2>" in text
+
+
+def test_a_bug_in_tractography_is_not_swallowed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tractography, "compare_case", _raising(TypeError("a bug")))
+    with pytest.raises(TypeError, match="a bug"):
+        report.run(tmp_path / "r.html", method_names=["cubic"], n_seeds=50)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_input_notes_an_input_with_nothing_to_seed_from(tmp_path):
+    """The page's own refusal (no voxel of cubic's output with FA >= 0.3) is a note, as before."""
+    page = report.run_input(tmp_path / "r.html", _isotropic_input(), factor=2, method_names=["cubic"], n_seeds=50)
+    text = page.read_text()
+    assert "Tractography left out: no voxel of cubic&#x27;s output with FA &gt;= 0.3 to seed from" in text
+    assert "<h2>Tractography</h2>" not in text
+
+
+def test_report_input_does_not_swallow_a_bug_in_tractography(tmp_path, monkeypatch):
+    monkeypatch.setattr(tractography, "random_seeds", _raising(TypeError("a bug")))
+    lr = _isotropic_input()
+    lr.data[4:10, 4:10, 3:9] = [1.6e-3, 0, 0.2e-3, 0, 0, 0.2e-3]  # a block of strongly anisotropic tissue to seed in
+    with pytest.raises(TypeError, match="a bug"):
+        report.run_input(tmp_path / "r.html", lr, factor=2, method_names=["cubic"], n_seeds=50)
+    assert not (tmp_path / "r.html").exists()

@@ -66,7 +66,7 @@ def _gone(rec: dict) -> bool:
 def _read(path: Path) -> dict | None:
     """The lock's record, or None where it is missing, empty or not a record (being written, or damaged)."""
     try:
-        rec = json.loads(path.read_text())
+        rec = json.loads(path.read_bytes())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     return rec if isinstance(rec, dict) and isinstance(rec.get("pid"), int) and isinstance(rec.get("host"), str) else None

@@ -150,9 +150,11 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
 
 def _read_qc(path: Path) -> list[list[str]]:
     """The rows of an earlier qc.tsv in this layout, or in one with fewer columns (before the fit's checks were
-    recorded: theirs n/a); a layout without the run's columns (model, res) is dropped: its run is unknown."""
+    recorded: theirs n/a); a layout without the run's columns (model, res) is dropped: its run is unknown. Read as the
+    UTF-8 `write_qc` writes, not in the locale's encoding (audit AA: on Windows a reason naming Pé09 came back as PÃ©09,
+    once more each run, and an ASCII locale ended the run in an internal error with the table unwritten)."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
     head = tuple(lines[0].split("\t")) if lines else ()

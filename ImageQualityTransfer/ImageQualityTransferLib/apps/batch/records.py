@@ -179,7 +179,7 @@ def finished(folder: Path, names: dict, ident: dict) -> dict | None:
     for key, name in names.items():
         path = folder / name
         try:
-            meta = json.loads(sidecar(path).read_text())
+            meta = json.loads(sidecar(path).read_bytes())
         except (OSError, ValueError):
             return None
         if not isinstance(meta, dict) or not path.is_file() or any(meta.get(k) != v for k, v in ident.items()) or any(
@@ -197,7 +197,7 @@ def other_build(folder: Path, names: dict, ident: dict) -> str | None:
     for the line that says why it is redone, not skipped (a cohort resumed after an upgrade recomputes every subject:
     without a word it looked like a resume that failed to resume); None otherwise."""
     try:
-        meta = json.loads(sidecar(folder / names["tensor"]).read_text())
+        meta = json.loads(sidecar(folder / names["tensor"]).read_bytes())
     except (OSError, ValueError, KeyError):
         return None
     if not isinstance(meta, dict):
@@ -238,7 +238,7 @@ def add_file_records(folder: Path, names: dict) -> None:
     for name in names.values():
         side = sidecar(folder / name)
         try:
-            meta = json.loads(side.read_text())
+            meta = json.loads(side.read_bytes())
             if "FileSHA256" not in meta:
                 write_json(side, {**meta, **file_record(folder / name)})
         except (OSError, ValueError, IQTError):
@@ -407,7 +407,7 @@ def check_source(out_root: Path, items) -> None:
     here = Path(os.path.abspath(out_root))
     elsewhere = here.parent / ("iqt" if here.name != "iqt" else "iqt-dti")
     try:
-        desc = json.loads(path.read_text())
+        desc = json.loads(path.read_bytes())
     except (OSError, ValueError):
         raise IQTError(f"{path}: cannot be read as JSON, so this folder cannot be told to be this tool's derivatives; "
                        f"write the outputs into a folder of their own, e.g. {elsewhere}") from None
@@ -440,7 +440,7 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     desc = {"Name": "ImageQualityTransfer super-resolved DTI", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
             "GeneratedBy": []}
     try:
-        old = json.loads(path.read_text())
+        old = json.loads(path.read_bytes())
         if isinstance(old, dict) and isinstance(old.get("GeneratedBy"), list):
             desc = {**desc, **old}
     except (OSError, ValueError):

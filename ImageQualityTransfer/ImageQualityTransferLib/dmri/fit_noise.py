@@ -6,31 +6,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import tensors
 from ..core.errors import IQTError
 from ..core.volume import as_array as _array
-from .dti import B0_THRESHOLD
+from .dti import B0_THRESHOLD, unit_design
 
 _CHUNK = 32768  # voxels per block in `noise_floor`
 
 
 def design_matrix(bvals, bvecs) -> np.ndarray:
-    """(N,7) log-signal design: the 6 elements of -b g g^T (lower-triangular, off-diagonals doubled), 1."""
+    """(N,7) log-signal design: -b times `dti.unit_design` (the 6 elements of g g^T, lower-triangular, off-diagonals
+    doubled; zero for the b0 volumes), and 1."""
     b = np.asarray(bvals, dtype=np.float64).ravel()
-    g = np.asarray(bvecs, dtype=np.float64).reshape(-1, 3).copy()
+    g = np.asarray(bvecs, dtype=np.float64).reshape(-1, 3)
     if g.shape[0] != b.size:
         raise IQTError(f"{b.size} b-values but {g.shape[0]} gradient directions")
     dw = b > B0_THRESHOLD
     if dw.sum() < 6:  # the noise floor came out NaN without a word (review 45b)
         raise IQTError(f"only {dw.sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g}); the fit's noise floor needs "
                        "the DWI the reference tensors were fitted from, with at least 6 directions")
-    norms = np.linalg.norm(g, axis=1)
-    if np.any(norms[dw] < 1e-6):
+    if np.any(np.linalg.norm(g, axis=1)[dw] < 1e-6):
         raise IQTError("some diffusion-weighted volumes have a zero gradient direction; check the bvec file")
-    g[dw] /= norms[dw, None]
-    g[~dw] = 0.0
-    cols = [(2.0 if i != j else 1.0) * -b * g[:, i] * g[:, j] for i, j in tensors.LOWER_TRIANGULAR]
-    return np.column_stack(cols + [np.ones_like(b)])
+    return np.column_stack([-b[:, None] * unit_design(np.where(dw[:, None], g, 0.0)), np.ones_like(b)])
 
 
 def noise_floor(dwi_data, bvals, bvecs, tensor, mask) -> np.ndarray:

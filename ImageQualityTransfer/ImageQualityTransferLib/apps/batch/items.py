@@ -127,7 +127,8 @@ def _line_options(line: str, listfile: Path) -> tuple[str, dict]:
             break
         if m.group(1) in opts:
             raise IQTError(f"{listfile}: the line {line.strip()!r} gives {m.group(1)} twice; give it once")
-        opts[m.group(1)] = m.group(2)
+        value = m.group(2)
+        opts[m.group(1)] = value[1:-1] if len(value) > 2 and value[0] == value[-1] and value[0] in "\"'" else value
         line = line[: m.start()]
     order = opts.get("--tensor-order", "")
     if order and order not in ORDERS:
@@ -139,6 +140,27 @@ def _line_options(line: str, listfile: Path) -> tuple[str, dict]:
     return line.strip(), {"tensor_order": order, "mask": mask}
 
 
+def _list_text(listfile: Path) -> str:
+    """A list file's text: UTF-8 with or without a byte-order mark (Notepad, Excel's "CSV UTF-8"), or UTF-16 with one
+    (PowerShell 5's Out-File), as the bval/bvec reader takes them; never the locale's encoding, so that a list reads
+    the same on every machine (audit AA: a BOM became part of the first path, and Windows read Pé05 as PÃ©05)."""
+    try:
+        raw = listfile.read_bytes()
+    except OSError as exc:
+        raise IQTError(f"{listfile}: cannot be read as a text list of subjects ({exc.strerror or exc}); give a BIDS "
+                       "folder or a text file with one subject folder or DTI file per line") from None
+    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+    try:
+        return raw.decode("utf-16") if utf16 else raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if utf16:
+            raise IQTError(f"{listfile}: not UTF-16 text, though it starts with UTF-16's byte-order mark: save it as "
+                           "UTF-8") from None
+        raise IQTError(f"{listfile}: not UTF-8 text: save it as UTF-8 (its byte {exc.start + 1}, "
+                       f"0x{raw[exc.start]:02x}, is not UTF-8: the list was saved in another encoding, e.g. Windows' "
+                       "ANSI code page)") from None
+
+
 def list_items(listfile) -> list[Item]:
     """A text file with one subject folder (dwi.nii.gz, dwi.bval, dwi.bvec inside) or DTI file per line; relative
     paths are read from the list's folder, blank lines and "#" comments are skipped; a line may end in its subject's
@@ -147,18 +169,21 @@ def list_items(listfile) -> list[Item]:
     from ...fileio import TENSOR_SUFFIXES
 
     listfile = Path(listfile)
-    try:
-        lines = listfile.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IQTError(f"{listfile}: cannot be read as a text list of subjects ({exc}); give a BIDS folder or a text file "
-                       "with one subject folder or DTI file per line") from None
+    lines = _list_text(listfile).splitlines()
     entries = []  # (the folders naming the subject, a file's stem or None, kind, input path, the line's path, options)
     for number, line in enumerate(lines, 1):
-        line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()  # "#" starts a comment, also after a path
-        if not line:
+        quoted = re.match(r"""\s*(["'])(.*?)\1(?=\s|$)""", line)  # "P 03/dti.nii.gz": Explorer's "Copy as path"
+        rest = line[quoted.end():] if quoted else line
+        rest = re.split(r"(?:^|\s)#", rest, maxsplit=1)[0].strip()  # "#" starts a comment, also after a path
+        if not rest and not quoted:
             continue
-        opts = {"line": f"{listfile} line {number} ({line!r})"}
-        line, more = _line_options(" " + line, listfile)
+        shown = f"{quoted.group(0).strip()} {rest}".strip() if quoted else rest
+        opts = {"line": f"{listfile} line {number} ({shown!r})"}
+        left, more = _line_options(" " + rest, listfile)
+        if quoted and left:
+            raise IQTError(f"{opts['line']}: {left!r} follows the quoted path; a line may end in "
+                           f"{' and/or '.join(o + ' ...' for o in LINE_OPTIONS)}")
+        line = quoted.group(2) if quoted else left
         opts.update(more)
         p = Path(line) if Path(line).is_absolute() else listfile.parent / line
         # named after the path's own folders once '..' is taken with the folder before it (review 51b: P01/extra/..

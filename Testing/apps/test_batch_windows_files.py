@@ -1,0 +1,100 @@
+"""`iqt batch` with the files and systems of Windows and macOS users (audit AA): its own tables read back as the UTF-8
+they are written in, not in the locale's encoding; list files from Windows tools (a byte-order mark, UTF-16, paths in
+quotes); subject names the same from NFC and NFD folder names, and never two that differ only in case (one folder on
+a macOS or Windows disk); the lock's process check without os.kill(pid, 0), which on Windows sends Ctrl+C."""
+
+from __future__ import annotations
+
+import pathlib
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from ImageQualityTransferLib.apps import batch  # noqa: E402
+from ImageQualityTransferLib.apps.batch import qc  # noqa: E402
+from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
+
+
+@pytest.fixture
+def windows_text(monkeypatch):
+    """Path.read_text without an encoding reads cp1252, as Python 3.11 does on a Western Windows machine (explicit
+    encodings are kept)."""
+    given = pathlib.Path.read_text
+
+    def read_text(self, encoding=None, errors=None):
+        return given(self, encoding=encoding or "cp1252", errors=errors)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", read_text)
+
+
+def test_qc_tsv_is_read_back_as_utf8_and_kept_byte_for_byte(tmp_path, windows_text):
+    """A reason naming Pé09 stayed Pé09 through later runs into the folder (it came back as PÃ©09, then PÃƒÂ©09)."""
+    row = ["sub-P09", "cubic", "2x", "failed"] + ["-"] * (len(qc.QC_COLUMNS) - 5) + ["c/Pé09/dti.nii.gz: file not found"]
+    (tmp_path / "qc.tsv").write_text("\t".join(qc.QC_COLUMNS) + "\n" + "\t".join(row) + "\n", encoding="utf-8")
+    before = (tmp_path / "qc.tsv").read_bytes()
+    assert qc._read_qc(tmp_path / "qc.tsv") == [row]
+    qc.write_qc(tmp_path, [])
+    qc.write_qc(tmp_path, [])
+    assert (tmp_path / "qc.tsv").read_bytes() == before
+    assert "Pé09" in (tmp_path / "qc.html").read_text(encoding="utf-8")
+
+
+def test_a_dataset_description_from_another_tool_is_read_as_utf8(tmp_path, windows_text):
+    """The derivatives folder's dataset_description.json (BIDS: UTF-8) is named as it is, not as cp1252 reads it."""
+    from ImageQualityTransferLib.apps.batch.records import check_source
+
+    (tmp_path / "dataset_description.json").write_text('{"Name": "Müller lab"}', encoding="utf-8")
+    with pytest.raises(IQTError, match="'Müller lab'"):
+        check_source(tmp_path, [])
+
+
+LINES = ["P01/dti.nii.gz", "P02/dti.nii.gz"]
+
+
+def listed(path: Path) -> list[tuple[str, str]]:
+    return [(it.prefix, it.path) for it in batch.find_items(path)]
+
+
+@pytest.mark.parametrize("encoded", [
+    ("\ufeff" + "\n".join(LINES) + "\n").encode("utf-8"),  # Excel's "CSV UTF-8", older Notepad
+    ("\ufeff" + "\r\n".join(LINES) + "\r\n").encode("utf-8"),
+    ("\ufeff" + "\r\n".join(LINES) + "\r\n").encode("utf-16-le"),  # PowerShell 5's Out-File
+    ("\ufeff" + "\n".join(LINES) + "\n").encode("utf-16-be"),
+    ('"P01/dti.nii.gz"\r\n"P02/dti.nii.gz"\r\n').encode("utf-8"),  # Explorer's "Copy as path"
+    ("'P01/dti.nii.gz'\n  'P02/dti.nii.gz'  # second\n").encode("utf-8"),
+], ids=["bom", "bom-crlf", "utf16-le", "utf16-be", "double-quoted", "single-quoted"])
+def test_lists_from_windows_tools_name_the_same_subjects(tmp_path, encoded):
+    (tmp_path / "plain.txt").write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    (tmp_path / "list.txt").write_bytes(encoded)
+    assert listed(tmp_path / "list.txt") == listed(tmp_path / "plain.txt") == \
+        [("sub-P01", str(tmp_path / "P01/dti.nii.gz")), ("sub-P02", str(tmp_path / "P02/dti.nii.gz"))]
+
+
+def test_a_quoted_path_keeps_its_spaces_and_hashes_and_may_end_in_options(tmp_path):
+    (tmp_path / "list.txt").write_text('"Scan #2/P 03/dti.nii.gz" --mask "m.nii.gz"  # a comment\n'
+                                       "'O\"Neil/dti.nii.gz' --tensor-order fsl\n", encoding="utf-8")
+    items = batch.find_items(tmp_path / "list.txt")
+    assert [(it.prefix, it.path, it.mask, it.tensor_order) for it in items] == [
+        ("sub-P03", str(tmp_path / "Scan #2/P 03/dti.nii.gz"), str(tmp_path / "m.nii.gz"), ""),
+        ("sub-ONeil", str(tmp_path / 'O"Neil/dti.nii.gz'), "", "fsl")]
+    (tmp_path / "junk.txt").write_text('"P01/dti.nii.gz" extra\n', encoding="utf-8")
+    with pytest.raises(IQTError, match="'extra' follows the quoted path"):
+        batch.find_items(tmp_path / "junk.txt")
+
+
+def test_a_list_saved_in_a_code_page_is_refused_in_one_line_saying_utf8(tmp_path, windows_text):
+    (tmp_path / "list.txt").write_bytes("Pé05/dti.nii.gz\n".encode("cp1252"))
+    with pytest.raises(IQTError, match=r"not UTF-8 text: save it as UTF-8 \(its byte 2, 0xe9"):
+        batch.find_items(tmp_path / "list.txt")
+    (tmp_path / "odd.txt").write_bytes(b"\xff\xfeP\x00\x01")  # a UTF-16 mark, then an odd number of bytes
+    with pytest.raises(IQTError, match="not UTF-16 text.*save it as UTF-8"):
+        batch.find_items(tmp_path / "odd.txt")
+
+
+def test_a_utf8_list_reads_the_same_with_windows_default_encoding(tmp_path, windows_text):
+    """Notepad's default (UTF-8 without a BOM): Pé05 was read as PÃ©05 on Windows, a folder that does not exist."""
+    (tmp_path / "list.txt").write_text("Pé05/dti.nii.gz\n", encoding="utf-8")
+    assert [it.path for it in batch.find_items(tmp_path / "list.txt")] == [str(tmp_path / "Pé05/dti.nii.gz")]

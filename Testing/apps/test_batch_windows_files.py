@@ -98,3 +98,29 @@ def test_a_utf8_list_reads_the_same_with_windows_default_encoding(tmp_path, wind
     """Notepad's default (UTF-8 without a BOM): Pé05 was read as PÃ©05 on Windows, a folder that does not exist."""
     (tmp_path / "list.txt").write_text("Pé05/dti.nii.gz\n", encoding="utf-8")
     assert [it.path for it in batch.find_items(tmp_path / "list.txt")] == [str(tmp_path / "Pé05/dti.nii.gz")]
+
+
+@pytest.mark.parametrize("name, expected", [("Pé01", "sub-Pe01"), ("Müller", "sub-Muller"), ("Čech", "sub-Cech"),
+                                            ("Øst01", "sub-st01"), ("患者01", "sub-01"), ("Ｐ０１", "sub-P01")])
+def test_a_subject_has_one_name_from_either_unicode_form(tmp_path, name, expected):
+    """macOS names folders in NFD (e + combining acute), Linux and Windows in NFC (é): Pé01 was sub-P01 from one and
+    sub-Pe01 from the other, so a cohort resumed on the other machine was redone into a second folder."""
+    for form in ("NFC", "NFD"):
+        (tmp_path / "list.txt").write_text(unicodedata.normalize(form, name) + "/dti.nii.gz\n", encoding="utf-8")
+        assert [it.prefix for it in batch.find_items(tmp_path / "list.txt")] == [expected]
+
+
+def test_ascii_names_keep_their_labels_byte_for_byte():
+    """Existing ASCII lists keep their subjects' names: the label of every ASCII text is the one it had before."""
+    import random
+    import re
+
+    from ImageQualityTransferLib.apps.batch.items import label
+
+    rng = random.Random(0)
+    texts = [chr(c) + "P01" for c in range(128)] + \
+        ["".join(chr(rng.randrange(128)) for _ in range(rng.randrange(1, 24))) for _ in range(5000)]
+    for text in texts:
+        old = re.sub(r"[^A-Za-z0-9]", "", text)
+        if old:
+            assert label(text) == old

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,12 @@ class Item:
 
 
 def label(text: str) -> str:
-    """A BIDS label: letters and digits only."""
-    out = re.sub(r"[^A-Za-z0-9]", "", text)
+    """A BIDS label: letters and digits only. Accented letters give their base letter, from either Unicode form of a
+    name (NFKD, then the combining marks dropped: Pé01 and Müller give Pe01 and Muller whether typed on Linux or Windows
+    (NFC) or named by macOS (NFD); audit AA: NFC gave sub-P01, NFD sub-Pe01, so one folder had two names by the machine
+    that made the list); letters without an ASCII base (Ø, ß, CJK) are dropped, as before. ASCII names are unchanged."""
+    base = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    out = re.sub(r"[^A-Za-z0-9]", "", base)
     if not out:
         raise IQTError(f"{text!r}: cannot make a BIDS label (letters and digits) from this name; rename it")
     return out

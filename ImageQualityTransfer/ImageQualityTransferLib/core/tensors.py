@@ -63,12 +63,9 @@ def eig(t: np.ndarray):
     return w, v
 
 
-def eigenvalues(t: np.ndarray) -> np.ndarray:
-    """Ascending eigenvalues (..., 3) of (..., 6) tensors in closed form (the trigonometric solution of the
-    characteristic cubic, float64): about eight times faster than LAPACK's batched `eigvalsh` on a brain, within
-    ~1e-8 of the largest eigenvalue (Testing/core). For tests and selections, not for rebuilding tensors."""
-    t = np.asarray(t, np.float64)
-    a, b, c, d, e, f = (t[..., k] for k in range(6))  # xx, xy, yy, xz, yz, zz
+def _trigonometric(a, b, c, d, e, f):
+    """The trigonometric solution of the characteristic cubic of tensors with elements xx, xy, yy, xz, yz, zz (arrays,
+    computed in their own dtype): (q, p, phi) with eigenvalues q + 2 p cos(phi + 2 pi k / 3), k = 0 the largest."""
     q = (a + c + f) / 3.0
     off = b * b + d * d + e * e
     p = np.sqrt(((a - q) ** 2 + (c - q) ** 2 + (f - q) ** 2 + 2.0 * off) / 6.0)
@@ -76,7 +73,15 @@ def eigenvalues(t: np.ndarray) -> np.ndarray:
     x, y, z = (a - q) * inv, (c - q) * inv, (f - q) * inv
     bb, dd, ee = b * inv, d * inv, e * inv
     half_det = 0.5 * (x * (y * z - ee * ee) - bb * (bb * z - ee * dd) + dd * (bb * ee - y * dd))
-    phi = np.arccos(np.clip(half_det, -1.0, 1.0)) / 3.0
+    return q, p, np.arccos(np.clip(half_det, -1.0, 1.0)) / 3.0
+
+
+def eigenvalues(t: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues (..., 3) of (..., 6) tensors in closed form (the trigonometric solution of the
+    characteristic cubic, float64): about eight times faster than LAPACK's batched `eigvalsh` on a brain, within
+    ~1e-8 of the largest eigenvalue (Testing/core). For tests and selections, not for rebuilding tensors."""
+    t = np.asarray(t, np.float64)
+    q, p, phi = _trigonometric(*(t[..., k] for k in range(6)))
     hi = q + 2.0 * p * np.cos(phi)
     lo = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
     return np.stack([lo, 3.0 * q - hi - lo, hi], axis=-1)
@@ -435,16 +440,8 @@ def principal_vector(t: np.ndarray) -> np.ndarray:
     t = np.asarray(t)
     t = t if t.dtype in (np.float32, np.float64) else t.astype(np.float64)
     a00, a10, a11, a20, a21, a22 = (t[..., k] for k in range(6))
-    q = (a00 + a11 + a22) / 3.0
-    p1 = a10**2 + a20**2 + a21**2
-    p2 = (a00 - q) ** 2 + (a11 - q) ** 2 + (a22 - q) ** 2 + 2.0 * p1
-    p = np.sqrt(p2 / 6.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        inv = np.where(p > 0, 1.0 / p, 0.0)
-        b00, b11, b22 = (a00 - q) * inv, (a11 - q) * inv, (a22 - q) * inv
-        b10, b20, b21 = a10 * inv, a20 * inv, a21 * inv
-        det = b00 * (b11 * b22 - b21 * b21) - b10 * (b10 * b22 - b21 * b20) + b20 * (b10 * b21 - b11 * b20)
-        phi = np.arccos(np.clip(det / 2.0, -1.0, 1.0)) / 3.0
+        q, p, phi = _trigonometric(a00, a10, a11, a20, a21, a22)
         lam = q + 2.0 * p * np.cos(phi)
         d0, d1, d2 = a00 - lam, a11 - lam, a22 - lam
         # cross products of the rows (d0,a10,a20), (a10,d1,a21), (a20,a21,d2)

@@ -166,29 +166,42 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
     MemoryError; audit 46: the tensors alone were a quarter of a run's peak). One that fits but needs more than the
     machine has available now (other programs hold the rest) gets one warning line. `maps`, `tta`, `propagate`: the
     run makes uncertainty maps, averages over the input's symmetries, draws samples of its output
-    (`Method.peak_multiple` counts them; said so)."""
-    limit = memory_limit()
-    if limit is None:  # left to the allocation itself
-        return
+    (`Method.peak_multiple` counts them; said so). The rule itself: `check_need`."""
     shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
     tensors = math.prod(shape) * 6 * 4
     need = tensors * multiple + PEAK_FIXED_BYTES
-    if need > limit:
-        raise IQTError(f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
+    check_need(
+        need,
+        lambda limit: (f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
                        f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {need / 2**30:,.1f} GiB"
                        f"{_with(maps, tta, propagate)}, more than this process's "
-                       f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)")
+                       f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)"),
+        f"{describe(f)}: the run needs about {need / 2**30:,.1f} GiB{_with(maps, tta, propagate)}",
+        key=(shape, round(need)), stacklevel=4)
+
+
+def check_need(need: float, refused, needs: str, key=None, stacklevel: int = 3) -> None:
+    """The one rule of the memory checks made before any work (`check_output_size` for a high-res grid,
+    `fileio.sizes.check_inputs` for the images a command reads): a run needing `need` bytes at its peak is refused
+    where that passes the memory this process may use (`memory_limit`: the machine's, its cgroup's, ulimit -v), with
+    the line `refused(limit)`; where it fits but passes what the machine has available now (`memory_available`), one
+    warning line, "`needs`, more than the ... available now", said once per `key` in a process."""
+    limit = memory_limit()
+    if limit is None:  # left to the allocation itself
+        return
+    if need > limit:
+        raise IQTError(refused(limit))
     available = memory_available()
     if available is not None and need > available:
-        message = (f"{describe(f)}: the run needs about {need / 2**30:,.1f} GiB{_with(maps, tta, propagate)}, more than "
-                   f"the {available / 2**30:,.1f} GiB this machine has available now (other programs hold the rest of "
-                   f"the {limit / 2**30:,.1f} GiB this process may use): it may be slow, or be killed when memory runs out")
-        key = (shape, round(need))
+        message = (f"{needs}, more than the {available / 2**30:,.1f} GiB this machine has available now (other programs "
+                   f"hold the rest of the {limit / 2**30:,.1f} GiB this process may use): it may be slow, or be killed "
+                   "when memory runs out")
+        key = (needs, round(need)) if key is None else key
         if key not in _WARNED:
             _WARNED.add(key)
             import warnings
 
-            warnings.warn(message, IQTWarning, stacklevel=3)
+            warnings.warn(message, IQTWarning, stacklevel=stacklevel)
 
 
 def _with(maps: bool, tta: bool, propagate: bool) -> str:

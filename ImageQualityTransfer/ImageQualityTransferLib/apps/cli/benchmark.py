@@ -60,6 +60,7 @@ def run(args):
     from ... import fileio, methods
     from ...analysis import benchmark
     from ...core import grid
+    from ...fileio.sizes import check_subjects
 
     f = grid.factors(args.factor)
     snr = options.snr(args.snr)
@@ -86,6 +87,7 @@ def run(args):
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
         options.check_subject_names(args.subjects)
+        check_subjects("benchmark", args.subjects)  # each DWI from its header, before any data is read (audit Z)
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
                              mask=not args.no_mask, tta=args.tta, snr=snr, seed=seed, models=models)

@@ -19,10 +19,12 @@ def add_parsers(sub) -> None:
 
 def demo(args):
     from ...core import grid
+    from ...fileio.sizes import check_subjects
     from .. import demo as demo_app
 
     f = grid.factors(args.factor)
     options.out_dir(args.output)
+    check_subjects("demo", [args.subject])  # its DWI from its header, before any data is read (audit Z)
     demo_app.run(out_dir=args.output, subject_dir=args.subject, factor=f,
                  method_names=options.method_list(args.methods))
 

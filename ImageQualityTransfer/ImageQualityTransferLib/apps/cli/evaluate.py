@@ -58,6 +58,7 @@ def run(args):
     from ...analysis import evaluation
     from ...core import grid, tensors
     from ...dmri import degrade, fit_noise
+    from ...fileio.sizes import check_inputs
     from ...methods.inputs import order_hint
 
     f = grid.factors(args.factor) if args.factor is not None else None
@@ -66,6 +67,8 @@ def run(args):
         plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "metrics") if args.json else None
     plan.check()
+    # every image it reads, from their headers, before any data is read (audit Z)
+    check_inputs("evaluate", [args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi])
     with tensors.missing_read_as(tensors.MISSING_AS_PREDICTION):  # its NaN voxels' warning says what scoring does
         pred = fileio.load_tensor(args.pred, args.tensor_order)
     try:

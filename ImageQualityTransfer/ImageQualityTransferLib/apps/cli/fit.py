@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...core.errors import IQTError
 from ...fileio.paths import say, with_data_file  # 'wrote' lines: printed once the run's outputs are in place
 from ...dmri.degrade import STYLES
+from ...fileio.sizes import check_inputs
 from . import options
 
 
@@ -96,6 +97,7 @@ def fit(args):
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
+    check_inputs("fit", [args.dwi, args.mask])  # from their headers, before any data is read (audit Z)
     fileio.check_tensor_output(out, args.dwi)
     dwi, brain = _dwi_and_mask(args)
     check_b0(dwi)  # the mask was made from the b0: said before the fit's own lines
@@ -113,6 +115,7 @@ def mask(args):
     plan = _plan(args)
     out = plan.add(args.output, what="mask output")
     plan.check()
+    check_inputs("mask", [args.dwi])
     _, brain = _dwi_and_mask(args)
     fileio.save_mask(brain, out)
     say(f"wrote {out} ({int(brain.data.sum())} voxels" + (", the benchmark's mask: in-slice holes left open)"
@@ -142,6 +145,7 @@ def degrade(args):
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
+    check_inputs("degrade", [args.dwi, args.mask])
     fileio.check_tensor_output(out, args.dwi)  # the low-res grid's axes are the DWI's
     dwi, brain = _dwi_and_mask(args)
     pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap,

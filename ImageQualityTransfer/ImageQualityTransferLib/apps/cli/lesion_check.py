@@ -27,6 +27,7 @@ def run(args):
     from ...analysis import lesion
     from ...core import grid
     from ...dmri.subject import load_subject
+    from ...fileio.sizes import check_subjects
 
     f = grid.factors(args.factor)
     names = options.method_list(args.methods) or []
@@ -43,6 +44,7 @@ def run(args):
     plan = fileio.Outputs(*args.subjects)
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()
+    check_subjects("lesion-check", args.subjects)  # each DWI from its header, before any data is read (audit Z)
     chosen = [methods.get(n, samples=args.mc_samples if methods.method_class(n).takes_samples else None) for n in names]
     rows = []
     t0 = time.perf_counter()

@@ -25,6 +25,7 @@ def run(args):
 
     from ... import fileio, methods
     from ...analysis import propagation
+    from .upsample import input_shape3
 
     t0 = time.perf_counter()
     options.settle_propagation(args)
@@ -38,6 +39,9 @@ def run(args):
         plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}",
                  folder_checked=True)
     plan.check()
+    shape3 = input_shape3(args.input)  # the run's high-res grid from the input's header, as 'iqt upsample' checks it
+    if shape3 is not None:  # before the input is read or a model loaded (audit Z); predict checks the same again
+        method.check_memory(shape3, f, method.gives_uncertainty, propagate=True)
     if method.learned:
         method.load(f)  # a missing, corrupt or foreign model fails here, before any work
     lr = fileio.load_tensor(args.input, args.tensor_order)

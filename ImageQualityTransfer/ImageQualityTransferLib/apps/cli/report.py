@@ -27,7 +27,8 @@ def add_parsers(sub) -> None:
 
 
 def run(args):
-    from ... import fileio
+    from ... import fileio, methods
+    from ...fileio.sizes import check_subjects
     from ...dmri.degrade import lowres_mask
     from ...methods.inputs import check_tensor_input
     from .. import report
@@ -46,6 +47,15 @@ def run(args):
     plan = fileio.Outputs(args.subject, args.input, args.mask)
     out = plan.add(args.output, (".html", ".htm"), "report")
     plan.check()
+    if args.input and f is not None:  # each method's run on the input's grid, from its header (audit Z); with
+        from .upsample import input_shape3  # --voxel-size the input is read for its voxel size, then predict checks
+
+        shape3 = input_shape3(args.input)
+        names = (options.method_list(args.methods) or methods.ready(f)) if shape3 is not None else []
+        for name in [n for n in names if n in methods.names()]:  # an unknown name is said where the methods are chosen
+            method = methods.get(name)
+            method.check_memory(shape3, f, method.gives_uncertainty)
+    check_subjects("report", [args.subject])  # its DWI from its header, before any data is read (audit Z)
     if args.input:
         with warnings.catch_warnings(record=True) as caught:  # what reading says about the input heads the page too
             warnings.simplefilter("always", IQTWarning)

@@ -37,6 +37,7 @@ def run(args):
     from ... import fileio
     from ...analysis import tractography
     from ...core import tensors
+    from ...fileio.sizes import check_inputs
     from ...methods.inputs import check_tensor_input
 
     plan = fileio.Outputs(args.input, args.seeds, args.mask)
@@ -46,6 +47,7 @@ def run(args):
     s = tractography.TrackingSettings(fa_threshold=args.fa_threshold, step=args.step, angle=args.angle,
                                       density=args.density, min_length=args.min_length,
                                       max_length=args.max_length).check()
+    check_inputs("track", [args.input, args.seeds, args.mask])  # from their headers, before any data is read (audit Z)
     seeds = fileio.load_mask(args.seeds, seeds=True)
     if (s.step is None) == (s.max_length is None):  # points per streamline known before the brain is (scaling keeps them)
         tractography.check_memory(int(seeds.data.sum()) * s.density**3, s.human())

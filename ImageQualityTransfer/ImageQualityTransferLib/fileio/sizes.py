@@ -1,0 +1,113 @@
+"""The memory a command needs for the images it reads, judged from their headers before any data is read.
+
+A 4.3 MB `.nii.gz` DWI whose header says 4.4 GB (a zero-filled volume compresses to almost nothing) reached 4.37 GB
+RSS under `iqt fit` before failing under `ulimit -v` (audit Z): the size an image takes in memory is in its header,
+and a command's peak is a multiple of it. Each command that reads images checks them here after its output checks and
+before it reads any data, by the rule of `core.grid.check_need` (the one rule `iqt upsample`'s check follows too):
+refused in one line where the peak passes the memory this process may use, one warning line where it passes what the
+machine has available now. `iqt upsample`, `propagate`, `view` and `report --input` judge their high-res grid instead
+(`Method.check_memory`, from `input_shape3`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..core import grid
+
+# A command's peak memory per byte of the images it reads (their voxels counted as float32, 4 bytes each, whatever
+# their type on disk), on top of grid.PEAK_FIXED_BYTES (the modules loaded before the data). Measured as the slope of
+# peak RSS (`/usr/bin/time -v`, `OMP_NUM_THREADS=1 iqt --threads 1 ...`) between the 3 mm dev scan
+# siemens_prisma_3mm_ortho (72x72x36x21, 15.7 MB as float32) and the same scan tiled 2x2x2 (144x144x72x21, 125 MB):
+# (RSS at 8x - RSS at 1x) / (the 7x more bytes), every run exit 0 (F1, stop 51):
+READ_PEAK = {
+    # fit: 264,432 -> 820,504 kB (5.07x), the same with --exclude-outliers --mask-out (264,292 -> 820,500 kB)
+    "fit": 5.5,
+    # mask: 152,568 -> 308,116 kB (1.45x)
+    "mask": 2.0,
+    # degrade: 169,284 -> 361,280 kB at its defaults (1.79x); 271,408 -> 855,956 kB with --style unmasked --snr 20
+    # --factor 1,1,2 (5.46x: every voxel fitted, noise drawn at full size)
+    "degrade": 6.0,
+    # evaluate (every input counted: --pred, --truth, --mask, --uncertainty, --direction, --dwi): --pred --truth --mask
+    # 102,812 -> 263,644 kB (2.42x of their 13 values a voxel), + --uncertainty --direction 145,732 -> 263,444 kB
+    # (1.54x of 15), + --dwi 189,160 -> 543,924 kB (1.93x of 36)
+    "evaluate": 3.0,
+    # track (tensors, --mask and --seeds counted; the streamlines have their own check): a 6x6x4 seed ROI,
+    # 213,272 -> 335,080 kB (2.98x of 8 values a voxel)
+    "track": 3.5,
+    # benchmark (each subject on its own): --methods cubic,biqt 263,796 -> 812,816 kB (5.12x: the reference fit's);
+    # --methods espcn-hetero-var1 --tracts 487,128 -> 983,520 kB (4.63x)
+    "benchmark": 6.0,
+    # lesion-check --kinds edema (its default methods espcn-hetero-var1,biqt): 508,304 -> 1,139,852 kB (5.90x)
+    "lesion-check": 7.0,
+    # demo --subject --methods cubic,biqt: 289,628 -> 813,096 kB (4.89x)
+    "demo": 6.0,
+    # report --subject --methods cubic,biqt (tracts drawn): 700,672 -> 1,171,496 kB (4.39x)
+    "report": 6.0,
+}
+
+
+def header_shape(path) -> tuple[int, ...] | None:
+    """The array shape an image's header gives (NIfTI: nibabel reads only the header; NRRD: its 'sizes'), without
+    reading the data; None where there is no regular file or its header cannot be read (the reader says why)."""
+    from .nifti import is_nrrd
+    from .paths import not_a_file
+
+    try:
+        p = Path(path)
+        if not p.is_file() or not_a_file(p) is not None:  # a FIFO would be waited on: the full read refuses it
+            return None
+        if is_nrrd(p):
+            import nrrd
+
+            with open(p, "rb") as fh:
+                sizes = nrrd.read_header(fh)["sizes"]
+            return tuple(int(n) for n in sizes)
+        import nibabel
+
+        return tuple(int(n) for n in nibabel.load(str(p)).shape)
+    except Exception:  # noqa: BLE001 - any unreadable header: left to the reader's own messages
+        return None
+
+
+def _dims(shape) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def check_inputs(command: str, images, multiple: float | None = None,
+                 fix: str = "crop it (fewer slices or volumes, e.g. with fslroi) or run on a machine with more "
+                            "memory") -> None:
+    """Refuse (one line) a run of `iqt command` whose images, `images` (paths; None skipped), would take it past the
+    memory this process may use at its peak: READ_PEAK[command] (or `multiple`) times their voxels as float32, and
+    grid.PEAK_FIXED_BYTES; warn where that passes what the machine has available now (grid.check_need). Images whose
+    header cannot be read are left to their reader."""
+    multiple = READ_PEAK[command] if multiple is None else multiple
+    sized = [(Path(p), shape) for p in images if p is not None for shape in [header_shape(p)] if shape is not None]
+    if not sized:
+        return
+    counts = [math.prod(shape) for _, shape in sized]
+    total = sum(counts) * 4
+    need = total * multiple + grid.PEAK_FIXED_BYTES
+    big, shape = sized[counts.index(max(counts))]
+    alone = max(counts) * 4
+    rest = "the other image" if len(sized) == 2 else f"the other {len(sized) - 1} images"
+    others = f"; {total / 2**30:,.1f} GiB with {rest} it reads" if len(sized) > 1 else ""
+    said = f"{big}: its header says {_dims(shape)} voxels ({alone / 2**30:,.1f} GiB as float32{others})"
+    grid.check_need(
+        need,
+        lambda limit: (f"{said}, and 'iqt {command}' needs about {need / 2**30:,.1f} GiB at its peak to run on it, "
+                       f"more than this process's {limit / 2**30:,.1f} GiB of memory; {fix}"),
+        f"'iqt {command}' on {big} ({_dims(shape)} voxels) needs about {need / 2**30:,.1f} GiB",
+        key=(command, str(big), round(need)))
+
+
+def check_subjects(command: str, folders, multiple: float | None = None) -> None:
+    """`check_inputs` of each subject folder's DWI on its own (the subjects are run one after the other): its
+    dwi.nii.gz or dwi.nii, as dmri.subject.dwi_path finds it; a folder without one is left to the reader's message."""
+    for folder in folders or ():
+        if folder is None:
+            continue
+        dwi = [p for p in (Path(folder) / "dwi.nii.gz", Path(folder) / "dwi.nii") if p.is_file()]
+        check_inputs(command, dwi, multiple, fix="crop its DWI (fewer slices or volumes, e.g. with fslroi) or run on a "
+                                                 "machine with more memory")

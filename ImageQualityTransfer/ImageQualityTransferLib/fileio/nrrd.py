@@ -90,6 +90,11 @@ def _read(path: Path):
     if kind is not None:
         raise IQTError(f"{path}: is {kind}, not a file, and is not read; give a tensor NRRD file ({SLICER_HINT})")
     data = nrrd_data_file(path)
+    split = _split_data(data.name) if data is not None else None
+    if split is not None:
+        raise IQTError(f"{path}: its image data is split over several files ('data file: {split}'), which is not read "
+                       "here (nor by pynrrd); join them into one file and give that: load it in Slicer and save it as "
+                       "a .nrrd, or with Teem: unu save -f nrrd -e gzip -i <this header> -o <name>.nrrd")
     kind = not_a_file(data) if data is not None else None
     if kind is not None:
         raise IQTError(f"{path}: its data file {data} is {kind}, not a file, and is not read; the header's 'data file' "
@@ -105,6 +110,21 @@ def _read(path: Path):
             f"{path}: cannot be read as NRRD ({type(exc).__name__}: {exc}); the file may be truncated or damaged, "
             f"or its detached data file missing; re-save it from Slicer as {SLICER_HINT}"
         ) from None
+
+
+def _split_data(name: str) -> str | None:
+    """The 'data file' value of a multi-file NRRD (the format's 'LIST [<subdim>]', the file names on the lines after
+    it, or '<format> <min> <max> <step> [<subdim>]', e.g. 'slice%03d.raw 1 60 1 2'), as given; None for one data file.
+    Neither is read: pynrrd 1.1.3 reads neither (a LIST header fails in its header parser, a pattern is opened as a
+    file of that name), Slicer writes neither, and each listed file would be an input an output must not replace."""
+    import re
+
+    value = name.strip()
+    if value == "LIST" or re.fullmatch(r"LIST\s+\d+", value):
+        return value
+    if re.fullmatch(r"\S*%\S*(\s+-?\d+){3}(\s+\d+)?", value):
+        return value
+    return None
 
 
 TRAILING_READ = 1 << 20  # bytes decompressed past the image's end to tell whether more data follows

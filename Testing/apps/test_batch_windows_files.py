@@ -124,3 +124,25 @@ def test_ascii_names_keep_their_labels_byte_for_byte():
         old = re.sub(r"[^A-Za-z0-9]", "", text)
         if old:
             assert label(text) == old
+
+
+def test_names_differing_only_in_case_are_told_apart_as_other_colliding_names(tmp_path):
+    """siteA/P01 and siteB/p01 became sub-P01 and sub-p01: one folder on a macOS or Windows disk, each subject's outputs
+    replacing the other's with qc.tsv saying both done. They now take their parent folders, as sub-P01 twice does."""
+    (tmp_path / "case.txt").write_text("siteA/P01/dti.nii.gz\nsiteB/p01/dti.nii.gz\n", encoding="utf-8")
+    (tmp_path / "same.txt").write_text("siteA/P01/dti.nii.gz\nsiteB/P01/dti.nii.gz\n", encoding="utf-8")
+    (tmp_path / "apart.txt").write_text("siteA/P01/dti.nii.gz\nsiteB/P02/dti.nii.gz\np03/dti.nii.gz\n", encoding="utf-8")
+    assert [it.prefix for it in batch.find_items(tmp_path / "case.txt")] == ["sub-siteAP01", "sub-siteBp01"]
+    assert [it.prefix for it in batch.find_items(tmp_path / "same.txt")] == ["sub-siteAP01", "sub-siteBP01"]
+    assert [it.prefix for it in batch.find_items(tmp_path / "apart.txt")] == ["sub-P01", "sub-P02", "sub-p03"]
+
+
+def test_names_that_stay_one_folder_without_case_are_refused(tmp_path):
+    (tmp_path / "l.txt").write_text("P01/dti.nii.gz\np01/dti.nii.gz\n", encoding="utf-8")
+    with pytest.raises(IQTError, match="one folder on a macOS or Windows disk"):
+        batch.find_items(tmp_path / "l.txt")
+    for sub in ("sub-P01", "sub-p01"):  # a BIDS dataset made on Linux
+        (tmp_path / "bids" / sub / "dwi").mkdir(parents=True)
+        (tmp_path / "bids" / sub / "dwi" / f"{sub}_dwi.nii.gz").write_bytes(b"")
+    with pytest.raises(IQTError, match="sub-p01 and sub-P01, one folder on a macOS or Windows disk"):
+        batch.find_items(tmp_path / "bids")

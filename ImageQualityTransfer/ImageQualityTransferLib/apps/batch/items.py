@@ -227,7 +227,10 @@ def _list_names(entries: list[tuple[list[str], str | None]], lines=None) -> list
     after the folder (P05/dti_tensor.nii.gz: sub-P05; sub-01/dwi/x.nii.gz: sub-01; sub-01/ses-1/dwi/x: sub-01ses1), so
     that a subject keeps its name when other lines are added; one without a folder after the file. Where names collide,
     two files in one folder take their file names (P05/a, P05/b: sub-P05a, sub-P05b), and the others parent folders
-    (siteA/P01, siteB/P01: sub-siteAP01, sub-siteBP01), then their file names, until they differ."""
+    (siteA/P01, siteB/P01: sub-siteAP01, sub-siteBP01), then their file names, until they differ. Names are compared
+    without case, on every system (audit AA: siteA/P01 and siteB/p01 became sub-P01 and sub-p01, one folder on a macOS or
+    Windows disk, where each subject's files replaced the other's): sub-siteAP01, sub-siteBp01, on Linux too, so that a
+    list names its subjects the same everywhere."""
     folders = [f for f, _ in entries]
     depth = [2 if len(f) > 1 and f[-1].lower().startswith("ses-") else min(len(f), 1) for f in folders]
     with_stem = [not f for f in folders]
@@ -236,7 +239,7 @@ def _list_names(entries: list[tuple[list[str], str | None]], lines=None) -> list
                  for i, ((f, stem), d, w) in enumerate(zip(entries, depth, with_stem))]
         changed = False
         for i, name in enumerate(names):
-            others = [j for j, n in enumerate(names) if n == name and j != i]
+            others = [j for j, n in enumerate(names) if n.lower() == name.lower() and j != i]
             if not others:
                 continue
             stem = entries[i][1]
@@ -272,11 +275,15 @@ def find_items(path) -> list[Item]:
     if not items:
         raise IQTError(f"{p}: no subjects found; a BIDS dataset holds sub-*/[ses-*/]dwi/*_dwi.nii.gz, a list names one "
                        "subject folder or DTI file per line")
-    seen = {}
+    seen = {}  # by the name without case: sub-P01 and sub-p01 are one folder on a macOS or Windows disk
     for it in items:
-        if it.prefix in seen and Path(seen[it.prefix]).resolve() == Path(it.path).resolve():
+        key = it.prefix.lower()
+        if key in seen and Path(seen[key][1]).resolve() == Path(it.path).resolve():
             raise IQTError(f"{it.path} is listed twice; list each subject once")
-        if it.prefix in seen:
-            raise IQTError(f"{it.path} and {seen[it.prefix]} both become {it.prefix}; rename one of them")
-        seen[it.prefix] = it.path
+        if key in seen and seen[key][0] != it.prefix:
+            raise IQTError(f"{it.path} and {seen[key][1]} become {it.prefix} and {seen[key][0]}, one folder on a macOS or "
+                           "Windows disk (names differing only in case); rename one of them")
+        if key in seen:
+            raise IQTError(f"{it.path} and {seen[key][1]} both become {it.prefix}; rename one of them")
+        seen[key] = (it.prefix, it.path)
     return items

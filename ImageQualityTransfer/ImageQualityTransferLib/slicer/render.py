@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.errors import IQTError
+from ..core.volume import Volume
+from . import display, mrml, processing
 
 if TYPE_CHECKING:  # the render extra's, imported on use
     import PIL.Image
-from ..core.volume import Volume
-from . import display, mrml, processing
 
 VIEW_SIZE = (440, 440)
 OPACITY = 0.5

@@ -350,6 +350,8 @@ def hetero_loss(pred, logvar, y, w, ref_std=None):
 
 
 CHECKPOINT_FORMAT = "iqt-cnn-checkpoint/1"
+SIDECAR_VERSION = "1.0.0"  # a trained model's sidecar "version", as every shipped CNN sidecar has it (the engine's
+# own is its "engine_version")
 
 
 def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
@@ -715,7 +717,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
             "orientation": "canonical RAS axes (Method.predict reorients)",
             "targets": "plausible voxels in the brain mask, eigenvalues clipped to [0, 4e-3]",
         },
-        "version": "1.0.0",
+        "version": SIDECAR_VERSION,
         "engine_version": engine_version,
         "engine_build": engine_build(),
     }

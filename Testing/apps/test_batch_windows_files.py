@@ -146,3 +146,116 @@ def test_names_that_stay_one_folder_without_case_are_refused(tmp_path):
         (tmp_path / "bids" / sub / "dwi" / f"{sub}_dwi.nii.gz").write_bytes(b"")
     with pytest.raises(IQTError, match="sub-p01 and sub-P01, one folder on a macOS or Windows disk"):
         batch.find_items(tmp_path / "bids")
+
+
+class FakeKernel32:
+    """kernel32's OpenProcess, GetExitCodeProcess, GetProcessTimes and CloseHandle over `procs` (pid: (exit code,
+    creation time)); `denied` pids fail to open with ERROR_ACCESS_DENIED, others not in `procs` with 87."""
+
+    def __init__(self, procs, denied=(), error=87):
+        self.procs, self.denied, self.error, self.last, self.open = procs, set(denied), error, 0, set()
+
+    def OpenProcess(self, access, inherit, pid):
+        assert access == 0x1000  # PROCESS_QUERY_LIMITED_INFORMATION: what any user may ask
+        if pid in self.procs:
+            self.open.add(pid)
+            return 1000 + pid
+        self.last = 5 if pid in self.denied else self.error
+        return 0
+
+    def GetExitCodeProcess(self, handle, code):
+        code._obj.value = self.procs[handle.value - 1000][0]
+        return 1
+
+    def GetProcessTimes(self, handle, created, *_):
+        created._obj.value = self.procs[handle.value - 1000][1]
+        return 1
+
+    def CloseHandle(self, handle):
+        self.open.discard(handle.value - 1000)
+        return 1
+
+
+@pytest.fixture
+def windows(monkeypatch):
+    """Windows as the lock sees it: os.kill(pid, 0) raises, as CPython's does for a pid that is no console group (or it
+    sends Ctrl+C); the process probe answers from a FakeKernel32 (set `.kernel32`)."""
+    import os
+
+    from ImageQualityTransferLib.apps.batch import lock
+
+    sent = []
+
+    def kill(pid, sig):
+        sent.append((pid, sig))
+        raise OSError(22, "The parameter is incorrect")
+
+    state = type("Windows", (), {"kernel32": FakeKernel32({}), "sent": sent})()
+    monkeypatch.setattr(os, "kill", kill)
+    monkeypatch.setattr(lock, "_on_windows", lambda: True, raising=False)
+    monkeypatch.setattr(lock, "_kernel32", lambda: state.kernel32, raising=False)
+    monkeypatch.setattr(lock, "_last_error", lambda: state.kernel32.last, raising=False)
+    return state
+
+
+def plant_lock(out: Path, pid: int, pid_start=None) -> Path:
+    import json
+    import socket
+
+    from ImageQualityTransferLib.apps.batch import lock
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / lock.LOCK_NAME).write_text(json.dumps({"pid": pid, "pid_start": pid_start, "host": socket.gethostname(),
+                                                  "started": "2026-01-02 03:04:05 +0000", "command": "iqt batch l -o o",
+                                                  "token": "old"}))
+    return out / lock.LOCK_NAME
+
+
+def test_on_windows_the_lock_of_a_gone_run_is_taken_over_without_signal_0(tmp_path, windows):
+    """After a crashed batch on Windows the folder was refused for good ('stop it (kill 999999)'), and the probe could
+    send Ctrl+C to the console."""
+    from ImageQualityTransferLib.apps.batch import lock
+
+    plant_lock(tmp_path, 999999)
+    with pytest.warns(Warning, match="taking over the lock of an iqt batch run that is gone"):
+        rec = lock.acquire(tmp_path)
+    assert (lock._read(tmp_path / lock.LOCK_NAME) or {}).get("token") == rec["token"]
+    assert not [s for s in windows.sent if s[1] == 0]
+
+
+def test_on_windows_a_reused_pid_is_told_by_its_creation_time(tmp_path, windows):
+    from ImageQualityTransferLib.apps.batch import lock
+
+    windows.kernel32 = FakeKernel32({4242: (259, 222)})
+    plant_lock(tmp_path, 4242, pid_start="111")
+    with pytest.warns(Warning, match="taking over"):
+        lock.acquire(tmp_path)
+    assert not windows.kernel32.open  # every handle closed
+
+
+def test_on_windows_a_live_run_is_refused_with_taskkill_and_an_unknown_one_with_how_to_remove_the_lock(tmp_path, windows):
+    from ImageQualityTransferLib.apps.batch import lock
+
+    windows.kernel32 = FakeKernel32({4242: (259, 222)})
+    plant_lock(tmp_path, 4242, pid_start="222")
+    with pytest.raises(IQTError, match=r"stop it \(taskkill /PID 4242\)"):
+        lock.acquire(tmp_path)
+    windows.kernel32 = FakeKernel32({}, error=6)  # neither "no such process" nor "access denied": cannot tell
+    with pytest.raises(IQTError, match=r"cannot be told here.*remove .*\.iqt_batch\.lock and rerun"):
+        lock.acquire(tmp_path)
+    assert not [s for s in windows.sent if s[1] == 0]
+
+
+def test_the_windows_probe_reads_the_exit_code_and_errors():
+    from ImageQualityTransferLib.apps.batch import lock
+
+    fake = FakeKernel32({10: (259, 5), 11: (0, 6)}, denied={12})
+    given = lock._kernel32, lock._last_error
+    lock._kernel32, lock._last_error = (lambda: fake), (lambda: fake.last)
+    try:
+        assert [lock._windows_process(p) for p in (10, 11, 12, 13)] == \
+            [(True, "5"), (False, "6"), (True, None), (False, None)]
+    finally:
+        lock._kernel32, lock._last_error = given
+    if not hasattr(__import__("ctypes"), "WinDLL"):  # here: no kernel32, so it cannot tell
+        assert lock._windows_process(10) == (None, None)

@@ -43,8 +43,11 @@ def _record(command: str | None) -> dict:
 
 
 def _start_time(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, /proc's field 22), None where the system does not say: with
-    the pid, it names one process, not whichever took the number since (a container's pid 1 rerun after a kill)."""
+    """When process `pid` started (clock ticks since boot, /proc's field 22; on Windows its creation time), None where
+    the system does not say: with the pid, it names one process, not whichever took the number since (a container's
+    pid 1 rerun after a kill)."""
+    if _on_windows():
+        return _windows_process(pid)[1]
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -56,8 +59,11 @@ def _start_time(pid: int) -> str | None:
 def _gone(rec: dict) -> bool:
     """Whether the process that took the lock `rec` (on this host) has ended: its pid is free, or it is another
     process's now (its start time differs from the one recorded; review 47: a reused pid, the refused run's own among
-    them, was taken for a live run and the folder refused for good)."""
-    if not _alive(rec["pid"]):
+    them, was taken for a live run and the folder refused for good). False where that cannot be told."""
+    alive = _alive(rec["pid"])
+    if alive is None:
+        return False
+    if not alive:
         return True
     then, now = rec.get("pid_start"), _start_time(rec["pid"])
     return then is not None and now is not None and then != now
@@ -72,9 +78,18 @@ def _read(path: Path) -> dict | None:
     return rec if isinstance(rec, dict) and isinstance(rec.get("pid"), int) and isinstance(rec.get("host"), str) else None
 
 
-def _alive(pid: int) -> bool:
+def _on_windows() -> bool:
+    return os.name == "nt"
+
+
+def _alive(pid: int) -> bool | None:
+    """Whether process `pid` runs; None where that cannot be told. Never os.kill(pid, 0) on Windows: signal 0 is
+    CTRL_C_EVENT there, which os.kill sends to the console's processes (this run's own among them) or fails on, so a
+    lock was never taken over (audit AA)."""
     if pid <= 0:
         return False
+    if _on_windows():
+        return _windows_process(pid)[0]
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -82,8 +97,48 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     except OSError:
-        return True  # cannot tell: never taken over
+        return None  # cannot tell: never taken over
     return True
+
+
+def _windows_process(pid: int) -> tuple[bool | None, str | None]:
+    """(whether process `pid` runs, its creation time) by OpenProcess with PROCESS_QUERY_LIMITED_INFORMATION, which a
+    user may ask of any process, GetExitCodeProcess and GetProcessTimes; (None, None) where they cannot say."""
+    import ctypes
+
+    query_limited, still_active, no_such_process, access_denied = 0x1000, 259, 87, 5
+    try:
+        kernel32 = _kernel32()
+        opened = kernel32.OpenProcess(query_limited, False, pid)
+        if not opened:
+            error = _last_error()
+            return {no_such_process: (False, None), access_denied: (True, None)}.get(error, (None, None))
+        handle = ctypes.c_void_p(opened)
+        try:
+            code, times = ctypes.c_ulong(), [ctypes.c_ulonglong() for _ in range(4)]
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return None, None
+            started = str(times[0].value) if kernel32.GetProcessTimes(handle, *map(ctypes.byref, times)) else None
+            return code.value == still_active, started
+        finally:
+            kernel32.CloseHandle(handle)
+    except (OSError, AttributeError, ValueError):  # no kernel32 to ask
+        return None, None
+
+
+def _kernel32():
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = ctypes.c_void_p  # a HANDLE: pointer-sized, not ctypes' default int
+    kernel32.OpenProcess.argtypes = (ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong)
+    return kernel32
+
+
+def _last_error() -> int:
+    import ctypes
+
+    return ctypes.get_last_error()
 
 
 def _who(rec: dict) -> str:
@@ -156,9 +211,12 @@ def acquire(out_root, command: str | None = None) -> dict:
                 warnings.warn(f"{out_root}: taking over the lock of an iqt batch run that is gone ({_who(other)})",
                               IQTWarning, stacklevel=2)
             continue
-        if other["host"] == here:
-            how = (f"wait for it to end, or stop it (kill {other['pid']}), then rerun: the subjects it has done are "
-                   "skipped")
+        if other["host"] == here and _alive(other["pid"]) is None:
+            how = (f"whether that run is still going cannot be told here: wait for it to end; if no iqt batch run is "
+                   f"writing into this folder, remove {path} and rerun")
+        elif other["host"] == here:
+            stop = f"taskkill /PID {other['pid']}" if _on_windows() else f"kill {other['pid']}"
+            how = f"wait for it to end, or stop it ({stop}), then rerun: the subjects it has done are skipped"
         else:
             how = (f"wait for it to end; if that run is gone (its machine stopped), remove {path} and rerun, since a "
                    "lock from another host is never taken over")

@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 class _Printed:
     """sys.stdout for the length of a command, outliving its reader: where whatever reads the printed lines stops early
     (`iqt upsample ... | head -1`, a log collector that dies), the rest of the lines go to /dev/null and the work goes on
-    to its end, so that every output file is still written and every failure still said on stderr."""
+    to its end, so that every output file is still written and every failure still said on stderr. Characters its
+    encoding lacks are written as Python's stderr writes them (backslashreplace: \\u60a3), not an error (audit AA: on
+    Windows, stdout to a file or a pipe is in the ANSI code page, and a `wrote` line naming 患者 ended a finished run
+    in an internal error, exit 1)."""
 
     def __init__(self, stream):
         self.stream, self.gone = stream, False
@@ -79,6 +82,13 @@ class _Printed:
                 return self.stream.write(text)
             except BrokenPipeError:
                 self._lost()
+            except UnicodeEncodeError:  # nothing was written: a text stream encodes the whole text first
+                try:
+                    return self.stream.write(_encodable(text, getattr(self.stream, "encoding", None)))
+                except UnicodeEncodeError:
+                    return self.stream.write(_encodable(text, "ascii"))
+                except BrokenPipeError:
+                    self._lost()
         return len(text)
 
     def flush(self):
@@ -97,6 +107,14 @@ class _Printed:
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
+
+
+def _encodable(text: str, encoding: str | None) -> str:
+    """`text` with the characters `encoding` lacks as backslash escapes."""
+    try:
+        return text.encode(encoding or "ascii", "backslashreplace").decode(encoding or "ascii")
+    except LookupError:
+        return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

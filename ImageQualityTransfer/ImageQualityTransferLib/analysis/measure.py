@@ -7,21 +7,22 @@ import time
 from contextlib import contextmanager
 
 
-def rss_bytes() -> int:
-    """Current resident set size of this process (Linux /proc; 0 where unavailable)."""
+def rss_bytes() -> int | None:
+    """Current resident set size of this process (Linux /proc); None where the system does not say (macOS, Windows:
+    audit AA, where 0 was recorded as a peak of 0 MB)."""
     try:
         with open("/proc/self/statm") as f:
             import os
 
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+    except (OSError, ValueError, IndexError, AttributeError):  # AttributeError: no os.sysconf (Windows)
+        return None
 
 
 class Usage:
     seconds: float = 0.0
-    peak_rss: int = 0  # bytes, whole process
-    peak_delta: int = 0  # bytes above the resident size at the start
+    peak_rss: int | None = 0  # bytes, whole process; None where not measured (rss_bytes)
+    peak_delta: int | None = 0  # bytes above the resident size at the start; None where not measured
 
 
 @contextmanager
@@ -34,18 +35,22 @@ def measure(interval: float = 0.005):
 
     def sample():
         while not stop.is_set():
-            peak[0] = max(peak[0], rss_bytes())
+            peak[0] = max(peak[0], rss_bytes() or 0)
             stop.wait(interval)
 
     thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
+    if start_rss is not None:
+        thread.start()
     t0 = time.perf_counter()
     try:
         yield usage
     finally:
         usage.seconds = time.perf_counter() - t0
-        stop.set()
-        thread.join()
-        peak[0] = max(peak[0], rss_bytes())
-        usage.peak_rss = peak[0]
-        usage.peak_delta = peak[0] - start_rss
+        if start_rss is None:
+            usage.peak_rss = usage.peak_delta = None
+        else:
+            stop.set()
+            thread.join()
+            peak[0] = max(peak[0], rss_bytes() or 0)
+            usage.peak_rss = peak[0]
+            usage.peak_delta = peak[0] - start_rss

@@ -478,10 +478,15 @@ def _write_vtk(streamlines, path, xml: bool, name=None):
 
 
 def _full_or_too_large(path) -> int:
-    """ENOSPC, or EFBIG where the folder still has room and this process has a file-size limit (ulimit -f)."""
+    """ENOSPC, or EFBIG where the folder still has room and this process has a file-size limit (ulimit -f); ENOSPC
+    where the system has no such limits (Windows: no `resource` module, no os.statvfs; audit AA: a full disk there was
+    an ImportError, not the disk-full line)."""
     import errno
-    import resource
 
+    try:
+        import resource
+    except ImportError:
+        return errno.ENOSPC
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     try:
         st = os.statvfs(os.path.dirname(os.path.abspath(path)))

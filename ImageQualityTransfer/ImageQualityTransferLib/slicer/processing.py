@@ -163,25 +163,25 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
     volumes the tensor model does not fit, as `iqt fit --exclude-outliers` fits them; the note says what was left out.
     Here or in the worker process (slicer/worker.py `--dwi`, `--exclude-outliers`)."""
     from ..dmri import dti
-    from ..dmri.gradcheck import check_gradients
-    from ..dmri.motion import check_b0
-    from ..dmri.outliers import check_fit
+    from ..dmri.fit_checks import fit_with_checks
+
+    def fit(d, m):  # slab by slab, with progress and cancel; the series' shells are said once, before
+        out = _fit_in_slabs(d, m, progress, cancel)
+        check_cancel(cancel)
+        return out
 
     report_progress(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
     fit_mask = mask if mask is not None else dti.brain_mask(dwi)
-    with warnings.catch_warnings(record=True) as shells:  # said once as the run's note, not once per slab
+    with warnings.catch_warnings(record=True) as said:  # iqt fit's checks, as the run's notes
         warnings.simplefilter("always", IQTWarning)
         dti.check_shells(dwi)
-        check_b0(dwi)  # iqt fit's checks (apps/cli/fit.py): a b0 the head moved from; the mask was made from it
-    lr = _fit_in_slabs(dwi, fit_mask, progress, cancel)
-    check_cancel(cancel)
-    with warnings.catch_warnings(record=True) as fit:  # the slices and volumes the fit does not explain; a wrong table
-        warnings.simplefilter("always", IQTWarning)
-        lr = check_fit(dwi, fit_mask, lr, exclude=exclude)
-        check_gradients(dwi, fit_mask, lr)
+        lr = fit_with_checks(dwi, fit_mask, exclude, fit=fit).tensor
+    for w in said:
+        if not issubclass(w.category, IQTWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     meta = dict(dwi.meta)
     meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [
-        _fit_in_module_words(str(w.message)) for w in [*shells, *fit] if issubclass(w.category, IQTWarning)]
+        _fit_in_module_words(str(w.message)) for w in said if issubclass(w.category, IQTWarning)]
     if mask is None:
         meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in a brain mask estimated from the "
                                    f"b0 (median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which "

@@ -67,13 +67,10 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ... import fileio
     from ...core import grid, tensors
     from ...core.volume import Volume
-    from ...dmri.dti import brain_mask, fit_dti
-    from ...dmri.gradcheck import check_gradients
-    from ...dmri.motion import check_b0
-    from ...dmri.outliers import checked_fit
-    from ...methods.inputs import input_noise_index, whole_field, without_tiny_background
-
+    from ...dmri.dti import brain_mask
+    from ...dmri.fit_checks import fit_with_checks
     from ...methods.base import predict_within
+    from ...methods.inputs import input_noise_index, whole_field, without_tiny_background
 
     snr, whole, given, checks = float("nan"), None, None, {}
     if item.kind == "dwi":
@@ -86,12 +83,11 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
 
             dwi = keep_bmax(dwi, s.bmax)
         mask = fileio.load_mask(item.mask, dwi) if item.mask else brain_mask(dwi)
-        # iqt fit's checks (apps/cli/fit.py), said in the subject's notes and counted in its QC row
-        shift = check_b0(dwi)  # the mask was made from the b0: said before the fit's own lines
-        lr, found = checked_fit(dwi, mask, fit_dti(dwi, mask), exclude=s.exclude_outliers)
-        table = check_gradients(dwi, mask, lr, str(item.gradients()[1]))
+        # iqt fit's checks, said in the subject's notes and counted in its QC row
+        done = fit_with_checks(dwi, mask, s.exclude_outliers, str(item.gradients()[1]))
+        lr, found, table = done.tensor, done.outliers, done.gradients
         checks = {"fit_outlier_pairs": found.pair_count, "fit_outlier_volumes": len(found.volumes),
-                  "b0_shift_vox": round(float(np.linalg.norm(shift)), 3), "b0_check": found.b0_levels,
+                  "b0_shift_vox": round(float(np.linalg.norm(done.b0_shift)), 3), "b0_check": found.b0_levels,
                   # ok, n/a (too little white matter) or the correction the fibres favour; its score over the table's
                   "bvec_check": table.record, "bvec_ratio": round(table.ratio, 3)}
         snr = snr_estimate(dwi, mask.data)

@@ -88,10 +88,7 @@ def _dwi_and_mask(args):
 
 def fit(args):
     from ... import fileio
-    from ...dmri.dti import fit_dti
-    from ...dmri.gradcheck import check_gradients
-    from ...dmri.motion import check_b0
-    from ...dmri.outliers import check_fit
+    from ...dmri.fit_checks import fit_with_checks
 
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
@@ -100,9 +97,8 @@ def fit(args):
     check_inputs("fit", [args.dwi, args.mask])  # from their headers, before any data is read (audit Z)
     fileio.check_tensor_output(out, args.dwi)
     dwi, brain = _dwi_and_mask(args)
-    check_b0(dwi)  # the mask was made from the b0: said before the fit's own lines
-    tensor = check_fit(dwi, brain, fit_dti(dwi, brain), exclude=args.exclude_outliers)
-    check_gradients(dwi, brain, tensor, str(fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec)[1]))
+    bvec = str(fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec)[1])
+    tensor = fit_with_checks(dwi, brain, args.exclude_outliers, bvec).tensor
     fileio.save_tensor(tensor, out)
     if mask_out:
         fileio.save_mask(brain, mask_out)

@@ -127,6 +127,38 @@ def _split_data(name: str) -> str | None:
     return None
 
 
+# the NRRD format's pixel types (teem's nrrd format, "type:") as numpy's; "block" (opaque bytes) is no tensor's
+NRRD_TYPES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t"), "i1"),
+    **dict.fromkeys(("uchar", "unsigned char", "uint8", "uint8_t"), "u1"),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t"), "i2"),
+    **dict.fromkeys(("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), "u2"),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t"), "i4"),
+    **dict.fromkeys(("uint", "unsigned int", "uint32", "uint32_t"), "u4"),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64",
+                     "int64_t"), "i8"),
+    **dict.fromkeys(("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"), "u8"),
+    "float": "f4",
+    "double": "f8",
+}
+
+
+def _dtype(header: dict, path: Path) -> np.dtype:
+    """The numpy type of a binary NRRD's pixels, from its 'type' and 'endian' fields (one line for a type that holds
+    no numbers or a multi-byte type without its byte order)."""
+    name = str(header.get("type", "")).strip()
+    if name not in NRRD_TYPES:
+        raise IQTError(f"{path}: its pixel type {name!r} is not a number type NRRD defines; give {SLICER_HINT}")
+    kind = np.dtype(NRRD_TYPES[name])
+    if kind.itemsize == 1:
+        return kind
+    endian = str(header.get("endian", "")).strip()
+    if endian not in ("little", "big"):
+        raise IQTError(f"{path}: its header gives no byte order for {name} pixels ('endian: little' or 'big', found "
+                       f"{endian or 'none'}); give {SLICER_HINT}")
+    return kind.newbyteorder("<" if endian == "little" else ">")
+
+
 TRAILING_READ = 1 << 20  # bytes decompressed past the image's end to tell whether more data follows
 
 
@@ -136,9 +168,9 @@ def _read_bounded(nrrd, header: dict, fh, path: Path):
     .nrrd whose header says 9x4x4x4, then 1 GiB of zeros, took 2.16 GB, audit Z); anything else is read by pynrrd."""
     encoding = str(header.get("encoding", "")).lower()
     byte_skip = int(header.get("byteskip", header.get("byte skip", 0)))
-    datatype = getattr(nrrd.reader, "_determine_datatype", None)  # pynrrd's own reading of 'type' and 'endian'
-    if encoding not in ("gzip", "gz", "bzip2", "bz2") or byte_skip < 0 or datatype is None:
+    if encoding not in ("gzip", "gz", "bzip2", "bz2") or byte_skip < 0:
         return nrrd.read_data(header, fh, str(path), index_order="F")
+    kind = _dtype(header, path)
     import bz2
     import io
 
@@ -148,7 +180,6 @@ def _read_bounded(nrrd, header: dict, fh, path: Path):
         for _ in range(int(header.get("lineskip", header.get("line skip", 0)))):
             src.readline()
         stream = gzip.GzipFile(fileobj=src) if encoding in ("gzip", "gz") else bz2.BZ2File(src)
-        kind = np.dtype(datatype(header))
         need = byte_skip + int(np.prod(header["sizes"], dtype=np.int64)) * kind.itemsize
         raw = stream.read(need)
         more = stream.read(TRAILING_READ)  # b"": the end (gzip's checksum checked there)

@@ -18,7 +18,7 @@ from .tensors import principal_vector
 
 RANDOM_AXIS_DEGREES = float(np.degrees(np.sqrt(np.pi - 2)))  # 61.2: RMS angle of a uniformly random axis to a fixed one
 # the direction map's colour top wherever it is shown: a fixed scale whose top is "no direction at all" (a random
-# axis, which the map reaches where no draw determines e1), not the map's own 99th percentile (review 41b)
+# axis, which the map reaches where no draw determines e1), not the map's own 99th percentile
 SHOWN_TOP_DEGREES = 60.0
 DRAWS = 16  # draws per voxel: the map's relative sampling error is about 1 / sqrt(2 * DRAWS) = 18%
 SEED = 0

@@ -64,8 +64,8 @@ def isotropic(f) -> int | None:
 
 
 # A run's peak memory: a multiple of its output tensors' bytes, by method (`Method.peak`), and a fixed part (the modules,
-# input and model loaded before it: 0.3-0.45 GB RSS). Cubic x4 of a 128x128x60 fit peaked at 5.1 GB and x5 passed a
-# tensors-only check and ran out of an 8 GB limit (audit 46); each method measured in docs/measurements.md, Memory.
+# input and model loaded before it: 0.3-0.45 GB RSS). Cubic x4 of a 128x128x60 fit peaked at 5.1 GB; at x5 its
+# tensors alone fit in an 8 GB limit and the run did not. Each method measured in docs/measurements.md, Memory.
 PEAK_FIXED_BYTES = 2**29
 
 
@@ -80,7 +80,7 @@ def _read_bytes(path) -> int | None:
     try:
         with open(path) as fh:
             text = fh.read().strip()
-    except (OSError, ValueError):  # ValueError: not text (review 49b: a UnicodeDecodeError was an internal error)
+    except (OSError, ValueError):  # ValueError: not text (UnicodeDecodeError)
         return None
     return int(text) if text.isdigit() else None
 
@@ -162,11 +162,11 @@ _WARNED: set = set()  # memory warnings said once per process (the CLI checks be
 def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta: bool = False,
                       propagate: bool = False) -> None:
     """A high-res grid whose run, `multiple` times its tensors' bytes and PEAK_FIXED_BYTES, would pass the memory this
-    process may use (`memory_limit`) is refused before any work (review 45a: `--factor 1000` ended in an internal
-    MemoryError; audit 46: the tensors alone were a quarter of a run's peak). One that fits but needs more than the
-    machine has available now (other programs hold the rest) gets one warning line. `maps`, `tta`, `propagate`: the
-    run makes uncertainty maps, averages over the input's symmetries, draws samples of its output
-    (`Method.peak_multiple` counts them; said so). The rule itself: `check_need`."""
+    process may use (`memory_limit`) is refused before any work (`--factor 1000` would end in a MemoryError; the
+    tensors alone are about a quarter of a run's peak). One that fits but needs more than the machine has available
+    now (other programs hold the rest) gets one warning line. `maps`, `tta`, `propagate`: the run makes uncertainty
+    maps, averages over the input's symmetries, draws samples of its output (`Method.peak_multiple` counts them; said
+    so). The rule itself: `check_need`."""
     shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
     tensors = math.prod(shape) * 6 * 4
     need = tensors * multiple + PEAK_FIXED_BYTES

@@ -29,7 +29,7 @@ def apply(n: int | None) -> None:
 
 def limit_torch() -> None:
     """torch's CPU threads to the --threads cap, where one is set and torch is already imported: never imports it
-    (for cubic or biqt that cost 180 MB and 2 s of CPU, audit O). The CNN code calls it where it imports torch
+    (for cubic or biqt that cost 180 MB and 2 s of CPU). The CNN code calls it where it imports torch
     (methods/cnn/__init__.py require_torch, networks.py), so a cap given before still holds there."""
     torch = sys.modules.get("torch")
     if _LIMIT is not None and torch is not None and hasattr(torch, "set_num_threads"):

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 def build_digest(*extra: str) -> str:
     """SHA256 over the engine's Python sources (their paths in the package and contents) and the `extra` files (a
     missing one counts as missing): two installs of one version made from different code differ here, which the
-    version alone does not tell (review 47; the batch workers' check, apps/batch/cohort.py)."""
+    version alone does not tell (the batch workers' check, apps/batch/cohort.py)."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):

@@ -2,9 +2,9 @@
 
 Every tensor's scale comes from the ratio of the diffusion-weighted signal to the b0: a b0 from another series, or one
 the scanner scaled differently, moves MD and FA in every voxel alike and leaves no residual for the outlier check
-(dmri/outliers.py) to read (audit K, 3 mm ortho dev scan: its b0 at half its brightness gave MD -47 %, FA +73 %; at a
-fifth, MD -93 %; a second b0 at 40 % beside it, MD -31 %, FA +40 %; none said). Two things are read: the b0s' brain
-medians against each other, and the brain's median MD against an in-vivo brain's."""
+(dmri/outliers.py) to read (copies of the 3 mm ortho dev scan: its b0 at half its brightness gave MD -47 %, FA +73 %; at
+a fifth, MD -93 %; a second b0 at 40 % beside it, MD -31 %, FA +40 %; docs/measurements.md, Fit checks). Two things are
+read: the b0s' brain medians against each other, and the brain's median MD against an in-vivo brain's."""
 
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r, shift=(0, 0, 0), style: str = "
     if noise is not None:
         lr_dwi = noise(lr_dwi, lr_mask).astype(np.float32)
     aff = grid.lr_affine(dwi.affine, f, shift, gap)
-    # the source's path kept: its multi-shell warning is then the one already given, not a second, unnamed one (audit 46)
+    # the source's path kept: its multi-shell warning is then the one already given, not a second, unnamed one
     lr_dwi_vol = Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs,
                         meta={k: dwi.meta[k] for k in ("path",) if k in dwi.meta})
     data = fit_style(lr_dwi_vol, lr_mask, style, fit)
@@ -152,7 +152,7 @@ def fit_style(lr_dwi: Volume, lr_mask: np.ndarray, style: str, fit: str | None =
 def lowres_mask(mask: Volume | None, lr: Volume, r, cover: bool = False) -> Volume | None:
     """`mask` on the low-res input's grid: itself, or reduced by block majority from the high-res grid; with `cover`,
     also every block that holds a mask voxel where the input has a tensor (a run's support: every voxel of a high-res
-    mask then gets a prediction, where a thin edge's minority blocks had been left empty: review 40a)."""
+    mask then gets a prediction, where block majority alone leaves a thin edge's minority blocks empty)."""
     if mask is None or mask.shape3 == lr.shape3:
         return mask
     data = block_majority(mask.data, r)

@@ -34,7 +34,7 @@ def gradient_table(dwi: Volume):
         raise IQTError(f"{source}diffusion-weighted volume{'s' if zero.size > 1 else ''} "
                        f"{', '.join(map(str, zero[:6]))}{' ...' if zero.size > 6 else ''} (counted from 0) "
                        f"{'have' if zero.size > 1 else 'has'} a zero gradient direction; check the bvec file")
-    if not spans_tensor(bvecs, dwi.bvals):  # audit K: one direction repeated, the three axes, or one plane fitted silently
+    if not spans_tensor(bvecs, dwi.bvals):  # dipy fits one direction repeated, the three axes or one plane silently
         raise IQTError(f"{source}the {(~b0).sum()} diffusion-weighted directions determine only "
                        f"{_tensor_rank(bvecs[~b0])} of the tensor's 6 elements (fewer than 6 distinct directions, or all "
                        "in one plane), so every fitted tensor would be wrong; check that the bvec file belongs to this "
@@ -99,7 +99,8 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
 def fill_slice_holes(mask: np.ndarray) -> np.ndarray:
     """`mask` with every hole enclosed within one slice filled, along each of the three axes. Median Otsu leaves such
     holes by the ventricles and under the corpus callosum that open to the outside in 3D, so a 3D fill misses them
-    (5.8 % and 5.3 % of the 3 mm dev scans' masks; review 40b): the output was zero there and cubic rang round them."""
+    (5.8 % and 5.3 % of the 3 mm dev scans' masks; docs/measurements.md, Holes in the estimated brain mask): left out,
+    the output is zero there and cubic rings round them."""
     from scipy import ndimage
 
     out = np.asarray(mask, bool).copy()
@@ -237,7 +238,7 @@ def check_shells(dwi: Volume) -> None:
     """One warning where a DTI fit would use shells above DTI_BMAX beside lower ones (an HCP-like multi-shell series):
     kurtosis lowers the apparent diffusivity at high b, so such a tensor is not the one a b = 1000 study reports."""
     found = shells(dwi.bvals)
-    if len(found) > 1 and found[-1] > DTI_BMAX:  # every shell above it too (review 45d: b = 2000 and 3000 said nothing)
+    if len(found) > 1 and found[-1] > DTI_BMAX:  # every shell above it too (b = 2000 and 3000 alone)
         lower = max([v for v in found if v <= DTI_BMAX] or found[:1])
         source = dwi.source
         warnings.warn(f"{source}the series has {len(found)} shells (b = {', '.join(f'{v:g}' for v in found)} s/mm^2) and "
@@ -289,7 +290,7 @@ def _wls(design: np.ndarray, data: np.ndarray, *args, **kwargs):
     7 x 7 normal equations per voxel instead of dipy's SVD of each voxel's weighted design: 2-4x faster, the same
     tensors to float32 precision (docs/measurements.md, Speed). The voxels whose weighted problem is close to
     singular, so that the normal equations would lose what dipy's SVD keeps (part of the signal clipped, or weights
-    spanning more than 1e8: review 42a), and a design that is itself ill-conditioned, go through dipy's own function.
+    spanning more than 1e8), and a design that is itself ill-conditioned, go through dipy's own function.
     A voxel whose b0 holds no signal gets the eigenvalue floor (`_floor_without_b0`)."""
     from dipy.reconst.dti import eig_from_lo_tri, wls_fit_tensor
 
@@ -333,8 +334,8 @@ def _floor_without_b0(params: np.ndarray, design: np.ndarray, data: np.ndarray) 
     mm^2/s at b = 2000): with no S0 the tensor is not measured there. With one shell dipy's fit gives most such voxels
     that floor anyway (its diffusivities come out negative), but the b-values scanners write, spread a few s/mm^2 about
     the shell (1995 / 2005), let the fit set S0 from the diffusion-weighted volumes alone and reach 7.8e-2 mm^2/s
-    (audit E); a few voxels of little signal got up to 2.7e-2 with one shell too (the Elition's). The eigenvectors stay
-    as fitted, so a voxel already at the floor keeps its bytes."""
+    (docs/measurements.md, Holes in the estimated brain mask); a few voxels of little signal got up to 2.7e-2 with one
+    shell too (the Elition's). The eigenvectors stay as fitted, so a voxel already at the floor keeps its bytes."""
     from dipy.reconst.dti import MIN_POSITIVE_SIGNAL
 
     b0 = ~np.any(design[:, :6] != 0, axis=1)  # gradient_table zeroes the b0s' directions: rows without diffusion terms

@@ -21,7 +21,7 @@ def design_matrix(bvals, bvecs) -> np.ndarray:
     if g.shape[0] != b.size:
         raise IQTError(f"{b.size} b-values but {g.shape[0]} gradient directions")
     dw = b > B0_THRESHOLD
-    if dw.sum() < 6:  # the noise floor came out NaN without a word (review 45b)
+    if dw.sum() < 6:  # with fewer the noise floor comes out NaN
         raise IQTError(f"only {dw.sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g}); the fit's noise floor needs "
                        "the DWI the reference tensors were fitted from, with at least 6 directions")
     if np.any(np.linalg.norm(g, axis=1)[dw] < 1e-6):

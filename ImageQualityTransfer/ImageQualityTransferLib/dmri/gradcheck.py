@@ -1,6 +1,7 @@
 """Whether the gradient table's frame is right (`check_gradients`): a bvec file with one axis negated, its rows swapped,
 or written in the scanner's (world) frame instead of FSL's image frame fits without complaint, but every principal
-direction is then mirrored or turned (audit K: a median 44 degrees on the 3 mm ortho dev scan, 45 on the oblique one).
+direction is then mirrored or turned (world-frame bvecs: a median 44 degrees on the 3 mm ortho dev scan, 45 on the
+oblique one; docs/measurements.md, Fit checks).
 
 As MRtrix's dwigradcheck (Jeurissen et al. 2014), the check asks which table makes the fibres most continuous. It needs
 no refit: for an orthogonal M applied to the directions the weighted least-squares fit transforms exactly, D' = M D M^T,
@@ -41,8 +42,8 @@ STEPS = 8  # steps each way, each one mean voxel size long
 SEEDS = 4000  # at most this many seeds (a fixed random choice): the time is the same for a 1.75 mm scan as a 3 mm one
 MIN_WHITE_MATTER = 500  # fewer white-matter voxels than this: nothing said
 SAME_DEGREES = 15.0  # corrections closer than this are one candidate: the scanner frame of a scan stored bottom-up and a
-# few degrees oblique is a small turn of the table as given and scored 0.99 of it (review 49a: Elition stored LPI, 4
-# degrees), a margin of 10 % to a false warning; the 3 mm yaw scan's 19 degrees stay apart (0.83-0.84)
+# few degrees oblique is a small turn of the table as given and scored 0.99 of it (the Elition scan stored LPI, 4
+# degrees oblique), a margin of 10 % to a false warning; the 3 mm yaw scan's 19 degrees stay apart (0.83-0.84)
 WARN_RATIO = 1.1  # a candidate scoring more than this times the table as given is named (real subjects: at most 0.85)
 AXES = "xyz"
 ROWS = ("first", "second", "third")
@@ -162,7 +163,7 @@ def candidates(affine) -> list[Candidate]:
     scanner("RAS", np.eye(3))
     scanner("LPS", np.diag([-1.0, -1.0, 1.0]))
     # the table turned by the scan's obliquity alone (rotated to or from the scanner's axes, the axes' order and signs
-    # left as they are: audit K's 16 degrees on the 3 mm yaw scan): R = P A = B P with P the signed permutation nearest
+    # left as they are: a median 16 degrees on the 3 mm yaw scan): R = P A = B P with P the signed permutation nearest
     # R; the file read as g, written as X g for X one of A, B or their inverses, is corrected by F X^T F. Tried before
     # the scanner frame with one axis negated, which on an LAS scan is one of them
     perm = _nearest_permutation(rot)

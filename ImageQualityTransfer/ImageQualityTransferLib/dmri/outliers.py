@@ -2,16 +2,16 @@
 (signal dropout in a slice, a dead or moved volume: `find_outliers`, `check_fit`).
 
 The upsampling's uncertainty is that of the upsampling given the fitted tensors: it does not see such acquisition
-artefacts, which the fit absorbs (audit G: three slices of four volumes at 20 % signal turned the upsampled principal
-direction there by a median 25 degrees and raised MD 23 %, with no warning). The check reads the fit's residuals: per
-brain voxel and diffusion-weighted volume the relative residual |S - S_hat| / S_hat (S_hat from the fitted tensor and
-the median over the volumes of the S0 each implies, so that a few bad volumes do not move it); per (slice, volume) its
-median over the slice's brain voxels; a robust z-score of that against the slice's median over the volumes, in units
-of the median absolute deviation of all such values (a slice with little brain or much CSF has higher residuals in
-every volume, which the slice's own median takes out). On a multi-shell series the median and the spread are taken per shell
-(`_centred`): one tensor over every shell leaves the highest shell's residuals high in every slice, which is the
-model's misfit, and noisier, which is the signal's fall; neither is an artefact (audit K: b = 1000/2000/3000, the whole
-b = 3000 shell named in one slice, z 42).
+artefacts, which the fit absorbs (three slices of four volumes at 20 % signal turned the upsampled principal direction
+there by a median 25 degrees and raised MD 23 %, with no warning). The check reads the fit's residuals: per brain voxel
+and diffusion-weighted volume the relative residual |S - S_hat| / S_hat (S_hat from the fitted tensor and the median
+over the volumes of the S0 each implies, so that a few bad volumes do not move it); per (slice, volume) its median over
+the slice's brain voxels; a robust z-score of that against the slice's median over the volumes, in units of the median
+absolute deviation of all such values (a slice with little brain or much CSF has higher residuals in every volume, which
+the slice's own median takes out). On a multi-shell series the median and the spread are taken per shell (`_centred`):
+one tensor over every shell leaves the highest shell's residuals high in every slice, which is the model's misfit, and
+noisier, which is the signal's fall; neither is an artefact (b = 1000/2000/3000 read as one: the whole b = 3000 shell
+named in one slice, z 42; docs/measurements.md, Fit checks).
 
 Slices run along the DWI's slice axis: the BIDS sidecar's SliceEncodingDirection where the series has one
 (`fileio.load_dwi` reads it into meta["slice_axis"]), else the third voxel axis (k), the slice axis of a 2D
@@ -19,16 +19,15 @@ acquisition as dcm2niix writes it (every real subject here: the axial scans' k i
 their sidecars names another). Only slices with at least MIN_BRAIN_SHARE of the fullest slice's brain voxels are
 read: the 3 mm ortho dev scan's top slices, 11 % of it, reach z 22 unaffected.
 
-A volume whose median z over the slices is above VOLUME_SUSPECT is tested against the fit of the others: above
-VOLUME_Z it is bad as a whole (dead or moved) and left out everywhere. A (slice, volume) above PAIR_Z is bad in that
-slice: it is left out of that slice's fit and the slice refitted, until none is above (of several above, the one
-furthest below the fit first: a dropout lowers the signal, and the fit it corrupted leaves good volumes above it); one
-left out is put back if it fits the others' slice fit. So the volumes a corrupted fit smeared its error over are not
-named, and the refit is what `--exclude-outliers` writes. On the 8 real subjects the largest z were 6.7-16.1 (pairs)
-and 1.9-3.0 (volumes), but for one real dropout: the sagittal AP dev scan's slice 15 of volume 8 holds 6 % of its
-signal (z 70). On audit G's corrupted copies of the 3 mm ortho dev scan: dropouts z 208-266, a zeroed volume 306 and
-one moved by 6 voxels 129 (against the others' fit); a bias field, Rician noise at SNR 5-10, ringing, a cut field of
-view and a shifted b0 gave none."""
+A volume whose median z over the slices is above VOLUME_SUSPECT is tested against the fit of the others: above VOLUME_Z
+it is bad as a whole (dead or moved) and left out everywhere. A (slice, volume) above PAIR_Z is bad in that slice: it is
+left out of that slice's fit and the slice refitted, until none is above (of several above, the one furthest below the
+fit first: a dropout lowers the signal, and the fit it corrupted leaves good volumes above it); one left out is put back
+if it fits the others' slice fit. So the volumes a corrupted fit smeared its error over are not named, and the refit is
+what `--exclude-outliers` writes. On the 8 real subjects the largest z were 6.7-16.1 (pairs) and 1.9-3.0 (volumes), but
+for one real dropout: the sagittal AP dev scan's slice 15 of volume 8 holds 6 % of its signal (z 70). On corrupted
+copies of the 3 mm ortho dev scan: dropouts z 208-266, a zeroed volume 306 and one moved by 6 voxels 129 (against the
+others' fit); a bias field, Rician noise at SNR 5-10, ringing, a cut field of view and a shifted b0 gave none."""
 
 from __future__ import annotations
 
@@ -118,7 +117,7 @@ def _slice_row(signal, tensor, mask, q, s, signed: bool = False, axis: int = SLI
 
 def _nanmedian(a, axis=None, keepdims: bool = False):
     """np.nanmedian, NaN where every value is NaN, without numpy's warning for that: silencing it with
-    warnings.catch_warnings would change the process's filters, which other threads share (audit P)."""
+    warnings.catch_warnings would change the process's filters, which other threads share."""
     a = np.asarray(a, float)
     if axis is None:
         a, axis = a.reshape(-1), 0

@@ -37,7 +37,7 @@ class Subject:
 def dwi_path(folder) -> Path:
     """The DWI file of a subject folder (dwi.nii.gz, else dwi.nii)."""
     folder = Path(folder)
-    if (folder / "dwi.nii.gz").exists() and (folder / "dwi.nii").exists():  # one was taken unseen (audit 46)
+    if (folder / "dwi.nii.gz").exists() and (folder / "dwi.nii").exists():  # else one would be taken unseen
         raise IQTError(f"{folder}: holds both dwi.nii.gz and dwi.nii, so which is the subject's DWI is unclear; keep one "
                        "of them in the folder")
     for name in ("dwi.nii.gz", "dwi.nii"):

@@ -43,7 +43,7 @@ def sidecar_slice_axis(dwi_path) -> int | None:
         return None
     if value is None:
         return None
-    if not isinstance(value, str) or value not in SLICE_ENCODING:  # a list or a dict would not even hash (review 49a)
+    if not isinstance(value, str) or value not in SLICE_ENCODING:  # a list or a dict would not even hash
         warnings.warn(f"{p}: SliceEncodingDirection {value!r} is none of i, j, k (or i-, j-, k-); slices are taken "
                       "along the third voxel axis", IQTWarning, stacklevel=3)
         return None
@@ -121,7 +121,7 @@ def check_table(bvals, bvecs, n: int, source: str = "") -> None:
                        f"as FSL and dcm2niix write them")
     if (bvals < 0).any():
         raise IQTError(f"{source}negative b-values; give the b-values in s/mm^2 (0 for the b0 volumes)")
-    if 0 < bvals.max() <= B0_THRESHOLD and np.any(np.abs(bvecs) > 0):  # every volume would be a b0 (review 45b)
+    if 0 < bvals.max() <= B0_THRESHOLD and np.any(np.abs(bvecs) > 0):  # every volume would be a b0
         raise IQTError(f"{source}b-values up to {bvals.max():g} with gradient directions look like ms/um^2; give them in "
                        f"s/mm^2 (e.g. 1000 for 1.0), as FSL and dcm2niix write them")
 

@@ -59,8 +59,8 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
 
 def weights_path(sp: Path, meta: dict) -> Path:
     """The weights file a sidecar names: a plain file name, beside the sidecar (what 'iqt train' writes); a path, a
-    folder's name or anything else is refused in one line (audit Z: '../../../etc/passwd' gave an internal error,
-    ValueError: Invalid name, in 'iqt upsample' and 'iqt seal')."""
+    folder's name or anything else is refused in one line (e.g. '../../../etc/passwd', which would otherwise end 'iqt
+    upsample' and 'iqt seal' in an internal error)."""
     name = meta.get("weights")
     if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
         raise IQTError(f"{sp}: its 'weights' {name!r} is not the name of a file beside the sidecar (a plain file name, "
@@ -71,7 +71,7 @@ def weights_path(sp: Path, meta: dict) -> Path:
 
 # The sidecar's own checksum: over every field but itself and "weights" (the file name, which a copy under a new name
 # changes; the weights' content is checked by "sha256", which this covers). Edited settings (the CNN's output scale,
-# a forest's input unit, the method) changed results silently or ended in internal errors (audit 46).
+# a forest's input unit, the method) would change results silently or end in internal errors.
 SEAL = "sidecar_sha256"
 
 
@@ -82,15 +82,15 @@ def settings_digest(meta: dict) -> str:
 
 def write_sidecar(path, side: dict) -> None:
     """A model's sidecar, sealed with `settings_digest` over what is written (a NaN or an infinity, e.g. `--minutes
-    inf`'s budget, is written as null: sealed as given, a fresh model was refused as edited; review 46)."""
+    inf`'s budget, is written as null: sealed as given, a fresh model would be refused as edited)."""
     side = as_written(side)
     write_json(path, {**side, SEAL: settings_digest(side)})
 
 
 def write_model(weights: Path, write_weights, side: dict) -> Path:
     """The weights through `write_weights(tmp)` (atomically), then their sidecar with their name, SHA256 and size;
-    returns the sidecar path. A failure or signal before the sidecar is written removes the weights too: a .pt left
-    without its sidecar after an interrupted training claimed by 'no partial output was left' (review 46)."""
+    returns the sidecar path. A failure or signal before the sidecar is written removes the weights too: an
+    interrupted training says 'no partial output was left', which a .pt without its sidecar would belie."""
     from .paths import atomic_write
 
     atomic_write(weights, write_weights)
@@ -104,7 +104,7 @@ def write_model(weights: Path, write_weights, side: dict) -> Path:
     return sp
 
 
-_UNSEALED_SAID: set = set()  # once per sidecar and process: a benchmark loads a model per subject (review 46)
+_UNSEALED_SAID: set = set()  # once per sidecar and process: a benchmark loads a model per subject
 
 
 def _check_seal(meta: dict, sp: Path) -> None:
@@ -142,9 +142,9 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
     """(sidecar, its fields) of a model `seal` may seal or has sealed; an IQTError naming what is wrong otherwise.
     Sealed or not, the weights must be the file the sidecar names (`check_names_given`), match its SHA256 and, with
     `load(sidecar)` (the family's own safe loader, as 'iqt upsample' reads the model: nothing executed), load with its
-    settings: a sealed model whose weights were truncated or swapped was 'already sealed, left as it was' with exit
-    0, and an unsealed sidecar whose SHA256 was made to match a truncated file, a pickled payload or with an edited
-    factor was sealed, all of them refused by 'iqt upsample' (audit J)."""
+    settings: otherwise a sealed model whose weights were truncated or swapped would be 'already sealed, left as it
+    was', and an unsealed sidecar whose SHA256 was made to match a truncated file, a pickled payload or with an
+    edited factor would be sealed, all of them refused later by 'iqt upsample'."""
     sp = sidecar_path(path)
     if not sp.is_file():
         raise IQTError(f"{sp}: model sidecar not found; give a model file from 'iqt train' (or its .json sidecar)")
@@ -202,7 +202,7 @@ def registered_entry(path, models_dir=None) -> dict | None:
 
 def _check_registered(meta: dict, sp: Path, digest: str) -> None:
     """A shipped model's weights are the ones its registry entry names: one replaced in the install (e.g. by 'iqt train
-    -o' into Resources/Models) was taken as the default without a word (audit 46)."""
+    -o' into Resources/Models) would be taken as the default without a word."""
     e = registered_entry(sp)
     if e is not None and e.get("sha256") not in (None, digest):
         raise IQTError(f"{sp}: the shipped model's weights are not the ones {REGISTRY} names (SHA256 {digest[:12]}..., "
@@ -212,8 +212,8 @@ def _check_registered(meta: dict, sp: Path, digest: str) -> None:
 
 def check_names_given(path, weights: Path) -> None:
     """A weights file given by path is the one its sidecar names: with two models' sidecars swapped (or a model's pair
-    copied beside the original under a new name), the given file was never read and the other model ran, its output
-    identical to that one's, with exit 0 (audit J). A sidecar given is used with the weights it names."""
+    copied beside the original under a new name), the given file would never be read and the other model run, its
+    output identical to that one's. A sidecar given is used with the weights it names."""
     given = Path(path)
     if given.suffix == ".json" or given.resolve() == Path(weights).resolve():
         return
@@ -229,7 +229,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     for a shipped model, the registry's) before anyone reads them."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
     _check_seal(meta, sidecar_path(path))
-    # a pair copied under a new name: its sidecar still names the old weights file (review 45d)
+    # a pair copied under a new name: its sidecar still names the old weights file
     mine = sidecar_path(path).stem + suffix
     copied = (f"; {sidecar_path(path).name} names {weights.name} as its weights, not {mine} (a model copied under a "
               f"new name keeps its sidecar's 'weights': set it to {mine})"
@@ -238,7 +238,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
         raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the "
                        f"model{copied}")
     check_names_given(path, weights)
-    if not meta.get("sha256"):  # said as such, not as a mismatch with "None" (review 44d)
+    if not meta.get("sha256"):  # said as such, not as a mismatch with "None"
         raise IQTError(f"{sidecar_path(path)}: the sidecar gives no sha256 for {weights.name}, so the file cannot be "
                        "verified and is not read; re-download or retrain the model")
     digest = sha256(weights)
@@ -294,8 +294,8 @@ def shipped_factor_sets(method: str, models_dir=MODELS_DIR, kind: str | None = N
 
 def registered_here(sidecar) -> bool:
     """Whether a model of the install's registry was put there by 'iqt train --register' (its sidecar's recorded command
-    has --register), not shipped: after a user's model replaced the default, every output and 'iqt methods' still
-    called it the shipped one (audit J). The shipped models' commands have no --register."""
+    has --register), not shipped, so that every output and 'iqt methods' do not call a user's model that replaced
+    the default the shipped one. The shipped models' commands have no --register."""
     try:
         command = str(((json.loads(Path(sidecar).read_text()).get("training") or {}).get("command")) or "")
     except (OSError, ValueError, AttributeError):

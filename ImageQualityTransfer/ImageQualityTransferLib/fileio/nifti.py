@@ -91,9 +91,9 @@ def is_nrrd(path) -> bool:
 
 
 def open_nifti(path) -> "nibabel.Nifti1Image":
-    """nibabel's image of the file at `path` itself: nibabel reads a single-file name with a mixed-case suffix
-    ("x.Nii", "x.Nii.gz") from its lower-case twin ("x.nii"), another file or none (audit AA: with both there, the
-    other scan was upsampled, exit 0)."""
+    """nibabel's image of the file at `path` itself: nibabel reads a single-file name with a mixed-case suffix ("x.Nii",
+    "x.Nii.gz") from its lower-case twin ("x.nii"), another file or none (with both there, the other scan would be
+    upsampled)."""
     nib = nibabel_lib()
     name = str(path)
     if not name.lower().endswith((".nii", ".nii.gz")) or nib.Nifti1Image.filespec_to_file_map(name)["image"].filename == name:
@@ -136,7 +136,7 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
     if hasattr(img.header, "get_qform") and not (int(img.header["qform_code"]) or int(img.header["sform_code"])):
         warnings.warn(f"{path}: the header holds no orientation (qform and sform codes 0), so it is read on nibabel's "
                       "default grid, and left-right and the fibre directions may be wrong; set its orientation (e.g. "
-                      "with fslorient) where that matters", IQTWarning, stacklevel=3)  # review 45b
+                      "with fslorient) where that matters", IQTWarning, stacklevel=3)
     elif _analyze(img) and not path.with_suffix(".mat").exists():  # SPM's .mat beside it holds an orientation
         warnings.warn(f"{path}: an Analyze 7.5 file holds no orientation, so it is read on nibabel's default grid, and "
                       "left-right and the fibre directions may be wrong; convert it to NIfTI with its orientation set "
@@ -155,8 +155,8 @@ def _analyze(img) -> bool:
 
 # in a command's run (carried_codes): (direction cosines, (qform_code, sform_code)) of the DWI and tensor files it read,
 # the latest last; per run, in this context, not one module global: runs in other threads of the process (an in-process
-# caller's) have their own, whichever ends first (review 48: a global saved and restored on exit gave a run the codes of
-# another one's input, and outlived both). A thread a run starts gets a fresh context (threading.Thread,
+# caller's) have their own, whichever ends first (a global saved and restored on exit would give a run the codes of
+# another one's input, and outlive both). A thread a run starts gets a fresh context (threading.Thread,
 # concurrent.futures): reading or writing there sees no run unless started in a copy of the run's
 # (contextvars.copy_context().run); none does: save_nifti's threads only compress bytes
 _GRIDS: ContextVar[list | None] = ContextVar("iqt_carried_codes_grids", default=None)
@@ -205,7 +205,7 @@ def written_codes(affine) -> tuple[int, int]:
     sform aligned (2) to the grid it was read on, which claims no scanner space and keeps the grids of a run's outputs
     in register when read again (with codes 0 a reader would centre each output's grid anew: a `degrade --shift`
     output would lose its shift); (1, 1), scanner space, for an output made from no file read or outside a command's
-    run (carried_codes) (audit E: every output was written with codes 1 and 1)."""
+    run (carried_codes)."""
     d = _directions(affine)
     grids = _GRIDS.get()
     with _GRIDS_LOCK:
@@ -229,8 +229,8 @@ MM_RANGE = (0.005, 20.0)  # mm: a voxel size outside it is no MRI voxel, so a un
 
 def _in_mm(img, path):
     """The image with its affine in mm where the header gives its spatial unit as meter or micron (nibabel reads the
-    numbers as mm whatever the unit; audit E: micron and meter files were read, and written back, as mm): converted,
-    with one warning; refused where the converted voxel size is no MRI voxel's (a header holding mm labelled micron)."""
+    numbers as mm whatever the unit): converted, with one warning; refused where the converted voxel size is no MRI
+    voxel's (a header holding mm labelled micron)."""
     h = img.header
     unit = h.get_xyzt_units()[0] if hasattr(h, "get_xyzt_units") else "mm"
     scale = UNIT_TO_MM.get(unit)
@@ -264,7 +264,7 @@ def _nifti_magic(head: bytes) -> bool:
 
 def _check_compression(path: Path) -> None:
     """A name whose suffix does not match the content (gzip's magic bytes) is said as such: nibabel's 'Cannot work out
-    file type' and 'is not a gzip file' did not say that the file itself may be fine (audit E)."""
+    file type' and 'is not a gzip file' do not say that the file itself may be fine."""
     with open(path, "rb") as f:
         head = f.read(352)
     if not head:
@@ -290,8 +290,8 @@ def _check_qform_sform(img, path) -> None:
     """A header with both a qform and an sform (codes above 0) that place the grid differently: nibabel, FSL and MRtrix
     read the sform; said in one warning where a corner of the grid moves by more than QSFORM_TOLERANCE voxels between
     them (dcm2niix writes them equal; the real subjects differ by at most 0.075 voxels: a 0.05 degree rotation), and
-    refused where they differ in handedness, since either answer is then the other's mirror image (audit E: an sform
-    flipped left-right gave tensors off by 1.04x their largest element, with exit 0 and no word)."""
+    refused where they differ in handedness, since either answer is then the other's mirror image (an sform flipped
+    left-right gave tensors off by 1.04x their largest element)."""
     h = img.header
     if not hasattr(h, "get_qform"):
         return
@@ -329,8 +329,8 @@ def _check_qform_sform(img, path) -> None:
 
 
 def _check_geometry(affine, path) -> None:
-    """A voxel-to-world matrix with a zero, non-finite or dependent axis is refused on reading: the fit ran to its end
-    and then failed to write, and upsample, report and track ended in internal errors (review 45b)."""
+    """A voxel-to-world matrix with a zero, non-finite or dependent axis is refused on reading: else the fit runs to its
+    end and then fails to write, and upsample, report and track end in internal errors."""
     problem = affine_problem(affine)
     if problem is not None:
         raise IQTError(f"{path}: the header's voxel-to-world matrix {np.round(np.asarray(affine, float)[:3], 4).tolist()} "
@@ -343,11 +343,11 @@ TRAILING_READ = 1 << 20  # bytes read past the image's end in a gzipped file to 
 
 def read_data(img, path, dtype=np.float32) -> np.ndarray:
     """The voxel array, with a clear error for a truncated or damaged file. A gzipped file is read to its end, so that
-    gzip's checksum is verified: nibabel stops at the data's last byte, and a file with one flipped bit was read as
-    valid data (audit 46: a DWI fitted and upsampled with 17 changed voxels, exit 0). Data after the image the header
-    describes is refused once TRAILING_READ bytes of it are seen, not read (audit Z: a 3.3 MB file whose header says
-    36x36x18 followed by 3 GiB of zeros was read whole into memory, 6.37 GB at its peak, and run with exit 0); a run out
-    of memory while reading says so (it read 'cannot be read (); the file may be truncated or damaged')."""
+    gzip's checksum is verified: nibabel stops at the data's last byte, and a file with one flipped bit would be read as
+    valid data (in a DWI, 17 voxels changed). Data after the image the header describes is refused once TRAILING_READ
+    bytes of it are seen, not read (a 3.3 MB file whose header says 36x36x18 followed by 3 GiB of zeros would be read
+    whole into memory, 6.37 GB at its peak); a run out of memory while reading says so, not that the file may be
+    truncated or damaged."""
     proxy = img.dataobj
     try:
         if _gzipped(path):

@@ -165,7 +165,7 @@ TRAILING_READ = 1 << 20  # bytes decompressed past the image's end to tell wheth
 def _read_bounded(nrrd, header: dict, fh, path: Path):
     """The data of a NRRD file whose header `fh` has just been read. Compressed data (gzip, bzip2) is decompressed only
     as far as the header's sizes say and refused where more follows (pynrrd decompresses all of it into memory: a 1 MB
-    .nrrd whose header says 9x4x4x4, then 1 GiB of zeros, took 2.16 GB, audit Z); anything else is read by pynrrd."""
+    .nrrd whose header says 9x4x4x4, then 1 GiB of zeros, took 2.16 GB); anything else is read by pynrrd."""
     encoding = str(header.get("encoding", "")).lower()
     byte_skip = int(header.get("byteskip", header.get("byte skip", 0)))
     if encoding not in ("gzip", "gz", "bzip2", "bz2") or byte_skip < 0:
@@ -367,8 +367,8 @@ def _write_data(f, arr: np.ndarray, compress: bool, level: int) -> None:
 
 
 def check_grid(path, affine) -> None:
-    """A sheared grid cannot be a Slicer tensor NRRD: its measurement frame would be no rotation, and the file unreadable
-    (review 45b); `iqt fit` and `upsample` ask before any work (fileio.check_tensor_output)."""
+    """A sheared grid cannot be a Slicer tensor NRRD: its measurement frame would be no rotation, and the file
+    unreadable; `iqt fit` and `upsample` ask before any work (fileio.check_tensor_output)."""
     from ..core.orientation import is_sheared
 
     if is_sheared(affine):

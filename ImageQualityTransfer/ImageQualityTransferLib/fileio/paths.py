@@ -34,14 +34,14 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
     takes new files (`folder_checked`: a folder the run creates, its parent already checked); before any work."""
     p = Path(path)
     size = len(os.fsencode(p.name))
-    if size > NAME_MAX_BYTES:  # the file system refuses it (audit AA: an internal error, exit 1, before)
+    if size > NAME_MAX_BYTES:  # the file system refuses it
         raise IQTError(f"{p.name[:40]}...: the {what}'s file name is {size} bytes long, more than a file name may be "
                        f"({NAME_MAX_BYTES} bytes); give a shorter name")
     try:
         is_dir = p.is_dir()
     except OSError as exc:  # a whole path too long for the system (ENAMETOOLONG), or one it cannot look at
         raise IQTError(f"{p}: cannot be used as the {what} ({exc.strerror or exc}); give a shorter path") from None
-    if is_dir or str(path).endswith(("/", os.sep)):  # said first: "must end in .nii" misread a folder (review 40a)
+    if is_dir or str(path).endswith(("/", os.sep)):  # said first: "must end in .nii" would misdescribe a folder
         example = f" such as {p / ('out' + suffixes[0])}" if suffixes else ""
         raise IQTError(f"{p}: is a folder; give a file name in it for the {what}{example}")
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):
@@ -109,8 +109,8 @@ def nrrd_data_file(path) -> Path | None:
 
 def not_a_file(path) -> str | None:
     """What the input at `path` is where it exists and is no regular file ('a named pipe (FIFO)', 'a device', ...), so
-    that it is refused before it is opened: a read from a FIFO waits for a writer that never comes (audit Z: a NRRD
-    header whose data file was a FIFO hung until killed); None for a regular file or nothing there (the reader says)."""
+    that it is refused before it is opened: a read from a FIFO waits for a writer that never comes (a NRRD header whose
+    data file is a FIFO hangs until killed); None for a regular file or nothing there (the reader says)."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -145,8 +145,8 @@ class Outputs:
             files = sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
             for q in files:
                 self.inputs.append(q)
-                data = nrrd_data_file(q)  # a detached NRRD header's data file is read too (audit Z: an .nhdr output
-                if data is not None:  # named after it replaced it, the input lost, exit 0)
+                data = nrrd_data_file(q)  # a detached NRRD header's data file is read too (an .nhdr output
+                if data is not None:  # named after it would replace it, and the input be lost)
                     self.inputs.append(data)
                     self.data_of[os.path.realpath(data)] = q
         return self
@@ -159,7 +159,7 @@ class Outputs:
     def add(self, path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False,
             shipped_ok: bool = False) -> Path:
         """`shipped_ok`: the output may lie in the install's model folder (a model 'iqt train' writes there, which
-        checks it further); any other output there would replace a shipped model's file (review 46: benchmark --json
+        checks it further); any other output there would replace a shipped model's file (e.g. benchmark --json
         onto global-linear_x2.json)."""
         data = nhdr_data_files(path)  # the data file a detached NRRD header output is written beside
         for each, of in [(path, ""), *((d, f" (the data file of the {what} {path})") for d in data)]:
@@ -183,7 +183,7 @@ class Outputs:
         """A file this run's outputs make stale (an earlier run's map named after the output it replaces), removed
         when the outputs are put in place (`all_or_none`: kept if the run fails; outside one, left as it is). Not an
         input of the run, nor one of its outputs; `still(path)`, asked again at the commit, must hold then too (another
-        program may have written the path meanwhile: review 51a). True where it will be removed."""
+        program may have written the path meanwhile). True where it will be removed."""
         p = Path(path)
         real = os.path.realpath(p)
         stage = _STAGE.get()
@@ -227,8 +227,8 @@ ASIDE_NAME_BYTES = 200  # of the output's name kept in its set-aside name (a fil
 def _aside(path: Path) -> str:
     """A hidden temporary name beside `path` (`.iqt-` like every temporary file of a run, so that one left by a killed
     run is known as such), for the file at `path` while a run's outputs are put in place: `.iqt-earlier-<name>.<random>
-    .tmp`, so that after a SIGKILL the file to rename back to each missing output can be told (review 48b: the names
-    were random, .iqt-earlier-1xztnc2i.tmp, and the README's advice to rename it back could not be followed)."""
+    .tmp`, so that after a SIGKILL the file to rename back to each missing output can be told, as the README's advice to
+    rename it back needs (a random name alone would not say which output it was)."""
     name = os.fsdecode(os.fsencode(path.name)[:ASIDE_NAME_BYTES])  # a longer name cut (the start says which it is)
     fd, old = tempfile.mkstemp(prefix=f".iqt-earlier-{name}.", suffix=".tmp", dir=str(path.parent or "."))
     os.close(fd)
@@ -285,8 +285,8 @@ class _Stage:
         """Every held output into place, or none: the files at their paths are first moved aside (hidden temporaries
         beside them), the new ones renamed in, and the old ones removed once all are in; a rename that fails (a
         folder or a permission change at a path, a file system gone) puts every old file back, removes the new ones
-        and raises one IQTError saying so, naming whatever could not be undone (review 48: the second rename failing
-        left the first output new, the others old, exit 1)."""
+        and raises one IQTError saying so, naming whatever could not be undone (else a second rename failing would
+        leave the first output new, the others old)."""
         with _signals_held():  # the renames are quick; a signal now is taken once they are all done
             with self.lock:
                 held = list(self.held.values())
@@ -315,8 +315,8 @@ class _Stage:
                 left += unremoved
                 if not isinstance(exc, OSError):
                     raise
-                # what could not be undone is named (review 48b: in a folder made read-only, 'nothing was changed'
-                # while the seven temporaries it could not remove stayed beside the outputs)
+                # what could not be undone is named: in a folder made read-only the temporaries cannot be removed
+                # and stay beside the outputs, where 'nothing was changed' alone would mislead
                 said = [f"the earlier {p} could not be put back and is kept as {old}" for p, old in kept]
                 said += [f"this run's {p} could not be removed" for p in stuck]
                 said += [f"this run's temporary files could not be removed ({_in_folders(left)})"] if left else []
@@ -329,7 +329,7 @@ class _Stage:
             with self.lock:
                 self.held.clear()
             for _, old in aside:  # every output in place: the earlier files go, before a signal held meanwhile is
-                _remove(old)  # taken (review 48b: taken first, it left them all as .iqt-earlier-* copies)
+                _remove(old)  # taken (taken first, it would leave them all as .iqt-earlier-* copies)
             self.committed = True  # a signal taken from here on came once every output was in place (all_or_none)
 
     def _undo(self, held, placed, aside):
@@ -392,12 +392,12 @@ _STAGE: ContextVar[_Stage | None] = ContextVar("iqt_all_or_none_stage", default=
 @contextmanager
 def all_or_none():
     """One command's run: the outputs its `Outputs` plans declare are written to temporary files beside them and renamed
-    into place together when the block ends without an exception; on any failure, Ctrl-C or termination signal all
-    are removed and every file already at those paths stays as it was (audit E: a disk that filled up between two
-    outputs left the first, `iqt upsample --uncertainty` up to six of its seven). Files a run writes that it did not
-    declare (a temporary input for a subprocess) are written as they come. Not for `iqt batch` (each subject commits
-    on its own, and a resumed run relies on it) nor `iqt train` (a checkpoint lands when it is written). Nested, the
-    outermost commits. The stage is this context's (`_STAGE`): runs in other threads of the process have their own."""
+    into place together when the block ends without an exception; on any failure, Ctrl-C or termination signal all are
+    removed and every file already at those paths stays as it was (else a disk that fills up between two outputs leaves
+    the first, `iqt upsample --uncertainty` up to six of its seven). Files a run writes that it did not declare (a
+    temporary input for a subprocess) are written as they come. Not for `iqt batch` (each subject commits on its own,
+    and a resumed run relies on it) nor `iqt train` (a checkpoint lands when it is written). Nested, the outermost
+    commits. The stage is this context's (`_STAGE`): runs in other threads of the process have their own."""
     outer = _STAGE.get()
     if outer is not None:
         yield outer
@@ -458,7 +458,7 @@ def _signals_held():
 
 def _mode_for(path: Path) -> int:
     """The permission bits an output at `path` is written with: those of the file it replaces, so that a file kept
-    private (600) stays so when a run writes it again (audit Z: it became 644, the umask's); a new file the umask's."""
+    private (600) stays so when a run writes it again (not 644, the umask's); a new file the umask's."""
     try:
         return stat.S_IMODE(os.stat(path).st_mode) & 0o777
     except OSError:
@@ -474,7 +474,7 @@ def atomic_write(path, write_fn) -> None:
     if path.parent and not path.parent.exists():
         raise IQTError(f"{path}: the folder {path.parent} does not exist; create it or choose another output path")
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
-    # in lower case: nibabel writes "x.Nii" as "x.nii", so the output was the empty placeholder (audit AA)
+    # in lower case: nibabel writes "x.Nii" as "x.nii", so the output would be the empty placeholder
     fd, tmp = tempfile.mkstemp(prefix=".iqt-", suffix=suffix.lower(), dir=str(path.parent or "."))
     os.close(fd)
     stage = _STAGE.get()
@@ -500,7 +500,7 @@ NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def no_room(exc: BaseException, path=None) -> IQTError | None:
     """A full disk, a spent quota or a file-size limit met while writing (an OSError with ENOSPC, EDQUOT or EFBIG, here
     or as the cause of what a library raised) as the one-line error that names the output and the fix; None for any
-    other failure (audit E: these were 'internal error: OSError: [Errno 28] ...', exit 1)."""
+    other failure."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

@@ -2,7 +2,7 @@
 and NRRD writers and read back by `iqt evaluate` so that a prediction is scored on its own factor's grid; for an
 uncertainty map its kind and unit (`iqt espcn-hetero-var1 direction degrees`), so that a map given as another is
 refused. Beside it, the run that wrote a file (`run_record`): the command, every option as it took effect, the version
-and build, the threads and the model's checksum, so that two outputs can be told apart and one redone (audit R)."""
+and build, the threads and the model's checksum, so that two outputs can be told apart and one redone."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def made_by(meta: dict, affine, order: str | None = None) -> str:
         text += " " + axes
     if order:
         text += f" order {order}"
-    model = meta.get("model_name")  # the model that ran, as far as 80 bytes hold it (audit J: only the method was)
+    model = meta.get("model_name")  # the model that ran, as far as 80 bytes hold it
     if model and meta.get("model_origin"):
         longer = f"{text} {meta['model_origin']} model {Path(str(model)).name}"
         if len(longer) < 80 and MADE_BY.match(longer):
@@ -70,8 +70,8 @@ def _axis_codes(affine) -> str | None:
 def read_made_by(text, affine) -> tuple[str, tuple[int, int, int]] | None:
     """(the description, its factors along the file's voxel axes) from a `made_by` text (a NIfTI `descrip`, a NRRD
     `iqt_made_by` field); None for any other text. A file whose voxel axes another tool has since reordered or flipped
-    (fslreorient2std, mrconvert -strides) has its factors moved with its axes (review 45a: they were dropped, and the
-    prediction was scored at factor 2); None where its axes no longer match the recorded ones."""
+    (fslreorient2std, mrconvert -strides) has its factors moved with its axes (dropped, the prediction would be scored
+    at another factor); None where its axes no longer match the recorded ones."""
     m = MADE_BY.match(str(text).strip())
     if m is None:
         return None

@@ -1,13 +1,12 @@
 """The memory a command needs for the images it reads, judged from their headers before any data is read.
 
-A 4.3 MB `.nii.gz` DWI whose header says 4.4 GB (a zero-filled volume compresses to almost nothing) reached 4.37 GB
-RSS under `iqt fit` before failing under `ulimit -v` (audit Z): the size an image takes in memory is in its header,
-and a command's peak is a multiple of it. Each command that reads images checks them here after its output checks and
-before it reads any data, by the rule of `core.grid.check_need` (the one rule `iqt upsample`'s check follows too):
-refused in one line where the peak passes the memory this process may use, one warning line where it passes what the
-machine has available now. `iqt upsample`, `propagate`, `view` and `report --input` judge their high-res grid instead
-(`Method.check_memory`, from `input_shape3`).
-"""
+A 4.3 MB `.nii.gz` DWI whose header says 4.4 GB (a zero-filled volume compresses to almost nothing) reached 4.37 GB RSS
+under `iqt fit` before failing under `ulimit -v`: the size an image takes in memory is in its header, and a command's
+peak is a multiple of it. Each command that reads images checks them here after its output checks and before it reads
+any data, by the rule of `core.grid.check_need` (the one rule `iqt upsample`'s check follows too): refused in one line
+where the peak passes the memory this process may use, one warning line where it passes what the machine has available
+now. `iqt upsample`, `propagate`, `view` and `report --input` judge their high-res grid instead (`Method.check_memory`,
+from `input_shape3`). """
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from ..core import grid
 # their type on disk), on top of grid.PEAK_FIXED_BYTES (the modules loaded before the data). Measured as the slope of
 # peak RSS (`/usr/bin/time -v`, `OMP_NUM_THREADS=1 iqt --threads 1 ...`) between the 3 mm dev scan
 # siemens_prisma_3mm_ortho (72x72x36x21, 15.7 MB as float32) and the same scan tiled 2x2x2 (144x144x72x21, 125 MB):
-# (RSS at 8x - RSS at 1x) / (the 7x more bytes), every run exit 0 (F1, stop 51):
+# (RSS at 8x - RSS at 1x) / (the 7x more bytes), every run exit 0 (docs/measurements.md, Memory):
 READ_PEAK = {
     # fit: 264,432 -> 820,504 kB (5.07x), the same with --exclude-outliers --mask-out (264,292 -> 820,500 kB)
     "fit": 5.5,

@@ -74,7 +74,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     check_table(bvals, bvecs, n, f"{bval_p}: ")  # the unit checks, as for a series built in memory (dmri.dti.fit_dti)
     norms = np.linalg.norm(bvecs[bvals > B0_THRESHOLD], axis=1)
     norms = norms[norms > 0]  # a zero direction is refused where the tensors are fitted (dmri/dti.py)
-    if norms.size and np.abs(norms - 1).max() > 0.01:  # dipy refuses them, MRtrix scales b by |g|^2 (review 45b)
+    if norms.size and np.abs(norms - 1).max() > 0.01:  # dipy refuses them, MRtrix scales b by |g|^2
         warnings.warn(f"{bvec_p}: directions of length {norms.min():.3g} to {norms.max():.3g}, not 1; each is taken as a "
                       "direction with its b from the bval file; if their lengths scale b, put b x |g|^2 in the bval file",
                       IQTWarning, stacklevel=2)
@@ -124,7 +124,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     if is_nrrd(path):
         from .nrrd import load_tensor_nrrd
 
-        if order != "nifti":  # was ignored without a word (review 40a)
+        if order != "nifti":  # refused, not ignored
             raise IQTError(f"{path}: a Slicer NRRD holds its own element order and measurement frame; leave "
                            f"--tensor-order {order} out")
         vol = load_tensor_nrrd(path)
@@ -137,7 +137,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     if order == "nifti":
         order = _recorded_order(img, path, shape)
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
-        if order not in ("nifti", "dipy"):  # reordered, then refused as "not positive definite" (review 40a)
+        if order not in ("nifti", "dipy"):  # else reordered, then refused as "not positive definite"
             raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
                            f"{order} is for 4D six-volume files: leave it out (or give dipy for dipy_fit_dti's file)")
         data = read_data(img, path, np.float64)[:, :, :, 0, :]
@@ -188,9 +188,9 @@ def _recorded_order(img, path, shape) -> str:
 
 def order_shares(vol: Volume, where: np.ndarray | None = None) -> dict[str, float]:
     """For a tensor volume read from a 4D file in some --tensor-order: the share of its tensors (in `where`) that would
-    be positive definite read in each order, so that a refusal can name the order that reads it (review 40a); empty
-    for volumes not read from a tensor file. A 5D file's elements are read as a 4D file's in each order too: one saved
-    in dtifit's order reads as fsl (which a 5D file cannot be given: order_hint says to save it as 4D)."""
+    be positive definite read in each order, so that a refusal can name the order that reads it; empty for volumes not
+    read from a tensor file. A 5D file's elements are read as a 4D file's in each order too: one saved in dtifit's order
+    reads as fsl (which a 5D file cannot be given: order_hint says to save it as 4D)."""
     order = vol.meta.get("order")
     five_d = bool(vol.meta.get("five_d"))
     if (order not in ("fsl", "mrtrix", "dipy") and not (five_d and order == "nifti")) or np.asarray(vol.data).ndim != 4:
@@ -215,10 +215,10 @@ OWN_INTENT = "DTI"  # the intent name of the 5D files this tool writes (save_ten
 
 
 def _warn_if_dipy_frame(img, path) -> None:
-    """One warning for a 5D tensor file this tool did not write on a grid whose affine keeps the axes' handedness:
-    there dipy's files (dipy_fit_dti's default output, components in FSL's bvec frame) differ from voxel-axis ones
-    (ANTs, 'iqt fit') by an x flip that no check on the tensors can see (review 40a: fibres mirrored, FA and MD
-    unchanged); on the usual negative-determinant grid the two frames agree."""
+    """One warning for a 5D tensor file this tool did not write on a grid whose affine keeps the axes' handedness: there
+    dipy's files (dipy_fit_dti's default output, components in FSL's bvec frame) differ from voxel-axis ones (ANTs, 'iqt
+    fit') by an x flip that no check on the tensors can see (fibres mirrored, FA and MD unchanged); on the usual
+    negative-determinant grid the two frames agree."""
     if np.linalg.det(np.asarray(img.affine, float)[:3, :3]) <= 0:
         return
     name = img.header.get_intent()[2] if hasattr(img.header, "get_intent") else ""
@@ -237,9 +237,9 @@ def as_read(vol: Volume) -> dict:
 
 
 def write_order(read: dict, asked: str = "input") -> dict:
-    """`save_tensor`'s order and layout for an output asked in `asked`: "input" writes it as `read` (as_read's
-    answer); "dipy" dipy_fit_dti's 5D file unless a 4D dipy file was read (review 44c); "nifti" this tool's 5D; fsl and
-    mrtrix their tools' 4D files."""
+    """`save_tensor`'s order and layout for an output asked in `asked`: "input" writes it as `read` (as_read's answer);
+    "dipy" dipy_fit_dti's 5D file unless a 4D dipy file was read; "nifti" this tool's 5D; fsl and mrtrix their tools' 4D
+    files."""
     if asked == "input":
         return dict(read)
     if asked == "dipy":
@@ -352,7 +352,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
         raise IQTError(f"{path}: the seed ROI is empty (no voxel > 0); give an ROI with at least one voxel" if seeds else
                        f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
     if np.any(values[mask] != np.round(values[mask])):  # labels 1, 2, ... are a mask; an FA or probability map is not
-        what, taken = ("seed ROI", "a seed") if seeds else ("mask", "brain")  # review 45b: a seed ROI was called a mask
+        what, taken = ("seed ROI", "a seed") if seeds else ("mask", "brain")
         warnings.warn(f"{path}: the {what} holds fractional values (an FA or probability map?); every voxel > 0 is taken "
                       f"as {taken} ({mask.sum()} voxels, {100 * mask.mean():.3g} % of the grid): threshold it first if "
                       "that is not meant", IQTWarning, stacklevel=2)

@@ -39,7 +39,7 @@ OUTPUT_MD_RANGE = (1 / 3, 3.0)  # the output's median MD over the input's: inter
 
 def _check_output_scale(out: np.ndarray, lr: np.ndarray, mask: Volume | None) -> None:
     """A learned method's output whose median MD is off the input's by more than 3x is refused: a model that diverged
-    in training or holds the wrong normalisation wrote tensors of 4.6 mm^2/s, exit 0 (review 44d)."""
+    in training or holds the wrong normalisation can write tensors of 4.6 mm^2/s."""
     md_in = tensors.md(np.asarray(lr))
     md_in = md_in[(md_in > 0) if mask is None else (md_in > 0) & np.asarray(mask.data, bool)]
     md_out = tensors.md(out)  # one scalar map, not a copy of the brain's tensors
@@ -144,7 +144,7 @@ class Method:
                 whole = int(samples) == samples and not isinstance(samples, bool)
             except (TypeError, ValueError):
                 whole = False
-            if not whole:  # 2.7 ran as 2 without a word (audit P)
+            if not whole:  # else 2.7 would run as 2
                 raise IQTError(f"--mc-samples {samples!r}: give a whole number of Monte Carlo samples (default 10)")
             if int(samples) < 0:
                 raise IQTError(f"--mc-samples {samples}: give a number of Monte Carlo samples >= 0")
@@ -221,7 +221,7 @@ class Method:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated)
             self._warn_off_training(lr, mask, f)
         # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
-        # there was low, calling them certain (review 40b)
+        # there is low, calling them certain
         noise = lr.replace(data=noise_fits(lr) & mask.data.astype(bool), kind="mask") if estimated and \
             mask is not None else None
         pred = runner._run(lr, f, mask, uncertainty, direction, progress, noise)
@@ -337,11 +337,11 @@ class Method:
         return None
 
     def _warn_off_training(self, lr: Volume, mask: Volume | None, f: tuple) -> None:
-        """One warning line where a learned method runs outside what it was trained on (audit O): an input (its brain)
+        """One warning line where a learned method runs outside what it was trained on: an input (its brain)
         thinner than the model's context along an axis (a 1-slice slab at x2: espcn made its two output slices
         differ by up to 1.8e-4 mm^2/s from no information along that axis), output voxels far from the
         near-isotropic ones of the training subjects (1x1x6 mm at --factor 2: 0.5x0.5x3 mm), or a brain far smaller
-        than a human's (audit Y: a rodent's ran without a word)."""
+        than a human's (a rodent's)."""
         context = self.context(f)
         inside = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
         box = grid.bounding_box(inside)
@@ -428,10 +428,10 @@ class Method:
 # A learned method's output voxels (the input's over the factors) longer along one axis than this times another are
 # said to be off its training: the training subjects' voxels reach 1.4:1 (1.75x1.75x2.5 mm)
 ANISOTROPY_TRAINED = 2.0
-NRRD_WRITE_MULTIPLE = 0.7  # of the high-res tensors' bytes, on top of the run's peak, writing a tensor NRRD (audit O:
-# cubic x2 of a 145x174x145 input peaked at 2.98 GB to .nrrd against 2.49 GB to .nii.gz, tensors 0.70 GB)
+NRRD_WRITE_MULTIPLE = 0.7  # of the high-res tensors' bytes, on top of the run's peak, writing a tensor NRRD
+# (cubic x2 of a 145x174x145 input peaked at 2.98 GB to .nrrd against 2.49 GB to .nii.gz, tensors 0.70 GB)
 ANISOTROPY_SLACK = 1.02  # as --voxel-size's: a header's 3.00000001 mm (a rotated affine) or 2.7073 mm over 1.35 is 2:1
-# (review 49b: the 3 mm yaw and the sagittal dev scans at 1,1,2 were warned, the 3 mm ortho scan not)
+# (without it the 3 mm yaw and the sagittal dev scans at 1,1,2 would be warned, the 3 mm ortho scan not)
 
 
 class LearnedMethod(Method):
@@ -505,7 +505,7 @@ class LearnedMethod(Method):
             weights = side.with_name(json.loads(side.read_text())["weights"])
         except (OSError, ValueError, KeyError):
             weights = Path(path)
-        return os.path.abspath(side), sha256(weights)  # the sidecar, wherever the records are read (review 45d)
+        return os.path.abspath(side), sha256(weights)  # the sidecar, wherever the records are read
 
     def load(self, factor):
         """The model for `factor` (an integer r or (fx, fy, fz)) or for a reordering of it (what `predict` will use);
@@ -536,9 +536,9 @@ class LearnedMethod(Method):
 
     def _model_named(self, f) -> dict:
         """The model that ran, as the header names it (records.made_by: "shipped model espcn_x2.pt"), for every caller:
-        the Python API and iqt batch wrote the method only while the CLI named the model (audit R, F5: the same values,
-        other bytes); nothing for a model `fit` made in this session (review 50a: the shipped one was named, and a
-        factor with none shipped failed after the prediction)."""
+        the Python API, iqt batch and the CLI write the same header for the same values; nothing for a model `fit`
+        made in this session (it is not the shipped one, and a factor with none shipped would fail after the
+        prediction)."""
         from ..fileio.model_files import model_origin
 
         key = f if f in self._loaded else tuple(f[i] for i in (self._axis_order(f) or (0, 1, 2)))
@@ -612,8 +612,8 @@ class LearnedMethod(Method):
         return ""
 
 
-# What a model's sidecar records beside its seed and command so that its weights can be made again (audit R: 1 and 2
-# threads gave other CNN weights, and nothing said which libraries or which bytes of the subjects were read).
+# What a model's sidecar records beside its seed and command so that its weights can be made again (1 and 2
+# threads give other CNN weights, and so can other libraries or other bytes of the subjects).
 TRAINING_FILES = ("dwi.bval", "dwi.bvec")  # with the subject's DWI (dwi.nii.gz or dwi.nii)
 
 

@@ -22,8 +22,8 @@ def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray, top: f
                present: np.ndarray | None = None) -> np.ndarray:
     """The map `std` with the output voxels of low-res `noise` voxels (background noise fits, `dmri.dti.noise_fits`)
     raised to at least `top`, by default the NOISE_QUANTILE of the map over the rest of the support (the top of a
-    display's colour scale): no output there means anything, and at the edge floor they had still read below the
-    brain's median (review 41b). `present`: the output's non-zero voxels, where the caller has them."""
+    display's colour scale): no output there means anything, and at the edge floor alone they read below the
+    brain's median. `present`: the output's non-zero voxels, where the caller has them."""
     present = np.any(tensor != 0, axis=-1) if present is None else present
     flagged = grid.repeat_blocks(noise, f)[: std.shape[0], : std.shape[1], : std.shape[2]] & present
     rest = present & ~flagged

@@ -82,9 +82,9 @@ def _negligible_zeroed(lr: Volume) -> Volume:
 
 def warn_if_upsampled(lr: Volume) -> None:
     """One warning, not a refusal, where the input is already this tool's upsampled output (its header records the
-    method and factors that made it, fileio.records.made_by; audit S: running again took 8.2 s on 1.35 mm voxels
-    without a word): every method is made for, and the learned ones trained on, low-resolution tensors fitted to
-    block-averaged DWIs (docs/conventions.md, Degradation), and no method's output is such an input."""
+    method and factors that made it, fileio.records.made_by; running it again took 8.2 s on 1.35 mm voxels): every
+    method is made for, and the learned ones trained on, low-resolution tensors fitted to block-averaged DWIs
+    (docs/conventions.md, Degradation), and no method's output is such an input."""
     made = lr.meta.get("made_by")
     if not made:
         return

@@ -118,8 +118,8 @@ def _entry(rank: int, fn, nproc: int, store: str, threads: int | None, handlers:
 
         if threads:
             torch.set_num_threads(threads)
-        # the group meets through a file in a private folder, not a TCP store (which listened on every network
-        # interface, audit Z): nothing but gloo's own loopback connections between these processes
+        # the group meets through a file in a private folder, not a TCP store (which listens on every network
+        # interface): nothing but gloo's own loopback connections between these processes
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=nproc)
         fn(*args)
         for sig in _stop_signals():  # this process's part is done (rank 0: every output written): a signal stops nothing

@@ -150,10 +150,10 @@ _NET_LOCKS_GUARD = threading.Lock()
 def net_lock(net) -> threading.RLock:
     """The lock `run_network` and `run_network_mc` hold while they run `net`: both change state on the module itself
     (its device; the dropout layers' sampling switch, generator and per-channel noise), which two threads running
-    one cached network at once overwrote under each other (audit P: every brain voxel of espcn-hetero-var1 changed,
+    one cached network at once would overwrite under each other (every brain voxel of espcn-hetero-var1 changed,
     by up to 1.1 % of max|T|, the direction map by up to 18.9 degrees). Reentrant: a progress callback may run the
     same network again (each run restores the state it found). The callback runs inside the lock: one that runs
-    another network can deadlock with a thread doing the reverse (review 49b), and a slow one holds back other threads
+    another network can deadlock with a thread doing the reverse, and a slow one holds back other threads
     on this network; keep callbacks to reporting."""
     with _NET_LOCKS_GUARD:
         lock = _NET_LOCKS.get(net)

@@ -96,8 +96,9 @@ class CNNMethod(LearnedMethod):
 
 
 def validation_loss_is(training: dict) -> str:
-    """What the best validation loss of a sidecar's training record is: audit J's summaries gave 0.8578 (espcn) and
-    0.0701 (espcn-hetero) with no unit, as if one figure. Which loss, on what, and that it is optimistic."""
+    """What the best validation loss of a sidecar's training record is: the shipped espcn's 0.8578 and espcn-hetero's
+    0.0701 are different losses, which without a unit read as one figure. Which loss, on what, and that it is
+    optimistic."""
     hetero = "hetero" in (training.get("epochs_per_phase") or {})
     share = (training.get("options") or {}).get("val_fraction", 0.15)
     what = ("the Gaussian negative log-likelihood per normalised tensor element (can be negative)" if hetero

@@ -41,7 +41,7 @@ class LoadedModel:
 
 def save_torch(obj, path) -> None:
     """torch.save through an open file: given a path, PyTorch names the archive's entries after it (the temporary
-    file's random name), so one command's model file had another checksum on every run (review 44d)."""
+    file's random name), so one command's model file would have another checksum on every run."""
     import torch
 
     with open(path, "wb") as f:
@@ -95,7 +95,7 @@ def load(path) -> LoadedModel:
 def check_arch(arch, state, sp: Path) -> None:
     """The sidecar's network is the one its weights fit, checked on torch's meta device (shapes, no memory) before it
     is built: its widths and factor set the size of every layer, and an edited sidecar ('widths': [100000, 100000])
-    had 40 GB allocated for a network its weights could never fill (audit Z). An IQTError naming the mismatch."""
+    would have 40 GB allocated for a network its weights could never fill. An IQTError naming the mismatch."""
     import torch
 
     from . import networks

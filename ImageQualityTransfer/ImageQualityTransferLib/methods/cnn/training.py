@@ -360,7 +360,7 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
 
     try:
         ck = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # PyTorch's text would advise loading it unsafely: its kind only (review 44d)
+    except Exception as exc:  # PyTorch's text would advise loading it unsafely: its kind only
         raise IQTError(f"{path}: not a training checkpoint this tool can read ({type(exc).__name__}: another kind of file, "
                        "or a damaged one); give --checkpoint a file of its own (it is created there)") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
@@ -490,8 +490,8 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
 
         model = DistributedDataParallel(net)
         torch.manual_seed(seed * 1000 + rank)
-    # what a checkpoint must have been trained on to be resumed here: the subjects and every option (review 44d: one
-    # resumed with other --subjects went on training on them and its sidecar named only the new ones)
+    # what a checkpoint must have been trained on to be resumed here: the subjects and every option (else one
+    # resumed with other --subjects goes on training on them and its sidecar names only the new ones)
     training = {"subjects": sorted({it.name for it in items}),
                 "options": {k: v for k, v in sorted(opts.items()) if isinstance(v, (bool, int, float, str, type(None)))}}
     ck = None
@@ -563,8 +563,8 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     if ck is not None:
         history, epoch, stopped = list(ck["history"]), int(ck["epoch"]), ck["stopped"]
         t_start -= float(ck["elapsed"])
-        # a phase finished by its epochs goes on where --epochs now gives it more (audit C: a finished --epochs 1 run
-        # resumed with --epochs 2 trained no epoch and exited 0); one that stopped early or at its time budget is over
+        # a phase finished by its epochs goes on where --epochs now gives it more (a finished --epochs 1 run
+        # resumed with --epochs 2 trains one more epoch); one that stopped early or at its time budget is over
         last = int(ck["phase_index"])
         done = int(ck["phase_epochs_done"])
         ran_out = ck.get("phase_stop", 0 if ck["stopped"] == "epochs" else 1) == 0

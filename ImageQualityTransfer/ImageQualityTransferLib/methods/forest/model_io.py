@@ -245,7 +245,7 @@ def load(path) -> ForestModel:
     except IQTError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable model is a user-facing problem
-        # numpy's text for an object array advises loading it unsafely: not repeated (review 44d)
+        # numpy's text for an object array advises loading it unsafely: not repeated
         why = "it holds Python objects, which are never loaded" if "allow_pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
         raise IQTError(f"{weights}: the model file does not hold a valid {meta.get('method')} model "
                        f"({why}); re-download or retrain it") from None
@@ -255,8 +255,8 @@ def load(path) -> ForestModel:
 
 
 def check_outputs(model: ForestModel) -> None:
-    """Its map answers the values its sidecar's factors need (checked before a prediction, and by 'iqt seal', which
-    sealed a sidecar whose factor was edited: audit J); an IQTError naming the edit otherwise."""
+    """Its map answers the values its sidecar's factors need (checked before a prediction, and by 'iqt seal', so that
+    it never seals a sidecar whose factor was edited); an IQTError naming the edit otherwise."""
     need = math.prod(grid.factors(model.factor)) * 6
     if model.gl_W.shape[1] != need:  # a sidecar edited apart from its weights
         raise IQTError(f"{model.meta.get('weights', 'the model')}: it answers {model.gl_W.shape[1]} values per low-res "

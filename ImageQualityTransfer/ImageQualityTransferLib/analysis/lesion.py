@@ -107,7 +107,7 @@ def choose_site(subject: Subject, radius_mm: float = 8.0, fa_min: float = 0.25, 
     ijk = np.argwhere(mask)
     if len(ijk):  # before the ball's convolution, whose cost grows with its volume (a 500 mm one ran out of memory)
         extent = float(((ijk.max(0) - ijk.min(0) + 1) * vox).min())
-        if radius_mm > extent / 4:  # review 44d
+        if radius_mm > extent / 4:
             raise IQTError(f"--radius {radius_mm:g}: a lesion that size does not fit in one hemisphere of this brain "
                            f"(its smallest extent is {extent:.0f} mm); give at most {extent / 4:.0f} mm, e.g. 8")
     xyz = _world(ijk, aff)

@@ -76,7 +76,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     seeds: world (N,3) points or a seed-mask Volume; default `n_seeds` random points where the mean
     prediction's FA >= 0.3. mask: high-res (X,Y,Z) bool; only its voxels with a non-zero prediction are used.
     track_mask: where random seeds fall and tracts run, within `mask` (default all of it: the maps may cover a margin
-    the tracts keep out of, review 51b). track=False gives only the FA/MD maps."""
+    the tracts keep out of). track=False gives only the FA/MD maps."""
     if prediction.std is None:
         raise IQTError("this prediction has no uncertainty map; propagate needs a method with uncertainty (e.g. espcn-hetero, biqt)")
     if int(n) < 2:
@@ -157,7 +157,7 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     out.fa_std = full(np.sqrt(np.maximum(acc["fa2"] / k - fa_mean**2, 0.0)))
     out.md_mean = full(md_mean)
     out.md_std = full(np.sqrt(np.maximum(acc["md2"] / k - md_mean**2, 0.0)))
-    # a streamline's last step can land a voxel beyond the mask; every output is zero outside it (review 44d)
+    # a streamline's last step can land a voxel beyond the mask; every output is zero outside it
     out.visitation = Volume(np.where(m, visits / k, 0.0).astype(np.float32), vol.affine, "scalar") if track else None
     out.n_samples = int(n)
     out.seconds = time.perf_counter() - t0
@@ -215,7 +215,7 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
     written = []
     for name in MAPS:
         vol = getattr(res, name)
-        if vol is not None:  # its kind and unit in the header, as the uncertainty maps record theirs (audit S: empty)
+        if vol is not None:  # its kind and unit in the header, as the uncertainty maps record theirs
             fileio.save_scalar(vol, paths[name], map_record(method_name, name))
             written.append(paths[name].name)
     summary = {"method": method_name, "input": None if input_path is None else str(input_path), **res.summary()}

@@ -612,7 +612,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     def engine(self):
         """The engine's Slicer processing module, installing missing packages first after asking. Without a main
-        window there is no one to ask, so nothing is installed: the error says how (audit Z: it ran pip unasked)."""
+        window there is no one to ask, so nothing is installed: the error says how."""
         missing = self.missingPackages()
         if missing and self._batch():
             raise RuntimeError(_("Missing Python packages: {packages}. Without a main window nothing is installed "
@@ -763,7 +763,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         `iqt fit --exclude-outliers`), and its note says what was left out; nothing for a DTI input.
         progressCallback(fraction, message) may return False to cancel. With a main window every method runs in a
         separate PythonSlicer process, so that the GUI stays live (a forest run in-process held it up to 2 s between
-        progress calls on a 3 mm scan: review 40b), and Cancel kills it; in batch mode (no main window) only the torch
+        progress calls on a 3 mm scan), and Cancel kills it; in batch mode (no main window) only the torch
         methods do. separateProcess overrides either.
         """
         import time

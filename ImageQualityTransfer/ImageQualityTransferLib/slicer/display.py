@@ -18,7 +18,7 @@ LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
 SEEDING_CLASS = "vtkMRMLTractographyInteractiveSeedingNode"  # from SlicerDMRI, registered only where it is installed
 COMPARE_VIEWS = ("Red", "Yellow")  # the side-by-side layout's two slice views: interpolation | IQT
 
-# Legend title per uncertainty map, two lines each (the bar's length follows the title's: review 41b), with the unit
+# Legend title per uncertainty map, two lines each (the bar's length follows the title's), with the unit
 # its node holds (`mrml.NODE_UNITS`): diffusivities in µm²/ms (= 10⁻³ mm²/s, how clinicians read them; Slicer's fonts
 # lack the superscript minus that "×10⁻³" needs), FA's spread unitless, the direction's in degrees. Labels are
 # round ticks (`scale_ticks`), fixed-point and at most 5 characters: the legend's text is fitted to its box, so equal
@@ -32,7 +32,7 @@ LEGENDS = {
     "direction": "Direction SD (degrees)",
 }
 DEFAULT_LEGEND = "Uncertainty"
-SHARED_NOTE = "shared scale"  # the legend's last line while "Same colour scale" is on (review 41b)
+SHARED_NOTE = "shared scale"  # the legend's last line while "Same colour scale" is on
 TITLE_ATTRIBUTE = "ImageQualityTransfer.Title"  # a legend's own title, kept to add or drop SHARED_NOTE
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
@@ -52,7 +52,7 @@ def legend_title(key: str) -> str:
 def scale_ticks(high: float) -> tuple[float, int]:
     """(top, intervals) of a colour scale reaching at least `high` with round ticks (0, 0.1, 0.2, 0.3; 0, 20, ... 80):
     the smallest top that TICK_INTERVALS steps of 1, 2 or 5 times a power of ten make; the 99th percentile's own
-    quarters had printed as 0.30 / 0.23 / 0.15 / 0.08 (review 41b)."""
+    quarters are not round (0.30 / 0.23 / 0.15 / 0.08 on one map)."""
     if not np.isfinite(high) or high <= 0:
         return 1.0, 4
     best = None
@@ -77,7 +77,7 @@ def label_format(top: float, intervals: int = 4) -> str:
 
 def legend_room(width: float, height: float) -> float:
     """The share of a view's width kept free on the right for the legend: LEGEND_ROOM in a square view, more in a tall
-    one, whose legend text is larger (a 300 x 600 view's legend was 73-88 px wide against a 60 px strip: review 41b)."""
+    one, whose legend text is larger (a 300 x 600 view's legend is 73-88 px wide, against a 60 px strip)."""
     aspect = height / width if width > 0 and height > 0 else 1.0
     return float(min(LEGEND_ROOM_MAX, LEGEND_ROOM * max(1.0, aspect) ** 0.5))
 
@@ -142,9 +142,9 @@ def _legend_of(volume_node):
 
 
 def refresh_legends(scene) -> None:
-    """Every colour legend looked at again by the legend manager, which trame-slicer's views otherwise check only when
-    a legend node changes: a legend whose map is no longer a layer is hidden (review 45f: biqt's stayed over a cubic
-    run that has no map)."""
+    """Every colour legend looked at again by the legend manager, which trame-slicer's views otherwise check only when a
+    legend node changes: a legend whose map is no longer a layer is hidden (else biqt's stays over a cubic run that has
+    no map)."""
     for i in range(scene.GetNumberOfNodesByClass(LEGEND_CLASS)):
         scene.GetNthNodeByClass(i, LEGEND_CLASS).Modified()
 
@@ -222,10 +222,10 @@ def map_nodes(scene) -> dict[str, list]:
 
 def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[str, float]:
     """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
-    `display_range`s), so that one colour means one SD across runs and methods (each on its own range had made
-    two runs' different SDs the same yellow: review 40b), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`:
-    two runs' legends had read alike) and `note` (a map gone dark on another run's scale had looked certain: review
-    41b); without, each on its own range and title again.
+    `display_range`s), so that one colour means one SD across runs and methods (each on its own range, two
+    runs' different SDs can be the same yellow), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`: else
+    two runs' legends read alike) and `note` (a map gone dark on another run's scale would look certain);
+    without, each on its own range and title again.
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
     for key, nodes in map_nodes(scene).items():
@@ -301,7 +301,7 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
                  shared_note: str = SHARED_NOTE) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
-    plain fit put the legend over the brain: review 40b). `shared`: one colour scale per map across the scene's runs
+    plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs
     (`share_scales`, its legends ending in `shared_note`)."""
     style_results(scene, nodes, titles)
     if shared:
@@ -316,8 +316,8 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
 
 def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
     """The overlay's opacity in each slice view whose foreground is one of `overlays` (a run's uncertainty map nodes;
-    None: any foreground), leaving layers the reader set in other views alone. At 0 those maps' legends hide too: a
-    legend stayed on screen for a map no longer seen (review 40b)."""
+    None: any foreground), leaving layers the reader set in other views alone. At 0 those maps' legends hide too, or a
+    legend would stay on screen for a map no longer seen."""
     ids = None if overlays is None else {n.GetID() for n in overlays if n is not None}
     shown = set()
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
@@ -401,7 +401,7 @@ def _same_scalar_display(leader, follower) -> None:
 def follow_display(leader_node, follower_node) -> None:
     """Keep `follower_node`'s scalar display (a tensor volume's: FA, MD, colour by orientation...) the same as
     `leader_node`'s now and whenever the leader's changes, so that one value is one grey in both views of a
-    comparison (automatic windows had put cubic's FA on 0-0.64 and IQT's on 0-0.74: review 41b)."""
+    comparison (with automatic windows cubic's FA was on 0-0.64 and IQT's on 0-0.74)."""
     import vtk
 
     leader, follower = leader_node.GetDisplayNode(), follower_node.GetDisplayNode()

@@ -259,7 +259,7 @@ def _same_tensors(node, t6: np.ndarray, rtol: float = 1e-5) -> bool:
     if m9.shape[:3] != np.shape(t6)[:3]:
         return False
     largest = differ = 0.0
-    for k in range(0, m9.shape[0], SLAB):  # in float64 a slab at a time: the whole volume's copies took 296 MiB (review 47)
+    for k in range(0, m9.shape[0], SLAB):  # in float64 a slab at a time: the whole volume's copies took 296 MiB
         m = np.nan_to_num(np.asarray(m9[k:k + SLAB], np.float64), nan=0.0)
         t = np.nan_to_num(np.asarray(t6[k:k + SLAB], np.float64), nan=0.0)
         norm_node = np.sqrt((m ** 2).sum(axis=-1))
@@ -373,7 +373,7 @@ def _tensor_display(scene, node) -> None:
     disp = node.GetDisplayNode()
     if disp is not None and not disp.GetColorNodeID():
         # grey for the scalar maps (FA, MD...), as radiologists read them: with Rainbow, FA 0 (all the background
-        # within the field of view) was solid red (review 40b); colour by orientation does not use the table
+        # within the field of view) is solid red; colour by orientation does not use the table
         disp.SetAndObserveColorNodeID(_grey_id(scene))
 
 

@@ -371,7 +371,7 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     else:
         results = predict_volumes(lr, request, mask, progress, cancel)
     report_progress(progress, OUTPUT_PROGRESS, "creating output nodes")
-    check_cancel(cancel)  # pressed as the method ended: still no output (review 45f: the nodes came back "Cancelled")
+    check_cancel(cancel)  # pressed as the method ended: still no output
     base = input_node.GetName() or "dti"
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)
     notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)

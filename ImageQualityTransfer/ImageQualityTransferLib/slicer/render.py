@@ -54,7 +54,7 @@ class Rendering:
 
 def quiet_vtk_warnings() -> None:
     """VTK's warnings about the off-screen window it makes (no X display; an interactor event deprecated in VTK 9.6)
-    printed twice each on every start, and a reader took 'bad X server connection' for a failure (review 40a);
+    print twice each on every start, and 'bad X server connection' reads as a failure;
     VTK's errors still print."""
     from vtkmodules.vtkCommonCore import vtkLogger, vtkOutputWindow
 
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
 
         f = grid.factors(args.factor)
         out = Path(args.output)
-        if out.suffix.lower() not in (".png", ".jpg", ".jpeg") or out.is_dir():  # said before the run (review 45f)
+        if out.suffix.lower() not in (".png", ".jpg", ".jpeg") or out.is_dir():  # said before the run
             raise IQTError(f"{args.output}: give a picture file ending in .png (or .jpg)")
         lr, mask = degraded_subject(args.subject, f)
         label = args.method + ("+tta" if args.tta else "")

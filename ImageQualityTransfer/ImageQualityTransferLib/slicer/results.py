@@ -40,7 +40,7 @@ def find_result_node(scene, input_node, output: str, class_name: str):
 def model_words(meta: dict) -> str:
     """The model a learned method ran, in words ("shipped model espcn_x2.pt"; "given" for one chosen by path): from
     the prediction's meta (Method.predict) or, from the worker process, the header that recorded it (records.made_by);
-    "" for interpolation (the Slicer module did not name the model, stop 49 left undone)."""
+    "" for interpolation."""
     if meta.get("model_name") and meta.get("model_origin"):
         return f"{meta['model_origin']} model {meta['model_name']}"
     from ..fileio.records import MADE_BY
@@ -153,8 +153,8 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         else:  # the cubic run's node: shared with runs of cubic itself
             created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}{suffix}",
                                            input_node, f"{COMPARISON_METHOD}{suffix}/tensor", targets.get("interpolated"))
-    # the results are in the input's own coordinates: under its parent transform (a registration to a T1, say) they
-    # lie where it lies (review 45f: they came out as far from it as the transform moved it)
+    # the results are in the input's own coordinates: under its parent transform (a registration to a T1, say) they lie
+    # where it lies (else they come out as far from it as the transform moves it)
     parent = input_node.GetTransformNodeID() if input_node is not None and hasattr(input_node, "GetTransformNodeID") else None
     for node in [created["tensor"], created["interpolated"], *created["uncertainties"].values()]:
         if node is not None and hasattr(node, "SetAndObserveTransformNodeID"):

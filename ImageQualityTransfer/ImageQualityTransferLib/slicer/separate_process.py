@@ -80,7 +80,7 @@ WORK_PREFIX = "iqt-slicer-"  # + the owning process's id + "-": a run's folder o
 def remove_orphaned_folders(root=None) -> list[Path]:
     """Remove this user's run folders (WORK_PREFIX<pid>-*, in the temporary folder) whose owning process no longer
     runs, and return them: a Slicer killed mid-run (kill -9, a crash, a power cut) never ran its cleanup, and the
-    patient's input stayed in /tmp (audit Z, stop 51). A folder of a running process is left alone. POSIX only (on
+    patient's input stayed in /tmp. A folder of a running process is left alone. POSIX only (on
     Windows a process id cannot be probed without opening the process; the folders stay there as before)."""
     import re
     import shutil

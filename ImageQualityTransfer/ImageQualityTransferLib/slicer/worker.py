@@ -76,7 +76,7 @@ def main(argv=None) -> int:
                 path = out / f"{key.replace('/', '_')}.nii.gz"
                 fileio.save_scalar(vol, path)
             outputs[key] = {"path": str(path), "kind": vol.kind, "support": vol.meta.get("support"),
-                            # the model that ran, which the header's 80 bytes drop for long names (review 50b)
+                            # the model that ran, which the header's 80 bytes drop for long names
                             **{k: vol.meta[k] for k in ("model_name", "model_origin") if vol.meta.get(k)}}
     except IQTError as exc:
         _emit(error=str(exc))

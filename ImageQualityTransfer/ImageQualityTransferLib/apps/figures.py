@@ -69,8 +69,8 @@ LETTER_MARGIN = 0.12  # of a panel's width and height, black, each side: the let
 
 
 def _letters(ax, plane):
-    """The orientation letters in a black margin around the panel's image (review 45f: on a field the brain fills, the
-    S and I of coronal panels sat on bright error and uncertainty pixels)."""
+    """The orientation letters in a black margin around the panel's image (on a field the brain fills, the S and
+    I of coronal panels would sit on bright error and uncertainty pixels)."""
     left, right, top, bottom = LETTERS[plane]
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     aspect = ax.get_aspect() if isinstance(ax.get_aspect(), (int, float)) else 1.0  # a y unit's height over an x unit's

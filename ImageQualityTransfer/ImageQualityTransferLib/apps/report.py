@@ -180,8 +180,8 @@ SHOWN_NAMES = {"nearest": NEAREST, "reference": "ground truth"}  # the tables' n
 
 
 def _shown(name: str) -> str:
-    """A method or volume's name as every figure and table of the page gives it (the Metrics table said "nearest" of
-    the FA figure's "low-res input", the tract table "reference" of the tract figure's "ground truth": audit D)."""
+    """A method or volume's name as every figure and table of the page gives it (else the Metrics table would say
+    "nearest" of the FA figure's "low-res input", the tract table "reference" of the tract figure's "ground truth")."""
     return SHOWN_NAMES.get(name, name)
 
 
@@ -297,9 +297,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
 
 def tract_methods(names, tract_rows: dict | None = None) -> list[str]:
     """The methods whose streamlines the tract figure draws besides cubic: the default method (`methods.default_method`)
-    and, where the page scores tracts, the best by its tract-density Dice; without either, the first learned one. The
-    figure drew the first two learned methods in registry order (global-linear and rf), never the default nor the best
-    (audit D)."""
+    and, where the page scores tracts, the best by its tract-density Dice; without either, the first learned one."""
     from .. import methods
 
     learned = [n for n in names if methods.method_class(n).learned]

@@ -45,8 +45,8 @@ def _resend(signum) -> None:
     if _deferred["signum"] != signum:  # cancelled meanwhile (the command has ended)
         return
     if signal.getsignal(signum) == signal.SIG_IGN:  # ignored for now (a local cluster's workers starting): sent then,
-        _deferred["timer"] = threading.Timer(DEFER_S, _resend, (signum,))  # it was dropped and the run went on to
-        _deferred["timer"].daemon = True  # its end with exit 0 (audit C); kept until it is handled again (or the
+        _deferred["timer"] = threading.Timer(DEFER_S, _resend, (signum,))  # it would be dropped and the run go on
+        _deferred["timer"].daemon = True  # to its end; kept until it is handled again (or the
         _deferred["timer"].start()  # command has ended: cancel_deferred)
         return
     _deferred["resent"] = True

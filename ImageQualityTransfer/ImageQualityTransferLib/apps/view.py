@@ -274,8 +274,8 @@ class Viewer:
                 self._grey(self.fa_nodes[key])
             display.style_results(self.scene, self.nodes)
             # one colour scale per map across the methods run in this page, as the Slicer module's "Same colour scale"
-            # and the report: each on its own range had put biqt's top at 1.0, rf's at 0.8 and espcn-hetero's at 0.3
-            # µm²/ms on one input, the same colour a different SD as the reader switched methods (audit D)
+            # and the report: each on its own range, biqt's top was 1.0, rf's 0.8 and espcn-hetero's 0.3 µm²/ms on
+            # one input, the same colour a different SD as the reader switches methods
             display.share_scales(self.scene)
             self._show_current()
             display.refresh_legends(self.scene)  # this run's, and an earlier run's whose map is no longer shown
@@ -322,8 +322,8 @@ class Viewer:
         tensor output: the FA maps carry none)."""
         s_node = display.slice_node(self.scene, LEFT)
         kept = None
-        # a view fitted with (or without) the legend's strip is fitted again when the overlay comes (or goes): the brain
-        # ran off one edge and under the legend on the other (review 45g)
+        # a view fitted with (or without) the legend's strip is fitted again when the overlay comes (or goes), or the
+        # brain runs off one edge and under the legend on the other
         if s_node is not None and self._fitted and self._fitted_legend == (overlay is not None):
             kept = (s_node.GetSliceOffset(), s_node.GetFieldOfView(), s_node.GetXYZOrigin())
         elif s_node is not None and self._fitted:

@@ -26,7 +26,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
 
     The LocalCluster's scheduler, nannies and workers speak TLS with credentials made for this run only and held in
     memory (`local_security`; `secure=False`: plain TCP, for tests of a plain cluster): a connection without them is
-    refused (audit Z: on plain TCP any local user's `Client('tcp://127.0.0.1:PORT')` ran code in the workers, which
+    refused (on plain TCP any local user's `Client('tcp://127.0.0.1:PORT')` could run code in the workers, which
     hold the patients' images, and read the task keys)."""
     import logging
 
@@ -40,7 +40,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
             client = Client(scheduler, timeout="20s", security=security)
         except (OSError, TimeoutError, ValueError) as exc:
             why = ' '.join(str(exc).split()) or type(exc).__name__
-            if _tls_refused(exc):  # a scheduler is there: "start one" misled (stop 52)
+            if _tls_refused(exc):  # a scheduler is there: "start one" would mislead
                 raise IQTError(f"--scheduler {scheduler}: the TLS handshake failed ({why}): the credentials Dask's "
                                "configuration names (distributed.comm.tls.ca-file, distributed.comm.tls.client.cert, "
                                "distributed.comm.tls.client.key) are not this cluster's; name its CA, certificate "
@@ -67,8 +67,8 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
             host="127.0.0.1", preload=[f"{__package__}.worker_signals"]))  # a restarted worker ignores Ctrl-C too
     if security is not None:
         _OWN_CLUSTERS[cluster.scheduler_address] = security
-    # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it was a second,
-    # differently worded message on stderr (review 41a)
+    # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it would be a
+    # second, differently worded message on stderr
     try:
         if held:  # a Ctrl-C while the workers started (or one an import had deferred): the run stops here
             raise KeyboardInterrupt
@@ -121,11 +121,11 @@ def client_security(scheduler: str):
 def _spawn_ignoring_ctrl_c(make):
     """(make(), [signals held]): the local cluster made by `make` in a helper thread, with SIGINT ignored in this
     process only while Dask's threads fork a worker process, so that it inherits it ignored (Python leaves an inherited
-    SIG_IGN alone): a terminal's Ctrl-C reaches the whole process group, and each worker printed its own
-    KeyboardInterrupt traceback before this process's one line (review 44b). Otherwise, while the cluster starts, a
-    Ctrl-C is recorded and returned, and one deferred since an import (signals._on_signal) too: audit C, with SIGINT
-    ignored until the cluster was up (3-4 s), a Ctrl-C then, or one deferred from the imports before, was lost and the
-    batch ran to its end with exit 0. (Blocking it instead does not carry into the workers: Dask's threads that start
+    SIG_IGN alone): a terminal's Ctrl-C reaches the whole process group, and each worker would print its own
+    KeyboardInterrupt traceback before this process's one line. Otherwise, while the cluster starts, a Ctrl-C is
+    recorded and returned, and one deferred since an import (signals._on_signal) too: with SIGINT ignored until the
+    cluster is up (3-4 s), a Ctrl-C then, or one deferred from the imports before, would be lost and the batch run
+    to its end. (Blocking it instead does not carry into the workers: Dask's threads that start
     them do not inherit the main thread's mask; only the main thread may set a handler, so the forking thread asks it
     to.) A worker the nanny restarts later (after a memory-limit kill) starts outside this and ignores it from its
     preload on (worker_signals.py)."""
@@ -203,7 +203,7 @@ FORK_ASK_S = 5  # how long a thread about to start a worker waits for the main t
 
 def _wait_for_workers(client, scheduler: str, wait_s: float) -> None:
     """Return once the scheduler has a worker; said on stderr while it has none, and an IQTError after `wait_s` seconds
-    (audit C: at a scheduler without workers the run waited forever with no message)."""
+    (at a scheduler without workers the run would otherwise wait forever with no message)."""
     import sys
 
     if client.nthreads():
@@ -241,8 +241,8 @@ def _probe():
 
 def check_workers(client, scheduler: str) -> None:
     """An IQTError naming the workers that cannot import ImageQualityTransfer or run another version of it than this
-    process (audit C: a worker without it died unpickling the first task and the run hung; one with another version
-    wrote its outputs with its own SoftwareVersion, exit 0)."""
+    process (a worker without it dies unpickling the first task and the run hangs; one with another version writes
+    its outputs with its own SoftwareVersion)."""
     from ...core.version import __version__, build_digest
     from ...fileio.paths import MODELS_DIR
 
@@ -277,7 +277,7 @@ def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
 def _reachable(address: str, security=None) -> None:
     """An OSError at once when nothing listens at a tcp/tls scheduler address: Dask's Client would retry a refused
     connection until its timeout (about 24 s); and where what listens is no scheduler (over TLS with `security`'s
-    credentials: review 51b, a worker's tls:// port gave an internal TypeError, its dashboard's a 20 s wait)."""
+    credentials: a worker's tls:// port gives an internal TypeError, its dashboard's a 20 s wait)."""
     import socket
 
     from distributed.comm import parse_address, parse_host_port
@@ -308,7 +308,7 @@ SCHEDULER_ANSWER_S = 5  # a scheduler answers its identity in milliseconds; Dask
 
 def _answers_as_scheduler(address: str, security=None) -> None:
     """An OSError when what listens at a tcp/tls address does not answer Dask's identity call as a scheduler within
-    SCHEDULER_ANSWER_S: on a port that listens but is not one (audit S: the scheduler's dashboard port) the Client hung
+    SCHEDULER_ANSWER_S: on a port that listens but is not one (the scheduler's dashboard port, say) the Client hangs
     with no message."""
     import asyncio
 
@@ -372,7 +372,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
             results[it.prefix] = process(it, s, str(out_root))
             bar.update(1)
     else:
-        # keys without the subjects' labels: a cluster's dashboard shows them (audit Z: iqt-sub-DOEJOHN...)
+        # keys without the subjects' labels: a cluster's dashboard shows them (a label can name the patient)
         run = uuid.uuid4().hex[:12]
         futures = {client.submit(process, it, s, str(out_root), key=f"iqt-{run}-{i}", pure=False): it
                    for i, it in enumerate(items)}

@@ -60,8 +60,8 @@ def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
 
 def stale_maps(folder: Path, names: dict) -> list[Path]:
     """The uncertainty maps (and sidecars) of an earlier run of this subject, method and factor that this run does not
-    write (it runs without --uncertainty, or with fewer maps): left beside new outputs, they held the old input's
-    hashes (review 45d)."""
+    write (it runs without --uncertainty, or with fewer maps): left beside new outputs, they would hold the old input's
+    hashes."""
     base = names["tensor"][: -len("tensor_dwimap.nii.gz")] + "tensor_desc-"
     keep = {n for n in names.values()} | {sidecar(Path(n)).name for n in names.values()}
     return [p for p in Path(folder).glob(base + "*_dwimap.*") if p.name not in keep and p.is_file()]
@@ -118,12 +118,11 @@ def output_order(item: Item, s: Settings) -> str:
 
 
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
-    """The sidecar fields that must match for a subject to be skipped (OutputOrder only where it is not this tool's
-    5D, as every run wrote it until stop 45, so that such a run's outputs are still skipped). SoftwareVersion and
-    SoftwareBuild too: outputs another version wrote (audit C: a worker of another version's, a later resume skipped
-    them as done) are redone, and so are those of another build of this version (other code or shipped models: a
-    cohort resumed after an upgrade would otherwise mix the two builds' results without a word, audit R) or of one
-    from before the build was recorded (which build made them is unknown)."""
+    """The sidecar fields that must match for a subject to be skipped (OutputOrder only where it is not this tool's 5D,
+    as earlier versions wrote it, so that their outputs are still skipped). SoftwareVersion and SoftwareBuild too:
+    outputs another version wrote (a worker of another version's, say) are redone, and so are those of another build of
+    this version (other code or shipped models: a cohort resumed after an upgrade would otherwise mix the two builds'
+    results without a word) or of one from before the build was recorded (which build made them is unknown)."""
     order, written = item.tensor_order or s.tensor_order, output_order(item, s)
     return {**hashes, "SoftwareVersion": __version__, "SoftwareBuild": build(), "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": mc_samples(s),
             **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {}),
@@ -134,7 +133,7 @@ def identity(item: Item, s: Settings, hashes: dict) -> dict:
 
 def mc_samples(s: Settings) -> int | None:
     """The Monte Carlo samples a variational method draws with these settings (--mc-samples, else the default that
-    runs: audit R read null for the 10 drawn), None for a method that draws none."""
+    runs: 10, not null), None for a method that draws none."""
     from ... import methods
 
     if s.mc_samples is not None or not methods.method_class(s.method).takes_samples:
@@ -203,7 +202,7 @@ def other_build(folder: Path, names: dict, ident: dict) -> str | None:
     if not isinstance(meta, dict):
         return None
     mine = ("SoftwareVersion", "SoftwareBuild")
-    # MCSamples was null for the default samples before stop 50 (3609c72): the same request (review 50a)
+    # MCSamples null, as written for the default samples before commit 3609c72: the same request
     if any(meta.get(k) != v for k, v in ident.items() if k not in mine and not (k == "MCSamples" and meta.get(k) is None)):
         return None  # another request: redone for that, as always
     was = (meta.get("SoftwareVersion"), meta.get("SoftwareBuild"))
@@ -214,7 +213,7 @@ def other_build(folder: Path, names: dict, ident: dict) -> str | None:
 
 def file_record(path) -> dict:
     """The size and SHA256 of an output as written, kept in its sidecar: a resumed run redoes a subject whose file
-    differs (audit S: a truncated map and a flipped byte were skipped as already done)."""
+    differs (else a truncated map or a flipped byte would be skipped as already done)."""
     return {"FileSizeBytes": Path(path).stat().st_size, "FileSHA256": _sha256(path)}
 
 
@@ -266,8 +265,8 @@ def check_inputs_kept(out_root, items, s: Settings) -> None:
     """An IQTError, before any work, where a file this run writes or removes is a file of the cohort's inputs, by real
     path (symlinks, `..`) or, for a file already there, by inode (a hard link), as fileio.paths.Outputs checks a single
     command's: every subject's outputs and their sidecars, the earlier maps of its own that it removes (`stale_maps`)
-    and the QC table and dataset description, against every subject's input, gradients, sidecar and mask (audit Z: a
-    list line naming an earlier run's tensor output in -o was replaced by its own upsampled tensor, exit 0; a rerun
+    and the QC table and dataset description, against every subject's input, gradients, sidecar and mask (else a
+    list line naming an earlier run's tensor output in -o would be replaced by its own upsampled tensor; a rerun
     naming an earlier brain mask as a line's --mask would replace that mask). Said for the first such file, naming its
     list line."""
     out_root = Path(out_root)
@@ -399,7 +398,7 @@ def sources(item: Item) -> list[str]:
 def check_source(out_root: Path, items) -> None:
     """An IQTError, before any work, where `out_root` already holds derivatives of another input dataset or list (its
     DatasetLinks' "raw"): this run's sidecars and the earlier ones would resolve their bids:raw: Sources against
-    different folders, and one link cannot serve both (review 41a)."""
+    different folders, and one link cannot serve both."""
     roots = {Path(it.root).as_uri() for it in items if it.root}
     path = Path(out_root) / "dataset_description.json"
     if not path.is_file():
@@ -413,7 +412,7 @@ def check_source(out_root: Path, items) -> None:
                        f"write the outputs into a folder of their own, e.g. {elsewhere}") from None
     runs = desc.get("GeneratedBy") if isinstance(desc, dict) else None
     if not (isinstance(runs, list) and any(isinstance(r, dict) and r.get("Name") == PIPELINE for r in runs)):
-        # another dataset's or pipeline's folder: its description was replaced and our outputs mixed into it (review 45d)
+        # another dataset's or pipeline's folder: its description would be replaced and our outputs mixed into it
         name = desc.get("Name") if isinstance(desc, dict) else None
         raise IQTError(f"{out_root}: its dataset_description.json" + (f" ({name!r})" if name else "") + " names no "
                        f"{PIPELINE} run, so it holds another dataset, not this tool's derivatives; write the outputs into "
@@ -452,9 +451,9 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         desc["DatasetLinks"] = {**desc.get("DatasetLinks", {}), "raw": uri}
         desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") != uri] + [{"URL": uri}]
         changed = True
-    # one entry per run setting and build: the same model named by another path (relative, before stop 45) is that
-    # entry, and so is one of the same settings written before the build was recorded (no "Build"), which this run's
-    # entry replaces; a run of another build adds its own
+    # one entry per run setting and build: the same model named by another path (relative, as earlier versions wrote it)
+    # is that entry, and so is one of the same settings written before the build was recorded (no "Build"), which this
+    # run's entry replaces; a run of another build adds its own
     paths = ("Model", "NoisyInputModel")
 
     def same_run(e: dict) -> bool:

@@ -158,7 +158,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         done = finished(folder, names, ident)
         if done is not None:
             add_file_records(folder, names)
-            notes = done.get("Notes", [])  # said again on a rerun, as when it ran (review 41a)
+            notes = done.get("Notes", [])  # said again on a rerun, as when it ran
             res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [])
             return res
         res["redone_from"] = other_build(folder, names, ident)
@@ -194,7 +194,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         ran_on = _device(s)
         for key in [k for k in names if k != "tensor"] + ["tensor"]:
             about = DESCRIPTIONS.get(key, key)
-            if key == "tensor":  # as the input was read (review 45c: it named voxel-axis SYMMATRIX for a dtifit file)
+            if key == "tensor":  # as the input was read (a dtifit file's, not voxel-axis SYMMATRIX)
                 about += f" ({fileio.layout_words(vols[key].meta['written'])})"
             meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **ran_on, **noisy_model,

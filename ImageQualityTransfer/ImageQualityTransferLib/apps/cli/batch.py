@@ -47,7 +47,7 @@ def add_parsers(sub) -> None:
 
 
 WAIT_WORKERS_S = 120  # batch.cohort.WAIT_WORKERS_S (not imported here: Dask loads only once a run starts)
-MIN_MEMORY = "512MiB"  # review 41a: at 100 and 200 MiB each worker died on a 3 mm subject, at 10 MiB the run hung
+MIN_MEMORY = "512MiB"  # at 100 and 200 MiB each worker died on a 3 mm subject, at 10 MiB the run hung
 
 
 def check_memory_limit(text: str) -> None:
@@ -67,7 +67,7 @@ def check_memory_limit(text: str) -> None:
 
 def check_dashboard_address(text: str) -> None:
     """--dashboard-address refused at once when its host does not resolve or is not an address of this machine: the
-    LocalCluster failed to start with an internal error (audit S: 10.255.255.1:8787, nosuchhost.invalid:8787)."""
+    LocalCluster fails to start with an internal error (e.g. 10.255.255.1:8787, nosuchhost.invalid:8787)."""
     from distributed.utils import clean_dashboard_address
 
     fix = "give one of this machine's addresses, e.g. 127.0.0.1:8787 (this machine only) or :8787 (every interface)"
@@ -84,8 +84,8 @@ def check_dashboard_address(text: str) -> None:
 
 def _stop(client, cluster, interrupted_in=()) -> None:
     """Close the client and the local cluster; after an interrupted run, remove from the subject folders
-    `interrupted_in` the temporaries of writers the closing killed mid-file (audit S: a local worker stopped while
-    writing left its .iqt- file behind the line 'no partial output was left'). Only once the local workers are gone: a
+    `interrupted_in` the temporaries of writers the closing killed mid-file (a local worker stopped while writing leaves
+    its .iqt- file, which the line 'no partial output was left' would belie). Only once the local workers are gone: a
     remote one may still be writing."""
     from ..batch.records import remove_temporaries
 
@@ -97,8 +97,8 @@ def _stop(client, cluster, interrupted_in=()) -> None:
 
 
 def _absolute(path):
-    """A path the workers can open: a --scheduler's workers need not share this shell's folder (helper T: a relative
-    --model failed every subject with "model file not found"; so did a relative list's inputs)."""
+    """A path the workers can open: a --scheduler's workers need not share this shell's folder (a relative --model
+    fails every subject with "model file not found"; so do a relative list's inputs)."""
     return None if path is None else os.path.abspath(path)
 
 
@@ -131,7 +131,7 @@ def run(args) -> int:
 
         resolve_device("cuda")
     if method.learned:  # a missing, damaged or foreign model (or none for these factors): said before any work
-        method.load(f)  # (review 45d: a missing --model was an internal error, a foreign one failed every subject)
+        method.load(f)  # (else a missing --model ends in an internal error, a foreign one fails every subject)
     items = batch.find_items(args.input)
     if args.bmax is not None:  # it selects shells of a DWI before its fit; a tensor file was fitted already
         fitted = sum(it.kind == "dti" for it in items)
@@ -170,7 +170,7 @@ def run(args) -> int:
     if not args.scheduler:
         check_memory_limit(args.memory_limit)
         check_dashboard_address(args.dashboard_address)
-    out = Path(args.output)  # a folder, created with its parents (derivatives/ of a fresh BIDS dataset: review 41a)
+    out = Path(args.output)  # a folder, created with its parents (derivatives/ of a fresh BIDS dataset)
     if out.exists() and not out.is_dir():
         raise IQTError(f"{out}: exists and is not a folder; give a folder for the outputs")
     # BIDS keeps derivatives under derivatives/ of a raw dataset; anything else inside it is not a derivative's place
@@ -188,7 +188,7 @@ def run(args) -> int:
     except OSError as exc:
         raise IQTError(f"{args.output}: cannot create the folder ({exc.strerror}); choose another output folder") from None
     started = False
-    try:  # one run at a time per folder, from before any work to the end whatever happens (audit C; batch/lock.py)
+    try:  # one run at a time per folder, from before any work to the end whatever happens (batch/lock.py)
         with batch_lock.held(out, shlex.join(["iqt", *args.argv])):
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
                                                  args.dashboard_address, args.wait_workers)

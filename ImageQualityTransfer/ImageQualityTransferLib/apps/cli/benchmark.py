@@ -32,8 +32,8 @@ def add_parsers(sub) -> None:
 
 
 def _models(given, f) -> dict:
-    """{method: model file} from --model METHOD=PATH, each loaded (checked) before any work (review 45d: a researcher
-    could not score a model of their own, and the advice to give --model named an option benchmark did not have)."""
+    """{method: model file} from --model METHOD=PATH, each loaded (checked) before any work (so that a researcher can
+    score a model of their own)."""
     from ... import methods
 
     out = {}
@@ -71,7 +71,7 @@ def run(args):
     models = _models(args.model, f)
     names = options.method_list(args.methods) or methods.ready(f)
     names += [n for n in models if n not in names]
-    if args.tta and not any(methods.method_class(n).learned for n in names):  # said, not ignored (audit 46)
+    if args.tta and not any(methods.method_class(n).learned for n in names):  # said, not ignored
         raise IQTError(f"--tta: {', '.join(names)} {'is' if len(names) == 1 else 'are'} unchanged by flips and swaps "
                        "(nothing to average); --tta applies to the learned methods: add one or drop it")
     plan = fileio.Outputs(*args.subjects, *(p for path in models.values() for p in options.model_files(path)))
@@ -87,7 +87,7 @@ def run(args):
         if not args.subjects:
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
         options.check_subject_names(args.subjects)
-        check_subjects("benchmark", args.subjects)  # each DWI from its header, before any data is read (audit Z)
+        check_subjects("benchmark", args.subjects)  # each DWI from its header, before any data is read
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
                              mask=not args.no_mask, tta=args.tta, snr=snr, seed=seed, models=models)

@@ -24,14 +24,14 @@ def demo(args):
 
     f = grid.factors(args.factor)
     options.out_dir(args.output)
-    check_subjects("demo", [args.subject])  # its DWI from its header, before any data is read (audit Z)
+    check_subjects("demo", [args.subject])  # its DWI from its header, before any data is read
     demo_app.run(out_dir=args.output, subject_dir=args.subject, factor=f,
                  method_names=options.method_list(args.methods))
 
 
 def _listed(factor_sets, registered) -> str:
-    """'x2, x3': a factor whose model 'iqt train --register' put in the install's registry is said so (audit J: after
-    --register replaced the default, 'iqt methods' still said 'shipped for x2')."""
+    """'x2, x3': a factor whose model 'iqt train --register' put in the install's registry is said so (else after
+    --register replaced the default, 'iqt methods' would still say 'shipped for x2')."""
     from ...core import grid
 
     return ", ".join(f"x{grid.text(f)}" + (" (registered with 'iqt train --register')" if f in registered else "")

@@ -37,8 +37,8 @@ def _truth_order(path, tensor_order: str) -> str:
     """The reference's order where --truth-order is not given: a 4D six-volume file is read as the prediction is
     (--tensor-order: one flag for two files of one tool); this tool's own 5D file ('iqt fit') and a NRRD in the order
     their format fixes, since an 'iqt upsample' output read with --tensor-order dipy|fsl|mrtrix is scored against
-    'iqt fit''s reference (read in FSL's frame, it came out mirrored and was scored 47 degrees off: review 44a);
-    another 5D file in dipy's frame where the prediction is read in it (dipy_fit_dti writes both: review 44c)."""
+    'iqt fit''s reference (read in FSL's frame, it comes out mirrored and is scored 47 degrees off);
+    another 5D file in dipy's frame where the prediction is read in it (dipy_fit_dti writes both)."""
     import nibabel as nib
 
     from ...fileio.volumes import OWN_INTENT
@@ -67,7 +67,7 @@ def run(args):
         plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "metrics") if args.json else None
     plan.check()
-    # every image it reads, from their headers, before any data is read (audit Z)
+    # every image it reads, from their headers, before any data is read
     check_inputs("evaluate", [args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi])
     with tensors.missing_read_as(tensors.MISSING_AS_PREDICTION):  # its NaN voxels' warning says what scoring does
         pred = fileio.load_tensor(args.pred, args.tensor_order)
@@ -89,7 +89,7 @@ def run(args):
     # another factor than the header's may be right (x4 made as two x2 runs): said, or named in the grid's refusal
     other = made is not None and made != f
     recorded = f"; its header reads '{pred.meta['made_by']}': leave --factor out" if other else ""
-    # the prediction against the reference first: a reference of another subject was blamed on the mask (review 40a)
+    # the prediction against the reference first: else a reference of another subject is blamed on the mask
     shape = pred.shape3
     start = _start(pred.affine, truth.affine)
     if start is None and all(t >= p for t, p in zip(truth.shape3, shape)):
@@ -126,7 +126,7 @@ def run(args):
         floor = fit_noise.noise_floor(dwi.data[box], dwi.bvals, dwi.bvecs, t, m)
     try:  # evaluate refuses a file read in the wrong order or unit, which would be scored as nonsense
         result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)
-    except IQTError as exc:  # naming the file, and the order that reads it, as upsample does (review 44e)
+    except IQTError as exc:  # naming the file, and the order that reads it, as upsample does
         which = getattr(exc, "input", None)
         if which is None:
             raise
@@ -224,7 +224,7 @@ SIGMA_KEYS = ("std", "std_intrinsic", "std_parameter")  # maps of the tensor ele
 def _map(path, option: str):
     """The data of an uncertainty map given as `option`, refused when it is another kind of map: by the kind its header
     records (fileio.records.map_record), else by its values (an angle map in degrees reaches tens, an element SD in
-    mm^2/s stays far below 1): a direction map scored as sigma read 'within 2 sigma: 1.000' (review 40a)."""
+    mm^2/s stays far below 1): a direction map scored as sigma would read 'within 2 sigma: 1.000'."""
     from ...fileio import load_scalar
     from ...fileio.records import read_map_record
 

@@ -94,7 +94,7 @@ def fit(args):
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
-    check_inputs("fit", [args.dwi, args.mask])  # from their headers, before any data is read (audit Z)
+    check_inputs("fit", [args.dwi, args.mask])  # from their headers, before any data is read
     fileio.check_tensor_output(out, args.dwi)
     dwi, brain = _dwi_and_mask(args)
     bvec = str(fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec)[1])

@@ -44,7 +44,7 @@ def run(args):
     plan = fileio.Outputs(*args.subjects)
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()
-    check_subjects("lesion-check", args.subjects)  # each DWI from its header, before any data is read (audit Z)
+    check_subjects("lesion-check", args.subjects)  # each DWI from its header, before any data is read
     chosen = [methods.get(n, samples=args.mc_samples if methods.method_class(n).takes_samples else None) for n in names]
     rows = []
     t0 = time.perf_counter()

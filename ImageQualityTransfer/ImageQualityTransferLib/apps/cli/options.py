@@ -197,9 +197,8 @@ def add_propagation(sp) -> None:
 
 def settle_propagation(args) -> None:
     """The propagation options as given (None where not, `add_propagation`): options that the others make idle (seeds
-    and tracking settings beside --no-tracts, --n-seeds beside --seeds) are refused, not ignored (audit X: `--seeds`
-    ran beside `--no-tracts`, and `--n-seeds` beside `--seeds`, without a word; review 51b: the tracking settings
-    beside `--no-tracts`), then the defaults fill what was not given."""
+    and tracking settings beside --no-tracts, --n-seeds beside --seeds) are refused, not ignored, then the defaults fill
+    what was not given."""
     if args.seeds and args.no_tracts:
         raise IQTError(f"--seeds {args.seeds}: --no-tracts draws no tracts to seed; drop one of them")
     if args.n_seeds is not None and (args.seeds or args.no_tracts):
@@ -215,7 +214,7 @@ def settle_propagation(args) -> None:
 
 def check_propagation(method, args, factor=None) -> None:
     """Before any work: the method must give an uncertainty to sample from (those suggested run at `factor`),
-    N >= 2, and the tracking settings must hold (they were checked only after the prediction: audit 46)."""
+    N >= 2, and the tracking settings must hold (checked before the prediction, not after)."""
     from ... import methods
 
     if not method.gives_uncertainty:
@@ -334,7 +333,7 @@ def check_host(host: str, option: str = "--host", fix: str = "give one of this m
                "or 0.0.0.0 for every interface") -> None:
     """A host this machine can serve on, checked before any work: one of its addresses binds on port 0, as a server
     binds them (`localhost` whose IPv6 address the machine lacks is still served on 127.0.0.1). A name that does not
-    resolve or another machine's address ended in an internal error after the input was read (audit 46)."""
+    resolve or another machine's address would end in an internal error after the input was read."""
     import socket
 
     try:
@@ -355,7 +354,7 @@ def check_host(host: str, option: str = "--host", fix: str = "give one of this m
 
 def check_subject_names(folders) -> None:
     """The tables and the ratios to cubic are kept by subject name (the folder's): a folder given twice, or two that
-    share a name, are refused before any work (review 45d: T/A and T2/A gave one subject's cubic 1.555x cubic)."""
+    share a name, are refused before any work (T/A and T2/A would give one subject's cubic 1.555x cubic)."""
     from ...dmri.subject import subject_name
 
     seen = {}
@@ -382,7 +381,7 @@ def mc_samples_used(method) -> int | None:
 def note_model_run(method, pred, f, args) -> tuple[str, str] | None:
     """Record in the run's record (fileio/records.py) the factors, the Monte Carlo samples drawn and, for a learned
     method, the model that ran (its file, origin and SHA256); return (model name, origin) for the 'wrote' line, None for
-    an interpolation (audit J: only the method was named). `iqt upsample` and `iqt propagate` alike."""
+    an interpolation. `iqt upsample` and `iqt propagate` alike."""
     from ...core import grid
     from ...fileio.records import note_run
 

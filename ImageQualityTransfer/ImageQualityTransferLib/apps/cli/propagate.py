@@ -40,7 +40,7 @@ def run(args):
                  folder_checked=True)
     plan.check()
     shape3 = input_shape3(args.input)  # the run's high-res grid from the input's header, as 'iqt upsample' checks it
-    if shape3 is not None:  # before the input is read or a model loaded (audit Z); predict checks the same again
+    if shape3 is not None:  # before the input is read or a model loaded; predict checks the same again
         method.check_memory(shape3, f, method.gives_uncertainty, propagate=True)
     if method.learned:
         method.load(f)  # a missing, corrupt or foreign model fails here, before any work

@@ -47,7 +47,7 @@ def run(args):
     plan = fileio.Outputs(args.subject, args.input, args.mask)
     out = plan.add(args.output, (".html", ".htm"), "report")
     plan.check()
-    if args.input and f is not None:  # each method's run on the input's grid, from its header (audit Z); with
+    if args.input and f is not None:  # each method's run on the input's grid, from its header; with
         from .upsample import input_shape3  # --voxel-size the input is read for its voxel size, then predict checks
 
         shape3 = input_shape3(args.input)
@@ -55,7 +55,7 @@ def run(args):
         for name in [n for n in names if n in methods.names()]:  # an unknown name is said where the methods are chosen
             method = methods.get(name)
             method.check_memory(shape3, f, method.gives_uncertainty)
-    check_subjects("report", [args.subject])  # its DWI from its header, before any data is read (audit Z)
+    check_subjects("report", [args.subject])  # its DWI from its header, before any data is read
     if args.input:
         with warnings.catch_warnings(record=True) as caught:  # what reading says about the input heads the page too
             warnings.simplefilter("always", IQTWarning)
@@ -65,7 +65,7 @@ def run(args):
                 print(options.voxel_size_line(f, lr.voxel_size))
             mask = fileio.load_mask(args.mask, lr, f) if args.mask else None
             # bad input (a wrong --tensor-order, wrong units) gets its one line before any method is chosen or said
-            # skipped (review 44b), as in 'iqt view'
+            # skipped, as in 'iqt view'
             check_tensor_input(lr, lowres_mask(mask, lr, f))
         read = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
         path = report.run_input(out, lr, mask, f, method_names=options.method_list(args.methods),

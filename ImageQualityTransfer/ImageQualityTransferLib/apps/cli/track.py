@@ -47,13 +47,13 @@ def run(args):
     s = tractography.TrackingSettings(fa_threshold=args.fa_threshold, step=args.step, angle=args.angle,
                                       density=args.density, min_length=args.min_length,
                                       max_length=args.max_length).check()
-    check_inputs("track", [args.input, args.seeds, args.mask])  # from their headers, before any data is read (audit Z)
+    check_inputs("track", [args.input, args.seeds, args.mask])  # from their headers, before any data is read
     seeds = fileio.load_mask(args.seeds, seeds=True)
     if (s.step is None) == (s.max_length is None):  # points per streamline known before the brain is (scaling keeps them)
         tractography.check_memory(int(seeds.data.sum()) * s.density**3, s.human())
     with tensors.missing_read_as(tensors.MISSING_AS_TRACKED):  # its NaN voxels' warning says what tracking does
         dti = fileio.load_tensor(args.input, args.tensor_order)
-    check_tensor_input(dti)  # the file named, and the order that reads it where another one does (review 44e)
+    check_tensor_input(dti)  # the file named, and the order that reads it where another one does
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:
         raise IQTError(f"{args.mask}: the tracking mask must be on the tensor grid {dti.shape3}")

@@ -136,17 +136,17 @@ def run(args):
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)",
                    shipped_ok=True)
     plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar", shipped_ok=True)
-    if not args.register and registered_entry(out) is not None:  # it became the default without a word (audit 46)
+    if not args.register and registered_entry(out) is not None:  # else it would become the default without a word
         raise IQTError(f"{out}: is a shipped model of this install; write yours elsewhere and give it with --model, or "
                        "add --register to make it the default in its place")
     taken = registered_entry(out, Path(out).parent) if args.register else None
     kind = NOISY if args.noise_fraction else None
     if taken is not None and ((taken.get("method"), taken.get("input")) != (args.method, kind)
                               or grid.factors(taken.get("factor", 0)) != grid.factors(args.factor)):
-        # a second registry entry would name the same file (review 46: global-linear over rf_x2.npz broke rf's default)
+        # a second registry entry would name the same file (global-linear over rf_x2.npz would break rf's default)
         raise IQTError(f"{out}: is registered as the {taken.get('method')} model for {grid.describe(taken.get('factor', 0))}"
                        f"{' (noisy inputs)' if taken.get('input') else ''}; give this {args.method} model a name of its own")
-    if args.checkpoint:  # neither an input nor the model (which replaced it, and the rerun then failed: review 44d)
+    if args.checkpoint:  # neither an input nor the model (the checkpoint would replace it, and a rerun fail)
         plan.add(args.checkpoint, (), "training checkpoint")
     plan.check()
     if args.epochs is not None and args.epochs < 1:
@@ -157,7 +157,7 @@ def run(args):
         if value is not None and not 0.0 <= value <= 1.0:
             raise IQTError(f"{flag} {value:g}: give a share between 0 and 1 (e.g. 0.2)")
     args.coarsen_mm = _voxel_sizes(args.coarsen)
-    if args.init and cls.requires_torch:  # another family's model, said in this option's words (audit 46)
+    if args.init and cls.requires_torch:  # another family's model, said in this option's words
         try:
             cls()._model_io().read_sidecar(args.init)
         except IQTError as exc:
@@ -218,7 +218,7 @@ def run(args):
             torch = require_torch()
             distributed.init_from_environment()  # under torchrun: join its group
             if not any(getattr(args, n, None) is not None for n in ("threads", "command_threads", "train_threads")):
-                # the weights depend on torch's thread count (audit J: 1 and 2 threads differed by up to 5.3e-3), so the
+                # the weights depend on torch's thread count (1 and 2 threads differed by up to 5.3e-3), so the
                 # command that reproduces them names the one this run took
                 args.command_line += f" --threads {torch.get_num_threads()}"
         train_here(args)
@@ -226,7 +226,7 @@ def run(args):
 
 def _refuse_copies(subjects) -> None:
     """Two subject folders whose DWI files are byte-identical (a subject copied under another name) are one subject
-    counted twice, as the same folder given twice is (audit J: trained with exit 0, twice the examples). Only files of
+    counted twice, as the same folder given twice is (it would train on them twice). Only files of
     one size are hashed."""
     from ...dmri.subject import dwi_path
     from ...fileio.model_files import sha256

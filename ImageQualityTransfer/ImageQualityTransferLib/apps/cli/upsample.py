@@ -66,10 +66,10 @@ def maps_paths(out: Path) -> dict[str, Path]:
 
 def retire_stale_maps(plan, out: Path, args) -> list[Path]:
     """The maps that an earlier run wrote for this very output and this run does not write (`--propagate`'s set,
-    `--maps`' set): they would pass for this output's (audit X: a run without --propagate left the earlier run's
-    fa_mean ... in place). Only maps whose run record names this output (X.nrrd's maps share X_FA... with X.nii.gz's,
-    and another tool's X_FA has no record: both stay, review 51a), checked again when the outputs are put in place
-    (fileio.paths.Outputs.retire); a propagation summary goes with its maps. Kept if the run fails."""
+    `--maps`' set): they would pass for this output's (the earlier run's fa_mean ... after a run without --propagate).
+    Only maps whose run record names this output (X.nrrd's maps share X_FA... with X.nii.gz's, and another tool's X_FA
+    has no record: both stay), checked again when the outputs are put in place (fileio.paths.Outputs.retire); a
+    propagation summary goes with its maps. Kept if the run fails."""
     from ...analysis import propagation
 
     def ours(p: Path) -> bool:
@@ -91,7 +91,7 @@ def retire_stale_maps(plan, out: Path, args) -> list[Path]:
 
 def _is_file(p: Path) -> bool:
     """A file is there; False for a name the system cannot hold (longer than a file name may be: no map of an earlier
-    run can have it; audit AA, an internal error before)."""
+    run can have it)."""
     try:
         return p.is_file()
     except OSError:
@@ -268,7 +268,7 @@ def run(args):
     chose = lr is not None  # read for --voxel-size, which chose the factors
     if lr is None and shape3 is None:
         # a header the early check cannot read (a missing, damaged or foreign file): read it now, so that its own
-        # one line comes before a model loads (a CNN's import of torch made "file not found" take 2.6 s, helper T)
+        # one line comes before a model loads (a CNN's import of torch made "file not found" take 2.6 s)
         lr = fileio.load_tensor(args.input, args.tensor_order)
     maps = (bool(unc_out) or args.propagate) and method.gives_uncertainty
     if shape3 is not None:

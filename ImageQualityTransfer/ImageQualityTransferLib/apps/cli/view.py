@@ -29,10 +29,10 @@ def run(args):
     from ...methods.inputs import check_tensor_input
     from .. import view
 
-    if not 0 <= args.port <= 65535:  # else the socket's OverflowError, an internal error (review 44b)
+    if not 0 <= args.port <= 65535:  # else the socket's OverflowError, an internal error
         raise IQTError(f"--port {args.port}: a port is 0-65535 (0: any free one)")
     options.check_host(args.host, f"--host {args.host}")
-    if Path(args.input).is_dir():  # "no such file" for a folder that exists misled (audit D)
+    if Path(args.input).is_dir():  # "no such file" would mislead for a folder that exists
         raise IQTError(f"{args.input}: a folder; give one low-resolution DTI volume in it (.nii.gz or .nrrd), e.g. "
                        f"{Path(args.input) / 'dti.nii.gz'}")
     if not Path(args.input).is_file():

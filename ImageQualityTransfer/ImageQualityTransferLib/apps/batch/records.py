@@ -316,9 +316,9 @@ def check_inputs_kept(out_root, items, s: Settings) -> None:
 def remove_temporaries(folder: Path) -> int:
     """Delete the temporaries a killed writer of this batch left in the subject folder `folder` (atomic writes rename
     them into place when they finish): only there, not in its subfolders, and only the names fileio.atomic_write gives
-    an output or sidecar (`TEMPORARY`). Audit Z: the start of a run removed every `.iqt-*` anywhere under -o, among them
-    the `.iqt-earlier-*` copy a SIGKILLed `iqt upsample` left (maybe the only copy of its earlier output) and the held
-    outputs of an `iqt upsample` writing into -o/manual/ at that moment (it then failed). A subject folder is this
+    an output or sidecar (`TEMPORARY`): removing every `.iqt-*` anywhere under -o would take the `.iqt-earlier-*` copy
+    a SIGKILLed `iqt upsample` left (maybe the only copy of its earlier output) and the held outputs of an
+    `iqt upsample` writing into -o/manual/ at that moment (which would then fail). A subject folder is this
     batch's (out/sub-X[/ses-Y]/dwi), written by one run at a time (batch/lock.py), so a temporary there is stale."""
     n = 0
     try:

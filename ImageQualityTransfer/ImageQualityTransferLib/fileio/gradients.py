@@ -36,7 +36,8 @@ def sidecar_slice_axis(dwi_path) -> int | None:
     if not p.is_file():
         return None
     try:
-        value = json.loads(p.read_text(encoding="utf-8-sig")).get("SliceEncodingDirection")
+        # the bytes: UTF-8 (a BOM too) or UTF-16/32 (PowerShell 5's Out-File), as RFC 8259 and the bval/bvec reader
+        value = json.loads(p.read_bytes()).get("SliceEncodingDirection")
     except (OSError, ValueError, AttributeError, RecursionError) as e:
         warnings.warn(f"{p}: not read as a BIDS sidecar ({type(e).__name__}); its SliceEncodingDirection is not used, "
                       "slices are taken along the third voxel axis", IQTWarning, stacklevel=3)

@@ -279,8 +279,7 @@ def document(rows, given_models: dict | None = None, **settings) -> dict:
     """The JSON `iqt benchmark --json` writes: what ran (software, version, settings, each learned method's model file
     and the SHA256 of its weights: `given_models`' where a run was given its own) and each figure's unit, then the
     rows, so that a file read months later says what its numbers are."""
-    from ..core.version import __version__
-    from ..fileio.model_files import build
+    from ..fileio.model_files import software
 
     models = {}
     for name in settings.get("methods", ()):
@@ -295,7 +294,7 @@ def document(rows, given_models: dict | None = None, **settings) -> dict:
             if twin is not None:  # run instead on inputs noisier than clean scans (rows with "model_for")
                 path, sha = twin.model_record(settings["factor"])
                 models[name]["noisy_inputs"] = {"file": path, "weights_sha256": sha, "above_noise_index": NOISY_MODEL}
-    return {"software": "ImageQualityTransfer", "version": __version__, "build": build(), "settings": {**settings, "models": models},
+    return {**software(), "settings": {**settings, "models": models},
             "units": UNITS, "rows": rows}
 
 

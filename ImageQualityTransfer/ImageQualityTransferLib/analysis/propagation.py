@@ -210,6 +210,7 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
     command's options that reproduce the run, recorded with the propagation's own; `total_seconds`: the whole command's
     time (the prediction with the sampling)."""
     from .. import fileio
+    from ..fileio.model_files import software
     from ..fileio.records import map_record
 
     written = []
@@ -218,7 +219,8 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
         if vol is not None:  # its kind and unit in the header, as the uncertainty maps record theirs
             fileio.save_scalar(vol, paths[name], map_record(method_name, name))
             written.append(paths[name].name)
-    summary = {"method": method_name, "input": None if input_path is None else str(input_path), **res.summary()}
+    summary = {"method": method_name, "input": None if input_path is None else str(input_path), **res.summary(),
+               **software()}  # after an upgrade the same --seed draws other samples (audit AB): which code drew these
     summary["settings"] = {**(settings or {}), **summary["settings"]}
     if total_seconds is not None:
         summary["seconds"] = total_seconds

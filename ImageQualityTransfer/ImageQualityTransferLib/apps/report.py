@@ -209,7 +209,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     centre = _centre(m)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
-             f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by ImageQualityTransfer (iqt report). Slices through the centre of "
+             f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by ImageQualityTransfer {_software()} (iqt report). Slices through the centre of "
              f"the brain mask (voxel {centre} in canonical RAS axes); axial and coronal views radiological (patient right on "
              f"screen left), sagittal with anterior on the left; orientation letters on every panel.</p>"]
     for note in notes:
@@ -433,3 +433,10 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
                         first.voxel_size, first.affine, uncertainty=unc or None, direction=direc or None, tracts=lines,
                         notes=notes, scale_region=None if brain is support else scale)
 
+
+def _software() -> str:
+    """The version and build that made the page ("0.1.0, build 1a2b3c4d5e6f"), as `iqt --version` prints them."""
+    from ..fileio.model_files import software
+
+    made = software()
+    return f"{made['version']}, build {made['build']}"

@@ -331,6 +331,14 @@ def build() -> str:
     return build_digest(str(MODELS_DIR / "registry.json"))[:12]
 
 
+def software() -> dict:
+    """What made an output, as its JSON summaries record it: {"software", "version", "build"} (`build`), so that a file
+    read after an upgrade says which code's figures it holds."""
+    from ..core.version import __version__
+
+    return {"software": "ImageQualityTransfer", "version": __version__, "build": build()}
+
+
 def model_sha256(path) -> str | None:
     """The SHA256 of the weights of the model at `path` (a weights file or a sidecar) as its sidecar records it, checked
     when the model was loaded; None where the sidecar cannot be read."""

@@ -357,7 +357,9 @@ def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: 
 
 def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> list[dict]:
     from ...core.progress import progress_bar
+    from ...fileio.model_files import build
 
+    mine = build()  # this process's build, read before any subject runs (the code on disk may change meanwhile)
     check_inputs_kept(out_root, items, s)  # `iqt batch` checked before the cluster started; an in-process caller here
     for folder in subject_folders(out_root, items):  # a killed run's, in this cohort's subject folders only
         remove_temporaries(folder)
@@ -394,8 +396,32 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
             bar.update(1)
     bar.close()
     ordered = [results[it.prefix] for it in items]
+    line = other_builds(ordered, mine)
+    if line:
+        warnings.warn(line, IQTWarning, stacklevel=3)
     write_qc(out_root, ordered, s)
     return ordered
+
+
+def other_builds(results: list[dict], mine: str) -> str:
+    """The subjects a worker of another build than this run's `mine` computed (or skipped as its own) turned into
+    failures, with the reason to rerun, and one line that says how many and which build; "" where there is none. A
+    worker the nanny starts again (after a memory-limit kill) imports the code on disk as it is then: after an upgrade
+    meanwhile it runs the new code, and the run would otherwise end "all done" with two builds' outputs mixed. Its
+    outputs stay; their sidecars name that build, so a rerun of this build redoes them (and one of that build redoes
+    the others)."""
+    other = [r for r in results if r.get("build") and r["build"] != mine and r["status"] in ("done", "skipped")]
+    for r in other:
+        r.update(status="failed", other_build=r["build"],
+                 reason=f"computed by build {r['build']}, not this run's {mine}: the code on disk changed while the run "
+                        "worked (a worker started again imported it); rerun the same command to redo it with one build")
+    if not other:
+        return ""
+    builds = sorted({r["build"] for r in other})
+    return (f"{len(other)} of {len(results)} subjects computed by build {', '.join(builds)}, not this run's build {mine}: "
+            "the code on disk changed while the run worked and a worker started again ran it; they count as failed "
+            "(rerun the same command: it redoes every subject another build wrote, so that the cohort comes from one "
+            "build)")
 
 
 WORKERS_POLL_S = 1.0  # how often a run whose tasks are waiting checks that the cluster still has a worker

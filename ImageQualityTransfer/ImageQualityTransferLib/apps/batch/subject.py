@@ -146,11 +146,14 @@ def _in_batch_words(note: str) -> str:
 
 def process(item: Item, s: Settings, out_root: str) -> dict:
     """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
-    returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds"}."""
+    returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds", "build"}: "build" is the build of the
+    code that ran it (stamped in its sidecars), which the run compares with its own (`cohort.other_builds`): a worker
+    started again after the code on disk changed runs the new code."""
     from ... import fileio
 
     t0 = time.perf_counter()
-    res = {"subject": item.prefix, "input": item.path, "status": "failed", "reason": "", "qc": {}}
+    ran_by = build()
+    res = {"subject": item.prefix, "input": item.path, "status": "failed", "reason": "", "qc": {}, "build": ran_by}
     folder = Path(out_root) / item.subdir
     try:
         ident = identity(item, s, input_hashes(item))
@@ -198,7 +201,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
                 about += f" ({fileio.layout_words(vols[key].meta['written'])})"
             meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
                     "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **ran_on, **noisy_model,
-                    "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "SoftwareBuild": build(), "Time": stamp,
+                    "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "SoftwareBuild": ran_by, "Time": stamp,
                     **file_record(folder / names[key])}
             if key == "tensor":
                 meta["QC"] = qc

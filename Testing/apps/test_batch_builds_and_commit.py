@@ -1,0 +1,100 @@
+"""`iqt batch` over a long unattended run: a subject computed by a worker of another build than the run's (the code on
+disk changed and a restarted worker imported it) is not "done"; a subject's outputs land all or none (a full disk or a
+kill midway leaves its earlier set as it was); the QC table is written as each subject ends (a killed night leaves
+one of what finished); a failed QC table still leaves the summary said; GeneratedBy names only builds whose outputs are
+in the folder."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from ImageQualityTransferLib.apps import batch  # noqa: E402
+from ImageQualityTransferLib.apps.batch import cohort, subject  # noqa: E402
+from ImageQualityTransferLib.core.errors import IQTWarning  # noqa: E402
+from ImageQualityTransferLib.fileio.model_files import build  # noqa: E402
+
+import helpers  # noqa: E402
+
+OTHER = "0123456789ab"  # a build that is not this tree's
+
+
+def cohort_of(tmp_path, subjects=("01", "02")):
+    ds = helpers.make_bids(tmp_path / "bids", subjects)
+    out = tmp_path / "deriv"
+    out.mkdir()
+    return batch.find_items(ds), out
+
+
+def files(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by relative path, with its SHA256."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tensor_sidecar(out: Path, sub: str, method="cubic") -> dict:
+    return json.loads((out / f"sub-{sub}" / "dwi" / f"sub-{sub}_space-orig_res-2x_model-{method}_param-tensor_dwimap.json")
+                      .read_text())
+
+
+def as_other_build(monkeypatch, prefixes):
+    """The subjects `prefixes` run as a worker of build OTHER would run them (its build stamped, compared and returned),
+    the others as this tree's: what a worker the nanny started again after the code on disk changed does."""
+    real_process, real_build = cohort.process, subject.build
+    now = {"other": False}
+
+    def process(item, s, out_root):
+        now["other"] = item.prefix in prefixes
+        try:
+            return real_process(item, s, out_root)
+        finally:
+            now["other"] = False
+
+    monkeypatch.setattr(cohort, "process", process)
+    monkeypatch.setattr(subject, "build", lambda: OTHER if now["other"] else real_build())
+
+
+def test_a_subject_computed_by_another_build_is_not_done(tmp_path, monkeypatch):
+    """Audit AB F1: one run wrote subjects from two builds, exit 0, '4 done', nothing said."""
+    items, out = cohort_of(tmp_path)
+    s = batch.Settings(method="cubic")
+    as_other_build(monkeypatch, {"sub-02"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        rows = batch.run_cohort(items, s, out, progress=False)
+    assert [r["status"] for r in rows] == ["done", "failed"]
+    assert tensor_sidecar(out, "02")["SoftwareBuild"] == OTHER  # what the other build wrote, as it wrote it
+    why = rows[1]["reason"]
+    assert why.splitlines() == [why] and f"build {OTHER}" in why and build() in why
+    assert "code on disk changed" in why and "rerun" in why
+    lines = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    said = [w for w in lines if OTHER in w]
+    assert len(said) == 1 and said[0].startswith(f"1 of 2 subjects computed by build {OTHER}, not this run's build {build()}")
+    assert batch.summary(rows) == "2 subjects: 1 done, 0 skipped (already done), 1 failed"
+    qc = (out / "qc.tsv").read_text().splitlines()
+    assert [r.split("\t")[3] for r in qc[1:]] == ["done", "failed"]
+
+    monkeypatch.undo()  # the rerun, all of this build: the other build's subject redone, the first skipped
+    rows = batch.run_cohort(items, s, out, progress=False)
+    assert [r["status"] for r in rows] == ["skipped", "done"]
+    assert {tensor_sidecar(out, sub)["SoftwareBuild"] for sub in ("01", "02")} == {build()}
+
+
+def test_a_subject_skipped_by_a_worker_of_another_build_is_not_done_either(tmp_path, monkeypatch):
+    """A worker of another build skips the outputs of its own build (its identity names it): not this run's either."""
+    items, out = cohort_of(tmp_path, ("01",))
+    s = batch.Settings(method="cubic")
+    as_other_build(monkeypatch, {"sub-01"})
+    monkeypatch.setattr(batch.records, "build", lambda: OTHER)  # the identity the other build's worker compares
+    with pytest.warns(IQTWarning, match="1 of 1 subjects computed by build"):
+        assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["failed"]
+    with pytest.warns(IQTWarning, match="1 of 1 subjects computed by build"):
+        rows = batch.run_cohort(items, s, out, progress=False)
+    assert [r["status"] for r in rows] == ["failed"] and "code on disk changed" in rows[0]["reason"]

@@ -335,3 +335,11 @@ def refused_line(capsys, argv, *said) -> str:
     assert len(lines) == 1 and "internal error" not in err and all(s in lines[0] for s in said), err
     return lines[0]
 
+
+def run_cli(capsys, *args):
+    """Run `iqt args` in this process: (exit code, stdout, stderr), the captured output read and cleared."""
+    from ImageQualityTransferLib.apps import cli
+
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

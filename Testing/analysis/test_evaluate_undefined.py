@@ -11,15 +11,10 @@ import numpy as np
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.analysis import evaluation
-from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.volume import Volume
 
-
-def _run(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import run_cli
 
 
 def test_rounding_level_angles_are_no_direction_ranking():
@@ -46,14 +41,14 @@ def test_rounding_level_angles_are_no_direction_ranking():
 
 def test_evaluate_prints_no_nan_or_inf(capsys, tmp_path, small_subject):
     dwi = small_subject / "dwi.nii.gz"
-    assert _run(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
     truth = fileio.load_tensor(tmp_path / "hr.nii.gz")
     mask = fileio.load_mask(tmp_path / "mask.nii.gz")
     grid = truth.shape3
     fileio.save_scalar(Volume(np.full(grid, 1e-5, np.float32), truth.affine, "scalar"), tmp_path / "u.nii.gz")
     fileio.save_scalar(Volume(np.full(grid, 5.0, np.float32), truth.affine, "scalar"), tmp_path / "u_dir.nii.gz")
     # a prediction equal to the reference: no error to set a PSNR, no ranking of errors
-    code, out, err = _run(capsys, "evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                           "--mask", tmp_path / "mask.nii.gz", "--dwi", dwi, "--uncertainty", tmp_path / "u.nii.gz",
                           "--direction", tmp_path / "u_dir.nii.gz", "--json", tmp_path / "same.json")
     assert code == 0, err
@@ -68,7 +63,7 @@ def test_evaluate_prints_no_nan_or_inf(capsys, tmp_path, small_subject):
     c = np.argwhere(np.asarray(mask.data, bool)).mean(axis=0).astype(int)
     tiny[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2] - 2:c[2] + 2] = True
     fileio.save_mask(Volume(tiny, truth.affine, "mask"), tmp_path / "tiny.nii.gz")
-    code, out, err = _run(capsys, "evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                           "--mask", tmp_path / "tiny.nii.gz", "--uncertainty", tmp_path / "u.nii.gz", "--json",
                           tmp_path / "tiny.json")
     assert code == 0, err

@@ -19,12 +19,12 @@ pytest.importorskip("distributed")
 
 from ImageQualityTransferLib import fileio  # noqa: E402
 from ImageQualityTransferLib.core.errors import IQTWarning  # noqa: E402
-from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
+from ImageQualityTransferLib.apps import batch  # noqa: E402
 from ImageQualityTransferLib.apps.cli import batch as batch_cli  # noqa: E402
 from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
 
 import helpers  # noqa: E402
-from helpers import DEV, need_data  # noqa: E402
+from helpers import DEV, need_data, run_cli  # noqa: E402
 
 
 
@@ -48,12 +48,6 @@ def cluster():
     client.close()
     yield c.scheduler_address
     c.close()
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def outputs(folder: Path) -> dict[str, float]:

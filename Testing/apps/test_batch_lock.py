@@ -16,24 +16,19 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
+from ImageQualityTransferLib.apps import batch  # noqa: E402
 from ImageQualityTransferLib.apps.batch import lock  # noqa: E402
 from ImageQualityTransferLib.apps.batch.records import remove_temporaries  # noqa: E402
 from ImageQualityTransferLib.apps.signals import Terminated  # noqa: E402
 
 
 import helpers  # noqa: E402
+from helpers import run_cli  # noqa: E402
 
 
 
 def make_bids(root: Path, subjects=("01",), corrupt=None) -> Path:
     return helpers.make_bids(root, subjects, corrupt)
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def files(folder: Path) -> dict[str, bytes]:

@@ -21,18 +21,13 @@ from ImageQualityTransferLib import __version__  # noqa: E402
 from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
 
 import helpers  # noqa: E402
+from helpers import run_cli  # noqa: E402
 
 ENV = helpers.engine_env()
 
 
 def make_bids(root: Path, subjects=("01",)) -> Path:
     return helpers.make_bids(root, subjects, shape=(24, 28, 20))
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def group(pgid: int) -> list[str]:

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ImageQualityTransferLib.apps import cli
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import run_cli
 
 
 def _rows(capsys, subject, path, *extra):

@@ -13,13 +13,7 @@ from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.core.grid import repeat_blocks
 from ImageQualityTransferLib.core.volume import Volume
 
-from helpers import AXIAL, need_data
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import AXIAL, need_data, run_cli
 
 
 @pytest.fixture()

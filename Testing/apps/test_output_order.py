@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from ImageQualityTransferLib import fileio
-from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.core import tensors
+
+from helpers import run_cli
 
 # An oblique grid with a positive determinant: FSL's and dipy's frame flips x there, MRtrix's is turned from the voxel
 # axes, so a file written back in the voxel axes (or in another tool's order) differs from the one read.
@@ -19,12 +20,6 @@ LOWER = np.array([0.9e-3, 0.2e-3, 0.7e-3, -0.1e-3, 0.05e-3, 0.5e-3])  # one tens
 LAYOUTS = {  # --tensor-order, the file's shape after the grid
     "fsl": ("fsl", (6,)), "mrtrix": ("mrtrix", (6,)), "dipy-4d": ("dipy", (6,)), "dipy-5d": ("dipy", (1, 6)),
 }
-
-
-def run_cli(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))

@@ -76,6 +76,23 @@ def small_subject(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def phantom_subject(small_subject):
+    """small_subject loaded as a Subject (its DWI, mask and reference fit), once per test module."""
+    from ImageQualityTransferLib.dmri.subject import load_subject
+
+    return load_subject(small_subject)
+
+
+@pytest.fixture(scope="module")
+def coarse_phantom():
+    """A coarse phantom DWI (32x36x28 voxels of 4 mm, two b0s and 12 directions, Rician noise at SNR 30), made once
+    per test module."""
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    return make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:

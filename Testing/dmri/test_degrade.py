@@ -65,17 +65,10 @@ def test_degrade_input_is_left_untouched(axial_subject):
 # ---------------------------------------------------------------- input styles (how other tools make low-res tensors)
 
 
-@pytest.fixture(scope="module")
-def phantom(small_subject):
-    from ImageQualityTransferLib.dmri.subject import load_subject
-
-    return load_subject(small_subject)
-
-
-def test_each_style_is_made_as_its_tool_makes_it(phantom):
+def test_each_style_is_made_as_its_tool_makes_it(phantom_subject):
     from ImageQualityTransferLib.dmri.subject import make_case
 
-    cases = {s: make_case(phantom, 2, style=s) for s in degrade.STYLES}
+    cases = {s: make_case(phantom_subject, 2, style=s) for s in degrade.STYLES}
     mask = cases["own"].lr_mask.data
     present = {s: np.any(c.lr.data != 0, axis=-1) for s, c in cases.items()}
     assert all(np.array_equal(c.lr_mask.data, mask) for c in cases.values())
@@ -164,22 +157,23 @@ def test_slice_gap_averages_the_blocks_and_skips_the_planes_between():
     assert not degrade.block_majority(mask, (1, 1, 3), (0, 0, 1), (0, 0, 2))[..., [0, 2, 3]].any()
 
 
-def test_degrade_thick_slices_with_a_gap(phantom):
+def test_degrade_thick_slices_with_a_gap(phantom_subject):
     f = (1, 1, 3)
-    pair = degrade.degrade(phantom.dwi, phantom.mask.data, f)
+    pair = degrade.degrade(phantom_subject.dwi, phantom_subject.mask.data, f)
     assert pair.factor == f and pair.tensor.shape3 == (32, 36, 28 // 3)
-    assert np.allclose(pair.tensor.affine, grid.lr_affine(phantom.dwi.affine, f))
-    assert np.allclose(pair.tensor.voxel_size, phantom.dwi.voxel_size * f)
-    gapped = degrade.degrade(phantom.dwi, phantom.mask.data, f, slice_gap=1)
+    assert np.allclose(pair.tensor.affine, grid.lr_affine(phantom_subject.dwi.affine, f))
+    assert np.allclose(pair.tensor.voxel_size, phantom_subject.dwi.voxel_size * f)
+    gapped = degrade.degrade(phantom_subject.dwi, phantom_subject.mask.data, f, slice_gap=1)
     assert gapped.tensor.shape3 == (32, 36, (28 - 3) // 4 + 1) and gapped.tensor.meta["slice_gap"] == 1
-    assert np.allclose(gapped.tensor.voxel_size, phantom.dwi.voxel_size * [1, 1, 4])
-    assert np.allclose(gapped.tensor.affine, grid.lr_affine(phantom.dwi.affine, f, gap=(0, 0, 1)))
+    assert np.allclose(gapped.tensor.voxel_size, phantom_subject.dwi.voxel_size * [1, 1, 4])
+    assert np.allclose(gapped.tensor.affine, grid.lr_affine(phantom_subject.dwi.affine, f, gap=(0, 0, 1)))
     # the first slice is the same block with or without a gap after it (voxel by voxel in the tight style)
-    tight = [degrade.degrade(phantom.dwi, phantom.mask.data, f, style="tight", slice_gap=g).tensor.data for g in (0, 1)]
+    tight = [degrade.degrade(phantom_subject.dwi, phantom_subject.mask.data, f, style="tight", slice_gap=g).tensor.data
+             for g in (0, 1)]
     np.testing.assert_array_equal(tight[1][:, :, 0], tight[0][:, :, 0])
     assert not np.allclose(tight[1][:, :, 1], tight[0][:, :, 1])
     with pytest.raises(IQTError, match="slice-gap"):
-        degrade.degrade(phantom.dwi, phantom.mask.data, f, slice_gap=-1)
+        degrade.degrade(phantom_subject.dwi, phantom_subject.mask.data, f, slice_gap=-1)
 
 
 def test_degrade_cli_factor_and_slice_gap(small_subject, tmp_path, capsys):

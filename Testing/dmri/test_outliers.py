@@ -18,12 +18,6 @@ from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, brain_mask, fit_dti
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 
 
-@pytest.fixture(scope="module")
-def phantom():
-    """A coarse phantom (32x36x28 voxels of 4 mm, two b0s and 12 directions, Rician noise at SNR 30)."""
-    return make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
-
-
 def _corrupted(dwi, dropout=(), zeroed=(), slices=(), scale=0.2):
     """`dwi` with the volumes `dropout` at `scale` of their signal in `slices` (along k) and the volumes `zeroed`
     zero (indices among the series' volumes)."""
@@ -42,13 +36,13 @@ def _angle(a, b, where):
     return float(np.median(np.degrees(np.arccos(np.clip(np.abs((va * vb).sum(-1)), 0, 1)))))
 
 
-def test_a_clean_series_has_no_outliers_and_a_dropout_and_a_dead_volume_are_found(phantom):
-    dw = np.flatnonzero(phantom.bvals > B0_THRESHOLD)
-    mask = brain_mask(phantom)
-    clean = fit_dti(phantom, mask)
-    found = outliers.find_outliers(phantom, mask, clean)
+def test_a_clean_series_has_no_outliers_and_a_dropout_and_a_dead_volume_are_found(coarse_phantom):
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    mask = brain_mask(coarse_phantom)
+    clean = fit_dti(coarse_phantom, mask)
+    found = outliers.find_outliers(coarse_phantom, mask, clean)
     assert not found and found.slices_read > 10 and found.z_max < outliers.PAIR_Z / 3, found
-    bad = _corrupted(phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]])
+    bad = _corrupted(coarse_phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]])
     fitted = fit_dti(bad, mask)
     found = outliers.find_outliers(bad, mask, fitted)
     assert list(found.volumes) == [dw[5]] and found.pairs.keys() == {14, 15}
@@ -64,10 +58,11 @@ def test_a_clean_series_has_no_outliers_and_a_dropout_and_a_dead_volume_are_foun
     assert before > 5 * after, (before, after)
 
 
-def test_iqt_fit_names_them_in_one_line_and_exclude_outliers_fits_without_them(phantom, tmp_path, capsys):
-    dw = np.flatnonzero(phantom.bvals > B0_THRESHOLD)
-    fileio.save_dwi(phantom, tmp_path / "clean.nii.gz")
-    fileio.save_dwi(_corrupted(phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]]), tmp_path / "bad.nii.gz")
+def test_iqt_fit_names_them_in_one_line_and_exclude_outliers_fits_without_them(coarse_phantom, tmp_path, capsys):
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    fileio.save_dwi(coarse_phantom, tmp_path / "clean.nii.gz")
+    fileio.save_dwi(_corrupted(coarse_phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]]),
+                    tmp_path / "bad.nii.gz")
     assert cli.main(["fit", str(tmp_path / "clean.nii.gz"), "-o", str(tmp_path / "clean_dti.nii.gz")]) == 0
     assert "warning" not in capsys.readouterr().err
     assert cli.main(["fit", str(tmp_path / "bad.nii.gz"), "-o", str(tmp_path / "bad_dti.nii.gz")]) == 0
@@ -86,14 +81,14 @@ def test_iqt_fit_names_them_in_one_line_and_exclude_outliers_fits_without_them(p
     np.testing.assert_array_equal(fileio.load_tensor(tmp_path / "c2.nii.gz").data, clean)
 
 
-def test_slices_along_the_sidecar_s_slice_encoding_direction(phantom, tmp_path, capsys):
+def test_slices_along_the_sidecar_s_slice_encoding_direction(coarse_phantom, tmp_path, capsys):
     """A series acquired in slices along i (its BIDS sidecar's SliceEncodingDirection "i") with a dropout in two such
     slices: read along k it was missed (stop 48 read k only); read along the sidecar's axis it is named, counted
     along i, and --exclude-outliers refits it."""
-    dw = np.flatnonzero(phantom.bvals > B0_THRESHOLD)
-    d = np.array(phantom.data)
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    d = np.array(coarse_phantom.data)
     d[15:17, :, :, dw[3]] *= 0.2
-    fileio.save_dwi(phantom.replace(data=d), tmp_path / "dwi.nii.gz")
+    fileio.save_dwi(coarse_phantom.replace(data=d), tmp_path / "dwi.nii.gz")
     assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "k.nii.gz")]) == 0
     assert "does not fit" not in capsys.readouterr().err  # along k the dropout is spread thin over every slice
     (tmp_path / "dwi.json").write_text('{"SliceEncodingDirection": "i-", "PhaseEncodingDirection": "j"}')
@@ -187,12 +182,12 @@ def test_the_sagittal_dev_scan_s_own_dropout_is_named():
     assert not found.volumes and list(found.pairs) == [15] and list(found.pairs[15]) == [8], found
 
 
-def test_the_check_leaves_the_process_warning_filters_alone(phantom, monkeypatch):
+def test_the_check_leaves_the_process_warning_filters_alone(coarse_phantom, monkeypatch):
     """Audit P: warnings.catch_warnings + simplefilter('ignore') around numpy's medians and the refits replaced the
     process's filters while the check ran, which other threads share (their warnings lost meanwhile). A dead volume
     (NaN residuals) and a dropout exercise every median and a refit; the filters seen inside equal the caller's."""
-    dw = np.flatnonzero(phantom.bvals > B0_THRESHOLD)
-    bad = _corrupted(phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]])
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    bad = _corrupted(coarse_phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]])
     mask = brain_mask(bad)
     fitted = fit_dti(bad, mask)
     seen = spy_filters(monkeypatch, np, "nanmedian")

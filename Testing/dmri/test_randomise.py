@@ -8,15 +8,8 @@ from ImageQualityTransferLib.dmri import randomise
 from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, spans_tensor
 
 
-@pytest.fixture(scope="module")
-def phantom(small_subject):
-    from ImageQualityTransferLib.dmri.subject import load_subject
-
-    return load_subject(small_subject)
-
-
-def test_draws_are_seeded_and_cover_every_style(phantom):
-    bvals, bvecs = phantom.dwi.bvals, phantom.dwi.bvecs
+def test_draws_are_seeded_and_cover_every_style(phantom_subject):
+    bvals, bvecs = phantom_subject.dwi.bvals, phantom_subject.dwi.bvecs
     kw = dict(subsets=0.5, noise=0.5)
     a = [randomise.draw(np.random.default_rng(5), bvals, bvecs, **kw) for _ in range(1)]
     rng1, rng2 = np.random.default_rng(5), np.random.default_rng(5)
@@ -50,22 +43,24 @@ def test_subsets_of_repeated_directions_still_determine_the_tensor():
             assert spans_tensor(bvecs[[i for i in v.volumes if bvals[i] > 0]])
 
 
-def test_a_variant_is_made_as_it_says_and_reproducibly(phantom):
-    mask = phantom.mask.data
-    plain = randomise.degrade_variant(phantom.dwi, mask, 2, (1, 0, 1), randomise.Variant())
+def test_a_variant_is_made_as_it_says_and_reproducibly(phantom_subject):
+    mask = phantom_subject.mask.data
+    plain = randomise.degrade_variant(phantom_subject.dwi, mask, 2, (1, 0, 1), randomise.Variant())
     from ImageQualityTransferLib.dmri import degrade
 
-    np.testing.assert_array_equal(plain.tensor.data, degrade.degrade(phantom.dwi, mask, 2, (1, 0, 1)).tensor.data)
+    np.testing.assert_array_equal(plain.tensor.data,
+                                  degrade.degrade(phantom_subject.dwi, mask, 2, (1, 0, 1)).tensor.data)
     lr_mask = plain.mask.data
-    tight = randomise.degrade_variant(phantom.dwi, mask, 2, (1, 0, 1), randomise.Variant("tight", "OLS"))
+    tight = randomise.degrade_variant(phantom_subject.dwi, mask, 2, (1, 0, 1), randomise.Variant("tight", "OLS"))
     assert np.array_equal(np.any(tight.tensor.data != 0, -1), lr_mask)
-    unmasked = randomise.degrade_variant(phantom.dwi, mask, 2, (1, 0, 1), randomise.Variant("unmasked"))
+    unmasked = randomise.degrade_variant(phantom_subject.dwi, mask, 2, (1, 0, 1), randomise.Variant("unmasked"))
     assert np.any(unmasked.tensor.data != 0, -1).mean() > 0.95
     noisy = randomise.Variant("ols", "OLS", volumes=tuple(range(0, 9)), snr=8.0, noise_seed=11)
-    a = randomise.degrade_variant(phantom.dwi, mask, 2, (0, 0, 0), noisy)
-    b = randomise.degrade_variant(phantom.dwi, mask, 2, (0, 0, 0), noisy)
+    a = randomise.degrade_variant(phantom_subject.dwi, mask, 2, (0, 0, 0), noisy)
+    b = randomise.degrade_variant(phantom_subject.dwi, mask, 2, (0, 0, 0), noisy)
     np.testing.assert_array_equal(a.tensor.data, b.tensor.data)
-    clean = randomise.degrade_variant(phantom.dwi, mask, 2, (0, 0, 0), randomise.Variant("ols", "OLS", volumes=noisy.volumes))
+    clean = randomise.degrade_variant(phantom_subject.dwi, mask, 2, (0, 0, 0),
+                                      randomise.Variant("ols", "OLS", volumes=noisy.volumes))
     err = np.abs(a.tensor.data - clean.tensor.data)[a.mask.data].mean()
     assert err > 0.02 * np.abs(clean.tensor.data[a.mask.data]).mean()  # the noise reached the fit
     lam = np.linalg.eigvalsh(tensors.to_matrix(a.tensor.data[a.mask.data].astype(float)))

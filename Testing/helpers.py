@@ -273,7 +273,7 @@ def engine_env() -> dict:
 
 
 def spy_filters(monkeypatch, owner, name: str) -> list:
-    """`owner.name` wrapped to record the process's warning filters at each call (audit P: library code that silenced
+    """`owner.name` wrapped to record the process's warning filters at each call (library code that silenced
     warnings with warnings.catch_warnings replaced them for every thread): the list of what each call saw."""
     seen, real = [], getattr(owner, name)
 

@@ -162,7 +162,7 @@ def test_a_learned_methods_row_gives_the_noise_index_it_chose_its_model_by(axial
 
 
 def test_benchmark_scores_a_model_of_ones_own(small_subject, capsys, tmp_path):
-    """--model METHOD=PATH scores that model in place of the shipped one, and the JSON names it (review 45d: a
+    """--model METHOD=PATH scores that model in place of the shipped one, and the JSON names it (a
     researcher could not benchmark a model of their own); a wrong form or a method without models is one line."""
     import shutil
     from pathlib import Path
@@ -183,11 +183,11 @@ def test_benchmark_scores_a_model_of_ones_own(small_subject, capsys, tmp_path):
     capsys.readouterr()
     for bad, words in (("global-linear", "give the method and its model file"), ("cubic=x.npz", "not a learned method"),
                        (f"rf={tmp_path / 'mine.npz'}", f"give it as --model global-linear={tmp_path / 'mine.npz'}"),
-                       ("rf=C:\\models\\rf.npz", "model file not found")):  # a Windows path (review 45g)
+                       ("rf=C:\\models\\rf.npz", "model file not found")):  # a Windows path
         assert cli.main(args + ["--model", bad]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
-    # the model's sidecar is an input of the run: --json onto it is refused, the model left as it was (audit 46)
+    # the model's sidecar is an input of the run: --json onto it is refused, the model left as it was
     before = (tmp_path / "mine.json").read_bytes()
     assert cli.main(["benchmark", str(small_subject), "--methods", "cubic", "--json", str(tmp_path / "mine.json"),
                      "--model", f"global-linear={tmp_path / 'mine.npz'}"]) == 2
@@ -197,8 +197,8 @@ def test_benchmark_scores_a_model_of_ones_own(small_subject, capsys, tmp_path):
 
 
 def test_a_model_from_before_sealed_sidecars_is_said_once(small_subject, capsys, tmp_path):
-    """An unsealed sidecar (written before stop 46) was warned about at the model check and again for each subject
-    (review 46); once per sidecar now."""
+    """An unsealed sidecar (written before sidecars were sealed) was warned about at the model check and again for each
+    subject; once per sidecar now."""
     import shutil
     from pathlib import Path
 
@@ -217,7 +217,7 @@ def test_a_model_from_before_sealed_sidecars_is_said_once(small_subject, capsys,
 
 
 def test_a_subject_the_model_was_trained_on_is_said_once(small_subject, tmp_path, capsys):
-    """Audit J: a model whose sidecar lists the scored subject among its training subjects was scored on it with no
+    """A model whose sidecar lists the scored subject among its training subjects was scored on it with no
     word (interior 0.952 against 0.958 without it). Now one warning line names the subject and says that its figure
     is optimistic, and the JSON rows say so; a model not trained on it, nothing."""
     import shutil
@@ -249,7 +249,7 @@ def test_a_subject_the_model_was_trained_on_is_said_once(small_subject, tmp_path
 
 
 def test_the_leakage_check_reads_sidecars_and_loads_no_model():
-    """Review 49b: benchmark.trained_on loaded every learned model before the timed run, so torch's import and the
+    """benchmark.trained_on loaded every learned model before the timed run, so torch's import and the
     load left the first subject's timing (espcn 1.58 s / 221 MB read 0.12 s / 42 MB). It reads the sidecars only."""
     from ImageQualityTransferLib import methods
     from ImageQualityTransferLib.analysis import benchmark

@@ -1,5 +1,5 @@
 """`iqt benchmark --tracts`: every row's tract figures with the tracking settings they were measured with, so that a
-figure taken from the JSON says which lengths it tracked (scaled to a brain smaller than a human's: audit Y)."""
+figure taken from the JSON says which lengths it tracked (scaled to a brain smaller than a human's)."""
 
 from __future__ import annotations
 

@@ -314,7 +314,7 @@ def test_noise_floor_on_real_subject():
 
 
 def test_evaluate_refuses_what_iqt_evaluate_refuses():
-    """Audit P: the library's `evaluate` scored a prediction in m^2/s (DT-RMSE 56.9), one in FSL's element order
+    """The library's `evaluate` scored a prediction in m^2/s (DT-RMSE 56.9), one in FSL's element order
     (47.3) and a reference x1e3 (20 voxels scored), and one NaN element made a region's figures NaN, with no word;
     `iqt evaluate` refused the first three. Now both refuse them with one message (`check_inputs`), and a voxel with
     NaN in every element reads as missing, as iqt evaluate reads it."""

@@ -1,4 +1,4 @@
-"""Time and memory figures on systems without /proc, os.wait4 or `resource` (audit AA: macOS and Windows recorded a
+"""Time and memory figures on systems without /proc, os.wait4 or `resource` (macOS and Windows recorded a
 peak of 0 MB, the speed run ended in AttributeError on Windows and read ru_maxrss 1024 times too large on macOS, and a
 full disk while writing a .vtk tractogram on Windows was an ImportError)."""
 

@@ -1,5 +1,5 @@
 """Uncertainty propagation's maps (`iqt propagate`, `iqt upsample --propagate`) record their kind and unit in the
-header as the uncertainty maps do ("iqt espcn-hetero-var1 visitation unitless"; audit S: pr_visitation.nii.gz had an
+header as the uncertainty maps do ("iqt espcn-hetero-var1 visitation unitless"; pr_visitation.nii.gz had an
 empty description), so that `iqt evaluate` refuses one given as another kind of map."""
 
 import numpy as np

@@ -1,5 +1,5 @@
 """`iqt track` on a tensor file with NaN voxels inside the tensors says what tracking does with them (core/tensors
-MISSING_AS_TRACKED, set around its read), not what the upsampling methods do (review 48b: '... the learned methods fill
+MISSING_AS_TRACKED, set around its read), not what the upsampling methods do ('... the learned methods fill
 such voxels from the nearest fits, interpolation takes them as zero', the default MISSING_AS_INPUT)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tracking lengths follow the brain's size (audit Y finding 1): `iqt track` kept min_length 10 mm and step 0.5 mm on
+"""Tracking lengths follow the brain's size: `iqt track` kept min_length 10 mm and step 0.5 mm on
 any brain, so a rodent's (0.3 mm voxels, ~15-20 mm long) kept 124 of 4536 seeds' streamlines against 4021 for the same
 voxels at 3 mm, silently. The lengths not given are now the human ones on a brain at least HUMAN_BRAIN_MM long (exactly
 as before) and scaled by its length on a smaller one, said in one line."""

@@ -174,7 +174,7 @@ def test_cli_track(tmp_path, capsys):
 
 def test_seeds_outside_the_volume_are_left_out_or_refused(tmp_path, capsys):
     """A seed ROI partly beyond the tensor's field of view tracks from the seeds inside, saying how many were left out;
-    one wholly outside is one line and exit 2 (dipy stopped with "point outside data", an internal error: review 44d),
+    one wholly outside is one line and exit 2 (dipy stopped with "point outside data", an internal error),
     for `iqt track` and for propagation's tracking."""
     vol = bundle_volume()  # 40x16x16 voxels of 2 mm
     fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
@@ -232,7 +232,7 @@ def test_propagation_zero_std_reproduces_the_mean_and_noise_spreads_tracts():
     assert 0 < np.mean(res.dice_between_samples) < 1
     assert 0 < res.visitation.data.max() <= 1
     inside = np.zeros(vol.shape3, bool)
-    inside[10:30, 6:10, 6:10] = True  # the bundle's middle: streamlines end a step beyond the mask (review 44d)
+    inside[10:30, 6:10, 6:10] = True  # the bundle's middle: streamlines end a step beyond the mask
     res = propagation.propagate(noisy, 4, seeds=seeds, mask=inside)
     assert res.visitation.data.max() > 0 and np.all(res.visitation.data[~inside] == 0)
 
@@ -397,7 +397,7 @@ def test_cli_lesion_check_refuses_a_subject_given_twice(tmp_path, capsys):
 
 
 def test_tracking_leaves_the_process_warning_filters_alone(monkeypatch):
-    """Audit P: track_fields silenced dipy's EuDX deprecation by warnings.catch_warnings + simplefilter('ignore'),
+    """track_fields silenced dipy's EuDX deprecation by warnings.catch_warnings + simplefilter('ignore'),
     which replaces the process's filters while it runs: warnings other threads gave meanwhile were lost."""
     import warnings
 

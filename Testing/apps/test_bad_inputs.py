@@ -60,7 +60,7 @@ def work(small_subject, tmp_path_factory):
         shutil.copytree(small_subject, s)
         b = np.loadtxt(s / "dwi.bval")
         np.savetxt(s / "dwi.bval", b * scale if scale else np.where(b == 0, 1000.0, b)[None], fmt="%g")
-    for name in ("zerocol", "shear", "msum2", "allb0"):  # review 45b: headers and tables as other tools write them
+    for name in ("zerocol", "shear", "msum2", "allb0"):  # headers and tables as other tools write them
         s = d / name
         shutil.copytree(small_subject, s)
         img = nib.load(s / "dwi.nii.gz")
@@ -87,11 +87,11 @@ def work(small_subject, tmp_path_factory):
     nobval = d / "nobval"
     shutil.copytree(small_subject, nobval)
     (nobval / "dwi.bval").unlink()
-    both = d / "both"  # a folder with dwi.nii.gz and dwi.nii: one was trained on unseen (audit 46)
+    both = d / "both"  # a folder with dwi.nii.gz and dwi.nii: one was trained on unseen
     shutil.copytree(small_subject, both)
     nib.save(nib.load(str(both / "dwi.nii.gz")), str(both / "dwi.nii"))
     # a sidecar edited and sealed again (its checksum made anew), so that the weights' own checks are reached: its
-    # factor says 3; and one edited without (the CNN's output scale tenfold: results 2.8x off, exit 0; audit 46)
+    # factor says 3; and one edited without (the CNN's output scale tenfold: results 2.8x off, exit 0)
     for name, stem, suffix in (("global-linear_x2", "edited_gl", ".npz"), ("espcn_x2", "edited_cnn", ".pt"),
                                ("espcn_x2", "tampered", ".pt")):
         shutil.copy(Path(model_files.MODELS_DIR) / (name + suffix), d / (stem + suffix))
@@ -103,7 +103,7 @@ def work(small_subject, tmp_path_factory):
         else:
             side.update(factor=3)
             model_files.write_sidecar(d / (stem + ".json"), {k: v for k, v in side.items() if k != model_files.SEAL})
-    for suffix in (".npz", ".json"):  # a model pair copied under a new name, its sidecar unedited (review 45d)
+    for suffix in (".npz", ".json"):  # a model pair copied under a new name, its sidecar unedited
         shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", d / f"gl_copy{suffix}")
     tiny = d / "tiny"
     tiny.mkdir()
@@ -186,10 +186,10 @@ CASES = [
     ("train --method rf --subjects {d}/nobval -o {d}/m.npz", "no dwi.bval in this folder"),
     ("train --method rf --subjects {d}/both -o {d}/m.npz", "holds both dwi.nii.gz and dwi.nii"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --init " + str(Path(model_files.MODELS_DIR) / "rf_x2.npz"),
-     "it is a rf model, which cannot initialise a network"),  # audit 46: it advised 'run it with --method rf'
+     "it is a rf model, which cannot initialise a network"),  # it advised 'run it with --method rf'
     ("benchmark {d}/both --methods cubic", "holds both dwi.nii.gz and dwi.nii"),
     ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
-    # a copy of a subject under another name: counted twice with exit 0 (audit J)
+    # a copy of a subject under another name: counted twice with exit 0
     ("train --method rf --subjects {d}/subj {d}/copy/subj -o {d}/m.npz", "byte-identical to that of"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),
     ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),
@@ -197,7 +197,7 @@ CASES = [
     ("fit {d}/nob0/dwi.nii.gz -o {d}/t.nii.gz", "no b=0"),
     ("degrade {d}/tiny/dwi.nii.gz --factor 4 -o {d}/t.nii.gz", "too small"),
     ("lesion-check {d}/subj --methods biqt --radius 0", "--radius"),
-    ("lesion-check {d}/subj --methods biqt --radius 500", "--radius 500: a lesion that size does not fit"),  # review 44d
+    ("lesion-check {d}/subj --methods biqt --radius 500", "--radius 500: a lesion that size does not fit"),
     ("propagate {d}/lr.nii.gz -o {d}/prop --method biqt --n-seeds 0", "--n-seeds"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --minutes 0", "--minutes"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --ema 1", "--ema 1: give a decay in [0, 1)"),
@@ -214,9 +214,9 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn-hetero-var1 --mc-samples 1", "one sample gives no parameter"),
     ("upsample {d}/lr.nrrd -o {d}/o.nii.gz --method cubic --tensor-order fsl", "leave --tensor-order fsl out"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --tensor-order mrtrix", "is for 4D six-volume files"),
-    # a reference on another grid than the prediction: said of the prediction, not of the mask (review 40a)
+    # a reference on another grid than the prediction: said of the prediction, not of the mask
     ("evaluate --pred {d}/lr.nii.gz --truth {d}/other_grid.nii.gz --mask {d}/m.nii.gz", "the prediction (16, 18, 14) is not"),
-    # headers and gradient tables as other tools write them (review 45b)
+    # headers and gradient tables as other tools write them
     ("fit {d}/zerocol/dwi.nii.gz -o {d}/t.nii.gz", "has a zero, non-finite or dependent axis"),
     ("track {d}/shear_dti.nii.gz --seeds {d}/shear_seeds.nii.gz -o {d}/t.trk", "the tensors' grid is sheared"),
     ("fit {d}/shear/dwi.nii.gz -o {d}/t.nrrd", "which a Slicer tensor NRRD cannot hold"),
@@ -225,13 +225,13 @@ CASES = [
     ("evaluate --pred {d}/fit.nii.gz --truth {d}/fit.nii.gz --mask {d}/fitmask.nii.gz --dwi {d}/allb0/dwi.nii.gz",
      "only 0 diffusion-weighted volumes"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --factor 1000", "GiB of memory; give smaller factors"),
-    ("benchmark {d}/subj {d}/sub/../subj --methods cubic", "given twice"),  # review 45d: the ratios were mixed
+    ("benchmark {d}/subj {d}/sub/../subj --methods cubic", "given twice"),  # the ratios were mixed
     ("benchmark {d}/subj {d}/copy/subj --methods cubic", "has the name of"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --model {d}/gl_copy.npz",
      "gl_copy.json names global-linear_x2.npz as its weights, not gl_copy.npz"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --model {d}/gl_copy.json",
      "gl_copy.json names global-linear_x2.npz as its weights, not gl_copy.npz"),
-    ("benchmark {d}/subj --methods cubic,linear --tta", "--tta: cubic, linear are unchanged by flips"),  # audit 46
+    ("benchmark {d}/subj --methods cubic,linear --tta", "--tta: cubic, linear are unchanged by flips"),
     ("view {d}/lr.nii.gz --host nosuchhost.invalid --port 0", "--host nosuchhost.invalid: the host nosuchhost.invalid cannot be resolved"),
     ("view {d}/lr.nii.gz --host 192.0.2.1 --port 0", "--host 192.0.2.1: 192.0.2.1 is not an address of this machine"),
     ("iqt-nothing", "invalid choice"),
@@ -323,9 +323,9 @@ def test_a_termination_signal_leaves_no_partial_output(work, tmp_path, sig):
                                          (signal.SIGINT, "numpy")])
 def test_a_signal_while_the_command_line_is_imported_is_one_line(sig, during):
     """A Ctrl-C or SIGTERM while `iqt` imports its command modules (scipy, dipy: 0.4-0.8 s, before `apps.cli.main`
-    could take the signals) printed an import's traceback (audit C, stop 47). The entry point takes them first: one
+    could take the signals) printed an import's traceback. The entry point takes them first: one
     line, 128 + the signal. The signal is sent by an import hook when that module is first imported (numpy: the
-    package's own import loaded it before the entry point ran, a 0.05-0.3 s window that review 47 measured)."""
+    package's own import loaded it before the entry point ran, a 0.05-0.3 s window)."""
     code = ("import importlib.abc, os, signal, sys\n"
             "class Hook(importlib.abc.MetaPathFinder):\n"
             "    def find_spec(self, name, path, target=None):\n"
@@ -343,7 +343,7 @@ def test_a_signal_while_the_command_line_is_imported_is_one_line(sig, during):
 
 def test_a_termination_signal_after_the_outputs_is_a_finished_job(work, tmp_path):
     """SIGTERM once every output is written (a scheduler's time limit during the interpreter's teardown) exits 0: the
-    job is done; with Python's own handler back it had been killed with 143 (review 40a). An in-process caller gets
+    job is done; with Python's own handler back it had been killed with 143. An in-process caller gets
     its own handler back."""
     out = tmp_path / "o.nii.gz"
     code = (f"import os, signal, sys; sys.argv = ['iqt', 'upsample', {str(work / 'lr.nii.gz')!r}, '-o', {str(out)!r}, "
@@ -409,7 +409,7 @@ def test_a_signal_during_an_import_waits_for_its_end(tmp_path, monkeypatch):
 
 
 def test_the_same_signal_given_again_during_an_import_is_raised_at_once(tmp_path, monkeypatch):
-    """A second Ctrl-C while an import hangs (torch on a stale network mount) stops it at once (review 45c)."""
+    """A second Ctrl-C while an import hangs (torch on a stale network mount) stops it at once."""
     from ImageQualityTransferLib.apps import cli
 
     (tmp_path / "hung_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
@@ -429,7 +429,7 @@ def test_the_same_signal_given_again_during_an_import_is_raised_at_once(tmp_path
 
 
 def test_training_onto_a_shipped_model_is_refused(work, capsys, monkeypatch, tmp_path):
-    """'iqt train -o' onto a shipped model replaced the install's default without a word (audit 46). Run on a copy of
+    """'iqt train -o' onto a shipped model replaced the install's default without a word. Run on a copy of
     the models folder: a regression must not overwrite the checkout's own model (as a check of this test once did)."""
     import shutil
 
@@ -448,7 +448,7 @@ def test_training_onto_a_shipped_model_is_refused(work, capsys, monkeypatch, tmp
 
 def test_the_install_s_model_folder_takes_only_models_trained_for_their_names(work, capsys, monkeypatch, tmp_path):
     """Other outputs in the install's model folder, and a model registered over another method's file, replaced or
-    shadowed a shipped model (review 46: benchmark --json onto global-linear_x2.json; train --method global-linear -o
+    shadowed a shipped model (benchmark --json onto global-linear_x2.json; train --method global-linear -o
     rf_x2.npz --register gave rf_x2.json two registry entries and rf's default failed). Run on a copy of the folder."""
     import shutil
 

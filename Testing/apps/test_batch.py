@@ -167,7 +167,7 @@ def test_killed_run_restarts_without_redoing(tmp_path, capsys, cluster):
 @pytest.mark.slow
 def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
     """A terminal's Ctrl-C (SIGINT to the whole process group) while a local worker is busy on a subject: exit 130 and
-    one line, no worker traceback (review 44b: each worker printed its own KeyboardInterrupt), no temporary file, no
+    one line, no worker traceback (each worker printed its own KeyboardInterrupt), no temporary file, no
     process left. The Monte Carlo method keeps the worker on the next subject for seconds after the first is done."""
     ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None)
     out = tmp_path / "deriv"
@@ -238,7 +238,7 @@ def test_list_of_folders_and_dti_files_in_process(tmp_path):
     for side in out.rglob("*.json"):  # strict JSON (BIDS validator, JavaScript): no NaN, e.g. a QC value not measured
         json.loads(side.read_text(), parse_constant=lambda c: pytest.fail(f"{side.name}: {c}"))
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "failed"]
-    plain = tmp_path / "subjB"  # an uncompressed dwi.nii, as train and demo read it (review 45d: 'no dwi.nii.gz there')
+    plain = tmp_path / "subjB"  # an uncompressed dwi.nii, as train and demo read it ('no dwi.nii.gz there')
     plain.mkdir()
     fileio.save_dwi(dwi, plain / "dwi.nii")
     (tmp_path / "plain.txt").write_text("subjB\n")
@@ -284,7 +284,7 @@ def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):
         res = [{"qc": {"voxel_mm3": v}} for v in volumes]
         batch.flag_outliers(res, metrics=("voxel_mm3",))
         assert [r["outlier"] for r in res] == [[]] * 4 + [["voxel_mm3"]]
-    # small differences in measured figures are not outliers (review 41a: 0.4 % in brain volume, 3 % in median std),
+    # small differences in measured figures are not outliers (0.4 % in brain volume, 3 % in median std),
     # nor is anything in a cohort of fewer than 5
     res = [{"qc": {"brain_ml": v, "median_std": u}} for v, u in
            ((1287.1, 1.22e-4), (1287.4, 1.22e-4), (1292.6, 1.26e-4), (1288.0, 1.22e-4), (1286.0, 1.23e-4))]
@@ -451,7 +451,7 @@ def test_list_subjects_are_named_apart(tmp_path):
     """A list names each subject after its folder (BIDS datatype folders such as dwi/ left out), a DTI file after its
     folder too (after the file only where it has none); an existing sub- is not doubled, and names that would collide
     take the file's name where two files share a folder, else parent folders (two sites with the same subject code). A
-    subject's name does not change when other lines are added (review 44b: the README's own example list named its
+    subject's name does not change when other lines are added (the README's own example list named its
     subjects sub-dti, sub-dtitensor and sub-tensor, and adding a line renamed sub-P01 to sub-P01dtitensor)."""
     (tmp_path / "l.txt").write_text("subs/sub-07\nc/P02/dwi\nc/P03/dwi\nsiteA/P01\nsiteB/P01\nx/s1_dti.nii.gz\n"
                                     "y/a.nii.gz\ny/b.nii.gz\nz.nii.gz\nsubs/sub-08/dti.nii.gz\n")
@@ -463,7 +463,7 @@ def test_list_subjects_are_named_apart(tmp_path):
     for lines, names in ((readme, ["sub-P01", "sub-P05", "sub-P09"]), ("P01/dti_tensor.nii.gz\nP07/dti_tensor.nii.gz\n",
                          ["sub-P01", "sub-P07"]), ("P01/dti_tensor.nii.gz\nP07/dti_tensor.nii.gz\nP04/dti5d.nii.gz\n",
                          ["sub-P01", "sub-P07", "sub-P04"]), ("P07/dti_tensor.nii.gz\n", ["sub-P07"]),
-                         # BIDS-like folders, one site's code twice, sessions (review 44c)
+                         # BIDS-like folders, one site's code twice, sessions
                          ("sub-01/dwi/sub-01_dti.nii.gz\nsub-02/dwi/sub-02_dti.nii.gz\n", ["sub-01", "sub-02"]),
                          ("siteA/P01/dti.nii.gz\nsiteB/P01/dti.nii.gz\n", ["sub-siteAP01", "sub-siteBP01"]),
                          ("siteA/P01/dti.nii.gz\nsiteB/P01\n", ["sub-siteAP01", "sub-siteBP01"]),
@@ -549,7 +549,7 @@ def test_a_tensor_file_with_a_tiny_background_runs_as_its_twin_with_zeros(tmp_pa
 
 
 def test_one_list_for_a_cohort_made_by_several_tools(tmp_path, capsys):
-    """A list whose lines carry their own --tensor-order and --mask (review 41a: a cohort of 5D and dtifit files had to
+    """A list whose lines carry their own --tensor-order and --mask (a cohort of 5D and dtifit files had to
     be two runs, and the second into the same folder dropped the first's QC rows and moved its raw link): one run,
     one folder; dtifit's shared file name is left out of the subjects' names; another list from another folder into
     the same folder is refused; another list from the same folder keeps the first's rows."""
@@ -613,7 +613,7 @@ def test_one_list_for_a_cohort_made_by_several_tools(tmp_path, capsys):
 
 
 def test_the_dashboard_serves_this_machine_only_by_default():
-    """Review 41a: the LocalCluster's dashboard listened on every interface while 127.0.0.1 was printed."""
+    """The LocalCluster's dashboard listened on every interface while 127.0.0.1 was printed."""
     from ImageQualityTransferLib.apps.cli import build_parser
 
     args = build_parser().parse_args(["batch", "in", "-o", "out"])
@@ -622,7 +622,7 @@ def test_the_dashboard_serves_this_machine_only_by_default():
 
 def test_an_unmasked_tensor_file_is_named_estimated_and_told_how_to_give_a_mask(tmp_path):
     """A whole-field fit: its brain is estimated (generous), which the QC says in brain_from, and the warning names the
-    list line's --mask (batch has no --mask of its own: review 41a)."""
+    list line's --mask (batch has no --mask of its own)."""
     from ImageQualityTransferLib.dmri.dti import fit_dti
 
     dwi = make_phantom(shape=(24, 26, 20), voxel_mm=4.0, n_dirs=12)
@@ -642,7 +642,7 @@ def test_an_unmasked_tensor_file_is_named_estimated_and_told_how_to_give_a_mask(
 
 def test_a_folder_of_another_dataset_or_pipeline_is_refused(tmp_path, capsys):
     """An output folder holding another pipeline's derivatives (fmriprep's) or another raw dataset is refused before any
-    work, its dataset_description.json unchanged (review 45d: it was replaced, and the outputs mixed into that dataset)."""
+    work, its dataset_description.json unchanged (it was replaced, and the outputs mixed into that dataset)."""
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     for name, desc in (("fmriprep", {"Name": "fmriprep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"}),
                        ("other", {"Name": "another study", "BIDSVersion": "1.8.0"}), ("broken", None)):
@@ -656,10 +656,10 @@ def test_a_folder_of_another_dataset_or_pipeline_is_refused(tmp_path, capsys):
 
 
 def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(tmp_path, capsys, monkeypatch, cluster):
-    """--model: a missing or foreign model file is one line before the cluster starts (review 45d: a missing one was an
+    """--model: a missing or foreign model file is one line before the cluster starts (a missing one was an
     internal error, a foreign one failed every subject); the records name its sidecar by its full path, usable from the
     derivatives folder (they held the path as typed, relative to the shell's folder); a path relative to this folder
-    reaches workers started in another one (the module's cluster; helper T: every subject failed, "model file not
+    reaches workers started in another one (the module's cluster; every subject failed, "model file not
     found", where a --scheduler's workers did not share the shell's folder)."""
     import shutil
 
@@ -683,7 +683,7 @@ def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(
 
 def test_a_relative_list_and_output_folder_reach_workers_started_in_another_folder(tmp_path, capsys, monkeypatch, cluster):
     """A list file, its inputs and the output folder given relative to this shell's folder, on a --scheduler whose
-    workers run elsewhere (the module's cluster): every subject failed 'file not found' (stop 50)."""
+    workers run elsewhere (the module's cluster): every subject failed 'file not found'."""
     from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
     from ImageQualityTransferLib.dmri.phantom import make_phantom
 
@@ -695,13 +695,13 @@ def test_a_relative_list_and_output_folder_reach_workers_started_in_another_fold
     code, out, err = run_cli(capsys, "batch", "list.txt", "-o", "deriv", "--method", "cubic", "--scheduler", cluster)
     assert code == 1 and "1 done" in out and "1 failed" in out and "wrote deriv/qc.tsv" in out, (out, err)
     assert list((tmp_path / "deriv").rglob("*_dwimap.nii.gz"))
-    # the failure names the file as typed (review 50b: the absolute path the workers were given leaked into it)
+    # the failure names the file as typed (the absolute path the workers were given leaked into it)
     assert "  sub-bdti: b_dti.nii.gz: " in out and str(tmp_path) not in out + err, (out, err)
     assert str(tmp_path) not in (tmp_path / "deriv" / "qc.tsv").read_text()
 
 
 def test_bids_files_not_named_for_their_subject_and_session_are_left_alone(tmp_path):
-    """A file must carry its folders' sub- and ses- labels whole (review 45d: sub-010 in sub-01/ and ses-2 in ses-1/
+    """A file must carry its folders' sub- and ses- labels whole (sub-010 in sub-01/ and ses-2 in ses-1/
     were run and filed under the folders)."""
     for rel in ("sub-01/ses-1/dwi/sub-010_ses-1_dwi.nii.gz", "sub-02/ses-1/dwi/sub-02_ses-2_dwi.nii.gz",
                 "sub-03/ses-1/dwi/sub-03_ses-1_run-1_dwi.nii.gz", "sub-04/dwi/sub-04_acq-b1000_dwi.nii.gz",
@@ -715,7 +715,7 @@ def test_bids_files_not_named_for_their_subject_and_session_are_left_alone(tmp_p
 
 def test_a_subject_redone_without_uncertainty_keeps_no_maps_of_its_old_input(tmp_path):
     """Redone on a changed input without --uncertainty, a subject's earlier uncertainty maps (of the old input) are
-    removed, not left beside the new tensors (review 45d)."""
+    removed, not left beside the new tensors."""
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     out = tmp_path / "deriv"
     out.mkdir()
@@ -734,7 +734,7 @@ def test_a_subject_redone_without_uncertainty_keeps_no_maps_of_its_old_input(tmp
 def test_bids_gradients_inherited_from_a_folder_above(tmp_path):
     """BIDS's inheritance principle: a dataset's top-level dwi.bval/dwi.bvec (or a subject's sub-02_dwi.bval beside its
     session folders) serve the DWIs that have none of their own, the sidecars' Sources and hashes name them; a DWI's
-    own files win (review 45d: inherited gradients were not found, and each subject failed)."""
+    own files win (inherited gradients were not found, and each subject failed)."""
     import shutil
 
     ds = make_bids(tmp_path / "bids", subjects=("01", "02"), corrupt=None)
@@ -750,7 +750,7 @@ def test_bids_gradients_inherited_from_a_folder_above(tmp_path):
     assert [r["status"] for r in rows] == ["done", "done"], [r["reason"] for r in rows]
     side = json.loads(next((out / "sub-01" / "dwi").glob("*param-tensor_dwimap.json")).read_text())
     assert side["Sources"][1:] == ["bids:raw:dwi.bval", "bids:raw:dwi.bvec"]
-    tie = tmp_path / "tie"  # two files of one level apply to one DWI: said (review 45g)
+    tie = tmp_path / "tie"  # two files of one level apply to one DWI: said
     (tie / "sub-01" / "dwi").mkdir(parents=True)
     for name in ("sub-01/dwi/sub-01_acq-multi_dwi.nii.gz", "sub-01_dwi.bval", "acq-multi_dwi.bval"):
         (tie / name).write_bytes(b"")
@@ -759,8 +759,8 @@ def test_bids_gradients_inherited_from_a_folder_above(tmp_path):
 
 
 def test_a_run_naming_its_model_by_another_path_keeps_one_generated_by_entry(tmp_path):
-    """A folder made before stop 45 recorded a --model as typed (relative); the same run now names it by its full path,
-    and dataset_description.json keeps one entry for it, not two that differ only in the path (review 45e)."""
+    """A folder made by an earlier version recorded a --model as typed (relative); the same run now names it by its full
+    path, and dataset_description.json keeps one entry for it, not two that differ only in the path."""
     from ImageQualityTransferLib.apps.batch import records
 
     out = tmp_path / "deriv"
@@ -790,7 +790,7 @@ def _damage(path: Path, how: str) -> None:
 
 @pytest.mark.slow
 def test_a_damaged_output_is_redone_not_skipped(tmp_path):
-    """Audit S: an output cut to half its size and one with a flipped byte, sidecars untouched, were skipped as
+    """An output cut to half its size and one with a flipped byte, sidecars untouched, were skipped as
     already done. Each sidecar keeps its file's size and SHA256; a subject whose file differs is redone. A sidecar
     written before (no hash) is trusted only where its file reads fully."""
     ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03", "04"), corrupt=None)
@@ -822,7 +822,7 @@ def test_a_damaged_output_is_redone_not_skipped(tmp_path):
 
 @pytest.mark.slow
 def test_a_scheduler_address_that_is_not_a_scheduler_is_refused_in_seconds(tmp_path, capsys, cluster):
-    """Audit S: --scheduler at a port that listens but is not a Dask scheduler (its dashboard's) hung with no message.
+    """--scheduler at a port that listens but is not a Dask scheduler (its dashboard's) hung with no message.
     Now one line and exit 2 within seconds, nothing written; a worker's address is named as a worker's. The dashboard
     case runs in a subprocess, so that a hang fails the test instead of stopping the suite."""
     from distributed import Client
@@ -849,7 +849,7 @@ def test_a_scheduler_address_that_is_not_a_scheduler_is_refused_in_seconds(tmp_p
 
 
 def test_a_dashboard_address_this_machine_cannot_serve_is_refused_before_the_cluster(tmp_path, capsys):
-    """Audit S: --dashboard-address at an address of another machine or a host that does not resolve gave
+    """--dashboard-address at an address of another machine or a host that does not resolve gave
     'internal error: RuntimeError: Cluster failed to start', rc 1. Now one line, exit 2, before any cluster or file."""
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     for address, words in (("192.0.2.1:8787", "192.0.2.1 is not an address of this machine"),
@@ -864,7 +864,7 @@ def test_a_dashboard_address_this_machine_cannot_serve_is_refused_before_the_clu
 
 @pytest.mark.slow
 def test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing(tmp_path, capsys, monkeypatch):
-    """Audit S (1 run in 6): after Ctrl-C the line said no partial output was left, but a worker stopped with the
+    """In 1 run of 6, after Ctrl-C the line said no partial output was left, but a worker stopped with the
     cluster mid-write had left its 0-byte .iqt- temporary. A real local worker holds one open (the engine's own atomic
     write, slowed down) when the main process is interrupted; once the cluster is closed, none is left."""
     monkeypatch.setenv("PYTHONPATH", helpers.engine_env()["PYTHONPATH"])

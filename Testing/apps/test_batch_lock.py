@@ -1,4 +1,4 @@
-"""`iqt batch`'s lock on its derivatives folder (audit C: two runs into one folder at once both computed every subject,
+"""`iqt batch`'s lock on its derivatives folder (two runs into one folder at once both computed every subject,
 and each one's removal of leftover `.iqt-*` temporaries could delete the other's file in flight)."""
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def test_two_real_runs_into_one_folder(tmp_path, capsys):
 def test_a_lock_whose_pid_is_another_process_now_is_taken_over(tmp_path):
     """A lock left by a killed run whose pid a new process has since taken (a container's pid 1 rerun, this very
     process here) was taken for a live run, and the folder refused for good, the message saying to kill the new
-    process (review 47). The process's start time, recorded beside the pid, tells them apart."""
+    process. The process's start time, recorded beside the pid, tells them apart."""
     rec = {"pid": os.getpid(), "pid_start": "0", "host": socket.gethostname(), "started": "earlier",
            "command": "iqt batch …", "token": "old"}
     (tmp_path / lock.LOCK_NAME).write_text(json.dumps(rec))

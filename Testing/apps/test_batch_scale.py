@@ -1,4 +1,4 @@
-"""`iqt batch` at scale (audit C): Ctrl-C while the local cluster starts, a scheduler without (usable) workers,
+"""`iqt batch` at scale: Ctrl-C while the local cluster starts, a scheduler without (usable) workers,
 workers of another version, two runs into one folder."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def group(pgid: int) -> list[str]:
 
 @pytest.mark.slow
 def test_ctrl_c_while_the_local_workers_start_stops_the_run(tmp_path):
-    """Audit C: a terminal's Ctrl-C (SIGINT to the process group) while the local cluster's worker was starting was
+    """A terminal's Ctrl-C (SIGINT to the process group) while the local cluster's worker was starting was
     lost (SIGINT ignored in the main process for the whole start, 3-4 s) and the batch ran to its end, exit 0. Sent as
     the worker process appears, it now stops the run: exit 130, one line, no output, no process left, no worker
     traceback."""
@@ -67,7 +67,7 @@ def test_ctrl_c_while_the_local_workers_start_stops_the_run(tmp_path):
 
 
 def test_a_ctrl_c_deferred_since_an_import_is_not_lost_to_the_workers_start(monkeypatch):
-    """Audit C trace: a SIGINT during the imports was deferred (cli._on_signal) and sent again every 50 ms; the first
+    """A SIGINT during the imports was deferred (cli._on_signal) and sent again every 50 ms; the first
     re-send while the workers started met SIGINT ignored, and nothing was left pending. Now `_resend` keeps it while
     SIGINT is ignored, and the cluster's start ends in KeyboardInterrupt with its workers closed."""
     monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"])
@@ -106,7 +106,7 @@ def empty_scheduler():
 
 @pytest.mark.slow
 def test_a_scheduler_without_workers_is_waited_for_a_bounded_time(tmp_path, empty_scheduler):
-    """Audit C: --scheduler at a real scheduler with no worker waited forever with no message. Now it says it waits
+    """--scheduler at a real scheduler with no worker waited forever with no message. Now it says it waits
     (0 connected), and after --wait-workers seconds stops with one line, exit 2, nothing written."""
     ds = make_bids(tmp_path / "bids")
     cmd = [sys.executable, "-m", "ImageQualityTransferLib", "--threads", "1", "batch", str(ds), "-o",
@@ -135,7 +135,7 @@ def _blocked():  # a task that runs until the test releases it (the worker runs 
 
 @pytest.mark.slow
 def test_a_run_whose_workers_all_left_stops_after_the_wait(empty_scheduler):
-    """Audit C: when every worker died or left (a worker without the project dies on its first task), the tasks
+    """When every worker died or left (a worker without the project dies on its first task), the tasks
     waited forever. Now the run stops once the cluster has had no worker for the wait, its unfinished tasks cancelled."""
     from distributed import Client
 
@@ -170,9 +170,9 @@ sys.meta_path.insert(0, Block())
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["old", "other-build", "missing"])
 def test_workers_without_this_version_are_refused_before_any_task(tmp_path, capsys, empty_scheduler, kind):
-    """Audit C: a worker that cannot import the project died unpickling the first task and the run hung; one of
+    """A worker that cannot import the project died unpickling the first task and the run hung; one of
     another version wrote outputs recording its own SoftwareVersion, exit 0. Now each is named in one line, exit 2,
-    before any task or file; so is one of this version from other code (review 47: the version is a constant that
+    before any task or file; so is one of this version from other code (the version is a constant that
     two commits share)."""
     env, extra = dict(ENV), []
     if kind == "old":  # another ImageQualityTransfer first on the worker's path
@@ -213,7 +213,7 @@ def test_workers_without_this_version_are_refused_before_any_task(tmp_path, caps
 
 
 def test_outputs_of_another_version_are_redone_not_skipped(tmp_path):
-    """Audit C: outputs written by another version (a worker's) were skipped by a later resume as done. The version
+    """Outputs written by another version (a worker's) were skipped by a later resume as done. The version
     is part of what a resume compares."""
     ds = make_bids(tmp_path / "bids")
     out = tmp_path / "o"

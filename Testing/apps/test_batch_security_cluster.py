@@ -1,4 +1,4 @@
-"""`iqt batch`'s local Dask cluster takes only its own run's connections (audit Z: on plain TCP any local user's
+"""`iqt batch`'s local Dask cluster takes only its own run's connections (on plain TCP any local user's
 `Client('tcp://127.0.0.1:PORT')` ran code in the workers and read the task keys, which carried the subjects' labels):
 TLS with credentials made for the run, in memory; task keys without subject labels; a --scheduler of one's own on
 TLS reached with the credentials Dask's configuration names, or refused in one line. A real LocalCluster throughout."""
@@ -66,7 +66,7 @@ def test_the_local_cluster_refuses_connections_without_the_run_s_credentials(loc
     assert client.submit(sum, [1, 2], pure=False).result(timeout=60) == 3  # the run's own client
     workers = list(client.scheduler_info()["workers"])
     assert workers and all(w.startswith("tls://") for w in workers)
-    for target in [address, *workers]:  # the scheduler and the workers, as audit Z's intrude.py reached them
+    for target in [address, *workers]:  # the scheduler and the workers, as an intruder reaches them
         with pytest.raises((OSError, TypeError)):  # plain TCP to a TLS server; Dask's Client with no credentials
             Client(target.replace("tls://", "tcp://"), timeout=3)
         with pytest.raises(OSError):  # a client with credentials of its own
@@ -136,7 +136,7 @@ def test_without_cryptography_the_local_cluster_is_refused_before_any_work(tmp_p
 
 
 def test_a_tls_address_that_is_no_scheduler_is_refused_in_one_line(local, tmp_path, capsys, monkeypatch):
-    """Over TLS too, what listens at --scheduler must answer as a scheduler (review 51b: a worker's tls:// port gave an
+    """Over TLS too, what listens at --scheduler must answer as a scheduler (a worker's tls:// port gave an
     internal TypeError, exit 1)."""
     import dask
 

@@ -1,4 +1,4 @@
-"""`iqt batch` never writes or removes a file of its own cohort's inputs (audit Z: a list line naming the tensor output
+"""`iqt batch` never writes or removes a file of its own cohort's inputs (a list line naming the tensor output
 the run would write was replaced by its own upsampled tensor, exit 0, the input lost): every subject's planned outputs
 and the earlier maps it removes are compared with every input, gradient file, sidecar and mask of the cohort, by real
 path and by inode, before any work; refused in one line naming the list line, exit 2, nothing written."""

@@ -1,5 +1,5 @@
 """A list line that names no subject of its own ('..', '/', '.') or whose name holds no letter or digit is refused in
-one line naming the list line (audit Z: "'': cannot make a BIDS label" named no line), exit 2, nothing written."""
+one line naming the list line ("'': cannot make a BIDS label" named no line), exit 2, nothing written."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_a_name_without_letters_or_digits_is_refused_naming_the_line(tmp_path):
 
 
 def test_a_line_is_named_after_the_folder_it_leads_to(tmp_path):
-    """P01/extra/.. is P01's folder (review 51b: it was named sub-extra)."""
+    """P01/extra/.. is P01's folder (it was named sub-extra)."""
     (tmp_path / "P01" / "extra").mkdir(parents=True)
     (tmp_path / "list.txt").write_text("P01/extra/..\n")
     items = batch.find_items(tmp_path / "list.txt")

@@ -1,5 +1,5 @@
-"""A batch's start removes only the stale temporaries of its own writers, in the subject folders it writes (audit Z:
-it removed every `.iqt-*` anywhere under -o, among them the `.iqt-earlier-*` copy that a SIGKILLed `iqt upsample`
+"""A batch's start removes only the stale temporaries of its own writers, in the subject folders it writes (it
+removed every `.iqt-*` anywhere under -o, among them the `.iqt-earlier-*` copy that a SIGKILLed `iqt upsample`
 left, maybe the only copy of its earlier output, and the held outputs of an `iqt upsample` writing into -o/manual/,
 which then failed). The earlier copies are said in one line, as the README's advice after SIGKILL says."""
 

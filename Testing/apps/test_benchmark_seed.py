@@ -1,4 +1,4 @@
-"""`iqt benchmark --snr S --seed N`: the noise added to the inputs is drawn from the seed (stop 50's `iqt degrade --seed`
+"""`iqt benchmark --snr S --seed N`: the noise added to the inputs is drawn from the seed (`iqt degrade --seed` alone
 left the benchmark's noise always seed 0, so a researcher could not see how much one draw moves the figures)."""
 
 from __future__ import annotations

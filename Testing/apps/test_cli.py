@@ -325,7 +325,7 @@ def test_degrade_upsample_evaluate_per_axis(capsys, tmp_path, small_subject):
     assert code == 0, err
     assert json.loads((tmp_path / "n.json").read_text()) == metrics
     # the axes reordered and flipped by another tool (fslreorient2std, mrconvert -strides): the factors move with them
-    # (review 45a: they were dropped and the prediction scored at factor 2); a record this project did not write is
+    # (they were dropped and the prediction scored at factor 2); a record this project did not write is
     # not read
     img = nib.load(tmp_path / "up.nii.gz")
     nib.save(img.as_reoriented([[2, 1], [1, -1], [0, 1]]), tmp_path / "turned.nii.gz")
@@ -459,7 +459,7 @@ def test_a_reader_gone_before_the_work_leaves_the_work_done(tmp_path):
 
 def test_the_default_at_factors_without_a_learned_model_says_it_ran_the_baseline(capsys, tmp_path, lr_tensor):
     """Without --method at factors no learned model ships for, the default is cubic: said in one line, as the Slicer
-    module's run notes say it (audit A, stop 47), so that a ×5 output is not taken for IQT's; not said at ×2 or for a
+    module's run notes say it, so that a ×5 output is not taken for IQT's; not said at ×2 or for a
     method asked for by name."""
     said = "no learned model ships for factor 5, so the default ran the interpolation baseline (cubic)"
     code, out, err = run_cli(capsys, "upsample", lr_tensor[0], "-o", tmp_path / "a.nii.gz", "--factor", "5")

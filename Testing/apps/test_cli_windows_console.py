@@ -1,4 +1,4 @@
-"""The `iqt` command's printed lines where stdout's encoding lacks a path's characters (audit AA: Windows writes
+"""The `iqt` command's printed lines where stdout's encoding lacks a path's characters (Windows writes
 redirected or piped stdout in the ANSI code page; a `wrote` line naming 患者 ended a finished run in an internal error,
 exit 1, its outputs written)."""
 

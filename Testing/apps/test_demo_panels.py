@@ -10,8 +10,7 @@ from ImageQualityTransferLib.core import tensors
 
 def test_the_demo_figure_shows_what_the_report_shows(tmp_path, monkeypatch):
     """The mask's centre slice (the report's `_centre`), not the volume's middle; the uncertainty scale from the whole
-    volume in the mask (the report's), not from the slice drawn; R and L on every panel, not the first column's only
-    (audit D)."""
+    volume in the mask (the report's), not from the slice drawn; R and L on every panel, not the first column's only."""
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 

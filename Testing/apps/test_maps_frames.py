@@ -1,5 +1,5 @@
 """`iqt upsample --maps`: `_V1` read as its viewer reads it points along the tensor's principal direction in the world
-(audit S: on a positive-determinant grid this tool's 5D output's V1 was in voxel axes, and FSLeyes, which negates x
+(on a positive-determinant grid this tool's 5D output's V1 was in voxel axes, and FSLeyes, which negates x
 there as dtifit's V1 needs, showed it mirrored, a median 44.6 degrees off in white matter)."""
 
 import nibabel as nib

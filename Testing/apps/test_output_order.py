@@ -97,7 +97,7 @@ def test_another_order_on_request_and_a_nrrd_output_keeps_its_own(tmp_path, caps
 
 def test_a_tools_output_is_scored_against_the_5d_reference_as_the_5d_output_is(tmp_path, capsys):
     """`iqt evaluate --tensor-order fsl` reads a dtifit-order prediction; the 'iqt fit' reference beside it is 5D and
-    is read in its own order, not in FSL's frame, which on a positive-determinant grid mirrored it (review 44a: 47
+    is read in its own order, not in FSL's frame, which on a positive-determinant grid mirrored it (47
     degrees off); a 4D reference is still read with the prediction's order."""
     from ImageQualityTransferLib.dmri.phantom import make_phantom
 
@@ -119,7 +119,7 @@ def test_a_tools_output_is_scored_against_the_5d_reference_as_the_5d_output_is(t
         scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert scores["fsl"] == scores["own"]
     # dipy_fit_dti's 5D files for both, the prediction read with --tensor-order dipy: the reference in dipy's frame too
-    # (read in voxel axes it was mirrored, 14 degrees off against 4: review 44c)
+    # (read in voxel axes it was mirrored, 14 degrees off against 4)
     hr = fileio.load_tensor(tmp_path / "hr.nii.gz")
     fileio.save_tensor(hr, tmp_path / "hr_dipy.nii.gz", "dipy", five_d=True)
     fileio.save_tensor(fileio.load_tensor(tmp_path / "lr.nii.gz", "fsl"), tmp_path / "lr_dipy.nii.gz", "dipy", five_d=True)
@@ -138,7 +138,7 @@ def test_a_tools_output_is_scored_against_the_5d_reference_as_the_5d_output_is(t
 
 
 def test_dipy_asked_by_name_and_dtifit_map_names(tmp_path, capsys):
-    """--output-order dipy writes dipy_fit_dti's 5D file, or 4D where a 4D dipy file came in (review 44c); an output
+    """--output-order dipy writes dipy_fit_dti's 5D file, or 4D where a 4D dipy file came in; an output
     named as dtifit names its tensor, X_tensor, gets X_FA ... beside it."""
     raw = np.broadcast_to(tensors.to_order(LOWER, "fsl"), (6, 7, 5, 6)).astype(np.float32)
     nib.save(nib.Nifti1Image(raw, AFFINE), tmp_path / "dt.nii.gz")
@@ -151,4 +151,4 @@ def test_dipy_asked_by_name_and_dtifit_map_names(tmp_path, capsys):
         assert code == 0, err
         assert nib.load(tmp_path / f"{src}_iqt_tensor.nii.gz").shape == shape
         assert (tmp_path / f"{src}_iqt_FA.nii.gz").exists() and not list(tmp_path.glob("*_tensor_FA*"))
-        assert f"wrote {tmp_path / f'{src}_iqt_FA.nii.gz'}, " in out  # with its folder, as the other lines (review 45a)
+        assert f"wrote {tmp_path / f'{src}_iqt_FA.nii.gz'}, " in out  # with its folder, as the other lines

@@ -1,5 +1,5 @@
-"""Propagation (`iqt upsample --propagate`, `iqt propagate`): its maps cover every voxel the prediction fills (audit X:
-with a low-res --mask, the one-voxel margin that the methods fill read 0, "certain", in every map), and options that
+"""Propagation (`iqt upsample --propagate`, `iqt propagate`): its maps cover every voxel the prediction fills (with
+a low-res --mask, the one-voxel margin that the methods fill read 0, "certain", in every map), and options that
 the others make idle are refused, not ignored (`--seeds` beside `--no-tracts`, `--n-seeds` beside `--seeds`)."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_options_made_idle_are_refused(lowres, tmp_path, capsys, extra, words, c
 
 
 def test_the_tracts_keep_inside_the_mask_s_blocks(lowres, tmp_path, capsys):
-    """The maps cover the margin; the random seeds and the tracts do not (review 51b: 169 of 1000 seeds fell in it, and
+    """The maps cover the margin; the random seeds and the tracts do not (169 of 1000 seeds fell in it, and
     the tract Dice between samples changed)."""
     from ImageQualityTransferLib.core.grid import repeat_blocks
 

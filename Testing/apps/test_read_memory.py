@@ -1,5 +1,5 @@
 """Every command that reads a large image judges the memory it needs from the image's header, before any data is read
-(audit Z: a 4.3 MB .nii.gz DWI whose header said 4.4 GB, zero-filled and so highly compressible, reached 4.37 GB RSS
+(a 4.3 MB .nii.gz DWI whose header said 4.4 GB, zero-filled and so highly compressible, reached 4.37 GB RSS
 under `iqt fit` before failing under ulimit -v): one line, exit 2, nothing written, in a moment. The crafted files
 here are a header whose sizes say terabytes followed by a few bytes of data; the memory this process may use is held
 at 64 GiB (`grid.memory_limit`), so the refusal does not depend on the machine."""
@@ -78,8 +78,8 @@ def test_a_dwi_whose_header_says_terabytes_is_refused_from_its_header(capsys, tm
 
 
 def test_fit_of_a_zero_filled_dwi_as_audit_z_made_it(capsys, tmp_path, monkeypatch):
-    """Audit Z's file itself: real zeros, 268 MB of int16 in 0.3 MB of gzip (0.5 GiB as float32: about 3.2 GiB to fit,
-    against 2 GiB allowed here)."""
+    """The zero-filled DWI itself: real zeros, 268 MB of int16 in 0.3 MB of gzip (0.5 GiB as float32: about 3.2 GiB to
+    fit, against 2 GiB allowed here)."""
     monkeypatch.setattr(grid, "memory_limit", lambda: 2 * 2**30)
     folder = tmp_path / "Z"
     folder.mkdir()

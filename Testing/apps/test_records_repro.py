@@ -1,4 +1,4 @@
-"""What an output records so that it can be made again (audit R): the build beside the version in every record,
+"""What an output records so that it can be made again: the build beside the version in every record,
 the training's threads, libraries and data checksums, and the numbers that ran where a default was taken."""
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def test_a_cohort_redone_after_an_upgrade_says_so_once(tmp_path, monkeypatch):
 
 
 def test_a_variational_method_s_outputs_from_before_builds_say_why_they_are_redone(tmp_path, monkeypatch):
-    """Review 50a: MCSamples was null for the default samples before stop 50, so espcn-hetero-var1's earlier outputs
+    """MCSamples was null for the default samples in earlier builds, so espcn-hetero-var1's earlier outputs
     were redone without the line (taken for another request)."""
     from ImageQualityTransferLib.apps.batch import records
 

@@ -1,4 +1,4 @@
-"""An input that cannot be read is refused before a model loads (helper T: `iqt upsample missing.nii.gz` imported torch
+"""An input that cannot be read is refused before a model loads (`iqt upsample missing.nii.gz` imported torch
 for the default CNN first, 2.6 s for a one-line refusal; every bad-input run paid it)."""
 
 from __future__ import annotations

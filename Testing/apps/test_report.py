@@ -141,7 +141,7 @@ def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path,
                 ["--subject", str(small_subject), "--tensor-order", "fsl"]):
         assert main(["report", "-o", str(tmp_path / "x.html"), *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.html").exists()
-    # read in the wrong order: its one line, and nothing before it (it came after the methods skipped: review 44b)
+    # read in the wrong order: its one line, and nothing before it (it came after the methods skipped)
     fileio.save_tensor(case.lr, tmp_path / "fsl.nii.gz", order="fsl")
     assert main(["report", "-o", str(tmp_path / "x.html"), "--input", str(tmp_path / "fsl.nii.gz"), "--tensor-order",
                  "dipy"]) == 2
@@ -170,7 +170,7 @@ def test_a_report_of_ones_own_tensors_says_what_reading_them_said(tmp_path, smal
 
 def test_orientation_letters_sit_beside_the_image_not_on_it():
     """On a slice the tissue fills (a coronal panel of a tight field), every orientation letter lies in the black margin
-    around the image, not on its pixels (review 45f: S and I sat on bright error pixels)."""
+    around the image, not on its pixels (S and I sat on bright error pixels)."""
     import numpy as np
 
     from ImageQualityTransferLib.apps import report
@@ -189,7 +189,7 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
         for text in ax.texts:
             box = text.get_window_extent(renderer)
             assert not box.overlaps(pixels), (text.get_text(), box, pixels)
-    fig, axes = report._new_figure(1, 1)  # a tract panel: y runs upwards there, and is widened upwards (review 45g)
+    fig, axes = report._new_figure(1, 1)  # a tract panel: y runs upwards there, and is widened upwards
     ax = axes[0, 0]
     ax.set_xlim(-60, 60)
     ax.set_ylim(-40, 50)
@@ -202,7 +202,7 @@ def test_one_name_and_one_unit_for_each_thing_on_the_page(tmp_path, small_subjec
     """`iqt report --subject`: the Metrics and tract tables name each volume as the figures do (the table's "nearest"
     was the FA figure's "low-res input", the tract table's "reference" the tract figure's "ground truth"); the DT-RMSE
     columns say their unit and how it converts to the colour bars' µm²/ms; the FA figure's columns in --input's order
-    (the input, cubic, then the methods: audit D)."""
+    (the input, cubic, then the methods)."""
     path = report.run(tmp_path / "r.html", small_subject, 2, ["linear", "cubic", "nearest", "biqt"], n_seeds=200)
     text = path.read_text()
     tables = re.findall(r"<table>(.*?)</table>", text, re.S)
@@ -219,7 +219,7 @@ def test_one_name_and_one_unit_for_each_thing_on_the_page(tmp_path, small_subjec
 def test_the_tract_figure_draws_the_default_and_the_best_method(tmp_path, small_subject):
     """The tract figure draws, besides cubic, the default method and the best learned method by the page's tract
     table, and says which is which (it drew the first two learned methods in registry order, global-linear and rf,
-    whatever the default or the scores: audit D)."""
+    whatever the default or the scores)."""
     from ImageQualityTransferLib import methods
 
     default = methods.default_method()

@@ -1,6 +1,6 @@
 """Maps named after an output that an earlier run wrote and this run does not (`--propagate`'s fa_mean ... and
 propagation.json, `--maps`' FA ...) are removed once this run's outputs are in place, and said: they would pass for the
-new output's (audit X: a run without --propagate left them beside it, silently). Another tool's file of such a name
+new output's (a run without --propagate left them beside it, silently). Another tool's file of such a name
 stays, and a run that fails keeps them."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_a_run_that_fails_keeps_them(tmp_path, capsys, monkeypatch):
 
 
 def test_maps_of_another_output_of_that_stem_stay(tmp_path, capsys):
-    """X.nrrd's maps are named as X.nii.gz's would be (X_FA ...): a run writing X.nii.gz leaves them (review 51a: it
+    """X.nrrd's maps are named as X.nii.gz's would be (X_FA ...): a run writing X.nii.gz leaves them (it
     removed them, and the propagation maps of an X.nrrd run)."""
     _first_run(tmp_path, capsys)
     (tmp_path / "o.nii.gz").rename(tmp_path / "kept.nii.gz")

@@ -1,5 +1,5 @@
 """The command a CNN model records reproduces its weights: it names the CPU threads the run took where the user gave
-none (audit J: the same command and seed at 1 and 2 threads gave weights up to 5.3e-3 apart, and a sidecar without
+none (the same command and seed at 1 and 2 threads gave weights up to 5.3e-3 apart, and a sidecar without
 --threads reproduced them only on a machine with the same default)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`iqt upsample` checks memory before it reads the input, imports torch or loads a model (audit O, F6: a refusal
+"""`iqt upsample` checks memory before it reads the input, imports torch or loads a model (a refusal
 came after the input was read, torch imported and the model loaded: 4.6-20 s and 0.62 GB for one line), with the same
 figures predict checks (`Method.check_memory`)."""
 
@@ -35,7 +35,7 @@ def test_a_refusal_for_memory_comes_before_the_input_is_read_or_torch_imported(t
 
 
 def test_a_tensor_nrrd_output_counts_its_writer(monkeypatch):
-    """Audit O: writing a tensor NRRD added about 0.7x the tensors' bytes to the peak (cubic x2 of a 145x174x145 input:
+    """Writing a tensor NRRD added about 0.7x the tensors' bytes to the peak (cubic x2 of a 145x174x145 input:
     2.98 GB against 2.49 GB to .nii.gz), which the check did not count: a run that fits to .nii.gz may not to .nrrd."""
     import pytest
     from ImageQualityTransferLib import methods

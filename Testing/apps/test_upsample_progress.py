@@ -1,5 +1,5 @@
 """`iqt upsample` shows the method's progress on a terminal (stderr), as train, benchmark and batch do, and nothing
-where stderr is not one (audit O, F2: a 5 min 10 s run was silent)."""
+where stderr is not one (a 5 min 10 s run was silent)."""
 
 from __future__ import annotations
 

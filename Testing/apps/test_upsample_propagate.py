@@ -38,14 +38,14 @@ def test_upsample_propagate_writes_maps_beside_the_output(tmp_path, lr_path, cap
     summary = json.loads((tmp_path / "hr_propagation.json").read_text())
     assert summary["n_samples"] == 3 and summary["method"] == "biqt"
     assert summary["tract_dice_between_samples"] is not None
-    # the options that reproduce it, as iqt propagate records them, and the whole command's time (audit 46)
+    # the options that reproduce it, as iqt propagate records them, and the whole command's time
     assert summary["settings"]["n_seeds"] == 40 and summary["settings"]["fa_threshold"] == 0.2
     assert summary["settings"]["factor"] == 2 and summary["seconds"] >= summary["sampling_seconds"] > 0
     assert "hr_propagation.json" in capsys.readouterr().out
 
 
 def test_upsample_propagate_checks_the_tracking_settings_before_the_prediction(tmp_path, lr_path, capsys, monkeypatch):
-    """--fa-threshold 1.5 was refused only after the prediction had run (audit 46: 10-12 s of work first)."""
+    """--fa-threshold 1.5 was refused only after the prediction had run (10-12 s of work first)."""
     from ImageQualityTransferLib.apps.cli import options
 
     def predicted(*a, **k):

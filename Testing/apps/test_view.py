@@ -38,7 +38,7 @@ def test_missing_input_is_refused_before_serving(tmp_path, capsys):
 @pytest.mark.parametrize("which", ["input", "mask"])
 def test_a_folder_is_named_as_a_folder(tmp_path, capsys, which):
     """A folder given for the input or the mask: said to be a folder, and what to give instead (it said "no such file"
-    of a folder that exists: audit D)."""
+    of a folder that exists)."""
     (tmp_path / "P01").mkdir()
     lr = tmp_path / "lr.nii.gz"
     lr.write_bytes(b"")
@@ -234,8 +234,7 @@ def test_compare_and_change_method_with_no_dead_controls(browser, lowres, serve,
     test_no_dead_controls merged: each served and opened this same page and ran the same switch): two brain views and
     the Inferno overlay, the right view's slice following the left one's. Every control on the page does something:
     no menu icon without a drawer, no "3D" toggle without a 3D view, the uncertainty opacity slider off for a method
-    without uncertainty and on for one with it, its handle whole at 1.0 (it was clipped by the toolbar's right edge:
-    audit D)."""
+    without uncertainty and on for one with it, its handle whole at 1.0 (it was clipped by the toolbar's right edge)."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
     url = server.url()
@@ -290,7 +289,7 @@ def test_compare_and_change_method_with_no_dead_controls(browser, lowres, serve,
 @pytest.mark.parametrize("case", ["scalar", "order", "mask", "text", "port"])
 def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
     """The input checks `iqt upsample` runs, before anything is served: one line, exit 2, and the command ends (it
-    served a page that said so only in the browser, and never exited: review 40a)."""
+    served a page that said so only in the browser, and never exited)."""
     from ImageQualityTransferLib.core.volume import Volume
 
     lr = tmp_path / "lr.nii.gz"
@@ -299,8 +298,8 @@ def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
         "scalar": ([tmp_path / "fa.nii.gz"], "not a diffusion tensor volume"),
         "order": ([tmp_path / "fsl.nii.gz", "--tensor-order", "nifti"], "tensor-order"),
         "mask": ([lr, "--mask", tmp_path / "m.nii.gz"], "grid"),
-        "text": ([tmp_path / "list.txt"], "give a .nii or .nii.gz file, or a Slicer .nrrd"),  # review 44b
-        "port": ([lr, "--port", "99999"], "--port 99999: a port is 0-65535"),  # was an internal error (review 44b)
+        "text": ([tmp_path / "list.txt"], "give a .nii or .nii.gz file, or a Slicer .nrrd"),
+        "port": ([lr, "--port", "99999"], "--port 99999: a port is 0-65535"),  # was an internal error
     }[case]
     (tmp_path / "list.txt").write_text("P01/dti.nii.gz\n")
     fileio.save_scalar(Volume(np.ones((8, 8, 8), np.float32), np.eye(4), "scalar"), tmp_path / "fa.nii.gz")
@@ -350,7 +349,7 @@ def test_views_share_slice_pan_and_zoom(lowres):
     assert right.GetSliceOffset() == pytest.approx(3.0)
     right.SetSliceOffset(-4.0)
     assert left.GetSliceOffset() == pytest.approx(-4.0)
-    viewer._show(viewer.in_node, viewer.in_node, None)  # another Display: the reader's zoom and pan stay (review 45f)
+    viewer._show(viewer.in_node, viewer.in_node, None)  # another Display: the reader's zoom and pan stay
     for node in (left, right):
         assert node.GetFieldOfView() == (100.0, 80.0, 1.0) and node.GetXYZOrigin() == (5.0, 6.0, 0.0)
         assert node.GetSliceOffset() == pytest.approx(-4.0)
@@ -425,7 +424,7 @@ def _centre(node) -> np.ndarray:
 @pytest.mark.slow
 def test_reset_camera_keeps_the_views_in_register(lowres):
     """Reset Camera in one view (trame-slicer's refit of that view) and a pan in one view move the other too: the
-    right view had kept its old in-plane pan, ~75 px off the left one (audit D). The page's own Reset Camera refits
+    right view had kept its old in-plane pan, ~75 px off the left one. The page's own Reset Camera refits
     both views together, the slice kept."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import view
@@ -479,7 +478,7 @@ os._exit(0)
 def test_one_colour_scale_across_the_methods_shown(lowres):
     """The uncertainty overlay's colours mean the same SD whichever method the reader switches to: one scale per map
     across the methods run in the page (as the Slicer module's shared scale and the report), the legend saying so
-    and naming the run (each method on its own range had put the legend's top at 1.0 for biqt, 0.8 for rf: audit D)."""
+    and naming the run (each method on its own range had put the legend's top at 1.0 for biqt, 0.8 for rf)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     import json
 
@@ -500,7 +499,7 @@ def test_one_colour_scale_across_the_methods_shown(lowres):
 
 def test_the_page_states_its_convention():
     """The page says in words which side is the patient's right (radiological), as the report does, beside the
-    views' headers (only the orientation marker's small R said so: audit D)."""
+    views' headers (only the orientation marker's small R said so)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import view
 

@@ -112,7 +112,7 @@ def test_axis_order_serves_a_reordering_of_the_factors():
 
 def test_the_output_size_check_counts_a_runs_peak_and_the_processs_memory_limit(monkeypatch):
     """A grid is judged by its run's peak (a multiple of its tensors and a fixed part), not its tensors alone: x5 of a
-    128x128x60 fit (2.7 GiB of tensors) passed under an 8 GB limit and ran out of memory (audit 46)."""
+    128x128x60 fit (2.7 GiB of tensors) passed under an 8 GB limit and ran out of memory."""
     import resource
     import subprocess
     import sys
@@ -150,8 +150,8 @@ def _fake_machine(monkeypatch, tmp_path, cgroup: str, limits: dict, available_kb
 
 def test_a_cgroup_limit_is_the_processs_memory(monkeypatch, tmp_path):
     """A container's or a Slurm job's cgroup limit is what the kernel kills at: a run needing 5 GiB under a 4 GiB
-    cgroup (cgroup v2, the limit on the job, its step below it) is refused, whatever the machine's memory (audit O:
-    it passed the check and would have been killed mid-run)."""
+    cgroup (cgroup v2, the limit on the job, its step below it) is refused, whatever the machine's memory (it
+    passed the check and would have been killed mid-run)."""
     _fake_machine(monkeypatch, tmp_path, "0::/job/step\n", {"job/memory.max": str(4 * 2**30), "job/step/memory.max": "max",
                                                            "memory.max": "max"})
     assert grid.cgroup_limit() == 4 * 2**30 and grid.memory_limit() == 4 * 2**30
@@ -199,7 +199,7 @@ def test_bounding_box_and_its_affine():
 
 def test_each_method_is_judged_by_its_own_peak(monkeypatch):
     """The forests make their uncertainty maps with or without --uncertainty (biqt peaked at 5.1-5.4x its tensors
-    without it, against the 4x it was allowed; review 47's measurements): judged by their own multiple."""
+    without it, against the 4x it was allowed): judged by their own multiple."""
     from ImageQualityTransferLib import methods
     from ImageQualityTransferLib.core.volume import Volume
 
@@ -212,7 +212,7 @@ def test_each_method_is_judged_by_its_own_peak(monkeypatch):
 
 
 def test_a_cgroup_file_that_is_not_text_reads_as_no_limit(monkeypatch, tmp_path):
-    """Review 49b: non-UTF-8 bytes in memory.max were 'internal error: UnicodeDecodeError', exit 1."""
+    """Non-UTF-8 bytes in memory.max were 'internal error: UnicodeDecodeError', exit 1."""
     _fake_machine(monkeypatch, tmp_path, "0::/job\n", {"job/memory.max": "max"})
     (tmp_path / "fs" / "job" / "memory.max").write_bytes(b"\xff\xfe\x00max")
     assert grid.cgroup_limit() is None

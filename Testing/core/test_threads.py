@@ -1,4 +1,4 @@
-"""`--threads N` caps torch's threads without importing torch for the methods that do not use it (audit O: `iqt
+"""`--threads N` caps torch's threads without importing torch for the methods that do not use it (`iqt
 --threads 1 upsample --method cubic` imported torch, +180 MB RSS and about 2 s of CPU, 334 -> 513 MB), and a CNN run
 under it still uses N torch threads (torch imported after the cap)."""
 

@@ -7,7 +7,7 @@ from ImageQualityTransferLib.core.volume import Volume
 
 
 def test_a_non_finite_or_singular_affine_is_refused():
-    """Audit P: a NaN affine was accepted (the output's affine came back all NaN), a singular one ended in nibabel's
+    """A NaN affine was accepted (the output's affine came back all NaN), a singular one ended in nibabel's
     'Unable to find out axis'."""
     data = np.zeros((3, 4, 5, 6), np.float32)
     nan = np.diag([2.0, 2.0, 2.0, 1.0])

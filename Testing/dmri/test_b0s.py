@@ -1,5 +1,5 @@
 """A b0 that disagrees with the series' other b0s, or a fit whose brain MD is no in-vivo brain's, is said in one warning
-line (dmri/b0s.py; audit K: both fitted silently, MD -31 % to -93 %)."""
+line (dmri/b0s.py; both fitted silently, MD -31 % to -93 %)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_three_b0s_name_the_odd_one_and_a_scaled_b0_is_read_in_the_md(coarse_pha
 
 
 def test_an_ex_vivo_md_is_said_as_such_not_blamed_on_a_b0(coarse_phantom):
-    """Every b-value times 1 / 0.3 gives tensors 0.3 times the in-vivo ones, as an ex-vivo brain's are (audit Y: the
+    """Every b-value times 1 / 0.3 gives tensors 0.3 times the in-vivo ones, as an ex-vivo brain's are (the
     warning then said only to leave a b0 out): the line says such an MD is right for an ex-vivo brain or a neonate's."""
     said = _said(coarse_phantom.replace(bvals=np.asarray(coarse_phantom.bvals) / 0.3))
     assert len(said) == 1 and "right for an ex-vivo brain" in said[0] and "neonate" in said[0], said

@@ -169,7 +169,7 @@ def test_holes_enclosed_within_a_slice_are_filled():
 
 
 def test_the_estimated_mask_of_a_real_scan_has_no_slice_holes(axial_subject):
-    """Median Otsu left 5.8 % of the 3 mm scan's brain as holes within slices (review 40b); the mask iqt fit and the
+    """Median Otsu left 5.8 % of the 3 mm scan's brain as holes within slices; the mask iqt fit and the
     Slicer module use fills them; the evaluation's own regions keep the mask the published figures used."""
     from ImageQualityTransferLib.dmri.dti import brain_mask, fill_slice_holes
 

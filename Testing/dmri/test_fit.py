@@ -68,7 +68,7 @@ def test_wls_refuses_nothing_dipy_accepts():
 def test_weights_spanning_more_than_the_normal_equations_hold_go_dipys_way():
     """A voxel with tiny but unclipped signal in half its directions (weights spanning 1e18), beside zeroed air that
     sets the floor below it: its normal matrix is nearly singular, so dipy solves it (the normal equations were 3.6e-2
-    off: review 42a)."""
+    off)."""
     p = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)  # 2 b0 + 12 directions at b = 1000
     v = [1000.0, 1000.0, 581.373047, 780.339478, 417.985046, 883.71405, 0.001432,
          634.673706, 0.000218, 0.003176, 0.000247, 0.000214, 0.00252, 0.001169]
@@ -79,8 +79,8 @@ def test_weights_spanning_more_than_the_normal_equations_hold_go_dipys_way():
 @pytest.mark.parametrize("flatten, rank", [(0.0, 3), (1e-7, 3), (1e-2, 5), (0.1, 6)])
 def test_directions_in_or_near_one_plane_are_refused_and_a_few_degrees_off_it_fitted_as_dipy_does(flatten, rank):
     """Every direction in (or within 0.6 degrees of) the x-y plane leaves the tensor's z elements undetermined: refused in
-    one line naming how many of the 6 elements the directions determine (audit K: such tables were fitted silently,
-    FA 0.17 -> 0.71; review 42a had them fitted as dipy fits them). Six degrees off the plane is a tensor: dipy's
+    one line naming how many of the 6 elements the directions determine (such tables were fitted silently,
+    FA 0.17 -> 0.71; then fitted as dipy fits them). Six degrees off the plane is a tensor: dipy's
     answer, no error."""
     dwi = make_phantom(shape=(10, 10, 8), voxel_mm=2.0, n_dirs=12)
     g = np.array(dwi.bvecs, float)
@@ -96,7 +96,7 @@ def test_directions_in_or_near_one_plane_are_refused_and_a_few_degrees_off_it_fi
 
 
 def test_one_direction_repeated_or_the_three_axes_are_refused():
-    """A table of one direction repeated, or of the three axes only, fitted FA 1.00 / -85 % with no word (audit K)."""
+    """A table of one direction repeated, or of the three axes only, fitted FA 1.00 / -85 % with no word."""
     dwi = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12)
     for g, rank in ((np.tile([0.6, 0.8, 0.0], (14, 1)), 1), (np.eye(3)[np.arange(14) % 3], 3)):
         with pytest.raises(IQTError, match=f"determine only {rank} of"):
@@ -110,7 +110,7 @@ def test_fit_records_the_method(method):
 
 
 def test_a_series_in_memory_with_a_wrong_gradient_table_is_refused_as_a_file_is():
-    """Audit P: fit_dti on a DWI Volume with b-values in s/m^2 returned MD 7.3e-10 without a word (fileio.load_dwi
+    """fit_dti on a DWI Volume with b-values in s/m^2 returned MD 7.3e-10 without a word (fileio.load_dwi
     refuses such a file); bvecs as FSL's file holds them (3, N), another count, or none gave IndexError/TypeError."""
     from ImageQualityTransferLib.core.errors import IQTError
 
@@ -136,7 +136,7 @@ def test_a_series_in_memory_with_a_wrong_gradient_table_is_refused_as_a_file_is(
 
 
 def test_gradient_refusals_name_the_series_file_the_threshold_and_the_volumes():
-    """Audit J/K: 'no b=0 volume in the series' named neither the file nor the b0 threshold (a b0 written as 60
+    """'no b=0 volume in the series' named neither the file nor the b0 threshold (a b0 written as 60
     s/mm^2), and a zero direction named no volume."""
     dwi = make_phantom(shape=(8, 8, 8), voxel_mm=2.0, n_dirs=12).replace(meta={"path": "sub/dwi.nii.gz"})
     b = np.array(dwi.bvals, float)

@@ -1,6 +1,6 @@
 """A voxel whose b0 holds no signal gets the fit's eigenvalue floor (1e-6 / b_max, isotropic) whatever the b-values:
 with the b-values scanners write (1995 / 2005 about a 2000 shell) dipy's WLS set S0 from the diffusion-weighted
-volumes alone there and reached 7.8e-2 mm^2/s in a brain voxel of a real scan (audit E), where one shell gives the
+volumes alone there and reached 7.8e-2 mm^2/s in a brain voxel of a real scan, where one shell gives the
 floor. Elsewhere the fit stays dipy's."""
 
 import numpy as np
@@ -46,7 +46,7 @@ def floor_of(dwi: Volume) -> float:
 @pytest.mark.parametrize("dipy_way", [False, True])
 def test_a_voxel_without_b0_signal_gets_the_floor_whatever_the_b_values(jitter, dipy_way, monkeypatch):
     """Both ways the WLS fit solves: its normal equations, and dipy's for an ill-conditioned design (reached here by
-    lowering the bound: directions nearly in one plane, which reached it before, are refused since audit K)."""
+    lowering the bound: directions nearly in one plane, which reached it before, are now refused)."""
     if dipy_way:
         monkeypatch.setattr(dti, "WLS_DESIGN_COND", 1.0)
     dwi = series(jitter)

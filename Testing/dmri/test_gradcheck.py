@@ -79,8 +79,8 @@ def test_a_table_in_scanner_coordinates_on_an_oblique_grid_is_named_and_its_matr
 
 
 def test_a_table_turned_by_the_obliquity_alone_is_named_with_its_angle_and_its_matrix_mends_it(tmp_path, capsys):
-    """Rotated to the scanner's axes without their order and signs (audit K: 16 degrees on the 3 mm yaw scan, not
-    named at stop 49): named as the obliquity's turn, and the edit it gives fits the clean tensors."""
+    """Rotated to the scanner's axes without their order and signs (16 degrees on the 3 mm yaw scan, not
+    named): named as the obliquity's turn, and the edit it gives fits the clean tensors."""
     dwi = _yaw(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12))
     fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
     fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "clean_dti.nii.gz")
@@ -140,7 +140,7 @@ def test_the_real_dev_scans_tables_win_clearly_and_their_x_flip_loses(scan):
 
 def test_a_correction_a_few_degrees_from_the_table_as_given_is_not_a_candidate():
     """Stored bottom-up (LPI) and 4 degrees oblique, the scanner-frame reading of the table is a 4-degree turn of the
-    table as given and scored 0.99 of it (review 49a), a 10 % margin to a false warning: corrections closer than
+    table as given and scored 0.99 of it, a 10 % margin to a false warning: corrections closer than
     SAME_DEGREES are one candidate; a 19-degree obliquity stays a candidate of its own."""
     from ImageQualityTransferLib.dmri import gradcheck
 

@@ -83,7 +83,7 @@ def test_iqt_fit_names_them_in_one_line_and_exclude_outliers_fits_without_them(c
 
 def test_slices_along_the_sidecar_s_slice_encoding_direction(coarse_phantom, tmp_path, capsys):
     """A series acquired in slices along i (its BIDS sidecar's SliceEncodingDirection "i") with a dropout in two such
-    slices: read along k it was missed (stop 48 read k only); read along the sidecar's axis it is named, counted
+    slices: read along k it was missed (only k was read); read along the sidecar's axis it is named, counted
     along i, and --exclude-outliers refits it."""
     dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
     d = np.array(coarse_phantom.data)
@@ -125,7 +125,7 @@ def _multi_shell(kurtosis=1.0, seed=0):
 
 def test_a_multi_shell_series_is_read_per_shell():
     """One tensor over three shells leaves the b = 3000 shell's residuals high in every slice: that is the model's
-    misfit, not dropout (audit K: before, a slice of the whole b = 3000 shell was named, z 42, and refitted without
+    misfit, not dropout (before, a slice of the whole b = 3000 shell was named, z 42, and refitted without
     it). Per shell, the clean series says nothing and a dropout in a b = 2000 volume is still named."""
     dwi = _multi_shell()
     mask = brain_mask(dwi)
@@ -153,7 +153,7 @@ def test_up_to_half_a_slice_s_volumes_are_found():
 @pytest.mark.realdata
 def test_the_clean_axial_dev_scan_says_nothing_and_the_audit_s_dropout_is_named():
     """The 3 mm ortho dev scan as `iqt fit` fits it: nothing named (largest z 8.4 of a slice, 2.2 of a volume); with
-    three slices of four volumes at 20 % (audit G), exactly those, and the refit takes the upsampled direction error
+    three slices of four volumes at 20 %, exactly those, and the refit takes the upsampled direction error
     there from 24.5 to under 3 degrees."""
     dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
     mask = brain_mask(dwi)
@@ -183,7 +183,7 @@ def test_the_sagittal_dev_scan_s_own_dropout_is_named():
 
 
 def test_the_check_leaves_the_process_warning_filters_alone(coarse_phantom, monkeypatch):
-    """Audit P: warnings.catch_warnings + simplefilter('ignore') around numpy's medians and the refits replaced the
+    """warnings.catch_warnings + simplefilter('ignore') around numpy's medians and the refits replaced the
     process's filters while the check ran, which other threads share (their warnings lost meanwhile). A dead volume
     (NaN residuals) and a dropout exercise every median and a refit; the filters seen inside equal the caller's."""
     dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
@@ -200,7 +200,7 @@ def test_the_check_leaves_the_process_warning_filters_alone(coarse_phantom, monk
                                   "[" * 100000 + "]" * 100000])
 def test_a_sidecar_value_of_another_type_is_one_warning(tmp_path, text):
     """A list or a dict as SliceEncodingDirection was 'internal error: TypeError: unhashable type', exit 1, and a sidecar
-    nested too deep a RecursionError (review 49a); now the warning of an unknown value, and k."""
+    nested too deep a RecursionError; now the warning of an unknown value, and k."""
     dwi = make_phantom(shape=(10, 10, 8), voxel_mm=2.0, n_dirs=12)
     fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
     (tmp_path / "dwi.json").write_text(text)

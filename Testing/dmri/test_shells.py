@@ -39,7 +39,7 @@ def test_shells_and_the_lower_shell(two_shells):
     said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     assert len(said) == 1 and "b = 1000, 3000" in said[0] and "--bmax 1000" in said[0]
     high = two_shells.replace(bvals=np.where(two_shells.bvals > dti.B0_THRESHOLD, two_shells.bvals * 2, 0.0))
-    with pytest.warns(IQTWarning, match=r"b = 2000, 6000 .* give --bmax 2000"):  # every shell high (review 45d)
+    with pytest.warns(IQTWarning, match=r"b = 2000, 6000 .* give --bmax 2000"):  # every shell high
         dti.check_shells(high)
 
 
@@ -62,7 +62,7 @@ def test_the_slicer_note_names_the_panel_s_way():
 
     text = in_module_words("DTI is fitted to all of them; fit the lowest shell only: give --bmax 1000 (iqt fit, mask, "
                            "degrade, batch; the other commands fit every shell: give them a series of that shell)")
-    assert "iqt fit" not in text and "commands" not in text  # the module runs none of them (review 45e)
+    assert "iqt fit" not in text and "commands" not in text  # the module runs none of them
     assert "--bmax" not in text and "b up to 1000" in text
 
 
@@ -87,7 +87,7 @@ def test_batch_fits_the_lower_shell_with_bmax(two_shells, tmp_path):
 
 def test_batch_bmax_on_tensor_files_is_said(two_shells, tmp_path, capsys):
     """--bmax selects a DWI's shells before its fit: on a list of tensor files alone it is refused, beside DWI subjects
-    one warning names the tensor files it does not touch (review 45d: it was ignored without a word)."""
+    one warning names the tensor files it does not touch (it was ignored without a word)."""
     from ImageQualityTransferLib.apps import cli
     from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
 
@@ -108,7 +108,7 @@ def test_batch_bmax_on_tensor_files_is_said(two_shells, tmp_path, capsys):
 @pytest.mark.slow
 def test_training_on_a_multi_shell_subject_says_it_once(two_shells, tmp_path):
     """Training fitted each degraded copy too, whose warning named no file: the same warning came twice, once without
-    the path (audit 46). The copies keep their source's path, so it is said once."""
+    the path. The copies keep their source's path, so it is said once."""
     import subprocess
     import sys
 

@@ -1,5 +1,5 @@
 """A run's outputs are written all or none (fileio.paths.all_or_none, held by the `iqt` dispatch): a write that fails
-after the first output leaves no new file and every file already at those paths as it was (audit E: a full disk left
+after the first output leaves no new file and every file already at those paths as it was (a full disk left
 `iqt fit`'s tensors without its mask, `iqt upsample --uncertainty` up to six of its seven maps)."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_a_write_that_fails_after_the_first_output_leaves_nothing_new(inputs, tm
                                          (errno.EFBIG, "it would pass the largest file its file system takes")],
                          ids=["ENOSPC", "EDQUOT", "EFBIG"])
 def test_a_full_disk_is_one_line_naming_the_output_and_the_fix(inputs, tmp_path, monkeypatch, capsys, code, words):
-    """Audit E: 'iqt: internal error: OSError: [Errno 28] No space left on device (rerun with --debug and report it)',
+    """'iqt: internal error: OSError: [Errno 28] No space left on device (rerun with --debug and report it)',
     exit 1, in fit, degrade, upsample and track."""
     out = tmp_path / "out"
     out.mkdir()

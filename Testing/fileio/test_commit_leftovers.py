@@ -1,6 +1,6 @@
 """A commit that fails where the run's temporary files cannot be removed either (a folder made read-only as the outputs
-were to be put in place) names them in its one line instead of saying that nothing was changed (review 48b:
-'nothing was changed: ...' while seven hidden .iqt-*.nii.gz stayed beside the outputs; fileio/paths._remove swallowed
+were to be put in place) names them in its one line instead of saying that nothing was changed ('nothing
+was changed: ...' while seven hidden .iqt-*.nii.gz stayed beside the outputs; fileio/paths._remove swallowed
 every failure)."""
 
 from __future__ import annotations

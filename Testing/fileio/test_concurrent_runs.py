@@ -1,6 +1,6 @@
 """Two `iqt` runs in one process (threads of an in-process caller) keep apart: each run's outputs are staged in its own
 stage (fileio.paths.all_or_none) and written with the codes of its own inputs (fileio.nifti.carried_codes), whichever
-ends first (review 48: the second run's outputs were held in the first one's stage, and lost with it; the first run's
+ends first (the second run's outputs were held in the first one's stage, and lost with it; the first run's
 output took the codes the second run had read)."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _coded_tensor(path, codes):
 @pytest.mark.filterwarnings("ignore")
 def test_runs_that_end_out_of_order_each_carry_their_own_inputs_codes(tmp_path):
     """Run A reads an MNI-space tensor (codes 1, 4), run B starts and reads a scanner-space one (1, 1), A writes and ends,
-    then B writes and ends (review 48's threads_codes_det.py: A's output had (1, 1), and after both a library write
+    then B writes and ends (A's output had (1, 1), and after both a library write
     outside any run had A's (1, 4) instead of (1, 1))."""
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.core.volume import Volume

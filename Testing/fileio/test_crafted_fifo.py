@@ -1,4 +1,4 @@
-"""An input that is no regular file is refused in one line before it is opened (audit Z): a NRRD header whose data file
+"""An input that is no regular file is refused in one line before it is opened: a NRRD header whose data file
 was a FIFO hung until killed (rc 124 under timeout 60); the same for a FIFO given as the NRRD or NIfTI input itself or
 as a bval file. Each test unblocks a reader that waits on the FIFO after UNBLOCK_S seconds, so it fails, not hangs,
 without the check."""

@@ -1,4 +1,4 @@
-"""Crafted model sidecars are refused in one line, before anything is allocated from them (audit Z): 'weights' as a
+"""Crafted model sidecars are refused in one line, before anything is allocated from them: 'weights' as a
 path ('../../../etc/passwd') ended in an internal error (ValueError: Invalid name) in 'iqt upsample' and 'iqt seal';
 a forest's 'patch_radius' 1e6 in an internal error ('array is too big'), and it sealed; a CNN's 'arch' widths
 [100000, 100000] had 40 GB allocated before its weights were found not to fit."""

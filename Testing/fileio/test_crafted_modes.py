@@ -1,4 +1,4 @@
-"""An output that replaces a file keeps that file's permission bits (audit Z: a file kept private, 600, became 644, the
+"""An output that replaces a file keeps that file's permission bits (a file kept private, 600, became 644, the
 umask's, when a run wrote it again); a new output gets the umask's."""
 
 from __future__ import annotations

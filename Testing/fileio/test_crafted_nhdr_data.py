@@ -1,4 +1,4 @@
-"""A detached NRRD header's data file is a file of the run (audit Z): an input `.nhdr` whose data file is `x.raw.gz`
+"""A detached NRRD header's data file is a file of the run: an input `.nhdr` whose data file is `x.raw.gz`
 and the output `x.nhdr` (written beside `x.raw.gz`) replaced the input's data with exit 0; the data file an input header
 names is an input, the one an output header is written beside an output, both checked before any work."""
 

@@ -1,4 +1,4 @@
-"""A compressed NRRD is decompressed only as far as its header says (audit Z, as for NIfTI): pynrrd decompressed all of
+"""A compressed NRRD is decompressed only as far as its header says (as for NIfTI): pynrrd decompressed all of
 it into memory, so a 1 MB .nrrd whose header says 9x4x4x4 followed by 1 GiB of zeros took 2.16 GB before it was refused;
 data after the image is now refused in one line once a little of it is seen."""
 

@@ -1,4 +1,4 @@
-"""A gzipped NIfTI is read as far as its header says (audit Z): a 3.3 MB file whose header says 36x36x18 followed by
+"""A gzipped NIfTI is read as far as its header says: a 3.3 MB file whose header says 36x36x18 followed by
 3 GiB of zeros was read whole into memory (6.37 GB at its peak) and upsampled with exit 0; data after the image is now
 refused in one line once a little of it is seen, and a run out of memory while reading says so."""
 

@@ -1,6 +1,6 @@
 """A run killed (SIGKILL, a power loss) after its commit moved the earlier outputs aside and before the new ones were
 renamed in leaves each earlier file as a hidden `.iqt-earlier-<its name>.<random>.tmp` beside it, so the README's advice
-(an output missing and an .iqt-earlier-* file beside it: rename it back) can be followed (review 48b: the names were
+(an output missing and an .iqt-earlier-* file beside it: rename it back) can be followed (the names were
 random, .iqt-earlier-1xztnc2i.tmp, seven alike)."""
 
 from __future__ import annotations

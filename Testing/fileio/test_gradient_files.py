@@ -1,5 +1,5 @@
 """FSL bval/bvec files as other tools and editors write them, and NIfTI files whose name's suffix does not match their
-content: read where the meaning is plain, otherwise one refusal naming the file and what is wrong (audit E)."""
+content: read where the meaning is plain, otherwise one refusal naming the file and what is wrong."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_a_suffix_that_does_not_match_the_compression_is_said(subject, tmp_path)
 
 
 def test_a_five_d_series_with_one_time_point_reads_as_the_four_d_one(subject):
-    """(X, Y, Z, 1, N), as some tools save a series, was refused as 'not a diffusion-weighted series' (audit K); the
+    """(X, Y, Z, 1, N), as some tools save a series, was refused as 'not a diffusion-weighted series'; the
     volumes along the fifth axis are the series."""
     import nibabel as nib
 

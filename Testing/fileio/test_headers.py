@@ -1,4 +1,4 @@
-"""NIfTI headers (audit E): a qform and an sform that disagree, spatial units other than mm, the orientation codes carried
+"""NIfTI headers: a qform and an sform that disagree, spatial units other than mm, the orientation codes carried
 from an input to the outputs made on its grid, Analyze files."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _mirrored(a):
 
 @pytest.mark.parametrize("which", ["sform", "qform"])
 def test_a_qform_and_sform_of_opposite_handedness_are_refused(tmp_path, which):
-    """Audit E: the sform flipped left-right was read without a word (tensors off by 1.04x their largest element)."""
+    """The sform flipped left-right was read without a word (tensors off by 1.04x their largest element)."""
     q, s = (AFFINE, _mirrored(AFFINE)) if which == "sform" else (_mirrored(AFFINE), AFFINE)
     path = _header_file(tmp_path / "a.nii.gz", q, s)
     with pytest.raises(IQTError, match=r"a\.nii\.gz: the header's qform \(code 1\) and sform \(code 1\) differ in "
@@ -98,7 +98,7 @@ def test_a_sheared_sform_beside_its_closest_qform_reads_without_a_word(tmp_path)
 
 @pytest.mark.parametrize("unit, scale", [("micron", 1000.0), ("meter", 0.001)])
 def test_a_voxel_size_in_microns_or_metres_is_read_in_mm(tmp_path, unit, scale):
-    """Audit E: xyzt_units micron or meter was read as mm (a 2000 micron voxel as 2000 mm) and written back labelled mm."""
+    """xyzt_units micron or meter was read as mm (a 2000 micron voxel as 2000 mm) and written back labelled mm."""
     a = AFFINE.copy()
     a[:3] *= scale
     img = nib.Nifti1Image(np.ones((10, 12, 8), np.float32), a)
@@ -155,7 +155,7 @@ def recoded_subject(small_subject, tmp_path):
 
 @pytest.mark.parametrize("codes", [(1, 4), (1, 2), (0, 0), (1, 0), None], ids=["mni", "aligned", "none", "qform", "analyze"])
 def test_the_inputs_orientation_codes_are_carried_to_the_outputs(recoded_subject, tmp_path, codes, capsys):
-    """Audit E: every output was written with qform and sform codes 1: an input in MNI (4) or aligned (2) space came
+    """Every output was written with qform and sform codes 1: an input in MNI (4) or aligned (2) space came
     back as scanner space, and one with no orientation (codes 0, or Analyze) as if it had one. Through fit (its mask too),
     degrade and upsample (its maps too): each output has the input's codes; an input without them (codes 0, Analyze)
     gives an sform aligned (2) to the grid it was read on, which keeps a `degrade --shift` output's shift."""

@@ -1,5 +1,5 @@
 """An output name longer than a file name may be (255 bytes) is one line and exit 2 before any work, for the output and
-for the maps named after it; a long name that fits runs (audit AA: both were an internal error, exit 1)."""
+for the maps named after it; a long name that fits runs (both were an internal error, exit 1)."""
 
 from __future__ import annotations
 

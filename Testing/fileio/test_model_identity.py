@@ -1,5 +1,5 @@
-"""The model that runs is the one the user gave: a weights file whose sidecar names another file is refused (audit J:
-two models' sidecars swapped, and `--model het.pt` ran the other model's weights, output identical to it, exit 0)."""
+"""The model that runs is the one the user gave: a weights file whose sidecar names another file is refused (two
+models' sidecars swapped, and `--model het.pt` ran the other model's weights, output identical to it, exit 0)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from ImageQualityTransferLib.methods.forest import model_io
 
 
 def _old_model(d: Path, name: str = "gl") -> Path:
-    """A copy of a shipped global-linear model whose sidecar has no seal, as 'iqt train' wrote it before stop 46."""
+    """A copy of a shipped global-linear model whose sidecar has no seal, as 'iqt train' wrote it before sidecars were
+    sealed."""
     src = Path(model_files.MODELS_DIR) / "global-linear_x2"
     shutil.copy(src.with_suffix(".npz"), d / f"{name}.npz")
     side = json.loads(src.with_suffix(".json").read_text())
@@ -112,7 +113,7 @@ def _damage(weights: Path, how: str) -> None:
 @pytest.mark.parametrize("how", ["sealed_truncated", "sealed_flipped", "truncated_resummed", "pickled_resummed",
                                  "factor_edited"])
 def test_seal_refuses_a_model_upsample_refuses(tmp_path, capsys, how):
-    """Audit J: a sealed model with truncated or flipped weights was 'already sealed, left as it was' (exit 0) and an
+    """A sealed model with truncated or flipped weights was 'already sealed, left as it was' (exit 0) and an
     unsealed one whose sha256 matched a truncated file or a pickled payload, or with an edited factor, was sealed;
     'iqt upsample' refused each. Now each is refused, in one line, and nothing is sealed (nor the good one beside it)."""
     good, bad = _old_model(tmp_path, "good"), _old_model(tmp_path, "bad")

@@ -170,13 +170,13 @@ def test_a_label_map_is_a_mask_and_a_fractional_map_is_taken_with_a_warning(tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fileio.load_mask(tmp_path / "labels.nii.gz").data.sum() == 4 * 36
-    with pytest.warns(IQTWarning, match="the seed ROI holds labels 1, 2; they are seeded as one region"):  # audit 46
+    with pytest.warns(IQTWarning, match="the seed ROI holds labels 1, 2; they are seeded as one region"):
         assert fileio.load_mask(tmp_path / "labels.nii.gz", seeds=True).data.sum() == 4 * 36
     fa = np.where(labels > 0, 0.4, 0.0).astype(np.float32)
     nib.save(nib.Nifti1Image(fa, np.eye(4)), tmp_path / "fa.nii.gz")
     with pytest.warns(IQTWarning, match="fractional values"):
         assert fileio.load_mask(tmp_path / "fa.nii.gz").data.sum() == 4 * 36
-    small = np.zeros((40, 40, 40), np.float32)  # a seed ROI of 32 voxels of 0.5: said as one, its size read (review 45b)
+    small = np.zeros((40, 40, 40), np.float32)  # a seed ROI of 32 voxels of 0.5: said as one, its size read
     small[:2, :4, :4] = 0.5
     nib.save(nib.Nifti1Image(small, np.eye(4)), tmp_path / "seeds.nii.gz")
     with pytest.warns(IQTWarning, match=r"the seed ROI holds fractional .* taken as a seed \(32 voxels, 0.05 % of the grid\)"):
@@ -231,7 +231,7 @@ def test_a_nan_background_reads_as_an_empty_one_and_any_other_nan_is_refused(tmp
 ])
 def test_a_5d_file_that_may_be_dipys_on_a_positive_grid_is_said(tmp_path, writer, affine, warned):
     """dipy_fit_dti writes 5D SYMMATRIX files in FSL's bvec frame; read without --tensor-order dipy on a grid with a
-    positive determinant their fibres are mirrored and FA/MD do not show it (review 40a): one warning names the flag."""
+    positive determinant their fibres are mirrored and FA/MD do not show it: one warning names the flag."""
     t = random_spd(3 * 3 * 3).reshape(3, 3, 3, 6).astype(np.float32)
     path = tmp_path / "dti.nii.gz"
     if writer == "iqt":
@@ -254,7 +254,7 @@ def test_a_5d_file_that_may_be_dipys_on_a_positive_grid_is_said(tmp_path, writer
 @pytest.mark.parametrize("given, right", [("mrtrix", "fsl"), ("dipy", "fsl"), ("fsl", "mrtrix")])
 def test_a_wrong_tensor_order_is_refused_naming_the_one_that_reads_it(tmp_path, capsys, given, right):
     """A 4D file read in the wrong order is refused, and the message names the order under which its tensors are
-    positive definite (review 40a)."""
+    positive definite."""
     import nibabel as nib
 
     from ImageQualityTransferLib.apps import cli
@@ -278,7 +278,7 @@ def test_a_wrong_tensor_order_is_refused_naming_the_one_that_reads_it(tmp_path, 
 
 def test_track_and_evaluate_name_the_order_that_reads_a_file(tmp_path, capsys):
     """`iqt track` and `iqt evaluate` given a dtifit file read in MRtrix's order name the file and the order that
-    reads it, as upsample does (review 44e: they said only 'check --tensor-order'), with the option of that file."""
+    reads it, as upsample does (they said only 'check --tensor-order'), with the option of that file."""
     from ImageQualityTransferLib.apps import cli
     from ImageQualityTransferLib.dmri.phantom import make_phantom
 
@@ -307,7 +307,7 @@ def test_track_and_evaluate_name_the_order_that_reads_a_file(tmp_path, capsys):
 
 
 def test_bvecs_not_of_unit_length_and_a_header_without_orientation_are_said(tmp_path):
-    """Both were read without a word (review 45b): directions of another length are taken as directions (dipy refuses
+    """Both were read without a word: directions of another length are taken as directions (dipy refuses
     them, MRtrix scales b by their squared length), and a header whose qform and sform codes are 0 is read on
     nibabel's default grid."""
     from ImageQualityTransferLib.core.errors import IQTWarning
@@ -334,7 +334,7 @@ def test_bvecs_not_of_unit_length_and_a_header_without_orientation_are_said(tmp_
 
 def test_a_gzipped_file_with_a_flipped_bit_is_refused_as_damaged(tmp_path):
     """gzip's checksum is verified: nibabel stops reading at the data's last byte, and a DWI with one flipped bit was
-    fitted and upsampled as valid data (audit 46). The intact file still reads exactly as nibabel reads it."""
+    fitted and upsampled as valid data. The intact file still reads exactly as nibabel reads it."""
     rng = np.random.default_rng(0)
     data = rng.integers(0, 1000, (12, 12, 8, 7)).astype(np.int16)
     path = tmp_path / "dwi.nii.gz"
@@ -352,7 +352,7 @@ def test_a_gzipped_file_with_a_flipped_bit_is_refused_as_damaged(tmp_path):
 
 
 def test_a_mask_on_another_grid_is_said_to_differ(tmp_path):
-    """With one grid to compare, the refusal said the mask 'matches the input's grid' (audit 46: iqt fit, degrade,
+    """With one grid to compare, the refusal said the mask 'matches the input's grid' (iqt fit, degrade,
     track); it says that it differs."""
     ref = Volume(np.zeros((8, 8, 6), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
     nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.diag([4.0, 4.0, 4.0, 1.0])), str(tmp_path / "m.nii.gz"))

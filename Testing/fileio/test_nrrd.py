@@ -35,7 +35,7 @@ def test_nrrd_round_trip_identical(tmp_path, key):
     assert hdr["space"] == "right-anterior-superior"
     np.testing.assert_allclose(hdr["measurement frame"].T, direction_rotation(vol.affine), atol=1e-15)
     assert not list(tmp_path.glob(".iqt-*")), "temporary files left behind"
-    assert b".iqt-" not in path.read_bytes()  # gzip's header held the temporary file's name (review 44b)
+    assert b".iqt-" not in path.read_bytes()  # gzip's header held the temporary file's name
 
 
 def test_nhdr_and_io_dispatch(tmp_path):

@@ -1,6 +1,6 @@
 """A method's output that this tool writes in another tool's order and frame records that order in its header's
 description ("iqt cubic factor 2 order fsl"), and is read back without --tensor-order in that order, said in one line
-(audit S: reading its own 4D output back needed --tensor-order). A file without the record is refused as before, and a
+(reading its own 4D output back needed --tensor-order). A file without the record is refused as before, and a
 wrong --tensor-order given is still refused."""
 
 import warnings

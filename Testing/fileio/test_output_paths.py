@@ -11,7 +11,7 @@ from ImageQualityTransferLib.core.errors import IQTError
 
 
 def test_a_hard_link_to_an_input_is_refused_naming_the_input(tmp_path):
-    """Audit E: `-o out_hard.nii.gz`, a hard link to the input lr_copy.nii.gz, was refused as 'an input of this run
+    """`-o out_hard.nii.gz`, a hard link to the input lr_copy.nii.gz, was refused as 'an input of this run
     (out_hard.nii.gz)', its own name; the message names the input it is."""
     src = tmp_path / "lr_copy.nii.gz"
     src.write_bytes(b"not read here")

@@ -1,6 +1,6 @@
 """Each file an `iqt` command writes records the run in its header (fileio/records.py `run_record`): the command, its
 options, the version and build, the threads and, for a learned method, the model's checksum, so that two outputs can be
-told apart and one redone (audit R: runs with 0, 5 and 10 Monte Carlo samples, and fits with and without
+told apart and one redone (runs with 0, 5 and 10 Monte Carlo samples, and fits with and without
 --exclude-outliers, carried the same header); a rerun still writes the same bytes; the Python API writes none."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_propagate_s_maps_record_the_model_factors_and_samples_as_upsample_s_do(
 
 
 def test_no_record_writes_none_for_files_shared_outside(tmp_path, capsys):
-    """`iqt --no-record`: a file to share outside, whose paths may name a patient (audit Z: the record holds the
+    """`iqt --no-record`: a file to share outside, whose paths may name a patient (the record holds the
     command as typed, /data/DOE_JOHN_19650312/dwi.nii.gz included), carries no run record; its values are the same."""
     lr = _input(tmp_path)
     assert cli.main(["upsample", str(lr), "-o", str(tmp_path / "a.nii.gz"), "--method", "cubic"]) == 0
@@ -99,7 +99,7 @@ def test_no_record_writes_none_for_files_shared_outside(tmp_path, capsys):
 
 
 def test_no_record_leaves_the_paths_out_of_the_propagation_summary(tmp_path, capsys):
-    """Under --no-record the propagation summary names no path either (review 51a: its "input" was the one name
+    """Under --no-record the propagation summary names no path either (its "input" was the one name
     of the input's folder left in such a run's outputs)."""
     lr = _input(tmp_path)
     assert cli.main(["--no-record", "upsample", str(lr), "-o", str(tmp_path / "o.nii.gz"), "--method",

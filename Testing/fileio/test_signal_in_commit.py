@@ -1,6 +1,6 @@
 """A signal that comes while a run's outputs are renamed into place (fileio.paths._Stage.commit holds SIGINT, SIGTERM and
 SIGHUP for the renames) is taken once they are all done: the earlier files set aside are removed first and the 'wrote'
-lines are printed, then the run stops with 128 + the signal (review 48b: the signal, taken before the earlier files were
+lines are printed, then the run stops with 128 + the signal (the signal, taken before the earlier files were
 removed, left seven hidden .iqt-earlier-*.tmp copies beside the outputs and no 'wrote' line, exit 143)."""
 
 from __future__ import annotations

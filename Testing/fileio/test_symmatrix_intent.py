@@ -1,5 +1,5 @@
 """This tool's 5D tensor file is a NIfTI SYMMATRIX as nifti1.h defines it: intent_p1 holds N, the matrix size (3), as
-dipy writes it (audit S: it was 0), with this tool's intent name `DTI`; dipy's 5D layout keeps p1 = 3 without it."""
+dipy writes it (it was 0), with this tool's intent name `DTI`; dipy's 5D layout keeps p1 = 3 without it."""
 
 import nibabel as nib
 import numpy as np

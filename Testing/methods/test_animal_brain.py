@@ -1,5 +1,5 @@
 """A learned method on a brain far smaller than a human's, in small voxels (a rodent's, a marmoset's) says in one
-warning line that it was trained on adult human brains (audit Y: the 3 mm dev data relabelled 0.3 mm ran without a
+warning line that it was trained on adult human brains (the 3 mm dev data relabelled 0.3 mm ran without a
 word); the same data in MRI-sized voxels, and interpolation, say nothing of it."""
 
 from __future__ import annotations

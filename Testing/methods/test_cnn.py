@@ -222,7 +222,7 @@ def test_tiled_equals_untiled_and_skips_empty_tiles(method):
 
 def test_the_field_of_views_edge_is_padded_with_its_edge_tensors():
     """Beyond the field of view the network sees the nearest tensor, not zeros: where a slab cuts the brain, zeros made
-    its edge planes look like the brain's edge and the sigma map drew a frame there (review 40b)."""
+    its edge planes look like the brain's edge and the sigma map drew a frame there."""
     lr, _ = smooth_tensors((7, 6, 5))
     x = inference.normalise_input(lr, NORM, 2)
     assert x.shape == (6, 11, 10, 9)
@@ -275,7 +275,7 @@ def test_same_volume_stored_las_and_psr_gives_the_same_output(saved_model):
 
 def test_a_model_whose_output_is_off_the_inputs_scale_is_refused(tmp_path):
     """A model with a wrong normalisation (as a diverged training or a damaged file gives) wrote tensors of 4.6 mm^2/s
-    with exit 0 (review 44d): its output's median MD, 3x off the input's or more, is refused; the same network with
+    with exit 0: its output's median MD, 3x off the input's or more, is refused; the same network with
     the right one runs."""
     net, meta = random_model("espcn")
     lr = Volume(smooth_tensors((10, 10, 10))[0], np.diag([-2.0, 2.0, 2.0, 1.0]), "tensor")
@@ -290,7 +290,7 @@ def test_model_checksum_is_verified_and_tampering_is_refused(saved_model, tmp_pa
     meta = json.loads(side.read_text())
     assert meta["sha256"] == model_io.sha256(path) and meta["format"] == model_io.FORMAT
     # the same weights saved again, under another name: the same file (the archive named its entries after the
-    # temporary file, so one training command's model had another checksum on every run: review 44d)
+    # temporary file, so one training command's model had another checksum on every run)
     net, meta_again = random_model("espcn-hetero")
     (tmp_path / "again").mkdir()
     model_io.save(net, meta_again, tmp_path / "again" / "other.pt")
@@ -724,7 +724,7 @@ def test_a_cnn_trained_in_fixed_units_sees_its_input_in_mm2_per_s(small_subject,
 
 
 def test_threads_sharing_one_variational_instance_get_the_sequential_results(tmp_path):
-    """Audit P: two threads running one espcn-hetero-var1 instance (one cached network) got other results than alone:
+    """Two threads running one espcn-hetero-var1 instance (one cached network) got other results than alone:
     the second run's generator and its `finally` (sampling off) acted on the first's dropout layers mid-run. Here the
     first run is held after its first tile while the second runs; with the network's lock the second waits instead."""
     import threading
@@ -770,7 +770,7 @@ def test_threads_sharing_one_variational_instance_get_the_sequential_results(tmp
 
 
 def test_loading_a_model_leaves_the_process_warning_filters_alone(tmp_path, monkeypatch):
-    """Audit P: model_io.load wrapped torch.load in warnings.catch_warnings + simplefilter('ignore'), which replaces
+    """model_io.load wrapped torch.load in warnings.catch_warnings + simplefilter('ignore'), which replaces
     the process's filters for its duration: another thread's IQTWarnings were lost meanwhile (8 of 60)."""
     import warnings
 

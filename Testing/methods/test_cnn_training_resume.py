@@ -1,5 +1,5 @@
-"""A finished CNN training resumed from its checkpoint with a larger --epochs goes on to the new --epochs (audit C:
-it trained no epoch and exited 0)."""
+"""A finished CNN training resumed from its checkpoint with a larger --epochs goes on to the new --epochs (it
+trained no epoch and exited 0)."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path, ema):
         training.train(synthetic_items(), seed=4, checkpoint=ck, **kw)
     with pytest.raises(Exception, match="a checkpoint trained with --input-unit md-mode"):  # weights in another unit
         training.train(synthetic_items(), seed=3, checkpoint=ck, **dict(kw, subject_scale=False))
-    # other subjects or options: refused, not trained on under the checkpoint's name (review 44d)
+    # other subjects or options: refused, not trained on under the checkpoint's name
     with pytest.raises(Exception, match=r"a checkpoint of another training \(subjects s0, s1, s2\)"):
         training.train(synthetic_items(n=2), seed=3, checkpoint=ck, **kw)
     with pytest.raises(Exception, match=r"a checkpoint of another training \(noise_fraction 0.0\)"):
@@ -96,7 +96,7 @@ def test_train_device_cuda_is_refused_up_front_without_a_gpu(tmp_path, capsys):
 
 def test_a_checkpoint_path_is_neither_an_input_nor_the_model(tmp_path, capsys):
     """--checkpoint naming a subject's DWI or the model output is refused before any work (the model replaced the
-    checkpoint, and the rerun failed; a DWI was read as a damaged checkpoint with the advice to delete it: review 44d);
+    checkpoint, and the rerun failed; a DWI was read as a damaged checkpoint with the advice to delete it);
     a file that is no checkpoint is said so without PyTorch's advice to load it unsafely."""
     subj = tmp_path / "s"
     subj.mkdir()

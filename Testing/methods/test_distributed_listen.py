@@ -1,5 +1,5 @@
 """`iqt train --nproc N`: the training processes meet through a file in a private folder, so none listens on a network
-interface (audit Z: the TCP store of rank 0 listened on every interface, *:port, for the whole training); gloo's own
+interface (the TCP store of rank 0 listened on every interface, *:port, for the whole training); gloo's own
 connections between them stay on the loopback."""
 
 from __future__ import annotations

@@ -149,12 +149,12 @@ def test_corrupted_or_tampered_model_gives_iqterror(tmp_path):
     model_files.write_sidecar(side, meta)  # sealed anew, as a deliberate forger would
     with pytest.raises(IQTError, match="valid") as said:
         model_io.load(side)
-    assert "Python objects, which are never loaded" in str(said.value) and "unsafe" not in str(said.value)  # review 44d
-    meta["sha256"] = None  # no checksum at all: said as such (review 44d)
+    assert "Python objects, which are never loaded" in str(said.value) and "unsafe" not in str(said.value)
+    meta["sha256"] = None  # no checksum at all: said as such
     model_files.write_sidecar(side, meta)
     with pytest.raises(IQTError, match="gives no sha256"):
         model_io.load(side)
-    # a setting edited by hand: refused by the sidecar's own checksum (audit 46: input_unit changed 482,976 voxels)
+    # a setting edited by hand: refused by the sidecar's own checksum (input_unit changed 482,976 voxels)
     side.write_text(json.dumps({**json.loads(side.read_text()), "input_unit": "md-mode"}))
     with pytest.raises(IQTError, match="do not match its checksum"):
         model_io.load(side)
@@ -752,7 +752,7 @@ def test_a_forest_is_less_sure_where_it_answers_from_filled_context(axial_subjec
 
 def test_a_shipped_model_replaced_in_the_install_is_refused(tmp_path, monkeypatch):
     """A model whose weights differ from its registry entry's (written over by 'iqt train -o' into Resources/Models)
-    was used as the default without a word (audit 46); it is refused, naming the registry. A model outside the install's
+    was used as the default without a word; it is refused, naming the registry. A model outside the install's
     folder is not looked up."""
     models = tmp_path / "Models"
     models.mkdir()
@@ -777,7 +777,7 @@ def test_a_shipped_model_replaced_in_the_install_is_refused(tmp_path, monkeypatc
 
 def test_an_interrupted_save_leaves_no_weights_without_their_sidecar(tmp_path, monkeypatch):
     """A signal between the weights and the sidecar left the weights alone on disk, under 'no partial output was
-    left' (review 46, training over processes); the weights go with it."""
+    left' (training over processes); the weights go with it."""
     model, *_ = _model("global-linear")
 
     def interrupted(*a, **k):
@@ -791,7 +791,7 @@ def test_an_interrupted_save_leaves_no_weights_without_their_sidecar(tmp_path, m
 
 def test_a_sidecar_is_sealed_as_written(tmp_path):
     """A value JSON writes otherwise (an infinite --minutes budget as null, numpy numbers as plain ones) was sealed as
-    given, so a freshly trained model was refused as edited, or the seal failed on a numpy float (review 46)."""
+    given, so a freshly trained model was refused as edited, or the seal failed on a numpy float."""
     weights = tmp_path / "m.npz"
     weights.write_bytes(b"x")
     side = model_files.write_model(weights, lambda tmp: open(tmp, "wb").write(b"x"),

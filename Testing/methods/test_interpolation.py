@@ -200,7 +200,7 @@ def test_learned_methods_without_a_model_for_the_factors_say_what_they_have():
 
 def test_cubic_does_not_ring_against_the_zeros_beyond_a_tight_mask():
     """A fit with zeros right beyond its mask (FSL, MRtrix, dipy, the module's own fit): interpolated towards them, cubic
-    rang into non-physical tensors along the brain's edge (56 % of a native 3 mm fit's edge band, review 40b); it now
+    rang into non-physical tensors along the brain's edge (56 % of a native 3 mm fit's edge band); it now
     sees the context filled as the learned methods do. On a constant brain: non-physical 0.4 % of the written voxels
     (24 % before), inside the mask within 5 % of the constant (52 % before)."""
     t = np.array([1.2e-3, 1e-4, 0.6e-3, 0.0, 0.0, 0.5e-3], np.float32)

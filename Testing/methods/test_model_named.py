@@ -1,4 +1,4 @@
-"""The header names the model that ran for every caller, not only the CLI (audit R, F5: the Python API's and iqt
+"""The header names the model that ran for every caller, not only the CLI (the Python API's and iqt
 batch's files held "iqt espcn factor 2" where the CLI's held "... shipped model espcn_x2.pt": the same values, other
 bytes)."""
 
@@ -27,7 +27,7 @@ def test_the_api_s_output_names_the_model_as_the_cli_s_does(tmp_path, capsys, na
 
 
 def test_a_model_fitted_in_this_session_names_no_file_and_predicts_at_any_factor(small_subject):
-    """Review 50a: a model trained in the Python session was named as the shipped one at x2, and at a factor with no
+    """A model trained in the Python session was named as the shipped one at x2, and at a factor with no
     shipped model predict failed after the whole prediction had run."""
     dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)  # the subject's own phantom
     for factor in (2, (1, 1, 4)):

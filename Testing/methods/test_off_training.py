@@ -1,4 +1,4 @@
-"""A learned method run outside what it was trained on says so in one warning line (audit O, F3): an input thinner
+"""A learned method run outside what it was trained on says so in one warning line: an input thinner
 than the model's context along an axis (a 1-slice slab at x2: espcn made its two output slices differ by up to 1.8e-4
 mm^2/s from no information along that axis) and output voxels far from the near-isotropic training voxels (1x1x6 mm at
 --factor 2); an ordinary input gets neither (the 8 real subjects, fitted and degraded x2, by their voxel sizes)."""
@@ -41,7 +41,7 @@ def test_an_ordinary_input_is_not_said(name):
 
 
 def test_two_to_one_within_a_header_s_rounding_is_not_said():
-    """Review 49b: at 1,1,2 the 3 mm ortho scan (exactly 2:1) was silent but the 3 mm yaw scan (3.00000001 mm in its
+    """At 1,1,2 the 3 mm ortho scan (exactly 2:1) was silent but the 3 mm yaw scan (3.00000001 mm in its
     rotated header) and the sagittal 2.7 mm scans (2.7073 / 1.35 = 2.005) were warned 'far from' the training voxels."""
     vol = bundle_volume(shape=(14, 10, 10))
     assert _said(vol.replace(affine=np.diag([2.7073, 2.7073, 2.7, 1.0])), (1, 1, 2)) == []

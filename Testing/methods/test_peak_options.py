@@ -1,4 +1,4 @@
-"""The memory check counts --tta and --propagate (review 48's measurements, docs/measurements.md, Memory): espcn --tta
+"""The memory check counts --tta and --propagate (docs/measurements.md, Memory): espcn --tta
 peaked at 3.1-3.8x its tensors above its plain run, espcn-hetero-var1 --tta 7.8x and biqt --tta 6.1x, past the
 plain multiples the check allowed them; --propagate keeps the sampling's arrays beside the prediction."""
 

@@ -1,4 +1,4 @@
-"""`Method.predict(progress=...)` is called with increasing fractions up to 1 by every family (audit O, F2: `iqt
+"""`Method.predict(progress=...)` is called with increasing fractions up to 1 by every family (`iqt
 upsample` was silent for 5 min 10 s on a large input; the interpolation methods never called it)."""
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def test_a_model_trained_with_added_noise_is_registered_beside_the_default(tmp_p
 
 
 def test_a_fractional_number_of_samples_is_refused():
-    """Audit P: methods.get('espcn-hetero-var1', samples=2.7) ran with 2 samples without a word."""
+    """methods.get('espcn-hetero-var1', samples=2.7) ran with 2 samples without a word."""
     cls = methods.method_class("espcn-hetero-var1")
     for bad in (2.7, "3", True):
         with pytest.raises(IQTError, match="whole number"):

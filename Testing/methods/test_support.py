@@ -176,7 +176,7 @@ def test_a_generous_support_flags_nonphysical_voxels_against_the_brains_edge():
 
 def test_background_noise_fits_kept_by_an_estimated_brain_are_flagged_uncertain(small_subject):
     """Without a mask on a whole-field fit, the estimated brain keeps background fits; where they look like noise
-    (`dmri.dti.noise_fits`) a forest's std had been low, calling them certain (review 40b): it is raised to at least
+    (`dmri.dti.noise_fits`) a forest's std had been low, calling them certain: it is raised to at least
     the top of a display's scale there, and left as it was in every other voxel."""
     from ImageQualityTransferLib.dmri.dti import noise_fits
     from ImageQualityTransferLib.dmri.subject import load_subject, make_case
@@ -195,13 +195,13 @@ def test_background_noise_fits_kept_by_an_estimated_brain_are_flagged_uncertain(
     # and the flag is not idle: unflagged, a quarter of them (26 % with the phantom's CSF rim, over half before it)
     # read below the top of the scale
     assert (std[noise] >= floor * (1 - 1e-6)).all() and (plain.std.data[noise] < floor).mean() > 0.2
-    assert np.median(std[noise]) > np.median(std[present & ~noise])  # review 41b: had read below the brain's
+    assert np.median(std[noise]) > np.median(std[present & ~noise])  # had read below the brain's
     np.testing.assert_array_equal(pred.tensor.data, plain.tensor.data)
     assert np.array_equal(std[~noise], plain.std.data[~noise])
 
 
 def test_every_map_flags_the_background_noise_fits(small_subject):
-    """Review 41b: only the tensor SD was raised on the noise fits an estimated brain keeps, and a reader who put the
+    """Only the tensor SD was raised on the noise fits an estimated brain keeps, and a reader who put the
     intrinsic, parameter, MD or FA SD on screen saw them as certain as the brain. Every map is raised there now, to the
     top of its own scale (the direction map to a random axis's angle), and no other voxel moves."""
     from ImageQualityTransferLib.core.direction import RANDOM_AXIS_DEGREES
@@ -249,7 +249,7 @@ def test_a_mask_the_user_gives_keeps_every_output_to_it(tight_case, grid_of_mask
 @pytest.mark.parametrize("name", ["cubic", "biqt"])
 def test_every_voxel_of_a_high_res_mask_gets_a_prediction(small_subject, name):
     """A high-res mask with a thin edge (one voxel whose block is one-eighth inside, far from the rest) on a whole-field
-    input: that voxel is predicted, not left zero (review 40a); outside the mask every output stays zero."""
+    input: that voxel is predicted, not left zero; outside the mask every output stays zero."""
     from ImageQualityTransferLib.dmri.subject import load_subject, make_case
     from ImageQualityTransferLib.methods.base import predict_within
 
@@ -304,7 +304,7 @@ def test_a_masked_fit_stored_with_a_tiny_background_reads_as_one_with_zeros(tigh
 
 def test_a_masked_fit_on_a_field_the_brain_mostly_fills_reads_as_one_with_zeros(tight_case, tmp_path):
     """A tight fit cropped so that the brain fills most of the field (a slab, or a field cut to the head), stored as
-    int16: its tiny background is still a masked fit's, not a whole-field fit's (review 45b: with the brain at 83 % of
+    int16: its tiny background is still a masked fit's, not a whole-field fit's (with the brain at 83 % of
     the field cubic's output differed from the float file's by up to 3.8e-3 mm^2/s at the brain's edge, under a wrong
     "fitted without a brain mask" warning)."""
     import nibabel as nib
@@ -339,7 +339,7 @@ def test_a_masked_fit_on_a_field_the_brain_mostly_fills_reads_as_one_with_zeros(
 
 def test_awhole_field_fit_with_empty_planes_at_its_edge_stays_awhole_field_fit(axial_subject):
     """A fit over the whole field stored as int16 whose edge planes hold nothing (a resample onto a larger grid, eddy's
-    padding: an int16 file's few 1e-9): still a whole-field fit (review 45c: with 2-4 such planes it was read as a
+    padding: an int16 file's few 1e-9): still a whole-field fit (with 2-4 such planes it was read as a
     masked one, its noise fits kept as brain). With exact zeros there it is a whole-field fit too, read inside the
     box of its non-empty voxels (test_padded_field.py)."""
     from ImageQualityTransferLib.dmri.subject import make_case
@@ -370,7 +370,7 @@ def test_awhole_field_fit_of_a_scan_with_zeroed_air_stays_awhole_field_fit(zeroe
 
 
 def test_a_mask_on_other_voxels_is_refused_and_a_plain_array_is_read_on_the_inputs_grid():
-    """Audit P: `predict` took a mask Volume of the input's shape but shifted 30 mm or mirrored (the CLI's load_mask
+    """`predict` took a mask Volume of the input's shape but shifted 30 mm or mirrored (the CLI's load_mask
     refuses it), and a plain array gave an AttributeError."""
     from helpers import smooth_tensors
 

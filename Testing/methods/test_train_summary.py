@@ -1,4 +1,4 @@
-"""`iqt train`'s summary says what its figure is: audit J's read 'best validation loss 0.8578' (espcn, normalised MSE)
+"""`iqt train`'s summary says what its figure is: it read 'best validation loss 0.8578' (espcn, normalised MSE)
 beside 0.0701 (espcn-hetero, Gaussian NLL) with no unit, and a forest's said nothing of validation."""
 
 from __future__ import annotations

@@ -150,11 +150,11 @@ def test_legends_titles_and_label_formats(lowres):
     assert nodes["uncertainties"]["direction"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "deg"
     assert legends["std"].GetLabelFormat() in ("%5.1f", "%5.2f", "%5.3f")
     assert legends["direction"].GetLabelFormat() == "%5.0f"
-    # the direction map on a fixed 0-60 degrees whatever its values (review 41b): a random axis (61 degrees) is the top
+    # the direction map on a fixed 0-60 degrees whatever its values: a random axis (61 degrees) is the top
     direction_display = nodes["uncertainties"]["direction"].GetDisplayNode()
     assert (direction_display.GetWindowLevelMin(), direction_display.GetWindowLevelMax()) == (0.0, 60.0)
     assert legends["direction"].GetNumberOfLabels() == 4  # 0, 20, 40, 60
-    # round ticks (review 41b: the 99th percentile's quarters printed 0.30 / 0.23 / 0.15 / 0.08), at most 5 characters
+    # round ticks (the 99th percentile's quarters printed 0.30 / 0.23 / 0.15 / 0.08), at most 5 characters
     for high, top, n, fmt in ((0.30, 0.3, 3, "%5.1f"), (0.0122, 0.015, 3, "%5.3f"), (64.7, 80.0, 4, "%5.0f"),
                               (0.19, 0.2, 4, "%5.2f"), (0.92, 1.0, 5, "%5.1f"), (0.0095, 0.01, 5, "%5.3f")):
         assert display.scale_ticks(high) == (pytest.approx(top), n), high
@@ -225,7 +225,7 @@ def test_compare_layout(lowres):
 
 def test_compare_shows_one_value_in_one_grey_on_both_sides(lowres):
     """The interpolation's scalar display follows the IQT output's in the comparison: FA (and the other 0..1
-    measures) on 0..1 in both (automatic windows had given cubic 0-0.64 and IQT 0-0.74: review 41b), any other
+    measures) on 0..1 in both (automatic windows had given cubic 0-0.64 and IQT 0-0.74), any other
     invariant on the IQT side's window, and Slicer's automatic window back on the IQT side off FA."""
     from slicer import vtkMRMLDiffusionTensorDisplayPropertiesNode as Props
 
@@ -305,7 +305,7 @@ def test_shared_colour_scale_across_runs(lowres):
         assert n.GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
         assert display.legend_node(scene, n).GetLabelFormat() == display.label_format(shared, intervals)
         assert display.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
-        # said so, and which run's map it is (review 41b: two runs' legends had read alike)
+        # said so, and which run's map it is (two runs' legends had read alike)
         assert display.legend_node(scene, n).GetTitleText() == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale"
     directions = display.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
@@ -323,7 +323,7 @@ def test_shared_colour_scale_across_runs(lowres):
 
 def test_results_lie_under_the_inputs_transform_and_a_late_cancel_leaves_none(lowres):
     """An input under a parent transform (a registration to a T1) gives results under the same transform, so they lie
-    where it lies (review 45f: they came out as far from it as the transform moved it); a Cancel pressed as the method
+    where it lies (they came out as far from it as the transform moved it); a Cancel pressed as the method
     ends still leaves no output (the nodes had come back while the status said Cancelled)."""
     lr, _ = lowres
     scene = views_scene()

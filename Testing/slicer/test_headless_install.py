@@ -1,5 +1,5 @@
 """The module installs missing engine packages only after asking (README, Install): without a main window (Slicer
---no-main-window, a batch script) there is no one to ask, and it ran pip unasked (audit Z); now it installs nothing
+--no-main-window, a batch script) there is no one to ask, and it ran pip unasked; now it installs nothing
 and says how to. The module file runs in Testing/slicer/self_test_in_batch.py's application shell, in a child
 process (the shell replaces parts of the slicer package)."""
 

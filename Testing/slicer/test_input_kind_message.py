@@ -1,4 +1,4 @@
-"""A scalar or label volume picked as the input is refused with what to pick: a DTI or DWI volume (audit V: the
+"""A scalar or label volume picked as the input is refused with what to pick: a DTI or DWI volume (the
 message said "(estimate it from a DWI first)", although the module fits a DWI itself)."""
 
 from __future__ import annotations

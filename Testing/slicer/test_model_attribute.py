@@ -1,4 +1,4 @@
-"""The Slicer module names the model a learned method ran (stop 49 left undone: its notes and nodes did not): the
+"""The Slicer module names the model a learned method ran (its notes and nodes did not): the
 tensor output node's ImageQualityTransfer.Model attribute and the status line after the run ("Done: dti_rf (shipped
 model rf_x2.npz)"), as the header of a file iqt writes names it; nothing for interpolation."""
 
@@ -34,7 +34,7 @@ def test_a_result_from_the_worker_process_names_its_model_from_the_header_record
 
 @pytest.mark.slow
 def test_the_worker_process_passes_a_long_model_name_the_header_cannot_hold():
-    """Review 50b: 'iqt espcn-hetero-var1 factors 1,1,2 RAS shipped model espcn-hetero-var1_x1x1x2_noisy.pt' is over
+    """'iqt espcn-hetero-var1 factors 1,1,2 RAS shipped model espcn-hetero-var1_x1x1x2_noisy.pt' is over
     NIfTI's and the record's 80 bytes, so the header dropped the model and the Slicer node named none."""
     import sys
 

@@ -1,5 +1,5 @@
 """The overall progress a run reports never goes back: the method (and the comparison interpolation, when there is
-one) end at or below the fraction where the output nodes are made (audit V: cubic reported 1.0, then 0.95)."""
+one) end at or below the fraction where the output nodes are made (cubic reported 1.0, then 0.95)."""
 
 from __future__ import annotations
 

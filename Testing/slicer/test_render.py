@@ -145,7 +145,7 @@ def _legend_text_rows(rendering, legend) -> int:
 
 def test_every_map_has_a_legend_of_the_same_text_size(rendering):
     """Each uncertainty map as the overlay: its legend's text is as tall as the std's (the direction legend's title
-    had covered half the view, the std's labels been 7 pixels high: review 40b)."""
+    had covered half the view, the std's labels been 7 pixels high)."""
     maps = rendering.nodes["uncertainties"]
     heights = {}
     try:
@@ -200,7 +200,7 @@ def test_readme_picture(rendering, tmp_path):
 @pytest.mark.realdata
 def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
     """Views twice as tall as wide (Compare in a narrow window), the head-turned sagittal subject (on the axial one the
-    brain leaves the strip free anyway), both maps: no legend pixel on the brain (review 41b: in 300 x 600 views the
+    brain leaves the strip free anyway), both maps: no legend pixel on the brain (in 300 x 600 views the
     title lay on the frontal lobe). Run in the module's scene and views, without the cubic comparison."""
     from helpers import DEV, need_data
 
@@ -219,7 +219,7 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
     try:
         view.render_window().SetSize(300, 600)
         s.SetDimensions(300, 600, 1)
-        for orientation in ("Axial", "Coronal"):  # where review 41b saw it: the frontal lobe, the coronal brain's top
+        for orientation in ("Axial", "Coronal"):  # where it was seen: the frontal lobe, the coronal brain's top
             s.SetOrientation(orientation)
             display.show_results(scene, nodes, render.OPACITY)
             for key, node in nodes["uncertainties"].items():
@@ -243,7 +243,7 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
 
 
 def test_render_refuses_an_output_that_is_not_a_picture_before_any_work(tmp_path, capsys):
-    """A folder or a name without a picture suffix is one line and exit 2 before the run (review 45f: PIL's traceback
+    """A folder or a name without a picture suffix is one line and exit 2 before the run (PIL's traceback
     after the whole run)."""
     for out in (tmp_path, tmp_path / "picture"):
         assert render.main([str(tmp_path / "no-subject"), str(out)]) == 2
@@ -252,7 +252,7 @@ def test_render_refuses_an_output_that_is_not_a_picture_before_any_work(tmp_path
 
 def test_a_run_without_uncertainty_shows_no_earlier_legend(rendering):
     """After biqt's run, a run of an interpolator (no map) shown in the same views leaves no legend drawn: biqt's
-    stayed over the cubic result in `iqt view` (review 45f). Last in this file: it changes the shared scene."""
+    stayed over the cubic result in `iqt view`. Last in this file: it changes the shared scene."""
     from ImageQualityTransferLib.slicer import processing
 
     scene = rendering.scene

@@ -439,7 +439,7 @@ def test_a_dwi_is_fitted_in_the_worker_as_it_is_here(scene):
     """With a separate process (the module's path for the CNNs) the GUI thread only reads a DWI node; the worker fits
     it (`processing.fit_dwi`) and gives what the in-process fit gives: the same tensors on exactly the same grid, the
     same notes (the estimated mask's; a NaN read as no signal, which a file would have been refused for) with no
-    temporary file named, and the fit's progress comes back (review 43b)."""
+    temporary file named, and the fit's progress comes back."""
     from helpers import dwi_node
 
     from ImageQualityTransferLib.dmri.phantom import make_phantom
@@ -497,7 +497,7 @@ def test_the_panel_and_the_logic_draw_as_many_monte_carlo_samples_as_the_command
 
 
 def test_output_messages_name_the_panels_choice():
-    """The messages about output selectors name the choice the panel shows for "none" (review 40b saw two wordings,
+    """The messages about output selectors name the choice the panel shows for "none" (there were two wordings,
     neither of them the panel's)."""
     import re
     from pathlib import Path
@@ -511,7 +511,7 @@ def test_output_messages_name_the_panels_choice():
 
 def test_every_progress_message_of_a_run_goes_through_tr(scene):
     """The engine's progress messages reach the status line through the module's progressText, which gives each fixed
-    phrase to tr() (review 40b: they bypassed it); method names pass as they are."""
+    phrase to tr() (they bypassed it); method names pass as they are."""
     fn = next(f for f in module_tree().body if isinstance(f, ast.FunctionDef) and f.name == "progressText")
     space = {"_": lambda text: "<" + text + ">"}
     exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), space)

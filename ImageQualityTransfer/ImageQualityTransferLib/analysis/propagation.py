@@ -220,7 +220,7 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
             fileio.save_scalar(vol, paths[name], map_record(method_name, name))
             written.append(paths[name].name)
     summary = {"method": method_name, "input": None if input_path is None else str(input_path), **res.summary(),
-               **software()}  # after an upgrade the same --seed draws other samples (audit AB): which code drew these
+               **software()}  # after an upgrade the same --seed draws other samples: which code drew these
     summary["settings"] = {**(settings or {}), **summary["settings"]}
     if total_seconds is not None:
         summary["seconds"] = total_seconds

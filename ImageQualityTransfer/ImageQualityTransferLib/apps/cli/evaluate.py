@@ -134,7 +134,7 @@ def run(args):
         inside = np.asarray(mask.data, bool) if which == "reference" or mask.shape3 == vol.shape3 else None
         raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}") from None
     result["factor"] = grid.record(f)
-    if json_out:  # which code scored it: a count's definition can change between versions (audit AB)
+    if json_out:  # which code scored it: a count's definition can change between versions
         from ...fileio.model_files import software
 
         result.update(software())

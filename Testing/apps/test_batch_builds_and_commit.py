@@ -98,3 +98,82 @@ def test_a_subject_skipped_by_a_worker_of_another_build_is_not_done_either(tmp_p
     with pytest.warns(IQTWarning, match="1 of 1 subjects computed by build"):
         rows = batch.run_cohort(items, s, out, progress=False)
     assert [r["status"] for r in rows] == ["failed"] and "code on disk changed" in rows[0]["reason"]
+
+
+def full_disk_at(monkeypatch, part: str) -> list:
+    """The subject outputs whose name holds `part` fail as a full disk fails them (ENOSPC while the file is written,
+    through fileio.atomic_write as a real write would); the names it failed returned."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.fileio.paths import atomic_write
+
+    real, failed = fileio.save_scalar, []
+
+    def no_room(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    def save_scalar(vol, path, *args, **kwargs):
+        if part in Path(path).name:
+            failed.append(Path(path).name)
+            return atomic_write(path, no_room)
+        return real(vol, path, *args, **kwargs)
+
+    monkeypatch.setattr(fileio, "save_scalar", save_scalar)
+    return failed
+
+
+def said_in_one_line(row) -> str:
+    why = row["reason"]
+    assert row["status"] == "failed" and why.splitlines() == [why] and "no space is left" in why
+    assert "none of the subject's outputs was written" in why
+    return why
+
+
+def test_a_full_disk_midway_leaves_a_new_subject_no_file(tmp_path, monkeypatch):
+    """Audit AB F5b: the tensor, FA and MD written before the map that met the full disk stayed, without sidecars,
+    while the reason said 'no partial file was left'."""
+    items, out = cohort_of(tmp_path, ("01",))
+    failed = full_disk_at(monkeypatch, "desc-brain_mask")  # after the tensor, FA and MD
+    rows = batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
+    assert failed and said_in_one_line(rows[0])
+    assert not (out / "sub-01").exists()  # no file, and no folder made for it
+    assert set(files(out)) <= {"dataset_description.json", "qc.tsv", "qc.html", ".iqt_batch.lock"}
+
+
+def test_a_full_disk_midway_leaves_a_redone_subject_as_it_was(tmp_path, monkeypatch):
+    """Audit AB F5c: a subject being redone was replaced file by file, so a full disk (or a kill) midway left new
+    images under the earlier run's sidecars and the earlier complete set gone. Also its earlier uncertainty maps, which
+    a run without --uncertainty removes, stay when the run fails."""
+    items, out = cohort_of(tmp_path, ("01",))
+    assert [r["status"] for r in batch.run_cohort(items, batch.Settings(method="biqt", uncertainty=True), out,
+                                                  progress=False)] == ["done"]
+    before = files(out / "sub-01")
+    assert any("desc-std" in name for name in before)
+    from ImageQualityTransferLib import fileio
+
+    dwi = fileio.load_dwi(items[0].path)
+    fileio.save_dwi(dwi.replace(data=dwi.data * 1.01), items[0].path)  # the input corrected: the subject is redone
+    failed = full_disk_at(monkeypatch, "param-md")
+    for s in (batch.Settings(method="biqt", uncertainty=True), batch.Settings(method="biqt")):
+        rows = batch.run_cohort(items, s, out, progress=False)
+        assert failed and said_in_one_line(rows[0])
+        assert files(out / "sub-01") == before  # every earlier file byte-identical, nothing new beside them
+        failed.clear()
+    monkeypatch.undo()
+    rows = batch.run_cohort(items, batch.Settings(method="biqt"), out, progress=False)
+    assert [r["status"] for r in rows] == ["done"]
+    assert not any("desc-std" in name for name in files(out / "sub-01"))  # the earlier maps go with the commit
+
+
+def test_a_subject_commits_all_or_none_in_a_dask_worker_thread(tmp_path, monkeypatch):
+    """The same in a Dask worker (a thread of a worker, not the main thread: no signal is held there): a failed
+    subject leaves nothing, the other one lands whole."""
+    from distributed import Client
+
+    items, out = cohort_of(tmp_path)
+    failed = full_disk_at(monkeypatch, "sub-02_space-orig_res-2x_model-cubic_param-fa")
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
+        rows = batch.run_cohort(items, batch.Settings(method="cubic"), out, client=client, progress=False)
+    assert failed and rows[0]["status"] == "done" and said_in_one_line(rows[1])
+    assert not (out / "sub-02").exists()
+    assert len([n for n in files(out / "sub-01") if n.endswith(".nii.gz")]) == 4
+    assert not [n for n in files(out) if "/.iqt-" in n or n.startswith(".iqt-")]

@@ -4,6 +4,7 @@ the same function whatever runs it (this process, a LocalCluster or a remote sch
 from __future__ import annotations
 
 import datetime
+import os
 import time
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 from ...core.errors import IQTError, IQTWarning
 from ...core.version import __version__
 from ...fileio.model_files import build
-from ...fileio.paths import write_json
+from ...fileio.paths import Outputs, all_or_none, make_folder, write_json
 from .items import Item
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, expected_maps, file_record, finished,
@@ -144,6 +145,16 @@ def _in_batch_words(note: str) -> str:
                  "every DWI subject)")
 
 
+KEPT = "; none of the subject's outputs was written: its folder is as it was before this run"
+
+
+def _staged(stage, path: Path) -> Path:
+    """Where an output of the subject lies until its commit: its temporary file (held by the stage), else the path."""
+    with stage.lock:
+        held = stage.held.get(os.path.realpath(path))
+    return Path(held[0]) if held else path
+
+
 def process(item: Item, s: Settings, out_root: str) -> dict:
     """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
     returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds", "build"}: "build" is the build of the
@@ -152,6 +163,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
     from ... import fileio
 
     t0 = time.perf_counter()
+    writing = False  # within the subject's writes (before their commit)
     ran_by = build()
     res = {"subject": item.prefix, "input": item.path, "status": "failed", "reason": "", "qc": {}, "build": ran_by}
     folder = Path(out_root) / item.subdir
@@ -174,41 +186,50 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         for w in caught:
             if not issubclass(w.category, IQTWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        folder.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(folder)
-        for path in stale_maps(folder, names):
-            path.unlink(missing_ok=True)
-        for key, name in names.items():  # data first, every sidecar after, the tensor's last
-            if key == "tensor":
-                fileio.save_tensor(vols[key], folder / name, **vols[key].meta["written"])
-            else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them
-                fileio.save_scalar(vols[key], folder / name, map_record(method_label(s), key))
-        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
-        used = vols["tensor"].meta
-        # an input noisier than clean scans ran the method's model trained with added noise (methods/base.py)
-        noisy_model = {}
-        if used.get("model_for"):
-            noisy_model = {"ModelUsed": used["model_file"], "ModelUsedSHA256": used["model_sha256"],
-                           "ModelUsedFor": f"{used['model_for']} inputs"}
-            qc["model_used"] = used["model_for"]
-        if notes:
-            noisy_model["Notes"] = notes
-        ran_on = _device(s)
-        for key in [k for k in names if k != "tensor"] + ["tensor"]:
-            about = DESCRIPTIONS.get(key, key)
-            if key == "tensor":  # as the input was read (a dtifit file's, not voxel-axis SYMMATRIX)
-                about += f" ({fileio.layout_words(vols[key].meta['written'])})"
-            meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
-                    "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **ran_on, **noisy_model,
-                    "SoftwareName": PIPELINE, "SoftwareVersion": __version__, "SoftwareBuild": ran_by, "Time": stamp,
-                    **file_record(folder / names[key])}
-            if key == "tensor":
-                meta["QC"] = qc
-            write_json(sidecar(folder / names[key]), meta)
+        with all_or_none() as stage:  # the subject's files put in place together once all are written, or none
+            writing = True
+            make_folder(folder)  # removed again (when empty) if the subject fails
+            remove_temporaries(folder)
+            for name in names.values():
+                stage.declare(folder / name)
+                stage.declare(sidecar(folder / name))
+            for path in stale_maps(folder, names):  # removed with the commit: kept if the subject fails
+                Outputs().retire(path)
+            for key, name in names.items():  # data first, every sidecar after, the tensor's last
+                if key == "tensor":
+                    fileio.save_tensor(vols[key], folder / name, **vols[key].meta["written"])
+                else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them
+                    fileio.save_scalar(vols[key], folder / name, map_record(method_label(s), key))
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
+            used = vols["tensor"].meta
+            # an input noisier than clean scans ran the method's model trained with added noise (methods/base.py)
+            noisy_model = {}
+            if used.get("model_for"):
+                noisy_model = {"ModelUsed": used["model_file"], "ModelUsedSHA256": used["model_sha256"],
+                               "ModelUsedFor": f"{used['model_for']} inputs"}
+                qc["model_used"] = used["model_for"]
+            if notes:
+                noisy_model["Notes"] = notes
+            ran_on = _device(s)
+            for key in [k for k in names if k != "tensor"] + ["tensor"]:
+                about = DESCRIPTIONS.get(key, key)
+                if key == "tensor":  # as the input was read (a dtifit file's, not voxel-axis SYMMATRIX)
+                    about += f" ({fileio.layout_words(vols[key].meta['written'])})"
+                meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
+                        "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **ran_on,
+                        **noisy_model, "SoftwareName": PIPELINE, "SoftwareVersion": __version__,
+                        "SoftwareBuild": ran_by, "Time": stamp,
+                        **file_record(_staged(stage, folder / names[key]))}
+                if key == "tensor":
+                    meta["QC"] = qc
+                write_json(sidecar(folder / names[key]), meta)
+            writing = False  # what fails from here is the commit, which says itself what it left
         res.update(status="done", qc=qc, notes=notes)
     except IQTError as exc:
         res["reason"] = " ".join(str(exc).split())
+        if writing:  # a write failed (a full disk): the stage's files removed, the earlier ones untouched
+            res["reason"] += KEPT
     except MemoryError:
         res["reason"] = "out of memory; give the workers more with --memory-limit or run fewer --workers"
     except Exception as exc:  # a bug, not bad input: recorded, the others go on

@@ -110,15 +110,15 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
 
 def trained_on(name: str, made, factor) -> dict:
     """{method label: model file name} of the learned methods in `made` whose model for `factor` (or its model for
-    noisy inputs) lists a training subject called `name` (its sidecar's training.subjects, folder names): audit J's
-    model scored on one of its own training subjects read 0.952 in the interior against 0.958 without it, no word."""
+    noisy inputs) lists a training subject called `name` (its sidecar's training.subjects, folder names): a
+    model scored on one of its own training subjects read 0.952 in the interior against 0.958 without it."""
     out = {}
     for m in made:
         if not m.learned:
             continue
         for one in (m, m.for_noisy_inputs(grid.factors(factor))):
             try:  # the sidecar alone: loading the models here took torch's import and their load out of the first
-                # subject's timing (review 49b: espcn 1.58 s / 221 MB read 0.12 s / 42 MB)
+                # subject's timing (espcn 1.58 s / 221 MB read 0.12 s / 42 MB)
                 file = Path(one.model_file(factor)) if one is not None else None
                 meta = json.loads(sidecar_path(file).read_text()) if file is not None else {}
             except (IQTError, OSError, ValueError):  # no model for these factors, or none readable: said where it runs
@@ -358,8 +358,8 @@ def speed(method_names, shape=HCP_LR_SHAPE, repeats=1, tta: bool = False) -> lis
 
 def _timed(cmd) -> tuple[float, int, str, float | None]:
     """Run `cmd`: its wall seconds, exit status, stderr and peak resident memory in MB, None where the system does not
-    report a child's (Windows has no os.wait4; audit AA: the speed run ended in AttributeError there). ru_maxrss is in
-    KiB on Linux and in bytes on macOS (where it read 1024 times too large)."""
+    report a child's (Windows has no os.wait4). ru_maxrss is in
+    KiB on Linux and in bytes on macOS."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if not hasattr(os, "wait4"):

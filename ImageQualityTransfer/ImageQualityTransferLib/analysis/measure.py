@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 def rss_bytes() -> int | None:
     """Current resident set size of this process (Linux /proc); None where the system does not say (macOS, Windows:
-    audit AA, where 0 was recorded as a peak of 0 MB)."""
+    recorded as null, not as a peak of 0 MB)."""
     try:
         with open("/proc/self/statm") as f:
             import os

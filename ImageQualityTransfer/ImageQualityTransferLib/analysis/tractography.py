@@ -38,7 +38,7 @@ from ..core.volume import Volume
 
 # dipy 1.12 flags EuDX in LocalTracking as deprecated (still supported; track_fields uses it): that one message left
 # out for the whole process, registered once here, not by warnings.catch_warnings around each run, which changes the
-# process's filters and lost the warnings other threads gave meanwhile (audit P)
+# process's filters and loses the warnings other threads give meanwhile
 warnings.filterwarnings("ignore", message="Using EuDXDirectionGetter-based objects", category=DeprecationWarning)
 
 TRACT_SUFFIXES = (".trk", ".vtk", ".vtp")
@@ -57,7 +57,7 @@ class TrackingSettings:
     step, min_length and max_length left None (the default) take their human values (HUMAN_LENGTHS: 0.5, 10 and 250 mm)
     scaled to the brain's size (`resolved`): a brain at least HUMAN_BRAIN_MM long gets exactly those, a smaller one
     (a rodent's, ~15-30 mm) the same lengths times its length over HUMAN_BRAIN_MM, so that tracking keeps the same
-    geometry relative to the brain (audit Y: at 0.3 mm voxels 10 mm dropped 97 % of the streamlines). brain_mm, scale
+    geometry relative to the brain (at 0.3 mm voxels a 10 mm minimum dropped 97 % of the streamlines). brain_mm, scale
     and scaled record what `resolved` measured, the factor, and which lengths it scaled."""
 
     fa_threshold: float = 0.2
@@ -280,7 +280,7 @@ def random_seeds(where: np.ndarray, affine: np.ndarray, n: int, rng=0) -> np.nda
 
 def seeds_inside(seeds: np.ndarray, shape, affine) -> np.ndarray:
     """The world seed points whose nearest voxel is in the volume (`shape`, `affine`); those outside are said in one
-    warning, and none inside is an IQTError (dipy stops at the first with "point outside data": review 44d)."""
+    warning, and none inside is an IQTError (dipy stops at the first with "point outside data")."""
     from ..core.errors import IQTWarning
 
     seeds = np.asarray(seeds, np.float64).reshape(-1, 3)
@@ -320,7 +320,7 @@ def track_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray, seeds: np
 
     from ..core.orientation import is_sheared
 
-    if is_sheared(affine):  # dipy's LocalTracking refused it in an internal error (review 45b)
+    if is_sheared(affine):  # dipy's LocalTracking refuses it with an exception of its own
         raise IQTError("the tensors' grid is sheared (its voxel axes are not at right angles), and tracking needs a "
                        "regular grid; resample the input onto one (e.g. with ANTs or FSL's flirt) and retry")
     s = s.check().resolved(np.asarray(fa) > 0, affine).check()
@@ -441,7 +441,7 @@ def _write_vtk(streamlines, path, xml: bool, name=None):
     """Legacy .vtk (header tagged SPACE=RAS, file version 4.2 as Slicer writes it, for readers before VTK 9) or
     XML .vtp (a field-data string array "SPACE" holding "RAS", where Slicer keeps the tag). `name`: the output the
     file at `path` becomes, for messages. A write VTK could not finish raises (its XML writer returns success on a full
-    disk and leaves a truncated file: audit E, 'wrote t.vtp' with exit 0), a full disk or file-size limit as the OSError
+    disk and leaves a truncated file), a full disk or file-size limit as the OSError
     `fileio.paths.atomic_write` says in one line; VTK's own messages are kept off stderr."""
     import errno
 
@@ -479,8 +479,7 @@ def _write_vtk(streamlines, path, xml: bool, name=None):
 
 def _full_or_too_large(path) -> int:
     """ENOSPC, or EFBIG where the folder still has room and this process has a file-size limit (ulimit -f); ENOSPC
-    where the system has no such limits (Windows: no `resource` module, no os.statvfs; audit AA: a full disk there was
-    an ImportError, not the disk-full line)."""
+    where the system has no such limits (Windows: no `resource` module, no os.statvfs)."""
     import errno
 
     try:

@@ -1,6 +1,6 @@
 """The `iqt` command's entry point: signals are handled from its first moment, before the command line's modules (scipy,
 dipy, torch) are imported, so that a Ctrl-C or SIGTERM in the first second ends in one line, not an import's traceback
-(audit C, stop 47: 0.4-0.8 s of imports came before `apps.cli.main` could take the signals)."""
+(0.4-0.8 s of imports come before `apps.cli.main` could take the signals)."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ class Item:
     line: str = ""  # where a list names it, for messages: "list.txt line 3 ('P01 --mask m.nii.gz')"
 
     def as_typed(self, text: str) -> str:
-        """`text` with the paths made absolute for the workers put back as the user typed them (review 50b: reasons and
-        notes named /home/.../data/sub-02_dwi.nii.gz for data/sub-02_dwi.nii.gz)."""
+        """`text` with the paths made absolute for the workers put back as the user typed them (reasons and
+        notes would name /home/.../data/sub-02_dwi.nii.gz for data/sub-02_dwi.nii.gz)."""
         for absolute, typed in self.typed:
             text = text.replace(absolute, typed)
         return text
@@ -47,8 +47,8 @@ class Item:
 def label(text: str) -> str:
     """A BIDS label: letters and digits only. Accented letters give their base letter, from either Unicode form of a
     name (NFKD, then the combining marks dropped: Pé01 and Müller give Pe01 and Muller whether typed on Linux or Windows
-    (NFC) or named by macOS (NFD); audit AA: NFC gave sub-P01, NFD sub-Pe01, so one folder had two names by the machine
-    that made the list); letters without an ASCII base (Ø, ß, CJK) are dropped, as before. ASCII names are unchanged."""
+    (NFC) or named by macOS (NFD), so that one folder has one name whichever machine made the
+    list); letters without an ASCII base (Ø, ß, CJK) are dropped, as before. ASCII names are unchanged."""
     base = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     out = re.sub(r"[^A-Za-z0-9]", "", base)
     if not out:
@@ -77,7 +77,7 @@ def bids_items(root) -> list[Item]:
         bval, bvec = (_inherited(p, prefix, root, suffix) for suffix in (".bval", ".bvec"))
         items.append(Item(prefix, str(rel.parent), str(p), "dwi", rel.as_posix(), os.path.normpath(root.absolute()),
                           bval=bval, bvec=bvec))
-    if left:  # said, not dropped unseen (review 45e)
+    if left:  # said, not dropped unseen
         warnings.warn(f"{len(left)} file{'s' if len(left) > 1 else ''} not named for {'their' if len(left) > 1 else 'its'} "
                       f"folders' sub- and ses- labels left out: {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}; "
                       "rename them as BIDS names them (sub-01/ses-1/dwi/sub-01_ses-1_dwi.nii.gz)", IQTWarning, stacklevel=2)
@@ -87,7 +87,7 @@ def bids_items(root) -> list[Item]:
 def _inherited(p: Path, prefix: str, root: Path, suffix: str) -> str:
     """A BIDS DWI's `suffix` file by the inheritance principle: beside it under its own name (""), else the nearest
     folder up to the dataset's root holding `[entities_]dwi<suffix>` whose entities are all the DWI's, the most
-    specific first (review 45d: a dataset's top-level dwi.bval was not found); "" where there is none (said on reading)."""
+    specific first (a dataset's top-level dwi.bval included); "" where there is none (said on reading)."""
     own = p.with_name(prefix + "_dwi" + suffix)
     if own.exists():
         return ""
@@ -148,7 +148,7 @@ def _line_options(line: str, listfile: Path) -> tuple[str, dict]:
 def _list_text(listfile: Path) -> str:
     """A list file's text: UTF-8 with or without a byte-order mark (Notepad, Excel's "CSV UTF-8"), or UTF-16 with one
     (PowerShell 5's Out-File), as the bval/bvec reader takes them; never the locale's encoding, so that a list reads
-    the same on every machine (audit AA: a BOM became part of the first path, and Windows read Pé05 as PÃ©05)."""
+    the same on every machine (a BOM would become part of the first path, and Windows would read Pé05 as PÃ©05)."""
     try:
         raw = listfile.read_bytes()
     except OSError as exc:
@@ -191,8 +191,8 @@ def list_items(listfile) -> list[Item]:
         line = quoted.group(2) if quoted else left
         opts.update(more)
         p = Path(line) if Path(line).is_absolute() else listfile.parent / line
-        # named after the path's own folders once '..' is taken with the folder before it (review 51b: P01/extra/..
-        # ran as sub-extra, and P01/extra/../.. passed the check for a line that names no subject)
+        # named after the path's own folders once '..' is taken with the folder before it (P01/extra/.. is P01, and
+        # P01/extra/../.. names no subject)
         parts = [x for x in Path(os.path.normpath(line)).parts if x not in ("/", "..", ".")]
         if str(p).lower().endswith(TENSOR_SUFFIXES):
             suffix = next(suf for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True) if p.name.lower().endswith(suf))
@@ -222,14 +222,14 @@ def _subject_folders(folders: list[str]) -> list[str]:
 
 
 def _list_names(entries: list[tuple[list[str], str | None]], lines=None) -> list[str]:
-    """Each subject's name from its folders and, for a file, its stem (review 44b, 44c; `lines` name the entries' list
+    """Each subject's name from its folders and, for a file, its stem (`lines` name the entries' list
     lines in an error): a file in a folder is named
     after the folder (P05/dti_tensor.nii.gz: sub-P05; sub-01/dwi/x.nii.gz: sub-01; sub-01/ses-1/dwi/x: sub-01ses1), so
     that a subject keeps its name when other lines are added; one without a folder after the file. Where names collide,
     two files in one folder take their file names (P05/a, P05/b: sub-P05a, sub-P05b), and the others parent folders
     (siteA/P01, siteB/P01: sub-siteAP01, sub-siteBP01), then their file names, until they differ. Names are compared
-    without case, on every system (audit AA: siteA/P01 and siteB/p01 became sub-P01 and sub-p01, one folder on a macOS or
-    Windows disk, where each subject's files replaced the other's): sub-siteAP01, sub-siteBp01, on Linux too, so that a
+    without case, on every system (sub-P01 and sub-p01 would be one folder on a macOS or Windows disk, where each
+    subject's files replaced the other's): siteA/P01, siteB/p01 give sub-siteAP01, sub-siteBp01, on Linux too, so that a
     list names its subjects the same everywhere."""
     folders = [f for f, _ in entries]
     depth = [2 if len(f) > 1 and f[-1].lower().startswith("ses-") else min(len(f), 1) for f in folders]
@@ -256,7 +256,7 @@ def _list_names(entries: list[tuple[list[str], str | None]], lines=None) -> list
 
 def _list_label(parts: list[str], line: str | None = None) -> str:
     """The subject label of a list line from its name parts; an IQTError naming `line` (where the list says it) when
-    they hold no letter or digit (audit Z: "'': cannot make a BIDS label" named no line)."""
+    they hold no letter or digit ("'': cannot make a BIDS label" would name no line)."""
     text = "".join(parts)
     try:
         return "sub-" + label(text[4:] if text.lower().startswith("sub-") else text)

@@ -3,7 +3,7 @@ before any work and removed when the run ends, however it ends.
 
 Without it two runs into one folder both computed every subject, and each one's removal of the temporaries a killed run
 leaves (`.iqt-*`, at its start and per subject) could delete the other's file in flight, whose rename then failed with
-an internal error (audit C). The lock holds the run's pid, host, start time and command, so that a second run is refused
+an internal error. The lock holds the run's pid, host, start time and command, so that a second run is refused
 in one line naming the first. A lock whose run is gone (this host, its pid no longer alive: a run killed with SIGKILL or
 a machine that went down) is taken over with one warning; one from another host is never taken over, since its pid
 cannot be checked from here: the message says to remove the file if that run is gone.
@@ -58,8 +58,8 @@ def _start_time(pid: int) -> str | None:
 
 def _gone(rec: dict) -> bool:
     """Whether the process that took the lock `rec` (on this host) has ended: its pid is free, or it is another
-    process's now (its start time differs from the one recorded; review 47: a reused pid, the refused run's own among
-    them, was taken for a live run and the folder refused for good). False where that cannot be told."""
+    process's now (its start time differs from the one recorded: a reused pid, the refused run's own among
+    them, would be taken for a live run and the folder refused for good). False where that cannot be told."""
     alive = _alive(rec["pid"])
     if alive is None:
         return False
@@ -85,7 +85,7 @@ def _on_windows() -> bool:
 def _alive(pid: int) -> bool | None:
     """Whether process `pid` runs; None where that cannot be told. Never os.kill(pid, 0) on Windows: signal 0 is
     CTRL_C_EVENT there, which os.kill sends to the console's processes (this run's own among them) or fails on, so a
-    lock was never taken over (audit AA)."""
+    lock would never be taken over."""
     if pid <= 0:
         return False
     if _on_windows():

@@ -69,9 +69,9 @@ class _Printed:
     """sys.stdout for the length of a command, outliving its reader: where whatever reads the printed lines stops early
     (`iqt upsample ... | head -1`, a log collector that dies), the rest of the lines go to /dev/null and the work goes on
     to its end, so that every output file is still written and every failure still said on stderr. Characters its
-    encoding lacks are written as Python's stderr writes them (backslashreplace: \\u60a3), not an error (audit AA: on
-    Windows, stdout to a file or a pipe is in the ANSI code page, and a `wrote` line naming 患者 ended a finished run
-    in an internal error, exit 1)."""
+    encoding lacks are written as Python's stderr writes them (backslashreplace: \\u60a3), not an error (on
+    Windows, stdout to a file or a pipe is in the ANSI code page, and a `wrote` line naming 患者 would end a finished run
+    in an internal error)."""
 
     def __init__(self, stream):
         self.stream, self.gone = stream, False
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         cancel_deferred()  # a signal still waiting for an import's end: the command has ended
         for sig, handler in before.items():
             # run as the `iqt` command, the process only exits from here: a signal now would find every output written
-            # and, with Python's own handler back, kill it with 143 during teardown (review 40a); in-process callers
+            # and, with Python's own handler back, kill it with 143 during teardown; in-process callers
             # get their handlers back
             signal.signal(sig, signal.SIG_IGN if process else handler)
     # a reader gone early: the work was done; exit as a shell reports a process that SIGPIPE stopped
@@ -198,7 +198,7 @@ def _run(args, printed, signals=()) -> int:
     except Terminated as exc:
         print(f"iqt: stopped by {signal.Signals(exc.signum).name}; no partial output was left", file=sys.stderr)
         return 128 + exc.signum
-    except MemoryError:  # what the machine holds, not a bug: one line (review 45a)
+    except MemoryError:  # what the machine holds, not a bug: one line
         if args.debug or os.environ.get("IQT_DEBUG"):
             raise
         print("iqt: error: out of memory; try a smaller input or factor, fewer Monte Carlo samples or workers, or a "

@@ -153,7 +153,7 @@ def _score_input(case, made, tracts, tract_seeds, mask=True) -> list[dict]:
 
         s = tractography.comparison_settings(case)
         res = tractography.compare_case(case, keep, n_seeds=tract_seeds, settings=s)
-        for r in case_rows:  # with the lengths tracked (scaled to a brain smaller than a human's: audit Y)
+        for r in case_rows:  # with the lengths tracked (scaled to a brain smaller than a human's)
             r["tracts"] = {**res[r["method"]], "tracking": tractography.tracking_record(s)}
             if r["method"] == "cubic":
                 r["tracts_lowres"] = res[tractography.LOWRES]

@@ -177,3 +177,43 @@ def test_a_subject_commits_all_or_none_in_a_dask_worker_thread(tmp_path, monkeyp
     assert not (out / "sub-02").exists()
     assert len([n for n in files(out / "sub-01") if n.endswith(".nii.gz")]) == 4
     assert not [n for n in files(out) if "/.iqt-" in n or n.startswith(".iqt-")]
+
+
+def statuses(out: Path) -> dict[str, tuple[str, str]]:
+    """qc.tsv's rows as {subject: (status, reason)}."""
+    lines = (out / "qc.tsv").read_text().splitlines()
+    head = lines[0].split("\t")
+    rows = [dict(zip(head, line.split("\t"))) for line in lines[1:]]
+    return {r["subject"]: (r["status"], r["reason"]) for r in rows}
+
+
+def test_a_killed_run_leaves_a_table_of_what_finished(tmp_path, monkeypatch):
+    """Audit AB F6: the table was written only at the end, so a killed night left none, or the one before it that
+    still listed as failed a subject since fixed and redone."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"), corrupt="03")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    items = batch.find_items(ds)
+    s = batch.Settings(method="cubic")
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done", "done", "failed"]
+    assert statuses(out)["sub-03"][0] == "failed"
+    bad = Path(items[2].path)  # the damaged scan replaced by a good one
+    bad.write_bytes(Path(items[0].path).read_bytes())
+    real = cohort.process
+
+    def killed_at_01(item, *args):
+        if item.prefix == "sub-01":
+            raise KeyboardInterrupt  # as SIGTERM stops a run (signals.Terminated), once sub-03 has ended
+        return real(item, *args)
+
+    monkeypatch.setattr(cohort, "process", killed_at_01)
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_cohort(items[::-1], s, out, progress=False)
+    rows = statuses(out)
+    assert rows["sub-03"] == ("done", "") and rows["sub-02"] == ("skipped", "")  # run in that order
+    assert rows["sub-01"][0] == "pending" and "rerun the same command" in rows["sub-01"][1]
+    assert "<b>1 pending</b>" in (out / "qc.html").read_text()
+    monkeypatch.undo()
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "skipped"]
+    assert {st for st, _ in statuses(out).values()} == {"skipped"}
+

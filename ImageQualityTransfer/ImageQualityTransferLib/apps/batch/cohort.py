@@ -369,10 +369,21 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
     dataset_description(out_root, s, items)
     bar = progress_bar(total=len(items), desc="subjects", enabled=progress)
     results = {}
+
+    def ended(it, result) -> None:  # the table written again as each subject ends: a killed run leaves what finished
+        other_builds([result], mine)
+        results[it.prefix] = result
+        bar.update(1)
+        if len(results) == len(items):  # the last: written once the run's checks are done, below
+            return
+        try:
+            write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s)
+        except (IQTError, OSError):  # (a full disk) the table is written again at the end, and a failure said then
+            pass
+
     if client is None:
         for it in items:
-            results[it.prefix] = process(it, s, str(out_root))
-            bar.update(1)
+            ended(it, process(it, s, str(out_root)))
     else:
         # keys without the subjects' labels: a cluster's dashboard shows them (a label can name the patient)
         run = uuid.uuid4().hex[:12]
@@ -381,7 +392,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
         for fut in _as_completed(client, list(futures), wait_workers):
             it = futures[fut]
             try:
-                results[it.prefix] = fut.result()
+                result = fut.result()
             except Exception as exc:  # the task never returned: recorded like any failure
                 from distributed import KilledWorker
 
@@ -391,9 +402,8 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
                 else:
                     reason = (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the "
                               "workers need ImageQualityTransfer installed and the same paths as this machine")
-                results[it.prefix] = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {},
-                                      "reason": reason}
-            bar.update(1)
+                result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
+            ended(it, result)
     bar.close()
     ordered = [results[it.prefix] for it in items]
     line = other_builds(ordered, mine)
@@ -403,6 +413,15 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
     return ordered
 
 
+PENDING = ("not ended: the run was working on it or had not reached it when this table was written; if the run has "
+           "stopped, rerun the same command to finish")
+
+
+def pending(it: Item) -> dict:
+    """The QC row of a subject of the run in progress that has not ended: a run killed meanwhile leaves it so."""
+    return {"subject": it.prefix, "input": it.path, "status": "pending", "qc": {}, "reason": PENDING}
+
+
 def other_builds(results: list[dict], mine: str) -> str:
     """The subjects a worker of another build than this run's `mine` computed (or skipped as its own) turned into
     failures, with the reason to rerun, and one line that says how many and which build; "" where there is none. A
@@ -410,11 +429,11 @@ def other_builds(results: list[dict], mine: str) -> str:
     meanwhile it runs the new code, and the run would otherwise end "all done" with two builds' outputs mixed. Its
     outputs stay; their sidecars name that build, so a rerun of this build redoes them (and one of that build redoes
     the others)."""
-    other = [r for r in results if r.get("build") and r["build"] != mine and r["status"] in ("done", "skipped")]
-    for r in other:
+    for r in [r for r in results if r.get("build") and r["build"] != mine and r["status"] in ("done", "skipped")]:
         r.update(status="failed", other_build=r["build"],
                  reason=f"computed by build {r['build']}, not this run's {mine}: the code on disk changed while the run "
                         "worked (a worker started again imported it); rerun the same command to redo it with one build")
+    other = [r for r in results if r.get("other_build")]
     if not other:
         return ""
     builds = sorted({r["build"] for r in other})

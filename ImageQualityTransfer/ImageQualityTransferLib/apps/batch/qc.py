@@ -98,7 +98,8 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
 
 def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> None:
     """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
-    rows of other runs into the same folder (another method or factor) are kept."""
+    rows of other runs into the same folder (another method or factor) are kept. A run writes them as each subject
+    ends, its subjects not ended yet with status "pending" (cohort.pending), so a killed run leaves what finished."""
     from ...core.tensors import NOISY_INPUT, NOISY_MODEL
     from ...dmri.motion import B0_SHIFT_VOXELS
     from ...fileio import write_text
@@ -117,14 +118,16 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     body = "".join(
         "<tr{}>{}</tr>".format(' class="failed"' if row[3] == "failed" else ' class="flag"' if row[flag] != "-" else "",
                                "".join(f"<td>{html.escape(c)}</td>" for c in row)) for row in rows)
-    counts = {k: sum(row[3] == k for row in rows) for k in ("done", "skipped", "failed")}
+    counts = {k: sum(row[3] == k for row in rows) for k in ("done", "skipped", "failed", "pending")}
     flagged = sum(row[flag] != "-" for row in rows)
     page = ("<!doctype html><meta charset='utf-8'><title>IQT cohort QC</title><style>body{font-family:sans-serif}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fff1c2}"
             "tr.failed{background:#fdd}</style>"
             f"<h1>IQT cohort QC</h1><p><b>{len(rows)} rows</b> (subject, model, res): {counts['done']} done, "
             f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), {flagged} with an outlier "
-            "flag (yellow). SNR: mean b0 in the brain / std of the b0 "
+            "flag (yellow)" + (f", <b>{counts['pending']} pending</b> (not ended when the table was written: the run was "
+                               "working on them, or stopped before they ended)" if counts["pending"] else "") +
+            ". SNR: mean b0 in the brain / std of the b0 "
             "background. brain_from: where the brain mask came from (dwi: median Otsu on the b0; tensor: the tensor file's "
             "non-zero voxels; mask: the list line's --mask; estimated: from unmasked tensors, generous, with scalp and "
             "background fits: not a brain volume to compare or average over). nonphysical_pct: share of the brain mask's "

@@ -217,3 +217,22 @@ def test_a_killed_run_leaves_a_table_of_what_finished(tmp_path, monkeypatch):
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "skipped"]
     assert {st for st, _ in statuses(out).values()} == {"skipped"}
 
+
+def test_a_table_that_cannot_be_written_still_leaves_the_summary_said(tmp_path, monkeypatch, capsys):
+    """Audit AB F5a: a full disk when qc.tsv was written ended the run with that one error line: no summary, no
+    subject's reason."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    ds = helpers.make_bids(tmp_path / "bids", ("01",), corrupt="02")
+    out = tmp_path / "deriv"
+    out.mkdir()
+
+    def no_room(out_root, *args):
+        raise IQTError(f"{out_root / 'qc.tsv'}: cannot be written: no space is left on the device")
+
+    monkeypatch.setattr(cohort, "write_qc", no_room)
+    with pytest.raises(IQTError, match="qc.tsv: cannot be written"):
+        batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == "2 subjects: 1 done, 0 skipped (already done), 1 failed; the QC table was not written (below)"
+    assert len(said) == 2 and said[1].startswith("  sub-02: ") and "truncated" in said[1]

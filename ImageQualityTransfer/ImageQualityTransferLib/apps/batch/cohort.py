@@ -409,7 +409,11 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
     line = other_builds(ordered, mine)
     if line:
         warnings.warn(line, IQTWarning, stacklevel=3)
-    write_qc(out_root, ordered, s)
+    try:
+        write_qc(out_root, ordered, s)
+    except IQTError:  # (a full disk) the run's summary and each failure said first: the error alone ended the run
+        say_results(ordered)
+        raise
     return ordered
 
 
@@ -420,6 +424,24 @@ PENDING = ("not ended: the run was working on it or had not reached it when this
 def pending(it: Item) -> dict:
     """The QC row of a subject of the run in progress that has not ended: a run killed meanwhile leaves it so."""
     return {"subject": it.prefix, "input": it.path, "status": "pending", "qc": {}, "reason": PENDING}
+
+
+def say_results(results: list[dict]) -> None:
+    """The summary, the redone line, each subject's warnings and each failure, as `iqt batch` says them after the table
+    is written, for a run whose table cannot be written (the error that follows names why)."""
+    import sys
+
+    print(summary(results) + "; the QC table was not written (below)", flush=True)
+    redone = redone_line(results)
+    if redone:
+        print(redone)
+    for r in results:
+        for note in r.get("notes", []):
+            print(f"iqt: warning: {r['subject']}: {note}", file=sys.stderr)
+    for r in results:
+        if r["status"] == "failed":
+            print(f"  {r['subject']}: {r['reason']}")
+    sys.stdout.flush()
 
 
 def other_builds(results: list[dict], mine: str) -> str:

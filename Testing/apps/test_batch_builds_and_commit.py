@@ -236,3 +236,25 @@ def test_a_table_that_cannot_be_written_still_leaves_the_summary_said(tmp_path, 
     said = capsys.readouterr().out.splitlines()
     assert said[0] == "2 subjects: 1 done, 0 skipped (already done), 1 failed; the QC table was not written (below)"
     assert len(said) == 2 and said[1].startswith("  sub-02: ") and "truncated" in said[1]
+
+
+def test_generated_by_names_only_builds_whose_outputs_are_there(tmp_path, monkeypatch):
+    """Audit AB F7: after a later build redid every subject, GeneratedBy still listed the earlier build."""
+    from ImageQualityTransferLib.fileio import model_files
+
+    items, out = cohort_of(tmp_path)
+    s = batch.Settings(method="cubic")
+    for owner in (model_files, batch.records, subject):  # a whole run of an earlier build
+        monkeypatch.setattr(owner, "build", lambda: OTHER)
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done", "done"]
+    gen = lambda: [e.get("Build") for e in json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]]  # noqa: E731
+    assert gen() == [OTHER]
+    monkeypatch.undo()
+    first = batch.run_cohort(items[:1], s, out, progress=False)  # the upgrade redoes one subject: both builds there
+    assert [r["status"] for r in first] == ["done"] and gen() == [OTHER, build()]
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "done"]
+    assert gen() == [build()]
+    cubic = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert [r["status"] for r in batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)] \
+        == ["done", "done"]  # another method into the same folder: both runs' entries stay, each has its outputs
+    assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0] == cubic[0] and len(gen()) == 2

@@ -11,8 +11,8 @@ from ...core.errors import IQTError, IQTWarning
 from .items import Item
 from .lock import held
 from .qc import write_qc
-from .records import (Settings, check_inputs_kept, dataset_description, earlier_copies_line, remove_temporaries,
-                      subject_folders)
+from .records import (Settings, check_inputs_kept, dataset_description, earlier_copies_line, generated_by_in_use,
+                      remove_temporaries, subject_folders)
 from .subject import process
 
 
@@ -409,6 +409,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
     line = other_builds(ordered, mine)
     if line:
         warnings.warn(line, IQTWarning, stacklevel=3)
+    generated_by_in_use(out_root)
     try:
         write_qc(out_root, ordered, s)
     except IQTError:  # (a full disk) the run's summary and each failure said first: the error alone ended the run

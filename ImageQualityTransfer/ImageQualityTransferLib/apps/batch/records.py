@@ -469,3 +469,33 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         changed = True
     if changed:
         write_json(path, desc)
+
+
+def generated_by_in_use(out_root: Path) -> None:
+    """Drop from dataset_description.json's GeneratedBy the entries (build, method, factor) that made none of the
+    outputs now in `out_root` (no subject's tensor sidecar names them): a cohort redone by a later build kept listing the
+    earlier one, so GeneratedBy could not tell which build made the data. An entry from before builds were recorded
+    (no "Build") stays while a sidecar without SoftwareBuild is there. Left as it is where it cannot be read or written
+    (a full disk: the run's summary matters more)."""
+    path = Path(out_root) / "dataset_description.json"
+    try:
+        desc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return
+    if not isinstance(desc, dict) or not isinstance(desc.get("GeneratedBy"), list):
+        return
+    made = set()
+    for side in Path(out_root).rglob("*_param-tensor_dwimap.json"):
+        try:
+            meta = json.loads(side.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict):
+            made.add((meta.get("SoftwareBuild"), meta.get("Method"), json.dumps(meta.get("Factor"))))
+    kept = [e for e in desc["GeneratedBy"] if not isinstance(e, dict) or e.get("Name") != PIPELINE
+            or (e.get("Build"), e.get("Method"), json.dumps(e.get("Factor"))) in made]
+    if kept != desc["GeneratedBy"]:
+        try:
+            write_json(path, {**desc, "GeneratedBy": kept})
+        except (IQTError, OSError):
+            pass

@@ -766,7 +766,9 @@ def test_a_run_naming_its_model_by_another_path_keeps_one_generated_by_entry(tmp
     out = tmp_path / "deriv"
     out.mkdir()
     s = batch.Settings(method="rf", model="m/rf.npz", model_file=str(tmp_path / "m" / "rf.json"), model_sha256="ab" * 32)
-    old = {"Name": "ImageQualityTransfer", "Version": "0.1.0", "Method": "rf", "Factor": 2, "Model": "m/rf.npz",
+    from ImageQualityTransferLib.core.version import __version__
+
+    old = {"Name": "ImageQualityTransfer", "Version": __version__, "Method": "rf", "Factor": 2, "Model": "m/rf.npz",
            "ModelSHA256": "ab" * 32}
     (out / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.10.0",
                                                               "DatasetType": "derivative", "GeneratedBy": [old]}))

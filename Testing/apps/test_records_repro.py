@@ -82,6 +82,7 @@ def test_a_resumed_cohort_redoes_the_subjects_another_build_wrote(tmp_path, monk
     two builds' results; those a run of this build wrote are skipped."""
     from ImageQualityTransferLib.apps import batch
     from ImageQualityTransferLib.apps.batch import records, subject
+    from ImageQualityTransferLib.fileio import model_files
 
     out = _tensor_list(tmp_path)
     items = batch.find_items(tmp_path / "list.txt")
@@ -91,6 +92,7 @@ def test_a_resumed_cohort_redoes_the_subjects_another_build_wrote(tmp_path, monk
     assert status() == ["skipped"]
     for module in (records, subject):
         monkeypatch.setattr(module, "build", lambda: "f" * 12)
+    monkeypatch.setattr(model_files, "build", lambda: "f" * 12)  # the run's own build too: a whole run of the new build
     assert status() == ["done"]
     side = next((out / "sub-adti").rglob("*tensor_dwimap.json"))
     assert json.loads(side.read_text())["SoftwareBuild"] == "f" * 12
@@ -214,6 +216,7 @@ def test_a_cohort_redone_after_an_upgrade_says_so_once(tmp_path, monkeypatch):
     """Every subject recomputed on a resume looked like a resume that failed: one line names the earlier build."""
     from ImageQualityTransferLib.apps import batch
     from ImageQualityTransferLib.apps.batch import records, subject
+    from ImageQualityTransferLib.fileio import model_files
 
     out = _tensor_list(tmp_path)
     items = batch.find_items(tmp_path / "list.txt")
@@ -222,6 +225,7 @@ def test_a_cohort_redone_after_an_upgrade_says_so_once(tmp_path, monkeypatch):
     assert batch.redone_line(first) == "" and batch.redone_line(batch.run_cohort(items, s, out, progress=False)) == ""
     for module in (records, subject):
         monkeypatch.setattr(module, "build", lambda: "f" * 12)
+    monkeypatch.setattr(model_files, "build", lambda: "f" * 12)  # the run's own build too: a whole run of the new build
     line = batch.redone_line(batch.run_cohort(items, s, out, progress=False))
     assert line.startswith("1 of them redone, not skipped: their earlier outputs were written by version "
                            f"{__version__} build {build()}"), line

@@ -395,8 +395,8 @@ def all_or_none():
     into place together when the block ends without an exception; on any failure, Ctrl-C or termination signal all are
     removed and every file already at those paths stays as it was (else a disk that fills up between two outputs leaves
     the first, `iqt upsample --uncertainty` up to six of its seven). Files a run writes that it did not declare (a
-    temporary input for a subprocess) are written as they come. Not for `iqt batch` (each subject commits on its own,
-    and a resumed run relies on it) nor `iqt train` (a checkpoint lands when it is written). Nested, the outermost
+    temporary input for a subprocess) are written as they come. `iqt batch` holds one per subject (each subject commits on
+    its own, and a resumed run relies on it); not `iqt train` (a checkpoint lands when it is written). Nested, the outermost
     commits. The stage is this context's (`_STAGE`): runs in other threads of the process have their own."""
     outer = _STAGE.get()
     if outer is not None:

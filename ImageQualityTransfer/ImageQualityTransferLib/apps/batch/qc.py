@@ -19,7 +19,7 @@ QC_GROUPED_BY = {"brain_ml": "brain_from"}
 # The least spread a metric is read with (MAD at least this share of the median): voxel volume at 0.1 % (a cohort of one
 # protocol has MAD 0 or header rounding in it, and the scan at another resolution is then still the one flagged); the
 # measured figures at 5 %, since three subjects 0.4 % apart in brain volume, or 3 % in median uncertainty, had been
-# flagged (review 41a). nonphysical_pct, a percentage, at least 0.5 points.
+# flagged otherwise. nonphysical_pct, a percentage, at least 0.5 points.
 QC_MIN_SPREAD = {"voxel_mm3": 1e-3}
 QC_MIN_SPREAD_DEFAULT = 0.05
 QC_MIN_ABSOLUTE = {"nonphysical_pct": 0.5}
@@ -154,8 +154,8 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
 def _read_qc(path: Path) -> list[list[str]]:
     """The rows of an earlier qc.tsv in this layout, or in one with fewer columns (before the fit's checks were
     recorded: theirs n/a); a layout without the run's columns (model, res) is dropped: its run is unknown. Read as the
-    UTF-8 `write_qc` writes, not in the locale's encoding (audit AA: on Windows a reason naming Pé09 came back as PÃ©09,
-    once more each run, and an ASCII locale ended the run in an internal error with the table unwritten)."""
+    UTF-8 `write_qc` writes, not in the locale's encoding (on Windows a reason naming Pé09 would come back as PÃ©09,
+    once more each run, and an ASCII locale would end the run in an internal error with the table unwritten)."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:

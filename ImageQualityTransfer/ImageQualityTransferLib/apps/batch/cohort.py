@@ -413,7 +413,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
     try:
         write_qc(out_root, ordered, s)
     except IQTError:  # (a full disk) the run's summary and each failure said first: the error alone ended the run
-        say_results(ordered)
+        say_results(ordered, "; the QC table was not written (below)")
         raise
     return ordered
 
@@ -427,12 +427,13 @@ def pending(it: Item) -> dict:
     return {"subject": it.prefix, "input": it.path, "status": "pending", "qc": {}, "reason": PENDING}
 
 
-def say_results(results: list[dict]) -> None:
-    """The summary, the redone line, each subject's warnings and each failure, as `iqt batch` says them after the table
-    is written, for a run whose table cannot be written (the error that follows names why)."""
+def say_results(results: list[dict], table: str) -> None:
+    """The summary (ended by `table`: where the QC table was written, or that it was not), the redone line, each
+    subject's warnings (also in its sidecar's Notes) and each failure, as `iqt batch` says them at its end; also before
+    the error of a run whose table cannot be written."""
     import sys
 
-    print(summary(results) + "; the QC table was not written (below)", flush=True)
+    print(summary(results) + table, flush=True)
     redone = redone_line(results)
     if redone:
         print(redone)

@@ -217,16 +217,8 @@ def _run(args, name, f, items, s, out, client, cluster) -> int:
         _stop(client, cluster, subject_folders(out.absolute(), items))
         raise
     _stop(client, cluster)
-    print(batch.summary(results) + f"; wrote {out / 'qc.tsv'}")
-    redone = batch.redone_line(results)
-    if redone:
-        print(redone)
-    for r in results:  # each subject's warnings (e.g. the noise-trained model chosen), also in its sidecar's Notes
-        for note in r.get("notes", []):
-            print(f"iqt: warning: {r['subject']}: {note}", file=sys.stderr)
+    batch.say_results(results, f"; wrote {out / 'qc.tsv'}")
     failed = [r for r in results if r["status"] == "failed"]
-    for f in failed:
-        print(f"  {f['subject']}: {f['reason']}")
     if failed:  # one stderr line that holds the reasons too (a cluster's error log may be kept apart from its output)
         why = (" | ".join(f"{f['subject']}: {f['reason']}" for f in failed) if len(failed) <= 3
                else ", ".join(f["subject"] for f in failed) + " (reasons above and in qc.tsv)")

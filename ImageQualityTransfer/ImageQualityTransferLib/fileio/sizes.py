@@ -76,11 +76,13 @@ def _dims(shape) -> str:
 
 def check_inputs(command: str, images, multiple: float | None = None,
                  fix: str = "crop it (fewer slices or volumes, e.g. with fslroi) or run on a machine with more "
-                            "memory") -> None:
+                            "memory", kept: float | None = None) -> None:
     """Refuse (one line) a run of `iqt command` whose images, `images` (paths; None skipped), would take it past the
     memory this process may use at its peak: READ_PEAK[command] (or `multiple`) times their voxels as float32, and
-    grid.PEAK_FIXED_BYTES; warn where that passes what the machine has available now (grid.check_need). Images whose
-    header cannot be read are left to their reader."""
+    grid.PEAK_FIXED_BYTES; warn where that passes what the machine has available now (grid.check_need). `kept`: the
+    share of the first image's volumes the command works on once it is read (a DWI under --bmax): that
+    image counts once whole, as read, and the multiple's rest on that share only. Images whose header cannot be read
+    are left to their reader."""
     multiple = READ_PEAK[command] if multiple is None else multiple
     sized = [(Path(p), shape) for p in images if p is not None for shape in [header_shape(p)] if shape is not None]
     if not sized:
@@ -88,6 +90,8 @@ def check_inputs(command: str, images, multiple: float | None = None,
     counts = [math.prod(shape) for _, shape in sized]
     total = sum(counts) * 4
     need = total * multiple + grid.PEAK_FIXED_BYTES
+    if kept is not None and Path(images[0]) == sized[0][0]:  # read whole, then only its kept volumes worked on
+        need -= counts[0] * 4 * (multiple - 1.0) * (1.0 - min(max(kept, 0.0), 1.0))
     big, shape = sized[counts.index(max(counts))]
     alone = max(counts) * 4
     rest = "the other image" if len(sized) == 2 else f"the other {len(sized) - 1} images"

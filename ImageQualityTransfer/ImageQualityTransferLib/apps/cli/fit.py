@@ -72,6 +72,23 @@ def _plan(args):
     return fileio.Outputs(args.dwi, *fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec), getattr(args, "mask", None))
 
 
+def _bmax_share(args) -> float | None:
+    """The share of the DWI's volumes --bmax keeps (its b0s and the volumes with b up to it, as dmri.dti.keep_bmax
+    keeps them), from its bval file, for the memory check; None without --bmax or where the file cannot be read (the
+    fit's own reading says why)."""
+    if getattr(args, "bmax", None) is None:
+        return None
+    from ...dmri.dti import SHELL_STEP
+    from ...fileio import bval_bvec_paths
+    from ...fileio.gradients import read_gradient_table
+
+    try:
+        b = read_gradient_table(bval_bvec_paths(args.dwi, args.bval, args.bvec)[0], "bval").ravel()
+    except Exception:  # noqa: BLE001
+        return None
+    return float((b <= float(args.bmax) + SHELL_STEP / 2).mean()) if len(b) else None
+
+
 def _dwi_and_mask(args):
     from ... import fileio
     from ...dmri.dti import brain_mask
@@ -94,7 +111,7 @@ def fit(args):
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
-    check_inputs("fit", [args.dwi, args.mask])  # from their headers, before any data is read
+    check_inputs("fit", [args.dwi, args.mask], kept=_bmax_share(args))  # from their headers, before any data is read
     fileio.check_tensor_output(out, args.dwi)
     dwi, brain = _dwi_and_mask(args)
     bvec = str(fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec)[1])
@@ -111,7 +128,7 @@ def mask(args):
     plan = _plan(args)
     out = plan.add(args.output, what="mask output")
     plan.check()
-    check_inputs("mask", [args.dwi])
+    check_inputs("mask", [args.dwi], kept=_bmax_share(args))
     _, brain = _dwi_and_mask(args)
     fileio.save_mask(brain, out)
     say(f"wrote {out} ({int(brain.data.sum())} voxels" + (", the benchmark's mask: in-slice holes left open)"
@@ -141,7 +158,7 @@ def degrade(args):
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
     plan.check()
-    check_inputs("degrade", [args.dwi, args.mask])
+    check_inputs("degrade", [args.dwi, args.mask], kept=_bmax_share(args))
     fileio.check_tensor_output(out, args.dwi)  # the low-res grid's axes are the DWI's
     dwi, brain = _dwi_and_mask(args)
     pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap,

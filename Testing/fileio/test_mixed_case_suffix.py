@@ -43,3 +43,24 @@ def test_outputs_differing_only_in_case_are_refused(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1 and "only in upper and lower case" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
+
+
+
+def test_the_memory_check_reads_the_header_of_the_mixed_case_file_itself(tmp_path, capsys):
+    """The header-only readers (the memory checks, the reference's order) read x.Nii.gz too, not x.nii.gz: a small
+    twin whose header claims a huge grid made `iqt fit x.Nii.gz` refuse the real series as needing 275 GiB."""
+    import gzip
+
+    import nibabel as nib
+
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    fileio.save_dwi(make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12), tmp_path / "y.Nii.gz")
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape((512, 512, 512, 100))  # 50 GiB claimed, none of it there
+    header["vox_offset"] = 352
+    (tmp_path / "y.nii.gz").write_bytes(gzip.compress(header.binaryblock + bytes(4)))
+    code = main(["--no-record", "fit", str(tmp_path / "y.Nii.gz"), "-o", str(tmp_path / "t.nii.gz")])
+    assert code == 0, capsys.readouterr().err
+    assert fileio.load_tensor(tmp_path / "t.nii.gz").shape3 == (12, 14, 10)

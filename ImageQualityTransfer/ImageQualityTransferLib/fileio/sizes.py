@@ -63,9 +63,9 @@ def header_shape(path) -> tuple[int, ...] | None:
             with open(p, "rb") as fh:
                 sizes = nrrd.read_header(fh)["sizes"]
             return tuple(int(n) for n in sizes)
-        import nibabel
+        from .nifti import open_nifti
 
-        return tuple(int(n) for n in nibabel.load(str(p)).shape)
+        return tuple(int(n) for n in open_nifti(p).shape)
     except Exception:  # noqa: BLE001 - any unreadable header: left to the reader's own messages
         return None
 

@@ -24,6 +24,7 @@ from .nifti import (
     is_nrrd,
     load_nifti,
     nibabel_lib,
+    open_nifti,
     read_data,
     remember_codes,
     save_nifti,
@@ -273,7 +274,7 @@ def check_tensor_output(path, grid_of) -> None:
 
     if isinstance(grid_of, (str, Path)):
         try:
-            grid_of = nibabel_lib().load(str(grid_of)).affine  # the header only; a file that cannot be read is said on reading
+            grid_of = open_nifti(grid_of).affine  # the header only; a file that cannot be read is said on reading
         except Exception:
             return
     check_grid(path, grid_of)

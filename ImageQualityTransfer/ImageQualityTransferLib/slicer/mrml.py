@@ -236,13 +236,13 @@ def _may_be_dipy_frame(path: str, vol: Volume) -> bool:
     """Where `fileio.load_tensor` warns that a 5D file may be dipy's (components in FSL's bvec frame): a 5D file iqt did
     not write (intent name) on a grid whose affine has a positive determinant. The CLI takes --tensor-order dipy there;
     the module has no such control, so it refuses rather than run with a note naming one."""
-    import nibabel as nib
+    from ..fileio.nifti import open_nifti
 
     from ..fileio.volumes import OWN_INTENT
 
     if not vol.meta.get("five_d") or np.linalg.det(np.asarray(vol.affine, float)[:3, :3]) <= 0:
         return False
-    return nib.load(path).header.get_intent()[2] != OWN_INTENT
+    return open_nifti(path).header.get_intent()[2] != OWN_INTENT
 
 
 def _same_tensors(node, t6: np.ndarray, rtol: float = 1e-5) -> bool:

@@ -39,12 +39,12 @@ def _truth_order(path, tensor_order: str) -> str:
     their format fixes, since an 'iqt upsample' output read with --tensor-order dipy|fsl|mrtrix is scored against
     'iqt fit''s reference (read in FSL's frame, it comes out mirrored and is scored 47 degrees off);
     another 5D file in dipy's frame where the prediction is read in it (dipy_fit_dti writes both)."""
-    import nibabel as nib
+    from ...fileio.nifti import open_nifti
 
     from ...fileio.volumes import OWN_INTENT
 
     try:
-        img = nib.load(str(path))
+        img = open_nifti(path)
         shape, name = img.shape, img.header.get_intent()[2]
     except Exception:  # noqa: BLE001 - a NRRD, or not a file this reads: load_tensor says which
         return "nifti"

@@ -161,9 +161,9 @@ def input_shape3(path) -> tuple[int, int, int] | None:
             kinds = header.get("kinds") or []
             sizes = [int(n) for n, k in zip(header["sizes"], kinds) if k in ("domain", "space")]
             return tuple(sizes) if len(sizes) == 3 else None
-        import nibabel
+        from ...fileio.nifti import open_nifti
 
-        shape = nibabel.load(str(path)).shape
+        shape = open_nifti(path).shape
         return tuple(int(n) for n in shape[:3]) if len(shape) >= 4 else None
     except Exception:  # noqa: BLE001 - any unreadable header: left to load_tensor's messages
         return None

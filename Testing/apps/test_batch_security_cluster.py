@@ -172,4 +172,5 @@ def test_a_tls_scheduler_with_other_credentials_is_named_as_a_credentials_mismat
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert "the TLS handshake failed" in err and "are not this cluster's" in err and "start one" not in err, err
+    assert "plain TCP" not in err  # the certificate did not verify: the credentials, not the scheme
     assert not (tmp_path / "o").exists()

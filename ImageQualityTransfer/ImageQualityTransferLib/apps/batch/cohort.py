@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 import uuid
 import warnings
@@ -40,11 +41,14 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
             client = Client(scheduler, timeout="20s", security=security)
         except (OSError, TimeoutError, ValueError) as exc:
             why = ' '.join(str(exc).split()) or type(exc).__name__
-            if _tls_refused(exc):  # a scheduler is there: "start one" would mislead
-                raise IQTError(f"--scheduler {scheduler}: the TLS handshake failed ({why}): the credentials Dask's "
-                               "configuration names (distributed.comm.tls.ca-file, distributed.comm.tls.client.cert, "
-                               "distributed.comm.tls.client.key) are not this cluster's; name its CA, certificate "
-                               "and key there") from None
+            tls = _tls_error(exc)
+            if tls is not None:  # something answers there: "start one" would mislead
+                creds = ("the credentials Dask's configuration names (distributed.comm.tls.ca-file, "
+                         "distributed.comm.tls.client.cert, distributed.comm.tls.client.key) are not this cluster's; "
+                         "name its CA, certificate and key there")
+                if not isinstance(tls, ssl.SSLCertVerificationError):  # a plain-TCP scheduler fails here too
+                    creds = f"either the scheduler speaks plain TCP (give tcp://{scheduler.split('://', 1)[-1]}) or {creds}"
+                raise IQTError(f"--scheduler {scheduler}: the TLS handshake failed ({why}): {creds}") from None
             raise IQTError(f"--scheduler {scheduler}: cannot connect ({why}); start one with 'dask scheduler' and give "
                            "its address (tcp://host:port, or tls://host:port with its credentials in Dask's "
                            "configuration)") from None
@@ -289,18 +293,16 @@ def _reachable(address: str, security=None) -> None:
         _answers_as_scheduler(address, security)
 
 
-def _tls_refused(exc: BaseException) -> bool:
-    """Whether a failed connection ended in the TLS handshake (an ssl.SSLError among its causes): a certificate that
-    does not verify, or one the server refuses."""
-    import ssl
-
+def _tls_error(exc: BaseException):
+    """The ssl.SSLError among the causes of a failed connection (a certificate that does not verify, one the server
+    refuses, or a server that does not speak TLS), None where there is none."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, ssl.SSLError):
-            return True
+            return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
 
 
 SCHEDULER_ANSWER_S = 5  # a scheduler answers its identity in milliseconds; Dask's Client waited forever on a non-scheduler

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="the sweep probes pro
 
 
 def _folder(root, pid):
-    path = root / f"{separate_process.WORK_PREFIX}{pid}-ab12_x"
+    path = root / f"{separate_process.work_prefix(pid)}ab12_x"
     path.mkdir()
     (path / "input.nii").write_bytes(b"patient")
     return path
@@ -32,15 +32,17 @@ def test_a_killed_owner_s_folder_is_removed_and_a_running_one_s_kept(tmp_path, m
         dead, alive, mine = _folder(tmp_path, ended.pid), _folder(tmp_path, running.pid), _folder(tmp_path, os.getpid())
         other = tmp_path / "elsewhere"
         other.mkdir()
-        link = tmp_path / f"{separate_process.WORK_PREFIX}{ended.pid}-link"
+        link = tmp_path / f"{separate_process.work_prefix(ended.pid)}link"
         link.symlink_to(other, target_is_directory=True)  # not followed, not removed
         unrelated = tmp_path / f"iqt-{ended.pid}-ab12"
         unrelated.mkdir()
+        elsewhere = tmp_path / f"{separate_process.WORK_PREFIX}othermachine9-{ended.pid}-ab12_x"
+        elsewhere.mkdir()  # another host's run sharing this temporary folder: its pid means nothing here
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
         seen = []
 
         def progress(fraction, *rest):
-            seen.extend(p.name for p in tmp_path.glob(f"{separate_process.WORK_PREFIX}{os.getpid()}-*") if p != mine)
+            seen.extend(p.name for p in tmp_path.glob(f"{separate_process.work_prefix()}*") if p != mine)
 
         dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
         lr = fit_dti(dwi, brain_mask(dwi))
@@ -48,9 +50,9 @@ def test_a_killed_owner_s_folder_is_removed_and_a_running_one_s_kept(tmp_path, m
         assert out["tensor"].shape3 == (24, 28, 20)
         assert not dead.exists()
         assert (alive / "input.nii").exists() and (mine / "input.nii").exists() and other.exists() and link.is_symlink()
-        assert unrelated.exists()
+        assert unrelated.exists() and elsewhere.exists()
         assert seen  # the run's own folder carries this process's id while it works, and is gone after
-        assert not [p for p in tmp_path.glob(f"{separate_process.WORK_PREFIX}{os.getpid()}-*") if p != mine]
+        assert not [p for p in tmp_path.glob(f"{separate_process.work_prefix()}*") if p != mine]
     finally:
         running.kill()
         running.wait()

@@ -33,7 +33,7 @@ def predict_in_subprocess(lr: Volume, request, mask: Volume | None = None, progr
     exe = python_executable or sys.executable
     if workdir is None:
         remove_orphaned_folders()
-    tmp_ctx = tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") if workdir is None else None
+    tmp_ctx = tempfile.TemporaryDirectory(prefix=work_prefix()) if workdir is None else None
     folder = Path(workdir if workdir is not None else tmp_ctx.name)
     try:
         if lr.kind == "dwi":
@@ -74,12 +74,26 @@ def predict_in_subprocess(lr: Volume, request, mask: Volume | None = None, progr
             tmp_ctx.cleanup()
 
 
-WORK_PREFIX = "iqt-slicer-"  # + the owning process's id + "-": a run's folder of the patient's input and outputs
+WORK_PREFIX = "iqt-slicer-"  # + the host and the owning process's id: a run's folder of the patient's input and outputs
+
+
+def _host() -> str:
+    """This machine's name as a run folder holds it: letters and digits only."""
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname()) or "host"
+
+
+def work_prefix(pid: int | None = None) -> str:
+    """The start of a run folder's name: WORK_PREFIX, this host, the owning process's id ("iqt-slicer-node7-4242-"),
+    so that a temporary folder shared by several machines (a cluster's or a container's) is swept only of this host's."""
+    return f"{WORK_PREFIX}{_host()}-{os.getpid() if pid is None else pid}-"
 
 
 def remove_orphaned_folders(root=None) -> list[Path]:
-    """Remove this user's run folders (WORK_PREFIX<pid>-*, in the temporary folder) whose owning process no longer
-    runs, and return them: a Slicer killed mid-run (kill -9, a crash, a power cut) never ran its cleanup, and the
+    """Remove this user's run folders of this host (`work_prefix`, in the temporary folder) whose owning process no
+    longer runs, and return them: a Slicer killed mid-run (kill -9, a crash, a power cut) never ran its cleanup, and the
     patient's input stayed in /tmp. A folder of a running process is left alone. POSIX only (on
     Windows a process id cannot be probed without opening the process; the folders stay there as before)."""
     import re
@@ -88,8 +102,8 @@ def remove_orphaned_folders(root=None) -> list[Path]:
     if os.name != "posix":
         return []
     gone = []
-    for path in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
-        m = re.fullmatch(re.escape(WORK_PREFIX) + r"(\d+)-\w+", path.name)
+    for path in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}{_host()}-*-*"):
+        m = re.fullmatch(re.escape(f"{WORK_PREFIX}{_host()}-") + r"(\d+)-\w+", path.name)
         try:
             if not m or path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
                 continue

@@ -19,30 +19,31 @@ from ..core import grid
 # their type on disk), on top of grid.PEAK_FIXED_BYTES (the modules loaded before the data). Measured as the slope of
 # peak RSS (`/usr/bin/time -v`, `OMP_NUM_THREADS=1 iqt --threads 1 ...`) between the 3 mm dev scan
 # siemens_prisma_3mm_ortho (72x72x36x21, 15.7 MB as float32) and the same scan tiled 2x2x2 (144x144x72x21, 125 MB):
-# (RSS at 8x - RSS at 1x) / (the 7x more bytes), every run exit 0 (docs/measurements.md, Memory):
+# (RSS at 8x - RSS at 1x, in KiB as /usr/bin/time gives it) / (the 7x more bytes), every run exit 0
+# (docs/measurements.md, Memory):
 READ_PEAK = {
-    # fit: 264,432 -> 820,504 kB (5.07x), the same with --exclude-outliers --mask-out (264,292 -> 820,500 kB)
+    # fit: 264,432 -> 820,504 kB (5.19x), the same with --exclude-outliers --mask-out (264,292 -> 820,500 kB)
     "fit": 5.5,
-    # mask: 152,568 -> 308,116 kB (1.45x)
+    # mask: 152,568 -> 308,116 kB (1.48x)
     "mask": 2.0,
-    # degrade: 169,284 -> 361,280 kB at its defaults (1.79x); 271,408 -> 855,956 kB with --style unmasked --snr 20
-    # --factor 1,1,2 (5.46x: every voxel fitted, noise drawn at full size)
+    # degrade: 169,284 -> 361,280 kB at its defaults (1.83x); 271,408 -> 855,956 kB with --style unmasked --snr 20
+    # --factor 1,1,2 (5.59x: every voxel fitted, noise drawn at full size)
     "degrade": 6.0,
     # evaluate (every input counted: --pred, --truth, --mask, --uncertainty, --direction, --dwi): --pred --truth --mask
-    # 102,812 -> 263,644 kB (2.42x of their 13 values a voxel), + --uncertainty --direction 145,732 -> 263,444 kB
-    # (1.54x of 15), + --dwi 189,160 -> 543,924 kB (1.93x of 36)
+    # 102,812 -> 263,644 kB (2.48x of their 13 values a voxel), + --uncertainty --direction 145,732 -> 263,444 kB
+    # (1.58x of 15), + --dwi 189,160 -> 543,924 kB (1.98x of 36)
     "evaluate": 3.0,
     # track (tensors, --mask and --seeds counted; the streamlines have their own check): a 6x6x4 seed ROI,
-    # 213,272 -> 335,080 kB (2.98x of 8 values a voxel)
+    # 213,272 -> 335,080 kB (3.05x of 8 values a voxel)
     "track": 3.5,
-    # benchmark (each subject on its own): --methods cubic,biqt 263,796 -> 812,816 kB (5.12x: the reference fit's);
-    # --methods espcn-hetero-var1 --tracts 487,128 -> 983,520 kB (4.63x)
+    # benchmark (each subject on its own): --methods cubic,biqt 263,796 -> 812,816 kB (5.24x: the reference fit's);
+    # --methods espcn-hetero-var1 --tracts 487,128 -> 983,520 kB (4.74x)
     "benchmark": 6.0,
-    # lesion-check --kinds edema (its default methods espcn-hetero-var1,biqt): 508,304 -> 1,139,852 kB (5.90x)
+    # lesion-check --kinds edema (its default methods espcn-hetero-var1,biqt): 508,304 -> 1,139,852 kB (6.04x)
     "lesion-check": 7.0,
-    # demo --subject --methods cubic,biqt: 289,628 -> 813,096 kB (4.89x)
+    # demo --subject --methods cubic,biqt: 289,628 -> 813,096 kB (5.01x)
     "demo": 6.0,
-    # report --subject --methods cubic,biqt (tracts drawn): 700,672 -> 1,171,496 kB (4.39x)
+    # report --subject --methods cubic,biqt (tracts drawn): 700,672 -> 1,171,496 kB (4.50x)
     "report": 6.0,
 }
 

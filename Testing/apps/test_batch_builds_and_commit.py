@@ -104,7 +104,7 @@ def full_disk_at(monkeypatch, part: str) -> list:
     """The subject outputs whose name holds `part` fail as a full disk fails them (ENOSPC while the file is written,
     through fileio.atomic_write as a real write would); the names it failed returned."""
     from ImageQualityTransferLib import fileio
-    from ImageQualityTransferLib.fileio.paths import atomic_write
+    from ImageQualityTransferLib.fileio.writing import atomic_write
 
     real, failed = fileio.save_scalar, []
 

@@ -1,4 +1,4 @@
-"""`iqt demo` writes its files all or none (fileio.paths.all_or_none), each checked before any work: a disk that fills
+"""`iqt demo` writes its files all or none (fileio.staging.all_or_none), each checked before any work: a disk that fills
 up at the figure left the volumes and tables of a half-written run (and `metrics.json` named by a folder gave an
 internal error after writing five files); a failed run leaves no folder it made."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 
 from ImageQualityTransferLib.apps import cli, demo
-from ImageQualityTransferLib.fileio.paths import atomic_write
+from ImageQualityTransferLib.fileio.writing import atomic_write
 
 
 def _full_disk(case, predictions, path, title, factor):

@@ -1,4 +1,4 @@
-"""A run's outputs are written all or none (fileio.paths.all_or_none, held by the `iqt` dispatch): a write that fails
+"""A run's outputs are written all or none (fileio.staging.all_or_none, held by the `iqt` dispatch): a write that fails
 after the first output leaves no new file and every file already at those paths as it was (a full disk left
 `iqt fit`'s tensors without its mask, `iqt upsample --uncertainty` up to six of its seven maps)."""
 

@@ -1,6 +1,6 @@
 """A commit that fails where the run's temporary files cannot be removed either (a folder made read-only as the outputs
 were to be put in place) names them in its one line instead of saying that nothing was changed ('nothing
-was changed: ...' while seven hidden .iqt-*.nii.gz stayed beside the outputs; fileio/paths._remove swallowed
+was changed: ...' while seven hidden .iqt-*.nii.gz stayed beside the outputs; fileio/staging._remove swallowed
 every failure)."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import os
 import pytest
 
 from ImageQualityTransferLib.core.errors import IQTError
-from ImageQualityTransferLib.fileio import paths
-from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs, all_or_none, write_json
+from ImageQualityTransferLib.fileio import paths, staging
+from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs
+from ImageQualityTransferLib.fileio.staging import all_or_none
+from ImageQualityTransferLib.fileio.writing import write_json
 
 
 def _read_only(monkeypatch):
@@ -29,13 +31,13 @@ def _read_only(monkeypatch):
 def test_temporaries_that_cannot_be_removed_are_named(tmp_path, monkeypatch, earlier):
     if earlier:
         (tmp_path / "a.json").write_text("earlier")
-    real_commit = paths._Stage.commit
+    real_commit = staging._Stage.commit
 
     def commit(self):
         _read_only(monkeypatch)
         return real_commit(self)
 
-    monkeypatch.setattr(paths._Stage, "commit", commit)
+    monkeypatch.setattr(staging._Stage, "commit", commit)
     with pytest.raises(IQTError) as said:
         with all_or_none():
             plan = Outputs()

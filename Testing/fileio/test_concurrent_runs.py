@@ -1,5 +1,5 @@
 """Two `iqt` runs in one process (threads of an in-process caller) keep apart: each run's outputs are staged in its own
-stage (fileio.paths.all_or_none) and written with the codes of its own inputs (fileio.nifti.carried_codes), whichever
+stage (fileio.staging.all_or_none) and written with the codes of its own inputs (fileio.nifti.carried_codes), whichever
 ends first (the second run's outputs were held in the first one's stage, and lost with it; the first run's
 output took the codes the second run had read)."""
 
@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 from ImageQualityTransferLib.apps.cli import main
-from ImageQualityTransferLib.fileio import nifti, paths, volumes
-from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs, all_or_none, write_json
+from ImageQualityTransferLib.fileio import nifti, volumes
+from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs
+from ImageQualityTransferLib.fileio.staging import all_or_none
+from ImageQualityTransferLib.fileio.writing import write_json
+from ImageQualityTransferLib.fileio import staging
 
 WAIT = 60  # s: generous, an event is set within milliseconds
 
@@ -52,7 +55,7 @@ def test_a_run_in_another_thread_has_its_own_stage(tmp_path):
     assert json.loads(b.read_text()) == {"b": 2}  # before: and removed with A's failure
     assert result == {"A": "run A fails after run B has ended"} and not (tmp_path / "A" / "a.json").exists()
     assert _temporaries(tmp_path) == []
-    assert paths._STAGE.get() is None
+    assert staging._STAGE.get() is None
 
 
 def _tensor(path, n):

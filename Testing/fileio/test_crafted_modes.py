@@ -10,7 +10,7 @@ import pytest
 
 from helpers import five_d_tensor
 from ImageQualityTransferLib.apps.cli import main
-from ImageQualityTransferLib.fileio.paths import write_text
+from ImageQualityTransferLib.fileio.writing import write_text
 
 
 def _mode(p) -> int:

@@ -9,8 +9,10 @@ import os
 
 import pytest
 
-from ImageQualityTransferLib.fileio import paths
-from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs, all_or_none, write_json
+from ImageQualityTransferLib.fileio import paths, staging
+from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs
+from ImageQualityTransferLib.fileio.staging import all_or_none
+from ImageQualityTransferLib.fileio.writing import write_json
 
 
 class Killed(BaseException):
@@ -29,8 +31,8 @@ def test_each_earlier_file_set_aside_is_named_after_its_output(tmp_path, monkeyp
         return real(src, dst)
 
     monkeypatch.setattr(paths.os, "replace", replace)
-    monkeypatch.setattr(paths._Stage, "_undo", lambda self, *a: ([], [], []))  # nothing undone, as when killed
-    monkeypatch.setattr(paths._Stage, "discard", lambda self: None)
+    monkeypatch.setattr(staging._Stage, "_undo", lambda self, *a: ([], [], []))  # nothing undone, as when killed
+    monkeypatch.setattr(staging._Stage, "discard", lambda self: None)
     with pytest.raises(Killed):
         with all_or_none():
             plan = Outputs()
@@ -40,6 +42,6 @@ def test_each_earlier_file_set_aside_is_named_after_its_output(tmp_path, monkeyp
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".iqt-earlier-"))
     assert not any((tmp_path / name).exists() for name in names) and len(left) == 3
     for name in names:  # before: .iqt-earlier-<8 random characters>.tmp, none telling which output it was
-        kept = [n for n in left if n.startswith(f".iqt-earlier-{name[:paths.ASIDE_NAME_BYTES]}.")]
+        kept = [n for n in left if n.startswith(f".iqt-earlier-{name[:staging.ASIDE_NAME_BYTES]}.")]
         assert len(kept) == 1 and kept[0].endswith(".tmp") and len(kept[0]) <= 255, (name, left)
         assert (tmp_path / kept[0]).read_text() == f"earlier {name}"

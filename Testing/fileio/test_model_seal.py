@@ -15,7 +15,7 @@ import pytest
 from ImageQualityTransferLib import IQTError
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.fileio import model_files
-from ImageQualityTransferLib.fileio.paths import atomic_write
+from ImageQualityTransferLib.fileio.writing import atomic_write
 from ImageQualityTransferLib.methods.forest import model_io
 
 

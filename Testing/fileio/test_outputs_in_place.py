@@ -1,4 +1,4 @@
-"""A run's outputs are put in place all or none (fileio.paths._Stage.commit): a rename that fails puts every earlier file
+"""A run's outputs are put in place all or none (fileio.staging._Stage.commit): a rename that fails puts every earlier file
 back and removes the new ones, in one line with exit 2, and no 'wrote' line names a file that is then not there (review
 48: the second rename failing left up.nii.gz new and its six maps old, 'internal error', exit 1, after 'wrote ...')."""
 
@@ -14,7 +14,9 @@ import pytest
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.fileio import paths
-from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs, all_or_none, say, write_json
+from ImageQualityTransferLib.fileio.paths import JSON_SUFFIXES, Outputs
+from ImageQualityTransferLib.fileio.staging import all_or_none, say
+from ImageQualityTransferLib.fileio.writing import write_json
 
 
 def _state(folder):

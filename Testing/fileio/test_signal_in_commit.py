@@ -1,4 +1,4 @@
-"""A signal that comes while a run's outputs are renamed into place (fileio.paths._Stage.commit holds SIGINT, SIGTERM and
+"""A signal that comes while a run's outputs are renamed into place (fileio.staging._Stage.commit holds SIGINT, SIGTERM and
 SIGHUP for the renames) is taken once they are all done: the earlier files set aside are removed first and the 'wrote'
 lines are printed, then the run stops with 128 + the signal (the signal, taken before the earlier files were
 removed, left seven hidden .iqt-earlier-*.tmp copies beside the outputs and no 'wrote' line, exit 143)."""

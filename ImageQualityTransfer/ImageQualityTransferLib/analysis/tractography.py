@@ -391,7 +391,7 @@ def check_tract_output(path) -> Path:
 
 def save_tracts(streamlines, reference: Volume, path) -> Path:
     """Write streamlines (world RAS mm): .trk (TrackVis, referenced to `reference`) or .vtk/.vtp polydata."""
-    from ..fileio.paths import atomic_write
+    from ..fileio.writing import atomic_write
 
     p = check_tract_output(path)
     suffix = p.suffix.lower()
@@ -442,7 +442,7 @@ def _write_vtk(streamlines, path, xml: bool, name=None):
     XML .vtp (a field-data string array "SPACE" holding "RAS", where Slicer keeps the tag). `name`: the output the
     file at `path` becomes, for messages. A write VTK could not finish raises (its XML writer returns success on a full
     disk and leaves a truncated file), a full disk or file-size limit as the OSError
-    `fileio.paths.atomic_write` says in one line; VTK's own messages are kept off stderr."""
+    `fileio.writing.atomic_write` says in one line; VTK's own messages are kept off stderr."""
     import errno
 
     import vtk

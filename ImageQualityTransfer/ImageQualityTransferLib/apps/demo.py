@@ -39,9 +39,9 @@ def chosen_methods(names=None, factor=2) -> list[str]:
 
 
 def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> dict:
-    """Under the `iqt` command its files are written all or none (fileio.paths.all_or_none: a failure leaves none of
+    """Under the `iqt` command its files are written all or none (fileio.staging.all_or_none: a failure leaves none of
     them, and no folder it made), each declared and checked before any work."""
-    from ..fileio.paths import make_folder
+    from ..fileio.staging import make_folder
 
     out = Path(out_dir)
     names = chosen_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names, factor)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import tensors
-from ..fileio.paths import atomic_write
+from ..fileio.writing import atomic_write
 
 
 

@@ -289,7 +289,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         parts.append(_table_html(hdr, body))
     parts.append("</body></html>")
     path = Path(path)
-    from ..fileio.paths import write_text
+    from ..fileio.writing import write_text
 
     write_text(path, "\n".join(parts))
     return path

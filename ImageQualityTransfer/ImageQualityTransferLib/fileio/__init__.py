@@ -5,17 +5,8 @@ The volume readers and writers are re-exported here (`fileio.load_tensor`, `file
 
 from .gradients import bval_bvec_paths
 from .nifti import reads_fully
-from .paths import (
-    JSON_SUFFIXES,
-    NIFTI_SUFFIXES,
-    NRRD_SUFFIXES,
-    TENSOR_SUFFIXES,
-    Outputs,
-    atomic_write,
-    check_output,
-    write_json,
-    write_text,
-)
+from .paths import JSON_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, TENSOR_SUFFIXES, Outputs, check_output
+from .writing import atomic_write, write_json, write_text
 from .volumes import (
     as_read,
     write_order,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..core import grid
 from ..core.errors import IQTError
-from .paths import MODELS_DIR, as_written, write_json
+from .paths import MODELS_DIR
+from .writing import as_written, write_json
 
 REGISTRY = "registry.json"
 REGISTRY_FORMAT = "iqt-model-registry/1"
@@ -91,7 +92,7 @@ def write_model(weights: Path, write_weights, side: dict) -> Path:
     """The weights through `write_weights(tmp)` (atomically), then their sidecar with their name, SHA256 and size;
     returns the sidecar path. A failure or signal before the sidecar is written removes the weights too: an
     interrupted training says 'no partial output was left', which a .pt without its sidecar would belie."""
-    from .paths import atomic_write
+    from .writing import atomic_write
 
     atomic_write(weights, write_weights)
     sp = sidecar_path(weights)

@@ -35,7 +35,8 @@ import numpy as np
 from ..core import tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
-from .paths import atomic_write, nhdr_data_files, not_a_file, nrrd_data_file
+from .paths import nhdr_data_files, not_a_file, nrrd_data_file
+from .writing import atomic_write
 from .records import RUN_KEY, made_by, read_made_by, run_json
 
 TENSOR_KINDS = {

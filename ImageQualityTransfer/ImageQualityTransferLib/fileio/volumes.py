@@ -30,7 +30,7 @@ from .nifti import (
     save_nifti,
     set_orientation,
 )
-from .paths import atomic_write
+from .writing import atomic_write
 from .records import made_by, read_made_by, recorded_order
 
 

@@ -4,7 +4,7 @@ a Dask cluster into a BIDS-derivatives dataset, resumable, with a cohort QC tabl
 `process` runs one subject and is the same function whatever runs it (in this process, a `LocalCluster` or a
 remote scheduler), so a laptop run takes the cluster's code path. A subject whose outputs all carry a sidecar
 that matches the request (input hash, method, model hash, factor, Monte Carlo samples) and the size and SHA256 of
-its file as written is skipped; a subject's files, images and sidecars, land all or none (fileio.paths.all_or_none),
+its file as written is skipped; a subject's files, images and sidecars, land all or none (fileio.staging.all_or_none),
 so a killed run, or a file damaged since, leaves nothing that a restart would trust without redoing it.
 """
 

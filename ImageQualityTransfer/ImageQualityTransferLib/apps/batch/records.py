@@ -12,7 +12,7 @@ from pathlib import Path
 from ...core.errors import IQTError
 from ...core.version import __version__
 from ...fileio.model_files import build
-from ...fileio.paths import write_json
+from ...fileio.writing import write_json
 from .items import Item, label
 
 BIDS_VERSION = "1.10.0"
@@ -21,7 +21,7 @@ TEMP_PREFIX = ".iqt-"  # fileio.atomic_write's temporary files: left only by a k
 # the temporary of a subject's output or sidecar (fileio.atomic_write: ".iqt-" + tempfile's random letters + the suffix);
 # not ".iqt-earlier-<name>.<random>.tmp" (an output's earlier file set aside by a run of another command) nor ".iqt-probe-"
 TEMPORARY = re.compile(r"\.iqt-[a-z0-9_]+(\.nii\.gz|\.json)\Z")
-EARLIER_PREFIX = ".iqt-earlier-"  # fileio.paths._aside
+EARLIER_PREFIX = ".iqt-earlier-"  # fileio.staging._aside
 
 
 @dataclass(frozen=True)

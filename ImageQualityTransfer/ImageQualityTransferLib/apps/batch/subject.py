@@ -14,7 +14,9 @@ import numpy as np
 from ...core.errors import IQTError, IQTWarning
 from ...core.version import __version__
 from ...fileio.model_files import build
-from ...fileio.paths import Outputs, all_or_none, make_folder, write_json
+from ...fileio.paths import Outputs
+from ...fileio.staging import all_or_none, make_folder
+from ...fileio.writing import write_json
 from .items import Item
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, expected_maps, file_record, finished,

@@ -21,7 +21,7 @@ from ..signals import (DEFER_S, Terminated, _deferred, _importing, _on_signal, _
 from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample, view
 
 COMMANDS = (fit, upsample, evaluate, benchmark, batch, demo, train, track, propagate, lesion_check, report, view)
-OWN_COMMITS = ("batch", "train")  # commands whose outputs land one by one (fileio.paths.all_or_none)
+OWN_COMMITS = ("batch", "train")  # commands whose outputs land one by one (fileio.staging.all_or_none)
 
 
 class Parser(argparse.ArgumentParser):
@@ -174,7 +174,7 @@ def _run(args, printed, signals=()) -> int:
         given = [v for v in (getattr(args, "command_threads", None), getattr(args, "train_threads", None), args.threads)
                  if v is not None]
         threads.apply(given[0] if given else None)
-        from ...fileio.paths import all_or_none
+        from ...fileio.staging import all_or_none
         from ...fileio.nifti import carried_codes
         from ...fileio.records import run_record
 
@@ -205,7 +205,7 @@ def _run(args, printed, signals=()) -> int:
               "machine with more memory", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
-        from ...fileio.paths import no_room
+        from ...fileio.writing import no_room
 
         room = no_room(exc)  # a full disk or a file-size limit met outside an output's own write (a temporary file)
         if room is not None:

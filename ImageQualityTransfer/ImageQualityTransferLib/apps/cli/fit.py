@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
-from ...fileio.paths import say, with_data_file  # 'wrote' lines: printed once the run's outputs are in place
+from ...fileio.paths import with_data_file
+from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from ...dmri.degrade import STYLES
 from ...fileio.sizes import check_inputs
 from . import options

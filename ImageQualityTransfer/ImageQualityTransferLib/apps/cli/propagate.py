@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...fileio.paths import make_folder, say  # 'wrote' lines: printed once the run's outputs are in place
+from ...fileio.staging import make_folder, say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from ...core.errors import IQTError, IQTWarning
-from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs are in place
+from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
-from ...fileio.paths import say  # 'wrote' lines: printed once the run's outputs are in place
+from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
 

@@ -89,7 +89,8 @@ def seal(args):
     'iqt upsample' loads them), and the sidecars are written all or none: one bad file among several, or a write that
     fails, leaves all of them as they were."""
     from ...fileio import model_files
-    from ...fileio.paths import JSON_SUFFIXES, Outputs, say
+    from ...fileio.paths import JSON_SUFFIXES, Outputs
+    from ...fileio.staging import say
 
     plan = Outputs()  # the sidecars are written all or none: a write that fails (a full disk) leaves every one as it was
     sidecars = {}  # one per model, in the order given (a model named twice, by weights and by sidecar, sealed once)

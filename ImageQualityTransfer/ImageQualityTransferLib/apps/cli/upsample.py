@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...core.errors import IQTError
-from ...fileio.paths import TENSOR_SUFFIXES, say, with_data_file  # say: 'wrote' lines, printed once the outputs are in place
+from ...fileio.paths import TENSOR_SUFFIXES, with_data_file
+from ...fileio.staging import say  # say: 'wrote' lines, printed once the outputs are in place
 from . import options
 
 

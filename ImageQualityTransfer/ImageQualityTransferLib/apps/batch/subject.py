@@ -20,7 +20,7 @@ from ...fileio.writing import write_json
 from .items import Item
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, expected_maps, file_record, finished,
-                      identity, input_hashes, method_label, other_build, output_names, output_order, remove_temporaries,
+                      identity, input_hashes, method_label, other_build, output_names, output_order,
                       sidecar, sources, stale_maps)
 
 
@@ -191,7 +191,8 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
         with all_or_none() as stage:  # the subject's files put in place together once all are written, or none
             writing = True
             make_folder(folder)  # removed again (when empty) if the subject fails
-            remove_temporaries(folder)
+            # no removal of the folder's temporaries here: run_cohort removed a killed run's before any subject
+            # started, and another series of this folder (run-1, run-2) may be holding its own until its commit
             for name in names.values():
                 stage.declare(folder / name)
                 stage.declare(sidecar(folder / name))

@@ -17,7 +17,8 @@ from .records import (Settings, check_inputs_kept, dataset_description, earlier_
 from .subject import process
 
 
-WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
+WAIT_WORKERS_S = 120
+QC_WRITE_EVERY_S = 10.0  # the QC table written again as subjects end, at most this often (and always at the end)  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
@@ -371,17 +372,21 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
     dataset_description(out_root, s, items)
     bar = progress_bar(total=len(items), desc="subjects", enabled=progress)
     results = {}
+    last = [time.monotonic()]
 
-    def ended(it, result) -> None:  # the table written again as each subject ends: a killed run leaves what finished
+    def ended(it, result) -> None:  # the table written again as subjects end: a killed run leaves what finished
         other_builds([result], mine)
         results[it.prefix] = result
         bar.update(1)
-        if len(results) == len(items):  # the last: written once the run's checks are done, below
+        # the last: written once the run's checks are done, below; the others at most every QC_WRITE_EVERY_S (each
+        # write reads and rewrites the whole table: once per subject, 1000 quick subjects took 40 s of writes)
+        if len(results) == len(items) or time.monotonic() - last[0] < QC_WRITE_EVERY_S:
             return
         try:
             write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s)
         except (IQTError, OSError):  # (a full disk) the table is written again at the end, and a failure said then
             pass
+        last[0] = time.monotonic()
 
     if client is None:
         for it in items:
@@ -413,9 +418,13 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
         warnings.warn(line, IQTWarning, stacklevel=3)
     generated_by_in_use(out_root)
     try:
-        write_qc(out_root, ordered, s)
-    except IQTError:  # (a full disk) the run's summary and each failure said first: the error alone ended the run
-        say_results(ordered, "; the QC table was not written (below)")
+        try:
+            write_qc(out_root, ordered, s)
+        except OSError as exc:  # not a full disk (that is an IQTError already): e.g. a folder where qc.tsv goes
+            raise IQTError(f"{out_root / 'qc.tsv'}: the QC table cannot be written ({exc.strerror or exc}); make room "
+                           "for it (or remove what is in its way) and rerun: the subjects done are skipped") from None
+    except IQTError:  # the run's summary and each failure said first: the error alone ended the run
+        say_results(ordered, "; the QC table was not written in full (below)")
         raise
     return ordered
 

@@ -74,6 +74,12 @@ class _Stage:
     def holds(self, path: Path) -> bool:
         return os.path.realpath(path) in self.declared
 
+    def where(self, path: Path) -> Path:
+        """Where the output at `path` lies until the commit: the temporary file holding it, else `path` itself."""
+        with self.lock:
+            held = self.held.get(os.path.realpath(path))
+        return Path(held[0]) if held else Path(path)
+
     def hold(self, path: Path, tmp: str) -> None:
         with self.lock:
             earlier = self.held.pop(os.path.realpath(path), None)

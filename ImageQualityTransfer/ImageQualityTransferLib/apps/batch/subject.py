@@ -4,7 +4,6 @@ the same function whatever runs it (this process, a LocalCluster or a remote sch
 from __future__ import annotations
 
 import datetime
-import os
 import time
 import warnings
 from pathlib import Path
@@ -150,13 +149,6 @@ def _in_batch_words(note: str) -> str:
 KEPT = "; none of the subject's outputs was written: its folder is as it was before this run"
 
 
-def _staged(stage, path: Path) -> Path:
-    """Where an output of the subject lies until its commit: its temporary file (held by the stage), else the path."""
-    with stage.lock:
-        held = stage.held.get(os.path.realpath(path))
-    return Path(held[0]) if held else path
-
-
 def process(item: Item, s: Settings, out_root: str) -> dict:
     """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
     returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds", "build"}: "build" is the build of the
@@ -223,7 +215,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
                         "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **ran_on,
                         **noisy_model, "SoftwareName": PIPELINE, "SoftwareVersion": __version__,
                         "SoftwareBuild": ran_by, "Time": stamp,
-                        **file_record(_staged(stage, folder / names[key]))}
+                        **file_record(stage.where(folder / names[key]))}
                 if key == "tensor":
                     meta["QC"] = qc
                 write_json(sidecar(folder / names[key]), meta)

@@ -17,8 +17,8 @@ from .records import (Settings, check_inputs_kept, dataset_description, earlier_
 from .subject import process
 
 
-WAIT_WORKERS_S = 120
-QC_WRITE_EVERY_S = 10.0  # the QC table written again as subjects end, at most this often (and always at the end)  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
+WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
+QC_WRITE_EVERY_S = 10.0  # the QC table written again as subjects end, at most this often (and always at the end)
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",

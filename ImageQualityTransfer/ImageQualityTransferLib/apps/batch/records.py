@@ -332,6 +332,29 @@ def remove_temporaries(folder: Path) -> int:
     return n
 
 
+def remove_earlier_copies(folder: Path, names: dict) -> int:
+    """Delete, once a subject's new outputs are in place, the `.iqt-earlier-<name>.<random>.tmp` copies of its own
+    outputs (`names`, with their sidecars) that a run killed while putting them in place left in its folder: the subject
+    is redone, so they are superseded, and otherwise each later run warns of them for ever. Others' stay."""
+    import os
+
+    from ...fileio.staging import ASIDE_NAME_BYTES
+
+    own = {os.fsdecode(os.fsencode(n)[:ASIDE_NAME_BYTES])  # as the copy's name holds it (a long one cut)
+           for name in names.values() for n in (name, sidecar(Path(name)).name)}
+    n = 0
+    try:
+        found = list(Path(folder).glob(EARLIER_PREFIX + "*.tmp"))
+    except OSError:
+        return 0
+    for p in found:
+        name = p.name[len(EARLIER_PREFIX):].rsplit(".", 2)[0]  # .iqt-earlier-<name>.<random>.tmp
+        if name in own and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def subject_folders(out_root: Path, items) -> list[Path]:
     """The folders this cohort's subjects are written to, once each."""
     return list(dict.fromkeys(Path(out_root) / it.subdir for it in items))

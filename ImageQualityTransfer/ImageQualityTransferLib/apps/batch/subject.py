@@ -20,7 +20,7 @@ from .items import Item
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, expected_maps, file_record, finished,
                       identity, input_hashes, method_label, other_build, output_names, output_order,
-                      sidecar, sources, stale_maps)
+                      remove_earlier_copies, sidecar, sources, stale_maps)
 
 
 _METHODS: dict = {}
@@ -220,6 +220,7 @@ def process(item: Item, s: Settings, out_root: str) -> dict:
                     meta["QC"] = qc
                 write_json(sidecar(folder / names[key]), meta)
             writing = False  # what fails from here is the commit, which says itself what it left
+        remove_earlier_copies(folder, names)
         res.update(status="done", qc=qc, notes=notes)
     except IQTError as exc:
         res["reason"] = " ".join(str(exc).split())

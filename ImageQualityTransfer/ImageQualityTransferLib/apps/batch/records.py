@@ -494,8 +494,15 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         write_json(path, desc)
 
 
+def _made_by(record: dict, build_key: str) -> tuple:
+    """What tells a GeneratedBy entry's outputs apart in their sidecars: the build, method, factor, model weights and
+    averaging over flips (a run with its own --model or --tta has an entry of its own)."""
+    return (record.get(build_key), record.get("Method"), json.dumps(record.get("Factor")), record.get("ModelSHA256"),
+            bool(record.get("TTA")))
+
+
 def generated_by_in_use(out_root: Path) -> None:
-    """Drop from dataset_description.json's GeneratedBy the entries (build, method, factor) that made none of the
+    """Drop from dataset_description.json's GeneratedBy the entries (`_made_by`) that made none of the
     outputs now in `out_root` (no subject's tensor sidecar names them): a cohort redone by a later build kept listing the
     earlier one, so GeneratedBy could not tell which build made the data. An entry from before builds were recorded
     (no "Build") stays while a sidecar without SoftwareBuild is there. Left as it is where it cannot be read or written
@@ -514,9 +521,9 @@ def generated_by_in_use(out_root: Path) -> None:
         except (OSError, ValueError):
             continue
         if isinstance(meta, dict):
-            made.add((meta.get("SoftwareBuild"), meta.get("Method"), json.dumps(meta.get("Factor"))))
+            made.add(_made_by(meta, "SoftwareBuild"))
     kept = [e for e in desc["GeneratedBy"] if not isinstance(e, dict) or e.get("Name") != PIPELINE
-            or (e.get("Build"), e.get("Method"), json.dumps(e.get("Factor"))) in made]
+            or _made_by(e, "Build") in made]
     if kept != desc["GeneratedBy"]:
         try:
             write_json(path, {**desc, "GeneratedBy": kept})

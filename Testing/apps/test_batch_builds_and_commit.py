@@ -213,7 +213,8 @@ def test_a_killed_run_leaves_a_table_of_what_finished(tmp_path, monkeypatch):
     rows = statuses(out)
     assert rows["sub-03"] == ("done", "") and rows["sub-02"] == ("skipped", "")  # run in that order
     assert rows["sub-01"][0] == "pending" and "rerun the same command" in rows["sub-01"][1]
-    assert "<b>1 pending</b>" in (out / "qc.html").read_text()
+    page = (out / "qc.html").read_text()
+    assert "<b>1 pending</b> (blue;" in page and page.count('<tr class="pending">') == 1  # coloured as failed rows are
     monkeypatch.undo()
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "skipped"]
     assert {st for st, _ in statuses(out).values()} == {"skipped"}

@@ -116,16 +116,17 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     flag = QC_COLUMNS.index("outlier")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in QC_COLUMNS)
     body = "".join(
-        "<tr{}>{}</tr>".format(' class="failed"' if row[3] == "failed" else ' class="flag"' if row[flag] != "-" else "",
+        "<tr{}>{}</tr>".format(' class="failed"' if row[3] == "failed" else ' class="pending"' if row[3] == "pending"
+                               else ' class="flag"' if row[flag] != "-" else "",
                                "".join(f"<td>{html.escape(c)}</td>" for c in row)) for row in rows)
     counts = {k: sum(row[3] == k for row in rows) for k in ("done", "skipped", "failed", "pending")}
     flagged = sum(row[flag] != "-" for row in rows)
     page = ("<!doctype html><meta charset='utf-8'><title>IQT cohort QC</title><style>body{font-family:sans-serif}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fff1c2}"
-            "tr.failed{background:#fdd}</style>"
+            "tr.failed{background:#fdd}tr.pending{background:#e4e9f5}</style>"
             f"<h1>IQT cohort QC</h1><p><b>{len(rows)} rows</b> (subject, model, res): {counts['done']} done, "
             f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), {flagged} with an outlier "
-            "flag (yellow)" + (f", <b>{counts['pending']} pending</b> (not ended when the table was written: the run was "
+            "flag (yellow)" + (f", <b>{counts['pending']} pending</b> (blue; not ended when the table was written: the run was "
                                "working on them, or stopped before they ended)" if counts["pending"] else "") +
             ". SNR: mean b0 in the brain / std of the b0 "
             "background. brain_from: where the brain mask came from (dwi: median Otsu on the b0; tensor: the tensor file's "

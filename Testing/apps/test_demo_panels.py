@@ -9,12 +9,12 @@ from ImageQualityTransferLib.core import tensors
 
 
 def test_the_demo_figure_shows_what_the_report_shows(tmp_path, monkeypatch):
-    """The mask's centre slice (the report's `_centre`), not the volume's middle; the uncertainty scale from the whole
+    """The mask's centre slice (the report's `centre_voxel`), not the volume's middle; the uncertainty scale from the whole
     volume in the mask (the report's), not from the slice drawn; R and L on every panel, not the first column's only."""
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from ImageQualityTransferLib.apps.report import _centre
+    from ImageQualityTransferLib.apps.report import centre_voxel
 
     shape = (12, 14, 16)
     rng = np.random.default_rng(0)
@@ -36,7 +36,7 @@ def test_the_demo_figure_shows_what_the_report_shows(tmp_path, monkeypatch):
                         real_text(self, x, y, s, *a, **k))
     figures.fa_panels([("cubic", t), ("method", t), ("truth", t)], tmp_path / "p.png", mask=mask,
                       uncertainty={"method": unc})
-    k = _centre(mask)[2]
+    k = centre_voxel(mask)[2]
     assert k == 4 and f"axial slice {k}," in titles[0], titles
     expected = float(np.percentile(unc[mask] * tensors.SHOWN_UNIT, 99))
     assert tops == [np.float64(expected)] or np.allclose(tops, [expected]), (tops, expected)

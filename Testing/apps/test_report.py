@@ -178,7 +178,7 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
     fig, axes = report._new_figure(1, 2)
     for ax, aspect in zip(axes[0], (1.0, 3.0)):
         ax.imshow(np.ones((20, 60)), aspect=aspect, cmap="gray", vmin=0, vmax=1)
-        report._letters(ax, "coronal")
+        report.draw_letters(ax, "coronal")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)
@@ -193,7 +193,7 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
     ax = axes[0, 0]
     ax.set_xlim(-60, 60)
     ax.set_ylim(-40, 50)
-    report._letters(ax, "coronal")
+    report.draw_letters(ax, "coronal")
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     assert x0 < -60 and x1 > 60 and y0 < -40 and y1 > 50
 

@@ -135,9 +135,9 @@ def test_axial_display_orientation():
     """Canonical (RAS) voxel axes: radiological puts patient right (high x) on screen left, anterior on top."""
     a = np.zeros((4, 5, 3))
     a[3, 4, 1] = 1.0  # right, anterior
-    img = figures._axial(a[:, :, 1:2], 0, radiological=True)
+    img = figures.view(a[:, :, 1:2], "axial", 0, radiological=True)
     assert img.shape == (5, 4) and img[0, 0] == 1.0
-    img = figures._axial(a[:, :, 1:2], 0, radiological=False)
+    img = figures.view(a[:, :, 1:2], "axial", 0, radiological=False)
     assert img[0, -1] == 1.0
 
 

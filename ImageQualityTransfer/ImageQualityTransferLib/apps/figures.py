@@ -51,12 +51,7 @@ def view(arr: np.ndarray, plane: str, index: int, radiological: bool = True) -> 
     return img[:, ::-1] if radiological else img
 
 
-def _axial(arr: np.ndarray, k: int, radiological: bool) -> np.ndarray:
-    """Axial slice k as an image (`view`): used by the tests."""
-    return view(arr, "axial", k, radiological)
-
-
-def _centre(mask: np.ndarray) -> tuple:
+def centre_voxel(mask: np.ndarray) -> tuple:
     """The voxel at the centre of the mask's extent (of the volume without one): the slices the figures show."""
     idx = np.argwhere(mask)
     if len(idx) == 0:
@@ -68,7 +63,7 @@ LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagi
 LETTER_MARGIN = 0.12  # of a panel's width and height, black, each side: the letters sit there, not on the tissue
 
 
-def _letters(ax, plane):
+def draw_letters(ax, plane):
     """The orientation letters in a black margin around the panel's image (on a field the brain fills, the S and
     I of coronal panels would sit on bright error and uncertainty pixels)."""
     left, right, top, bottom = LETTERS[plane]
@@ -160,7 +155,7 @@ def fa_panels(
         raise ValueError(f"mask shape {m.shape} differs from the columns' grid {shape3}")
     vox = _voxel3(voxel_mm)
     # default: the mask's centre, the report's slice (the volume's middle missed an off-centre brain)
-    k = int(slice_index) if slice_index is not None else _centre(m)[2]
+    k = int(slice_index) if slice_index is not None else centre_voxel(m)[2]
     if not 0 <= k < shape3[2]:
         raise ValueError(f"slice_index {k} outside 0..{shape3[2] - 1}")
     unc = _uncertainty_list(uncertainty, names, shape3)

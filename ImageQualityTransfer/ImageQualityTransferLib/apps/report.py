@@ -28,9 +28,9 @@ from ..core.errors import IQTError
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
-from .figures import PLANES, _centre, _letters, view
+from .figures import PLANES, centre_voxel, draw_letters, view
 
-# ---------------------------------------------------------------- slicing: apps/figures.py (view, _centre, _letters)
+# ---------------------------------------------------------------- slicing: apps/figures.py (view, centre_voxel, draw_letters)
 
 
 def _aspect(plane, vox):
@@ -73,8 +73,8 @@ def fa_views(columns, mask, vox, centre) -> str:
             a1, a2 = axes[2 * p, c], axes[2 * p + 1, c]
             a1.imshow(fa, cmap="gray", vmin=0, vmax=1, aspect=_aspect(plane, vox), interpolation="nearest")
             a2.imshow(rgb, aspect=_aspect(plane, vox), interpolation="nearest")
-            _letters(a1, plane)
-            _letters(a2, plane)
+            draw_letters(a1, plane)
+            draw_letters(a2, plane)
             if c == 0:
                 a1.set_ylabel(f"{plane}\nFA", fontsize=8)
                 a2.set_ylabel(f"{plane}\ncolour FA", fontsize=8)
@@ -110,7 +110,7 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
                 ax.set_facecolor("black")
             im = ax.imshow(np.where(m, view(np.asarray(maps[n]), plane, k), np.nan), cmap=cmap, vmin=0, vmax=vmax,
                            alpha=0.75 if overlay else 1.0, aspect=_aspect(plane, vox), interpolation="nearest")
-            _letters(ax, plane)
+            draw_letters(ax, plane)
             if c == 0:
                 ax.set_ylabel(plane, fontsize=8)
         axes[0, c].set_title(n, fontsize=9)
@@ -152,7 +152,7 @@ def tract_views(tracts: dict, max_lines: int = 1500) -> str:
             ax.set_xlim(-hi[a], -lo[a])
             ax.set_ylim(lo[b], hi[b])
             ax.set_aspect("equal")
-            _letters(ax, plane)
+            draw_letters(ax, plane)
             if c == 0:
                 ax.set_ylabel(plane, fontsize=8)
         axes[0, c].set_title(f"{n} ({len(tracts[n])})", fontsize=9)
@@ -206,7 +206,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     m = reo.apply(Volume(np.asarray(mask, bool), affine, "mask")).data
     vox = np.asarray(voxel_mm, float)[list(np.argsort(reo.ornt[:, 0]))]
     cols = [(n, canon(t)) for n, t in columns]
-    centre = _centre(m)
+    centre = centre_voxel(m)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by ImageQualityTransfer {_software()} (iqt report). Slices through the centre of "
@@ -435,7 +435,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
 
 
 def _software() -> str:
-    """The version and build that made the page ("0.1.0, build 1a2b3c4d5e6f"), as `iqt --version` prints them."""
+    """The version and build that made the page ("0.2.0, build 1a2b3c4d5e6f"), as `iqt --version` prints them."""
     from ..fileio.model_files import software
 
     made = software()

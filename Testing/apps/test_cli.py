@@ -102,7 +102,7 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(capsys, tmp_path, lr_tens
     code, _, err = run_cli(capsys, *args)
     one_line_error(code, err, *words)
     if case == "uncertainty-not-given":  # it suggests what runs at this factor, not a method without a shipped model
-        assert "deep-hetero" not in err, err
+        assert "deep-hetero-var1" in err and "deep-hetero," not in err and "espcn-hetero-var2" not in err, err
     assert not out.exists()
     assert not list(tmp_path.glob(".iqt-*")), "a temporary file was left behind"
 

@@ -320,7 +320,8 @@ def test_shipped_models_load_with_a_verified_checksum(tmp_path):
     for e in entries:
         model = model_io.load(model_io.MODELS_DIR / e["sidecar"])
         assert model.meta["sha256"] == e["sha256"]
-        assert (model_io.MODELS_DIR / model.meta["weights"]).stat().st_size < 2 * 2**20
+        limit = 2 if e["factor"] == 2 else 5  # MB: x2 models, then x3 and through-plane (README, Methods)
+        assert (model_io.MODELS_DIR / model.meta["weights"]).stat().st_size < limit * 2**20, e
         # a tampered copy of the shipped weights is refused
         shutil.copy(model_io.MODELS_DIR / e["sidecar"], tmp_path / e["sidecar"])
         w = bytearray((model_io.MODELS_DIR / model.meta["weights"]).read_bytes())

@@ -587,7 +587,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     def installDependencies(self, askConfirmation: bool = True) -> bool:
         """Install the missing engine packages with Slicer's pip (slicer.packaging where this Slicer has it, else
-        slicer.util.pip_install), after asking unless askConfirmation is False; True when none is missing after."""
+        slicer.util.pip_install), after asking unless askConfirmation is False; True when none is missing after, False
+        when the user declines (Cancel in either route's dialog)."""
         missing = self.missingPackages()
         if not missing:
             return True
@@ -596,8 +597,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         except ImportError:
             packaging = None
         if packaging is not None and hasattr(packaging, "pip_ensure"):
-            packaging.pip_ensure(missing, prompt_install=askConfirmation, requester=_("Image Quality Transfer"),
-                                 skip_in_testing=False)
+            try:
+                packaging.pip_ensure(missing, prompt_install=askConfirmation, requester=_("Image Quality Transfer"),
+                                     skip_in_testing=False)
+            except RuntimeError as exc:  # Cancel in its dialog raises RuntimeError("User declined package installation")
+                if "declined" not in str(exc).lower():
+                    raise
+                return False
         else:
             if askConfirmation and not slicer.util.confirmOkCancelDisplay(
                 _("Image Quality Transfer needs these Python packages: {packages}. Install them now?").format(

@@ -442,9 +442,12 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.compareButton.toolTip = (
             _("Interpolation | IQT side by side, linked") if self.ui.compareButton.enabled
             else _("Run a method other than interpolation, with the interpolated output, to compare the two"))
-        self.ui.tractographyButton.enabled = bool(result.get("tensor")) and self.logic.tractographyAvailable()
-        if not self.logic.tractographyAvailable():
-            self.ui.tractographyButton.toolTip = _("Install the SlicerDMRI extension to seed tractography")
+        dmri = self.logic.tractographyAvailable()
+        self.ui.tractographyButton.enabled = bool(result.get("tensor")) and dmri
+        # set in both cases: the install hint is not left standing once SlicerDMRI is there (the .ui's text)
+        self.ui.tractographyButton.toolTip = (
+            _("Open SlicerDMRI tractography seeding on the high-resolution DTI") if dmri
+            else _("Install the SlicerDMRI extension to seed tractography"))
 
     # ---------------------------------------------------------------- apply / cancel
 

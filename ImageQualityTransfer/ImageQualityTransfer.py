@@ -178,6 +178,21 @@ def progressText(message: str) -> str:
     return message
 
 
+def factorsText(factor) -> str:
+    """"factor 2" or "factors 1,1,3" in the user's language (the engine's grid.describe in English) for an integer r,
+    per-axis factors (fx, fy, fz) or their text ("2", "1,1,3")."""
+    parts = factor.split(",") if isinstance(factor, str) else factor
+    try:
+        factors = [int(f) for f in parts]
+    except TypeError:  # an integer r
+        factors = [int(parts)]
+    if len(factors) == 1:
+        factors *= 3
+    if factors[0] == factors[1] == factors[2]:
+        return _("factor {factor}").format(factor=factors[0])
+    return _("factors {factors}").format(factors=",".join(str(f) for f in factors))
+
+
 def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cancelled: bool = False,
                   model: Optional[str] = None) -> str:
     """The status line after a run: cancelled; done, with the output's name, the model a learned method ran and the
@@ -187,12 +202,13 @@ def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cance
         return _("Cancelled.")
     if not name:
         return _("Failed: see the error message.")
-    text = _("Done: {name}").format(name=name)
+    if model and notes:
+        return _("Done: {name} ({model})\nNote: {notes}").format(name=name, model=model, notes=notes)
     if model:
-        text += " " + _("({model})").format(model=model)
+        return _("Done: {name} ({model})").format(name=name, model=model)
     if notes:
-        text += "\n" + _("Note: {notes}").format(notes=notes)
-    return text
+        return _("Done: {name}\nNote: {notes}").format(name=name, notes=notes)
+    return _("Done: {name}").format(name=name)
 
 
 class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -340,7 +356,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             extra.append(_("learned"))
         if info.get("needs_torch"):
             extra.append(_("needs PyTorch"))
-        self.ui.methodDescriptionLabel.text = info["description"] + (f" ({', '.join(extra)})" if extra else "")
+        self.ui.methodDescriptionLabel.text = (
+            _("{description} ({properties})").format(description=info["description"], properties=", ".join(extra))
+            if extra else info["description"])
         self.ui.installTorchButton.enabled = bool(info.get("needs_torch")) and not self.logic.torchAvailable()
         self.ui.averageFlipsCheckBox.enabled = bool(info.get("learned"))  # interpolation: nothing to average
 
@@ -349,12 +367,6 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def onUpsamplingModeChanged(self, index: int) -> None:
         if self._parameterNode and 0 <= index < len(UPSAMPLING_MODES):
             self._parameterNode.upsamplingMode = UPSAMPLING_MODES[index]
-
-    @staticmethod
-    def _factorsText(factors) -> str:
-        if factors[0] == factors[1] == factors[2]:
-            return _("factor {factor}").format(factor=factors[0])
-        return _("factors {factors}").format(factors=",".join(str(f) for f in factors))
 
     def _updateUpsampling(self) -> None:
         """The mode's controls, the factors and output voxel size for the input, and the methods offered at those
@@ -384,9 +396,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         elif inputNode:
             size = self.logic.outputSpacing(inputNode, self._factors)
             self.ui.factorsLabel.text = _("{factors} → {size} mm").format(
-                factors=self._factorsText(self._factors), size=" × ".join(f"{x:.2f}" for x in size))
+                factors=factorsText(self._factors), size=" × ".join(f"{x:.2f}" for x in size))
         else:
-            self.ui.factorsLabel.text = self._factorsText(self._factors)
+            self.ui.factorsLabel.text = factorsText(self._factors)
 
         if self._factors:
             offered = self.logic.offeredMethods(self._allMethods, self._factors)
@@ -400,7 +412,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         elif left and self._factors:
             self.ui.upsamplingNoteLabel.text = _(
                 "Not offered at {factors}, which they have no model for: {methods}. Interpolation takes any "
-                "factors.").format(factors=self._factorsText(self._factors), methods=", ".join(m["name"] for m in left))
+                "factors.").format(factors=factorsText(self._factors), methods=", ".join(m["name"] for m in left))
         else:
             self.ui.upsamplingNoteLabel.text = ""
 
@@ -434,7 +446,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.applyButton.enabled = False
         else:
             self.ui.applyButton.toolTip = _("Super-resolve the input volume ({factors})").format(
-                factors=self._factorsText(self._factors))
+                factors=factorsText(self._factors))
             self.ui.applyButton.enabled = True
         result = self._lastResult or {}
         self.ui.compareButton.enabled = bool(result.get("tensor") and result.get("interpolated")
@@ -814,13 +826,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             self._addNote(nodes["tensor"], _("no learned model ships for {factors}, so the interpolation baseline "
                                              "({method}) ran; choose a Method and an Advanced > Model file trained for "
                                              "these factors for a learned one").format(
-                factors=self._describeFactors(factor), method=method))
+                factors=factorsText(factor), method=method))
         return nodes
-
-    def _describeFactors(self, factor) -> str:
-        from ImageQualityTransferLib.core import grid
-
-        return grid.describe(factor)
 
     def _addNote(self, node, note: str) -> None:
         """`note` added to the run's notes on its tensor output (shown with the result)."""

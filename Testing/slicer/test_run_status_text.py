@@ -27,8 +27,8 @@ def test_the_status_after_a_run():
     assert status(None, cancelled=True) == "<Cancelled.>"
     assert status("dti_biqt", cancelled=True) == "<Cancelled.>"  # Cancel pressed as the run ended
     assert status("dti_biqt") == "<Done: dti_biqt>"
-    assert status("dti_biqt", "the brain was estimated") == "<Done: dti_biqt>\n<Note: the brain was estimated>"
-    assert status("dti_biqt", None, False, "shipped model biqt_x2.npz") == "<Done: dti_biqt> <(shipped model biqt_x2.npz)>"
+    assert status("dti_biqt", "the brain was estimated") == "<Done: dti_biqt\nNote: the brain was estimated>"
+    assert status("dti_biqt", None, False, "shipped model biqt_x2.npz") == "<Done: dti_biqt (shipped model biqt_x2.npz)>"
 
 
 def test_apply_always_sets_the_status_when_the_run_ends():

@@ -19,7 +19,7 @@ def _widget_method(name):
     tree = ast.parse(MODULE_PY.read_text())
     widget = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferWidget")
     fn = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == name)
-    space = {"_": lambda text: "<" + text + ">"}
+    space = {"_": lambda text: "<" + text + ">", "factorsText": lambda factors: "<factor 2>"}
     exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), space)
     return space[name]
 
@@ -37,7 +37,7 @@ def _panel(dmri):
         ui=types.SimpleNamespace(**buttons), logic=types.SimpleNamespace(tractographyAvailable=lambda: dmri[0]),
         _updateUpsampling=lambda: None, _updateMethodGui=lambda: None, _updateExcludeOutliers=lambda: None,
         _running=False, _parameterNode=types.SimpleNamespace(inputVolume=object()), _methods=[{"name": "cubic"}],
-        _factors=(2, 2, 2), _factorsError="", _factorsText=lambda factors: "factor 2",
+        _factors=(2, 2, 2), _factorsError="",
         _lastResult={"tensor": tensor, "interpolated": None})
 
 

@@ -60,38 +60,57 @@ class ImageQualityTransfer(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]
         self.parent.dependencies = []
         self.parent.contributors = ["ImageQualityTransfer contributors"]
-        self.parent.helpText = _(
-            """
-<p>Image Quality Transfer (IQT) super-resolves a low-resolution diffusion tensor image (DTI): it predicts the
-high-resolution tensors with a mapping learned from high-quality data, gives a voxel-wise <b>uncertainty</b>
-map where the method has one, and the <b>cubic interpolation</b> it must beat for side-by-side comparison.</p>
-<p><b>Input</b>: a DTI volume, or a diffusion-weighted (DWI) volume that is fitted to tensors first
-(weighted least squares). An optional brain label map restricts the work to the brain. A DWI's slices and volumes
-the tensor model does not fit (signal dropout, a dead or moved volume) are named in a note; tick <b>Exclude
-outliers</b> to fit without them.</p>
-<p><b>Which method</b>: the learned methods (3D-ESPCN CNNs, random forests IQT-RF / BIQT-RF) beat
-interpolation; pick one that gives an uncertainty to read the overlay; <i>cubic</i> is the baseline.
-CNN methods need PyTorch (installed on request through the PyTorch extension). Every method runs in a separate
-process (a DWI input's tensor fit too), so that Slicer stays responsive and Cancel stops it.</p>
-<p><b>Reading the uncertainty</b>: the overlay is the standard deviation of the predicted tensor, the mean over its
-6 elements, in µm²/ms (1 µm²/ms = 10⁻³ mm²/s: white matter's mean diffusivity is about 0.7). Beside it
-comes a <b>fibre direction uncertainty</b> map (degrees): how far the principal direction, which tractography
-follows, may be from the one shown. It is high where anisotropy is low, in grey matter and in lesions that
-destroy fibre organisation: do not trust tracts through such regions. Each map is coloured from 0 to its own
-99th percentile (the direction map from 0 to 60°: a direction left to chance sits at its top); tick <b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that
-one colour means one value when comparing methods or scans.</p>
-<p><b>Tensor conventions</b>: outputs keep Slicer's DTI conventions (components in IJK axes, measurement frame =
-IJK to RAS rotation), so SlicerDMRI tractography seeds on them unchanged. The output grid has the voxel size
-divided by the factor, with its first voxel centred inside the first input voxel.</p>
-<p><b>Upsampling</b>: <i>isotropic</i> divides the voxel size by the factor along every axis; <i>through-plane</i>
-along the slice axis only (the input's largest voxel spacing: thick slices; of spacings within 2 % of it, the
-third IJK axis, the acquisition's slice axis); <i>target voxel size</i> takes the
-smallest factor per axis that reaches it. The learned methods have models for isotropic factors 2 and 3 and
-through-plane factors 2 and 3, not every method for every one: the method list shows those that run at the chosen
-factors. Interpolation takes any factors.</p>
-<p>See the <a href="{url}">README</a> for details and batch use.</p>
-"""
-        ).replace("{url}", README_URL)
+        # one tr() text per paragraph, so that an edit leaves the other paragraphs' translations as they are
+        paragraphs = [
+            _("<p>Image Quality Transfer (IQT) super-resolves a low-resolution diffusion tensor image (DTI): it "
+              "predicts the\n"
+              "high-resolution tensors with a mapping learned from high-quality data, gives a voxel-wise "
+              "<b>uncertainty</b>\n"
+              "map where the method has one, and the <b>cubic interpolation</b> it must beat for side-by-side "
+              "comparison.</p>"),
+            _("<p><b>Input</b>: a DTI volume, or a diffusion-weighted (DWI) volume that is fitted to tensors first\n"
+              "(weighted least squares). An optional brain label map restricts the work to the brain. A DWI's "
+              "slices and volumes\n"
+              "the tensor model does not fit (signal dropout, a dead or moved volume) are named in a note; tick "
+              "<b>Exclude\n"
+              "outliers</b> to fit without them.</p>"),
+            _("<p><b>Which method</b>: the learned methods (3D-ESPCN CNNs, random forests IQT-RF / BIQT-RF) beat\n"
+              "interpolation; pick one that gives an uncertainty to read the overlay; <i>cubic</i> is the "
+              "baseline.\n"
+              "CNN methods need PyTorch (installed on request through the PyTorch extension). Every method runs in "
+              "a separate\n"
+              "process (a DWI input's tensor fit too), so that Slicer stays responsive and Cancel stops it.</p>"),
+            _("<p><b>Reading the uncertainty</b>: the overlay is the standard deviation of the predicted tensor, "
+              "the mean over its\n"
+              "6 elements, in µm²/ms (1 µm²/ms = 10⁻³ mm²/s: white matter's mean diffusivity is about 0.7). Beside "
+              "it\n"
+              "comes a <b>fibre direction uncertainty</b> map (degrees): how far the principal direction, which "
+              "tractography\n"
+              "follows, may be from the one shown. It is high where anisotropy is low, in grey matter and in "
+              "lesions that\n"
+              "destroy fibre organisation: do not trust tracts through such regions. Each map is coloured from 0 "
+              "to its own\n"
+              "99th percentile (the direction map from 0 to 60°: a direction left to chance sits at its top); tick "
+              "<b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that\n"
+              "one colour means one value when comparing methods or scans.</p>"),
+            _("<p><b>Tensor conventions</b>: outputs keep Slicer's DTI conventions (components in IJK axes, "
+              "measurement frame =\n"
+              "IJK to RAS rotation), so SlicerDMRI tractography seeds on them unchanged. The output grid has the "
+              "voxel size\n"
+              "divided by the factor, with its first voxel centred inside the first input voxel.</p>"),
+            _("<p><b>Upsampling</b>: <i>isotropic</i> divides the voxel size by the factor along every axis; "
+              "<i>through-plane</i>\n"
+              "along the slice axis only (the input's largest voxel spacing: thick slices; of spacings within 2 % "
+              "of it, the\n"
+              "third IJK axis, the acquisition's slice axis); <i>target voxel size</i> takes the\n"
+              "smallest factor per axis that reaches it. The learned methods have models for isotropic factors 2 "
+              "and 3 and\n"
+              "through-plane factors 2 and 3, not every method for every one: the method list shows those that run "
+              "at the chosen\n"
+              "factors. Interpolation takes any factors.</p>"),
+            _("<p>See the <a href=\"{url}\">README</a> for details and batch use.</p>"),
+        ]
+        self.parent.helpText = ("\n" + "\n".join(paragraphs) + "\n").replace("{url}", README_URL)
         self.parent.acknowledgementText = _(
             """
 Methods from: D.C. Alexander et al., "Image quality transfer via random forest regression: applications in
@@ -615,7 +634,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             try:
                 packaging.pip_ensure(missing, prompt_install=askConfirmation, requester=_("Image Quality Transfer"),
                                      skip_in_testing=False)
-            except RuntimeError as exc:  # Cancel in its dialog raises RuntimeError("User declined package installation")
+            except RuntimeError as exc:  # Cancel in its dialog: RuntimeError("User declined package installation")
                 if "declined" not in str(exc).lower():
                     raise
                 return False

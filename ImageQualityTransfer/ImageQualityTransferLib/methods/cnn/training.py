@@ -402,101 +402,151 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     with `checkpoint`, save after every epoch and resume from it when it exists. Returns (net in eval mode, sidecar
     metadata, history). `device` ("cpu", "cuda", "auto"): where the network trains (batches are drawn on the CPU);
     with several processes, the CPU only (gloo)."""
-    from pathlib import Path
+    run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint, device,
+                    options)
+    run.start()
+    for pi in range(run.start_phase, len(run.phases)):  # the phases a resumed run has ended are skipped
+        run.train_phase(pi)
+    run.bar.close()
+    return run.result()
 
-    from . import networks, require_torch
-    from .distributed import agree, gather, rank_and_world
 
-    torch = require_torch()
-    opts = {**DEFAULTS, **options}
-    if method not in networks.ARCHITECTURES:
-        raise IQTError(f"unknown CNN method {method!r}; trainable: {', '.join(networks.ARCHITECTURES)}")
-    rank, world = rank_and_world()
-    if opts["batch_size"] % world:
-        raise IQTError(f"a batch of {opts['batch_size']} patches does not split over {world} processes; give a number "
-                       f"of processes that divides it")
-    if rank:
-        log, progress = None, False
-    from .inference import resolve_device
+class _Training:
+    """One `train` call: what its set-up made (network, data, sampler, checkpoint to resume) and the progress its
+    epochs move on (epoch, history, ended phases: what a checkpoint records). A class so that each step of the loop
+    reads on one screen: set-up (`__init__`), `start`, `train_phase` per phase, `result`."""
 
-    device = resolve_device(device)
-    if world > 1 and device.type != "cpu":
-        raise IQTError(f"--device {device.type}: training over several processes runs on the CPU (gloo); use --device cpu "
-                       "or one process")
-    if threads:
-        torch.set_num_threads(int(threads))
-    from ...core.threads import thread_record
+    def __init__(self, items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint, device,
+                 options):
+        """Check the options, then set up processes, device, threads, the network, the data and the checkpoint."""
+        from . import networks, require_torch
+        from .distributed import rank_and_world
 
-    threads_used = thread_record(torch=True)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed if world == 1 else [seed, rank])
-    arch = {"name": method, "factor": grid.record(factor), "widths": list(networks.default_widths(method))}
-    f_train = grid.factors(factor)
-    net = networks.build(arch)
-    hetero = networks.is_hetero(net)
-    if any(it.halo != net.halo for it in items):
-        raise IQTError(f"the training items are padded for a halo of {items[0].halo} low-res voxels, {method!r} needs "
-                       f"{net.halo}; prepare them with halo={net.halo}")
-    init_info, base = None, None
-    if init is not None:
-        from . import model_io
+        self.torch = torch = require_torch()
+        self.items, self.method, self.factor, self.seed, self.epochs = items, method, factor, seed, epochs
+        self.minutes, self.checkpoint = minutes, checkpoint
+        self.opts = opts = {**DEFAULTS, **options}
+        if method not in networks.ARCHITECTURES:
+            raise IQTError(f"unknown CNN method {method!r}; trainable: {', '.join(networks.ARCHITECTURES)}")
+        self.rank, self.world = rank, world = rank_and_world()
+        if opts["batch_size"] % world:
+            raise IQTError(f"a batch of {opts['batch_size']} patches does not split over {world} processes; give a number "
+                           f"of processes that divides it")
+        if rank:
+            log, progress = None, False
+        self.log, self.progress = log, progress
+        from .inference import resolve_device
 
-        base = model_io.load(init)
-        if grid.factors(base.factor) != grid.factors(factor):
-            raise IQTError(f"{init}: --init model is for {grid.describe(base.factor)}, not {grid.text(factor)}")
-        missing, unexpected = net.load_state_dict(base.net.state_dict(), strict=False)
-        # new parts start as they are built: dropout rates, and deep's residual block (zero: the base's function)
-        if unexpected or any("log_alpha" not in k and ".res_" not in f".{k}" for k in missing):
-            raise IQTError(f"{init}: a model of method {base.method!r} cannot initialise a network of method {method!r}")
-        opts["subject_scale"] = bool(base.meta["normalisation"].get("subject_scale"))  # the base's units
-        init_info = {"model": str(base.path.name), "method": base.method, "sha256": base.meta.get("sha256"),
-                     "minutes": base.meta.get("training", {}).get("minutes"),
-                     "command": base.meta.get("training", {}).get("command")}
-    scale_kind = "md-mode"
-    if base is not None and base.meta["normalisation"].get("subject_scale"):
-        scale_kind = base.meta["normalisation"]["subject_scale"]  # the base's units
-        for it in items:
-            if it.unit_kind != scale_kind:
-                inner = it.inner()
-                it.unit, it.unit_kind = subject_scale(inner, it.lr_mask, scale_kind), scale_kind
-    if opts["subject_scale"]:
-        for it in items:  # in place: the items are this training's own
-            it.lr_pad /= np.float32(it.unit)
-            it.res /= np.float32(it.unit)
-            it.ref_std_unit = float(it.unit)
-    if base is not None:
-        norm = base.meta["normalisation"]
-    else:
-        norm = fit_normalisation(items, opts["out_norm"])
+        self.device = device = resolve_device(device)
+        if world > 1 and device.type != "cpu":
+            raise IQTError(f"--device {device.type}: training over several processes runs on the CPU (gloo); use --device cpu "
+                           "or one process")
+        if threads:
+            torch.set_num_threads(int(threads))
+        from ...core.threads import thread_record
+
+        self.threads_used = thread_record(torch=True)
+        base = self._build_network(init)
+        self._prepare_data(base)
+        self._place_network()
+        self.ck = self._open_checkpoint()
+        self.decay = float(opts["ema"])
+        if not 0.0 <= self.decay < 1.0:
+            raise IQTError(f"weight averaging decay {self.decay:g}: give a number in [0, 1), e.g. 0.999, or 0 for none")
+
+    # ------------------------------------------------ set-up
+
+    def _build_network(self, init):
+        """Seed torch and the augmentation stream, build the network, warm-start it from `init`; returns that model or None."""
+        from . import networks
+
+        torch, method, factor, seed = self.torch, self.method, self.factor, self.seed
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed if self.world == 1 else [seed, self.rank])
+        self.arch = {"name": method, "factor": grid.record(factor), "widths": list(networks.default_widths(method))}
+        self.f_train = grid.factors(factor)
+        self.net = net = networks.build(self.arch)
+        self.hetero = networks.is_hetero(net)
+        if any(it.halo != net.halo for it in self.items):
+            raise IQTError(f"the training items are padded for a halo of {self.items[0].halo} low-res voxels, {method!r} needs "
+                           f"{net.halo}; prepare them with halo={net.halo}")
+        self.init_info, base = None, None
+        if init is not None:
+            from . import model_io
+
+            base = model_io.load(init)
+            if grid.factors(base.factor) != grid.factors(factor):
+                raise IQTError(f"{init}: --init model is for {grid.describe(base.factor)}, not {grid.text(factor)}")
+            missing, unexpected = net.load_state_dict(base.net.state_dict(), strict=False)
+            # new parts start as they are built: dropout rates, and deep's residual block (zero: the base's function)
+            if unexpected or any("log_alpha" not in k and ".res_" not in f".{k}" for k in missing):
+                raise IQTError(f"{init}: a model of method {base.method!r} cannot initialise a network of method {method!r}")
+            self.opts["subject_scale"] = bool(base.meta["normalisation"].get("subject_scale"))  # the base's units
+            self.init_info = {"model": str(base.path.name), "method": base.method, "sha256": base.meta.get("sha256"),
+                              "minutes": base.meta.get("training", {}).get("minutes"),
+                              "command": base.meta.get("training", {}).get("command")}
+        return base
+
+    def _prepare_data(self, base):
+        """Put the items in their subject unit, fit the normalisation (or take `base`'s), make the sampler and validation set."""
+        from . import networks
+
+        items, opts = self.items, self.opts
+        scale_kind = "md-mode"
+        if base is not None and base.meta["normalisation"].get("subject_scale"):
+            scale_kind = base.meta["normalisation"]["subject_scale"]  # the base's units
+            for it in items:
+                if it.unit_kind != scale_kind:
+                    inner = it.inner()
+                    it.unit, it.unit_kind = subject_scale(inner, it.lr_mask, scale_kind), scale_kind
         if opts["subject_scale"]:
-            norm["subject_scale"] = scale_kind
-            norm["units"] = "mode of the low-res MD" if scale_kind == "md-mode" else "median low-res brain MD"
-    if opts["reference_noise"] and not hetero:
-        raise IQTError(f"reference noise enters the heteroscedastic loss only; {method!r} has none (use espcn-hetero or -var1)")
-    if bool(opts["reference_noise"]) != all(it.ref_std is not None for it in items):
-        raise IQTError("prepare the training items with reference_noise as the training asks (load_items)")
-    variational = networks.is_variational(net)
-    n_targets = sum(float(it.weight.sum()) for it in items) * 6
-    kl_weight = (1.0 / max(n_targets, 1.0)) if opts["kl_weight"] is None else float(opts["kl_weight"])
+            for it in items:  # in place: the items are this training's own
+                it.lr_pad /= np.float32(it.unit)
+                it.res /= np.float32(it.unit)
+                it.ref_std_unit = float(it.unit)
+        if base is not None:
+            norm = base.meta["normalisation"]
+        else:
+            norm = fit_normalisation(items, opts["out_norm"])
+            if opts["subject_scale"]:
+                norm["subject_scale"] = scale_kind
+                norm["units"] = "mode of the low-res MD" if scale_kind == "md-mode" else "median low-res brain MD"
+        self.norm = norm
+        if opts["reference_noise"] and not self.hetero:
+            raise IQTError(f"reference noise enters the heteroscedastic loss only; {self.method!r} has none (use espcn-hetero or -var1)")
+        if bool(opts["reference_noise"]) != all(it.ref_std is not None for it in items):
+            raise IQTError("prepare the training items with reference_noise as the training asks (load_items)")
+        self.variational = networks.is_variational(self.net)
+        n_targets = sum(float(it.weight.sum()) for it in items) * 6
+        self.kl_weight = (1.0 / max(n_targets, 1.0)) if opts["kl_weight"] is None else float(opts["kl_weight"])
+        seed = self.seed
+        self.sampler = Sampler(items, norm, self.factor, opts["patch"], seed if self.world == 1 else [seed, self.rank],
+                               opts["scale_aug"])
+        self.val_set = self.sampler.validation(opts["val_patches"], seed, opts["val_total"])
 
-    def kl_term():
-        return kl_weight * net.mean.kl() if variational else 0.0
-    sampler = Sampler(items, norm, factor, opts["patch"], seed if world == 1 else [seed, rank], opts["scale_aug"])
-    val_set = sampler.validation(opts["val_patches"], seed, opts["val_total"])
-    net.to(device)
-    model = net
-    if world > 1:  # the same initial weights everywhere (DDP broadcasts rank 0's), then each rank its own dropout draws
-        from torch.nn.parallel import DistributedDataParallel
+    def _place_network(self):
+        """Move the network to its device; over several processes, wrap it in DistributedDataParallel (`self.model`)."""
+        self.net.to(self.device)
+        self.model = self.net
+        if self.world > 1:  # the same initial weights everywhere (DDP broadcasts rank 0's), then each rank its own dropout draws
+            from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(net)
-        torch.manual_seed(seed * 1000 + rank)
-    # what a checkpoint must have been trained on to be resumed here: the subjects and every option (else one
-    # resumed with other --subjects goes on training on them and its sidecar names only the new ones)
-    training = {"subjects": sorted({it.name for it in items}),
-                "options": {k: v for k, v in sorted(opts.items()) if isinstance(v, (bool, int, float, str, type(None)))}}
-    ck = None
-    if checkpoint is not None and Path(checkpoint).exists():
-        ck = load_checkpoint(checkpoint, method, factor, seed)
+            self.model = DistributedDataParallel(self.net)
+            self.torch.manual_seed(self.seed * 1000 + self.rank)
+
+    def _open_checkpoint(self):
+        """The checkpoint to resume (None if there is none), checked against this training, its weights and streams restored."""
+        from pathlib import Path
+
+        opts, checkpoint = self.opts, self.checkpoint
+        # what a checkpoint must have been trained on to be resumed here: the subjects and every option (else one
+        # resumed with other --subjects goes on training on them and its sidecar names only the new ones)
+        training = {"subjects": sorted({it.name for it in self.items}),
+                    "options": {k: v for k, v in sorted(opts.items()) if isinstance(v, (bool, int, float, str, type(None)))}}
+        self.training = training
+        if checkpoint is None or not Path(checkpoint).exists():
+            return None
+        ck = load_checkpoint(checkpoint, self.method, self.factor, self.seed)
         if bool(ck.get("subject_scale", True)) != bool(opts["subject_scale"]):  # weights learnt in another input unit
             unit = "md-mode" if ck.get("subject_scale", True) else "fixed"
             raise IQTError(f"{checkpoint}: a checkpoint trained with --input-unit {unit}; resume it with that unit, or "
@@ -508,61 +558,39 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                      if was["options"].get(k) != now["options"].get(k)]
             raise IQTError(f"{checkpoint}: a checkpoint of another training ({'; '.join(what)}); resume it with the same "
                            "--subjects and options, or give another --checkpoint path")
-        net.load_state_dict(ck["net"])
-        if len(ck["rng"]) == world:  # every process's streams as they were; another process count draws afresh
-            st = ck["rng"][rank]
-            rng.bit_generator.state, sampler.rng.bit_generator.state = st["augment"], st["sampler"]
-            torch.set_rng_state(st["torch"])
+        self.net.load_state_dict(ck["net"])
+        if len(ck["rng"]) == self.world:  # every process's streams as they were; another process count draws afresh
+            st = ck["rng"][self.rank]
+            self.rng.bit_generator.state, self.sampler.rng.bit_generator.state = st["augment"], st["sampler"]
+            self.torch.set_rng_state(st["torch"])
+        return ck
 
-    def evaluate(phase):
-        net.eval()
-        with torch.no_grad():
-            losses = []
-            for xb, yb, wb, *refb in val_set.chunks(16, device):
-                out = net(xb)
-                if hetero:
-                    mu, lv = out
-                    losses.append(float(hetero_loss(mu, lv, yb, wb, *refb) if phase == "hetero" else mse_loss(mu, yb, wb)) * len(xb))
-                    # validation is in eval mode: the dropout noise is off, the mean network's expectation
-                else:
-                    losses.append(float(mse_loss(out, yb, wb)) * len(xb))
-        net.train()
-        return sum(losses) / len(val_set)
+    # ------------------------------------------------ progress: phases, resuming, checkpoints
 
-    decay = float(opts["ema"])
-    if not 0.0 <= decay < 1.0:
-        raise IQTError(f"weight averaging decay {decay:g}: give a number in [0, 1), e.g. 0.999, or 0 for none")
+    def start(self):
+        """The phases and the epochs --epochs gives each, the clock and progress bar; a checkpoint's progress taken over."""
+        opts = self.opts
+        hetero_mse = opts["hetero_mse_fraction"]
+        self.phases = [("hetero-warmup-mse", hetero_mse), ("hetero", 1 - hetero_mse)] if self.hetero else [("mse", 1.0)]
+        self.history = []
+        self.t_start = time.perf_counter()
+        from ...core.progress import progress_bar
 
-    def averaged(ema_state, run):
-        """`run()` with the averaged weights in the network (the live ones put back after); without averaging, as is."""
-        if ema_state is None:
-            return run()
-        live = copy.deepcopy(net.state_dict())
-        net.load_state_dict(ema_state)
-        try:
-            return run()
-        finally:
-            net.load_state_dict(live)
+        self.bar = progress_bar(total=self.epochs, desc=f"train {self.method}", enabled=self.progress)
+        self.epoch = 0
+        self.stopped = "epochs"
+        self.start_phase = 0
+        self.given = [max(1, int(round(self.epochs * frac))) for _, frac in self.phases]  # the epochs --epochs gives each phase
+        self.limits = list(self.given)  # the most epochs each phase has in this run (a resumed one keeps what its phases ran)
+        self.ended = []  # [epochs run, stop] of each phase that has ended: 0 by its epochs, 1 early stopping, 2 time budget
+        if self.ck is not None:
+            self._resume(self.ck)
 
-    def make_opt(params, lr):
-        o = torch.optim.Adam(params, lr=lr)
-        return o, torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=max(2, opts["patience"] // 3))
-
-    phases = [("hetero-warmup-mse", opts["hetero_mse_fraction"]), ("hetero", 1 - opts["hetero_mse_fraction"])] if hetero else [("mse", 1.0)]
-    history = []
-    t_start = time.perf_counter()
-    from ...core.progress import progress_bar
-
-    bar = progress_bar(total=epochs, desc=f"train {method}", enabled=progress)
-    epoch = 0
-    stopped = "epochs"
-    start_phase = 0
-    given = [max(1, int(round(epochs * frac))) for _, frac in phases]  # the epochs --epochs gives each phase
-    limits = list(given)  # the most epochs each phase has in this run (a resumed one keeps what its phases ran)
-    ended = []  # [epochs run, stop] of each phase that has ended: 0 by its epochs, 1 early stopping, 2 time budget
-    if ck is not None:
-        history, epoch, stopped = list(ck["history"]), int(ck["epoch"]), ck["stopped"]
-        t_start -= float(ck["elapsed"])
+    def _resume(self, ck):
+        """Take over a checkpoint's history, epoch and ended phases, and decide which phase goes on to how many epochs."""
+        phases, given, limits = self.phases, self.given, self.limits
+        self.history, self.epoch, self.stopped = list(ck["history"]), int(ck["epoch"]), ck["stopped"]
+        self.t_start -= float(ck["elapsed"])
         # a phase finished by its epochs goes on where --epochs now gives it more (a finished --epochs 1 run
         # resumed with --epochs 2 trains one more epoch); one that stopped early or at its time budget is over
         last = int(ck["phase_index"])
@@ -570,155 +598,234 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
         ran_out = ck.get("phase_stop", 0 if ck["stopped"] == "epochs" else 1) == 0
         more = bool(ck["phase_finished"]) and ran_out and done < given[last]
         finished = bool(ck["phase_finished"]) and not more
-        start_phase = last + finished
-        ran = [sum(1 for h in history if h["phase"] == name) for name, _ in phases]
-        ended = [list(e) for e in ck.get("phases_ended", [[ran[i], 0] for i in range(last)])]
+        self.start_phase = start_phase = last + finished
+        ran = [sum(1 for h in self.history if h["phase"] == name) for name, _ in phases]
+        self.ended = ended = [list(e) for e in ck.get("phases_ended", [[ran[i], 0] for i in range(last)])]
         if finished:
-            net.load_state_dict(ck["best_state"])
+            self.net.load_state_dict(ck["best_state"])
             ended.append([done, int(ck.get("phase_stop", 0))])
         for i in range(min(start_phase, len(phases))):  # the phases that have ended stay as they ran
             limits[i] = ran[i]
         if start_phase < len(phases):
             limits[start_phase] = max(given[start_phase], done if start_phase == last else 0)
-        bar.update(epoch)
-        if log:
-            log(f"resuming from {checkpoint} after epoch {epoch}" + _resume_plan(phases, given, limits, ended, last, done,
-                                                                                 start_phase, epochs, more))
+        self.bar.update(self.epoch)
+        if self.log:
+            self.log(f"resuming from {self.checkpoint} after epoch {self.epoch}" + _resume_plan(
+                phases, given, limits, ended, last, done, start_phase, self.epochs, more))
             if start_phase >= len(phases):
-                log(f"the checkpoint's run had already ended ({ck['stopped']}, after epoch {epoch}): no epoch to train; "
-                    "its model is written as it was" + (f" (a larger --epochs than {epoch} continues a run stopped by "
-                                                        "its epochs)" if ran_out else ""))
+                self.log(f"the checkpoint's run had already ended ({ck['stopped']}, after epoch {self.epoch}): no epoch to "
+                         "train; its model is written as it was" + (f" (a larger --epochs than {self.epoch} continues a "
+                                                                   "run stopped by its epochs)" if ran_out else ""))
 
-    def save_checkpoint(pi, done, finished, opt, sched, best, best_state, since, ema_state, stop=0):
-        states = gather({"augment": rng.bit_generator.state, "sampler": sampler.rng.bit_generator.state,
+    def _save_checkpoint(self, pi, done, finished, opt, sched, best, best_state, since, ema_state, stop=0):
+        """Write the whole training state (every process's random streams gathered) to `checkpoint`, on rank 0, atomically."""
+        from .distributed import gather
+
+        torch = self.torch
+        states = gather({"augment": self.rng.bit_generator.state, "sampler": self.sampler.rng.bit_generator.state,
                          "torch": torch.get_rng_state()})
-        if rank == 0:
+        if self.rank == 0:
             from ...fileio import atomic_write
 
-            state = {"format": CHECKPOINT_FORMAT, "method": method, "factor": grid.record(factor), "seed": int(seed),
-                     "subject_scale": bool(opts["subject_scale"]), "processes": world, "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished, "phase_stop": int(stop), "phases_ended": ended,
-                     "epoch": epoch, "stopped": stopped, "elapsed": time.perf_counter() - t_start, "history": history,
-                     "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best,
-                     "best_state": best_state, "since": since, "rng": states, "ema_state": ema_state, "training": training}
-            atomic_write(checkpoint, lambda tmp: save_torch(state, tmp))
+            state = {"format": CHECKPOINT_FORMAT, "method": self.method, "factor": grid.record(self.factor),
+                     "seed": int(self.seed), "subject_scale": bool(self.opts["subject_scale"]), "processes": self.world,
+                     "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished, "phase_stop": int(stop),
+                     "phases_ended": self.ended, "epoch": self.epoch, "stopped": self.stopped,
+                     "elapsed": time.perf_counter() - self.t_start, "history": self.history, "net": self.net.state_dict(),
+                     "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best, "best_state": best_state,
+                     "since": since, "rng": states, "ema_state": ema_state, "training": self.training}
+            atomic_write(self.checkpoint, lambda tmp: save_torch(state, tmp))
 
-    for pi, (phase, frac) in enumerate(phases):
-        if pi < start_phase:
-            continue
-        phase_epochs = given[pi]
-        phase_deadline = None if minutes is None else t_start + 60 * minutes * (
+    # ------------------------------------------------ the loop
+
+    def train_phase(self, pi):
+        """One phase's epochs (its optimiser and early stopping resumed where it is the checkpoint's), then its best weights kept."""
+        from .distributed import agree
+
+        opts, net, ck, log = self.opts, self.net, self.ck, self.log
+        phase, frac = self.phases[pi]
+        phase_epochs = self.given[pi]
+        phase_deadline = None if self.minutes is None else self.t_start + 60 * self.minutes * (
             frac if phase != "hetero" else 1.0)
         if phase == "hetero-warmup-mse":
             params, loss_kind = list(net.mean.parameters()), "mse"
         else:
             params, loss_kind = list(net.parameters()), phase
-        opt, sched = make_opt(params, opts["lr"] if phase != "hetero" else opts["lr"] * 0.3)
+        opt, sched = self._make_opt(params, opts["lr"] if phase != "hetero" else opts["lr"] * 0.3)
         best, best_state, since = math.inf, copy.deepcopy(net.state_dict()), 0
-        ema_state = copy.deepcopy(net.state_dict()) if decay else None
+        ema_state = copy.deepcopy(net.state_dict()) if self.decay else None
         k0 = 0
-        if ck is not None and pi == start_phase:
+        if ck is not None and pi == self.start_phase:
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
             best, best_state, since, k0 = ck["best"], ck["best_state"], int(ck["since"]), int(ck["phase_epochs_done"])
-            if decay:
+            if self.decay:
                 ema_state = ck["ema_state"]
         net.train()
+        stop = 0
         for k in range(k0, phase_epochs):
             t0 = time.perf_counter()
-            total = 0.0
-            for _ in range(opts["iters_per_epoch"]):
-                x, y, w, *ref = sampler.batch(opts["batch_size"] // world)
-                if opts["augment"] != "none":
-                    cands = SIGNED_PERMUTATIONS if opts["augment"] == "all" else [s for s in SIGNED_PERMUTATIONS if s[0] == (0, 1, 2)]
-                    # per-axis factors: only the permutations that keep each axis's factor (all of them for r)
-                    cands = [s for s in cands if all(f_train[q] == f_train[k] for k, q in enumerate(s[0]))]
-                    perm, signs, p = cands[rng.integers(len(cands))]
-                    x, y, w, *ref = augment_batch([x, y, w, *ref], perm, signs, p, magnitudes=len(ref))
-                x, y, w, ref = x.to(device), y.to(device), w.to(device), [a.to(device) for a in ref]
-                out = model(x)
-                if hetero:
-                    mu, lv = out
-                    loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w, *ref)) + kl_term()
-                    if world > 1 and loss_kind == "mse":
-                        loss = loss + 0.0 * lv.sum()  # DDP reduces a gradient for every parameter, the variance net's too
-                else:
-                    loss = mse_loss(out, y, w)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if ema_state is not None:
-                    with torch.no_grad():
-                        for key, value in net.state_dict().items():
-                            if value.is_floating_point():
-                                ema_state[key].mul_(decay).add_(value, alpha=1.0 - decay)
-                total += loss.item()
-            val = agree(averaged(ema_state, lambda: evaluate("hetero" if loss_kind == "hetero" else "mse")))  # rank 0's, so that every rank decides alike
+            total = self._train_epoch(opt, loss_kind, ema_state)
+            kind = "hetero" if loss_kind == "hetero" else "mse"
+            val = agree(self._averaged(ema_state, lambda: self._evaluate(kind)))  # rank 0's, so that every rank decides alike
             sched.step(val)
-            epoch += 1
-            history.append({"epoch": epoch, "phase": phase, "train_loss": total / opts["iters_per_epoch"], "val_loss": val,
-                            "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+            self.epoch += 1
+            self.history.append({"epoch": self.epoch, "phase": phase, "train_loss": total / opts["iters_per_epoch"],
+                                 "val_loss": val, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
             if val < best - 1e-6:
                 best, best_state, since = val, copy.deepcopy(net.state_dict() if ema_state is None else ema_state), 0
             else:
                 since += 1
-            bar.update(1)
-            bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{val:.4f}")
+            last = self.history[-1]
+            self.bar.update(1)
+            self.bar.set_postfix(train=f"{last['train_loss']:.4f}", val=f"{val:.4f}")
             if log:
-                log(f"epoch {epoch} [{phase}] train {history[-1]['train_loss']:.5f} val {val:.5f} "
-                    f"lr {history[-1]['lr']:.2g} ({history[-1]['seconds']:.1f} s, {(time.perf_counter() - t_start) / 60:.1f} min)")
+                log(f"epoch {self.epoch} [{phase}] train {last['train_loss']:.5f} val {val:.5f} "
+                    f"lr {last['lr']:.2g} ({last['seconds']:.1f} s, {(time.perf_counter() - self.t_start) / 60:.1f} min)")
             stop = agree(1 if since >= opts["patience"] else
                          2 if phase_deadline is not None and time.perf_counter() > phase_deadline else 0)
-            stopped = {1: "early stopping", 2: "time budget"}.get(stop, stopped)
-            if checkpoint is not None:
-                save_checkpoint(pi, k + 1, bool(stop) or k + 1 == phase_epochs, opt, sched, best, best_state, since,
-                                ema_state, stop)
+            self.stopped = {1: "early stopping", 2: "time budget"}.get(stop, self.stopped)
+            if self.checkpoint is not None:
+                self._save_checkpoint(pi, k + 1, bool(stop) or k + 1 == phase_epochs, opt, sched, best, best_state,
+                                      since, ema_state, stop)
             if stop:
                 break
-        ended = ended + [[sum(1 for h in history if h["phase"] == phase), int(stop) if k0 < phase_epochs else 0]]
+        self.ended = self.ended + [[sum(1 for h in self.history if h["phase"] == phase),
+                                    int(stop) if k0 < phase_epochs else 0]]
         net.load_state_dict(best_state)
-    bar.close()
-    if world > 1:  # hand back a plain copy: DDP's hooks on the parameters hold the process group
-        import gc
 
-        plain = networks.build(arch)
-        plain.load_state_dict(net.state_dict())
-        del model
-        net = plain
-        gc.collect()
-    net.to("cpu")
-    net.eval()
-    meta = {
-        "method": method,
-        "factor": grid.record(factor),
-        "arch": arch,
-        "patch": {"input_lr": opts["patch"] + 2 * net.halo, "output_lr": opts["patch"],
-                  "receptive_field_lr": 2 * net.halo + 1, "halo_lr": net.halo},
-        "normalisation": norm,
-        "training": {
-            "subjects": sorted({it.name for it in items}),
-            "shifts": len({it.shift for it in items}),
-            "volumes": len(items),
-            "input_styles": {k: sum(1 for it in items if (it.variant or {}).get("style", "own") == k)
-                             for k in sorted({(it.variant or {}).get("style", "own") for it in items})},
-            "seed": seed, "epochs_run": epoch, "epochs_max": sum(limits), "epochs_given": epochs,
-            "epochs_per_phase": {name: sum(1 for h in history if h["phase"] == name) for name, _ in phases},
-            "minutes_budget": minutes, "stopped_by": stopped,
-            "best_val_loss": min(h["val_loss"] for h in history if h["phase"] == phases[-1][0]),
-            "minutes": (time.perf_counter() - t_start) / 60,
-            "options": {k: opts[k] for k in DEFAULTS},
-            "init": init_info,
-            "processes": world,
-            "threads": threads_used,  # this process's (each process of a group takes as many)
-            "device": device.type,
-            "resumed_after_epoch": None if ck is None else int(ck["epoch"]),
-            "kl_weight": kl_weight if variational else None,
-            "log_alpha": ({name: [round(float(v), 4) for v in d.log_alpha.detach()] for name, d in
-                           (("drop1", net.mean.drop1), ("drop2", net.mean.drop2))} if variational else None),
-            "orientation": "canonical RAS axes (Method.predict reorients)",
-            "targets": "plausible voxels in the brain mask, eigenvalues clipped to [0, 4e-3]",
-        },
-        "version": SIDECAR_VERSION,
-        "engine_version": engine_version,
-        "engine_build": engine_build(),
-    }
-    return net, meta, history
+    def _train_epoch(self, opt, loss_kind, ema_state) -> float:
+        """`iters_per_epoch` optimiser steps on augmented batches (the averaged weights updated after each); the summed loss."""
+        opts, torch, device, decay = self.opts, self.torch, self.device, self.decay
+        total = 0.0
+        for _ in range(opts["iters_per_epoch"]):
+            x, y, w, *ref = self._augment(self.sampler.batch(opts["batch_size"] // self.world))
+            x, y, w, ref = x.to(device), y.to(device), w.to(device), [a.to(device) for a in ref]
+            loss = self._loss(self.model(x), y, w, ref, loss_kind)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema_state is not None:
+                with torch.no_grad():
+                    for key, value in self.net.state_dict().items():
+                        if value.is_floating_point():
+                            ema_state[key].mul_(decay).add_(value, alpha=1.0 - decay)
+            total += loss.item()
+        return total
+
+    def _augment(self, batch):
+        """One random signed axis permutation of a batch, from the `augment` option's set, keeping each axis's factor."""
+        opts = self.opts
+        if opts["augment"] == "none":
+            return batch
+        cands = SIGNED_PERMUTATIONS if opts["augment"] == "all" else [s for s in SIGNED_PERMUTATIONS if s[0] == (0, 1, 2)]
+        # per-axis factors: only the permutations that keep each axis's factor (all of them for r)
+        cands = [s for s in cands if all(self.f_train[q] == self.f_train[k] for k, q in enumerate(s[0]))]
+        perm, signs, p = cands[self.rng.integers(len(cands))]
+        return augment_batch(batch, perm, signs, p, magnitudes=len(batch) - 3)
+
+    def _loss(self, out, y, w, ref, loss_kind):
+        """The batch loss: MSE, or the heteroscedastic NLL, plus the KL term of variational dropout."""
+        if not self.hetero:
+            return mse_loss(out, y, w)
+        mu, lv = out
+        loss = (mse_loss(mu, y, w) if loss_kind == "mse" else hetero_loss(mu, lv, y, w, *ref)) + self._kl_term()
+        if self.world > 1 and loss_kind == "mse":
+            loss = loss + 0.0 * lv.sum()  # DDP reduces a gradient for every parameter, the variance net's too
+        return loss
+
+    def _kl_term(self):
+        """The variational dropout's KL divergence, weighted (0 for other networks)."""
+        return self.kl_weight * self.net.mean.kl() if self.variational else 0.0
+
+    def _make_opt(self, params, lr):
+        """A phase's Adam optimiser and its plateau learning-rate schedule."""
+        o = self.torch.optim.Adam(params, lr=lr)
+        return o, self.torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=max(2, self.opts["patience"] // 3))
+
+    def _evaluate(self, phase):
+        """The validation loss of `phase`'s kind, in eval mode (no dropout noise: the mean network's expectation)."""
+        net, torch = self.net, self.torch
+        net.eval()
+        with torch.no_grad():
+            losses = []
+            for xb, yb, wb, *refb in self.val_set.chunks(16, self.device):
+                out = net(xb)
+                if self.hetero:
+                    mu, lv = out
+                    losses.append(float(hetero_loss(mu, lv, yb, wb, *refb) if phase == "hetero" else mse_loss(mu, yb, wb)) * len(xb))
+                    # validation is in eval mode: the dropout noise is off, the mean network's expectation
+                else:
+                    losses.append(float(mse_loss(out, yb, wb)) * len(xb))
+        net.train()
+        return sum(losses) / len(self.val_set)
+
+    def _averaged(self, ema_state, run):
+        """`run()` with the averaged weights in the network (the live ones put back after); without averaging, as is."""
+        if ema_state is None:
+            return run()
+        net = self.net
+        live = copy.deepcopy(net.state_dict())
+        net.load_state_dict(ema_state)
+        try:
+            return run()
+        finally:
+            net.load_state_dict(live)
+
+    # ------------------------------------------------ the result
+
+    def result(self) -> tuple:
+        """(the network on the CPU in eval mode, a plain copy of a DDP one; its sidecar metadata; the history)."""
+        if self.world > 1:  # hand back a plain copy: DDP's hooks on the parameters hold the process group
+            import gc
+
+            from . import networks
+
+            plain = networks.build(self.arch)
+            plain.load_state_dict(self.net.state_dict())
+            del self.model
+            self.net = plain
+            gc.collect()
+        net = self.net
+        net.to("cpu")
+        net.eval()
+        return net, self._sidecar(), self.history
+
+    def _sidecar(self) -> dict:
+        """The trained model's sidecar metadata: architecture, normalisation and the record of this training."""
+        net, opts, items, history, phases = self.net, self.opts, self.items, self.history, self.phases
+        variational = self.variational
+        return {
+            "method": self.method,
+            "factor": grid.record(self.factor),
+            "arch": self.arch,
+            "patch": {"input_lr": opts["patch"] + 2 * net.halo, "output_lr": opts["patch"],
+                      "receptive_field_lr": 2 * net.halo + 1, "halo_lr": net.halo},
+            "normalisation": self.norm,
+            "training": {
+                "subjects": sorted({it.name for it in items}),
+                "shifts": len({it.shift for it in items}),
+                "volumes": len(items),
+                "input_styles": {k: sum(1 for it in items if (it.variant or {}).get("style", "own") == k)
+                                 for k in sorted({(it.variant or {}).get("style", "own") for it in items})},
+                "seed": self.seed, "epochs_run": self.epoch, "epochs_max": sum(self.limits), "epochs_given": self.epochs,
+                "epochs_per_phase": {name: sum(1 for h in history if h["phase"] == name) for name, _ in phases},
+                "minutes_budget": self.minutes, "stopped_by": self.stopped,
+                "best_val_loss": min(h["val_loss"] for h in history if h["phase"] == phases[-1][0]),
+                "minutes": (time.perf_counter() - self.t_start) / 60,
+                "options": {k: opts[k] for k in DEFAULTS},
+                "init": self.init_info,
+                "processes": self.world,
+                "threads": self.threads_used,  # this process's (each process of a group takes as many)
+                "device": self.device.type,
+                "resumed_after_epoch": None if self.ck is None else int(self.ck["epoch"]),
+                "kl_weight": self.kl_weight if variational else None,
+                "log_alpha": ({name: [round(float(v), 4) for v in d.log_alpha.detach()] for name, d in
+                               (("drop1", net.mean.drop1), ("drop2", net.mean.drop2))} if variational else None),
+                "orientation": "canonical RAS axes (Method.predict reorients)",
+                "targets": "plausible voxels in the brain mask, eigenvalues clipped to [0, 4e-3]",
+            },
+            "version": SIDECAR_VERSION,
+            "engine_version": engine_version,
+            "engine_build": engine_build(),
+        }

@@ -120,6 +120,18 @@ class Method:
     # 7.8x; docs/measurements.md, Memory)
     tta_peak = 4.0
 
+    @staticmethod
+    def sampling() -> list[str]:
+        """The names of the methods that take Monte Carlo samples, for the messages that say where --mc-samples applies
+        (subclasses in the order they are defined; the registry imports this module, so it is not asked)."""
+        found, todo = [], list(Method.__subclasses__())
+        while todo:
+            cls = todo.pop(0)
+            todo[:0] = cls.__subclasses__()
+            if cls.takes_samples and cls.name != "?" and cls.name not in found:
+                found.append(cls.name)
+        return found
+
     def peak_multiple(self, maps: bool, propagate: bool = False) -> float:
         """The run's peak per byte of its high-res tensors (`grid.check_output_size`): the method's own, and what
         --tta and --propagate (drawing samples of the output; any number of them) add to it; --mc-samples adds none
@@ -139,7 +151,7 @@ class Method:
         if samples is not None:
             if not self.takes_samples:
                 raise IQTError(f"method {self.name!r} takes no Monte Carlo samples; drop --mc-samples "
-                               "(it applies to espcn-hetero-var1 and espcn-hetero-var2)")
+                               f"(it applies to {', '.join(Method.sampling())})")
             try:
                 whole = int(samples) == samples and not isinstance(samples, bool)
             except (TypeError, ValueError):
@@ -320,6 +332,10 @@ class Method:
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{tensors.NOISY_MODEL:g}): the given model runs; without a model {self.name} would run its "
                           "model trained with added noise", IQTWarning, stacklevel=4)
+        elif index <= tensors.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
+            warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
+                          f"{tensors.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
+                          f"{grid.describe(f)}; {_listed(here)} run one on such inputs", IQTWarning, stacklevel=4)
         elif index > tensors.NOISY_INPUT:
             if here:
                 hint = f"; {_listed(here)} run a model trained with added noise on such inputs"

@@ -138,7 +138,7 @@ TTA_HELP = ("learned methods: average the prediction over the input's 8 axis fli
 def add_method_settings(sp, model: bool = True) -> None:
     if model:
         sp.add_argument("--model", help="model file to use instead of the shipped one (learned methods)")
-    sp.add_argument("--mc-samples", type=int, help="Monte Carlo samples of espcn-hetero-var1/-var2 (default 10; 0: one "
+    sp.add_argument("--mc-samples", type=int, help="Monte Carlo samples of espcn-hetero-var1/-var2, deep-hetero-var1 (default 10; 0: one "
                                                    "deterministic pass, intrinsic uncertainty only)")
     sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                     help="where the CNNs run (default cpu; auto: CUDA when PyTorch has it)")

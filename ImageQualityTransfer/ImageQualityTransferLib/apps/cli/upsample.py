@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
     options.add_method_settings(sp)
     sp.add_argument("--samples", type=int,
                     help="with --propagate: number of samples drawn from the predictive distribution (default 100); "
-                         "without: Monte Carlo samples for espcn-hetero-var1/-var2 (as --mc-samples)")
+                         "without: Monte Carlo samples of the variational CNNs (espcn-hetero-var1/-var2, deep-hetero-var1; as --mc-samples)")
     sp.add_argument("--propagate", action="store_true",
                     help="uncertainty propagation (methods with uncertainty): draw --samples high-res DTI samples and "
                          "write FA/MD mean/std and tract visitation maps beside the output (<name>_fa_mean.nii.gz, ..., "
@@ -214,7 +214,7 @@ def _check_samples(args, cls) -> None:
     if args.samples is not None:
         if not cls.takes_samples:
             raise IQTError(f"method {cls.name!r} takes no Monte Carlo samples; drop --samples (it applies to "
-                           "espcn-hetero-var1 and espcn-hetero-var2), or add --propagate to draw samples of the output "
+                           f"{', '.join(cls.sampling())}), or add --propagate to draw samples of the output "
                            "from a method with uncertainty")
         if args.mc_samples is not None:
             raise IQTError("give the Monte Carlo samples once: --samples or --mc-samples (without --propagate they are the same)")

@@ -14,7 +14,7 @@ def test_the_demo_figure_shows_what_the_report_shows(tmp_path, monkeypatch):
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from ImageQualityTransferLib.apps.report import centre_voxel
+    from ImageQualityTransferLib.apps.figures import centre_voxel
 
     shape = (12, 14, 16)
     rng = np.random.default_rng(0)

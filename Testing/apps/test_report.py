@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib.apps import report
+from ImageQualityTransferLib.apps import report, report_page
 from ImageQualityTransferLib.core import tensors
 
 
@@ -35,7 +35,7 @@ def test_report_is_self_contained_and_every_image_decodes(tmp_path):
     lines = [np.array([[0, 0, 0], [3, 1, 2], [6, 1, 4]], np.float32), np.array([[1, 5, 2], [1, 8, 3]], np.float32)]
     rows = [{"method": "cubic", "interior": {"dt_rmse": 10.0, "ratio_to_cubic": 1.0, "fa_rmse": 0.05},
              "exterior": {"dt_rmse": 20.0, "ratio_to_cubic": 1.0}, "seconds": 0.1}]
-    path = report.write_report(
+    path = report_page.write_report(
         tmp_path / "r.html", "test <run>", [("cubic", pred), ("ground truth", truth)], mask, [1.5, 1.5, 2.0], aff,
         uncertainty={"cubic": np.full(shape, 2e-5, np.float32)}, truth=truth, metrics_rows=rows,
         tract_rows={"cubic": {"tract_dice": 0.8, "tract_fp_fraction": 0.1, "n_streamlines": 2}},
@@ -74,9 +74,9 @@ def test_the_direction_map_is_on_its_fixed_scale_and_the_sd_on_its_own(tmp_path,
     truth = _field(shape, 0)
     mask = np.zeros(shape, bool)
     mask[2:-2, 2:-2, 2:-2] = True
-    report.write_report(tmp_path / "r.html", "run", [("cubic", truth)], mask, [1.5, 1.5, 2.0],
-                        np.diag([-1.5, 1.5, 2.0, 1.0]), uncertainty={"cubic": np.full(shape, 2e-5, np.float32)},
-                        direction={"cubic": np.full(shape, 25.0, np.float32)})
+    report_page.write_report(tmp_path / "r.html", "run", [("cubic", truth)], mask, [1.5, 1.5, 2.0],
+                             np.diag([-1.5, 1.5, 2.0, 1.0]), uncertainty={"cubic": np.full(shape, 2e-5, np.float32)},
+                             direction={"cubic": np.full(shape, 25.0, np.float32)})
     assert len(tops) == 2
     assert np.isclose(tops[0], 2e-5 * tensors.SHOWN_UNIT) and tops[1] == SHOWN_TOP_DEGREES
 
@@ -173,12 +173,13 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
     around the image, not on its pixels (S and I sat on bright error pixels)."""
     import numpy as np
 
-    from ImageQualityTransferLib.apps import report
+    from ImageQualityTransferLib.apps.figures import draw_letters
+    from ImageQualityTransferLib.apps.report_figures import _new_figure
 
-    fig, axes = report._new_figure(1, 2)
+    fig, axes = _new_figure(1, 2)
     for ax, aspect in zip(axes[0], (1.0, 3.0)):
         ax.imshow(np.ones((20, 60)), aspect=aspect, cmap="gray", vmin=0, vmax=1)
-        report.draw_letters(ax, "coronal")
+        draw_letters(ax, "coronal")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)
@@ -189,11 +190,11 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
         for text in ax.texts:
             box = text.get_window_extent(renderer)
             assert not box.overlaps(pixels), (text.get_text(), box, pixels)
-    fig, axes = report._new_figure(1, 1)  # a tract panel: y runs upwards there, and is widened upwards
+    fig, axes = _new_figure(1, 1)  # a tract panel: y runs upwards there, and is widened upwards
     ax = axes[0, 0]
     ax.set_xlim(-60, 60)
     ax.set_ylim(-40, 50)
-    report.draw_letters(ax, "coronal")
+    draw_letters(ax, "coronal")
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     assert x0 < -60 and x1 > 60 and y0 < -40 and y1 > 50
 
@@ -233,4 +234,4 @@ def test_the_tract_figure_draws_the_default_and_the_best_method(tmp_path, small_
     assert drawn == ["ground truth", "low-res input", "cubic", *dict.fromkeys([default, best])], (drawn, dice)
     assert f"{default}, the default method" in caption
     assert f"{best}, the best learned method by tract-density Dice in the table" in caption
-    assert report.tract_methods(["cubic", "rf", "biqt"]) == ["rf"]  # no default, no scores: the first learned
+    assert report_page.tract_methods(["cubic", "rf", "biqt"]) == ["rf"]  # no default, no scores: the first learned

@@ -95,7 +95,7 @@ def _figure(case, predictions, path, title, factor):
     reo = Reorientation.to_canonical(case.hr_affine)
     canon = lambda data: reo.apply(Volume(np.asarray(data, np.float32), case.hr_affine, "tensor")).data
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
-    columns = [("low-res input (nearest)", canon(nearest))]  # the names the report gives them (apps/report.py)
+    columns = [("low-res input (nearest)", canon(nearest))]  # the names the report gives them (apps/report_page.py)
     columns += [(name, canon(p.tensor.data)) for name, p in predictions.items() if name != "nearest"]
     columns.append(("ground truth", canon(case.truth)))
     mask = reo.apply(Volume(case.hr_mask, case.hr_affine, "mask")).data

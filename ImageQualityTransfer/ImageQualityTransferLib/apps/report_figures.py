@@ -1,0 +1,145 @@
+"""`iqt report`'s figures: the FA and colour-FA views, the scalar maps (uncertainty, direction uncertainty, errors) on one
+shared colour scale, and the streamline projections, each returned as a base64 PNG for the page (`apps.report_page`).
+
+Views are drawn in canonical RAS axes whatever the storage order, radiological for axial and coronal
+views (patient right on screen left, as in 3D Slicer), with the orientation letters on every panel.
+matplotlib draws on its Agg canvas without pyplot.
+"""
+
+from __future__ import annotations
+
+import base64
+import io as _io
+
+import numpy as np
+
+from ..core import tensors
+from .figures import PLANES, draw_letters, view
+
+
+def _aspect(plane, vox):
+    # imshow aspect = height of a pixel / width of a pixel
+    return {"axial": vox[1] / vox[0], "coronal": vox[2] / vox[0], "sagittal": vox[2] / vox[1]}[plane]
+
+
+def _png(fig) -> str:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi, facecolor="white")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _new_figure(nrows, ncols, panel=2.1, extra_w=0.0, title=None):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel * ncols + 0.6 + extra_w, panel * nrows + (0.6 if title else 0.3)), dpi=90)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig, axes
+
+
+# ---------------------------------------------------------------- panels
+
+
+def fa_views(columns, mask, vox, centre) -> str:
+    """FA and colour FA of each (name, canonical tensor array) column in the three planes: base64 PNG."""
+    fig, axes = _new_figure(6, len(columns))
+    for c, (name, t) in enumerate(columns):
+        for p, plane in enumerate(PLANES):
+            k = centre[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
+            sl = np.asarray(view(t, plane, k), np.float64)
+            ok = view(mask, plane, k) & tensors.plausible(sl)
+            fa = np.where(ok, tensors.fa(sl), 0.0)
+            rgb = np.where(ok[..., None], tensors.color_fa(sl), 0.0)
+            a1, a2 = axes[2 * p, c], axes[2 * p + 1, c]
+            a1.imshow(fa, cmap="gray", vmin=0, vmax=1, aspect=_aspect(plane, vox), interpolation="nearest")
+            a2.imshow(rgb, aspect=_aspect(plane, vox), interpolation="nearest")
+            draw_letters(a1, plane)
+            draw_letters(a2, plane)
+            if c == 0:
+                a1.set_ylabel(f"{plane}\nFA", fontsize=8)
+                a2.set_ylabel(f"{plane}\ncolour FA", fontsize=8)
+        axes[0, c].set_title(name, fontsize=9)
+    fig.subplots_adjust(left=0.5 / fig.get_figwidth(), right=0.99, bottom=0.01, top=1 - 0.3 / fig.get_figheight(),
+                        wspace=0.03, hspace=0.03)
+    return _png(fig)
+
+
+def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", overlay=True, scale_mask=None,
+                 top: float | None = None) -> str:
+    """Each named (X,Y,Z) map in the three planes, on one shared colour scale (0 to `top`, default the 99th percentile
+    in `scale_mask`, default `mask`) with a colour bar; with `overlay`, drawn semi-transparent over the FA `background`
+    (canonical arrays)."""
+    names = list(maps)
+    fig, axes = _new_figure(3, len(names), extra_w=0.9)
+    scaled = mask if scale_mask is None else scale_mask & mask
+    inside = np.concatenate([np.asarray(maps[n])[scaled].ravel() for n in names]) if scaled.any() else np.zeros(1)
+    inside = inside[np.isfinite(inside)]
+    vmax = float(np.percentile(inside, 99)) if inside.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+    vmax = vmax if top is None else float(top)
+    im = None
+    for c, n in enumerate(names):
+        for p, plane in enumerate(PLANES):
+            k = centre[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
+            ax = axes[p, c]
+            m = view(mask, plane, k)
+            if overlay and background is not None:
+                ax.imshow(np.where(m, view(background, plane, k), 0), cmap="gray", vmin=0, vmax=1,
+                          aspect=_aspect(plane, vox), interpolation="nearest")
+            else:
+                ax.set_facecolor("black")
+            im = ax.imshow(np.where(m, view(np.asarray(maps[n]), plane, k), np.nan), cmap=cmap, vmin=0, vmax=vmax,
+                           alpha=0.75 if overlay else 1.0, aspect=_aspect(plane, vox), interpolation="nearest")
+            draw_letters(ax, plane)
+            if c == 0:
+                ax.set_ylabel(plane, fontsize=8)
+        axes[0, c].set_title(n, fontsize=9)
+    w = fig.get_figwidth()
+    fig.subplots_adjust(left=0.4 / w, right=1 - 1.0 / w, bottom=0.01, top=1 - 0.3 / fig.get_figheight(), wspace=0.03, hspace=0.03)
+    if im is not None:
+        cax = fig.add_axes([1 - 0.85 / w, 0.1, 0.15 / w, 0.8])
+        cb = fig.colorbar(im, cax=cax)
+        cb.set_label(label, fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    return _png(fig)
+
+
+def tract_views(tracts: dict, max_lines: int = 1500) -> str:
+    """Streamline projections (world RAS mm) seen from above, the front and the left, coloured by direction."""
+    from matplotlib.collections import LineCollection
+
+    names = list(tracts)
+    fig, axes = _new_figure(3, len(names))
+    allpts = [np.concatenate(v) for v in tracts.values() if len(v)]
+    lo = np.min([p.min(0) for p in allpts], 0) if allpts else np.zeros(3)
+    hi = np.max([p.max(0) for p in allpts], 0) if allpts else np.ones(3)
+    proj = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}
+    for c, n in enumerate(names):
+        lines = tracts[n]
+        if len(lines) > max_lines:
+            pick = np.random.default_rng(0).choice(len(lines), max_lines, replace=False)
+            lines = [lines[i] for i in pick]
+        segs = [np.stack([sl[:-1], sl[1:]], 1) for sl in lines if len(sl) > 1]
+        seg = np.concatenate(segs) if segs else np.zeros((0, 2, 3))
+        d = seg[:, 1] - seg[:, 0]
+        col = np.abs(d) / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+        for p, plane in enumerate(PLANES):
+            a, b = proj[plane]
+            ax = axes[p, c]
+            ax.set_facecolor("black")
+            xs = -seg[:, :, a]  # patient right (axial, coronal) or anterior (sagittal) on screen left
+            ax.add_collection(LineCollection(np.stack([xs, seg[:, :, b]], -1), colors=col, linewidths=0.3))
+            ax.set_xlim(-hi[a], -lo[a])
+            ax.set_ylim(lo[b], hi[b])
+            ax.set_aspect("equal")
+            draw_letters(ax, plane)
+            if c == 0:
+                ax.set_ylabel(plane, fontsize=8)
+        axes[0, c].set_title(f"{n} ({len(tracts[n])})", fontsize=9)
+    fig.subplots_adjust(left=0.4 / fig.get_figwidth(), right=0.99, bottom=0.01, top=1 - 0.3 / fig.get_figheight(),
+                        wspace=0.03, hspace=0.03)
+    return _png(fig)

@@ -9,7 +9,7 @@ from helpers import bundle_volume
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps.cli import main
-from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core import tensor_checks
 from ImageQualityTransferLib.core.volume import Volume
 
 
@@ -26,8 +26,8 @@ def test_track_says_what_tracking_does_with_missing_voxels(tmp_path, capsys):
     err = capsys.readouterr().err
     said = [line for line in err.splitlines() if "NaN in every element" in line]
     assert rc == 0 and len(said) == 1, err
-    assert said[0].endswith(tensors.MISSING_AS_TRACKED), said[0]  # before: ... interpolation takes them as zero
-    assert tensors.MISSING_AS_INPUT not in err
+    assert said[0].endswith(tensor_checks.MISSING_AS_TRACKED), said[0]  # before: ... interpolation takes them as zero
+    assert tensor_checks.MISSING_AS_INPUT not in err
     from ImageQualityTransferLib.analysis import tractography
 
     density = tractography.density_map(tractography.load_tracts(tmp_path / "t.trk"), vol.affine, vol.shape3)

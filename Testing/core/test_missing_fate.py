@@ -1,4 +1,4 @@
-"""The readers' warning on tensors with NaN in every element (core.tensors.nan_as_empty) ends with what becomes of
+"""The readers' warning on tensors with NaN in every element (core.tensor_checks.nan_as_empty) ends with what becomes of
 those voxels where they are read: a method's input fills them from the nearest fits (learned) or takes them as zero
 (interpolation); `iqt evaluate` scores a prediction's as a zero tensor (the uncertainty figures leave them out) and
 leaves a reference's out of every figure, counted. It said the methods' line for evaluate's files too."""
@@ -12,7 +12,7 @@ import pytest
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
-from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core import tensor_checks
 from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.core.volume import Volume
 
@@ -22,7 +22,7 @@ AFFINE = np.diag([-1.5, 1.5, 1.5, 1.0])
 def _said(t, **kw) -> list[str]:
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", IQTWarning)
-        tensors.nan_as_empty(t, "f.nii.gz: ", **kw)
+        tensor_checks.nan_as_empty(t, "f.nii.gz: ", **kw)
     return [str(w.message) for w in said]
 
 
@@ -36,12 +36,12 @@ def _holed():
 def test_the_warning_says_the_fate_the_reader_is_given():
     t = _holed()
     (default,) = _said(t)
-    assert "NaN in every element" in default and default.endswith(tensors.MISSING_AS_INPUT), default
+    assert "NaN in every element" in default and default.endswith(tensor_checks.MISSING_AS_INPUT), default
     (given,) = _said(t, fate="left alone")
     assert given.endswith("read as missing (zero); left alone"), given
-    with tensors.missing_read_as(tensors.MISSING_AS_PREDICTION):
+    with tensor_checks.missing_read_as(tensor_checks.MISSING_AS_PREDICTION):
         (inside,) = _said(t)
-    assert inside.endswith(tensors.MISSING_AS_PREDICTION) and "learned methods" not in inside, inside
+    assert inside.endswith(tensor_checks.MISSING_AS_PREDICTION) and "learned methods" not in inside, inside
     (after,) = _said(t)  # the context is left as it was
     assert after == default
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core import tensor_checks, tensors
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.methods.inputs import check_tensor_input
@@ -28,8 +28,8 @@ def _brain_with_failed_fits(n=4000, share=0.03, seed=0):
 def test_failed_fits_in_the_brain_do_not_read_as_another_unit(share):
     t = _brain_with_failed_fits(share=share)
     assert np.percentile(np.abs(t.reshape(-1, 6)[:, [0, 2, 5]]), 99) > 0.1  # what the check read before
-    tensors.check_scale(t)
-    tensors.check_scale(t, np.ones(t.shape[:3], bool), "reference", "--truth-order")
+    tensor_checks.check_scale(t)
+    tensor_checks.check_scale(t, np.ones(t.shape[:3], bool), "reference", "--truth-order")
     check_tensor_input(Volume(t.astype(np.float32), np.eye(4), "tensor"))
 
 
@@ -37,4 +37,4 @@ def test_failed_fits_in_the_brain_do_not_read_as_another_unit(share):
 def test_another_unit_is_still_refused_with_failed_fits_in_it(factor, said):
     t = _brain_with_failed_fits() * factor
     with pytest.raises(IQTError, match=rf"not in mm\^2/s.*multiply them by {said}"):
-        tensors.check_scale(t)
+        tensor_checks.check_scale(t)

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core import tensor_checks, tensors
 from ImageQualityTransferLib.core.errors import IQTError
 
 from helpers import random_spd
@@ -77,12 +77,12 @@ def test_the_unit_check_reads_the_brain_of_a_fit_that_is_mostly_background():
     background = np.tile(np.array([1e-9, 0, 1e-9, 0, 0, 1e-9]), (6000, 1))
     t = np.concatenate([brain, background]).reshape(100, 100, 1, 6)
     assert np.median(tensors.md(t.reshape(-1, 6))) < 1e-8  # what the check read before
-    tensors.check_scale(t)
+    tensor_checks.check_scale(t)
     for factor in (1e-6, 1e3):  # m^2/s, 1e-3 mm^2/s
         with pytest.raises(IQTError, match=r"not in mm\^2/s"):
-            tensors.check_scale(t * factor)
+            tensor_checks.check_scale(t * factor)
     with pytest.raises(IQTError, match=r"not in mm\^2/s"):
-        tensors.check_scale(np.concatenate([brain[:200] * 1e-6, background]).reshape(-1, 1, 1, 6))
+        tensor_checks.check_scale(np.concatenate([brain[:200] * 1e-6, background]).reshape(-1, 1, 1, 6))
 
 
 def test_the_md_mode_is_the_brains_beside_many_clipped_noise_fits():
@@ -105,7 +105,7 @@ def test_a_wrong_unit_is_named_with_the_factor_that_mends_it():
     for factor, said in ((1e3, "multiply them by 1e-3 to get mm^2/s (DTI-TK"), (1e-6, "multiply them by 1e6 to get "
                          "mm^2/s (m^2/s, as Camino"), (1e-3, "multiply them by 1e3 to get mm^2/s")):
         with pytest.raises(IQTError, match=re.escape(said)):
-            tensors.check_scale(t * factor)
+            tensor_checks.check_scale(t * factor)
 
 
 def test_positive_definiteness_is_judged_on_the_tissue_like_voxels():
@@ -119,9 +119,9 @@ def test_positive_definiteness_is_judged_on_the_tissue_like_voxels():
     background = tensors.from_matrix(m + np.swapaxes(m, 1, 2))  # noise fits of near-zero MD, half not PD
     t = np.concatenate([brain, background]).reshape(-1, 1, 1, 6)
     assert (tensors.eigenvalues(t.reshape(-1, 6))[:, 0] > 0).mean() < 0.5
-    tensors.check_scale(t)
+    tensor_checks.check_scale(t)
     with pytest.raises(IQTError, match="positive definite"):
-        tensors.check_scale(tensors.from_order(t, "mrtrix"))
+        tensor_checks.check_scale(tensors.from_order(t, "mrtrix"))
 
 
 def test_dtifit_maps_match_the_eigen_decomposition_and_are_zero_where_the_tensor_is():

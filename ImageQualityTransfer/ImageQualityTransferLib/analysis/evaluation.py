@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..core import grid, tensors
+from ..core import grid, tensor_checks, tensors
 from ..core.direction import angular_error
 from ..core.errors import IQTError
 from ..core.volume import as_array as _array
@@ -259,10 +259,10 @@ def check_inputs(pred, truth, hr_mask) -> tuple[np.ndarray, np.ndarray]:
     """`evaluate`'s inputs as it scores them, or an IQTError where scoring them would give a wrong answer: a NaN or
     Inf among a voxel's elements (voxels with NaN in every element are read as missing: the prediction's as zero,
     said in one line as `iqt evaluate` says it, the reference's counted in n_no_reference), or tensors that are not a
-    fit in mm^2/s in this project's element order (`tensors.check_scale`: the prediction over its tensors, the
+    fit in mm^2/s in this project's element order (`tensor_checks.check_scale`: the prediction over its tensors, the
     reference inside `hr_mask`). The error's `input` attribute names the one refused ("prediction" or "reference"),
     for a caller that knows its file (iqt evaluate adds the path and the element order that reads it)."""
-    p = tensors.nan_as_empty(_array(pred), fate=tensors.MISSING_AS_PREDICTION)
+    p = tensor_checks.nan_as_empty(_array(pred), fate=tensor_checks.MISSING_AS_PREDICTION)
     t = _array(truth)
     t = np.where(np.isnan(t).all(axis=-1, keepdims=True), 0, t) if np.isnan(t).any() else t  # n_no_reference's
     region = _array(hr_mask, bool)
@@ -273,7 +273,7 @@ def check_inputs(pred, truth, hr_mask) -> tuple[np.ndarray, np.ndarray]:
             if bad:
                 raise IQTError(f"the {what} holds NaN or Inf in {bad} voxel{'s' if bad != 1 else ''} (not in every "
                                "element, which would read as a missing tensor); replace them (for example with 0) and retry")
-            tensors.check_scale(a, where[what], what, INPUT_OPTIONS[what])
+            tensor_checks.check_scale(a, where[what], what, INPUT_OPTIONS[what])
         except IQTError as exc:
             exc.input = what
             raise

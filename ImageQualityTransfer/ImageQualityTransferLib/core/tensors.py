@@ -6,9 +6,6 @@ reordering for other file conventions, rotation of the frame, and the plausible-
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-
 import numpy as np
 
 # (row, col) of each stored element, NIfTI SYMMATRIX lower-triangular order.
@@ -108,102 +105,6 @@ def tissue_like(t: np.ndarray) -> np.ndarray:
     lam = eigenvalues(t)
     md = lam.mean(axis=-1)
     return (lam[..., 0] > 0) & (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
-
-
-# What becomes of the voxels nan_as_empty reads as missing, the second half of its warning: as a method's input (the
-# default: upsample, report, view, propagate, batch), as iqt track's input (analysis/tractography.py: an empty tensor
-# has FA 0, where a streamline stops), and as iqt evaluate's prediction or reference (analysis/evaluation.py: a zero
-# prediction is scored as a zero tensor, covered only by the uncertainty figures; a voxel with no reference tensor is
-# left out of every figure and counted as n_no_reference)
-MISSING_AS_INPUT = "the learned methods fill such voxels from the nearest fits, interpolation takes them as zero"
-MISSING_AS_TRACKED = "tracking reads them as empty (FA 0): streamlines stop at them"
-MISSING_AS_PREDICTION = ("the error figures score them as a zero tensor (the whole reference tensor counts as error) "
-                         "and the uncertainty figures leave them out")
-MISSING_AS_REFERENCE = "they are left out of every figure and counted (n_no_reference)"
-
-
-_MISSING_FATE = contextvars.ContextVar("iqt_missing_fate", default=MISSING_AS_INPUT)
-
-
-@contextlib.contextmanager
-def missing_read_as(fate: str):
-    """A context within which the files read say `fate` of their missing voxels (nan_as_empty's warning, through
-    whichever reader: NIfTI, NRRD): `with tensors.missing_read_as(tensors.MISSING_AS_PREDICTION): load_tensor(...)`."""
-    token = _MISSING_FATE.set(fate)
-    try:
-        yield
-    finally:
-        _MISSING_FATE.reset(token)
-
-
-def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np.ndarray:
-    """Voxels whose six elements are all NaN, as some tools write the background, read as empty (zero), the way this
-    project writes it; any other NaN or Inf stays for the caller to refuse. Such voxels enclosed by tensors (failed
-    fits written as NaN, not a background) are said in one warning line (`source`: the file, for it), which ends with
-    what becomes of them: `fate`, or the one `missing_read_as` set around the read (MISSING_AS_INPUT by default)."""
-    empty = np.isnan(t).all(axis=-1)
-    if not empty.any():
-        return t
-    from scipy import ndimage
-
-    n = int((empty & ndimage.binary_fill_holes(~empty)).sum())
-    if n:
-        import warnings
-
-        from .errors import IQTWarning
-
-        warnings.warn(f"{source}{n} voxel{'s' if n != 1 else ''} inside the tensors hold{'s' if n == 1 else ''} NaN in "
-                      "every element (failed fits, or holes in the mask the fit was made in): read as missing (zero); "
-                      f"{_MISSING_FATE.get() if fate is None else fate}", IQTWarning, stacklevel=3)
-    return np.where(empty[..., None], 0, t)
-
-
-def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",
-                order_option: str = "--tensor-order") -> None:
-    """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
-    positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge; `what`
-    names the volume and `order_option` the option that reads its element order, in the messages."""
-    from .errors import IQTError
-
-    t = np.asarray(t)
-    present = np.any(t != 0, axis=-1)
-    if where is not None:
-        present &= where
-    values = t[present]
-    if values.size == 0:
-        fix = {"prediction": "give the output of 'iqt upsample'",
-               "reference": "give the reference's fitted tensors and its own brain mask (on its grid)"}
-        raise IQTError(f"the {what} holds no tensor" + (" inside the mask" if where is not None else "") +
-                       " (all zero); " + fix.get(what, "give a fitted DTI volume in mm^2/s, e.g. from 'iqt fit'"))
-    lam = eigenvalues(values)
-    md = lam.mean(axis=1)
-    # an unmasked fit can be mostly background: fits of near-zero MD (about 1e-9 where the scanner zeroes it) or,
-    # by least squares, of noise with negative eigenvalues. Judge on the tissue-like voxels where there are enough
-    # of them (README, Command line); a wrong element order leaves most of those not positive definite, a wrong sign
-    # or unit leaves none tissue-like
-    tissue = (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
-    judged = tissue if tissue.sum() >= max(100, 0.05 * len(md)) else np.ones(len(md), bool)
-    pd = lam[:, 0] > 0
-    share = float(pd[judged].mean())
-    if share < 0.5:
-        raise IQTError(f"only {100 * share:.0f} % of the {what} tensors are positive definite; the volume is not a "
-                       f"diffusion tensor fit (or its sign or element order is wrong: check {order_option})")
-    scale = float(np.median(md[judged & pd]))
-    # over the judged voxels too: failed fits (dipy's WLS reaches 1e-2 to 2.5 mm^2/s in low-signal voxels; 3 % of a
-    # native scan's brain) are not the volume's unit, and the methods and the evaluation take them as missing
-    big = float(np.percentile(np.abs(values[judged][:, [0, 2, 5]]), 99))
-    if big > 0.1 or scale > 0.05 or scale < 1e-5:
-        raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "
-                       f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
-
-
-def _rescale_hint(scale: float) -> str:
-    """What to multiply by, and the tools known to write that unit."""
-    power = int(np.round(np.log10(0.7e-3 / scale))) if scale > 0 else 0
-    known = {-3: " (DTI-TK writes 1e-3 mm^2/s, i.e. um^2/ms)", 6: " (m^2/s, as Camino writes)"}
-    if power == 0:
-        return "rescale them to mm^2/s"
-    return f"multiply them by 1e{power} to get mm^2/s{known.get(power, '')}"
 
 
 def md(t: np.ndarray) -> np.ndarray:

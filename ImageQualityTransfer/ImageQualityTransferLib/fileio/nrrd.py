@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import tensors
+from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
 from .paths import nhdr_data_files, not_a_file, nrrd_data_file
@@ -278,7 +278,7 @@ def load_tensor_nrrd(path) -> Volume:
         if kind == "3d-masked-symmetric-matrix":
             comps = comps[..., 1:]
         comps6 = tensors.from_order(comps, "fsl")  # NRRD order xx,xy,xz,yy,yz,zz
-    comps6 = tensors.nan_as_empty(comps6, f"{path}: ")  # a NaN background (all six elements) is an empty one
+    comps6 = tensor_checks.nan_as_empty(comps6, f"{path}: ")  # a NaN background (all six elements) is an empty one
     bad = ~np.isfinite(comps6)
     if bad.any():
         raise IQTError(

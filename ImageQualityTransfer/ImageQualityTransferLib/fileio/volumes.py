@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import tensors
+from ..core import tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
 from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
@@ -160,7 +160,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
             f"(as 'iqt fit' and ANTs write it; dipy's, in FSL's bvec frame, with --tensor-order dipy) or 4D (X,Y,Z,6) with "
             f"--tensor-order; fit tensors from DWIs with 'iqt fit'"
         )
-    data = tensors.nan_as_empty(data, f"{path}: ")  # a NaN background (all six elements) is an empty one
+    data = tensor_checks.nan_as_empty(data, f"{path}: ")  # a NaN background (all six elements) is an empty one
     check_finite(data, path, "tensor data")
     data = tensors.from_order(data, file_order)
     frame = file_frame(file_order, img.affine)

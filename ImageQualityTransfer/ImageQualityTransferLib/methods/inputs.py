@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from ..core import grid, tensors
+from ..core import grid, tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 
@@ -106,7 +106,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
         raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
     where = None if mask is None else np.asarray(mask.data, bool)
     try:
-        tensors.check_scale(vol.data, where)
+        tensor_checks.check_scale(vol.data, where)
     except IQTError as exc:
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
 

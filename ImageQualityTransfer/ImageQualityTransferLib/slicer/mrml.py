@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import tensors
+from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
 from ..fileio.nrrd import direction_rotation, frame_to_voxel_axes, reexpress
 from ..core.volume import Volume
@@ -161,7 +161,7 @@ def tensor_volume_from_node(node) -> Volume:
         raise IQTError(f"{_node_label(node)} holds no 3x3 tensor point data; select a DTI volume")
     m9 = _point_array(image, arr, node).astype(np.float64)
     t6 = tensors.from_matrix(m9.reshape(m9.shape[:3] + (3, 3)))
-    t6 = tensors.nan_as_empty(t6, f"{_node_label(node)}: ")  # a NaN background (all six elements) is an empty one
+    t6 = tensor_checks.nan_as_empty(t6, f"{_node_label(node)}: ")  # a NaN background (all six elements) is an empty one
     mf = vtk.vtkMatrix4x4()
     node.GetMeasurementFrameMatrix(mf)
     mf3 = _matrix_to_numpy(mf)[:3, :3]

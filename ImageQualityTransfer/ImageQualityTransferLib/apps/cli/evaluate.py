@@ -56,7 +56,7 @@ def _truth_order(path, tensor_order: str) -> str:
 def run(args):
     from ... import fileio
     from ...analysis import evaluation
-    from ...core import grid, tensors
+    from ...core import grid, tensor_checks
     from ...dmri import degrade, fit_noise
     from ...fileio.sizes import check_inputs
     from ...methods.inputs import order_hint
@@ -69,10 +69,10 @@ def run(args):
     plan.check()
     # every image it reads, from their headers, before any data is read
     check_inputs("evaluate", [args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi])
-    with tensors.missing_read_as(tensors.MISSING_AS_PREDICTION):  # its NaN voxels' warning says what scoring does
+    with tensor_checks.missing_read_as(tensor_checks.MISSING_AS_PREDICTION):  # its NaN voxels' warning says what scoring does
         pred = fileio.load_tensor(args.pred, args.tensor_order)
     try:
-        with warnings.catch_warnings(record=True) as said, tensors.missing_read_as(tensors.MISSING_AS_REFERENCE):
+        with warnings.catch_warnings(record=True) as said, tensor_checks.missing_read_as(tensor_checks.MISSING_AS_REFERENCE):
             warnings.simplefilter("always", IQTWarning)
             truth = fileio.load_tensor(args.truth, args.truth_order or _truth_order(args.truth, args.tensor_order))
     except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)
@@ -179,7 +179,7 @@ def _psnr(x) -> str:
     return _num(x, ".2f", " dB")
 
 
-MISSING_WARNING = "NaN in every element"  # core.tensors.nan_as_empty's warning (its first half, whatever it says of
+MISSING_WARNING = "NaN in every element"  # core.tensor_checks.nan_as_empty's warning (its first half, whatever it says of
 # their fate): such voxels are read as zero
 MOSTLY_MISSING = 0.5  # share of the mask's voxels without a reference tensor from which the mask is not the reference's
 

@@ -36,7 +36,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio
     from ...analysis import tractography
-    from ...core import tensors
+    from ...core import tensor_checks
     from ...fileio.sizes import check_inputs
     from ...methods.inputs import check_tensor_input
 
@@ -51,7 +51,7 @@ def run(args):
     seeds = fileio.load_mask(args.seeds, seeds=True)
     if (s.step is None) == (s.max_length is None):  # points per streamline known before the brain is (scaling keeps them)
         tractography.check_memory(int(seeds.data.sum()) * s.density**3, s.human())
-    with tensors.missing_read_as(tensors.MISSING_AS_TRACKED):  # its NaN voxels' warning says what tracking does
+    with tensor_checks.missing_read_as(tensor_checks.MISSING_AS_TRACKED):  # its NaN voxels' warning says what tracking does
         dti = fileio.load_tensor(args.input, args.tensor_order)
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does
     mask = fileio.load_mask(args.mask, dti) if args.mask else None

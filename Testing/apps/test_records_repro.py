@@ -248,3 +248,25 @@ def test_a_variational_method_s_outputs_from_before_builds_say_why_they_are_redo
     assert records.other_build(folder, names, ident) == f"version {__version__} (before builds were recorded)"
     records.sidecar(folder / "t.nii.gz").write_text(json.dumps({**old, "MCSamples": 5}))
     assert records.other_build(folder, names, ident) is None  # 5 samples asked then: another request
+
+
+def test_library_versions_of_a_copy_without_its_metadata_come_from_the_module(monkeypatch):
+    """A library copied onto PYTHONPATH without its dist-info (as on a machine set up from an archive) is still
+    recorded, from its `__version__`, not as null (the device-trained sidecars of stop 53 said nibabel: null)."""
+    from importlib import metadata
+
+    import nibabel
+
+    from ImageQualityTransferLib.methods.base import library_versions
+
+    real = metadata.version
+
+    def without(name):
+        if name in ("nibabel", "dipy"):
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", without)
+    out = library_versions()
+    assert out["nibabel"] == nibabel.__version__
+    assert out["dipy"] and out["numpy"] == real("numpy")

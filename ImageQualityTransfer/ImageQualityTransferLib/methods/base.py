@@ -645,8 +645,8 @@ def library_versions(torch: bool = False) -> dict:
     for dist in ("numpy", "scipy", "nibabel", "dipy", "threadpoolctl") + (("torch",) if torch else ()):
         try:
             out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
+        except metadata.PackageNotFoundError:  # importable without its metadata (a bare copy on the PYTHONPATH)
+            out[dist] = _module_version(dist)
     if torch:
         import sys
 
@@ -654,6 +654,16 @@ def library_versions(torch: bool = False) -> dict:
     out["blas"] = sorted({f"{lib.get('internal_api')} {lib.get('version')}" for lib in threadpool_info()
                           if lib.get("user_api") == "blas"})
     return out
+
+
+def _module_version(name: str):
+    """The `__version__` of an importable module, or None where it cannot be imported or has none."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(name), "__version__", None)
+    except ImportError:
+        return None
 
 
 def data_record(subjects) -> list[dict]:

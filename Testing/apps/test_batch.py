@@ -107,7 +107,7 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     col = {name: i for i, name in enumerate(rows[0])}
     seconds = {r[0]: r[col["seconds"]] for r in rows[1:]}
     assert 0 <= float(qc["sub-01"][col["nonphysical_pct"]]) < 5  # output voxels with a negative eigenvalue, % of brain
-    assert 0 < float(qc["sub-01"][col["noise_index"]]) < 1  # the input's roughness (tensors.noise_index)
+    assert 0 < float(qc["sub-01"][col["noise_index"]]) < 1  # the input's roughness (noise_level.noise_index)
 
     # a rerun redoes nothing; a deleted output redoes that subject only
     first = outputs(out / "sub-01") | outputs(out / "sub-02")
@@ -478,13 +478,13 @@ def test_list_subjects_are_named_apart(tmp_path):
 
 @pytest.mark.realdata
 def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_path, axial_subject):
-    """A real dev subject's tight ×2 tensors with Rician noise added (noise index above tensors.NOISY_MODEL) and the
+    """A real dev subject's tight ×2 tensors with Rician noise added (noise index above noise_level.NOISY_MODEL) and the
     same tensors clean, listed as DTI files: rf runs its model trained with added noise on the first only, and the
     subject's sidecar names it."""
     import json
 
     from ImageQualityTransferLib import methods
-    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.core import noise_level
     from ImageQualityTransferLib.dmri import degrade as deg, randomise
 
     if "rf" not in methods.ready(2):
@@ -500,7 +500,7 @@ def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_pa
     settings = batch.Settings(method="rf", noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha)
     rows = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), settings, out, client=None, progress=False)
     assert [r["status"] for r in rows] == ["done", "done"]
-    assert rows[0]["qc"]["noise_index"] < tensors.NOISY_MODEL < rows[1]["qc"]["noise_index"]
+    assert rows[0]["qc"]["noise_index"] < noise_level.NOISY_MODEL < rows[1]["qc"]["noise_index"]
     side = {n: json.loads(next((out / f"sub-{n}dti" / "dwi").glob("*param-tensor_dwimap.json")).read_text())
             for n in ("clean", "noisy")}
     assert "ModelUsed" not in side["clean"] and "Notes" not in side["clean"]
@@ -514,7 +514,7 @@ def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_pa
     used = qc[0].index("model_used")
     assert [row[used] for row in qc[1:]] == ["default", "noisy"]
     run = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
-    assert run["NoisyInputModelSHA256"] == noisy_sidecar["sha256"] and run["NoisyInputAboveNoiseIndex"] == tensors.NOISY_MODEL
+    assert run["NoisyInputModelSHA256"] == noisy_sidecar["sha256"] and run["NoisyInputAboveNoiseIndex"] == noise_level.NOISY_MODEL
 
 
 def test_a_tensor_file_with_a_tiny_background_runs_as_its_twin_with_zeros(tmp_path):

@@ -135,10 +135,10 @@ def test_an_unmasked_least_squares_fit_that_is_mostly_not_positive_definite_runs
 
 def test_a_native_scan_fitted_without_a_mask_chooses_the_model_its_masked_fit_does(axial_subject):
     """The brain estimated from a whole-field fit keeps a rim of scalp and background fits about as deep in mm at any
-    voxel size, so its noise index is read inside a core that deep (tensors.estimated_core): on this native 3 mm scan
+    voxel size, so its noise index is read inside a core that deep (noise_level.estimated_core): on this native 3 mm scan
     the unmasked fit read 0.082 with the 4-voxel core set on 6 mm inputs and ran the noise-trained models, where its
     masked fit reads 0.070 and runs the defaults."""
-    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.core import noise_level
     from ImageQualityTransferLib.dmri.dti import fit_dti
 
     dwi = axial_subject.dwi
@@ -148,8 +148,8 @@ def test_a_native_scan_fitted_without_a_mask_chooses_the_model_its_masked_fit_do
         warnings.simplefilter("ignore")
         free = m.predict(unmasked_fit(axial_subject), 2, uncertainty=False).tensor.meta
         masked = m.predict(fit_dti(dwi, mask), 2, mask, uncertainty=False).tensor.meta
-    assert tensors.estimated_core(dwi.voxel_size) == (8, 8, 8)
-    assert masked["noise_index"] < tensors.NOISY_MODEL and free["noise_index"] < tensors.NOISY_MODEL
+    assert noise_level.estimated_core(dwi.voxel_size) == (8, 8, 8)
+    assert masked["noise_index"] < noise_level.NOISY_MODEL and free["noise_index"] < noise_level.NOISY_MODEL
     assert abs(free["noise_index"] - masked["noise_index"]) < 0.005
     assert "model_for" not in free and "model_for" not in masked
 

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from ImageQualityTransferLib import methods
 from ImageQualityTransferLib.analysis import evaluation
-from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core import noise_level, tensors
 from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.methods import base
 
@@ -105,13 +105,13 @@ def _noisy_models_only_where(monkeypatch, keep):
 
 def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
     """The dev scan degraded as usual is as smooth as the training inputs; with Rician noise at a b0 SNR of 10 added
-    before the fit it is far rougher (tensors.noise_index): there a forest runs its model trained with added noise for
+    before the fit it is far rougher (noise_level.noise_index): there a forest runs its model trained with added noise for
     the factors (here thick slices, ×1,1,2, and ×1,3,1 served by the ×1,1,3 model with the axes turned and back)."""
     f = (1, 1, 2)
     clean, noisy = _thick_slices(axial_subject, f), _thick_slices(axial_subject, f, snr=10)
-    a = tensors.noise_index(clean.tensor.data, clean.mask.data)
-    b = tensors.noise_index(noisy.tensor.data, noisy.mask.data)
-    assert a < tensors.NOISY_MODEL < tensors.NOISY_INPUT < b, (a, b)
+    a = noise_level.noise_index(clean.tensor.data, clean.mask.data)
+    b = noise_level.noise_index(noisy.tensor.data, noisy.mask.data)
+    assert a < noise_level.NOISY_MODEL < noise_level.NOISY_INPUT < b, (a, b)
     out, said = _noisy_warnings("global-linear", clean.tensor, f, clean.mask)
     assert "model_for" not in out.meta and not said, said
     out, said = _noisy_warnings("global-linear", noisy.tensor, f, clean.mask)
@@ -120,7 +120,7 @@ def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
     # thick slices of 3 stored along j: the ×1,1,3 model trained with added noise serves them, axes turned and back
     g = (1, 3, 1)
     noisy3 = _thick_slices(axial_subject, g, snr=10)
-    assert tensors.noise_index(noisy3.tensor.data, noisy3.mask.data) > tensors.NOISY_MODEL
+    assert noise_level.noise_index(noisy3.tensor.data, noisy3.mask.data) > noise_level.NOISY_MODEL
     out, said = _noisy_warnings("global-linear", noisy3.tensor, g, noisy3.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("global-linear_x1x1x3_noisy.json")
     assert len(said) == 1 and "uses its model trained with added noise" in said[0], said
@@ -161,7 +161,7 @@ def test_where_no_method_has_a_noise_trained_model_the_warning_says_where_they_s
 
 
 def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
-    """Above tensors.NOISY_MODEL a method that ships a model trained with added noise runs that one instead, says so
+    """Above noise_level.NOISY_MODEL a method that ships a model trained with added noise runs that one instead, says so
     in one warning and records it in the output's meta; a clean input and a given model keep the default."""
     from ImageQualityTransferLib.dmri import degrade as deg, randomise
     from ImageQualityTransferLib.fileio.model_files import NOISY
@@ -170,8 +170,8 @@ def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
     s = axial_subject
     clean = deg.degrade(s.dwi, s.mask.data, 2, style="tight")
     noisy = deg.degrade(s.dwi, s.mask.data, 2, style="tight", noise=randomise.rician(20, 0))
-    assert tensors.noise_index(clean.tensor.data, clean.mask.data) < tensors.NOISY_MODEL < \
-        tensors.noise_index(noisy.tensor.data, noisy.mask.data) < tensors.NOISY_INPUT
+    assert noise_level.noise_index(clean.tensor.data, clean.mask.data) < noise_level.NOISY_MODEL < \
+        noise_level.noise_index(noisy.tensor.data, noisy.mask.data) < noise_level.NOISY_INPUT
     noisy_model = model_io.shipped_for("biqt", 2, NOISY)
     assert noisy_model is not None and noisy_model != model_io.shipped("biqt", 2)
     biqt = methods.get("biqt")
@@ -202,7 +202,7 @@ def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
 def test_an_estimated_brain_given_as_the_mask_is_read_as_the_method_estimates_it(which, request):
     """Tensors fitted over the whole field of view: a learned method chooses its model by the noise index read inside
     the estimated brain's rim, whether it estimated that brain itself or was given it (as batch does), and records
-    the figure it chose by. Both clean training scans fitted unmasked read above tensors.NOISY_MODEL on the whole
+    the figure it chose by. Both clean training scans fitted unmasked read above noise_level.NOISY_MODEL on the whole
     estimated brain and below it inside the rim (docs/measurements.md), so reading the rim too would switch models.
     The Achieva scan's background holds so many failed fits that without them under a tenth of its field is left
     empty: it is still a whole-field input (decided before they are taken out)."""
@@ -216,10 +216,10 @@ def test_an_estimated_brain_given_as_the_mask_is_read_as_the_method_estimates_it
         brain = m.support(lr)
         by_itself = m.predict(lr, 2, uncertainty=False)
         given = m.predict(lr, 2, brain, uncertainty=False)
-    assert tensors.noise_index(lr.data, brain.data) > tensors.NOISY_MODEL  # the rim read too would switch
-    index = tensors.noise_index(lr.data, brain.data, core=tensors.estimated_core(lr.voxel_size))
+    assert noise_level.noise_index(lr.data, brain.data) > noise_level.NOISY_MODEL  # the rim read too would switch
+    index = noise_level.noise_index(lr.data, brain.data, core=noise_level.estimated_core(lr.voxel_size))
     # read after the failed fits are taken out (inputs.drop_failed_fits), so within a little of the raw input's
-    assert by_itself.tensor.meta["noise_index"] == given.tensor.meta["noise_index"] < tensors.NOISY_MODEL
+    assert by_itself.tensor.meta["noise_index"] == given.tensor.meta["noise_index"] < noise_level.NOISY_MODEL
     assert given.tensor.meta["noise_index"] == pytest.approx(index, abs=0.002)
     assert "model_for" not in by_itself.tensor.meta and "model_for" not in given.tensor.meta
 
@@ -227,7 +227,7 @@ def test_an_estimated_brain_given_as_the_mask_is_read_as_the_method_estimates_it
 def test_thick_noisy_slices_fitted_without_a_mask_get_the_noise_trained_model(axial_subject):
     """A 3 mm scan in slices of 9 mm (×1,1,3: 12 planes), noisy, fitted over the whole field of view and run without a
     mask: the brain estimated from the tensors is too thin to lose four more voxels, so its noise index is read as far
-    in as it allows (tensors.noise_index) instead of not at all, and the noise-trained model runs; the clean input
+    in as it allows (noise_level.noise_index) instead of not at all, and the noise-trained model runs; the clean input
     keeps the default one."""
     from ImageQualityTransferLib.dmri import degrade as deg, randomise
 

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 from ImageQualityTransferLib import methods
-from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core import noise_level
 from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.dmri import degrade as deg
 from ImageQualityTransferLib.dmri import randomise
@@ -27,13 +27,13 @@ def phantom():
 def test_the_noise_trained_model_s_line_says_where_the_input_leaves_its_training(phantom, snr, says):
     dwi, mask = phantom
     pair = deg.degrade(dwi, mask, 2, style="tight", noise=randomise.added_noise(snr))
-    index = tensors.noise_index(pair.tensor.data, pair.mask.data)
+    index = noise_level.noise_index(pair.tensor.data, pair.mask.data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = methods.get("global-linear").predict(pair.tensor, 2, pair.mask, uncertainty=False)
     said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning) and "noise" in str(w.message)]
     if says is None:
-        assert index < tensors.NOISY_MODEL and not said, (index, said)
+        assert index < noise_level.NOISY_MODEL and not said, (index, said)
         return
     assert out.tensor.meta["model_for"] == "noisy"
     assert (0.12 < index <= 0.20) == (snr == 8), index  # the training inputs' index at b0 SNR 8: 0.118-0.197

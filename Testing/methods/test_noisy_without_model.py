@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from ImageQualityTransferLib import methods
-from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core import noise_level
 
 
 @pytest.mark.realdata
@@ -19,8 +19,8 @@ def test_a_method_without_a_noisy_model_says_which_methods_have_one(sagittal_sub
 
     s = sagittal_subject
     noisy = deg.degrade(s.dwi, s.mask.data, 3, style="tight", noise=randomise.rician(20, 0))
-    index = tensors.noise_index(noisy.tensor.data, noisy.mask.data)
-    assert tensors.NOISY_MODEL < index < tensors.NOISY_INPUT, index
+    index = noise_level.noise_index(noisy.tensor.data, noisy.mask.data)
+    assert noise_level.NOISY_MODEL < index < noise_level.NOISY_INPUT, index
     with_twin = {n for n in methods.ready(3) if methods.method_class(n).learned and methods.get(n).for_noisy_inputs((3, 3, 3))}
     without = [n for n in methods.ready(3) if methods.method_class(n).learned and n not in with_twin]
     assert without and with_twin, f"the shipped x3 models no longer make this case: with a noisy model {sorted(with_twin)}"

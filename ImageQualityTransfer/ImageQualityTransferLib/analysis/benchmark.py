@@ -19,7 +19,7 @@ from .. import methods
 from ..dmri import fit_noise
 from ..core import grid
 from ..core.errors import IQTError, IQTWarning
-from ..core.tensors import NOISY_MODEL, noise_index
+from ..core.noise_level import NOISY_MODEL, noise_index
 from ..dmri.subject import Case, load_subject, make_case
 from ..core.progress import progress_bar
 from ..fileio.model_files import sidecar_path
@@ -269,7 +269,7 @@ UNITS = {
     "the method's predict", "peak_mb": "MB of memory above the run's start (peak)", "tract_dice": "Dice of the "
     "binarised tract-density maps with the reference's (same seeds)", "tract_fp_fraction": "share of the tract "
     "density outside the reference's", "n_streamlines": "streamlines tracked", "shape": "low-res volume (voxels)",
-    "noise_index": "the input tensors' roughness in the brain over their MD (core.tensors.noise_index; unitless): "
+    "noise_index": "the input tensors' roughness in the brain over their MD (core.noise_level.noise_index; unitless): "
     "a learned method's as it read it to choose its model, the others' over the brain mask; null where too little "
     "brain to read it",
 }

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import tensors
+from ..core import noise_level, tensors
 from ..core.direction import RANDOM_AXIS_DEGREES, SHOWN_TOP_DEGREES
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
@@ -92,7 +92,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         bg = fa_bg.get(next(iter(canon_maps)), next(iter(fa_bg.values())))
         parts.append(f"<h2>{heading}</h2>")
         if scale_in is not None:
-            caption = caption.replace("inside the mask", f"more than {tensors.ESTIMATED_BRAIN_RIM_MM:g} mm inside the "
+            caption = caption.replace("inside the mask", f"more than {noise_level.ESTIMATED_BRAIN_RIM_MM:g} mm inside the "
                                                          "edge of the brain estimated from the tensors, whose rim of noise "
                                                          "fits shows saturated")
         parts.append(_figure_html(scalar_views(canon_maps, bg, m, vox, centre, label, scale_mask=scale_in, top=top),

@@ -187,19 +187,19 @@ def brain_from_tensors(tensor: Volume) -> Volume | None:
 
 def inside_rim(present: np.ndarray, voxel_size) -> np.ndarray:
     """The voxels of `present` (an output's support, a brain estimated by brain_from_tensors and the rim of scalp and
-    background fits it keeps) more than that rim's depth (tensors.ESTIMATED_BRAIN_RIM_MM) inside its edge, the field's
+    background fits it keeps) more than that rim's depth (noise_level.ESTIMATED_BRAIN_RIM_MM) inside its edge, the field's
     border counted as an edge (a head cut by the field of view has its rim there too): where a display reads the
     colour scale of an uncertainty map, which the rim's noise fits would otherwise set. Read on a grid of at most
     about RIM_GRID voxels (every 2nd voxel of a 256x256x160 map), plenty for a scale."""
     from scipy import ndimage
 
-    from ..core import tensors
+    from ..core import noise_level
 
     present = np.asarray(present, bool)
     step = max(1, int(np.ceil((present.size / RIM_GRID) ** (1 / 3))))
     coarse = present[::step, ::step, ::step]
     depth = ndimage.distance_transform_edt(np.pad(coarse, 1), sampling=np.asarray(voxel_size, float) * step)
-    inner = coarse & (depth[1:-1, 1:-1, 1:-1] > tensors.ESTIMATED_BRAIN_RIM_MM)
+    inner = coarse & (depth[1:-1, 1:-1, 1:-1] > noise_level.ESTIMATED_BRAIN_RIM_MM)
     for axis in range(3):
         inner = np.repeat(inner, step, axis=axis)
     return inner[: present.shape[0], : present.shape[1], : present.shape[2]] & present

@@ -271,7 +271,7 @@ def _entry_factors(e: dict):
 
 
 # A registry entry may be the model for one kind of input ("input": NOISY): a model trained with added noise, which
-# `Method.predict` takes instead of the default one for inputs much noisier than clean scans (tensors.NOISY_MODEL).
+# `Method.predict` takes instead of the default one for inputs much noisier than clean scans (noise_level.NOISY_MODEL).
 NOISY = "noisy"
 
 

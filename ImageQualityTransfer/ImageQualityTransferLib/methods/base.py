@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import grid, tensors
+from ..core import grid, noise_level, tensors
 from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
@@ -309,19 +309,19 @@ class Method:
 
     def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False):
         """(The method that runs on `lr`, the input's noise index): this one, or for an input noisier than clean scans
-        (tensors.noise_index above tensors.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
+        (noise_level.noise_index above noise_level.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
         no model was given (said in one warning line). Without one, a warning when the input is much noisier than the
-        training inputs (above tensors.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md)."""
+        training inputs (above noise_level.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md)."""
         if mask is None and estimated:  # a whole field with no brain found in it: the index would read background fits
             return self, None
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
         index = input_noise_index(lr, brain, estimated)
-        if index is None or index <= tensors.NOISY_MODEL:
+        if index is None or index <= noise_level.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)
         if twin is not None:
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
-                          f"{tensors.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
                           f"({Path(twin.model_path).stem})" + _beyond_noise_training(index), IQTWarning, stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
@@ -330,13 +330,13 @@ class Method:
         here = sorted({e.get("method") for e in noisy if grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
         if self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
-                          f"{tensors.NOISY_MODEL:g}): the given model runs; without a model {self.name} would run its "
+                          f"{noise_level.NOISY_MODEL:g}): the given model runs; without a model {self.name} would run its "
                           "model trained with added noise", IQTWarning, stacklevel=4)
-        elif index <= tensors.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
+        elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
-                          f"{tensors.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
                           f"{grid.describe(f)}; {_listed(here)} run one on such inputs", IQTWarning, stacklevel=4)
-        elif index > tensors.NOISY_INPUT:
+        elif index > noise_level.NOISY_INPUT:
             if here:
                 hint = f"; {_listed(here)} run a model trained with added noise on such inputs"
             else:

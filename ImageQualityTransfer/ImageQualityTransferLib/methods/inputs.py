@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from ..core import grid, tensor_checks, tensors
+from ..core import grid, noise_level, tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 
@@ -66,9 +66,9 @@ def without_tiny_background(lr: Volume, whole: bool | None = None) -> Volume:
 
 
 def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False) -> float | None:
-    """tensors.noise_index of `lr` in `brain`; a brain estimated from whole-field tensors is read inside its rim of
-    scalp and background fits (tensors.estimated_core), as its brain mask would be."""
-    return tensors.noise_index(lr.data, brain, core=tensors.estimated_core(lr.voxel_size) if estimated else 0)
+    """noise_level.noise_index of `lr` in `brain`; a brain estimated from whole-field tensors is read inside its rim of
+    scalp and background fits (noise_level.estimated_core), as its brain mask would be."""
+    return noise_level.noise_index(lr.data, brain, core=noise_level.estimated_core(lr.voxel_size) if estimated else 0)
 
 
 def _negligible_zeroed(lr: Volume) -> Volume:

@@ -100,7 +100,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
     rows of other runs into the same folder (another method or factor) are kept. A run writes them as each subject
     ends, its subjects not ended yet with status "pending" (cohort.pending), so a killed run leaves what finished."""
-    from ...core.tensors import NOISY_INPUT, NOISY_MODEL
+    from ...core.noise_level import NOISY_INPUT, NOISY_MODEL
     from ...dmri.motion import B0_SHIFT_VOXELS
     from ...fileio import write_text
 

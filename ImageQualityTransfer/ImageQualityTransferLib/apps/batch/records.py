@@ -450,7 +450,7 @@ def check_source(out_root: Path, items) -> None:
 def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     """Write (or extend) the derivatives' dataset_description.json with this pipeline's GeneratedBy entry and the
     input dataset as its source ("raw" in DatasetLinks, the name the sidecars' BIDS URIs use)."""
-    from ...core.tensors import NOISY_MODEL
+    from ...core.noise_level import NOISY_MODEL
 
     path = out_root / "dataset_description.json"
     entry = {"Name": PIPELINE, "Version": __version__, "Build": build(), "Method": s.method, "Factor": _factor(s),

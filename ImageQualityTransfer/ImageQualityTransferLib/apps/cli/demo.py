@@ -40,7 +40,7 @@ def _listed(factor_sets, registered) -> str:
 
 def list_methods(args):
     from ... import methods
-    from ...core.tensors import NOISY_MODEL
+    from ...core.noise_level import NOISY_MODEL
 
     default = methods.default_method()
     for m in methods.describe():

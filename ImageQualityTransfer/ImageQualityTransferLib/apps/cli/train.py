@@ -280,7 +280,7 @@ def train_here(args) -> None:
         print(f"wrote {out} and {side.name} ({method.summary(r)}; "  # a resumed run's training time counts every run
               + (f"this command ran {took})" if getattr(args, "checkpoint", None) else f"{took} in all)"))
         if args.register:
-            from ...core.tensors import NOISY_MODEL
+            from ...core.noise_level import NOISY_MODEL
             from ...fileio.model_files import MODELS_DIR, REGISTRY
 
             where = Path(out).resolve().parent

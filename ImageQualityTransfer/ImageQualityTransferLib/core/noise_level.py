@@ -1,0 +1,67 @@
+"""How noisy an input tensor field is (`noise_index`) and the thresholds at which the learned methods switch to
+their models trained with added noise or warn (README, Noisy scans)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tensors import md_mode
+
+NOISY_INPUT = 0.10  # noise_index above which an input is noisier than every training and dev input seen
+# noise_index above which a learned method takes its model trained with added noise where it ships one: the dev inputs
+# (block averages of good scans) give 0.049-0.067 with their mask and up to 0.070 unmasked without one, and from
+# 0.067-0.075 (Rician noise at b0 SNR 40) up the noise-trained ×2 biqt is the lower in both regions
+# (docs/measurements.md, "Models trained with added noise")
+NOISY_MODEL = 0.075
+
+
+ESTIMATED_BRAIN_CORE = 4  # voxels: a brain estimated from whole-field tensors keeps scalp and background fits at its rim
+ESTIMATED_BRAIN_RIM_MM = 24.0  # that rim's depth: ESTIMATED_BRAIN_CORE voxels of the 6 mm inputs it was set on
+
+
+def estimated_core(voxel_size) -> tuple[int, int, int]:
+    """Voxels to take off a brain estimated from whole-field tensors along each axis before its noise index is read:
+    its rim is about as deep in mm at any voxel size, so native 2-3 mm fits need 8-12 voxels where ×2 inputs of them
+    need 4, and a thick-slice scan more in-plane than through the slices (never fewer than ESTIMATED_BRAIN_CORE;
+    docs/measurements.md, "Without a brain mask")."""
+    return tuple(max(ESTIMATED_BRAIN_CORE, int(round(ESTIMATED_BRAIN_RIM_MM / float(v)))) for v in voxel_size)
+
+
+def noise_index(t: np.ndarray, mask: np.ndarray, core=0) -> float | None:
+    """How rough a tensor field is inside the brain: the median over the mask eroded by two voxels of |tensor - mean of
+    its 6 face neighbours| (six elements), over the MD mode. The training subjects' ×2 inputs give 0.055-0.080, the dev
+    inputs 0.049-0.067 (five styles; ×2, ×3 where the brain is large enough, through-plane), native dipy fits of two dev scans 0.054 and 0.074; the dev inputs with Rician
+    noise added at b0 SNR 20 give 0.085-0.092, at SNR 10 0.119-0.124 (docs/measurements.md, "Noisy inputs"). None when
+    the eroded mask holds under 500 voxels. `core`: up to that many voxels more taken off the mask first, one number
+    or one per axis (estimated_core for a brain estimated from whole-field tensors, so that an unmasked input reads
+    about as its brain mask would), fewer where the brain is only a few voxels thick (thick slices: 12 planes of 9 mm)."""
+    from scipy import ndimage
+
+    per_axis = np.broadcast_to(np.asarray(core, int), (3,))
+    for step in range(int(per_axis.max()), -1, -1):
+        inner = _eroded(np.asarray(mask, bool), 2 + np.minimum(per_axis, step))
+        if inner.sum() >= 500:
+            break
+    else:
+        return None
+    x = np.asarray(t, np.float32)
+    k = np.zeros((3, 3, 3), np.float32)
+    k[0, 1, 1] = k[2, 1, 1] = k[1, 0, 1] = k[1, 2, 1] = k[1, 1, 0] = k[1, 1, 2] = 1.0 / 6.0
+    dev = np.stack([np.abs(x[..., j] - ndimage.convolve(x[..., j], k, mode="nearest"))[inner] for j in range(6)], -1)
+    return float(np.median(dev) / md_mode(x))
+
+
+def _eroded(mask: np.ndarray, depth) -> np.ndarray:
+    """`mask` eroded by depth[a] voxels along each axis a, one face-neighbour step at a time (with equal depths, the
+    6-connected erosion iterated that many times)."""
+    from scipy import ndimage
+
+    out = mask
+    for i in range(int(max(depth))):
+        cross = np.zeros((3, 3, 3), bool)
+        cross[1, 1, 1] = True
+        for a in range(3):
+            if i < depth[a]:
+                cross[tuple(slice(None) if b == a else 1 for b in range(3))] = True
+        out = ndimage.binary_erosion(out, cross)
+    return out

@@ -212,6 +212,38 @@ def factorsText(factor) -> str:
     return _("factors {factors}").format(factors=",".join(str(f) for f in factors))
 
 
+def methodDescriptionText(name: str, english: str) -> str:
+    """A method's description for the panel, in the user's language and plain words (the engine's describe() is
+    English and speaks to the command line, e.g. "--init"); a method the table does not know keeps `english`."""
+    texts = {
+        "nearest": _("Nearest neighbour: each low-resolution voxel is copied into its high-resolution block"),
+        "linear": _("Trilinear interpolation of the six tensor elements"),
+        "cubic": _("Cubic B-spline interpolation of the six tensor elements: the baseline the learned methods are "
+                   "compared with"),
+        "logeuclid-cubic": _("Cubic B-spline interpolation in the log-Euclidean domain, which keeps every tensor "
+                             "positive definite"),
+        "global-linear": _("IQT global linear map: one least-squares map from each 3×3×3 low-resolution patch to its "
+                           "high-resolution block"),
+        "rf": _("IQT random forest: regression trees with linear leaves; the uncertainty map is the spread between "
+                "the trees"),
+        "biqt": _("Bayesian IQT random forest: Bayesian linear leaves, with a per-voxel predictive standard "
+                  "deviation"),
+        "espcn": _("3D-ESPCN: a convolutional network trained on high-quality scans that corrects cubic "
+                   "interpolation"),
+        "espcn-hetero": _("3D-ESPCN with a second network that predicts a per-voxel standard deviation"),
+        "espcn-hetero-var1": _("3D-ESPCN with a predicted standard deviation and variational dropout per unit: the mean "
+                               "of Monte Carlo samples, with total, intrinsic and parameter standard deviations"),
+        "espcn-hetero-var2": _("3D-ESPCN with a predicted standard deviation and variational dropout per channel: the "
+                               "mean of Monte Carlo samples, with total, intrinsic and parameter standard deviations"),
+        "deep": _("Deeper 3D-ESPCN: sees 9×9×9 low-resolution voxels around each block"),
+        "deep-hetero": _("Deeper 3D-ESPCN (9×9×9 voxels of context) with a predicted per-voxel standard deviation"),
+        "deep-hetero-var1": _("Deeper 3D-ESPCN (9×9×9 voxels of context) with a predicted standard deviation and "
+                              "variational dropout per unit: the mean of Monte Carlo samples, with total, intrinsic "
+                              "and parameter standard deviations"),
+    }
+    return texts.get(name, english)
+
+
 def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cancelled: bool = False,
                   model: Optional[str] = None) -> str:
     """The status line after a run: cancelled; done, with the output's name, the model a learned method ran and the
@@ -375,9 +407,10 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             extra.append(_("learned"))
         if info.get("needs_torch"):
             extra.append(_("needs PyTorch"))
+        description = methodDescriptionText(info["name"], info["description"])
         self.ui.methodDescriptionLabel.text = (
-            _("{description} ({properties})").format(description=info["description"], properties=", ".join(extra))
-            if extra else info["description"])
+            _("{description} ({properties})").format(description=description, properties=", ".join(extra))
+            if extra else description)
         self.ui.installTorchButton.enabled = bool(info.get("needs_torch")) and not self.logic.torchAvailable()
         self.ui.averageFlipsCheckBox.enabled = bool(info.get("learned"))  # interpolation: nothing to average
 

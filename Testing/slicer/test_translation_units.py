@@ -15,6 +15,7 @@ import typing
 from helpers import REPO
 
 MODULE_PY = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
+HELPERS = ("factorsText", "methodDescriptionText")
 
 
 def english(text):
@@ -36,9 +37,9 @@ def _load(tr, *names):
         fn = next(f for f in body if isinstance(f, ast.FunctionDef) and f.name == fn_name)
         exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), space)
         found[name] = space[fn_name]
-    helper = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "factorsText"]
-    if helper and "factorsText" not in space:  # the translated factors the module's texts use
-        exec(compile(ast.Module(helper, []), str(MODULE_PY), "exec"), space)
+    helpers = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in HELPERS and f.name not in space]
+    if helpers:  # the translated texts (factors, method descriptions) the module's other texts use
+        exec(compile(ast.Module(helpers, []), str(MODULE_PY), "exec"), space)
     return found
 
 
@@ -82,13 +83,17 @@ def _description(tr, info):
     return ui.methodDescriptionLabel.text
 
 
-METHODS = [  # (entry, English label as before)
-    ({"name": "cubic", "description": "Cubic interpolation of the tensor elements"},
-     "Cubic interpolation of the tensor elements"),
-    ({"name": "biqt", "description": "Bayesian IQT random forest", "uncertainty": True, "learned": True},
-     "Bayesian IQT random forest (gives an uncertainty map, learned)"),
-    ({"name": "espcn", "description": "3D-ESPCN", "learned": True, "needs_torch": True},
-     "3D-ESPCN (learned, needs PyTorch)"),
+METHODS = [  # (entry, English label): the panel's own description of a method it knows, the engine's otherwise
+    ({"name": "cubic", "description": "the engine's words"},
+     "Cubic B-spline interpolation of the six tensor elements: the baseline the learned methods are compared with"),
+    ({"name": "biqt", "description": "the engine's words", "uncertainty": True, "learned": True},
+     "Bayesian IQT random forest: Bayesian linear leaves, with a per-voxel predictive standard deviation (gives an "
+     "uncertainty map, learned)"),
+    ({"name": "deep", "description": "the engine's words", "learned": True, "needs_torch": True},
+     "Deeper 3D-ESPCN: sees 9×9×9 low-resolution voxels around each block (learned, needs PyTorch)"),
+    ({"name": "my-method", "description": "A method of a newer engine", "learned": True},
+     "A method of a newer engine (learned)"),
+    ({"name": "my-interpolation", "description": "Another interpolation"}, "Another interpolation"),
 ]
 
 
@@ -96,11 +101,29 @@ def test_the_method_description_with_its_properties_is_one_sentence():
     for info, said in METHODS:
         assert _description(english, info) == said
         label = _description(marked, info)
+        unknown = info["name"].startswith("my-")
+        description = said[:-1].split(" (")[0] if "(" in said else said
+        # the panel's own description is translated; a method it does not know keeps the engine's English
+        shown = description if unknown else "<" + description + ">"
         if "(" in said:  # one text "{description} ({properties})"; the properties, list items, translated each
-            description, properties = said[:-1].split(" (")
-            assert label == "<" + description + " (" + ", ".join(f"<{p}>" for p in properties.split(", ")) + ")>"
-        else:  # the engine's description alone
-            assert label == said
+            properties = said[:-1].split(" (")[1]
+            assert label == "<" + shown + " (" + ", ".join(f"<{p}>" for p in properties.split(", ")) + ")>", label
+        else:
+            assert label == shown, label
+
+
+def test_every_method_the_panel_offers_has_a_translated_description_in_plain_words():
+    """The panel lists the engine's methods (Logic.availableMethods: methods.describe()): each one's description is
+    the module's translated text, not the engine's English, and none speaks to the command line."""
+    from ImageQualityTransferLib import methods
+
+    text = _load(marked, "methodDescriptionText")["methodDescriptionText"]
+    names = [entry["name"] for entry in methods.describe()]
+    assert len(names) >= 14
+    for name in names:
+        said = text(name, "ENGLISH")
+        assert said != "ENGLISH" and one_unit(said), (name, said)
+        assert "--" not in said and "^" not in said, (name, said)
 
 
 # ---------------------------------------------------------------- the Logic's note when interpolation ran

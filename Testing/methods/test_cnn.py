@@ -157,6 +157,42 @@ def test_deep_warm_started_from_espcn_computes_espcn_and_trains_from_there(tmp_p
         training.train(synthetic_items(), seed=1, **kw)  # items padded for espcn's halo
 
 
+def test_a_model_without_a_variance_network_warm_starts_the_mean_of_a_heteroscedastic_one(tmp_path):
+    """`--init deep_x3.pt` for deep-hetero-var1 (no heteroscedastic model ships at x3): the plain model's weights become
+    the mean network's, the variance network starts as built, and the result trains; a model of another family, or a
+    heteroscedastic one for a plain network, is still refused."""
+    deep, meta = random_model("deep")
+    torch.nn.init.normal_(deep.res_b.weight, std=0.05)
+    path = tmp_path / "d.pt"
+    model_io.save(deep, meta, path)
+    items = synthetic_items(halo=4)
+    kw = dict(epochs=1, iters_per_epoch=2, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
+    net, meta2, _ = training.train(items, seed=1, init=path, method="deep-hetero-var1", hetero_mse_fraction=1.0, **kw)
+    assert meta2["training"]["init"]["method"] == "deep"
+    torch.manual_seed(1)  # the network as the run built it, before the warm start
+    built = networks.build({"name": "deep-hetero-var1", "factor": 2})
+
+    def distance(a, b):
+        sa, sb = a.state_dict(), b.state_dict()
+        return sum(float((sa[k] - sb[k]).abs().sum()) for k in sb if "log_alpha" not in k)
+
+    # two small steps from the plain model's weights (mean) and from the built ones (variance)
+    assert distance(net.mean, deep) < 0.2 * distance(built.mean, deep)
+    assert distance(net.logvar, built.logvar) < 0.2 * distance(net.logvar, deep)
+    loaded = networks.build({"name": "deep-hetero-var1", "factor": 2})
+    missing, unexpected = loaded.mean.load_state_dict(deep.state_dict(), strict=False)
+    assert not unexpected and all("log_alpha" in k for k in missing)
+    x = torch.randn(1, 6, 12, 12, 12)
+    with torch.no_grad():  # the loaded mean network computes the plain model (dropout off in eval)
+        torch.testing.assert_close(loaded.eval().mean(x), deep.eval()(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(IQTError, match="cannot initialise"):
+        training.train(synthetic_items(), seed=1, init=path, method="espcn-hetero-var1", **kw)
+    hetero, hmeta = random_model("deep-hetero")
+    model_io.save(hetero, hmeta, tmp_path / "h.pt")
+    with pytest.raises(IQTError, match="cannot initialise"):
+        training.train(items, seed=1, init=tmp_path / "h.pt", method="deep", **kw)
+
+
 @pytest.mark.slow
 def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic():
     items = synthetic_items()

@@ -30,7 +30,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--threads", type=int, dest="train_threads",
                     help="CPU threads (as 'iqt --threads N train ...'; default: the libraries' choice)")
     sp.add_argument("--register", action="store_true", help="add the model to registry.json in its folder")
-    sp.add_argument("--init", help="CNN: warm-start from this trained model (e.g. an espcn-hetero .pt for espcn-hetero-var1)")
+    sp.add_argument("--init", help="CNN: warm-start from this trained model (e.g. an espcn-hetero .pt for espcn-hetero-var1; "
+                    "a plain espcn or deep model starts the mean network of a heteroscedastic one)")
     sp.add_argument("--nproc", type=int, default=1,
                     help="CNN: data-parallel training over N processes on this machine (PyTorch DDP, gloo; the batch "
                          "is split between them, so it must divide by N); under torchrun, the group torchrun starts")

@@ -32,7 +32,8 @@ mean(exp(-s) (y - mu)^2 + s) on both networks. Variational-dropout models (`espc
 kl_weight * KL(q || log-uniform prior) of the dropout rates to both phases; the default weight is one over the
 number of training target values (the ELBO divided by the data size). `init` warm-starts from a trained model
 of a compatible architecture (e.g. `espcn-hetero` -> `espcn-hetero-var1`: the dropout rates start at
-alpha = exp(-4)). Deterministic for a given seed and `epochs`
+alpha = exp(-4); a plain `espcn` or `deep` model starts the mean network of a heteroscedastic one, whose variance
+network starts as built). Deterministic for a given seed and `epochs`
 (a `minutes` budget stops on wall time, which is not).
 
 Distributed (`distributed.py`): when a torch.distributed group is initialised, every process trains the same
@@ -477,7 +478,10 @@ class _Training:
             base = model_io.load(init)
             if grid.factors(base.factor) != grid.factors(factor):
                 raise IQTError(f"{init}: --init model is for {grid.describe(base.factor)}, not {grid.text(factor)}")
-            missing, unexpected = net.load_state_dict(base.net.state_dict(), strict=False)
+            # a model without a variance network (espcn, deep) warm-starts the mean network of a heteroscedastic one,
+            # whose variance network starts as built
+            target = net.mean if networks.is_hetero(net) and not networks.is_hetero(base.net) else net
+            missing, unexpected = target.load_state_dict(base.net.state_dict(), strict=False)
             # new parts start as they are built: dropout rates, and deep's residual block (zero: the base's function)
             if unexpected or any("log_alpha" not in k and ".res_" not in f".{k}" for k in missing):
                 raise IQTError(f"{init}: a model of method {base.method!r} cannot initialise a network of method {method!r}")

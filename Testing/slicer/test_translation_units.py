@@ -2,7 +2,8 @@
 method's description with its properties and the Logic's note when interpolation ran for want of a model were built
 by gluing translated fragments ("Done: {name}" + " " + "({model})" + "\\n" + "Note: {notes}") or held the engine's
 English "factor 2" / "factors 1,1,3" (grid.describe) inside a translated sentence. Each is one tr() text now, with
-placeholders, and the English is as before. The functions run from the module's source (the module itself needs
+placeholders, and the English is as before; a method's description is the module's own text (the engine's for a
+method it does not know). The functions run from the module's source (the module itself needs
 Slicer) with two stand-ins for tr(): one that returns its text (English) and one that marks what it translated."""
 
 from __future__ import annotations

@@ -216,30 +216,30 @@ def methodDescriptionText(name: str, english: str) -> str:
     """A method's description for the panel, in the user's language and plain words (the engine's describe() is
     English and speaks to the command line, e.g. "--init"); a method the table does not know keeps `english`."""
     texts = {
-        "nearest": _("Nearest neighbour: each low-resolution voxel is copied into its high-resolution block"),
+        "nearest": _("Nearest neighbour: each low-resolution voxel is copied into the high-resolution voxels it covers"),
         "linear": _("Trilinear interpolation of the six tensor elements"),
         "cubic": _("Cubic B-spline interpolation of the six tensor elements: the baseline the learned methods are "
                    "compared with"),
-        "logeuclid-cubic": _("Cubic B-spline interpolation in the log-Euclidean domain, which keeps every tensor "
+        "logeuclid-cubic": _("Cubic B-spline interpolation of the tensors' logarithms, which keeps every tensor "
                              "positive definite"),
-        "global-linear": _("IQT global linear map: one least-squares map from each 3×3×3 low-resolution patch to its "
-                           "high-resolution block"),
-        "rf": _("IQT random forest: regression trees with linear leaves; the uncertainty map is the spread between "
-                "the trees"),
-        "biqt": _("Bayesian IQT random forest: Bayesian linear leaves, with a per-voxel predictive standard "
-                  "deviation"),
+        "global-linear": _("IQT global linear map: one learned linear map from each low-resolution neighbourhood to "
+                           "the high-resolution voxels it covers"),
+        "rf": _("IQT random forest: learned regression trees; the uncertainty map is how much the trees disagree"),
+        "biqt": _("Bayesian IQT random forest: learned regression trees that also give each voxel's uncertainty, a "
+                  "predictive standard deviation"),
         "espcn": _("3D-ESPCN: a convolutional network trained on high-quality scans that corrects cubic "
                    "interpolation"),
-        "espcn-hetero": _("3D-ESPCN with a second network that predicts a per-voxel standard deviation"),
-        "espcn-hetero-var1": _("3D-ESPCN with a predicted standard deviation and variational dropout per unit: the mean "
-                               "of Monte Carlo samples, with total, intrinsic and parameter standard deviations"),
-        "espcn-hetero-var2": _("3D-ESPCN with a predicted standard deviation and variational dropout per channel: the "
-                               "mean of Monte Carlo samples, with total, intrinsic and parameter standard deviations"),
-        "deep": _("Deeper 3D-ESPCN: sees 9×9×9 low-resolution voxels around each block"),
-        "deep-hetero": _("Deeper 3D-ESPCN (9×9×9 voxels of context) with a predicted per-voxel standard deviation"),
-        "deep-hetero-var1": _("Deeper 3D-ESPCN (9×9×9 voxels of context) with a predicted standard deviation and "
-                              "variational dropout per unit: the mean of Monte Carlo samples, with total, intrinsic "
-                              "and parameter standard deviations"),
+        "espcn-hetero": _("3D-ESPCN that also estimates each voxel's uncertainty, a predictive standard deviation"),
+        "espcn-hetero-var1": _("3D-ESPCN that also estimates each voxel's uncertainty: the average of several randomised "
+                               "passes, its uncertainty split into the data's (intrinsic) and the network's (parameter) "
+                               "parts"),
+        "espcn-hetero-var2": _("3D-ESPCN that also estimates each voxel's uncertainty, as the one above with its "
+                               "randomness drawn per feature map: intrinsic and parameter parts"),
+        "deep": _("Deeper 3D-ESPCN: sees 9×9×9 low-resolution voxels around each voxel it refines"),
+        "deep-hetero": _("Deeper 3D-ESPCN (9×9×9 voxels of context) that also estimates each voxel's uncertainty"),
+        "deep-hetero-var1": _("Deeper 3D-ESPCN (9×9×9 voxels of context) that also estimates each voxel's "
+                              "uncertainty: the average of several randomised passes, its uncertainty split into the "
+                              "data's (intrinsic) and the network's (parameter) parts"),
     }
     return texts.get(name, english)
 

@@ -88,10 +88,10 @@ METHODS = [  # (entry, English label): the panel's own description of a method i
     ({"name": "cubic", "description": "the engine's words"},
      "Cubic B-spline interpolation of the six tensor elements: the baseline the learned methods are compared with"),
     ({"name": "biqt", "description": "the engine's words", "uncertainty": True, "learned": True},
-     "Bayesian IQT random forest: Bayesian linear leaves, with a per-voxel predictive standard deviation (gives an "
-     "uncertainty map, learned)"),
+     "Bayesian IQT random forest: learned regression trees that also give each voxel's uncertainty, a predictive "
+     "standard deviation (gives an uncertainty map, learned)"),
     ({"name": "deep", "description": "the engine's words", "learned": True, "needs_torch": True},
-     "Deeper 3D-ESPCN: sees 9×9×9 low-resolution voxels around each block (learned, needs PyTorch)"),
+     "Deeper 3D-ESPCN: sees 9×9×9 low-resolution voxels around each voxel it refines (learned, needs PyTorch)"),
     ({"name": "my-method", "description": "A method of a newer engine", "learned": True},
      "A method of a newer engine (learned)"),
     ({"name": "my-interpolation", "description": "Another interpolation"}, "Another interpolation"),
@@ -103,11 +103,11 @@ def test_the_method_description_with_its_properties_is_one_sentence():
         assert _description(english, info) == said
         label = _description(marked, info)
         unknown = info["name"].startswith("my-")
-        description = said[:-1].split(" (")[0] if "(" in said else said
+        description = said[:-1].rsplit(" (", 1)[0] if said.endswith(")") else said
         # the panel's own description is translated; a method it does not know keeps the engine's English
         shown = description if unknown else "<" + description + ">"
-        if "(" in said:  # one text "{description} ({properties})"; the properties, list items, translated each
-            properties = said[:-1].split(" (")[1]
+        if said.endswith(")"):  # one text "{description} ({properties})"; the properties, list items, translated each
+            properties = said[:-1].rsplit(" (", 1)[1]
             assert label == "<" + shown + " (" + ", ".join(f"<{p}>" for p in properties.split(", ")) + ")>", label
         else:
             assert label == shown, label

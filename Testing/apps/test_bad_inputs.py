@@ -176,8 +176,8 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/missing.pt", "not found"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method rf --model {d}/missing.npz", "missing.npz: model file not found"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method rf --model {d}/sub", "a folder; give the model file"),
-    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --model " + str(Path(model_files.MODELS_DIR) / "rf_x2.npz"),
-     "it is a rf model: run it with --method rf"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model " + str(Path(model_files.MODELS_DIR) / "rf_x2.npz"),
+     "it is a rf model: run it with --method rf"),  # without --method it runs rf (test_model_named.py)
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --factor 3 --model {d}/edited_gl.npz",
      "edited_gl.npz: it answers 48 values per low-res voxel, its sidecar's factors 3 need 162"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --factor 3 --model {d}/edited_cnn.pt",

@@ -67,3 +67,23 @@ def test_a_model_put_in_the_registry_by_register_is_called_registered(tmp_path):
     model_files.register(json.loads(mine.with_suffix(".json").read_text()), mine, tmp_path)
     assert model_files.registered_factor_sets("global-linear", tmp_path) == [(2, 2, 2)]
     assert _listed([2, 3], [2]) == "x2 (registered with 'iqt train --register'), x3"
+
+
+def test_a_model_given_without_method_runs_the_method_its_sidecar_names(lr, tmp_path, capsys):
+    """`--model` without `--method` ran the default method with that file, so any model but the default method's
+    (here a global-linear one, with deep the default) was refused as another method's."""
+    model = _copy(tmp_path, "mine")
+    out = tmp_path / "o.nii.gz"
+    assert main(["upsample", str(lr), "-o", str(out), "--model", str(model)]) == 0
+    assert f"(global-linear, given model {model})" in capsys.readouterr().out
+    descrip = nib.load(out).header["descrip"].tobytes().split(b"\0")[0].decode()
+    assert descrip == "iqt global-linear factor 2 given model mine.npz", descrip
+
+
+def test_without_method_or_model_the_default_is_deep_at_every_shipped_factor_set():
+    """The default is the most accurate shipped method with a model for the factors (README, Deeper network)."""
+    from ImageQualityTransferLib import methods
+
+    for f in [(2, 2, 2), (3, 3, 3), (1, 1, 2), (1, 1, 3), (3, 1, 1)]:
+        assert methods.default_method(f) == "deep", f
+    assert methods.default_method((4, 4, 4)) == "cubic"  # no learned model at x4

@@ -141,7 +141,7 @@ def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_
     noisy3 = _thick_slices(axial_subject, (1, 1, 3), snr=10)
     out, said = _noisy_warnings("espcn", noisy3.tensor, (1, 1, 3), noisy3.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("espcn_x1x1x3_noisy.json")
-    _noisy_models_only_where(monkeypatch, lambda e: not str(e.get("method")).startswith("espcn"))
+    _noisy_models_only_where(monkeypatch, lambda e: not str(e.get("method")).startswith(("espcn", "deep")))
     out, said = _noisy_warnings("espcn", noisy.tensor, f, clean.mask)
     assert "model_for" not in out.meta
     assert len(said) == 1 and "biqt, global-linear and rf run a model trained with added noise" in said[0], said

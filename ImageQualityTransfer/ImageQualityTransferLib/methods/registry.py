@@ -22,8 +22,9 @@ _METHODS: dict[str, type[Method]] = {
                 ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2, Deep, DeepHetero, DeepHeteroVar1)
 }
 
-# Best first, by `iqt benchmark` on the dev subjects (README): the first one that can run here is the default.
-PREFERENCE = ("espcn", "biqt", "cubic")
+# Best first, by `iqt benchmark` on the dev subjects (README, Deeper network): the first one that can run here, with a
+# model for the factors where they are given, is the default; espcn stays next for factors deep has no model for.
+PREFERENCE = ("deep", "espcn", "biqt", "cubic")
 
 
 def names() -> list[str]:

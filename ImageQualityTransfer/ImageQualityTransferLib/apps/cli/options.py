@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ...core.errors import IQTError, IQTWarning
@@ -143,6 +144,24 @@ def add_method_settings(sp, model: bool = True) -> None:
     sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                     help="where the CNNs run (default cpu; auto: CUDA when PyTorch has it)")
     sp.add_argument("--tta", action="store_true", help=TTA_HELP)
+
+
+def method_name(args, f) -> str:
+    """The method to run: --method; else, with --model, the method its sidecar names (a model of any family runs without
+    --method); else the best shipped one with a model for factors `f` (`methods.default_method`)."""
+    from ... import methods
+
+    if args.method:
+        return args.method
+    if getattr(args, "model", None):
+        from ...fileio.model_files import sidecar_path
+
+        try:
+            named = json.loads(sidecar_path(args.model).read_text()).get("method")
+        except (OSError, ValueError, AttributeError):
+            named = None  # the model's own load says what is wrong with it
+        return named if named in methods.names() else methods.default_method()
+    return methods.default_method(f)
 
 
 def model_files(model) -> list:

@@ -538,6 +538,11 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.statusLabel.text = self._factorsError
             return
         model = str(p.modelPath).strip() or None
+        modelMethod = self.logic.modelMethod(model) if model else None
+        if modelMethod and modelMethod != p.method:
+            self.ui.statusLabel.text = _("The model file is a {modelMethod} model: choose {modelMethod} as the Method to "
+                                         "run it, or clear Advanced > Model file").format(modelMethod=modelMethod)
+            return
         self._running = True
         self._cancelRequested = False
         self._setInputsEnabled(False)
@@ -546,7 +551,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
         cancelled = False
-        name = notes = model = None  # the output's, once the run has made it and shown it
+        name = notes = madeBy = None  # the output's, once the run has made it and shown it
         try:
             with slicer.util.tryWithErrorDisplay(_("Image Quality Transfer failed."), waitCursor=True):
                 try:
@@ -574,13 +579,13 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     self.logic.showResults(nodes, opacity=p.uncertaintyOpacity, shared=p.sharedColourScale)
                     name = nodes["tensor"].GetName()
                     notes = nodes["tensor"].GetAttribute(self.logic.notesAttribute())
-                    model = nodes["tensor"].GetAttribute(self.logic.modelAttribute())
+                    madeBy = nodes["tensor"].GetAttribute(self.logic.modelAttribute())
         finally:
             self._running = False
             self._setInputsEnabled(True)
             self.ui.applyButton.text = _("Apply")
             self.ui.progressBar.setVisible(False)
-            self.ui.statusLabel.text = runStatusText(name, notes, cancelled or self._cancelRequested, model)
+            self.ui.statusLabel.text = runStatusText(name, notes, cancelled or self._cancelRequested, madeBy)
             self._checkCanApply()
 
     def _onProgress(self, fraction, message) -> bool:
@@ -818,6 +823,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         return methods.default_method(factor)
 
+    def modelMethod(self, modelPath: str) -> Optional[str]:
+        """The method a model file's sidecar names (None where it cannot be read: the run then says what is wrong)."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.fileio import model_files
+
+        return model_files.method_named(modelPath)
+
     def process(self, inputNode, outputNode=None, method: Optional[str] = None, factor=2, maskNode=None,
                 uncertaintyNode=None, interpolatedNode=None, samples: int = 10, useGPU: bool = False,
                 modelPath: Optional[str] = None, progressCallback=None, separateProcess: Optional[bool] = None,
@@ -831,6 +843,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         outputNode / uncertaintyNode / interpolatedNode: existing nodes to fill, or None to create new ones;
         interpolatedNode=True creates the cubic comparison without a target node. The input is never modified.
+        modelPath: a model file for the learned method (None: the shipped one); without `method`, the method its sidecar
+        names runs, as `iqt upsample --model` does.
         averageFlips: learned methods averaged over the input's axis flips and in-plane swap (engine `--tta`).
         excludeOutliers: a DWI input is fitted without the slices and volumes the tensor model does not fit (engine
         `iqt fit --exclude-outliers`), and its note says what was left out; nothing for a DTI input.
@@ -845,8 +859,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             raise self.engineError()(_("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) "
                                        "volume"))
         sp = self.engine()
-        defaulted = not method
-        method = method or self.defaultMethod(factor)
+        defaulted = not method and not modelPath
+        method = method or (self.modelMethod(modelPath) if modelPath else None) or self.defaultMethod(factor)
         needsTorch = sp.method_needs_torch(method)
         if separateProcess is None:
             separateProcess = needsTorch or not self._batch()

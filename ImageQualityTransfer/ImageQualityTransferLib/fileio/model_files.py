@@ -340,6 +340,16 @@ def software() -> dict:
     return {"software": "ImageQualityTransfer", "version": __version__, "build": build()}
 
 
+def method_named(path) -> str | None:
+    """The method a model's sidecar names, so that a model given without a method runs its own (None where the sidecar
+    cannot be read: the model's load then says what is wrong)."""
+    try:
+        named = json.loads(sidecar_path(path).read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return named if isinstance(named, str) else None
+
+
 def model_sha256(path) -> str | None:
     """The SHA256 of the weights of the model at `path` (a weights file or a sidecar) as its sidecar records it, checked
     when the model was loaded; None where the sidecar cannot be read."""

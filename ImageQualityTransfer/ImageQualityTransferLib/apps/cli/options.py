@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...core.errors import IQTError, IQTWarning
@@ -154,12 +153,9 @@ def method_name(args, f) -> str:
     if args.method:
         return args.method
     if getattr(args, "model", None):
-        from ...fileio.model_files import sidecar_path
+        from ...fileio.model_files import method_named
 
-        try:
-            named = json.loads(sidecar_path(args.model).read_text()).get("method")
-        except (OSError, ValueError, AttributeError):
-            named = None  # the model's own load says what is wrong with it
+        named = method_named(args.model)
         return named if named in methods.names() else methods.default_method()
     return methods.default_method(f)
 

@@ -82,6 +82,7 @@ def test_a_model_given_without_method_runs_the_method_its_sidecar_names(lr, tmp_
 
 def test_without_method_or_model_the_default_is_deep_at_every_shipped_factor_set():
     """The default is the most accurate shipped method with a model for the factors (README, Deeper network)."""
+    pytest.importorskip("torch", reason="PyTorch is not installed: without it the default is biqt")
     from ImageQualityTransferLib import methods
 
     for f in [(2, 2, 2), (3, 3, 3), (1, 1, 2), (1, 1, 3), (3, 1, 1)]:

@@ -93,7 +93,8 @@ class Viewer:
         s = server.state
         s.trame__title = "IQT viewer"
         s.methods = choices
-        s.method = method or (methods.default_method() if methods.default_method() in choices else "cubic")
+        default = methods.default_method(self.factor)  # the command line's, at these factors
+        s.method = method or (default if default in choices else "cubic")
         s.busy = False
         s.input_ok = False  # the pickers wait for an input that loaded
         s.progress = 0

@@ -353,8 +353,15 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     # ---------------------------------------------------------------- methods combo (filled from the engine)
 
     def onModelPathChanged(self, path: str) -> None:
-        if self._parameterNode is not None and self._parameterNode.modelPath != path:
-            self._parameterNode.modelPath = path
+        """A model file chosen selects the method it was trained for, where the Method list offers it (Apply says so
+        otherwise), as `iqt upsample --model` runs a model's own method."""
+        if self._parameterNode is None or self._parameterNode.modelPath == path:
+            return
+        self._parameterNode.modelPath = path
+        named = self.logic.modelMethod(path) if str(path).strip() else None
+        if named and named in [m["name"] for m in self._methods or []] and named != self._parameterNode.method:
+            self._parameterNode.method = named
+            self._updateMethodGui()
 
     def populateMethods(self) -> None:
         try:  # the registry imports without the engine's packages, so this works on a fresh install

@@ -1,6 +1,7 @@
 """Advanced > Model file reaches the run: Apply read the path, then set the same variable to None (it also held the
 label of the model that made the output) before calling the Logic, so the shipped model always ran and nothing said so.
-A model file of another method than the one chosen is said in the status line before anything runs; the Logic given a
+Choosing a model file selects the method it was trained for where the Method list offers it; a model file of another
+method than the one chosen is said in the status line before anything runs; the Logic given a
 model file and no method runs the model's own method (as `iqt upsample --model` does). The module file runs in
 Testing/slicer/self_test_in_batch.py's application shell, in a child process, with a Logic whose `process` records
 what it was given."""
@@ -61,10 +62,19 @@ for method in ("global-linear", "deep"):
     module.ImageQualityTransferWidget.onApplyButton(panel)
     print(method, "|", [(g["method"], g["modelPath"]) for g in given], "|", panel.ui.statusLabel.text)
 print("logic method |", logic.modelMethod({model!r}))
+params.modelPath, params.method = "", "deep"
+panel._methods = [dict(name=n) for n in ("cubic", "global-linear", "deep")]
+panel._updateMethodGui = noop
+module.ImageQualityTransferWidget.onModelPathChanged(panel, {model!r})
+print("chosen |", params.method, params.modelPath == {model!r})
+panel._methods = [dict(name=n) for n in ("cubic", "deep")]  # the list at factors the model's method has none for
+params.modelPath, params.method = "", "deep"
+module.ImageQualityTransferWidget.onModelPathChanged(panel, {model!r})
+print("not offered |", params.method)
 """
 
 
-def test_the_model_file_reaches_the_run_and_one_of_another_method_is_said(tmp_path):
+def test_the_model_file_reaches_the_run_selects_its_method_and_one_of_another_method_is_said(tmp_path):
     src = Path(model_files.MODELS_DIR) / "global-linear_x2"
     model = tmp_path / "mine.npz"
     shutil.copy(src.with_suffix(".npz"), model)
@@ -79,3 +89,5 @@ def test_the_model_file_reaches_the_run_and_one_of_another_method_is_said(tmp_pa
     assert ("deep | [] | The model file is a global-linear model: choose global-linear as the Method to run it, or "
             "clear Advanced > Model file") in out, run.stdout
     assert "logic method | global-linear" in out, run.stdout
+    assert "chosen | global-linear True" in out, run.stdout  # choosing the file selects its method
+    assert "not offered | deep" in out, run.stdout

@@ -188,16 +188,26 @@ def components(uncertainty: dict) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def check(subject: Subject, chosen=("espcn-hetero-var1", "biqt"), kinds=KINDS, factor=2,
+def default_methods(factor=2) -> list[str]:
+    """What `check` scores unless told: the default uncertainty method at `factor` (methods.default_method) and the
+    forest one, biqt, where it has a model for `factor`."""
+    from .. import methods
+
+    first = methods.default_method(factor, uncertainty=True)
+    return [first] + (["biqt"] if first != "biqt" and "biqt" in methods.ready(factor) else [])
+
+
+def check(subject: Subject, chosen=None, kinds=KINDS, factor=2,
           radius_mm: float = 8.0, progress=None) -> list[dict]:
     """For each lesion kind, uncertainty method and each of the method's uncertainty maps (total,
     intrinsic, parameter, MD std, FA std, direction where it has them): the AUC of that map for lesion against
     mirrored control voxels (high-res voxels inside the case's high-res mask). Also the AUC of the
     method's per-voxel tensor error and of its principal-direction error, for context. `chosen`: method names, or
-    `Method`s made with their settings."""
+    `Method`s made with their settings (default: `default_methods`)."""
     from ..dmri import degrade
     from .. import methods
 
+    chosen = default_methods(factor) if chosen is None else chosen
     site = choose_site(subject, radius_mm)
     rows = []
     for kind in kinds:

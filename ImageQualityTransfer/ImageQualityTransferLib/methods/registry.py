@@ -25,6 +25,9 @@ _METHODS: dict[str, type[Method]] = {
 # Best first, by `iqt benchmark` on the dev subjects (README, Deeper network): the first one that can run here, with a
 # model for the factors where they are given, is the default; espcn stays next for factors deep has no model for.
 PREFERENCE = ("deep", "espcn", "biqt", "cubic")
+# The same for a run that needs an uncertainty map (--uncertainty, --propagate, `iqt propagate`, `iqt lesion-check`):
+# deep-hetero-var1 is the most accurate at every shipped factor set (README, Deeper network); biqt needs no torch.
+UNCERTAINTY_PREFERENCE = ("deep-hetero-var1", "espcn-hetero-var1", "biqt", "rf")
 
 
 def names() -> list[str]:
@@ -93,10 +96,14 @@ def with_uncertainty(factor=None) -> list[str]:
     return [n for n in pool if _METHODS[n].gives_uncertainty]
 
 
-def default_method(factor=None) -> str:
+def default_method(factor=None, uncertainty: bool = False) -> str:
     """The best shipped method that can run in this environment (espcn needs torch); with `factor`, the best that
-    has a model for it (cubic where no learned method has one)."""
-    for name in PREFERENCE:
+    has a model for it (cubic where no learned method has one). `uncertainty`: the best that gives an uncertainty map
+    (IQTError where none has a model for `factor`)."""
+    for name in UNCERTAINTY_PREFERENCE if uncertainty else PREFERENCE:
         if runs_here(name) and (factor is None or name in ready(factor)):
             return name
+    if uncertainty:
+        raise IQTError(f"no method with an uncertainty map has a model for {grid.describe(factor)}; give --method and "
+                       "--model with one trained for these factors ('iqt train --method deep-hetero-var1 …')")
     return "cubic"

@@ -20,7 +20,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("-o", "--output", required=True, help="derivatives folder (created if missing, with its parents; a "
                                                           "rerun skips the subjects already done)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: with --model, the model's own method, else the best "
-                         "shipped one for the factors)")
+                         "shipped one for the factors, with --uncertainty the best with an uncertainty map)")
     options.add_factor(sp)
     sp.add_argument("--uncertainty", action="store_true", help="also write the uncertainty maps (methods with uncertainty)")
     where = sp.add_mutually_exclusive_group()
@@ -122,7 +122,7 @@ def run(args) -> int:
     f = grid.factors(args.factor)
     if args.workers is not None and args.workers < 1:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")
-    name = options.method_name(args, f)
+    name = options.method_name(args, f, uncertainty=bool(args.uncertainty))
     method = methods.get(name, **options.method_settings(args))
     if args.uncertainty and not method.gives_uncertainty:
         raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "

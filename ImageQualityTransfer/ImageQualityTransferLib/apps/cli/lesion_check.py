@@ -11,8 +11,9 @@ from . import options
 def add_parsers(sub) -> None:
     sp = sub.add_parser("lesion-check", help="inject synthetic lesions, report the ROC AUC of each uncertainty map (lesion vs mirrored tissue)")
     sp.add_argument("subjects", nargs="+", help="subject folders (dwi.nii.gz, dwi.bval, dwi.bvec)")
-    sp.add_argument("--methods", default="espcn-hetero-var1,biqt",
-                    help="uncertainty methods; every uncertainty map of each is scored (default espcn-hetero-var1,biqt)")
+    sp.add_argument("--methods", help="uncertainty methods; every uncertainty map of each is scored (default: the best "
+                                      "with an uncertainty map for the factors, deep-hetero-var1 where it has a model, "
+                                      "and biqt)")
     sp.add_argument("--kinds", default="edema,tumour,glioma",
                     help="lesion kinds: edema, tumour (lower FA, same MD), glioma (lower FA, MD x1.68) (default all)")
     sp.add_argument("--mc-samples", type=int, help="Monte Carlo samples of the variational methods (default 10)")
@@ -30,7 +31,7 @@ def run(args):
     from ...fileio.sizes import check_subjects
 
     f = grid.factors(args.factor)
-    names = options.method_list(args.methods) or []
+    names = options.method_list(args.methods) or lesion.default_methods(f)
     for n in names:
         if not methods.method_class(n).gives_uncertainty:
             raise IQTError(f"method {n!r} gives no uncertainty; choose methods that do (see 'iqt methods')")

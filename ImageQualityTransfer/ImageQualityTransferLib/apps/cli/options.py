@@ -145,9 +145,10 @@ def add_method_settings(sp, model: bool = True) -> None:
     sp.add_argument("--tta", action="store_true", help=TTA_HELP)
 
 
-def method_name(args, f) -> str:
+def method_name(args, f, uncertainty: bool = False) -> str:
     """The method to run: --method; else, with --model, the method its sidecar names (a model of any family runs without
-    --method); else the best shipped one with a model for factors `f` (`methods.default_method`)."""
+    --method); else the best shipped one with a model for factors `f` (`methods.default_method`), one that gives an
+    uncertainty map where the run asks for one (`uncertainty`)."""
     from ... import methods
 
     if args.method:
@@ -157,7 +158,7 @@ def method_name(args, f) -> str:
 
         named = method_named(args.model)
         return named if named in methods.names() else methods.default_method()
-    return methods.default_method(f)
+    return methods.default_method(f, uncertainty=uncertainty)
 
 
 def model_files(model) -> list:
@@ -231,9 +232,15 @@ def check_propagation(method, args, factor=None) -> None:
     """Before any work: the method must give an uncertainty to sample from (those suggested run at `factor`),
     N >= 2, and the tracking settings must hold (checked before the prediction, not after)."""
     from ... import methods
+    from ...core import grid
 
     if not method.gives_uncertainty:
         raise IQTError(f"method {method.name!r} gives no uncertainty to propagate; choose one of: "
+                       f"{', '.join(methods.with_uncertainty(factor))}")
+    if method.learned and factor is not None and not getattr(args, "model", None) and method.name not in methods.ready(factor):
+        # load() would name every method with a model for these factors, uncertainty or not
+        raise IQTError(f"{method.name} has no shipped model for {grid.describe(factor)}; give --model with one trained "
+                       f"for them or choose a method with an uncertainty map that has one: "
                        f"{', '.join(methods.with_uncertainty(factor))}")
     if args.samples is None or int(args.samples) < 2:
         raise IQTError(f"--samples {args.samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")

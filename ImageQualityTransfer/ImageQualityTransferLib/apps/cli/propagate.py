@@ -10,7 +10,8 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("propagate", help="uncertainty propagation: N high-res samples -> FA/MD mean/std, tract variability")
     sp.add_argument("input", help="low-res tensor volume")
     sp.add_argument("-o", "--output", required=True, help="output folder (fa_mean, fa_std, md_mean, md_std, visitation, propagation.json)")
-    sp.add_argument("--method", default="espcn-hetero", help="a method with uncertainty (default espcn-hetero)")
+    sp.add_argument("--method", help="a method with uncertainty (default: with --model, the model's own method, else the "
+                                     "best with an uncertainty map for the factors, deep-hetero-var1 where it has a model)")
     options.add_method_settings(sp)
     sp.add_argument("--samples", type=int, default=100, help="number of samples (default 100)")
     options.add_factor(sp)
@@ -30,7 +31,7 @@ def run(args):
     t0 = time.perf_counter()
     options.settle_propagation(args)
     f = options.factors(args)
-    method = methods.get(args.method, **options.method_settings(args))
+    method = methods.get(options.method_name(args, f, uncertainty=True), **options.method_settings(args))
     options.check_propagation(method, args, f)
     out = options.out_dir(args.output)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))

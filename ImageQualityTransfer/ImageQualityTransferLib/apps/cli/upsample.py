@@ -18,7 +18,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
     sp.add_argument("-o", "--output", required=True, help="high-res tensor output (.nii.gz, or .nrrd for Slicer)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: with --model, the model's own method, else the best "
-                         "shipped one for the factors)")
+                         "shipped one for the factors, with --uncertainty or --propagate the best with an uncertainty map)")
     options.add_factor(sp, voxel_size=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty) "
@@ -239,7 +239,7 @@ def run(args):
     if f is None:
         lr = fileio.load_tensor(args.input, args.tensor_order)
         f = options.factors(args, lr.voxel_size)
-    name = options.method_name(args, f)
+    name = options.method_name(args, f, uncertainty=bool(args.uncertainty or args.propagate))
     _check_samples(args, methods.method_class(name))
     method = methods.get(name, **options.method_settings(args))
     if args.propagate:

@@ -65,3 +65,10 @@ def test_a_method_without_a_model_for_the_factors_names_only_methods_with_an_unc
     offered = err.rsplit(": ", 1)[1].strip().split(", ")
     assert "biqt" in offered and all(methods.method_class(n).gives_uncertainty for n in offered), offered
     assert not out.exists()
+
+
+def test_iqt_methods_marks_the_default_for_an_uncertainty_map(capsys):
+    pytest.importorskip("torch", reason="PyTorch is not installed: without it the default is biqt")
+    assert main(["methods"]) == 0
+    marked = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.endswith("(default for an uncertainty map)")]
+    assert marked == ["deep-hetero-var1"]

@@ -43,6 +43,7 @@ def list_methods(args):
     from ...core.noise_level import NOISY_MODEL
 
     default = methods.default_method()
+    for_maps = methods.default_method(uncertainty=True)  # biqt needs no torch, so there is always one
     for m in methods.describe():
         flags = "uncertainty" if m["uncertainty"] else "no uncertainty"
         if m["learned"]:
@@ -54,5 +55,5 @@ def list_methods(args):
             if m["shipped_noisy"]:
                 flags += f"; for noisy inputs (noise index above {NOISY_MODEL:g}) a model trained with added noise at " \
                          f"{_listed(m['shipped_noisy'], m.get('registered_noisy') or [])}"
-        star = " (default)" if m["name"] == default else ""
+        star = " (default)" if m["name"] == default else " (default for an uncertainty map)" if m["name"] == for_maps else ""
         print(f"{m['name']:<18} {m['description']} [{flags}]{star}")

@@ -28,6 +28,7 @@ from .inputs import (
     check_tensor_input,
     drop_failed_fits,
     input_noise_index,
+    mask_within_fit,
     whole_field,
 )
 
@@ -219,6 +220,8 @@ class Method:
             return self._in_box(lr, mask, box, f, uncertainty=uncertainty, direction=direction, progress=progress)
         if not whole:
             lr = _negligible_zeroed(lr)
+            if given:
+                mask = mask_within_fit(lr, mask)
         if mask is None:
             mask = self.support(lr, whole)
         runner, index = self, None

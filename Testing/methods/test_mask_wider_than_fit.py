@@ -1,0 +1,95 @@
+"""A `--mask` wider than a masked fit (one made by another tool, or `iqt mask`'s on a dipy fit): its voxels that hold no
+tensor are not brain. Before, those zeros pushed the noise index over the noisy-model threshold (another model ran), made
+the output-scale check refuse every learned method as "damaged", and let tensors spread several voxels beyond the fit
+(audit, stop 57)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ImageQualityTransferLib import fileio, methods
+from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
+from ImageQualityTransferLib.core.volume import Volume
+
+import helpers
+
+
+def _ball_fit(n=16, radius=5.5):
+    """A masked fit: smooth tensors in a ball, exact zeros outside (as FSL, MRtrix and dipy with a mask write)."""
+    t, _ = helpers.smooth_tensors((n, n, n))
+    ijk = np.indices((n, n, n)) - (n - 1) / 2
+    ball = np.sqrt((ijk ** 2).sum(0)) <= radius
+    return Volume(np.where(ball[..., None], t, 0).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), "tensor"), ball
+
+
+def _mask(lr, where):
+    return Volume(where, lr.affine, "mask")
+
+
+def _run(method, lr, mask):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        pred = method.predict(lr, 2, mask)
+    return pred, [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+
+
+@pytest.mark.parametrize("name", ["cubic", "biqt"])
+def test_a_wider_mask_gives_the_run_with_the_fits_own_mask_and_says_so_once(name):
+    lr, ball = _ball_fit()
+    method = methods.get(name)
+    own, said_own = _run(method, lr, _mask(lr, ball))
+    wide = ndimage.binary_dilation(ball, iterations=3)
+    pred, said = _run(method, lr, _mask(lr, wide))
+    assert said_own == []
+    empty = int((wide & ~ball).sum())
+    assert [s for s in said if "hold no tensor" in s] == [s for s in said if f"{empty} of the mask's {int(wide.sum())} voxels" in s]
+    assert len([s for s in said if "hold no tensor" in s]) == 1, said
+    for key, vol in [("tensor", pred.tensor), *pred.maps().items()]:
+        assert np.array_equal(vol.data, getattr(own, key).data), key
+
+
+def test_holes_a_fit_leaves_inside_its_own_mask_are_not_said():
+    lr, ball = _ball_fit()
+    holes = np.zeros_like(ball)
+    holes[7, 7, 7] = holes[8, 9, 7] = True  # 2 of 665 voxels: under 1 %
+    lr = lr.replace(data=np.where(holes[..., None], 0, lr.data))
+    _, said = _run(methods.get("cubic"), lr, _mask(lr, ball))
+    assert said == []
+
+
+def test_a_mask_mostly_off_the_fit_is_refused():
+    lr, ball = _ball_fit()
+    off = np.zeros_like(ball)
+    off[:, :, :4] = True  # four slabs under the ball: they touch its lowest voxels
+    with pytest.raises(IQTError, match="the mask is not on this input's brain"):
+        methods.get("cubic").predict(lr, 2, _mask(lr, off))
+
+
+def test_the_command_line_refuses_it_in_one_line_with_nothing_written(tmp_path, capsys):
+    lr, ball = _ball_fit()
+    fileio.save_tensor(lr, tmp_path / "lr.nii.gz")
+    off = np.zeros(ball.shape, np.uint8)
+    off[:, :, :4] = 1
+    fileio.save_mask(Volume(off.astype(bool), lr.affine, "mask"), tmp_path / "m.nii.gz")
+    helpers.refused_line(capsys, ["upsample", tmp_path / "lr.nii.gz", "--mask", tmp_path / "m.nii.gz", "--method",
+                                  "cubic", "-o", tmp_path / "o.nii.gz"], "hold no tensor", "not on this input's brain")
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+@pytest.mark.realdata
+def test_a_field_of_view_mask_on_a_tight_dev_fit_runs_deep_as_with_its_mask(axial_subject):
+    """The audit's case: every learned method was refused ("the model's output is not plausible: its median MD is
+    0.0241 times the input's; the model is damaged …") with a mask of the whole field on a tightly masked fit."""
+    pytest.importorskip("torch", reason="PyTorch is not installed")
+    case = helpers.low_res_case(axial_subject, 2, "tight")
+    method = methods.get("deep")
+    own, _ = _run(method, case.lr, case.lr_mask)
+    whole = np.ones(case.lr.shape3, bool)
+    pred, said = _run(method, case.lr, _mask(case.lr, whole))
+    assert any("hold no tensor" in s for s in said), said
+    assert np.array_equal(pred.tensor.data, own.tensor.data)
+    assert pred.tensor.meta.get("noise_index") == own.tensor.meta.get("noise_index")

@@ -94,3 +94,27 @@ def test_evaluate_refuses_a_mask_mostly_outside_the_reference(capsys, tmp_path):
     assert code == 2 and len(lines) == 1 and lines[0].startswith("iqt: error: "), err
     assert "hold no reference tensor" in lines[0] and "mostly outside" in lines[0], lines[0]
     assert "DT-RMSE" not in out
+
+
+def test_a_reference_in_another_unit_gets_the_refusal_alone(capsys, tmp_path):
+    """A reference ×1e3 with holes in it: the units refusal, not first a warning counting the holes (audit, stop 57)."""
+    _, hr, truth = _brain()
+    cut = truth.copy()
+    cut[8:12, 8:12, 8:12] = 0
+    args = _files(tmp_path, cut * 1e3, hr, truth + 1e-5)
+    code = cli.main([str(a) for a in args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("iqt: error: "), err
+    assert "hold no reference tensor" not in err, err
+
+
+def test_a_mask_off_the_reference_grid_is_named_against_the_reference(capsys, tmp_path):
+    """evaluate has no input: its mask refusal named "the input's grid" (audit, stop 57)."""
+    lr, hr, truth = _brain()
+    args = list(_files(tmp_path, truth, hr, truth + 1e-5))
+    fileio.save_mask(Volume(lr, AFFINE, "mask"), tmp_path / "lrmask.nii.gz")
+    args[args.index(tmp_path / "mask.nii.gz")] = tmp_path / "lrmask.nii.gz"
+    code = cli.main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and "the reference's (high-res) grid" in err and "input" not in err, err

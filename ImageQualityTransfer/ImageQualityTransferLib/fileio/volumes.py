@@ -154,6 +154,10 @@ def load_tensor(path, order: str = "nifti") -> Volume:
             )
         data = read_data(img, path, np.float64)
         file_order = order
+    elif len(shape) == 5 and tuple(shape[3:]) == (3, 3):  # dipy's quadratic_form saved as it is
+        raise IQTError(f"{path}: shape {shape} holds full 3x3 matrices (as dipy's fit.quadratic_form); save the six "
+                       "elements instead, e.g. nib.save(nib.Nifti1Image(fit.lower_triangular()[..., None, :], affine), "
+                       "'dti.nii.gz'), and read that file with --tensor-order dipy")
     else:
         raise IQTError(
             f"{path}: shape {shape} is not a diffusion tensor volume; expected 5D (X,Y,Z,1,6) NIfTI SYMMATRIX "
@@ -338,9 +342,11 @@ def load_scalar(path) -> Volume:
     return Volume(data, img.affine, "scalar", meta={"path": str(path), "descrip": _descrip(img)})
 
 
-def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = False) -> Volume:
+def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = False,
+              reference_name: str = "the input's grid") -> Volume:
     """Binary mask (>0). With `reference`, it must be on that grid (or on its high-res grid for `factor`, an integer
-    or per-axis factors). `seeds`: a tractography seed ROI, whose refusals say so."""
+    or per-axis factors); `reference_name` is how the refusals name that grid. `seeds`: a tractography seed ROI, whose
+    refusals say so."""
     img = load_nifti(path)
     data = read_data(img, path)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -365,7 +371,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
     if reference is not None:
         from ..core.grid import factors, hr_affine, same_affine
 
-        grids = {reference.shape3: ("the input's grid", reference.affine)}
+        grids = {reference.shape3: (reference_name, reference.affine)}
         if factor:
             f = factors(factor, identity_ok=True)
             grids[tuple(k * s for k, s in zip(f, reference.shape3))] = ("the high-resolution grid",
@@ -381,12 +387,13 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
         if vol.shape3 not in grids:
             raise IQTError(
                 f"{path}: mask shape {vol.shape3} {'matches neither' if len(grids) > 1 else 'differs from'} "
-                f"{' nor '.join(f'{name} {shape}' for shape, (name, _) in grids.items())}; give a mask on the input's grid"
+                f"{' nor '.join(f'{name} {shape}' for shape, (name, _) in grids.items())}; give a mask on {reference_name}"
             )
         name, affine = grids[vol.shape3]
         if not same_affine(vol.affine, affine):
             raise IQTError(f"{path}: the mask has the shape of {name} but another position or orientation (affine); "
-                           f"give a mask made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out')")
+                           + ("give a mask made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out')"
+                              if factor or reference_name == "the input's grid" else f"give a mask made on {reference_name}"))
     return vol
 
 

@@ -102,14 +102,14 @@ def run(args):
             f"block shift of it, read from the two affines); give the output of 'iqt upsample' on 'iqt degrade' of the "
             f"same subject with the same --factor{recorded}"
         )
-    mask = fileio.load_mask(args.mask, truth)
+    mask = fileio.load_mask(args.mask, truth, reference_name="the reference's (high-res) grid")
     if other:
         warnings.warn(f"{args.pred}: its header reads '{pred.meta['made_by']}', and it is scored at {grid.describe(f)} "
                       f"as given; leave --factor out to score it at {grid.text(made)}", IQTWarning, stacklevel=2)
     box = tuple(slice(s, s + n) for s, n in zip(start, shape))  # the reference's voxels under the prediction
     t = truth.data[box]
     m = mask.data[box]
-    _missing_reference(args.truth, t, m)
+    missing = _missing_reference(args.truth, t, m)  # said once the files are known to score (not before a refusal)
     lr_mask = degrade.block_majority(m, f)
     unc = _map(args.uncertainty, "--uncertainty") if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
@@ -133,6 +133,8 @@ def run(args):
         vol, path = (pred, args.pred) if which == "prediction" else (truth, args.truth)
         inside = np.asarray(mask.data, bool) if which == "reference" or mask.shape3 == vol.shape3 else None
         raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}") from None
+    if missing:
+        warnings.warn(missing, IQTWarning, stacklevel=2)
     result["factor"] = grid.record(f)
     if json_out:  # which code scored it: a count's definition can change between versions
         from ...fileio.model_files import software
@@ -184,10 +186,10 @@ MISSING_WARNING = "NaN in every element"  # core.tensor_checks.nan_as_empty's wa
 MOSTLY_MISSING = 0.5  # share of the mask's voxels without a reference tensor from which the mask is not the reference's
 
 
-def _missing_reference(path, truth, mask) -> None:
+def _missing_reference(path, truth, mask) -> str | None:
     """Mask voxels where the reference holds no tensor (zero: outside the mask it was fitted in; or NaN in every
-    element) are left out of every figure (evaluation.no_reference), said in one line; where they are most of the mask,
-    the mask is not the reference's: refused. Scored, they counted as a truth of zero (audit: interior DT-RMSE 20.9
+    element) are left out of every figure (evaluation.no_reference): the line that says so (None where there are none);
+    where they are most of the mask, the mask is not the reference's: refused. Scored, they counted as a truth of zero (audit: interior DT-RMSE 20.9
     against 15.8 for a reference fitted in the 3D-filled mask scored in the slice-filled one)."""
     from ...analysis.evaluation import no_reference
 
@@ -195,15 +197,15 @@ def _missing_reference(path, truth, mask) -> None:
     absent = m & no_reference(truth)
     n, total = int(absent.sum()), int(m.sum())
     if not n:
-        return
+        return None
     share = n / total
     if share > MOSTLY_MISSING:
         raise IQTError(f"{path}: {n} of the mask's {total} voxels ({100 * share:.0f} %) hold no reference tensor (zero, or "
                        f"NaN in every element), so the mask is mostly outside the brain the reference was fitted in; give "
                        f"the mask the reference was fitted in ('iqt fit --mask-out'), or fit the reference in this mask")
-    warnings.warn(f"{path}: {n} of the mask's {total} voxels ({100 * share:.1f} %) hold no reference tensor (zero, or NaN "
-                  f"in every element: outside the mask the reference was fitted in, or failed fits); they are left out "
-                  f"of every figure", IQTWarning, stacklevel=2)
+    return (f"{path}: {n} of the mask's {total} voxels ({100 * share:.1f} %) hold no reference tensor (zero, or NaN "
+            f"in every element: outside the mask the reference was fitted in, or failed fits); they are left out of every "
+            f"figure")
 
 
 def _start(pred_affine, truth_affine) -> tuple | None:

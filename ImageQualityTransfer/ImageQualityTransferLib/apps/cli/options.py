@@ -17,8 +17,8 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False) -> None:
     --voxel-size MM, the factors chosen from the input's voxel size instead; with `recorded`, no default (the
     command reads the factor an output of 'iqt upsample' records, else 2)."""
     if recorded:
-        sp.add_argument("--factor", help=FACTOR_HELP + " (default: the factor the prediction's header records, as "
-                                                       "'iqt upsample' writes it; else 2)")
+        sp.add_argument("--factor", help=FACTOR_HELP.replace("the input's", "the low-res input's") +
+                        " (default: the factor the prediction's header records, as 'iqt upsample' writes it; else 2)")
         return
     if not voxel_size:
         sp.add_argument("--factor", default="2", help=FACTOR_HELP + " (default 2)")

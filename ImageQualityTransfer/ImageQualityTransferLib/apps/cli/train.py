@@ -15,7 +15,7 @@ from . import options
 
 
 def add_parsers(sub) -> None:
-    sp = sub.add_parser("train", help="train a learned method (3D-ESPCN, IQT-RF, BIQT-RF, global-linear) on high-quality subject folders")
+    sp = sub.add_parser("train", help="train a learned method (3D-ESPCN, the deeper network, IQT-RF, BIQT-RF, global-linear; 'iqt methods') on high-quality subject folders")
     sp.add_argument("--method", default="espcn", help="a learned method (see 'iqt methods'; default espcn)")
     sp.add_argument("--subjects", nargs="+", required=True, help="folders holding dwi.nii.gz, dwi.bval, dwi.bvec")
     sp.add_argument("--factor", default="2",

@@ -330,6 +330,28 @@ def test_a_port_in_use_is_one_line(lowres):
     assert run.returncode == 2 and len(err) == 1 and f"--port {port}: that port is in use" in err[0], run.stderr
 
 
+def test_a_run_refused_while_serving_is_said_on_the_terminal_too(lowres, serve, tmp_path):
+    """A refusal that comes with the run, not before serving (here a mask off the fit), showed only in the page's
+    banner: the terminal that started `iqt view` said nothing (audit, stop 57)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    inside = fileio.load_mask(mask).data
+    off = np.zeros_like(inside)
+    off[:, :, : np.argwhere(inside)[:, 2].min() + 1] = True  # up to the brain's lowest plane: mostly no tensor
+    assert (off & inside).any() and (off & ~inside).sum() > off.sum() / 2
+    fileio.save_mask(fileio.load_mask(mask).replace(data=off), tmp_path / "off.nii.gz")
+    server = serve(lr, "--method", "cubic", "--mask", tmp_path / "off.nii.gz")
+    server.url()
+    said = []
+    for _ in range(200):
+        said = [line for line in server.log_text().splitlines() if line.startswith("iqt view: error:")]
+        if said:
+            break
+        time.sleep(0.1)
+    server.stop()
+    assert len(said) == 1 and "the mask is not on this input's brain" in said[0], server.log_text()[-1000:]
+
+
 @pytest.mark.slow
 def test_views_share_slice_pan_and_zoom(lowres):
     """Without a browser: moving, panning or zooming either slice view moves the other the same way."""

@@ -210,6 +210,11 @@ class Viewer:
                 self._said.add(note)
                 print(f"iqt view: warning: {note}", file=sys.stderr, flush=True)
 
+    @staticmethod
+    def _say_error(message: str) -> None:
+        """A run's or the input's refusal on the terminal too, as `iqt upsample` prints it (the page may not be open)."""
+        print(f"iqt view: error: {message}", file=sys.stderr, flush=True)
+
     def host_for_url(self) -> str:
         host = getattr(self, "host", "127.0.0.1")
         return "127.0.0.1" if host in ("0.0.0.0", "", None) else host
@@ -223,6 +228,7 @@ class Viewer:
             with s:
                 s.message = text if isinstance(exc, IQTError) else f"internal error: {type(exc).__name__}: {text}"
                 s.status = "error"
+            self._say_error(s.message)
             return
         self._show(self.in_node, self.in_node, None)
         with s:
@@ -290,10 +296,12 @@ class Viewer:
             with s:                # can be picked
                 s.message, s.notes = " ".join(str(exc).split()), self._shown_notes
                 s.status = "error"
+            self._say_error(s.message)
         except Exception as exc:  # a bug in a method: one line in the page, the server keeps serving
             with s:
                 s.message = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
                 s.notes, s.status = self._shown_notes, "error"
+            self._say_error(s.message)
         finally:
             with s:
                 s.busy = False

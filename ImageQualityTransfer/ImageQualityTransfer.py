@@ -225,8 +225,8 @@ def methodDescriptionText(name: str, english: str) -> str:
         "global-linear": _("IQT global linear map: one learned linear map from each low-resolution neighbourhood to "
                            "the high-resolution voxels it covers"),
         "rf": _("IQT random forest: learned regression trees; the uncertainty map is how much the trees disagree"),
-        "biqt": _("Bayesian IQT random forest: learned regression trees that also give each voxel's uncertainty, a "
-                  "predictive standard deviation"),
+        "biqt": _("Bayesian IQT random forest: learned regression trees that also give an uncertainty, a predictive "
+                  "standard deviation, one value for each low-resolution voxel's block"),
         "espcn": _("3D-ESPCN: a convolutional network trained on high-quality scans that corrects cubic "
                    "interpolation"),
         "espcn-hetero": _("3D-ESPCN that also estimates each voxel's uncertainty, a predictive standard deviation"),
@@ -408,8 +408,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             combo.blockSignals(wasBlocked)
         info = self._methods[index]
         extra = []
-        if info.get("uncertainty"):
-            extra.append(_("gives an uncertainty map"))
+        extra.append(_("gives an uncertainty map") if info.get("uncertainty") else _("no uncertainty map"))
         if info.get("learned"):
             extra.append(_("learned"))
         if info.get("needs_torch"):
@@ -823,12 +822,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------- processing
 
     def defaultMethod(self, factor=None) -> str:
-        """The engine's default: the best shipped method that can run in this Python (see `iqt methods`), with
-        `factor` the best one that runs at it (cubic for per-axis factors)."""
+        """The module's default: the best shipped method with an uncertainty map that runs in this Python at `factor`
+        (deep-hetero-var1, as accurate as the command line's default deep: the overlay is what the module shows
+        after Apply), else the engine's default there (`iqt methods`; cubic where no learned method has a model)."""
         self._engineOnPath()
         from ImageQualityTransferLib import methods
 
-        return methods.default_method(factor)
+        return methods.viewer_default(factor)
 
     def modelMethod(self, modelPath: str) -> Optional[str]:
         """The method a model file's sidecar names (None where it cannot be read: the run then says what is wrong)."""

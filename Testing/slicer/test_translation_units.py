@@ -86,15 +86,17 @@ def _description(tr, info):
 
 METHODS = [  # (entry, English label): the panel's own description of a method it knows, the engine's otherwise
     ({"name": "cubic", "description": "the engine's words"},
-     "Cubic B-spline interpolation of the six tensor elements: the baseline the learned methods are compared with"),
+     "Cubic B-spline interpolation of the six tensor elements: the baseline the learned methods are compared with "
+     "(no uncertainty map)"),
     ({"name": "biqt", "description": "the engine's words", "uncertainty": True, "learned": True},
-     "Bayesian IQT random forest: learned regression trees that also give each voxel's uncertainty, a predictive "
-     "standard deviation (gives an uncertainty map, learned)"),
+     "Bayesian IQT random forest: learned regression trees that also give an uncertainty, a predictive standard "
+     "deviation, one value for each low-resolution voxel's block (gives an uncertainty map, learned)"),
     ({"name": "deep", "description": "the engine's words", "learned": True, "needs_torch": True},
-     "Deeper 3D-ESPCN: sees 9×9×9 low-resolution voxels around each voxel it refines (learned, needs PyTorch)"),
+     "Deeper 3D-ESPCN: sees 9×9×9 low-resolution voxels around each voxel it refines (no uncertainty map, learned, "
+     "needs PyTorch)"),
     ({"name": "my-method", "description": "A method of a newer engine", "learned": True},
-     "A method of a newer engine (learned)"),
-    ({"name": "my-interpolation", "description": "Another interpolation"}, "Another interpolation"),
+     "A method of a newer engine (no uncertainty map, learned)"),
+    ({"name": "my-interpolation", "description": "Another interpolation"}, "Another interpolation (no uncertainty map)"),
 ]
 
 

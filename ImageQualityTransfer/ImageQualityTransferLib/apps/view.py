@@ -93,7 +93,7 @@ class Viewer:
         s = server.state
         s.trame__title = "IQT viewer"
         s.methods = choices
-        default = methods.default_method(self.factor)  # the command line's, at these factors
+        default = methods.viewer_default(self.factor)  # the Slicer module's, at these factors: one with an overlay
         s.method = method or (default if default in choices else "cubic")
         s.busy = False
         s.input_ok = False  # the pickers wait for an input that loaded

@@ -13,8 +13,9 @@ from .registry import (
     serves,
     shipped_factors,
     trainable,
+    viewer_default,
     with_uncertainty,
 )
 
 __all__ = ["Method", "Prediction", "default_method", "describe", "get", "method_class", "names", "ready",
-           "runs_here", "serves", "shipped_factors", "trainable", "with_uncertainty"]
+           "runs_here", "serves", "shipped_factors", "trainable", "viewer_default", "with_uncertainty"]

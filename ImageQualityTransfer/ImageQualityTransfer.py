@@ -155,7 +155,7 @@ class ImageQualityTransferParameterNode:
     inputVolume: Union[vtkMRMLDiffusionTensorVolumeNode, vtkMRMLDiffusionWeightedVolumeNode, None]
     maskVolume: vtkMRMLLabelMapVolumeNode
     excludeOutliers: bool = False  # off: every volume fitted, as before the option
-    method: str = ""  # empty: the engine's default (the best shipped method that can run here)
+    method: str = ""  # empty: the Logic's default (the best shipped method with an uncertainty map that runs here)
     modelPath: str = ""  # bound by hand: the path widget's Path binding shows "." for an empty path
     upsamplingMode: Annotated[str, Choice(list(UPSAMPLING_MODES))] = "isotropic"  # bound by hand: translated labels
     factor: Annotated[int, WithinRange(2, 4)] = 2
@@ -850,6 +850,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         outputNode / uncertaintyNode / interpolatedNode: existing nodes to fill, or None to create new ones;
         interpolatedNode=True creates the cubic comparison without a target node. The input is never modified.
+        method: None runs `defaultMethod(factor)`, the best with an uncertainty map that has a model for the factors.
         modelPath: a model file for the learned method (None: the shipped one); without `method`, the method its sidecar
         names runs, as `iqt upsample --model` does.
         averageFlips: learned methods averaged over the input's axis flips and in-plane swap (engine `--tta`).

@@ -321,6 +321,23 @@ def test_shared_colour_scale_across_runs(lowres):
     assert [display.legend_node(scene, n).GetTitleText() for n in std_nodes] == ["Tensor SD\n(µm²/ms)"] * 2
 
 
+def test_shared_legends_keep_one_bar_length_whatever_the_run_names(lowres):
+    """A run's name wrapped onto more lines shortened its legend's bar against the other's, the same scale's ticks at
+    other heights (deep-hetero-var1 broke at its hyphens into two lines beside biqt's one; picture audit, stop 57):
+    the titles now have one line count, and a method's name stays whole."""
+    assert display.wrap_title("deep-hetero-var1") == "deep-hetero-var1"
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    a, b = run(scene, node, "biqt"), run(scene, node, "rf")
+    b["uncertainties"]["std"].SetAttribute(mrml.RUN_ATTRIBUTE, "rf at factors 1,1,3")  # two lines once wrapped
+    display.share_scales(scene)
+    titles = [display.legend_node(scene, x["uncertainties"]["std"]).GetTitleText() for x in (a, b)]
+    first, second = (t.split("\n") for t in titles)
+    assert second == ["Tensor SD", "(µm²/ms)", "rf at", "factors", "1,1,3", "shared scale"], second
+    assert first == ["Tensor SD", "(µm²/ms)", "biqt", "shared scale", "\u00a0", "\u00a0"], first
+
+
 def test_results_lie_under_the_inputs_transform_and_a_late_cancel_leaves_none(lowres):
     """An input under a parent transform (a registration to a T1) gives results under the same transform, so they lie
     where it lies (they came out as far from it as the transform moved it); a Cancel pressed as the method

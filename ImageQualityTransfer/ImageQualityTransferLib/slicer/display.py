@@ -126,10 +126,12 @@ def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]
 
 
 def wrap_title(text: str) -> str:
-    """A legend title on lines of at most TITLE_LINE characters (longer words stay whole)."""
+    """A legend title on lines of at most TITLE_LINE characters (longer words, and method names such as
+    deep-hetero-var1, stay whole)."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(" ".join(text.split()), TITLE_LINE, break_long_words=False)) or text
+    return "\n".join(textwrap.wrap(" ".join(text.split()), TITLE_LINE, break_long_words=False,
+                                   break_on_hyphens=False)) or text
 
 
 def _legend_of(volume_node):
@@ -228,6 +230,7 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[st
     without, each on its own range and title again.
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
+    titled = []
     for key, nodes in map_nodes(scene).items():
         own = [own_top(node, key) for node in nodes]
         if shared:
@@ -238,7 +241,12 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[st
             title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
             if title:
                 run = node.GetAttribute(mrml.RUN_ATTRIBUTE)
-                legend.SetTitleText("\n".join([title, *([wrap_title(run)] if run else []), note]) if shared else title)
+                titled.append((legend, "\n".join([title, *([wrap_title(run)] if run else []), note]) if shared else title))
+    # the title's lines come out of the legend's height: equal line counts keep every bar as long (a run's name on two
+    # lines had shortened its bar against another's, the same scale's top at another height; picture audit, stop 57)
+    lines = max((text.count("\n") for _, text in titled), default=0)
+    for legend, text in titled:
+        legend.SetTitleText(text + "\n\u00a0" * (lines - text.count("\n")))
     return tops
 
 

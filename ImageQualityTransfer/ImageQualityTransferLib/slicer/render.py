@@ -5,7 +5,7 @@ the compare layout, interpolation | IQT with its uncertainty overlay and colour 
         [--factor 1,1,3 --orientation Coronal] [--tta]
 
 SUBJECT_DIR holds dwi.nii.gz/bval/bvec; it is degraded as `iqt degrade` does (factor 2 unless --factor) and upsampled by the
-method (cubic interpolation on the left). Needs the `render` extra (trame-slicer[standalone]).
+method (default: the one the Slicer module preselects at the factors; cubic interpolation on the left). Needs the `render` extra (trame-slicer[standalone]).
 """
 
 from __future__ import annotations
@@ -205,7 +205,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="render", description=__doc__.splitlines()[0])
     p.add_argument("subject", help="subject folder (dwi.nii.gz, dwi.bval, dwi.bvec)")
     p.add_argument("output", help="PNG to write")
-    p.add_argument("--method", default="biqt")
+    p.add_argument("--method", help="the method on the right (default: the Slicer module's at the factors, "
+                                    "methods.viewer_default)")
     p.add_argument("--factor", default="2", help="2, 3 or per axis, e.g. 1,1,3 (default 2)")
     p.add_argument("--orientation", choices=["Axial", "Coronal", "Sagittal"],
                    help="slice orientation (default: the one that shows the factors, display.view_for_node)")
@@ -218,10 +219,13 @@ def main(argv=None) -> int:
         out = Path(args.output)
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg") or out.is_dir():  # said before the run
             raise IQTError(f"{args.output}: give a picture file ending in .png (or .jpg)")
+        from .. import methods
+
+        method = args.method or methods.viewer_default(f)
         lr, mask = degraded_subject(args.subject, f)
-        label = args.method + ("+tta" if args.tta else "")
-        shown = f"{label} + uncertainty" if methods_with_uncertainty(args.method) else label
-        picture = compose(render_compare(lr, mask, args.method, f, orientation=args.orientation, tta=args.tta),
+        label = f"{method}{'+tta' if args.tta else ''}, {grid.describe(f)}"  # each caption says the factors
+        shown = f"{label} + uncertainty" if methods_with_uncertainty(method) else label
+        picture = compose(render_compare(lr, mask, method, f, orientation=args.orientation, tta=args.tta),
                           (f"cubic, {grid.describe(f)}", shown))
         out.parent.mkdir(parents=True, exist_ok=True)
         picture.save(out, optimize=True)

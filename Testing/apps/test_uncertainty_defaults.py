@@ -72,3 +72,14 @@ def test_iqt_methods_marks_the_default_for_an_uncertainty_map(capsys):
     assert main(["methods"]) == 0
     marked = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.endswith("(default for an uncertainty map)")]
     assert marked == ["deep-hetero-var1"]
+
+
+@pytest.mark.parametrize("need", [["--uncertainty", "u.nii.gz"], ["--propagate", "--samples", "2"]])
+def test_a_missing_model_is_said_as_missing_when_an_uncertainty_map_is_asked_for(tmp_path, lr_path, capsys, need):
+    """It blamed the default method for giving no uncertainty (researcher audit, stop 57)."""
+    need = [str(tmp_path / a) if a.endswith(".nii.gz") else a for a in need]
+    rc = main(["upsample", str(lr_path), "-o", str(tmp_path / "o.nii.gz"), "--model", str(tmp_path / "missing.npz")]
+                        + need)
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.npz: model file not found" in err and "gives no uncertainty" not in err, err
+    assert not (tmp_path / "o.nii.gz").exists()

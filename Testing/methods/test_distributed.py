@@ -80,6 +80,10 @@ def test_train_refuses_nproc_for_methods_without_a_network(tmp_path, capsys):
     (subj / "dwi.nii.gz").write_bytes(b"")
     code = cli.main(["train", "--method", "rf", "--subjects", str(subj), "-o", str(tmp_path / "m.npz"), "--nproc", "2"])
     err = capsys.readouterr().err
+    assert code == 2 and err.startswith("iqt: error: --nproc applies to the CNN methods, not 'rf'; drop it")  # only it
+    code = cli.main(["train", "--method", "rf", "--subjects", str(subj), "-o", str(tmp_path / "m.npz"), "--nproc", "2",
+                     "--checkpoint", str(tmp_path / "c.pt")])
+    err = capsys.readouterr().err
     assert code == 2 and err.startswith("iqt: error: --nproc and --checkpoint apply to the CNN methods")
 
 
@@ -112,3 +116,32 @@ def test_a_checkpoint_path_is_neither_an_input_nor_the_model(tmp_path, capsys):
     with pytest.raises(Exception, match="not a training checkpoint this tool can read") as said:
         training.load_checkpoint(tmp_path / "notes.txt", "espcn", 2, 0)
     assert "weights_only" not in str(said.value) and "unsafe" not in str(said.value).lower()
+
+
+def record_threads(out):
+    """One rank's CPU threads as a training records them; rank 0 writes them to `out`."""
+    from ImageQualityTransferLib.core.threads import thread_record
+
+    if distributed.rank_and_world()[0] == 0:
+        with open(out, "w") as f:
+            json.dump(thread_record(torch=True), f)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_nproc_takes_threads_given_before_the_command_or_after(tmp_path, capsys, monkeypatch, small_subject, where):
+    """'iqt --threads N train --nproc M' gave the processes the default thread count, not N: its weights differed from
+    'iqt train --threads N --nproc M' (researcher audit, stop 57)."""
+    seen = []
+    monkeypatch.setattr(distributed, "spawn", lambda fn, nproc, *a, threads=None: seen.append((nproc, threads)))
+    argv = ["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "m.pt"), "--epochs", "1",
+            "--nproc", "2"]
+    argv = ["--threads", "1", *argv] if where == "before" else [*argv, "--threads", "1"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert seen == [(2, 1)]
+
+
+@pytest.mark.slow
+def test_the_processes_hold_the_thread_cap_for_blas_and_torch(tmp_path):
+    distributed.spawn(record_threads, 2, str(tmp_path / "t.json"), threads=1)
+    got = json.loads((tmp_path / "t.json").read_text())
+    assert got["torch"] == 1 and got["blas"] == 1, got

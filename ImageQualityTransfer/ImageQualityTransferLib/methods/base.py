@@ -383,7 +383,8 @@ class Method:
             sizes = "x".join(f"{v:.3g}" for v in hr)
             warnings.warn(f"{lr.source}at {grid.describe(f)} the output voxels are {sizes} mm ({hr.max() / hr.min():.1f}"
                           f":1), far from the near-isotropic voxels {self.name}'s models were trained on (up to 1.4:1): "
-                          "give factors that make them near-isotropic (--voxel-size MM picks them), or use cubic",
+                          "give factors that make them near-isotropic (iqt upsample's --voxel-size MM picks them), or "
+                          "use cubic",
                           IQTWarning, stacklevel=4)
 
     def for_noisy_inputs(self, f: tuple) -> "Method | None":

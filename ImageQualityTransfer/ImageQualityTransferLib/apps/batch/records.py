@@ -261,6 +261,22 @@ def input_files(item: Item) -> list[tuple[str, str]]:
     return files
 
 
+def check_apart_from_inputs(out_root, items) -> None:
+    """An IQTError, before any work, where the derivatives folder is an input's own folder or holds one: the run would
+    write its QC table, dataset description and subject folders among the raw data (`-o` naming a list subject's
+    folder wrote them beside its dwi.nii.gz). A folder of their own inside an input's folder, or a BIDS dataset's
+    derivatives/, holds none."""
+    out = Path(out_root).resolve()
+    for it in items:
+        folder = Path(it.path).resolve().parent
+        where = "is" if out == folder else "holds" if out in folder.parents else None
+        if where:
+            root = Path(it.root) if it.root else folder.parent
+            suggest = root / "derivatives" / "iqt" if root.is_dir() else Path("derivatives") / "iqt"
+            raise IQTError(f"{out_root}: {where} the folder of an input ({it.line or it.as_typed(it.path)}), so the "
+                           f"derivatives would lie among the raw data; write them into a folder of their own, e.g. {suggest}")
+
+
 def check_inputs_kept(out_root, items, s: Settings) -> None:
     """An IQTError, before any work, where a file this run writes or removes is a file of the cohort's inputs, by real
     path (symlinks, `..`) or, for a file already there, by inode (a hard link), as fileio.paths.Outputs checks a single

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 
 from ...core.errors import IQTError
@@ -77,7 +78,7 @@ def run(args):
     plan = fileio.Outputs(*args.subjects, *(p for path in models.values() for p in options.model_files(path)))
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()
-    settings = {"command": "iqt " + " ".join(getattr(args, "argv", sys.argv[1:])),
+    settings = {"command": shlex.join(["iqt", *getattr(args, "argv", sys.argv[1:])]),
                 "factor": grid.record(f), "methods": names, "tta": args.tta}
     if args.speed:
         rows = benchmark.speed(names, tta=args.tta)

@@ -156,8 +156,8 @@ def method_name(args, f, uncertainty: bool = False) -> str:
     if getattr(args, "model", None):
         from ...fileio.model_files import method_named
 
-        named = method_named(args.model)
-        return named if named in methods.names() else methods.default_method()
+        named = method_named(args.model)  # None where the file or its sidecar cannot be read: the load then says why
+        return named if named in methods.names() else methods.default_method(uncertainty=uncertainty)
     return methods.default_method(f, uncertainty=uncertainty)
 
 

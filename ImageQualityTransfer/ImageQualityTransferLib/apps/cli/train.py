@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("-o", "--output", required=True, help="model weights file (.pt for CNNs, .npz for rf/biqt/global-linear); the .json sidecar is written beside it")
     sp.add_argument("--seed", type=int, default=0, help="random seed (with --epochs the run is deterministic for the same number of CPU threads, which the "
                          "model's recorded command gives)")
-    sp.add_argument("--epochs", type=int, help="CNN: maximum epochs of 200 batches (default 200, or unlimited with --minutes)")
+    sp.add_argument("--epochs", type=int, help="CNN: maximum epochs of 200 batches (default 200, or unlimited with --minutes); "
+                                               "the -hetero and -var1 methods train in two phases (the mean alone, then "
+                                               "with the uncertainty), each up to this many")
     sp.add_argument("--minutes", type=float, help="CNN: wall-time budget for the training loop")
     sp.add_argument("--threads", type=int, dest="train_threads",
                     help="CPU threads (as 'iqt --threads N train ...'; default: the libraries' choice)")
@@ -182,8 +185,11 @@ def run(args):
             raise IQTError(f"--{flag.replace('_', '-')} {value}: give a positive whole number")
     if args.nproc < 1:
         raise IQTError(f"--nproc {args.nproc}: give at least 1 process")
-    if (args.nproc > 1 or args.checkpoint) and not cls.requires_torch:
-        raise IQTError(f"--nproc and --checkpoint apply to the CNN methods, not {args.method!r}; drop them")
+    given = [flag for flag, on in (("--nproc", args.nproc > 1), ("--checkpoint", args.checkpoint)) if on]
+    if given and not cls.requires_torch:  # names only those given (both were named whichever was)
+        them = " and ".join(given)
+        raise IQTError(f"{them} appl{'ies' if len(given) == 1 else 'y'} to the CNN methods, not {args.method!r}; "
+                       f"drop {'it' if len(given) == 1 else 'them'}")
     if args.device != "cpu" and not cls.requires_torch:
         raise IQTError(f"--device applies to the CNN methods, not {args.method!r}; drop it")
     if args.nproc > 1:  # said before any data are prepared or processes start
@@ -208,11 +214,13 @@ def run(args):
             raise IQTError(f"{d}: given twice in --subjects (also as {seen[key]}); list each training subject once")
         seen[key] = d
     _refuse_copies(args.subjects)
-    args.command_line = "iqt " + " ".join(getattr(args, "argv", sys.argv[1:]))
+    args.command_line = shlex.join(["iqt", *getattr(args, "argv", sys.argv[1:])])  # a path with a space stays one word
     if args.nproc > 1:
         from ...methods.cnn import distributed
 
-        distributed.spawn(train_here, args.nproc, args, threads=args.train_threads)
+        given = [v for v in (getattr(args, "command_threads", None), args.train_threads, getattr(args, "threads", None))
+                 if v is not None]  # 'iqt --threads N train' as 'iqt train --threads N' (apps/cli/__init__.py, _run)
+        distributed.spawn(train_here, args.nproc, args, threads=given[0] if given else None)
     else:
         if cls.requires_torch:
             from ...methods.cnn import distributed, require_torch

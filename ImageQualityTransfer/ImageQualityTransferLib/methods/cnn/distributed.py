@@ -107,7 +107,8 @@ def _once(handler):
     return on_signal
 
 
-def _entry(rank: int, fn, nproc: int, store: str, threads: int | None, handlers: list, args: tuple):
+def _entry(rank: int, fn, nproc: int, store: str, threads: int | None, handlers: list, args: tuple,
+           capped: bool = False):
     for sig, handler in handlers:  # before anything else (an import waits for its end through the handler)
         signal.signal(sig, _once(handler))
     try:
@@ -116,7 +117,11 @@ def _entry(rank: int, fn, nproc: int, store: str, threads: int | None, handlers:
         import torch
         import torch.distributed as dist
 
-        if threads:
+        if capped:  # --threads given: BLAS/OpenMP and torch in this process, as `iqt --threads N` sets them in one
+            from ...core import threads as cpu
+
+            cpu.apply(threads)
+        elif threads:
             torch.set_num_threads(threads)
         # the group meets through a file in a private folder, not a TCP store (which listens on every network
         # interface): nothing but gloo's own loopback connections between these processes
@@ -182,8 +187,8 @@ def _wind_down(processes) -> None:
 
 
 def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
-    """Run fn(*args) in `nproc` new processes joined in one gloo group on this machine (`threads` torch threads each:
-    default the CPU count / nproc); a failure in any of them is raised here as an IQTError with its last line.
+    """Run fn(*args) in `nproc` new processes joined in one gloo group on this machine (`threads` CPU threads each, for
+    BLAS/OpenMP and torch as `--threads` caps them; default torch's at the CPU count / nproc); a failure in any of them is raised here as an IQTError with its last line.
 
     A signal (SIGINT, SIGTERM, SIGHUP) that this process's handler turns into an exception stops every process and is
     raised here once they have all exited (they get this process's handlers); where rank 0 had already finished `fn`
@@ -192,6 +197,7 @@ def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
 
     if nproc < 1:
         raise IQTError(f"--nproc {nproc}: give at least 1 process")
+    capped = threads is not None
     threads = threads or max(1, (os.cpu_count() or 1) // nproc)
     sigs = _stop_signals()
     main = threading.current_thread() is threading.main_thread()
@@ -208,7 +214,8 @@ def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     try:
         # daemonic: whatever way this process ends, multiprocessing's exit sends them SIGTERM before it joins them
-        context = mp.start_processes(_entry, args=(fn, nproc, os.path.join(meeting, "store"), threads, handlers, args),
+        context = mp.start_processes(_entry, args=(fn, nproc, os.path.join(meeting, "store"), threads, handlers, args,
+                                                       capped),
                                      nprocs=nproc, join=False, daemon=True, start_method="spawn")
     except BaseException:
         shutil.rmtree(meeting, ignore_errors=True)

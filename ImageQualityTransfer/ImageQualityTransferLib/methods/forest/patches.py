@@ -170,6 +170,8 @@ def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None
         centres = np.argwhere(sel)
         if rate < 1.0:
             centres = centres[rng.random(len(centres)) < rate]
+        if not len(centres):  # a grid too small for the factors at this shift: nothing to learn from it
+            continue
         target = to_blocks((deg.hr_crop(truth, r, shift) * scale).astype(np.float32), r)
         cb = to_blocks(cubic, r)
         res = target - cb

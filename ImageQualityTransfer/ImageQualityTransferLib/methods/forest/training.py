@@ -85,7 +85,9 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
                                                                     flips=bool(cfg["flips"]),
                                                                     unit=cfg["input_unit"])
     if len(lib) == 0:
-        raise IQTError("no training example found (empty brain masks?); check the subject folders")
+        raise IQTError(f"no training example found at {grid.describe(factor)}: no brain voxel of the subjects' low-res "
+                       "grids (empty brain masks, or grids too small for these factors); check the subject folders or "
+                       "give smaller factors")
     t_lib = time.perf_counter() - t0
     if log:
         log(f"library: {len(lib)} examples of {lib.X.shape[1]} inputs -> {lib.Y.shape[1]} outputs ({t_lib:.0f} s)")
@@ -93,6 +95,10 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
         raise IQTError(f"inputs {cfg['inputs']!r}: choose one of {', '.join(INPUTS)}")
     if cfg["inputs"] == "patch+cubic" and lib.C is None:
         raise IQTError("inputs 'patch+cubic' needs a patch library with the cubic block values (rebuild it)")
+    if (~np.asarray(lib.missing).any(axis=1)).sum() < 2:  # GaussianCompletion learns from the complete patches
+        raise IQTError(f"every training patch at {grid.describe(factor)} reaches beyond its subject's brain or grid (a "
+                       "slab of a few slices, or factors too large for the subjects): give subjects that cover the "
+                       "brain, or smaller factors")
     comp = GaussianCompletion().fit(lib.X, lib.missing)
     X = design(comp.complete(lib.X, lib.missing), lib.C, cfg["inputs"])
     gl = linear.GlobalLinear(cfg["gl_ridge"]).fit(X, lib.Y)

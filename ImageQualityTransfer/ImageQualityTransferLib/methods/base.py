@@ -589,6 +589,7 @@ class LearnedMethod(Method):
             raise IQTError(f"{flags}: {'does' if len(unknown) == 1 else 'do'} not apply to {self.name!r}; drop "
                            f"{'it' if len(unknown) == 1 else 'them'}")
         data = data_record(subjects)  # before the training: the files as it read them
+        self._data_record = data  # a CNN's checkpoint is resumed on these files only (methods/cnn/training.py)
         model = self._fit(list(subjects), f, seed=seed, log=log, progress=progress,
                           **{k: v for k, v in options.items() if v is not None})
         record = model.meta.setdefault("training", {})

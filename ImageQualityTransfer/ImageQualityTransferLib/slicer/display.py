@@ -243,7 +243,7 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[st
                 run = node.GetAttribute(mrml.RUN_ATTRIBUTE)
                 titled.append((legend, "\n".join([title, *([wrap_title(run)] if run else []), note]) if shared else title))
     # the title's lines come out of the legend's height: equal line counts keep every bar as long (a run's name on two
-    # lines had shortened its bar against another's, the same scale's top at another height; picture audit, stop 57)
+    # lines had shortened its bar against another's, the same scale's top at another height; README, Use it in 3D Slicer)
     lines = max((text.count("\n") for _, text in titled), default=0)
     for legend, text in titled:
         legend.SetTitleText(text + "\n\u00a0" * (lines - text.count("\n")))

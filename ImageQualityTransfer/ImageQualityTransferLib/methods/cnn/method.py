@@ -80,7 +80,7 @@ class CNNMethod(LearnedMethod):
         epochs = epochs if epochs is not None else (10_000 if minutes else 200)
         net, meta, _ = training.train(items, method=self.name, factor=r, seed=seed, epochs=epochs, minutes=minutes,
                                       log=log, progress=progress, threads=threads, init=init,
-                                      device=self.device, **settings)
+                                      device=self.device, data=getattr(self, "_data_record", None), **settings)
         meta["training"]["data_preparation_seconds"] = prep
         return LoadedModel(net, meta)
 

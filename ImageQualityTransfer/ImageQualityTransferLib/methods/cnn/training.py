@@ -398,13 +398,14 @@ def _resume_plan(phases, given, limits, ended, last, done, start, epochs, more) 
 
 def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0, epochs: int = 200,
           minutes: float | None = None, log=None, progress: bool = True, threads: int | None = None, init=None,
-          checkpoint=None, device="cpu", **options) -> tuple:
+          checkpoint=None, device="cpu", data=None, **options) -> tuple:
     """Train a network on prepared items (on every process of a torch.distributed group, if one is initialised);
     with `checkpoint`, save after every epoch and resume from it when it exists. Returns (net in eval mode, sidecar
     metadata, history). `device` ("cpu", "cuda", "auto"): where the network trains (batches are drawn on the CPU);
-    with several processes, the CPU only (gloo)."""
+    with several processes, the CPU only (gloo). `data`: the subjects' files as `base.data_record` gives them, which a
+    checkpoint must have been trained on to be resumed."""
     run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint, device,
-                    options)
+                    options, data)
     run.start()
     for pi in range(run.start_phase, len(run.phases)):  # the phases a resumed run has ended are skipped
         run.train_phase(pi)
@@ -418,7 +419,7 @@ class _Training:
     reads on one screen: set-up (`__init__`), `start`, `train_phase` per phase, `result`."""
 
     def __init__(self, items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint, device,
-                 options):
+                 options, data=None):
         """Check the options, then set up processes, device, threads, the network, the data and the checkpoint."""
         from . import networks, require_torch
         from .distributed import rank_and_world
@@ -426,6 +427,9 @@ class _Training:
         self.torch = torch = require_torch()
         self.items, self.method, self.factor, self.seed, self.epochs = items, method, factor, seed, epochs
         self.minutes, self.checkpoint = minutes, checkpoint
+        # each subject's DWI by content: a checkpoint resumed on another scan in a folder of the same name went on
+        # training on it, its sidecar naming only the new data
+        self.data = {d["subject"]: sorted((d.get("sha256") or {}).items()) for d in (data or []) if d.get("sha256")}
         self.opts = opts = {**DEFAULTS, **options}
         if method not in networks.ARCHITECTURES:
             raise IQTError(f"unknown CNN method {method!r}; trainable: {', '.join(networks.ARCHITECTURES)}")
@@ -547,6 +551,8 @@ class _Training:
         # resumed with other --subjects goes on training on them and its sidecar names only the new ones)
         training = {"subjects": sorted({it.name for it in self.items}),
                     "options": {k: v for k, v in sorted(opts.items()) if isinstance(v, (bool, int, float, str, type(None)))}}
+        if self.data:
+            training["data"] = {name: [list(pair) for pair in files] for name, files in sorted(self.data.items())}
         self.training = training
         if checkpoint is None or not Path(checkpoint).exists():
             return None
@@ -555,9 +561,13 @@ class _Training:
             unit = "md-mode" if ck.get("subject_scale", True) else "fixed"
             raise IQTError(f"{checkpoint}: a checkpoint trained with --input-unit {unit}; resume it with that unit, or "
                            "give another --checkpoint path")
-        if "training" in ck and ck["training"] != training:
-            was, now = ck["training"], training
+        # a checkpoint of an earlier version holds no data record: its subjects are then told by name only
+        same = {k: v for k, v in training.items() if k != "data" or "data" in ck.get("training", {})}
+        if "training" in ck and ck["training"] != same:
+            was, now = ck["training"], same
             what = [f"subjects {', '.join(was['subjects'])}"] if was["subjects"] != now["subjects"] else []
+            what += [f"other files for subject {name}" for name in sorted(now.get("data", {}))
+                     if was.get("data", {}).get(name) not in (None, now["data"][name])]
             what += [f"{k} {was['options'].get(k)!r}" for k in sorted(set(was["options"]) | set(now["options"]))
                      if was["options"].get(k) != now["options"].get(k)]
             raise IQTError(f"{checkpoint}: a checkpoint of another training ({'; '.join(what)}); resume it with the same "

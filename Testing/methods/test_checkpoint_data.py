@@ -1,0 +1,45 @@
+"""A training checkpoint resumes only on the files it was trained on: one resumed on another scan in a folder of the
+same name went on training on it, and the model's sidecar named only the new data (researcher audit, stop 57)."""
+
+from __future__ import annotations
+
+import pytest
+
+import helpers
+
+torch = pytest.importorskip("torch")
+
+from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
+from ImageQualityTransferLib.methods.cnn import training  # noqa: E402
+
+KW = dict(method="espcn", epochs=1, iters_per_epoch=4, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
+
+
+def _data(digest):
+    return [{"subject": name, "folder": f"/data/{name}", "sha256": {"dwi.nii.gz": digest, "dwi.bval": "b", "dwi.bvec": "v"}}
+            for name in sorted({it.name for it in helpers.synthetic_items()})]
+
+
+def test_a_checkpoint_is_not_resumed_on_other_files_under_the_same_name(tmp_path):
+    ck = tmp_path / "ck.pt"
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=_data("aa"), **KW)
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=_data("aa"), **{**KW, "epochs": 2})
+    with pytest.raises(IQTError, match="a checkpoint of another training .*other files for subject"):
+        training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=_data("bb"), **{**KW, "epochs": 3})
+
+
+def test_the_command_line_hands_the_training_its_files(tmp_path, capsys, monkeypatch):
+    subject = tmp_path / "subj"
+    subject.mkdir()
+    helpers.save_phantom_dwi(subject / "dwi.nii.gz", (32, 36, 28), 0)
+    seen = []
+
+    def stop(items, **kw):
+        seen.append(kw.get("data"))
+        raise IQTError("stopped here")
+
+    monkeypatch.setattr(training, "train", stop)
+    code, _, err = helpers.run_cli(capsys, "train", "--method", "espcn", "--subjects", subject, "-o", tmp_path / "m.pt",
+                                   "--epochs", "1")
+    assert code == 2 and "stopped here" in err
+    assert [d["subject"] for d in seen[0]] == ["subj"] and set(seen[0][0]["sha256"]) >= {"dwi.nii.gz"}

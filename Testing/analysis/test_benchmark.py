@@ -258,3 +258,27 @@ def test_the_leakage_check_reads_sidecars_and_loads_no_model():
     assert benchmark.trained_on("siemens_prisma_3mm_ortho", made, 2) == {}
     assert benchmark.trained_on("siemens_trio_2mm", made, 2).keys() == {"espcn", "biqt"}  # a training subject of both
     assert all(not getattr(m, "_loaded", None) for m in made)
+
+
+def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subjects(tmp_path, capsys):
+    """A model trained on this very DWI under another folder name, or warm-started (--init) from one trained on a
+    subject of this name, was scored without the warning (researcher audit, stop 57)."""
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.analysis import benchmark
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.fileio.model_files import sha256
+
+    import helpers
+
+    first = tmp_path / "first"
+    first.mkdir()
+    helpers.save_phantom_dwi(first / "dwi.nii.gz", (32, 36, 28), 0)
+    model = tmp_path / "gl.npz"
+    assert cli.main(["train", "--method", "global-linear", "--subjects", str(first), "-o", str(model)]) == 0
+    made = [methods.get("global-linear", model=str(model))]
+    assert benchmark.trained_on("renamed", made, 2) == {}
+    assert benchmark.trained_on("renamed", made, 2, sha256(first / "dwi.nii.gz")) == {"global-linear": "gl.npz"}
+    warm = {"training": {"subjects": ["a"], "init": {"command": "iqt train --method espcn --subjects /x/b '/x/c d' -o m.pt"}}}
+    assert benchmark._training_names_and_files(warm)[0] == {"a", "b", "c d"}
+    capsys.readouterr()

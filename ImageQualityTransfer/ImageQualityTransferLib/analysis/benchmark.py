@@ -85,7 +85,7 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     said = set()  # other libraries' warnings: once per run
     for folder in subject_dirs:
         subject = load_subject(folder)
-        seen = trained_on(subject.name, made, factor)
+        seen = trained_on(subject.name, made, factor, _dwi_sha256(folder))
         for label, model in seen.items():
             warnings.warn(f"{subject.name}: a subject of this name is among the training subjects of the {label} model "
                           f"({model}), so its {label} figures are optimistic (a model scored on a scan it learned from); "
@@ -108,10 +108,35 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     return rows
 
 
-def trained_on(name: str, made, factor) -> dict:
+def _training_names_and_files(meta: dict) -> tuple[set, set]:
+    """(subject folder names, DWI SHA256s) a sidecar records as trained on: its own subjects and files, and the subjects
+    its --init model's recorded command names (a warm-started model has learnt from those too)."""
+    import shlex
+
+    t = meta.get("training") or {}
+    names = set(t.get("subjects") or ())
+    files = {h for d in t.get("data_sha256") or () if isinstance(d, dict)
+             for k, h in (d.get("sha256") or {}).items() if k.startswith("dwi.nii")}
+    command = (t.get("init") or {}).get("command") if isinstance(t.get("init"), dict) else None
+    if command:
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = []
+        if "--subjects" in words:
+            for w in words[words.index("--subjects") + 1:]:
+                if w.startswith("-"):
+                    break
+                names.add(Path(w).name)
+    return names, files
+
+
+def trained_on(name: str, made, factor, dwi_sha256: str | None = None) -> dict:
     """{method label: model file name} of the learned methods in `made` whose model for `factor` (or its model for
-    noisy inputs) lists a training subject called `name` (its sidecar's training.subjects, folder names): a
-    model scored on one of its own training subjects read 0.952 in the interior against 0.958 without it."""
+    noisy inputs) was trained on this subject: a training subject called `name` (its sidecar's training.subjects,
+    folder names, and those of its --init model's command), or the same DWI file (`dwi_sha256`, its sidecar's
+    data_sha256: the same scan under another folder name). A model scored on one of its own training subjects read
+    0.952 in the interior against 0.958 without it."""
     out = {}
     for m in made:
         if not m.learned:
@@ -124,10 +149,22 @@ def trained_on(name: str, made, factor) -> dict:
             except (IQTError, OSError, ValueError):  # no model for these factors, or none readable: said where it runs
                 continue
             file = file.name if file is not None else ""
-            if isinstance(meta, dict) and name in ((meta.get("training") or {}).get("subjects") or ()):
+            names, files = _training_names_and_files(meta) if isinstance(meta, dict) else (set(), set())
+            if name in names or (dwi_sha256 is not None and dwi_sha256 in files):
                 out[m.label] = file
                 break
     return out
+
+
+def _dwi_sha256(folder) -> str | None:
+    """The SHA256 of a subject folder's DWI file (None for a subject given otherwise, or unreadable)."""
+    from ..dmri.subject import dwi_path
+    from ..fileio.model_files import sha256
+
+    try:
+        return sha256(dwi_path(folder)) if isinstance(folder, (str, os.PathLike)) else None
+    except (IQTError, OSError):
+        return None
 
 
 def _say(caught, where: str, said: set) -> None:

@@ -83,3 +83,17 @@ def test_a_missing_model_is_said_as_missing_when_an_uncertainty_map_is_asked_for
     err = capsys.readouterr().err
     assert rc == 2 and "missing.npz: model file not found" in err and "gives no uncertainty" not in err, err
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_model_registered_for_factors_the_preferred_methods_lack_is_the_default_there(monkeypatch):
+    """A user's global-linear x4 model put in the registry with 'iqt train --register' ran only with --method: the default
+    at x4 was cubic, which said to give --method and --model (researcher audit, stop 57)."""
+    from ImageQualityTransferLib.methods import registry
+
+    ready = registry.ready
+    monkeypatch.setattr(registry, "ready", lambda f=2: ready(f) + (["global-linear"] if registry.grid.factors(f) == (4, 4, 4) else []))
+    assert methods.default_method((4, 4, 4)) == "global-linear"
+    assert methods.viewer_default((4, 4, 4)) == "global-linear"  # none with an uncertainty map there
+    with pytest.raises(IQTError):
+        methods.default_method((4, 4, 4), uncertainty=True)
+    assert methods.default_method((5, 5, 5)) == "cubic"

@@ -259,3 +259,15 @@ def test_the_windows_probe_reads_the_exit_code_and_errors():
         lock._kernel32, lock._last_error = given
     if not hasattr(__import__("ctypes"), "WinDLL"):  # here: no kernel32, so it cannot tell
         assert lock._windows_process(10) == (None, None)
+
+
+def test_a_quoted_mask_keeps_its_spaces_after_a_plain_or_a_quoted_path(tmp_path):
+    """A --mask path with a space could not be given: quoted, the whole line was taken as one folder (or, after a
+    quoted path, refused as following it), bare it split (researcher audit, stop 57)."""
+    (tmp_path / "list.txt").write_text('P04/dti.nii.gz --mask "P04/my mask.nii.gz"\n'
+                                       "\"P 03/dti.nii.gz\" --mask 'P 03/a mask.nii.gz' --tensor-order fsl\n",
+                                       encoding="utf-8")
+    items = batch.find_items(tmp_path / "list.txt")
+    assert [(it.prefix, it.path, it.mask, it.tensor_order) for it in items] == [
+        ("sub-P04", str(tmp_path / "P04/dti.nii.gz"), str(tmp_path / "P04/my mask.nii.gz"), ""),
+        ("sub-P03", str(tmp_path / "P 03/dti.nii.gz"), str(tmp_path / "P 03/a mask.nii.gz"), "fsl")]

@@ -123,7 +123,7 @@ def _line_options(line: str, listfile: Path) -> tuple[str, dict]:
 
     opts = {}
     while True:
-        m = re.search(r"\s(--[a-z-]+)\s+(\S+)\s*$", line)
+        m = re.search(r"""\s(--[a-z-]+)\s+("[^"]*"|'[^']*'|\S+)\s*$""", line)  # a quoted value may hold spaces
         if m is None or m.group(1) not in LINE_OPTIONS:
             bad = re.search(r"\s(--[a-z-]+)(\s+\S+)?\s*$", line)
             if bad is not None and bad.group(1) not in LINE_OPTIONS:

@@ -541,7 +541,7 @@ def test_without_a_method_the_page_starts_on_the_viewers_default_for_its_factors
 
     assert view.Viewer("unused.nii.gz", None, 2, server_name="test-default-x2").server.state.method == "deep-hetero-var1"
     ready = registry.ready
-    without = {"deep-hetero-var1", "espcn-hetero-var1", "biqt", "rf"}  # no model with an uncertainty map at x2
+    without = set(methods.with_uncertainty())  # no model with an uncertainty map at x2
     monkeypatch.setattr(registry, "ready", lambda f=None: [n for n in ready(f) if n not in without])
     assert methods.viewer_default((2, 2, 2)) == methods.default_method((2, 2, 2)) == "deep"
     assert view.Viewer("unused.nii.gz", None, 2, server_name="test-default-deep").server.state.method == "deep"

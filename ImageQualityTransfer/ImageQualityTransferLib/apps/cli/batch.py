@@ -180,8 +180,8 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: inside the input dataset's raw data; write the outputs elsewhere, e.g. "
                        f"{Path(args.input) / 'derivatives' / 'iqt'}")
     batch.check_source(out, items)
-    batch.check_apart_from_inputs(out, items)
     batch.check_inputs_kept(out, items, s)  # no subject's output or removal is a file of the cohort's inputs
+    batch.check_apart_from_inputs(out, items)  # nor the derivatives' folder an input's folder
     if not args.wait_workers > 0 or args.wait_workers == float("inf"):
         raise IQTError(f"--wait-workers {args.wait_workers:g}: give a number of seconds above 0, e.g. {WAIT_WORKERS_S}")
     created = [d for d in (out.absolute(), *out.absolute().parents) if not d.exists()]  # removed again (when empty) if the cluster fails to start

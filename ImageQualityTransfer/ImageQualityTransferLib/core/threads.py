@@ -27,6 +27,11 @@ def apply(n: int | None) -> None:
     limit_torch()
 
 
+def cap() -> int | None:
+    """The --threads cap `apply` set for this run (given before the command or after it), None without one."""
+    return _LIMIT
+
+
 def limit_torch() -> None:
     """torch's CPU threads to the --threads cap, where one is set and torch is already imported: never imports it
     (for cubic or biqt that cost 180 MB and 2 s of CPU). The CNN code calls it where it imports torch

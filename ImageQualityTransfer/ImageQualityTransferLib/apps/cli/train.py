@@ -218,9 +218,10 @@ def run(args):
     if args.nproc > 1:
         from ...methods.cnn import distributed
 
-        given = [v for v in (getattr(args, "command_threads", None), args.train_threads, getattr(args, "threads", None))
-                 if v is not None]  # 'iqt --threads N train' as 'iqt train --threads N' (apps/cli/__init__.py, _run)
-        distributed.spawn(train_here, args.nproc, args, threads=given[0] if given else None)
+        from ...core import threads
+
+        # 'iqt --threads N train' as 'iqt train --threads N': the cap apps/cli/__init__.py's _run applied
+        distributed.spawn(train_here, args.nproc, args, threads=threads.cap())
     else:
         if cls.requires_torch:
             from ...methods.cnn import distributed, require_torch

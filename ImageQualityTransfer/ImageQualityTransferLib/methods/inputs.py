@@ -142,7 +142,8 @@ def mask_within_fit(lr: Volume, mask: Volume) -> Volume:
     """A given mask cut to the voxels of a masked fit that hold a tensor, with one warning line counting those that hold
     none (a mask made by another tool, wider than the fit): read as brain, those zeros made the noise index choose
     another model, the output-scale check refuse every learned method, and tensors spread several voxels beyond the
-    fit (docs/measurements.md, "A mask wider than the fit"). Small holes stay covered: the outputs reach one low-res voxel beyond the support."""
+    fit (docs/measurements.md, "A mask wider than the fit"). Small holes stay covered: the outputs reach one low-res
+    voxel beyond the support."""
     given = np.asarray(mask.data, bool)
     present = np.any(np.asarray(lr.data) != 0, axis=-1)
     empty = given & ~present

@@ -100,13 +100,13 @@ def default_method(factor=None, uncertainty: bool = False) -> str:
     """The best shipped method that can run in this environment (espcn needs torch); with `factor`, the best that
     has a model for it (then any learned method with one, e.g. registered by a user; cubic where none has one).
     `uncertainty`: the best that gives an uncertainty map (IQTError where none has a model for `factor`)."""
+    here = None if factor is None else [n for n in ready(factor) if _METHODS[n].learned]  # read the registry once
     for name in UNCERTAINTY_PREFERENCE if uncertainty else PREFERENCE:
-        if runs_here(name) and (factor is None or name in ready(factor)) and (factor is None or _METHODS[name].learned):
+        if runs_here(name) and (here is None or name in here):
             return name
-    if factor is not None:  # a model a user trained and registered for factors none of those has ('iqt train --register')
-        for name in ready(factor):
-            if _METHODS[name].learned and (_METHODS[name].gives_uncertainty or not uncertainty):
-                return name
+    for name in here or ():  # a model a user trained and registered for factors none of those has ('iqt train --register')
+        if _METHODS[name].gives_uncertainty or not uncertainty:
+            return name
     if uncertainty:
         raise IQTError(f"no method with an uncertainty map has a model for {grid.describe(factor)}; give --method and "
                        "--model with one trained for these factors ('iqt train --method deep-hetero-var1 …')")

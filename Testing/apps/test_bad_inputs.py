@@ -443,6 +443,11 @@ def test_training_onto_a_shipped_model_is_refused(work, capsys, monkeypatch, tmp
                str(models / "global-linear_x2.npz")])
     err = capsys.readouterr().err
     assert rc == 2 and "is a shipped model of this install" in err and err.count("\n") == 1, err
+    assert "add --register to make it the default in its place" in err  # the same method and factor: it may
+    rc = _run(["train", "--method", "global-linear", "--subjects", str(work / "subj"), "-o",
+               str(models / "global-linear_x2.npz"), "--factor", "3"])
+    err = capsys.readouterr().err  # another factor: --register would be refused too, so it is not offered
+    assert rc == 2 and "--register cannot put this one there" in err and "add --register" not in err, err
     assert _state(models) == before
 
 

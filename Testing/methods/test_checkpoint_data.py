@@ -43,3 +43,17 @@ def test_the_command_line_hands_the_training_its_files(tmp_path, capsys, monkeyp
                                    "--epochs", "1")
     assert code == 2 and "stopped here" in err
     assert [d["subject"] for d in seen[0]] == ["subj"] and set(seen[0][0]["sha256"]) >= {"dwi.nii.gz"}
+
+
+def test_a_pickle_given_as_checkpoint_is_one_line(tmp_path, capsys):
+    """PyTorch's own warning about the pickle came first, a second line before the refusal (researcher audit, stop 57)."""
+    import pickle
+
+    subject = tmp_path / "subj"
+    subject.mkdir()
+    helpers.save_phantom_dwi(subject / "dwi.nii.gz", (32, 36, 28), 0)
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    code, _, err = helpers.run_cli(capsys, "train", "--method", "espcn", "--subjects", subject, "-o", tmp_path / "m.pt",
+                                   "--epochs", "1", "--checkpoint", ck)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not a training checkpoint" in err, err

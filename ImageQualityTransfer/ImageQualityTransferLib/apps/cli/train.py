@@ -141,11 +141,16 @@ def run(args):
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)",
                    shipped_ok=True)
     plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar", shipped_ok=True)
-    if not args.register and registered_entry(out) is not None:  # else it would become the default without a word
-        raise IQTError(f"{out}: is a shipped model of this install; write yours elsewhere and give it with --model, or "
-                       "add --register to make it the default in its place")
-    taken = registered_entry(out, Path(out).parent) if args.register else None
     kind = NOISY if args.noise_fraction else None
+    shipped = registered_entry(out)
+    if not args.register and shipped is not None:  # else it would become the default without a word
+        same = ((shipped.get("method"), shipped.get("input")) == (args.method, kind)
+                and grid.factors(shipped.get("factor", 0)) == grid.factors(args.factor))
+        raise IQTError(f"{out}: is a shipped model of this install; write yours elsewhere and give it with --model"
+                       + (", or add --register to make it the default in its place" if same else
+                          f" (it is the {shipped.get('method')} model for {grid.describe(shipped.get('factor', 0))}, so "
+                          "--register cannot put this one there)"))
+    taken = registered_entry(out, Path(out).parent) if args.register else None
     if taken is not None and ((taken.get("method"), taken.get("input")) != (args.method, kind)
                               or grid.factors(taken.get("factor", 0)) != grid.factors(args.factor)):
         # a second registry entry would name the same file (global-linear over rf_x2.npz would break rf's default)

@@ -50,6 +50,7 @@ import copy
 import itertools
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -360,7 +361,9 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
     import torch
 
     try:
-        ck = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4 in the checkpoint": the refusal below says it
+            warnings.simplefilter("ignore")
+            ck = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # PyTorch's text would advise loading it unsafely: its kind only
         raise IQTError(f"{path}: not a training checkpoint this tool can read ({type(exc).__name__}: another kind of file, "
                        "or a damaged one); give --checkpoint a file of its own (it is created there)") from None

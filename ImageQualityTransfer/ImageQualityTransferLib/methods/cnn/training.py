@@ -432,7 +432,9 @@ class _Training:
         self.minutes, self.checkpoint = minutes, checkpoint
         # each subject's DWI by content: a checkpoint resumed on another scan in a folder of the same name went on
         # training on it, its sidecar naming only the new data
-        self.data = {d["subject"]: sorted((d.get("sha256") or {}).items()) for d in (data or []) if d.get("sha256")}
+        # ([file, sha256] lists: what a checkpoint reads back, compared as saved)
+        self.data = {d["subject"]: [[k, v] for k, v in sorted(d["sha256"].items())]
+                     for d in sorted(data or [], key=lambda d: str(d.get("subject"))) if d.get("sha256")}
         self.opts = opts = {**DEFAULTS, **options}
         if method not in networks.ARCHITECTURES:
             raise IQTError(f"unknown CNN method {method!r}; trainable: {', '.join(networks.ARCHITECTURES)}")
@@ -555,7 +557,7 @@ class _Training:
         training = {"subjects": sorted({it.name for it in self.items}),
                     "options": {k: v for k, v in sorted(opts.items()) if isinstance(v, (bool, int, float, str, type(None)))}}
         if self.data:
-            training["data"] = {name: [list(pair) for pair in files] for name, files in sorted(self.data.items())}
+            training["data"] = self.data
         self.training = training
         if checkpoint is None or not Path(checkpoint).exists():
             return None

@@ -66,6 +66,36 @@ def test_ctrl_c_while_the_local_workers_start_stops_the_run(tmp_path):
     assert group(proc.pid) == []
 
 
+def test_a_ctrl_c_as_a_worker_is_forked_is_kept(monkeypatch):
+    """This process ignored SIGINT while Dask's thread forked a worker, so that the worker inherited it ignored; a
+    Ctrl-C that came in that moment was lost and the batch ran to its end, exit 0 (CI of stop 57). A SIGINT sent to
+    this process just as the worker is forked is now held and returned, and the child still starts."""
+    import multiprocessing
+    from multiprocessing import util
+
+    from ImageQualityTransferLib.apps.batch import cohort
+
+    real = util.spawnv_passfds
+
+    def ctrl_c_then_fork(path, args, passfds):
+        os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, as the worker is forked
+        time.sleep(0.2)
+        return real(path, args, passfds)
+
+    def make():
+        child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0.1,))
+        child.start()
+        child.join(30)
+        return child
+
+    monkeypatch.setattr(util, "spawnv_passfds", ctrl_c_then_fork)
+    before = signal.getsignal(signal.SIGINT)
+    child, held = cohort._spawn_ignoring_ctrl_c(make)
+    assert held and set(held) == {signal.SIGINT}  # one per fork (the resource tracker's and the child's)
+    assert child.exitcode == 0
+    assert signal.getsignal(signal.SIGINT) == before and util.spawnv_passfds is ctrl_c_then_fork
+
+
 def test_a_ctrl_c_deferred_since_an_import_is_not_lost_to_the_workers_start(monkeypatch):
     """A SIGINT during the imports was deferred (cli._on_signal) and sent again every 50 ms; the first
     re-send while the workers started met SIGINT ignored, and nothing was left pending. Now `_resend` keeps it while

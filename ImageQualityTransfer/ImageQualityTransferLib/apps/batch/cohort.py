@@ -124,17 +124,14 @@ def client_security(scheduler: str):
 
 
 def _spawn_ignoring_ctrl_c(make):
-    """(make(), [signals held]): the local cluster made by `make` in a helper thread, with SIGINT ignored in this
-    process only while Dask's threads fork a worker process, so that it inherits it ignored (Python leaves an inherited
-    SIG_IGN alone): a terminal's Ctrl-C reaches the whole process group, and each worker would print its own
-    KeyboardInterrupt traceback before this process's one line. Otherwise, while the cluster starts, a Ctrl-C is
-    recorded and returned, and one deferred since an import (signals._on_signal) too: with SIGINT ignored until the
-    cluster is up (3-4 s), a Ctrl-C then, or one deferred from the imports before, would be lost and the batch run
-    to its end. (Blocking it instead does not carry into the workers: Dask's threads that start
-    them do not inherit the main thread's mask; only the main thread may set a handler, so the forking thread asks it
-    to.) A worker the nanny restarts later (after a memory-limit kill) starts outside this and ignores it from its
-    preload on (worker_signals.py)."""
-    import queue
+    """(make(), [signals held]): the local cluster made by `make` in a helper thread, each worker process forked with
+    SIGINT blocked in the thread that forks it. The mask carries through fork and exec, and the worker's preload
+    (worker_signals.py) ignores SIGINT, which drops one pending: a terminal's Ctrl-C reaches the whole process group,
+    and each worker would print its own KeyboardInterrupt traceback before this process's one line. This process keeps
+    a handler throughout: a Ctrl-C while the cluster starts (3-4 s) is recorded and returned, and one deferred since
+    an import (signals._on_signal) too. (Ignoring SIGINT in this process while a worker was forked lost a Ctrl-C that
+    came in that moment, and the batch ran to its end; Testing/apps/test_batch_scale.py.) A worker the nanny restarts
+    later (after a memory-limit kill) is forked outside this and ignores it from its preload on."""
     import signal
     import threading
     from multiprocessing import util
@@ -143,48 +140,33 @@ def _spawn_ignoring_ctrl_c(make):
         return make(), []
     made: dict = {}
     held: list = []
-    asks: queue.Queue = queue.Queue()
     spawnv_passfds = util.spawnv_passfds
 
-    def fork_ignoring(path, args, passfds):  # multiprocessing's spawn, in the thread that starts a worker
-        ready = threading.Event()
-        asks.put(ready)
-        ready.wait(FORK_ASK_S)
+    def fork_blocking(path, args, passfds):  # multiprocessing's spawn, in the thread that starts a worker
+        if not hasattr(signal, "pthread_sigmask"):
+            return spawnv_passfds(path, args, passfds)
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             return spawnv_passfds(path, args, passfds)
         finally:
-            asks.put(None)
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
     def target():
         try:
             made["cluster"] = make()
         except BaseException as exc:  # noqa: BLE001 (raised again in the main thread)
             made["error"] = exc
-        finally:
-            asks.put(None)  # wakes the main thread
 
     def hold(signum, frame):  # noqa: ARG001
         held.append(signum)
 
     thread = threading.Thread(target=target, name="iqt: starting the local cluster", daemon=True)
     handler = signal.signal(signal.SIGINT, hold)
-    util.spawnv_passfds = fork_ignoring
-    forking = 0
+    util.spawnv_passfds = fork_blocking
     try:
         thread.start()
-        while thread.is_alive() or not asks.empty():
-            try:
-                ask = asks.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if ask is not None:
-                forking += 1
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                ask.set()
-            elif forking:
-                forking -= 1
-                if not forking:
-                    signal.signal(signal.SIGINT, hold)
+        while thread.is_alive():
+            thread.join(0.1)
     except BaseException:  # SIGTERM meanwhile: the cluster closed once it is up, then the run stops
         thread.join()
         if "cluster" in made:
@@ -195,15 +177,12 @@ def _spawn_ignoring_ctrl_c(make):
         signal.signal(signal.SIGINT, handler)
     from ..signals import _deferred, cancel_deferred
 
-    if _deferred["signum"] == signal.SIGINT:  # deferred since an import: its re-sends were held or ignored meanwhile
+    if _deferred["signum"] == signal.SIGINT:  # deferred since an import: its re-sends were held meanwhile
         cancel_deferred()
         held.append(signal.SIGINT)
     if "error" in made:
         raise made["error"]
     return made["cluster"], held
-
-
-FORK_ASK_S = 5  # how long a thread about to start a worker waits for the main thread to ignore SIGINT
 
 
 def _wait_for_workers(client, scheduler: str, wait_s: float) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..core.grid import repeat_blocks
+
 CONTEXT_RINGS = 2  # the project's own fits reach two voxels beyond the brain mask (dmri/degrade.py)
 
 
@@ -26,3 +28,16 @@ def fill_context(lr: np.ndarray, rings: int = CONTEXT_RINGS) -> np.ndarray:
     out = np.array(lr, copy=True)
     out[band] = lr[tuple(i[band] for i in nearest)]
     return out
+
+
+def raise_where_filled(maps: dict, filled: np.ndarray, r, scale: float) -> dict:
+    """Every uncertainty map multiplied by `scale` in the high-res blocks of the low-res voxels `filled` (answered
+    from filled context, not from the input). The learned methods' σ does not know that such an input was made up and
+    underrates the error there (docs/measurements.md, "Context beyond a tight mask"); each method's `scale` is how
+    much larger the error was relative to σ there than at the rest of the brain's edge, on the training subjects."""
+    if scale == 1.0 or not filled.any():
+        return maps
+    hr = repeat_blocks(filled, r)
+    for v in maps.values():
+        v[hr] *= np.float32(scale)
+    return maps

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from ...core.errors import IQTError
 from ..base import LearnedMethod
+from ..context import raise_where_filled
 from ..inputs import clip_input
 
 
@@ -22,6 +25,10 @@ class CNNMethod(LearnedMethod):
     model_suffix = ".pt"
     tile = None  # low-res positions per tile side (None: the inference default)
     peak = (5.0, 5.0)  # espcn 3.8-4.1x, espcn-hetero 4.1-4.5x measured
+    # σ over the filled context beyond a tight mask (context.raise_where_filled): the median, over the training
+    # subjects' tight x2 inputs, of how much larger the error was relative to σ there than at the rest of the brain's
+    # edge (docs/measurements.md, "Context beyond a tight mask")
+    filled_std_scale = 1.0
 
     def _model_io(self):
         from . import model_io, require_torch
@@ -36,7 +43,12 @@ class CNNMethod(LearnedMethod):
         kw = {"device": self.device} if self.tile is None else {"tile": self.tile, "device": self.device}
         if self.takes_samples:
             kw.update(samples=self.samples, seed=self.seed)
-        return inference.predict_volume(model, clip_input(lr), mask, progress=progress, **kw)
+        lr = clip_input(lr)
+        hr, unc = inference.predict_volume(model, lr, mask, progress=progress, **kw)
+        if unc and mask is not None:
+            filled = inference.lr_support(mask, lr.shape[:3]) & ~np.any(lr != 0, axis=-1)
+            raise_where_filled(unc, filled, r, self.filled_std_scale)
+        return hr, unc
 
     def map_names(self, direction=True):
         if not (self.takes_samples and (self.samples is None or self.samples >= 1)):
@@ -115,6 +127,7 @@ class ESPCN(CNNMethod):
 class ESPCNHetero(CNNMethod):
     name = "espcn-hetero"
     description = "3D-ESPCN with a heteroscedastic second network: per-voxel predictive standard deviation"
+    filled_std_scale = 1.6  # 1.44-1.65 on the four training subjects
     gives_uncertainty = True
     tta_peak = 6.0  # --tta: the float64 sums of the tensors and the 6-element std
 
@@ -125,6 +138,7 @@ class ESPCNHeteroVar1(CNNMethod):
     tta_peak = 9.0  # --tta: the float64 sums of the tensors and the five maps, 7.8-8.9x more measured (espcn-hetero-var1)
     description = ("3D-ESPCN, heteroscedastic + variational dropout per unit: Monte Carlo mean, total, intrinsic "
                    "and parameter standard deviation")
+    filled_std_scale = 1.55  # 1.40-1.60 on the four training subjects
     gives_uncertainty = True
     takes_samples = True
 
@@ -137,6 +151,7 @@ class ESPCNHeteroVar2(CNNMethod):
     tta_peak = 9.0  # --tta: the float64 sums of the tensors and the five maps
     description = ("3D-ESPCN, heteroscedastic + variational dropout per channel: Monte Carlo mean, total, intrinsic "
                    "and parameter standard deviation")
+    filled_std_scale = 1.55  # espcn-hetero-var1's, assumed (no shipped model to measure it on)
     gives_uncertainty = True
     takes_samples = True
 
@@ -150,6 +165,7 @@ class Deep(CNNMethod):
 class DeepHetero(CNNMethod):
     name = "deep-hetero"
     description = "deeper 3D-ESPCN (9^3 context) with a heteroscedastic second network: per-voxel predictive std"
+    filled_std_scale = 1.4  # deep-hetero-var1's, assumed (no shipped model to measure it on)
     gives_uncertainty = True
     tta_peak = 6.0  # --tta: as espcn-hetero
 
@@ -162,5 +178,6 @@ class DeepHeteroVar1(CNNMethod):
     tta_peak = 9.0  # --tta: the float64 sums of the tensors and the five maps
     description = ("deeper 3D-ESPCN (9^3 context), heteroscedastic + variational dropout per unit: Monte Carlo mean, "
                    "total, intrinsic and parameter standard deviation")
+    filled_std_scale = 1.4  # 1.33-1.49 on the four training subjects
     gives_uncertainty = True
     takes_samples = True

@@ -22,6 +22,7 @@ from ...core import grid
 from ...core.grid import repeat_blocks
 from ...core.threads import small_solves
 from ...core.threads import thread_record
+from ..context import raise_where_filled
 from . import features, linear, patches
 from .completion import GaussianCompletion
 from .forest import Forest
@@ -180,7 +181,6 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     if var is not None:
         std = np.sqrt(patches.from_blocks(var, r).mean(-1)) / np.float32(scale)
         std[~hr_sup] = 0.0
-        filled = sup & ~given  # answered from filled context, not from the input
-        std[repeat_blocks(filled, r)] *= np.float32(FILLED_STD_SCALE[kind])
         unc["std"] = std.astype(np.float32)
+        raise_where_filled(unc, sup & ~given, r, FILLED_STD_SCALE[kind])
     return hr.astype(np.float32), unc

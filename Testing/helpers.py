@@ -144,6 +144,24 @@ def on_grid_of(b: Volume, a: Volume) -> Volume:
 # ---------------------------------------------------------------- CNN training data
 
 
+CNN_NORM = {"kind": "residual-over-cubic", "in_mean": [1e-3, 0, 1e-3, 0, 0, 1e-3],
+            "in_scale": [5e-4, 1e-4, 5e-4, 1e-4, 1e-4, 5e-4], "out_scale": [2.5e-4, 8e-5, 2.5e-4, 8e-5, 8e-5, 2.5e-4],
+            "units": "mm^2/s"}
+
+
+def random_cnn_model(method="espcn", seed=0, factor=2):
+    """(network, meta) of an untrained CNN of `method`, seeded: for tests of inference and model files."""
+    import torch
+
+    from ImageQualityTransferLib.methods.cnn import networks
+
+    torch.manual_seed(seed)
+    arch = {"name": method, "factor": factor, "widths": list(networks.default_widths(method))}
+    net = networks.build(arch).eval()
+    meta = {"method": method, "factor": factor, "arch": arch, "normalisation": CNN_NORM, "version": "test"}
+    return net, meta
+
+
 def smooth_tensors(shape, seed=0):
     """A plausible, smooth low-res tensor field inside an ellipsoid, and its mask."""
     from scipy import ndimage

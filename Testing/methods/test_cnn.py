@@ -18,20 +18,10 @@ from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
 from ImageQualityTransferLib.core.orientation import reorient  # noqa: E402
 from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
 
-from helpers import TRAIN, need_data, smooth_tensors, synthetic_items  # noqa: E402
+from helpers import CNN_NORM as NORM, TRAIN, need_data, random_cnn_model as random_model, smooth_tensors, synthetic_items  # noqa: E402
 
 torch.set_num_threads(1)
 
-NORM = {"kind": "residual-over-cubic", "in_mean": [1e-3, 0, 1e-3, 0, 0, 1e-3], "in_scale": [5e-4, 1e-4, 5e-4, 1e-4, 1e-4, 5e-4],
-        "out_scale": [2.5e-4, 8e-5, 2.5e-4, 8e-5, 8e-5, 2.5e-4], "units": "mm^2/s"}
-
-
-def random_model(method="espcn", seed=0, factor=2):
-    torch.manual_seed(seed)
-    arch = {"name": method, "factor": factor, "widths": list(networks.default_widths(method))}
-    net = networks.build(arch).eval()
-    meta = {"method": method, "factor": factor, "arch": arch, "normalisation": NORM, "version": "test"}
-    return net, meta
 
 
 @pytest.fixture()

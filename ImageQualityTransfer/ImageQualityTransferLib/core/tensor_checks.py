@@ -96,9 +96,25 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     # over the judged voxels too: failed fits (dipy's WLS reaches 1e-2 to 2.5 mm^2/s in low-signal voxels; 3 % of a
     # native scan's brain) are not the volume's unit, and the methods and the evaluation take them as missing
     big = float(np.percentile(np.abs(values[judged][:, [0, 2, 5]]), 99))
+    if scale < 1e-5 and _mostly_one_isotropic(lam[judged]):
+        raise IQTError(f"most of the {what} tensors are one and the same isotropic value (MD {scale:g} mm^2/s): the floor "
+                       "a DTI fit clips its eigenvalues at where it found no signal to fit, not a unit; refit the DWI "
+                       "after checking its b0 volumes (a blank one, or one of another series)")
     if big > 0.1 or scale > 0.05 or scale < 1e-5:
         raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "
                        f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
+
+
+def _mostly_one_isotropic(lam: np.ndarray) -> bool:
+    """Whether over half of the eigenvalue triples (ascending) are isotropic and equal to the most common one: a
+    failed fit's floor (`iqt fit` gives 1e-6 / b_max where the log signal gives it nothing), not a tissue in any unit."""
+    if len(lam) == 0:
+        return False
+    iso = np.abs(lam[:, 2] - lam[:, 0]) <= 1e-3 * np.abs(lam[:, 2])
+    if iso.mean() <= 0.5:
+        return False
+    common = np.median(lam[iso, 2])
+    return int((iso & (np.abs(lam[:, 2] - common) <= 1e-3 * abs(common))).sum()) > 0.5 * len(lam)
 
 
 def _rescale_hint(scale: float) -> str:

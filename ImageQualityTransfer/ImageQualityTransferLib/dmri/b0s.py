@@ -13,24 +13,27 @@ import warnings
 import numpy as np
 
 from ..core import tensors
-from ..core.errors import IQTWarning
+from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 from .dti import B0_THRESHOLD
 
 B0_RATIO = 1.25  # a b0 brighter or darker than the others' median by more than this factor in the brain is said
+FAILED_MD = 1e-5  # mm^2/s: a brain median MD below this is no tissue's (ex vivo 0.1-0.3e-3): the fit failed
 MD_RANGE = (0.4e-3, 1.6e-3)  # mm^2/s: the brain's median MD of an in-vivo brain; the 8 shared subjects 0.69-0.89e-3
 # (b = 1000 and 2000), a neonate's about 1.2-1.5e-3; the audit's b0 at half brightness 0.39e-3
 
 
 def b0_ratios(dwi: Volume, mask) -> np.ndarray:
-    """(number of b0s,): each b0's median over the brain of its ratio to the voxel's median b0 (with two b0s, the
-    second's ratio to the first, the first 1)."""
+    """(number of b0s,): each b0's median over the brain of its ratio to the voxel's median b0 (with two b0s, their
+    ratios to the brighter over the brain, that one 1: to the first, a blank first b0 left no voxel to judge and
+    read as agreeing)."""
     b0 = np.asarray(dwi.data)[..., np.asarray(dwi.bvals) <= B0_THRESHOLD].astype(np.float64)
     m = np.asarray(getattr(mask, "data", mask), bool)
     if b0.shape[-1] < 2 or not m.any():
         return np.ones(b0.shape[-1])
     v = b0[m]
-    ref = v[:, :1] if b0.shape[-1] == 2 else np.median(v, axis=1, keepdims=True)
+    brighter = int(np.argmax(np.median(v, axis=0))) if b0.shape[-1] == 2 else 0
+    ref = v[:, brighter:brighter + 1] if b0.shape[-1] == 2 else np.median(v, axis=1, keepdims=True)
     ok = ref[:, 0] > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.median(v[ok] / ref[ok], axis=0) if ok.any() else np.ones(b0.shape[-1])
@@ -50,10 +53,12 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
     said, short = [], []
     r = b0_ratios(dwi, mask)
     index = np.flatnonzero(np.asarray(dwi.bvals) <= B0_THRESHOLD)
-    if len(r) == 2 and not 1 / B0_RATIO <= r[1] <= B0_RATIO:
-        said.append(f"the two b0 volumes ({index[0]} and {index[1]}) differ in brightness: the second is {r[1]:.2f}x "
-                    "the first in the brain")
-        short.append(f"b0 {index[1]} {r[1]:.2f}x")
+    dim = int(np.argmin(r)) if len(r) == 2 else 1
+    if len(r) == 2 and not 1 / B0_RATIO <= r[dim] <= B0_RATIO:
+        names = ("the first", "the second")[::1 if dim else -1]  # (the dimmer, the brighter)
+        said.append(f"the two b0 volumes ({index[0]} and {index[1]}) differ in brightness: {names[1]} is "
+                    f"{r[dim]:.2f}x {names[0]} in the brain")
+        short.append(f"b0 {index[dim]} {r[dim]:.2f}x")
     elif len(r) > 2:
         odd = [i for i, x in enumerate(r) if not 1 / B0_RATIO <= x <= B0_RATIO]
         if odd:
@@ -62,6 +67,11 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
                         "median brightness in the brain")
             short.extend(f"b0 {index[i]} {r[i]:.2f}x" for i in odd)
     md = brain_md(tensor, mask)
+    if np.isfinite(md) and md < FAILED_MD:  # no tissue's: the fit's eigenvalue floor, written as if it were tensors
+        raise IQTError(f"{dwi.source}the fit failed: the brain's median MD is {md:.2g} mm^2/s, no brain's (in vivo about "
+                       "0.7e-3, ex vivo 0.1-0.3e-3)" + (f"; {'; '.join(said)}" if said else "") + ": check the b0 "
+                       "volumes (a blank one, or one of another series: leave it out, e.g. with fslroi or mrconvert "
+                       "-coord 3, and its line from the bval and bvec files) and that the b-values are in s/mm^2")
     if np.isfinite(md) and not MD_RANGE[0] <= md <= MD_RANGE[1]:
         said.append(f"the brain's median MD is {md * 1e3:.2g}e-3 mm^2/s, outside the {MD_RANGE[0] * 1e3:g}e-3 to "
                     f"{MD_RANGE[1] * 1e3:g}e-3 of an in-vivo brain")

@@ -19,7 +19,7 @@ in the scanner's frame or turned by the obliquity (the fitted tensors turned so,
 corrections less than SAME_DEGREES apart were merged) named the correction restoring it, at 1.18x the table as given or
 more. One warning line is given where a candidate scores more than
 WARN_RATIO times the table as given; nothing where the brain holds fewer than MIN_WHITE_MATTER voxels of FA above
-SEED_FA (a phantom, a thin slab): too little to judge. The check is a heuristic
+SEED_FA (a phantom) or fewer than MIN_THICKNESS voxels thick along an axis (a slab): too little to judge. The check is a heuristic
 and changes nothing: the fit is as the table says."""
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ STOP_ANGLE = 45.0  # degrees: or where the direction turns by more than this in 
 STEPS = 8  # steps each way, each one mean voxel size long
 SEEDS = 4000  # at most this many seeds (a fixed random choice): the time is the same for a 1.75 mm scan as a 3 mm one
 MIN_WHITE_MATTER = 500  # fewer white-matter voxels than this: nothing said
+MIN_THICKNESS = 4  # voxels: a brain thinner than this along an axis (a slab of a slice or two) is not judged either: a
+# single slice of the 3 mm ortho scan had its table called swapped (fresh-eyes audit)
 SAME_DEGREES = 15.0  # corrections closer than this are one candidate: the scanner frame of a scan stored bottom-up and a
 # few degrees oblique is a small turn of the table as given and scored 0.99 of it (the Elition scan stored LPI, 4
 # degrees oblique), a margin of 10 % to a false warning; the 3 mm yaw scan's 19 degrees stay apart (0.83-0.84)
@@ -214,7 +216,7 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
     fa = tensors.fa_fast(flat)
     wm = fa > SEED_FA
     out.white_matter = int(wm.sum())
-    if out.white_matter < MIN_WHITE_MATTER:
+    if out.white_matter < MIN_WHITE_MATTER or min(np.ptp(np.argwhere(brain), axis=0)) + 1 < MIN_THICKNESS:
         return out
     e = tensors.principal_vector(flat.astype(np.float64))
     shape = np.array(brain.shape)

@@ -37,6 +37,8 @@ def phase_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         shape[ax] = n
         w = w * np.hanning(n).reshape(shape)
     cross = np.fft.fftn((a - a.mean()) * w) * np.conj(np.fft.fftn((b - b.mean()) * w))
+    if not np.abs(cross).max() > 0:  # a window of zeros (an axis of two voxels) or flat images: nothing to measure
+        return np.zeros(a.ndim)
     r = np.real(np.fft.ifftn(cross / np.maximum(np.abs(cross), 1e-12 * np.abs(cross).max())))
     peak = np.unravel_index(int(np.argmax(r)), r.shape)
     d = np.zeros(a.ndim)

@@ -51,6 +51,10 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     FSL bvecs are in voxel axes with x flipped when the affine determinant is positive; that flip is
     undone here so that fitted tensors are expressed in the voxel axes (docs/conventions.md).
     """
+    if Path(path).exists() and is_nrrd(Path(path)):
+        raise IQTError(f"{path}: a DWI is read from NIfTI with its bval and bvec files; convert the NRRD (as Slicer writes "
+                       "it), e.g. with 'mrconvert dwi.nrrd dwi.nii.gz -export_grad_fsl dwi.bvec dwi.bval' (MRtrix) or "
+                       "Slicer's DWIConvert (--conversionMode NrrdToFSL), or fit it in the Slicer module")
     img = load_nifti(path)
     five_d = img.ndim == 5 and img.shape[3] == 1  # (X, Y, Z, 1, N): the volumes along the fifth axis, as some tools save
     n = img.shape[4] if five_d else img.shape[3] if img.ndim == 4 else 0

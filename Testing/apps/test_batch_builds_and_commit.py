@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -286,3 +287,31 @@ def test_generated_by_names_only_builds_whose_outputs_are_there(tmp_path, monkey
     assert [r["status"] for r in batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)] \
         == ["done", "done"]  # another method into the same folder: both runs' entries stay, each has its outputs
     assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0] == cubic[0] and len(gen()) == 2
+
+
+def test_a_worker_of_two_threads_keeps_each_subjects_notes_its_own(tmp_path, monkeypatch):
+    """Fresh-eyes audit: on a worker with two threads (`dask worker`'s default is every core) a subject's notes went into
+    another subject's sidecar and others were lost: the notes are the warnings caught while it runs, and Python's
+    warnings are the whole process's. Each subject now runs alone in its process, and its notes are its own."""
+    import warnings
+
+    from distributed import Client
+    from ImageQualityTransferLib.apps.batch import subject
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    items, out = cohort_of(tmp_path, ("01", "02", "03", "04"))
+    real = subject.compute
+
+    def compute_with_a_note(item, s):
+        time.sleep(0.3)  # the other thread's subject starts meanwhile
+        warnings.warn(f"a note of {item.prefix} only", IQTWarning)
+        time.sleep(0.3)
+        return real(item, s)
+
+    monkeypatch.setattr(subject, "compute", compute_with_a_note)
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
+        rows = batch.run_cohort(items, batch.Settings(method="cubic"), out, client=client, progress=False)
+    assert [r["status"] for r in rows] == ["done"] * 4
+    for r in rows:
+        own = [n for n in r["notes"] if "a note of" in n]
+        assert own == [f"a note of {r['subject']} only"], (r["subject"], r["notes"])

@@ -4,6 +4,7 @@ the same function whatever runs it (this process, a LocalCluster or a remote sch
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -149,11 +150,21 @@ def _in_batch_words(note: str) -> str:
 KEPT = "; none of the subject's outputs was written: its folder is as it was before this run"
 
 
+_ONE_SUBJECT = threading.Lock()
+
+
 def process(item: Item, s: Settings, out_root: str) -> dict:
     """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
     returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds", "build"}: "build" is the build of the
     code that ran it (stamped in its sidecars), which the run compares with its own (`cohort.other_builds`): a worker
-    started again after the code on disk changed runs the new code."""
+    started again after the code on disk changed runs the new code. One subject at a time in a process: its notes are
+    the warnings caught while it runs, and Python's warnings are the process's, so on a worker of several threads
+    (`dask worker`'s default) one subject's notes went into another's sidecar (fresh-eyes audit)."""
+    with _ONE_SUBJECT:
+        return _process(item, s, out_root)
+
+
+def _process(item: Item, s: Settings, out_root: str) -> dict:
     from ... import fileio
 
     t0 = time.perf_counter()

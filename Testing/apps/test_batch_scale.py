@@ -259,3 +259,25 @@ def test_outputs_of_another_version_are_redone_not_skipped(tmp_path):
     from ImageQualityTransferLib.core.version import __version__
 
     assert {json.loads(p.read_text())["SoftwareVersion"] for p in out.glob("sub-*/dwi/*.json")} == {__version__}
+
+
+def test_an_interrupted_run_leaves_no_empty_subject_folder_that_it_made(tmp_path):
+    """Fresh-eyes audit: Ctrl-C during a local run left sub-01/ses-1/dwi/ empty (the worker was stopped before its
+    staging removed the folder), though 'no partial output was left' and the README promise no folder. Once the local
+    cluster has stopped, the subject folders the run made that are empty are removed up to the output folder; one
+    that was there before the run is kept."""
+    from distributed import Client, LocalCluster
+    from ImageQualityTransferLib.apps.batch.records import subject_folders
+    from ImageQualityTransferLib.apps.cli import batch as batch_command
+
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02"))
+    items = batch.find_items(ds)
+    out = tmp_path / "deriv"
+    (out / "sub-02" / "dwi").mkdir(parents=True)  # there before the run
+    existed = batch_command._folders_there(out, items)
+    (out / "sub-01" / "dwi").mkdir(parents=True)  # made by the run's worker, which was stopped before writing
+    (out / "sub-01" / "dwi" / ".iqt-k3v9x2.nii.gz").write_bytes(b"half")  # and a half-written temporary
+    cluster = LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0")
+    batch_command._stop(Client(cluster), cluster, subject_folders(out, items), existed)
+    assert not (out / "sub-01").exists()
+    assert (out / "sub-02" / "dwi").is_dir() and out.is_dir()

@@ -83,11 +83,13 @@ def check_dashboard_address(text: str) -> None:
             options.check_host(a["address"], f"--dashboard-address {text}", fix)
 
 
-def _stop(client, cluster, interrupted_in=()) -> None:
+def _stop(client, cluster, interrupted_in=(), existed=frozenset()) -> None:
     """Close the client and the local cluster; after an interrupted run, remove from the subject folders
     `interrupted_in` the temporaries of writers the closing killed mid-file (a local worker stopped while writing leaves
-    its .iqt- file, which the line 'no partial output was left' would belie). Only once the local workers are gone: a
-    remote one may still be writing."""
+    its .iqt- file, which the line 'no partial output was left' would belie), and each such folder, up to the output
+    folder, that is empty now and was not there before the run (`existed`, from `_folders_there`: a subject stopped
+    before its files were put in place left sub-01/ses-1/dwi/ empty). Only once the local workers are gone: a remote
+    one may still be writing."""
     from ..batch.records import remove_temporaries
 
     client.close()
@@ -95,6 +97,26 @@ def _stop(client, cluster, interrupted_in=()) -> None:
         cluster.close()
         for folder in interrupted_in:
             remove_temporaries(folder)
+            while folder not in existed and folder.parent != folder:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    break
+                folder = folder.parent
+
+
+def _folders_there(out, items) -> frozenset:
+    """The subject folders of `items` under `out`, and every folder between them and `out`, that exist now; `out`
+    itself always counts as existing."""
+    from ..batch.records import subject_folders
+
+    there = {out.absolute()}
+    for folder in subject_folders(out.absolute(), items):
+        while folder != out.absolute() and folder.parent != folder:
+            if folder.exists():
+                there.add(folder)
+            folder = folder.parent
+    return frozenset(there)
 
 
 def _absolute(path):
@@ -209,6 +231,7 @@ def _run(args, name, f, items, s, out, client, cluster) -> int:
     from ...core import grid
     from .. import batch
 
+    existed = _folders_there(out, items)
     try:
         print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
         results = batch.run_cohort([_absolute_item(it) for it in items], s, out.absolute(), client,
@@ -216,7 +239,7 @@ def _run(args, name, f, items, s, out, client, cluster) -> int:
     except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
         from ..batch.records import subject_folders
 
-        _stop(client, cluster, subject_folders(out.absolute(), items))
+        _stop(client, cluster, subject_folders(out.absolute(), items), existed)
         raise
     _stop(client, cluster)
     batch.say_results(results, f"; wrote {out / 'qc.tsv'}")

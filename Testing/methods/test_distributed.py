@@ -145,3 +145,27 @@ def test_the_processes_hold_the_thread_cap_for_blas_and_torch(tmp_path):
     distributed.spawn(record_threads, 2, str(tmp_path / "t.json"), threads=1)
     got = json.loads((tmp_path / "t.json").read_text())
     assert got["torch"] == 1 and got["blas"] == 1, got
+
+
+def fail_on_rank_1():
+    """Rank 1 refuses its input at once; rank 0 would work on."""
+    import time
+
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    if distributed.rank_and_world()[0] == 1:
+        raise IQTError("a damaged subject")
+    time.sleep(60)
+
+
+@pytest.mark.slow
+def test_a_failed_process_gives_the_commands_line_alone(capfd, caplog):
+    """Researcher audit: `iqt train --nproc 2` with a damaged subject printed PyTorch's "Terminating process N via
+    signal SIGTERM" before its own one line; the other process is still stopped, and the error is the command's."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    with pytest.raises(IQTError, match="^a damaged subject$"):
+        distributed.spawn(fail_on_rank_1, 2, threads=1)
+    err = capfd.readouterr().err
+    assert "Terminating process" not in err, err
+    assert not [r for r in caplog.records if "Terminating process" in r.getMessage()]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import pickle
 import signal
@@ -227,6 +228,11 @@ def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
             for sig, handler in current.items():
                 if handler is not None:
                     signal.signal(sig, handler)
+    # torch logs a warning as it stops the other processes after one failed ("Terminating process N via signal
+    # SIGTERM"), a line before the command's own one (researcher audit)
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
     try:
         if held:
             signal.raise_signal(held[0])  # its handler (in this, the main thread) raises it here
@@ -247,6 +253,7 @@ def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
         last = lines[-1] if lines else repr(exc)
         raise IQTError(last.split("IQTError: ", 1)[1] if "IQTError: " in last else f"a training process failed: {last}") from None
     finally:
+        spawn_log.setLevel(level)
         for path in context.error_files:
             try:
                 os.unlink(path)

@@ -30,3 +30,23 @@ def test_an_output_among_the_inputs_is_refused_before_any_work(tmp_path, capsys)
     items = batch.find_items(listed)
     batch.check_apart_from_inputs(subject / "deriv", items)  # a folder of their own inside it: allowed
     batch.check_apart_from_inputs(tmp_path / "cohort" / "derivatives" / "iqt", items)
+
+
+def test_the_suggested_folder_is_not_inside_a_subjects_folder(tmp_path):
+    """Researcher audit: a list naming an earlier run's output (r1/sub-X/dwi/..._dti.nii.gz) with -o r1 was refused, as
+    it should be, but the line suggested r1/sub-X/derivatives/iqt, which a rerun accepted, nesting a dataset in a
+    subject's folder. The suggestion now climbs above the sub-*/ses-*/dwi folders."""
+    from ImageQualityTransferLib.apps import batch
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    r1 = tmp_path / "r1"
+    dwi = r1 / "sub-P01" / "ses-1" / "dwi"
+    dwi.mkdir(parents=True)
+    helpers.tensor_list(dwi)
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{next(dwi.glob('*_dti.nii.gz'))}\n")
+    items = batch.find_items(listed)
+    with pytest.raises(IQTError) as caught:
+        batch.check_apart_from_inputs(r1, items)
+    suggested = str(caught.value).rsplit("e.g. ", 1)[1]
+    assert suggested == str(r1 / "derivatives" / "iqt"), suggested

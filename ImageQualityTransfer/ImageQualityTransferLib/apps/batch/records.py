@@ -20,6 +20,7 @@ PIPELINE = "ImageQualityTransfer"
 TEMP_PREFIX = ".iqt-"  # fileio.atomic_write's temporary files: left only by a killed writer, removed on restart
 # the temporary of a subject's output or sidecar (fileio.atomic_write: ".iqt-" + tempfile's random letters + the suffix);
 # not ".iqt-earlier-<name>.<random>.tmp" (an output's earlier file set aside by a run of another command) nor ".iqt-probe-"
+BIDS_DATATYPES = ("dwi", "anat", "func", "fmap", "perf")  # the folders a subject's files lie in
 TEMPORARY = re.compile(r"\.iqt-[a-z0-9_]+(\.nii\.gz|\.json)\Z")
 EARLIER_PREFIX = ".iqt-earlier-"  # fileio.staging._aside
 
@@ -272,6 +273,8 @@ def check_apart_from_inputs(out_root, items) -> None:
         where = "is" if out == folder else "holds" if out in folder.parents else None
         if where:
             root = Path(it.root) if it.root else folder.parent
+            while root.name.startswith(("sub-", "ses-")) or root.name in BIDS_DATATYPES:  # not into a subject's folder
+                root = root.parent
             suggest = root / "derivatives" / "iqt" if root.is_dir() else Path("derivatives") / "iqt"
             raise IQTError(f"{out_root}: {where} the folder of an input ({it.line or it.as_typed(it.path)}), so the "
                            f"derivatives would lie among the raw data; write them into a folder of their own, e.g. {suggest}")

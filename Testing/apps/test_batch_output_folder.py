@@ -50,3 +50,13 @@ def test_the_suggested_folder_is_not_inside_a_subjects_folder(tmp_path):
         batch.check_apart_from_inputs(r1, items)
     suggested = str(caught.value).rsplit("e.g. ", 1)[1]
     assert suggested == str(r1 / "derivatives" / "iqt"), suggested
+
+
+def test_a_tensor_order_on_a_dataset_of_dwis_is_refused(tmp_path, capsys):
+    """Researcher audit: `iqt batch bids --tensor-order fsl` on a dataset of DWI series ran, the option accepted and without
+    effect, recorded nowhere: it reads tensor files another tool wrote. One line, exit 2, nothing written."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01",))
+    out = tmp_path / "deriv"
+    code, _, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "cubic", "--workers", "1", "--tensor-order", "fsl")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--tensor-order fsl: every subject is a DWI" in err, err
+    assert not out.exists()

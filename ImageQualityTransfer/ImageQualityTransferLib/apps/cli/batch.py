@@ -170,6 +170,9 @@ def run(args) -> int:
         fitted = sum(it.kind == "dti" for it in items)
         warnings.warn(f"--exclude-outliers applies to the DWI subjects only; the {fitted} listed tensor file"
                       f"{'s are' if fitted > 1 else ' is'} upsampled as fitted", IQTWarning, stacklevel=2)
+    if args.tensor_order != "nifti" and all(it.kind == "dwi" for it in items):  # said nothing and had no effect
+        raise IQTError(f"--tensor-order {args.tensor_order}: every subject is a DWI series, fitted here (the option reads "
+                       "tensor files another tool wrote); leave --tensor-order out")
     model_file, model_sha = batch.model_record(method, f)
     noisy_file, noisy_sha = batch.noisy_model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,

@@ -315,3 +315,25 @@ def test_a_worker_of_two_threads_keeps_each_subjects_notes_its_own(tmp_path, mon
     for r in rows:
         own = [n for n in r["notes"] if "a note of" in n]
         assert own == [f"a note of {r['subject']} only"], (r["subject"], r["notes"])
+
+
+def test_an_interrupted_run_writes_the_table_of_what_ended(tmp_path, monkeypatch):
+    """Researcher audit: the table was written at most every QC_WRITE_EVERY_S (10 s) as subjects ended, and not when the
+    run was stopped: a Ctrl-C a few seconds in left no qc.tsv though subjects had ended, and an interrupted redo left
+    the earlier run's table, describing outputs since replaced. The interruption now writes it, then stops."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02", "03"))
+    out = tmp_path / "deriv"
+    out.mkdir()
+    items = batch.find_items(ds)
+    real = cohort.process
+
+    def stopped_at_03(item, *args):
+        if item.prefix == "sub-03":
+            raise KeyboardInterrupt
+        return real(item, *args)
+
+    monkeypatch.setattr(cohort, "process", stopped_at_03)
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
+    rows = statuses(out)
+    assert rows["sub-01"] == ("done", "") and rows["sub-02"] == ("done", "") and rows["sub-03"][0] == "pending"

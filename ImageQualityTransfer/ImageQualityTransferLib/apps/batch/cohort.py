@@ -367,6 +367,35 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
             pass
         last[0] = time.monotonic()
 
+    try:
+        _run_items(items, s, out_root, client, wait_workers, ended)
+    except BaseException:  # Ctrl-C, a termination signal, no workers left: the table says what ended, the rest pending
+        if results:
+            try:
+                write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s)
+            except (IQTError, OSError):
+                pass
+        raise
+    bar.close()
+    ordered = [results[it.prefix] for it in items]
+    line = other_builds(ordered, mine)
+    if line:
+        warnings.warn(line, IQTWarning, stacklevel=3)
+    generated_by_in_use(out_root)
+    try:
+        try:
+            write_qc(out_root, ordered, s)
+        except OSError as exc:  # not a full disk (that is an IQTError already): e.g. a folder where qc.tsv goes
+            raise IQTError(f"{out_root / 'qc.tsv'}: the QC table cannot be written ({exc.strerror or exc}); make room "
+                           "for it (or remove what is in its way) and rerun: the subjects done are skipped") from None
+    except IQTError:  # the run's summary and each failure said first: the error alone ended the run
+        say_results(ordered, "; the QC table was not written in full (below)")
+        raise
+    return ordered
+
+
+def _run_items(items, s, out_root: Path, client, wait_workers, ended) -> None:
+    """Every item through `process`, in this process or on `client`, `ended(item, result)` called as each ends."""
     if client is None:
         for it in items:
             ended(it, process(it, s, str(out_root)))
@@ -390,22 +419,6 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
                               "workers need ImageQualityTransfer installed and the same paths as this machine")
                 result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
             ended(it, result)
-    bar.close()
-    ordered = [results[it.prefix] for it in items]
-    line = other_builds(ordered, mine)
-    if line:
-        warnings.warn(line, IQTWarning, stacklevel=3)
-    generated_by_in_use(out_root)
-    try:
-        try:
-            write_qc(out_root, ordered, s)
-        except OSError as exc:  # not a full disk (that is an IQTError already): e.g. a folder where qc.tsv goes
-            raise IQTError(f"{out_root / 'qc.tsv'}: the QC table cannot be written ({exc.strerror or exc}); make room "
-                           "for it (or remove what is in its way) and rerun: the subjects done are skipped") from None
-    except IQTError:  # the run's summary and each failure said first: the error alone ended the run
-        say_results(ordered, "; the QC table was not written in full (below)")
-        raise
-    return ordered
 
 
 PENDING = ("not ended: the run was working on it or had not reached it when this table was written; if the run has "

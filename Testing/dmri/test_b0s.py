@@ -10,7 +10,7 @@ import pytest
 from helpers import TRAIN, need_data
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
-from ImageQualityTransferLib.core.errors import IQTWarning
+from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
 from ImageQualityTransferLib.dmri import b0s
 from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, brain_mask, fit_dti
 
@@ -40,10 +40,13 @@ def test_three_b0s_name_the_odd_one_and_a_scaled_b0_is_read_in_the_md(coarse_pha
     said = _said(three)
     assert len(said) == 1 and f"b0 volume {d.shape[-1] - 1} is 1.60x the other b0s'" in said[0], said
     d = np.array(coarse_phantom.data)
-    d[..., b0] *= 0.2  # every b0 scaled: no b0 to compare with, the MD says it
+    d[..., b0] *= 0.6  # every b0 scaled: no b0 to compare with, the MD says it
     said = _said(coarse_phantom.replace(data=d))
     assert len(said) == 1 and "the brain's median MD is" in said[0] and "of an in-vivo brain" in said[0], said
     assert "check that the b0s are this series'" in said[0]
+    d[..., b0] *= 0.2 / 0.6  # so dark that no voxel is fitted (the eigenvalue floor everywhere): refused since stop 58
+    with pytest.raises(IQTError, match="the fit failed: the brain's median MD is 1e-09 mm"):
+        _said(coarse_phantom.replace(data=d))
 
 
 def test_an_ex_vivo_md_is_said_as_such_not_blamed_on_a_b0(coarse_phantom):

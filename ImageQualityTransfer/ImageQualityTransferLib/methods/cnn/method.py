@@ -11,6 +11,7 @@ prediction or a training is made, so the engine lists and validates these method
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -78,6 +79,9 @@ class CNNMethod(LearnedMethod):
         if settings.get("reference_noise") and not issubclass(networks.ARCHITECTURES[self.name], networks.HeteroESPCN3D):
             raise IQTError(f"--reference-noise enters the heteroscedastic loss only; {self.name!r} has none (train "
                            "espcn-hetero or espcn-hetero-var1 with it)")
+        ck = settings.get("checkpoint")
+        if ck is not None and Path(ck).exists():  # a damaged one, or another run's, refused before the data are prepared
+            training.load_checkpoint(ck, self.name, r, seed)
         t0 = time.perf_counter()
         randomised = settings.get("randomise", training.DEFAULTS["randomise"])
         items = training.load_items(subjects, r, log=log, randomise_seed=seed if randomised else None,

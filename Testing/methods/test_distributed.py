@@ -39,6 +39,11 @@ def test_two_gloo_processes_reach_the_loss_of_one_with_the_same_global_batch(tmp
     saved = torch.load(str(ck), weights_only=True)  # every rank's random streams, for a resumed 2-process run
     assert saved["processes"] == 2 and saved["epoch"] == 4 and len(saved["rng"]) == 2
     assert saved["rng"][0]["sampler"] != saved["rng"][1]["sampler"]
+    # resumed by one process (researcher audit: accepted in silence, the model's record naming one process only)
+    lines = []
+    meta = training.train(synthetic_items(), seed=3, checkpoint=str(ck), log=lines.append, **{**KW, "epochs": 5})[1]
+    assert any("written by 2 processes and this run has 1" in line for line in lines), lines
+    assert meta["training"]["processes"] == 1 and meta["training"]["processes_before_resume"] == 2
 
 
 @pytest.mark.slow

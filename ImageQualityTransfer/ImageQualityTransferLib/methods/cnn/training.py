@@ -631,6 +631,11 @@ class _Training:
         if self.log:
             self.log(f"resuming from {self.checkpoint} after epoch {self.epoch}" + _resume_plan(
                 phases, given, limits, ended, last, done, start_phase, self.epochs, more))
+            before = int(ck.get("processes", 1))
+            if before != self.world:
+                self.log(f"the checkpoint was written by {before} process{'es' if before > 1 else ''} and this run has "
+                         f"{self.world}: the random streams start afresh, so the weights differ from those of a run "
+                         f"that went on with {before} (the model's record names both counts)")
             if start_phase >= len(phases):
                 self.log(f"the checkpoint's run had already ended ({ck['stopped']}, after epoch {self.epoch}): no epoch to "
                          "train; its model is written as it was" + (f" (a larger --epochs than {self.epoch} continues a "
@@ -838,6 +843,7 @@ class _Training:
                 "threads": self.threads_used,  # this process's (each process of a group takes as many)
                 "device": self.device.type,
                 "resumed_after_epoch": None if self.ck is None else int(self.ck["epoch"]),
+                "processes_before_resume": None if self.ck is None else int(self.ck.get("processes", 1)),
                 "kl_weight": self.kl_weight if variational else None,
                 "log_alpha": ({name: [round(float(v), 4) for v in d.log_alpha.detach()] for name, d in
                                (("drop1", net.mean.drop1), ("drop2", net.mean.drop2))} if variational else None),

@@ -930,12 +930,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         """IQT tensor as background, its uncertainty as foreground overlay with a colour legend, in every view;
         `shared`: every run's maps on one colour scale per map."""
         self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
-                                    shared_note=_("shared scale"))  # fits the views
+                                    shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"))  # fits the views
 
     def setSharedColourScale(self, shared: bool) -> dict:
         """Every uncertainty map in the scene on one colour scale per map (`shared`), or each on its own range again;
         returns {map: shared top}."""
-        return self.display().share_scales(slicer.mrmlScene, shared, note=_("shared scale"))
+        return self.display().share_scales(slicer.mrmlScene, shared, note=_("shared scale"),
+                                           clipped_note=_("top colour: ≥ {top}"))
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:
         """The uncertainty overlay's opacity where one of the run's maps (`nodes`, process's result) is shown; with

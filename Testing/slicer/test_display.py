@@ -126,6 +126,39 @@ def test_user_target_is_filled_in_place(lowres):
     assert target.GetImageData().GetDimensions() == tuple(2 * n for n in lr.shape3)
 
 
+def unpadded(legend) -> str:
+    """A legend's title without the blank lines that give a run's or the scene's legends one line count."""
+    return legend.GetTitleText().replace("\n\u00a0", "")
+
+
+def clipped(node) -> str:
+    """The clipped-top lines a map's legend ends in: "" where no value lies above its scale's top."""
+    top = node.GetDisplayNode().GetWindowLevelMax()
+    legend = display.legend_node(node.GetScene(), node)
+    if not np.nanmax(mrml.scalar_volume_from_node(node).data) > top:
+        return ""
+    return "\n" + display.wrap_title(display.CLIPPED_NOTE.format(top=(legend.GetLabelFormat() % top).strip()))
+
+
+def test_a_legend_says_where_its_top_colour_stands_for_more():
+    """Radiologist's audit: the legend topped "0.4" while 13 % of the brain shown lay above it, its rim at 1.5-4.4
+    µm²/ms, all in the top colour. A map reaching above its scale's top now ends its legend's title in
+    "top colour: ≥ 0.4" (the top's own label); one that does not, in nothing more."""
+    from ImageQualityTransferLib.core.volume import Volume
+
+    scene = views_scene()
+    data = np.zeros((30, 30, 30), np.float32)
+    data[5:25, 5:25, 5:25] = 0.2  # µm²/ms, as the map nodes hold it
+    flat = mrml.add_scalar_node(scene, Volume(data.copy(), np.eye(4), "scalar"), "flat")
+    assert display.style_uncertainty(scene, flat, "std").GetTitleText() == "Tensor SD\n(µm²/ms)"
+    data[15, 15, 15] = 4.4  # one voxel far above the rest
+    high = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), "high")
+    legend = display.style_uncertainty(scene, high, "std")
+    top = high.GetDisplayNode().GetWindowLevelMax()
+    label = (legend.GetLabelFormat() % top).strip()
+    assert top < 4.4 and legend.GetTitleText() == f"Tensor SD\n(µm²/ms)\ntop colour:\n\u2265 {label}", legend.GetTitleText()
+
+
 def test_legends_titles_and_label_formats(lowres):
     lr, _ = lowres
     scene = views_scene()
@@ -138,8 +171,9 @@ def test_legends_titles_and_label_formats(lowres):
         assert len(found) == 1
         legends[key] = found[0]
         assert vol.GetDisplayNode().GetColorNode().GetName() == "Inferno"
-    assert legends["std"].GetTitleText() == "Tensor SD\n(µm²/ms)"
-    assert legends["direction"].GetTitleText() == "Direction SD\n(degrees)"
+    assert unpadded(legends["std"]) == "Tensor SD\n(µm²/ms)" + clipped(nodes["uncertainties"]["std"])
+    assert unpadded(legends["direction"]) == "Direction SD\n(degrees)" + clipped(nodes["uncertainties"]["direction"])
+    assert legends["std"].GetTitleText().count("\n") == legends["direction"].GetTitleText().count("\n")  # one size
     # diffusivities in µm²/ms (10⁻³ mm²/s), recorded on the node; labels fixed-point, equally wide for every map,
     # with two significant digits at the top (0.30 and 65, not 3.00e-04 and 65)
     std = mrml.scalar_volume_from_node(nodes["uncertainty"]).data
@@ -175,7 +209,7 @@ def test_legends_titles_and_label_formats(lowres):
     assert disp.GetApplyThreshold() and 0 < disp.GetLowerThreshold() < typical
     # translated titles from the module override the English default
     display.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
-    assert legends["direction"].GetTitleText() == "Richtung\n(Grad)"  # wrapped like the default
+    assert legends["direction"].GetTitleText() == "Richtung\n(Grad)" + clipped(nodes["uncertainties"]["direction"])
     # every slice view: IQT tensor behind, its std map in front
     for view in VIEWS:
         c = display.composite_node(scene, view)
@@ -306,7 +340,7 @@ def test_shared_colour_scale_across_runs(lowres):
         assert display.legend_node(scene, n).GetLabelFormat() == display.label_format(shared, intervals)
         assert display.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
         # said so, and which run's map it is (two runs' legends had read alike)
-        assert display.legend_node(scene, n).GetTitleText() == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale"
+        assert unpadded(display.legend_node(scene, n)) == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale" + clipped(n)
     directions = display.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
         [pytest.approx(display.scale_ticks(tops["direction"])[0])] * 2
@@ -314,11 +348,12 @@ def test_shared_colour_scale_across_runs(lowres):
     again = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)  # a new run, shared: the
     display.show_results(scene, again, shared=True)  # module's Apply with the box ticked restyles, then shares again
     assert a["uncertainties"]["std"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
-    assert display.legend_node(scene, std_nodes[0]).GetTitleText().endswith("\nshared scale")
+    assert "\nshared scale" in display.legend_node(scene, std_nodes[0]).GetTitleText()
     display.share_scales(scene, shared=False)
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [
         pytest.approx(display.scale_ticks(v)[0]) for v in own]
-    assert [display.legend_node(scene, n).GetTitleText() for n in std_nodes] == ["Tensor SD\n(µm²/ms)"] * 2
+    assert [unpadded(display.legend_node(scene, n)) for n in std_nodes] == [
+        "Tensor SD\n(µm²/ms)" + clipped(n) for n in std_nodes]
 
 
 def test_shared_legends_keep_one_bar_length_whatever_the_run_names(lowres):
@@ -334,8 +369,12 @@ def test_shared_legends_keep_one_bar_length_whatever_the_run_names(lowres):
     display.share_scales(scene)
     titles = [display.legend_node(scene, x["uncertainties"]["std"]).GetTitleText() for x in (a, b)]
     first, second = (t.split("\n") for t in titles)
-    assert second == ["Tensor SD", "(µm²/ms)", "rf at", "factors", "1,1,3", "shared scale"], second
-    assert first == ["Tensor SD", "(µm²/ms)", "biqt", "shared scale", "\u00a0", "\u00a0"], first
+    tops = [clipped(x["uncertainties"]["std"]).split("\n")[1:] for x in (a, b)]  # where a map reaches above the top
+    bodies = [["Tensor SD", "(µm²/ms)", "biqt", "shared scale"],
+              ["Tensor SD", "(µm²/ms)", "rf at", "factors", "1,1,3", "shared scale"]]
+    n = max(len(body) + len(top) for body, top in zip(bodies, tops))
+    # the padding goes above a clipped-top line, which stays right above the bar
+    assert [first, second] == [body + ["\u00a0"] * (n - len(body) - len(top)) + top for body, top in zip(bodies, tops)]
 
 
 def test_results_lie_under_the_inputs_transform_and_a_late_cancel_leaves_none(lowres):

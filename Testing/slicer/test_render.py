@@ -111,7 +111,8 @@ def test_legend_is_shown_and_readable(rendering):
         "vtkMRMLColorLegendDisplayableManager")
     actor = dm.GetColorLegendActor(legend)
     ticks = display.scale_ticks(display.display_range(rendering.nodes["uncertainty"])[1])
-    assert actor.GetTitle() == "Tensor SD\n(µm²/ms)" and actor.GetLabelFormat() == display.label_format(*ticks)
+    assert actor.GetTitle().startswith("Tensor SD\n(µm²/ms)") and actor.GetLabelFormat() == display.label_format(*ticks)
+    assert actor.GetTitle().endswith(f"top colour:\n\u2265 {(actor.GetLabelFormat() % ticks[0]).strip()}")  # rim above
     other = display.legend_node(rendering.scene, rendering.nodes["uncertainties"]["direction"])
     assert other.GetVisibility() and not dm.GetColorLegendActor(other).GetVisibility()  # its map is not shown
     low, high = actor.GetLookupTable().GetTableRange()
@@ -133,9 +134,10 @@ def test_legend_leaves_the_brain_free(rendering):
 
 
 def _legend_text_rows(rendering, legend) -> int:
-    """Height in pixel rows of the tallest run of text rows in `legend`'s box in the right view (one label line)."""
+    """Height in pixel rows of the tallest run of text rows in the lower half of `legend`'s box in the right view (one
+    label line: the title's lines above, e.g. "top colour:" over "≥ 0.20", can touch and read as one)."""
     x0, y0, x1, y1 = render.legend_box(rendering.views[RIGHT], legend)
-    rows = (rendering.images[RIGHT][y0:y1, x0:x1].min(axis=-1) > 180).any(axis=1)
+    rows = (rendering.images[RIGHT][(y0 + y1) // 2:y1, x0:x1].min(axis=-1) > 180).any(axis=1)
     runs, n = [], 0
     for r in rows:
         n = n + 1 if r else 0

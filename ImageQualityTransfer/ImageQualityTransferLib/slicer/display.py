@@ -34,6 +34,8 @@ LEGENDS = {
 DEFAULT_LEGEND = "Uncertainty"
 SHARED_NOTE = "shared scale"  # the legend's last line while "Same colour scale" is on
 TITLE_ATTRIBUTE = "ImageQualityTransfer.Title"  # a legend's own title, kept to add or drop SHARED_NOTE
+CLIPPED_NOTE = "top colour: \u2265 {top}"  # the legend's last line where the map reaches above its scale's top
+CLIPPED_ATTRIBUTE = "ImageQualityTransfer.Clipped"  # that line as set_scale found it for the map's top, or ""
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
@@ -167,10 +169,10 @@ def legend_node(scene, volume_node):
 
 
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
-                      region: np.ndarray | None = None):
+                      region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE):
     """Inferno colours from 0 to the map's own top (`own_top`) and a legend titled with the map's meaning and unit (`title`
-    overrides the English default, for the module's translations; `region`: as `display_range`); returns the legend
-    node."""
+    overrides the English default, for the module's translations; `region`: as `display_range`), ending in
+    `clipped_note` where the map reaches above the top (`set_scale`); returns the legend node."""
     if node is None:
         return None
     display = node.GetDisplayNode()
@@ -182,10 +184,17 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
         display.SetAndObserveColorNodeID(color_id)
     legend = legend_node(scene, node)
     legend.SetAttribute(TITLE_ATTRIBUTE, wrap_title(title or legend_title(key)))
-    legend.SetTitleText(legend.GetAttribute(TITLE_ATTRIBUTE))
     legend.SetVisibility(bool(visible))
-    set_scale(node, own_top(node, key, region))
+    set_scale(node, own_top(node, key, region), clipped_note)
+    legend.SetTitleText(title_text(legend))
     return legend
+
+
+def title_text(legend, lines=()) -> str:
+    """A legend's title: its own (TITLE_ATTRIBUTE), then `lines` (a run's name, the shared-scale note), then the
+    clipped-top line `set_scale` left (CLIPPED_ATTRIBUTE), right above the bar's top label."""
+    clipped = legend.GetAttribute(CLIPPED_ATTRIBUTE) or ""
+    return "\n".join([legend.GetAttribute(TITLE_ATTRIBUTE) or "", *lines, *([clipped] if clipped else [])])
 
 
 def own_top(node, key: str, region: np.ndarray | None = None) -> float:
@@ -194,9 +203,12 @@ def own_top(node, key: str, region: np.ndarray | None = None) -> float:
     return SHOWN_TOP_DEGREES if key == "direction" else display_range(node, region)[1]
 
 
-def set_scale(node, high: float) -> None:
+def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE) -> None:
     """Colours of an uncertainty map from 0 to the round top above `high` (`scale_ticks`), its legend's ticks to
-    match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through."""
+    match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through.
+    Where the map reaches above the top, its legend keeps `clipped_note` with the top's label (CLIPPED_ATTRIBUTE, for
+    `title_text`): the top colour also stands for values several times higher (a radiologist's audit: the brain's rim
+    at 1.5-4.4 µm²/ms under a legend topped "0.4")."""
     high, intervals = scale_ticks(high)
     display = node.GetDisplayNode()
     display.AutoWindowLevelOff()
@@ -209,6 +221,9 @@ def set_scale(node, high: float) -> None:
     if legend is not None:
         legend.SetLabelFormat(label_format(high, intervals))
         legend.SetNumberOfLabels(intervals + 1)
+        top = (label_format(high, intervals) % high).strip()
+        above = float(np.nanmax(mrml.scalar_volume_from_node(node).data, initial=0.0)) > high
+        legend.SetAttribute(CLIPPED_ATTRIBUTE, wrap_title(clipped_note.format(top=top)) if above else "")
 
 
 def map_nodes(scene) -> dict[str, list]:
@@ -222,7 +237,7 @@ def map_nodes(scene) -> dict[str, list]:
     return out
 
 
-def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[str, float]:
+def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE) -> dict[str, float]:
     """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
     `display_range`s), so that one colour means one SD across runs and methods (each on its own range, two
     runs' different SDs can be the same yellow), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`: else
@@ -236,21 +251,30 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE) -> dict[st
         if shared:
             tops[key] = max(own)
         for node, high in zip(nodes, own):
-            set_scale(node, tops.get(key, high))
+            set_scale(node, tops.get(key, high), clipped_note)
             legend = _legend_of(node)
             title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
             if title:
                 run = node.GetAttribute(mrml.RUN_ATTRIBUTE)
-                titled.append((legend, "\n".join([title, *([wrap_title(run)] if run else []), note]) if shared else title))
-    # the title's lines come out of the legend's height: equal line counts keep every bar as long (a run's name on two
-    # lines had shortened its bar against another's, the same scale's top at another height; README, Use it in 3D Slicer)
-    lines = max((text.count("\n") for _, text in titled), default=0)
-    for legend, text in titled:
-        legend.SetTitleText(text + "\n\u00a0" * (lines - text.count("\n")))
+                titled.append((legend, title_text(legend, [*([wrap_title(run)] if run else []), note] if shared else [])))
+    pad_titles(titled)
     return tops
 
 
-def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
+def pad_titles(titled: list) -> None:
+    """Each (legend, title) set with as many lines as the longest: the title's lines come out of the legend's height
+    and set its text size, so equal line counts keep every bar as long and every label as large (a run's name on two
+    lines had shortened its bar against another's, the same scale's top at another height; README, Use it in 3D
+    Slicer). The padding goes above a clipped-top line (`set_scale`), which stays right above the bar."""
+    lines = max((text.count("\n") for _, text in titled), default=0)
+    for legend, text in titled:
+        clipped = legend.GetAttribute(CLIPPED_ATTRIBUTE) or ""
+        body = text[: len(text) - len(clipped) - 1] if clipped and text.endswith("\n" + clipped) else text
+        pad = "\n\u00a0" * (lines - text.count("\n"))
+        legend.SetTitleText(body + pad + ("\n" + clipped if body != text else ""))
+
+
+def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE) -> dict:
     """Every uncertainty map of a run styled, each with its legend; Slicer draws a legend only in the views that
     show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
@@ -260,7 +284,10 @@ def style_results(scene, nodes: dict, titles: dict | None = None) -> dict:
     if first is not None:
         vol = mrml.scalar_volume_from_node(first)
         region = inside_rim(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
-    return {key: style_uncertainty(scene, node, key, titles.get(key), region=region) for key, node in maps.items()}
+    legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note)
+               for key, node in maps.items()}
+    pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
+    return legends
 
 
 # ---------------------------------------------------------------- slice views
@@ -306,14 +333,14 @@ def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=
 
 
 def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None, shared: bool = False,
-                 shared_note: str = SHARED_NOTE) -> None:
+                 shared_note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs
-    (`share_scales`, its legends ending in `shared_note`)."""
-    style_results(scene, nodes, titles)
+    (`share_scales`, its legends ending in `shared_note`); `clipped_note`: as `set_scale`, translated."""
+    style_results(scene, nodes, titles, clipped_note)
     if shared:
-        share_scales(scene, note=shared_note)
+        share_scales(scene, note=shared_note, clipped_note=clipped_note)
     tensor, overlay = nodes.get("tensor"), nodes.get("uncertainty")
     for c in show_layers(scene, tensor, overlay, opacity):
         s = slice_node(scene, c.GetLayoutName())

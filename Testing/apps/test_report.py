@@ -235,3 +235,28 @@ def test_the_tract_figure_draws_the_default_and_the_best_method(tmp_path, small_
     assert f"{default}, the default method" in caption
     assert f"{best}, the best learned method by tract-density Dice in the table" in caption
     assert report_page.tract_methods(["cubic", "rf", "biqt"]) == ["rf"]  # no default, no scores: the first learned
+
+
+def test_a_colour_bar_is_pointed_where_the_map_reaches_above_its_top(tmp_path, monkeypatch):
+    """Radiologist's audit: the SD figure's bar ended at its 99th percentile while the brain's rim lay several times
+    higher, all in the top colour. Its bar is now pointed at the top (matplotlib's extend="max") where a map reaches
+    above it; the direction bar, whose map stays within 0-60° here, is not."""
+    from matplotlib.figure import Figure
+
+    extends = []
+    real = Figure.colorbar
+
+    def record(self, mappable, *args, **kwargs):
+        extends.append(kwargs.get("extend"))
+        return real(self, mappable, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "colorbar", record)
+    shape = (12, 14, 10)
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    sd = np.full(shape, 2e-5, np.float32)
+    sd[4, 4, 4:6] = 9e-5  # two voxels far above the rest
+    report_page.write_report(tmp_path / "r.html", "run", [("cubic", _field(shape, 0))], mask, [1.5, 1.5, 2.0],
+                             np.diag([-1.5, 1.5, 2.0, 1.0]), uncertainty={"cubic": sd},
+                             direction={"cubic": np.full(shape, 25.0, np.float32)})
+    assert extends == ["max", "neither"]

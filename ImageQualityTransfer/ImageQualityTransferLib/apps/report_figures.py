@@ -102,7 +102,10 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
     fig.subplots_adjust(left=0.4 / w, right=1 - 1.0 / w, bottom=0.01, top=1 - 0.3 / fig.get_figheight(), wspace=0.03, hspace=0.03)
     if im is not None:
         cax = fig.add_axes([1 - 0.85 / w, 0.1, 0.15 / w, 0.8])
-        cb = fig.colorbar(im, cax=cax)
+        # a pointed top where the maps reach above the scale (a radiologist's audit: the top colour read as the
+        # top's value where the rim was several times higher; slicer/display.py says it in the legend's title)
+        above = any(np.nanmax(np.where(mask, np.asarray(maps[n], float), np.nan), initial=-np.inf) > vmax for n in names)
+        cb = fig.colorbar(im, cax=cax, extend="max" if above else "neither")
         cb.set_label(label, fontsize=8)
         cb.ax.tick_params(labelsize=7)
     return _png(fig)

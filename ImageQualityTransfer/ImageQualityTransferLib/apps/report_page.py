@@ -80,7 +80,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     parts.append(_figure_html(fa_views(cols, m, vox, centre),
                               "Fractional anisotropy (grey, 0 to 1) and colour FA (red left-right, green anterior-posterior, blue "
                               "superior-inferior, brightness FA) in axial, coronal and sagittal slices, one column per volume: "
-                              + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask or implausible fits."))
+                              + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask (a subject's own mask "
+                              "may leave out parts of the ventricles, on one side only) or implausible fits."))
     fa_bg = {n: tensors.fa(t) for n, t in cols}
     scale_in = None if scale_region is None else reo.apply(Volume(np.asarray(scale_region, bool), affine, "mask")).data
     if scale_in is not None and (scale_in & m).sum() < SCALE_MIN_VOXELS:  # too little inside it to read a scale

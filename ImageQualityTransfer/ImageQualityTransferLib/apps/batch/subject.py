@@ -150,7 +150,8 @@ def _in_batch_words(note: str) -> str:
 KEPT = "; none of the subject's outputs was written: its folder is as it was before this run"
 
 
-_ONE_SUBJECT = threading.Lock()
+# re-entrant: a subject started from within another one's run, in its thread, does not wait for itself
+_ONE_SUBJECT = threading.RLock()
 
 
 def process(item: Item, s: Settings, out_root: str) -> dict:

@@ -361,3 +361,26 @@ def run_cli(capsys, *args):
     code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def filled_context_ratio(subject, method):
+    """On a crop of `subject` degraded x2 in the tight style: the RMS of error/σ of `method` where its input was filled
+    (beyond the tight mask) over that at the rest of the brain's edge. 1 where σ is as honest there as at the edge."""
+    from scipy import ndimage
+
+    from ImageQualityTransferLib.core.grid import repeat_blocks
+    from ImageQualityTransferLib.dmri.subject import Subject, make_case
+
+    box = tuple(slice(a // 4, a // 4 + a // 2) for a in subject.dwi.shape3[:2]) + (slice(None),)
+    crop = Subject(subject.name, subject.dwi.replace(data=subject.dwi.data[box]),
+                   subject.mask.replace(data=subject.mask.data[box]), subject.tensor.replace(data=subject.tensor.data[box]))
+    case = make_case(crop, 2, style="tight")
+    brain = case.hr_mask.astype(bool)
+    filled = brain & repeat_blocks(~np.any(case.lr.data != 0, axis=-1), 2)
+    inner = repeat_blocks(ndimage.binary_erosion(case.lr_mask.data.astype(bool), iterations=2), 2)
+    edge = brain & ~filled & ~inner
+    assert filled.sum() > 100 and edge.sum() > 100
+    p = method.predict(case.lr, 2, case.lr_mask)
+    err = np.sqrt(np.mean((p.tensor.data - case.truth) ** 2, axis=-1))
+    rms = lambda sel, v: np.sqrt(np.mean(v[sel] ** 2))  # noqa: E731
+    return (rms(filled, err) / rms(filled, p.std.data)) / (rms(edge, err) / rms(edge, p.std.data))

@@ -721,32 +721,13 @@ def test_a_forest_is_less_sure_where_it_answers_from_filled_context(axial_subjec
     """The forests train without the context fill, so their std where a tight input was filled is raised
     (training.FILLED_STD_SCALE, measured on the training subjects): on a dev crop the error-to-std ratio there comes
     close to the one at the rest of the brain's edge, where without the raise it was well above it."""
+    from helpers import filled_context_ratio
     from ImageQualityTransferLib import methods
-    from ImageQualityTransferLib.core.grid import repeat_blocks
-    from ImageQualityTransferLib.dmri.subject import Subject, make_case
     from ImageQualityTransferLib.methods.forest import training
-    from scipy import ndimage
 
-    s = axial_subject
-    box = tuple(slice(a // 4, a // 4 + a // 2) for a in s.dwi.shape3[:2]) + (slice(None),)
-    crop = Subject(s.name, s.dwi.replace(data=s.dwi.data[box]), s.mask.replace(data=s.mask.data[box]),
-                   s.tensor.replace(data=s.tensor.data[box]))
-    case = make_case(crop, 2, style="tight")
-    brain = case.hr_mask.astype(bool)
-    filled = brain & repeat_blocks(~np.any(case.lr.data != 0, axis=-1), 2)
-    inner = repeat_blocks(ndimage.binary_erosion(case.lr_mask.data.astype(bool), iterations=2), 2)
-    edge = brain & ~filled & ~inner
-    assert filled.sum() > 100 and edge.sum() > 100
-
-    def ratio():
-        p = methods.get("biqt").predict(case.lr, 2, case.lr_mask)
-        err = np.sqrt(np.mean((p.tensor.data - case.truth) ** 2, axis=-1))
-        rms = lambda sel, v: np.sqrt(np.mean(v[sel] ** 2))  # noqa: E731
-        return (rms(filled, err) / rms(filled, p.std.data)) / (rms(edge, err) / rms(edge, p.std.data))
-
-    raised = ratio()
+    raised = filled_context_ratio(axial_subject, methods.get("biqt"))
     monkeypatch.setitem(training.FILLED_STD_SCALE, "biqt", 1.0)
-    plain = ratio()
+    plain = filled_context_ratio(axial_subject, methods.get("biqt"))
     assert plain > 1.3 and 0.6 < raised < 1.3 and raised < plain, (plain, raised)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -71,6 +72,8 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     assert desc["DatasetLinks"]["raw"] == ds.absolute().as_uri() and desc["SourceDatasets"] == [{"URL": ds.absolute().as_uri()}]
     gen = desc["GeneratedBy"][0]
     assert gen["Name"] == "ImageQualityTransfer" and gen["Method"] == "biqt" and gen["Version"]
+    # the command that made them (researcher audit: only the lock file held it, and the sidecars are the workers')
+    assert gen["Command"] == shlex.join(["iqt", *map(str, args)]), gen
     model_side = Path(gen["Model"])
     weights = model_side.with_name(json.loads(model_side.read_text())["weights"])
     assert gen["ModelSHA256"] == sha(weights)

@@ -139,6 +139,12 @@ def note_run(**fields) -> None:
         record.update(fields)
 
 
+def run_command() -> str | None:
+    """The command line of the run under way as its record holds it; None outside a command (an in-process caller)."""
+    record = _RUN.get()
+    return None if record is None else record.get("command")
+
+
 def run_json() -> str | None:
     """The run's record as one line of ASCII JSON ({"iqt_run": {...}}, keys sorted: a rerun writes the same bytes);
     None outside a command."""

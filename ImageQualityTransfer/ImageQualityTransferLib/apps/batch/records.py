@@ -471,10 +471,13 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     input dataset as its source ("raw" in DatasetLinks, the name the sidecars' BIDS URIs use)."""
     from ...core.noise_level import NOISY_MODEL
 
+    from ...fileio.records import run_command
+
     path = out_root / "dataset_description.json"
+    command = run_command()  # the sidecars are written by the workers, outside the command's record: said here
     entry = {"Name": PIPELINE, "Version": __version__, "Build": build(), "Method": s.method, "Factor": _factor(s),
              "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s),
-             **({"ExcludeOutliers": True} if s.exclude_outliers else {})}
+             **({"ExcludeOutliers": True} if s.exclude_outliers else {}), **({"Command": command} if command else {})}
     if s.noisy_model_file:
         entry.update(NoisyInputModel=s.noisy_model_file, NoisyInputModelSHA256=s.noisy_model_sha256,
                      NoisyInputAboveNoiseIndex=NOISY_MODEL)
@@ -495,8 +498,8 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         changed = True
     # one entry per run setting and build: the same model named by another path (relative, as earlier versions wrote it)
     # is that entry, and so is one of the same settings written before the build was recorded (no "Build"), which this
-    # run's entry replaces; a run of another build adds its own
-    paths = ("Model", "NoisyInputModel")
+    # run's entry replaces; a run of another build adds its own. The latest command that ran those settings is kept.
+    paths = ("Model", "NoisyInputModel", "Command")
 
     def same_run(e: dict) -> bool:
         skip = paths + (("Build",) if "Build" not in e else ())

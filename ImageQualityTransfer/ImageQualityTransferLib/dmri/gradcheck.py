@@ -216,7 +216,8 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
     fa = tensors.fa_fast(flat)
     wm = fa > SEED_FA
     out.white_matter = int(wm.sum())
-    if out.white_matter < MIN_WHITE_MATTER or min(np.ptp(np.argwhere(brain), axis=0)) + 1 < MIN_THICKNESS:
+    thickness = min(int(brain.any(axis=tuple(j for j in range(3) if j != i)).sum()) for i in range(3))  # planes
+    if out.white_matter < MIN_WHITE_MATTER or thickness < MIN_THICKNESS:
         return out
     e = tensors.principal_vector(flat.astype(np.float64))
     shape = np.array(brain.shape)

@@ -28,7 +28,7 @@ class CNNMethod(LearnedMethod):
     peak = (5.0, 5.0)  # espcn 3.8-4.1x, espcn-hetero 4.1-4.5x measured
     # σ over the filled context beyond a tight mask (context.raise_where_filled): the median, over the training
     # subjects' tight x2 inputs, of how much larger the error was relative to σ there than at the rest of the brain's
-    # edge (docs/measurements.md, "Context beyond a tight mask")
+    # edge (docs/measurements.md, "Uncertainty by style"; benchmarks/filled_context_sigma.py)
     filled_std_scale = 1.0
 
     def _model_io(self):

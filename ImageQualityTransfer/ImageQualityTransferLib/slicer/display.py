@@ -222,7 +222,8 @@ def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE) -> None:
         legend.SetLabelFormat(label_format(high, intervals))
         legend.SetNumberOfLabels(intervals + 1)
         top = (label_format(high, intervals) % high).strip()
-        above = float(np.nanmax(mrml.scalar_volume_from_node(node).data, initial=0.0)) > high
+        image = node.GetImageData()  # VTK keeps the scalars' range: no second read of the map (display_range read it)
+        above = image is not None and float(image.GetScalarRange()[1]) > high
         legend.SetAttribute(CLIPPED_ATTRIBUTE, wrap_title(clipped_note.format(top=top)) if above else "")
 
 

@@ -17,6 +17,12 @@ from ..core import tensors
 from .figures import PLANES, draw_letters, view
 
 
+# sized for reading at a glance in a browser (a radiologist's audit found the first sizes, 8-point labels at 90 dpi,
+# too small to read)
+DPI = 120
+TITLE, LABEL, TICKS = 11, 10, 9
+
+
 def _aspect(plane, vox):
     # imshow aspect = height of a pixel / width of a pixel
     return {"axial": vox[1] / vox[0], "coronal": vox[2] / vox[0], "sagittal": vox[2] / vox[1]}[plane]
@@ -31,13 +37,13 @@ def _png(fig) -> str:
 def _new_figure(nrows, ncols, panel=2.1, extra_w=0.0, title=None):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(panel * ncols + 0.6 + extra_w, panel * nrows + (0.6 if title else 0.3)), dpi=90)
+    fig = Figure(figsize=(panel * ncols + 0.6 + extra_w, panel * nrows + (0.6 if title else 0.3)), dpi=DPI)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=TITLE)
     return fig, axes
 
 
@@ -60,9 +66,9 @@ def fa_views(columns, mask, vox, centre) -> str:
             draw_letters(a1, plane)
             draw_letters(a2, plane)
             if c == 0:
-                a1.set_ylabel(f"{plane}\nFA", fontsize=8)
-                a2.set_ylabel(f"{plane}\ncolour FA", fontsize=8)
-        axes[0, c].set_title(name, fontsize=9)
+                a1.set_ylabel(f"{plane}\nFA", fontsize=LABEL)
+                a2.set_ylabel(f"{plane}\ncolour FA", fontsize=LABEL)
+        axes[0, c].set_title(name, fontsize=TITLE)
     fig.subplots_adjust(left=0.5 / fig.get_figwidth(), right=0.99, bottom=0.01, top=1 - 0.3 / fig.get_figheight(),
                         wspace=0.03, hspace=0.03)
     return _png(fig)
@@ -96,8 +102,8 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
                            alpha=0.75 if overlay else 1.0, aspect=_aspect(plane, vox), interpolation="nearest")
             draw_letters(ax, plane)
             if c == 0:
-                ax.set_ylabel(plane, fontsize=8)
-        axes[0, c].set_title(n, fontsize=9)
+                ax.set_ylabel(plane, fontsize=LABEL)
+        axes[0, c].set_title(n, fontsize=TITLE)
     w = fig.get_figwidth()
     fig.subplots_adjust(left=0.4 / w, right=1 - 1.0 / w, bottom=0.01, top=1 - 0.3 / fig.get_figheight(), wspace=0.03, hspace=0.03)
     if im is not None:
@@ -106,8 +112,8 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
         # top's value where the rim was several times higher; slicer/display.py says it in the legend's title)
         above = any(np.nanmax(np.where(mask, np.asarray(maps[n], float), np.nan), initial=-np.inf) > vmax for n in names)
         cb = fig.colorbar(im, cax=cax, extend="max" if above else "neither")
-        cb.set_label(label, fontsize=8)
-        cb.ax.tick_params(labelsize=7)
+        cb.set_label(label, fontsize=LABEL)
+        cb.ax.tick_params(labelsize=TICKS)
     return _png(fig)
 
 
@@ -141,8 +147,8 @@ def tract_views(tracts: dict, max_lines: int = 1500) -> str:
             ax.set_aspect("equal")
             draw_letters(ax, plane)
             if c == 0:
-                ax.set_ylabel(plane, fontsize=8)
-        axes[0, c].set_title(f"{n} ({len(tracts[n])})", fontsize=9)
+                ax.set_ylabel(plane, fontsize=LABEL)
+        axes[0, c].set_title(f"{n} ({len(tracts[n])})", fontsize=TITLE)
     fig.subplots_adjust(left=0.4 / fig.get_figwidth(), right=0.99, bottom=0.01, top=1 - 0.3 / fig.get_figheight(),
                         wspace=0.03, hspace=0.03)
     return _png(fig)

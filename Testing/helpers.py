@@ -181,7 +181,7 @@ def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6, halo=2):
     """Training items whose residual target is a fixed local function of the input (learnable); `r` an integer
     or per-axis factors; inputs padded for a network's `halo`."""
     from ImageQualityTransferLib.core import grid
-    from ImageQualityTransferLib.methods.cnn import training
+    from ImageQualityTransferLib.methods.cnn import training_data
     from ImageQualityTransferLib.methods.interpolation import upsample_separable
 
     f = grid.factors(r)
@@ -197,7 +197,7 @@ def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6, halo=2):
         in_val = in_val[None, :, None]
         corners = np.unique(np.clip(np.argwhere(mask) - patch // 2, 0, np.array(shape) - patch), axis=0)
         val = corners[corners[:, 1] == 4]
-        items.append(training.TrainItem(f"s{s}", (0, 0, 0), np.pad(lr, [(halo, halo)] * 3 + [(0, 0)]),
+        items.append(training_data.TrainItem(f"s{s}", (0, 0, 0), np.pad(lr, [(halo, halo)] * 3 + [(0, 0)]),
                                         res.astype(np.float32), w & ~in_val, w & in_val, corners, val, halo=halo))
     return items
 

@@ -54,7 +54,8 @@ def main() -> None:
     from ImageQualityTransferLib.dmri.phantom import make_phantom
     from ImageQualityTransferLib.methods.cnn import networks
     from ImageQualityTransferLib.methods.cnn.inference import resolve_device
-    from ImageQualityTransferLib.methods.cnn.training import DEFAULTS, mse_loss
+    from ImageQualityTransferLib.methods.cnn.training import mse_loss
+    from ImageQualityTransferLib.methods.cnn.training_data import DEFAULTS
 
     device = resolve_device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)

@@ -106,9 +106,9 @@ def test_detail_finer_than_the_new_voxels_is_blurred_away():
 def test_cnn_training_items_come_from_the_coarser_copy(small_subject):
     """The CNNs' training data take a `Coarsened` entry as the forests' library does: the items are the copy's."""
     pytest.importorskip("torch")
-    from ImageQualityTransferLib.methods.cnn import training
+    from ImageQualityTransferLib.methods.cnn import training_data
 
-    items = training.load_items([Coarsened(str(small_subject), 6.0)], 2, patch=6)
+    items = training_data.load_items([Coarsened(str(small_subject), 6.0)], 2, patch=6)
     assert len(items) == 8 and {it.name for it in items} == {f"{small_subject.name}_at6mm"}
     assert items[0].inner().shape[:3] == (10, 12, 9)  # the 21x24x18 copy at factor 2, shift 0
 

@@ -10,7 +10,7 @@ import helpers
 torch = pytest.importorskip("torch")
 
 from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
-from ImageQualityTransferLib.methods.cnn import training  # noqa: E402
+from ImageQualityTransferLib.methods.cnn import training, training_data  # noqa: E402
 
 KW = dict(method="espcn", epochs=1, iters_per_epoch=4, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
 
@@ -70,7 +70,7 @@ def test_a_junk_checkpoint_is_refused_before_the_data_are_prepared(tmp_path, cap
     def prepared(*a, **k):
         raise AssertionError("the data were prepared before the checkpoint was read")
 
-    monkeypatch.setattr(training, "load_items", prepared)
+    monkeypatch.setattr(training_data, "load_items", prepared)
     code = cli.main(["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "m.pt"),
                      "--epochs", "1", "--checkpoint", str(junk)])
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed: the CNN m
 
 from ImageQualityTransferLib import methods  # noqa: E402
 from ImageQualityTransferLib.core import tensors
-from ImageQualityTransferLib.methods.cnn import inference, model_io, networks, training  # noqa: E402
+from ImageQualityTransferLib.methods.cnn import inference, model_io, networks, training, training_data  # noqa: E402
 from ImageQualityTransferLib.methods.cnn.model_io import LoadedModel  # noqa: E402
 from ImageQualityTransferLib.methods.cnn.shuffle import pixel_shuffle_3d, pixel_unshuffle_3d  # noqa: E402
 from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
@@ -221,8 +221,8 @@ def test_weight_averaging_ships_the_average_and_validates_it():
 def test_augmentation_component_map_matches_tensor_rotation():
     rng = np.random.default_rng(1)
     t = rng.normal(size=(6,))
-    for _, _, p in training.SIGNED_PERMUTATIONS[::7]:
-        assert np.allclose(training.component_map(p) @ t, tensors.rotate(t, p), atol=1e-6)
+    for _, _, p in training_data.SIGNED_PERMUTATIONS[::7]:
+        assert np.allclose(training_data.component_map(p) @ t, tensors.rotate(t, p), atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["espcn", "espcn-hetero", "deep", "deep-hetero"])
@@ -590,26 +590,26 @@ def test_context_beyond_a_tight_mask_is_filled_from_the_nearest_brain_voxel():
 def test_normalisation_statistics_are_those_of_all_the_brain_values_at_once():
     """fit_normalisation streams over the items (x3 training sets do not fit in memory twice): its figures are the
     mean/std/RMS of the concatenated brain values."""
-    from ImageQualityTransferLib.methods.cnn import training
+    from ImageQualityTransferLib.methods.cnn import training_data
 
     rng = np.random.default_rng(3)
     items = []
     for k in range(3):
         shape = (6 + k, 7, 5)
-        lr = rng.normal(0.7e-3, 0.3e-3, shape + (6,)) * np.where(training.DIAG, 1.0, 0.2)
+        lr = rng.normal(0.7e-3, 0.3e-3, shape + (6,)) * np.where(training_data.DIAG, 1.0, 0.2)
         lr[0] = 0.0  # a plane of missing input: not brain
         mask = rng.random(shape) > 0.3
-        res = rng.normal(0.0, 1e-4, (2 * shape[0], 14, 10, 6)).astype(training.RESIDUAL_DTYPE)
+        res = rng.normal(0.0, 1e-4, (2 * shape[0], 14, 10, 6)).astype(training_data.RESIDUAL_DTYPE)
         w = rng.random(res.shape[:3]) > 0.5
-        items.append(training.TrainItem("s", (0, 0, 0), np.pad(lr, [(2, 2)] * 3 + [(0, 0)]), res, w & (rng.random(w.shape) > 0.2),
+        items.append(training_data.TrainItem("s", (0, 0, 0), np.pad(lr, [(2, 2)] * 3 + [(0, 0)]), res, w & (rng.random(w.shape) > 0.2),
                                         w & (rng.random(w.shape) > 0.8), np.zeros((0, 3), int), np.zeros((0, 3), int),
                                         lr_mask=mask, halo=2))
     lr_all = np.concatenate([it.inner()[(np.abs(it.inner()).sum(-1) > 0) & it.lr_mask] for it in items]).astype(np.float64)
     res_all = np.concatenate([it.res[it.weight | it.val_weight] for it in items]).astype(np.float64)
-    d = training.DIAG
+    d = training_data.DIAG
     mean = lr_all[:, d].mean()
     for kind in ("metric", "per-element"):
-        norm = training.fit_normalisation(items, kind)
+        norm = training_data.fit_normalisation(items, kind)
         np.testing.assert_allclose(norm["in_mean"], np.where(d, mean, 0.0), rtol=1e-9)
         np.testing.assert_allclose(norm["in_scale"], np.where(d, (lr_all[:, d] - mean).std(),
                                                               np.sqrt((lr_all[:, ~d] ** 2).mean())), rtol=1e-9)
@@ -621,16 +621,16 @@ def test_normalisation_statistics_are_those_of_all_the_brain_values_at_once():
 def test_validation_patches_are_made_a_chunk_at_a_time_in_a_fixed_order(small_subject):
     """The CNNs' validation set holds (item, corner) picks; its chunks are the patches `patch_at` makes, in the same
     order every time (so the validation loss is what one stacked array gave), and a chunk is at most its size."""
-    from ImageQualityTransferLib.methods.cnn import training
+    from ImageQualityTransferLib.methods.cnn import training_data
 
-    items = training.load_items([small_subject], 2, patch=6)
-    norm = training.fit_normalisation(items)
-    sampler = training.Sampler(items, norm, 2, 6, 0)
+    items = training_data.load_items([small_subject], 2, patch=6)
+    norm = training_data.fit_normalisation(items)
+    sampler = training_data.Sampler(items, norm, 2, 6, 0)
     val = sampler.validation(3, seed=0)
     assert 0 < len(val) <= 3 * len(items)
     chunks = list(val.chunks(5))
     assert [len(c[0]) for c in chunks[:-1]] == [5] * (len(chunks) - 1) and sum(len(c[0]) for c in chunks) == len(val)
-    again = list(training.Sampler(items, norm, 2, 6, 0).validation(3, seed=0).chunks(7))
+    again = list(training_data.Sampler(items, norm, 2, 6, 0).validation(3, seed=0).chunks(7))
     for a, b in zip((np.concatenate([c[k].numpy() for c in chunks]) for k in range(3)),
                     (np.concatenate([c[k].numpy() for c in again]) for k in range(3))):
         np.testing.assert_array_equal(a, b)
@@ -641,17 +641,17 @@ def test_validation_patches_are_made_a_chunk_at_a_time_in_a_fixed_order(small_su
 def test_validation_set_is_capped_in_total_and_keeps_every_item(small_subject):
     """Evaluated every epoch, the validation set holds at most `total` patches (a x3 set of 12 patches per item took
     as long as the epoch's training), at least one from each item with a held-out slab; uncapped it is as before."""
-    from ImageQualityTransferLib.methods.cnn import training
+    from ImageQualityTransferLib.methods.cnn import training_data
 
-    items = training.load_items([small_subject], 2, patch=6)
-    sampler = training.Sampler(items, training.fit_normalisation(items), 2, 6, 0)
+    items = training_data.load_items([small_subject], 2, patch=6)
+    sampler = training_data.Sampler(items, training_data.fit_normalisation(items), 2, 6, 0)
     held = [it for it in items if len(it.val_corners)]
     full = sampler.validation(3, seed=0)
     capped = sampler.validation(3, seed=0, total=len(held))
     assert len(capped) == len(held) < len(full)
     assert {id(it) for it, _ in capped.picks} == {id(it) for it in held}
     assert [c.tolist() for _, c in sampler.validation(3, seed=0, total=10 ** 6).picks] == [c.tolist() for _, c in full.picks]
-    assert training.DEFAULTS["val_total"] >= 96 * training.DEFAULTS["val_patches"]  # the x2 trainings' sets (96 items) whole
+    assert training_data.DEFAULTS["val_total"] >= 96 * training_data.DEFAULTS["val_patches"]  # the x2 trainings' sets (96 items) whole
 
 
 def test_reference_noise_items_loss_and_augmentation(small_subject):
@@ -662,19 +662,20 @@ def test_reference_noise_items_loss_and_augmentation(small_subject):
     from ImageQualityTransferLib.dmri import degrade as deg
     from ImageQualityTransferLib.dmri import fit_noise
     from ImageQualityTransferLib.dmri.subject import as_subject
-    from ImageQualityTransferLib.methods.cnn import training
+    from ImageQualityTransferLib.methods.cnn import training_data
+    from ImageQualityTransferLib.core.orientation import Reorientation
 
-    items = training.load_items([small_subject], 2, patch=6, reference_noise=True)
-    plain = training.load_items([small_subject], 2, patch=6)
+    items = training_data.load_items([small_subject], 2, patch=6, reference_noise=True)
+    plain = training_data.load_items([small_subject], 2, patch=6)
     assert all(it.ref_std is not None for it in items) and all(it.ref_std is None for it in plain)
     subject = as_subject(small_subject)  # stored LAS: the items are on canonical axes, bvecs and tensors turned with them
-    reo = training.Reorientation.to_canonical(subject.dwi.affine)
+    reo = Reorientation.to_canonical(subject.dwi.affine)
     dwi, truth = reo.apply(subject.dwi), reo.apply(subject.tensor).data
-    weight = reo.apply(subject.mask).data.astype(bool) & training.tensors.plausible(truth)
+    weight = reo.apply(subject.mask).data.astype(bool) & tensors.plausible(truth)
     std = np.nan_to_num(fit_noise.noise_floor(dwi.data, dwi.bvals, dwi.bvecs, truth, weight))
     stored = np.nan_to_num(fit_noise.noise_floor(subject.dwi.data, subject.dwi.bvals, subject.dwi.bvecs,
                                                  subject.tensor.data, subject.mask.data.astype(bool)
-                                                 & training.tensors.plausible(subject.tensor.data)))
+                                                 & tensors.plausible(subject.tensor.data)))
     np.testing.assert_allclose(std, stored[::-1], rtol=1e-6, atol=1e-12)  # the x flip moves no element but its voxel
     it = items[-1]
     np.testing.assert_allclose(it.ref_std, deg.hr_crop(std, 2, it.shift), rtol=1e-5, atol=1e-12)
@@ -697,26 +698,26 @@ def test_reference_noise_items_loss_and_augmentation(small_subject):
     rng = np.random.default_rng(0)
     s = torch.from_numpy(rng.uniform(0.1, 1.0, (2, 6, 4, 5, 3)).astype(np.float32))
     w = torch.ones(2, 4, 5, 3)
-    for perm, signs, p in training.SIGNED_PERMUTATIONS[::7]:
+    for perm, signs, p in training_data.SIGNED_PERMUTATIONS[::7]:
         if perm[2] != 2:
             continue
-        as_tensor, _ = training.augment_batch([s, w], perm, signs, p)
-        _, moved = training.augment_batch([w, s], perm, signs, p, magnitudes=1)
+        as_tensor, _ = training_data.augment_batch([s, w], perm, signs, p)
+        _, moved = training_data.augment_batch([w, s], perm, signs, p, magnitudes=1)
         torch.testing.assert_close(moved, as_tensor.abs())
         assert (moved > 0).all()
 
 
 def test_a_tiny_training_with_reference_noise_runs_and_is_recorded(small_subject):
-    from ImageQualityTransferLib.methods.cnn import training
+    from ImageQualityTransferLib.methods.cnn import training, training_data
 
-    items = training.load_items([small_subject], 2, patch=6, reference_noise=True)
+    items = training_data.load_items([small_subject], 2, patch=6, reference_noise=True)
     kw = dict(method="espcn-hetero", epochs=4, iters_per_epoch=6, batch_size=4, patch=6, val_patches=4, patience=10,
               progress=False)
     net, meta, hist = training.train(items, reference_noise=True, **kw)
     assert meta["training"]["options"]["reference_noise"] is True
     assert all(np.isfinite(h["val_loss"]) for h in hist)
     with pytest.raises(IQTError, match="prepare the training items"):
-        training.train(training.load_items([small_subject], 2, patch=6), reference_noise=True, **kw)
+        training.train(training_data.load_items([small_subject], 2, patch=6), reference_noise=True, **kw)
     with pytest.raises(IQTError, match="heteroscedastic loss only"):
         training.train(items, reference_noise=True, **{**kw, "method": "espcn"})
 

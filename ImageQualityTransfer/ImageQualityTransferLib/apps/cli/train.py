@@ -198,7 +198,7 @@ def run(args):
     if args.device != "cpu" and not cls.requires_torch:
         raise IQTError(f"--device applies to the CNN methods, not {args.method!r}; drop it")
     if args.nproc > 1:  # said before any data are prepared or processes start
-        from ...methods.cnn.training import DEFAULTS
+        from ...methods.cnn.training_data import DEFAULTS
 
         if DEFAULTS["batch_size"] % args.nproc:
             raise IQTError(f"--nproc {args.nproc}: a batch of {DEFAULTS['batch_size']} patches does not split over "

@@ -57,13 +57,13 @@ class CNNMethod(LearnedMethod):
         return ("std", "std_intrinsic", "std_parameter", "md_std", "fa_std") + (("direction",) if direction else ())
 
     def fit_options(self):
-        from .training import DEFAULTS
+        from .training_data import DEFAULTS
 
         return ("epochs", "minutes", "threads", "init", "checkpoint", "input_unit", *DEFAULTS)
 
     def _fit(self, subjects, r, *, seed, log, progress, epochs=None, minutes=None, threads=None, init=None, **settings):
         """Degraded training volumes from every subject (every block shift), then the family's trainer."""
-        from . import networks, require_torch, training
+        from . import networks, require_torch, training, training_data
         from .model_io import LoadedModel
 
         require_torch()
@@ -83,9 +83,9 @@ class CNNMethod(LearnedMethod):
         if ck is not None and Path(ck).exists():  # a damaged one, or another run's, refused before the data are prepared
             training.load_checkpoint(ck, self.name, r, seed)
         t0 = time.perf_counter()
-        randomised = settings.get("randomise", training.DEFAULTS["randomise"])
-        items = training.load_items(subjects, r, log=log, randomise_seed=seed if randomised else None,
-                                    variants=int(settings.get("variants", training.DEFAULTS["variants"])),
+        randomised = settings.get("randomise", training_data.DEFAULTS["randomise"])
+        items = training_data.load_items(subjects, r, log=log, randomise_seed=seed if randomised else None,
+                                    variants=int(settings.get("variants", training_data.DEFAULTS["variants"])),
                                     subsets=float(settings.get("subset_fraction", 0.0)),
                                     noise=float(settings.get("noise_fraction", 0.0)),
                                     halo=networks.halo_of(self.name),

@@ -10,7 +10,7 @@ covers are in the high-res brain mask with a plausible fit (`tensors.plausible`)
 reference block minus the cubic B-spline interpolation of the low-res input at those r^3 voxels. Examples
 are subsampled at `rate` with a seeded generator, so a library is reproducible from its seed. With `flips`, each
 example is then turned by one of the grid's flips and equal-factor swaps (`methods/symmetry.py`), drawn from the
-same generator, as the CNNs' batches are (`methods/cnn/training.py`, `augment_batch`); the split features are
+same generator, as the CNNs' batches are (`methods/cnn/training_data.py`, `augment_batch`); the split features are
 invariant to these, the patch, its missing map and the target block move with them.
 """
 

@@ -257,7 +257,7 @@ def test_library_versions_of_a_copy_without_its_metadata_come_from_the_module(mo
 
     import nibabel
 
-    from ImageQualityTransferLib.methods.base import library_versions
+    from ImageQualityTransferLib.methods.learned import library_versions
 
     real = metadata.version
 

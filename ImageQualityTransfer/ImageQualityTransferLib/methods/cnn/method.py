@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import IQTError
-from ..base import LearnedMethod
+from ..learned import LearnedMethod
 from ..context import raise_where_filled
 from ..inputs import clip_input
 

@@ -111,7 +111,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     """Train a network on prepared items (on every process of a torch.distributed group, if one is initialised);
     with `checkpoint`, save after every epoch and resume from it when it exists. Returns (net in eval mode, sidecar
     metadata, history). `device` ("cpu", "cuda", "auto"): where the network trains (batches are drawn on the CPU);
-    with several processes, the CPU only (gloo). `data`: the subjects' files as `base.data_record` gives them, which a
+    with several processes, the CPU only (gloo). `data`: the subjects' files as `learned.data_record` gives them, which a
     checkpoint must have been trained on to be resumed."""
     run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint, device,
                     options, data)

@@ -7,7 +7,7 @@ numpy only: every patch is routed down each tree at once and the leaf models are
 
 from __future__ import annotations
 
-from ..base import LearnedMethod
+from ..learned import LearnedMethod
 
 
 class ForestMethod(LearnedMethod):

@@ -150,6 +150,9 @@ class ImageQualityTransferParameterNode:
     outputVolume - high-resolution tensor output (created when empty).
     uncertaintyVolume - uncertainty map output (created when the method gives one).
     interpolatedVolume - cubic interpolation of the input, for comparison.
+    resultVolume, resultUncertainty, resultInterpolated - the last run's tensor, uncertainty and interpolated nodes,
+        which Compare, Send to tractography and the opacity act on: kept here, so that they are saved with the scene,
+        and dropped when their node leaves it (never another scene's node that took the same ID).
     """
 
     inputVolume: Union[vtkMRMLDiffusionTensorVolumeNode, vtkMRMLDiffusionWeightedVolumeNode, None]
@@ -168,6 +171,9 @@ class ImageQualityTransferParameterNode:
     outputVolume: vtkMRMLDiffusionTensorVolumeNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
     interpolatedVolume: vtkMRMLDiffusionTensorVolumeNode
+    resultVolume: vtkMRMLDiffusionTensorVolumeNode
+    resultUncertainty: vtkMRMLScalarVolumeNode
+    resultInterpolated: vtkMRMLDiffusionTensorVolumeNode
 
 
 #
@@ -323,6 +329,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._running:  # the run's input is closing with its scene: stop the run (the engine adds no output to
+            self._cancelRequested = True  # a scene its input has left, slicer/processing.py)
+        self._lastResult = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -506,7 +515,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.applyButton.toolTip = _("Super-resolve the input volume ({factors})").format(
                 factors=factorsText(self._factors))
             self.ui.applyButton.enabled = True
-        result = self._lastResult or {}
+        result = self._result()
         self.ui.compareButton.enabled = bool(result.get("tensor") and result.get("interpolated")
                                              and result["tensor"].GetID() != result["interpolated"].GetID())
         self.ui.compareButton.toolTip = (
@@ -582,6 +591,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     # the output selectors are left as they are: results are named after the method, so the next
                     # run with another method makes (or reuses) that method's nodes instead of overwriting these
                     self._lastResult = nodes
+                    p.resultVolume = nodes["tensor"]
+                    p.resultUncertainty = nodes.get("uncertainty")
+                    p.resultInterpolated = nodes.get("interpolated")
                     self.logic.showResults(nodes, opacity=p.uncertaintyOpacity, shared=p.sharedColourScale)
                     name = nodes["tensor"].GetName()
                     notes = nodes["tensor"].GetAttribute(self.logic.notesAttribute())
@@ -603,23 +615,34 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         slicer.app.processEvents()
         return not self._cancelRequested
 
+    def _result(self) -> dict:
+        """The last run's nodes: this session's run (with every uncertainty map) while its output is the parameter
+        node's, else those the parameter node keeps (a saved scene opened again); none once its output left the scene."""
+        p = self._parameterNode
+        tensor = p.resultVolume if p else None
+        if not tensor:
+            return {}
+        if self._lastResult and self._lastResult.get("tensor") is tensor:
+            return self._lastResult
+        return {"tensor": tensor, "uncertainty": p.resultUncertainty, "interpolated": p.resultInterpolated}
+
     # ---------------------------------------------------------------- display
 
     def onOpacityChanged(self, value: float) -> None:
-        self.logic.setUncertaintyOpacity(value, self._lastResult)
+        self.logic.setUncertaintyOpacity(value, self._result())
 
     def onSharedScaleToggled(self, shared: bool) -> None:
         self.logic.setSharedColourScale(bool(shared))
 
     def onCompareButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
-            result = self._lastResult or {}
+            result = self._result()
             self.logic.showComparison(result.get("interpolated"), result.get("tensor"), result.get("uncertainty"),
                                       opacity=self._parameterNode.uncertaintyOpacity)
 
     def onTractographyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot start tractography seeding."), waitCursor=True):
-            self.logic.sendToTractography((self._lastResult or {}).get("tensor"))
+            self.logic.sendToTractography(self._result().get("tensor"))
 
     def onInstallTorchButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("PyTorch installation failed."), waitCursor=True):
@@ -856,7 +879,9 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         averageFlips: learned methods averaged over the input's axis flips and in-plane swap (engine `--tta`).
         excludeOutliers: a DWI input is fitted without the slices and volumes the tensor model does not fit (engine
         `iqt fit --exclude-outliers`), and its note says what was left out; nothing for a DTI input.
-        progressCallback(fraction, message) may return False to cancel. With a main window every method runs in a
+        progressCallback(fraction, message): fraction in [0, 1]; while a separate process works it is also called about
+        ten times a second with the last fraction and message None, so that a GUI can process its events; it may
+        return False to cancel. With a main window every method runs in a
         separate PythonSlicer process, so that the GUI stays live (a forest run in-process held it up to 2 s between
         progress calls on a 3 mm scan), and Cancel kills it; in batch mode (no main window) only the torch
         methods do. separateProcess overrides either.
@@ -877,9 +902,12 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError(_("The method '{method}' needs PyTorch: install the PyTorch extension and press "
                                      "'Install PyTorch' in the Advanced section").format(method=method))
         cancelled = [False]
+        last = [0.0]
 
         def progress(fraction, message):
-            if progressCallback is not None and progressCallback(fraction, message) is False:
+            if fraction is not None:  # None: the engine's heartbeat, which keeps the bar where it is
+                last[0] = fraction
+            if progressCallback is not None and progressCallback(last[0], message) is False:
                 cancelled[0] = True
             if message:
                 logging.info(f"ImageQualityTransfer: {message}")

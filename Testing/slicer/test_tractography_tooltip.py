@@ -38,7 +38,7 @@ def _panel(dmri):
         _updateUpsampling=lambda: None, _updateMethodGui=lambda: None, _updateExcludeOutliers=lambda: None,
         _running=False, _parameterNode=types.SimpleNamespace(inputVolume=object()), _methods=[{"name": "cubic"}],
         _factors=(2, 2, 2), _factorsError="",
-        _lastResult={"tensor": tensor, "interpolated": None})
+        _result=lambda: {"tensor": tensor, "interpolated": None})
 
 
 def test_the_tractography_tooltip_follows_whether_slicerdmri_is_there():

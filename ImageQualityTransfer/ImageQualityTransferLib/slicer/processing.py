@@ -349,6 +349,17 @@ def in_module_words(text: str) -> str:
     return "".join(parts)
 
 
+def _check_still_in(scene, input_node, mask_node, targets: dict) -> None:
+    """`Cancelled` where the input, the mask or an output node to fill left `scene` while the method ran (the scene
+    was closed, the node deleted): a result added now would land in another patient's scene, or be lost."""
+    gone = [what for what, node in (("input volume", input_node), ("brain mask", mask_node),
+                                    *((f"{key} output", node) for key, node in targets.items()))
+            if node is not None and not isinstance(node, bool) and not scene.IsNodePresent(node)]
+    if gone:
+        raise Cancelled(f"the {' and the '.join(gone)} left the scene while it was processed (the scene was closed or "
+                        "the node deleted); no output was created")
+
+
 def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate, tta, targets,
                   progress, cancel, python_executable, exclude_outliers=False) -> dict:
     if input_node is None:
@@ -372,6 +383,7 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
         results = predict_volumes(lr, request, mask, progress, cancel)
     report_progress(progress, OUTPUT_PROGRESS, "creating output nodes")
     check_cancel(cancel)  # pressed as the method ended: still no output
+    _check_still_in(scene, input_node, mask_node, targets or {})
     base = input_node.GetName() or "dti"
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)
     notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)

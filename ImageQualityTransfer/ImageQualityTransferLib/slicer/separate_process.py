@@ -166,8 +166,8 @@ def _run_worker(args, progress, cancel) -> dict:
             if msg.get("done"):
                 summary = msg
     finally:
-        if proc.poll() is None:
-            proc.wait()
+        if proc.poll() is None:  # left early (Ctrl-C, a progress callback that raised): the worker must not run on
+            stop_process_tree(proc)
         t_err.join(timeout=5)
     if error:
         raise IQTError(error)

@@ -1,0 +1,160 @@
+"""A module run whose world changes under it (a Slicer reviewer's audit): the scene closed or the input deleted while
+the method runs adds nothing to the scene (it had put the old patient's result into the next patient's scene); a
+progress callback that raises, or Ctrl-C in a batch script, stops the worker process at once (the run had waited
+for the worker to finish); the Logic's callback always gets a number; and the panel's last result is the parameter
+node's, so a closed scene's nodes are never acted on and a reopened scene's are."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.core.volume import Volume
+
+from helpers import REPO, random_tensors
+
+MODULE_PY = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
+
+
+def _class_method(cls_name, name, **space):
+    tree = ast.parse(MODULE_PY.read_text())
+    cls = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == cls_name)
+    fn = next(f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == name)
+    fn.decorator_list = []
+    namespace = {"Optional": None, **space}
+    exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), namespace)
+    return namespace[name]
+
+
+# ---------------------------------------------------------------- the engine, on a real vtkMRMLScene
+
+
+@pytest.fixture
+def scene_and_node():
+    slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+    from ImageQualityTransferLib.slicer import mrml
+
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, Volume(random_tensors((6, 7, 5), seed=1), np.diag([2.0, 2.0, 2.0, 1.0]),
+                                              "tensor"), "in")
+    return scene, node
+
+
+def _volumes(scene):
+    return [scene.GetNthNode(i).GetName() for i in range(scene.GetNumberOfNodes())
+            if scene.GetNthNode(i).IsA("vtkMRMLVolumeNode")]
+
+
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+@pytest.mark.parametrize("how", ["scene closed", "input deleted"])
+def test_a_run_whose_input_leaves_the_scene_adds_nothing(scene_and_node, how):
+    from ImageQualityTransferLib.slicer import processing
+
+    scene, node = scene_and_node
+
+    def progress(fraction, message):
+        if message == "cubic":  # the method is running
+            scene.Clear(0) if how == "scene closed" else scene.RemoveNode(node)
+
+    with pytest.raises(processing.Cancelled) as err:
+        processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True, progress=progress)
+    assert "input volume left the scene" in str(err.value) and "no output was created" in str(err.value)
+    assert _volumes(scene) == []
+
+
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+def test_a_run_whose_input_stays_makes_its_nodes(scene_and_node):
+    from ImageQualityTransferLib.slicer import processing
+
+    scene, node = scene_and_node
+    nodes = processing.run_on_nodes(scene, node, "cubic", 2)
+    assert scene.IsNodePresent(nodes["tensor"]) and nodes["tensor"].GetName() in _volumes(scene)
+
+
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+def test_a_progress_callback_that_raises_stops_the_worker_process(scene_and_node, monkeypatch):
+    from ImageQualityTransferLib.slicer import processing, separate_process
+
+    scene, node = scene_and_node
+    started = []
+    popen = subprocess.Popen
+
+    def recording(*a, **k):
+        started.append(popen(*a, **k))
+        return started[-1]
+
+    monkeypatch.setattr(separate_process.subprocess, "Popen", recording)
+
+    def progress(fraction, message):
+        if started and fraction is None:  # the worker runs: the caller's callback fails
+            raise RuntimeError("the caller's callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        processing.run_on_nodes(scene, node, "cubic", 2, progress=progress, python_executable=sys.executable)
+    proc = started[0]
+    assert proc.returncode is not None and proc.returncode < 0  # stopped by a signal, not run to its end
+    assert _volumes(scene) == ["in"]
+
+
+# ---------------------------------------------------------------- the module file (the Logic and the panel need Slicer)
+
+
+def test_the_logic_s_callback_always_gets_a_fraction():
+    """The engine's heartbeat (None, None) reaches the Logic's caller as the last fraction: `f"{f:.0%}"` works."""
+    calls = []
+
+    class Engine:
+        @staticmethod
+        def method_needs_torch(method):
+            return False
+
+        @staticmethod
+        def method_info(method):
+            return {"learned": True}
+
+        @staticmethod
+        def run_on_nodes(*a, progress, **k):
+            for fraction, message in ((None, None), (0.0, "reading"), (None, None), (0.4, "cubic"), (None, None)):
+                progress(fraction, message)
+            return {"tensor": None}
+
+    logic = types.SimpleNamespace(engine=lambda: Engine, _batch=lambda: True, torchAvailable=lambda: True,
+                                  pythonSlicerExecutable=lambda: "PythonSlicer", engineError=lambda: RuntimeError)
+    process = _class_method("ImageQualityTransferLogic", "process", _=lambda text: text,
+                            logging=types.SimpleNamespace(info=lambda *a: None), slicer=types.SimpleNamespace(mrmlScene=None))
+    process(logic, object(), method="cubic", progressCallback=lambda f, m: calls.append((f"{f:.0%}", m)))
+    assert calls == [("0%", None), ("0%", "reading"), ("0%", None), ("40%", "cubic"), ("40%", None)]
+
+
+def _panel(parameter_node, last=None, running=False):
+    return types.SimpleNamespace(_parameterNode=parameter_node, _lastResult=last, _running=running,
+                                 _cancelRequested=False, setParameterNode=lambda p: None)
+
+
+def test_the_panel_s_last_result_is_the_parameter_node_s():
+    result = _class_method("ImageQualityTransferWidget", "_result")
+    tensor, unc, cubic = object(), object(), object()
+    run = {"tensor": tensor, "uncertainty": unc, "interpolated": cubic, "uncertainties": {"std": unc}}
+    kept = types.SimpleNamespace(resultVolume=tensor, resultUncertainty=unc, resultInterpolated=cubic)
+    assert result(_panel(kept, run)) is run  # this session's run, with every map
+    # a saved scene opened again: what the parameter node kept
+    assert result(_panel(kept)) == {"tensor": tensor, "uncertainty": unc, "interpolated": cubic}
+    # the output left the scene (MRML drops the reference): nothing to compare or to send to tractography
+    gone = types.SimpleNamespace(resultVolume=None, resultUncertainty=None, resultInterpolated=None)
+    assert result(_panel(gone, run)) == {}
+    assert result(_panel(None, run)) == {}  # the scene closed
+
+
+def test_closing_the_scene_cancels_the_run_and_forgets_its_result():
+    close = _class_method("ImageQualityTransferWidget", "onSceneStartClose")
+    panel = _panel(object(), last={"tensor": object()}, running=True)
+    close(panel, None, None)
+    assert panel._cancelRequested is True and panel._lastResult is None
+    idle = _panel(object(), last={"tensor": object()})
+    close(idle, None, None)
+    assert idle._cancelRequested is False and idle._lastResult is None

@@ -38,3 +38,46 @@ def test_another_unit_is_still_refused_with_failed_fits_in_it(factor, said):
     t = _brain_with_failed_fits() * factor
     with pytest.raises(IQTError, match=rf"not in mm\^2/s.*multiply them by {said}"):
         tensor_checks.check_scale(t)
+
+
+@pytest.mark.parametrize("factor", [10, 20])
+def test_ten_times_mm2_per_s_is_refused_with_the_factor(factor):
+    """Tensors in 1e-4 mm^2/s (ten times too large) had passed the check, every brain voxel then a failed fit, and gave
+    an answer in neither unit (an input audit): no brain's median MD reaches free water's."""
+    t = _brain_with_failed_fits(share=0.0) * factor
+    with pytest.raises(IQTError, match=r"not in mm\^2/s.*multiply them by 1e-1 "):
+        tensor_checks.check_scale(t)
+    tensor_checks.check_scale(_brain_with_failed_fits(share=0.0) * 2.5)  # a brain of CSF-like MD is still a brain
+
+
+def _mostly_failed(share, n=4000):
+    """A brain in mm^2/s by its median MD whose tensors are mostly failed fits (an eigenvalue past 5e-3)."""
+    t = _brain_with_failed_fits(n=n, share=0.0).reshape(-1, 6)
+    bad = np.random.default_rng(1).choice(n, int(share * n), replace=False)
+    t[bad] = [6e-3, 0, 0.2e-3, 0, 0, 0.2e-3]  # MD 2.1e-3
+    return Volume(t.reshape(40, -1, 1, 6).astype(np.float32), np.eye(4), "tensor")
+
+
+def test_an_input_mostly_of_failed_fits_is_refused_not_filled():
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    mask = Volume(np.ones((40, 100, 1), bool), np.eye(4), "mask")
+    lr = _mostly_failed(0.6)
+    check_tensor_input(lr, mask)  # its unit reads as mm^2/s
+    with pytest.raises(IQTError, match=r"2400 of the 4000 tensors in the mask \(60 %\) are failed fits.*check its unit"):
+        drop_failed_fits(lr, mask)
+    with pytest.warns(Warning, match="1600 voxels in the mask hold a failed fit"):
+        drop_failed_fits(_mostly_failed(0.4), mask)  # many, not most: filled from the others, and said
+
+
+def test_upsample_refuses_tensors_ten_times_too_large_with_nothing_written(tmp_path, capsys):
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.fileio import save_tensor
+
+    src = tmp_path / "x10.nii.gz"
+    save_tensor(Volume(_brain_with_failed_fits(share=0.0).astype(np.float32) * 10, np.eye(4), "tensor"), src)
+    out = tmp_path / "out.nii.gz"
+    assert main(["upsample", str(src), "--method", "cubic", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "multiply them by 1e-1 to get mm^2/s" in err[0]
+    assert not out.exists()

@@ -94,3 +94,31 @@ def test_bad_files_raise_iqt_error(tmp_path):
     bad_space.write_bytes(head.replace(b"space: right-anterior-superior", b"space: scanner-xyz") + b"\n\n" + body)
     with pytest.raises(IQTError, match="space 'scanner-xyz' is not supported"):
         load_tensor_nrrd(bad_space)
+
+
+# ---------------------------------------------------------------- masks
+
+
+@pytest.mark.parametrize("key", sorted(AFFINES))
+def test_a_slicer_label_map_nrrd_is_read_as_the_mask_of_its_tensor_nrrd(tmp_path, key):
+    """A label map saved by Slicer beside its tensor NRRD (LPS space, short labels) is a mask on the tensors' grid; it
+    was refused as "NRRD is read only for tensor volumes" (input audit)."""
+    vol = tensor_volume(key, seed=4)
+    save_tensor_nrrd(vol, tmp_path / "dti.nrrd")
+    labels = np.zeros(SHAPE, np.int16)
+    labels[1:-1, 2:-1, 1:] = 1
+    lps = np.diag([-1.0, -1.0, 1.0])
+    nrrd.write(str(tmp_path / "mask.nrrd"), labels, {
+        "space": "left-posterior-superior", "space directions": (lps @ vol.affine[:3, :3]).T,
+        "space origin": lps @ vol.affine[:3, 3], "kinds": ["domain"] * 3})
+    tensor = fileio.load_tensor(tmp_path / "dti.nrrd")
+    mask = fileio.load_mask(tmp_path / "mask.nrrd", reference=tensor)
+    np.testing.assert_array_equal(mask.data, labels > 0)
+    np.testing.assert_allclose(mask.affine, tensor.affine, atol=1e-9)
+    flipped = tmp_path / "flipped.nrrd"  # the same voxels stored along another direction land on the same voxels
+    nrrd.write(str(flipped), labels[::-1], {
+        "space": "left-posterior-superior", "space directions": (lps @ (vol.affine[:3, :3] @ np.diag([-1.0, 1, 1]))).T,
+        "space origin": lps @ (vol.affine[:3, :3] @ [SHAPE[0] - 1, 0, 0] + vol.affine[:3, 3]), "kinds": ["domain"] * 3})
+    np.testing.assert_array_equal(fileio.load_mask(flipped, reference=tensor).data, labels > 0)
+    with pytest.raises(IQTError, match="not a 3D label map"):
+        fileio.load_mask(tmp_path / "dti.nrrd")

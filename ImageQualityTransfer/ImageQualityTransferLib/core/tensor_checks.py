@@ -100,9 +100,14 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         raise IQTError(f"the {what} tensors are all one and the same isotropic value (MD {scale:g} mm^2/s): the floor "
                        "a DTI fit clips its eigenvalues at where it found no signal to fit, not a unit; refit the DWI "
                        "after checking its b0 volumes (a blank one, or one of another series)")
-    if big > 0.1 or scale > 0.05 or scale < 1e-5:
+    if big > 0.1 or scale > MAX_MEDIAN_MD or scale < 1e-5:
         raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (median MD {scale:g}, 99th percentile of "
                        f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
+
+
+# No brain's median MD reaches free water's at body temperature (3.0e-3 mm^2/s): a volume ten times too large (1e-4
+# mm^2/s units) had passed, every voxel then a failed fit, and gave an answer in neither unit (an input audit)
+MAX_MEDIAN_MD = 3.5e-3
 
 
 def _mostly_one_isotropic(lam: np.ndarray) -> bool:

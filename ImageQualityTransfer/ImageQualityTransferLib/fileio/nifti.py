@@ -112,7 +112,7 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
     if is_nrrd(path):
-        raise IQTError(f"{path}: NRRD is read only for tensor volumes; give a NIfTI (.nii/.nii.gz) file here")
+        raise IQTError(f"{path}: NRRD is read only for tensor volumes and masks; give a NIfTI (.nii/.nii.gz) file here")
     if path.is_dir():
         raise IQTError(f"{path}: is a folder; give a NIfTI (.nii/.nii.gz) file")
     kind = not_a_file(path)

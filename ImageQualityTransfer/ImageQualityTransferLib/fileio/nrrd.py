@@ -198,6 +198,60 @@ def _read_bounded(nrrd, header: dict, fh, path: Path):
     return nrrd.read_data(plain, io.BytesIO(raw[byte_skip:]), None, index_order="F")
 
 
+def _geometry(hdr: dict, domain: list, rax, path: Path):
+    """(voxel->RAS affine, the space's sign flips to RAS, the space's name) of the image axes `domain`; `rax`: the
+    axis of components (no direction), or None for a scalar image."""
+    space = hdr.get("space")
+    if space is None:
+        flip = np.ones(3)  # no named space: taken as RAS, as Slicer's reader does
+    else:
+        key = str(space).strip().lower()
+        if key not in SPACES:
+            raise IQTError(
+                f"{path}: space '{space}' is not supported; tensors need an anatomical space "
+                f"(right-anterior-superior, left-anterior-superior or left-posterior-superior); re-save from Slicer"
+            )
+        flip = np.asarray(SPACES[key])
+    affine = np.eye(4)
+    if "space directions" in hdr:
+        dirs = np.asarray(hdr["space directions"], dtype=np.float64)
+        if dirs.shape != (len(domain) + (rax is not None), 3):
+            raise IQTError(f"{path}: 'space directions' must be 3D vectors for a 3D volume, got shape {dirs.shape}")
+        if rax is not None and np.all(np.isfinite(dirs[rax])):
+            raise IQTError(
+                f"{path}: the tensor axis has a space direction; it must be 'none' (only the 3 image axes have one)"
+            )
+        cols = dirs[domain].T
+        if not np.all(np.isfinite(cols)):
+            raise IQTError(f"{path}: an image axis has space direction 'none'; every image axis needs a direction vector")
+        affine[:3, :3] = flip[:, None] * cols
+    elif "spacings" in hdr:
+        sp = np.asarray(hdr["spacings"], dtype=np.float64)[domain]
+        affine[:3, :3] = np.diag(np.where(np.isfinite(sp), sp, 1.0))
+    if "space origin" in hdr:
+        origin = np.asarray(hdr["space origin"], dtype=np.float64).ravel()
+        if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+            raise IQTError(f"{path}: 'space origin' {hdr['space origin']} is not a finite 3D point")
+        affine[:3, 3] = flip * origin
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise IQTError(f"{path}: the space directions {affine[:3, :3].tolist()} are degenerate (zero volume voxels)")
+    return affine, flip, space
+
+
+def load_scalar_nrrd(path) -> tuple[np.ndarray, np.ndarray]:
+    """(3D data, voxel->RAS affine) of a scalar NRRD, such as a label map Slicer saved beside its tensor volume."""
+    path = Path(path)
+    if not path.exists():
+        raise IQTError(f"{path}: file not found; check the path")
+    data, hdr = _read(path)
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise IQTError(f"{path}: this NRRD holds a {data.ndim}D array of sizes {list(data.shape)}, not a 3D label map; "
+                       "save the mask from Slicer as a label map (.nrrd or .nii.gz)")
+    affine, _, _ = _geometry(hdr, [0, 1, 2], None, path)
+    return data, affine
+
+
 def load_tensor_nrrd(path) -> Volume:
     """Tensor volume from a NRRD file, components re-expressed in the voxel axes (see module docstring)."""
     path = Path(path)
@@ -233,43 +287,9 @@ def load_tensor_nrrd(path) -> Volume:
             f"re-save the tensor volume from Slicer"
         )
     domain = [i for i in range(4) if i != rax]
+    affine, flip, space = _geometry(hdr, domain, rax, path)
 
-    # world space and geometry
-    space = hdr.get("space")
-    if space is None:
-        flip = np.ones(3)  # no named space: taken as RAS, as Slicer's reader does
-    else:
-        key = str(space).strip().lower()
-        if key not in SPACES:
-            raise IQTError(
-                f"{path}: space '{space}' is not supported; tensors need an anatomical space "
-                f"(right-anterior-superior, left-anterior-superior or left-posterior-superior); re-save from Slicer"
-            )
-        flip = np.asarray(SPACES[key])
-    affine = np.eye(4)
-    if "space directions" in hdr:
-        dirs = np.asarray(hdr["space directions"], dtype=np.float64)
-        if dirs.shape != (4, 3):
-            raise IQTError(f"{path}: 'space directions' must be 3D vectors for a 3D volume, got shape {dirs.shape}")
-        if np.all(np.isfinite(dirs[rax])):
-            raise IQTError(
-                f"{path}: the tensor axis has a space direction; it must be 'none' (only the 3 image axes have one)"
-            )
-        cols = dirs[domain].T
-        if not np.all(np.isfinite(cols)):
-            raise IQTError(f"{path}: an image axis has space direction 'none'; every image axis needs a direction vector")
-        affine[:3, :3] = flip[:, None] * cols
-    elif "spacings" in hdr:
-        sp = np.asarray(hdr["spacings"], dtype=np.float64)[domain]
-        affine[:3, :3] = np.diag(np.where(np.isfinite(sp), sp, 1.0))
-    if "space origin" in hdr:
-        origin = np.asarray(hdr["space origin"], dtype=np.float64).ravel()
-        if origin.shape != (3,) or not np.all(np.isfinite(origin)):
-            raise IQTError(f"{path}: 'space origin' {hdr['space origin']} is not a finite 3D point")
-        affine[:3, 3] = flip * origin
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise IQTError(f"{path}: the space directions {affine[:3, :3].tolist()} are degenerate (zero volume voxels)")
-
+    # components -> lower-triangular in the measurement frame
     # components -> lower-triangular in the measurement frame
     comps = np.moveaxis(data, rax, -1).astype(np.float64)
     if kind == "3d-matrix":

@@ -162,6 +162,17 @@ def load_tensor(path, order: str = "nifti") -> Volume:
         raise IQTError(f"{path}: shape {shape} holds full 3x3 matrices (as dipy's fit.quadratic_form); save the six "
                        "elements instead, e.g. nib.save(nib.Nifti1Image(fit.lower_triangular()[..., None, :], affine), "
                        "'dti.nii.gz'), and read that file with --tensor-order dipy")
+    elif len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3)):  # FSL dtifit's other outputs
+        what = "three volumes (a vector map, as dtifit's dti_V1)" if len(shape) == 4 and shape[3] == 3 else \
+            "a scalar map (as dtifit's dti_L1, dti_FA or dti_MD)"
+        raise IQTError(f"{path}: shape {shape} holds {what}, not the tensor; give the six-element tensor file: FSL's "
+                       "dtifit writes it with --save_tensor (dti_tensor.nii.gz, read with --tensor-order fsl), MRtrix's "
+                       "dwi2tensor by default (--tensor-order mrtrix); or fit one from the DWI with 'iqt fit'")
+    elif len(shape) == 4 and shape[3] == 9:
+        raise IQTError(f"{path}: shape {shape} holds full 3x3 matrices in nine volumes; keep the six distinct elements "
+                       "(volumes 0,1,2,4,5,8 of a row-major matrix: xx,xy,xz,yy,yz,zz), e.g. nib.save(nib.Nifti1Image("
+                       "img.get_fdata()[..., [0, 1, 2, 4, 5, 8]], img.affine), 'dti6.nii.gz'), and read that file with "
+                       "--tensor-order fsl")
     else:
         raise IQTError(
             f"{path}: shape {shape} is not a diffusion tensor volume; expected 5D (X,Y,Z,1,6) NIfTI SYMMATRIX "
@@ -351,8 +362,13 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
     """Binary mask (>0). With `reference`, it must be on that grid (or on its high-res grid for `factor`, an integer
     or per-axis factors); `reference_name` is how the refusals name that grid. `seeds`: a tractography seed ROI, whose
     refusals say so."""
-    img = load_nifti(path)
-    data = read_data(img, path)
+    if is_nrrd(path):  # a Slicer label map, saved beside its tensor NRRD
+        from .nrrd import load_scalar_nrrd
+
+        data, affine = load_scalar_nrrd(path)
+    else:
+        img = load_nifti(path)
+        data, affine = read_data(img, path), img.affine
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -371,7 +387,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
         warnings.warn(f"{path}: the seed ROI holds labels {', '.join(f'{v:g}' for v in labels)}; they are seeded as one "
                       "region: give one label's mask (e.g. fslmaths ROI -thr N -uthr N -bin) to track from it alone",
                       IQTWarning, stacklevel=2)
-    vol = Volume(mask, img.affine, "mask", meta={"path": str(path)})
+    vol = Volume(mask, affine, "mask", meta={"path": str(path)})
     if reference is not None:
         from ..core.grid import factors, hr_affine, same_affine
 

@@ -230,7 +230,7 @@ class Method:
         where = "the mask" if given and not estimated else "the field of view" if mask is None else \
             "the input's brain" if not estimated else "the brain estimated from the tensors (with the fits around it)"
         # said for every method; interpolation clips them, as any interpolator would
-        lr = drop_failed_fits(lr, mask, where, drop=self.learned)
+        lr = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated)
         if self.learned:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated)
             self._warn_off_training(lr, mask, f)

@@ -164,18 +164,32 @@ def mask_within_fit(lr: Volume, mask: Volume) -> Volume:
     return mask.replace(data=given & ~empty)
 
 
-def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True) -> Volume:
+MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input is refused, not filled: real fits hold
+# a few per cent (docs/measurements.md, "Failed fits in the input")
+
+
+def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True,
+                     refuse: bool = True) -> Volume:
     """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
     nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
     anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
     input"); one warning line counts those inside the mask (or the support), the same for every method (`drop`
-    False: interpolation's input, said and kept)."""
+    False: interpolation's input, said and kept). With `refuse` and a mask, an input whose tensors there are mostly
+    failed fits is refused (IQTError): not a fit of this brain in mm^2/s; a brain estimated from a whole-field fit,
+    which keeps background fits around it, is not judged so."""
     failed = tensors.failed_fits(lr.data)
     if not failed.any():
         return lr
     inside = failed if mask is None else failed & np.asarray(mask.data, bool)
+    refuse = refuse and mask is not None
     if inside.any():
         n = int(inside.sum())
+        held = int((np.any(np.asarray(lr.data) != 0, axis=-1) & np.asarray(mask.data, bool)).sum()) if refuse else 0
+        if refuse and n > MOSTLY_FAILED * held:  # not a fit of this brain: filling them would be made up from the rest
+            raise IQTError(f"{lr.source}{n} of the {held} tensors in {where} ({100 * n / held:.0f} %) are failed fits (an "
+                           f"eigenvalue outside {tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): "
+                           "the volume is not a diffusion tensor fit of this brain in mm^2/s; check its unit (brain MD "
+                           "about 0.7e-3 mm^2/s) and element order (--tensor-order), or fit it again from the DWI ('iqt fit')")
         warnings.warn(f"{lr.source}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
                       f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
                       f"take {'it' if n == 1 else 'them'} as missing and fill {'it' if n == 1 else 'them'} from the nearest "

@@ -137,3 +137,37 @@ def test_a_runs_outputs_follow_the_inputs_name(lowres):
     again = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True)
     assert again["tensor"] is not nodes["tensor"] and names(again) == expected | {"interpolated": "my cubic"}
     assert volume_names(scene) == sorted(["patientA_dti", "my cubic", *(expected[k] for k in ("tensor", "std", "direction"))])
+
+
+def _folders(scene) -> dict:
+    """{folder name: [names of the nodes in it]} of the scene's subject hierarchy."""
+    import vtk
+
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    ids = vtk.vtkIdList()
+    sh.GetItemChildren(sh.GetSceneItemID(), ids, True)
+    out = {}
+    for i in range(ids.GetNumberOfIds()):
+        item = ids.GetId(i)
+        if sh.GetItemAttribute(item, results.FOLDER_ATTRIBUTE):
+            kids = vtk.vtkIdList()
+            sh.GetItemChildren(item, kids)
+            out[sh.GetItemName(item)] = sorted(sh.GetItemName(kids.GetId(k)) for k in range(kids.GetNumberOfIds()))
+    return out
+
+
+def test_a_runs_tensor_and_maps_are_one_folder_per_method_and_factors(lowres):
+    """The Data module shows each run's tensor and uncertainty maps in one folder beside the input (a Slicer reviewer's
+    audit: every run's maps lay loose there), reused by the next run of the same method and factors; a node the user
+    chose as an output stays where it is."""
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, lowres, "dti")
+    for factor in (2, 2, 3):
+        processing.run_on_nodes(scene, node, "biqt", factor, interpolate=True)
+    folders = _folders(scene)
+    assert folders == {"dti: biqt": ["dti_biqt", "dti_biqt_uncertainty_direction", "dti_biqt_uncertainty_std"],
+                       "dti: biqt ×3": ["dti_biqt_x3", "dti_biqt_x3_uncertainty_direction", "dti_biqt_x3_uncertainty_std"]}
+    mine = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my overlay")
+    processing.run_on_nodes(scene, node, "biqt", 2, targets={"uncertainty": mine})
+    assert "my overlay" not in _folders(scene)["dti: biqt"]
+    assert "dti_biqt_uncertainty_direction" in _folders(scene)["dti: biqt"]

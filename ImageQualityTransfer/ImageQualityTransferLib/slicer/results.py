@@ -153,6 +153,9 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         else:  # the cubic run's node: shared with runs of cubic itself
             created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}{suffix}",
                                            input_node, f"{COMPARISON_METHOD}{suffix}/tensor", targets.get("interpolated"))
+    _group(scene, input_node, f"{base_name}: {run}", f"{method}{suffix}",
+           [n for key, n in (("tensor", created["tensor"]), *(("", v) for v in created["uncertainties"].values()))
+            if n is not None and n is not targets.get(key or "uncertainty")])
     # the results are in the input's own coordinates: under its parent transform (a registration to a T1, say) they lie
     # where it lies (else they come out as far from it as the transform moves it)
     parent = input_node.GetTransformNodeID() if input_node is not None and hasattr(input_node, "GetTransformNodeID") else None
@@ -160,3 +163,40 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         if node is not None and hasattr(node, "SetAndObserveTransformNodeID"):
             node.SetAndObserveTransformNodeID(parent)
     return created
+
+
+FOLDER_ATTRIBUTE = "ImageQualityTransfer.Folder"  # on a subject hierarchy folder: the run ("<method>[_x<factors>]")
+
+
+def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
+    """The run's tensor and maps in one subject hierarchy folder (`label`) beside the input, one per input, method and
+    factors, reused by the next such run: a run's six maps had lain loose in the Data module among every other run's.
+    Nodes the user chose as outputs stay where the user put them."""
+    if not nodes:
+        return
+    from slicer import vtkMRMLSubjectHierarchyNode
+    from vtk import vtkIdList
+
+    sh = vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if sh is None:
+        return
+    item = sh.GetItemByDataNode(input_node) if input_node is not None else 0
+    parent = sh.GetItemParent(item) if item else sh.GetSceneItemID()
+    children = vtkIdList()
+    sh.GetItemChildren(parent, children)
+    folder = next((children.GetId(i) for i in range(children.GetNumberOfIds())
+                   if sh.GetItemAttribute(children.GetId(i), FOLDER_ATTRIBUTE) == run
+                   and sh.GetItemAttribute(children.GetId(i), INPUT_ITEM_ATTRIBUTE) == str(item)), 0)
+    if not folder:
+        folder = sh.CreateFolderItem(parent, label)
+        sh.SetItemAttribute(folder, FOLDER_ATTRIBUTE, run)
+        sh.SetItemAttribute(folder, INPUT_ITEM_ATTRIBUTE, str(item))
+    for node in nodes:
+        own = sh.GetItemByDataNode(node)
+        if own:
+            sh.SetItemParent(own, folder)
+        else:
+            sh.CreateItem(folder, node)
+
+
+INPUT_ITEM_ATTRIBUTE = "ImageQualityTransfer.InputItem"  # on the folder: the input's subject hierarchy item

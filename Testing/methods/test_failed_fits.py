@@ -58,7 +58,7 @@ def test_a_learned_method_fills_failed_fits_and_says_so(axial_subject, monkeypat
         filled = exterior("global-linear", bad)
     said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     assert len(said) == 1 and f"{n} voxels in the mask hold a failed fit" in said[0]
-    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask, where, drop: lr)  # as before: clipped by the method
+    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask, where, drop, refuse=True: lr)  # as before: clipped by the method
     clipped = exterior("global-linear", bad)
     assert filled - clean < 0.25 * (clipped - clean), (clean, filled, clipped)
     # interpolation is not changed by it (it clips, as any interpolator would), and says the same line
@@ -67,7 +67,7 @@ def test_a_learned_method_fills_failed_fits_and_says_so(axial_subject, monkeypat
         warnings.simplefilter("always")
         cubic = methods.get("cubic").predict(bad, 2, case.lr_mask).tensor.data
     assert [str(w.message) for w in caught if issubclass(w.category, IQTWarning)] == said
-    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask, where, drop: lr)
+    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask, where, drop, refuse=True: lr)
     assert np.array_equal(methods.get("cubic").predict(bad, 2, case.lr_mask).tensor.data, cubic)
 
 

@@ -165,12 +165,12 @@ def load_tensor(path, order: str = "nifti") -> Volume:
     elif len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3)):  # FSL dtifit's other outputs
         what = "three volumes (a vector map, as dtifit's dti_V1)" if len(shape) == 4 and shape[3] == 3 else \
             "a scalar map (as dtifit's dti_L1, dti_FA or dti_MD)"
-        raise IQTError(f"{path}: shape {shape} holds {what}, not the tensor; give the six-element tensor file: FSL's "
-                       "dtifit writes it with --save_tensor (dti_tensor.nii.gz, read with --tensor-order fsl), MRtrix's "
+        raise IQTError(f"{path}: shape {shape} is not a diffusion tensor volume but {what}; give the six-element "
+                       "tensor file: FSL's dtifit writes it with --save_tensor (dti_tensor.nii.gz, read with --tensor-order fsl), MRtrix's "
                        "dwi2tensor by default (--tensor-order mrtrix); or fit one from the DWI with 'iqt fit'")
     elif len(shape) == 4 and shape[3] == 9:
-        raise IQTError(f"{path}: shape {shape} holds full 3x3 matrices in nine volumes; keep the six distinct elements "
-                       "(volumes 0,1,2,4,5,8 of a row-major matrix: xx,xy,xz,yy,yz,zz), e.g. nib.save(nib.Nifti1Image("
+        raise IQTError(f"{path}: shape {shape} is not a diffusion tensor volume as it is: full 3x3 matrices in nine "
+                       "volumes; keep the six distinct elements (volumes 0,1,2,4,5,8 of a row-major matrix: xx,xy,xz,yy,yz,zz), e.g. nib.save(nib.Nifti1Image("
                        "img.get_fdata()[..., [0, 1, 2, 4, 5, 8]], img.affine), 'dti6.nii.gz'), and read that file with "
                        "--tensor-order fsl")
     else:

@@ -166,13 +166,14 @@ def load_tensor(path, order: str = "nifti") -> Volume:
         what = "three volumes (a vector map, as dtifit's dti_V1)" if len(shape) == 4 and shape[3] == 3 else \
             "a scalar map (as dtifit's dti_L1, dti_FA or dti_MD)"
         raise IQTError(f"{path}: shape {shape} is not a diffusion tensor volume but {what}; give the six-element "
-                       "tensor file: FSL's dtifit writes it with --save_tensor (dti_tensor.nii.gz, read with --tensor-order fsl), MRtrix's "
-                       "dwi2tensor by default (--tensor-order mrtrix); or fit one from the DWI with 'iqt fit'")
+                       "tensor file: FSL's dtifit writes it with --save_tensor (dti_tensor.nii.gz, read with "
+                       "--tensor-order fsl), MRtrix's dwi2tensor by default (--tensor-order mrtrix); or fit one from "
+                       "the DWI with 'iqt fit'")
     elif len(shape) == 4 and shape[3] == 9:
         raise IQTError(f"{path}: shape {shape} is not a diffusion tensor volume as it is: full 3x3 matrices in nine "
-                       "volumes; keep the six distinct elements (volumes 0,1,2,4,5,8 of a row-major matrix: xx,xy,xz,yy,yz,zz), e.g. nib.save(nib.Nifti1Image("
-                       "img.get_fdata()[..., [0, 1, 2, 4, 5, 8]], img.affine), 'dti6.nii.gz'), and read that file with "
-                       "--tensor-order fsl")
+                       "volumes; keep the six distinct elements (volumes 0,1,2,4,5,8 of a row-major matrix: "
+                       "xx,xy,xz,yy,yz,zz), e.g. nib.save(nib.Nifti1Image(img.get_fdata()[..., [0, 1, 2, 4, 5, 8]], "
+                       "img.affine), 'dti6.nii.gz'), and read that file with --tensor-order fsl")
     else:
         raise IQTError(
             f"{path}: shape {shape} is not a diffusion tensor volume; expected 5D (X,Y,Z,1,6) NIfTI SYMMATRIX "

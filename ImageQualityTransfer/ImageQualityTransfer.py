@@ -588,6 +588,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 except self.logic.cancelledError():
                     cancelled = True
                 else:
+                    # the scene closed as the run ended (in its last progress call): its nodes left with it
+                    cancelled = not slicer.mrmlScene.IsNodePresent(nodes["tensor"])
+                if not cancelled:
                     # the output selectors are left as they are: results are named after the method, so the next
                     # run with another method makes (or reuses) that method's nodes instead of overwriting these
                     self._lastResult = nodes

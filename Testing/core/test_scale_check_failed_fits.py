@@ -81,3 +81,16 @@ def test_upsample_refuses_tensors_ten_times_too_large_with_nothing_written(tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "multiply them by 1e-1 to get mm^2/s" in err[0]
     assert not out.exists()
+
+
+def test_a_whole_field_fit_ten_times_too_large_is_refused_too():
+    """Times ten, a whole-field fit's brain (MD about 7e-3) leaves the tissue-like range and its background's noise fits
+    decided the median, which passed (a review: one dev subject's unmasked input ran); the brain's mode is judged too."""
+    brain = _brain_with_failed_fits(share=0.0).reshape(-1, 6)
+    rng = np.random.default_rng(3)
+    m = rng.normal(0, 0.02, size=(3000, 3, 3))
+    noise = tensors.from_matrix(m @ np.swapaxes(m, 1, 2))  # positive definite noise fits, MD mostly 3e-4 to 3e-3
+    t = np.concatenate([brain * 10, noise]).reshape(-1, 1, 1, 6)
+    with pytest.raises(IQTError, match=r"not in mm\^2/s.*multiply them by 1e-1 "):
+        tensor_checks.check_scale(t)
+    tensor_checks.check_scale(np.concatenate([brain, noise]).reshape(-1, 1, 1, 6))  # the same in mm^2/s reads

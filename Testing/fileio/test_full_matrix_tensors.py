@@ -23,8 +23,8 @@ def test_nine_volumes_of_3x3_matrices_are_refused_with_the_volumes_to_keep(tmp_p
     q = np.zeros((6, 6, 6, 9), np.float32)
     q[..., 0], q[..., 4], q[..., 8] = 1.2e-3, 0.8e-3, 0.6e-3
     nib.save(nib.Nifti1Image(q, np.diag([2.0, 2, 2, 1])), tmp_path / "full9.nii.gz")
-    line = helpers.refused_line(capsys, ["upsample", tmp_path / "full9.nii.gz", "-o", tmp_path / "o.nii.gz"],
-                                "nine volumes", "[0, 1, 2, 4, 5, 8]", "--tensor-order fsl")
+    helpers.refused_line(capsys, ["upsample", tmp_path / "full9.nii.gz", "-o", tmp_path / "o.nii.gz"],
+                         "nine volumes", "[0, 1, 2, 4, 5, 8]", "--tensor-order fsl")
     assert not (tmp_path / "o.nii.gz").exists()
     six = nib.Nifti1Image(q[..., [0, 1, 2, 4, 5, 8]], np.diag([2.0, 2, 2, 1]))  # what it says to do reads
     nib.save(six, tmp_path / "dti6.nii.gz")

@@ -122,3 +122,9 @@ def test_a_slicer_label_map_nrrd_is_read_as_the_mask_of_its_tensor_nrrd(tmp_path
     np.testing.assert_array_equal(fileio.load_mask(flipped, reference=tensor).data, labels > 0)
     with pytest.raises(IQTError, match="not a 3D label map"):
         fileio.load_mask(tmp_path / "dti.nrrd")
+    one = tmp_path / "one.nrrd"  # a trailing axis of one, as a NIfTI mask may have: read as the 3D map
+    nrrd.write(str(one), labels[..., None], {
+        "space": "left-posterior-superior", "kinds": ["domain"] * 3 + ["list"],
+        "space directions": np.vstack([(lps @ vol.affine[:3, :3]).T, [np.nan] * 3]),
+        "space origin": lps @ vol.affine[:3, 3]})
+    np.testing.assert_array_equal(fileio.load_mask(one, reference=tensor).data, labels > 0)

@@ -171,3 +171,18 @@ def test_a_runs_tensor_and_maps_are_one_folder_per_method_and_factors(lowres):
     processing.run_on_nodes(scene, node, "biqt", 2, targets={"uncertainty": mine})
     assert "my overlay" not in _folders(scene)["dti: biqt"]
     assert "dti_biqt_uncertainty_direction" in _folders(scene)["dti: biqt"]
+
+
+def test_each_input_gets_its_own_folders_under_its_own_parent(lowres):
+    """Two inputs never share a folder, whether or not they have a subject hierarchy item (Slicer gives every node one,
+    under its patient and study: the folders go there, beside the input)."""
+    scene = slicer.vtkMRMLScene()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    a, b = mrml.add_tensor_node(scene, lowres, "a"), mrml.add_tensor_node(scene, lowres, "b")
+    study = sh.CreateFolderItem(sh.GetSceneItemID(), "study")
+    sh.CreateItem(study, a)  # a under its study, as Slicer's DICOM browser leaves a loaded series
+    for node in (a, b):
+        processing.run_on_nodes(scene, node, "cubic", 2)
+    assert _folders(scene) == {"a: cubic": ["a_cubic"], "b: cubic": ["b_cubic"]}
+    folder = sh.GetItemParent(sh.GetItemByDataNode(scene.GetFirstNodeByName("a_cubic")))
+    assert sh.GetItemParent(folder) == study

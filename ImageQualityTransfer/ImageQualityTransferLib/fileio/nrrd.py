@@ -208,7 +208,7 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
         key = str(space).strip().lower()
         if key not in SPACES:
             raise IQTError(
-                f"{path}: space '{space}' is not supported; tensors need an anatomical space "
+                f"{path}: space '{space}' is not supported; an image needs an anatomical space "
                 f"(right-anterior-superior, left-anterior-superior or left-posterior-superior); re-save from Slicer"
             )
         flip = np.asarray(SPACES[key])
@@ -245,6 +245,9 @@ def load_scalar_nrrd(path) -> tuple[np.ndarray, np.ndarray]:
         raise IQTError(f"{path}: file not found; check the path")
     data, hdr = _read(path)
     data = np.asarray(data)
+    if data.ndim == 4 and data.shape[3] == 1:  # a trailing axis of one, as a NIfTI mask may have
+        data = data[..., 0]
+        hdr = {**hdr, "space directions": np.asarray(hdr["space directions"])[:3]} if "space directions" in hdr else hdr
     if data.ndim != 3:
         raise IQTError(f"{path}: this NRRD holds a {data.ndim}D array of sizes {list(data.shape)}, not a 3D label map; "
                        "save the mask from Slicer as a label map (.nrrd or .nii.gz)")
@@ -289,7 +292,6 @@ def load_tensor_nrrd(path) -> Volume:
     domain = [i for i in range(4) if i != rax]
     affine, flip, space = _geometry(hdr, domain, rax, path)
 
-    # components -> lower-triangular in the measurement frame
     # components -> lower-triangular in the measurement frame
     comps = np.moveaxis(data, rax, -1).astype(np.float64)
     if kind == "3d-matrix":

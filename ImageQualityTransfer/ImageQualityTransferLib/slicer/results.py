@@ -178,19 +178,19 @@ def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
     from vtk import vtkIdList
 
     sh = vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    if sh is None:
+    if sh is None or input_node is None:
         return
-    item = sh.GetItemByDataNode(input_node) if input_node is not None else 0
+    item = sh.GetItemByDataNode(input_node)
     parent = sh.GetItemParent(item) if item else sh.GetSceneItemID()
     children = vtkIdList()
     sh.GetItemChildren(parent, children)
     folder = next((children.GetId(i) for i in range(children.GetNumberOfIds())
                    if sh.GetItemAttribute(children.GetId(i), FOLDER_ATTRIBUTE) == run
-                   and sh.GetItemAttribute(children.GetId(i), INPUT_ITEM_ATTRIBUTE) == str(item)), 0)
+                   and sh.GetItemAttribute(children.GetId(i), INPUT_ITEM_ATTRIBUTE) == input_node.GetID()), 0)
     if not folder:
         folder = sh.CreateFolderItem(parent, label)
         sh.SetItemAttribute(folder, FOLDER_ATTRIBUTE, run)
-        sh.SetItemAttribute(folder, INPUT_ITEM_ATTRIBUTE, str(item))
+        sh.SetItemAttribute(folder, INPUT_ITEM_ATTRIBUTE, input_node.GetID())
     for node in nodes:
         own = sh.GetItemByDataNode(node)
         if own:
@@ -199,4 +199,4 @@ def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
             sh.CreateItem(folder, node)
 
 
-INPUT_ITEM_ATTRIBUTE = "ImageQualityTransfer.InputItem"  # on the folder: the input's subject hierarchy item
+INPUT_ITEM_ATTRIBUTE = "ImageQualityTransfer.InputNode"  # on the folder: the input node's ID

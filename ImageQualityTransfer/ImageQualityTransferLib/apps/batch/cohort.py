@@ -59,6 +59,9 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
         except BaseException:
             client.close()
             raise
+        # a scheduler lost mid-run is said in one line (run_cohort, _lost); Dask's client logged its reconnection
+        # tracebacks to stderr before it
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
         return client, None
     # Dask's workers start with glibc's malloc trim threshold at 64 KiB, which hands numpy's large temporaries back to
     # the OS and faults them in again: with it a dev subject took 9-11 s on a worker against 5-6 s without
@@ -323,21 +326,22 @@ async def _identity(address: str, security=None):
 
 
 def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: bool = True,
-               wait_workers: float = WAIT_WORKERS_S, lock: bool = True) -> list[dict]:
+               wait_workers: float = WAIT_WORKERS_S, lock: bool = True, run_token: str | None = None) -> list[dict]:
     """Every item through `process`, on `client` (a Dask client) or in this process when None; results in input order.
     An IQTError where the cluster has had no worker for `wait_workers` seconds (all died or left: the tasks waited
     forever); the subjects done by then are kept, and a rerun skips them. With `lock`, the folder's lock (batch/lock.py)
     is held for the run, and an IQTError raised at once where another run holds it; `lock=False` where the caller holds
-    it (`iqt batch` takes it before the cluster starts and keeps it until the cluster has stopped)."""
+    it (`iqt batch` takes it before the cluster starts and keeps it until the cluster has stopped), giving its
+    `run_token`: a subject on the cluster puts its files in place only while the lock is that run's (subject.process)."""
     out_root = Path(out_root)
     if not lock:
-        return _run_cohort(items, s, out_root, client, progress, wait_workers)
+        return _run_cohort(items, s, out_root, client, progress, wait_workers, run_token)
     out_root.mkdir(parents=True, exist_ok=True)
-    with held(out_root):
-        return _run_cohort(items, s, out_root, client, progress, wait_workers)
+    with held(out_root) as rec:
+        return _run_cohort(items, s, out_root, client, progress, wait_workers, rec["token"])
 
 
-def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> list[dict]:
+def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_token=None) -> list[dict]:
     from ...core.progress import progress_bar
     from ...fileio.model_files import build
 
@@ -368,9 +372,9 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
         last[0] = time.monotonic()
 
     try:
-        _run_items(items, s, out_root, client, wait_workers, ended)
-    except BaseException:  # Ctrl-C, a termination signal, no workers left: the table says what ended, the rest pending
-        if results:
+        _run_items(items, s, out_root, client, wait_workers, ended, run_token)
+    except BaseException as exc:  # Ctrl-C, a termination signal, no workers or no scheduler left: the table says what
+        if results or isinstance(exc, IQTError):  # ended, the rest pending
             try:
                 write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s)
             except (IQTError, OSError):
@@ -394,7 +398,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers) -> lis
     return ordered
 
 
-def _run_items(items, s, out_root: Path, client, wait_workers, ended) -> None:
+def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=None) -> None:
     """Every item through `process`, in this process or on `client`, `ended(item, result)` called as each ends."""
     if client is None:
         for it in items:
@@ -402,8 +406,9 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended) -> None:
     else:
         # keys without the subjects' labels: a cluster's dashboard shows them (a label can name the patient)
         run = uuid.uuid4().hex[:12]
-        futures = {client.submit(process, it, s, str(out_root), key=f"iqt-{run}-{i}", pure=False): it
+        futures = {client.submit(process, it, s, str(out_root), run_token, key=f"iqt-{run}-{i}", pure=False): it
                    for i, it in enumerate(items)}
+        done = 0
         for fut in _as_completed(client, list(futures), wait_workers):
             it = futures[fut]
             try:
@@ -411,6 +416,8 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended) -> None:
             except Exception as exc:  # the task never returned: recorded like any failure
                 from distributed import KilledWorker
 
+                if _connection_lost(exc):
+                    raise _lost(client, len(futures) - done, len(futures)) from None
                 if isinstance(exc, KilledWorker):
                     reason = ("the worker running it died (memory limit or killed); give the workers more memory with "
                               "--memory-limit or run fewer --workers")
@@ -418,7 +425,25 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended) -> None:
                     reason = (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the "
                               "workers need ImageQualityTransfer installed and the same paths as this machine")
                 result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
+            done += 1
             ended(it, result)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` is the client's connection to the scheduler lost (the scheduler stopped or unreachable): every
+    future is then cancelled, and no subject failed for its own reason."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+
+    return isinstance(exc, (CancelledError, CommClosedError))
+
+
+def _lost(client, left: int, total: int) -> IQTError:
+    scheduler = getattr(client.scheduler, "address", "the scheduler")
+    return IQTError(f"lost the connection to the scheduler at {scheduler} (it stopped or cannot be reached): {left} of "
+                    f"{total} subjects not ended; the QC table says which; start the scheduler again and rerun the same "
+                    "command, which skips the subjects done (a subject its workers end meanwhile is not put in place)")
 
 
 PENDING = ("not ended: the run was working on it or had not reached it when this table was written; if the run has "
@@ -484,6 +509,10 @@ def _as_completed(client, futures: list, wait_s: float):
             done, pending = wait(list(pending), timeout=WORKERS_POLL_S, return_when="FIRST_COMPLETED")
         except TimeoutError:
             done = set()
+        except Exception as exc:
+            if _connection_lost(exc):
+                raise _lost(client, len(pending), len(futures)) from None
+            raise
         yield from done
         if not pending or done:
             alone_since = None

@@ -223,6 +223,12 @@ def acquire(out_root, command: str | None = None) -> dict:
         raise IQTError(f"{out_root}: another iqt batch run is writing into this folder ({_who(other)}); {how}")
 
 
+def holds(out_root, token: str) -> bool:
+    """Whether the folder's lock is still the run's of `token`: a subject a remote worker ends after its run has ended
+    (interrupted, its scheduler lost) must not put its files over those of a run that came since."""
+    return (_read(lock_path(out_root)) or {}).get("token") == token
+
+
 def release(out_root, rec: dict) -> None:
     """Remove the lock if it is still this run's (never a lock another run has taken over since)."""
     path = lock_path(out_root)

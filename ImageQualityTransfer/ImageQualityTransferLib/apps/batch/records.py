@@ -75,7 +75,8 @@ def expected_maps(s: Settings) -> tuple[str, ...]:
     if not s.uncertainty:
         return ()
     cls = methods.method_class(s.method)
-    return ("std", "direction") + (("std_intrinsic", "std_parameter", "md_std", "fa_std") if cls.takes_samples else ())
+    sampled = cls.takes_samples and s.mc_samples != 0  # --mc-samples 0: one deterministic pass, its std only
+    return ("std", "direction") + (("std_intrinsic", "std_parameter", "md_std", "fa_std") if sampled else ())
 
 
 def sidecar(path) -> Path:

@@ -18,6 +18,7 @@ from ...fileio.paths import Outputs
 from ...fileio.staging import all_or_none, make_folder
 from ...fileio.writing import write_json
 from .items import Item
+from .lock import holds
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, expected_maps, file_record, finished,
                       identity, input_hashes, method_label, other_build, output_names, output_order,
@@ -154,18 +155,21 @@ KEPT = "; none of the subject's outputs was written: its folder is as it was bef
 _ONE_SUBJECT = threading.RLock()
 
 
-def process(item: Item, s: Settings, out_root: str) -> dict:
+def process(item: Item, s: Settings, out_root: str, run_token: str | None = None) -> dict:
     """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
     returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds", "build"}: "build" is the build of the
     code that ran it (stamped in its sidecars), which the run compares with its own (`cohort.other_builds`): a worker
     started again after the code on disk changed runs the new code. One subject at a time in a process: its notes are
     the warnings caught while it runs, and Python's warnings are the process's, so on a worker of several threads
-    (`dask worker`'s default) one subject's notes went into another's sidecar (fresh-eyes audit)."""
+    (`dask worker`'s default) one subject's notes went into another's sidecar (fresh-eyes audit). `run_token`: the
+    token of the run's lock (batch/lock.py); the subject's files are put in place only while the lock is still that
+    run's (a remote worker goes on with a task after its run ended, and had put an interrupted run's subject over
+    the outputs of the run that came after it)."""
     with _ONE_SUBJECT:
-        return _process(item, s, out_root)
+        return _process(item, s, out_root, run_token)
 
 
-def _process(item: Item, s: Settings, out_root: str) -> dict:
+def _process(item: Item, s: Settings, out_root: str, run_token: str | None = None) -> dict:
     from ... import fileio
 
     t0 = time.perf_counter()
@@ -231,6 +235,9 @@ def _process(item: Item, s: Settings, out_root: str) -> dict:
                 if key == "tensor":
                     meta["QC"] = qc
                 write_json(sidecar(folder / names[key]), meta)
+            if run_token is not None and not holds(out_root, run_token):  # the stage's files removed, none put
+                raise IQTError("not put in place: the run that started it had ended (interrupted, or its scheduler "
+                               "lost) when it was done")
             writing = False  # what fails from here is the commit, which says itself what it left
         remove_earlier_copies(folder, names)
         res.update(status="done", qc=qc, notes=notes)

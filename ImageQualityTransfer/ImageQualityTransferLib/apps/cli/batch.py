@@ -216,11 +216,11 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: cannot create the folder ({exc.strerror}); choose another output folder") from None
     started = False
     try:  # one run at a time per folder, from before any work to the end whatever happens (batch/lock.py)
-        with batch_lock.held(out, shlex.join(["iqt", *args.argv])):
+        with batch_lock.held(out, shlex.join(["iqt", *args.argv])) as rec:
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
                                                  args.dashboard_address, args.wait_workers)
             started = True
-            return _run(args, name, f, items, s, out, client, cluster)
+            return _run(args, name, f, items, s, out, client, cluster, rec["token"])
     finally:
         if not started:  # refused or the cluster did not start: no folder left behind that this run made
             for d in created:
@@ -230,7 +230,7 @@ def run(args) -> int:
                     break
 
 
-def _run(args, name, f, items, s, out, client, cluster) -> int:
+def _run(args, name, f, items, s, out, client, cluster, run_token=None) -> int:
     from ...core import grid
     from .. import batch
 
@@ -238,7 +238,7 @@ def _run(args, name, f, items, s, out, client, cluster) -> int:
     try:
         print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
         results = batch.run_cohort([_absolute_item(it) for it in items], s, out.absolute(), client,
-                                   wait_workers=args.wait_workers, lock=False)
+                                   wait_workers=args.wait_workers, lock=False, run_token=run_token)
     except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
         from ..batch.records import subject_folders
 

@@ -105,6 +105,22 @@ NO_CRYPTOGRAPHY = ("iqt batch needs the cryptography package for its local clust
                    "local user could run code in its workers); install it with pip install 'imagequalitytransfer[batch]'")
 
 
+def scheduler_from_file(path) -> str:
+    """The address in a Dask scheduler file (`dask scheduler --scheduler-file F` writes its address there, the usual way
+    to reach a scheduler on an HPC cluster); an IQTError where the file holds none."""
+    import json
+
+    try:
+        address = json.loads(Path(path).read_text()).get("address")
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        address = None
+    if not isinstance(address, str) or "://" not in address:
+        raise IQTError(f"--scheduler {path}: a file, but not a Dask scheduler file (JSON with the scheduler's "
+                       "\"address\"); give the file 'dask scheduler --scheduler-file' wrote, or the address itself "
+                       "(tcp://host:8786)")
+    return address
+
+
 def client_security(scheduler: str):
     """The credentials to reach `scheduler`: those of a local cluster this process started there (an in-process caller
     that names it), else Dask's configuration (distributed.comm.tls.*: a TLS cluster of your own). An IQTError for a

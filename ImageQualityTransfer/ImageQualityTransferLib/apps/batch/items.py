@@ -276,7 +276,13 @@ def find_items(path) -> list[Item]:
         raise IQTError(f"{p}: no subjects found; a BIDS dataset holds sub-*/[ses-*/]dwi/*_dwi.nii.gz, a list names one "
                        "subject folder or DTI file per line")
     seen = {}  # by the name without case: sub-P01 and sub-p01 are one folder on a macOS or Windows disk
+    files = {}  # by the file itself: a folder listed again through a link to it is the same subject
     for it in items:
+        real = os.path.realpath(it.path)
+        if real in files and files[real] != it.path:
+            raise IQTError(f"{it.path} and {files[real]} are the same file ({real}): one subject given twice; give "
+                           "each subject once")
+        files.setdefault(real, it.path)
         key = it.prefix.lower()
         if key in seen and Path(seen[key][1]).resolve() == Path(it.path).resolve():
             raise IQTError(f"{it.path} is listed twice; list each subject once")

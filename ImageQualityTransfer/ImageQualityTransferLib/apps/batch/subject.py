@@ -4,6 +4,7 @@ the same function whatever runs it (this process, a LocalCluster or a remote sch
 from __future__ import annotations
 
 import datetime
+import errno
 import threading
 import time
 import warnings
@@ -247,6 +248,12 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
             res["reason"] += KEPT
     except MemoryError:
         res["reason"] = "out of memory; give the workers more with --memory-limit or run fewer --workers"
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            res["reason"] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        else:  # a read-only or foreign subject folder: the user's to mend, not a bug
+            res["reason"] = (f"cannot write into {folder} ({exc.strerror}); make it writable for the workers, or give "
+                             "another output folder") + (KEPT if writing else "")
     except Exception as exc:  # a bug, not bad input: recorded, the others go on
         res["reason"] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
     finally:

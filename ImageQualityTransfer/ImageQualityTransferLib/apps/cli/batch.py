@@ -25,7 +25,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--uncertainty", action="store_true", help="also write the uncertainty maps (methods with uncertainty)")
     where = sp.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")
-    where.add_argument("--scheduler", help="run on an existing Dask scheduler, e.g. tcp://host:8786 (see README)")
+    where.add_argument("--scheduler", help="run on an existing Dask scheduler: its address, e.g. tcp://host:8786, or "
+                                           "the scheduler file it wrote (dask scheduler --scheduler-file F, as on HPC "
+                                           "clusters) (see README)")
     sp.add_argument("--wait-workers", type=float, default=WAIT_WORKERS_S, metavar="SECONDS",
                     help="how long to wait for a --scheduler's first worker, and during any run for a worker after "
                          f"every worker has died or left, before stopping with one line, exit 2 (default {WAIT_WORKERS_S})")
@@ -142,6 +144,8 @@ def run(args) -> int:
     from ..batch import lock as batch_lock
 
     f = grid.factors(args.factor)
+    if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
+        args.scheduler = batch.scheduler_from_file(args.scheduler)
     if args.workers is not None and args.workers < 1:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")
     name = options.method_name(args, f, uncertainty=bool(args.uncertainty))
@@ -204,6 +208,9 @@ def run(args) -> int:
                                                      and out_path.relative_to(in_path).parts[0] != "derivatives")):
         raise IQTError(f"{args.output}: inside the input dataset's raw data; write the outputs elsewhere, e.g. "
                        f"{Path(args.input) / 'derivatives' / 'iqt'}")
+    if in_path.is_dir() and out_path == in_path / "derivatives":  # it holds one folder per pipeline
+        raise IQTError(f"{args.output}: the dataset's derivatives folder itself, which holds one folder per pipeline; "
+                       f"write into {Path(args.input) / 'derivatives' / 'iqt'}")
     batch.check_source(out, items)
     batch.check_inputs_kept(out, items, s)  # no subject's output or removal is a file of the cohort's inputs
     batch.check_apart_from_inputs(out, items)  # nor the derivatives' folder an input's folder

@@ -233,6 +233,9 @@ def run(args):
 
             torch = require_torch()
             distributed.init_from_environment()  # under torchrun: join its group
+            world = distributed.rank_and_world()[1]
+            if world > 1:  # torchrun's processes: the recorded command names them, as --nproc does the same training
+                args.command_line += f" --nproc {world}"
             if not any(getattr(args, n, None) is not None for n in ("threads", "command_threads", "train_threads")):
                 # the weights depend on torch's thread count (1 and 2 threads differed by up to 5.3e-3), so the
                 # command that reproduces them names the one this run took

@@ -1,0 +1,53 @@
+"""What a research-computing audit found `iqt batch` took that it should not, or refused that it should take: the
+dataset's derivatives folder itself as the output (not a BIDS layout: each pipeline has its folder in there), one
+subject given twice through a link to its folder (computed twice), and a scheduler file in place of an address (the
+usual way to reach a scheduler on an HPC cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+pytest.importorskip("distributed", reason="iqt batch needs Dask distributed")
+
+from ImageQualityTransferLib.apps import batch  # noqa: E402
+
+import helpers  # noqa: E402
+
+
+def test_the_datasets_derivatives_folder_itself_is_refused(tmp_path, capsys):
+    ds = helpers.make_bids(tmp_path / "bids", ("01",), None)
+    line = helpers.refused_line(capsys, ["batch", ds, "-o", ds / "derivatives", "--method", "cubic"],
+                                "the dataset's derivatives folder itself", str(ds / "derivatives" / "iqt"))
+    assert "Traceback" not in line and not (ds / "derivatives").exists()
+
+
+def test_a_subject_given_again_through_a_link_is_refused(tmp_path, capsys):
+    import shutil
+
+    ds = helpers.make_bids(tmp_path / "bids", ("01",), None)
+    folder = tmp_path / "patient7"  # a subject folder (dwi.nii.gz, dwi.bval, dwi.bvec) and a link to it: two names
+    folder.mkdir()
+    for ext in ("nii.gz", "bval", "bvec"):
+        shutil.copy(ds / "sub-01" / "dwi" / f"sub-01_dwi.{ext}", folder / f"dwi.{ext}")
+    alias = tmp_path / "scan_b"
+    os.symlink(folder, alias)
+    listed = tmp_path / "subjects.txt"
+    listed.write_text(f"{folder}\n{alias}\n")
+    helpers.refused_line(capsys, ["batch", listed, "-o", tmp_path / "out", "--method", "cubic"],
+                         "are the same file", "one subject given twice")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_file_gives_its_address(tmp_path):
+    good = tmp_path / "scheduler.json"  # as 'dask scheduler --scheduler-file' writes it
+    good.write_text(json.dumps({"type": "Scheduler", "id": "Scheduler-1", "address": "tcp://10.0.0.5:8786",
+                                "services": {"dashboard": 8787}, "started": 1.0, "workers": {}}))
+    assert batch.scheduler_from_file(good) == "tcp://10.0.0.5:8786"
+    for text in ("not json", json.dumps({"type": "Scheduler"}), json.dumps(["tcp://x:1"])):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(batch.IQTError, match="not a Dask scheduler file"):
+            batch.scheduler_from_file(bad)

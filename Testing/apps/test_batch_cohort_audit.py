@@ -51,3 +51,14 @@ def test_a_scheduler_file_gives_its_address(tmp_path):
         bad.write_text(text)
         with pytest.raises(batch.IQTError, match="not a Dask scheduler file"):
             batch.scheduler_from_file(bad)
+
+
+def test_a_run_whose_every_subject_failed_keeps_its_generated_by(tmp_path):
+    """BIDS derivatives name what generated them: a run whose subjects all failed had left GeneratedBy empty."""
+    ds = helpers.make_bids(tmp_path / "bids", (), corrupt="09")
+    out = tmp_path / "deriv"
+    (res,) = batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
+    assert res["status"] == "failed"
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert [e["Name"] for e in desc["GeneratedBy"]] == ["ImageQualityTransfer"]
+    assert desc["DatasetType"] == "derivative" and desc.get("SourceDatasets")

@@ -545,6 +545,8 @@ def generated_by_in_use(out_root: Path) -> None:
             continue
         if isinstance(meta, dict):
             made.add(_made_by(meta, "SoftwareBuild"))
+    if not made:  # no subject's outputs at all (every one failed): the run that wrote the folder stays named
+        return
     kept = [e for e in desc["GeneratedBy"] if not isinstance(e, dict) or e.get("Name") != PIPELINE
             or _made_by(e, "Build") in made]
     if kept != desc["GeneratedBy"]:

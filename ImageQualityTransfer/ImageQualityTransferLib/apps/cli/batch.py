@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 import warnings
 
 from ...core.errors import IQTError, IQTWarning
@@ -119,6 +120,14 @@ def _folders_there(out, items) -> frozenset:
                 there.add(folder)
             folder = folder.parent
     return frozenset(there)
+
+
+def throughput(results: list[dict], seconds: float) -> str:
+    """The run's wall time and the subjects it computed per minute (skipped ones not counted), for planning a cohort's
+    cluster time."""
+    done = sum(r["status"] == "done" for r in results)
+    rate = f", {60 * done / seconds:.1f} subjects computed a minute" if done and seconds > 0 else ""
+    return f"{seconds:.0f} s in all{rate}"
 
 
 def _absolute(path):
@@ -242,6 +251,7 @@ def _run(args, name, f, items, s, out, client, cluster, run_token=None) -> int:
     from .. import batch
 
     existed = _folders_there(out, items)
+    t0 = time.monotonic()
     try:
         print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
         results = batch.run_cohort([_absolute_item(it) for it in items], s, out.absolute(), client,
@@ -252,7 +262,7 @@ def _run(args, name, f, items, s, out, client, cluster, run_token=None) -> int:
         _stop(client, cluster, subject_folders(out.absolute(), items), existed)
         raise
     _stop(client, cluster)
-    batch.say_results(results, f"; wrote {out / 'qc.tsv'}")
+    batch.say_results(results, f"; wrote {out / 'qc.tsv'}; {throughput(results, time.monotonic() - t0)}")
     failed = [r for r in results if r["status"] == "failed"]
     if failed:  # one stderr line that holds the reasons too (a cluster's error log may be kept apart from its output)
         why = (" | ".join(f"{f['subject']}: {f['reason']}" for f in failed) if len(failed) <= 3

@@ -11,7 +11,7 @@ import contextvars
 
 import numpy as np
 
-from .tensors import TISSUE_RANGE, eigenvalues, md_mode
+from .tensors import TISSUE_RANGE, eigenvalues, md_mode_of
 
 
 # What becomes of the voxels nan_as_empty reads as missing, the second half of its warning: as a method's input (the
@@ -102,7 +102,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
                        "after checking its b0 volumes (a blank one, or one of another series)")
     if scale <= MAX_MEDIAN_MD:  # a whole-field fit ten times too large: its brain's MD leaves the tissue-like range,
         # and its background's noise fits decide the median; the brain's mode is still the volume's commonest MD
-        scale = max(scale, md_mode(values.reshape(-1, 1, 1, 6), hi=0.05)) if scale > 1e-5 else scale
+        scale = max(scale, md_mode_of(lam, hi=0.05)) if scale > 1e-5 else scale
     if big > 0.1 or scale > MAX_MEDIAN_MD or scale < 1e-5:
         raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (typical MD {scale:g}, 99th percentile of "
                        f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")

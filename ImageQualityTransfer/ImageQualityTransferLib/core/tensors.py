@@ -311,13 +311,17 @@ def fa_fast(t: np.ndarray) -> np.ndarray:
 def md_mode(lr: np.ndarray, lo: float = 1e-5, hi: float = 1e-2, bins: int = 600, width: float = 0.08) -> float:
     """Mode of the MD of the positive-definite tensors with MD in [lo, hi] mm^2/s: the peak of the log-MD histogram
     smoothed by a Gaussian of `width` (log units); 1.0 where no voxel qualifies."""
-    from scipy import ndimage
-
     flat = np.asarray(lr).reshape(-1, 6)
     flat = flat[np.any(flat != 0, axis=-1)]
     if not len(flat):
         return 1.0
-    lam = eigenvalues(flat)
+    return md_mode_of(eigenvalues(flat), lo, hi, bins, width)
+
+
+def md_mode_of(lam: np.ndarray, lo: float = 1e-5, hi: float = 1e-2, bins: int = 600, width: float = 0.08) -> float:
+    """`md_mode` from the ascending eigenvalues (N, 3) of the non-zero tensors, for a caller that has them already."""
+    from scipy import ndimage
+
     md = lam.mean(axis=-1)
     # noise fits whose eigenvalues method inputs had clipped to (0, 0, INPUT_CLIP max) pile up at MD = max / 3 and
     # outnumbered the brain's peak on a noisy unmasked scan (docs/measurements.md, Without a brain mask): left out

@@ -153,9 +153,10 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         else:  # the cubic run's node: shared with runs of cubic itself
             created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}{suffix}",
                                            input_node, f"{COMPARISON_METHOD}{suffix}/tensor", targets.get("interpolated"))
+    chosen = [targets.get("tensor"), targets.get("uncertainty")]  # the user's nodes stay where the user put them
     _group(scene, input_node, f"{base_name}: {run}", f"{method}{suffix}",
-           [n for key, n in (("tensor", created["tensor"]), *(("", v) for v in created["uncertainties"].values()))
-            if n is not None and n is not targets.get(key or "uncertainty")])
+           [n for n in (created["tensor"], *created["uncertainties"].values())
+            if n is not None and all(n is not c for c in chosen)])
     # the results are in the input's own coordinates: under its parent transform (a registration to a T1, say) they lie
     # where it lies (else they come out as far from it as the transform moves it)
     parent = input_node.GetTransformNodeID() if input_node is not None and hasattr(input_node, "GetTransformNodeID") else None
@@ -166,6 +167,7 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
 
 
 FOLDER_ATTRIBUTE = "ImageQualityTransfer.Folder"  # on a subject hierarchy folder: the run ("<method>[_x<factors>]")
+INPUT_NODE_ATTRIBUTE = "ImageQualityTransfer.InputNode"  # on the folder: the input node's ID
 
 
 def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
@@ -186,11 +188,11 @@ def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
     sh.GetItemChildren(parent, children)
     folder = next((children.GetId(i) for i in range(children.GetNumberOfIds())
                    if sh.GetItemAttribute(children.GetId(i), FOLDER_ATTRIBUTE) == run
-                   and sh.GetItemAttribute(children.GetId(i), INPUT_ITEM_ATTRIBUTE) == input_node.GetID()), 0)
+                   and sh.GetItemAttribute(children.GetId(i), INPUT_NODE_ATTRIBUTE) == input_node.GetID()), 0)
     if not folder:
         folder = sh.CreateFolderItem(parent, label)
         sh.SetItemAttribute(folder, FOLDER_ATTRIBUTE, run)
-        sh.SetItemAttribute(folder, INPUT_ITEM_ATTRIBUTE, input_node.GetID())
+        sh.SetItemAttribute(folder, INPUT_NODE_ATTRIBUTE, input_node.GetID())
     for node in nodes:
         own = sh.GetItemByDataNode(node)
         if own:
@@ -198,5 +200,3 @@ def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
         else:
             sh.CreateItem(folder, node)
 
-
-INPUT_ITEM_ATTRIBUTE = "ImageQualityTransfer.InputNode"  # on the folder: the input node's ID

@@ -186,3 +186,22 @@ def test_each_input_gets_its_own_folders_under_its_own_parent(lowres):
     assert _folders(scene) == {"a: cubic": ["a_cubic"], "b: cubic": ["b_cubic"]}
     folder = sh.GetItemParent(sh.GetItemByDataNode(scene.GetFirstNodeByName("a_cubic")))
     assert sh.GetItemParent(folder) == study
+
+
+def test_a_runs_folder_follows_its_renamed_input_unless_the_user_renamed_it(lowres):
+    """After the input is renamed, a rerun's folder takes the new name as its nodes do (it kept 'dti: biqt' beside
+    'patientA_dti_biqt'); a folder the user renamed keeps the user's name."""
+    scene = slicer.vtkMRMLScene()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    node = mrml.add_tensor_node(scene, lowres, "dti")
+    for method in ("biqt", "cubic"):
+        processing.run_on_nodes(scene, node, method, 2)
+    node.SetName("patientA_dti")
+    processing.run_on_nodes(scene, node, "biqt", 2)
+    assert set(_folders(scene)) == {"patientA_dti: biqt", "dti: cubic"}
+    folder = sh.GetItemParent(sh.GetItemByDataNode(scene.GetFirstNodeByName("patientA_dti_biqt")))
+    sh.SetItemName(folder, "before surgery")
+    node.SetName("patientB_dti")
+    processing.run_on_nodes(scene, node, "biqt", 2)
+    processing.run_on_nodes(scene, node, "cubic", 2)
+    assert set(_folders(scene)) == {"before surgery", "patientB_dti: cubic"}

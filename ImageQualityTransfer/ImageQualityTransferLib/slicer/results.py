@@ -168,12 +168,14 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
 
 FOLDER_ATTRIBUTE = "ImageQualityTransfer.Folder"  # on a subject hierarchy folder: the run ("<method>[_x<factors>]")
 INPUT_NODE_ATTRIBUTE = "ImageQualityTransfer.InputNode"  # on the folder: the input node's ID
+LABEL_ATTRIBUTE = "ImageQualityTransfer.Label"  # on the folder: the label a run gave it (the user may rename it)
 
 
 def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
     """The run's tensor and maps in one subject hierarchy folder (`label`) beside the input, one per input, method and
     factors, reused by the next such run: a run's six maps had lain loose in the Data module among every other run's.
-    Nodes the user chose as outputs stay where the user put them."""
+    Nodes the user chose as outputs stay where the user put them. A folder the user has not renamed takes the input's
+    name again, as the run's nodes do (`_follow_input_name`)."""
     if not nodes:
         return
     from slicer import vtkMRMLSubjectHierarchyNode
@@ -193,6 +195,9 @@ def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
         folder = sh.CreateFolderItem(parent, label)
         sh.SetItemAttribute(folder, FOLDER_ATTRIBUTE, run)
         sh.SetItemAttribute(folder, INPUT_NODE_ATTRIBUTE, input_node.GetID())
+    elif sh.GetItemName(folder) == sh.GetItemAttribute(folder, LABEL_ATTRIBUTE):
+        sh.SetItemName(folder, label)
+    sh.SetItemAttribute(folder, LABEL_ATTRIBUTE, label)
     for node in nodes:
         own = sh.GetItemByDataNode(node)
         if own:

@@ -147,5 +147,6 @@ def test_gradient_refusals_name_the_series_file_the_threshold_and_the_volumes():
         dti.brain_mask(dwi.replace(bvals=b))
     g = np.array(dwi.bvecs, float)
     g[[3, 7]] = 0.0
-    with pytest.raises(IQTError, match=r"^sub/dwi.nii.gz: diffusion-weighted volumes 3, 7 \(counted from 0\) have a zero"):
+    with pytest.raises(IQTError, match=r"^sub/dwi.nii.gz: diffusion-weighted volumes 3, 7 \(counted from 0\) have a zero"
+                                      r".*usually the scanner's trace \(isotropic\) image; remove it"):  # said why (audit)
         dti.fit_dti(dwi.replace(bvecs=g))

@@ -48,7 +48,7 @@ def test_a_clean_series_has_no_outliers_and_a_dropout_and_a_dead_volume_are_foun
     assert list(found.volumes) == [dw[5]] and found.pairs.keys() == {14, 15}
     assert all(list(p) == [dw[2]] for p in found.pairs.values()), found.pairs
     text = outliers.describe(found)
-    assert text.startswith(f"volume {dw[5]} in every slice") and f"slices 14-15 of volume {dw[2]} (z up to" in text
+    assert text.startswith(f"volume {dw[5]} in every slice") and f"slices 14-15 of volume {dw[2]} (robust z-score up to" in text
     # the refit: the corrupted slices' tensors back near the clean fit
     where = mask.data.copy()
     where[:, :, [k for k in range(where.shape[2]) if k not in (14, 15)]] = False

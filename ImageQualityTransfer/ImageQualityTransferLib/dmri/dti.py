@@ -33,7 +33,9 @@ def gradient_table(dwi: Volume):
     if zero.size:
         raise IQTError(f"{source}diffusion-weighted volume{'s' if zero.size > 1 else ''} "
                        f"{', '.join(map(str, zero[:6]))}{' ...' if zero.size > 6 else ''} (counted from 0) "
-                       f"{'have' if zero.size > 1 else 'has'} a zero gradient direction; check the bvec file")
+                       f"{'have' if zero.size > 1 else 'has'} a zero gradient direction: a b > 0 volume without one is usually the "
+                       "scanner's trace (isotropic) image; remove it from the DWI and from the bval and bvec files (e.g. "
+                       "fslroi keeps a range of volumes), else check the bvec file")
     if not spans_tensor(bvecs, dwi.bvals):  # dipy fits one direction repeated, the three axes or one plane silently
         raise IQTError(f"{source}the {(~b0).sum()} diffusion-weighted directions determine only "
                        f"{_tensor_rank(bvecs[~b0])} of the tensor's 6 elements (fewer than 6 distinct directions, or all "

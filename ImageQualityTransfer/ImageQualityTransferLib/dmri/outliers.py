@@ -313,7 +313,7 @@ def describe(out: Outliers) -> str:
     parts = []
     if out.volumes:
         vs = sorted(out.volumes)
-        parts.append(f"volume{'s' if len(vs) > 1 else ''} {_ranges(vs)} in every slice (median z "
+        parts.append(f"volume{'s' if len(vs) > 1 else ''} {_ranges(vs)} in every slice (median robust z-score "
                      f"{', '.join(f'{out.volumes[v]:.0f}' for v in vs)})")
     groups: dict = {}
     for s, vols in out.pairs.items():
@@ -322,7 +322,7 @@ def describe(out: Outliers) -> str:
     for vols, slices in ordered[:MAX_LISTED]:
         top = max(out.pairs[s][v] for s in slices for v in vols)
         parts.append(f"slice{'s' if len(slices) > 1 else ''} {_ranges(slices)} of volume{'s' if len(vols) > 1 else ''} "
-                     f"{', '.join(map(str, vols))} (z {'up to ' if len(slices) * len(vols) > 1 else ''}{top:.0f})")
+                     f"{', '.join(map(str, vols))} (robust z-score {'up to ' if len(slices) * len(vols) > 1 else ''}{top:.0f})")
     if len(ordered) > MAX_LISTED:
         rest = sum(len(s) for _, s in ordered[MAX_LISTED:])
         parts.append(f"and {rest} more slice{'s' if rest > 1 else ''}")

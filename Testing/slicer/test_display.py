@@ -429,3 +429,66 @@ def test_monte_carlo_samples_outside_the_panels_range_are_refused(lowres, sample
     with pytest.raises(display.IQTError, match=r"^Advanced > Monte Carlo samples is .*; give 2 to 200") as err:
         processing.run_on_nodes(scene, node, "cubic", 2, samples=samples)
     assert "\n" not in str(err.value) and counts(scene) == before
+
+
+def _slice_state(scene, view):
+    s = display.slice_node(scene, view)
+    m = s.GetSliceToRAS()
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)]), np.array(s.GetFieldOfView())
+
+
+def test_a_run_in_the_comparison_refreshes_it_and_keeps_the_readers_slice_and_zoom(lowres):
+    """A clinician's audit: Apply in the side-by-side layout put the new result on both sides (two identical panels
+    under a layout that promises cubic | IQT), and every Apply or Compare took the reader from a finding back to the
+    central slice at full view. Now the comparison shows cubic | the new result, at the slice and zoom the reader left;
+    a cubic run (nothing to compare) goes back to the reader's layout."""
+    lr, _ = lowres
+    scene = views_scene()
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView)
+    for view, orientation in zip(VIEWS, ("Axial", "Sagittal", "Coronal")):  # as the application's views start
+        display.slice_node(scene, view).SetOrientation(orientation)
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    nodes = run(scene, node, "biqt")
+    red = display.slice_node(scene, "Red")
+    assert red.GetAttribute(display.FITTED_ATTRIBUTE) == "Axial"  # framed at the first run
+    red.SetSliceOffset(red.GetSliceOffset() + 6.0)  # the reader scrolls to a finding and zooms in
+    fov = red.GetFieldOfView()
+    red.SetFieldOfView(fov[0] / 2, fov[1] / 2, fov[2])
+    finding = _slice_state(scene, "Red")
+    run(scene, node, "rf")  # another method at the same finding
+    np.testing.assert_allclose(_slice_state(scene, "Red")[0], finding[0], atol=1e-9)
+    np.testing.assert_allclose(_slice_state(scene, "Red")[1], finding[1])
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], 0.4)
+    for view in ("Red", "Yellow"):
+        np.testing.assert_allclose(_slice_state(scene, view)[0], finding[0], atol=1e-9)
+        assert _slice_state(scene, view)[1][1] == pytest.approx(finding[1][1])
+    again = run(scene, node, "global-linear")  # Apply while comparing
+    left, right = display.composite_node(scene, "Red"), display.composite_node(scene, "Yellow")
+    assert layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+    assert left.GetBackgroundVolumeID() == again["interpolated"].GetID() != again["tensor"].GetID()
+    assert right.GetBackgroundVolumeID() == again["tensor"].GetID()
+    np.testing.assert_allclose(_slice_state(scene, "Yellow")[0], finding[0], atol=1e-9)
+    run(scene, node, "cubic")  # nothing to compare: the reader's layout again, the cubic result in every view
+    assert layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView
+    red.SetOrientation("Coronal")  # turned by the reader: framed again at the next run
+    run(scene, node, "biqt")
+    assert red.GetFieldOfView()[1] != pytest.approx(finding[1][1] * 1.0) and red.GetOrientation() == "Coronal"
+
+
+def test_no_legend_is_drawn_for_an_overlay_at_opacity_0(lowres):
+    """With the overlay's opacity at 0, Apply (and Compare) drew the 'Tensor SD' legend over the orientation colours,
+    giving the corpus callosum's red a scale (a clinician's audit)."""
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    nodes = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)
+    legend = display.legend_node(scene, nodes["uncertainty"])
+    display.show_results(scene, nodes, opacity=0.0)
+    assert not legend.GetVisibility()
+    display.show_results(scene, nodes, opacity=0.5)
+    assert legend.GetVisibility()
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], 0.0)
+    assert not legend.GetVisibility()
+    display.set_overlay_opacity(scene, 0.3, [nodes["uncertainty"]])
+    assert legend.GetVisibility()

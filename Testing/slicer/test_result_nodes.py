@@ -158,15 +158,18 @@ def _folders(scene) -> dict:
 
 def test_a_runs_tensor_and_maps_are_one_folder_per_method_and_factors(lowres):
     """The Data module shows each run's tensor and uncertainty maps in one folder beside the input (a Slicer reviewer's
-    audit: every run's maps lay loose there), reused by the next run of the same method and factors; a node the user
-    chose as an output stays where it is."""
+    audit: every run's maps lay loose there), reused by the next run of the same method and factors, the cubic comparison
+    in its own (a clinician's audit: it lay loose); a node the user chose as an output stays where it is."""
     scene = slicer.vtkMRMLScene()
     node = mrml.add_tensor_node(scene, lowres, "dti")
     for factor in (2, 2, 3):
         processing.run_on_nodes(scene, node, "biqt", factor, interpolate=True)
     folders = _folders(scene)
     assert folders == {"dti: biqt": ["dti_biqt", "dti_biqt_uncertainty_direction", "dti_biqt_uncertainty_std"],
-                       "dti: biqt ×3": ["dti_biqt_x3", "dti_biqt_x3_uncertainty_direction", "dti_biqt_x3_uncertainty_std"]}
+                       "dti: biqt ×3": ["dti_biqt_x3", "dti_biqt_x3_uncertainty_direction", "dti_biqt_x3_uncertainty_std"],
+                       "dti: cubic": ["dti_cubic"], "dti: cubic ×3": ["dti_cubic_x3"]}  # the comparison too (it lay loose)
+    processing.run_on_nodes(scene, node, "cubic", 2)  # a cubic run refills the comparison's node, in its folder
+    assert _folders(scene)["dti: cubic"] == ["dti_cubic"]
     mine = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my overlay")
     processing.run_on_nodes(scene, node, "biqt", 2, targets={"uncertainty": mine})
     assert "my overlay" not in _folders(scene)["dti: biqt"]

@@ -275,9 +275,12 @@ def pad_titles(titled: list) -> None:
         legend.SetTitleText(body + pad + ("\n" + clipped if body != text else ""))
 
 
-def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE) -> dict:
+def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE,
+                  visible: bool = True) -> dict:
     """Every uncertainty map of a run styled, each with its legend; Slicer draws a legend only in the views that
-    show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
+    show its map, so picking another map as foreground brings its own legend. `visible` False (an overlay at opacity
+    0) hides the legends: one drawn over a map that is not seen gave the orientation colours a scale (a clinician's
+    audit). Returns {key: legend}."""
     titles = titles or {}
     maps = nodes.get("uncertainties") or {}
     region = None  # the maps of a run share their support: its inner region is found once
@@ -285,7 +288,7 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
     if first is not None:
         vol = mrml.scalar_volume_from_node(first)
         region = inside_rim(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
-    legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note)
+    legends = {key: style_uncertainty(scene, node, key, titles.get(key), visible, region, clipped_note)
                for key, node in maps.items()}
     pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
     return legends
@@ -339,15 +342,64 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs
     (`share_scales`, its legends ending in `shared_note`); `clipped_note`: as `set_scale`, translated."""
-    style_results(scene, nodes, titles, clipped_note)
+    style_results(scene, nodes, titles, clipped_note, visible=opacity > 0)
     if shared:
         share_scales(scene, note=shared_note, clipped_note=clipped_note)
-    tensor, overlay = nodes.get("tensor"), nodes.get("uncertainty")
+    tensor, overlay, interpolated = nodes.get("tensor"), nodes.get("uncertainty"), nodes.get("interpolated")
+    if _comparing(scene):  # a run made in the side-by-side layout: both sides showed it, as if IQT were cubic
+        if interpolated is not None and tensor is not None and interpolated is not tensor:
+            show_comparison(scene, interpolated, tensor, overlay, opacity)
+            return
+        _leave_comparison(scene)
+    kept = {view: _kept_view(scene, view, tensor) for view in _slice_views(scene)}
     for c in show_layers(scene, tensor, overlay, opacity):
         s = slice_node(scene, c.GetLayoutName())
-        if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES:
+        if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES and not kept.get(c.GetLayoutName()):
             _fit_slice(s, tensor, s.GetOrientation(), legend=overlay is not None)
     refresh_legends(scene)
+
+
+COMPARE_ATTRIBUTE = "ImageQualityTransfer.LayoutBeforeComparison"  # on the layout node: the arrangement to go back to
+
+
+def _comparing(scene) -> bool:
+    """Whether the side-by-side layout `show_comparison` set is still the one shown."""
+    import slicer
+
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    return (layout is not None and layout.GetAttribute(COMPARE_ATTRIBUTE) is not None
+            and layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+
+
+def _leave_comparison(scene) -> None:
+    """The layout the reader had before the comparison, for a run that has no interpolation beside it."""
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    before = layout.GetAttribute(COMPARE_ATTRIBUTE)
+    layout.RemoveAttribute(COMPARE_ATTRIBUTE)
+    if before:
+        layout.SetViewArrangement(int(before))
+
+
+def _slice_views(scene) -> list[str]:
+    return [scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetLayoutName()
+            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))]
+
+
+def _kept_view(scene, view: str, volume) -> bool:
+    """Whether slice view `view` already shows a run's result (`mrml.FACTORS_ATTRIBUTE`) with `volume`'s extent, so
+    that the slice and zoom the reader chose stay for the next run: a new fit each run took the reader from a finding
+    back to the central slice (a clinician's audit). A view of the input, or one turned to another orientation since
+    its fit, is fitted, its legend's strip kept free."""
+    c, s = composite_node(scene, view), slice_node(scene, view)
+    shown = scene.GetNodeByID(c.GetBackgroundVolumeID()) if c is not None and c.GetBackgroundVolumeID() else None
+    if shown is None or volume is None or s is None or s.GetOrientation() not in PLANE_AXES \
+            or not shown.GetAttribute(mrml.FACTORS_ATTRIBUTE) or s.GetAttribute(FITTED_ATTRIBUTE) != s.GetOrientation():
+        return False
+    a, b = [0.0] * 6, [0.0] * 6
+    shown.GetRASBounds(a)
+    volume.GetRASBounds(b)
+    tolerance = max(max(shown.GetSpacing()), max(volume.GetSpacing()))  # grids of other factors over one extent
+    return bool(np.all(np.abs(np.subtract(a, b)) <= tolerance))
 
 
 def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
@@ -407,6 +459,10 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = F
     m = slice_node_.GetSliceToRAS()
     screen_right = np.array([m.GetElement(i, 0) for i in range(3)])
     slice_node_.JumpSliceByCentering(*(centre + screen_right * room * fov_x / 2))
+    slice_node_.SetAttribute(FITTED_ATTRIBUTE, orientation)
+
+
+FITTED_ATTRIBUTE = "ImageQualityTransfer.FittedOrientation"  # on a slice node: the orientation _fit_slice framed
 
 
 UNIT_RANGE_INVARIANTS = ("FractionalAnisotropy", "LinearMeasure", "PlanarMeasure", "SphericalMeasure", "RelativeAnisotropy")
@@ -465,11 +521,18 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
         raise IQTError("run Image Quality Transfer with the interpolated output first; there is nothing to compare")
     orientation = orientation or view_for_node(iqt)
     follow_display(iqt, interpolated)
+    kept = next((v for v in views if _kept_view(scene, v, iqt) and slice_node(scene, v).GetOrientation() == orientation),
+                None)
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is not None:
         import slicer
 
-        layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        side_by_side = slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+        if layout.GetViewArrangement() != side_by_side:
+            layout.SetAttribute(COMPARE_ATTRIBUTE, str(layout.GetViewArrangement()))
+        elif layout.GetAttribute(COMPARE_ATTRIBUTE) is None:
+            layout.SetAttribute(COMPARE_ATTRIBUTE, "")
+        layout.SetViewArrangement(side_by_side)
     composites = []
     for view, volume, fg in ((views[0], interpolated, None), (views[1], iqt, uncertainty)):
         c = composite_node(scene, view)
@@ -480,13 +543,30 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
         c.SetLinkedControl(True)
         if hasattr(c, "SetHotLinkedControl"):
             c.SetHotLinkedControl(True)
-        _fit_slice(s, iqt, orientation, legend=uncertainty is not None)
+        if kept is None:
+            _fit_slice(s, iqt, orientation, legend=uncertainty is not None)
+        elif view != kept:  # the slice and zoom the reader chose, on both sides
+            _same_slice(slice_node(scene, kept), s)
         if marker and s.GetOrientationMarkerType() == s.OrientationMarkerTypeNone:  # laterality at a glance
             s.SetOrientationMarkerType(s.OrientationMarkerTypeAxes)
             s.SetOrientationMarkerSize(s.OrientationMarkerSizeMedium)
         composites.append(c)
+    legend = _legend_of(uncertainty) if uncertainty is not None else None
+    if legend is not None:
+        legend.SetVisibility(opacity > 0)
     refresh_legends(scene)  # an earlier run's legend whose map is no longer a layer: hidden
     return tuple(composites)
+
+
+def _same_slice(source, target) -> None:
+    """`target` shows `source`'s slice at its zoom (its own aspect kept)."""
+    target.GetSliceToRAS().DeepCopy(source.GetSliceToRAS())
+    target.UpdateMatrices()
+    fov = source.GetFieldOfView()
+    dims = target.GetDimensions()
+    aspect = dims[0] / dims[1] if dims[1] else 1.0
+    target.SetFieldOfView(fov[1] * aspect, fov[1], target.GetFieldOfView()[2])
+    target.SetAttribute(FITTED_ATTRIBUTE, source.GetAttribute(FITTED_ATTRIBUTE) or "")
 
 
 # ---------------------------------------------------------------- tractography

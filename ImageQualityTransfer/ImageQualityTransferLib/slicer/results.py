@@ -153,10 +153,14 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         else:  # the cubic run's node: shared with runs of cubic itself
             created["interpolated"] = _put(scene, results["interpolated"], f"{base_name}_{COMPARISON_METHOD}{suffix}",
                                            input_node, f"{COMPARISON_METHOD}{suffix}/tensor", targets.get("interpolated"))
-    chosen = [targets.get("tensor"), targets.get("uncertainty")]  # the user's nodes stay where the user put them
+    chosen = [targets.get(k) for k in ("tensor", "uncertainty", "interpolated")]  # they stay where the user put them
     _group(scene, input_node, f"{base_name}: {run}", f"{method}{suffix}",
            [n for n in (created["tensor"], *created["uncertainties"].values())
             if n is not None and all(n is not c for c in chosen)])
+    if created["interpolated"] is not None and created["interpolated"] is not created["tensor"] \
+            and all(created["interpolated"] is not c for c in chosen):  # it lay loose in the Data module (audit)
+        cubic = f"{COMPARISON_METHOD} ×{grid.text(factor)}" if suffix else COMPARISON_METHOD
+        _group(scene, input_node, f"{base_name}: {cubic}", f"{COMPARISON_METHOD}{suffix}", [created["interpolated"]])
     # the results are in the input's own coordinates: under its parent transform (a registration to a T1, say) they lie
     # where it lies (else they come out as far from it as the transform moves it)
     parent = input_node.GetTransformNodeID() if input_node is not None and hasattr(input_node, "GetTransformNodeID") else None

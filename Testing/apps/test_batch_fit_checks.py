@@ -87,11 +87,16 @@ def test_each_subject_s_fit_is_checked_counted_and_refitted_with_exclude_outlier
     assert [(table[s]["fit_outlier_pairs"], table[s]["fit_outlier_volumes"]) for s in want] == [("0", "0"), ("2", "1"),
                                                                                                 ("0", "0")]
     assert table["sub-03"]["b0_shift_vox"] == "2.51" and "b0_shift_vox" in (out / "qc.html").read_text()
+    # the warnings in the table too (they reached only stderr and the sidecars: an input audit)
+    assert "tensor model does not fit" in table["sub-02"]["notes"] and "the b0 lies 2.5 voxels" in table["sub-03"]["notes"]
+    assert "tensor model does not fit" not in table["sub-01"]["notes"]
+    assert "rerun this &#x27;iqt batch&#x27; with --exclude-outliers" in (out / "qc.html").read_text()
     first = {s: _sha(out / s / "dwi" / f"{s}{BASE}tensor_dwimap.nii.gz") for s in want}
 
     # a rerun skips them and keeps their counts and notes; --exclude-outliers is part of what it compares
     again = batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
     assert [r["status"] for r in again] == ["skipped"] * 3 and _qc(out)["sub-02"]["fit_outlier_volumes"] == "1"
+    assert _qc(out)["sub-02"]["notes"] == table["sub-02"]["notes"]  # a skipped subject's notes stay in the table
     ex = batch.Settings(method="cubic", exclude_outliers=True)
     res = {r["subject"]: r for r in batch.run_cohort(items, ex, out, progress=False)}
     assert [r["status"] for r in res.values()] == ["done"] * 3

@@ -56,13 +56,15 @@ def _flag(results: list[dict], m: str, k: float) -> None:
 
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
               "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
-              "model_used", "outlier", "seconds", "reason")
+              "model_used", "outlier", "seconds", "notes", "reason")
 # fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
 # dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
 # the b0 lies from the mean DWI; b0_check (dmri/b0s.py): ok, or a b0 of another brightness than the others or a brain
 # median MD no in-vivo brain has; bvec_check (dmri/gradcheck.py): ok, or the correction of the gradient table that makes
 # the fibres clearly more continuous (x-flipped, rows(y,x,z), scanner-RAS, ...), n/a with too little white matter to
-# judge; n/a for a tensor file (and a subject done before they were recorded)
+# judge; n/a for a tensor file (and a subject done before they were recorded); notes: the subject's warnings, as in its
+# sidecars' Notes (they had reached only stderr and the sidecars: a cohort's table read "done, ok, ok" for a series
+# read as two shells, an input audit)
 
 
 def _fmt(v, spec):
@@ -92,7 +94,8 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
                      _fmt(q.get("noise_index"), ".3f"), _fmt(q.get("fit_outlier_pairs"), ".0f"),
                      _fmt(q.get("fit_outlier_volumes"), ".0f"), _fmt(q.get("b0_shift_vox"), ".2f"),
                      str(q.get("b0_check", "n/a")), str(q.get("bvec_check", "n/a")), _model_used(r),
-                     ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"), r.get("reason", "")])
+                     ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"),
+                     " | ".join(" ".join(str(n).split()) for n in r.get("notes") or []) or "-", r.get("reason", "")])
     return rows
 
 
@@ -148,7 +151,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "with the fix), n/a with too little white matter to judge. Outlier: outside median &plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
-            f"volumes only among inputs of one kind.</p><table><tr>{head}</tr>{body}</table>\n")
+            f"volumes only among inputs of one kind. notes: the subject's warnings (as in its sidecars' Notes), separated by |.</p><table><tr>{head}</tr>{body}</table>\n")
     write_text(out_root / "qc.html", page)
 
 

@@ -88,3 +88,37 @@ def test_the_models_as_shipped_still_run(tmp_path, lr, capsys):
         assert main(["upsample", str(lr), "--method", method, "--model", str(sp), "-o",
                      str(tmp_path / f"{method}.nii.gz")]) == 0
         assert main(["seal", str(sp)]) == 0
+
+
+def _forest_with(tmp_path: Path, **arrays) -> Path:
+    """A copy of the shipped rf ×2 model with some of its arrays replaced, its checksums and seal made again (as a
+    faulty writer or a hand edit would leave them)."""
+    import numpy as np
+
+    side = json.loads((MODELS_DIR / "rf_x2.json").read_text())
+    with np.load(MODELS_DIR / side["weights"], allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    for key, edit in arrays.items():
+        a[key] = edit(a[key])
+    weights = tmp_path / side["weights"]
+    np.savez(weights, **a)
+    side.update(sha256=sha256(weights), size_bytes=weights.stat().st_size)
+    side.pop(SEAL, None)
+    side[SEAL] = settings_digest(side)
+    sp = tmp_path / "edited_rf_x2.json"
+    sp.write_text(json.dumps(side))
+    return sp
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("edits", [{"tree0_left": lambda x: x * 0, "tree0_right": lambda x: x * 0},  # back to the root
+                                   {"tree0_left": lambda x: x + 10**6},
+                                   {"tree0_feature": lambda x: x + 30000},
+                                   {"tree0_leaf": lambda x: x + 10**6}], ids=["cycle", "child", "feature", "leaf"])
+def test_a_forest_whose_trees_do_not_descend_is_refused(tmp_path, lr, capsys, edits):
+    """Children pointing back to the root made 'iqt upsample' run for ever; indices out of range ended in an internal
+    error (IndexError, exit 1): a fresh-eyes audit."""
+    sp = _forest_with(tmp_path, **edits)
+    refused_line(capsys, ["upsample", str(lr), "--method", "rf", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
+                 "does not hold a valid rf model")
+    assert not (tmp_path / "up.nii.gz").exists()

@@ -224,6 +224,7 @@ def load(path) -> ForestModel:
                 W = _read_leaf_weights(a, p)
                 t = tree.Tree(a[p + "feature"].astype(np.int64), a[p + "threshold"], a[p + "left"].astype(np.int64),
                               a[p + "right"].astype(np.int64), a[p + "leaf"].astype(np.int64), W, a[p + "val_var"])
+                t.check(N_FEATURES[n])
                 if method == "biqt":
                     t.bayes_W, t.bayes_val_var, t.bayes_beta = W, a[p + "val_var"], a[p + "beta"]
                     t.bayes_alpha = a[p + "alpha"]

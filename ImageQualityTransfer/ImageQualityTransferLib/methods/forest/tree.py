@@ -139,6 +139,21 @@ class Tree:
     def depth(self) -> int:
         return int(self.info.get("depth", 0))
 
+    def check(self, n_features: int) -> None:
+        """ValueError unless the arrays make a tree `apply` can descend: every child after its parent (as `grow` numbers
+        them, so no descent loops), features and leaves in range, thresholds finite. A model whose children pointed
+        back to the root made `iqt upsample` run for ever (a fresh-eyes audit)."""
+        n = len(self.left)
+        if n == 0 or any(len(a) != n for a in (self.feature, self.threshold, self.right, self.leaf)):
+            raise ValueError("the tree's node arrays differ in length")
+        inner, k = self.left >= 0, np.arange(n)
+        if np.any(inner & ((self.left <= k) | (self.left >= n) | (self.right <= k) | (self.right >= n))):
+            raise ValueError("a node's child index is not after it in the tree")
+        if np.any(inner & ((self.feature < 0) | (self.feature >= n_features))) or not np.isfinite(self.threshold[inner]).all():
+            raise ValueError("a split's feature or threshold is out of range")
+        if np.any(~inner & ((self.leaf < 0) | (self.leaf >= self.n_leaves))):
+            raise ValueError("a leaf index is out of range")
+
     def apply(self, F: np.ndarray) -> np.ndarray:
         """Leaf index reached by each row of features F (vectorised descent)."""
         node = np.zeros(len(F), np.int64)

@@ -208,7 +208,7 @@ def add_propagation(sp) -> None:
     sp.add_argument("--max-length", type=float, help="drop streamlines longer than this, mm (default 250 on a human brain, "
                                                      "scaled to a smaller one)")
     sp.add_argument("--no-tracts", action="store_true", help="FA/MD maps only, no tract variability")
-    sp.add_argument("--seed", type=int, default=d["seed"], help="random seed of the samples (default 0)")
+    sp.add_argument("--seed", type=seed_number, default=d["seed"], help="random seed of the samples (default 0)")
 
 
 def settle_propagation(args) -> None:
@@ -308,24 +308,39 @@ def propagate(pred, args, lr_mask, r, seeds):
     return res
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take any seed up to here
+
+
+def seed_number(text: str) -> int:
+    """An argparse type: a random seed, 0 to MAX_SEED (-1 had ended propagate and train in an internal error, a seed of
+    20 digits train in torch's overflow: a fresh-eyes audit)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text}: give a seed from 0 to {MAX_SEED}")
+    return value
+
+
 SNR_HELP = ("add Rician noise to the low-res DWIs before the fit, its standard deviation the brain's median b0 over SNR "
             "(seeded: the same command gives the same input), as a noisier scanner would; default: none")
 
 
 def add_noise_seed(sp) -> None:
     """--seed N: the seed of the --snr noise (iqt degrade, iqt benchmark)."""
-    sp.add_argument("--seed", type=int, metavar="N",
+    sp.add_argument("--seed", type=seed_number, metavar="N",
                     help="seed of the --snr noise (default 0): the same seed draws the same noise, so one command gives "
                          "one result; another seed draws another noise at the same SNR")
 
 
 def noise_seed(args, snr_value) -> int:
-    """The --snr noise's seed (0 where not given); one clear line for a seed without --snr or below 0."""
+    """The --snr noise's seed (0 where not given); one clear line for a seed without --snr (`seed_number` reads it)."""
     if args.seed is not None and snr_value is None:
         raise IQTError(f"--seed {args.seed}: it seeds the noise of --snr, and none is added without it; give --snr too "
                        "or drop --seed")
-    if args.seed is not None and args.seed < 0:
-        raise IQTError(f"--seed {args.seed}: give a seed of 0 or more")
     return 0 if args.seed is None else args.seed
 
 

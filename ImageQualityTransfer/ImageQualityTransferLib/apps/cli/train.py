@@ -24,7 +24,7 @@ def add_parsers(sub) -> None:
                          "e.g. 1,1,3 for thick axial slices (default 2); a per-axis model also serves its factors "
                          "along any other axis (the axes are permuted at prediction)")
     sp.add_argument("-o", "--output", required=True, help="model weights file (.pt for CNNs, .npz for rf/biqt/global-linear); the .json sidecar is written beside it")
-    sp.add_argument("--seed", type=int, default=0, help="random seed (with --epochs the run is deterministic for the same number of CPU threads, which the "
+    sp.add_argument("--seed", type=options.seed_number, default=0, help="random seed (with --epochs the run is deterministic for the same number of CPU threads, which the "
                          "model's recorded command gives)")
     sp.add_argument("--epochs", type=int, help="CNN: maximum epochs of 200 batches (default 200, or unlimited with --minutes); "
                                                "the -hetero and -var1 methods train in two phases (the mean alone, then "
@@ -180,7 +180,7 @@ def run(args):
         raise IQTError(f"--lr applies to the CNN methods, not {args.method!r}; drop it")
     if args.ema is not None and not 0.0 <= args.ema < 1.0:
         raise IQTError(f"--ema {args.ema:g}: give a decay in [0, 1), e.g. 0.999 (0: no averaging)")
-    if args.lr is not None and not args.lr > 0:
+    if args.lr is not None and not 0 < args.lr < float("inf"):  # inf trained to a model of NaN loss, shipped (audit)
         raise IQTError(f"--lr {args.lr:g}: give a positive learning rate (e.g. 2e-4)")
     if args.leaf_ridge is not None and args.leaf_ridge < 0:
         raise IQTError(f"--leaf-ridge {args.leaf_ridge:g}: give a ridge of 0 or more (e.g. 0.01)")

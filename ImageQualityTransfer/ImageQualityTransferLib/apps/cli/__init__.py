@@ -125,6 +125,9 @@ def main(argv=None) -> int:
     process = argv is None  # the `iqt` command itself, not an in-process caller
     if process:
         threads.wait_passively()  # before any command loads torch
+        # the figures are drawn on Agg canvases without pyplot (apps/figures.py): the environment's backend is never
+        # used, and an unknown one ended 'iqt demo' and 'iqt report' in an internal error after all their work (audit)
+        os.environ.pop("MPLBACKEND", None)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as given (recorded in trained models' sidecars)

@@ -122,3 +122,41 @@ def test_a_forest_whose_trees_do_not_descend_is_refused(tmp_path, lr, capsys, ed
     refused_line(capsys, ["upsample", str(lr), "--method", "rf", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
                  "does not hold a valid rf model")
     assert not (tmp_path / "up.nii.gz").exists()
+
+
+def _norm_edited(side: dict, **norm) -> dict:
+    return {**side["normalisation"], **norm}
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("edit", [{"out_scale": "abc"}, {"out_scale": [0.0] * 6}, {"in_scale": [1.0] * 5},
+                                  {"kind": "bogus"}, {"subject_scale": "tiny"}],
+                         ids=["text", "zeros", "five", "kind", "unit"])
+def test_a_normalisation_iqt_train_never_writes_is_refused(tmp_path, lr, capsys, edit):
+    """A crafted CNN sidecar's out_scale "abc" ended in an internal error; all zeros gave cubic's output with no word,
+    an unknown kind was ignored (a fresh-eyes audit)."""
+    pytest.importorskip("torch")
+    side = json.loads((MODELS_DIR / "espcn_x2.json").read_text())
+    sp = _crafted(tmp_path, "espcn_x2", normalisation=_norm_edited(side, **edit))
+    refused_line(capsys, ["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
+                 "its normalisation is not one 'iqt train' writes")
+    assert not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_shipped_models_weights_with_edited_unsealed_settings_are_refused(tmp_path, lr, capsys):
+    """out_scale ×10 and the seal deleted: the copy ran with one warning to outputs 3.9× off, and 'iqt seal' sealed it
+    (a fresh-eyes audit). The same copy unedited still runs and seals."""
+    pytest.importorskip("torch")
+    side = json.loads((MODELS_DIR / "espcn_x2.json").read_text())
+    sp = _crafted(tmp_path, "espcn_x2", normalisation=_norm_edited(side, out_scale=[10 * v for v in side["normalisation"]["out_scale"]]))
+    edited = json.loads(sp.read_text())
+    edited.pop(SEAL)
+    sp.write_text(json.dumps(edited))
+    for argv in (["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
+                 ["seal", str(sp)]):
+        refused_line(capsys, argv, "its weights are the shipped model espcn_x2.json's, with other settings")
+    assert not (tmp_path / "up.nii.gz").exists() and SEAL not in json.loads(sp.read_text())
+    unedited = {k: v for k, v in side.items() if k != SEAL}
+    sp.write_text(json.dumps(unedited))
+    assert main(["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")]) == 0

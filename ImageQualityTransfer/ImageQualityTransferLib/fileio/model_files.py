@@ -249,7 +249,26 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
             f"the file is corrupt or was modified: re-download or retrain the model{copied}"
         )
     _check_registered(meta, sidecar_path(path), digest)
+    _check_shipped_weights(meta, sidecar_path(path), digest)
     return meta, weights
+
+
+def _check_shipped_weights(meta: dict, sp: Path, digest: str) -> None:
+    """An unsealed sidecar beside a shipped model's weights holds that model's settings: with its out_scale ×10 and its
+    seal deleted, a copy ran with one warning to outputs 3.9× off, and 'iqt seal' sealed it (a fresh-eyes audit). A copy
+    under a new name, which changes only 'weights', still runs. (A sealed one is as 'iqt train' or 'iqt seal' left it.)"""
+    if SEAL in meta or registered_entry(sp) is not None:
+        return
+    entry = next((e for e in read_registry() if e.get("sha256") == digest), None)
+    if entry is None:
+        return
+    try:
+        shipped = json.loads((Path(MODELS_DIR) / entry["sidecar"]).read_text())
+    except (OSError, ValueError, KeyError):
+        return  # the install's own sidecar unreadable: said when that model is used
+    if settings_digest(shipped) != settings_digest(meta):
+        raise IQTError(f"{sp}: its weights are the shipped model {entry['sidecar']}'s, with other settings than that "
+                       "model's: the sidecar was edited; use the shipped model (or a copy of both its files), or retrain")
 
 
 def read_registry(models_dir=MODELS_DIR) -> list[dict]:

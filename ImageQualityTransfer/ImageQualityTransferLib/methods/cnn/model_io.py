@@ -8,6 +8,8 @@ checksum before it reads the weights; a missing, truncated or tampered file give
 
 from __future__ import annotations
 
+import math
+
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -68,6 +70,7 @@ def load(path) -> LoadedModel:
     from . import networks
 
     meta, weights = FILES.read_verified(path)
+    check_normalisation(meta.get("normalisation"), sidecar_path(path))
     arch_factor = meta.get("arch", {}).get("factor") if isinstance(meta.get("arch"), dict) else None
     if arch_factor is not None and grid.factors(arch_factor) != grid.factors(meta.get("factor", 0)):
         raise IQTError(f"{sidecar_path(path)}: the sidecar's factor {meta.get('factor')} differs from its network's "
@@ -90,6 +93,26 @@ def load(path) -> LoadedModel:
         raise IQTError(f"{weights}: the weights do not load into a {meta.get('arch')} network ({type(exc).__name__}: {exc})") from None
     net.eval()
     return LoadedModel(net, meta, weights)
+
+
+SUBJECT_SCALES = (None, False, "md-mode", "median-md")  # inference.subject_scale's kinds; None/False: fixed units
+
+
+def check_normalisation(norm, sp: Path) -> None:
+    """The sidecar's normalisation is one 'iqt train' writes (training_data.normalisation): residual over cubic, six
+    finite input means and six positive finite scales each way, a known subject scale. A crafted sidecar's
+    out_scale "abc" had ended in an internal error, all zeros given every output cubic's, and an unknown kind been
+    ignored (a fresh-eyes audit)."""
+    def six(key, positive):
+        v = norm.get(key)
+        return (isinstance(v, list) and len(v) == 6 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                             and math.isfinite(x) and (x > 0 or not positive) for x in v))
+
+    ok = (isinstance(norm, dict) and norm.get("kind") == "residual-over-cubic" and six("in_mean", False)
+          and six("in_scale", True) and six("out_scale", True) and norm.get("subject_scale") in SUBJECT_SCALES)
+    if not ok:
+        raise IQTError(f"{sp}: its normalisation is not one 'iqt train' writes (residual over cubic, six finite means "
+                       "and positive scales): the sidecar was edited or damaged; re-download or retrain the model")
 
 
 def check_arch(arch, state, sp: Path) -> None:

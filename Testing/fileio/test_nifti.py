@@ -1,5 +1,6 @@
 """NIfTI I/O conventions: tensor files (5-D symmetric matrix, or 4-D in a requested order) and DWI reading."""
 
+import re
 import warnings
 
 import nibabel as nib
@@ -379,3 +380,18 @@ def test_a_mask_on_another_grid_is_said_to_differ(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.diag([4.0, 4.0, 4.0, 1.0])), str(tmp_path / "m.nii.gz"))
     with pytest.raises(IQTError, match=r"mask shape \(4, 4, 3\) differs from the input's grid \(8, 8, 6\)"):
         fileio.load_mask(tmp_path / "m.nii.gz", reference=ref)
+
+
+@pytest.mark.parametrize("which", ["bval", "bvec"])
+def test_a_nan_in_the_gradient_table_names_the_file_that_holds_it(tmp_path, which):
+    """A NaN in the bvec file was blamed on the bval file (a fresh-eyes audit)."""
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    fileio.save_dwi(make_phantom(shape=(8, 8, 8), voxel_mm=4.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    path = tmp_path / f"dwi.{which}"
+    values = np.atleast_2d(np.loadtxt(path))
+    values[0, 3] = np.nan
+    np.savetxt(path, values, fmt="%.6f")
+    with pytest.raises(IQTError, match=rf"^{re.escape(str(path))}: NaN or Inf among its numbers"):
+        fileio.load_dwi(tmp_path / "dwi.nii.gz")

@@ -76,6 +76,9 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
             f"{path}: the DWI has {n} volumes but {bval_p.name} has {bvals.size} b-values and {bvec_p.name} "
             f"{bvecs.shape[0]} directions; give the bval/bvec files that belong to this series"
         )
+    for values, p in ((bvals, bval_p), (bvecs, bvec_p)):  # the file that holds them named (the bval was, for either)
+        if not np.all(np.isfinite(values)):
+            raise IQTError(f"{p}: NaN or Inf among its numbers; give the series' own gradient table")
     check_table(bvals, bvecs, n, f"{bval_p}: ")  # the unit checks, as for a series built in memory (dmri.dti.fit_dti)
     bvals, bvecs = _scale_b_by_length(bvals, bvecs, bvec_p)
     data = read_data(img, path)

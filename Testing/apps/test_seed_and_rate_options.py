@@ -1,7 +1,8 @@
-"""A seed below 0 or beyond the generators' range, and an infinite learning rate, are refused in one line before any
+"""A seed below 0 or beyond the generators' range, an infinite learning rate, an empty --methods and 1e8 Monte Carlo
+samples are refused in one line before any
 work: --seed -1 ended propagate, upsample --propagate and train in an internal error (train after its data
-preparation), a 20-digit seed train in torch's overflow, and --lr inf trained a model of NaN loss that shipped and ran
-(a fresh-eyes audit)."""
+preparation), a 20-digit seed train in torch's overflow, --lr inf trained a model of NaN loss that shipped and ran,
+--methods "" ran every method and --mc-samples 100000000 ran on past 300 s (a fresh-eyes audit)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,11 @@ def test_an_infinite_learning_rate_is_refused(tmp_path, capsys, small_subject):
     refused_line(capsys, ["train", "--method", "espcn", "--subjects", small_subject, "-o", tmp_path / "m.pt", "--lr", "inf",
                           "--epochs", "1"], "--lr inf: give a positive learning rate")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_no_methods_and_samples_past_the_bound_are_refused(tmp_path, capsys, small_subject):
+    lr = five_d_tensor(tmp_path / "lr.nii.gz")
+    refused_line(capsys, ["benchmark", small_subject, "--methods", ""], "--methods '': name at least one method")
+    refused_line(capsys, ["upsample", lr, "-o", tmp_path / "up.nii.gz", "--method", "espcn-hetero-var1",
+                          "--mc-samples", "100000000"], "--mc-samples 100000000: give at most 1000")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]

@@ -192,7 +192,8 @@ def test_degrade_cli_factor_and_slice_gap(small_subject, tmp_path, capsys):
     assert fileio.load_mask(tmp_path / "m.nii.gz").shape3 == lr.shape3
     capsys.readouterr()
     for args, words in ((["--shift", "0,0,3"], "--shift"), (["--slice-gap", "-1"], "--slice-gap"),
-                        (["--factor", "1,1"], "--factor")):
+                        (["--factor", "1,1"], "--factor"),
+                        (["--slice-gap", "100"], "--slice-gap 100: a gap wider than the slices")):  # was 1 slice (audit)
         code = main(["degrade", dwi, "--factor", "1,1,3", *args, "-o", str(tmp_path / "bad.nii.gz")])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and words in err, err

@@ -102,6 +102,9 @@ HUMAN_BRAIN_MIN_MM = 100.0  # a brain shorter than this along its longest voxel 
 ANIMAL_VOXEL_MM = 1.0  # ... nor, with input voxels all under this, a clinical scan's crop (a small animal's)
 
 
+
+MAX_SAMPLES = 1000  # Monte Carlo samples a run may ask for
+
 class Method:
     """Base class. A subclass sets the class attributes and implements `_predict` on canonical-axis arrays
     (and, if learned, `_fit`); settings are given once, to the constructor, and checked there."""
@@ -160,6 +163,9 @@ class Method:
                 raise IQTError(f"--mc-samples {samples!r}: give a whole number of Monte Carlo samples (default 10)")
             if int(samples) < 0:
                 raise IQTError(f"--mc-samples {samples}: give a number of Monte Carlo samples >= 0")
+            if int(samples) > MAX_SAMPLES:  # 1e8 was taken, and ran on past 300 s without a word (a fresh-eyes audit)
+                raise IQTError(f"--mc-samples {samples}: give at most {MAX_SAMPLES} (each sample is one more pass of the "
+                               "network over the volume; the default is 10)")
             if int(samples) == 1:  # the parameter part is the samples' variance: one sample has none
                 raise IQTError("--mc-samples 1: one sample gives no parameter uncertainty; give at least 2 (default 10), "
                                "or 0 for one deterministic pass with the intrinsic part only")

@@ -116,9 +116,11 @@ def method_list(text: str | None) -> list[str] | None:
     """`--methods a,b,c` -> ["a", "b", "c"] (None when not given); unknown names fail here, before any work."""
     from ... import methods
 
-    if not text:
+    if text is None:
         return None
     names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:  # "" had run every method
+        raise IQTError(f"--methods {text!r}: name at least one method (see 'iqt methods'), or leave --methods out for all")
     for n in names:
         methods.method_class(n)
     return names

@@ -32,6 +32,9 @@ def test_shells_and_the_lower_shell(two_shells):
     assert dti.shells(low.bvals) == [1000.0] and (low.bvals <= dti.B0_THRESHOLD).sum() == (two_shells.bvals <= 50).sum()
     with pytest.raises(IQTError, match="a tensor needs at least 6"):
         dti.keep_bmax(two_shells, 500)
+    for bmax in (float("nan"), 0.0):  # nan had been told to give a higher --bmax (a fresh-eyes audit)
+        with pytest.raises(IQTError, match=r"give the highest b-value to fit"):
+            dti.keep_bmax(two_shells, bmax)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dti.fit_dti(two_shells, dti.brain_mask(two_shells))

@@ -395,3 +395,11 @@ def test_a_nan_in_the_gradient_table_names_the_file_that_holds_it(tmp_path, whic
     np.savetxt(path, values, fmt="%.6f")
     with pytest.raises(IQTError, match=rf"^{re.escape(str(path))}: NaN or Inf among its numbers"):
         fileio.load_dwi(tmp_path / "dwi.nii.gz")
+
+
+def test_a_complex_valued_file_is_refused(tmp_path):
+    """A complex tensor file was read with numpy's 'discards the imaginary part' warning (a fresh-eyes audit)."""
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(random_spd(4 * 4 * 4).reshape(4, 4, 4, 1, 6).astype(np.complex64), np.eye(4)), path)
+    with pytest.raises(IQTError, match="complex-valued voxels"):
+        fileio.load_tensor(path)

@@ -257,6 +257,8 @@ def keep_bmax(dwi: Volume, bmax: float) -> Volume:
     """The series' b0s and the volumes with b up to `bmax` (to the shell rounding), for a DTI fit of the lower shells
     of a multi-shell acquisition."""
     b = np.asarray(dwi.bvals, float)
+    if not np.isfinite(bmax) or bmax <= B0_THRESHOLD:  # nan had been told to give a higher --bmax (audit)
+        raise IQTError(f"--bmax {bmax:g}: give the highest b-value to fit, in s/mm^2 (e.g. 1000)")
     keep = b <= float(bmax) + SHELL_STEP / 2
     if (keep & (b > B0_THRESHOLD)).sum() < MIN_DIRECTIONS:
         raise IQTError(f"--bmax {bmax:g}: only {(keep & (b > B0_THRESHOLD)).sum()} diffusion-weighted volumes have b up "

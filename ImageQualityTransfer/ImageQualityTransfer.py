@@ -980,6 +980,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         display = self.display()
         lm = slicer.app.layoutManager() if hasattr(slicer.app, "layoutManager") else None
         if lm is not None:
+            display.remember_layout(slicer.mrmlScene)  # before the layout manager replaces it
             lm.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
         display.show_comparison(slicer.mrmlScene, interpolatedNode, iqtNode, uncertaintyNode, opacity)
 

@@ -32,3 +32,4 @@ def test_a_dwi_with_only_its_air_zeroed_keeps_the_otsu_mask(axial_subject):
         warnings.simplefilter("error", IQTWarning)
         air = dti.brain_mask(_zeroed(dwi, b0 > 0.05 * np.percentile(b0, 99)))
     assert air.meta["source"] == "median_otsu" and (air.data & own).sum() == own.sum()
+

@@ -403,3 +403,33 @@ def test_a_complex_valued_file_is_refused(tmp_path):
     nib.save(nib.Nifti1Image(random_spd(4 * 4 * 4).reshape(4, 4, 4, 1, 6).astype(np.complex64), np.eye(4)), path)
     with pytest.raises(IQTError, match="complex-valued voxels"):
         fileio.load_tensor(path)
+
+
+def test_which_direction_lengths_scale_b(tmp_path):
+    """Scaled only where the bval file gives one b and some direction is more than 5 % short (a code review: lengths of
+    0.975-1.025 had made three 'shells' of one, and a table listing two b-values had had them scaled twice)."""
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    fileio.save_dwi(make_phantom(shape=(8, 8, 8), voxel_mm=4.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    b, g = np.loadtxt(tmp_path / "dwi.bval"), np.loadtxt(tmp_path / "dwi.bvec")
+    weighted = b > 0
+    half = weighted & (np.cumsum(weighted) % 2 == 0)
+
+    def read(bvals, lengths):
+        np.savetxt(tmp_path / "dwi.bval", bvals[None], fmt="%g")
+        np.savetxt(tmp_path / "dwi.bvec", g * lengths, fmt="%.8f")
+        with pytest.warns(IQTWarning, match="directions of length") as said:
+            dwi = fileio.load_dwi(tmp_path / "dwi.nii.gz")
+        assert np.allclose(np.linalg.norm(dwi.bvecs[weighted], axis=1), 1)
+        return dwi.bvals, str(said[0].message)
+
+    two = np.where(weighted, 2000.0, 0.0)
+    bvals, said = read(two, np.where(half, np.sqrt(0.5), 1.0))  # two shells given by shortening: scaled
+    assert np.allclose(bvals[half], 1000) and np.allclose(bvals[weighted & ~half], 2000) and "read as MRtrix" in said
+    rounding = np.where(weighted, np.where(half, 0.975, 1.025), 1.0)
+    bvals, said = read(two, rounding)  # lengths off by rounding: one shell, as labelled
+    assert np.array_equal(bvals, two) and "with its b from the bval file" in said
+    listed = np.where(half, 1000.0, two)
+    bvals, said = read(listed, np.where(half, np.sqrt(0.5), 1.0))  # the table lists its shells already
+    assert np.array_equal(bvals, listed) and "lists several b-values already" in said

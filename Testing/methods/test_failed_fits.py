@@ -274,7 +274,7 @@ def test_the_warning_names_the_usual_cause_where_the_failed_fits_diffuse_too_fas
         return str(caught[0].message)
 
     csf = [9e-3, 0, 6e-3, 0, 0, 6e-3]
-    assert said(csf, 27).endswith(f"; all of them diffuse faster than free water, as CSF does where its diffusion-weighted "
+    assert said(csf, 27).endswith("; all of them diffuse faster than free water, as CSF does where its diffusion-weighted "
                                   "signal sinks to the noise floor (usual in a few voxels)")
     assert said(csf, 400).endswith("sinks to the noise floor")  # 4 % of the mask: not "a few"
     assert said([7e-4, 0, 7e-4, 0, 0, -2e-3], 27).endswith("interpolation clips them")  # a negative eigenvalue

@@ -492,3 +492,29 @@ def test_no_legend_is_drawn_for_an_overlay_at_opacity_0(lowres):
     assert not legend.GetVisibility()
     display.set_overlay_opacity(scene, 0.3, [nodes["uncertainty"]])
     assert legend.GetVisibility()
+
+
+def test_the_readers_layout_comes_back_after_the_modules_comparison_and_a_layout_left_by_hand_is_theirs(lowres):
+    """The module's Logic switches the layout manager to side-by-side before `show_comparison`: the layout to go back
+    to was then lost, and a cubic run left both sides showing cubic (a code review). And a reader who left the
+    comparison by hand and later chose side-by-side themselves keeps it at the next run."""
+    lr, _ = lowres
+    scene = views_scene()
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    conventional, side_by_side = (slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView,
+                                  slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    layout.SetViewArrangement(conventional)
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    nodes = run(scene, node, "biqt")
+    display.remember_layout(scene)  # as the Logic's showComparison, then the layout manager's setLayout
+    layout.SetViewArrangement(side_by_side)
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], 0.4)
+    run(scene, node, "cubic")
+    assert layout.GetViewArrangement() == conventional
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], 0.4)
+    layout.SetViewArrangement(conventional)  # the reader leaves the comparison by hand
+    run(scene, node, "biqt")
+    layout.SetViewArrangement(side_by_side)  # and later chooses side-by-side for their own views
+    again = run(scene, node, "rf")
+    assert layout.GetViewArrangement() == side_by_side
+    assert display.composite_node(scene, "Red").GetBackgroundVolumeID() == again["tensor"].GetID()  # not cubic

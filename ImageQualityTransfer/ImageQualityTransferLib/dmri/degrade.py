@@ -110,9 +110,10 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r, shift=(0, 0, 0), style: str = "
         raise IQTError(f"--slice-gap {slice_gap}: give the number of high-res planes dropped after each block, "
                        f"an integer >= 0")
     gap = gaps(f, slice_gap)
-    if slice_gap > max(f):  # 100 made a one-slice volume without a word (a fresh-eyes audit)
-        raise IQTError(f"--slice-gap {slice_gap}: a gap wider than the slices themselves ({max(f)} high-res planes) is no "
-                       f"scan's; give at most {max(f)}")
+    thinnest = min((k for k in f if k > 1), default=1)  # the gap follows every refined axis
+    if slice_gap > thinnest:  # 100 made a one-slice volume without a word (a fresh-eyes audit)
+        raise IQTError(f"--slice-gap {slice_gap}: a gap wider than the slices themselves ({thinnest} high-res planes) is "
+                       f"no scan's; give at most {thinnest}")
     hr_mask = np.asarray(getattr(hr_mask, "data", hr_mask), dtype=bool)
     n = lr_shape(dwi.shape3, f, shift, gap)
     if min(n) < 1:

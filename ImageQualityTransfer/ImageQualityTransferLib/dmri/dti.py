@@ -75,9 +75,9 @@ def mean_b0(dwi: Volume) -> np.ndarray:
 
 def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slices: bool = True) -> Volume:
     """Deterministic brain mask from the mean b0 (dipy median Otsu), largest connected component, holes filled; with
-    `fill_slices`, also the holes enclosed within one slice of any orientation (`fill_slice_holes`)."""
+    `fill_slices`, also the holes enclosed within one slice of any orientation (`fill_slice_holes`). A skull-stripped
+    DWI keeps the region it was stripped to (`_stripped_brain`), said in one warning; meta["source"] says which."""
     from dipy.segment.mask import median_otsu
-    from scipy import ndimage
 
     if not (dwi.bvals <= B0_THRESHOLD).any():
         _no_b0(dwi)
@@ -90,8 +90,8 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
     stripped = _stripped_brain(dwi, mask, fill_slices)
     if stripped is not None:
         warnings.warn(f"the DWI is zero outside a brain-shaped region (skull-stripped): that region is the brain mask, "
-                      f"{int(stripped.sum())} voxels (median Otsu on its b0 found {int(mask.sum())}); give "
-                      "--mask to use another", IQTWarning, stacklevel=2)
+                      f"{int(stripped.sum())} voxels (median Otsu on its b0 found {int(mask.sum())}); give a mask "
+                      "to use another", IQTWarning, stacklevel=2)
         mask, source = stripped, "nonzero"
     if not mask.any():
         raise IQTError("no brain found in the b0 image; give a mask with --mask")

@@ -349,8 +349,9 @@ def read_data(img, path, dtype=np.float32) -> np.ndarray:
     whole into memory, 6.37 GB at its peak); a run out of memory while reading says so, not that the file may be
     truncated or damaged."""
     proxy = img.dataobj
-    if np.issubdtype(img.get_data_dtype(), np.complexfloating):  # numpy would drop the imaginary part with a warning
-        raise IQTError(f"{path}: complex-valued voxels ({img.get_data_dtype()}); give real values (the magnitude image, "
+    stored = np.dtype(getattr(proxy, "dtype", np.float32))  # the file's type, as nibabel's proxy reads it
+    if np.issubdtype(stored, np.complexfloating):  # numpy would drop the imaginary part with a warning
+        raise IQTError(f"{path}: complex-valued voxels ({stored}); give real values (the magnitude image, "
                        "or the tensors as the fitting tool wrote them)")
     try:
         if _gzipped(path):

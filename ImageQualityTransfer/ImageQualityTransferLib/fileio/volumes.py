@@ -94,20 +94,28 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
 
 
 def _scale_b_by_length(bvals: np.ndarray, bvecs: np.ndarray, bvec_p) -> tuple[np.ndarray, np.ndarray]:
-    """b x |g|^2 with unit directions where the directions are not of unit length, as MRtrix reads them by default
-    (BValueScaling): scanners that allow one b-value per series give the others by shortening the vectors, and taking
-    such a series as all of the bval file's b lowered MD by 25 % (an input audit). Said in one line."""
+    """b x |g|^2 with unit directions where the bval file gives one b for every weighted volume and some directions
+    are more than 5 % short of unit length: the convention of scanners that allow one b-value per series (the others
+    given by shortening the vectors), as MRtrix and the Slicer module's DWI NRRD reader take it; read as labelled, such
+    a series' MD was 25 % low (an input audit). Lengths off by 1-5 % (rounding), or a table that already lists several
+    b-values, keep the file's b. Said in one line either way."""
     norms = np.linalg.norm(bvecs, axis=1)
     weighted = (bvals > B0_THRESHOLD) & (norms > 0)  # a zero direction is refused where the tensors are fitted
     if not weighted.any() or np.abs(norms[weighted] - 1).max() <= 0.01:
         return bvals, bvecs
-    bvals, bvecs = bvals.astype(float), bvecs.astype(float)
     lengths = norms[weighted]
-    bvals[weighted] = bvals[weighted] * lengths**2
+    one_b = np.ptp(bvals[weighted]) <= 0.01 * bvals[weighted].max()
+    bvals, bvecs = bvals.astype(float), bvecs.astype(float)
     bvecs[weighted] = bvecs[weighted] / lengths[:, None]
-    warnings.warn(f"{bvec_p}: directions of length {lengths.min():.3g} to {lengths.max():.3g}, not 1: read as MRtrix "
-                  f"reads them, b x |g|^2 with unit directions (b {bvals[weighted].min():.0f} to "
-                  f"{bvals[weighted].max():.0f}); if the lengths do not scale b, make the directions unit length",
+    if one_b and np.abs(lengths - 1).max() > 0.05:
+        bvals[weighted] = bvals[weighted] * lengths**2
+        said = (f"read as MRtrix reads them, b x |g|^2 with unit directions (b {bvals[weighted].min():.0f} to "
+                f"{bvals[weighted].max():.0f}); if the lengths do not scale b, make the directions unit length")
+    else:
+        said = ("each is taken as a direction with its b from the bval file" + (
+            "" if one_b else " (it lists several b-values already)") + "; if their lengths scale b, put b x |g|^2 in "
+                                                                       "the bval file")
+    warnings.warn(f"{bvec_p}: directions of length {lengths.min():.3g} to {lengths.max():.3g}, not 1: {said}",
                   IQTWarning, stacklevel=3)
     return bvals, bvecs
 

@@ -102,8 +102,8 @@ HUMAN_BRAIN_MIN_MM = 100.0  # a brain shorter than this along its longest voxel 
 ANIMAL_VOXEL_MM = 1.0  # ... nor, with input voxels all under this, a clinical scan's crop (a small animal's)
 
 
+MAX_SAMPLES = 10_000  # Monte Carlo samples a run may ask for
 
-MAX_SAMPLES = 1000  # Monte Carlo samples a run may ask for
 
 class Method:
     """Base class. A subclass sets the class attributes and implements `_predict` on canonical-axis arrays

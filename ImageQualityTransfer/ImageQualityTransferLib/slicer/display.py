@@ -275,12 +275,9 @@ def pad_titles(titled: list) -> None:
         legend.SetTitleText(body + pad + ("\n" + clipped if body != text else ""))
 
 
-def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE,
-                  visible: bool = True) -> dict:
+def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE) -> dict:
     """Every uncertainty map of a run styled, each with its legend; Slicer draws a legend only in the views that
-    show its map, so picking another map as foreground brings its own legend. `visible` False (an overlay at opacity
-    0) hides the legends: one drawn over a map that is not seen gave the orientation colours a scale (a clinician's
-    audit). Returns {key: legend}."""
+    show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
     maps = nodes.get("uncertainties") or {}
     region = None  # the maps of a run share their support: its inner region is found once
@@ -288,7 +285,7 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
     if first is not None:
         vol = mrml.scalar_volume_from_node(first)
         region = inside_rim(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
-    legends = {key: style_uncertainty(scene, node, key, titles.get(key), visible, region, clipped_note)
+    legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note)
                for key, node in maps.items()}
     pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
     return legends
@@ -342,10 +339,11 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs
     (`share_scales`, its legends ending in `shared_note`); `clipped_note`: as `set_scale`, translated."""
-    style_results(scene, nodes, titles, clipped_note, visible=opacity > 0)
+    style_results(scene, nodes, titles, clipped_note)
     if shared:
         share_scales(scene, note=shared_note, clipped_note=clipped_note)
     tensor, overlay, interpolated = nodes.get("tensor"), nodes.get("uncertainty"), nodes.get("interpolated")
+    legend_follows_opacity(overlay, opacity)
     if _comparing(scene):  # a run made in the side-by-side layout: both sides showed it, as if IQT were cubic
         if interpolated is not None and tensor is not None and interpolated is not tensor:
             show_comparison(scene, interpolated, tensor, overlay, opacity)
@@ -362,13 +360,32 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
 COMPARE_ATTRIBUTE = "ImageQualityTransfer.LayoutBeforeComparison"  # on the layout node: the arrangement to go back to
 
 
-def _comparing(scene) -> bool:
-    """Whether the side-by-side layout `show_comparison` set is still the one shown."""
+def remember_layout(scene) -> None:
+    """The reader's layout noted before the comparison replaces it (`show_comparison`, or the module's Logic before it
+    asks the layout manager), for a later run that has nothing to compare (`_leave_comparison`)."""
     import slicer
 
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
-    return (layout is not None and layout.GetAttribute(COMPARE_ATTRIBUTE) is not None
-            and layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    if layout is None:
+        return
+    if layout.GetViewArrangement() != slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView:
+        layout.SetAttribute(COMPARE_ATTRIBUTE, str(layout.GetViewArrangement()))
+    elif layout.GetAttribute(COMPARE_ATTRIBUTE) is None:
+        layout.SetAttribute(COMPARE_ATTRIBUTE, "")
+
+
+def _comparing(scene) -> bool:
+    """Whether the side-by-side layout `show_comparison` set is still the one shown; a reader who has left it forgets
+    the comparison (a side-by-side they set later is theirs)."""
+    import slicer
+
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is None or layout.GetAttribute(COMPARE_ATTRIBUTE) is None:
+        return False
+    if layout.GetViewArrangement() != slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView:
+        layout.RemoveAttribute(COMPARE_ATTRIBUTE)
+        return False
+    return True
 
 
 def _leave_comparison(scene) -> None:
@@ -527,12 +544,8 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
     if layout is not None:
         import slicer
 
-        side_by_side = slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
-        if layout.GetViewArrangement() != side_by_side:
-            layout.SetAttribute(COMPARE_ATTRIBUTE, str(layout.GetViewArrangement()))
-        elif layout.GetAttribute(COMPARE_ATTRIBUTE) is None:
-            layout.SetAttribute(COMPARE_ATTRIBUTE, "")
-        layout.SetViewArrangement(side_by_side)
+        remember_layout(scene)
+        layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
     composites = []
     for view, volume, fg in ((views[0], interpolated, None), (views[1], iqt, uncertainty)):
         c = composite_node(scene, view)
@@ -551,11 +564,17 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
             s.SetOrientationMarkerType(s.OrientationMarkerTypeAxes)
             s.SetOrientationMarkerSize(s.OrientationMarkerSizeMedium)
         composites.append(c)
-    legend = _legend_of(uncertainty) if uncertainty is not None else None
-    if legend is not None:
-        legend.SetVisibility(opacity > 0)
+    legend_follows_opacity(uncertainty, opacity)
     refresh_legends(scene)  # an earlier run's legend whose map is no longer a layer: hidden
     return tuple(composites)
+
+
+def legend_follows_opacity(overlay, opacity: float) -> None:
+    """The overlay's legend hidden while it is shown at opacity 0 (`set_overlay_opacity` shows it again): drawn over a
+    map that is not seen, it gave the orientation colours a scale (a clinician's audit)."""
+    legend = _legend_of(overlay) if overlay is not None else None
+    if legend is not None:
+        legend.SetVisibility(opacity > 0)
 
 
 def _same_slice(source, target) -> None:

@@ -171,7 +171,12 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
         return out
 
     report_progress(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
-    fit_mask = mask if mask is not None else dti.brain_mask(dwi)
+    if mask is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IQTWarning)  # a stripped DWI's line: said below, in the module's words
+            fit_mask = dti.brain_mask(dwi)
+    else:
+        fit_mask = mask
     with warnings.catch_warnings(record=True) as said:  # iqt fit's checks, as the run's notes
         warnings.simplefilter("always", IQTWarning)
         dti.check_shells(dwi)
@@ -183,9 +188,11 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
     meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [
         _fit_in_module_words(str(w.message)) for w in said if issubclass(w.category, IQTWarning)]
     if mask is None:
-        meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in a brain mask estimated from the "
-                                   f"b0 (median Otsu, {100 * np.mean(fit_mask.data):.0f} % of the field of view), which "
-                                   "the output follows; choose a mask to use your own")
+        share = f"{100 * np.mean(fit_mask.data):.0f} % of the field of view"
+        found = (f"the region where the DWI is non-zero (it was skull-stripped; {share})"
+                 if fit_mask.meta.get("source") == "nonzero" else f"a brain mask estimated from the b0 (median Otsu, {share})")
+        meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in {found}, which the output follows; "
+                                   "choose a mask to use your own")
     lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=meta)
     return lr, fit_mask
 

@@ -135,6 +135,7 @@ def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor
     display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], opacity,
                             orientation=orientation, marker=True)
     legends = display.style_results(scene, nodes)
+    display.legend_follows_opacity(nodes["uncertainty"], opacity)
     for legend in legends.values():
         legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
     images = {name: _grab(view) for name, view in views.items()}

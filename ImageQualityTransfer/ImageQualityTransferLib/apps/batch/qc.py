@@ -132,7 +132,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "flag (yellow)" + (f", <b>{counts['pending']} pending</b> (blue; not ended when the table was written: the run was "
                                "working on them, or stopped before they ended)" if counts["pending"] else "") +
             ". SNR: mean b0 in the brain / std of the b0 "
-            "background. brain_from: where the brain mask came from (dwi: median Otsu on the b0; tensor: the tensor file's "
+            "background. brain_from: where the brain mask came from (dwi: median Otsu on the b0, or where a skull-stripped DWI is non-zero; tensor: the tensor file's "
             "non-zero voxels; mask: the list line's --mask; estimated: from unmasked tensors, generous, with scalp and "
             "background fits: not a brain volume to compare or average over). nonphysical_pct: share of the brain mask's "
             "output voxels with a negative eigenvalue (their MD/FA are not measurements). noise_index: the input tensors' "

@@ -50,7 +50,8 @@ def check_folder(folder: Path, for_path=None) -> None:
     folder = Path(folder)
     name = for_path if for_path is not None else folder
     if not folder.is_dir():
-        raise IQTError(f"{name}: the folder {folder} does not exist; create it or choose another output path")
+        why = "is a file, not a folder:" if folder.exists() else "does not exist; create it or"  # a file: named so (audit)
+        raise IQTError(f"{name}: the folder {folder} {why} choose another output path")
     try:
         fd, probe = tempfile.mkstemp(prefix=".iqt-probe-", dir=str(folder))
         os.close(fd)

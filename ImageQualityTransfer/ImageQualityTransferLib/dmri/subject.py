@@ -47,6 +47,8 @@ def dwi_path(folder) -> Path:
                     raise IQTError(f"{folder}: no {grad} in this folder; a subject folder holds dwi.nii.gz, dwi.bval and "
                                    "dwi.bvec (FSL format)")
             return folder / name
+    if folder.is_file():  # a DWI given where its folder was asked for: said so (audit)
+        raise IQTError(f"{folder}: a file; give the subject's folder, which holds dwi.nii.gz, dwi.bval and dwi.bvec")
     raise IQTError(f"{folder}: no dwi.nii.gz in this folder; a subject folder holds dwi.nii.gz, dwi.bval and dwi.bvec")
 
 

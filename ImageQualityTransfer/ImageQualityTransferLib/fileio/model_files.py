@@ -44,6 +44,9 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
                        "file, its .json sidecar beside it)")
     sp = sidecar_path(path)
     if not sp.exists():
+        if "".join(given.suffixes[-2:]).lower() in (".nii", ".nii.gz", ".nrrd"):  # an image given as a model (audit)
+            raise IQTError(f"{path}: an image, not a model; give a model file from 'iqt train' (a {family} model is a "
+                           f"{suffix} file with a .json sidecar beside it)")
         raise IQTError(f"{sp}: model sidecar not found; a {family} model is a {suffix} file with a .json sidecar "
                        f"beside it (from 'iqt train')")
     try:

@@ -737,11 +737,18 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return slicer_processing
 
     def display(self):
-        """The engine's Qt-free display functions (colours, legends, slice layers, comparison, seeding)."""
+        """The engine's Qt-free display functions (slice layers, comparison, seeding)."""
         self._engineOnPath()
         from ImageQualityTransferLib.slicer import display
 
         return display
+
+    def legends(self):
+        """The engine's Qt-free colours and legends of the uncertainty maps."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer import legends
+
+        return legends
 
     def engineError(self):
         """The exception the engine raises for a request it cannot do (the message says what to change)."""
@@ -966,7 +973,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def setSharedColourScale(self, shared: bool) -> dict:
         """Every uncertainty map in the scene on one colour scale per map (`shared`), or each on its own range again;
         returns {map: shared top}."""
-        return self.display().share_scales(slicer.mrmlScene, shared, note=_("shared scale"),
+        return self.legends().share_scales(slicer.mrmlScene, shared, note=_("shared scale"),
                                            clipped_note=_("top colour: ≥ {top}"))
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:

@@ -479,15 +479,15 @@ def test_reset_camera_keeps_the_views_in_register(lowres):
 SHARED_SCALE = """
 import asyncio, json, sys
 from ImageQualityTransferLib.apps import view
-from ImageQualityTransferLib.slicer import display
+from ImageQualityTransferLib.slicer import display, legends
 viewer = view.Viewer(sys.argv[1], "biqt", 2, sys.argv[2], server_name="test-shared-scale")
 viewer._load()
 out = {}
 for method in ("biqt", "rf", "biqt"):
     asyncio.run(viewer._run(method))
     node = viewer.nodes["uncertainty"]
-    legend = display._legend_of(node)
-    out[method] = {"status": viewer.server.state.status, "own": display.own_top(node, "std"),
+    legend = legends.legend_of(node)
+    out[method] = {"status": viewer.server.state.status, "own": legends.own_top(node, "std"),
                    "top": node.GetDisplayNode().GetWindowLevelMax(), "title": legend.GetTitleText()}
 print(json.dumps(out))
 sys.stdout.flush()

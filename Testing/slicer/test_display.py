@@ -13,7 +13,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed
 
 from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
 from ImageQualityTransferLib.dmri.dti import inside_rim  # noqa: E402
-from ImageQualityTransferLib.slicer import display, mrml, processing  # noqa: E402
+from ImageQualityTransferLib.slicer import display, legends, mrml, processing  # noqa: E402
 
 VIEWS = ("Red", "Yellow", "Green")
 
@@ -134,10 +134,10 @@ def unpadded(legend) -> str:
 def clipped(node) -> str:
     """The clipped-top lines a map's legend ends in: "" where no value lies above its scale's top."""
     top = node.GetDisplayNode().GetWindowLevelMax()
-    legend = display.legend_node(node.GetScene(), node)
+    legend = legends.legend_node(node.GetScene(), node)
     if not np.nanmax(mrml.scalar_volume_from_node(node).data) > top:
         return ""
-    return "\n" + display.wrap_title(display.CLIPPED_NOTE.format(top=(legend.GetLabelFormat() % top).strip()))
+    return "\n" + legends.wrap_title(legends.CLIPPED_NOTE.format(top=(legend.GetLabelFormat() % top).strip()))
 
 
 def test_a_legend_says_where_its_top_colour_stands_for_more():
@@ -150,10 +150,10 @@ def test_a_legend_says_where_its_top_colour_stands_for_more():
     data = np.zeros((30, 30, 30), np.float32)
     data[5:25, 5:25, 5:25] = 0.2  # µm²/ms, as the map nodes hold it
     flat = mrml.add_scalar_node(scene, Volume(data.copy(), np.eye(4), "scalar"), "flat")
-    assert display.style_uncertainty(scene, flat, "std").GetTitleText() == "Tensor SD\n(µm²/ms)"
+    assert legends.style_uncertainty(scene, flat, "std").GetTitleText() == "Tensor SD\n(µm²/ms)"
     data[15, 15, 15] = 4.4  # one voxel far above the rest
     high = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), "high")
-    legend = display.style_uncertainty(scene, high, "std")
+    legend = legends.style_uncertainty(scene, high, "std")
     top = high.GetDisplayNode().GetWindowLevelMax()
     label = (legend.GetLabelFormat() % top).strip()
     assert top < 4.4 and legend.GetTitleText() == f"Tensor SD\n(µm²/ms)\ntop colour:\n\u2265 {label}", legend.GetTitleText()
@@ -164,16 +164,16 @@ def test_legends_titles_and_label_formats(lowres):
     scene = views_scene()
     node = mrml.add_tensor_node(scene, lr, "dti")
     nodes = run(scene, node, "biqt")
-    legends = {}
+    shown = {}
     for key, vol in nodes["uncertainties"].items():
         found = [vol.GetNthDisplayNode(i) for i in range(vol.GetNumberOfDisplayNodes())
                  if vol.GetNthDisplayNode(i).IsA("vtkMRMLColorLegendDisplayNode")]
         assert len(found) == 1
-        legends[key] = found[0]
+        shown[key] = found[0]
         assert vol.GetDisplayNode().GetColorNode().GetName() == "Inferno"
-    assert unpadded(legends["std"]) == "Tensor SD\n(µm²/ms)" + clipped(nodes["uncertainties"]["std"])
-    assert unpadded(legends["direction"]) == "Direction SD\n(degrees)" + clipped(nodes["uncertainties"]["direction"])
-    assert legends["std"].GetTitleText().count("\n") == legends["direction"].GetTitleText().count("\n")  # one size
+    assert unpadded(shown["std"]) == "Tensor SD\n(µm²/ms)" + clipped(nodes["uncertainties"]["std"])
+    assert unpadded(shown["direction"]) == "Direction SD\n(degrees)" + clipped(nodes["uncertainties"]["direction"])
+    assert shown["std"].GetTitleText().count("\n") == shown["direction"].GetTitleText().count("\n")  # one size
     # diffusivities in µm²/ms (10⁻³ mm²/s), recorded on the node; labels fixed-point, equally wide for every map,
     # with two significant digits at the top (0.30 and 65, not 3.00e-04 and 65)
     std = mrml.scalar_volume_from_node(nodes["uncertainty"]).data
@@ -182,34 +182,34 @@ def test_legends_titles_and_label_formats(lowres):
     assert nodes["uncertainty"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "um2/ms"
     assert nodes["uncertainty"].GetVoxelValueUnits().GetCodeValue() == "um2/ms"
     assert nodes["uncertainties"]["direction"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "deg"
-    assert legends["std"].GetLabelFormat() in ("%5.1f", "%5.2f", "%5.3f")
-    assert legends["direction"].GetLabelFormat() == "%5.0f"
+    assert shown["std"].GetLabelFormat() in ("%5.1f", "%5.2f", "%5.3f")
+    assert shown["direction"].GetLabelFormat() == "%5.0f"
     # the direction map on a fixed 0-60 degrees whatever its values: a random axis (61 degrees) is the top
     direction_display = nodes["uncertainties"]["direction"].GetDisplayNode()
     assert (direction_display.GetWindowLevelMin(), direction_display.GetWindowLevelMax()) == (0.0, 60.0)
-    assert legends["direction"].GetNumberOfLabels() == 4  # 0, 20, 40, 60
+    assert shown["direction"].GetNumberOfLabels() == 4  # 0, 20, 40, 60
     # round ticks (the 99th percentile's quarters printed 0.30 / 0.23 / 0.15 / 0.08), at most 5 characters
     for high, top, n, fmt in ((0.30, 0.3, 3, "%5.1f"), (0.0122, 0.015, 3, "%5.3f"), (64.7, 80.0, 4, "%5.0f"),
                               (0.19, 0.2, 4, "%5.2f"), (0.92, 1.0, 5, "%5.1f"), (0.0095, 0.01, 5, "%5.3f")):
-        assert display.scale_ticks(high) == (pytest.approx(top), n), high
-        assert display.label_format(top, n) == fmt, high
+        assert legends.scale_ticks(high) == (pytest.approx(top), n), high
+        assert legends.label_format(top, n) == fmt, high
         labels = [fmt % (top * k / n) for k in range(n + 1)]
-        assert len(set(labels)) == n + 1 and all(len(x) <= display.LABEL_WIDTH for x in labels), labels
+        assert len(set(labels)) == n + 1 and all(len(x) <= legends.LABEL_WIDTH for x in labels), labels
         assert all(abs(float(x) - top * k / n) < 1e-9 for k, x in enumerate(labels)), labels  # exact, not rounded
-    assert display.label_format(0.0) == "%5.0f"
-    assert all(display.wrap_title(t).count("\n") == 1 for t in display.LEGENDS.values())  # one bar length for all
-    for key, legend in legends.items():  # every legend's top label reads non-zero
+    assert legends.label_format(0.0) == "%5.0f"
+    assert all(legends.wrap_title(t).count("\n") == 1 for t in legends.LEGENDS.values())  # one bar length for all
+    for key, legend in shown.items():  # every legend's top label reads non-zero
         high = nodes["uncertainties"][key].GetDisplayNode().GetWindowLevelMax()
         assert float(legend.GetLabelFormat() % high) > 0, key
-    assert legends["std"].GetVisibility() and legends["direction"].GetVisibility()  # drawn where the map is shown
+    assert shown["std"].GetVisibility() and shown["direction"].GetVisibility()  # drawn where the map is shown
     # colours from 0 to the 99th percentile of the map; zero (outside the brain) transparent over the tensor
     disp = nodes["uncertainty"].GetDisplayNode()
     assert disp.GetWindowLevelMin() == 0.0
-    assert disp.GetWindowLevelMax() == pytest.approx(display.scale_ticks(np.percentile(std[std > 0], 99))[0], rel=1e-5)
+    assert disp.GetWindowLevelMax() == pytest.approx(legends.scale_ticks(np.percentile(std[std > 0], 99))[0], rel=1e-5)
     assert disp.GetApplyThreshold() and 0 < disp.GetLowerThreshold() < typical
     # translated titles from the module override the English default
-    display.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
-    assert legends["direction"].GetTitleText() == "Richtung\n(Grad)" + clipped(nodes["uncertainties"]["direction"])
+    legends.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
+    assert shown["direction"].GetTitleText() == "Richtung\n(Grad)" + clipped(nodes["uncertainties"]["direction"])
     # every slice view: IQT tensor behind, its std map in front
     for view in VIEWS:
         c = display.composite_node(scene, view)
@@ -225,9 +225,9 @@ def test_legends_titles_and_label_formats(lowres):
     display.set_overlay_opacity(scene, 0.0, run_maps)
     assert display.composite_node(scene, "Red").GetForegroundOpacity() == 0
     assert display.composite_node(scene, "Green").GetForegroundOpacity() == pytest.approx(0.8)
-    assert not display.legend_node(scene, nodes["uncertainty"]).GetVisibility()
+    assert not legends.legend_node(scene, nodes["uncertainty"]).GetVisibility()
     display.set_overlay_opacity(scene, 0.5, run_maps)
-    assert display.legend_node(scene, nodes["uncertainty"]).GetVisibility()
+    assert legends.legend_node(scene, nodes["uncertainty"]).GetVisibility()
 
 
 def test_compare_layout(lowres):
@@ -311,12 +311,12 @@ def test_a_map_is_scaled_to_the_brain_not_its_rim():
     scene = slicer.vtkMRMLScene()
     node = mrml.add_scalar_node(scene, Volume(std.astype(np.float32), np.diag([*vox, 1.0]), "scalar"), "u")
     assert np.percentile(std[std > 0], 99) > 5e-3  # the whole map's scale
-    assert 1.4e-4 < display.display_range(node)[1] < 1.5e-4  # a mask's support (no attribute): inside the rim
+    assert 1.4e-4 < legends.display_range(node)[1] < 1.5e-4  # a mask's support (no attribute): inside the rim
     node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, "estimated")
-    assert 1.4e-4 < display.display_range(node)[1] < 1.5e-4  # read in voxels, or without the border: above 8e-3
+    assert 1.4e-4 < legends.display_range(node)[1] < 1.5e-4  # read in voxels, or without the border: above 8e-3
     # a run's maps share their support: the region is found once and given to each (style_results)
     region = inside_rim(std > 0, vox)
-    assert display.display_range(node, region) == display.display_range(node)
+    assert legends.display_range(node, region) == legends.display_range(node)
 
 
 def test_shared_colour_scale_across_runs(lowres):
@@ -327,32 +327,32 @@ def test_shared_colour_scale_across_runs(lowres):
     node = mrml.add_tensor_node(scene, lr, "dti")
     a, b = run(scene, node, "biqt"), run(scene, node, "rf")
     std_nodes = [a["uncertainties"]["std"], b["uncertainties"]["std"]]
-    assert display.map_nodes(scene)["std"] == std_nodes
-    own = [display.display_range(n)[1] for n in std_nodes]  # each map's own 99th percentile
+    assert legends.map_nodes(scene)["std"] == std_nodes
+    own = [legends.display_range(n)[1] for n in std_nodes]  # each map's own 99th percentile
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [
-        pytest.approx(display.scale_ticks(v)[0]) for v in own]  # each on its own round top
+        pytest.approx(legends.scale_ticks(v)[0]) for v in own]  # each on its own round top
     assert own[0] != pytest.approx(own[1], rel=1e-3)
-    tops = display.share_scales(scene)
+    tops = legends.share_scales(scene)
     assert tops["std"] == pytest.approx(max(own)) and set(tops) == {"std", "direction"}
-    shared, intervals = display.scale_ticks(max(own))
+    shared, intervals = legends.scale_ticks(max(own))
     for n, label in zip(std_nodes, ("biqt", "rf")):
         assert n.GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
-        assert display.legend_node(scene, n).GetLabelFormat() == display.label_format(shared, intervals)
-        assert display.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
+        assert legends.legend_node(scene, n).GetLabelFormat() == legends.label_format(shared, intervals)
+        assert legends.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
         # said so, and which run's map it is (two runs' legends had read alike)
-        assert unpadded(display.legend_node(scene, n)) == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale" + clipped(n)
-    directions = display.map_nodes(scene)["direction"]
+        assert unpadded(legends.legend_node(scene, n)) == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale" + clipped(n)
+    directions = legends.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
-        [pytest.approx(display.scale_ticks(tops["direction"])[0])] * 2
+        [pytest.approx(legends.scale_ticks(tops["direction"])[0])] * 2
     assert tops["direction"] == 60.0  # fixed, shared or not
     again = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)  # a new run, shared: the
     display.show_results(scene, again, shared=True)  # module's Apply with the box ticked restyles, then shares again
     assert a["uncertainties"]["std"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(shared)
-    assert "\nshared scale" in display.legend_node(scene, std_nodes[0]).GetTitleText()
-    display.share_scales(scene, shared=False)
+    assert "\nshared scale" in legends.legend_node(scene, std_nodes[0]).GetTitleText()
+    legends.share_scales(scene, shared=False)
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [
-        pytest.approx(display.scale_ticks(v)[0]) for v in own]
-    assert [unpadded(display.legend_node(scene, n)) for n in std_nodes] == [
+        pytest.approx(legends.scale_ticks(v)[0]) for v in own]
+    assert [unpadded(legends.legend_node(scene, n)) for n in std_nodes] == [
         "Tensor SD\n(µm²/ms)" + clipped(n) for n in std_nodes]
 
 
@@ -360,14 +360,14 @@ def test_shared_legends_keep_one_bar_length_whatever_the_run_names(lowres):
     """A run's name wrapped onto more lines shortened its legend's bar against the other's, the same scale's ticks at
     other heights (deep-hetero-var1 broke at its hyphens into two lines beside biqt's one; picture audit, stop 57):
     the titles now have one line count, and a method's name stays whole."""
-    assert display.wrap_title("deep-hetero-var1") == "deep-hetero-var1"
+    assert legends.wrap_title("deep-hetero-var1") == "deep-hetero-var1"
     lr, _ = lowres
     scene = views_scene()
     node = mrml.add_tensor_node(scene, lr, "dti")
     a, b = run(scene, node, "biqt"), run(scene, node, "rf")
     b["uncertainties"]["std"].SetAttribute(mrml.RUN_ATTRIBUTE, "rf at factors 1,1,3")  # two lines once wrapped
-    display.share_scales(scene)
-    titles = [display.legend_node(scene, x["uncertainties"]["std"]).GetTitleText() for x in (a, b)]
+    legends.share_scales(scene)
+    titles = [legends.legend_node(scene, x["uncertainties"]["std"]).GetTitleText() for x in (a, b)]
     first, second = (t.split("\n") for t in titles)
     tops = [clipped(x["uncertainties"]["std"]).split("\n")[1:] for x in (a, b)]  # where a map reaches above the top
     bodies = [["Tensor SD", "(µm²/ms)", "biqt", "shared scale"],
@@ -483,7 +483,7 @@ def test_no_legend_is_drawn_for_an_overlay_at_opacity_0(lowres):
     scene = views_scene()
     node = mrml.add_tensor_node(scene, lr, "dti")
     nodes = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)
-    legend = display.legend_node(scene, nodes["uncertainty"])
+    legend = legends.legend_node(scene, nodes["uncertainty"])
     display.show_results(scene, nodes, opacity=0.0)
     assert not legend.GetVisibility()
     display.show_results(scene, nodes, opacity=0.5)

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer[standalone]) is not installed")
 
 from ImageQualityTransferLib.dmri import degrade  # noqa: E402
-from ImageQualityTransferLib.slicer import display, render  # noqa: E402
+from ImageQualityTransferLib.slicer import display, legends, render  # noqa: E402
 
 LEFT, RIGHT = display.COMPARE_VIEWS
 
@@ -106,14 +106,14 @@ def test_both_views_show_the_same_slice(rendering):
 
 def test_legend_is_shown_and_readable(rendering):
     assert RIGHT in rendering.legend_boxes and LEFT not in rendering.legend_boxes  # only where the map is shown
-    legend = display.legend_node(rendering.scene, rendering.nodes["uncertainty"])
+    legend = legends.legend_node(rendering.scene, rendering.nodes["uncertainty"])
     dm = rendering.views[RIGHT]._displayable_manager_group.GetDisplayableManagerByClassName(
         "vtkMRMLColorLegendDisplayableManager")
     actor = dm.GetColorLegendActor(legend)
-    ticks = display.scale_ticks(display.display_range(rendering.nodes["uncertainty"])[1])
-    assert actor.GetTitle().startswith("Tensor SD\n(µm²/ms)") and actor.GetLabelFormat() == display.label_format(*ticks)
+    ticks = legends.scale_ticks(legends.display_range(rendering.nodes["uncertainty"])[1])
+    assert actor.GetTitle().startswith("Tensor SD\n(µm²/ms)") and actor.GetLabelFormat() == legends.label_format(*ticks)
     assert actor.GetTitle().endswith(f"top colour:\n\u2265 {(actor.GetLabelFormat() % ticks[0]).strip()}")  # rim above
-    other = display.legend_node(rendering.scene, rendering.nodes["uncertainties"]["direction"])
+    other = legends.legend_node(rendering.scene, rendering.nodes["uncertainties"]["direction"])
     assert other.GetVisibility() and not dm.GetColorLegendActor(other).GetVisibility()  # its map is not shown
     low, high = actor.GetLookupTable().GetTableRange()
     labels = [actor.GetLabelFormat() % v for v in np.linspace(low, high, legend.GetNumberOfLabels())]
@@ -127,7 +127,7 @@ def test_legend_is_shown_and_readable(rendering):
 def test_legend_leaves_the_brain_free(rendering):
     """The legend (title and labels included) sits in the strip kept free on the right, not over the brain's edge,
     where the uncertainty is highest."""
-    legend = display.legend_node(rendering.scene, rendering.nodes["uncertainty"])
+    legend = legends.legend_node(rendering.scene, rendering.nodes["uncertainty"])
     drawn = render.legend_pixels(rendering.views[RIGHT], legend)
     brain = support_at_pixels(rendering, RIGHT)
     assert drawn.sum() > 200 and brain.sum() > 1000 and not (brain & drawn).any(), "the legend covers brain pixels"
@@ -153,14 +153,14 @@ def test_every_map_has_a_legend_of_the_same_text_size(rendering):
     try:
         for key, node in maps.items():
             display.show_layers(rendering.scene, rendering.nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
-            legend = display.legend_node(rendering.scene, node)
+            legend = legends.legend_node(rendering.scene, node)
             legend.Modified()
             rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
             heights[key] = _legend_text_rows(rendering, legend)
     finally:
         display.show_layers(rendering.scene, rendering.nodes["tensor"], rendering.nodes["uncertainty"], render.OPACITY,
                             views=(RIGHT,))
-        display.legend_node(rendering.scene, rendering.nodes["uncertainty"]).Modified()
+        legends.legend_node(rendering.scene, rendering.nodes["uncertainty"]).Modified()
         rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
     assert heights["std"] >= 9, heights
     assert all(0.7 <= h / heights["std"] <= 1.4 for h in heights.values()), heights
@@ -174,7 +174,7 @@ def test_results_layout_leaves_room_for_the_legend(rendering, orientation):
     try:
         s.SetOrientation(orientation)
         display.show_results(rendering.scene, rendering.nodes, render.OPACITY)
-        legend = display.legend_node(rendering.scene, rendering.nodes["uncertainty"])
+        legend = legends.legend_node(rendering.scene, rendering.nodes["uncertainty"])
         legend.Modified()
         rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
         drawn = render.legend_pixels(rendering.views[RIGHT], legend)
@@ -226,7 +226,7 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
             display.show_results(scene, nodes, render.OPACITY)
             for key, node in nodes["uncertainties"].items():
                 display.show_layers(scene, nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
-                legend = display.legend_node(scene, node)
+                legend = legends.legend_node(scene, node)
                 legend.Modified()
                 tall.images[RIGHT] = render._grab(view)
                 drawn = render.legend_pixels(view, legend)
@@ -240,7 +240,7 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
         display.show_results(scene, rendering.nodes, render.OPACITY)
         display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
                                 rendering.nodes["uncertainty"], render.OPACITY, orientation=before, marker=True)
-        display.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
+        legends.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
         rendering.images[RIGHT] = render._grab(view)
 
 
@@ -258,14 +258,14 @@ def test_a_run_without_uncertainty_shows_no_earlier_legend(rendering):
     from ImageQualityTransferLib.slicer import processing
 
     scene = rendering.scene
-    legend = display._legend_of(rendering.nodes["uncertainty"])
+    legend = legends.legend_of(rendering.nodes["uncertainty"])
     manager = rendering.views[RIGHT]._displayable_manager_group.GetDisplayableManagerByClassName(
         "vtkMRMLColorLegendDisplayableManager")
     assert manager.GetColorLegendActor(legend).GetVisibility()  # shown with its map
     plain = processing.run_on_nodes(scene, scene.GetFirstNodeByName("dti"), "linear", 2, interpolate=True)
     display.show_results(scene, plain, 0.5)
     display.show_comparison(scene, plain["interpolated"], plain["tensor"], None, 0.5, marker=True)
-    display.style_results(scene, plain)
+    legends.style_results(scene, plain)
     render._grab(rendering.views[RIGHT])
     actor = manager.GetColorLegendActor(legend)
     assert actor is None or not actor.GetVisibility()

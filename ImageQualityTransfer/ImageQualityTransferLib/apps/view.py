@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.errors import IQTError
 from ..core.volume import Volume
-from ..slicer import display, mrml, processing
+from ..slicer import display, legends, mrml, processing
 from ..slicer.render import quiet_vtk_warnings
 
 LEFT, RIGHT = display.COMPARE_VIEWS
@@ -279,13 +279,13 @@ class Viewer:
                 self.fa_nodes[key] = mrml.set_scalar_node(node, vol) if node is not None else \
                     mrml.add_scalar_node(self.scene, vol, f"{self.in_node.GetName()}_{key}_fa")
                 self._grey(self.fa_nodes[key])
-            display.style_results(self.scene, self.nodes)
+            legends.style_results(self.scene, self.nodes)
             # one colour scale per map across the methods run in this page, as the Slicer module's "Same colour scale"
             # and the report: each on its own range, biqt's top was 1.0, rf's 0.8 and espcn-hetero's 0.3 µm²/ms on
             # one input, the same colour a different SD as the reader switches methods
-            display.share_scales(self.scene)
+            legends.share_scales(self.scene)
             self._show_current()
-            display.refresh_legends(self.scene)  # this run's, and an earlier run's whose map is no longer shown
+            legends.refresh_legends(self.scene)  # this run's, and an earlier run's whose map is no longer shown
             with s:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
                 s.notes = self._shown_notes = [" ".join(n.split()) for n in results["tensor"].meta.get("notes", [])]

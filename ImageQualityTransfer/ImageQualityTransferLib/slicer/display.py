@@ -1,294 +1,19 @@
-"""What the Slicer module shows, Qt-free: the uncertainty maps' colours and legends, the slice views' layers, the
-side-by-side comparison and the tractography seeding hand-off. Works on any vtkMRMLScene, the application's or a
-bare `slicer-core` one, so that all of it is tested headless; the module's Logic adds only what needs the
-application (layout manager, dialogs).
+"""What the Slicer module shows in its slice views, Qt-free: the results' layers, the side-by-side comparison and the
+tractography seeding hand-off (the maps' colours and legends: legends.py). Works on any vtkMRMLScene, the
+application's or a bare `slicer-core` one, so that all of it is tested headless; the module's Logic adds only what
+needs the application (layout manager, dialogs).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..core.direction import SHOWN_TOP_DEGREES
 from ..core.errors import IQTError
-from ..dmri.dti import SCALE_MIN_VOXELS, inside_rim
 from . import mrml
+from .legends import CLIPPED_NOTE, SHARED_NOTE, legend_of, legend_room, refresh_legends, share_scales, style_results
 
-COLORMAP = "Inferno"
-LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
 SEEDING_CLASS = "vtkMRMLTractographyInteractiveSeedingNode"  # from SlicerDMRI, registered only where it is installed
 COMPARE_VIEWS = ("Red", "Yellow")  # the side-by-side layout's two slice views: interpolation | IQT
-
-# Legend title per uncertainty map, two lines each (the bar's length follows the title's), with the unit
-# its node holds (`mrml.NODE_UNITS`): diffusivities in µm²/ms (= 10⁻³ mm²/s, how clinicians read them; Slicer's fonts
-# lack the superscript minus that "×10⁻³" needs), FA's spread unitless, the direction's in degrees. Labels are
-# round ticks (`scale_ticks`), fixed-point and at most 5 characters: the legend's text is fitted to its box, so equal
-# widths give every map the same text size.
-LEGENDS = {
-    "std": "Tensor SD (µm²/ms)",
-    "std_intrinsic": "Intrinsic SD (µm²/ms)",
-    "std_parameter": "Parameter SD (µm²/ms)",
-    "md_std": "MD SD (µm²/ms)",
-    "fa_std": "FA SD (unitless)",
-    "direction": "Direction SD (degrees)",
-}
-DEFAULT_LEGEND = "Uncertainty"
-SHARED_NOTE = "shared scale"  # the legend's last line while "Same colour scale" is on
-TITLE_ATTRIBUTE = "ImageQualityTransfer.Title"  # a legend's own title, kept to add or drop SHARED_NOTE
-CLIPPED_NOTE = "top colour: \u2265 {top}"  # the legend's last line where the map reaches above its scale's top
-CLIPPED_ATTRIBUTE = "ImageQualityTransfer.Clipped"  # that line as set_scale found it for the map's top, or ""
-LABEL_WIDTH = 5
-# The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
-# the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
-TITLE_LINE = 12
-LEGEND_ROOM = 0.2  # of a square view's width; a taller view needs more, as the legend's text grows with its height
-LEGEND_ROOM_MAX = 0.35
-NICE_STEPS = (1.0, 2.0, 5.0)  # tick steps, times a power of ten
-TICK_INTERVALS = (3, 4, 5)
-
-
-def legend_title(key: str) -> str:
-    """The English title of uncertainty map `key`'s colour legend, with its unit."""
-    return LEGENDS.get(key, DEFAULT_LEGEND)
-
-
-def scale_ticks(high: float) -> tuple[float, int]:
-    """(top, intervals) of a colour scale reaching at least `high` with round ticks (0, 0.1, 0.2, 0.3; 0, 20, ... 80):
-    the smallest top that TICK_INTERVALS steps of 1, 2 or 5 times a power of ten make; the 99th percentile's own
-    quarters are not round (0.30 / 0.23 / 0.15 / 0.08 on one map)."""
-    if not np.isfinite(high) or high <= 0:
-        return 1.0, 4
-    best = None
-    for n in TICK_INTERVALS:
-        raw = high / n
-        power = 10.0 ** np.floor(np.log10(raw))
-        step = next(m * power for m in (*NICE_STEPS, 10.0) if m * power >= raw * (1 - 1e-9))
-        if best is None or n * step < best[0] * (1 - 1e-9):
-            best = (n * step, n)
-    return float(best[0]), int(best[1])
-
-
-def label_format(top: float, intervals: int = 4) -> str:
-    """printf format of the ticks of a scale from 0 to `top` in `intervals` steps: fixed-point with the step's decimals,
-    at most LABEL_WIDTH characters wide (0.10, 0.005, 80)."""
-    if not np.isfinite(top) or top <= 0:
-        return f"%{LABEL_WIDTH}.0f"
-    step = top / intervals
-    decimals = int(np.clip(-np.floor(np.log10(step) + 1e-9), 0, LABEL_WIDTH - 2))
-    return f"%{LABEL_WIDTH}.{decimals}f"
-
-
-def legend_room(width: float, height: float) -> float:
-    """The share of a view's width kept free on the right for the legend: LEGEND_ROOM in a square view, more in a tall
-    one, whose legend text is larger (a 300 x 600 view's legend is 73-88 px wide, against a 60 px strip)."""
-    aspect = height / width if width > 0 and height > 0 else 1.0
-    return float(min(LEGEND_ROOM_MAX, LEGEND_ROOM * max(1.0, aspect) ** 0.5))
-
-
-# ---------------------------------------------------------------- colours and legends
-
-
-def colormap_id(scene, name: str = COLORMAP) -> str | None:
-    """Id of the colour node `name`; where the scene lacks it (a bare slicer-core scene has no colour files) an
-    equivalent table is made once from matplotlib when that is installed, else Slicer's grey or nothing."""
-    node = scene.GetFirstNodeByName(name)
-    if node is not None and node.IsA("vtkMRMLColorNode"):
-        return node.GetID()
-    try:
-        from matplotlib import colormaps
-    except ImportError:
-        return mrml._find_color_node_id(scene, None)
-    import slicer
-
-    cmap = colormaps[name.lower()]
-    table = slicer.vtkMRMLColorTableNode()
-    table.SetName(name)
-    table.SetTypeToUser()
-    table.SetNumberOfColors(256)
-    table.SetHideFromEditors(False)
-    for i, (r, g, b, a) in enumerate(cmap(np.linspace(0.0, 1.0, 256))):
-        table.SetColor(i, f"{i}", float(r), float(g), float(b), float(a))
-    scene.AddNode(table)
-    return table.GetID()
-
-
-def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]:
-    """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values in `region` (default:
-    `dmri.dti.inside_rim` of the map, for every support), so that the brain's edge does not set the scale."""
-    vol = mrml.scalar_volume_from_node(node)
-    data = vol.data
-    present = np.isfinite(data) & (data > 0)
-    if region is None:
-        region = inside_rim(present, vol.voxel_size)
-    if (present & region).sum() >= SCALE_MIN_VOXELS:
-        present &= region
-    values = data[present]
-    if values.size == 0:
-        return 0.0, 1.0
-    return 0.0, float(np.percentile(values, 99))
-
-
-def wrap_title(text: str) -> str:
-    """A legend title on lines of at most TITLE_LINE characters (longer words, and method names such as
-    deep-hetero-var1, stay whole)."""
-    import textwrap
-
-    return "\n".join(textwrap.wrap(" ".join(text.split()), TITLE_LINE, break_long_words=False,
-                                   break_on_hyphens=False)) or text
-
-
-def _legend_of(volume_node):
-    """The colour legend display node of `volume_node`, or None."""
-    for i in range(volume_node.GetNumberOfDisplayNodes()):
-        d = volume_node.GetNthDisplayNode(i)
-        if d is not None and d.IsA(LEGEND_CLASS):
-            return d
-    return None
-
-
-def refresh_legends(scene) -> None:
-    """Every colour legend looked at again by the legend manager, which trame-slicer's views otherwise check only when a
-    legend node changes: a legend whose map is no longer a layer is hidden (else biqt's stays over a cubic run that has
-    no map)."""
-    for i in range(scene.GetNumberOfNodesByClass(LEGEND_CLASS)):
-        scene.GetNthNodeByClass(i, LEGEND_CLASS).Modified()
-
-
-def legend_node(scene, volume_node):
-    """The colour legend of `volume_node`, created once and reused (one per volume, whatever the number of runs)."""
-    found = _legend_of(volume_node)
-    if found is not None:
-        return found
-    if not scene.IsNodeClassRegistered(LEGEND_CLASS):
-        import slicer
-
-        scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
-    legend = scene.AddNewNodeByClass(LEGEND_CLASS, f"{volume_node.GetName()} legend")
-    legend.SetAndObservePrimaryDisplayNode(volume_node.GetDisplayNode())
-    volume_node.AddAndObserveDisplayNodeID(legend.GetID())
-    return legend
-
-
-def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
-                      region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE):
-    """Inferno colours from 0 to the map's own top (`own_top`) and a legend titled with the map's meaning and unit (`title`
-    overrides the English default, for the module's translations; `region`: as `display_range`), ending in
-    `clipped_note` where the map reaches above the top (`set_scale`); returns the legend node."""
-    if node is None:
-        return None
-    display = node.GetDisplayNode()
-    if display is None:
-        node.CreateDefaultDisplayNodes()
-        display = node.GetDisplayNode()
-    color_id = colormap_id(scene)
-    if color_id:
-        display.SetAndObserveColorNodeID(color_id)
-    legend = legend_node(scene, node)
-    legend.SetAttribute(TITLE_ATTRIBUTE, wrap_title(title or legend_title(key)))
-    legend.SetVisibility(bool(visible))
-    set_scale(node, own_top(node, key, region), clipped_note)
-    legend.SetTitleText(title_text(legend))
-    return legend
-
-
-def title_text(legend, lines=()) -> str:
-    """A legend's title: its own (TITLE_ATTRIBUTE), then `lines` (a run's name, the shared-scale note), then the
-    clipped-top line `set_scale` left (CLIPPED_ATTRIBUTE), right above the bar's top label."""
-    clipped = legend.GetAttribute(CLIPPED_ATTRIBUTE) or ""
-    return "\n".join([legend.GetAttribute(TITLE_ATTRIBUTE) or "", *lines, *([clipped] if clipped else [])])
-
-
-def own_top(node, key: str, region: np.ndarray | None = None) -> float:
-    """The top of map `key`'s own colour scale: the direction map's is fixed (core.direction.SHOWN_TOP_DEGREES, a
-    random axis at the top), every other's is read from its values (`display_range`)."""
-    return SHOWN_TOP_DEGREES if key == "direction" else display_range(node, region)[1]
-
-
-def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE) -> None:
-    """Colours of an uncertainty map from 0 to the round top above `high` (`scale_ticks`), its legend's ticks to
-    match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through.
-    Where the map reaches above the top, its legend keeps `clipped_note` with the top's label (CLIPPED_ATTRIBUTE, for
-    `title_text`): the top colour also stands for values several times higher (a radiologist's audit: the brain's rim
-    at 1.5-4.4 µm²/ms under a legend topped "0.4")."""
-    high, intervals = scale_ticks(high)
-    display = node.GetDisplayNode()
-    display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, high)
-    display.AutoThresholdOff()
-    display.SetLowerThreshold(high * 1e-6 if high > 0 else 1e-12)
-    display.SetUpperThreshold(np.finfo(np.float32).max)
-    display.ApplyThresholdOn()
-    legend = _legend_of(node)
-    if legend is not None:
-        legend.SetLabelFormat(label_format(high, intervals))
-        legend.SetNumberOfLabels(intervals + 1)
-        top = (label_format(high, intervals) % high).strip()
-        image = node.GetImageData()  # VTK keeps the scalars' range: no second read of the map (display_range read it)
-        above = image is not None and float(image.GetScalarRange()[1]) > high
-        legend.SetAttribute(CLIPPED_ATTRIBUTE, wrap_title(clipped_note.format(top=top)) if above else "")
-
-
-def map_nodes(scene) -> dict[str, list]:
-    """Every uncertainty map node of the scene (`mrml.MAP_ATTRIBUTE`), by map: {"std": [node, ...], ...}."""
-    out: dict[str, list] = {}
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
-        node = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-        key = node.GetAttribute(mrml.MAP_ATTRIBUTE)
-        if key and node.GetDisplayNode() is not None:
-            out.setdefault(key, []).append(node)
-    return out
-
-
-def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE) -> dict[str, float]:
-    """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
-    `display_range`s), so that one colour means one SD across runs and methods (each on its own range, two
-    runs' different SDs can be the same yellow), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`: else
-    two runs' legends read alike) and `note` (a map gone dark on another run's scale would look certain);
-    without, each on its own range and title again.
-    Returns {map: the shared top} (empty without `shared`)."""
-    tops = {}
-    titled = []
-    for key, nodes in map_nodes(scene).items():
-        own = [own_top(node, key) for node in nodes]
-        if shared:
-            tops[key] = max(own)
-        for node, high in zip(nodes, own):
-            set_scale(node, tops.get(key, high), clipped_note)
-            legend = _legend_of(node)
-            title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
-            if title:
-                run = node.GetAttribute(mrml.RUN_ATTRIBUTE)
-                titled.append((legend, title_text(legend, [*([wrap_title(run)] if run else []), note] if shared else [])))
-    pad_titles(titled)
-    return tops
-
-
-def pad_titles(titled: list) -> None:
-    """Each (legend, title) set with as many lines as the longest: the title's lines come out of the legend's height
-    and set its text size, so equal line counts keep every bar as long and every label as large (a run's name on two
-    lines had shortened its bar against another's, the same scale's top at another height; README, Use it in 3D
-    Slicer). The padding goes above a clipped-top line (`set_scale`), which stays right above the bar."""
-    lines = max((text.count("\n") for _, text in titled), default=0)
-    for legend, text in titled:
-        clipped = legend.GetAttribute(CLIPPED_ATTRIBUTE) or ""
-        body = text[: len(text) - len(clipped) - 1] if clipped and text.endswith("\n" + clipped) else text
-        pad = "\n\u00a0" * (lines - text.count("\n"))
-        legend.SetTitleText(body + pad + ("\n" + clipped if body != text else ""))
-
-
-def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE) -> dict:
-    """Every uncertainty map of a run styled, each with its legend; Slicer draws a legend only in the views that
-    show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
-    titles = titles or {}
-    maps = nodes.get("uncertainties") or {}
-    region = None  # the maps of a run share their support: its inner region is found once
-    first = next(iter(maps.values()), None)
-    if first is not None:
-        vol = mrml.scalar_volume_from_node(first)
-        region = inside_rim(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
-    legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note)
-               for key, node in maps.items()}
-    pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
-    return legends
 
 
 # ---------------------------------------------------------------- slice views
@@ -432,7 +157,7 @@ def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
             c.SetForegroundOpacity(float(opacity))
             shown.add(fg)
     for node in filter(None, map(scene.GetNodeByID, shown)):
-        legend = _legend_of(node)
+        legend = legend_of(node)
         if legend is not None:
             legend.SetVisibility(float(opacity) > 0)
 
@@ -572,7 +297,7 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
 def legend_follows_opacity(overlay, opacity: float) -> None:
     """The overlay's legend hidden while it is shown at opacity 0 (`set_overlay_opacity` shows it again): drawn over a
     map that is not seen, it gave the orientation colours a scale (a clinician's audit)."""
-    legend = _legend_of(overlay) if overlay is not None else None
+    legend = legend_of(overlay) if overlay is not None else None
     if legend is not None:
         legend.SetVisibility(opacity > 0)
 

@@ -379,7 +379,7 @@ def _tensor_display(scene, node) -> None:
 
 def _grey_id(scene) -> str:
     """Id of Slicer's grey table, made once where the scene lacks it (trame-slicer's has none: the FA display was
-    left without a lookup table, drawn as stripes), as `display.colormap_id` makes Inferno. Made as a User table of 256
+    left without a lookup table, drawn as stripes), as `legends.colormap_id` makes Inferno. Made as a User table of 256
     greys, the colours of SetTypeToGrey(): a saved Grey-type table did not read back ("Failed to read node Grey")."""
     found = _find_color_node_id(scene, "Grey")
     if found:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.errors import IQTError
 from ..core.volume import Volume
-from . import display, mrml, processing
+from . import display, legends, mrml, processing
 
 if TYPE_CHECKING:  # the render extra's, imported on use
     import PIL.Image
@@ -134,13 +134,13 @@ def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor
     display.show_results(scene, nodes, opacity)
     display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], nodes["uncertainty"], opacity,
                             orientation=orientation, marker=True)
-    legends = display.style_results(scene, nodes)
+    styled = legends.style_results(scene, nodes)
     display.legend_follows_opacity(nodes["uncertainty"], opacity)
-    for legend in legends.values():
+    for legend in styled.values():
         legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
     images = {name: _grab(view) for name, view in views.items()}
     out = Rendering(images, scene, nodes, views)
-    shown = legends.get("std") or next(iter(legends.values()), None)
+    shown = styled.get("std") or next(iter(styled.values()), None)
     for name, view in views.items():
         box = legend_box(view, shown) if shown is not None else None
         if box is not None:

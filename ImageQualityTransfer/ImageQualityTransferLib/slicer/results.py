@@ -131,7 +131,7 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
     targets = targets or {}
     factor = factor if factor is not None else results["tensor"].meta.get("factor")
     suffix = factor_suffix(factor)
-    run = f"{method} ×{grid.text(factor)}" if suffix else method  # names the run on its legends (display.share_scales)
+    run = f"{method} ×{grid.text(factor)}" if suffix else method  # names the run on its legends (legends.share_scales)
     created = {"tensor": None, "uncertainty": None, "uncertainties": {}, "interpolated": None}
     created["tensor"] = _put(scene, results["tensor"], f"{base_name}_{method}{suffix}", input_node,
                              f"{method}{suffix}/tensor", targets.get("tensor"))

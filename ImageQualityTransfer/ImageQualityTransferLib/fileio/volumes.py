@@ -95,7 +95,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
 
 def _scale_b_by_length(bvals: np.ndarray, bvecs: np.ndarray, bvec_p) -> tuple[np.ndarray, np.ndarray]:
     """b x |g|^2 with unit directions where the bval file gives one b for every weighted volume and some directions
-    are more than 5 % short of unit length: the convention of scanners that allow one b-value per series (the others
+    are off unit length by more than 5 %: the convention of scanners that allow one b-value per series (the others
     given by shortening the vectors), as MRtrix and the Slicer module's DWI NRRD reader take it; read as labelled, such
     a series' MD was 25 % low (an input audit). Lengths off by 1-5 % (rounding), or a table that already lists several
     b-values, keep the file's b. Said in one line either way."""

@@ -20,3 +20,21 @@ def test_a_file_given_as_a_subject_folder_or_an_image_as_a_model(tmp_path, capsy
     refused_line(capsys, ["upsample", lr, "-o", tmp_path / "up.nii.gz", "--method", "espcn", "--model", lr],
                  "lr.nii.gz: an image, not a model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
+
+
+def test_a_link_in_a_loop_and_a_two_row_bvec_are_named_for_what_they_are(tmp_path, capsys):
+    """A symbolic link loop was 'file not found'; a bvec of 2 rows of 21 numbers was '2 directions' (audit)."""
+    import numpy as np
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    loop = tmp_path / "loop.nii.gz"
+    loop.symlink_to(loop)
+    refused_line(capsys, ["upsample", loop, "-o", tmp_path / "up.nii.gz", "--method", "cubic"],
+                 "a symbolic link that leads to no file")
+    fileio.save_dwi(make_phantom(shape=(8, 8, 8), voxel_mm=4.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    np.savetxt(tmp_path / "dwi.bvec", np.loadtxt(tmp_path / "dwi.bvec")[:2], fmt="%.6f")
+    refused_line(capsys, ["fit", tmp_path / "dwi.nii.gz", "-o", tmp_path / "dti.nii.gz"],
+                 "dwi.bvec: 2 x 14 numbers, not three per direction")
+    assert not (tmp_path / "up.nii.gz").exists() and not (tmp_path / "dti.nii.gz").exists()

@@ -110,6 +110,8 @@ def open_nifti(path) -> "nibabel.Nifti1Image":
 def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1Image":
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():  # a link to nowhere, or in a loop, was "not found" beside its own name (audit)
+            raise IQTError(f"{path}: a symbolic link that leads to no file (a loop, or its target missing); check the link")
         raise IQTError(f"{path}: file not found; check the path")
     if is_nrrd(path):
         raise IQTError(f"{path}: NRRD is read only for tensor volumes and masks; give a NIfTI (.nii/.nii.gz) file here")

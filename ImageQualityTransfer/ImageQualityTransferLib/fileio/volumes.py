@@ -71,6 +71,9 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     bvecs = read_gradient_table(bvec_p, "gradient directions (bvec)")
     if bvecs.shape[0] == 3 and bvecs.shape[1] != 3 or (bvecs.shape == (3, 3) and bvals.size == 3):
         bvecs = bvecs.T
+    if bvecs.ndim != 2 or 3 not in bvecs.shape:  # 2 rows of 21 had been said as "2 directions" (audit)
+        raise IQTError(f"{bvec_p}: {' x '.join(map(str, bvecs.shape))} numbers, not three per direction (3 rows as FSL "
+                       "writes them, or 3 columns); give the series' own bvec file")
     if bvals.size != n or bvecs.shape != (n, 3):
         raise IQTError(
             f"{path}: the DWI has {n} volumes but {bval_p.name} has {bvals.size} b-values and {bvec_p.name} "

@@ -157,9 +157,7 @@ def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
             c.SetForegroundOpacity(float(opacity))
             shown.add(fg)
     for node in filter(None, map(scene.GetNodeByID, shown)):
-        legend = legend_of(node)
-        if legend is not None:
-            legend.SetVisibility(float(opacity) > 0)
+        legend_follows_opacity(node, opacity)
 
 
 PLANE_AXES = {"Axial": (0, 1), "Coronal": (0, 2), "Sagittal": (1, 2)}  # RAS axes across and up each view

@@ -146,6 +146,7 @@ class ImageQualityTransferParameterNode:
     useGPU - run torch methods on the GPU when one is available.
     averageFlips - learned methods: average over the input's axis flips and in-plane swap (16 runs, lower error).
     uncertaintyOpacity - opacity of the uncertainty overlay.
+    uncertaintyFromMedian - each uncertainty map coloured only from its median over the brain up, the DTI seen below.
     sharedColourScale - every run's uncertainty maps on one colour scale per map, so that colours compare across runs.
     outputVolume - high-resolution tensor output (created when empty).
     uncertaintyVolume - uncertainty map output (created when the method gives one).
@@ -167,6 +168,7 @@ class ImageQualityTransferParameterNode:
     useGPU: bool = False
     averageFlips: bool = False
     uncertaintyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    uncertaintyFromMedian: bool = True
     sharedColourScale: bool = False
     outputVolume: vtkMRMLDiffusionTensorVolumeNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
@@ -308,6 +310,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.installTorchButton.connect("clicked(bool)", self.onInstallTorchButton)
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.sharedScaleCheckBox.connect("toggled(bool)", self.onSharedScaleToggled)
+        self.ui.fromMedianCheckBox.connect("toggled(bool)", self.onFromMedianToggled)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
 
         self.ui.progressBar.setVisible(False)
@@ -597,7 +600,8 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     p.resultVolume = nodes["tensor"]
                     p.resultUncertainty = nodes.get("uncertainty")
                     p.resultInterpolated = nodes.get("interpolated")
-                    self.logic.showResults(nodes, opacity=p.uncertaintyOpacity, shared=p.sharedColourScale)
+                    self.logic.showResults(nodes, opacity=p.uncertaintyOpacity, shared=p.sharedColourScale,
+                                           fromMedian=p.uncertaintyFromMedian)
                     name = nodes["tensor"].GetName()
                     notes = nodes["tensor"].GetAttribute(self.logic.notesAttribute())
                     madeBy = nodes["tensor"].GetAttribute(self.logic.modelAttribute())
@@ -635,7 +639,10 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.logic.setUncertaintyOpacity(value, self._result())
 
     def onSharedScaleToggled(self, shared: bool) -> None:
-        self.logic.setSharedColourScale(bool(shared))
+        self.logic.setSharedColourScale(bool(shared), fromMedian=self._parameterNode.uncertaintyFromMedian)
+
+    def onFromMedianToggled(self, fromMedian: bool) -> None:
+        self.logic.setSharedColourScale(self._parameterNode.sharedColourScale, fromMedian=bool(fromMedian))
 
     def onCompareButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
@@ -964,17 +971,19 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def _titles(self, nodes: dict) -> dict:
         return {key: self.legendTitle(key) for key in (nodes.get("uncertainties") or {})}
 
-    def showResults(self, nodes: dict, opacity: float = 0.5, shared: bool = False) -> None:
+    def showResults(self, nodes: dict, opacity: float = 0.5, shared: bool = False, fromMedian: bool = True) -> None:
         """IQT tensor as background, its uncertainty as foreground overlay with a colour legend, in every view;
-        `shared`: every run's maps on one colour scale per map."""
+        `shared`: every run's maps on one colour scale per map; `fromMedian`: each coloured from its median up."""
         self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
-                                    shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"))  # fits the views
+                                    shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
+                                    from_median=fromMedian, floor_note=_("shown ≥ {floor}"))  # fits the views
 
-    def setSharedColourScale(self, shared: bool) -> dict:
+    def setSharedColourScale(self, shared: bool, fromMedian: Optional[bool] = None) -> dict:
         """Every uncertainty map in the scene on one colour scale per map (`shared`), or each on its own range again;
-        returns {map: shared top}."""
+        `fromMedian` (unless None): each coloured only from its median up, or from 0 again. Returns {map: shared top}."""
         return self.legends().share_scales(slicer.mrmlScene, shared, note=_("shared scale"),
-                                           clipped_note=_("top colour: ≥ {top}"))
+                                           clipped_note=_("top colour: ≥ {top}"), floor_note=_("shown ≥ {floor}"),
+                                           from_median=fromMedian)
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:
         """The uncertainty overlay's opacity where one of the run's maps (`nodes`, process's result) is shown; with

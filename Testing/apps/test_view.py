@@ -247,10 +247,13 @@ def test_compare_and_change_method_with_no_dead_controls(browser, lowres, serve,
         assert page.locator(".iqt-reset").count() == 2  # Reset Camera stays, in each view
         slider = page.locator(".iqt-opacity")
         assert "v-input--disabled" in slider.get_attribute("class"), "opacity slider on for cubic (no uncertainty)"
+        box = page.locator(".iqt-from-median")
+        assert "v-input--disabled" in box.get_attribute("class"), "'Above the median only' on for cubic"
         page.click(".iqt-method .v-field")
         page.get_by_role("option", name="biqt", exact=True).click()
         wait_status(page, "done: biqt")
         assert "v-input--disabled" not in slider.get_attribute("class")
+        assert "v-input--disabled" not in box.get_attribute("class") and box.locator("input").is_checked()
         for _ in range(40):  # the views' next frame reaches the page (0.8 s on a quiet machine, more under load)
             time.sleep(0.25)
             shot = page.locator("#iqt-views").screenshot(path=str(tmp_path / "view.png"))
@@ -489,6 +492,13 @@ for method in ("biqt", "rf", "biqt"):
     legend = legends.legend_of(node)
     out[method] = {"status": viewer.server.state.status, "own": legends.own_top(node, "std"),
                    "top": node.GetDisplayNode().GetWindowLevelMax(), "title": legend.GetTitleText()}
+# the page's "Above the median only": on as it starts, then off, then on again
+floors = [node.GetDisplayNode().GetLowerThreshold()]
+for on in (False, True):
+    viewer._on_from_median(on)  # what the box's state change calls (Viewer.__init__)
+    floors.append(node.GetDisplayNode().GetLowerThreshold())
+out["floors"] = floors
+out["median"] = float(legends.np.median(legends.brain_values(node)))
 print(json.dumps(out))
 sys.stdout.flush()
 import os
@@ -517,7 +527,10 @@ def test_one_colour_scale_across_the_methods_shown(lowres):
         runs["rf"]["top"] >= max(runs["biqt"]["own"], runs["rf"]["own"]), runs
     for method in ("biqt", "rf"):
         assert method in runs[method]["title"] and "shared scale" in runs[method]["title"], runs
-
+    # coloured from its median inside the brain up, the legend saying so; the page's box turns it off and on again
+    on, off, again = runs["floors"]
+    assert on == pytest.approx(runs["median"], rel=1e-6) and again == pytest.approx(on) and off < 1e-3 * on, runs
+    assert "shown \u2265" in runs["biqt"]["title"], runs
 
 def test_the_page_states_its_convention():
     """The page says in words which side is the patient's right (radiological), as the report does, beside the

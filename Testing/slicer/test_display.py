@@ -131,13 +131,19 @@ def unpadded(legend) -> str:
     return legend.GetTitleText().replace("\n\u00a0", "")
 
 
-def clipped(node) -> str:
-    """The clipped-top lines a map's legend ends in: "" where no value lies above its scale's top."""
+def tail(node) -> str:
+    """The lines a map's legend ends in: from which value it is shown (its median inside the brain, where it is
+    coloured from there up), then the clipped top ("" where no value lies above its scale's top)."""
     top = node.GetDisplayNode().GetWindowLevelMax()
     legend = legends.legend_node(node.GetScene(), node)
-    if not np.nanmax(mrml.scalar_volume_from_node(node).data) > top:
-        return ""
-    return "\n" + legends.wrap_title(legends.CLIPPED_NOTE.format(top=(legend.GetLabelFormat() % top).strip()))
+    data = mrml.scalar_volume_from_node(node).data
+    out = ""
+    if node.GetAttribute(legends.FROM_MEDIAN_ATTRIBUTE) == "1":
+        floor = float(np.median(legends.brain_values(node)))
+        out += "\n" + legends.FLOOR_NOTE.format(floor=legends.floor_label(floor))
+    if np.nanmax(data) > top:
+        out += "\n" + legends.wrap_title(legends.CLIPPED_NOTE.format(top=(legend.GetLabelFormat() % top).strip()))
+    return out
 
 
 def test_a_legend_says_where_its_top_colour_stands_for_more():
@@ -150,13 +156,44 @@ def test_a_legend_says_where_its_top_colour_stands_for_more():
     data = np.zeros((30, 30, 30), np.float32)
     data[5:25, 5:25, 5:25] = 0.2  # µm²/ms, as the map nodes hold it
     flat = mrml.add_scalar_node(scene, Volume(data.copy(), np.eye(4), "scalar"), "flat")
-    assert legends.style_uncertainty(scene, flat, "std").GetTitleText() == "Tensor SD\n(µm²/ms)"
+    assert legends.style_uncertainty(scene, flat, "std", from_median=False).GetTitleText() == "Tensor SD\n(µm²/ms)"
     data[15, 15, 15] = 4.4  # one voxel far above the rest
     high = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), "high")
-    legend = legends.style_uncertainty(scene, high, "std")
+    legend = legends.style_uncertainty(scene, high, "std", from_median=False)
     top = high.GetDisplayNode().GetWindowLevelMax()
     label = (legend.GetLabelFormat() % top).strip()
     assert top < 4.4 and legend.GetTitleText() == f"Tensor SD\n(µm²/ms)\ntop colour:\n\u2265 {label}", legend.GetTitleText()
+
+
+def test_a_map_is_coloured_from_its_median_up_and_its_legend_says_so():
+    """A clinician's audit: at the default 50 % the map's dark low end had covered the whole brain, the anatomy under
+    it hidden (Slicer's slice views ignore a colour table's alpha: a fading Inferno showed no difference). Each map is
+    now coloured only from its median over its support up, the legend's line saying from where; off, from 0 again."""
+    from ImageQualityTransferLib.core.volume import Volume
+
+    scene = views_scene()
+    data = np.zeros((30, 30, 30), np.float32)
+    data[5:25, 5:25, 5:25] = np.linspace(0.05, 0.25, 20)[:, None, None]  # µm²/ms, median 0.15
+    node = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), "u")
+    node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")  # a run's map, as share_scales finds them
+    legend = legends.style_uncertainty(scene, node, "std")
+    disp = node.GetDisplayNode()
+    median = float(np.median(data[data > 0]))
+    assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(median, rel=1e-6)
+    assert (disp.GetWindowLevelMin(), disp.GetWindowLevelMax()) == (0.0, pytest.approx(0.25))  # colours as before
+    assert legend.GetTitleText() == "Tensor SD\n(µm²/ms)\nshown \u2265 0.15"
+    # off (the module's "Above the median only" unticked): every voxel of the support coloured, the line gone
+    legends.share_scales(scene, shared=False, from_median=False)
+    assert 0 < disp.GetLowerThreshold() < 0.05 and legend.GetTitleText() == "Tensor SD\n(µm²/ms)"
+    legends.share_scales(scene, shared=False, from_median=True)
+    assert disp.GetLowerThreshold() == pytest.approx(median, rel=1e-6) and legend.GetTitleText().endswith("0.15")
+    # a rerun refilling the node reads its new median
+    mrml.set_scalar_node(node, Volume(data * 2, np.eye(4), "scalar"))
+    legends.style_uncertainty(scene, node, "std")
+    assert disp.GetLowerThreshold() == pytest.approx(2 * median, rel=1e-6)
+    assert legends.legend_node(scene, node).GetTitleText().endswith("\u2265 0.3")
+    # two significant digits, not the ticks' rounding: a floor of 0.14 read "0.1" on a 0-1.5 scale
+    assert [legends.floor_label(v) for v in (0.1432, 0.0876, 35.4)] == ["0.14", "0.088", "35"]
 
 
 def test_legends_titles_and_label_formats(lowres):
@@ -171,8 +208,8 @@ def test_legends_titles_and_label_formats(lowres):
         assert len(found) == 1
         shown[key] = found[0]
         assert vol.GetDisplayNode().GetColorNode().GetName() == "Inferno"
-    assert unpadded(shown["std"]) == "Tensor SD\n(µm²/ms)" + clipped(nodes["uncertainties"]["std"])
-    assert unpadded(shown["direction"]) == "Direction SD\n(degrees)" + clipped(nodes["uncertainties"]["direction"])
+    assert unpadded(shown["std"]) == "Tensor SD\n(µm²/ms)" + tail(nodes["uncertainties"]["std"])
+    assert unpadded(shown["direction"]) == "Direction SD\n(degrees)" + tail(nodes["uncertainties"]["direction"])
     assert shown["std"].GetTitleText().count("\n") == shown["direction"].GetTitleText().count("\n")  # one size
     # diffusivities in µm²/ms (10⁻³ mm²/s), recorded on the node; labels fixed-point, equally wide for every map,
     # with two significant digits at the top (0.30 and 65, not 3.00e-04 and 65)
@@ -206,10 +243,13 @@ def test_legends_titles_and_label_formats(lowres):
     disp = nodes["uncertainty"].GetDisplayNode()
     assert disp.GetWindowLevelMin() == 0.0
     assert disp.GetWindowLevelMax() == pytest.approx(legends.scale_ticks(np.percentile(std[std > 0], 99))[0], rel=1e-5)
-    assert disp.GetApplyThreshold() and 0 < disp.GetLowerThreshold() < typical
+    # below the map's median inside the brain transparent too, so that the tensor shows through there
+    inside = float(np.median(legends.brain_values(nodes["uncertainty"])))
+    assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(inside, rel=1e-6)
+    assert 0 < inside < disp.GetWindowLevelMax()
     # translated titles from the module override the English default
     legends.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
-    assert shown["direction"].GetTitleText() == "Richtung\n(Grad)" + clipped(nodes["uncertainties"]["direction"])
+    assert shown["direction"].GetTitleText() == "Richtung\n(Grad)" + tail(nodes["uncertainties"]["direction"])
     # every slice view: IQT tensor behind, its std map in front
     for view in VIEWS:
         c = display.composite_node(scene, view)
@@ -340,7 +380,7 @@ def test_shared_colour_scale_across_runs(lowres):
         assert legends.legend_node(scene, n).GetLabelFormat() == legends.label_format(shared, intervals)
         assert legends.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
         # said so, and which run's map it is (two runs' legends had read alike)
-        assert unpadded(legends.legend_node(scene, n)) == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale" + clipped(n)
+        assert unpadded(legends.legend_node(scene, n)) == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale" + tail(n)
     directions = legends.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
         [pytest.approx(legends.scale_ticks(tops["direction"])[0])] * 2
@@ -353,7 +393,7 @@ def test_shared_colour_scale_across_runs(lowres):
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in std_nodes] == [
         pytest.approx(legends.scale_ticks(v)[0]) for v in own]
     assert [unpadded(legends.legend_node(scene, n)) for n in std_nodes] == [
-        "Tensor SD\n(µm²/ms)" + clipped(n) for n in std_nodes]
+        "Tensor SD\n(µm²/ms)" + tail(n) for n in std_nodes]
 
 
 def test_shared_legends_keep_one_bar_length_whatever_the_run_names(lowres):
@@ -369,11 +409,11 @@ def test_shared_legends_keep_one_bar_length_whatever_the_run_names(lowres):
     legends.share_scales(scene)
     titles = [legends.legend_node(scene, x["uncertainties"]["std"]).GetTitleText() for x in (a, b)]
     first, second = (t.split("\n") for t in titles)
-    tops = [clipped(x["uncertainties"]["std"]).split("\n")[1:] for x in (a, b)]  # where a map reaches above the top
+    tops = [tail(x["uncertainties"]["std"]).split("\n")[1:] for x in (a, b)]  # from where shown, where above the top
     bodies = [["Tensor SD", "(µm²/ms)", "biqt", "shared scale"],
               ["Tensor SD", "(µm²/ms)", "rf at", "factors", "1,1,3", "shared scale"]]
     n = max(len(body) + len(top) for body, top in zip(bodies, tops))
-    # the padding goes above a clipped-top line, which stays right above the bar
+    # the padding goes above the floor and clipped-top lines, which stay right above the bar
     assert [first, second] == [body + ["\u00a0"] * (n - len(body) - len(top)) + top for body, top in zip(bodies, tops)]
 
 

@@ -42,12 +42,17 @@ def support_at_pixels(rendering, view, dilate: int = 2) -> np.ndarray:
     support = np.any(tensor.data != 0, axis=-1)
     support = ndimage.binary_dilation(support, iterations=dilate) if dilate > 0 else \
         ndimage.binary_erosion(support, iterations=-dilate)
+    return at_pixels(rendering, view, support, tensor.affine)
+
+
+def at_pixels(rendering, view, data: np.ndarray, affine: np.ndarray):
+    """(H, W) values of `data` (a 3D array on `affine`'s grid) at each pixel's nearest voxel; 0 outside the grid."""
     ras = rendering.pixel_ras(view)
-    ijk = np.rint((np.c_[ras.reshape(-1, 3), np.ones(ras.shape[0] * ras.shape[1])] @ np.linalg.inv(tensor.affine).T)[:, :3])
-    inside = np.all((ijk >= 0) & (ijk < np.array(support.shape)), axis=1)
-    out = np.zeros(len(ijk), bool)
+    ijk = np.rint((np.c_[ras.reshape(-1, 3), np.ones(ras.shape[0] * ras.shape[1])] @ np.linalg.inv(affine).T)[:, :3])
+    inside = np.all((ijk >= 0) & (ijk < np.array(data.shape)), axis=1)
+    out = np.zeros(len(ijk), data.dtype)
     idx = ijk[inside].astype(int)
-    out[inside] = support[idx[:, 0], idx[:, 1], idx[:, 2]]
+    out[inside] = data[idx[:, 0], idx[:, 1], idx[:, 2]]
     return out.reshape(ras.shape[:2])
 
 
@@ -82,7 +87,11 @@ def test_background_outside_the_brain(rendering):
 
 
 def test_overlay_is_coloured(rendering):
-    """The uncertainty overlay changes the IQT view inside the brain, in Inferno's purple-to-yellow hues."""
+    """The uncertainty overlay changes the IQT view inside the brain where the map reaches its median inside the brain,
+    in Inferno's purple-to-yellow hues, and leaves the tensor as it is below (a clinician's audit: the whole brain
+    under the map's dark low end had hidden the anatomy)."""
+    from ImageQualityTransferLib.slicer import mrml
+
     composite = display.composite_node(rendering.scene, RIGHT)
     with_overlay = rendering.images[RIGHT]
     composite.SetForegroundOpacity(0.0)
@@ -92,8 +101,14 @@ def test_overlay_is_coloured(rendering):
         composite.SetForegroundOpacity(render.OPACITY)
     inside = support_at_pixels(rendering, RIGHT, dilate=-2) & outside_legend(rendering, RIGHT)
     changed = np.abs(with_overlay.astype(int) - bare.astype(int)).sum(axis=-1) > 6
-    assert changed[inside].mean() > 0.8
-    shift = with_overlay[inside].astype(float).mean(axis=0) - bare[inside].astype(float).mean(axis=0)
+    std = mrml.scalar_volume_from_node(rendering.nodes["uncertainty"])
+    floor = rendering.nodes["uncertainty"].GetDisplayNode().GetLowerThreshold()
+    assert floor == pytest.approx(np.median(legends.brain_values(rendering.nodes["uncertainty"])), rel=1e-6)
+    value = at_pixels(rendering, RIGHT, std.data, std.affine)
+    above, below = inside & (value > 1.2 * floor), inside & (value < 0.8 * floor)  # away from the threshold's edge
+    assert above.sum() > 1000 and below.sum() > 1000, (above.sum(), below.sum())
+    assert changed[above].mean() > 0.8 and changed[below].mean() < 0.2, (changed[above].mean(), changed[below].mean())
+    shift = with_overlay[above].astype(float).mean(axis=0) - bare[above].astype(float).mean(axis=0)
     assert shift[0] > shift[1]  # more red than green added: inferno, not grey
 
 

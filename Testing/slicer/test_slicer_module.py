@@ -120,7 +120,7 @@ def test_ui_parameter_names_are_not_translated_and_the_uncertainty_tooltip_names
     Uncertainty selector's tooltip gives the unit its nodes hold (µm²/ms, mrml.NODE_UNITS), not mm^2/s (audit)."""
     names = [p.find("string") for w in ui_widgets().values() for p in w.findall("property")
              if p.get("name") == "SlicerParameterName"]
-    assert len(names) == 13 and all(s.get("notr") == "true" for s in names), [s.text for s in names if s.get("notr") != "true"]
+    assert len(names) == 14 and all(s.get("notr") == "true" for s in names), [s.text for s in names if s.get("notr") != "true"]
     tip = next(p.find("string").text for p in ui_widgets()["uncertaintySelector"].findall("property")
                if p.get("name") == "toolTip")
     assert tensors.SHOWN_UNIT_LABEL in tip and "mm^2/s" not in tip
@@ -132,7 +132,7 @@ def test_ui_sections_and_controls():
     kinds = {n: w.get("class") for n, w in widgets.items()}
     assert kinds["methodComboBox"] == "QComboBox" and kinds["methodDescriptionLabel"] == "QLabel"
     assert kinds["progressBar"] == "QProgressBar" and kinds["statusLabel"] == "QLabel"
-    assert kinds["opacitySliderWidget"] == "ctkSliderWidget"
+    assert kinds["opacitySliderWidget"] == "ctkSliderWidget" and kinds["fromMedianCheckBox"] == "QCheckBox"
     for b in ("applyButton", "compareButton", "tractographyButton"):
         assert kinds[b] == "QPushButton"
 

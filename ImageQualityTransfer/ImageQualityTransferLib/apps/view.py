@@ -1,5 +1,5 @@
 """`iqt view`: a browser page for readers without Slicer. Slicer's own slice views, served by trame-slicer: cubic
-interpolation | IQT side by side (linked), the uncertainty overlay with its legend and an opacity slider, a method
+interpolation | IQT side by side (linked), the uncertainty overlay with its legend, an opacity slider and "Above the median only", a method
 picker that runs the engine in the background with a progress bar, and colour-FA / FA display of the tensors.
 
 The engine runs in a worker thread on numpy Volumes; MRML nodes are only touched on the server's event loop.
@@ -102,12 +102,14 @@ class Viewer:
         s.message = ""
         s.notes = []  # the engine's warnings about the run shown (one line each), as the Slicer module's status shows them
         s.opacity = OPACITY
+        s.from_median = True  # each map coloured from its median inside the brain up (legends.style_uncertainty)
         s.display_mode = "tensor"
         s.shown = ""  # the method whose result is in the right view
         s.has_uncertainty = False
         s.runs = 0
         s.change("method")(self._on_method)
         s.change("opacity")(self._on_opacity)
+        s.change("from_median")(self._on_from_median)
         s.change("display_mode")(self._on_display_mode)
         self._build_ui()
         server.controller.on_server_ready.add(self._on_ready)
@@ -136,6 +138,9 @@ class Viewer:
                 v.VSlider(id="iqt-opacity", label="Uncertainty opacity", v_model=("opacity",), min=0, max=1,
                           step=0.05, density="compact", hide_details=True, disabled=("busy || !has_uncertainty",),
                           style="max-width: 300px", classes="ml-2 mr-6 iqt-opacity")
+                v.VCheckbox(id="iqt-from-median", label="Above the median only", v_model=("from_median",),
+                            density="compact", hide_details=True, disabled=("busy || !has_uncertainty",),
+                            style="max-width: 220px", classes="mr-4 iqt-from-median")
                 v.VProgressLinear(v_model=("progress",), active=("busy",), absolute=True, location="bottom",
                                   color="amber", height=4)
             with layout.content:
@@ -279,7 +284,7 @@ class Viewer:
                 self.fa_nodes[key] = mrml.set_scalar_node(node, vol) if node is not None else \
                     mrml.add_scalar_node(self.scene, vol, f"{self.in_node.GetName()}_{key}_fa")
                 self._grey(self.fa_nodes[key])
-            legends.style_results(self.scene, self.nodes)
+            legends.style_results(self.scene, self.nodes, from_median=bool(s.from_median))
             # one colour scale per map across the methods run in this page, as the Slicer module's "Same colour scale"
             # and the report: each on its own range, biqt's top was 1.0, rf's 0.8 and espcn-hetero's 0.3 µm²/ms on
             # one input, the same colour a different SD as the reader switches methods
@@ -407,6 +412,11 @@ class Viewer:
 
     def _on_opacity(self, opacity, **_):
         display.set_overlay_opacity(self.scene, float(opacity))
+        self._render()
+
+    def _on_from_median(self, from_median, **_):
+        legends.share_scales(self.scene, from_median=bool(from_median))
+        legends.refresh_legends(self.scene)
         self._render()
 
     def _on_display_mode(self, display_mode, **_):

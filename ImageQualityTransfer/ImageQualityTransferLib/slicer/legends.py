@@ -31,6 +31,13 @@ SHARED_NOTE = "shared scale"  # the legend's last line while "Same colour scale"
 TITLE_ATTRIBUTE = "ImageQualityTransfer.Title"  # a legend's own title, kept to add or drop SHARED_NOTE
 CLIPPED_NOTE = "top colour: \u2265 {top}"  # the legend's last line where the map reaches above its scale's top
 CLIPPED_ATTRIBUTE = "ImageQualityTransfer.Clipped"  # that line as set_scale found it for the map's top, or ""
+# Colours only from the map's median inside the brain up (away from the brain's edge, as the scale is read: the more
+# uncertain half there, and the edge; below it the tensor shows through): Slicer's slice views ignore a colour table's alpha, so a fading Inferno cannot do this, and at 50 %
+# opacity the map's dark low end had hidden the anatomy everywhere (a clinician's audit). The legend says from where.
+MEDIAN_ATTRIBUTE = "ImageQualityTransfer.Median"  # on the map node: its median inside the brain (`brain_values`)
+FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1" while coloured from its median only
+FLOOR_NOTE = "shown \u2265 {floor}"  # the legend's line while it is, above the clipped-top line
+FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote it, or ""
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
@@ -109,6 +116,13 @@ def colormap_id(scene, name: str = COLORMAP) -> str | None:
 def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]:
     """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values in `region` (default:
     `dmri.dti.inside_rim` of the map, for every support), so that the brain's edge does not set the scale."""
+    values = brain_values(node, region)
+    return (0.0, float(np.percentile(values, 99))) if values.size else (0.0, 1.0)
+
+
+def brain_values(node, region: np.ndarray | None = None) -> np.ndarray:
+    """An uncertainty map's finite non-zero values in `region` (default: `dmri.dti.inside_rim` of the map), or in the
+    whole map where the region holds fewer than SCALE_MIN_VOXELS of them: the brain away from its edge."""
     vol = mrml.scalar_volume_from_node(node)
     data = vol.data
     present = np.isfinite(data) & (data > 0)
@@ -116,10 +130,7 @@ def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]
         region = inside_rim(present, vol.voxel_size)
     if (present & region).sum() >= SCALE_MIN_VOXELS:
         present &= region
-    values = data[present]
-    if values.size == 0:
-        return 0.0, 1.0
-    return 0.0, float(np.percentile(values, 99))
+    return data[present]
 
 
 def wrap_title(text: str) -> str:
@@ -164,10 +175,13 @@ def legend_node(scene, volume_node):
 
 
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
-                      region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE):
-    """Inferno colours from 0 to the map's own top (`own_top`) and a legend titled with the map's meaning and unit (`title`
-    overrides the English default, for the module's translations; `region`: as `display_range`), ending in
-    `clipped_note` where the map reaches above the top (`set_scale`); returns the legend node."""
+                      region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
+                      floor_note: str = FLOOR_NOTE):
+    """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median inside the brain up
+    (`brain_values`) with `from_median`,
+    and a legend titled with the map's meaning and unit (`title` overrides the English default, for the module's
+    translations; `region`: as `display_range`), ending in `floor_note` and `clipped_note` where they apply
+    (`set_scale`); returns the legend node."""
     if node is None:
         return None
     display = node.GetDisplayNode()
@@ -180,16 +194,25 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     legend = legend_node(scene, node)
     legend.SetAttribute(TITLE_ATTRIBUTE, wrap_title(title or legend_title(key)))
     legend.SetVisibility(bool(visible))
-    set_scale(node, own_top(node, key, region), clipped_note)
+    values = brain_values(node, region)  # a rerun refills the node: its median is read again
+    node.SetAttribute(MEDIAN_ATTRIBUTE, repr(float(np.median(values))) if values.size else "")
+    node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
+    set_scale(node, own_top(node, key, region), clipped_note, floor_note)
     legend.SetTitleText(title_text(legend))
     return legend
 
 
 def title_text(legend, lines=()) -> str:
     """A legend's title: its own (TITLE_ATTRIBUTE), then `lines` (a run's name, the shared-scale note), then the
-    clipped-top line `set_scale` left (CLIPPED_ATTRIBUTE), right above the bar's top label."""
-    clipped = legend.GetAttribute(CLIPPED_ATTRIBUTE) or ""
-    return "\n".join([legend.GetAttribute(TITLE_ATTRIBUTE) or "", *lines, *([clipped] if clipped else [])])
+    lines `set_scale` left (`title_tail`), right above the bar's top label."""
+    tail = title_tail(legend)
+    return "\n".join([legend.GetAttribute(TITLE_ATTRIBUTE) or "", *lines, *([tail] if tail else [])])
+
+
+def title_tail(legend) -> str:
+    """The last lines of a legend's title, as `set_scale` left them: from where the map is shown (FLOOR_ATTRIBUTE), then
+    the clipped top (CLIPPED_ATTRIBUTE)."""
+    return "\n".join(x for x in (legend.GetAttribute(FLOOR_ATTRIBUTE), legend.GetAttribute(CLIPPED_ATTRIBUTE)) if x)
 
 
 def own_top(node, key: str, region: np.ndarray | None = None) -> float:
@@ -198,9 +221,10 @@ def own_top(node, key: str, region: np.ndarray | None = None) -> float:
     return SHOWN_TOP_DEGREES if key == "direction" else display_range(node, region)[1]
 
 
-def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE) -> None:
+def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: str = FLOOR_NOTE) -> None:
     """Colours of an uncertainty map from 0 to the round top above `high` (`scale_ticks`), its legend's ticks to
-    match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through.
+    match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through, and
+    so is every value below the map's median where FROM_MEDIAN_ATTRIBUTE says so, the legend's `floor_note` saying it.
     Where the map reaches above the top, its legend keeps `clipped_note` with the top's label (CLIPPED_ATTRIBUTE, for
     `title_text`): the top colour also stands for values several times higher (a radiologist's audit: the brain's rim
     at 1.5-4.4 µm²/ms under a legend topped "0.4")."""
@@ -209,17 +233,39 @@ def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE) -> None:
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, high)
     display.AutoThresholdOff()
-    display.SetLowerThreshold(high * 1e-6 if high > 0 else 1e-12)
+    lowest = high * 1e-6 if high > 0 else 1e-12
+    floor = _median(node) if node.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1" else None
+    display.SetLowerThreshold(max(lowest, floor) if floor is not None else lowest)
     display.SetUpperThreshold(np.finfo(np.float32).max)
     display.ApplyThresholdOn()
     legend = legend_of(node)
     if legend is not None:
+        legend.SetAttribute(FLOOR_ATTRIBUTE, "" if floor is None else floor_note.format(floor=floor_label(floor)))
         legend.SetLabelFormat(label_format(high, intervals))
         legend.SetNumberOfLabels(intervals + 1)
         top = (label_format(high, intervals) % high).strip()
         image = node.GetImageData()  # VTK keeps the scalars' range: no second read of the map (display_range read it)
         above = image is not None and float(image.GetScalarRange()[1]) > high
         legend.SetAttribute(CLIPPED_ATTRIBUTE, wrap_title(clipped_note.format(top=top)) if above else "")
+
+
+def floor_label(value: float) -> str:
+    """The value a map is shown from, to two significant digits (0.12, 0.088, 35): a tick's format rounds 0.14 to 0.1,
+    below values the map leaves uncoloured."""
+    return np.format_float_positional(float(value), precision=2, unique=True, fractional=False, trim="-")
+
+
+def _median(node) -> float | None:
+    """The map's median in the brain away from its edge (`brain_values`), as `style_uncertainty` noted it
+    (MEDIAN_ATTRIBUTE; read here for a map styled by an earlier version); None for an empty map."""
+    if node.GetAttribute(MEDIAN_ATTRIBUTE) is None:
+        values = brain_values(node)
+        node.SetAttribute(MEDIAN_ATTRIBUTE, repr(float(np.median(values))) if values.size else "")
+    try:
+        value = float(node.GetAttribute(MEDIAN_ATTRIBUTE) or "nan")
+    except ValueError:
+        return None
+    return value if np.isfinite(value) and value > 0 else None
 
 
 def map_nodes(scene) -> dict[str, list]:
@@ -233,21 +279,26 @@ def map_nodes(scene) -> dict[str, list]:
     return out
 
 
-def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE) -> dict[str, float]:
+def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE,
+                 floor_note: str = FLOOR_NOTE, from_median: bool | None = None) -> dict[str, float]:
     """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
     `display_range`s), so that one colour means one SD across runs and methods (each on its own range, two
     runs' different SDs can be the same yellow), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`: else
     two runs' legends read alike) and `note` (a map gone dark on another run's scale would look certain);
-    without, each on its own range and title again.
+    without, each on its own range and title again. `from_median` (unless None): every map coloured only from its
+    median up, or from 0 again (`set_scale`).
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
     titled = []
     for key, nodes in map_nodes(scene).items():
+        if from_median is not None:
+            for node in nodes:
+                node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
         own = [own_top(node, key) for node in nodes]
         if shared:
             tops[key] = max(own)
         for node, high in zip(nodes, own):
-            set_scale(node, tops.get(key, high), clipped_note)
+            set_scale(node, tops.get(key, high), clipped_note, floor_note)
             legend = legend_of(node)
             title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
             if title:
@@ -261,18 +312,19 @@ def pad_titles(titled: list) -> None:
     """Each (legend, title) set with as many lines as the longest: the title's lines come out of the legend's height
     and set its text size, so equal line counts keep every bar as long and every label as large (a run's name on two
     lines had shortened its bar against another's, the same scale's top at another height; README, Use it in 3D
-    Slicer). The padding goes above a clipped-top line (`set_scale`), which stays right above the bar."""
+    Slicer). The padding goes above the lines `set_scale` left (`title_tail`), which stay right above the bar."""
     lines = max((text.count("\n") for _, text in titled), default=0)
     for legend, text in titled:
-        clipped = legend.GetAttribute(CLIPPED_ATTRIBUTE) or ""
-        body = text[: len(text) - len(clipped) - 1] if clipped and text.endswith("\n" + clipped) else text
+        tail = title_tail(legend)
+        body = text[: len(text) - len(tail) - 1] if tail and text.endswith("\n" + tail) else text
         pad = "\n\u00a0" * (lines - text.count("\n"))
-        legend.SetTitleText(body + pad + ("\n" + clipped if body != text else ""))
+        legend.SetTitleText(body + pad + ("\n" + tail if body != text else ""))
 
 
-def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE) -> dict:
-    """Every uncertainty map of a run styled, each with its legend; Slicer draws a legend only in the views that
-    show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
+def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE,
+                  from_median: bool = True, floor_note: str = FLOOR_NOTE) -> dict:
+    """Every uncertainty map of a run styled (`style_uncertainty`), each with its legend; Slicer draws a legend only in
+    the views that show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
     maps = nodes.get("uncertainties") or {}
     region = None  # the maps of a run share their support: its inner region is found once
@@ -280,7 +332,8 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
     if first is not None:
         vol = mrml.scalar_volume_from_node(first)
         region = inside_rim(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
-    legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note)
+    legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note,
+                                      from_median=from_median, floor_note=floor_note)
                for key, node in maps.items()}
     pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
     return legends

@@ -42,7 +42,8 @@ def save_scene(scene, folder) -> str:
 def test_an_imported_scenes_results_are_not_refilled_by_another_inputs_run(tmp_path, lowres):
     """Patient A's saved scene imported into a scene holding patient B: MRML gives A's input another ID (B's has
     its old one), which a text attribute holding the input's ID did not follow, so B's run refilled A's results
-    (audit: A's tensors changed by up to 1.6e-3 mm²/s). B's run makes B's nodes; A's run refills A's."""
+    (audit: A's tensors changed by up to 1.6e-3 mm²/s). B's run makes B's nodes; A's run refills A's. The folders
+    too: A's, found by that ID, had taken B's nodes and B's name (a Slicer-module audit)."""
     scene_a = slicer.vtkMRMLScene()
     a = mrml.add_tensor_node(scene_a, lowres, "patientA_dti")
     processing.run_on_nodes(scene_a, a, "linear", 2, interpolate=True)
@@ -63,9 +64,15 @@ def test_an_imported_scenes_results_are_not_refilled_by_another_inputs_run(tmp_p
     for node, before in zip(a_results, kept):
         np.testing.assert_array_equal(tensors_of(node), before, err_msg=f"{node.GetName()} was refilled by B's run")
 
+    assert _folders(scene) == {"patientA_dti: linear": ["patientA_dti_linear"],
+                               "patientA_dti: cubic": ["patientA_dti_cubic"],
+                               "patientB_dti: linear": ["patientB_dti_linear"],
+                               "patientB_dti: cubic": ["patientB_dti_cubic"]}, _folders(scene)
+
     names = volume_names(scene)
     nodes_a = processing.run_on_nodes(scene, a, "linear", 2, interpolate=True)
     assert [nodes_a["tensor"], nodes_a["interpolated"]] == a_results and volume_names(scene) == names
+    assert len(_folders(scene)) == 4  # A's run refills A's folders
 
 
 def test_a_result_of_a_scene_saved_before_is_left_as_it_is(lowres):

@@ -171,7 +171,7 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
 
 
 FOLDER_ATTRIBUTE = "ImageQualityTransfer.Folder"  # on a subject hierarchy folder: the run ("<method>[_x<factors>]")
-INPUT_NODE_ATTRIBUTE = "ImageQualityTransfer.InputNode"  # on the folder: the input node's ID
+INPUT_NODE_ATTRIBUTE = "ImageQualityTransfer.InputNode"  # on the folder: the input node's ID when it was made
 LABEL_ATTRIBUTE = "ImageQualityTransfer.Label"  # on the folder: the label a run gave it (the user may rename it)
 
 
@@ -194,7 +194,7 @@ def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
     sh.GetItemChildren(parent, children)
     folder = next((children.GetId(i) for i in range(children.GetNumberOfIds())
                    if sh.GetItemAttribute(children.GetId(i), FOLDER_ATTRIBUTE) == run
-                   and sh.GetItemAttribute(children.GetId(i), INPUT_NODE_ATTRIBUTE) == input_node.GetID()), 0)
+                   and _folder_input(sh, children.GetId(i)) == input_node.GetID()), 0)
     if not folder:
         folder = sh.CreateFolderItem(parent, label)
         sh.SetItemAttribute(folder, FOLDER_ATTRIBUTE, run)
@@ -208,4 +208,20 @@ def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
             sh.SetItemParent(own, folder)
         else:
             sh.CreateItem(folder, node)
+
+
+def _folder_input(sh, folder) -> str | None:
+    """The ID of the input a run folder's nodes were made from, read from their input references, which a scene
+    import remaps (the folder's INPUT_NODE_ATTRIBUTE is text, kept as it was: an imported scene's folder had taken
+    another input's next run, renamed after it); the attribute only for a folder that holds none of them."""
+    from vtk import vtkIdList
+
+    children = vtkIdList()
+    sh.GetItemChildren(folder, children)
+    for i in range(children.GetNumberOfIds()):
+        node = sh.GetItemDataNode(children.GetId(i))
+        found = node.GetNodeReferenceID(INPUT_REFERENCE) if node is not None else None
+        if found:
+            return found
+    return sh.GetItemAttribute(folder, INPUT_NODE_ATTRIBUTE) or None
 

@@ -143,10 +143,10 @@ class ImageQualityTransferParameterNode:
     factor - upsampling factor of the isotropic and through-plane modes.
     voxelSize - wanted output voxel size (mm) of the voxel-size mode.
     samples - Monte Carlo samples for methods with parameter uncertainty.
-    useGPU - run torch methods on the GPU when one is available.
+    useGPU - run torch methods on the GPU (CUDA); refused with a message where PyTorch sees none.
     averageFlips - learned methods: average over the input's axis flips and in-plane swap (16 runs, lower error).
     uncertaintyOpacity - opacity of the uncertainty overlay.
-    uncertaintyFromMedian - each uncertainty map coloured only from its median over the brain up, the DTI seen below.
+    uncertaintyFromMedian - each uncertainty map coloured only from its median inside the brain up, the DTI seen below.
     sharedColourScale - every run's uncertainty maps on one colour scale per map, so that colours compare across runs.
     outputVolume - high-resolution tensor output (created when empty).
     uncertaintyVolume - uncertainty map output (created when the method gives one).
@@ -571,7 +571,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         cancelled = False
         name = notes = madeBy = None  # the output's, once the run has made it and shown it
         try:
-            with slicer.util.tryWithErrorDisplay(_("Image Quality Transfer failed."), waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Image Quality Transfer failed.")):  # no busy cursor: Cancel stays live
                 try:
                     nodes = self.logic.process(
                         p.inputVolume,
@@ -853,11 +853,18 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def pythonSlicerExecutable() -> str:
+        """Slicer's Python launcher for the worker process: on PATH, else in the application's bin folder (where
+        Slicer keeps it; sys.executable there can be the application itself), else beside sys.executable."""
         exe = shutil.which("PythonSlicer")
         if exe:
             return exe
-        candidate = os.path.join(os.path.dirname(sys.executable), "PythonSlicer" + (".exe" if os.name == "nt" else ""))
-        return candidate if os.path.exists(candidate) else sys.executable
+        name = "PythonSlicer" + (".exe" if os.name == "nt" else "")
+        home = getattr(getattr(slicer, "app", None), "slicerHome", None)
+        for folder in ([os.path.join(home, "bin")] if home else []) + [os.path.dirname(sys.executable)]:
+            candidate = os.path.join(folder, name)
+            if os.path.exists(candidate):
+                return candidate
+        return sys.executable
 
     # ---------------------------------------------------------------- processing
 

@@ -158,3 +158,37 @@ def test_closing_the_scene_cancels_the_run_and_forgets_its_result():
     idle = _panel(object(), last={"tensor": object()})
     close(idle, None, None)
     assert idle._cancelRequested is False and idle._lastResult is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_worker_killed_by_the_system_is_said_so_with_what_to_do():
+    """A Slicer-module audit: a worker killed mid-run (SIGKILL; on Linux usually the out-of-memory killer) said only
+    "exit status -9: no message". The line now says it was killed, most often for want of memory, and what to try."""
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.slicer import separate_process
+
+    kill_self = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    with pytest.raises(IQTError) as caught:
+        separate_process._run_worker([sys.executable, "-c", kill_self], None, None)
+    said = str(caught.value)
+    assert "killed by the system (SIGKILL)" in said and "memory" in said and "Average over flips" in said, said
+    assert "\n" not in said and "-9" not in said
+    assert separate_process.exit_words(-15) == "stopped by SIGTERM" and separate_process.exit_words(3) == "exit status 3"
+
+
+def test_the_worker_is_slicers_python_launcher_from_the_application_folder(tmp_path, monkeypatch):
+    """Without PythonSlicer on PATH the worker is Slicer's launcher in the application's bin folder, where Slicer
+    keeps it (a Slicer-module audit: the fallback was sys.executable, which inside Slicer can be the application)."""
+    import os
+    import shutil
+
+    (tmp_path / "bin").mkdir()
+    launcher = tmp_path / "bin" / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+    launcher.write_text("")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    app = types.SimpleNamespace(slicerHome=str(tmp_path))
+    find = _class_method("ImageQualityTransferLogic", "pythonSlicerExecutable", shutil=shutil, os=os, sys=sys,
+                         slicer=types.SimpleNamespace(app=app))
+    assert find() == str(launcher)
+    launcher.unlink()
+    assert find() == sys.executable  # nothing else found

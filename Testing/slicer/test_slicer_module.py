@@ -523,14 +523,18 @@ def test_every_progress_message_of_a_run_goes_through_tr(scene):
     from ImageQualityTransferLib.slicer import processing as sp
 
     node = dwi_node(scene, make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12))  # a DWI: the fit's message too
-    messages = []
-    sp.run_on_nodes(scene, node, "biqt", 2, interpolate=True, progress=lambda f, m: messages.append(m) or True)
+    fractions = []
+    sp.run_on_nodes(scene, node, "biqt", 2, interpolate=True, progress=lambda f, m: fractions.append((f, m)) or True)
+    messages = [m for _, m in fractions]
     shown = {m for m in messages if m}
     assert {"reading the input volume", "fitting tensors to the diffusion-weighted volume", "done"} <= shown
     for m in shown:
         text = progress_text(m)
-        assert text != m or m == "biqt", m  # every phrase translated; the method's own progress is its name
+        assert text != m, m  # every phrase translated
         assert not text.startswith("<running") or "biqt" in text
+    # the method's own progress, the run's longest phase, keeps "running biqt (x2)" (it read "biqt" alone: an audit)
+    during = [m for f, m in fractions if m and f is not None and 0.1 < f <= 0.85]
+    assert during and set(during) <= {"running biqt (x2)", "cubic interpolation for comparison"}, set(during)
 
 
 def test_the_memory_refusal_names_the_target_voxel_size_in_the_module_words():
@@ -541,3 +545,15 @@ def test_the_memory_refusal_names_the_target_voxel_size_in_the_module_words():
     text = in_module_words("more than this process's 4.0 GiB of memory; give smaller factors (or a larger --voxel-size)")
     assert text.endswith("give smaller factors (or a larger Target voxel size)")
     assert in_module_words("--voxel-size 1.25") == "the Target voxel size 1.25"
+
+
+def test_the_run_shows_no_busy_cursor_over_its_cancel_button():
+    """A run takes minutes and Apply turns into Cancel: Slicer stays responsive, so the run is not wrapped in a busy
+    cursor (a Slicer-module audit); the short actions (Compare, install) keep theirs."""
+    tree = module_tree()
+    apply = next(f for c in tree.body if isinstance(c, ast.ClassDef) for f in c.body
+                 if isinstance(f, ast.FunctionDef) and f.name == "onApplyButton")
+    calls = [n for n in ast.walk(apply) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "tryWithErrorDisplay"]
+    run = [c for c in calls if "Image Quality Transfer failed." in ast.unparse(c.args[0])]
+    assert len(run) == 1
+    assert not any(k.arg == "waitCursor" and ast.literal_eval(k.value) for k in run[0].keywords)

@@ -263,11 +263,12 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     m = request.make()
     # the method, then the comparison (when there is one), end at OUTPUT_PROGRESS, where the nodes are made
     span = 0.75 if request.interpolate and method != COMPARISON_METHOD else OUTPUT_PROGRESS - 0.1
-    report_progress(progress, 0.1, f"running {method} (x{grid.text(factor)})")
+    running = f"running {method} (x{grid.text(factor)})"  # kept through the method's own progress, its longest phase
+    report_progress(progress, 0.1, running)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
         pred, mask = predict_within(m, lr, factor, given, direction=True,
-                                    progress=scaled_progress(progress, 0.1, 0.1 + span, f"{method}", cancel))
+                                    progress=scaled_progress(progress, 0.1, 0.1 + span, running, cancel))
     notes = []
     for w in caught:  # the engine's warnings become the run's notes (shown with the result); others pass on
         if issubclass(w.category, IQTWarning):

@@ -173,8 +173,25 @@ def _run_worker(args, progress, cancel) -> dict:
         raise IQTError(error)
     if proc.returncode != 0 or summary is None:
         tail = "".join(errors)[-2000:].strip()
-        raise IQTError(f"the processing process failed (exit status {proc.returncode}): {tail or 'no message'}")
+        raise IQTError(f"the processing process failed ({exit_words(proc.returncode)}): {tail or 'no message'}")
     return summary
+
+
+def exit_words(code: int | None) -> str:
+    """A worker's exit status in words: a negative one is the signal that stopped it, and SIGKILL unasked is, on Linux,
+    most often the out-of-memory killer ("exit status -9", alone, had said nothing a user could act on)."""
+    if code is None or code >= 0:
+        return f"exit status {code}"
+    import signal
+
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"stopped by signal {-code}"
+    if name == "SIGKILL":
+        return ("killed by the system (SIGKILL), most often for want of memory: close other programs, or run with a "
+                "smaller factor, fewer Monte Carlo samples or without Average over flips")
+    return f"stopped by {name}"
 
 
 def _own_group() -> dict:

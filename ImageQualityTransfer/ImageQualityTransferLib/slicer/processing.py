@@ -378,8 +378,12 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
         raise IQTError(f"Advanced > Monte Carlo samples is {samples!r}; give 2 to 200, the panel's range (one sample "
                        "would give no spread)")
     request = Request(method, factor, model, samples, device or "cpu", interpolate, bool(tta), bool(exclude_outliers))
-    label = request.make().label  # the method's settings are checked before any work; "+tta" names averaged results
+    made = request.make()
+    label = made.label  # the method's settings are checked before any work; "+tta" names averaged results
     _check_targets(targets or {}, input_node, mask_node)
+    image = input_node.GetImageData() if hasattr(input_node, "GetImageData") else None
+    if image is not None:  # the memory check before a DWI's fit too (a factor of 30 was refused after a 6.6 s fit)
+        made.check_memory(image.GetDimensions(), request.factor, made.gives_uncertainty)
     report_progress(progress, 0.0, "reading the input volume")
     # a DWI is fitted in the worker too when there is one: the GUI thread only reads the node
     lr, mask = input_volumes(input_node, mask_node, progress, cancel, fit=not python_executable,

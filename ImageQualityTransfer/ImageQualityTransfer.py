@@ -145,6 +145,7 @@ class ImageQualityTransferParameterNode:
     samples - Monte Carlo samples for methods with parameter uncertainty.
     useGPU - run torch methods on the GPU (CUDA); refused with a message where PyTorch sees none.
     averageFlips - learned methods: average over the input's axis flips and in-plane swap (16 runs, lower error).
+    uncertaintyMap - the uncertainty map shown over the result ("std", "direction", ...; a run without it shows "std").
     uncertaintyOpacity - opacity of the uncertainty overlay.
     uncertaintyFromMedian - each uncertainty map coloured only from its median inside the brain up, the DTI seen below.
     sharedColourScale - every run's uncertainty maps on one colour scale per map, so that colours compare across runs.
@@ -167,6 +168,7 @@ class ImageQualityTransferParameterNode:
     samples: Annotated[int, WithinRange(2, 200)] = 10  # 1 would give no parameter part  # the engine's default (cnn/inference.py, DEFAULT_SAMPLES)
     useGPU: bool = False
     averageFlips: bool = False
+    uncertaintyMap: str = "std"  # bound by hand: the combo lists the last run's maps
     uncertaintyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     uncertaintyFromMedian: bool = True
     sharedColourScale: bool = False
@@ -311,6 +313,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.sharedScaleCheckBox.connect("toggled(bool)", self.onSharedScaleToggled)
         self.ui.fromMedianCheckBox.connect("toggled(bool)", self.onFromMedianToggled)
+        self.ui.uncertaintyMapComboBox.connect("currentIndexChanged(int)", self.onUncertaintyMapChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
 
         self.ui.progressBar.setVisible(False)
@@ -335,6 +338,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._running:  # the run's input is closing with its scene: stop the run (the engine adds no output to
             self._cancelRequested = True  # a scene its input has left, slicer/processing.py)
         self._lastResult = None
+        self._fillMapCombo({})
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -598,10 +602,12 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     # run with another method makes (or reuses) that method's nodes instead of overwriting these
                     self._lastResult = nodes
                     p.resultVolume = nodes["tensor"]
-                    p.resultUncertainty = nodes.get("uncertainty")
                     p.resultInterpolated = nodes.get("interpolated")
-                    self.logic.showResults(nodes, opacity=p.uncertaintyOpacity, shared=p.sharedColourScale,
-                                           fromMedian=p.uncertaintyFromMedian)
+                    self._fillMapCombo(nodes)
+                    p.resultUncertainty = self.logic.showResults(nodes, opacity=p.uncertaintyOpacity,
+                                                                 shared=p.sharedColourScale,
+                                                                 fromMedian=p.uncertaintyFromMedian,
+                                                                 shownMap=p.uncertaintyMap)
                     name = nodes["tensor"].GetName()
                     notes = nodes["tensor"].GetAttribute(self.logic.notesAttribute())
                     madeBy = nodes["tensor"].GetAttribute(self.logic.modelAttribute())
@@ -641,13 +647,41 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def onSharedScaleToggled(self, shared: bool) -> None:
         self.logic.setSharedColourScale(bool(shared), fromMedian=self._parameterNode.uncertaintyFromMedian)
 
+    def _fillMapCombo(self, nodes: dict) -> None:
+        """The Uncertainty map list: the run's maps by their legends' titles, the chosen one selected (else the main)."""
+        combo = self.ui.uncertaintyMapComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        maps = nodes.get("uncertainties") or {}
+        for key in maps:
+            combo.addItem(self.logic.legendTitle(key), key)
+        keys = list(maps)
+        chosen = self._parameterNode.uncertaintyMap if self._parameterNode else None
+        main = next((k for k, n in maps.items() if n is nodes.get("uncertainty")), None)
+        shown = chosen if chosen in keys else main
+        if shown in keys:
+            combo.currentIndex = keys.index(shown)
+        combo.enabled = bool(keys)
+        combo.blockSignals(wasBlocked)
+
+    def onUncertaintyMapChanged(self, index: int) -> None:
+        key = self.ui.uncertaintyMapComboBox.itemData(index)
+        p = self._parameterNode
+        if not key or p is None:
+            return
+        p.uncertaintyMap = key
+        shown = self.logic.showUncertaintyMap(self._result(), key, opacity=p.uncertaintyOpacity)
+        if shown is not None:
+            p.resultUncertainty = shown  # what Compare and the opacity act on
+
     def onFromMedianToggled(self, fromMedian: bool) -> None:
         self.logic.setSharedColourScale(self._parameterNode.sharedColourScale, fromMedian=bool(fromMedian))
 
     def onCompareButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
             result = self._result()
-            self.logic.showComparison(result.get("interpolated"), result.get("tensor"), result.get("uncertainty"),
+            self.logic.showComparison(result.get("interpolated"), result.get("tensor"),
+                                      self._parameterNode.resultUncertainty,  # the map shown (Uncertainty map)
                                       opacity=self._parameterNode.uncertaintyOpacity)
 
     def onTractographyButton(self) -> None:
@@ -978,12 +1012,20 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def _titles(self, nodes: dict) -> dict:
         return {key: self.legendTitle(key) for key in (nodes.get("uncertainties") or {})}
 
-    def showResults(self, nodes: dict, opacity: float = 0.5, shared: bool = False, fromMedian: bool = True) -> None:
+    def showResults(self, nodes: dict, opacity: float = 0.5, shared: bool = False, fromMedian: bool = True,
+                    shownMap: Optional[str] = None):
         """IQT tensor as background, its uncertainty as foreground overlay with a colour legend, in every view;
-        `shared`: every run's maps on one colour scale per map; `fromMedian`: each coloured from its median up."""
-        self.display().show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
-                                    shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
-                                    from_median=fromMedian, floor_note=_("shown ≥ {floor}"))  # fits the views
+        `shared`: every run's maps on one colour scale per map; `fromMedian`: each coloured from its median up;
+        `shownMap`: the map on top ("std", "direction", ...; else the main one). Returns the map node on top."""
+        display = self.display()
+        display.show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
+                             shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
+                             from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap)  # fits the views
+        return display.overlay_of(nodes, shownMap)
+
+    def showUncertaintyMap(self, nodes: dict, key: str, opacity: float = 0.5):
+        """The run's map `key` on top wherever one of its maps is shown; returns its node (None: the run has none)."""
+        return self.display().show_map(slicer.mrmlScene, nodes, key, opacity)
 
     def setSharedColourScale(self, shared: bool, fromMedian: Optional[bool] = None) -> dict:
         """Every uncertainty map in the scene on one colour scale per map (`shared`), or each on its own range again;

@@ -558,3 +558,27 @@ def test_the_readers_layout_comes_back_after_the_modules_comparison_and_a_layout
     again = run(scene, node, "rf")
     assert layout.GetViewArrangement() == side_by_side
     assert display.composite_node(scene, "Red").GetBackgroundVolumeID() == again["tensor"].GetID()  # not cubic
+
+
+def test_the_uncertainty_map_shown_is_the_one_chosen(lowres):
+    """The Display's Uncertainty map: every map of a run had been a step away, through the slice controller, the
+    direction map (the one to read before tractography) too (a Slicer-module audit). A run shows the one chosen, a
+    choice switches every view that shows one of the run's maps, with that map's legend; a map the run lacks changes
+    nothing."""
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    nodes = processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, samples=2)
+    direction, std = nodes["uncertainties"]["direction"], nodes["uncertainties"]["std"]
+    display.show_results(scene, nodes, opacity=0.4, shown_map="direction")
+    assert display.overlay_of(nodes, "direction") is direction and display.overlay_of(nodes, "nothing") is std
+    for view in VIEWS:
+        c = display.composite_node(scene, view)
+        assert c.GetForegroundVolumeID() == direction.GetID() and c.GetForegroundOpacity() == pytest.approx(0.4)
+    display.composite_node(scene, "Green").SetForegroundVolumeID(None)  # a view the reader changed stays as it is
+    assert display.show_map(scene, nodes, "std", 0.6) is std
+    assert [display.composite_node(scene, v).GetForegroundVolumeID() for v in VIEWS] == [std.GetID(), std.GetID(), None]
+    assert display.composite_node(scene, "Red").GetForegroundOpacity() == pytest.approx(0.6)
+    assert legends.legend_node(scene, std).GetVisibility()
+    assert display.show_map(scene, nodes, "not a map", 0.6) is None
+    assert display.composite_node(scene, "Red").GetForegroundVolumeID() == std.GetID()

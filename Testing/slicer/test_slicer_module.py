@@ -109,9 +109,11 @@ def test_ui_parameter_names_match_the_parameter_node():
     # every parameter has a widget, except the method (combo filled from the engine at run time), the model file
     # (bound by hand: the path widget's binding shows "." for an empty path) and the upsampling mode (bound by hand:
     # the Choice binding would show the raw values instead of the .ui's translated labels), and the last run's nodes
-    # (kept for Compare and tractography, shown by no control)
+    # (kept for Compare and tractography, shown by no control), and the uncertainty map shown (its combo lists the last
+    # run's maps, filled at run time)
     assert params - set(bound.values()) == {"method", "modelPath", "upsamplingMode", "resultVolume", "resultUncertainty",
-                                            "resultInterpolated"}
+                                            "resultInterpolated", "uncertaintyMap"}
+    assert "onUncertaintyMapChanged" in MODULE_PY.read_text()
     assert "modelPathLineEdit" in ui_widgets() and "onModelPathChanged" in MODULE_PY.read_text()
 
 

@@ -60,16 +60,16 @@ def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=
 
 def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None, shared: bool = False,
                  shared_note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
-                 floor_note: str = FLOOR_NOTE) -> None:
+                 floor_note: str = FLOOR_NOTE, shown_map: str | None = None) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs
     (`share_scales`, its legends ending in `shared_note`); `from_median`: each map coloured from its median up;
-    `clipped_note`, `floor_note`: as `set_scale`, translated."""
+    `clipped_note`, `floor_note`: as `set_scale`, translated; `shown_map`: the map on top (`overlay_of`)."""
     style_results(scene, nodes, titles, clipped_note, from_median, floor_note)
     if shared:
         share_scales(scene, note=shared_note, clipped_note=clipped_note, floor_note=floor_note)
-    tensor, overlay, interpolated = nodes.get("tensor"), nodes.get("uncertainty"), nodes.get("interpolated")
+    tensor, overlay, interpolated = nodes.get("tensor"), overlay_of(nodes, shown_map), nodes.get("interpolated")
     legend_follows_opacity(overlay, opacity)
     if _comparing(scene):  # a run made in the side-by-side layout: both sides showed it, as if IQT were cubic
         if interpolated is not None and tensor is not None and interpolated is not tensor:
@@ -82,6 +82,30 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
         if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES and not kept.get(c.GetLayoutName()):
             _fit_slice(s, tensor, s.GetOrientation(), legend=overlay is not None)
     refresh_legends(scene)
+
+
+def overlay_of(nodes: dict, key: str | None = None):
+    """A run's map `key` ("std", "direction", ...: the Display's Uncertainty map choice), else its main map."""
+    return (nodes.get("uncertainties") or {}).get(key) or nodes.get("uncertainty")
+
+
+def show_map(scene, nodes: dict, key: str, opacity: float):
+    """A run's map `key` on top wherever one of its maps is shown, at `opacity`, with its own legend; returns that node
+    (None where the run has no such map: nothing changes). Every map had been a step away, through the slice
+    controller: the direction map, the one to read before tractography, too (a Slicer-module audit)."""
+    maps = nodes.get("uncertainties") or {}
+    node = maps.get(key)
+    if node is None:
+        return None
+    ids = {n.GetID() for n in maps.values() if n is not None}
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        if c.GetForegroundVolumeID() in ids:
+            c.SetForegroundVolumeID(node.GetID())
+            c.SetForegroundOpacity(float(opacity))
+    legend_follows_opacity(node, opacity)
+    refresh_legends(scene)
+    return node
 
 
 COMPARE_ATTRIBUTE = "ImageQualityTransfer.LayoutBeforeComparison"  # on the layout node: the arrangement to go back to

@@ -1,12 +1,13 @@
 """Tensor invariants, positive-definite projection, log/exp and rotation (core.tensors)."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
 
 from ImageQualityTransferLib.core import tensor_checks, tensors
-from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
 
 from helpers import random_spd
 
@@ -103,9 +104,18 @@ def test_a_wrong_unit_is_named_with_the_factor_that_mends_it():
     lam = np.random.default_rng(2).uniform(0.3e-3, 1.5e-3, size=(2000, 3))
     t = tensors.from_matrix(lam[:, :, None] * np.eye(3)).reshape(-1, 1, 1, 6)
     for factor, said in ((1e3, "multiply them by 1e-3 to get mm^2/s (DTI-TK"), (1e-6, "multiply them by 1e6 to get "
-                         "mm^2/s (m^2/s, as Camino"), (1e-3, "multiply them by 1e3 to get mm^2/s")):
+                         "mm^2/s (m^2/s, as Camino"), (1e-3, "multiply them by 1e3 to get mm^2/s"),
+                         # twenty times too small had passed without a word (an input audit)
+                         (0.05, "multiply them by 1e1 to get mm^2/s")):
         with pytest.raises(IQTError, match=re.escape(said)):
             tensor_checks.check_scale(t * factor)
+    # ten times too small reads partly as tissue: one warning naming the factor (it too had passed without a word)
+    with pytest.warns(IQTWarning, match=r"below any living brain's.*multiply them by 1e1 to get mm\^2/s"):
+        tensor_checks.check_scale(t * 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor_checks.check_scale(t * 0.4)  # a low MD within tissue's (ex vivo), and the brain's own: nothing said
+        tensor_checks.check_scale(t)
 
 
 def test_positive_definiteness_is_judged_on_the_tissue_like_voxels():

@@ -61,7 +61,7 @@ def test_a_run_in_another_thread_has_its_own_stage(tmp_path):
 def _tensor(path, n):
     t = np.zeros((n, n, n, 1, 6), np.float32)
     t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
-    img = nib.Nifti1Image(t, np.diag([2.0, 2, 2, 1]))
+    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))  # LAS, as scanners store: a positive grid asks for the frame
     img.header.set_intent("symmetric matrix")
     nib.save(img, path)
 
@@ -108,7 +108,7 @@ def _codes(path):
 def _coded_tensor(path, codes):
     t = np.zeros((6, 6, 6, 1, 6), np.float32)
     t[..., :] = [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3]
-    img = nib.Nifti1Image(t, np.diag([2.0, 2, 2, 1]))
+    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))  # LAS, as scanners store: a positive grid asks for the frame
     img.header.set_intent("symmetric matrix")
     img.set_qform(img.affine, code=codes[0])
     img.set_sform(img.affine, code=codes[1])

@@ -243,13 +243,23 @@ def test_a_5d_file_that_may_be_dipys_on_a_positive_grid_is_said(tmp_path, writer
         nib.save(img, path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fileio.load_tensor(path)
+        fileio.load_tensor(path)  # an engine caller that does not say whether the order was given
     said = [str(w.message) for w in caught if "--tensor-order dipy" in str(w.message)]
     assert len(said) == int(warned), said
     if warned:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            fileio.load_tensor(path, "dipy")  # the flag given: read in dipy's frame, nothing to say
+            fileio.load_tensor(path, "dipy", stated=True)  # the flag given: read in dipy's frame, nothing to say
+            fileio.load_tensor(path, "nifti", stated=True)  # or voxel axes, said so
+        # the command line without --tensor-order: refused, naming both (an audit: dipy_fit_dti's file had come out
+        # mirrored, a median 41-49 degrees off, with this warning only)
+        with pytest.raises(IQTError, match=r"say which: --tensor-order nifti \(voxel axes\) or --tensor-order dipy"):
+            fileio.load_tensor(path, stated=False)
+    else:
+        fileio.load_tensor(path, stated=False)
+    if writer == "iqt":  # this tool's own file read as dipy's, where the frames differ: refused (it was mirrored)
+        with pytest.raises(IQTError, match="holds its components in voxel axes.*leave --tensor-order dipy out"):
+            fileio.load_tensor(path, "dipy", stated=True)
 
 
 @pytest.mark.parametrize("given, right", [("mrtrix", "fsl"), ("dipy", "fsl"), ("fsl", "mrtrix")])
@@ -433,3 +443,23 @@ def test_which_direction_lengths_scale_b(tmp_path):
     listed = np.where(half, 1000.0, two)
     bvals, said = read(listed, np.where(half, np.sqrt(0.5), 1.0))  # the table lists its shells already
     assert np.array_equal(bvals, listed) and "lists several b-values already" in said
+
+
+def test_the_command_line_asks_which_frame_a_positive_grid_5d_file_is_in(tmp_path, capsys):
+    """`iqt upsample` of a 5D file iqt did not write, on a positive-determinant grid, without --tensor-order: one line
+    naming both orders, exit 2, nothing written; with either order given it runs."""
+    from ImageQualityTransferLib.apps import cli
+
+    t = random_spd(6 * 6 * 6).reshape(6, 6, 6, 6).astype(np.float32)
+    img = nib.Nifti1Image(t[:, :, :, None, :], np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.header.set_intent("symmetric matrix", (), name="")  # as dipy.io.utils.nifti1_symmat writes it
+    path = tmp_path / "dti.nii.gz"
+    nib.save(img, path)
+    out = tmp_path / "out.nii.gz"
+    assert cli.main(["upsample", str(path), "--method", "cubic", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tensor-order nifti (voxel axes) or --tensor-order dipy" in err[0], err
+    assert not out.exists()
+    for order in ("nifti", "dipy"):
+        assert cli.main(["upsample", str(path), "--method", "cubic", "--tensor-order", order, "-o", str(out)]) == 0
+        assert "mirror" not in capsys.readouterr().err

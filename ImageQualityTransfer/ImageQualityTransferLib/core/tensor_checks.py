@@ -103,14 +103,26 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     if scale <= MAX_MEDIAN_MD:  # a whole-field fit ten times too large: its brain's MD leaves the tissue-like range,
         # and its background's noise fits decide the median; the brain's mode is still the volume's commonest MD
         scale = max(scale, md_mode_of(lam, hi=0.05)) if scale > 1e-5 else scale
-    if big > 0.1 or scale > MAX_MEDIAN_MD or scale < 1e-5:
+    if big > 0.1 or scale > MAX_MEDIAN_MD or scale < MIN_MEDIAN_MD:
         raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (typical MD {scale:g}, 99th percentile of "
                        f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
+    if scale < LOW_MEDIAN_MD:  # tissue-like, but below any living brain's: a unit slip reads as a low MD
+        import warnings
+
+        from .errors import IQTWarning
+
+        warnings.warn(f"the {what} tensors' typical MD {scale:.2g} mm^2/s is below any living brain's (about 0.6-1.0e-3): "
+                      f"if they are in other units, {_rescale_hint(scale)}; ex-vivo tissue reads this low",
+                      IQTWarning, stacklevel=3)
 
 
 # No brain's median MD reaches free water's at body temperature (3.0e-3 mm^2/s): a volume ten times too large (1e-4
 # mm^2/s units) had passed, every voxel then a failed fit, and gave an answer in neither unit (an input audit)
 MAX_MEDIAN_MD = 3.5e-3
+# Nor is any brain's median MD below tissue's range (TISSUE_RANGE; ex-vivo tissue reads 1-3e-4): tensors ten or twenty
+# times too small (brain MD 7.7e-5 and 3.9e-5) had passed without a word (an input audit)
+MIN_MEDIAN_MD = 1e-4
+LOW_MEDIAN_MD = 2.5e-4  # below it, a warning: a tenth of a brain's MD can read as tissue where CSF sets the median
 
 
 def _mostly_one_isotropic(lam: np.ndarray) -> bool:

@@ -152,8 +152,10 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def load_tensor(path, order: str = "nifti") -> Volume:
-    """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl", "mrtrix" or "dipy") or Slicer NRRD."""
+def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volume:
+    """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl", "mrtrix" or "dipy") or Slicer NRRD.
+    `stated`: whether the user gave `order` (--tensor-order): a 5D file whose frame only that can tell is refused where
+    it was not, read as `order` where it was, and read in voxel axes with a warning where unknown (None; `_check_frame`)."""
     if is_nrrd(path):
         from .nrrd import load_tensor_nrrd
 
@@ -175,8 +177,7 @@ def load_tensor(path, order: str = "nifti") -> Volume:
                            f"{order} is for 4D six-volume files: leave it out (or give dipy for dipy_fit_dti's file)")
         data = read_data(img, path, np.float64)[:, :, :, 0, :]
         file_order = order
-        if order == "nifti":
-            _warn_if_dipy_frame(img, path)
+        _check_frame(img, path, order, stated)
     elif len(shape) == 4 and shape[3] == 6:
         if order == "nifti":
             raise IQTError(
@@ -263,19 +264,32 @@ def order_shares(vol: Volume, where: np.ndarray | None = None) -> dict[str, floa
 OWN_INTENT = "DTI"  # the intent name of the 5D files this tool writes (save_tensor)
 
 
-def _warn_if_dipy_frame(img, path) -> None:
-    """One warning for a 5D tensor file this tool did not write on a grid whose affine keeps the axes' handedness: there
-    dipy's files (dipy_fit_dti's default output, components in FSL's bvec frame) differ from voxel-axis ones (ANTs, 'iqt
-    fit') by an x flip that no check on the tensors can see (fibres mirrored, FA and MD unchanged); on the usual
-    negative-determinant grid the two frames agree."""
+def _check_frame(img, path, order: str, stated: bool | None) -> None:
+    """A 5D tensor file's frame where the grid's affine keeps the axes' handedness: there dipy's files (dipy_fit_dti's
+    default output, components in FSL's bvec frame) differ from voxel-axis ones (ANTs, 'iqt fit') by an x flip that no
+    check on the tensors can see (fibres mirrored, FA and MD unchanged; on the usual negative-determinant grid the two
+    frames agree). A file this tool wrote (OWN_INTENT) is in voxel axes: read as dipy's, refused. Another read as
+    "nifti" is refused unless the user said so (`stated`; None: read in voxel axes, with a warning): dipy_fit_dti's
+    file on an LPS+ or RAS+ grid had come out mirrored, a median 41-49 degrees off, with a warning only (an audit)."""
     if np.linalg.det(np.asarray(img.affine, float)[:3, :3]) <= 0:
         return
     name = img.header.get_intent()[2] if hasattr(img.header, "get_intent") else ""
     if name == OWN_INTENT:
+        if order == "dipy":
+            raise IQTError(f"{path}: a 5D tensor file iqt wrote (intent name {OWN_INTENT}) holds its components in voxel "
+                           "axes, not in dipy's frame (on this grid they differ by a left-right mirror of every fibre); "
+                           "leave --tensor-order dipy out")
         return
-    warnings.warn(f"{path}: a 5D tensor file on a grid whose affine has a positive determinant, read in voxel axes (as "
-                  "ANTs and 'iqt fit' write it); if dipy wrote it (dipy_fit_dti), its components are in FSL's bvec "
-                  "frame: add --tensor-order dipy, or its fibres come out mirrored left-right", IQTWarning, stacklevel=3)
+    if order != "nifti" or stated:
+        return
+    said = ("a 5D tensor file on a grid whose affine has a positive determinant: its components are in voxel axes if "
+            "ANTs or 'iqt fit' wrote it, in FSL's bvec frame if dipy did (dipy_fit_dti), and the two differ by a "
+            "left-right mirror of every fibre that nothing in the file shows")
+    if stated is None:
+        warnings.warn(f"{path}: {said}; read in voxel axes: if dipy wrote it, read it with --tensor-order dipy",
+                      IQTWarning, stacklevel=3)
+        return
+    raise IQTError(f"{path}: {said}; say which: --tensor-order nifti (voxel axes) or --tensor-order dipy")
 
 
 def as_read(vol: Volume) -> dict:

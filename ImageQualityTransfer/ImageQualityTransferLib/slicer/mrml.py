@@ -215,7 +215,7 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
                        "write, and the file does not tell the frame of its tensors: voxel axes if ANTs wrote it, the "
                        "FSL bvec frame if dipy did (dipy_fit_dti; its fibres would come out mirrored left-right); "
                        f"upsample it outside the module with 'iqt upsample {name} --tensor-order dipy -o OUT.nrrd' (for "
-                       "dipy; without --tensor-order for ANTs) and load OUT.nrrd, or fit the DWIs with "
+                       "dipy; --tensor-order nifti for ANTs) and load OUT.nrrd, or fit the DWIs with "
                        "'iqt fit … -o dti.nrrd' and load that")
     shape = node.GetImageData().GetDimensions()
     moved = [onto_grid(vol.data[..., c], vol.affine, shape, affine) for c in range(6)]
@@ -234,7 +234,7 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
 
 def _may_be_dipy_frame(path: str, vol: Volume) -> bool:
     """Where `fileio.load_tensor` warns that a 5D file may be dipy's (components in FSL's bvec frame): a 5D file iqt did
-    not write (intent name) on a grid whose affine has a positive determinant. The CLI takes --tensor-order dipy there;
+    not write (intent name) on a grid whose affine has a positive determinant. The CLI asks for --tensor-order there;
     the module has no such control, so it refuses rather than run with a note naming one."""
     from ..fileio.nifti import open_nifti
 

@@ -131,6 +131,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
+    if hasattr(args, "tensor_order"):  # whether --tensor-order was given (fileio.load_tensor's `stated`)
+        args.order_stated = args.tensor_order is not None
+        args.tensor_order = args.tensor_order or "nifti"
     warnings.showwarning = _show_warning  # the engine's IQTWarnings as one line each
     before = dict(handle_signals())
     signals = list(before)
@@ -164,7 +167,7 @@ def _record(args) -> dict:
     from ...core.version import __version__
     from ...fileio.model_files import build
 
-    hidden = {"func", "argv"}
+    hidden = {"func", "argv", "order_stated"}
     options = {k: v for k, v in sorted(vars(args).items()) if k not in hidden and not callable(v)}
     return {"command": shlex.join(["iqt", *getattr(args, "argv", [])]), "options": options, "version": __version__,
             "build": build()}  # and the threads, at each write (records.run_json)

@@ -70,11 +70,12 @@ def run(args):
     # every image it reads, from their headers, before any data is read
     check_inputs("evaluate", [args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi])
     with tensor_checks.missing_read_as(tensor_checks.MISSING_AS_PREDICTION):  # its NaN voxels' warning says what scoring does
-        pred = fileio.load_tensor(args.pred, args.tensor_order)
+        pred = fileio.load_tensor(args.pred, args.tensor_order, getattr(args, "order_stated", None))
     try:
         with warnings.catch_warnings(record=True) as said, tensor_checks.missing_read_as(tensor_checks.MISSING_AS_REFERENCE):
             warnings.simplefilter("always", IQTWarning)
-            truth = fileio.load_tensor(args.truth, args.truth_order or _truth_order(args.truth, args.tensor_order))
+            truth = fileio.load_tensor(args.truth, args.truth_order or _truth_order(args.truth, args.tensor_order),
+                                       args.truth_order is not None or getattr(args, "order_stated", None))
     except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)
         raise IQTError(str(exc).replace("--tensor-order", "--truth-order")) from None
     for w in said:

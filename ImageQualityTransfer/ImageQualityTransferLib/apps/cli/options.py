@@ -55,11 +55,12 @@ def voxel_size_line(f, voxel_size) -> str:
 
 
 def add_tensor_order(sp) -> None:
-    sp.add_argument("--tensor-order", default="nifti", choices=list(ORDERS),
+    sp.add_argument("--tensor-order", default=None, choices=list(ORDERS),
                     help="how another tool wrote the tensor file, element order and frame: fsl (dtifit, 4D), "
                          "mrtrix (dwi2tensor, 4D, scanner coordinates), dipy (4D lower_triangular() or dipy_fit_dti's "
-                         "5D file, fitted with FSL bvecs) (default: 5D NIfTI SYMMATRIX in voxel axes, as iqt and ANTs "
-                         "write it)")
+                         "5D file, fitted with FSL bvecs), nifti (5D SYMMATRIX in voxel axes, as iqt and ANTs write it; "
+                         "the default, except that a 5D file iqt did not write on a grid with a positive-determinant "
+                         "affine, where the two 5D frames differ, needs nifti or dipy said)")
 
 
 def add_output_order(sp) -> None:

@@ -45,7 +45,7 @@ def run(args):
         method.check_memory(shape3, f, method.gives_uncertainty, propagate=True)
     if method.learned:
         method.load(f)  # a missing, corrupt or foreign model fails here, before any work
-    lr = fileio.load_tensor(args.input, args.tensor_order)
+    lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     seeds = options.load_seeds(args)
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)

@@ -59,7 +59,7 @@ def run(args):
     if args.input:
         with warnings.catch_warnings(record=True) as caught:  # what reading says about the input heads the page too
             warnings.simplefilter("always", IQTWarning)
-            lr = fileio.load_tensor(args.input, args.tensor_order)
+            lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
             if f is None:
                 f = options.factors(args, lr.voxel_size)
                 print(options.voxel_size_line(f, lr.voxel_size))

@@ -52,7 +52,7 @@ def run(args):
     if (s.step is None) == (s.max_length is None):  # points per streamline known before the brain is (scaling keeps them)
         tractography.check_memory(int(seeds.data.sum()) * s.density**3, s.human())
     with tensor_checks.missing_read_as(tensor_checks.MISSING_AS_TRACKED):  # its NaN voxels' warning says what tracking does
-        dti = fileio.load_tensor(args.input, args.tensor_order)
+        dti = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does
     mask = fileio.load_mask(args.mask, dti) if args.mask else None
     if mask is not None and mask.shape3 != dti.shape3:

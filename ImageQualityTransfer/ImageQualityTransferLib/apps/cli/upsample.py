@@ -237,7 +237,7 @@ def run(args):
     f = options.factors(args)  # None with --voxel-size: the input is read first, its voxel size chooses them
     lr = None
     if f is None:
-        lr = fileio.load_tensor(args.input, args.tensor_order)
+        lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
         f = options.factors(args, lr.voxel_size)
     name = options.method_name(args, f, uncertainty=bool(args.uncertainty or args.propagate))
     _check_samples(args, methods.method_class(name))
@@ -271,7 +271,7 @@ def run(args):
     if lr is None and shape3 is None:
         # a header the early check cannot read (a missing, damaged or foreign file): read it now, so that its own
         # one line comes before a model loads (a CNN's import of torch made "file not found" take 2.6 s)
-        lr = fileio.load_tensor(args.input, args.tensor_order)
+        lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     maps = (bool(unc_out) or args.propagate) and method.gives_uncertainty
     if shape3 is not None:
         method.check_memory(shape3, f, maps, propagate=args.propagate, nrrd=is_nrrd(out))
@@ -283,7 +283,7 @@ def run(args):
                 raise
             raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
     if lr is None:
-        lr = fileio.load_tensor(args.input, args.tensor_order)
+        lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     elif chose:
         print(options.voxel_size_line(f, lr.voxel_size))
     warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on

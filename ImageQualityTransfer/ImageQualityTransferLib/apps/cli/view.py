@@ -43,7 +43,7 @@ def run(args):
         raise IQTError(f"--mask {args.mask}: no such file")
     # read and checked as `iqt upsample` does, before anything is served: bad input gets one line and exit 2 here,
     # not a page that only says so in the browser
-    lr = fileio.load_tensor(args.input, args.tensor_order)
+    lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     f = options.factors(args)
     if f is None:  # --voxel-size: the factors follow from the input's voxel size
         f = options.factors(args, lr.voxel_size)

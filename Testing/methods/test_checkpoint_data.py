@@ -75,3 +75,27 @@ def test_a_junk_checkpoint_is_refused_before_the_data_are_prepared(tmp_path, cap
                      "--epochs", "1", "--checkpoint", str(junk)])
     err = capsys.readouterr().err
     assert code == 2 and "not a training checkpoint" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_checkpoint_is_not_resumed_with_another_init(tmp_path):
+    """A researcher's audit: a checkpoint trained without --init, resumed with one, went on as it was while the
+    sidecar named that model, so its recorded command trained another network. Refused now, naming the difference."""
+    from ImageQualityTransferLib.methods.cnn import model_io
+
+    net, meta, _ = training.train(helpers.synthetic_items(), seed=0, **KW)
+    start = tmp_path / "start.pt"
+    model_io.save(net, meta, start)
+    ck = tmp_path / "ck.pt"
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), **KW)
+    with pytest.raises(IQTError, match="a checkpoint of another training .*--init none"):
+        training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), init=str(start), **{**KW, "epochs": 2})
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), **{**KW, "epochs": 2})  # as it began: goes on
+
+
+def test_a_training_that_diverged_is_refused():
+    """`iqt train --lr 1e30`: every validation loss NaN, the untrained weights had been written as the model (exit 0,
+    'best validation loss nan'; a researcher's audit). The training raises one line instead, before anything is
+    written (the command line writes the model after `train` returns)."""
+    with pytest.raises(IQTError, match=r"the training diverged: no validation loss of its mse phase was a number .*"
+                                       r"learning rate of 1e\+30.*lower --lr.*no model was written"):
+        training.train(helpers.synthetic_items(), seed=0, lr=1e30, **KW)

@@ -264,6 +264,9 @@ class _Training:
                     "options": {k: v for k, v in sorted(opts.items()) if isinstance(v, (bool, int, float, str, type(None)))}}
         if self.data:
             training["data"] = self.data
+        # the warm start too: a checkpoint resumed with another --init went on as it was, its sidecar naming that
+        # model, whose recorded command then trained another network (a researcher's audit)
+        training["init"] = (self.init_info or {}).get("sha256")
         self.training = training
         if checkpoint is None or not Path(checkpoint).exists():
             return None
@@ -272,8 +275,8 @@ class _Training:
             unit = "md-mode" if ck.get("subject_scale", True) else "fixed"
             raise IQTError(f"{checkpoint}: a checkpoint trained with --input-unit {unit}; resume it with that unit, or "
                            "give another --checkpoint path")
-        # a checkpoint of an earlier version holds no data record: its subjects are then told by name only
-        same = {k: v for k, v in training.items() if k != "data" or "data" in ck.get("training", {})}
+        # a checkpoint of an earlier version holds no data or init record: its subjects are then told by name only
+        same = {k: v for k, v in training.items() if k not in ("data", "init") or k in ck.get("training", {})}
         if "training" in ck and ck["training"] != same:
             was, now = ck["training"], same
             what = [f"subjects {', '.join(was['subjects'])}"] if was["subjects"] != now["subjects"] else []
@@ -281,6 +284,8 @@ class _Training:
                      if was.get("data", {}).get(name) not in (None, now["data"][name])]
             what += [f"{k} {was['options'].get(k)!r}" for k in sorted(set(was["options"]) | set(now["options"]))
                      if was["options"].get(k) != now["options"].get(k)]
+            if was.get("init") != now.get("init", was.get("init")):
+                what += [f"--init {'a model of SHA256 ' + was['init'][:12] if was.get('init') else 'none'}"]
             raise IQTError(f"{checkpoint}: a checkpoint of another training ({'; '.join(what)}); resume it with the same "
                            "--subjects and options, or give another --checkpoint path")
         self.net.load_state_dict(ck["net"])
@@ -422,6 +427,10 @@ class _Training:
                 break
         self.ended = self.ended + [[sum(1 for h in self.history if h["phase"] == phase),
                                     int(stop) if k0 < phase_epochs else 0]]
+        if k0 < phase_epochs and not math.isfinite(best):  # else the untrained weights were written as the model
+            raise IQTError(f"the training diverged: no validation loss of its {phase} phase was a number (the last "
+                           f"{self.history[-1]['val_loss']:g} at a learning rate of {opts['lr']:g}); train again with a "
+                           "lower --lr (the default is tuned for these networks); no model was written")
         net.load_state_dict(best_state)
 
     def _train_epoch(self, opt, loss_kind, ema_state) -> float:

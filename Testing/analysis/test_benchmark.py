@@ -27,6 +27,9 @@ def test_benchmark_scores_each_style_against_cubic_on_the_same_input(small_subje
     marked = [dict(r, model_for="noisy") if r["method"] == "linear" and r["style"] == "tight" else r for r in rows]
     assert "| linear (1 with the noisy-input model) | tight | 1 |" in benchmark.summary_table(marked)
     assert benchmark.markdown_table(marked).count("linear (noisy-input model)") == 1
+    # a subject the method's model was trained on is left out of its summary row and counted (it had set the range)
+    trained = [dict(r, trained_on_subject=True) if r["method"] == "linear" and r["style"] == "tight" else r for r in rows]
+    assert "| linear (without 1 it was trained on) | tight | 0 | – | – |" in benchmark.summary_table(trained)
     assert main(["benchmark", str(small_subject), "--methods", "linear", "--styles", "own,tight"]) == 0
     out = capsys.readouterr().out
     assert "| linear | tight | 1 |" in out and "[tight]" in out

@@ -901,3 +901,31 @@ def test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing(tmp_path, capsys,
                            "--dashboard-address", ":0")
     assert code == 130 and err.strip() == "iqt: interrupted; no partial output was left", err
     assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]
+
+
+def test_a_changed_bids_sidecar_redoes_the_subject(tmp_path):
+    """The DWI's dwi.json gives the slice axis that --exclude-outliers drops slices along and the notes name: a rerun
+    after editing it skipped the subject, its outputs made with the old axis (a researcher's audit). The sidecar's
+    SHA256 is now compared too; a subject without one is skipped as before."""
+    folder = tmp_path / "subjA"
+    folder.mkdir()
+    fileio.save_dwi(make_phantom(shape=(24, 28, 20), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
+    (folder / "dwi.json").write_text(json.dumps({"SliceEncodingDirection": "k"}))
+    (tmp_path / "list.txt").write_text("subjA\n")
+    items, s, out = batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), tmp_path / "deriv"
+    out.mkdir()
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"]
+    (folder / "dwi.json").write_text(json.dumps({"SliceEncodingDirection": "i"}))
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"]
+
+
+def test_a_scheduler_file_not_there_is_named_so(tmp_path, capsys):
+    """`--scheduler /path/sched.json` before the scheduler wrote it said 'cannot connect (missing port number in
+    address ...)' (a researcher's audit): a path is named as a scheduler file that is not there, nothing written."""
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    for given in (tmp_path / "nonexist.json", "sched.json"):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "no such scheduler file" in err, err
+        assert not (tmp_path / "o").exists()

@@ -28,11 +28,16 @@ def bval_bvec_paths(dwi_path, bval=None, bvec=None):
     return Path(bval or stem + ".bval"), Path(bvec or stem + ".bvec")
 
 
+def sidecar_path(dwi_path) -> Path:
+    """The BIDS sidecar beside a DWI file (dwi.nii.gz -> dwi.json), there or not."""
+    return Path(_stem(dwi_path) + ".json")
+
+
 def sidecar_slice_axis(dwi_path) -> int | None:
     """The voxel axis (0-2) the BIDS sidecar beside the DWI (dwi.json, as dcm2niix writes it) gives as
     SliceEncodingDirection; None where there is no sidecar or it does not say. A sidecar that cannot be read, or an
     unknown value, is said in one warning and not used."""
-    p = Path(_stem(dwi_path) + ".json")
+    p = sidecar_path(dwi_path)
     if not p.is_file():
         return None
     try:

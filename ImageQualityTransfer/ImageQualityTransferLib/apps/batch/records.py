@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ...core.errors import IQTError
 from ...core.version import __version__
+from ...fileio.gradients import sidecar_path
 from ...fileio.model_files import build
 from ...fileio.writing import write_json
 from .items import Item, label
@@ -95,7 +96,8 @@ def _sha256(path) -> str:
 
 
 def input_hashes(item: Item) -> dict:
-    """SHA256 of the input image (and of its bval/bvec for a DWI): what a resumed run compares."""
+    """SHA256 of the input image (and of its bval/bvec and BIDS sidecar for a DWI): what a resumed run compares (a
+    changed dwi.json had left a subject skipped, its outputs made with the old slice axis: a researcher's audit)."""
     if item.kind == "dwi" and Path(item.path).name == "dwi.nii.gz" and not Path(item.path).exists():  # a listed folder
         raise IQTError(f"{Path(item.path).parent}: no dwi.nii.gz there (or no such folder); a subject folder holds "
                        "dwi.nii.gz, dwi.bval and dwi.bvec")
@@ -106,6 +108,9 @@ def input_hashes(item: Item) -> dict:
             if not p.exists():
                 raise IQTError(f"{p}: not found; every DWI needs its FSL .{flag} file beside it")
         out["GradientSHA256"] = {"bval": _sha256(bval), "bvec": _sha256(bvec)}
+        sidecar = sidecar_path(item.path)
+        if sidecar.exists():  # its slice axis decides which slices --exclude-outliers drops and what the notes name
+            out["SidecarSHA256"] = _sha256(sidecar)
     if item.mask:  # a list line's own mask
         out["MaskSHA256"] = _sha256(item.mask)
     return out

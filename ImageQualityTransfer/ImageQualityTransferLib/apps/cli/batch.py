@@ -155,6 +155,11 @@ def run(args) -> int:
     f = grid.factors(args.factor)
     if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
         args.scheduler = batch.scheduler_from_file(args.scheduler)
+    elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler
+                                                             or args.scheduler.endswith(".json")):
+        # a path, not an address (host:port): 'missing port number in address' had misled (a researcher's audit)
+        raise IQTError(f"--scheduler {args.scheduler}: no such scheduler file; give the file 'dask scheduler "
+                       "--scheduler-file' wrote (it appears once the scheduler runs), or the address (tcp://host:port)")
     if args.workers is not None and args.workers < 1:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")
     name = options.method_name(args, f, uncertainty=bool(args.uncertainty))

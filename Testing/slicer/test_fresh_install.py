@@ -164,7 +164,7 @@ def test_in_process_cancel_stops_inside_the_method(small_node):
         seen.append((fraction, message))
 
     def cancel():  # true once the method itself has reported progress
-        return any(m == "biqt" for _, m in seen)
+        return any(m == "running biqt (x2)" and f > 0.1 for f, m in seen)
 
     with pytest.raises(processing.Cancelled):
         processing.run_on_nodes(scene, node, "biqt", 2, interpolate=True, progress=progress, cancel=cancel)

@@ -58,7 +58,7 @@ def test_a_run_whose_input_leaves_the_scene_adds_nothing(scene_and_node, how):
     scene, node = scene_and_node
 
     def progress(fraction, message):
-        if message == "cubic":  # the method is running
+        if message == "running cubic (x2)":  # the method is running
             scene.Clear(0) if how == "scene closed" else scene.RemoveNode(node)
 
     with pytest.raises(processing.Cancelled) as err:
@@ -132,8 +132,10 @@ def test_the_logic_s_callback_always_gets_a_fraction():
 
 
 def _panel(parameter_node, last=None, running=False):
-    return types.SimpleNamespace(_parameterNode=parameter_node, _lastResult=last, _running=running,
-                                 _cancelRequested=False, setParameterNode=lambda p: None)
+    panel = types.SimpleNamespace(_parameterNode=parameter_node, _lastResult=last, _running=running,
+                                  _cancelRequested=False, setParameterNode=lambda p: None, filled=[])
+    panel._fillMapCombo = panel.filled.append  # the Uncertainty map list, as the panel refills it
+    return panel
 
 
 def test_the_panel_s_last_result_is_the_parameter_node_s():
@@ -154,7 +156,7 @@ def test_closing_the_scene_cancels_the_run_and_forgets_its_result():
     close = _class_method("ImageQualityTransferWidget", "onSceneStartClose")
     panel = _panel(object(), last={"tensor": object()}, running=True)
     close(panel, None, None)
-    assert panel._cancelRequested is True and panel._lastResult is None
+    assert panel._cancelRequested is True and panel._lastResult is None and panel.filled == [{}]  # no map listed
     idle = _panel(object(), last={"tensor": object()})
     close(idle, None, None)
     assert idle._cancelRequested is False and idle._lastResult is None

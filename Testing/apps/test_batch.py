@@ -929,3 +929,28 @@ def test_a_scheduler_file_not_there_is_named_so(tmp_path, capsys):
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "no such scheduler file" in err, err
         assert not (tmp_path / "o").exists()
+
+
+def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tmp_path, monkeypatch):
+    """Ctrl-C before any subject ended said 'no partial output was left', but the new folder kept a
+    dataset_description.json naming a run that made nothing (a researcher's audit). A folder that had one keeps it."""
+    from ImageQualityTransferLib.apps.batch import cohort
+
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cohort, "process", interrupted)
+    items, s = batch.find_items(ds), batch.Settings(method="cubic")
+    out = tmp_path / "deriv"
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_cohort(items, s, out, progress=False)
+    assert not (out / "dataset_description.json").exists()
+    monkeypatch.undo()
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
+    before = (out / "dataset_description.json").read_text()
+    monkeypatch.setattr(cohort, "process", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)
+    assert (out / "dataset_description.json").exists() and json.loads(before)["Name"]

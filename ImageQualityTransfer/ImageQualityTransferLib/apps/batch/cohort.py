@@ -368,6 +368,8 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
     earlier = earlier_copies_line(out_root)
     if earlier:
         warnings.warn(earlier, IQTWarning, stacklevel=3)
+    described = out_root / "dataset_description.json"
+    new_folder = not described.exists()
     dataset_description(out_root, s, items)
     bar = progress_bar(total=len(items), desc="subjects", enabled=progress)
     results = {}
@@ -395,6 +397,8 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
                 write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s)
             except (IQTError, OSError):
                 pass
+        elif new_folder:  # stopped before any subject ended: 'no partial output was left' holds for this file too
+            described.unlink(missing_ok=True)  # (it named a run that made nothing: a researcher's audit)
         raise
     bar.close()
     ordered = [results[it.prefix] for it in items]

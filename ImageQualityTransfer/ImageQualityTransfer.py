@@ -88,9 +88,12 @@ class ImageQualityTransfer(ScriptedLoadableModule):
               "tractography\n"
               "follows, may be from the one shown. It is high where anisotropy is low, in grey matter and in "
               "lesions that\n"
-              "destroy fibre organisation: do not trust tracts through such regions. Each map is coloured from 0 "
-              "to its own\n"
-              "99th percentile (the direction map from 0 to 60°: a direction left to chance sits at its top); tick "
+              "destroy fibre organisation: do not trust tracts through such regions; pick it in <b>Display &gt; "
+              "Uncertainty map</b>. Each map's colours run from 0 to its own\n"
+              "99th percentile (the direction map from 0 to 60°: a direction left to chance sits at its top), and "
+              "only values from the map's median inside the brain up are coloured (the legend says from where), so "
+              "that the anatomy shows through below it; untick <b>Display &gt; Above the median only</b> to colour "
+              "every voxel. Tick\n"
               "<b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that\n"
               "one colour means one value when comparing methods or scans.</p>"),
             _("<p><b>Tensor conventions</b>: outputs keep Slicer's DTI conventions (components in IJK axes, "
@@ -363,6 +366,8 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             # ui elements with a SlicerParameterName property are kept in sync with the parameter node
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            # maps of a scene saved by an earlier version (coloured from 0) follow the box as it shows
+            self.logic.followFromMedian(self._parameterNode.uncertaintyFromMedian, self._parameterNode.sharedColourScale)
             self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
             self._checkCanApply()
 
@@ -603,6 +608,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                     self._lastResult = nodes
                     p.resultVolume = nodes["tensor"]
                     p.resultInterpolated = nodes.get("interpolated")
+                    p.resultUncertainty = nodes.get("uncertainty")  # the map shown, once shown (below)
                     self._fillMapCombo(nodes)
                     p.resultUncertainty = self.logic.showResults(nodes, opacity=p.uncertaintyOpacity,
                                                                  shared=p.sharedColourScale,
@@ -645,7 +651,8 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.logic.setUncertaintyOpacity(value, self._result())
 
     def onSharedScaleToggled(self, shared: bool) -> None:
-        self.logic.setSharedColourScale(bool(shared), fromMedian=self._parameterNode.uncertaintyFromMedian)
+        if self._parameterNode is not None:
+            self.logic.setSharedColourScale(bool(shared), fromMedian=self._parameterNode.uncertaintyFromMedian)
 
     def _fillMapCombo(self, nodes: dict) -> None:
         """The Uncertainty map list: the run's maps by their legends' titles, the chosen one selected (else the main)."""
@@ -675,7 +682,8 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             p.resultUncertainty = shown  # what Compare and the opacity act on
 
     def onFromMedianToggled(self, fromMedian: bool) -> None:
-        self.logic.setSharedColourScale(self._parameterNode.sharedColourScale, fromMedian=bool(fromMedian))
+        if self._parameterNode is not None:
+            self.logic.setSharedColourScale(self._parameterNode.sharedColourScale, fromMedian=bool(fromMedian))
 
     def onCompareButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cannot show the comparison."), waitCursor=True):
@@ -1022,6 +1030,12 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                              shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
                              from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap)  # fits the views
         return display.overlay_of(nodes, shownMap)
+
+    def followFromMedian(self, fromMedian: bool, shared: bool = False) -> None:
+        """Every map of the scene coloured from its median up (`fromMedian`) or from 0, where one is not yet: a scene
+        saved by an earlier version, opened with the box ticked."""
+        if self.legends().from_median_differs(slicer.mrmlScene, fromMedian):
+            self.setSharedColourScale(shared, fromMedian=fromMedian)
 
     def showUncertaintyMap(self, nodes: dict, key: str, opacity: float = 0.5):
         """The run's map `key` on top wherever one of its maps is shown; returns its node (None: the run has none)."""

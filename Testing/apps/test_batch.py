@@ -919,6 +919,36 @@ def test_a_changed_bids_sidecar_redoes_the_subject(tmp_path):
     (folder / "dwi.json").write_text(json.dumps({"SliceEncodingDirection": "i"}))
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"]
+    (folder / "dwi.json").unlink()  # gone: redone too (the review)
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"]
+
+
+def test_a_5d_file_whose_frame_only_the_user_knows_is_asked_for_in_a_cohort_too(tmp_path):
+    """A 5D tensor file iqt did not write, on a grid whose affine has a positive determinant (dipy's frame or voxel
+    axes, a mirror apart): `iqt upsample` asks for --tensor-order, and `iqt batch` ran it in voxel axes (the
+    review). The subject fails naming both orders; its list line's --tensor-order, or the run's, reads it."""
+    import nibabel as nib
+
+    from helpers import random_spd
+
+    t = random_spd(8 * 8 * 8).reshape(8, 8, 8, 6).astype(np.float32)
+    img = nib.Nifti1Image(t[:, :, :, None, :], np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.header.set_intent("symmetric matrix", (), name="")  # as dipy.io.utils.nifti1_symmat writes it
+    nib.save(img, tmp_path / "dipy_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("dipy_dti.nii.gz\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    items = batch.find_items(tmp_path / "list.txt")
+    res = batch.run_cohort(items, batch.Settings(method="cubic", order_stated=False), out, progress=False)
+    assert res[0]["status"] == "failed" and "--tensor-order nifti (voxel axes) or --tensor-order dipy" in res[0]["reason"]
+    res = batch.run_cohort(items, batch.Settings(method="cubic", tensor_order="dipy", order_stated=True), out,
+                           progress=False)
+    assert res[0]["status"] == "done"
+    (tmp_path / "line.txt").write_text("dipy_dti.nii.gz --tensor-order nifti\n")
+    res = batch.run_cohort(batch.find_items(tmp_path / "line.txt"), batch.Settings(method="linear", order_stated=False),
+                           out, progress=False)
+    assert res[0]["status"] == "done", res
 
 
 def test_a_scheduler_file_not_there_is_named_so(tmp_path, capsys):

@@ -463,3 +463,24 @@ def test_the_command_line_asks_which_frame_a_positive_grid_5d_file_is_in(tmp_pat
     for order in ("nifti", "dipy"):
         assert cli.main(["upsample", str(path), "--method", "cubic", "--tensor-order", order, "-o", str(out)]) == 0
         assert "mirror" not in capsys.readouterr().err
+
+
+def test_evaluate_asks_which_frame_a_positive_grid_reference_is_in(tmp_path, capsys):
+    """The reference of `iqt evaluate`, a 5D file iqt did not write on a positive-determinant grid: read in voxel axes
+    with nothing said where a 4D prediction was read with --tensor-order fsl (the review). Refused, naming
+    --truth-order, unless --truth-order (or a --tensor-order that reads it too) says its frame."""
+    from ImageQualityTransferLib.apps import cli
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    t = random_spd(12 * 12 * 12, seed=4).reshape(12, 12, 12, 6).astype(np.float32)
+    img = nib.Nifti1Image(t[:, :, :, None, :], affine)
+    img.header.set_intent("symmetric matrix", (), name="")  # as dipy.io.utils.nifti1_symmat writes it
+    nib.save(img, tmp_path / "truth.nii.gz")
+    fileio.save_tensor(Volume(t, affine, "tensor"), tmp_path / "pred_fsl.nii.gz", order="fsl")
+    nib.save(nib.Nifti1Image(np.ones((12, 12, 12), np.uint8), affine), tmp_path / "mask.nii.gz")
+    base = ["evaluate", "--pred", str(tmp_path / "pred_fsl.nii.gz"), "--truth", str(tmp_path / "truth.nii.gz"),
+            "--mask", str(tmp_path / "mask.nii.gz")]
+    assert cli.main(base + ["--tensor-order", "fsl"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--truth-order nifti (voxel axes) or --truth-order dipy" in err, err
+    assert cli.main(base + ["--tensor-order", "fsl", "--truth-order", "dipy"]) == 0

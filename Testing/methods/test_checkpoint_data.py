@@ -99,3 +99,14 @@ def test_a_training_that_diverged_is_refused():
     with pytest.raises(IQTError, match=r"the training diverged: no validation loss of its mse phase was a number .*"
                                        r"learning rate of 1e\+30.*lower --lr.*no model was written"):
         training.train(helpers.synthetic_items(), seed=0, lr=1e30, **KW)
+
+
+def test_a_diverged_runs_checkpoint_resumed_writes_no_model(tmp_path):
+    """The review's case: the diverged run's checkpoint is saved, its phase finished, before the refusal; the same
+    command again resumed it, skipped the phase and returned the untrained weights. Refused on resuming too."""
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(IQTError, match="the training diverged"):
+        training.train(helpers.synthetic_items(), seed=0, lr=1e30, checkpoint=str(ck), **KW)
+    assert ck.exists()
+    with pytest.raises(IQTError, match="the training diverged in this checkpoint.*another --checkpoint path"):
+        training.train(helpers.synthetic_items(), seed=0, lr=1e30, checkpoint=str(ck), **KW)

@@ -187,6 +187,11 @@ def test_a_map_is_coloured_from_its_median_up_and_its_legend_says_so():
     assert 0 < disp.GetLowerThreshold() < 0.05 and legend.GetTitleText() == "Tensor SD\n(µm²/ms)"
     legends.share_scales(scene, shared=False, from_median=True)
     assert disp.GetLowerThreshold() == pytest.approx(median, rel=1e-6) and legend.GetTitleText().endswith("0.15")
+    # a map styled by an earlier version (no attribute) reads as coloured from 0: the module restyles it on opening
+    assert not legends.from_median_differs(scene, True) and legends.from_median_differs(scene, False)
+    node.RemoveAttribute(legends.FROM_MEDIAN_ATTRIBUTE)
+    assert legends.from_median_differs(scene, True) and not legends.from_median_differs(scene, False)
+    node.SetAttribute(legends.FROM_MEDIAN_ATTRIBUTE, "1")
     # a rerun refilling the node reads its new median
     mrml.set_scalar_node(node, Volume(data * 2, np.eye(4), "scalar"))
     legends.style_uncertainty(scene, node, "std")

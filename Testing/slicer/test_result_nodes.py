@@ -73,6 +73,9 @@ def test_an_imported_scenes_results_are_not_refilled_by_another_inputs_run(tmp_p
     nodes_a = processing.run_on_nodes(scene, a, "linear", 2, interpolate=True)
     assert [nodes_a["tensor"], nodes_a["interpolated"]] == a_results and volume_names(scene) == names
     assert len(_folders(scene)) == 4  # A's run refills A's folders
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = sh.GetItemParent(sh.GetItemByDataNode(nodes_a["tensor"]))
+    assert sh.GetItemAttribute(folder, results.INPUT_NODE_ATTRIBUTE) == a.GetID()  # the input's ID now, not as saved
 
 
 def test_a_result_of_a_scene_saved_before_is_left_as_it_is(lowres):

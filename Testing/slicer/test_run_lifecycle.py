@@ -176,6 +176,7 @@ def test_a_worker_killed_by_the_system_is_said_so_with_what_to_do():
     assert "killed by the system (SIGKILL)" in said and "memory" in said and "Average over flips" in said, said
     assert "\n" not in said and "-9" not in said
     assert separate_process.exit_words(-15) == "stopped by SIGTERM" and separate_process.exit_words(3) == "exit status 3"
+    assert separate_process.exit_words(137) == separate_process.exit_words(-9)  # passed on by a launcher or shell
 
 
 def test_the_worker_is_slicers_python_launcher_from_the_application_folder(tmp_path, monkeypatch):
@@ -194,3 +195,55 @@ def test_the_worker_is_slicers_python_launcher_from_the_application_folder(tmp_p
     assert find() == str(launcher)
     launcher.unlink()
     assert find() == sys.executable  # nothing else found
+
+
+class _Combo:
+    """The little of a QComboBox the panel's Uncertainty map code uses."""
+
+    def __init__(self):
+        self.items, self.currentIndex, self.enabled, self.blocked = [], -1, True, False
+
+    def blockSignals(self, block):
+        was, self.blocked = self.blocked, block
+        return was
+
+    def clear(self):
+        self.items, self.currentIndex = [], -1
+
+    def addItem(self, text, data):
+        self.items.append((text, data))
+        self.currentIndex = max(self.currentIndex, 0)
+
+    def itemData(self, index):
+        return self.items[index][1] if 0 <= index < len(self.items) else None
+
+
+def test_the_uncertainty_map_list_is_the_runs_and_a_choice_shows_it():
+    """Display → Uncertainty map (the panel's code, run on a stand-in combo): the run's maps by their legends' titles,
+    the chosen map selected where the run has it, else its main map; choosing one shows it and makes it the map
+    Compare and the opacity act on; an empty run or a closed scene leaves the list empty and off."""
+    fill = _class_method("ImageQualityTransferWidget", "_fillMapCombo")
+    changed = _class_method("ImageQualityTransferWidget", "onUncertaintyMapChanged")
+    std, direction = object(), object()
+    run = {"tensor": object(), "uncertainty": std, "uncertainties": {"std": std, "direction": direction}}
+    shown = []
+    logic = types.SimpleNamespace(legendTitle=lambda key: {"std": "Tensor SD", "direction": "Direction SD"}[key],
+                                  showUncertaintyMap=lambda nodes, key, opacity: shown.append((key, opacity)) or
+                                  nodes["uncertainties"][key])
+    p = types.SimpleNamespace(uncertaintyMap="direction", uncertaintyOpacity=0.3, resultUncertainty=std)
+    panel = _panel(p, last=run)
+    panel.ui, panel.logic = types.SimpleNamespace(uncertaintyMapComboBox=_Combo()), logic
+    panel._result = lambda: run
+    combo = panel.ui.uncertaintyMapComboBox
+    fill(panel, run)
+    assert combo.items == [("Tensor SD", "std"), ("Direction SD", "direction")] and combo.currentIndex == 1
+    assert combo.enabled and not combo.blocked
+    p.uncertaintyMap = "fa_std"  # a map this run lacks: its main one
+    fill(panel, run)
+    assert combo.currentIndex == 0
+    changed(panel, 1)
+    assert shown == [("direction", 0.3)] and p.uncertaintyMap == "direction" and p.resultUncertainty is direction
+    fill(panel, {})
+    assert combo.items == [] and not combo.enabled
+    changed(panel, -1)  # the empty list's signal: nothing shown
+    assert len(shown) == 1

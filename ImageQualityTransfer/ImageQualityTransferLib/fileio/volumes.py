@@ -169,7 +169,7 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
         raise IQTError(f"unknown tensor order {order!r}; use one of {', '.join(tensors.ORDERS)}")
     img = load_nifti(path, "a .nii or .nii.gz file, or a Slicer .nrrd")  # the formats a tensor volume is read from
     shape = img.shape
-    if order == "nifti":
+    if order == "nifti" and not stated:  # a --tensor-order nifti given is read so, whatever the header records
         order = _recorded_order(img, path, shape)
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
         if order not in ("nifti", "dipy"):  # else reordered, then refused as "not positive definite"

@@ -240,7 +240,7 @@ def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: s
     display.ApplyThresholdOn()
     legend = legend_of(node)
     if legend is not None:
-        legend.SetAttribute(FLOOR_ATTRIBUTE, "" if floor is None else floor_note.format(floor=floor_label(floor)))
+        legend.SetAttribute(FLOOR_ATTRIBUTE, "" if floor is None else wrap_title(floor_note.format(floor=floor_label(floor))))
         legend.SetLabelFormat(label_format(high, intervals))
         legend.SetNumberOfLabels(intervals + 1)
         top = (label_format(high, intervals) % high).strip()
@@ -266,6 +266,13 @@ def _median(node) -> float | None:
     except ValueError:
         return None
     return value if np.isfinite(value) and value > 0 else None
+
+
+def from_median_differs(scene, from_median: bool) -> bool:
+    """Whether a map of the scene is coloured otherwise than `from_median` says (a map styled by an earlier version
+    has no FROM_MEDIAN_ATTRIBUTE: coloured from 0)."""
+    want = "1" if from_median else "0"
+    return any((n.GetAttribute(FROM_MEDIAN_ATTRIBUTE) or "0") != want for ns in map_nodes(scene).values() for n in ns)
 
 
 def map_nodes(scene) -> dict[str, list]:

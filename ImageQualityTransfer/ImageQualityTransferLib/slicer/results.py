@@ -202,6 +202,7 @@ def _group(scene, input_node, label: str, run: str, nodes: list) -> None:
     elif sh.GetItemName(folder) == sh.GetItemAttribute(folder, LABEL_ATTRIBUTE):
         sh.SetItemName(folder, label)
     sh.SetItemAttribute(folder, LABEL_ATTRIBUTE, label)
+    sh.SetItemAttribute(folder, INPUT_NODE_ATTRIBUTE, input_node.GetID())  # the input's ID now (an import changes it)
     for node in nodes:
         own = sh.GetItemByDataNode(node)
         if own:

@@ -180,6 +180,8 @@ def _run_worker(args, progress, cancel) -> dict:
 def exit_words(code: int | None) -> str:
     """A worker's exit status in words: a negative one is the signal that stopped it, and SIGKILL unasked is, on Linux,
     most often the out-of-memory killer ("exit status -9", alone, had said nothing a user could act on)."""
+    if code == 128 + 9:  # a shell's or launcher's way to pass on a child's SIGKILL
+        code = -9
     if code is None or code >= 0:
         return f"exit status {code}"
     import signal

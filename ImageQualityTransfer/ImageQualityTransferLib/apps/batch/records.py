@@ -40,6 +40,7 @@ class Settings:
     model_sha256: str | None = None
     tta: bool = False  # learned methods averaged over the grid's symmetries (methods/symmetry.py); model-<method>tta
     tensor_order: str = "nifti"  # how a listed 4D tensor file holds its components (fileio.load_tensor)
+    order_stated: bool | None = None  # whether --tensor-order was given (load_tensor's `stated`; None: an engine caller)
     output_order: str = "input"  # how the tensors are written (fileio.write_order): as each input was read, or one order
     noisy_model_file: str | None = None  # the model the method runs on noisy inputs (methods/base.py), recorded
     noisy_model_sha256: str | None = None
@@ -175,7 +176,7 @@ def _factor(s: Settings):
 
 
 # identity fields written only where a setting is not its default: one in a sidecar but not asked for is a mismatch
-OPTIONAL_IDENTITY = ("TensorOrder", "OutputOrder", "BMax", "MaskSHA256", "TTA", "ExcludeOutliers")
+OPTIONAL_IDENTITY = ("TensorOrder", "OutputOrder", "BMax", "MaskSHA256", "TTA", "ExcludeOutliers", "SidecarSHA256")
 
 
 def finished(folder: Path, names: dict, ident: dict) -> dict | None:

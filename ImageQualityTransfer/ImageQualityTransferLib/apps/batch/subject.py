@@ -98,7 +98,8 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         snr = snr_estimate(dwi, mask.data)
         del dwi
     else:
-        lr = fileio.load_tensor(item.path, item.tensor_order or s.tensor_order)
+        lr = fileio.load_tensor(item.path, item.tensor_order or s.tensor_order,
+                                True if item.tensor_order else s.order_stated)  # a list line's own order is said
         whole = whole_field(lr)
         lr = without_tiny_background(lr, whole)
         inside = np.any(lr.data != 0, axis=-1)  # the rule `iqt upsample` reads a tensor file's support by

@@ -156,7 +156,8 @@ def run(args) -> int:
     if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
         args.scheduler = batch.scheduler_from_file(args.scheduler)
     elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler
-                                                             or args.scheduler.endswith(".json")):
+                                                             or args.scheduler.endswith(".json")
+                                                             or os.path.isdir(args.scheduler)):
         # a path, not an address (host:port): 'missing port number in address' had misled (a researcher's audit)
         raise IQTError(f"--scheduler {args.scheduler}: no such scheduler file; give the file 'dask scheduler "
                        "--scheduler-file' wrote (it appears once the scheduler runs), or the address (tcp://host:port)")
@@ -195,7 +196,8 @@ def run(args) -> int:
     noisy_file, noisy_sha = batch.noisy_model_record(method, f)
     s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
                        device=args.device, model=_absolute(args.model), model_file=model_file, model_sha256=model_sha, tta=args.tta,
-                       tensor_order=args.tensor_order, output_order=args.output_order, noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha,
+                       tensor_order=args.tensor_order, order_stated=getattr(args, "order_stated", None),
+                       output_order=args.output_order, noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha,
                        bmax=args.bmax, exclude_outliers=args.exclude_outliers)
     try:
         import distributed  # noqa: F401

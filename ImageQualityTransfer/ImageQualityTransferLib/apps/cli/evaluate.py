@@ -74,8 +74,12 @@ def run(args):
     try:
         with warnings.catch_warnings(record=True) as said, tensor_checks.missing_read_as(tensor_checks.MISSING_AS_REFERENCE):
             warnings.simplefilter("always", IQTWarning)
-            truth = fileio.load_tensor(args.truth, args.truth_order or _truth_order(args.truth, args.tensor_order),
-                                       args.truth_order is not None or getattr(args, "order_stated", None))
+            order = args.truth_order or _truth_order(args.truth, args.tensor_order)
+            # said for the reference where --truth-order is given, or --tensor-order reads it too (not where a 4D
+            # prediction's fsl order left a 5D reference to be read as nifti)
+            stated = args.truth_order is not None or bool(getattr(args, "order_stated", False)
+                                                          and order == args.tensor_order)
+            truth = fileio.load_tensor(args.truth, order, stated)
     except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)
         raise IQTError(str(exc).replace("--tensor-order", "--truth-order")) from None
     for w in said:

@@ -81,6 +81,14 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
     return ck
 
 
+def _diverged(phase: str, history: list, lr: float, where: str = "") -> IQTError:
+    """The refusal of a training whose validation loss was never a number (the untrained weights had been its model)."""
+    last = next((h["val_loss"] for h in reversed(history) if h["phase"] == phase), float("nan"))
+    return IQTError(f"the training diverged{where}: no validation loss of its {phase} phase was a number (the last "
+                    f"{last:g} at a learning rate of {lr:g}); train again with a lower --lr (the default is tuned for "
+                    "these networks) and another --checkpoint path; no model was written")
+
+
 def _resume_plan(phases, given, limits, ended, last, done, start, epochs, more) -> str:
     """What a resumed run trains, for its 'resuming from … after epoch N' log line: ', on to --epochs N' where that is
     what a run given those epochs at once would train; otherwise which ended phases are kept as they ran (a two-phase
@@ -266,7 +274,7 @@ class _Training:
             training["data"] = self.data
         # the warm start too: a checkpoint resumed with another --init went on as it was, its sidecar naming that
         # model, whose recorded command then trained another network (a researcher's audit)
-        training["init"] = (self.init_info or {}).get("sha256")
+        training["init"] = None if self.init_info is None else self.init_info.get("sha256") or self.init_info["model"]
         self.training = training
         if checkpoint is None or not Path(checkpoint).exists():
             return None
@@ -332,6 +340,8 @@ class _Training:
         ran = [sum(1 for h in self.history if h["phase"] == name) for name, _ in phases]
         self.ended = ended = [list(e) for e in ck.get("phases_ended", [[ran[i], 0] for i in range(last)])]
         if finished:
+            if not math.isfinite(float(ck["best"])):  # a diverged run's checkpoint: resumed, it gave the untrained weights
+                raise _diverged(phases[last][0], self.history, self.opts["lr"], " in this checkpoint")
             self.net.load_state_dict(ck["best_state"])
             ended.append([done, int(ck.get("phase_stop", 0))])
         for i in range(min(start_phase, len(phases))):  # the phases that have ended stay as they ran
@@ -428,9 +438,7 @@ class _Training:
         self.ended = self.ended + [[sum(1 for h in self.history if h["phase"] == phase),
                                     int(stop) if k0 < phase_epochs else 0]]
         if k0 < phase_epochs and not math.isfinite(best):  # else the untrained weights were written as the model
-            raise IQTError(f"the training diverged: no validation loss of its {phase} phase was a number (the last "
-                           f"{self.history[-1]['val_loss']:g} at a learning rate of {opts['lr']:g}); train again with a "
-                           "lower --lr (the default is tuned for these networks); no model was written")
+            raise _diverged(phase, self.history, opts["lr"])
         net.load_state_dict(best_state)
 
     def _train_epoch(self, opt, loss_kind, ema_state) -> float:

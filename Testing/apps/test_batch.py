@@ -984,3 +984,34 @@ def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tm
     with pytest.raises(KeyboardInterrupt):
         batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)
     assert (out / "dataset_description.json").exists() and json.loads(before)["Name"]
+
+
+def test_a_listed_file_whose_header_records_its_order_comes_back_in_it(tmp_path):
+    """A 4D file this tool wrote in dtifit's order (its header records it) listed without --tensor-order: `iqt
+    upsample` reads it in that order and writes dtifit's 4D file, `iqt batch` wrote 5D, its sidecar's TensorOrder
+    and OutputOrder null (a researcher's audit). Now as upsample."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    (tmp_path / "P02").mkdir()
+    from ImageQualityTransferLib.apps.cli import main
+
+    assert main(["upsample", str(_save(fit_dti(dwi, brain_mask(dwi)), tmp_path / "lr.nii.gz")), "--method",
+                 "cubic", "--output-order", "fsl", "-o", str(tmp_path / "P02" / "dti.nii.gz")]) == 0
+    (tmp_path / "list.txt").write_text("P02/dti.nii.gz\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="linear", order_stated=False),
+                           out, progress=False)
+    assert res[0]["status"] == "done", res
+    written = out / "sub-P02/dwi/sub-P02_space-orig_res-2x_model-linear_param-tensor_dwimap.nii.gz"
+    assert nib.load(written).shape[3:] == (6,)  # dtifit's 4D file, as upsample writes it
+    side = json.loads(written.with_suffix("").with_suffix(".json").read_text())
+    assert side["TensorOrder"] == "fsl" and side["OutputOrder"] == "fsl"
+
+
+def _save(vol, path):
+    fileio.save_tensor(vol, path)
+    return path

@@ -223,6 +223,21 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     return Volume(data.astype(np.float32), img.affine, "tensor", meta=meta)
 
 
+def recorded_file_order(path) -> str | None:
+    """The order this tool recorded in a tensor file's header (as `load_tensor` reads it without --tensor-order), from
+    the header alone; None for a NRRD, an unreadable file or one without the record."""
+    if is_nrrd(path):
+        return None
+    try:
+        img = load_nifti(path)
+    except IQTError:
+        return None
+    recorded = recorded_order(_descrip(img))
+    shape = img.shape
+    return recorded if recorded and ((len(shape) == 4 and shape[3] == 6) or (len(shape) == 5 and recorded == "dipy")) \
+        else None
+
+
 def _recorded_order(img, path, shape) -> str:
     """The order to read a file given without --tensor-order: the one this tool recorded in its header when it wrote
     the file in another tool's order (records.made_by: a 4D fsl, mrtrix or dipy file, or dipy_fit_dti's 5D layout),

@@ -117,12 +117,25 @@ def input_hashes(item: Item) -> dict:
     return out
 
 
+def read_order(item: Item, s: Settings) -> str:
+    """The order a listed tensor file is read in: its list line's --tensor-order, the run's where given, else the one
+    this tool recorded in its header (as `iqt upsample` reads it), else "nifti"."""
+    if item.tensor_order:
+        return item.tensor_order
+    if s.order_stated or s.tensor_order != "nifti":
+        return s.tensor_order
+    from ...fileio import recorded_file_order
+
+    return recorded_file_order(item.path) or "nifti"
+
+
 def output_order(item: Item, s: Settings) -> str:
     """The order a subject's tensor file is written in: --output-order's, or with "input" (the default) the order its
-    file was read in, so that a dtifit file comes back as dtifit's; a DWI fitted here, a NRRD or a 5D file: "nifti"."""
+    file was read in (`read_order`), so that a dtifit file comes back as dtifit's, one whose header records fsl too, as
+    `iqt upsample` writes it (it came back 5D: a researcher's audit); a DWI fitted here, a NRRD or a 5D file: "nifti"."""
     if s.output_order != "input":
         return s.output_order
-    return "nifti" if item.kind == "dwi" else item.tensor_order or s.tensor_order
+    return "nifti" if item.kind == "dwi" else read_order(item, s)
 
 
 def identity(item: Item, s: Settings, hashes: dict) -> dict:
@@ -131,7 +144,7 @@ def identity(item: Item, s: Settings, hashes: dict) -> dict:
     outputs another version wrote (a worker of another version's, say) are redone, and so are those of another build of
     this version (other code or shipped models: a cohort resumed after an upgrade would otherwise mix the two builds'
     results without a word) or of one from before the build was recorded (which build made them is unknown)."""
-    order, written = item.tensor_order or s.tensor_order, output_order(item, s)
+    order, written = (read_order(item, s) if item.kind == "dti" else "nifti"), output_order(item, s)
     return {**hashes, "SoftwareVersion": __version__, "SoftwareBuild": build(), "Method": s.method, "ModelSHA256": s.model_sha256, "Factor": _factor(s), "MCSamples": mc_samples(s),
             **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {}),
             **({"OutputOrder": written} if written != "nifti" else {}),

@@ -683,6 +683,9 @@ def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(
     assert code == 0 and "1 done" in out, (out, err)
     gen = json.loads((tmp_path / "o" / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert gen["Model"] == str(tmp_path / "models" / "global-linear_x2.json")
+    # the QC table tells a model given from the shipped one (both read "default": a researcher's audit)
+    header, row = (tmp_path / "o" / "qc.tsv").read_text().splitlines()[:2]
+    assert dict(zip(header.split("\t"), row.split("\t")))["model_used"] == "given"
 
 
 def test_a_relative_list_and_output_folder_reach_workers_started_in_another_folder(tmp_path, capsys, monkeypatch, cluster):

@@ -76,7 +76,8 @@ def _fmt(v, spec):
 
 
 def _model_used(r: dict) -> str:
-    """"noisy" where the subject ran the method's model trained with added noise, "default" otherwise, "-" if not run."""
+    """"noisy" where the subject ran the method's model trained with added noise, "given" a model given with --model,
+    "default" the shipped one, "-" if not run."""
     if r["status"] == "failed" or not r["qc"]:
         return "-"
     return r["qc"].get("model_used", "default")

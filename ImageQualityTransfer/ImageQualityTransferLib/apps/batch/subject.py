@@ -222,6 +222,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                 noisy_model = {"ModelUsed": used["model_file"], "ModelUsedSHA256": used["model_sha256"],
                                "ModelUsedFor": f"{used['model_for']} inputs"}
                 qc["model_used"] = used["model_for"]
+            elif s.model:  # one's own model (--model): the shipped one's subjects in the same folder read "default"
+                qc["model_used"] = "given"
             if notes:
                 noisy_model["Notes"] = notes
             ran_on = _device(s)

@@ -38,3 +38,19 @@ def test_a_link_in_a_loop_and_a_two_row_bvec_are_named_for_what_they_are(tmp_pat
     refused_line(capsys, ["fit", tmp_path / "dwi.nii.gz", "-o", tmp_path / "dti.nii.gz"],
                  "dwi.bvec: 2 x 14 numbers, not three per direction")
     assert not (tmp_path / "up.nii.gz").exists() and not (tmp_path / "dti.nii.gz").exists()
+
+
+def test_an_mrtrix_gradient_table_given_as_bvec_is_named_with_the_export(tmp_path, capsys):
+    """An MRtrix .b table (x y z b per volume) given as --bvec was '14 x 4 numbers, not three per direction ...; give
+    the series' own bvec file', advice an MRtrix user cannot follow (an audit): named, with mrconvert's export."""
+    import numpy as np
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    fileio.save_dwi(make_phantom(shape=(8, 8, 8), voxel_mm=4.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    table = np.c_[np.loadtxt(tmp_path / "dwi.bvec").T, np.loadtxt(tmp_path / "dwi.bval")]
+    np.savetxt(tmp_path / "dwi.b", table, fmt="%.6f")
+    refused_line(capsys, ["fit", tmp_path / "dwi.nii.gz", "--bvec", tmp_path / "dwi.b", "-o", tmp_path / "dti.nii.gz"],
+                 "dwi.b: 14 rows of 4 numbers, an MRtrix gradient table")
+    assert not (tmp_path / "dti.nii.gz").exists()

@@ -498,7 +498,8 @@ for on in (False, True):
     viewer._on_from_median(on)  # what the box's state change calls (Viewer.__init__)
     floors.append(node.GetDisplayNode().GetLowerThreshold())
 out["floors"] = floors
-out["median"] = float(legends.np.median(legends.brain_values(node)))
+data = legends.mrml.scalar_volume_from_node(node).data
+out["median"] = float(legends.np.median(data[data > 0]))
 print(json.dumps(out))
 sys.stdout.flush()
 import os

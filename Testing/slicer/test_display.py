@@ -131,15 +131,20 @@ def unpadded(legend) -> str:
     return legend.GetTitleText().replace("\n\u00a0", "")
 
 
-def tail(node) -> str:
-    """The lines a map's legend ends in: from which value it is shown (its median inside the brain, where it is
+def support_median(node) -> float:
+    data = mrml.scalar_volume_from_node(node).data
+    return float(np.median(data[np.isfinite(data) & (data > 0)]))
+
+
+def tail(node, shared=()) -> str:
+    """The lines a map's legend ends in: from which value it is shown (its median over its support, where it is
     coloured from there up), then the clipped top ("" where no value lies above its scale's top)."""
     top = node.GetDisplayNode().GetWindowLevelMax()
     legend = legends.legend_node(node.GetScene(), node)
     data = mrml.scalar_volume_from_node(node).data
     out = ""
     if node.GetAttribute(legends.FROM_MEDIAN_ATTRIBUTE) == "1":
-        floor = float(np.median(legends.brain_values(node)))
+        floor = min(map(support_median, shared)) if shared else support_median(node)  # shared: the lowest
         out += "\n" + legends.FLOOR_NOTE.format(floor=legends.floor_label(floor))
     if np.nanmax(data) > top:
         out += "\n" + legends.wrap_title(legends.CLIPPED_NOTE.format(top=(legend.GetLabelFormat() % top).strip()))
@@ -249,7 +254,7 @@ def test_legends_titles_and_label_formats(lowres):
     assert disp.GetWindowLevelMin() == 0.0
     assert disp.GetWindowLevelMax() == pytest.approx(legends.scale_ticks(np.percentile(std[std > 0], 99))[0], rel=1e-5)
     # below the map's median inside the brain transparent too, so that the tensor shows through there
-    inside = float(np.median(legends.brain_values(nodes["uncertainty"])))
+    inside = float(np.median(std[std > 0]))  # over the map's support: the more uncertain half of it coloured
     assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(inside, rel=1e-6)
     assert 0 < inside < disp.GetWindowLevelMax()
     # translated titles from the module override the English default
@@ -385,7 +390,10 @@ def test_shared_colour_scale_across_runs(lowres):
         assert legends.legend_node(scene, n).GetLabelFormat() == legends.label_format(shared, intervals)
         assert legends.legend_node(scene, n).GetNumberOfLabels() == intervals + 1
         # said so, and which run's map it is (two runs' legends had read alike)
-        assert unpadded(legends.legend_node(scene, n)) == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale" + tail(n)
+        assert unpadded(legends.legend_node(scene, n)) == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale" + \
+            tail(n, std_nodes)
+        # one floor for the kind, the lowest median: a value coloured in one run's map is coloured in the other's
+        assert n.GetDisplayNode().GetLowerThreshold() == pytest.approx(min(map(support_median, std_nodes)), rel=1e-6)
     directions = legends.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
         [pytest.approx(legends.scale_ticks(tops["direction"])[0])] * 2
@@ -414,7 +422,8 @@ def test_shared_legends_keep_one_bar_length_whatever_the_run_names(lowres):
     legends.share_scales(scene)
     titles = [legends.legend_node(scene, x["uncertainties"]["std"]).GetTitleText() for x in (a, b)]
     first, second = (t.split("\n") for t in titles)
-    tops = [tail(x["uncertainties"]["std"]).split("\n")[1:] for x in (a, b)]  # from where shown, where above the top
+    shared = [x["uncertainties"]["std"] for x in (a, b)]
+    tops = [tail(n, shared).split("\n")[1:] for n in shared]  # from where shown, where above the top
     bodies = [["Tensor SD", "(µm²/ms)", "biqt", "shared scale"],
               ["Tensor SD", "(µm²/ms)", "rf at", "factors", "1,1,3", "shared scale"]]
     n = max(len(body) + len(top) for body, top in zip(bodies, tops))

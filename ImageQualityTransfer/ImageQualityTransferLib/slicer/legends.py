@@ -31,10 +31,12 @@ SHARED_NOTE = "shared scale"  # the legend's last line while "Same colour scale"
 TITLE_ATTRIBUTE = "ImageQualityTransfer.Title"  # a legend's own title, kept to add or drop SHARED_NOTE
 CLIPPED_NOTE = "top colour: \u2265 {top}"  # the legend's last line where the map reaches above its scale's top
 CLIPPED_ATTRIBUTE = "ImageQualityTransfer.Clipped"  # that line as set_scale found it for the map's top, or ""
-# Colours only from the map's median inside the brain up (away from the brain's edge, as the scale is read: the more
-# uncertain half there, and the edge; below it the tensor shows through): Slicer's slice views ignore a colour table's alpha, so a fading Inferno cannot do this, and at 50 %
-# opacity the map's dark low end had hidden the anatomy everywhere (a clinician's audit). The legend says from where.
-MEDIAN_ATTRIBUTE = "ImageQualityTransfer.Median"  # on the map node: its median inside the brain (`brain_values`)
+# Colours only from the map's median over the result up (the more uncertain half of its voxels; below it the tensor
+# shows through): at 50 % opacity the map's dark low end had hidden the anatomy everywhere (a clinician's audit), and
+# Slicer's slice views ignore a colour table's alpha, so a fading Inferno cannot do this. Read inside the brain only
+# (`brain_values`, where the scale is read), the floor coloured 67-83 % of the brain (a README audit). The legend says
+# from where; with the shared scale one floor per map, the lowest of the runs' (one colour, one value, coloured or not).
+MEDIAN_ATTRIBUTE = "ImageQualityTransfer.Median"  # on the map node: its median over its support
 FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1" while coloured from its median only
 FLOOR_NOTE = "shown \u2265 {floor}"  # the legend's line while it is, above the clipped-top line
 FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote it, or ""
@@ -177,8 +179,8 @@ def legend_node(scene, volume_node):
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                       floor_note: str = FLOOR_NOTE):
-    """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median inside the brain up
-    (`brain_values`) with `from_median`,
+    """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its support up
+    with `from_median`,
     and a legend titled with the map's meaning and unit (`title` overrides the English default, for the module's
     translations; `region`: as `display_range`), ending in `floor_note` and `clipped_note` where they apply
     (`set_scale`); returns the legend node."""
@@ -194,8 +196,7 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     legend = legend_node(scene, node)
     legend.SetAttribute(TITLE_ATTRIBUTE, wrap_title(title or legend_title(key)))
     legend.SetVisibility(bool(visible))
-    values = brain_values(node, region)  # a rerun refills the node: its median is read again
-    node.SetAttribute(MEDIAN_ATTRIBUTE, repr(float(np.median(values))) if values.size else "")
+    node.RemoveAttribute(MEDIAN_ATTRIBUTE)  # a rerun refills the node: its median is read again (`_median`)
     node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
     set_scale(node, own_top(node, key, region), clipped_note, floor_note)
     legend.SetTitleText(title_text(legend))
@@ -221,10 +222,12 @@ def own_top(node, key: str, region: np.ndarray | None = None) -> float:
     return SHOWN_TOP_DEGREES if key == "direction" else display_range(node, region)[1]
 
 
-def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: str = FLOOR_NOTE) -> None:
+def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: str = FLOOR_NOTE,
+              floor: float | None = None) -> None:
     """Colours of an uncertainty map from 0 to the round top above `high` (`scale_ticks`), its legend's ticks to
     match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through, and
-    so is every value below the map's median where FROM_MEDIAN_ATTRIBUTE says so, the legend's `floor_note` saying it.
+    so is every value below the map's median (or `floor`, a shared one) where FROM_MEDIAN_ATTRIBUTE says so, the
+    legend's `floor_note` saying it.
     Where the map reaches above the top, its legend keeps `clipped_note` with the top's label (CLIPPED_ATTRIBUTE, for
     `title_text`): the top colour also stands for values several times higher (a radiologist's audit: the brain's rim
     at 1.5-4.4 µm²/ms under a legend topped "0.4")."""
@@ -234,7 +237,7 @@ def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: s
     display.SetWindowLevelMinMax(0.0, high)
     display.AutoThresholdOff()
     lowest = high * 1e-6 if high > 0 else 1e-12
-    floor = _median(node) if node.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1" else None
+    floor = (floor if floor is not None else _median(node)) if node.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1" else None
     display.SetLowerThreshold(max(lowest, floor) if floor is not None else lowest)
     display.SetUpperThreshold(np.finfo(np.float32).max)
     display.ApplyThresholdOn()
@@ -258,10 +261,11 @@ def floor_label(value: float) -> str:
 
 
 def _median(node) -> float | None:
-    """The map's median in the brain away from its edge (`brain_values`), as `style_uncertainty` noted it
-    (MEDIAN_ATTRIBUTE; read here for a map styled by an earlier version); None for an empty map."""
+    """The map's median over its support (its finite non-zero values), read once and kept on the node
+    (MEDIAN_ATTRIBUTE); None for an empty map."""
     if node.GetAttribute(MEDIAN_ATTRIBUTE) is None:
-        values = brain_values(node)
+        data = mrml.scalar_volume_from_node(node).data
+        values = data[np.isfinite(data) & (data > 0)]
         node.SetAttribute(MEDIAN_ATTRIBUTE, repr(float(np.median(values))) if values.size else "")
     try:
         value = float(node.GetAttribute(MEDIAN_ATTRIBUTE) or "nan")
@@ -295,7 +299,7 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_no
     runs' different SDs can be the same yellow), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`: else
     two runs' legends read alike) and `note` (a map gone dark on another run's scale would look certain);
     without, each on its own range and title again. `from_median` (unless None): every map coloured only from its
-    median up, or from 0 again (`set_scale`).
+    median up, or from 0 again (`set_scale`); shared, from the lowest of the median of its kind's maps.
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
     titled = []
@@ -304,10 +308,13 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_no
             for node in nodes:
                 node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
         own = [own_top(node, key) for node in nodes]
+        floor = None
         if shared:
             tops[key] = max(own)
+            medians = [m for m in map(_median, nodes) if m is not None]
+            floor = min(medians) if medians else None
         for node, high in zip(nodes, own):
-            set_scale(node, tops.get(key, high), clipped_note, floor_note)
+            set_scale(node, tops.get(key, high), clipped_note, floor_note, floor)
             legend = legend_of(node)
             title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
             if title:

@@ -54,3 +54,25 @@ def test_an_mrtrix_gradient_table_given_as_bvec_is_named_with_the_export(tmp_pat
     refused_line(capsys, ["fit", tmp_path / "dwi.nii.gz", "--bvec", tmp_path / "dwi.b", "-o", tmp_path / "dti.nii.gz"],
                  "dwi.b: 14 rows of 4 numbers, an MRtrix gradient table")
     assert not (tmp_path / "dti.nii.gz").exists()
+
+
+def test_an_inputs_json_sidecar_is_never_an_output(tmp_path, capsys):
+    """`iqt evaluate --json dwi.json` replaced the DWI's BIDS sidecar (dcm2niix's metadata) with the metrics, and --json
+    onto a prediction's batch sidecar made `iqt batch` redo that subject (a bad-input audit): an image's JSON sidecar
+    goes with it as an input, refused as an output in one line, left as it was."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    fileio.save_dwi(make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.json").write_text('{"SliceEncodingDirection": "k"}')
+    from ImageQualityTransferLib.apps.cli import main
+
+    assert main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "dti.nii.gz"), "--mask-out",
+                 str(tmp_path / "mask.nii.gz")]) == 0
+    (tmp_path / "dti.json").write_text('{"kept": true}')
+    for json_out in (tmp_path / "dwi.json", tmp_path / "dti.json"):
+        refused_line(capsys, ["evaluate", "--pred", tmp_path / "dti.nii.gz", "--truth", tmp_path / "dti.nii.gz", "--mask",
+                              tmp_path / "mask.nii.gz", "--dwi", tmp_path / "dwi.nii.gz", "--json", json_out],
+                     json_out.name, "input")
+    assert (tmp_path / "dwi.json").read_text() == '{"SliceEncodingDirection": "k"}'
+    assert (tmp_path / "dti.json").read_text() == '{"kept": true}'

@@ -120,6 +120,17 @@ def not_a_file(path) -> str | None:
     return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
 
 
+def json_sidecar(path: Path) -> Path | None:
+    """The JSON sidecar beside an image file (dwi.nii.gz -> dwi.json, as BIDS and `iqt batch` keep them), where there
+    is one."""
+    name = path.name
+    for suffix in (*NIFTI_SUFFIXES, *NRRD_SUFFIXES):
+        if name.lower().endswith(suffix):
+            sidecar = path.with_name(name[: -len(suffix)] + ".json")
+            return sidecar if sidecar.is_file() else None
+    return None
+
+
 class Outputs:
     """Every file one run will read and write, checked together before any work: an output is never one of the
     inputs (by real path, so `out/../a.nii.gz` and symlinks count) nor another output of the same run."""
@@ -143,6 +154,9 @@ class Outputs:
                 if data is not None:  # named after it would replace it, and the input be lost)
                     self.inputs.append(data)
                     self.data_of[os.path.realpath(data)] = q
+                sidecar = json_sidecar(q)  # an image's JSON sidecar (dcm2niix's, iqt batch's) goes with it: `iqt
+                if sidecar is not None:  # evaluate --json` onto one had replaced a DWI's metadata (an audit)
+                    self.inputs.append(sidecar)
         return self
 
     def _named(self, q: Path) -> str:

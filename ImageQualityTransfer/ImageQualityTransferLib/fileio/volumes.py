@@ -67,12 +67,12 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     for p, flag in ((bval_p, "--bval"), (bvec_p, "--bvec")):
         if not p.exists():
             raise IQTError(f"{p}: not found; give the FSL gradient file with {flag}")
+    bvals = read_gradient_table(bval_p, "b-values (bval)").ravel()
     bvecs = read_gradient_table(bvec_p, "gradient directions (bvec)")
     if bvecs.ndim == 2 and bvecs.shape[1] == 4 and bvecs.shape[0] == n:  # x y z b per volume: MRtrix's own table
         raise IQTError(f"{bvec_p}: {n} rows of 4 numbers, an MRtrix gradient table (x y z b, in scanner coordinates), "
                        "not FSL's bvec; export FSL's files with 'mrconvert dwi.mif dwi.nii.gz -export_grad_fsl dwi.bvec "
                        "dwi.bval' (or 'mrinfo dwi.mif -export_grad_fsl dwi.bvec dwi.bval') and give those")
-    bvals = read_gradient_table(bval_p, "b-values (bval)").ravel()
     if bvecs.shape[0] == 3 and bvecs.shape[1] != 3 or (bvecs.shape == (3, 3) and bvals.size == 3):
         bvecs = bvecs.T
     if bvecs.ndim != 2 or 3 not in bvecs.shape:  # 2 rows of 21 had been said as "2 directions" (audit)

@@ -116,6 +116,14 @@ def test_a_wrong_unit_is_named_with_the_factor_that_mends_it():
         warnings.simplefilter("error")
         tensor_checks.check_scale(t * 0.4)  # a low MD within tissue's (ex vivo), and the brain's own: nothing said
         tensor_checks.check_scale(t)
+    # where the voxels are the brain (a mask, or a tightly masked input), their own median is read: ten times too small
+    # is refused (a real subject's tight fit x0.1, brain median 7.6e-5, had passed with a warning: a bad-input audit),
+    # and a factor that is no power of ten is said as such
+    with pytest.raises(IQTError, match=r"typical MD 9.*multiply them by 1e1 to get mm\^2/s$"):
+        tensor_checks.check_scale(t * 0.1, brain=True)
+    with pytest.raises(IQTError, match=r"multiply them by 1e1 to get mm\^2/s \(they read about 1[5-9] times below a "
+                                       r"brain's, not a power of ten"):
+        tensor_checks.check_scale(t * 0.04, brain=True)  # this brain's median MD 0.9e-3: 25 times too small
 
 
 def test_positive_definiteness_is_judged_on_the_tissue_like_voxels():

@@ -273,7 +273,7 @@ def check_inputs(pred, truth, hr_mask) -> tuple[np.ndarray, np.ndarray]:
             if bad:
                 raise IQTError(f"the {what} holds NaN or Inf in {bad} voxel{'s' if bad != 1 else ''} (not in every "
                                "element, which would read as a missing tensor); replace them (for example with 0) and retry")
-            tensor_checks.check_scale(a, where[what], what, INPUT_OPTIONS[what])
+            tensor_checks.check_scale(a, where[what], what, INPUT_OPTIONS[what], brain=where[what] is not None)
         except IQTError as exc:
             exc.input = what
             raise

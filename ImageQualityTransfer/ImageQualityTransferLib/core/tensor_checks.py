@@ -63,10 +63,12 @@ def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",
-                order_option: str = "--tensor-order") -> None:
+                order_option: str = "--tensor-order", brain: bool = False) -> None:
     """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
     positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge; `what`
-    names the volume and `order_option` the option that reads its element order, in the messages."""
+    names the volume and `order_option` the option that reads its element order, in the messages. `brain`: the voxels
+    judged (in `where`, else the non-zero ones) are the brain, so that their own median MD is read against the lower
+    bounds (the tissue-like voxels' median, which CSF keeps above 1e-4, had let ten times too small pass)."""
     from .errors import IQTError
 
     t = np.asarray(t)
@@ -103,6 +105,9 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     if scale <= MAX_MEDIAN_MD:  # a whole-field fit ten times too large: its brain's MD leaves the tissue-like range,
         # and its background's noise fits decide the median; the brain's mode is still the volume's commonest MD
         scale = max(scale, md_mode_of(lam, hi=0.05)) if scale > 1e-5 else scale
+    fitted = pd & (md > 1e-5)  # not a masked fit's tiny background (1e-9 to 1e-6: docs/measurements.md)
+    if brain and fitted.any():
+        scale = min(scale, float(np.median(md[fitted])))
     if big > 0.1 or scale > MAX_MEDIAN_MD or scale < MIN_MEDIAN_MD:
         raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (typical MD {scale:g}, 99th percentile of "
                        f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
@@ -144,8 +149,14 @@ FAILED_FIT_OTHERS = 0.01  # the share of voxels off the floor that a failed fit 
 
 def _rescale_hint(scale: float) -> str:
     """What to multiply by, and the tools known to write that unit."""
-    power = int(np.round(np.log10(0.7e-3 / scale))) if scale > 0 else 0
+    exact = float(np.log10(0.7e-3 / scale)) if scale > 0 else 0.0
+    power = int(np.round(exact))
     known = {-3: " (DTI-TK writes 1e-3 mm^2/s, i.e. um^2/ms)", 6: " (m^2/s, as Camino writes)"}
     if power == 0:
         return "rescale them to mm^2/s"
-    return f"multiply them by 1e{power} to get mm^2/s{known.get(power, '')}"
+    hint = f"multiply them by 1e{power} to get mm^2/s{known.get(power, '')}"
+    if abs(exact - power) > 0.2:  # a brain's MD spans 0.6-1.0e-3, about 0.1 either way in log10: not a unit's step
+        ratio = 10 ** exact
+        hint += (f" (they read about {ratio:.2g} times {'below' if ratio > 1 else 'above'} a brain's, not a power of "
+                 "ten: if no unit slipped, check how they were fitted)")
+    return hint

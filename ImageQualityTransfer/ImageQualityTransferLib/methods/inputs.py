@@ -107,8 +107,8 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     if not np.isfinite(vol.data).all():
         raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
     where = None if mask is None else np.asarray(mask.data, bool)
-    try:
-        tensor_checks.check_scale(vol.data, where)
+    try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
+        tensor_checks.check_scale(vol.data, where, brain=where is not None or not whole_field(vol))
     except IQTError as exc:
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
 

@@ -478,3 +478,18 @@ def test_the_install_s_model_folder_takes_only_models_trained_for_their_names(wo
         err = capsys.readouterr().err
         assert rc == 2 and words in err and err.count("\n") == 1, err
     assert _state(models) == before
+
+
+def test_names_given_twice_and_a_style_nrrd_drops_are_refused(tmp_path, capsys, small_subject):
+    """A bad-input audit: --methods biqt,biqt, --kinds edema,edema and --styles own,own ran and counted twice (a
+    lesion check's mean 'over 2 subjects' of one); `iqt degrade --style fsl -o x.nrrd` wrote a plain NRRD and said to
+    read it with --tensor-order fsl, which a NRRD refuses. Each one line, exit 2, nothing written."""
+    from helpers import refused_line
+
+    refused_line(capsys, ["benchmark", small_subject, "--methods", "cubic,linear,linear"], "linear named twice")
+    refused_line(capsys, ["benchmark", small_subject, "--methods", "linear", "--styles", "own,own"], "a style named twice")
+    refused_line(capsys, ["lesion-check", small_subject, "--methods", "biqt", "--kinds", "edema,edema"],
+                 "a kind named twice")
+    refused_line(capsys, ["degrade", small_subject / "dwi.nii.gz", "-o", tmp_path / "x.nrrd", "--style", "fsl"],
+                 "--style fsl writes fsl's 4D NIfTI file")
+    assert not list(tmp_path.iterdir())

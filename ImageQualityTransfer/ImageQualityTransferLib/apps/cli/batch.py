@@ -159,7 +159,8 @@ def run(args) -> int:
                                                              or args.scheduler.endswith(".json")
                                                              or os.path.isdir(args.scheduler)):
         # a path, not an address (host:port): 'missing port number in address' had misled (a researcher's audit)
-        raise IQTError(f"--scheduler {args.scheduler}: no such scheduler file; give the file 'dask scheduler "
+        what = "a folder, not a scheduler file" if os.path.isdir(args.scheduler) else "no such scheduler file"
+        raise IQTError(f"--scheduler {args.scheduler}: {what}; give the file 'dask scheduler "
                        "--scheduler-file' wrote (it appears once the scheduler runs), or the address (tcp://host:port)")
     if args.workers is not None and args.workers < 1:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")

@@ -90,6 +90,8 @@ def run(args):
         options.check_subject_names(args.subjects)
         check_subjects("benchmark", args.subjects)  # each DWI from its header, before any data is read
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
+        if len(set(styles)) < len(styles):  # every row twice (a bad-input audit)
+            raise IQTError(f"--styles {args.styles}: a style named twice; name each once")
         rows = benchmark.run(args.subjects, names, f, progress=True, tracts=args.tracts, styles=styles,
                              mask=not args.no_mask, tta=args.tta, snr=snr, seed=seed, models=models)
         settings.update(subjects=[str(s) for s in args.subjects], styles=styles, mask=not args.no_mask,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
+from ...fileio.nifti import is_nrrd
 from ...fileio.paths import with_data_file
 from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from ...dmri.degrade import STYLES
@@ -158,6 +159,9 @@ def degrade(args):
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
     mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
+    if deg.FILE_ORDER.get(args.style) and is_nrrd(out):  # a NRRD holds its own order: the style was dropped
+        raise IQTError(f"--style {args.style} writes {deg.FILE_ORDER[args.style]}'s 4D NIfTI file; give -o a .nii.gz "
+                       "name (a Slicer NRRD holds its own element order and frame)")
     plan.check()
     check_inputs("degrade", [args.dwi, args.mask], kept=_bmax_share(args))
     fileio.check_tensor_output(out, args.dwi)  # the low-res grid's axes are the DWI's

@@ -39,6 +39,8 @@ def run(args):
     for k in kinds:
         if k not in lesion.KINDS:
             raise IQTError(f"--kinds {k}: lesion kinds are {', '.join(lesion.KINDS)}")
+    if len(set(kinds)) < len(kinds):
+        raise IQTError(f"--kinds {args.kinds}: a kind named twice; name each once")
     if args.mc_samples is not None and args.mc_samples < 0:
         raise IQTError(f"--mc-samples {args.mc_samples}: give a number of Monte Carlo samples >= 0")
     options.check_subject_names(args.subjects)  # the rows are kept by subject name: one given twice was counted twice

@@ -124,6 +124,9 @@ def method_list(text: str | None) -> list[str] | None:
         raise IQTError(f"--methods {text!r}: name at least one method (see 'iqt methods'), or leave --methods out for all")
     for n in names:
         methods.method_class(n)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # run and counted twice (a lesion check's mean "over 2 subjects" of one; a bad-input audit)
+        raise IQTError(f"--methods {text}: {', '.join(twice)} named twice; name each method once")
     return names
 
 

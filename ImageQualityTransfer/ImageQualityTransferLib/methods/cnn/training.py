@@ -81,12 +81,12 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
     return ck
 
 
-def _diverged(phase: str, history: list, lr: float, where: str = "") -> IQTError:
+def _diverged(phase: str, history: list, lr: float, where: str = "", checkpoint: bool = True) -> IQTError:
     """The refusal of a training whose validation loss was never a number (the untrained weights had been its model)."""
     last = next((h["val_loss"] for h in reversed(history) if h["phase"] == phase), float("nan"))
     return IQTError(f"the training diverged{where}: no validation loss of its {phase} phase was a number (the last "
                     f"{last:g} at a learning rate of {lr:g}); train again with a lower --lr (the default is tuned for "
-                    "these networks) and another --checkpoint path; no model was written")
+                    f"these networks){' and another --checkpoint path' if checkpoint else ''}; no model was written")
 
 
 def _resume_plan(phases, given, limits, ended, last, done, start, epochs, more) -> str:
@@ -438,7 +438,7 @@ class _Training:
         self.ended = self.ended + [[sum(1 for h in self.history if h["phase"] == phase),
                                     int(stop) if k0 < phase_epochs else 0]]
         if k0 < phase_epochs and not math.isfinite(best):  # else the untrained weights were written as the model
-            raise _diverged(phase, self.history, opts["lr"])
+            raise _diverged(phase, self.history, opts["lr"], checkpoint=self.checkpoint is not None)
         net.load_state_dict(best_state)
 
     def _train_epoch(self, opt, loss_kind, ema_state) -> float:

@@ -81,3 +81,31 @@ def test_a_file_another_program_writes_meanwhile_stays(tmp_path, capsys, monkeyp
     assert (tmp_path / "o_FA.nii.gz").is_file() and not (tmp_path / "o_MD.nii.gz").exists()
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("removed ")]
     assert len(said) == 1 and "o_MD.nii.gz" in said[0] and "o_FA.nii.gz" not in said[0]
+
+
+def test_maps_would_not_replace_another_tools_file(tmp_path, capsys):
+    """`iqt upsample dti_tensor.nii.gz --tensor-order fsl -o dti.nii.gz --maps` in a dtifit folder replaced dtifit's
+    own dti_FA, dti_MD ... without a word (a bad-input audit): refused in one line, the file kept; this tool's own maps
+    of the output are still written over, as a rerun does."""
+    from helpers import refused_line
+
+    _first_run(tmp_path, capsys)
+    args = ["upsample", tmp_path / "lr.nii.gz", "-o", tmp_path / "o.nii.gz", "--method", "cubic", "--maps"]
+    assert cli.main([str(a) for a in args]) == 0  # its own maps of o.nii.gz: written again
+    capsys.readouterr()
+    (tmp_path / "o_L1.nii.gz").unlink()
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), str(tmp_path / "o_L1.nii.gz"))  # dtifit's
+    before = (tmp_path / "o_L1.nii.gz").read_bytes()
+    refused_line(capsys, args, "o_L1.nii.gz: already there and not written by iqt")
+    assert (tmp_path / "o_L1.nii.gz").read_bytes() == before
+
+
+def test_a_models_sidecar_would_not_replace_another_files_json(tmp_path, capsys, small_subject):
+    """`iqt train -o subjK/dwi.npz` replaced subjK's BIDS dwi.json with the model's sidecar (a bad-input audit): a JSON
+    there with no model beside it is refused, kept as it was."""
+    from helpers import refused_line
+
+    (tmp_path / "dwi.json").write_text('{"SliceEncodingDirection": "k"}')
+    refused_line(capsys, ["train", "--method", "global-linear", "--subjects", small_subject, "-o", tmp_path / "dwi.npz"],
+                 "dwi.json: already there, with no model beside it")
+    assert (tmp_path / "dwi.json").read_text() == '{"SliceEncodingDirection": "k"}' and not (tmp_path / "dwi.npz").exists()

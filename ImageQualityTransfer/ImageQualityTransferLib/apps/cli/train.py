@@ -140,7 +140,10 @@ def run(args):
     plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)",
                    shipped_ok=True)
-    plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar", shipped_ok=True)
+    side = plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar", shipped_ok=True)
+    if side.is_file() and not out.exists():  # a JSON of another kind (a subject's BIDS dwi.json beside -o dwi.npz had
+        raise IQTError(f"{side}: already there, with no model beside it (another file's sidecar, e.g. a DWI's BIDS "
+                       f"metadata), which the model's sidecar would replace; give -o another name")  # been replaced)
     kind = NOISY if args.noise_fraction else None
     shipped = registered_entry(out)
     if not args.register and shipped is not None:  # else it would become the default without a word

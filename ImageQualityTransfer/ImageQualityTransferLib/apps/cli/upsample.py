@@ -257,6 +257,10 @@ def run(args):
             path = unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}")
             unc_paths[key] = plan.add(path, what=f"{key} map")
     map_paths = {key: plan.add(path, what=f"{key} map") for key, path in maps_paths(out).items()} if args.maps else {}
+    foreign = [p for p in map_paths.values() if _is_file(p) and _recorded_output(p) is None]
+    if foreign:  # dtifit's dti_FA ... beside -o dti.nii.gz had been replaced without a word (a bad-input audit)
+        raise IQTError(f"{foreign[0]}: already there and not written by iqt (another tool's map, e.g. dtifit's), which "
+                       "--maps would replace; give -o a name whose maps are free (or move that file)")
     options.check_output_order(args, out)
     if args.propagate:
         prop_paths = propagation.output_paths(out.parent, stem(out) + "_")

@@ -12,7 +12,9 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("view", help="serve a browser viewer: cubic | IQT slice views, uncertainty overlay, method "
                                      "picker, FA / colour FA (needs the render extra)")
     sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
-    sp.add_argument("--method", help="method shown first (default: the best shipped; the page offers every ready one)")
+    sp.add_argument("--method", help="method shown first (default: the Slicer module's, the best shipped method with "
+                                     "an uncertainty map at the factors, deep-hetero-var1 at x2; the page offers every "
+                                     "ready one)")
     options.add_factor(sp, voxel_size=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080; 0: any free port)")

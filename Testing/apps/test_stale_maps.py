@@ -6,6 +6,7 @@ stays, and a run that fails keeps them."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -98,6 +99,10 @@ def test_maps_would_not_replace_another_tools_file(tmp_path, capsys):
     before = (tmp_path / "o_L1.nii.gz").read_bytes()
     refused_line(capsys, args, "o_L1.nii.gz: already there and not written by iqt")
     assert (tmp_path / "o_L1.nii.gz").read_bytes() == before
+    # this tool's maps written without a run record (--no-record) are its own: a rerun writes them again (the review)
+    (tmp_path / "o_L1.nii.gz").unlink()
+    norecord = ["--no-record", *[str(a) for a in args]]
+    assert cli.main(norecord) == 0 and cli.main(norecord) == 0
 
 
 def test_a_models_sidecar_would_not_replace_another_files_json(tmp_path, capsys, small_subject):
@@ -107,5 +112,17 @@ def test_a_models_sidecar_would_not_replace_another_files_json(tmp_path, capsys,
 
     (tmp_path / "dwi.json").write_text('{"SliceEncodingDirection": "k"}')
     refused_line(capsys, ["train", "--method", "global-linear", "--subjects", small_subject, "-o", tmp_path / "dwi.npz"],
-                 "dwi.json: already there, with no model beside it")
+                 "dwi.json: already there and not a model's sidecar")
     assert (tmp_path / "dwi.json").read_text() == '{"SliceEncodingDirection": "k"}' and not (tmp_path / "dwi.npz").exists()
+    # another model's sidecar (model.pt beside it) is refused too; a model's own, its weights deleted, is written over
+    import shutil
+
+    from ImageQualityTransferLib.fileio import model_files
+
+    shutil.copy(Path(model_files.MODELS_DIR) / "global-linear_x2.json", tmp_path / "gl.json")
+    (tmp_path / "gl.pt").write_bytes(b"")  # the weights gl.json belongs to, in another model file
+    refused_line(capsys, ["train", "--method", "global-linear", "--subjects", small_subject, "-o", tmp_path / "gl.npz"],
+                 "gl.json: the sidecar of the model")
+    (tmp_path / "gl.pt").unlink()  # a model sidecar whose weights are gone: written over
+    assert cli.main(["train", "--method", "global-linear", "--subjects", str(small_subject), "-o",
+                     str(tmp_path / "gl.npz")]) == 0

@@ -124,6 +124,7 @@ def test_a_wrong_unit_is_named_with_the_factor_that_mends_it():
     with pytest.raises(IQTError, match=r"multiply them by 1e1 to get mm\^2/s \(they read about 1[5-9] times below a "
                                        r"brain's, not a power of ten"):
         tensor_checks.check_scale(t * 0.04, brain=True)  # this brain's median MD 0.9e-3: 25 times too small
+    assert "(they read about 5.1 times above a brain's" in tensor_checks._rescale_hint(3.6e-3)  # not "0.19" (review)
 
 
 def test_positive_definiteness_is_judged_on_the_tissue_like_voxels():

@@ -156,7 +156,6 @@ def _rescale_hint(scale: float) -> str:
         return "rescale them to mm^2/s"
     hint = f"multiply them by 1e{power} to get mm^2/s{known.get(power, '')}"
     if abs(exact - power) > 0.2:  # a brain's MD spans 0.6-1.0e-3, about 0.1 either way in log10: not a unit's step
-        ratio = 10 ** exact
-        hint += (f" (they read about {ratio:.2g} times {'below' if ratio > 1 else 'above'} a brain's, not a power of "
-                 "ten: if no unit slipped, check how they were fitted)")
+        hint += (f" (they read about {10 ** abs(exact):.2g} times {'below' if exact > 0 else 'above'} a brain's, not a "
+                 "power of ten: if no unit slipped, check how they were fitted)")
     return hint

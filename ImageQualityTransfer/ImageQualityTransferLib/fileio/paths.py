@@ -121,13 +121,12 @@ def not_a_file(path) -> str | None:
 
 
 def json_sidecar(path: Path) -> Path | None:
-    """The JSON sidecar beside an image file (dwi.nii.gz -> dwi.json, as BIDS and `iqt batch` keep them), where there
-    is one."""
+    """The name of the JSON sidecar beside an image file (dwi.nii.gz -> dwi.json, as BIDS and `iqt batch` keep them),
+    there or not; None for another file."""
     name = path.name
     for suffix in (*NIFTI_SUFFIXES, *NRRD_SUFFIXES):
         if name.lower().endswith(suffix):
-            sidecar = path.with_name(name[: -len(suffix)] + ".json")
-            return sidecar if sidecar.is_file() else None
+            return path.with_name(name[: -len(suffix)] + ".json")
     return None
 
 
@@ -139,6 +138,7 @@ class Outputs:
         self.inputs: list[Path] = []
         self.outputs: list[tuple[Path, str]] = []
         self.data_of: dict[str, Path] = {}  # real path of a data file an input NRRD header names -> that header
+        self.sidecar_of: dict[str, Path] = {}  # real path of an input image's JSON sidecar name -> that image
         self.read(*inputs)
 
     def read(self, *paths) -> "Outputs":
@@ -154,9 +154,9 @@ class Outputs:
                 if data is not None:  # named after it would replace it, and the input be lost)
                     self.inputs.append(data)
                     self.data_of[os.path.realpath(data)] = q
-                sidecar = json_sidecar(q)  # an image's JSON sidecar (dcm2niix's, iqt batch's) goes with it: `iqt
-                if sidecar is not None:  # evaluate --json` onto one had replaced a DWI's metadata (an audit)
-                    self.inputs.append(sidecar)
+                sidecar = json_sidecar(q)  # an image's JSON sidecar (dcm2niix's, iqt batch's) goes with it, by its
+                if sidecar is not None:  # name, there yet or not: `iqt evaluate --json` onto one had replaced a DWI's
+                    self.sidecar_of[os.path.realpath(sidecar)] = q  # metadata (an audit)
         return self
 
     def _named(self, q: Path) -> str:
@@ -176,6 +176,10 @@ class Outputs:
                 if real == os.path.realpath(q):
                     raise IQTError(f"{each}{of}: is an input of this run ({self._named(q)}); write the {what} to another "
                                    f"file (inputs are never overwritten)")
+            image = self.sidecar_of.get(real)
+            if image is not None:
+                raise IQTError(f"{each}{of}: is the JSON sidecar name of the input {image} (its metadata, e.g. BIDS or "
+                               f"iqt batch's, goes with it); write the {what} to another file")
         if not shipped_ok and Path(real).parent == Path(os.path.realpath(MODELS_DIR)):
             raise IQTError(f"{path}: is in the install's model folder ({MODELS_DIR}), whose files are the shipped "
                            f"models; write the {what} elsewhere")

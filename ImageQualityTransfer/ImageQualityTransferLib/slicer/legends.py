@@ -36,7 +36,7 @@ CLIPPED_ATTRIBUTE = "ImageQualityTransfer.Clipped"  # that line as set_scale fou
 # Slicer's slice views ignore a colour table's alpha, so a fading Inferno cannot do this. Read inside the brain only
 # (`brain_values`, where the scale is read), the floor coloured 67-83 % of the brain (a README audit). The legend says
 # from where; with the shared scale one floor per map, the lowest of the runs' (one colour, one value, coloured or not).
-MEDIAN_ATTRIBUTE = "ImageQualityTransfer.Median"  # on the map node: its median over its support
+MEDIAN_ATTRIBUTE = mrml.MEDIAN_ATTRIBUTE  # on the map node: its median over its support (`_median`)
 FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1" while coloured from its median only
 FLOOR_NOTE = "shown \u2265 {floor}"  # the legend's line while it is, above the clipped-top line
 FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote it, or ""
@@ -311,7 +311,8 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_no
         floor = None
         if shared:
             tops[key] = max(own)
-            medians = [m for m in map(_median, nodes) if m is not None]
+            shown = [n for n in nodes if n.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1"]  # medians only where used
+            medians = [m for m in map(_median, shown) if m is not None]
             floor = min(medians) if medians else None
         for node, high in zip(nodes, own):
             set_scale(node, tops.get(key, high), clipped_note, floor_note, floor)

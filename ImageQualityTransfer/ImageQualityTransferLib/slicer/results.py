@@ -55,6 +55,7 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
     (`mrml.FACTORS_ATTRIBUTE`, for the comparison view), and the run's notes (`mrml.NOTES_ATTRIBUTE`, for the module's
     status line)."""
     node = _put_volume(scene, vol, name, input_node, output, target)
+    node.RemoveAttribute(mrml.MEDIAN_ATTRIBUTE)  # a refilled map's median is read again from its new values
     if vol.meta.get("factor") is not None:
         node.SetAttribute(mrml.FACTORS_ATTRIBUTE, grid.text(vol.meta["factor"]))
     if vol.meta.get("support"):

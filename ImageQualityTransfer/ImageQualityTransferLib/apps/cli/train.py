@@ -107,6 +107,25 @@ def seal(args):
         say(f"{sp}: sealed" if now else f"{sp}: already sealed, left as it was")  # once all are in place
 
 
+def _check_sidecar_free(side: Path, out: Path) -> None:
+    """The model's sidecar name holds a JSON and no model is at `out`: a model sidecar of its own (weights deleted to
+    train again) is written over; another model's, or a file of another kind (a subject's BIDS dwi.json beside
+    -o dwi.npz had been replaced: a bad-input audit), is refused."""
+    import json
+
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or "method" not in meta:
+        raise IQTError(f"{side}: already there and not a model's sidecar (e.g. a DWI's BIDS metadata), which the "
+                       "model's sidecar would replace; give -o another name")
+    others = sorted(p for p in side.parent.glob(side.stem + ".*") if p.suffix in (".pt", ".npz") and p != out)
+    if others:
+        raise IQTError(f"{side}: the sidecar of the model {others[0]}, which this one's would replace; give -o another "
+                       "name")
+
+
 def _load_model(sidecar) -> None:
     """Read the model as 'iqt upsample --model' reads it (its method's safe loader: weights only, no code run, its
     settings checked against them); an IQTError where it does not load."""
@@ -141,9 +160,8 @@ def run(args):
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)",
                    shipped_ok=True)
     side = plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar", shipped_ok=True)
-    if side.is_file() and not out.exists():  # a JSON of another kind (a subject's BIDS dwi.json beside -o dwi.npz had
-        raise IQTError(f"{side}: already there, with no model beside it (another file's sidecar, e.g. a DWI's BIDS "
-                       f"metadata), which the model's sidecar would replace; give -o another name")  # been replaced)
+    if side.is_file() and not out.exists():
+        _check_sidecar_free(side, out)
     kind = NOISY if args.noise_fraction else None
     shipped = registered_entry(out)
     if not args.register and shipped is not None:  # else it would become the default without a word

@@ -100,6 +100,20 @@ def _is_file(p: Path) -> bool:
         return False
 
 
+def _made_by_iqt(path: Path) -> bool:
+    """Whether a NIfTI at `path` is this tool's: a run record, or a header description iqt wrote ("iqt cubic FA": maps
+    written with --no-record, or before run records were kept, have only that)."""
+    if _recorded_output(path) is not None:
+        return True
+    try:
+        import nibabel as nib
+
+        descrip = bytes(nib.load(path).header["descrip"]).split(b"\0")[0].decode("latin-1")
+    except Exception:  # noqa: BLE001 - a file nibabel cannot read is not one of ours
+        return False
+    return descrip.startswith("iqt ")
+
+
 def _recorded_output(path: Path) -> str | None:
     """The real path of the output named in the run record of the NIfTI at `path` (its `-o` as typed: a relative one is
     taken from this run's folder, so maps of a run started elsewhere stay), or None where it has none (another tool's
@@ -257,7 +271,7 @@ def run(args):
             path = unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}")
             unc_paths[key] = plan.add(path, what=f"{key} map")
     map_paths = {key: plan.add(path, what=f"{key} map") for key, path in maps_paths(out).items()} if args.maps else {}
-    foreign = [p for p in map_paths.values() if _is_file(p) and _recorded_output(p) is None]
+    foreign = [p for p in map_paths.values() if _is_file(p) and not _made_by_iqt(p)]
     if foreign:  # dtifit's dti_FA ... beside -o dti.nii.gz had been replaced without a word (a bad-input audit)
         raise IQTError(f"{foreign[0]}: already there and not written by iqt (another tool's map, e.g. dtifit's), which "
                        "--maps would replace; give -o a name whose maps are free (or move that file)")

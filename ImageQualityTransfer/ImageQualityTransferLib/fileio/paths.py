@@ -121,13 +121,28 @@ def not_a_file(path) -> str | None:
 
 
 def json_sidecar(path: Path) -> Path | None:
-    """The name of the JSON sidecar beside an image file (dwi.nii.gz -> dwi.json, as BIDS and `iqt batch` keep them),
-    there or not; None for another file."""
+    """The JSON sidecar beside an image file (dwi.nii.gz -> dwi.json, as BIDS and `iqt batch` keep them) where one is
+    there and holds metadata; None for another file, or where the JSON is `iqt evaluate`'s own summary of that image
+    (`iqt evaluate --pred up.nii.gz --json up.json` is this tool's habit, and its rerun writes it again)."""
     name = path.name
     for suffix in (*NIFTI_SUFFIXES, *NRRD_SUFFIXES):
         if name.lower().endswith(suffix):
-            return path.with_name(name[: -len(suffix)] + ".json")
+            sidecar = path.with_name(name[: -len(suffix)] + ".json")
+            return sidecar if sidecar.is_file() and not _evaluate_summary(sidecar) else None
     return None
+
+
+def _evaluate_summary(path: Path) -> bool:
+    """Whether a JSON file is `iqt evaluate --json`'s summary (its regions' figures and the build that scored them)."""
+    import json
+
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"interior", "exterior", "build"} <= set(data)
 
 
 class Outputs:
@@ -154,9 +169,9 @@ class Outputs:
                 if data is not None:  # named after it would replace it, and the input be lost)
                     self.inputs.append(data)
                     self.data_of[os.path.realpath(data)] = q
-                sidecar = json_sidecar(q)  # an image's JSON sidecar (dcm2niix's, iqt batch's) goes with it, by its
-                if sidecar is not None:  # name, there yet or not: `iqt evaluate --json` onto one had replaced a DWI's
-                    self.sidecar_of[os.path.realpath(sidecar)] = q  # metadata (an audit)
+                sidecar = json_sidecar(q)  # an image's JSON sidecar (dcm2niix's, iqt batch's) goes with it: `iqt
+                if sidecar is not None:  # evaluate --json` onto one had replaced a DWI's metadata (an audit)
+                    self.sidecar_of[os.path.realpath(sidecar)] = q
         return self
 
     def _named(self, q: Path) -> str:
@@ -178,8 +193,8 @@ class Outputs:
                                    f"file (inputs are never overwritten)")
             image = self.sidecar_of.get(real)
             if image is not None:
-                raise IQTError(f"{each}{of}: is the JSON sidecar name of the input {image} (its metadata, e.g. BIDS or "
-                               f"iqt batch's, goes with it); write the {what} to another file")
+                raise IQTError(f"{each}{of}: is the JSON sidecar of the input {image} (its metadata, e.g. BIDS or iqt "
+                               f"batch's, goes with it); write the {what} to another file")
         if not shipped_ok and Path(real).parent == Path(os.path.realpath(MODELS_DIR)):
             raise IQTError(f"{path}: is in the install's model folder ({MODELS_DIR}), whose files are the shipped "
                            f"models; write the {what} elsewhere")

@@ -493,3 +493,25 @@ def test_names_given_twice_and_a_style_nrrd_drops_are_refused(tmp_path, capsys, 
     refused_line(capsys, ["degrade", small_subject / "dwi.nii.gz", "-o", tmp_path / "x.nrrd", "--style", "fsl"],
                  "--style fsl writes fsl's 4D NIfTI file")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_dwi_of_one_constant_value_is_one_line(tmp_path, capsys):
+    """A DWI that is 100 everywhere: `iqt mask` printed numpy's 'invalid value encountered in divide' twice and wrote a
+    mask of every voxel, `iqt fit` three lines (a bad-input audit). One line, exit 2, nothing written."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    fileio.save_dwi(make_phantom(shape=(12, 12, 10), voxel_mm=4.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    img = nib.load(tmp_path / "dwi.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(img.shape, 100, np.float32), img.affine), tmp_path / "dwi.nii.gz")
+    from ImageQualityTransferLib.apps.cli import main
+
+    for command in (["mask", tmp_path / "dwi.nii.gz", "-o", tmp_path / "m.nii.gz"],
+                    ["fit", tmp_path / "dwi.nii.gz", "-o", tmp_path / "dti.nii.gz"]):
+        capsys.readouterr()
+        assert main([str(a) for a in command]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the b0 image is one constant value" in err[0], err  # no numpy warning either
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dwi.bval", "dwi.bvec", "dwi.nii.gz"]

@@ -85,6 +85,10 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
     if not np.any(b0 > 0):
         raise IQTError("the b0 image holds no positive signal (all zero or negative); give the DWI series as scanner "
                        "signal intensities, with a b=0 volume that has signal")
+    if np.ptp(b0) <= 1e-6 * float(b0.max()):  # Otsu divides by zero on it and takes every voxel (a bad-input audit)
+        raise IQTError("the b0 image is one constant value, with no contrast between brain and background: not a "
+                       "scan's b0 (a test pattern, or a file written wrongly); give the series as the scanner wrote it, "
+                       "or a brain mask with --mask")
     _, mask = median_otsu(b0, median_radius=median_radius, numpass=numpass)
     mask, source = _largest_filled(mask, fill_slices), "median_otsu"
     stripped = _stripped_brain(dwi, b0, mask, fill_slices)

@@ -174,7 +174,7 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     img = load_nifti(path, "a .nii or .nii.gz file, or a Slicer .nrrd")  # the formats a tensor volume is read from
     shape = img.shape
     if order == "nifti" and not stated:  # a --tensor-order nifti given is read so, whatever the header records
-        order = _recorded_order(img, path, shape)
+        order = _recorded_order(img, path)
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
         if order not in ("nifti", "dipy"):  # else reordered, then refused as "not positive definite"
             raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
@@ -236,19 +236,24 @@ def recorded_file_order(path) -> str | None:
         img = load_nifti(path)
     except IQTError:
         return None
-    recorded = recorded_order(_descrip(img))
-    shape = img.shape
+    return _order_it_records(img)
+
+
+def _order_it_records(img) -> str | None:
+    """The order this tool recorded in a NIfTI's header where its layout takes it: a 4D six-volume file's (fsl, mrtrix,
+    dipy), or dipy_fit_dti's 5D layout; None otherwise."""
+    recorded, shape = recorded_order(_descrip(img)), img.shape
     return recorded if recorded and ((len(shape) == 4 and shape[3] == 6) or (len(shape) == 5 and recorded == "dipy")) \
         else None
 
 
-def _recorded_order(img, path, shape) -> str:
+def _recorded_order(img, path) -> str:
     """The order to read a file given without --tensor-order: the one this tool recorded in its header when it wrote
     the file in another tool's order (records.made_by: a 4D fsl, mrtrix or dipy file, or dipy_fit_dti's 5D layout),
     said in one line; "nifti" for any other file (a 4D one is then refused, asking for --tensor-order). A wrong
     --tensor-order given is read as given, and refused by the tensor checks as before."""
-    recorded = recorded_order(_descrip(img))
-    if recorded is None or not ((len(shape) == 4 and shape[3] == 6) or (len(shape) == 5 and recorded == "dipy")):
+    recorded = _order_it_records(img)
+    if recorded is None:
         return "nifti"
     warnings.warn(f"{path}: read as --tensor-order {recorded}, the order its header records ('{_descrip(img)}'); "
                   "give --tensor-order to read it otherwise", IQTWarning, stacklevel=3)

@@ -515,3 +515,14 @@ def test_a_dwi_of_one_constant_value_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "the b0 image is one constant value" in err[0], err  # no numpy warning either
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dwi.bval", "dwi.bvec", "dwi.nii.gz"]
+
+
+def test_options_that_would_be_ignored_are_refused(tmp_path, capsys, small_subject):
+    """`iqt evaluate --bval` without --dwi and `iqt lesion-check --methods biqt --mc-samples 5` ran as if they were not
+    given (a bad-input audit): one line each, exit 2."""
+    from helpers import refused_line
+
+    refused_line(capsys, ["evaluate", "--pred", tmp_path / "p.nii.gz", "--truth", tmp_path / "t.nii.gz", "--mask",
+                          tmp_path / "m.nii.gz", "--bval", small_subject / "dwi.bval"], "--bval goes with --dwi")
+    refused_line(capsys, ["lesion-check", small_subject, "--methods", "biqt", "--mc-samples", "5"],
+                 "none of biqt draws Monte Carlo samples")

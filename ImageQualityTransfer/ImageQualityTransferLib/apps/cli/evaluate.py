@@ -62,6 +62,9 @@ def run(args):
     from ...methods.inputs import order_hint
 
     f = grid.factors(args.factor) if args.factor is not None else None
+    if (args.bval or args.bvec) and not args.dwi:  # they were ignored (a bad-input audit)
+        raise IQTError(f"{'--bval' if args.bval else '--bvec'} goes with --dwi (the reference's DWI, for its noise "
+                       "floor); add --dwi DWI.nii.gz or drop it")
     plan = fileio.Outputs(args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi)
     if args.dwi:
         plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))

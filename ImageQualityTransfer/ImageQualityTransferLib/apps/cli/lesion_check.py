@@ -43,6 +43,9 @@ def run(args):
         raise IQTError(f"--kinds {args.kinds}: a kind named twice; name each once")
     if args.mc_samples is not None and args.mc_samples < 0:
         raise IQTError(f"--mc-samples {args.mc_samples}: give a number of Monte Carlo samples >= 0")
+    if args.mc_samples is not None and not any(methods.method_class(n).takes_samples for n in names):
+        raise IQTError(f"--mc-samples {args.mc_samples}: none of {', '.join(names)} draws Monte Carlo samples (only "
+                       "espcn-hetero-var1/-var2 and deep-hetero-var1 do); drop it")  # it was ignored (a bad-input audit)
     options.check_subject_names(args.subjects)  # the rows are kept by subject name: one given twice was counted twice
     plan = fileio.Outputs(*args.subjects)
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None

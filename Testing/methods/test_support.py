@@ -393,3 +393,24 @@ def test_a_mask_on_other_voxels_is_refused_and_a_plain_array_is_read_on_the_inpu
     assert np.array_equal(cubic.predict(vol, 2, inside).tensor.data, expected)
     with pytest.raises(IQTError, match="mask array shape"):
         cubic.predict(vol, 2, inside[:-1])
+
+
+def test_voxels_of_a_metre_are_said(tmp_path):
+    """A copy of an input with 1000 mm voxels (its header in another unit) ran a learned method without a word, while
+    tiny voxels were warned about (a bad-input audit): one warning naming the brain's length and the header."""
+    import warnings
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.core.volume import Volume
+    from helpers import random_tensors
+
+    t = np.zeros((12, 12, 10, 6), np.float32)
+    t[2:10, 2:10, 2:8] = random_tensors((8, 8, 6), seed=2)
+    for size, said in ((1000.0, 1), (2.0, 0)):
+        lr = Volume(t, np.diag([size, size, size, 1.0]), "tensor")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            methods.get("global-linear").predict(lr, 2)
+        lines = [str(w.message) for w in caught if issubclass(w.category, IQTWarning) and " m long" in str(w.message)]
+        assert len(lines) == said, lines

@@ -99,6 +99,7 @@ PROPAGATE_PEAK = 4.0
 
 
 HUMAN_BRAIN_MIN_MM = 100.0  # a brain shorter than this along its longest voxel axis is no adult human's
+HUMAN_BRAIN_MAX_MM = 400.0  # ... and none, nor a whole head's field of view, is longer than this
 ANIMAL_VOXEL_MM = 1.0  # ... nor, with input voxels all under this, a clinical scan's crop (a small animal's)
 
 
@@ -383,6 +384,11 @@ class Method:
                           f"brain (the dev subjects' 173-195 mm): {self.name} was trained on adult human brains and has "
                           "not seen this anatomy; compare with cubic, and read its uncertainty with care (README, Not "
                           "there yet)", IQTWarning, stacklevel=4)
+        if brain_mm > HUMAN_BRAIN_MAX_MM:  # 1000 mm voxels had run without a word (a bad-input audit)
+            warnings.warn(f"{lr.source}the input's brain is {brain_mm / 1000:.3g} m long, far longer than a human brain "
+                          f"(the dev subjects' 173-195 mm): its header's voxel size ({'x'.join(f'{v:.3g}' for v in lr.voxel_size)} "
+                          f"mm) is probably in another unit; {self.name} reads voxels of 1-3 mm: check the header "
+                          "(e.g. fslhd) and fix pixdim", IQTWarning, stacklevel=4)
         hr = np.asarray(lr.voxel_size, float) / np.asarray(f, float)
         if hr.min() > 0 and hr.max() / hr.min() > ANISOTROPY_TRAINED * ANISOTROPY_SLACK:
             sizes = "x".join(f"{v:.3g}" for v in hr)

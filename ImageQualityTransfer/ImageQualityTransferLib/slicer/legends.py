@@ -34,7 +34,7 @@ CLIPPED_ATTRIBUTE = "ImageQualityTransfer.Clipped"  # that line as set_scale fou
 # Colours only from the map's median over the result up (the more uncertain half of its voxels; below it the tensor
 # shows through): at 50 % opacity the map's dark low end had hidden the anatomy everywhere (a clinician's audit), and
 # Slicer's slice views ignore a colour table's alpha, so a fading Inferno cannot do this. Read inside the brain only
-# (`brain_values`, where the scale is read), the floor coloured 67-83 % of the brain (a README audit). The legend says
+# (where `display_range` reads the scale), the floor coloured 67-83 % of the brain (a README audit). The legend says
 # from where; with the shared scale one floor per map, the lowest of the runs' (one colour, one value, coloured or not).
 MEDIAN_ATTRIBUTE = mrml.MEDIAN_ATTRIBUTE  # on the map node: its median over its support (`_median`)
 FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1" while coloured from its median only
@@ -118,13 +118,6 @@ def colormap_id(scene, name: str = COLORMAP) -> str | None:
 def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]:
     """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values in `region` (default:
     `dmri.dti.inside_rim` of the map, for every support), so that the brain's edge does not set the scale."""
-    values = brain_values(node, region)
-    return (0.0, float(np.percentile(values, 99))) if values.size else (0.0, 1.0)
-
-
-def brain_values(node, region: np.ndarray | None = None) -> np.ndarray:
-    """An uncertainty map's finite non-zero values in `region` (default: `dmri.dti.inside_rim` of the map), or in the
-    whole map where the region holds fewer than SCALE_MIN_VOXELS of them: the brain away from its edge."""
     vol = mrml.scalar_volume_from_node(node)
     data = vol.data
     present = np.isfinite(data) & (data > 0)
@@ -132,7 +125,8 @@ def brain_values(node, region: np.ndarray | None = None) -> np.ndarray:
         region = inside_rim(present, vol.voxel_size)
     if (present & region).sum() >= SCALE_MIN_VOXELS:
         present &= region
-    return data[present]
+    values = data[present]
+    return (0.0, float(np.percentile(values, 99))) if values.size else (0.0, 1.0)
 
 
 def wrap_title(text: str) -> str:
@@ -180,10 +174,9 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                       floor_note: str = FLOOR_NOTE):
     """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its support up
-    with `from_median`,
-    and a legend titled with the map's meaning and unit (`title` overrides the English default, for the module's
-    translations; `region`: as `display_range`), ending in `floor_note` and `clipped_note` where they apply
-    (`set_scale`); returns the legend node."""
+    with `from_median`, and a legend titled with the map's meaning and unit (`title` overrides the English default,
+    for the module's translations; `region`: as `display_range`), ending in `floor_note` and `clipped_note` where they
+    apply (`set_scale`); returns the legend node."""
     if node is None:
         return None
     display = node.GetDisplayNode()

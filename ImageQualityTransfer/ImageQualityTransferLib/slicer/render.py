@@ -186,13 +186,13 @@ def compose(rendering: Rendering, titles=("cubic interpolation", "IQT + uncertai
     return canvas
 
 
-def degraded_subject(folder, factor=2) -> tuple[Volume, Volume]:
-    """(low-res tensor, low-res mask) of a subject folder, degraded as `iqt degrade` does (shift 0)."""
+def degraded_subject(folder, factor=2, style: str = "own") -> tuple[Volume, Volume]:
+    """(low-res tensor, low-res mask) of a subject folder, degraded as `iqt degrade --style` does (shift 0)."""
     from ..dmri import degrade
     from ..dmri.subject import load_subject
 
     subject = load_subject(Path(folder))
-    pair = degrade.degrade(subject.dwi, subject.mask.data, factor)
+    pair = degrade.degrade(subject.dwi, subject.mask.data, factor, style=style)
     return pair.tensor, pair.mask
 
 
@@ -212,6 +212,9 @@ def main(argv=None) -> int:
     p.add_argument("--orientation", choices=["Axial", "Coronal", "Sagittal"],
                    help="slice orientation (default: the one that shows the factors, display.view_for_node)")
     p.add_argument("--tta", action="store_true", help="the learned method averaged over flips (Average over flips)")
+    p.add_argument("--style", default="own", help="how the low-res tensors are made, as `iqt degrade --style` "
+                                                  "(default own; fsl and mrtrix are tight here)")
+    p.add_argument("--no-mask", action="store_true", help="run without the brain mask, as a user who loads no mask")
     args = p.parse_args(argv)
     try:
         from ..core import grid
@@ -223,10 +226,10 @@ def main(argv=None) -> int:
         from .. import methods
 
         method = args.method or methods.viewer_default(f)
-        lr, mask = degraded_subject(args.subject, f)
+        lr, mask = degraded_subject(args.subject, f, args.style)
         label = f"{method}{'+tta' if args.tta else ''}, {grid.describe(f)}"  # each caption says the factors
         shown = f"{label} + uncertainty" if methods_with_uncertainty(method) else label
-        picture = compose(render_compare(lr, mask, method, f, orientation=args.orientation, tta=args.tta),
+        picture = compose(render_compare(lr, None if args.no_mask else mask, method, f, orientation=args.orientation, tta=args.tta),
                           (f"cubic, {grid.describe(f)}", shown))
         out.parent.mkdir(parents=True, exist_ok=True)
         picture.save(out, optimize=True)

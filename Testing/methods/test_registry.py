@@ -60,6 +60,17 @@ def test_fit_refuses_what_a_method_cannot_take(small_subject):
         methods.get("espcn", samples=3)
     with pytest.raises(IQTError, match="has no model"):
         methods.get("cubic", model="m.pt")
+    with pytest.raises(IQTError, match=r"'rf' runs on the CPU only; drop --device cuda \(it applies to the CNNs: espcn"):
+        methods.get("rf", device="cuda")
+    assert methods.get("rf", device="auto").device == "auto"
+
+
+def test_the_module_runs_a_cpu_method_with_use_gpu_ticked():
+    """Advanced > Use GPU stays ticked across methods: a forest or cubic then runs on the CPU, as it always does."""
+    from ImageQualityTransferLib.slicer import processing
+
+    assert processing.Request("cubic", 2, device="cuda").make().device == "cpu"
+    assert processing.Request("espcn", 2, device="cuda").make().device == "cuda"
 
 
 def test_registry_holds_per_axis_factor_sets(tmp_path):

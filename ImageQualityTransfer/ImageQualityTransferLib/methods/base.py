@@ -125,16 +125,26 @@ class Method:
     tta_peak = 4.0
 
     @staticmethod
-    def sampling() -> list[str]:
-        """The names of the methods that take Monte Carlo samples, for the messages that say where --mc-samples applies
-        (subclasses in the order they are defined; the registry imports this module, so it is not asked)."""
+    def _names_where(has) -> list[str]:
+        """The names of the registered methods whose class `has` (subclasses in the order they are defined; the
+        registry imports this module, so it is not asked)."""
         found, todo = [], list(Method.__subclasses__())
         while todo:
             cls = todo.pop(0)
             todo[:0] = cls.__subclasses__()
-            if cls.takes_samples and cls.name != "?" and cls.name not in found:
+            if has(cls) and cls.name != "?" and cls.name not in found:
                 found.append(cls.name)
         return found
+
+    @staticmethod
+    def sampling() -> list[str]:
+        """The methods that take Monte Carlo samples, for the messages that say where --mc-samples applies."""
+        return Method._names_where(lambda cls: cls.takes_samples)
+
+    @staticmethod
+    def on_torch() -> list[str]:
+        """The methods that run a network (`requires_torch`), for the messages that say where --device applies."""
+        return Method._names_where(lambda cls: cls.requires_torch)
 
     def peak_multiple(self, maps: bool, propagate: bool = False) -> float:
         """The run's peak per byte of its high-res tensors (`grid.check_output_size`): the method's own, and what
@@ -175,6 +185,9 @@ class Method:
                            "the learned methods: drop it")
         if str(device) not in DEVICES:
             raise IQTError(f"--device {device}: choose one of {', '.join(DEVICES)}")
+        if str(device) == "cuda" and not self.requires_torch:  # else it ran on the CPU without a word (a bad-input audit)
+            raise IQTError(f"method {self.name!r} runs on the CPU only; drop --device cuda (it applies to the CNNs: "
+                           f"{', '.join(Method.on_torch())}), or give --device auto")
         self.model_path = model
         self.samples = None if samples is None else int(samples)
         self.seed = int(seed)

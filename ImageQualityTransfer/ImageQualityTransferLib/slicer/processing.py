@@ -71,7 +71,7 @@ class Request:
     def make(self):
         cls = methods_mod.method_class(self.method)
         return cls(model=self.model or None, samples=self.samples if cls.takes_samples else None,
-                   device=self.device or "cpu", tta=self.tta and cls.learned)
+                   device=(self.device or "cpu") if cls.requires_torch else "cpu", tta=self.tta and cls.learned)
 
     def worker_args(self) -> list[str]:
         args = ["--method", self.method, "--factor", grid.text(self.factor), "--device", self.device or "cpu"]

@@ -260,3 +260,48 @@ def test_a_colour_bar_is_pointed_where_the_map_reaches_above_its_top(tmp_path, m
                              np.diag([-1.5, 1.5, 2.0, 1.0]), uncertainty={"cubic": sd},
                              direction={"cubic": np.full(shape, 25.0, np.float32)})
     assert extends == ["max", "neither"]
+
+
+def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, capsys, monkeypatch):
+    """`iqt report --model METHOD=PATH`, as `iqt benchmark`: the method joins --methods and runs that model (for a
+    subject and for --input), the page names it; a wrong one is one line, nothing written, the model unchanged."""
+    import json
+    from pathlib import Path
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.fileio import model_files
+    from ImageQualityTransferLib.methods.base import Method
+
+    for suffix in (".npz", ".json"):
+        shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", tmp_path / f"mine{suffix}")
+    side = json.loads((tmp_path / "mine.json").read_text())
+    (tmp_path / "mine.json").write_text(json.dumps({**side, "weights": "mine.npz"}))
+    ran = []
+    real = Method.predict
+
+    def predict(self, *a, **k):
+        ran.append((self.name, self.model_path))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Method, "predict", predict)
+    mine = str(tmp_path / "mine.npz")
+    case = make_case(load_subject(small_subject), 2, style="tight")
+    fileio.save_tensor(case.lr, tmp_path / "lr.nii.gz")
+    for source in (["--subject", str(small_subject)], ["--input", str(tmp_path / "lr.nii.gz")]):
+        ran.clear()
+        assert main(["--threads", "1", "report", "-o", str(tmp_path / "r.html"), *source, "--methods", "cubic",
+                     "--no-tracts", "--model", f"global-linear={mine}"]) == 0
+        assert ("global-linear", mine) in ran and ("global-linear", None) not in ran, ran
+        assert f"global-linear: the model {mine} (given), not the shipped one" in (tmp_path / "r.html").read_text()
+    capsys.readouterr()
+    before = (tmp_path / "mine.json").read_bytes()
+    for out, model, words in (("x.html", f"rf={mine}", f"give it as --model global-linear={mine}"),
+                              ("x.html", "cubic=m.npz", "not a learned method"),
+                              ("mine.json", f"global-linear={mine}", "is an input of this run")):
+        assert main(["report", "-o", str(tmp_path / out), "--subject", str(small_subject), "--methods", "cubic",
+                     "--no-tracts", "--model", model]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.html").exists() and (tmp_path / "mine.json").read_bytes() == before

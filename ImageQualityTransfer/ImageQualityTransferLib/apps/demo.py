@@ -18,12 +18,13 @@ from ..dmri.subject import load_subject, make_case, phantom_subject
 from ..core.volume import Volume
 
 
-def chosen_methods(names=None, factor=2) -> list[str]:
+def chosen_methods(names=None, factor=2, models: dict | None = None) -> list[str]:
     """The methods asked for by name (learned ones load their model now, so a missing model or torch fails
-    before any work), or every method ready here at `factor` (`methods.ready`), saying which are left out."""
+    before any work), or every method ready here at `factor` (`methods.ready`), saying which are left out;
+    `models`: {method: model file} given instead of the shipped ones."""
     if names:
         for name in names:
-            method = methods.get(name)
+            method = methods.get(name, model=(models or {}).get(name))
             if method.learned:
                 method.load(factor)
         return list(names)

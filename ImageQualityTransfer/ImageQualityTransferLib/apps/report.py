@@ -16,21 +16,23 @@ from ..dmri.dti import SCALE_MIN_VOXELS
 from .report_page import NEAREST, tract_methods, write_report
 
 
-def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True, n_seeds: int = 2000) -> Path:
+def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True, n_seeds: int = 2000,
+        models: dict | None = None) -> Path:
     """The whole run behind `iqt report`: degrade the subject (default the phantom), upsample with each
-    method, score, track, and write the page."""
+    method, score, track, and write the page; `models`: {method: model file} run instead of the shipped ones."""
     from ..analysis import benchmark, tractography
     from .. import methods
     from .demo import chosen_methods
     from ..dmri.subject import load_subject, make_case, phantom_subject
 
-    names = chosen_methods(method_names, factor)
+    models = models or {}
+    names = chosen_methods(method_names, factor, models)
     if "cubic" not in names:
         names.insert(0, "cubic")
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
     case = make_case(subject, factor)
     preds = {}
-    rows = benchmark.score_case(case, names, keep=preds)
+    rows = benchmark.score_case(case, [methods.get(n, model=models.get(n)) for n in names], keep=preds)
     benchmark.add_ratios(rows)
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
     order = ["cubic"] + [n for n in preds if n not in ("cubic", "nearest")]  # the columns in --input's order
@@ -57,18 +59,25 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
             notes = []
     else:
         notes = []
+    notes[:0] = given_model_notes(models)
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
     return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
                         notes=notes)
 
 
+def given_model_notes(models: dict | None) -> list[str]:
+    """One line per method run with a model file given instead of its shipped one (the page says which model ran)."""
+    return [f"{name}: the model {path} (given), not the shipped one" for name, path in (models or {}).items()]
+
+
 def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_names=None, tracts: bool = True,
-              n_seeds: int = 2000, read_notes=()) -> Path:
+              n_seeds: int = 2000, read_notes=(), models: dict | None = None) -> Path:
     """`iqt report --input`: the page for a user's own low-res tensors, with no reference: the input, cubic and each
     method's output with its uncertainty maps, and their tracts from the same seeds (white matter of cubic's output,
     inside the rim of a brain estimated from the tensors); `mask` on the input's or the output's grid (as `iqt upsample
-    --mask`). The engine's warnings about the input (`read_notes`: those its reading gave) head the page."""
+    --mask`). The engine's warnings about the input (`read_notes`: those its reading gave) head the page; `models`: as
+    `run`."""
     import warnings
 
     from .. import methods
@@ -79,13 +88,14 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     from .demo import chosen_methods
 
     f = grid.factors(factor)
-    names = chosen_methods(method_names, f)
+    models = models or {}
+    names = chosen_methods(method_names, f, models)
     names = ["cubic"] + [n for n in names if n not in ("cubic", "nearest")]
     preds = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
         for name in names:
-            preds[name], lr_mask = predict_within(methods.get(name), lr, f, mask, direction=True)
+            preds[name], lr_mask = predict_within(methods.get(name, model=models.get(name)), lr, f, mask, direction=True)
         nearest = methods.get("nearest").predict(lr, f, lr_mask).tensor.data
     notes = list(dict.fromkeys([*read_notes, *(str(w.message) for w in caught if issubclass(w.category, IQTWarning))]))
     for w in caught:  # each of the engine's lines once (every method says the input's), on the terminal too
@@ -116,7 +126,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
             # such as a TypeError is not hidden in a note)
             lines = None
             notes.append(f"Tractography left out: {exc}")
-    notes = [f"Warning: {n}" for n in notes]
+    notes = given_model_notes(models) + [f"Warning: {n}" for n in notes]
     source = lr.meta.get("path", "the input")
     notes.insert(0, f"{source}: no reference is known for these tensors, so the page shows no errors or scores; "
                     "read the uncertainty maps for where each method is unsure.")

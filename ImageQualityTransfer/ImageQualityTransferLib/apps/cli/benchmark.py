@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 
@@ -25,36 +24,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--snr", help=options.SNR_HELP + " (the reference stays the good fit)")
     options.add_noise_seed(sp)
     sp.add_argument("--tta", action="store_true", help=options.TTA_HELP + "; rows named METHOD+tta")
-    sp.add_argument("--model", action="append", default=[], metavar="METHOD=PATH",
-                    help="score METHOD with this model file from 'iqt train' instead of its shipped one, e.g. "
-                         "rf=my_rf.npz (repeatable; the method joins --methods)")
+    options.add_method_models(sp, "score")
     sp.add_argument("--json", help="also write the rows as JSON")
     sp.set_defaults(func=run)
-
-
-def _models(given, f) -> dict:
-    """{method: model file} from --model METHOD=PATH, each loaded (checked) before any work (so that a researcher can
-    score a model of their own)."""
-    from ... import methods
-
-    out = {}
-    for text in given:
-        name, sep, path = text.partition("=")
-        name = name.strip()
-        if not sep or not path or not name:
-            raise IQTError(f"--model {text}: give the method and its model file, e.g. --model rf=my_rf.npz")
-        if name not in methods.names() or not methods.method_class(name).learned:
-            raise IQTError(f"--model {text}: {name!r} is not a learned method; give one of "
-                           f"{', '.join(n for n in methods.names() if methods.method_class(n).learned)}")
-        if name in out:
-            raise IQTError(f"--model {text}: {name} is given a model twice; give one per method")
-        try:
-            methods.get(name, model=path).load(f)
-        except IQTError as exc:  # upsample's advice, put in this option's form
-            raise IQTError(re.sub(r"use --method ([\w-]+) with it", lambda found: f"give it as --model {found[1]}={path}",
-                                  str(exc))) from None
-        out[name] = path
-    return out
 
 
 def run(args):
@@ -69,7 +41,7 @@ def run(args):
     if args.model and args.speed:  # said, not ignored
         raise IQTError("--model with --speed: the speed run times the shipped models; time a model of your own with "
                        "'iqt upsample --model' instead")
-    models = _models(args.model, f)
+    models = options.method_models(args.model, f)
     names = options.method_list(args.methods) or methods.ready(f)
     names += [n for n in models if n not in names]
     if args.tta and not any(methods.method_class(n).learned for n in names):  # said, not ignored

@@ -440,3 +440,37 @@ def note_model_run(method, pred, f, args) -> tuple[str, str] | None:
         model_origin(ran, given=getattr(args, "model", None) is not None and not used)
     note_run(model={"file": model[0], "origin": model[1], "sha256": model_sha256(ran)})
     return model
+
+
+def add_method_models(sp, verb: str) -> None:
+    """--model METHOD=PATH (repeatable), for the commands that run several methods (benchmark, report)."""
+    sp.add_argument("--model", action="append", default=[], metavar="METHOD=PATH",
+                    help=f"{verb} METHOD with this model file from 'iqt train' instead of its shipped one, e.g. "
+                         "rf=my_rf.npz (repeatable; the method joins --methods)")
+
+
+def method_models(given, f) -> dict:
+    """{method: model file} from --model METHOD=PATH, each loaded (checked) before any work (so that a researcher can
+    score a model of their own)."""
+    import re
+
+    from ... import methods
+
+    out = {}
+    for text in given:
+        name, sep, path = text.partition("=")
+        name = name.strip()
+        if not sep or not path or not name:
+            raise IQTError(f"--model {text}: give the method and its model file, e.g. --model rf=my_rf.npz")
+        if name not in methods.names() or not methods.method_class(name).learned:
+            raise IQTError(f"--model {text}: {name!r} is not a learned method; give one of "
+                           f"{', '.join(n for n in methods.names() if methods.method_class(n).learned)}")
+        if name in out:
+            raise IQTError(f"--model {text}: {name} is given a model twice; give one per method")
+        try:
+            methods.get(name, model=path).load(f)
+        except IQTError as exc:  # upsample's advice, put in this option's form
+            raise IQTError(re.sub(r"use --method ([\w-]+) with it", lambda found: f"give it as --model {found[1]}={path}",
+                                  str(exc))) from None
+        out[name] = path
+    return out

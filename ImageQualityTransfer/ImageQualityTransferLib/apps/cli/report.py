@@ -21,6 +21,7 @@ def add_parsers(sub) -> None:
     options.add_tensor_order(sp)
     sp.add_argument("--methods", help="comma-separated methods (default: cubic and every shipped learned method that runs here)")
     options.add_factor(sp, voxel_size=True)
+    options.add_method_models(sp, "show")
     sp.add_argument("--no-tracts", action="store_true", help="leave out tractography")
     sp.add_argument("--n-seeds", type=int, default=2000, help="tractography seeds (default 2000)")
     sp.set_defaults(func=run)
@@ -44,14 +45,15 @@ def run(args):
     if args.mask and not args.input:
         raise IQTError("--mask goes with --input (a subject folder's mask is made from its b0); add --input LR_DTI.nii.gz "
                        "or drop --mask")
-    plan = fileio.Outputs(args.subject, args.input, args.mask)
+    plan = fileio.Outputs(args.subject, args.input, args.mask, *(p for text in args.model
+                                                                  for p in options.model_files(text.partition("=")[2])))
     out = plan.add(args.output, (".html", ".htm"), "report")
     plan.check()
     if args.input and f is not None:  # each method's run on the input's grid, from its header; with
         from .upsample import input_shape3  # --voxel-size the input is read for its voxel size, then predict checks
 
         shape3 = input_shape3(args.input)
-        names = (options.method_list(args.methods) or methods.ready(f)) if shape3 is not None else []
+        names = (method_names(args, f) or methods.ready(f)) if shape3 is not None else []
         for name in [n for n in names if n in methods.names()]:  # an unknown name is said where the methods are chosen
             method = methods.get(name)
             method.check_memory(shape3, f, method.gives_uncertainty)
@@ -63,14 +65,28 @@ def run(args):
             if f is None:
                 f = options.factors(args, lr.voxel_size)
                 print(options.voxel_size_line(f, lr.voxel_size))
+            models = options.method_models(args.model, f)  # with --voxel-size, once the factors are known
             mask = fileio.load_mask(args.mask, lr, f) if args.mask else None
             # bad input (a wrong --tensor-order, wrong units) gets its one line before any method is chosen or said
             # skipped, as in 'iqt view'
             check_tensor_input(lr, lowres_mask(mask, lr, f))
         read = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
-        path = report.run_input(out, lr, mask, f, method_names=options.method_list(args.methods),
-                                tracts=not args.no_tracts, n_seeds=args.n_seeds, read_notes=read)
+        path = report.run_input(out, lr, mask, f, method_names=method_names(args, f), tracts=not args.no_tracts,
+                                n_seeds=args.n_seeds, read_notes=read, models=models)
     else:
-        path = report.run(out, subject_dir=args.subject, factor=f, method_names=options.method_list(args.methods),
-                          tracts=not args.no_tracts, n_seeds=args.n_seeds)
+        models = options.method_models(args.model, f)
+        path = report.run(out, subject_dir=args.subject, factor=f, method_names=method_names(args, f),
+                          tracts=not args.no_tracts, n_seeds=args.n_seeds, models=models)
     say(f"wrote {path}")
+
+
+def method_names(args, f) -> list[str] | None:
+    """--methods with the methods given a model by --model added (None where neither names one: every ready method;
+    a model given then runs beside them)."""
+    from ... import methods
+
+    names = options.method_list(args.methods)
+    given = [text.partition("=")[0].strip() for text in args.model]
+    if names is None and given:
+        names = list(methods.ready(f))
+    return None if names is None else names + [n for n in given if n and n not in names]

@@ -168,3 +168,12 @@ def test_a_model_named_twice_is_sealed_once(tmp_path, capsys):
     assert out == [f"{a.with_suffix('.json')}: sealed"]
     meta = json.loads(a.with_suffix(".json").read_text())
     assert meta[model_files.SEAL] == model_files.settings_digest(meta)
+
+
+def test_an_image_given_to_seal_is_said_to_be_an_image(tmp_path, capsys):
+    """`iqt seal dti.nii.gz` named a sidecar 'dti.nii.json' the user never gave; now it says what was given."""
+    image = tmp_path / "dti.nii.gz"
+    image.write_bytes(b"not read")
+    assert main(["seal", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert f"{image}: an image, not a model" in err and err.count("\n") == 1, err

@@ -34,6 +34,11 @@ def sidecar_path(path) -> Path:
     return p if p.suffix == ".json" else p.with_suffix(".json")
 
 
+def is_image_name(path) -> bool:
+    """Whether `path` is named as an image (NIfTI or NRRD), not as a model file."""
+    return "".join(Path(path).suffixes[-2:]).lower() in (".nii", ".nii.gz", ".nrrd", ".nhdr")
+
+
 def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     """(sidecar dict, weights path); an IQTError when the sidecar is missing, not JSON or of another format."""
     given = Path(path)
@@ -44,7 +49,7 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
                        "file, its .json sidecar beside it)")
     sp = sidecar_path(path)
     if not sp.exists():
-        if "".join(given.suffixes[-2:]).lower() in (".nii", ".nii.gz", ".nrrd"):  # an image given as a model (audit)
+        if is_image_name(given):  # an image given as a model (audit)
             raise IQTError(f"{path}: an image, not a model; give a model file from 'iqt train' (a {family} model is a "
                            f"{suffix} file with a .json sidecar beside it)")
         raise IQTError(f"{sp}: model sidecar not found; a {family} model is a {suffix} file with a .json sidecar "
@@ -151,6 +156,8 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
     edited factor would be sealed, all of them refused later by 'iqt upsample'."""
     sp = sidecar_path(path)
     if not sp.is_file():
+        if is_image_name(path):  # its sidecar's name had been said instead (a bad-input audit)
+            raise IQTError(f"{path}: an image, not a model; give a model file from 'iqt train' (or its .json sidecar)")
         raise IQTError(f"{sp}: model sidecar not found; give a model file from 'iqt train' (or its .json sidecar)")
     try:
         meta = json.loads(sp.read_text())

@@ -60,7 +60,7 @@ def work(small_subject, tmp_path_factory):
         shutil.copytree(small_subject, s)
         b = np.loadtxt(s / "dwi.bval")
         np.savetxt(s / "dwi.bval", b * scale if scale else np.where(b == 0, 1000.0, b)[None], fmt="%g")
-    for name in ("zerocol", "shear", "msum2", "allb0"):  # headers and tables as other tools write them
+    for name in ("zerocol", "shear", "nanorigin", "msum2", "allb0"):  # headers and tables as other tools write them
         s = d / name
         shutil.copytree(small_subject, s)
         img = nib.load(s / "dwi.nii.gz")
@@ -69,7 +69,9 @@ def work(small_subject, tmp_path_factory):
             affine[:3, 2] = 0
         if name == "shear":
             affine[0, 1] = 1.0
-        if name in ("zerocol", "shear"):  # the sform alone: nibabel cannot make a qform of either
+        if name == "nanorigin":
+            affine[0, 3] = np.nan
+        if name in ("zerocol", "shear", "nanorigin"):  # the sform alone: nibabel cannot make a qform of either
             h = img.header.copy()
             h["qform_code"], h["sform_code"] = 0, 1
             h["srow_x"], h["srow_y"], h["srow_z"] = affine[:3]
@@ -218,7 +220,8 @@ CASES = [
     # a reference on another grid than the prediction: said of the prediction, not of the mask
     ("evaluate --pred {d}/lr.nii.gz --truth {d}/other_grid.nii.gz --mask {d}/m.nii.gz", "the prediction (16, 18, 14) is not"),
     # headers and gradient tables as other tools write them
-    ("fit {d}/zerocol/dwi.nii.gz -o {d}/t.nii.gz", "has a zero, non-finite or dependent axis"),
+    ("fit {d}/zerocol/dwi.nii.gz -o {d}/t.nii.gz", "has a zero or dependent voxel axis"),
+    ("fit {d}/nanorigin/dwi.nii.gz -o {d}/t.nii.gz", "has a non-finite (NaN or Inf) origin"),
     ("track {d}/shear_dti.nii.gz --seeds {d}/shear_seeds.nii.gz -o {d}/t.trk", "the tensors' grid is sheared"),
     ("fit {d}/shear/dwi.nii.gz -o {d}/t.nrrd", "which a Slicer tensor NRRD cannot hold"),
     ("fit {d}/msum2/dwi.nii.gz -o {d}/t.nii.gz", "look like ms/um^2"),

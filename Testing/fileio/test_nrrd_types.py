@@ -53,3 +53,12 @@ def test_big_endian_and_integer_pixels_read_as_pynrrd_reads_them(tmp_path):
     header = NRRD_TENSOR_HEADER.format(encoding="gzip").replace("endian: little", "endian: big")
     big = _file(tmp_path, header, dtype=">f4")
     np.testing.assert_allclose(iqt_nrrd.load_tensor_nrrd(big).data[..., 0], 1.2e-3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis,said", [("none", "space direction 'none'"), ("(nan,0.0,0.0)", "a non-finite space direction")],
+                         ids=["none", "nan"])
+def test_an_image_axis_without_a_finite_direction_is_said_as_it_is(tmp_path, capsys, axis, said):
+    """A NaN in an image axis's direction had been reported as 'none' (a bad-input audit)."""
+    header = NRRD_TENSOR_HEADER.format(encoding="gzip").replace("(-2.0,0.0,0.0)", axis)
+    refused_line(capsys, ["upsample", _file(tmp_path, header), "--method", "linear", "-o", tmp_path / "up.nii.gz"], said)
+    assert not (tmp_path / "up.nii.gz").exists()

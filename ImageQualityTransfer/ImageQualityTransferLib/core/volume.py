@@ -25,6 +25,8 @@ def affine_problem(affine) -> str | None:
     axis (a singular 3x3 part: its columns, normalised, span less than a 1e-6 volume); None where it places them. The
     one test for a Volume in memory and for a file's header (fileio.nifti)."""
     a = np.asarray(affine, dtype=np.float64)
+    if np.all(np.isfinite(a[:3, :3])) and not np.all(np.isfinite(a[:3, 3])):
+        return "a non-finite (NaN or Inf) origin"
     if not np.all(np.isfinite(a)):
         return "non-finite (NaN or Inf) entries"
     m = a[:3, :3]

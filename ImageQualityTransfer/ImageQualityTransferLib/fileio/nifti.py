@@ -331,13 +331,13 @@ def _check_qform_sform(img, path) -> None:
 
 
 def _check_geometry(affine, path) -> None:
-    """A voxel-to-world matrix with a zero, non-finite or dependent axis is refused on reading: else the fit runs to its
-    end and then fails to write, and upsample, report and track end in internal errors."""
+    """A voxel-to-world matrix with a zero, non-finite or dependent axis, or a non-finite origin, is refused on reading:
+    else the fit runs to its end and then fails to write, and upsample, report and track end in internal errors."""
     problem = affine_problem(affine)
     if problem is not None:
         raise IQTError(f"{path}: the header's voxel-to-world matrix {np.round(np.asarray(affine, float)[:3], 4).tolist()} "
-                       "has a zero, non-finite or dependent axis, so the image has no valid geometry; fix its qform/sform "
-                       "(e.g. with fslorient or nibabel) and retry")
+                       f"has {problem}, so the image has no valid geometry; fix its qform/sform (e.g. with fslorient "
+                       "or nibabel) and retry")
 
 
 TRAILING_READ = 1 << 20  # bytes read past the image's end in a gzipped file to tell whether more data follows

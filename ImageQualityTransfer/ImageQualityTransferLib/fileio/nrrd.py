@@ -223,7 +223,9 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
             )
         cols = dirs[domain].T
         if not np.all(np.isfinite(cols)):
-            raise IQTError(f"{path}: an image axis has space direction 'none'; every image axis needs a direction vector")
+            none = np.all(np.isnan(cols), axis=0).any()  # pynrrd reads 'none' as a vector of NaN
+            what = "space direction 'none'" if none else f"a non-finite space direction {dirs[domain].tolist()}"
+            raise IQTError(f"{path}: an image axis has {what}; every image axis needs a finite direction vector")
         affine[:3, :3] = flip[:, None] * cols
     elif "spacings" in hdr:
         sp = np.asarray(hdr["spacings"], dtype=np.float64)[domain]

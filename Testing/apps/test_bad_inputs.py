@@ -79,6 +79,11 @@ def work(small_subject, tmp_path_factory):
         b = np.loadtxt(s / "dwi.bval")
         if name in ("msum2", "allb0"):
             np.savetxt(s / "dwi.bval", (b / 1000 if name == "msum2" else 0 * b)[None], fmt="%g")
+    thin = d / "thin"  # two slices of a brain
+    shutil.copytree(small_subject, thin)
+    img = nib.load(thin / "dwi.nii.gz")
+    z = img.shape[2] // 2
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, z:z + 2], img.affine, img.header), thin / "dwi.nii.gz")
     assert main(["fit", str(subj / "dwi.nii.gz"), "-o", str(d / "fit.nii.gz"), "--mask-out", str(d / "fitmask.nii.gz")]) == 0
     sheared = fileio.load_tensor(d / "lr.nii.gz")
     affine = sheared.affine.copy()
@@ -200,6 +205,7 @@ CASES = [
     ("degrade {d}/tiny/dwi.nii.gz --factor 4 -o {d}/t.nii.gz", "too small"),
     ("lesion-check {d}/subj --methods biqt --radius 0", "--radius"),
     ("lesion-check {d}/subj --methods biqt --radius 500", "--radius 500: a lesion that size does not fit"),
+    ("lesion-check {d}/thin --methods biqt", "thin: the brain is 8 mm across at its thinnest, too thin for a lesion"),
     ("propagate {d}/lr.nii.gz -o {d}/prop --method biqt --n-seeds 0", "--n-seeds"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --minutes 0", "--minutes"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --ema 1", "--ema 1: give a decay in [0, 1)"),

@@ -107,9 +107,15 @@ def choose_site(subject: Subject, radius_mm: float = 8.0, fa_min: float = 0.25, 
     ijk = np.argwhere(mask)
     if len(ijk):  # before the ball's convolution, whose cost grows with its volume (a 500 mm one ran out of memory)
         extent = float(((ijk.max(0) - ijk.min(0) + 1) * vox).min())
+        smallest = 2 * float(np.max(vox))
+        if extent / 4 < smallest:  # no radius both spans a few voxels and fits ("at most 1 mm, e.g. 8" had been said)
+            raise IQTError(f"{subject.name}: the brain is {extent:.0f} mm across at its thinnest, too thin for a lesion of "
+                           f"at least {smallest:g} mm radius (twice the voxel size) in one hemisphere; a lesion check "
+                           f"needs a whole brain: give a subject whose scan covers it")
         if radius_mm > extent / 4:
+            most = np.floor(extent / 4 * 10) / 10
             raise IQTError(f"--radius {radius_mm:g}: a lesion that size does not fit in one hemisphere of this brain "
-                           f"(its smallest extent is {extent:.0f} mm); give at most {extent / 4:.0f} mm, e.g. 8")
+                           f"(its smallest extent is {extent:.0f} mm); give at most {most:g} mm")
     xyz = _world(ijk, aff)
     cx = float(np.median(xyz[:, 0]))
     # white-matter fraction in a ball around each voxel, and at its mirror image

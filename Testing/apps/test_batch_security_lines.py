@@ -39,3 +39,17 @@ def test_a_line_is_named_after_the_folder_it_leads_to(tmp_path):
     (tmp_path / "list.txt").write_text("P01/extra/..\n")
     items = batch.find_items(tmp_path / "list.txt")
     assert [it.prefix for it in items] == ["sub-P01"]
+
+
+def test_a_dwi_line_with_a_tensor_order_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    """--tensor-order on a DWI subject's line had failed that subject inside the run; it is said before any work."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "P01").mkdir()
+    (tmp_path / "list.txt").write_text("P01 --tensor-order fsl\n")
+    code = cli.main(["batch", "list.txt", "-o", "out", "--method", "cubic"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", err
+    assert err.strip().splitlines() == [
+        "iqt: error: list.txt line 1 ('P01 --tensor-order fsl'): --tensor-order fsl is for a line naming a tensor file; "
+        "this line names a DWI subject's folder, fitted here: drop it from the line"]
+    assert not (tmp_path / "out").exists()

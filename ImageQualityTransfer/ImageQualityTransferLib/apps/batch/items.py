@@ -200,7 +200,10 @@ def list_items(listfile) -> list[Item]:
         else:
             name = "dwi.nii" if (p / "dwi.nii").is_file() and not (p / "dwi.nii.gz").exists() else "dwi.nii.gz"
             entries.append((_subject_folders(parts) or parts, None, "dwi", str(p / name), line, opts))  # as train reads
-    for folders, stem, _, _, line, opts in entries:
+    for folders, stem, kind, _, line, opts in entries:
+        if kind == "dwi" and opts.get("tensor_order"):  # else said by the subject's worker, after the run had begun
+            raise IQTError(f"{opts['line']}: --tensor-order {opts['tensor_order']} is for a line naming a tensor file; "
+                           "this line names a DWI subject's folder, fitted here: drop it from the line")
         if not folders and not stem:  # '..', '/', '.': no folder or file of its own to name the subject after
             raise IQTError(f"{opts['line']}: names no subject's folder or file of its own, so the subject cannot be named "
                            f"after it; give the subject's folder itself (e.g. {os.path.join(line, 'P01')})")

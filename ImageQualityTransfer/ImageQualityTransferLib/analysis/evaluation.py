@@ -259,14 +259,17 @@ def check_inputs(pred, truth, hr_mask) -> tuple[np.ndarray, np.ndarray]:
     """`evaluate`'s inputs as it scores them, or an IQTError where scoring them would give a wrong answer: a NaN or
     Inf among a voxel's elements (voxels with NaN in every element are read as missing: the prediction's as zero,
     said in one line as `iqt evaluate` says it, the reference's counted in n_no_reference), or tensors that are not a
-    fit in mm^2/s in this project's element order (`tensor_checks.check_scale`: the prediction over its tensors, the
-    reference inside `hr_mask`). The error's `input` attribute names the one refused ("prediction" or "reference"),
-    for a caller that knows its file (iqt evaluate adds the path and the element order that reads it)."""
+    fit in mm^2/s in this project's element order (`tensor_checks.check_scale`: each inside `hr_mask`). The error's
+    `input` attribute names the one refused ("prediction" or "reference"), for a caller that knows its file (iqt
+    evaluate adds the path and the element order that reads it)."""
     p = tensor_checks.nan_as_empty(_array(pred), fate=tensor_checks.MISSING_AS_PREDICTION)
     t = _array(truth)
     t = np.where(np.isnan(t).all(axis=-1, keepdims=True), 0, t) if np.isnan(t).any() else t  # n_no_reference's
     region = _array(hr_mask, bool)
-    where = {"prediction": None, "reference": region if region.shape == t.shape[:3] else None}  # else regions() says
+    # each judged inside the brain mask, as its brain (`check_scale`'s brain rule: a tenth of the unit had been refused
+    # in the reference and only warned of in the prediction); a mask on another grid is said by regions()
+    where = {"prediction": region if region.shape == p.shape[:3] else None,
+             "reference": region if region.shape == t.shape[:3] else None}
     for what, a in (("prediction", p), ("reference", t)):
         try:
             bad = int((~np.isfinite(a)).any(axis=-1).sum())

@@ -12,7 +12,8 @@ Frames: our tensors are expressed in the voxel axes of their image (docs/convent
 maps the seeds into voxel coordinates with the inverse affine, steps along directions expressed in the
 voxel axes (scaled by the voxel size, so steps are in mm) and maps the points back with the affine; so
 voxel-axis eigenvectors are exactly what it needs, whatever the storage order or obliquity, and the
-streamlines come out in world RAS millimetres. Seeds are given in world millimetres too, so the same
+streamlines come out in world RAS millimetres. The fields are tracked in the closest canonical (RAS) voxel order
+(`canonical_fields`), so that the sphere's snapping is the same for every storage order. Seeds are given in world millimetres too, so the same
 seeds serve a low-res and a high-res volume of one subject.
 
 Outputs: `.trk` (dipy `save_tractogram`, a `StatefulTractogram` in RASMM referenced to the tensor
@@ -326,12 +327,29 @@ def track_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray, seeds: np
     s = s.check().resolved(np.asarray(fa) > 0, affine).check()
     if not (fa >= s.fa_threshold).any():
         return []
+    fa, dirs, affine = canonical_fields(fa, dirs, affine)
     pam = _peaks(fa, dirs, s.fa_threshold, s.angle)
     stop = ThresholdStoppingCriterion(np.ascontiguousarray(fa), s.fa_threshold)
     max_steps = int(np.ceil(s.max_length / s.step))
     gen = LocalTracking(pam, stop, seeds, np.asarray(affine, np.float64), step_size=s.step, maxlen=max_steps, return_all=True)
     lines = [np.asarray(sl, np.float32) for sl in gen]
     return [sl for sl in lines if len(sl) > 1 and s.min_length <= _length(sl) <= s.max_length]
+
+
+def canonical_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray):
+    """(fa, dirs, affine) re-stored in the closest canonical (RAS) voxel order, the directions' components with them
+    (core/orientation.py): EuDX snaps each direction to a vertex of `tracking_sphere` in voxel axes, and that sphere is
+    not symmetric under one axis's mirror or a permutation, so the same image stored LAS, RAS or PSR had given tracts
+    up to 14 mm apart (a tractography audit)."""
+    from ..core.orientation import Reorientation, _nio
+
+    re = Reorientation.to_canonical(affine)
+    if re.is_identity:
+        return fa, dirs, affine
+    nio = _nio()
+    fa_c = np.ascontiguousarray(nio.apply_orientation(np.asarray(fa), re.ornt))
+    dirs_c = np.ascontiguousarray(nio.apply_orientation(np.asarray(dirs), re.ornt) @ re.signed_permutation().T)
+    return fa_c, dirs_c, np.asarray(affine, np.float64) @ nio.inv_ornt_aff(re.ornt, np.asarray(fa).shape[:3])
 
 
 def _length(sl: np.ndarray) -> float:

@@ -433,3 +433,31 @@ def test_one_image_stored_in_any_voxel_order_gives_the_same_tracts():
         assert len(lines) == len(first), codes
         worst = max(float(np.abs(a - b).max()) for a, b in zip(first, lines) if len(a) == len(b))
         assert all(len(a) == len(b) for a, b in zip(first, lines)) and worst < 1e-3, (codes, worst)
+
+
+def test_an_upsampled_result_is_tracked_within_its_low_res_mask(tmp_path, capsys):
+    """`iqt track HR --mask LR_MASK`: the mask of the low-res input an upsampled result was made from is taken, its
+    blocks repeated (upsample writes no high-res mask; it had been refused); one on an unrelated grid is still one
+    line, exit 2."""
+    from ImageQualityTransferLib.core import grid
+
+    vol = bundle_volume(shape=(40, 16, 16))
+    lr_aff = grid.lr_affine(vol.affine, 2)
+    lr_mask = np.zeros((20, 8, 8), np.uint8)
+    lr_mask[:12] = 1  # the bundle's first 24 high-res planes, the seeds' (plane 20) among them
+    fileio.save_tensor(vol, tmp_path / "hr.nii.gz")
+    fileio.save_mask(Volume(lr_mask, lr_aff, "mask"), tmp_path / "lrmask.nii.gz")
+    fileio.save_mask(seed_roi(vol, 0), tmp_path / "seeds.nii.gz")
+    args = ["track", str(tmp_path / "hr.nii.gz"), "--seeds", str(tmp_path / "seeds.nii.gz"), "--min-length", "1"]
+    reach = {}
+    for name, extra in (("masked", ["--mask", str(tmp_path / "lrmask.nii.gz")]), ("whole", [])):
+        assert main(args + ["-o", str(tmp_path / f"{name}.trk"), *extra]) == 0
+        lines = [sl[:-1] for sl in tr.load_tracts(tmp_path / f"{name}.trk")]  # the last point is where it stopped
+        reach[name] = np.argwhere(tr.density_map(lines, vol.affine, vol.shape3) > 0)[:, 0]
+    assert reach["masked"].min() == 0 and reach["masked"].max() == 23, reach["masked"].max()
+    assert reach["whole"].max() == 39
+    fileio.save_mask(Volume(lr_mask[:, :7], lr_aff, "mask"), tmp_path / "other.nii.gz")
+    capsys.readouterr()
+    assert main(args + ["-o", str(tmp_path / "u.trk"), "--mask", str(tmp_path / "other.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "or on the low-res grid it was upsampled from" in err and not (tmp_path / "u.trk").exists()

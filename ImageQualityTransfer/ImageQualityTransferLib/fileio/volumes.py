@@ -455,33 +455,53 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
                       "region: give one label's mask (e.g. fslmaths ROI -thr N -uthr N -bin) to track from it alone",
                       IQTWarning, stacklevel=2)
     vol = Volume(mask, affine, "mask", meta={"path": str(path)})
-    if reference is not None:
-        from ..core.grid import factors, hr_affine, same_affine
+    return vol if reference is None else mask_on_grid(vol, path, reference, factor, reference_name)
 
-        grids = {reference.shape3: (reference_name, reference.affine)}
-        if factor:
-            f = factors(factor, identity_ok=True)
-            grids[tuple(k * s for k, s in zip(f, reference.shape3))] = ("the high-resolution grid",
-                                                                         hr_affine(reference.affine, f))
-        from ..core.orientation import onto_grid
 
-        for shape, (_, affine) in grids.items():  # the same voxels stored in another axis order or direction
-            if vol.shape3 != shape or not same_affine(vol.affine, affine):
-                moved = onto_grid(vol.data, vol.affine, shape, affine)
-                if moved is not None:
-                    vol = Volume(moved, affine, "mask", meta=vol.meta)
-                    break
-        if vol.shape3 not in grids:
-            raise IQTError(
-                f"{path}: mask shape {vol.shape3} {'matches neither' if len(grids) > 1 else 'differs from'} "
-                f"{' nor '.join(f'{name} {shape}' for shape, (name, _) in grids.items())}; give a mask on {reference_name}"
-            )
-        name, affine = grids[vol.shape3]
-        if not same_affine(vol.affine, affine):
-            raise IQTError(f"{path}: the mask has the shape of {name} but another position or orientation (affine); "
-                           + ("give a mask made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out')"
-                              if factor or reference_name == "the input's grid" else f"give a mask made on {reference_name}"))
+def mask_on_grid(vol: Volume, path, reference: Volume, factor=None, reference_name: str = "the input's grid") -> Volume:
+    """`load_mask`'s mask `vol` on `reference`'s grid (or on its high-res grid for `factor`), re-indexed where it is the
+    same voxels stored in another axis order; an IQTError naming the grids otherwise."""
+    from ..core.grid import factors, hr_affine, same_affine
+
+    grids = {reference.shape3: (reference_name, reference.affine)}
+    if factor:
+        f = factors(factor, identity_ok=True)
+        grids[tuple(k * s for k, s in zip(f, reference.shape3))] = ("the high-resolution grid",
+                                                                     hr_affine(reference.affine, f))
+    from ..core.orientation import onto_grid
+
+    for shape, (_, affine) in grids.items():  # the same voxels stored in another axis order or direction
+        if vol.shape3 != shape or not same_affine(vol.affine, affine):
+            moved = onto_grid(vol.data, vol.affine, shape, affine)
+            if moved is not None:
+                vol = Volume(moved, affine, "mask", meta=vol.meta)
+                break
+    if vol.shape3 not in grids:
+        raise IQTError(
+            f"{path}: mask shape {vol.shape3} {'matches neither' if len(grids) > 1 else 'differs from'} "
+            f"{' nor '.join(f'{name} {shape}' for shape, (name, _) in grids.items())}; give a mask on {reference_name}"
+        )
+    name, affine = grids[vol.shape3]
+    if not same_affine(vol.affine, affine):
+        raise IQTError(f"{path}: the mask has the shape of {name} but another position or orientation (affine); "
+                       + ("give a mask made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out')"
+                          if factor or reference_name == "the input's grid" else f"give a mask made on {reference_name}"))
     return vol
+
+
+def load_mask_refined(path, reference: Volume, reference_name: str) -> Volume:
+    """A mask on `reference`'s grid, or on a grid it refines by whole factors per axis (the low-res input an upsampled
+    result was made from: `iqt upsample` writes no high-res mask), each of its voxels repeated over its block."""
+    from ..core.grid import hr_affine, repeat_blocks, same_affine
+
+    vol = load_mask(path)
+    try:
+        return mask_on_grid(vol, path, reference, reference_name=reference_name)
+    except IQTError as exc:
+        f = tuple(r // m if m and r % m == 0 else 0 for r, m in zip(reference.shape3, vol.shape3))
+        if min(f) < 1 or max(f) == 1 or not same_affine(hr_affine(vol.affine, f), reference.affine):
+            raise IQTError(f"{exc} (or on the low-res grid it was upsampled from)") from None
+        return Volume(repeat_blocks(np.asarray(vol.data), f), reference.affine, "mask", meta=vol.meta)
 
 
 def save_scalar(vol: Volume, path, descrip: str = "") -> None:

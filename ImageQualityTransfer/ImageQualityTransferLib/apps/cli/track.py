@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ...core.errors import IQTError
 from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
@@ -18,7 +17,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--seeds", required=True, help="seed ROI (NIfTI mask, any grid in the same world space)")
     sp.add_argument("-o", "--output", required=True, help="tractogram: .trk, or VTK polydata .vtk/.vtp (Slicer loads both)")
     sp.add_argument("--also", action="append", help="also write the same streamlines here (.trk/.vtk/.vtp; repeatable)")
-    sp.add_argument("--mask", help="tracking mask on the tensor grid (tracking stops outside it)")
+    sp.add_argument("--mask", help="tracking mask on the tensor grid, or on the low-res grid an upsampled input was made "
+                                   "from (tracking stops outside it)")
     options.add_tensor_order(sp)
     sp.add_argument("--fa-threshold", type=float, default=0.2, help="stop where FA falls below this (default 0.2)")
     sp.add_argument("--step", type=float, help="step length in mm (default 0.5 on a human brain, scaled to a smaller one)")
@@ -54,9 +54,7 @@ def run(args):
     with tensor_checks.missing_read_as(tensor_checks.MISSING_AS_TRACKED):  # its NaN voxels' warning says what tracking does
         dti = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does
-    mask = fileio.load_mask(args.mask, dti) if args.mask else None
-    if mask is not None and mask.shape3 != dti.shape3:
-        raise IQTError(f"{args.mask}: the tracking mask must be on the tensor grid {dti.shape3}")
+    mask = fileio.load_mask_refined(args.mask, dti, "the tensor grid") if args.mask else None
     s = s.resolved(tractography.tensor_support(dti), dti.affine).check()  # lengths not given scaled to the brain
     line = tractography.scaling_line(s)
     if line:

@@ -461,3 +461,34 @@ def test_an_upsampled_result_is_tracked_within_its_low_res_mask(tmp_path, capsys
     assert main(args + ["-o", str(tmp_path / "u.trk"), "--mask", str(tmp_path / "other.nii.gz")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "or on the low-res grid it was upsampled from" in err and not (tmp_path / "u.trk").exists()
+
+
+def test_seeds_whose_header_places_them_nowhere_are_refused(tmp_path, capsys):
+    """A seed ROI with qform and sform codes 0 had been read on nibabel's default grid, its seeds far from where they
+    were drawn, under a warning about left and right; now one line, exit 2, unless it is the tensors' own grid. A
+    tracking mask that leaves seeds outside says how many in the 'wrote' line."""
+    import nibabel as nib
+
+    vol = bundle_volume(shape=(40, 16, 16), affine=np.array([[-2.0, 0, 0, 40], [0, 2, 0, -10], [0, 0, 2, 5], [0, 0, 0, 1]]))
+    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
+    roi = seed_roi(vol, 0)
+    img = nib.Nifti1Image(roi.data.astype(np.uint8), roi.affine)
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    nib.save(img, tmp_path / "nowhere.nii.gz")
+    capsys.readouterr()
+    assert main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "nowhere.nii.gz"), "-o",
+                 str(tmp_path / "t.trk")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warning" not in ln]
+    assert len(err) == 1 and "holds no orientation" in err[0] and "fslcpgeom" in err[0], err
+    assert not (tmp_path / "t.trk").exists()
+    fileio.save_mask(roi, tmp_path / "seeds.nii.gz")
+    half = np.zeros(vol.shape3, np.uint8)
+    half[:, :8] = 1  # the seed ROI's rows 7 and 8: one in, one out
+    fileio.save_mask(Volume(half, vol.affine, "mask"), tmp_path / "half.nii.gz")
+    assert main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "seeds.nii.gz"), "--mask",
+                 str(tmp_path / "half.nii.gz"), "-o", str(tmp_path / "t.trk")]) == 0
+    assert "from 4 seeds (2 of them outside the tracking mask, where no streamline starts)" in capsys.readouterr().out
+    assert main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "seeds.nii.gz"), "--step", "5", "-o",
+                 str(tmp_path / "t.trk")]) == 0  # a step longer than the 2 mm voxels: warned of
+    assert "--step 5 mm is longer than the voxels (2 mm)" in capsys.readouterr().err

@@ -91,6 +91,7 @@ def work(small_subject, tmp_path_factory):
     fileio.save_tensor(sheared.replace(affine=affine), d / "shear_dti.nii.gz")
     fileio.save_mask(mask.replace(affine=affine), d / "shear_seeds.nii.gz")
     shutil.copytree(small_subject, d / "copy" / "subj")  # another subject of the same name
+    shutil.copytree(small_subject, d / "twin")  # the same subject under another name
     nobval = d / "nobval"
     shutil.copytree(small_subject, nobval)
     (nobval / "dwi.bval").unlink()
@@ -205,6 +206,9 @@ CASES = [
     ("degrade {d}/tiny/dwi.nii.gz --factor 4 -o {d}/t.nii.gz", "too small"),
     ("lesion-check {d}/subj --methods biqt --radius 0", "--radius"),
     ("lesion-check {d}/subj --methods biqt --radius 500", "--radius 500: a lesion that size does not fit"),
+    ("lesion-check {d}/subj {d}/twin --methods biqt", "is byte-identical to that of"),
+    ("report -o {d}/r.html --no-tracts --n-seeds 10", "--n-seeds with --no-tracts"),
+    ("benchmark {d}/subj {d}/twin --methods cubic", "is byte-identical to that of"),
     ("lesion-check {d}/thin --methods biqt", "thin: the brain is 8 mm across at its thinnest, too thin for a lesion"),
     ("propagate {d}/lr.nii.gz -o {d}/prop --method biqt --n-seeds 0", "--n-seeds"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --minutes 0", "--minutes"),

@@ -112,8 +112,10 @@ class TrackingSettings:
                            f"{HUMAN_LENGTHS['max_length']:g} mm on a human brain (less on a smaller one); give a shorter "
                            "--min-length or a --max-length above it")
         if self.max_length is not None and not (self.min_length or 0.0) < self.max_length < math.inf:
+            shortest = (f"--min-length {self.min_length:g}" if self.min_length is not None else
+                        f"the shortest kept ({HUMAN_LENGTHS['min_length']:g} mm on a human brain, less on a smaller one)")
             raise IQTError(f"--max-length {self.max_length}: give the longest streamline kept in mm, a finite length above "
-                           f"--min-length {self.min_length or 0.0:g}, for example 250")
+                           f"{shortest}, for example 250")
         return self
 
 
@@ -296,6 +298,19 @@ def seeds_inside(seeds: np.ndarray, shape, affine) -> np.ndarray:
         warnings.warn(f"{(~inside).sum()} of {len(seeds)} seed points lie outside the tensor volume's field of view and "
                       "were left out", IQTWarning, stacklevel=2)
     return seeds[inside]
+
+
+def points_outside(points: np.ndarray, mask: Volume) -> int:
+    """How many world points fall in no voxel of `mask` (its nearest voxel outside it, or outside its grid)."""
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    if not len(points):
+        return 0
+    ijk = np.rint((points - mask.affine[:3, 3]) @ np.linalg.inv(mask.affine[:3, :3]).T).astype(int)
+    m = np.asarray(mask.data, bool)
+    ok = np.all((ijk >= 0) & (ijk < np.asarray(m.shape)), axis=1)
+    inside = np.zeros(len(points), bool)
+    inside[ok] = m[tuple(ijk[ok].T)]
+    return int((~inside).sum())
 
 
 def track(tensor: Volume, seeds, settings: TrackingSettings | None = None, mask=None, directions=None):

@@ -80,7 +80,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         fix = {"prediction": "give the output of 'iqt upsample'",
                "reference": "give the reference's fitted tensors and its own brain mask (on its grid)"}
         raise IQTError(f"the {what} holds no tensor" + (" inside the mask" if where is not None else "") +
-                       " (all zero); " + fix.get(what, "give a fitted DTI volume in mm^2/s, e.g. from 'iqt fit'"))
+                       " (every voxel zero or NaN); " + fix.get(what, "give a fitted DTI volume in mm^2/s, e.g. from 'iqt fit'"))
     lam = eigenvalues(values)
     md = lam.mean(axis=1)
     # an unmasked fit can be mostly background: fits of near-zero MD (about 1e-9 where the scanner zeroes it) or,

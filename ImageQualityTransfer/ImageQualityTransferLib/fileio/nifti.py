@@ -116,10 +116,10 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
     if is_nrrd(path):
         raise IQTError(f"{path}: NRRD is read only for tensor volumes and masks; give a NIfTI (.nii/.nii.gz) file here")
     if path.is_dir():
-        raise IQTError(f"{path}: is a folder; give a NIfTI (.nii/.nii.gz) file")
+        raise IQTError(f"{path}: is a folder; give {formats}")
     kind = not_a_file(path)
     if kind is not None:  # a FIFO would be waited on for ever
-        raise IQTError(f"{path}: is {kind}, not a file, and is not read; give a NIfTI (.nii/.nii.gz) file")
+        raise IQTError(f"{path}: is {kind}, not a file, and is not read; give {formats}")
     mrtrix = next((x for x in (".mif", ".mif.gz", ".mih") if path.name.lower().endswith(x)), None)
     if mrtrix:
         base = str(path)[: -len(mrtrix)]
@@ -144,6 +144,18 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
                       "left-right and the fibre directions may be wrong; convert it to NIfTI with its orientation set "
                       "(e.g. fslchfiletype NIFTI_GZ, then fslorient) where that matters", IQTWarning, stacklevel=3)
     return _in_mm(img, path)
+
+
+def holds_orientation(path) -> bool:
+    """Whether an image file places its voxels in the world: a NRRD always does (its space), a NIfTI where its qform or
+    sform code is set (`load_nifti` warns where neither is), an Analyze file with SPM's .mat beside it."""
+    path = Path(path)
+    if is_nrrd(path):
+        return True
+    img = open_nifti(path)
+    if hasattr(img.header, "get_qform"):
+        return bool(int(img.header["qform_code"]) or int(img.header["sform_code"]))
+    return path.with_suffix(".mat").exists()
 
 
 def _analyze(img) -> bool:

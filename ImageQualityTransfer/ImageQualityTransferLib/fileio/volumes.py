@@ -434,7 +434,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
 
         data, affine = load_scalar_nrrd(path)
     else:
-        img = load_nifti(path)
+        img = load_nifti(path, "a NIfTI (.nii or .nii.gz) file or a Slicer .nrrd label map")
         data, affine = read_data(img, path), img.affine
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

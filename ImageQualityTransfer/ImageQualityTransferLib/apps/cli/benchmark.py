@@ -61,6 +61,9 @@ def run(args):
             raise IQTError("give one or more subject folders (each with dwi.nii.gz, dwi.bval, dwi.bvec), or --speed")
         options.check_subject_names(args.subjects)
         check_subjects("benchmark", args.subjects)  # each DWI from its header, before any data is read
+        from ...dmri.subject import refuse_copies
+
+        refuse_copies(args.subjects)  # one copied under another name was in the medians twice
         styles = [s.strip() for s in args.styles.split(",") if s.strip()]
         if len(set(styles)) < len(styles):  # every row twice (a bad-input audit)
             raise IQTError(f"--styles {args.styles}: a style named twice; name each once")

@@ -27,7 +27,7 @@ def run(args):
     from ... import fileio, methods
     from ...analysis import lesion
     from ...core import grid
-    from ...dmri.subject import load_subject
+    from ...dmri.subject import load_subject, refuse_copies
     from ...fileio.sizes import check_subjects
 
     f = grid.factors(args.factor)
@@ -51,6 +51,7 @@ def run(args):
     json_out = plan.add(args.json, fileio.JSON_SUFFIXES, "rows") if args.json else None
     plan.check()
     check_subjects("lesion-check", args.subjects)  # each DWI from its header, before any data is read
+    refuse_copies(args.subjects)  # one copied under another name was averaged over twice (a lesion-check audit)
     chosen = [methods.get(n, samples=args.mc_samples if methods.method_class(n).takes_samples else None) for n in names]
     rows = []
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
     options.add_factor(sp, voxel_size=True)
     options.add_method_models(sp, "show")
     sp.add_argument("--no-tracts", action="store_true", help="leave out tractography")
-    sp.add_argument("--n-seeds", type=int, default=2000, help="tractography seeds (default 2000)")
+    sp.add_argument("--n-seeds", type=int, help="tractography seeds (default 2000)")
     sp.set_defaults(func=run)
 
 
@@ -40,6 +40,9 @@ def run(args):
     if args.tensor_order != "nifti" and not args.input:
         raise IQTError(f"--tensor-order {args.tensor_order} reads --input (a subject folder holds DWIs); add --input or "
                        "drop it")
+    if args.no_tracts and args.n_seeds is not None:  # said, not ignored
+        raise IQTError("--n-seeds with --no-tracts: the page has no tracts to seed; drop one of them")
+    args.n_seeds = 2000 if args.n_seeds is None else args.n_seeds
     if not args.no_tracts and args.n_seeds < 1:
         raise IQTError(f"--n-seeds {args.n_seeds}: tracking needs at least 1 seed (e.g. 2000), or add --no-tracts")
     if args.mask and not args.input:

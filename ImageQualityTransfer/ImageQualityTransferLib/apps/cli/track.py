@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+
+from ...core.errors import IQTWarning
 from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
@@ -55,12 +58,34 @@ def run(args):
         dti = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does
     mask = fileio.load_mask_refined(args.mask, dti, "the tensor grid") if args.mask else None
+    check_seed_grid(args.seeds, seeds, dti, args.input)
     s = s.resolved(tractography.tensor_support(dti), dti.affine).check()  # lengths not given scaled to the brain
     line = tractography.scaling_line(s)
     if line:
         print(line)
+    if s.step > max(dti.voxel_size):  # a 100 mm step on 3 mm voxels ran without a word (a tractography audit)
+        warnings.warn(f"--step {s.step:g} mm is longer than the voxels ({max(dti.voxel_size):.3g} mm): each step jumps "
+                      "over voxels whose direction it never reads, so streamlines cut corners; give a step below the "
+                      "voxel size (the default is 0.5 mm on a human brain)", IQTWarning, stacklevel=2)
     points = tractography.seeds_inside(tractography.seeds_from_mask(seeds, s.density), dti.shape3, dti.affine)
     lines = tractography.track(dti, points, s, mask=None if mask is None else mask.data)
     for p in [out, *extra]:
         tractography.save_tracts(lines, dti, p)
-    say(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {len(points)} seeds")
+    outside = 0 if mask is None else tractography.points_outside(points, mask)
+    said = f" ({outside} of them outside the tracking mask, where no streamline starts)" if outside else ""
+    say(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {len(points)} seeds{said}")
+
+
+def check_seed_grid(path, seeds, dti, input_path) -> None:
+    """A seed ROI whose header places it nowhere (a NIfTI with qform and sform codes 0) is refused unless it is on the
+    tensor grid already: read on nibabel's default grid, its seeds had landed about 22 mm from where they were drawn,
+    under a warning about left and right only (a tractography audit)."""
+    from ...core.errors import IQTError
+    from ...core.grid import same_affine
+    from ...fileio.nifti import holds_orientation
+
+    if holds_orientation(path) or (seeds.shape3 == dti.shape3 and same_affine(seeds.affine, dti.affine)):
+        return
+    raise IQTError(f"{path}: the seed ROI's header holds no orientation (qform and sform codes 0), so where its seeds lie "
+                   f"in the tensors' space is unknown; give it the grid it was drawn on (e.g. 'fslcpgeom {input_path} "
+                   f"{path}' where that is the tensors' grid)")

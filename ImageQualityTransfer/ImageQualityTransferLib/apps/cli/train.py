@@ -239,7 +239,9 @@ def run(args):
         if key in seen:
             raise IQTError(f"{d}: given twice in --subjects (also as {seen[key]}); list each training subject once")
         seen[key] = d
-    _refuse_copies(args.subjects)
+    from ...dmri.subject import refuse_copies
+
+    refuse_copies(args.subjects, "training subject")
     args.command_line = shlex.join(["iqt", *getattr(args, "argv", sys.argv[1:])])  # a path with a space stays one word
     if args.nproc > 1:
         from ...methods.cnn import distributed
@@ -262,25 +264,6 @@ def run(args):
                 # command that reproduces them names the one this run took
                 args.command_line += f" --threads {torch.get_num_threads()}"
         train_here(args)
-
-
-def _refuse_copies(subjects) -> None:
-    """Two subject folders whose DWI files are byte-identical (a subject copied under another name) are one subject
-    counted twice, as the same folder given twice is (it would train on them twice). Only files of
-    one size are hashed."""
-    from ...dmri.subject import dwi_path
-    from ...fileio.model_files import sha256
-
-    by_size = {}
-    for d in subjects:
-        by_size.setdefault(dwi_path(d).stat().st_size, []).append(d)
-    for group in (g for g in by_size.values() if len(g) > 1):
-        digests = {}
-        for d in group:
-            first = digests.setdefault(sha256(dwi_path(d)), d)
-            if first is not d:
-                raise IQTError(f"{d}: its DWI ({dwi_path(d).name}) is byte-identical to that of {first}, so one subject "
-                               "would be counted twice; list each training subject once")
 
 
 def train_here(args) -> None:

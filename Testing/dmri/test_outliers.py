@@ -83,14 +83,20 @@ def test_iqt_fit_names_them_in_one_line_and_exclude_outliers_fits_without_them(c
 
 def test_slices_along_the_sidecar_s_slice_encoding_direction(coarse_phantom, tmp_path, capsys):
     """A series acquired in slices along i (its BIDS sidecar's SliceEncodingDirection "i") with a dropout in two such
-    slices: read along k it was missed (only k was read); read along the sidecar's axis it is named, counted
-    along i, and --exclude-outliers refits it."""
+    slices: read along k only it had been missed, without a word; without a sidecar each axis is read now and it is
+    named along i; read along the sidecar's axis (or the one axis its SliceTiming fits) it is named, counted along i,
+    and --exclude-outliers refits it."""
     dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
     d = np.array(coarse_phantom.data)
     d[15:17, :, :, dw[3]] *= 0.2
     fileio.save_dwi(coarse_phantom.replace(data=d), tmp_path / "dwi.nii.gz")
     assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "k.nii.gz")]) == 0
-    assert "does not fit" not in capsys.readouterr().err  # along k the dropout is spread thin over every slice
+    err = capsys.readouterr().err  # along k alone the dropout is spread thin over every slice
+    assert f"slices 15-16 of volume {dw[3]}" in err and "along voxel axis i (the one whose slices the fit misfits" in err
+    (tmp_path / "dwi.json").write_text('{"SliceTiming": [%s]}' % ", ".join(["0.1"] * d.shape[0]))
+    assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "t.nii.gz")]) == 0
+    assert f"along voxel axis i (the one as long as the sidecar's SliceTiming, {d.shape[0]} slices)" in \
+        capsys.readouterr().err
     (tmp_path / "dwi.json").write_text('{"SliceEncodingDirection": "i-", "PhaseEncodingDirection": "j"}')
     assert fileio.load_dwi(tmp_path / "dwi.nii.gz").meta["slice_axis"] == 0
     assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "i.nii.gz")]) == 0
@@ -102,6 +108,14 @@ def test_slices_along_the_sidecar_s_slice_encoding_direction(coarse_phantom, tmp
     (tmp_path / "dwi.json").write_text('{"SliceEncodingDirection": "x"}')
     with pytest.warns(IQTWarning, match="SliceEncodingDirection 'x' is none of i, j, k"):
         assert "slice_axis" not in fileio.load_dwi(tmp_path / "dwi.nii.gz").meta
+
+
+def test_thick_slices_are_read_along_their_axis(coarse_phantom):
+    """A thick-slice series stored with its slices along i (6 mm against 4 mm voxels): read along i, the thick axis,
+    without a sidecar (it had been read along k)."""
+    dwi = coarse_phantom.replace(affine=coarse_phantom.affine @ np.diag([1.5, 1.0, 1.0, 1.0]))
+    assert outliers.slice_axis_of(dwi) == (0, "its thick-slice axis, 6 mm")
+    assert outliers.slice_axis_of(coarse_phantom) == (None, "")
 
 
 def _multi_shell(kurtosis=1.0, seed=0):

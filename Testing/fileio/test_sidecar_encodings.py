@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from ImageQualityTransferLib.fileio.gradients import sidecar_slice_axis
+from ImageQualityTransferLib.fileio.gradients import sidecar_slices
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le"])
@@ -21,4 +21,4 @@ def test_slice_encoding_direction_is_read_in_every_encoding_windows_tools_write(
     (tmp_path / "dwi.json").write_bytes(data)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert sidecar_slice_axis(tmp_path / "dwi.nii.gz") == 1
+        assert sidecar_slices(tmp_path / "dwi.nii.gz")[0] == 1

@@ -50,6 +50,9 @@ PAIR_Z = 25.0  # a (slice, volume) above this is an outlier in that slice (clean
 VOLUME_SUSPECT = 3.5  # a volume whose median z over the slices is above this is tested (clean real subjects: at most 3.0)
 VOLUME_Z = 40.0  # by its median z against the fit without it: above this it is an outlier as a whole, dead or moved (the
 # clean subjects' worst volumes, tested so: at most 12.5; a zeroed volume 306, one moved by 6 voxels 129)
+OTHER_AXIS_Z = 40.0  # a (slice, volume) z above this along i or j, where no sidecar names the slice axis, reads along it
+# (clean real subjects, read along every axis: at most 21.0, sag HF along j; the sagittal AP scan's real dropout 69.5;
+# docs/measurements.md, Fit checks)
 MIN_SCALE = 1e-3  # floor of the residuals' spread (a noise-free synthetic series has none)
 MAX_LISTED = 6  # slice groups named in the warning; the rest counted
 
@@ -67,6 +70,7 @@ class Outliers:
     volume_z_max: float = float("nan")  # the largest volume median z of the fit as given
     tensor: np.ndarray | None = None  # the fit without the outliers (where they could be left out)
     axis: int = SLICE_AXIS  # the voxel axis the slices run along
+    axis_why: str = ""  # why that axis (`slice_axis_of`); "" for k taken as the default
     b0_levels: str = "ok"  # what dmri.b0s.check_b0_levels said of the series, in a few words (for a QC record)
 
     def __bool__(self) -> bool:
@@ -95,9 +99,26 @@ def relative_residuals(signal: np.ndarray, tensor: np.ndarray, q: np.ndarray) ->
     return np.where(np.isfinite(rel), rel, np.nan)
 
 
-def slice_axis_of(dwi: Volume) -> int:
-    """The voxel axis `dwi`'s slices were acquired along: its sidecar's SliceEncodingDirection, else k."""
-    return int(dwi.meta.get("slice_axis", SLICE_AXIS))
+THICK = 1.2  # a voxel axis this many times longer than the other two is the slice axis of a thick-slice series
+
+
+def slice_axis_of(dwi: Volume) -> tuple[int | None, str]:
+    """(the voxel axis `dwi`'s slices were acquired along, why that one): its sidecar's SliceEncodingDirection; else the
+    one axis as long as its sidecar's SliceTiming; else a voxel axis THICK times the others' (thick slices); else
+    (None, ""): `find_outliers` then reads each axis (the k of dcm2niix's output had been taken, and a sagittal series
+    stored LAS without a sidecar had its dropout missed without a word; a thick-slice audit)."""
+    if "slice_axis" in dwi.meta:
+        return int(dwi.meta["slice_axis"]), "the sidecar's SliceEncodingDirection"
+    count = dwi.meta.get("slice_count")
+    if count:
+        fits = [a for a in range(3) if dwi.shape3[a] == int(count)]
+        if len(fits) == 1:
+            return fits[0], f"the one as long as the sidecar's SliceTiming, {int(count)} slices"
+    size = np.asarray(dwi.voxel_size, float)
+    k = int(np.argmax(size))
+    if size[k] >= THICK * max(np.delete(size, k)):
+        return k, f"its thick-slice axis, {size[k]:.3g} mm"
+    return None, ""
 
 
 def _plane(a, s: int, axis: int = SLICE_AXIS):
@@ -151,6 +172,22 @@ def _centred(rows, live, shell) -> np.ndarray:
     return out
 
 
+def _read_along(signal, t, mask, q, axis, dw, shell):
+    """(the slices along `axis` read, their rows and signed rows (`_slice_row`), the largest robust z of a (slice,
+    volume) among them; NaN where none is read)."""
+    counts = np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).sum(1)
+    read = np.flatnonzero((counts >= MIN_SLICE_VOXELS) & (counts >= MIN_BRAIN_SHARE * counts.max()))
+    if len(read) == 0 or dw.sum() < MIN_DIRECTIONS:
+        return read, None, None, float("nan")
+    rows, signs = map(np.stack, zip(*[_slice_row(signal, t, mask, q, s, signed=True, axis=axis) for s in read]))
+    dev = _centred(rows, dw, shell)
+    z = np.full(dev.shape, np.nan)
+    for sid in np.unique(shell[dw]):
+        cols = dw & (shell == sid)
+        z[:, cols] = dev[:, cols] / max(1.4826 * float(_nanmedian(np.abs(dev[:, cols]))), MIN_SCALE)
+    return read, rows, signs, float(np.nanmax(z)) if np.isfinite(z).any() else float("nan")
+
+
 def _fit_without(dwi: Volume, mask: np.ndarray, drop, where=None, axis: int = SLICE_AXIS) -> np.ndarray:
     """WLS tensors of `dwi` without the volumes `drop`, in `mask` (or only in the slice `where` along `axis`):
     (X, Y, Z, 6) or the slice's 2D (., ., 6)."""
@@ -179,14 +216,20 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     q = _attenuation(bvals, bvecs)
     dw = bvals > B0_THRESHOLD
     shell = _shell_ids(bvals)
-    axis = slice_axis_of(dwi)
-    out = Outliers(axis=axis)
-    counts = np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).sum(1)
-    read = np.flatnonzero((counts >= MIN_SLICE_VOXELS) & (counts >= MIN_BRAIN_SHARE * counts.max()))
+    axis, why = slice_axis_of(dwi)
+    if axis is None:  # each axis read: another than k where its slices are misfitted far beyond k's
+        along = {a: _read_along(signal, t, mask, q, a, dw, shell) for a in range(3)}
+        z = {a: float(np.nan_to_num(along[a][-1], nan=-np.inf)) for a in range(3)}
+        top = max((a for a in range(3) if a != SLICE_AXIS), key=z.get)
+        axis, why = (top, "the one whose slices the fit misfits: no sidecar names it") \
+            if z[top] > OTHER_AXIS_Z and z[top] > z[SLICE_AXIS] else (SLICE_AXIS, "")
+        read, rows, signs, _ = along[axis]
+    else:
+        read, rows, signs, _ = _read_along(signal, t, mask, q, axis, dw, shell)
+    out = Outliers(axis=axis, axis_why=why)
     out.slices_read = len(read)
     if len(read) == 0 or dw.sum() < MIN_DIRECTIONS:
         return out
-    rows, signs = map(np.stack, zip(*[_slice_row(signal, t, mask, q, s, signed=True, axis=axis) for s in read]))
 
     def scores(rows, live):
         """(z of every (slice read, volume), the spread per volume): deviation from the slice's median over the live DW
@@ -301,11 +344,9 @@ def _ranges(values) -> str:
     return ", ".join(parts)
 
 
-def _along(axis: int, dwi: Volume) -> str:
+def _along(out: Outliers) -> str:
     """Which axis the slices were counted along, and why that one."""
-    if "slice_axis" in dwi.meta:
-        return f"voxel axis {AXES[axis]} (the sidecar's SliceEncodingDirection)"
-    return "the third voxel axis"
+    return f"voxel axis {AXES[out.axis]} ({out.axis_why})" if out.axis_why else "the third voxel axis"
 
 
 def describe(out: Outliers) -> str:
@@ -371,7 +412,7 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
             " (a dead or moved volume also roughens every tensor, which the learned methods may read as a noisy scan)"
             if out.volumes else "")
     warnings.warn(f"{source}the tensor model does not fit parts of the series (signal dropout, or a volume dead or "
-                  f"moved): {describe(out)} (volumes counted from 0, slices along {_along(out.axis, dwi)} from 0); "
+                  f"moved): {describe(out)} (volumes counted from 0, slices along {_along(out)} from 0); "
                   f"{said}: "
                   f"{todo}", IQTWarning,
                   stacklevel=stacklevel)

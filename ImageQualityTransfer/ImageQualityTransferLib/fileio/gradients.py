@@ -33,27 +33,29 @@ def sidecar_path(dwi_path) -> Path:
     return Path(_stem(dwi_path) + ".json")
 
 
-def sidecar_slice_axis(dwi_path) -> int | None:
-    """The voxel axis (0-2) the BIDS sidecar beside the DWI (dwi.json, as dcm2niix writes it) gives as
-    SliceEncodingDirection; None where there is no sidecar or it does not say. A sidecar that cannot be read, or an
-    unknown value, is said in one warning and not used."""
+def sidecar_slices(dwi_path) -> tuple[int | None, int | None]:
+    """(the voxel axis (0-2) the BIDS sidecar beside the DWI (dwi.json, as dcm2niix writes it) gives as
+    SliceEncodingDirection, the number of slices its SliceTiming lists); None for what there is no sidecar for or it
+    does not say. A sidecar that cannot be read, or an unknown direction, is said in one warning and not used."""
     p = sidecar_path(dwi_path)
     if not p.is_file():
-        return None
+        return None, None
     try:
         # the bytes: UTF-8 (a BOM too) or UTF-16/32 (PowerShell 5's Out-File), as RFC 8259 and the bval/bvec reader
-        value = json.loads(p.read_bytes()).get("SliceEncodingDirection")
+        doc = json.loads(p.read_bytes())
+        value, timing = doc.get("SliceEncodingDirection"), doc.get("SliceTiming")
     except (OSError, ValueError, AttributeError, RecursionError) as e:
         warnings.warn(f"{p}: not read as a BIDS sidecar ({type(e).__name__}); its SliceEncodingDirection is not used, "
                       "slices are taken along the third voxel axis", IQTWarning, stacklevel=3)
-        return None
+        return None, None
+    count = len(timing) if isinstance(timing, list) and len(timing) > 1 else None
     if value is None:
-        return None
+        return None, count
     if not isinstance(value, str) or value not in SLICE_ENCODING:  # a list or a dict would not even hash
         warnings.warn(f"{p}: SliceEncodingDirection {value!r} is none of i, j, k (or i-, j-, k-); slices are taken "
                       "along the third voxel axis", IQTWarning, stacklevel=3)
-        return None
-    return SLICE_ENCODING[value]
+        return None, count
+    return SLICE_ENCODING[value], count
 
 
 def read_gradient_table(path: Path, what: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from ..core import tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume, voxel_sizes
 from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
-                        sidecar_slice_axis)
+                        sidecar_slices)
 from .nifti import (
     check_finite,
     header_codes,
@@ -94,9 +94,11 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     check_finite(data, path, "DWI")
     remember_codes(img.affine, header_codes(img))
     meta = {"path": str(path)}
-    axis = sidecar_slice_axis(path)
+    axis, count = sidecar_slices(path)
     if axis is not None:
-        meta["slice_axis"] = axis  # where dmri.outliers reads slices; k without it
+        meta["slice_axis"] = axis  # where dmri.outliers reads slices (dmri.outliers.slice_axis_of)
+    if count is not None:
+        meta["slice_count"] = count
     return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta=meta)
 
 

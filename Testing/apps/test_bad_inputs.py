@@ -220,6 +220,8 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 2.5", "factor"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method biqt --factor 1,1,4", "--model for factors 1,1,4"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 2 --voxel-size 1", "--voxel-size"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --voxel-size 1e-308", "would need factors above 10,000"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --factor 1,1," + "9" * 320, "give factors of at most 10,000"),
     ("train --method rf --subjects {d}/subj -o {d}/m.npz --noise-fraction 1.5", "--noise-fraction 1.5: give a share"),
     ("degrade {d}/tiny/dwi.nii.gz --factor 1,1,4 --slice-gap 4 -o {d}/t.nii.gz", "too small for factors 1,1,4 with a slice gap of 4"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --mc-samples 3", "takes no Monte Carlo samples"),

@@ -36,10 +36,15 @@ def factors(value, identity_ok: bool = False) -> tuple[int, int, int]:
     f = f * 3 if len(f) == 1 else f
     if min(f) < 1:
         raise IQTError(f"--factor {_text(value)}: every factor must be a positive integer ({EXAMPLES})")
+    if max(f) > MAX_FACTOR:  # a 320-digit one ended in an OverflowError (a thick-slice audit)
+        raise IQTError(f"--factor {_text(value)}: give factors of at most {MAX_FACTOR:,} ({EXAMPLES})")
     if max(f) < 2 and not identity_ok:
         raise IQTError(f"--factor {_text(value)}: nothing to upsample; the factor must be at least 2 along one axis "
                        f"or more ({EXAMPLES})")
     return tuple(f)
+
+
+MAX_FACTOR = 10_000  # far beyond any grid memory allows (check_output_size refuses those); past it, arithmetic overflows
 
 
 def _integer(p) -> int:
@@ -287,10 +292,15 @@ def for_voxel_size(voxel_size, target_mm, name: str = "--voxel-size",
     IQTError (naming the control `name`, suggesting `instead`) when no axis needs upsampling."""
     target = check_voxel_size(target_mm, name)
     v = [float(x) for x in voxel_size]
-    f = tuple(max(1, math.ceil(x / (target * (1 + VOXEL_SIZE_TOLERANCE)) - 1e-6)) for x in v)
+    ratios = [x / (target * (1 + VOXEL_SIZE_TOLERANCE)) for x in v]
+    if not all(r <= MAX_FACTOR for r in ratios):  # 1e-308 gave infinity, then an OverflowError (a thick-slice audit)
+        raise IQTError(f"{name} {target:g}: the input's voxels ({'x'.join(f'{x:.3g}' for x in v)} mm) would need factors "
+                       f"above {MAX_FACTOR:,}; give the wanted output voxel size in mm (e.g. 1.25)")
+    f = tuple(max(1, math.ceil(r - 1e-6)) for r in ratios)
     if max(f) < 2:
         raise IQTError(f"{name} {target:g}: the input's voxels ({'x'.join(f'{x:.3g}' for x in v)} mm) are already "
-                       f"at most {target:g} mm; {instead}")
+                       f"at most {target:g} mm, or within {VOXEL_SIZE_TOLERANCE:.0%} of it (a header's 2.7073 mm is a "
+                       f"nominal 2.7); {instead}")
     return f
 
 

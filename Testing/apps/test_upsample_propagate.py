@@ -133,3 +133,19 @@ def test_upsample_tta_writes_the_averaged_prediction_and_its_maps(tmp_path, lr_p
     np.testing.assert_allclose(fileio.load_scalar(unc).data, want.std.data, atol=1e-9)
     plain = methods.get("biqt").predict(fileio.load_tensor(lr_path), 2).tensor.data
     assert np.abs(plain - want.tensor.data).max() > 0
+
+
+def test_a_model_given_without_factor_runs_at_its_own(tmp_path, lr_path, capsys):
+    """`--model M_x1x1x3` without --factor had run at 2 and been refused ('use --factor 1,1,3'); it runs at its own
+    factors now, in upsample as in batch; a --factor given still wins (and its mismatch is said)."""
+    from pathlib import Path
+
+    from ImageQualityTransferLib.fileio import load_tensor, model_files
+
+    model = str(Path(model_files.MODELS_DIR) / "global-linear_x1x1x3.npz")
+    assert main(["upsample", str(lr_path), "-o", str(tmp_path / "o.nii.gz"), "--model", model]) == 0
+    lr, out = load_tensor(lr_path), load_tensor(tmp_path / "o.nii.gz")
+    assert out.shape3 == (lr.shape3[0], lr.shape3[1], 3 * lr.shape3[2])
+    capsys.readouterr()
+    assert main(["upsample", str(lr_path), "-o", str(tmp_path / "p.nii.gz"), "--model", model, "--factor", "2"]) == 2
+    assert "--factor 1,1,3" in capsys.readouterr().err

@@ -379,6 +379,19 @@ def method_named(path) -> str | None:
     return named if isinstance(named, str) else None
 
 
+def factors_named(path) -> tuple | None:
+    """The factors a model's sidecar names (its "factor": r or [fx, fy, fz]), so that a model given without --factor
+    runs at its own (None where the sidecar cannot be read or names none: the load then says what is wrong)."""
+    try:
+        named = json.loads(sidecar_path(path).read_text()).get("factor")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(named, int) and not isinstance(named, bool):
+        return (named,) * 3
+    ok = isinstance(named, list) and len(named) == 3 and all(isinstance(k, int) and not isinstance(k, bool) for k in named)
+    return tuple(named) if ok else None
+
+
 def model_sha256(path) -> str | None:
     """The SHA256 of the weights of the model at `path` (a weights file or a sidecar) as its sidecar records it, checked
     when the model was loaded; None where the sidecar cannot be read."""

@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
                                                           "rerun skips the subjects already done)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: with --model, the model's own method, else the best "
                          "shipped one for the factors, with --uncertainty the best with an uncertainty map)")
-    options.add_factor(sp)
+    options.add_factor(sp, model=True)
     sp.add_argument("--uncertainty", action="store_true", help="also write the uncertainty maps (methods with uncertainty)")
     where = sp.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")
@@ -152,7 +152,7 @@ def run(args) -> int:
     from .. import batch
     from ..batch import lock as batch_lock
 
-    f = grid.factors(args.factor)
+    f = options.factors(args)
     if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
         args.scheduler = batch.scheduler_from_file(args.scheduler)
     elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler

@@ -12,18 +12,21 @@ FACTOR_HELP = ("upsampling factor: one integer for all three axes, or three sepa
                "voxel axes i,j,k, e.g. 1,1,3 for thick slices (a factor of 1 leaves that axis as it is)")
 
 
-def add_factor(sp, voxel_size: bool = False, recorded: bool = False) -> None:
+def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool = False) -> None:
     """--factor (checked by `factors`, so that a bad one is a one-line IQTError); with `voxel_size`, also
     --voxel-size MM, the factors chosen from the input's voxel size instead; with `recorded`, no default (the
-    command reads the factor an output of 'iqt upsample' records, else 2)."""
+    command reads the factor an output of 'iqt upsample' records, else 2); with `model`, none either (a --model given
+    sets them, else 2: `factors`)."""
     if recorded:
         sp.add_argument("--factor", help=FACTOR_HELP.replace("the input's", "the low-res input's") +
                         " (default: the factor the prediction's header records, as 'iqt upsample' writes it; else 2)")
         return
     if not voxel_size:
-        sp.add_argument("--factor", default="2", help=FACTOR_HELP + " (default 2)")
+        sp.add_argument("--factor", default=None if model else "2",
+                        help=FACTOR_HELP + (" (default: the --model's own, else 2)" if model else " (default 2)"))
         return
-    sp.add_argument("--factor", help=FACTOR_HELP + " (default 2, or as --voxel-size chooses)")
+    sp.add_argument("--factor", help=FACTOR_HELP + " (default 2, the --model's own where one is given, or as --voxel-size "
+                                                   "chooses)")
     sp.add_argument("--voxel-size", type=float, metavar="MM",
                     help="instead of --factor: the smallest integer factor along each axis that makes the output voxels "
                          "at most MM mm along it, 2 %% over counting as reached (a 2x2x5 mm input with --voxel-size 2 gets "
@@ -37,6 +40,12 @@ def factors(args, voxel_size=None) -> tuple[int, int, int] | None:
 
     target = getattr(args, "voxel_size", None)
     if target is None:
+        if args.factor is None and getattr(args, "model", None) and isinstance(args.model, str):
+            from ...fileio.model_files import factors_named
+
+            own = factors_named(args.model)  # a model given without --factor runs at its own (a thick-slice audit)
+            if own is not None and max(own) > 1:
+                return grid.factors(own)
         return grid.factors("2" if args.factor is None else args.factor)
     if args.factor is not None:
         raise IQTError(f"--factor {args.factor} and --voxel-size {target:g}: give one of them (--voxel-size chooses the "

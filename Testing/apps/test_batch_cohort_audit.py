@@ -62,3 +62,29 @@ def test_a_run_whose_every_subject_failed_keeps_its_generated_by(tmp_path):
     desc = json.loads((out / "dataset_description.json").read_text())
     assert [e["Name"] for e in desc["GeneratedBy"]] == ["ImageQualityTransfer"]
     assert desc["DatasetType"] == "derivative" and desc.get("SourceDatasets")
+
+
+def test_two_lists_naming_different_scans_by_one_label_do_not_replace_each_others(tmp_path):
+    """siteA/P01 in one list, siteB/P01 (another scan) in a second list of the same folder: both are sub-P01, and
+    the second run had replaced the first's outputs saying 'done'; it fails that subject now, the first's outputs
+    kept. The same list run again is still skipped."""
+    import shutil
+
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"), None)
+    for site, sub in (("siteA", "01"), ("siteB", "02")):
+        folder = tmp_path / site / "P01"
+        folder.mkdir(parents=True)
+        for ext in ("nii.gz", "bval", "bvec"):
+            shutil.copy(ds / f"sub-{sub}" / "dwi" / f"sub-{sub}_dwi.{ext}", folder / f"dwi.{ext}")
+        (tmp_path / f"{site}.txt").write_text(f"{site}/P01\n")
+    out = tmp_path / "deriv"
+    s = batch.Settings(method="cubic")
+    (first,) = batch.run_cohort(batch.find_items(tmp_path / "siteA.txt"), s, out, progress=False)
+    assert first["status"] == "done"
+    written = {p: p.read_bytes() for p in out.rglob("sub-P01/**/*") if p.is_file()}
+    (second,) = batch.run_cohort(batch.find_items(tmp_path / "siteB.txt"), s, out, progress=False)
+    assert second["status"] == "failed" and "made from another input" in second["reason"], second
+    assert str(tmp_path / "siteA" / "P01" / "dwi.nii.gz") in second["reason"]
+    assert {p: p.read_bytes() for p in out.rglob("sub-P01/**/*") if p.is_file()} == written
+    (again,) = batch.run_cohort(batch.find_items(tmp_path / "siteA.txt"), s, out, progress=False)
+    assert again["status"] == "skipped"

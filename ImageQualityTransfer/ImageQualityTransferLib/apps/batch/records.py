@@ -211,6 +211,23 @@ def finished(folder: Path, names: dict, ident: dict) -> dict | None:
     return metas.get("tensor")
 
 
+def check_same_input(folder: Path, names: dict, item, ident: dict) -> None:
+    """An IQTError where the subject's folder holds outputs made from another input file with other contents: two
+    lists of one folder naming different scans by one label (siteA/P01, siteB/P01) had replaced each other's outputs
+    in turn, each run saying 'done' (a cohort audit). The same file changed, or the same contents moved, is redone."""
+    try:
+        meta = json.loads(sidecar(folder / names["tensor"]).read_bytes())
+    except (OSError, ValueError, KeyError):
+        return
+    if not isinstance(meta, dict) or not isinstance(meta.get("InputFile"), str):
+        return
+    mine = str(Path(item.path).absolute())
+    if meta["InputFile"] != mine and meta.get("InputSHA256") != ident.get("InputSHA256"):
+        raise IQTError(f"{folder} holds this subject label's outputs made from another input, {meta['InputFile']}, "
+                       f"not {mine}: two subjects share the label; give them distinct folder names (or list lines) or "
+                       "another -o, or remove that folder to redo it from this input")
+
+
 def other_build(folder: Path, names: dict, ident: dict) -> str | None:
     """Where the subject's tensor sidecar records another version or build than this run's (or none, from before the
     build was recorded) while asking for the same outputs: that version and build ("version 0.1.0 build 0008cb8bf136"),

@@ -21,9 +21,9 @@ from ...fileio.writing import write_json
 from .items import Item
 from .lock import holds
 from ...fileio.records import map_record
-from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, expected_maps, file_record, finished,
-                      identity, input_hashes, method_label, other_build, output_names, output_order,
-                      remove_earlier_copies, sidecar, sources, stale_maps)
+from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, check_same_input, expected_maps,
+                      file_record, finished, identity, input_hashes, method_label, other_build, output_names,
+                      output_order, remove_earlier_copies, sidecar, sources, stale_maps)
 
 
 _METHODS: dict = {}
@@ -188,6 +188,7 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
             notes = done.get("Notes", [])  # said again on a rerun, as when it ran
             res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [])
             return res
+        check_same_input(folder, names, item, ident)
         res["redone_from"] = other_build(folder, names, ident)
         with warnings.catch_warnings(record=True) as caught:  # the engine's warnings: this subject's notes
             warnings.simplefilter("always", IQTWarning)

@@ -28,6 +28,37 @@ def test_a_checkpoint_is_not_resumed_on_other_files_under_the_same_name(tmp_path
         training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=_data("bb"), **{**KW, "epochs": 3})
 
 
+def test_a_checkpoint_is_resumed_only_in_its_subjects_order_and_folders(tmp_path):
+    """The data are compared per folder in the order given: a resume with the subjects in another order (which draws
+    other batches: another model that no recorded command makes) had been taken, and so had one where a subject of
+    the same name as another (siteA/P01, siteB/P01) was a third scan, the two having been one entry (a training audit)."""
+    ck = tmp_path / "ck.pt"
+    data = _data("aa")
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=data, **KW)
+    with pytest.raises(IQTError, match=r"subjects s0, s1, s2 \(in that order\)"):
+        training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=data[::-1], **{**KW, "epochs": 2})
+    twins = [dict(data[0], folder="/siteA/s0"), dict(data[0], folder="/siteB/s0", sha256={**data[0]["sha256"], "dwi.nii.gz": "b1"})]
+    ck2 = tmp_path / "ck2.pt"
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck2), data=twins, **KW)
+    third = [twins[0], dict(twins[1], sha256={**twins[1]["sha256"], "dwi.nii.gz": "c1"})]
+    with pytest.raises(IQTError, match="other files for subject s0"):
+        training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck2), data=third, **{**KW, "epochs": 2})
+
+
+def test_a_checkpoint_of_an_earlier_version_still_resumes(tmp_path):
+    """A checkpoint whose record holds the earlier form (names sorted once, data by name) resumes where that form is
+    unambiguous (no two subjects of one name)."""
+    ck = tmp_path / "ck.pt"
+    data = _data("aa")
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=data, **KW)
+    saved = torch.load(ck, weights_only=True)
+    rec = saved["training"]
+    rec["subjects"] = sorted(set(rec["subjects"]))
+    rec["data"] = {name: files for name, files in rec["data"]}
+    torch.save(saved, ck)
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=data, **{**KW, "epochs": 2})
+
+
 def test_the_command_line_hands_the_training_its_files(tmp_path, capsys, monkeypatch):
     subject = tmp_path / "subj"
     subject.mkdir()

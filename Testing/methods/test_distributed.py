@@ -73,7 +73,7 @@ def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path, ema):
     with pytest.raises(Exception, match="a checkpoint trained with --input-unit md-mode"):  # weights in another unit
         training.train(synthetic_items(), seed=3, checkpoint=ck, **dict(kw, subject_scale=False))
     # other subjects or options: refused, not trained on under the checkpoint's name
-    with pytest.raises(Exception, match=r"a checkpoint of another training \(subjects s0, s1, s2\)"):
+    with pytest.raises(Exception, match=r"a checkpoint of another training \(subjects s0, s1, s2 \(in that order\)\)"):
         training.train(synthetic_items(n=2), seed=3, checkpoint=ck, **kw)
     with pytest.raises(Exception, match=r"a checkpoint of another training \(noise_fraction 0.0\)"):
         training.train(synthetic_items(), seed=3, checkpoint=ck, **dict(kw, noise_fraction=0.5))

@@ -146,9 +146,15 @@ class _Training:
         self.minutes, self.checkpoint = minutes, checkpoint
         # each subject's DWI by content: a checkpoint resumed on another scan in a folder of the same name went on
         # training on it, its sidecar naming only the new data
-        # ([file, sha256] lists: what a checkpoint reads back, compared as saved)
-        self.data = {d["subject"]: [[k, v] for k, v in sorted(d["sha256"].items())]
-                     for d in sorted(data or [], key=lambda d: str(d.get("subject"))) if d.get("sha256")}
+        # ([file, sha256] lists: what a checkpoint reads back, compared as saved); per folder in the order given: two
+        # subjects of one name (siteA/P01, siteB/P01) had been one entry, and a resume in another order (which draws
+        # other batches) had been taken (a training audit)
+        self.data = [[d["subject"], [[k, v] for k, v in sorted(d["sha256"].items())]]
+                     for d in data or [] if d.get("sha256")]
+        # the form checkpoints of earlier versions hold (one entry per name, sorted): still resumed where unambiguous
+        self.legacy_data = {d["subject"]: [[k, v] for k, v in sorted(d["sha256"].items())]
+                            for d in sorted(data or [], key=lambda d: str(d.get("subject"))) if d.get("sha256")}
+        self.subject_names = [d["subject"] for d in data or []] or sorted({it.name for it in items})
         self.opts = opts = {**DEFAULTS, **options}
         if method not in networks.ARCHITECTURES:
             raise IQTError(f"unknown CNN method {method!r}; trainable: {', '.join(networks.ARCHITECTURES)}")
@@ -268,7 +274,7 @@ class _Training:
         opts, checkpoint = self.opts, self.checkpoint
         # what a checkpoint must have been trained on to be resumed here: the subjects and every option (else one
         # resumed with other --subjects goes on training on them and its sidecar names only the new ones)
-        training = {"subjects": sorted({it.name for it in self.items}),
+        training = {"subjects": list(self.subject_names),
                     "options": {k: v for k, v in sorted(opts.items()) if isinstance(v, (bool, int, float, str, type(None)))}}
         if self.data:
             training["data"] = self.data
@@ -285,11 +291,17 @@ class _Training:
                            "give another --checkpoint path")
         # a checkpoint of an earlier version holds no data or init record: its subjects are then told by name only
         same = {k: v for k, v in training.items() if k not in ("data", "init") or k in ck.get("training", {})}
-        if "training" in ck and ck["training"] != same:
+        legacy = {**same, "subjects": sorted(set(self.subject_names)),
+                  **({"data": self.legacy_data} if "data" in same else {})}
+        unambiguous = len(set(self.subject_names)) == len(self.subject_names)
+        if "training" in ck and ck["training"] != same and not (unambiguous and ck["training"] == legacy):
             was, now = ck["training"], same
-            what = [f"subjects {', '.join(was['subjects'])}"] if was["subjects"] != now["subjects"] else []
-            what += [f"other files for subject {name}" for name in sorted(now.get("data", {}))
-                     if was.get("data", {}).get(name) not in (None, now["data"][name])]
+            what = [f"subjects {', '.join(map(str, was['subjects']))} (in that order)"] \
+                if was["subjects"] != now["subjects"] else []
+            pairs = [list(x) for x in (was.get("data", {}).items() if isinstance(was.get("data"), dict)
+                                       else was.get("data") or [])]
+            what += [f"other files for subject {n}" for (n, v), (m, w) in zip(now.get("data") or [], pairs)
+                     if n == m and v != w]
             what += [f"{k} {was['options'].get(k)!r}" for k in sorted(set(was["options"]) | set(now["options"]))
                      if was["options"].get(k) != now["options"].get(k)]
             if was.get("init") != now.get("init", was.get("init")):
@@ -550,7 +562,7 @@ class _Training:
                       "receptive_field_lr": 2 * net.halo + 1, "halo_lr": net.halo},
             "normalisation": self.norm,
             "training": {
-                "subjects": sorted({it.name for it in items}),
+                "subjects": list(self.subject_names),
                 "shifts": len({it.shift for it in items}),
                 "volumes": len(items),
                 "input_styles": {k: sum(1 for it in items if (it.variant or {}).get("style", "own") == k)

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ImageQualityTransferLib.apps.cli import main
@@ -21,11 +22,21 @@ def lr(tmp_path):
     return five_d_tensor(tmp_path / "lr.nii.gz")
 
 
-def _crafted(tmp_path: Path, shipped: str, **edits) -> Path:
-    """A copy of a shipped model with its sidecar edited and sealed again (a seal anyone can compute)."""
+def _crafted(tmp_path: Path, shipped: str, same_weights: bool = False, **edits) -> Path:
+    """A copy of a shipped model with its sidecar edited and sealed again (a seal anyone can compute), its weights saved
+    again (other bytes, the same values) unless `same_weights`: a shipped model's own weights with other settings are
+    refused first (test_a_shipped_models_weights_with_edited_unsealed_settings_are_refused), before the checks these
+    tests reach."""
     side = json.loads((MODELS_DIR / f"{shipped}.json").read_text())
     weights = tmp_path / side["weights"]
-    shutil.copy(MODELS_DIR / side["weights"], weights)
+    if same_weights:
+        shutil.copy(MODELS_DIR / side["weights"], weights)
+    elif weights.suffix == ".npz":
+        with np.load(MODELS_DIR / side["weights"], allow_pickle=False) as z:
+            np.savez(weights, **{k: z[k] for k in z.files})
+    else:
+        torch = pytest.importorskip("torch")
+        torch.save(torch.load(MODELS_DIR / side["weights"], weights_only=True), weights)
     side.update(edits, sha256=sha256(weights))
     side.pop(SEAL, None)
     side[SEAL] = settings_digest(side)
@@ -149,7 +160,7 @@ def test_a_shipped_models_weights_with_edited_unsealed_settings_are_refused(tmp_
     (a fresh-eyes audit). The same copy unedited still runs and seals."""
     pytest.importorskip("torch")
     side = json.loads((MODELS_DIR / "espcn_x2.json").read_text())
-    sp = _crafted(tmp_path, "espcn_x2", normalisation=_norm_edited(side, out_scale=[10 * v for v in side["normalisation"]["out_scale"]]))
+    sp = _crafted(tmp_path, "espcn_x2", True, normalisation=_norm_edited(side, out_scale=[10 * v for v in side["normalisation"]["out_scale"]]))
     edited = json.loads(sp.read_text())
     edited.pop(SEAL)
     sp.write_text(json.dumps(edited))
@@ -157,6 +168,10 @@ def test_a_shipped_models_weights_with_edited_unsealed_settings_are_refused(tmp_
                  ["seal", str(sp)]):
         refused_line(capsys, argv, "its weights are the shipped model espcn_x2.json's, with other settings")
     assert not (tmp_path / "up.nii.gz").exists() and SEAL not in json.loads(sp.read_text())
+    # sealed again (the seal is a plain digest): refused all the same, where it had run without a word (a security audit)
+    resealed = _crafted(tmp_path, "espcn_x2", True, normalisation=_norm_edited(side, out_scale=[10 * v for v in side["normalisation"]["out_scale"]]))
+    refused_line(capsys, ["upsample", str(lr), "--method", "espcn", "--model", str(resealed), "-o", str(tmp_path / "up.nii.gz")],
+                 "its weights are the shipped model espcn_x2.json's, with other settings")
     unedited = {k: v for k, v in side.items() if k != SEAL}
     sp.write_text(json.dumps(unedited))
     assert main(["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")]) == 0

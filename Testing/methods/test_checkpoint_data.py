@@ -141,3 +141,22 @@ def test_a_diverged_runs_checkpoint_resumed_writes_no_model(tmp_path):
     assert ck.exists()
     with pytest.raises(IQTError, match="the training diverged in this checkpoint.*another --checkpoint path"):
         training.train(helpers.synthetic_items(), seed=0, lr=1e30, checkpoint=str(ck), **KW)
+
+
+@pytest.mark.parametrize("damage", ["no_method", "epoch_text", "other_net"])
+def test_a_crafted_checkpoint_is_one_line(tmp_path, damage):
+    """Fields missing or of the wrong kind had ended in an internal error (KeyError, ValueError, PyTorch's
+    RuntimeError): a security audit."""
+    ck = tmp_path / "ck.pt"
+    data = _data("aa")
+    training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=data, **KW)
+    saved = torch.load(ck, weights_only=True)
+    if damage == "no_method":
+        del saved["method"]
+    elif damage == "epoch_text":
+        saved["epoch"] = "abc"
+    else:
+        saved["net"] = {"x": torch.zeros(2)}
+    torch.save(saved, ck)
+    with pytest.raises(IQTError, match="a damaged or foreign training checkpoint"):
+        training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=data, **{**KW, "epochs": 2})

@@ -56,7 +56,7 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
                        f"beside it (from 'iqt train')")
     try:
         meta = json.loads(sp.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
     got = meta.get("format") if isinstance(meta, dict) else None
     if got != fmt:
@@ -161,7 +161,7 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
         raise IQTError(f"{sp}: model sidecar not found; give a model file from 'iqt train' (or its .json sidecar)")
     try:
         meta = json.loads(sp.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
     if not isinstance(meta, dict) or meta.get("format") not in MODEL_FORMATS:
         got = meta.get("format") if isinstance(meta, dict) else None
@@ -264,17 +264,18 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
 
 
 def _check_shipped_weights(meta: dict, sp: Path, digest: str) -> None:
-    """An unsealed sidecar beside a shipped model's weights holds that model's settings: with its out_scale ×10 and its
-    seal deleted, a copy ran with one warning to outputs 3.9× off, and 'iqt seal' sealed it (a fresh-eyes audit). A copy
-    under a new name, which changes only 'weights', still runs. (A sealed one is as 'iqt train' or 'iqt seal' left it.)"""
-    if SEAL in meta or registered_entry(sp) is not None:
+    """A sidecar beside a shipped model's weights holds that model's settings: with its out_scale ×10 and its seal deleted,
+    a copy ran with one warning to outputs 3.9× off, and 'iqt seal' sealed it (a fresh-eyes audit); with the seal
+    recomputed (it guards against accidents, not against an edit), it ran without a word (a security audit). A copy
+    under a new name, which changes only 'weights', still runs."""
+    if registered_entry(sp) is not None:  # sealed or not: a seal is a plain digest anyone can recompute (a security audit)
         return
     entry = next((e for e in read_registry() if e.get("sha256") == digest), None)
     if entry is None:
         return
     try:
         shipped = json.loads((Path(MODELS_DIR) / entry["sidecar"]).read_text())
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, RecursionError):
         return  # the install's own sidecar unreadable: said when that model is used
     if settings_digest(shipped) != settings_digest(meta):
         raise IQTError(f"{sp}: its weights are the shipped model {entry['sidecar']}'s, with other settings than that "
@@ -287,7 +288,7 @@ def read_registry(models_dir=MODELS_DIR) -> list[dict]:
         return []
     try:
         return list(json.loads(reg.read_text()).get("models", []))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
 
 
@@ -328,7 +329,7 @@ def registered_here(sidecar) -> bool:
     the default the shipped one. The shipped models' commands have no --register."""
     try:
         command = str(((json.loads(Path(sidecar).read_text()).get("training") or {}).get("command")) or "")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
     return "--register" in command.split()
 
@@ -347,7 +348,7 @@ def model_origin(path, given: bool) -> tuple[str, str]:
     sp = sidecar_path(path)
     try:
         name = str(json.loads(sp.read_text()).get("weights") or Path(path).name)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         name = Path(path).name
     return name, "registered" if registered_here(sp) else "shipped"
 
@@ -374,7 +375,7 @@ def method_named(path) -> str | None:
     cannot be read: the model's load then says what is wrong)."""
     try:
         named = json.loads(sidecar_path(path).read_text()).get("method")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return named if isinstance(named, str) else None
 
@@ -384,7 +385,7 @@ def factors_named(path) -> tuple | None:
     runs at its own (None where the sidecar cannot be read or names none: the load then says what is wrong)."""
     try:
         named = json.loads(sidecar_path(path).read_text()).get("factor")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     if isinstance(named, int) and not isinstance(named, bool):
         return (named,) * 3
@@ -397,7 +398,7 @@ def model_sha256(path) -> str | None:
     when the model was loaded; None where the sidecar cannot be read."""
     try:
         return json.loads(sidecar_path(path).read_text()).get("sha256")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
 
 

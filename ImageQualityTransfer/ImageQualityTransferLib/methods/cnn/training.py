@@ -23,6 +23,7 @@ started again with the same checkpoint continues from its last epoch, as if unin
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -75,10 +76,25 @@ def load_checkpoint(path, method: str, factor: int, seed: int) -> dict:
                        "or a damaged one); give --checkpoint a file of its own (it is created there)") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise IQTError(f"{path}: not an IQT training checkpoint; give another --checkpoint path or delete it")
-    if (ck["method"], grid.factors(ck["factor"]), ck["seed"]) != (method, grid.factors(factor), int(seed)):
+    with checkpoint_read(path):
+        theirs = (ck["method"], grid.factors(ck["factor"]), ck["seed"])
+    if theirs != (method, grid.factors(factor), int(seed)):
         raise IQTError(f"{path}: a checkpoint of {ck['method']} at factor {ck['factor']} with seed {ck['seed']}; resume it "
                        "with those settings, or give another --checkpoint path")
     return ck
+
+
+@contextlib.contextmanager
+def checkpoint_read(path):
+    """A checkpoint whose fields are missing or of the wrong kind (crafted, or of another tool) is one line: its
+    KeyError, ValueError or PyTorch's RuntimeError had ended in an internal error (a security audit)."""
+    try:
+        yield
+    except IQTError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
+        raise IQTError(f"{path}: a damaged or foreign training checkpoint ({type(exc).__name__}: "
+                       f"{' '.join(str(exc).split())[:100]}); delete it or give --checkpoint another path") from None
 
 
 def _diverged(phase: str, history: list, lr: float, where: str = "", checkpoint: bool = True) -> IQTError:
@@ -179,7 +195,8 @@ class _Training:
         base = self._build_network(init)
         self._prepare_data(base)
         self._place_network()
-        self.ck = self._open_checkpoint()
+        with checkpoint_read(self.checkpoint):
+            self.ck = self._open_checkpoint()
         self.decay = float(opts["ema"])
         if not 0.0 <= self.decay < 1.0:
             raise IQTError(f"weight averaging decay {self.decay:g}: give a number in [0, 1), e.g. 0.999, or 0 for none")
@@ -334,7 +351,8 @@ class _Training:
         self.limits = list(self.given)  # the most epochs each phase has in this run (a resumed one keeps what its phases ran)
         self.ended = []  # [epochs run, stop] of each phase that has ended: 0 by its epochs, 1 early stopping, 2 time budget
         if self.ck is not None:
-            self._resume(self.ck)
+            with checkpoint_read(self.checkpoint):
+                self._resume(self.ck)
 
     def _resume(self, ck):
         """Take over a checkpoint's history, epoch and ended phases, and decide which phase goes on to how many epochs."""
@@ -413,11 +431,12 @@ class _Training:
         ema_state = copy.deepcopy(net.state_dict()) if self.decay else None
         k0 = 0
         if ck is not None and pi == self.start_phase:
-            opt.load_state_dict(ck["opt"])
-            sched.load_state_dict(ck["sched"])
-            best, best_state, since, k0 = ck["best"], ck["best_state"], int(ck["since"]), int(ck["phase_epochs_done"])
-            if self.decay:
-                ema_state = ck["ema_state"]
+            with checkpoint_read(self.checkpoint):
+                opt.load_state_dict(ck["opt"])
+                sched.load_state_dict(ck["sched"])
+                best, best_state, since, k0 = ck["best"], ck["best_state"], int(ck["since"]), int(ck["phase_epochs_done"])
+                if self.decay:
+                    ema_state = ck["ema_state"]
         net.train()
         stop = 0
         for k in range(k0, phase_epochs):

@@ -175,3 +175,32 @@ def test_a_shipped_models_weights_with_edited_unsealed_settings_are_refused(tmp_
     unedited = {k: v for k, v in side.items() if k != SEAL}
     sp.write_text(json.dumps(unedited))
     assert main(["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")]) == 0
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_weights_that_unpack_to_more_than_any_model_are_not_read(tmp_path, lr, capsys, monkeypatch):
+    """A small archive of deflated zeros (1.6 MB to 1.6 GB) had been unpacked before its refusal, and so would an
+    array whose header promises more than it holds (a security audit): both refused before they are read."""
+    import io
+    import zipfile
+
+    from ImageQualityTransferLib.fileio import model_files
+
+    sp = _crafted(tmp_path, "global-linear_x2")
+    monkeypatch.setattr(model_files, "MAX_UNPACKED_BYTES", 1000)
+    refused_line(capsys, ["upsample", str(lr), "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
+                 "more than any model this tool writes (at most 0 MiB)")
+    monkeypatch.undo()
+    weights = tmp_path / json.loads(sp.read_text())["weights"]
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)})
+    with zipfile.ZipFile(weights, "a") as z:
+        z.writestr("huge.npy", header.getvalue() + bytes(64))
+    side = json.loads(sp.read_text())
+    side.update(sha256=sha256(weights))
+    side.pop(SEAL)
+    side[SEAL] = settings_digest(side)
+    sp.write_text(json.dumps(side))
+    refused_line(capsys, ["upsample", str(lr), "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
+                 "its array huge promises (1000000000,) of float64, more than the file holds")
+    assert not (tmp_path / "up.nii.gz").exists()

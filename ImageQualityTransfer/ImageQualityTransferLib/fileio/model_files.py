@@ -260,7 +260,40 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
         )
     _check_registered(meta, sidecar_path(path), digest)
     _check_shipped_weights(meta, sidecar_path(path), digest)
+    check_unpacked(weights)
     return meta, weights
+
+
+MAX_UNPACKED_BYTES = 256 * 2**20  # the largest shipped model unpacks to 5.6 MB (biqt x3); a forest of one's own is larger
+
+
+def check_unpacked(weights: Path) -> None:
+    """A model's weights (a zip archive: torch.save's and np.savez's) whose members unpack to more than
+    MAX_UNPACKED_BYTES, or an array member whose header promises more than it holds, are refused before they are read:
+    a 1.6 MB .npz of deflated zeros had taken 1.6 GB and a 0.9 MB .pt 648 MB before their refusal (a security audit).
+    A file that is no zip archive is left to the family's loader, which says so."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(weights) as z:
+            members = z.infolist()
+            total = sum(i.file_size for i in members)
+            if total > MAX_UNPACKED_BYTES:
+                raise IQTError(f"{weights}: its arrays unpack to {total / 2**20:,.0f} MiB, more than any model this tool "
+                               f"writes (at most {MAX_UNPACKED_BYTES // 2**20} MiB), and it is not read; use a model "
+                               "written by 'iqt train'")
+            for info in (i for i in members if i.filename.endswith(".npy")):
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+                    raise IQTError(f"{weights}: its array {info.filename[:-4]} promises {shape} of {dtype}, more than the "
+                                   "file holds: it is damaged or crafted, and is not read; use a model written by 'iqt train'")
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
 
 
 def _check_shipped_weights(meta: dict, sp: Path, digest: str) -> None:

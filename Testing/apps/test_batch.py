@@ -190,7 +190,7 @@ def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert err.strip() == "iqt: interrupted; no partial output was left", err
+    assert err.strip() == "iqt: interrupted; no partial output was left; the subjects that ended are kept, and a rerun of the same command skips them and does the rest", err
     assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]
     time.sleep(1)
     left = subprocess.run(["ps", "-o", "stat=", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
@@ -902,7 +902,7 @@ def test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing(tmp_path, capsys,
     monkeypatch.setattr(batch, "run_cohort", interrupted)
     code, _, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "cubic", "--workers", "1",
                            "--dashboard-address", ":0")
-    assert code == 130 and err.strip() == "iqt: interrupted; no partial output was left", err
+    assert code == 130 and err.strip() == "iqt: interrupted; no partial output was left; the subjects that ended are kept, and a rerun of the same command skips them and does the rest", err
     assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]
 
 

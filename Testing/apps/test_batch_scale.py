@@ -59,7 +59,7 @@ def test_ctrl_c_while_the_local_workers_start_stops_the_run(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert err.strip() == "iqt: interrupted; no partial output was left", err
+    assert err.strip() == "iqt: interrupted; no partial output was left; the subjects that ended are kept, and a rerun of the same command skips them and does the rest", err
     assert time.monotonic() - sent < 30
     assert not list(out.glob("sub-*/dwi/*")) and not [p for p in out.rglob(".iqt-*")]
     time.sleep(1)

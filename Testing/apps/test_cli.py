@@ -481,3 +481,19 @@ def test_version_names_the_release_and_the_build_the_batch_workers_compare(capsy
     out, err = capsys.readouterr()
     assert exc.value.code == 0 and err == ""
     assert out == f"iqt {__version__} (build {build_digest(str(MODELS_DIR / 'registry.json'))[:12]})\n"
+
+
+def test_an_interrupted_run_says_what_it_kept_and_how_to_go_on(tmp_path):
+    """'no partial output was left' alone had not said that a training's checkpoint and a cohort's finished subjects
+    are kept, nor how to go on (a researcher's audit)."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.apps.cli import _what_is_kept
+
+    ck = tmp_path / "run.ckpt"
+    train = SimpleNamespace(command="train", checkpoint=str(ck))
+    assert _what_is_kept(train) == "no partial output was left"  # no epoch ended: nothing kept
+    ck.write_bytes(b"x")
+    assert _what_is_kept(train).startswith(f"no model was written; the checkpoint {ck} holds the epochs done: rerun")
+    assert "a rerun of the same command skips them" in _what_is_kept(SimpleNamespace(command="batch"))
+    assert _what_is_kept(SimpleNamespace(command="upsample")) == "no partial output was left"

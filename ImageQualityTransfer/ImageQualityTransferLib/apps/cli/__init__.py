@@ -199,10 +199,10 @@ def _run(args, printed, signals=()) -> int:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("iqt: interrupted; no partial output was left", file=sys.stderr)
+        print(f"iqt: interrupted; {_what_is_kept(args)}", file=sys.stderr)
         return 130
     except Terminated as exc:
-        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; no partial output was left", file=sys.stderr)
+        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args)}", file=sys.stderr)
         return 128 + exc.signum
     except MemoryError:  # what the machine holds, not a bug: one line
         if args.debug or os.environ.get("IQT_DEBUG"):
@@ -227,3 +227,19 @@ def _run(args, printed, signals=()) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _what_is_kept(args) -> str:
+    """What an interrupted run leaves, and how to go on: a training's checkpoint and a cohort's finished subjects are
+    kept on purpose ('no partial output was left' alone had not said so, nor how to resume: a researcher's audit)."""
+    from pathlib import Path
+
+    command = getattr(args, "command", None)
+    checkpoint = getattr(args, "checkpoint", None)
+    if command == "train" and checkpoint and Path(checkpoint).is_file():
+        return (f"no model was written; the checkpoint {checkpoint} holds the epochs done: rerun the same command to go "
+                "on from it")
+    if command == "batch":
+        return ("no partial output was left; the subjects that ended are kept, and a rerun of the same command skips "
+                "them and does the rest")
+    return "no partial output was left"

@@ -4,6 +4,7 @@ every input byte-identical afterwards. Then the same rules for the Slicer proces
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
@@ -98,13 +99,23 @@ def work(small_subject, tmp_path_factory):
     both = d / "both"  # a folder with dwi.nii.gz and dwi.nii: one was trained on unseen
     shutil.copytree(small_subject, both)
     nib.save(nib.load(str(both / "dwi.nii.gz")), str(both / "dwi.nii"))
-    # a sidecar edited and sealed again (its checksum made anew), so that the weights' own checks are reached: its
-    # factor says 3; and one edited without (the CNN's output scale tenfold: results 2.8x off, exit 0)
+    # a sidecar edited and sealed again (its checksum made anew) beside its weights saved again (other bytes: a
+    # shipped model's own bytes under other settings are refused before), so that the weights' own checks are
+    # reached: its factor says 3; and one edited without (the CNN's output scale tenfold: results 2.8x off, exit 0)
     for name, stem, suffix in (("global-linear_x2", "edited_gl", ".npz"), ("espcn_x2", "edited_cnn", ".pt"),
                                ("espcn_x2", "tampered", ".pt")):
-        shutil.copy(Path(model_files.MODELS_DIR) / (name + suffix), d / (stem + suffix))
+        src = Path(model_files.MODELS_DIR) / (name + suffix)
+        if suffix == ".npz":
+            with np.load(src, allow_pickle=False) as z:
+                np.savez(d / (stem + suffix), **{k: z[k] for k in z.files})
+        elif stem == "tampered" or importlib.util.find_spec("torch") is None:  # (the CNN cases then skip)
+            shutil.copy(src, d / (stem + suffix))
+        else:
+            import torch
+
+            torch.save(torch.load(src, weights_only=True), d / (stem + suffix))
         side = json.loads((Path(model_files.MODELS_DIR) / (name + ".json")).read_text())
-        side.update(weights=stem + suffix)
+        side.update(weights=stem + suffix, sha256=model_files.sha256(d / (stem + suffix)))
         if stem == "tampered":
             side["normalisation"]["out_scale"] = [10 * v for v in side["normalisation"]["out_scale"]]
             (d / (stem + ".json")).write_text(json.dumps(side))

@@ -8,6 +8,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.analysis import evaluation
@@ -71,3 +72,35 @@ def test_evaluate_prints_no_nan_or_inf(capsys, tmp_path, small_subject):
     assert "interior: no voxels" in out, out
     got = json.loads((tmp_path / "tiny.json").read_text())
     assert got["interior"]["n_voxels"] == 0 and got["interior"]["dt_rmse"] is None
+
+
+def test_a_prediction_stored_in_another_voxel_order_is_scored_as_the_same(capsys, tmp_path, small_subject):
+    """A prediction (and its maps, and the DWI) re-stored PSR, as fslreorient2std and other tools re-store files, had
+    been refused as 'not the factor grid of the reference'; it is re-stored as the reference is and scores the same,
+    at factors 1,1,3 read along its own axes."""
+    from ImageQualityTransferLib.core.orientation import reorient
+
+    dwi = small_subject / "dwi.nii.gz"
+    assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    assert run_cli(capsys, "degrade", dwi, "--factor", "1,1,3", "-o", tmp_path / "lr.nii.gz")[0] == 0
+    assert run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "--method", "biqt", "--factor", "1,1,3", "-o",
+                   tmp_path / "p.nii.gz", "--uncertainty", tmp_path / "u.nii.gz")[0] == 0
+    for name, kind in (("p", "tensor"), ("u", "scalar"), ("u_direction", "scalar")):
+        vol = fileio.load_tensor(tmp_path / f"{name}.nii.gz") if kind == "tensor" else fileio.load_scalar(tmp_path / f"{name}.nii.gz")
+        moved = reorient(vol, "PSR")
+        (fileio.save_tensor if kind == "tensor" else fileio.save_scalar)(moved, tmp_path / f"psr_{name}.nii.gz")
+    scores = {}
+    for tag, factor in (("", "1,1,3"), ("psr_", "1,3,1")):  # PSR's second axis is LAS's third (S)
+        code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / f"{tag}p.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                                 "--mask", tmp_path / "mask.nii.gz", "--uncertainty", tmp_path / f"{tag}u.nii.gz",
+                                 "--direction", tmp_path / f"{tag}u_direction.nii.gz", "--json", tmp_path / f"{tag}s.json",
+                                 "--factor", factor)
+        assert code == 0, err
+        scores[tag] = json.loads((tmp_path / f"{tag}s.json").read_text())
+    assert "re-stored in the reference voxel order" in out
+    for region in ("interior", "exterior", "brain"):
+        for k, v in scores[""][region].items():
+            got = scores["psr_"][region][k]
+            assert got == v if v is None or isinstance(v, (str, list, dict)) else got == pytest.approx(v, rel=1e-6, abs=1e-9), \
+                (region, k, v, got)
+    assert scores["psr_"]["factor"] == [1, 3, 1] and scores[""]["factor"] == [1, 1, 3]  # along each one's own axes

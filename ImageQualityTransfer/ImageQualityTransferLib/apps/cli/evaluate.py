@@ -89,7 +89,14 @@ def run(args):
         if MISSING_WARNING in str(w.message):  # the reference's missing voxels: counted inside the mask below
             continue
         warnings.warn(str(w.message).replace("--tensor-order", "--truth-order"), w.category, stacklevel=2)
+    # a prediction stored in another voxel order than the reference (fslreorient2std'd, say) is re-stored as the
+    # reference is, its tensors with it: it had been refused as 'not the factor grid' (a thick-slice audit); the
+    # factors read along the prediction's axes are turned with it, and said so
+    pred, moved = _stored_like(pred, truth.affine)
     made = pred.meta.get("made_at")
+    if moved is not None:
+        made = grid.permute(made, moved.ornt) if made else made
+        f = grid.permute(f, moved.ornt) if f is not None else None
     if f is None:
         f, source = (made, "as the prediction's header records") if made else (grid.factors(2), "the default")
     else:
@@ -119,16 +126,16 @@ def run(args):
     m = mask.data[box]
     missing = _missing_reference(args.truth, t, m)  # said once the files are known to score (not before a refusal)
     lr_mask = degrade.block_majority(m, f)
-    unc = _map(args.uncertainty, "--uncertainty") if args.uncertainty else None
+    unc = _map(args.uncertainty, "--uncertainty", moved) if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
-    direc = _map(args.direction, "--direction") if args.direction else None
+    direc = _map(args.direction, "--direction", moved) if args.direction else None
     if direc is not None and direc.shape != shape:
         raise IQTError(f"{args.direction}: shape {direc.shape} differs from the prediction {shape}; give the "
                        f"_direction map that 'iqt upsample --uncertainty' wrote beside this prediction")
     floor = None
     if args.dwi:
-        dwi = fileio.load_dwi(args.dwi, args.bval, args.bvec)
+        dwi, _ = _stored_like(fileio.load_dwi(args.dwi, args.bval, args.bvec), truth.affine)
         if dwi.shape3 != truth.shape3:
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
         floor = fit_noise.noise_floor(dwi.data[box], dwi.bvals, dwi.bvecs, t, m)
@@ -143,13 +150,14 @@ def run(args):
         raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}") from None
     if missing:
         warnings.warn(missing, IQTWarning, stacklevel=2)
-    result["factor"] = grid.record(f)
+    shown = f if moved is None else grid.permute(f, moved.inverse().ornt)  # along the prediction's own axes
+    result["factor"] = grid.record(shown)
     if json_out:  # which code scored it: a count's definition can change between versions
         from ...fileio.model_files import software
 
         result.update(software())
         fileio.write_json(json_out, result)
-    print(f"{grid.describe(f)} ({source})")
+    print(f"{grid.describe(shown)} ({source}{'; the prediction re-stored in the reference voxel order' if moved else ''})")
     for region in ("interior", "exterior"):
         row = result[region]
         if not row["n_voxels"]:  # every figure undefined: said, not printed as nan (the JSON holds null)
@@ -234,7 +242,17 @@ def _start(pred_affine, truth_affine) -> tuple | None:
 SIGMA_KEYS = ("std", "std_intrinsic", "std_parameter")  # maps of the tensor elements' standard deviation (mm^2/s)
 
 
-def _map(path, option: str):
+def _stored_like(vol, ref_affine):
+    """(`vol` re-stored in the voxel order of a grid with `ref_affine`, its tensor components or gradient directions
+    turned with it; the Reorientation, None where it already is)."""
+    from ...core.orientation import Reorientation, _nio
+
+    nio = _nio()
+    ro = Reorientation(nio.ornt_transform(nio.io_orientation(vol.affine), nio.io_orientation(ref_affine)))
+    return (vol, None) if ro.is_identity else (ro.apply(vol), ro)
+
+
+def _map(path, option: str, moved=None):
     """The data of an uncertainty map given as `option`, refused when it is another kind of map: by the kind its header
     records (fileio.records.map_record), else by its values (an angle map in degrees reaches tens, an element SD in
     mm^2/s stays far below 1): a direction map scored as sigma would read 'within 2 sigma: 1.000'."""
@@ -243,6 +261,10 @@ def _map(path, option: str):
 
     vol = load_scalar(path)
     data = vol.data
+    if moved is not None:  # the prediction's map, re-stored with it (`_stored_like`)
+        from ...core.orientation import _nio
+
+        data = np.ascontiguousarray(_nio().apply_orientation(data, moved.ornt))
     key = read_map_record(vol.meta.get("descrip", ""))
     wanted = SIGMA_KEYS if option == "--uncertainty" else ("direction",)
     what = "the standard deviation map (mm^2/s)" if option == "--uncertainty" else "the _direction map (degrees)"

@@ -32,7 +32,11 @@ def test_lesion_check_end_to_end_reports_every_uncertainty_map(small_subject, tm
                *samples, "--json", str(out)])
     printed = capsys.readouterr()
     assert rc == 0, printed.err
-    rows = json.loads(out.read_text())
+    doc = json.loads(out.read_text())
+    rows = doc["rows"]  # beside what ran: a x1,1,3 file had been told from a x2 one by nothing
+    assert doc["settings"]["factor"] == 2 and doc["settings"]["radius_mm"] == 8 and doc["version"]
+    assert doc["settings"]["mc_samples"] == (2 if _have_torch() else None) and "biqt" in doc["settings"]["models"]
+    assert "factor 2, lesions of 8 mm radius" in printed.out
     got = {(r["kind"], r["method"], r["component"]) for r in rows}
     for kind in ("edema", "tumour"):
         assert (kind, "biqt", "total") in got and (kind, "biqt", "direction") in got

@@ -323,21 +323,28 @@ def document(rows, given_models: dict | None = None, **settings) -> dict:
     rows, so that a file read months later says what its numbers are."""
     from ..fileio.model_files import software
 
+    return {**software(), "settings": {**settings, "models": model_records(settings.get("methods", ()),
+                                                                            settings["factor"], given_models)},
+            "units": UNITS, "rows": rows}
+
+
+def model_records(names, factor, given_models: dict | None = None) -> dict:
+    """{method: {"file": its sidecar, "weights_sha256": ...}} of the learned methods among `names` at `factor` (the
+    given model where `given_models` names one; the noisy-input twin beside the shipped one)."""
     models = {}
-    for name in settings.get("methods", ()):
+    for name in names:
         m = methods.get(name, model=(given_models or {}).get(name))
         if m.learned:
             try:
-                path, sha = m.model_record(settings["factor"])
+                path, sha = m.model_record(factor)
             except IQTError:
                 continue
             models[name] = {"file": path, "weights_sha256": sha}  # file: the sidecar that names the weights
-            twin = m.for_noisy_inputs(grid.factors(settings["factor"]))
+            twin = m.for_noisy_inputs(grid.factors(factor))
             if twin is not None:  # run instead on inputs noisier than clean scans (rows with "model_for")
-                path, sha = twin.model_record(settings["factor"])
+                path, sha = twin.model_record(factor)
                 models[name]["noisy_inputs"] = {"file": path, "weights_sha256": sha, "above_noise_index": NOISY_MODEL}
-    return {**software(), "settings": {**settings, "models": models},
-            "units": UNITS, "rows": rows}
+    return models
 
 
 # ---------------------------------------------------------------- speed on an HCP-sized volume

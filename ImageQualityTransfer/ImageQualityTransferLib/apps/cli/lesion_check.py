@@ -57,7 +57,18 @@ def run(args):
     t0 = time.perf_counter()
     for folder in args.subjects:
         rows.extend(lesion.check(load_subject(folder), chosen, kinds, f, args.radius))
+    print(f"{grid.describe(f)}, lesions of {args.radius:g} mm radius")
     print(lesion.table(rows))
     print(f"{len(args.subjects)} subject{'s' if len(args.subjects) != 1 else ''} in {time.perf_counter() - t0:.1f} s")
-    if json_out:
-        fileio.write_json(json_out, rows)
+    if json_out:  # what ran beside the rows: a x1,1,3 file had been told from a x2 one by nothing (a lesion-check audit)
+        from ...analysis.benchmark import model_records
+        from ...fileio.model_files import software
+
+        sampled = any(m.takes_samples for m in chosen)
+        if sampled and args.mc_samples is None:
+            from ...methods.cnn.inference import DEFAULT_SAMPLES
+        settings = {"subjects": [str(s) for s in args.subjects], "methods": names, "kinds": kinds,
+                    "factor": grid.record(f), "radius_mm": args.radius,
+                    "mc_samples": (args.mc_samples if args.mc_samples is not None else DEFAULT_SAMPLES) if sampled else None}
+        fileio.write_json(json_out, {**software(), "settings": {**settings, "models": model_records(names, f)},
+                                     "rows": rows})

@@ -129,6 +129,9 @@ def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path,
     figures = re.findall(r"<figure>(.*?)</figure>", text, re.S)
     assert len(figures) == 4, len(figures)  # FA views, uncertainty, direction uncertainty, tractography
     assert "<h2>Errors</h2>" not in text and "<h2>Metrics</h2>" not in text and "no reference is known" in text
+    # what ran: the model and its weights' SHA256, the tracking's settings (the page had named the methods only)
+    assert re.search(r"What ran: biqt: model biqt_x2(_noisy)?\.json \(weights SHA256 [0-9a-f]{12}\)", text), text[:3000]
+    assert "tracts: 300 random seeds, FA stop 0.2" in text and "each panel draws at most 1,500" in text
     assert "estimated from the tensors" in text  # no mask given: the support's warning is on the page
     assert "more than 24 mm inside the edge of the brain estimated" in figures[1]  # its rim does not set the scale
     said = capsys.readouterr().err.splitlines()  # and on the terminal, once
@@ -305,3 +308,23 @@ def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, 
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.html").exists() and (tmp_path / "mine.json").read_bytes() == before
+
+
+def test_colour_fa_is_coloured_in_the_world_on_an_oblique_scan(tmp_path, monkeypatch):
+    """A fibre along world left-right on a grid turned 30 degrees about S: its colour FA is read in world RAS (red), not
+    in the voxel axes (where it had been partly green: the caption's 'red left-right' was not the world's)."""
+    from ImageQualityTransferLib.apps import report_figures
+
+    shape = (10, 10, 8)
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    affine = np.array([[2 * c, -2 * s, 0, 0], [2 * s, 2 * c, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]])
+    world = 0.3e-3 * np.eye(3) + 1.2e-3 * np.outer([1, 0, 0], [1, 0, 0])
+    in_voxels = affine[:3, :3].T / 2 @ world @ affine[:3, :3] / 2  # the same fibre in the voxel axes
+    t = np.broadcast_to(tensors.from_matrix(in_voxels), shape + (6,)).astype(np.float32)
+    seen = []
+    real = tensors.color_fa
+    monkeypatch.setattr(report_figures.tensors, "color_fa", lambda a: seen.append(real(a)) or seen[-1])
+    report_page.write_report(tmp_path / "r.html", "oblique", [("cubic", t)], np.ones(shape, bool), [2, 2, 2], affine)
+    rgb = np.concatenate([x.reshape(-1, 3) for x in seen])
+    rgb = rgb[rgb.sum(1) > 0]
+    assert len(rgb) and np.allclose(rgb[:, 1:], 0, atol=1e-3) and (rgb[:, 0] > 0.5).all(), rgb[:3]

@@ -60,6 +60,9 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     else:
         notes = []
     notes[:0] = given_model_notes(models)
+    said = ran_note(names, factor, models, tractography.comparison_settings(case) if lines else None, n_seeds)
+    if said:
+        notes.insert(0, said)
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
     return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
@@ -69,6 +72,28 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
 def given_model_notes(models: dict | None) -> list[str]:
     """One line per method run with a model file given instead of its shipped one (the page says which model ran)."""
     return [f"{name}: the model {path} (given), not the shipped one" for name, path in (models or {}).items()]
+
+
+def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int | None = None) -> str:
+    """What ran, in one line for the page: each learned method's model file and the start of its weights' SHA256,
+    the Monte Carlo samples, and the tracking's settings (the page had named the methods only; a tractography audit)."""
+    from .. import methods
+    from ..analysis.benchmark import model_records
+
+    parts = []
+    for name, rec in model_records(names, f, models).items():
+        extra = f"; on noisy inputs {Path(rec['noisy_inputs']['file']).name}" if "noisy_inputs" in rec else ""
+        parts.append(f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
+    sampled = [n for n in names if methods.method_class(n).takes_samples]
+    if sampled:
+        from ..methods.cnn.inference import DEFAULT_SAMPLES
+
+        parts.append(f"{', '.join(sampled)}: {DEFAULT_SAMPLES} Monte Carlo samples")
+    if tracking is not None:
+        parts.append(f"tracts: {n_seeds} random seeds, FA stop {tracking.fa_threshold:g}, at most {tracking.angle:g}° a "
+                     f"step, steps of {tracking.step:g} mm, streamlines of {tracking.min_length:g} to "
+                     f"{tracking.max_length:g} mm kept")
+    return "What ran: " + "; ".join(parts) + "." if parts else ""
 
 
 def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_names=None, tracts: bool = True,
@@ -127,6 +152,10 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
             lines = None
             notes.append(f"Tractography left out: {exc}")
     notes = given_model_notes(models) + [f"Warning: {n}" for n in notes]
+    tracking = tractography.TrackingSettings().check().resolved(support, first.affine) if lines else None
+    said = ran_note(names, f, models, tracking, n_seeds)
+    if said:
+        notes.insert(0, said)
     source = lr.meta.get("path", "the input")
     notes.insert(0, f"{source}: no reference is known for these tensors, so the page shows no errors or scores; "
                     "read the uncertainty maps for where each method is unsure.")

@@ -50,8 +50,10 @@ def _new_figure(nrows, ncols, panel=2.1, extra_w=0.0, title=None):
 # ---------------------------------------------------------------- panels
 
 
-def fa_views(columns, mask, vox, centre) -> str:
-    """FA and colour FA of each (name, canonical tensor array) column in the three planes: base64 PNG."""
+def fa_views(columns, mask, vox, centre, frame=None) -> str:
+    """FA and colour FA of each (name, canonical tensor array) column in the three planes: base64 PNG. `frame`: the
+    rotation from the canonical voxel axes to world RAS, so that red is left-right in the world on an oblique scan too
+    (in voxel axes the colours of a scan 19 degrees off axis had disagreed with the tract panel's; a tractography audit)."""
     fig, axes = _new_figure(6, len(columns))
     for c, (name, t) in enumerate(columns):
         for p, plane in enumerate(PLANES):
@@ -59,7 +61,7 @@ def fa_views(columns, mask, vox, centre) -> str:
             sl = np.asarray(view(t, plane, k), np.float64)
             ok = view(mask, plane, k) & tensors.plausible(sl)
             fa = np.where(ok, tensors.fa(sl), 0.0)
-            rgb = np.where(ok[..., None], tensors.color_fa(sl), 0.0)
+            rgb = np.where(ok[..., None], tensors.color_fa(sl if frame is None else tensors.rotate(sl, frame)), 0.0)
             a1, a2 = axes[2 * p, c], axes[2 * p + 1, c]
             a1.imshow(fa, cmap="gray", vmin=0, vmax=1, aspect=_aspect(plane, vox), interpolation="nearest")
             a2.imshow(rgb, aspect=_aspect(plane, vox), interpolation="nearest")
@@ -117,7 +119,10 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
     return _png(fig)
 
 
-def tract_views(tracts: dict, max_lines: int = 1500) -> str:
+MAX_DRAWN = 1500  # streamlines drawn per tract panel (a random choice of them where there are more)
+
+
+def tract_views(tracts: dict, max_lines: int = MAX_DRAWN) -> str:
     """Streamline projections (world RAS mm) seen from above, the front and the left, coloured by direction."""
     from matplotlib.collections import LineCollection
 

@@ -23,7 +23,7 @@ from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
 from .figures import centre_voxel
-from .report_figures import fa_views, scalar_views, tract_views
+from .report_figures import MAX_DRAWN, fa_views, scalar_views, tract_views
 
 
 def _figure_html(png_b64: str, caption: str) -> str:
@@ -65,7 +65,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     uncertainty maps' colour scales are read (default the mask: dmri.dti.inside_rim for an estimated brain)."""
     reo = Reorientation.to_canonical(affine)
     canon = lambda a: reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor" if np.ndim(a) == 4 and np.shape(a)[3] == 6 else "scalar")).data
-    m = reo.apply(Volume(np.asarray(mask, bool), affine, "mask")).data
+    masked = reo.apply(Volume(np.asarray(mask, bool), affine, "mask"))
+    m = masked.data
+    frame = masked.affine[:3, :3] / np.linalg.norm(masked.affine[:3, :3], axis=0)  # canonical voxel axes -> world RAS
     vox = np.asarray(voxel_mm, float)[list(np.argsort(reo.ornt[:, 0]))]
     cols = [(n, canon(t)) for n, t in columns]
     centre = centre_voxel(m)
@@ -77,7 +79,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     for note in notes:
         parts.append(f"<p>{html.escape(note)}</p>")
     parts.append("<h2>FA and colour FA</h2>")
-    parts.append(_figure_html(fa_views(cols, m, vox, centre),
+    parts.append(_figure_html(fa_views(cols, m, vox, centre, frame),
                               "Fractional anisotropy (grey, 0 to 1) and colour FA (red left-right, green anterior-posterior, blue "
                               "superior-inferior, brightness FA) in axial, coronal and sagittal slices, one column per volume: "
                               + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask (a subject's own mask "
@@ -143,7 +145,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                   "Deterministic tractography (principal direction, FA stop) from the same seeds on each volume: "
                                   "streamlines projected from above (axial), the front (coronal) and the side (sagittal), coloured "
                                   "by local direction (red left-right, green anterior-posterior, blue superior-inferior); number "
-                                  "of streamlines in brackets. Drawn: " + ", ".join(tracts) + _tract_caption(tracts, tract_rows)
+                                  f"of streamlines in brackets, of which each panel draws at most {MAX_DRAWN:,}, chosen at random. Drawn: " + ", ".join(tracts) + _tract_caption(tracts, tract_rows)
                                   + ("; the table below scores every method." if tract_rows else ".")))
     if tract_rows:
         hdr = ["volume", "tract-density Dice", "false-positive density", "streamlines"]

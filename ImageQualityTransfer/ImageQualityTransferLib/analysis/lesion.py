@@ -92,7 +92,7 @@ class LesionSite:
 
 def choose_site(subject: Subject, radius_mm: float = 8.0, fa_min: float = 0.25, side: float = 1.0) -> LesionSite:
     """A ball of `radius_mm` centred at the white-matter voxel (FA >= fa_min) of one hemisphere (side +1:
-    patient left, x > cx) with the most white matter in the ball and in its mirror image."""
+    patient right: x > cx in RAS world coordinates) with the most white matter in the ball and in its mirror image."""
     from scipy import ndimage
 
     vox = subject.tensor.voxel_size

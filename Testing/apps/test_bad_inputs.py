@@ -237,6 +237,7 @@ CASES = [
     ("degrade {d}/tiny/dwi.nii.gz --factor 1,1,4 --slice-gap 4 -o {d}/t.nii.gz", "too small for factors 1,1,4 with a slice gap of 4"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --mc-samples 3", "takes no Monte Carlo samples"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --device cuda", "'cubic' runs on the CPU only"),
+    ("view {d}/lr.nii.gz --method biqt --factor 1,1,4", "biqt has shipped models for"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn-hetero-var1 --mc-samples 1", "one sample gives no parameter"),
     ("upsample {d}/lr.nrrd -o {d}/o.nii.gz --method cubic --tensor-order fsl", "leave --tensor-order fsl out"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --tensor-order mrtrix", "is for 4D six-volume files"),

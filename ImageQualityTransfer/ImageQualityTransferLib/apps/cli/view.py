@@ -55,8 +55,12 @@ def run(args):
     if args.method is not None:
         methods.method_class(args.method)  # an unknown name fails here, naming the valid ones
         if args.method not in methods.ready(f):
-            raise IQTError(f"method {args.method!r} cannot run here at {grid.describe(f)} (no shipped model or no "
-                           f"torch); choose one of: {', '.join(methods.ready(f))}")
+            if not methods.runs_here(args.method):
+                raise IQTError(f"method {args.method!r} needs PyTorch, which is not installed here; install the cnn "
+                               f"extra, or choose one of: {', '.join(methods.ready(f))}")
+            methods.get(args.method).load(f)  # names the factors it has models for, as 'iqt upsample' does
+            raise IQTError(f"method {args.method!r} cannot run here at {grid.describe(f)}; choose one of: "
+                           f"{', '.join(methods.ready(f))}")
     viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order, loaded=(lr, mask))
     viewer.serve(args.port, args.host)
     return 0

@@ -208,3 +208,11 @@ def test_a_subject_s_b0_of_another_brightness_is_said_and_recorded(tmp_path):
     table = _qc(out)
     assert (table["sub-01"]["b0_check"], table["sub-02"]["b0_check"]) == ("ok", f"b0 {b0[1]} 0.40x; MD 0.38e-3")
     assert "b0_check" in (out / "qc.html").read_text()
+
+
+def test_a_note_names_what_batch_takes_not_upsample_s_voxel_size():
+    """The anisotropy warning told a batch user to use --voxel-size, which batch does not take (a thick-slice audit)."""
+    from ImageQualityTransferLib.apps.batch.subject import _in_batch_words
+
+    said = _in_batch_words("give factors that make them near-isotropic (iqt upsample's --voxel-size MM picks them), or use cubic")
+    assert "--voxel-size MM picks them" not in said and "batch takes one --factor" in said

@@ -147,7 +147,10 @@ def _in_batch_words(note: str) -> str:
     fit`'s --exclude-outliers as batch's own."""
     return note.replace("give --mask with a brain mask", "end the subject's line in the list with --mask and a brain mask") \
         .replace("rerun 'iqt fit' with --exclude-outliers", "rerun this 'iqt batch' with --exclude-outliers (which redoes "
-                 "every DWI subject)")
+                 "every DWI subject)") \
+        .replace("(iqt upsample's --voxel-size MM picks them)", "(batch takes one --factor: run the scans stored with "
+                 "their slices along another voxel axis in a batch of their own, or each with iqt upsample --voxel-size "
+                 "MM)")
 
 
 KEPT = "; none of the subject's outputs was written: its folder is as it was before this run"

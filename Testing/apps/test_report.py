@@ -328,3 +328,25 @@ def test_colour_fa_is_coloured_in_the_world_on_an_oblique_scan(tmp_path, monkeyp
     rgb = np.concatenate([x.reshape(-1, 3) for x in seen])
     rgb = rgb[rgb.sum(1) > 0]
     assert len(rgb) and np.allclose(rgb[:, 1:], 0, atol=1e-3) and (rgb[:, 0] > 0.5).all(), rgb[:3]
+
+
+def test_a_report_says_what_the_checks_find_in_the_reference_fit(tmp_path, small_subject, capsys):
+    """A subject whose series has a slice's signal dropout: the page scored methods against a reference fitted through
+    it without a word (a tractography audit); the fit check's line heads the page and is said on the terminal."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib.apps.cli import main
+
+    subj = tmp_path / "subj"
+    shutil.copytree(small_subject, subj)
+    img = nib.load(subj / "dwi.nii.gz")
+    d = np.asarray(img.dataobj).astype(np.float32)
+    bvals = np.loadtxt(subj / "dwi.bval")
+    v = int(np.flatnonzero(bvals > 100)[3])
+    d[:, :, d.shape[2] // 2, v] *= 0.2
+    nib.save(nib.Nifti1Image(d, img.affine, img.header), subj / "dwi.nii.gz")
+    assert main(["--threads", "1", "report", "-o", str(tmp_path / "r.html"), "--subject", str(subj), "--methods", "cubic",
+                 "--no-tracts"]) == 0
+    assert f"of volume {v}" in capsys.readouterr().err
+    text = (tmp_path / "r.html").read_text()
+    assert "Warning: the reference&#x27;s fit: " in text and f"of volume {v}" in text

@@ -30,6 +30,7 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     if "cubic" not in names:
         names.insert(0, "cubic")
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
+    fit_notes = reference_fit_notes(subject) if subject_dir else []
     case = make_case(subject, factor)
     preds = {}
     rows = benchmark.score_case(case, [methods.get(n, model=models.get(n)) for n in names], keep=preds)
@@ -59,7 +60,7 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
             notes = []
     else:
         notes = []
-    notes[:0] = given_model_notes(models)
+    notes[:0] = given_model_notes(models) + [f"Warning: the reference's fit: {n}" for n in fit_notes]
     said = ran_note(names, factor, models, tractography.comparison_settings(case) if lines else None, n_seeds)
     if said:
         notes.insert(0, said)
@@ -67,6 +68,24 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
                         notes=notes)
+
+
+def reference_fit_notes(subject) -> list[str]:
+    """What `iqt fit`'s checks say of the subject's own fit, the reference every method is scored against (a slice's
+    signal dropout, a moved b0, a gradient table in another frame), said on the terminal too: the page had scored
+    methods against a reference fitted through a dropout without a word (a tractography audit)."""
+    import warnings
+
+    from ..core.errors import IQTWarning
+    from ..dmri.fit_checks import fit_with_checks
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        fit_with_checks(subject.dwi, subject.mask, fit=lambda dwi, mask: subject.tensor)
+    notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    for note in notes:
+        warnings.warn(note, IQTWarning, stacklevel=3)
+    return notes
 
 
 def given_model_notes(models: dict | None) -> list[str]:

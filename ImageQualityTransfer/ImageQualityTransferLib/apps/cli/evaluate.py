@@ -245,10 +245,9 @@ SIGMA_KEYS = ("std", "std_intrinsic", "std_parameter")  # maps of the tensor ele
 def _stored_like(vol, ref_affine):
     """(`vol` re-stored in the voxel order of a grid with `ref_affine`, its tensor components or gradient directions
     turned with it; the Reorientation, None where it already is)."""
-    from ...core.orientation import Reorientation, _nio
+    from ...core.orientation import Reorientation, _nio, io_orientation
 
-    nio = _nio()
-    ro = Reorientation(nio.ornt_transform(nio.io_orientation(vol.affine), nio.io_orientation(ref_affine)))
+    ro = Reorientation(_nio().ornt_transform(io_orientation(vol.affine), io_orientation(ref_affine)))
     return (vol, None) if ro.is_identity else (ro.apply(vol), ro)
 
 

@@ -7,6 +7,7 @@ registry (`Resources/Models/registry.json`) lists the shipped ones. Families add
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -467,13 +468,31 @@ def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
     reg = Path(models_dir) / REGISTRY
     f = grid.factors(meta["factor"])
     kind = input_kind(meta)
-    entries = [e for e in read_registry(models_dir)
-               if not (e.get("method") == meta["method"] and _entry_factors(e) == f and e.get("input") == kind)]
-    entries.append({"method": meta["method"], "factor": grid.record(f), **({"input": kind} if kind else {}),
-                    "sidecar": sidecar_path(sidecar).name, "version": meta.get("version"), "sha256": meta["sha256"]})
-    # isotropic first, each default model before its variants
-    entries.sort(key=lambda e: (e["method"], not isinstance(e["factor"], int), str(e["factor"]), e.get("input") or ""))
-    write_json(reg, {"format": REGISTRY_FORMAT, "models": entries})
+    with _registry_lock(reg):  # two trainings registering at once had lost each other's entries (a training audit)
+        entries = [e for e in read_registry(models_dir)
+                   if not (e.get("method") == meta["method"] and _entry_factors(e) == f and e.get("input") == kind)]
+        entries.append({"method": meta["method"], "factor": grid.record(f), **({"input": kind} if kind else {}),
+                        "sidecar": sidecar_path(sidecar).name, "version": meta.get("version"), "sha256": meta["sha256"]})
+        # isotropic first, each default model before its variants
+        entries.sort(key=lambda e: (e["method"], not isinstance(e["factor"], int), str(e["factor"]), e.get("input") or ""))
+        write_json(reg, {"format": REGISTRY_FORMAT, "models": entries})
+
+
+@contextlib.contextmanager
+def _registry_lock(reg: Path):
+    """An exclusive lock on `reg`'s read-modify-write (an advisory lock on a file beside it, where the system has
+    fcntl; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one registering training at a time, as before
+        yield
+        return
+    with open(reg.with_name(reg.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

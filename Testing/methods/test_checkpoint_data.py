@@ -160,3 +160,19 @@ def test_a_crafted_checkpoint_is_one_line(tmp_path, damage):
     torch.save(saved, ck)
     with pytest.raises(IQTError, match="a damaged or foreign training checkpoint"):
         training.train(helpers.synthetic_items(), seed=0, checkpoint=str(ck), data=data, **{**KW, "epochs": 2})
+
+
+def test_a_training_is_refused_where_its_model_would_not_fit_on_the_disk(tmp_path, capsys, monkeypatch):
+    """A full disk had thrown the trained weights away after the whole training (a training audit): refused before."""
+    import shutil
+    from collections import namedtuple
+
+    subject = tmp_path / "subj"
+    subject.mkdir()
+    helpers.save_phantom_dwi(subject / "dwi.nii.gz", (32, 36, 28), 0)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 36_000, 36_000))
+    code, _, err = helpers.run_cli(capsys, "train", "--method", "espcn", "--subjects", subject, "-o", tmp_path / "m.pt",
+                                   "--epochs", "1")
+    assert code == 2 and "MiB free, less than the 64 MiB" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m.pt").exists()

@@ -232,6 +232,7 @@ def run(args):
         resolve_device(args.device)  # no CUDA here: refused before the data are prepared
     if args.checkpoint and not Path(args.checkpoint).parent.exists():
         raise IQTError(f"{args.checkpoint}: the folder {Path(args.checkpoint).parent} does not exist; create it first")
+    check_room([args.output] + ([args.checkpoint] if args.checkpoint else []))
     seen = {}
     for d in args.subjects:  # after the options: each refusal names the first thing to fix
         dwi_path(d)  # its bval and bvec too, before any work
@@ -264,6 +265,26 @@ def run(args):
                 # command that reproduces them names the one this run took
                 args.command_line += f" --threads {torch.get_num_threads()}"
         train_here(args)
+
+
+MIN_FREE_BYTES = 64 * 2**20  # a model of this tool takes at most about 5 MB and a checkpoint about 3 times its model
+
+
+def check_room(paths) -> None:
+    """Refuse a training whose model or checkpoint folder has less than MIN_FREE_BYTES free: a full disk had thrown the
+    trained weights away after the whole training (a training audit)."""
+    import shutil
+
+    for path in paths:
+        folder = Path(path).parent if str(Path(path).parent) else Path(".")
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue  # a folder that is not there is said by the output checks
+        if free < MIN_FREE_BYTES:
+            raise IQTError(f"{path}: its folder has {free / 2**20:.1f} MiB free, less than the {MIN_FREE_BYTES // 2**20} MiB "
+                           "a trained model (and a checkpoint) may need; free some space or write elsewhere, before "
+                           "the training rather than after it")
 
 
 def train_here(args) -> None:

@@ -176,3 +176,20 @@ def test_a_training_is_refused_where_its_model_would_not_fit_on_the_disk(tmp_pat
                                    "--epochs", "1")
     assert code == 2 and "MiB free, less than the 64 MiB" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the checkpoint hold is POSIX's fcntl")
+def test_a_checkpoint_in_use_by_another_training_is_refused(tmp_path, capsys):
+    """Two trainings given one --checkpoint had both run, each writing the other's checkpoint (a training audit)."""
+    import fcntl
+
+    subject = tmp_path / "subj"
+    subject.mkdir()
+    helpers.save_phantom_dwi(subject / "dwi.nii.gz", (32, 36, 28), 0)
+    ck = tmp_path / "run.ckpt"
+    with open(tmp_path / ".run.ckpt.lock", "a") as held:  # as the first training holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, _, err = helpers.run_cli(capsys, "train", "--method", "espcn", "--subjects", subject, "-o",
+                                       tmp_path / "m.pt", "--epochs", "1", "--checkpoint", ck)
+    assert code == 2 and "another training is using this checkpoint now" in err and len(err.strip().splitlines()) == 1
+    assert not ck.exists() and not (tmp_path / "m.pt").exists()

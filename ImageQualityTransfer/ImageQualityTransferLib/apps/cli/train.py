@@ -3,6 +3,7 @@ seal the sidecar of a model trained before sidecars were sealed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -244,6 +245,39 @@ def run(args):
 
     refuse_copies(args.subjects, "training subject")
     args.command_line = shlex.join(["iqt", *getattr(args, "argv", sys.argv[1:])])  # a path with a space stays one word
+    with checkpoint_held(args.checkpoint):
+        _train(args, cls)
+
+
+@contextlib.contextmanager
+def checkpoint_held(checkpoint):
+    """A training's hold on its --checkpoint (an advisory lock on a hidden file beside it, where the system has fcntl),
+    so that a second training given the same checkpoint is refused in one line: two had run at once, each writing the
+    other's checkpoint (a training audit). Held by the process that starts the training (under torchrun, rank 0)."""
+    if not checkpoint or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no hold, as before
+        yield
+        return
+    lock = Path(checkpoint).with_name(f".{Path(checkpoint).name}.lock")
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise IQTError(f"{checkpoint}: another training is using this checkpoint now; wait for it to end, or give "
+                           "--checkpoint another path") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train(args, cls) -> None:
+    """`run`'s training, in this process or spread over --nproc processes."""
     if args.nproc > 1:
         from ...methods.cnn import distributed
 

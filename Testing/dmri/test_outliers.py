@@ -220,3 +220,17 @@ def test_a_sidecar_value_of_another_type_is_one_warning(tmp_path, text):
     (tmp_path / "dwi.json").write_text(text)
     with pytest.warns(IQTWarning, match="SliceEncodingDirection|not read as a BIDS sidecar"):
         assert "slice_axis" not in fileio.load_dwi(tmp_path / "dwi.nii.gz").meta
+
+
+@pytest.mark.parametrize("axis,shift", [(1, 2), (0, 1)], ids=["rolled-j-2", "rolled-i-1"])
+def test_a_moved_volume_does_not_draw_the_slice_axis_from_a_dropout_along_k(coarse_phantom, axis, shift):
+    """Without a sidecar every axis is read; a volume moved in-plane misfits the edge slices along i or j and had drawn
+    the choice away from k, where a real dropout then went unnamed (a review): k stays, the dropout is named."""
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    d = np.array(coarse_phantom.data)
+    d[..., dw[5]] = np.roll(d[..., dw[5]], shift, axis=axis)
+    d[:, :, 14:16, dw[2]] *= 0.2
+    dwi = coarse_phantom.replace(data=d)
+    mask = brain_mask(dwi)
+    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
+    assert found.axis == 2 and {14, 15} <= set(found.pairs) and all(dw[2] in found.pairs[s] for s in (14, 15)), found

@@ -50,6 +50,8 @@ PAIR_Z = 25.0  # a (slice, volume) above this is an outlier in that slice (clean
 VOLUME_SUSPECT = 3.5  # a volume whose median z over the slices is above this is tested (clean real subjects: at most 3.0)
 VOLUME_Z = 40.0  # by its median z against the fit without it: above this it is an outlier as a whole, dead or moved (the
 # clean subjects' worst volumes, tested so: at most 12.5; a zeroed volume 306, one moved by 6 voxels 129)
+OTHER_AXIS_RATIO = 3.0  # and above this many times k's largest: a volume moved by two voxels misfits the edge slices
+# along j about as much as a dropout along k misfits its slices (z 94 against 90 on a phantom; a review)
 OTHER_AXIS_Z = 40.0  # a (slice, volume) z above this along i or j, where no sidecar names the slice axis, reads along it
 # (clean real subjects, read along every axis: at most 21.0, sag HF along j; the sagittal AP scan's real dropout 69.5;
 # docs/measurements.md, Fit checks)
@@ -172,20 +174,25 @@ def _centred(rows, live, shell) -> np.ndarray:
     return out
 
 
-def _read_along(signal, t, mask, q, axis, dw, shell):
+def _read_along(signal, t, mask, q, axis, dw, shell, suspect=None):
     """(the slices along `axis` read, their rows and signed rows (`_slice_row`), the largest robust z of a (slice,
-    volume) among them; NaN where none is read)."""
+    volume) among them, of the volumes not suspect as a whole (median z over the slices above VOLUME_SUSPECT: a volume
+    moved by a voxel misfits the edge slices along every axis, and had drawn the choice of axis away from a real
+    dropout along k; a review), nor among `suspect` (those read so along k); NaN where none is read). The fifth item:
+    the volumes suspect as a whole along this axis."""
     counts = np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).sum(1)
     read = np.flatnonzero((counts >= MIN_SLICE_VOXELS) & (counts >= MIN_BRAIN_SHARE * counts.max()))
     if len(read) == 0 or dw.sum() < MIN_DIRECTIONS:
-        return read, None, None, float("nan")
+        return read, None, None, float("nan"), np.zeros(len(dw), bool)
     rows, signs = map(np.stack, zip(*[_slice_row(signal, t, mask, q, s, signed=True, axis=axis) for s in read]))
     dev = _centred(rows, dw, shell)
     z = np.full(dev.shape, np.nan)
     for sid in np.unique(shell[dw]):
         cols = dw & (shell == sid)
         z[:, cols] = dev[:, cols] / max(1.4826 * float(_nanmedian(np.abs(dev[:, cols]))), MIN_SCALE)
-    return read, rows, signs, float(np.nanmax(z)) if np.isfinite(z).any() else float("nan")
+    whole = _nanmedian(z, axis=0) > VOLUME_SUSPECT
+    z = np.where((whole | (False if suspect is None else suspect))[None, :], np.nan, z)
+    return read, rows, signs, float(np.nanmax(z)) if np.isfinite(z).any() else float("nan"), whole
 
 
 def _fit_without(dwi: Volume, mask: np.ndarray, drop, where=None, axis: int = SLICE_AXIS) -> np.ndarray:
@@ -218,14 +225,16 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     shell = _shell_ids(bvals)
     axis, why = slice_axis_of(dwi)
     if axis is None:  # each axis read: another than k where its slices are misfitted far beyond k's
-        along = {a: _read_along(signal, t, mask, q, a, dw, shell) for a in range(3)}
-        z = {a: float(np.nan_to_num(along[a][-1], nan=-np.inf)) for a in range(3)}
+        along = {SLICE_AXIS: _read_along(signal, t, mask, q, SLICE_AXIS, dw, shell)}
+        for a in (a for a in range(3) if a != SLICE_AXIS):  # k's whole-volume suspects left out of the others' too
+            along[a] = _read_along(signal, t, mask, q, a, dw, shell, suspect=along[SLICE_AXIS][-1])
+        z = {a: float(np.nan_to_num(along[a][3], nan=-np.inf)) for a in range(3)}
         top = max((a for a in range(3) if a != SLICE_AXIS), key=z.get)
         axis, why = (top, "the one whose slices the fit misfits: no sidecar names it") \
-            if z[top] > OTHER_AXIS_Z and z[top] > z[SLICE_AXIS] else (SLICE_AXIS, "")
-        read, rows, signs, _ = along[axis]
+            if z[top] > OTHER_AXIS_Z and z[top] > OTHER_AXIS_RATIO * z[SLICE_AXIS] else (SLICE_AXIS, "")
+        read, rows, signs = along[axis][:3]
     else:
-        read, rows, signs, _ = _read_along(signal, t, mask, q, axis, dw, shell)
+        read, rows, signs = _read_along(signal, t, mask, q, axis, dw, shell)[:3]
     out = Outliers(axis=axis, axis_why=why)
     out.slices_read = len(read)
     if len(read) == 0 or dw.sum() < MIN_DIRECTIONS:

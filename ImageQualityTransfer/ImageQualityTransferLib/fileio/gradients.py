@@ -45,15 +45,15 @@ def sidecar_slices(dwi_path) -> tuple[int | None, int | None]:
         doc = json.loads(p.read_bytes())
         value, timing = doc.get("SliceEncodingDirection"), doc.get("SliceTiming")
     except (OSError, ValueError, AttributeError, RecursionError) as e:
-        warnings.warn(f"{p}: not read as a BIDS sidecar ({type(e).__name__}); its SliceEncodingDirection is not used, "
-                      "slices are taken along the third voxel axis", IQTWarning, stacklevel=3)
+        warnings.warn(f"{p}: not read as a BIDS sidecar ({type(e).__name__}); its SliceEncodingDirection is not used: "
+                      "the slice axis is found as for a series without a sidecar", IQTWarning, stacklevel=3)
         return None, None
     count = len(timing) if isinstance(timing, list) and len(timing) > 1 else None
     if value is None:
         return None, count
     if not isinstance(value, str) or value not in SLICE_ENCODING:  # a list or a dict would not even hash
-        warnings.warn(f"{p}: SliceEncodingDirection {value!r} is none of i, j, k (or i-, j-, k-); slices are taken "
-                      "along the third voxel axis", IQTWarning, stacklevel=3)
+        warnings.warn(f"{p}: SliceEncodingDirection {value!r} is none of i, j, k (or i-, j-, k-) and is not used: the "
+                      "slice axis is found from its SliceTiming or the voxels", IQTWarning, stacklevel=3)
         return None, count
     return SLICE_ENCODING[value], count
 

@@ -137,7 +137,8 @@ def test_upsample_tta_writes_the_averaged_prediction_and_its_maps(tmp_path, lr_p
 
 def test_a_model_given_without_factor_runs_at_its_own(tmp_path, lr_path, capsys):
     """`--model M_x1x1x3` without --factor had run at 2 and been refused ('use --factor 1,1,3'); it runs at its own
-    factors now, in upsample as in batch; a --factor given still wins (and its mismatch is said)."""
+    factors now, along the input's axis its model's slice axis (S) maps to (a review: an SLA input had been refined
+    along R); a --factor given still wins (and its mismatch is said)."""
     from pathlib import Path
 
     from ImageQualityTransferLib.fileio import load_tensor, model_files
@@ -149,3 +150,9 @@ def test_a_model_given_without_factor_runs_at_its_own(tmp_path, lr_path, capsys)
     capsys.readouterr()
     assert main(["upsample", str(lr_path), "-o", str(tmp_path / "p.nii.gz"), "--model", model, "--factor", "2"]) == 2
     assert "--factor 1,1,3" in capsys.readouterr().err
+    from ImageQualityTransferLib.core.orientation import reorient
+
+    fileio.save_tensor(reorient(lr, "SLA"), tmp_path / "sla.nii.gz")  # S stored as the first voxel axis
+    assert main(["upsample", str(tmp_path / "sla.nii.gz"), "-o", str(tmp_path / "s.nii.gz"), "--model", model]) == 0
+    sla = load_tensor(tmp_path / "sla.nii.gz")
+    assert load_tensor(tmp_path / "s.nii.gz").shape3 == (3 * sla.shape3[0], sla.shape3[1], sla.shape3[2])

@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
                                                           "rerun skips the subjects already done)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: with --model, the model's own method, else the best "
                          "shipped one for the factors, with --uncertainty the best with an uncertainty map)")
-    options.add_factor(sp, model=True)
+    options.add_factor(sp)
     sp.add_argument("--uncertainty", action="store_true", help="also write the uncertainty maps (methods with uncertainty)")
     where = sp.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")

@@ -15,27 +15,27 @@ FACTOR_HELP = ("upsampling factor: one integer for all three axes, or three sepa
 def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool = False) -> None:
     """--factor (checked by `factors`, so that a bad one is a one-line IQTError); with `voxel_size`, also
     --voxel-size MM, the factors chosen from the input's voxel size instead; with `recorded`, no default (the
-    command reads the factor an output of 'iqt upsample' records, else 2); with `model`, none either (a --model given
-    sets them, else 2: `factors`)."""
+    command reads the factor an output of 'iqt upsample' records, else 2); with `model` (and `voxel_size`), a --model
+    given sets them where --factor is not given (`factors`)."""
     if recorded:
         sp.add_argument("--factor", help=FACTOR_HELP.replace("the input's", "the low-res input's") +
                         " (default: the factor the prediction's header records, as 'iqt upsample' writes it; else 2)")
         return
     if not voxel_size:
-        sp.add_argument("--factor", default=None if model else "2",
-                        help=FACTOR_HELP + (" (default: the --model's own, else 2)" if model else " (default 2)"))
+        sp.add_argument("--factor", default="2", help=FACTOR_HELP + " (default 2)")
         return
-    sp.add_argument("--factor", help=FACTOR_HELP + " (default 2, the --model's own where one is given, or as --voxel-size "
-                                                   "chooses)")
+    own = ", the --model's own where one is given (along the input's axes its slice axis maps to)" if model else ""
+    sp.add_argument("--factor", help=FACTOR_HELP + f" (default 2{own}, or as --voxel-size chooses)")
     sp.add_argument("--voxel-size", type=float, metavar="MM",
                     help="instead of --factor: the smallest integer factor along each axis that makes the output voxels "
                          "at most MM mm along it, 2 %% over counting as reached (a 2x2x5 mm input with --voxel-size 2 gets "
                          "factors 1,1,3; a header's 2.7073 mm is a nominal 2.7)")
 
 
-def factors(args, voxel_size=None) -> tuple[int, int, int] | None:
+def factors(args, voxel_size=None, affine=None) -> tuple[int, int, int] | None:
     """The per-axis factors the command line asks for: --factor, or with --voxel-size those `grid.for_voxel_size`
-    picks for an input of `voxel_size` (None: the input is not read yet; the options are checked and None returned)."""
+    picks for an input of `voxel_size`, or without either a --model's own, its canonical axes mapped onto the voxel axes
+    of an input with `affine` (None: the input is not read yet; the options are checked and None returned)."""
     from ...core import grid
 
     target = getattr(args, "voxel_size", None)
@@ -45,7 +45,12 @@ def factors(args, voxel_size=None) -> tuple[int, int, int] | None:
 
             own = factors_named(args.model)  # a model given without --factor runs at its own (a thick-slice audit)
             if own is not None and max(own) > 1:
-                return grid.factors(own)
+                if affine is None:
+                    return None
+                from ...core.orientation import Reorientation
+
+                # a model's factors are along canonical (RAS) axes: 1,1,3 refines S, whichever voxel axis holds it
+                return grid.permute(own, Reorientation.to_canonical(affine).inverse().ornt)
         return grid.factors("2" if args.factor is None else args.factor)
     if args.factor is not None:
         raise IQTError(f"--factor {args.factor} and --voxel-size {target:g}: give one of them (--voxel-size chooses the "

@@ -14,7 +14,7 @@ def add_parsers(sub) -> None:
                                      "best with an uncertainty map for the factors, deep-hetero-var1 where it has a model)")
     options.add_method_settings(sp)
     sp.add_argument("--samples", type=int, default=100, help="number of samples (default 100)")
-    options.add_factor(sp, model=True)
+    options.add_factor(sp)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     options.add_propagation(sp)  # settled in run: options made idle are refused
     options.add_tensor_order(sp)

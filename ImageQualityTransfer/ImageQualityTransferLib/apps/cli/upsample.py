@@ -19,7 +19,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("-o", "--output", required=True, help="high-res tensor output (.nii.gz, or .nrrd for Slicer)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: with --model, the model's own method, else the best "
                          "shipped one for the factors, with --uncertainty or --propagate the best with an uncertainty map)")
-    options.add_factor(sp, voxel_size=True)
+    options.add_factor(sp, voxel_size=True, model=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty) "
                     "and NAME_direction beside it (the principal direction's uncertainty, degrees); the Monte Carlo "
@@ -248,11 +248,11 @@ def run(args):
     from ...methods.inputs import warn_if_upsampled
 
     t0 = time.perf_counter()
-    f = options.factors(args)  # None with --voxel-size: the input is read first, its voxel size chooses them
+    f = options.factors(args)  # None with --voxel-size (or a --model alone): the input is read first
     lr = None
     if f is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
-        f = options.factors(args, lr.voxel_size)
+        f = options.factors(args, lr.voxel_size, lr.affine)
     name = options.method_name(args, f, uncertainty=bool(args.uncertainty or args.propagate))
     _check_samples(args, methods.method_class(name))
     method = methods.get(name, **options.method_settings(args))
@@ -285,7 +285,7 @@ def run(args):
     # the memory check before the input is read, torch imported or a model loaded (refused in 1-2 s, not 4-20 s):
     # the grid from the input's header; predict checks the same again (one function, Method.check_memory)
     shape3 = lr.shape3 if lr is not None else input_shape3(args.input)
-    chose = lr is not None  # read for --voxel-size, which chose the factors
+    chose = lr is not None and args.voxel_size is not None  # read for --voxel-size, which chose the factors
     if lr is None and shape3 is None:
         # a header the early check cannot read (a missing, damaged or foreign file): read it now, so that its own
         # one line comes before a model loads (a CNN's import of torch made "file not found" take 2.6 s)

@@ -193,3 +193,13 @@ def test_a_checkpoint_in_use_by_another_training_is_refused(tmp_path, capsys):
                                        tmp_path / "m.pt", "--epochs", "1", "--checkpoint", ck)
     assert code == 2 and "another training is using this checkpoint now" in err and len(err.strip().splitlines()) == 1
     assert not ck.exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_the_sidecar_lists_the_coarser_copies_trained_on(tmp_path):
+    """--coarsen's copies (<name>_at3mm) are trained on but not in the data record (their folder's files are recorded
+    once): the sidecar had dropped them from training.subjects (a review); they follow the folders given."""
+    data = _data("aa")
+    items = helpers.synthetic_items()
+    named = [d for d in data if d["subject"] != "s2"]  # s2 stands for a coarser copy: trained on, not a folder given
+    _, side, _ = training.train(items, seed=0, data=named, **KW)
+    assert side["training"]["subjects"] == ["s0", "s1", "s2"]

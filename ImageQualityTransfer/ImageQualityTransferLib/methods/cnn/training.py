@@ -170,7 +170,11 @@ class _Training:
         # the form checkpoints of earlier versions hold (one entry per name, sorted): still resumed where unambiguous
         self.legacy_data = {d["subject"]: [[k, v] for k, v in sorted(d["sha256"].items())]
                             for d in sorted(data or [], key=lambda d: str(d.get("subject"))) if d.get("sha256")}
-        self.subject_names = [d["subject"] for d in data or []] or sorted({it.name for it in items})
+        # every folder in the order given (two of one name both), then what else was trained on: --coarsen's copies
+        # (<name>_at3mm), which the data record leaves out (its folder's files are recorded once; a review)
+        given = [d["subject"] for d in data or []]
+        self.subject_names = given + [n for n in dict.fromkeys(it.name for it in items) if n not in set(given)] \
+            if given else sorted({it.name for it in items})
         self.opts = opts = {**DEFAULTS, **options}
         if method not in networks.ARCHITECTURES:
             raise IQTError(f"unknown CNN method {method!r}; trainable: {', '.join(networks.ARCHITECTURES)}")

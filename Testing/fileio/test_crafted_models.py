@@ -188,9 +188,25 @@ def test_weights_that_unpack_to_more_than_any_model_are_not_read(tmp_path, lr, c
 
     sp = _crafted(tmp_path, "global-linear_x2")
     monkeypatch.setattr(model_files, "MAX_UNPACKED_BYTES", 1000)
+    monkeypatch.setattr(model_files, "MAX_UNPACK_RATIO", 0.5)
     refused_line(capsys, ["upsample", str(lr), "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
-                 "more than any model this tool writes (at most 0 MiB)")
+                 "times), as no model this tool writes does, and it is not read")
     monkeypatch.undo()
+    # a damaged archive is left to the loader's own words (an unknown compression had ended in an internal error)
+    weights = tmp_path / json.loads(sp.read_text())["weights"]
+    good = weights.read_bytes()
+    broken = bytearray(good)
+    at = broken.find(b"PK\x01\x02")  # the central directory's first entry, which zipfile reads
+    broken[at + 10:at + 12] = (99).to_bytes(2, "little")  # its compression method: unknown
+    weights.write_bytes(bytes(broken))
+    side = json.loads(sp.read_text())
+    side.update(sha256=sha256(weights))
+    side.pop(SEAL)
+    side[SEAL] = settings_digest(side)
+    sp.write_text(json.dumps(side))
+    refused_line(capsys, ["upsample", str(lr), "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
+                 "does not hold a valid global-linear model")
+    weights.write_bytes(good)
     weights = tmp_path / json.loads(sp.read_text())["weights"]
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)})

@@ -91,12 +91,12 @@ def run(args):
         warnings.warn(str(w.message).replace("--tensor-order", "--truth-order"), w.category, stacklevel=2)
     # a prediction stored in another voxel order than the reference (fslreorient2std'd, say) is re-stored as the
     # reference is, its tensors with it: it had been refused as 'not the factor grid' (a thick-slice audit); the
-    # factors read along the prediction's axes are turned with it, and said so
+    # factors its header records are along its own axes and turned with it, --factor is along the low-res input's,
+    # which are the reference's
     pred, moved = _stored_like(pred, truth.affine)
     made = pred.meta.get("made_at")
-    if moved is not None:
-        made = grid.permute(made, moved.ornt) if made else made
-        f = grid.permute(f, moved.ornt) if f is not None else None
+    if moved is not None and made:
+        made = grid.permute(made, moved.ornt)
     if f is None:
         f, source = (made, "as the prediction's header records") if made else (grid.factors(2), "the default")
     else:
@@ -150,14 +150,13 @@ def run(args):
         raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}") from None
     if missing:
         warnings.warn(missing, IQTWarning, stacklevel=2)
-    shown = f if moved is None else grid.permute(f, moved.inverse().ornt)  # along the prediction's own axes
-    result["factor"] = grid.record(shown)
+    result["factor"] = grid.record(f)
     if json_out:  # which code scored it: a count's definition can change between versions
         from ...fileio.model_files import software
 
         result.update(software())
         fileio.write_json(json_out, result)
-    print(f"{grid.describe(shown)} ({source}{'; the prediction re-stored in the reference voxel order' if moved else ''})")
+    print(f"{grid.describe(f)} ({source}{'; the prediction re-stored in the reference voxel order' if moved else ''})")
     for region in ("interior", "exterior"):
         row = result[region]
         if not row["n_voxels"]:  # every figure undefined: said, not printed as nan (the JSON holds null)

@@ -263,7 +263,12 @@ def checkpoint_held(checkpoint):
         yield
         return
     lock = Path(checkpoint).with_name(f".{Path(checkpoint).name}.lock")
-    with open(lock, "a") as handle:
+    try:
+        handle = open(lock, "a")
+    except OSError:  # a folder not writable: no hold (writing the checkpoint there says what is wrong)
+        yield
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -317,8 +322,8 @@ def check_room(paths) -> None:
             continue  # a folder that is not there is said by the output checks
         if free < MIN_FREE_BYTES:
             raise IQTError(f"{path}: its folder has {free / 2**20:.1f} MiB free, less than the {MIN_FREE_BYTES // 2**20} MiB "
-                           "a trained model (and a checkpoint) may need; free some space or write elsewhere, before "
-                           "the training rather than after it")
+                           "a trained model (and a checkpoint) may need; free some space or write elsewhere (said "
+                           "before the training, so that its weights are not lost at its end)")
 
 
 def train_here(args) -> None:

@@ -99,8 +99,10 @@ def _figure(case, predictions, path, title, factor):
     columns = [("low-res input (nearest)", canon(nearest))]  # the names the report gives them (apps/report_page.py)
     columns += [(name, canon(p.tensor.data)) for name, p in predictions.items() if name != "nearest"]
     columns.append(("ground truth", canon(case.truth)))
-    mask = reo.apply(Volume(case.hr_mask, case.hr_affine, "mask")).data
+    masked = reo.apply(Volume(case.hr_mask, case.hr_affine, "mask"))
+    mask = masked.data
+    frame = masked.affine[:3, :3] / np.linalg.norm(masked.affine[:3, :3], axis=0)  # canonical voxel axes -> world
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size[list(np.argsort(reo.ornt[:, 0]))]
     uncertainty = {n: reo.apply(p.std).data for n, p in predictions.items() if p.std is not None}
     figures.fa_panels(columns, path, mask=mask, title=f"{title}: x{grid.text(factor)} super-resolution", voxel_mm=voxel,
-                      uncertainty=uncertainty or None)
+                      uncertainty=uncertainty or None, frame=frame)

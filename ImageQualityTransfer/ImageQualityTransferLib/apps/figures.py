@@ -123,6 +123,7 @@ def fa_panels(
     uncertainty_label=f"predictive std ({tensors.SHOWN_UNIT_LABEL})",
     uncertainty_scale=tensors.SHOWN_UNIT,
     dpi=100,
+    frame=None,
 ):
     """Write a PNG: row 1 FA, row 2 colour FA, one column per named tensor volume; optional row 3 uncertainty.
 
@@ -136,6 +137,8 @@ def fa_panels(
     slice_index: axial slice (default the middle of the mask's extent, the slice `iqt report` shows; without a mask
       the volume's middle one). radiological: patient right on screen left (the
       clinical and 3D Slicer default); False for neurological. The choice is written in the title.
+    frame: the rotation from the canonical voxel axes to world RAS, so that colour FA is the world's on an oblique scan
+      (as `iqt report` colours it: apps/report_figures.py fa_views).
     Returns the path written.
     """
     from matplotlib.figure import Figure  # Agg canvas, no pyplot: no global backend state, no GUI
@@ -166,7 +169,8 @@ def fa_panels(
         sl = np.asarray(a[:, :, k : k + 1], dtype=np.float64)
         ok = m[:, :, k : k + 1] & tensors.plausible(sl)
         fa_imgs.append(view(np.where(ok, tensors.fa(sl), 0.0), "axial", 0, radiological))
-        rgb_imgs.append(view(np.where(ok[..., None], tensors.color_fa(sl), 0.0), "axial", 0, radiological))
+        coloured = sl if frame is None else tensors.rotate(sl, frame)
+        rgb_imgs.append(view(np.where(ok[..., None], tensors.color_fa(coloured), 0.0), "axial", 0, radiological))
         keep.append(view(ok, "axial", 0, radiological))
 
     nrows = 3 if unc is not None else 2

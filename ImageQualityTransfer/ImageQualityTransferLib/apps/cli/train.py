@@ -263,17 +263,29 @@ def checkpoint_held(checkpoint):
         yield
         return
     lock = Path(checkpoint).with_name(f".{Path(checkpoint).name}.lock")
-    try:
-        handle = open(lock, "a")
-    except OSError:  # a folder not writable: no hold (writing the checkpoint there says what is wrong)
-        yield
-        return
-    with handle:
+    for _ in range(3):
+        try:
+            handle = open(lock, "a")
+        except OSError:  # a folder not writable: no hold (writing the checkpoint there says what is wrong)
+            yield
+            return
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            handle.close()
             raise IQTError(f"{checkpoint}: another training is using this checkpoint now; wait for it to end, or give "
                            "--checkpoint another path") from None
+        try:  # the file locked is still the one at its name (the last holder removes it as it ends: a review)
+            same = os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        handle.close()
+    else:
+        raise IQTError(f"{checkpoint}: another training is using this checkpoint now; wait for it to end, or give "
+                       "--checkpoint another path")
+    with handle:
         try:
             yield
         finally:

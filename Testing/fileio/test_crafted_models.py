@@ -177,6 +177,15 @@ def test_a_shipped_models_weights_with_edited_unsealed_settings_are_refused(tmp_
     assert main(["upsample", str(lr), "--method", "espcn", "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")]) == 0
 
 
+def _reseal(sp: Path, weights: Path) -> None:
+    """The sidecar `sp` made to match `weights` as they now are: checksum and seal computed anew."""
+    side = json.loads(sp.read_text())
+    side.update(sha256=sha256(weights))
+    side.pop(SEAL)
+    side[SEAL] = settings_digest(side)
+    sp.write_text(json.dumps(side))
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_weights_that_unpack_to_more_than_any_model_are_not_read(tmp_path, lr, capsys, monkeypatch):
     """A small archive of deflated zeros (1.6 MB to 1.6 GB) had been unpacked before its refusal, and so would an
@@ -199,11 +208,7 @@ def test_weights_that_unpack_to_more_than_any_model_are_not_read(tmp_path, lr, c
     at = broken.find(b"PK\x01\x02")  # the central directory's first entry, which zipfile reads
     broken[at + 10:at + 12] = (99).to_bytes(2, "little")  # its compression method: unknown
     weights.write_bytes(bytes(broken))
-    side = json.loads(sp.read_text())
-    side.update(sha256=sha256(weights))
-    side.pop(SEAL)
-    side[SEAL] = settings_digest(side)
-    sp.write_text(json.dumps(side))
+    _reseal(sp, weights)
     refused_line(capsys, ["upsample", str(lr), "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
                  "does not hold a valid global-linear model")
     weights.write_bytes(good)
@@ -212,11 +217,7 @@ def test_weights_that_unpack_to_more_than_any_model_are_not_read(tmp_path, lr, c
     np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)})
     with zipfile.ZipFile(weights, "a") as z:
         z.writestr("huge.npy", header.getvalue() + bytes(64))
-    side = json.loads(sp.read_text())
-    side.update(sha256=sha256(weights))
-    side.pop(SEAL)
-    side[SEAL] = settings_digest(side)
-    sp.write_text(json.dumps(side))
+    _reseal(sp, weights)
     refused_line(capsys, ["upsample", str(lr), "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
                  "its array huge promises (1000000000,) of float64, more than the file holds")
     assert not (tmp_path / "up.nii.gz").exists()

@@ -53,3 +53,18 @@ def test_a_dwi_line_with_a_tensor_order_is_refused_before_the_run(tmp_path, caps
         "iqt: error: list.txt line 1 ('P01 --tensor-order fsl'): --tensor-order fsl is for a line naming a tensor file; "
         "this line names a DWI subject's folder, fitted here: drop it from the line"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_subject_copied_under_another_name_is_refused(tmp_path):
+    """A byte-identical copy of a subject's image under another folder name had been computed twice (a cohort audit),
+    where train, benchmark and lesion-check refuse it."""
+    import shutil
+
+    import helpers
+
+    (tmp_path / "P01").mkdir()
+    helpers.save_phantom_dwi(tmp_path / "P01" / "dwi.nii.gz", (16, 18, 14), 0)
+    shutil.copytree(tmp_path / "P01", tmp_path / "P02")
+    (tmp_path / "list.txt").write_text("P01\nP02\n")
+    with pytest.raises(batch.IQTError, match="P02/dwi.nii.gz is byte-identical to .*P01/dwi.nii.gz: one subject copied"):
+        batch.find_items(tmp_path / "list.txt")

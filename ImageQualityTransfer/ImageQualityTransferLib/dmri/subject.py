@@ -160,17 +160,12 @@ def make_case(subject: Subject, r, shift=(0, 0, 0), style: str = "own", snr: flo
 
 def refuse_copies(subjects, role: str = "subject") -> None:
     """Two subject folders whose DWI files are byte-identical (a subject copied under another name) are one subject
-    counted twice, as the same folder given twice is (trained on, or averaged over, twice). Only files of one size are
-    hashed."""
-    from ..fileio.model_files import sha256
+    counted twice, as the same folder given twice is (trained on, or averaged over, twice)."""
+    from ..fileio.model_files import first_copy
 
-    by_size = {}
-    for d in subjects:
-        by_size.setdefault(dwi_path(d).stat().st_size, []).append(d)
-    for group in (g for g in by_size.values() if len(g) > 1):
-        digests = {}
-        for d in group:
-            first = digests.setdefault(sha256(dwi_path(d)), d)
-            if first is not d:
-                raise IQTError(f"{d}: its DWI ({dwi_path(d).name}) is byte-identical to that of {first}, so one subject "
-                               f"would be counted twice; list each {role} once")
+    subjects = list(subjects)
+    pair = first_copy([dwi_path(d) for d in subjects])
+    if pair is not None:
+        d, first = subjects[pair[0]], subjects[pair[1]]
+        raise IQTError(f"{d}: its DWI ({dwi_path(d).name}) is byte-identical to that of {first}, so one subject "
+                       f"would be counted twice; list each {role} once")

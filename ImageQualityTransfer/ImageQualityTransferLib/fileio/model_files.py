@@ -30,6 +30,30 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def first_copy(paths) -> tuple[int, int] | None:
+    """(i, j), j < i, of the first file of `paths` whose bytes are those of an earlier one; None where all differ. Only
+    files of one size are hashed; an empty or missing file is none's copy (its reader says what is wrong)."""
+    import os
+
+    by_size: dict = {}
+    for i, p in enumerate(paths):
+        try:
+            size = os.path.getsize(p)
+        except OSError:
+            continue
+        if size:
+            by_size.setdefault(size, []).append(i)
+    found = []
+    for group in (g for g in by_size.values() if len(g) > 1):
+        digests: dict = {}
+        for i in group:
+            j = digests.setdefault(sha256(paths[i]), i)
+            if j != i:
+                found.append((i, j))
+                break
+    return min(found) if found else None
+
+
 def sidecar_path(path) -> Path:
     p = Path(path)
     return p if p.suffix == ".json" else p.with_suffix(".json")

@@ -301,22 +301,11 @@ def find_items(path) -> list[Item]:
 
 def _refuse_copies(items) -> None:
     """Two subjects whose input images are byte-identical (a subject copied under another name) are one subject computed
-    twice, as `iqt train`, `benchmark` and `lesion-check` refuse it (a cohort audit). Only files of one size are
-    hashed."""
-    from ...fileio.model_files import sha256
+    twice, as `iqt train`, `benchmark` and `lesion-check` refuse it (a cohort audit)."""
+    from ...fileio.model_files import first_copy
 
-    by_size = {}
-    for it in items:
-        try:
-            size = os.path.getsize(it.path)
-        except OSError:
-            continue  # missing: said for that subject
-        if size:  # an empty file holds no image: said for that subject
-            by_size.setdefault(size, []).append(it)
-    for group in (g for g in by_size.values() if len(g) > 1):
-        digests = {}
-        for it in group:
-            first = digests.setdefault(sha256(it.path), it)
-            if first is not it:
-                raise IQTError(f"{it.path} is byte-identical to {first.path}: one subject copied under another name "
-                               f"({it.prefix} and {first.prefix}); give each subject once")
+    pair = first_copy([it.path for it in items])
+    if pair is not None:
+        it, first = items[pair[0]], items[pair[1]]
+        raise IQTError(f"{it.path} is byte-identical to {first.path}: one subject copied under another name "
+                       f"({it.prefix} and {first.prefix}); give each subject once")

@@ -1018,3 +1018,50 @@ def test_a_listed_file_whose_header_records_its_order_comes_back_in_it(tmp_path)
 def _save(vol, path):
     fileio.save_tensor(vol, path)
     return path
+
+
+@pytest.mark.slow
+def test_voxel_size_and_a_models_own_factors_choose_each_subjects(tmp_path, capsys, cluster):
+    """`iqt batch --voxel-size MM` (and `--model` of a thick-slice model without --factor) choose each subject's
+    factors from its own header, as `iqt upsample` does (batch had one --factor for the cohort: a cohort whose slices
+    lie along different voxel axes needed one run per storage); one already at the size is refused by name."""
+    from ImageQualityTransferLib.core.orientation import reorient
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.fileio import model_files
+
+    dwi = make_phantom(shape=(16, 18, 12), voxel_mm=4.0, n_dirs=12)
+    iso = fit_dti(dwi, brain_mask(dwi))
+    thick = iso.replace(affine=iso.affine @ np.diag([1.0, 1.0, 2.0, 1.0]))  # 4x4x8 mm, slices along k
+    fileio.save_tensor(iso, tmp_path / "iso.nii.gz")
+    fileio.save_tensor(thick, tmp_path / "thick.nii.gz")
+    fileio.save_tensor(reorient(thick, "SLA"), tmp_path / "sla.nii.gz")  # the same slices stored along i
+    (tmp_path / "list.txt").write_text("iso.nii.gz\nthick.nii.gz\nsla.nii.gz\n")
+    out = tmp_path / "deriv"
+    code, stdout, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "linear",
+                                "--voxel-size", "2", "--scheduler", cluster)
+    assert code == 0, err
+    assert "1 subjects, method linear, factor 2 (--voxel-size 2: sub-iso)" in stdout, stdout
+    shapes = {}
+    for name, res in (("iso", "2x"), ("thick", "2x2x4x"), ("sla", "4x2x2x")):
+        t = out / f"sub-{name}" / "dwi" / f"sub-{name}_space-orig_res-{res}_model-linear_param-tensor_dwimap.nii.gz"
+        shapes[name] = fileio.load_tensor(t).shape3
+        assert np.allclose(fileio.load_tensor(t).voxel_size, 2.0), name
+    assert shapes == {"iso": (32, 36, 24), "thick": (32, 36, 48), "sla": (48, 32, 36)}, shapes
+    rows = (out / "qc.tsv").read_text().splitlines()[1:]
+    assert sorted((r.split("\t")[0], r.split("\t")[2], r.split("\t")[3]) for r in rows) == [
+        ("sub-iso", "2x", "done"), ("sub-sla", "4x2x2x", "done"), ("sub-thick", "2x2x4x", "done")], rows
+    code, stdout, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "linear",
+                                "--voxel-size", "2", "--scheduler", cluster)
+    assert code == 0 and "0 done, 3 skipped" in stdout, (stdout, err)
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "d2", "--method", "linear",
+                           "--voxel-size", "4", "--scheduler", cluster)
+    assert code == 2 and err.startswith("iqt: error: sub-iso (") and "already at most 4 mm" in err, err
+    assert not (tmp_path / "d2").exists()
+    model = str(Path(model_files.MODELS_DIR) / "global-linear_x1x1x3.npz")  # S refined x3, whichever axis holds it
+    (tmp_path / "two.txt").write_text("thick.nii.gz\nsla.nii.gz\n")
+    code, stdout, err = run_cli(capsys, "batch", tmp_path / "two.txt", "-o", tmp_path / "d3", "--model", model,
+                                "--scheduler", cluster)
+    assert code == 0, err
+    for name, res, shape in (("thick", "1x1x3x", (16, 18, 36)), ("sla", "3x1x1x", (36, 16, 18))):
+        t = tmp_path / "d3" / f"sub-{name}" / "dwi" / f"sub-{name}_space-orig_res-{res}_model-globallinear_param-tensor_dwimap.nii.gz"
+        assert fileio.load_tensor(t).shape3 == shape, name

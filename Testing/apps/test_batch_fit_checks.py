@@ -210,9 +210,10 @@ def test_a_subject_s_b0_of_another_brightness_is_said_and_recorded(tmp_path):
     assert "b0_check" in (out / "qc.html").read_text()
 
 
-def test_a_note_names_what_batch_takes_not_upsample_s_voxel_size():
-    """The anisotropy warning told a batch user to use --voxel-size, which batch does not take (a thick-slice audit)."""
+def test_a_note_names_batch_s_own_voxel_size():
+    """The anisotropy warning names batch's own --voxel-size, which chooses each subject's factors (it had told a
+    batch user to use upsample's, when batch took none: a thick-slice audit)."""
     from ImageQualityTransferLib.apps.batch.subject import _in_batch_words
 
     said = _in_batch_words("give factors that make them near-isotropic (iqt upsample's --voxel-size MM picks them), or use cubic")
-    assert "--voxel-size MM picks them" not in said and "batch takes one --factor" in said
+    assert "iqt upsample's" not in said and "iqt batch --voxel-size MM picks them for each subject" in said

@@ -76,3 +76,24 @@ def test_the_tracts_keep_inside_the_mask_s_blocks(lowres, tmp_path, capsys):
     # a tract's last step may end in the voxel beyond (1.5 % of the visits here); with seeds and tracts in the margin
     # it held 87 % of them
     assert visits[blocks].any() and visits[~blocks].sum() < 0.05 * visits.sum()
+
+
+def test_propagate_takes_voxel_size_and_a_models_own_factors(lowres, tmp_path, capsys):
+    """`iqt propagate --voxel-size MM`, and a thick-slice --model without --factor, choose the factors from the input's
+    grid as `iqt upsample` does (propagate had run a --model of factors 1,1,3 at 2, and been refused)."""
+    import json
+    from pathlib import Path
+
+    from ImageQualityTransferLib.fileio import model_files
+
+    lr = fileio.load_tensor(lowres / "lr.nii.gz")  # 4 mm voxels
+    assert cli.main(["propagate", str(lowres / "lr.nii.gz"), "-o", str(tmp_path / "a"), "--method", "espcn-hetero-var1",
+                     "--mc-samples", "2", "--samples", "2", "--no-tracts", "--voxel-size", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "factor 2: output voxel size 2x2x2 mm (input 4x4x4 mm)" in said, said
+    assert fileio.load_scalar(tmp_path / "a" / "fa_std.nii.gz").shape3 == tuple(2 * n for n in lr.shape3)
+    model = str(Path(model_files.MODELS_DIR) / "espcn-hetero-var1_x1x1x3_noisy.pt")
+    assert cli.main(["propagate", str(lowres / "lr.nii.gz"), "-o", str(tmp_path / "b"), "--model", model,
+                     "--mc-samples", "2", "--samples", "2", "--no-tracts"]) == 0, capsys.readouterr().err
+    assert fileio.load_scalar(tmp_path / "b" / "fa_std.nii.gz").shape3 == (*lr.shape3[:2], 3 * lr.shape3[2])
+    assert json.loads((tmp_path / "b" / "propagation.json").read_text())["settings"]["factor"] == [1, 1, 3]

@@ -115,3 +115,37 @@ def check_subjects(command: str, folders, multiple: float | None = None) -> None
         dwi = [p for p in (Path(folder) / "dwi.nii.gz", Path(folder) / "dwi.nii") if p.is_file()]
         check_inputs(command, dwi, multiple, fix="crop its DWI (fewer slices or volumes, e.g. with fslroi) or run on a "
                                                  "machine with more memory")
+
+
+def header_affine(path):
+    """The voxel-to-world affine (mm) an image's reader would give, from its header alone (NIfTI: nibabel's affine, in
+    mm where the header's unit is metre or micron; NRRD: its space axes), for choosing factors before any data is read
+    (`iqt batch --voxel-size`); None where there is no regular file or its header cannot be read (the reader says why)."""
+    import warnings
+
+    import numpy as np
+
+    from .nifti import _in_mm, is_nrrd, open_nifti
+    from .paths import not_a_file
+
+    try:
+        p = Path(path)
+        if not p.is_file() or not_a_file(p) is not None:
+            return None
+        with warnings.catch_warnings():  # the reader says it again, once, when it reads the file
+            warnings.simplefilter("ignore")
+            if is_nrrd(p):
+                import nrrd
+
+                from .nrrd import TENSOR_KINDS, _geometry
+
+                with open(p, "rb") as fh:
+                    hdr = nrrd.read_header(fh)
+                kinds = [str(k).strip().lower() for k in hdr.get("kinds", [])]
+                rax = [i for i, k in enumerate(kinds) if k in TENSOR_KINDS]
+                if len(kinds) != 4 or len(rax) != 1:  # a tensor NRRD only, as its reader takes
+                    return None
+                return _geometry(hdr, [i for i in range(4) if i != rax[0]], rax[0], p)[0]
+            return np.asarray(_in_mm(open_nifti(p), p).affine, float)
+    except Exception:  # noqa: BLE001 - any unreadable header: left to the reader's own messages
+        return None

@@ -148,9 +148,7 @@ def _in_batch_words(note: str) -> str:
     return note.replace("give --mask with a brain mask", "end the subject's line in the list with --mask and a brain mask") \
         .replace("rerun 'iqt fit' with --exclude-outliers", "rerun this 'iqt batch' with --exclude-outliers (which redoes "
                  "every DWI subject)") \
-        .replace("(iqt upsample's --voxel-size MM picks them)", "(batch takes one --factor: run the scans stored with "
-                 "their slices along another voxel axis in a batch of their own, or each with iqt upsample --voxel-size "
-                 "MM)")
+        .replace("(iqt upsample's --voxel-size MM picks them)", "(iqt batch --voxel-size MM picks them for each subject)")
 
 
 KEPT = "; none of the subject's outputs was written: its folder is as it was before this run"

@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
                                                           "rerun skips the subjects already done)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: with --model, the model's own method, else the best "
                          "shipped one for the factors, with --uncertainty the best with an uncertainty map)")
-    options.add_factor(sp)
+    options.add_factor(sp, voxel_size=True, model=True)
     sp.add_argument("--uncertainty", action="store_true", help="also write the uncertainty maps (methods with uncertainty)")
     where = sp.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")
@@ -130,6 +130,73 @@ def throughput(results: list[dict], seconds: float) -> str:
     return f"{seconds:.0f} s in all{rate}"
 
 
+def _method_for(args, f, group=()):
+    """(name, method) for the subjects `group` at factors `f`, checked before any work: one with no uncertainty map
+    under --uncertainty, a missing, damaged or foreign model, or none for these factors, is one line (else a missing
+    --model ends in an internal error, a foreign one fails every subject)."""
+    from ... import methods
+
+    name = options.method_name(args, f, uncertainty=bool(args.uncertainty))
+    method = methods.get(name, **options.method_settings(args))
+    if args.uncertainty and not method.gives_uncertainty:
+        raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "
+                       f"{', '.join(methods.with_uncertainty(f))}")
+    if args.device == "cuda" and method.requires_torch and not args.scheduler:  # local workers see this machine's GPUs
+        from ...methods.cnn.inference import resolve_device
+
+        resolve_device("cuda")
+    if method.learned:
+        try:
+            method.load(f)
+        except IQTError as exc:
+            if not group:
+                raise
+            from ...core import grid
+
+            raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {exc}") from None
+    return name, method
+
+
+def factor_groups(args, items) -> list[tuple[tuple, list]]:
+    """The cohort split by the factors each subject gets from its own header (--voxel-size, or a --model's own
+    factors along the voxel axes its slice axis is stored in), in the order the factor sets first appear. A subject
+    whose header cannot be read joins the first set (its run then fails with the reader's own line); one already at
+    the voxel size is refused before any work, named."""
+    from ...core import grid
+    from ...core.volume import voxel_sizes
+    from ...fileio.sizes import header_affine
+
+    groups: dict[tuple, list] = {}
+    unread = []
+    for it in items:
+        affine = header_affine(it.path)
+        if affine is None:
+            unread.append(it)
+            continue
+        try:
+            f = options.factors(args, voxel_sizes(affine), affine)
+        except IQTError as exc:
+            raise IQTError(f"{it.prefix} ({it.as_typed(it.path)}): {exc}; or leave that subject out of the cohort") from None
+        groups.setdefault(tuple(int(x) for x in f), []).append(it)
+    if not groups:  # no header read: every subject fails with its reader's line, under the factors said by default
+        groups[grid.factors("2")] = []
+    first = next(iter(groups))
+    joined = {id(it) for it in groups[first] + unread}
+    groups[first] = [it for it in items if id(it) in joined]
+    return list(groups.items())
+
+
+def _chosen_by(args) -> str:
+    return f"--voxel-size {args.voxel_size:g}" if args.voxel_size is not None else f"--model {args.model}'s own factors"
+
+
+def _named(group, most: int = 4) -> str:
+    """The subjects of `group` by name, the first `most` of them and how many more."""
+    names = [it.prefix for it in group]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
 def _absolute(path):
     """A path the workers can open: a --scheduler's workers need not share this shell's folder (a relative --model
     fails every subject with "model file not found"; so do a relative list's inputs)."""
@@ -147,12 +214,11 @@ def _absolute_item(item):
 
 
 def run(args) -> int:
-    from ... import methods
     from ...core import grid
     from .. import batch
     from ..batch import lock as batch_lock
 
-    f = options.factors(args)
+    f = options.factors(args)  # None: each subject's own, from its header (--voxel-size, or a --model's own factors)
     if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
         args.scheduler = batch.scheduler_from_file(args.scheduler)
     elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler
@@ -164,18 +230,14 @@ def run(args) -> int:
                        "--scheduler-file' wrote (it appears once the scheduler runs), or the address (tcp://host:port)")
     if args.workers is not None and args.workers < 1:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")
-    name = options.method_name(args, f, uncertainty=bool(args.uncertainty))
-    method = methods.get(name, **options.method_settings(args))
-    if args.uncertainty and not method.gives_uncertainty:
-        raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "
-                       f"{', '.join(methods.with_uncertainty(f))}")
-    if args.device == "cuda" and method.requires_torch and not args.scheduler:  # local workers see this machine's GPUs
-        from ...methods.cnn.inference import resolve_device
-
-        resolve_device("cuda")
-    if method.learned:  # a missing, damaged or foreign model (or none for these factors): said before any work
-        method.load(f)  # (else a missing --model ends in an internal error, a foreign one fails every subject)
-    items = batch.find_items(args.input)
+    if f is not None:  # one method for the cohort, checked before the inputs are listed
+        plans = [_method_for(args, f)]
+        items = batch.find_items(args.input)
+        groups = [(f, items)]
+    else:
+        items = batch.find_items(args.input)
+        groups = factor_groups(args, items)
+        plans = [_method_for(args, g, group) for g, group in groups]
     if args.bmax is not None:  # it selects shells of a DWI before its fit; a tensor file was fitted already
         fitted = sum(it.kind == "dti" for it in items)
         if fitted == len(items):
@@ -193,13 +255,17 @@ def run(args) -> int:
     if args.tensor_order != "nifti" and all(it.kind == "dwi" for it in items):  # said nothing and had no effect
         raise IQTError(f"--tensor-order {args.tensor_order}: every subject is a DWI series, fitted here (the option reads "
                        "tensor files another tool wrote); leave --tensor-order out")
-    model_file, model_sha = batch.model_record(method, f)
-    noisy_file, noisy_sha = batch.noisy_model_record(method, f)
-    s = batch.Settings(method=name, factor=f if grid.isotropic(f) is None else f[0], uncertainty=args.uncertainty, mc_samples=args.mc_samples,
-                       device=args.device, model=_absolute(args.model), model_file=model_file, model_sha256=model_sha, tta=args.tta,
-                       tensor_order=args.tensor_order, order_stated=getattr(args, "order_stated", None),
-                       output_order=args.output_order, noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha,
-                       bmax=args.bmax, exclude_outliers=args.exclude_outliers)
+    runs = []  # (method name, factors, subjects, settings): one run of the cohort per factor set
+    for (g, group), (name, method) in zip(groups, plans):
+        model_file, model_sha = batch.model_record(method, g)
+        noisy_file, noisy_sha = batch.noisy_model_record(method, g)
+        s = batch.Settings(method=name, factor=g if grid.isotropic(g) is None else g[0], uncertainty=args.uncertainty,
+                           mc_samples=args.mc_samples, device=args.device, model=_absolute(args.model),
+                           model_file=model_file, model_sha256=model_sha, tta=args.tta, tensor_order=args.tensor_order,
+                           order_stated=getattr(args, "order_stated", None), output_order=args.output_order,
+                           noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha, bmax=args.bmax,
+                           exclude_outliers=args.exclude_outliers)
+        runs.append((name, g, group, s))
     try:
         import distributed  # noqa: F401
     except ImportError:
@@ -229,7 +295,8 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: the dataset's derivatives folder itself, which holds one folder per pipeline; "
                        f"write into {Path(args.input) / 'derivatives' / 'iqt'}")
     batch.check_source(out, items)
-    batch.check_inputs_kept(out, items, s)  # no subject's output or removal is a file of the cohort's inputs
+    for _, _, group, s in runs:  # no subject's output or removal is a file of the cohort's inputs
+        batch.check_inputs_kept(out, group, s)
     batch.check_apart_from_inputs(out, items)  # nor the derivatives' folder an input's folder
     if not args.wait_workers > 0 or args.wait_workers == float("inf"):
         raise IQTError(f"--wait-workers {args.wait_workers:g}: give a number of seconds above 0, e.g. {WAIT_WORKERS_S}")
@@ -244,7 +311,7 @@ def run(args) -> int:
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
                                                  args.dashboard_address, args.wait_workers)
             started = True
-            return _run(args, name, f, items, s, out, client, cluster, rec["token"])
+            return _run(args, runs, items, out, client, cluster, rec["token"], per_subject=f is None)
     finally:
         if not started:  # refused or the cluster did not start: no folder left behind that this run made
             for d in created:
@@ -254,21 +321,27 @@ def run(args) -> int:
                     break
 
 
-def _run(args, name, f, items, s, out, client, cluster, run_token=None) -> int:
+def _run(args, runs, items, out, client, cluster, run_token=None, per_subject=False) -> int:
     from ...core import grid
     from .. import batch
 
     existed = _folders_there(out, items)
     t0 = time.monotonic()
+    done = {}
     try:
-        print(f"{len(items)} subjects, method {name}, {grid.describe(f)}; Dask dashboard: {client.dashboard_link}", flush=True)
-        results = batch.run_cohort([_absolute_item(it) for it in items], s, out.absolute(), client,
-                                   wait_workers=args.wait_workers, lock=False, run_token=run_token)
+        for name, f, group, s in runs:  # one factor set after another, each its own run (its qc.tsv rows, GeneratedBy)
+            chosen = f" ({_chosen_by(args)}: {_named(group)})" if per_subject else ""
+            print(f"{len(group)} subjects, method {name}, {grid.describe(f)}{chosen}; Dask dashboard: "
+                  f"{client.dashboard_link}", flush=True)
+            for r in batch.run_cohort([_absolute_item(it) for it in group], s, out.absolute(), client,
+                                      wait_workers=args.wait_workers, lock=False, run_token=run_token):
+                done[r["subject"]] = r
     except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
         from ..batch.records import subject_folders
 
         _stop(client, cluster, subject_folders(out.absolute(), items), existed)
         raise
+    results = [done[it.prefix] for it in items if it.prefix in done]  # in the cohort's order
     _stop(client, cluster)
     batch.say_results(results, f"; wrote {out / 'qc.tsv'}; {throughput(results, time.monotonic() - t0)}")
     failed = [r for r in results if r["status"] == "failed"]

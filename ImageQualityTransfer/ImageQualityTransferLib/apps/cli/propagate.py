@@ -14,7 +14,7 @@ def add_parsers(sub) -> None:
                                      "best with an uncertainty map for the factors, deep-hetero-var1 where it has a model)")
     options.add_method_settings(sp)
     sp.add_argument("--samples", type=int, default=100, help="number of samples (default 100)")
-    options.add_factor(sp)
+    options.add_factor(sp, voxel_size=True, model=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     options.add_propagation(sp)  # settled in run: options made idle are refused
     options.add_tensor_order(sp)
@@ -30,7 +30,11 @@ def run(args):
 
     t0 = time.perf_counter()
     options.settle_propagation(args)
-    f = options.factors(args)
+    f = options.factors(args)  # None with --voxel-size (or a --model alone): from the input's grid, read first
+    lr = None
+    if f is None:
+        lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
+        f = options.factors(args, lr.voxel_size, lr.affine)
     method = methods.get(options.method_name(args, f, uncertainty=True), **options.method_settings(args))
     options.check_propagation(method, args, f)
     out = options.out_dir(args.output)
@@ -45,7 +49,10 @@ def run(args):
         method.check_memory(shape3, f, method.gives_uncertainty, propagate=True)
     if method.learned:
         method.load(f)  # a missing, corrupt or foreign model fails here, before any work
-    lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
+    if lr is None:
+        lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
+    elif args.voxel_size is not None:
+        print(options.voxel_size_line(f, lr.voxel_size))
     seeds = options.load_seeds(args)
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)

@@ -217,3 +217,27 @@ def test_a_note_names_batch_s_own_voxel_size():
 
     said = _in_batch_words("give factors that make them near-isotropic (iqt upsample's --voxel-size MM picks them), or use cubic")
     assert "iqt upsample's" not in said and "iqt batch --voxel-size MM picks them for each subject" in said
+
+
+def test_a_run_stopped_before_any_subject_ended_leaves_no_folder_it_made(cohort, tmp_path, capsys, monkeypatch):
+    """Ctrl-C before any subject ended left the empty derivatives folder (and its parents) the run had made (a
+    researcher's audit); a folder that was there before stays."""
+    ds, _ = cohort
+
+    class Client:
+        dashboard_link = "http://127.0.0.1:0/status"
+
+        def close(self):
+            pass
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (Client(), None))
+    monkeypatch.setattr(batch, "run_cohort", interrupted)
+    out = tmp_path / "new" / "derivatives" / "iqt"
+    assert cli.main(["batch", str(ds), "-o", str(out), "--method", "cubic"]) == 130
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "there").mkdir()
+    assert cli.main(["batch", str(ds), "-o", str(tmp_path / "there"), "--method", "cubic"]) == 130
+    assert (tmp_path / "there").is_dir() and not any((tmp_path / "there").iterdir())

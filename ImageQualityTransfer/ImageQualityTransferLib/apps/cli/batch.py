@@ -305,15 +305,18 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise IQTError(f"{args.output}: cannot create the folder ({exc.strerror}); choose another output folder") from None
-    started = False
+    ended = False
     try:  # one run at a time per folder, from before any work to the end whatever happens (batch/lock.py)
         with batch_lock.held(out, shlex.join(["iqt", *args.argv])) as rec:
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
                                                  args.dashboard_address, args.wait_workers)
-            started = True
-            return _run(args, runs, items, out, client, cluster, rec["token"], per_subject=f is None)
+            code = _run(args, runs, items, out, client, cluster, rec["token"], per_subject=f is None)
+            ended = True
+            return code
     finally:
-        if not started:  # refused or the cluster did not start: no folder left behind that this run made
+        # refused, the cluster did not start, or stopped before any subject ended (Ctrl-C, no workers): no folder left
+        # behind that this run made and that holds nothing (an empty derivatives folder had been kept: an audit)
+        if not ended:
             for d in created:
                 try:
                     d.rmdir()

@@ -97,3 +97,15 @@ def test_propagate_takes_voxel_size_and_a_models_own_factors(lowres, tmp_path, c
                      "--mc-samples", "2", "--samples", "2", "--no-tracts"]) == 0, capsys.readouterr().err
     assert fileio.load_scalar(tmp_path / "b" / "fa_std.nii.gz").shape3 == (*lr.shape3[:2], 3 * lr.shape3[2])
     assert json.loads((tmp_path / "b" / "propagation.json").read_text())["settings"]["factor"] == [1, 1, 3]
+
+
+def test_a_refusal_after_voxel_size_chose_is_the_run_s_only_line(lowres, tmp_path, capsys):
+    """`iqt upsample --voxel-size` printed the factors it chose, then refused the run (here a seed ROI that is not a
+    mask): the refusal is now the only line (a thick-slice audit)."""
+    bad = tmp_path / "seeds.nii.gz"
+    bad.write_bytes(b"not an image")
+    code = cli.main(["upsample", str(lowres / "lr.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--voxel-size", "2",
+                     "--method", "espcn-hetero-var1", "--propagate", "--samples", "2", "--seeds", str(bad)])
+    said = capsys.readouterr()
+    assert code == 2 and "seeds.nii.gz" in said.err, said
+    assert "output voxel size" not in said.out, said.out

@@ -302,12 +302,12 @@ def run(args):
             raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
-    elif chose:
-        print(options.voxel_size_line(f, lr.voxel_size))
     warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on
     written = options.output_order(args, lr, out)
     fileio.check_tensor_output(out, lr.affine)
     seeds = options.load_seeds(args) if args.propagate else None
+    if chose:  # once the output order and seeds are settled: a refusal of either is the run's only line
+        print(options.voxel_size_line(f, lr.voxel_size))
     if shape3 is None:  # a header the early check could not read (the file is read now): checked here, before any work
         method.check_memory(lr.shape3, f, maps, propagate=args.propagate, nrrd=is_nrrd(out))
     with method_progress(method) as progress:  # on a terminal only, as train, benchmark and batch show theirs

@@ -195,6 +195,32 @@ def test_a_checkpoint_in_use_by_another_training_is_refused(tmp_path, capsys):
     assert not ck.exists() and not (tmp_path / "m.pt").exists()
 
 
+def test_a_hold_taken_on_a_lock_file_its_last_holder_removed_is_taken_again(tmp_path, monkeypatch):
+    """The last holder removes the lock file as it ends: a training that locked the removed file (opened just before)
+    held nothing another could see, so it opens the file at the name again (its inode compared), and then holds it."""
+    import fcntl
+
+    from ImageQualityTransferLib.apps.cli.train import checkpoint_held
+
+    ck = tmp_path / "run.ckpt"
+    lock = tmp_path / ".run.ckpt.lock"
+    real, calls = fcntl.flock, []
+
+    def flock(handle, op):
+        if op & fcntl.LOCK_EX and not calls:  # the holder ends between this training's open and its lock
+            lock.unlink()
+            lock.touch()
+        calls.append(op)
+        return real(handle, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with checkpoint_held(ck):
+        assert sum(bool(op & fcntl.LOCK_EX) for op in calls) == 2  # locked, found replaced, locked again
+        with open(lock, "a") as other, pytest.raises(OSError):  # the file at the name is the one held
+            real(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert not lock.exists()
+
+
 def test_the_sidecar_lists_the_coarser_copies_trained_on(tmp_path):
     """--coarsen's copies (<name>_at3mm) are trained on but not in the data record (their folder's files are recorded
     once): the sidecar had dropped them from training.subjects (a review); they follow the folders given."""

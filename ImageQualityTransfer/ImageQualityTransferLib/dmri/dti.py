@@ -41,8 +41,12 @@ def gradient_table(dwi: Volume):
                        f"{_tensor_rank(bvecs[~b0])} of the tensor's 6 elements (fewer than 6 distinct directions, or all "
                        "in one plane), so every fitted tensor would be wrong; check that the bvec file belongs to this "
                        "series")
-    bvecs[~b0] /= norms[~b0, None]
-    bvecs[b0] = 0.0
+    # a low-b volume (0 < b <= B0_THRESHOLD) keeps its direction and b-value in the fit, as dipy, FSL and MRtrix fit
+    # it (zeroing its direction had made it a b0 row: MD 4-5 % low with b = 50 volumes, a tool-inputs audit); it still
+    # counts as a b0 for the brain mask and the checks
+    weighted = norms > 1e-6
+    bvecs[weighted] /= norms[weighted, None]
+    bvecs[~weighted] = 0.0
     return dipy_gtab(dwi.bvals, bvecs=bvecs, b0_threshold=B0_THRESHOLD)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import methods as methods_mod
 from . import mrml
-from ..core import grid, tensors
+from ..core import grid
 from ..core.errors import IQTError, IQTWarning
 from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
@@ -158,8 +158,8 @@ def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: b
 def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
             exclude: bool = False) -> tuple[Volume, Volume]:
     """(tensors fitted to `dwi` in `mask` or, without one, in a brain mask estimated from its b0, that mask): the
-    series' shell warning and the estimated mask said in the tensors' meta["input_notes"], eigenvalues clipped as
-    the engine's readers clip them. With `exclude` (the panel's "Exclude outliers"), fitted without the slices and
+    series' shell warning and the estimated mask said in the tensors' meta["input_notes"], the tensors as fitted (as
+    `iqt fit` writes them). With `exclude` (the panel's "Exclude outliers"), fitted without the slices and
     volumes the tensor model does not fit, as `iqt fit --exclude-outliers` fits them; the note says what was left out.
     Here or in the worker process (slicer/worker.py `--dwi`, `--exclude-outliers`)."""
     from ..dmri import dti
@@ -193,7 +193,9 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
                  if fit_mask.meta.get("source") == "nonzero" else f"a brain mask estimated from the b0 (median Otsu, {share})")
         meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in {found}, which the output follows; "
                                    "choose a mask to use your own")
-    lr = lr.replace(data=tensors.clip_eigenvalues(lr.data, *tensors.INPUT_CLIP).astype(np.float32), meta=meta)
+    # as fitted, as `iqt fit` writes them: the method's input preparation finds the failed fits and clips the rest
+    # (methods/inputs.py); clipped here, failed fits had been clipped unseen and unsaid (a Slicer audit)
+    lr = lr.replace(data=np.asarray(lr.data, np.float32), meta=meta)
     return lr, fit_mask
 
 

@@ -59,7 +59,7 @@ def run(args):
     from ...core import grid, tensor_checks
     from ...dmri import degrade, fit_noise
     from ...fileio.sizes import check_inputs
-    from ...methods.inputs import order_hint
+    from ...methods.inputs import order_hint, without_tiny_background
 
     f = grid.factors(args.factor) if args.factor is not None else None
     if (args.bval or args.bvec) and not args.dwi:  # they were ignored (a bad-input audit)
@@ -85,6 +85,9 @@ def run(args):
             truth = fileio.load_tensor(args.truth, order, stated)
     except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)
         raise IQTError(str(exc).replace("--tensor-order", "--truth-order")) from None
+    # an int16 file's background (its intercept) read as the zeros it stands for, as upsample reads it: a perfect
+    # prediction had scored an exterior FA RMSE of 0.46 against such a reference (a tool-inputs audit)
+    pred, truth = without_tiny_background(pred), without_tiny_background(truth)
     for w in said:
         if MISSING_WARNING in str(w.message):  # the reference's missing voxels: counted inside the mask below
             continue

@@ -41,7 +41,7 @@ def run(args):
     from ...analysis import tractography
     from ...core import tensor_checks
     from ...fileio.sizes import check_inputs
-    from ...methods.inputs import check_tensor_input
+    from ...methods.inputs import check_tensor_input, without_tiny_background
 
     plan = fileio.Outputs(args.input, args.seeds, args.mask)
     out = plan.add(args.output, tractography.TRACT_SUFFIXES, "tractogram")
@@ -56,6 +56,9 @@ def run(args):
         tractography.check_memory(int(seeds.data.sum()) * s.density**3, s.human())
     with tensor_checks.missing_read_as(tensor_checks.MISSING_AS_TRACKED):  # its NaN voxels' warning says what tracking does
         dti = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
+    # an int16 file's background (its intercept) read as the zeros it stands for, as upsample reads it: its tiny
+    # tensors have any FA, and streamlines ran up to 30 mm into it (a tool-inputs audit)
+    dti = without_tiny_background(dti)
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does
     mask = fileio.load_mask_refined(args.mask, dti, "the tensor grid") if args.mask else None
     check_seed_grid(args.seeds, seeds, dti, args.input)

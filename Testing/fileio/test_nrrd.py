@@ -128,3 +128,18 @@ def test_a_slicer_label_map_nrrd_is_read_as_the_mask_of_its_tensor_nrrd(tmp_path
         "space directions": np.vstack([(lps @ vol.affine[:3, :3]).T, [np.nan] * 3]),
         "space origin": lps @ vol.affine[:3, 3]})
     np.testing.assert_array_equal(fileio.load_mask(one, reference=tensor).data, labels > 0)
+
+
+def test_a_dwi_nrrd_given_as_tensors_is_told_a_way_that_reads_it(tmp_path):
+    """A DWI NRRD where a tensor file is wanted: the message named 'iqt fit', which refuses a NRRD DWI (a Slicer
+    audit); it now names the conversion that 'iqt fit' reads, and Slicer's own ways."""
+    import nrrd
+
+    header = {"type": "float", "dimension": 4, "space": "left-posterior-superior",
+              "kinds": ["list", "space", "space", "space"], "sizes": [7, 4, 4, 4],
+              "space directions": [[np.nan] * 3, [2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0]], "modality": "DWMRI",
+              "DWMRI_b-value": "1000", "DWMRI_gradient_0000": "0 0 0"}
+    nrrd.write(str(tmp_path / "dwi.nrrd"), np.ones((7, 4, 4, 4), np.float32), header)
+    with pytest.raises(IQTError) as said:
+        load_tensor_nrrd(tmp_path / "dwi.nrrd")
+    assert "diffusion-weighted (DWI) NRRD" in str(said.value) and "--conversionMode NrrdToFSL" in str(said.value)

@@ -284,3 +284,18 @@ def test_a_run_without_uncertainty_shows_no_earlier_legend(rendering):
     render._grab(rendering.views[RIGHT])
     actor = manager.GetColorLegendActor(legend)
     assert actor is None or not actor.GetVisibility()
+
+
+def test_a_place_the_picture_cannot_go_and_tta_of_an_interpolator_are_refused_before_any_work(tmp_path, capsys):
+    """A file where the picture's folder goes had ended 11 s of work in a traceback, and `--method cubic --tta` was
+    captioned 'cubic+tta' for a run that averaged nothing (a Slicer audit): one line each, exit 2, nothing read.
+    The subject folder does not exist: a refusal before any work never reaches it."""
+    (tmp_path / "a_file").write_text("x")
+    subject = str(tmp_path / "no_subject")
+    assert render.main([subject, str(tmp_path / "a_file" / "x.png"), "--method", "cubic"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("render: ") and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1, err
+    assert render.main([subject, str(tmp_path / "x.png"), "--method", "cubic", "--tta"]) == 2
+    err = capsys.readouterr().err
+    assert "unchanged by flips and swaps" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.png").exists()

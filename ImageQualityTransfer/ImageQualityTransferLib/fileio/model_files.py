@@ -477,6 +477,15 @@ def shipped_for(method: str, factor, kind: str, models_dir=MODELS_DIR) -> Path |
     return None
 
 
+def shipped_only(text: str, tool: str) -> str:
+    """`shipped`'s message for a tool that runs the shipped models only (iqt view, slicer.render): its advice to give
+    a model file, an option `tool` does not have (a Slicer audit), put as choosing one of the factors they have."""
+    import re
+
+    return re.sub(r"(give --model|choose an Advanced > Model file) for [^;]*? or use",
+                  f"{tool} runs the shipped models only: choose one of those factors, or use", text)
+
+
 def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
     """Sidecar path of the shipped (default) model for (method, factor), or an IQTError saying what exists and what
     to do. `factor` is an integer r or per-axis factors (fx, fy, fz), exactly as the model was trained (the methods

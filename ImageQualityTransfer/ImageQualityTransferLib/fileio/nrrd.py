@@ -276,8 +276,10 @@ def load_tensor_nrrd(path) -> Volume:
         modality = str(hdr.get("modality", "")).upper()
         if modality == "DWMRI" or any(str(k).startswith("DWMRI_gradient") for k in hdr):
             raise IQTError(
-                f"{path}: this is a diffusion-weighted (DWI) NRRD, not a tensor volume; estimate tensors first "
-                f"(Slicer's 'Diffusion Tensor Estimation' or 'iqt fit') and give the tensor file"
+                f"{path}: this is a diffusion-weighted (DWI) NRRD, not a tensor volume; estimate tensors first and "
+                f"give the tensor file: in Slicer (its 'Diffusion Tensor Estimation', or this module, which fits a DWI "
+                f"node), or with 'iqt fit' once it is NIfTI (Slicer's DWIConvert --conversionMode NrrdToFSL, or "
+                f"'mrconvert dwi.nrrd dwi.nii.gz -export_grad_fsl dwi.bvec dwi.bval')"
             )
         raise IQTError(
             f"{path}: kinds {hdr.get('kinds')} name no tensor axis; expected one of "

@@ -224,17 +224,30 @@ def main(argv=None) -> int:
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg") or out.is_dir():  # said before the run
             raise IQTError(f"{args.output}: give a picture file ending in .png (or .jpg)")
         from .. import methods
+        from ..fileio.paths import check_folder
 
+        # before any work: the picture's folder, made if missing (a file in its way, or a folder that takes no file,
+        # had ended 11 s of work in a traceback: a Slicer audit), and --tta of a method that flips cannot change
+        # (captioned '+tta' for a run that averaged nothing), refused as upsample refuses it
+        there = next(d for d in (out.parent, *out.parent.parents) if d.exists())
+        check_folder(there, out)
         method = args.method or methods.viewer_default(f)
+        methods.get(method, tta=args.tta)
         lr, mask = degraded_subject(args.subject, f, args.style)
         label = f"{method}{'+tta' if args.tta else ''}, {grid.describe(f)}"  # each caption says the factors
         shown = f"{label} + uncertainty" if methods_with_uncertainty(method) else label
         picture = compose(render_compare(lr, None if args.no_mask else mask, method, f, orientation=args.orientation, tta=args.tta),
                           (f"cubic, {grid.describe(f)}", shown))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(out, optimize=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            picture.save(out, optimize=True)
+        except OSError as exc:
+            out.unlink(missing_ok=True)
+            raise IQTError(f"{out}: the picture cannot be written ({exc.strerror or exc}); choose another path") from None
     except IQTError as exc:
-        print(f"render: {exc}", file=sys.stderr)
+        from ..fileio.model_files import shipped_only
+
+        print(f"render: {shipped_only(str(exc), 'render')}", file=sys.stderr)
         return 2
     print(out)
     return 0

@@ -27,6 +27,7 @@ def add_parsers(sub) -> None:
 def run(args):
     from ... import fileio, methods
     from ...core import grid
+    from ...fileio.model_files import shipped_only
     from ...dmri.degrade import lowres_mask
     from ...methods.inputs import check_tensor_input
     from .. import view
@@ -58,7 +59,10 @@ def run(args):
             if not methods.runs_here(args.method):
                 raise IQTError(f"method {args.method!r} needs PyTorch, which is not installed here; install the cnn "
                                f"extra, or choose one of: {', '.join(methods.ready(f))}")
-            methods.get(args.method).load(f)  # names the factors it has models for, as 'iqt upsample' does
+            try:  # names the factors it has models for, as 'iqt upsample' does, less the --model view does not take
+                methods.get(args.method).load(f)
+            except IQTError as exc:
+                raise IQTError(shipped_only(str(exc), "iqt view")) from None
             raise IQTError(f"method {args.method!r} cannot run here at {grid.describe(f)}; choose one of: "
                            f"{', '.join(methods.ready(f))}")
     viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order, loaded=(lr, mask))

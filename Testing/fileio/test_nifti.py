@@ -199,8 +199,9 @@ def test_a_mask_file_stored_in_another_axis_order_is_read_onto_the_input_grid(tm
     off = aff.copy()
     off[0, 3] += 1.0
     nib.save(nib.Nifti1Image(mask, off), tmp_path / "off.nii.gz")
-    with pytest.raises(IQTError, match="another position or orientation"):
+    with pytest.raises(IQTError, match="another position or orientation") as said:
         fileio.load_mask(tmp_path / "off.nii.gz", ref)
+    assert "entries up to 1 mm apart, where 0.002 mm" in str(said.value)  # how far, and what passes (an audit)
 
 
 def test_a_nan_background_reads_as_an_empty_one_and_any_other_nan_is_refused(tmp_path):

@@ -51,8 +51,13 @@ def test_an_output_in_another_tools_order_is_read_back_in_the_order_it_records(t
 def test_a_wrong_order_given_is_still_refused_and_an_unrecorded_4d_file_still_asks(tmp_path, capsys):
     field = np.broadcast_to(tensors.to_order(LOWER, "fsl"), (6, 7, 5, 6)).astype(np.float32)
     nib.save(nib.Nifti1Image(field, AFFINE), tmp_path / "dt.nii.gz")
-    with pytest.raises(IQTError, match="no standard component order"):
+    with pytest.raises(IQTError, match="no standard component order") as said:
         fileio.load_tensor(tmp_path / "dt.nii.gz")
+    assert "is for 5D" not in str(said.value)
+    # --tensor-order nifti said for a 4D file: told what nifti reads (it had been asked to say which order, as if
+    # it had said none: a tool-inputs audit)
+    with pytest.raises(IQTError, match="--tensor-order nifti is for 5D SYMMATRIX files"):
+        fileio.load_tensor(tmp_path / "dt.nii.gz", "nifti", True)
     assert cli.main(["upsample", str(tmp_path / "dt.nii.gz"), "--tensor-order", "fsl", "-o", str(tmp_path / "up.nii.gz"),
                      "--method", "cubic"]) == 0
     capsys.readouterr()

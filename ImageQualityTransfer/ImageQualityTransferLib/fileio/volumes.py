@@ -186,8 +186,9 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
         _check_frame(img, path, order, stated)
     elif len(shape) == 4 and shape[3] == 6:
         if order == "nifti":
+            said = ("--tensor-order nifti is for 5D SYMMATRIX files (X,Y,Z,1,6); " if stated else "")
             raise IQTError(
-                f"{path}: a 4D 6-volume tensor file has no standard component order; say which with --tensor-order fsl "
+                f"{path}: {said}a 4D 6-volume tensor file has no standard component order; say which with --tensor-order fsl "
                 f"(Dxx,Dxy,Dxz,Dyy,Dyz,Dzz, as dtifit writes), --tensor-order mrtrix (Dxx,Dyy,Dzz,Dxy,Dxz,Dyz, dwi2tensor) "
                 f"or --tensor-order dipy (Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, dipy's lower_triangular)"
             )
@@ -485,7 +486,10 @@ def mask_on_grid(vol: Volume, path, reference: Volume, factor=None, reference_na
         )
     name, affine = grids[vol.shape3]
     if not same_affine(vol.affine, affine):
-        raise IQTError(f"{path}: the mask has the shape of {name} but another position or orientation (affine); "
+        apart = float(np.abs(np.asarray(vol.affine, float) - np.asarray(affine, float))[:3].max())
+        allowed = 1e-3 * float(np.abs(np.asarray(affine, float)[:3, :3]).max())  # grid.same_affine's rule
+        raise IQTError(f"{path}: the mask has the shape of {name} but another position or orientation (affine; entries "
+                       f"up to {apart:.3g} mm apart, where {allowed:.2g} mm, a header's rounding, passes); "
                        + ("give a mask made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out')"
                           if factor or reference_name == "the input's grid" else f"give a mask made on {reference_name}"))
     return vol

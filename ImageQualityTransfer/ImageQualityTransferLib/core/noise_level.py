@@ -34,16 +34,24 @@ def noise_index(t: np.ndarray, mask: np.ndarray, core=0) -> float | None:
     noise added at b0 SNR 20 give 0.085-0.092, at SNR 10 0.119-0.124 (docs/measurements.md, "Noisy inputs"). None when
     the eroded mask holds under 500 voxels. `core`: up to that many voxels more taken off the mask first, one number
     or one per axis (estimated_core for a brain estimated from whole-field tensors, so that an unmasked input reads
-    about as its brain mask would), fewer where the brain is only a few voxels thick (thick slices: 12 planes of 9 mm)."""
+    about as its brain mask would), fewer where the brain is only a few voxels thick (thick slices: 12 planes of 9 mm; a
+    slab), given up along the axis the mask spans fewest planes of first."""
     from scipy import ndimage
 
-    per_axis = np.broadcast_to(np.asarray(core, int), (3,))
-    for step in range(int(per_axis.max()), -1, -1):
-        inner = _eroded(np.asarray(mask, bool), 2 + np.minimum(per_axis, step))
+    m = np.asarray(mask, bool)
+    depth = np.array(np.broadcast_to(np.asarray(core, int), (3,)))
+    # planes the mask spans along each axis: where too little is left, the core is given up along the thinnest axis
+    # first (a slab's cut faces hold no scalp); given up on every axis at once, a 10-slice slab's unmasked fit had
+    # kept its scalp rim in-plane and read as noisy (a tool-inputs audit)
+    spans = [int(np.any(m, axis=tuple(b for b in range(3) if b != a)).sum()) for a in range(3)]
+    while True:
+        inner = _eroded(m, 2 + depth)
         if inner.sum() >= 500:
             break
-    else:
-        return None
+        if not depth.any():
+            return None
+        thin = min((a for a in range(3) if depth[a] > 0), key=lambda a: spans[a])
+        depth[thin] -= 1
     x = np.asarray(t, np.float32)
     k = np.zeros((3, 3, 3), np.float32)
     k[0, 1, 1] = k[2, 1, 1] = k[1, 0, 1] = k[1, 2, 1] = k[1, 1, 0] = k[1, 1, 2] = 1.0 / 6.0

@@ -1065,3 +1065,25 @@ def test_voxel_size_and_a_models_own_factors_choose_each_subjects(tmp_path, caps
     for name, res, shape in (("thick", "1x1x3x", (16, 18, 36)), ("sla", "3x1x1x", (36, 16, 18))):
         t = tmp_path / "d3" / f"sub-{name}" / "dwi" / f"sub-{name}_space-orig_res-{res}_model-globallinear_param-tensor_dwimap.nii.gz"
         assert fileio.load_tensor(t).shape3 == shape, name
+
+
+def test_a_list_line_s_mask_on_the_output_grid_gives_the_brain_volume_it_holds(tmp_path):
+    """qc.tsv's brain_ml from a line's --mask on the output's grid: it had been read as the low-res blocks the mask
+    touches (a cohort audit: 1,402.7 ml for a mask of 1,215.3 ml), so one brain read 1,176-1,403 ml by the grid its mask
+    was given on."""
+    from ImageQualityTransferLib.core.grid import hr_affine
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    lr_mask = brain_mask(dwi)
+    fileio.save_tensor(fit_dti(dwi, lr_mask), tmp_path / "c_dti.nii.gz")
+    hr = np.zeros((40, 44, 32), bool)
+    hr[9:30, 11:34, 7:26] = True  # not made of whole low-res blocks
+    hr &= np.asarray(lr_mask.data, bool).repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    fileio.save_mask(Volume(hr, hr_affine(dwi.affine, 2), "mask"), tmp_path / "hr_mask.nii.gz")
+    (tmp_path / "list.txt").write_text("c_dti.nii.gz --mask hr_mask.nii.gz\n")
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), tmp_path / "o",
+                           progress=False)
+    assert res[0]["status"] == "done", res
+    assert res[0]["qc"]["brain_ml"] == pytest.approx(hr.sum() * 8.0 / 1000.0), (res[0]["qc"]["brain_ml"], hr.sum())

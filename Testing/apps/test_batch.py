@@ -1087,3 +1087,29 @@ def test_a_list_line_s_mask_on_the_output_grid_gives_the_brain_volume_it_holds(t
                            progress=False)
     assert res[0]["status"] == "done", res
     assert res[0]["qc"]["brain_ml"] == pytest.approx(hr.sum() * 8.0 / 1000.0), (res[0]["qc"]["brain_ml"], hr.sum())
+
+
+def test_a_dataset_reached_by_another_path_or_moved_with_its_derivatives_resumes(tmp_path):
+    """A resume through a symbolic link to the dataset (a cluster's login and compute nodes), or of a dataset moved with
+    its derivatives/ inside, had been refused as 'the derivatives of another input' (a cohort audit); it skips what is
+    done, and the raw link names the path of the run."""
+    import shutil
+
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    s = batch.Settings(method="cubic")
+    out = ds / "derivatives" / "iqt"
+    assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["done"]
+    link = tmp_path / "link"
+    link.symlink_to(ds)
+    moved = tmp_path / "moved"
+    shutil.copytree(ds, moved)
+    for root in (link, moved):
+        items = batch.find_items(root)
+        batch.check_source(root / "derivatives" / "iqt", items)  # `iqt batch`'s check before the cluster starts
+        assert [r["status"] for r in batch.run_cohort(items, s, root / "derivatives" / "iqt", progress=False)] \
+            == ["skipped"]
+        desc = json.loads((root / "derivatives" / "iqt" / "dataset_description.json").read_text())
+        assert desc["DatasetLinks"]["raw"] == root.absolute().as_uri()
+    other = make_bids(tmp_path / "other", subjects=("02",), corrupt=None)  # another dataset into it: still refused
+    with pytest.raises(batch.IQTError, match="holds the derivatives of another input"):
+        batch.check_source(out, batch.find_items(other))

@@ -497,10 +497,27 @@ def check_source(out_root: Path, items) -> None:
                        f"{PIPELINE} run, so it holds another dataset, not this tool's derivatives; write the outputs into "
                        f"a folder of their own, e.g. {elsewhere}")
     old = desc.get("DatasetLinks", {}).get("raw") if isinstance(desc.get("DatasetLinks"), dict) else None
-    if old and len(roots) == 1 and old not in roots:
+    if old and len(roots) == 1 and old not in roots and not _same_dataset(old, next(it.root for it in items if it.root),
+                                                                          out_root):
         raise IQTError(f"{out_root}: holds the derivatives of another input ({old}); write this run into another folder, "
                        "or run every subject from one list (a list line may end in its own --tensor-order ORDER and "
                        "--mask MASK)")
+
+
+def _same_dataset(old_uri: str, root: str, out_root) -> bool:
+    """Whether the dataset an output folder's "raw" link names (`old_uri`) is this run's (`root`) by another path: the
+    same folder through a symbolic link (a cluster's login and compute nodes reach scratch so), or a dataset moved or
+    copied with its derivatives inside it (BIDS's derivatives/ belongs to the dataset it sits in). A resume had been
+    refused as 'another input' (a cohort audit); the link is then set to this run's path."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(old_uri)
+    if parsed.scheme != "file":
+        return False
+    here, mine = os.path.realpath(out_root), os.path.realpath(root)
+    if os.path.realpath(unquote(parsed.path)) == mine:
+        return True
+    return Path(mine, "derivatives") in Path(here).parents
 
 
 def dataset_description(out_root: Path, s: Settings, items=()) -> None:

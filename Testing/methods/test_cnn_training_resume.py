@@ -83,3 +83,21 @@ def test_resumed_with_fewer_epochs_than_done_trains_none_says_so_and_records_wha
     t = meta["training"]
     assert len(hist) == 3 and (t["epochs_run"], t["epochs_max"], t["epochs_given"]) == (3, 3, 2)
     assert t["epochs_per_phase"] == {"mse": 3}
+
+
+def test_a_checkpoint_resumed_on_another_thread_count_says_so_and_records_both(tmp_path):
+    """A CPU training's sums depend on its thread count: one resumed on 2 threads from a 1-thread checkpoint had
+    recorded 2 alone, and the command its record gave trained other weights (a cohort audit). Said, and recorded."""
+    ck = tmp_path / "run.ckpt"
+    kw = {**FAST, "method": "espcn"}
+    training.train(synthetic_items(), seed=1, epochs=1, checkpoint=ck, **kw)
+    assert torch.load(str(ck), weights_only=True)["threads"] == 1
+    lines = []
+    _, meta, _ = training.train(synthetic_items(), seed=1, epochs=2, checkpoint=ck, log=lines.append,
+                                **{**kw, "threads": 2})
+    said = [line for line in lines if "trained on 1 CPU thread and this run has 2" in line]
+    assert len(said) == 1 and "--threads 1" in said[0], lines
+    assert meta["training"]["threads"]["torch"] == 2 and meta["training"]["threads_before_resume"] == 1
+    lines = []
+    training.train(synthetic_items(), seed=1, epochs=3, checkpoint=ck, log=lines.append, **{**kw, "threads": 2})
+    assert not any("CPU thread" in line for line in lines), lines  # the count it was written on: nothing to say

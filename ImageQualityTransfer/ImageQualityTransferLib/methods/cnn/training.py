@@ -391,6 +391,13 @@ class _Training:
                 self.log(f"the checkpoint was written by {before} process{'es' if before > 1 else ''} and this run has "
                          f"{self.world}: the random streams start afresh, so the weights differ from those of a run "
                          f"that went on with {before} (the model's record names both counts)")
+            threads, now = ck.get("threads"), self.threads_used.get("torch")
+            if threads is not None and threads != now and self.device.type == "cpu":
+                # a CPU training's sums depend on its thread count: resumed on another, its record had named only the
+                # new count, whose command then gave other weights (a cohort audit)
+                self.log(f"the checkpoint was trained on {threads} CPU thread{'s' if threads > 1 else ''} and this run "
+                         f"has {now}: the weights differ from those of a run that went on with {threads} (the model's "
+                         f"record names both counts; give --threads {threads} to go on as it ran)")
             if start_phase >= len(phases):
                 self.log(f"the checkpoint's run had already ended ({ck['stopped']}, after epoch {self.epoch}): no epoch to "
                          "train; its model is written as it was" + (f" (a larger --epochs than {self.epoch} continues a "
@@ -408,7 +415,7 @@ class _Training:
 
             state = {"format": CHECKPOINT_FORMAT, "method": self.method, "factor": grid.record(self.factor),
                      "seed": int(self.seed), "subject_scale": bool(self.opts["subject_scale"]), "processes": self.world,
-                     "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished, "phase_stop": int(stop),
+                     "threads": self.threads_used.get("torch"), "phase_index": pi, "phase_epochs_done": done, "phase_finished": finished, "phase_stop": int(stop),
                      "phases_ended": self.ended, "epoch": self.epoch, "stopped": self.stopped,
                      "elapsed": time.perf_counter() - self.t_start, "history": self.history, "net": self.net.state_dict(),
                      "opt": opt.state_dict(), "sched": sched.state_dict(), "best": best, "best_state": best_state,
@@ -602,6 +609,7 @@ class _Training:
                 "device": self.device.type,
                 "resumed_after_epoch": None if self.ck is None else int(self.ck["epoch"]),
                 "processes_before_resume": None if self.ck is None else int(self.ck.get("processes", 1)),
+                "threads_before_resume": None if self.ck is None else self.ck.get("threads"),  # torch's, where recorded
                 "kl_weight": self.kl_weight if variational else None,
                 "log_alpha": ({name: [round(float(v), 4) for v in d.log_alpha.detach()] for name, d in
                                (("drop1", net.mean.drop1), ("drop2", net.mean.drop2))} if variational else None),

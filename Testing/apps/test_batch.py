@@ -1113,3 +1113,27 @@ def test_a_dataset_reached_by_another_path_or_moved_with_its_derivatives_resumes
     other = make_bids(tmp_path / "other", subjects=("02",), corrupt=None)  # another dataset into it: still refused
     with pytest.raises(batch.IQTError, match="holds the derivatives of another input"):
         batch.check_source(out, batch.find_items(other))
+
+
+def test_generated_by_tells_apart_runs_of_other_samples_bmax_and_outlier_settings(tmp_path):
+    """A folder redone with --exclude-outliers kept naming the run without it, and a --mc-samples 2 run's command stood
+    for outputs made with the default 10 (a cohort audit): each setting has its own GeneratedBy entry, and one that no
+    output's sidecar names is dropped."""
+    from ImageQualityTransferLib.apps.batch import records
+
+    out = tmp_path / "deriv"
+    out.mkdir()
+    runs = [batch.Settings(method="espcn-hetero-var1"), batch.Settings(method="espcn-hetero-var1", mc_samples=2),
+            batch.Settings(method="espcn-hetero-var1", exclude_outliers=True),
+            batch.Settings(method="espcn-hetero-var1", bmax=1000.0)]
+    for s in runs:
+        records.dataset_description(out, s)
+    entries = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert len(entries) == 4 and [e.get("MCSamples") for e in entries] == [10, 2, 10, 10], entries
+    side = out / "sub-01" / "dwi" / "sub-01_space-orig_res-2x_model-espcnheterovar1_param-tensor_dwimap.json"
+    side.parent.mkdir(parents=True)
+    side.write_text(json.dumps({"SoftwareBuild": entries[2]["Build"], "Method": "espcn-hetero-var1", "Factor": 2,
+                                "ModelSHA256": None, "MCSamples": 10, "ExcludeOutliers": True}))
+    records.generated_by_in_use(out)
+    kept = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert len(kept) == 1 and kept[0].get("ExcludeOutliers") is True, kept

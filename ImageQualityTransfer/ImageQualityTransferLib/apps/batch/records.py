@@ -531,6 +531,8 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     command = run_command()  # the sidecars are written by the workers, outside the command's record: said here
     entry = {"Name": PIPELINE, "Version": __version__, "Build": build(), "Method": s.method, "Factor": _factor(s),
              "Model": s.model_file, "ModelSHA256": s.model_sha256, **_tta_record(s),
+             **({"MCSamples": mc_samples(s)} if mc_samples(s) is not None else {}),
+             **({"BMax": s.bmax} if s.bmax is not None else {}),
              **({"ExcludeOutliers": True} if s.exclude_outliers else {}), **({"Command": command} if command else {})}
     if s.noisy_model_file:
         entry.update(NoisyInputModel=s.noisy_model_file, NoisyInputModelSHA256=s.noisy_model_sha256,
@@ -571,10 +573,12 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
 
 
 def _made_by(record: dict, build_key: str) -> tuple:
-    """What tells a GeneratedBy entry's outputs apart in their sidecars: the build, method, factor, model weights and
-    averaging over flips (a run with its own --model or --tta has an entry of its own)."""
+    """What tells a GeneratedBy entry's outputs apart in their sidecars: the build, method, factor, model weights,
+    averaging over flips, Monte Carlo samples, --bmax and --exclude-outliers (a run with any of them its own has an
+    entry of its own; the last three had been left out, so a folder redone with --exclude-outliers kept naming the run
+    without it, and one run's --mc-samples command stood for outputs of another: a cohort audit)."""
     return (record.get(build_key), record.get("Method"), json.dumps(record.get("Factor")), record.get("ModelSHA256"),
-            bool(record.get("TTA")))
+            bool(record.get("TTA")), record.get("MCSamples"), record.get("BMax"), bool(record.get("ExcludeOutliers")))
 
 
 def generated_by_in_use(out_root: Path) -> None:

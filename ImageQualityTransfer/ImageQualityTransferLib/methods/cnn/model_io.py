@@ -82,7 +82,8 @@ def load(path) -> LoadedModel:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         check_arch(meta.get("arch"), state, sidecar_path(path))
-        net = networks.build(meta["arch"])
+        with torch.random.fork_rng(devices=[]):  # the layers' random initial weights, replaced at once, draw from
+            net = networks.build(meta["arch"])  # torch's global generator: a caller's seeded draws had moved (an audit)
         net.load_state_dict(state, strict=True)
     except IQTError:
         raise

@@ -1137,3 +1137,15 @@ def test_generated_by_tells_apart_runs_of_other_samples_bmax_and_outlier_setting
     records.generated_by_in_use(out)
     kept = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
     assert len(kept) == 1 and kept[0].get("ExcludeOutliers") is True, kept
+
+
+def test_the_dashboard_line_names_the_port_a_scheduler_serves():
+    """With --scheduler the line gave the client's configured default (8787), which a scheduler serving its dashboard
+    on another port does not serve (a cohort audit)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=0, dashboard_address=":0", processes=False, protocol="tcp") as c, Client(c) as client:
+        port = c.scheduler.services["dashboard"].port
+        assert port != 8787
+        said = batch_cli._dashboard(client, c.scheduler_address)
+        assert said.endswith(f":{port}/status") and said.startswith("http://"), said

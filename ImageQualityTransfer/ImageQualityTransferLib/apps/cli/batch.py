@@ -130,6 +130,23 @@ def throughput(results: list[dict], seconds: float) -> str:
     return f"{seconds:.0f} s in all{rate}"
 
 
+def _dashboard(client, scheduler) -> str:
+    """The dashboard the cluster serves: a --scheduler's own port, or none (the client's link is its configured default,
+    8787, which a remote scheduler started with --no-dashboard or on another port does not serve: a cohort audit)."""
+    if not scheduler:
+        return client.dashboard_link
+    try:
+        port = client.scheduler_info().get("services", {}).get("dashboard")
+    except Exception:  # noqa: BLE001 - a test's stand-in client, or a scheduler that does not say
+        return client.dashboard_link
+    if not port:
+        return "none (the scheduler serves none)"
+    from urllib.parse import urlparse
+
+    host = urlparse(client.scheduler.address).hostname or "localhost"
+    return f"http://{host}:{port}/status"
+
+
 def _method_for(args, f, group=()):
     """(name, method) for the subjects `group` at factors `f`, checked before any work: one with no uncertainty map
     under --uncertainty, a missing, damaged or foreign model, or none for these factors, is one line (else a missing
@@ -335,7 +352,7 @@ def _run(args, runs, items, out, client, cluster, run_token=None, per_subject=Fa
         for name, f, group, s in runs:  # one factor set after another, each its own run (its qc.tsv rows, GeneratedBy)
             chosen = f" ({_chosen_by(args)}: {_named(group)})" if per_subject else ""
             print(f"{len(group)} subjects, method {name}, {grid.describe(f)}{chosen}; Dask dashboard: "
-                  f"{client.dashboard_link}", flush=True)
+                  f"{_dashboard(client, args.scheduler)}", flush=True)
             for r in batch.run_cohort([_absolute_item(it) for it in group], s, out.absolute(), client,
                                       wait_workers=args.wait_workers, lock=False, run_token=run_token):
                 done[r["subject"]] = r

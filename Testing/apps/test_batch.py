@@ -266,7 +266,10 @@ def test_per_axis_factors_in_process(tmp_path):
     assert [r["status"] for r in batch.run_cohort(items, s, out, client=None, progress=False)] == ["done"]
     tensor = out / "sub-cdti" / "dwi" / "sub-cdti_space-orig_res-1x1x2x_model-linear_param-tensor_dwimap.nii.gz"
     assert fileio.load_tensor(tensor).shape3 == (20, 22, 32)
-    assert json.loads(tensor.with_name(tensor.name.replace(".nii.gz", ".json")).read_text())["Factor"] == [1, 1, 2]
+    side = json.loads(tensor.with_name(tensor.name.replace(".nii.gz", ".json")).read_text())
+    assert side["Factor"] == [1, 1, 2]
+    # what res- means, which BIDS derivatives require where the entity is present (a cohort audit)
+    assert side["Resolution"] == {"1x1x2x": "upsampled by factors 1,1,2 along the input's voxel axes: 4x4x2 mm voxels"}
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"]
 
 

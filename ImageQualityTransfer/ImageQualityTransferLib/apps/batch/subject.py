@@ -23,7 +23,7 @@ from .lock import holds
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, check_same_input, expected_maps,
                       file_record, finished, identity, input_hashes, method_label, other_build, output_names,
-                      output_order, remove_earlier_copies, sidecar, sources, stale_maps)
+                      output_order, remove_earlier_copies, res_label, sidecar, sources, stale_maps)
 
 
 _METHODS: dict = {}
@@ -178,6 +178,7 @@ def process(item: Item, s: Settings, out_root: str, run_token: str | None = None
 
 def _process(item: Item, s: Settings, out_root: str, run_token: str | None = None) -> dict:
     from ... import fileio
+    from ...core import grid
 
     t0 = time.perf_counter()
     writing = False  # within the subject's writes (before their commit)
@@ -233,11 +234,16 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
             if notes:
                 noisy_model["Notes"] = notes
             ran_on = _device(s)
+            # what the res- entity means (BIDS derivatives: REQUIRED where res is present; a cohort audit)
+            out_mm = "x".join(f"{v:.3g}" for v in vols["tensor"].voxel_size)
+            resolution = {res_label(s): f"upsampled by {grid.describe(s.factor)} along the input's voxel axes: "
+                                        f"{out_mm} mm voxels"}
             for key in [k for k in names if k != "tensor"] + ["tensor"]:
                 about = DESCRIPTIONS.get(key, key)
                 if key == "tensor":  # as the input was read (a dtifit file's, not voxel-axis SYMMATRIX)
                     about += f" ({fileio.layout_words(vols[key].meta['written'])})"
-                meta = {"Description": about, "Units": UNITS.get(key, ""), "Sources": sources(item),
+                meta = {"Description": about, "Units": UNITS.get(key, ""), "Resolution": resolution,
+                        "Sources": sources(item),
                         "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **ran_on,
                         **noisy_model, "SoftwareName": PIPELINE, "SoftwareVersion": __version__,
                         "SoftwareBuild": ran_by, "Time": stamp,

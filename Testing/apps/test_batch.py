@@ -1152,3 +1152,29 @@ def test_the_dashboard_line_names_the_port_a_scheduler_serves():
         assert port != 8787
         said = batch_cli._dashboard(client, c.scheduler_address)
         assert said.endswith(f":{port}/status") and said.startswith("http://"), said
+
+
+def test_a_dwi_line_s_mask_on_the_output_grid_is_taken(tmp_path):
+    """A DWI subject's list line with --mask on the output's grid, as the README allows a line's mask: it had failed
+    ('give a mask on the input's grid'; a cohort audit). Fitted in the blocks it touches, the outputs kept to it."""
+    from ImageQualityTransferLib.core.grid import hr_affine
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri.dti import brain_mask
+
+    folder = tmp_path / "P01"
+    folder.mkdir()
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    fileio.save_dwi(dwi, folder / "dwi.nii.gz")
+    hr = np.asarray(brain_mask(dwi).data, bool).repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    hr[:, :, :13] = False  # cut through blocks
+    fileio.save_mask(Volume(hr, hr_affine(dwi.affine, 2), "mask"), tmp_path / "hr.nii.gz")
+    (tmp_path / "list.txt").write_text("P01 --mask hr.nii.gz\n")
+    out = tmp_path / "o"
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert res[0]["status"] == "done", res
+    assert res[0]["qc"]["brain_from"] == "mask"
+    stem = out / "sub-P01" / "dwi" / "sub-P01_space-orig_res-2x_model-cubic"
+    written = fileio.load_mask(Path(f"{stem}_desc-brain_mask.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(written.data, bool), hr)
+    t = fileio.load_tensor(Path(f"{stem}_param-tensor_dwimap.nii.gz"))
+    assert not np.any(t.data[~hr]) and np.all(np.any(t.data[hr] != 0, axis=-1))

@@ -87,7 +87,13 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
             from ...dmri.dti import keep_bmax
 
             dwi = keep_bmax(dwi, s.bmax)
-        mask = fileio.load_mask(item.mask, dwi) if item.mask else brain_mask(dwi)
+        mask = fileio.load_mask(item.mask, dwi, s.factor) if item.mask else brain_mask(dwi)
+        if mask.shape3 != dwi.shape3:  # the line's mask on the output's grid (as a tensor subject's may be, and as the
+            # README says; it had been refused): fitted in every block it touches, the output then kept to it
+            from ...dmri.degrade import block_average
+
+            given = mask
+            mask = Volume(block_average(np.asarray(given.data, np.float32), s.factor) > 0, dwi.affine, "mask")
         # iqt fit's checks, said in the subject's notes and counted in its QC row
         done = fit_with_checks(dwi, mask, s.exclude_outliers, str(item.gradients()[1]))
         lr, found, table = done.tensor, done.outliers, done.gradients

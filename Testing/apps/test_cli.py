@@ -200,6 +200,10 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
     fileio.save_scalar(fileio.load_scalar(tmp_path / "sd_direction.nii.gz"), tmp_path / "bare.nii.gz")  # no record
     code, _, err = run_cli(capsys, *base, "--uncertainty", tmp_path / "bare.nii.gz")
     one_line_error(code, err, "not a tensor's standard deviation in mm^2/s", "give it as --direction")
+    sd = fileio.load_scalar(tmp_path / "sd.nii.gz")  # the std map as the Slicer module saves it: um^2/ms, no record
+    fileio.save_scalar(sd.replace(data=sd.data * 1000), tmp_path / "um.nii.gz")
+    code, _, err = run_cli(capsys, *base, "--uncertainty", tmp_path / "um.nii.gz")
+    one_line_error(code, err, "In um^2/ms (1000 times mm^2/s", "divide it by 1000")
     assert dwi.stat().st_mtime_ns == before
 
 

@@ -275,9 +275,14 @@ def _map(path, option: str, moved=None):
     if key is None and values.size:
         top = float(np.percentile(values, 99))
         if option == "--uncertainty" and top > 0.1:
+            # the Slicer module shows and saves sigma in um^2/ms, 1000 times mm^2/s (a Slicer audit: such a file was
+            # asked whether it was the direction map, and only that)
+            unit = (" In um^2/ms (1000 times mm^2/s, as the Slicer module shows and saves sigma)? divide it by 1000 "
+                    "(e.g. fslmaths U -div 1000 U_mm2s) or give the std map 'iqt upsample --uncertainty' wrote."
+                    if top < 20 else "")
             raise IQTError(f"{path}: values up to {top:.3g} are not a tensor's standard deviation in mm^2/s (elements are "
                            "about 1e-3); is it the _direction map (degrees)? give it as --direction, and the std map as "
-                           "--uncertainty")
+                           f"--uncertainty.{unit}")
         if option == "--direction" and top < 1:
             raise IQTError(f"{path}: values up to {top:.3g} are not angles in degrees; is it the std map (mm^2/s)? give "
                            "it as --uncertainty, and the _direction map as --direction")

@@ -162,7 +162,7 @@ def dtifit_maps(t: np.ndarray) -> dict[str, np.ndarray]:
         x = t.reshape(-1, 6)[idx].astype(np.float64)
         w = eigenvalues(x)[:, ::-1]
         flat["FA"][idx] = fa_from_evals(w)
-        flat["MD"][idx] = w.mean(axis=-1)
+        flat["MD"][idx] = md(x)  # the trace's third in float64, as every MD map here is (iqt batch's too)
         for k in range(3):
             flat[f"L{k + 1}"][idx] = w[:, k]
         flat["V1"][idx] = principal_vector(x)

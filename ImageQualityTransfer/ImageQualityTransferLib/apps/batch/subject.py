@@ -126,7 +126,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     if given is not None and given.shape3 == t.shape3:
         brain = np.asarray(given.data, bool)
     vols = {"tensor": t, "fa": t.replace(data=tensors.fa_fast(t.data).astype(np.float32), kind="scalar"),
-            "md": t.replace(data=tensors.md(t.data).astype(np.float32), kind="scalar"),
+            "md": t.replace(data=tensors.md(np.asarray(t.data, np.float64)).astype(np.float32), kind="scalar"),
             "mask": t.replace(data=brain, kind="mask")}
     if s.uncertainty:
         vols.update(pred.maps())

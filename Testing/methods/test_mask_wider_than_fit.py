@@ -61,6 +61,18 @@ def test_holes_a_fit_leaves_inside_its_own_mask_are_not_said():
     assert said == []
 
 
+def test_a_fit_s_floor_in_its_own_mask_is_told_apart_from_a_wider_mask():
+    """A very noisy scan's fit leaves voxels of its own mask at the fit's floor (all elements below 1e-5 mm^2/s), read
+    as no tensor: the line had advised giving the mask the tensors were fitted in, which it was (a cohort audit)."""
+    lr, ball = _ball_fit()
+    floor = ball & (np.indices(ball.shape)[2] < 6)  # a few slices' worth of the ball, over 1 % of it
+    lr = lr.replace(data=np.where(floor[..., None], np.float32(1e-7), lr.data))
+    _, said = _run(methods.get("cubic"), lr, _mask(lr, ball))
+    line = [s for s in said if "hold no tensor" in s]
+    assert len(line) == 1 and f"{int(floor.sum())} of them hold tensors below 1e-05 mm^2/s, a fit's floor" in line[0], said
+    assert "give the mask the tensors were fitted in" not in line[0]
+
+
 def test_a_mask_mostly_off_the_fit_is_refused():
     lr, ball = _ball_fit()
     off = np.zeros_like(ball)

@@ -238,9 +238,9 @@ class Method:
         if box is not None:  # empty planes at a whole field's edge (padding): run as without them, zero there
             return self._in_box(lr, mask, box, f, uncertainty=uncertainty, direction=direction, progress=progress)
         if not whole:
-            lr = _negligible_zeroed(lr)
+            lr, before = _negligible_zeroed(lr), lr
             if given:
-                mask = mask_within_fit(lr, mask)
+                mask = mask_within_fit(lr, mask, before)
         if mask is None:
             mask = self.support(lr, whole)
         runner, index = self, None

@@ -138,12 +138,12 @@ def order_hint(vol: Volume, where, message: str, option: str = "--tensor-order")
 FOUR_D_TOOL = {"fsl": "dtifit", "mrtrix": "dwi2tensor"}  # the tool whose 4D element order each --tensor-order reads
 
 
-def mask_within_fit(lr: Volume, mask: Volume) -> Volume:
+def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> Volume:
     """A given mask cut to the voxels of a masked fit that hold a tensor, with one warning line counting those that hold
     none (a mask made by another tool, wider than the fit): read as brain, those zeros made the noise index choose
     another model, the output-scale check refuse every learned method, and tensors spread several voxels beyond the
     fit (docs/measurements.md, "A mask wider than the fit"). Small holes stay covered: the outputs reach one low-res
-    voxel beyond the support."""
+    voxel beyond the support. `before`: `lr` before its negligible tensors were zeroed, to tell a fit's floor apart."""
     given = np.asarray(mask.data, bool)
     present = np.any(np.asarray(lr.data) != 0, axis=-1)
     empty = given & ~present
@@ -157,9 +157,15 @@ def mask_within_fit(lr: Volume, mask: Volume) -> Volume:
         raise IQTError(f"{lr.source}{n} of the mask's {total} voxels hold no tensor and it covers {100 * covered:.0f} % "
                        "of the fitted ones: the mask is not on this input's brain; give the mask the tensors were fitted "
                        "in (or none: the input's non-zero voxels are then the brain)")
-    warnings.warn(f"{lr.source}{n} of the mask's {total} voxels ({100 * n / total:.1f} %) hold no tensor: the mask "
+    # a very noisy scan's fit leaves its own mask's voxels without diffusion signal at the fit's floor, which reads as
+    # no tensor: told apart, since the advice to give the fit's mask was given for that very mask (a cohort audit)
+    floor = 0 if before is None else int((empty & np.any(np.asarray(before.data) != 0, axis=-1)).sum())
+    why = (f" ({floor} of them hold tensors below {tensors.NEGLIGIBLE:g} mm^2/s, a fit's floor where a voxel has no "
+           "diffusion signal: a scan this noisy fills its own mask so)" if floor else "")
+    warnings.warn(f"{lr.source}{n} of the mask's {total} voxels ({100 * n / total:.1f} %) hold no tensor{why}: the mask "
                   "reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one (the "
-                  "outputs reach one low-res voxel beyond it); give the mask the tensors were fitted in to silence this",
+                  "outputs reach one low-res voxel beyond it)" + ("" if floor else "; give the mask the tensors were "
+                                                                 "fitted in to silence this"),
                   IQTWarning, stacklevel=3)
     return mask.replace(data=given & ~empty)
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import direction, tensors
-from ..dmri.dti import B0_THRESHOLD
 from ..core.errors import IQTError
 from ..dmri.subject import Subject, make_case
 
@@ -159,8 +158,7 @@ def inject(subject: Subject, site: LesionSite, kind: str, **kwargs) -> Subject:
     t = np.asarray(subject.tensor.data, np.float64)[site.lesion]
     t_new = modify_tensor(t, kind, **kwargs)
     X = design_matrix(dwi.bvals, dwi.bvecs)[:, :6]  # log-attenuation = X @ d
-    ratio = np.exp(t_new @ X.T - t @ X.T)
-    ratio[:, dwi.bvals <= B0_THRESHOLD] = 1.0
+    ratio = np.exp(t_new @ X.T - t @ X.T)  # 1 for a b = 0 volume; a low-b one changes as the fit reads it
     data = np.array(dwi.data, dtype=np.float32, copy=True)
     data[site.lesion] = data[site.lesion] * ratio.astype(np.float32)
     new = dwi.replace(data=data)

@@ -15,7 +15,7 @@ _CHUNK = 32768  # voxels per block in `noise_floor`
 
 def design_matrix(bvals, bvecs) -> np.ndarray:
     """(N,7) log-signal design: -b times `dti.unit_design` (the 6 elements of g g^T, lower-triangular, off-diagonals
-    doubled; zero for the b0 volumes), and 1."""
+    doubled; zero for a volume without a direction), and 1."""
     b = np.asarray(bvals, dtype=np.float64).ravel()
     g = np.asarray(bvecs, dtype=np.float64).reshape(-1, 3)
     if g.shape[0] != b.size:
@@ -26,7 +26,8 @@ def design_matrix(bvals, bvecs) -> np.ndarray:
                        "the DWI the reference tensors were fitted from, with at least 6 directions")
     if np.any(np.linalg.norm(g, axis=1)[dw] < 1e-6):
         raise IQTError("some diffusion-weighted volumes have a zero gradient direction; check the bvec file")
-    return np.column_stack([-b[:, None] * unit_design(np.where(dw[:, None], g, 0.0)), np.ones_like(b)])
+    # every volume at its own b-value and direction, as the fit takes them (a low-b one too: dti.gradient_table)
+    return np.column_stack([-b[:, None] * unit_design(g), np.ones_like(b)])
 
 
 def noise_floor(dwi_data, bvals, bvecs, tensor, mask) -> np.ndarray:

@@ -1183,3 +1183,71 @@ def test_a_dwi_line_s_mask_on_the_output_grid_is_taken(tmp_path):
     np.testing.assert_array_equal(np.asarray(written.data, bool), hr)
     t = fileio.load_tensor(Path(f"{stem}_param-tensor_dwimap.nii.gz"))
     assert not np.any(t.data[~hr]) and np.all(np.any(t.data[hr] != 0, axis=-1))
+
+
+@pytest.mark.parametrize("setting", [{"exclude_outliers": True}, {"bmax": 1000.0}])
+def test_a_run_whose_outputs_are_tensor_files_keeps_its_generated_by_entry(tmp_path, setting):
+    """--exclude-outliers and --bmax act on DWIs and a tensor file's sidecar records neither: its run's entry had been
+    dropped, and the rerun the failure line asks for refused as 'another dataset' (a review)."""
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "t1.nii.gz")
+    (tmp_path / "P02").mkdir()  # a DWI subject that fails: no gradient files beside it
+    fileio.save_dwi(dwi, tmp_path / "P02" / "dwi.nii.gz")
+    for p in (tmp_path / "P02").glob("dwi.bv*"):
+        p.unlink()
+    (tmp_path / "list.txt").write_text("t1.nii.gz\nP02\n")
+    out = tmp_path / "deriv"
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="linear", **setting), out,
+                           progress=False)
+    assert [r["status"] for r in res] == ["done", "failed"]
+    assert len(json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]) == 1
+    batch.check_source(out, batch.find_items(tmp_path / "list.txt"))  # the rerun is taken
+
+
+def test_another_input_s_outputs_under_this_dataset_s_derivatives_are_not_taken_for_it(tmp_path):
+    """A folder under a dataset's derivatives/ that holds the outputs of another input (a list elsewhere) is not that
+    dataset moved: refused, its raw link kept (a review of the move rule)."""
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    ds = make_bids(tmp_path / "ds", subjects=("01",), corrupt=None)
+    lists = tmp_path / "tensors"
+    lists.mkdir()
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), lists / "P09.nii.gz")
+    (lists / "list.txt").write_text("P09.nii.gz\n")
+    out = ds / "derivatives" / "iqt"
+    batch.run_cohort(batch.find_items(lists / "list.txt"), batch.Settings(method="linear"), out, progress=False)
+    with pytest.raises(batch.IQTError, match="holds the derivatives of another input"):
+        batch.check_source(out, batch.find_items(ds))
+
+
+def test_a_header_whose_grid_its_reader_refuses_leaves_the_choice_of_factors_to_the_others(tmp_path):
+    """Under --voxel-size, a subject whose header has a NaN or a zero voxel axis had ended the cohort in an internal
+    error (or refused it, 'factors above 10,000'); it joins the first factor set and fails alone with its reader's line
+    (a review)."""
+    import argparse
+
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    t = fit_dti(dwi, brain_mask(dwi))
+    fileio.save_tensor(t, tmp_path / "good.nii.gz")
+    import nibabel as nib
+
+    img = nib.load(tmp_path / "good.nii.gz")
+    for name, entry in (("nan", np.nan), ("zero", 0.0)):
+        a = img.affine.copy()
+        a[:3, 2] = [0.0, 0.0, entry]
+        bad = nib.Nifti1Image(np.asarray(img.dataobj), None, img.header.copy())
+        bad.header["srow_x"], bad.header["srow_y"], bad.header["srow_z"] = a[0], a[1], a[2]  # as a broken tool writes
+        bad.header["sform_code"], bad.header["qform_code"] = 1, 0
+        nib.save(bad, tmp_path / f"{name}.nii.gz")
+    (tmp_path / "list.txt").write_text("good.nii.gz\nnan.nii.gz\nzero.nii.gz\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    for extra in ({"voxel_size": 2.0, "model": None}, {"voxel_size": None, "model": str(Path(
+            fileio.model_files.MODELS_DIR) / "global-linear_x1x1x3.npz")}):
+        args = argparse.Namespace(factor=None, **extra)
+        groups = batch_cli.factor_groups(args, items)
+        assert len(groups) == 1 and [it.prefix for it in groups[0][1]] == [it.prefix for it in items], groups

@@ -145,7 +145,11 @@ def header_affine(path):
                 rax = [i for i, k in enumerate(kinds) if k in TENSOR_KINDS]
                 if len(kinds) != 4 or len(rax) != 1:  # a tensor NRRD only, as its reader takes
                     return None
-                return _geometry(hdr, [i for i in range(4) if i != rax[0]], rax[0], p)[0]
-            return np.asarray(_in_mm(open_nifti(p), p).affine, float)
+                affine = _geometry(hdr, [i for i in range(4) if i != rax[0]], rax[0], p)[0]
+            else:
+                affine = np.asarray(_in_mm(open_nifti(p), p).affine, float)
+        from ..core.volume import affine_problem
+
+        return None if affine_problem(affine) else affine  # one its reader refuses: left to the reader's line
     except Exception:  # noqa: BLE001 - any unreadable header: left to the reader's own messages
         return None

@@ -514,10 +514,14 @@ def _same_dataset(old_uri: str, root: str, out_root) -> bool:
     parsed = urlparse(old_uri)
     if parsed.scheme != "file":
         return False
-    here, mine = os.path.realpath(out_root), os.path.realpath(root)
-    if os.path.realpath(unquote(parsed.path)) == mine:
+    here, mine, old = os.path.realpath(out_root), os.path.realpath(root), unquote(parsed.path)
+    if os.path.realpath(old) == mine:
         return True
-    return Path(mine, "derivatives") in Path(here).parents
+    if Path(mine, "derivatives") not in Path(here).parents:
+        return False
+    # moved (the old folder gone) or copied (the old dataset holds its own copy of this folder); not another input's
+    # outputs written under this dataset's derivatives/ (a review: those had been taken, their link repointed)
+    return not Path(old).exists() or (Path(old) / Path(here).relative_to(mine) / "dataset_description.json").is_file()
 
 
 def dataset_description(out_root: Path, s: Settings, items=()) -> None:
@@ -549,8 +553,10 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     roots = {Path(it.root).as_uri() for it in items if it.root}
     uri = next(iter(roots)) if len(roots) == 1 else None
     if uri is not None and desc.get("DatasetLinks", {}).get("raw") != uri:
+        before = desc.get("DatasetLinks", {}).get("raw")  # the same dataset by another path (_same_dataset): replaced
         desc["DatasetLinks"] = {**desc.get("DatasetLinks", {}), "raw": uri}
-        desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") != uri] + [{"URL": uri}]
+        desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") not in (uri, before)] + \
+            [{"URL": uri}]
         changed = True
     # one entry per run setting and build: the same model named by another path (relative, as earlier versions wrote it)
     # is that entry, and so is one of the same settings written before the build was recorded (no "Build"), which this
@@ -572,13 +578,16 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         write_json(path, desc)
 
 
-def _made_by(record: dict, build_key: str) -> tuple:
+def _made_by(record: dict, build_key: str, dwi: bool = True) -> tuple:
     """What tells a GeneratedBy entry's outputs apart in their sidecars: the build, method, factor, model weights,
     averaging over flips, Monte Carlo samples, --bmax and --exclude-outliers (a run with any of them its own has an
     entry of its own; the last three had been left out, so a folder redone with --exclude-outliers kept naming the run
-    without it, and one run's --mc-samples command stood for outputs of another: a cohort audit)."""
+    without it, and one run's --mc-samples command stood for outputs of another: a cohort audit). `dwi` False: as a
+    tensor file's outputs show it, without the two settings that act on DWIs alone (a review: else a run's entry was
+    dropped where its outputs were tensor files')."""
     return (record.get(build_key), record.get("Method"), json.dumps(record.get("Factor")), record.get("ModelSHA256"),
-            bool(record.get("TTA")), record.get("MCSamples"), record.get("BMax"), bool(record.get("ExcludeOutliers")))
+            bool(record.get("TTA")), record.get("MCSamples"), record.get("BMax") if dwi else None,
+            bool(record.get("ExcludeOutliers")) and dwi)
 
 
 def generated_by_in_use(out_root: Path) -> None:
@@ -600,12 +609,12 @@ def generated_by_in_use(out_root: Path) -> None:
             meta = json.loads(side.read_bytes())
         except (OSError, ValueError):
             continue
-        if isinstance(meta, dict):
-            made.add(_made_by(meta, "SoftwareBuild"))
+        if isinstance(meta, dict):  # a tensor file's sidecar records no --bmax or --exclude-outliers: they act on DWIs
+            made.add(_made_by(meta, "SoftwareBuild", dwi="GradientSHA256" in meta))
     if not made:  # no subject's outputs at all (every one failed): the run that wrote the folder stays named
         return
     kept = [e for e in desc["GeneratedBy"] if not isinstance(e, dict) or e.get("Name") != PIPELINE
-            or _made_by(e, "Build") in made]
+            or _made_by(e, "Build") in made or _made_by(e, "Build", dwi=False) in made]
     if kept != desc["GeneratedBy"]:
         try:
             write_json(path, {**desc, "GeneratedBy": kept})

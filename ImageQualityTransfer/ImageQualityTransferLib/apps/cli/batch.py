@@ -179,6 +179,8 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
     factors along the voxel axes its slice axis is stored in), in the order the factor sets first appear. A subject
     whose header cannot be read joins the first set (its run then fails with the reader's own line); one already at
     the voxel size is refused before any work, named."""
+    import numpy as np
+
     from ...core import grid
     from ...core.volume import voxel_sizes
     from ...fileio.sizes import header_affine
@@ -194,6 +196,9 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
             f = options.factors(args, voxel_sizes(affine), affine)
         except IQTError as exc:
             raise IQTError(f"{it.prefix} ({it.as_typed(it.path)}): {exc}; or leave that subject out of the cohort") from None
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # a grid no orientation is read from: its reader
+            unread.append(it)  # says what is wrong, in its subject's row (a review: an internal error for the cohort)
+            continue
         groups.setdefault(tuple(int(x) for x in f), []).append(it)
     if not groups:  # no header read: every subject fails with its reader's line, under the factors said by default
         groups[grid.factors("2")] = []

@@ -51,9 +51,9 @@ def run(args):
         method.load(f)  # a missing, corrupt or foreign model fails here, before any work
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
-    elif args.voxel_size is not None:
-        print(options.voxel_size_line(f, lr.voxel_size))
     seeds = options.load_seeds(args)
+    if args.voxel_size is not None:  # once the seeds are read: a refusal of them is the run's only line
+        print(options.voxel_size_line(f, lr.voxel_size))
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)
     options.note_model_run(method, pred, f, args)  # its files record the model, factors and samples, as upsample's

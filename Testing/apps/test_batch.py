@@ -1141,7 +1141,8 @@ def test_generated_by_tells_apart_runs_of_other_samples_bmax_and_outlier_setting
     side = out / "sub-01" / "dwi" / "sub-01_space-orig_res-2x_model-espcnheterovar1_param-tensor_dwimap.json"
     side.parent.mkdir(parents=True)
     side.write_text(json.dumps({"SoftwareBuild": entries[2]["Build"], "Method": "espcn-hetero-var1", "Factor": 2,
-                                "ModelSHA256": None, "MCSamples": 10, "ExcludeOutliers": True}))
+                                "ModelSHA256": None, "MCSamples": 10, "ExcludeOutliers": True,
+                                "GradientSHA256": {"bval": "0" * 64, "bvec": "0" * 64}}))  # a DWI subject's
     records.generated_by_in_use(out)
     kept = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
     assert len(kept) == 1 and kept[0].get("ExcludeOutliers") is True, kept

@@ -109,3 +109,14 @@ def test_a_refusal_after_voxel_size_chose_is_the_run_s_only_line(lowres, tmp_pat
     said = capsys.readouterr()
     assert code == 2 and "seeds.nii.gz" in said.err, said
     assert "output voxel size" not in said.out, said.out
+
+
+def test_factors_voxel_size_chose_without_a_model_are_said_with_what_chose_them(lowres, tmp_path, capsys):
+    """A model refusal after --voxel-size chose the factors says so (upsample did, propagate did not), and no longer
+    ends in an empty list of methods where none has a model for them (a review)."""
+    code = cli.main(["propagate", str(lowres / "lr.nii.gz"), "-o", str(tmp_path / "o"), "--method",
+                     "espcn-hetero-var1", "--voxel-size", "1", "--samples", "2", "--no-tracts"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("iqt: error: --voxel-size 1 chose factor 4: ") and not err.endswith(": "), err
+    assert "no method with an uncertainty map ships one" in err, err

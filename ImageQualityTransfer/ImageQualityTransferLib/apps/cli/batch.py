@@ -205,6 +205,7 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
     first = next(iter(groups))
     joined = {id(it) for it in groups[first] + unread}
     groups[first] = [it for it in items if id(it) in joined]
+    args.unread = {it.prefix for it in unread}  # not chosen by their header: left out of the line naming the chosen
     return list(groups.items())
 
 
@@ -212,11 +213,14 @@ def _chosen_by(args) -> str:
     return f"--voxel-size {args.voxel_size:g}" if args.voxel_size is not None else f"--model {args.model}'s own factors"
 
 
-def _named(group, most: int = 4) -> str:
-    """The subjects of `group` by name, the first `most` of them and how many more."""
-    names = [it.prefix for it in group]
+def _named(group, most: int = 4, unread=()) -> str:
+    """The subjects of `group` by name, the first `most` of them and how many more; those in `unread` (no header read,
+    so no factors chosen for them) said apart."""
+    names = [it.prefix for it in group if it.prefix not in unread]
     more = f" and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(names[:most]) + more
+    left = len(group) - len(names)
+    return (", ".join(names[:most]) + more or "none") + (f"; {left} whose header could not be read, run at these to say why"
+                                                          if left else "")
 
 
 def _absolute(path):
@@ -355,7 +359,7 @@ def _run(args, runs, items, out, client, cluster, run_token=None, per_subject=Fa
     done = {}
     try:
         for name, f, group, s in runs:  # one factor set after another, each its own run (its qc.tsv rows, GeneratedBy)
-            chosen = f" ({_chosen_by(args)}: {_named(group)})" if per_subject else ""
+            chosen = f" ({_chosen_by(args)}: {_named(group, unread=getattr(args, 'unread', ()))})" if per_subject else ""
             print(f"{len(group)} subjects, method {name}, {grid.describe(f)}{chosen}; Dask dashboard: "
                   f"{_dashboard(client, args.scheduler)}", flush=True)
             for r in batch.run_cohort([_absolute_item(it) for it in group], s, out.absolute(), client,

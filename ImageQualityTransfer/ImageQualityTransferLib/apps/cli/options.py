@@ -259,9 +259,11 @@ def check_propagation(method, args, factor=None) -> None:
                        f"{', '.join(methods.with_uncertainty(factor))}")
     if method.learned and factor is not None and not getattr(args, "model", None) and method.name not in methods.ready(factor):
         # load() would name every method with a model for these factors, uncertainty or not
+        others = methods.with_uncertainty(factor)
+        choose = (f"choose a method with an uncertainty map that has one: {', '.join(others)}" if others else
+                  "no method with an uncertainty map ships one (give factors the shipped models have, e.g. 2 or 3)")
         raise IQTError(f"{method.name} has no shipped model for {grid.describe(factor)}; give --model with one trained "
-                       f"for them or choose a method with an uncertainty map that has one: "
-                       f"{', '.join(methods.with_uncertainty(factor))}")
+                       f"for them, or {choose}")
     if args.samples is None or int(args.samples) < 2:
         raise IQTError(f"--samples {args.samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
     tracking_settings(args).check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...core.errors import IQTError
 from ...fileio.staging import make_folder, say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
@@ -36,7 +37,12 @@ def run(args):
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
         f = options.factors(args, lr.voxel_size, lr.affine)
     method = methods.get(options.method_name(args, f, uncertainty=True), **options.method_settings(args))
-    options.check_propagation(method, args, f)
+    try:
+        options.check_propagation(method, args, f)
+    except IQTError as exc:
+        if args.voxel_size is None:
+            raise
+        raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
     out = options.out_dir(args.output)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     paths = propagation.output_paths(out)
@@ -48,7 +54,12 @@ def run(args):
     if shape3 is not None:  # before the input is read or a model loaded; predict checks the same again
         method.check_memory(shape3, f, method.gives_uncertainty, propagate=True)
     if method.learned:
-        method.load(f)  # a missing, corrupt or foreign model fails here, before any work
+        try:
+            method.load(f)  # a missing, corrupt or foreign model fails here, before any work
+        except IQTError as exc:
+            if args.voxel_size is None:
+                raise
+            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     seeds = options.load_seeds(args)

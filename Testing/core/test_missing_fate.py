@@ -81,3 +81,18 @@ def test_evaluate_says_what_scoring_does_with_a_predictions_nan_voxels(capsys, t
     counted = next(line for line in lines if "truth.nii.gz" in line)
     assert "16 of the mask's" in counted and "hold no reference tensor" in counted, counted
     assert "learned methods" not in err
+
+
+def test_a_file_refused_for_other_nan_or_inf_gets_no_warning_first():
+    """A voxel of NaN in every element beside an Inf elsewhere: the file is refused for the Inf, and that refusal is the
+    only line (the missing voxel's warning had come first: a tool-inputs audit)."""
+    t = np.full((5, 5, 5, 6), 1e-4)
+    t[2, 2, 2] = np.nan  # enclosed: would be said
+    t[1, 1, 1, 0] = np.inf
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        tensor_checks.nan_as_empty(t, "f.nii.gz: ")
+    assert said == []
+    t[1, 1, 1, 0] = 1e-4
+    with pytest.warns(IQTWarning, match="1 voxel inside the tensors holds NaN"):
+        tensor_checks.nan_as_empty(t, "f.nii.gz: ")

@@ -51,7 +51,9 @@ def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np
     from scipy import ndimage
 
     n = int((empty & ndimage.binary_fill_holes(~empty)).sum())
-    if n:
+    # where other NaN or Inf remain the caller refuses the file: its refusal is then the one line (a warning had come
+    # first: a tool-inputs audit)
+    if n and np.isfinite(t[~empty]).all():
         import warnings
 
         from .errors import IQTWarning

@@ -187,6 +187,30 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
     brain = json.loads((tmp_path / "biqt.json").read_text())["brain"]
     assert brain["direction_spearman"] > 0.3 and brain["direction_within_2"] > 0.9
     assert results["cubic"]["interior"]["angle_error"] > 0
+    # the std map stored in another voxel order (as Slicer re-stores a left-handed grid), or as the module's NRRD in
+    # um^2/ms, scores the same (a Slicer audit: the NRRD was refused, a re-stored map scored against other voxels)
+    import nrrd
+
+    sd = fileio.load_scalar(tmp_path / "sd.nii.gz")
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = sd.shape3[0] - 1
+    fileio.save_scalar(sd.replace(data=np.ascontiguousarray(sd.data[::-1]), affine=sd.affine @ flip), tmp_path / "sdf.nii.gz",
+                       sd.meta["descrip"])
+    lps = np.diag([-1.0, -1.0, 1.0])
+    nrrd.write(str(tmp_path / "sd.nrrd"), np.asarray(sd.data * 1000, np.float32),
+               {"space": "left-posterior-superior", "kinds": ["domain"] * 3, "space directions": (lps @ sd.affine[:3, :3]).T,
+                "space origin": lps @ sd.affine[:3, 3], "ImageQualityTransfer.Unit": "um2/ms",
+                "ImageQualityTransfer.Map": "std", "ImageQualityTransfer.Run": "biqt"},
+               custom_field_map={k: "string" for k in ("ImageQualityTransfer.Unit", "ImageQualityTransfer.Map",
+                                                       "ImageQualityTransfer.Run")})
+    for other in ("sdf.nii.gz", "sd.nrrd"):
+        code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "biqt.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+                               "--mask", tmp_path / "mask.nii.gz", "--uncertainty", tmp_path / other,
+                               "--json", tmp_path / "other.json")
+        assert code == 0, err
+        got = json.loads((tmp_path / "other.json").read_text())["brain"]
+        for k in ("spearman", "within_2sigma"):
+            assert got[k] == pytest.approx(brain[k], rel=1e-5), (other, k, got[k], brain[k])
     code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "biqt.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                            "--mask", tmp_path / "mask.nii.gz", "--direction", tmp_path / "lrmask.nii.gz")
     one_line_error(code, err, "differs from the prediction")

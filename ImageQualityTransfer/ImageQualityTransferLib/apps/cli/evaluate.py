@@ -129,10 +129,10 @@ def run(args):
     m = mask.data[box]
     missing = _missing_reference(args.truth, t, m)  # said once the files are known to score (not before a refusal)
     lr_mask = degrade.block_majority(m, f)
-    unc = _map(args.uncertainty, "--uncertainty", moved) if args.uncertainty else None
+    unc = _map(args.uncertainty, "--uncertainty", pred) if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
-    direc = _map(args.direction, "--direction", moved) if args.direction else None
+    direc = _map(args.direction, "--direction", pred) if args.direction else None
     if direc is not None and direc.shape != shape:
         raise IQTError(f"{args.direction}: shape {direc.shape} differs from the prediction {shape}; give the "
                        f"_direction map that 'iqt upsample --uncertainty' wrote beside this prediction")
@@ -253,19 +253,43 @@ def _stored_like(vol, ref_affine):
     return (vol, None) if ro.is_identity else (ro.apply(vol), ro)
 
 
-def _map(path, option: str, moved=None):
-    """The data of an uncertainty map given as `option`, refused when it is another kind of map: by the kind its header
-    records (fileio.records.map_record), else by its values (an angle map in degrees reaches tens, an element SD in
-    mm^2/s stays far below 1): a direction map scored as sigma would read 'within 2 sigma: 1.000'."""
+def _map(path, option: str, pred):
+    """The data of an uncertainty map given as `option`, on the grid of the prediction `pred` (as re-stored for the
+    reference): the same voxels stored in another order are re-indexed, other voxels refused (a map saved from Slicer,
+    which re-stores a left-handed grid, had been scored against other voxels without a word). A Slicer NRRD of the
+    module's map is read with the unit its header names (um2/ms: divided by 1000). Refused when it is another kind of
+    map: by the kind its header records (fileio.records.map_record), else by its values (an angle map in degrees
+    reaches tens, an element SD in mm^2/s stays far below 1): a direction map scored as sigma would read 'within 2
+    sigma: 1.000'."""
+    from ...core.orientation import onto_grid
+    from ...core.volume import Volume
     from ...fileio import load_scalar
-    from ...fileio.records import read_map_record
+    from ...fileio.nifti import is_nrrd
+    from ...fileio.records import map_record, read_map_record
 
-    vol = load_scalar(path)
+    if is_nrrd(path):  # the module's map as Slicer saves it: its kind and unit in the header (slicer/mrml.py)
+        import nrrd
+
+        from ...fileio.nrrd import load_scalar_nrrd
+
+        data, affine = load_scalar_nrrd(path)
+        hdr = nrrd.read_header(str(path))
+        unit, kind = hdr.get("ImageQualityTransfer.Unit"), hdr.get("ImageQualityTransfer.Map")
+        if unit is None:
+            raise IQTError(f"{path}: a NRRD that does not say it is this tool's uncertainty map (no "
+                           "ImageQualityTransfer.Unit in its header); give the map 'iqt upsample --uncertainty' wrote")
+        data = np.asarray(data, np.float64) / (1000.0 if unit == "um2/ms" else 1.0)
+        vol = Volume(data.astype(np.float32), affine, "scalar",
+                     meta={"descrip": map_record(str(hdr.get("ImageQualityTransfer.Run", "iqt")).split()[0], str(kind))})
+    else:
+        vol = load_scalar(path)
     data = vol.data
-    if moved is not None:  # the prediction's map, re-stored with it (`_stored_like`)
-        from ...core.orientation import _nio
-
-        data = np.ascontiguousarray(_nio().apply_orientation(data, moved.ornt))
+    if vol.shape3 != pred.shape3 or not np.allclose(vol.affine, pred.affine, atol=1e-3 * np.abs(pred.affine[:3, :3]).max()):
+        moved = onto_grid(data, vol.affine, pred.shape3, pred.affine)
+        if moved is None:
+            raise IQTError(f"{path}: its grid {vol.shape3} (shape, position or voxel size) differs from the prediction's "
+                           f"{pred.shape3}; give the {option[2:]} map written with this prediction")
+        data = moved
     key = read_map_record(vol.meta.get("descrip", ""))
     wanted = SIGMA_KEYS if option == "--uncertainty" else ("direction",)
     what = "the standard deviation map (mm^2/s)" if option == "--uncertainty" else "the _direction map (degrees)"

@@ -1146,6 +1146,26 @@ def test_generated_by_tells_apart_runs_of_other_samples_bmax_and_outlier_setting
     records.generated_by_in_use(out)
     kept = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
     assert len(kept) == 1 and kept[0].get("ExcludeOutliers") is True, kept
+    # the other way round: a plain run's DWI sidecar keeps the plain entry alone (a second review)
+    (out / "dataset_description.json").unlink()
+    for s in runs:
+        records.dataset_description(out, s)
+    entries = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    meta = json.loads(side.read_text())
+    side.write_text(json.dumps({**{k: v for k, v in meta.items() if k != "ExcludeOutliers"}, "SoftwareBuild": entries[0]["Build"]}))
+    records.generated_by_in_use(out)
+    kept = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert [(e.get("MCSamples"), e.get("BMax"), e.get("ExcludeOutliers")) for e in kept] == [(10, None, None)], kept
+    # a source dataset named without a URL (a DOI) stays when the raw link is first set
+    desc = json.loads((out / "dataset_description.json").read_text())
+    desc.pop("DatasetLinks", None)
+    desc["SourceDatasets"] = [{"DOI": "doi:10.18112/openneuro.ds000001.v1.0.0"}]
+    (out / "dataset_description.json").write_text(json.dumps(desc))
+    item = batch.items.Item(prefix="sub-01", subdir="sub-01/dwi", path=str(tmp_path / "x.nii.gz"), kind="dti",
+                            root=str(tmp_path))
+    records.dataset_description(out, runs[0], [item])
+    assert json.loads((out / "dataset_description.json").read_text())["SourceDatasets"] == [
+        {"DOI": "doi:10.18112/openneuro.ds000001.v1.0.0"}, {"URL": tmp_path.as_uri()}]
 
 
 def test_the_dashboard_line_names_the_port_a_scheduler_serves():

@@ -71,6 +71,10 @@ def test_a_fit_s_floor_in_its_own_mask_is_told_apart_from_a_wider_mask():
     line = [s for s in said if "hold no tensor" in s]
     assert len(line) == 1 and f"{int(floor.sum())} of them hold tensors below 1e-05 mm^2/s, a fit's floor" in line[0], said
     assert "give the mask the tensors were fitted in" not in line[0]
+    wide = ndimage.binary_dilation(ball, iterations=3)  # a mask wider than the fit: the advice stays, floor or not
+    _, said = _run(methods.get("cubic"), lr, _mask(lr, wide))
+    line = [s for s in said if "hold no tensor" in s]
+    assert len(line) == 1 and "give the mask the tensors were fitted in" in line[0] and "this noisy" not in line[0], said
 
 
 def test_a_mask_mostly_off_the_fit_is_refused():

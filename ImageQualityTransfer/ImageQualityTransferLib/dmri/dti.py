@@ -408,7 +408,7 @@ def _floor_without_b0(params: np.ndarray, design: np.ndarray, data: np.ndarray) 
 
     # the b0 rows by their b-value (a row's diffusion terms sum, on the diagonal, to -b): a low-b volume keeps its
     # direction in the fit (gradient_table), so rows without diffusion terms had missed HCP-style b = 5 b0s (a review)
-    b0 = -(design[:, 0] + design[:, 2] + design[:, 5]) <= B0_THRESHOLD
+    b0 = -(design[:, 0] + design[:, 2] + design[:, 5]) <= B0_THRESHOLD * (1 + 1e-9)  # b |g|^2 rounds above 50 at 50
     if b0.any():
         no_s0 = np.all(data[..., b0] <= MIN_POSITIVE_SIGNAL, axis=-1)
         params[no_s0, :3] = 1e-6 / -design.min()

@@ -160,12 +160,13 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> V
     # a very noisy scan's fit leaves its own mask's voxels without diffusion signal at the fit's floor, which reads as
     # no tensor: told apart, since the advice to give the fit's mask was given for that very mask (a cohort audit)
     floor = 0 if before is None else int((empty & np.any(np.asarray(before.data) != 0, axis=-1)).sum())
+    wider = n - floor >= total * EMPTY_IN_MASK  # beyond the fit, not its floor alone: the advice stands
     why = (f" ({floor} of them hold tensors below {tensors.NEGLIGIBLE:g} mm^2/s, a fit's floor where a voxel has no "
-           "diffusion signal: a scan this noisy fills its own mask so)" if floor else "")
+           "diffusion signal" + ("" if wider else ": a scan this noisy fills its own mask so") + ")" if floor else "")
     warnings.warn(f"{lr.source}{n} of the mask's {total} voxels ({100 * n / total:.1f} %) hold no tensor{why}: the mask "
                   "reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one (the "
-                  "outputs reach one low-res voxel beyond it)" + ("" if floor else "; give the mask the tensors were "
-                                                                 "fitted in to silence this"),
+                  "outputs reach one low-res voxel beyond it)" + ("; give the mask the tensors were fitted in to silence "
+                                                                 "this" if wider else ""),
                   IQTWarning, stacklevel=3)
     return mask.replace(data=given & ~empty)
 

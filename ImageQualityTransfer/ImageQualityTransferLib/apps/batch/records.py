@@ -555,8 +555,8 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
     if uri is not None and desc.get("DatasetLinks", {}).get("raw") != uri:
         before = desc.get("DatasetLinks", {}).get("raw")  # the same dataset by another path (_same_dataset): replaced
         desc["DatasetLinks"] = {**desc.get("DatasetLinks", {}), "raw": uri}
-        desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") not in (uri, before)] + \
-            [{"URL": uri}]
+        gone = (uri,) + ((before,) if before else ())  # an entry without a URL (a DOI) stays
+        desc["SourceDatasets"] = [d for d in desc.get("SourceDatasets", []) if d.get("URL") not in gone] + [{"URL": uri}]
         changed = True
     # one entry per run setting and build: the same model named by another path (relative, as earlier versions wrote it)
     # is that entry, and so is one of the same settings written before the build was recorded (no "Build"), which this
@@ -603,18 +603,19 @@ def generated_by_in_use(out_root: Path) -> None:
         return
     if not isinstance(desc, dict) or not isinstance(desc.get("GeneratedBy"), list):
         return
-    made = set()
+    made, made_tensor = set(), set()  # by DWI subjects' sidecars; by tensor files' (which record no DWI-only setting)
     for side in Path(out_root).rglob("*_param-tensor_dwimap.json"):
         try:
             meta = json.loads(side.read_bytes())
         except (OSError, ValueError):
             continue
         if isinstance(meta, dict):  # a tensor file's sidecar records no --bmax or --exclude-outliers: they act on DWIs
-            made.add(_made_by(meta, "SoftwareBuild", dwi="GradientSHA256" in meta))
-    if not made:  # no subject's outputs at all (every one failed): the run that wrote the folder stays named
+            dwi = "GradientSHA256" in meta
+            (made if dwi else made_tensor).add(_made_by(meta, "SoftwareBuild", dwi=dwi))
+    if not made and not made_tensor:  # no subject's outputs at all (every one failed): the run that wrote the folder stays named
         return
     kept = [e for e in desc["GeneratedBy"] if not isinstance(e, dict) or e.get("Name") != PIPELINE
-            or _made_by(e, "Build") in made or _made_by(e, "Build", dwi=False) in made]
+            or _made_by(e, "Build") in made or _made_by(e, "Build", dwi=False) in made_tensor]
     if kept != desc["GeneratedBy"]:
         try:
             write_json(path, {**desc, "GeneratedBy": kept})

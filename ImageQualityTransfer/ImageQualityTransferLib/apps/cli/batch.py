@@ -200,8 +200,11 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
             unread.append(it)  # says what is wrong, in its subject's row (a review: an internal error for the cohort)
             continue
         groups.setdefault(tuple(int(x) for x in f), []).append(it)
-    if not groups:  # no header read: every subject fails with its reader's line, under the factors said by default
-        groups[grid.factors("2")] = []
+    if not groups:  # no header read: every subject fails with its reader's line, under a model's own factors or 2
+        from ...fileio.model_files import factors_named
+
+        own = factors_named(args.model) if getattr(args, "model", None) and args.voxel_size is None else None
+        groups[tuple(own) if own is not None else grid.factors("2")] = []
     first = next(iter(groups))
     joined = {id(it) for it in groups[first] + unread}
     groups[first] = [it for it in items if id(it) in joined]

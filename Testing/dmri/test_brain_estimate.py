@@ -199,3 +199,19 @@ def test_the_estimated_mask_of_a_real_scan_has_no_slice_holes(axial_subject):
     assert np.array_equal(axial_subject.mask.data, old)
     assert (new >= old).all() and new.sum() > 1.03 * old.sum()
     assert np.array_equal(fill_slice_holes(new), new)
+
+
+def test_the_line_about_an_unmasked_input_names_its_file(tmp_path, capsys):
+    """The whole-field line was the one input warning without its file's name (a thick-slice audit's low item)."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    from helpers import run_cli
+
+    dwi = make_phantom(shape=(24, 26, 20), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, None), tmp_path / "whole.nii.gz")
+    code, _, err = run_cli(capsys, "upsample", tmp_path / "whole.nii.gz", "-o", tmp_path / "o.nii.gz", "--method", "cubic")
+    said = [line for line in err.splitlines() if "the input holds tensors over the whole field" in line]
+    assert code == 0 and len(said) == 1, err
+    assert said[0].startswith(f"iqt: warning: {tmp_path / 'whole.nii.gz'}: the input holds"), said

@@ -427,12 +427,14 @@ class Method:
             return None if present.all() else Volume(present, lr.affine, "mask")
         brain = _brain_within_box(lr)
         if brain is None:
-            warnings.warn("the input holds tensors over the whole field of view and no background was found to leave out: "
-                          "the output covers all of it; give --mask to keep it zero outside the brain", IQTWarning,
-                          stacklevel=3)
+            warnings.warn(f"{lr.source}the input holds tensors over the whole field of view and no background was "
+                          "found to leave out: the output covers all of it; give --mask to keep it zero outside the brain",
+                          IQTWarning, stacklevel=3)
             return None
-        warnings.warn(f"the input holds tensors over the whole field of view (fitted without a brain mask): the output is "
-                      f"kept to the brain and the tissue-like fits around it, estimated from the tensors' MD "
+        # the file named, as the other input warnings name it (a thick-slice audit: the first line of a run had none)
+        warnings.warn(f"{lr.source}the input holds tensors over the whole field of view (fitted without a brain mask): "
+                      f"the output is kept to the brain and the tissue-like fits around it, estimated from the tensors' "
+                      f"MD "
                       f"({int(brain.data.sum())} of {brain.data.size} low-res voxels, {100 * brain.data.mean():.0f} % of "
                       f"the field of view); give --mask with a brain mask to leave out scalp and background",
                       IQTWarning, stacklevel=3)

@@ -354,8 +354,13 @@ def same_affine(affine, reference) -> bool:
     """Whether `affine` places the voxels where `reference` does: every entry within a thousandth of the reference's
     largest voxel-axis entry (a header's rounding passes, a shift or a flip does not). The one test of a mask's grid,
     for a mask file (fileio.load_mask) and for a mask given to `Method.predict` in memory."""
-    reference = np.asarray(reference, float)
-    return bool(np.allclose(np.asarray(affine, float), reference, atol=1e-3 * float(np.abs(reference[:3, :3]).max())))
+    return bool(np.allclose(np.asarray(affine, float), np.asarray(reference, float), atol=affine_tolerance(reference)))
+
+
+def affine_tolerance(reference) -> float:
+    """How far (mm) `same_affine` lets an affine's entries lie from `reference`'s: a thousandth of its largest
+    voxel-axis entry (a header's rounding)."""
+    return 1e-3 * float(np.abs(np.asarray(reference, float)[:3, :3]).max())
 
 
 def extent_mm(where, affine) -> float:

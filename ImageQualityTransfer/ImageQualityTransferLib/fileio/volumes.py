@@ -464,7 +464,7 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
 def mask_on_grid(vol: Volume, path, reference: Volume, factor=None, reference_name: str = "the input's grid") -> Volume:
     """`load_mask`'s mask `vol` on `reference`'s grid (or on its high-res grid for `factor`), re-indexed where it is the
     same voxels stored in another axis order; an IQTError naming the grids otherwise."""
-    from ..core.grid import factors, hr_affine, same_affine
+    from ..core.grid import affine_tolerance, factors, hr_affine, same_affine
 
     grids = {reference.shape3: (reference_name, reference.affine)}
     if factor:
@@ -487,7 +487,7 @@ def mask_on_grid(vol: Volume, path, reference: Volume, factor=None, reference_na
     name, affine = grids[vol.shape3]
     if not same_affine(vol.affine, affine):
         apart = float(np.abs(np.asarray(vol.affine, float) - np.asarray(affine, float))[:3].max())
-        allowed = 1e-3 * float(np.abs(np.asarray(affine, float)[:3, :3]).max())  # grid.same_affine's rule
+        allowed = affine_tolerance(affine)
         raise IQTError(f"{path}: the mask has the shape of {name} but another position or orientation (affine; entries "
                        f"up to {apart:.3g} mm apart, where {allowed:.2g} mm, a header's rounding, passes); "
                        + ("give a mask made on this input's grid (e.g. 'iqt mask' or 'iqt degrade --mask-out')"

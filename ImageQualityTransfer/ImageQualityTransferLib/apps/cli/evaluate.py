@@ -261,6 +261,7 @@ def _map(path, option: str, pred):
     map: by the kind its header records (fileio.records.map_record), else by its values (an angle map in degrees
     reaches tens, an element SD in mm^2/s stays far below 1): a direction map scored as sigma would read 'within 2
     sigma: 1.000'."""
+    from ...core import grid
     from ...core.orientation import onto_grid
     from ...core.volume import Volume
     from ...fileio import load_scalar
@@ -284,7 +285,7 @@ def _map(path, option: str, pred):
     else:
         vol = load_scalar(path)
     data = vol.data
-    if vol.shape3 != pred.shape3 or not np.allclose(vol.affine, pred.affine, atol=1e-3 * np.abs(pred.affine[:3, :3]).max()):
+    if vol.shape3 != pred.shape3 or not grid.same_affine(vol.affine, pred.affine):
         moved = onto_grid(data, vol.affine, pred.shape3, pred.affine)
         if moved is None:
             raise IQTError(f"{path}: its grid {vol.shape3} (shape, position or voxel size) differs from the prediction's "

@@ -83,6 +83,16 @@ def test_evaluate_says_how_many_mask_voxels_have_no_reference(capsys, tmp_path):
     assert got["interior"]["n_no_reference"] + got["exterior"]["n_no_reference"] == 80
 
 
+def test_a_share_below_one_percent_is_not_printed_as_zero(capsys, tmp_path):
+    """1 of 4,096 voxels: "(0.024 %)", where it read "(0.0 %)" (a display audit: 21 of 47,669)."""
+    _, hr, truth = _brain()
+    cut = truth.copy()
+    cut[8, 8, 8] = 0
+    code = cli.main([str(a) for a in _files(tmp_path, cut, hr, truth + 1e-5)])
+    err = capsys.readouterr().err
+    assert code == 0 and "1 of the mask's 4096 voxels (0.024 %)" in err, err
+
+
 def test_evaluate_refuses_a_mask_mostly_outside_the_reference(capsys, tmp_path):
     _, hr, truth = _brain()
     small = truth.copy()

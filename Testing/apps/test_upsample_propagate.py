@@ -41,7 +41,10 @@ def test_upsample_propagate_writes_maps_beside_the_output(tmp_path, lr_path, cap
     # the options that reproduce it, as iqt propagate records them, and the whole command's time
     assert summary["settings"]["n_seeds"] == 40 and summary["settings"]["fa_threshold"] == 0.2
     assert summary["settings"]["factor"] == 2 and summary["seconds"] >= summary["sampling_seconds"] > 0
-    assert "hr_propagation.json" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hr_propagation.json" in out
+    # fa_mean read as FA (a display audit: 0.289 where the prediction's FA is 0.136): the line says what to read
+    assert "fa_mean is not an FA estimate" in out and "md_std counts no error shared between the elements" in out
 
 
 def test_upsample_propagate_checks_the_tracking_settings_before_the_prediction(tmp_path, lr_path, capsys, monkeypatch):

@@ -236,5 +236,6 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
              ", no streamlines: tract Dice undefined" if tracked else "")
     return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"
             f"{', visitation' if tracked else ''} from {res.n_samples} samples of {method_name} "
-            f"({timing}{tract}; diagonal Gaussian approximation)"
+            f"({timing}{tract}; diagonal Gaussian approximation: fa_mean is not an FA estimate, noise raises low FA, "
+            f"read the prediction's FA with fa_std as its spread; md_std counts no error shared between the elements)"
             + (f"; removed {', '.join(p.name for p in stale)} of an earlier run" if stale else ""))

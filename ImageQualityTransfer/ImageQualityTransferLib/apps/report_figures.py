@@ -123,7 +123,8 @@ MAX_DRAWN = 1500  # streamlines drawn per tract panel (a random choice of them w
 
 
 def tract_views(tracts: dict, max_lines: int = MAX_DRAWN) -> str:
-    """Streamline projections (world RAS mm) seen from above, the front and the left, coloured by direction."""
+    """Streamline projections (world RAS mm) seen from below (radiological axial), the front and the left, coloured by
+    direction."""
     from matplotlib.collections import LineCollection
 
     names = list(tracts)

@@ -143,7 +143,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         parts.append("<h2>Tractography</h2>")
         parts.append(_figure_html(tract_views(tracts),
                                   "Deterministic tractography (principal direction, FA stop) from the same seeds on each volume: "
-                                  "streamlines projected from above (axial), the front (coronal) and the side (sagittal), coloured "
+                                  "streamlines projected as seen from below (axial, radiological: the patient's right on the left), from the front "
+                                  "(coronal) and from the left (sagittal), coloured "
                                   "by local direction (red left-right, green anterior-posterior, blue superior-inferior); number "
                                   f"of streamlines in brackets, of which each panel draws at most {MAX_DRAWN:,}, chosen at random. Drawn: " + ", ".join(tracts) + _tract_caption(tracts, tract_rows)
                                   + ("; the table below scores every method." if tract_rows else ".")))

@@ -224,8 +224,24 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = F
     slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
     m = slice_node_.GetSliceToRAS()
     screen_right = np.array([m.GetElement(i, 0) for i in range(3)])
-    slice_node_.JumpSliceByCentering(*(centre + screen_right * room * fov_x / 2))
+    normal = np.array([m.GetElement(i, 2) for i in range(3)])
+    slice_node_.JumpSliceByCentering(*(on_voxel_plane(centre, volume, normal) + screen_right * room * fov_x / 2))
     slice_node_.SetAttribute(FITTED_ATTRIBUTE, orientation)
+
+
+def on_voxel_plane(point, volume, normal) -> np.ndarray:
+    """`point` moved along `normal` onto the nearest plane of voxel centres of `volume` (along its voxel axis nearest
+    the normal), as Slicer's SnapSliceOffsetToIJK does: an even number of slices puts the centre between two, and
+    the view then blends them (a display audit)."""
+    m = mrml.node_affine(volume)
+    point, normal = np.asarray(point, float), np.asarray(normal, float)
+    ijk = np.linalg.solve(m[:3, :3], point - m[:3, 3])
+    columns = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0)
+    axis = int(np.argmax(np.abs(columns.T @ normal)))
+    per_mm = np.linalg.solve(m[:3, :3], normal)[axis]  # voxels along that axis per mm along the normal
+    if abs(per_mm) < 1e-9:
+        return point
+    return point + normal * (np.round(ijk[axis]) - ijk[axis]) / per_mm
 
 
 FITTED_ATTRIBUTE = "ImageQualityTransfer.FittedOrientation"  # on a slice node: the orientation _fit_slice framed

@@ -221,7 +221,8 @@ def _missing_reference(path, truth, mask) -> str | None:
         raise IQTError(f"{path}: {n} of the mask's {total} voxels ({100 * share:.0f} %) hold no reference tensor (zero, or "
                        f"NaN in every element), so the mask is mostly outside the brain the reference was fitted in; give "
                        f"the mask the reference was fitted in ('iqt fit --mask-out'), or fit the reference in this mask")
-    return (f"{path}: {n} of the mask's {total} voxels ({100 * share:.1f} %) hold no reference tensor (zero, or NaN "
+    shown = f"{100 * share:.2g}" if share < 0.01 else f"{100 * share:.1f}"  # 21 of 47,669 had read "0.0 %"
+    return (f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor (zero, or NaN "
             f"in every element: outside the mask the reference was fitted in, or failed fits); they are left out of every "
             f"figure")
 

@@ -67,6 +67,40 @@ def test_maps_of_another_output_of_that_stem_stay(tmp_path, capsys):
     assert "removed" not in capsys.readouterr().out
 
 
+def test_a_rerun_from_another_folder_removes_them_too(tmp_path, capsys, monkeypatch):
+    """The record keeps `-o` as typed: `-o o.nii.gz` typed in the output's folder, then `-o out/o.nii.gz` from the
+    folder above, had kept cubic's FA ... beside deep's output, with no word (a first-contact audit)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=2.0, n_dirs=12)
+    fileio.save_tensor(degrade(dwi, brain_mask(dwi).data, 2).tensor, tmp_path / "lr.nii.gz")
+    monkeypatch.chdir(out)
+    assert cli.main(["upsample", "../lr.nii.gz", "-o", "o.nii.gz", "--method", "cubic", "--maps"]) == 0
+    assert (out / "o_FA.nii.gz").is_file()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli.main(["upsample", "lr.nii.gz", "-o", "out/o.nii.gz", "--method", "nearest"]) == 0
+    assert "removed o_FA.nii.gz" in capsys.readouterr().out
+    assert not (out / "o_FA.nii.gz").exists()
+
+
+def test_maps_would_not_replace_those_of_another_output_still_there(tmp_path, capsys):
+    """`-o o.nrrd --maps` beside o.nii.gz and its maps had replaced them (o.nii.gz then lay beside another run's maps,
+    which a later run writing o.nii.gz kept, since their record names o.nrrd): refused in one line, nothing written;
+    once o.nii.gz is gone its maps are free."""
+    _first_run(tmp_path, capsys)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for extra in (["--maps"], ["--propagate", "--samples", "2", "--no-tracts"]):
+        code = cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nrrd"), "--method",
+                         "biqt", *extra])
+        out, err = capsys.readouterr()
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "a map of o.nii.gz" in err, err
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    (tmp_path / "o.nii.gz").unlink()
+    assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nrrd"), "--method", "cubic",
+                     "--maps"]) == 0
+
+
 def test_a_file_another_program_writes_meanwhile_stays(tmp_path, capsys, monkeypatch):
     """Checked again when the outputs are put in place: an FSL o_FA.nii.gz written while the run worked stays (review
     51a: the check was made before the prediction only)."""

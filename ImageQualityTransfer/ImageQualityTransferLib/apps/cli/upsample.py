@@ -115,9 +115,10 @@ def _made_by_iqt(path: Path) -> bool:
 
 
 def _recorded_output(path: Path) -> str | None:
-    """The real path of the output named in the run record of the NIfTI at `path` (its `-o` as typed: a relative one is
-    taken from this run's folder, so maps of a run started elsewhere stay), or None where it has none (another tool's
-    file, `--no-record`)."""
+    """The real path of the output named in the run record of the map at `path`, or None where it has none (another
+    tool's file, `--no-record`). The record keeps `-o` as typed, and a map lies beside its output: the output is the
+    record's file name in the map's folder (taken from this run's folder, a relative `-o` of a run started elsewhere
+    named another file, and its maps stayed beside the output that replaced it: a first-contact audit)."""
     try:
         from ...fileio.nifti import run_record_of
 
@@ -125,7 +126,19 @@ def _recorded_output(path: Path) -> str | None:
     except Exception:  # noqa: BLE001 - a file nibabel cannot read is not one of ours
         return None
     output = (record or {}).get("options", {}).get("output")
-    return os.path.realpath(output) if isinstance(output, str) and output else None
+    return os.path.realpath(Path(path).parent / Path(output).name) if isinstance(output, str) and output else None
+
+
+def _maps_of_another_output(paths, out: Path) -> None:
+    """Refuses to write maps over those an earlier run wrote for another output that is still there: X.nrrd's maps
+    share X_FA ... with X.nii.gz's, and `-o X.nrrd --maps` replaced X.nii.gz's without a word, leaving it beside
+    another run's maps (a first-contact audit)."""
+    for p in paths:
+        owner = _recorded_output(p) if _is_file(p) else None
+        if owner is not None and owner != os.path.realpath(out) and os.path.isfile(owner):
+            raise IQTError(f"{p}: already there, a map of {Path(owner).name} beside it (another output of this name), "
+                           f"which this run would replace; give -o another name, or remove {Path(owner).name} "
+                           f"with its maps first")
 
 
 def v1_frame(order: str) -> str:
@@ -275,11 +288,13 @@ def run(args):
     if foreign:  # dtifit's dti_FA ... beside -o dti.nii.gz had been replaced without a word (a bad-input audit)
         raise IQTError(f"{foreign[0]}: already there and not written by iqt (another tool's map, e.g. dtifit's), which "
                        "--maps would replace; give -o a name whose maps are free (or move that file)")
+    _maps_of_another_output(map_paths.values(), out)
     options.check_output_order(args, out)
     if args.propagate:
         prop_paths = propagation.output_paths(out.parent, stem(out) + "_")
         for key, path in prop_paths.items():
             plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}")
+        _maps_of_another_output([p for key, p in prop_paths.items() if key != "json"], out)
     plan.check()
     stale = retire_stale_maps(plan, out, args)
     # the memory check before the input is read, torch imported or a model loaded (refused in 1-2 s, not 4-20 s):

@@ -53,4 +53,7 @@ def test_a_signal_during_the_renames_leaves_the_outputs_whole_and_said(tensor, t
     assert sorted(p.name for p in out.iterdir()) == MAPS  # before: and seven .iqt-earlier-*.tmp
     assert all((out / name).read_bytes() != first[name] for name in ("up.nii.gz", "up_FA.nii.gz"))  # the new run's
     assert said.out.startswith(f"wrote {out / 'up.nii.gz'}")  # before: nothing printed
-    assert said.err.strip().splitlines()[-1].startswith("iqt: stopped by SIGTERM")
+    last = said.err.strip().splitlines()[-1]
+    assert last.startswith("iqt: stopped by SIGTERM")
+    # it had added "no partial output was left", over every output written (a first-contact audit)
+    assert "all were written" in last and "no partial output" not in last, last

@@ -198,11 +198,11 @@ def _run(args, printed, signals=()) -> int:
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"iqt: interrupted; {_what_is_kept(args)}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"iqt: interrupted; {_what_is_kept(args, exc)}", file=sys.stderr)
         return 130
     except Terminated as exc:
-        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args)}", file=sys.stderr)
+        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, exc)}", file=sys.stderr)
         return 128 + exc.signum
     except MemoryError:  # what the machine holds, not a bug: one line
         if args.debug or os.environ.get("IQT_DEBUG"):
@@ -229,11 +229,14 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def _what_is_kept(args) -> str:
+def _what_is_kept(args, exc=None) -> str:
     """What an interrupted run leaves, and how to go on: a training's checkpoint and a cohort's finished subjects are
-    kept on purpose ('no partial output was left' alone had not said so, nor how to resume: a researcher's audit)."""
+    kept on purpose ('no partial output was left' alone had not said so, nor how to resume: a researcher's audit); a
+    signal taken once every output was in place (`fileio.staging.all_or_none`) left them all, as the lines above say."""
     from pathlib import Path
 
+    if getattr(exc, "outputs_in_place", False):
+        return "it came once every output was in place: all were written, as the lines above say"
     command = getattr(args, "command", None)
     checkpoint = getattr(args, "checkpoint", None)
     if command == "train" and checkpoint and Path(checkpoint).is_file():

@@ -104,3 +104,28 @@ def test_a_prediction_stored_in_another_voxel_order_is_scored_as_the_same(capsys
             assert got == v if v is None or isinstance(v, (str, list, dict)) else got == pytest.approx(v, rel=1e-6, abs=1e-9), \
                 (region, k, v, got)
     assert scores["psr_"]["factor"] == scores[""]["factor"] == [1, 1, 3]
+
+
+def test_a_dwi_of_another_position_is_refused_for_the_noise_floor(capsys, tmp_path, small_subject):
+    """--dwi of another scan of the reference's shape (the 3 mm ortho scan against the yaw one's reference) printed a
+    noise floor 24x too high, exit 0 (an input audit): its affine is checked as a mask's is, one line, exit 2."""
+    import shutil
+
+    import nibabel as nib
+
+    dwi = small_subject / "dwi.nii.gz"
+    assert run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")[0] == 0
+    img = nib.load(dwi)
+    turned = img.affine.copy()
+    turned[:3, 3] += [0.0, 12.0, 0.0]  # the same grid 12 mm further forward
+    other = tmp_path / "other"
+    other.mkdir()
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), turned, img.header), other / "dwi.nii.gz")
+    for ext in ("bval", "bvec"):
+        shutil.copy(small_subject / f"dwi.{ext}", other / f"dwi.{ext}")
+    args = ("evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz", "--mask",
+            tmp_path / "mask.nii.gz", "--dwi")
+    assert run_cli(capsys, *args, dwi)[0] == 0
+    code, out, err = run_cli(capsys, *args, other / "dwi.nii.gz")
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1, err
+    assert "another position or orientation" in err and "12 mm apart" in err, err

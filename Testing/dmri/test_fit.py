@@ -187,3 +187,16 @@ def test_the_noise_floor_reads_low_b_volumes_as_the_fit_does():
     t = dti.fit_dti(dwi)
     floor = fit_noise.noise_floor(dwi.data, b, g, t.data, np.ones((3, 3, 3), bool))
     assert np.nanmax(np.abs(floor)) < 1e-9, np.nanmax(np.abs(floor))
+
+
+def test_a_mask_volume_of_another_position_is_refused_by_the_fit():
+    """fit_dti(dwi, mask) with a mask Volume of the DWI's shape but another scan's affine fitted inside the other brain
+    (an input audit, through the Python API: Method.predict refused the same mask)."""
+    dwi = make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12)
+    mask = dti.brain_mask(dwi)
+    assert dti.fit_dti(dwi, mask).shape3 == dwi.shape3
+    moved = mask.affine.copy()
+    moved[1, 3] += 12.0
+    with pytest.raises(IQTError, match="another position or orientation"):
+        dti.fit_dti(dwi, Volume(mask.data, moved, "mask"))
+    assert dti.fit_dti(dwi, mask.data).shape3 == dwi.shape3  # an array has no position: the DWI's

@@ -61,6 +61,24 @@ def test_holes_a_fit_leaves_inside_its_own_mask_are_not_said():
     assert said == []
 
 
+def test_failed_fits_scattered_inside_its_own_mask_are_not_called_a_wider_mask():
+    """2 % of the brain zeroed at random inside the fit's own mask (dtifit leaves zeros where a b0 is 0): the line had
+    said the mask reaches beyond the tensors and to give the mask they were fitted in, which it was (an input audit)."""
+    lr, ball = _ball_fit()
+    inner = ndimage.binary_erosion(ball, iterations=2)
+    rng = np.random.default_rng(0)
+    holes = np.zeros_like(ball)
+    holes[tuple(np.argwhere(inner)[rng.choice(int(inner.sum()), 14, replace=False)].T)] = True
+    assert holes.sum() > 0.02 * ball.sum()
+    lr = lr.replace(data=np.where(holes[..., None], 0, lr.data))
+    pred, said = _run(methods.get("cubic"), lr, _mask(lr, ball))
+    line = [s for s in said if "hold no tensor" in s]
+    assert len(line) == 1 and "14 of them are holes inside the fitted tensors" in line[0], said
+    assert "reaches beyond" not in line[0] and "give the mask the tensors were fitted in" not in line[0], line
+    hr = np.repeat(np.repeat(np.repeat(holes, 2, 0), 2, 1), 2, 2)
+    assert np.all(np.any(pred.tensor.data[hr] != 0, axis=-1))  # filled in the output
+
+
 def test_a_fit_s_floor_in_its_own_mask_is_told_apart_from_a_wider_mask():
     """A very noisy scan's fit leaves voxels of its own mask at the fit's floor (all elements below 1e-5 mm^2/s), read
     as no tensor: the line had advised giving the mask the tensors were fitted in, which it was (a cohort audit)."""

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from ..core import grid
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 from ..fileio.gradients import B0_THRESHOLD, check_table  # one value and one check for reading and fitting (s/mm^2)
@@ -306,6 +307,9 @@ def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = 
     if m is not None:
         if m.shape != dwi.shape3:
             raise IQTError(f"mask shape {m.shape} differs from the DWI grid {dwi.shape3}; give a mask on the DWI's grid")
+        if isinstance(mask, Volume) and not grid.same_affine(mask.affine, dwi.affine):  # as Method.predict checks
+            raise IQTError("the mask has the DWI's shape but another position or orientation (affine); give a mask made "
+                           "on this DWI's grid (e.g. 'iqt mask'), or one read with fileio.load_mask(path, reference=dwi)")
         if not m.any():
             raise IQTError("the mask is empty (no voxel inside); give a brain mask, for example from 'iqt mask'")
     if method not in FIT_METHODS:

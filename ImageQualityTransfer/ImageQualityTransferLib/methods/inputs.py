@@ -159,14 +159,23 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> V
                        "in (or none: the input's non-zero voxels are then the brain)")
     # a very noisy scan's fit leaves its own mask's voxels without diffusion signal at the fit's floor, which reads as
     # no tensor: told apart, since the advice to give the fit's mask was given for that very mask (a cohort audit)
-    floor = 0 if before is None else int((empty & np.any(np.asarray(before.data) != 0, axis=-1)).sum())
-    wider = n - floor >= total * EMPTY_IN_MASK  # beyond the fit, not its floor alone: the advice stands
-    why = (f" ({floor} of them hold tensors below {tensors.NEGLIGIBLE:g} mm^2/s, a fit's floor where a voxel has no "
-           "diffusion signal" + ("" if wider else ": a scan this noisy fills its own mask so") + ")" if floor else "")
-    warnings.warn(f"{lr.source}{n} of the mask's {total} voxels ({100 * n / total:.1f} %) hold no tensor{why}: the mask "
-                  "reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one (the "
-                  "outputs reach one low-res voxel beyond it)" + ("; give the mask the tensors were fitted in to silence "
-                                                                 "this" if wider else ""),
+    floored = np.zeros_like(empty) if before is None else empty & np.any(np.asarray(before.data) != 0, axis=-1)
+    floor = int(floored.sum())
+    # holes enclosed by the fitted tensors are failed fits inside the brain (dtifit leaves zeros where a b0 is 0), not a
+    # mask wider than the fit: the advice to give the fit's mask was given for that very mask (an input audit)
+    beyond = empty & ~floored & ~ndimage.binary_fill_holes(present)
+    wider = int(beyond.sum()) >= total * EMPTY_IN_MASK  # beyond the fit, not its floor or holes alone: the advice stands
+    holes = n - floor - int(beyond.sum())
+    why = [f"{floor} of them hold tensors below {tensors.NEGLIGIBLE:g} mm^2/s, a fit's floor where a voxel has no "
+           "diffusion signal" + ("" if wider or holes else ": a scan this noisy fills its own mask so")] if floor else []
+    why += [f"{holes} of them are holes inside the fitted tensors, failed fits as a fit leaves where a voxel's b0 "
+            "is 0"] if holes else []
+    why = f" ({'; '.join(why)})" if why else ""
+    where = ("read as holes in the brain, which the outputs fill from the tensors around them" if holes and not wider
+             else "the mask reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one "
+                  "(the outputs reach one low-res voxel beyond it)")
+    warnings.warn(f"{lr.source}{n} of the mask's {total} voxels ({100 * n / total:.1f} %) hold no tensor{why}: {where}"
+                  + ("; give the mask the tensors were fitted in to silence this" if wider else ""),
                   IQTWarning, stacklevel=3)
     return mask.replace(data=given & ~empty)
 

@@ -141,6 +141,11 @@ def run(args):
         dwi, _ = _stored_like(fileio.load_dwi(args.dwi, args.bval, args.bvec), truth.affine)
         if dwi.shape3 != truth.shape3:
             raise IQTError(f"{args.dwi}: the DWI grid {dwi.shape3} differs from the reference {truth.shape3}")
+        if not grid.same_affine(dwi.affine, truth.affine):  # another scan of that shape: a floor 24x too high
+            apart = float(np.abs(np.asarray(dwi.affine, float) - np.asarray(truth.affine, float))[:3].max())
+            raise IQTError(f"{args.dwi}: the DWI has the reference's shape but another position or orientation (affine; "
+                           f"entries up to {apart:.3g} mm apart, where {grid.affine_tolerance(truth.affine):.2g} mm, a "
+                           f"header's rounding, passes); give the DWI the reference was fitted from")
         floor = fit_noise.noise_floor(dwi.data[box], dwi.bvals, dwi.bvecs, t, m)
     try:  # evaluate refuses a file read in the wrong order or unit, which would be scored as nonsense
         result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)

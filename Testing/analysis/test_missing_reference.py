@@ -128,3 +128,18 @@ def test_a_mask_off_the_reference_grid_is_named_against_the_reference(capsys, tm
     code = cli.main([str(a) for a in args])
     err = capsys.readouterr().err
     assert code == 2 and "the reference's (high-res) grid" in err and "input" not in err, err
+
+
+def test_a_fits_floor_in_its_own_mask_is_named_as_such(capsys, tmp_path):
+    """The README's own pipeline (iqt fit's reference, its --mask-out) warned that 21 voxels lay "outside the mask the
+    reference was fitted in": 20 held the fit's floor, 5e-10 mm^2/s where the b0 is 0 (a first-contact audit)."""
+    _, hr, truth = _brain()
+    ball = np.sum((np.indices(hr.shape) - 9.5) ** 2, axis=0) < 7.5 ** 2  # a brain's edge, not the field's
+    truth[~ball] = 0
+    floor = truth.copy()
+    floor[8, 8, 8:11] = [5e-10, 0, 5e-10, 0, 0, 5e-10]
+    floor[9, 9, 9] = 0
+    code = cli.main([str(a) for a in _files(tmp_path, floor, ball, truth + 1e-5)])
+    err = capsys.readouterr().err
+    assert code == 0 and f"4 of the mask's {int(ball.sum())} voxels" in err, err
+    assert "3 of them only tensors below 1e-05 mm^2/s, read as none: a fit's floor" in err and "the others zero" in err

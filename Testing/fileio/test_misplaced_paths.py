@@ -79,3 +79,16 @@ def test_an_inputs_json_sidecar_is_never_an_output(tmp_path, capsys):
         assert main([str(a) for a in [*args, tmp_path / "mask.json"]]) == 0
     assert (tmp_path / "dwi.json").read_text() == '{"SliceEncodingDirection": "k"}'
     assert (tmp_path / "dti.json").read_text() == '{"kept": true}'
+
+
+def test_demo_and_report_say_nothing_on_stdout_before_refusing_their_subject(tmp_path, capsys):
+    """'skipping espcn-hetero-var2, deep-hetero: no shipped model' came on stdout before the refusal of an empty
+    --subject folder (a first-contact audit): the refusal is the run's only line."""
+    from helpers import run_cli
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv in (["demo", "--subject", empty, "-o", tmp_path / "d"],
+                 ["report", "--subject", empty, "-o", tmp_path / "r.html"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and out == "" and "no dwi.nii.gz in this folder" in err, (out, err)

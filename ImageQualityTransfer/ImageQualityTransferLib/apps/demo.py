@@ -18,9 +18,10 @@ from ..dmri.subject import load_subject, make_case, phantom_subject
 from ..core.volume import Volume
 
 
-def chosen_methods(names=None, factor=2, models: dict | None = None) -> list[str]:
+def chosen_methods(names=None, factor=2, models: dict | None = None, say=print) -> list[str]:
     """The methods asked for by name (learned ones load their model now, so a missing model or torch fails
-    before any work), or every method ready here at `factor` (`methods.ready`), saying which are left out;
+    before any work), or every method ready here at `factor` (`methods.ready`), saying which are left out (`say`: a
+    caller that reads its input after this keeps the lines until it has, so that a refusal of it is its only line);
     `models`: {method: model file} given instead of the shipped ones."""
     if names:
         for name in names:
@@ -35,7 +36,7 @@ def chosen_methods(names=None, factor=2, models: dict | None = None) -> list[str
             why = "PyTorch is not installed" if not methods.runs_here(name) else f"no shipped model for {grid.describe(factor)}"
             left.setdefault(why, []).append(name)
     for why, names_left in left.items():
-        print(f"skipping {', '.join(names_left)}: {why}")
+        say(f"skipping {', '.join(names_left)}: {why}")
     return ready
 
 
@@ -45,7 +46,9 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     from ..fileio.staging import make_folder
 
     out = Path(out_dir)
-    names = chosen_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names, factor)
+    skipped = []
+    names = chosen_methods([m.strip() for m in method_names.split(",")] if isinstance(method_names, str) else method_names,
+                           factor, say=skipped.append)
     if "cubic" not in names:
         names.insert(0, "cubic")
     plan = fileio.Outputs(subject_dir)
@@ -57,6 +60,8 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     plan.check()
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
     case = make_case(subject, factor)
+    for line in skipped:  # once the subject is read: a refusal of it is then the run's only line
+        print(line)
     print(f"{subject.name}: high-res {subject.dwi.shape3} -> low-res {case.lr.shape3} ({grid.describe(factor)})")
 
     predictions = {}

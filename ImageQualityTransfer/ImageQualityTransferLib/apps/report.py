@@ -26,12 +26,15 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     from ..dmri.subject import load_subject, make_case, phantom_subject
 
     models = models or {}
-    names = chosen_methods(method_names, factor, models)
+    skipped = []
+    names = chosen_methods(method_names, factor, models, say=skipped.append)
     if "cubic" not in names:
         names.insert(0, "cubic")
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
     fit_notes = reference_fit_notes(subject) if subject_dir else []
     case = make_case(subject, factor)
+    for line in skipped:  # once the subject is read: a refusal of it is then the run's only line
+        print(line)
     preds = {}
     rows = benchmark.score_case(case, [methods.get(n, model=models.get(n)) for n in names], keep=preds)
     benchmark.add_ratios(rows)

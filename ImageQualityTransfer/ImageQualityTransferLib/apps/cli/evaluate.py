@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from ...core.errors import IQTError, IQTWarning
-from ...core.tensors import ORDERS
+from ...core.tensors import NEGLIGIBLE, ORDERS
 from . import options
 
 
@@ -87,6 +87,7 @@ def run(args):
         raise IQTError(str(exc).replace("--tensor-order", "--truth-order")) from None
     # an int16 file's background (its intercept) read as the zeros it stands for, as upsample reads it: a perfect
     # prediction had scored an exterior FA RMSE of 0.46 against such a reference (a tool-inputs audit)
+    held = np.any(np.isfinite(truth.data) & (truth.data != 0), axis=-1)  # before: a fit's floor is said as such below
     pred, truth = without_tiny_background(pred), without_tiny_background(truth)
     for w in said:
         if MISSING_WARNING in str(w.message):  # the reference's missing voxels: counted inside the mask below
@@ -127,7 +128,7 @@ def run(args):
     box = tuple(slice(s, s + n) for s, n in zip(start, shape))  # the reference's voxels under the prediction
     t = truth.data[box]
     m = mask.data[box]
-    missing = _missing_reference(args.truth, t, m)  # said once the files are known to score (not before a refusal)
+    missing = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score (not before a refusal)
     lr_mask = degrade.block_majority(m, f)
     unc = _map(args.uncertainty, "--uncertainty", pred) if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
@@ -209,7 +210,7 @@ MISSING_WARNING = "NaN in every element"  # core.tensor_checks.nan_as_empty's wa
 MOSTLY_MISSING = 0.5  # share of the mask's voxels without a reference tensor from which the mask is not the reference's
 
 
-def _missing_reference(path, truth, mask) -> str | None:
+def _missing_reference(path, truth, mask, held=None) -> str | None:
     """Mask voxels where the reference holds no tensor (zero: outside the mask it was fitted in; or NaN in every
     element) are left out of every figure (evaluation.no_reference): the line that says so (None where there are none);
     where they are most of the mask, the mask is not the reference's: refused. Scored, they counted as a truth of zero (audit: interior DT-RMSE 20.9
@@ -227,9 +228,15 @@ def _missing_reference(path, truth, mask) -> str | None:
                        f"NaN in every element), so the mask is mostly outside the brain the reference was fitted in; give "
                        f"the mask the reference was fitted in ('iqt fit --mask-out'), or fit the reference in this mask")
     shown = f"{100 * share:.2g}" if share < 0.01 else f"{100 * share:.1f}"  # 21 of 47,669 had read "0.0 %"
-    return (f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor (zero, or NaN "
-            f"in every element: outside the mask the reference was fitted in, or failed fits); they are left out of every "
-            f"figure")
+    # `held`: the voxels holding a tensor before the negligible ones were read as zero (`without_tiny_background`):
+    # in the fit's own mask, those are its floor where a voxel has no diffusion signal, not a mask of another fit
+    tiny = 0 if held is None else int((absent & np.asarray(held, bool)).sum())
+    what = (f"{tiny} of them only tensors below {NEGLIGIBLE:g} mm^2/s, read as none: a fit's floor where a voxel has "
+            "no diffusion signal (its b0 at or near 0), or a stored background" + ("" if tiny == n else "; the others "
+            "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits") if tiny else
+            "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits")
+    return (f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor ({what}); they are left out "
+            "of every figure")
 
 
 def _start(pred_affine, truth_affine) -> tuple | None:

@@ -99,7 +99,11 @@ def test_cli_track_max_length_drops_longer_streamlines_as_its_help_says(tmp_path
     fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
     fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
     run = ["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk")]
-    assert main(run + ["--max-length", "60"]) == 0 and "0 streamlines" in capsys.readouterr().out
+    assert main(run + ["--max-length", "60"]) == 0
+    said = capsys.readouterr()  # an empty tractogram says why (a first-contact audit: --fa-threshold 0.99, no word)
+    assert "0 streamlines" in said.out and "no streamline was tracked from the" in said.err
+    assert "--max-length 60 mm" in said.err, said.err
+    assert main(run + ["--fa-threshold", "0.99"]) == 0 and "--fa-threshold 0.99" in capsys.readouterr().err
     assert main(run + ["--max-length", "100"]) == 0 and "4 streamlines" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["track", "--help"])

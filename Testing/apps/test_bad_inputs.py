@@ -168,7 +168,8 @@ CASES = [
     ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/o.nii.gz", "must end in .json"),
     ("train --method global-linear --subjects {d}/subj -o {d}/subj/dwi.npz", "is an input"),
     ("train --method rf --subjects {d}/subj -o {d}/subj/dwi.nii.gz", "is an input"),  # said before the file type
-    ("track {d}/lr.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk --also {d}/t.trk", "written twice"),
+    ("track {d}/lr.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk --also {d}/t.trk", "written twice in this run (as two "
+                                                                            "tractograms)"),
     ("report -o {d}/lr.nii.gz --subject {d}/subj", "must end in .html"),
     # paths that cannot be written
     ("upsample {d}/lr.nii.gz -o {d}/missing/o.nii.gz", "does not exist"),

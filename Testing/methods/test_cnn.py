@@ -334,7 +334,7 @@ def test_model_checksum_is_verified_and_tampering_is_refused(saved_model, tmp_pa
     (bad / "m.pt").unlink()
     with pytest.raises(IQTError, match="not found"):
         model_io.load(bad / "m.json")
-    with pytest.raises(IQTError, match="this is a 'espcn-hetero' model"):
+    with pytest.raises(IQTError, match="this is a model of 'espcn-hetero'"):
         methods.get("espcn", model=path).predict(Volume(smooth_tensors((6, 6, 6))[0], np.eye(4), "tensor"), 2)
 
 

@@ -232,8 +232,8 @@ class Outputs:
                 raise IQTError(f"{p}: is an input of this run ({self._named(src)}); write the {what} to another file "
                                f"(inputs are never overwritten)")
             if real in seen:
-                raise IQTError(f"{p}: would be written twice in this run (as the {seen[real]} and the {what}); "
-                               f"give them different names")
+                twice = f"as the {seen[real]} and the {what}" if seen[real] != what else f"as two {what}s"
+                raise IQTError(f"{p}: would be written twice in this run ({twice}); give them different names")
             other = folded.get(real.casefold())
             if other is not None:  # one file on macOS's and Windows's disks: the later would replace the earlier
                 raise IQTError(f"{p}: differs from {other[0]} (the {other[1]}) only in upper and lower case, and on "

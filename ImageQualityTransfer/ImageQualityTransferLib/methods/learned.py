@@ -96,8 +96,11 @@ class LearnedMethod(Method):
             model = self._read(path)
             if grid.factors(model.factor) != f:
                 raise IQTError(f"{path}: this {self.name} model is for {grid.describe(model.factor)}, not "
-                               f"{grid.text(f)}; use --factor {grid.text(model.factor)}, or an interpolation method "
-                               f"(cubic) for {grid.describe(f)}")
+                               f"{grid.text(f)}; use --factor {grid.text(model.factor)}"
+                               + (", or leave --model out for the shipped model"
+                                  if self.model_path is not None and grid.axis_order(
+                                      f, self._model_io().shipped_factor_sets(self.name)) is not None else "")
+                               + f", or an interpolation method (cubic) for {grid.describe(f)}")
             self._loaded[f] = model
         return self._loaded[f]
 
@@ -108,7 +111,7 @@ class LearnedMethod(Method):
         """The model file at `path`, checksum-verified; an IQTError when it is another method's."""
         model = self._model_io().load(path)
         if model.method != self.name:
-            raise IQTError(f"{path}: this is a {model.method!r} model; use --method {model.method} with it")
+            raise IQTError(f"{path}: this is a model of {model.method!r}; use --method {model.method} with it")
         return model
 
     def _model_named(self, f) -> dict:

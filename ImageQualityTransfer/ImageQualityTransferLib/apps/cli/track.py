@@ -72,6 +72,11 @@ def run(args):
                       "voxel size (the default is 0.5 mm on a human brain)", IQTWarning, stacklevel=2)
     points = tractography.seeds_inside(tractography.seeds_from_mask(seeds, s.density), dti.shape3, dti.affine)
     lines = tractography.track(dti, points, s, mask=None if mask is None else mask.data)
+    if not lines and len(points):  # an empty tractogram, exit 0 and no word why (a first-contact audit)
+        warnings.warn(f"no streamline was tracked from the {len(points)} seeds: each stops where FA falls below "
+                      f"--fa-threshold {s.fa_threshold:g} and is kept only from --min-length {s.min_length:g} to "
+                      f"--max-length {s.max_length:g} mm; give seeds in the white matter, a lower --fa-threshold or "
+                      "other lengths", IQTWarning, stacklevel=2)
     for p in [out, *extra]:
         tractography.save_tracts(lines, dti, p)
     outside = 0 if mask is None else tractography.points_outside(points, mask)

@@ -42,3 +42,13 @@ def test_the_demo_figure_shows_what_the_report_shows(tmp_path, monkeypatch):
     assert tops == [np.float64(expected)] or np.allclose(tops, [expected]), (tops, expected)
     lettered = {a for a, s in letters if s == "R"} & {a for a, s in letters if s == "L"}
     assert len(lettered) == 3 * 3, f"{len(lettered)} of 9 panels have R and L"
+
+
+def test_the_slices_go_through_the_brain_not_the_middle_of_a_mask_reaching_down_the_neck():
+    """The sagittal AP dev scan's mask reaches from the vertex down the neck: the centre of its extent cut the report's
+    axial view at the skull base (a display audit). The median voxel lies in the brain's bulk."""
+    mask = np.zeros((40, 40, 60), bool)
+    mask[5:35, 5:35, 30:58] = True  # the brain
+    mask[17:23, 17:23, 0:30] = True  # the brainstem and neck, thin and long
+    z = np.argwhere(mask)[:, 2]
+    assert (z.min() + z.max()) // 2 < 30 <= figures.centre_voxel(mask)[2]  # the extent's centre: in the neck

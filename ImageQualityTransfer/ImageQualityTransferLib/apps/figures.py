@@ -52,11 +52,13 @@ def view(arr: np.ndarray, plane: str, index: int, radiological: bool = True) -> 
 
 
 def centre_voxel(mask: np.ndarray) -> tuple:
-    """The voxel at the centre of the mask's extent (of the volume without one): the slices the figures show."""
+    """The mask's median voxel, half its voxels on either side of each slice through it (of the volume without one):
+    the slices the figures show. The centre of its extent had cut the sagittal AP dev scan's axial view at the skull
+    base, its mask reaching down the neck (a display audit)."""
     idx = np.argwhere(mask)
     if len(idx) == 0:
         return tuple(s // 2 for s in mask.shape)
-    return tuple(int(v) for v in (idx.min(0) + idx.max(0)) // 2)
+    return tuple(int(v) for v in np.median(idx, axis=0).astype(int))
 
 
 LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}

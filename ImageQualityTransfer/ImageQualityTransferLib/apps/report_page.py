@@ -73,8 +73,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     centre = centre_voxel(m)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
-             f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by ImageQualityTransfer {_software()} (iqt report). Slices through the centre of "
-             f"the brain mask (voxel {centre} in canonical RAS axes); axial and coronal views radiological (patient right on "
+             f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by ImageQualityTransfer {_software()} (iqt report). Slices through the middle of "
+             f"the brain mask (its median voxel, {centre} in canonical RAS axes); axial and coronal views radiological (patient right on "
              f"screen left), sagittal with anterior on the left; orientation letters on every panel.</p>"]
     for note in notes:
         parts.append(f"<p>{html.escape(note)}</p>")

@@ -501,7 +501,8 @@ for on in (False, True):
     floors.append(node.GetDisplayNode().GetLowerThreshold())
 out["floors"] = floors
 data = legends.mrml.scalar_volume_from_node(node).data
-out["median"] = float(legends.np.median(data[data > 0]))
+inner = legends.input_support(data > 0, node.GetAttribute(legends.mrml.FACTORS_ATTRIBUTE))  # the input's brain
+out["median"] = float(legends.np.median(data[inner]))
 print(json.dumps(out))
 sys.stdout.flush()
 import os

@@ -254,17 +254,35 @@ def floor_label(value: float) -> str:
 
 
 def _median(node) -> float | None:
-    """The map's median over its support (its finite non-zero values), read once and kept on the node
-    (MEDIAN_ATTRIBUTE); None for an empty map."""
+    """The map's median over the brain its input held (its finite non-zero values without the low-res voxel the methods
+    fill beyond the input's support, `input_support`), read once and kept on the node (MEDIAN_ATTRIBUTE); None for an
+    empty map."""
     if node.GetAttribute(MEDIAN_ATTRIBUTE) is None:
         data = mrml.scalar_volume_from_node(node).data
-        values = data[np.isfinite(data) & (data > 0)]
+        present = np.isfinite(data) & (data > 0)
+        inner = input_support(present, node.GetAttribute(mrml.FACTORS_ATTRIBUTE))
+        values = data[inner if inner.sum() >= SCALE_MIN_VOXELS else present]
         node.SetAttribute(MEDIAN_ATTRIBUTE, repr(float(np.median(values))) if values.size else "")
     try:
         value = float(node.GetAttribute(MEDIAN_ATTRIBUTE) or "nan")
     except ValueError:
         return None
     return value if np.isfinite(value) and value > 0 else None
+
+
+def input_support(present: np.ndarray, factors: str | None) -> np.ndarray:
+    """The voxels of a result's support `present` without the one low-res voxel (`factors`, mrml.FACTORS_ATTRIBUTE)
+    the methods fill beyond the input's brain: read over that margin too, a third of the 3 mm ortho dev scan's result, the
+    median had coloured 35 % of the brain and put half the coloured voxels outside it (a display audit). Without
+    factors, `present` itself."""
+    from scipy import ndimage
+
+    from ..core import grid
+
+    if not factors:
+        return present
+    size = tuple(2 * int(k) + 1 for k in grid.factors(factors))
+    return ndimage.minimum_filter(present.astype(np.uint8), size=size, mode="constant", cval=0).astype(bool)
 
 
 def from_median_differs(scene, from_median: bool) -> bool:

@@ -145,6 +145,8 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         node = _put(scene, vol, f"{base_name}_{method}{suffix}_uncertainty_{short}", input_node,
                     f"{method}{suffix}/{k}", targets.get("uncertainty") if k == main else None)
         mrml.set_map(node, short, unit, run=run)
+        if factor is not None:  # the margin its median leaves out (legends.input_support)
+            node.SetAttribute(mrml.FACTORS_ATTRIBUTE, grid.text(factor))
         if k == main:
             created["uncertainty"] = node
         created["uncertainties"][short] = node

@@ -102,8 +102,8 @@ def test_cli_track_max_length_drops_longer_streamlines_as_its_help_says(tmp_path
     assert main(run + ["--max-length", "60"]) == 0
     said = capsys.readouterr()  # an empty tractogram says why (a first-contact audit: --fa-threshold 0.99, no word)
     assert "0 streamlines" in said.out and "no streamline was tracked from the" in said.err
-    assert "--max-length 60 mm" in said.err, said.err
-    assert main(run + ["--fa-threshold", "0.99"]) == 0 and "--fa-threshold 0.99" in capsys.readouterr().err
+    assert "to 60 mm long" in said.err, said.err
+    assert main(run + ["--fa-threshold", "0.99"]) == 0 and "below 0.99 (--fa-threshold)" in capsys.readouterr().err
     assert main(run + ["--max-length", "100"]) == 0 and "4 streamlines" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["track", "--help"])
@@ -163,6 +163,20 @@ def test_vtk_files_are_tagged_ras_and_slicer_reads_them_unmirrored(tmp_path, suf
     assert storage.GetCoordinateSystem() == slicer.vtkMRMLStorageNode.CoordinateSystemRAS
     points = numpy_support.vtk_to_numpy(node.GetPolyData().GetPoints().GetData())
     assert np.abs(points - np.concatenate(lines)).max() < 1e-4
+
+
+def test_cli_track_says_when_every_seed_lies_outside_its_mask(tmp_path, capsys):
+    """Seeds wholly outside --mask had got the empty tractogram's line blaming the FA threshold (a review)."""
+    vol = bundle_volume()
+    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
+    fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
+    elsewhere = np.zeros(vol.shape3, bool)
+    elsewhere[:4] = True
+    fileio.save_mask(Volume(elsewhere, vol.affine, "mask"), tmp_path / "m.nii.gz")
+    assert main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "--mask",
+                 str(tmp_path / "m.nii.gz"), "-o", str(tmp_path / "t.trk")]) == 0
+    err = capsys.readouterr().err
+    assert "every one lies outside --mask" in err and "--fa-threshold" not in err, err
 
 
 def test_cli_track(tmp_path, capsys):

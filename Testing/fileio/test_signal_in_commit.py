@@ -57,3 +57,30 @@ def test_a_signal_during_the_renames_leaves_the_outputs_whole_and_said(tensor, t
     assert last.startswith("iqt: stopped by SIGTERM")
     # it had added "no partial output was left", over every output written (a first-contact audit)
     assert "all were written" in last and "no partial output" not in last, last
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signals are held with pthread_sigmask")
+@pytest.mark.filterwarnings("ignore")
+def test_a_signal_while_the_wrote_lines_are_printed_says_every_output_was_written(tensor, tmp_path, monkeypatch, capsys):
+    """After the renames, while the 'wrote' lines are printed (a pipe slow to drain): every output is in place, and the
+    closing line had said 'no partial output was left' (a review of the stop's mend)."""
+    import builtins
+
+    from ImageQualityTransferLib.fileio import staging
+
+    sent = []
+
+    def printing(*a, **k):  # SIGTERM as the first 'wrote' line goes out
+        builtins.print(*a, **k)
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(staging, "print", printing, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = main(["upsample", str(tensor), "--method", "cubic", "--maps", "-o", str(out / "up.nii.gz")])
+    monkeypatch.undo()
+    said = capsys.readouterr()
+    assert sent and rc == 128 + signal.SIGTERM and sorted(p.name for p in out.iterdir()) == MAPS
+    assert "all were written" in said.err.strip().splitlines()[-1], said.err

@@ -364,6 +364,25 @@ def test_the_first_view_of_an_even_number_of_slices_shows_one_of_them_not_a_blen
         assert_on_voxel_centres(scene, nodes["tensor"], ("Red", "Yellow"))
 
 
+def test_a_view_kept_from_a_run_at_other_factors_moves_onto_the_new_grid(lowres):
+    """x2 and x3 outputs of one input share their extent, so Apply at x3 keeps the x2 run's slice, which lies between
+    two x3 slices (a review: ijk 21.25); it is moved onto the nearest, in the results' views and the comparison."""
+    lr, _ = lowres
+    scene = views_scene()
+    for view, orientation in zip(VIEWS, ("Axial", "Sagittal", "Coronal")):
+        display.slice_node(scene, view).SetOrientation(orientation)
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    for f in (2, 3):
+        nodes = processing.run_on_nodes(scene, node, "cubic", f, interpolate=True)
+        display.show_results(scene, nodes)
+        assert_on_voxel_centres(scene, nodes["tensor"], VIEWS)
+    x2 = processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True)
+    display.show_comparison(scene, x2["interpolated"], x2["tensor"])
+    x3 = processing.run_on_nodes(scene, node, "cubic", 3, interpolate=True)
+    display.show_comparison(scene, x3["interpolated"], x3["tensor"])
+    assert_on_voxel_centres(scene, x3["tensor"], ("Red", "Yellow"))
+
+
 def test_compare_shows_one_value_in_one_grey_on_both_sides(lowres):
     """The interpolation's scalar display follows the IQT output's in the comparison: FA (and the other 0..1
     measures) on 0..1 in both (automatic windows had given cubic 0-0.64 and IQT 0-0.74), any other

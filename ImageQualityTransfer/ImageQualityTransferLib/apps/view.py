@@ -354,6 +354,7 @@ class Viewer:
                     node.SetFieldOfView(*fov)
                     node.SetXYZOrigin(*origin)
                 node.SetSliceOffset(offset)
+                display.snap_to_voxel_plane(node, right)  # an offset kept from the input's grid: between two slices
         if not self._fitted:
             self._link_views()
         self._fitted = True

@@ -212,11 +212,10 @@ def all_or_none():
     try:
         yield stage
         stage.commit()
-    except BaseException as exc:
+    except BaseException:
         stage.discard()
         if stage.committed:  # a signal held during the renames, taken once they were all done: the outputs are in
             stage.say()  # place, so they are said before the signal stops the run (its exit status stays 128 + signal)
-            exc.outputs_in_place = True  # for the closing line (apps/cli `_what_is_kept`): not "no partial output"
         raise
     finally:
         _STAGE.reset(token)

@@ -81,6 +81,9 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
         s = slice_node(scene, c.GetLayoutName())
         if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES and not kept.get(c.GetLayoutName()):
             _fit_slice(s, tensor, s.GetOrientation(), legend=overlay is not None)
+        elif tensor is not None and s is not None and kept.get(c.GetLayoutName()):  # the reader's slice, on this
+            # run's grid: x2 and x3 outputs of one
+            snap_to_voxel_plane(s, tensor)  # input share their extent, and a x2 plane lies between x3 slices
     refresh_legends(scene)
 
 
@@ -244,6 +247,17 @@ def on_voxel_plane(point, volume, normal) -> np.ndarray:
     return point + normal * (np.round(ijk[axis]) - ijk[axis]) / per_mm
 
 
+def snap_to_voxel_plane(slice_node_, volume) -> None:
+    """The slice moved along its normal onto the nearest plane of `volume`'s voxel centres (`on_voxel_plane`): an offset
+    kept from another grid (the input's, shown before its run; a run at other factors) lies between two slices."""
+    m = slice_node_.GetSliceToRAS()
+    origin = np.array([m.GetElement(i, 3) for i in range(3)])
+    normal = np.array([m.GetElement(i, 2) for i in range(3)])
+    snapped = on_voxel_plane(origin, volume, normal)
+    if not np.allclose(snapped, origin, atol=1e-9):
+        slice_node_.SetSliceOffset(slice_node_.GetSliceOffset() + float(normal @ (snapped - origin)))
+
+
 FITTED_ATTRIBUTE = "ImageQualityTransfer.FittedOrientation"  # on a slice node: the orientation _fit_slice framed
 
 
@@ -305,6 +319,8 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
     follow_display(iqt, interpolated)
     kept = next((v for v in views if _kept_view(scene, v, iqt) and slice_node(scene, v).GetOrientation() == orientation),
                 None)
+    if kept is not None:  # the reader's slice, on this run's grid (x2 and x3 outputs of one input share their extent)
+        snap_to_voxel_plane(slice_node(scene, kept), iqt)
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is not None:
         import slicer

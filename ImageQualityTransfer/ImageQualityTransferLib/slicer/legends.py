@@ -172,11 +172,11 @@ def legend_node(scene, volume_node):
 
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
-                      floor_note: str = FLOOR_NOTE):
+                      floor_note: str = FLOOR_NOTE, inner: np.ndarray | None = None):
     """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its support up
     with `from_median`, and a legend titled with the map's meaning and unit (`title` overrides the English default,
-    for the module's translations; `region`: as `display_range`), ending in `floor_note` and `clipped_note` where they
-    apply (`set_scale`); returns the legend node."""
+    for the module's translations; `region`: as `display_range`; `inner`: as `_median`), ending in `floor_note` and
+    `clipped_note` where they apply (`set_scale`); returns the legend node."""
     if node is None:
         return None
     display = node.GetDisplayNode()
@@ -190,6 +190,7 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     legend.SetAttribute(TITLE_ATTRIBUTE, wrap_title(title or legend_title(key)))
     legend.SetVisibility(bool(visible))
     node.RemoveAttribute(MEDIAN_ATTRIBUTE)  # a rerun refills the node: its median is read again (`_median`)
+    _median(node, inner)
     node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
     set_scale(node, own_top(node, key, region), clipped_note, floor_note)
     legend.SetTitleText(title_text(legend))
@@ -253,14 +254,16 @@ def floor_label(value: float) -> str:
     return np.format_float_positional(float(value), precision=2, unique=True, fractional=False, trim="-")
 
 
-def _median(node) -> float | None:
+def _median(node, inner: np.ndarray | None = None) -> float | None:
     """The map's median over the brain its input held (its finite non-zero values without the low-res voxel the methods
-    fill beyond the input's support, `input_support`), read once and kept on the node (MEDIAN_ATTRIBUTE); None for an
-    empty map."""
+    fill beyond the input's support, `input_support`; `inner`, where the caller has it for a run's maps), read once and
+    kept on the node (MEDIAN_ATTRIBUTE); None for an empty map."""
     if node.GetAttribute(MEDIAN_ATTRIBUTE) is None:
         data = mrml.scalar_volume_from_node(node).data
         present = np.isfinite(data) & (data > 0)
-        inner = input_support(present, node.GetAttribute(mrml.FACTORS_ATTRIBUTE))
+        if inner is None or inner.shape != present.shape:
+            inner = input_support(present, node.GetAttribute(mrml.FACTORS_ATTRIBUTE))
+        inner = inner & present
         values = data[inner if inner.sum() >= SCALE_MIN_VOXELS else present]
         node.SetAttribute(MEDIAN_ATTRIBUTE, repr(float(np.median(values))) if values.size else "")
     try:
@@ -282,7 +285,8 @@ def input_support(present: np.ndarray, factors: str | None) -> np.ndarray:
     if not factors:
         return present
     size = tuple(2 * int(k) + 1 for k in grid.factors(factors))
-    return ndimage.minimum_filter(present.astype(np.uint8), size=size, mode="constant", cval=0).astype(bool)
+    # "nearest": a brain the field of view cuts has no margin beyond that border to leave out
+    return ndimage.minimum_filter(present.astype(np.uint8), size=size, mode="nearest").astype(bool)
 
 
 def from_median_differs(scene, from_median: bool) -> bool:
@@ -355,13 +359,15 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
     the views that show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
     maps = nodes.get("uncertainties") or {}
-    region = None  # the maps of a run share their support: its inner region is found once
+    region = inner = None  # the maps of a run share their support: its inner region and its input's brain found once
     first = next(iter(maps.values()), None)
     if first is not None:
         vol = mrml.scalar_volume_from_node(first)
-        region = inside_rim(np.isfinite(vol.data) & (vol.data > 0), vol.voxel_size)
+        present = np.isfinite(vol.data) & (vol.data > 0)
+        region = inside_rim(present, vol.voxel_size)
+        inner = input_support(present, first.GetAttribute(mrml.FACTORS_ATTRIBUTE))
     legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note,
-                                      from_median=from_median, floor_note=floor_note)
+                                      from_median=from_median, floor_note=floor_note, inner=inner)
                for key, node in maps.items()}
     pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
     return legends

@@ -176,6 +176,7 @@ def _record(args) -> dict:
 def _run(args, printed, signals=()) -> int:
     """The command, its failures as one line each on stderr and an exit status. `signals`: those turned into
     Terminated, ignored once the command has returned (its outputs are all written: a job stopped now has finished)."""
+    stage = None  # the run's outputs (fileio.staging.all_or_none): committed, a signal came once all were in place
     try:
         given = [v for v in (getattr(args, "command_threads", None), getattr(args, "train_threads", None), args.threads)
                  if v is not None]
@@ -188,7 +189,7 @@ def _run(args, printed, signals=()) -> int:
         # outputs would otherwise differ by --workers); a run's outputs are written all or none, but for batch (each
         # subject commits on its own, for a resume) and train (a checkpoint lands when written)
         with (carried_codes() if args.command != "batch" else contextlib.nullcontext()), \
-                (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()), \
+                (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()) as stage, \
                 (run_record(_record(args)) if not getattr(args, "no_record", False) else contextlib.nullcontext()):
             code = args.func(args)
         for sig in signals:
@@ -198,11 +199,11 @@ def _run(args, printed, signals=()) -> int:
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
-        print(f"iqt: interrupted; {_what_is_kept(args, exc)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"iqt: interrupted; {_what_is_kept(args, stage)}", file=sys.stderr)
         return 130
     except Terminated as exc:
-        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, exc)}", file=sys.stderr)
+        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, stage)}", file=sys.stderr)
         return 128 + exc.signum
     except MemoryError:  # what the machine holds, not a bug: one line
         if args.debug or os.environ.get("IQT_DEBUG"):
@@ -229,13 +230,14 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def _what_is_kept(args, exc=None) -> str:
+def _what_is_kept(args, stage=None) -> str:
     """What an interrupted run leaves, and how to go on: a training's checkpoint and a cohort's finished subjects are
     kept on purpose ('no partial output was left' alone had not said so, nor how to resume: a researcher's audit); a
-    signal taken once every output was in place (`fileio.staging.all_or_none`) left them all, as the lines above say."""
+    signal taken once every output of the run's `stage` (`fileio.staging.all_or_none`) was in place left them all, as the
+    lines above say."""
     from pathlib import Path
 
-    if getattr(exc, "outputs_in_place", False):
+    if getattr(stage, "committed", False):
         return "it came once every output was in place: all were written, as the lines above say"
     command = getattr(args, "command", None)
     checkpoint = getattr(args, "checkpoint", None)

@@ -72,14 +72,16 @@ def run(args):
                       "voxel size (the default is 0.5 mm on a human brain)", IQTWarning, stacklevel=2)
     points = tractography.seeds_inside(tractography.seeds_from_mask(seeds, s.density), dti.shape3, dti.affine)
     lines = tractography.track(dti, points, s, mask=None if mask is None else mask.data)
+    outside = 0 if mask is None else tractography.points_outside(points, mask)
     if not lines and len(points):  # an empty tractogram, exit 0 and no word why (a first-contact audit)
-        warnings.warn(f"no streamline was tracked from the {len(points)} seeds: each stops where FA falls below "
-                      f"--fa-threshold {s.fa_threshold:g} and is kept only from --min-length {s.min_length:g} to "
-                      f"--max-length {s.max_length:g} mm; give seeds in the white matter, a lower --fa-threshold or "
-                      "other lengths", IQTWarning, stacklevel=2)
+        why = ("every one lies outside --mask, where no streamline starts; give seeds inside it" if outside == len(points)
+               else f"each stops where FA falls below {s.fa_threshold:g} (--fa-threshold)"
+               + (" or it leaves --mask" if mask is not None else "")
+               + f" and is kept only from {s.min_length:.3g} to {s.max_length:.3g} mm long (--min-length, "
+               "--max-length); give seeds in the white matter, a lower --fa-threshold or other lengths")
+        warnings.warn(f"no streamline was tracked from the {len(points)} seeds: {why}", IQTWarning, stacklevel=2)
     for p in [out, *extra]:
         tractography.save_tracts(lines, dti, p)
-    outside = 0 if mask is None else tractography.points_outside(points, mask)
     said = f" ({outside} of them outside the tracking mask, where no streamline starts)" if outside else ""
     say(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {len(points)} seeds{said}")
 

@@ -75,7 +75,7 @@ def retire_stale_maps(plan, out: Path, args) -> list[Path]:
     from ...analysis import propagation
 
     def ours(p: Path) -> bool:
-        return _recorded_output(p) == os.path.realpath(out)
+        return _same_file(_recorded_output(p), out)
 
     stale = []
     if not args.propagate:
@@ -135,10 +135,24 @@ def _maps_of_another_output(paths, out: Path) -> None:
     another run's maps (a first-contact audit)."""
     for p in paths:
         owner = _recorded_output(p) if _is_file(p) else None
-        if owner is not None and owner != os.path.realpath(out) and os.path.isfile(owner):
+        if owner is not None and not _same_file(owner, out) and os.path.isfile(owner):
+            data = " and its data file" if owner.lower().endswith(".nhdr") else ""
             raise IQTError(f"{p}: already there, a map of {Path(owner).name} beside it (another output of this name), "
-                           f"which this run would replace; give -o another name, or remove {Path(owner).name} "
+                           f"which this run would replace; give -o another name, or remove {Path(owner).name}{data} "
                            f"with its maps first")
+
+
+def _same_file(owner: str | None, out: Path) -> bool:
+    """Whether `owner` (a real path) is the output `out`: by path, or as one file under two names (a hard link, or
+    names differing only in case on macOS's and Windows's disks)."""
+    if owner is None:
+        return False
+    if owner == os.path.realpath(out):
+        return True
+    try:
+        return os.path.exists(owner) and os.path.exists(out) and os.path.samefile(owner, out)
+    except OSError:
+        return False
 
 
 def v1_frame(order: str) -> str:

@@ -170,8 +170,10 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> V
     holes = n - floor - int(beyond.sum())
     why = [f"{floor} of them hold tensors below {tensors.NEGLIGIBLE:g} mm^2/s, a fit's floor where a voxel has no "
            "diffusion signal" + ("" if wider or holes else ": a scan this noisy fills its own mask so")] if floor else []
+    edge = n - floor - holes
     why += [f"{holes} of them are holes inside the fitted tensors, failed fits as a fit leaves where a voxel's b0 "
-            "is 0"] if holes and not wider else []  # beside a wider mask, a cavity's rim is no failed fit
+            "is 0" + (f"; {edge} at their edge" if edge else "")] if holes and not wider else []  # beside a wider
+    # mask, a cavity's rim is no failed fit
     why = f" ({'; '.join(why)})" if why else ""
     where = ("read as holes in the brain, which the outputs fill from the tensors around them" if holes and not wider
              else "the mask reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one "

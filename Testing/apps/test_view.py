@@ -391,6 +391,17 @@ def test_views_share_slice_pan_and_zoom(lowres):
     assert left.GetFieldOfView() != (100.0, 80.0, 1.0) and left.GetSliceOffset() == pytest.approx(-4.0)
 
 
+def run_child(script: str, *argv) -> dict:
+    """`script` run in a child process on `argv` (its off-screen views are its own): its last printed line, as JSON."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, argv)], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 FA_PLANES = """
 import asyncio, json, sys
 from ImageQualityTransferLib.apps import view
@@ -441,14 +452,8 @@ def test_the_first_result_opens_on_one_of_its_slices(lowres):
     input voxel centres always does), so the first result was two slices blended (a review: ijk 12.5). In a child
     process: its off-screen views are its own."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
-    import json
-
     lr, mask = lowres
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", FIRST_PLANE, str(lr), str(mask)], capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = run_child(FIRST_PLANE, lr, mask)
     assert got["status"] == "done: cubic" and all(n % 2 == 0 for n in got["dims"]), got
     assert all(abs(k - round(k)) < 1e-6 for k in got["ijk"]), got
 
@@ -458,15 +463,10 @@ def test_fa_stays_in_the_plane_that_shows_thick_slices(small_subject, tmp_path):
     (FA switched to the axial plane, where the through-plane gain cannot be seen). In a child process: its off-screen
     views are its own."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
-    import json
 
     assert cli.main(["degrade", str(small_subject / "dwi.nii.gz"), "--factor", "1,1,3", "-o", str(tmp_path / "lr.nii.gz"),
                      "--mask-out", str(tmp_path / "m.nii.gz")]) == 0
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", FA_PLANES, str(tmp_path / "lr.nii.gz"), str(tmp_path / "m.nii.gz")],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    planes = json.loads(proc.stdout.strip().splitlines()[-1])
+    planes = run_child(FA_PLANES, tmp_path / "lr.nii.gz", tmp_path / "m.nii.gz")
     assert planes["status"] == "done: cubic"
     assert planes["tensor"] == planes["fa"] and planes["fa"][0] != "Axial", planes
 
@@ -560,14 +560,8 @@ def test_one_colour_scale_across_the_methods_shown(lowres):
     across the methods run in the page (as the Slicer module's shared scale and the report), the legend saying so
     and naming the run (each method on its own range had put the legend's top at 1.0 for biqt, 0.8 for rf)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
-    import json
-
     lr, mask = lowres
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", SHARED_SCALE, str(lr), str(mask)], capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    runs = run_child(SHARED_SCALE, lr, mask)
     for method in ("biqt", "rf"):
         assert runs[method]["status"] == f"done: {method}", runs
     assert runs["biqt"]["own"] != pytest.approx(runs["rf"]["own"], rel=0.05), runs  # the two maps' ranges differ

@@ -204,3 +204,23 @@ def test_a_lock_whose_pid_is_another_process_now_is_taken_over(tmp_path):
         lock.acquire(tmp_path)
     lock.release(tmp_path, mine)
     assert not (tmp_path / lock.LOCK_NAME).exists()
+
+
+def test_a_signal_inside_the_cluster_thread_s_start_is_joined_not_an_internal_error():
+    """SIGTERM while the local cluster's thread was starting: `join` on a thread that has not yet said it runs raised
+    "cannot join thread before it is started", an internal error (exit 1, not 143) in test_two_real_runs_into_one_folder
+    under load. The thread is joined once it runs; one that never starts is given up."""
+    import threading
+
+    from ImageQualityTransferLib.apps.batch.cohort import _join_once_started
+
+    ran = []
+    late = threading.Thread(target=lambda: ran.append(1))
+    threading.Timer(0.3, late.start).start()  # started from elsewhere, after the join is first asked
+    with pytest.raises(RuntimeError, match="before it is started"):
+        late.join()
+    _join_once_started(late)
+    assert ran == [1] and not late.is_alive()
+    t0 = time.monotonic()
+    _join_once_started(threading.Thread(target=lambda: None), wait_s=0.1)  # never started: no hang, no error
+    assert time.monotonic() - t0 < 2

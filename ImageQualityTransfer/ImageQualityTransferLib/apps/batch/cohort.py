@@ -142,6 +142,23 @@ def client_security(scheduler: str):
     return security
 
 
+def _join_once_started(thread, wait_s: float = 5.0) -> None:
+    """`thread` joined where a signal interrupted its `start()`: the thread runs, but until it says so `join` raises
+    "cannot join thread before it is started" (an internal error under load, Testing/apps/test_batch_lock.py); one that
+    never started is given up after `wait_s`."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            thread.join()
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+
 def _spawn_ignoring_ctrl_c(make):
     """(make(), [signals held]): the local cluster made by `make` in a helper thread, each worker process forked with
     SIGINT blocked in the thread that forks it. The mask carries through fork and exec, and the worker's preload
@@ -187,7 +204,7 @@ def _spawn_ignoring_ctrl_c(make):
         while thread.is_alive():
             thread.join(0.1)
     except BaseException:  # SIGTERM meanwhile: the cluster closed once it is up, then the run stops
-        thread.join()
+        _join_once_started(thread)
         if "cluster" in made:
             made["cluster"].close()
         raise

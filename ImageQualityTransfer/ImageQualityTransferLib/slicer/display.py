@@ -81,9 +81,8 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
         s = slice_node(scene, c.GetLayoutName())
         if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES and not kept.get(c.GetLayoutName()):
             _fit_slice(s, tensor, s.GetOrientation(), legend=overlay is not None)
-        elif tensor is not None and s is not None and kept.get(c.GetLayoutName()):  # the reader's slice, on this
-            # run's grid: x2 and x3 outputs of one
-            snap_to_voxel_plane(s, tensor)  # input share their extent, and a x2 plane lies between x3 slices
+        elif tensor is not None and s is not None and kept.get(c.GetLayoutName()):
+            snap_to_voxel_plane(s, tensor)  # the reader's slice, on this run's grid (x2 and x3 outputs share an extent)
     refresh_legends(scene)
 
 

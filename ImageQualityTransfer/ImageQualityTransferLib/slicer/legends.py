@@ -31,12 +31,13 @@ SHARED_NOTE = "shared scale"  # the legend's last line while "Same colour scale"
 TITLE_ATTRIBUTE = "ImageQualityTransfer.Title"  # a legend's own title, kept to add or drop SHARED_NOTE
 CLIPPED_NOTE = "top colour: \u2265 {top}"  # the legend's last line where the map reaches above its scale's top
 CLIPPED_ATTRIBUTE = "ImageQualityTransfer.Clipped"  # that line as set_scale found it for the map's top, or ""
-# Colours only from the map's median over the result up (the more uncertain half of its voxels; below it the tensor
+# Colours only from the map's median over the input's brain up (the more uncertain half of it; below it the tensor
 # shows through): at 50 % opacity the map's dark low end had hidden the anatomy everywhere (a clinician's audit), and
 # Slicer's slice views ignore a colour table's alpha, so a fading Inferno cannot do this. Read inside the brain only
-# (where `display_range` reads the scale), the floor coloured 67-83 % of the brain (a README audit). The legend says
-# from where; with the shared scale one floor per map, the lowest of the runs' (one colour, one value, coloured or not).
-MEDIAN_ATTRIBUTE = mrml.MEDIAN_ATTRIBUTE  # on the map node: its median over its support (`_median`)
+# (where `display_range` reads the scale), the floor coloured 67-83 % of the brain (a README audit); over the whole
+# result, the margin beyond the brain included, 35 % (a display audit): `input_support`. The legend says from where;
+# with the shared scale one floor per map, the lowest of the runs' (one colour, one value, coloured or not).
+MEDIAN_ATTRIBUTE = mrml.MEDIAN_ATTRIBUTE  # on the map node: its median over its input's brain (`_median`)
 FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1" while coloured from its median only
 FLOOR_NOTE = "shown \u2265 {floor}"  # the legend's line while it is, above the clipped-top line
 FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote it, or ""
@@ -173,8 +174,8 @@ def legend_node(scene, volume_node):
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                       floor_note: str = FLOOR_NOTE, inner: np.ndarray | None = None):
-    """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its support up
-    with `from_median`, and a legend titled with the map's meaning and unit (`title` overrides the English default,
+    """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its input's brain
+    up with `from_median` (`_median`), and a legend titled with the map's meaning and unit (`title` overrides the English default,
     for the module's translations; `region`: as `display_range`; `inner`: as `_median`), ending in `floor_note` and
     `clipped_note` where they apply (`set_scale`); returns the legend node."""
     if node is None:

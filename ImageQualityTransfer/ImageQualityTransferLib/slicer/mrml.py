@@ -54,7 +54,7 @@ FACTORS_ATTRIBUTE = "ImageQualityTransfer.Factors"  # "2" or "1,1,3" (input voxe
 MODEL_ATTRIBUTE = "ImageQualityTransfer.Model"  # the model a learned method ran ("shipped model espcn_x2.pt"), as
 # the header of a file iqt writes names it (fileio/records.py made_by), on the run's tensor output
 NOTES_ATTRIBUTE = "ImageQualityTransfer.Notes"  # the engine's warnings for a run (one per line), on its tensor output
-MEDIAN_ATTRIBUTE = "ImageQualityTransfer.SupportMedian"  # on a map node: its median over its support (legends._median)
+MEDIAN_ATTRIBUTE = "ImageQualityTransfer.SupportMedian"  # on a map node: its median over its input's brain (legends._median)
 SUPPORT_ATTRIBUTE = "ImageQualityTransfer.Support"  # "estimated" on a run's outputs kept to a brain estimated from the
 # tensors (an input fitted without a mask): a rim of scalp and background fits surrounds the brain there
 UNIT_ATTRIBUTE = "ImageQualityTransfer.Unit"  # the unit an uncertainty map's node holds ("um2/ms", "deg", "1")

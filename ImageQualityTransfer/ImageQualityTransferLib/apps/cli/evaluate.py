@@ -128,7 +128,7 @@ def run(args):
     box = tuple(slice(s, s + n) for s, n in zip(start, shape))  # the reference's voxels under the prediction
     t = truth.data[box]
     m = mask.data[box]
-    missing = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score (not before a refusal)
+    missing = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
     lr_mask = degrade.block_majority(m, f)
     unc = _map(args.uncertainty, "--uncertainty", pred) if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:

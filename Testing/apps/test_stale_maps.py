@@ -84,6 +84,23 @@ def test_a_rerun_from_another_folder_removes_them_too(tmp_path, capsys, monkeypa
     assert not (out / "o_FA.nii.gz").exists()
 
 
+def test_one_output_under_two_names_is_one_output(tmp_path, capsys):
+    """One file under two names (hard links here; names differing in case on macOS's and Windows's disks): the maps'
+    record names o.nii.gz, this run writes O.nii.gz, the same file; the rerun replaces them, refusing nothing, and the
+    first folder's files stay as they were (a review: by path alone, it was refused as another output's maps)."""
+    import os
+
+    _first_run(tmp_path, capsys)
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for src, dst in (("o.nii.gz", "o.nii.gz"), ("o.nii.gz", "O.nii.gz"), ("o_FA.nii.gz", "O_FA.nii.gz")):
+        os.link(tmp_path / src, twin / dst)
+    before = (tmp_path / "o_FA.nii.gz").read_bytes()
+    assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(twin / "O.nii.gz"), "--method", "cubic",
+                     "--maps"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "o_FA.nii.gz").read_bytes() == before
+
+
 def test_maps_would_not_replace_those_of_another_output_still_there(tmp_path, capsys):
     """`-o o.nrrd --maps` beside o.nii.gz and its maps had replaced them (o.nii.gz then lay beside another run's maps,
     which a later run writing o.nii.gz kept, since their record names o.nrrd): refused in one line, nothing written;

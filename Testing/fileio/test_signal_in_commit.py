@@ -84,3 +84,21 @@ def test_a_signal_while_the_wrote_lines_are_printed_says_every_output_was_writte
     said = capsys.readouterr()
     assert sent and rc == 128 + signal.SIGTERM and sorted(p.name for p in out.iterdir()) == MAPS
     assert "all were written" in said.err.strip().splitlines()[-1], said.err
+    wrote = [line for line in said.out.splitlines() if line.startswith("wrote")]  # the maps' line, cut off, said after
+    assert len(wrote) == 2 and "up_FA.nii.gz" in wrote[1], said.out
+
+
+def test_a_run_that_wrote_nothing_never_says_all_were_written():
+    """`iqt methods` writes no file: a signal after its (empty) commit had closed with "all were written, as the lines
+    above say" (a review)."""
+    import argparse
+
+    from ImageQualityTransferLib.apps.cli import _what_is_kept
+    from ImageQualityTransferLib.fileio.staging import _Stage
+
+    stage = _Stage()
+    stage.committed = True
+    args = argparse.Namespace(command="methods")
+    assert _what_is_kept(args, stage) == "no partial output was left"
+    stage.declared.add("/an/output.nii.gz")
+    assert "all were written" in _what_is_kept(args, stage)

@@ -223,6 +223,11 @@ def test_a_maps_floor_is_its_median_over_the_input_s_brain_not_the_margin_beyond
     node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
     legends.style_uncertainty(scene, node, "std")
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2, rel=1e-5)
+    cut = np.zeros((40, 40, 40), np.float32)  # a brain the field of view cuts: no margin beyond that border
+    cut[:30, 8:32, 8:32] = 2.0
+    cut[:28, 10:30, 10:30] = np.linspace(0.1, 0.3, 28)[:, None, None]
+    kept = legends.input_support(cut > 0, "2")
+    assert kept[0].sum() == 20 * 20 and kept.sum() == 28 * 20 * 20  # its planes at the border kept (a review)
     node.RemoveAttribute(mrml.FACTORS_ATTRIBUTE)
     legends.style_uncertainty(scene, node, "std")
     whole = float(np.median(data[data > 0]))

@@ -156,9 +156,11 @@ class _Stage:
         return kept, [p for p in stuck if p not in back], left
 
     def say(self) -> None:
-        """The lines the run said of its outputs, now that they are in place."""
-        lines, self.lines = self.lines, []
-        for line in lines:
+        """The lines the run said of its outputs, now that they are in place, one by one: those a signal cut off stay
+        for the command's closing lines (apps/cli `_run`)."""
+        while self.lines:
+            with self.lock:
+                line = self.lines.pop(0)
             text = line() if callable(line) else line  # a line made once the outputs are in place (what was removed)
             if text:
                 print(text, flush=True)

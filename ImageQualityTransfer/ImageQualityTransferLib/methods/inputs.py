@@ -165,14 +165,16 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> V
     # b0 is 0), not a mask wider than the fit: the advice to give the fit's mask was given for that very mask (an input
     # audit); the heart of a wider cavity (a fit made without the ventricles) stays beyond the fit
     near = ndimage.binary_dilation(present, structure=np.ones((3, 3, 3), bool))  # what the outputs fill: a voxel on
-    beyond = empty & ~floored & ~(ndimage.binary_fill_holes(present) & near)
+    unfit = empty & ~floored
+    parts, _ = ndimage.label(unfit, structure=np.ones((3, 3, 3), bool))  # a gap is a hole or a cavity as a whole
+    beyond = unfit & np.isin(parts, np.unique(parts[unfit & ~(ndimage.binary_fill_holes(present) & near)]))
     wider = int(beyond.sum()) >= total * EMPTY_IN_MASK  # beyond the fit, not its floor or holes alone: the advice stands
     holes = n - floor - int(beyond.sum())
     why = [f"{floor} of them hold tensors below {tensors.NEGLIGIBLE:g} mm^2/s, a fit's floor where a voxel has no "
            "diffusion signal" + ("" if wider or holes else ": a scan this noisy fills its own mask so")] if floor else []
     edge = n - floor - holes  # beside a wider mask, a cavity's rim is no failed fit: holes are said only without one
     why += [f"{holes} of them are holes inside the fitted tensors, failed fits as a fit leaves where a voxel's b0 "
-            "is 0" + (f"; {edge} at their edge" if edge else "")] if holes and not wider else []
+            "is 0" + (f"; {edge} beyond them" if edge else "")] if holes and not wider else []
     why = f" ({'; '.join(why)})" if why else ""
     where = ("read as holes in the brain, which the outputs fill from the tensors around them" if holes and not wider
              else "the mask reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one "

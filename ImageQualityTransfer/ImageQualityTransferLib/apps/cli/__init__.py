@@ -200,9 +200,11 @@ def _run(args, printed, signals=()) -> int:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _say_the_rest(stage)
         print(f"iqt: interrupted; {_what_is_kept(args, stage)}", file=sys.stderr)
         return 130
     except Terminated as exc:
+        _say_the_rest(stage)
         print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, stage)}", file=sys.stderr)
         return 128 + exc.signum
     except MemoryError:  # what the machine holds, not a bug: one line
@@ -230,6 +232,19 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def _in_place(stage) -> bool:
+    """Whether the run's `stage` (fileio.staging.all_or_none) put outputs in place: a signal after that stopped
+    nothing (a command that writes none, `iqt methods`, has nothing to say so of)."""
+    return bool(getattr(stage, "committed", False) and getattr(stage, "declared", None))
+
+
+def _say_the_rest(stage) -> None:
+    """The 'wrote' lines a signal cut off, before the closing line that points to them."""
+    if _in_place(stage):
+        with contextlib.suppress(Exception, KeyboardInterrupt, Terminated):  # a second signal: the closing line still
+            stage.say()
+
+
 def _what_is_kept(args, stage=None) -> str:
     """What an interrupted run leaves, and how to go on: a training's checkpoint and a cohort's finished subjects are
     kept on purpose ('no partial output was left' alone had not said so, nor how to resume: a researcher's audit); a
@@ -237,7 +252,7 @@ def _what_is_kept(args, stage=None) -> str:
     lines above say."""
     from pathlib import Path
 
-    if getattr(stage, "committed", False):
+    if _in_place(stage):
         return "it came once every output was in place: all were written, as the lines above say"
     command = getattr(args, "command", None)
     checkpoint = getattr(args, "checkpoint", None)

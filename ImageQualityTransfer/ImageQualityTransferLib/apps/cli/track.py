@@ -77,7 +77,7 @@ def run(args):
         why = ("every one lies outside --mask, where no streamline starts; give seeds inside it" if outside == len(points)
                else f"each stops where FA falls below {s.fa_threshold:g} (--fa-threshold)"
                + (" or it leaves --mask" if mask is not None else "")
-               + f" and is kept only from {s.min_length:.3g} to {s.max_length:.3g} mm long (--min-length, "
+               + f" and is kept only from {s.min_length:g} to {s.max_length:g} mm long (--min-length, "
                "--max-length); give seeds in the white matter, a lower --fa-threshold or other lengths")
         warnings.warn(f"no streamline was tracked from the {len(points)} seeds: {why}", IQTWarning, stacklevel=2)
     for p in [out, *extra]:

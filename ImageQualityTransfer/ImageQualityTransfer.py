@@ -91,7 +91,7 @@ class ImageQualityTransfer(ScriptedLoadableModule):
               "destroy fibre organisation: do not trust tracts through such regions; pick it in <b>Display &gt; "
               "Uncertainty map</b>. Each map's colours run from 0 to its own\n"
               "99th percentile (the direction map from 0 to 60°: a direction left to chance sits at its top), and "
-              "only values from the map's median over the result up are coloured (the legend says from where), so "
+              "only values from the map's median over the input's brain up are coloured (the legend says from where), so "
               "that the anatomy shows through below it; untick <b>Display &gt; Above the median only</b> to colour "
               "every voxel. Tick\n"
               "<b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that\n"
@@ -150,7 +150,8 @@ class ImageQualityTransferParameterNode:
     averageFlips - learned methods: average over the input's axis flips and in-plane swap (16 runs, lower error).
     uncertaintyMap - the uncertainty map shown over the result ("std", "direction", ...; a run without it shows "std").
     uncertaintyOpacity - opacity of the uncertainty overlay.
-    uncertaintyFromMedian - each uncertainty map coloured only from its median over the result up, the DTI seen below.
+    uncertaintyFromMedian - each uncertainty map coloured only from its median over the input's brain up, the DTI
+        seen below.
     sharedColourScale - every run's uncertainty maps on one colour scale per map, so that colours compare across runs.
     outputVolume - high-resolution tensor output (created when empty).
     uncertaintyVolume - uncertainty map output (created when the method gives one).

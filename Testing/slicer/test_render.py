@@ -87,7 +87,7 @@ def test_background_outside_the_brain(rendering):
 
 
 def test_overlay_is_coloured(rendering):
-    """The uncertainty overlay changes the IQT view inside the brain where the map reaches its median over the result,
+    """The uncertainty overlay changes the IQT view inside the brain where the map reaches its median over the input's brain,
     in Inferno's purple-to-yellow hues, and leaves the tensor as it is below (a clinician's audit: the whole brain
     under the map's dark low end had hidden the anatomy)."""
     from ImageQualityTransferLib.slicer import mrml

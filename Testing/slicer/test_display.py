@@ -234,6 +234,32 @@ def test_a_maps_floor_is_its_median_over_the_input_s_brain_not_the_margin_beyond
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(whole, rel=1e-5) and whole > 0.25
 
 
+def test_a_maps_floor_over_an_estimated_brain_is_read_inside_its_rim():
+    """An input fitted without a mask and run without one keeps a brain estimated from the tensors, with a rim of scalp
+    and background fits whose σ runs high: read over it, the floor coloured mostly that rim (3 mm yaw dev scan fitted
+    unmasked). A run kept to such a brain (mrml.SUPPORT_ATTRIBUTE) reads its median where its scale is read, inside
+    the rim (`dmri.dti.inside_rim`); the same map of a masked input, over its input's brain."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri.dti import ESTIMATED_SUPPORT
+
+    scene = views_scene()
+    data = np.zeros((70, 70, 70), np.float32)
+    data[3:67, 3:67, 3:67] = 2.0  # the rim: scalp and background fits, 24 mm deep
+    data[27:43, 27:43, 27:43] = np.linspace(0.1, 0.3, 16)[:, None, None]  # the brain inside it, median 0.2
+    for estimated, floor in ((True, 0.2), (False, 2.0)):
+        node = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), "u")
+        node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
+        node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
+        if estimated:
+            node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, ESTIMATED_SUPPORT)
+        legends.style_uncertainty(scene, node, "std")
+        assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(floor, rel=1e-5), estimated
+        maps = {"uncertainties": {"std": node}}
+        node.RemoveAttribute(legends.MEDIAN_ATTRIBUTE)  # read again, as a run's maps are styled together
+        legends.style_results(scene, maps)
+        assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(floor, rel=1e-5), estimated
+
+
 def test_legends_titles_and_label_formats(lowres):
     lr, _ = lowres
     scene = views_scene()

@@ -134,6 +134,9 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(sma
     data = mrml.tensor_volume_from_node(out).data
     assert 0.2 < np.any(data != 0, axis=-1).mean() < 0.8
     assert out.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == "estimated"  # the uncertainty legend scales to the brain by it
+    # and each map's floor (legends.brain_of_map): the maps rescaled to the node's unit (µm²/ms) had lost the mark
+    maps = processing.run_on_nodes(scene, node, "rf", 2)["uncertainties"]
+    assert {k: m.GetAttribute(mrml.SUPPORT_ATTRIBUTE) for k, m in maps.items()} == {k: "estimated" for k in maps}
     mask_node = mrml.add_scalar_node(scene, Volume(case.lr_mask.data.astype(np.float32), case.lr.affine, "scalar"), "brain")
     again = processing.run_on_nodes(scene, node, "cubic", 2, mask_node=mask_node)["tensor"]
     assert again is out and out.GetAttribute(mrml.NOTES_ATTRIBUTE) is None

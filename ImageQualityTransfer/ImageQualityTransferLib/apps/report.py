@@ -12,7 +12,7 @@ import numpy as np
 from ..core import grid, tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
-from ..dmri.dti import SCALE_MIN_VOXELS
+from ..dmri.dti import ESTIMATED_SUPPORT, SCALE_MIN_VOXELS
 from .report_page import NEAREST, tract_methods, write_report
 
 
@@ -155,7 +155,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
         warnings.warn(note, IQTWarning, stacklevel=2)
     first = preds["cubic"].tensor
     support = np.any(np.stack([np.any(p.tensor.data != 0, axis=-1) for p in preds.values()]), axis=0)
-    estimated = any(p.tensor.meta.get("support") == "estimated" for p in preds.values())
+    estimated = any(p.tensor.meta.get("support") == ESTIMATED_SUPPORT for p in preds.values())
     scale = inside_rim(support, first.voxel_size) if estimated else None  # the rim's noise fits would set the scales
     brain = support if scale is None or scale.sum() < SCALE_MIN_VOXELS else scale
     columns = [(NEAREST, nearest)] + [(n, p.tensor.data) for n, p in preds.items()]

@@ -251,6 +251,7 @@ def inside_rim(present: np.ndarray, voxel_size) -> np.ndarray:
 
 
 RIM_GRID = 2_000_000
+ESTIMATED_SUPPORT = "estimated"  # an output's meta["support"] where its support is a brain estimated from the tensors
 SCALE_MIN_VOXELS = 1000  # fewer voxels inside the rim and a display reads its colour scale over the whole support
 FIT_METHODS = ("WLS", "OLS")
 

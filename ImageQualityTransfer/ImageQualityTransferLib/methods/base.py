@@ -19,7 +19,7 @@ from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
-from ..dmri.dti import brain_from_tensors, noise_fits
+from ..dmri.dti import ESTIMATED_SUPPORT, brain_from_tensors, noise_fits
 from . import symmetry
 from .flags import flag_maps
 from .inputs import (
@@ -561,5 +561,3 @@ def _listed(names) -> str:
     names = list(names)
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
-
-ESTIMATED_SUPPORT = "estimated"  # an output's meta["support"] where its support is a brain estimated from the tensors

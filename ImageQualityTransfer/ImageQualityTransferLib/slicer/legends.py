@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.direction import SHOWN_TOP_DEGREES
-from ..dmri.dti import SCALE_MIN_VOXELS, inside_rim
+from ..dmri.dti import ESTIMATED_SUPPORT, SCALE_MIN_VOXELS, inside_rim
 from . import mrml
 
 COLORMAP = "Inferno"
@@ -256,14 +256,14 @@ def floor_label(value: float) -> str:
 
 
 def _median(node, inner: np.ndarray | None = None) -> float | None:
-    """The map's median over the brain its input held (its finite non-zero values without the low-res voxel the methods
-    fill beyond the input's support, `input_support`; `inner`, where the caller has it for a run's maps), read once and
-    kept on the node (MEDIAN_ATTRIBUTE); None for an empty map."""
+    """The map's median over the brain its input held (its finite non-zero values in `brain_of_map`; `inner`, where
+    the caller has it for a run's maps), read once and kept on the node (MEDIAN_ATTRIBUTE); None for an empty map."""
     if node.GetAttribute(MEDIAN_ATTRIBUTE) is None:
-        data = mrml.scalar_volume_from_node(node).data
+        vol = mrml.scalar_volume_from_node(node)
+        data = vol.data
         present = np.isfinite(data) & (data > 0)
         if inner is None or inner.shape != present.shape:
-            inner = input_support(present, node.GetAttribute(mrml.FACTORS_ATTRIBUTE))
+            inner = brain_of_map(node, present, vol.voxel_size)
         inner = inner & present
         values = data[inner if inner.sum() >= SCALE_MIN_VOXELS else present]
         node.SetAttribute(MEDIAN_ATTRIBUTE, repr(float(np.median(values))) if values.size else "")
@@ -272,6 +272,19 @@ def _median(node, inner: np.ndarray | None = None) -> float | None:
     except ValueError:
         return None
     return value if np.isfinite(value) and value > 0 else None
+
+
+def brain_of_map(node, present: np.ndarray, voxel_size) -> np.ndarray:
+    """The brain a map's median is read over: `input_support`, or for a run kept to a brain estimated from unmasked
+    tensors (mrml.SUPPORT_ATTRIBUTE), `inside_rim`, as its scale is read: that support keeps a rim of scalp and
+    background fits, which the floor had mostly coloured (a display audit, the 3 mm yaw dev scan fitted unmasked)."""
+    if _estimated(node):
+        return inside_rim(present, voxel_size)
+    return input_support(present, node.GetAttribute(mrml.FACTORS_ATTRIBUTE))
+
+
+def _estimated(node) -> bool:
+    return node.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == ESTIMATED_SUPPORT
 
 
 def input_support(present: np.ndarray, factors: str | None) -> np.ndarray:
@@ -366,7 +379,7 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
         vol = mrml.scalar_volume_from_node(first)
         present = np.isfinite(vol.data) & (vol.data > 0)
         region = inside_rim(present, vol.voxel_size)
-        inner = input_support(present, first.GetAttribute(mrml.FACTORS_ATTRIBUTE))
+        inner = region if _estimated(first) else input_support(present, first.GetAttribute(mrml.FACTORS_ATTRIBUTE))
     legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note,
                                       from_median=from_median, floor_note=floor_note, inner=inner)
                for key, node in maps.items()}

@@ -72,7 +72,9 @@ def map_in_node_unit(vol: Volume, key: str) -> tuple[Volume, tuple]:
     unit = NODE_UNITS[MAP_UNITS.get(key, "mm2/s")]
     if unit[0] == 1.0:
         return vol, unit
-    return Volume(np.asarray(vol.data, np.float32) * np.float32(unit[0]), vol.affine, vol.kind, dict(vol.meta)), unit
+    # replace keeps the meta (an estimated support, `legends.brain_of_map`), which a 4th positional argument, the
+    # b-values, had dropped from every rescaled map
+    return vol.replace(data=np.asarray(vol.data, np.float32) * np.float32(unit[0])), unit
 
 
 def set_map(node, key: str, unit: tuple, run: str | None = None) -> None:

@@ -215,6 +215,24 @@ def test_a_worker_the_nanny_starts_again_ignores_ctrl_c_too():
         cluster.close()
 
 
+def test_a_worker_near_its_memory_limit_is_not_paused_also_once_started_again():
+    """A worker past 80 % of --memory-limit paused, and one resting between 80 and 95 % ran nothing more: a cohort audit's
+    run (espcn, 600MiB) waited forever without a word. Our workers never pause (one past 95 % is killed and its subject
+    said); a worker the nanny starts again had read Dask's defaults, pausing at 80 %, back."""
+
+    def pause(dask_worker):
+        return dask_worker.memory_manager.memory_pause_fraction
+
+    client, cluster = batch.start_client(1, dashboard_address=":0", memory_limit="1GiB")
+    try:
+        assert set(client.run(pause).values()) == {False}
+        client.restart(timeout=60)
+        assert set(client.run(pause).values()) == {False}
+    finally:
+        client.close()
+        cluster.close()
+
+
 def test_list_of_folders_and_dti_files_in_process(tmp_path):
     """A text list (subject folder, DTI file, missing folder) through the same `process`, without Dask."""
     from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti

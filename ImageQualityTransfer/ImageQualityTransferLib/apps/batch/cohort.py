@@ -68,6 +68,11 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     # (benchmarks/batch_throughput.py); the one-thread settings (OMP_NUM_THREADS=1 and co.) are kept.
     env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
     security = local_security() if secure else None
+    # No pausing: a worker past 80 % of --memory-limit with nothing of ours to spill paused and, between tasks, never
+    # came back under it nor reached the 95 % kill: the run waited forever without a word (a cohort audit, espcn under
+    # 600MiB). Without it the task runs; a worker that passes 95 % is killed and its subject said (run_cohort). Set for
+    # this process, not within the `with` below: a worker started again after such a kill read Dask's defaults.
+    dask.config.set({f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause")})
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,

@@ -1013,6 +1013,21 @@ def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tm
     with pytest.raises(KeyboardInterrupt):
         batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)
     assert (out / "dataset_description.json").exists() and json.loads(before)["Name"]
+    # a worker that put its subject in place before its result reached this process (a cohort audit's SIGTERM as the
+    # first outputs landed): the new folder keeps its description and a table, the subject pending until a rerun
+    monkeypatch.undo()
+    real = cohort.process
+
+    def landed_then_stopped(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cohort, "process", landed_then_stopped)
+    fresh = tmp_path / "deriv2"
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_cohort(items, s, fresh, progress=False)
+    assert (fresh / "dataset_description.json").exists(), sorted(p.name for p in fresh.rglob("*"))
+    assert [r.split("\t")[3] for r in (fresh / "qc.tsv").read_text().splitlines()[1:]] == ["pending"]
 
 
 def test_a_listed_file_whose_header_records_its_order_comes_back_in_it(tmp_path):

@@ -12,8 +12,8 @@ from ...core.errors import IQTError, IQTWarning
 from .items import Item
 from .lock import held
 from .qc import write_qc
-from .records import (Settings, check_inputs_kept, dataset_description, earlier_copies_line, generated_by_in_use,
-                      remove_temporaries, subject_folders)
+from .records import (TEMPORARY, Settings, check_inputs_kept, dataset_description, earlier_copies_line,
+                      generated_by_in_use, remove_temporaries, subject_folders)
 from .subject import process
 
 
@@ -414,7 +414,9 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
     try:
         _run_items(items, s, out_root, client, wait_workers, ended, run_token)
     except BaseException as exc:  # Ctrl-C, a termination signal, no workers or no scheduler left: the table says what
-        if results or isinstance(exc, IQTError):  # ended, the rest pending
+        # a worker may have put a subject in place before its result reached this process (a cohort audit's SIGTERM
+        # as the first outputs landed left them without the folder's description and table): it counts as ended
+        if results or isinstance(exc, IQTError) or (new_folder and _any_output(out_root, items)):  # ended, rest pending
             try:
                 write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s)
             except (IQTError, OSError):
@@ -438,6 +440,17 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         say_results(ordered, "; the QC table was not written in full (below)")
         raise
     return ordered
+
+
+def _any_output(out_root: Path, items) -> bool:
+    """Whether a subject folder of this cohort holds a file other than a writer's temporary."""
+    for folder in subject_folders(out_root, items):
+        try:
+            if any(p.is_file() and not TEMPORARY.match(p.name) for p in folder.iterdir()):
+                return True
+        except OSError:  # no folder yet
+            continue
+    return False
 
 
 def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=None) -> None:

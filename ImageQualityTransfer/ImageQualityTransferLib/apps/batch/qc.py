@@ -114,25 +114,39 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     ran = {r["subject"] for r in results}  # an earlier run's rows of other subjects stay (another list into this folder)
     rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res) or r[0] not in ran] + \
         qc_rows(results, model, res)
-    rows.sort(key=lambda r: (r[1], r[2]))  # by run; subjects in input order within each
+    this = {(r["subject"], model, res) for r in results}
+    # by run; this run's subjects in input order, then an earlier run's of the same model and res
+    rows.sort(key=lambda r: (r[1], r[2], tuple(r[:3]) not in this))
     tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
     write_text(out_root / "qc.tsv", tsv)
     flag = QC_COLUMNS.index("outlier")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in QC_COLUMNS)
-    body = "".join(
-        "<tr{}>{}</tr>".format(' class="failed"' if row[3] == "failed" else ' class="pending"' if row[3] == "pending"
-                               else ' class="flag"' if row[flag] != "-" else "",
-                               "".join(f"<td>{html.escape(c)}</td>" for c in row)) for row in rows)
-    counts = {k: sum(row[3] == k for row in rows) for k in ("done", "skipped", "failed", "pending")}
-    flagged = sum(row[flag] != "-" for row in rows)
+    # rows an earlier run wrote (other subjects, another method or factor) are shown apart, as they were then: a
+    # cohort audit's page counted a subject removed from the dataset, and failures of two, against the run's own line
+    ours = [row for row in rows if tuple(row[:3]) in this]
+    body = "".join("<tr{}>{}</tr>".format(_row_class(row, tuple(row[:3]) in this),
+                                          "".join(f"<td>{html.escape(c)}</td>" for c in row)) for row in rows)
+    counts = {k: sum(row[3] == k for row in ours) for k in ("done", "skipped", "failed", "pending")}
+    flagged = sum(row[flag] != "-" for row in ours)
+    checked = sum(bool(failed_checks(row)) for row in ours)
+    earlier = len(rows) - len(ours)
     page = ("<!doctype html><meta charset='utf-8'><title>IQT cohort QC</title><style>body{font-family:sans-serif}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fff1c2}"
-            "tr.failed{background:#fdd}tr.pending{background:#e4e9f5}</style>"
-            f"<h1>IQT cohort QC</h1><p><b>{len(rows)} rows</b> (subject, model, res): {counts['done']} done, "
-            f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), {flagged} with an outlier "
-            "flag (yellow)" + (f", <b>{counts['pending']} pending</b> (blue; not ended when the table was written: the run was "
-                               "working on them, or stopped before they ended)" if counts["pending"] else "") +
-            ". SNR: mean b0 in the brain / std of the b0 "
+            "tr.failed{background:#fdd}tr.pending{background:#e4e9f5}tr.check{background:#ffd3a8}"
+            "tr.earlier{color:#888;font-style:italic}td{vertical-align:top}"
+            # the notes and reasons wrap in a wide column (squeezed, one subject's row had been 550 px tall: an audit)
+            f"td:nth-child({QC_COLUMNS.index('notes') + 1}),td:nth-child({QC_COLUMNS.index('reason') + 1})"
+            "{min-width:40em}</style>"
+            f"<h1>IQT cohort QC</h1><p><b>{_rows(len(ours))} of this run</b> (subject, model, res): {counts['done']} done, "
+            f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), <b>{checked} with a "
+            "failed check</b> (orange: the gradient table, a b0, head motion or slices and volumes the fit does not "
+            "explain, in bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes; the notes say "
+            f"what and the fix: their tensors may be wrong), {flagged} with an outlier flag (yellow)" +
+            (f", <b>{counts['pending']} pending</b> (blue; not ended when the table was written: the run was "
+             "working on them, or stopped before they ended)" if counts["pending"] else "") +
+            (f"; {_rows(earlier)} of earlier runs into this folder (grey: other subjects, methods or factors, as those runs "
+             "wrote them, not checked again)" if earlier else "") +
+            f".</p><table><tr>{head}</tr>{body}</table>\n<p>SNR: mean b0 in the brain / std of the b0 "
             "background. brain_from: where the brain mask came from (dwi: median Otsu on the b0, or where a skull-stripped DWI is non-zero; tensor: the tensor file's "
             "non-zero voxels; mask: the list line's --mask; estimated: from unmasked tensors, generous, with scalp and "
             "background fits: not a brain volume to compare or average over). nonphysical_pct: share of the brain mask's "
@@ -152,8 +166,40 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "with the fix), n/a with too little white matter to judge. Outlier: outside median &plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
-            f"volumes only among inputs of one kind. notes: the subject's warnings (as in its sidecars' Notes), separated by |.</p><table><tr>{head}</tr>{body}</table>\n")
+            f"volumes only among inputs of one kind. notes: the subject's warnings (as in its sidecars' Notes), separated by |.</p>\n")
     write_text(out_root / "qc.html", page)
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" + ("" if n == 1 else "s")
+
+
+def failed_checks(row: list[str]) -> list[str]:
+    """The columns of QC row `row` whose check of the input failed: a gradient table or b0 check other than ok (n/a:
+    not judged), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain."""
+    from ...dmri.motion import B0_SHIFT_VOXELS
+
+    at = {c: row[i] for i, c in enumerate(QC_COLUMNS)}
+    found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "-", "")]
+    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), ("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0)):
+        try:
+            if float(at[c]) > limit:
+                found.append(c)
+        except ValueError:  # n/a
+            pass
+    return found
+
+
+def _row_class(row: list[str], ours: bool) -> str:
+    """The page's class of QC row `row`: a run's failed, pending, failed-check and flagged rows in that order; an
+    earlier run's row (not `ours`) grey whatever its status."""
+    if not ours:
+        return ' class="earlier"'
+    if row[3] in ("failed", "pending"):
+        return f' class="{row[3]}"'
+    if failed_checks(row):
+        return ' class="check"'
+    return ' class="flag"' if row[QC_COLUMNS.index("outlier")] != "-" else ""
 
 
 def _read_qc(path: Path) -> list[list[str]]:

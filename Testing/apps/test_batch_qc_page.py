@@ -1,0 +1,63 @@
+"""What qc.html shows a clinician (a cohort audit): a subject whose input failed a check (a mirrored gradient table, a
+moved b0, slices the fit does not explain) was a plain white row, while the one yellow row was the cohort's best SNR;
+and rows an earlier run wrote (a subject since removed from the dataset, failures of another factor) were counted as
+this run's, against its own summary line. Failed checks are orange now, and earlier runs' rows grey and counted apart."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed", reason="iqt batch needs Dask distributed")
+
+from ImageQualityTransferLib.apps import batch  # noqa: E402
+from ImageQualityTransferLib.apps.batch import qc  # noqa: E402
+
+import helpers  # noqa: E402
+
+
+def _classes(page: str) -> dict:
+    return {m[2]: m[1] or "" for m in re.finditer(r'<tr(?: class="(\w+)")?><td>([^<]*)</td>', page)}
+
+
+@pytest.mark.slow
+def test_a_failed_check_is_orange_and_an_earlier_run_s_rows_are_grey_and_counted_apart(tmp_path):
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02", "03"), None)
+    bvec = ds / "sub-02" / "dwi" / "sub-02_dwi.bvec"
+    table = np.loadtxt(bvec)
+    table[0] *= -1  # x negated: every principal direction mirrored, the fit itself fine
+    np.savetxt(bvec, table, fmt="%.6f")
+    out = tmp_path / "deriv"
+    res = batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
+    assert [r["status"] for r in res] == ["done"] * 3
+    assert res[1]["qc"]["bvec_check"] == "x-flipped", res[1]["qc"]
+    page = (out / "qc.html").read_text()
+    assert _classes(page) == {"sub-01": "", "sub-02": "check", "sub-03": ""}
+    assert "<b>3 rows of this run</b>" in page and "<b>1 with a failed check</b> (orange" in page
+    assert "earlier runs" not in page
+    # sub-03 leaves the dataset; the rerun skips the other two, and its row is an earlier run's
+    for p in (ds / "sub-03").rglob("*"):
+        if p.is_file():
+            p.unlink()
+    for d in sorted((ds / "sub-03").rglob("*"), reverse=True) + [ds / "sub-03"]:
+        d.rmdir()
+    again = batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
+    assert [r["status"] for r in again] == ["skipped"] * 2
+    page = (out / "qc.html").read_text()
+    assert _classes(page) == {"sub-01": "", "sub-02": "check", "sub-03": "earlier"}
+    assert "<b>2 rows of this run</b> (subject, model, res): 0 done, 2 skipped" in page
+    assert "; 1 row of earlier runs into this folder (grey" in page
+    assert [r[0] for r in qc._read_qc(out / "qc.tsv")] == ["sub-01", "sub-02", "sub-03"]  # the table keeps them all
+
+
+def test_which_checks_fail():
+    row = dict.fromkeys(qc.QC_COLUMNS, "n/a")
+    row.update(status="done", bvec_check="ok", b0_check="ok", b0_shift_vox="0.40", fit_outlier_pairs="0",
+               fit_outlier_volumes="0", outlier="-")
+    as_row = lambda r: [r[c] for c in qc.QC_COLUMNS]  # noqa: E731
+    assert qc.failed_checks(as_row(row)) == []
+    assert qc.failed_checks(as_row({**row, "bvec_check": "n/a", "b0_shift_vox": "n/a"})) == []  # not judged
+    assert qc.failed_checks(as_row({**row, "b0_check": "b0 21 0.40x", "b0_shift_vox": "1.29",
+                                    "fit_outlier_pairs": "2"})) == ["b0_check", "b0_shift_vox", "fit_outlier_pairs"]

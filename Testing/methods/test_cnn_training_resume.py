@@ -85,6 +85,28 @@ def test_resumed_with_fewer_epochs_than_done_trains_none_says_so_and_records_wha
     assert t["epochs_per_phase"] == {"mse": 3}
 
 
+def test_a_two_phase_run_stopped_as_its_warm_up_ended_resumes_as_one_run_would(tmp_path):
+    """A training audit: espcn-hetero stopped once its warm-up's last epoch was saved could not be resumed (the
+    checkpoint's optimiser, the mean network's, was loaded into the heteroscedastic phase's: 'a damaged or foreign
+    training checkpoint'); now the next phase starts afresh, as in one run, and ends with the same weights."""
+    net_whole, _, whole = training.train(synthetic_items(), seed=3, method="espcn-hetero", epochs=4, **FAST)
+
+    def interrupt_at_epoch_3(line):
+        if line.startswith("epoch 3 "):  # the first hetero epoch: the checkpoint holds the 2 warm-up epochs
+            raise _Interrupted
+
+    ck = tmp_path / "warm.ckpt"
+    with pytest.raises(_Interrupted):
+        training.train(synthetic_items(), seed=3, method="espcn-hetero", epochs=4, checkpoint=ck,
+                       log=interrupt_at_epoch_3, **FAST)
+    saved = torch.load(str(ck), weights_only=True)
+    assert (saved["phase_index"], saved["phase_finished"]) == (0, True)
+    net, _, resumed = training.train(synthetic_items(), seed=3, method="espcn-hetero", epochs=4, checkpoint=ck, **FAST)
+    assert [h["val_loss"] for h in resumed] == [h["val_loss"] for h in whole]
+    for a, b in zip(net.state_dict().values(), net_whole.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_a_checkpoint_resumed_on_another_thread_count_says_so_and_records_both(tmp_path):
     """A CPU training's sums depend on its thread count: one resumed on 2 threads from a 1-thread checkpoint had
     recorded 2 alone, and the command its record gave trained other weights (a cohort audit). Said, and recorded."""

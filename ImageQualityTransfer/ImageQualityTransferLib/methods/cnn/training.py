@@ -441,7 +441,9 @@ class _Training:
         best, best_state, since = math.inf, copy.deepcopy(net.state_dict()), 0
         ema_state = copy.deepcopy(net.state_dict()) if self.decay else None
         k0 = 0
-        if ck is not None and pi == self.start_phase:
+        # the checkpoint's optimiser only for its own phase: one saved as the warm-up ended holds the mean network's
+        # (a training audit: such a run was never resumed, "a damaged or foreign training checkpoint")
+        if ck is not None and pi == self.start_phase == int(ck["phase_index"]):
             with checkpoint_read(self.checkpoint):
                 opt.load_state_dict(ck["opt"])
                 sched.load_state_dict(ck["sched"])

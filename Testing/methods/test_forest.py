@@ -504,6 +504,12 @@ def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, cap
     assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),
                  "--n-trees", "0"]) == 2
     assert "--n-trees 0: give a positive whole number" in capsys.readouterr().err
+    # rf's std is the spread between its trees: one tree has none (calibrated by ~1e18, its map was noise: an audit)
+    assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),
+                 "--n-trees", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--n-trees 1: rf's uncertainty is the spread between its trees" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.npz").exists()
     assert main(["train", "--method", "biqt", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),
                  "--min-leaf", "100"]) == 2
     assert "--min-leaf 100: each leaf fits a linear map of 162 inputs" in capsys.readouterr().err

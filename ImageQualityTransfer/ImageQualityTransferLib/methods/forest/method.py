@@ -7,11 +7,13 @@ numpy only: every patch is routed down each tree at once and the leaf models are
 
 from __future__ import annotations
 
+from ...core.errors import IQTError
 from ..learned import LearnedMethod
 
 
 class ForestMethod(LearnedMethod):
     model_suffix = ".npz"
+    min_trees = 1
     peak = (5.0, 5.0)  # global-linear 3.8-4.1x measured
 
     def _model_io(self):
@@ -34,6 +36,10 @@ class ForestMethod(LearnedMethod):
         from . import training
 
         trees = settings.get("n_trees") or training.DEFAULTS["n_trees"]
+        if trees < self.min_trees:  # one tree has no spread: calibrated by ~1e18, its std was noise (a training audit)
+            raise IQTError(f"--n-trees {trees}: {self.name}'s uncertainty is the spread between its trees, which one tree "
+                           f"does not have; give at least {self.min_trees} (default {training.DEFAULTS['n_trees']}), or "
+                           "train biqt, whose leaves give their own")
         bar = progress_bar(total=trees if self.name != "global-linear" else 1, desc=f"train {self.name}",
                            enabled=progress)
         try:
@@ -65,6 +71,7 @@ class RFMethod(ForestMethod):
     tta_peak = 7.0  # --tta: the float64 sums of the tensors and its maps (made either way): biqt 6.1x more measured
     description = "IQT-RF: 8 regression trees with linear leaves on top of the global-linear map; std = spread between trees, calibrated on training data"
     gives_uncertainty = True
+    min_trees = 2
 
 
 class BIQTMethod(ForestMethod):

@@ -159,3 +159,9 @@ def test_a_model_given_without_factor_runs_at_its_own(tmp_path, lr_path, capsys)
     assert main(["upsample", str(tmp_path / "sla.nii.gz"), "-o", str(tmp_path / "s.nii.gz"), "--model", model]) == 0
     sla = load_tensor(tmp_path / "sla.nii.gz")
     assert load_tensor(tmp_path / "s.nii.gz").shape3 == (3 * sla.shape3[0], sla.shape3[1], sla.shape3[2])
+    # thick slices along R (a sagittal series): the through-plane model refines them, not the in-plane S axis (a
+    # training audit: a 2.7x2.7x8.1 mm sagittal scan came out 2.71x0.902x8.1 mm)
+    sag = lr.replace(affine=np.diag([6.0, 2.0, 2.0, 1.0]))
+    fileio.save_tensor(sag, tmp_path / "sag.nii.gz")
+    assert main(["upsample", str(tmp_path / "sag.nii.gz"), "-o", str(tmp_path / "g.nii.gz"), "--model", model]) == 0
+    assert load_tensor(tmp_path / "g.nii.gz").shape3 == (3 * sag.shape3[0], sag.shape3[1], sag.shape3[2])

@@ -241,6 +241,16 @@ def permute(f, ornt) -> tuple[int, int, int]:
     return tuple(out)
 
 
+THICK_RATIO = 1.2  # a voxel axis this many times longer than the other two holds thick slices (dmri/outliers.py)
+
+
+def thick_axis(voxel_size) -> int | None:
+    """The voxel axis at least THICK_RATIO times longer than the other two (thick slices), else None."""
+    size = np.asarray(voxel_size, float)
+    k = int(np.argmax(size))
+    return k if size[k] >= THICK_RATIO * max(np.delete(size, k)) else None
+
+
 def largest_axis(f) -> int | None:
     """The one axis with the largest factor (the thick-slice axis of through-plane factors such as 1,1,3); None
     when two or more axes share the largest factor (isotropic)."""

@@ -49,6 +49,11 @@ def factors(args, voxel_size=None, affine=None) -> tuple[int, int, int] | None:
                     return None
                 from ...core.orientation import Reorientation
 
+                thick = grid.thick_axis(voxel_size) if voxel_size is not None and grid.largest_axis(own) is not None \
+                    and sorted(own)[1] == 1 else None
+                if thick is not None:  # a through-plane model refines the thick slices, along whichever axis: 1,1,3 had
+                    # split a sagittal scan's 2.7 mm S axis, its 8.1 mm slices left as they were (a training audit)
+                    return tuple(max(own) if i == thick else 1 for i in range(3))
                 # a model's factors are along canonical (RAS) axes: 1,1,3 refines S, whichever voxel axis holds it
                 return grid.permute(own, Reorientation.to_canonical(affine).inverse().ornt)
         return grid.factors("2" if args.factor is None else args.factor)

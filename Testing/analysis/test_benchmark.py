@@ -250,6 +250,13 @@ def test_a_subject_the_model_was_trained_on_is_said_once(small_subject, tmp_path
             assert flagged == ["global-linear"]
         else:
             assert err == [] and flagged == []
+    # iqt report, the page most likely shared, says it too: on the terminal and on the page (a training audit)
+    page = tmp_path / "r.html"
+    assert cli.main(["report", "-o", str(page), "--subject", str(small_subject), "--methods", "global-linear",
+                     "--model", f"global-linear={tmp_path / 'seen.npz'}", "--no-tracts"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "training subjects" in line]
+    assert len(err) == 1 and "optimistic" in err[0] and "seen.npz" in err[0], err
+    assert "global-linear figures are optimistic" in page.read_text()
 
 
 def test_the_leakage_check_reads_sidecars_and_loads_no_model():

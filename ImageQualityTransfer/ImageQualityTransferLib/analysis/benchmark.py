@@ -85,11 +85,9 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     said = set()  # other libraries' warnings: once per run
     for folder in subject_dirs:
         subject = load_subject(folder)
-        seen = trained_on(subject.name, made, factor, _dwi_sha256(folder))
+        seen = trained_on(subject.name, made, factor, dwi_sha256(folder))
         for label, model in seen.items():
-            warnings.warn(f"{subject.name}: a subject of this name is among the training subjects of the {label} model "
-                          f"({model}), so its {label} figures are optimistic (a model scored on a scan it learned from); "
-                          "score a model on subjects it was not trained on", IQTWarning, stacklevel=2)
+            warnings.warn(trained_on_line(subject.name, label, model), IQTWarning, stacklevel=2)
         for style in styles:
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -156,7 +154,14 @@ def trained_on(name: str, made, factor, dwi_sha256: str | None = None) -> dict:
     return out
 
 
-def _dwi_sha256(folder) -> str | None:
+def trained_on_line(name: str, label: str, model: str) -> str:
+    """The warning that subject `name` is among the training subjects of the `label` method's `model` (`trained_on`)."""
+    return (f"{name}: a subject of this name or scan is among the training subjects of the {label} model ({model}), so "
+            f"its {label} figures are optimistic (a model scored on a scan it learned from); score a model on subjects "
+            "it was not trained on")
+
+
+def dwi_sha256(folder) -> str | None:
     """The SHA256 of a subject folder's DWI file (None for a subject given otherwise, or unreadable)."""
     from ..dmri.subject import dwi_path
     from ..fileio.model_files import sha256

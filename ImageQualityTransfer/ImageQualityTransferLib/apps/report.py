@@ -5,12 +5,13 @@ writes one self-contained HTML page (`apps.report_page`, its figures `apps.repor
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..core import grid, tensors
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 from ..dmri.dti import ESTIMATED_SUPPORT, SCALE_MIN_VOXELS
 from .report_page import NEAREST, tract_methods, write_report
@@ -35,8 +36,14 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     case = make_case(subject, factor)
     for line in skipped:  # once the subject is read: a refusal of it is then the run's only line
         print(line)
+    made = [methods.get(n, model=models.get(n)) for n in names]
+    # a model shown on a scan it learned from: said as `iqt benchmark` says it, here and on the page (a training audit)
+    seen = benchmark.trained_on(subject.name, made, factor, benchmark.dwi_sha256(subject_dir)) if subject_dir else {}
+    trained = [benchmark.trained_on_line(subject.name, label, model) for label, model in seen.items()]
+    for line in trained:
+        warnings.warn(line, IQTWarning, stacklevel=2)
     preds = {}
-    rows = benchmark.score_case(case, [methods.get(n, model=models.get(n)) for n in names], keep=preds)
+    rows = benchmark.score_case(case, made, keep=preds)
     benchmark.add_ratios(rows)
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
     order = ["cubic"] + [n for n in preds if n not in ("cubic", "nearest")]  # the columns in --input's order
@@ -63,7 +70,8 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
             notes = []
     else:
         notes = []
-    notes[:0] = given_model_notes(models) + [f"Warning: the reference's fit: {n}" for n in fit_notes]
+    notes[:0] = given_model_notes(models) + [f"Warning: {n}" for n in trained] + \
+        [f"Warning: the reference's fit: {n}" for n in fit_notes]
     said = ran_note(names, factor, models, tractography.comparison_settings(case) if lines else None, n_seeds)
     if said:
         notes.insert(0, said)
@@ -77,9 +85,6 @@ def reference_fit_notes(subject) -> list[str]:
     """What `iqt fit`'s checks say of the subject's own fit, the reference every method is scored against (a slice's
     signal dropout, a moved b0, a gradient table in another frame), said on the terminal too: the page had scored
     methods against a reference fitted through a dropout without a word (a tractography audit)."""
-    import warnings
-
-    from ..core.errors import IQTWarning
     from ..dmri.fit_checks import fit_with_checks
 
     with warnings.catch_warnings(record=True) as caught:

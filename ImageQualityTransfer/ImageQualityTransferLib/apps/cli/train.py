@@ -29,7 +29,8 @@ def add_parsers(sub) -> None:
                          "model's recorded command gives)")
     sp.add_argument("--epochs", type=int, help="CNN: maximum epochs of 200 batches (default 200, or unlimited with --minutes); "
                                                "the -hetero and -var1 methods train in two phases (the mean alone, then "
-                                               "with the uncertainty), each up to this many")
+                                               "with the uncertainty) that share them, 40 %% and 60 %%, each at least "
+                                               "one (8: 3+5; 1 or 2: 1+1)")
     sp.add_argument("--minutes", type=float, help="CNN: wall-time budget for the training loop")
     sp.add_argument("--threads", type=int, dest="train_threads",
                     help="CPU threads (as 'iqt --threads N train ...'; default: the libraries' choice)")

@@ -175,7 +175,7 @@ def test_a_subject_commits_all_or_none_in_a_dask_worker_thread(tmp_path, monkeyp
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
         rows = batch.run_cohort(items, batch.Settings(method="cubic"), out, client=client, progress=False)
     assert failed and rows[0]["status"] == "done" and said_in_one_line(rows[1])
-    assert not (out / "sub-02").exists()
+    assert not (out / "qc.tsv").exists() and not list(out.rglob("*model-linear*"))
     assert len([n for n in files(out / "sub-01") if n.endswith(".nii.gz")]) == 4
     assert not [n for n in files(out) if "/.iqt-" in n or n.startswith(".iqt-")]
 
@@ -248,10 +248,23 @@ def test_a_table_in_the_way_of_a_folder_is_one_line_after_the_summary(tmp_path, 
 
     ds = helpers.make_bids(tmp_path / "bids", ("01",))
     out = tmp_path / "deriv"
-    (out / "qc.tsv").mkdir(parents=True)
-    with pytest.raises(IQTError, match="the QC table cannot be written"):
-        batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
-    assert capsys.readouterr().out.splitlines()[0].startswith("1 subjects: 1 done")
+    for table in ("qc.tsv", "qc.html"):  # the file in the way named (a cohort audit: qc.html's was called qc.tsv's)
+        (out / table).mkdir(parents=True)
+        with pytest.raises(IQTError, match="the QC table cannot be written") as info:
+            batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
+        assert str(info.value).startswith(f"{out / table}: "), str(info.value)
+        assert capsys.readouterr().out.splitlines()[0].startswith("1 subjects: ")
+        (out / table).rmdir()
+    # `iqt batch` refuses it before any work, its first factor set no longer run before it is found
+    from ImageQualityTransferLib.apps.cli import main
+
+    (out / "qc.html").mkdir()
+    (out / "qc.tsv").unlink()
+    assert main(["batch", str(ds), "-o", str(out), "--method", "linear", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"iqt: error: {out / 'qc.html'}: in the way of the cohort's QC table (qc.html), not a file; move it "
+                   "and rerun"], err
+    assert not (out / "qc.tsv").exists() and not list(out.rglob("*model-linear*"))
 
 
 def test_the_table_is_written_at_most_every_few_seconds_as_subjects_end(tmp_path, monkeypatch):

@@ -434,7 +434,8 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         try:
             write_qc(out_root, ordered, s)
         except OSError as exc:  # not a full disk (that is an IQTError already): e.g. a folder where qc.tsv goes
-            raise IQTError(f"{out_root / 'qc.tsv'}: the QC table cannot be written ({exc.strerror or exc}); make room "
+            where = exc.filename2 or exc.filename or out_root / "qc.tsv"  # renamed into place: the table's own name
+            raise IQTError(f"{where}: the QC table cannot be written ({exc.strerror or exc}); make room "
                            "for it (or remove what is in its way) and rerun: the subjects done are skipped") from None
     except IQTError:  # the run's summary and each failure said first: the error alone ended the run
         say_results(ordered, "; the QC table was not written in full (below)")

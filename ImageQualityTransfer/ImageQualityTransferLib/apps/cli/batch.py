@@ -324,6 +324,9 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: the dataset's derivatives folder itself, which holds one folder per pipeline; "
                        f"write into {Path(args.input) / 'derivatives' / 'iqt'}")
     batch.check_source(out, items)
+    for table in ("qc.tsv", "qc.html"):  # before any work: found at the end of the first factor set, it had ended the
+        if (out / table).exists() and not (out / table).is_file():  # run there and named qc.tsv (a cohort audit)
+            raise IQTError(f"{out / table}: in the way of the cohort's QC table ({table}), not a file; move it and rerun")
     for _, _, group, s in runs:  # no subject's output or removal is a file of the cohort's inputs
         batch.check_inputs_kept(out, group, s)
     batch.check_apart_from_inputs(out, items)  # nor the derivatives' folder an input's folder

@@ -186,7 +186,7 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
     from ...fileio.sizes import header_affine
 
     groups: dict[tuple, list] = {}
-    unread = []
+    unread, refused = [], []
     for it in items:
         affine = header_affine(it.path)
         if affine is None:
@@ -194,12 +194,18 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
             continue
         try:
             f = options.factors(args, voxel_sizes(affine), affine)
-        except IQTError as exc:
-            raise IQTError(f"{it.prefix} ({it.as_typed(it.path)}): {exc}; or leave that subject out of the cohort") from None
+        except IQTError as exc:  # every such subject named, not the first only (a cohort audit)
+            refused.append((it, exc))
+            continue
         except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # a grid no orientation is read from: its reader
             unread.append(it)  # says what is wrong, in its subject's row (a review: an internal error for the cohort)
             continue
         groups.setdefault(tuple(int(x) for x in f), []).append(it)
+    if refused:
+        (it, exc), more = refused[0], [other.prefix for other, _ in refused[1:]]
+        also = f"; so {'are' if len(more) > 1 else 'is'} {_listed(more)}" if more else ""
+        them = "those subjects" if more else "that subject"
+        raise IQTError(f"{it.prefix} ({it.as_typed(it.path)}): {exc}{also}; or leave {them} out of the cohort")
     if not groups:  # no header read: every subject fails with its reader's line, under a model's own factors or 2
         from ...fileio.model_files import factors_named
 
@@ -210,6 +216,12 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
     groups[first] = [it for it in items if id(it) in joined]
     args.unread = {it.prefix for it in unread}  # not chosen by their header: left out of the line naming the chosen
     return list(groups.items())
+
+
+def _listed(names, most: int = 4) -> str:
+    """"a", "a and b", "a, b, c and d", the first `most` and how many more."""
+    shown = names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
 def _chosen_by(args) -> str:

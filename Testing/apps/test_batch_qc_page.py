@@ -50,6 +50,11 @@ def test_a_failed_check_is_orange_and_an_earlier_run_s_rows_are_grey_and_counted
     assert "<b>2 rows of this run</b> (subject, model, res): 0 done, 2 skipped" in page
     assert "; 1 row of earlier runs into this folder (grey" in page
     assert [r[0] for r in qc._read_qc(out / "qc.tsv")] == ["sub-01", "sub-02", "sub-03"]  # the table keeps them all
+    # a subject's seconds are the same figure done and skipped: its sidecar's (36.6 s, then 36.4 s: the same audit)
+    at = qc.QC_COLUMNS.index("seconds")
+    assert [row[at] for row in qc.qc_rows(res[:2])] == [row[at] for row in qc.qc_rows(again)]
+    later = [dict(r, seconds=r["qc"]["seconds"] + 5) for r in res[:2]]  # the run's end, after its writing
+    assert [row[at] for row in qc.qc_rows(later)] == [format(r["qc"]["seconds"], ".1f") for r in res[:2]]
 
 
 def test_which_checks_fail():

@@ -88,7 +88,9 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
     rows = []
     for r in results:
         q = r["qc"]
-        seconds = q.get("seconds") if r["status"] == "skipped" else r.get("seconds")  # a skip keeps the run's time
+        # the time its sidecar records, done or skipped (a done row had shown the time with the writing, a skip then
+        # another figure: 36.6 s, then 36.4 s, a cohort audit); a failure's own
+        seconds = q.get("seconds", r.get("seconds")) if r["status"] in ("done", "skipped") else r.get("seconds")
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), q.get("brain_from", "-") if q else "-",
                      _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),

@@ -241,7 +241,10 @@ def test_a_subject_the_model_was_trained_on_is_said_once(small_subject, tmp_path
     for name in ("seen", "unseen"):
         assert cli.main(["benchmark", str(small_subject), "--methods", "cubic", "--model",
                          f"global-linear={tmp_path / f'{name}.npz'}", "--json", str(tmp_path / f"{name}_rows.json")]) == 0
-        err = [line for line in capsys.readouterr().err.splitlines() if "training subjects" in line]
+        said = capsys.readouterr()
+        err = [line for line in said.err.splitlines() if "training subjects" in line]
+        # the table names the method alone: a line above it says which model scored (a training audit)
+        assert f"global-linear: scored with the model {tmp_path / f'{name}.npz'}, not the shipped one" in said.out
         rows = json.loads((tmp_path / f"{name}_rows.json").read_text())["rows"]
         flagged = [r["method"] for r in rows if r.get("trained_on_subject")]
         if name == "seen":

@@ -75,6 +75,8 @@ def run(args):
             index = [r["noise_index"] for r in rows if r.get("noise_index") is not None]
             print(f"inputs with Rician noise added at b0 SNR {snr:g}, seed {seed}"
                   + (f" (noise index {min(index):.3f}-{max(index):.3f})" if index else ""))
+        for name, path in models.items():  # the rows named the method alone (a training audit)
+            print(f"{name}: scored with the model {path}, not the shipped one")
         print(benchmark.markdown_table(rows))
         if len(args.subjects) > 1 or len(styles) > 1:
             print()

@@ -197,7 +197,7 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method rf --model {d}/missing.npz", "missing.npz: model file not found"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method rf --model {d}/sub", "a folder; give the model file"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model " + str(Path(model_files.MODELS_DIR) / "rf_x2.npz"),
-     "it is a rf model: run it with --method rf"),  # without --method it runs rf (test_model_named.py)
+     "it is an rf model: run it with --method rf"),  # without --method it runs rf (test_model_named.py)
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method global-linear --factor 3 --model {d}/edited_gl.npz",
      "edited_gl.npz: it answers 48 values per low-res voxel, its sidecar's factors 3 need 162"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --factor 3 --model {d}/edited_cnn.pt",
@@ -206,7 +206,7 @@ CASES = [
     ("train --method rf --subjects {d}/nobval -o {d}/m.npz", "no dwi.bval in this folder"),
     ("train --method rf --subjects {d}/both -o {d}/m.npz", "holds both dwi.nii.gz and dwi.nii"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --init " + str(Path(model_files.MODELS_DIR) / "rf_x2.npz"),
-     "it is a rf model, which cannot initialise a network"),  # it advised 'run it with --method rf'
+     "it is an rf model, which cannot initialise a network"),  # it advised 'run it with --method rf'
     ("benchmark {d}/both --methods cubic", "holds both dwi.nii.gz and dwi.nii"),
     ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
     # a copy of a subject under another name: counted twice with exit 0

@@ -86,7 +86,7 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     got = meta.get("format") if isinstance(meta, dict) else None
     if got != fmt:
         method = meta.get("method") if isinstance(meta, dict) else None
-        hint = f"; it is a {method} model: run it with --method {method}" if isinstance(method, str) else ""
+        hint = f"; it is {article(method)} {method} model: run it with --method {method}" if isinstance(method, str) else ""
         raise IQTError(f"{sp}: not an IQT {family} model sidecar (format {got!r}, expected {fmt!r}){hint}")
     return meta, weights_path(sp, meta)
 
@@ -561,3 +561,8 @@ class Family:
 
     def register(self, sidecar, models_dir=MODELS_DIR) -> None:
         register(self.read_sidecar(sidecar)[0], sidecar, models_dir)
+
+
+def article(method: str) -> str:
+    """"an" before a method name said with a vowel sound (espcn, rf: "an R-F"), else "a" (biqt, deep)."""
+    return "an" if method[:1] in "aeiou" or method.startswith("rf") else "a"

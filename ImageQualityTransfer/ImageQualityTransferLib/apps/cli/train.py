@@ -19,7 +19,7 @@ from . import options
 def add_parsers(sub) -> None:
     sp = sub.add_parser("train", help="train a learned method (3D-ESPCN, the deeper network, IQT-RF, BIQT-RF, global-linear; 'iqt methods') on high-quality subject folders")
     sp.add_argument("--method", default="espcn", help="a learned method (see 'iqt methods'; default espcn)")
-    sp.add_argument("--subjects", nargs="+", required=True, help="folders holding dwi.nii.gz, dwi.bval, dwi.bvec")
+    sp.add_argument("--subjects", nargs="+", required=True, help="folders holding dwi.nii.gz (or dwi.nii), dwi.bval, dwi.bvec")
     sp.add_argument("--factor", default="2",
                     help="upsampling factor the model is for: 2, 3, or per axis on the subjects' canonical RAS axes, "
                          "e.g. 1,1,3 for thick axial slices (default 2); a per-axis model also serves its factors "
@@ -157,7 +157,8 @@ def run(args):
         raise IQTError(f"--method {args.method}: nothing to train; trainable methods are {', '.join(methods.trainable())}")
     for d in args.subjects:
         if not (Path(d) / "dwi.nii.gz").exists() and not (Path(d) / "dwi.nii").exists():
-            raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz, dwi.bval and dwi.bvec)")
+            raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz or dwi.nii, dwi.bval and dwi.bvec; a BIDS "
+                           "subject's files go in as such a folder, e.g. of links to them)")
     plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)",
                    shipped_ok=True)
@@ -191,11 +192,13 @@ def run(args):
             raise IQTError(f"{flag} {value:g}: give a share between 0 and 1 (e.g. 0.2)")
     args.coarsen_mm = _voxel_sizes(args.coarsen)
     if args.init and cls.requires_torch:  # another family's model, said in this option's words
+        from ...fileio.model_files import article
+
         try:
             cls()._model_io().read_sidecar(args.init)
         except IQTError as exc:
-            raise IQTError(re.sub(r"; it is a (\S+) model: run it with --method \S+",
-                                  lambda found: f"; it is a {found[1]} model, which cannot initialise a network: give an "
+            raise IQTError(re.sub(r"; it is an? (\S+) model: run it with --method \S+",
+                                  lambda found: f"; it is {article(found[1])} {found[1]} model, which cannot initialise a network: give an "
                                                 "espcn-family .pt model from 'iqt train'", str(exc))) from None
     if args.input_unit and args.init and cls.requires_torch:  # before any data are prepared or processes start
         raise IQTError("--input-unit: an --init model brings its own input unit; drop --input-unit")

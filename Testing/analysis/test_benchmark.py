@@ -293,6 +293,14 @@ def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subj
     made = [methods.get("global-linear", model=str(model))]
     assert benchmark.trained_on("renamed", made, 2) == {}
     assert benchmark.trained_on("renamed", made, 2, sha256(first / "dwi.nii.gz")) == {"global-linear": "gl.npz"}
+    # a subject of the same name whose DWI is another file (BIDS names repeat across sites: a training audit) is not
+    # the training scan; the same name without a checksum to compare, or the same file, still is
+    other = tmp_path / "other_site" / "first"
+    other.mkdir(parents=True)
+    helpers.save_phantom_dwi(other / "dwi.nii.gz", (32, 36, 28), 1)
+    assert benchmark.trained_on("first", made, 2, sha256(other / "dwi.nii.gz")) == {}
+    assert benchmark.trained_on("first", made, 2) == {"global-linear": "gl.npz"}
+    assert benchmark.trained_on("first", made, 2, sha256(first / "dwi.nii.gz")) == {"global-linear": "gl.npz"}
     warm = {"training": {"subjects": ["a"], "init": {"command": "iqt train --method espcn --subjects /x/b '/x/c d' -o m.pt"}}}
     assert benchmark._training_names_and_files(warm)[0] == {"a", "b", "c d"}
     capsys.readouterr()

@@ -106,15 +106,21 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     return rows
 
 
-def _training_names_and_files(meta: dict) -> tuple[set, set]:
-    """(subject folder names, DWI SHA256s) a sidecar records as trained on: its own subjects and files, and the subjects
-    its --init model's recorded command names (a warm-started model has learnt from those too)."""
+def _training_names_and_files(meta: dict) -> tuple[set, set, dict]:
+    """(subject folder names, DWI SHA256s, {name: its DWI SHA256s}) a sidecar records as trained on: its own subjects
+    and files, and the subjects its --init model's recorded command names (a warm-started model has learnt from those
+    too)."""
     import shlex
 
     t = meta.get("training") or {}
     names = set(t.get("subjects") or ())
-    files = {h for d in t.get("data_sha256") or () if isinstance(d, dict)
-             for k, h in (d.get("sha256") or {}).items() if k.startswith("dwi.nii")}
+    files, by_name = set(), {}
+    for d in t.get("data_sha256") or ():
+        if isinstance(d, dict):
+            for k, h in (d.get("sha256") or {}).items():
+                if k.startswith("dwi.nii"):
+                    files.add(h)
+                    by_name.setdefault(d.get("subject"), set()).add(h)
     command = (t.get("init") or {}).get("command") if isinstance(t.get("init"), dict) else None
     if command:
         try:
@@ -126,7 +132,7 @@ def _training_names_and_files(meta: dict) -> tuple[set, set]:
                 if w.startswith("-"):
                     break
                 names.add(Path(w).name)
-    return names, files
+    return names, files, by_name
 
 
 def trained_on(name: str, made, factor, dwi_sha256: str | None = None) -> dict:
@@ -147,8 +153,11 @@ def trained_on(name: str, made, factor, dwi_sha256: str | None = None) -> dict:
             except (IQTError, OSError, ValueError):  # no model for these factors, or none readable: said where it runs
                 continue
             file = file.name if file is not None else ""
-            names, files = _training_names_and_files(meta) if isinstance(meta, dict) else (set(), set())
-            if name in names or (dwi_sha256 is not None and dwi_sha256 in files):
+            names, files, by_name = _training_names_and_files(meta) if isinstance(meta, dict) else (set(), set(), {})
+            # a name recorded with its DWI's checksum matches only that file: BIDS names such as sub-01 repeat across
+            # sites, and another site's held-out sub-01 had been left out of the summary (a training audit)
+            other_scan = dwi_sha256 is not None and name in by_name and dwi_sha256 not in by_name[name]
+            if (name in names and not other_scan) or (dwi_sha256 is not None and dwi_sha256 in files):
                 out[m.label] = file
                 break
     return out

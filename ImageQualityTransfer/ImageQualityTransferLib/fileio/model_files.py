@@ -172,6 +172,9 @@ def seal(path, load=None) -> tuple[Path, bool]:
     return sp, True
 
 
+READ_SETTINGS = ("input_unit", "inputs")  # how a forest reads its input, recorded twice: at the top and as trained
+
+
 def check_sealable(path, load=None) -> tuple[Path, dict]:
     """(sidecar, its fields) of a model `seal` may seal or has sealed; an IQTError naming what is wrong otherwise.
     Sealed or not, the weights must be the file the sidecar names (`check_names_given`), match its SHA256 and, with
@@ -197,6 +200,12 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
                        "'iqt train' wrote it; re-download or retrain the model rather than seal it again")
     if not sealed and registered_entry(sp) is not None:
         raise IQTError(f"{sp}: one of the install's shipped models, which ship sealed; reinstall the extension")
+    trained = (meta.get("training") or {}).get("settings") if isinstance(meta.get("training"), dict) else None
+    for key in READ_SETTINGS if isinstance(trained, dict) else ():
+        if key in meta and key in trained and meta[key] != trained[key]:  # one edited: sealed, it ran the edit (an audit)
+            raise IQTError(f"{sp}: {key} is {meta[key]!r} at the sidecar's top and {trained[key]!r} in training.settings, "
+                           "the settings it was trained with: it was edited after 'iqt train' wrote it; re-download or "
+                           "retrain the model rather than seal it")
     weights = weights_path(sp, meta)
     if not weights.is_file():
         raise IQTError(f"{weights}: model weights not found (named by {sp}); re-download or retrain the model")

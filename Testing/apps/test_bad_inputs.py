@@ -3,6 +3,7 @@ every input byte-identical afterwards. Then the same rules for the Slicer proces
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -93,6 +94,10 @@ def work(small_subject, tmp_path_factory):
     fileio.save_mask(mask.replace(affine=affine), d / "shear_seeds.nii.gz")
     shutil.copytree(small_subject, d / "copy" / "subj")  # another subject of the same name
     shutil.copytree(small_subject, d / "twin")  # the same subject under another name
+    plain = d / "plain"  # the same scan stored uncompressed (a training audit: a second subject, exit 0)
+    shutil.copytree(small_subject, plain, ignore=shutil.ignore_patterns("dwi.nii.gz"))
+    with gzip.open(small_subject / "dwi.nii.gz", "rb") as src, open(plain / "dwi.nii", "wb") as dst:
+        shutil.copyfileobj(src, dst)
     nobval = d / "nobval"
     shutil.copytree(small_subject, nobval)
     (nobval / "dwi.bval").unlink()
@@ -211,6 +216,7 @@ CASES = [
     ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
     # a copy of a subject under another name: counted twice with exit 0
     ("train --method rf --subjects {d}/subj {d}/copy/subj -o {d}/m.npz", "byte-identical to that of"),
+    ("train --method rf --subjects {d}/subj {d}/plain -o {d}/m.npz", "holds, decompressed, the bytes of that of"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),
     ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),
     ("fit {d}/sm2/dwi.nii.gz -o {d}/t.nii.gz", "s/m^2"),

@@ -167,5 +167,6 @@ def refuse_copies(subjects, role: str = "subject") -> None:
     pair = first_copy([dwi_path(d) for d in subjects])
     if pair is not None:
         d, first = subjects[pair[0]], subjects[pair[1]]
-        raise IQTError(f"{d}: its DWI ({dwi_path(d).name}) is byte-identical to that of {first}, so one subject "
+        same = "is byte-identical to" if dwi_path(d).suffix == dwi_path(first).suffix else "holds, decompressed, the bytes of"
+        raise IQTError(f"{d}: its DWI ({dwi_path(d).name}) {same} that of {first}, so one subject "
                        f"would be counted twice; list each {role} once")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,27 +33,66 @@ def sha256(path) -> str:
 
 
 def first_copy(paths) -> tuple[int, int] | None:
-    """(i, j), j < i, of the first file of `paths` whose bytes are those of an earlier one; None where all differ. Only
-    files of one size are hashed; an empty or missing file is none's copy (its reader says what is wrong)."""
-    import os
-
+    """(i, j), j < i, of the first file of `paths` whose image bytes are those of an earlier one; None where all
+    differ. A gzipped file and a plain one holding the same bytes are copies too (a training audit: dwi.nii beside the
+    same scan's dwi.nii.gz was a second subject); only files of one size (their uncompressed size, which a gzip file
+    records at its end) are read, and a gzipped one is decompressed only beside a plain one of that size. An empty or
+    missing file is none's copy (its reader says what is wrong)."""
     by_size: dict = {}
     for i, p in enumerate(paths):
-        try:
-            size = os.path.getsize(p)
-        except OSError:
-            continue
+        size = _content_size(p)
         if size:
             by_size.setdefault(size, []).append(i)
     found = []
     for group in (g for g in by_size.values() if len(g) > 1):
+        mixed = len({_gzipped(paths[i]) for i in group}) > 1
+        if not mixed:  # of one kind: a copy has the same file size too (a cohort of one protocol is not all read)
+            sizes = [os.path.getsize(paths[i]) for i in group]
+            group = [i for i, n in zip(group, sizes) if sizes.count(n) > 1]
         digests: dict = {}
         for i in group:
-            j = digests.setdefault(sha256(paths[i]), i)
+            try:
+                key = _content_sha256(paths[i]) if mixed else sha256(paths[i])
+            except (OSError, EOFError, zlib.error):  # a damaged file is none's copy: its reader says what is wrong
+                continue
+            j = digests.setdefault(key, i)
             if j != i:
                 found.append((i, j))
                 break
     return min(found) if found else None
+
+
+def _gzipped(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
+def _content_size(path) -> int:
+    """The size of `path`'s bytes once decompressed (a gzip file's ISIZE: modulo 4 GiB), else its size; 0 unread."""
+    try:
+        size = os.path.getsize(path)
+        if size > 18 and _gzipped(path):
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                return int.from_bytes(f.read(4), "little") or size
+        return size
+    except OSError:
+        return 0
+
+
+def _content_sha256(path) -> str:
+    """SHA256 of `path`'s bytes, decompressed where it is gzipped."""
+    import gzip
+
+    h = hashlib.sha256()
+    opener = gzip.open if _gzipped(path) else open
+    with opener(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def sidecar_path(path) -> Path:

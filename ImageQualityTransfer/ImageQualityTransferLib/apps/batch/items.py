@@ -307,5 +307,6 @@ def _refuse_copies(items) -> None:
     pair = first_copy([it.path for it in items])
     if pair is not None:
         it, first = items[pair[0]], items[pair[1]]
-        raise IQTError(f"{it.path} is byte-identical to {first.path}: one subject copied under another name "
+        same = "is byte-identical to" if Path(it.path).suffix == Path(first.path).suffix else "holds, decompressed, the bytes of"
+        raise IQTError(f"{it.path} {same} {first.path}: one subject copied under another name "
                        f"({it.prefix} and {first.prefix}); give each subject once")

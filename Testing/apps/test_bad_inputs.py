@@ -94,6 +94,8 @@ def work(small_subject, tmp_path_factory):
     fileio.save_mask(mask.replace(affine=affine), d / "shear_seeds.nii.gz")
     shutil.copytree(small_subject, d / "copy" / "subj")  # another subject of the same name
     shutil.copytree(small_subject, d / "twin")  # the same subject under another name
+    (d / "nosidecar").mkdir()  # a forest's weights without their sidecar: refused in a CNN's words (a training audit)
+    shutil.copy(Path(model_files.MODELS_DIR) / "rf_x2.npz", d / "nosidecar" / "rf1.npz")
     plain = d / "plain"  # the same scan stored uncompressed (a training audit: a second subject, exit 0)
     shutil.copytree(small_subject, plain, ignore=shutil.ignore_patterns("dwi.nii.gz"))
     with gzip.open(small_subject / "dwi.nii.gz", "rb") as src, open(plain / "dwi.nii", "wb") as dst:
@@ -217,6 +219,8 @@ CASES = [
     # a copy of a subject under another name: counted twice with exit 0
     ("train --method rf --subjects {d}/subj {d}/copy/subj -o {d}/m.npz", "byte-identical to that of"),
     ("train --method rf --subjects {d}/subj {d}/plain -o {d}/m.npz", "holds, decompressed, the bytes of that of"),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --model {d}/nosidecar/rf1.npz",
+     "rf1.json: model sidecar not found; 'iqt train' writes one beside each model, naming its method"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),
     ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),
     ("fit {d}/sm2/dwi.nii.gz -o {d}/t.nii.gz", "s/m^2"),

@@ -181,7 +181,15 @@ def method_name(args, f, uncertainty: bool = False) -> str:
     if getattr(args, "model", None):
         from ...fileio.model_files import method_named
 
-        named = method_named(args.model)  # None where the file or its sidecar cannot be read: the load then says why
+        named = method_named(args.model)  # None where the sidecar cannot be read or names no method
+        if named is None and Path(args.model).is_file():
+            from ...fileio.model_files import sidecar_path
+
+            # the default method's loader had said why, in a CNN's words for a forest's .npz (a training audit)
+            sp = sidecar_path(args.model)
+            what = "model sidecar not found" if not sp.exists() else "not a model sidecar naming its method"
+            raise IQTError(f"{sp}: {what}; 'iqt train' writes one beside each model, naming its method: put it "
+                           f"beside {args.model}, or give --method")
         return named if named in methods.names() else methods.default_method(uncertainty=uncertainty)
     return methods.default_method(f, uncertainty=uncertainty)
 

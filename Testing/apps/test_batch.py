@@ -98,6 +98,11 @@ def test_bids_cohort_outputs_failures_and_resume(tmp_path, capsys, cluster):
     brain = fileio.load_mask(out / "sub-01" / "dwi" / (base.replace("_param-", "_desc-brain_mask") + ".nii.gz"))
     assert brain.shape3 == hr.shape3 and np.allclose(brain.affine, hr.affine)
     assert 0.05 < brain.data.mean() < 0.9 and np.all(np.any(hr.data[brain.data] != 0, axis=-1))
+    # BIDS: a mask's sidecar names its Type, and a unitless map (FA) or the mask carries no empty Units (an audit)
+    side = lambda name: json.loads((out / "sub-01" / "dwi" / name).read_text())  # noqa: E731
+    mask_side = side(base.replace("_param-", "_desc-brain_mask") + ".json")
+    assert mask_side["Type"] == "Brain" and "Units" not in mask_side
+    assert "Units" not in side(f"{base}fa_dwimap.json") and side(f"{base}md_dwimap.json")["Units"] == "mm^2/s"
 
     rows = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
     assert rows[0][:9] == ["subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from",

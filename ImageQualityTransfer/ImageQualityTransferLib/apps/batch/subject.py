@@ -248,7 +248,9 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                 about = DESCRIPTIONS.get(key, key)
                 if key == "tensor":  # as the input was read (a dtifit file's, not voxel-axis SYMMATRIX)
                     about += f" ({fileio.layout_words(vols[key].meta['written'])})"
-                meta = {"Description": about, "Units": UNITS.get(key, ""), "Resolution": resolution,
+                # a unitless map (FA) or the mask has no Units (it had ""), and the mask its BIDS Type (a cohort audit)
+                unit = {"Units": UNITS[key]} if UNITS.get(key) else {"Type": "Brain"} if key == "mask" else {}
+                meta = {"Description": about, **unit, "Resolution": resolution,
                         "Sources": sources(item),
                         "InputFile": str(Path(item.path).absolute()), **ident, "Model": s.model_file, **ran_on,
                         **noisy_model, "SoftwareName": PIPELINE, "SoftwareVersion": __version__,

@@ -513,6 +513,9 @@ def test_train_takes_the_forest_size_and_records_it(small_subject, tmp_path, cap
     assert main(["train", "--method", "biqt", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),
                  "--min-leaf", "100"]) == 2
     assert "--min-leaf 100: each leaf fits a linear map of 162 inputs" in capsys.readouterr().err
+    assert main(["train", "--method", "rf", "--subjects", str(small_subject), "-o", str(tmp_path / "x.npz"),
+                 "--n-train", "300", "--min-leaf", "200"]) == 2  # trees of one leaf each, said nowhere (an audit)
+    assert "--n-train 300 with --min-leaf 200: no split leaves 200 examples on each side" in capsys.readouterr().err
     assert main(["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "e.pt"),
                  "--max-depth", "4"]) == 2
     assert "--max-depth: does not apply to 'espcn'" in capsys.readouterr().err

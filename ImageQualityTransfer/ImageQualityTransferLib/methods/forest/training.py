@@ -77,6 +77,10 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
     if method != "global-linear" and cfg["min_leaf"] is not None and cfg["min_leaf"] <= inputs:
         raise IQTError(f"--min-leaf {cfg['min_leaf']}: each leaf fits a linear map of {inputs} inputs, so it needs "
                        f"more examples than that (default {DEFAULTS['min_leaf']})")
+    if method != "global-linear" and cfg["min_leaf"] and cfg["n_train"] < 2 * cfg["min_leaf"]:  # trees of one leaf,
+        raise IQTError(f"--n-train {cfg['n_train']} with --min-leaf {cfg['min_leaf']}: no split leaves "  # said nowhere
+                       f"{cfg['min_leaf']} examples on each side, so every tree is one leaf; give --n-train of at least "
+                       f"{2 * cfg['min_leaf']} (default {DEFAULTS['n_train']}) or a smaller --min-leaf")
     t0 = time.perf_counter()
     lib = library if library is not None else patches.build_library(subjects, factor, n=cfg["n"], rate=cfg["rate"],
                                                                     seed=seed, log=log,

@@ -240,6 +240,7 @@ def test_a_maps_floor_over_an_estimated_brain_is_read_inside_its_rim():
     unmasked). A run kept to such a brain (mrml.SUPPORT_ATTRIBUTE) reads its median where its scale is read, inside
     the rim (`dmri.dti.inside_rim`); the same map of a masked input, over its input's brain."""
     from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri import dti
     from ImageQualityTransferLib.dmri.dti import ESTIMATED_SUPPORT
 
     scene = views_scene()
@@ -258,6 +259,18 @@ def test_a_maps_floor_over_an_estimated_brain_is_read_inside_its_rim():
         node.RemoveAttribute(legends.MEDIAN_ATTRIBUTE)  # read again, as a run's maps are styled together
         legends.style_results(scene, maps)
         assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(floor, rel=1e-5), estimated
+    # a brain thinner than the rim (a slab) has no inside: read as a masked one's, without the margin (a review: the
+    # whole support, margin included, had been read)
+    slab = np.zeros((40, 40, 20), np.float32)
+    slab[8:32, 8:32, 2:18] = 2.0  # the margin, two high-res voxels deep at x2
+    slab[10:30, 10:30, 4:16] = np.linspace(0.1, 0.3, 20)[:, None, None]  # the brain, median 0.2
+    node = mrml.add_scalar_node(scene, Volume(slab, np.eye(4), "scalar"), "slab")
+    node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
+    node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
+    node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, ESTIMATED_SUPPORT)
+    assert not (dti.inside_rim(slab > 0, (1, 1, 1)) & (slab > 0)).any()
+    legends.style_results(scene, {"uncertainties": {"std": node}})
+    assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2, rel=1e-5)
 
 
 def test_legends_titles_and_label_formats(lowres):

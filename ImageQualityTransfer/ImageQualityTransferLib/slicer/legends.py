@@ -279,7 +279,9 @@ def brain_of_map(node, present: np.ndarray, voxel_size) -> np.ndarray:
     tensors (mrml.SUPPORT_ATTRIBUTE), `inside_rim`, as its scale is read: that support keeps a rim of scalp and
     background fits, which the floor had mostly coloured (a display audit, the 3 mm yaw dev scan fitted unmasked)."""
     if _estimated(node):
-        return inside_rim(present, voxel_size)
+        inner = inside_rim(present, voxel_size)
+        if (inner & present).sum() >= SCALE_MIN_VOXELS:  # a brain thinner than the rim (a slab): as a masked one's
+            return inner
     return input_support(present, node.GetAttribute(mrml.FACTORS_ATTRIBUTE))
 
 
@@ -379,7 +381,8 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
         vol = mrml.scalar_volume_from_node(first)
         present = np.isfinite(vol.data) & (vol.data > 0)
         region = inside_rim(present, vol.voxel_size)
-        inner = region if _estimated(first) else input_support(present, first.GetAttribute(mrml.FACTORS_ATTRIBUTE))
+        inner = region if _estimated(first) and (region & present).sum() >= SCALE_MIN_VOXELS else \
+            input_support(present, first.GetAttribute(mrml.FACTORS_ATTRIBUTE))
     legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note,
                                       from_median=from_median, floor_note=floor_note, inner=inner)
                for key, node in maps.items()}

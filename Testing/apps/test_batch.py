@@ -228,6 +228,9 @@ def test_a_worker_near_its_memory_limit_is_not_paused_also_once_started_again():
     def pause(dask_worker):
         return dask_worker.memory_manager.memory_pause_fraction
 
+    import dask
+
+    before = dask.config.get("distributed.worker.memory.pause")
     client, cluster = batch.start_client(1, dashboard_address=":0", memory_limit="1GiB")
     try:
         assert set(client.run(pause).values()) == {False}
@@ -236,6 +239,7 @@ def test_a_worker_near_its_memory_limit_is_not_paused_also_once_started_again():
     finally:
         client.close()
         cluster.close()
+    assert dask.config.get("distributed.worker.memory.pause") == before  # this process's other clusters keep theirs
 
 
 def test_list_of_folders_and_dti_files_in_process(tmp_path):

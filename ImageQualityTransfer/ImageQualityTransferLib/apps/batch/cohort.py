@@ -70,14 +70,16 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     security = local_security() if secure else None
     # No pausing: a worker past 80 % of --memory-limit with nothing of ours to spill paused and, between tasks, never
     # came back under it nor reached the 95 % kill: the run waited forever without a word (a cohort audit, espcn under
-    # 600MiB). Without it the task runs; a worker that passes 95 % is killed and its subject said (run_cohort). Set for
-    # this process, not within the `with` below: a worker started again after such a kill read Dask's defaults.
-    dask.config.set({f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause")})
+    # 600MiB). Without it the task runs; a worker that passes 95 % is killed and its subject said (run_cohort). Given
+    # to the nannies, which hand it to every worker they start, also again after such a kill (set within a `with`, a
+    # restarted worker read Dask's defaults; set for the process, every later cluster of its other users had it too).
+    memory = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause")}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
             dashboard_address=dashboard_address, silence_logs=logging.CRITICAL, security=security,
-            host="127.0.0.1", preload=[f"{__package__}.worker_signals"]))  # a restarted worker ignores Ctrl-C too
+            host="127.0.0.1", preload=[f"{__package__}.worker_signals"],  # a restarted worker ignores Ctrl-C too
+            config=memory))
     if security is not None:
         _OWN_CLUSTERS[cluster.scheduler_address] = security
     # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it would be a

@@ -1100,6 +1100,8 @@ def test_voxel_size_and_a_models_own_factors_choose_each_subjects(tmp_path, caps
     rows = (out / "qc.tsv").read_text().splitlines()[1:]
     assert sorted((r.split("\t")[0], r.split("\t")[2], r.split("\t")[3]) for r in rows) == [
         ("sub-iso", "2x", "done"), ("sub-sla", "4x2x2x", "done"), ("sub-thick", "2x2x4x", "done")], rows
+    page = (out / "qc.html").read_text()  # one command's factor sets are all this run's (a review: two were grey)
+    assert "<b>3 rows of this run</b>" in page and "earlier runs" not in page, page[:500]
     code, stdout, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "linear",
                                 "--voxel-size", "2", "--scheduler", cluster)
     assert code == 0 and "0 done, 3 skipped" in stdout, (stdout, err)

@@ -64,5 +64,74 @@ def test_which_checks_fail():
     as_row = lambda r: [r[c] for c in qc.QC_COLUMNS]  # noqa: E731
     assert qc.failed_checks(as_row(row)) == []
     assert qc.failed_checks(as_row({**row, "bvec_check": "n/a", "b0_shift_vox": "n/a"})) == []  # not judged
-    assert qc.failed_checks(as_row({**row, "b0_check": "b0 21 0.40x", "b0_shift_vox": "1.29",
-                                    "fit_outlier_pairs": "2"})) == ["b0_check", "b0_shift_vox", "fit_outlier_pairs"]
+    bad = as_row({**row, "b0_check": "b0 21 0.40x", "b0_shift_vox": "1.29", "fit_outlier_pairs": "2"})
+    assert qc.failed_checks(bad) == ["b0_check", "b0_shift_vox", "fit_outlier_pairs"]
+    # left out of the fit with --exclude-outliers: not a failed check (a review: orange, "tensors may be wrong")
+    assert qc.failed_checks(bad, excluded=True) == ["b0_check", "b0_shift_vox"]
+    # a skip of a subject whose sidecar records no time shows none, not the skip's own (a review)
+    skipped = {"subject": "sub-01", "status": "skipped", "qc": {"snr": 20.0}, "seconds": 0.01}
+    assert qc.qc_rows([skipped])[0][qc.QC_COLUMNS.index("seconds")] == "n/a"
+
+
+@pytest.mark.slow
+def test_an_earlier_run_s_rows_come_after_this_run_s_whatever_their_model(tmp_path):
+    """Sorted by model first, an earlier cubic run's grey rows had come above this linear run's (a review)."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01",), None)
+    out = tmp_path / "deriv"
+    items = batch.find_items(ds)
+    batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
+    batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)
+    page = (out / "qc.html").read_text()
+    rows = re.findall(r'<tr(?: class="(\w+)")?><td>([^<]*)</td><td>([^<]*)</td>', page)
+    assert [(c, m) for c, _, m in rows] == [("", "linear"), ("earlier", "cubic")], rows
+    assert [r[1] for r in qc._read_qc(out / "qc.tsv")] == ["linear", "cubic"]
+
+
+def test_one_command_s_factor_sets_are_all_this_run_s(tmp_path):
+    """`iqt batch --voxel-size` runs one factor set after another: the first sets' rows were grey, counted as earlier
+    runs' (a review); the command gives each later set the keys of those before it (`also`)."""
+    out = helpers.tensor_list(tmp_path)
+    items = batch.find_items(tmp_path / "list.txt")
+    first = batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)
+    second = batch.run_cohort(items, batch.Settings(method="linear", factor=3), out, progress=False,
+                              also=qc.row_keys(first, batch.Settings(method="linear")))
+    assert [r["status"] for r in first + second] == ["done", "done"]
+    page = (out / "qc.html").read_text()
+    assert "<b>2 rows of this run</b>" in page and "earlier runs" not in page, page[:600]
+
+
+def test_a_table_that_cannot_be_written_names_itself_not_its_temporary(tmp_path, monkeypatch):
+    """A failure before the rename (a share refusing chmod) named the temporary file, already removed (a review)."""
+    import errno
+
+    from ImageQualityTransferLib import fileio
+
+    real = fileio.write_text
+
+    def refused(path, text, *a, **k):
+        if str(path).endswith(".html"):
+            raise OSError(errno.EPERM, "Operation not permitted", str(path.with_name(".iqt-abc123.html")))
+        return real(path, text, *a, **k)
+
+    monkeypatch.setattr(fileio, "write_text", refused)
+    with pytest.raises(OSError) as info:
+        qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
+    assert info.value.filename == str(tmp_path / "qc.html")
+
+
+def test_a_stopped_run_s_outputs_that_landed_after_it_looked_get_a_description(tmp_path):
+    """SIGTERM during a local cluster's first subject: the run found nothing, removed the new folder's description, and
+    the worker then put its subject in place while the cluster stopped (a review). Settled once the cluster is gone."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01",), None)
+    items, s = batch.find_items(ds), batch.Settings(method="cubic")
+    out = tmp_path / "deriv"
+    batch.run_cohort(items, s, out, progress=False)
+    for name in ("dataset_description.json", "qc.tsv", "qc.html"):
+        (out / name).unlink()
+    batch.settle_after_stop(items, s, out)
+    assert (out / "dataset_description.json").exists()
+    assert [row[3] for row in qc._read_qc(out / "qc.tsv")] == ["pending"]
+    empty = tmp_path / "empty"  # nothing landed: nothing written
+    empty.mkdir()
+    batch.settle_after_stop(items, s, empty)
+    assert list(empty.iterdir()) == []

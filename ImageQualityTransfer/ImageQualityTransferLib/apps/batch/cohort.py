@@ -366,22 +366,24 @@ async def _identity(address: str, security=None):
 
 
 def run_cohort(items: list[Item], s: Settings, out_root, client=None, progress: bool = True,
-               wait_workers: float = WAIT_WORKERS_S, lock: bool = True, run_token: str | None = None) -> list[dict]:
+               wait_workers: float = WAIT_WORKERS_S, lock: bool = True, run_token: str | None = None,
+               also: set = frozenset()) -> list[dict]:
     """Every item through `process`, on `client` (a Dask client) or in this process when None; results in input order.
     An IQTError where the cluster has had no worker for `wait_workers` seconds (all died or left: the tasks waited
     forever); the subjects done by then are kept, and a rerun skips them. With `lock`, the folder's lock (batch/lock.py)
     is held for the run, and an IQTError raised at once where another run holds it; `lock=False` where the caller holds
     it (`iqt batch` takes it before the cluster starts and keeps it until the cluster has stopped), giving its
-    `run_token`: a subject on the cluster puts its files in place only while the lock is that run's (subject.process)."""
+    `run_token`: a subject on the cluster puts its files in place only while the lock is that run's (subject.process).
+    `also`: the QC row keys the same command wrote at other factors (qc.write_qc)."""
     out_root = Path(out_root)
     if not lock:
-        return _run_cohort(items, s, out_root, client, progress, wait_workers, run_token)
+        return _run_cohort(items, s, out_root, client, progress, wait_workers, run_token, also)
     out_root.mkdir(parents=True, exist_ok=True)
     with held(out_root) as rec:
-        return _run_cohort(items, s, out_root, client, progress, wait_workers, rec["token"])
+        return _run_cohort(items, s, out_root, client, progress, wait_workers, rec["token"], also)
 
 
-def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_token=None) -> list[dict]:
+def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_token=None, also=frozenset()) -> list[dict]:
     from ...core.progress import progress_bar
     from ...fileio.model_files import build
 
@@ -408,7 +410,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         if len(results) == len(items) or time.monotonic() - last[0] < QC_WRITE_EVERY_S:
             return
         try:
-            write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s)
+            write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s, also)
         except (IQTError, OSError):  # (a full disk) the table is written again at the end, and a failure said then
             pass
         last[0] = time.monotonic()
@@ -420,7 +422,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         # as the first outputs landed left them without the folder's description and table): it counts as ended
         if results or isinstance(exc, IQTError) or (new_folder and _any_output(out_root, items)):  # ended, rest pending
             try:
-                write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s)
+                write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s, also)
             except (IQTError, OSError):
                 pass
         elif new_folder:  # stopped before any subject ended: 'no partial output was left' holds for this file too
@@ -434,7 +436,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
     generated_by_in_use(out_root)
     try:
         try:
-            write_qc(out_root, ordered, s)
+            write_qc(out_root, ordered, s, also)
         except OSError as exc:  # not a full disk (that is an IQTError already): e.g. a folder where qc.tsv goes
             where = exc.filename2 or exc.filename or out_root / "qc.tsv"  # renamed into place: the table's own name
             raise IQTError(f"{where}: the QC table cannot be written ({exc.strerror or exc}); make room "
@@ -443,6 +445,19 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         say_results(ordered, "; the QC table was not written in full (below)")
         raise
     return ordered
+
+
+def settle_after_stop(items, s: Settings, out_root: Path, also=frozenset()) -> None:
+    """Once a stopped run's cluster is gone: where a worker put a subject in place while it stopped, after the run had
+    found none and removed the new folder's description (a review: SIGTERM during a local cluster's first subject left
+    its outputs without dataset_description.json and table), write them again, its subjects pending."""
+    if (out_root / "dataset_description.json").exists() or not _any_output(out_root, items):
+        return
+    try:
+        dataset_description(out_root, s, items)
+        write_qc(out_root, [pending(i) for i in items], s, also)
+    except (IQTError, OSError):  # (a full disk) the rerun writes them
+        pass
 
 
 def _any_output(out_root: Path, items) -> bool:

@@ -90,7 +90,8 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
         q = r["qc"]
         # the time its sidecar records, done or skipped (a done row had shown the time with the writing, a skip then
         # another figure: 36.6 s, then 36.4 s, a cohort audit); a failure's own
-        seconds = q.get("seconds", r.get("seconds")) if r["status"] in ("done", "skipped") else r.get("seconds")
+        seconds = q.get("seconds") if r["status"] == "skipped" else q.get("seconds", r.get("seconds")) \
+            if r["status"] == "done" else r.get("seconds")
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), q.get("brain_from", "-") if q else "-",
                      _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
@@ -102,13 +103,20 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
     return rows
 
 
-def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> None:
+def row_keys(results: list[dict], s: Settings | None) -> set:
+    """The (subject, model, res) of the QC rows `results` of a run with settings `s` make."""
+    model = label(method_label(s)) if s is not None else ""
+    res = res_label(s) if s is not None else ""
+    return {(r["subject"], model, res) for r in results}
+
+
+def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, also: set = frozenset()) -> None:
     """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
     rows of other runs into the same folder (another method or factor) are kept. A run writes them as each subject
-    ends, its subjects not ended yet with status "pending" (cohort.pending), so a killed run leaves what finished."""
+    ends, its subjects not ended yet with status "pending" (cohort.pending), so a killed run leaves what finished.
+    `also`: the row keys (`row_keys`) the same command wrote before, at other factors, shown as this run's."""
     from ...core.noise_level import NOISY_INPUT, NOISY_MODEL
     from ...dmri.motion import B0_SHIFT_VOXELS
-    from ...fileio import write_text
 
     flag_outliers(results)
     model = label(method_label(s)) if s is not None else ""
@@ -116,21 +124,23 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
     ran = {r["subject"] for r in results}  # an earlier run's rows of other subjects stay (another list into this folder)
     rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res) or r[0] not in ran] + \
         qc_rows(results, model, res)
-    this = {(r["subject"], model, res) for r in results}
-    # by run; this run's subjects in input order, then an earlier run's of the same model and res
-    rows.sort(key=lambda r: (r[1], r[2], tuple(r[:3]) not in this))
+    this = row_keys(results, s) | set(also)
+    # this command's rows first, by run, its subjects in input order; then earlier runs' (review: an earlier run of a
+    # model that sorts first had come above them)
+    rows.sort(key=lambda r: (tuple(r[:3]) not in this, r[1], r[2]))
     tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
-    write_text(out_root / "qc.tsv", tsv)
-    flag = QC_COLUMNS.index("outlier")
+    _write(out_root / "qc.tsv", tsv)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in QC_COLUMNS)
     # rows an earlier run wrote (other subjects, another method or factor) are shown apart, as they were then: a
     # cohort audit's page counted a subject removed from the dataset, and failures of two, against the run's own line
+    excluded = bool(s is not None and s.exclude_outliers)  # a fit's outliers left out of it: not a failed check
+    classes = [_row_class(row, tuple(row[:3]) in this, excluded) for row in rows]
+    body = "".join("<tr{}>{}</tr>".format(c, "".join(f"<td>{html.escape(x)}</td>" for x in row))
+                   for c, row in zip(classes, rows))
     ours = [row for row in rows if tuple(row[:3]) in this]
-    body = "".join("<tr{}>{}</tr>".format(_row_class(row, tuple(row[:3]) in this),
-                                          "".join(f"<td>{html.escape(c)}</td>" for c in row)) for row in rows)
     counts = {k: sum(row[3] == k for row in ours) for k in ("done", "skipped", "failed", "pending")}
-    flagged = sum(row[flag] != "-" for row in ours)
-    checked = sum(bool(failed_checks(row)) for row in ours)
+    flagged = classes.count(' class="flag"')  # each row counted under the colour it is shown in (a review)
+    checked = classes.count(' class="check"')
     earlier = len(rows) - len(ours)
     page = ("<!doctype html><meta charset='utf-8'><title>IQT cohort QC</title><style>body{font-family:sans-serif}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}tr.flag{background:#fff1c2}"
@@ -142,8 +152,10 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             f"<h1>IQT cohort QC</h1><p><b>{_rows(len(ours))} of this run</b> (subject, model, res): {counts['done']} done, "
             f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), <b>{checked} with a "
             "failed check</b> (orange: the gradient table, a b0, head motion or slices and volumes the fit does not "
-            "explain, in bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes; the notes say "
-            f"what and the fix: their tensors may be wrong), {flagged} with an outlier flag (yellow)" +
+            "explain" + (", left out of the fit with --exclude-outliers" if excluded else "") + ", in bvec_check, "
+            "b0_check, b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes; the notes say what and the fix: their "
+            f"tensors may be wrong; an outlier flag too is in the outlier column), {flagged} with an outlier flag "
+            "(yellow)" +
             (f", <b>{counts['pending']} pending</b> (blue; not ended when the table was written: the run was "
              "working on them, or stopped before they ended)" if counts["pending"] else "") +
             (f"; {_rows(earlier)} of earlier runs into this folder (grey: other subjects, methods or factors, as those runs "
@@ -169,21 +181,23 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None) -> 
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
             f"volumes only among inputs of one kind. notes: the subject's warnings (as in its sidecars' Notes), separated by |.</p>\n")
-    write_text(out_root / "qc.html", page)
+    _write(out_root / "qc.html", page)
 
 
 def _rows(n: int) -> str:
     return f"{n} row" + ("" if n == 1 else "s")
 
 
-def failed_checks(row: list[str]) -> list[str]:
+def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     """The columns of QC row `row` whose check of the input failed: a gradient table or b0 check other than ok (n/a:
-    not judged), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain."""
+    not judged), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
+    (not where they were `excluded` from the fit: --exclude-outliers)."""
     from ...dmri.motion import B0_SHIFT_VOXELS
 
     at = {c: row[i] for i, c in enumerate(QC_COLUMNS)}
     found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "-", "")]
-    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), ("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0)):
+    fit = () if excluded else (("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0))
+    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit):
         try:
             if float(at[c]) > limit:
                 found.append(c)
@@ -192,14 +206,24 @@ def failed_checks(row: list[str]) -> list[str]:
     return found
 
 
-def _row_class(row: list[str], ours: bool) -> str:
+def _write(path: Path, text: str) -> None:
+    """`text` to `path`, an error naming `path` (not the temporary it is written to first: a review)."""
+    from ...fileio import write_text
+
+    try:
+        write_text(path, text)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _row_class(row: list[str], ours: bool, excluded: bool = False) -> str:
     """The page's class of QC row `row`: a run's failed, pending, failed-check and flagged rows in that order; an
     earlier run's row (not `ours`) grey whatever its status."""
     if not ours:
         return ' class="earlier"'
     if row[3] in ("failed", "pending"):
         return f' class="{row[3]}"'
-    if failed_checks(row):
+    if failed_checks(row, excluded):
         return ' class="check"'
     return ' class="flag"' if row[QC_COLUMNS.index("outlier")] != "-" else ""
 

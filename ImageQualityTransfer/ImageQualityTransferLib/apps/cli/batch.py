@@ -372,21 +372,28 @@ def _run(args, runs, items, out, client, cluster, run_token=None, per_subject=Fa
     from ...core import grid
     from .. import batch
 
+    from ..batch.qc import row_keys
+
     existed = _folders_there(out, items)
     t0 = time.monotonic()
-    done = {}
+    done, ours, current = {}, set(), None
     try:
         for name, f, group, s in runs:  # one factor set after another, each its own run (its qc.tsv rows, GeneratedBy)
             chosen = f" ({_chosen_by(args)}: {_named(group, unread=getattr(args, 'unread', ()))})" if per_subject else ""
             print(f"{len(group)} subjects, method {name}, {grid.describe(f)}{chosen}; Dask dashboard: "
                   f"{_dashboard(client, args.scheduler)}", flush=True)
-            for r in batch.run_cohort([_absolute_item(it) for it in group], s, out.absolute(), client,
-                                      wait_workers=args.wait_workers, lock=False, run_token=run_token):
+            current = ([_absolute_item(it) for it in group], s)
+            ended = batch.run_cohort(current[0], s, out.absolute(), client, wait_workers=args.wait_workers, lock=False,
+                                     run_token=run_token, also=ours)  # the table shows every factor set's as this run's
+            ours |= row_keys(ended, s)
+            for r in ended:
                 done[r["subject"]] = r
     except BaseException:  # Ctrl-C, a termination signal or an error: the cluster stopped, then what it left removed
         from ..batch.records import subject_folders
 
         _stop(client, cluster, subject_folders(out.absolute(), items), existed)
+        if current is not None:  # a worker that put its first subject in place while the cluster stopped (a review)
+            batch.settle_after_stop(current[0], current[1], out.absolute(), ours)
         raise
     results = [done[it.prefix] for it in items if it.prefix in done]  # in the cohort's order
     _stop(client, cluster)

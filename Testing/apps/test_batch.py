@@ -1113,7 +1113,8 @@ def test_voxel_size_and_a_models_own_factors_choose_each_subjects(tmp_path, caps
     code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "d2", "--method", "linear",
                            "--voxel-size", "8", "--scheduler", cluster)  # every one named (the first only: an audit)
     assert code == 2 and err.startswith("iqt: error: sub-iso (") and len(err.strip().splitlines()) == 1, err
-    assert "; so are sub-thick and sub-sla; or leave those subjects out of the cohort" in err, err
+    assert ("; also refused at --voxel-size 8: sub-thick (4x4x8 mm) and sub-sla (8x4x4 mm); or leave those subjects "
+            "out of the cohort") in err, err
     model = str(Path(model_files.MODELS_DIR) / "global-linear_x1x1x3.npz")  # S refined x3, whichever axis holds it
     (tmp_path / "two.txt").write_text("thick.nii.gz\nsla.nii.gz\n")
     code, stdout, err = run_cli(capsys, "batch", tmp_path / "two.txt", "-o", tmp_path / "d3", "--model", model,

@@ -195,15 +195,15 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
         try:
             f = options.factors(args, voxel_sizes(affine), affine)
         except IQTError as exc:  # every such subject named, not the first only (a cohort audit)
-            refused.append((it, exc))
+            refused.append((it, exc, voxel_sizes(affine)))
             continue
         except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # a grid no orientation is read from: its reader
             unread.append(it)  # says what is wrong, in its subject's row (a review: an internal error for the cohort)
             continue
         groups.setdefault(tuple(int(x) for x in f), []).append(it)
-    if refused:
-        (it, exc), more = refused[0], [other.prefix for other, _ in refused[1:]]
-        also = f"; so {'are' if len(more) > 1 else 'is'} {_listed(more)}" if more else ""
+    if refused:  # the others with their voxel sizes, each refused for its own reason (a review: "so are" claimed one)
+        (it, exc, _), more = refused[0], [f"{o.prefix} ({'x'.join(f'{v:.3g}' for v in vs)} mm)" for o, _, vs in refused[1:]]
+        also = f"; also refused at {_chosen_by(args)}: {_listed(more)}" if more else ""
         them = "those subjects" if more else "that subject"
         raise IQTError(f"{it.prefix} ({it.as_typed(it.path)}): {exc}{also}; or leave {them} out of the cohort")
     if not groups:  # no header read: every subject fails with its reader's line, under a model's own factors or 2

@@ -789,3 +789,24 @@ def test_a_sidecar_is_sealed_as_written(tmp_path):
                                    {"format": "f", "budget": float("inf"), "lr": np.float32(1e-3)})
     meta = json.loads(side.read_text())
     assert meta["budget"] is None and meta[model_files.SEAL] == model_files.settings_digest(meta)
+
+
+def test_an_rf_model_of_one_tree_is_said_once_where_it_is_used(tmp_path, small_subject):
+    """A model of one tree (trained before that was refused) gave a std map of noise, scored by `iqt benchmark` with
+    exit 0 (a review): one warning names it; the Python API refuses 0 trees (it had trained the default 8)."""
+    import warnings
+    from pathlib import Path
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    model = model_io.load(Path(model_files.MODELS_DIR) / "rf_x2.npz")
+    model.forest.trees = model.forest.trees[:1]
+    model_io.save(model, tmp_path / "one.npz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        methods.get("rf", model=str(tmp_path / "one.npz")).load(2)
+    said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    assert len(said) == 1 and "this rf model has 1 tree" in said[0] and "--n-trees 2 or more" in said[0], said
+    with pytest.raises(IQTError, match="--n-trees 0: give a positive whole number"):
+        methods.get("rf").fit([small_subject], 2, n_trees=0, progress=False)

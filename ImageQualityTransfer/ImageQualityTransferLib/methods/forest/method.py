@@ -7,7 +7,9 @@ numpy only: every patch is routed down each tree at once and the leaf models are
 
 from __future__ import annotations
 
-from ...core.errors import IQTError
+import warnings
+
+from ...core.errors import IQTError, IQTWarning
 from ..learned import LearnedMethod
 
 
@@ -35,7 +37,10 @@ class ForestMethod(LearnedMethod):
         from ...core.progress import progress_bar
         from . import training
 
-        trees = settings.get("n_trees") or training.DEFAULTS["n_trees"]
+        trees = settings.get("n_trees")
+        trees = training.DEFAULTS["n_trees"] if trees is None else trees
+        if trees < 1:  # the command line refuses it first; 0 had trained the default 8 (a review)
+            raise IQTError(f"--n-trees {trees}: give a positive whole number")
         if trees < self.min_trees:  # one tree has no spread: calibrated by ~1e18, its std was noise (a training audit)
             raise IQTError(f"--n-trees {trees}: {self.name}'s uncertainty is the spread between its trees, which one tree "
                            f"does not have; give at least {self.min_trees} (default {training.DEFAULTS['n_trees']}), or "
@@ -65,6 +70,9 @@ class GlobalLinearMethod(ForestMethod):
     description = "IQT-GL: one least-squares map from the 3^3 low-res patch to the high-res block (residual over cubic)"
 
 
+_ONE_TREE_SAID: set = set()  # rf models of one tree already warned of, by path
+
+
 class RFMethod(ForestMethod):
     name = "rf"
     peak = (6.0, 6.0)  # 5.0-5.3x measured, the same without --uncertainty: its maps are made either way
@@ -72,6 +80,18 @@ class RFMethod(ForestMethod):
     description = "IQT-RF: 8 regression trees with linear leaves on top of the global-linear map; std = spread between trees, calibrated on training data"
     gives_uncertainty = True
     min_trees = 2
+
+    def _read(self, path):
+        """As every forest's, with one warning where a model of one tree (trained before that was refused) gives its
+        std: the spread between trees, which it has none of (a review: a benchmark scored that noise, exit 0)."""
+        model = super()._read(path)
+        trees = 0 if model.forest is None else len(model.forest.trees)
+        if trees < self.min_trees and str(path) not in _ONE_TREE_SAID:  # once: its factors are read first
+            _ONE_TREE_SAID.add(str(path))
+            warnings.warn(f"{path}: this rf model has {trees} tree{'s' if trees != 1 else ''}: its uncertainty is the "
+                          "spread between trees, so its std map means nothing; retrain it with --n-trees 2 or more "
+                          "(default 8)", IQTWarning, stacklevel=2)
+        return model
 
 
 class BIQTMethod(ForestMethod):

@@ -260,6 +260,15 @@ def test_a_subject_the_model_was_trained_on_is_said_once(small_subject, tmp_path
     err = [line for line in capsys.readouterr().err.splitlines() if "training subjects" in line]
     assert len(err) == 1 and "optimistic" in err[0] and "seen.npz" in err[0], err
     assert "global-linear figures are optimistic" in page.read_text()
+    # and iqt demo --subject, with the shipped model, on a folder of a training subject's name (a review)
+    import shutil
+
+    named = tmp_path / "siemens_trio_2mm"
+    shutil.copytree(small_subject, named)
+    assert cli.main(["demo", "--subject", str(named), "--methods", "global-linear", "-o", str(tmp_path / "demo")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "training subjects" in line]
+    assert len(err) == 1 and "(global-linear_x2." in err[0], err
+    assert (tmp_path / "demo" / "metrics.md").read_text().startswith("Warning: siemens_trio_2mm: a subject of this name")
 
 
 def test_the_leakage_check_reads_sidecars_and_loads_no_model():

@@ -6,6 +6,7 @@ metrics table (markdown and JSON), the volumes (NIfTI) and a PNG of FA / colour-
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from ..analysis import benchmark
 from .. import fileio, methods
 from ..core import grid
+from ..core.errors import IQTWarning
 from ..core.orientation import Reorientation
 from ..dmri.subject import load_subject, make_case, phantom_subject
 from ..core.volume import Volume
@@ -64,6 +66,13 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
         print(line)
     print(f"{subject.name}: high-res {subject.dwi.shape3} -> low-res {case.lr.shape3} ({grid.describe(factor)})")
 
+    trained = []  # a model shown on a scan it learned from, said as `iqt benchmark` and `report` say it (a review)
+    if subject_dir:
+        made = [methods.get(n) for n in names]
+        seen = benchmark.trained_on(subject.name, made, factor, benchmark.dwi_sha256(subject_dir))
+        trained = [benchmark.trained_on_line(subject.name, label, model) for label, model in seen.items()]
+    for line in trained:
+        warnings.warn(line, IQTWarning, stacklevel=2)
     predictions = {}
     rows = benchmark.score_case(case, names, keep=predictions)
     benchmark.add_ratios(rows)
@@ -83,7 +92,7 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
             fileio.save_scalar(vol, out / f"{name}_{key}.nii.gz")
 
     table = benchmark.markdown_table(rows)
-    fileio.write_text(out / "metrics.md", table + "\n")
+    fileio.write_text(out / "metrics.md", "".join(f"Warning: {line}\n\n" for line in trained) + table + "\n")
     fileio.write_json(out / "metrics.json", rows)
     _figure(case, predictions, figure, subject.name, factor)
     print(table)

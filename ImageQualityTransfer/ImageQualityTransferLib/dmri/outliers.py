@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core import grid
 from ..core.errors import IQTWarning
 from ..core.volume import Volume
 from .b0s import check_b0_levels
@@ -102,7 +103,7 @@ def relative_residuals(signal: np.ndarray, tensor: np.ndarray, q: np.ndarray) ->
     return np.where(np.isfinite(rel), rel, np.nan)
 
 
-THICK = 1.2  # a voxel axis this many times longer than the other two is the slice axis of a thick-slice series
+THICK = grid.THICK_RATIO  # a voxel axis this many times longer than the other two is the slice axis of a thick-slice series
 
 
 def slice_axis_of(dwi: Volume) -> tuple[int | None, str]:

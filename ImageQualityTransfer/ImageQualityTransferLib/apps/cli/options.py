@@ -24,7 +24,8 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool
     if not voxel_size:
         sp.add_argument("--factor", default="2", help=FACTOR_HELP + " (default 2)")
         return
-    own = ", the --model's own where one is given (along the input's axes its slice axis maps to)" if model else ""
+    own = (", the --model's own where one is given (a through-plane model's along the input's thick-slice axis, one "
+           "voxel axis 1.2 times the others, else along the input's axes its slice axis maps to)") if model else ""
     sp.add_argument("--factor", help=FACTOR_HELP + f" (default 2{own}, or as --voxel-size chooses)")
     sp.add_argument("--voxel-size", type=float, metavar="MM",
                     help="instead of --factor: the smallest integer factor along each axis that makes the output voxels "
@@ -34,8 +35,9 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool
 
 def factors(args, voxel_size=None, affine=None) -> tuple[int, int, int] | None:
     """The per-axis factors the command line asks for: --factor, or with --voxel-size those `grid.for_voxel_size`
-    picks for an input of `voxel_size`, or without either a --model's own, its canonical axes mapped onto the voxel axes
-    of an input with `affine` (None: the input is not read yet; the options are checked and None returned)."""
+    picks for an input of `voxel_size`, or without either a --model's own: a through-plane model's along the input's
+    thick-slice axis (`grid.thick_axis`), else its canonical axes mapped onto the voxel axes of an input with `affine`
+    (None: the input is not read yet; the options are checked and None returned)."""
     from ...core import grid
 
     target = getattr(args, "voxel_size", None)

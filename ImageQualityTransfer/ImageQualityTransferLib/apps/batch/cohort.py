@@ -597,10 +597,13 @@ def _as_completed(client, futures: list, wait_s: float):
         elif time.monotonic() - alone_since >= wait_s:
             client.cancel(list(pending))
             scheduler = getattr(client.scheduler, "address", "the scheduler")
+            # a local cluster's nanny can give up restarting a worker killed past its memory limit (Dask's "still
+            # alive after 4.0 seconds, killing"): the words had pointed only at a worker without this package
             raise IQTError(f"{len(pending)} of {len(futures)} subjects not run: the cluster at {scheduler} has had no "
-                           f"worker for {wait_s:g} s (every worker died or left: a worker without ImageQualityTransfer "
-                           "dies on its first task); start workers and rerun the same command, which skips the "
-                           "subjects done")
+                           f"worker for {wait_s:g} s (every worker died or left: killed past its memory limit and not "
+                           "started again, or without ImageQualityTransfer, which dies on its first task); rerun the "
+                           "same command, which skips the subjects done, with a larger --memory-limit where a subject's "
+                           "worker died, or once your cluster has workers again")
 
 
 def summary(results: list[dict]) -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -265,6 +266,13 @@ def test_list_of_folders_and_dti_files_in_process(tmp_path):
     side = json.loads((out / "sub-subjA" / "dwi" / "sub-subjA_space-orig_res-2x_model-cubic_param-tensor_dwimap.json")
                       .read_text())
     assert side["Sources"] == [f"bids:raw:subjA/dwi.{e}" for e in ("nii.gz", "bval", "bvec")]  # the files, not the folder
+    # a BIDS URI is percent-encoded, as a file URI is (a cohort audit: "bids:raw:P 03/dwi.nii.gz")
+    from ImageQualityTransferLib.apps.batch.records import sources
+
+    spaced = tmp_path / "subj B"
+    shutil.copytree(folder, spaced)
+    (tmp_path / "spaced.txt").write_text('"subj B"\n')
+    assert sources(batch.find_items(tmp_path / "spaced.txt")[0])[0] == "bids:raw:subj%20B/dwi.nii.gz"
     assert json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]["raw"] == tmp_path.as_uri()
     for side in out.rglob("*.json"):  # strict JSON (BIDS validator, JavaScript): no NaN, e.g. a QC value not measured
         json.loads(side.read_text(), parse_constant=lambda c: pytest.fail(f"{side.name}: {c}"))

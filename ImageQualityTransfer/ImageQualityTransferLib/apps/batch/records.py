@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from ...core.errors import IQTError
 from ...core.version import __version__
@@ -470,7 +471,8 @@ def sources(item: Item) -> list[str]:
         ([Path(item.mask)] if item.mask else [])
     files = [Path(os.path.normpath(f.absolute())) for f in files]
     root = Path(item.root) if item.root else None
-    return [f"bids:raw:{f.relative_to(root).as_posix()}" if root is not None and root in f.parents else f.as_uri()
+    # percent-encoded, as a file URI is: a space had stayed bare ("bids:raw:P 03/dwi.nii.gz", a cohort audit)
+    return [f"bids:raw:{quote(f.relative_to(root).as_posix())}" if root is not None and root in f.parents else f.as_uri()
             for f in files]
 
 

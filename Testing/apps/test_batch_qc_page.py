@@ -66,7 +66,8 @@ def test_which_checks_fail():
     assert qc.failed_checks(as_row({**row, "bvec_check": "n/a", "b0_shift_vox": "n/a"})) == []  # not judged
     bad = as_row({**row, "b0_check": "b0 21 0.40x", "b0_shift_vox": "1.29", "fit_outlier_pairs": "2"})
     assert qc.failed_checks(bad) == ["b0_check", "b0_shift_vox", "fit_outlier_pairs"]
-    # left out of the fit with --exclude-outliers: not a failed check (a review: orange, "tensors may be wrong")
+    # left out of the fit with --exclude-outliers: not a failed check (a review: orange, "tensors may be wrong"), and
+    # the page's header says so (a second review: it still listed them)
     assert qc.failed_checks(bad, excluded=True) == ["b0_check", "b0_shift_vox"]
     # a skip of a subject whose sidecar records no time shows none, not the skip's own (a review)
     skipped = {"subject": "sub-01", "status": "skipped", "qc": {"snr": 20.0}, "seconds": 0.01}
@@ -135,3 +136,12 @@ def test_a_stopped_run_s_outputs_that_landed_after_it_looked_get_a_description(t
     empty.mkdir()
     batch.settle_after_stop(items, s, empty)
     assert list(empty.iterdir()) == []
+
+
+def test_the_header_says_which_checks_count_with_exclude_outliers(tmp_path):
+    qc.write_qc(tmp_path, [], batch.Settings(method="cubic", exclude_outliers=True))
+    page = (tmp_path / "qc.html").read_text()
+    assert "in bvec_check, b0_check and b0_shift_vox; slices and volumes the fit does not explain were left out" in page
+    assert "fit_outlier_pairs and fit_outlier_volumes;" not in page
+    qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
+    assert "b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes;" in (tmp_path / "qc.html").read_text()

@@ -50,7 +50,7 @@ def test_an_old_model_is_sealed_and_then_loads_without_the_warning(tmp_path, cap
     assert weights.with_suffix(".json").read_bytes() == before
 
 
-@pytest.mark.parametrize("damage", ["weights", "edited_seal", "format", "missing", "contradicts"])
+@pytest.mark.parametrize("damage", ["weights", "edited_seal", "format", "missing", "contradicts", "deleted"])
 def test_a_model_that_does_not_check_is_not_sealed_and_nothing_changes(tmp_path, capsys, damage):
     good, bad = _old_model(tmp_path, "good"), _old_model(tmp_path, "bad")
     side = bad.with_suffix(".json")
@@ -70,6 +70,12 @@ def test_a_model_that_does_not_check_is_not_sealed_and_nothing_changes(tmp_path,
         with np.load(bad, allow_pickle=False) as z:  # saved again: not the shipped weights' bytes, refused as such
             np.savez(bad, **{k: z[k] for k in z.files})
         side.write_text(json.dumps({**meta, "input_unit": "fixed", "sha256": model_files.sha256(bad)}))
+    elif damage == "deleted":  # deleted at the top, it is read as the default, fixed (a review: sealed so)
+        meta = json.loads(side.read_text())
+        with np.load(bad, allow_pickle=False) as z:
+            np.savez(bad, **{k: z[k] for k in z.files})
+        meta.pop("input_unit")
+        side.write_text(json.dumps({**meta, "sha256": model_files.sha256(bad)}))
     elif damage == "format":
         side.write_text(json.dumps({**json.loads(side.read_text()), "format": "something/1"}))
     else:
@@ -78,7 +84,7 @@ def test_a_model_that_does_not_check_is_not_sealed_and_nothing_changes(tmp_path,
     assert main(["seal", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad" in err[0], err
-    if damage == "contradicts":
+    if damage in ("contradicts", "deleted"):
         assert "'fixed' at the sidecar's top and 'md-mode' in training.settings" in err[0], err
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == files  # the good one is not sealed either
 

@@ -213,7 +213,9 @@ def seal(path, load=None) -> tuple[Path, bool]:
     return sp, True
 
 
-READ_SETTINGS = ("input_unit", "inputs")  # how a forest reads its input, recorded twice: at the top and as trained
+# How a forest reads its input, recorded twice, at the top and as trained; a top without the key is read with its
+# default (methods/forest/model_io.py, `load`)
+READ_SETTINGS = {"input_unit": "fixed", "inputs": "patch"}
 
 
 def check_sealable(path, load=None) -> tuple[Path, dict]:
@@ -242,9 +244,10 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
     if not sealed and registered_entry(sp) is not None:
         raise IQTError(f"{sp}: one of the install's shipped models, which ship sealed; reinstall the extension")
     trained = (meta.get("training") or {}).get("settings") if isinstance(meta.get("training"), dict) else None
-    for key in READ_SETTINGS if isinstance(trained, dict) else ():
-        if key in meta and key in trained and meta[key] != trained[key]:  # one edited: sealed, it ran the edit (an audit)
-            raise IQTError(f"{sp}: {key} is {meta[key]!r} at the sidecar's top and {trained[key]!r} in training.settings, "
+    for key, default in READ_SETTINGS.items() if isinstance(trained, dict) else ():
+        top = meta.get(key, default)  # a key deleted at the top is read as its default (a review): compared so too
+        if key in trained and top != trained[key]:  # one edited: sealed, it ran the edit (a training audit)
+            raise IQTError(f"{sp}: {key} is {top!r} at the sidecar's top and {trained[key]!r} in training.settings, "
                            "the settings it was trained with: it was edited after 'iqt train' wrote it; re-download or "
                            "retrain the model rather than seal it")
     weights = weights_path(sp, meta)

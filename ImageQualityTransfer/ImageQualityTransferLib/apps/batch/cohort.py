@@ -599,11 +599,13 @@ def _as_completed(client, futures: list, wait_s: float):
             scheduler = getattr(client.scheduler, "address", "the scheduler")
             # a local cluster's nanny can give up restarting a worker killed past its memory limit (Dask's "still
             # alive after 4.0 seconds, killing"): the words had pointed only at a worker without this package
+            # --memory-limit sets a local cluster's workers only (a review: it was advised for --scheduler too)
+            mend = ("with a larger --memory-limit where a subject's worker died" if scheduler in _OWN_CLUSTERS else
+                    "once your cluster has workers again (with more memory where one was killed)")
             raise IQTError(f"{len(pending)} of {len(futures)} subjects not run: the cluster at {scheduler} has had no "
                            f"worker for {wait_s:g} s (every worker died or left: killed past its memory limit and not "
                            "started again, or without ImageQualityTransfer, which dies on its first task); rerun the "
-                           "same command, which skips the subjects done, with a larger --memory-limit where a subject's "
-                           "worker died, or once your cluster has workers again")
+                           f"same command, which skips the subjects done, {mend}")
 
 
 def summary(results: list[dict]) -> str:

@@ -25,7 +25,7 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool
         sp.add_argument("--factor", default="2", help=FACTOR_HELP + " (default 2)")
         return
     own = (", the --model's own where one is given (a through-plane model's along the input's thick-slice axis, one "
-           "voxel axis 1.2 times the others, else along the input's axes its slice axis maps to)") if model else ""
+           "voxel axis at least 1.2 times as long as the other two, else along the input's axes its slice axis maps to)") if model else ""
     sp.add_argument("--factor", help=FACTOR_HELP + f" (default 2{own}, or as --voxel-size chooses)")
     sp.add_argument("--voxel-size", type=float, metavar="MM",
                     help="instead of --factor: the smallest integer factor along each axis that makes the output voxels "

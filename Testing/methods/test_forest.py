@@ -803,10 +803,18 @@ def test_an_rf_model_of_one_tree_is_said_once_where_it_is_used(tmp_path, small_s
     model = model_io.load(Path(model_files.MODELS_DIR) / "rf_x2.npz")
     model.forest.trees = model.forest.trees[:1]
     model_io.save(model, tmp_path / "one.npz")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        methods.get("rf", model=str(tmp_path / "one.npz")).load(2)
-    said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
-    assert len(said) == 1 and "this rf model has 1 tree" in said[0] and "--n-trees 2 or more" in said[0], said
+    from ImageQualityTransferLib.dmri import degrade, dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12)
+    lr = degrade.degrade(dwi, dti.brain_mask(dwi).data, 2).tensor
+    one = methods.get("rf", model=str(tmp_path / "one.npz"))
+    for uncertainty, n in ((True, 1), (True, 1), (False, 0)):  # each prediction with maps (each subject of a batch)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            one.predict(lr, 2, uncertainty=uncertainty)
+        said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning) and "tree" in str(w.message)]
+        assert len(said) == n, said
+        assert all("this rf model has 1 tree" in x and "uncertainty maps mean nothing" in x for x in said), said
     with pytest.raises(IQTError, match="--n-trees 0: give a positive whole number"):
         methods.get("rf").fit([small_subject], 2, n_trees=0, progress=False)

@@ -70,9 +70,6 @@ class GlobalLinearMethod(ForestMethod):
     description = "IQT-GL: one least-squares map from the 3^3 low-res patch to the high-res block (residual over cubic)"
 
 
-_ONE_TREE_SAID: set = set()  # rf models of one tree already warned of, by path
-
-
 class RFMethod(ForestMethod):
     name = "rf"
     peak = (6.0, 6.0)  # 5.0-5.3x measured, the same without --uncertainty: its maps are made either way
@@ -81,17 +78,19 @@ class RFMethod(ForestMethod):
     gives_uncertainty = True
     min_trees = 2
 
-    def _read(self, path):
-        """As every forest's, with one warning where a model of one tree (trained before that was refused) gives its
-        std: the spread between trees, which it has none of (a review: a benchmark scored that noise, exit 0)."""
-        model = super()._read(path)
+    def _run(self, lr, f, mask, uncertainty, *args, **kw):
+        """As every method's, with a warning where a model of one tree (trained before that was refused) gives its
+        uncertainty maps: the spread between trees, which it has none of (a review: a benchmark scored that noise,
+        exit 0); said with each prediction, so that each subject of a batch carries it in its notes (a second review)."""
+        pred = super()._run(lr, f, mask, uncertainty, *args, **kw)
+        model = self.load(f)
         trees = 0 if model.forest is None else len(model.forest.trees)
-        if trees < self.min_trees and str(path) not in _ONE_TREE_SAID:  # once: its factors are read first
-            _ONE_TREE_SAID.add(str(path))
-            warnings.warn(f"{path}: this rf model has {trees} tree{'s' if trees != 1 else ''}: its uncertainty is the "
-                          "spread between trees, so its std map means nothing; retrain it with --n-trees 2 or more "
-                          "(default 8)", IQTWarning, stacklevel=2)
-        return model
+        if uncertainty and trees < self.min_trees:
+            where = self.model_path or "its model"
+            warnings.warn(f"{where}: this rf model has {trees} tree{'s' if trees != 1 else ''}: its uncertainty is the "
+                          "spread between trees, so its uncertainty maps mean nothing; retrain it with --n-trees 2 or "
+                          "more (default 8)", IQTWarning, stacklevel=2)
+        return pred
 
 
 class BIQTMethod(ForestMethod):

@@ -307,9 +307,26 @@ def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subj
     other = tmp_path / "other_site" / "first"
     other.mkdir(parents=True)
     helpers.save_phantom_dwi(other / "dwi.nii.gz", (32, 36, 28), 1)
-    assert benchmark.trained_on("first", made, 2, sha256(other / "dwi.nii.gz")) == {}
+    assert benchmark.trained_on("first", made, 2, sha256(other / "dwi.nii.gz"), other) == {}
     assert benchmark.trained_on("first", made, 2) == {"global-linear": "gl.npz"}
-    assert benchmark.trained_on("first", made, 2, sha256(first / "dwi.nii.gz")) == {"global-linear": "gl.npz"}
+    assert benchmark.trained_on("first", made, 2, sha256(first / "dwi.nii.gz"), first) == {"global-linear": "gl.npz"}
+    # the same scan stored uncompressed, under its name or another, is still that scan (a second review: its file's
+    # checksum differs); so is one re-gzipped
+    import gzip
+    import shutil
+
+    for where in ("plain/first", "plain/renamed"):
+        (tmp_path / where).mkdir(parents=True)
+        with gzip.open(first / "dwi.nii.gz", "rb") as src, open(tmp_path / where / "dwi.nii", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        d = tmp_path / where
+        assert benchmark.trained_on(d.name, made, 2, sha256(d / "dwi.nii"), d) == {"global-linear": "gl.npz"}, where
+    # a name the --init model trained on (no checksum recorded here) is told by name, whatever this model's own
+    # subject of that name holds (a second review: site A's sub-01 was dropped for site B's checksum)
+    meta = json.loads(model.with_suffix(".json").read_text())
+    meta["training"]["init"] = {"command": "iqt train --method global-linear --subjects /siteA/first -o a.npz"}
+    names, _, by_name = benchmark._training_names_and_files(meta)
+    assert "first" in names and "first" not in by_name
     warm = {"training": {"subjects": ["a"], "init": {"command": "iqt train --method espcn --subjects /x/b '/x/c d' -o m.pt"}}}
     assert benchmark._training_names_and_files(warm)[0] == {"a", "b", "c d"}
     capsys.readouterr()

@@ -139,8 +139,13 @@ def test_a_trained_models_sidecar_records_threads_libraries_and_the_datas_checks
     assert training["threads"]["blas"] == 1  # the forests' small solves: one BLAS thread whatever the machine has
     assert (training["libraries"]["numpy"], training["libraries"]["scipy"]) == (numpy.__version__, scipy.__version__)
     assert training["libraries"]["python"] and training["libraries"]["dipy"] and "torch" not in training["libraries"]
+    import gzip
+    import hashlib
+
+    content = hashlib.sha256(gzip.open(small_subject / "dwi.nii.gz").read()).hexdigest()  # its bytes decompressed
     assert training["data_sha256"] == [{"subject": small_subject.name, "folder": str(small_subject.absolute()),
-                                        "sha256": {n: _sha(small_subject / n) for n in ("dwi.nii.gz", "dwi.bval", "dwi.bvec")}}]
+                                        "sha256": {n: _sha(small_subject / n) for n in ("dwi.nii.gz", "dwi.bval", "dwi.bvec")},
+                                        "dwi_content_sha256": content}]
 
 
 def test_a_cnn_training_records_the_torch_threads_it_ran_on(monkeypatch):

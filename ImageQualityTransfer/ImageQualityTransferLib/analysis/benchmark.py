@@ -10,6 +10,7 @@ import tempfile
 import json
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     said = set()  # other libraries' warnings: once per run
     for folder in subject_dirs:
         subject = load_subject(folder)
-        seen = trained_on(subject.name, made, factor, dwi_sha256(folder))
+        seen = trained_on(subject.name, made, factor, dwi_sha256(folder), folder)
         for label, model in seen.items():
             warnings.warn(trained_on_line(subject.name, label, model), IQTWarning, stacklevel=2)
         for style in styles:
@@ -107,9 +108,9 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
 
 
 def _training_names_and_files(meta: dict) -> tuple[set, set, dict]:
-    """(subject folder names, DWI SHA256s, {name: its DWI SHA256s}) a sidecar records as trained on: its own subjects
-    and files, and the subjects its --init model's recorded command names (a warm-started model has learnt from those
-    too)."""
+    """(subject folder names, DWI SHA256s: of the files and of their decompressed bytes, {name: its DWI's decompressed
+    SHA256s}) a sidecar records as trained on: its own subjects and files, and the subjects its --init model's recorded
+    command names (a warm-started model has learnt from those too; they have no checksum here)."""
     import shlex
 
     t = meta.get("training") or {}
@@ -117,10 +118,10 @@ def _training_names_and_files(meta: dict) -> tuple[set, set, dict]:
     files, by_name = set(), {}
     for d in t.get("data_sha256") or ():
         if isinstance(d, dict):
-            for k, h in (d.get("sha256") or {}).items():
-                if k.startswith("dwi.nii"):
-                    files.add(h)
-                    by_name.setdefault(d.get("subject"), set()).add(h)
+            files.update(h for k, h in (d.get("sha256") or {}).items() if k.startswith("dwi.nii"))
+            if d.get("dwi_content_sha256"):  # recorded since stop 65
+                files.add(d["dwi_content_sha256"])
+                by_name.setdefault(d.get("subject"), set()).add(d["dwi_content_sha256"])
     command = (t.get("init") or {}).get("command") if isinstance(t.get("init"), dict) else None
     if command:
         try:
@@ -132,16 +133,30 @@ def _training_names_and_files(meta: dict) -> tuple[set, set, dict]:
                 if w.startswith("-"):
                     break
                 names.add(Path(w).name)
+                by_name.pop(Path(w).name, None)  # a name the --init model trained on: told by name only (a review)
     return names, files, by_name
 
 
-def trained_on(name: str, made, factor, dwi_sha256: str | None = None) -> dict:
+def trained_on(name: str, made, factor, dwi_sha256: str | None = None, folder=None) -> dict:
     """{method label: model file name} of the learned methods in `made` whose model for `factor` (or its model for
     noisy inputs) was trained on this subject: a training subject called `name` (its sidecar's training.subjects,
-    folder names, and those of its --init model's command), or the same DWI file (`dwi_sha256`, its sidecar's
-    data_sha256: the same scan under another folder name). A model scored on one of its own training subjects read
-    0.952 in the interior against 0.958 without it."""
-    out = {}
+    folder names, and those of its --init model's command) unless the sidecar records another scan under that name, or
+    the same DWI file (`dwi_sha256`, its sidecar's data_sha256: the same scan under another folder name) or the same
+    decompressed bytes (the subject `folder`'s DWI, read only where a sidecar records them). A model scored on one of
+    its own training subjects read 0.952 in the interior against 0.958 without it."""
+    out, read = {}, {}
+
+    def _content(folder):  # the subject's DWI decompressed, read once
+        if "sha" not in read:
+            from ..dmri.subject import dwi_path
+            from ..fileio.model_files import content_sha256
+
+            try:
+                read["sha"] = content_sha256(dwi_path(folder))
+            except (IQTError, OSError, EOFError, zlib.error):
+                read["sha"] = None
+        return read["sha"]
+
     for m in made:
         if not m.learned:
             continue
@@ -154,10 +169,13 @@ def trained_on(name: str, made, factor, dwi_sha256: str | None = None) -> dict:
                 continue
             file = file.name if file is not None else ""
             names, files, by_name = _training_names_and_files(meta) if isinstance(meta, dict) else (set(), set(), {})
-            # a name recorded with its DWI's checksum matches only that file: BIDS names such as sub-01 repeat across
-            # sites, and another site's held-out sub-01 had been left out of the summary (a training audit)
-            other_scan = dwi_sha256 is not None and name in by_name and dwi_sha256 not in by_name[name]
-            if (name in names and not other_scan) or (dwi_sha256 is not None and dwi_sha256 in files):
+            # a name recorded with its DWI's decompressed checksum matches only that scan: BIDS names such as sub-01
+            # repeat across sites, and another site's held-out sub-01 had been left out of the summary (a training
+            # audit); the decompressed bytes, so that the scan stored as dwi.nii or gzipped again still matches
+            content = _content(folder) if isinstance(folder, (str, os.PathLike)) and by_name else None
+            other_scan = content is not None and name in by_name and content not in by_name[name]
+            if (name in names and not other_scan) or (dwi_sha256 is not None and dwi_sha256 in files) or \
+                    (content is not None and content in files):
                 out[m.label] = file
                 break
     return out

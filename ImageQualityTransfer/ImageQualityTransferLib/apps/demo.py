@@ -69,7 +69,7 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     trained = []  # a model shown on a scan it learned from, said as `iqt benchmark` and `report` say it (a review)
     if subject_dir:
         made = [methods.get(n) for n in names]
-        seen = benchmark.trained_on(subject.name, made, factor, benchmark.dwi_sha256(subject_dir))
+        seen = benchmark.trained_on(subject.name, made, factor, benchmark.dwi_sha256(subject_dir), subject_dir)
         trained = [benchmark.trained_on_line(subject.name, label, model) for label, model in seen.items()]
     for line in trained:
         warnings.warn(line, IQTWarning, stacklevel=2)

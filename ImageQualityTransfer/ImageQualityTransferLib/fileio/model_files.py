@@ -52,7 +52,7 @@ def first_copy(paths) -> tuple[int, int] | None:
         digests: dict = {}
         for i in group:
             try:
-                key = _content_sha256(paths[i]) if mixed else sha256(paths[i])
+                key = content_sha256(paths[i]) if mixed else sha256(paths[i])
             except (OSError, EOFError, zlib.error):  # a damaged file is none's copy: its reader says what is wrong
                 continue
             j = digests.setdefault(key, i)
@@ -83,7 +83,7 @@ def _content_size(path) -> int:
         return 0
 
 
-def _content_sha256(path) -> str:
+def content_sha256(path) -> str:
     """SHA256 of `path`'s bytes, decompressed where it is gzipped."""
     import gzip
 

@@ -232,10 +232,11 @@ def _module_version(name: str):
 
 
 def data_record(subjects) -> list[dict]:
-    """Per training subject folder, its name, its absolute path and the SHA256 of its DWI, bval and bvec (a subject
-    given as a loaded object is named only; a coarser copy is its folder's files, recorded once)."""
+    """Per training subject folder, its name, its absolute path, the SHA256 of its DWI, bval and bvec and of its DWI's
+    decompressed bytes (a subject given as a loaded object is named only; a coarser copy is its folder's files,
+    recorded once)."""
     from ..dmri.subject import Coarsened, dwi_path, subject_name
-    from ..fileio.model_files import sha256
+    from ..fileio.model_files import content_sha256, sha256
 
     out, seen = [], set()
     for s in subjects:
@@ -249,5 +250,7 @@ def data_record(subjects) -> list[dict]:
             continue
         seen.add(folder)
         files = [dwi_path(folder)] + [folder / n for n in TRAINING_FILES]
-        out.append({"subject": subject_name(folder), "folder": str(folder), "sha256": {p.name: sha256(p) for p in files}})
+        # and the DWI's bytes decompressed: the same scan stored as dwi.nii or gzipped again is told by it (a review)
+        out.append({"subject": subject_name(folder), "folder": str(folder), "sha256": {p.name: sha256(p) for p in files},
+                    "dwi_content_sha256": content_sha256(files[0])})
     return out

@@ -161,12 +161,13 @@ def make_case(subject: Subject, r, shift=(0, 0, 0), style: str = "own", snr: flo
 def refuse_copies(subjects, role: str = "subject") -> None:
     """Two subject folders whose DWI files are byte-identical (a subject copied under another name) are one subject
     counted twice, as the same folder given twice is (trained on, or averaged over, twice)."""
-    from ..fileio.model_files import first_copy
+    from ..fileio.model_files import first_copy, sha256
 
     subjects = list(subjects)
     pair = first_copy([dwi_path(d) for d in subjects])
     if pair is not None:
         d, first = subjects[pair[0]], subjects[pair[1]]
-        same = "is byte-identical to" if dwi_path(d).suffix == dwi_path(first).suffix else "holds, decompressed, the bytes of"
+        same = "is byte-identical to" if sha256(dwi_path(d)) == sha256(dwi_path(first)) else \
+            "holds, decompressed, the bytes of"
         raise IQTError(f"{d}: its DWI ({dwi_path(d).name}) {same} that of {first}, so one subject "
                        f"would be counted twice; list each {role} once")

@@ -35,9 +35,11 @@ def sha256(path) -> str:
 def first_copy(paths) -> tuple[int, int] | None:
     """(i, j), j < i, of the first file of `paths` whose image bytes are those of an earlier one; None where all
     differ. A gzipped file and a plain one holding the same bytes are copies too (a training audit: dwi.nii beside the
-    same scan's dwi.nii.gz was a second subject); only files of one size (their uncompressed size, which a gzip file
-    records at its end) are read, and a gzipped one is decompressed only beside a plain one of that size. An empty or
-    missing file is none's copy (its reader says what is wrong)."""
+    same scan's dwi.nii.gz was a second subject). Only files of one size are read (a gzip's uncompressed size, which
+    it records at its end modulo 4 GiB: a gzip of several members, as bgzip writes, is compared by its last one's and
+    is missed), and of those the first PREFIX bytes, decompressed (the header: another scan's position differs), before
+    the whole, so that a cohort of one protocol is not all read (a review); a scan gzipped twice is one too. An empty
+    or missing file is none's copy (its reader says what is wrong)."""
     by_size: dict = {}
     for i, p in enumerate(paths):
         size = _content_size(p)
@@ -45,14 +47,12 @@ def first_copy(paths) -> tuple[int, int] | None:
             by_size.setdefault(size, []).append(i)
     found = []
     for group in (g for g in by_size.values() if len(g) > 1):
-        mixed = len({_gzipped(paths[i]) for i in group}) > 1
-        if not mixed:  # of one kind: a copy has the same file size too (a cohort of one protocol is not all read)
-            sizes = [os.path.getsize(paths[i]) for i in group]
-            group = [i for i, n in zip(group, sizes) if sizes.count(n) > 1]
+        heads = [_head(paths[i]) for i in group]  # the same first bytes, decompressed, before any is read in full
+        group = [i for i, h in zip(group, heads) if h is not None and heads.count(h) > 1]
         digests: dict = {}
         for i in group:
             try:
-                key = content_sha256(paths[i]) if mixed else sha256(paths[i])
+                key = content_sha256(paths[i])
             except (OSError, EOFError, zlib.error):  # a damaged file is none's copy: its reader says what is wrong
                 continue
             j = digests.setdefault(key, i)
@@ -60,6 +60,20 @@ def first_copy(paths) -> tuple[int, int] | None:
                 found.append((i, j))
                 break
     return min(found) if found else None
+
+
+PREFIX = 1 << 16  # bytes of a file's decompressed start compared before the whole
+
+
+def _head(path) -> bytes | None:
+    """The first PREFIX bytes of `path`, decompressed where it is gzipped; None unread."""
+    import gzip
+
+    try:
+        with (gzip.open if _gzipped(path) else open)(path, "rb") as f:
+            return f.read(PREFIX)
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
 def _gzipped(path) -> bool:
@@ -71,14 +85,15 @@ def _gzipped(path) -> bool:
 
 
 def _content_size(path) -> int:
-    """The size of `path`'s bytes once decompressed (a gzip file's ISIZE: modulo 4 GiB), else its size; 0 unread."""
+    """The size of `path`'s bytes once decompressed, modulo 4 GiB as a gzip file records it (a plain file's too, so
+    that the two meet); 0 unread or empty."""
     try:
         size = os.path.getsize(path)
         if size > 18 and _gzipped(path):
             with open(path, "rb") as f:
                 f.seek(-4, os.SEEK_END)
-                return int.from_bytes(f.read(4), "little") or size
-        return size
+                return int.from_bytes(f.read(4), "little")
+        return size & 0xFFFFFFFF
     except OSError:
         return 0
 

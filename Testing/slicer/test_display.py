@@ -208,19 +208,29 @@ def test_a_map_is_coloured_from_its_median_up_and_its_legend_says_so():
     assert [legends.floor_label(v) for v in (0.1432, 0.0876, 35.4)] == ["0.14", "0.088", "35"]
 
 
+def _run_map(scene, data, name: str, estimated: bool = False):
+    """A ×2 run's tensor SD map node holding `data`, its support a brain estimated from unmasked tensors if `estimated`."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri.dti import ESTIMATED_SUPPORT
+
+    node = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), name)
+    node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
+    node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
+    if estimated:
+        node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, ESTIMATED_SUPPORT)
+    return node
+
+
 def test_a_maps_floor_is_its_median_over_the_input_s_brain_not_the_margin_beyond_it():
     """The methods fill one low-res voxel beyond the input's brain, where the maps run high: read over that margin too (a
     third of the 3 mm ortho dev scan's result), the median coloured 35 % of the brain, half the coloured voxels
     outside it (a display audit). A run's map (its factors on the node) is read without it; a map of no run, whole."""
-    from ImageQualityTransferLib.core.volume import Volume
 
     scene = views_scene()
     data = np.zeros((40, 40, 40), np.float32)
     data[8:32, 8:32, 8:32] = 2.0  # the margin, two high-res voxels deep at x2
     data[10:30, 10:30, 10:30] = np.linspace(0.1, 0.3, 20)[:, None, None]  # the brain, median 0.2
-    node = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), "u")
-    node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
-    node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
+    node = _run_map(scene, data, "u")
     legends.style_uncertainty(scene, node, "std")
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2, rel=1e-5)
     cut = np.zeros((40, 40, 40), np.float32)  # a brain the field of view cuts: no margin beyond that border
@@ -239,20 +249,14 @@ def test_a_maps_floor_over_an_estimated_brain_is_read_inside_its_rim():
     and background fits whose σ runs high: read over it, the floor coloured mostly that rim (3 mm yaw dev scan fitted
     unmasked). A run kept to such a brain (mrml.SUPPORT_ATTRIBUTE) reads its median where its scale is read, inside
     the rim (`dmri.dti.inside_rim`); the same map of a masked input, over its input's brain."""
-    from ImageQualityTransferLib.core.volume import Volume
     from ImageQualityTransferLib.dmri import dti
-    from ImageQualityTransferLib.dmri.dti import ESTIMATED_SUPPORT
 
     scene = views_scene()
     data = np.zeros((70, 70, 70), np.float32)
     data[3:67, 3:67, 3:67] = 2.0  # the rim: scalp and background fits, 24 mm deep
     data[27:43, 27:43, 27:43] = np.linspace(0.1, 0.3, 16)[:, None, None]  # the brain inside it, median 0.2
     for estimated, floor in ((True, 0.2), (False, 2.0)):
-        node = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), "u")
-        node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
-        node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
-        if estimated:
-            node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, ESTIMATED_SUPPORT)
+        node = _run_map(scene, data, "u", estimated)
         legends.style_uncertainty(scene, node, "std")
         assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(floor, rel=1e-5), estimated
         maps = {"uncertainties": {"std": node}}
@@ -264,10 +268,7 @@ def test_a_maps_floor_over_an_estimated_brain_is_read_inside_its_rim():
     slab = np.zeros((40, 40, 20), np.float32)
     slab[8:32, 8:32, 2:18] = 2.0  # the margin, two high-res voxels deep at x2
     slab[10:30, 10:30, 4:16] = np.linspace(0.1, 0.3, 20)[:, None, None]  # the brain, median 0.2
-    node = mrml.add_scalar_node(scene, Volume(slab, np.eye(4), "scalar"), "slab")
-    node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
-    node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
-    node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, ESTIMATED_SUPPORT)
+    node = _run_map(scene, slab, "slab", estimated=True)
     assert not (dti.inside_rim(slab > 0, (1, 1, 1)) & (slab > 0)).any()
     legends.style_results(scene, {"uncertainties": {"std": node}})
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2, rel=1e-5)

@@ -90,8 +90,12 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
         q = r["qc"]
         # the time its sidecar records, done or skipped (a done row had shown the time with the writing, a skip then
         # another figure: 36.6 s, then 36.4 s, a cohort audit); a failure's own
-        seconds = q.get("seconds") if r["status"] == "skipped" else q.get("seconds", r.get("seconds")) \
-            if r["status"] == "done" else r.get("seconds")
+        if r["status"] == "skipped":
+            seconds = q.get("seconds")
+        elif r["status"] == "done":
+            seconds = q.get("seconds", r.get("seconds"))
+        else:
+            seconds = r.get("seconds")
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), q.get("brain_from", "-") if q else "-",
                      _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),

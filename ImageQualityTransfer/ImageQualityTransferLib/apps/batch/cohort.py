@@ -598,7 +598,7 @@ def _as_completed(client, futures: list, wait_s: float):
             client.cancel(list(pending))
             scheduler = getattr(client.scheduler, "address", "the scheduler")
             # a local cluster's nanny can give up restarting a worker killed past its memory limit (Dask's "still
-            # alive after 4.0 seconds, killing"): the words had pointed only at a worker without this package
+            # alive after 4.0 seconds, killing"): the words had pointed only at a worker without this package;
             # --memory-limit sets a local cluster's workers only (a review: it was advised for --scheduler too)
             mend = ("with a larger --memory-limit where a subject's worker died" if scheduler in _OWN_CLUSTERS else
                     "once your cluster has workers again (with more memory where one was killed)")

@@ -321,6 +321,16 @@ def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subj
             shutil.copyfileobj(src, dst)
         d = tmp_path / where
         assert benchmark.trained_on(d.name, made, 2, sha256(d / "dwi.nii"), d) == {"global-linear": "gl.npz"}, where
+    # a model trained before the decompressed bytes were recorded: another site's gzipped scan of that name is told
+    # by its file, the same scan stored plain is taken for it (a third review)
+    meta = json.loads(model.with_suffix(".json").read_text())
+    for d in meta["training"]["data_sha256"]:
+        d.pop("dwi_content_sha256")
+    names, _, by_name = benchmark._training_names_and_files(meta)
+    assert benchmark._another_scan(by_name["first"], "?", other, sha256(other / "dwi.nii.gz"))
+    assert not benchmark._another_scan(by_name["first"], "?", tmp_path / "plain" / "first",
+                                       sha256(tmp_path / "plain" / "first" / "dwi.nii"))
+    assert not benchmark._another_scan(by_name["first"], "?", first, sha256(first / "dwi.nii.gz"))
     # a name the --init model trained on (no checksum recorded here) is told by name, whatever this model's own
     # subject of that name holds (a second review: site A's sub-01 was dropped for site B's checksum)
     meta = json.loads(model.with_suffix(".json").read_text())

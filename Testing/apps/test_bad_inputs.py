@@ -218,7 +218,7 @@ CASES = [
     ("train --method rf --subjects {d}/subj {d}/sub/../subj -o {d}/m.npz", "given twice"),
     # a copy of a subject under another name: counted twice with exit 0
     ("train --method rf --subjects {d}/subj {d}/copy/subj -o {d}/m.npz", "byte-identical to that of"),
-    ("train --method rf --subjects {d}/subj {d}/plain -o {d}/m.npz", "holds, decompressed, the bytes of that of"),
+    ("train --method rf --subjects {d}/subj {d}/plain -o {d}/m.npz", "holds the bytes, decompressed, of that of"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --model {d}/nosidecar/rf1.npz",
      "rf1.json: model sidecar not found; 'iqt train' writes one beside each model, naming its method"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),

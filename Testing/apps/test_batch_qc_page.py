@@ -141,7 +141,8 @@ def test_a_stopped_run_s_outputs_that_landed_after_it_looked_get_a_description(t
 def test_the_header_says_which_checks_count_with_exclude_outliers(tmp_path):
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic", exclude_outliers=True))
     page = (tmp_path / "qc.html").read_text()
-    assert "in bvec_check, b0_check and b0_shift_vox; slices and volumes the fit does not explain were left out" in page
+    assert "in bvec_check, b0_check and b0_shift_vox; the notes say" in page
+    assert "; slices and volumes the fit does not explain were left out of it with --exclude-outliers: not a failed" in page
     assert "fit_outlier_pairs and fit_outlier_volumes;" not in page
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
     assert "b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes;" in (tmp_path / "qc.html").read_text()

@@ -791,9 +791,10 @@ def test_a_sidecar_is_sealed_as_written(tmp_path):
     assert meta["budget"] is None and meta[model_files.SEAL] == model_files.settings_digest(meta)
 
 
-def test_an_rf_model_of_one_tree_is_said_once_where_it_is_used(tmp_path, small_subject):
+def test_an_rf_model_of_one_tree_is_said_with_each_prediction_that_makes_maps(tmp_path, small_subject):
     """A model of one tree (trained before that was refused) gave a std map of noise, scored by `iqt benchmark` with
-    exit 0 (a review): one warning names it; the Python API refuses 0 trees (it had trained the default 8)."""
+    exit 0 (a review): a warning names it with each prediction that makes maps; the Python API refuses 0 trees (it had
+    trained the default 8)."""
     import warnings
     from pathlib import Path
 

@@ -118,10 +118,13 @@ def _training_names_and_files(meta: dict) -> tuple[set, set, dict]:
     files, by_name = set(), {}
     for d in t.get("data_sha256") or ():
         if isinstance(d, dict):
-            files.update(h for k, h in (d.get("sha256") or {}).items() if k.startswith("dwi.nii"))
-            if d.get("dwi_content_sha256"):  # recorded since stop 65
+            dwi = {(k, h) for k, h in (d.get("sha256") or {}).items() if k.startswith("dwi.nii")}
+            files.update(h for _, h in dwi)
+            if d.get("dwi_content_sha256"):  # recorded since stop 65: the scan's bytes, however stored
                 files.add(d["dwi_content_sha256"])
                 by_name.setdefault(d.get("subject"), set()).add(d["dwi_content_sha256"])
+            elif dwi:  # before: its file, compared with a file stored alike (a review)
+                by_name.setdefault(d.get("subject"), set()).update(dwi)
     command = (t.get("init") or {}).get("command") if isinstance(t.get("init"), dict) else None
     if command:
         try:
@@ -173,12 +176,30 @@ def trained_on(name: str, made, factor, dwi_sha256: str | None = None, folder=No
             # repeat across sites, and another site's held-out sub-01 had been left out of the summary (a training
             # audit); the decompressed bytes, so that the scan stored as dwi.nii or gzipped again still matches
             content = _content(folder) if isinstance(folder, (str, os.PathLike)) and by_name else None
-            other_scan = content is not None and name in by_name and content not in by_name[name]
+            other_scan = content is not None and name in by_name and _another_scan(by_name[name], content, folder,
+                                                                                   dwi_sha256)
             if (name in names and not other_scan) or (dwi_sha256 is not None and dwi_sha256 in files) or \
                     (content is not None and content in files):
                 out[m.label] = file
                 break
     return out
+
+
+def _another_scan(recorded: set, content: str, folder, file_sha256: str | None) -> bool:
+    """Whether the subject in `folder` (its DWI's decompressed SHA256 `content`, its file's `file_sha256`) is another
+    scan than the one a sidecar records under its name: decompressed bytes (str) where recorded, else (file name,
+    SHA256) pairs, compared only with a file stored alike (dwi.nii.gz with dwi.nii.gz)."""
+    from ..dmri.subject import dwi_path
+
+    by_bytes = {r for r in recorded if isinstance(r, str)}
+    if by_bytes:
+        return content not in by_bytes
+    try:
+        stored = dwi_path(folder).name
+    except (IQTError, OSError):
+        return False
+    alike = {h for k, h in recorded if k == stored}
+    return bool(alike) and file_sha256 not in alike
 
 
 def trained_on_line(name: str, label: str, model: str) -> str:

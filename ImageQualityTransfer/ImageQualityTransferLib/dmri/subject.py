@@ -168,6 +168,6 @@ def refuse_copies(subjects, role: str = "subject") -> None:
     if pair is not None:
         d, first = subjects[pair[0]], subjects[pair[1]]
         same = "is byte-identical to" if sha256(dwi_path(d)) == sha256(dwi_path(first)) else \
-            "holds, decompressed, the bytes of"
+            "holds the bytes, decompressed, of"
         raise IQTError(f"{d}: its DWI ({dwi_path(d).name}) {same} that of {first}, so one subject "
                        f"would be counted twice; list each {role} once")

@@ -34,12 +34,12 @@ def sha256(path) -> str:
 
 def first_copy(paths) -> tuple[int, int] | None:
     """(i, j), j < i, of the first file of `paths` whose image bytes are those of an earlier one; None where all
-    differ. A gzipped file and a plain one holding the same bytes are copies too (a training audit: dwi.nii beside the
-    same scan's dwi.nii.gz was a second subject). Only files of one size are read (a gzip's uncompressed size, which
-    it records at its end modulo 4 GiB: a gzip of several members, as bgzip writes, is compared by its last one's and
-    is missed), and of those the first PREFIX bytes, decompressed (the header: another scan's position differs), before
-    the whole, so that a cohort of one protocol is not all read (a review); a scan gzipped twice is one too. An empty
-    or missing file is none's copy (its reader says what is wrong)."""
+    differ. Byte-identical files of one size, and a gzipped file and a plain one holding the same bytes (a training
+    audit: dwi.nii beside the same scan's dwi.nii.gz was a second subject): of those, only pairs of one uncompressed
+    size (which a gzip records at its end, modulo 4 GiB; a gzip of several members, as bgzip writes, is compared by its
+    last one's and missed), read side by side up to their first difference, so that a cohort of one grid, one plain
+    file among its gzips, is not decompressed in full (a review). An empty or missing file is none's copy (its reader
+    says what is wrong)."""
     by_size: dict = {}
     for i, p in enumerate(paths):
         size = _content_size(p)
@@ -47,33 +47,41 @@ def first_copy(paths) -> tuple[int, int] | None:
             by_size.setdefault(size, []).append(i)
     found = []
     for group in (g for g in by_size.values() if len(g) > 1):
-        heads = [_head(paths[i]) for i in group]  # the same first bytes, decompressed, before any is read in full
-        group = [i for i, h in zip(group, heads) if h is not None and heads.count(h) > 1]
-        digests: dict = {}
-        for i in group:
+        kinds = {i: _gzipped(paths[i]) for i in group}
+        for zipped in (False, True):  # of one kind: byte-identical, so of one file size too
+            same = [i for i in group if kinds[i] == zipped]
             try:
-                key = content_sha256(paths[i])
-            except (OSError, EOFError, zlib.error):  # a damaged file is none's copy: its reader says what is wrong
+                sizes = [os.path.getsize(paths[i]) for i in same]
+            except OSError:
                 continue
-            j = digests.setdefault(key, i)
-            if j != i:
-                found.append((i, j))
-                break
+            digests: dict = {}
+            for i in (i for i, n in zip(same, sizes) if sizes.count(n) > 1):
+                try:
+                    j = digests.setdefault(sha256(paths[i]), i)
+                except OSError:
+                    continue
+                if j != i:
+                    found.append((i, j))
+                    break
+        found += [(max(i, j), min(i, j)) for i in group if kinds[i] for j in group if not kinds[j]
+                  and _same_bytes(paths[i], paths[j])]
     return min(found) if found else None
 
 
-PREFIX = 1 << 16  # bytes of a file's decompressed start compared before the whole
-
-
-def _head(path) -> bytes | None:
-    """The first PREFIX bytes of `path`, decompressed where it is gzipped; None unread."""
+def _same_bytes(zipped, plain) -> bool:
+    """Whether gzipped file `zipped` holds the bytes of `plain`, read side by side up to their first difference."""
     import gzip
 
     try:
-        with (gzip.open if _gzipped(path) else open)(path, "rb") as f:
-            return f.read(PREFIX)
-    except (OSError, EOFError, zlib.error):
-        return None
+        with gzip.open(zipped, "rb") as a, open(plain, "rb") as b:
+            while True:
+                x, y = a.read(1 << 20), b.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except (OSError, EOFError, zlib.error):  # a damaged file is none's copy: its reader says what is wrong
+        return False
 
 
 def _gzipped(path) -> bool:

@@ -307,6 +307,6 @@ def _refuse_copies(items) -> None:
     pair = first_copy([it.path for it in items])
     if pair is not None:
         it, first = items[pair[0]], items[pair[1]]
-        same = "is byte-identical to" if sha256(it.path) == sha256(first.path) else "holds, decompressed, the bytes of"
+        same = "is byte-identical to" if sha256(it.path) == sha256(first.path) else "holds the bytes, decompressed, of"
         raise IQTError(f"{it.path} {same} {first.path}: one subject copied under another name "
                        f"({it.prefix} and {first.prefix}); give each subject once")

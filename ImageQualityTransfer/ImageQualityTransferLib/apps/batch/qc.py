@@ -156,12 +156,13 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             f"<h1>IQT cohort QC</h1><p><b>{_rows(len(ours))} of this run</b> (subject, model, res): {counts['done']} done, "
             f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), <b>{checked} with a "
             "failed check</b> (orange: " + (
-                "the gradient table, a b0 or head motion, in bvec_check, b0_check and b0_shift_vox; slices and volumes "
-                "the fit does not explain were left out of it with --exclude-outliers, not a failed check" if excluded
+                "the gradient table, a b0 or head motion, in bvec_check, b0_check and b0_shift_vox" if excluded
                 else "the gradient table, a b0, head motion or slices and volumes the fit does not explain, in "
                 "bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes") +
             "; the notes say what and the fix: their tensors may be wrong; an outlier flag too is in the outlier "
-            f"column), {flagged} with an outlier flag (yellow)" +
+            "column" + ("; slices and volumes the fit does not explain were left out of it with --exclude-outliers: "
+                        "not a failed check" if excluded else "") +
+            f"), {flagged} with an outlier flag (yellow)" +
             (f", <b>{counts['pending']} pending</b> (blue; not ended when the table was written: the run was "
              "working on them, or stopped before they ended)" if counts["pending"] else "") +
             (f"; {_rows(earlier)} of earlier runs into this folder (grey: other subjects, methods or factors, as those runs "

@@ -120,7 +120,7 @@ def _training_names_and_files(meta: dict) -> tuple[set, set, dict]:
         if isinstance(d, dict):
             dwi = {(k, h) for k, h in (d.get("sha256") or {}).items() if k.startswith("dwi.nii")}
             files.update(h for _, h in dwi)
-            if d.get("dwi_content_sha256"):  # recorded since stop 65: the scan's bytes, however stored
+            if d.get("dwi_content_sha256"):  # the scan's bytes, however stored (newer sidecars)
                 files.add(d["dwi_content_sha256"])
                 by_name.setdefault(d.get("subject"), set()).add(d["dwi_content_sha256"])
             elif dwi:  # before: its file, compared with a file stored alike (a review)

@@ -146,3 +146,29 @@ def test_the_header_says_which_checks_count_with_exclude_outliers(tmp_path):
     assert "fit_outlier_pairs and fit_outlier_volumes;" not in page
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
     assert "b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes;" in (tmp_path / "qc.html").read_text()
+
+
+@pytest.mark.slow
+def test_participant_label_runs_those_participants_of_a_bids_dataset(tmp_path, capsys):
+    """A BIDS input had no way to leave a subject out (a cohort audit): --participant-label, as BIDS apps take it; the
+    others' earlier rows stay in the table, grey; an unknown label, or the option with a list, is one line, exit 2."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02", "03"), None)
+    out = tmp_path / "deriv"
+    assert main(["batch", str(ds), "-o", str(out), "--method", "cubic", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert main(["batch", str(ds), "-o", str(out), "--method", "linear", "--workers", "1",
+                 "--participant-label", "02", "sub-03"]) == 0
+    said = capsys.readouterr().out
+    assert "2 subjects: 2 done" in said, said
+    assert sorted(p.parent.parent.name for p in out.rglob("*model-linear*tensor_dwimap.nii.gz")) == ["sub-02", "sub-03"]
+    assert "<b>2 rows of this run</b>" in (out / "qc.html").read_text()
+    (tmp_path / "l").mkdir()
+    helpers.tensor_list(tmp_path / "l")
+    for target, label, words in ((ds, "04", "--participant-label 04: no such participant in"),
+                                 (tmp_path / "l" / "list.txt", "01", "is a list, which names its subjects itself")):
+        assert main(["batch", str(target), "-o", str(tmp_path / "d2"), "--method", "cubic", "--workers", "1",
+                     "--participant-label", label]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from ...core.errors import IQTError
 from .cohort import redone_line, run_cohort, say_results, scheduler_from_file, settle_after_stop, start_client, summary
-from .items import Item, find_items
+from .items import Item, find_items, select_participants
 from .qc import flag_outliers, write_qc
 from .records import BIDS_VERSION, Settings, check_apart_from_inputs, check_inputs_kept, check_source, model_record, noisy_model_record
 from .subject import compute, process
 
 __all__ = ["BIDS_VERSION", "IQTError", "Item", "Settings", "check_apart_from_inputs", "check_inputs_kept", "check_source", "compute", "find_items", "flag_outliers", "model_record",
-           "noisy_model_record", "process", "redone_line", "run_cohort", "say_results", "scheduler_from_file", "settle_after_stop", "start_client",
+           "noisy_model_record", "process", "redone_line", "run_cohort", "say_results", "scheduler_from_file", "select_participants", "settle_after_stop", "start_client",
            "summary", "write_qc"]

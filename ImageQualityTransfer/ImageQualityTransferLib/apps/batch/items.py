@@ -299,6 +299,23 @@ def find_items(path) -> list[Item]:
     return items
 
 
+def select_participants(items: list[Item], labels, where) -> list[Item]:
+    """The items of BIDS dataset `where` whose participant is one of `labels` (with or without "sub-", as BIDS apps take
+    --participant-label; a cohort audit: a BIDS input had no way to leave a subject out); an IQTError naming any label
+    the dataset does not hold."""
+    def label_of(it: Item) -> str:
+        return Path(it.subdir).parts[0][len("sub-"):]
+
+    want = list(dict.fromkeys(x[len("sub-"):] if x.startswith("sub-") else x for x in labels))
+    have = sorted({label_of(it) for it in items})
+    missing = [x for x in want if x not in have]
+    if missing:
+        shown = ", ".join(have[:6]) + (f" and {len(have) - 6} more" if len(have) > 6 else "")
+        raise IQTError(f"--participant-label {' '.join(missing)}: no such participant in {where} (it holds {shown}); "
+                       "give the labels of its sub-* folders")
+    return [it for it in items if label_of(it) in want]
+
+
 def _refuse_copies(items) -> None:
     """Two subjects whose input images are byte-identical (a subject copied under another name) are one subject computed
     twice, as `iqt train`, `benchmark` and `lesion-check` refuse it (a cohort audit)."""

@@ -42,6 +42,9 @@ def add_parsers(sub) -> None:
     options.add_tensor_order(sp)
     options.add_output_order(sp)
     options.add_bmax(sp)
+    sp.add_argument("--participant-label", nargs="+", metavar="LABEL",
+                    help="a BIDS dataset: only these participants (01 or sub-01, as BIDS apps take it); the table keeps "
+                         "the others' earlier rows, shown apart")
     sp.add_argument("--exclude-outliers", action="store_true",
                     help="DWI subjects: fit without the slices and volumes the tensor model does not explain (signal "
                          "dropout, a dead or moved volume), as 'iqt fit --exclude-outliers'; without it they are counted "
@@ -218,6 +221,20 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
     return list(groups.items())
 
 
+def _participants(args, items):
+    """`items`, or with --participant-label those participants of the BIDS dataset (a list names its own)."""
+    from pathlib import Path
+
+    from .. import batch
+
+    if not args.participant_label:
+        return items
+    if not Path(args.input).is_dir():
+        raise IQTError(f"--participant-label selects participants of a BIDS dataset; {args.input} is a list, which names "
+                       "its subjects itself: list only those")
+    return batch.select_participants(items, args.participant_label, args.input)
+
+
 def _listed(names, most: int = 4) -> str:
     """"a", "a and b", "a, b, c and d", the first `most` and how many more."""
     shown = names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])
@@ -273,10 +290,10 @@ def run(args) -> int:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")
     if f is not None:  # one method for the cohort, checked before the inputs are listed
         plans = [_method_for(args, f)]
-        items = batch.find_items(args.input)
+        items = _participants(args, batch.find_items(args.input))
         groups = [(f, items)]
     else:
-        items = batch.find_items(args.input)
+        items = _participants(args, batch.find_items(args.input))
         groups = factor_groups(args, items)
         plans = [_method_for(args, g, group) for g, group in groups]
     if args.bmax is not None:  # it selects shells of a DWI before its fit; a tensor file was fitted already

@@ -283,7 +283,7 @@ def test_the_leakage_check_reads_sidecars_and_loads_no_model():
     assert all(not getattr(m, "_loaded", None) for m in made)
 
 
-def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subjects(tmp_path, capsys):
+def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subjects(tmp_path, capsys, monkeypatch):
     """A model trained on this very DWI under another folder name, or warm-started (--init) from one trained on a
     subject of this name, was scored without the warning (researcher audit, stop 57)."""
 
@@ -331,6 +331,15 @@ def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subj
     assert not benchmark._another_scan(by_name["first"], "?", tmp_path / "plain" / "first",
                                        sha256(tmp_path / "plain" / "first" / "dwi.nii"))
     assert not benchmark._another_scan(by_name["first"], "?", first, sha256(first / "dwi.nii.gz"))
+    # and such a record needs no subject decompressed (the file pairs are compared)
+    from ImageQualityTransferLib.fileio import model_files as mf
+
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    read = []
+    real = mf.content_sha256
+    monkeypatch.setattr(mf, "content_sha256", lambda p: read.append(p) or real(p))
+    old_made = [methods.get("global-linear", model=str(model))]
+    assert benchmark.trained_on("first", old_made, 2, sha256(other / "dwi.nii.gz"), other) == {} and read == []
     # a name the --init model trained on (no checksum recorded here) is told by name, whatever this model's own
     # subject of that name holds (a second review: site A's sub-01 was dropped for site B's checksum)
     meta = json.loads(model.with_suffix(".json").read_text())

@@ -175,9 +175,12 @@ def trained_on(name: str, made, factor, dwi_sha256: str | None = None, folder=No
             # a name recorded with its DWI's decompressed checksum matches only that scan: BIDS names such as sub-01
             # repeat across sites, and another site's held-out sub-01 had been left out of the summary (a training
             # audit); the decompressed bytes, so that the scan stored as dwi.nii or gzipped again still matches
-            content = _content(folder) if isinstance(folder, (str, os.PathLike)) and by_name else None
-            other_scan = content is not None and name in by_name and _another_scan(by_name[name], content, folder,
-                                                                                   dwi_sha256)
+            # the subject's DWI decompressed only where the sidecar records such bytes (a file pair needs none: the
+            # shipped models' records had had every benchmarked subject decompressed in full for nothing)
+            by_bytes = any(isinstance(r, str) for v in by_name.values() for r in v)
+            content = _content(folder) if isinstance(folder, (str, os.PathLike)) and by_bytes else None
+            other_scan = isinstance(folder, (str, os.PathLike)) and name in by_name and \
+                _another_scan(by_name[name], content, folder, dwi_sha256)
             if (name in names and not other_scan) or (dwi_sha256 is not None and dwi_sha256 in files) or \
                     (content is not None and content in files):
                 out[m.label] = file
@@ -185,7 +188,7 @@ def trained_on(name: str, made, factor, dwi_sha256: str | None = None, folder=No
     return out
 
 
-def _another_scan(recorded: set, content: str, folder, file_sha256: str | None) -> bool:
+def _another_scan(recorded: set, content: str | None, folder, file_sha256: str | None) -> bool:
     """Whether the subject in `folder` (its DWI's decompressed SHA256 `content`, its file's `file_sha256`) is another
     scan than the one a sidecar records under its name: decompressed bytes (str) where recorded, else (file name,
     SHA256) pairs, compared only with a file stored alike (dwi.nii.gz with dwi.nii.gz)."""
@@ -193,7 +196,7 @@ def _another_scan(recorded: set, content: str, folder, file_sha256: str | None) 
 
     by_bytes = {r for r in recorded if isinstance(r, str)}
     if by_bytes:
-        return content not in by_bytes
+        return content is not None and content not in by_bytes
     try:
         stored = dwi_path(folder).name
     except (IQTError, OSError):

@@ -205,6 +205,15 @@ def _another_scan(recorded: set, content: str | None, folder, file_sha256: str |
     return bool(alike) and file_sha256 not in alike
 
 
+def trained_on_lines(name: str, made, factor, folder) -> list[str]:
+    """`trained_on_line` for each model of `made` trained on the subject called `name` in `folder` (None: a subject
+    given otherwise, e.g. the phantom, said of none)."""
+    if not isinstance(folder, (str, os.PathLike)):
+        return []
+    return [trained_on_line(name, label, model)
+            for label, model in trained_on(name, made, factor, dwi_sha256(folder), folder).items()]
+
+
 def trained_on_line(name: str, label: str, model: str) -> str:
     """The warning that subject `name` is among the training subjects of the `label` method's `model` (`trained_on`)."""
     return (f"{name}: a subject of this name or scan is among the training subjects of the {label} model ({model}), so "

@@ -66,11 +66,8 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
         print(line)
     print(f"{subject.name}: high-res {subject.dwi.shape3} -> low-res {case.lr.shape3} ({grid.describe(factor)})")
 
-    trained = []  # a model shown on a scan it learned from, said as `iqt benchmark` and `report` say it (a review)
-    if subject_dir:
-        made = [methods.get(n) for n in names]
-        seen = benchmark.trained_on(subject.name, made, factor, benchmark.dwi_sha256(subject_dir), subject_dir)
-        trained = [benchmark.trained_on_line(subject.name, label, model) for label, model in seen.items()]
+    # a model shown on a scan it learned from, said as `iqt benchmark` and `report` say it (a review)
+    trained = benchmark.trained_on_lines(subject.name, [methods.get(n) for n in names], factor, subject_dir)
     for line in trained:
         warnings.warn(line, IQTWarning, stacklevel=2)
     predictions = {}

@@ -38,9 +38,7 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
         print(line)
     made = [methods.get(n, model=models.get(n)) for n in names]
     # a model shown on a scan it learned from: said as `iqt benchmark` says it, here and on the page (a training audit)
-    seen = benchmark.trained_on(subject.name, made, factor, benchmark.dwi_sha256(subject_dir), subject_dir) \
-        if subject_dir else {}
-    trained = [benchmark.trained_on_line(subject.name, label, model) for label, model in seen.items()]
+    trained = benchmark.trained_on_lines(subject.name, made, factor, subject_dir)
     for line in trained:
         warnings.warn(line, IQTWarning, stacklevel=2)
     preds = {}

@@ -274,12 +274,13 @@ def _median(node, inner: np.ndarray | None = None) -> float | None:
     return value if np.isfinite(value) and value > 0 else None
 
 
-def brain_of_map(node, present: np.ndarray, voxel_size) -> np.ndarray:
+def brain_of_map(node, present: np.ndarray, voxel_size, rim: np.ndarray | None = None) -> np.ndarray:
     """The brain a map's median is read over: `input_support`, or for a run kept to a brain estimated from unmasked
-    tensors (mrml.SUPPORT_ATTRIBUTE), `inside_rim`, as its scale is read: that support keeps a rim of scalp and
-    background fits, which the floor had mostly coloured (a display audit, the 3 mm yaw dev scan fitted unmasked)."""
+    tensors (mrml.SUPPORT_ATTRIBUTE), `inside_rim` (`rim`, where the caller has it), as its scale is read: that support
+    keeps a rim of scalp and background fits, which the floor had mostly coloured (a display audit, the 3 mm yaw dev
+    scan fitted unmasked)."""
     if _estimated(node):
-        inner = inside_rim(present, voxel_size)
+        inner = inside_rim(present, voxel_size) if rim is None else rim
         if (inner & present).sum() >= SCALE_MIN_VOXELS:  # a brain thinner than the rim (a slab): as a masked one's
             return inner
     return input_support(present, node.GetAttribute(mrml.FACTORS_ATTRIBUTE))
@@ -381,8 +382,7 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
         vol = mrml.scalar_volume_from_node(first)
         present = np.isfinite(vol.data) & (vol.data > 0)
         region = inside_rim(present, vol.voxel_size)
-        inner = region if _estimated(first) and (region & present).sum() >= SCALE_MIN_VOXELS else \
-            input_support(present, first.GetAttribute(mrml.FACTORS_ATTRIBUTE))
+        inner = brain_of_map(first, present, vol.voxel_size, rim=region)
     legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note,
                                       from_median=from_median, floor_note=floor_note, inner=inner)
                for key, node in maps.items()}

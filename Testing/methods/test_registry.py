@@ -149,3 +149,5 @@ def test_two_processes_registering_at_once_keep_every_entry(tmp_path):
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(json.loads((tmp_path / "registry.json").read_text())["models"]) == 120
+    # its lock file is hidden beside it, as a checkpoint's (a visible registry.json.lock was left in a lab's folder)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")) == [".registry.json.lock"]

@@ -597,14 +597,14 @@ def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
 
 @contextlib.contextmanager
 def _registry_lock(reg: Path):
-    """An exclusive lock on `reg`'s read-modify-write (an advisory lock on a file beside it, where the system has
-    fcntl; elsewhere none)."""
+    """An exclusive lock on `reg`'s read-modify-write (an advisory lock on a hidden file beside it, kept: removing it
+    would let a third training lock a new file while the second holds the old; where the system has no fcntl, none)."""
     try:
         import fcntl
     except ImportError:  # Windows: one registering training at a time, as before
         yield
         return
-    with open(reg.with_name(reg.name + ".lock"), "a") as handle:
+    with open(reg.with_name(f".{reg.name}.lock"), "a") as handle:  # hidden, as a checkpoint's lock
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

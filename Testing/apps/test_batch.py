@@ -243,6 +243,30 @@ def test_a_worker_near_its_memory_limit_is_not_paused_also_once_started_again():
     assert dask.config.get("distributed.worker.memory.pause") == before  # this process's other clusters keep theirs
 
 
+def test_a_worker_the_cluster_closed_for_good_is_started_again():
+    """Dask closes for good a nanny whose killed worker is not back within distributed.deploy.lost-worker-timeout (a
+    worker killed past its memory limit, again and again): a cohort audit's run was left without workers and stopped
+    after --wait-workers with subjects not run. The run starts it again and its subjects run."""
+    import dask
+
+    from ImageQualityTransferLib.apps.batch import cohort
+
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):  # the cluster closes it at once
+        client, cluster = batch.start_client(1, dashboard_address=":0")
+        try:
+            os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+            deadline = time.time() + 60
+            while cluster.workers and time.time() < deadline:
+                time.sleep(0.05)
+            assert not cluster.workers  # closed for good, as in the audit's run
+            fut = client.submit(os.getpid, pure=False)
+            assert [f.result() for f in cohort._as_completed(client, [fut], 30)] == [fut.result()]
+            assert len(client.nthreads()) == 1
+        finally:
+            client.close()
+            cluster.close()
+
+
 def test_list_of_folders_and_dti_files_in_process(tmp_path):
     """A text list (subject folder, DTI file, missing folder) through the same `process`, without Dask."""
     from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti

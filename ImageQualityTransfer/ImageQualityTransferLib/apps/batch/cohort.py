@@ -587,6 +587,8 @@ def _as_completed(client, futures: list, wait_s: float):
                 raise _lost(client, len(pending), len(futures)) from None
             raise
         yield from done
+        if pending:
+            _start_closed_workers(client)
         if not pending or done:
             alone_since = None
             continue
@@ -606,6 +608,18 @@ def _as_completed(client, futures: list, wait_s: float):
                            f"worker for {wait_s:g} s (every worker died or left: killed past its memory limit and not "
                            "started again, or without ImageQualityTransfer, which dies on its first task); rerun the "
                            f"same command, which skips the subjects done, {mend}")
+
+
+def _start_closed_workers(client) -> None:
+    """Start again the workers of our local cluster that Dask closed for good: a worker killed past its memory limit
+    and not back within distributed.deploy.lost-worker-timeout has its nanny closed by the cluster, and a run whose
+    last worker went so stopped after --wait-workers with its other subjects not run (a cohort audit). A subject that
+    kills every worker it runs on still ends, failed, after Dask's allowed failures; a cluster scaled down on purpose
+    and a scheduler's (--scheduler) are left as they are."""
+    cluster = getattr(client, "cluster", None)
+    spec = getattr(cluster, "worker_spec", None)
+    if spec and not set(spec) <= set(cluster.workers):
+        cluster.scale(len(spec))
 
 
 def summary(results: list[dict]) -> str:

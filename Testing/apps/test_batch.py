@@ -267,6 +267,28 @@ def test_a_worker_the_cluster_closed_for_good_is_started_again():
             cluster.close()
 
 
+def test_a_local_cluster_left_without_workers_advises_memory_limit():
+    """Where our own local cluster has no worker left for --wait-workers, the line advises --memory-limit (a scheduler's
+    run is told to wait for its cluster's workers instead: test_batch_scale.py); scaled to none on purpose, it is not
+    started again."""
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    client, cluster = batch.start_client(1, dashboard_address=":0")
+    try:
+        cluster.scale(0)
+        deadline = time.time() + 60
+        while client.nthreads() and time.time() < deadline:
+            time.sleep(0.05)
+        fut = client.submit(os.getpid, pure=False)
+        with pytest.raises(IQTError, match=r"1 of 1 subjects not run: .*no worker for 2 s.*a larger --memory-limit"):
+            list(cohort._as_completed(client, [fut], 2))
+        assert not cluster.workers and fut.cancelled()
+    finally:
+        client.close()
+        cluster.close()
+
+
 def test_list_of_folders_and_dti_files_in_process(tmp_path):
     """A text list (subject folder, DTI file, missing folder) through the same `process`, without Dask."""
     from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti

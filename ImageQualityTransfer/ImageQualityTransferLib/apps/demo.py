@@ -9,13 +9,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ..analysis import benchmark
 from .. import fileio, methods
 from ..core import grid
 from ..core.errors import IQTWarning
-from ..core.orientation import Reorientation
 from ..dmri.subject import load_subject, make_case, phantom_subject
 from ..core.volume import Volume
 
@@ -104,16 +101,10 @@ def _figure(case, predictions, path, title, factor):
     """FA / colour-FA panels in canonical axes: low-res (shown by nearest), each method, truth."""
     from . import figures
 
-    reo = Reorientation.to_canonical(case.hr_affine)
-    canon = lambda data: reo.apply(Volume(np.asarray(data, np.float32), case.hr_affine, "tensor")).data
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
-    columns = [("low-res input (nearest)", canon(nearest))]  # the names the report gives them (apps/report_page.py)
-    columns += [(name, canon(p.tensor.data)) for name, p in predictions.items() if name != "nearest"]
-    columns.append(("ground truth", canon(case.truth)))
-    masked = reo.apply(Volume(case.hr_mask, case.hr_affine, "mask"))
-    mask = masked.data
-    frame = masked.affine[:3, :3] / np.linalg.norm(masked.affine[:3, :3], axis=0)  # canonical voxel axes -> world
-    voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size[list(np.argsort(reo.ornt[:, 0]))]
-    uncertainty = {n: reo.apply(p.std).data for n, p in predictions.items() if p.std is not None}
-    figures.fa_panels(columns, path, mask=mask, title=f"{title}: x{grid.text(factor)} super-resolution", voxel_mm=voxel,
-                      uncertainty=uncertainty or None, frame=frame)
+    columns = [("low-res input (nearest)", nearest)]  # the names the report gives them (apps/report_page.py)
+    columns += [(name, p.tensor.data) for name, p in predictions.items() if name != "nearest"]
+    columns.append(("ground truth", case.truth))
+    uncertainty = {n: p.std.data for n, p in predictions.items() if p.std is not None}
+    figures.stored_panels(columns, case.hr_affine, path, case.hr_mask, uncertainty,
+                          title=f"{title}: x{grid.text(factor)} super-resolution")

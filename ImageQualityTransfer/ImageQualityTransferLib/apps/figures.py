@@ -237,6 +237,22 @@ def fa_panels(
     return path
 
 
+def stored_panels(columns, affine, path, mask, uncertainty=None, **kwargs):
+    """`fa_panels` of tensor volumes stored on one grid of `affine` in any voxel order (a whole volume, or the one-voxel
+    slab a cohort's QC figure shows): each put in canonical RAS axes first, colour FA in the world's frame.
+    columns: (name, (X,Y,Z,6) array); mask: (X,Y,Z); uncertainty: {column name: (X,Y,Z) map} or None."""
+    from ..core.orientation import Reorientation
+    from ..core.volume import Volume
+
+    reo = Reorientation.to_canonical(affine)
+    masked = reo.apply(Volume(np.asarray(mask, bool), affine, "mask"))
+    frame = masked.affine[:3, :3] / np.linalg.norm(masked.affine[:3, :3], axis=0)  # canonical voxel axes -> world
+    canon = [(name, reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor")).data) for name, a in columns]
+    maps = {name: reo.apply(Volume(np.asarray(u), affine, "scalar")).data for name, u in (uncertainty or {}).items()}
+    return fa_panels(canon, path, mask=masked.data, voxel_mm=masked.voxel_size, uncertainty=maps or None, frame=frame,
+                     **kwargs)
+
+
 def uncertainty_panel(columns, uncertainty, path, **kwargs):
     """`fa_panels` with the uncertainty row: the same arguments, uncertainty required."""
     if uncertainty is None:

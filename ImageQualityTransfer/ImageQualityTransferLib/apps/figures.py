@@ -61,6 +61,35 @@ def centre_voxel(mask: np.ndarray) -> tuple:
     return tuple(int(v) for v in np.median(idx, axis=0).astype(int))
 
 
+WHITE_MATTER_FA = 0.3
+WHITE_MATTER_MD = (0.4e-3, 1.0e-3)  # mm^2/s
+WHITE_MATTER_MIN = 100  # voxels of the largest piece, on the grid it is read on
+CENTRE_GRID = 2_000_000  # voxels: a larger volume is read on every 2nd (3rd, ...) voxel
+
+
+def white_matter_centre(tensor, region) -> tuple | None:
+    """The median voxel of the largest connected piece of white-matter-like tensors (FA >= 0.3, MD 0.4-1.0e-3 mm^2/s)
+    within `region`, in the array's own voxel order: where a brain estimated from unmasked tensors is shown, since that
+    brain takes in scalp, face and neck fits, and its own median voxel had put a report's axial and coronal slices
+    through the orbits (a display audit); scattered noise fits of that look make no large piece. None where the
+    largest piece is under WHITE_MATTER_MIN voxels."""
+    from scipy import ndimage
+
+    r = np.asarray(region, bool)
+    step = max(1, int(np.ceil((r.size / CENTRE_GRID) ** (1 / 3))))
+    rs = r[::step, ::step, ::step]
+    values = np.asarray(np.asarray(tensor)[::step, ::step, ::step][rs], np.float64)
+    fa, md = np.zeros(rs.shape), np.zeros(rs.shape)
+    fa[rs], md[rs] = tensors.fa_fast(values), tensors.md(values)
+    pieces, n = ndimage.label(rs & (fa >= WHITE_MATTER_FA) & (md >= WHITE_MATTER_MD[0]) & (md <= WHITE_MATTER_MD[1]))
+    if n == 0:
+        return None
+    sizes = np.bincount(pieces.ravel())[1:]
+    if sizes.max() < WHITE_MATTER_MIN:
+        return None
+    return tuple(int(v) * step for v in np.median(np.argwhere(pieces == np.argmax(sizes) + 1), axis=0))
+
+
 LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
 LETTER_MARGIN = 0.12  # of a panel's width and height, black, each side: the letters sit there, not on the tissue
 
@@ -237,10 +266,10 @@ def fa_panels(
     return path
 
 
-def stored_panels(columns, affine, path, mask, uncertainty=None, **kwargs):
-    """`fa_panels` of tensor volumes stored on one grid of `affine` in any voxel order (a whole volume, or the one-voxel
-    slab a cohort's QC figure shows): each put in canonical RAS axes first, colour FA in the world's frame.
-    columns: (name, (X,Y,Z,6) array); mask: (X,Y,Z); uncertainty: {column name: (X,Y,Z) map} or None."""
+def stored_panels(columns, affine, path, mask, uncertainty=None, draw=None, **kwargs):
+    """`fa_panels` (or `draw`, e.g. `qc_strip`) of tensor volumes stored on one grid of `affine` in any voxel order (a
+    whole volume, or the one-voxel slab a cohort's QC figure shows): each put in canonical RAS axes first, colour FA
+    in the world's frame. columns: (name, (X,Y,Z,6) array); mask: (X,Y,Z); uncertainty: {column name: (X,Y,Z) map}."""
     from ..core.orientation import Reorientation
     from ..core.volume import Volume
 
@@ -249,8 +278,72 @@ def stored_panels(columns, affine, path, mask, uncertainty=None, **kwargs):
     frame = masked.affine[:3, :3] / np.linalg.norm(masked.affine[:3, :3], axis=0)  # canonical voxel axes -> world
     canon = [(name, reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor")).data) for name, a in columns]
     maps = {name: reo.apply(Volume(np.asarray(u), affine, "scalar")).data for name, u in (uncertainty or {}).items()}
-    return fa_panels(canon, path, mask=masked.data, voxel_mm=masked.voxel_size, uncertainty=maps or None, frame=frame,
-                     **kwargs)
+    return (draw or fa_panels)(canon, path, mask=masked.data, voxel_mm=masked.voxel_size, uncertainty=maps or None,
+                               frame=frame, **kwargs)
+
+
+def qc_strip(columns, path, mask=None, voxel_mm=1.0, uncertainty=None, frame=None, title=None, radiological=True,
+             dpi=100):
+    """One row of panels, legible where a cohort's QC page shows it small: colour FA of each (name, tensor) column
+    (canonical RAS arrays, as `fa_panels` takes them), then each column's uncertainty map, on the axial slice through
+    the mask's centre; voxels outside the mask and implausible fits black, the maps on Inferno from 0 to their 99th
+    percentile in the mask, with a colour bar."""
+    from matplotlib.figure import Figure
+
+    arrays = [np.asarray(getattr(t, "data", t)) for _, t in columns]
+    shape3 = arrays[0].shape[:3]
+    m = np.ones(shape3, bool) if mask is None else np.asarray(getattr(mask, "data", mask), bool)
+    k = centre_voxel(m)[2]
+    vox = _voxel3(voxel_mm)
+    panels = []  # (title, image, is a map)
+    for (name, _), a in zip(columns, arrays):
+        sl = np.asarray(a[:, :, k : k + 1], dtype=np.float64)
+        ok = m[:, :, k : k + 1] & tensors.plausible(sl)
+        coloured = sl if frame is None else tensors.rotate(sl, frame)
+        panels.append((f"{name}: colour FA", view(np.where(ok[..., None], tensors.color_fa(coloured), 0.0), "axial", 0,
+                                                  radiological), False))
+    maps = {n: np.asarray(u, np.float64) for n, u in (uncertainty or {}).items() if u is not None}
+    vmax = 1.0
+    if maps:
+        inside = np.concatenate([u[m] for u in maps.values()]) * tensors.SHOWN_UNIT
+        inside = inside[np.isfinite(inside)]
+        vmax = float(np.percentile(inside, 99)) if inside.size and np.percentile(inside, 99) > 0 else 1.0
+        for name, u in maps.items():
+            shown = np.where(m[:, :, k], u[:, :, k] * tensors.SHOWN_UNIT, np.nan)[:, :, None]
+            panels.append((f"{name}: uncertainty", view(shown, "axial", 0, radiological), True))
+    aspect = vox[1] / vox[0]
+    panel_w = 2.0
+    panel_h = panel_w * shape3[1] * vox[1] / (shape3[0] * vox[0])
+    fig_w = panel_w * len(panels) + (0.9 if maps else 0.1)
+    fig_h = panel_h + (0.75 if title else 0.35)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    im = None
+    left, right = ("R", "L") if radiological else ("L", "R")
+    for ax, (name, img, is_map) in zip(axes, panels):
+        if is_map:
+            im = ax.imshow(img, cmap="inferno", vmin=0.0, vmax=vmax, aspect=aspect, interpolation="nearest")
+        else:
+            ax.imshow(img, aspect=aspect, interpolation="nearest")
+        ax.set_facecolor("black")
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.text(0.02, 0.5, left, transform=ax.transAxes, va="center", **letter_style(7))
+        ax.text(0.98, 0.5, right, ha="right", transform=ax.transAxes, va="center", **letter_style(7))
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.05 / fig_w, right=1 - (0.9 if maps else 0.05) / fig_w, bottom=0.05 / fig_h,
+                        top=1 - (0.7 if title else 0.3) / fig_h, wspace=0.03)
+    if im is not None:
+        box = axes[-1].get_position()
+        cax = fig.add_axes([box.x1 + 0.08 / fig_w, box.y0 + 0.05 * box.height, 0.12 / fig_w, 0.9 * box.height])
+        bar = fig.colorbar(im, cax=cax)
+        bar.set_label(f"std ({tensors.SHOWN_UNIT_LABEL})", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, facecolor="white", format="png"))
+    return path
 
 
 def uncertainty_panel(columns, uncertainty, path, **kwargs):

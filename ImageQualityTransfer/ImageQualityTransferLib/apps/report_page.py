@@ -22,7 +22,7 @@ from ..core.direction import RANDOM_AXIS_DEGREES, SHOWN_TOP_DEGREES
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
-from .figures import centre_voxel
+from .figures import centre_voxel, white_matter_centre
 from .report_figures import MAX_DRAWN, fa_views, scalar_views, tract_views
 
 
@@ -70,11 +70,19 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     frame = masked.affine[:3, :3] / np.linalg.norm(masked.affine[:3, :3], axis=0)  # canonical voxel axes -> world RAS
     vox = np.asarray(voxel_mm, float)[list(np.argsort(reo.ornt[:, 0]))]
     cols = [(n, canon(t)) for n, t in columns]
-    centre = centre_voxel(m)
+    scale_in = None if scale_region is None else reo.apply(Volume(np.asarray(scale_region, bool), affine, "mask")).data
+    if scale_in is not None and (scale_in & m).sum() < SCALE_MIN_VOXELS:  # too little inside it to read a scale
+        scale_in = None
+    # an estimated brain takes in the scalp, face and neck fits: its median voxel had put the axial and coronal
+    # slices through the orbits and skull base (a display audit); the middle of its white matter instead
+    wm = None if scale_in is None else white_matter_centre(cols[0][1], scale_in & m)
+    centre = centre_voxel(m) if wm is None else wm
+    middle = ("the brain mask" if wm is None else "the white matter of the brain estimated from the tensors (fitted "
+              "without a mask, its estimate takes in scalp and background fits)")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by ImageQualityTransfer {_software()} (iqt report). Slices through the middle of "
-             f"the brain mask (its median voxel, {centre} in canonical RAS axes); axial and coronal views radiological (patient right on "
+             f"{middle} (its median voxel, {centre} in canonical RAS axes); axial and coronal views radiological (patient right on "
              f"screen left), sagittal with anterior on the left; orientation letters on every panel.</p>"]
     for note in notes:
         parts.append(f"<p>{html.escape(note)}</p>")
@@ -85,9 +93,6 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                               + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask (a subject's own mask "
                               "may leave out parts of the ventricles, on one side only) or implausible fits."))
     fa_bg = {n: tensors.fa(t) for n, t in cols}
-    scale_in = None if scale_region is None else reo.apply(Volume(np.asarray(scale_region, bool), affine, "mask")).data
-    if scale_in is not None and (scale_in & m).sum() < SCALE_MIN_VOXELS:  # too little inside it to read a scale
-        scale_in = None
 
     def overlay(maps: dict, scale: float, heading: str, label: str, caption: str, top: float | None = None) -> None:
         """One figure of per-method scalar maps on the first method's FA (a shared colour scale)."""

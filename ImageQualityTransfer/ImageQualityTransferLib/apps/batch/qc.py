@@ -56,7 +56,7 @@ def _flag(results: list[dict], m: str, k: float) -> None:
 
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
               "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
-              "model_used", "outlier", "seconds", "notes", "reason")
+              "model_used", "outlier", "seconds", "figure", "notes", "reason")
 # fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
 # dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
 # the b0 lies from the mean DWI; b0_check (dmri/b0s.py): ok, or a b0 of another brightness than the others or a brain
@@ -64,7 +64,7 @@ QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "bra
 # the fibres clearly more continuous (x-flipped, rows(y,x,z), scanner-RAS, ...), n/a with too little white matter to
 # judge; n/a for a tensor file (and a subject done before they were recorded); notes: the subject's warnings, as in its
 # sidecars' Notes (they had reached only stderr and the sidecars: a cohort's table read "done, ok, ok" for a series
-# read as two shells, an input audit)
+# read as two shells, an input audit); figure: the subject's QC figure (subject.qc_figure) from the table's folder
 
 
 def _fmt(v, spec):
@@ -103,6 +103,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
                      _fmt(q.get("fit_outlier_volumes"), ".0f"), _fmt(q.get("b0_shift_vox"), ".2f"),
                      str(q.get("b0_check", "n/a")), str(q.get("bvec_check", "n/a")), _model_used(r),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"),
+                     r.get("figure") or "n/a" if r["status"] != "failed" else "n/a",
                      " | ".join(" ".join(str(n).split()) for n in r.get("notes") or []) or "-", r.get("reason", "")])
     return rows
 
@@ -139,7 +140,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
     # cohort audit's page counted a subject removed from the dataset, and failures of two, against the run's own line
     excluded = bool(s is not None and s.exclude_outliers)  # a fit's outliers left out of it: not a failed check
     classes = [_row_class(row, tuple(row[:3]) in this, excluded) for row in rows]
-    body = "".join("<tr{}>{}</tr>".format(c, "".join(f"<td>{html.escape(x)}</td>" for x in row))
+    body = "".join("<tr{}>{}</tr>".format(c, "".join(_cell(QC_COLUMNS[i], x) for i, x in enumerate(row)))
                    for c, row in zip(classes, rows))
     ours = [row for row in rows if tuple(row[:3]) in this]
     counts = {k: sum(row[3] == k for row in ours) for k in ("done", "skipped", "failed", "pending")}
@@ -187,8 +188,21 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "with the fix), n/a with too little white matter to judge. Outlier: outside median &plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
-            f"volumes only among inputs of one kind. notes: the subject's warnings (as in its sidecars' Notes), separated by |.</p>\n")
+            f"volumes only among inputs of one kind. figure: colour FA of the subject's input (by nearest) and output, "
+            "and the output's uncertainty with --uncertainty, on the axial slice through the brain's centre "
+            "(click it for full size; n/a for a subject that failed, or done by an earlier version). notes: the "
+            "subject's warnings (as in its sidecars' Notes), separated by |.</p>\n")
     _write(out_root / "qc.html", page)
+
+
+def _cell(column: str, text: str) -> str:
+    """One cell of the page: the subject's QC figure shown small, a link to it full size; any other as text."""
+    if column == "figure" and text not in ("n/a", "-", "") and not text.startswith(("/", "..")) and "://" not in text:
+        from urllib.parse import quote
+
+        at = html.escape(quote(text))
+        return f'<td><a href="{at}"><img src="{at}" alt="{html.escape(text)}" loading="lazy" style="height:10em"></a></td>'
+    return f"<td>{html.escape(text)}</td>"
 
 
 def _rows(n: int) -> str:

@@ -62,6 +62,12 @@ def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
     return names
 
 
+def figure_path(folder: Path, names: dict) -> Path:
+    """The subject's QC figure (subject.qc_figure) for the run `names` come from: in figures/ beside the subject's dwi/
+    folder (as fMRIPrep keeps its reports' figures), named as its outputs with desc-qc."""
+    return Path(folder).parent / "figures" / names["tensor"].replace("_param-tensor_dwimap.nii.gz", "_desc-qc_dwimap.png")
+
+
 def stale_maps(folder: Path, names: dict) -> list[Path]:
     """The uncertainty maps (and sidecars) of an earlier run of this subject, method and factor that this run does not
     write (it runs without --uncertainty, or with fewer maps): left beside new outputs, they would hold the old input's

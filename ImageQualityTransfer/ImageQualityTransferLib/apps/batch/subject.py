@@ -22,7 +22,7 @@ from .items import Item
 from .lock import holds
 from ...fileio.records import map_record
 from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records, check_same_input, expected_maps,
-                      file_record, finished, identity, input_hashes, method_label, other_build, output_names,
+                      figure_path, file_record, finished, identity, input_hashes, method_label, other_build, output_names,
                       output_order, remove_earlier_copies, res_label, sidecar, sources, stale_maps)
 
 
@@ -68,7 +68,8 @@ def _device(s: Settings) -> dict:
 
 
 def compute(item: Item, s: Settings) -> tuple[dict, dict]:
-    """(volumes by output key, QC metrics) for one subject: fit if a DWI, upsample, uncertainty, FA and MD."""
+    """(volumes by output key, QC metrics) for one subject: fit if a DWI, upsample, uncertainty, FA and MD; and under
+    "lowres" the low-res tensors upsampled (for the QC figure)."""
     from ... import fileio
     from ...core import grid, tensors
     from ...core.volume import Volume
@@ -132,6 +133,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         vols.update(pred.maps())
     written = fileio.write_order(fileio.as_read(lr), output_order(item, s))  # dipy: 4D or 5D as the file came in
     vols["tensor"] = t.replace(meta={**t.meta, "written": written})
+    vols["lowres"] = lr
     inside = np.ones(lr.shape3, bool) if mask is None else np.asarray(mask.data, bool)
     vox = lr.voxel_size
     # the brain's volume from the mask as given: one on the output's grid had been read as the low-res blocks it
@@ -152,6 +154,41 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     return vols, qc
 
 
+def qc_figure(vols: dict, s: Settings, item: Item, path: Path, estimated: bool = False) -> None:
+    """The subject's picture on the cohort's QC page (qc.html): colour FA of its input (shown by nearest) and output,
+    and the output's uncertainty, on the axial slice through the brain's centre (figures.qc_strip). Only that slice is put in
+    canonical axes: a whole volume's copy would cost a worker hundreds of MB. `estimated`: the brain mask was estimated
+    from unmasked tensors, with scalp and background fits: the slice goes through its white matter's centre."""
+    from ...core import grid
+    from ...core.orientation import Reorientation
+    from .. import figures
+
+    t, lr = vols["tensor"], vols["lowres"]
+    a = int(np.flatnonzero(Reorientation.to_canonical(t.affine).ornt[:, 0] == 2)[0])  # the stored axis nearest S
+    brain = np.asarray(vols["mask"].data, bool)
+    wm = None
+    if estimated:
+        from ...dmri.dti import inside_rim
+
+        wm = figures.white_matter_centre(t.data, inside_rim(brain, t.voxel_size))
+    k = (figures.centre_voxel(brain) if wm is None else wm)[a]
+    f = grid.factors(s.factor)
+    across = tuple(1 if i == a else f[i] for i in range(3))
+    shift = np.eye(4)
+    shift[a, 3] = k
+
+    def slab(arr, i):
+        return np.take(np.asarray(arr), [i], axis=a)
+
+    columns = [("input (nearest)", grid.repeat_blocks(slab(lr.data, k // f[a]), across)),
+               (method_label(s), slab(t.data, k))]
+    std = vols.get("std")
+    figures.stored_panels(columns, t.affine @ shift, path, slab(vols["mask"].data, k),
+                          {method_label(s): slab(std.data, k)} if std is not None else None, draw=figures.qc_strip,
+                          title=f"{item.prefix}: {method_label(s)} x{grid.text(s.factor)}, axial slice {'ijk'[a]} = {k} "
+                          "(patient R on screen left)")
+
+
 def _in_batch_words(note: str) -> str:
     """An engine warning with `iqt upsample`'s --mask put as a list line's (batch has no --mask of its own), and `iqt
     fit`'s --exclude-outliers as batch's own."""
@@ -159,6 +196,11 @@ def _in_batch_words(note: str) -> str:
         .replace("rerun 'iqt fit' with --exclude-outliers", "rerun this 'iqt batch' with --exclude-outliers (which redoes "
                  "every DWI subject)") \
         .replace("(iqt upsample's --voxel-size MM picks them)", "(iqt batch --voxel-size MM picks them for each subject)")
+
+
+def _shown(out_root, picture: Path) -> str:
+    """The QC figure's path from the QC page (`out_root`), "" where the subject has none."""
+    return picture.relative_to(out_root).as_posix() if picture.is_file() else ""
 
 
 KEPT = "; none of the subject's outputs was written: its folder is as it was before this run"
@@ -198,7 +240,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
         if done is not None:
             add_file_records(folder, names)
             notes = done.get("Notes", [])  # said again on a rerun, as when it ran
-            res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [])
+            res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [],
+                       figure=_shown(out_root, figure_path(folder, names)))  # one of an earlier version may lack it
             return res
         check_same_input(folder, names, item, ident)
         res["redone_from"] = other_build(folder, names, ident)
@@ -226,6 +269,9 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                     fileio.save_tensor(vols[key], folder / name, **vols[key].meta["written"])
                 else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them
                     fileio.save_scalar(vols[key], folder / name, map_record(method_label(s), key))
+            picture = figure_path(folder, names)
+            stage.declare(picture)
+            qc_figure(vols, s, item, make_folder(picture.parent) / picture.name, qc["brain_from"] == "estimated")
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             qc["seconds"] = round(time.perf_counter() - t0, 3)  # kept in the sidecar: a later skip still reports it
             used = vols["tensor"].meta
@@ -264,7 +310,7 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                                "lost) when it was done")
             writing = False  # what fails from here is the commit, which says itself what it left
         remove_earlier_copies(folder, names)
-        res.update(status="done", qc=qc, notes=notes)
+        res.update(status="done", qc=qc, notes=notes, figure=_shown(out_root, figure_path(folder, names)))
     except IQTError as exc:
         res["reason"] = " ".join(str(exc).split())
         if writing:  # a write failed (a full disk): the stage's files removed, the earlier ones untouched

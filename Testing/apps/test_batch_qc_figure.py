@@ -1,0 +1,76 @@
+"""Each subject's picture on the cohort's QC page (a cohort audit: qc.html had no picture of any result, so a data
+manager handing it to clinicians could not see a subject's output without opening it): colour FA of the input and the
+output, and the uncertainty, on the axial slice through the brain's centre, in figures/ beside the subject's dwi/, named
+in qc.tsv and shown small in qc.html, a link to it full size."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed", reason="iqt batch needs Dask distributed")
+
+from ImageQualityTransferLib import methods  # noqa: E402
+from ImageQualityTransferLib.apps import batch, figures  # noqa: E402
+from ImageQualityTransferLib.apps.batch import qc, subject  # noqa: E402
+from ImageQualityTransferLib.core.orientation import Reorientation  # noqa: E402
+from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
+from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti  # noqa: E402
+from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
+
+import helpers  # noqa: E402
+
+
+@pytest.mark.slow
+def test_each_subject_s_figure_is_written_named_in_qc_tsv_and_shown_in_qc_html(tmp_path):
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"), corrupt="03")
+    out = tmp_path / "deriv"
+    res = batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
+    assert [r["status"] for r in res] == ["done", "done", "failed"]
+    at = qc.QC_COLUMNS.index("figure")
+    rows = {r[0]: r for r in qc._read_qc(out / "qc.tsv")}
+    for sub in ("01", "02"):
+        shown = rows[f"sub-{sub}"][at]
+        assert shown == f"sub-{sub}/figures/sub-{sub}_space-orig_res-2x_model-cubic_desc-qc_dwimap.png"
+        assert (out / shown).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert rows["sub-03"][at] == "n/a" and not (out / "sub-03").exists()  # a failed subject leaves no folder
+    page = (out / "qc.html").read_text()
+    linked = re.findall(r'<a href="([^"]+)"><img src="([^"]+)"', page)
+    assert sorted(a for a, b in linked if a == b) == [rows["sub-01"][at], rows["sub-02"][at]]
+    again = batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
+    assert [r["status"] for r in again][:2] == ["skipped"] * 2
+    assert [r[at] for r in qc._read_qc(out / "qc.tsv")][:2] == [rows["sub-01"][at], rows["sub-02"][at]]
+
+
+def test_the_figure_shows_the_same_slice_however_the_subject_is_stored(monkeypatch, tmp_path):
+    """A sagittal scan stored PSR and the same data stored RAS give the same panels: only the slice is put in canonical
+    axes (the stored axis nearest superior found from the affine), the input by nearest on the output's grid."""
+    dwi = make_phantom(shape=(24, 28, 20), voxel_mm=4.0, n_dirs=12)
+    lr = fit_dti(dwi, brain_mask(dwi))
+    pred = methods.get("biqt").predict(lr, 2, brain_mask(dwi), uncertainty=True)
+    hr_mask = Volume(np.any(pred.tensor.data != 0, axis=-1), pred.tensor.affine, "mask")
+    seen = []
+    monkeypatch.setattr(figures, "qc_strip", lambda columns, path, **kw: seen.append((columns, kw)))
+    s = batch.Settings(method="biqt", uncertainty=True)
+    for codes in ("RAS", "PSR"):
+        import nibabel.orientations as nio
+
+        reo = Reorientation.to_canonical(lr.affine).then(Reorientation(nio.ornt_transform(nio.axcodes2ornt("RAS"),
+                                                                                          nio.axcodes2ornt(codes))))
+        vols = {"tensor": reo.apply(pred.tensor), "lowres": reo.apply(lr), "mask": reo.apply(hr_mask),
+                "std": reo.apply(pred.std)}
+        assert "".join(nio.aff2axcodes(vols["tensor"].affine)) == codes
+        subject.qc_figure(vols, s, batch.find_items(helpers.make_bids(tmp_path / codes, ("01",)))[0], tmp_path / "x.png")
+    (ras, kw_ras), (psr, kw_psr) = seen
+    assert [n for n, _ in ras] == ["input (nearest)", "biqt"] == [n for n, _ in psr]
+    for (_, a), (_, b) in zip(ras, psr):
+        assert a.shape[2] == 1 and np.array_equal(a, b)
+    assert np.array_equal(kw_ras["mask"], kw_psr["mask"]) and kw_ras["mask"].any()
+    np.testing.assert_array_equal(kw_ras["uncertainty"]["biqt"], kw_psr["uncertainty"]["biqt"])
+    np.testing.assert_allclose(kw_ras["frame"], kw_psr["frame"], atol=1e-12)
+    # the input column is the low-res tensors repeated into their blocks, on the output's slice
+    k = figures.centre_voxel(np.asarray(Reorientation.to_canonical(lr.affine).apply(hr_mask).data))[2]
+    lr_ras = Reorientation.to_canonical(lr.affine).apply(lr).data
+    np.testing.assert_array_equal(ras[0][1][:, :, 0], np.repeat(np.repeat(lr_ras[:, :, k // 2], 2, 0), 2, 1))

@@ -485,3 +485,16 @@ def test_evaluate_asks_which_frame_a_positive_grid_reference_is_in(tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--truth-order nifti (voxel axes) or --truth-order dipy" in err, err
     assert cli.main(base + ["--tensor-order", "fsl", "--truth-order", "dipy"]) == 0
+    # a 5D prediction read with --tensor-order nifti or dipy: the reference is another file, perhaps of another tool
+    # (an ANTs reference beside a dipy prediction, a dipy one beside a voxel-axis one had been read in the
+    # prediction's frame and scored mirrored, 43 degrees off, exit 0: a tool-inputs audit); refused until said
+    nib.save(img, tmp_path / "pred5.nii.gz")
+    five = ["evaluate", "--pred", str(tmp_path / "pred5.nii.gz"), "--truth", str(tmp_path / "truth.nii.gz"),
+            "--mask", str(tmp_path / "mask.nii.gz")]
+    capsys.readouterr()
+    for order in ("nifti", "dipy"):
+        assert cli.main(five + ["--tensor-order", order]) == 2
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]  # after the warnings this random field's MD gets
+        assert err.count("iqt: error:") == 1 and "--truth-order nifti (voxel axes) or --truth-order dipy" in last, err
+        assert cli.main(five + ["--tensor-order", order, "--truth-order", order]) == 0

@@ -27,18 +27,21 @@ def add_parsers(sub) -> None:
     sp.add_argument("--truth-order", choices=list(ORDERS),
                     help="the reference's order and frame (e.g. an 'iqt upsample' 5D output scored against a dtifit "
                          "reference: --truth-order fsl); without it a 4D reference is read as --tensor-order reads the "
-                         "prediction, this tool's 5D file or a NRRD in the order its format fixes, another 5D file in "
-                         "dipy's frame where the prediction is read with --tensor-order dipy")
+                         "prediction, a 5D file or a NRRD in voxel axes, as this tool's and ANTs' are (another tool's 5D "
+                         "file on a grid where dipy's frame differs from them is refused until this says which)")
     sp.add_argument("--json", help="also write the metrics as JSON")
     sp.set_defaults(func=run)
 
 
-def _truth_order(path, tensor_order: str) -> str:
-    """The reference's order where --truth-order is not given: a 4D six-volume file is read as the prediction is
-    (--tensor-order: one flag for two files of one tool); this tool's own 5D file ('iqt fit') and a NRRD in the order
-    their format fixes, since an 'iqt upsample' output read with --tensor-order dipy|fsl|mrtrix is scored against
-    'iqt fit''s reference (read in FSL's frame, it comes out mirrored and is scored 47 degrees off);
-    another 5D file in dipy's frame where the prediction is read in it (dipy_fit_dti writes both)."""
+def _truth_order(path, tensor_order: str) -> tuple[str, bool]:
+    """The reference's order where --truth-order is not given, and whether --tensor-order says it too: a 4D six-volume
+    file is read as the prediction is (one flag for two files of one tool); a 5D file and a NRRD in voxel axes, as
+    their formats fix for this tool's own ('iqt fit') and for ANTs', since an 'iqt upsample' output read with
+    --tensor-order dipy|fsl|mrtrix is scored against 'iqt fit''s reference (read in FSL's frame, it comes out
+    mirrored and is scored 47 degrees off). Another tool's 5D file on a grid where dipy's frame and voxel axes differ
+    is then refused (fileio.volumes._check_frame) until --truth-order says which: taken to be in the prediction's
+    frame, an ANTs reference beside a dipy prediction, and a dipy one beside a prediction read in voxel axes, had been
+    scored mirrored, 43 degrees off, without a word (a tool-inputs audit)."""
     from ...fileio.nifti import open_nifti
 
     from ...fileio.volumes import OWN_INTENT
@@ -47,10 +50,10 @@ def _truth_order(path, tensor_order: str) -> str:
         img = open_nifti(path)
         shape, name = img.shape, img.header.get_intent()[2]
     except Exception:  # noqa: BLE001 - a NRRD, or not a file this reads: load_tensor says which
-        return "nifti"
+        return "nifti", False
     if len(shape) == 4:
-        return tensor_order
-    return "dipy" if tensor_order == "dipy" and name != OWN_INTENT else "nifti"
+        return tensor_order, True
+    return "nifti", False
 
 
 def run(args):
@@ -77,10 +80,9 @@ def run(args):
     try:
         with warnings.catch_warnings(record=True) as said, tensor_checks.missing_read_as(tensor_checks.MISSING_AS_REFERENCE):
             warnings.simplefilter("always", IQTWarning)
-            order = args.truth_order or _truth_order(args.truth, args.tensor_order)
-            # said for the reference where --truth-order is given, or --tensor-order reads it too (not where a 4D
-            # prediction's fsl order left a 5D reference to be read as nifti)
-            stated = args.truth_order is not None or bool(getattr(args, "order_stated", False)
+            order, same_flag = (args.truth_order, True) if args.truth_order else _truth_order(args.truth, args.tensor_order)
+            # said for the reference where --truth-order is given, or where --tensor-order reads it too (a 4D file)
+            stated = args.truth_order is not None or bool(getattr(args, "order_stated", False) and same_flag
                                                           and order == args.tensor_order)
             truth = fileio.load_tensor(args.truth, order, stated)
     except IQTError as exc:  # the reference's own order is --truth-order's (--tensor-order read the prediction)

@@ -278,3 +278,26 @@ def test_the_warning_names_the_usual_cause_where_the_failed_fits_diffuse_too_fas
                                   "signal sinks to the noise floor (usual in a few voxels)")
     assert said(csf, 400).endswith("sinks to the noise floor")  # 4 % of the mask: not "a few"
     assert said([7e-4, 0, 7e-4, 0, 0, -2e-3], 27).endswith("interpolation clips them")  # a negative eigenvalue
+
+
+def test_noise_beyond_a_given_mask_is_said_once_and_a_clean_fit_is_not(coarse_phantom):
+    """Noise tensors beyond a given --mask (a tool-inputs audit: N(0, 1e-3) per element there moved cubic's exterior
+    DT-RMSE on a dev scan from 20.65 to 22.89 and put 227 non-physical voxels in its brain, without a word): one warning
+    naming the share and the fix, for every method; the same fit with zeros or tissue beyond the mask says nothing."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    mask = brain_mask(coarse_phantom)
+    lr = fit_dti(coarse_phantom, mask)
+    given = Volume(np.asarray(mask.data, bool), lr.affine, "mask")
+    noisy = np.array(lr.data)
+    outside = ~given.data
+    noisy[outside] = np.random.default_rng(0).normal(0, 1e-3, (int(outside.sum()), 6))
+    for data, said in ((lr.data, False), (noisy, True)):
+        for name in ("cubic", "rf"):
+            with warnings.catch_warnings(record=True) as got:
+                warnings.simplefilter("always", IQTWarning)
+                methods.get(name).predict(lr.replace(data=data), 2, given, uncertainty=False)
+            lines = [str(w.message) for w in got if "beyond the mask" in str(w.message)]
+            assert len(lines) == int(said), lines
+            assert not said or ("are not physical" in lines[0] and "zero the tensors outside the mask" in lines[0])

@@ -28,6 +28,7 @@ from .inputs import (
     drop_failed_fits,
     input_noise_index,
     mask_within_fit,
+    warn_noisy_context,
     whole_field,
 )
 
@@ -249,6 +250,8 @@ class Method:
         estimated = whole and (not given or mask.meta.get("source") == "brain_from_tensors")
         where = "the mask" if given and not estimated else "the field of view" if mask is None else \
             "the input's brain" if not estimated else "the brain estimated from the tensors (with the fits around it)"
+        if given and not estimated:
+            warn_noisy_context(lr, mask)
         # said for every method; interpolation clips them, as any interpolator would
         lr = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated)
         if self.learned:

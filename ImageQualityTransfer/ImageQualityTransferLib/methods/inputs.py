@@ -221,6 +221,32 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
     return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
 
 
+NOISY_CONTEXT = 0.5  # share of the tensors beyond a given mask that are not physical, above which it is said
+NOISY_CONTEXT_MIN = 50  # voxels of that band, fewer and nothing is said
+
+
+def warn_noisy_context(lr: Volume, mask: Volume) -> None:
+    """One warning where most tensors within CONTEXT_RINGS voxels beyond a given mask are not physical (a negative
+    eigenvalue or a failed fit: noise, not tissue): every method reads them as the brain edge's context, and they had
+    moved a dev scan's results near the edge without a word (a tool-inputs audit: cubic's exterior DT-RMSE 20.65 ->
+    22.89); zeroed, they are filled from the brain's edge (methods/context.py)."""
+    from .context import CONTEXT_RINGS
+
+    inside = np.asarray(mask.data, bool)
+    band = ndimage.binary_dilation(inside, iterations=CONTEXT_RINGS) & ~inside & np.any(np.asarray(lr.data) != 0, axis=-1)
+    m = int(band.sum())
+    if m < NOISY_CONTEXT_MIN:
+        return
+    t = np.asarray(lr.data)[band]
+    n = int(((tensors.distance_to_physical(t) > 0) | tensors.failed_fits(t)).sum())
+    if n > NOISY_CONTEXT * m:
+        warnings.warn(f"{lr.source}{n} of the {m} tensors within {CONTEXT_RINGS} voxels beyond the mask ({100 * n / m:.0f} %) "
+                      "are not physical (a negative eigenvalue or a failed fit: noise, not tissue): every method reads "
+                      "them as the brain edge's context and its outputs near the edge follow them; zero the tensors "
+                      "outside the mask (e.g. fslmaths DTI -mas MASK), which the methods then fill from the brain's edge",
+                      IQTWarning, stacklevel=3)
+
+
 def _likely_cause(t, failed: np.ndarray, mask: Volume | None) -> str:
     """Where most failed fits diffuse faster than free water, their usual cause, so that a few of them in a good fit are
     not read as a fault in the data (an input audit: 27 in the 3 mm dev scan's own fit, its CSF at b=2000)."""

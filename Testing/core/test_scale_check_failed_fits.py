@@ -94,3 +94,28 @@ def test_a_whole_field_fit_ten_times_too_large_is_refused_too():
     with pytest.raises(IQTError, match=r"not in mm\^2/s.*multiply them by 1e-1 "):
         tensor_checks.check_scale(t)
     tensor_checks.check_scale(np.concatenate([brain, noise]).reshape(-1, 1, 1, 6))  # the same in mm^2/s reads
+
+
+@pytest.mark.parametrize("share, outcome", [(0.0, "nothing"), (0.005, "nothing"), (0.3, "warning"), (0.6, "refused")])
+def test_a_brain_partly_sign_inverted_is_said_and_mostly_so_refused(share, outcome):
+    """A fit with 61 % of its brain's tensors sign-inverted ran with a warning counting only its failed fits (a
+    tool-inputs audit): the tissue-like voxels the other checks judge leave out tensors of negative MD."""
+    import warnings
+
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    t = _brain_with_failed_fits(share=0.0).reshape(-1, 6)
+    flip = np.random.default_rng(1).random(len(t)) < share
+    t[flip] *= -1
+    vol = Volume(t.reshape(40, -1, 1, 6), np.eye(4), "tensor")
+    brain = Volume(np.ones(vol.shape3, bool), np.eye(4), "mask")  # given as --mask: these voxels are the brain
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always", IQTWarning)
+        if outcome == "refused":
+            with pytest.raises(IQTError, match=r"6\d % of the input tensors in the brain have a mean diffusivity at or "
+                                               r"below zero"):
+                check_tensor_input(vol, brain)
+            return
+        check_tensor_input(vol, brain)
+    said = [str(w.message) for w in got if "mean diffusivity at or below zero" in str(w.message)]
+    assert len(said) == (outcome == "warning"), said

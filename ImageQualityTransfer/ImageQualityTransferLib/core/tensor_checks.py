@@ -96,6 +96,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     if share < 0.5:
         raise IQTError(f"only {100 * share:.0f} % of the {what} tensors are positive definite; the volume is not a "
                        f"diffusion tensor fit (or its sign or element order is wrong: check {order_option})")
+    if brain:  # a brain partly sign-inverted: its tissue-like voxels, judged above, leave those out
+        _check_negative_md(md, what)
     scale = float(np.median(md[judged & pd]))
     # over the judged voxels too: failed fits (dipy's WLS reaches 1e-2 to 2.5 mm^2/s in low-signal voxels; 3 % of a
     # native scan's brain) are not the volume's unit, and the methods and the evaluation take them as missing
@@ -130,6 +132,35 @@ MAX_MEDIAN_MD = 3.5e-3
 # times too small (brain MD 7.7e-5 and 3.9e-5) had passed without a word (an input audit)
 MIN_MEDIAN_MD = 1e-4
 LOW_MEDIAN_MD = 2.5e-4  # below it, a warning: a tenth of a brain's MD can read as tissue where CSF sets the median
+
+
+NEGATIVE_MD_REFUSED = 0.5  # share of the brain's tensors with MD <= 0 above which an input is refused
+NEGATIVE_MD_SAID = 0.01  # and above which (at least NEGATIVE_MD_MIN voxels) one warning says so
+NEGATIVE_MD_MIN = 10
+
+
+def _check_negative_md(md: np.ndarray, what: str) -> None:
+    """Refuse a brain whose tensors mostly have a mean diffusivity at or below zero, and say where some do: no tissue
+    diffuses so, and the tissue-like voxels the other checks judge leave them out, so that a fit with 61 % of its brain
+    sign-inverted had run with a warning counting only its failed fits (a tool-inputs audit; the OLS fits of three real
+    scans hold at most 1 such voxel of 24,514)."""
+    negative = md <= 0
+    n, share = int(negative.sum()), float(negative.mean())
+    if share > NEGATIVE_MD_REFUSED:
+        from .errors import IQTError
+
+        raise IQTError(f"{100 * share:.0f} % of the {what} tensors in the brain have a mean diffusivity at or below zero, "
+                       "which no tissue has: their sign is inverted or they are not a diffusion tensor fit; fit them again "
+                       "from the DWI ('iqt fit') or check the tool that wrote them")
+    if share > NEGATIVE_MD_SAID and n >= NEGATIVE_MD_MIN:
+        import warnings
+
+        from .errors import IQTWarning
+
+        warnings.warn(f"{n} of the {what} tensors in the brain ({100 * share:.1f} %) have a mean diffusivity at or below "
+                      "zero, which no tissue has (sign-inverted, or not fitted): every method's output there is not a "
+                      "measurement; fit them again from the DWI ('iqt fit') or check the tool that wrote them",
+                      IQTWarning, stacklevel=4)
 
 
 def _mostly_one_isotropic(lam: np.ndarray) -> bool:

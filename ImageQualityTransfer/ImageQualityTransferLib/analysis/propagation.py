@@ -26,6 +26,7 @@ import numpy as np
 from ..core import tensors
 from . import tractography
 from ..core.errors import IQTError, IQTWarning
+from ..core.orientation import Reorientation, _nio
 from ..core.volume import Volume
 
 
@@ -76,24 +77,54 @@ def propagate(prediction, n: int = 100, seeds=None, mask=None, settings=None, rn
     seeds: world (N,3) points or a seed-mask Volume; default `n_seeds` random points where the mean
     prediction's FA >= 0.3. mask: high-res (X,Y,Z) bool; only its voxels with a non-zero prediction are used.
     track_mask: where random seeds fall and tracts run, within `mask` (default all of it: the maps may cover a margin
-    the tracts keep out of). track=False gives only the FA/MD maps."""
+    the tracts keep out of). track=False gives only the FA/MD maps.
+
+    The samples and the random seeds are drawn in the closest canonical (RAS) voxel axes, as the methods work, and the
+    maps put back on the prediction's grid: the same tensors stored in another voxel order give the same maps."""
     if prediction.std is None:
         raise IQTError("this prediction has no uncertainty map; propagate needs a method with uncertainty (e.g. espcn-hetero, biqt)")
     if int(n) < 2:
         raise IQTError(f"--samples {n}: give at least 2 samples")
     t0 = time.perf_counter()
     vol = prediction.tensor
+    shape3 = vol.shape3
+    if mask is not None:
+        mask = np.asarray(getattr(mask, "data", mask), bool)
+        if mask.shape != shape3:
+            raise IQTError(f"the mask {mask.shape} is not on the prediction grid {shape3}")
+    sigma = _sigma(prediction.std, shape3)
+    if track_mask is not None:
+        track_mask = np.asarray(getattr(track_mask, "data", track_mask), bool)
+    re = Reorientation.to_canonical(vol.affine)
+    if re.is_identity:
+        return _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progress, track_mask, t0)
+
+    def canonical(a):
+        return None if a is None else np.ascontiguousarray(_nio().apply_orientation(a, re.ornt))
+
+    sigma = canonical(sigma)
+    if sigma.ndim == 4:  # per-element stds: the elements reordered as the tensor's, no sign (a std is not signed)
+        sigma = tensors.rotate(sigma, np.abs(re.signed_permutation()))
+    out = _propagate(re.apply(vol), sigma, n, seeds, canonical(mask), settings, rng, track, n_seeds, progress,
+                     canonical(track_mask), t0)
+    back = re.inverse().ornt
+    for name in MAPS:
+        v = getattr(out, name)
+        if v is not None:  # on the prediction's own grid and affine
+            setattr(out, name, Volume(np.ascontiguousarray(_nio().apply_orientation(v.data, back)), vol.affine, "scalar"))
+    return out
+
+
+def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progress, track_mask, t0) -> Propagation:
+    """`propagate` on tensors `vol` with the stds `sigma` (`_sigma`), `mask` and `track_mask` bool arrays on its grid."""
     mu_full = np.asarray(vol.data, np.float32)
     shape3 = vol.shape3
     m = np.any(mu_full != 0, axis=-1) & np.isfinite(mu_full).all(axis=-1)
     if mask is not None:
-        given = np.asarray(getattr(mask, "data", mask), bool)
-        if given.shape != shape3:
-            raise IQTError(f"the mask {given.shape} is not on the prediction grid {shape3}")
         # a high-res --mask zeroed the prediction outside it (Prediction.within) within the blocks of `mask`
-        m &= given
-    t = m if track_mask is None else m & np.asarray(getattr(track_mask, "data", track_mask), bool)
-    sig = _sigma(prediction.std, shape3)[m]
+        m &= mask
+    t = m if track_mask is None else m & track_mask
+    sig = sigma[m]
     sig = sig[:, None] if sig.ndim == 1 else sig
     mu = mu_full[m]
     rng_seed = rng if isinstance(rng, (int, np.integer)) else None

@@ -1,6 +1,6 @@
 """The readers' warning on tensors with NaN in every element (core.tensor_checks.nan_as_empty) ends with what becomes of
-those voxels where they are read: a method's input fills them from the nearest fits (learned) or takes them as zero
-(interpolation); `iqt evaluate` scores a prediction's as a zero tensor (the uncertainty figures leave them out) and
+those voxels where they are read: every method's input fills them from the nearest fits (it had said interpolation
+takes them as zero, against what it did: a tool-inputs audit); `iqt evaluate` scores a prediction's as a zero tensor (the uncertainty figures leave them out) and
 leaves a reference's out of every figure, counted. It said the methods' line for evaluate's files too."""
 
 from __future__ import annotations
@@ -96,3 +96,18 @@ def test_a_file_refused_for_other_nan_or_inf_gets_no_warning_first():
     t[1, 1, 1, 0] = 1e-4
     with pytest.warns(IQTWarning, match="1 voxel inside the tensors holds NaN"):
         tensor_checks.nan_as_empty(t, "f.nii.gz: ")
+
+
+@pytest.mark.parametrize("name", ["nearest", "cubic", "rf"])
+def test_every_method_fills_a_hole_as_the_warning_says(name):
+    from ImageQualityTransferLib import methods
+
+    t = np.zeros((12, 12, 12, 6), np.float32)
+    t[2:10, 2:10, 2:10, 0] = t[2:10, 2:10, 2:10, 2] = t[2:10, 2:10, 2:10, 5] = 7e-4
+    t[6, 6, 6] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IQTWarning)
+        lr = Volume(tensor_checks.nan_as_empty(t), AFFINE, "tensor")
+        out = methods.get(name).predict(lr, 2, uncertainty=False).tensor.data
+    hole = out[12:14, 12:14, 12:14]
+    np.testing.assert_allclose(hole[..., [0, 2, 5]], 7e-4, rtol=0.05)

@@ -19,7 +19,9 @@ from .tensors import TISSUE_RANGE, eigenvalues, md_mode_of
 # has FA 0, where a streamline stops), and as iqt evaluate's prediction or reference (analysis/evaluation.py: a zero
 # prediction is scored as a zero tensor, covered only by the uncertainty figures; a voxel with no reference tensor is
 # left out of every figure and counted as n_no_reference)
-MISSING_AS_INPUT = "the learned methods fill such voxels from the nearest fits, interpolation takes them as zero"
+# interpolation too fills them (methods/context.py), as it fills the context beyond a tight mask: the line had said
+# "interpolation takes them as zero" (a tool-inputs audit)
+MISSING_AS_INPUT = "every method fills such voxels, up to two voxels deep, from the nearest fits"
 MISSING_AS_TRACKED = "tracking reads them as empty (FA 0): streamlines stop at them"
 MISSING_AS_PREDICTION = ("the error figures score them as a zero tensor (the whole reference tensor counts as error) "
                          "and the uncertainty figures leave them out")

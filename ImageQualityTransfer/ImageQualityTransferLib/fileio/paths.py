@@ -16,7 +16,18 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
 JSON_SUFFIXES = (".json",)
-MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"  # the install's shipped models
+
+
+def _models_dir() -> Path:
+    """The install's shipped models: ImageQualityTransferLib/models where a regular install (`pip install .`, a wheel)
+    put them (pyproject.toml maps Resources/Models there), else Resources/Models beside the package (the source tree,
+    an editable install, the Slicer extension)."""
+    lib = Path(__file__).resolve().parents[1]
+    packaged = lib / "models"
+    return packaged if packaged.is_dir() else lib.parent / "Resources" / "Models"
+
+
+MODELS_DIR = _models_dir()
 
 
 NAME_MAX_BYTES = 255  # the longest file name ext4, APFS, NTFS (in UTF-16 units) and most others take

@@ -385,8 +385,8 @@ def train_here(args) -> None:
             role = ("the model for noisy inputs (noise index above "
                     f"{NOISY_MODEL:g}) at these factors" if args.noise_fraction else "the default model for these factors")
             print(f"registered in {where / REGISTRY}" + (f": {role}" if where == MODELS_DIR.resolve()
-                                                          else "; use it with --model (only the install's Resources/Models "
-                                                          "registry sets the defaults)"))
+                                                          else "; use it with --model (only the registry in the install's model "
+                                                          f"folder, {MODELS_DIR}, sets the defaults)"))
 
 
 def _voxel_sizes(text) -> tuple[float, ...]:

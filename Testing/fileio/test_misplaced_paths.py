@@ -92,3 +92,11 @@ def test_demo_and_report_say_nothing_on_stdout_before_refusing_their_subject(tmp
                  ["report", "--subject", empty, "-o", tmp_path / "r.html"]):
         code, out, err = run_cli(capsys, *argv)
         assert code == 2 and out == "" and "no dwi.nii.gz in this folder" in err, (out, err)
+
+
+def test_a_subject_folder_that_is_not_there_is_said_so(tmp_path, capsys):
+    """A missing --subject folder was told 'no dwi.nii.gz in this folder' (a display audit)."""
+    from helpers import run_cli
+
+    code, out, err = run_cli(capsys, "report", "--subject", tmp_path / "nowhere", "-o", tmp_path / "r.html")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "nowhere: no such folder" in err, (out, err)

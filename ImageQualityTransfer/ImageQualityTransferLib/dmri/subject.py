@@ -49,6 +49,8 @@ def dwi_path(folder) -> Path:
             return folder / name
     if folder.is_file():  # a DWI given where its folder was asked for: said so (audit)
         raise IQTError(f"{folder}: a file; give the subject's folder, which holds dwi.nii.gz, dwi.bval and dwi.bvec")
+    if not folder.exists():  # it had been told "no dwi.nii.gz in this folder" (a display audit)
+        raise IQTError(f"{folder}: no such folder; give a subject's folder, which holds dwi.nii.gz, dwi.bval and dwi.bvec")
     raise IQTError(f"{folder}: no dwi.nii.gz in this folder; a subject folder holds dwi.nii.gz, dwi.bval and dwi.bvec")
 
 

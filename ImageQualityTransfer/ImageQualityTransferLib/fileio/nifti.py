@@ -337,7 +337,7 @@ def _check_qform_sform(img, path) -> None:
         if apart_from(rigid.get_qform()) <= QSFORM_TOLERANCE * voxel:
             return
         warnings.warn(f"{path}: the header's qform (code {qc}) and sform (code {sc}) disagree, placing the grid up to "
-                      f"{apart:.3g} mm ({apart / voxel:.2g} voxels) apart; the sform is used, as FSL and MRtrix use it; "
+                      f"{apart:.3g} mm ({apart / voxel:.2g} voxel{'' if f'{apart / voxel:.2g}' == '1' else 's'}) apart; the sform is used, as FSL and MRtrix use it; "
                       f"if the qform is the right one, copy it over the sform (fslorient -copyqform2sform FILE) and rerun",
                       IQTWarning, stacklevel=4)
 

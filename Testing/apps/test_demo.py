@@ -63,3 +63,18 @@ def test_the_methods_left_out_are_named_in_one_line_per_reason(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipping ")]
     assert len(lines) == len({("PyTorch" in line) for line in lines})  # one line per reason
     assert sorted(n for line in lines for n in line[len("skipping "):].split(":")[0].split(", ")) == sorted(left)
+
+
+def test_a_second_demo_into_the_folder_leaves_no_volume_of_the_first_s_other_methods(tmp_path, capsys):
+    """A demo into a folder an earlier demo wrote left that one's volumes of other methods beside its own (the phantom's
+    x2 espcn-hetero maps beside a real subject's truth: a first-run audit): they go with this run's outputs, said."""
+    from ImageQualityTransferLib.apps import cli
+
+    out = tmp_path / "d"
+    assert cli.main(["demo", "-o", str(out), "--methods", "cubic,linear"]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(["demo", "-o", str(out), "--methods", "cubic"]) == 0
+    said = capsys.readouterr().out
+    assert "1 volume of an earlier demo's other methods (linear.nii.gz) removed" in said, said
+    assert not (out / "linear.nii.gz").exists() and (out / "cubic.nii.gz").exists()
+    assert (out / "notes.txt").read_text() == "mine"  # not a demo's: kept

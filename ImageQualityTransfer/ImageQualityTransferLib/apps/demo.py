@@ -74,6 +74,10 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
         for key in pred.maps():
             plan.add(out / f"{name}_{key}.nii.gz", what="uncertainty map", folder_checked=True)
     plan.check()
+    earlier = _earlier_volumes(out, plan)
+    if earlier:
+        print(f"{out}: {len(earlier)} volume{'s' if len(earlier) != 1 else ''} of an earlier demo's other methods "
+              f"({', '.join(sorted(p.name for p in earlier))}) removed with this run's outputs")
 
     make_folder(out)  # only now: a failed run leaves no empty folder
     hr_aff = case.hr_affine
@@ -95,6 +99,24 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
         print("the phantom is synthetic (smooth tissue, no sulci): this run shows that everything works; for figures on "
               "a real scan run 'iqt demo --subject DIR' (README, Measured on the dev subjects)")
     return {"rows": rows, "figure": str(figure), "out": str(out)}
+
+
+def _earlier_volumes(out: Path, plan) -> list[Path]:
+    """The volumes an earlier demo into `out` wrote of methods (and their maps) this run does not write, retired with
+    the plan's commit: they had stayed beside this run's, of another subject, grid or factor (a first-run audit)."""
+    from ..fileio.records import MAP_UNITS
+
+    if not out.is_dir():
+        return []
+    found = []
+    for p in out.iterdir():
+        stem = p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else None
+        if stem is None or stem in ("lowres", "truth", "mask"):
+            continue
+        named = any(stem == m or (stem.startswith(m + "_") and stem[len(m) + 1:] in MAP_UNITS) for m in methods.names())
+        if named and plan.retire(p):
+            found.append(p)
+    return found
 
 
 def _figure(case, predictions, path, title, factor):

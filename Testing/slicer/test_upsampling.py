@@ -178,3 +178,19 @@ def test_a_mask_on_the_output_grid_keeps_the_view_to_it(small_subject):
         assert not cut[key].data[~hr.data].any(), key
         assert np.array_equal(cut[key].data[hr.data], full[key].data[hr.data]), key
     assert np.any(full["tensor"].data[~hr.data] != 0)
+
+
+def test_failed_fits_written_as_nan_are_one_of_the_run_s_notes(small_subject):
+    """A DTI node with NaN in every element of some brain voxels (failed fits): the line that says they are filled
+    reached only the Python console, the status line's note said nothing (a display audit)."""
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+
+    case = make_case(load_subject(small_subject), 2)
+    data = np.array(case.lr.data)
+    inside = np.argwhere(case.lr_mask.data)[len(np.argwhere(case.lr_mask.data)) // 2]
+    data[tuple(inside)] = np.nan
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, case.lr.replace(data=data), "holed")
+    out = processing.run_on_nodes(scene, node, "cubic", 2)["tensor"]
+    notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
+    assert notes and "1 voxel inside the tensors holds NaN in every element" in notes, notes

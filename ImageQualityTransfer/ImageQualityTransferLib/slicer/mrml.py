@@ -162,16 +162,25 @@ def tensor_volume_from_node(node) -> Volume:
         arr = pd.GetScalars()
     if arr is None or arr.GetNumberOfComponents() != 9:
         raise IQTError(f"{_node_label(node)} holds no 3x3 tensor point data; select a DTI volume")
+    import warnings
+
+    from ..core.errors import IQTWarning
+
     m9 = _point_array(image, arr, node).astype(np.float64)
     t6 = tensors.from_matrix(m9.reshape(m9.shape[:3] + (3, 3)))
-    t6 = tensor_checks.nan_as_empty(t6, f"{_node_label(node)}: ")  # a NaN background (all six elements) is an empty one
+    # a NaN background (all six elements) is an empty one; its line, where failed fits lie inside, is one of the run's
+    # notes, shown with the result (it had reached only the Python console: a display audit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        t6 = tensor_checks.nan_as_empty(t6, f"{_node_label(node)}: ")
+    notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     mf = vtk.vtkMatrix4x4()
     node.GetMeasurementFrameMatrix(mf)
     mf3 = _matrix_to_numpy(mf)[:3, :3]
     t6, rotated = reexpress(t6, frame_to_voxel_axes(mf3, affine))
     if not np.isfinite(t6).all():
         raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
-    meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated}
+    meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated, "input_notes": notes}
     return Volume(t6.astype(np.float32), affine, "tensor", meta=meta)
 
 

@@ -18,6 +18,10 @@ def add_parsers(sub) -> None:
     sp.add_argument("--mask", required=True, help="high-res brain mask")
     options.add_factor(sp, recorded=True)
     sp.add_argument("--uncertainty", help="per-voxel standard deviation map of the prediction")
+    sp.add_argument("--uncertainty-unit", choices=("mm2/s", "um2/ms"),
+                    help="the unit of the --uncertainty map where its header does not say it: um2/ms for a map the "
+                         "Slicer module showed and Slicer saved (as NRRD or NIfTI); default mm2/s, as 'iqt upsample' "
+                         "writes it")
     sp.add_argument("--direction", help="the prediction's direction uncertainty map (degrees; the _direction file "
                                         "'iqt upsample --uncertainty' writes), scored against the principal-direction error")
     sp.add_argument("--dwi", help="the reference's DWI, to report its noise floor beside the errors")
@@ -43,8 +47,6 @@ def _truth_order(path, tensor_order: str) -> tuple[str, bool]:
     frame, an ANTs reference beside a dipy prediction, and a dipy one beside a prediction read in voxel axes, had been
     scored mirrored, 43 degrees off, without a word (a tool-inputs audit)."""
     from ...fileio.nifti import open_nifti
-
-    from ...fileio.volumes import OWN_INTENT
 
     try:
         img = open_nifti(path)
@@ -132,7 +134,7 @@ def run(args):
     m = mask.data[box]
     missing = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
     lr_mask = degrade.block_majority(m, f)
-    unc = _map(args.uncertainty, "--uncertainty", pred) if args.uncertainty else None
+    unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None)) if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
     direc = _map(args.direction, "--direction", pred) if args.direction else None
@@ -268,20 +270,23 @@ def _stored_like(vol, ref_affine):
     return (vol, None) if ro.is_identity else (ro.apply(vol), ro)
 
 
-def _map(path, option: str, pred):
+def _map(path, option: str, pred, unit_given: str | None = None):
     """The data of an uncertainty map given as `option`, on the grid of the prediction `pred` (as re-stored for the
     reference): the same voxels stored in another order are re-indexed, other voxels refused (a map saved from Slicer,
     which re-stores a left-handed grid, had been scored against other voxels without a word). A Slicer NRRD of the
     module's map is read with the unit its header names (um2/ms: divided by 1000). Refused when it is another kind of
     map: by the kind its header records (fileio.records.map_record), else by its values (an angle map in degrees
     reaches tens, an element SD in mm^2/s stays far below 1): a direction map scored as sigma would read 'within 2
-    sigma: 1.000'."""
+    sigma: 1.000'. `unit_given` (--uncertainty-unit): the unit of a map whose header names none (Slicer saves the
+    module's map without the node's unit: a display audit found the documented round trip refused). A map whose
+    header names another method than the prediction's is refused (a bad-input audit: espcn-hetero-var1's sigma had been
+    scored against a cubic prediction, exit 0)."""
     from ...core import grid
     from ...core.orientation import onto_grid
     from ...core.volume import Volume
     from ...fileio import load_scalar
     from ...fileio.nifti import is_nrrd
-    from ...fileio.records import map_record, read_map_record
+    from ...fileio.records import MADE_BY, MAP_RECORD, map_record, read_map_record
 
     if is_nrrd(path):  # the module's map as Slicer saves it: its kind and unit in the header (slicer/mrml.py)
         import nrrd
@@ -291,14 +296,21 @@ def _map(path, option: str, pred):
         data, affine = load_scalar_nrrd(path)
         hdr = nrrd.read_header(str(path))
         unit, kind = hdr.get("ImageQualityTransfer.Unit"), hdr.get("ImageQualityTransfer.Map")
-        if unit is None:
-            raise IQTError(f"{path}: a NRRD that does not say it is this tool's uncertainty map (no "
-                           "ImageQualityTransfer.Unit in its header); give the map 'iqt upsample --uncertainty' wrote")
+        if unit is None and (unit_given is None or option != "--uncertainty"):
+            raise IQTError(f"{path}: a NRRD whose header does not name its unit (no ImageQualityTransfer.Unit, as "
+                           "Slicer saves the module's map); say it with --uncertainty-unit um2/ms (the unit the "
+                           "module shows sigma in) or mm2/s" if option == "--uncertainty" else
+                           f"{path}: a NRRD that does not say it is this tool's direction map (no ImageQualityTransfer.Unit "
+                           "in its header); give the _direction map 'iqt upsample --uncertainty' wrote")
+        unit = unit or unit_given
         data = np.asarray(data, np.float64) / (1000.0 if unit == "um2/ms" else 1.0)
         vol = Volume(data.astype(np.float32), affine, "scalar",
-                     meta={"descrip": map_record(str(hdr.get("ImageQualityTransfer.Run", "iqt")).split()[0], str(kind))})
+                     meta={"descrip": map_record(str(hdr.get("ImageQualityTransfer.Run", "iqt")).split()[0], str(kind))
+                           if kind is not None else ""})
     else:
         vol = load_scalar(path)
+        if unit_given == "um2/ms" and option == "--uncertainty":
+            vol = vol.replace(data=np.asarray(vol.data, np.float32) / np.float32(1000.0))
     data = vol.data
     if vol.shape3 != pred.shape3 or not grid.same_affine(vol.affine, pred.affine):
         moved = onto_grid(data, vol.affine, pred.shape3, pred.affine)
@@ -311,14 +323,19 @@ def _map(path, option: str, pred):
     what = "the standard deviation map (mm^2/s)" if option == "--uncertainty" else "the _direction map (degrees)"
     if key is not None and key not in wanted:
         raise IQTError(f"{path}: its header reads '{vol.meta['descrip']}', not {what}; give {what} as {option}")
+    theirs = MAP_RECORD.match(str(vol.meta.get("descrip", "")).strip())
+    ours = MADE_BY.match(str(pred.meta.get("made_by", "")).strip())
+    if theirs is not None and ours is not None and theirs["method"] != ours["method"]:
+        raise IQTError(f"{path}: its header reads '{vol.meta['descrip']}', a map of {theirs['method']}, and the "
+                       f"prediction's '{pred.meta['made_by']}'; give the {option[2:]} map written with this prediction")
     values = np.abs(data[np.isfinite(data) & (data != 0)])
     if key is None and values.size:
         top = float(np.percentile(values, 99))
         if option == "--uncertainty" and top > 0.1:
             # the Slicer module shows and saves sigma in um^2/ms, 1000 times mm^2/s (a Slicer audit: such a file was
             # asked whether it was the direction map, and only that)
-            unit = (" In um^2/ms (1000 times mm^2/s, as the Slicer module shows and saves sigma)? divide it by 1000 "
-                    "(e.g. fslmaths U -div 1000 U_mm2s) or give the std map 'iqt upsample --uncertainty' wrote."
+            unit = (" In um^2/ms (1000 times mm^2/s, as the Slicer module shows and saves sigma)? say so with "
+                    "--uncertainty-unit um2/ms, or give the std map 'iqt upsample --uncertainty' wrote."
                     if top < 20 else "")
             raise IQTError(f"{path}: values up to {top:.3g} are not a tensor's standard deviation in mm^2/s (elements are "
                            "about 1e-3); is it the _direction map (degrees)? give it as --direction, and the std map as "

@@ -261,6 +261,37 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
         rendering.images[RIGHT] = render._grab(view)
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_an_output_over_the_whole_field_is_not_under_the_legend(rendering, axial_subject):
+    """Tensors fitted without a mask and run without one fill the view with the estimated brain and its rim: the legend
+    (a fifth of the width kept free, where it takes a quarter) lay on its right edge (a display audit, 20 pixels).
+    Run in the module's scene and views, as the module lays them out after Apply."""
+    from ImageQualityTransferLib.slicer import mrml, processing
+
+    pair = degrade.degrade(axial_subject.dwi, axial_subject.mask.data, 2, style="unmasked")
+    scene, view = rendering.scene, rendering.views[RIGHT]
+    nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, pair.tensor, "unmasked"), "biqt", 2)
+    whole = render.Rendering(dict(rendering.images), scene, nodes, rendering.views)
+    try:
+        display.show_results(scene, nodes, render.OPACITY)
+        for key, node in nodes["uncertainties"].items():
+            display.show_layers(scene, nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
+            legend = legends.legend_node(scene, node)
+            legend.Modified()
+            whole.images[RIGHT] = render._grab(view)
+            drawn = render.legend_pixels(view, legend)
+            output = support_at_pixels(whole, RIGHT, dilate=-1)  # its voxels but the outermost
+            assert drawn is not None and drawn.sum() > 100 and output.sum() > 1000, key
+            assert not (output & drawn).any(), f"the {key} legend covers {int((output & drawn).sum())} output pixels"
+    finally:
+        display.show_results(scene, rendering.nodes, render.OPACITY)
+        display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
+                                rendering.nodes["uncertainty"], render.OPACITY, marker=True)
+        legends.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
+        rendering.images[RIGHT] = render._grab(view)
+
+
 def test_render_refuses_an_output_that_is_not_a_picture_before_any_work(tmp_path, capsys):
     """A folder or a name without a picture suffix is one line and exit 2 before the run (PIL's traceback
     after the whole run)."""

@@ -45,7 +45,7 @@ LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
 TITLE_LINE = 12
-LEGEND_ROOM = 0.2  # of a square view's width; a taller view needs more, as the legend's text grows with its height
+LEGEND_ROOM = 0.3  # of a square view's width; a taller view needs more, as the legend's text grows with its height
 LEGEND_ROOM_MAX = 0.35
 NICE_STEPS = (1.0, 2.0, 5.0)  # tick steps, times a power of ten
 TICK_INTERVALS = (3, 4, 5)
@@ -84,9 +84,12 @@ def label_format(top: float, intervals: int = 4) -> str:
 
 def legend_room(width: float, height: float) -> float:
     """The share of a view's width kept free on the right for the legend: LEGEND_ROOM in a square view, more in a tall
-    one, whose legend text is larger (a 300 x 600 view's legend is 73-88 px wide, against a 60 px strip)."""
+    one, whose legend text is larger (a 300 x 600 view's legend is 73-88 px wide, against a 60 px strip), less in one
+    over 1.5 times as wide as tall, where the legend, sized by the height, takes a smaller share (a 1000 x 220 view's
+    is 66 px wide). The legend takes 25-27 % of a square or 3:2 view's width: 20 % had let it cover the edge of an
+    output over the whole field (a display audit)."""
     aspect = height / width if width > 0 and height > 0 else 1.0
-    return float(min(LEGEND_ROOM_MAX, LEGEND_ROOM * max(1.0, aspect) ** 0.5))
+    return float(min(LEGEND_ROOM_MAX, LEGEND_ROOM * max(1.0, aspect) ** 0.5 * min(1.0, 1.5 * aspect)))
 
 
 # ---------------------------------------------------------------- colours and legends

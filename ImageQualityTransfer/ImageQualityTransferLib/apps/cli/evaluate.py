@@ -49,8 +49,7 @@ def _truth_order(path, tensor_order: str) -> tuple[str, bool]:
     from ...fileio.nifti import open_nifti
 
     try:
-        img = open_nifti(path)
-        shape, name = img.shape, img.header.get_intent()[2]
+        shape = open_nifti(path).shape
     except Exception:  # noqa: BLE001 - a NRRD, or not a file this reads: load_tensor says which
         return "nifti", False
     if len(shape) == 4:

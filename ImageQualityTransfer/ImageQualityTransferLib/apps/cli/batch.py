@@ -356,6 +356,15 @@ def run(args) -> int:
     for table in ("qc.tsv", "qc.html"):  # before any work: found at the end of the first factor set, it had ended the
         if (out / table).exists() and not (out / table).is_file():  # run there and named qc.tsv (a cohort audit)
             raise IQTError(f"{out / table}: in the way of the cohort's QC table ({table}), not a file; move it and rerun")
+    from .upsample import input_shape3
+
+    for _, g, group, _ in runs:  # else a subject fails at its write, after its whole run (core/grid.py, NIFTI_MAX_DIM)
+        for it in group:
+            shape3 = input_shape3(it.path)
+            try:
+                grid.check_nifti_grid(shape3 or (1, 1, 1), g, ["iqt batch writes NIfTI"])
+            except IQTError as exc:
+                raise IQTError(f"{it.prefix} ({it.as_typed(it.path)}): {exc}; or leave that subject out") from None
     for _, _, group, s in runs:  # no subject's output or removal is a file of the cohort's inputs
         batch.check_inputs_kept(out, group, s)
     batch.check_apart_from_inputs(out, items)  # nor the derivatives' folder an input's folder

@@ -27,6 +27,7 @@ def run(args):
 
     from ... import fileio, methods
     from ...analysis import propagation
+    from ...core import grid
     from .upsample import input_shape3
 
     t0 = time.perf_counter()
@@ -51,7 +52,9 @@ def run(args):
                  folder_checked=True)
     plan.check()
     shape3 = input_shape3(args.input)  # the run's high-res grid from the input's header, as 'iqt upsample' checks it
+    nifti = [p for key, p in paths.items() if key != "json"]
     if shape3 is not None:  # before the input is read or a model loaded; predict checks the same again
+        grid.check_nifti_grid(shape3, f, nifti)
         method.check_memory(shape3, f, method.gives_uncertainty, propagate=True)
     if method.learned:
         try:
@@ -62,6 +65,8 @@ def run(args):
             raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
+    if shape3 is None:  # a header the early check could not read: checked once read, before any work
+        grid.check_nifti_grid(lr.shape3, f, nifti)
     seeds = options.load_seeds(args)
     if args.voxel_size is not None:  # once the seeds are read: a refusal of them is the run's only line
         print(options.voxel_size_line(f, lr.voxel_size))

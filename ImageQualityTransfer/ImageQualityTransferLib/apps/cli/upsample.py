@@ -320,7 +320,11 @@ def run(args):
         # one line comes before a model loads (a CNN's import of torch made "file not found" take 2.6 s)
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     maps = (bool(unc_out) or args.propagate) and method.gives_uncertainty
+    written_to = [out, *map_paths.values(), *unc_paths.values()]
+    if args.propagate:
+        written_to += [p for key, p in prop_paths.items() if key != "json"]
     if shape3 is not None:
+        grid.check_nifti_grid(shape3, f, written_to, nrrd_ok=True)
         method.check_memory(shape3, f, maps, propagate=args.propagate, nrrd=is_nrrd(out))
     if method.learned:
         try:
@@ -338,6 +342,7 @@ def run(args):
     if chose:  # once the output order and seeds are settled: a refusal of either is the run's only line
         print(options.voxel_size_line(f, lr.voxel_size))
     if shape3 is None:  # a header the early check could not read (the file is read now): checked here, before any work
+        grid.check_nifti_grid(lr.shape3, f, written_to, nrrd_ok=True)
         method.check_memory(lr.shape3, f, maps, propagate=args.propagate, nrrd=is_nrrd(out))
     with method_progress(method) as progress:  # on a terminal only, as train, benchmark and batch show theirs
         pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,

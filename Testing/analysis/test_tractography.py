@@ -372,6 +372,31 @@ def test_cli_propagate_refuses_a_bad_fa_threshold_before_the_prediction(tmp_path
     assert not (tmp_path / "prop").exists()
 
 
+@pytest.mark.parametrize("extra", [["--step", "300"], ["--step", "250"], ["--step", "300", "--min-length", "0"],
+                                   ["--step", "20", "--max-length", "20", "--min-length", "0"]])
+def test_a_step_at_or_above_the_longest_streamline_is_refused_before_any_work(tmp_path, capsys, monkeypatch, extra):
+    """Under two points a streamline: dipy's "maxlen must be greater than or equal to minlen" had been an internal
+    error, under --propagate only after the network had run."""
+    from ImageQualityTransferLib.apps.cli import options
+
+    def no_prediction(*a, **k):
+        raise AssertionError("the prediction ran")
+
+    monkeypatch.setattr(options, "predict_with_mask", no_prediction)
+    vol = bundle_volume()
+    fileio.save_tensor(vol, tmp_path / "dti.nii.gz")
+    fileio.save_mask(seed_roi(vol), tmp_path / "roi.nii.gz")
+    lr = str(tmp_path / "dti.nii.gz")
+    for argv in (["track", lr, "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk")],
+                 ["propagate", lr, "--method", "biqt", "--samples", "2", "-o", str(tmp_path / "prop")],
+                 ["upsample", lr, "--method", "biqt", "--propagate", "--samples", "2", "-o", str(tmp_path / "u.nii.gz")]):
+        rc = main(argv + extra)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and f"--step {extra[1]}: at or above" in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dti.nii.gz", "roi.nii.gz"]
+    tr.TrackingSettings(step=200.0).check()  # two points within 250 mm: taken
+
+
 def test_cli_propagate_records_its_settings_and_times_the_whole_run(tmp_path, capsys):
     """propagation.json held neither --seed, the seed ROI, the factor, --fa-threshold nor --n-seeds, and its time (the
     printed one too) left the prediction out: the settings are recorded, the time of the whole run and of the sampling."""

@@ -116,6 +116,18 @@ class TrackingSettings:
                         f"the shortest kept ({HUMAN_LENGTHS['min_length']:g} mm on a human brain, less on a smaller one)")
             raise IQTError(f"--max-length {self.max_length}: give the longest streamline kept in mm, a finite length above "
                            f"{shortest}, for example 250")
+        # a streamline of max_length / step < 2 points: dipy's LocalTracking raised "maxlen must be greater than or equal
+        # to minlen" (an internal error; under --propagate after the network had run); track() takes ceil of it
+        if self.step is not None:
+            longest = self.max_length if self.max_length is not None else HUMAN_LENGTHS["max_length"]
+            if not self.step < longest:
+                given = "--step" if "step" not in self.scaled else "the step"
+                kept = (f"--max-length {longest:g}" if self.max_length is not None and "max_length" not in self.scaled
+                        else f"the longest streamline kept, {longest:g} mm" + ("" if self.max_length is not None else
+                                                                              " on a human brain"))
+                raise IQTError(f"{given} {self.step:g}: at or above {kept}, so no streamline has two points; give a "
+                               f"step well below it (the default is {HUMAN_LENGTHS['step']:g} mm on a human brain) or a "
+                               "longer --max-length")
         return self
 
 

@@ -120,3 +120,24 @@ def test_factors_voxel_size_chose_without_a_model_are_said_with_what_chose_them(
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("iqt: error: --voxel-size 1 chose factor 4: ") and not err.endswith(": "), err
     assert "no method with an uncertainty map ships one" in err, err
+
+
+@pytest.mark.parametrize("command", ["propagate", "upsample"])
+def test_samples_are_capped_as_mc_samples_are(lowres, tmp_path, capsys, monkeypatch, command):
+    """--samples 100000000 --no-tracts was taken and ran on without end (--mc-samples had its cap already)."""
+    from ImageQualityTransferLib.apps.cli import options
+    from ImageQualityTransferLib.methods.base import MAX_SAMPLES
+
+    def no_prediction(*a, **k):
+        raise AssertionError("the prediction ran")
+
+    monkeypatch.setattr(options, "predict_with_mask", no_prediction)
+    out = tmp_path / ("p" if command == "propagate" else "o.nii.gz")
+    more = [] if command == "propagate" else ["--propagate"]
+    code = cli.main([command, str(lowres / "lr.nii.gz"), "--method", "biqt", "-o", str(out), "--no-tracts",
+                     "--samples", str(MAX_SAMPLES + 1), *more])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [
+        f"iqt: error: --samples {MAX_SAMPLES + 1}: give at most {MAX_SAMPLES} (each sample is one more draw of the whole "
+        "high-res volume, tracked unless --no-tracts; the default is 100)"], err
+    assert list(tmp_path.iterdir()) == []

@@ -281,6 +281,11 @@ def check_propagation(method, args, factor=None) -> None:
                        f"for them, or {choose}")
     if args.samples is None or int(args.samples) < 2:
         raise IQTError(f"--samples {args.samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
+    from ...methods.base import MAX_SAMPLES
+
+    if int(args.samples) > MAX_SAMPLES:  # 1e8 ran on without end, as --mc-samples had (methods/base.py, MAX_SAMPLES)
+        raise IQTError(f"--samples {args.samples}: give at most {MAX_SAMPLES} (each sample is one more draw of the "
+                       "whole high-res volume, tracked unless --no-tracts; the default is 100)")
     tracking_settings(args).check()
 
 

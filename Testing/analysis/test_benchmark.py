@@ -149,6 +149,27 @@ def test_speed_times_each_method_end_to_end_and_with_tta_beside_it():
     assert "| global-linear+tta | 12×14×10 |" in benchmark.speed_table(rows)
 
 
+def test_speed_refuses_the_options_it_does_not_take(tmp_path, capsys, monkeypatch):
+    """--speed had ignored --factor, --snr, --styles, --no-mask, --tracts and subject folders without a word, its JSON
+    recording a factor it did not use; refused before any work, as --model is."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    def no_speed(*a, **k):
+        raise AssertionError("the speed run started")
+
+    monkeypatch.setattr(benchmark, "speed", no_speed)
+    (tmp_path / "subj").mkdir()
+    for extra, named in ((["--factor", "3", "--snr", "10", "--styles", "tight", "--no-mask", "--tracts"],
+                          "--factor 3, --snr 10, --styles tight, --no-mask, --tracts with --speed"),
+                         ([str(tmp_path / "subj")], "subject folders with --speed"),
+                         (["--snr", "20", "--seed", "4"], "--snr 20, --seed 4 with --speed")):
+        code = main(["benchmark", "--speed", "--methods", "nearest", "--json", str(tmp_path / "sp.json"), *extra])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"iqt: error: {named}: the speed run times 'iqt upsample' at factor 2"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["subj"]
+
+
 def test_a_learned_methods_row_gives_the_noise_index_it_chose_its_model_by(axial_subject):
     """Run without the mask, a learned method reads the noise index over the brain it estimates from the tensors; its
     row reports that figure (the one its model was chosen by), not the input's over the brain mask, which the 3 mm

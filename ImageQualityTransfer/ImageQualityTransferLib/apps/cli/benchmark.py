@@ -37,10 +37,21 @@ def run(args):
 
     f = grid.factors(args.factor)
     snr = options.snr(args.snr)
-    seed = options.noise_seed(args, snr)
     if args.model and args.speed:  # said, not ignored
         raise IQTError("--model with --speed: the speed run times the shipped models; time a model of your own with "
                        "'iqt upsample --model' instead")
+    if args.speed:  # analysis/benchmark.py speed(): upsample at its default factor 2 on a made-up volume; these were ignored
+        idle = [w for w, on in (("subject folders", bool(args.subjects)), (f"--factor {args.factor}", f != (2, 2, 2)),
+                                (f"--snr {args.snr}", snr is not None), (f"--seed {args.seed}", args.seed is not None),
+                                (f"--styles {args.styles}", args.styles != "own"), ("--no-mask", args.no_mask),
+                                ("--tracts", args.tracts)) if on]
+        if idle:
+            raise IQTError(f"{', '.join(idle)} with --speed: the speed run times 'iqt upsample' at factor 2 on a made-up "
+                           f"{'x'.join(map(str, benchmark.HCP_LR_SHAPE))} volume, and would ignore "
+                           f"{'it' if len(idle) == 1 and args.subjects == [] else 'them'}: drop "
+                           f"{'it' if len(idle) == 1 and args.subjects == [] else 'them'}, or drop --speed to score "
+                           "subject folders")
+    seed = options.noise_seed(args, snr)
     models = options.method_models(args.model, f)
     names = options.method_list(args.methods) or methods.ready(f)
     names += [n for n in models if n not in names]

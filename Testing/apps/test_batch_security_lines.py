@@ -68,3 +68,20 @@ def test_a_subject_copied_under_another_name_is_refused(tmp_path):
     (tmp_path / "list.txt").write_text("P01\nP02\n")
     with pytest.raises(batch.IQTError, match="P02/dwi.nii.gz is byte-identical to .*P01/dwi.nii.gz: one subject copied"):
         batch.find_items(tmp_path / "list.txt")
+
+
+@pytest.mark.parametrize("line, option", [("lr.nii.gz --mask", "--mask"), ("lr.nii.gz --tensor-order", "--tensor-order"),
+                                          ("lr.nii.gz --mask --tensor-order fsl", "--mask"),
+                                          ("lr.nii.gz --mask m.nii.gz --tensor-order", "--tensor-order")])
+def test_a_line_option_without_its_value_is_refused_before_any_work(tmp_path, capsys, monkeypatch, line, option):
+    """'lr.nii.gz --mask' had been read as the path 'lr.nii.gz --mask', failing its subject after the run began and
+    leaving the output folder behind."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "list.txt").write_text(line + "\n")
+    code = cli.main(["batch", "list.txt", "-o", "out", "--method", "cubic"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", err
+    assert err.strip().splitlines() == [f"iqt: error: list.txt: the line {line!r} gives {option} without its value; "
+                                        f"give it after the option ({option} "
+                                        f"{'fsl' if option == '--tensor-order' else 'mask.nii.gz'}) or drop {option}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.txt"]

@@ -117,11 +117,17 @@ def _inherited(p: Path, prefix: str, root: Path, suffix: str) -> str:
 LINE_OPTIONS = ("--tensor-order", "--mask")  # what a list line may end with, for its own subject
 
 
+def _no_value(option: str, line: str, listfile: Path) -> None:
+    example = "fsl" if option == "--tensor-order" else "mask.nii.gz"
+    raise IQTError(f"{listfile}: the line {line.strip()!r} gives {option} without its value; give it after the option "
+                   f"({option} {example}) or drop {option}")
+
+
 def _line_options(line: str, listfile: Path) -> tuple[str, dict]:
     """A list line's path and the options at its end (`--tensor-order ORDER`, `--mask MASK`, in either order)."""
     from ...core.tensors import ORDERS
 
-    opts = {}
+    opts, whole = {}, line
     while True:
         m = re.search(r"""\s(--[a-z-]+)\s+("[^"]*"|'[^']*'|\S+)\s*$""", line)  # a quoted value may hold spaces
         if m is None or m.group(1) not in LINE_OPTIONS:
@@ -129,7 +135,11 @@ def _line_options(line: str, listfile: Path) -> tuple[str, dict]:
             if bad is not None and bad.group(1) not in LINE_OPTIONS:
                 raise IQTError(f"{listfile}: the line {line.strip()!r} ends in {bad.group(1)}, which a list line cannot "
                                f"give; a line may end in {' and/or '.join(o + ' ...' for o in LINE_OPTIONS)}")
+            if bad is not None:  # a bare '--mask' had been read as part of the path, failing the subject at its run
+                _no_value(bad.group(1), whole, listfile)
             break
+        if m.group(2) in LINE_OPTIONS:  # '--mask --tensor-order': the other option taken as the mask's path
+            _no_value(m.group(1), whole, listfile)
         if m.group(1) in opts:
             raise IQTError(f"{listfile}: the line {line.strip()!r} gives {m.group(1)} twice; give it once")
         value = m.group(2)

@@ -174,3 +174,26 @@ def test_a_tls_scheduler_with_other_credentials_is_named_as_a_credentials_mismat
     assert "the TLS handshake failed" in err and "are not this cluster's" in err and "start one" not in err, err
     assert "plain TCP" not in err  # the certificate did not verify: the credentials, not the scheme
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--memory-limit", "1KB", "--dashboard-address", "999.9.9.9:1"],
+     "iqt: error: --memory-limit and --dashboard-address with --scheduler: they set up the local cluster"),
+    (["--dashboard-address", "127.0.0.1:8787"], "iqt: error: --dashboard-address with --scheduler: it sets up"),
+    (["--workers", "2"], "iqt batch: error: argument --workers: not allowed with argument --scheduler")])
+def test_the_local_cluster_s_options_beside_a_scheduler_are_refused_before_connecting(tmp_path, capsys, monkeypatch,
+                                                                                        extra, said):
+    """They had been ignored without a word (--workers 2, its default, passed argparse's check as if not given)."""
+    def no_client(*a, **k):
+        raise AssertionError("connected")
+
+    monkeypatch.setattr(batch, "start_client", no_client)
+    helpers.tensor_list(tmp_path)
+    try:
+        code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic",
+                         "--scheduler", "tcp://127.0.0.1:1", *extra])
+    except SystemExit as stop:  # argparse's own refusal of an option its group excludes
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(said), err
+    assert not (tmp_path / "o").exists()

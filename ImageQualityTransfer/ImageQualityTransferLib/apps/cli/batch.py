@@ -25,17 +25,18 @@ def add_parsers(sub) -> None:
     options.add_factor(sp, voxel_size=True, model=True)
     sp.add_argument("--uncertainty", action="store_true", help="also write the uncertainty maps (methods with uncertainty)")
     where = sp.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=2, help="worker processes of the local Dask cluster (default 2)")
+    # the local cluster's options default to None, so that one given beside --scheduler is told apart and refused (run)
+    where.add_argument("--workers", type=int, help="worker processes of the local Dask cluster (default 2)")
     where.add_argument("--scheduler", help="run on an existing Dask scheduler: its address, e.g. tcp://host:8786, or "
                                            "the scheduler file it wrote (dask scheduler --scheduler-file F, as on HPC "
                                            "clusters) (see README)")
     sp.add_argument("--wait-workers", type=float, default=WAIT_WORKERS_S, metavar="SECONDS",
                     help="how long to wait for a --scheduler's first worker, and during any run for a worker after "
                          f"every worker has died or left, before stopping with one line, exit 2 (default {WAIT_WORKERS_S})")
-    sp.add_argument("--memory-limit", default="auto",
+    sp.add_argument("--memory-limit",
                     help="memory per local worker, e.g. 4GiB (default auto: the machine's memory / workers; at least "
                          f"{MIN_MEMORY})")
-    sp.add_argument("--dashboard-address", default="127.0.0.1:8787",
+    sp.add_argument("--dashboard-address",
                     help="local cluster's dashboard (default 127.0.0.1:8787, this machine only; :8787 serves the network, "
                          "127.0.0.1:0 any free port)")
     options.add_method_settings(sp)
@@ -53,6 +54,7 @@ def add_parsers(sub) -> None:
     sp.set_defaults(func=run)
 
 
+LOCAL_DEFAULTS = {"workers": 2, "memory_limit": "auto", "dashboard_address": "127.0.0.1:8787"}  # as the help says
 WAIT_WORKERS_S = 120  # batch.cohort.WAIT_WORKERS_S (not imported here: Dask loads only once a run starts)
 MIN_MEMORY = "512MiB"  # at 100 and 200 MiB each worker died on a 3 mm subject, at 10 MiB the run hung
 
@@ -277,6 +279,16 @@ def run(args) -> int:
     from ..batch import lock as batch_lock
 
     f = options.factors(args)  # None: each subject's own, from its header (--voxel-size, or a --model's own factors)
+    local = [o for o, v in (("--memory-limit", args.memory_limit), ("--dashboard-address", args.dashboard_address))
+             if v is not None]
+    if args.scheduler and local:  # they had been ignored without a word: the scheduler's workers have their own
+        raise IQTError(f"{' and '.join(local)} with --scheduler: {'it sets' if len(local) == 1 else 'they set'} up the "
+                       "local cluster, which --scheduler replaces (its workers' memory and dashboard are set where they "
+                       f"are started, e.g. 'dask worker --memory-limit'); drop {'it' if len(local) == 1 else 'them'}")
+    if not args.scheduler:
+        args.workers = LOCAL_DEFAULTS["workers"] if args.workers is None else args.workers
+        for key in ("memory_limit", "dashboard_address"):
+            setattr(args, key, LOCAL_DEFAULTS[key] if getattr(args, key) is None else getattr(args, key))
     if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
         args.scheduler = batch.scheduler_from_file(args.scheduler)
     elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler

@@ -543,3 +543,14 @@ def test_an_interrupted_run_says_what_it_kept_and_how_to_go_on(tmp_path):
     assert _what_is_kept(train).startswith(f"no model was written; the checkpoint {ck} holds the epochs done: rerun")
     assert "a rerun of the same command skips them" in _what_is_kept(SimpleNamespace(command="batch"))
     assert _what_is_kept(SimpleNamespace(command="upsample")) == "no partial output was left"
+
+
+@pytest.mark.parametrize("argv", [["--shift", "-1,0,0"], ["--shift=-1,0,0"]])
+def test_a_negative_shift_gets_its_own_range_message(capsys, tmp_path, small_subject, argv):
+    """argparse took '-1,0,0' for an option: "argument --shift: expected one argument" instead of the range line."""
+    code, out, err = run_cli(capsys, "degrade", small_subject / "dwi.nii.gz", "--factor", "2", *argv,
+                             "-o", tmp_path / "lr.nii.gz")
+    assert code == 2 and out == "" and err.strip().splitlines() == [
+        "iqt: error: --shift -1,0,0: give three integers separated by commas, each from 0 to its axis's factor minus 1 "
+        "(at most 1,1,1), e.g. 0,0,0"], err
+    assert list(tmp_path.iterdir()) == []

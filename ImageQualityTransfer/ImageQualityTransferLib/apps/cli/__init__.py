@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import warnings
@@ -121,6 +122,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"iqt: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+NEGATIVE_LIST = re.compile(r"-\d[\d.]*(,-?[\d.]*)+")  # "-1,0,0": argparse takes it for an option, not a value
+
+
+def _negative_lists(argv: list[str]) -> list[str]:
+    """`argv` with an option's comma list that starts with a minus joined to it (`--shift -1,0,0` as `--shift=-1,0,0`),
+    so that its own check says what is wrong: argparse had said "expected one argument"."""
+    out = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and NEGATIVE_LIST.fullmatch(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv=None) -> int:
     process = argv is None  # the `iqt` command itself, not an in-process caller
     if process:
@@ -129,7 +145,7 @@ def main(argv=None) -> int:
         # used, and an unknown one ended 'iqt demo' and 'iqt report' in an internal error after all their work (audit)
         os.environ.pop("MPLBACKEND", None)
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_negative_lists(argv))
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
     if hasattr(args, "tensor_order"):  # whether --tensor-order was given (fileio.load_tensor's `stated`)
         args.order_stated = args.tensor_order is not None

@@ -50,6 +50,9 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
         raise IQTError(f"{p}: is a folder; give a file name in it for the {what}{example}")
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):
         raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}")
+    if suffixes and p.name.lower() in tuple(suffixes):  # '-o .nii.gz' had written a hidden file with no name
+        raise IQTError(f"{p}: the {what}'s name is its suffix alone, a hidden file with no name; give a name before "
+                       f"it, e.g. {p.with_name('out' + p.name)}")
     if not folder_checked:
         check_folder(p.parent, p)
     return p

@@ -191,3 +191,19 @@ def test_an_image_given_to_seal_is_said_to_be_an_image(tmp_path, capsys):
     assert main(["seal", str(image)]) == 2
     err = capsys.readouterr().err
     assert f"{image}: an image, not a model" in err and err.count("\n") == 1, err
+
+
+def test_a_refused_old_model_is_not_first_told_to_be_sealed(tmp_path, capsys):
+    """An unsealed sidecar of the shipped weights with another setting: 'seal it with iqt seal' came before the refusal,
+    which 'iqt seal' then repeats (a bad-input audit); now the refusal is the only line."""
+    weights = _old_model(tmp_path, "edited")
+    side = weights.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["created"] = "another day"  # a setting the shipped sidecar records otherwise
+    side.write_text(json.dumps(meta, indent=2))
+    model_files._UNSEALED_SAID.clear()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(IQTError, match="the sidecar was edited"):
+            model_io.load(weights)
+    assert not [w for w in said if "iqt seal" in str(w.message)], [str(w.message) for w in said]

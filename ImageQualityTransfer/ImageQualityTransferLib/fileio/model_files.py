@@ -205,8 +205,10 @@ def write_model(weights: Path, write_weights, side: dict) -> Path:
 _UNSEALED_SAID: set = set()  # once per sidecar and process: a benchmark loads a model per subject
 
 
-def _check_seal(meta: dict, sp: Path) -> None:
-    if SEAL not in meta and str(Path(sp).resolve()) not in _UNSEALED_SAID:  # written before sidecars were sealed
+def _say_unsealed(meta: dict, sp: Path) -> None:
+    """One warning for a sidecar written before sidecars were sealed, once the model has passed every other check (said
+    first, its advice to seal it came before a refusal that 'iqt seal' repeats: a bad-input audit)."""
+    if SEAL not in meta and str(Path(sp).resolve()) not in _UNSEALED_SAID:
         _UNSEALED_SAID.add(str(Path(sp).resolve()))
         import warnings
 
@@ -215,7 +217,10 @@ def _check_seal(meta: dict, sp: Path) -> None:
         warnings.warn(f"{sp}: a model sidecar from before this version (no {SEAL}), so its settings cannot be "
                       f"verified; if you trust the file as it is, seal it with 'iqt seal {sp}' (or retrain the model)",
                       IQTWarning, stacklevel=4)
-    elif SEAL in meta and meta[SEAL] != settings_digest(meta):
+
+
+def _check_seal(meta: dict, sp: Path) -> None:
+    if SEAL in meta and meta[SEAL] != settings_digest(meta):
         raise IQTError(f"{sp}: the sidecar's settings do not match its checksum ({SEAL}): it was edited or damaged, "
                        "and a model read with other settings gives wrong results; re-download or retrain the model "
                        "(a copy under a new name may change only 'weights')")
@@ -362,6 +367,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     _check_registered(meta, sidecar_path(path), digest)
     _check_shipped_weights(meta, sidecar_path(path), digest)
     check_unpacked(weights)
+    _say_unsealed(meta, sidecar_path(path))
     return meta, weights
 
 

@@ -46,7 +46,7 @@ def test_an_infinite_learning_rate_is_refused(tmp_path, capsys, small_subject):
 
 def test_no_methods_and_samples_past_the_bound_are_refused(tmp_path, capsys, small_subject):
     lr = five_d_tensor(tmp_path / "lr.nii.gz")
-    refused_line(capsys, ["benchmark", small_subject, "--methods", ""], "--methods '': name at least one method")
+    refused_line(capsys, ["benchmark", small_subject, "--methods", ""], "--methods '': an empty value")
     refused_line(capsys, ["upsample", lr, "-o", tmp_path / "up.nii.gz", "--method", "espcn-hetero-var1",
                           "--mc-samples", "100000000"], "--mc-samples 100000000: give at most 10000")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]

@@ -31,6 +31,22 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
+    def _get_value(self, action, arg_string):
+        # every string of the command line passes here before its type: "" (an unset "$VAR") had read as the option
+        # left out or as the current folder, exit 0; no option of `iqt` takes "" (each add_argument in apps/cli)
+        if arg_string == "" and not isinstance(action, argparse._SubParsersAction):
+            raise EmptyValue(action)
+        return super()._get_value(action, arg_string)
+
+
+class EmptyValue(IQTError):
+    """An option or argument given as "": refused in one line when the command line is read, before any work."""
+
+    def __init__(self, action):
+        name = "/".join(action.option_strings) or action.metavar or action.dest
+        fix = "give a value" if action.required or not action.option_strings else "give a value or leave the option out"
+        super().__init__(f"{name} '': an empty value (an unset shell variable?); {fix}")
+
 
 class _Version(argparse.Action):
     """`iqt --version`: the version and the digest of the engine's code and model registry (core/version.py), the two
@@ -145,7 +161,11 @@ def main(argv=None) -> int:
         # used, and an unknown one ended 'iqt demo' and 'iqt report' in an internal error after all their work (audit)
         os.environ.pop("MPLBACKEND", None)
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(_negative_lists(argv))
+    try:
+        args = build_parser().parse_args(_negative_lists(argv))
+    except EmptyValue as exc:
+        print(f"iqt: error: {exc}", file=sys.stderr)
+        return 2
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
     if hasattr(args, "tensor_order"):  # whether --tensor-order was given (fileio.load_tensor's `stated`)
         args.order_stated = args.tensor_order is not None

@@ -40,6 +40,15 @@ def import_trame():
         raise IQTError(f"'iqt view' needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
 
 
+def first_method(method: str | None, factor) -> str:
+    """The method the page runs first: `method`, else the Slicer module's default at `factor` (one with an overlay)
+    where it runs here, else cubic. `iqt view` checks this one before serving (apps/cli/view.py)."""
+    from .. import methods
+
+    default = methods.viewer_default(factor)
+    return method or (default if default in (methods.ready(factor) or ["cubic"]) else "cubic")
+
+
 def fa_volume(tensor: Volume) -> Volume:
     """FA of a tensor volume as a scalar volume on the same grid (zero outside the tensors' support)."""
     from ..core import tensors
@@ -93,8 +102,7 @@ class Viewer:
         s = server.state
         s.trame__title = "IQT viewer"
         s.methods = choices
-        default = methods.viewer_default(self.factor)  # the Slicer module's, at these factors: one with an overlay
-        s.method = method or (default if default in choices else "cubic")
+        s.method = first_method(method, self.factor)
         s.busy = False
         s.input_ok = False  # the pickers wait for an input that loaded
         s.progress = 0

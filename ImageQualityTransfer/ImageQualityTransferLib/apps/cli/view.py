@@ -30,7 +30,9 @@ def run(args):
     from ...fileio.model_files import shipped_only
     from ...dmri.degrade import lowres_mask
     from ...methods.inputs import check_tensor_input
+    from ...slicer.processing import COMPARISON_METHOD
     from .. import view
+    from .upsample import input_shape3
 
     if not 0 <= args.port <= 65535:  # else the socket's OverflowError, an internal error
         raise IQTError(f"--port {args.port}: a port is 0-65535 (0: any free one)")
@@ -44,15 +46,14 @@ def run(args):
         raise IQTError(f"--mask {args.mask}: a folder; give the brain mask file in it (.nii.gz)")
     if args.mask and not Path(args.mask).is_file():
         raise IQTError(f"--mask {args.mask}: no such file")
-    # read and checked as `iqt upsample` does, before anything is served: bad input gets one line and exit 2 here,
-    # not a page that only says so in the browser
-    lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
+    # checked as `iqt upsample` checks, before anything is served: bad input gets one line and exit 2 here, not a
+    # page that only says so in the browser while the server runs on
+    lr = None
     f = options.factors(args)
     if f is None:  # --voxel-size: the factors follow from the input's voxel size
+        lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
         f = options.factors(args, lr.voxel_size)
         print(options.voxel_size_line(f, lr.voxel_size))
-    mask = fileio.load_mask(args.mask, lr, f) if args.mask else None  # on either grid
-    check_tensor_input(lr, lowres_mask(mask, lr, f))
     if args.method is not None:
         methods.method_class(args.method)  # an unknown name fails here, naming the valid ones
         if args.method not in methods.ready(f):
@@ -65,6 +66,21 @@ def run(args):
                 raise IQTError(shipped_only(str(exc), "iqt view")) from None
             raise IQTError(f"method {args.method!r} cannot run here at {grid.describe(f)}; choose one of: "
                            f"{', '.join(methods.ready(f))}")
+    # the first run's memory from the input's header and its model, as upsample.run checks them: --factor 1000 had
+    # been refused only after 'serving', the server left running
+    shape3 = lr.shape3 if lr is not None else input_shape3(args.input)
+    if shape3 is None:  # a header the early check cannot read: the full read says why
+        lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
+        shape3 = lr.shape3
+    first = methods.get(view.first_method(args.method, f))
+    for m in (first, methods.get(COMPARISON_METHOD)):  # the page runs cubic beside it (processing.predict_volumes)
+        m.check_memory(shape3, f, maps=m.gives_uncertainty)
+    if lr is None:
+        lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
+    mask = fileio.load_mask(args.mask, lr, f) if args.mask else None  # on either grid
+    check_tensor_input(lr, lowres_mask(mask, lr, f))
+    if first.learned:  # last: the model's load (torch's import) is the longest check
+        first.load(f)  # a damaged shipped model fails here, not in the page
     viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order, loaded=(lr, mask))
     viewer.serve(args.port, args.host)
     return 0

@@ -554,3 +554,16 @@ def test_a_negative_shift_gets_its_own_range_message(capsys, tmp_path, small_sub
         "iqt: error: --shift -1,0,0: give three integers separated by commas, each from 0 to its axis's factor minus 1 "
         "(at most 1,1,1), e.g. 0,0,0"], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_negative_list_is_joined_only_to_an_option_that_takes_a_value():
+    """The join of '--shift -1,0,0' had turned '-- -1,0,0' (a positional after the end of options) into '--=-1,0,0'
+    and given a flag the list (a review)."""
+    from ImageQualityTransferLib.apps.cli import _negative_lists, build_parser
+
+    parser = build_parser()
+    assert _negative_lists(["degrade", "d.nii.gz", "--shift", "-1,0,0"], parser) == ["degrade", "d.nii.gz",
+                                                                                    "--shift=-1,0,0"]
+    assert _negative_lists(["lesion-check", "--", "-1,0,0"], parser) == ["lesion-check", "--", "-1,0,0"]
+    assert _negative_lists(["propagate", "--no-tracts", "-1,0,0"], parser) == ["propagate", "--no-tracts", "-1,0,0"]
+    assert _negative_lists(["degrade", "--", "--shift", "-1,0,0"], parser) == ["degrade", "--", "--shift", "-1,0,0"]

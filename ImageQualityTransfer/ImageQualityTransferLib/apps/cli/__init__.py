@@ -141,12 +141,26 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 NEGATIVE_LIST = re.compile(r"-\d[\d.]*(,-?[\d.]*)+")  # "-1,0,0": argparse takes it for an option, not a value
 
 
-def _negative_lists(argv: list[str]) -> list[str]:
+def _negative_lists(argv: list[str], parser) -> list[str]:
     """`argv` with an option's comma list that starts with a minus joined to it (`--shift -1,0,0` as `--shift=-1,0,0`),
-    so that its own check says what is wrong: argparse had said "expected one argument"."""
+    so that its own check says what is wrong: argparse had said "expected one argument". Only onto an option that takes
+    a value, and none after "--" (a review: "-- -1,0,0" had become "--=-1,0,0", and a flag taken the list)."""
+    import argparse
+
+    takes = set()
+    parsers = [parser]
+    while parsers:
+        for action in parsers.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif action.nargs != 0:
+                takes.update(o for o in action.option_strings if o.startswith("--"))
     out = []
-    for token in argv:
-        if out and out[-1].startswith("--") and "=" not in out[-1] and NEGATIVE_LIST.fullmatch(token):
+    for i, token in enumerate(argv):
+        if "--" in argv[:i]:
+            out.extend(argv[i:])
+            break
+        if out and out[-1] in takes and NEGATIVE_LIST.fullmatch(token):
             out[-1] = f"{out[-1]}={token}"
         else:
             out.append(token)
@@ -162,7 +176,8 @@ def main(argv=None) -> int:
         os.environ.pop("MPLBACKEND", None)
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(_negative_lists(argv))
+        parser = build_parser()
+        args = parser.parse_args(_negative_lists(argv, parser))
     except EmptyValue as exc:
         print(f"iqt: error: {exc}", file=sys.stderr)
         return 2

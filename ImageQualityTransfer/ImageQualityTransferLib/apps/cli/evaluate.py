@@ -66,6 +66,8 @@ def run(args):
     from ...methods.inputs import order_hint, without_tiny_background
 
     f = grid.factors(args.factor) if args.factor is not None else None
+    if getattr(args, "uncertainty_unit", None) and not args.uncertainty:  # it would be ignored (a review)
+        raise IQTError("--uncertainty-unit goes with --uncertainty (the map whose unit it says); add the map or drop it")
     if (args.bval or args.bvec) and not args.dwi:  # they were ignored (a bad-input audit)
         raise IQTError(f"{'--bval' if args.bval else '--bvec'} goes with --dwi (the reference's DWI, for its noise "
                        "floor); add --dwi DWI.nii.gz or drop it")
@@ -242,6 +244,14 @@ def _missing_reference(path, truth, mask, held=None) -> str | None:
             "of every figure")
 
 
+def _same_unit(path, recorded: str | None, given: str | None) -> None:
+    """Refuse an --uncertainty-unit that contradicts the unit the map's header records (a review: given beside the map
+    'iqt upsample' wrote in mm^2/s, it had divided that map by 1000, scored, exit 0)."""
+    if recorded is not None and given is not None and recorded != given:
+        raise IQTError(f"{path}: its header says its values are in {recorded}, and --uncertainty-unit says {given}; "
+                       "leave --uncertainty-unit out (it is for a map whose header names no unit)")
+
+
 def _start(pred_affine, truth_affine) -> tuple | None:
     """The reference voxel under the prediction's first one ('iqt degrade --shift' moves it), where the prediction's
     voxels are the reference's own; None where they are not (another voxel size, axes or a fractional offset)."""
@@ -301,15 +311,20 @@ def _map(path, option: str, pred, unit_given: str | None = None):
                            "module shows sigma in) or mm2/s" if option == "--uncertainty" else
                            f"{path}: a NRRD that does not say it is this tool's direction map (no ImageQualityTransfer.Unit "
                            "in its header); give the _direction map 'iqt upsample --uncertainty' wrote")
+        _same_unit(path, unit, unit_given if option == "--uncertainty" else None)
         unit = unit or unit_given
         data = np.asarray(data, np.float64) / (1000.0 if unit == "um2/ms" else 1.0)
+        run = hdr.get("ImageQualityTransfer.Run")  # without it, the map's method is not known (a review)
         vol = Volume(data.astype(np.float32), affine, "scalar",
-                     meta={"descrip": map_record(str(hdr.get("ImageQualityTransfer.Run", "iqt")).split()[0], str(kind))
-                           if kind is not None else ""})
+                     meta={"descrip": map_record(str(run or "iqt").split()[0], str(kind)) if kind is not None else "",
+                           "method_known": run is not None})
     else:
         vol = load_scalar(path)
-        if unit_given == "um2/ms" and option == "--uncertainty":
-            vol = vol.replace(data=np.asarray(vol.data, np.float32) / np.float32(1000.0))
+        if option == "--uncertainty" and unit_given is not None:
+            recorded = MAP_RECORD.match(str(vol.meta.get("descrip", "")).strip())
+            _same_unit(path, recorded["unit"] if recorded is not None else None, unit_given)
+            if unit_given == "um2/ms":
+                vol = vol.replace(data=np.asarray(vol.data, np.float32) / np.float32(1000.0))
     data = vol.data
     if vol.shape3 != pred.shape3 or not grid.same_affine(vol.affine, pred.affine):
         moved = onto_grid(data, vol.affine, pred.shape3, pred.affine)
@@ -324,7 +339,7 @@ def _map(path, option: str, pred, unit_given: str | None = None):
         raise IQTError(f"{path}: its header reads '{vol.meta['descrip']}', not {what}; give {what} as {option}")
     theirs = MAP_RECORD.match(str(vol.meta.get("descrip", "")).strip())
     ours = MADE_BY.match(str(pred.meta.get("made_by", "")).strip())
-    if theirs is not None and ours is not None and theirs["method"] != ours["method"]:
+    if theirs is not None and ours is not None and theirs["method"] != ours["method"] and vol.meta.get("method_known", True):
         raise IQTError(f"{path}: its header reads '{vol.meta['descrip']}', a map of {theirs['method']}, and the "
                        f"prediction's '{pred.meta['made_by']}'; give the {option[2:]} map written with this prediction")
     values = np.abs(data[np.isfinite(data) & (data != 0)])

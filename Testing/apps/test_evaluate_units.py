@@ -1,0 +1,73 @@
+"""`iqt evaluate --uncertainty-unit` for a sigma map whose header names no unit (as Slicer saves the module's), on the
+coarse phantom: it contradicts no header (a review: beside the map 'iqt upsample' wrote in mm^2/s it had divided that
+map by 1000, exit 0), it goes with --uncertainty, and a NRRD naming its map but not its run is not taken for another
+method's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import fileio
+
+from helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def scored(small_subject, tmp_path_factory):
+    import contextlib
+    import io
+
+    from ImageQualityTransferLib.apps import cli
+
+    d = tmp_path_factory.mktemp("units")
+    dwi = small_subject / "dwi.nii.gz"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(["fit", str(dwi), "-o", str(d / "hr.nii.gz"), "--mask-out", str(d / "mask.nii.gz")]) == 0
+        assert cli.main(["degrade", str(dwi), "-o", str(d / "lr.nii.gz"), "--mask-out", str(d / "lrmask.nii.gz")]) == 0
+        assert cli.main(["upsample", str(d / "lr.nii.gz"), "--mask", str(d / "lrmask.nii.gz"), "--method", "biqt",
+                         "--uncertainty", str(d / "sd.nii.gz"), "-o", str(d / "biqt.nii.gz")]) == 0
+    return d
+
+
+def _base(d):
+    return ("evaluate", "--pred", d / "biqt.nii.gz", "--truth", d / "hr.nii.gz", "--mask", d / "mask.nii.gz")
+
+
+def _nrrd(d, name, fields):
+    import nrrd
+
+    sd = fileio.load_scalar(d / "sd.nii.gz")
+    lps = np.diag([-1.0, -1.0, 1.0])
+    nrrd.write(str(d / name), np.asarray(sd.data * 1000, np.float32),
+               {"space": "left-posterior-superior", "kinds": ["domain"] * 3,
+                "space directions": (lps @ sd.affine[:3, :3]).T, "space origin": lps @ sd.affine[:3, 3], **fields},
+               custom_field_map={k: "string" for k in fields})
+
+
+def test_a_unit_that_contradicts_the_header_is_refused(scored, capsys):
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd.nii.gz", "--uncertainty-unit", "um2/ms")
+    assert code == 2 and err.count("\n") == 1 and "its header says its values are in mm2/s" in err, err
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd.nii.gz", "--uncertainty-unit", "mm2/s",
+                           "--json", scored / "same.json")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty-unit", "um2/ms")
+    assert code == 2 and "--uncertainty-unit goes with --uncertainty" in err, err
+
+
+def test_a_slicer_saved_map_scores_as_the_map_itself(scored, capsys):
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd.nii.gz", "--json", scored / "own.json")
+    assert code == 0, err
+    own = json.loads((scored / "own.json").read_text())["brain"]
+    _nrrd(scored, "saved.nrrd", {})  # as Slicer saves the module's node: no unit, no kind, no run
+    _nrrd(scored, "norun.nrrd", {"ImageQualityTransfer.Unit": "um2/ms", "ImageQualityTransfer.Map": "std"})
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "saved.nrrd")
+    assert code == 2 and "--uncertainty-unit um2/ms" in err, err
+    for name, extra in (("saved.nrrd", ("--uncertainty-unit", "um2/ms")), ("norun.nrrd", ())):
+        code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / name, *extra,
+                               "--json", scored / "other.json")
+        assert code == 0, (name, err)  # the run-less NRRD had read as "iqt iqt std": another method's, refused
+        got = json.loads((scored / "other.json").read_text())["brain"]
+        assert got["spearman"] == pytest.approx(own["spearman"], rel=1e-5), name

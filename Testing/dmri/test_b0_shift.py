@@ -49,7 +49,7 @@ def test_the_axial_dev_scan_s_b0_is_in_place_and_a_shift_of_it_is_measured():
     np.testing.assert_allclose(motion.b0_shift(_b0_moved(dwi, 1)), [0, 1, 0], atol=0.1)
 
 
-@pytest.mark.parametrize("shift, said", [(1.004, None), (1.03, "1.03"), (1.26, "1.3")])
+@pytest.mark.parametrize("shift, said", [(1.004, None), (1.0052, None), (1.03, "1.03"), (1.26, "1.3")])
 def test_the_warning_and_qc_tsv_agree_on_a_shift_near_one_voxel(monkeypatch, shift, said):
     """A shift of 1.004 voxels was warned of as "lies 1.0 voxels" (above 1) while qc.tsv showed 1.00: both now judge
     it as shown to two decimals, and the warning never reads 1.0."""

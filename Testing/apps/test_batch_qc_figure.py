@@ -74,3 +74,29 @@ def test_the_figure_shows_the_same_slice_however_the_subject_is_stored(monkeypat
     k = figures.centre_voxel(np.asarray(Reorientation.to_canonical(lr.affine).apply(hr_mask).data))[2]
     lr_ras = Reorientation.to_canonical(lr.affine).apply(lr).data
     np.testing.assert_array_equal(ras[0][1][:, :, 0], np.repeat(np.repeat(lr_ras[:, :, k // 2], 2, 0), 2, 1))
+
+
+def test_a_killed_run_s_leftovers_beside_the_figure_are_cleaned_as_its_outputs_are(tmp_path):
+    """A run killed while writing or putting in place a subject's figure leaves `.iqt-*.png` or `.iqt-earlier-<figure>
+    .*.tmp` in figures/: they stayed, and every later run warned of them again (a review); those in dwi/ are removed."""
+    import warnings
+
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    ds = helpers.make_bids(tmp_path / "bids", ("01",))
+    out = tmp_path / "deriv"
+    s = batch.Settings(method="cubic")
+    assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["done"]
+    figures_dir = out / "sub-01" / "figures"
+    (picture,) = list(figures_dir.iterdir())
+    (figures_dir / ".iqt-k9x2abcd.png").write_bytes(b"x")  # as SIGKILL mid-write leaves it
+    (figures_dir / f".iqt-earlier-{picture.name}.ab12cd34.tmp").write_bytes(picture.read_bytes())  # mid-commit
+    next((out / "sub-01" / "dwi").glob("*param-fa_dwimap.nii.gz")).unlink()  # the subject is redone
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always", IQTWarning)
+        assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["done"]
+    assert sorted(p.name for p in figures_dir.iterdir()) == [picture.name]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", IQTWarning)
+        assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["skipped"]
+    assert not [w for w in said if "set aside by a killed iqt run" in str(w.message)]

@@ -75,6 +75,10 @@ def test_a_second_demo_into_the_folder_leaves_no_volume_of_the_first_s_other_met
     (out / "notes.txt").write_text("mine")
     assert cli.main(["demo", "-o", str(out), "--methods", "cubic"]) == 0
     said = capsys.readouterr().out
-    assert "1 volume of an earlier demo's other methods (linear.nii.gz) removed" in said, said
+    assert "1 volume of an earlier demo's other methods (linear.nii.gz) to be removed once" in said, said
     assert not (out / "linear.nii.gz").exists() and (out / "cubic.nii.gz").exists()
     assert (out / "notes.txt").read_text() == "mine"  # not a demo's: kept
+    # a file of a method's name that another command wrote is the user's (a review: it had been removed)
+    assert cli.main(["upsample", str(out / "lowres.nii.gz"), "--method", "nearest", "-o", str(out / "linear.nii.gz")]) == 0
+    assert cli.main(["demo", "-o", str(out), "--methods", "cubic"]) == 0
+    assert "earlier demo" not in capsys.readouterr().out and (out / "linear.nii.gz").exists()

@@ -77,7 +77,7 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     earlier = _earlier_volumes(out, plan)
     if earlier:
         print(f"{out}: {len(earlier)} volume{'s' if len(earlier) != 1 else ''} of an earlier demo's other methods "
-              f"({', '.join(sorted(p.name for p in earlier))}) removed with this run's outputs")
+              f"({', '.join(sorted(p.name for p in earlier))}) to be removed once this run's outputs are in place")
 
     make_folder(out)  # only now: a failed run leaves no empty folder
     hr_aff = case.hr_affine
@@ -103,7 +103,10 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
 
 def _earlier_volumes(out: Path, plan) -> list[Path]:
     """The volumes an earlier demo into `out` wrote of methods (and their maps) this run does not write, retired with
-    the plan's commit: they had stayed beside this run's, of another subject, grid or factor (a first-run audit)."""
+    the plan's commit: they had stayed beside this run's, of another subject, grid or factor (a first-run audit). Only
+    those whose header's run record says 'iqt demo' wrote them: another command's file of such a name is the user's
+    (a review: an 'iqt upsample' output named biqt.nii.gz had been removed)."""
+    from ..fileio.nifti import run_record_of
     from ..fileio.records import MAP_UNITS
 
     if not out.is_dir():
@@ -114,9 +117,17 @@ def _earlier_volumes(out: Path, plan) -> list[Path]:
         if stem is None or stem in ("lowres", "truth", "mask"):
             continue
         named = any(stem == m or (stem.startswith(m + "_") and stem[len(m) + 1:] in MAP_UNITS) for m in methods.names())
-        if named and plan.retire(p):
+        if named and _by_demo(p, run_record_of) and plan.retire(p):
             found.append(p)
     return found
+
+
+def _by_demo(path: Path, run_record_of) -> bool:
+    try:
+        record = run_record_of(path) or {}
+    except Exception:  # noqa: BLE001 - not a NIfTI file this reads: not a demo's either
+        return False
+    return str(record.get("command", "")).split()[:2] == ["iqt", "demo"]
 
 
 def _figure(case, predictions, path, title, factor):

@@ -23,7 +23,7 @@ TEMP_PREFIX = ".iqt-"  # fileio.atomic_write's temporary files: left only by a k
 # the temporary of a subject's output or sidecar (fileio.atomic_write: ".iqt-" + tempfile's random letters + the suffix);
 # not ".iqt-earlier-<name>.<random>.tmp" (an output's earlier file set aside by a run of another command) nor ".iqt-probe-"
 BIDS_DATATYPES = ("dwi", "anat", "func", "fmap", "perf")  # the folders a subject's files lie in
-TEMPORARY = re.compile(r"\.iqt-[a-z0-9_]+(\.nii\.gz|\.json)\Z")
+TEMPORARY = re.compile(r"\.iqt-[a-z0-9_]+(\.nii\.gz|\.json|\.png)\Z")
 EARLIER_PREFIX = ".iqt-earlier-"  # fileio.staging._aside
 
 
@@ -384,10 +384,12 @@ def remove_temporaries(folder: Path) -> int:
     `iqt upsample` writing into -o/manual/ at that moment (which would then fail). A subject folder is this
     batch's (out/sub-X[/ses-Y]/dwi), written by one run at a time (batch/lock.py), so a temporary there is stale."""
     n = 0
-    try:
-        found = [p for p in Path(folder).iterdir() if TEMPORARY.match(p.name)]
-    except OSError:  # no folder yet (or one that cannot be listed: its writes then fail on their own)
-        return 0
+    found = []
+    for where in (Path(folder), Path(folder).parent / "figures"):  # and its QC figure's folder (figure_path)
+        try:
+            found += [p for p in where.iterdir() if TEMPORARY.match(p.name)]
+        except OSError:  # no folder yet (or one that cannot be listed: its writes then fail on their own)
+            continue
     for p in found:
         if p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)

@@ -310,6 +310,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                                "lost) when it was done")
             writing = False  # what fails from here is the commit, which says itself what it left
         remove_earlier_copies(folder, names)
+        picture = figure_path(folder, names)  # and its figure's, beside the dwi/ folder (a review)
+        remove_earlier_copies(picture.parent, {"figure": picture.name})
         res.update(status="done", qc=qc, notes=notes, figure=_shown(out_root, figure_path(folder, names)))
     except IQTError as exc:
         res["reason"] = " ".join(str(exc).split())

@@ -50,11 +50,14 @@ def test_the_figure_shows_the_same_slice_however_the_subject_is_stored(monkeypat
     dwi = make_phantom(shape=(24, 28, 20), voxel_mm=4.0, n_dirs=12)
     lr = fit_dti(dwi, brain_mask(dwi))
     pred = methods.get("biqt").predict(lr, 2, brain_mask(dwi), uncertainty=True)
-    hr_mask = Volume(np.any(pred.tensor.data != 0, axis=-1), pred.tensor.affine, "mask")
+    support = np.any(pred.tensor.data != 0, axis=-1)
+    box = np.zeros_like(support)
+    box[:, :, 18:22] = True  # four slices along S: their median lies between two, cut towards one (a review: flipped
+    hr_mask = Volume(support & box, pred.tensor.affine, "mask")  # storage had shown the other)
     seen = []
     monkeypatch.setattr(figures, "qc_strip", lambda columns, path, **kw: seen.append((columns, kw)))
     s = batch.Settings(method="biqt", uncertainty=True)
-    for codes in ("RAS", "PSR"):
+    for codes in ("RAS", "PSR", "LPI"):
         import nibabel.orientations as nio
 
         reo = Reorientation.to_canonical(lr.affine).then(Reorientation(nio.ornt_transform(nio.axcodes2ornt("RAS"),
@@ -63,13 +66,14 @@ def test_the_figure_shows_the_same_slice_however_the_subject_is_stored(monkeypat
                 "std": reo.apply(pred.std)}
         assert "".join(nio.aff2axcodes(vols["tensor"].affine)) == codes
         subject.qc_figure(vols, s, batch.find_items(helpers.make_bids(tmp_path / codes, ("01",)))[0], tmp_path / "x.png")
-    (ras, kw_ras), (psr, kw_psr) = seen
-    assert [n for n, _ in ras] == ["input (nearest)", "biqt"] == [n for n, _ in psr]
-    for (_, a), (_, b) in zip(ras, psr):
-        assert a.shape[2] == 1 and np.array_equal(a, b)
-    assert np.array_equal(kw_ras["mask"], kw_psr["mask"]) and kw_ras["mask"].any()
-    np.testing.assert_array_equal(kw_ras["uncertainty"]["biqt"], kw_psr["uncertainty"]["biqt"])
-    np.testing.assert_allclose(kw_ras["frame"], kw_psr["frame"], atol=1e-12)
+    (ras, kw_ras), *others = seen
+    for psr, kw_psr in others:
+        assert [n for n, _ in ras] == ["input (nearest)", "biqt"] == [n for n, _ in psr]
+        for (_, a), (_, b) in zip(ras, psr):
+            assert a.shape[2] == 1 and np.array_equal(a, b)
+        assert np.array_equal(kw_ras["mask"], kw_psr["mask"]) and kw_ras["mask"].any()
+        np.testing.assert_array_equal(kw_ras["uncertainty"]["biqt"], kw_psr["uncertainty"]["biqt"])
+        np.testing.assert_allclose(kw_ras["frame"], kw_psr["frame"], atol=1e-12)
     # the input column is the low-res tensors repeated into their blocks, on the output's slice
     k = figures.centre_voxel(np.asarray(Reorientation.to_canonical(lr.affine).apply(hr_mask).data))[2]
     lr_ras = Reorientation.to_canonical(lr.affine).apply(lr).data
@@ -100,3 +104,21 @@ def test_a_killed_run_s_leftovers_beside_the_figure_are_cleaned_as_its_outputs_a
         warnings.simplefilter("always", IQTWarning)
         assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["skipped"]
     assert not [w for w in said if "set aside by a killed iqt run" in str(w.message)]
+
+
+def test_the_strip_wraps_a_long_title_and_keeps_a_thin_slab_s_figure_small(tmp_path):
+    """A long subject label was cut off in the two-panel strip; a slab 2 voxels wide made a 410 x 40,075 px figure (a
+    review)."""
+    from PIL import Image
+
+    dwi = make_phantom(shape=(24, 28, 20), voxel_mm=4.0, n_dirs=12)
+    t = fit_dti(dwi, brain_mask(dwi)).data[:, :, 10:11]
+    sizes = {}
+    for name, title in (("short", "sub-01: cubic x2"), ("long", "sub-patient042_ses-followup_run-2: cubic x1,1,3, "
+                                                                  "axial slice k = 31 (patient R on screen left)")):
+        figures.qc_strip([("input (nearest)", t), ("cubic", t)], tmp_path / f"{name}.png", title=title)
+        sizes[name] = Image.open(tmp_path / f"{name}.png").size
+    assert sizes["long"][0] == sizes["short"][0] and sizes["long"][1] > sizes["short"][1], sizes  # on two lines
+    figures.qc_strip([("cubic", np.repeat(t[:2], 1, axis=0).repeat(16, axis=1))], tmp_path / "thin.png", title="thin")
+    width, height = Image.open(tmp_path / "thin.png").size
+    assert height <= 5 * width, (width, height)

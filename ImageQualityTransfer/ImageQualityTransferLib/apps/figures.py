@@ -67,12 +67,12 @@ WHITE_MATTER_MIN = 100  # voxels of the largest piece, on the grid it is read on
 CENTRE_GRID = 2_000_000  # voxels: a larger volume is read on every 2nd (3rd, ...) voxel
 
 
-def white_matter_centre(tensor, region) -> tuple | None:
+def white_matter_centre(tensor, region, exact: bool = False) -> tuple | None:
     """The median voxel of the largest connected piece of white-matter-like tensors (FA >= 0.3, MD 0.4-1.0e-3 mm^2/s)
     within `region`, in the array's own voxel order: where a brain estimated from unmasked tensors is shown, since that
     brain takes in scalp, face and neck fits, and its own median voxel had put a report's axial and coronal slices
     through the orbits (a display audit); scattered noise fits of that look make no large piece. None where the
-    largest piece is under WHITE_MATTER_MIN voxels."""
+    largest piece is under WHITE_MATTER_MIN voxels. `exact`: the medians as they are (floats), not cut to voxels."""
     from scipy import ndimage
 
     r = np.asarray(region, bool)
@@ -87,7 +87,8 @@ def white_matter_centre(tensor, region) -> tuple | None:
     sizes = np.bincount(pieces.ravel())[1:]
     if sizes.max() < WHITE_MATTER_MIN:
         return None
-    return tuple(int(v) * step for v in np.median(np.argwhere(pieces == np.argmax(sizes) + 1), axis=0))
+    medians = np.median(np.argwhere(pieces == np.argmax(sizes) + 1), axis=0) * step
+    return tuple(float(v) for v in medians) if exact else tuple(int(v) for v in medians)
 
 
 LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
@@ -313,9 +314,17 @@ def qc_strip(columns, path, mask=None, voxel_mm=1.0, uncertainty=None, frame=Non
             panels.append((f"{name}: uncertainty", view(shown, "axial", 0, radiological), True))
     aspect = vox[1] / vox[0]
     panel_w = 2.0
-    panel_h = panel_w * shape3[1] * vox[1] / (shape3[0] * vox[0])
+    # a slab's slice can be a line: its panel kept between a quarter and four times as tall as wide (a review: 2 by
+    # 400 voxels had made a 410 x 40,075 px figure); the image keeps its aspect inside
+    panel_h = float(np.clip(panel_w * shape3[1] * vox[1] / (shape3[0] * vox[0]), panel_w / 4, 4 * panel_w))
+    if title:  # on lines that fit the figure: a long subject label had been cut off (a review)
+        import textwrap
+
+        per_line = max(20, int((panel_w * len(panels) + (0.9 if maps else 0.1)) * 72 / 9 * 1.6))
+        title = "\n".join(textwrap.wrap(title, per_line))
+    lines = title.count("\n") + 1 if title else 0
     fig_w = panel_w * len(panels) + (0.9 if maps else 0.1)
-    fig_h = panel_h + (0.75 if title else 0.35)
+    fig_h = panel_h + (0.45 + 0.16 * lines if title else 0.35)
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     im = None
@@ -334,7 +343,7 @@ def qc_strip(columns, path, mask=None, voxel_mm=1.0, uncertainty=None, frame=Non
     if title:
         fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(left=0.05 / fig_w, right=1 - (0.9 if maps else 0.05) / fig_w, bottom=0.05 / fig_h,
-                        top=1 - (0.7 if title else 0.3) / fig_h, wspace=0.03)
+                        top=1 - (0.4 + 0.16 * lines if title else 0.3) / fig_h, wspace=0.03)
     if im is not None:
         box = axes[-1].get_position()
         cax = fig.add_axes([box.x1 + 0.08 / fig_w, box.y0 + 0.05 * box.height, 0.12 / fig_w, 0.9 * box.height])

@@ -164,14 +164,19 @@ def qc_figure(vols: dict, s: Settings, item: Item, path: Path, estimated: bool =
     from .. import figures
 
     t, lr = vols["tensor"], vols["lowres"]
-    a = int(np.flatnonzero(Reorientation.to_canonical(t.affine).ornt[:, 0] == 2)[0])  # the stored axis nearest S
+    ornt = Reorientation.to_canonical(t.affine).ornt
+    a = int(np.flatnonzero(ornt[:, 0] == 2)[0])  # the stored axis nearest S
     brain = np.asarray(vols["mask"].data, bool)
     wm = None
     if estimated:
         from ...dmri.dti import inside_rim
 
-        wm = figures.white_matter_centre(t.data, inside_rim(brain, t.voxel_size))
-    k = (figures.centre_voxel(brain) if wm is None else wm)[a]
+        wm = figures.white_matter_centre(t.data, inside_rim(brain, t.voxel_size), exact=True)
+    middle = (float(np.median(np.nonzero(brain)[a])) if brain.any() else (brain.shape[a] - 1) / 2) if wm is None \
+        else wm[a]
+    n = brain.shape[a]
+    # cut to a voxel as the canonical array would be (centre_voxel): a flipped axis had shown the next slice (a review)
+    k = int(middle) if ornt[a, 1] > 0 else n - 1 - int(n - 1 - middle)
     f = grid.factors(s.factor)
     across = tuple(1 if i == a else f[i] for i in range(3))
     shift = np.eye(4)

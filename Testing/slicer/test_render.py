@@ -271,7 +271,7 @@ def test_an_output_over_the_whole_field_is_not_under_the_legend(rendering, axial
 
     pair = degrade.degrade(axial_subject.dwi, axial_subject.mask.data, 2, style="unmasked")
     scene, view = rendering.scene, rendering.views[RIGHT]
-    nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, pair.tensor, "unmasked"), "biqt", 2)
+    nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, pair.tensor, "unmasked"), "deep-hetero-var1", 2)
     whole = render.Rendering(dict(rendering.images), scene, nodes, rendering.views)
     try:
         display.show_results(scene, nodes, render.OPACITY)

@@ -190,7 +190,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
             f"volumes only among inputs of one kind. figure: colour FA of the subject's input (by nearest) and output, "
             "and the output's uncertainty with --uncertainty, on the axial slice through the brain's centre "
-            "(click it for full size; n/a for a subject that failed, or done by an earlier version). notes: the "
+            "(click it for full size; n/a for a subject that failed, or whose figure was removed since). notes: the "
             "subject's warnings (as in its sidecars' Notes), separated by |.</p>\n")
     _write(out_root / "qc.html", page)
 

@@ -246,7 +246,7 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
             add_file_records(folder, names)
             notes = done.get("Notes", [])  # said again on a rerun, as when it ran
             res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [],
-                       figure=_shown(out_root, figure_path(folder, names)))  # one of an earlier version may lack it
+                       figure=_shown(out_root, figure_path(folder, names)))  # "" where it was removed since
             return res
         check_same_input(folder, names, item, ident)
         res["redone_from"] = other_build(folder, names, ident)

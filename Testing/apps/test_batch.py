@@ -708,9 +708,11 @@ def test_one_list_for_a_cohort_made_by_several_tools(tmp_path, capsys):
 def test_the_dashboard_serves_this_machine_only_by_default():
     """The LocalCluster's dashboard listened on every interface while 127.0.0.1 was printed."""
     from ImageQualityTransferLib.apps.cli import build_parser
+    from ImageQualityTransferLib.apps.cli.batch import LOCAL_DEFAULTS
 
     args = build_parser().parse_args(["batch", "in", "-o", "out"])
-    assert args.dashboard_address.startswith("127.0.0.1:")
+    # filled in for a local cluster only (None: --scheduler takes none of them)
+    assert args.dashboard_address is None and LOCAL_DEFAULTS["dashboard_address"].startswith("127.0.0.1:")
 
 
 def test_an_unmasked_tensor_file_is_named_estimated_and_told_how_to_give_a_mask(tmp_path):

@@ -145,8 +145,6 @@ def _negative_lists(argv: list[str], parser) -> list[str]:
     """`argv` with an option's comma list that starts with a minus joined to it (`--shift -1,0,0` as `--shift=-1,0,0`),
     so that its own check says what is wrong: argparse had said "expected one argument". Only onto an option that takes
     a value, and none after "--" (a review: "-- -1,0,0" had become "--=-1,0,0", and a flag taken the list)."""
-    import argparse
-
     takes = set()
     parsers = [parser]
     while parsers:

@@ -44,7 +44,8 @@ def test_each_subject_s_figure_is_written_named_in_qc_tsv_and_shown_in_qc_html(t
     assert [r[at] for r in qc._read_qc(out / "qc.tsv")][:2] == [rows["sub-01"][at], rows["sub-02"][at]]
 
 
-def test_the_figure_shows_the_same_slice_however_the_subject_is_stored(monkeypatch, tmp_path):
+@pytest.mark.parametrize("estimated", [False, True])
+def test_the_figure_shows_the_same_slice_however_the_subject_is_stored(monkeypatch, tmp_path, estimated):
     """A sagittal scan stored PSR and the same data stored RAS give the same panels: only the slice is put in canonical
     axes (the stored axis nearest superior found from the affine), the input by nearest on the output's grid."""
     dwi = make_phantom(shape=(24, 28, 20), voxel_mm=4.0, n_dirs=12)
@@ -53,9 +54,12 @@ def test_the_figure_shows_the_same_slice_however_the_subject_is_stored(monkeypat
     support = np.any(pred.tensor.data != 0, axis=-1)
     box = np.zeros_like(support)
     box[:, :, 18:22] = True  # four slices along S: their median lies between two, cut towards one (a review: flipped
-    hr_mask = Volume(support & box, pred.tensor.affine, "mask")  # storage had shown the other)
-    seen = []
+    # storage had shown the other); an estimated brain is the whole support, its slice through its white matter's centre
+    hr_mask = Volume(support if estimated else support & box, pred.tensor.affine, "mask")
+    seen, centres = [], []
     monkeypatch.setattr(figures, "qc_strip", lambda columns, path, **kw: seen.append((columns, kw)))
+    found = figures.white_matter_centre
+    monkeypatch.setattr(figures, "white_matter_centre", lambda *a, **kw: centres.append(found(*a, **kw)) or centres[-1])
     s = batch.Settings(method="biqt", uncertainty=True)
     for codes in ("RAS", "PSR", "LPI"):
         import nibabel.orientations as nio
@@ -65,7 +69,9 @@ def test_the_figure_shows_the_same_slice_however_the_subject_is_stored(monkeypat
         vols = {"tensor": reo.apply(pred.tensor), "lowres": reo.apply(lr), "mask": reo.apply(hr_mask),
                 "std": reo.apply(pred.std)}
         assert "".join(nio.aff2axcodes(vols["tensor"].affine)) == codes
-        subject.qc_figure(vols, s, batch.find_items(helpers.make_bids(tmp_path / codes, ("01",)))[0], tmp_path / "x.png")
+        subject.qc_figure(vols, s, batch.find_items(helpers.make_bids(tmp_path / codes, ("01",)))[0], tmp_path / "x.png",
+                          estimated)
+    assert len(centres) == (3 if estimated else 0) and all(c is not None for c in centres), centres
     (ras, kw_ras), *others = seen
     for psr, kw_psr in others:
         assert [n for n, _ in ras] == ["input (nearest)", "biqt"] == [n for n, _ in psr]
@@ -104,6 +110,14 @@ def test_a_killed_run_s_leftovers_beside_the_figure_are_cleaned_as_its_outputs_a
         warnings.simplefilter("always", IQTWarning)
         assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["skipped"]
     assert not [w for w in said if "set aside by a killed iqt run" in str(w.message)]
+    # beside a subject that is skipped, its outputs in place: superseded too (a review: they stayed, warned of each run)
+    (figures_dir / f".iqt-earlier-{picture.name}.cd34ef56.tmp").write_bytes(picture.read_bytes())
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", IQTWarning)
+            assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["skipped"]
+    assert not [w for w in said if "set aside by a killed iqt run" in str(w.message)]
+    assert sorted(p.name for p in figures_dir.iterdir()) == [picture.name]
 
 
 def test_the_strip_wraps_a_long_title_and_keeps_a_thin_slab_s_figure_small(tmp_path):

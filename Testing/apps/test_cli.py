@@ -567,3 +567,8 @@ def test_a_negative_list_is_joined_only_to_an_option_that_takes_a_value():
     assert _negative_lists(["lesion-check", "--", "-1,0,0"], parser) == ["lesion-check", "--", "-1,0,0"]
     assert _negative_lists(["propagate", "--no-tracts", "-1,0,0"], parser) == ["propagate", "--no-tracts", "-1,0,0"]
     assert _negative_lists(["degrade", "--", "--shift", "-1,0,0"], parser) == ["degrade", "--", "--shift", "-1,0,0"]
+    # batch's --uncertainty is a flag though upsample's takes a value; a prefix argparse takes is joined in full
+    assert _negative_lists(["batch", "in", "-o", "o", "--uncertainty", "-1,0,0"], parser)[-2:] == ["--uncertainty",
+                                                                                                  "-1,0,0"]
+    assert _negative_lists(["degrade", "d.nii.gz", "--shi", "-1,0,0"], parser)[-1] == "--shift=-1,0,0"
+    assert _negative_lists(["--threads", "1", "degrade", "d.nii.gz", "--shift", "-1,0,0"], parser)[-1] == "--shift=-1,0,0"

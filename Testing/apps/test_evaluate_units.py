@@ -55,6 +55,11 @@ def test_a_unit_that_contradicts_the_header_is_refused(scored, capsys):
     assert code == 0, err
     code, _, err = run_cli(capsys, *_base(scored), "--uncertainty-unit", "um2/ms")
     assert code == 2 and "--uncertainty-unit goes with --uncertainty" in err, err
+    # the direction map given as sigma, with a unit: refused as the wrong map, not for its unit (a review: "leave
+    # --uncertainty-unit out" led only to that second refusal)
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd_direction.nii.gz",
+                           "--uncertainty-unit", "um2/ms")
+    assert code == 2 and "not the standard deviation map" in err, err
 
 
 def test_a_slicer_saved_map_scores_as_the_map_itself(scored, capsys):

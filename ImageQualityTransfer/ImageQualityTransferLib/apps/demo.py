@@ -127,7 +127,8 @@ def _by_demo(path: Path, run_record_of) -> bool:
         record = run_record_of(path) or {}
     except Exception:  # noqa: BLE001 - not a NIfTI file this reads: not a demo's either
         return False
-    return str(record.get("command", "")).split()[:2] == ["iqt", "demo"]
+    # the subcommand as parsed: the command line may hold global options before it (`iqt --threads 1 demo`: a review)
+    return (record.get("options") or {}).get("command") == "demo"
 
 
 def _figure(case, predictions, path, title, factor):

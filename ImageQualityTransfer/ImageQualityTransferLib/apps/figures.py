@@ -63,8 +63,7 @@ def centre_voxel(mask: np.ndarray) -> tuple:
 
 WHITE_MATTER_FA = 0.3
 WHITE_MATTER_MD = (0.4e-3, 1.0e-3)  # mm^2/s
-WHITE_MATTER_MIN = 100  # voxels of the largest piece, on the grid it is read on
-CENTRE_GRID = 2_000_000  # voxels: a larger volume is read on every 2nd (3rd, ...) voxel
+WHITE_MATTER_MIN = 100  # voxels of the largest piece
 
 
 def white_matter_centre(tensor, region, exact: bool = False) -> tuple | None:
@@ -75,19 +74,20 @@ def white_matter_centre(tensor, region, exact: bool = False) -> tuple | None:
     largest piece is under WHITE_MATTER_MIN voxels. `exact`: the medians as they are (floats), not cut to voxels."""
     from scipy import ndimage
 
+    # every voxel read: a grid of every 2nd one starts at index 0, so a copy stored flipped read other planes and
+    # showed another slice (a review); in float32, inside the region only
     r = np.asarray(region, bool)
-    step = max(1, int(np.ceil((r.size / CENTRE_GRID) ** (1 / 3))))
-    rs = r[::step, ::step, ::step]
-    values = np.asarray(np.asarray(tensor)[::step, ::step, ::step][rs], np.float64)
-    fa, md = np.zeros(rs.shape), np.zeros(rs.shape)
-    fa[rs], md[rs] = tensors.fa_fast(values), tensors.md(values)
-    pieces, n = ndimage.label(rs & (fa >= WHITE_MATTER_FA) & (md >= WHITE_MATTER_MD[0]) & (md <= WHITE_MATTER_MD[1]))
+    values = np.asarray(np.asarray(tensor)[r], np.float32)
+    wm = np.zeros(r.shape, bool)
+    md = tensors.md(values)
+    wm[r] = (tensors.fa_fast(values) >= WHITE_MATTER_FA) & (md >= WHITE_MATTER_MD[0]) & (md <= WHITE_MATTER_MD[1])
+    pieces, n = ndimage.label(wm)
     if n == 0:
         return None
     sizes = np.bincount(pieces.ravel())[1:]
     if sizes.max() < WHITE_MATTER_MIN:
         return None
-    medians = np.median(np.argwhere(pieces == np.argmax(sizes) + 1), axis=0) * step
+    medians = np.median(np.argwhere(pieces == np.argmax(sizes) + 1), axis=0)
     return tuple(float(v) for v in medians) if exact else tuple(int(v) for v in medians)
 
 
@@ -321,7 +321,7 @@ def qc_strip(columns, path, mask=None, voxel_mm=1.0, uncertainty=None, frame=Non
         import textwrap
 
         per_line = max(20, int((panel_w * len(panels) + (0.9 if maps else 0.1)) * 72 / 9 * 1.6))
-        title = "\n".join(textwrap.wrap(title, per_line))
+        title = "\n".join(textwrap.wrap(title, per_line, break_on_hyphens=False))  # a label is one word
     lines = title.count("\n") + 1 if title else 0
     fig_w = panel_w * len(panels) + (0.9 if maps else 0.1)
     fig_h = panel_h + (0.45 + 0.16 * lines if title else 0.35)

@@ -203,6 +203,15 @@ def _in_batch_words(note: str) -> str:
         .replace("(iqt upsample's --voxel-size MM picks them)", "(iqt batch --voxel-size MM picks them for each subject)")
 
 
+def _remove_superseded(folder: Path, names: dict) -> None:
+    """The set-aside copies (records.remove_earlier_copies) of the subject's outputs, and of its figure where the figure
+    is in place (beside the dwi/ folder: figure_path)."""
+    remove_earlier_copies(folder, names)
+    picture = figure_path(folder, names)
+    if picture.is_file():
+        remove_earlier_copies(picture.parent, {"figure": picture.name})
+
+
 def _shown(out_root, picture: Path) -> str:
     """The QC figure's path from the QC page (`out_root`), "" where the subject has none."""
     return picture.relative_to(out_root).as_posix() if picture.is_file() else ""
@@ -244,6 +253,9 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
         done = finished(folder, names, ident)
         if done is not None:
             add_file_records(folder, names)
+            # its outputs are in place and match: a killed run's set-aside copies of them are superseded here too (a
+            # review: beside a skipped subject they stayed, warned of on every run)
+            _remove_superseded(folder, names)
             notes = done.get("Notes", [])  # said again on a rerun, as when it ran
             res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [],
                        figure=_shown(out_root, figure_path(folder, names)))  # "" where it was removed since
@@ -314,9 +326,7 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                 raise IQTError("not put in place: the run that started it had ended (interrupted, or its scheduler "
                                "lost) when it was done")
             writing = False  # what fails from here is the commit, which says itself what it left
-        remove_earlier_copies(folder, names)
-        picture = figure_path(folder, names)  # and its figure's, beside the dwi/ folder (a review)
-        remove_earlier_copies(picture.parent, {"figure": picture.name})
+        _remove_superseded(folder, names)
         res.update(status="done", qc=qc, notes=notes, figure=_shown(out_root, figure_path(folder, names)))
     except IQTError as exc:
         res["reason"] = " ".join(str(exc).split())

@@ -143,25 +143,30 @@ NEGATIVE_LIST = re.compile(r"-\d[\d.]*(,-?[\d.]*)+")  # "-1,0,0": argparse takes
 
 def _negative_lists(argv: list[str], parser) -> list[str]:
     """`argv` with an option's comma list that starts with a minus joined to it (`--shift -1,0,0` as `--shift=-1,0,0`),
-    so that its own check says what is wrong: argparse had said "expected one argument". Only onto an option that takes
-    a value, and none after "--" (a review: "-- -1,0,0" had become "--=-1,0,0", and a flag taken the list)."""
-    takes = set()
-    parsers = [parser]
-    while parsers:
-        for action in parsers.pop()._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                parsers.extend(action.choices.values())
-            elif action.nargs != 0:
-                takes.update(o for o in action.option_strings if o.startswith("--"))
+    so that its own check says what is wrong: argparse had said "expected one argument". Only onto an option of the
+    command it is given to (or of `iqt` itself, before the command) that takes a value, named in full or by a prefix
+    argparse takes for it, and none after "--" (reviews: "-- -1,0,0" had become "--=-1,0,0", and batch's flag
+    --uncertainty taken the list because upsample's takes a value)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    at = next((i for i, t in enumerate(argv) if t in sub.choices), None)
+
+    def value_taking(p) -> dict:
+        return {o: a.nargs != 0 for a in p._actions for o in a.option_strings if o.startswith("--")}
+
+    top, command = value_taking(parser), value_taking(sub.choices[argv[at]]) if at is not None else {}
     out = []
     for i, token in enumerate(argv):
-        if "--" in argv[:i]:
+        if token == "--":
             out.extend(argv[i:])
             break
-        if out and out[-1] in takes and NEGATIVE_LIST.fullmatch(token):
-            out[-1] = f"{out[-1]}={token}"
-        else:
-            out.append(token)
+        options = top if at is None or i < at else command
+        before = out[-1] if out else ""
+        if NEGATIVE_LIST.fullmatch(token) and before.startswith("--") and "=" not in before:
+            named = [before] if before in options else [o for o in options if o.startswith(before)]
+            if len(named) == 1 and options[named[0]]:
+                out[-1] = f"{named[0]}={token}"
+                continue
+        out.append(token)
     return out
 
 

@@ -311,7 +311,8 @@ def _map(path, option: str, pred, unit_given: str | None = None):
                            "module shows sigma in) or mm2/s" if option == "--uncertainty" else
                            f"{path}: a NRRD that does not say it is this tool's direction map (no ImageQualityTransfer.Unit "
                            "in its header); give the _direction map 'iqt upsample --uncertainty' wrote")
-        _same_unit(path, unit, unit_given if option == "--uncertainty" else None)
+        if kind is None or str(kind) in SIGMA_KEYS:  # another kind of map is refused as such below (a review)
+            _same_unit(path, unit, unit_given if option == "--uncertainty" else None)
         unit = unit or unit_given
         data = np.asarray(data, np.float64) / (1000.0 if unit == "um2/ms" else 1.0)
         run = hdr.get("ImageQualityTransfer.Run")  # without it, the map's method is not known (a review)
@@ -322,7 +323,8 @@ def _map(path, option: str, pred, unit_given: str | None = None):
         vol = load_scalar(path)
         if option == "--uncertainty" and unit_given is not None:
             recorded = MAP_RECORD.match(str(vol.meta.get("descrip", "")).strip())
-            _same_unit(path, recorded["unit"] if recorded is not None else None, unit_given)
+            if recorded is None or recorded["key"] in SIGMA_KEYS:  # another kind of map: refused as such below
+                _same_unit(path, recorded["unit"] if recorded is not None else None, unit_given)
             if unit_given == "um2/ms":
                 vol = vol.replace(data=np.asarray(vol.data, np.float32) / np.float32(1000.0))
     data = vol.data

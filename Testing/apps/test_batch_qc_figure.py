@@ -136,3 +136,45 @@ def test_the_strip_wraps_a_long_title_and_keeps_a_thin_slab_s_figure_small(tmp_p
     figures.qc_strip([("cubic", np.repeat(t[:2], 1, axis=0).repeat(16, axis=1))], tmp_path / "thin.png", title="thin")
     width, height = Image.open(tmp_path / "thin.png").size
     assert height <= 5 * width, (width, height)
+
+
+def test_the_white_matter_centre_of_a_large_brain_reads_a_flipped_copy_the_same():
+    """Above 2 M voxels it had read every 2nd voxel from index 0: a copy stored flipped along S read other planes, its
+    centre a slice apart (64.0 against 65.0: a review); every voxel is read now, slab by slab."""
+    n = (131, 131, 132)
+    t = np.zeros(n + (6,), np.float32)
+    region = np.zeros(n, bool)
+    region[10:121, 10:121, 10:121] = True
+    t[30:90, 40:100, 50:80, 0] = 1.2e-3
+    t[30:90, 40:100, 50:80, 2] = t[30:90, 40:100, 50:80, 5] = 0.5e-3
+    here = figures.white_matter_centre(t, region, exact=True)
+    flipped = figures.white_matter_centre(t[:, :, ::-1], region[:, :, ::-1], exact=True)
+    assert here == (59.5, 69.5, 64.5) and flipped[2] == n[2] - 1 - here[2], (here, flipped)
+    rng = np.random.default_rng(0)
+    for share in (0.01, 0.3, 0.9):  # the medians from counts per plane are np.median's of the coordinates
+        m = rng.random((7, 5, 9)) < share
+        assert np.allclose(figures._axis_medians(m), np.median(np.argwhere(m), axis=0))
+
+
+def test_a_finished_subject_skipped_where_its_leftovers_cannot_be_removed_is_still_skipped(tmp_path, monkeypatch):
+    """Removing superseded set-aside copies beside a skipped subject in a folder that cannot be written had failed the
+    subject ('cannot write into ...': a review); they are left, the subject skipped."""
+    from pathlib import Path
+
+    ds = helpers.make_bids(tmp_path / "bids", ("01",))
+    out = tmp_path / "deriv"
+    s = batch.Settings(method="cubic")
+    assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["done"]
+    (picture,) = list((out / "sub-01" / "figures").iterdir())
+    left = picture.with_name(f".iqt-earlier-{picture.name}.ab12cd34.tmp")
+    left.write_bytes(b"x")
+    unlink = Path.unlink
+
+    def read_only(self, missing_ok=False):
+        if self.name.startswith(".iqt-earlier-"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    res = batch.run_cohort(batch.find_items(ds), s, out, progress=False)
+    assert [(r["status"], r["reason"]) for r in res] == [("skipped", "")] and left.exists()

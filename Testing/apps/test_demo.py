@@ -84,3 +84,14 @@ def test_a_second_demo_into_the_folder_leaves_no_volume_of_the_first_s_other_met
     assert cli.main(["upsample", str(out / "lowres.nii.gz"), "--method", "nearest", "-o", str(out / "linear.nii.gz")]) == 0
     assert cli.main(["demo", "-o", str(out), "--methods", "cubic"]) == 0
     assert "earlier demo" not in capsys.readouterr().out and (out / "linear.nii.gz").exists()
+
+
+def test_a_volume_whose_run_record_is_not_a_dict_is_not_taken_for_a_demo_s():
+    """A crafted record ('options': "demo") had ended a demo in an internal error (a review)."""
+    from pathlib import Path
+
+    from ImageQualityTransferLib.apps.demo import _by_demo
+
+    for record in ({"options": "demo"}, {"options": {"command": "upsample"}}, None, ["demo"]):
+        assert not _by_demo(Path("x.nii.gz"), lambda p, r=record: r)
+    assert _by_demo(Path("x.nii.gz"), lambda p: {"options": {"command": "demo"}})

@@ -76,3 +76,12 @@ def test_a_slicer_saved_map_scores_as_the_map_itself(scored, capsys):
         assert code == 0, (name, err)  # the run-less NRRD had read as "iqt iqt std": another method's, refused
         got = json.loads((scored / "other.json").read_text())["brain"]
         assert got["spearman"] == pytest.approx(own["spearman"], rel=1e-5), name
+
+
+def test_a_map_of_a_kind_this_tool_does_not_know_keeps_its_unit_check(scored, capsys):
+    """A header naming a kind no map of this tool has ('iqt biqt foo mm2/s') is not refused as another kind below, so its
+    unit still contradicts --uncertainty-unit (a review: it had been divided by 1000 and scored, exit 0)."""
+    sd = fileio.load_scalar(scored / "sd.nii.gz")
+    fileio.save_scalar(sd, scored / "foo.nii.gz", "iqt biqt foo mm2/s")
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "foo.nii.gz", "--uncertainty-unit", "um2/ms")
+    assert code == 2 and "its header says its values are in mm2/s" in err, err

@@ -128,7 +128,8 @@ def _by_demo(path: Path, run_record_of) -> bool:
     except Exception:  # noqa: BLE001 - not a NIfTI file this reads: not a demo's either
         return False
     # the subcommand as parsed: the command line may hold global options before it (`iqt --threads 1 demo`: a review)
-    return (record.get("options") or {}).get("command") == "demo"
+    options = record.get("options") if isinstance(record, dict) else None
+    return isinstance(options, dict) and options.get("command") == "demo"
 
 
 def _figure(case, predictions, path, title, factor):

@@ -64,6 +64,7 @@ def centre_voxel(mask: np.ndarray) -> tuple:
 WHITE_MATTER_FA = 0.3
 WHITE_MATTER_MD = (0.4e-3, 1.0e-3)  # mm^2/s
 WHITE_MATTER_MIN = 100  # voxels of the largest piece
+CENTRE_SLAB = 262_144  # voxels read at once by white_matter_centre
 
 
 def white_matter_centre(tensor, region, exact: bool = False) -> tuple | None:
@@ -74,21 +75,39 @@ def white_matter_centre(tensor, region, exact: bool = False) -> tuple | None:
     largest piece is under WHITE_MATTER_MIN voxels. `exact`: the medians as they are (floats), not cut to voxels."""
     from scipy import ndimage
 
-    # every voxel read: a grid of every 2nd one starts at index 0, so a copy stored flipped read other planes and
-    # showed another slice (a review); in float32, inside the region only
+    # every voxel read (a grid of every 2nd one starts at index 0, so a copy stored flipped read other planes and
+    # showed another slice: a review), slab by slab along the first axis, so that the float64 FA of a large brain is
+    # never held whole (read at once it had peaked at 4.9 times the tensors' bytes: a review)
     r = np.asarray(region, bool)
-    values = np.asarray(np.asarray(tensor)[r], np.float32)
+    t = np.asarray(tensor)
     wm = np.zeros(r.shape, bool)
-    md = tensors.md(values)
-    wm[r] = (tensors.fa_fast(values) >= WHITE_MATTER_FA) & (md >= WHITE_MATTER_MD[0]) & (md <= WHITE_MATTER_MD[1])
+    step = max(1, CENTRE_SLAB // max(1, r.shape[1] * r.shape[2]))
+    for i in range(0, r.shape[0], step):
+        inside = r[i:i + step]
+        values = t[i:i + step][inside]
+        md = tensors.md(values)
+        wm[i:i + step][inside] = (tensors.fa_fast(values) >= WHITE_MATTER_FA) & (md >= WHITE_MATTER_MD[0]) & \
+            (md <= WHITE_MATTER_MD[1])
     pieces, n = ndimage.label(wm)
     if n == 0:
         return None
     sizes = np.bincount(pieces.ravel())[1:]
     if sizes.max() < WHITE_MATTER_MIN:
         return None
-    medians = np.median(np.argwhere(pieces == np.argmax(sizes) + 1), axis=0)
+    medians = _axis_medians(pieces == np.argmax(sizes) + 1)
     return tuple(float(v) for v in medians) if exact else tuple(int(v) for v in medians)
+
+
+def _axis_medians(mask: np.ndarray) -> list[float]:
+    """np.median(np.argwhere(mask), axis=0), from the mask's counts per plane: the coordinates of a piece of millions
+    of voxels had taken 24 bytes each."""
+    n = int(mask.sum())
+    out = []
+    for axis in range(mask.ndim):
+        cum = np.cumsum(mask.sum(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        lo, hi = (int(np.searchsorted(cum, k + 1)) for k in ((n - 1) // 2, n // 2))
+        out.append((lo + hi) / 2)
+    return out
 
 
 LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}

@@ -295,7 +295,7 @@ def _map(path, option: str, pred, unit_given: str | None = None):
     from ...core.volume import Volume
     from ...fileio import load_scalar
     from ...fileio.nifti import is_nrrd
-    from ...fileio.records import MADE_BY, MAP_RECORD, map_record, read_map_record
+    from ...fileio.records import MADE_BY, MAP_RECORD, MAP_UNITS, map_record, read_map_record
 
     if is_nrrd(path):  # the module's map as Slicer saves it: its kind and unit in the header (slicer/mrml.py)
         import nrrd
@@ -311,7 +311,7 @@ def _map(path, option: str, pred, unit_given: str | None = None):
                            "module shows sigma in) or mm2/s" if option == "--uncertainty" else
                            f"{path}: a NRRD that does not say it is this tool's direction map (no ImageQualityTransfer.Unit "
                            "in its header); give the _direction map 'iqt upsample --uncertainty' wrote")
-        if kind is None or str(kind) in SIGMA_KEYS:  # another kind of map is refused as such below (a review)
+        if kind is None or str(kind) not in MAP_UNITS or str(kind) in SIGMA_KEYS:  # a known other kind: refused below
             _same_unit(path, unit, unit_given if option == "--uncertainty" else None)
         unit = unit or unit_given
         data = np.asarray(data, np.float64) / (1000.0 if unit == "um2/ms" else 1.0)
@@ -323,7 +323,7 @@ def _map(path, option: str, pred, unit_given: str | None = None):
         vol = load_scalar(path)
         if option == "--uncertainty" and unit_given is not None:
             recorded = MAP_RECORD.match(str(vol.meta.get("descrip", "")).strip())
-            if recorded is None or recorded["key"] in SIGMA_KEYS:  # another kind of map: refused as such below
+            if recorded is None or recorded["key"] not in MAP_UNITS or recorded["key"] in SIGMA_KEYS:  # ditto
                 _same_unit(path, recorded["unit"] if recorded is not None else None, unit_given)
             if unit_given == "um2/ms":
                 vol = vol.replace(data=np.asarray(vol.data, np.float32) / np.float32(1000.0))

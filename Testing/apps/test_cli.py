@@ -572,3 +572,11 @@ def test_a_negative_list_is_joined_only_to_an_option_that_takes_a_value():
                                                                                                   "-1,0,0"]
     assert _negative_lists(["degrade", "d.nii.gz", "--shi", "-1,0,0"], parser)[-1] == "--shift=-1,0,0"
     assert _negative_lists(["--threads", "1", "degrade", "d.nii.gz", "--shift", "-1,0,0"], parser)[-1] == "--shift=-1,0,0"
+
+
+def test_threads_given_twice_with_two_values_is_refused(capsys, tmp_path):
+    """`iqt --threads 1 upsample ... --threads 2` ran on 2 without a word (a hostile-input audit)."""
+    code, out, err = run_cli(capsys, "--threads", "1", "mask", tmp_path / "none.nii.gz", "-o", tmp_path / "m.nii.gz",
+                             "--threads", "2")
+    assert code == 2 and err.strip().splitlines() == [
+        "iqt: error: --threads given twice, 1 before the command and 2 after it: give it once"], err

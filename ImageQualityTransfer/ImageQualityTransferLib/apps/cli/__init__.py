@@ -234,6 +234,8 @@ def _run(args, printed, signals=()) -> int:
     try:
         given = [v for v in (getattr(args, "command_threads", None), getattr(args, "train_threads", None), args.threads)
                  if v is not None]
+        if len(set(given)) > 1:  # before and after the command: the command's had won without a word (an audit)
+            raise IQTError(f"--threads given twice, {given[-1]} before the command and {given[0]} after it: give it once")
         threads.apply(given[0] if given else None)
         from ...fileio.staging import all_or_none
         from ...fileio.nifti import carried_codes

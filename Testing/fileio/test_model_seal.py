@@ -207,3 +207,11 @@ def test_a_refused_old_model_is_not_first_told_to_be_sealed(tmp_path, capsys):
         with pytest.raises(IQTError, match="the sidecar was edited"):
             model_io.load(weights)
     assert not [w for w in said if "iqt seal" in str(w.message)], [str(w.message) for w in said]
+
+
+def test_seal_of_a_folder_says_it_is_a_folder(tmp_path, capsys):
+    """`iqt seal FOLDER` read "FOLDER.json: model sidecar not found" (a hostile-input audit)."""
+    (tmp_path / "s1").mkdir()
+    assert main(["seal", str(tmp_path / "s1")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "s1: a folder; give the model file" in err, err

@@ -101,6 +101,8 @@ def seal(args):
     plan = Outputs()  # the sidecars are written all or none: a write that fails (a full disk) leaves every one as it was
     sidecars = {}  # one per model, in the order given (a model named twice, by weights and by sidecar, sealed once)
     for m in args.models:
+        if os.path.isdir(m):  # said as `iqt upsample --model` says it (it read "m.json: model sidecar not found")
+            raise IQTError(f"{m}: a folder; give the model file (.npz or .pt, its .json sidecar beside it) from 'iqt train'")
         sp, _ = model_files.check_sealable(m, load=_load_model)
         if os.path.realpath(sp) not in sidecars:
             sidecars[os.path.realpath(sp)] = plan.add(sp, JSON_SUFFIXES, "sealed sidecar", shipped_ok=True)

@@ -215,6 +215,21 @@ def test_readme_picture(rendering, tmp_path):
     assert path.stat().st_size < 300_000
 
 
+def _each_legend_off_the_output(shown, nodes, where: str, dilate: int = 2) -> None:
+    """Each uncertainty map of `nodes` as the right view's overlay: no pixel of its legend on the output's support
+    (dilated by `dilate` voxels; `support_at_pixels`)."""
+    view = shown.views[RIGHT]
+    for key, node in nodes["uncertainties"].items():
+        display.show_layers(shown.scene, nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
+        legend = legends.legend_node(shown.scene, node)
+        legend.Modified()
+        shown.images[RIGHT] = render._grab(view)
+        drawn = render.legend_pixels(view, legend)
+        output = support_at_pixels(shown, RIGHT, dilate=dilate)
+        assert drawn is not None and drawn.sum() > 100 and output.sum() > 1000, (where, key)
+        assert not (output & drawn).any(), f"the {key} legend covers {int((output & drawn).sum())} pixels ({where})"
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
@@ -241,15 +256,7 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
         for orientation in ("Axial", "Coronal"):  # where it was seen: the frontal lobe, the coronal brain's top
             s.SetOrientation(orientation)
             display.show_results(scene, nodes, render.OPACITY)
-            for key, node in nodes["uncertainties"].items():
-                display.show_layers(scene, nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
-                legend = legends.legend_node(scene, node)
-                legend.Modified()
-                tall.images[RIGHT] = render._grab(view)
-                drawn = render.legend_pixels(view, legend)
-                brain = support_at_pixels(tall, RIGHT)
-                assert drawn is not None and drawn.sum() > 100 and brain.sum() > 1000, (orientation, key)
-                assert not (brain & drawn).any(), f"the {key} legend covers brain pixels ({orientation}, 300 x 600)"
+            _each_legend_off_the_output(tall, nodes, f"{orientation}, 300 x 600")
     finally:
         view.render_window().SetSize(*render.VIEW_SIZE)
         s.SetDimensions(render.VIEW_SIZE[0], render.VIEW_SIZE[1], 1)
@@ -275,15 +282,7 @@ def test_an_output_over_the_whole_field_is_not_under_the_legend(rendering, axial
     whole = render.Rendering(dict(rendering.images), scene, nodes, rendering.views)
     try:
         display.show_results(scene, nodes, render.OPACITY)
-        for key, node in nodes["uncertainties"].items():
-            display.show_layers(scene, nodes["tensor"], node, render.OPACITY, views=(RIGHT,))
-            legend = legends.legend_node(scene, node)
-            legend.Modified()
-            whole.images[RIGHT] = render._grab(view)
-            drawn = render.legend_pixels(view, legend)
-            output = support_at_pixels(whole, RIGHT, dilate=-1)  # its voxels but the outermost
-            assert drawn is not None and drawn.sum() > 100 and output.sum() > 1000, key
-            assert not (output & drawn).any(), f"the {key} legend covers {int((output & drawn).sum())} output pixels"
+        _each_legend_off_the_output(whole, nodes, "the whole field", dilate=-1)  # its voxels but the outermost
     finally:
         display.show_results(scene, rendering.nodes, render.OPACITY)
         display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],

@@ -535,3 +535,28 @@ def test_seeds_whose_header_places_them_nowhere_are_refused(tmp_path, capsys):
     assert main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "seeds.nii.gz"), "--step", "5", "-o",
                  str(tmp_path / "t.trk")]) == 0  # a step longer than the 2 mm voxels: warned of
     assert "--step 5 mm is longer than the voxels (2 mm)" in capsys.readouterr().err
+
+
+def test_propagation_says_seeds_outside_its_mask_and_a_long_step_as_track_does():
+    """Seeds all outside the tracked region: counted as tracked (24,800 of them), and the run told to seek white matter;
+    a --step longer than the voxels: said by `iqt track` only (a tractography audit)."""
+    import warnings
+
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    vol = bundle_volume()
+    pred = Prediction(vol, std=Volume(np.full(vol.shape3, 1e-5, np.float32), vol.affine, "scalar"))
+    roi = seed_roi(vol)
+    elsewhere = np.ones(vol.shape3, bool)
+    elsewhere[np.asarray(roi.data, bool)] = False  # tracked everywhere but where the seeds are
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", IQTWarning)
+        res = propagation.propagate(pred, 2, seeds=tr.seeds_from_mask(roi), track_mask=elsewhere)
+    lines = [str(w.message) for w in said if "no streamline was tracked" in str(w.message)]
+    assert len(lines) == 1 and "every one lies outside --mask" in lines[0], lines
+    n = res.settings["seeds_outside_mask"]
+    assert n > 0 and res.settings["seeds_tracked"] == 0
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", IQTWarning)
+        propagation.propagate(pred, 2, seeds=tr.seeds_from_mask(roi), settings=tr.TrackingSettings(step=5.0))
+    assert [w for w in said if "longer than the voxels" in str(w.message)]

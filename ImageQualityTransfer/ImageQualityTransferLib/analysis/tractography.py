@@ -154,6 +154,30 @@ def tensor_support(t) -> np.ndarray:
     return np.isfinite(t).all(axis=-1) & np.any(t != 0, axis=-1)
 
 
+def warn_long_step(s, voxel_size) -> None:
+    """One warning where the step is longer than the voxels: each step then jumps over voxels whose direction it never
+    reads (a 100 mm step on 3 mm voxels ran without a word: a tractography audit; propagation too: another)."""
+    import warnings
+
+    from ..core.errors import IQTWarning
+
+    if s.step > max(voxel_size):
+        warnings.warn(f"--step {s.step:g} mm is longer than the voxels ({max(voxel_size):.3g} mm): each step jumps "
+                      "over voxels whose direction it never reads, so streamlines cut corners; give a step below the "
+                      "voxel size (the default is 0.5 mm on a human brain)", IQTWarning, stacklevel=3)
+
+
+def no_streamline_reason(s, outside: int, n_seeds: int, masked: bool) -> str:
+    """Why no streamline was tracked from `n_seeds` seeds, `outside` of them outside the tracking mask (`masked`: one
+    was given), and what to change: the same words for `iqt track` and propagation (it had named neither the mask nor
+    the lengths: a tractography audit)."""
+    if masked and n_seeds and outside == n_seeds:
+        return "every one lies outside --mask, where no streamline starts; give seeds inside it"
+    return (f"each stops where FA falls below {s.fa_threshold:g} (--fa-threshold)" + (" or it leaves --mask" if masked
+            else "") + f" and is kept only from {s.min_length:g} to {s.max_length:g} mm long (--min-length, "
+            "--max-length); give seeds in the white matter, a lower --fa-threshold or other lengths")
+
+
 def scaling_line(s) -> str | None:
     """One line naming the lengths scaled to a brain smaller than a human's, None where none was."""
     d = asdict(s) if not isinstance(s, dict) else s

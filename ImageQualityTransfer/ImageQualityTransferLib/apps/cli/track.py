@@ -66,19 +66,12 @@ def run(args):
     line = tractography.scaling_line(s)
     if line:
         print(line)
-    if s.step > max(dti.voxel_size):  # a 100 mm step on 3 mm voxels ran without a word (a tractography audit)
-        warnings.warn(f"--step {s.step:g} mm is longer than the voxels ({max(dti.voxel_size):.3g} mm): each step jumps "
-                      "over voxels whose direction it never reads, so streamlines cut corners; give a step below the "
-                      "voxel size (the default is 0.5 mm on a human brain)", IQTWarning, stacklevel=2)
+    tractography.warn_long_step(s, dti.voxel_size)
     points = tractography.seeds_inside(tractography.seeds_from_mask(seeds, s.density), dti.shape3, dti.affine)
     lines = tractography.track(dti, points, s, mask=None if mask is None else mask.data)
     outside = 0 if mask is None else tractography.points_outside(points, mask)
     if not lines and len(points):  # an empty tractogram, exit 0 and no word why (a first-contact audit)
-        why = ("every one lies outside --mask, where no streamline starts; give seeds inside it" if outside == len(points)
-               else f"each stops where FA falls below {s.fa_threshold:g} (--fa-threshold)"
-               + (" or it leaves --mask" if mask is not None else "")
-               + f" and is kept only from {s.min_length:g} to {s.max_length:g} mm long (--min-length, "
-               "--max-length); give seeds in the white matter, a lower --fa-threshold or other lengths")
+        why = tractography.no_streamline_reason(s, outside, len(points), mask is not None)
         warnings.warn(f"no streamline was tracked from the {len(points)} seeds: {why}", IQTWarning, stacklevel=2)
     for p in [out, *extra]:
         tractography.save_tracts(lines, dti, p)

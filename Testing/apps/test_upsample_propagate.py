@@ -41,6 +41,8 @@ def test_upsample_propagate_writes_maps_beside_the_output(tmp_path, lr_path, cap
     # the options that reproduce it, as iqt propagate records them, and the whole command's time
     assert summary["settings"]["n_seeds"] == 40 and summary["settings"]["fa_threshold"] == 0.2
     assert summary["settings"]["factor"] == 2 and summary["seconds"] >= summary["sampling_seconds"] > 0
+    # the model that ran, defaulted (null had stood for it: a tractography audit)
+    assert summary["settings"]["model"] == "biqt_x2.npz" and summary["settings"]["model_origin"] == "shipped"
     out = capsys.readouterr().out
     assert "hr_propagation.json" in out
     # fa_mean read as FA (a display audit: 0.289 where the prediction's FA is 0.136): the line says what to read

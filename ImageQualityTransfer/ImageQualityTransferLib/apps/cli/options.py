@@ -298,24 +298,29 @@ def tracking_settings(args):
     return TrackingSettings(fa_threshold=fa, **{k: getattr(args, k, None) for k in TRACKING_LENGTHS})
 
 
-def propagation_settings(args, factor) -> dict:
-    """The options that reproduce a propagation run, recorded in its JSON."""
+def propagation_settings(args, factor, method=None, model=None) -> dict:
+    """The options that reproduce a propagation run, recorded in its JSON: the model that ran (`note_model_run`'s
+    answer) and the Monte Carlo samples drawn, also where they were defaulted (null had stood for them: a tractography
+    audit)."""
     from ...core import grid
 
+    samples = args.mc_samples if args.mc_samples is not None or method is None else mc_samples_used(method)
     return {"factor": grid.record(factor), "mask": args.mask, "seeds": args.seeds,
             "n_seeds": None if args.seeds or args.no_tracts else args.n_seeds, "fa_threshold": args.fa_threshold,
-            "tracts": not args.no_tracts, "model": args.model, "mc_samples": args.mc_samples,
+            "tracts": not args.no_tracts, "model": args.model if args.model or model is None else model[0],
+            **({"model_origin": model[1]} if model else {}), "mc_samples": samples,
             "tta": args.tta, **{k: getattr(args, k, None) for k in TRACKING_LENGTHS}}
 
 
-def propagation_record(args, factor) -> tuple[str | None, dict]:
+def propagation_record(args, factor, method=None, model=None) -> tuple[str | None, dict]:
     """(the input, the settings) a propagation summary records; under `iqt --no-record` no path: the input and the
     mask, seed ROI and model files are recorded as given or not ("given"), as the headers record no command (review
     51a: the input's path was the one name left in such a run's outputs)."""
-    settings = propagation_settings(args, factor)
+    settings = propagation_settings(args, factor, method, model)
     if not getattr(args, "no_record", False):
         return args.input, settings
-    return None, {k: ("given" if v else v) if k in ("mask", "seeds", "model") else v for k, v in settings.items()}
+    given = ("mask", "seeds") + (("model",) if args.model else ())  # a shipped model's name is no path of the user's
+    return None, {k: ("given" if v else v) if k in given else v for k, v in settings.items()}
 
 
 def predict_with_mask(method, lr, f, mask_path, **kw):

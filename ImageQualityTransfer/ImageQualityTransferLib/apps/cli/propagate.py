@@ -72,7 +72,7 @@ def run(args):
         print(options.voxel_size_line(f, lr.voxel_size))
     pred, mask = options.predict_with_mask(method, lr, f, args.mask)
     res = options.propagate(pred, args, mask, f, seeds)
-    options.note_model_run(method, pred, f, args)  # its files record the model, factors and samples, as upsample's
+    model = options.note_model_run(method, pred, f, args)  # its files record the model, factors and samples, as upsample's
     make_folder(out)  # removed again if a write then fails
-    say(propagation.write(res, paths, method.name, *options.propagation_record(args, f),
+    say(propagation.write(res, paths, method.name, *options.propagation_record(args, f, method, model),
                           time.perf_counter() - t0))

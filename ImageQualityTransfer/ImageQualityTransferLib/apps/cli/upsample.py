@@ -376,7 +376,7 @@ def run(args):
         say(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "
               f"{grid.describe(served)} (along {'RAS'[grid.largest_axis(served)]}) ran with the axes turned to it and back")
     if res is not None:
-        say(propagation.write(res, prop_paths, method.name, *options.propagation_record(args, f),
+        say(propagation.write(res, prop_paths, method.name, *options.propagation_record(args, f, method, model),
                               time.perf_counter() - t0))
     if stale:
         def removed() -> str:  # once the outputs are in place: a map rewritten meanwhile by another program stayed

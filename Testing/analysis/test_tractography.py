@@ -560,3 +560,28 @@ def test_propagation_says_seeds_outside_its_mask_and_a_long_step_as_track_does()
         warnings.simplefilter("always", IQTWarning)
         propagation.propagate(pred, 2, seeds=tr.seeds_from_mask(roi), settings=tr.TrackingSettings(step=5.0))
     assert [w for w in said if "longer than the voxels" in str(w.message)]
+
+
+def test_a_low_res_mask_stored_in_another_voxel_order_serves_the_tracking(tmp_path):
+    """`iqt track --mask` refused the low-res mask the output was upsampled from when it was stored in another voxel
+    order ("not on the low-res grid", which it was), though `iqt upsample` takes it (a tractography audit)."""
+    import nibabel.orientations as nio
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core import grid
+    from ImageQualityTransferLib.core.orientation import Reorientation
+
+    lr_affine = np.diag([-3.0, 3.0, 3.0, 1.0])
+    lr_affine[:3, 3] = (40.0, -50.0, -30.0)
+    blob = np.zeros((10, 12, 8), bool)
+    blob[2:8, 3:9, 2:6] = True
+    blob[2, 3, 2] = False  # not symmetric: a wrong turn would show
+    hr = Volume(np.zeros((20, 24, 16, 6), np.float32), grid.hr_affine(lr_affine, 2), "tensor")
+    las = Volume(blob, lr_affine, "mask")
+    psr = Reorientation.to_canonical(lr_affine).then(Reorientation(nio.ornt_transform(nio.axcodes2ornt("RAS"),
+                                                                                      nio.axcodes2ornt("PSR")))).apply(las)
+    fileio.save_mask(las, tmp_path / "las.nii.gz")
+    fileio.save_mask(psr, tmp_path / "psr.nii.gz")
+    want = fileio.load_mask_refined(tmp_path / "las.nii.gz", hr, "the tensor grid").data
+    assert np.array_equal(fileio.load_mask_refined(tmp_path / "psr.nii.gz", hr, "the tensor grid").data, want)
+    assert np.array_equal(want, grid.repeat_blocks(blob, 2))

@@ -504,6 +504,11 @@ def load_mask_refined(path, reference: Volume, reference_name: str) -> Volume:
     try:
         return mask_on_grid(vol, path, reference, reference_name=reference_name)
     except IQTError as exc:
+        from ..core.orientation import Reorientation
+
+        # stored in another voxel order than the reference (as `iqt upsample --mask` takes it): put in the reference's
+        # first (a tractography audit: the low-res mask stored PSR had been refused as "not on the low-res grid")
+        vol = Reorientation.to_canonical(vol.affine).then(Reorientation.to_canonical(reference.affine).inverse()).apply(vol)
         f = tuple(r // m if m and r % m == 0 else 0 for r, m in zip(reference.shape3, vol.shape3))
         if min(f) < 1 or max(f) == 1 or not same_affine(hr_affine(vol.affine, f), reference.affine):
             raise IQTError(f"{exc} (or on the low-res grid it was upsampled from)") from None

@@ -567,7 +567,6 @@ def test_a_low_res_mask_stored_in_another_voxel_order_serves_the_tracking(tmp_pa
     order ("not on the low-res grid", which it was), though `iqt upsample` takes it (a tractography audit)."""
     import nibabel.orientations as nio
 
-    from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.core import grid
     from ImageQualityTransferLib.core.orientation import Reorientation
 

@@ -606,3 +606,44 @@ def test_without_a_method_the_page_starts_on_the_viewers_default_for_its_factors
     assert view.Viewer("unused.nii.gz", None, 2, server_name="test-default-deep").server.state.method == "deep"
     monkeypatch.setattr(registry, "ready", lambda f=None: [n for n in ready(f) if n not in without | {"deep"}])
     assert view.Viewer("unused.nii.gz", None, 2, server_name="test-default-espcn").server.state.method == "espcn"
+
+
+PICKER = """
+import asyncio, json, sys
+from ImageQualityTransferLib.apps import view
+from ImageQualityTransferLib.core.errors import IQTError
+viewer = view.Viewer(sys.argv[1], "cubic", 2, sys.argv[2], server_name="test-picker")
+viewer._load()
+asyncio.run(viewer._run("cubic"))
+s = viewer.server.state
+compute = viewer._compute
+def failing(request):
+    if request.method == "rf":
+        raise IQTError("rf_x2.npz: checksum mismatch")
+    return compute(request)
+viewer._compute = failing
+s.method = "rf"
+asyncio.run(viewer._run("rf"))
+out = {"after_failure": [s.method, s.shown, s.status, s.message]}
+viewer._lock.acquire()  # a run under way (another tab's)
+viewer._running = "biqt"
+s.method = "nearest"
+asyncio.run(viewer._run("nearest"))
+out["while_busy"] = [s.method, s.status]
+print(json.dumps(out))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_the_picker_names_the_method_shown_after_a_failure_and_a_pick_while_busy_is_said(lowres):
+    """After a failed run the picker named the failed method over another's picture, and picking it again did nothing;
+    a pick while another run went on (a second tab's) was dropped without a word (a viewer audit)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    runs = run_child(PICKER, lr, mask)
+    method, shown, status, message = runs["after_failure"]
+    assert (method, shown) == ("cubic", "cubic") and "rf failed" in status and "checksum" in message, runs
+    method, status = runs["while_busy"]
+    assert method == "biqt" and "still running biqt: pick nearest again" in status, runs

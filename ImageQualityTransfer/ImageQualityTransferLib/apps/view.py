@@ -96,6 +96,7 @@ class Viewer:
         self._fitted = False
         self._fitted_legend = False  # whether the views were last fitted with a strip kept for the legend
         self._lock = threading.Lock()
+        self._running = None  # the method of the run under way
         self._shown_notes: list[str] = []  # the notes of the result in the right view
 
         choices = methods.ready(self.factor) or ["cubic"]
@@ -153,8 +154,9 @@ class Viewer:
                                   color="amber", height=4)
             with layout.content:
                 with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
+                    # its own height, as the notes: grown, it had squeezed the views and their legend (a viewer audit)
                     v.VAlert(id="iqt-message", v_if=("message",), type="error", density="compact",
-                             text=("message",), classes="ma-2")
+                             text=("message",), classes="ma-2", style="flex: 0 0 auto; font-size: 14px;")
                     with v.VAlert(id="iqt-notes", v_if=("notes.length",), type="warning", density="compact",
                                   variant="tonal", classes="ma-2", style="flex: 0 0 auto; font-size: 14px;"):
                         html.Div("{{ note }}", v_for="note in notes", classes="iqt-note")
@@ -270,8 +272,14 @@ class Viewer:
     async def _run(self, method: str):
         """Run `method` in the worker thread, reporting progress to the page; then show its result."""
         s = self.server.state
-        if self.lr is None or not self._lock.acquire(blocking=False):
+        if self.lr is None:
             return
+        if not self._lock.acquire(blocking=False):  # one run at a time: the pick is said, not dropped without a word
+            with s:  # (a viewer audit: a second tab's pick was lost and its picker named a method never shown)
+                s.method = self._running
+                s.status = f"still running {self._running}: pick {method} again once it has ended"
+            return
+        self._running = method
         try:
             with s:
                 s.busy, s.progress, s.status, s.message, s.notes = True, 0, f"running {method}", "", []
@@ -308,12 +316,13 @@ class Viewer:
         except IQTError as exc:  # the run failed; the page keeps the last result (and its notes) and another method
             with s:                # can be picked
                 s.message, s.notes = " ".join(str(exc).split()), self._shown_notes
-                s.status = "error"
+                self._failed(method)
             self._say_error(s.message)
         except Exception as exc:  # a bug in a method: one line in the page, the server keeps serving
             with s:
                 s.message = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
-                s.notes, s.status = self._shown_notes, "error"
+                s.notes = self._shown_notes
+                self._failed(method)
             self._say_error(s.message)
         finally:
             with s:
@@ -408,12 +417,19 @@ class Viewer:
         else:
             self._show(self.nodes["interpolated"], self.nodes["tensor"], self.nodes.get("uncertainty"))
 
+    def _failed(self, method: str) -> None:
+        """The picker back on the method shown (it had named the failed one over another's picture, and picking that
+        one again did nothing: a viewer audit), the status saying which failed."""
+        s = self.server.state
+        s.method = s.shown or s.method
+        s.status = f"{method} failed (the message above); {s.shown} is shown" if s.shown else f"{method} failed"
+
     def _render(self) -> None:
         for view in self.app.view_manager.get_slice_views():
             view.schedule_render()
 
     def _on_method(self, method, **_):
-        if self.lr is None or method == self.server.state.shown:
+        if self.lr is None or method == self.server.state.shown or (method == self._running and self._lock.locked()):
             return
         from trame_server.utils.asynchronous import create_task
 

@@ -291,7 +291,8 @@ def test_compare_and_change_method_with_no_dead_controls(browser, lowres, serve,
     assert r > g, "the IQT view shows no Inferno uncertainty overlay"
 
 
-@pytest.mark.parametrize("case", ["scalar", "order", "mask", "text", "port", "factor", "memory", "memory-default"])
+@pytest.mark.parametrize("case", ["scalar", "order", "mask", "text", "port", "factor", "memory", "memory-default",
+                                  "unshipped"])
 def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
     """The input checks `iqt upsample` runs, before anything is served: one line, exit 2, and the command ends (it
     served a page that said so only in the browser, and never exited)."""
@@ -307,6 +308,8 @@ def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
         "port": ([lr, "--port", "99999"], "--port 99999: a port is 0-65535"),  # was an internal error
         # no model for the factors: it had said 'give --model', which view does not take (a Slicer audit)
         "factor": ([lr, "--factor", "4", "--method", "biqt"], "iqt view runs the shipped models only: choose one of"),
+        # a method with no model shipped at all: no factors to choose among (it had said "choose one of those factors")
+        "unshipped": ([lr, "--method", "espcn-hetero-var2"], "iqt view runs the shipped models only: use another"),
         # the first run's memory, as 'iqt upsample' checks it: it had been refused after 'serving', the server left on
         "memory": ([lr, "--factor", "1000", "--method", "cubic"], "factor 1000: a high-res grid of"),
         "memory-default": ([lr, "--factor", "1000"], "factor 1000: a high-res grid of"),

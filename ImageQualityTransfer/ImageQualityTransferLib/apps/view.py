@@ -309,7 +309,9 @@ class Viewer:
             legends.refresh_legends(self.scene)  # this run's, and an earlier run's whose map is no longer shown
             with s:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
-                s.notes = self._shown_notes = [" ".join(n.split()) for n in results["tensor"].meta.get("notes", [])]
+                # in the page's words: it has --voxel-size of its own (a viewer audit)
+                s.notes = self._shown_notes = [" ".join(n.split()).replace("iqt upsample's --voxel-size", "--voxel-size")
+                                               for n in results["tensor"].meta.get("notes", [])]
                 s.has_uncertainty = self.nodes.get("uncertainty") is not None
                 s.status = f"done: {method}"
             self._say(self._shown_notes)

@@ -564,8 +564,10 @@ def shipped_only(text: str, tool: str) -> str:
     a model file, an option `tool` does not have (a Slicer audit), put as choosing one of the factors they have."""
     import re
 
+    # with no model shipped at all there are no factors to choose among (a viewer audit: "choose one of those factors")
+    choose = "choose one of those factors, or use" if " has shipped models for " in text else "use"
     return re.sub(r"(give --model|choose an Advanced > Model file) for [^;]*? or use",
-                  f"{tool} runs the shipped models only: choose one of those factors, or use", text)
+                  f"{tool} runs the shipped models only: {choose}", text)
 
 
 def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:

@@ -554,7 +554,7 @@ def test_propagation_says_seeds_outside_its_mask_and_a_long_step_as_track_does()
         res = propagation.propagate(pred, 2, seeds=tr.seeds_from_mask(roi), track_mask=elsewhere)
     lines = [str(w.message) for w in said if "no streamline was tracked" in str(w.message)]
     assert len(lines) == 1 and "every one lies outside --mask" in lines[0], lines
-    n = res.settings["seeds_outside_mask"]
+    n = res.settings["seeds_outside_tracked_region"]
     assert n > 0 and res.settings["seeds_tracked"] == 0
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", IQTWarning)
@@ -615,3 +615,26 @@ def test_a_nifti_and_a_nrrd_of_one_output_give_the_same_streamlines_from_a_low_r
     assert len(a) == len(b) > 0
     assert all(len(x) == len(y) and np.allclose(x, y, atol=1e-3) for x, y in zip(sorted(a, key=lambda x: tuple(x[0])),
                                                                                     sorted(b, key=lambda x: tuple(x[0]))))
+
+
+def test_a_seed_on_the_volume_s_last_face_stays_inside_and_counts_agree_in_any_voxel_order():
+    """The move off voxel boundaries had put a seed on the last face outside the volume (dipy's "point outside data",
+    an internal error), and the seeds counted outside a mask were counted before the move, otherwise in LAS than in RAS
+    storage (a review)."""
+    from ImageQualityTransferLib.core.orientation import Reorientation
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    shape = (7, 8, 8)
+    last = np.array([[2.0 * 6.5, 4.0, 4.0]])  # on the face beyond the last voxel along x (voxel 6.5)
+    inside = tr.seeds_inside(last, shape, affine)
+    v = (inside - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
+    assert len(inside) == 1 and v[0, 0] < 6.5, v
+    mask = np.zeros(shape, bool)
+    mask[:3] = True
+    seed = np.array([[2.0 * 2.5, 4.0, 4.0]])  # between voxels 2 (in the mask) and 3 (out)
+    las = Reorientation(np.array([[0, -1], [1, 1], [2, 1]], float))
+    counts = []
+    for re in (None, las):
+        vol = Volume(mask, affine, "mask") if re is None else re.apply(Volume(mask, affine, "mask"))
+        counts.append(tr.points_outside(tr.seeds_inside(seed, vol.shape3, vol.affine), vol))
+    assert counts[0] == counts[1], counts

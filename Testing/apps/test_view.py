@@ -633,6 +633,19 @@ viewer._running = "biqt"
 s.method = "nearest"
 asyncio.run(viewer._run("nearest"))
 out["while_busy"] = [s.method, s.status]
+viewer._lock.release()  # and a real run's polling keeps saying it (it had rewritten the status every 0.2 s)
+viewer._running = None
+seen = []
+async def pick_while_running():
+    task = asyncio.ensure_future(viewer._run("linear"))
+    await asyncio.sleep(0.05)
+    await viewer._run("nearest")
+    for _ in range(3):
+        await asyncio.sleep(0.25)
+        seen.append(s.status)
+    await task
+asyncio.run(pick_while_running())
+out["polled"] = seen
 print(json.dumps(out))
 sys.stdout.flush()
 import os
@@ -650,3 +663,4 @@ def test_the_picker_names_the_method_shown_after_a_failure_and_a_pick_while_busy
     assert (method, shown) == ("cubic", "cubic") and "rf failed" in status and "checksum" in message, runs
     method, status = runs["while_busy"]
     assert method == "biqt" and "still running biqt: pick nearest again" in status, runs
+    assert runs["polled"] and all("pick nearest again" in st for st in runs["polled"]), runs

@@ -106,3 +106,10 @@ def test_no_record_leaves_the_paths_out_of_the_propagation_summary(tmp_path, cap
                      "espcn-hetero-var1", "--mc-samples", "2", "--propagate", "--samples", "2", "--no-tracts"]) == 0
     text = (tmp_path / "o_propagation.json").read_text()
     assert str(tmp_path) not in text and json.loads(text)["input"] is None
+    # the shipped model's name is no path of the user's: kept, as the samples drawn (a tractography audit: null)
+    settings = json.loads(text)["settings"]
+    assert settings["model"] == "espcn-hetero-var1_x2.pt" and settings["model_origin"] == "shipped", settings
+    assert settings["mc_samples"] == 2
+    assert cli.main(["upsample", str(lr), "-o", str(tmp_path / "d.nii.gz"), "--method", "espcn-hetero-var1",
+                     "--propagate", "--samples", "2", "--no-tracts"]) == 0
+    assert json.loads((tmp_path / "d_propagation.json").read_text())["settings"]["mc_samples"] == 10  # defaulted

@@ -199,9 +199,9 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
     outside = tractography.points_outside(seeds, Volume(t, vol.affine, "mask")) if track else 0
     out.settings = {"seed": rng_seed, "tracking": asdict(s) if track else None,
                     "seeds_tracked": len(seeds) - outside if track else 0,
-                    **({"seeds_outside_mask": outside} if track and outside else {})}
+                    **({"seeds_outside_tracked_region": outside} if track and outside else {})}
     if track and not any(out.n_streamlines):
-        why = tractography.no_streamline_reason(s, outside, len(seeds), masked=True)
+        why = tractography.no_streamline_reason(s, outside, len(seeds), masked=mask is not None or track_mask is not None)
         warnings.warn(f"no streamline was tracked in any of the {int(n)} samples from the {len(seeds)} seeds, so the tract "
                       f"Dice is undefined (null in propagation.json): {why}", IQTWarning, stacklevel=2)
     return out

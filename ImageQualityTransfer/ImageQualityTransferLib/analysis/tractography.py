@@ -168,11 +168,12 @@ def warn_long_step(s, voxel_size) -> None:
 
 
 def no_streamline_reason(s, outside: int, n_seeds: int, masked: bool) -> str:
-    """Why no streamline was tracked from `n_seeds` seeds, `outside` of them outside the tracking mask (`masked`: one
-    was given), and what to change: the same words for `iqt track` and propagation (it had named neither the mask nor
-    the lengths: a tractography audit)."""
-    if masked and n_seeds and outside == n_seeds:
-        return "every one lies outside --mask, where no streamline starts; give seeds inside it"
+    """Why no streamline was tracked from `n_seeds` seeds, `outside` of them outside the tracked region (the tensors,
+    within --mask where `masked`: one was given), and what to change: the same words for `iqt track` and propagation
+    (it had named neither the mask nor the lengths: a tractography audit)."""
+    region = "--mask" if masked else "the voxels holding tensors"
+    if n_seeds and outside == n_seeds:
+        return f"every one lies outside {region}, where no streamline starts; give seeds inside it"
     return (f"each stops where FA falls below {s.fa_threshold:g} (--fa-threshold)" + (" or it leaves --mask" if masked
             else "") + f" and is kept only from {s.min_length:g} to {s.max_length:g} mm long (--min-length, "
             "--max-length); give seeds in the white matter, a lower --fa-threshold or other lengths")
@@ -322,7 +323,7 @@ def seeds_inside(seeds: np.ndarray, shape, affine) -> np.ndarray:
     warning, and none inside is an IQTError (dipy stops at the first with "point outside data")."""
     from ..core.errors import IQTWarning
 
-    seeds = np.asarray(seeds, np.float64).reshape(-1, 3)
+    seeds = off_voxel_boundaries(seeds, affine, shape)
     if not len(seeds):
         return seeds
     ijk = np.rint((seeds - np.asarray(affine)[:3, 3]) @ np.linalg.inv(np.asarray(affine)[:3, :3]).T)
@@ -378,8 +379,8 @@ def track_fields(fa: np.ndarray, dirs: np.ndarray, affine: np.ndarray, seeds: np
     s = s.check().resolved(np.asarray(fa) > 0, affine).check()
     if not (fa >= s.fa_threshold).any():
         return []
+    seeds = off_voxel_boundaries(seeds, affine, np.shape(fa))  # as seeds_inside did (again: a no-op then)
     fa, dirs, affine = canonical_fields(fa, dirs, affine)
-    seeds = off_voxel_boundaries(seeds, affine)
     pam = _peaks(fa, dirs, s.fa_threshold, s.angle)
     stop = ThresholdStoppingCriterion(np.ascontiguousarray(fa), s.fa_threshold)
     max_steps = int(np.ceil(s.max_length / s.step))
@@ -395,21 +396,28 @@ BOUNDARY_TIE = 1e-4  # voxels: a seed this near a boundary between two voxels is
 BOUNDARY_STEP = 1e-3  # voxels, towards higher indices of the canonical grid
 
 
-def off_voxel_boundaries(seeds, affine) -> np.ndarray:
-    """`seeds` (world mm) moved BOUNDARY_STEP voxel towards higher indices of the grid `affine` (canonical: the same
-    world direction however the input is stored) along each axis where they lie within BOUNDARY_TIE of a boundary
-    between two voxels. At factor 2 a low-res seed ROI's points fall on high-res voxel corners, where the voxel a
-    streamline starts from was left to the header's float rounding: the NIfTI and the NRRD of one output (float32 and
-    double affines) gave 2911 and 2977 streamlines (a tractography audit)."""
+def off_voxel_boundaries(seeds, affine, shape) -> np.ndarray:
+    """`seeds` (world mm) moved BOUNDARY_STEP voxel off each boundary between two voxels of the grid (`affine`, `shape`)
+    they lie within BOUNDARY_TIE of, towards higher indices of its canonical (RAS) voxel order (the same world direction
+    however it is stored), towards lower ones on its last face (a review: moved past it, a seed had left the volume and
+    ended the run in an internal error). At factor 2 a low-res seed ROI's points fall on high-res voxel corners, where
+    the voxel a streamline starts from was left to the header's float rounding: the NIfTI and the NRRD of one output
+    (float32 and double affines) gave 2911 and 2977 streamlines (a tractography audit). `seeds_inside` moves them, so
+    that every count of seeds in or out of a mask is of the points tracked."""
+    from ..core.orientation import Reorientation, _nio
+
     seeds = np.asarray(seeds, np.float64).reshape(-1, 3)
     if not len(seeds):
         return seeds
-    affine = np.asarray(affine, np.float64)
+    re = Reorientation.to_canonical(affine)
+    affine = np.asarray(affine, np.float64) @ _nio().inv_ornt_aff(re.ornt, tuple(shape[:3]))
+    size = np.array([shape[int(np.flatnonzero(re.ornt[:, 0] == k)[0])] for k in range(3)], np.float64)
     v = (seeds - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
     tie = np.abs(v - np.floor(v) - 0.5) < BOUNDARY_TIE
     if not tie.any():
         return seeds
-    v = np.where(tie, np.floor(v) + 0.5 + BOUNDARY_STEP, v)
+    up = np.floor(v) + 0.5 + BOUNDARY_STEP
+    v = np.where(tie, np.where(up > size - 0.5, up - 2 * BOUNDARY_STEP, up), v)
     return v @ affine[:3, :3].T + affine[:3, 3]
 
 

@@ -97,6 +97,7 @@ class Viewer:
         self._fitted_legend = False  # whether the views were last fitted with a strip kept for the legend
         self._lock = threading.Lock()
         self._running = None  # the method of the run under way
+        self._waiting = ""  # a pick made meanwhile, said in the status until the run ends
         self._shown_notes: list[str] = []  # the notes of the result in the right view
 
         choices = methods.ready(self.factor) or ["cubic"]
@@ -277,9 +278,10 @@ class Viewer:
         if not self._lock.acquire(blocking=False):  # one run at a time: the pick is said, not dropped without a word
             with s:  # (a viewer audit: a second tab's pick was lost and its picker named a method never shown)
                 s.method = self._running
-                s.status = f"still running {self._running}: pick {method} again once it has ended"
+                self._waiting = f"pick {method} again once it has ended"  # kept in the status by the run's polling
+                s.status = f"still running {self._running}: {self._waiting}"
             return
-        self._running = method
+        self._running, self._waiting = method, ""
         try:
             with s:
                 s.busy, s.progress, s.status, s.message, s.notes = True, 0, f"running {method}", "", []
@@ -291,7 +293,8 @@ class Viewer:
                 fraction, message = self._progress
                 with s:
                     s.progress = round(100 * fraction)
-                    s.status = f"{method}: {message}" if message else f"running {method}"
+                    s.status = (f"{method}: {message}" if message else f"running {method}") + \
+                        (f"; {self._waiting}" if self._waiting else "")
             results, fas = await future
             self.nodes = processing.add_result_nodes(self.scene, results, self.in_node.GetName(), method,
                                                      input_node=self.in_node, factor=self.factor)
@@ -313,7 +316,7 @@ class Viewer:
                 s.notes = self._shown_notes = [" ".join(n.split()).replace("iqt upsample's --voxel-size", "--voxel-size")
                                                for n in results["tensor"].meta.get("notes", [])]
                 s.has_uncertainty = self.nodes.get("uncertainty") is not None
-                s.status = f"done: {method}"
+                s.status = f"done: {method}" + (f"; {self._waiting.replace(' once it has ended', '')}" if self._waiting else "")
             self._say(self._shown_notes)
         except IQTError as exc:  # the run failed; the page keeps the last result (and its notes) and another method
             with s:                # can be picked
@@ -423,7 +426,7 @@ class Viewer:
         """The picker back on the method shown (it had named the failed one over another's picture, and picking that
         one again did nothing: a viewer audit), the status saying which failed."""
         s = self.server.state
-        s.method = s.shown or s.method
+        s.method = s.shown  # "" before any result: picking the failed method again is then a change, and retries
         s.status = f"{method} failed (the message above); {s.shown} is shown" if s.shown else f"{method} failed"
 
     def _render(self) -> None:

@@ -85,10 +85,3 @@ def test_a_map_of_a_kind_this_tool_does_not_know_keeps_its_unit_check(scored, ca
     fileio.save_scalar(sd, scored / "foo.nii.gz", "iqt biqt foo mm2/s")
     code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "foo.nii.gz", "--uncertainty-unit", "um2/ms")
     assert code == 2 and "its header says its values are in mm2/s" in err, err
-
-
-def test_a_prediction_scored_against_itself_is_refused(scored, capsys):
-    """`--pred X --truth X` printed zero errors, exit 0 (a hostile-input audit)."""
-    code, _, err = run_cli(capsys, "evaluate", "--pred", scored / "biqt.nii.gz", "--truth", scored / "biqt.nii.gz",
-                           "--mask", scored / "mask.nii.gz")
-    assert code == 2 and err.count("\n") == 1 and "--pred and --truth are the same file" in err, err

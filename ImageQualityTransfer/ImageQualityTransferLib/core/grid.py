@@ -188,7 +188,7 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
 def axis_weights_bytes(shape3, f) -> int:
     """The peak bytes of the interpolation's weight matrices (methods/interpolation.py axis_weights: k*n by n along an
     axis of n low-res voxels and factor k, made from an n by n identity), which grow with the axis's square: small for
-    a brain (a 256-voxel axis: 3.7 MB), 3.58 GB estimated for an 8000-voxel one, whose whole run peaked at 3.62 GB,
+    a brain (a 256-voxel axis: 3.7 MB), 3.58 GB for an 8000-voxel one, whose whole run peaked at 3.45 GiB resident,
     which the check had not counted (a review: with a 16400-voxel axis the run took 14.8 GB)."""
     return max([(8 + 24 * int(k)) * int(n) ** 2 for n, k in zip(shape3, factors(f)) if int(k) > 1] or [0])
 

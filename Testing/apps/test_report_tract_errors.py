@@ -55,3 +55,14 @@ def test_report_input_does_not_swallow_a_bug_in_tractography(tmp_path, monkeypat
     with pytest.raises(TypeError, match="a bug"):
         report.run_input(tmp_path / "r.html", lr, factor=2, method_names=["cubic"], n_seeds=50)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_input_says_the_seeds_it_drew_where_fewer_voxels_than_asked(tmp_path):
+    """One seed per white-matter voxel at most: the page says the count drawn, not the --n-seeds asked (it had said
+    "1000000 random seeds" of a block of a few hundred voxels)."""
+    lr = _isotropic_input()
+    lr.data[4:10, 4:10, 3:9] = [1.6e-3, 0, 0.2e-3, 0, 0, 0.2e-3]
+    text = report.run_input(tmp_path / "r.html", lr, factor=2, method_names=["cubic"], n_seeds=1_000_000).read_text()
+    said = text.split("tracts: ", 1)[1].split(" random seeds", 1)[0]
+    drawn = int(said.split(" ", 1)[0])
+    assert 0 < drawn < 1_000_000 and "--n-seeds 1000000 asked for more than there are" in said

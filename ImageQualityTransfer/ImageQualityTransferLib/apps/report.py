@@ -71,7 +71,8 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
         notes = []
     notes[:0] = given_model_notes(models) + [f"Warning: {n}" for n in trained] + \
         [f"Warning: the reference's fit: {n}" for n in fit_notes]
-    said = ran_note(names, factor, models, tractography.comparison_settings(case) if lines else None, n_seeds)
+    said = ran_note(names, factor, models, tractography.comparison_settings(case) if lines else None, n_seeds,
+                    len(seeds) if lines else None)
     if said:
         notes.insert(0, said)
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
@@ -103,9 +104,11 @@ def given_model_notes(models: dict | None) -> list[str]:
     return [f"{name}: the model {path} (given), not the shipped one" for name, path in (models or {}).items()]
 
 
-def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int | None = None) -> str:
+def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int | None = None,
+             seeded: int | None = None) -> str:
     """What ran, in one line for the page: each learned method's model file and the start of its weights' SHA256,
-    the Monte Carlo samples, and the tracking's settings (the page had named the methods only; a tractography audit)."""
+    the Monte Carlo samples, and the tracking's settings (the page had named the methods only; a tractography audit).
+    `seeded`: the seeds drawn, fewer than `n_seeds` asked where the white matter has fewer voxels (one seed each)."""
     from .. import methods
     from ..analysis.benchmark import model_records
 
@@ -119,7 +122,9 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
 
         parts.append(f"{', '.join(sampled)}: {DEFAULT_SAMPLES} Monte Carlo samples")
     if tracking is not None:
-        parts.append(f"tracts: {n_seeds} random seeds, FA stop {tracking.fa_threshold:g}, at most {tracking.angle:g}° a "
+        drawn = n_seeds if seeded is None or seeded == n_seeds else \
+            f"{seeded} (one in each white-matter voxel: --n-seeds {n_seeds} asked for more than there are)"
+        parts.append(f"tracts: {drawn} random seeds, FA stop {tracking.fa_threshold:g}, at most {tracking.angle:g}° a "
                      f"step, steps of {tracking.step:g} mm, streamlines of {tracking.min_length:g} to "
                      f"{tracking.max_length:g} mm kept")
     return "What ran: " + "; ".join(parts) + "." if parts else ""
@@ -182,7 +187,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
             notes.append(f"Tractography left out: {exc}")
     notes = given_model_notes(models) + [f"Warning: {n}" for n in notes]
     tracking = tractography.TrackingSettings().check().resolved(support, first.affine) if lines else None
-    said = ran_note(names, f, models, tracking, n_seeds)
+    said = ran_note(names, f, models, tracking, n_seeds, len(seeds) if lines else None)
     if said:
         notes.insert(0, said)
     source = lr.meta.get("path", "the input")

@@ -72,7 +72,10 @@ def test_a_subject_copied_under_another_name_is_refused(tmp_path):
 
 @pytest.mark.parametrize("line, option", [("lr.nii.gz --mask", "--mask"), ("lr.nii.gz --tensor-order", "--tensor-order"),
                                           ("lr.nii.gz --mask --tensor-order fsl", "--mask"),
-                                          ("lr.nii.gz --mask m.nii.gz --tensor-order", "--tensor-order")])
+                                          ("lr.nii.gz --mask m.nii.gz --tensor-order", "--tensor-order"),
+                                          ('lr.nii.gz --mask ""', "--mask"), ("lr.nii.gz --mask ''", "--mask"),
+                                          ('lr.nii.gz --tensor-order "" --mask m.nii.gz', "--tensor-order"),
+                                          ('lr.nii.gz --mask " "', "--mask")])
 def test_a_line_option_without_its_value_is_refused_before_any_work(tmp_path, capsys, monkeypatch, line, option):
     """'lr.nii.gz --mask' had been read as the path 'lr.nii.gz --mask', failing its subject after the run began and
     leaving the output folder behind."""

@@ -143,7 +143,10 @@ def _line_options(line: str, listfile: Path) -> tuple[str, dict]:
         if m.group(1) in opts:
             raise IQTError(f"{listfile}: the line {line.strip()!r} gives {m.group(1)} twice; give it once")
         value = m.group(2)
-        opts[m.group(1)] = value[1:-1] if len(value) > 2 and value[0] == value[-1] and value[0] in "\"'" else value
+        value = value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'" else value
+        if not value.strip():  # '--mask ""': an empty path, else read as the list's folder or a file named '""'
+            _no_value(m.group(1), whole, listfile)
+        opts[m.group(1)] = value
         line = line[: m.start()]
     order = opts.get("--tensor-order", "")
     if order and order not in ORDERS:

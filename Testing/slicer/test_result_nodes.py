@@ -218,3 +218,22 @@ def test_a_runs_folder_follows_its_renamed_input_unless_the_user_renamed_it(lowr
     processing.run_on_nodes(scene, node, "biqt", 2)
     processing.run_on_nodes(scene, node, "cubic", 2)
     assert set(_folders(scene)) == {"before surgery", "patientB_dti: cubic"}
+
+
+@pytest.mark.parametrize("kind", ["vtkMRMLDiffusionTensorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode",
+                                  "vtkMRMLVectorVolumeNode", "vtkMRMLLabelMapVolumeNode"])
+def test_a_volume_of_another_kind_is_refused_as_the_uncertainty_output(lowres, kind):
+    """A DTI, DWI or vector node is a vtkMRMLScalarVolumeNode too: given as the uncertainty output (the Logic's
+    uncertaintyNode), another patient's DTI node had become a scalar σ map without a word (a module audit)."""
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, lowres, "dti")
+    other = mrml.add_tensor_node(scene, lowres, "other patient") \
+        if kind == "vtkMRMLDiffusionTensorVolumeNode" else scene.AddNewNodeByClass(kind, "other")
+    before = other.GetImageData()
+    dims = before.GetDimensions() if before is not None else None
+    n_nodes = scene.GetNumberOfNodes()
+    with pytest.raises(processing.IQTError, match=f"output node '{other.GetName()}' is a {kind}, expected a "
+                                                  "vtkMRMLScalarVolumeNode"):
+        processing.run_on_nodes(scene, node, "biqt", 2, targets={"uncertainty": other})
+    assert scene.GetNumberOfNodes() == n_nodes and other.GetImageData() is before
+    assert (before.GetDimensions() if before is not None else None) == dims

@@ -31,7 +31,7 @@ from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
 from .progress import Cancelled as Cancelled  # the module's Logic catches it from here
 from .progress import check_cancel, report_progress, scaled_progress
-from .results import AUTOMATIC_OUTPUT, COMPARISON_METHOD, add_result_nodes
+from .results import AUTOMATIC_OUTPUT, COMPARISON_METHOD, add_result_nodes, check_target_kind
 from .separate_process import predict_in_subprocess
 
 
@@ -420,8 +420,5 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
             raise IQTError(f"the node '{node.GetName()}' is chosen for both the {seen[id(node)]} and the {key} output; "
                            f"choose {AUTOMATIC_OUTPUT} for one of them")
         seen[id(node)] = key
-        tensor = key in ("tensor", "interpolated")  # said before the run, not after it (_put_volume checks again)
-        class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
-        if not node.IsA(class_name) or (not tensor and node.IsA("vtkMRMLLabelMapVolumeNode")):
-            raise IQTError(f"output node '{node.GetName()}' is a {node.GetClassName()}, expected a {class_name}; "
-                           f"choose {AUTOMATIC_OUTPUT} in the output selector")
+        # said before the run, not after it (_put_volume checks again)
+        check_target_kind(node, tensor=key in ("tensor", "interpolated"))

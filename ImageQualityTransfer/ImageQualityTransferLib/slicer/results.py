@@ -75,15 +75,23 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
     return node
 
 
+def check_target_kind(node, tensor: bool) -> None:
+    """An output node chosen by the user is a DTI node for a tensor result, else a plain scalar volume: a label map, a
+    DTI, DWI or vector volume (all vtkMRMLScalarVolumeNode subclasses) would have its data replaced by a map (a module
+    audit: another patient's DTI node given as the uncertainty output became a scalar image without a word)."""
+    class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
+    if node.GetClassName() != class_name:
+        raise IQTError(f"output node '{node.GetName()}' is a {node.GetClassName()}, expected a {class_name}; "
+                       f"choose {AUTOMATIC_OUTPUT} in the output selector")
+
+
 def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=None):
     """`_put` without the factors. Nodes are filled in place, so repeated runs add no node and no display node."""
     tensor = vol.kind == "tensor"
     class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
     fill = mrml.set_tensor_node if tensor else mrml.set_scalar_node
     if target is not None:
-        if not target.IsA(class_name) or (not tensor and target.IsA("vtkMRMLLabelMapVolumeNode")):
-            raise IQTError(f"output node '{target.GetName()}' is a {target.GetClassName()}, expected a {class_name}; "
-                           f"choose {AUTOMATIC_OUTPUT} in the output selector")
+        check_target_kind(target, tensor)
         target.RemoveAttribute(OUTPUT_ATTRIBUTE)  # the user's node, never reused for another run by itself
         target.RemoveNodeReferenceIDs(INPUT_REFERENCE)
         target.RemoveNodeReferenceIDs(OWN_REFERENCE)

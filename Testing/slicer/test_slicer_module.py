@@ -574,3 +574,32 @@ def test_a_run_too_large_for_memory_is_refused_before_a_dwi_is_read_or_fitted(sc
     with pytest.raises(IQTError, match="more than this process's .* GiB of memory; give smaller factors"):
         sp.run_on_nodes(scene, node, "biqt", (300, 300, 300), progress=lambda f, m: shown.append(m) or True)
     assert shown == []
+
+
+def test_factor_advice_names_the_panels_mode_and_factor():
+    """The panel sets factors as a mode and one number: a model for other factors had been told to "use the Upsampling
+    factor 1,1,3", which the spin box cannot hold, and the thick-slice warning read "iqt upsample's the Target voxel size
+    MM picks them" (a module audit)."""
+    from ImageQualityTransferLib.slicer.processing import in_module_words
+
+    said = in_module_words("m.pt: this espcn model is for factors 1,1,3, not 3; use --factor 1,1,3, or an "
+                           "interpolation method (cubic) for 3")
+    assert said.endswith("not 3; use Upsampling: Through-plane, factor 3, or an interpolation method (cubic) for 3")
+    assert in_module_words("use --factor 3, or leave --model out") == \
+        "use Upsampling: Isotropic, factor 3, or leave Advanced > Model file out"
+    assert in_module_words("use --factor 2,2,2.") == "use Upsampling: Isotropic, factor 2."
+    assert in_module_words("use --factor 1,3,1") == "use Upsampling: Through-plane, factor 3"
+    assert in_module_words("near-isotropic (iqt upsample's --voxel-size MM picks them), or use cubic") == \
+        "near-isotropic (Upsampling: Target voxel size picks them), or use cubic"
+
+
+def test_a_scalar_input_is_told_how_a_nifti_dwi_gets_in():
+    """A DWI saved as NIfTI loads in Slicer as a scalar volume: the refusal says how to bring it in (a module audit:
+    it said only "select a DTI or DWI volume")."""
+    from ImageQualityTransferLib.slicer.processing import input_volumes
+
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "dwi")
+    with pytest.raises(slicer_processing.IQTError, match=r"a scalar volume; select a diffusion tensor .*DWIConvert.*"
+                                                         r"'iqt fit DWI.nii.gz -o dti.nrrd'"):
+        input_volumes(node, None)

@@ -148,7 +148,10 @@ def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: b
                                               ("vtkMRMLScalarVolumeNode", "scalar volume"))
                      if input_node is not None and input_node.IsA(cls)), None)
         got = "nothing" if input_node is None else f"'{input_node.GetName()}', a {kind or input_node.GetClassName()}"
-        raise IQTError(f"the input is {got}; select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
+        raise IQTError(f"the input is {got}; select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume"
+                       + ("; a DWI saved as NIfTI loads as a scalar volume: convert it with its .bval and .bvec to NRRD "
+                          "(SlicerDMRI's Diffusion-weighted DICOM Import (DWIConvert)), or fit it outside Slicer with "
+                          "'iqt fit DWI.nii.gz -o dti.nrrd', and load that" if kind == "scalar volume" else ""))
     lr = mrml.tensor_volume_from_node(input_node)
     if mask is not None:
         mask = _check_same_grid(mask, lr, mask_node)
@@ -340,6 +343,10 @@ MODULE_WORDS = (
     (r"--tta", "Advanced > Average over flips"), (r"give --model( a model file)?", "choose an Advanced > Model file"),
     (r"--model", "Advanced > Model file"), (r"(use|give) --device cpu( \(or auto\))?", "turn off Advanced > Use GPU"),
     (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),
+    # the panel sets factors as a mode and one number: "--factor 1,1,3" is Through-plane 3, "--factor 3" Isotropic 3
+    (r"(iqt upsample's )?--voxel-size MM picks them", "Upsampling: Target voxel size picks them"),
+    (r"--factor (?:1,1,(\d+)|1,(\d+),1|(\d+),1,1)(?!\d|,\d)", r"Upsampling: Through-plane, factor \1\2\3"),
+    (r"--factor (\d+)(?:,\1,\1)?(?!\d|,\d)", r"Upsampling: Isotropic, factor \1"),
     (r"a larger --voxel-size", "a larger Target voxel size"), (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
     (r"--method", "the Method"),
     (r" \(iqt fit, [^)]*\)", ""),  # which commands take --bmax: the module has none of them

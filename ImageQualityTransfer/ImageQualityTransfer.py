@@ -371,6 +371,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             # maps of a scene saved by an earlier version (coloured from 0) follow the box as it shows
             self.logic.followFromMedian(self._parameterNode.uncertaintyFromMedian, self._parameterNode.sharedColourScale)
             self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
+            self._fillMapCombo(self._result())  # a saved scene opened again: its run's maps, not an empty list
             self._checkCanApply()
 
     # ---------------------------------------------------------------- methods combo (filled from the engine)
@@ -645,7 +646,8 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             return {}
         if self._lastResult and self._lastResult.get("tensor") is tensor:
             return self._lastResult
-        return {"tensor": tensor, "uncertainty": p.resultUncertainty, "interpolated": p.resultInterpolated}
+        return {"tensor": tensor, "uncertainty": p.resultUncertainty, "interpolated": p.resultInterpolated,
+                "uncertainties": self.logic.runMaps(tensor)}
 
     # ---------------------------------------------------------------- display
 
@@ -793,6 +795,14 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         from ImageQualityTransferLib.slicer import display
 
         return display
+
+    def runMaps(self, tensorNode) -> dict:
+        """{map: node} of the uncertainty maps made with `tensorNode` by the module's run (found in the scene, so a
+        saved scene opened again lists them too); {} for other nodes."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer import results
+
+        return results.run_maps(slicer.mrmlScene, tensorNode)
 
     def legends(self):
         """The engine's Qt-free colours and legends of the uncertainty maps."""

@@ -237,3 +237,25 @@ def test_a_volume_of_another_kind_is_refused_as_the_uncertainty_output(lowres, k
         processing.run_on_nodes(scene, node, "biqt", 2, targets={"uncertainty": other})
     assert scene.GetNumberOfNodes() == n_nodes and other.GetImageData() is before
     assert (before.GetDimensions() if before is not None else None) == dims
+
+
+def test_a_reopened_scene_lists_each_runs_own_uncertainty_maps(tmp_path, lowres):
+    """The panel's Uncertainty map list came only from this session's run, so after a saved scene was opened again
+    it stayed empty (a module audit); `run_maps` finds a run's maps in the scene by their run records: this run's
+    maps, not another factor's or another input's."""
+    scene = slicer.vtkMRMLScene()
+    a, b = mrml.add_tensor_node(scene, lowres, "a"), mrml.add_tensor_node(scene, lowres, "b")
+    made = processing.run_on_nodes(scene, a, "biqt", 2)
+    processing.run_on_nodes(scene, a, "biqt", 3)
+    processing.run_on_nodes(scene, b, "biqt", 2)
+    saved = save_scene(scene, tmp_path / "saved")
+
+    again = slicer.vtkMRMLScene()
+    again.SetURL(saved)
+    again.Import()
+    tensor = again.GetFirstNodeByName("a_biqt")
+    found = results.run_maps(again, tensor)
+    assert {k: n.GetName() for k, n in found.items()} == {k: n.GetName() for k, n in made["uncertainties"].items()}
+    assert sorted(found) == ["direction", "std"]
+    assert results.run_maps(again, again.GetFirstNodeByName("a")) == {}  # an input: no run made it
+    assert results.run_maps(again, None) == {}

@@ -603,3 +603,15 @@ def test_a_scalar_input_is_told_how_a_nifti_dwi_gets_in():
     with pytest.raises(slicer_processing.IQTError, match=r"a scalar volume; select a diffusion tensor .*DWIConvert.*"
                                                          r"'iqt fit DWI.nii.gz -o dti.nrrd'"):
         input_volumes(node, None)
+
+
+def test_the_map_list_is_filled_when_a_scene_is_opened_again():
+    """setParameterNode (a scene loaded, the module entered) fills the Uncertainty map list from the parameter node's
+    result, whose maps the Logic finds in the scene (results.run_maps; test_result_nodes.py), not only after Apply."""
+    tree = module_tree()
+    method = next(f for c in tree.body if isinstance(c, ast.ClassDef) for f in c.body
+                  if isinstance(f, ast.FunctionDef) and f.name == "setParameterNode")
+    assert "self._fillMapCombo(self._result())" in ast.unparse(method)
+    result = next(f for c in tree.body if isinstance(c, ast.ClassDef) for f in c.body
+                  if isinstance(f, ast.FunctionDef) and f.name == "_result")
+    assert "self.logic.runMaps(tensor)" in ast.unparse(result)

@@ -37,6 +37,25 @@ def find_result_node(scene, input_node, output: str, class_name: str):
     return found[0] if len(found) == 1 else None
 
 
+def run_maps(scene, tensor_node) -> dict:
+    """{map: node} of the uncertainty maps the run that made `tensor_node` made with it, found by their run records
+    (a saved scene opened again keeps them): the panel's map list after a reload, when no run of this session holds
+    them. {} for a node no run of the module made."""
+    out = tensor_node.GetAttribute(OUTPUT_ATTRIBUTE) if tensor_node is not None else None
+    source = tensor_node.GetNodeReferenceID(INPUT_REFERENCE) if out else None
+    if not out or not out.endswith("/tensor") or source is None:
+        return {}
+    prefix = out[: -len("tensor")] + "uncertainty/"
+    maps = {}
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        role = node.GetAttribute(OUTPUT_ATTRIBUTE) or ""
+        if (role.startswith(prefix) and node.GetNodeReferenceID(OWN_REFERENCE) == node.GetID()
+                and node.GetNodeReferenceID(INPUT_REFERENCE) == source):
+            maps[role[len(prefix):]] = node
+    return maps
+
+
 def model_words(meta: dict) -> str:
     """The model a learned method ran, in words ("shipped model espcn_x2.pt"; "given" for one chosen by path): from
     the prediction's meta (Method.predict) or, from the worker process, the header that recorded it (records.made_by);

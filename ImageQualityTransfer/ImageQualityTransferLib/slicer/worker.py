@@ -7,7 +7,8 @@
 Reads the low-res tensor (Slicer NRRD or NIfTI; with `--dwi`, a DWI NIfTI with FSL bval/bvec beside it, fitted here
 first, as `processing.fit_dwi` does in Slicer, with `--exclude-outliers` without the slices and volumes the tensor
 model does not fit) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
-`uncertainty_<key>.nii.gz` into DIR, and prints JSON lines on stdout:
+`uncertainty_<key>.nii` into DIR, uncompressed (read back at once on Slicer's GUI thread: gzip cost both ends
+time), and prints JSON lines on stdout:
 
     {"progress": 0.42, "message": "espcn"}
     {"error": "one line naming the problem and the fix"}            (then exit status 2)
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from .. import fileio
+    from ..fileio.nrrd import save_tensor_nrrd
     from ..core import grid
     from ..core.errors import IQTError
     from .processing import Request, fit_dwi, predict_volumes
@@ -71,9 +73,9 @@ def main(argv=None) -> int:
         for key, vol in results.items():
             if vol.kind == "tensor":
                 path = out / f"{key.replace('/', '_')}.nrrd"
-                fileio.save_tensor(vol, path)
+                save_tensor_nrrd(vol, path, compress=False)
             else:
-                path = out / f"{key.replace('/', '_')}.nii.gz"
+                path = out / f"{key.replace('/', '_')}.nii"
                 fileio.save_scalar(vol, path)
             outputs[key] = {"path": str(path), "kind": vol.kind, "support": vol.meta.get("support"),
                             # the model that ran, which the header's 80 bytes drop for long names

@@ -664,3 +664,43 @@ def test_the_picker_names_the_method_shown_after_a_failure_and_a_pick_while_busy
     method, status = runs["while_busy"]
     assert method == "biqt" and "still running biqt: pick nearest again" in status, runs
     assert runs["polled"] and all("pick nearest again" in st for st in runs["polled"]), runs
+
+
+RUNNING = """
+import asyncio, json, sys
+from ImageQualityTransferLib.apps import view
+from ImageQualityTransferLib.core.errors import IQTError
+viewer = view.Viewer(sys.argv[1], "cubic", 2, sys.argv[2], server_name="test-running")
+viewer._load()
+s = viewer.server.state
+seen = []
+async def watched(method):
+    task = asyncio.ensure_future(viewer._run(method))
+    while not task.done():
+        seen.append(s.running)
+        await asyncio.sleep(0.02)
+    await task
+asyncio.run(watched("cubic"))
+out = {"during": sorted(set(seen)), "after_done": [s.running, viewer._running, s.busy]}
+def failing(request):
+    raise IQTError("rf_x2.npz: checksum mismatch")
+viewer._compute = failing
+asyncio.run(viewer._run("rf"))
+out["after_failure"] = [s.running, viewer._running, s.busy]
+out["html"] = "iqt-running" in viewer.ui.html
+print(json.dumps(out))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_a_run_under_way_is_said_over_the_picture_and_cleared_when_it_ends(lowres):
+    """While a method computes, the right view's header says so (the picture is still the last result; only the
+    status line and a 4 px bar had said it), and the run is no longer said to go on once it ended or failed (the
+    method kept as running after its run: a viewer audit)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    got = run_child(RUNNING, lr, mask)
+    assert got["html"] and "cubic" in got["during"], got
+    assert got["after_done"] == ["", None, False] and got["after_failure"] == ["", None, False], got

@@ -117,6 +117,7 @@ class Viewer:
         s.shown = ""  # the method whose result is in the right view
         s.has_uncertainty = False
         s.runs = 0
+        s.running = ""  # the method being computed, said over the right view until its result replaces the picture
         s.change("method")(self._on_method)
         s.change("opacity")(self._on_opacity)
         s.change("from_median")(self._on_from_median)
@@ -168,6 +169,12 @@ class Viewer:
                                             "justify-content: space-between;"):
                             html.Div("{{ shown ? shown + (has_uncertainty ? ' + uncertainty' : ' (no uncertainty)') : "
                                      "'input' }}")
+                            # while a run computes the picture is still the last result: said beside its label, where
+                            # the eye is (the status line and the 4 px bar alone went unseen: a viewer audit)
+                            with html.Div(id="iqt-running", v_if=("running",), classes="d-flex align-center",
+                                          style="color: #ffc107; font-weight: 500;"):
+                                v.VProgressCircular(indeterminate=True, size=16, width=2, color="amber", classes="mr-2")
+                                html.Div("computing {{ running }}: {{ progress }} %")
                             # the convention in words, as the report states it (Slicer's views: right on screen left)
                             html.Div(CONVENTION, id="iqt-convention", style="color: #aaa; font-size: 13px;")
                     with html.Div(id="iqt-views", style="flex: 1; display: flex; min-height: 0;"):
@@ -285,6 +292,7 @@ class Viewer:
         try:
             with s:
                 s.busy, s.progress, s.status, s.message, s.notes = True, 0, f"running {method}", "", []
+                s.running = method
             request = processing.Request(method, self.factor, interpolate=True)
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self.executor, self._compute, request)
@@ -330,8 +338,9 @@ class Viewer:
                 self._failed(method)
             self._say_error(s.message)
         finally:
-            with s:
-                s.busy = False
+            with s:  # cleared on success, failure and a bug alike: no run said to go on after it ended
+                s.busy, s.running = False, ""
+            self._running = None
             self._lock.release()
 
     def _compute(self, request) -> tuple[dict, dict]:

@@ -704,3 +704,42 @@ def test_a_run_under_way_is_said_over_the_picture_and_cleared_when_it_ends(lowre
     got = run_child(RUNNING, lr, mask)
     assert got["html"] and "cubic" in got["during"], got
     assert got["after_done"] == ["", None, False] and got["after_failure"] == ["", None, False], got
+
+
+@pytest.mark.slow
+def test_two_tabs_name_the_method_shown_and_say_they_share_it(browser, lowres, serve):
+    """Two tabs on one server are one session: each says so, and a pick in each at once leaves both pickers and both
+    headers naming the one method shown (a tab's picker had named a method whose picture the other tab's pick
+    replaced: a viewer audit)."""
+    lr, mask = lowres
+    server = serve(lr, "--method", "cubic", "--mask", mask)
+    url = server.url()
+    pages = [browser.new_page(viewport={"width": 1280, "height": 720}) for _ in range(2)]
+    try:
+        for page in pages:
+            page.goto(url)
+        for page in pages:
+            wait_status(page, "done: cubic")
+        for page in pages:
+            page.wait_for_selector("#iqt-pages", timeout=10000)
+            assert "open in 2 browser tabs" in page.inner_text("#iqt-pages")
+            page.click(".iqt-method .v-field")
+        options = [page.get_by_role("option", name=name, exact=True).element_handle()
+                   for page, name in zip(pages, ("biqt", "linear"))]
+        for option in options:  # as near together as two readers can be
+            option.evaluate("e => e.click()")
+        named = []
+        for _ in range(150):
+            time.sleep(0.2)
+            named = [(page.inner_text(".iqt-method .v-select__selection"),
+                      page.locator("#iqt-views").evaluate("e => e.previousElementSibling.innerText"),
+                      page.inner_text("#iqt-status"), page.locator("#iqt-running").count()) for page in pages]
+            if all(st.startswith("done") and st.split(";")[0] != "done: cubic" and not running
+                   for _, _, st, running in named):  # one of the two picks shown, in both tabs
+                break
+        shown = {header.split("\n")[1].split(" ")[0] for _, header, _, _ in named}
+        assert shown & {"biqt", "linear"}, named
+        assert len(shown) == 1 and all(picker == next(iter(shown)) for picker, _, _, _ in named), named
+    finally:
+        for page in pages:
+            page.close()

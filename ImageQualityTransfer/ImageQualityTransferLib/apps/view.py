@@ -117,8 +117,8 @@ class Viewer:
         s.shown = ""  # the method whose result is in the right view
         s.has_uncertainty = False
         s.runs = 0
+        s.pages = 0  # browser tabs or windows open on this server: they share one state and one picture
         s.running = ""  # the method being computed, said over the right view until its result replaces the picture
-        s.change("method")(self._on_method)
         s.change("opacity")(self._on_opacity)
         s.change("from_median")(self._on_from_median)
         s.change("display_mode")(self._on_display_mode)
@@ -138,7 +138,10 @@ class Viewer:
             layout.icon.hide()  # the template's menu icon: this page has no drawer for it to open
             with layout.toolbar:
                 v.VSpacer()
-                v.VSelect(id="iqt-method", label="IQT method", v_model=("method",), items=("methods",),
+                # shown, not bound both ways: only the server sets `method` (the run it starts), so that every tab's
+                # picker names the method computed or shown; a tab's own write raced another's (a viewer audit)
+                v.VSelect(id="iqt-method", label="IQT method", model_value=("method",), items=("methods",),
+                          update_modelValue=(self._on_method, "[$event]"),
                           disabled=("busy || !input_ok",), density="compact", hide_details=True,
                           style="max-width: 220px", classes="mx-2 iqt-method")
                 v.VSelect(id="iqt-display", label="Display", v_model=("display_mode",),
@@ -157,6 +160,11 @@ class Viewer:
             with layout.content:
                 with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
                     # its own height, as the notes: grown, it had squeezed the views and their legend (a viewer audit)
+                    # the page is one shared session: a pick in one tab changes every tab's picture, so each says so
+                    v.VAlert(id="iqt-pages", v_if=("pages > 1",), type="info", density="compact", variant="tonal",
+                             text=("`This viewer is open in ${pages} browser tabs or windows: they show one picture, and "
+                                   "a method or display picked in any of them changes it in all.`",),
+                             classes="ma-2", style="flex: 0 0 auto; font-size: 14px;")
                     v.VAlert(id="iqt-message", v_if=("message",), type="error", density="compact",
                              text=("message",), classes="ma-2", style="flex: 0 0 auto; font-size: 14px;")
                     with v.VAlert(id="iqt-notes", v_if=("notes.length",), type="warning", density="compact",
@@ -225,6 +233,19 @@ class Viewer:
         from trame_server.utils.asynchronous import create_task
 
         create_task(self._start())
+        create_task(self._count_pages())
+
+    async def _count_pages(self) -> None:
+        """`pages`: the browser connections open now, from the websocket handler trame's protocol publishes through
+        (polled: a tab closed or crashed sends no word)."""
+        while True:
+            handler = getattr(getattr(self.server.protocol, "publish", None), "__self__", None)
+            ids = list(getattr(handler, "connections", None) or [])
+            n = sum(1 for c in ids if handler.isClientAuthenticated(c))
+            if n != self.server.state.pages:
+                with self.server.state as s:
+                    s.pages = n
+            await asyncio.sleep(1.0)
 
     def _say(self, notes) -> None:
         """Each run note on the terminal too, once, as `iqt upsample` prints its warnings (the page may not be open)."""
@@ -292,7 +313,7 @@ class Viewer:
         try:
             with s:
                 s.busy, s.progress, s.status, s.message, s.notes = True, 0, f"running {method}", "", []
-                s.running = method
+                s.running = s.method = method
             request = processing.Request(method, self.factor, interpolate=True)
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self.executor, self._compute, request)

@@ -743,3 +743,22 @@ def test_two_tabs_name_the_method_shown_and_say_they_share_it(browser, lowres, s
     finally:
         for page in pages:
             page.close()
+
+
+@pytest.mark.slow
+def test_the_page_says_the_viewer_stopped_once_the_server_ends(browser, lowres, serve):
+    """Once `iqt view` ends the page says the viewer has stopped and how to get it back (trame's white "Connection
+    closed" named neither: a viewer audit)."""
+    lr, mask = lowres
+    server = serve(lr, "--method", "cubic", "--mask", mask)
+    url = server.url()
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        page.goto(url)
+        wait_status(page, "done: cubic")
+        server.stop()
+        page.wait_for_selector("#iqt-stopped", timeout=10000)
+        text = page.inner_text("#iqt-stopped")
+        assert "The IQT viewer has stopped" in text and "reload this page" in text, text
+    finally:
+        page.close()

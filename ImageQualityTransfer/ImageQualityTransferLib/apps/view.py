@@ -28,6 +28,13 @@ DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes a
 OPACITY = 0.5
 CONVENTION = "radiological: patient right on screen left"  # Slicer's axial and coronal views, the only ones shown
 POLL_S = 0.2
+# the page once the server has gone: said in words, on the page's dark ground, with what to do (trame's white "Connection
+# closed" page named no viewer and no way back: a viewer audit)
+STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; height: 100vh; display: flex; '
+           'align-items: center; justify-content: center; font: 18px Roboto, sans-serif; text-align: center;">'
+           '<div><div style="font-size: 22px; margin-bottom: 12px;">The IQT viewer has stopped.</div>'
+           '<div>Its <code>iqt view</code> command ended (Ctrl-C, or its terminal closed), so this page shows nothing '
+           'more.<br>Start <code>iqt view</code> again, then reload this page.</div></div></div>')
 
 
 def import_trame():
@@ -103,6 +110,7 @@ class Viewer:
         choices = methods.ready(self.factor) or ["cubic"]
         s = server.state
         s.trame__title = "IQT viewer"
+        s.trame__template_error = STOPPED  # what the page shows once its connection closes (trame's own: "Connection closed")
         s.methods = choices
         s.method = first_method(method, self.factor)
         s.busy = False

@@ -762,3 +762,44 @@ def test_the_page_says_the_viewer_stopped_once_the_server_ends(browser, lowres, 
         assert "The IQT viewer has stopped" in text and "reload this page" in text, text
     finally:
         page.close()
+
+
+def brain_rows(png: bytes, until: int) -> tuple[int, int]:
+    """First and last row above `until` (the slice slider's top, in the screenshot's pixels) where the left view draws
+    the brain (the orientation marker in its bottom-right quarter left out)."""
+    import io
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    left = image[:until, 8: image.shape[1] // 2 - image.shape[1] // 8]
+    rows = np.flatnonzero((left.max(axis=-1) > 10).sum(axis=1) > 3)
+    return (int(rows[0]), int(rows[-1])) if len(rows) else (0, 0)
+
+
+@pytest.mark.slow
+def test_the_views_refit_when_the_window_is_resized_and_keep_clear_of_the_slider(browser, lowres, serve):
+    """A window made wider and shorter: both views fitted again, the brain whole above the slice slider (Slicer's resize
+    kept the scale along one axis: the brain left small, or under the slider), and at 900 px wide the uncertainty
+    opacity slider keeps a track to drag (it had shrunk to its handle below 1024 px: a viewer audit)."""
+    lr, mask = lowres
+    server = serve(lr, "--method", "cubic", "--mask", mask)
+    page = browser.new_page(viewport={"width": 900, "height": 1000})
+    try:
+        page.goto(server.url())
+        wait_status(page, "done: cubic")
+        assert page.locator(".iqt-opacity .v-slider-track").bounding_box()["width"] >= 60
+        page.set_viewport_size({"width": 1400, "height": 700})
+        views = page.locator("#iqt-views")
+        rows, height, slider_top = (0, 0), 1, 0
+        for _ in range(40):
+            time.sleep(0.25)
+            box = views.bounding_box()
+            slider_top = int(page.locator(".slice-slider").first.bounding_box()["y"] - box["y"])
+            height = box["height"]
+            rows = brain_rows(views.screenshot(), slider_top)
+            if rows[1] - rows[0] > 0.6 * slider_top and rows[1] < slider_top - 4:
+                break
+        assert rows[1] - rows[0] > 0.6 * slider_top and rows[1] < slider_top - 4, (rows, slider_top, height)
+    finally:
+        page.close()

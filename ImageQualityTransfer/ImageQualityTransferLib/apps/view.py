@@ -28,6 +28,7 @@ DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes a
 OPACITY = 0.5
 CONVENTION = "radiological: patient right on screen left"  # Slicer's axial and coronal views, the only ones shown
 POLL_S = 0.2
+SLIDER_PX = 40  # the slice slider's strip over each view's bottom, kept free when the views are fitted
 # the page once the server has gone: said in words, on the page's dark ground, with what to do (trame's white "Connection
 # closed" page named no viewer and no way back: a viewer audit)
 STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; height: 100vh; display: flex; '
@@ -131,6 +132,10 @@ class Viewer:
         s.change("from_median")(self._on_from_median)
         s.change("display_mode")(self._on_display_mode)
         self._build_ui()
+        from vtkmodules.vtkCommonCore import vtkCommand
+
+        for slice_view in self.app.view_manager.get_slice_views():  # after trame-slicer's own (priority 0) resizes the node
+            slice_view.interactor().AddObserver(vtkCommand.WindowResizeEvent, self._on_resize, -1.0)
         server.controller.on_server_ready.add(self._on_ready)
         server.controller.on_client_connected.add(self._render)  # a new page gets the views' current frame
 
@@ -151,18 +156,20 @@ class Viewer:
                 v.VSelect(id="iqt-method", label="IQT method", model_value=("method",), items=("methods",),
                           update_modelValue=(self._on_method, "[$event]"),
                           disabled=("busy || !input_ok",), density="compact", hide_details=True,
-                          style="max-width: 220px", classes="mx-2 iqt-method")
+                          style="flex: 1 1 220px; min-width: 150px; max-width: 220px", classes="mx-2 iqt-method")
                 v.VSelect(id="iqt-display", label="Display", v_model=("display_mode",),
                           items=("display_items", [{"title": t, "value": k} for t, k in DISPLAYS]),
                           disabled=("busy || !input_ok",), density="compact", hide_details=True,
-                          style="max-width: 190px", classes="mx-2 iqt-display")
-                # off for a method without uncertainty (nothing to fade); a right margin keeps the handle at 1.0 whole
+                          style="flex: 1 1 190px; min-width: 130px; max-width: 190px", classes="mx-2 iqt-display")
+                # off for a method without uncertainty (nothing to fade); a right margin keeps the handle at 1.0 whole;
+                # a minimum width: the pickers give way first (below 1024 px it had shrunk to its handle: a viewer audit)
                 v.VSlider(id="iqt-opacity", label="Uncertainty opacity", v_model=("opacity",), min=0, max=1,
                           step=0.05, density="compact", hide_details=True, disabled=("busy || !has_uncertainty",),
-                          style="max-width: 300px", classes="ml-2 mr-6 iqt-opacity")
+                          style="flex: 1 1 300px; min-width: 240px; max-width: 300px",
+                          classes="ml-2 mr-6 iqt-opacity")
                 v.VCheckbox(id="iqt-from-median", label="Above the median only", v_model=("from_median",),
                             density="compact", hide_details=True, disabled=("busy || !has_uncertainty",),
-                            style="max-width: 220px", classes="mr-4 iqt-from-median")
+                            style="flex: 0 0 auto; max-width: 220px", classes="mr-4 iqt-from-median")
                 v.VProgressLinear(v_model=("progress",), active=("busy",), absolute=True, location="bottom",
                                   color="amber", height=4)
             with layout.content:
@@ -229,10 +236,18 @@ class Viewer:
         nodes = [display.slice_node(self.scene, name) for name in display.COMPARE_VIEWS]
         offset = nodes[0].GetSliceOffset()
         for node in nodes:
-            display._fit_slice(node, shown, orientation, legend=legend)
+            display._fit_slice(node, shown, orientation, legend=legend, bottom_px=SLIDER_PX)
             node.SetSliceOffset(offset)
         self._fitted_legend = legend
         self._render()
+
+    def _on_resize(self, *_) -> None:
+        """Both views fitted again when the page's views change size (a window resized, a banner come or gone), once
+        both have their new size: Slicer's resize kept the scale along one axis, and a window made wider and shorter
+        left the brain small, or cut it off (a viewer audit)."""
+        nodes = [display.slice_node(self.scene, name) for name in display.COMPARE_VIEWS]
+        if self._fitted and None not in nodes and nodes[0].GetDimensions() == nodes[1].GetDimensions():
+            self.reset_views()
 
     # ------------------------------------------------------------ life cycle
 
@@ -405,7 +420,8 @@ class Viewer:
         self._fitted_legend = overlay is not None
         tensor = (self.nodes or {}).get("tensor")
         display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity),
-                                orientation=display.view_for_node(tensor if tensor is not None else right), marker=True)
+                                orientation=display.view_for_node(tensor if tensor is not None else right), marker=True,
+                                bottom_px=SLIDER_PX)
         if kept is not None:
             offset, fov, origin = kept
             for name in display.COMPARE_VIEWS:

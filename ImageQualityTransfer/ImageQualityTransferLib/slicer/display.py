@@ -209,9 +209,10 @@ def view_for_node(node) -> str:
     return compare_orientation(slice_axis(mrml.node_affine(node), grid.factors(text)))
 
 
-def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = False) -> None:
+def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = False, bottom_px: float = 0) -> None:
     """A slice in `orientation` through the centre of `volume`, field of view fitted to its extent (the view's
-    aspect kept); with `legend`, a strip on the right kept free for the colour legend (`legend_room`)."""
+    aspect kept); with `legend`, a strip on the right kept free for the colour legend (`legend_room`); `bottom_px`
+    pixels at the bottom kept free (the browser page's slice slider lies over them: apps/view.py)."""
     bounds = [0.0] * 6
     volume.GetRASBounds(bounds)
     centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
@@ -221,13 +222,16 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = F
     dims = slice_node_.GetDimensions()
     aspect = dims[0] / dims[1] if dims[1] else 1.0
     room = legend_room(dims[0], dims[1]) if legend else 0.0
-    fov_y = max(height, width / ((1.0 - room) * aspect)) * 1.02
+    low = min(bottom_px / dims[1], 0.5) if dims[1] else 0.0
+    fov_y = max(height / (1.0 - low), width / ((1.0 - room) * aspect)) * 1.02
     fov_x = fov_y * aspect
     slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
     m = slice_node_.GetSliceToRAS()
     screen_right = np.array([m.GetElement(i, 0) for i in range(3)])
+    screen_up = np.array([m.GetElement(i, 1) for i in range(3)])
     normal = np.array([m.GetElement(i, 2) for i in range(3)])
-    slice_node_.JumpSliceByCentering(*(on_voxel_plane(centre, volume, normal) + screen_right * room * fov_x / 2))
+    slice_node_.JumpSliceByCentering(*(on_voxel_plane(centre, volume, normal) + screen_right * room * fov_x / 2
+                                       - screen_up * low * fov_y / 2))
     slice_node_.SetAttribute(FITTED_ATTRIBUTE, orientation)
 
 
@@ -304,13 +308,14 @@ def follow_display(leader_node, follower_node) -> None:
 
 
 def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float = 0.0, views=COMPARE_VIEWS,
-                    orientation: str | None = None, marker: bool = False) -> tuple:
+                    orientation: str | None = None, marker: bool = False, bottom_px: float = 0) -> tuple:
     """Side-by-side layout: interpolation in the left view, IQT (with its uncertainty overlay) in the right one,
     the same slice and field of view in both (with an overlay, a strip on the right kept free for its legend),
     linked so that scrolling one moves the other. `orientation`
     (Axial, Coronal or Sagittal) defaults to the one that shows the run's factors (`view_for_node`).
     `marker`: an orientation marker (axes labelled R, A, S) in each view that has none (the page's and the rendered
-    pictures'; the Slicer module leaves the reader's views as they set them). The interpolation's scalar
+    pictures'; the Slicer module leaves the reader's views as they set them). `bottom_px`: as `_fit_slice`'s. The
+    interpolation's scalar
     display follows the IQT output's (`follow_display`). Returns the (left, right) composite nodes."""
     if interpolated is None or iqt is None:
         raise IQTError("run Image Quality Transfer with the interpolated output first; there is nothing to compare")
@@ -337,7 +342,7 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
         if hasattr(c, "SetHotLinkedControl"):
             c.SetHotLinkedControl(True)
         if kept is None:
-            _fit_slice(s, iqt, orientation, legend=uncertainty is not None)
+            _fit_slice(s, iqt, orientation, legend=uncertainty is not None, bottom_px=bottom_px)
         elif view != kept:  # the slice and zoom the reader chose, on both sides
             _same_slice(slice_node(scene, kept), s)
         if marker and s.GetOrientationMarkerType() == s.OrientationMarkerTypeNone:  # laterality at a glance

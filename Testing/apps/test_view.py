@@ -803,3 +803,50 @@ def test_the_views_refit_when_the_window_is_resized_and_keep_clear_of_the_slider
         assert rows[1] - rows[0] > 0.6 * slider_top and rows[1] < slider_top - 4, (rows, slider_top, height)
     finally:
         page.close()
+
+
+def slice_said(page) -> list[tuple[int, int, float]]:
+    """(number, of, mm) of the slice said above each view, as the page shows it ("slice 12 of 28, -3.9 mm")."""
+    import re
+
+    out = []
+    for text in page.locator(".iqt-slice-pos").all_inner_texts():
+        m = re.fullmatch(r"slice (\d+) of (\d+), (-?[\d.]+) mm", text.strip())
+        if m:
+            out.append((int(m[1]), int(m[2]), float(m[3])))
+    return out
+
+
+@pytest.mark.slow
+def test_each_view_says_its_slice(browser, lowres, serve):
+    """Each view says which slice it shows, its number and offset in mm, and says the next one after a step of the
+    slider (the page said neither: a viewer audit). On this machine a step takes the server over a second to render,
+    so the page is polled, not read at once."""
+    lr, mask = lowres
+    server = serve(lr, "--method", "cubic", "--mask", mask)
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        page.goto(server.url())
+        wait_status(page, "done: cubic")
+        said = []
+        for _ in range(100):
+            said = slice_said(page)
+            if len(said) == 2 and said[0] == said[1]:
+                break
+            time.sleep(0.1)
+        assert len(said) == 2 and said[0] == said[1] and 1 <= said[0][0] <= said[0][1], said
+        first = said[0]
+        slider = page.locator(".slice-slider [role=slider]").first
+        assert float(slider.get_attribute("aria-valuenow")) == pytest.approx(first[2], abs=0.051)
+        slider.focus()
+        page.keyboard.press("ArrowRight")
+        for _ in range(150):
+            said = slice_said(page)
+            if len(said) == 2 and said[0] == said[1] and said[0][0] == first[0] + 1:
+                break
+            time.sleep(0.1)
+        assert said[0] == said[1] and said[0][0] == first[0] + 1 and said[0][1] == first[1], (first, said)
+        assert said[0][2] == pytest.approx(float(slider.get_attribute("aria-valuenow")), abs=0.051) and \
+            said[0][2] > first[2], (first, said)
+    finally:
+        page.close()

@@ -88,6 +88,9 @@ class Viewer:
         self.app = SlicerApp()
         quiet_vtk_warnings()  # after the app: slicer-core sets VTK's output window to print everything
         self.scene = self.app.scene
+        self._positions: list = []  # (state key, slice view): the slice said above each view (_view_gutter)
+        self._saying = False  # a _say_slices queued on the server's loop
+        self._loop = None  # the server's event loop, once it serves
         register_rca_factories(self.app.view_manager, server, slice_view_ui_f=self._view_gutter)
         self.layout_manager = LayoutManager(self.scene, self.app.view_manager, server)
         views = [ViewLayoutDefinition.slice_view("Axial", label=name) for name in display.COMPARE_VIEWS]
@@ -136,6 +139,7 @@ class Viewer:
 
         for slice_view in self.app.view_manager.get_slice_views():  # after trame-slicer's own (priority 0) resizes the node
             slice_view.interactor().AddObserver(vtkCommand.WindowResizeEvent, self._on_resize, -1.0)
+            slice_view.get_view_node().AddObserver(vtkCommand.ModifiedEvent, self._slices_moved)
         server.controller.on_server_ready.add(self._on_ready)
         server.controller.on_client_connected.add(self._render)  # a new page gets the views' current frame
 
@@ -213,6 +217,14 @@ class Viewer:
         from trame_slicer.app.logic.slice_view_logic import connect_slice_view_slider_to_state
         from trame_slicer.app.ui.slider import Slider
 
+        # where the slice is, as Slicer's views say it: its number among the shown volume's and its offset in mm, read
+        # from the slice node itself (the page had said neither: a viewer audit)
+        key = f"iqt_slice_{len(self._positions)}"
+        self._positions.append((key, view))
+        server.state[key] = ""
+        html.Div(f"{{{{ {key} }}}}", classes="iqt-slice-pos",
+                 style="position: absolute; top: 10px; left: 44px; color: #ddd; font-size: 13px; white-space: nowrap; "
+                       "pointer-events: none;")
         with html.Div(classes="view-gutter", style="position: absolute; top: 0; left: 0; background-color: transparent;"):
             with html.Div(classes="view-gutter-content d-flex flex-column fill-height pa-2"):
                 with v.VBtn(size="medium", variant="text", click=self.reset_views, classes="iqt-reset"):
@@ -241,6 +253,24 @@ class Viewer:
         self._fitted_legend = legend
         self._render()
 
+    def _slices_moved(self, *_) -> None:
+        """A slice node changed: its position said again, queued on the server's loop (a key or the wheel in a view
+        moves it outside any flush of the page's state, and may come off that loop)."""
+        loop = self._loop
+        if self._saying or loop is None or loop.is_closed():  # not serving (the tests' Viewer): nothing to say
+            return
+        self._saying = True
+        loop.call_soon_threadsafe(self._say_slices)
+
+    def _say_slices(self) -> None:
+        self._saying = False
+        with self.server.state as s:
+            for key, view in self._positions:
+                (low, high), step = view.get_slice_range(), view.get_slice_step()
+                offset = view.get_view_node().GetSliceOffset()
+                if step > 0 and high >= low:
+                    s[key] = f"slice {round((offset - low) / step) + 1} of {round((high - low) / step) + 1}, {offset:.1f} mm"
+
     def _on_resize(self, *_) -> None:
         """Both views fitted again when the page's views change size (a window resized, a banner come or gone), once
         both have their new size: Slicer's resize kept the scale along one axis, and a window made wider and shorter
@@ -252,6 +282,7 @@ class Viewer:
     # ------------------------------------------------------------ life cycle
 
     def _on_ready(self, **_):
+        self._loop = asyncio.get_running_loop()
         print(f"iqt view: serving http://{self.host_for_url()}:{self.server.port}/", flush=True)
         from trame_server.utils.asynchronous import create_task
 

@@ -12,6 +12,7 @@ from .volumes import (
     write_order,
     check_tensor_output,
     layout_words,
+    check_dwi,
     load_dwi,
     load_mask,
     load_mask_refined,
@@ -28,5 +29,5 @@ from .volumes import (
 __all__ = [
     "JSON_SUFFIXES", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "TENSOR_SUFFIXES", "Outputs", "atomic_write", "check_output",
     "write_json", "write_text", "as_read", "write_order", "check_tensor_output", "layout_words", "bval_bvec_paths",
-    "load_dwi", "load_mask", "load_mask_refined", "load_scalar", "load_tensor", "recorded_file_order", "reads_fully", "save_dwi", "save_mask", "save_scalar", "save_tensor", "voxel_size",
+    "check_dwi", "load_dwi", "load_mask", "load_mask_refined", "load_scalar", "load_tensor", "recorded_file_order", "reads_fully", "save_dwi", "save_mask", "save_scalar", "save_tensor", "voxel_size",
 ]

@@ -110,11 +110,16 @@ def content_sha256(path) -> str:
     """SHA256 of `path`'s bytes, decompressed where it is gzipped."""
     import gzip
 
+    import zlib
+
     h = hashlib.sha256()
     opener = gzip.open if _gzipped(path) else open
-    with opener(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with opener(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except (EOFError, OSError, zlib.error) as exc:  # a truncated gzip ends in EOFError, not an OSError
+        raise IQTError(f"{path}: cannot be read to the end ({exc}); the file may be truncated or damaged") from None
     return h.hexdigest()
 
 

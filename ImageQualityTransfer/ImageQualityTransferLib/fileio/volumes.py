@@ -51,6 +51,53 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     FSL bvecs are in voxel axes with x flipped when the affine determinant is positive; that flip is
     undone here so that fitted tensors are expressed in the voxel axes (docs/conventions.md).
     """
+    img, five_d, bvals, bvecs = _dwi_header(path, bval, bvec)
+    data = read_data(img, path)
+    if five_d:
+        data = data[:, :, :, 0, :]
+    check_finite(data, path, "DWI")
+    remember_codes(img.affine, header_codes(img))
+    meta = {"path": str(path)}
+    axis, count = sidecar_slices(path)
+    if axis is not None:
+        meta["slice_axis"] = axis  # where dmri.outliers reads slices (dmri.outliers.slice_axis_of)
+    if count is not None:
+        meta["slice_count"] = count
+    return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta=meta)
+
+
+def check_dwi(path, bval=None, bvec=None) -> None:
+    """What `load_dwi` refuses that the header, the gradient files and a gzip file's recorded length tell, without
+    reading the image data: so that `iqt train` refuses a bad subject before preparing the others (a training audit:
+    a bval of the wrong length came after 27-55 s, a truncated dwi.nii.gz as an internal error)."""
+    with warnings.catch_warnings():  # its notes (a b-value scaled by the directions' length) come with the load
+        warnings.simplefilter("ignore")
+        img, _, _, _ = _dwi_header(path, bval, bvec)
+    offset = getattr(img.dataobj, "offset", None)  # where the data start in the file (the header's copy reads 0)
+    if offset is None:
+        return
+    described = int(offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+    length = _gzip_length(path)
+    if length is None and Path(path).stat().st_size < described or \
+            length is not None and length != described % (1 << 32):
+        read_data(img, path)  # another gzip layout (several members) may still hold it: the full read decides
+
+
+def _gzip_length(path) -> int | None:
+    """The uncompressed length, modulo 4 GiB, a gzip file's last four bytes record (None for a plain file)."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return None
+        f.seek(0, 2)
+        if f.tell() < 18:
+            return -1
+        f.seek(-4, 2)
+        return int.from_bytes(f.read(4), "little")
+
+
+def _dwi_header(path, bval=None, bvec=None):
+    """(image, 5D with one time point, b-values, directions in FSL's frame) of a DWI, every check of its header and
+    gradient files made (`load_dwi`)."""
     if Path(path).exists() and is_nrrd(Path(path)):
         raise IQTError(f"{path}: a DWI is read from NIfTI with its bval and bvec files; convert the NRRD (as Slicer writes "
                        "it), e.g. with 'mrconvert dwi.nrrd dwi.nii.gz -export_grad_fsl dwi.bvec dwi.bval' (MRtrix) or "
@@ -88,18 +135,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
             raise IQTError(f"{p}: NaN or Inf among its numbers; give the series' own gradient table")
     check_table(bvals, bvecs, n, f"{bval_p}: ")  # the unit checks, as for a series built in memory (dmri.dti.fit_dti)
     bvals, bvecs = _scale_b_by_length(bvals, bvecs, bvec_p)
-    data = read_data(img, path)
-    if five_d:
-        data = data[:, :, :, 0, :]
-    check_finite(data, path, "DWI")
-    remember_codes(img.affine, header_codes(img))
-    meta = {"path": str(path)}
-    axis, count = sidecar_slices(path)
-    if axis is not None:
-        meta["slice_axis"] = axis  # where dmri.outliers reads slices (dmri.outliers.slice_axis_of)
-    if count is not None:
-        meta["slice_count"] = count
-    return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta=meta)
+    return img, five_d, bvals, bvecs
 
 
 def _scale_b_by_length(bvals: np.ndarray, bvecs: np.ndarray, bvec_p) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,48 @@
+"""`iqt train` reads every subject's header and gradient files, and a gzip file's recorded length, before it prepares
+any subject: a bad subject listed after good ones is refused in one line at once (a training audit: a bval of the
+wrong length had come after the subjects before it were prepared, 27-55 s, and a truncated dwi.nii.gz as an internal
+error, exit 1)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.dmri import subject as subject_mod
+
+
+def _bad(tmp_path, small_subject, kind: str):
+    bad = tmp_path / kind
+    shutil.copytree(small_subject, bad)
+    dwi = bad / "dwi.nii.gz"
+    if kind == "truncated":
+        dwi.write_bytes(dwi.read_bytes()[: dwi.stat().st_size // 2])
+    elif kind == "truncated_plain":
+        import gzip
+
+        raw = gzip.decompress(dwi.read_bytes())
+        dwi.unlink()
+        (bad / "dwi.nii").write_bytes(raw[: len(raw) // 2])
+    elif kind == "short_bval":
+        values = (bad / "dwi.bval").read_text().split()
+        (bad / "dwi.bval").write_text(" ".join(values[:-1]) + "\n")
+    return bad
+
+
+@pytest.mark.parametrize("kind, said", [("truncated", "the file may be truncated or damaged"),
+                                        ("truncated_plain", "the file may be truncated or damaged"),
+                                        ("short_bval", "volumes but dwi.bval has")])
+def test_a_bad_subject_is_refused_before_any_subject_is_prepared(tmp_path, small_subject, capsys, monkeypatch, kind,
+                                                                  said):
+    bad = _bad(tmp_path, small_subject, kind)
+    prepared = []
+    real = subject_mod.load_subject
+    monkeypatch.setattr(subject_mod, "load_subject", lambda *a, **k: prepared.append(a) or real(*a, **k))
+    out = tmp_path / "model.npz"
+    code = cli.main(["--threads", "1", "train", "--method", "rf", "--subjects", str(small_subject), str(bad),
+                     "--factor", "2", "-o", str(out), "--n-trees", "2", "--n-train", "2000"])
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+    assert not prepared and not out.exists() and not out.with_suffix(".json").exists()

@@ -647,7 +647,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._lastResult and self._lastResult.get("tensor") is tensor:
             return self._lastResult
         return {"tensor": tensor, "uncertainty": p.resultUncertainty, "interpolated": p.resultInterpolated,
-                "uncertainties": self.logic.runMaps(tensor)}
+                "uncertainties": self.logic.runMaps(tensor, p.resultUncertainty)}
 
     # ---------------------------------------------------------------- display
 
@@ -796,13 +796,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         return display
 
-    def runMaps(self, tensorNode) -> dict:
+    def runMaps(self, tensorNode, shownNode=None) -> dict:
         """{map: node} of the uncertainty maps made with `tensorNode` by the module's run (found in the scene, so a
-        saved scene opened again lists them too); {} for other nodes."""
+        saved scene opened again lists them too), `shownNode` (the overlay the parameter node kept) for its own map."""
         self._engineOnPath()
         from ImageQualityTransferLib.slicer import results
 
-        return results.run_maps(slicer.mrmlScene, tensorNode)
+        return results.run_maps(slicer.mrmlScene, tensorNode, shownNode)
 
     def legends(self):
         """The engine's Qt-free colours and legends of the uncertainty maps."""

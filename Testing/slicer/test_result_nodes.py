@@ -259,3 +259,24 @@ def test_a_reopened_scene_lists_each_runs_own_uncertainty_maps(tmp_path, lowres)
     assert sorted(found) == ["direction", "std"]
     assert results.run_maps(again, again.GetFirstNodeByName("a")) == {}  # an input: no run made it
     assert results.run_maps(again, None) == {}
+
+
+def test_a_reopened_scene_lists_the_users_own_uncertainty_node_not_an_earlier_runs(tmp_path, lowres):
+    """A node the user chose as the uncertainty output carries no run record, while an earlier run's node of the same
+    map still does: the overlay the parameter node kept (`shown`) is the run's map, not that stale node (a review: the
+    list had offered the earlier run's SD map, 11,888 voxels against this run's 4,920)."""
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, lowres, "a")
+    processing.run_on_nodes(scene, node, "biqt", 2)  # the automatic a_biqt_uncertainty_std
+    mine = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my sigma")
+    made = processing.run_on_nodes(scene, node, "biqt", 2, targets={"uncertainty": mine})
+    assert made["uncertainty"] is mine
+    saved = save_scene(scene, tmp_path / "saved")
+
+    again = slicer.vtkMRMLScene()
+    again.SetURL(saved)
+    again.Import()
+    tensor, shown = again.GetFirstNodeByName("a_biqt"), again.GetFirstNodeByName("my sigma")
+    found = results.run_maps(again, tensor, shown)
+    assert found["std"] is shown and found["direction"].GetName() == "a_biqt_uncertainty_direction"
+    assert results.run_maps(again, None, shown) == {"std": shown}  # the tensor output a node of the user's too

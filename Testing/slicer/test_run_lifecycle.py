@@ -146,7 +146,7 @@ def test_the_panel_s_last_result_is_the_parameter_node_s():
     assert result(_panel(kept, run)) is run  # this session's run, with every map
     # a saved scene opened again: what the parameter node kept, and the run's maps the Logic finds in the scene
     reopened = _panel(kept)
-    reopened.logic = types.SimpleNamespace(runMaps=lambda node: {"std": unc} if node is tensor else {})
+    reopened.logic = types.SimpleNamespace(runMaps=lambda node, shown: {"std": shown} if node is tensor else {})
     assert result(reopened) == {"tensor": tensor, "uncertainty": unc, "interpolated": cubic, "uncertainties": {"std": unc}}
     # the output left the scene (MRML drops the reference): nothing to compare or to send to tractography
     gone = types.SimpleNamespace(resultVolume=None, resultUncertainty=None, resultInterpolated=None)

@@ -627,4 +627,4 @@ def test_the_map_list_is_filled_when_a_scene_is_opened_again():
     assert "self._fillMapCombo(self._result())" in ast.unparse(method)
     result = next(f for c in tree.body if isinstance(c, ast.ClassDef) for f in c.body
                   if isinstance(f, ast.FunctionDef) and f.name == "_result")
-    assert "self.logic.runMaps(tensor)" in ast.unparse(result)
+    assert "self.logic.runMaps(tensor, p.resultUncertainty)" in ast.unparse(result)

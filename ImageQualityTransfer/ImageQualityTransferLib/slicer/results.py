@@ -37,22 +37,27 @@ def find_result_node(scene, input_node, output: str, class_name: str):
     return found[0] if len(found) == 1 else None
 
 
-def run_maps(scene, tensor_node) -> dict:
+def run_maps(scene, tensor_node, shown=None) -> dict:
     """{map: node} of the uncertainty maps the run that made `tensor_node` made with it, found by their run records
     (a saved scene opened again keeps them): the panel's map list after a reload, when no run of this session holds
-    them. {} for a node no run of the module made."""
+    them. `shown`: the run's overlay as the parameter node kept it, which wins for its map: a node the user chose as
+    the uncertainty output carries no run record, and an earlier run's node of that map still does (a review: the
+    list had offered that stale map as this run's). {} for a node no run of the module made, `shown` aside."""
+    maps = {}
+    key = shown.GetAttribute(mrml.MAP_ATTRIBUTE) if shown is not None else None
     out = tensor_node.GetAttribute(OUTPUT_ATTRIBUTE) if tensor_node is not None else None
     source = tensor_node.GetNodeReferenceID(INPUT_REFERENCE) if out else None
     if not out or not out.endswith("/tensor") or source is None:
-        return {}
+        return {key: shown} if key else {}
     prefix = out[: -len("tensor")] + "uncertainty/"
-    maps = {}
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
         node = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
         role = node.GetAttribute(OUTPUT_ATTRIBUTE) or ""
         if (role.startswith(prefix) and node.GetNodeReferenceID(OWN_REFERENCE) == node.GetID()
                 and node.GetNodeReferenceID(INPUT_REFERENCE) == source):
             maps[role[len(prefix):]] = node
+    if key:
+        maps[key] = shown
     return maps
 
 

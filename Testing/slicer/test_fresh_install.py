@@ -24,8 +24,8 @@ MODULE_PY = MODULE_DIR / "ImageQualityTransfer.py"
 LIB = MODULE_DIR / "ImageQualityTransferLib"
 SLICER_BUNDLED = {"numpy", "scipy", "vtk", "vtkmodules", "slicer"}  # shipped with Slicer's Python
 NOT_IN_SLICER = {"render.py"}  # slicer/render.py: pictures with trame-slicer (the render extra), never run by the module
-# threadpoolctl had been listed here as probed, but core/threads.py imports it for every forest and fit: the first
-# Apply on a fresh Slicer failed with its ModuleNotFoundError (a Slicer module audit)
+# threadpoolctl had been listed here as probed, but core/threads.py imports it for every forest's prediction: the
+# first Apply of biqt, rf or global-linear on a fresh Slicer failed with its ModuleNotFoundError (a Slicer module audit)
 OPTIONAL = {"torch": "the PyTorch extension, on request",
             "matplotlib": "guarded by ImportError (Slicer has its own Inferno)"}
 

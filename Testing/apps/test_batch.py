@@ -1078,6 +1078,8 @@ def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tm
     with pytest.raises(KeyboardInterrupt):
         batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)
     assert (out / "dataset_description.json").exists() and json.loads(before)["Name"]
+    # and it does not list the stopped run, which made no file there (a cohort audit: listed until the next whole run)
+    assert (out / "dataset_description.json").read_text() == before
     # a worker that put its subject in place before its result reached this process (a cohort audit's SIGTERM as the
     # first outputs landed): the new folder keeps its description and a table, the subject pending until a rerun
     monkeypatch.undo()

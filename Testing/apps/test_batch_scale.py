@@ -281,3 +281,26 @@ def test_an_interrupted_run_leaves_no_empty_subject_folder_that_it_made(tmp_path
     batch_command._stop(Client(cluster), cluster, subject_folders(out, items), existed)
     assert not (out / "sub-01").exists()
     assert (out / "sub-02" / "dwi").is_dir() and out.is_dir()
+
+
+def test_a_run_on_a_remote_scheduler_leaves_no_empty_folder_it_made_and_no_remote_writers_file(tmp_path):
+    """A lost scheduler (kill -9) had left a new output folder's subject folders empty (a cohort audit); an empty
+    figures/ folder beside them too. Under a remote scheduler (no local cluster) the empty folders the run made are
+    removed as well; a temporary is kept, since a remote worker may still be writing it."""
+    from distributed import Client, LocalCluster
+    from ImageQualityTransferLib.apps.batch.records import subject_folders
+    from ImageQualityTransferLib.apps.cli import batch as batch_command
+
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"))
+    items = batch.find_items(ds)
+    out = tmp_path / "deriv"
+    out.mkdir()
+    existed = batch_command._folders_there(out, items)
+    (out / "sub-01" / "dwi").mkdir(parents=True)
+    (out / "sub-01" / "figures").mkdir()
+    (out / "sub-02" / "dwi").mkdir(parents=True)
+    (out / "sub-02" / "dwi" / ".iqt-k3v9x2.nii.gz").write_bytes(b"half")  # a remote writer's, maybe still writing
+    with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as remote:
+        batch_command._stop(Client(remote.scheduler_address), None, subject_folders(out, items), existed)
+    assert not (out / "sub-01").exists() and not (out / "sub-03").exists()
+    assert (out / "sub-02" / "dwi" / ".iqt-k3v9x2.nii.gz").read_bytes() == b"half" and out.is_dir()

@@ -427,6 +427,11 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
                 pass
         elif new_folder:  # stopped before any subject ended: 'no partial output was left' holds for this file too
             described.unlink(missing_ok=True)  # (it named a run that made nothing: a researcher's audit)
+        if described.exists():  # an earlier run's folder: this run's GeneratedBy entry kept only where it made a file
+            try:  # (a cohort audit: a run stopped before any subject ended was listed until the next whole run)
+                generated_by_in_use(out_root)
+            except (IQTError, OSError):
+                pass
         raise
     bar.close()
     ordered = [results[it.prefix] for it in items]

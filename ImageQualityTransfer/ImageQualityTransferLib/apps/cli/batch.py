@@ -96,21 +96,24 @@ def _stop(client, cluster, interrupted_in=(), existed=frozenset()) -> None:
     `interrupted_in` the temporaries of writers the closing killed mid-file (a local worker stopped while writing leaves
     its .iqt- file, which the line 'no partial output was left' would belie), and each such folder, up to the output
     folder, that is empty now and was not there before the run (`existed`, from `_folders_there`: a subject stopped
-    before its files were put in place left sub-01/ses-1/dwi/ empty). Only once the local workers are gone: a remote
-    one may still be writing."""
+    before its files were put in place left sub-01/ses-1/dwi/ empty). The temporaries only once the local workers are
+    gone: a remote one may still be writing; the empty folders under a remote scheduler too (a lost scheduler had left
+    a new output folder's subject folders empty: a cohort audit), a writer that comes after making its folder again."""
     from ..batch.records import remove_temporaries
 
     client.close()
     if cluster is not None:
         cluster.close()
-        for folder in interrupted_in:
+    for folder in interrupted_in:
+        if cluster is not None:
             remove_temporaries(folder)
-            while folder not in existed and folder.parent != folder:
+        for empty in (folder.parent / "figures", folder):  # the subject's QC figure folder (records.figure_path)
+            while empty not in existed and empty.parent != empty:
                 try:
-                    folder.rmdir()  # only when empty
+                    empty.rmdir()  # only when empty
                 except OSError:
                     break
-                folder = folder.parent
+                empty = empty.parent
 
 
 def _folders_there(out, items) -> frozenset:

@@ -3,7 +3,13 @@ marker for every test that uses them. Helpers and constants for the test modules
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# Before any test module loads torch: OpenMP threads wait without spinning, as in the `iqt` process
+# (core/threads.py wait_passively); with `-n 2` on two cores the spinning workers took turns with each other.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 pytest.register_assert_rewrite("helpers")
 

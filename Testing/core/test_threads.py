@@ -31,3 +31,11 @@ def test_a_cnn_run_under_the_cap_uses_that_many_torch_threads(tmp_path):
             "code = main(['--threads', '3', 'upsample', sys.argv[1], '-o', sys.argv[2], '--method', 'espcn'])\n"
             "import torch\nprint(code, torch.get_num_threads())")
     assert _python(code, lr, tmp_path / "hr.nii.gz")[-2:] == ["0", "3"]  # 3, not the machine's cores (2 here)
+
+
+def test_the_test_processes_let_openmp_wait_without_spinning():
+    """The suite's processes (and the children they start) wait passively as `iqt` does, set by Testing/conftest.py
+    before torch loads: two spinning xdist workers on two cores stretched the CNN tests' time."""
+    import os
+
+    assert os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"

@@ -4,6 +4,7 @@ training started again continues from."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -17,22 +18,42 @@ from helpers import synthetic_items  # noqa: E402
 KW = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
 
 
-def train_and_record(out, seed, checkpoint=None):
-    """One rank's training on the synthetic items; rank 0 writes its history and metadata to `out`."""
+def train_and_record(out, seed, checkpoint=None, threads_out=None):
+    """One rank's training on the synthetic items; rank 0 writes its history and metadata to `out` (and, first, its
+    CPU threads to `threads_out`)."""
+    if threads_out is not None:
+        record_threads(threads_out)
     net, meta, hist = training.train(synthetic_items(), seed=seed, checkpoint=checkpoint, **KW)
     if distributed.rank_and_world()[0] == 0:
         with open(out, "w") as f:
             json.dump({"val": [h["val_loss"] for h in hist], "training": meta["training"]}, f, default=str)
 
 
+@pytest.fixture(scope="module")
+def one_process_seed_3():
+    """One process's training with seed 3 (net, metadata, history): the reference of the two-process test and the
+    uninterrupted run of the checkpoint test without weight averaging (ema 0.0 is train's default)."""
+    return training.train(synthetic_items(), seed=3, **KW)
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """One 2-process gloo training with seed 3 and 1 thread each (its folder: two.json, threads.json, ddp.ckpt),
+    which the loss test and the thread-cap test read: starting the processes is most of either test's time."""
+    folder = tmp_path_factory.mktemp("ddp")
+    distributed.spawn(train_and_record, 2, str(folder / "two.json"), 3, str(folder / "ddp.ckpt"),
+                      str(folder / "threads.json"), threads=1)
+    return folder
+
+
 @pytest.mark.slow
-def test_two_gloo_processes_reach_the_loss_of_one_with_the_same_global_batch(tmp_path):
+def test_two_gloo_processes_reach_the_loss_of_one_with_the_same_global_batch(tmp_path, two_processes,
+                                                                            one_process_seed_3):
     """Noise: one process with seeds 3, 4, 5 ended these 4 epochs at validation losses 0.322, 0.344, 0.352 (two
     processes with seeds 3 and 4: 0.330, 0.332); two processes must land within 0.05 of one with the same seed."""
-    one = [h["val_loss"] for h in training.train(synthetic_items(), seed=3, **KW)[2]]
-    ck = tmp_path / "ddp.ckpt"
-    distributed.spawn(train_and_record, 2, str(tmp_path / "two.json"), 3, str(ck), threads=1)
-    two = json.loads((tmp_path / "two.json").read_text())
+    one = [h["val_loss"] for h in one_process_seed_3[2]]
+    ck = two_processes / "ddp.ckpt"
+    two = json.loads((two_processes / "two.json").read_text())
     assert two["training"]["processes"] == 2 and two["training"]["resumed_after_epoch"] is None
     assert two["val"][-1] < two["val"][0]
     assert abs(min(two["val"]) - min(one)) <= 0.05, (two["val"], one)
@@ -41,6 +62,7 @@ def test_two_gloo_processes_reach_the_loss_of_one_with_the_same_global_batch(tmp
     assert saved["rng"][0]["sampler"] != saved["rng"][1]["sampler"]
     # resumed by one process (researcher audit: accepted in silence, the model's record naming one process only)
     lines = []
+    ck = shutil.copy(ck, tmp_path / "ddp.ckpt")  # the shared run's own stays as the processes left it
     meta = training.train(synthetic_items(), seed=3, checkpoint=str(ck), log=lines.append, **{**KW, "epochs": 5})[1]
     assert any("written by 2 processes and this run has 1" in line for line in lines), lines
     assert meta["training"]["processes"] == 1 and meta["training"]["processes_before_resume"] == 2
@@ -48,10 +70,10 @@ def test_two_gloo_processes_reach_the_loss_of_one_with_the_same_global_batch(tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ema", [0.0, 0.9])
-def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path, ema):
+def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path, ema, one_process_seed_3):
     kw = dict(KW, ema=ema)  # with weight averaging the average is saved and resumed too
     items = synthetic_items()
-    net_whole, _, whole = training.train(items, seed=3, **kw)
+    net_whole, _, whole = one_process_seed_3 if ema == 0.0 else training.train(items, seed=3, **kw)
     ck = tmp_path / "run.ckpt"
 
     def stop_in_epoch_3(msg):
@@ -146,9 +168,8 @@ def test_nproc_takes_threads_given_before_the_command_or_after(tmp_path, capsys,
 
 
 @pytest.mark.slow
-def test_the_processes_hold_the_thread_cap_for_blas_and_torch(tmp_path):
-    distributed.spawn(record_threads, 2, str(tmp_path / "t.json"), threads=1)
-    got = json.loads((tmp_path / "t.json").read_text())
+def test_the_processes_hold_the_thread_cap_for_blas_and_torch(two_processes):
+    got = json.loads((two_processes / "threads.json").read_text())  # recorded before the training
     assert got["torch"] == 1 and got["blas"] == 1, got
 
 

@@ -1055,6 +1055,21 @@ def test_a_scheduler_file_not_there_is_named_so(tmp_path, capsys):
         assert not (tmp_path / "o").exists()
 
 
+def test_settling_a_stopped_cluster_run_drops_its_generated_by_entry_if_it_made_nothing(tmp_path):
+    """On a cluster the stopped run's GeneratedBy entry is pruned once the workers are gone (settle_after_stop), not
+    as the run stops, when a worker may still put a subject in place (a review); an entry no output names goes."""
+    from ImageQualityTransferLib.apps.batch import records
+
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    items, out = batch.find_items(ds), tmp_path / "deriv"
+    assert [r["status"] for r in batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)] == ["done"]
+    before = (out / "dataset_description.json").read_text()
+    records.dataset_description(out, batch.Settings(method="linear"), items)  # the stopped run's entry, as it began
+    assert "linear" in (out / "dataset_description.json").read_text()
+    batch.settle_after_stop(items, batch.Settings(method="linear"), out)
+    assert (out / "dataset_description.json").read_text() == before
+
+
 def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tmp_path, monkeypatch):
     """Ctrl-C before any subject ended said 'no partial output was left', but the new folder kept a
     dataset_description.json naming a run that made nothing (a researcher's audit). A folder that had one keeps it."""

@@ -291,10 +291,11 @@ def test_a_run_on_a_remote_scheduler_leaves_no_empty_folder_it_made_and_no_remot
     from ImageQualityTransferLib.apps.batch.records import subject_folders
     from ImageQualityTransferLib.apps.cli import batch as batch_command
 
-    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"))
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03", "04"))
     items = batch.find_items(ds)
     out = tmp_path / "deriv"
-    out.mkdir()
+    (out / "sub-04" / "figures").mkdir(parents=True)  # there before the run, empty: kept (a review)
+    (out / "sub-04" / "dwi").mkdir()
     existed = batch_command._folders_there(out, items)
     (out / "sub-01" / "dwi").mkdir(parents=True)
     (out / "sub-01" / "figures").mkdir()
@@ -303,4 +304,5 @@ def test_a_run_on_a_remote_scheduler_leaves_no_empty_folder_it_made_and_no_remot
     with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as remote:
         batch_command._stop(Client(remote.scheduler_address), None, subject_folders(out, items), existed)
     assert not (out / "sub-01").exists() and not (out / "sub-03").exists()
+    assert (out / "sub-04" / "figures").is_dir() and (out / "sub-04" / "dwi").is_dir()
     assert (out / "sub-02" / "dwi" / ".iqt-k3v9x2.nii.gz").read_bytes() == b"half" and out.is_dir()

@@ -5,7 +5,6 @@ error, exit 1)."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
@@ -13,12 +12,20 @@ from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.dmri import subject as subject_mod
 
 
-def _bad(tmp_path, small_subject, kind: str):
+def _bad(tmp_path, kind: str):
+    """A subject of its own (another phantom: not a copy, which is refused as such) damaged as `kind` says."""
+    import helpers
+
     bad = tmp_path / kind
-    shutil.copytree(small_subject, bad)
+    bad.mkdir()
     dwi = bad / "dwi.nii.gz"
+    helpers.save_phantom_dwi(dwi, (20, 22, 16), 1)
     if kind == "truncated":
         dwi.write_bytes(dwi.read_bytes()[: dwi.stat().st_size // 2])
+    elif kind == "damaged":  # one byte of the gzip's checksum changed: its recorded length still right
+        raw = bytearray(dwi.read_bytes())
+        raw[-5] ^= 0xFF
+        dwi.write_bytes(bytes(raw))
     elif kind == "truncated_plain":
         import gzip
 
@@ -33,10 +40,11 @@ def _bad(tmp_path, small_subject, kind: str):
 
 @pytest.mark.parametrize("kind, said", [("truncated", "the file may be truncated or damaged"),
                                         ("truncated_plain", "the file may be truncated or damaged"),
+                                        ("damaged", "the file may be truncated or damaged"),
                                         ("short_bval", "volumes but dwi.bval has")])
 def test_a_bad_subject_is_refused_before_any_subject_is_prepared(tmp_path, small_subject, capsys, monkeypatch, kind,
                                                                   said):
-    bad = _bad(tmp_path, small_subject, kind)
+    bad = _bad(tmp_path, kind)
     prepared = []
     real = subject_mod.load_subject
     monkeypatch.setattr(subject_mod, "load_subject", lambda *a, **k: prepared.append(a) or real(*a, **k))
@@ -46,3 +54,21 @@ def test_a_bad_subject_is_refused_before_any_subject_is_prepared(tmp_path, small
     err = capsys.readouterr().err
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
     assert not prepared and not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_gzip_shorter_than_its_header_says_is_told_by_its_recorded_length(tmp_path, monkeypatch):
+    """check_dwi reads a whole file only where its length disagrees with the header: a truncated gzip is refused by
+    that read (its recorded length is not the header's), a whole one is not read at all."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.fileio import volumes
+
+    good, cut = _bad(tmp_path, "good") / "dwi.nii.gz", _bad(tmp_path, "truncated") / "dwi.nii.gz"
+    reads = []
+    real = volumes.read_data
+    monkeypatch.setattr(volumes, "read_data", lambda *a, **k: reads.append(a[1]) or real(*a, **k))
+    fileio.check_dwi(good)
+    assert reads == []
+    with pytest.raises(IQTError, match="truncated or damaged"):
+        fileio.check_dwi(cut)
+    assert reads == [cut]

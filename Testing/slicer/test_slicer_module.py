@@ -602,7 +602,8 @@ def test_factor_advice_names_the_panels_mode_and_factor():
         "use Upsampling: Isotropic, factor 3, or leave Advanced > Model file out"
     assert in_module_words("use --factor 2,2,2.") == "use Upsampling: Isotropic, factor 2."
     assert in_module_words("use --factor 1,3,1") == "use Upsampling: Through-plane, factor 3"
-    assert "Through-plane" not in in_module_words("--factor 1,1,1: nothing to upsample")  # a review: "Through-plane, 1"
+    for odd in ("--factor 1,1,1: nothing to upsample", "--factor 2.5 is not"):  # reviews: "Through-plane, factor 1"
+        assert "Upsampling:" not in in_module_words(odd), in_module_words(odd)
     assert in_module_words("near-isotropic (iqt upsample's --voxel-size MM picks them), or use cubic") == \
         "near-isotropic (Upsampling: Target voxel size picks them), or use cubic"
 

@@ -345,8 +345,8 @@ MODULE_WORDS = (
     (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),
     # the panel sets factors as a mode and one number: "--factor 1,1,3" is Through-plane 3, "--factor 3" Isotropic 3
     (r"(iqt upsample's )?--voxel-size MM picks them", "Upsampling: Target voxel size picks them"),
-    (r"--factor (?:1,1,([2-9]|\d{2,})|1,([2-9]|\d{2,}),1|([2-9]|\d{2,}),1,1)(?!\d|,\d)", r"Upsampling: Through-plane, factor \1\2\3"),
-    (r"--factor (\d+)(?:,\1,\1)?(?!\d|,\d)", r"Upsampling: Isotropic, factor \1"),
+    (r"--factor (?:1,1,([2-9]|\d{2,})|1,([2-9]|\d{2,}),1|([2-9]|\d{2,}),1,1)(?!\.?\d|,\d)", r"Upsampling: Through-plane, factor \1\2\3"),
+    (r"--factor ([2-9]|\d{2,})(?:,\1,\1)?(?!\.?\d|,\d)", r"Upsampling: Isotropic, factor \1"),
     (r"a larger --voxel-size", "a larger Target voxel size"), (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
     (r"--method", "the Method"),
     (r" \(iqt fit, [^)]*\)", ""),  # which commands take --bmax: the module has none of them

@@ -427,9 +427,9 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
                 pass
         elif new_folder:  # stopped before any subject ended: 'no partial output was left' holds for this file too
             described.unlink(missing_ok=True)  # (it named a run that made nothing: a researcher's audit)
-        if described.exists():  # an earlier run's folder: this run's GeneratedBy entry kept only where it made a file
-            try:  # (a cohort audit: a run stopped before any subject ended was listed until the next whole run)
-                generated_by_in_use(out_root)
+        if client is None and described.exists():  # in this process: nothing writes after this; on a cluster once it
+            try:  # has stopped (settle_after_stop). This run's GeneratedBy entry is kept only where it made a file (a
+                generated_by_in_use(out_root)  # cohort audit: a stopped run was listed until the next whole run)
             except (IQTError, OSError):
                 pass
         raise
@@ -455,8 +455,16 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
 def settle_after_stop(items, s: Settings, out_root: Path, also=frozenset()) -> None:
     """Once a stopped run's cluster is gone: where a worker put a subject in place while it stopped, after the run had
     found none and removed the new folder's description (a review: SIGTERM during a local cluster's first subject left
-    its outputs without dataset_description.json and table), write them again, its subjects pending."""
-    if (out_root / "dataset_description.json").exists() or not _any_output(out_root, items):
+    its outputs without dataset_description.json and table), write them again, its subjects pending; where the folder
+    has its description, keep in its GeneratedBy only the runs some output names (`generated_by_in_use`: this run's, if it
+    made none, goes; pruned here, with the workers gone, so that a subject landing as they stopped keeps its entry)."""
+    if (out_root / "dataset_description.json").exists():
+        try:
+            generated_by_in_use(out_root)
+        except (IQTError, OSError):
+            pass
+        return
+    if not _any_output(out_root, items):
         return
     try:
         dataset_description(out_root, s, items)

@@ -123,6 +123,8 @@ def _folders_there(out, items) -> frozenset:
 
     there = {out.absolute()}
     for folder in subject_folders(out.absolute(), items):
+        if (folder.parent / "figures").exists():  # the QC figures' folder beside it (records.figure_path)
+            there.add(folder.parent / "figures")
         while folder != out.absolute() and folder.parent != folder:
             if folder.exists():
                 there.add(folder)

@@ -1,10 +1,9 @@
 """`iqt train` reads every subject's header and gradient files, and a gzip file's recorded length, before it prepares
 any subject: a bad subject listed after good ones is refused in one line at once (a training audit: a bval of the
-wrong length had come after the subjects before it were prepared, 27-55 s, and a truncated dwi.nii.gz as an internal
-error, exit 1)."""
+wrong length had come after the subjects before it were prepared, 24-55 s, and a truncated or damaged dwi.nii.gz as an
+internal error, exit 1)."""
 
 from __future__ import annotations
-
 
 import pytest
 

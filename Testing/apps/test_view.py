@@ -764,43 +764,58 @@ def test_the_page_says_the_viewer_stopped_once_the_server_ends(browser, lowres, 
         page.close()
 
 
-def brain_rows(png: bytes, until: int) -> tuple[int, int]:
-    """First and last row above `until` (the slice slider's top, in the screenshot's pixels) where the left view draws
-    the brain (the orientation marker in its bottom-right quarter left out)."""
+def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:
+    """The first and last row, and the first and last column, in pixels, where the left view draws the brain between
+    its top 40 px (the Reset Camera icon and the slice said there) and `until` (the slice slider's top, in the
+    screenshot's pixels): rows in its left 40 %, clear of the orientation marker in its bottom-right corner, columns
+    in the upper 60 %, above that marker, inside the view's 4 px border."""
     import io
 
     from PIL import Image
 
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    left = image[:until, 8: image.shape[1] // 2 - image.shape[1] // 8]
-    rows = np.flatnonzero((left.max(axis=-1) > 10).sum(axis=1) > 3)
-    return (int(rows[0]), int(rows[-1])) if len(rows) else (0, 0)
+    half = image.shape[1] // 2
+    drawn = image.max(axis=-1) > 10
+    rows = np.flatnonzero(drawn[40:until, 8: int(0.4 * half)].sum(axis=1) > 3) + 40
+    cols = np.flatnonzero(drawn[40: 40 + int(0.6 * (until - 40)), 4: half - 4].sum(axis=0) > 3) + 4
+    if not (len(rows) and len(cols)):
+        return 0, 0, 0, 0
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def view_brain(page) -> tuple[tuple[int, int, int, int], int, int]:
+    """The left view's brain (`brain_box`), the slice slider's top and the left view's last column inside its border."""
+    views = page.locator("#iqt-views")
+    box = views.bounding_box()
+    slider_top = int(page.locator(".slice-slider").first.bounding_box()["y"] - box["y"])
+    return brain_box(views.screenshot(), slider_top), slider_top, int(box["width"]) // 2 - 5
 
 
 @pytest.mark.slow
 def test_the_views_refit_when_the_window_is_resized_and_keep_clear_of_the_slider(browser, lowres, serve):
-    """A window made wider and shorter: both views fitted again, the brain whole above the slice slider (Slicer's resize
-    kept the scale along one axis: the brain left small, or under the slider), and at 900 px wide the uncertainty
-    opacity slider keeps a track to drag (it had shrunk to its handle below 1024 px: a viewer audit)."""
+    """A wide, short window made narrow and tall: both views fitted again, the brain whole between the view's sides and
+    above the slice slider (Slicer's resize kept the scale along one axis: the brain cut off left and right, and under
+    the slider), and at 900 px wide the uncertainty opacity slider keeps a track to drag (a viewer audit)."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
-    page = browser.new_page(viewport={"width": 900, "height": 1000})
+    page = browser.new_page(viewport={"width": 1600, "height": 450})
     try:
         page.goto(server.url())
         wait_status(page, "done: cubic")
-        assert page.locator(".iqt-opacity .v-slider-track").bounding_box()["width"] >= 60
-        page.set_viewport_size({"width": 1400, "height": 700})
-        views = page.locator("#iqt-views")
-        rows, height, slider_top = (0, 0), 1, 0
-        for _ in range(40):
+        page.set_viewport_size({"width": 600, "height": 900})
+        got, ok = None, False
+        for _ in range(60):
             time.sleep(0.25)
-            box = views.bounding_box()
-            slider_top = int(page.locator(".slice-slider").first.bounding_box()["y"] - box["y"])
-            height = box["height"]
-            rows = brain_rows(views.screenshot(), slider_top)
-            if rows[1] - rows[0] > 0.6 * slider_top and rows[1] < slider_top - 4:
+            got = (top, bottom, left, right), slider_top, last = view_brain(page)
+            # whole: clear of both sides (cut off, it runs from the view's first column to its last) and of the slider
+            ok = 4 < left and right < last and right - left > 0.7 * last and \
+                bottom - top > 0.3 * slider_top and bottom < slider_top - 4
+            if ok:
                 break
-        assert rows[1] - rows[0] > 0.6 * slider_top and rows[1] < slider_top - 4, (rows, slider_top, height)
+        assert ok, got
+        page.set_viewport_size({"width": 900, "height": 1000})
+        time.sleep(0.5)
+        assert page.locator(".iqt-opacity .v-slider-track").bounding_box()["width"] >= 60
     finally:
         page.close()
 
@@ -848,5 +863,15 @@ def test_each_view_says_its_slice(browser, lowres, serve):
         assert said[0] == said[1] and said[0][0] == first[0] + 1 and said[0][1] == first[1], (first, said)
         assert said[0][2] == pytest.approx(float(slider.get_attribute("aria-valuenow")), abs=0.051) and \
             said[0][2] > first[2], (first, said)
+        # the first and the last slice are numbered 1 and M, M the output's slices (cubic at x2 on this axial input)
+        slices = 2 * fileio.load_tensor(lr).data.shape[2]
+        for key, number in (("Home", 1), ("End", slices)):
+            page.keyboard.press(key)
+            for _ in range(150):
+                said = slice_said(page)
+                if len(said) == 2 and said[0] == said[1] and said[0][0] == number:
+                    break
+                time.sleep(0.1)
+            assert said[0] == said[1] and said[0][:2] == (number, slices), (key, slices, said)
     finally:
         page.close()

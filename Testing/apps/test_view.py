@@ -820,6 +820,65 @@ def test_the_views_refit_when_the_window_is_resized_and_keep_clear_of_the_slider
         page.close()
 
 
+ZOOM_KEPT = """
+import asyncio, json, sys
+import numpy as np
+from vtkmodules.vtkCommonCore import vtkCommand
+from ImageQualityTransferLib.apps import view
+from ImageQualityTransferLib.slicer import display
+viewer = view.Viewer(sys.argv[1], "cubic", 2, sys.argv[2], server_name="test-zoom-kept")
+views = viewer.app.view_manager.get_slice_views()
+def resize(w, h):  # as the page's views are resized: the render window, then its resize event (trame-slicer's, ours)
+    for v in views:
+        v.render_window().SetSize(w, h)
+        v.interactor().InvokeEvent(vtkCommand.WindowResizeEvent)
+resize(800, 500)
+viewer._load()
+asyncio.run(viewer._run("cubic"))
+node = display.slice_node(viewer.scene, view.LEFT)
+def state():
+    m = node.GetSliceToRAS()
+    return node.GetFieldOfView()[1], np.array([m.GetElement(i, 3) for i in range(4)][:3]), node.GetSliceOffset()
+def fit():  # the field of view and centre Reset Camera gives at this size, the view then put back
+    fov, before = node.GetFieldOfView(), state()
+    viewer.reset_views()
+    fitted = state()
+    node.SetFieldOfView(*fov)
+    node.JumpSliceByCentering(*before[1])
+    return fitted
+out = {}
+resize(800, 420)  # a banner come: at its fit, the view is fitted again
+out["at_fit"] = [state()[0], fit()[0]]
+fov0, centre0, _ = fit()
+node.SetFieldOfView(*(np.array(node.GetFieldOfView()) * 0.5))  # the reader zooms in twice
+node.JumpSliceByCentering(*(centre0 + np.array([10.0, 0, 0])))  # and pans 10 mm
+node.SetSliceOffset(node.GetSliceOffset() + 4.0)  # on another slice
+_, _, offset = state()
+resize(800, 340)  # another banner
+fov, centre, offset_after = state()
+fov1, centre1, _ = fit()
+out["zoom"] = fov / fov1
+out["pan"] = [float(np.linalg.norm(centre - centre1)), 10.0 * fov1 / fov0]
+out["offset"] = [offset_after, offset]
+print(json.dumps(out))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_a_readers_zoom_and_pan_are_kept_when_the_views_change_size(lowres):
+    """A banner come or gone (an error line, notes, a second tab) changes the views' size: a view at its fit is fitted
+    again, and a reader's zoom and pan are kept relative to the fit, the slice too (they were reset in every tab)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    got = run_child(ZOOM_KEPT, lr, mask)
+    assert got["at_fit"][0] == pytest.approx(got["at_fit"][1], rel=1e-6), got
+    assert got["zoom"] == pytest.approx(0.5, rel=1e-3), got
+    assert got["pan"][0] == pytest.approx(got["pan"][1], rel=1e-3), got
+    assert got["offset"][0] == pytest.approx(got["offset"][1], abs=1e-6), got
+
+
 def slice_said(page) -> list[tuple[int, int, float]]:
     """(number, of, mm) of the slice said above each view, as the page shows it ("slice 12 of 28, -3.9 mm")."""
     import re

@@ -106,6 +106,8 @@ class Viewer:
         self._progress = (0.0, "")
         self._fitted = False
         self._fitted_legend = False  # whether the views were last fitted with a strip kept for the legend
+        self._seen: dict = {}  # slice node ID: (dimensions, field of view, centre) as last seen (_remember)
+        self._before: dict = {}  # slice node ID: the same as it was before its size last changed, until _on_resize
         self._lock = threading.Lock()
         self._running = None  # the method of the run under way
         self._waiting = ""  # a pick made meanwhile, said in the status until the run ends
@@ -140,6 +142,7 @@ class Viewer:
         for slice_view in self.app.view_manager.get_slice_views():  # after trame-slicer's own (priority 0) resizes the node
             slice_view.interactor().AddObserver(vtkCommand.WindowResizeEvent, self._on_resize, -1.0)
             slice_view.get_view_node().AddObserver(vtkCommand.ModifiedEvent, self._slices_moved)
+            slice_view.get_view_node().AddObserver(vtkCommand.ModifiedEvent, self._remember)
         server.controller.on_server_ready.add(self._on_ready)
         server.controller.on_client_connected.add(self._render)  # a new page gets the views' current frame
 
@@ -271,13 +274,51 @@ class Viewer:
                 if step > 0 and high >= low:
                     s[key] = f"slice {round((offset - low) / step) + 1} of {round((high - low) / step) + 1}, {offset:.1f} mm"
 
+    def _remember(self, node, *_) -> None:
+        """A slice node's size, field of view and centre as last seen, and as they were before its size changed: Slicer's
+        resize has changed the field of view by the time `_on_resize` runs."""
+        m = node.GetSliceToRAS()
+        now = (tuple(node.GetDimensions()), tuple(node.GetFieldOfView()), np.array([m.GetElement(i, 3) for i in range(3)]))
+        last = self._seen.get(node.GetID())
+        if last is not None and last[0] != now[0]:
+            self._before.setdefault(node.GetID(), last)
+        self._seen[node.GetID()] = now
+
     def _on_resize(self, *_) -> None:
         """Both views fitted again when the page's views change size (a window resized, a banner come or gone), once
         both have their new size: Slicer's resize kept the scale along one axis, and a window made wider and shorter
-        left the brain small, or cut it off (a viewer audit)."""
+        left the brain small, or cut it off (a viewer audit). A reader's zoom and pan are kept relative to the fit (a
+        banner had reset them in every tab); a view at its fit is fitted again."""
         nodes = [display.slice_node(self.scene, name) for name in display.COMPARE_VIEWS]
-        if self._fitted and None not in nodes and nodes[0].GetDimensions() == nodes[1].GetDimensions():
-            self.reset_views()
+        if not self._fitted or None in nodes or nodes[0].GetDimensions() != nodes[1].GetDimensions():
+            return
+        tensor = (self.nodes or {}).get("tensor")
+        shown = tensor if tensor is not None else self.in_node
+        for node in nodes:
+            before = self._before.pop(node.GetID(), None)
+            if shown is not None and before is not None and before[0] != tuple(node.GetDimensions()):
+                self._refit(node, shown, before)
+        self._render()
+
+    def _refit(self, node, shown, before) -> None:
+        """`node` at its new size: its zoom (field of view over the fitted one) and pan (centre off the fitted one, in
+        the same share of the fitted field) as they were before the resize (`display.fitted_view`), its slice kept."""
+        dims, fov, centre = before
+        new_dims = node.GetDimensions()
+        _, fit_old, centre_old = display.fitted_view(node, shown, dims, self._fitted_legend, SLIDER_PX)
+        _, fit_new, centre_new = display.fitted_view(node, shown, new_dims, self._fitted_legend, SLIDER_PX)
+        if fit_old <= 0 or not new_dims[1]:
+            return
+        m = node.GetSliceToRAS()
+        normal = np.array([m.GetElement(i, 2) for i in range(3)])
+        here = np.array([m.GetElement(i, 3) for i in range(3)])
+
+        def flat(v):
+            return v - normal * float(normal @ v)
+
+        scale = fit_new / fit_old
+        node.SetFieldOfView(fov[1] * scale * new_dims[0] / new_dims[1], fov[1] * scale, node.GetFieldOfView()[2])
+        node.JumpSliceByCentering(*(flat(centre_new) + flat(centre - centre_old) * scale + normal * float(normal @ here)))
 
     # ------------------------------------------------------------ life cycle
 

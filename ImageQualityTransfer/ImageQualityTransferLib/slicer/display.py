@@ -213,26 +213,32 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = F
     """A slice in `orientation` through the centre of `volume`, field of view fitted to its extent (the view's
     aspect kept); with `legend`, a strip on the right kept free for the colour legend (`legend_room`); `bottom_px`
     pixels at the bottom kept free (the browser page's slice slider lies over them: apps/view.py)."""
+    slice_node_.SetOrientation(orientation)
+    fov_x, fov_y, centre = fitted_view(slice_node_, volume, slice_node_.GetDimensions(), legend, bottom_px)
+    slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
+    slice_node_.JumpSliceByCentering(*centre)
+    slice_node_.SetAttribute(FITTED_ATTRIBUTE, orientation)
+
+
+def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: float = 0) -> tuple[float, float, np.ndarray]:
+    """(field of view across, up, the view's centre in RAS) that `_fit_slice` gives `slice_node_` in its orientation
+    at `dims` pixels, without changing the node (apps/view.py keeps a reader's zoom relative to it on a resize)."""
     bounds = [0.0] * 6
     volume.GetRASBounds(bounds)
     centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
-    across, up = PLANE_AXES[orientation]
+    across, up = PLANE_AXES[slice_node_.GetOrientation()] if slice_node_.GetOrientation() in PLANE_AXES else (0, 1)
     width, height = bounds[2 * across + 1] - bounds[2 * across], bounds[2 * up + 1] - bounds[2 * up]
-    slice_node_.SetOrientation(orientation)
-    dims = slice_node_.GetDimensions()
     aspect = dims[0] / dims[1] if dims[1] else 1.0
     room = legend_room(dims[0], dims[1]) if legend else 0.0
     low = min(bottom_px / dims[1], 0.5) if dims[1] else 0.0
     fov_y = max(height / (1.0 - low), width / ((1.0 - room) * aspect)) * 1.02
     fov_x = fov_y * aspect
-    slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
     m = slice_node_.GetSliceToRAS()
     screen_right = np.array([m.GetElement(i, 0) for i in range(3)])
     screen_up = np.array([m.GetElement(i, 1) for i in range(3)])
     normal = np.array([m.GetElement(i, 2) for i in range(3)])
-    slice_node_.JumpSliceByCentering(*(on_voxel_plane(centre, volume, normal) + screen_right * room * fov_x / 2
-                                       - screen_up * low * fov_y / 2))
-    slice_node_.SetAttribute(FITTED_ATTRIBUTE, orientation)
+    return fov_x, fov_y, (on_voxel_plane(centre, volume, normal) + screen_right * room * fov_x / 2
+                          - screen_up * low * fov_y / 2)
 
 
 def on_voxel_plane(point, volume, normal) -> np.ndarray:

@@ -879,6 +879,47 @@ def test_a_readers_zoom_and_pan_are_kept_when_the_views_change_size(lowres):
     assert got["offset"][0] == pytest.approx(got["offset"][1], abs=1e-6), got
 
 
+HIDPI = """
+import asyncio, json, sys
+import numpy as np
+from ImageQualityTransferLib.apps import view
+from ImageQualityTransferLib.slicer import display
+viewer = view.Viewer(sys.argv[1], "cubic", 2, sys.argv[2], server_name="test-hidpi")
+for factory in viewer.app.view_manager._factories:  # as a page on a devicePixelRatio 2 screen sizes its views
+    for rca in factory._views.values():
+        rca.view_adapter.update_size("test", {"w": 640, "h": 300, "p": 2})
+viewer._load()
+asyncio.run(viewer._run("cubic"))
+out = {}
+for how in ("shown", "reset"):
+    if how == "reset":
+        viewer.reset_views()
+    node = display.slice_node(viewer.scene, view.LEFT)
+    m = node.GetSliceToRAS()
+    up, centre = (np.array([m.GetElement(i, k) for i in range(3)]) for k in (1, 3))
+    bounds = [0.0] * 6
+    viewer.nodes["tensor"].GetRASBounds(bounds)
+    lowest = min(up @ np.array([bounds[i], bounds[2 + j], bounds[4 + k]]) for i in (0, 1) for j in (0, 1) for k in (0, 1))
+    fov_y, rows = node.GetFieldOfView()[1], node.GetDimensions()[1]
+    out[how] = [rows, (lowest - (up @ centre - fov_y / 2)) / fov_y * rows]  # render px below the volume
+print(json.dumps(out))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_on_a_hidpi_screen_the_fitted_brain_keeps_clear_of_the_slider(lowres):
+    """trame-rca renders a view at its CSS size times the page's devicePixelRatio: the slider's 40 CSS px strip is 80
+    render px at a ratio of 2 (at 40 render px the brain ran under the slider on a HiDPI screen: a viewer audit)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    got = run_child(HIDPI, lr, mask)
+    for how in ("shown", "reset"):
+        rows, below = got[how]
+        assert rows == 600 and below >= 2 * 40, got
+
+
 def slice_said(page) -> list[tuple[int, int, float]]:
     """(number, of, mm) of the slice said above each view, as the page shows it ("slice 12 of 28, -3.9 mm")."""
     import re

@@ -28,7 +28,7 @@ DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes a
 OPACITY = 0.5
 CONVENTION = "radiological: patient right on screen left"  # Slicer's axial and coronal views, the only ones shown
 POLL_S = 0.2
-SLIDER_PX = 40  # the slice slider's strip over each view's bottom, kept free when the views are fitted
+SLIDER_PX = 40  # the slice slider's strip over each view's bottom, in CSS px, kept free when the views are fitted
 # the page once the server has gone: said in words, on the page's dark ground, with what to do (trame's white "Connection
 # closed" page named no viewer and no way back: a viewer audit)
 STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; height: 100vh; display: flex; '
@@ -108,6 +108,7 @@ class Viewer:
         self._fitted_legend = False  # whether the views were last fitted with a strip kept for the legend
         self._seen: dict = {}  # slice node ID: (dimensions, field of view, centre) as last seen (_remember)
         self._before: dict = {}  # slice node ID: the same as it was before its size last changed, until _on_resize
+        self._bottom_px = SLIDER_PX  # the slider's strip in render pixels at the last fit (_slider_px)
         self._lock = threading.Lock()
         self._running = None  # the method of the run under way
         self._waiting = ""  # a pick made meanwhile, said in the status until the run ends
@@ -250,8 +251,9 @@ class Viewer:
         legend = (self.nodes or {}).get("uncertainty") is not None
         nodes = [display.slice_node(self.scene, name) for name in display.COMPARE_VIEWS]
         offset = nodes[0].GetSliceOffset()
+        self._bottom_px = self._slider_px()
         for node in nodes:
-            display._fit_slice(node, shown, orientation, legend=legend, bottom_px=SLIDER_PX)
+            display._fit_slice(node, shown, orientation, legend=legend, bottom_px=self._bottom_px)
             node.SetSliceOffset(offset)
         self._fitted_legend = legend
         self._render()
@@ -294,19 +296,34 @@ class Viewer:
             return
         tensor = (self.nodes or {}).get("tensor")
         shown = tensor if tensor is not None else self.in_node
+        bottom = self._slider_px()
         for node in nodes:
             before = self._before.pop(node.GetID(), None)
             if shown is not None and before is not None and before[0] != tuple(node.GetDimensions()):
-                self._refit(node, shown, before)
+                self._refit(node, shown, before, bottom)
+        self._bottom_px = bottom
         self._render()
 
-    def _refit(self, node, shown, before) -> None:
+    def _slider_px(self) -> float:
+        """The slider's strip in the views' render pixels: trame-rca renders each view at its CSS size times the page's
+        devicePixelRatio (its adapter's scale_factor), so on a HiDPI screen 40 render px were 20 CSS px and the brain
+        ran under the slider (a viewer audit)."""
+        views = self.app.view_manager.get_slice_views()
+        for factory in getattr(self.app.view_manager, "_factories", []):
+            for rca in getattr(factory, "_views", {}).values():
+                adapter = getattr(rca, "view_adapter", None)
+                if adapter is not None and getattr(rca, "slicer_view", None) in views:
+                    ratio = float(getattr(adapter, "scale_factor", 1.0) or 1.0)
+                    return SLIDER_PX * (ratio if ratio > 0 else 1.0)
+        return float(SLIDER_PX)
+
+    def _refit(self, node, shown, before, bottom_px: float) -> None:
         """`node` at its new size: its zoom (field of view over the fitted one) and pan (centre off the fitted one, in
         the same share of the fitted field) as they were before the resize (`display.fitted_view`), its slice kept."""
         dims, fov, centre = before
         new_dims = node.GetDimensions()
-        _, fit_old, centre_old = display.fitted_view(node, shown, dims, self._fitted_legend, SLIDER_PX)
-        _, fit_new, centre_new = display.fitted_view(node, shown, new_dims, self._fitted_legend, SLIDER_PX)
+        _, fit_old, centre_old = display.fitted_view(node, shown, dims, self._fitted_legend, self._bottom_px)
+        _, fit_new, centre_new = display.fitted_view(node, shown, new_dims, self._fitted_legend, bottom_px)
         if fit_old <= 0 or not new_dims[1]:
             return
         m = node.GetSliceToRAS()
@@ -491,9 +508,11 @@ class Viewer:
             kept = (s_node.GetSliceOffset(), None, None)
         self._fitted_legend = overlay is not None
         tensor = (self.nodes or {}).get("tensor")
+        if kept is None or kept[1] is None:  # fitted again below
+            self._bottom_px = self._slider_px()
         display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity),
                                 orientation=display.view_for_node(tensor if tensor is not None else right), marker=True,
-                                bottom_px=SLIDER_PX)
+                                bottom_px=self._bottom_px)
         if kept is not None:
             offset, fov, origin = kept
             for name in display.COMPARE_VIEWS:

@@ -920,6 +920,49 @@ def test_on_a_hidpi_screen_the_fitted_brain_keeps_clear_of_the_slider(lowres):
         assert rows == 600 and below >= 2 * 40, got
 
 
+TOOLBAR = """() => {
+  const bar = document.querySelector('header').getBoundingClientRect();
+  const out = {};
+  for (const sel of ['.v-toolbar-title', '.iqt-method', '.iqt-display', '.iqt-opacity', '.iqt-from-median',
+                     '.iqt-opacity .v-slider-track']) {
+    const r = document.querySelector(sel).getBoundingClientRect();
+    out[sel] = [Math.round(r.left), Math.round(r.right), Math.round(r.top), Math.round(r.bottom),
+                Math.round(bar.right), Math.round(bar.bottom)];
+  }
+  const title = document.querySelector('.v-toolbar-title');
+  out.title = [title.innerText, title.scrollWidth <= title.clientWidth + 1];
+  return out;
+}"""
+
+
+@pytest.mark.slow
+def test_every_toolbar_control_stays_whole_in_a_narrow_window(browser, lowres, serve):
+    """From 1280 down to 600 px wide every control of the toolbar lies whole inside it, the title keeps its text and
+    the opacity slider a track to drag (one row had pushed "Above the median only" off the page below 760 px and
+    squeezed the title to nothing below 1100: a viewer audit); the views start below the toolbar."""
+    lr, mask = lowres
+    server = serve(lr, "--method", "cubic", "--mask", mask)
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        page.goto(server.url())
+        wait_status(page, "done: cubic")
+        for width in (1280, 1024, 960, 959, 760, 683, 600):
+            page.set_viewport_size({"width": width, "height": 720})
+            page.wait_for_timeout(400)
+            got = page.evaluate(TOOLBAR)
+            for sel, (left, right, _, bottom, bar_right, bar_bottom) in list(got.items())[:-1]:
+                assert 0 <= left and right <= bar_right and bottom <= bar_bottom, (width, sel, got)
+            text, whole = got["title"]
+            assert text == "IQT viewer" and whole and got[".v-toolbar-title"][1] - got[".v-toolbar-title"][0] > 50, \
+                (width, got)
+            track = got[".iqt-opacity .v-slider-track"]
+            assert track[1] - track[0] >= 60, (width, got)
+            views = page.locator("#iqt-views").bounding_box()
+            assert views["y"] >= got[".iqt-method"][5], (width, views, got)
+    finally:
+        page.close()
+
+
 def slice_said(page) -> list[tuple[int, int, float]]:
     """(number, of, mm) of the slice said above each view, as the page shows it ("slice 12 of 28, -3.9 mm")."""
     import re

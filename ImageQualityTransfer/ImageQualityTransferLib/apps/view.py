@@ -29,6 +29,16 @@ OPACITY = 0.5
 CONVENTION = "radiological: patient right on screen left"  # Slicer's axial and coronal views, the only ones shown
 POLL_S = 0.2
 SLIDER_PX = 40  # the slice slider's strip over each view's bottom, in CSS px, kept free when the views are fitted
+# below 960 px wide the toolbar's controls need more than one row (their least widths, and the title's text): the
+# opacity slider and "Above the median only" go to a second row, the app bar and the page's top grown to match (in one
+# row the checkbox had run off the page below 760 px and the title had shrunk to nothing below 1100: a viewer audit)
+TOOLBAR_ROWS_PX = 960
+TOOLBAR_CSS = (f"@media (max-width: {TOOLBAR_ROWS_PX - 1}px) {{ "
+               "header.v-app-bar, header.v-app-bar .v-toolbar__content { height: 112px !important; } "
+               "header.v-app-bar .v-toolbar__content { flex-wrap: wrap; align-content: space-evenly; } "
+               ".iqt-break { display: block !important; flex-basis: 100%; height: 0; } "
+               ".iqt-opacity { margin-left: auto !important; } "
+               ".v-main { --v-layout-top: 112px !important; } }")
 # the page once the server has gone: said in words, on the page's dark ground, with what to do (trame's white "Connection
 # closed" page named no viewer and no way back: a viewer audit)
 STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; height: 100vh; display: flex; '
@@ -150,14 +160,16 @@ class Viewer:
     # ------------------------------------------------------------ page
 
     def _build_ui(self) -> None:
-        from trame.widgets import html, vuetify3 as v
+        from trame.widgets import client, html, vuetify3 as v
         from trame_vuetify.ui.vuetify3 import SinglePageLayout
 
         with SinglePageLayout(self.server, full_height=True) as layout:
             layout.root.theme = "dark"
             layout.title.set_text("IQT viewer")
+            layout.title.style = "flex: 0 0 auto;"  # its text whole: the controls give way, or go to a second row
             layout.icon.hide()  # the template's menu icon: this page has no drawer for it to open
             with layout.toolbar:
+                client.Style(TOOLBAR_CSS)
                 v.VSpacer()
                 # shown, not bound both ways: only the server sets `method` (the run it starts), so that every tab's
                 # picker names the method computed or shown; a tab's own write raced another's (a viewer audit)
@@ -169,8 +181,9 @@ class Viewer:
                           items=("display_items", [{"title": t, "value": k} for t, k in DISPLAYS]),
                           disabled=("busy || !input_ok",), density="compact", hide_details=True,
                           style="flex: 1 1 190px; min-width: 130px; max-width: 190px", classes="mx-2 iqt-display")
+                html.Div(classes="iqt-break", style="display: none;")  # where a narrow window's second row begins
                 # off for a method without uncertainty (nothing to fade); a right margin keeps the handle at 1.0 whole;
-                # a minimum width: the pickers give way first (below 1024 px it had shrunk to its handle: a viewer audit)
+                # a minimum width: the pickers give way first (before, its track was 41 px at 900 px wide, 0 at 683)
                 v.VSlider(id="iqt-opacity", label="Uncertainty opacity", v_model=("opacity",), min=0, max=1,
                           step=0.05, density="compact", hide_details=True, disabled=("busy || !has_uncertainty",),
                           style="flex: 1 1 300px; min-width: 240px; max-width: 300px",

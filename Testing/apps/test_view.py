@@ -963,6 +963,50 @@ def test_every_toolbar_control_stays_whole_in_a_narrow_window(browser, lowres, s
         page.close()
 
 
+def test_the_tabs_are_counted_with_a_handler_that_cannot_say_who_is_authenticated():
+    """`pages` counts the connections of a websocket handler without isClientAuthenticated (another wslink) as open
+    tabs, and keeps counting (it raised AttributeError each second, logging a traceback, and the count stopped)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    import asyncio
+    import types
+
+    from ImageQualityTransferLib.apps import view
+
+    class State(dict):
+        __getattr__ = dict.__getitem__
+
+        def __setattr__(self, key, value):
+            self[key] = value
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+    class Handler:  # connections, but no isClientAuthenticated
+        connections = {"a": 1, "b": 2}
+
+        def publish(self, *_):
+            pass
+
+    viewer = types.SimpleNamespace(server=types.SimpleNamespace(protocol=types.SimpleNamespace(publish=Handler().publish),
+                                                                state=State(pages=0)))
+
+    async def count():
+        task = asyncio.ensure_future(view.Viewer._count_pages(viewer))
+        await asyncio.sleep(0.2)
+        failed.append(task.exception() if task.done() else None)
+        task.cancel()
+
+    failed = []
+    # in a thread of its own: Playwright's sync API (this module's browser) may hold a running loop in this one
+    thread = threading.Thread(target=asyncio.run, args=(count(),))
+    thread.start()
+    thread.join(10)
+    assert failed == [None] and viewer.server.state.pages == 2, (failed, viewer.server.state)
+
+
 def slice_said(page) -> list[tuple[int, int, float]]:
     """(number, of, mm) of the slice said above each view, as the page shows it ("slice 12 of 28, -3.9 mm")."""
     import re

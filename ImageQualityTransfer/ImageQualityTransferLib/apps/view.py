@@ -366,7 +366,9 @@ class Viewer:
         while True:
             handler = getattr(getattr(self.server.protocol, "publish", None), "__self__", None)
             ids = list(getattr(handler, "connections", None) or [])
-            n = sum(1 for c in ids if handler.isClientAuthenticated(c))
+            # a wslink without the check counts every connection (it had raised AttributeError and stopped the count)
+            authenticated = getattr(handler, "isClientAuthenticated", None)
+            n = sum(1 for c in ids if authenticated is None or authenticated(c))
             if n != self.server.state.pages:
                 with self.server.state as s:
                     s.pages = n

@@ -321,8 +321,8 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
     (Axial, Coronal or Sagittal) defaults to the one that shows the run's factors (`view_for_node`).
     `marker`: an orientation marker (axes labelled R, A, S) in each view that has none (the page's and the rendered
     pictures'; the Slicer module leaves the reader's views as they set them). `bottom_px`: as `_fit_slice`'s. The
-    interpolation's scalar
-    display follows the IQT output's (`follow_display`). Returns the (left, right) composite nodes."""
+    interpolation's scalar display follows the IQT output's (`follow_display`). Returns the (left, right) composite
+    nodes."""
     if interpolated is None or iqt is None:
         raise IQTError("run Image Quality Transfer with the interpolated output first; there is nothing to compare")
     orientation = orientation or view_for_node(iqt)

@@ -162,8 +162,6 @@ def run(args):
             raise IQTError(f"{d}: not a subject folder (it needs dwi.nii.gz or dwi.nii, dwi.bval and dwi.bvec; a BIDS "
                            "subject's files go in as such a folder, e.g. of links to them)")
     plan = fileio.Outputs(*args.subjects, *options.model_files(args.init))
-    for d in args.subjects:  # each subject's header and gradient files, before any is prepared
-        fileio.check_dwi(dwi_path(d))
     out = plan.add(args.output, (cls.model_suffix,), f"{args.method} model (the JSON sidecar is written beside it)",
                    shipped_ok=True)
     side = plan.add(sidecar_path(out), fileio.JSON_SUFFIXES, "model sidecar", shipped_ok=True)
@@ -252,6 +250,8 @@ def run(args):
     from ...dmri.subject import refuse_copies
 
     refuse_copies(args.subjects, "training subject")
+    for d in args.subjects:  # each subject's header, gradient files and length, before any is prepared
+        fileio.check_dwi(dwi_path(d))
     args.command_line = shlex.join(["iqt", *getattr(args, "argv", sys.argv[1:])])  # a path with a space stays one word
     with checkpoint_held(args.checkpoint):
         _train(args, cls)

@@ -630,3 +630,16 @@ def test_the_map_list_is_filled_when_a_scene_is_opened_again():
     result = next(f for c in tree.body if isinstance(c, ast.ClassDef) for f in c.body
                   if isinstance(f, ast.FunctionDef) and f.name == "_result")
     assert "self.logic.runMaps(tensor, p.resultUncertainty)" in ast.unparse(result)
+
+
+@pytest.mark.parametrize("said, module", [
+    ("(or its sign or element order is wrong: check --tensor-order)", "check the element order of the file the volume"),
+    ("median MD 0.7 mm^2/s: multiply them by 1e-3 to get mm^2/s", "rescale them by 1e-3 to mm^2/s before loading them"),
+    ("need at least one b0 (check the bval file)", "(check the DWI volume's b-values as loaded)"),
+    ("'m' is empty (no voxel > 0); give a brain mask", "choose a Brain mask that holds the brain")])
+def test_advice_on_files_the_module_has_none_of_names_what_it_has(said, module):
+    """--tensor-order, a bval file, multiplying a file's values: a Slicer user has a loaded volume and a mask node (a
+    module audit)."""
+    from ImageQualityTransferLib.slicer.processing import in_module_words
+
+    assert module in in_module_words(said) and "--" not in in_module_words(said), in_module_words(said)

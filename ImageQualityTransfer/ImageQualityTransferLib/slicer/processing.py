@@ -349,6 +349,12 @@ MODULE_WORDS = (
     (r"--factor ([2-9]|\d{2,})(?:,\1,\1)?(?!\.?\d|,\d)", r"Upsampling: Isotropic, factor \1"),
     (r"a larger --voxel-size", "a larger Target voxel size"), (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
     (r"--method", "the Method"),
+    # advice for files the module has none of: the volume as loaded, its b-values, the mask node (a module audit)
+    (r"check --tensor-order", "check the element order of the file the volume was loaded from: Slicer reads a DTI "
+                              "NRRD's own, another tool's 4D NIfTI needs converting"),
+    (r"multiply them by 1e(-?\d+) to get mm\^2/s", r"rescale them by 1e\1 to mm^2/s before loading them"),
+    (r"check the bval file", "check the DWI volume's b-values as loaded"),
+    (r"give a brain mask(, for example from)?", r"choose a Brain mask that holds the brain\1"),
     (r" \(iqt fit, [^)]*\)", ""),  # which commands take --bmax: the module has none of them
     (r"give --bmax (\d+)", r"keep only the b0s and the volumes with b up to \1 s/mm^2 in the DWI volume"),
 )

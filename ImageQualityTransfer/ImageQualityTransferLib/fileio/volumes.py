@@ -69,7 +69,7 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
 def check_dwi(path, bval=None, bvec=None) -> None:
     """What `load_dwi` refuses that the header, the gradient files and a gzip file's recorded length tell, without
     reading the image data: so that `iqt train` refuses a bad subject before preparing the others (a training audit:
-    a bval of the wrong length came after 27-55 s, a truncated dwi.nii.gz as an internal error)."""
+    a bval of the wrong length came after 24-55 s, a truncated dwi.nii.gz as an internal error)."""
     with warnings.catch_warnings():  # its notes (a b-value scaled by the directions' length) come with the load
         warnings.simplefilter("ignore")
         img, _, _, _ = _dwi_header(path, bval, bvec)

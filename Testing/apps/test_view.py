@@ -879,6 +879,46 @@ def test_a_readers_zoom_and_pan_are_kept_when_the_views_change_size(lowres):
     assert got["offset"][0] == pytest.approx(got["offset"][1], abs=1e-6), got
 
 
+OVERLAY_GONE = """
+import asyncio, json, sys
+import numpy as np
+from vtkmodules.vtkCommonCore import vtkCommand
+from ImageQualityTransferLib.apps import view
+from ImageQualityTransferLib.slicer import display
+viewer = view.Viewer(sys.argv[1], "biqt", 2, sys.argv[2], server_name="test-overlay-gone")
+for v in viewer.app.view_manager.get_slice_views():
+    v.render_window().SetSize(800, 500)
+    v.interactor().InvokeEvent(vtkCommand.WindowResizeEvent)
+viewer._load()
+node = display.slice_node(viewer.scene, view.LEFT)
+def centre():
+    m = node.GetSliceToRAS()
+    return [m.GetElement(i, 3) for i in range(3)], list(node.GetFieldOfView()[:2])
+out = {}
+asyncio.run(viewer._run("biqt"))  # a map: fitted with the legend's strip
+out["map"] = centre()
+asyncio.run(viewer._run("cubic"))  # no map: the strip given back
+out["shown"] = centre()
+viewer.reset_views()
+out["reset"] = centre()
+print(json.dumps(out))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_the_views_are_fitted_again_when_the_overlay_goes(lowres):
+    """From a method with a map (the legend's strip kept on the right) to one without: the views are fitted again, as
+    Reset Camera fits them (the brain had stayed 94 px left of the centre: a review)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    got = run_child(OVERLAY_GONE, lr, mask)
+    assert got["shown"][0] == pytest.approx(got["reset"][0], abs=1e-3), got
+    assert got["shown"][1] == pytest.approx(got["reset"][1], rel=1e-6), got
+    assert got["map"][0] != pytest.approx(got["reset"][0], abs=1e-3), got  # the strip did move it
+
+
 HIDPI = """
 import asyncio, json, sys
 import numpy as np

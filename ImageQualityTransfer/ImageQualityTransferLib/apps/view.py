@@ -256,6 +256,12 @@ class Viewer:
     def reset_views(self, *_) -> None:
         """Both views fitted again to the shown volume, together, as `_show` first fits them (with the legend's strip
         where a map is shown), the slice kept."""
+        self._fit_views()
+        self._render()
+
+    def _fit_views(self) -> None:
+        """`reset_views` without the render; a size change remembered before this fit is dropped (it would be read
+        against the wrong fit: a review)."""
         tensor = (self.nodes or {}).get("tensor")
         shown = tensor if tensor is not None else self.in_node
         if shown is None:
@@ -269,7 +275,7 @@ class Viewer:
             display._fit_slice(node, shown, orientation, legend=legend, bottom_px=self._bottom_px)
             node.SetSliceOffset(offset)
         self._fitted_legend = legend
-        self._render()
+        self._before.clear()
 
     def _slices_moved(self, *_) -> None:
         """A slice node changed: its position said again, queued on the server's loop (a key or the wheel in a view
@@ -528,6 +534,10 @@ class Viewer:
         display.show_comparison(self.scene, left, right, overlay, float(self.server.state.opacity),
                                 orientation=display.view_for_node(tensor if tensor is not None else right), marker=True,
                                 bottom_px=self._bottom_px)
+        if kept is None:
+            self._before.clear()  # show_comparison fitted the views
+        elif kept[1] is None:  # the overlay came or went: fitted again with (or without) the legend's strip, which
+            self._fit_views()  # show_comparison leaves to a view it takes as the reader's (it had stayed off-centre)
         if kept is not None:
             offset, fov, origin = kept
             for name in display.COMPARE_VIEWS:

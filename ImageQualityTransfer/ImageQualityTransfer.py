@@ -37,7 +37,7 @@ ENGINE_PACKAGES = {
     "dipy": "dipy",
     "nrrd": "pynrrd",
     "tqdm": "tqdm",
-    "threadpoolctl": "threadpoolctl",  # the forests' thread limits (core/threads.py); not among the packages Slicer bundles
+    "threadpoolctl": "threadpoolctl",  # the forests' thread limits (core/threads.py); installed where missing, as the others
 }
 TRACTOGRAPHY_MODULE = "TractographyInteractiveSeeding"  # SlicerDMRI
 # The upsampling modes, in the order of the panel's combo box: the engine's slicer.upsampling.MODES, written out

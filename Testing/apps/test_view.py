@@ -5,6 +5,7 @@ scalar volume, a wrong order, a mask on another grid) and a port in use are refu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -137,6 +138,18 @@ def serve(tmp_path):
         server.stop()
 
 
+@contextlib.contextmanager
+def page_done(browser, server, width: int = 1280, height: int = 720):
+    """A page on `server` once its first run, cubic, has ended; closed after."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        page.goto(server.url())
+        wait_status(page, "done: cubic")
+        yield page
+    finally:
+        page.close()
+
+
 def wait_status(page, wanted: str, timeout: float = 15.0) -> str:
     end = time.monotonic() + timeout
     status = ""
@@ -208,10 +221,7 @@ def test_the_runs_warnings_show_in_the_page(browser, lowres, serve, tmp_path):
         data[i, j, k] = [0.2, 0, 0.2, 0, 0, 0.2]  # a failed fit: eigenvalues far above free water's
     fileio.save_tensor(vol.replace(data=data), tmp_path / "failed.nii.gz")
     server = serve(tmp_path / "failed.nii.gz", "--method", "cubic", "--mask", mask)
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    try:
-        page.goto(server.url())
-        wait_status(page, "done: cubic")
+    with page_done(browser, server) as page:
         notes = page.locator("#iqt-notes .iqt-note").all_inner_texts()
         assert len(notes) == 1 and "3 voxels in the mask hold a failed fit" in notes[0], notes
         # the banner made the views shorter: they are fitted again, the brain centred, not left low under a band
@@ -223,8 +233,6 @@ def test_the_runs_warnings_show_in_the_page(browser, lowres, serve, tmp_path):
                 break
         page.screenshot(path=str(tmp_path / "notes.png"))
         assert all(abs(o) < 0.06 for o in offsets), f"the brain sits off the views' middle by {offsets} of their height"
-    finally:
-        page.close()
     server.stop()
     said = [line for line in server.log_text().splitlines() if line.startswith("iqt view: warning:")]
     assert len(said) == 1 and "3 voxels in the mask hold a failed fit" in said[0], said  # on the terminal too, once
@@ -239,11 +247,7 @@ def test_compare_and_change_method_with_no_dead_controls(browser, lowres, serve,
     without uncertainty and on for one with it, its handle whole at 1.0 (it was clipped by the toolbar's right edge)."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
-    url = server.url()
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    try:
-        page.goto(url)
-        wait_status(page, "done: cubic")
+    with page_done(browser, server) as page:
         assert page.locator(".mdi-video-3d").count() == 0, "a 3D toggle in a page with no 3D view"
         assert not page.locator("header .v-app-bar-nav-icon").is_visible(), "a menu icon with no drawer"
         assert page.locator(".iqt-reset").count() == 2  # Reset Camera stays, in each view
@@ -283,8 +287,6 @@ def test_compare_and_change_method_with_no_dead_controls(browser, lowres, serve,
         bar = page.locator("header").bounding_box()
         page.screenshot(path=str(tmp_path / "controls.png"))
         assert thumb["x"] + thumb["width"] <= bar["x"] + bar["width"] - 4, (thumb, bar)
-    finally:
-        page.close()
     left, right = brain_fraction(shot)
     assert left > 0.15 and right > 0.15, f"brain pixels: left {left:.2f}, right {right:.2f}"
     r, g, b = overlay_colours(shot)
@@ -423,6 +425,7 @@ for mode in ("tensor", "fa"):
     planes[mode] = [display.slice_node(viewer.scene, name).GetOrientation() for name in display.COMPARE_VIEWS]
 print(json.dumps(planes))
 sys.stdout.flush()
+import contextlib
 import os
 os._exit(0)  # the off-screen views' EGL contexts are gone by the interpreter's own teardown
 """
@@ -448,6 +451,7 @@ for name in display.COMPARE_VIEWS:
     out["ijk"].append(float(np.linalg.solve(m[:3, :3], origin - m[:3, 3])[axis]))
 print(json.dumps(out))
 sys.stdout.flush()
+import contextlib
 import os
 os._exit(0)
 """
@@ -556,6 +560,7 @@ inner = legends.input_support(data > 0, node.GetAttribute(legends.mrml.FACTORS_A
 out["median"] = float(legends.np.median(data[inner]))
 print(json.dumps(out))
 sys.stdout.flush()
+import contextlib
 import os
 os._exit(0)
 """
@@ -648,6 +653,7 @@ asyncio.run(pick_while_running())
 out["polled"] = seen
 print(json.dumps(out))
 sys.stdout.flush()
+import contextlib
 import os
 os._exit(0)
 """
@@ -690,6 +696,7 @@ out["after_failure"] = [s.running, viewer._running, s.busy]
 out["html"] = "iqt-running" in viewer.ui.html
 print(json.dumps(out))
 sys.stdout.flush()
+import contextlib
 import os
 os._exit(0)
 """
@@ -751,17 +758,11 @@ def test_the_page_says_the_viewer_stopped_once_the_server_ends(browser, lowres, 
     closed" named neither: a viewer audit)."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
-    url = server.url()
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    try:
-        page.goto(url)
-        wait_status(page, "done: cubic")
+    with page_done(browser, server) as page:
         server.stop()
         page.wait_for_selector("#iqt-stopped", timeout=10000)
         text = page.inner_text("#iqt-stopped")
         assert "The IQT viewer has stopped" in text and "reload this page" in text, text
-    finally:
-        page.close()
 
 
 def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:
@@ -798,10 +799,7 @@ def test_the_views_refit_when_the_window_is_resized_and_keep_clear_of_the_slider
     the slider), and at 900 px wide the uncertainty opacity slider keeps a track to drag (a viewer audit)."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
-    page = browser.new_page(viewport={"width": 1600, "height": 450})
-    try:
-        page.goto(server.url())
-        wait_status(page, "done: cubic")
+    with page_done(browser, server, width=1600, height=450) as page:
         page.set_viewport_size({"width": 600, "height": 900})
         got, ok = None, False
         for _ in range(60):
@@ -816,8 +814,6 @@ def test_the_views_refit_when_the_window_is_resized_and_keep_clear_of_the_slider
         page.set_viewport_size({"width": 900, "height": 1000})
         time.sleep(0.5)
         assert page.locator(".iqt-opacity .v-slider-track").bounding_box()["width"] >= 60
-    finally:
-        page.close()
 
 
 ZOOM_KEPT = """
@@ -862,6 +858,7 @@ out["pan"] = [float(np.linalg.norm(centre - centre1)), 10.0 * fov1 / fov0]
 out["offset"] = [offset_after, offset]
 print(json.dumps(out))
 sys.stdout.flush()
+import contextlib
 import os
 os._exit(0)
 """
@@ -903,6 +900,7 @@ viewer.reset_views()
 out["reset"] = centre()
 print(json.dumps(out))
 sys.stdout.flush()
+import contextlib
 import os
 os._exit(0)
 """
@@ -944,6 +942,7 @@ for how in ("shown", "reset"):
     out[how] = [rows, (lowest - (up @ centre - fov_y / 2)) / fov_y * rows]  # render px below the volume
 print(json.dumps(out))
 sys.stdout.flush()
+import contextlib
 import os
 os._exit(0)
 """
@@ -982,10 +981,7 @@ def test_every_toolbar_control_stays_whole_in_a_narrow_window(browser, lowres, s
     squeezed the title to nothing below 1100: a viewer audit); the views start below the toolbar."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    try:
-        page.goto(server.url())
-        wait_status(page, "done: cubic")
+    with page_done(browser, server) as page:
         for width in (1280, 1024, 960, 959, 760, 683, 600):
             page.set_viewport_size({"width": width, "height": 720})
             page.wait_for_timeout(400)
@@ -999,8 +995,6 @@ def test_every_toolbar_control_stays_whole_in_a_narrow_window(browser, lowres, s
             assert track[1] - track[0] >= 60, (width, got)
             views = page.locator("#iqt-views").bounding_box()
             assert views["y"] >= got[".iqt-method"][5], (width, views, got)
-    finally:
-        page.close()
 
 
 def test_the_tabs_are_counted_with_a_handler_that_cannot_say_who_is_authenticated():
@@ -1066,10 +1060,7 @@ def test_each_view_says_its_slice(browser, lowres, serve):
     so the page is polled, not read at once."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    try:
-        page.goto(server.url())
-        wait_status(page, "done: cubic")
+    with page_done(browser, server) as page:
         said = []
         for _ in range(100):
             said = slice_said(page)
@@ -1100,5 +1091,3 @@ def test_each_view_says_its_slice(browser, lowres, serve):
                     break
                 time.sleep(0.1)
             assert said[0] == said[1] and said[0][:2] == (number, slices), (key, slices, said)
-    finally:
-        page.close()

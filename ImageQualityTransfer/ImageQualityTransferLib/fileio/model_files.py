@@ -42,7 +42,7 @@ def first_copy(paths) -> tuple[int, int] | None:
     says what is wrong)."""
     by_size: dict = {}
     for i, p in enumerate(paths):
-        size = _content_size(p)
+        size = content_size(p)
         if size:
             by_size.setdefault(size, []).append(i)
     found = []
@@ -92,7 +92,7 @@ def _gzipped(path) -> bool:
         return False
 
 
-def _content_size(path) -> int:
+def content_size(path) -> int:
     """The size of `path`'s bytes once decompressed, modulo 4 GiB as a gzip file records it (a plain file's too, so
     that the two meet); 0 unread or empty."""
     try:

@@ -478,6 +478,9 @@ class Viewer:
                 s.notes = self._shown_notes = [" ".join(n.split()).replace("iqt upsample's --voxel-size", "--voxel-size")
                                                for n in results["tensor"].meta.get("notes", [])]
                 s.has_uncertainty = self.nodes.get("uncertainty") is not None
+                # in the same update as the status: a page that reads "done" has its controls on (CI once saw
+                # "done: biqt" with the opacity slider still off, busy cleared by a later update)
+                s.busy, s.running = False, ""
                 s.status = f"done: {method}" + (f"; {self._waiting.replace(' once it has ended', '')}" if self._waiting else "")
             self._say(self._shown_notes)
         except IQTError as exc:  # the run failed; the page keeps the last result (and its notes) and another method
@@ -597,6 +600,7 @@ class Viewer:
         one again did nothing: a viewer audit), the status saying which failed."""
         s = self.server.state
         s.method = s.shown  # "" before any result: picking the failed method again is then a change, and retries
+        s.busy, s.running = False, ""  # with the status that says it failed, as a run's end does
         s.status = f"{method} failed (the message above); {s.shown} is shown" if s.shown else f"{method} failed"
 
     def _render(self) -> None:

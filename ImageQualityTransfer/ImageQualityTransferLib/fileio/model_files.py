@@ -191,19 +191,19 @@ def write_sidecar(path, side: dict) -> None:
 
 
 def write_model(weights: Path, write_weights, side: dict) -> Path:
-    """The weights through `write_weights(tmp)` (atomically), then their sidecar with their name, SHA256 and size;
-    returns the sidecar path. A failure or signal before the sidecar is written removes the weights too: an
-    interrupted training says 'no partial output was left', which a .pt without its sidecar would belie."""
+    """The weights through `write_weights(tmp)` and their sidecar with their name, SHA256 and size, put in place together
+    (`staging.all_or_none`; within a run's own stage, with its outputs); returns the sidecar path. A failure or signal
+    leaves the model that was at that path, weights and sidecar, as it was (a retraining into the same -o had lost
+    it), and no new weights without their sidecar: an interrupted training says 'no partial output was left'."""
+    from .staging import all_or_none
     from .writing import atomic_write
 
-    atomic_write(weights, write_weights)
     sp = sidecar_path(weights)
-    try:
-        write_sidecar(sp, {**side, "weights": weights.name, "sha256": sha256(weights),
-                           "size_bytes": weights.stat().st_size})
-    except BaseException:
-        weights.unlink(missing_ok=True)
-        raise
+    with all_or_none() as stage:
+        stage.declare(weights, sp)
+        atomic_write(weights, write_weights)
+        held = stage.where(weights)  # the new weights, in their temporary file until both are put in place
+        write_sidecar(sp, {**side, "weights": weights.name, "sha256": sha256(held), "size_bytes": held.stat().st_size})
     return sp
 
 

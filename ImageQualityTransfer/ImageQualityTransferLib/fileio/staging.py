@@ -203,8 +203,9 @@ def all_or_none():
     removed and every file already at those paths stays as it was (else a disk that fills up between two outputs leaves
     the first, `iqt upsample --uncertainty` up to six of its seven). Files a run writes that it did not declare (a
     temporary input for a subprocess) are written as they come. `iqt batch` holds one per subject (each subject commits on
-    its own, and a resumed run relies on it); not `iqt train` (a checkpoint lands when it is written). Nested, the outermost
-    commits. The stage is this context's (`_STAGE`): runs in other threads of the process have their own."""
+    its own, and a resumed run relies on it); not `iqt train` (a checkpoint lands when it is written; the model's weights
+    and sidecar are one stage of their own: model_files.write_model). Nested, the outermost commits. The stage is this
+    context's (`_STAGE`): runs in other threads of the process have their own."""
     outer = _STAGE.get()
     if outer is not None:
         yield outer

@@ -1,0 +1,106 @@
+"""A model written over a model at the same path (a retraining into the same -o): its weights and sidecar are put in
+place together or not at all (fileio.model_files.write_model). A sidecar write that failed after the weights were
+replaced had removed the new weights, leaving the old sidecar naming weights no longer there: the old model was lost."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ImageQualityTransferLib import IQTError
+from ImageQualityTransferLib.fileio import model_files, staging
+from ImageQualityTransferLib.fileio.writing import atomic_write
+
+
+def _files(d: Path) -> dict:
+    """Every file in `d` (hidden ones too: a temporary file left) with its SHA256."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+
+
+def _forest(d: Path):
+    """A global-linear model at d/m.npz (a copy of the shipped one) and a save of other weights to that path."""
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    src = Path(model_files.MODELS_DIR) / "global-linear_x2"
+    shutil.copy(src.with_suffix(".npz"), d / "m.npz")
+    model_files.write_sidecar(d / "m.json", {**json.loads(src.with_suffix(".json").read_text()), "weights": "m.npz"})
+    model = model_io.load(d / "m.json")
+    model.gl_W = model.gl_W + 1  # retrained: other weights
+    return lambda: model_io.save(model, d / "m.npz"), model_io.load
+
+
+def _cnn(d: Path):
+    """An espcn model at d/m.pt and a save of other weights to that path."""
+    pytest.importorskip("torch", reason="PyTorch is not installed: the CNN methods need the 'cnn' extra")
+    from helpers import random_cnn_model
+    from ImageQualityTransferLib.methods.cnn import model_io
+
+    model_io.save(*random_cnn_model("espcn", seed=1), d / "m.pt")
+    again = random_cnn_model("espcn", seed=2)
+    return lambda: model_io.save(*again, d / "m.pt"), model_io.load
+
+
+FAMILIES = {"forest": _forest, "cnn": _cnn}
+
+
+def _sidecar_fails(monkeypatch, exc):
+    """The sidecar's write fails with `exc` inside its own atomic write, once the new weights are written."""
+    real = model_files.write_json
+
+    def failing(path, obj):
+        if Path(path).suffix == ".json" and obj.get("format") in model_files.MODEL_FORMATS:
+            atomic_write(path, lambda tmp: (_ for _ in ()).throw(exc))
+        return real(path, obj)
+
+    monkeypatch.setattr(model_files, "write_json", failing)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("how", ["full disk", "signal"])
+def test_a_failed_sidecar_write_leaves_the_old_model_as_it_was(tmp_path, monkeypatch, family, how):
+    save, load = FAMILIES[family](tmp_path)
+    before = _files(tmp_path)
+    exc = OSError(errno.ENOSPC, "No space left on device") if how == "full disk" else KeyboardInterrupt()
+    _sidecar_fails(monkeypatch, exc)
+    with pytest.raises(IQTError if how == "full disk" else KeyboardInterrupt):
+        save()
+    assert _files(tmp_path) == before  # byte for byte, and no temporary file left
+    load(tmp_path / "m.json")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_rename_that_fails_puts_the_old_weights_back(tmp_path, monkeypatch, family):
+    """Both files written, the sidecar's rename into place failing (a permission, a folder of that name) once the
+    weights' had been made: the old weights are put back."""
+    save, load = FAMILIES[family](tmp_path)
+    before = _files(tmp_path)
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == tmp_path / "m.json" and Path(src).name.startswith(".iqt-") and "earlier" not in Path(src).name:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(src, dst)
+
+    monkeypatch.setattr(staging.os, "replace", replace)
+    with pytest.raises(IQTError, match="cannot be put in place.*nothing was changed"):
+        save()
+    assert _files(tmp_path) == before
+    load(tmp_path / "m.json")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_model_written_over_another_replaces_both_files(tmp_path, family):
+    save, load = FAMILIES[family](tmp_path)
+    before = _files(tmp_path)
+    side = save()
+    after = _files(tmp_path)
+    assert sorted(after) == sorted(before) and all(after[k] != before[k] for k in after)
+    meta = json.loads(side.read_text())
+    assert meta["sha256"] == model_files.sha256(tmp_path / meta["weights"])
+    load(side)

@@ -104,3 +104,55 @@ def test_a_model_written_over_another_replaces_both_files(tmp_path, family):
     meta = json.loads(side.read_text())
     assert meta["sha256"] == model_files.sha256(tmp_path / meta["weights"])
     load(side)
+
+
+def _registered(d: Path):
+    """A global-linear model registered in d's registry, and the Method whose `save` writes other weights over it."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    _forest(d)
+    model_files.register(json.loads((d / "m.json").read_text()), d / "m.json", d)
+    method = methods.get("global-linear")
+    model = model_io.load(d / "m.json")
+    model.gl_W = model.gl_W + 1
+    method._loaded[(2, 2, 2)] = model
+    return method
+
+
+@pytest.mark.parametrize("how", ["full disk", "signal"])
+def test_a_failed_registry_write_leaves_the_registered_model_as_it_was(tmp_path, monkeypatch, how):
+    """'iqt train --register' over a registered model: the registry's write failing once the model had landed left the
+    new weights with the old entry's SHA256 (in the install's folder, the default model then refused as replaced)."""
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    method = _registered(tmp_path)
+    before = _files(tmp_path)
+    exc = OSError(errno.ENOSPC, "No space left on device") if how == "full disk" else KeyboardInterrupt()
+    real = model_files.write_json
+
+    def failing(path, obj):
+        if Path(path).name == model_files.REGISTRY:
+            atomic_write(path, lambda tmp: (_ for _ in ()).throw(exc))
+        return real(path, obj)
+
+    monkeypatch.setattr(model_files, "write_json", failing)
+    with pytest.raises(IQTError if how == "full disk" else KeyboardInterrupt):
+        method.save(tmp_path / "m.npz", 2, command="test", register=True)
+    assert _files(tmp_path) == before
+    monkeypatch.setattr(model_files, "MODELS_DIR", tmp_path)  # as the install's folder: its entry still names its weights
+    model_io.load(tmp_path / "m.json")
+
+
+def test_a_registered_model_written_again_is_registered_with_its_new_weights(tmp_path, monkeypatch):
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    method = _registered(tmp_path)
+    before = _files(tmp_path)
+    side = method.save(tmp_path / "m.npz", 2, command="test", register=True)
+    after = _files(tmp_path)
+    assert sorted(after) == sorted(before) and after["m.npz"] != before["m.npz"]
+    (entry,) = model_files.read_registry(tmp_path)
+    assert entry["sha256"] == model_files.sha256(tmp_path / "m.npz") and entry["sidecar"] == side.name
+    monkeypatch.setattr(model_files, "MODELS_DIR", tmp_path)
+    model_io.load(side)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -595,9 +596,13 @@ def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
 def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
     """Add or replace the entry for (method, factors, input kind: `input_kind`); the registry is re-read right before
     it is written."""
+    from .staging import current
+
     reg = Path(models_dir) / REGISTRY
     f = grid.factors(meta["factor"])
     kind = input_kind(meta)
+    if current() is not None:  # put in place with the model it names (`registering`)
+        current().declare(reg)
     with _registry_lock(reg):  # two trainings registering at once had lost each other's entries (a training audit)
         entries = [e for e in read_registry(models_dir)
                    if not (e.get("method") == meta["method"] and _entry_factors(e) == f and e.get("input") == kind)]
@@ -609,6 +614,18 @@ def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
 
 
 @contextlib.contextmanager
+def registering(models_dir):
+    """The registry of `models_dir` locked while a model and its entry are written and put in place together
+    (methods/learned.py `save`): a registry write that failed after the model had landed left the new weights with the
+    old entry's SHA256, and the model at that path refused as replaced."""
+    with _registry_lock(Path(models_dir) / REGISTRY):
+        yield
+
+
+_LOCKED = threading.local()  # the registries this thread holds locked: `registering` and then `register` lock once
+
+
+@contextlib.contextmanager
 def _registry_lock(reg: Path):
     """An exclusive lock on `reg`'s read-modify-write (an advisory lock on a hidden file beside it, kept: removing it
     would let a third training lock a new file while the second holds the old; where the system has no fcntl, none)."""
@@ -617,11 +634,18 @@ def _registry_lock(reg: Path):
     except ImportError:  # Windows: one registering training at a time, as before
         yield
         return
+    held = _LOCKED.__dict__.setdefault("paths", set())
+    key = os.path.realpath(reg)
+    if key in held:  # a second flock on its own handle would wait for this thread's first one for ever
+        yield
+        return
     with open(reg.with_name(f".{reg.name}.lock"), "a") as handle:  # hidden, as a checkpoint's lock
         fcntl.flock(handle, fcntl.LOCK_EX)
+        held.add(key)
         try:
             yield
         finally:
+            held.discard(key)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -649,7 +673,10 @@ class Family:
         return shipped_for(method, factor, kind, models_dir)
 
     def register(self, sidecar, models_dir=MODELS_DIR) -> None:
-        register(self.read_sidecar(sidecar)[0], sidecar, models_dir)
+        from .staging import current
+
+        written = current().where(sidecar_path(sidecar)) if current() is not None else sidecar  # not yet in place
+        register(self.read_sidecar(written)[0], sidecar, models_dir)
 
 
 def article(method: str) -> str:

@@ -180,8 +180,14 @@ class LearnedMethod(Method):
         model.meta.setdefault("training", {})["command"] = command
         if command:  # the folder its relative paths are read from
             model.meta["training"]["directory"] = os.getcwd()
-        side = self._save(model, path)
-        if register:  # the registry of the folder the model is written to
+        if not register:
+            return self._save(model, path)
+        from ..fileio.model_files import registering
+        from ..fileio.staging import all_or_none
+
+        # the registry of the folder the model is written to, put in place with the model under its lock
+        with registering(Path(path).parent), all_or_none():
+            side = self._save(model, path)
             self._model_io().register(side, Path(path).parent)
         return side
 

@@ -80,15 +80,37 @@ def read_made_by(text, affine) -> tuple[str, tuple[int, int, int]] | None:
     except IQTError:  # a record this project did not write
         return None
     if m["axes"]:
-        now = _axis_codes(affine)
-        if now is None:
+        f = along_axes(f, m["axes"], affine)
+        if f is None:
             return None
-        axis = {c: i for i, code in enumerate(m["axes"]) for c in (code, _OPPOSITE[code])}
-        moved = [axis.get(c) for c in now]
-        if sorted(k for k in moved if k is not None) != [0, 1, 2]:
-            return None
-        f = tuple(f[k] for k in moved)
     return m.group(0), f
+
+
+def recorded_axes(text) -> tuple[tuple[int, int, int], str] | None:
+    """(the factors, the voxel axes' codes they are along: "SLA") as a `made_by` text records them, in the voxel order
+    the file was written in: the low-res input's, as 'iqt upsample' writes its output in its input's order; None where
+    it records no axes (isotropic factors, another text)."""
+    m = MADE_BY.match(str(text).strip())
+    if m is None or not m["axes"]:
+        return None
+    try:
+        return factors(m["factor"].split(" ")[0]), m["axes"]
+    except IQTError:  # a record this project did not write
+        return None
+
+
+def along_axes(f, axes: str, affine) -> tuple[int, int, int] | None:
+    """Factors `f` along the voxel axes with codes `axes` ("SLA"), moved onto the voxel axes of a grid with `affine`;
+    None where its axes are not those ones reordered or flipped."""
+    now = _axis_codes(affine)
+    if now is None:
+        return None
+    axis = {c: i for i, code in enumerate(axes) for c in (code, _OPPOSITE[code])}
+    moved = [axis.get(c) for c in now]
+    if sorted(k for k in moved if k is not None) != [0, 1, 2]:
+        return None
+    f = factors(f, identity_ok=True)
+    return tuple(f[k] for k in moved)
 
 
 _OPPOSITE = dict(zip("LRAPSI", "RLPAIS"))

@@ -62,6 +62,7 @@ def run(args):
     from ...analysis import evaluation
     from ...core import grid, tensor_checks
     from ...dmri import degrade, fit_noise
+    from ...fileio.records import along_axes, recorded_axes
     from ...fileio.sizes import check_inputs
     from ...methods.inputs import order_hint, without_tiny_background
 
@@ -100,19 +101,29 @@ def run(args):
         warnings.warn(str(w.message).replace("--tensor-order", "--truth-order"), w.category, stacklevel=2)
     # a prediction stored in another voxel order than the reference (fslreorient2std'd, say) is re-stored as the
     # reference is, its tensors with it: it had been refused as 'not the factor grid' (a thick-slice audit); the
-    # factors its header records are along its own axes and turned with it, --factor is along the low-res input's,
-    # which are the reference's
+    # factors its header records are along its own axes and turned with it
     pred, moved = _stored_like(pred, truth.affine)
     made = pred.meta.get("made_at")
     if moved is not None and made:
         made = grid.permute(made, moved.ornt)
+    # --factor is along the low-res input's voxel axes, which the header records beside per-axis factors ('iqt
+    # upsample' writes in its input's order): turned onto the reference's as the header's are. Read in the
+    # reference's axes, a slice-first input's 2,1,1 (its header's own) had been scored along L-R (a thick-slice audit)
+    given, axes = f, None
+    written = recorded_axes(pred.meta.get("made_by", "")) if made else None
+    if f is not None and written is not None:
+        turned = along_axes(f, written[1], pred.affine)
+        if turned is not None:
+            f, axes = turned, written[1]
+    along = f" along the low-res input's {axes} axes" if axes is not None and f != given else ""
     if f is None:
         f, source = (made, "as the prediction's header records") if made else (grid.factors(2), "the default")
     else:
-        source = "as given"
+        source = f"as given: {grid.text(given)}{along}" if along else "as given"
     # another factor than the header's may be right (x4 made as two x2 runs): said, or named in the grid's refusal
     other = made is not None and made != f
     recorded = f"; its header reads '{pred.meta['made_by']}': leave --factor out" if other else ""
+    asked = f" (--factor {grid.text(given)}{along})" if along else ""
     # the prediction against the reference first: else a reference of another subject is blamed on the mask
     shape = pred.shape3
     start = _start(pred.affine, truth.affine)
@@ -122,14 +133,16 @@ def run(args):
     if start is None or any(t - s < p or t - s - p >= k for t, s, p, k in zip(truth.shape3, start, shape, f)) \
             or any(n % k for n, k in zip(shape, f)):
         raise IQTError(
-            f"the prediction {shape} is not the factor-{grid.text(f)} grid of the reference {truth.shape3} (nor of a "
+            f"the prediction {shape} is not the factor-{grid.text(f)}{asked} grid of the reference {truth.shape3} (nor of a "
             f"block shift of it, read from the two affines); give the output of 'iqt upsample' on 'iqt degrade' of the "
             f"same subject with the same --factor{recorded}"
         )
     mask = fileio.load_mask(args.mask, truth, reference_name="the reference's (high-res) grid")
     if other:
-        warnings.warn(f"{args.pred}: its header reads '{pred.meta['made_by']}', and it is scored at {grid.describe(f)} "
-                      f"as given; leave --factor out to score it at {grid.text(made)}", IQTWarning, stacklevel=2)
+        scored, header = (grid.describe(given) + along, grid.text(written[0])) if axes is not None \
+            else (grid.describe(f), grid.text(made))
+        warnings.warn(f"{args.pred}: its header reads '{pred.meta['made_by']}', and it is scored at {scored} "
+                      f"as given; leave --factor out to score it at {header}", IQTWarning, stacklevel=2)
     box = tuple(slice(s, s + n) for s, n in zip(start, shape))  # the reference's voxels under the prediction
     t = truth.data[box]
     m = mask.data[box]

@@ -18,7 +18,10 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool
     command reads the factor an output of 'iqt upsample' records, else 2); with `model` (and `voxel_size`), a --model
     given sets them where --factor is not given (`factors`)."""
     if recorded:
-        sp.add_argument("--factor", help=FACTOR_HELP.replace("the input's", "the low-res input's") +
+        sp.add_argument("--factor", help=FACTOR_HELP.replace(
+                            "the input's voxel axes i,j,k", "the low-res input's voxel axes i,j,k (those the prediction's "
+                            "header records its factors along, as 'iqt upsample' writes them: 'factors 2,1,1 SLA'; where "
+                            "it records none, the reference's)") +
                         " (default: the factor the prediction's header records, as 'iqt upsample' writes it; else 2)")
         return
     if not voxel_size:

@@ -95,12 +95,15 @@ class LearnedMethod(Method):
             path = self.model_path if self.model_path is not None else self._model_io().shipped(self.name, f)
             model = self._read(path)
             if grid.factors(model.factor) != f:
-                raise IQTError(f"{path}: this {self.name} model is for {grid.describe(model.factor)}, not "
-                               f"{grid.text(f)}; use --factor {grid.text(model.factor)}"
+                advice = _use_instead(model.factor, f)
+                exc = IQTError(f"{path}: this {self.name} model is for {grid.describe(model.factor)}, not "
+                               f"{grid.text(f)}; {advice}"
                                + (", or leave --model out for the shipped model"
                                   if self.model_path is not None and grid.axis_order(
                                       f, self._model_io().shipped_factor_sets(self.name)) is not None else "")
                                + f", or an interpolation method (cubic) for {grid.describe(f)}")
+                exc.advice = advice  # 'iqt batch' puts its cohort's own in its place (apps/cli/batch.py _method_for)
+                raise exc
             self._loaded[f] = model
         return self._loaded[f]
 
@@ -260,3 +263,19 @@ def data_record(subjects) -> list[dict]:
         out.append({"subject": subject_name(folder), "folder": str(folder), "sha256": {p.name: sha256(p) for p in files},
                     "dwi_content_sha256": content_sha256(files[0])})
     return out
+
+
+def _use_instead(own, f) -> str:
+    """The --factor that runs a model for `own` on the input `f` was asked for, in that input's voxel axes: a
+    through-plane model's (1,1,3: along canonical S) along the axis `f` refines most, which it then serves with the
+    axes turned (grid.axis_order); its own 1,1,3 had been advised to a slice-first input, refining an in-plane axis
+    (a thick-slice audit). Where `f` has no such axis, the model's own factors are taken along the input's slice axis
+    without --factor (apps/cli/options.py factors)."""
+    own = grid.factors(own)
+    if grid.largest_axis(own) is None or sorted(own)[1] != 1:
+        return f"use --factor {grid.text(own)}"
+    k = grid.largest_axis(f)
+    if k is None:
+        return (f"leave --factor and --voxel-size out (it then runs at factor {max(own)} along the input's thick-slice "
+                "axis, else the one nearest S)")
+    return f"use --factor {grid.text(tuple(max(own) if i == k else 1 for i in range(3)))}"

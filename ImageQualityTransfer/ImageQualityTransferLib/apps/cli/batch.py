@@ -180,7 +180,13 @@ def _method_for(args, f, group=()):
                 raise
             from ...core import grid
 
-            raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {exc}") from None
+            text, advice = str(exc), getattr(exc, "advice", None)
+            if advice and args.voxel_size is not None:
+                # one --factor for the cohort is along each subject's own voxel axes: a slice-first subject's thick
+                # slices left as they were; without --voxel-size each gets the model's own along its slice axis
+                text = text.replace(advice, "leave --voxel-size out (with --model each subject then runs at the model's "
+                                            "own factors, a through-plane model's along that subject's thick-slice axis)")
+            raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {text}") from None
     return name, method
 
 

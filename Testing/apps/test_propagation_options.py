@@ -119,7 +119,32 @@ def test_factors_voxel_size_chose_without_a_model_are_said_with_what_chose_them(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("iqt: error: --voxel-size 1 chose factor 4: ") and not err.endswith(": "), err
-    assert "no method with an uncertainty map ships one" in err, err
+    assert "nor has any other method with an uncertainty map (their models are for " in err, err
+
+
+@pytest.mark.parametrize("command", ["propagate", "upsample"])
+def test_factors_no_uncertainty_model_has_are_refused_naming_every_shipped_set(lowres, tmp_path, capsys, command):
+    """Factors none of the methods with an uncertainty map has a model for: one sentence naming the factor sets their
+    models are for, read from the registry (it had read "..., or no method with an uncertainty map ships one (give
+    factors the shipped models have, e.g. 2 or 3)", leaving out 1,1,2 and 1,1,3: a wording audit)."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core import grid
+    from ImageQualityTransferLib.fileio.model_files import shipped_factor_sets
+
+    out = tmp_path / ("o.nii.gz" if command == "upsample" else "o")
+    code = cli.main([command, str(lowres / "lr.nii.gz"), "-o", str(out), "--factor", "1,1,4", "--method", "biqt",
+                     "--samples", "2", "--no-tracts"] + (["--propagate"] if command == "upsample" else []))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    sets = []
+    for name in methods.with_uncertainty():  # the registry's, each set once
+        if methods.method_class(name).learned and methods.runs_here(name):
+            sets += [f for f in shipped_factor_sets(name) if f not in sets]
+    assert {(1, 1, 2), (1, 1, 3), (2, 2, 2)} <= set(sets), sets
+    named = err.partition("(their models are for ")[2].partition(", per-axis ones along any voxel axis)")[0]
+    assert named == ", ".join(grid.describe(f) for f in sets[:-1]) + " and " + grid.describe(sets[-1]), err
+    assert "e.g." not in err and "--model with a model trained for 1,1,4" in err and err.count(";") == 1, err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["propagate", "upsample"])

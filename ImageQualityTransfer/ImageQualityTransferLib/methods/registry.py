@@ -96,6 +96,16 @@ def with_uncertainty(factor=None) -> list[str]:
     return [n for n in pool if _METHODS[n].gives_uncertainty]
 
 
+def uncertainty_factor_sets() -> list[tuple[int, int, int]]:
+    """The factors of the models the registry holds for the methods with an uncertainty map that run here, each set
+    once, in the registry's order: what a refusal for factors none of them has names instead."""
+    seen: list[tuple[int, int, int]] = []
+    for name in with_uncertainty():
+        if _METHODS[name].learned and runs_here(name):
+            seen += [f for f in shipped_factor_sets(name) if f not in seen]
+    return seen
+
+
 def default_method(factor=None, uncertainty: bool = False) -> str:
     """The best shipped method that can run in this environment (espcn needs torch); with `factor`, the best that
     has a model for it (then any learned method with one, e.g. registered by a user; cubic where none has one).

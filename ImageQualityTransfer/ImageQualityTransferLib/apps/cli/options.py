@@ -278,10 +278,18 @@ def check_propagation(method, args, factor=None) -> None:
     if method.learned and factor is not None and not getattr(args, "model", None) and method.name not in methods.ready(factor):
         # load() would name every method with a model for these factors, uncertainty or not
         others = methods.with_uncertainty(factor)
-        choose = (f"choose a method with an uncertainty map that has one: {', '.join(others)}" if others else
-                  "no method with an uncertainty map ships one (give factors the shipped models have, e.g. 2 or 3)")
-        raise IQTError(f"{method.name} has no shipped model for {grid.describe(factor)}; give --model with one trained "
-                       f"for them, or {choose}")
+        if others:
+            raise IQTError(f"{method.name} has no shipped model for {grid.describe(factor)}; give --model with one "
+                           f"trained for them, or choose a method with an uncertainty map that has one: {', '.join(others)}")
+        from ...methods.registry import uncertainty_factor_sets
+
+        # the sets named from the registry (a wording audit: "e.g. 2 or 3" left out 1,1,2 and 1,1,3)
+        sets = [grid.describe(f) for f in uncertainty_factor_sets()]
+        have = (f"their models are for {', '.join(sets[:-1])} and {sets[-1]}" if len(sets) > 1 else
+                f"their models are for {sets[0]}" if sets else "none has a model")
+        raise IQTError(f"{method.name} has no shipped model for {grid.describe(factor)}, nor has any other method with "
+                       f"an uncertainty map ({have}, per-axis ones along any voxel axis); give one of those factors, or "
+                       f"--model with a model trained for {grid.text(factor)} ('iqt train')")
     if args.samples is None or int(args.samples) < 2:
         raise IQTError(f"--samples {args.samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
     from ...methods.base import MAX_SAMPLES

@@ -241,3 +241,13 @@ def test_a_run_stopped_before_any_subject_ended_leaves_no_folder_it_made(cohort,
     (tmp_path / "there").mkdir()
     assert cli.main(["batch", str(ds), "-o", str(tmp_path / "there"), "--method", "cubic"]) == 130
     assert (tmp_path / "there").is_dir() and not any((tmp_path / "there").iterdir())
+
+
+def test_a_subject_s_slice_gap_is_one_of_its_notes(tmp_path):
+    """A BIDS sidecar whose SliceThickness is below the slices' spacing (fileio/slices.py): sub-02's notes say the gap
+    and that the models were trained on contiguous slices (a thick-slice audit: nothing was said); sub-01's do not."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"))
+    (ds / "sub-02" / "dwi" / "sub-02_dwi.json").write_text(json.dumps({"SliceThickness": 3, "SliceEncodingDirection": "k"}))
+    out, res, said = _run_two(ds, tmp_path, "contiguous slices")
+    assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
+    assert "3 mm thick 4 mm apart along voxel axis k" in said["sub-02"][0]

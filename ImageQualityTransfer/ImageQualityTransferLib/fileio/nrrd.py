@@ -335,6 +335,9 @@ def load_tensor_nrrd(path) -> Volume:
     made = read_made_by(hdr[MADE_BY_KEY], affine) if MADE_BY_KEY in hdr else None
     if made is not None:
         meta["made_by"], meta["made_at"] = made
+    from . import slices
+
+    slices.warn_if_gapped(path, affine, slices.from_nrrd_file(path, hdr, affine, domain))
     return Volume(data6.astype(np.float32), affine, "tensor", meta=meta)
 
 

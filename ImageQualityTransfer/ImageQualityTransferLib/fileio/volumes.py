@@ -27,9 +27,11 @@ from .nifti import (
     open_nifti,
     read_data,
     remember_codes,
+    run_record_of,
     save_nifti,
     set_orientation,
 )
+from . import slices
 from .writing import atomic_write
 from .records import made_by, read_made_by, recorded_order
 
@@ -251,6 +253,8 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     if made is not None:
         meta["made_by"], meta["made_at"] = made
     remember_codes(img.affine, header_codes(img))
+    slices.warn_if_gapped(path, img.affine, slices.from_sidecar(path, img.affine)
+                          or slices.from_record(run_record_of(path), img.affine))
     return Volume(data.astype(np.float32), img.affine, "tensor", meta=meta)
 
 

@@ -173,6 +173,7 @@ def tensor_volume_from_node(node) -> Volume:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
         t6 = tensor_checks.nan_as_empty(t6, f"{_node_label(node)}: ")
+        _warn_if_gapped(node, affine)
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     mf = vtk.vtkMatrix4x4()
     node.GetMeasurementFrameMatrix(mf)
@@ -182,6 +183,19 @@ def tensor_volume_from_node(node) -> Volume:
         raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
     meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated, "input_notes": notes}
     return Volume(t6.astype(np.float32), affine, "tensor", meta=meta)
+
+
+def _warn_if_gapped(node, affine) -> None:
+    """The slice gap that the NRRD file a node was read from says (fileio/slices.py), as the engine's reader says it
+    of a file: one of the run's notes."""
+    import os
+
+    from ..fileio import slices
+
+    storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+    name = (storage.GetFileName() or "") if storage is not None else ""
+    if name.lower().endswith((".nrrd", ".nhdr")) and os.path.isfile(name) and not node.GetModifiedSinceRead():
+        slices.warn_if_gapped(_node_label(node), affine, slices.from_nrrd_file(name, None, affine))
 
 
 NIFTI_FIX = "load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself"

@@ -84,6 +84,10 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
             raise IQTError(f"--tensor-order {item.tensor_order} on the line of a DWI subject ({item.path}): a DWI is "
                            "fitted here; leave it out")
         dwi = fileio.load_dwi(item.path, *item.gradients())
+        from ...fileio import slices
+
+        # a BIDS sidecar's slice gap, as iqt fit keeps it for iqt upsample: one of the subject's notes
+        slices.warn_if_gapped(item.path, dwi.affine, slices.from_sidecar(item.path, dwi.affine))
         if s.bmax is not None:
             from ...dmri.dti import keep_bmax
 

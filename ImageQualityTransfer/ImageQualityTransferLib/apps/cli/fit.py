@@ -107,6 +107,8 @@ def _dwi_and_mask(args):
 
 def fit(args):
     from ... import fileio
+    from ...fileio import slices
+    from ...fileio.records import note_run
     from ...dmri.fit_checks import fit_with_checks
 
     plan = _plan(args)
@@ -116,6 +118,9 @@ def fit(args):
     check_inputs("fit", [args.dwi, args.mask], kept=_bmax_share(args))  # from their headers, before any data is read
     fileio.check_tensor_output(out, args.dwi)
     dwi, brain = _dwi_and_mask(args)
+    gaps = slices.record(slices.from_sidecar(args.dwi, dwi.affine), dwi.affine)
+    if gaps:  # kept in the tensors' header: upsample says it (fileio/slices.py), the DWI's sidecar not being beside them
+        note_run(slices=gaps)
     bvec = str(fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec)[1])
     tensor = fit_with_checks(dwi, brain, args.exclude_outliers, bvec).tensor
     fileio.save_tensor(tensor, out)
@@ -168,6 +173,11 @@ def degrade(args):
     dwi, brain = _dwi_and_mask(args)
     pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap,
                        noise=randomise.added_noise(snr, seed))
+    if args.slice_gap:  # upsample reads it back and says the slices are not contiguous (fileio/slices.py)
+        from ...fileio.records import note_run
+        from ...fileio.slices import record_of_degrade
+
+        note_run(slices=record_of_degrade(pair.tensor.affine, f, args.slice_gap))
     if snr is not None:  # beside the factor, shift and style that degrade keeps, and in the run's header record
         from ...fileio.records import note_run
 

@@ -1,0 +1,95 @@
+"""An input whose slices have a gap between them (thinner than their spacing: a BIDS sidecar's SliceThickness and
+SpacingBetweenSlices, a NRRD's thicknesses, `iqt degrade --slice-gap`'s run record) is upsampled with one warning line
+naming the axis, the thickness and the spacing, since every model was trained on contiguous slices (a thick-slice
+audit: it ran without a word); contiguous or overlapping slices, or no such information, say nothing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import save_phantom_dwi
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.volume import Volume
+
+FIELD = np.broadcast_to(tensors.from_matrix(np.diag([1.2e-3, 0.5e-3, 0.4e-3])), (6, 7, 5, 6)).astype(np.float32)
+
+
+def _upsample(tmp_path, capsys, name, factor="1,1,2"):
+    assert cli.main(["upsample", str(tmp_path / name), "-o", str(tmp_path / "hr.nii.gz"), "--method", "cubic",
+                     "--factor", factor]) == 0
+    return [line for line in capsys.readouterr().err.splitlines() if "contiguous" in line]
+
+
+@pytest.mark.parametrize("sidecar, said", [
+    ({"SliceThickness": 5, "SpacingBetweenSlices": 6}, "5 mm thick 6 mm apart along voxel axis k (S-I), a 1 mm gap"),
+    ({"SliceThickness": 5}, "5 mm thick 6 mm apart along voxel axis k (S-I), a 1 mm gap"),  # spacing: the voxel size
+    ({"SliceThickness": 6, "SpacingBetweenSlices": 6}, None),  # contiguous
+    ({"SliceThickness": 7, "SpacingBetweenSlices": 6}, None),  # overlapping
+    ({"SpacingBetweenSlices": 6}, None),  # no thickness: nothing known
+    (None, None),
+])
+def test_a_sidecar_with_a_gap_warns_once(tmp_path, capsys, sidecar, said):
+    fileio.save_tensor(Volume(FIELD, np.diag([2.0, 2.0, 6.0, 1.0]), "tensor"), tmp_path / "lr.nii.gz")
+    if sidecar is not None:
+        (tmp_path / "lr.json").write_text(json.dumps(sidecar))
+    lines = _upsample(tmp_path, capsys, "lr.nii.gz")
+    if said is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and said in lines[0] and "lr.json" in lines[0] and "--method cubic" in lines[0], lines
+
+
+def test_the_warning_names_the_slice_axis_of_a_slice_first_file(tmp_path, capsys):
+    field = np.ascontiguousarray(np.moveaxis(FIELD, 2, 0))
+    affine = np.array([[0, 2.0, 0, 0], [0, 0, 2.0, 0], [6.0, 0, 0, 0], [0, 0, 0, 1]])  # voxel axes S, R, A
+    fileio.save_tensor(Volume(field, affine, "tensor"), tmp_path / "lr.nii.gz")
+    (tmp_path / "lr.json").write_text(json.dumps({"SliceThickness": 5, "SpacingBetweenSlices": 6}))
+    lines = _upsample(tmp_path, capsys, "lr.nii.gz", "2,1,1")
+    assert len(lines) == 1 and "along voxel axis i (S-I)" in lines[0], lines
+
+
+def test_a_nrrd_s_thicknesses_field_with_a_gap_warns(tmp_path, capsys):
+    fileio.save_tensor(Volume(FIELD, np.diag([2.0, 2.0, 6.0, 1.0]), "tensor"), tmp_path / "lr.nrrd")
+    head, data = (tmp_path / "lr.nrrd").read_bytes().split(b"\n\n", 1)
+    (tmp_path / "lr.nrrd").write_bytes(head + b"\nthicknesses: NaN NaN NaN 4.5\n\n" + data)
+    lines = _upsample(tmp_path, capsys, "lr.nrrd")
+    assert len(lines) == 1 and "4.5 mm thick 6 mm apart along voxel axis k" in lines[0], lines
+
+
+def test_degrade_with_a_slice_gap_warns_on_upsample(tmp_path, capsys):
+    save_phantom_dwi(tmp_path / "dwi.nii.gz", (12, 12, 12), seed=3)
+    for gap, out in ((1, "g.nii.gz"), (0, "c.nii.gz")):
+        assert cli.main(["degrade", str(tmp_path / "dwi.nii.gz"), "--factor", "1,1,2", "--slice-gap", str(gap),
+                         "-o", str(tmp_path / out)]) == 0
+    capsys.readouterr()
+    assert _upsample(tmp_path, capsys, "c.nii.gz") == []
+    lines = _upsample(tmp_path, capsys, "g.nii.gz")
+    assert len(lines) == 1 and "8 mm thick 12 mm apart along voxel axis k" in lines[0], lines
+    assert "iqt degrade --slice-gap run record" in lines[0]
+
+
+def test_a_dwi_sidecar_s_gap_is_kept_by_fit_and_said_on_upsample(tmp_path, capsys):
+    save_phantom_dwi(tmp_path / "dwi.nii.gz", (12, 12, 12), seed=3)  # 4 mm voxels
+    (tmp_path / "dwi.json").write_text(json.dumps({"SliceThickness": 3, "SliceEncodingDirection": "k"}))
+    assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "dti.nii.gz")]) == 0
+    capsys.readouterr()
+    lines = _upsample(tmp_path, capsys, "dti.nii.gz")
+    assert len(lines) == 1 and "3 mm thick 4 mm apart along voxel axis k" in lines[0], lines
+    assert "the DWI it was fitted from" in lines[0]
+
+
+@pytest.mark.parametrize("axes, said", [("LAS", "along voxel axis k (S-I)"), ("SLA", "along voxel axis i (S-I)")])
+def test_an_older_degrade_record_names_the_slice_axis_of_a_file_re_stored_since(tmp_path, capsys, axes, said):
+    """A record from before degrade kept its slices' axis codes (only --factor and --slice-gap, along the voxel axes of
+    the file it wrote): a copy re-stored slice-first has the gap on its largest voxels, not on its third axis."""
+    from ImageQualityTransferLib.core.orientation import reorient
+    from ImageQualityTransferLib.fileio.records import run_record
+
+    vol = reorient(Volume(FIELD, np.diag([-3.0, 3.0, 9.0, 1.0]), "tensor"), axes)
+    with run_record({"command": "iqt degrade", "options": {"command": "degrade", "factor": "1,1,2", "slice_gap": 1}}):
+        fileio.save_tensor(vol, tmp_path / "lr.nii.gz")
+    lines = _upsample(tmp_path, capsys, "lr.nii.gz", "1,1,2" if axes == "LAS" else "2,1,1")
+    assert len(lines) == 1 and f"6 mm thick 9 mm apart {said}" in lines[0], lines

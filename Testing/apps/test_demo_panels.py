@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ImageQualityTransferLib.apps import figures
 from ImageQualityTransferLib.core import tensors
@@ -52,3 +53,40 @@ def test_the_slices_go_through_the_brain_not_the_middle_of_a_mask_reaching_down_
     mask[17:23, 17:23, 0:30] = True  # the brainstem and neck, thin and long
     z = np.argwhere(mask)[:, 2]
     assert (z.min() + z.max()) // 2 < 30 <= figures.centre_voxel(mask)[2]  # the extent's centre: in the neck
+
+
+def _drawn_figures(monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn, real_savefig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self) or real_savefig(self, *a, **k))
+    return drawn
+
+
+def _overlaps(fig):
+    """The figure title's box against each panel title's and each panel's, as rendered; and whether it is inside the
+    figure."""
+    fig.draw_without_rendering()
+    title = fig._suptitle.get_window_extent()
+    boxes = [ax.title.get_window_extent() for ax in fig.axes if ax.get_title()] + \
+            [ax.get_window_extent() for ax in fig.axes]
+    inside = title.y1 <= fig.bbox.y1 + 0.5 and title.y0 >= 0
+    return [b for b in boxes if b.overlaps(title)], inside
+
+
+@pytest.mark.parametrize("shape, voxel", [((20, 90, 4), (1.0, 1.0, 3.0)),  # tall: a sagittal scan's axial view
+                                          ((90, 20, 4), (1.0, 1.0, 3.0)),  # wide
+                                          ((40, 40, 4), (1.0, 1.0, 1.0))])
+@pytest.mark.parametrize("with_uncertainty", [False, True])
+def test_the_demo_title_never_overlaps_the_column_titles(tmp_path, monkeypatch, shape, voxel, with_uncertainty):
+    """A tall figure (the sagittal dev scan's axial view at x1,1,3) had its two-line title across the column titles:
+    the title hung from a fraction of the figure's height, the panels from a fixed 0.75 in (a display audit)."""
+    t = np.broadcast_to(tensors.from_matrix(np.diag([1.2e-3, 0.5e-3, 0.4e-3])), shape + (6,)).astype(np.float32)
+    unc = {"deep-hetero-var1": np.full(shape, 1e-4, np.float32)} if with_uncertainty else None
+    drawn = _drawn_figures(monkeypatch)
+    figures.fa_panels([("low-res input (nearest)", t), ("cubic", t), ("deep-hetero-var1", t), ("ground truth", t)],
+                      tmp_path / "p.png", title="siemens_prisma_sag_2p7mm_ap: x1,1,3 super-resolution",
+                      voxel_mm=voxel, uncertainty=unc)
+    hit, inside = _overlaps(drawn[-1])
+    assert not hit and inside, (hit, drawn[-1]._suptitle.get_window_extent())
+

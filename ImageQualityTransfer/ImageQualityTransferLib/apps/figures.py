@@ -21,6 +21,17 @@ def letter_style(size: float) -> dict:
     return dict(color="white", fontsize=size, fontweight="bold",
                 path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
 
+TITLE_PAD = 0.1  # inches above the figure's title and below it
+COLUMN_TITLE_PAD = 0.1  # inches between a column's title and its panel (matplotlib's axes.titlepad, 6 pt, and a margin)
+
+
+def _height_in(fig, text) -> float:
+    """The height of `text` as drawn in `fig`, in inches (0 for an empty one)."""
+    if not text.get_text():
+        return 0.0
+    return text.get_window_extent().height / fig.dpi  # drawn as savefig draws it
+
+
 def _voxel3(voxel_mm) -> np.ndarray:
     v = np.asarray(voxel_mm, dtype=float).reshape(-1)
     v = np.repeat(v, 3) if v.size == 1 else v
@@ -271,9 +282,15 @@ def fa_panels(
         ax.set_yticks([])
     convention = "radiological (patient R on screen left)" if radiological else "neurological (patient R on screen right)"
     head = f"{title}\n" if title else ""
-    fig.suptitle(f"{head}axial slice {k}, {convention}", fontsize=10)
+    # the room above the panels from the titles' rendered heights, in inches: a fixed 0.75 in under a title placed at a
+    # share of the figure's height had a tall figure's title (the sagittal dev scan at x1,1,3) across the column titles
+    sup = fig.suptitle(f"{head}axial slice {k}, {convention}", fontsize=10, va="top")
+    top_in = TITLE_PAD + _height_in(fig, sup) + TITLE_PAD + max(_height_in(fig, ax.title) for ax in axes[0]) + COLUMN_TITLE_PAD
+    fig_h = panel_h * nrows + 0.15 + top_in
+    fig.set_size_inches(fig_w, fig_h)
+    sup.set_y(1 - TITLE_PAD / fig_h)
     fig.subplots_adjust(left=0.3 / fig_w, right=1 - (0.9 if unc is not None else 0.1) / fig_w,
-                        bottom=0.1 / fig_h, top=1 - 0.75 / fig_h, wspace=0.03, hspace=0.03)
+                        bottom=0.1 / fig_h, top=1 - top_in / fig_h, wspace=0.03, hspace=0.03)
     if unc is not None and im is not None:  # colour bar in the right margin, beside the uncertainty row
         box = axes[2, -1].get_position()
         cax = fig.add_axes([box.x1 + 0.12 / fig_w, box.y0 + 0.05 * box.height, 0.15 / fig_w, 0.9 * box.height])

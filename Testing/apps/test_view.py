@@ -960,13 +960,16 @@ def test_on_a_hidpi_screen_the_fitted_brain_keeps_clear_of_the_slider(lowres):
 
 
 TOOLBAR = """() => {
-  const bar = document.querySelector('header').getBoundingClientRect();
+  const header = document.querySelector('header'), bar = header.getBoundingClientRect();
   const out = {};
   for (const sel of ['.v-toolbar-title', '.iqt-method', '.iqt-display', '.iqt-opacity', '.iqt-from-median',
                      '.iqt-opacity .v-slider-track']) {
-    const r = document.querySelector(sel).getBoundingClientRect();
+    const el = document.querySelector(sel), r = el.getBoundingClientRect();
+    // what a click at its centre reaches: the toolbar (a control while disabled lets the click through to it), not
+    // the page below drawn over it
+    const hit = header.contains(document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2));
     out[sel] = [Math.round(r.left), Math.round(r.right), Math.round(r.top), Math.round(r.bottom),
-                Math.round(bar.right), Math.round(bar.bottom)];
+                Math.round(bar.right), Math.round(bar.bottom), hit];
   }
   const title = document.querySelector('.v-toolbar-title');
   out.title = [title.innerText, title.scrollWidth <= title.clientWidth + 1];
@@ -976,24 +979,26 @@ TOOLBAR = """() => {
 
 @pytest.mark.slow
 def test_every_toolbar_control_stays_whole_in_a_narrow_window(browser, lowres, serve):
-    """From 1280 down to 600 px wide every control of the toolbar lies whole inside it, the title keeps its text and
-    the opacity slider a track to drag (one row had pushed "Above the median only" off the page below 760 px and
-    squeezed the title to nothing below 1100: a viewer audit); the views start below the toolbar."""
+    """From 1280 down to 400 px wide every control of the toolbar lies whole inside it, reached by a click at its
+    centre, the title keeps its text and the opacity slider a track to drag (one row had pushed "Above the median
+    only" off the page below 760 px and squeezed the title to nothing below 1100; two rows had put it, below 600 px,
+    on a third row under the views: viewer audits); the views start below the toolbar."""
     lr, mask = lowres
     server = serve(lr, "--method", "cubic", "--mask", mask)
     with page_done(browser, server) as page:
-        for width in (1280, 1024, 960, 959, 760, 683, 600):
+        for width in (1280, 1024, 960, 959, 760, 683, 600, 599, 500, 400):
             page.set_viewport_size({"width": width, "height": 720})
             page.wait_for_timeout(400)
             got = page.evaluate(TOOLBAR)
-            for sel, (left, right, _, bottom, bar_right, bar_bottom) in list(got.items())[:-1]:
-                assert 0 <= left and right <= bar_right and bottom <= bar_bottom, (width, sel, got)
+            views = page.locator("#iqt-views").bounding_box()
+            for sel, (left, right, top, bottom, bar_right, bar_bottom, hit) in list(got.items())[:-1]:
+                assert 0 <= left and right <= bar_right and 0 <= top and bottom <= bar_bottom, (width, sel, got)
+                assert hit and bottom <= views["y"], (width, sel, views, got)
             text, whole = got["title"]
             assert text == "IQT viewer" and whole and got[".v-toolbar-title"][1] - got[".v-toolbar-title"][0] > 50, \
                 (width, got)
             track = got[".iqt-opacity .v-slider-track"]
             assert track[1] - track[0] >= 60, (width, got)
-            views = page.locator("#iqt-views").bounding_box()
             assert views["y"] >= got[".iqt-method"][5], (width, views, got)
 
 

@@ -33,12 +33,22 @@ SLIDER_PX = 40  # the slice slider's strip over each view's bottom, in CSS px, k
 # opacity slider and "Above the median only" go to a second row, the app bar and the page's top grown to match (in one
 # row the checkbox had run off the page below 760 px and the title had shrunk to nothing below 1100: a viewer audit)
 TOOLBAR_ROWS_PX = 960
+# below 600 px two rows no longer hold them: the checkbox had wrapped to a third row the views covered (a viewer audit).
+# Three rows then, each control placed: the title and the method; the display and the checkbox; the opacity slider.
+TOOLBAR_THREE_ROWS_PX = 600
 TOOLBAR_CSS = (f"@media (max-width: {TOOLBAR_ROWS_PX - 1}px) {{ "
                "header.v-app-bar, header.v-app-bar .v-toolbar__content { height: 112px !important; } "
                "header.v-app-bar .v-toolbar__content { flex-wrap: wrap; align-content: space-evenly; } "
                ".iqt-break { display: block !important; flex-basis: 100%; height: 0; } "
                ".iqt-opacity { margin-left: auto !important; } "
-               ".v-main { --v-layout-top: 112px !important; } }")
+               ".v-main { --v-layout-top: 112px !important; } } "
+               f"@media (max-width: {TOOLBAR_THREE_ROWS_PX - 1}px) {{ "
+               "header.v-app-bar, header.v-app-bar .v-toolbar__content { height: 168px !important; } "
+               "header.v-app-bar .v-toolbar__content { padding-left: 8px; } "
+               ".iqt-break3 { display: block !important; flex-basis: 100%; height: 0; } "
+               ".iqt-display { margin-left: auto !important; flex-basis: 130px !important; } "
+               ".iqt-from-median { order: 1; } .iqt-break { order: 2; } .iqt-opacity { order: 3; } "
+               ".v-main { --v-layout-top: 168px !important; } }")
 # the page once the server has gone: said in words, on the page's dark ground, with what to do (trame's white "Connection
 # closed" page named no viewer and no way back: a viewer audit)
 STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; height: 100vh; display: flex; '
@@ -177,6 +187,7 @@ class Viewer:
                           update_modelValue=(self._on_method, "[$event]"),
                           disabled=("busy || !input_ok",), density="compact", hide_details=True,
                           style="flex: 1 1 220px; min-width: 150px; max-width: 220px", classes="mx-2 iqt-method")
+                html.Div(classes="iqt-break3", style="display: none;")  # a very narrow window's second row
                 v.VSelect(id="iqt-display", label="Display", v_model=("display_mode",),
                           items=("display_items", [{"title": t, "value": k} for t, k in DISPLAYS]),
                           disabled=("busy || !input_ok",), density="compact", hide_details=True,

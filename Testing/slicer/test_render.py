@@ -183,6 +183,38 @@ def test_every_map_has_a_legend_of_the_same_text_size(rendering):
     assert all(0.7 <= h / heights["std"] <= 1.4 for h in heights.values()), heights
 
 
+def test_a_short_view_keeps_its_legend_readable(rendering):
+    """Views made 700 x 180 (Compare in a short window): the legend, placed again on the resize alone as a live view
+    resizes, keeps labels 6 or more pixel rows tall and a 9 px title, whole, clear of the orientation marker and of the
+    brain (Slicer's frame, half the view's height, left a 5 px title and labels no row of which reached white); back
+    at the first size, Slicer's frame again."""
+    scene, view = rendering.scene, rendering.views[RIGHT]
+    legend = legends.legend_node(scene, rendering.nodes["uncertainty"])
+    actor = view._displayable_manager_group.GetDisplayableManagerByClassName(
+        "vtkMRMLColorLegendDisplayableManager").GetColorLegendActor(legend)
+    try:
+        for name in (LEFT, RIGHT):
+            rendering.views[name].render_window().SetSize(700, 180)
+            display.slice_node(scene, name).SetDimensions(700, 180, 1)
+            s = display.slice_node(scene, name)
+            display._fit_slice(s, rendering.nodes["tensor"], s.GetOrientation(), legend=True)
+        rendering.images[RIGHT] = render._grab(view)
+        rows, box = _legend_text_rows(rendering, legend), render.legend_box(view, legend)
+        drawn = render.legend_pixels(view, legend)
+        x0, y0, x1, y1 = render.marker_box(view, display.slice_node(scene, RIGHT), rendering.images[RIGHT])
+        assert rows >= 6 and actor.GetTitleTextProperty().GetFontSize() >= 9, (rows, box, legend.GetSize())
+        assert box[1] > 0 and not drawn[y0:y1, x0:x1].any(), (box, (x0, y0, x1, y1))  # its title whole, the marker free
+        assert not (support_at_pixels(rendering, RIGHT) & drawn).any(), "the legend covers brain pixels"
+    finally:
+        for name in (LEFT, RIGHT):
+            rendering.views[name].render_window().SetSize(*render.VIEW_SIZE)
+            display.slice_node(scene, name).SetDimensions(render.VIEW_SIZE[0], render.VIEW_SIZE[1], 1)
+        display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
+                                rendering.nodes["uncertainty"], render.OPACITY, marker=True)
+        rendering.images[RIGHT] = render._grab(view)
+    assert tuple(legend.GetSize()) == legends.SLICER_SIZE and legend.GetPosition()[1] == 0.5
+
+
 @pytest.mark.parametrize("orientation", ["Coronal", "Sagittal"])
 def test_results_layout_leaves_room_for_the_legend(rendering, orientation):
     """`show_results` (the module's layout after Apply) fits each view with the legend's strip free."""

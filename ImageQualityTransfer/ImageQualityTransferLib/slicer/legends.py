@@ -47,6 +47,15 @@ LABEL_WIDTH = 5
 TITLE_LINE = 12
 LEGEND_ROOM = 0.3  # of a square view's width; a taller view needs more, as the legend's text grows with its height
 LEGEND_ROOM_MAX = 0.35
+# Slicer sizes a legend's frame as a share of its view (0.15 x 0.5) and fits its text into it: in a short view the text
+# shrank to nothing (at 700 x 180 a 5 px title, and labels no row of which reached white). A view under 260 px tall gets
+# a frame LEGEND_MIN_PX tall, as far as it fits between LEGEND_BOTTOM of the view's height (above the orientation
+# marker, whose top is at 0.21 of it) and LEGEND_TOP (the title reaches above the frame, further the taller its labels:
+# with 4 labels, 6 % of the height; measured at 160-250 px on the dev subject), `legend_frame`.
+SLICER_SIZE = (0.15, 0.5)  # vtkMRMLColorLegendDisplayNode's default Size
+LEGEND_MIN_PX = 130
+LEGEND_BOTTOM = 0.22
+LEGEND_TOP = {4: 0.80, 5: 0.835, 6: 0.87}  # by the number of labels (`set_scale`: 4 to 6)
 NICE_STEPS = (1.0, 2.0, 5.0)  # tick steps, times a power of ten
 TICK_INTERVALS = (3, 4, 5)
 
@@ -90,6 +99,17 @@ def legend_room(width: float, height: float) -> float:
     output over the whole field (a display audit)."""
     aspect = height / width if width > 0 and height > 0 else 1.0
     return float(min(LEGEND_ROOM_MAX, LEGEND_ROOM * max(1.0, aspect) ** 0.5 * min(1.0, 1.5 * aspect)))
+
+
+def legend_frame(height: float, labels: int = 6) -> tuple[float, float]:
+    """(height share, vertical position) of the legend node's frame in a view `height` px tall, with `labels` labels, as
+    vtkMRMLColorLegendDisplayNode's Size[1] and Position[1]: Slicer's (0.5, 0.5) from 260 px tall up."""
+    if not height > 0 or LEGEND_MIN_PX / height <= SLICER_SIZE[1]:
+        return SLICER_SIZE[1], 0.5
+    top = LEGEND_TOP[min(max(labels, min(LEGEND_TOP)), max(LEGEND_TOP))]
+    share = max(SLICER_SIZE[1], min(top - LEGEND_BOTTOM, LEGEND_MIN_PX / height))
+    bottom = min(top - share, max(LEGEND_BOTTOM, 0.5 * (1 - share)))  # centred where that is clear of both
+    return share, bottom / (1 - share)
 
 
 # ---------------------------------------------------------------- colours and legends
@@ -154,9 +174,70 @@ def legend_of(volume_node):
 def refresh_legends(scene) -> None:
     """Every colour legend looked at again by the legend manager, which trame-slicer's views otherwise check only when a
     legend node changes: a legend whose map is no longer a layer is hidden (else biqt's stays over a cubic run that has
-    no map)."""
+    no map). Each is sized to the views that show its map, and again whenever one of them changes size
+    (`place_legends`, `follow_view_sizes`)."""
+    follow_view_sizes(scene)
+    place_legends(scene)
     for i in range(scene.GetNumberOfNodesByClass(LEGEND_CLASS)):
         scene.GetNthNodeByClass(i, LEGEND_CLASS).Modified()
+
+
+def _heights_showing(scene, node_id: str) -> list[float]:
+    """The heights in pixels of the slice views with `node_id` as a layer, those shown in the layout where there are
+    any (a view out of the layout keeps the size it last had)."""
+    shown, hidden = [], []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        if node_id not in (c.GetBackgroundVolumeID(), c.GetForegroundVolumeID(), c.GetLabelVolumeID()):
+            continue
+        for j in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+            s = scene.GetNthNodeByClass(j, "vtkMRMLSliceNode")
+            if s.GetLayoutName() == c.GetLayoutName() and s.GetDimensions()[1] > 0:
+                (shown if s.IsViewVisibleInLayout() else hidden).append(float(s.GetDimensions()[1]))
+    return shown or hidden
+
+
+def place_legends(scene) -> None:
+    """Each legend's frame as `legend_frame` gives for the shortest view that shows its map (one legend node serves
+    every view); a node already so placed is left unmodified."""
+    for i in range(scene.GetNumberOfNodesByClass(LEGEND_CLASS)):
+        legend = scene.GetNthNodeByClass(i, LEGEND_CLASS)
+        node = legend.GetDisplayableNode()
+        heights = _heights_showing(scene, node.GetID()) if node is not None and node.GetID() else []
+        if not heights:
+            continue
+        share, position = legend_frame(min(heights), legend.GetNumberOfLabels())
+        size, place = legend.GetSize(), legend.GetPosition()
+        if (size[1], place[1]) != (share, position):
+            legend.SetSize(size[0], share)
+            legend.SetPosition(place[0], position)
+
+
+_sized: dict = {}  # slice node id -> (slice node, observer tag, its dimensions as last seen)
+
+
+def follow_view_sizes(scene) -> None:
+    """`place_legends` again whenever a slice view changes size (a window resized, a layout changed; in Slicer and in
+    trame-slicer the slice node takes the view's size), for the views of `scene`: the legend's frame is a share of
+    the view's height, fitted once, so a view made short kept a frame too small for its text."""
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        s = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        known = _sized.get(s.GetID())
+        if known is not None and known[0] is s:
+            continue
+        if known is not None:
+            known[0].RemoveObserver(known[1])
+        tag = s.AddObserver("ModifiedEvent", _view_resized)
+        _sized[s.GetID()] = (s, tag, tuple(s.GetDimensions()))
+
+
+def _view_resized(s, _event) -> None:
+    known = _sized.get(s.GetID())
+    if known is None or known[2] == tuple(s.GetDimensions()):
+        return
+    _sized[s.GetID()] = (known[0], known[1], tuple(s.GetDimensions()))
+    if s.GetScene() is not None:
+        place_legends(s.GetScene())
 
 
 def legend_node(scene, volume_node):
@@ -246,6 +327,8 @@ def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: s
         legend.SetAttribute(FLOOR_ATTRIBUTE, "" if floor is None else floor_note.format(floor=floor_label(floor)))
         legend.SetLabelFormat(label_format(high, intervals))
         legend.SetNumberOfLabels(intervals + 1)
+        if node.GetScene() is not None:
+            place_legends(node.GetScene())  # the frame's top follows the number of labels (`legend_frame`)
         top = (label_format(high, intervals) % high).strip()
         image = node.GetImageData()  # VTK keeps the scalars' range: no second read of the map (display_range read it)
         above = image is not None and float(image.GetScalarRange()[1]) > high

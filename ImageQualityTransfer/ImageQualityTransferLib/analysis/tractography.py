@@ -14,7 +14,8 @@ voxel axes (scaled by the voxel size, so steps are in mm) and maps the points ba
 voxel-axis eigenvectors are exactly what it needs, whatever the storage order or obliquity, and the
 streamlines come out in world RAS millimetres. The fields are tracked in the closest canonical (RAS) voxel order
 (`canonical_fields`), so that the sphere's snapping is the same for every storage order. Seeds are given in world millimetres too, so the same
-seeds serve a low-res and a high-res volume of one subject.
+seeds serve a low-res and a high-res volume of one subject; random seeds and a seed ROI's points are drawn in the
+closest canonical voxel order as well (`_canonical_mask`), the same world points for every storage order.
 
 Outputs: `.trk` (dipy `save_tractogram`, a `StatefulTractogram` in RASMM referenced to the tensor
 image) and VTK polydata (`.vtk` legacy or `.vtp` XML) in RAS millimetres, which 3D Slicer loads as a
@@ -298,24 +299,37 @@ def _peaks(fa: np.ndarray, dirs: np.ndarray, fa_threshold: float, angle: float):
 
 
 def seeds_from_mask(mask: Volume, density: int = 1) -> np.ndarray:
-    """World (RAS mm) seed points: `density`^3 evenly spaced points in every voxel of the mask."""
+    """World (RAS mm) seed points: `density`^3 evenly spaced points in every voxel of the mask, listed in its closest
+    canonical (RAS) voxel order: the same ROI stored otherwise gives its tracts in the same order."""
     from dipy.tracking.utils import seeds_from_mask as dipy_seeds
 
-    m = np.asarray(mask.data, bool)
+    m, affine = _canonical_mask(mask.data, mask.affine)
     if not m.any():
         raise IQTError("the seed mask is empty (no voxel > 0); give an ROI with at least one voxel")
-    return dipy_seeds(m, mask.affine, density=int(density))
+    return dipy_seeds(m, affine, density=int(density))
 
 
 def random_seeds(where: np.ndarray, affine: np.ndarray, n: int, rng=0) -> np.ndarray:
-    """`n` world seed points drawn uniformly (with jitter inside the voxel) from the voxels `where`."""
+    """`n` world seed points drawn uniformly (with jitter inside the voxel) from the voxels `where` (on the grid of
+    `affine`), in its closest canonical (RAS) voxel order: the same world points however the grid is stored."""
+    where, affine = _canonical_mask(where, affine)
     rng = np.random.default_rng(rng)
-    idx = np.argwhere(np.asarray(where, bool))
+    idx = np.argwhere(where)
     if len(idx) == 0:
         raise IQTError("no voxel to seed from")
     pick = idx[rng.choice(len(idx), size=min(int(n), len(idx)), replace=False)]
     ijk = pick + rng.uniform(-0.5, 0.5, size=pick.shape)
     return ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+
+
+def _canonical_mask(where, affine):
+    """(bool array, affine) re-stored in the closest canonical (RAS) voxel order, as `propagation.propagate` draws its
+    seeds: voxels listed (np.argwhere) in stored order had made benchmark --tracts and report's seeds, so their
+    streamlines and tract Dice, differ between one scan stored LAS and SLA (a thick-slice audit)."""
+    from ..core.orientation import Reorientation
+
+    v = Reorientation.to_canonical(affine).apply(Volume(np.asarray(where, bool), affine, "mask"))
+    return np.asarray(v.data, bool), v.affine
 
 
 def seeds_inside(seeds: np.ndarray, shape, affine) -> np.ndarray:

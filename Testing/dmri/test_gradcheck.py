@@ -123,8 +123,8 @@ def test_every_correction_of_the_phantom_s_fit_restores_it_and_nothing_is_said_w
 @pytest.mark.realdata
 @pytest.mark.parametrize("scan", [AXIAL.name, "siemens_prisma_3mm_yaw"])
 def test_the_real_dev_scans_tables_win_clearly_and_their_x_flip_loses(scan):
-    """On the 3 mm ortho dev scan the table as given beats every candidate by 1.48x or more, on the oblique one by
-    1.17x (its obliquity turned back; the calibration: 1.17x at least over the 8 real subjects); with x negated, the
+    """On the 3 mm ortho dev scan the table as given beats every candidate by 1.46x or more, on the oblique one by
+    1.18x (its obliquity turned back; the calibration: 1.18x at least over the 8 real subjects); with x negated, the
     correction is named."""
     dwi = fileio.load_dwi(need_data(DEV / scan) / "dwi.nii.gz")
     mask = brain_mask(dwi)
@@ -153,3 +153,20 @@ def test_a_correction_a_few_degrees_from_the_table_as_given_is_not_a_candidate()
         near = [x.key for x in found if x is not given and gradcheck._apart_degrees(given.matrix, x.matrix) < 15]
         assert near == [], near
         assert any(x.key.startswith("scanner") for x in found) == apart, [x.key for x in found]
+
+
+def test_the_seeds_and_scores_do_not_depend_on_the_voxel_order():
+    """The fixed random choice of seeds was made among the white-matter voxels in stored order: one 3x3x6 mm scan
+    stored LAS and SLA scored the table as given 23.46 and 23.21 mm (a thick-slice audit). It is made in canonical order
+    now."""
+    from ImageQualityTransferLib.core.orientation import reorient
+
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
+    mask = brain_mask(dwi)
+    fit = fit_dti(dwi, mask)
+    given = {}
+    for codes in ("LAS", "SLA", "PSR"):
+        found = gradcheck.gradient_scores(reorient(fit, codes), reorient(mask, codes), seeds=300)
+        assert found.white_matter > 300
+        given[codes] = found.scores["given"]
+    assert given["SLA"] == given["LAS"] and given["PSR"] == given["LAS"], given

@@ -7,16 +7,16 @@ As MRtrix's dwigradcheck (Jeurissen et al. 2014), the check asks which table mak
 no refit: for an orthogonal M applied to the directions the weighted least-squares fit transforms exactly, D' = M D M^T,
 so each candidate correction C turns the fitted principal direction e(x) into C e(x). For each candidate, short
 deterministic streamlines are followed from white-matter seeds (FA above SEED_FA in the brain, at most SEEDS of them,
-a fixed random choice) both ways: STEPS steps of one mean voxel size, the direction at each step the candidate's
-principal direction of the voxel reached (nearest), stopping where FA falls below STOP_FA or the direction turns by
-more than STOP_ANGLE. The score is the mean streamline length in mm: along the fibres the field stays coherent, along
+a fixed random choice, made in canonical voxel order) both ways: STEPS steps of one mean voxel size, the direction at
+each step the candidate's principal direction of the voxel reached (nearest), stopping where FA falls below STOP_FA or
+the direction turns by more than STOP_ANGLE. The score is the mean streamline length in mm: along the fibres the field stays coherent, along
 a mirrored or turned direction it leaves the bundle within a step or two.
 
 On the 8 real subjects (the calibration table: docs/measurements.md, Fit checks) the table as given scores
-1.18-1.49x the best other candidate (the 3 mm yaw scan against its obliquity turned back the closest, 1.18x; the 1.75x2.5
-mm Achieva 1.22x; the others 1.39x or more); each of their copies with a table negated along an axis, its rows permuted,
+1.19-1.50x the best other candidate (the 3 mm yaw scan against its obliquity turned back the closest, 1.19x; the 1.75x2.5
+mm Achieva 1.24x; the others 1.38x or more); each of their copies with a table negated along an axis, its rows permuted,
 in the scanner's frame or turned by the obliquity (the fitted tensors turned so, 23-28 per subject, 189 in all once
-corrections less than SAME_DEGREES apart were merged) named the correction restoring it, at 1.18x the table as given or
+corrections less than SAME_DEGREES apart were merged) named the correction restoring it, at 1.19x the table as given or
 more. One warning line is given where a candidate scores more than
 WARN_RATIO times the table as given; nothing where the brain holds fewer than MIN_WHITE_MATTER voxels of FA above
 SEED_FA (a phantom) or fewer than MIN_THICKNESS voxels thick along an axis (a slab): too little to judge. The check is a heuristic
@@ -204,6 +204,19 @@ def _nearest_permutation(rot) -> np.ndarray:
     return out
 
 
+def _canonical_order(rows, where, affine, shape) -> np.ndarray:
+    """`rows` (of the brain's voxels `where`, flat indices in stored order) listed in the closest canonical (RAS) voxel
+    order, for a choice among them that is the same whatever the storage order (analysis/tractography.py's
+    `_canonical_mask`): chosen in stored order, the seeds and so the scores had differed between one scan stored LAS
+    and SLA (the table as given 23.46 and 23.21 mm; a thick-slice audit)."""
+    from ..core.orientation import Reorientation
+
+    canonical = Reorientation.to_canonical(affine).apply(Volume(np.arange(int(np.prod(shape))).reshape(shape), affine))
+    rank = np.empty(canonical.data.size, np.int64)
+    rank[canonical.data.ravel()] = np.arange(canonical.data.size)  # stored flat index -> its place in canonical order
+    return rows[np.argsort(rank[where[rows]], kind="stable")]
+
+
 def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
     """The score (mean streamline length both ways, mm) of every `candidates` correction of the fitted tensors'
     principal directions; see the module's docstring."""
@@ -227,7 +240,8 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
     e_at = np.vstack([e, np.zeros((1, 3))])
     rows = np.flatnonzero(wm)
     if rows.size > seeds:
-        rows = np.sort(np.random.default_rng(0).choice(rows, seeds, replace=False))
+        rows = np.sort(np.random.default_rng(0).choice(_canonical_order(rows, where, tensor.affine, brain.shape), seeds,
+                                                       replace=False))
     start = np.stack(np.unravel_index(where[rows], brain.shape), -1).astype(float)
     vox = np.linalg.norm(np.asarray(tensor.affine, float)[:3, :3], axis=0)
     step = float(vox.mean())

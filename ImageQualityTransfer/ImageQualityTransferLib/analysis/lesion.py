@@ -91,7 +91,28 @@ class LesionSite:
 
 def choose_site(subject: Subject, radius_mm: float = 8.0, fa_min: float = 0.25, side: float = 1.0) -> LesionSite:
     """A ball of `radius_mm` centred at the white-matter voxel (FA >= fa_min) of one hemisphere (side +1:
-    patient right: x > cx in RAS world coordinates) with the most white matter in the ball and in its mirror image."""
+    patient right: x > cx in RAS world coordinates) with the most white matter in the ball and in its mirror image.
+    Chosen in the closest canonical (RAS) voxel order, as `propagation.propagate` draws: of voxels scoring alike the
+    first in np.argwhere's order wins, and in stored order the 3 mm ortho dev scan stored PSR, or the sagittal HF one
+    stored LAS, had its lesion 3 or 28 mm elsewhere (a thick-slice audit's check of the engine's draws)."""
+    from ..core.orientation import Reorientation
+    from ..core.volume import Volume
+
+    re = Reorientation.to_canonical(subject.tensor.affine)
+    if re.is_identity:
+        return _choose_site(subject, radius_mm, fa_min, side)
+    canon = Subject(subject.name, subject.dwi, re.apply(subject.mask), re.apply(subject.tensor))  # its dwi unread here
+    site = _choose_site(canon, radius_mm, fa_min, side)
+    back = re.inverse()
+
+    def stored(a):
+        return back.apply(Volume(a, canon.tensor.affine, "mask")).data
+
+    return LesionSite(stored(site.lesion), stored(site.control), site.centre_mm)
+
+
+def _choose_site(subject: Subject, radius_mm: float, fa_min: float, side: float) -> LesionSite:
+    """`choose_site` on a subject stored in canonical order."""
     from scipy import ndimage
 
     vox = subject.tensor.voxel_size

@@ -156,3 +156,51 @@ def test_a_registered_model_written_again_is_registered_with_its_new_weights(tmp
     assert entry["sha256"] == model_files.sha256(tmp_path / "m.npz") and entry["sidecar"] == side.name
     monkeypatch.setattr(model_files, "MODELS_DIR", tmp_path)
     model_io.load(side)
+
+
+def test_two_registered_saves_inside_a_run_s_stage_keep_both_entries(tmp_path):
+    """A save inside another `all_or_none` (a caller of the Python API) puts its model and registry entry in place at
+    its own end, under the registry's lock: joined to the outer stage, the second save re-read the registry on disk
+    and lost the first's entry, and the registry landed after the lock was let go."""
+    method = _registered(tmp_path)
+    with staging.all_or_none():
+        method.save(tmp_path / "a.npz", 2, command="test", register=True)
+        method.save(tmp_path / "b.npz", 2, command="test", register=True)
+        assert (tmp_path / "b.json").is_file()  # in place already, not held for the outer stage
+    (entry,) = model_files.read_registry(tmp_path)  # one entry per method and factors: the last save's
+    assert entry["sidecar"] == "b.json" and entry["sha256"] == model_files.sha256(tmp_path / "b.npz")
+
+
+def test_a_registered_save_into_a_missing_folder_says_so(tmp_path):
+    method = _registered(tmp_path)
+    with pytest.raises(IQTError, match="does not exist; create it"):  # it had been a FileNotFoundError (the lock file)
+        method.save(tmp_path / "gone" / "m.npz", 2, command="test", register=True)
+    assert not (tmp_path / "gone").exists()
+
+
+@pytest.mark.realdata
+def test_a_signal_once_the_model_is_in_place_is_said_so(tmp_path, monkeypatch, capsys):
+    """A SIGTERM held while the model, its sidecar and the registry are renamed into place, taken right after: the
+    closing line names them as written (it had said 'no partial output was left' of a model written whole)."""
+    import signal
+
+    from ImageQualityTransferLib.apps import cli
+
+    real, sent = os.replace, []
+
+    def replace(src, dst):
+        if not sent and Path(src).name.startswith(".iqt-") and "earlier" not in Path(src).name:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(src, dst)
+
+    monkeypatch.setattr(staging.os, "replace", replace)
+    from helpers import TRAIN, need_data
+
+    subject = need_data(TRAIN / "siemens_trio_2mm")
+    code = cli.main(["--threads", "1", "train", "--method", "global-linear", "--factor", "2", "--n-train", "3000",
+                     "--register", "-o", str(tmp_path / "m.npz"), "--subjects", str(subject)])
+    err = capsys.readouterr().err
+    assert code == 143 and sent
+    assert "no partial output" not in err and "m.npz" in err and "registry.json" in err and "written whole" in err, err
+    assert {"m.npz", "m.json", "registry.json"} <= set(os.listdir(tmp_path))

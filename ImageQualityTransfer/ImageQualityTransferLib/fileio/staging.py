@@ -204,7 +204,7 @@ def all_or_none():
     the first, `iqt upsample --uncertainty` up to six of its seven). Files a run writes that it did not declare (a
     temporary input for a subprocess) are written as they come. `iqt batch` holds one per subject (each subject commits on
     its own, and a resumed run relies on it); not `iqt train` (a checkpoint lands when it is written; the model's weights
-    and sidecar are one stage of their own: model_files.write_model). Nested, the outermost commits. The stage is this
+    and sidecar, with its registry entry, are one stage of their own: `own_stage`, methods/learned.py `save`). Nested, the outermost commits. The stage is this
     context's (`_STAGE`): runs in other threads of the process have their own."""
     outer = _STAGE.get()
     if outer is not None:
@@ -223,6 +223,25 @@ def all_or_none():
     finally:
         _STAGE.reset(token)
     stage.say()
+
+
+@contextmanager
+def own_stage():
+    """An `all_or_none` of its own, put in place at the block's end even inside a run's stage (a model, its sidecar and
+    its registry entry under the registry's lock: joined to an outer stage, they had landed after the lock was let go,
+    and a second registration in that stage had lost the first). A signal taken once its outputs were in place is
+    marked with them (`in_place`), for the command's closing line (apps/cli `_what_is_kept`)."""
+    token = _STAGE.set(None)
+    stage = None
+    try:
+        with all_or_none() as stage:
+            yield stage
+    except BaseException as exc:
+        if stage is not None and stage.committed and stage.declared:
+            exc.in_place = sorted(str(p) for p in stage.declared)
+        raise
+    finally:
+        _STAGE.reset(token)
 
 
 def say(line) -> None:

@@ -3,6 +3,7 @@ checksum-verified, `fit` and `save`, and what a trained model's sidecar records 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -183,15 +184,17 @@ class LearnedMethod(Method):
         model.meta.setdefault("training", {})["command"] = command
         if command:  # the folder its relative paths are read from
             model.meta["training"]["directory"] = os.getcwd()
-        if not register:
-            return self._save(model, path)
         from ..fileio.model_files import registering
-        from ..fileio.staging import all_or_none
+        from ..fileio.staging import own_stage
 
+        folder = Path(path).parent
+        if not folder.is_dir():  # before the registry's lock file is made there
+            raise IQTError(f"{path}: the folder {folder} does not exist; create it or choose another output path")
         # the registry of the folder the model is written to, put in place with the model under its lock
-        with registering(Path(path).parent), all_or_none():
+        with (registering(folder) if register else contextlib.nullcontext()), own_stage():
             side = self._save(model, path)
-            self._model_io().register(side, Path(path).parent)
+            if register:
+                self._model_io().register(side, folder)
         return side
 
     def _save(self, model, path):

@@ -255,13 +255,13 @@ def _run(args, printed, signals=()) -> int:
     except IQTError as exc:
         print(f"iqt: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _say_the_rest(stage)
-        print(f"iqt: interrupted; {_what_is_kept(args, stage)}", file=sys.stderr)
+        print(f"iqt: interrupted; {_what_is_kept(args, stage, exc)}", file=sys.stderr)
         return 130
     except Terminated as exc:
         _say_the_rest(stage)
-        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, stage)}", file=sys.stderr)
+        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, stage, exc)}", file=sys.stderr)
         return 128 + exc.signum
     except MemoryError:  # what the machine holds, not a bug: one line
         if args.debug or os.environ.get("IQT_DEBUG"):
@@ -301,15 +301,18 @@ def _say_the_rest(stage) -> None:
             stage.say()
 
 
-def _what_is_kept(args, stage=None) -> str:
+def _what_is_kept(args, stage=None, exc=None) -> str:
     """What an interrupted run leaves, and how to go on: a training's checkpoint and a cohort's finished subjects are
     kept on purpose ('no partial output was left' alone had not said so, nor how to resume: a researcher's audit); a
     signal taken once every output of the run's `stage` (`fileio.staging.all_or_none`) was in place left them all, as the
-    lines above say."""
+    lines above say; one taken once a stage of its own (`fileio.staging.own_stage`: a trained model) was in place names
+    what it put there (it had said 'no partial output was left' of a model written whole)."""
     from pathlib import Path
 
     if _in_place(stage):
         return "it came once every output was in place: all were written, as the lines above say"
+    if getattr(exc, "in_place", None):
+        return f"it came once {', '.join(exc.in_place)} were in place: they are written whole"
     command = getattr(args, "command", None)
     checkpoint = getattr(args, "checkpoint", None)
     if command == "train" and checkpoint and Path(checkpoint).is_file():

@@ -171,11 +171,11 @@ def test_a_model_given_without_factor_runs_at_its_own(tmp_path, lr_path, capsys)
     assert load_tensor(tmp_path / "g.nii.gz").shape3 == (3 * sag.shape3[0], sag.shape3[1], sag.shape3[2])
 
 
-def test_a_through_plane_models_refusal_names_the_factors_along_the_inputs_thick_slices(tmp_path, lr_path, capsys):
-    """A through-plane --model refused for the factors --voxel-size chose names its factors along the input's own
-    thick-slice axis: a slice-first (SLA) or PSR input had been told '--factor 1,1,3', which refined an in-plane axis
-    (a thick-slice audit); following the advice now refines the thick slices. `iqt batch`, whose one --factor is along
-    each subject's own axes, says to leave --voxel-size out (each subject then gets the model's own)."""
+def test_a_through_plane_models_refusal_names_what_runs_it_along_the_inputs_thick_slices(tmp_path, lr_path, capsys):
+    """A through-plane --model refused for the factors asked says to leave --factor and --voxel-size out, which takes
+    its factors along the input's own thick-slice axis: a slice-first (SLA) or PSR input had been told '--factor
+    1,1,3', and then (a review) '--factor 2,1,1' on LAS slices thick along k had been told '3,1,1', both refining an
+    in-plane axis; following the advice now refines the thick slices. `iqt batch` says to leave --voxel-size out."""
     from pathlib import Path
 
     from ImageQualityTransferLib.core.orientation import reorient
@@ -185,22 +185,25 @@ def test_a_through_plane_models_refusal_names_the_factors_along_the_inputs_thick
     model = str(Path(model_files.MODELS_DIR) / "global-linear_x1x1x3.npz")
     lr = load_tensor(lr_path)
     thick = lr.replace(affine=lr.affine @ np.diag([1.0, 1.0, 2.0, 1.0]))  # slices twice as thick along k (S)
-    for codes, factor in (("SLA", "3,1,1"), ("PSR", "1,3,1"), ("LAS", "1,1,3")):
+    for codes, asked in (("SLA", ["--voxel-size"]), ("PSR", ["--voxel-size"]), ("LAS", ["--voxel-size"]),
+                         ("LAS", ["--factor", "2,1,1"]), ("SLA", ["--factor", "1,1,2"])):
         vol = reorient(thick, codes)
         path = tmp_path / f"{codes}.nii.gz"
         fileio.save_tensor(vol, path)
         out = tmp_path / f"{codes}_up.nii.gz"
-        size = max(vol.voxel_size) / 2
-        assert main(["upsample", str(path), "-o", str(out), "--voxel-size", f"{size:g}", "--model", model]) == 2
+        if asked == ["--voxel-size"]:
+            asked = ["--voxel-size", f"{max(vol.voxel_size) / 2:g}"]
+        assert main(["upsample", str(path), "-o", str(out), *asked, "--model", model]) == 2
         err = capsys.readouterr().err
-        assert f"use --factor {factor}," in err and err.count("\n") == 1, err
+        assert "leave --factor and --voxel-size out" in err and "use --factor" not in err and err.count("\n") == 1, err
         assert "Upsampling: Through-plane, factor 3" in in_module_words(err)  # the module's panel says the same
         assert not out.exists()
-        code, said = main(["upsample", str(path), "-o", str(out), "--factor", factor, "--model", model]), capsys.readouterr()
+        code, said = main(["upsample", str(path), "-o", str(out), "--model", model]), capsys.readouterr()
         assert code == 0, said.err
         k = int(np.argmax(vol.voxel_size))
         np.testing.assert_allclose(load_tensor(out).voxel_size, [v / 3 if i == k else v
                                                                  for i, v in enumerate(vol.voxel_size)])
+        out.unlink()
     (tmp_path / "list.txt").write_text("LAS.nii.gz\nSLA.nii.gz\n")
     size = max(thick.voxel_size) / 2
     assert main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "d"), "--voxel-size", f"{size:g}",

@@ -269,16 +269,13 @@ def data_record(subjects) -> list[dict]:
 
 
 def _use_instead(own, f) -> str:
-    """The --factor that runs a model for `own` on the input `f` was asked for, in that input's voxel axes: a
-    through-plane model's (1,1,3: along canonical S) along the axis `f` refines most, which it then serves with the
-    axes turned (grid.axis_order); its own 1,1,3 had been advised to a slice-first input, refining an in-plane axis
-    (a thick-slice audit). Where `f` has no such axis, the model's own factors are taken along the input's slice axis
-    without --factor (apps/cli/options.py factors)."""
+    """What runs a model for `own` on this input: an isotropic model's --factor; a through-plane model's (1,1,3: along
+    canonical S) is taken along the input's thick-slice axis once --factor and --voxel-size are left out
+    (apps/cli/options.py factors), which the factors asked cannot tell: its own 1,1,3 had been advised to a
+    slice-first input, and then the axis those factors refined most, an in-plane one where they had missed the thick
+    axis (a thick-slice audit and its review)."""
     own = grid.factors(own)
     if grid.largest_axis(own) is None or sorted(own)[1] != 1:
         return f"use --factor {grid.text(own)}"
-    k = grid.largest_axis(f)
-    if k is None:
-        return (f"leave --factor and --voxel-size out (it then runs at factor {max(own)} along the input's thick-slice "
-                "axis, else the one nearest S)")
-    return f"use --factor {grid.text(tuple(max(own) if i == k else 1 for i in range(3)))}"
+    return (f"leave --factor and --voxel-size out (it then runs at factor {max(own)} along the input's thick-slice "
+            "axis, else the one nearest S)")

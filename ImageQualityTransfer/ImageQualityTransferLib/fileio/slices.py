@@ -16,6 +16,8 @@ GAP_SHARE = 0.01  # of the spacing: a smaller difference between thickness and s
 
 
 def _number(value) -> float | None:
+    if isinstance(value, bool):  # JSON true is not 1 mm
+        return None
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -172,6 +174,7 @@ def warn_if_gapped(path, affine, found) -> None:
     where = "; ".join(f"{t:.3g} mm thick {s:.3g} mm apart along voxel axis {'ijk'[i]}"
                       + (f" ({codes[i]}-{_OPPOSITE[codes[i]]})" if codes[i] in _OPPOSITE else "")
                       + f", a {s - t:.3g} mm gap" for i, t, s, _ in gaps)
-    warnings.warn(f"{path}: its slices are {where} ({gaps[0][3]}): the learned models were trained on contiguous "
-                  "slices, so the detail between these slices is inferred, not measured; treat the result with care "
-                  "and compare it with the cubic interpolation (--method cubic)", IQTWarning, stacklevel=3)
+    # read by every command that reads a tensor (a reference in `iqt evaluate` too): advice that holds for each
+    warnings.warn(f"{path}: its slices are {where} ({gaps[0][3]}): nothing between them was measured, and the learned "
+                  "models were trained on contiguous slices, so an upsampled result's detail between these slices is "
+                  "inferred; read it with care, beside cubic interpolation of the same input", IQTWarning, stacklevel=3)

@@ -733,3 +733,28 @@ def test_the_rendered_subject_is_degraded_from_the_mask_iqt_mask_makes():
     _, mask = render.degraded_subject(need_data(AXIAL))
     inside = np.asarray(mask.data, bool)
     assert inside.sum() > 5000 and not (fill_slice_holes(inside) & ~inside).any()
+
+
+def test_each_scene_s_views_keep_their_own_resize_observer(monkeypatch):
+    """Two scenes in one process (a second viewer, a test): every scene's Red view has one ID, and keyed by it the
+    second scene's legends took the first one's observer, so a resize of the first scene's view no longer placed its
+    legends (a review)."""
+    def scene_with_views():
+        scene = slicer.vtkMRMLScene()
+        for name in ("Red", "Yellow"):
+            s = slicer.vtkMRMLSliceNode()
+            s.SetName(name), s.SetLayoutName(name), s.SetSingletonTag(name), s.SetDimensions(700, 400, 1)
+            scene.AddNode(s)
+        return scene
+
+    placed = []
+    monkeypatch.setattr(legends, "place_legends", placed.append)
+    a, b = scene_with_views(), scene_with_views()
+    legends.follow_view_sizes(a)
+    legends.follow_view_sizes(b)
+    legends.follow_view_sizes(a)  # again: no second observer
+    a.GetFirstNodeByName("Red").SetDimensions(700, 180, 1)
+    b.GetFirstNodeByName("Yellow").SetDimensions(500, 200, 1)
+    assert placed == [a, b]
+    a.GetFirstNodeByName("Red").SetFieldOfView(100, 100, 1)  # a zoom, not a resize
+    assert placed == [a, b]

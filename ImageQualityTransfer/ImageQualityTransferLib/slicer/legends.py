@@ -213,29 +213,28 @@ def place_legends(scene) -> None:
             legend.SetPosition(place[0], position)
 
 
-_sized: dict = {}  # slice node id -> (slice node, observer tag, its dimensions as last seen)
+_sized: dict = {}  # slice node (its address: IDs repeat across scenes) -> (the node, observer tag, its dimensions)
 
 
 def follow_view_sizes(scene) -> None:
     """`place_legends` again whenever a slice view changes size (a window resized, a layout changed; in Slicer and in
     trame-slicer the slice node takes the view's size), for the views of `scene`: the legend's frame is a share of
-    the view's height, fitted once, so a view made short kept a frame too small for its text."""
+    the view's height, fitted once, so a view made short kept a frame too small for its text. Keyed by node, not ID:
+    every scene's Red view is "vtkMRMLSliceNodeRed", and a second scene's had taken the first one's observer."""
+    for key in [k for k, (node, _, _) in _sized.items() if node.GetScene() is None]:  # a scene let go: so are its views
+        node, tag, _ = _sized.pop(key)
+        node.RemoveObserver(tag)
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
         s = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
-        known = _sized.get(s.GetID())
-        if known is not None and known[0] is s:
-            continue
-        if known is not None:
-            known[0].RemoveObserver(known[1])
-        tag = s.AddObserver("ModifiedEvent", _view_resized)
-        _sized[s.GetID()] = (s, tag, tuple(s.GetDimensions()))
+        if s.__this__ not in _sized:
+            _sized[s.__this__] = (s, s.AddObserver("ModifiedEvent", _view_resized), tuple(s.GetDimensions()))
 
 
 def _view_resized(s, _event) -> None:
-    known = _sized.get(s.GetID())
+    known = _sized.get(s.__this__)
     if known is None or known[2] == tuple(s.GetDimensions()):
         return
-    _sized[s.GetID()] = (known[0], known[1], tuple(s.GetDimensions()))
+    _sized[s.__this__] = (known[0], known[1], tuple(s.GetDimensions()))
     if s.GetScene() is not None:
         place_legends(s.GetScene())
 

@@ -42,6 +42,18 @@ def test_random_seeds_are_the_same_world_points_in_any_voxel_order(case):
         assert np.abs(seeds[codes] - seeds["LAS"]).max() < 1e-6, codes
 
 
+def test_ras_stored_seeds_are_those_drawn_before(case):
+    """For data stored RAS the draw is the one made before, in stored order: the canonical order is RAS, not another
+    fixed one (a review: draws in LPI passed the tests comparing orders with each other)."""
+    ras = reorient(Volume(np.asarray(case.hr_mask, bool), case.hr_affine, "mask"), "RAS")
+    rng = np.random.default_rng(3)
+    idx = np.argwhere(ras.data)
+    pick = idx[rng.choice(len(idx), size=200, replace=False)]
+    ijk = pick + rng.uniform(-0.5, 0.5, size=pick.shape)
+    before = ijk @ ras.affine[:3, :3].T + ras.affine[:3, 3]
+    np.testing.assert_array_equal(tr.random_seeds(ras.data, ras.affine, 200, 3), before)
+
+
 def test_a_seed_roi_gives_its_points_in_the_same_order_in_any_voxel_order(case):
     roi = Volume(np.asarray(case.hr_mask, bool), case.hr_affine, "mask")
     seeds = {codes: tr.seeds_from_mask(reorient(roi, codes), 2) for codes in ORDERS}

@@ -154,8 +154,8 @@ def test_a_model_given_without_factor_runs_at_its_own(tmp_path, lr_path, capsys)
     assert out.shape3 == (lr.shape3[0], lr.shape3[1], 3 * lr.shape3[2])
     capsys.readouterr()
     assert main(["upsample", str(lr_path), "-o", str(tmp_path / "p.nii.gz"), "--model", model, "--factor", "2"]) == 2
-    # factors with no axis refined most: its own are taken along the thick slices where --factor is left out
-    assert "leave --factor and --voxel-size out (it then runs at factor 3 along the input's thick-slice axis" in \
+    # its factor along the input's thick-slice axis, said so that the advice holds in every command
+    assert "use --factor with 3 along the input's thick-slice voxel axis (1,1,3 where its slices are thick along k" in \
         capsys.readouterr().err
     from ImageQualityTransferLib.core.orientation import reorient
 
@@ -172,10 +172,11 @@ def test_a_model_given_without_factor_runs_at_its_own(tmp_path, lr_path, capsys)
 
 
 def test_a_through_plane_models_refusal_names_what_runs_it_along_the_inputs_thick_slices(tmp_path, lr_path, capsys):
-    """A through-plane --model refused for the factors asked says to leave --factor and --voxel-size out, which takes
-    its factors along the input's own thick-slice axis: a slice-first (SLA) or PSR input had been told '--factor
-    1,1,3', and then (a review) '--factor 2,1,1' on LAS slices thick along k had been told '3,1,1', both refining an
-    in-plane axis; following the advice now refines the thick slices. `iqt batch` says to leave --voxel-size out."""
+    """A through-plane --model refused for the factors asked says to give its factor along the input's thick-slice
+    voxel axis: a slice-first (SLA) or PSR input had been told '--factor 1,1,3', and (a review) '--factor 2,1,1' on LAS
+    slices thick along k '3,1,1', both refining an in-plane axis; then 'leave --factor out', which looped in `iqt
+    benchmark`, whose --factor defaults to 2 (a second review). Following the advice refines the thick slices, in
+    upsample and in benchmark; `iqt batch` says to leave --voxel-size out."""
     from pathlib import Path
 
     from ImageQualityTransferLib.core.orientation import reorient
@@ -195,12 +196,15 @@ def test_a_through_plane_models_refusal_names_what_runs_it_along_the_inputs_thic
             asked = ["--voxel-size", f"{max(vol.voxel_size) / 2:g}"]
         assert main(["upsample", str(path), "-o", str(out), *asked, "--model", model]) == 2
         err = capsys.readouterr().err
-        assert "leave --factor and --voxel-size out" in err and "use --factor" not in err and err.count("\n") == 1, err
+        said = "use --factor with 3 along the input's thick-slice voxel axis (1,1,3 where its slices are thick along k, " \
+               "3,1,1 along i, 1,3,1 along j)"
+        assert said in err and err.count("\n") == 1, err
         assert "Upsampling: Through-plane, factor 3" in in_module_words(err)  # the module's panel says the same
         assert not out.exists()
-        code, said = main(["upsample", str(path), "-o", str(out), "--model", model]), capsys.readouterr()
-        assert code == 0, said.err
         k = int(np.argmax(vol.voxel_size))
+        factor = ",".join("3" if i == k else "1" for i in range(3))  # the advice, followed for this input
+        code, said = main(["upsample", str(path), "-o", str(out), "--factor", factor, "--model", model]), capsys.readouterr()
+        assert code == 0, said.err
         np.testing.assert_allclose(load_tensor(out).voxel_size, [v / 3 if i == k else v
                                                                  for i, v in enumerate(vol.voxel_size)])
         out.unlink()

@@ -162,13 +162,17 @@ def test_two_registered_saves_inside_a_run_s_stage_keep_both_entries(tmp_path):
     """A save inside another `all_or_none` (a caller of the Python API) puts its model and registry entry in place at
     its own end, under the registry's lock: joined to the outer stage, the second save re-read the registry on disk
     and lost the first's entry, and the registry landed after the lock was let go."""
+    from ImageQualityTransferLib.methods.forest import model_io
+
     method = _registered(tmp_path)
+    method._loaded[(1, 1, 2)] = model_io.load(Path(model_files.MODELS_DIR) / "global-linear_x1x1x2.json")
     with staging.all_or_none():
         method.save(tmp_path / "a.npz", 2, command="test", register=True)
-        method.save(tmp_path / "b.npz", 2, command="test", register=True)
+        method.save(tmp_path / "b.npz", (1, 1, 2), command="test", register=True)
         assert (tmp_path / "b.json").is_file()  # in place already, not held for the outer stage
-    (entry,) = model_files.read_registry(tmp_path)  # one entry per method and factors: the last save's
-    assert entry["sidecar"] == "b.json" and entry["sha256"] == model_files.sha256(tmp_path / "b.npz")
+    entries = {e["sidecar"]: e for e in model_files.read_registry(tmp_path)}
+    assert sorted(entries) == ["a.json", "b.json"], entries  # the second save had kept its own alone
+    assert entries["b.json"]["sha256"] == model_files.sha256(tmp_path / "b.npz")
 
 
 def test_a_registered_save_into_a_missing_folder_says_so(tmp_path):
@@ -176,6 +180,23 @@ def test_a_registered_save_into_a_missing_folder_says_so(tmp_path):
     with pytest.raises(IQTError, match="does not exist; create it"):  # it had been a FileNotFoundError (the lock file)
         method.save(tmp_path / "gone" / "m.npz", 2, command="test", register=True)
     assert not (tmp_path / "gone").exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(IQTError, match="afile is a file, not a folder"):
+        method.save(tmp_path / "afile" / "m.npz", 2, command="test", register=True)
+
+
+def test_a_signal_after_the_save_returned_names_the_model_written():
+    """A signal between the save's end and the command's (its 'wrote' line, the lock let go): the model is written,
+    which the closing line had denied ('no partial output was left', or with a checkpoint 'no model was written')."""
+    import argparse
+
+    from ImageQualityTransferLib.apps import cli
+
+    args = argparse.Namespace(command="train", checkpoint=None, in_place=["m.pt", "m.json"])
+    assert cli._what_is_kept(args, None, KeyboardInterrupt()) == \
+        "it came once m.pt, m.json were in place: they are written whole"
+    assert cli._what_is_kept(argparse.Namespace(command="train", checkpoint=None), None, KeyboardInterrupt()) == \
+        "no partial output was left"
 
 
 @pytest.mark.realdata

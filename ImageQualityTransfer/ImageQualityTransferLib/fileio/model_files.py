@@ -193,9 +193,9 @@ def write_sidecar(path, side: dict) -> None:
 
 def write_model(weights: Path, write_weights, side: dict) -> Path:
     """The weights through `write_weights(tmp)` and their sidecar with their name, SHA256 and size, put in place together
-    (`staging.all_or_none`; within a run's own stage, with its outputs); returns the sidecar path. A failure or signal
-    leaves the model that was at that path, weights and sidecar, as it was (a retraining into the same -o had lost
-    it), and no new weights without their sidecar: an interrupted training says 'no partial output was left'."""
+    (`staging.all_or_none`: a trained model's save holds a stage of its own, methods/learned.py `save`); returns the
+    sidecar path. A failure or signal leaves the model that was at that path, weights and sidecar, as it was (a
+    retraining into the same -o had lost it), and no new weights without their sidecar."""
     from .staging import all_or_none
     from .writing import atomic_write
 

@@ -96,7 +96,7 @@ class LearnedMethod(Method):
             path = self.model_path if self.model_path is not None else self._model_io().shipped(self.name, f)
             model = self._read(path)
             if grid.factors(model.factor) != f:
-                advice = _use_instead(model.factor, f)
+                advice = _use_instead(model.factor)
                 exc = IQTError(f"{path}: this {self.name} model is for {grid.describe(model.factor)}, not "
                                f"{grid.text(f)}; {advice}"
                                + (", or leave --model out for the shipped model"
@@ -189,7 +189,8 @@ class LearnedMethod(Method):
 
         folder = Path(path).parent
         if not folder.is_dir():  # before the registry's lock file is made there
-            raise IQTError(f"{path}: the folder {folder} does not exist; create it or choose another output path")
+            why = "is a file, not a folder" if folder.exists() else "does not exist; create it or choose another output path"
+            raise IQTError(f"{path}: the folder {folder} {why}")
         # the registry of the folder the model is written to, put in place with the model under its lock
         with (registering(folder) if register else contextlib.nullcontext()), own_stage():
             side = self._save(model, path)
@@ -268,14 +269,14 @@ def data_record(subjects) -> list[dict]:
     return out
 
 
-def _use_instead(own, f) -> str:
-    """What runs a model for `own` on this input: an isotropic model's --factor; a through-plane model's (1,1,3: along
-    canonical S) is taken along the input's thick-slice axis once --factor and --voxel-size are left out
-    (apps/cli/options.py factors), which the factors asked cannot tell: its own 1,1,3 had been advised to a
-    slice-first input, and then the axis those factors refined most, an in-plane one where they had missed the thick
-    axis (a thick-slice audit and its review)."""
+def _use_instead(own) -> str:
+    """The --factor that runs a model for `own`: an isotropic model's own; a through-plane model's (1,1,3: along
+    canonical S) with its factor along the input's thick-slice voxel axis, which the factors asked cannot tell: its own
+    1,1,3 had been advised to a slice-first input, refining an in-plane axis, and 'leave --factor out' looped in
+    benchmark and report, whose --factor defaults to 2 (a thick-slice audit and its reviews)."""
     own = grid.factors(own)
     if grid.largest_axis(own) is None or sorted(own)[1] != 1:
         return f"use --factor {grid.text(own)}"
-    return (f"leave --factor and --voxel-size out (it then runs at factor {max(own)} along the input's thick-slice "
-            "axis, else the one nearest S)")
+    n = max(own)
+    return (f"use --factor with {n} along the input's thick-slice voxel axis (1,1,{n} where its slices are thick along "
+            f"k, {n},1,1 along i, 1,{n},1 along j)")

@@ -345,8 +345,7 @@ MODULE_WORDS = (
     (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),
     # the panel sets factors as a mode and one number: "--factor 1,1,3" is Through-plane 3, "--factor 3" Isotropic 3;
     # a through-plane model's own factors, along the thick-slice axis (methods/learned.py _use_instead), Through-plane
-    (r"leave --factor and --voxel-size out \(it then runs at factor (\d+) along the input's thick-slice axis[^)]*\)",
-     r"use Upsampling: Through-plane, factor \1"),
+    (r"use --factor with (\d+) along the input's thick-slice voxel axis \([^)]*\)", r"use Upsampling: Through-plane, factor \1"),
     (r"(iqt upsample's )?--voxel-size MM picks them", "Upsampling: Target voxel size picks them"),
     (r"--factor (?:1,1,([2-9]|\d{2,})|1,([2-9]|\d{2,}),1|([2-9]|\d{2,}),1,1)(?!\.?\d|,\d)", r"Upsampling: Through-plane, factor \1\2\3"),
     (r"--factor ([2-9]|\d{2,})(?:,\1,\1)?(?!\.?\d|,\d)", r"Upsampling: Isotropic, factor \1"),

@@ -311,8 +311,9 @@ def _what_is_kept(args, stage=None, exc=None) -> str:
 
     if _in_place(stage):
         return "it came once every output was in place: all were written, as the lines above say"
-    if getattr(exc, "in_place", None):
-        return f"it came once {', '.join(exc.in_place)} were in place: they are written whole"
+    in_place = getattr(exc, "in_place", None) or getattr(args, "in_place", None)  # a trained model's, once saved
+    if in_place:
+        return f"it came once {', '.join(in_place)} were in place: they are written whole"
     command = getattr(args, "command", None)
     checkpoint = getattr(args, "checkpoint", None)
     if command == "train" and checkpoint and Path(checkpoint).is_file():

@@ -378,12 +378,16 @@ def train_here(args) -> None:
     if rank == 0:
         out = Path(args.output)
         side = method.save(out, r, command=args.command_line, register=args.register)
+        from ...fileio.model_files import REGISTRY
+
+        # for the closing line of a signal from here on (apps/cli _what_is_kept): the model is written
+        args.in_place = [str(out), str(side)] + ([str(Path(out).parent / REGISTRY)] if args.register else [])
         took = f"{(time.perf_counter() - t0) / 60:.1f} min"
         print(f"wrote {out} and {side.name} ({method.summary(r)}; "  # a resumed run's training time counts every run
               + (f"this command ran {took})" if getattr(args, "checkpoint", None) else f"{took} in all)"))
         if args.register:
             from ...core.noise_level import NOISY_MODEL
-            from ...fileio.model_files import MODELS_DIR, REGISTRY
+            from ...fileio.model_files import MODELS_DIR
 
             where = Path(out).resolve().parent
             role = ("the model for noisy inputs (noise index above "

@@ -175,8 +175,8 @@ def test_a_through_plane_models_refusal_names_what_runs_it_along_the_inputs_thic
     """A through-plane --model refused for the factors asked says to give its factor along the input's thick-slice
     voxel axis: a slice-first (SLA) or PSR input had been told '--factor 1,1,3', and (a review) '--factor 2,1,1' on LAS
     slices thick along k '3,1,1', both refining an in-plane axis; then 'leave --factor out', which looped in `iqt
-    benchmark`, whose --factor defaults to 2 (a second review). Following the advice refines the thick slices, in
-    upsample and in benchmark; `iqt batch` says to leave --voxel-size out."""
+    benchmark`, whose --factor defaults to 2 (a second review). Following the advice refines the thick slices (in
+    upsample here); `iqt batch`, one --factor for every subject, says to leave --voxel-size or --factor out."""
     from pathlib import Path
 
     from ImageQualityTransferLib.core.orientation import reorient
@@ -214,4 +214,11 @@ def test_a_through_plane_models_refusal_names_what_runs_it_along_the_inputs_thic
                  "--model", model, "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert "leave --voxel-size out" in err and "use --factor" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "d").exists()
+    # one --factor for subjects stored LAS and SLA cannot follow their thick slices both (a review: '1,1,3' ran, SLA's
+    # in-plane axis refined): leave it out
+    assert main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "d"), "--factor", "2", "--model", model,
+                 "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "leave --factor out" in err and "use --factor" not in err and err.count("\n") == 1, err
     assert not (tmp_path / "d").exists()

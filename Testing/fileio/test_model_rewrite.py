@@ -225,3 +225,43 @@ def test_a_signal_once_the_model_is_in_place_is_said_so(tmp_path, monkeypatch, c
     assert code == 143 and sent
     assert "no partial output" not in err and "m.npz" in err and "registry.json" in err and "written whole" in err, err
     assert {"m.npz", "m.json", "registry.json"} <= set(os.listdir(tmp_path))
+
+
+def test_a_signal_as_the_registry_lock_is_let_go_names_the_model_in_place(tmp_path, monkeypatch):
+    """The model and its entry in place, a signal as the registry's lock is let go (after the save's own stage): the
+    exception names them, for the closing line (it had said 'no model was written')."""
+    import contextlib
+
+    method = _registered(tmp_path)
+    real = model_files.registering
+
+    @contextlib.contextmanager
+    def registering(folder):
+        with real(folder):
+            yield
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_files, "registering", registering)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        method.save(tmp_path / "n.npz", 2, command="test", register=True)
+    assert sorted(Path(p).name for p in caught.value.in_place) == ["n.json", "n.npz", "registry.json"]
+    assert (tmp_path / "n.npz").is_file() and (tmp_path / "n.json").is_file()
+
+
+@pytest.mark.realdata
+def test_a_signal_at_the_wrote_line_of_a_training_names_the_model(tmp_path, monkeypatch, capsys):
+    """`iqt train`, a signal once the save returned (at its 'wrote' line): the closing line names the model written."""
+    from helpers import TRAIN, need_data
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.apps import cli
+
+    subject = need_data(TRAIN / "siemens_trio_2mm")
+
+    def interrupted(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(methods.get("global-linear")), "summary", interrupted)
+    code = cli.main(["--threads", "1", "train", "--method", "global-linear", "--factor", "2", "--n-train", "3000",
+                     "-o", str(tmp_path / "m.npz"), "--subjects", str(subject)])
+    err = capsys.readouterr().err
+    assert code == 130 and "no partial output" not in err and "m.npz" in err and "m.json" in err, err

@@ -192,10 +192,16 @@ class LearnedMethod(Method):
             why = "is a file, not a folder" if folder.exists() else "does not exist; create it or choose another output path"
             raise IQTError(f"{path}: the folder {folder} {why}")
         # the registry of the folder the model is written to, put in place with the model under its lock
-        with (registering(folder) if register else contextlib.nullcontext()), own_stage():
-            side = self._save(model, path)
-            if register:
-                self._model_io().register(side, folder)
+        stage = None
+        try:
+            with (registering(folder) if register else contextlib.nullcontext()), own_stage() as stage:
+                side = self._save(model, path)
+                if register:
+                    self._model_io().register(side, folder)
+        except BaseException as exc:  # a signal as the lock is let go, the model in place: said so (apps/cli)
+            if stage is not None and stage.committed and stage.declared and not getattr(exc, "in_place", None):
+                exc.in_place = sorted(str(p) for p in stage.declared)
+            raise
         return side
 
     def _save(self, model, path):

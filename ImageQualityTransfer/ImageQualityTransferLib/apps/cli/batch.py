@@ -176,16 +176,18 @@ def _method_for(args, f, group=()):
         try:
             method.load(f)
         except IQTError as exc:
-            if not group:
-                raise
             from ...core import grid
 
             text, advice = str(exc), getattr(exc, "advice", None)
-            if advice and args.voxel_size is not None:
+            if advice and (group or args.factor is not None):
                 # one --factor for the cohort is along each subject's own voxel axes: a slice-first subject's thick
-                # slices left as they were; without --voxel-size each gets the model's own along its slice axis
-                text = text.replace(advice, "leave --voxel-size out (with --model each subject then runs at the model's "
+                # slices left as they were (a review: '--factor 1,1,3' refined one in-plane); without --factor and
+                # --voxel-size each gets the model's own along its slice axis
+                given = "--voxel-size" if args.voxel_size is not None else "--factor"
+                text = text.replace(advice, f"leave {given} out (with --model each subject then runs at the model's "
                                             "own factors, a through-plane model's along that subject's thick-slice axis)")
+            if not group:
+                raise IQTError(text) from None
             raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {text}") from None
     return name, method
 

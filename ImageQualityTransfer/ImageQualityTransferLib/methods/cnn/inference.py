@@ -194,7 +194,8 @@ def fa_closed_form(t):
 
 
 # intrinsic-noise draws per Monte Carlo sample for the FA std: one each left it mostly sampling noise at the default
-# 10 samples (30 % of brain voxels over 25 % off the 200-sample map: an uncertainty audit); draws cost no network pass
+# 10 samples (31 % of a dev scan's brain voxels over 25 % off the 200-sample map; README, What the pooled figures
+# hide); draws cost no network pass, but 8 took the default uncertainty run from about 15 s to 24 s, 3 to 17 s
 FA_DRAWS = 3
 
 
@@ -283,7 +284,7 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     6 elements of the predicted standard deviation, mm^2/s}. Variational models with `samples` >= 1 (default
     DEFAULT_SAMPLES) are sampled by Monte Carlo and also give "std_intrinsic", "std_parameter" (the same
     per-voxel mean of the two parts' standard deviations; "std" is that of their sum), "md_std" (mm^2/s)
-    and "fa_std" (unitless, by sampling; needs samples >= 2 to be non-zero);
+    and "fa_std" (unitless, by sampling: FA_DRAWS intrinsic-noise draws per sample);
     `samples=0` gives one deterministic pass (the expected activations) with the intrinsic part only.
     `lr` is clipped, canonical-axis, mm^2/s. `device` ("cpu", "cuda", "auto" or a torch.device) runs the
     network there for this call; the outputs are float32 numpy arrays either way."""

@@ -417,13 +417,30 @@ def test_monte_carlo_variance_decomposition_on_a_toy_model(method):
     assert abs(unc["std_parameter"].mean() / np.sqrt(v_p) - 1) < tol
     assert abs((unc["std"] ** 2).mean() / (v_i + v_p) - 1) < tol
     assert abs(hr.mean() - (c + bias)) < 4 * np.sqrt(v_p / 400)
-    # MD = trace / 3: intrinsic 3 v_i / 9; the three diagonal means share one draw -> parameter variance v_p
-    assert abs((unc["md_std"] ** 2).mean() / (3 * v_i / 9 + v_p) - 1) < tol
+    # MD = trace / 3: intrinsic (3 + 6 rho) v_i / 9; the three diagonal means share one draw -> parameter variance v_p
+    rho = inference.MD_ERROR_CORRELATION
+    assert abs((unc["md_std"] ** 2).mean() / ((3 + 6 * rho) * v_i / 9 + v_p) - 1) < tol
     if method.endswith("var2"):  # per channel: the parameter std is the same at every voxel
         assert np.allclose(unc["std_parameter"], unc["std_parameter"].flat[0], rtol=1e-4)
     # samples=0: one deterministic pass, intrinsic part only
     hr0, unc0 = inference.predict_volume(model, lr, None, samples=0)
     assert np.allclose(hr0, c + bias) and np.allclose(unc0["std"], np.sqrt(v_i), rtol=1e-5)
+
+
+def test_md_std_counts_the_diagonal_errors_correlation():
+    # diagonal variances 1, 4, 9 (s 1, 2, 3), no parameter part (c = 0): MD's variance is (14 + 2 rho 11) / 9,
+    # rho measured on the training subjects (benchmarks/md_std_correlation.py); independent elements gave 14 / 9
+    rho = inference.MD_ERROR_CORRELATION
+    assert 0.3 < rho < 0.9
+    model = toy_variational_model("espcn-hetero-var1", 1.0, 0.0)
+    bias = model.net.logvar.conv3.bias
+    block = bias.numel() // 6  # element e's channels after pixel shuffle: e * block ... (methods/cnn/shuffle.py)
+    with torch.no_grad():
+        for e, v in zip((0, 2, 5), (1.0, 4.0, 9.0)):
+            bias[e * block:(e + 1) * block] = float(np.log(v))
+    _, unc = inference.predict_volume(model, np.zeros((4, 4, 4, 6), np.float32), None, samples=2, seed=1)
+    np.testing.assert_allclose(unc["md_std"], np.sqrt(14 + 22 * rho) / 3, rtol=1e-5)
+    np.testing.assert_allclose(unc["std_intrinsic"], (3 + 1 + 2 + 3) / 6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["espcn-hetero-var1", "espcn-hetero-var2"])

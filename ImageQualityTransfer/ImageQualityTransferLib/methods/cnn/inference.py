@@ -13,8 +13,8 @@ generator): the mean tensor is the mean of the sampled means; per element, the p
 intrinsic (the predicted variance; the log-variance network is deterministic, so its mean over samples is
 itself) plus parameter (the unbiased variance of the sampled means). The first hidden layer and the
 log-variance network are computed once per tile; only the noisy part runs N times. MD's standard deviation
-follows from the samples (parameter part) and the diagonal predicted variances (intrinsic part, elements
-independent). FA's standard deviation is by sampling: each Monte Carlo draw adds one draw of the intrinsic
+follows from the samples (parameter part) and the diagonal predicted variances (intrinsic part, the elements'
+errors correlated MD_ERROR_CORRELATION). FA's standard deviation is by sampling: each Monte Carlo draw adds one draw of the intrinsic
 noise to its sampled mean, and FA is taken in closed form, FA^2 = 3/2 |D - MD I|^2 / |D|^2 (no eigen-decomposition).
 
 A network is run under its own lock (`net_lock`), held for the whole pass: the Monte Carlo pass switches its dropout
@@ -198,6 +198,21 @@ def fa_closed_form(t):
 # hide); draws cost no network pass, but 8 took the default uncertainty run from about 15 s to 24 s, 3 to 17 s
 FA_DRAWS = 3
 
+# correlation of the diagonal elements' errors (in units of their σ) that MD's intrinsic variance counts: counted as
+# independent, MD's error was within ±2 md_std in 84-91 % of brain voxels (an uncertainty audit). The median over the
+# four training subjects, shipped Monte Carlo models and factor sets (0.504; 0.30-0.63, varying by subject more than by
+# model or factors: 0.46-0.55 per model and factor set), 'python benchmarks/md_std_correlation.py
+# ../shared/data/dmri/train/* --factors 2,3,1x1x2,1x1x3'
+MD_ERROR_CORRELATION = 0.5
+
+
+def md_std_map(ivar, trvar):
+    """MD's standard deviation from the elements' intrinsic variances (..., 6) and the trace's parameter variance
+    (...), both (mm^2/s)^2: (sum_i v_i + 2 rho sum_{i<j} s_i s_j + trvar) / 9 over the diagonal, s_i = sqrt(v_i)."""
+    s = np.sqrt(ivar[..., [0, 2, 5]])
+    cross = s[..., 0] * s[..., 1] + s[..., 0] * s[..., 2] + s[..., 1] * s[..., 2]
+    return np.sqrt((s * s).sum(-1) + 2.0 * MD_ERROR_CORRELATION * cross + trvar) / 3.0
+
 
 def run_network_mc(net, x: np.ndarray, r, support: np.ndarray, samples: int, seed: int = DEFAULT_SEED,
                    tile: int = DEFAULT_TILE, progress=None, base: np.ndarray | None = None, out_scale=None,
@@ -314,10 +329,9 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
         var_scale = out_scale**2
         ivar = np.multiply(np.exp(np.clip(logvar, -30, 30, out=logvar), out=logvar), var_scale, out=logvar)
         pvar = np.multiply(pvar, var_scale, out=pvar)
-        # MD = (Dxx + Dyy + Dzz) / 3: intrinsic part with independent elements, parameter part from the samples'
-        # traces (the diagonal elements share one output scale)
-        diag = [0, 2, 5]
-        md_std = np.sqrt(ivar[..., diag].sum(-1) + trvar * float(out_scale[0]) ** 2) / 3.0
+        # MD = (Dxx + Dyy + Dzz) / 3: intrinsic part with the diagonal elements' errors correlated
+        # MD_ERROR_CORRELATION, parameter part from the samples' traces (the diagonal elements share one output scale)
+        md_std = md_std_map(ivar, trvar * float(out_scale[0]) ** 2)
         unc = {
             "std": np.sqrt(ivar + pvar).mean(axis=-1),
             "std_intrinsic": np.sqrt(ivar, out=ivar).mean(axis=-1),

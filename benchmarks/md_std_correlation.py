@@ -89,12 +89,6 @@ def to_frame(stored, like):
     return apply, perm
 
 
-def md_std(ivar, trpart, rho):
-    s = np.sqrt(ivar[..., DIAG])
-    cross = s[..., 0] * s[..., 1] + s[..., 0] * s[..., 2] + s[..., 1] * s[..., 2]
-    return np.sqrt(ivar[..., DIAG].sum(-1) + 2 * rho * cross + trpart) / 3.0
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("subjects", nargs="*", type=Path)
@@ -148,7 +142,7 @@ def main(argv=None) -> int:
                 md_err = np.abs(err.sum(-1) / 3.0)
                 cov, rms = [], []
                 for r in (0.0, shipped, rho):
-                    sd = md_std(ivar, trpart, r)
+                    sd = inference.md_std_map(ivar, trpart, r)
                     cov.append(np.mean(md_err <= 2 * sd))
                     rms.append(np.sqrt(np.mean((md_err / sd) ** 2)))
                 line += (" | " + " → ".join(f"{v:.3f}" for v in cov) + " | "

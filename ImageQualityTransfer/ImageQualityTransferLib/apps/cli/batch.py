@@ -184,8 +184,9 @@ def _method_for(args, f, group=()):
                 # slices left as they were (a review: '--factor 1,1,3' refined one in-plane); without --factor and
                 # --voxel-size each gets the model's own along its slice axis
                 given = "--voxel-size" if args.voxel_size is not None else "--factor"
+                along = ", a through-plane model's along that subject's thick-slice axis" if "thick-slice" in advice else ""
                 text = text.replace(advice, f"leave {given} out (with --model each subject then runs at the model's "
-                                            "own factors, a through-plane model's along that subject's thick-slice axis)")
+                                            f"own factors{along})")
             if not group:
                 raise IQTError(text) from None
             raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {text}") from None

@@ -198,20 +198,21 @@ def fa_closed_form(t):
 # hide); draws cost no network pass, but 8 took the default uncertainty run from about 15 s to 24 s, 3 to 17 s
 FA_DRAWS = 3
 
-# correlation of the diagonal elements' errors (in units of their σ) that MD's intrinsic variance counts: counted as
-# independent, MD's error was within ±2 md_std in 84-91 % of brain voxels (an uncertainty audit). The median over the
-# four training subjects, shipped Monte Carlo models and factor sets (0.504; 0.30-0.63, varying by subject more than by
-# model or factors: 0.46-0.55 per model and factor set), 'python benchmarks/md_std_correlation.py
-# ../shared/data/dmri/train/* --factors 2,3,1x1x2,1x1x3'
+# correlation of the diagonal elements' errors that MD's intrinsic variance counts (measured in units of their whole σ,
+# whose parameter part is under 1 % of the intrinsic): counted as independent, MD's error was within ±2 md_std in
+# 83-92 % of the dev scans' brain voxels (README, What the pooled figures hide). The median over the four training
+# subjects, shipped Monte Carlo models and factor sets (0.504; 0.30-0.63, varying by subject more than by model or
+# factors: 0.46-0.55 per model and factor set): benchmarks/md_std_correlation.py on the training subjects
 MD_ERROR_CORRELATION = 0.5
 
 
-def md_std_map(ivar, trvar):
+def md_std_map(ivar, trvar, rho: float = MD_ERROR_CORRELATION):
     """MD's standard deviation from the elements' intrinsic variances (..., 6) and the trace's parameter variance
-    (...), both (mm^2/s)^2: (sum_i v_i + 2 rho sum_{i<j} s_i s_j + trvar) / 9 over the diagonal, s_i = sqrt(v_i)."""
+    (...), both (mm^2/s)^2: (sum_i v_i + 2 rho sum_{i<j} s_i s_j + trvar) / 9 over the diagonal, s_i = sqrt(v_i)
+    (benchmarks/md_std_correlation.py scores it at other rho)."""
     s = np.sqrt(ivar[..., [0, 2, 5]])
     cross = s[..., 0] * s[..., 1] + s[..., 0] * s[..., 2] + s[..., 1] * s[..., 2]
-    return np.sqrt((s * s).sum(-1) + 2.0 * MD_ERROR_CORRELATION * cross + trvar) / 3.0
+    return np.sqrt((s * s).sum(-1) + 2.0 * rho * cross + trvar) / 3.0
 
 
 def run_network_mc(net, x: np.ndarray, r, support: np.ndarray, samples: int, seed: int = DEFAULT_SEED,

@@ -14,7 +14,7 @@ intrinsic (the predicted variance; the log-variance network is deterministic, so
 itself) plus parameter (the unbiased variance of the sampled means). The first hidden layer and the
 log-variance network are computed once per tile; only the noisy part runs N times. MD's standard deviation
 follows from the samples (parameter part) and the diagonal predicted variances (intrinsic part, the elements'
-errors correlated MD_ERROR_CORRELATION). FA's standard deviation is by sampling: each Monte Carlo draw adds one draw of the intrinsic
+errors correlated MD_ERROR_CORRELATION). FA's standard deviation is by sampling: each Monte Carlo draw adds FA_DRAWS draws of the intrinsic
 noise to its sampled mean, and FA is taken in closed form, FA^2 = 3/2 |D - MD I|^2 / |D|^2 (no eigen-decomposition).
 
 A network is run under its own lock (`net_lock`), held for the whole pass: the Monte Carlo pass switches its dropout

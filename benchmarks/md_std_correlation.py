@@ -13,7 +13,8 @@ subjects:
     python benchmarks/md_std_correlation.py ../shared/data/dmri/train/* --factors 2,3,1x1x2,1x1x3
     python benchmarks/md_std_correlation.py --factors 2   # the dev subjects (a check: the constant is not fitted on them)
 
-Inputs are made as training makes them (style "own", no added noise). Reads the subjects from ../shared/data/dmri/dev
+Inputs are made as training makes them (style "own", no added noise); `--styles tight,ols,...` makes them as other
+tools would (degrade.STYLES), a check that the constant holds there too. Reads the subjects from ../shared/data/dmri/dev
 by default; prints figures only (nothing is written). A factor set per axis is written with "x" (1x1x2).
 """
 
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("subjects", nargs="*", type=Path)
     ap.add_argument("--factors", default="2", help="comma-separated: 2, 3 or per axis such as 1x1x2")
     ap.add_argument("--methods", default="deep-hetero-var1,espcn-hetero-var1")
+    ap.add_argument("--styles", default="own", help="comma-separated input styles (iqt degrade --style)")
     args = ap.parse_args(argv)
     subjects = args.subjects or sorted(p for p in DEV.iterdir() if p.is_dir())
     shipped = inference.MD_ERROR_CORRELATION
@@ -102,10 +104,11 @@ def main(argv=None) -> int:
           f"ρ={shipped:g} → own ρ | RMS MD error/md_std ρ=0 → ρ={shipped:g} → own ρ")
     for folder in subjects:
         subject = load_subject(folder)
-        for fs in args.factors.split(","):
+        for fs, style in itertools.product(args.factors.split(","), args.styles.split(",")):
             f = grid.factors(fs.replace("x", ","))
             factor = grid.isotropic(f) or f
-            case = make_case(subject, factor, style="own")
+            case = make_case(subject, factor, style=style)
+            label = fs if style == "own" else f"{fs} {style}"  # the figures of the default style read as before
             truth = np.asarray(case.truth, np.float64)
             for name in args.methods.split(","):
                 method = methods.get(name)
@@ -113,14 +116,14 @@ def main(argv=None) -> int:
                     with Capture() as cap:
                         pred = method.predict(case.lr, factor, case.lr_mask)
                 except Exception as exc:  # a factor set the method does not ship
-                    print(f"{subject.name} | {name} | {fs} | skipped: {exc}", flush=True)
+                    print(f"{subject.name} | {name} | {label} | skipped: {exc}", flush=True)
                     continue
                 got = cap.got
                 tensor = np.asarray(pred.tensor.data, np.float64)
                 covered = np.any(tensor != 0, axis=-1)
                 voxels = evaluation.evaluation_voxels(truth, case.hr_mask.astype(bool)) & covered
                 if "trace" not in got:  # no Monte Carlo pass, no md_std
-                    print(f"{subject.name} | {name} | {fs} | no Monte Carlo pass: skipped", flush=True)
+                    print(f"{subject.name} | {name} | {label} | no Monte Carlo pass: skipped", flush=True)
                     continue
                 # the captured maps are in predict_volume's frame: take the errors there (diagonal elements follow
                 # the axes; flips leave them as they are)
@@ -135,8 +138,8 @@ def main(argv=None) -> int:
                 c = np.corrcoef(z.T)
                 pair = [c[0, 1], c[0, 2], c[1, 2]]
                 rho = float(np.mean(pair))
-                rhos.setdefault((name, fs), []).append(rho)
-                line = (f"{subject.name} | {name} | {fs} | {int(voxels.sum())} | {rho:.3f} "
+                rhos.setdefault((name, label), []).append(rho)
+                line = (f"{subject.name} | {name} | {label} | {int(voxels.sum())} | {rho:.3f} "
                         f"({pair[0]:.2f} / {pair[1]:.2f} / {pair[2]:.2f})")
                 trpart = got["trvar"][voxels] * scale2[0]
                 md_err = np.abs(err.sum(-1) / 3.0)

@@ -149,6 +149,22 @@ def test_speed_times_each_method_end_to_end_and_with_tta_beside_it():
     assert "| global-linear+tta | 12×14×10 |" in benchmark.speed_table(rows)
 
 
+def test_speed_runs_the_timed_upsample_under_the_threads_cap(monkeypatch):
+    """`iqt --threads 1 benchmark --speed` had timed child processes that used every core (an audit of time and
+    memory): the cap goes to each timed `iqt upsample`."""
+    from ImageQualityTransferLib.core import threads
+
+    seen = []
+    monkeypatch.setattr(benchmark, "_timed", lambda cmd: (seen.append(cmd), (0.5, 0, "", 100.0))[1])
+    monkeypatch.setattr(benchmark.subprocess, "run", lambda *a, **k: None)  # the start-up reference
+    monkeypatch.setattr(threads, "_LIMIT", 1)
+    benchmark.speed(["cubic"], shape=(8, 8, 8))
+    assert seen and seen[0][3:6] == ["--threads", "1", "upsample"], seen
+    monkeypatch.setattr(threads, "_LIMIT", None)
+    benchmark.speed(["cubic"], shape=(8, 8, 8))
+    assert seen[1][3] == "upsample" and "--threads" not in seen[1], seen
+
+
 def test_speed_refuses_the_options_it_does_not_take(tmp_path, capsys, monkeypatch):
     """--speed had ignored --factor, --snr, --styles, --no-mask, --tracts and subject folders without a word, its JSON
     recording a factor it did not use; refused before any work, as --model is."""

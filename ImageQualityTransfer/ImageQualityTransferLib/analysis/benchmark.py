@@ -18,7 +18,7 @@ import numpy as np
 from . import evaluation
 from .. import methods
 from ..dmri import fit_noise
-from ..core import grid
+from ..core import grid, threads
 from ..core.errors import IQTError, IQTWarning
 from ..core.noise_level import NOISY_MODEL, noise_index
 from ..dmri.subject import Case, load_subject, make_case
@@ -447,6 +447,7 @@ def speed(method_names, shape=HCP_LR_SHAPE, repeats=1, tta: bool = False) -> lis
             runs.append((name + "+tta", ["--tta"]))
 
     rows = []
+    capped = [] if threads.cap() is None else ["--threads", str(threads.cap())]  # the timed runs keep this run's cap
     with tempfile.TemporaryDirectory(prefix="iqt-speed-") as tmp:
         lr, mask = speed_volume(shape)
         lr_path, mask_path = Path(tmp) / "lr.nii.gz", Path(tmp) / "mask.nii.gz"
@@ -456,8 +457,8 @@ def speed(method_names, shape=HCP_LR_SHAPE, repeats=1, tta: bool = False) -> lis
             name = label.split("+")[0]
             for _ in range(repeats):
                 out = Path(tmp) / f"hr_{label}.nii.gz"
-                cmd = [sys.executable, "-m", "ImageQualityTransferLib", "upsample", str(lr_path), "-o", str(out),
-                       "--method", name, "--mask", str(mask_path), *extra]
+                cmd = [sys.executable, "-m", "ImageQualityTransferLib", *capped, "upsample", str(lr_path), "-o",
+                       str(out), "--method", name, "--mask", str(mask_path), *extra]
                 wall, status, err, peak_mb = _timed(cmd)
                 if status != 0:
                     raise RuntimeError(f"iqt upsample --method {name} {' '.join(extra)} failed: {err.strip()}")

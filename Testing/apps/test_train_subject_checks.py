@@ -1,7 +1,7 @@
 """`iqt train` reads every subject's header and gradient files, and a gzip file's recorded length, before it prepares
 any subject: a bad subject listed after good ones is refused in one line at once (a training audit: a bval of the
 wrong length had come after the subjects before it were prepared, 24-55 s, and a truncated or damaged dwi.nii.gz as an
-internal error, exit 1)."""
+internal error, exit 1; a later audit: a trace volume, no b0 or five directions after 10 s to 1 min)."""
 
 from __future__ import annotations
 
@@ -34,13 +34,31 @@ def _bad(tmp_path, kind: str):
     elif kind == "short_bval":
         values = (bad / "dwi.bval").read_text().split()
         (bad / "dwi.bval").write_text(" ".join(values[:-1]) + "\n")
+    elif kind in ("trace", "no_b0", "five_dirs", "one_direction"):  # bval/bvec faults the fit's gradient table refuses
+        import numpy as np
+
+        b, g = np.loadtxt(bad / "dwi.bval"), np.loadtxt(bad / "dwi.bvec")
+        if kind == "trace":  # the last volume a Philips trace image: b 1000, no direction
+            g[:, -1] = 0
+        elif kind == "no_b0":
+            b[:] = 1000
+        elif kind == "five_dirs":
+            b[7:] = 0
+        else:
+            g[:, 2:] = g[:, 2:3]
+        np.savetxt(bad / "dwi.bval", b[None], fmt="%g")
+        np.savetxt(bad / "dwi.bvec", g, fmt="%.8g")
     return bad
 
 
 @pytest.mark.parametrize("kind, said", [("truncated", "the file may be truncated or damaged"),
                                         ("truncated_plain", "the file may be truncated or damaged"),
                                         ("damaged", "the file may be truncated or damaged"),
-                                        ("short_bval", "volumes but dwi.bval has")])
+                                        ("short_bval", "volumes but dwi.bval has"),
+                                        ("trace", "has a zero gradient direction"),
+                                        ("no_b0", "no b=0 volume"),
+                                        ("five_dirs", "only 5 diffusion-weighted volumes"),
+                                        ("one_direction", "determine only 1 of the tensor's 6 elements")])
 def test_a_bad_subject_is_refused_before_any_subject_is_prepared(tmp_path, small_subject, capsys, monkeypatch, kind,
                                                                   said):
     bad = _bad(tmp_path, kind)
@@ -52,6 +70,7 @@ def test_a_bad_subject_is_refused_before_any_subject_is_prepared(tmp_path, small
                      "--factor", "2", "-o", str(out), "--n-trees", "2", "--n-train", "2000"])
     err = capsys.readouterr().err
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+    assert str(bad / "dwi.nii") in err, err  # the subject named
     assert not prepared and not out.exists() and not out.with_suffix(".json").exists()
 
 

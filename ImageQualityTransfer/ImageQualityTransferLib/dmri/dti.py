@@ -12,36 +12,17 @@ from ..core.volume import Volume
 from ..fileio.gradients import B0_THRESHOLD, check_table  # one value and one check for reading and fitting (s/mm^2)
 
 
-def _no_b0(dwi: Volume):
-    source = dwi.source
+def _no_b0(bvals, source: str = ""):
     raise IQTError(f"{source}no b=0 volume in the series (none with b <= {B0_THRESHOLD:g} s/mm^2; the lowest is "
-                   f"{float(np.min(dwi.bvals)):g}); DTI fitting and masking need at least one b0 (check the bval file)")
+                   f"{float(np.min(bvals)):g}); DTI fitting and masking need at least one b0 (check the bval file)")
 
 
 def gradient_table(dwi: Volume):
     from dipy.core.gradients import gradient_table as dipy_gtab
 
+    check_gradients(dwi.bvals, dwi.bvecs, dwi.source)
     bvecs = np.array(dwi.bvecs, dtype=float)
-    b0 = dwi.bvals <= B0_THRESHOLD
     norms = np.linalg.norm(bvecs, axis=1)
-    source = dwi.source  # the series' file, where it came from one
-    if (~b0).sum() < 6:
-        raise IQTError(f"{source}only {(~b0).sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g} s/mm^2); a tensor "
-                       "fit needs at least 6 directions: check the bval file")
-    if not b0.any():
-        _no_b0(dwi)
-    zero = np.flatnonzero(~b0 & (norms < 1e-6))
-    if zero.size:
-        raise IQTError(f"{source}diffusion-weighted volume{'s' if zero.size > 1 else ''} "
-                       f"{', '.join(map(str, zero[:6]))}{' ...' if zero.size > 6 else ''} (counted from 0) "
-                       f"{'have' if zero.size > 1 else 'has'} a zero gradient direction: a b > 0 volume without one is usually the "
-                       "scanner's trace (isotropic) image; remove it from the DWI and from the bval and bvec files (e.g. "
-                       "fslroi keeps a range of volumes), else check the bvec file")
-    if not spans_tensor(bvecs, dwi.bvals):  # dipy fits one direction repeated, the three axes or one plane silently
-        raise IQTError(f"{source}the {(~b0).sum()} diffusion-weighted directions determine only "
-                       f"{_tensor_rank(bvecs[~b0])} of the tensor's 6 elements (fewer than 6 distinct directions, or all "
-                       "in one plane), so every fitted tensor would be wrong; check that the bvec file belongs to this "
-                       "series")
     # a low-b volume (0 < b <= B0_THRESHOLD) keeps its direction and b-value in the fit, as dipy, FSL and MRtrix fit
     # it (zeroing its direction had made it a b0 row: MD 4-5 % low with b = 50 volumes, a tool-inputs audit); it still
     # counts as a b0 for the brain mask and the checks
@@ -49,6 +30,34 @@ def gradient_table(dwi: Volume):
     bvecs[weighted] /= norms[weighted, None]
     bvecs[~weighted] = 0.0
     return dipy_gtab(dwi.bvals, bvecs=bvecs, b0_threshold=B0_THRESHOLD)
+
+
+def check_gradients(bvals, bvecs, source: str = "") -> None:
+    """What `gradient_table` refuses in a series' b-values and directions (fewer than 6 diffusion-weighted volumes, no
+    b0, a weighted volume without a direction, directions that determine no tensor); reads neither data nor dipy, so
+    `iqt train` runs it on each subject's header before preparing any (apps/cli/train.py). `source`: "<file>: " to
+    start a message with, where the series came from one."""
+    bvals = np.asarray(bvals, float)
+    bvecs = np.array(bvecs, dtype=float)
+    b0 = bvals <= B0_THRESHOLD
+    norms = np.linalg.norm(bvecs, axis=1)
+    if (~b0).sum() < 6:
+        raise IQTError(f"{source}only {(~b0).sum()} diffusion-weighted volumes (b > {B0_THRESHOLD:g} s/mm^2); a tensor "
+                       "fit needs at least 6 directions: check the bval file")
+    if not b0.any():
+        _no_b0(bvals, source)
+    zero = np.flatnonzero(~b0 & (norms < 1e-6))
+    if zero.size:
+        raise IQTError(f"{source}diffusion-weighted volume{'s' if zero.size > 1 else ''} "
+                       f"{', '.join(map(str, zero[:6]))}{' ...' if zero.size > 6 else ''} (counted from 0) "
+                       f"{'have' if zero.size > 1 else 'has'} a zero gradient direction: a b > 0 volume without one is usually the "
+                       "scanner's trace (isotropic) image; remove it from the DWI and from the bval and bvec files (e.g. "
+                       "fslroi keeps a range of volumes), else check the bvec file")
+    if not spans_tensor(bvecs, bvals):  # dipy fits one direction repeated, the three axes or one plane silently
+        raise IQTError(f"{source}the {(~b0).sum()} diffusion-weighted directions determine only "
+                       f"{_tensor_rank(bvecs[~b0])} of the tensor's 6 elements (fewer than 6 distinct directions, or all "
+                       "in one plane), so every fitted tensor would be wrong; check that the bvec file belongs to this "
+                       "series")
 
 
 def unit_design(g) -> np.ndarray:
@@ -85,7 +94,7 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
     from dipy.segment.mask import median_otsu
 
     if not (dwi.bvals <= B0_THRESHOLD).any():
-        _no_b0(dwi)
+        _no_b0(dwi.bvals, dwi.source)
     b0 = mean_b0(dwi).astype(np.float64)
     if not np.any(b0 > 0):
         raise IQTError("the b0 image holds no positive signal (all zero or negative); give the DWI series as scanner "

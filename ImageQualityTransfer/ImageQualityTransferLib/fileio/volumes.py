@@ -68,21 +68,24 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
     return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta=meta)
 
 
-def check_dwi(path, bval=None, bvec=None) -> None:
+def check_dwi(path, bval=None, bvec=None) -> tuple[np.ndarray, np.ndarray]:
     """What `load_dwi` refuses that the header, the gradient files and a gzip file's recorded length tell, without
     reading the image data: so that `iqt train` refuses a bad subject before preparing the others (a training audit:
-    a bval of the wrong length came after 24-55 s, a truncated dwi.nii.gz as an internal error)."""
+    a bval of the wrong length came after 24-55 s, a truncated dwi.nii.gz as an internal error). Returns the b-values
+    and directions (voxel axes) as `load_dwi` gives them, for the fit's own checks (dmri.dti.check_gradients)."""
     with warnings.catch_warnings():  # its notes (a b-value scaled by the directions' length) come with the load
         warnings.simplefilter("ignore")
-        img, _, _, _ = _dwi_header(path, bval, bvec)
+        img, _, bvals, bvecs = _dwi_header(path, bval, bvec)
+    table = (bvals, bvecs @ fsl_flip(img.affine))
     offset = getattr(img.dataobj, "offset", None)  # where the data start in the file (the header's copy reads 0)
     if offset is None:
-        return
+        return table
     described = int(offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
     from .model_files import content_size
 
     if content_size(path) != described % (1 << 32):  # a gzip's recorded length, a plain file's size
         read_data(img, path)  # another gzip layout (several members) may still hold it: the full read decides
+    return table
 
 
 def _dwi_header(path, bval=None, bvec=None):

@@ -250,8 +250,11 @@ def run(args):
     from ...dmri.subject import refuse_copies
 
     refuse_copies(args.subjects, "training subject")
+    from ...dmri.dti import check_gradients
+
     for d in args.subjects:  # each subject's header, gradient files and length, before any is prepared
-        fileio.check_dwi(dwi_path(d))
+        path = dwi_path(d)
+        check_gradients(*fileio.check_dwi(path), f"{path}: ")  # as its fit would refuse them (a trace volume, no b0)
     args.command_line = shlex.join(["iqt", *getattr(args, "argv", sys.argv[1:])])  # a path with a space stays one word
     with checkpoint_held(args.checkpoint):
         _train(args, cls)

@@ -29,11 +29,19 @@ from .measure import measure
 HCP_LR_SHAPE = (72, 87, 72)
 
 
-def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True) -> list[dict]:
+def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True, named: bool = True) -> list[dict]:
     """Run each method (names, or `Method`s made with their settings) on one case and score it, the direction
     map included; returns one row per method (predictions go into `keep`). `mask=False` runs the methods without
-    the brain mask, as a user without one would (the scores still use it)."""
-    floor = fit_noise.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
+    the brain mask, as a user without one would (the scores still use it). A series that leaves no residual for the
+    reference's noise floor (a b0 and 6 directions) is scored without it, in one warning naming the subject unless
+    `named` is False (`run` names each input itself)."""
+    no_floor = fit_noise.no_floor_reason(case.bvals)
+    if no_floor:  # a common clinical protocol: its other figures still hold (it had been refused whole, an audit)
+        warnings.warn(f"{case.subject + ': ' if named else ''}no reference noise floor in its rows (–): {no_floor}",
+                      IQTWarning, stacklevel=2)
+        floor = None
+    else:
+        floor = fit_noise.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
     # the input's over its brain mask; a learned method's row gets the figure it chose its model by (methods/base.py:
     # read over the brain it used, e.g. one estimated from the tensors when run without the mask)
     index = noise_index(case.lr.data, case.lr_mask.data)
@@ -249,7 +257,7 @@ def _say(caught, where: str, said: set) -> None:
 
 def _score_input(case, made, tracts, tract_seeds, mask=True) -> list[dict]:
     keep = {} if tracts else None
-    case_rows = score_case(case, made, keep=keep, mask=mask)
+    case_rows = score_case(case, made, keep=keep, mask=mask, named=False)
     if tracts:
         from . import tractography
 

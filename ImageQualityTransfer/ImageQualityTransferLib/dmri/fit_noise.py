@@ -30,6 +30,18 @@ def design_matrix(bvals, bvecs) -> np.ndarray:
     return np.column_stack([-b[:, None] * unit_design(g), np.ones_like(b)])
 
 
+def no_floor_reason(bvals) -> str | None:
+    """Why a series' fit leaves no residual to estimate its noise floor from (7 volumes or fewer: 7 unknowns, e.g. a
+    b0 and 6 directions, fitted exactly), None where it leaves some. `iqt benchmark`, `demo` and `report` then score
+    without the floor (analysis/benchmark.py score_case); `iqt evaluate --dwi` refuses."""
+    b = np.asarray(bvals, float).ravel()
+    if b.size > 7:
+        return None
+    dw = int((b > B0_THRESHOLD).sum())
+    return (f"its {b.size} volumes ({b.size - dw} b0 and {dw} directions) fit the tensor's 7 unknowns exactly, leaving "
+            "no residual to estimate the reference's noise floor from (a second b0 or more directions would)")
+
+
 def noise_floor(dwi_data, bvals, bvecs, tensor, mask) -> np.ndarray:
     """Per-voxel standard deviation (X,Y,Z,6, mm^2/s) of each fitted tensor element of a WLS log-signal fit.
 
@@ -51,8 +63,8 @@ def noise_floor(dwi_data, bvals, bvecs, tensor, mask) -> np.ndarray:
     n = X.shape[0]
     if n != data.shape[3]:
         raise IQTError(f"the DWI has {data.shape[3]} volumes but the gradient table {n}")
-    if n <= 7:
-        raise IQTError(f"{n} volumes leave no degrees of freedom for the noise estimate (at least 8 needed)")
+    if no_floor_reason(bvals):
+        raise IQTError(f"the DWI: {no_floor_reason(bvals)}")
     # Scale columns so that the 7x7 systems are well conditioned; undo on the variances.
     scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0

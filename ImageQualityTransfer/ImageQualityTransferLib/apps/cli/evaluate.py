@@ -165,6 +165,8 @@ def run(args):
             raise IQTError(f"{args.dwi}: the DWI has the reference's shape but another position or orientation (affine; "
                            f"entries up to {apart:.3g} mm apart, where {grid.affine_tolerance(truth.affine):.2g} mm, a "
                            f"header's rounding, passes); give the DWI the reference was fitted from")
+        if fit_noise.no_floor_reason(dwi.bvals):  # the floor is all --dwi asks for
+            raise IQTError(f"{args.dwi}: {fit_noise.no_floor_reason(dwi.bvals)}; leave --dwi out to score without it")
         floor = fit_noise.noise_floor(dwi.data[box], dwi.bvals, dwi.bvecs, t, m)
     try:  # evaluate refuses a file read in the wrong order or unit, which would be scored as nonsense
         result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)

@@ -115,6 +115,7 @@ def dwi_volume_from_node(node) -> Volume:
     b = np.array(ns.vtk_to_numpy(bvals_arr), dtype=np.float64).reshape(n)
     norms = np.linalg.norm(g, axis=1)
     dw = norms > 1e-6
+    _refuse_trace(node, b, dw)
     if dw.any() and np.ptp(b[dw]) == 0 and not np.allclose(norms[dw], 1.0, atol=1e-3):
         b = b * norms**2  # NRRD multi-shell convention: b = b_max * |g|^2
     g[dw] /= norms[dw, None]
@@ -125,6 +126,23 @@ def dwi_volume_from_node(node) -> Volume:
     b[~dw] = 0.0
     return Volume(data, vol.affine, "dwi", bvals=b, bvecs=g_ijk,
                   meta=vol.meta | {"fitted_from_dwi": True, "input_notes": notes})
+
+
+def _refuse_trace(node, b, dw) -> None:
+    """A volume with b > 0 and no gradient (a scanner's trace, isotropic, image) refused as `iqt fit` refuses it
+    (dmri/dti.py check_gradients): `b[~dw] = 0` below had fitted it as a second b0, MD halved (an audit). A node whose
+    b-values are one number throughout lists them as a NRRD header does, where a zero gradient is a b0: left as it was
+    (Slicer's NRRD reader gives each volume its own, b x |g|^2, so a b0 it read has b 0)."""
+    from ..fileio.gradients import B0_THRESHOLD
+
+    trace = np.flatnonzero(~dw & (b > B0_THRESHOLD))
+    if trace.size and np.ptp(b) > 0:
+        many = trace.size > 1
+        raise IQTError(f"node '{node.GetName()}': volume{'s' if many else ''} {', '.join(map(str, trace[:6]))}"
+                       f"{' ...' if trace.size > 6 else ''} (counted from 0) {'have' if many else 'has'} b = "
+                       f"{b[trace[0]]:g} s/mm^2 but a zero gradient: usually the scanner's trace (isotropic) image, "
+                       f"which would be fitted as a b0; remove {'them' if many else 'it'} from the DWI (e.g. in its "
+                       "NIfTI with its bval and bvec, with fslroi) and load it again")
 
 
 def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: bool = True,

@@ -170,3 +170,25 @@ def test_the_seeds_and_scores_do_not_depend_on_the_voxel_order():
         assert found.white_matter > 300
         given[codes] = found.scores["given"]
     assert given["SLA"] == given["LAS"] and given["PSR"] == given["LAS"], given
+
+
+@pytest.mark.parametrize("factor, shape, refit", [("2", (64, 72, 56), False), ("4", (32, 36, 28), True)])
+def test_degrade_names_a_flipped_x_row_as_fit_does(tmp_path, capsys, monkeypatch, factor, shape, refit):
+    """`iqt degrade` runs fit's gradient-table check (dmri/fit_checks.py check_degraded_table): on its low-res fit, or,
+    where that holds too little white matter to judge (x4 here), on a high-res fit (an audit: it had said nothing);
+    a right table, nothing."""
+    from ImageQualityTransferLib.dmri import fit_checks
+
+    fits = []
+    monkeypatch.setattr(fit_checks, "fit_dti", lambda *a, **k: fits.append(1) or fit_dti(*a, **k))
+    dwi = make_phantom(shape=shape, voxel_mm=3.0, n_dirs=12)
+    fileio.save_dwi(dwi, tmp_path / "clean.nii.gz")
+    assert cli.main(["degrade", str(tmp_path / "clean.nii.gz"), "--factor", factor, "-o", str(tmp_path / "c.nii.gz")]) == 0
+    assert capsys.readouterr().err == ""
+    fileio.save_dwi(dwi, tmp_path / "bad.nii.gz")
+    bvec = tmp_path / "bad.bvec"
+    np.savetxt(bvec, np.loadtxt(bvec) * [[-1.0], [1.0], [1.0]], fmt="%.10g")
+    assert cli.main(["degrade", str(tmp_path / "bad.nii.gz"), "--factor", factor, "-o", str(tmp_path / "b.nii.gz")]) == 0
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and SAID in said[0] and f"negate the first row (x) of {bvec}" in said[0], said
+    assert len(fits) == (2 if refit else 0)  # the high-res fit only where the low-res one cannot be judged

@@ -173,6 +173,9 @@ def degrade(args):
     dwi, brain = _dwi_and_mask(args)
     pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap,
                        noise=randomise.added_noise(snr, seed))
+    from ...dmri.fit_checks import check_degraded_table
+
+    check_degraded_table(dwi, brain, pair.tensor, pair.mask, str(fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec)[1]))
     if args.slice_gap:  # upsample reads it back and says the slices are not contiguous (fileio/slices.py)
         from ...fileio.records import note_run
         from ...fileio.slices import record_of_degrade

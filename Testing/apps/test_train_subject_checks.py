@@ -90,3 +90,24 @@ def test_a_gzip_shorter_than_its_header_says_is_told_by_its_recorded_length(tmp_
     with pytest.raises(IQTError, match="truncated or damaged"):
         fileio.check_dwi(cut)
     assert reads == [cut]
+
+
+def test_a_training_subject_whose_bvec_looks_like_another_frame_is_said_once(tmp_path, small_subject, capsys):
+    """Training runs `iqt fit`'s gradient-table check on each subject's fit as it prepares it (dmri/subject.py
+    check_training_table): one warning line naming the subject's bvec and its fix (an audit: it had trained on
+    mirrored tensors without a word); the right table says nothing."""
+    import numpy as np
+
+    import helpers
+
+    bad = tmp_path / "x_flipped"
+    bad.mkdir()
+    helpers.save_phantom_dwi(bad / "dwi.nii.gz", (32, 36, 28), 1)  # white matter enough to judge (20x22x16: not)
+    bvec = bad / "dwi.bvec"
+    np.savetxt(bvec, np.loadtxt(bvec) * [[-1.0], [1.0], [1.0]], fmt="%.10g")
+    out = tmp_path / "model.npz"
+    code = cli.main(["--threads", "1", "train", "--method", "global-linear", "--subjects", str(small_subject), str(bad),
+                     "--factor", "2", "-o", str(out)])
+    said = [line for line in capsys.readouterr().err.splitlines() if "gradient table looks wrong" in line]
+    assert code == 0 and len(said) == 1, said
+    assert str(bad / "dwi.nii.gz") in said[0] and f"negate the first row (x) of {bvec}" in said[0]

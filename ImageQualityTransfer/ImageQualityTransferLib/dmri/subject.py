@@ -102,6 +102,18 @@ def as_subject(item) -> Subject:
     return load_subject(item)
 
 
+def check_training_table(item, subject: Subject) -> None:
+    """`iqt fit`'s gradient-table check (dmri/gradcheck.py) on a training subject read from its folder, on the fit its
+    preparation made (a tracking of its white matter, no second fit): one warning line where its bvec looks like
+    another frame, which had trained on mirrored tensors without a word (an audit). A `Coarsened` copy or a `Subject`
+    given is left out: a copy's folder is checked as itself."""
+    if isinstance(item, (Subject, Coarsened)):
+        return
+    from .gradcheck import check_gradients
+
+    check_gradients(subject.dwi, subject.mask, subject.tensor, str(fileio.bval_bvec_paths(dwi_path(item))[1]))
+
+
 def phantom_subject() -> Subject:
     """The built-in phantom as a high-quality subject (its own brain mask): the demo's and report's default."""
     from .phantom import make_phantom

@@ -20,14 +20,19 @@ their sidecars names another). Only slices with at least MIN_BRAIN_SHARE of the 
 read: the 3 mm ortho dev scan's top slices, 11 % of it, reach z 22 unaffected.
 
 A volume whose median z over the slices is above VOLUME_SUSPECT is tested against the fit of the others: above VOLUME_Z
-it is bad as a whole (dead or moved) and left out everywhere. A (slice, volume) above PAIR_Z is bad in that slice: it is
-left out of that slice's fit and the slice refitted, until none is above (of several above, the one furthest below the
-fit first: a dropout lowers the signal, and the fit it corrupted leaves good volumes above it); one left out is put back
-if it fits the others' slice fit. So the volumes a corrupted fit smeared its error over are not named, and the refit is
-what `--exclude-outliers` writes. On the 8 real subjects the largest z were 6.7-16.1 (pairs) and 1.9-3.0 (volumes), but
-for one real dropout: the sagittal AP dev scan's slice 15 of volume 8 holds 6 % of its signal (z 70). On corrupted
-copies of the 3 mm ortho dev scan: dropouts z 208-266, a zeroed volume 306 and one moved by 6 voxels 129 (against the
-others' fit); a bias field, Rician noise at SNR 5-10, ringing, a cut field of view and a shifted b0 gave none."""
+it is bad as a whole (dead or moved) and left out everywhere. Volumes that share one fault (the head moved near the end
+of the series, two series of different scale joined) pull the fit their way and none stands out against it (2-10 of the
+3 mm ortho dev scan's 20 moved or scaled: median z -1.0 to 6.9, none named), so each quarter of each shell's DW volumes
+(in series order), and the half further from the b0s, is also left out of a sparse screening fit (`_block_suspects`);
+every suspect is left out of one trial fit at once and each tested against it. A (slice, volume) above PAIR_Z is bad in
+that slice: it is left out of that slice's fit and the slice refitted, until none is above (of several above, the one
+furthest below the fit first: a dropout lowers the signal, and the fit it corrupted leaves good volumes above it); one
+left out is put back if it fits the others' slice fit. So the volumes a corrupted fit smeared its error over are not
+named, and the refit is what `--exclude-outliers` writes. On the 8 real subjects the largest z were 6.7-16.1 (pairs) and
+1.9-3.0 (volumes), but for one real dropout: the sagittal AP dev scan's slice 15 of volume 8 holds 6 % of its signal (z
+70). On corrupted copies of the 3 mm ortho dev scan: dropouts z 208-266, a zeroed volume 306 and one moved by 6 voxels
+129 (against the others' fit); a bias field, Rician noise at SNR 5-10, ringing, a cut field of view and a shifted b0
+gave none."""
 
 from __future__ import annotations
 
@@ -49,14 +54,20 @@ MIN_BRAIN_SHARE = 0.25  # of the fullest slice's brain voxels: a slice with fewe
 MIN_SLICE_VOXELS = 50  # and never one with fewer brain voxels than this
 PAIR_Z = 25.0  # a (slice, volume) above this is an outlier in that slice (clean real subjects: at most 16.1)
 VOLUME_SUSPECT = 3.5  # a volume whose median z over the slices is above this is tested (clean real subjects: at most 3.0)
-VOLUME_Z = 40.0  # by its median z against the fit without it: above this it is an outlier as a whole, dead or moved (the
-# clean subjects' worst volumes, tested so: at most 12.5; a zeroed volume 306, one moved by 6 voxels 129)
+VOLUME_Z = 30.0  # by its median z against the fit without it: above this it is an outlier as a whole, dead or moved
+# (the clean subjects' worst volumes, tested so: at most 12.5; a zeroed volume 306, one moved by 6 voxels 129; half the
+# 3 mm ortho dev scan's DW volumes moved by one voxel 34-37 against the other half's fit, under the bar of 40 before)
 OTHER_AXIS_RATIO = 1.5  # and above this many times k's largest: a volume moved by two voxels misfits the edge slices
 # along j about as much as a dropout along k misfits its slices (z 94 against 90 on a phantom; a review), where a
 # dropout along i leaves k's at a clean scan's 16-19 (43-46 along i; a second review: 3 had missed those)
 OTHER_AXIS_Z = 40.0  # a (slice, volume) z above this along i or j, where no sidecar names the slice axis, reads along it
 # (clean real subjects, read along every axis: at most 21.0, sag HF along j; the sagittal AP scan's real dropout 69.5;
 # docs/measurements.md, Fit checks)
+BLOCKS = (4, 2)  # each shell's DW volumes cut in quarters, then halves: each left out of a screening fit
+SCREEN_Z = 20.0  # suspect by that screen (its sparse medians are noisier), then tested in full against VOLUME_Z
+SCREEN_STEP = 3  # of the slices read, every this-th is read by that screen (every other voxel in it)
+VOLUME_ROUNDS = 3  # trial fits without every suspect (each round at most two fits): the bad volumes a round names may
+# have hidden others behind the fit they corrupted
 MIN_SCALE = 1e-3  # floor of the residuals' spread (a noise-free synthetic series has none)
 MAX_LISTED = 6  # slice groups named in the warning; the rest counted
 
@@ -257,24 +268,39 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     out.volume_z_max = float(np.nanmax(vz[dw])) if np.isfinite(vz[dw]).any() else float("nan")
     whole: list = []
     fitted = t
-    for _ in range(int(dw.sum()) // 4):  # the worst volume first; each one tested with the others' fit without it
-        vz = np.where(np.isin(np.arange(len(bvals)), whole), -np.inf, np.nan_to_num(vz, nan=-np.inf))
-        v = int(np.argmax(np.where(dw, vz, -np.inf)))
-        if not vz[v] > VOLUME_SUSPECT:
+    idx = np.arange(len(bvals))
+    blocks = _block_suspects(dwi, mask, q, read, axis, scores)
+    for _ in range(VOLUME_ROUNDS):  # every suspect left out of one trial fit, each tested against it (module doc)
+        suspects = [v for v in blocks if v not in whole] + [
+            int(v) for v in np.argsort(-np.nan_to_num(vz, nan=-np.inf))
+            if dw[v] and v not in whole and v not in blocks and vz[v] > VOLUME_SUSPECT]
+        drop = list(whole)
+        for v in suspects:  # worst first, while at least half the DW volumes stay and they determine a tensor
+            keep = ~np.isin(idx, drop + [v])
+            if not _testable(keep, dw, bvals, bvecs):
+                break
+            drop.append(v)
+        if suspects and len(drop) == len(whole):
+            out.unfixable["all"] = (f"volume {suspects[0]} could not be left out too: the others would not determine a "
+                                    "tensor with a residual left to judge it by")
+        if len(drop) == len(whole):
             break
-        keep = ~np.isin(np.arange(len(bvals)), whole + [v])
-        if not spans_tensor(bvecs[keep], bvals[keep]):
-            out.unfixable["all"] = f"volume {v} could not be left out too: the others would not determine a tensor"
-            break
-        trial = _fit_without(dwi, mask, whole + [v])
+        trial = _fit_without(dwi, mask, drop)
         t_rows, t_signs = map(np.stack, zip(*[_slice_row(signal, trial, mask, q, s, signed=True, axis=axis)
                                               for s in read]))
-        t_z, t_spread = scores(t_rows, dw & keep)
+        t_z, t_spread = scores(t_rows, dw & ~np.isin(idx, drop))
         t_vz = _nanmedian(t_z, axis=0)
-        if not t_vz[v] > VOLUME_Z:  # it fits the others' tensors: not bad as a whole
+        bad = [v for v in drop if v not in whole and t_vz[v] > VOLUME_Z]  # the rest fit the others' tensors
+        if not bad:
             break
-        whole.append(v)
-        out.volumes[v] = float(t_vz[v])
+        whole += bad
+        out.volumes.update({v: float(t_vz[v]) for v in bad})
+        if len(whole) < len(drop):  # suspects that fit go back in: the fit without the bad ones alone
+            trial = _fit_without(dwi, mask, whole)
+            t_rows, t_signs = map(np.stack, zip(*[_slice_row(signal, trial, mask, q, s, signed=True, axis=axis)
+                                                  for s in read]))
+            t_z, t_spread = scores(t_rows, dw & ~np.isin(idx, whole))
+            t_vz = _nanmedian(t_z, axis=0)
         fitted, rows, signs, z, spread, vz = trial, t_rows, t_signs, t_z, t_spread, t_vz
     fitted = fitted.copy() if refit else None
     live = dw & ~np.isin(np.arange(len(bvals)), whole)
@@ -292,6 +318,43 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
         fitted[~mask] = 0.0
         out.tensor = fitted.astype(np.float32)
     return out
+
+
+def _testable(keep, dw, bvals, bvecs) -> bool:
+    """Whether the volumes `keep` can judge the rest: at least half the DW volumes, determining a tensor, with a
+    residual left (an exact fit's zero spread had named a good volume of a 7-direction series)."""
+    return 2 * (dw & keep).sum() >= dw.sum() and spans_tensor(bvecs[keep], bvals[keep]) \
+        and not blind_count(bvals[keep], bvecs[keep])
+
+
+def _block_suspects(dwi, mask, q, read, axis, scores) -> list:
+    """The DW volumes that misfit, above SCREEN_Z, a fit without their block of the series (each shell's DW volumes in
+    order, cut in quarters, and the half further from the b0s), worst first (module doc). Read in every
+    SCREEN_STEP-th slice, every other voxel in it, only: to keep the time."""
+    bvals, bvecs = np.asarray(dwi.bvals, float), np.asarray(dwi.bvecs, float)
+    dw = bvals > B0_THRESHOLD
+    idx = np.arange(len(bvals))
+    sel = [slice(None, None, 2)] * 3  # every other voxel in-plane (a fit's time is its voxels')
+    sel[axis] = read[::SCREEN_STEP]
+    m = np.asarray(mask, bool)[tuple(sel)]  # the sampled slices alone: a fit copies the whole series it is given
+    sub = dwi.replace(data=np.asarray(dwi.data)[tuple(sel)])
+    sample = range(m.shape[axis])
+    found: dict = {}
+    b0_at = np.flatnonzero(~dw).mean() if (~dw).any() else -1.0
+    shell = _shell_ids(bvals)
+    for sid, n in ((sid, n) for sid in np.unique(shell[dw]) for n in BLOCKS):  # per shell: a fit of the lower
+        blocks = np.array_split(np.flatnonzero(shell == sid), n)  # shells misfits a higher one (the model, no fault)
+        if n == 2:  # each half misfits the other's fit: the b0s' own half is taken as right (they make the mask)
+            blocks = [max(blocks, key=lambda b: abs(b.mean() - b0_at))]
+        for block in blocks:
+            keep = ~np.isin(idx, block)
+            if not _testable(keep, dw, bvals, bvecs):
+                continue
+            trial = _fit_without(sub, m, block)
+            rows = np.stack([_slice_row(sub.data, trial, m, q, s, axis=axis) for s in sample])
+            bz = _nanmedian(scores(rows, dw & keep)[0], axis=0)
+            found.update({int(v): max(float(bz[v]), found.get(int(v), -np.inf)) for v in block if bz[v] > SCREEN_Z})
+    return sorted(found, key=lambda v: -found[v])
 
 
 def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole, axis=SLICE_AXIS):
@@ -390,6 +453,17 @@ def check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool = False) -> Volum
 def checked_fit(dwi: Volume, mask, tensor: Volume, exclude: bool = False) -> tuple[Volume, Outliers]:
     """`check_fit` (its warning, its tensors) and what `find_outliers` found, for a record of it (iqt batch's QC)."""
     return _check_fit(dwi, mask, tensor, exclude, stacklevel=3)
+
+
+def blind_count(bvals, bvecs) -> int:
+    """The number of diffusion-weighted volumes where the tensor fits each exactly (no residual left to read: as many
+    DW volumes as independent rows of the design, 6 at most; more b0s pin S0 only), else 0."""
+    dw = np.asarray(bvals, float) > B0_THRESHOLD
+    n = int(dw.sum())
+    if n < MIN_DIRECTIONS:
+        return 0  # refused before a fit (dti.gradient_table)
+    rank = np.linalg.matrix_rank(_attenuation(np.asarray(bvals, float)[dw], np.asarray(bvecs, float)[dw]))
+    return n if rank >= n else 0
 
 
 def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int) -> tuple[Volume, Outliers]:

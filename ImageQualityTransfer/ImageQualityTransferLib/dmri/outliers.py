@@ -468,6 +468,12 @@ def blind_count(bvals, bvecs) -> int:
 
 def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int) -> tuple[Volume, Outliers]:
     levels = check_b0_levels(dwi, np.any(np.asarray(tensor.data) != 0, axis=-1) if mask is None else mask, tensor)
+    blind = blind_count(dwi.bvals, dwi.bvecs)
+    if blind:  # its residuals are zero whatever the data (sag AP dev scan cut to 6 directions: a real dropout unnamed)
+        warnings.warn(f"{dwi.source}with {blind} diffusion-weighted directions the tensor fits each volume exactly, so "
+                      "the fit check cannot see signal dropout or a moved volume (more b0s do not help): a bad volume "
+                      "goes into the tensors without a word; at least 7 directions are needed for the check (check "
+                      "the series by eye)", IQTWarning, stacklevel=stacklevel)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     out.b0_levels = levels
     if not out:

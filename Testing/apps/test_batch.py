@@ -203,6 +203,110 @@ def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
     assert all(stat.startswith("Z") for stat in left), left  # at most a zombie the session leader's parent reaps
 
 
+SECOND_CTRL_C = """
+import os, signal, sys, threading, time
+from ImageQualityTransferLib.apps import batch
+from ImageQualityTransferLib.apps.cli import batch as batch_cli
+
+def busy():  # a subject's torch work: the thread leaves and takes the GIL again on every call
+    import torch
+    x, w = torch.randn(1, 8, 24, 24, 24), torch.randn(8, 8, 3, 3, 3)
+    end = time.time() + 60
+    while time.time() < end:
+        torch.nn.functional.conv3d(x, w)
+
+client, cluster = batch.start_client(1, dashboard_address="127.0.0.1:0", secure=False)
+fut = client.submit(busy, pure=False)
+while not any(client.run(lambda dask_worker: bool(dask_worker.active_threads)).values()):
+    time.sleep(0.05)
+print(*client.run(os.getpid).values(), flush=True)
+try:
+    raise KeyboardInterrupt  # the first Ctrl-C, as the run's subject works
+except KeyboardInterrupt:
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # the second, as the cluster closes
+    try:
+        batch_cli._stop(client, cluster)
+    except KeyboardInterrupt:  # (where the close let it through)
+        pass
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="a process's end is read in /proc")
+def test_a_second_ctrl_c_as_the_local_cluster_closes_leaves_no_worker_abort(tmp_path):
+    """A second Ctrl-C during `iqt batch` cancelled the cluster's close (Dask's sync): no nanny killed its worker, which
+    ended its process with a subject in torch, and the C++ runtime aborted ('terminate called without an active
+    exception' after the run's line, a core file; an audit). The close now completes, and a worker that ends with a
+    task running leaves at once (batch/worker_signals.py)."""
+    import resource
+
+    err = tmp_path / "stderr"
+    with err.open("w") as f:  # a file, not a pipe: the worker may outlive this process
+        proc = subprocess.run([sys.executable, "-c", SECOND_CTRL_C], env=helpers.engine_env(), stdout=subprocess.PIPE,
+                              stderr=f, text=True, timeout=120, cwd=tmp_path,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    worker = int(proc.stdout.split()[0])
+    deadline = time.time() + 30
+    while time.time() < deadline and Path(f"/proc/{worker}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{worker}").exists()
+    assert "terminate called" not in err.read_text() and proc.returncode == 0, (proc.returncode, err.read_text())
+
+
+def test_a_ctrl_c_while_the_cluster_closes_waits_for_the_close():
+    """The close is not cancelled by a Ctrl-C (its nannies would not kill their workers); the Ctrl-C is raised once it
+    has closed, unless the run is already unwinding from the first."""
+
+    class Closing:
+        closed = False
+
+        def close(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the signal is handled meanwhile
+            self.closed = True
+
+    cluster = Closing()
+    try:
+        raise KeyboardInterrupt  # the first Ctrl-C
+    except KeyboardInterrupt:
+        try:
+            batch_cli._stop(Closing(), cluster)
+        except KeyboardInterrupt:
+            pass
+    assert cluster.closed
+    cluster = Closing()
+    with pytest.raises(KeyboardInterrupt):
+        batch_cli._stop(Closing(), cluster)
+    assert cluster.closed
+
+
+BUSY_AT_EXIT = """
+import atexit, sys, threading, time
+import torch
+from ImageQualityTransferLib.apps.batch import worker_signals
+
+x, w = torch.randn(1, 8, 24, 24, 24), torch.randn(8, 8, 3, 3, 3)
+def busy():
+    while True:
+        torch.nn.functional.conv3d(x, w)
+threading.Thread(target=busy, daemon=True).start()
+atexit.register(worker_signals._leave_if_busy, {1: "a subject"})  # as dask_setup, with a task running
+time.sleep(0.2)
+sys.exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_process_that_ends_with_a_task_in_torch_leaves_without_an_abort():
+    """Python's exit stopped the task's thread inside torch: 'terminate called without an active exception', SIGABRT
+    and a core file (a worker closed under a subject). `_leave_if_busy` ends the process before that."""
+    import resource
+
+    proc = subprocess.run([sys.executable, "-c", BUSY_AT_EXIT], env=helpers.engine_env(), capture_output=True,
+                          text=True, timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    assert proc.returncode == 0 and "terminate called" not in proc.stderr, (proc.returncode, proc.stderr)
+
+
 def test_a_worker_the_nanny_starts_again_ignores_ctrl_c_too():
     """The workers of the local cluster ignore SIGINT, also once the nanny has started them again (as after a
     memory-limit kill), so that a terminal's Ctrl-C prints the run's one line and no worker's traceback."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -101,9 +102,10 @@ def _stop(client, cluster, interrupted_in=(), existed=frozenset()) -> None:
     a new output folder's subject folders empty: a cohort audit), a writer that comes after making its folder again."""
     from ..batch.records import remove_temporaries
 
-    client.close()
-    if cluster is not None:
-        cluster.close()
+    with _ctrl_c_held():
+        client.close()
+        if cluster is not None:
+            cluster.close()
     for folder in interrupted_in:
         if cluster is not None:
             remove_temporaries(folder)
@@ -114,6 +116,27 @@ def _stop(client, cluster, interrupted_in=(), existed=frozenset()) -> None:
                 except OSError:
                     break
                 empty = empty.parent
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """A Ctrl-C while the cluster closes is held until it has closed: one that interrupted the close cancelled it (Dask's
+    sync), its nannies never killed their workers, and a worker mid-subject ended its process with torch running (a
+    C++ abort and a core file; an audit's double Ctrl-C). Raised after the close where nothing else is unwinding."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if held and sys.exc_info()[1] is None:
+        raise KeyboardInterrupt
 
 
 def _folders_there(out, items) -> frozenset:

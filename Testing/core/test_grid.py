@@ -129,7 +129,41 @@ def test_the_output_size_check_counts_a_runs_peak_and_the_processs_memory_limit(
     code = "from ImageQualityTransferLib.core import grid; print(grid.memory_limit())"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
-    assert int(run.stdout) == limit  # ulimit -v is the process's memory
+    # ulimit -v is the process's memory, less the address space it holds beyond its resident memory (VmSize - VmRSS)
+    assert limit - 2**30 < int(run.stdout) < limit
+
+
+def test_ulimit_v_counts_the_address_space_beyond_resident_memory(tmp_path, monkeypatch):
+    """ulimit -v counts a process's virtual size, a few hundred MB above its resident memory (espcn under ulimit -v
+    1,900,000 KiB passed a check of its peak RSS, 1.7 GiB, then died of out-of-memory after 8-10 s): the limit read
+    less /proc/self/status VmSize - VmRSS, as first read; a run on torch, read before torch loaded, less
+    TORCH_ADDRESS_BYTES more; the message says the ulimit -v given."""
+    import resource
+
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmSize:\t 3145728 kB\nVmRSS:\t 1048576 kB\n")  # 2 GiB beyond the resident
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (4 * 2**30, 4 * 2**30) if which == resource.RLIMIT_AS
+                        else real(which))
+    monkeypatch.setattr(grid, "PROC_STATUS", str(status))
+    monkeypatch.setattr(grid, "_OVERHEAD", [])
+    monkeypatch.setattr(grid, "cgroup_limit", lambda: None)
+    monkeypatch.setattr(grid, "memory_available", lambda: None)
+    assert grid.address_limit() == 2 * 2**30 and grid.memory_limit() == 2 * 2**30
+    status.write_text("VmSize:\t 8 kB\nVmRSS:\t 4 kB\n")  # read once, before the work: later readings not taken
+    assert grid.address_limit() == 2 * 2**30
+    monkeypatch.setattr(grid, "_OVERHEAD", [(2 * 2**30, False)])  # torch not loaded when read
+
+    def refused(limit):
+        return f"needs more than this process's {limit / 2**30:.3f} GiB of memory; give less"
+
+    grid.check_need(1.9 * 2**30, refused, "needs")
+    with pytest.raises(IQTError, match=r"more than this process's 1.875 GiB of memory \(ulimit -v 4,194,304 KiB, "
+                                       r"less the 2.12 GiB of address space the process holds beyond its memory\); "
+                                       r"give less$"):
+        grid.check_need(1.9 * 2**30, refused, "needs", torch=True)
+    monkeypatch.setattr(grid, "_OVERHEAD", [(2 * 2**30, True)])  # read with torch loaded: counted already
+    grid.check_need(1.9 * 2**30, refused, "needs", torch=True)
 
 
 def _fake_machine(monkeypatch, tmp_path, cgroup: str, limits: dict, available_kb: int = 64 * 2**20):

@@ -78,6 +78,7 @@ PEAK_FIXED_BYTES = 2**29
 PROC_CGROUP = "/proc/self/cgroup"
 CGROUP_ROOT = "/sys/fs/cgroup"
 MEMINFO = "/proc/meminfo"
+PROC_STATUS = "/proc/self/status"
 
 
 def _read_bytes(path) -> int | None:
@@ -139,10 +140,57 @@ def memory_available() -> int | None:
     return None
 
 
+# The address space a run on torch reserves beyond its resident memory, over what `address_overhead` read before torch
+# loaded: Elition x2 --threads 1, VmPeak (/proc) less the check's need and reading: deep-hetero-var1 --uncertainty
+# 0.10 GiB (it died under ulimit -v 2,550,000 KiB after 68 s), espcn -0.01 GiB (docs/measurements.md, Memory)
+TORCH_ADDRESS_BYTES = 2**27
+
+_OVERHEAD: list = []  # address_overhead's first reading in this process: (bytes, torch loaded then)
+
+
+def address_overhead(torch: bool = False) -> int:
+    """Bytes of this process's address space beyond its resident memory (/proc/self/status VmSize - VmRSS: libraries'
+    and threads' reserved, untouched pages), read at the first check, before the work (0.21 GiB after the engine's
+    imports, 0.52 GiB once torch ran: read again at predict it refused runs that complete); `torch`: the run loads
+    torch, which that reading may precede (TORCH_ADDRESS_BYTES more); 0 where it cannot be read. ulimit -v counts
+    them, the peak-RSS estimates do not."""
+    import sys
+
+    if not _OVERHEAD:
+        _OVERHEAD.append((_address_overhead_now(), "torch" in sys.modules))
+    read, had_torch = _OVERHEAD[0]
+    return read + (TORCH_ADDRESS_BYTES if torch and not had_torch else 0)
+
+
+def _address_overhead_now() -> int:
+    sizes = {}
+    try:
+        with open(PROC_STATUS) as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("VmSize", "VmRSS"):
+                    sizes[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(sizes.get("VmSize", 0) - sizes.get("VmRSS", 0), 0)
+
+
+def address_limit(torch: bool = False) -> int | None:
+    """ulimit -v less `address_overhead(torch)`; None where there is none (or not POSIX)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, ValueError, OSError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else max(soft - address_overhead(torch), 0)
+
+
 def memory_limit() -> int | None:
     """Bytes this process may use: the smallest of the machine's memory, its cgroup's limit (a container's or a Slurm
-    job's: the kernel kills a process that passes it) and its address-space limit (ulimit -v); None where none of
-    them can be read (not POSIX)."""
+    job's: the kernel kills a process that passes it) and its address-space limit (ulimit -v) less the address space
+    it holds beyond its resident memory (`address_overhead`: a run under ulimit -v 1,900,000 KiB passed a check of its
+    peak RSS, then died of out-of-memory); None where none of them can be read (not POSIX)."""
     import os
 
     limits = [cgroup_limit()]
@@ -150,13 +198,7 @@ def memory_limit() -> int | None:
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         pass
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        limits.append(None if soft == resource.RLIM_INFINITY else soft)
-    except (ImportError, ValueError, OSError):
-        pass
+    limits.append(address_limit())
     limits = [v for v in limits if v is not None]
     return min(limits) if limits else None
 
@@ -165,13 +207,13 @@ _WARNED: set = set()  # memory warnings said once per process (the CLI checks be
 
 
 def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta: bool = False,
-                      propagate: bool = False) -> None:
+                      propagate: bool = False, torch: bool = False) -> None:
     """A high-res grid whose run, `multiple` times its tensors' bytes and PEAK_FIXED_BYTES, would pass the memory this
     process may use (`memory_limit`) is refused before any work (`--factor 1000` would end in a MemoryError; the
     tensors alone are about a quarter of a run's peak). One that fits but needs more than the machine has available
     now (other programs hold the rest) gets one warning line. `maps`, `tta`, `propagate`: the run makes uncertainty
     maps, averages over the input's symmetries, draws samples of its output (`Method.peak_multiple` counts them; said
-    so). The rule itself: `check_need`."""
+    so); `torch`: the method runs on torch (`check_need`). The rule itself: `check_need`."""
     shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
     tensors = math.prod(shape) * 6 * 4
     need = tensors * multiple + PEAK_FIXED_BYTES + axis_weights_bytes(shape3, f)
@@ -182,7 +224,7 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
                        f"{_with(maps, tta, propagate)}, more than this process's "
                        f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)"),
         f"{describe(f)}: the run needs about {need / 2**30:,.1f} GiB{_with(maps, tta, propagate)}",
-        key=(shape, round(need)), stacklevel=4)
+        key=(shape, round(need)), stacklevel=4, torch=torch)
 
 
 def axis_weights_bytes(shape3, f) -> int:
@@ -210,17 +252,20 @@ def check_nifti_grid(shape3, f, outputs, nrrd_ok: bool = False) -> None:
                    f"factors (or a larger --voxel-size){other}")
 
 
-def check_need(need: float, refused, needs: str, key=None, stacklevel: int = 3) -> None:
+def check_need(need: float, refused, needs: str, key=None, stacklevel: int = 3, torch: bool = False) -> None:
     """The one rule of the memory checks made before any work (`check_output_size` for a high-res grid,
     `fileio.sizes.check_inputs` for the images a command reads): a run needing `need` bytes at its peak is refused
     where that passes the memory this process may use (`memory_limit`: the machine's, its cgroup's, ulimit -v), with
     the line `refused(limit)`; where it fits but passes what the machine has available now (`memory_available`), one
     warning line, "`needs`, more than the ... available now", said once per `key` in a process."""
     limit = memory_limit()
+    address = address_limit(True) if torch and limit is not None else None
+    limit = limit if address is None else min(limit, address)
     if limit is None:  # left to the allocation itself
         return
     if need > limit:
-        raise IQTError(refused(limit))
+        text = refused(limit)  # the ulimit -v said after the limit it set (each message says "... GiB of memory")
+        raise IQTError(text.replace(" of memory", " of memory" + _address_said(limit, torch), 1))
     available = memory_available()
     if available is not None and need > available:
         message = (f"{needs}, more than the {available / 2**30:,.1f} GiB this machine has available now (other programs "
@@ -232,6 +277,18 @@ def check_need(need: float, refused, needs: str, key=None, stacklevel: int = 3) 
             import warnings
 
             warnings.warn(message, IQTWarning, stacklevel=stacklevel)
+
+
+def _address_said(limit: int, torch: bool) -> str:
+    """Where ulimit -v set `limit` (less `address_overhead`): said, else the limit read as memory would not be the
+    ulimit -v given."""
+    import resource
+
+    if limit != address_limit(torch):
+        return ""
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return (f" (ulimit -v {soft // 1024:,} KiB, less the {address_overhead(torch) / 2**30:,.2f} GiB of address space "
+            "the process holds beyond its memory)")
 
 
 def _with(maps: bool, tta: bool, propagate: bool) -> str:

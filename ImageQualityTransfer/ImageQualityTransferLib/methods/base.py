@@ -158,7 +158,8 @@ class Method:
         with `peak_multiple`): `predict` runs it, and `iqt upsample` before it reads the input or loads a model, with
         `nrrd` where the output is a tensor NRRD, whose writer holds NRRD_WRITE_MULTIPLE more."""
         peak = self.peak_multiple(maps, propagate) + (NRRD_WRITE_MULTIPLE if nrrd else 0.0)
-        grid.check_output_size(shape3, factor, peak, maps=maps, tta=self.tta, propagate=propagate)
+        grid.check_output_size(shape3, factor, peak, maps=maps, tta=self.tta, propagate=propagate,
+                               torch=self.requires_torch)
 
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         if model is not None and not self.learned:

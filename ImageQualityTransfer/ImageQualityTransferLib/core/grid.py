@@ -216,7 +216,7 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
     so); `torch`: the method runs on torch (`check_need`). The rule itself: `check_need`."""
     shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
     tensors = math.prod(shape) * 6 * 4
-    need = tensors * multiple + PEAK_FIXED_BYTES + axis_weights_bytes(shape3, f)
+    need = output_need(shape3, f, multiple)
     check_need(
         need,
         lambda limit: (f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
@@ -225,6 +225,12 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
                        f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)"),
         f"{describe(f)}: the run needs about {need / 2**30:,.1f} GiB{_with(maps, tta, propagate)}",
         key=(shape, round(need)), stacklevel=4, torch=torch)
+
+
+def output_need(shape3, f, multiple: float = 4.0) -> float:
+    """The peak bytes `check_output_size` judges a run on a low-res grid of `shape3` at `f` by."""
+    shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
+    return math.prod(shape) * 6 * 4 * multiple + PEAK_FIXED_BYTES + axis_weights_bytes(shape3, f)
 
 
 def axis_weights_bytes(shape3, f) -> int:

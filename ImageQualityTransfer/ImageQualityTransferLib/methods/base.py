@@ -153,6 +153,11 @@ class Method:
         (the Monte Carlo sums are per tile)."""
         return self.peak[maps] + (self.tta_peak if self.tta else 0.0) + (PROPAGATE_PEAK if propagate else 0.0)
 
+    def memory_need(self, shape3, factor, maps: bool, propagate: bool = False, nrrd: bool = False) -> float:
+        """The peak bytes `check_memory` judges a run by (`iqt batch` checks each subject's against a worker's)."""
+        peak = self.peak_multiple(maps, propagate) + (NRRD_WRITE_MULTIPLE if nrrd else 0.0)
+        return grid.output_need(shape3, factor, peak)
+
     def check_memory(self, shape3, factor, maps: bool, propagate: bool = False, nrrd: bool = False) -> None:
         """The memory check of a run of this method on a low-res grid of `shape3` at `factor` (`grid.check_output_size`
         with `peak_multiple`): `predict` runs it, and `iqt upsample` before it reads the input or loads a model, with

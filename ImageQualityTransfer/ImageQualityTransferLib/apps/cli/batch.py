@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import sys
@@ -73,6 +74,55 @@ def check_memory_limit(text: str) -> None:
     if n < parse_bytes(MIN_MEMORY):
         raise IQTError(f"--memory-limit {text} ({format_bytes(n)}): too little for a worker; give at least {MIN_MEMORY} "
                        "(a 3 mm subject with biqt needs about 1 GiB), or auto")
+
+
+def check_worker_memory(args, runs) -> None:
+    """Each subject's peak, judged from its header as `iqt upsample` judges it (Method.memory_need), against what a
+    local worker may use, its --memory-limit (Dask stops a worker past its terminate fraction, 95 %): refused before
+    the cluster starts, one line naming the subject, its need and the limit to give (--memory-limit 1GiB had failed an
+    Elition subject after 73 s). One warning line where --memory-limit times --workers passes the machine's memory."""
+    import logging
+
+    import dask
+    from dask.utils import format_bytes, parse_bytes
+    from distributed import system
+    from distributed.worker_memory import parse_memory_limit
+
+    from ...core import grid
+    from .upsample import input_shape3
+
+    given = str(args.memory_limit).strip().lower() != "auto"
+    quiet = logging.getLogger(f"{__name__}.dask")  # Dask's own line on a limit above the machine's: ours below
+    quiet.disabled = True
+    per = parse_memory_limit(args.memory_limit, 1, args.workers, logger=quiet)
+    if given and parse_bytes(args.memory_limit) * args.workers > system.MEMORY_LIMIT:
+        total = parse_bytes(args.memory_limit) * args.workers
+        warnings.warn(f"--memory-limit {args.memory_limit} x {args.workers} workers is {format_bytes(total)}, more than "
+                      f"this machine's {format_bytes(system.MEMORY_LIMIT)}: the workers may run it out of memory; give "
+                      "less, or run fewer --workers", IQTWarning, stacklevel=3)
+    fraction = dask.config.get("distributed.worker.memory.terminate") or 1.0
+    for name, g, group, _ in runs:
+        method = _methods_of(args, name)
+        for it in group:
+            shape3 = input_shape3(it.path)
+            if shape3 is None:  # its reader says why, in its row
+                continue
+            need = method.memory_need(shape3, g, bool(args.uncertainty))
+            said = f"{it.prefix} ({it.as_typed(it.path)}): its run ({name}, {grid.describe(g)}) needs about " \
+                   f"{need / 2**30:,.1f} GiB"
+            if per and need > per * fraction:
+                give = f"give --memory-limit {math.ceil(need / fraction / 2**29) / 2:g}GiB or more"
+                what = (f"--memory-limit {args.memory_limit} (a worker is stopped at {fraction:.0%} of it)" if given else
+                        f"each of the {args.workers} workers' share of this machine's memory, {format_bytes(per)} "
+                        f"(stopped at {fraction:.0%})")
+                fewer = "" if given else " (or run fewer --workers)"
+                raise IQTError(f"{said}, more than {what}; {give}{fewer}, or leave that subject out")
+
+
+def _methods_of(args, name):
+    from ... import methods
+
+    return methods.get(name, **options.method_settings(args))
 
 
 def check_dashboard_address(text: str) -> None:
@@ -390,6 +440,7 @@ def run(args) -> int:
     if not args.scheduler:
         check_memory_limit(args.memory_limit)
         check_dashboard_address(args.dashboard_address)
+        check_worker_memory(args, runs)
     out = Path(args.output)  # a folder, created with its parents (derivatives/ of a fresh BIDS dataset)
     if out.exists() and not out.is_dir():
         raise IQTError(f"{out}: exists and is not a folder; give a folder for the outputs")

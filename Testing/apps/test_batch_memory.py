@@ -5,13 +5,17 @@ memory or address space (ulimit -v: "can't start new thread") named so, not blam
 
 from __future__ import annotations
 
+import errno
+import resource
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("distributed")
 
-from helpers import bundle_volume, refused_line  # noqa: E402
+from helpers import bundle_volume, engine_env, refused_line  # noqa: E402
 from ImageQualityTransferLib import fileio  # noqa: E402
 from ImageQualityTransferLib.core.errors import IQTWarning  # noqa: E402
 
@@ -41,3 +45,41 @@ def test_a_memory_limit_past_the_machines_memory_is_said(monkeypatch):
     with pytest.warns(IQTWarning, match=r"--memory-limit 500GiB x 2 workers is 0.98 TiB, more than this machine's "
                                         r"8.00 GiB"):
         batch_cli.check_worker_memory(args, [])
+
+
+def test_under_ulimit_v_a_subject_is_refused_for_a_workers_address_space(tmp_path):
+    """Each worker process has the ulimit -v on its own, and holds about 0.5 GiB (cubic) of address space beyond its
+    memory: 1.0 GiB is too little for a 0.58 GiB need (the run had failed every subject, 'can't start new thread')."""
+    listed, out = _subject(tmp_path), tmp_path / "deriv"
+    limit = 2**30
+    run = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "batch", str(listed), "-o", str(out),
+                          "--method", "cubic", "--workers", "1"], capture_output=True, text=True, timeout=120,
+                         env=engine_env(), preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "ulimit -v 1,048,576 KiB, which each worker process has on its own; raise it to 1,200,000 KiB" in run.stderr
+    assert not out.exists()
+
+
+class _Failed:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def result(self):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("can't start new thread"), MemoryError(),
+                                 OSError(errno.ENOMEM, "Cannot allocate memory")])
+def test_a_worker_out_of_memory_is_said_so(tmp_path, monkeypatch, exc):
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch.items import Item
+
+    client = SimpleNamespace(submit=lambda *a, **k: _Failed(exc), cluster=object())
+    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait: iter(futures))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1_500_000 * 1024, resource.RLIM_INFINITY))
+    ended = []
+    item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
+    cohort._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
+    reason = ended[0]["reason"]
+    assert ended[0]["status"] == "failed" and "installed" not in reason, reason
+    assert reason.startswith("a worker ran out of memory (") and "ulimit -v 1,500,000 KiB" in reason, reason

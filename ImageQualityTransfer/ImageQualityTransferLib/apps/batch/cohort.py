@@ -507,12 +507,39 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
                 if isinstance(exc, KilledWorker):
                     reason = ("the worker running it died (memory limit or killed); give the workers more memory with "
                               "--memory-limit or run fewer --workers")
+                elif out_of_memory(exc):
+                    reason = memory_reason(exc, local=getattr(client, "cluster", None) is not None)
                 else:
                     reason = (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the "
                               "workers need ImageQualityTransfer installed and the same paths as this machine")
                 result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
             done += 1
             ended(it, result)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc`, raised by a task on a worker, is memory or address space refused (a worker under ulimit -v could
+    not start its thread: RuntimeError "can't start new thread"; MemoryError; OSError ENOMEM)."""
+    import errno
+
+    return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+            or (isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)))
+
+
+def memory_reason(exc: BaseException, local: bool = True) -> str:
+    """A subject's failure reason for `out_of_memory(exc)`: the limit named (not 'installed / same paths': under
+    ulimit -v 1500000 every subject failed so; each worker is a process with an address space of its own). `local`:
+    the workers are this machine's LocalCluster's, which have this process's ulimit -v."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0] if local else resource.RLIM_INFINITY
+    said = f"a worker ran out of memory ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    if soft != resource.RLIM_INFINITY:
+        return (f"{said} under the address-space limit ulimit -v {soft // 1024:,} KiB, which each worker process has on "
+                "its own; raise it (ulimit -v, a cluster job's h_vmem)")
+    if not local:
+        return f"{said}; give the scheduler's workers more memory (their ulimit -v, 'dask worker --memory-limit')"
+    return f"{said}; give the workers more memory with --memory-limit or run fewer --workers"
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -76,12 +76,20 @@ def check_memory_limit(text: str) -> None:
                        "(a 3 mm subject with biqt needs about 1 GiB), or auto")
 
 
+# A local worker's address space beyond its resident memory at its most (/proc VmSize - VmRSS, sampled through
+# `iqt batch` of the two 3 mm dev subjects, --workers 2): espcn and deep-hetero-var1 0.73-0.76 GiB, cubic 0.47 GiB;
+# under ulimit -v that counts as well as the run's peak (every subject failed under 1,500,000 KiB, an audit)
+WORKER_ADDRESS_BYTES = {True: int(0.8 * 2**30), False: int(0.5 * 2**30)}  # by Method.requires_torch
+
+
 def check_worker_memory(args, runs) -> None:
     """Each subject's peak, judged from its header as `iqt upsample` judges it (Method.memory_need), against what a
-    local worker may use, its --memory-limit (Dask stops a worker past its terminate fraction, 95 %): refused before
-    the cluster starts, one line naming the subject, its need and the limit to give (--memory-limit 1GiB had failed an
+    local worker may use: its --memory-limit (Dask stops a worker past its terminate fraction, 95 %) and this
+    process's ulimit -v, which each worker process has on its own (less WORKER_ADDRESS_BYTES): refused before the
+    cluster starts, one line naming the subject, its need and the limit to give (--memory-limit 1GiB had failed an
     Elition subject after 73 s). One warning line where --memory-limit times --workers passes the machine's memory."""
     import logging
+    import resource
 
     import dask
     from dask.utils import format_bytes, parse_bytes
@@ -101,8 +109,10 @@ def check_worker_memory(args, runs) -> None:
                       f"this machine's {format_bytes(system.MEMORY_LIMIT)}: the workers may run it out of memory; give "
                       "less, or run fewer --workers", IQTWarning, stacklevel=3)
     fraction = dask.config.get("distributed.worker.memory.terminate") or 1.0
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     for name, g, group, _ in runs:
         method = _methods_of(args, name)
+        address = WORKER_ADDRESS_BYTES[bool(method.requires_torch)]
         for it in group:
             shape3 = input_shape3(it.path)
             if shape3 is None:  # its reader says why, in its row
@@ -117,6 +127,11 @@ def check_worker_memory(args, runs) -> None:
                         f"(stopped at {fraction:.0%})")
                 fewer = "" if given else " (or run fewer --workers)"
                 raise IQTError(f"{said}, more than {what}; {give}{fewer}, or leave that subject out")
+            if soft != resource.RLIM_INFINITY and need + address > soft:
+                kib = math.ceil((need + address) / 1024 / 100_000) * 100_000
+                raise IQTError(f"{said}, and a worker about {address / 2**30:.1f} GiB more of address space, more than "
+                               f"this shell's ulimit -v {soft // 1024:,} KiB, which each worker process has on its own; "
+                               f"raise it to {kib:,} KiB or more (a cluster job's h_vmem), or leave that subject out")
 
 
 def _methods_of(args, name):

@@ -30,7 +30,7 @@ def test_a_refusal_for_memory_comes_before_the_input_is_read_or_torch_imported(t
     run = subprocess.run([sys.executable, "-c", CODE, str(lr), str(tmp_path / "hr.nii.gz"), "espcn-hetero-var1",
                           str(tmp_path / "u.nii.gz")], capture_output=True, text=True, timeout=120)
     assert run.stdout.split() == ["2", "False", "False"], (run.stdout, run.stderr)
-    assert "with its uncertainty maps, more than this process's 0.5 GiB of memory" in run.stderr, run.stderr
+    assert "with its uncertainty maps, more than this process's 0.500 GiB of memory" in run.stderr, run.stderr
     assert run.stderr.count("\n") == 1 and not list(tmp_path.glob("hr*")), run.stderr
 
 

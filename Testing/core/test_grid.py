@@ -1,5 +1,7 @@
 """Per-axis factors (docs/conventions.md, Grid): parsing, the affines, nearest blocks, factors from a voxel size."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -250,3 +252,17 @@ def test_a_cgroup_file_that_is_not_text_reads_as_no_limit(monkeypatch, tmp_path)
     _fake_machine(monkeypatch, tmp_path, "0::/job\n", {"job/memory.max": "max"})
     (tmp_path / "fs" / "job" / "memory.max").write_bytes(b"\xff\xfe\x00max")
     assert grid.cgroup_limit() is None
+
+
+def test_a_memory_refusal_tells_the_need_from_the_limit_in_its_figures(monkeypatch):
+    """A need 3 % over the limit had read "needs about 1.0 GiB ..., more than this process's 1.0 GiB" (an audit of
+    time and memory): as many decimals as tell them apart."""
+    need = grid.output_need((110, 110, 60), 2)  # 1.02 GiB
+    monkeypatch.setattr(grid, "memory_limit", lambda: int(0.97 * 2**30))
+    monkeypatch.setattr(grid, "memory_available", lambda: int(0.97 * 2**30))
+    assert f"{need / 2**30:.1f}" == "1.0"
+    with pytest.raises(IQTError) as e:
+        grid.check_output_size((110, 110, 60), 2)
+    said = re.findall(r"needs about ([\d.]+) GiB.*this process's ([\d.]+) GiB", str(e.value))
+    assert said and said[0][0] != said[0][1] and float(said[0][0]) > float(said[0][1]), str(e.value)
+    assert grid.gib(1.5 * 2**30) == "1.5" and grid.gib(1.01 * 2**30, 0.97 * 2**30) == "1.01"

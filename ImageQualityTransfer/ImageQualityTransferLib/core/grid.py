@@ -220,9 +220,9 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
     check_need(
         need,
         lambda limit: (f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
-                       f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {need / 2**30:,.1f} GiB"
+                       f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {gib(need, limit)} GiB"
                        f"{_with(maps, tta, propagate)}, more than this process's "
-                       f"{limit / 2**30:,.1f} GiB of memory; give smaller factors (or a larger --voxel-size)"),
+                       f"{gib(limit, need)} GiB of memory; give smaller factors (or a larger --voxel-size)"),
         f"{describe(f)}: the run needs about {need / 2**30:,.1f} GiB{_with(maps, tta, propagate)}",
         key=(shape, round(need)), stacklevel=4, torch=torch)
 
@@ -256,6 +256,16 @@ def check_nifti_grid(shape3, f, outputs, nrrd_ok: bool = False) -> None:
     raise IQTError(f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, more than the "
                    f"{NIFTI_MAX_DIM:,} voxels along an axis a NIfTI file can hold ({nifti[0]}); give smaller "
                    f"factors (or a larger --voxel-size){other}")
+
+
+def gib(x: float, other: float | None = None) -> str:
+    """`x` bytes in GiB to one decimal, or to as many more (up to 3) as tell it from `other`: a need of 1.01 GiB had
+    been said to be "1.0 GiB, more than this process's 1.0 GiB" (an audit of time and memory)."""
+    for d in (1, 2, 3):
+        text = f"{x / 2**30:,.{d}f}"
+        if other is None or text != f"{other / 2**30:,.{d}f}":
+            break
+    return text
 
 
 def check_need(need: float, refused, needs: str, key=None, stacklevel: int = 3, torch: bool = False) -> None:

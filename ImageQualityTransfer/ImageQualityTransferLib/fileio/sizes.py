@@ -100,8 +100,8 @@ def check_inputs(command: str, images, multiple: float | None = None,
     said = f"{big}: its header says {_dims(shape)} voxels ({alone / 2**30:,.1f} GiB as float32{others})"
     grid.check_need(
         need,
-        lambda limit: (f"{said}, and 'iqt {command}' needs about {need / 2**30:,.1f} GiB at its peak to run on it, "
-                       f"more than this process's {limit / 2**30:,.1f} GiB of memory; {fix}"),
+        lambda limit: (f"{said}, and 'iqt {command}' needs about {grid.gib(need, limit)} GiB at its peak to run on "
+                       f"it, more than this process's {grid.gib(limit, need)} GiB of memory; {fix}"),
         f"'iqt {command}' on {big} ({_dims(shape)} voxels) needs about {need / 2**30:,.1f} GiB",
         key=(command, str(big), round(need)))
 

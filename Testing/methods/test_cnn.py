@@ -311,6 +311,22 @@ def test_a_model_whose_output_is_off_the_inputs_scale_is_refused(tmp_path):
         methods.get("espcn", model=model_io.save(net, wrong, tmp_path / "wrong.pt")).predict(lr, 2)
 
 
+def test_a_model_whose_uncertainty_is_off_the_inputs_scale_is_refused(tmp_path):
+    """A damaged model's SD map (log-variance bias raised by 60, or lowered by 200, as an audit crafted) was written
+    with exit 0 (median 642 mm^2/s, or 6e-11); its median over the input's brain median MD, 0.13-0.25 for the shipped
+    models, is checked as the mean's is; the same network unedited runs; without --uncertainty no map is judged."""
+    net, meta = random_model("espcn-hetero")
+    lr = Volume(smooth_tensors((10, 10, 10))[0], np.diag([-2.0, 2.0, 2.0, 1.0]), "tensor")
+    methods.get("espcn-hetero", model=model_io.save(net, meta, tmp_path / "ok.pt")).predict(lr, 2)
+    bias = net.state_dict()["logvar.conv3.bias"].clone()
+    for shift, name in ((60.0, "big"), (-200.0, "zero")):
+        net.state_dict()["logvar.conv3.bias"].copy_(bias + shift)
+        path = model_io.save(net, meta, tmp_path / f"{name}.pt")
+        with pytest.raises(IQTError, match=f"the model {path}'s uncertainty is not plausible: its median SD is"):
+            methods.get("espcn-hetero", model=path).predict(lr, 2)
+        methods.get("espcn-hetero", model=path).predict(lr, 2, uncertainty=False)
+
+
 def test_model_checksum_is_verified_and_tampering_is_refused(saved_model, tmp_path):
     path, side = saved_model
     meta = json.loads(side.read_text())

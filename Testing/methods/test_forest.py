@@ -819,3 +819,28 @@ def test_an_rf_model_of_one_tree_is_said_with_each_prediction_that_makes_maps(tm
         assert all("this rf model has 1 tree" in x and "uncertainty maps mean nothing" in x for x in said), said
     with pytest.raises(IQTError, match="--n-trees 0: give a positive whole number"):
         methods.get("rf").fit([small_subject], 2, n_trees=0, progress=False)
+
+
+def test_an_rf_model_whose_uncertainty_is_off_the_inputs_scale_is_refused(tmp_path):
+    """The shipped rf_x2 with variance_scale 1e38 (an audit's crafted model) wrote an SD map of median 1.5e14 mm^2/s
+    and a direction map of 90 degrees everywhere with exit 0: refused in one line naming the model; a scale of 1e-30
+    (falsely certain) too; the shipped scale runs."""
+    from pathlib import Path
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.dmri import degrade, dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12)
+    lr = degrade.degrade(dwi, dti.brain_mask(dwi).data, 2).tensor
+    model = model_io.load(Path(model_files.MODELS_DIR) / "rf_x2.npz")
+    shipped = model.forest.variance_scale
+    for scale, name in ((1e38, "huge"), (1e-30, "tiny"), (shipped, "same")):
+        model.forest.variance_scale = scale
+        model_io.save(model, tmp_path / f"{name}.npz")
+        rf = methods.get("rf", model=str(tmp_path / f"{name}.npz"))
+        if name == "same":
+            assert rf.predict(lr, 2, direction=True).std is not None
+            continue
+        with pytest.raises(IQTError, match=f"the model {tmp_path / name}.npz's uncertainty is not plausible"):
+            rf.predict(lr, 2, direction=True)

@@ -53,6 +53,30 @@ def _check_output_scale(out: np.ndarray, lr: np.ndarray, mask: Volume | None) ->
                        "is damaged or was trained for other inputs: use a shipped model or retrain it")
 
 
+# the median SD map over the input's brain median MD: the shipped rf, biqt, espcn-hetero, espcn-hetero-var1 and
+# deep-hetero-var1 models gave 0.13-0.25 on the 4 dev scans at x2 (style own), 0.083-0.56 on the 3 mm ortho one at
+# x3 and x1,1,2 and at x2 with b0 SNR 8 and 3 (the noisy-input models); the bounds are 100x beyond
+UNCERTAINTY_MD_RANGE = (5e-4, 60.0)
+
+
+def _check_uncertainty_scale(std: np.ndarray, tensor: np.ndarray, lr: np.ndarray, mask: np.ndarray | None,
+                             model: str) -> None:
+    """An uncertainty map whose median (over the output's non-zero voxels) is outside UNCERTAINTY_MD_RANGE times the
+    input's brain median MD is refused, as `_check_output_scale` refuses the mean: a damaged model's SD
+    of 642 mm^2/s (or 6e-11) had been written with exit 0, and `iqt propagate` drew its samples from it."""
+    md_in = tensors.md(lr)
+    md_in = md_in[(md_in > 0) if mask is None else (md_in > 0) & mask]
+    sd = std[np.any(tensor != 0, axis=-1)]
+    if not len(md_in) or not len(sd):
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = float(np.median(sd)) / float(np.median(md_in))
+    if not UNCERTAINTY_MD_RANGE[0] <= ratio <= UNCERTAINTY_MD_RANGE[1]:  # NaN fails both
+        raise IQTError(f"{model}'s uncertainty is not plausible: its median SD is {ratio:.3g} times the input's median "
+                       "MD (the shipped models give 0.08-0.56); the model is damaged or was trained for other inputs: "
+                       "use a shipped model or retrain it")
+
+
 @dataclass
 class Prediction:
     """A method's output on the high-res grid: the tensor volume and the uncertainty maps it was asked for.
@@ -317,6 +341,10 @@ class Method:
                            + "; the model file is damaged or was not trained for such inputs: retrain it or use the shipped model")
         if not uncertainty:
             unc = {}
+        elif "std" in unc and self._judges_uncertainty(f):  # before the direction map is drawn from it (a huge SD
+            # had overflowed there)
+            _check_uncertainty_scale(unc["std"], tensor, lr_a, mask_a, f"the model {self.model_path}" if self.model_path
+                                     else f"the {self.name} model")
         noise_c = None if noise is None else reo.apply(noise).data
         present = np.any(tensor != 0, axis=-1) if unc else None  # the direction map needs the std: one support for both
         unc = flag_maps(tensor, unc, f_c, noise_c, present)
@@ -333,6 +361,10 @@ class Method:
         return Prediction(out, **maps)
 
     model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta
+
+    def _judges_uncertainty(self, f) -> bool:
+        """Whether `_run` refuses this model's uncertainty map off the input's scale (`_check_uncertainty_scale`)."""
+        return True
 
     def _model_named(self, f) -> dict:
         """The model that ran, as the header names it (records.made_by): none for interpolation (LearnedMethod's)."""

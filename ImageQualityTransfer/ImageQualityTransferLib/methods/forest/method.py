@@ -92,6 +92,11 @@ class RFMethod(ForestMethod):
                           "more (default 8)", IQTWarning, stacklevel=2)
         return pred
 
+    def _judges_uncertainty(self, f) -> bool:
+        # a model of one tree has no spread (an SD of 0): `_run`'s warning says its maps mean nothing instead
+        model = self.load(f)
+        return model.forest is not None and len(model.forest.trees) >= self.min_trees
+
 
 class BIQTMethod(ForestMethod):
     name = "biqt"

@@ -382,7 +382,11 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._parameterNode is None or self._parameterNode.modelPath == path:
             return
         self._parameterNode.modelPath = path
-        named = self.logic.modelMethod(path) if str(path).strip() else None
+        try:
+            named = self.logic.modelMethod(path) if str(path).strip() else None
+        except Exception as exc:  # a sidecar refused (a named pipe, a device: model_files.sidecar_text) said, not raised
+            self.ui.statusLabel.text = str(exc)
+            return
         if named and named in [m["name"] for m in self._methods or []] and named != self._parameterNode.method:
             self._parameterNode.method = named
             self._updateMethodGui()
@@ -568,7 +572,11 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.statusLabel.text = self._factorsError
             return
         model = str(p.modelPath).strip() or None
-        modelMethod = self.logic.modelMethod(model) if model else None
+        try:
+            modelMethod = self.logic.modelMethod(model) if model else None
+        except Exception as exc:  # the sidecar refused (model_files.sidecar_text)
+            self.ui.statusLabel.text = str(exc)
+            return
         if modelMethod and modelMethod != p.method:
             self.ui.statusLabel.text = _("The model file is a {modelMethod} model: choose {modelMethod} as the Method to "
                                          "run it, or clear Advanced > Model file").format(modelMethod=modelMethod)
@@ -932,7 +940,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return methods.viewer_default(factor)
 
     def modelMethod(self, modelPath: str) -> Optional[str]:
-        """The method a model file's sidecar names (None where it cannot be read: the run then says what is wrong)."""
+        """The method a model file's sidecar names (None where it cannot be read: the run then says what is wrong); an
+        IQTError in one line for a sidecar that is no regular file or is too large, before it is opened."""
         self._engineOnPath()
         from ImageQualityTransferLib.fileio import model_files
 

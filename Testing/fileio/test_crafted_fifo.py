@@ -95,3 +95,37 @@ def test_a_bval_file_that_is_a_fifo(tmp_path, capsys, unblocking):
     unblocking(tmp_path / "dwi.bval")
     os.mkfifo(tmp_path / "dwi.bval")
     _refused(capsys, ["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "dti.nii.gz")], "is a named pipe (FIFO)")
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", ["fifo", "device", "big"])
+def test_a_model_sidecar_that_is_no_regular_file(tmp_path, capsys, unblocking, kind):
+    """A model's sidecar that was a FIFO hung 'iqt upsample --model' and the Slicer Logic's modelMethod; one linked to
+    /dev/zero read until memory ran out; 'iqt seal' called the FIFO 'not found' (a provenance audit)."""
+    import shutil
+
+    from helpers import five_d_tensor
+    from ImageQualityTransferLib.fileio import model_files
+
+    weights = tmp_path / "m.pt"
+    shutil.copy(model_files.MODELS_DIR / "espcn_x2.pt", weights)
+    side = tmp_path / "m.json"
+    if kind == "fifo":
+        unblocking(side)
+        os.mkfifo(side)
+    elif kind == "device":
+        os.symlink("/dev/null", side)  # a device that ends at once: /dev/zero, read, had filled memory
+    else:
+        side.write_text(" " * (model_files.MAX_SIDECAR_BYTES + 1))
+    said = "over" if kind == "big" else "is not a regular file"
+    lr = five_d_tensor(tmp_path / "lr.nii.gz")
+    for argv in (["upsample", lr, "--model", weights, "-o", tmp_path / "up.nii.gz"],
+                 ["upsample", lr, "--method", "espcn", "--model", weights, "-o", tmp_path / "up.nii.gz"],
+                 ["seal", weights]):
+        _refused(capsys, [str(a) for a in argv], str(side), "the model sidecar", "MiB" if kind == "big" else said)
+    t0 = time.monotonic()
+    for read in (model_files.method_named, model_files.factors_named, model_files.model_sha256):
+        with pytest.raises(model_files.IQTError, match="the model sidecar"):
+            read(weights)
+    assert time.monotonic() - t0 < UNBLOCK_S
+    assert not (tmp_path / "up.nii.gz").exists()

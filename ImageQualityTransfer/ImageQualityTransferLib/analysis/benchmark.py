@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import json
 import time
 import warnings
 import zlib
@@ -23,7 +22,7 @@ from ..core.errors import IQTError, IQTWarning
 from ..core.noise_level import NOISY_MODEL, noise_index
 from ..dmri.subject import Case, load_subject, make_case
 from ..core.progress import progress_bar
-from ..fileio.model_files import sidecar_path
+from ..fileio.model_files import read_json, sidecar_path
 from .measure import measure
 
 HCP_LR_SHAPE = (72, 87, 72)
@@ -175,7 +174,7 @@ def trained_on(name: str, made, factor, dwi_sha256: str | None = None, folder=No
             try:  # the sidecar alone: loading the models here took torch's import and their load out of the first
                 # subject's timing (espcn 1.58 s / 221 MB read 0.12 s / 42 MB)
                 file = Path(one.model_file(factor)) if one is not None else None
-                meta = json.loads(sidecar_path(file).read_text()) if file is not None else {}
+                meta = read_json(sidecar_path(file)) if file is not None else {}
             except (IQTError, OSError, ValueError):  # no model for these factors, or none readable: said where it runs
                 continue
             file = file.name if file is not None else ""

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import threading
 import zlib
 from dataclasses import dataclass
@@ -129,6 +130,39 @@ def sidecar_path(path) -> Path:
     return p if p.suffix == ".json" else p.with_suffix(".json")
 
 
+MAX_SIDECAR_BYTES = 1 << 20  # a sidecar 'iqt train' writes is a few KB
+
+
+def sidecar_text(sp) -> str:
+    """The text of the JSON file `sp` (a model's sidecar, or the registry), refused in one line where it is no regular
+    file (a named pipe's open blocks for ever, /dev/zero's read fills memory: a provenance audit) or is over
+    MAX_SIDECAR_BYTES; checked before it is opened, and on the open file (O_NONBLOCK: a pipe swapped in opens at once).
+    An OSError where it is missing or unreadable, a ValueError where it is not UTF-8, as read_text gives them."""
+    st = os.stat(sp)  # follows a link: a link to /dev/zero is judged as the device
+    if not stat.S_ISREG(st.st_mode):
+        raise IQTError(f"{sp}: the model sidecar is not a regular file (a folder, a named pipe, a device, or a link to one), and is "
+                       "not read; give the model's .json file from 'iqt train'")
+    if st.st_size > MAX_SIDECAR_BYTES:
+        raise IQTError(f"{sp}: the model sidecar is {st.st_size / 2**20:,.1f} MiB, where one from 'iqt train' is a few "
+                       f"KB (at most {MAX_SIDECAR_BYTES // 2**20} MiB read), and is not read; re-download or retrain the "
+                       "model")
+    fd = os.open(sp, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced between the stat and the open
+            raise IQTError(f"{sp}: the model sidecar is not a regular file, and is not read; give the model's .json "
+                           "file from 'iqt train'")
+        data = f.read(MAX_SIDECAR_BYTES + 1)
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise IQTError(f"{sp}: the model sidecar is over {MAX_SIDECAR_BYTES // 2**20} MiB, where one from 'iqt train' "
+                       "is a few KB, and is not read; re-download or retrain the model")
+    return data.decode("utf-8")
+
+
+def read_json(sp):
+    """json.loads(sidecar_text(sp))."""
+    return json.loads(sidecar_text(sp))
+
+
 def is_image_name(path) -> bool:
     """Whether `path` is named as an image (NIfTI or NRRD), not as a model file."""
     return "".join(Path(path).suffixes[-2:]).lower() in (".nii", ".nii.gz", ".nrrd", ".nhdr")
@@ -150,7 +184,7 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
         raise IQTError(f"{sp}: model sidecar not found; a {family} model is a {suffix} file with a .json sidecar "
                        f"beside it (from 'iqt train')")
     try:
-        meta = json.loads(sp.read_text())
+        meta = read_json(sp)
     except (OSError, ValueError, RecursionError) as exc:
         raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
     got = meta.get("format") if isinstance(meta, dict) else None
@@ -260,12 +294,12 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
     was', and an unsealed sidecar whose SHA256 was made to match a truncated file, a pickled payload or with an
     edited factor would be sealed, all of them refused later by 'iqt upsample'."""
     sp = sidecar_path(path)
-    if not sp.is_file():
+    if not sp.exists():  # a pipe or a device is refused as such by read_json (a provenance audit)
         if is_image_name(path):  # its sidecar's name had been said instead (a bad-input audit)
             raise IQTError(f"{path}: an image, not a model; give a model file from 'iqt train' (or its .json sidecar)")
         raise IQTError(f"{sp}: model sidecar not found; give a model file from 'iqt train' (or its .json sidecar)")
     try:
-        meta = json.loads(sp.read_text())
+        meta = read_json(sp)
     except (OSError, ValueError, RecursionError) as exc:
         raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
     if not isinstance(meta, dict) or meta.get("format") not in MODEL_FORMATS:
@@ -428,7 +462,7 @@ def _check_shipped_weights(meta: dict, sp: Path, digest: str) -> None:
     if entry is None:
         return
     try:
-        shipped = json.loads((Path(MODELS_DIR) / entry["sidecar"]).read_text())
+        shipped = read_json(Path(MODELS_DIR) / entry["sidecar"])
     except (OSError, ValueError, KeyError, RecursionError):
         return  # the install's own sidecar unreadable: said when that model is used
     if settings_digest(shipped) != settings_digest(meta):
@@ -441,7 +475,7 @@ def read_registry(models_dir=MODELS_DIR) -> list[dict]:
     if not reg.exists():
         return []
     try:
-        return list(json.loads(reg.read_text()).get("models", []))
+        return list(read_json(reg).get("models", []))
     except (ValueError, RecursionError) as exc:
         raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
 
@@ -482,7 +516,7 @@ def registered_here(sidecar) -> bool:
     has --register), not shipped, so that every output and 'iqt methods' do not call a user's model that replaced
     the default the shipped one. The shipped models' commands have no --register."""
     try:
-        command = str(((json.loads(Path(sidecar).read_text()).get("training") or {}).get("command")) or "")
+        command = str(((read_json(Path(sidecar)).get("training") or {}).get("command")) or "")
     except (OSError, ValueError, AttributeError, RecursionError):
         return False
     return "--register" in command.split()
@@ -501,7 +535,7 @@ def model_origin(path, given: bool) -> tuple[str, str]:
         return str(path), "given"
     sp = sidecar_path(path)
     try:
-        name = str(json.loads(sp.read_text()).get("weights") or Path(path).name)
+        name = str(read_json(sp).get("weights") or Path(path).name)
     except (OSError, ValueError, AttributeError, RecursionError):
         name = Path(path).name
     return name, "registered" if registered_here(sp) else "shipped"
@@ -528,7 +562,7 @@ def method_named(path) -> str | None:
     """The method a model's sidecar names, so that a model given without a method runs its own (None where the sidecar
     cannot be read: the model's load then says what is wrong)."""
     try:
-        named = json.loads(sidecar_path(path).read_text()).get("method")
+        named = read_json(sidecar_path(path)).get("method")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return named if isinstance(named, str) else None
@@ -538,7 +572,7 @@ def factors_named(path) -> tuple | None:
     """The factors a model's sidecar names (its "factor": r or [fx, fy, fz]), so that a model given without --factor
     runs at its own (None where the sidecar cannot be read or names none: the load then says what is wrong)."""
     try:
-        named = json.loads(sidecar_path(path).read_text()).get("factor")
+        named = read_json(sidecar_path(path)).get("factor")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
     if isinstance(named, int) and not isinstance(named, bool):
@@ -551,7 +585,7 @@ def model_sha256(path) -> str | None:
     """The SHA256 of the weights of the model at `path` (a weights file or a sidecar) as its sidecar records it, checked
     when the model was loaded; None where the sidecar cannot be read."""
     try:
-        return json.loads(sidecar_path(path).read_text()).get("sha256")
+        return read_json(sidecar_path(path)).get("sha256")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
 

@@ -7,7 +7,6 @@ input's own grid, so that every method answers the same whatever the storage ord
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -589,10 +588,10 @@ def _beyond_noise_training(index: float) -> str:
 
 def _trained_with_noise(model_path) -> bool:
     """Whether the model file's sidecar says it was trained with added noise (model_files.input_kind)."""
-    from ..fileio.model_files import NOISY, input_kind, sidecar_path
+    from ..fileio.model_files import NOISY, input_kind, read_json, sidecar_path
 
     try:
-        return input_kind(json.loads(sidecar_path(model_path).read_text())) == NOISY
+        return input_kind(read_json(sidecar_path(model_path))) == NOISY
     except (OSError, ValueError, TypeError, AttributeError):
         return False
 

@@ -4,7 +4,6 @@ checksum-verified, `fit` and `save`, and what a trained model's sidecar records 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 
@@ -75,12 +74,12 @@ class LearnedMethod(Method):
 
     def model_record(self, factor) -> tuple[str, str]:
         """(model file, SHA256 of its weights) for `factor`: what a run's records name (batch sidecars, benchmark JSON)."""
-        from ..fileio.model_files import sha256, sidecar_path
+        from ..fileio.model_files import read_json, sha256, sidecar_path
 
         path = self.model_file(factor)
         side = sidecar_path(path)
         try:
-            weights = side.with_name(json.loads(side.read_text())["weights"])
+            weights = side.with_name(read_json(side)["weights"])
         except (OSError, ValueError, KeyError):
             weights = Path(path)
         return os.path.abspath(side), sha256(weights)  # the sidecar, wherever the records are read

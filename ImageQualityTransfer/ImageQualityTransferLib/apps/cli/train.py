@@ -115,10 +115,10 @@ def _check_sidecar_free(side: Path, out: Path) -> None:
     """The model's sidecar name holds a JSON and no model is at `out`: a model sidecar of its own (weights deleted to
     train again) is written over; another model's, or a file of another kind (a subject's BIDS dwi.json beside
     -o dwi.npz had been replaced: a bad-input audit), is refused."""
-    import json
+    from ...fileio.model_files import read_json
 
     try:
-        meta = json.loads(side.read_text())
+        meta = read_json(side)
     except (OSError, ValueError):
         meta = None
     if not isinstance(meta, dict) or "method" not in meta:
@@ -133,11 +133,10 @@ def _check_sidecar_free(side: Path, out: Path) -> None:
 def _load_model(sidecar) -> None:
     """Read the model as 'iqt upsample --model' reads it (its method's safe loader: weights only, no code run, its
     settings checked against them); an IQTError where it does not load."""
-    import json
-
     from ... import methods
+    from ...fileio.model_files import read_json
 
-    method = json.loads(Path(sidecar).read_text()).get("method")
+    method = read_json(Path(sidecar)).get("method")
     if method not in methods.trainable():
         raise IQTError(f"{sidecar}: the sidecar names no learned method ({method!r}); re-download or retrain the model")
     method = methods.method_class(method)()

@@ -221,3 +221,23 @@ def test_weights_that_unpack_to_more_than_any_model_are_not_read(tmp_path, lr, c
     refused_line(capsys, ["upsample", str(lr), "--model", str(sp), "-o", str(tmp_path / "up.nii.gz")],
                  "its array huge promises (1000000000,) of float64, more than the file holds")
     assert not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("shipped,method", [("espcn_x2", "espcn-hetero"), ("espcn_x2", "deep-hetero-var1"),
+                                            ("espcn-hetero-var1_x2", "espcn-hetero"),
+                                            ("espcn-hetero_x2", "espcn")])
+def test_a_method_that_is_not_its_networks_is_refused(tmp_path, lr, capsys, shipped, method):
+    """A plain network labelled espcn-hetero had run with no uncertainty file written ('wrote ' of nothing), a var1
+    network labelled espcn-hetero ended in an internal error, and 'iqt seal' sealed such a sidecar (a provenance
+    audit)."""
+    sp = _crafted(tmp_path, shipped, method=method)
+    net = json.loads(sp.read_text())["arch"]["name"]
+    refused_line(capsys, ["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"],
+                 f"method {method!r}", f"its network's {net!r}")
+    side = json.loads(sp.read_text())
+    side.pop(SEAL)
+    sp.write_text(json.dumps(side))
+    before = sp.read_bytes()
+    refused_line(capsys, ["seal", sp], f"method {method!r}", f"its network's {net!r}", "so it is not sealed")
+    assert sp.read_bytes() == before and not list(tmp_path.glob("up*"))

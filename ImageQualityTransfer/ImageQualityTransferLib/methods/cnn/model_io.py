@@ -75,6 +75,7 @@ def load(path) -> LoadedModel:
     if arch_factor is not None and grid.factors(arch_factor) != grid.factors(meta.get("factor", 0)):
         raise IQTError(f"{sidecar_path(path)}: the sidecar's factor {meta.get('factor')} differs from its network's "
                        f"{arch_factor}; the sidecar was edited: re-download or retrain the model")
+    check_method(meta, sidecar_path(path))
     if not zipfile.is_zipfile(weights):  # torch.save writes a zip archive; torch.load would warn of a plain pickle
         # ("Detected pickle protocol") before refusing it, and silencing that takes the process's warning filters
         raise IQTError(f"{weights}: not a file torch.save wrote (a plain pickle, or damaged) and is refused: loading it "
@@ -114,6 +115,30 @@ def check_normalisation(norm, sp: Path) -> None:
     if not ok:
         raise IQTError(f"{sp}: its normalisation is not one 'iqt train' writes (residual over cubic, six finite means "
                        "and positive scales): the sidecar was edited or damaged; re-download or retrain the model")
+
+
+def check_method(meta: dict, sp: Path) -> None:
+    """The sidecar's method is its network's ('iqt train' names the network after it, cnn/training.py): a plain
+    network labelled espcn-hetero had run with no uncertainty written and 'wrote ' said of nothing, and a var1 network
+    labelled espcn-hetero ended in an internal error (a provenance audit). The network itself is checked against the
+    weights by `check_arch`, so the method is too."""
+    from . import networks
+
+    arch = meta.get("arch") if isinstance(meta.get("arch"), dict) else {}
+    name, method = arch.get("name"), meta.get("method")
+    if name not in networks.ARCHITECTURES or method == name:
+        return  # an unknown network: check_arch says so
+
+    def outputs(n):
+        cls = networks.ARCHITECTURES.get(n) if isinstance(n, str) else None
+        if cls is None:
+            return "no network this version knows"
+        if not issubclass(cls, networks.HeteroESPCN3D):
+            return "no variance output"
+        return "a variance output and weight uncertainty" if "-var" in n else "a variance output"
+
+    raise IQTError(f"{sp}: the sidecar's method {method!r} ({outputs(method)}) is not its network's {name!r} ({outputs(name)}), "
+                   "as 'iqt train' writes them: the sidecar was edited; re-download or retrain the model")
 
 
 def check_arch(arch, state, sp: Path) -> None:

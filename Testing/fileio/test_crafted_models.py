@@ -241,3 +241,23 @@ def test_a_method_that_is_not_its_networks_is_refused(tmp_path, lr, capsys, ship
     before = sp.read_bytes()
     refused_line(capsys, ["seal", sp], f"method {method!r}", f"its network's {net!r}", "so it is not sealed")
     assert sp.read_bytes() == before and not list(tmp_path.glob("up*"))
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("shipped", ["global-linear_x1x1x2", "espcn_x1x1x2"])
+def test_an_unsealed_factor_its_training_command_did_not_give_is_refused(tmp_path, lr, capsys, shipped):
+    """A through-plane model's factor moved to another axis (layer shapes and a forest's widths depend on the product
+    only) had been sealed by 'iqt seal' and run to a wrong result, though its training.command says --factor 1,1,2
+    (a provenance audit)."""
+    side = json.loads((MODELS_DIR / f"{shipped}.json").read_text())
+    edits = {"factor": [2, 1, 1]}
+    if "arch" in side:
+        edits["arch"] = {**side["arch"], "factor": [2, 1, 1]}
+    sp = _crafted(tmp_path, shipped, **edits)
+    side = json.loads(sp.read_text())
+    side.pop(SEAL)
+    sp.write_text(json.dumps(side))
+    before = sp.read_bytes()
+    for argv in (["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"], ["seal", sp]):
+        refused_line(capsys, argv, "its factor [2, 1, 1] is not the factor 1,1,2 its training command gave")
+    assert sp.read_bytes() == before and not (tmp_path / "up.nii.gz").exists()

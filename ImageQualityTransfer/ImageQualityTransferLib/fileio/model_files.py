@@ -318,6 +318,10 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
             raise IQTError(f"{sp}: {key} is {top!r} at the sidecar's top and {trained[key]!r} in training.settings, "
                            "the settings it was trained with: it was edited after 'iqt train' wrote it; re-download or "
                            "retrain the model rather than seal it")
+    try:
+        check_trained_factor(meta, sp)
+    except IQTError as exc:
+        raise IQTError(f"{exc} ({'its seal is left as it was' if sealed else 'so it is not sealed'})") from None
     weights = weights_path(sp, meta)
     if not weights.is_file():
         raise IQTError(f"{weights}: model weights not found (named by {sp}); re-download or retrain the model")
@@ -331,6 +335,56 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
     if load is not None:
         _load_quietly(load, sp, sealed)
     return sp, meta
+
+
+def trained_factors(meta: dict):
+    """The factors (fx, fy, fz) the sidecar's own training record's command gave 'iqt train' (its --factor, read by
+    grid.factors as train reads it; train's default 2 where the command has none); None where there is no such
+    command or it cannot be read."""
+    import shlex
+
+    command = (meta.get("training") or {}).get("command") if isinstance(meta.get("training"), dict) else None
+    try:
+        words = shlex.split(command) if isinstance(command, str) else []
+    except ValueError:
+        return None
+    if "train" not in words:
+        return None
+    given = "2"  # train's --factor default (apps/cli/train.py)
+    words = words[words.index("train") + 1:]
+    for i, w in enumerate(words):
+        flag, eq, value = w.partition("=")
+        if len(flag) >= 5 and "--factor".startswith(flag):  # argparse takes an unambiguous prefix
+            if not eq:
+                if i + 1 >= len(words):
+                    return None
+                value = words[i + 1]
+            given = value
+    try:
+        return grid.factors(given)
+    except IQTError:
+        return None
+
+
+def check_trained_factor(meta: dict, sp: Path) -> None:
+    """The sidecar's factor (and its network's) is the one its training command gave: a through-plane model's factor
+    moved to another axis had been sealed and run to a wrong result, layer shapes and a forest's widths depending on
+    the factors' product only (a provenance audit). A sealed model's factor is covered by its seal."""
+    trained = trained_factors(meta)
+    if trained is None:
+        return
+    arch = meta.get("arch") if isinstance(meta.get("arch"), dict) else {}
+    for key, value in (("factor", meta.get("factor")), ("arch.factor", arch.get("factor"))):
+        if value is None:
+            continue
+        try:
+            ok = grid.factors(value) == trained
+        except IQTError:
+            ok = False
+        if not ok:
+            raise IQTError(f"{sp}: its {key} {value} is not the factor {grid.text(trained)} its training command gave "
+                           "'iqt train' (training.command): the sidecar was edited; re-download or retrain the model, "
+                           f"or restore its {key}")
 
 
 def _load_quietly(load, sp: Path, sealed: bool) -> None:
@@ -386,6 +440,8 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     for a shipped model, the registry's) before anyone reads them."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
     _check_seal(meta, sidecar_path(path))
+    if SEAL not in meta:
+        check_trained_factor(meta, sidecar_path(path))
     # a pair copied under a new name: its sidecar still names the old weights file
     mine = sidecar_path(path).stem + suffix
     copied = (f"; {sidecar_path(path).name} names {weights.name} as its weights, not {mine} (a model copied under a "

@@ -261,3 +261,63 @@ def test_an_unsealed_factor_its_training_command_did_not_give_is_refused(tmp_pat
     for argv in (["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"], ["seal", sp]):
         refused_line(capsys, argv, "its factor [2, 1, 1] is not the factor 1,1,2 its training command gave")
     assert sp.read_bytes() == before and not (tmp_path / "up.nii.gz").exists()
+
+
+def _cnn_with(tmp_path: Path, edit) -> Path:
+    """A copy of the shipped espcn ×2 model with every tensor passed through `edit`, its checksum and seal made again."""
+    torch = pytest.importorskip("torch")
+    sp = _crafted(tmp_path, "espcn_x2")
+    weights = tmp_path / json.loads(sp.read_text())["weights"]
+    torch.save({k: edit(v) for k, v in torch.load(weights, weights_only=True).items()}, weights)
+    _reseal(sp, weights)
+    return sp
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("dtype", ["float16", "float64", "complex64", "int8"])
+def test_cnn_weights_other_than_float32_are_refused(tmp_path, lr, capsys, dtype):
+    """Weights converted to float16, float64, complex64 (torch's own warning that the imaginary part is dropped) ran
+    with exit 0; 'iqt train' writes float32 only (a provenance audit). float64 is refused too: no tool of this
+    project writes it, and it may hold values float32 cannot."""
+    torch = pytest.importorskip("torch")
+    sp = _cnn_with(tmp_path, lambda v: v.to(getattr(torch, dtype)))
+    refused_line(capsys, ["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"],
+                 f"the weights it names hold {dtype}", "'iqt train' writes float32")
+    assert not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_all_zero_cnn_weights_are_refused(tmp_path, lr, capsys):
+    """All-zero weights gave cubic's output bit for bit, labelled 'espcn, given model' (a provenance audit)."""
+    sp = _cnn_with(tmp_path, lambda v: v * 0)
+    refused_line(capsys, ["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"], "the weights it names are all zero")
+    assert not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("edits,said", [({"tree0_val_var": lambda x: -x}, "holds negative leaf variances"),
+                                        ({"gl_W": lambda x: x.astype(np.complex64)}, "gl_W holds complex64"),
+                                        ({"tree0_threshold": lambda x: x.astype(np.int32)}, "holds int32"),
+                                        ({"tree0_left": lambda x: x.astype(np.float32)}, "where 'iqt train' writes integers")],
+                         ids=["negative-val-var", "complex", "int", "float-index"])
+def test_forest_arrays_iqt_train_never_writes_are_refused(tmp_path, lr, capsys, edits, said):
+    """A negative leaf variance gave another sigma map without a word, complex and integer arrays were cast silently
+    (a provenance audit)."""
+    with np.load(MODELS_DIR / "rf_x2.npz") as z:
+        edits = {k: e for k, e in edits.items() if k in z.files}
+    sp = _forest_with(tmp_path, **edits)
+    refused_line(capsys, ["upsample", lr, "--model", sp, "--uncertainty", tmp_path / "unc.nii.gz", "-o",
+                          tmp_path / "up.nii.gz"], said)
+    assert not list(tmp_path.glob("u*.nii.gz"))
+
+
+def test_all_zero_forest_maps_are_said(tmp_path, lr, capsys):
+    """All-zero maps give cubic's result under the model's name: said in one warning line (a provenance audit; a
+    model of zeros is a unit test's, test_forest.py, so not refused)."""
+    with np.load(MODELS_DIR / "rf_x2.npz") as z:
+        edits = {k: (lambda x: x * 0) for k in z.files if k == "gl_W" or k.endswith("_W_q")}
+    sp = _forest_with(tmp_path, **edits)
+    capsys.readouterr()
+    assert main([str(a) for a in ["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"]]) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "are all zero" in ln]
+    assert len(said) == 1 and "cubic interpolation's result under the name rf" in said[0], said

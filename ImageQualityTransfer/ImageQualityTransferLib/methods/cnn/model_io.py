@@ -160,12 +160,24 @@ def check_arch(arch, state, sp: Path) -> None:
                        "integers, as 'iqt train' writes them: the sidecar was edited or damaged; re-download or retrain "
                        "the model")
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in networks.build(arch).state_dict().items()}
+        built = networks.build(arch).state_dict()
+    shapes = {k: tuple(v.shape) for k, v in built.items()}
     given = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
     for k in sorted(set(shapes) | set(given)):
         if shapes.get(k) != given.get(k):
             raise IQTError(f"{sp}: its network {arch} does not match its weights ({k}: {given.get(k)} in the weights, "
                            f"{shapes.get(k)} in that network): the sidecar was edited; re-download or retrain the model")
+    # the network's own dtypes (float32, as 'iqt train' writes them): complex weights had run with torch's warning
+    # that the imaginary part is dropped, int8/float16/float64 ones silently (a provenance audit)
+    for k in sorted(built):
+        if state[k].dtype != built[k].dtype:
+            raise IQTError(f"{sp}: the weights it names hold {str(state[k].dtype).replace('torch.', '')} "
+                           f"({k}), where 'iqt train' writes {str(built[k].dtype).replace('torch.', '')}: the file was "
+                           "converted or crafted, and is not run; re-download or retrain the model")
+    if not any(bool(torch.count_nonzero(v)) for v in state.values()):  # every output would be cubic's, labelled a model's
+        raise IQTError(f"{sp}: the weights it names are all zero, so it would give cubic interpolation's result under its "
+                       "name: the file is damaged or was never trained; re-download or retrain the model, or use --method "
+                       "cubic")
 
 
 # ---------------------------------------------------------------- registry of shipped models

@@ -208,6 +208,7 @@ def load(path) -> ForestModel:
     try:
         with np.load(weights, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
+        check_arrays(a, weights, meta.get("method"))
         method = meta["method"]
         target, inputs = _kind(meta, weights)
         unit = meta.get("input_unit", "fixed")  # sidecars from before the field: fixed
@@ -253,6 +254,35 @@ def load(path) -> ForestModel:
     if model.method not in METHODS:
         raise IQTError(f"{weights}: unknown forest method {model.method!r}")
     return model
+
+
+INDEX_ARRAYS = ("feature", "left", "right", "leaf", "W_q")  # integers as `_arrays` writes them; root_q either
+
+
+def check_arrays(a: dict, weights, method) -> None:
+    """The arrays are of the kinds `_arrays` writes (real floating point; integers for the trees' indices and int8
+    leaves) and the leaves' validation variances are not negative (an IQTError naming the array), and says where the
+    model's maps are all zero: complex or integer arrays had been cast without a word, a negative val_var given
+    another sigma map, and all-zero maps cubic's result under the model's name (a provenance audit)."""
+    for key, v in a.items():
+        kinds = "iuf" if key.endswith("root_q") else "iu" if key.endswith(INDEX_ARRAYS) else "f"
+        if v.dtype.kind not in kinds:
+            want = "integers" if kinds == "iu" else "real floating-point numbers"
+            raise IQTError(f"{weights}: its array {key} holds {v.dtype}, where 'iqt train' writes {want}: the file was "
+                           "converted or crafted, and is not run; re-download or retrain the model")
+        if key.endswith("val_var") and v.dtype.kind == "f" and np.any(v < 0):
+            raise IQTError(f"{weights}: its array {key} holds negative leaf variances (lowest {np.nanmin(v):.3g}), which "
+                           "no training gives: the file was edited or damaged, and is not run; re-download or retrain the "
+                           "model")
+    maps = [v for k, v in a.items() if k == "gl_W" or k.endswith(("_W", "_W_q"))]
+    if maps and not any(np.any(v) for v in maps):  # said, not refused: a test's model of zeros is one (test_forest.py)
+        import warnings
+
+        from ...core.errors import IQTWarning
+
+        warnings.warn(f"{weights}: the model's maps (gl_W and its leaves') are all zero, so it gives cubic "
+                      f"interpolation's result under the name {method}: the file is damaged or was never trained; "
+                      "re-download or retrain the model, or use --method cubic", IQTWarning, stacklevel=3)
 
 
 def check_outputs(model: ForestModel) -> None:

@@ -260,7 +260,7 @@ def check_nifti_grid(shape3, f, outputs, nrrd_ok: bool = False) -> None:
 
 def gib(x: float, other: float | None = None) -> str:
     """`x` bytes in GiB to one decimal, or to as many more (up to 3) as tell it from `other`: a need of 1.01 GiB had
-    been said to be "1.0 GiB, more than this process's 1.0 GiB" (an audit of time and memory)."""
+    been said to be "1.0 GiB, more than this process's 1.0 GiB"."""
     for d in (1, 2, 3):
         text = f"{x / 2**30:,.{d}f}"
         if other is None or text != f"{other / 2**30:,.{d}f}":

@@ -83,3 +83,39 @@ def test_a_worker_out_of_memory_is_said_so(tmp_path, monkeypatch, exc):
     reason = ended[0]["reason"]
     assert ended[0]["status"] == "failed" and "installed" not in reason, reason
     assert reason.startswith("a worker ran out of memory (") and "ulimit -v 1,500,000 KiB" in reason, reason
+
+
+def _dask_machine(monkeypatch, memory, cores):
+    """Dask's view of this machine (what every nanny of the local cluster reads), and a cluster that must not start."""
+    from distributed import system, worker_memory
+
+    from ImageQualityTransferLib.apps import batch
+
+    monkeypatch.setattr(system, "MEMORY_LIMIT", memory)
+    monkeypatch.setattr(worker_memory, "CPU_COUNT", cores)
+
+    def started(*args, **kwargs):
+        raise RuntimeError("the cluster started")
+
+    monkeypatch.setattr(batch, "start_client", started)
+
+
+def test_the_auto_share_is_the_machines_memory_over_its_cores_not_over_the_workers(tmp_path, capsys, monkeypatch):
+    """--memory-limit auto: Dask gives each single-threaded worker the machine's memory / its CPU cores, whatever
+    --workers is; 8 GiB over 16 cores is 0.5 GiB, too little for 0.58 GiB (checked as 8 GiB / 1 worker, it had passed)."""
+    listed, out = _subject(tmp_path), tmp_path / "deriv"
+    _dask_machine(monkeypatch, 8 * 2**30, 16)
+    line = refused_line(capsys, ["batch", listed, "-o", out, "--method", "cubic", "--workers", "1"],
+                        "needs about 0.6 GiB", "8.00 GiB / its 16 cores, 512.00 MiB", "give --memory-limit 1GiB or more")
+    assert "fewer --workers" not in line and not out.exists()
+
+
+def test_the_auto_share_does_not_shrink_with_more_workers(tmp_path, capsys, monkeypatch):
+    """1 GiB on 1 core: each of 16 workers is given 1 GiB by Dask (refused as 64 MiB each before)."""
+    listed, out = _subject(tmp_path), tmp_path / "deriv"
+    _dask_machine(monkeypatch, 2**30, 1)
+    from ImageQualityTransferLib.apps.cli import main
+
+    capsys.readouterr()
+    main(["batch", str(listed), "-o", str(out), "--method", "cubic", "--workers", "16"])
+    assert "the cluster started" in capsys.readouterr().err  # past the check

@@ -18,6 +18,7 @@ from .subject import process
 
 
 WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
+THREADS_PER_WORKER = 1  # the local cluster's (start_client); Dask's auto memory share counts them (apps/cli/batch.py)
 QC_WRITE_EVERY_S = 10.0  # the QC table written again as subjects end, at most this often (and always at the end)
 
 
@@ -76,7 +77,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     memory = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause")}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+            n_workers=workers, threads_per_worker=THREADS_PER_WORKER, processes=True, memory_limit=memory_limit,
             dashboard_address=dashboard_address, silence_logs=logging.CRITICAL, security=security,
             host="127.0.0.1", preload=[f"{__package__}.worker_signals"],  # a restarted worker ignores Ctrl-C too
             config=memory))

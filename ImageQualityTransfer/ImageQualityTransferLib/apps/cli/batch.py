@@ -36,8 +36,8 @@ def add_parsers(sub) -> None:
                     help="how long to wait for a --scheduler's first worker, and during any run for a worker after "
                          f"every worker has died or left, before stopping with one line, exit 2 (default {WAIT_WORKERS_S})")
     sp.add_argument("--memory-limit",
-                    help="memory per local worker, e.g. 4GiB (default auto: the machine's memory / workers; at least "
-                         f"{MIN_MEMORY})")
+                    help="memory per local worker, e.g. 4GiB (default auto, Dask's: the machine's memory / its CPU cores, "
+                         f"whatever --workers is; at least {MIN_MEMORY})")
     sp.add_argument("--dashboard-address",
                     help="local cluster's dashboard (default 127.0.0.1:8787, this machine only; :8787 serves the network, "
                          "127.0.0.1:0 any free port)")
@@ -94,15 +94,19 @@ def check_worker_memory(args, runs) -> None:
     import dask
     from dask.utils import format_bytes, parse_bytes
     from distributed import system
+    from distributed import worker_memory
     from distributed.worker_memory import parse_memory_limit
 
     from ...core import grid
+    from ..batch.cohort import THREADS_PER_WORKER
     from .upsample import input_shape3
 
     given = str(args.memory_limit).strip().lower() != "auto"
     quiet = logging.getLogger(f"{__name__}.dask")  # Dask's own line on a limit above the machine's: ours below
     quiet.disabled = True
-    per = parse_memory_limit(args.memory_limit, 1, args.workers, logger=quiet)
+    # what each nanny of batch.cohort.start_client's LocalCluster works out from the same memory_limit: "auto" is the
+    # machine's memory x its threads / the CPU count (Dask's Nanny), whatever --workers is
+    per = parse_memory_limit(args.memory_limit, THREADS_PER_WORKER, worker_memory.CPU_COUNT, logger=quiet)
     if given and parse_bytes(args.memory_limit) * args.workers > system.MEMORY_LIMIT:
         total = parse_bytes(args.memory_limit) * args.workers
         warnings.warn(f"--memory-limit {args.memory_limit} x {args.workers} workers is {format_bytes(total)}, more than "
@@ -123,10 +127,9 @@ def check_worker_memory(args, runs) -> None:
             if per and need > per * fraction:
                 give = f"give --memory-limit {math.ceil(need / fraction / 2**29) / 2:g}GiB or more"
                 what = (f"--memory-limit {args.memory_limit} (a worker is stopped at {fraction:.0%} of it)" if given else
-                        f"each of the {args.workers} workers' share of this machine's memory, {format_bytes(per)} "
-                        f"(stopped at {fraction:.0%})")
-                fewer = "" if given else " (or run fewer --workers)"
-                raise IQTError(f"{said}, more than {what}; {give}{fewer}, or leave that subject out")
+                        f"a worker's auto share, this machine's {format_bytes(system.MEMORY_LIMIT)} / its "
+                        f"{worker_memory.CPU_COUNT} cores, {format_bytes(per)} (stopped at {fraction:.0%})")
+                raise IQTError(f"{said}, more than {what}; {give}, or leave that subject out")
             if soft != resource.RLIM_INFINITY and need + address > soft:
                 kib = math.ceil((need + address) / 1024 / 100_000) * 100_000
                 raise IQTError(f"{said}, and a worker about {address / 2**30:.1f} GiB more of address space, more than "

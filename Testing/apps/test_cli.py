@@ -573,3 +573,19 @@ def test_threads_given_twice_with_two_values_is_refused(capsys, tmp_path):
                              "--threads", "2")
     assert code == 2 and err.strip().splitlines() == [
         "iqt: error: --threads given twice, 1 before the command and 2 after it: give it once"], err
+
+
+def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch):
+    """torch's CPU allocator failing (a RuntimeError) is out of memory, as a MemoryError, not an internal error: a
+    --threads 8 espcn run under ulimit -v 1,500,000 KiB had ended in 'internal error: RuntimeError: ...'."""
+    from ImageQualityTransferLib.apps.cli import demo
+
+    def fails(args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 31850496 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(demo, "list_methods", fails)
+    code, out, err = run_cli(capsys, "methods")
+    assert code == 1 and err.startswith("iqt: error: out of memory;") and err.count("\n") == 1, err
+    monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(MemoryError()))
+    assert run_cli(capsys, "methods")[2] == err

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib.core import grid
+from ImageQualityTransferLib.core import grid, threads
 from ImageQualityTransferLib.core.errors import IQTError
 
 
@@ -155,6 +155,7 @@ def test_ulimit_v_counts_the_address_space_beyond_resident_memory(tmp_path, monk
     status.write_text("VmSize:\t 8 kB\nVmRSS:\t 4 kB\n")  # read once, before the work: later readings not taken
     assert grid.address_limit() == 2 * 2**30
     monkeypatch.setattr(grid, "_OVERHEAD", [(2 * 2**30, False)])  # torch not loaded when read
+    monkeypatch.setattr(threads, "in_use", lambda: 1)  # torch's threads beyond the first: the test below
 
     def refused(limit):
         return f"needs more than this process's {limit / 2**30:.3f} GiB of memory; give less"
@@ -166,6 +167,31 @@ def test_ulimit_v_counts_the_address_space_beyond_resident_memory(tmp_path, monk
         grid.check_need(1.9 * 2**30, refused, "needs", torch=True)
     monkeypatch.setattr(grid, "_OVERHEAD", [(2 * 2**30, True)])  # read with torch loaded: counted already
     grid.check_need(1.9 * 2**30, refused, "needs", torch=True)
+
+
+
+def test_ulimit_v_counts_torchs_threads(tmp_path, monkeypatch):
+    """Each torch thread beyond the first takes address space (espcn's VmPeak 1.20 million KiB at --threads 1, 2.02-2.12
+    at 8): a --threads 8 run had passed the check under ulimit -v 1,500,000 KiB and died of torch's allocator."""
+    import resource
+
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (4 * 2**30, 4 * 2**30) if which == resource.RLIMIT_AS
+                        else real(which))
+    monkeypatch.setattr(grid, "_OVERHEAD", [(2**30, True)])
+    monkeypatch.setattr(grid, "cgroup_limit", lambda: None)
+    monkeypatch.setattr(grid, "memory_available", lambda: None)
+
+    def refused(limit):
+        return f"needs more than this process's {limit / 2**30:.3f} GiB of memory; give less"
+
+    monkeypatch.setattr(threads, "in_use", lambda: 1)
+    grid.check_need(2.5 * 2**30, refused, "needs", torch=True)  # 3 GiB left
+    grid.check_need(2.5 * 2**30, refused, "needs")
+    monkeypatch.setattr(threads, "in_use", lambda: 8)  # 0.18 + 6 x 0.13 GiB more
+    with pytest.raises(IQTError, match=r"this process's 2.040 GiB of memory \(ulimit -v 4,194,304 KiB, less the 1.96 "):
+        grid.check_need(2.5 * 2**30, refused, "needs", torch=True)
+    grid.check_need(2.5 * 2**30, refused, "needs")  # not on torch: its threads not counted
 
 
 def _fake_machine(monkeypatch, tmp_path, cgroup: str, limits: dict, available_kb: int = 64 * 2**20):

@@ -144,6 +144,11 @@ def memory_available() -> int | None:
 # loaded: Elition x2 --threads 1, VmPeak (/proc) less the check's need and reading: deep-hetero-var1 --uncertainty
 # 0.10 GiB (it died under ulimit -v 2,550,000 KiB after 68 s), espcn -0.01 GiB (docs/measurements.md, Memory)
 TORCH_ADDRESS_BYTES = 2**27
+# and per torch thread beyond the first (each its own stack and malloc arena): espcn on the 3 mm fit x2, VmPeak at
+# --threads 1, 2, 4, 8: 1.20, 1.38, 1.58, 2.02-2.12 million KiB (docs/measurements.md, Memory); a --threads 8 run had
+# passed the check under ulimit -v 1,500,000 KiB and died of torch's allocator
+TORCH_SECOND_THREAD_BYTES = int(0.18 * 2**30)
+TORCH_THREAD_BYTES = int(0.13 * 2**30)  # each after the second
 
 _OVERHEAD: list = []  # address_overhead's first reading in this process: (bytes, torch loaded then)
 
@@ -152,14 +157,24 @@ def address_overhead(torch: bool = False) -> int:
     """Bytes of this process's address space beyond its resident memory (/proc/self/status VmSize - VmRSS: libraries'
     and threads' reserved, untouched pages), read at the first check, before the work (0.21 GiB after the engine's
     imports, 0.52 GiB once torch ran: read again at predict it refused runs that complete); `torch`: the run loads
-    torch, which that reading may precede (TORCH_ADDRESS_BYTES more); 0 where it cannot be read. ulimit -v counts
+    torch, which that reading may precede (TORCH_ADDRESS_BYTES more), and its threads (`torch_threads_bytes`); 0 where
+    it cannot be read. ulimit -v counts
     them, the peak-RSS estimates do not."""
     import sys
 
     if not _OVERHEAD:
         _OVERHEAD.append((_address_overhead_now(), "torch" in sys.modules))
     read, had_torch = _OVERHEAD[0]
-    return read + (TORCH_ADDRESS_BYTES if torch and not had_torch else 0)
+    return read + (TORCH_ADDRESS_BYTES if torch and not had_torch else 0) + (torch_threads_bytes() if torch else 0)
+
+
+def torch_threads_bytes() -> int:
+    """The address space torch's threads beyond the first take (TORCH_THREAD_BYTES), for the threads the run will use
+    (core/threads.py in_use: torch's own count, else --threads, else OMP_NUM_THREADS, else the cores it may use)."""
+    from . import threads
+
+    n = threads.in_use()
+    return (TORCH_SECOND_THREAD_BYTES if n > 1 else 0) + max(n - 2, 0) * TORCH_THREAD_BYTES
 
 
 def _address_overhead_now() -> int:

@@ -266,10 +266,12 @@ def _run(args, printed, signals=()) -> int:
     except MemoryError:  # what the machine holds, not a bug: one line
         if args.debug or os.environ.get("IQT_DEBUG"):
             raise
-        print("iqt: error: out of memory; try a smaller input or factor, fewer Monte Carlo samples or workers, or a "
-              "machine with more memory", file=sys.stderr)
+        print(OUT_OF_MEMORY, file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
+        if torch_out_of_memory(exc) and not (args.debug or os.environ.get("IQT_DEBUG")):
+            print(OUT_OF_MEMORY, file=sys.stderr)
+            return 1
         from ...fileio.writing import no_room
 
         room = no_room(exc)  # a full disk or a file-size limit met outside an output's own write (a temporary file)
@@ -282,6 +284,17 @@ def _run(args, printed, signals=()) -> int:
               file=sys.stderr)
         return 1
     return code if isinstance(code, int) else 0
+
+
+OUT_OF_MEMORY = ("iqt: error: out of memory; try a smaller input or factor, fewer Monte Carlo samples, --threads or "
+                 "workers, or a machine with more memory")
+
+
+def torch_out_of_memory(exc: BaseException) -> bool:
+    """torch's CPU allocator failing (a RuntimeError, "DefaultCPUAllocator: can't allocate memory"): the machine's
+    memory or ulimit -v, as a MemoryError, not a bug."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)
 
 
 if __name__ == "__main__":

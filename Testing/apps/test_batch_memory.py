@@ -119,3 +119,27 @@ def test_the_auto_share_does_not_shrink_with_more_workers(tmp_path, capsys, monk
     capsys.readouterr()
     main(["batch", str(listed), "-o", str(out), "--method", "cubic", "--workers", "16"])
     assert "the cluster started" in capsys.readouterr().err  # past the check
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory"),
+                                 RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                                              "allocate memory: you tried to allocate 6489600 bytes. Error code 12")])
+def test_a_subject_out_of_memory_in_its_own_run_is_said_as_a_worker_out_of_memory(tmp_path, monkeypatch, exc):
+    """Inside the subject's run (subject.py _process) the same reason as for a task that never returned
+    (cohort.memory_reason), with the worker's ulimit -v: MemoryError had left it out, ENOMEM and torch's allocator
+    were said as internal errors."""
+    from ImageQualityTransferLib.apps.batch import subject
+    from ImageQualityTransferLib.apps.batch.items import Item
+    from ImageQualityTransferLib.apps.batch.records import Settings
+
+    def boom(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(subject, "compute", boom)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (3_000_000 * 1024, resource.RLIM_INFINITY))
+    fileio.save_tensor(bundle_volume(shape=(8, 8, 8)), tmp_path / "a_dti.nii.gz")
+    item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
+    res = subject.process(item, Settings(method="cubic", factor=2), str(tmp_path / "out"))
+    assert res["status"] == "failed" and "internal error" not in res["reason"], res["reason"]
+    assert res["reason"].startswith(f"a worker ran out of memory ({type(exc).__name__}"), res["reason"]
+    assert "ulimit -v 3,000,000 KiB, which each worker process has on its own" in res["reason"], res["reason"]

@@ -7,3 +7,10 @@ class IQTError(Exception):
 
 class IQTWarning(UserWarning):
     """The result is only degraded, not wrong: the message names the problem and the fix (the CLI prints one line)."""
+
+
+def torch_out_of_memory(exc: BaseException) -> bool:
+    """torch's CPU allocator failing (a RuntimeError, "DefaultCPUAllocator: can't allocate memory"): the machine's
+    memory or ulimit -v, as a MemoryError, not a bug."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)

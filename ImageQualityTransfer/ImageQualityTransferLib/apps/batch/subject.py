@@ -336,16 +336,17 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
         res["reason"] = " ".join(str(exc).split())
         if writing:  # a write failed (a full disk): the stage's files removed, the earlier ones untouched
             res["reason"] += KEPT
-    except MemoryError:
-        res["reason"] = "out of memory; give the workers more with --memory-limit or run fewer --workers"
-    except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            res["reason"] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
-        else:  # a read-only or foreign subject folder: the user's to mend, not a bug
+    except Exception as exc:
+        from .cohort import memory_reason, out_of_memory  # the one wording, as a task that never returned (cohort.py)
+
+        if out_of_memory(exc):
+            res["reason"] = memory_reason(exc, local=None)
+        elif isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            # a read-only or foreign subject folder: the user's to mend, not a bug
             res["reason"] = (f"cannot write into {folder} ({exc.strerror}); make it writable for the workers, or give "
                              "another output folder") + (KEPT if writing else "")
-    except Exception as exc:  # a bug, not bad input: recorded, the others go on
-        res["reason"] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        else:  # a bug, not bad input: recorded, the others go on
+            res["reason"] = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"
     finally:
         res["seconds"] = round(time.perf_counter() - t0, 3)
         res["reason"] = item.as_typed(res["reason"])

@@ -269,6 +269,8 @@ def _run(args, printed, signals=()) -> int:
         print(OUT_OF_MEMORY, file=sys.stderr)
         return 1
     except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
+        from ...core.errors import torch_out_of_memory
+
         if torch_out_of_memory(exc) and not (args.debug or os.environ.get("IQT_DEBUG")):
             print(OUT_OF_MEMORY, file=sys.stderr)
             return 1
@@ -288,13 +290,6 @@ def _run(args, printed, signals=()) -> int:
 
 OUT_OF_MEMORY = ("iqt: error: out of memory; try a smaller input or factor, fewer Monte Carlo samples, --threads or "
                  "workers, or a machine with more memory")
-
-
-def torch_out_of_memory(exc: BaseException) -> bool:
-    """torch's CPU allocator failing (a RuntimeError, "DefaultCPUAllocator: can't allocate memory"): the machine's
-    memory or ulimit -v, as a MemoryError, not a bug."""
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)
 
 
 if __name__ == "__main__":

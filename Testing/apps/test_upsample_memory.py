@@ -86,3 +86,30 @@ def test_a_long_axis_counts_the_interpolation_s_weights(monkeypatch):
         cubic.check_memory(shape, 2, maps=False)
     cubic.check_memory((6, 6, 8000), (2, 2, 1), maps=False)  # that axis not refined: no such weights
     assert grid.axis_weights_bytes((256, 256, 160), 2) < 4e6
+
+
+def test_a_method_on_torch_is_checked_with_torchs_address_space(monkeypatch):
+    """Method.check_memory passes `torch` for a method on torch (ulimit -v: TORCH_ADDRESS_BYTES and its threads more,
+    core/grid.py address_overhead) and not for one without: under a ulimit -v that leaves room for cubic's run and not
+    for torch's allowance, espcn is refused and cubic runs."""
+    import resource
+
+    import pytest
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core import grid, threads
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    espcn, cubic = methods.get("espcn"), methods.get("cubic")
+    assert espcn.requires_torch and not cubic.requires_torch
+    shape = (20, 20, 20)
+    need = max(grid.output_need(shape, 2, m.peak_multiple(False, False)) for m in (espcn, cubic))
+    soft = int(need + grid.TORCH_ADDRESS_BYTES / 2)  # room for the run, not for torch's allowance
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, soft) if which == resource.RLIMIT_AS else real(which))
+    monkeypatch.setattr(grid, "_OVERHEAD", [(0, False)])
+    monkeypatch.setattr(grid, "cgroup_limit", lambda: None)
+    monkeypatch.setattr(grid, "memory_available", lambda: None)
+    monkeypatch.setattr(threads, "in_use", lambda: 1)
+    cubic.check_memory(shape, 2, maps=False)
+    with pytest.raises(IQTError, match="of address space the process holds beyond its memory"):
+        espcn.check_memory(shape, 2, maps=False)

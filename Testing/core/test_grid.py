@@ -247,6 +247,29 @@ def test_memory_other_programs_hold_is_a_warning_not_a_refusal(monkeypatch, tmp_
         grid.check_output_size((128, 128, 60), 4)  # enough available: nothing said
 
 
+def test_the_available_memory_warning_tells_its_figures_apart(monkeypatch, tmp_path):
+    """The warning's need, available and limit to as many decimals as tell them apart (grid.gib): it had said "needs
+    about 1.0 GiB, more than the 1.0 GiB this machine has available now"; `iqt fit`'s reading check (fileio/sizes.py
+    check_inputs) too."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib.fileio import sizes
+
+    monkeypatch.setattr(grid, "memory_limit", lambda: int(1.04 * 2**30))
+    monkeypatch.setattr(grid, "memory_available", lambda: int(0.97 * 2**30))
+    monkeypatch.setattr(grid, "_WARNED", set())
+    with pytest.warns(grid.IQTWarning, match=r"the run needs about 1.02 GiB, more than the 0.97 GiB this machine has "
+                                              r"available now \(other programs hold the rest of the 1.04 GiB"):
+        grid.check_output_size((110, 110, 60), 2)
+    image = tmp_path / "dwi.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 6), np.float32), np.eye(4)), image)
+    need = 4 * 4 * 4 * 6 * 4 * sizes.READ_PEAK["fit"] + grid.PEAK_FIXED_BYTES
+    monkeypatch.setattr(grid, "memory_available", lambda: int(need - 2**30 * 0.004))
+    with pytest.warns(grid.IQTWarning, match=rf"needs about {need / 2**30:.3f} GiB, more than the "
+                                              rf"{(need - 2**30 * 0.004) / 2**30:.3f} GiB"):
+        sizes.check_inputs("fit", [image])
+
+
 def test_bounding_box_and_its_affine():
     """The box of a mask's voxels and the affine of that sub-grid (the cropping of padded whole-field fits and CNN tiles)."""
     present = np.zeros((5, 6, 7), bool)

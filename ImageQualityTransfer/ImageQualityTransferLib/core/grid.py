@@ -238,7 +238,7 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
                        f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {gib(need, limit)} GiB"
                        f"{_with(maps, tta, propagate)}, more than this process's "
                        f"{gib(limit, need)} GiB of memory; give smaller factors (or a larger --voxel-size)"),
-        f"{describe(f)}: the run needs about {need / 2**30:,.1f} GiB{_with(maps, tta, propagate)}",
+        lambda available: f"{describe(f)}: the run needs about {gib(need, available)} GiB{_with(maps, tta, propagate)}",
         key=(shape, round(need)), stacklevel=4, torch=torch)
 
 
@@ -283,12 +283,13 @@ def gib(x: float, other: float | None = None) -> str:
     return text
 
 
-def check_need(need: float, refused, needs: str, key=None, stacklevel: int = 3, torch: bool = False) -> None:
+def check_need(need: float, refused, needs, key=None, stacklevel: int = 3, torch: bool = False) -> None:
     """The one rule of the memory checks made before any work (`check_output_size` for a high-res grid,
     `fileio.sizes.check_inputs` for the images a command reads): a run needing `need` bytes at its peak is refused
     where that passes the memory this process may use (`memory_limit`: the machine's, its cgroup's, ulimit -v), with
     the line `refused(limit)`; where it fits but passes what the machine has available now (`memory_available`), one
-    warning line, "`needs`, more than the ... available now", said once per `key` in a process."""
+    warning line, "`needs(available)`, more than the ... available now", said once per `key` in a process (`needs`
+    takes the figure it is said beside, so that `gib` tells the two apart)."""
     limit = memory_limit()
     address = address_limit(True) if torch and limit is not None else None
     limit = limit if address is None else min(limit, address)
@@ -299,10 +300,11 @@ def check_need(need: float, refused, needs: str, key=None, stacklevel: int = 3, 
         raise IQTError(text.replace(" of memory", " of memory" + _address_said(limit, torch), 1))
     available = memory_available()
     if available is not None and need > available:
-        message = (f"{needs}, more than the {available / 2**30:,.1f} GiB this machine has available now (other programs "
-                   f"hold the rest of the {limit / 2**30:,.1f} GiB this process may use): it may be slow, or be killed "
-                   "when memory runs out")
-        key = (needs, round(need)) if key is None else key
+        said = needs(available) if callable(needs) else needs
+        message = (f"{said}, more than the {gib(available, need)} GiB this machine has available now (other programs "
+                   f"hold the rest of the {gib(limit, available)} GiB this process may use): it may be slow, or be "
+                   "killed when memory runs out")
+        key = (said, round(need)) if key is None else key
         if key not in _WARNED:
             _WARNED.add(key)
             import warnings

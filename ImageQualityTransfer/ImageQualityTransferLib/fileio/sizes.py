@@ -102,7 +102,7 @@ def check_inputs(command: str, images, multiple: float | None = None,
         need,
         lambda limit: (f"{said}, and 'iqt {command}' needs about {grid.gib(need, limit)} GiB at its peak to run on "
                        f"it, more than this process's {grid.gib(limit, need)} GiB of memory; {fix}"),
-        f"'iqt {command}' on {big} ({_dims(shape)} voxels) needs about {need / 2**30:,.1f} GiB",
+        lambda available: f"'iqt {command}' on {big} ({_dims(shape)} voxels) needs about {grid.gib(need, available)} GiB",
         key=(command, str(big), round(need)))
 
 

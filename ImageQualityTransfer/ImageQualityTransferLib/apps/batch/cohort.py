@@ -542,6 +542,12 @@ def memory_reason(exc: BaseException, local: bool | None = True) -> str:
     if soft != resource.RLIM_INFINITY:
         return (f"{said} under the address-space limit ulimit -v {soft // 1024:,} KiB, which each worker process has on "
                 "its own; raise it (ulimit -v, a cluster job's h_vmem)")
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        # without ulimit -v, pthread_create's EAGAIN is more often a cap on threads than memory
+        where = {False: "their", None: "the worker's"}.get(local, "this machine's")
+        return (f"a worker could not start a thread ({text}): a limit on threads or processes ({where} ulimit -u, a "
+                "cgroup's pids.max, a container's or job's) or memory; raise that limit, or give the workers more "
+                "memory, or run fewer --workers")
     if local is False:
         return f"{said}; give the scheduler's workers more memory (their ulimit -v, 'dask worker --memory-limit')"
     if local is None:

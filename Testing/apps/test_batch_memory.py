@@ -158,3 +158,26 @@ def test_cant_start_new_thread_without_ulimit_v_may_be_a_thread_limit(monkeypatc
     assert reason.startswith("a worker could not start a thread (can't start new thread): a limit on threads or "
                              "processes (") and "ulimit -u, a cgroup's pids.max" in reason and "or memory" in reason
     assert "ran out of memory" in cohort.memory_reason(MemoryError(), local=local)
+
+
+def test_a_dwi_subjects_fit_is_checked_as_iqt_fit_checks_it(tmp_path, capsys):
+    """A DWI subject is fitted before it is upsampled: its need is the larger of the fit's (fileio/sizes.py read_need,
+    5.5 x its DWI's voxels as float32 + 0.5 GiB) and the run's (a 16^3 grid of 1000 volumes: 0.58 GiB against the
+    run's 0.51; only the run's had been checked)."""
+    import nibabel as nib
+    import numpy as np
+
+    folder = tmp_path / "P01"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 16, 1000), np.int8), np.eye(4)), folder / "dwi.nii.gz")
+    b = np.r_[0, np.full(999, 1000)]
+    (folder / "dwi.bval").write_text(" ".join(map(str, b)) + "\n")
+    v = np.random.default_rng(0).normal(size=(3, 1000))
+    v /= np.linalg.norm(v, axis=0)
+    (folder / "dwi.bvec").write_text("\n".join(" ".join(f"{x:.6f}" for x in row) for row in v) + "\n")
+    (tmp_path / "list.txt").write_text("P01\n")
+    out = tmp_path / "deriv"
+    line = refused_line(capsys, ["batch", tmp_path / "list.txt", "-o", out, "--method", "cubic", "--workers", "1",
+                                 "--memory-limit", "600MiB"],
+                        "sub-P01 (", "fitting its DWI takes the most) needs about 0.6 GiB", "--memory-limit 600MiB")
+    assert not out.exists(), line

@@ -75,6 +75,24 @@ def _dims(shape) -> str:
     return "x".join(str(n) for n in shape)
 
 
+def read_need(command: str, images, multiple: float | None = None, kept: float | None = None) -> float | None:
+    """The peak bytes `check_inputs` judges a run of `iqt command` on `images` by; None where no header can be read
+    (`iqt batch` checks a DWI subject's fit by it before its cluster starts)."""
+    return _sized_need(command, images, multiple, kept)[1]
+
+
+def _sized_need(command, images, multiple, kept):
+    multiple = READ_PEAK[command] if multiple is None else multiple
+    sized = [(Path(p), shape) for p in images if p is not None for shape in [header_shape(p)] if shape is not None]
+    if not sized:
+        return sized, None
+    counts = [math.prod(shape) for _, shape in sized]
+    need = sum(counts) * 4 * multiple + grid.PEAK_FIXED_BYTES
+    if kept is not None and Path(images[0]) == sized[0][0]:  # read whole, then only its kept volumes worked on
+        need -= counts[0] * 4 * (multiple - 1.0) * (1.0 - min(max(kept, 0.0), 1.0))
+    return sized, need
+
+
 def check_inputs(command: str, images, multiple: float | None = None,
                  fix: str = "crop it (fewer slices or volumes, e.g. with fslroi) or run on a machine with more "
                             "memory", kept: float | None = None) -> None:
@@ -84,15 +102,11 @@ def check_inputs(command: str, images, multiple: float | None = None,
     share of the first image's volumes the command works on once it is read (a DWI under --bmax): that
     image counts once whole, as read, and the multiple's rest on that share only. Images whose header cannot be read
     are left to their reader."""
-    multiple = READ_PEAK[command] if multiple is None else multiple
-    sized = [(Path(p), shape) for p in images if p is not None for shape in [header_shape(p)] if shape is not None]
+    sized, need = _sized_need(command, images, multiple, kept)
     if not sized:
         return
     counts = [math.prod(shape) for _, shape in sized]
     total = sum(counts) * 4
-    need = total * multiple + grid.PEAK_FIXED_BYTES
-    if kept is not None and Path(images[0]) == sized[0][0]:  # read whole, then only its kept volumes worked on
-        need -= counts[0] * 4 * (multiple - 1.0) * (1.0 - min(max(kept, 0.0), 1.0))
     big, shape = sized[counts.index(max(counts))]
     alone = max(counts) * 4
     rest = "the other image" if len(sized) == 2 else f"the other {len(sized) - 1} images"

@@ -122,7 +122,10 @@ def check_worker_memory(args, runs) -> None:
             if shape3 is None:  # its reader says why, in its row
                 continue
             need = method.memory_need(shape3, g, bool(args.uncertainty))
-            said = f"{it.prefix} ({it.as_typed(it.path)}): its run ({name}, {grid.describe(g)}) needs about " \
+            fit = _fit_need(it, args) if it.kind == "dwi" else None  # the DWI read and fitted first, as 'iqt fit'
+            most = "; fitting its DWI takes the most" if fit is not None and fit > need else ""
+            need = max(need, fit or 0)
+            said = f"{it.prefix} ({it.as_typed(it.path)}): its run ({name}, {grid.describe(g)}{most}) needs about " \
                    f"{need / 2**30:,.1f} GiB"
             if per and need > per * fraction:
                 give = f"give --memory-limit {math.ceil(need / fraction / 2**29) / 2:g}GiB or more"
@@ -135,6 +138,25 @@ def check_worker_memory(args, runs) -> None:
                 raise IQTError(f"{said}, and a worker about {address / 2**30:.1f} GiB more of address space, more than "
                                f"this shell's ulimit -v {soft // 1024:,} KiB, which each worker process has on its own; "
                                f"raise it to {kib:,} KiB or more (a cluster job's h_vmem), or leave that subject out")
+
+
+def _fit_need(it, args) -> float | None:
+    """A DWI subject's fit's peak, as `iqt fit` judges it (fileio/sizes.py read_need: its DWI and mask, under --bmax
+    the share of volumes kept)."""
+    from types import SimpleNamespace
+
+    from ...fileio.sizes import read_need
+    from .fit import _bmax_share
+
+    kept = None
+    if getattr(args, "bmax", None) is not None:
+        try:
+            bval, bvec = it.gradients()
+        except Exception:  # noqa: BLE001 - the subject's own reading says why
+            bval = bvec = None
+        if bval is not None:
+            kept = _bmax_share(SimpleNamespace(bmax=args.bmax, dwi=it.path, bval=str(bval), bvec=str(bvec)))
+    return read_need("fit", [it.path, it.mask or None], kept=kept)
 
 
 def _methods_of(args, name):

@@ -181,3 +181,13 @@ def test_a_dwi_subjects_fit_is_checked_as_iqt_fit_checks_it(tmp_path, capsys):
                                  "--memory-limit", "600MiB"],
                         "sub-P01 (", "fitting its DWI takes the most) needs about 0.6 GiB", "--memory-limit 600MiB")
     assert not out.exists(), line
+
+
+@pytest.mark.parametrize("given", ["AUTO", " Auto "])
+def test_memory_limit_auto_in_any_case(tmp_path, capsys, monkeypatch, given):
+    """--memory-limit AUTO is auto (Dask's parser had ended it in 'internal error: ValueError: Could not interpret
+    AUTO as a byte unit'): it reaches the check of auto's share."""
+    listed, out = _subject(tmp_path), tmp_path / "deriv"
+    _dask_machine(monkeypatch, 8 * 2**30, 16)
+    refused_line(capsys, ["batch", listed, "-o", out, "--method", "cubic", "--workers", "1", "--memory-limit", given],
+                 "needs about 0.6 GiB", "a worker's auto share")

@@ -192,3 +192,18 @@ def test_degrade_names_a_flipped_x_row_as_fit_does(tmp_path, capsys, monkeypatch
     said = capsys.readouterr().err.strip().splitlines()
     assert len(said) == 1 and SAID in said[0] and f"negate the first row (x) of {bvec}" in said[0], said
     assert len(fits) == (2 if refit else 0)  # the high-res fit only where the low-res one cannot be judged
+
+
+def test_degrade_with_noise_judges_the_table_on_a_noise_free_fit(tmp_path, monkeypatch):
+    """`iqt degrade --snr 5` judged the table on its noisy low-res tensors: noise raises FA, and on a clean 3 mm scan
+    at x3 it named a wrong table (a review). The table is judged on the same blocks fitted without the noise."""
+    from ImageQualityTransferLib.dmri import fit_checks
+
+    judged = []
+    real = fit_checks.check_degraded_table
+    monkeypatch.setattr(fit_checks, "check_degraded_table", lambda dwi, m, t, *a: judged.append(t.data) or real(dwi, m, t, *a))
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=3.0, n_dirs=12)
+    fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")
+    for extra in ([], ["--snr", "5"]):
+        assert cli.main(["degrade", str(tmp_path / "dwi.nii.gz"), "--factor", "2", "-o", str(tmp_path / "t.nii.gz")] + extra) == 0
+    assert len(judged) == 2 and np.array_equal(judged[0], judged[1])

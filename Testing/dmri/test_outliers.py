@@ -272,6 +272,39 @@ def test_several_volumes_sharing_one_gain_are_named(n):
     assert sorted(found.volumes) == list(bad) and not found.pairs, found
 
 
+def test_half_the_volumes_rescaled_are_named_and_no_clean_one_blamed():
+    """The last 10 of 20 DW volumes scaled by 1.3: they were named, and a clean volume (a suspect only because the
+    screen's fits held the 10) was said to be one that 'could not be left out too' (a review). A screen suspect is
+    judged again against the fit without those named."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[-10:]
+    d = np.array(dwi.data)
+    d[..., bad] *= 1.3
+    dwi = dwi.replace(data=d)
+    mask = brain_mask(dwi)
+    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
+    assert sorted(found.volumes) == list(bad) and not found.pairs and found.unfixable == {}, found
+
+
+def test_a_suspect_past_half_the_series_is_said_to_be_past_that_limit(monkeypatch):
+    """The last 10 of 20 DW volumes scaled by 1.3 and named; one more suspect (kept so here by a bar of -inf) could
+    not be left out too: the reason given had been that the rest would not determine a tensor, where the limit is
+    half the DW volumes (a review)."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    dw = np.flatnonzero(dwi.bvals > B0_THRESHOLD)
+    bad = [int(v) for v in dw[-10:]]
+    d = np.array(dwi.data)
+    d[..., bad] *= 1.3
+    dwi = dwi.replace(data=d)
+    mask = brain_mask(dwi)
+    monkeypatch.setattr(outliers, "_block_suspects", lambda *a: bad + [int(dw[2])])
+    monkeypatch.setattr(outliers, "VOLUME_SUSPECT", -np.inf)
+    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
+    assert sorted(found.volumes) == bad, found
+    assert found.unfixable == {"all": f"volume {dw[2]} could not be left out too: at most half the diffusion-weighted "
+                               "volumes are left out"}, found
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("fault", ["moved-3", "moved-5", "gain-5"])
 def test_the_axial_dev_scan_s_last_volumes_moved_or_rescaled_are_named(fault):

@@ -24,7 +24,8 @@ it is bad as a whole (dead or moved) and left out everywhere. Volumes that share
 of the series, two series of different scale joined) pull the fit their way and none stands out against it (2-10 of the
 3 mm ortho dev scan's 20 moved or scaled: median z -1.0 to 6.9, none named), so each quarter of each shell's DW volumes
 (in series order), and the half further from the b0s, is also left out of a sparse screening fit (`_block_suspects`);
-every suspect is left out of one trial fit at once and each tested against it. A (slice, volume) above PAIR_Z is bad in
+every suspect is left out of one trial fit at once and each tested against it (at most half the DW volumes are left
+out; after a round names some, a screen suspect is kept only if it misfits the fit without them). A (slice, volume) above PAIR_Z is bad in
 that slice: it is left out of that slice's fit and the slice refitted, until none is above (of several above, the one
 furthest below the fit first: a dropout lowers the signal, and the fit it corrupted leaves good volumes above it); one
 left out is put back if it fits the others' slice fit. So the volumes a corrupted fit smeared its error over are not
@@ -271,9 +272,12 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     idx = np.arange(len(bvals))
     blocks = _block_suspects(dwi, mask, q, read, axis, scores)
     for _ in range(VOLUME_ROUNDS):  # every suspect left out of one trial fit, each tested against it (module doc)
-        suspects = [v for v in blocks if v not in whole] + [
+        # after a round named some, a screen suspect stays one only if it misfits the fit without them too: the
+        # screen's fits held them (10 of 20 volumes scaled by 1.3 made a clean volume one; a review)
+        screened = [v for v in blocks if v not in whole and (not whole or vz[v] > VOLUME_SUSPECT)]
+        suspects = screened + [
             int(v) for v in np.argsort(-np.nan_to_num(vz, nan=-np.inf))
-            if dw[v] and v not in whole and v not in blocks and vz[v] > VOLUME_SUSPECT]
+            if dw[v] and v not in whole and v not in screened and vz[v] > VOLUME_SUSPECT]
         drop = list(whole)
         for v in suspects:  # worst first, while at least half the DW volumes stay and they determine a tensor
             keep = ~np.isin(idx, drop + [v])
@@ -281,8 +285,10 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
                 break
             drop.append(v)
         if suspects and len(drop) == len(whole):
-            out.unfixable["all"] = (f"volume {suspects[0]} could not be left out too: the others would not determine a "
-                                    "tensor with a residual left to judge it by")
+            keep = ~np.isin(idx, drop + [suspects[0]])
+            out.unfixable["all"] = (f"volume {suspects[0]} could not be left out too: " + (
+                "at most half the diffusion-weighted volumes are left out" if 2 * (dw & keep).sum() < dw.sum() else
+                "the others would not determine a tensor with a residual left to judge it by"))
         if len(drop) == len(whole):
             break
         trial = _fit_without(dwi, mask, drop)

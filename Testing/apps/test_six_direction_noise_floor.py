@@ -29,9 +29,17 @@ def test_the_benchmark_scores_a_six_direction_subject_without_its_noise_floor(si
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert code == 0 and len(lines) == 1, err
-    assert lines[0].startswith("iqt: warning: six_dirs (own): no reference noise floor") and "7 volumes" in lines[0]
+    assert lines[0].startswith("iqt: warning: six_dirs: no reference noise floor") and "7 volumes" in lines[0]
     row = next(line for line in out.splitlines() if line.startswith("| six_dirs | cubic |"))
     assert "| – / – |" in row
+
+
+def test_the_benchmark_says_it_once_per_subject_whatever_the_styles(six_dirs, capsys):
+    """Two styles of one subject had said it twice, once per style (a review): it is the series', said once."""
+    code = cli.main(["--threads", "1", "benchmark", str(six_dirs), "--methods", "cubic,linear", "--styles", "own,tight"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("iqt: warning: six_dirs: no reference noise floor"), err
 
 
 def test_evaluate_dwi_refuses_a_six_direction_dwi_naming_it_and_the_fix(six_dirs, tmp_path, capsys):

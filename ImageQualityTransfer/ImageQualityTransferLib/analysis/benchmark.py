@@ -28,16 +28,17 @@ from .measure import measure
 HCP_LR_SHAPE = (72, 87, 72)
 
 
-def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True, named: bool = True) -> list[dict]:
+def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True, say_floor: bool = True) -> list[dict]:
     """Run each method (names, or `Method`s made with their settings) on one case and score it, the direction
     map included; returns one row per method (predictions go into `keep`). `mask=False` runs the methods without
     the brain mask, as a user without one would (the scores still use it). A series that leaves no residual for the
     reference's noise floor (a b0 and 6 directions) is scored without it, in one warning naming the subject unless
-    `named` is False (`run` names each input itself)."""
+    `say_floor` is False (`run` says it once per subject, not once per style)."""
     no_floor = fit_noise.no_floor_reason(case.bvals)
     if no_floor:  # a common clinical protocol: its other figures still hold (it had been refused whole, an audit)
-        warnings.warn(f"{case.subject + ': ' if named else ''}no reference noise floor in its rows (–): {no_floor}",
-                      IQTWarning, stacklevel=2)
+        if say_floor:
+            warnings.warn(f"{case.subject}: no reference noise floor in its rows (–): {no_floor}", IQTWarning,
+                          stacklevel=2)
         floor = None
     else:
         floor = fit_noise.noise_floor(case.dwi, case.bvals, case.bvecs, case.truth, case.hr_mask)
@@ -96,6 +97,9 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
         seen = trained_on(subject.name, made, factor, dwi_sha256(folder), folder)
         for label, model in seen.items():
             warnings.warn(trained_on_line(subject.name, label, model), IQTWarning, stacklevel=2)
+        no_floor = fit_noise.no_floor_reason(subject.dwi.bvals)
+        if no_floor:  # the series', whatever the style: one line per subject (it had been one per style, a review)
+            warnings.warn(f"{subject.name}: no reference noise floor in its rows (–): {no_floor}", IQTWarning, stacklevel=2)
         for style in styles:
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -256,7 +260,7 @@ def _say(caught, where: str, said: set) -> None:
 
 def _score_input(case, made, tracts, tract_seeds, mask=True) -> list[dict]:
     keep = {} if tracts else None
-    case_rows = score_case(case, made, keep=keep, mask=mask, named=False)
+    case_rows = score_case(case, made, keep=keep, mask=mask, say_floor=False)
     if tracts:
         from . import tractography
 

@@ -56,3 +56,27 @@ def test_nan_in_a_dwi_node_is_read_as_zero_with_a_note(phantom):
     d[0, 0, 0, 3] = np.nan
     vol = processing.dwi_volume_from_node(dwi_node(scene, phantom.replace(data=d)))
     assert vol.data[0, 0, 0, 3] == 0 and any("1 NaN/Inf values" in n for n in vol.meta["input_notes"])
+
+
+def test_slicer_s_nrrd_reader_gives_each_volume_b_times_g_squared(tmp_path):
+    """What `_refuse_trace`'s docstring says of Slicer's NRRD reader (a review had guessed b x |g| / max |g|): a header's
+    b 1000 with |g| 0, 1, 0.5, 0.25 is read as b 0, 1000, 250, 62.5 with unit gradients, so its zero gradient is a b0
+    and no trace volume."""
+    nrrd = pytest.importorskip("nrrd")
+    data = np.random.default_rng(0).uniform(10, 110, (4, 8, 8, 8)).astype(np.float32)
+    g = {0: "0 0 0", 1: "1 0 0", 2: "0 0.5 0", 3: "0 0 0.25"}
+    nrrd.write(str(tmp_path / "t.nhdr"), data, {
+        "type": "float", "dimension": 4, "space": "right-anterior-superior", "sizes": [4, 8, 8, 8],
+        "kinds": ["list", "domain", "domain", "domain"], "space directions": [[np.nan] * 3, [2, 0, 0], [0, 2, 0], [0, 0, 2]],
+        "space origin": [0, 0, 0], "measurement frame": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "modality": "DWMRI",
+        "DWMRI_b-value": "1000", **{f"DWMRI_gradient_{i:04d}": v for i, v in g.items()}})
+    scene = slicer.vtkMRMLScene()
+    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLNRRDStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "t.nhdr"))
+    assert storage.ReadData(node)
+    vol = processing.dwi_volume_from_node(node)
+    assert np.allclose(vol.bvals, [0, 1000, 250, 62.5])
+    assert np.allclose(np.linalg.norm(vol.bvecs[1:], axis=1), 1.0)

@@ -132,7 +132,8 @@ def _refuse_trace(node, b, dw) -> None:
     """A volume with b > 0 and no gradient (a scanner's trace, isotropic, image) refused as `iqt fit` refuses it
     (dmri/dti.py check_gradients): `b[~dw] = 0` below had fitted it as a second b0, MD halved (an audit). A node whose
     b-values are one number throughout lists them as a NRRD header does, where a zero gradient is a b0: left as it was
-    (Slicer's NRRD reader gives each volume its own, b x |g|^2, so a b0 it read has b 0)."""
+    (Slicer's NRRD reader gives each volume its own, b x |g|^2, and unit gradients: slicer-core 5.11 read a header's
+    b 1000 with |g| 0, 1, 0.5, 0.25 as b 0, 1000, 250, 62.5; so a b0 it read has b 0)."""
     from ..fileio.gradients import B0_THRESHOLD
 
     trace = np.flatnonzero(~dw & (b > B0_THRESHOLD))

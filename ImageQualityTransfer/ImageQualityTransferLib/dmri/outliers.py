@@ -23,7 +23,8 @@ A volume whose median z over the slices is above VOLUME_SUSPECT is tested agains
 it is bad as a whole (dead or moved) and left out everywhere. Volumes that share one fault (the head moved near the end
 of the series, two series of different scale joined) pull the fit their way and none stands out against it (2-10 of the
 3 mm ortho dev scan's 20 moved or scaled: median z -1.0 to 6.9, none named), so each quarter of each shell's DW volumes
-(in series order), and the half further from the b0s, is also left out of a sparse screening fit (`_block_suspects`);
+(in series order), the half further from the b0s, and every 3rd, 4th and 5th of them (each offset; volumes moved apart
+through the series) are also left out of a sparse screening fit (`_block_suspects`);
 every suspect is left out of one trial fit at once and each tested against it (at most half the DW volumes are left
 out; after a round names some, a screen suspect is kept only if it misfits the fit without them). A (slice, volume) above PAIR_Z is bad in
 that slice: it is left out of that slice's fit and the slice refitted, until none is above (of several above, the one
@@ -65,6 +66,10 @@ OTHER_AXIS_Z = 40.0  # a (slice, volume) z above this along i or j, where no sid
 # (clean real subjects, read along every axis: at most 21.0, sag HF along j; the sagittal AP scan's real dropout 69.5;
 # docs/measurements.md, Fit checks)
 BLOCKS = (4, 2)  # each shell's DW volumes cut in quarters, then halves: each left out of a screening fit
+STRIDES = (3, 4, 5)  # and every k-th of them, at each offset: volumes moved apart through the series (every 4th
+# or 5th moved a voxel or two along j of the 3 mm ortho dev scan: nothing had been named; a review)
+STRIDE_STEP = 6  # read in every this-th slice (half the cost): strided screen z on the 8 real subjects at most 15.1,
+# every 3rd/4th/5th volume moved 38.7-55.7 (docs/measurements.md, Fit checks)
 SCREEN_Z = 20.0  # suspect by that screen (its sparse medians are noisier), then tested in full against VOLUME_Z
 SCREEN_STEP = 3  # of the slices read, every this-th is read by that screen (every other voxel in it)
 VOLUME_ROUNDS = 3  # trial fits without every suspect (each round at most two fits): the bad volumes a round names may
@@ -270,7 +275,7 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     whole: list = []
     fitted = t
     idx = np.arange(len(bvals))
-    blocks = _block_suspects(dwi, mask, q, read, axis, scores)
+    blocks = _block_suspects(dwi, mask, q, read, axis, scores, known=np.flatnonzero(dw & (vz > VOLUME_SUSPECT)))
     for _ in range(VOLUME_ROUNDS):  # every suspect left out of one trial fit, each tested against it (module doc)
         # after a round named some, a screen suspect stays one only if it misfits the fit without them too: the
         # screen's fits held them (10 of 20 volumes scaled by 1.3 made a clean volume one; a review)
@@ -333,31 +338,41 @@ def _testable(keep, dw, bvals, bvecs) -> bool:
         and not blind_count(bvals[keep], bvecs[keep])
 
 
-def _block_suspects(dwi, mask, q, read, axis, scores) -> list:
+def _block_suspects(dwi, mask, q, read, axis, scores, known=()) -> list:
     """The DW volumes that misfit, above SCREEN_Z, a fit without their block of the series (each shell's DW volumes in
-    order, cut in quarters, and the half further from the b0s), worst first (module doc). Read in every
-    SCREEN_STEP-th slice, every other voxel in it, only: to keep the time."""
+    order, cut in quarters, the half further from the b0s, and every k-th of them for k in STRIDES), worst first
+    (module doc). Read in every SCREEN_STEP-th slice (STRIDE_STEP-th for the strided blocks), every other voxel in it,
+    only: to keep the time. The volumes `known` (suspect by the whole fit) are left out of each screening fit too,
+    where enough stay: a zeroed volume in a strided block's fit had the good volumes left out misfit it."""
     bvals, bvecs = np.asarray(dwi.bvals, float), np.asarray(dwi.bvecs, float)
     dw = bvals > B0_THRESHOLD
     idx = np.arange(len(bvals))
-    sel = [slice(None, None, 2)] * 3  # every other voxel in-plane (a fit's time is its voxels')
-    sel[axis] = read[::SCREEN_STEP]
-    m = np.asarray(mask, bool)[tuple(sel)]  # the sampled slices alone: a fit copies the whole series it is given
-    sub = dwi.replace(data=np.asarray(dwi.data)[tuple(sel)])
-    sample = range(m.shape[axis])
+
+    def sampled(step):
+        sel = [slice(None, None, 2)] * 3  # every other voxel in-plane (a fit's time is its voxels')
+        sel[axis] = read[::step]
+        m = np.asarray(mask, bool)[tuple(sel)]  # the sampled slices alone: a fit copies the whole series it is given
+        return dwi.replace(data=np.asarray(dwi.data)[tuple(sel)]), m
+
+    samples = {step: sampled(step) for step in (SCREEN_STEP, STRIDE_STEP)}
     found: dict = {}
     b0_at = np.flatnonzero(~dw).mean() if (~dw).any() else -1.0
     shell = _shell_ids(bvals)
-    for sid, n in ((sid, n) for sid in np.unique(shell[dw]) for n in BLOCKS):  # per shell: a fit of the lower
-        blocks = np.array_split(np.flatnonzero(shell == sid), n)  # shells misfits a higher one (the model, no fault)
-        if n == 2:  # each half misfits the other's fit: the b0s' own half is taken as right (they make the mask)
-            blocks = [max(blocks, key=lambda b: abs(b.mean() - b0_at))]
-        for block in blocks:
+    for sid in np.unique(shell[dw]):  # per shell: a fit of the lower shells misfits a higher one (the model, no fault)
+        vols = np.flatnonzero(shell == sid)
+        blocks = [(b, SCREEN_STEP) for b in np.array_split(vols, BLOCKS[0])]
+        halves = np.array_split(vols, BLOCKS[1])  # each half misfits the other's fit: the b0s' own half is taken as
+        blocks.append((max(halves, key=lambda b: abs(b.mean() - b0_at)), SCREEN_STEP))  # right (they make the mask)
+        blocks += [(vols[o::k], STRIDE_STEP) for k in STRIDES for o in range(k)]
+        for block, step in blocks:
             keep = ~np.isin(idx, block)
             if not _testable(keep, dw, bvals, bvecs):
                 continue
-            trial = _fit_without(sub, m, block)
-            rows = np.stack([_slice_row(sub.data, trial, m, q, s, axis=axis) for s in sample])
+            if _testable(keep & ~np.isin(idx, known), dw, bvals, bvecs):
+                keep &= ~np.isin(idx, known)
+            sub, m = samples[step]
+            trial = _fit_without(sub, m, idx[~keep & dw])
+            rows = np.stack([_slice_row(sub.data, trial, m, q, s, axis=axis) for s in range(m.shape[axis])])
             bz = _nanmedian(scores(rows, dw & keep)[0], axis=0)
             found.update({int(v): max(float(bz[v]), found.get(int(v), -np.inf)) for v in block if bz[v] > SCREEN_Z})
     return sorted(found, key=lambda v: -found[v])

@@ -24,10 +24,12 @@ it is bad as a whole (dead or moved) and left out everywhere. Volumes that share
 of the series, two series of different scale joined) pull the fit their way and none stands out against it (2-10 of the
 3 mm ortho dev scan's 20 moved or scaled: median z -1.0 to 6.9, none named), so each quarter of each shell's DW volumes
 (in series order), the half further from the b0s, and every 3rd, 4th and 5th of them (each offset; volumes moved apart
-through the series) are also left out of a sparse screening fit (`_block_suspects`);
-every suspect is left out of one trial fit at once and each tested against it (at most half the DW volumes are left
-out; after a round names some, a screen suspect is kept only if it misfits the fit without them). A (slice, volume) above PAIR_Z is bad in
-that slice: it is left out of that slice's fit and the slice refitted, until none is above (of several above, the one
+through the series) are also left out of a sparse screening fit (`_block_suspects`); its suspects are kept if they
+misfit, on the same sample, a fit without them all (the clean Achieva 1.75x2.5 mm scan's two: a full trial fit had
+cost 1.5 s), and every suspect is left out of one trial fit at once and each tested against it (at most half the DW
+volumes are left out; after a round names some, a screen suspect is kept only if it misfits the fit without them). A
+(slice, volume) above PAIR_Z is bad in that slice: it is left out of that slice's fit and the slice refitted, until
+none is above (of several above, the one
 furthest below the fit first: a dropout lowers the signal, and the fit it corrupted leaves good volumes above it); one
 left out is put back if it fits the others' slice fit. So the volumes a corrupted fit smeared its error over are not
 named, and the refit is what `--exclude-outliers` writes. On the 8 real subjects the largest z were 6.7-16.1 (pairs) and
@@ -58,7 +60,7 @@ PAIR_Z = 25.0  # a (slice, volume) above this is an outlier in that slice (clean
 VOLUME_SUSPECT = 3.5  # a volume whose median z over the slices is above this is tested (clean real subjects: at most 3.0)
 VOLUME_Z = 30.0  # by its median z against the fit without it: above this it is an outlier as a whole, dead or moved
 # (the clean subjects' worst volumes, tested so: at most 12.5; a zeroed volume 306, one moved by 6 voxels 129; half the
-# 3 mm ortho dev scan's DW volumes moved by one voxel 34-37 against the other half's fit, under the bar of 40 before)
+# 3 mm ortho dev scan's DW volumes moved by one voxel 33.8-37.1 against the other half's fit, under the bar of 40 before)
 OTHER_AXIS_RATIO = 1.5  # and above this many times k's largest: a volume moved by two voxels misfits the edge slices
 # along j about as much as a dropout along k misfits its slices (z 94 against 90 on a phantom; a review), where a
 # dropout along i leaves k's at a clean scan's 16-19 (43-46 along i; a second review: 3 had missed those)
@@ -375,7 +377,15 @@ def _block_suspects(dwi, mask, q, read, axis, scores, known=()) -> list:
             rows = np.stack([_slice_row(sub.data, trial, m, q, s, axis=axis) for s in range(m.shape[axis])])
             bz = _nanmedian(scores(rows, dw & keep)[0], axis=0)
             found.update({int(v): max(float(bz[v]), found.get(int(v), -np.inf)) for v in block if bz[v] > SCREEN_Z})
-    return sorted(found, key=lambda v: -found[v])
+    suspects = sorted(found, key=lambda v: -found[v])
+    keep = ~np.isin(idx, np.union1d(suspects, known).astype(int))
+    if suspects and _testable(keep, dw, bvals, bvecs):  # confirmed on the sample without them all, before the full
+        sub, m = samples[SCREEN_STEP]  # trial fit: the clean Achieva 1.75x2.5 mm scan's two suspects (screen z above
+        trial = _fit_without(sub, m, idx[~keep & dw])  # 20) read 1.7 and 1.2 so, moved or rescaled ones 35-65
+        rows = np.stack([_slice_row(sub.data, trial, m, q, s, axis=axis) for s in range(m.shape[axis])])
+        bz = _nanmedian(scores(rows, dw & keep)[0], axis=0)
+        suspects = [v for v in suspects if bz[v] > SCREEN_Z]
+    return suspects
 
 
 def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole, axis=SLICE_AXIS):

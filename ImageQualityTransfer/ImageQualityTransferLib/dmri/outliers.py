@@ -23,7 +23,7 @@ A volume whose median z over the slices is above VOLUME_SUSPECT is tested agains
 it is bad as a whole (dead or moved) and left out everywhere. Volumes that share one fault (the head moved near the end
 of the series, two series of different scale joined) pull the fit their way and none stands out against it (2-10 of the
 3 mm ortho dev scan's 20 moved or scaled: median z -1.0 to 6.9, none named), so each quarter of each shell's DW volumes
-(in series order), the half further from the b0s, and every 3rd, 4th and 5th of them (each offset; volumes moved apart
+(in series order), the half further from the b0s, and every 4th and 5th of them (each offset; volumes moved apart
 through the series) are also left out of a sparse screening fit (`_block_suspects`); its suspects are kept if they
 misfit, on the same sample, a fit without them all (the clean Achieva 1.75x2.5 mm scan's two: a full trial fit had
 cost 1.5 s), and every suspect is left out of one trial fit at once and each tested against it (at most half the DW
@@ -68,10 +68,11 @@ OTHER_AXIS_Z = 40.0  # a (slice, volume) z above this along i or j, where no sid
 # (clean real subjects, read along every axis: at most 21.0, sag HF along j; the sagittal AP scan's real dropout 69.5;
 # docs/measurements.md, Fit checks)
 BLOCKS = (4, 2)  # each shell's DW volumes cut in quarters, then halves: each left out of a screening fit
-STRIDES = (3, 4, 5)  # and every k-th of them, at each offset: volumes moved apart through the series (every 4th
-# or 5th moved a voxel or two along j of the 3 mm ortho dev scan: nothing had been named; a review)
-STRIDE_STEP = 6  # read in every this-th slice (half the cost): strided screen z on the 8 real subjects at most 15.1,
-# every 3rd/4th/5th volume moved 38.7-55.7 (docs/measurements.md, Fit checks)
+STRIDES = (4, 5)  # and every k-th of them, at each offset: volumes moved apart through the series (every 4th or
+# 5th moved a voxel or two along j of the 3 mm ortho dev scan: nothing had been named; a review); every 3rd named a
+# clean volume of Testing/slicer/test_fit_checks.py's phantom (12 directions, its b0 moved, a volume zeroed)
+STRIDE_STEP = 6  # read in every this-th slice (half the cost): strided screen z on the 8 real subjects at most 14.5,
+# every 4th volume moved a voxel 43.2, every 5th two 55.7 (docs/measurements.md, Fit checks)
 SCREEN_Z = 20.0  # suspect by that screen (its sparse medians are noisier), then tested in full against VOLUME_Z
 SCREEN_STEP = 3  # of the slices read, every this-th is read by that screen (every other voxel in it)
 VOLUME_ROUNDS = 3  # trial fits without every suspect (each round at most two fits): the bad volumes a round names may

@@ -127,7 +127,12 @@ def work(small_subject, tmp_path_factory):
             side["normalisation"]["out_scale"] = [10 * v for v in side["normalisation"]["out_scale"]]
             (d / (stem + ".json")).write_text(json.dumps(side))
         else:
-            side.update(factor=3)
+            # its command's factor too (gl), or no command (cnn), so that the check of the factor against the command
+            # (model_files.check_trained_factor), which comes first, lets these reach the weights' own checks
+            training = {**side["training"], "command": side["training"]["command"].replace("--factor 2", "--factor 3")}
+            if suffix == ".pt":
+                training.pop("command")
+            side.update(factor=3, training=training)
             model_files.write_sidecar(d / (stem + ".json"), {k: v for k, v in side.items() if k != model_files.SEAL})
     for suffix in (".npz", ".json"):  # a model pair copied under a new name, its sidecar unedited
         shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", d / f"gl_copy{suffix}")

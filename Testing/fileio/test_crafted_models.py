@@ -244,23 +244,51 @@ def test_a_method_that_is_not_its_networks_is_refused(tmp_path, lr, capsys, ship
 
 
 @pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("sealed", [False, True], ids=["unsealed", "sealed"])
 @pytest.mark.parametrize("shipped", ["global-linear_x1x1x2", "espcn_x1x1x2"])
-def test_an_unsealed_factor_its_training_command_did_not_give_is_refused(tmp_path, lr, capsys, shipped):
+def test_a_factor_its_training_command_did_not_give_is_refused(tmp_path, lr, capsys, shipped, sealed):
     """A through-plane model's factor moved to another axis (layer shapes and a forest's widths depend on the product
     only) had been sealed by 'iqt seal' and run to a wrong result, though its training.command says --factor 1,1,2
-    (a provenance audit)."""
+    (a provenance audit); one sealed so by an earlier 'iqt seal' still ran, exit 0 (a review)."""
     side = json.loads((MODELS_DIR / f"{shipped}.json").read_text())
     edits = {"factor": [2, 1, 1]}
     if "arch" in side:
         edits["arch"] = {**side["arch"], "factor": [2, 1, 1]}
     sp = _crafted(tmp_path, shipped, **edits)
-    side = json.loads(sp.read_text())
-    side.pop(SEAL)
-    sp.write_text(json.dumps(side))
+    if not sealed:
+        side = json.loads(sp.read_text())
+        side.pop(SEAL)
+        sp.write_text(json.dumps(side))
     before = sp.read_bytes()
     for argv in (["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"], ["seal", sp]):
         refused_line(capsys, argv, "its factor [2, 1, 1] is not the factor 1,1,2 its training command gave")
     assert sp.read_bytes() == before and not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.parametrize("given", ["--fa 1,1,2", "--fa=1,1,2", "--fact 1,1,2", "--factor=1,1,2", "--factor 2 --factor 1,1,2"])
+def test_a_factor_given_as_train_reads_it_is_read_so(given):
+    """--fa, an abbreviation 'iqt train' takes for --factor, had been passed over and train's default 2 assumed, so a
+    model trained so was refused as edited by 'iqt seal' and 'iqt upsample' (a review)."""
+    from ImageQualityTransferLib.fileio.model_files import trained_factors
+
+    for command in (f"iqt train --method global-linear --subjects a {given} -o m.npz",
+                    f"iqt --threads 1 train --subjects train {given} -o m.npz --option-of-another-version 3"):
+        assert trained_factors({"training": {"command": command}}) == (1, 1, 2), command
+    for unread in ("iqt train --subjects a --factor", "iqt train --factor 1,1,2 -o m.npz", "iqt train --subjects 'a"):
+        assert trained_factors({"training": {"command": unread}}) is None, unread
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_model_trained_with_fa_runs_and_seals(tmp_path, lr, capsys):
+    command = json.loads((MODELS_DIR / "global-linear_x1x1x2.json").read_text())["training"]["command"]
+    training = {**json.loads((MODELS_DIR / "global-linear_x1x1x2.json").read_text())["training"],
+                "command": command.replace("--factor 1,1,2", "--fa 1,1,2")}
+    sp = _crafted(tmp_path, "global-linear_x1x1x2", training=training)
+    assert main([str(a) for a in ["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"]]) == 0
+    side = json.loads(sp.read_text())
+    side.pop(SEAL)
+    sp.write_text(json.dumps(side))
+    assert main(["seal", str(sp)]) == 0
 
 
 def _cnn_with(tmp_path: Path, edit) -> Path:

@@ -7,7 +7,9 @@ registry (`Resources/Models/registry.json`) lists the shipped ones. Families add
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -20,6 +22,7 @@ from pathlib import Path
 from ..core import grid
 from ..core.errors import IQTError
 from .paths import MODELS_DIR
+from .train_options import add_arguments as add_train_arguments
 from .writing import as_written, write_json
 
 REGISTRY = "registry.json"
@@ -337,10 +340,33 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
     return sp, meta
 
 
-def trained_factors(meta: dict):
-    """The factors (fx, fy, fz) the sidecar's own training record's command gave 'iqt train' (its --factor, read by
-    grid.factors as train reads it; train's default 2 where the command has none); None where there is no such
-    command or it cannot be read."""
+class _Unread(Exception):
+    """A recorded command train's parser does not read."""
+
+
+@functools.lru_cache(maxsize=1)
+def _train_parser():
+    """The parser of 'iqt train' (train_options), quiet: an error, -h or a missing option raises _Unread."""
+    class Quiet(argparse.ArgumentParser):
+        def error(self, message):
+            raise _Unread(message)
+
+        def exit(self, status=0, message=None):
+            raise _Unread(message)
+
+        def _print_message(self, message, file=None):
+            pass
+
+    sp = Quiet(prog="iqt train")
+    add_train_arguments(sp)
+    return sp
+
+
+def trained_options(meta: dict):
+    """The options the sidecar's own training record's command gave 'iqt train', read by train's own options
+    (train_options: prefixes such as --fa, --factor=..., the last of two, the defaults), as an argparse Namespace;
+    options this version does not know (an older one's) are passed over. None where there is no such command or it
+    cannot be read: the checks against it are then skipped, not failed."""
     import shlex
 
     command = (meta.get("training") or {}).get("command") if isinstance(meta.get("training"), dict) else None
@@ -350,18 +376,18 @@ def trained_factors(meta: dict):
         return None
     if "train" not in words:
         return None
-    given = "2"  # train's --factor default (apps/cli/train.py)
-    words = words[words.index("train") + 1:]
-    for i, w in enumerate(words):
-        flag, eq, value = w.partition("=")
-        if len(flag) >= 5 and "--factor".startswith(flag):  # argparse takes an unambiguous prefix
-            if not eq:
-                if i + 1 >= len(words):
-                    return None
-                value = words[i + 1]
-            given = value
     try:
-        return grid.factors(given)
+        return _train_parser().parse_known_args(words[words.index("train") + 1:])[0]
+    except (_Unread, argparse.ArgumentError, ValueError, TypeError):
+        return None
+
+
+def trained_factors(meta: dict):
+    """The factors (fx, fy, fz) the sidecar's own training record's command gave 'iqt train' (`trained_options`' --factor,
+    read by grid.factors as train reads it); None where there is no such command or it cannot be read."""
+    options = trained_options(meta)
+    try:
+        return None if options is None else grid.factors(options.factor)
     except IQTError:
         return None
 
@@ -369,7 +395,8 @@ def trained_factors(meta: dict):
 def check_trained_factor(meta: dict, sp: Path) -> None:
     """The sidecar's factor (and its network's) is the one its training command gave: a through-plane model's factor
     moved to another axis had been sealed and run to a wrong result, layer shapes and a forest's widths depending on
-    the factors' product only (a provenance audit). A sealed model's factor is covered by its seal."""
+    the factors' product only (a provenance audit). Checked on sealed sidecars too: an earlier 'iqt seal' sealed such
+    an edit (a review)."""
     trained = trained_factors(meta)
     if trained is None:
         return
@@ -383,8 +410,8 @@ def check_trained_factor(meta: dict, sp: Path) -> None:
             ok = False
         if not ok:
             raise IQTError(f"{sp}: its {key} {value} is not the factor {grid.text(trained)} its training command gave "
-                           "'iqt train' (training.command): the sidecar was edited; re-download or retrain the model, "
-                           f"or restore its {key}")
+                           "'iqt train' (training.command): the sidecar was edited; re-download or retrain the model"
+                           + ("" if SEAL in meta else f", or restore its {key}"))
 
 
 def _load_quietly(load, sp: Path, sealed: bool) -> None:
@@ -440,8 +467,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     for a shipped model, the registry's) before anyone reads them."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
     _check_seal(meta, sidecar_path(path))
-    if SEAL not in meta:
-        check_trained_factor(meta, sidecar_path(path))
+    check_trained_factor(meta, sidecar_path(path))  # sealed too: it only reads the sidecar
     # a pair copied under a new name: its sidecar still names the old weights file
     mine = sidecar_path(path).stem + suffix
     copied = (f"; {sidecar_path(path).name} names {weights.name} as its weights, not {mine} (a model copied under a "

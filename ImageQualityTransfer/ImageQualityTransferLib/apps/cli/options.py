@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ...core.errors import IQTError, IQTWarning
 from ...core.tensors import ORDERS
-
+from ...fileio.train_options import MAX_SEED, seed_number  # noqa: F401 (defined with train's options)
 
 FACTOR_HELP = ("upsampling factor: one integer for all three axes, or three separated by commas along the input's "
                "voxel axes i,j,k, e.g. 1,1,3 for thick slices (a factor of 1 leaves that axis as it is)")
@@ -364,23 +364,6 @@ def propagate(pred, args, lr_mask, r, seeds):
     if line:  # the lengths scaled to a brain smaller than a human's, as iqt track says them
         print(line)
     return res
-
-
-MAX_SEED = 2**32 - 1  # numpy's and torch's generators take any seed up to here
-
-
-def seed_number(text: str) -> int:
-    """An argparse type: a random seed, 0 to MAX_SEED (-1 had ended propagate and train in an internal error, a seed of
-    20 digits train in torch's overflow: a fresh-eyes audit)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{text}: give a seed from 0 to {MAX_SEED}")
-    return value
 
 
 SNR_HELP = ("add Rician noise to the low-res DWIs before the fit, its standard deviation the brain's median b0 over SNR "

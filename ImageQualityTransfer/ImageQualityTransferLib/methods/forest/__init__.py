@@ -18,5 +18,5 @@ SCALE = 1e3  # mm^2/s -> 1e-3 mm^2/s (white matter MD about 0.7)
 # Input units ("input_unit" in the sidecar): "fixed" works in SCALE's units; "md-mode" divides each input (and its target)
 # by the input's MD mode over 0.7e-3 mm^2/s (tensors.md_mode, as the CNNs do), so that b-value and scanner differences
 # in overall diffusivity drop out. docs/measurements.md, Shipped models.
-INPUT_UNITS = ("fixed", "md-mode")
+from ...fileio.train_options import INPUT_UNITS  # noqa: E402,F401 (defined with iqt train's --input-unit)
 MD_REFERENCE = 0.7e-3  # mm^2/s: the MD an "md-mode" input's mode is brought to

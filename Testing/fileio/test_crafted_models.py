@@ -230,8 +230,10 @@ def test_weights_that_unpack_to_more_than_any_model_are_not_read(tmp_path, lr, c
 def test_a_method_that_is_not_its_networks_is_refused(tmp_path, lr, capsys, shipped, method):
     """A plain network labelled espcn-hetero had run with no uncertainty file written ('wrote ' of nothing), a var1
     network labelled espcn-hetero ended in an internal error, and 'iqt seal' sealed such a sidecar (a provenance
-    audit)."""
-    sp = _crafted(tmp_path, shipped, method=method)
+    audit). Its training command says the same method, so that the check against it (the test below) passes."""
+    training = json.loads((MODELS_DIR / f"{shipped}.json").read_text())["training"]
+    training["command"] = training["command"].replace(f"--method {shipped.split('_')[0]} ", f"--method {method} ")
+    sp = _crafted(tmp_path, shipped, method=method, training=training)
     net = json.loads(sp.read_text())["arch"]["name"]
     refused_line(capsys, ["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"],
                  f"method {method!r}", f"its network's {net!r}")
@@ -240,6 +242,23 @@ def test_a_method_that_is_not_its_networks_is_refused(tmp_path, lr, capsys, ship
     sp.write_text(json.dumps(side))
     before = sp.read_bytes()
     refused_line(capsys, ["seal", sp], f"method {method!r}", f"its network's {net!r}", "so it is not sealed")
+    assert sp.read_bytes() == before and not list(tmp_path.glob("up*"))
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("shipped,method", [("biqt_x2", "rf"), ("rf_x2", "global-linear"), ("rf_x2", "biqt"),
+                                            ("espcn-hetero_x2", "espcn-hetero-var1")])
+def test_a_method_its_training_command_did_not_give_is_refused(tmp_path, lr, capsys, shipped, method):
+    """A forest's method relabelled (biqt's arrays as rf: its sigma map nine times too confident; rf's as
+    global-linear) ran and was sealed, the arrays fitting either method (a review); a CNN's is checked so too."""
+    sp = _crafted(tmp_path, shipped, method=method)
+    said = f"its method {method!r} is not the method {shipped.split('_')[0]!r} its training command gave"
+    refused_line(capsys, ["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"], said)
+    side = json.loads(sp.read_text())
+    side.pop(SEAL)
+    sp.write_text(json.dumps(side))
+    before = sp.read_bytes()
+    refused_line(capsys, ["seal", sp], said, "so it is not sealed")
     assert sp.read_bytes() == before and not list(tmp_path.glob("up*"))
 
 

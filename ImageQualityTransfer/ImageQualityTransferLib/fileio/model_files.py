@@ -323,6 +323,7 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
                            "retrain the model rather than seal it")
     try:
         check_trained_factor(meta, sp)
+        check_trained_method(meta, sp)
     except IQTError as exc:
         raise IQTError(f"{exc} ({'its seal is left as it was' if sealed else 'so it is not sealed'})") from None
     weights = weights_path(sp, meta)
@@ -414,6 +415,19 @@ def check_trained_factor(meta: dict, sp: Path) -> None:
                            + ("" if SEAL in meta else f", or restore its {key}"))
 
 
+def check_trained_method(meta: dict, sp: Path) -> None:
+    """The sidecar's method is the --method its training command gave (train's default where none): a forest's
+    relabelled (biqt's arrays run as rf, its sigma map nine times too confident; rf's as global-linear) had run and
+    been sealed, the forests' arrays fitting each other's methods (a review). Checked for every family."""
+    options = trained_options(meta)
+    method = meta.get("method")
+    if options is None or not isinstance(options.method, str) or method == options.method:
+        return
+    raise IQTError(f"{sp}: its method {method!r} is not the method {options.method!r} its training command gave "
+                   "'iqt train' (training.command): the sidecar was edited; re-download or retrain the model"
+                   + ("" if SEAL in meta else f", or restore its method ({options.method})"))
+
+
 def _load_quietly(load, sp: Path, sealed: bool) -> None:
     """`load(sp)` without the 'seal it' warning (it is being sealed: marked as said for the load, not silenced with
     warnings.catch_warnings, which would change the process's filters); its refusal says that nothing was sealed."""
@@ -467,7 +481,8 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     for a shipped model, the registry's) before anyone reads them."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
     _check_seal(meta, sidecar_path(path))
-    check_trained_factor(meta, sidecar_path(path))  # sealed too: it only reads the sidecar
+    check_trained_factor(meta, sidecar_path(path))  # sealed too: they only read the sidecar
+    check_trained_method(meta, sidecar_path(path))
     # a pair copied under a new name: its sidecar still names the old weights file
     mine = sidecar_path(path).stem + suffix
     copied = (f"; {sidecar_path(path).name} names {weights.name} as its weights, not {mine} (a model copied under a "

@@ -101,12 +101,12 @@ def test_the_models_as_shipped_still_run(tmp_path, lr, capsys):
         assert main(["seal", str(sp)]) == 0
 
 
-def _forest_with(tmp_path: Path, **arrays) -> Path:
-    """A copy of the shipped rf ×2 model with some of its arrays replaced, its checksums and seal made again (as a
+def _forest_with(tmp_path: Path, shipped: str = "rf_x2", **arrays) -> Path:
+    """A copy of a shipped forest (rf ×2) with some of its arrays replaced, its checksums and seal made again (as a
     faulty writer or a hand edit would leave them)."""
     import numpy as np
 
-    side = json.loads((MODELS_DIR / "rf_x2.json").read_text())
+    side = json.loads((MODELS_DIR / f"{shipped}.json").read_text())
     with np.load(MODELS_DIR / side["weights"], allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
     for key, edit in arrays.items():
@@ -116,7 +116,7 @@ def _forest_with(tmp_path: Path, **arrays) -> Path:
     side.update(sha256=sha256(weights), size_bytes=weights.stat().st_size)
     side.pop(SEAL, None)
     side[SEAL] = settings_digest(side)
-    sp = tmp_path / "edited_rf_x2.json"
+    sp = tmp_path / f"edited_{shipped}.json"
     sp.write_text(json.dumps(side))
     return sp
 
@@ -345,14 +345,21 @@ def test_all_zero_cnn_weights_are_refused(tmp_path, lr, capsys):
 @pytest.mark.parametrize("edits,said", [({"tree0_val_var": lambda x: -x}, "holds negative leaf variances"),
                                         ({"gl_W": lambda x: x.astype(np.complex64)}, "gl_W holds complex64"),
                                         ({"tree0_threshold": lambda x: x.astype(np.int32)}, "holds int32"),
-                                        ({"tree0_left": lambda x: x.astype(np.float32)}, "where 'iqt train' writes integers")],
-                         ids=["negative-val-var", "complex", "int", "float-index"])
+                                        ({"tree0_left": lambda x: x.astype(np.float32)}, "where 'iqt train' writes integers"),
+                                        ({"variance_scale": lambda x: -x}, "its array variance_scale holds a negative"),
+                                        ({"tree0_beta": lambda x: -x}, "its array tree0_beta holds leaf noise precisions"),
+                                        ({"tree1_beta": lambda x: x * 0}, "its array tree1_beta holds leaf noise precisions")],
+                         ids=["negative-val-var", "complex", "int", "float-index", "negative-variance-scale",
+                              "negative-beta", "zero-beta"])
 def test_forest_arrays_iqt_train_never_writes_are_refused(tmp_path, lr, capsys, edits, said):
     """A negative leaf variance gave another sigma map without a word, complex and integer arrays were cast silently
-    (a provenance audit)."""
-    with np.load(MODELS_DIR / "rf_x2.npz") as z:
+    (a provenance audit); a negative variance_scale or biqt beta ended in numpy's 'invalid value encountered in sqrt'
+    and a refusal of non-finite values that blamed the input (a review)."""
+    shipped = "biqt_x2" if any(k.endswith("beta") for k in edits) else "rf_x2"
+    with np.load(MODELS_DIR / f"{shipped}.npz") as z:
         edits = {k: e for k, e in edits.items() if k in z.files}
-    sp = _forest_with(tmp_path, **edits)
+    assert edits
+    sp = _forest_with(tmp_path, shipped, **edits)
     refused_line(capsys, ["upsample", lr, "--model", sp, "--uncertainty", tmp_path / "unc.nii.gz", "-o",
                           tmp_path / "up.nii.gz"], said)
     assert not list(tmp_path.glob("u*.nii.gz"))

@@ -261,9 +261,10 @@ INDEX_ARRAYS = ("feature", "left", "right", "leaf", "W_q")  # integers as `_arra
 
 def check_arrays(a: dict, weights, method) -> None:
     """The arrays are of the kinds `_arrays` writes (real floating point; integers for the trees' indices and int8
-    leaves) and the leaves' validation variances are not negative (an IQTError naming the array), and says where the
-    model's maps are all zero: complex or integer arrays had been cast without a word, a negative val_var given
-    another sigma map, and all-zero maps cubic's result under the model's name (a provenance audit)."""
+    leaves), the leaves' validation variances and the variance scale are not negative and the leaves' noise precisions
+    (biqt's beta) are positive (an IQTError naming the array), and says where the model's maps are all zero: complex
+    or integer arrays had been cast without a word, a negative val_var given another sigma map, and all-zero maps
+    cubic's result under the model's name (a provenance audit)."""
     for key, v in a.items():
         kinds = "iuf" if key.endswith("root_q") else "iu" if key.endswith(INDEX_ARRAYS) else "f"
         if v.dtype.kind not in kinds:
@@ -274,6 +275,12 @@ def check_arrays(a: dict, weights, method) -> None:
             raise IQTError(f"{weights}: its array {key} holds negative leaf variances (lowest {np.nanmin(v):.3g}), which "
                            "no training gives: the file was edited or damaged, and is not run; re-download or retrain the "
                            "model")
+        # the sigma map's square root had met them ('invalid value encountered in sqrt', then a non-finite refusal)
+        if np.any(v <= 0) if key.endswith("beta") else key == "variance_scale" and np.any(v < 0):
+            what = ("leaf noise precisions (1/beta is a variance) that are not positive" if key.endswith("beta")
+                    else "a negative variance scale")
+            raise IQTError(f"{weights}: its array {key} holds {what} (lowest {np.nanmin(v):.3g}), which no training "
+                           "gives: the file was edited or damaged, and is not run; re-download or retrain the model")
     maps = [v for k, v in a.items() if k == "gl_W" or k.endswith(("_W", "_W_q"))]
     if maps and not any(np.any(v) for v in maps):  # said, not refused: a test's model of zeros is one (test_forest.py)
         import warnings

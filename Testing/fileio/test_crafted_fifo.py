@@ -129,3 +129,30 @@ def test_a_model_sidecar_that_is_no_regular_file(tmp_path, capsys, unblocking, k
             read(weights)
     assert time.monotonic() - t0 < UNBLOCK_S
     assert not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_registry_that_is_a_fifo_is_named_as_the_registry(tmp_path, capsys, unblocking, small_subject):
+    """A registry.json FIFO beside 'iqt train -o ... --register' was called 'the model sidecar', with a model sidecar's
+    advice (a review)."""
+    reg = tmp_path / "registry.json"
+    unblocking(reg)
+    os.mkfifo(reg)
+    _refused(capsys, ["train", "--method", "global-linear", "--subjects", str(small_subject), "-o",
+                      str(tmp_path / "m.npz"), "--register"], str(reg), "the model registry is not a regular file",
+             "move it away")
+    assert not (tmp_path / "m.npz").exists() and not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_big_json_at_the_trained_models_sidecar_path_gets_trains_advice(tmp_path, capsys, small_subject):
+    """A 1.4 MiB BIDS dwi.json beside 'iqt train -o dwi.npz' was told to 're-download or retrain the model' (a 0.95 MiB
+    one, read, is told to give -o another name): a review."""
+    from ImageQualityTransferLib.fileio import model_files
+
+    side = tmp_path / "dwi.json"
+    side.write_text('{"RepetitionTime": 3.2, "x": "' + " " * model_files.MAX_SIDECAR_BYTES + '"}')
+    before = side.read_bytes()
+    _refused(capsys, ["train", "--method", "global-linear", "--subjects", str(small_subject), "-o",
+                      str(tmp_path / "dwi.npz")], str(side), "not a model's sidecar", "give -o another name")
+    assert side.read_bytes() == before and not (tmp_path / "dwi.npz").exists()

@@ -136,34 +136,35 @@ def sidecar_path(path) -> Path:
 MAX_SIDECAR_BYTES = 1 << 20  # a sidecar 'iqt train' writes is a few KB
 
 
-def sidecar_text(sp) -> str:
-    """The text of the JSON file `sp` (a model's sidecar, or the registry), refused in one line where it is no regular
-    file (a named pipe's open blocks for ever, /dev/zero's read fills memory: a provenance audit) or is over
-    MAX_SIDECAR_BYTES; checked before it is opened, and on the open file (O_NONBLOCK: a pipe swapped in opens at once).
-    An OSError where it is missing or unreadable, a ValueError where it is not UTF-8, as read_text gives them."""
+def sidecar_text(sp, what: str = "the model sidecar", usual: str = "one from 'iqt train' is a few KB",
+                 fix: str = "re-download or retrain the model",
+                 irregular_fix: str = "give the model's .json file from 'iqt train'") -> str:
+    """The text of the JSON file `sp` (a model's sidecar, or the registry: `what` names it in messages, `usual` says
+    its usual size, `fix` and `irregular_fix` what to do about one too big or no regular file), refused in one line
+    where it is no regular file (a named pipe's open blocks for ever, /dev/zero's read fills memory: a provenance
+    audit) or is over MAX_SIDECAR_BYTES; checked before it is opened, and on the open file (O_NONBLOCK: a pipe swapped
+    in opens at once). An OSError where it is missing or unreadable, a ValueError where it is not UTF-8, as read_text
+    gives them."""
     st = os.stat(sp)  # follows a link: a link to /dev/zero is judged as the device
     if not stat.S_ISREG(st.st_mode):
-        raise IQTError(f"{sp}: the model sidecar is not a regular file (a folder, a named pipe, a device, or a link to one), and is "
-                       "not read; give the model's .json file from 'iqt train'")
+        raise IQTError(f"{sp}: {what} is not a regular file (a folder, a named pipe, a device, or a link to one), and is "
+                       f"not read; {irregular_fix}")
     if st.st_size > MAX_SIDECAR_BYTES:
-        raise IQTError(f"{sp}: the model sidecar is {st.st_size / 2**20:,.1f} MiB, where one from 'iqt train' is a few "
-                       f"KB (at most {MAX_SIDECAR_BYTES // 2**20} MiB read), and is not read; re-download or retrain the "
-                       "model")
+        raise IQTError(f"{sp}: {what} is {st.st_size / 2**20:,.1f} MiB, where {usual} (at most "
+                       f"{MAX_SIDECAR_BYTES // 2**20} MiB read), and is not read; {fix}")
     fd = os.open(sp, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced between the stat and the open
-            raise IQTError(f"{sp}: the model sidecar is not a regular file, and is not read; give the model's .json "
-                           "file from 'iqt train'")
+            raise IQTError(f"{sp}: {what} is not a regular file, and is not read; {irregular_fix}")
         data = f.read(MAX_SIDECAR_BYTES + 1)
     if len(data) > MAX_SIDECAR_BYTES:
-        raise IQTError(f"{sp}: the model sidecar is over {MAX_SIDECAR_BYTES // 2**20} MiB, where one from 'iqt train' "
-                       "is a few KB, and is not read; re-download or retrain the model")
+        raise IQTError(f"{sp}: {what} is over {MAX_SIDECAR_BYTES // 2**20} MiB, where {usual}, and is not read; {fix}")
     return data.decode("utf-8")
 
 
-def read_json(sp):
-    """json.loads(sidecar_text(sp))."""
-    return json.loads(sidecar_text(sp))
+def read_json(sp, **named):
+    """json.loads(sidecar_text(sp, **named))."""
+    return json.loads(sidecar_text(sp, **named))
 
 
 def is_image_name(path) -> bool:
@@ -572,7 +573,10 @@ def read_registry(models_dir=MODELS_DIR) -> list[dict]:
     if not reg.exists():
         return []
     try:
-        return list(read_json(reg).get("models", []))
+        fix = ("reinstall the extension" if reg.parent.resolve() == Path(MODELS_DIR).resolve() else
+               f"move it away: 'iqt train --register' writes a new {REGISTRY} there")
+        return list(read_json(reg, what="the model registry", usual="the install's holds a few hundred bytes a model",
+                              fix=fix, irregular_fix=fix).get("models", []))
     except (ValueError, RecursionError) as exc:
         raise IQTError(f"{reg}: the model registry is not valid JSON ({exc})") from None
 

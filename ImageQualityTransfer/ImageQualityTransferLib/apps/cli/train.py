@@ -54,8 +54,10 @@ def _check_sidecar_free(side: Path, out: Path) -> None:
     -o dwi.npz had been replaced: a bad-input audit), is refused."""
     from ...fileio.model_files import read_json
 
+    fix = "the model's sidecar would replace it: give -o another name"  # a model sidecar's advice had been given
     try:
-        meta = read_json(side)
+        meta = read_json(side, what="the file already there (not a model's sidecar: a DWI's BIDS metadata?)",
+                         usual="a model's sidecar from 'iqt train' is a few KB", fix=fix, irregular_fix=fix)
     except (OSError, ValueError):
         meta = None
     if not isinstance(meta, dict) or "method" not in meta:

@@ -589,3 +589,7 @@ def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch)
     assert code == 1 and err.startswith("iqt: error: out of memory;") and err.count("\n") == 1, err
     monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(MemoryError()))
     assert run_cli(capsys, "methods")[2] == err
+    # --device cuda: torch's OutOfMemoryError is a RuntimeError saying so (a review read it as an internal error)
+    cuda = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.11 GiB total capacity)")
+    monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(cuda))
+    assert run_cli(capsys, "methods")[2] == err

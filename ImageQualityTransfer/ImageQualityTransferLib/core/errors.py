@@ -10,7 +10,8 @@ class IQTWarning(UserWarning):
 
 
 def torch_out_of_memory(exc: BaseException) -> bool:
-    """torch's CPU allocator failing (a RuntimeError, "DefaultCPUAllocator: can't allocate memory"): the machine's
-    memory or ulimit -v, as a MemoryError, not a bug."""
+    """torch's CPU allocator failing (a RuntimeError, "DefaultCPUAllocator: can't allocate memory"), or its GPU's
+    ("CUDA out of memory", `--device cuda`): the machine's memory, ulimit -v or the GPU's, as a MemoryError, not a bug."""
     text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text
+                                              or "CUDA out of memory" in text)

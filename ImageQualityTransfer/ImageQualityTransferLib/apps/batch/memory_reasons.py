@@ -1,0 +1,42 @@
+"""Why a subject of a cohort failed for memory: the one wording for a task that never returned (cohort.py) and for
+a subject whose own run ran out (subject.py)."""
+
+from __future__ import annotations
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc`, raised by a task on a worker, is memory or address space refused (a worker under ulimit -v could
+    not start its thread: RuntimeError "can't start new thread"; MemoryError; OSError ENOMEM; torch's allocator)."""
+    import errno
+
+    from ...core.errors import torch_out_of_memory
+
+    return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+            or (isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)) or torch_out_of_memory(exc))
+
+
+def memory_reason(exc: BaseException, local: bool | None = True) -> str:
+    """A subject's failure reason for `out_of_memory(exc)`: the limit named (not 'installed / same paths': under
+    ulimit -v 1500000 every subject failed so; each worker is a process with an address space of its own). `local`:
+    the workers are this machine's LocalCluster's, which have this process's ulimit -v; None: said in the worker itself
+    (subject.py _process), whose own ulimit -v is read, on a local or a --scheduler's cluster."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0] if local is not False else resource.RLIM_INFINITY
+    text = " ".join(str(exc).split())
+    said = f"a worker ran out of memory ({type(exc).__name__}{': ' + text if text else ''})"
+    if soft != resource.RLIM_INFINITY:
+        return (f"{said} under the address-space limit ulimit -v {soft // 1024:,} KiB, which each worker process has on "
+                "its own; raise it (ulimit -v, a cluster job's h_vmem)")
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        # without ulimit -v, pthread_create's EAGAIN is more often a cap on threads than memory
+        where = {False: "their", None: "the worker's"}.get(local, "this machine's")
+        return (f"a worker could not start a thread ({text}): a limit on threads or processes ({where} ulimit -u, a "
+                "cgroup's pids.max, a container's or job's) or memory; raise that limit, or give the workers more "
+                "memory, or run fewer --workers")
+    if local is False:
+        return f"{said}; give the scheduler's workers more memory (their ulimit -v, 'dask worker --memory-limit')"
+    if local is None:
+        return (f"{said}; give the workers more memory with --memory-limit or run fewer --workers (a --scheduler's "
+                "workers: 'dask worker --memory-limit')")
+    return f"{said}; give the workers more memory with --memory-limit or run fewer --workers"

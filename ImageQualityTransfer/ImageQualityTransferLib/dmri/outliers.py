@@ -71,6 +71,9 @@ BLOCKS = (4, 2)  # each shell's DW volumes cut in quarters, then halves: each le
 STRIDES = (4, 5)  # and every k-th of them, at each offset: volumes moved apart through the series (every 4th or
 # 5th moved a voxel or two along j of the 3 mm ortho dev scan: nothing had been named; a review); every 3rd named a
 # clean volume of Testing/slicer/test_fit_checks.py's phantom (12 directions, its b0 moved, a volume zeroed)
+STRIDED_FROM = 20  # those strided blocks only in a shell of at least this many directions: in fewer, leaving out
+# every k-th leaves a hole in direction space (the yaw dev scan's 10 odd directions named a clean volume whose nearest
+# direction, 33.5 degrees off, was in its block: z 41; its first 12 of the Achieva scan alike)
 STRIDE_STEP = 6  # read in every this-th slice (half the cost): strided screen z on the 8 real subjects at most 14.5,
 # every 4th volume moved a voxel 43.2, every 5th two 55.7 (docs/measurements.md, Fit checks)
 SCREEN_Z = 20.0  # suspect by that screen (its sparse medians are noisier), then tested in full against VOLUME_Z
@@ -343,7 +346,8 @@ def _testable(keep, dw, bvals, bvecs) -> bool:
 
 def _block_suspects(dwi, mask, q, read, axis, scores, known=()) -> list:
     """The DW volumes that misfit, above SCREEN_Z, a fit without their block of the series (each shell's DW volumes in
-    order, cut in quarters, the half further from the b0s, and every k-th of them for k in STRIDES), worst first
+    order, cut in quarters, the half further from the b0s, and in a shell of at least STRIDED_FROM directions every
+    k-th of them for k in STRIDES), worst first
     (module doc). Read in every SCREEN_STEP-th slice (STRIDE_STEP-th for the strided blocks), every other voxel in it,
     only: to keep the time. The volumes `known` (suspect by the whole fit) are left out of each screening fit too,
     where enough stay: a zeroed volume in a strided block's fit had the good volumes left out misfit it."""
@@ -366,7 +370,8 @@ def _block_suspects(dwi, mask, q, read, axis, scores, known=()) -> list:
         blocks = [(b, SCREEN_STEP) for b in np.array_split(vols, BLOCKS[0])]
         halves = np.array_split(vols, BLOCKS[1])  # each half misfits the other's fit: the b0s' own half is taken as
         blocks.append((max(halves, key=lambda b: abs(b.mean() - b0_at)), SCREEN_STEP))  # right (they make the mask)
-        blocks += [(vols[o::k], STRIDE_STEP) for k in STRIDES for o in range(k)]
+        if len(vols) >= STRIDED_FROM:
+            blocks += [(vols[o::k], STRIDE_STEP) for k in STRIDES for o in range(k)]
         for block, step in blocks:
             keep = ~np.isin(idx, block)
             if not _testable(keep, dw, bvals, bvecs):

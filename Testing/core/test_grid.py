@@ -189,8 +189,14 @@ def test_ulimit_v_counts_torchs_threads(tmp_path, monkeypatch):
     grid.check_need(2.5 * 2**30, refused, "needs", torch=True)  # 3 GiB left
     grid.check_need(2.5 * 2**30, refused, "needs")
     monkeypatch.setattr(threads, "in_use", lambda: 8)  # 0.18 + 6 x 0.13 GiB more
-    with pytest.raises(IQTError, match=r"this process's 2.040 GiB of memory \(ulimit -v 4,194,304 KiB, less the 1.96 "):
+    with pytest.raises(IQTError, match=r"this process's 2.040 GiB of memory \(ulimit -v 4,194,304 KiB, less the 1.96 ") as e:
         grid.check_need(2.5 * 2**30, refused, "needs", torch=True)
+    # what it lacks is the threads' address space: said so, not only "give less" (a review)
+    assert str(e.value).endswith("; or run fewer threads (--threads 1: its 8 threads hold 0.96 GiB of address space "
+                                 "beyond the first)"), e.value
+    with pytest.raises(IQTError) as e:  # one thread would not fit either: fewer threads are not advised
+        grid.check_need(3.5 * 2**30, refused, "needs", torch=True)
+    assert "--threads" not in str(e.value), e.value
     grid.check_need(2.5 * 2**30, refused, "needs")  # not on torch: its threads not counted
 
 
@@ -315,3 +321,4 @@ def test_a_memory_refusal_tells_the_need_from_the_limit_in_its_figures(monkeypat
     said = re.findall(r"needs about ([\d.]+) GiB.*this process's ([\d.]+) GiB", str(e.value))
     assert said and said[0][0] != said[0][1] and float(said[0][0]) > float(said[0][1]), str(e.value)
     assert grid.gib(1.5 * 2**30) == "1.5" and grid.gib(1.01 * 2**30, 0.97 * 2**30) == "1.01"
+    assert grid.gib(0.04 * 2**30, 0.7 * 2**30) == "0.04" and grid.gib(0) == "0.0"  # "this process's 0.0 GiB" had read so

@@ -235,7 +235,7 @@ def check_output_size(shape3, f, multiple: float = 4.0, maps: bool = False, tta:
     check_need(
         need,
         lambda limit: (f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, whose tensors "
-                       f"alone take {tensors / 2**30:,.1f} GiB and whose run needs about {gib(need, limit)} GiB"
+                       f"alone take {gib(tensors)} GiB and whose run needs about {gib(need, limit)} GiB"
                        f"{_with(maps, tta, propagate)}, more than this process's "
                        f"{gib(limit, need)} GiB of memory; give smaller factors (or a larger --voxel-size)"),
         lambda available: f"{describe(f)}: the run needs about {gib(need, available)} GiB{_with(maps, tta, propagate)}",
@@ -278,8 +278,8 @@ def gib(x: float, other: float | None = None) -> str:
     been said to be "1.0 GiB, more than this process's 1.0 GiB"."""
     for d in (1, 2, 3):
         text = f"{x / 2**30:,.{d}f}"
-        if other is None or text != f"{other / 2**30:,.{d}f}":
-            break
+        if (other is None or text != f"{other / 2**30:,.{d}f}") and (text != f"{0:.{d}f}" or x <= 0):
+            break  # nor "0.0 GiB" of a limit or size that is not 0 (ulimit -v less a torch run's address space)
     return text
 
 
@@ -297,7 +297,8 @@ def check_need(need: float, refused, needs, key=None, stacklevel: int = 3, torch
         return
     if need > limit:
         text = refused(limit)  # the ulimit -v said after the limit it set (each message says "... GiB of memory")
-        raise IQTError(text.replace(" of memory", " of memory" + _address_said(limit, torch), 1))
+        raise IQTError(text.replace(" of memory", " of memory" + _address_said(limit, torch), 1) + _fewer_threads(
+            need, limit, torch and address is not None and limit == address))
     available = memory_available()
     if available is not None and need > available:
         said = needs(available) if callable(needs) else needs
@@ -322,6 +323,18 @@ def _address_said(limit: int, torch: bool) -> str:
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     return (f" (ulimit -v {soft // 1024:,} KiB, less the {address_overhead(torch) / 2**30:,.2f} GiB of address space "
             "the process holds beyond its memory)")
+
+
+def _fewer_threads(need: float, limit: int, threads_counted: bool) -> str:
+    """Where torch's threads' address space is what a run under ulimit -v lacks: say that fewer --threads fit (smaller
+    factors alone had been advised to an 8-thread run whose factor fitted at one thread)."""
+    extra = torch_threads_bytes() if threads_counted else 0
+    if not extra or need > limit + extra:
+        return ""
+    from . import threads
+
+    return (f"; or run fewer threads (--threads 1: its {threads.in_use()} threads hold {extra / 2**30:,.2f} GiB of address "
+            "space beyond the first)")
 
 
 def _with(maps: bool, tta: bool, propagate: bool) -> str:

@@ -118,7 +118,10 @@ def test_the_auto_share_does_not_shrink_with_more_workers(tmp_path, capsys, monk
 
     capsys.readouterr()
     main(["batch", str(listed), "-o", str(out), "--method", "cubic", "--workers", "16"])
-    assert "the cluster started" in capsys.readouterr().err  # past the check
+    err = capsys.readouterr().err
+    assert "the cluster started" in err  # past the check
+    # 16 workers of 1 GiB each on a 1 GiB machine: said, as a --memory-limit x --workers over it is (a review)
+    assert "iqt: warning: --workers 16: each worker may use 1.00 GiB (the machine's memory over its 1 cores)" in err, err
 
 
 @pytest.mark.parametrize("exc", [MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory"),

@@ -112,6 +112,11 @@ def check_worker_memory(args, runs) -> None:
         warnings.warn(f"--memory-limit {args.memory_limit} x {args.workers} workers is {format_bytes(total)}, more than "
                       f"this machine's {format_bytes(system.MEMORY_LIMIT)}: the workers may run it out of memory; give "
                       "less, or run fewer --workers", IQTWarning, stacklevel=3)
+    elif not given and per and per * args.workers > system.MEMORY_LIMIT * 1.01:  # more workers than cores
+        warnings.warn(f"--workers {args.workers}: each worker may use {format_bytes(per)} (the machine's memory over its "
+                      f"{worker_memory.CPU_COUNT} cores), {format_bytes(per * args.workers)} in all, more than this "
+                      f"machine's {format_bytes(system.MEMORY_LIMIT)}: the workers may run it out of memory; run at most "
+                      f"{worker_memory.CPU_COUNT} --workers, or give --memory-limit", IQTWarning, stacklevel=3)
     fraction = dask.config.get("distributed.worker.memory.terminate") or 1.0
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     for name, g, group, _ in runs:

@@ -340,14 +340,17 @@ def test_the_axial_dev_scan_s_volumes_moved_apart_through_the_series_are_named(k
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("scan, pick", [("siemens_prisma_3mm_yaw", "odd"), ("../train/philips_achieva_1p75x2p5mm", "first12")])
+@pytest.mark.parametrize("scan, pick", [("siemens_prisma_3mm_yaw", "odd"), ("../train/philips_achieva_1p75x2p5mm", "first12"),
+                                        ("../train/philips_achieva_1p75x2p5mm", "first15"),
+                                        ("../train/siemens_trio_2mm", "last12")])
 def test_a_clean_scan_s_few_direction_subset_names_no_volume(scan, pick):
-    """A clean scan cut to 10-12 directions (a common clinical protocol): the strided screen had named a clean volume
+    """A clean scan cut to 10-15 directions (a common clinical protocol): the strided screen had named a clean volume
     whose nearest direction was left out with it (a review: the yaw dev scan's odd directions, z 41; the Achieva's
-    first 12, z 39); it screens only shells of STRIDED_FROM directions or more."""
+    first 12, z 39), and the block screen with the bar of 30 clean ones at 32-39 (the Achieva's first 15, the Trio's
+    last 12; a fact-check); under FEW_DIRECTIONS a series is judged as before the screen."""
     dwi = fileio.load_dwi(need_data(AXIAL.parent / scan) / "dwi.nii.gz")
     b0, dw = np.flatnonzero(dwi.bvals <= B0_THRESHOLD), np.flatnonzero(dwi.bvals > B0_THRESHOLD)
-    keep = np.concatenate([b0, dw[1::2]]) if pick == "odd" else np.concatenate([b0[:1], dw[:12]])
+    keep = np.concatenate([b0 if pick == "odd" else b0[:1], {"odd": dw[1::2], "first12": dw[:12], "first15": dw[:15], "last12": dw[-12:]}[pick]])
     dwi = dwi.replace(data=np.asarray(dwi.data)[..., keep], bvals=dwi.bvals[keep], bvecs=dwi.bvecs[keep])
     assert (dwi.bvals > B0_THRESHOLD).sum() < outliers.STRIDED_FROM
     mask = brain_mask(dwi)

@@ -37,7 +37,7 @@ def fit_with_checks(dwi: Volume, mask: Volume, exclude: bool = False, table: str
 def check_degraded_table(dwi: Volume, mask: Volume, lr_tensor: Volume, lr_mask: Volume, table: str | None = None) -> GradCheck:
     """`fit_with_checks`' gradient-table check for `iqt degrade` (it had said nothing of a table `iqt fit` warns of),
     on the low-res tensors it fitted, at no second fit: at x2 it named what the high-res check names on the eight
-    shared scans (nothing) and on six tables in a wrong frame. Where they hold too little white matter to judge (x3
+    shared scans (nothing) and on five of six tables in a wrong frame (the sixth, a 12-slice slab, by the fallback below). Where they hold too little white matter to judge (x3
     of a 3 mm scan), the high-res DWI is fitted in `mask` and checked as `iqt fit` checks it. Give it noise-free
     tensors: with `--snr 5` added, a clean 3 mm scan's x3 fit held ~1180 white-matter voxels, not 156, and other tables
     scored 1.12-1.24x the given one (a false warning; apps/cli/fit.py degrade passes its fit without the noise)."""

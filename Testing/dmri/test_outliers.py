@@ -347,7 +347,7 @@ def test_a_clean_scan_s_few_direction_subset_names_no_volume(scan, pick):
     """A clean scan cut to 10-15 directions (a common clinical protocol): the strided screen had named a clean volume
     whose nearest direction was left out with it (a review: the yaw dev scan's odd directions, z 41; the Achieva's
     first 12, z 39), and the block screen with the bar of 30 clean ones at 32-39 (the Achieva's first 15, the Trio's
-    last 12; a fact-check); under FEW_DIRECTIONS a series is judged as before the screen."""
+    last 12; a fact-check); under FEW_DIRECTIONS DW volumes a series gets no screen and the bar of 40."""
     dwi = fileio.load_dwi(need_data(AXIAL.parent / scan) / "dwi.nii.gz")
     b0, dw = np.flatnonzero(dwi.bvals <= B0_THRESHOLD), np.flatnonzero(dwi.bvals > B0_THRESHOLD)
     keep = np.concatenate([b0 if pick == "odd" else b0[:1], {"odd": dw[1::2], "first12": dw[:12], "first15": dw[:15], "last12": dw[-12:]}[pick]])

@@ -63,8 +63,8 @@ VOLUME_SUSPECT = 3.5  # a volume whose median z over the slices is above this is
 VOLUME_Z = 30.0  # by its median z against the fit without it: above this it is an outlier as a whole, dead or moved
 # (the clean subjects' worst volumes, tested so: at most 12.5; a zeroed volume 306, one moved by 6 voxels 129; half the
 # 3 mm ortho dev scan's DW volumes moved by one voxel 33.8-37.1 against the other half's fit, under the bar of 40 before)
-FEW_DIRECTIONS = 20  # a series of fewer DW volumes is judged as before the block screen: no screen, the bar
-FEW_VOLUME_Z = 40.0  # this: clean scans cut to 12-15 directions had clean volumes named at 32-39 (the Trio's last 12,
+FEW_DIRECTIONS = 20  # a series of fewer DW volumes (all shells, repeats counted) gets no block screen and the bar
+FEW_VOLUME_Z = 40.0  # this (its suspects still left out of one trial fit together): clean scans cut to 12-15 directions had clean volumes named at 32-39 (the Trio's last 12,
 # the Achieva 1.75x2.5 mm scan's first 15; a review), each left-out volume's prediction from fewer directions noisier
 OTHER_AXIS_RATIO = 1.5  # and above this many times k's largest: a volume moved by two voxels misfits the edge slices
 # along j about as much as a dropout along k misfits its slices (z 94 against 90 on a phantom; a review), where a

@@ -104,9 +104,9 @@ class ImageQualityTransfer(ScriptedLoadableModule):
               "divided by the factor, with its first voxel centred inside the first input voxel.</p>"),
             _("<p><b>Upsampling</b>: <i>isotropic</i> divides the voxel size by the factor along every axis; "
               "<i>through-plane</i>\n"
-              "along the slice axis only (the input's largest voxel spacing: thick slices; of spacings within 2 % "
-              "of it, the\n"
-              "third IJK axis, the acquisition's slice axis); <i>target voxel size</i> takes the\n"
+              "along the slice axis only (the input's thick slices: one voxel spacing 1.2 times the others; "
+              "else the\n"
+              "axis closest to superior, as the models were trained); <i>target voxel size</i> takes the\n"
               "smallest factor per axis that reaches it. The learned methods have models for isotropic factors 2 "
               "and 3 and\n"
               "through-plane factors 2 and 3, not every method for every one: the method list shows those that run "
@@ -874,12 +874,18 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def upsamplingFactors(self, inputNode, mode: str = "isotropic", factor: int = 2,
                           voxelSize: Optional[float] = None) -> tuple:
         """Per-axis factors (fx, fy, fz) in the input's IJK axes for an upsampling mode (UPSAMPLING_MODES): factor on
-        every axis, factor along the thick-slice axis (the largest spacing; k of spacings within 2 % of it), or the
-        smallest factors reaching voxelSize mm. Raises the engine's IQTError (engineError) saying what to change."""
+        every axis, factor along the thick-slice axis (one spacing 1.2 times the others, else the axis closest to S, as
+        the CLI's through-plane --model: orientation.through_plane_axis), or the smallest factors reaching voxelSize
+        mm. Raises the engine's IQTError (engineError) saying what to change."""
         self._engineOnPath()
         from ImageQualityTransferLib.slicer import upsampling
 
-        return upsampling.factors_for(mode, factor, voxelSize, inputNode.GetSpacing() if inputNode else None)
+        affine = None
+        if inputNode is not None and hasattr(inputNode, "GetIJKToRASMatrix"):
+            m = vtk.vtkMatrix4x4()
+            inputNode.GetIJKToRASMatrix(m)
+            affine = [[m.GetElement(i, j) for j in range(4)] for i in range(4)]
+        return upsampling.factors_for(mode, factor, voxelSize, inputNode.GetSpacing() if inputNode else None, affine)
 
     def outputSpacing(self, inputNode, factor) -> tuple:
         """The output's voxel size (mm) per IJK axis: the input's divided by the factors."""
@@ -1163,7 +1169,7 @@ class ImageQualityTransferTest(ScriptedLoadableModuleTest):
             logic.showComparison(nodes["interpolated"], nodes["tensor"], nodes.get("uncertainty"), 0.4)
         # per-axis factors (the panel's through-plane mode): the learned methods whose x1,1,3 models ship are offered
         factors = logic.upsamplingFactors(inputNode, "through-plane", 3)
-        self.assertEqual(factors, (1, 1, 3))  # isotropic voxels: the slice axis k
+        self.assertEqual(factors, (1, 1, 3))  # isotropic voxels stored axially: k, the axis along S
         offered = [m["name"] for m in logic.availableMethods(factors)]
         self.assertIn("cubic", offered)
         self.assertIn("biqt", [m["name"] for m in logic.availableMethods(factors) if m["learned"]])

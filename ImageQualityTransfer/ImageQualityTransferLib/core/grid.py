@@ -418,8 +418,7 @@ def check_voxel_size(target_mm, name: str = "--voxel-size") -> float:
     return target
 
 
-# A voxel this much above the target reaches it, and spacings this close to the largest tie for the thick-slice axis
-# (slicer.upsampling.slice_axis): headers hold 2.7073 for a nominal 2.7 mm
+# A voxel this much above the target reaches it: headers hold 2.7073 for a nominal 2.7 mm
 VOXEL_SIZE_TOLERANCE = 0.02
 
 

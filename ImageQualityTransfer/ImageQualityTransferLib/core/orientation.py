@@ -114,6 +114,39 @@ def slice_axis(affine, f) -> str | None:
     return None if k is None else "RAS"[k]
 
 
+def _closest_world_axes(affine) -> list[int]:
+    """Per voxel axis, its closest world axis (0, 1, 2: R, A, S) as `io_orientation` assigns them (nibabel's algorithm
+    and TIE_TURN) in numpy and scipy alone: the Slicer module calls it before nibabel is installed."""
+    from scipy.spatial.transform import Rotation
+
+    turn = Rotation.from_rotvec(TIE_TURN * _TIE_AXIS / np.linalg.norm(_TIE_AXIS)).as_matrix()
+    rzs = turn @ np.asarray(affine, np.float64)[:3, :3]
+    zooms = np.sqrt((rzs * rzs).sum(0))
+    zooms[zooms == 0] = 1
+    p, s, qs = np.linalg.svd(rzs / zooms, full_matrices=False)
+    keep = s > s.max() * 3 * np.finfo(s.dtype).eps
+    r = p[:, keep] @ qs[keep]
+    out = [-1, -1, -1]
+    for ax in np.argsort(np.min(-(r ** 2), axis=0), kind="stable"):
+        if not np.allclose(r[:, ax], 0):
+            out[ax] = int(np.argmax(np.abs(r[:, ax])))
+            r[out[ax], :] = 0
+    return out
+
+
+def through_plane_axis(voxel_size, affine) -> int:
+    """The voxel axis a through-plane factor (1,1,f) refines, one rule for the CLI's through-plane --model without
+    --factor (apps/cli/options.factors) and the Slicer module's through-plane mode (slicer/upsampling.py): the
+    thick-slice axis (`grid.thick_axis`: one axis at least THICK_RATIO times the others), else the voxel axis closest
+    to S, along which the shipped through-plane models were trained, whatever the storage order. The module had given
+    near-isotropic voxels' tie to k: a sagittal scan's R, which the CLI refined along S (a consistency audit)."""
+    thick = grid.thick_axis(voxel_size)
+    if thick is not None:
+        return thick
+    axes = _closest_world_axes(affine)
+    return axes.index(2) if 2 in axes else 2
+
+
 def reorient(vol: Volume, axcodes: str) -> Volume:
     """The same image re-stored with voxel axes `axcodes` (e.g. "LAS", "PSR"): for tests and tools."""
     ornt = _nio().ornt_transform(io_orientation(vol.affine), _nio().axcodes2ornt(tuple(axcodes)))

@@ -3,11 +3,13 @@ spacing, the output voxel size, and which methods run at those factors.
 
 Modes (in the order of the module's combo box):
     isotropic      factor f on every axis: (f, f, f)
-    through-plane  factor f along the thick-slice axis only (the largest voxel spacing; k where spacings tie
-                   within grid.VOXEL_SIZE_TOLERANCE), e.g. (1, 1, f)
+    through-plane  factor f along the thick-slice axis only (one voxel spacing at least grid.THICK_RATIO times
+                   the others; else the voxel axis closest to S), e.g. (1, 1, f): orientation.through_plane_axis,
+                   the rule of the CLI's through-plane --model too
     voxel-size     the smallest integer factor per axis that reaches a wanted voxel size (grid.for_voxel_size)
 
-Spacings are the node's (GetSpacing(), in IJK axes), which are the engine's voxel axes. Imports only `core`, so
+Spacings are the node's (GetSpacing(), in IJK axes), which are the engine's voxel axes, and the affine its IJK-to-RAS
+matrix. Imports only `core` (numpy and scipy), so
 the module can use it on a fresh install, before the engine's packages are installed.
 """
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import math
 
-from ..core import grid
+import numpy as np
+
+from ..core import grid, orientation
 from ..core.errors import IQTError
 
 MODES = ("isotropic", "through-plane", "voxel-size")
@@ -32,25 +36,25 @@ def _spacing(spacing, mode: str) -> tuple[float, float, float]:
     return v
 
 
-def slice_axis(spacing) -> int:
-    """The thick-slice axis (0, 1 or 2): the one with the largest voxel spacing. Spacings within
-    grid.VOXEL_SIZE_TOLERANCE of the largest tie (a sagittal scan stored PSR holds 2.7073 x 2.7073 x 2.7 mm for a
-    nominal 2.7 mm): a tie goes to k, the acquisition's slice axis, where k is one of them, else to the last of them;
-    so through-plane upsampling of isotropic voxels refines the slices."""
+def slice_axis(spacing, affine=None) -> int:
+    """The axis (0, 1 or 2) through-plane upsampling refines: orientation.through_plane_axis, the CLI's rule (the
+    module had given a tie of near-isotropic spacings to k: a sagittal scan's R, which the CLI refined along S).
+    Without `affine`, voxel axes along R, A, S (k is S)."""
     v = _spacing(spacing, "through-plane")
-    tied = [i for i in range(3) if v[i] * (1 + grid.VOXEL_SIZE_TOLERANCE) >= max(v)]
-    return tied[-1]
+    return orientation.through_plane_axis(v, np.diag([*v, 1.0]) if affine is None else affine)
 
 
-def factors_for(mode: str, factor: int = 2, voxel_size_mm: float | None = None, spacing=None) -> tuple[int, int, int]:
+def factors_for(mode: str, factor: int = 2, voxel_size_mm: float | None = None, spacing=None,
+                affine=None) -> tuple[int, int, int]:
     """(fx, fy, fz) for the module's controls: `factor` for the isotropic and through-plane modes, `voxel_size_mm`
-    for the voxel-size mode; `spacing` (the input node's) is needed by the last two. IQTError with what to change
-    when the controls ask for nothing to upsample."""
+    for the voxel-size mode; `spacing` (the input node's) is needed by the last two, and `affine` (its IJK-to-RAS)
+    by the through-plane mode where no axis is thick. IQTError with what to change when the controls ask for nothing
+    to upsample."""
     if mode == "isotropic":
         return grid.factors(int(factor))
     if mode == "through-plane":
         f = [1, 1, 1]
-        f[slice_axis(spacing)] = int(factor)
+        f[slice_axis(spacing, affine)] = int(factor)
         return grid.factors(f)
     if mode == "voxel-size":
         return grid.for_voxel_size(_spacing(spacing, "target voxel size"), voxel_size_mm, name="target voxel size",

@@ -39,7 +39,7 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool
 def factors(args, voxel_size=None, affine=None) -> tuple[int, int, int] | None:
     """The per-axis factors the command line asks for: --factor, or with --voxel-size those `grid.for_voxel_size`
     picks for an input of `voxel_size`, or without either a --model's own: a through-plane model's along the input's
-    thick-slice axis (`grid.thick_axis`), else its canonical axes mapped onto the voxel axes of an input with `affine`
+    thick-slice axis, else S (`orientation.through_plane_axis`), another's canonical axes mapped onto the voxel axes of an input with `affine`
     (None: the input is not read yet; the options are checked and None returned)."""
     from ...core import grid
 
@@ -52,13 +52,14 @@ def factors(args, voxel_size=None, affine=None) -> tuple[int, int, int] | None:
             if own is not None and max(own) > 1:
                 if affine is None:
                     return None
-                from ...core.orientation import Reorientation
+                from ...core.orientation import Reorientation, through_plane_axis
 
-                thick = grid.thick_axis(voxel_size) if voxel_size is not None and grid.largest_axis(own) is not None \
-                    and sorted(own)[1] == 1 else None
-                if thick is not None:  # a through-plane model refines the thick slices, along whichever axis: 1,1,3 had
-                    # split a sagittal scan's 2.7 mm S axis, its 8.1 mm slices left as they were (a training audit)
-                    return tuple(max(own) if i == thick else 1 for i in range(3))
+                if voxel_size is not None and grid.largest_axis(own) is not None and sorted(own)[1] == 1:
+                    # a through-plane model refines the thick slices, along whichever axis: 1,1,3 had split a sagittal
+                    # scan's 2.7 mm S axis, its 8.1 mm slices left as they were (a training audit); else S, as the
+                    # Slicer module's through-plane mode, by the same function (slicer/upsampling.py)
+                    axis = through_plane_axis(voxel_size, affine)
+                    return tuple(max(own) if i == axis else 1 for i in range(3))
                 # a model's factors are along canonical (RAS) axes: 1,1,3 refines S, whichever voxel axis holds it
                 return grid.permute(own, Reorientation.to_canonical(affine).inverse().ornt)
         return grid.factors("2" if args.factor is None else args.factor)

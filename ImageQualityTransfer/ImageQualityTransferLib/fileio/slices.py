@@ -89,7 +89,8 @@ def from_nrrd_file(path, hdr: dict | None, affine, domain: list | None = None) -
             or from_record(read_run(hdr.get(RUN_KEY)), affine))
 
 
-SOURCES = {"degrade": "its iqt degrade --slice-gap run record",  # the run records that say a file's slices
+SOURCES = {"degrade": "its iqt degrade run record, of --slice-gap or of the DWI's BIDS sidecar",  # the run records
+           # that say a file's slices
            "fit": "the BIDS sidecar of the DWI it was fitted from, as its iqt fit run record keeps it"}
 
 
@@ -138,11 +139,16 @@ def from_record(record: dict | None, affine) -> list[tuple[int, float, float, st
 _OPPOSITE = dict(zip("LRAPSI", "RLPAIS"))
 
 
-def record_of_degrade(affine, f, slice_gap: int) -> dict:
-    """What `iqt degrade --slice-gap` records of its output's slices: {axis code: [thickness, spacing]} in mm."""
+def record_of_degrade(affine, f, slice_gap: int, input_slices=()) -> dict:
+    """What `iqt degrade` records of its output's slices (output `affine`, factors `f`): {axis code: [thickness,
+    spacing]} in mm, of --slice-gap and of the DWI's own gaps, `input_slices` (`from_sidecar` of the DWI, on the same
+    voxel axes): a block of k slices t thick s apart is taken as k*t thick, (k + slice_gap)*s apart, so each spacing's
+    measured share stays t/s (its sidecar's gap had been dropped: upsample of the output said nothing)."""
     sizes = _spacings(affine)
-    return record([(i, float(sizes[i]) * k / (k + slice_gap), float(sizes[i]), "") for i, k in enumerate(f) if k > 1],
-                  affine)
+    share = {i: t / s for i, t, s, _ in input_slices}
+    found = [(i, float(sizes[i]) * k * share.get(i, 1.0) / (k + (slice_gap if k > 1 else 0)), float(sizes[i]), "")
+             for i, k in enumerate(f)]
+    return record(found, affine)
 
 
 def record(found, affine) -> dict:

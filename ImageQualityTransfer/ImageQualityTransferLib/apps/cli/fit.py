@@ -180,11 +180,13 @@ def degrade(args):
     judged = pair if snr is None else deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap)
     check_degraded_table(dwi, brain, judged.tensor, judged.mask,
                          str(fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec)[1]))
-    if args.slice_gap:  # upsample reads it back and says the slices are not contiguous (fileio/slices.py)
-        from ...fileio.records import note_run
-        from ...fileio.slices import record_of_degrade
+    from ...fileio.slices import from_sidecar, record_of_degrade
 
-        note_run(slices=record_of_degrade(pair.tensor.affine, f, args.slice_gap))
+    gaps = record_of_degrade(pair.tensor.affine, f, args.slice_gap, from_sidecar(args.dwi, dwi.affine))
+    if gaps:  # upsample reads it back and says the slices are not contiguous (fileio/slices.py)
+        from ...fileio.records import note_run
+
+        note_run(slices=gaps)
     if snr is not None:  # beside the factor, shift and style that degrade keeps, and in the run's header record
         from ...fileio.records import note_run
 

@@ -119,7 +119,7 @@ def test_factors_voxel_size_chose_without_a_model_are_said_with_what_chose_them(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("iqt: error: --voxel-size 1 chose factor 4: ") and not err.endswith(": "), err
-    assert "nor has any other method with an uncertainty map (their models are for " in err, err
+    assert "nor has any other method with an uncertainty map (espcn-hetero-var1's models are for " in err, err
 
 
 @pytest.mark.parametrize("command", ["propagate", "upsample"])
@@ -141,9 +141,34 @@ def test_factors_no_uncertainty_model_has_are_refused_naming_every_shipped_set(l
         if methods.method_class(name).learned and methods.runs_here(name):
             sets += [f for f in shipped_factor_sets(name) if f not in sets]
     assert {(1, 1, 2), (1, 1, 3), (2, 2, 2)} <= set(sets), sets
-    named = err.partition("(their models are for ")[2].partition(", per-axis ones along any voxel axis)")[0]
-    assert named == ", ".join(grid.describe(f) for f in sets[:-1]) + " and " + grid.describe(sets[-1]), err
+    assert set(shipped_factor_sets("biqt")) == set(sets)  # biqt has every set: its own list names them all
+    own = shipped_factor_sets("biqt")
+    named = err.partition("(biqt's models are for ")[2].partition(", per-axis ones along any voxel axis)")[0]
+    assert named == ", ".join(grid.describe(f) for f in own[:-1]) + " and " + grid.describe(own[-1]), err
     assert "e.g." not in err and "--model with a model trained for 1,1,4" in err and err.count(";") == 1, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["propagate", "upsample"])
+def test_a_refusal_names_the_methods_own_factors_apart_from_the_others(lowres, tmp_path, capsys, command):
+    """espcn-hetero at factors no uncertainty model has: its own shipped sets are named as its, and a set only other
+    methods have (factor 3) with the methods that run it; "their models are for factor 2, factor 3, ..." had sent
+    espcn-hetero to factor 3, where it has no model."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core import grid
+    from ImageQualityTransferLib.fileio.model_files import shipped_factor_sets
+
+    own = shipped_factor_sets("espcn-hetero")
+    assert own and (3, 3, 3) not in own, own
+    out = tmp_path / ("o.nii.gz" if command == "upsample" else "o")
+    code = cli.main([command, str(lowres / "lr.nii.gz"), "-o", str(out), "--factor", "4", "--method", "espcn-hetero",
+                     "--samples", "2", "--no-tracts"] + (["--propagate"] if command == "upsample" else []))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    named = err.partition("(espcn-hetero's models are for ")[2].partition(", per-axis ones along any voxel axis")[0]
+    assert named == ", ".join(grid.describe(f) for f in own[:-1]) + " and " + grid.describe(own[-1]), err
+    three = methods.with_uncertainty(3)
+    assert f"and factor 3 runs {', '.join(three[:-1])} or {three[-1]})" in err and "espcn-hetero" not in three, err
     assert not out.exists()
 
 

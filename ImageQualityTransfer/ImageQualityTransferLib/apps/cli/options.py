@@ -282,15 +282,25 @@ def check_propagation(method, args, factor=None) -> None:
         if others:
             raise IQTError(f"{method.name} has no shipped model for {grid.describe(factor)}; give --model with one "
                            f"trained for them, or choose a method with an uncertainty map that has one: {', '.join(others)}")
+        from ...fileio.model_files import shipped_factor_sets
         from ...methods.registry import uncertainty_factor_sets
 
-        # the sets named from the registry (a wording audit: "e.g. 2 or 3" left out 1,1,2 and 1,1,3)
-        sets = [grid.describe(f) for f in uncertainty_factor_sets()]
-        have = (f"their models are for {', '.join(sets[:-1])} and {sets[-1]}" if len(sets) > 1 else
-                f"their models are for {sets[0]}" if sets else "none has a model")
+        # the sets named from the registry (a wording audit: "e.g. 2 or 3" left out 1,1,2 and 1,1,3), the method's own
+        # apart: "their models are for ... factor 3" had been said to espcn-hetero, which has no x3 model
+        own = shipped_factor_sets(method.name)
+        others: dict = {}
+        for f in uncertainty_factor_sets():
+            if f not in own:
+                others.setdefault(tuple(methods.with_uncertainty(f)), []).append(grid.describe(f))
+        per_axis = ", per-axis ones along any voxel axis" if any(grid.largest_axis(f) is not None for f in own) else ""
+        have = [f"{method.name}'s models are for {_and([grid.describe(f) for f in own])}{per_axis}" if own else
+                f"{method.name} has none"]
+        have += [f"{_and(sets)} {'runs' if len(sets) == 1 else 'run'} {_and(list(names), 'or')}"
+                 for names, sets in others.items()]
         raise IQTError(f"{method.name} has no shipped model for {grid.describe(factor)}, nor has any other method with "
-                       f"an uncertainty map ({have}, per-axis ones along any voxel axis); give one of those factors, or "
-                       f"--model with a model trained for {grid.text(factor)} ('iqt train')")
+                       f"an uncertainty map ({', and '.join(have)}); give one of "
+                       f"those factors with a method that has it, or --model with a model trained for "
+                       f"{grid.text(factor)} ('iqt train')")
     if args.samples is None or int(args.samples) < 2:
         raise IQTError(f"--samples {args.samples}: uncertainty propagation needs at least 2 samples (e.g. --samples 100)")
     from ...methods.base import MAX_SAMPLES
@@ -299,6 +309,10 @@ def check_propagation(method, args, factor=None) -> None:
         raise IQTError(f"--samples {args.samples}: give at most {MAX_SAMPLES} (each sample is one more draw of the "
                        "whole high-res volume, tracked unless --no-tracts; the default is 100)")
     tracking_settings(args).check()
+
+
+def _and(items: list, word: str = "and") -> str:
+    return f"{', '.join(items[:-1])} {word} {items[-1]}" if len(items) > 1 else "".join(items)
 
 
 def tracking_settings(args):

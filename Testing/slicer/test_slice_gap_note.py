@@ -20,8 +20,8 @@ from ImageQualityTransferLib.slicer import mrml, processing  # noqa: E402
 FIELD = np.broadcast_to(tensors.from_matrix(np.diag([1.2e-3, 0.5e-3, 0.4e-3])), (6, 7, 5, 6)).astype(np.float32)
 
 
-def _read(scene, path, storage_class):
-    node = slicer.vtkMRMLDiffusionTensorVolumeNode()
+def _read(scene, path, storage_class, node_class=None):
+    node = (node_class or slicer.vtkMRMLDiffusionTensorVolumeNode)()
     scene.AddNode(node)
     storage = storage_class()
     scene.AddNode(storage)
@@ -51,5 +51,30 @@ def test_a_file_s_slice_gap_is_one_of_the_run_s_notes(tmp_path, suffix, gap):
     if gap:
         assert notes.count("contiguous slices") == 1, notes
         assert "4.5 mm thick 6 mm apart along voxel axis k" in notes and "--" not in notes, notes
+    else:
+        assert "contiguous" not in notes, notes
+
+
+@pytest.mark.parametrize("thickness", [3, 4])
+def test_a_dwi_node_s_file_sidecar_gap_is_one_of_the_run_s_notes(tmp_path, thickness):
+    """A DWI node read from a NRRD with a BIDS sidecar beside it (dwi.json: 3 mm slices 4 mm apart) and fitted by the
+    module notes the gap, as `iqt fit` of the file keeps it and a DTI node's file says it; its DWI path had read
+    nothing. Contiguous slices (4 mm) note nothing."""
+    from helpers import dwi_node
+
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    scene = slicer.vtkMRMLScene()
+    writer = slicer.vtkMRMLNRRDStorageNode()
+    scene.AddNode(writer)
+    writer.SetFileName(str(tmp_path / "dwi.nrrd"))
+    assert writer.WriteData(dwi_node(scene, make_phantom((12, 12, 12), 4.0, 12, seed=3))) == 1
+    (tmp_path / "dwi.json").write_text(json.dumps({"SliceThickness": thickness, "SpacingBetweenSlices": 4}))
+    node = _read(scene, tmp_path / "dwi.nrrd", slicer.vtkMRMLNRRDStorageNode, slicer.vtkMRMLDiffusionWeightedVolumeNode)
+    out = processing.run_on_nodes(scene, node, "cubic", (1, 1, 2))["tensor"]
+    notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE) or ""
+    if thickness < 4:
+        assert notes.count("contiguous slices") == 1, notes
+        assert "3 mm thick 4 mm apart along voxel axis k" in notes and "dwi.json" in notes, notes
     else:
         assert "contiguous" not in notes, notes

@@ -124,6 +124,12 @@ def dwi_volume_from_node(node) -> Volume:
     mf3 = mrml._matrix_to_numpy(mf)[:3, :3]
     g_ijk = np.linalg.solve(direction_rotation(vol.affine), mf3 @ g.T).T
     b[~dw] = 0.0
+    # the slice gap of the file the node was read from (its NRRD thicknesses, its BIDS sidecar), as a DTI node's
+    # (mrml.tensor_volume_from_node) and `iqt fit DWI` say it: a DWI node's had gone unsaid
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        mrml._warn_if_gapped(node, vol.affine)
+    notes += [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     return Volume(data, vol.affine, "dwi", bvals=b, bvecs=g_ijk,
                   meta=vol.meta | {"fitted_from_dwi": True, "input_notes": notes})
 

@@ -194,3 +194,26 @@ def test_memory_limit_auto_in_any_case(tmp_path, capsys, monkeypatch, given):
     _dask_machine(monkeypatch, 8 * 2**30, 16)
     refused_line(capsys, ["batch", listed, "-o", out, "--method", "cubic", "--workers", "1", "--memory-limit", given],
                  "needs about 0.6 GiB", "a worker's auto share")
+
+
+def test_a_schedulers_workers_memory_limits_are_checked_before_any_subject_runs(tmp_path, capsys):
+    """--scheduler: each subject's need had been checked for the local cluster only, so a scheduler's workers too small
+    for it failed it after its run began. Their memory_limit, which the scheduler knows: refused in one line where no
+    worker can hold a subject (600 MiB, stopped at 95 %, for 0.58 GiB), said in a warning where only some can."""
+    from distributed import LocalCluster
+
+    listed, out = _subject(tmp_path), tmp_path / "deriv"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="600MiB", protocol="tcp",
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as c:
+        line = refused_line(capsys, ["batch", listed, "-o", out, "--method", "cubic", "--scheduler", c.scheduler_address],
+                            "sub-adti (", "needs about 0.6 GiB", "the scheduler's 1 worker, 600.00 MiB",
+                            "'dask worker --memory-limit 1GiB' or more")
+        assert "leave that subject out" in line and not out.exists()
+        c.new_spec["options"]["memory_limit"] = "4GiB"  # a second worker that can hold it
+        c.scale(2)
+        c.wait_for_workers(2)
+        from ImageQualityTransferLib.apps.cli import main
+
+        main(["batch", str(listed), "-o", str(out), "--method", "cubic", "--scheduler", c.scheduler_address])
+        err = capsys.readouterr().err
+    assert "iqt: warning: sub-adti (" in err and "more than the memory limit of 1 of the scheduler's 2 workers" in err, err

@@ -97,9 +97,7 @@ def check_worker_memory(args, runs) -> None:
     from distributed import worker_memory
     from distributed.worker_memory import parse_memory_limit
 
-    from ...core import grid
     from ..batch.cohort import THREADS_PER_WORKER
-    from .upsample import input_shape3
 
     given = str(args.memory_limit).strip().lower() != "auto"
     quiet = logging.getLogger(f"{__name__}.dask")  # Dask's own line on a limit above the machine's: ours below
@@ -119,6 +117,27 @@ def check_worker_memory(args, runs) -> None:
                       f"{worker_memory.CPU_COUNT} --workers, or give --memory-limit", IQTWarning, stacklevel=3)
     fraction = dask.config.get("distributed.worker.memory.terminate") or 1.0
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    for said, need, address in _subject_needs(args, runs):
+        if per and need > per * fraction:
+            give = f"give --memory-limit {math.ceil(need / fraction / 2**29) / 2:g}GiB or more"
+            what = (f"--memory-limit {args.memory_limit} (a worker is stopped at {fraction:.0%} of it)" if given else
+                    f"a worker's auto share, this machine's {format_bytes(system.MEMORY_LIMIT)} / its "
+                    f"{worker_memory.CPU_COUNT} cores, {format_bytes(per)} (stopped at {fraction:.0%})")
+            raise IQTError(f"{said}, more than {what}; {give}, or leave that subject out")
+        if soft != resource.RLIM_INFINITY and need + address > soft:
+            kib = math.ceil((need + address) / 1024 / 100_000) * 100_000
+            raise IQTError(f"{said}, and a worker about {address / 2**30:.1f} GiB more of address space, more than "
+                           f"this shell's ulimit -v {soft // 1024:,} KiB, which each worker process has on its own; "
+                           f"raise it to {kib:,} KiB or more (a cluster job's h_vmem), or leave that subject out")
+
+
+def _subject_needs(args, runs):
+    """(what to say of a subject and its need, its need in bytes, a worker's own address space beyond it) for each
+    subject whose header can be read, judged as `iqt upsample` judges it (Method.memory_need) and, for a DWI, as
+    `iqt fit` judges its fit."""
+    from ...core import grid
+    from .upsample import input_shape3
+
     for name, g, group, _ in runs:
         method = _methods_of(args, name)
         address = WORKER_ADDRESS_BYTES[bool(method.requires_torch)]
@@ -130,19 +149,49 @@ def check_worker_memory(args, runs) -> None:
             fit = _fit_need(it, args) if it.kind == "dwi" else None  # the DWI read and fitted first, as 'iqt fit'
             most = "; fitting its DWI takes the most" if fit is not None and fit > need else ""
             need = max(need, fit or 0)
-            said = f"{it.prefix} ({it.as_typed(it.path)}): its run ({name}, {grid.describe(g)}{most}) needs about " \
-                   f"{need / 2**30:,.1f} GiB"
-            if per and need > per * fraction:
-                give = f"give --memory-limit {math.ceil(need / fraction / 2**29) / 2:g}GiB or more"
-                what = (f"--memory-limit {args.memory_limit} (a worker is stopped at {fraction:.0%} of it)" if given else
-                        f"a worker's auto share, this machine's {format_bytes(system.MEMORY_LIMIT)} / its "
-                        f"{worker_memory.CPU_COUNT} cores, {format_bytes(per)} (stopped at {fraction:.0%})")
-                raise IQTError(f"{said}, more than {what}; {give}, or leave that subject out")
-            if soft != resource.RLIM_INFINITY and need + address > soft:
-                kib = math.ceil((need + address) / 1024 / 100_000) * 100_000
-                raise IQTError(f"{said}, and a worker about {address / 2**30:.1f} GiB more of address space, more than "
-                               f"this shell's ulimit -v {soft // 1024:,} KiB, which each worker process has on its own; "
-                               f"raise it to {kib:,} KiB or more (a cluster job's h_vmem), or leave that subject out")
+            yield (f"{it.prefix} ({it.as_typed(it.path)}): its run ({name}, {grid.describe(g)}{most}) needs about "
+                   f"{need / 2**30:,.1f} GiB", need, address)
+
+
+def check_scheduler_memory(args, runs, client) -> None:
+    """Each subject's need (as check_worker_memory judges it) against the memory_limit of a --scheduler's workers, which
+    the scheduler knows (0 or None: no limit; Dask stops a worker past its terminate fraction, 95 %): refused in one
+    line, before any subject runs, where no worker could hold a subject; one warning line where only some can (the
+    scheduler may give it to one that cannot). A worker's own ulimit -v is not known here (memory_reasons.py says it
+    when a worker runs out)."""
+    import dask
+    from dask.utils import format_bytes
+
+    try:
+        try:  # every worker: some Dask versions list 5 by default
+            info = client.scheduler_info(n_workers=-1)
+        except TypeError:  # a Dask without that argument lists them all
+            info = client.scheduler_info()
+        workers = info.get("workers", {})
+    except Exception:  # noqa: BLE001 - a test's stand-in client, or a scheduler that does not say
+        return
+    limits = [w.get("memory_limit") or math.inf for w in workers.values()]
+    if not limits or min(limits) == math.inf:
+        return
+    fraction = dask.config.get("distributed.worker.memory.terminate") or 1.0
+    n = f"{len(limits)} worker{'s' if len(limits) > 1 else ''}"
+    short = []
+    for said, need, _ in _subject_needs(args, runs):
+        can = sum(need <= lim * fraction for lim in limits)
+        if not can:
+            raise IQTError(f"{said}, more than the largest memory limit of the scheduler's {n}, "
+                           f"{format_bytes(max(limits))} (a worker is stopped at {fraction:.0%} of it); start workers "
+                           f"with 'dask worker --memory-limit {math.ceil(need / fraction / 2**29) / 2:g}GiB' or more, "
+                           "or leave that subject out")
+        if can < len(limits):
+            short.append((said, can))
+    if short:
+        said, can = short[0]
+        more = f" (and {len(short) - 1} more subject{'s' if len(short) > 2 else ''})" if len(short) > 1 else ""
+        warnings.warn(f"{said}{more}, more than the memory limit of {len(limits) - can} of the scheduler's {n} "
+                      f"(the smallest {format_bytes(min(limits))}, stopped at {fraction:.0%}): a subject given to "
+                      "such a worker may fail out of memory; give those workers more ('dask worker --memory-limit'), "
+                      "or rerun the same command to retry what failed", IQTWarning, stacklevel=3)
 
 
 def _fit_need(it, args) -> float | None:
@@ -527,6 +576,12 @@ def run(args) -> int:
         with batch_lock.held(out, shlex.join(["iqt", *args.argv])) as rec:
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
                                                  args.dashboard_address, args.wait_workers)
+            if args.scheduler:  # its workers' limits are known once it is reached (a local one's checked above)
+                try:
+                    check_scheduler_memory(args, runs, client)
+                except BaseException:
+                    client.close()
+                    raise
             code = _run(args, runs, items, out, client, cluster, rec["token"], per_subject=f is None)
             ended = True
             return code

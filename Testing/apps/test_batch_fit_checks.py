@@ -251,3 +251,26 @@ def test_a_subject_s_slice_gap_is_one_of_its_notes(tmp_path):
     out, res, said = _run_two(ds, tmp_path, "contiguous slices")
     assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
     assert "3 mm thick 4 mm apart along voxel axis k" in said["sub-02"][0]
+
+
+def test_a_six_direction_subject_s_fit_check_columns_say_n_a_not_0(tmp_path):
+    """With 6 diffusion-weighted directions the tensor fits each volume exactly and the fit check sees nothing
+    (dmri/outliers.py blind_count): qc.tsv had read 0 and 0, a clean subject's figures, beside the note saying it;
+    n/a now, the warning in its notes, and the page says why."""
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    folder = tmp_path / "six_dirs"
+    folder.mkdir()
+    dwi = make_phantom(shape=(16, 18, 12), voxel_mm=4.0, n_dirs=6)
+    keep = np.r_[0, np.flatnonzero(dwi.bvals > B0_THRESHOLD)]  # one b0 and the 6 directions
+    fileio.save_dwi(dwi.replace(data=dwi.data[..., keep], bvals=dwi.bvals[keep], bvecs=dwi.bvecs[keep]),
+                    folder / "dwi.nii.gz")
+    (tmp_path / "list.txt").write_text("six_dirs\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert res[0]["status"] == "done", res
+    row = _qc(out)[res[0]["subject"]]
+    assert (row["fit_outlier_pairs"], row["fit_outlier_volumes"]) == ("n/a", "n/a"), row
+    assert "fit check cannot see signal dropout or a moved volume" in row["notes"]
+    assert "n/a with 6 diffusion-weighted directions" in (out / "qc.html").read_text()

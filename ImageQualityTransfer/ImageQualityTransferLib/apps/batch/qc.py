@@ -59,8 +59,9 @@ QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "bra
               "model_used", "outlier", "seconds", "figure", "notes", "reason")
 # fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
 # dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
-# the b0 lies from the mean DWI; b0_check (dmri/b0s.py): ok, or a b0 of another brightness than the others or a brain
-# median MD no in-vivo brain has; bvec_check (dmri/gradcheck.py): ok, or the correction of the gradient table that makes
+# the b0 lies from the mean DWI (the first two n/a with 6 diffusion-weighted directions, fitted exactly: the check
+# cannot see dropout or motion there, dmri/outliers.py blind_count); b0_check (dmri/b0s.py): ok, or a b0 of another
+# brightness than the others or a brain median MD no in-vivo brain has; bvec_check (dmri/gradcheck.py): ok, or the correction of the gradient table that makes
 # the fibres clearly more continuous (x-flipped, rows(y,x,z), scanner-RAS, ...), n/a with too little white matter to
 # judge; n/a for a tensor file (and a subject done before they were recorded); notes: the subject's warnings, as in its
 # sidecars' Notes (they had reached only stderr and the sidecars: a cohort's table read "done, ok, ok" for a series
@@ -177,7 +178,8 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             f"{NOISY_MODEL:g} a method with a model trained with added noise runs it: model_used noisy; above {NOISY_INPUT:g} "
             "the others may do no better than cubic). fit_outlier_pairs, fit_outlier_volumes: a DWI subject's (slice, "
             "volume) pairs and whole volumes its tensor fit does not explain (signal dropout, a dead or moved volume; "
-            "named in its warning; left out of the fit with --exclude-outliers). b0_shift_vox: how far the b0 lies from "
+            "named in its warning; left out of the fit with --exclude-outliers; n/a with 6 diffusion-weighted directions, which "
+            "the tensor fits exactly, so that the check cannot see dropout or motion: check that series by eye). b0_shift_vox: how far the b0 lies from "
             f"the mean diffusion-weighted volume, in voxels (said above {B0_SHIFT_VOXELS:g}: head motion; the brain mask "
             "made from the b0 is off as much). b0_check: ok, or a b0 whose brightness in the brain is beyond 1.25x of "
             "the series' other b0s (b0 21 0.40x) or a brain median MD outside an in-vivo brain's 0.4e-3 to 1.6e-3 "

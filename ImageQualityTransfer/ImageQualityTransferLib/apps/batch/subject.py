@@ -75,6 +75,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     from ...core.volume import Volume
     from ...dmri.dti import brain_mask
     from ...dmri.fit_checks import fit_with_checks
+    from ...dmri.outliers import blind_count
     from ...methods.base import predict_within
     from ...methods.inputs import input_noise_index, whole_field, without_tiny_background
 
@@ -102,7 +103,10 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         # iqt fit's checks, said in the subject's notes and counted in its QC row
         done = fit_with_checks(dwi, mask, s.exclude_outliers, str(item.gradients()[1]))
         lr, found, table = done.tensor, done.outliers, done.gradients
-        checks = {"fit_outlier_pairs": found.pair_count, "fit_outlier_volumes": len(found.volumes),
+        # with 6 DW directions the fit check sees nothing (dmri/outliers.py blind_count): n/a, not a clean 0
+        blind = blind_count(dwi.bvals, dwi.bvecs)
+        checks = {"fit_outlier_pairs": None if blind else found.pair_count,
+                  "fit_outlier_volumes": None if blind else len(found.volumes),
                   "b0_shift_vox": round(float(np.linalg.norm(done.b0_shift)), 3), "b0_check": found.b0_levels,
                   # ok, n/a (too little white matter) or the correction the fibres favour; its score over the table's
                   "bvec_check": table.record, "bvec_ratio": round(table.ratio, 3)}

@@ -94,7 +94,7 @@ def test_a_gzip_shorter_than_its_header_says_is_told_by_its_recorded_length(tmp_
 
 def test_a_training_subject_whose_bvec_looks_like_another_frame_is_said_once(tmp_path, small_subject, capsys):
     """Training runs `iqt fit`'s gradient-table check on each subject's fit as it prepares it (dmri/subject.py
-    check_training_table): one warning line naming the subject's bvec and its fix (an audit: it had trained on
+    check_subject_table): one warning line naming the subject's bvec and its fix (an audit: it had trained on
     mirrored tensors without a word); the right table says nothing."""
     import numpy as np
 

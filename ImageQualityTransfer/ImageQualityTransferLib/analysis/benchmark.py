@@ -20,7 +20,7 @@ from ..dmri import fit_noise
 from ..core import grid, threads
 from ..core.errors import IQTError, IQTWarning
 from ..core.noise_level import NOISY_MODEL, noise_index
-from ..dmri.subject import Case, load_subject, make_case
+from ..dmri.subject import Case, check_subject_table, load_subject, make_case
 from ..core.progress import progress_bar
 from ..fileio.model_files import read_json, sidecar_path
 from .measure import measure
@@ -94,6 +94,7 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
     said = set()  # other libraries' warnings: once per run
     for folder in subject_dirs:
         subject = load_subject(folder)
+        check_subject_table(folder, subject)  # as iqt fit: the reference is as mirrored as the input, unsaid before
         seen = trained_on(subject.name, made, factor, dwi_sha256(folder), folder)
         for label, model in seen.items():
             warnings.warn(trained_on_line(subject.name, label, model), IQTWarning, stacklevel=2)

@@ -13,7 +13,7 @@ from ..analysis import benchmark
 from .. import fileio, methods
 from ..core import grid
 from ..core.errors import IQTWarning
-from ..dmri.subject import load_subject, make_case, phantom_subject
+from ..dmri.subject import check_subject_table, load_subject, make_case, phantom_subject
 from ..core.volume import Volume
 
 
@@ -58,6 +58,8 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     figure = plan.add(out / "fa_panels.png", (".png",), "figure", folder_checked=True)
     plan.check()
     subject = load_subject(subject_dir) if subject_dir else phantom_subject()
+    if subject_dir:  # as iqt fit and benchmark check it (the phantom's table is its own)
+        check_subject_table(subject_dir, subject)
     case = make_case(subject, factor)
     for line in skipped:  # once the subject is read: a refusal of it is then the run's only line
         print(line)

@@ -144,7 +144,7 @@ def prepare_subject(subject, r, patch: int = DEFAULTS["patch"], val_fraction=DEF
 
 def load_items(subject_dirs, r, log=None, randomise_seed: int | None = None, **kw) -> list[TrainItem]:
     """Training items of every subject (folder, dmri.subject.Coarsened copy or Subject); `randomise_seed` draws the inputs' variants (dmri/randomise.py)."""
-    from ...dmri.subject import as_subject, check_training_table
+    from ...dmri.subject import as_subject, check_subject_table
     from .distributed import rank_and_world
 
     rng = None if randomise_seed is None else np.random.default_rng([randomise_seed, 4242])
@@ -153,7 +153,7 @@ def load_items(subject_dirs, r, log=None, randomise_seed: int | None = None, **k
         t0 = time.perf_counter()
         subject = as_subject(d)
         if rank_and_world()[0] == 0:  # said once, not by every process of an --nproc training
-            check_training_table(d, subject)
+            check_subject_table(d, subject)
         if log:
             log(f"{subject.name}: high-res fit {subject.dwi.shape3} ({time.perf_counter() - t0:.1f} s)")
         items.extend(prepare_subject(subject, r, log=log, rng=rng, **kw))

@@ -193,7 +193,7 @@ def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log
                   unit: str = "fixed") -> Library:
     """Library over `subjects` (subject folders, dmri.subject.Coarsened copies or Subject objects), every block shift;
     each input and its target in `unit` (prepare_input)."""
-    from ...dmri.subject import as_subject, check_training_table
+    from ...dmri.subject import as_subject, check_subject_table
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -202,7 +202,7 @@ def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log
         if log and not hasattr(s, "dwi"):
             log(f"loading {getattr(s, 'name', s)}")
         item, s = s, as_subject(s)
-        check_training_table(item, s)
+        check_subject_table(item, s)
         names.append(s.name)
         for p in subject_examples(s, r, n, rate, rng, log=log, randomise=randomise, subsets=subsets, noise=noise,
                                   flips=flips, unit=unit):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from helpers import bundle_volume
 from ImageQualityTransferLib import fileio
 
@@ -113,3 +115,38 @@ def test_a_method_on_torch_is_checked_with_torchs_address_space(monkeypatch):
     cubic.check_memory(shape, 2, maps=False)
     with pytest.raises(IQTError, match="of address space the process holds beyond its memory"):
         espcn.check_memory(shape, 2, maps=False)
+
+
+@pytest.mark.parametrize("ratio, said", [(0.9, None), (0.99, "warning"), (1.08, "warning"), (1.12, "refused")])
+def test_a_need_near_the_ulimit_v_limit_is_a_warning_not_a_refusal(monkeypatch, ratio, said):
+    """Under ulimit -v the estimate is off either way (espcn on the Elition fit completed from 1,921,875 KiB, refused up
+    to 2,132,812; on the 3 mm ortho fit it ran out of memory at 1,070,312, let start): within grid.ADDRESS_BAND of the
+    limit one warning line that it may run out of memory, refused only beyond (it had been refused from just above)."""
+    import resource
+    import warnings
+
+    from ImageQualityTransferLib.core import grid
+    from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
+
+    shape = (40, 40, 30)
+    need = grid.output_need(shape, 2, 4.0)
+    soft = int(need / ratio)  # no address space beyond memory counted: the limit is the ulimit -v itself
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, soft) if which == resource.RLIMIT_AS else real(which))
+    monkeypatch.setattr(grid, "_OVERHEAD", [(0, False)])
+    monkeypatch.setattr(grid, "cgroup_limit", lambda: None)
+    monkeypatch.setattr(grid, "memory_available", lambda: None)
+    monkeypatch.setattr(grid, "_WARNED", set())
+    if said == "refused":
+        with pytest.raises(IQTError, match=r"more than this process's .* GiB of memory \(ulimit -v"):
+            grid.check_output_size(shape, 2)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        grid.check_output_size(shape, 2)
+    lines = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    if said is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and "may run out of memory" in lines[0] and f"ulimit -v {soft // 1024:,} KiB" in lines[0]
+        assert "raise ulimit -v to" in lines[0], lines

@@ -75,6 +75,8 @@ BLOCKED_RUN = textwrap.dedent("""
     print(json.dumps({{"listed": listed, "default": methods.default_method(), "ready": methods.ready(),
                       "torch": processing.method_needs_torch("espcn"),
                       "factors": upsampling.factors_for("voxel-size", voxel_size_mm=2, spacing=(2, 2, 5)),
+                      "through": upsampling.factors_for("through-plane", 3, spacing=(2, 2, 2), affine=[
+                          [0, 0, 2.0, 0], [-2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0, 1]]),
                       "loaded": sorted(n for n in sys.modules if n.split(".")[0] in {blocked!r} and sys.modules[n])}}))
 """)
 
@@ -92,6 +94,9 @@ def test_registry_lists_methods_without_the_engine_packages():
     assert {"cubic", "biqt", "rf", "espcn"} <= set(out["listed"])
     assert out["default"] == "biqt" and "espcn" not in out["ready"] and out["torch"] is True
     assert out["factors"] == [1, 1, 3]  # the panel's upsampling modes work before Apply installs the packages
+    # equal voxels stored sagittally (PSR) read their axes without nibabel (orientation._closest_world_axes), and without
+    # scipy's Rotation, which fails where torch is blocked: j, along S
+    assert out["through"] == [1, 3, 1]
     assert out["loaded"] == []
 
 

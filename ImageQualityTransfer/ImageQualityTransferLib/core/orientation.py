@@ -32,12 +32,17 @@ _TIE_AXIS = np.array([0.267, 0.535, 0.802])
 def io_orientation(affine) -> np.ndarray:
     """nibabel's io_orientation of `affine` (per voxel axis, the closest world axis and its direction), with ties
     broken by the world's TIE_TURN alike for every storage order of one grid."""
-    from scipy.spatial.transform import Rotation
-
     a = np.asarray(affine, np.float64).copy()
-    turn = Rotation.from_rotvec(TIE_TURN * _TIE_AXIS / np.linalg.norm(_TIE_AXIS)).as_matrix()
-    a[:3, :3] = turn @ a[:3, :3]
+    a[:3, :3] = _tie_turn() @ a[:3, :3]
     return _nio().io_orientation(a)
+
+
+def _tie_turn() -> np.ndarray:
+    """TIE_TURN about _TIE_AXIS as a matrix (Rodrigues' formula, numpy alone: the Slicer module calls this before
+    the engine's packages are installed, and scipy's Rotation fails where torch is blocked)."""
+    u = _TIE_AXIS / np.linalg.norm(_TIE_AXIS)
+    k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
+    return np.eye(3) + np.sin(TIE_TURN) * k + (1 - np.cos(TIE_TURN)) * (k @ k)
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,10 @@ def slice_axis(affine, f) -> str | None:
 
 def _closest_world_axes(affine) -> list[int]:
     """Per voxel axis, its closest world axis (0, 1, 2: R, A, S) as `io_orientation` assigns them (nibabel's algorithm
-    and TIE_TURN) in numpy and scipy alone: the Slicer module calls it before nibabel is installed."""
-    from scipy.spatial.transform import Rotation
-
-    turn = Rotation.from_rotvec(TIE_TURN * _TIE_AXIS / np.linalg.norm(_TIE_AXIS)).as_matrix()
-    rzs = turn @ np.asarray(affine, np.float64)[:3, :3]
+    and TIE_TURN) in numpy alone: the Slicer module calls it before nibabel is installed. A greedy assignment: the
+    voxel axis most nearly along one world axis takes it first, so at 45-55 degrees of obliquity an axis may be given
+    S although another lies closer to S."""
+    rzs = _tie_turn() @ np.asarray(affine, np.float64)[:3, :3]
     zooms = np.sqrt((rzs * rzs).sum(0))
     zooms[zooms == 0] = 1
     p, s, qs = np.linalg.svd(rzs / zooms, full_matrices=False)

@@ -7,13 +7,19 @@ Testing/slicer/self_test_in_batch.py's application shell, in a child process, on
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from ImageQualityTransferLib.apps.cli import options
 from ImageQualityTransferLib.fileio import model_files
+from ImageQualityTransferLib.slicer import upsampling
 
+from helpers import LAS as LAS_DIR
 from helpers import PSR, make_affine, rot
 
 DRIVER = Path(__file__).with_name("self_test_in_batch.py")
@@ -60,3 +66,29 @@ def test_the_closest_axes_are_nibabels_without_nibabel():
         a[:3, :3] = np.linalg.qr(rng.normal(size=(3, 3)))[0] * rng.uniform(0.5, 4, 3)
         assert _closest_world_axes(a) == [int(x) for x in io_orientation(a)[:, 0]]
     assert through_plane_axis((2, 2, 6), AFFINE) == 2  # thick slices win wherever S lies
+
+
+LSA = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def _cli(tmp_path, own, spacing, affine):
+    """The factors the CLI runs a user model trained for `own` at, without --factor (a crafted sidecar)."""
+    (tmp_path / "m.json").write_text(json.dumps({"factor": list(own)}))
+    return options.factors(argparse.Namespace(voxel_size=None, factor=None, model=str(tmp_path / "m.npz")), spacing, affine)
+
+
+@pytest.mark.parametrize("name, direction, spacing, module, r_model", [
+    ("thick axial", LAS_DIR, (2.0, 2.0, 6.0), (1, 1, 3), (1, 1, 3)),
+    ("coronal 2x2x2.3", LSA, (2.0, 2.0, 2.3), (1, 1, 3), (1, 1, 3)),
+    ("sagittal 2x2x2.3", PSR, (2.0, 2.0, 2.3), (1, 1, 3), (1, 1, 3)),
+    ("isotropic sagittal", PSR, (2.0, 2.0, 2.0), (1, 3, 1), (1, 1, 3)),
+    ("isotropic axial", LAS_DIR, (2.0, 2.0, 2.0), (1, 1, 3), (3, 1, 1)),
+])
+def test_one_rule_for_the_module_and_the_cli(tmp_path, name, direction, spacing, module, r_model):
+    """The largest voxel spacing, else the tied axis along the model's slice axis: S for the module and a 1,1,3 model,
+    R for a user's 3,1,1 model. The module had refined a 2x2x2.3 coronal scan's thin in-plane axis (THICK_RATIO), and
+    the CLI had run a 3,1,1 model along S."""
+    affine = make_affine(direction, spacing, (0.0, 0.0, 0.0))
+    assert upsampling.factors_for("through-plane", 3, spacing=spacing, affine=affine) == module, name
+    assert _cli(tmp_path, (1, 1, 3), spacing, affine) == module, name
+    assert _cli(tmp_path, (3, 1, 1), spacing, affine) == r_model, name

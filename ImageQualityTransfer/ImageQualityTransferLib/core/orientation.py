@@ -138,17 +138,20 @@ def _closest_world_axes(affine) -> list[int]:
     return out
 
 
-def through_plane_axis(voxel_size, affine) -> int:
-    """The voxel axis a through-plane factor (1,1,f) refines, one rule for the CLI's through-plane --model without
-    --factor (apps/cli/options.factors) and the Slicer module's through-plane mode (slicer/upsampling.py): the
-    thick-slice axis (`grid.thick_axis`: one axis at least THICK_RATIO times the others), else the voxel axis closest
-    to S, along which the shipped through-plane models were trained, whatever the storage order. The module had given
-    near-isotropic voxels' tie to k: a sagittal scan's R, which the CLI refined along S (a consistency audit)."""
-    thick = grid.thick_axis(voxel_size)
-    if thick is not None:
-        return thick
-    axes = _closest_world_axes(affine)
-    return axes.index(2) if 2 in axes else 2
+def through_plane_axis(voxel_size, affine, along: int = 2) -> int:
+    """The voxel axis a through-plane factor refines, one rule for the CLI's through-plane --model without --factor
+    (apps/cli/options.factors) and the Slicer module's through-plane mode (slicer/upsampling.py): the largest voxel
+    spacing; where spacings tie within grid.VOXEL_SIZE_TOLERANCE of it, the tied axis that `_closest_world_axes`
+    gives the world axis `along` (0, 1, 2: R, A, S), the model's slice axis (S for the shipped 1,1,k models and the
+    module), else the tied one given S, then A, then R. A mildly thicker slice axis (2x2x2.3 mm) had been left alone
+    below grid.THICK_RATIO, and a user's 3,1,1 model had been run along S (a review of the through-plane rule)."""
+    v = np.asarray(voxel_size, float)
+    tied = [i for i in range(3) if v[i] * (1 + grid.VOXEL_SIZE_TOLERANCE) >= v.max()]
+    if len(tied) == 1:
+        return tied[0]
+    world = _closest_world_axes(affine)
+    rank = [int(along), *(w for w in (2, 1, 0) if w != int(along))]
+    return min(tied, key=lambda i: (rank.index(world[i]) if world[i] in rank else 3, -i))
 
 
 def reorient(vol: Volume, axcodes: str) -> Volume:

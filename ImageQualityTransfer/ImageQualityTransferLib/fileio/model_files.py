@@ -163,8 +163,13 @@ def sidecar_text(sp, what: str = "the model sidecar", usual: str = "one from 'iq
 
 
 def read_json(sp, **named):
-    """json.loads(sidecar_text(sp, **named))."""
-    return json.loads(sidecar_text(sp, **named))
+    """json.loads(sidecar_text(sp, **named)); a ValueError for JSON nested too deeply for the parser (a RecursionError,
+    which callers catching ValueError had let through as an internal error: fileio/paths._evaluate_summary)."""
+    text = sidecar_text(sp, **named)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to be read") from None
 
 
 def is_image_name(path) -> bool:

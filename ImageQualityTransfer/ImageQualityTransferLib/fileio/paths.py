@@ -154,7 +154,7 @@ def _evaluate_summary(path: Path) -> bool:
         if path.stat().st_size > 1 << 20:
             return False
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a sidecar nested too deeply is no summary (as fileio/slices.py)
         return False
     return isinstance(data, dict) and {"interior", "exterior", "build"} <= set(data)
 

@@ -183,6 +183,6 @@ def read_run(text) -> dict | None:
     """The record `run_json` wrote (from a header extension's or a NRRD field's text); None for any other text."""
     try:
         found = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None
     return found.get(RUN_KEY) if isinstance(found, dict) and isinstance(found.get(RUN_KEY), dict) else None

@@ -121,7 +121,7 @@ def scheduler_from_file(path) -> str:
 
     try:
         address = json.loads(Path(path).read_text()).get("address")
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError, RecursionError):
         address = None
     if not isinstance(address, str) or "://" not in address:
         raise IQTError(f"--scheduler {path}: a file, but not a Dask scheduler file (JSON with the scheduler's "

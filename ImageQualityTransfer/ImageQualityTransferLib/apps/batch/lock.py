@@ -73,7 +73,7 @@ def _read(path: Path) -> dict | None:
     """The lock's record, or None where it is missing, empty or not a record (being written, or damaged)."""
     try:
         rec = json.loads(path.read_bytes())
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     return rec if isinstance(rec, dict) and isinstance(rec.get("pid"), int) and isinstance(rec.get("host"), str) else None
 

@@ -207,7 +207,7 @@ def finished(folder: Path, names: dict, ident: dict) -> dict | None:
         path = folder / name
         try:
             meta = json.loads(sidecar(path).read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if not isinstance(meta, dict) or not path.is_file() or any(meta.get(k) != v for k, v in ident.items()) or any(
                 k in meta and k not in ident for k in OPTIONAL_IDENTITY):
@@ -224,7 +224,7 @@ def check_same_input(folder: Path, names: dict, item, ident: dict) -> None:
     in turn, each run saying 'done' (a cohort audit). The same file changed, or the same contents moved, is redone."""
     try:
         meta = json.loads(sidecar(folder / names["tensor"]).read_bytes())
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, RecursionError):
         return
     if not isinstance(meta, dict) or not isinstance(meta.get("InputFile"), str):
         return
@@ -242,7 +242,7 @@ def other_build(folder: Path, names: dict, ident: dict) -> str | None:
     without a word it looked like a resume that failed to resume); None otherwise."""
     try:
         meta = json.loads(sidecar(folder / names["tensor"]).read_bytes())
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, RecursionError):
         return None
     if not isinstance(meta, dict):
         return None
@@ -285,7 +285,7 @@ def add_file_records(folder: Path, names: dict) -> None:
             meta = json.loads(side.read_bytes())
             if "FileSHA256" not in meta:
                 write_json(side, {**meta, **file_record(folder / name)})
-        except (OSError, ValueError, IQTError):
+        except (OSError, ValueError, IQTError, RecursionError):
             return
 
 
@@ -499,7 +499,7 @@ def check_source(out_root: Path, items) -> None:
     elsewhere = here.parent / ("iqt" if here.name != "iqt" else "iqt-dti")
     try:
         desc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise IQTError(f"{path}: cannot be read as JSON, so this folder cannot be told to be this tool's derivatives; "
                        f"write the outputs into a folder of their own, e.g. {elsewhere}") from None
     runs = desc.get("GeneratedBy") if isinstance(desc, dict) else None
@@ -560,7 +560,7 @@ def dataset_description(out_root: Path, s: Settings, items=()) -> None:
         old = json.loads(path.read_bytes())
         if isinstance(old, dict) and isinstance(old.get("GeneratedBy"), list):
             desc = {**desc, **old}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     changed = not path.exists()
     roots = {Path(it.root).as_uri() for it in items if it.root}
@@ -612,7 +612,7 @@ def generated_by_in_use(out_root: Path) -> None:
     path = Path(out_root) / "dataset_description.json"
     try:
         desc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return
     if not isinstance(desc, dict) or not isinstance(desc.get("GeneratedBy"), list):
         return
@@ -620,7 +620,7 @@ def generated_by_in_use(out_root: Path) -> None:
     for side in Path(out_root).rglob("*_param-tensor_dwimap.json"):
         try:
             meta = json.loads(side.read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if isinstance(meta, dict):  # a tensor file's sidecar records no --bmax or --exclude-outliers: they act on DWIs
             dwi = "GradientSHA256" in meta

@@ -1,0 +1,42 @@
+"""JSON nested too deeply for Python's parser (a RecursionError, not a ValueError) is read as unreadable JSON wherever
+the engine reads a user's file: a DWI's BIDS sidecar 100000 '[' deep had made `iqt degrade` and `iqt fit` exit 1,
+'internal error: RecursionError' (fileio/paths.json_sidecar, a review); fileio/slices.py had caught it already."""
+
+from __future__ import annotations
+
+import pytest
+
+from ImageQualityTransferLib import IQTError
+from ImageQualityTransferLib.apps.cli import main
+from ImageQualityTransferLib.dmri.phantom import make_phantom
+from ImageQualityTransferLib import fileio
+
+DEEP = "[" * 100000 + "]" * 100000
+
+
+@pytest.mark.parametrize("command", [["degrade", "--factor", "1,1,2"], ["fit"]])
+def test_a_deep_dwi_sidecar_is_ignored(tmp_path, command, capsys):
+    fileio.save_dwi(make_phantom(shape=(10, 10, 8), voxel_mm=2.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.json").write_text(DEEP)
+    rc = main([command[0], str(tmp_path / "dwi.nii.gz"), *command[1:], "-o", str(tmp_path / "out.nii.gz")])
+    err = capsys.readouterr().err
+    assert rc == 0 and (tmp_path / "out.nii.gz").is_file(), err
+    assert "internal error" not in err and "not read as a BIDS sidecar" in err  # fileio/gradients.py's one warning
+    assert (tmp_path / "dwi.json").read_text() == DEEP
+
+
+def test_the_other_readers_take_it_as_unreadable(tmp_path):
+    from ImageQualityTransferLib.apps.batch import cohort, lock
+    from ImageQualityTransferLib.fileio import model_files, paths, records
+
+    side = tmp_path / "x.json"
+    side.write_text(DEEP)
+    (tmp_path / "x.nii.gz").write_bytes(b"")
+    assert paths.json_sidecar(tmp_path / "x.nii.gz") == side
+    assert records.read_run(DEEP) is None
+    assert lock._read(side) is None
+    with pytest.raises(ValueError):
+        model_files.read_json(side)
+    assert model_files.factors_named(side) is None
+    with pytest.raises(IQTError, match="not a Dask scheduler file"):
+        cohort.scheduler_from_file(side)

@@ -109,3 +109,26 @@ def test_degrade_keeps_a_dwi_sidecar_s_gap_and_upsample_says_it(tmp_path, capsys
     capsys.readouterr()
     lines = _upsample(tmp_path, capsys, "lr.nii.gz")
     assert len(lines) == 1 and said in lines[0] and "iqt degrade run record" in lines[0], lines
+
+
+@pytest.mark.parametrize("factor, gap, sidecar, said", [
+    ("2,1,1", 0, True, {"k": "3 mm thick 4 mm apart"}),
+    ("2,1,1", 1, True, {"i": "8 mm thick 12 mm apart", "k": "3 mm thick 4 mm apart"}),
+    ("2", 1, False, {"i": "8 mm thick 12 mm apart", "j": "8 mm thick 12 mm apart", "k": "8 mm thick 12 mm apart"}),
+])
+def test_degrade_records_a_gap_on_an_axis_of_factor_one_and_of_isotropic_factors(tmp_path, capsys, factor, gap, sidecar,
+                                                                                 said):
+    """An axis of factor 1 keeps the sidecar's slices as they are (3 mm thick 4 mm apart on k at 2,1,1) and gets no
+    --slice-gap (which acts on the refined axes only: fileio/slices.record_of_degrade); isotropic factors gap every
+    axis. No test had covered them: a gap added on factor-1 axes (2 mm thick 4 mm apart on j) had passed."""
+    save_phantom_dwi(tmp_path / "dwi.nii.gz", (12, 12, 12), seed=3)  # 4 mm voxels
+    if sidecar:
+        (tmp_path / "dwi.json").write_text(json.dumps({"SliceThickness": 3, "SpacingBetweenSlices": 4}))
+    assert cli.main(["degrade", str(tmp_path / "dwi.nii.gz"), "--factor", factor, "--slice-gap", str(gap),
+                     "-o", str(tmp_path / "lr.nii.gz")]) == 0
+    capsys.readouterr()
+    lines = _upsample(tmp_path, capsys, "lr.nii.gz")
+    assert len(lines) == 1, lines
+    parts = [p for p in lines[0].split(": its slices are ")[1].split(" (its iqt degrade")[0].split("; ")]
+    got = {p.split("along voxel axis ")[1][0]: p.split(" along")[0] for p in parts}
+    assert got == said, lines

@@ -132,3 +132,19 @@ def test_degrade_records_a_gap_on_an_axis_of_factor_one_and_of_isotropic_factors
     parts = [p for p in lines[0].split(": its slices are ")[1].split(" (its iqt degrade")[0].split("; ")]
     got = {p.split("along voxel axis ")[1][0]: p.split(" along")[0] for p in parts}
     assert got == said, lines
+
+
+@pytest.mark.parametrize("sidecar, gap, said", [
+    ({"SliceThickness": 3, "SpacingBetweenSlices": 400}, 0, "6 mm thick 800 mm apart along voxel axis k"),
+    ({"SliceThickness": 5, "SpacingBetweenSlices": 4}, 1, "9 mm thick 12 mm apart along voxel axis k (S-I), a 3 mm gap"),
+])
+def test_degrade_records_k_t_thick_k_n_s_apart_as_readme_says(tmp_path, capsys, sidecar, gap, said):
+    """A sidecar spacing other than the voxel size is kept as iqt fit keeps it (it had been scaled to the voxel: 0.06 mm
+    thick 8 mm apart), and two overlapping 5 mm slices 4 mm apart span 9 mm, not 10."""
+    save_phantom_dwi(tmp_path / "dwi.nii.gz", (12, 12, 12), seed=3)  # 4 mm voxels
+    (tmp_path / "dwi.json").write_text(json.dumps(sidecar))
+    assert cli.main(["degrade", str(tmp_path / "dwi.nii.gz"), "--factor", "1,1,2", "--slice-gap", str(gap),
+                     "-o", str(tmp_path / "lr.nii.gz")]) == 0
+    capsys.readouterr()
+    lines = _upsample(tmp_path, capsys, "lr.nii.gz")
+    assert len(lines) == 1 and said in lines[0], lines

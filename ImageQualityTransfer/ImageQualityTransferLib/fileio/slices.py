@@ -141,13 +141,20 @@ _OPPOSITE = dict(zip("LRAPSI", "RLPAIS"))
 
 def record_of_degrade(affine, f, slice_gap: int, input_slices=()) -> dict:
     """What `iqt degrade` records of its output's slices (output `affine`, factors `f`): {axis code: [thickness,
-    spacing]} in mm, of --slice-gap and of the DWI's own gaps, `input_slices` (`from_sidecar` of the DWI, on the same
-    voxel axes): a block of k slices t thick s apart is taken as k*t thick, (k + slice_gap)*s apart, so each spacing's
-    measured share stays t/s (its sidecar's gap had been dropped: upsample of the output said nothing)."""
+    spacing]} in mm, of --slice-gap and of the DWI's own slices, `input_slices` (`from_sidecar` of the DWI, on the same
+    voxel axes; else contiguous at the voxel size): a block of k slices t thick s apart is k*t thick, or (k-1)*s + t
+    where they overlap, and (k + slice_gap)*s apart, as README says. The thickness had been scaled to the output's
+    voxel size (a 400 mm spacing recorded 0.06 mm thick 8 mm apart where fit records 3 mm thick 400 mm apart) and
+    overlapping slices' k*t taken as the block's (a review of the degrade record)."""
     sizes = _spacings(affine)
-    share = {i: t / s for i, t, s, _ in input_slices}
-    found = [(i, float(sizes[i]) * k * share.get(i, 1.0) / (k + (slice_gap if k > 1 else 0)), float(sizes[i]), "")
-             for i, k in enumerate(f)]
+    given = {i: (t, s) for i, t, s, _ in input_slices}
+    found = []
+    for i, k in enumerate(f):
+        n = slice_gap if k > 1 else 0
+        t, s = given.get(i, (None, None))
+        if t is None:
+            t = s = float(sizes[i]) / (k + n)
+        found.append((i, min(k * t, (k - 1) * s + t), (k + n) * s, ""))
     return record(found, affine)
 
 

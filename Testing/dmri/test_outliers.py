@@ -339,6 +339,69 @@ def test_the_axial_dev_scan_s_volumes_moved_apart_through_the_series_are_named(k
     assert sorted(found.volumes) == list(bad), found
 
 
+def test_every_third_volume_rescaled_is_named():
+    """Every 3rd of 20 DW volumes scaled by 1.3: none stood out against the fit they pulled, and the screen left out
+    every 4th and 5th only, so nothing was said (a review); every 3rd is screened too."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[2::3]
+    d = np.array(dwi.data)
+    d[..., bad] *= 1.3
+    dwi = dwi.replace(data=d)
+    mask = brain_mask(dwi)
+    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
+    assert sorted(found.volumes) == list(bad) and not found.pairs, found
+
+
+def test_every_other_volume_rescaled_is_said_without_naming_a_half(tmp_path, capsys):
+    """Every other of 20 DW volumes scaled by 1.5: each half misfits the other's fit and which half is right the
+    residuals cannot tell (naming the half that misfits had named the clean half of a real scan), so `iqt fit` says
+    the halves disagree, exit 0, and names no volume; a clean series says nothing."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    fileio.save_dwi(dwi, tmp_path / "clean.nii.gz")
+    d = np.array(dwi.data)
+    d[..., np.flatnonzero(dwi.bvals > B0_THRESHOLD)[1::2]] *= 1.5
+    fileio.save_dwi(dwi.replace(data=d), tmp_path / "bad.nii.gz")
+    assert cli.main(["fit", str(tmp_path / "clean.nii.gz"), "-o", str(tmp_path / "c.nii.gz")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert cli.main(["fit", str(tmp_path / "bad.nii.gz"), "--exclude-outliers", "-o", str(tmp_path / "b.nii.gz")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("iqt: warning:") == 1 and len(err.strip().splitlines()) == 1, err
+    assert "every other diffusion-weighted volume disagrees" in err and "none is named or left out" in err, err
+    assert "in every slice" not in err
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("axis, shift", [(1, 1), (0, 2)])
+def test_the_axial_dev_scan_s_every_third_volume_moved_is_named(axis, shift):
+    """Every 3rd DW volume of the 3 mm ortho dev scan moved a voxel along j or two along i: nothing had been said
+    (a review); each is named now, and only they."""
+    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[::3]
+    d = np.array(dwi.data, np.float32)
+    for v in bad:
+        d[..., v] = np.roll(d[..., v], shift, axis=axis)
+    dwi = dwi.replace(data=d)
+    mask = brain_mask(dwi)
+    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
+    assert sorted(found.volumes) == list(bad) and not found.halves_disagree, found
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("offset", [0, 1])
+def test_the_axial_dev_scan_s_every_other_volume_moved_is_said_and_no_half_named(offset):
+    """Every other DW volume of the 3 mm ortho dev scan moved a voxel along j: the strided screen with every other
+    volume named the clean odd half at 38-48 where the even half was moved (a trial); the halves are said to
+    disagree instead, and no volume is named."""
+    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    d = np.array(dwi.data, np.float32)
+    for v in np.flatnonzero(dwi.bvals > B0_THRESHOLD)[offset::2]:
+        d[..., v] = np.roll(d[..., v], 1, axis=1)
+    dwi = dwi.replace(data=d)
+    mask = brain_mask(dwi)
+    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
+    assert found.halves_disagree and not found.volumes, found
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("scan, pick", [("siemens_prisma_3mm_yaw", "odd"), ("../train/philips_achieva_1p75x2p5mm", "first12"),
                                         ("../train/philips_achieva_1p75x2p5mm", "first15"),

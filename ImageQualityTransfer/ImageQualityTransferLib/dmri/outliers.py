@@ -23,8 +23,10 @@ A volume whose median z over the slices is above VOLUME_SUSPECT is tested agains
 it is bad as a whole (dead or moved) and left out everywhere. Volumes that share one fault (the head moved near the end
 of the series, two series of different scale joined) pull the fit their way and none stands out against it (2-10 of the
 3 mm ortho dev scan's 20 moved or scaled: median z -1.0 to 6.9, none named), so each quarter of each shell's DW volumes
-(in series order), the half further from the b0s, and every 4th and 5th of them (each offset; volumes moved apart
-through the series) are also left out of a sparse screening fit (`_block_suspects`); its suspects are kept if they
+(in series order), the half further from the b0s, and every 3rd, 4th and 5th of them (each offset; volumes moved apart
+through the series) are also left out of a sparse screening fit (`_block_suspects`); every other one too, each half
+in turn, but only to say that the halves disagree (ALTERNATE_Z: which half is right the residuals cannot tell, so
+neither is named); its suspects are kept if they
 misfit, on the same sample, a fit without them all (the clean Achieva 1.75x2.5 mm scan's two: a full trial fit had
 cost 1.5 s), and every suspect is left out of one trial fit at once and each tested against it (at most half the DW
 volumes are left out; after a round names some, a screen suspect is kept only if it misfits the fit without them). A
@@ -73,9 +75,13 @@ OTHER_AXIS_Z = 40.0  # a (slice, volume) z above this along i or j, where no sid
 # (clean real subjects, read along every axis: at most 21.0, sag HF along j; the sagittal AP scan's real dropout 69.5;
 # docs/measurements.md, Fit checks)
 BLOCKS = (4, 2)  # each shell's DW volumes cut in quarters, then halves: each left out of a screening fit
-STRIDES = (4, 5)  # and every k-th of them, at each offset: volumes moved apart through the series (every 4th or
-# 5th moved a voxel or two along j of the 3 mm ortho dev scan: nothing had been named; a review); every 3rd named a
-# clean volume of Testing/slicer/test_fit_checks.py's phantom (12 directions, its b0 moved, a volume zeroed)
+STRIDES = (3, 4, 5)  # and every k-th of them, at each offset: volumes moved apart through the series (every 3rd, 4th
+# or 5th moved a voxel or two along j of the 3 mm ortho dev scan: nothing had been named; reviews); every 3rd had
+# named a clean volume of Testing/slicer/test_fit_checks.py's phantom, 12 directions, before STRIDED_FROM
+ALTERNATE_Z = 15.0  # every other DW volume left out of a screening fit, each half in turn: both halves above this
+# (median screen z) disagree, said without naming either (which half moved the residuals cannot tell: naming the
+# half that misfits had named the clean odd half of the 3 mm ortho dev scan with its even half moved a voxel; clean
+# real subjects at most 8.3, every other volume of the two 3 mm dev scans moved or scaled by 1.3 at least 19.4)
 STRIDED_FROM = 20  # those strided blocks only in a shell of at least this many directions: in fewer, leaving out
 # every k-th leaves a hole in direction space (the yaw dev scan's 10 odd directions named a clean volume whose nearest
 # direction, 33.5 degrees off, was in its block: z 41; its first 12 of the Achieva scan alike)
@@ -103,10 +109,17 @@ class Outliers:
     tensor: np.ndarray | None = None  # the fit without the outliers (where they could be left out)
     axis: int = SLICE_AXIS  # the voxel axis the slices run along
     axis_why: str = ""  # why that axis (`slice_axis_of`); "" for k taken as the default
+    alternate: dict = field(default_factory=dict)  # offset (0, 1) -> the median screen z of every other DW volume
+    # against the fit of the rest (`_block_suspects`); both above ALTERNATE_Z: the halves disagree
     b0_levels: str = "ok"  # what dmri.b0s.check_b0_levels said of the series, in a few words (for a QC record)
 
     def __bool__(self) -> bool:
         return bool(self.volumes or self.pairs)
+
+    @property
+    def halves_disagree(self) -> bool:
+        """Whether every other DW volume misfits the fit of the rest, each half in turn (ALTERNATE_Z)."""
+        return len(self.alternate) == 2 and min(self.alternate.values()) > ALTERNATE_Z
 
     @property
     def pair_count(self) -> int:
@@ -288,8 +301,8 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     idx = np.arange(len(bvals))
     few = dw.sum() < FEW_DIRECTIONS
     bar = FEW_VOLUME_Z if few else VOLUME_Z
-    blocks = [] if few else _block_suspects(dwi, mask, q, read, axis, scores,
-                                            known=np.flatnonzero(dw & (vz > VOLUME_SUSPECT)))
+    blocks = [] if few else _block_suspects(
+        dwi, mask, q, read, axis, scores, known=np.flatnonzero(dw & (vz > VOLUME_SUSPECT)), alternate=out.alternate)
     for _ in range(VOLUME_ROUNDS):  # every suspect left out of one trial fit, each tested against it (module doc)
         # after a round named some, a screen suspect stays one only if it misfits the fit without them too: the
         # screen's fits held them (10 of 20 volumes scaled by 1.3 made a clean volume one; a review)
@@ -352,10 +365,11 @@ def _testable(keep, dw, bvals, bvecs) -> bool:
         and not blind_count(bvals[keep], bvecs[keep])
 
 
-def _block_suspects(dwi, mask, q, read, axis, scores, known=()) -> list:
+def _block_suspects(dwi, mask, q, read, axis, scores, known=(), alternate=None) -> list:
     """The DW volumes that misfit, above SCREEN_Z, a fit without their block of the series (each shell's DW volumes in
     order, cut in quarters, the half further from the b0s, and in a shell of at least STRIDED_FROM directions every
-    k-th of them for k in STRIDES), worst first
+    k-th of them for k in STRIDES), worst first; `alternate` gets each half's median z when every other one is left
+    out (offset -> z), none of them a suspect
     (module doc). Read in every SCREEN_STEP-th slice (STRIDE_STEP-th for the strided blocks), every other voxel in it,
     only: to keep the time. The volumes `known` (suspect by the whole fit) are left out of each screening fit too,
     where enough stay: a zeroed volume in a strided block's fit had the good volumes left out misfit it."""
@@ -380,16 +394,21 @@ def _block_suspects(dwi, mask, q, read, axis, scores, known=()) -> list:
         blocks.append((max(halves, key=lambda b: abs(b.mean() - b0_at)), SCREEN_STEP))  # right (they make the mask)
         if len(vols) >= STRIDED_FROM:
             blocks += [(vols[o::k], STRIDE_STEP) for k in STRIDES for o in range(k)]
+            blocks += [(vols[o::2], -1 - o) for o in range(2)]  # every other: into `alternate`, never a suspect
         for block, step in blocks:
             keep = ~np.isin(idx, block)
             if not _testable(keep, dw, bvals, bvecs):
                 continue
             if _testable(keep & ~np.isin(idx, known), dw, bvals, bvecs):
                 keep &= ~np.isin(idx, known)
-            sub, m = samples[step]
+            sub, m = samples[step if step > 0 else STRIDE_STEP]
             trial = _fit_without(sub, m, idx[~keep & dw])
             rows = np.stack([_slice_row(sub.data, trial, m, q, s, axis=axis) for s in range(m.shape[axis])])
             bz = _nanmedian(scores(rows, dw & keep)[0], axis=0)
+            if step < 0:
+                if alternate is not None:
+                    alternate[-1 - step] = min(float(np.nanmedian(bz[block])), alternate.get(-1 - step, np.inf))
+                continue
             found.update({int(v): max(float(bz[v]), found.get(int(v), -np.inf)) for v in block if bz[v] > SCREEN_Z})
     suspects = sorted(found, key=lambda v: -found[v])
     keep = ~np.isin(idx, np.union1d(suspects, known).astype(int))
@@ -521,6 +540,13 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
                       "the series by eye)", IQTWarning, stacklevel=stacklevel)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     out.b0_levels = levels
+    if out.halves_disagree:  # not named: which half is right the residuals cannot tell (ALTERNATE_Z)
+        warnings.warn(f"{dwi.source}the fit's residuals say every other diffusion-weighted volume disagrees with the "
+                      f"rest (each half misfits the fit of the other: median robust z-score "
+                      f"{min(out.alternate.values()):.0f} and {max(out.alternate.values()):.0f}): head motion or a "
+                      "change of scale between alternate volumes; which half is right the check cannot tell, so none "
+                      f"is named{' or left out' if exclude else ''} and the tensors blend both: check the series for "
+                      "head motion (alternate volumes, by eye)", IQTWarning, stacklevel=stacklevel)
     if not out:
         return tensor, out
     source = dwi.source

@@ -402,6 +402,35 @@ def test_the_axial_dev_scan_s_every_other_volume_moved_is_said_and_no_half_named
     assert found.halves_disagree and not found.volumes, found
 
 
+def test_a_few_direction_series_last_volumes_rescaled_are_named():
+    """A series of 16 DW volumes (under FEW_DIRECTIONS: no screen) with its last 3 scaled by 1.3: none stood out
+    against the fit they pulled, and nothing was said (a review); from FEW_SCREENED_FROM DW volumes it is screened."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=16)
+    bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[-3:]
+    d = np.array(dwi.data)
+    d[..., bad] *= 1.3
+    dwi = dwi.replace(data=d)
+    mask = brain_mask(dwi)
+    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
+    assert sorted(found.volumes) == list(bad) and not found.pairs, found
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("n, m", [(15, 3), (19, 5)])
+def test_the_axial_dev_scan_cut_to_few_directions_has_its_moved_last_volumes_named(n, m):
+    """The 3 mm ortho dev scan cut to its first 15 or 19 DW volumes, the last 3 or 5 of them moved two voxels along
+    j: nothing had been said (a review); each is named now, and only they."""
+    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    keep = np.concatenate([[0], np.flatnonzero(dwi.bvals > B0_THRESHOLD)[:n]])
+    d = np.array(dwi.data, np.float32)[..., keep]
+    for v in range(n + 1 - m, n + 1):
+        d[..., v] = np.roll(d[..., v], 2, axis=1)
+    dwi = dwi.replace(data=d, bvals=dwi.bvals[keep], bvecs=dwi.bvecs[keep])
+    mask = brain_mask(dwi)
+    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
+    assert sorted(found.volumes) == list(range(n + 1 - m, n + 1)), found
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("scan, pick", [("siemens_prisma_3mm_yaw", "odd"), ("../train/philips_achieva_1p75x2p5mm", "first12"),
                                         ("../train/philips_achieva_1p75x2p5mm", "first15"),

@@ -593,3 +593,31 @@ def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch)
     cuda = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.11 GiB total capacity)")
     monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(cuda))
     assert run_cli(capsys, "methods")[2] == err
+
+
+@pytest.mark.parametrize("address", [True, False])
+def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(capsys, monkeypatch, tmp_path, address):
+    """Under ulimit -v, save_nifti's thread pool (fileio/nifti.py) could not start a thread: espcn x2 on the 3 mm dev
+    fit ended 'internal error: RuntimeError: can't start new thread' (a review, 2 of 4 runs); now the out-of-memory line,
+    exit 1, no output; without ulimit -v the line also names a cap on threads."""
+    import resource
+    import threading
+
+    from ImageQualityTransferLib.core import errors
+
+    lr = tmp_path / "lr.nii.gz"
+    fileio.save_tensor(Volume(np.broadcast_to(np.float32([7e-4, 0, 0, 5e-4, 0, 4e-4]), (6, 5, 4, 6)).copy(),
+                              np.diag([-2.0, 2, 2, 1]), "tensor"), lr)
+    soft = 8 * 2**30 if address else resource.RLIM_INFINITY
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, resource.RLIM_INFINITY))
+
+    def start(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    code, out, err = run_cli(capsys, "--threads", "1", "upsample", lr, "-o", tmp_path / "hr.nii.gz", "--method", "cubic")
+    monkeypatch.undo()
+    err = "".join(line for line in err.splitlines(True) if not line.startswith("iqt: warning: "))  # no background
+    assert code == 1 and err.count("\n") == 1 and err.startswith("iqt: error: out of memory"), err
+    assert (err.strip() == cli.OUT_OF_MEMORY) == address and ("ulimit -u" in err) != address, err
+    assert errors.OUT_OF_MEMORY in cli.OUT_OF_MEMORY and not list(tmp_path.glob("hr*"))

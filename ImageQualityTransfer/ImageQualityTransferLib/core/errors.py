@@ -15,3 +15,35 @@ def torch_out_of_memory(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "DefaultCPUAllocator" in text
                                               or "CUDA out of memory" in text)
+
+
+# what a run out of memory says: the CLI's line (apps/cli OUT_OF_MEMORY) and the Slicer worker's (slicer/worker.py)
+OUT_OF_MEMORY = ("out of memory; try a smaller input or factor, fewer Monte Carlo samples, --threads or workers, or a "
+                 "machine with more memory")
+
+
+def thread_not_started(exc: BaseException) -> bool:
+    """A thread that could not start (RuntimeError "can't start new thread", pthread_create's EAGAIN): under ulimit -v
+    its stack's address space refused, e.g. save_nifti's thread pool (fileio/nifti.py) near the limit."""
+    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Memory or address space refused, not a bug: MemoryError, OSError ENOMEM, a thread that could not start
+    (`thread_not_started`) or torch's allocator (`torch_out_of_memory`)."""
+    import errno
+
+    return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+            or thread_not_started(exc) or torch_out_of_memory(exc))
+
+
+def out_of_memory_said(exc: BaseException) -> str:
+    """`OUT_OF_MEMORY`, or for a thread not started where no ulimit -v is set (more often a cap on threads than memory,
+    apps/batch/memory_reasons.py) a line naming both."""
+    import resource
+
+    if thread_not_started(exc) and resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:
+        return ("out of memory or of threads: a thread could not start (a limit on threads or processes: ulimit -u, a "
+                "container's or job's pids.max; or memory); try --threads 1 or fewer workers, raise that limit, or a "
+                "machine with more memory")
+    return OUT_OF_MEMORY

@@ -11,7 +11,7 @@ model does not fit) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
 time), and prints JSON lines on stdout:
 
     {"progress": 0.42, "message": "espcn"}
-    {"error": "one line naming the problem and the fix"}            (then exit status 2)
+    {"error": "one line naming the problem and the fix"}            (then exit status 2; 1 for out of memory)
     {"done": true, "outputs": {"tensor": {"path": ..., "kind": "tensor", "support": null}, "uncertainty/std": {...}, ...},
      "notes": ["the engine's warnings for the run, one line each"]}
 """
@@ -22,6 +22,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+
+OUT_OF_MEMORY = ("out of memory: close other programs, or run with a smaller factor, fewer Monte Carlo samples or "
+                 "without Average over flips, or on a machine with more memory")
 
 
 def _emit(**msg) -> None:
@@ -83,6 +87,14 @@ def main(argv=None) -> int:
     except IQTError as exc:
         _emit(error=str(exc))
         return 2
+    except Exception as exc:
+        from ..core.errors import out_of_memory
+
+        if not out_of_memory(exc):  # a bug: its traceback is the process's failure (separate_process._run_worker)
+            raise
+        # the module's own words, not the CLI's options: a MemoryError had reached the user as a traceback's tail
+        _emit(error=OUT_OF_MEMORY)
+        return 1
     _emit(done=True, outputs=outputs, notes=results["tensor"].meta.get("notes", []))
     return 0
 

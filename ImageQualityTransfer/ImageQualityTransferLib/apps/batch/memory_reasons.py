@@ -7,12 +7,9 @@ from __future__ import annotations
 def out_of_memory(exc: BaseException) -> bool:
     """Whether `exc`, raised by a task on a worker, is memory or address space refused (a worker under ulimit -v could
     not start its thread: RuntimeError "can't start new thread"; MemoryError; OSError ENOMEM; torch's allocator)."""
-    import errno
+    from ...core.errors import out_of_memory as said_so  # the CLI's and the Slicer worker's rule too
 
-    from ...core.errors import torch_out_of_memory
-
-    return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
-            or (isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)) or torch_out_of_memory(exc))
+    return said_so(exc)
 
 
 def memory_reason(exc: BaseException, local: bool | None = True) -> str:

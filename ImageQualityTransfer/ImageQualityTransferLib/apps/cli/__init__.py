@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from ...core import threads
-from ...core.errors import IQTError, IQTWarning
+from ...core.errors import OUT_OF_MEMORY as _OUT_OF_MEMORY, IQTError, IQTWarning
 from ..signals import (DEFER_S, Terminated, _deferred, _importing, _on_signal, _resend,  # noqa: F401 (re-exported)
                        cancel_deferred, handle_signals)
 from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample, view
@@ -263,16 +263,12 @@ def _run(args, printed, signals=()) -> int:
         _say_the_rest(stage)
         print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, stage, exc)}", file=sys.stderr)
         return 128 + exc.signum
-    except MemoryError:  # what the machine holds, not a bug: one line
-        if args.debug or os.environ.get("IQT_DEBUG"):
-            raise
-        print(OUT_OF_MEMORY, file=sys.stderr)
-        return 1
-    except Exception as exc:  # a bug, not bad input: say so in one line unless --debug
-        from ...core.errors import torch_out_of_memory
+    except Exception as exc:  # one line unless --debug: out of memory, a full disk, else a bug (not bad input)
+        from ...core.errors import out_of_memory, out_of_memory_said
 
-        if torch_out_of_memory(exc) and not (args.debug or os.environ.get("IQT_DEBUG")):
-            print(OUT_OF_MEMORY, file=sys.stderr)
+        # what the machine holds, not a bug: MemoryError, torch's allocator, a thread refused its stack under ulimit -v
+        if out_of_memory(exc) and not (args.debug or os.environ.get("IQT_DEBUG")):
+            print(f"iqt: error: {out_of_memory_said(exc)}", file=sys.stderr)
             return 1
         from ...fileio.writing import no_room
 
@@ -288,8 +284,7 @@ def _run(args, printed, signals=()) -> int:
     return code if isinstance(code, int) else 0
 
 
-OUT_OF_MEMORY = ("iqt: error: out of memory; try a smaller input or factor, fewer Monte Carlo samples, --threads or "
-                 "workers, or a machine with more memory")
+OUT_OF_MEMORY = f"iqt: error: {_OUT_OF_MEMORY}"  # the line a run out of memory ends with
 
 
 if __name__ == "__main__":

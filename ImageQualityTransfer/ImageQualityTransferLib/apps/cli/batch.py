@@ -87,7 +87,8 @@ def check_worker_memory(args, runs) -> None:
     local worker may use: its --memory-limit (Dask stops a worker past its terminate fraction, 95 %) and this
     process's ulimit -v, which each worker process has on its own (less WORKER_ADDRESS_BYTES): refused before the
     cluster starts, one line naming the subject, its need and the limit to give (--memory-limit 1GiB had failed an
-    Elition subject after 73 s). One warning line where --memory-limit times --workers passes the machine's memory."""
+    Elition subject after 73 s). No warning band under ulimit -v as upsample's (grid.ADDRESS_BAND): that band was
+    measured on upsample's own allowance, and WORKER_ADDRESS_BYTES is already the most sampled. One warning line where --memory-limit times --workers passes the machine's memory."""
     import logging
     import resource
 
@@ -157,8 +158,9 @@ def check_scheduler_memory(args, runs, client) -> None:
     """Each subject's need (as check_worker_memory judges it) against the memory_limit of a --scheduler's workers, which
     the scheduler knows (0 or None: no limit; Dask stops a worker past its terminate fraction, 95 %): refused in one
     line, before any subject runs, where no worker could hold a subject; one warning line where only some can (the
-    scheduler may give it to one that cannot). A worker's own ulimit -v is not known here (memory_reasons.py says it
-    when a worker runs out)."""
+    scheduler may give it to one that cannot). Only the workers connected now are seen (an adaptive cluster's later
+    ones are not): both lines say so. A worker's own ulimit -v is not known here (memory_reasons.py says it when a
+    worker runs out)."""
     import dask
     from dask.utils import format_bytes
 
@@ -174,15 +176,15 @@ def check_scheduler_memory(args, runs, client) -> None:
     if not limits or min(limits) == math.inf:
         return
     fraction = dask.config.get("distributed.worker.memory.terminate") or 1.0
-    n = f"{len(limits)} worker{'s' if len(limits) > 1 else ''}"
+    n = f"{len(limits)} worker{'s' if len(limits) > 1 else ''} connected now"
     short = []
     for said, need, _ in _subject_needs(args, runs):
         can = sum(need <= lim * fraction for lim in limits)
         if not can:
             raise IQTError(f"{said}, more than the largest memory limit of the scheduler's {n}, "
                            f"{format_bytes(max(limits))} (a worker is stopped at {fraction:.0%} of it); start workers "
-                           f"with 'dask worker --memory-limit {math.ceil(need / fraction / 2**29) / 2:g}GiB' or more, "
-                           "or leave that subject out")
+                           f"with 'dask worker --memory-limit {math.ceil(need / fraction / 2**29) / 2:g}GiB' or more "
+                           "before the run (workers that join later are not counted), or leave that subject out")
         if can < len(limits):
             short.append((said, can))
     if short:

@@ -162,3 +162,37 @@ def test_a_need_near_the_ulimit_v_limit_is_a_warning_not_a_refusal(monkeypatch, 
             warnings.simplefilter("always")
             grid.check_output_size(shape, 2)
         assert not [w for w in caught if issubclass(w.category, IQTWarning)]
+
+
+@pytest.mark.parametrize("ulimit, cgroup, said", [(1.0, 1 / 1.05, "cgroup"), (1 / 1.05, 1 / 1.02, "cgroup"),
+                                                  (1 / 1.05, 1.01, "warning")])
+def test_the_band_eases_only_the_ulimit_v_and_a_refusal_names_the_cgroup(monkeypatch, ulimit, cgroup, said):
+    """grid.ADDRESS_BAND is the ulimit -v estimate's error: a need past a tighter cgroup limit is refused (the kernel
+    kills there), and one within the band of the ulimit -v but past the cgroup limit above it is refused naming the
+    cgroup's limit (it had named the ulimit -v's, which alone would have given a warning: a review). `ulimit`,
+    `cgroup`: each as a share of the need."""
+    import resource
+    import warnings
+
+    from ImageQualityTransferLib.core import grid
+    from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
+
+    shape = (40, 40, 30)
+    need = grid.output_need(shape, 2, 4.0)
+    soft, real = int(need * ulimit), resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, soft) if which == resource.RLIMIT_AS else real(which))
+    monkeypatch.setattr(grid, "_OVERHEAD", [(0, False)])
+    monkeypatch.setattr(grid, "cgroup_limit", lambda: int(need * cgroup))
+    monkeypatch.setattr(grid, "memory_available", lambda: None)
+    monkeypatch.setattr(grid, "_WARNED", set())
+    if said == "cgroup":
+        with pytest.raises(IQTError) as refused:
+            grid.check_output_size(shape, 2)
+        assert "ulimit -v" not in str(refused.value)
+        assert ("of memory (its cgroup's limit)" in str(refused.value)) == (ulimit < 1), refused.value  # in its band
+        assert f"more than this process's {grid.gib(need * cgroup, need)} GiB" in str(refused.value), refused.value
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        grid.check_output_size(shape, 2)
+    assert ["may run out of memory" in str(w.message) for w in caught if issubclass(w.category, IQTWarning)] == [True]

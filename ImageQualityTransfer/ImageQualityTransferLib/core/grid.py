@@ -308,9 +308,14 @@ def check_need(need: float, refused, needs, key=None, stacklevel: int = 3, torch
     if limit is None:  # left to the allocation itself
         return
     low, high = ADDRESS_BAND
-    if band and limit == address_limit(torch) and limit * low < need <= limit * high \
-            and need <= (memory_limit(address=False) or math.inf):
+    in_band = band and limit == address_limit(torch) and limit * low < need <= limit * high
+    # the machine's memory and its cgroup's, which the band never eases
+    other = (memory_limit(address=False) or math.inf) if in_band else math.inf
+    if in_band and need <= other:
         _warn_band(need, limit, needs, torch, key, stacklevel + 1)
+    elif in_band and need > limit and need > other:  # that limit is what it passes, not the ulimit -v within the band
+        said = " (its cgroup's limit)" if other == cgroup_limit() else " (this machine's memory)"
+        raise IQTError(refused(other).replace(" of memory", " of memory" + said, 1))
     elif need > limit:
         text = refused(limit)  # the ulimit -v said after the limit it set (each message says "... GiB of memory")
         raise IQTError(text.replace(" of memory", " of memory" + _address_said(limit, torch), 1) + _fewer_threads(

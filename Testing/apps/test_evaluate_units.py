@@ -85,3 +85,22 @@ def test_a_map_of_a_kind_this_tool_does_not_know_keeps_its_unit_check(scored, ca
     fileio.save_scalar(sd, scored / "foo.nii.gz", "iqt biqt foo mm2/s")
     code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "foo.nii.gz", "--uncertainty-unit", "um2/ms")
     assert code == 2 and "its header says its values are in mm2/s" in err, err
+
+
+def test_a_map_of_another_run_is_refused_by_the_run_records(scored, capsys):
+    """Maps that another run wrote (same method, same grid) are refused by the run records both files carry (an audit:
+    another run's sigma had been scored, whole-brain Spearman 0.387 against 0.525 with the prediction's own); a map
+    without a record (another tool's, --no-record) is still scored."""
+    code, _, err = run_cli(capsys, "upsample", scored / "lr.nii.gz", "--mask", scored / "lrmask.nii.gz", "--method",
+                           "biqt", "--uncertainty", scored / "sd_again.nii.gz", "-o", scored / "biqt_again.nii.gz")
+    assert code == 0, err
+    for option, name, own in (("--uncertainty", "sd_again.nii.gz", "sd.nii.gz"),
+                              ("--direction", "sd_again_direction.nii.gz", "sd_direction.nii.gz")):
+        code, out, err = run_cli(capsys, *_base(scored), option, scored / name)
+        assert code == 2 and err.count("\n") == 1 and "another run" in err and own in err and not out, err
+    code, _, err = run_cli(capsys, "--no-record", "upsample", scored / "lr.nii.gz", "--mask", scored / "lrmask.nii.gz",
+                           "--method", "biqt", "--uncertainty", scored / "sd_bare.nii.gz", "-o", scored / "bare.nii.gz")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd_bare.nii.gz",
+                           "--direction", scored / "sd_direction.nii.gz")
+    assert code == 0, err

@@ -148,10 +148,11 @@ def run(args):
     m = mask.data[box]
     missing = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
     lr_mask = degrade.block_majority(m, f)
-    unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None)) if args.uncertainty else None
+    unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None), args.pred) \
+        if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
-    direc = _map(args.direction, "--direction", pred) if args.direction else None
+    direc = _map(args.direction, "--direction", pred, pred_path=args.pred) if args.direction else None
     if direc is not None and direc.shape != shape:
         raise IQTError(f"{args.direction}: shape {direc.shape} differs from the prediction {shape}; give the "
                        f"_direction map that 'iqt upsample --uncertainty' wrote beside this prediction")
@@ -294,7 +295,46 @@ def _stored_like(vol, ref_affine):
     return (vol, None) if ro.is_identity else (ro.apply(vol), ro)
 
 
-def _map(path, option: str, pred, unit_given: str | None = None):
+def _run_of(path) -> dict | None:
+    """The record of the `iqt` run that wrote the file (fileio/records.py `run_json`: a NIfTI extension, a NRRD field);
+    None where it carries none (--no-record, another tool, a map Slicer saved)."""
+    from ...fileio.nifti import is_nrrd, run_record_of
+    from ...fileio.records import RUN_KEY, read_run
+
+    try:
+        if is_nrrd(path):
+            import nrrd
+
+            return read_run(nrrd.read_header(str(path)).get(RUN_KEY))
+        return run_record_of(path)
+    except Exception:  # noqa: BLE001 - not readable as such: the map's own reading says why
+        return None
+
+
+def _same_run(path, option: str, pred_path) -> None:
+    """Refuse a map whose run record (fileio/records.py) is another run's than the prediction's: a map of the same
+    method on the same grid from another run had been scored (an audit: whole-brain Spearman 0.387 against 0.525 with
+    the prediction's own). Either file without a record is not judged."""
+    theirs, ours = _run_of(path), _run_of(pred_path)
+    if theirs is None or ours is None:
+        return
+    drop = ("threads",)  # read at each write (records.run_json)
+    if {k: v for k, v in theirs.items() if k not in drop} == {k: v for k, v in ours.items() if k not in drop}:
+        return
+    own = (ours.get("options") or {}).get("uncertainty")
+    if own and option == "--direction":  # named as 'iqt upsample' names it (apps/cli/upsample.py)
+        from pathlib import Path
+
+        from .upsample import stem
+
+        own = Path(own)
+        own = str(own.with_name(f"{stem(own)}_direction{own.name[len(stem(own)):]}"))
+    wanted = f"the one its run wrote ({own})" if own else "the one written with it"
+    raise IQTError(f"{path}: its header records another run ('{theirs.get('command')}') than the prediction's "
+                   f"('{ours.get('command')}'); give as {option} {wanted}")
+
+
+def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None):
     """The data of an uncertainty map given as `option`, on the grid of the prediction `pred` (as re-stored for the
     reference): the same voxels stored in another order are re-indexed, other voxels refused (a map saved from Slicer,
     which re-stores a left-handed grid, had been scored against other voxels without a word). A Slicer NRRD of the
@@ -374,4 +414,6 @@ def _map(path, option: str, pred, unit_given: str | None = None):
         if option == "--direction" and top < 1:
             raise IQTError(f"{path}: values up to {top:.3g} are not angles in degrees; is it the std map (mm^2/s)? give "
                            "it as --uncertainty, and the _direction map as --direction")
+    if pred_path is not None:  # once its grid and kind are known right: those refusals say more
+        _same_run(path, option, pred_path)
     return data

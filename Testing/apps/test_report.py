@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -375,3 +377,23 @@ def test_a_report_of_unmasked_tensors_shows_the_brain_not_the_skull_base(tmp_pat
         centres[name] = np.array([int(v) for v in found.groups()])
     capsys.readouterr()
     assert np.abs(centres["unmasked"] - centres["masked"]).max() <= 3, centres
+
+
+def test_a_noisy_subjects_page_names_the_model_that_ran_and_the_engines_warning(tmp_path, capsys):
+    """`iqt report --subject` on a noisy scan: "What ran" names the model trained with added noise that ran, with its
+    own SHA256 (an audit: the page gave the clean model's checksum), and the engine's line that says so is on the
+    page, as with --input (it had reached the terminal only)."""
+    from ImageQualityTransferLib import fileio, methods
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    (tmp_path / "noisy").mkdir()
+    fileio.save_dwi(make_phantom(shape=(48, 54, 42), voxel_mm=3.0, n_dirs=12, snr=5), tmp_path / "noisy" / "dwi.nii.gz")
+    assert main(["--threads", "1", "report", "--subject", str(tmp_path / "noisy"), "--methods", "biqt", "--no-tracts",
+                 "-o", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err
+    text = html.unescape((tmp_path / "r.html").read_text())
+    twin = methods.get("biqt").for_noisy_inputs((2, 2, 2))
+    path, sha = twin.model_record((2, 2, 2))
+    assert f"biqt: model {Path(path).name} (weights SHA256 {sha[:12]}, trained with added noise" in text, text[:3000]
+    assert "Warning: the input is noisier than clean scans" in text and "biqt uses its model trained with added noise" \
+        in text

@@ -42,7 +42,10 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     for line in trained:
         warnings.warn(line, IQTWarning, stacklevel=2)
     preds = {}
-    rows = benchmark.score_case(case, made, keep=preds)
+    with warnings.catch_warnings(record=True) as caught:  # the engine's lines (a noisy input's model) go on the page too
+        warnings.simplefilter("always", IQTWarning)
+        rows = benchmark.score_case(case, made, keep=preds)
+    engine = _said_once(caught)
     benchmark.add_ratios(rows)
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
     order = ["cubic"] + [n for n in preds if n not in ("cubic", "nearest")]  # the columns in --input's order
@@ -70,15 +73,32 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     else:
         notes = []
     notes[:0] = given_model_notes(models) + [f"Warning: {n}" for n in trained] + \
-        [f"Warning: the reference's fit: {n}" for n in fit_notes]
+        [f"Warning: the reference's fit: {n}" for n in fit_notes] + [f"Warning: {n}" for n in engine]
     said = ran_note(names, factor, models, tractography.comparison_settings(case) if lines else None, n_seeds,
-                    len(seeds) if lines else None)
+                    len(seeds) if lines else None, noisy=noisy_models(preds))
     if said:
         notes.insert(0, said)
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
     return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
                         notes=notes)
+
+
+def _said_once(caught) -> list[str]:
+    """The IQTWarnings among `caught`, each once (every method says the input's), said again on the terminal with the
+    other warnings; their texts for the page."""
+    notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, IQTWarning)))
+    for w in caught:
+        if not issubclass(w.category, IQTWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for note in notes:
+        warnings.warn(note, IQTWarning, stacklevel=3)
+    return notes
+
+
+def noisy_models(preds) -> set[str]:
+    """The methods whose prediction ran the model trained with added noise (methods/base.py `_for_noise`)."""
+    return {n for n, p in preds.items() if p.tensor.meta.get("model_for")}
 
 
 def reference_fit_notes(subject) -> list[str]:
@@ -105,17 +125,25 @@ def given_model_notes(models: dict | None) -> list[str]:
 
 
 def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int | None = None,
-             seeded: int | None = None) -> str:
+             seeded: int | None = None, noisy: set | None = None) -> str:
     """What ran, in one line for the page: each learned method's model file and the start of its weights' SHA256,
     the Monte Carlo samples, and the tracking's settings (the page had named the methods only; a tractography audit).
-    `seeded`: the seeds drawn, fewer than `n_seeds` asked where the white matter has fewer voxels (one seed each)."""
+    `seeded`: the seeds drawn, fewer than `n_seeds` asked where the white matter has fewer voxels (one seed each).
+    `noisy`: the methods that ran their model trained with added noise (`noisy_models`): that model is named, not the
+    clean one (an audit: a noisy scan's page had given the clean model's SHA256); None: not known, both named."""
     from .. import methods
     from ..analysis.benchmark import model_records
 
     parts = []
     for name, rec in model_records(names, f, models).items():
-        extra = f"; on noisy inputs {Path(rec['noisy_inputs']['file']).name}" if "noisy_inputs" in rec else ""
-        parts.append(f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
+        if noisy is not None and name in noisy and "noisy_inputs" in rec:
+            rec, extra = rec["noisy_inputs"], ", trained with added noise: the input is noisier than clean scans"
+        else:
+            extra = f"; on noisy inputs {Path(rec['noisy_inputs']['file']).name}" \
+                if "noisy_inputs" in rec and noisy is None else ""
+        parts.append(f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}{extra})"
+                     if extra.startswith(",") else
+                     f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
     sampled = [n for n in names if methods.method_class(n).takes_samples]
     if sampled:
         from ..methods.cnn.inference import DEFAULT_SAMPLES
@@ -187,7 +215,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
             notes.append(f"Tractography left out: {exc}")
     notes = given_model_notes(models) + [f"Warning: {n}" for n in notes]
     tracking = tractography.TrackingSettings().check().resolved(support, first.affine) if lines else None
-    said = ran_note(names, f, models, tracking, n_seeds, len(seeds) if lines else None)
+    said = ran_note(names, f, models, tracking, n_seeds, len(seeds) if lines else None, noisy=noisy_models(preds))
     if said:
         notes.insert(0, said)
     source = lr.meta.get("path", "the input")

@@ -397,3 +397,29 @@ def test_a_noisy_subjects_page_names_the_model_that_ran_and_the_engines_warning(
     assert f"biqt: model {Path(path).name} (weights SHA256 {sha[:12]}, trained with added noise" in text, text[:3000]
     assert "Warning: the input is noisier than clean scans" in text and "biqt uses its model trained with added noise" \
         in text
+
+
+def test_the_page_says_how_the_input_was_read_made_and_along_which_anatomical_axis(tmp_path, small_subject, capsys):
+    """The page says --input's tensor order and its mask (the file name only), --subject's degradation (style and mask
+    rule), and the anatomical axis of per-axis factors (an audit: '×1,1,2' of a PSR scan had not said it was L-R)."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+
+    psr = np.array([[0, 0, 2.0, 0], [-2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0, 1]])
+    assert report.factor_axes((1, 1, 2), psr) == "2 along voxel axis k, R (left-right)"
+    assert report.factor_axes((2, 2, 2), psr) == ""
+    case = make_case(load_subject(small_subject), 2, style="tight")
+    fileio.save_tensor(case.lr, tmp_path / "lr.nii.gz", order="fsl")
+    fileio.save_mask(case.lr_mask, tmp_path / "m.nii.gz")
+    assert main(["--threads", "1", "report", "-o", str(tmp_path / "in.html"), "--input", str(tmp_path / "lr.nii.gz"),
+                 "--tensor-order", "fsl", "--mask", str(tmp_path / "m.nii.gz"), "--methods", "cubic",
+                 "--no-tracts"]) == 0, capsys.readouterr().err
+    text = html.unescape((tmp_path / "in.html").read_text())
+    assert "Input: lr.nii.gz, read as dtifit's 4D order" in text and "(--tensor-order fsl); mask m.nii.gz." in text
+    assert f"mask {tmp_path}" not in text
+    assert main(["--threads", "1", "report", "-o", str(tmp_path / "s.html"), "--subject", str(small_subject),
+                 "--factor", "1,1,2", "--methods", "cubic", "--no-tracts"]) == 0, capsys.readouterr().err
+    text = html.unescape((tmp_path / "s.html").read_text())
+    assert "Low-res input: the subject's DWIs block-averaged at ×1,1,2 (2 along voxel axis k, S " \
+           "(superior-inferior))" in text and "'iqt degrade --style own'" in text and "more than half inside" in text

@@ -78,10 +78,60 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
                     len(seeds) if lines else None, noisy=noisy_models(preds))
     if said:
         notes.insert(0, said)
+    notes.insert(0, degrade_note(factor, subject.dwi.affine, "subject's" if subject_dir else "phantom's",
+                                 "made from its b0" if subject_dir else "its own"))
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
     return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
                         notes=notes)
+
+
+AXIS_WORDS = {"L": "left-right", "R": "left-right", "A": "anterior-posterior", "P": "anterior-posterior",
+              "S": "superior-inferior", "I": "superior-inferior"}
+
+
+def factor_axes(f, affine) -> str:
+    """Per-axis factors with the anatomical axis each voxel axis lies along ("2 along voxel axis k, S (superior-
+    inferior)"); "" for isotropic factors. A page had said "×1,1,2" of a PSR scan without saying which way (an audit)."""
+    from nibabel import aff2axcodes
+
+    f = grid.factors(f, identity_ok=True)
+    if grid.isotropic(f) is not None:
+        return ""
+    codes = aff2axcodes(np.asarray(affine, float))
+    along = [f"{k} along voxel axis {'ijk'[a]}, {codes[a]} ({AXIS_WORDS.get(codes[a], 'oblique')})"
+             for a, k in enumerate(f) if k > 1]
+    return ", ".join(along)
+
+
+def degrade_note(f, affine, whose: str, mask_made: str) -> str:
+    """How the page's low-res input was made in --subject mode (dmri/subject.py make_case: the default style)."""
+    from ..dmri.degrade import STYLES
+
+    axes = factor_axes(f, affine)
+    return (f"Low-res input: the {whose} DWIs block-averaged at ×{grid.text(f)}{f' ({axes})' if axes else ''}, then "
+            f"fitted as 'iqt degrade --style own' does: {STYLES['own']}; its mask: the low-res voxels whose block is "
+            f"more than half inside the {whose} high-res brain mask ({mask_made}).")
+
+
+def input_note(lr: Volume, mask_path, f) -> str:
+    """How --input was read and with which mask (the file's name only: its folders may name a patient), and the axes of
+    per-axis factors: the page had said none of them (an audit)."""
+    from ..fileio.nifti import is_nrrd
+    from ..fileio.volumes import as_read, layout_words
+
+    source = lr.meta.get("path")
+    name = Path(str(source)).name if source else "the input"
+    if source and is_nrrd(source):
+        read = "Slicer's tensor NRRD"
+    else:
+        order = as_read(lr)
+        read = f"{layout_words(order)} (--tensor-order {order['order']})"
+    mask = f"mask {Path(str(mask_path)).name}" if mask_path else \
+        "no mask: each method's support is the input's non-zero tensors (a brain estimated from them where they fill " \
+        "the field of view)"
+    axes = factor_axes(f, lr.affine)
+    return f"Input: {name}, read as {read}; {mask}" + (f"; ×{grid.text(f)}: {axes}" if axes else "") + "."
 
 
 def _said_once(caught) -> list[str]:
@@ -159,12 +209,12 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
 
 
 def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_names=None, tracts: bool = True,
-              n_seeds: int = 2000, read_notes=(), models: dict | None = None) -> Path:
+              n_seeds: int = 2000, read_notes=(), models: dict | None = None, mask_path=None) -> Path:
     """`iqt report --input`: the page for a user's own low-res tensors, with no reference: the input, cubic and each
     method's output with its uncertainty maps, and their tracts from the same seeds (white matter of cubic's output,
     inside the rim of a brain estimated from the tensors); `mask` on the input's or the output's grid (as `iqt upsample
-    --mask`). The engine's warnings about the input (`read_notes`: those its reading gave) head the page; `models`: as
-    `run`."""
+    --mask`, read from `mask_path`). The engine's warnings about the input (`read_notes`: those its reading gave) head
+    the page; `models`: as `run`."""
     import warnings
 
     from .. import methods
@@ -218,6 +268,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     said = ran_note(names, f, models, tracking, n_seeds, len(seeds) if lines else None, noisy=noisy_models(preds))
     if said:
         notes.insert(0, said)
+    notes.insert(0, input_note(lr, mask_path, f))
     source = lr.meta.get("path", "the input")
     notes.insert(0, f"{source}: no reference is known for these tensors, so the page shows no errors or scores; "
                     "read the uncertainty maps for where each method is unsure.")

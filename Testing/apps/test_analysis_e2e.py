@@ -96,3 +96,18 @@ def test_glioma_lowers_fa_and_raises_md_as_cited():
     g = lesion.modify_tensor(t, "glioma")
     assert tensors.md(g)[0] == pytest.approx(1229.8 / 731.5 * tensors.md(t)[0])
     assert tensors.fa(g)[0] < 0.5 * tensors.fa(t)[0]
+
+
+def test_lesion_check_json_names_each_rows_unit(small_subject, tmp_path, capsys):
+    """Each --json row names the unit of its medians (mm^2/s for sigma maps, degrees for direction; an audit found them
+    mixed under one key, unitless), and the file says what each figure is, as benchmark's does; the table is as it was."""
+    out = tmp_path / "rows.json"
+    assert main(["--threads", "1", "lesion-check", str(small_subject), "--methods", "biqt", "--kinds", "edema",
+                 "--json", str(out)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    units = {r["component"]: r["uncertainty_unit"] for r in doc["rows"]}
+    assert units == {"total": "mm^2/s", "direction": "degrees"}, units
+    assert "uncertainty_unit" in doc["units"] and "uncertainty_lesion_median" in doc["units"]
+    total = next(r for r in doc["rows"] if r["component"] == "total")
+    assert f"{total['uncertainty_lesion_median'] * 1e5:.3g} / " in printed and "every other map in 1e-5 mm²/s" in printed

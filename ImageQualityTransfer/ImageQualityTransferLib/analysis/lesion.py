@@ -197,6 +197,20 @@ COMPONENTS = {
     "direction": "direction",
 }
 
+# each map's unit as its rows hold it (--json): the medians are in this unit, unscaled (the table shows the mm^2/s ones
+# in 1e-5 mm^2/s, UNIT_SCALE); a row's JSON had mixed all three under one key (an audit)
+COMPONENT_UNITS = {"total": "mm^2/s", "intrinsic": "mm^2/s", "parameter": "mm^2/s", "MD std": "mm^2/s",
+                   "FA std": "unitless", "direction": "degrees"}
+# what `iqt lesion-check --json` says of each row's figures, as benchmark.UNITS does for its rows
+UNITS = {"auc": "ROC AUC of the map, lesion against mirrored control voxels (0.5 chance)",
+         "error_auc": "the same for the per-voxel tensor error (RMS over the 6 elements)",
+         "angle_error_auc": "the same for the principal-direction error",
+         "uncertainty_lesion_median": "the map's median over the lesion voxels, in the row's uncertainty_unit",
+         "uncertainty_control_median": "the map's median over the control voxels, in the row's uncertainty_unit",
+         "uncertainty_unit": "mm^2/s (total, intrinsic, parameter, MD std), unitless (FA std) or degrees (direction)",
+         "n_lesion": "high-res lesion voxels inside the mask", "n_control": "high-res control voxels inside the mask",
+         "centre_mm": "the lesion's centre in the scanner coordinates of the DWI's affine (mm)"}
+
 
 def components(uncertainty: dict) -> list[tuple[str, np.ndarray]]:
     """(label, per-voxel map) for every uncertainty map a prediction holds, in a fixed order. A 4D
@@ -264,6 +278,7 @@ def check(subject: Subject, chosen=None, kinds=KINDS, factor=2,
                     "n_lesion": int(lesion.sum()), "n_control": int(control.sum()),
                     "uncertainty_lesion_median": float(np.median(u[lesion])) if lesion.any() else float("nan"),
                     "uncertainty_control_median": float(np.median(u[control])) if control.any() else float("nan"),
+                    "uncertainty_unit": COMPONENT_UNITS.get(label, "unknown"),
                     "centre_mm": [float(x) for x in site.centre_mm],
                 })
     return rows

@@ -71,4 +71,4 @@ def run(args):
                     "factor": grid.record(f), "radius_mm": args.radius,
                     "mc_samples": (args.mc_samples if args.mc_samples is not None else DEFAULT_SAMPLES) if sampled else None}
         fileio.write_json(json_out, {**software(), "settings": {**settings, "models": model_records(names, f)},
-                                     "rows": rows})
+                                     "units": lesion.UNITS, "rows": rows})

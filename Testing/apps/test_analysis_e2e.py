@@ -111,3 +111,23 @@ def test_lesion_check_json_names_each_rows_unit(small_subject, tmp_path, capsys)
     assert "uncertainty_unit" in doc["units"] and "uncertainty_lesion_median" in doc["units"]
     total = next(r for r in doc["rows"] if r["component"] == "total")
     assert f"{total['uncertainty_lesion_median'] * 1e5:.3g} / " in printed and "every other map in 1e-5 mm²/s" in printed
+
+
+def test_lesion_check_says_what_the_checks_find_in_the_reference_fit(small_subject, tmp_path, capsys):
+    """A subject with a slice's signal dropout: lesion-check says the fit check's line, as 'iqt report --subject' does
+    (an audit: the sagittal AP dev scan's dropout went unsaid)."""
+    import shutil
+
+    import nibabel as nib
+
+    subj = tmp_path / "subj"
+    shutil.copytree(small_subject, subj)
+    img = nib.load(subj / "dwi.nii.gz")
+    d = np.asarray(img.dataobj).astype(np.float32)
+    v = int(np.flatnonzero(np.loadtxt(subj / "dwi.bval") > 100)[3])
+    d[:, :, d.shape[2] // 2, v] *= 0.2
+    nib.save(nib.Nifti1Image(d, img.affine, img.header), subj / "dwi.nii.gz")
+    assert main(["--threads", "1", "lesion-check", str(subj), "--methods", "biqt", "--kinds", "edema"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if f"of volume {v}" in line]
+    assert len(said) == 1 and "the reference's fit: " in said[0], said
+    assert "lesion-check scores every map against this fit as it is" in said[0], said

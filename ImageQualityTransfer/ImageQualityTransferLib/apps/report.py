@@ -151,10 +151,12 @@ def noisy_models(preds) -> set[str]:
     return {n for n, p in preds.items() if p.tensor.meta.get("model_for")}
 
 
-def reference_fit_notes(subject) -> list[str]:
+def reference_fit_notes(subject, scored: str = "the page scores every method against this fit as it is",
+                        said: str = "") -> list[str]:
     """What `iqt fit`'s checks say of the subject's own fit, the reference every method is scored against (a slice's
-    signal dropout, a moved b0, a gradient table in another frame), said on the terminal too: the page had scored
-    methods against a reference fitted through a dropout without a word (a tractography audit)."""
+    signal dropout, a moved b0, a gradient table in another frame), said on the terminal too (each line after `said`):
+    the page had scored methods against a reference fitted through a dropout without a word (a tractography audit).
+    `scored`: what the command does with that fit (`iqt lesion-check` says it too)."""
     from ..dmri.fit_checks import fit_with_checks
 
     with warnings.catch_warnings(record=True) as caught:
@@ -162,10 +164,10 @@ def reference_fit_notes(subject) -> list[str]:
         fit_with_checks(subject.dwi, subject.mask, fit=lambda dwi, mask: subject.tensor)
     # iqt report has no --exclude-outliers: its page scores against the fit as it is
     notes = [str(w.message).replace("rerun 'iqt fit' with --exclude-outliers to fit without them",
-                                    "the page scores every method against this fit as it is")
+                                    scored)
              for w in caught if issubclass(w.category, IQTWarning)]
     for note in notes:
-        warnings.warn(note, IQTWarning, stacklevel=3)
+        warnings.warn(said + note, IQTWarning, stacklevel=3)
     return notes
 
 

@@ -29,6 +29,7 @@ def run(args):
     from ...core import grid
     from ...dmri.subject import load_subject, refuse_copies
     from ...fileio.sizes import check_subjects
+    from ..report import reference_fit_notes
 
     f = grid.factors(args.factor)
     names = options.method_list(args.methods) or lesion.default_methods(f)
@@ -56,7 +57,10 @@ def run(args):
     rows = []
     t0 = time.perf_counter()
     for folder in args.subjects:
-        rows.extend(lesion.check(load_subject(folder), chosen, kinds, f, args.radius))
+        subject = load_subject(folder)
+        # the reference's faults (a slice's dropout) said as 'iqt report --subject' says them (apps/report.py)
+        reference_fit_notes(subject, "lesion-check scores every map against this fit as it is", "the reference's fit: ")
+        rows.extend(lesion.check(subject, chosen, kinds, f, args.radius))
     print(f"{grid.describe(f)}, lesions of {args.radius:g} mm radius")
     print(lesion.table(rows))
     print(f"{len(args.subjects)} subject{'s' if len(args.subjects) != 1 else ''} in {time.perf_counter() - t0:.1f} s")

@@ -917,6 +917,65 @@ def test_the_views_are_fitted_again_when_the_overlay_goes(lowres):
     assert got["map"][0] != pytest.approx(got["reset"][0], abs=1e-3), got  # the strip did move it
 
 
+LEGEND_AFTER_BANNER = """
+import asyncio, json, sys
+import numpy as np
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkCommonCore import vtkCommand
+from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+from ImageQualityTransferLib.apps import view
+from ImageQualityTransferLib.slicer import legends
+viewer = view.Viewer(sys.argv[1], "biqt", 2, sys.argv[2], server_name="test-legend-banner")
+views = viewer.app.view_manager.get_slice_views()
+right = next(v for v in views if v.get_view_node().GetLayoutName() == view.RIGHT)
+def resize(w, h):  # as the page's views are resized: the render window, then its resize event
+    for v in views:
+        v.render_window().SetSize(w, h)
+        v.interactor().InvokeEvent(vtkCommand.WindowResizeEvent)
+def grab():
+    right.render_window().Render()
+    f = vtkWindowToImageFilter()
+    f.SetInput(right.render_window())
+    f.ReadFrontBufferOff()
+    f.Update()
+    w, h, _ = f.GetOutput().GetDimensions()
+    return vtk_to_numpy(f.GetOutput().GetPointData().GetScalars()).reshape(h, w, -1)[::-1, :, :3].copy()
+def legend_box(legend):  # the pixels that change when the legend is hidden
+    shown = grab()
+    legend.SetVisibility(False)
+    bare = grab()
+    legend.SetVisibility(True)
+    grab()  # drawn again as the page shows it, fitted to this size
+    ys, xs = np.nonzero((shown != bare).any(axis=-1))
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else None
+resize(510, 500)
+viewer._load()
+asyncio.run(viewer._run("biqt"))
+legend = legends.legend_of(viewer.nodes["uncertainty"])
+out = {"first": legend_box(legend)}
+resize(510, 400)  # a banner come above the views
+out["banner"] = legend_box(legend)
+legend.Modified()  # laid out afresh at this size
+out["fresh"] = legend_box(legend)
+print(json.dumps(out))
+sys.stdout.flush()
+import os
+os._exit(0)
+"""
+
+
+def test_the_legend_keeps_its_size_when_a_banner_shortens_the_views(lowres):
+    """A banner (noisy input, unmasked tensors) comes after the first layout and makes the views shorter: the legend
+    is drawn as a legend laid out at that size (it had kept text fitted to the taller view: 5-6 px titles and ticks
+    at 1024 x 640, a radiologist's audit)."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    got = run_child(LEGEND_AFTER_BANNER, lr, mask)
+    assert got["first"] and got["fresh"] and got["banner"] == got["fresh"], got
+    height = lambda box: box[3] - box[1]  # noqa: E731
+    assert height(got["fresh"]) > 0.6 * height(got["first"]), got  # as readable as before, not shrunk to a corner
+
+
 HIDPI = """
 import asyncio, json, sys
 import numpy as np

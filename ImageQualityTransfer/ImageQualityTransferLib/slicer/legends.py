@@ -217,9 +217,10 @@ _sized: dict = {}  # slice node (its address: IDs repeat across scenes) -> (the 
 
 
 def follow_view_sizes(scene) -> None:
-    """`place_legends` again whenever a slice view changes size (a window resized, a layout changed; in Slicer and in
-    trame-slicer the slice node takes the view's size), for the views of `scene`: the legend's frame is a share of
-    the view's height, fitted once, so a view made short kept a frame too small for its text. Keyed by node, not ID:
+    """`place_legends` again whenever a slice view changes size (a window resized, a layout changed, a banner come or
+    gone; in Slicer and in trame-slicer the slice node takes the view's size), for the views of `scene`, and every
+    legend redrawn: the legend's frame is a share of the view's height, fitted once, so a view made short kept a frame
+    too small for its text. Keyed by node, not ID:
     every scene's Red view is "vtkMRMLSliceNodeRed", and a second scene's had taken the first one's observer."""
     for key in [k for k, (node, _, _) in _sized.items() if node.GetScene() is None]:  # a scene let go: so are its views
         node, tag, _ = _sized.pop(key)
@@ -235,8 +236,13 @@ def _view_resized(s, _event) -> None:
     if known is None or known[2] == tuple(s.GetDimensions()):
         return
     _sized[s.__this__] = (known[0], known[1], tuple(s.GetDimensions()))
-    if s.GetScene() is not None:
-        place_legends(s.GetScene())
+    scene = s.GetScene()
+    if scene is not None:
+        place_legends(scene)
+        # Slicer's legend actor fits its text afresh only when its node changes: a view resized without that (a banner
+        # come in `iqt view`) kept text fitted to the old size, a few pixels high (Testing/apps/test_view.py)
+        for i in range(scene.GetNumberOfNodesByClass(LEGEND_CLASS)):
+            scene.GetNthNodeByClass(i, LEGEND_CLASS).Modified()
 
 
 def legend_node(scene, volume_node):

@@ -98,6 +98,41 @@ def test_no_record_writes_none_for_files_shared_outside(tmp_path, capsys):
                                   fileio.load_tensor(tmp_path / "b.nii.gz").data)
 
 
+def test_no_record_report_and_lesion_check_name_files_not_folders(tmp_path, capsys, monkeypatch):
+    """`iqt --no-record report` and `lesion-check --json`: file and folder names, no paths (the page had named the
+    input by its absolute path and the reference fit's warning the subject's DWI, the JSON each subject's folder and
+    each model's file by theirs: a radiologist's audit); the JSON's rows, read by nothing, are unchanged."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib.analysis import lesion
+
+    lr = _input(tmp_path)
+    subj = tmp_path / "P01"
+    subj.mkdir()
+    for name in ("dwi.bval", "dwi.bvec"):
+        (subj / name).write_bytes((tmp_path / name).read_bytes())
+    img = nib.load(tmp_path / "dwi.nii.gz")  # a slice's dropout: the fit check's line names the DWI
+    d = np.asarray(img.dataobj).astype(np.float32)
+    v = int(np.flatnonzero(np.loadtxt(subj / "dwi.bval") > 100)[3])
+    d[:, :, d.shape[2] // 2, v] *= 0.2
+    nib.save(nib.Nifti1Image(d, img.affine, img.header), subj / "dwi.nii.gz")
+    for source in (["--input", str(lr)], ["--subject", str(subj)]):
+        page = tmp_path / f"{source[0][2:]}.html"
+        assert cli.main(["--no-record", "--threads", "1", "report", "-o", str(page), *source, "--methods", "cubic",
+                         "--no-tracts"]) == 0
+        text = page.read_text()
+        assert str(tmp_path) not in text, source
+    assert "lr.nii.gz: no reference" in (tmp_path / "input.html").read_text()
+    assert "fit: dwi.nii.gz: " in (tmp_path / "subject.html").read_text()  # the check's line kept, with the name
+    monkeypatch.setattr(lesion, "check", lambda *a, **k: [])  # the settings alone are at stake
+    assert cli.main(["--no-record", "lesion-check", str(subj), "--methods", "biqt", "--json",
+                     str(tmp_path / "rows.json")]) == 0
+    settings = json.loads((tmp_path / "rows.json").read_text())["settings"]
+    assert settings["subjects"] == ["P01"], settings
+    assert settings["models"]["biqt"]["file"] == "biqt_x2.json" and settings["models"]["biqt"]["weights_sha256"]
+    assert "/" not in json.dumps(settings), settings
+
+
 def test_no_record_leaves_the_paths_out_of_the_propagation_summary(tmp_path, capsys):
     """Under --no-record the propagation summary names no path either (its "input" was the one name
     of the input's folder left in such a run's outputs)."""

@@ -5,6 +5,8 @@ writes one self-contained HTML page (`apps.report_page`, its figures `apps.repor
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from pathlib import Path
 
@@ -18,9 +20,10 @@ from .report_page import NEAREST, tract_methods, write_report
 
 
 def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True, n_seeds: int = 2000,
-        models: dict | None = None) -> Path:
+        models: dict | None = None, names_only: bool = False) -> Path:
     """The whole run behind `iqt report`: degrade the subject (default the phantom), upsample with each
-    method, score, track, and write the page; `models`: {method: model file} run instead of the shipped ones."""
+    method, score, track, and write the page; `models`: {method: model file} run instead of the shipped ones;
+    `names_only` (`iqt --no-record`): the page names files, no folders (`file_names`)."""
     from ..analysis import benchmark, tractography
     from .. import methods
     from .demo import chosen_methods
@@ -80,10 +83,32 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
         notes.insert(0, said)
     notes.insert(0, degrade_note(factor, subject.dwi.affine, "subject's" if subject_dir else "phantom's",
                                  "made from its b0" if subject_dir else "its own"))
+    if names_only:
+        from ..dmri.subject import dwi_path
+
+        notes = file_names(notes, [subject_dir, dwi_path(subject_dir) if subject_dir else None, *models.values()])
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
     return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
                         notes=notes)
+
+
+# an absolute path in a note (a shipped model's, one resolved by the engine): from "/" at a word's start, two parts or more
+_ABSOLUTE = re.compile(r"(?<![^\s('\"])/(?:[^\s/:;,'\"()<>]+/)+[^\s/:;,'\"()<>]+")
+
+
+def file_names(notes, paths=()) -> list[str]:
+    """`notes` with each of `paths` (as given, and made absolute) and any other absolute path cut to its file or folder
+    name: the page of `iqt --no-record report` names the input, mask, models and subject without their folders, which
+    in a hospital often name the patient (README, Sharing outputs)."""
+    given = {str(p).rstrip("/") for p in paths if p} - {""}
+    given |= {os.path.abspath(p) for p in given}
+    out = []
+    for note in notes:
+        for p in sorted(given, key=len, reverse=True):  # the longest first: a folder's path is the start of its files'
+            note = note.replace(p, Path(p).name)
+        out.append(_ABSOLUTE.sub(lambda m: Path(m.group(0)).name, note))
+    return out
 
 
 AXIS_WORDS = {"L": "left-right", "R": "left-right", "A": "anterior-posterior", "P": "anterior-posterior",
@@ -211,12 +236,13 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
 
 
 def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_names=None, tracts: bool = True,
-              n_seeds: int = 2000, read_notes=(), models: dict | None = None, mask_path=None) -> Path:
+              n_seeds: int = 2000, read_notes=(), models: dict | None = None, mask_path=None,
+              names_only: bool = False) -> Path:
     """`iqt report --input`: the page for a user's own low-res tensors, with no reference: the input, cubic and each
     method's output with its uncertainty maps, and their tracts from the same seeds (white matter of cubic's output,
     inside the rim of a brain estimated from the tensors); `mask` on the input's or the output's grid (as `iqt upsample
     --mask`, read from `mask_path`). The engine's warnings about the input (`read_notes`: those its reading gave) head
-    the page; `models`: as `run`."""
+    the page; `models` and `names_only`: as `run`."""
     import warnings
 
     from .. import methods
@@ -274,6 +300,8 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     source = lr.meta.get("path", "the input")
     notes.insert(0, f"{source}: no reference is known for these tensors, so the page shows no errors or scores; "
                     "read the uncertainty maps for where each method is unsure.")
+    if names_only:
+        notes = file_names(notes, [source, mask_path, *models.values()])
     return write_report(path, f"{Path(str(source)).name}: ×{grid.text(f)} super-resolution", columns, support,
                         first.voxel_size, first.affine, uncertainty=unc or None, direction=direc or None, tracts=lines,
                         notes=notes, scale_region=None if brain is support else scale)

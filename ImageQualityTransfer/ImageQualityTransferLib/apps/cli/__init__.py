@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for numerical libraries and PyTorch (default: theirs; the "
                                                 "forests always solve their small systems on one thread)")
     p.add_argument("--no-record", action="store_true",
-                   help="write no run record (the command as typed, with its paths) into the outputs' headers: for "
-                        "files shared outside, whose folder or file names may name a patient (README, Sharing outputs)")
+                   help="write no run record (the command as typed, with its paths) into the outputs' headers, and "
+                        "file names for paths in report pages and lesion-check JSON: for files shared outside, whose "
+                        "folder or file names may name a patient (README, Sharing outputs)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parsers(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ...core.errors import IQTError
 from . import options
@@ -71,8 +72,13 @@ def run(args):
         sampled = any(m.takes_samples for m in chosen)
         if sampled and args.mc_samples is None:
             from ...methods.cnn.inference import DEFAULT_SAMPLES
-        settings = {"subjects": [str(s) for s in args.subjects], "methods": names, "kinds": kinds,
+        # under `iqt --no-record` names, not paths: nothing reads them back, and a folder can name the patient
+        named = (lambda p: Path(p).name) if getattr(args, "no_record", False) else str
+        settings = {"subjects": [named(s) for s in args.subjects], "methods": names, "kinds": kinds,
                     "factor": grid.record(f), "radius_mm": args.radius,
                     "mc_samples": (args.mc_samples if args.mc_samples is not None else DEFAULT_SAMPLES) if sampled else None}
-        fileio.write_json(json_out, {**software(), "settings": {**settings, "models": model_records(names, f)},
+        models = model_records(names, f)
+        for record in [r for m in models.values() for r in (m, m.get("noisy_inputs")) if r]:
+            record["file"] = named(record["file"])
+        fileio.write_json(json_out, {**software(), "settings": {**settings, "models": models},
                                      "units": lesion.UNITS, "rows": rows})

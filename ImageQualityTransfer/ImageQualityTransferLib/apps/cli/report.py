@@ -75,11 +75,13 @@ def run(args):
             check_tensor_input(lr, lowres_mask(mask, lr, f))
         read = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
         path = report.run_input(out, lr, mask, f, method_names=method_names(args, f), tracts=not args.no_tracts,
-                                n_seeds=args.n_seeds, read_notes=read, models=models, mask_path=args.mask)
+                                n_seeds=args.n_seeds, read_notes=read, models=models, mask_path=args.mask,
+                                names_only=bool(getattr(args, "no_record", False)))
     else:
         models = options.method_models(args.model, f)
         path = report.run(out, subject_dir=args.subject, factor=f, method_names=method_names(args, f),
-                          tracts=not args.no_tracts, n_seeds=args.n_seeds, models=models)
+                          tracts=not args.no_tracts, n_seeds=args.n_seeds, models=models,
+                          names_only=bool(getattr(args, "no_record", False)))
     say(f"wrote {path}")
 
 

@@ -104,8 +104,8 @@ class ImageQualityTransfer(ScriptedLoadableModule):
               "divided by the factor, with its first voxel centred inside the first input voxel.</p>"),
             _("<p><b>Upsampling</b>: <i>isotropic</i> divides the voxel size by the factor along every axis; "
               "<i>through-plane</i>\n"
-              "along the slice axis only (the input's largest voxel spacing; where spacings tie within 2 %, "
-              "the\n"
+              "along the slice axis only (the input's thick axis, one at least 1.2 times each of the other two; "
+              "else the\n"
               "axis along superior, as the models were trained); <i>target voxel size</i> takes the\n"
               "smallest factor per axis that reaches it. The learned methods have models for isotropic factors 2 "
               "and 3 and\n"
@@ -874,8 +874,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def upsamplingFactors(self, inputNode, mode: str = "isotropic", factor: int = 2,
                           voxelSize: Optional[float] = None) -> tuple:
         """Per-axis factors (fx, fy, fz) in the input's IJK axes for an upsampling mode (UPSAMPLING_MODES): factor on
-        every axis, factor along the largest spacing (on a tie within 2 %, the tied axis along S, as the CLI's
-        through-plane --model: orientation.through_plane_axis), or the smallest factors reaching voxelSize
+        every axis, factor along the thick axis (else the axis along S, as the CLI's through-plane --model:
+        orientation.through_plane_axis), or the smallest factors reaching voxelSize
         mm. Raises the engine's IQTError (engineError) saying what to change."""
         self._engineOnPath()
         from ImageQualityTransferLib.slicer import upsampling

@@ -79,15 +79,17 @@ def _cli(tmp_path, own, spacing, affine):
 
 @pytest.mark.parametrize("name, direction, spacing, module, r_model", [
     ("thick axial", LAS_DIR, (2.0, 2.0, 6.0), (1, 1, 3), (1, 1, 3)),
-    ("coronal 2x2x2.3", LSA, (2.0, 2.0, 2.3), (1, 1, 3), (1, 1, 3)),
-    ("sagittal 2x2x2.3", PSR, (2.0, 2.0, 2.3), (1, 1, 3), (1, 1, 3)),
+    ("coronal 2x2x2.3", LSA, (2.0, 2.0, 2.3), (1, 3, 1), (3, 1, 1)),
+    ("sagittal 2x2x2.3", PSR, (2.0, 2.0, 2.3), (1, 3, 1), (1, 1, 3)),
+    ("axial 2.29x2.29x2.2", LAS_DIR, (2.2917, 2.2917, 2.2), (1, 1, 3), (3, 1, 1)),
     ("isotropic sagittal", PSR, (2.0, 2.0, 2.0), (1, 3, 1), (1, 1, 3)),
     ("isotropic axial", LAS_DIR, (2.0, 2.0, 2.0), (1, 1, 3), (3, 1, 1)),
+    ("two thick axes", LAS_DIR, (5.0, 5.0, 2.0), (1, 1, 3), (3, 1, 1)),
 ])
 def test_one_rule_for_the_module_and_the_cli(tmp_path, name, direction, spacing, module, r_model):
-    """The largest voxel spacing, else the tied axis along the model's slice axis: S for the module and a 1,1,3 model,
-    R for a user's 3,1,1 model. The module had refined a 2x2x2.3 coronal scan's thin in-plane axis (THICK_RATIO), and
-    the CLI had run a 3,1,1 model along S."""
+    """The thick axis (grid.THICK_RATIO times each other), else the voxel axis of the model's slice axis: S for the
+    module and a 1,1,3 model, R for a user's 3,1,1 model. The largest spacing within 2 % had split an in-plane axis of
+    2.29x2.29x2.2 mm axial scans with the shipped 1,1,3 model (0.18.0 had refined S)."""
     affine = make_affine(direction, spacing, (0.0, 0.0, 0.0))
     assert upsampling.factors_for("through-plane", 3, spacing=spacing, affine=affine) == module, name
     assert _cli(tmp_path, (1, 1, 3), spacing, affine) == module, name

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import grid, tensors
+from .errors import IQTError
 from .volume import Volume
 
 
@@ -140,18 +141,20 @@ def _closest_world_axes(affine) -> list[int]:
 
 def through_plane_axis(voxel_size, affine, along: int = 2) -> int:
     """The voxel axis a through-plane factor refines, one rule for the CLI's through-plane --model without --factor
-    (apps/cli/options.factors) and the Slicer module's through-plane mode (slicer/upsampling.py): the largest voxel
-    spacing; where spacings tie within grid.VOXEL_SIZE_TOLERANCE of it, the tied axis that `_closest_world_axes`
-    gives the world axis `along` (0, 1, 2: R, A, S), the model's slice axis (S for the shipped 1,1,k models and the
-    module), else the tied one given S, then A, then R. A mildly thicker slice axis (2x2x2.3 mm) had been left alone
-    below grid.THICK_RATIO, and a user's 3,1,1 model had been run along S (a review of the through-plane rule)."""
-    v = np.asarray(voxel_size, float)
-    tied = [i for i in range(3) if v[i] * (1 + grid.VOXEL_SIZE_TOLERANCE) >= v.max()]
-    if len(tied) == 1:
-        return tied[0]
+    (apps/cli/options.factors) and the Slicer module's through-plane mode (slicer/upsampling.py): the thick axis, one
+    at least grid.THICK_RATIO times each of the other two (grid.thick_axis); else (near-isotropic, or two thick axes)
+    the voxel axis that `_closest_world_axes` gives the world axis `along` (0, 1, 2: R, A, S), the model's own slice
+    axis (S for the shipped 1,1,k models and the module). The largest spacing within 2 % had split an in-plane axis of
+    2.29x2.29x2.2 mm axial scans with the 1,1,3 model (a review of the through-plane rule)."""
+    thick = grid.thick_axis(voxel_size)
+    if thick is not None:
+        return thick
     world = _closest_world_axes(affine)
-    rank = [int(along), *(w for w in (2, 1, 0) if w != int(along))]
-    return min(tied, key=lambda i: (rank.index(world[i]) if world[i] in rank else 3, -i))
+    if int(along) not in world:
+        raise IQTError(f"the input's voxel-to-world matrix has no voxel axis along {'RAS'[int(along)]} (its axes are "
+                       "degenerate), so the through-plane axis cannot be read: fix the input's header, or give the "
+                       "factors along each voxel axis")
+    return world.index(int(along))
 
 
 def reorient(vol: Volume, axcodes: str) -> Volume:

@@ -3,8 +3,8 @@ spacing, the output voxel size, and which methods run at those factors.
 
 Modes (in the order of the module's combo box):
     isotropic      factor f on every axis: (f, f, f)
-    through-plane  factor f along the largest voxel spacing only (where spacings tie within
-                   grid.VOXEL_SIZE_TOLERANCE, the tied voxel axis along S), e.g. (1, 1, f):
+    through-plane  factor f along the thick axis only, one at least grid.THICK_RATIO times each of the
+                   other two (else the voxel axis along S), e.g. (1, 1, f):
                    orientation.through_plane_axis, the rule of the CLI's through-plane --model too
     voxel-size     the smallest integer factor per axis that reaches a wanted voxel size (grid.for_voxel_size)
 
@@ -38,7 +38,8 @@ def _spacing(spacing, mode: str) -> tuple[float, float, float]:
 
 def slice_axis(spacing, affine=None) -> int:
     """The axis (0, 1 or 2) through-plane upsampling refines: orientation.through_plane_axis along S, the CLI's rule
-    for the shipped 1,1,k models. Without `affine`, voxel axes along R, A, S (k is S)."""
+    for the shipped 1,1,k models (the thick axis, else the voxel axis along S). Without `affine`, voxel axes along
+    R, A, S (k is S)."""
     v = _spacing(spacing, "through-plane")
     return orientation.through_plane_axis(v, np.diag([*v, 1.0]) if affine is None else affine)
 

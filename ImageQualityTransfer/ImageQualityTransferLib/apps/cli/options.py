@@ -27,9 +27,9 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool
     if not voxel_size:
         sp.add_argument("--factor", default="2", help=FACTOR_HELP + " (default 2)")
         return
-    own = (", the --model's own where one is given (a through-plane model's along the input's largest voxel spacing, "
-           "or where spacings tie within 2 %% along the input's axis its slice axis maps to; another's along the input's "
-           "axes its axes map to)") if model else ""
+    own = (", the --model's own where one is given (a through-plane model's along the input's thick axis, one at least "
+           "1.2 times each of the other two, else along the input's axis its slice axis maps to; another's along the "
+           "input's axes its axes map to)") if model else ""
     sp.add_argument("--factor", help=FACTOR_HELP + f" (default 2{own}, or as --voxel-size chooses)")
     sp.add_argument("--voxel-size", type=float, metavar="MM",
                     help="instead of --factor: the smallest integer factor along each axis that makes the output voxels "
@@ -40,7 +40,7 @@ def add_factor(sp, voxel_size: bool = False, recorded: bool = False, model: bool
 def factors(args, voxel_size=None, affine=None) -> tuple[int, int, int] | None:
     """The per-axis factors the command line asks for: --factor, or with --voxel-size those `grid.for_voxel_size`
     picks for an input of `voxel_size`, or without either a --model's own: a through-plane model's along the input's
-    largest voxel spacing, on a tie the axis of its own slice axis (`orientation.through_plane_axis`), another's
+    thick axis, else the axis of its own slice axis (`orientation.through_plane_axis`), another's
     canonical axes mapped onto the voxel axes of an input with `affine`
     (None: the input is not read yet; the options are checked and None returned)."""
     from ...core import grid
@@ -58,8 +58,8 @@ def factors(args, voxel_size=None, affine=None) -> tuple[int, int, int] | None:
 
                 if voxel_size is not None and grid.largest_axis(own) is not None and sorted(own)[1] == 1:
                     # a through-plane model refines the thickest axis, along whichever axis: 1,1,3 had split a sagittal
-                    # scan's 2.7 mm S axis, its 8.1 mm slices left as they were (a training audit); on a tie, the axis
-                    # of the model's own slice axis, the rule of the Slicer module's through-plane mode too
+                    # scan's 2.7 mm S axis, its 8.1 mm slices left as they were (a training audit); where none is thick,
+                    # the axis of the model's own slice axis, the rule of the Slicer module's through-plane mode too
                     axis = through_plane_axis(voxel_size, affine, along=grid.largest_axis(own))
                     return tuple(max(own) if i == axis else 1 for i in range(3))
                 # a model's factors are along canonical (RAS) axes: 1,1,3 refines S, whichever voxel axis holds it

@@ -142,3 +142,20 @@ def test_a_grid_at_45_degrees_is_made_canonical_alike_from_every_storage_order()
     for m in made[1:]:
         np.testing.assert_allclose(m.affine, made[0].affine, atol=1e-4)
         np.testing.assert_allclose(m.data, made[0].data, atol=1e-9)
+
+
+@pytest.mark.parametrize("about, axes", [("x", [0, 2, 1]), ("y", [2, 1, 0]), ("z", [1, 0, 2])])
+def test_the_tie_turn_keeps_its_direction(about, axes):
+    """The tie turn is scipy's rotation by TIE_TURN about _TIE_AXIS, and an exact-45-degree grid gets the axes it always
+    got: a review's mutant flipping the sine's sign in _tie_turn passed every other test and changed every such grid's
+    axes."""
+    from scipy.spatial.transform import Rotation
+
+    from ImageQualityTransferLib.core import orientation as o
+
+    turn = Rotation.from_rotvec(o.TIE_TURN * o._TIE_AXIS / np.linalg.norm(o._TIE_AXIS)).as_matrix()
+    np.testing.assert_allclose(o._tie_turn(), turn, rtol=0, atol=1e-15)
+    a = np.eye(4)
+    a[:3, :3] = Rotation.from_euler(about, 45, degrees=True).as_matrix() * 2.0
+    assert o._closest_world_axes(a) == axes
+    assert [int(x) for x in o.io_orientation(a)[:, 0]] == axes

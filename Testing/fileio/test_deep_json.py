@@ -40,3 +40,40 @@ def test_the_other_readers_take_it_as_unreadable(tmp_path):
     assert model_files.factors_named(side) is None
     with pytest.raises(IQTError, match="not a Dask scheduler file"):
         cohort.scheduler_from_file(side)
+
+
+def test_iqt_batchs_records_take_it_as_unreadable(tmp_path):
+    """Each of apps/batch/records.py's reads of a deep output sidecar or dataset_description.json: a subject's is not
+    done (redone), the folder's description refused in one line; a deep out/dataset_description.json had made
+    `iqt batch` exit 1, 'internal error: RecursionError' (a review)."""
+    from ImageQualityTransferLib.apps.batch import records
+
+    names = {"tensor": "s_param-tensor_dwimap.nii.gz"}
+    (tmp_path / names["tensor"]).write_bytes(b"x")
+    side = tmp_path / "s_param-tensor_dwimap.json"
+    side.write_text(DEEP)
+    assert records.finished(tmp_path, names, {}) is None
+    assert records.check_same_input(tmp_path, names, None, {}) is None
+    assert records.other_build(tmp_path, names, {}) is None
+    records.add_file_records(tmp_path, names)
+    assert side.read_text() == DEEP
+    desc = tmp_path / "dataset_description.json"
+    desc.write_text('{"GeneratedBy": [{"Name": "x"}]}')
+    records.generated_by_in_use(tmp_path)  # the deep subject sidecar skipped
+    desc.write_text(DEEP)
+    records.generated_by_in_use(tmp_path)
+    with pytest.raises(IQTError, match="cannot be read as JSON"):
+        records.check_source(tmp_path, [])
+    records.dataset_description(tmp_path, records.Settings(method="cubic"))
+    assert "GeneratedBy" in desc.read_text()  # written afresh
+
+
+def test_iqt_batch_refuses_a_deep_description_in_one_line(tmp_path, capsys):
+    fileio.save_dwi(make_phantom(shape=(10, 10, 8), voxel_mm=2.0, n_dirs=12), tmp_path / "dwi.nii.gz")
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'dwi.nii.gz'}\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "dataset_description.json").write_text(DEEP)
+    rc = main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "out"), "--method", "cubic"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "cannot be read as JSON" in err, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dataset_description.json"]

@@ -5,9 +5,11 @@ The largest spacing within 2 % had refined an in-plane axis of 2.29 x 2.29 x 2.2
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from ImageQualityTransferLib.core import grid
+from ImageQualityTransferLib.core import grid, orientation
+from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.slicer import upsampling
 
 from helpers import SAGITTAL, need_data
@@ -27,6 +29,22 @@ def test_thick_is_the_thick_ratio():
     top = 3.0
     assert upsampling.slice_axis((top, top / grid.THICK_RATIO * 0.9999, 1.0)) == 0
     assert upsampling.slice_axis((top, top / grid.THICK_RATIO * 1.0001, 1.0)) == 2  # two thick axes: S
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_affine_is_refused_in_one_line(bad):
+    """A NaN or infinite IJK-to-RAS matrix (or voxel size) is refused saying what to do: it had raised numpy's
+    LinAlgError 'SVD did not converge' (a review)."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[0, 1] = bad
+    with pytest.raises(IQTError, match="IJK-to-RAS matrix holds NaN or infinite values.*voxel-size upsampling"):
+        upsampling.factors_for("through-plane", 3, spacing=(2, 2, 2), affine=affine)
+    with pytest.raises(IQTError, match="voxel-to-world matrix holds NaN or infinite values"):
+        orientation.through_plane_axis((2, 2, 2), affine)
+    with pytest.raises(IQTError, match="voxel size .* is not three positive numbers"):
+        orientation.through_plane_axis((bad, 2, 2), np.eye(4))
+    with pytest.raises(IQTError, match="no voxel axis along S"):
+        orientation.through_plane_axis((2, 2, 2), np.zeros((4, 4)))
 
 
 @pytest.mark.realdata

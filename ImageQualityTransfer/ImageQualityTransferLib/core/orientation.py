@@ -146,6 +146,12 @@ def through_plane_axis(voxel_size, affine, along: int = 2) -> int:
     the voxel axis that `_closest_world_axes` gives the world axis `along` (0, 1, 2: R, A, S), the model's own slice
     axis (S for the shipped 1,1,k models and the module). The largest spacing within 2 % had split an in-plane axis of
     2.29x2.29x2.2 mm axial scans with the 1,1,3 model (a review of the through-plane rule)."""
+    if not np.isfinite(np.asarray(affine, np.float64)[:3, :3]).all():  # SVD's LinAlgError else (a review)
+        raise IQTError("the input's voxel-to-world matrix holds NaN or infinite values, so the through-plane axis "
+                       "cannot be read from it: fix the input's header, or give the factors along each voxel axis")
+    if not all(np.isfinite(x) and x > 0 for x in np.asarray(voxel_size, np.float64)):
+        raise IQTError(f"the input's voxel size {tuple(float(x) for x in voxel_size)} is not three positive numbers, so "
+                       "the through-plane axis cannot be read from it: fix the input's header")
     thick = grid.thick_axis(voxel_size)
     if thick is not None:
         return thick

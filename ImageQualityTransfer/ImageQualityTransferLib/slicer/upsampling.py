@@ -41,6 +41,9 @@ def slice_axis(spacing, affine=None) -> int:
     for the shipped 1,1,k models (the thick axis, else the voxel axis along S). Without `affine`, voxel axes along
     R, A, S (k is S)."""
     v = _spacing(spacing, "through-plane")
+    if affine is not None and not np.isfinite(np.asarray(affine, float)).all():  # a node's IJK-to-RAS, read as is
+        raise IQTError("the input's IJK-to-RAS matrix holds NaN or infinite values, so its slice axis cannot be read: "
+                       "fix the volume's orientation, or choose the voxel-size upsampling")
     return orientation.through_plane_axis(v, np.diag([*v, 1.0]) if affine is None else affine)
 
 

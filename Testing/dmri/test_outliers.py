@@ -402,47 +402,37 @@ def test_the_axial_dev_scan_s_every_other_volume_moved_is_said_and_no_half_named
     assert found.halves_disagree and not found.volumes, found
 
 
-def test_a_few_direction_series_last_volumes_rescaled_are_named():
-    """A series of 16 DW volumes (under FEW_DIRECTIONS: no screen) with its last 3 scaled by 1.3: none stood out
-    against the fit they pulled, and nothing was said (a review); from FEW_SCREENED_FROM DW volumes it is screened."""
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=16)
-    bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[-3:]
-    d = np.array(dwi.data)
-    d[..., bad] *= 1.3
-    dwi = dwi.replace(data=d)
-    mask = brain_mask(dwi)
-    found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
-    assert sorted(found.volumes) == list(bad) and not found.pairs, found
-
-
 @pytest.mark.realdata
-@pytest.mark.parametrize("n, m", [(15, 3), (19, 5)])
-def test_the_axial_dev_scan_cut_to_few_directions_has_its_moved_last_volumes_named(n, m):
-    """The 3 mm ortho dev scan cut to its first 15 or 19 DW volumes, the last 3 or 5 of them moved two voxels along
-    j: nothing had been said (a review); each is named now, and only they."""
+def test_the_axial_dev_scan_cut_to_12_directions_with_its_last_3_moved_names_no_clean_volume():
+    """The 3 mm ortho dev scan cut to its first 12 DW volumes, the last 3 moved a voxel along j: screened, the fit
+    without a quarter's suspects named clean volumes 2 and 3 (a review); under FEW_DIRECTIONS no screen runs."""
     dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
-    keep = np.concatenate([[0], np.flatnonzero(dwi.bvals > B0_THRESHOLD)[:n]])
+    keep = np.concatenate([[0], np.flatnonzero(dwi.bvals > B0_THRESHOLD)[:12]])
     d = np.array(dwi.data, np.float32)[..., keep]
-    for v in range(n + 1 - m, n + 1):
-        d[..., v] = np.roll(d[..., v], 2, axis=1)
+    for v in range(10, 13):
+        d[..., v] = np.roll(d[..., v], 1, axis=1)
     dwi = dwi.replace(data=d, bvals=dwi.bvals[keep], bvecs=dwi.bvecs[keep])
     mask = brain_mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
-    assert sorted(found.volumes) == list(range(n + 1 - m, n + 1)), found
+    assert set(found.volumes) <= {10, 11, 12}, found
 
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("scan, pick", [("siemens_prisma_3mm_yaw", "odd"), ("../train/philips_achieva_1p75x2p5mm", "first12"),
                                         ("../train/philips_achieva_1p75x2p5mm", "first15"),
+                                        ("../train/philips_achieva_1p75x2p5mm", "rng104_16"),
                                         ("../train/siemens_trio_2mm", "last12")])
 def test_a_clean_scan_s_few_direction_subset_names_no_volume(scan, pick):
-    """A clean scan cut to 10-15 directions (a common clinical protocol): the strided screen had named a clean volume
+    """A clean scan cut to 10-16 directions (a common clinical protocol): the strided screen had named a clean volume
     whose nearest direction was left out with it (a review: the yaw dev scan's odd directions, z 41; the Achieva's
-    first 12, z 39), and the block screen with the bar of 30 clean ones at 32-39 (the Achieva's first 15, the Trio's
-    last 12; a fact-check); under FEW_DIRECTIONS DW volumes a series gets no screen and the bar of 40."""
+    first 12, z 39), the block screen with the bar of 30 clean ones at 32-39 (the Achieva's first 15, the Trio's
+    last 12; a fact-check), and the quarters screened in 15-19 under the bar of 40 clean volumes 11, 12 and 14 of a
+    random 16 of the Achieva's (its later volumes drift; z 46-77, a review); under FEW_DIRECTIONS DW volumes a series
+    gets no screen and the bar of 40."""
     dwi = fileio.load_dwi(need_data(AXIAL.parent / scan) / "dwi.nii.gz")
     b0, dw = np.flatnonzero(dwi.bvals <= B0_THRESHOLD), np.flatnonzero(dwi.bvals > B0_THRESHOLD)
-    keep = np.concatenate([b0 if pick == "odd" else b0[:1], {"odd": dw[1::2], "first12": dw[:12], "first15": dw[:15], "last12": dw[-12:]}[pick]])
+    keep = np.concatenate([b0 if pick in ("odd", "rng104_16") else b0[:1], {"odd": dw[1::2], "first12": dw[:12], "first15": dw[:15], "last12": dw[-12:],
+                                                                "rng104_16": np.sort(np.random.default_rng(104).choice(dw, 16, replace=False))}[pick]])
     dwi = dwi.replace(data=np.asarray(dwi.data)[..., keep], bvals=dwi.bvals[keep], bvecs=dwi.bvecs[keep])
     assert (dwi.bvals > B0_THRESHOLD).sum() < outliers.STRIDED_FROM
     mask = brain_mask(dwi)

@@ -30,8 +30,8 @@ neither is named); its suspects are kept if they
 misfit, on the same sample, a fit without them all (the clean Achieva 1.75x2.5 mm scan's two: a full trial fit had
 cost 1.5 s), and every suspect is left out of one trial fit at once and each tested against it (at most half the DW
 volumes are left out; after a round names some, a screen suspect is kept only if it misfits the fit without them). A
-series of fewer than FEW_DIRECTIONS DW volumes gets the bar FEW_VOLUME_Z (clean 12-15 direction cuts of real scans had
-volumes named under the lower bar), and one of fewer than FEW_SCREENED_FROM no screen. A
+series of fewer than FEW_DIRECTIONS DW volumes gets no screen and the bar FEW_VOLUME_Z (clean 12-15 direction cuts of
+real scans had volumes named under the lower bar; with the quarters screened, clean 15-18 direction cuts too). A
 (slice, volume) above PAIR_Z is bad in that slice: it is left out of that slice's fit and the slice refitted, until
 none is above (of several above, the one
 furthest below the fit first: a dropout lowers the signal, and the fit it corrupted leaves good volumes above it); one
@@ -65,12 +65,12 @@ VOLUME_SUSPECT = 3.5  # a volume whose median z over the slices is above this is
 VOLUME_Z = 30.0  # by its median z against the fit without it: above this it is an outlier as a whole, dead or moved
 # (the clean subjects' worst volumes, tested so: at most 12.5; a zeroed volume 306, one moved by 6 voxels 129; half the
 # 3 mm ortho dev scan's DW volumes moved by one voxel 33.8-37.1 against the other half's fit, under the bar of 40 before)
-FEW_DIRECTIONS = 20  # a series of fewer DW volumes (all shells, repeats counted) gets no strided screen and the bar
+FEW_DIRECTIONS = 20  # a series of fewer DW volumes (all shells, repeats counted) gets no block screen and the bar
 FEW_VOLUME_Z = 40.0  # this (its suspects still left out of one trial fit together): clean scans cut to 12-15 directions had clean volumes named at 32-39 (the Trio's last 12,
 # the Achieva 1.75x2.5 mm scan's first 15; a review), each left-out volume's prediction from fewer directions noisier
-FEW_SCREENED_FROM = 15  # a series of FEW_SCREENED_FROM to FEW_DIRECTIONS DW volumes is screened all the same, under
-# that bar (its last 2-5 of the 3 mm ortho dev scan cut to 15 or 19 moved or scaled: unnamed before); in 12 the fit
-# without a quarter's suspects named clean volumes 2 and 3 of that cut at 42-54 (docs/measurements.md, Fit checks)
+# (the quarters screened from 15 DW volumes named clean volumes of 8 of 50 clean 15-19 direction cuts of the Achieva
+# 1.75x2.5 mm scan at 41-94, where the 3 mm dev scans cut to 15 or 19 with their last 2-5 moved or scaled read 42-114:
+# no bar parts them; docs/measurements.md, Fit checks)
 OTHER_AXIS_RATIO = 1.5  # and above this many times k's largest: a volume moved by two voxels misfits the edge slices
 # along j about as much as a dropout along k misfits its slices (z 94 against 90 on a phantom; a review), where a
 # dropout along i leaves k's at a clean scan's 16-19 (43-46 along i; a second review: 3 had missed those)
@@ -304,7 +304,7 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     idx = np.arange(len(bvals))
     few = dw.sum() < FEW_DIRECTIONS
     bar = FEW_VOLUME_Z if few else VOLUME_Z
-    blocks = [] if dw.sum() < FEW_SCREENED_FROM else _block_suspects(
+    blocks = [] if few else _block_suspects(
         dwi, mask, q, read, axis, scores, known=np.flatnonzero(dw & (vz > VOLUME_SUSPECT)), alternate=out.alternate)
     for _ in range(VOLUME_ROUNDS):  # every suspect left out of one trial fit, each tested against it (module doc)
         # after a round named some, a screen suspect stays one only if it misfits the fit without them too: the

@@ -274,3 +274,27 @@ def test_a_six_direction_subject_s_fit_check_columns_say_n_a_not_0(tmp_path):
     assert (row["fit_outlier_pairs"], row["fit_outlier_volumes"]) == ("n/a", "n/a"), row
     assert "fit check cannot see signal dropout or a moved volume" in row["notes"]
     assert "n/a with 6 diffusion-weighted directions" in (out / "qc.html").read_text()
+
+
+def test_a_subject_whose_every_other_volume_disagrees_is_not_a_clean_0(tmp_path):
+    """Every other of 20 DW volumes scaled by 1.5: iqt fit warns that the halves disagree and names none
+    (dmri/outliers.py ALTERNATE_Z); qc.tsv had read fit_outlier_volumes 0, a clean subject's figure, and the page no
+    flag (a review). It reads "every other", the row is a failed check, and the page says what that means."""
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    folder = tmp_path / "halves"
+    folder.mkdir()
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    d = np.array(dwi.data)
+    d[..., np.flatnonzero(dwi.bvals > B0_THRESHOLD)[1::2]] *= 1.5
+    fileio.save_dwi(dwi.replace(data=d), folder / "dwi.nii.gz")
+    (tmp_path / "list.txt").write_text("halves\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert res[0]["status"] == "done", res
+    row = _qc(out)[res[0]["subject"]]
+    assert row["fit_outlier_volumes"] == "every other", row
+    assert "every other diffusion-weighted volume disagrees" in row["notes"]
+    page = (out / "qc.html").read_text()
+    assert 'class="check"' in page and "fit_outlier_volumes every other:" in page

@@ -76,6 +76,15 @@ def _fmt(v, spec):
     return format(v, spec) if np.isfinite(v) else "n/a"
 
 
+def _volumes(q: dict) -> str:
+    """fit_outlier_volumes: the count, with "every other" where the halves disagree and no volume could be named
+    (dmri/outliers.py ALTERNATE_Z; a subject so had read a clean 0, a review)."""
+    n = _fmt(q.get("fit_outlier_volumes"), ".0f")
+    if not q.get("fit_halves_disagree"):
+        return n
+    return "every other" if n == "0" else f"{n}+every other"
+
+
 def _model_used(r: dict) -> str:
     """"noisy" where the subject ran the method's model trained with added noise, "given" a model given with --model,
     "default" the shipped one, "-" if not run."""
@@ -101,7 +110,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
                      _fmt(q.get("brain_ml"), ".1f"), q.get("brain_from", "-") if q else "-",
                      _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
                      _fmt(q.get("noise_index"), ".3f"), _fmt(q.get("fit_outlier_pairs"), ".0f"),
-                     _fmt(q.get("fit_outlier_volumes"), ".0f"), _fmt(q.get("b0_shift_vox"), ".2f"),
+                     _volumes(q), _fmt(q.get("b0_shift_vox"), ".2f"),
                      str(q.get("b0_check", "n/a")), str(q.get("bvec_check", "n/a")), _model_used(r),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"),
                      r.get("figure") or "n/a" if r["status"] != "failed" else "n/a",
@@ -179,7 +188,10 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "the others may do no better than cubic). fit_outlier_pairs, fit_outlier_volumes: a DWI subject's (slice, "
             "volume) pairs and whole volumes its tensor fit does not explain (signal dropout, a dead or moved volume; "
             "named in its warning; left out of the fit with --exclude-outliers; n/a with 6 diffusion-weighted directions, which "
-            "the tensor fits exactly, so that the check cannot see dropout or motion: check that series by eye). b0_shift_vox: how far the b0 lies from "
+            "the tensor fits exactly, so that the check cannot see dropout or motion: check that series by eye; "
+            "fit_outlier_volumes every other: every other diffusion-weighted volume disagrees with the rest, head motion "
+            "or a change of scale between alternate volumes, none named or left out since which half is right the check "
+            "cannot tell: a failed check, with --exclude-outliers too). b0_shift_vox: how far the b0 lies from "
             f"the mean diffusion-weighted volume, in voxels (said above {B0_SHIFT_VOXELS:g}: head motion; the brain mask "
             "made from the b0 is off as much). b0_check: ok, or a b0 whose brightness in the brain is beyond 1.25x of "
             "the series' other b0s (b0 21 0.40x) or a brain median MD outside an in-vivo brain's 0.4e-3 to 1.6e-3 "
@@ -214,7 +226,7 @@ def _rows(n: int) -> str:
 def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     """The columns of QC row `row` whose check of the input failed: a gradient table or b0 check other than ok (n/a:
     not judged), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
-    (not where they were `excluded` from the fit: --exclude-outliers)."""
+    (not where they were `excluded` from the fit: --exclude-outliers), every other volume disagreeing (never left out)."""
     from ...dmri.motion import B0_SHIFT_VOXELS
 
     at = {c: row[i] for i, c in enumerate(QC_COLUMNS)}
@@ -226,6 +238,8 @@ def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
                 found.append(c)
         except ValueError:  # n/a
             pass
+    if "every other" in at["fit_outlier_volumes"] and "fit_outlier_volumes" not in found:  # never left out of the fit
+        found.append("fit_outlier_volumes")
     return found
 
 

@@ -107,6 +107,8 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         blind = blind_count(dwi.bvals, dwi.bvecs)
         checks = {"fit_outlier_pairs": None if blind else found.pair_count,
                   "fit_outlier_volumes": None if blind else len(found.volumes),
+                  # every other volume disagrees, none named (dmri/outliers.py ALTERNATE_Z): not a clean 0 either
+                  "fit_halves_disagree": bool(found.halves_disagree),
                   "b0_shift_vox": round(float(np.linalg.norm(done.b0_shift)), 3), "b0_check": found.b0_levels,
                   # ok, n/a (too little white matter) or the correction the fibres favour; its score over the table's
                   "bvec_check": table.record, "bvec_ratio": round(table.ratio, 3)}

@@ -368,6 +368,8 @@ def test_every_other_volume_rescaled_is_said_without_naming_a_half(tmp_path, cap
     assert err.count("iqt: warning:") == 1 and len(err.strip().splitlines()) == 1, err
     assert "every other diffusion-weighted volume disagrees" in err and "none is named or left out" in err, err
     assert "in every slice" not in err
+    # the advice covers both causes the line names (it had said head motion only; a review)
+    assert "by eye for head motion" in err and "scaling of each volume" in err, err
 
 
 @pytest.mark.realdata

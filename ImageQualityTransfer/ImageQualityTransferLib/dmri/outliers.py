@@ -548,8 +548,9 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
                       f"rest (each half misfits the fit of the other: median robust z-score "
                       f"{min(out.alternate.values()):.0f} and {max(out.alternate.values()):.0f}): head motion or a "
                       "change of scale between alternate volumes; which half is right the check cannot tell, so none "
-                      f"is named{' or left out' if exclude else ''} and the tensors blend both: check the series for "
-                      "head motion (alternate volumes, by eye)", IQTWarning, stacklevel=stacklevel)
+                      f"is named{' or left out' if exclude else ''} and the tensors blend both: check alternate volumes "
+                      "by eye for head motion, and the scanner's or conversion's scaling of each volume (two series "
+                      "of different scale interleaved)", IQTWarning, stacklevel=stacklevel)
     if not out:
         return tensor, out
     source = dwi.source

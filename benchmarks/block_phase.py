@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Does a method's error, and its uncertainty map, vary with where an output voxel sits in its low-res block?
 
-At ×3 the uncertainty maps show a faint grid of 3-voxel blocks (README, Other factors). This prints, per dev subject
-and method, the interior RMS error and RMS σ of the output voxels grouped by their distance from their low-res
+At ×3 the uncertainty maps show a faint grid of 3-voxel blocks (docs/accuracy.md, Other factors). This prints, per dev
+subject and method, the interior RMS error and RMS σ of the output voxels grouped by their distance from their low-res
 block's centre (low-res voxel units), each relative to the interior's RMS over all voxels: where the error has the
 same grid, the σ map's grid is the truth, not an artefact.
 

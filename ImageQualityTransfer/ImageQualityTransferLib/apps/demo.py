@@ -99,7 +99,7 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     print(f"wrote {out}/: metrics.md, metrics.json, fa_panels.png, lowres/truth/<method>.nii.gz")
     if not subject_dir:  # its smooth edge flatters the learned methods (docs/measurements.md, The phantom)
         print("the phantom is synthetic (smooth tissue, no sulci): this run shows that everything works; for figures on "
-              "a real scan run 'iqt demo --subject DIR' (README, Measured on the dev subjects)")
+              "a real scan run 'iqt demo --subject DIR' (docs/accuracy.md, Measured on the dev subjects)")
     return {"rows": rows, "figure": str(figure), "out": str(out)}
 
 

@@ -1,5 +1,5 @@
 """How noisy an input tensor field is (`noise_index`) and the thresholds at which the learned methods switch to
-their models trained with added noise or warn (README, Noisy scans)."""
+their models trained with added noise or warn (docs/accuracy.md, Noisy scans)."""
 
 from __future__ import annotations
 

@@ -89,8 +89,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     md = lam.mean(axis=1)
     # an unmasked fit can be mostly background: fits of near-zero MD (about 1e-9 where the scanner zeroes it) or,
     # by least squares, of noise with negative eigenvalues. Judge on the tissue-like voxels where there are enough
-    # of them (README, Command line); a wrong element order leaves most of those not positive definite, a wrong sign
-    # or unit leaves none tissue-like
+    # of them (docs/inputs.md, What is refused); a wrong element order leaves most of those not positive definite, a
+    # wrong sign or unit leaves none tissue-like
     tissue = (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
     judged = tissue if tissue.sum() >= max(100, 0.05 * len(md)) else np.ones(len(md), bool)
     pd = lam[:, 0] > 0

@@ -62,7 +62,7 @@ def add_arguments(sp) -> None:
                          "reference (docs/measurements.md, Uncertainty: what it changed there)")
     sp.add_argument("--flips", action="store_true",
                     help="rf/biqt/global-linear: turn each training example by a random axis flip or equal-factor swap, "
-                         "as the CNNs' batches always are (README, Averaging over flips)")
+                         "as the CNNs' batches always are (docs/accuracy.md, Averaging over flips)")
     sp.add_argument("--coarsen", metavar="MM[,MM...]",
                     help="also train on a copy of each subject resampled to these voxel sizes in mm (e.g. 3), so the "
                          "model has seen scans coarser than the training subjects; a subject already that coarse gets "

@@ -435,8 +435,8 @@ class Method:
         if 0 < brain_mm < HUMAN_BRAIN_MIN_MM and max(lr.voxel_size) < ANIMAL_VOXEL_MM:
             warnings.warn(f"{lr.source}the input's brain is {brain_mm:.0f} mm long, far shorter than an adult human "
                           f"brain (the dev subjects' 173-195 mm): {self.name} was trained on adult human brains and has "
-                          "not seen this anatomy; compare with cubic, and read its uncertainty with care (README, Not "
-                          "there yet)", IQTWarning, stacklevel=4)
+                          "not seen this anatomy; compare with cubic, and read its uncertainty with care "
+                          "(docs/limitations.md, Brains unlike the training's)", IQTWarning, stacklevel=4)
         if brain_mm > HUMAN_BRAIN_MAX_MM:  # 1000 mm voxels had run without a word (a bad-input audit)
             warnings.warn(f"{lr.source}the input's brain is {brain_mm / 1000:.3g} m long, far longer than a human brain "
                           f"(the dev subjects' 173-195 mm): its header's voxel size ({'x'.join(f'{v:.3g}' for v in lr.voxel_size)} "

@@ -22,11 +22,13 @@ _METHODS: dict[str, type[Method]] = {
                 ESPCN, ESPCNHetero, ESPCNHeteroVar1, ESPCNHeteroVar2, Deep, DeepHetero, DeepHeteroVar1)
 }
 
-# Best first, by `iqt benchmark` on the dev subjects (README, Deeper network): the first one that can run here, with a
-# model for the factors where they are given, is the default; espcn stays next for factors deep has no model for.
+# Best first, by `iqt benchmark` on the dev subjects (docs/accuracy.md, Deeper network): the first one that can run
+# here, with a model for the factors where they are given, is the default; espcn stays next for factors deep has no
+# model for.
 PREFERENCE = ("deep", "espcn", "biqt", "cubic")
 # The same for a run that needs an uncertainty map (--uncertainty, --propagate, `iqt propagate`, `iqt lesion-check`):
-# deep-hetero-var1 is the most accurate at every shipped factor set (README, Deeper network); biqt needs no torch.
+# deep-hetero-var1 is the most accurate at every shipped factor set (docs/accuracy.md, Deeper network); biqt needs no
+# torch.
 UNCERTAINTY_PREFERENCE = ("deep-hetero-var1", "espcn-hetero-var1", "biqt", "rf")
 
 
@@ -126,7 +128,7 @@ def default_method(factor=None, uncertainty: bool = False) -> str:
 def viewer_default(factor=None) -> str:
     """The default of the viewers (the Slicer module, `iqt view`), which show an uncertainty overlay after a run: the
     best method with an uncertainty map that has a model for `factor` (deep-hetero-var1, as accurate as `deep` at ×2:
-    README, Measured on the dev subjects), else `default_method(factor)`."""
+    docs/accuracy.md, Measured on the dev subjects), else `default_method(factor)`."""
     try:
         return default_method(factor, uncertainty=True)
     except IQTError:

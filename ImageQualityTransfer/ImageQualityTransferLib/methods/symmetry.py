@@ -2,7 +2,7 @@
 each axis combination (8) and, where two axes share a factor, also with those two axes swapped (16 in all); each
 output is mapped back and the outputs are averaged. The CNNs are trained on every signed axis permutation that
 keeps the factors (methods/cnn/training_data.py, `augment_batch`), so each transform is another estimate of the same
-high-res tensors; their average has a lower error (README, "Averaging over flips").
+high-res tensors; their average has a lower error (docs/accuracy.md, "Averaging over flips").
 """
 
 from __future__ import annotations

@@ -451,8 +451,9 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_no
 def pad_titles(titled: list) -> None:
     """Each (legend, title) set with as many lines as the longest: the title's lines come out of the legend's height
     and set its text size, so equal line counts keep every bar as long and every label as large (a run's name on two
-    lines had shortened its bar against another's, the same scale's top at another height; README, Use it in 3D
-    Slicer). The padding goes above the lines `set_scale` left (`title_tail`), which stay right above the bar."""
+    lines had shortened its bar against another's, the same scale's top at another height; docs/slicer.md, Read the
+    uncertainty overlay). The padding goes above the lines `set_scale` left (`title_tail`), which stay right above the
+    bar."""
     lines = max((text.count("\n") for _, text in titled), default=0)
     for legend, text in titled:
         tail = title_tail(legend)

@@ -203,7 +203,8 @@ NIFTI_FIX = "load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or r
 
 def _nifti_source(node) -> str | None:
     """The .nii/.nii.gz file a tensor node was read from, or None: Slicer's reader gets such a file's components
-    wrong (README, Tensor files for Slicer: fibre directions a median 59° off), so the engine reads the file itself."""
+    wrong (docs/slicer.md, Tensor files for Slicer: fibre directions a median 59° off), so the engine reads the file
+    itself."""
     storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
     name = (storage.GetFileName() or "") if storage is not None else ""
     return name if name.lower().endswith((".nii", ".nii.gz")) else None

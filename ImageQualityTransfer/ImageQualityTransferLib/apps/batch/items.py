@@ -60,7 +60,7 @@ def bids_items(root) -> list[Item]:
     """Every `sub-*/[ses-*/]dwi/*_dwi.nii[.gz]` of a BIDS dataset, by a glob over the layout the BIDS specification
     fixes. On the 3-subject phantom dataset of Testing/apps/test_batch.py, pybids 0.22 took 0.07-0.09 s to index it
     (BIDSLayout, validate=False) after 0.3-0.4 s to import, this glob under 1 ms; pybids also brings SQLAlchemy,
-    pandas and formulaic (README, Process a cohort)."""
+    pandas and formulaic (docs/cohorts.md)."""
     root = Path(root)
     found = []
     for pattern in ("sub-*/dwi/*_dwi.nii.gz", "sub-*/dwi/*_dwi.nii", "sub-*/ses-*/dwi/*_dwi.nii.gz", "sub-*/ses-*/dwi/*_dwi.nii"):

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-record", action="store_true",
                    help="write no run record (the command as typed, with its paths) into the outputs' headers, and "
                         "file names for paths in report pages and lesion-check JSON: for files shared outside, whose "
-                        "folder or file names may name a patient (README, Sharing outputs)")
+                        "folder or file names may name a patient (docs/command-line.md, Sharing outputs)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parsers(sub)
@@ -215,7 +215,8 @@ def main(argv=None) -> int:
 def _record(args) -> dict:
     """What each output's header records of this run (fileio/records.py `run_record`): the command as given, every
     option as given or defaulted (a command adds what it resolves later: upsample its factors, model and samples), the
-    version and build, and the CPU threads in use (the CNNs' values depend on them, README "The same bytes again").
+    version and build, and the CPU threads in use (the CNNs' values depend on them, docs/command-line.md, "The same
+    bytes again").
     Nothing of the time or the machine beyond that, so that a rerun writes the same bytes."""
     import shlex
 

@@ -31,7 +31,7 @@ def add_parsers(sub) -> None:
     where.add_argument("--workers", type=int, help="worker processes of the local Dask cluster (default 2)")
     where.add_argument("--scheduler", help="run on an existing Dask scheduler: its address, e.g. tcp://host:8786, or "
                                            "the scheduler file it wrote (dask scheduler --scheduler-file F, as on HPC "
-                                           "clusters) (see README)")
+                                           "clusters) (see docs/cohorts.md)")
     sp.add_argument("--wait-workers", type=float, default=WAIT_WORKERS_S, metavar="SECONDS",
                     help="how long to wait for a --scheduler's first worker, and during any run for a worker after "
                          f"every worker has died or left, before stopping with one line, exit 2 (default {WAIT_WORKERS_S})")

@@ -165,7 +165,8 @@ def method_settings(args) -> dict:
 
 TTA_HELP = ("learned methods: average the prediction over the input's 8 axis flips and, where two axes share a factor, "
             "their swap (16 runs: 16x the time; on the dev scans the espcn family's and deep's error 0.8-2.3 points of cubic's "
-            "lower at x2 and through-plane, higher on some scans at x3, and the forests' too; README 'Averaging over flips')")
+            "lower at x2 and through-plane, higher on some scans at x3, and the forests' too; docs/accuracy.md "
+            "'Averaging over flips')")
 
 
 def add_method_settings(sp, model: bool = True) -> None:

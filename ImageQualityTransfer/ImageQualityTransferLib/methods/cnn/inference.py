@@ -194,15 +194,15 @@ def fa_closed_form(t):
 
 
 # intrinsic-noise draws per Monte Carlo sample for the FA std: one each left it mostly sampling noise at the default
-# 10 samples (31 % of a dev scan's brain voxels over 25 % off the 200-sample map; README, What the pooled figures
-# hide); draws cost no network pass, but 8 took the default uncertainty run from about 15 s to 24 s, 3 to 17 s
+# 10 samples (31 % of a dev scan's brain voxels over 25 % off the 200-sample map; docs/accuracy.md, What the pooled
+# figures hide); draws cost no network pass, but 8 took the default uncertainty run from about 15 s to 24 s, 3 to 17 s
 FA_DRAWS = 3
 
 # correlation of the diagonal elements' errors that MD's intrinsic variance counts (measured in units of their whole σ,
 # whose parameter part is under 1 % of the intrinsic): counted as independent, MD's error was within ±2 md_std in
-# 83-92 % of the dev scans' brain voxels (README, What the pooled figures hide). The median over the four training
-# subjects, shipped Monte Carlo models and factor sets (0.504; 0.30-0.63, varying by subject more than by model or
-# factors: 0.46-0.55 per model and factor set): benchmarks/md_std_correlation.py on the training subjects
+# 83-92 % of the dev scans' brain voxels (docs/accuracy.md, What the pooled figures hide). The median over the four
+# training subjects, shipped Monte Carlo models and factor sets (0.504; 0.30-0.63, varying by subject more than by
+# model or factors: 0.46-0.55 per model and factor set): benchmarks/md_std_correlation.py on the training subjects
 MD_ERROR_CORRELATION = 0.5
 
 

@@ -100,7 +100,7 @@ _ABSOLUTE = re.compile(r"(?<![^\s('\"])/(?:[^\s/:;,'\"()<>]+/)+[^\s/:;,'\"()<>]+
 def file_names(notes, paths=()) -> list[str]:
     """`notes` with each of `paths` (as given, and made absolute) and any other absolute path cut to its file or folder
     name: the page of `iqt --no-record report` names the input, mask, models and subject without their folders, which
-    in a hospital often name the patient (README, Sharing outputs)."""
+    in a hospital often name the patient (docs/command-line.md, Sharing outputs)."""
     given = {str(p).rstrip("/") for p in paths if p} - {""}
     given |= {os.path.abspath(p) for p in given}
     out = []

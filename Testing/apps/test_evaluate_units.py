@@ -104,3 +104,23 @@ def test_a_map_of_another_run_is_refused_by_the_run_records(scored, capsys):
     code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd_bare.nii.gz",
                            "--direction", scored / "sd_direction.nii.gz")
     assert code == 0, err
+
+
+def test_a_map_of_the_same_command_on_another_input_is_refused(scored, tmp_path, capsys, monkeypatch):
+    """The same command typed in two subjects' folders (relative paths) had recorded the same run: s2's sigma scored
+    against s1's prediction, exit 0 (a review: Spearman 0.479 against 0.539 with its own). The record now holds the
+    input's SHA256; the same input in another folder is still the same run."""
+    lr = fileio.load_tensor(scored / "lr.nii.gz")
+    for name, scale in (("s1", 1.0), ("s2", 1.1), ("s3", 1.0)):
+        (tmp_path / name).mkdir()
+        fileio.save_tensor(lr.replace(data=lr.data * scale), tmp_path / name / "lr.nii.gz")
+        monkeypatch.chdir(tmp_path / name)
+        code, _, err = run_cli(capsys, "upsample", "lr.nii.gz", "--method", "biqt", "--uncertainty", "u.nii.gz",
+                               "-o", "p.nii.gz")
+        assert code == 0, err
+    base = ("evaluate", "--pred", tmp_path / "s1" / "p.nii.gz", "--truth", scored / "hr.nii.gz", "--mask",
+            scored / "mask.nii.gz", "--uncertainty")
+    code, out, err = run_cli(capsys, *base, tmp_path / "s2" / "u.nii.gz")
+    assert code == 2 and err.count("\n") == 1 and "run on another input" in err and not out, err
+    code, _, err = run_cli(capsys, *base, tmp_path / "s3" / "u.nii.gz")
+    assert code == 0, err

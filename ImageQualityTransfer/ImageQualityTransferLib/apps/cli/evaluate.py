@@ -314,7 +314,9 @@ def _run_of(path) -> dict | None:
 def _same_run(path, option: str, pred_path) -> None:
     """Refuse a map whose run record (fileio/records.py) is another run's than the prediction's: a map of the same
     method on the same grid from another run had been scored (an audit: whole-brain Spearman 0.387 against 0.525 with
-    the prediction's own). Either file without a record is not judged."""
+    the prediction's own). The records hold the command, options, version, build and, from 'iqt upsample' and 'iqt
+    propagate', the input's SHA256 (the same command on another input had read as the same run). Either file without
+    a record is not judged."""
     theirs, ours = _run_of(path), _run_of(pred_path)
     if theirs is None or ours is None:
         return
@@ -330,6 +332,10 @@ def _same_run(path, option: str, pred_path) -> None:
         own = Path(own)
         own = str(own.with_name(f"{stem(own)}_direction{own.name[len(stem(own)):]}"))
     wanted = f"the one its run wrote ({own})" if own else "the one written with it"
+    if theirs.get("command") == ours.get("command") and theirs.get("input_sha256") != ours.get("input_sha256"):
+        raise IQTError(f"{path}: its header records the prediction's command ('{ours.get('command')}') run on another "
+                       f"input (SHA256 {str(theirs.get('input_sha256'))[:12]}..., the prediction's "
+                       f"{str(ours.get('input_sha256'))[:12]}...); give as {option} {wanted}")
     raise IQTError(f"{path}: its header records another run ('{theirs.get('command')}') than the prediction's "
                    f"('{ours.get('command')}'); give as {option} {wanted}")
 

@@ -474,14 +474,30 @@ def mc_samples_used(method) -> int | None:
     return DEFAULT_SAMPLES if method.samples is None else int(method.samples)
 
 
+def input_sha256(path) -> str:
+    """SHA256 of the input as read: a NRRD header and the detached data file it names, one after the other."""
+    import hashlib
+
+    from ...fileio.paths import nrrd_data_file
+
+    h = hashlib.sha256()
+    for p in (path, nrrd_data_file(path)):
+        if p is not None:
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
 def note_model_run(method, pred, f, args) -> tuple[str, str] | None:
-    """Record in the run's record (fileio/records.py) the factors, the Monte Carlo samples drawn and, for a learned
-    method, the model that ran (its file, origin and SHA256); return (model name, origin) for the 'wrote' line, None for
-    an interpolation. `iqt upsample` and `iqt propagate` alike."""
+    """Record in the run's record (fileio/records.py) the factors, the Monte Carlo samples drawn, the input's SHA256
+    and, for a learned method, the model that ran (its file, origin and SHA256); return (model name, origin) for the
+    'wrote' line, None for an interpolation. `iqt upsample` and `iqt propagate` alike."""
     from ...core import grid
     from ...fileio.records import note_run
 
-    note_run(factors=list(grid.factors(f)), mc_samples=mc_samples_used(method))
+    # the input's checksum: the same command typed in another subject's folder had read as the same run (evaluate)
+    note_run(factors=list(grid.factors(f)), mc_samples=mc_samples_used(method), input_sha256=input_sha256(args.input))
     if not method.learned:
         return None
     from ...fileio.model_files import model_origin, model_sha256

@@ -124,3 +124,24 @@ def test_a_map_of_the_same_command_on_another_input_is_refused(scored, tmp_path,
     assert code == 2 and err.count("\n") == 1 and "run on another input" in err and not out, err
     code, _, err = run_cli(capsys, *base, tmp_path / "s3" / "u.nii.gz")
     assert code == 0, err
+
+
+def test_a_map_of_a_run_differing_only_in_threads_is_scored(scored, tmp_path, capsys, monkeypatch):
+    """The same command on the same input, only --threads other (before or after the command): its byte-identical
+    maps had been refused as another run's (a review); another option is still another run."""
+    import shutil
+
+    for name, threads in (("a", ("--threads", "1", "upsample")), ("b", ("upsample", "--threads=2")),
+                          ("c", ("upsample", "--threads", "2", "--maps"))):
+        (tmp_path / name).mkdir()
+        shutil.copy(scored / "lr.nii.gz", tmp_path / name / "lr.nii.gz")
+        monkeypatch.chdir(tmp_path / name)
+        code, _, err = run_cli(capsys, *threads, "lr.nii.gz", "--method", "biqt", "--uncertainty", "u.nii.gz",
+                               "-o", "p.nii.gz")
+        assert code == 0, err
+    base = ("evaluate", "--pred", tmp_path / "a" / "p.nii.gz", "--truth", scored / "hr.nii.gz", "--mask",
+            scored / "mask.nii.gz", "--uncertainty")
+    code, _, err = run_cli(capsys, *base, tmp_path / "b" / "u.nii.gz")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *base, tmp_path / "c" / "u.nii.gz")
+    assert code == 2 and "another run" in err, err

@@ -311,6 +311,28 @@ def _run_of(path) -> dict | None:
         return None
 
 
+def _without_threads(record: dict) -> dict:
+    """A run record less its CPU threads: in the record (records.run_json), its options and its command text (a review:
+    byte-identical maps of runs differing only in --threads had been refused)."""
+    import shlex
+
+    threads = ("threads", "command_threads", "train_threads")
+    out = {k: v for k, v in record.items() if k != "threads"}
+    if isinstance(out.get("options"), dict):
+        out["options"] = {k: v for k, v in out["options"].items() if k not in threads}
+    try:
+        words = shlex.split(str(out.get("command")))
+    except ValueError:
+        return out
+    kept, skip = [], False
+    for w in words:
+        if not skip and w != "--threads" and not w.startswith("--threads="):
+            kept.append(w)
+        skip = w == "--threads" and not skip
+    out["command"] = shlex.join(kept)
+    return out
+
+
 def _same_run(path, option: str, pred_path) -> None:
     """Refuse a map whose run record (fileio/records.py) is another run's than the prediction's: a map of the same
     method on the same grid from another run had been scored (an audit: whole-brain Spearman 0.387 against 0.525 with
@@ -320,8 +342,8 @@ def _same_run(path, option: str, pred_path) -> None:
     theirs, ours = _run_of(path), _run_of(pred_path)
     if theirs is None or ours is None:
         return
-    drop = ("threads",)  # read at each write (records.run_json)
-    if {k: v for k, v in theirs.items() if k not in drop} == {k: v for k, v in ours.items() if k not in drop}:
+    bare_theirs, bare_ours = _without_threads(theirs), _without_threads(ours)
+    if bare_theirs == bare_ours:
         return
     own = (ours.get("options") or {}).get("uncertainty")
     if own and option == "--direction":  # named as 'iqt upsample' names it (apps/cli/upsample.py)
@@ -332,7 +354,7 @@ def _same_run(path, option: str, pred_path) -> None:
         own = Path(own)
         own = str(own.with_name(f"{stem(own)}_direction{own.name[len(stem(own)):]}"))
     wanted = f"the one its run wrote ({own})" if own else "the one written with it"
-    if theirs.get("command") == ours.get("command") and theirs.get("input_sha256") != ours.get("input_sha256"):
+    if bare_theirs.get("command") == bare_ours.get("command") and theirs.get("input_sha256") != ours.get("input_sha256"):
         raise IQTError(f"{path}: its header records the prediction's command ('{ours.get('command')}') run on another "
                        f"input (SHA256 {str(theirs.get('input_sha256'))[:12]}..., the prediction's "
                        f"{str(ours.get('input_sha256'))[:12]}...); give as {option} {wanted}")

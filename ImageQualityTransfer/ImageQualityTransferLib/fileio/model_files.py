@@ -29,11 +29,13 @@ REGISTRY = "registry.json"
 REGISTRY_FORMAT = "iqt-model-registry/1"
 
 
-def sha256(path) -> str:
+def sha256(*paths) -> str:
+    """SHA256 of the files' bytes, one after the other (a NRRD header and its detached data: apps/cli/options.py)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 

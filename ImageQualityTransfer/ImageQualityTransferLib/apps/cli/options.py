@@ -476,17 +476,10 @@ def mc_samples_used(method) -> int | None:
 
 def input_sha256(path) -> str:
     """SHA256 of the input as read: a NRRD header and the detached data file it names, one after the other."""
-    import hashlib
-
+    from ...fileio.model_files import sha256
     from ...fileio.paths import nrrd_data_file
 
-    h = hashlib.sha256()
-    for p in (path, nrrd_data_file(path)):
-        if p is not None:
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
+    return sha256(*(p for p in (path, nrrd_data_file(path)) if p is not None))
 
 
 def note_model_run(method, pred, f, args) -> tuple[str, str] | None:

@@ -145,3 +145,22 @@ def test_a_map_of_a_run_differing_only_in_threads_is_scored(scored, tmp_path, ca
     assert code == 0, err
     code, _, err = run_cli(capsys, *base, tmp_path / "c" / "u.nii.gz")
     assert code == 2 and "another run" in err, err
+
+
+def test_a_record_without_the_input_checksum_is_said_another_run_not_another_input(monkeypatch):
+    """A map written before the run record kept the input's SHA256, beside a prediction written after, with the same
+    command: refused as another run's, not as "run on another input (SHA256 None...)" (a fact-check of the wording)."""
+    from ImageQualityTransferLib.apps.cli import evaluate
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    command = "iqt upsample lr.nii.gz --method biqt --uncertainty u.nii.gz -o p.nii.gz"
+    records = {"u.nii.gz": {"command": command, "version": "0.18.0"},
+               "p.nii.gz": {"command": command, "version": "0.19.0", "input_sha256": "ab" * 32}}
+    monkeypatch.setattr(evaluate, "_run_of", lambda path: records[str(path)])
+    with pytest.raises(IQTError) as refused:
+        evaluate._same_run("u.nii.gz", "--uncertainty", "p.nii.gz")
+    assert "records another run" in str(refused.value) and "None" not in str(refused.value)
+    records["u.nii.gz"] = {**records["p.nii.gz"], "input_sha256": "cd" * 32}  # both kept: another input, said so
+    with pytest.raises(IQTError) as refused:
+        evaluate._same_run("u.nii.gz", "--uncertainty", "p.nii.gz")
+    assert "run on another input (SHA256 cdcdcdcdcdcd..., the prediction's abababababab...)" in str(refused.value)

@@ -40,7 +40,8 @@ def io_orientation(affine) -> np.ndarray:
 
 def _tie_turn() -> np.ndarray:
     """TIE_TURN about _TIE_AXIS as a matrix (Rodrigues' formula, numpy alone: the Slicer module calls this before
-    the engine's packages are installed, and scipy's Rotation fails where torch is blocked)."""
+    the engine's packages are installed; scipy's Rotation failed in Testing/slicer/test_fresh_install.py's run, which
+    blocks torch by a None in sys.modules)."""
     u = _TIE_AXIS / np.linalg.norm(_TIE_AXIS)
     k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
     return np.eye(3) + np.sin(TIE_TURN) * k + (1 - np.cos(TIE_TURN)) * (k @ k)

@@ -354,7 +354,8 @@ def _same_run(path, option: str, pred_path) -> None:
         own = Path(own)
         own = str(own.with_name(f"{stem(own)}_direction{own.name[len(stem(own)):]}"))
     wanted = f"the one its run wrote ({own})" if own else "the one written with it"
-    if bare_theirs.get("command") == bare_ours.get("command") and theirs.get("input_sha256") != ours.get("input_sha256"):
+    sums = theirs.get("input_sha256"), ours.get("input_sha256")  # None in a record from before it was kept
+    if bare_theirs.get("command") == bare_ours.get("command") and None not in sums and sums[0] != sums[1]:
         raise IQTError(f"{path}: its header records the prediction's command ('{ours.get('command')}') run on another "
                        f"input (SHA256 {str(theirs.get('input_sha256'))[:12]}..., the prediction's "
                        f"{str(ours.get('input_sha256'))[:12]}...); give as {option} {wanted}")

@@ -55,7 +55,7 @@ def add_parsers(sub) -> None:
 AS_BENCHMARK_HELP = (
     "make the brain mask 'iqt benchmark' scores in (its regions and its reference fit, dmri.subject.Subject.from_dwi): "
     "median Otsu with only the holes enclosed in 3D filled, so the in-slice holes by the ventricles and under the corpus "
-    "callosum stay outside it, as on every figure the README publishes; without it those holes are filled "
+    "callosum stay outside it, as on every figure docs/accuracy.md publishes; without it those holes are filled "
     "(docs/measurements.md, 'Holes in the estimated brain mask')")
 
 

@@ -253,6 +253,16 @@ def test_a_subject_s_slice_gap_is_one_of_its_notes(tmp_path):
     assert "3 mm thick 4 mm apart along voxel axis k" in said["sub-02"][0]
 
 
+def _one_subject_row(tmp_path, name):
+    """Run the one subject folder `tmp_path/name` through batch with cubic: the derivatives folder and its qc.tsv row."""
+    (tmp_path / "list.txt").write_text(f"{name}\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert res[0]["status"] == "done", res
+    return out, _qc(out)[res[0]["subject"]]
+
+
 def test_a_six_direction_subject_s_fit_check_columns_say_n_a_not_0(tmp_path):
     """With 6 diffusion-weighted directions the tensor fits each volume exactly and the fit check sees nothing
     (dmri/outliers.py blind_count): qc.tsv had read 0 and 0, a clean subject's figures, beside the note saying it;
@@ -265,12 +275,7 @@ def test_a_six_direction_subject_s_fit_check_columns_say_n_a_not_0(tmp_path):
     keep = np.r_[0, np.flatnonzero(dwi.bvals > B0_THRESHOLD)]  # one b0 and the 6 directions
     fileio.save_dwi(dwi.replace(data=dwi.data[..., keep], bvals=dwi.bvals[keep], bvecs=dwi.bvecs[keep]),
                     folder / "dwi.nii.gz")
-    (tmp_path / "list.txt").write_text("six_dirs\n")
-    out = tmp_path / "deriv"
-    out.mkdir()
-    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
-    assert res[0]["status"] == "done", res
-    row = _qc(out)[res[0]["subject"]]
+    out, row = _one_subject_row(tmp_path, "six_dirs")
     assert (row["fit_outlier_pairs"], row["fit_outlier_volumes"]) == ("n/a", "n/a"), row
     assert "fit check cannot see signal dropout or a moved volume" in row["notes"]
     assert "n/a with 6 diffusion-weighted directions" in (out / "qc.html").read_text()
@@ -288,12 +293,7 @@ def test_a_subject_whose_every_other_volume_disagrees_is_not_a_clean_0(tmp_path)
     d = np.array(dwi.data)
     d[..., np.flatnonzero(dwi.bvals > B0_THRESHOLD)[1::2]] *= 1.5
     fileio.save_dwi(dwi.replace(data=d), folder / "dwi.nii.gz")
-    (tmp_path / "list.txt").write_text("halves\n")
-    out = tmp_path / "deriv"
-    out.mkdir()
-    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
-    assert res[0]["status"] == "done", res
-    row = _qc(out)[res[0]["subject"]]
+    out, row = _one_subject_row(tmp_path, "halves")
     assert row["fit_outlier_volumes"] == "every other", row
     assert "every other diffusion-weighted volume disagrees" in row["notes"]
     page = (out / "qc.html").read_text()

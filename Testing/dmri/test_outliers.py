@@ -30,6 +30,15 @@ def _corrupted(dwi, dropout=(), zeroed=(), slices=(), scale=0.2):
     return dwi.replace(data=d)
 
 
+def _rescaled(pick, gain=1.3):
+    """The 20-direction phantom with the DW volumes `pick` (a slice of their indices) scaled by `gain`, and those."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[pick]
+    d = np.array(dwi.data)
+    d[..., bad] *= gain
+    return dwi.replace(data=d), bad
+
+
 def _angle(a, b, where):
     """Median angle (degrees) between the principal directions of two tensor fields in `where`."""
     va, vb = (np.linalg.eigh(tensors.to_matrix(np.asarray(t, np.float64)[where]))[1][..., -1] for t in (a, b))
@@ -262,11 +271,7 @@ def test_several_volumes_sharing_one_gain_are_named(n):
     """Two or three volumes at the end of a series scaled by 1.3 (two series of different scale joined): each pulled
     the fit its way, none stood out against the fit without it alone, and nothing was said. Left out of a fit
     together, each is named."""
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
-    bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[-n:]
-    d = np.array(dwi.data)
-    d[..., bad] *= 1.3
-    dwi = dwi.replace(data=d)
+    dwi, bad = _rescaled(slice(-n, None))
     mask = brain_mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert sorted(found.volumes) == list(bad) and not found.pairs, found
@@ -342,11 +347,7 @@ def test_the_axial_dev_scan_s_volumes_moved_apart_through_the_series_are_named(k
 def test_every_third_volume_rescaled_is_named():
     """Every 3rd of 20 DW volumes scaled by 1.3: none stood out against the fit they pulled, and the screen left out
     every 4th and 5th only, so nothing was said (a review); every 3rd is screened too."""
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
-    bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[2::3]
-    d = np.array(dwi.data)
-    d[..., bad] *= 1.3
-    dwi = dwi.replace(data=d)
+    dwi, bad = _rescaled(slice(2, None, 3))
     mask = brain_mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert sorted(found.volumes) == list(bad) and not found.pairs, found

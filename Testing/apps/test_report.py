@@ -399,6 +399,36 @@ def test_a_noisy_subjects_page_names_the_model_that_ran_and_the_engines_warning(
         in text
 
 
+def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
+    """Every method run on a noisy input says the input's noise clause (methods/base.py `_for_noise`): a noisy subject's
+    page had said it once per method, as had "What ran" and the terminal (benchmark and demo too); now once, each
+    method's part kept, the ending they share (methods/base.py `_beyond_noise_training`) once after them, other lines
+    as they were."""
+    import warnings
+
+    from ImageQualityTransferLib.analysis import benchmark
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    head = "the input is noisier than clean scans (noise index 0.121, above 0.075)"
+    end = "; at the edge of its training: its noisiest training inputs read 0.10-0.14"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in ("biqt", "rf"):
+            warnings.warn(f"{head}: {name} uses its model trained with added noise ({name}_x2_noisy){end}", IQTWarning)
+            warnings.warn(f"{name}: the input's brain is thinner than the model's context", IQTWarning)
+    notes = report._said_once(caught)
+    assert notes == [f"{head}: biqt uses its model trained with added noise (biqt_x2_noisy); rf uses its model trained "
+                     f"with added noise (rf_x2_noisy){end}", "biqt: the input's brain is thinner than the model's context",
+                     "rf: the input's brain is thinner than the model's context"], notes
+    with warnings.catch_warnings(record=True) as again:  # `iqt benchmark` and `iqt demo` say them so too
+        warnings.simplefilter("always")
+        benchmark.say_once(caught, "sub (own)", set())
+    assert [str(w.message) for w in again] == [f"sub (own): {n}" for n in notes]
+    said = report.ran_note(["cubic", "biqt", "rf"], (2, 2, 2), noisy={"biqt", "rf"})
+    assert said.count("the input is noisier than clean scans") == 1 and said.count("trained with added noise") == 3, said
+    assert "biqt and rf ran their models trained with added noise: the input is noisier than clean scans" in said
+
+
 def test_the_page_says_how_the_input_was_read_made_and_along_which_anatomical_axis(tmp_path, small_subject, capsys):
     """The page says --input's tensor order and its mask (the file name only), --subject's degradation (style and mask
     rule), and the anatomical axis of per-axis factors (an audit: '×1,1,2' of a PSR scan had not said it was L-R)."""

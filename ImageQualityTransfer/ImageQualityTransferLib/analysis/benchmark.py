@@ -112,7 +112,7 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
                             row["trained_on_subject"] = True
                     rows.extend(case_rows)
             finally:  # also when the input fails: its warnings may say why
-                _say(caught, f"{subject.name} ({style})", said)
+                say_once(caught, f"{subject.name} ({style})", said)
             bar.update(1)
     bar.close()
     add_ratios(rows)
@@ -244,19 +244,19 @@ def dwi_sha256(folder) -> str | None:
         return None
 
 
-def _say(caught, where: str, said: set) -> None:
-    """The engine's warnings about one input again, each once, naming the input (several subjects run in a row);
-    other libraries' warnings as they came, each once in the run (`said`)."""
-    seen = set()
+def say_once(caught, where: str | None, said: set) -> None:
+    """The engine's warnings about one input again, each once (a noisy input's clause once for all the methods:
+    methods/base.py `noise_clause_once`), naming the input (`where`: several subjects run in a row; None: not named);
+    other libraries' warnings as they came, each once in the run (`said`); `iqt demo` says its input's so too."""
+    from ..methods.base import noise_clause_once
+
     for w in caught:
         text = " ".join(str(w.message).split())
-        if issubclass(w.category, IQTWarning):
-            if text not in seen:
-                seen.add(text)
-                warnings.warn(f"{where}: {text}", IQTWarning, stacklevel=3)
-        elif (w.category, w.filename, w.lineno, text) not in said:
+        if not issubclass(w.category, IQTWarning) and (w.category, w.filename, w.lineno, text) not in said:
             said.add((w.category, w.filename, w.lineno, text))
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for text in noise_clause_once(" ".join(str(w.message).split()) for w in caught if issubclass(w.category, IQTWarning)):
+        warnings.warn(text if where is None else f"{where}: {text}", IQTWarning, stacklevel=3)
 
 
 def _score_input(case, made, tracts, tract_seeds, mask=True) -> list[dict]:

@@ -160,9 +160,11 @@ def input_note(lr: Volume, mask_path, f) -> str:
 
 
 def _said_once(caught) -> list[str]:
-    """The IQTWarnings among `caught`, each once (every method says the input's), said again on the terminal with the
-    other warnings; their texts for the page."""
-    notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, IQTWarning)))
+    """The IQTWarnings among `caught`, each once (every method says the input's: `noise_clause_once`), said again on the
+    terminal with the other warnings; their texts for the page."""
+    from ..methods.base import noise_clause_once
+
+    notes = noise_clause_once(str(w.message) for w in caught if issubclass(w.category, IQTWarning))
     for w in caught:
         if not issubclass(w.category, IQTWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -210,17 +212,22 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
     clean one (an audit: a noisy scan's page had given the clean model's SHA256); None: not known, both named."""
     from .. import methods
     from ..analysis.benchmark import model_records
+    from ..methods.base import _listed
 
-    parts = []
+    parts, switched = [], []
     for name, rec in model_records(names, f, models).items():
         if noisy is not None and name in noisy and "noisy_inputs" in rec:
-            rec, extra = rec["noisy_inputs"], ", trained with added noise: the input is noisier than clean scans"
+            rec, extra = rec["noisy_inputs"], ", trained with added noise"
+            switched.append(name)
         else:
             extra = f"; on noisy inputs {Path(rec['noisy_inputs']['file']).name}" \
                 if "noisy_inputs" in rec and noisy is None else ""
         parts.append(f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}{extra})"
                      if extra.startswith(",") else
                      f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
+    if switched:  # why, said once for all of them (the page had said it once per method)
+        parts.append(f"{_listed(switched)} ran {'its model' if len(switched) == 1 else 'their models'} trained "
+                     "with added noise: the input is noisier than clean scans")
     sampled = [n for n in names if methods.method_class(n).takes_samples]
     if sampled:
         from ..methods.cnn.inference import DEFAULT_SAMPLES
@@ -249,7 +256,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     from ..analysis import tractography
     from ..core.errors import IQTWarning
     from ..dmri.dti import inside_rim
-    from ..methods.base import predict_within
+    from ..methods.base import noise_clause_once, predict_within
     from .demo import chosen_methods
 
     f = grid.factors(factor)
@@ -262,7 +269,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
         for name in names:
             preds[name], lr_mask = predict_within(methods.get(name, model=models.get(name)), lr, f, mask, direction=True)
         nearest = methods.get("nearest").predict(lr, f, lr_mask).tensor.data
-    notes = list(dict.fromkeys([*read_notes, *(str(w.message) for w in caught if issubclass(w.category, IQTWarning))]))
+    notes = noise_clause_once([*read_notes, *(str(w.message) for w in caught if issubclass(w.category, IQTWarning))])
     for w in caught:  # each of the engine's lines once (every method says the input's), on the terminal too
         if not issubclass(w.category, IQTWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

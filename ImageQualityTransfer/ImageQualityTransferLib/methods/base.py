@@ -7,6 +7,7 @@ input's own grid, so that every method answers the same whatever the storage ord
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -600,4 +601,40 @@ def _listed(names) -> str:
     """"a", "a and b", "a, b and c"."""
     names = list(names)
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+# the input's noise clause that each method's line starts with (`_for_noise`)
+_NOISE_HEAD = re.compile(r"^(.*?the input (?:is|looks) noisier than [^(]*\(noise index [^)]*\)): (.+)$", re.S)
+
+
+def noise_clause_once(notes) -> list[str]:
+    """`notes` each once, with the methods' lines that start with the same noise clause said as one line: the clause
+    once, then each method's own part, then the ending they share (a noisy subject's page had said the clause once per
+    method)."""
+    notes = list(dict.fromkeys(notes))
+    groups: dict[str, list[str]] = {}
+    for note in notes:
+        m = _NOISE_HEAD.match(note)
+        if m:
+            groups.setdefault(m.group(1), []).append(m.group(2))
+    out = []
+    for note in notes:
+        m = _NOISE_HEAD.match(note)
+        if not m:
+            out.append(note)
+        elif m.group(1) in groups:  # the group's first line: all of them, here
+            parts = groups.pop(m.group(1))
+            out.append(note if len(parts) == 1 else f"{m.group(1)}: {_shared_ending(parts)}")
+    return out
+
+
+def _shared_ending(parts: list[str]) -> str:
+    """Each part's own words joined by "; ", with the ending all of them share (from a "; ",
+    `_beyond_noise_training`) said once after them."""
+    tail = ""
+    for cut in (i for i in range(len(parts[0])) if parts[0].startswith("; ", i)):
+        if all(p.endswith(parts[0][cut:]) and len(p) > len(parts[0]) - cut for p in parts):
+            tail = parts[0][cut:]
+            break
+    return "; ".join(p[:len(p) - len(tail)] for p in parts) + tail
 

@@ -429,6 +429,23 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
     assert "biqt and rf ran their models trained with added noise: the input is noisier than clean scans" in said
 
 
+@pytest.mark.parametrize("degrees, said_i", [
+    (45, "oblique (45° from left-right, 45° from anterior-posterior)"),
+    (40, "oblique (40° from left-right, 50° from anterior-posterior)"),
+    (20, "R (left-right)"),  # within orientation.OBLIQUE_DEGREES: the closest axis
+])
+def test_per_axis_factors_on_a_turned_scan_say_oblique_where_no_axis_is_near(degrees, said_i):
+    """A scan turned 45° about S: its voxel axes i and j lie between R and A, and the page had said "R (left-right)" of
+    i all the same (`iqt upsample`'s line, "A"); axis k is still S."""
+    from ImageQualityTransferLib.core import orientation
+
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    turned = np.array([[2 * c, -2 * s, 0, 0], [2 * s, 2 * c, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])
+    assert report.factor_axes((2, 1, 1), turned) == f"2 along voxel axis i, {said_i}"
+    assert report.factor_axes((1, 1, 2), turned) == "2 along voxel axis k, S (superior-inferior)"
+    assert report.factor_axes is orientation.factor_axes  # upsample's line says it with the same function
+
+
 def test_the_page_says_how_the_input_was_read_made_and_along_which_anatomical_axis(tmp_path, small_subject, capsys):
     """The page says --input's tensor order and its mask (the file name only), --subject's degradation (style and mask
     rule), and the anatomical axis of per-axis factors (an audit: '×1,1,2' of a PSR scan had not said it was L-R)."""

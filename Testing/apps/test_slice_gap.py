@@ -52,6 +52,18 @@ def test_the_warning_names_the_slice_axis_of_a_slice_first_file(tmp_path, capsys
     assert len(lines) == 1 and "along voxel axis i (S-I)" in lines[0], lines
 
 
+def test_the_warning_says_an_oblique_slice_axis_is_oblique(tmp_path, capsys):
+    """Slices turned 45° about R (between S and A): the line had named the axis S-I all the same, as the factors' did
+    (core/orientation.py axis_words)."""
+    c = np.sqrt(0.5)
+    affine = np.array([[2.0, 0, 0, 0], [0, 2 * c, -6 * c, 0], [0, 2 * c, 6 * c, 0], [0, 0, 0, 1]])
+    fileio.save_tensor(Volume(FIELD, affine, "tensor"), tmp_path / "lr.nii.gz")
+    (tmp_path / "lr.json").write_text(json.dumps({"SliceThickness": 5, "SpacingBetweenSlices": 6}))
+    lines = _upsample(tmp_path, capsys, "lr.nii.gz")
+    assert len(lines) == 1 and "along voxel axis k (oblique: 45° from anterior-posterior, 45° from superior-inferior)" \
+        in lines[0], lines
+
+
 def test_a_nrrd_s_thicknesses_field_with_a_gap_warns(tmp_path, capsys):
     fileio.save_tensor(Volume(FIELD, np.diag([2.0, 2.0, 6.0, 1.0]), "tensor"), tmp_path / "lr.nrrd")
     head, data = (tmp_path / "lr.nrrd").read_bytes().split(b"\n\n", 1)

@@ -613,8 +613,8 @@ def test_through_plane_model_through_the_cli(capsys, tmp_path, through_plane_rf)
     assert main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(out), "--method", "rf", "--model",
                  str(through_plane_rf), "--factor", "2,1,1"]) == 0, capsys.readouterr().err
     assert fileio.load_tensor(out).shape3 == (16, 18, 20)
-    assert "factors 2,1,1 refine along R; its model for factors 1,1,2 (along S) ran with the axes turned" in \
-        capsys.readouterr().out
+    assert "factors 2,1,1: 2 along voxel axis i, R (left-right); its model for factors 1,1,2 (along S) ran with the " \
+           "axes turned" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("f", [(2, 2, 2), (1, 1, 3)])

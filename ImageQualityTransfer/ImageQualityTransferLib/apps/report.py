@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import grid, tensors
+from ..core import grid, orientation, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 from ..dmri.dti import ESTIMATED_SUPPORT, SCALE_MIN_VOXELS
@@ -111,22 +111,8 @@ def file_names(notes, paths=()) -> list[str]:
     return out
 
 
-AXIS_WORDS = {"L": "left-right", "R": "left-right", "A": "anterior-posterior", "P": "anterior-posterior",
-              "S": "superior-inferior", "I": "superior-inferior"}
-
-
-def factor_axes(f, affine) -> str:
-    """Per-axis factors with the anatomical axis each voxel axis lies along ("2 along voxel axis k, S (superior-
-    inferior)"); "" for isotropic factors. A page had said "×1,1,2" of a PSR scan without saying which way (an audit)."""
-    from nibabel import aff2axcodes
-
-    f = grid.factors(f, identity_ok=True)
-    if grid.isotropic(f) is not None:
-        return ""
-    codes = aff2axcodes(np.asarray(affine, float))
-    along = [f"{k} along voxel axis {'ijk'[a]}, {codes[a]} ({AXIS_WORDS.get(codes[a], 'oblique')})"
-             for a, k in enumerate(f) if k > 1]
-    return ", ".join(along)
+# the factors' axes in words: one sentence with `iqt upsample`'s (core/orientation.py)
+factor_axes = orientation.factor_axes
 
 
 def degrade_note(f, affine, whose: str, mask_made: str) -> str:

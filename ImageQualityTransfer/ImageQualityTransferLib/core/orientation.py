@@ -121,6 +121,49 @@ def slice_axis(affine, f) -> str | None:
     return None if k is None else "RAS"[k]
 
 
+# a voxel axis further than this from every world axis is said to be oblique, not along the closest one: at 45 degrees
+# (a scan turned so) the closest world axis is a tie, and its letter had been said as if the axis lay along it
+OBLIQUE_DEGREES = 30.0
+WORLD_WORDS = ("left-right", "anterior-posterior", "superior-inferior")
+
+
+def axis_words(affine, axis: int) -> str:
+    """The anatomical direction of voxel axis `axis` (0, 1, 2) of `affine`: its world axis code and words
+    ("S (superior-inferior)"), or where it is more than OBLIQUE_DEGREES from every world axis, "oblique" with its
+    angles to the two closest ("oblique (45° from left-right, 45° from anterior-posterior)")."""
+    angles = oblique_angles(affine, axis)
+    if angles is not None:
+        return f"oblique ({angles})"
+    u = np.asarray(affine, np.float64)[:3, int(axis)]
+    if not np.isfinite(u).all() or not u.any():
+        return "of no direction (the header's voxel-to-world matrix is degenerate)"
+    w = int(np.argmax(np.abs(u)))
+    return f"{'RAS'[w] if u[w] > 0 else 'LPI'[w]} ({WORLD_WORDS[w]})"
+
+
+def oblique_angles(affine, axis: int) -> str | None:
+    """"45° from left-right, 45° from anterior-posterior": voxel axis `axis`'s angles to its two closest world axes,
+    where it is more than OBLIQUE_DEGREES from every one; None where it is not (or has no direction)."""
+    col = np.asarray(affine, np.float64)[:3, int(axis)]
+    norm = float(np.linalg.norm(col))
+    if not np.isfinite(norm) or norm == 0:
+        return None
+    angles = np.degrees(np.arccos(np.clip(np.abs(col / norm), 0.0, 1.0)))
+    if angles.min() <= OBLIQUE_DEGREES:
+        return None
+    return ", ".join(f"{angles[i]:.0f}° from {WORLD_WORDS[i]}" for i in np.argsort(angles, kind="stable")[:2])
+
+
+def factor_axes(f, affine) -> str:
+    """Per-axis factors with the anatomical direction each refined voxel axis lies along (`axis_words`: "2 along voxel
+    axis k, S (superior-inferior)"); "" for isotropic factors. One sentence for `iqt report`'s page and `iqt upsample`'s
+    line (a page had said "×1,1,2" of a PSR scan without saying which way, an audit)."""
+    f = grid.factors(f, identity_ok=True)
+    if grid.isotropic(f) is not None:
+        return ""
+    return ", ".join(f"{k} along voxel axis {'ijk'[a]}, {axis_words(affine, a)}" for a, k in enumerate(f) if k > 1)
+
+
 def _closest_world_axes(affine) -> list[int]:
     """Per voxel axis, its closest world axis (0, 1, 2: R, A, S) as `io_orientation` assigns them (nibabel's algorithm
     and TIE_TURN) in numpy alone: the Slicer module calls it before nibabel is installed. A greedy assignment: the

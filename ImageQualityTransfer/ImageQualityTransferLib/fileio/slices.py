@@ -183,10 +183,18 @@ def warn_if_gapped(path, affine, found) -> None:
     if not gaps:
         return
     note_run(input_slices=record(gaps, affine))  # in the outputs' run record: their header says it too
+    from ..core.orientation import oblique_angles
+
     codes = aff2axcodes(np.asarray(affine, float))
-    where = "; ".join(f"{t:.3g} mm thick {s:.3g} mm apart along voxel axis {'ijk'[i]}"
-                      + (f" ({codes[i]}-{_OPPOSITE[codes[i]]})" if codes[i] in _OPPOSITE else "")
-                      + f", a {s - t:.3g} mm gap" for i, t, s, _ in gaps)
+
+    def axis_code(i) -> str:  # an axis far from every anatomical one is said oblique, as the factors' (orientation.py)
+        angles = oblique_angles(affine, i)
+        if angles is not None:
+            return f" (oblique: {angles})"
+        return f" ({codes[i]}-{_OPPOSITE[codes[i]]})" if codes[i] in _OPPOSITE else ""
+
+    where = "; ".join(f"{t:.3g} mm thick {s:.3g} mm apart along voxel axis {'ijk'[i]}{axis_code(i)}"
+                      f", a {s - t:.3g} mm gap" for i, t, s, _ in gaps)
     # read by every command that reads a tensor (a reference in `iqt evaluate` too): advice that holds for each
     warnings.warn(f"{path}: its slices are {where} ({gaps[0][3]}): nothing between them was measured, and the learned "
                   "models were trained on contiguous slices, so an upsampled result's detail between these slices is "

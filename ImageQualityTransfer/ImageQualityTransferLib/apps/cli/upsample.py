@@ -270,7 +270,7 @@ def run(args):
     from ...analysis import propagation
     from ...fileio.nifti import is_nrrd
     from ...core import grid
-    from ...core.orientation import Reorientation, slice_axis
+    from ...core.orientation import Reorientation, factor_axes
     from ...fileio.records import map_record
     from ...methods.inputs import warn_if_upsampled
 
@@ -373,7 +373,7 @@ def run(args):
         say("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None
     if served is not None and served != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
-        say(f"{method.name}: the input's {grid.describe(f)} refine along {slice_axis(lr.affine, f)}; its model for "
+        say(f"{method.name}: the input's {grid.describe(f)}: {factor_axes(f, lr.affine)}; its model for "
               f"{grid.describe(served)} (along {'RAS'[grid.largest_axis(served)]}) ran with the axes turned to it and back")
     if res is not None:
         say(propagation.write(res, prop_paths, method.name, *options.propagation_record(args, f, method, model),

@@ -90,6 +90,32 @@ def test_every_relative_link_resolves():
     assert broken_links() == []
 
 
+def paragraphs(path: Path):
+    """(line number, text) of each paragraph outside code blocks, its lines joined."""
+    block, start = [], 0
+    for n, line in list(prose_lines(path.read_text(encoding="utf-8"))) + [(None, "")]:
+        if line.strip() and n is not None:
+            if not block:
+                start = n
+            block.append(line)
+        elif block:
+            yield start, " ".join(block)
+            block = []
+
+
+def test_above_and_below_point_within_their_page():
+    """A link whose text is "above" or "below" points into its own page; the passages moved out of the README that had
+    said "see above" of the README's Two commands and "the training table above" of docs/training.md link to them."""
+    wrong = [f"{page.relative_to(REPO)}:{n}: {m.group(0)}" for page in PAGES for n, text in paragraphs(page)
+             for m in LINK.finditer(text) if m.group(1).strip().lower() in ("above", "below")
+             and not m.group(2).startswith("#")]
+    assert wrong == []
+    for page, said, target in [("docs/command-line.md", "the main job, see [", "](../README.md#two-commands)"),
+                               ("docs/accuracy.md", "warm-started from its ×3 model, [", "](training.md#training)")]:
+        text = (REPO / page).read_text(encoding="utf-8")
+        assert said in text and target in text.split(said, 1)[1][:80], page
+
+
 def test_readme_is_a_first_page():
     lines = (REPO / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines < 400, f"README.md has {lines} lines: move reference detail into docs/"

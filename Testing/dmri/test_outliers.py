@@ -373,6 +373,21 @@ def test_every_other_volume_rescaled_is_said_without_naming_a_half(tmp_path, cap
     assert "by eye for head motion" in err and "scaling of each volume" in err, err
 
 
+@pytest.mark.parametrize("n", [outliers.STRIDED_FROM - 1, outliers.STRIDED_FROM, 33])
+def test_the_screen_s_blocks_say_which_feed_the_halves_check_and_which_name_suspects(n):
+    """The every-other blocks (`Outliers.alternate`, never a suspect) are marked by their offset, not by a negative
+    step read back by its sign; every block's step is a slice step the screen samples, at the STRIDED_FROM edge too."""
+    vols = np.arange(1, n + 1)  # the DW volumes after one b0
+    blocks = outliers._screen_blocks(vols, 0.0)
+    assert {b.step for b in blocks} <= {outliers.SCREEN_STEP, outliers.STRIDE_STEP}
+    alternate = {b.alternate: b.volumes.tolist() for b in blocks if b.alternate is not None}
+    strided = n >= outliers.STRIDED_FROM
+    assert alternate == ({0: vols[0::2].tolist(), 1: vols[1::2].tolist()} if strided else {})
+    suspects = [b for b in blocks if b.alternate is None]  # quarters, the half away from the b0, every k-th
+    assert len(suspects) == sum(outliers.BLOCKS[:1]) + 1 + (sum(outliers.STRIDES) if strided else 0)
+    assert suspects[4].volumes.tolist() == vols[(n + 1) // 2:].tolist()
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("axis, shift", [(1, 1), (0, 2)])
 def test_the_axial_dev_scan_s_every_third_volume_moved_is_named(axis, shift):

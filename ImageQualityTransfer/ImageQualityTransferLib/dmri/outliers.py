@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -368,6 +369,29 @@ def _testable(keep, dw, bvals, bvecs) -> bool:
         and not blind_count(bvals[keep], bvecs[keep])
 
 
+class ScreenBlock(NamedTuple):
+    """One block of a shell's DW volumes that `_block_suspects` leaves out of a screening fit."""
+
+    volumes: np.ndarray
+    step: int  # its fit reads every step-th of the slices read: SCREEN_STEP or STRIDE_STEP
+    alternate: int | None = None  # every other volume from this offset (0, 1): its median z goes into
+    # `Outliers.alternate` and none is a suspect; None: a block whose volumes may be suspects (an explicit field, not a
+    # negative step whose sign a reader of `step` must know to check)
+
+
+def _screen_blocks(vols, b0_at: float) -> list[ScreenBlock]:
+    """The blocks of one shell's DW volumes `vols` (in series order) that `_block_suspects` screens: quarters, the half
+    further from the b0s (at mean index `b0_at`), and in a shell of at least STRIDED_FROM directions every k-th for k
+    in STRIDES and every other one."""
+    blocks = [ScreenBlock(b, SCREEN_STEP) for b in np.array_split(vols, BLOCKS[0])]
+    halves = np.array_split(vols, BLOCKS[1])  # each half misfits the other's fit: the b0s' own half is taken as
+    blocks.append(ScreenBlock(max(halves, key=lambda b: abs(b.mean() - b0_at)), SCREEN_STEP))  # right (the mask's)
+    if len(vols) >= STRIDED_FROM:
+        blocks += [ScreenBlock(vols[o::k], STRIDE_STEP) for k in STRIDES for o in range(k)]
+        blocks += [ScreenBlock(vols[o::2], STRIDE_STEP, alternate=o) for o in range(2)]
+    return blocks
+
+
 def _block_suspects(dwi, mask, q, read, axis, scores, known=(), alternate=None) -> list:
     """The DW volumes that misfit, above SCREEN_Z, a fit without their block of the series (each shell's DW volumes in
     order, cut in quarters, the half further from the b0s, and in a shell of at least STRIDED_FROM directions every
@@ -391,26 +415,19 @@ def _block_suspects(dwi, mask, q, read, axis, scores, known=(), alternate=None) 
     b0_at = np.flatnonzero(~dw).mean() if (~dw).any() else -1.0
     shell = _shell_ids(bvals)
     for sid in np.unique(shell[dw]):  # per shell: a fit of the lower shells misfits a higher one (the model, no fault)
-        vols = np.flatnonzero(shell == sid)
-        blocks = [(b, SCREEN_STEP) for b in np.array_split(vols, BLOCKS[0])]
-        halves = np.array_split(vols, BLOCKS[1])  # each half misfits the other's fit: the b0s' own half is taken as
-        blocks.append((max(halves, key=lambda b: abs(b.mean() - b0_at)), SCREEN_STEP))  # right (they make the mask)
-        if len(vols) >= STRIDED_FROM:
-            blocks += [(vols[o::k], STRIDE_STEP) for k in STRIDES for o in range(k)]
-            blocks += [(vols[o::2], -1 - o) for o in range(2)]  # every other: into `alternate`, never a suspect
-        for block, step in blocks:
+        for block, step, offset in _screen_blocks(np.flatnonzero(shell == sid), b0_at):
             keep = ~np.isin(idx, block)
             if not _testable(keep, dw, bvals, bvecs):
                 continue
             if _testable(keep & ~np.isin(idx, known), dw, bvals, bvecs):
                 keep &= ~np.isin(idx, known)
-            sub, m = samples[step if step > 0 else STRIDE_STEP]
+            sub, m = samples[step]
             trial = _fit_without(sub, m, idx[~keep & dw])
             rows = np.stack([_slice_row(sub.data, trial, m, q, s, axis=axis) for s in range(m.shape[axis])])
             bz = _nanmedian(scores(rows, dw & keep)[0], axis=0)
-            if step < 0:
+            if offset is not None:
                 if alternate is not None:
-                    alternate[-1 - step] = min(float(np.nanmedian(bz[block])), alternate.get(-1 - step, np.inf))
+                    alternate[offset] = min(float(np.nanmedian(bz[block])), alternate.get(offset, np.inf))
                 continue
             found.update({int(v): max(float(bz[v]), found.get(int(v), -np.inf)) for v in block if bz[v] > SCREEN_Z})
     suspects = sorted(found, key=lambda v: -found[v])

@@ -148,17 +148,19 @@ def test_a_subject_out_of_memory_in_its_own_run_is_said_as_a_worker_out_of_memor
     assert "ulimit -v 3,000,000 KiB, which each worker process has on its own" in res["reason"], res["reason"]
 
 
+@pytest.mark.parametrize("exc", [RuntimeError("can't start new thread"),
+                                 OSError(errno.EAGAIN, "Resource temporarily unavailable")])
 @pytest.mark.parametrize("local", [True, False, None])
-def test_cant_start_new_thread_without_ulimit_v_may_be_a_thread_limit(monkeypatch, local):
+def test_cant_start_new_thread_without_ulimit_v_may_be_a_thread_limit(monkeypatch, local, exc):
     """Without ulimit -v, "can't start new thread" (pthread_create's EAGAIN) is more often a cap on threads or
-    processes (ulimit -u, a cgroup's pids.max) than memory: said so, not only memory."""
+    processes (ulimit -u, a cgroup's pids.max) than memory: said so, not only memory; the same EAGAIN as an OSError
+    too (it had failed the subject as a bug)."""
     from ImageQualityTransferLib.apps.batch import cohort
 
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    exc = RuntimeError("can't start new thread")
     reason = cohort.memory_reason(exc, local=local)
     assert cohort.out_of_memory(exc) and "ran out of memory" not in reason, reason
-    assert reason.startswith("a worker could not start a thread (can't start new thread): a limit on threads or "
+    assert reason.startswith(f"a worker could not start a thread ({exc}): a limit on threads or "
                              "processes (") and "ulimit -u, a cgroup's pids.max" in reason and "or memory" in reason
     assert "ran out of memory" in cohort.memory_reason(MemoryError(), local=local)
 

@@ -595,11 +595,15 @@ def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch)
     assert run_cli(capsys, "methods")[2] == err
 
 
+@pytest.mark.parametrize("refusal", ["runtime", "eagain"])
 @pytest.mark.parametrize("address", [True, False])
-def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(capsys, monkeypatch, tmp_path, address):
+def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(capsys, monkeypatch, tmp_path, address,
+                                                                               refusal):
     """Under ulimit -v, save_nifti's thread pool (fileio/nifti.py) could not start a thread: espcn x2 on the 3 mm dev
     fit ended 'internal error: RuntimeError: can't start new thread' (a review, 2 of 4 runs); now the out-of-memory line,
-    exit 1, no output; without ulimit -v the line also names a cap on threads."""
+    exit 1, no output; without ulimit -v the line also names a cap on threads. The same EAGAIN as an OSError
+    (BlockingIOError, ulimit -u met) had still ended 'internal error: BlockingIOError'."""
+    import errno
     import resource
     import threading
 
@@ -612,6 +616,8 @@ def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(ca
     monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, resource.RLIM_INFINITY))
 
     def start(self):
+        if refusal == "eagain":
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", start)

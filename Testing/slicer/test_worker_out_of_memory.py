@@ -5,6 +5,7 @@ Traceback ...")."""
 
 from __future__ import annotations
 
+import errno
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ from ImageQualityTransferLib.slicer import processing, worker
 
 
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("can't start new thread"),
+                                 OSError(errno.EAGAIN, "Resource temporarily unavailable"),
                                  RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8")])
 def test_a_worker_out_of_memory_says_so_in_one_line(tmp_path, monkeypatch, capsys, exc):
     lr = tmp_path / "lr.nii.gz"

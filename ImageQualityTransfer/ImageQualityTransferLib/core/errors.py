@@ -24,13 +24,18 @@ OUT_OF_MEMORY = ("out of memory; try a smaller input or factor, fewer Monte Carl
 
 def thread_not_started(exc: BaseException) -> bool:
     """A thread that could not start (RuntimeError "can't start new thread", pthread_create's EAGAIN): under ulimit -v
-    its stack's address space refused, e.g. save_nifti's thread pool (fileio/nifti.py) near the limit."""
-    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+    its stack's address space refused, e.g. save_nifti's thread pool (fileio/nifti.py) near the limit; or the same
+    EAGAIN raised as an OSError (BlockingIOError "Resource temporarily unavailable": a thread, fork or process pool
+    refused under ulimit -u or a pids.max), which had ended as an internal error."""
+    import errno
+
+    return (isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)) or \
+        (isinstance(exc, OSError) and exc.errno == errno.EAGAIN)
 
 
 def out_of_memory(exc: BaseException) -> bool:
     """Memory or address space refused, not a bug: MemoryError, OSError ENOMEM, a thread that could not start
-    (`thread_not_started`) or torch's allocator (`torch_out_of_memory`)."""
+    (`thread_not_started`: EAGAIN, as a RuntimeError or an OSError) or torch's allocator (`torch_out_of_memory`)."""
     import errno
 
     return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)

@@ -199,8 +199,25 @@ def test_a_signal_after_the_save_returned_names_the_model_written():
         "no partial output was left"
 
 
+@pytest.fixture(scope="module")
+def trio_crop(tmp_path_factory):
+    """A central 50x50x30 crop of the real siemens_trio_2mm training subject (its bval, bvec and sidecar beside it),
+    written once for the module: the two trainings below test the closing line of an interrupted `iqt train`, which
+    does not depend on the scan's size; the whole scan's fit and degraded variants had taken 10-20 s of CPU each."""
+    import nibabel as nib
+    from helpers import TRAIN, need_data
+
+    src = need_data(TRAIN / "siemens_trio_2mm")
+    folder = tmp_path_factory.mktemp("trio_crop") / "siemens_trio_2mm"
+    folder.mkdir()
+    nib.save(nib.load(src / "dwi.nii.gz").slicer[26:76, 26:76, 15:45], folder / "dwi.nii.gz")
+    for name in ("dwi.bval", "dwi.bvec", "dwi.json"):
+        shutil.copy(src / name, folder / name)
+    return folder
+
+
 @pytest.mark.realdata
-def test_a_signal_once_the_model_is_in_place_is_said_so(tmp_path, monkeypatch, capsys):
+def test_a_signal_once_the_model_is_in_place_is_said_so(tmp_path, monkeypatch, capsys, trio_crop):
     """A SIGTERM held while the model, its sidecar and the registry are renamed into place, taken right after: the
     closing line names them as written (it had said 'no partial output was left' of a model written whole)."""
     import signal
@@ -216,9 +233,7 @@ def test_a_signal_once_the_model_is_in_place_is_said_so(tmp_path, monkeypatch, c
         return real(src, dst)
 
     monkeypatch.setattr(staging.os, "replace", replace)
-    from helpers import TRAIN, need_data
-
-    subject = need_data(TRAIN / "siemens_trio_2mm")
+    subject = trio_crop
     code = cli.main(["--threads", "1", "train", "--method", "global-linear", "--factor", "2", "--n-train", "3000",
                      "--register", "-o", str(tmp_path / "m.npz"), "--subjects", str(subject)])
     err = capsys.readouterr().err
@@ -249,13 +264,12 @@ def test_a_signal_as_the_registry_lock_is_let_go_names_the_model_in_place(tmp_pa
 
 
 @pytest.mark.realdata
-def test_a_signal_at_the_wrote_line_of_a_training_names_the_model(tmp_path, monkeypatch, capsys):
+def test_a_signal_at_the_wrote_line_of_a_training_names_the_model(tmp_path, monkeypatch, capsys, trio_crop):
     """`iqt train`, a signal once the save returned (at its 'wrote' line): the closing line names the model written."""
-    from helpers import TRAIN, need_data
     from ImageQualityTransferLib import methods
     from ImageQualityTransferLib.apps import cli
 
-    subject = need_data(TRAIN / "siemens_trio_2mm")
+    subject = trio_crop
 
     def interrupted(self, *a, **k):
         raise KeyboardInterrupt

@@ -65,11 +65,23 @@ def test_the_methods_left_out_are_named_in_one_line_per_reason(capsys):
     assert sorted(n for line in lines for n in line[len("skipping "):].split(":")[0].split(", ")) == sorted(left)
 
 
-def test_a_second_demo_into_the_folder_leaves_no_volume_of_the_first_s_other_methods(tmp_path, capsys):
+def _coarse_demo_phantom(monkeypatch):
+    """The demo's phantom made coarse (32x36x28 voxels of 4 mm, 12 directions, as conftest's coarse_phantom) for a test
+    of which files a demo writes and removes, which does not depend on the phantom's size (the full one: 8 s a run)."""
+    import functools
+
+    from ImageQualityTransferLib.dmri import phantom
+
+    monkeypatch.setattr(phantom, "make_phantom",
+                        functools.partial(phantom.make_phantom, shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12))
+
+
+def test_a_second_demo_into_the_folder_leaves_no_volume_of_the_first_s_other_methods(tmp_path, capsys, monkeypatch):
     """A demo into a folder an earlier demo wrote left that one's volumes of other methods beside its own (the phantom's
     x2 espcn-hetero maps beside a real subject's truth: a first-run audit): they go with this run's outputs, said."""
     from ImageQualityTransferLib.apps import cli
 
+    _coarse_demo_phantom(monkeypatch)
     out = tmp_path / "d"
     # with a global option before the command, as the README's '--threads 1' runs (a review: the record's command line
     # then read "iqt --threads 1 demo", and its volumes were kept)

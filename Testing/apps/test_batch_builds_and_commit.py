@@ -27,8 +27,13 @@ import helpers  # noqa: E402
 OTHER = "0123456789ab"  # a build that is not this tree's
 
 
+# The phantom subjects' grid: smaller than make_bids's default 32x36x28, since what these tests check (which build
+# computed a subject, which files land, the table's rows) does not depend on the scan's size (a third of the CPU).
+SHAPE = (20, 22, 16)
+
+
 def cohort_of(tmp_path, subjects=("01", "02")):
-    ds = helpers.make_bids(tmp_path / "bids", subjects)
+    ds = helpers.make_bids(tmp_path / "bids", subjects, shape=SHAPE)
     out = tmp_path / "deriv"
     out.mkdir()
     return batch.find_items(ds), out
@@ -191,7 +196,7 @@ def statuses(out: Path) -> dict[str, tuple[str, str]]:
 def test_a_killed_run_leaves_a_table_of_what_finished(tmp_path, monkeypatch):
     """Audit AB F6: the table was written only at the end, so a killed night left none, or the one before it that
     still listed as failed a subject since fixed and redone."""
-    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"), corrupt="03")
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"), corrupt="03", shape=SHAPE)
     out = tmp_path / "deriv"
     out.mkdir()
     items = batch.find_items(ds)
@@ -226,7 +231,7 @@ def test_a_table_that_cannot_be_written_still_leaves_the_summary_said(tmp_path, 
     subject's reason."""
     from ImageQualityTransferLib.core.errors import IQTError
 
-    ds = helpers.make_bids(tmp_path / "bids", ("01",), corrupt="02")
+    ds = helpers.make_bids(tmp_path / "bids", ("01",), corrupt="02", shape=SHAPE)
     out = tmp_path / "deriv"
     out.mkdir()
 
@@ -246,7 +251,7 @@ def test_a_table_in_the_way_of_a_folder_is_one_line_after_the_summary(tmp_path, 
     internal IsADirectoryError, no summary)."""
     from ImageQualityTransferLib.core.errors import IQTError
 
-    ds = helpers.make_bids(tmp_path / "bids", ("01",))
+    ds = helpers.make_bids(tmp_path / "bids", ("01",), shape=SHAPE)
     out = tmp_path / "deriv"
     for table in ("qc.tsv", "qc.html"):  # the file in the way named (a cohort audit: qc.html's was called qc.tsv's)
         (out / table).mkdir(parents=True)
@@ -334,7 +339,7 @@ def test_an_interrupted_run_writes_the_table_of_what_ended(tmp_path, monkeypatch
     """Researcher audit: the table was written at most every QC_WRITE_EVERY_S (10 s) as subjects ended, and not when the
     run was stopped: a Ctrl-C a few seconds in left no qc.tsv though subjects had ended, and an interrupted redo left
     the earlier run's table, describing outputs since replaced. The interruption now writes it, then stops."""
-    ds = helpers.make_bids(tmp_path / "bids", ("01", "02", "03"))
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02", "03"), shape=SHAPE)
     out = tmp_path / "deriv"
     out.mkdir()
     items = batch.find_items(ds)

@@ -76,6 +76,7 @@ def _coarse_demo_phantom(monkeypatch):
                         functools.partial(phantom.make_phantom, shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12))
 
 
+@pytest.mark.slow
 def test_a_second_demo_into_the_folder_leaves_no_volume_of_the_first_s_other_methods(tmp_path, capsys, monkeypatch):
     """A demo into a folder an earlier demo wrote left that one's volumes of other methods beside its own (the phantom's
     x2 espcn-hetero maps beside a real subject's truth: a first-run audit): they go with this run's outputs, said."""

@@ -32,6 +32,7 @@ def others(out: Path) -> dict[Path, bytes]:
     return files
 
 
+@pytest.mark.slow
 def test_the_start_removes_only_this_cohort_s_stale_temporaries(tmp_path, capsys):
     """Through `iqt batch` on a real local cluster: a rerun of a done subject (done by a first run in this process,
     without a cluster of its own: the start of the second run is what is checked)."""

@@ -217,6 +217,7 @@ def trio_crop(tmp_path_factory):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_a_signal_once_the_model_is_in_place_is_said_so(tmp_path, monkeypatch, capsys, trio_crop):
     """A SIGTERM held while the model, its sidecar and the registry are renamed into place, taken right after: the
     closing line names them as written (it had said 'no partial output was left' of a model written whole)."""
@@ -264,6 +265,7 @@ def test_a_signal_as_the_registry_lock_is_let_go_names_the_model_in_place(tmp_pa
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_a_signal_at_the_wrote_line_of_a_training_names_the_model(tmp_path, monkeypatch, capsys, trio_crop):
     """`iqt train`, a signal once the save returned (at its 'wrote' line): the closing line names the model written."""
     from ImageQualityTransferLib import methods

@@ -35,9 +35,14 @@ def sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def make_bids(root: Path, subjects=("01", "02"), corrupt="03") -> Path:
+def make_bids(root: Path, subjects=("01", "02"), corrupt="03", shape=(32, 36, 28)) -> Path:
     """helpers.make_bids with a third, corrupt subject by default."""
-    return helpers.make_bids(root, subjects, corrupt)
+    return helpers.make_bids(root, subjects, corrupt, shape)
+
+
+# A smaller phantom grid for the in-process runs whose checks (which subjects are done, skipped or redone, which files
+# and records they leave) do not depend on the scan's size: a fifth of the default's voxels, a third of its CPU.
+SMALL = (20, 22, 16)
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +183,9 @@ def test_killed_run_restarts_without_redoing(tmp_path, capsys, cluster):
 def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
     """A terminal's Ctrl-C (SIGINT to the whole process group) while a local worker is busy on a subject: exit 130 and
     one line, no worker traceback (each worker printed its own KeyboardInterrupt), no temporary file, no
-    process left. The Monte Carlo method keeps the worker on the next subject for seconds after the first is done."""
-    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None)
+    process left. The Monte Carlo method keeps the worker on the next subject for seconds after the first is done (on
+    24x28x20 phantoms: over a second of CPU each, half the default grid's)."""
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None, shape=(24, 28, 20))
     out = tmp_path / "deriv"
     env = helpers.engine_env()
     cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method",
@@ -399,7 +405,7 @@ def test_list_of_folders_and_dti_files_in_process(tmp_path):
 
     folder = tmp_path / "subjA"
     folder.mkdir()
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
+    dwi = make_phantom(shape=SMALL, voxel_mm=4.0, n_dirs=12)  # its SNR (about 53) as on the 32x36x28 grid
     fileio.save_dwi(dwi, folder / "dwi.nii.gz")
     fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "b_dti.nii.gz")
     (tmp_path / "list.txt").write_text("# cohort\nsubjA  # the first\n\nb_dti.nii.gz\nmissing\n")
@@ -865,7 +871,7 @@ def test_a_model_given_is_checked_before_any_work_and_recorded_by_its_full_path(
     from ImageQualityTransferLib.fileio import model_files
 
     monkeypatch.chdir(tmp_path)
-    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=SMALL)
     (tmp_path / "models").mkdir()
     for suffix in (".npz", ".json"):
         shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", tmp_path / "models" / f"global-linear_x2{suffix}")
@@ -920,7 +926,7 @@ def test_bids_files_not_named_for_their_subject_and_session_are_left_alone(tmp_p
 def test_a_subject_redone_without_uncertainty_keeps_no_maps_of_its_old_input(tmp_path):
     """Redone on a changed input without --uncertainty, a subject's earlier uncertainty maps (of the old input) are
     removed, not left beside the new tensors."""
-    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=SMALL)
     out = tmp_path / "deriv"
     out.mkdir()
     items = batch.find_items(ds)
@@ -941,7 +947,7 @@ def test_bids_gradients_inherited_from_a_folder_above(tmp_path):
     own files win (inherited gradients were not found, and each subject failed)."""
     import shutil
 
-    ds = make_bids(tmp_path / "bids", subjects=("01", "02"), corrupt=None)
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02"), corrupt=None, shape=SMALL)
     for suffix in (".bval", ".bvec"):
         shutil.copy(ds / "sub-01" / "dwi" / f"sub-01_dwi{suffix}", ds / f"dwi{suffix}")
         (ds / "sub-01" / "dwi" / f"sub-01_dwi{suffix}").unlink()
@@ -999,7 +1005,7 @@ def test_a_damaged_output_is_redone_not_skipped(tmp_path):
     """An output cut to half its size and one with a flipped byte, sidecars untouched, were skipped as
     already done. Each sidecar keeps its file's size and SHA256; a subject whose file differs is redone. A sidecar
     written before (no hash) is trusted only where its file reads fully."""
-    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03", "04"), corrupt=None)
+    ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03", "04"), corrupt=None, shape=SMALL)
     out = tmp_path / "deriv"
     out.mkdir()
     items, s = batch.find_items(ds), batch.Settings(method="cubic")
@@ -1107,7 +1113,7 @@ def test_a_changed_bids_sidecar_redoes_the_subject(tmp_path):
     SHA256 is now compared too; a subject without one is skipped as before."""
     folder = tmp_path / "subjA"
     folder.mkdir()
-    fileio.save_dwi(make_phantom(shape=(24, 28, 20), voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
+    fileio.save_dwi(make_phantom(shape=SMALL, voxel_mm=4.0, n_dirs=12), folder / "dwi.nii.gz")
     (folder / "dwi.json").write_text(json.dumps({"SliceEncodingDirection": "k"}))
     (tmp_path / "list.txt").write_text("subjA\n")
     items, s, out = batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), tmp_path / "deriv"
@@ -1164,7 +1170,7 @@ def test_settling_a_stopped_cluster_run_drops_its_generated_by_entry_if_it_made_
     as the run stops, when a worker may still put a subject in place (a review); an entry no output names goes."""
     from ImageQualityTransferLib.apps.batch import records
 
-    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=SMALL)
     items, out = batch.find_items(ds), tmp_path / "deriv"
     assert [r["status"] for r in batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)] == ["done"]
     before = (out / "dataset_description.json").read_text()
@@ -1179,7 +1185,7 @@ def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tm
     dataset_description.json naming a run that made nothing (a researcher's audit). A folder that had one keeps it."""
     from ImageQualityTransferLib.apps.batch import cohort
 
-    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=SMALL)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -1330,7 +1336,7 @@ def test_a_dataset_reached_by_another_path_or_moved_with_its_derivatives_resumes
     done, and the raw link names the path of the run."""
     import shutil
 
-    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=SMALL)
     s = batch.Settings(method="cubic")
     out = ds / "derivatives" / "iqt"
     assert [r["status"] for r in batch.run_cohort(batch.find_items(ds), s, out, progress=False)] == ["done"]

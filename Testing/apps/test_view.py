@@ -765,6 +765,78 @@ def test_the_page_says_the_viewer_stopped_once_the_server_ends(browser, lowres, 
         assert "The IQT viewer has stopped" in text and "reload this page" in text, text
 
 
+SLOW_RUN = """
+import sys, time
+from ImageQualityTransferLib.methods import base
+def slow(method, lr, factor, mask=None, progress=None, **kw):  # a run of a minute that reports as the methods do
+    print("computing", file=sys.stderr, flush=True)
+    for i in range(1200):
+        time.sleep(0.05)
+        progress(i / 1200)
+base.predict_within = slow
+from ImageQualityTransferLib.apps.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_viewer_while_a_method_runs(lowres, tmp_path, sig="SIGINT"):
+    """Ctrl-C while the page's method computes stops `iqt view` within seconds with the command's one line: aiohttp's
+    own handlers had ended the server with status 0 and no word, and the run was then waited for at exit (a minute
+    on a small input, over five on a larger one: a newcomer's audit). SIGTERM: the test below."""
+    import signal as signals
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+    log = tmp_path / "view.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, "view", str(lr), "--mask", str(mask), "--method",
+                                 "cubic", "--port", "0"], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            end = time.monotonic() + 60
+            while "computing" not in log.read_text() and proc.poll() is None and time.monotonic() < end:
+                time.sleep(0.05)
+            assert proc.poll() is None, log.read_text()[-1000:]
+            sent = time.monotonic()
+            proc.send_signal(getattr(signals, sig))
+            code = proc.wait(20)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    lines = [line for line in log.read_text().splitlines() if line.startswith("iqt")]
+    assert took < 10 and code == (130 if sig == "SIGINT" else 128 + getattr(signals, sig)), (took, code, lines)
+    said = "iqt: interrupted;" if sig == "SIGINT" else f"iqt: stopped by {sig};"
+    assert len(lines) == 1 and lines[0].startswith(said), lines
+
+
+def test_sigterm_while_serving_unwinds_through_the_event_loop():
+    """SIGTERM (or SIGHUP) in the server's event loop stops it as `Terminated`: raised as such inside a callback,
+    asyncio had kept it there and served on."""
+    import asyncio
+    import signal
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import signals, view
+
+    old = signal.signal(signal.SIGTERM, signals._on_signal)
+    before = view._terminate_as_interrupt()
+    try:
+        async def serving():
+            asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(3)
+
+        with pytest.raises(KeyboardInterrupt) as raised:
+            asyncio.run(serving())
+        assert isinstance(raised.value.__cause__, signals.Terminated) and raised.value.__cause__.signum == signal.SIGTERM
+    finally:
+        for sig, handler in before:
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGTERM, old)
+
+
 def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:
     """The first and last row, and the first and last column, in pixels, where the left view draws the brain between
     its top 40 px (the Reset Camera icon and the slice said there) and `until` (the slice slider's top, in the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from ..core.errors import IQTError
 from ..core.volume import Volume
 from ..slicer import display, legends, mrml, processing
 from ..slicer.render import quiet_vtk_warnings
+from . import signals
 
 LEFT, RIGHT = display.COMPARE_VIEWS
 DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes as Slicer draws them
@@ -118,6 +120,7 @@ class Viewer:
         self.layout_manager.set_layout("compare")
 
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqt-view")
+        self._stop = threading.Event()  # set once serving ends: the run under way stops at its next tile (serve)
         self.lr = self.mask = self.in_node = None
         self._loaded = loaded
         self._said: set[str] = set()  # notes already printed on the terminal
@@ -514,7 +517,7 @@ class Viewer:
     def _compute(self, request) -> tuple[dict, dict]:
         """Worker thread: the method's and cubic's outputs, and their FA, as Volumes (no MRML here)."""
         self._progress = (0.0, "")
-        results = processing.predict_volumes(self.lr, request, self.mask, progress=self._report)
+        results = processing.predict_volumes(self.lr, request, self.mask, progress=self._report, cancel=self._stop.is_set)
         fas = {"iqt": fa_volume(results["tensor"]), "interpolated": fa_volume(results["interpolated"])}
         return results, fas
 
@@ -640,12 +643,20 @@ class Viewer:
     # ------------------------------------------------------------ serving
 
     def serve(self, port: int = 8080, host: str = "127.0.0.1") -> None:
-        """Serve until Ctrl-C; trame reads its own options from sys.argv, so it is given none of `iqt`'s."""
+        """Serve until Ctrl-C or SIGTERM; trame reads its own options from sys.argv, so it is given none of `iqt`'s.
+        The signals are the command's own (apps/signals.py: `iqt: interrupted` and 130), not aiohttp's, which ended the
+        server with status 0 and no word; the run under way is cancelled as the Slicer module's Cancel does
+        (slicer/progress.py), not joined to its end at exit (a minute, or many, after Ctrl-C)."""
         self.host = host
         argv, sys.argv = sys.argv, sys.argv[:1]
+        before = _terminate_as_interrupt()
         try:
             self.server.start(port=port, host=host, open_browser=False, show_connection_info=False, timeout=0,
-                              disable_logging=True)
+                              disable_logging=True, thread=True)  # thread: no signal handlers of its own
+        except KeyboardInterrupt as exc:
+            if isinstance(exc.__cause__, signals.Terminated):  # SIGTERM or SIGHUP: said as such, 128 + its number
+                raise exc.__cause__ from None
+            raise
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE or "address already in use" in str(exc):
                 raise IQTError(f"--port {port}: that port is in use on {host}; choose another with --port N (or --port 0 "
@@ -653,4 +664,25 @@ class Viewer:
             raise
         finally:
             sys.argv = argv
-            self.executor.shutdown(wait=False, cancel_futures=True)
+            for sig, handler in before:
+                signal.signal(sig, handler)
+            self._stop.set()
+            self.executor.shutdown(wait=True, cancel_futures=True)  # Cancelled at the run's next progress check
+
+
+def _terminate_as_interrupt() -> list:
+    """While serving, SIGTERM and SIGHUP unwind as a KeyboardInterrupt caused by `signals.Terminated`: asyncio passes
+    on only KeyboardInterrupt and SystemExit from a task or callback, and kept a Terminated raised there in the task,
+    the server serving on (Testing/apps/test_view.py). Returns [(signal, handler before)] for `serve` to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+
+    def on_signal(signum, frame):
+        try:
+            signals._on_signal(signum, frame)  # a signal during an import is sent again once it has ended
+        except signals.Terminated as exc:
+            raise KeyboardInterrupt from exc
+
+    names = ("SIGTERM", "SIGHUP")
+    return [(sig, signal.signal(sig, on_signal)) for sig in (getattr(signal, n, None) for n in names)
+            if sig is not None and signal.getsignal(sig) is signals._on_signal]

@@ -1273,7 +1273,7 @@ def test_voxel_size_and_a_models_own_factors_choose_each_subjects(tmp_path, caps
     code, stdout, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "linear",
                                 "--voxel-size", "2", "--scheduler", cluster)
     assert code == 0, err
-    assert "1 subjects, method linear, factor 2 (--voxel-size 2: sub-iso)" in stdout, stdout
+    assert "1 subject, method linear, factor 2 (--voxel-size 2: sub-iso)" in stdout, stdout
     shapes = {}
     for name, res in (("iso", "2x"), ("thick", "2x2x4x"), ("sla", "4x2x2x")):
         t = out / f"sub-{name}" / "dwi" / f"sub-{name}_space-orig_res-{res}_model-linear_param-tensor_dwimap.nii.gz"

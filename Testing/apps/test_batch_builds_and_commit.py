@@ -258,7 +258,7 @@ def test_a_table_in_the_way_of_a_folder_is_one_line_after_the_summary(tmp_path, 
         with pytest.raises(IQTError, match="the QC table cannot be written") as info:
             batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out, progress=False)
         assert str(info.value).startswith(f"{out / table}: "), str(info.value)
-        assert capsys.readouterr().out.splitlines()[0].startswith("1 subjects: ")
+        assert capsys.readouterr().out.splitlines()[0].startswith("1 subject: ")
         (out / table).rmdir()
     # `iqt batch` refuses it before any work, its first factor set no longer run before it is found
     from ImageQualityTransferLib.apps.cli import main
@@ -355,3 +355,8 @@ def test_an_interrupted_run_writes_the_table_of_what_ended(tmp_path, monkeypatch
         batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
     rows = statuses(out)
     assert rows["sub-01"] == ("done", "") and rows["sub-02"] == ("done", "") and rows["sub-03"][0] == "pending"
+
+
+def test_one_subject_is_said_in_the_singular():
+    """'1 subjects: 1 done, ...' for a cohort of one (a newcomer's audit)."""
+    assert batch.summary([{"status": "done"}]) == "1 subject: 1 done, 0 skipped (already done), 0 failed"

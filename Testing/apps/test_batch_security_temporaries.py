@@ -49,7 +49,7 @@ def test_the_start_removes_only_this_cohort_s_stale_temporaries(tmp_path, capsys
         p.write_bytes(b"")
     code = cli.main(args)
     stdout, err = capsys.readouterr()
-    assert code == 0 and "1 subjects:" in stdout, err  # skipped (or redone where the tree's build changed meanwhile)
+    assert code == 0 and "1 subject:" in stdout, err  # skipped (or redone where the tree's build changed meanwhile)
     assert {p: p.read_bytes() for p in kept if p.exists()} == kept
     assert not any(p.exists() for p in stale)
     lines = [line for line in err.splitlines() if "earlier" in line]

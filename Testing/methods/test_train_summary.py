@@ -33,3 +33,9 @@ def test_a_cnn_summary_names_its_loss_and_that_it_is_optimistic():
 def test_a_forest_summary_says_it_has_no_validation_figure():
     text = _trained("global-linear", {"examples": 42774}).summary(2)
     assert text.startswith("42774 examples") and "no validation figure" in text
+
+
+def test_one_epoch_is_said_in_the_singular():
+    """'1 epochs (stopped by: epochs)' after `iqt train --epochs 1` (a newcomer's audit)."""
+    assert _trained("espcn", _cnn({"mse": 1})).summary(2).startswith("1 epoch (stopped by")
+    assert _trained("espcn", _cnn({"mse": 3})).summary(2).startswith("3 epochs (stopped by")

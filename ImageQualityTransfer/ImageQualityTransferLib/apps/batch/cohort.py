@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from ...core.errors import IQTError, IQTWarning
+from ...core.words import counted
 from .items import Item
 from .lock import held
 from .qc import write_qc
@@ -532,7 +533,7 @@ def _connection_lost(exc: BaseException) -> bool:
 def _lost(client, left: int, total: int) -> IQTError:
     scheduler = getattr(client.scheduler, "address", "the scheduler")
     return IQTError(f"lost the connection to the scheduler at {scheduler} (it stopped or cannot be reached): {left} of "
-                    f"{total} subjects not ended; the QC table says which; start the scheduler again and rerun the same "
+                    f"{counted(total, 'subject')} not ended; the QC table says which; start the scheduler again and rerun the same "
                     "command, which skips the subjects done (a subject its workers end meanwhile is not put in place)")
 
 
@@ -641,7 +642,7 @@ def _start_closed_workers(client) -> None:
 
 def summary(results: list[dict]) -> str:
     n = {k: sum(r["status"] == k for r in results) for k in ("done", "skipped", "failed")}
-    return f"{len(results)} subjects: {n['done']} done, {n['skipped']} skipped (already done), {n['failed']} failed"
+    return f"{counted(len(results), 'subject')}: {n['done']} done, {n['skipped']} skipped (already done), {n['failed']} failed"
 
 
 def redone_line(results: list[dict]) -> str:

@@ -11,6 +11,7 @@ import time
 import warnings
 
 from ...core.errors import IQTError, IQTWarning
+from ...core.words import counted
 from . import options
 
 
@@ -610,7 +611,7 @@ def _run(args, runs, items, out, client, cluster, run_token=None, per_subject=Fa
     try:
         for name, f, group, s in runs:  # one factor set after another, each its own run (its qc.tsv rows, GeneratedBy)
             chosen = f" ({_chosen_by(args)}: {_named(group, unread=getattr(args, 'unread', ()))})" if per_subject else ""
-            print(f"{len(group)} subjects, method {name}, {grid.describe(f)}{chosen}; Dask dashboard: "
+            print(f"{counted(len(group), 'subject')}, method {name}, {grid.describe(f)}{chosen}; Dask dashboard: "
                   f"{_dashboard(client, args.scheduler)}", flush=True)
             current = ([_absolute_item(it) for it in group], s)
             ended = batch.run_cohort(current[0], s, out.absolute(), client, wait_workers=args.wait_workers, lock=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from ...core.errors import IQTWarning
+from ...core.words import counted
 from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
 
@@ -72,11 +73,11 @@ def run(args):
     outside = 0 if mask is None else tractography.points_outside(points, mask)
     if not lines and len(points):  # an empty tractogram, exit 0 and no word why (a first-contact audit)
         why = tractography.no_streamline_reason(s, outside, len(points), mask is not None)
-        warnings.warn(f"no streamline was tracked from the {len(points)} seeds: {why}", IQTWarning, stacklevel=2)
+        warnings.warn(f"no streamline was tracked from the {counted(len(points), 'seed')}: {why}", IQTWarning, stacklevel=2)
     for p in [out, *extra]:
         tractography.save_tracts(lines, dti, p)
     said = f" ({outside} of them outside the tracking mask, where no streamline starts)" if outside else ""
-    say(f"wrote {', '.join(map(str, [out, *extra]))}: {len(lines)} streamlines from {len(points)} seeds{said}")
+    say(f"wrote {', '.join(map(str, [out, *extra]))}: {counted(len(lines), 'streamline')} from {counted(len(points), 'seed')}{said}")
 
 
 def check_seed_grid(path, seeds, dti, input_path) -> None:

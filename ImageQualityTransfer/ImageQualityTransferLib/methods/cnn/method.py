@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import IQTError
+from ...core.words import counted
 from ..learned import LearnedMethod
 from ..context import raise_where_filled
 from ..inputs import clip_input
@@ -107,7 +108,7 @@ class CNNMethod(LearnedMethod):
 
     def summary(self, factor=2):
         t = self.trained(factor).meta["training"]
-        return (f"{t['epochs_run']} epochs (stopped by: {t['stopped_by']}), best validation loss {t['best_val_loss']:.4f} "
+        return (f"{counted(t['epochs_run'], 'epoch')} (stopped by: {t['stopped_by']}), best validation loss {t['best_val_loss']:.4f} "
                 f"({validation_loss_is(t)}), {t['minutes']:.1f} min + {t['data_preparation_seconds']:.0f} s data preparation")
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ...core import grid
 from ...core.errors import IQTError
+from ...core.words import counted
 from ...core.version import __version__ as engine_version
 from ...fileio.model_files import build as engine_build
 from .inference import subject_scale
@@ -115,13 +116,13 @@ def _resume_plan(phases, given, limits, ended, last, done, start, epochs, more) 
     notes = []
     for i in range(start):
         if ended[i][1] == 0 and ended[i][0] != given[i]:
-            notes.append(f"its finished {phases[i][0]} phase is kept as it ran ({ended[i][0]} epochs; a run given "
+            notes.append(f"its finished {phases[i][0]} phase is kept as it ran ({counted(ended[i][0], 'epoch')}; a run given "
                          f"--epochs {epochs} at once gives it {given[i]})")
     k0 = done if start == last else 0
-    rest = [f"the {phases[i][0]} phase trains {'on ' if i == last else ''}to {limits[i]} epochs"
+    rest = [f"the {phases[i][0]} phase trains {'on ' if i == last else ''}to {counted(limits[i], 'epoch')}"
             for i in range(start, len(phases)) if limits[i] > (k0 if i == start else 0)]
     if k0 >= given[start]:
-        notes.append(f"its {phases[start][0]} phase has {k0} epochs already, "
+        notes.append(f"its {phases[start][0]} phase has {counted(k0, 'epoch')} already, "
                      f"{'more than' if k0 > given[start] else 'as many as'} the {given[start]} --epochs {epochs} gives "
                      "it: " + ("it trains no more" if rest else "no epoch to train; its best weights are written"))
     if not notes:

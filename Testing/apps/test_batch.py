@@ -901,9 +901,9 @@ def test_a_relative_list_and_output_folder_reach_workers_started_in_another_fold
     (tmp_path / "b_dti.nii.gz").write_bytes(b"not a NIfTI file")
     (tmp_path / "list.txt").write_text("a_dti.nii.gz\nb_dti.nii.gz\n")
     code, out, err = run_cli(capsys, "batch", "list.txt", "-o", "deriv", "--method", "cubic", "--scheduler", cluster)
-    assert code == 1 and "1 done" in out and "1 failed" in out and "wrote deriv/qc.tsv" in out, (out, err)
+    assert code == 1 and "1 done" in out and "1 failed" in out and "wrote deriv/qc.tsv and deriv/qc.html;" in out, (out, err)
     # the run's wall time and throughput, for planning a cohort's cluster time (a research-computing audit)
-    assert re.search(r"wrote deriv/qc\.tsv; \d+ s in all, \d+\.\d subjects computed a minute", out), out
+    assert re.search(r"wrote deriv/qc\.tsv and deriv/qc\.html; \d+ s in all, \d+\.\d subjects computed a minute", out), out
     assert list((tmp_path / "deriv").rglob("*_dwimap.nii.gz"))
     # the failure names the file as typed (the absolute path the workers were given leaked into it)
     assert "  sub-bdti: b_dti.nii.gz: " in out and str(tmp_path) not in out + err, (out, err)

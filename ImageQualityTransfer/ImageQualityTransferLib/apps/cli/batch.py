@@ -628,7 +628,8 @@ def _run(args, runs, items, out, client, cluster, run_token=None, per_subject=Fa
         raise
     results = [done[it.prefix] for it in items if it.prefix in done]  # in the cohort's order
     _stop(client, cluster)
-    batch.say_results(results, f"; wrote {out / 'qc.tsv'}; {throughput(results, time.monotonic() - t0)}")
+    # both files the run wrote (apps/batch/qc.write_qc): the page had gone unnamed (a newcomer's audit)
+    batch.say_results(results, f"; wrote {out / 'qc.tsv'} and {out / 'qc.html'}; {throughput(results, time.monotonic() - t0)}")
     failed = [r for r in results if r["status"] == "failed"]
     if failed:  # one stderr line that holds the reasons too (a cluster's error log may be kept apart from its output)
         why = (" | ".join(f"{f['subject']}: {f['reason']}" for f in failed) if len(failed) <= 3

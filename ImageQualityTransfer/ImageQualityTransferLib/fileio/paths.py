@@ -49,7 +49,11 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
         example = f" such as {p / ('out' + suffixes[0])}" if suffixes else ""
         raise IQTError(f"{p}: is a folder; give a file name in it for the {what}{example}")
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):
-        raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}")
+        # `--uncertainty u.nrrd` beside `-o x.nrrd` (a newcomer's audit): why not, and the name to give
+        nrrd = str(p).lower().endswith(NRRD_SUFFIXES) and set(suffixes) == set(NIFTI_SUFFIXES)
+        why = (f": NRRD is written for the tensor output (-o) only; maps are NIfTI, which Slicer loads too: give "
+               f"{p.with_name(p.name[: -len(p.suffix)] + '.nii.gz')}" if nrrd else "")
+        raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}{why}")
     if suffixes and p.name.lower() in tuple(suffixes):  # '-o .nii.gz' had written a hidden file with no name
         raise IQTError(f"{p}: the {what}'s name is its suffix alone, a hidden file with no name; give a name before "
                        f"it, e.g. {p.with_name('out' + p.name)}")

@@ -32,7 +32,10 @@ def chosen_methods(names=None, factor=2, models: dict | None = None, say=print) 
     left = {}  # reason -> names, so that the reasons take one line each
     for name in methods.names():
         if name not in ready:
-            why = "PyTorch is not installed" if not methods.runs_here(name) else f"no shipped model for {grid.describe(factor)}"
+            # a newcomer read 'no shipped model for factor 2' as a fault: they are trainable, and said how
+            why = "PyTorch is not installed" if not methods.runs_here(name) else \
+                (f"trainable methods with no shipped model for {grid.describe(factor)}; 'iqt train' makes one "
+                 "('iqt methods' lists every method)")
             left.setdefault(why, []).append(name)
     for why, names_left in left.items():
         say(f"skipping {', '.join(names_left)}: {why}")

@@ -363,6 +363,24 @@ def run_cli(capsys, *args):
     return code, out, err
 
 
+def process_start_refused() -> OSError:
+    """The OSError a real process start raises when fork meets ulimit -u or a pids.max (BlockingIOError EAGAIN from
+    subprocess.Popen's _execute_child, as CPython 3.11 raised it under `ulimit -u 1`), its traceback through Popen."""
+    import errno
+    import subprocess
+    from unittest import mock
+
+    def refused(*args, **kwargs):
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    with mock.patch.object(subprocess, "_fork_exec", refused), mock.patch.object(subprocess, "_USE_POSIX_SPAWN", False):
+        try:
+            subprocess.Popen(["true"])
+        except BlockingIOError as exc:
+            return exc
+    raise AssertionError("subprocess.Popen started a process with fork refused")
+
+
 def filled_context_ratio(subject, method):
     """On a crop of `subject` degraded x2 in the tight style: the RMS of error/σ of `method` where its input was filled
     (beyond the tight mask) over that at the rest of the brain's edge. 1 where σ is as honest there as at the edge."""

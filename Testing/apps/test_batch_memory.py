@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from helpers import bundle_volume, engine_env, refused_line  # noqa: E402
+from helpers import bundle_volume, engine_env, process_start_refused, refused_line  # noqa: E402
 from ImageQualityTransferLib import fileio  # noqa: E402
 from ImageQualityTransferLib.core.errors import IQTWarning  # noqa: E402
 
@@ -148,21 +148,23 @@ def test_a_subject_out_of_memory_in_its_own_run_is_said_as_a_worker_out_of_memor
     assert "ulimit -v 3,000,000 KiB, which each worker process has on its own" in res["reason"], res["reason"]
 
 
-@pytest.mark.parametrize("exc", [RuntimeError("can't start new thread"),
-                                 OSError(errno.EAGAIN, "Resource temporarily unavailable")])
+@pytest.mark.parametrize("exc", [RuntimeError("can't start new thread"), process_start_refused()])
 @pytest.mark.parametrize("local", [True, False, None])
 def test_cant_start_new_thread_without_ulimit_v_may_be_a_thread_limit(monkeypatch, local, exc):
     """Without ulimit -v, "can't start new thread" (pthread_create's EAGAIN) is more often a cap on threads or
-    processes (ulimit -u, a cgroup's pids.max) than memory: said so, not only memory; the same EAGAIN as an OSError
-    too (it had failed the subject as a bug)."""
+    processes (ulimit -u, a cgroup's pids.max) than memory: said so, not only memory; a process start's EAGAIN (an
+    OSError) too, named a process (it had failed the subject as a bug)."""
     from ImageQualityTransferLib.apps.batch import cohort
 
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     reason = cohort.memory_reason(exc, local=local)
     assert cohort.out_of_memory(exc) and "ran out of memory" not in reason, reason
-    assert reason.startswith(f"a worker could not start a thread ({exc}): a limit on threads or "
+    what = "thread" if isinstance(exc, RuntimeError) else "process"
+    assert reason.startswith(f"a worker could not start a {what} ({exc}): a limit on threads or "
                              "processes (") and "ulimit -u, a cgroup's pids.max" in reason and "or memory" in reason
     assert "ran out of memory" in cohort.memory_reason(MemoryError(), local=local)
+    # a non-blocking write's EAGAIN (a full pipe) is no process refused: not memory, the subject's failure its own
+    assert not cohort.out_of_memory(BlockingIOError(errno.EAGAIN, "write could not complete without blocking", 0))
 
 
 def test_a_dwi_subjects_fit_is_checked_as_iqt_fit_checks_it(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The `iqt` command line: the contract's commands on real data, and one clear line for every bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.core.grid import repeat_blocks
 from ImageQualityTransferLib.core.volume import Volume
 
-from helpers import AXIAL, need_data, run_cli
+from helpers import AXIAL, need_data, process_start_refused, run_cli
 
 
 @pytest.fixture()
@@ -595,15 +596,40 @@ def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch)
     assert run_cli(capsys, "methods")[2] == err
 
 
-@pytest.mark.parametrize("refusal", ["runtime", "eagain"])
+@pytest.mark.skipif(not hasattr(os, "set_blocking") or sys.platform != "linux", reason="F_SETPIPE_SZ is Linux's")
+def test_a_write_that_would_block_is_not_said_as_out_of_memory(capsys, monkeypatch):
+    """stdout a full non-blocking pipe (a reader that set O_NONBLOCK): print's BlockingIOError EAGAIN is I/O, not a
+    process refused; it had been said 'out of memory or of threads: a thread could not start' (a review). One line, and
+    no second BlockingIOError when the interpreter flushes stdout at exit."""
+    import fcntl
+    import io
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: one page
+    os.write(w, b"x" * 4000)
+    os.set_blocking(w, False)
+    full = io.TextIOWrapper(io.BufferedWriter(io.FileIO(w, "w", closefd=True)), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", full)
+    try:
+        code = cli.main(["methods"])
+        full.flush()  # what stdout still holds goes to /dev/null: the interpreter's flush at exit had failed again
+    finally:
+        monkeypatch.undo()
+        full.close()
+        os.close(r)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "out of memory" not in err and "internal error" not in err, err
+    assert err.startswith("iqt: error: a read or write could not complete without blocking ("), err
+
+
+@pytest.mark.parametrize("refusal", ["runtime", "process"])
 @pytest.mark.parametrize("address", [True, False])
 def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(capsys, monkeypatch, tmp_path, address,
                                                                                refusal):
     """Under ulimit -v, save_nifti's thread pool (fileio/nifti.py) could not start a thread: espcn x2 on the 3 mm dev
     fit ended 'internal error: RuntimeError: can't start new thread' (a review, 2 of 4 runs); now the out-of-memory line,
-    exit 1, no output; without ulimit -v the line also names a cap on threads. The same EAGAIN as an OSError
-    (BlockingIOError, ulimit -u met) had still ended 'internal error: BlockingIOError'."""
-    import errno
+    exit 1, no output; without ulimit -v the line also names a cap on threads. A process start's EAGAIN (an OSError,
+    ulimit -u met: raised here in a thread's place) had still ended 'internal error: BlockingIOError'."""
     import resource
     import threading
 
@@ -616,8 +642,8 @@ def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(ca
     monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, resource.RLIM_INFINITY))
 
     def start(self):
-        if refusal == "eagain":
-            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        if refusal == "process":
+            raise process_start_refused()
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", start)
@@ -626,4 +652,5 @@ def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(ca
     err = "".join(line for line in err.splitlines(True) if not line.startswith("iqt: warning: "))  # no background
     assert code == 1 and err.count("\n") == 1 and err.startswith("iqt: error: out of memory"), err
     assert (err.strip() == cli.OUT_OF_MEMORY) == address and ("ulimit -u" in err) != address, err
+    assert address or f"a {'process' if refusal == 'process' else 'thread'} could not start (" in err, err
     assert errors.OUT_OF_MEMORY in cli.OUT_OF_MEMORY and not list(tmp_path.glob("hr*"))

@@ -5,11 +5,11 @@ Traceback ...")."""
 
 from __future__ import annotations
 
-import errno
 import json
 
 import numpy as np
 import pytest
+from helpers import process_start_refused
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.core.volume import Volume
@@ -17,7 +17,7 @@ from ImageQualityTransferLib.slicer import processing, worker
 
 
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("can't start new thread"),
-                                 OSError(errno.EAGAIN, "Resource temporarily unavailable"),
+                                 process_start_refused(),
                                  RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8")])
 def test_a_worker_out_of_memory_says_so_in_one_line(tmp_path, monkeypatch, capsys, exc):
     lr = tmp_path / "lr.nii.gz"

@@ -22,20 +22,40 @@ OUT_OF_MEMORY = ("out of memory; try a smaller input or factor, fewer Monte Carl
                  "machine with more memory")
 
 
-def thread_not_started(exc: BaseException) -> bool:
-    """A thread that could not start (RuntimeError "can't start new thread", pthread_create's EAGAIN): under ulimit -v
-    its stack's address space refused, e.g. save_nifti's thread pool (fileio/nifti.py) near the limit; or the same
-    EAGAIN raised as an OSError (BlockingIOError "Resource temporarily unavailable": a thread, fork or process pool
-    refused under ulimit -u or a pids.max), which had ended as an internal error."""
-    import errno
+# where CPython's process starts call fork or posix_spawn (3.11: subprocess.Popen, multiprocessing's fork and spawn
+# starts): an OSError EAGAIN raised there is a process refused; one raised by a non-blocking read or write is not
+_PROCESS_STARTS = {("subprocess.py", "_execute_child"), ("subprocess.py", "_posix_spawn"),
+                   ("popen_fork.py", "_launch"), ("util.py", "spawnv_passfds")}
 
-    return (isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)) or \
-        (isinstance(exc, OSError) and exc.errno == errno.EAGAIN)
+
+def process_not_started(exc: BaseException) -> bool:
+    """A process that could not start: OSError EAGAIN (BlockingIOError "Resource temporarily unavailable", ulimit -u or
+    a pids.max met) raised through where fork or posix_spawn is called (`_PROCESS_STARTS`). Not a non-blocking write's
+    EAGAIN (a full pipe given as stdout): that one carries characters_written or is raised elsewhere."""
+    import errno
+    import os
+
+    if not (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or hasattr(exc, "characters_written"):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if (os.path.basename(code.co_filename), code.co_name) in _PROCESS_STARTS:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def thread_not_started(exc: BaseException) -> bool:
+    """A thread or process that could not start: a thread's RuntimeError "can't start new thread" (pthread_create's
+    EAGAIN; under ulimit -v its stack's address space refused, e.g. save_nifti's thread pool, fileio/nifti.py, near the
+    limit), or a process's OSError EAGAIN (`process_not_started`), which had ended as an internal error."""
+    return (isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)) or process_not_started(exc)
 
 
 def out_of_memory(exc: BaseException) -> bool:
-    """Memory or address space refused, not a bug: MemoryError, OSError ENOMEM, a thread that could not start
-    (`thread_not_started`: EAGAIN, as a RuntimeError or an OSError) or torch's allocator (`torch_out_of_memory`)."""
+    """Memory or address space refused, not a bug: MemoryError, OSError ENOMEM, a thread or process that could not
+    start (`thread_not_started`) or torch's allocator (`torch_out_of_memory`)."""
     import errno
 
     return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
@@ -43,12 +63,13 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def out_of_memory_said(exc: BaseException) -> str:
-    """`OUT_OF_MEMORY`, or for a thread not started where no ulimit -v is set (more often a cap on threads than memory,
-    apps/batch/memory_reasons.py) a line naming both."""
+    """`OUT_OF_MEMORY`, or for a thread or process not started where no ulimit -v is set (more often a cap on threads
+    or processes than memory, apps/batch/memory_reasons.py) a line naming both."""
     import resource
 
     if thread_not_started(exc) and resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:
-        return ("out of memory or of threads: a thread could not start (a limit on threads or processes: ulimit -u, a "
+        what = "processes: a process" if process_not_started(exc) else "threads: a thread"
+        return (f"out of memory or of {what} could not start (a limit on threads or processes: ulimit -u, a "
                 "container's or job's pids.max; or memory); try --threads 1 or fewer workers, raise that limit, or a "
                 "machine with more memory")
     return OUT_OF_MEMORY

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def out_of_memory(exc: BaseException) -> bool:
     """Whether `exc`, raised by a task on a worker, is memory or address space refused (a worker under ulimit -v could
-    not start its thread: RuntimeError "can't start new thread" or OSError EAGAIN; MemoryError; OSError ENOMEM; torch's
+    not start its thread: RuntimeError "can't start new thread", or a process: OSError EAGAIN; MemoryError; OSError ENOMEM; torch's
     allocator)."""
     from ...core.errors import out_of_memory as said_so  # the CLI's and the Slicer worker's rule too
 
@@ -20,7 +20,7 @@ def memory_reason(exc: BaseException, local: bool | None = True) -> str:
     (subject.py _process), whose own ulimit -v is read, on a local or a --scheduler's cluster."""
     import resource
 
-    from ...core.errors import thread_not_started
+    from ...core.errors import process_not_started, thread_not_started
 
     soft = resource.getrlimit(resource.RLIMIT_AS)[0] if local is not False else resource.RLIM_INFINITY
     text = " ".join(str(exc).split())
@@ -28,10 +28,11 @@ def memory_reason(exc: BaseException, local: bool | None = True) -> str:
     if soft != resource.RLIM_INFINITY:
         return (f"{said} under the address-space limit ulimit -v {soft // 1024:,} KiB, which each worker process has on "
                 "its own; raise it (ulimit -v, a cluster job's h_vmem)")
-    if thread_not_started(exc):  # RuntimeError "can't start new thread" or OSError EAGAIN (core/errors.py)
+    if thread_not_started(exc):  # RuntimeError "can't start new thread" or a process start's EAGAIN (core/errors.py)
         # without ulimit -v, pthread_create's EAGAIN is more often a cap on threads than memory
         where = {False: "their", None: "the worker's"}.get(local, "this machine's")
-        return (f"a worker could not start a thread ({text}): a limit on threads or processes ({where} ulimit -u, a "
+        what = "process" if process_not_started(exc) else "thread"
+        return (f"a worker could not start a {what} ({text}): a limit on threads or processes ({where} ulimit -u, a "
                 "cgroup's pids.max, a container's or job's) or memory; raise that limit, or give the workers more "
                 "memory, or run fewer --workers")
     if local is False:

@@ -280,6 +280,15 @@ def _run(args, printed, signals=()) -> int:
             return 2
         if args.debug or os.environ.get("IQT_DEBUG"):
             raise
+        if isinstance(exc, BlockingIOError):  # an I/O EAGAIN (a process start's is out_of_memory's, core/errors.py)
+            print(f"iqt: error: a read or write could not complete without blocking ({' '.join(str(exc).split())}): "
+                  "iqt's output or input is non-blocking, e.g. a pipe its reader made so, now full; give iqt blocking "
+                  "output, e.g. redirect it to a file", file=sys.stderr)
+            try:
+                printed.stream.flush()
+            except BlockingIOError:  # stdout itself: what it still holds would fail again at the interpreter's exit
+                printed._lost()
+            return 1
         print(f"iqt: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} (rerun with --debug and report it)",
               file=sys.stderr)
         return 1

@@ -430,9 +430,12 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
 
 
 @pytest.mark.parametrize("degrees, said_i", [
-    (45, "oblique (45° from left-right, 45° from anterior-posterior)"),
-    (40, "oblique (40° from left-right, 50° from anterior-posterior)"),
+    (45, "oblique (45.0° from left-right, 45.0° from anterior-posterior)"),
+    (40, "oblique (40.0° from left-right, 50.0° from anterior-posterior)"),
     (20, "R (left-right)"),  # within orientation.OBLIQUE_DEGREES: the closest axis
+    # the edge decided on the printed tenth of a degree: 30.0001° had been said "oblique (30° from left-right, ...)"
+    (30.0001, "R (left-right)"),
+    (30.06, "oblique (30.1° from left-right, 59.9° from anterior-posterior)"),
 ])
 def test_per_axis_factors_on_a_turned_scan_say_oblique_where_no_axis_is_near(degrees, said_i):
     """A scan turned 45° about S: its voxel axes i and j lie between R and A, and the page had said "R (left-right)" of

@@ -12,6 +12,7 @@ from helpers import save_phantom_dwi
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.core.volume import Volume
 
 FIELD = np.broadcast_to(tensors.from_matrix(np.diag([1.2e-3, 0.5e-3, 0.4e-3])), (6, 7, 5, 6)).astype(np.float32)
@@ -24,8 +25,8 @@ def _upsample(tmp_path, capsys, name, factor="1,1,2"):
 
 
 @pytest.mark.parametrize("sidecar, said", [
-    ({"SliceThickness": 5, "SpacingBetweenSlices": 6}, "5 mm thick 6 mm apart along voxel axis k (S-I), a 1 mm gap"),
-    ({"SliceThickness": 5}, "5 mm thick 6 mm apart along voxel axis k (S-I), a 1 mm gap"),  # spacing: the voxel size
+    ({"SliceThickness": 5, "SpacingBetweenSlices": 6}, "5 mm thick 6 mm apart along voxel axis k, S (superior-inferior), a 1 mm gap"),
+    ({"SliceThickness": 5}, "5 mm thick 6 mm apart along voxel axis k, S (superior-inferior), a 1 mm gap"),  # spacing: the voxel size
     ({"SliceThickness": 6, "SpacingBetweenSlices": 6}, None),  # contiguous
     ({"SliceThickness": 7, "SpacingBetweenSlices": 6}, None),  # overlapping
     ({"SliceThickness": True, "SpacingBetweenSlices": 6}, None),  # JSON true is no thickness (it had read as 1 mm)
@@ -49,7 +50,7 @@ def test_the_warning_names_the_slice_axis_of_a_slice_first_file(tmp_path, capsys
     fileio.save_tensor(Volume(field, affine, "tensor"), tmp_path / "lr.nii.gz")
     (tmp_path / "lr.json").write_text(json.dumps({"SliceThickness": 5, "SpacingBetweenSlices": 6}))
     lines = _upsample(tmp_path, capsys, "lr.nii.gz", "2,1,1")
-    assert len(lines) == 1 and "along voxel axis i (S-I)" in lines[0], lines
+    assert len(lines) == 1 and "along voxel axis i, S (superior-inferior)" in lines[0], lines
 
 
 def test_the_warning_says_an_oblique_slice_axis_is_oblique(tmp_path, capsys):
@@ -60,8 +61,25 @@ def test_the_warning_says_an_oblique_slice_axis_is_oblique(tmp_path, capsys):
     fileio.save_tensor(Volume(FIELD, affine, "tensor"), tmp_path / "lr.nii.gz")
     (tmp_path / "lr.json").write_text(json.dumps({"SliceThickness": 5, "SpacingBetweenSlices": 6}))
     lines = _upsample(tmp_path, capsys, "lr.nii.gz")
-    assert len(lines) == 1 and "along voxel axis k (oblique: 45° from anterior-posterior, 45° from superior-inferior)" \
+    assert len(lines) == 1 and "along voxel axis k, oblique (45.0° from anterior-posterior, 45.0° from superior-inferior), a " \
         in lines[0], lines
+
+
+def test_a_sheared_headers_axis_is_named_alike_by_the_gap_line_and_the_factors_line():
+    """Voxel axis j sheared to 26.6° from R, 63.4° from A (a review's probe_shear.py): the factors' line had named it R
+    (the column's largest part) and the gap line A (nibabel's assignment, which gives R to axis i); one rule now, the
+    world axis each is given (core/orientation.py axis_words), and j, far from that one, is oblique in both."""
+    from ImageQualityTransferLib.core import orientation
+    from ImageQualityTransferLib.fileio import slices
+
+    affine = np.eye(4)
+    affine[:3, :3] = [[2, 2, 0], [0.6, 1.0, 0], [0, 0, 4]]
+    with pytest.warns(IQTWarning) as said:
+        slices.warn_if_gapped("x.nii.gz", affine, [(1, 1.0, 2.236, "sidecar")])
+    words = "oblique (26.6° from left-right, 63.4° from anterior-posterior)"
+    assert orientation.factor_axes((1, 2, 1), affine) == f"2 along voxel axis j, {words}"
+    assert f"along voxel axis j, {words}, a 1.24 mm gap" in str(said[0].message), str(said[0].message)
+    assert orientation.axis_words(affine, 0) == "R (left-right)"
 
 
 def test_a_nrrd_s_thicknesses_field_with_a_gap_warns(tmp_path, capsys):
@@ -94,7 +112,7 @@ def test_a_dwi_sidecar_s_gap_is_kept_by_fit_and_said_on_upsample(tmp_path, capsy
     assert "the DWI it was fitted from" in lines[0]
 
 
-@pytest.mark.parametrize("axes, said", [("LAS", "along voxel axis k (S-I)"), ("SLA", "along voxel axis i (S-I)")])
+@pytest.mark.parametrize("axes, said", [("LAS", "along voxel axis k, S (superior-inferior)"), ("SLA", "along voxel axis i, S (superior-inferior)")])
 def test_an_older_degrade_record_names_the_slice_axis_of_a_file_re_stored_since(tmp_path, capsys, axes, said):
     """A record from before degrade kept its slices' axis codes (only --factor and --slice-gap, along the voxel axes of
     the file it wrote): a copy re-stored slice-first has the gap on its largest voxels, not on its third axis."""
@@ -148,7 +166,7 @@ def test_degrade_records_a_gap_on_an_axis_of_factor_one_and_of_isotropic_factors
 
 @pytest.mark.parametrize("sidecar, gap, said", [
     ({"SliceThickness": 3, "SpacingBetweenSlices": 400}, 0, "6 mm thick 800 mm apart along voxel axis k"),
-    ({"SliceThickness": 5, "SpacingBetweenSlices": 4}, 1, "9 mm thick 12 mm apart along voxel axis k (S-I), a 3 mm gap"),
+    ({"SliceThickness": 5, "SpacingBetweenSlices": 4}, 1, "9 mm thick 12 mm apart along voxel axis k, S (superior-inferior), a 3 mm gap"),
 ])
 def test_degrade_records_k_t_thick_k_n_s_apart_as_readme_says(tmp_path, capsys, sidecar, gap, said):
     """A sidecar spacing other than the voxel size is kept as iqt fit keeps it (it had been scaled to the voxel: 0.06 mm

@@ -121,37 +121,38 @@ def slice_axis(affine, f) -> str | None:
     return None if k is None else "RAS"[k]
 
 
-# a voxel axis further than this from every world axis is said to be oblique, not along the closest one: at 45 degrees
-# (a scan turned so) the closest world axis is a tie, and its letter had been said as if the axis lay along it
+# a chosen threshold, not a measured one: a voxel axis further than this from the world axis it is given
+# (`_closest_world_axes`) is said to be oblique, not along it: at 45 degrees (a scan turned so) the closest world axis
+# is a tie, and its letter had been said as if the axis lay along it
 OBLIQUE_DEGREES = 30.0
 WORLD_WORDS = ("left-right", "anterior-posterior", "superior-inferior")
 
 
 def axis_words(affine, axis: int) -> str:
-    """The anatomical direction of voxel axis `axis` (0, 1, 2) of `affine`: its world axis code and words
-    ("S (superior-inferior)"), or where it is more than OBLIQUE_DEGREES from every world axis, "oblique" with its
-    angles to the two closest ("oblique (45° from left-right, 45° from anterior-posterior)")."""
-    angles = oblique_angles(affine, axis)
-    if angles is not None:
-        return f"oblique ({angles})"
-    u = np.asarray(affine, np.float64)[:3, int(axis)]
-    if not np.isfinite(u).all() or not u.any():
-        return "of no direction (the header's voxel-to-world matrix is degenerate)"
-    w = int(np.argmax(np.abs(u)))
-    return f"{'RAS'[w] if u[w] > 0 else 'LPI'[w]} ({WORLD_WORDS[w]})"
-
-
-def oblique_angles(affine, axis: int) -> str | None:
-    """"45° from left-right, 45° from anterior-posterior": voxel axis `axis`'s angles to its two closest world axes,
-    where it is more than OBLIQUE_DEGREES from every one; None where it is not (or has no direction)."""
+    """The anatomical direction of voxel axis `axis` (0, 1, 2) of `affine`, one wording for the factors' line and the
+    slice-gap line (fileio/slices.py): the world axis `_closest_world_axes` gives it (as through_plane_axis and the
+    reorientation do, so a sheared header's axis is named alike everywhere) with its words ("S (superior-inferior)"),
+    or where it is more than OBLIQUE_DEGREES from that world axis, "oblique" with its angles to the two closest
+    ("oblique (45.0° from left-right, 45.0° from anterior-posterior)")."""
     col = np.asarray(affine, np.float64)[:3, int(axis)]
-    norm = float(np.linalg.norm(col))
-    if not np.isfinite(norm) or norm == 0:
-        return None
-    angles = np.degrees(np.arccos(np.clip(np.abs(col / norm), 0.0, 1.0)))
-    if angles.min() <= OBLIQUE_DEGREES:
-        return None
-    return ", ".join(f"{angles[i]:.0f}° from {WORLD_WORDS[i]}" for i in np.argsort(angles, kind="stable")[:2])
+    if not np.isfinite(np.asarray(affine, np.float64)[:3, :3]).all() or not col.any():
+        return "of no direction (the header's voxel-to-world matrix is degenerate)"
+    w = _closest_world_axes(affine)[int(axis)]
+    if w < 0:
+        return "of no direction (the header's voxel-to-world matrix is degenerate)"
+    angles = _angles(col)
+    if angles[w] > OBLIQUE_DEGREES:
+        # the two closest, whose first may be another than `w` on a sheared header (the review's probe_shear.py)
+        return "oblique (" + ", ".join(f"{angles[i]:.1f}° from {WORLD_WORDS[i]}"
+                                       for i in np.argsort(angles, kind="stable")[:2]) + ")"
+    return f"{'RAS'[w] if col[w] > 0 else 'LPI'[w]} ({WORLD_WORDS[w]})"
+
+
+def _angles(col) -> np.ndarray:
+    """A column's angles (degrees) to the three world axes, each rounded to the tenth of a degree that is printed: the
+    test against OBLIQUE_DEGREES is on the printed figure, so an oblique axis is never said to be "30.0°" from one."""
+    angles = np.degrees(np.arccos(np.clip(np.abs(col / np.linalg.norm(col)), 0.0, 1.0)))
+    return np.round(angles, 1)
 
 
 def factor_axes(f, affine) -> str:

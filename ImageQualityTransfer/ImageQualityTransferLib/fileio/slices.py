@@ -175,25 +175,15 @@ def gapped(found) -> list:
 def warn_if_gapped(path, affine, found) -> None:
     """One warning line for the axes whose slices are thinner than their spacing (a gap); none for contiguous or
     overlapping slices."""
-    from nibabel import aff2axcodes
-
+    from ..core.orientation import axis_words
     from .records import note_run
 
     gaps = gapped(found)
     if not gaps:
         return
     note_run(input_slices=record(gaps, affine))  # in the outputs' run record: their header says it too
-    from ..core.orientation import oblique_angles
-
-    codes = aff2axcodes(np.asarray(affine, float))
-
-    def axis_code(i) -> str:  # an axis far from every anatomical one is said oblique, as the factors' (orientation.py)
-        angles = oblique_angles(affine, i)
-        if angles is not None:
-            return f" (oblique: {angles})"
-        return f" ({codes[i]}-{_OPPOSITE[codes[i]]})" if codes[i] in _OPPOSITE else ""
-
-    where = "; ".join(f"{t:.3g} mm thick {s:.3g} mm apart along voxel axis {'ijk'[i]}{axis_code(i)}"
+    # named as the factors' line names it (core/orientation.py axis_words): one rule, one wording
+    where = "; ".join(f"{t:.3g} mm thick {s:.3g} mm apart along voxel axis {'ijk'[i]}, {axis_words(affine, i)}"
                       f", a {s - t:.3g} mm gap" for i, t, s, _ in gaps)
     # read by every command that reads a tensor (a reference in `iqt evaluate` too): advice that holds for each
     warnings.warn(f"{path}: its slices are {where} ({gaps[0][3]}): nothing between them was measured, and the learned "

@@ -409,8 +409,11 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
     from ImageQualityTransferLib.analysis import benchmark
     from ImageQualityTransferLib.core.errors import IQTWarning
 
+    from ImageQualityTransferLib.methods.base import _beyond_noise_training
+
     head = "the input is noisier than clean scans (noise index 0.121, above 0.075)"
-    end = "; at the edge of its training: its noisiest training inputs read 0.10-0.14"
+    end = _beyond_noise_training(0.121)
+    assert end.startswith("; at the edge of its training")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for name in ("biqt", "rf"):
@@ -418,7 +421,8 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
             warnings.warn(f"{name}: the input's brain is thinner than the model's context", IQTWarning)
     notes = report._said_once(caught)
     assert notes == [f"{head}: biqt uses its model trained with added noise (biqt_x2_noisy); rf uses its model trained "
-                     f"with added noise (rf_x2_noisy){end}", "biqt: the input's brain is thinner than the model's context",
+                     f"with added noise (rf_x2_noisy){_beyond_noise_training(0.121, several=True)}",
+                     "biqt: the input's brain is thinner than the model's context",
                      "rf: the input's brain is thinner than the model's context"], notes
     with warnings.catch_warnings(record=True) as again:  # `iqt benchmark` and `iqt demo` say them so too
         warnings.simplefilter("always")
@@ -427,6 +431,28 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
     said = report.ran_note(["cubic", "biqt", "rf"], (2, 2, 2), noisy={"biqt", "rf"})
     assert said.count("the input is noisier than clean scans") == 1 and said.count("trained with added noise") == 3, said
     assert "biqt and rf ran their models trained with added noise: the input is noisier than clean scans" in said
+
+
+def test_a_noisy_inputs_shared_ending_reads_right_beside_a_method_run_with_a_given_model():
+    """The ending two noise-trained models share is said once after their parts, of both ("their training", "they
+    were"; it had said "what it was trained on" after two, a review's real run); a method run with a given --model
+    (named: "the given model runs" had followed another method's part) keeps its own part after it, and the ending is
+    not said twice."""
+    from ImageQualityTransferLib.methods.base import _beyond_noise_training, noise_clause_once
+
+    head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
+    edge, beyond = _beyond_noise_training(0.15), _beyond_noise_training(0.25)
+    noise = "uses its model trained with added noise"
+    # two switched and one run with a given model: the ending once, plural, after the two it belongs to
+    given = [f"{head}: espcn {noise} (e){edge}", f"{head}: biqt runs the given model; without one it would run its "
+             "model trained with added noise", f"{head}: rf {noise} (r){edge}"]
+    [said] = noise_clause_once(given)
+    assert said == (f"{head}: espcn {noise} (e); rf {noise} (r){_beyond_noise_training(0.15, several=True)}; biqt runs "
+                    "the given model; without one it would run its model trained with added noise"), said
+    assert said.count("at the edge of") == 1 and "what they were trained on" in said and "it was trained" not in said
+    [said] = noise_clause_once([f"{head}: espcn {noise} (e){beyond}", f"{head}: rf {noise} (r){beyond}"])
+    assert said.endswith(_beyond_noise_training(0.25, several=True)) and said.count("noisier than every input") == 1
+    assert "every input those models were trained on too" in said and "that model" not in said, said
 
 
 @pytest.mark.parametrize("degrees, said_i", [

@@ -393,7 +393,7 @@ class Method:
         here = sorted({e.get("method") for e in noisy if grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
         if self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): the given model runs; without a model {self.name} would run its "
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model; without one it would run its "
                           "model trained with added noise", IQTWarning, stacklevel=4)
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
@@ -572,18 +572,21 @@ def _brain_within_box(lr: Volume) -> Volume | None:
 NOISY_TRAINED = (0.12, 0.20)
 
 
-def _beyond_noise_training(index: float) -> str:
+def _beyond_noise_training(index: float, several: bool = False) -> str:
     """The clause the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
-    inputs it was trained on (NOISY_TRAINED), else ""."""
+    inputs it was trained on (NOISY_TRAINED), else "". `several`: said once after several methods' parts
+    (`noise_clause_once`), of their models."""
     lo, hi = NOISY_TRAINED
+    model, it, its, out = (("those models were", "they were", "their", "outputs") if several
+                           else ("that model was", "it was", "its", "output"))
     if index > hi:
-        return (f"; but the input is noisier than every input that model was trained on too (noise index up to {hi:.2f}, "
-                "at b0 SNR 8, the lowest trained): its output and the uncertainty are outside what it was trained on, "
-                "and may be no better than --method cubic")
+        return (f"; but the input is noisier than every input {model} trained on too (noise index up to {hi:.2f}, at b0 "
+                f"SNR 8, the lowest trained): {its} {out} and the uncertainty are outside what {it} trained on, and may "
+                "be no better than --method cubic")
     if index > lo:
-        return (f"; at the edge of its training: its noisiest training inputs (b0 SNR 8, the lowest trained) read {lo:.2f}-"
-                f"{hi:.2f} by this index, depending on the scan, so the output and the uncertainty may be outside what "
-                "it was trained on")
+        return (f"; at the edge of {its} training: {its} noisiest training inputs (b0 SNR 8, the lowest trained) read "
+                f"{lo:.2f}-{hi:.2f} by this index, depending on the scan, so the {out} and the uncertainty may be "
+                f"outside what {it} trained on")
     return ""
 
 
@@ -629,12 +632,14 @@ def noise_clause_once(notes) -> list[str]:
 
 
 def _shared_ending(parts: list[str]) -> str:
-    """Each part's own words joined by "; ", with the ending all of them share (from a "; ",
-    `_beyond_noise_training`) said once after them."""
-    tail = ""
-    for cut in (i for i in range(len(parts[0])) if parts[0].startswith("; ", i)):
-        if all(p.endswith(parts[0][cut:]) and len(p) > len(parts[0]) - cut for p in parts):
-            tail = parts[0][cut:]
-            break
-    return "; ".join(p[:len(p) - len(tail)] for p in parts) + tail
-
+    """Each part's own words joined by "; ", where two or more end alike in `_beyond_noise_training`'s clause, that
+    clause said once after them, of their models (a page had said "that model" after two), before the other parts."""
+    lo, hi = NOISY_TRAINED
+    for index in (hi + 1, (lo + hi) / 2):
+        one = _beyond_noise_training(index)
+        sharing = [p for p in parts if p.endswith(one) and len(p) > len(one)]
+        if len(sharing) > 1:
+            rest = [p for p in parts if p not in sharing]
+            return "; ".join(p[:-len(one)] for p in sharing) + _beyond_noise_training(index, several=True) + \
+                "".join(f"; {p}" for p in rest)
+    return "; ".join(parts)

@@ -433,6 +433,21 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
     assert "biqt and rf ran their models trained with added noise: the input is noisier than clean scans" in said
 
 
+def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models():
+    """One method switched to its noise-trained model, one without such a model for the factor (a review checked it by
+    hand only: the 2.7 mm AP dev scan x3 --snr 20, biqt and espcn): the clause once, the switched method's part with
+    its own ending (of its one model), then the other's part; one line, as `_for_noise` words them."""
+    from ImageQualityTransferLib.methods.base import _beyond_noise_training, noise_clause_once
+
+    head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
+    edge = _beyond_noise_training(0.15)
+    switched = f"espcn uses its model trained with added noise (espcn_x3_noisy){edge}"
+    other = "biqt has no model trained with added noise for ×3; espcn run one on such inputs"
+    assert noise_clause_once([f"{head}: {switched}", f"{head}: {other}", "biqt: another line"]) == [
+        f"{head}: {switched}; {other}", "biqt: another line"]
+    assert "what it was trained on; biqt has no model" in f"{switched}; {other}"
+
+
 def test_a_noisy_inputs_shared_ending_reads_right_beside_a_method_run_with_a_given_model():
     """The ending two noise-trained models share is said once after their parts, of both ("their training", "they
     were"; it had said "what it was trained on" after two, a review's real run); a method run with a given --model

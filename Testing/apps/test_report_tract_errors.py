@@ -1,6 +1,9 @@
 """`iqt report`'s tractography is an extra: a failure the engine raises on purpose (IQTError, MemoryError) leaves
 the tracts out with a note on the page; anything else (a bug's TypeError) is not swallowed into that note."""
 
+import warnings
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -66,3 +69,26 @@ def test_report_input_says_the_seeds_it_drew_where_fewer_voxels_than_asked(tmp_p
     said = text.split("tracts: ", 1)[1].split(" random seeds", 1)[0]
     drawn = int(said.split(" ", 1)[0])
     assert 0 < drawn < 1_000_000 and "--n-seeds 1000000 asked for more than there are" in said
+
+
+def test_a_methods_warnings_are_said_when_a_later_method_fails(tmp_path, monkeypatch):
+    """A method's warning recorded before another failed is still said, as apps/demo.py says it (a review read
+    report.run: its recorded warnings were said only after every method had run), --input's run too."""
+    from ImageQualityTransferLib.analysis import benchmark
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.dmri import subject
+    from ImageQualityTransferLib.methods import base
+
+    def fails(*args, **kwargs):
+        warnings.warn("cubic: a line that says why", IQTWarning)
+        raise TypeError("a method failed")
+
+    monkeypatch.setattr(benchmark, "score_case", fails)
+    monkeypatch.setattr(base, "predict_within", fails)
+    monkeypatch.setattr(subject, "phantom_subject", lambda: SimpleNamespace(name="phantom"))  # no phantom's seconds
+    monkeypatch.setattr(subject, "make_case", lambda *args: None)
+    for run in (lambda: report.run(tmp_path / "r.html", method_names=["cubic"], n_seeds=50),
+                lambda: report.run_input(tmp_path / "r.html", _isotropic_input(), factor=2, method_names=["cubic"])):
+        with pytest.warns(IQTWarning, match="cubic: a line that says why"), pytest.raises(TypeError, match="failed"):
+            run()
+    assert not (tmp_path / "r.html").exists()

@@ -45,10 +45,12 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     for line in trained:
         warnings.warn(line, IQTWarning, stacklevel=2)
     preds = {}
-    with warnings.catch_warnings(record=True) as caught:  # the engine's lines (a noisy input's model) go on the page too
-        warnings.simplefilter("always", IQTWarning)
-        rows = benchmark.score_case(case, made, keep=preds)
-    engine = _said_once(caught)
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # the engine's lines (a noisy input's model) go on the page
+            warnings.simplefilter("always", IQTWarning)
+            rows = benchmark.score_case(case, made, keep=preds)
+    finally:  # also when a method fails: its warnings may say why (as apps/demo.py says them)
+        engine = _said_once(caught)
     benchmark.add_ratios(rows)
     nearest = methods.get("nearest").predict(case.lr, factor).tensor.data
     order = ["cubic"] + [n for n in preds if n not in ("cubic", "nearest")]  # the columns in --input's order
@@ -145,12 +147,12 @@ def input_note(lr: Volume, mask_path, f) -> str:
     return f"Input: {name}, read as {read}; {mask}" + (f"; ×{grid.text(f)}: {axes}" if axes else "") + "."
 
 
-def _said_once(caught) -> list[str]:
-    """The IQTWarnings among `caught`, each once (every method says the input's: `noise_clause_once`), said again on the
-    terminal with the other warnings; their texts for the page."""
+def _said_once(caught, first=()) -> list[str]:
+    """The IQTWarnings among `caught`, each once (every method says the input's: `noise_clause_once`), after the lines
+    `first`, said again on the terminal with the other warnings; their texts for the page."""
     from ..methods.base import noise_clause_once
 
-    notes = noise_clause_once(str(w.message) for w in caught if issubclass(w.category, IQTWarning))
+    notes = noise_clause_once([*first, *(str(w.message) for w in caught if issubclass(w.category, IQTWarning))])
     for w in caught:
         if not issubclass(w.category, IQTWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -242,7 +244,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     from ..analysis import tractography
     from ..core.errors import IQTWarning
     from ..dmri.dti import inside_rim
-    from ..methods.base import noise_clause_once, predict_within
+    from ..methods.base import predict_within
     from .demo import chosen_methods
 
     f = grid.factors(factor)
@@ -250,17 +252,15 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     names = chosen_methods(method_names, f, models)
     names = ["cubic"] + [n for n in names if n not in ("cubic", "nearest")]
     preds = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", IQTWarning)
-        for name in names:
-            preds[name], lr_mask = predict_within(methods.get(name, model=models.get(name)), lr, f, mask, direction=True)
-        nearest = methods.get("nearest").predict(lr, f, lr_mask).tensor.data
-    notes = noise_clause_once([*read_notes, *(str(w.message) for w in caught if issubclass(w.category, IQTWarning))])
-    for w in caught:  # each of the engine's lines once (every method says the input's), on the terminal too
-        if not issubclass(w.category, IQTWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    for note in notes:
-        warnings.warn(note, IQTWarning, stacklevel=2)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", IQTWarning)
+            for name in names:
+                preds[name], lr_mask = predict_within(methods.get(name, model=models.get(name)), lr, f, mask,
+                                                      direction=True)
+            nearest = methods.get("nearest").predict(lr, f, lr_mask).tensor.data
+    finally:  # each of the engine's lines once (every method says the input's), on the terminal too, if one fails
+        notes = _said_once(caught, read_notes)
     first = preds["cubic"].tensor
     support = np.any(np.stack([np.any(p.tensor.data != 0, axis=-1) for p in preds.values()]), axis=0)
     estimated = any(p.tensor.meta.get("support") == ESTIMATED_SUPPORT for p in preds.values())

@@ -18,6 +18,17 @@ from helpers import synthetic_items  # noqa: E402
 KW = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """This process's trainings on one torch thread (restored after), as the spawned ranks run with threads=1: on a busy
+    machine (2 xdist workers on 2 cores) the default thread per core spends more CPU waiting in OpenMP's barriers than
+    these tiny networks compute. Each comparison here is between runs of this same setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def train_and_record(out, seed, checkpoint=None, threads_out=None):
     """One rank's training on the synthetic items; rank 0 writes its history and metadata to `out` (and, first, its
     CPU threads to `threads_out`)."""

@@ -12,6 +12,18 @@ import pytest
 from ImageQualityTransferLib import IQTError, fileio, methods
 from ImageQualityTransferLib.apps.cli import main
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """One BLAS thread for this file's in-process numerical work (DTI fits, forests, metrics), as `iqt train` and the
+    forests' prediction already run their solves (core/threads.small_solves): on a busy machine (2 xdist workers on 2
+    cores) OpenBLAS's waiting threads cost many times the CPU of these small solves. Results differ at most in float
+    rounding; no test here checks a thread count."""
+    from ImageQualityTransferLib.core.threads import small_solves
+
+    with small_solves():
+        yield
+
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 TINY = {  # settings small enough for seconds, per family
     ".pt": dict(epochs=1, iters_per_epoch=2, batch_size=2, patch=6, val_patches=2),
@@ -31,9 +43,17 @@ def test_learned_means_trainable_and_every_name_is_made_by_the_registry():
     assert methods.default_method() in ready
 
 
+@pytest.fixture(scope="module")
+def degraded_input(small_subject, tmp_path_factory):
+    """`iqt degrade` of the phantom subject's DWI, once for every method's `iqt upsample` below (each only reads it)."""
+    lr = tmp_path_factory.mktemp("degraded") / "lr.nii.gz"
+    assert main(["degrade", str(small_subject / "dwi.nii.gz"), "-o", str(lr)]) == 0
+    return lr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", methods.trainable())
-def test_every_trainable_method_trains_saves_and_runs(name, small_subject, tmp_path, capsys):
+def test_every_trainable_method_trains_saves_and_runs(name, small_subject, degraded_input, tmp_path, capsys):
     cls = methods.method_class(name)
     if cls.requires_torch and not HAVE_TORCH:
         pytest.skip("PyTorch is not installed")
@@ -41,9 +61,7 @@ def test_every_trainable_method_trains_saves_and_runs(name, small_subject, tmp_p
     method = methods.get(name).fit([small_subject], 2, seed=0, progress=False, **TINY[cls.model_suffix])
     side = method.save(out, 2, command="test")
     assert side.exists() and out.exists()
-    lr = tmp_path / "lr.nii.gz"
-    assert main(["degrade", str(small_subject / "dwi.nii.gz"), "-o", str(lr)]) == 0
-    args = ["upsample", str(lr), "-o", str(tmp_path / "hr.nii.gz"), "--method", name, "--model", str(out)]
+    args = ["upsample", str(degraded_input), "-o", str(tmp_path / "hr.nii.gz"), "--method", name, "--model", str(out)]
     if cls.gives_uncertainty:
         args += ["--uncertainty", str(tmp_path / "u.nii.gz")]
     assert main(args) == 0, capsys.readouterr().err

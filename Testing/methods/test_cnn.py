@@ -23,6 +23,17 @@ from helpers import CNN_NORM as NORM, TRAIN, need_data, random_cnn_model as rand
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """One BLAS thread for this file's in-process numerical work (DTI fits, forests, metrics), as `iqt train` and the
+    forests' prediction already run their solves (core/threads.small_solves): on a busy machine (2 xdist workers on 2
+    cores) OpenBLAS's waiting threads cost many times the CPU of these small solves. Results differ at most in float
+    rounding; no test here checks a thread count."""
+    from ImageQualityTransferLib.core.threads import small_solves
+
+    with small_solves():
+        yield
+
 
 @pytest.fixture()
 def saved_model(tmp_path):
@@ -83,7 +94,8 @@ def test_through_plane_network_serves_a_slice_axis_stored_in_any_voxel_axis(tmp_
 def test_a_tiny_through_plane_training_run_lowers_the_loss_and_keeps_the_slice_axis():
     """Training at (1, 1, 2): the loss falls, and augmentation only swaps the two in-plane axes (with flips)."""
     items = synthetic_items(r=(1, 1, 2))
-    kw = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10,
+    # two epochs (4 had run): the loss falling from the first to the second is the check; seeded, so it holds
+    kw = dict(method="espcn", epochs=2, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10,
               progress=False)
     net, meta, hist = training.train(items, factor=(1, 1, 2), seed=3, **kw)
     assert meta["factor"] == [1, 1, 2] and meta["arch"]["factor"] == [1, 1, 2]
@@ -123,6 +135,7 @@ def test_deep_receptive_field_is_9_cubed():
         assert not torch.equal(net(near)[..., :2, :2, :2], base[..., :2, :2, :2])
 
 
+@pytest.mark.slow
 def test_deep_warm_started_from_espcn_computes_espcn_and_trains_from_there(tmp_path):
     """The block's last convolution starts at zero: `--init` an espcn model gives exactly its outputs, then training
     moves on from there (loss falls, the block learns)."""
@@ -137,8 +150,8 @@ def test_deep_warm_started_from_espcn_computes_espcn_and_trains_from_there(tmp_p
         for a, b in zip(espcn.eval()(x), deep.eval()(x)):
             torch.testing.assert_close(b, a[:, :, 4:-4, 4:-4, 4:-4], rtol=1e-5, atol=1e-5)
     items = synthetic_items(halo=4)
-    kw = dict(method="deep-hetero", epochs=4, iters_per_epoch=10, batch_size=4, patch=6, val_patches=4, patience=10,
-              progress=False)
+    kw = dict(method="deep-hetero", epochs=2, iters_per_epoch=10, batch_size=4, patch=6, val_patches=4, patience=10,
+              progress=False)  # two epochs: the second's loss below the first's is the moving on (4 had been run)
     net, meta2, hist = training.train(items, seed=1, init=path, **kw)
     assert meta2["patch"]["receptive_field_lr"] == 9 and meta2["training"]["init"]["method"] == "espcn-hetero"
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
@@ -186,7 +199,8 @@ def test_a_model_without_a_variance_network_warm_starts_the_mean_of_a_heterosced
 @pytest.mark.slow
 def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic():
     items = synthetic_items()
-    kw = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
+    # two epochs (4 had run): the loss falling from the first to the second is the check; seeded, so it holds
+    kw = dict(method="espcn", epochs=2, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
     net, meta, hist = training.train(items, seed=3, **kw)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert min(h["val_loss"] for h in hist) < hist[0]["val_loss"]
@@ -524,7 +538,8 @@ def test_resolve_device():
 @pytest.mark.slow
 def test_a_tiny_variational_training_run_learns_dropout_rates():
     items = synthetic_items()
-    kw = dict(method="espcn-hetero-var1", epochs=4, iters_per_epoch=10, batch_size=4, patch=6, val_patches=4, patience=10,
+    # two epochs (4 had run): the loss falling from the first to the second is the check; seeded, so it holds
+    kw = dict(method="espcn-hetero-var1", epochs=2, iters_per_epoch=10, batch_size=4, patch=6, val_patches=4, patience=10,
               progress=False)
     net, meta, hist = training.train(items, seed=3, **kw)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
@@ -605,7 +620,8 @@ def test_training_with_subject_scale_and_scale_augmentation_lowers_the_loss_and_
     for it in items:
         it.unit = inference.subject_scale(it.lr_pad[2:-2, 2:-2, 2:-2], None)
     raw = items[0].lr_pad.copy()
-    kw = dict(method="espcn", epochs=4, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
+    # two epochs (4 had run): the loss falling from the first to the second is the check; seeded, so it holds
+    kw = dict(method="espcn", epochs=2, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
     net, meta, hist = training.train(items, seed=3, subject_scale=True, scale_aug=0.3, **kw)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert meta["normalisation"]["subject_scale"] == "md-mode"
@@ -702,7 +718,16 @@ def test_validation_set_is_capped_in_total_and_keeps_every_item(small_subject):
     assert training_data.DEFAULTS["val_total"] >= 96 * training_data.DEFAULTS["val_patches"]  # the x2 trainings' sets (96 items) whole
 
 
-def test_reference_noise_items_loss_and_augmentation(small_subject):
+@pytest.fixture(scope="module")
+def noise_items(small_subject):
+    """The phantom subject's training items with (--reference-noise) and without the reference fit's noise, prepared
+    once for the two tests below (the items test only reads them; the training test trains on copies)."""
+    return (training_data.load_items([small_subject], 2, patch=6, reference_noise=True),
+            training_data.load_items([small_subject], 2, patch=6))
+
+
+@pytest.mark.slow
+def test_reference_noise_items_loss_and_augmentation(small_subject, noise_items):
     """--reference-noise: each item holds the reference fit's element noise (the benchmark's noise floor, cropped as
     its targets); the loss then counts that noise in the target's variance, so the predicted variance that fits a
     residual r is r^2 - s^2; flips and swaps move the noise with its elements, never negative."""
@@ -713,8 +738,7 @@ def test_reference_noise_items_loss_and_augmentation(small_subject):
     from ImageQualityTransferLib.methods.cnn import training_data
     from ImageQualityTransferLib.core.orientation import Reorientation
 
-    items = training_data.load_items([small_subject], 2, patch=6, reference_noise=True)
-    plain = training_data.load_items([small_subject], 2, patch=6)
+    items, plain = noise_items
     assert all(it.ref_std is not None for it in items) and all(it.ref_std is None for it in plain)
     subject = as_subject(small_subject)  # stored LAS: the items are on canonical axes, bvecs and tensors turned with them
     reo = Reorientation.to_canonical(subject.dwi.affine)
@@ -755,17 +779,20 @@ def test_reference_noise_items_loss_and_augmentation(small_subject):
         assert (moved > 0).all()
 
 
-def test_a_tiny_training_with_reference_noise_runs_and_is_recorded(small_subject):
-    from ImageQualityTransferLib.methods.cnn import training, training_data
+@pytest.mark.slow
+def test_a_tiny_training_with_reference_noise_runs_and_is_recorded(noise_items):
+    import copy
 
-    items = training_data.load_items([small_subject], 2, patch=6, reference_noise=True)
+    from ImageQualityTransferLib.methods.cnn import training
+
+    items, plain = copy.deepcopy(noise_items)  # training sets each item's unit: the shared ones stay as prepared
     kw = dict(method="espcn-hetero", epochs=4, iters_per_epoch=6, batch_size=4, patch=6, val_patches=4, patience=10,
               progress=False)
     net, meta, hist = training.train(items, reference_noise=True, **kw)
     assert meta["training"]["options"]["reference_noise"] is True
     assert all(np.isfinite(h["val_loss"]) for h in hist)
     with pytest.raises(IQTError, match="prepare the training items"):
-        training.train(training_data.load_items([small_subject], 2, patch=6), reference_noise=True, **kw)
+        training.train(plain, reference_noise=True, **kw)
     with pytest.raises(IQTError, match="heteroscedastic loss only"):
         training.train(items, reference_noise=True, **{**kw, "method": "espcn"})
 

@@ -4,6 +4,7 @@ nothing (synthetic here, the real dev scans below)."""
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.dmri import outliers
-from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, brain_mask, fit_dti
+from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, STRIPPED_ZERO_SHARE, brain_mask, fit_dti, mean_b0
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 
 
@@ -39,6 +40,37 @@ def _rescaled(pick, gain=1.3):
     return dwi.replace(data=d), bad
 
 
+_SCANS: dict = {}  # the real scans, each read once per module
+_MASKS: dict = {}  # brain_mask of each b0 image met here, made once per module
+
+
+def _scan(folder):
+    """fileio.load_dwi of the real scan in `folder`, read once per module; its samples read-only (a test copies them
+    before it corrupts them, so every test sees the scan as stored)."""
+    key = str(folder)
+    if key not in _SCANS:
+        dwi = fileio.load_dwi(need_data(folder) / "dwi.nii.gz")
+        dwi.data.flags.writeable = False
+        _SCANS[key] = dwi
+    return _SCANS[key]
+
+
+def _mask(dwi):
+    """brain_mask(dwi), made once per b0 image and grid. Where under STRIPPED_ZERO_SHARE of the mean b0 is zero (every
+    scan and phantom here) dti._stripped_brain returns before reading any other volume, so the mask is a function of
+    the mean b0 and the affine alone: a series whose diffusion-weighted volumes a test moved, rescaled or cut has its
+    clean series' mask, to the bit. Any other series gets brain_mask itself."""
+    b0 = mean_b0(dwi).astype(np.float64)
+    if np.mean(b0 == 0) >= STRIPPED_ZERO_SHARE:
+        return brain_mask(dwi)
+    key = (hashlib.sha256(np.ascontiguousarray(b0).tobytes()).hexdigest(), b0.shape, np.asarray(dwi.affine).tobytes())
+    if key not in _MASKS:
+        mask = brain_mask(dwi)
+        mask.data.flags.writeable = False
+        _MASKS[key] = mask
+    return _MASKS[key]
+
+
 def _angle(a, b, where):
     """Median angle (degrees) between the principal directions of two tensor fields in `where`."""
     va, vb = (np.linalg.eigh(tensors.to_matrix(np.asarray(t, np.float64)[where]))[1][..., -1] for t in (a, b))
@@ -47,7 +79,7 @@ def _angle(a, b, where):
 
 def test_a_clean_series_has_no_outliers_and_a_dropout_and_a_dead_volume_are_found(coarse_phantom):
     dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
-    mask = brain_mask(coarse_phantom)
+    mask = _mask(coarse_phantom)
     clean = fit_dti(coarse_phantom, mask)
     found = outliers.find_outliers(coarse_phantom, mask, clean)
     assert not found and found.slices_read > 10 and found.z_max < outliers.PAIR_Z / 3, found
@@ -151,7 +183,7 @@ def test_a_multi_shell_series_is_read_per_shell():
     misfit, not dropout (before, a slice of the whole b = 3000 shell was named, z 42, and refitted without
     it). Per shell, the clean series says nothing and a dropout in a b = 2000 volume is still named."""
     dwi = _multi_shell()
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IQTWarning)  # the multi-shell line
         found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask))
@@ -167,7 +199,7 @@ def test_up_to_half_a_slice_s_volumes_are_found():
     half, the bad volumes are the majority and which way is right cannot be told)."""
     dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
     dw = np.flatnonzero(dwi.bvals > B0_THRESHOLD)
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     half = _corrupted(dwi, dropout=dw[:10], slices=[14])
     found = outliers.find_outliers(half, mask, fit_dti(half, mask))
     assert list(found.pairs) == [14] and sorted(found.pairs[14]) == list(dw[:10]) and not found.unfixable, found
@@ -178,8 +210,8 @@ def test_the_clean_axial_dev_scan_says_nothing_and_the_audit_s_dropout_is_named(
     """The 3 mm ortho dev scan as `iqt fit` fits it: nothing named (largest z 8.4 of a slice, 2.2 of a volume); with
     three slices of four volumes at 20 %, exactly those, and the refit takes the upsampled direction error
     there from 24.5 to under 3 degrees."""
-    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
-    mask = brain_mask(dwi)
+    dwi = _scan(AXIAL)
+    mask = _mask(dwi)
     clean = fit_dti(dwi, mask)
     with warnings.catch_warnings():
         warnings.simplefilter("error", IQTWarning)
@@ -199,8 +231,8 @@ def test_the_clean_axial_dev_scan_says_nothing_and_the_audit_s_dropout_is_named(
 def test_the_sagittal_dev_scan_s_own_dropout_is_named():
     """The sagittal AP dev scan holds one real dropout: slice 15 of volume 8 has 6 % of its neighbours' signal. It is
     named, and nothing else."""
-    dwi = fileio.load_dwi(need_data(SAGITTAL) / "dwi.nii.gz")
-    mask = brain_mask(dwi)
+    dwi = _scan(SAGITTAL)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert not found.volumes and list(found.pairs) == [15] and list(found.pairs[15]) == [8], found
 
@@ -211,7 +243,7 @@ def test_the_check_leaves_the_process_warning_filters_alone(coarse_phantom, monk
     (NaN residuals) and a dropout exercise every median and a refit; the filters seen inside equal the caller's."""
     dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
     bad = _corrupted(coarse_phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]])
-    mask = brain_mask(bad)
+    mask = _mask(bad)
     fitted = fit_dti(bad, mask)
     seen = spy_filters(monkeypatch, np, "nanmedian")
     before = list(warnings.filters)
@@ -240,7 +272,7 @@ def test_a_moved_volume_does_not_draw_the_slice_axis_from_a_dropout_along_k(coar
     d[..., dw[5]] = np.roll(d[..., dw[5]], shift, axis=axis)
     d[:, :, 14:16, dw[2]] *= 0.2
     dwi = coarse_phantom.replace(data=d)
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert found.axis == 2 and {14, 15} <= set(found.pairs) and all(dw[2] in found.pairs[s] for s in (14, 15)), found
 
@@ -252,9 +284,9 @@ def test_a_dropout_along_i_of_a_re_stored_scan_without_its_sidecar_is_named():
     review), at 1.5 times it is named along i. The clean copy says nothing."""
     from ImageQualityTransferLib.core.orientation import reorient
 
-    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    dwi = _scan(AXIAL)
     dwi = reorient(dwi.replace(meta={k: v for k, v in dwi.meta.items() if k not in ("slice_axis", "slice_count")}), "SLA")
-    mask = np.asarray(brain_mask(dwi).data, bool)
+    mask = np.asarray(_mask(dwi).data, bool)
     clean = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert not clean, clean
     dw = np.flatnonzero(dwi.bvals > B0_THRESHOLD)
@@ -272,7 +304,7 @@ def test_several_volumes_sharing_one_gain_are_named(n):
     the fit its way, none stood out against the fit without it alone, and nothing was said. Left out of a fit
     together, each is named."""
     dwi, bad = _rescaled(slice(-n, None))
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert sorted(found.volumes) == list(bad) and not found.pairs, found
 
@@ -286,7 +318,7 @@ def test_half_the_volumes_rescaled_are_named_and_no_clean_one_blamed():
     d = np.array(dwi.data)
     d[..., bad] *= 1.3
     dwi = dwi.replace(data=d)
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert sorted(found.volumes) == list(bad) and not found.pairs and found.unfixable == {}, found
 
@@ -301,7 +333,7 @@ def test_a_suspect_past_half_the_series_is_said_to_be_past_that_limit(monkeypatc
     d = np.array(dwi.data)
     d[..., bad] *= 1.3
     dwi = dwi.replace(data=d)
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     monkeypatch.setattr(outliers, "_block_suspects", lambda *a, **k: bad + [int(dw[2])])
     monkeypatch.setattr(outliers, "VOLUME_SUSPECT", -np.inf)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
@@ -316,14 +348,14 @@ def test_the_axial_dev_scan_s_last_volumes_moved_or_rescaled_are_named(fault):
     """The 3 mm ortho dev scan with its last 3 or 5 DW volumes moved by two voxels along j (the head moving near the
     end of the series) or its last 5 scaled by 1.3: nothing had been said (an audit: V1 off 11-17 degrees); each
     is named now, and only they."""
-    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    dwi = _scan(AXIAL)
     kind, n = fault.split("-")
     bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[-int(n):]
     d = np.array(dwi.data, np.float32)
     for v in bad:
         d[..., v] = d[..., v] * 1.3 if kind == "gain" else np.roll(d[..., v], 2, axis=1)
     dwi = dwi.replace(data=d)
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert sorted(found.volumes) == list(bad), found
 
@@ -333,13 +365,13 @@ def test_the_axial_dev_scan_s_last_volumes_moved_or_rescaled_are_named(fault):
 def test_the_axial_dev_scan_s_volumes_moved_apart_through_the_series_are_named(k, shift):
     """Every 4th DW volume of the 3 mm ortho dev scan moved a voxel along j, or every 5th two: none had been named (a
     review: V1 off 9.4 degrees), the screen leaving out only contiguous quarters and halves; every k-th is screened."""
-    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    dwi = _scan(AXIAL)
     bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[k - 1::k]
     d = np.array(dwi.data, np.float32)
     for v in bad:
         d[..., v] = np.roll(d[..., v], shift, axis=1)
     dwi = dwi.replace(data=d)
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert sorted(found.volumes) == list(bad), found
 
@@ -348,7 +380,7 @@ def test_every_third_volume_rescaled_is_named():
     """Every 3rd of 20 DW volumes scaled by 1.3: none stood out against the fit they pulled, and the screen left out
     every 4th and 5th only, so nothing was said (a review); every 3rd is screened too."""
     dwi, bad = _rescaled(slice(2, None, 3))
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert sorted(found.volumes) == list(bad) and not found.pairs, found
 
@@ -393,13 +425,13 @@ def test_the_screen_s_blocks_say_which_feed_the_halves_check_and_which_name_susp
 def test_the_axial_dev_scan_s_every_third_volume_moved_is_named(axis, shift):
     """Every 3rd DW volume of the 3 mm ortho dev scan moved a voxel along j or two along i: nothing had been said
     (a review); each is named now, and only they."""
-    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    dwi = _scan(AXIAL)
     bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[::3]
     d = np.array(dwi.data, np.float32)
     for v in bad:
         d[..., v] = np.roll(d[..., v], shift, axis=axis)
     dwi = dwi.replace(data=d)
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert sorted(found.volumes) == list(bad) and not found.halves_disagree, found
 
@@ -410,12 +442,12 @@ def test_the_axial_dev_scan_s_every_other_volume_moved_is_said_and_no_half_named
     """Every other DW volume of the 3 mm ortho dev scan moved a voxel along j: the strided screen with every other
     volume named the clean odd half at 38-48 where the even half was moved (a trial); the halves are said to
     disagree instead, and no volume is named."""
-    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    dwi = _scan(AXIAL)
     d = np.array(dwi.data, np.float32)
     for v in np.flatnonzero(dwi.bvals > B0_THRESHOLD)[offset::2]:
         d[..., v] = np.roll(d[..., v], 1, axis=1)
     dwi = dwi.replace(data=d)
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert found.halves_disagree and not found.volumes, found
 
@@ -424,13 +456,13 @@ def test_the_axial_dev_scan_s_every_other_volume_moved_is_said_and_no_half_named
 def test_the_axial_dev_scan_cut_to_12_directions_with_its_last_3_moved_names_no_clean_volume():
     """The 3 mm ortho dev scan cut to its first 12 DW volumes, the last 3 moved a voxel along j: screened, the fit
     without a quarter's suspects named clean volumes 2 and 3 (a review); under FEW_DIRECTIONS no screen runs."""
-    dwi = fileio.load_dwi(need_data(AXIAL) / "dwi.nii.gz")
+    dwi = _scan(AXIAL)
     keep = np.concatenate([[0], np.flatnonzero(dwi.bvals > B0_THRESHOLD)[:12]])
     d = np.array(dwi.data, np.float32)[..., keep]
     for v in range(10, 13):
         d[..., v] = np.roll(d[..., v], 1, axis=1)
     dwi = dwi.replace(data=d, bvals=dwi.bvals[keep], bvecs=dwi.bvecs[keep])
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert set(found.volumes) <= {10, 11, 12}, found
 
@@ -447,13 +479,13 @@ def test_a_clean_scan_s_few_direction_subset_names_no_volume(scan, pick):
     last 12; a fact-check), and the quarters screened in 15-19 under the bar of 40 clean volumes 11, 12 and 14 of a
     random 16 of the Achieva's (its later volumes drift; z 46-77, a review); under FEW_DIRECTIONS DW volumes a series
     gets no screen and the bar of 40."""
-    dwi = fileio.load_dwi(need_data(AXIAL.parent / scan) / "dwi.nii.gz")
+    dwi = _scan(AXIAL.parent / scan)
     b0, dw = np.flatnonzero(dwi.bvals <= B0_THRESHOLD), np.flatnonzero(dwi.bvals > B0_THRESHOLD)
     keep = np.concatenate([b0 if pick in ("odd", "rng104_16") else b0[:1], {"odd": dw[1::2], "first12": dw[:12], "first15": dw[:15], "last12": dw[-12:],
                                                                 "rng104_16": np.sort(np.random.default_rng(104).choice(dw, 16, replace=False))}[pick]])
     dwi = dwi.replace(data=np.asarray(dwi.data)[..., keep], bvals=dwi.bvals[keep], bvecs=dwi.bvecs[keep])
     assert (dwi.bvals > B0_THRESHOLD).sum() < outliers.STRIDED_FROM
-    mask = brain_mask(dwi)
+    mask = _mask(dwi)
     found = outliers.find_outliers(dwi, mask, fit_dti(dwi, mask), refit=False)
     assert not found.volumes, found
 
@@ -463,8 +495,8 @@ def test_the_screen_s_false_suspects_on_a_clean_scan_cost_no_full_trial_fit(monk
     """The clean Achieva 1.75x2.5 mm train scan: the block screen flags volumes 30 and 26 (z just above its bar),
     which cost a full trial fit before they were cleared (a review: find_outliers 1.9 s -> 15.6 s under load). They
     are cleared on the screen's sample first; nothing is named, and no fit of the whole volume is made."""
-    dwi = fileio.load_dwi(need_data(NOISY_BACKGROUND) / "dwi.nii.gz")
-    mask = brain_mask(dwi)
+    dwi = _scan(NOISY_BACKGROUND)
+    mask = _mask(dwi)
     tensor = fit_dti(dwi, mask)
     whole = []
     real = outliers._fit_without

@@ -163,23 +163,51 @@ def _a_tensor():
     return fit_dti(dwi, brain_mask(dwi))
 
 
-@pytest.mark.slow
-def _run_two(ds: Path, tmp_path: Path, words: str):
-    """The cohort run with cubic into tmp_path/deriv: (that folder, {subject: result}, {subject: notes with `words`})."""
-    out = tmp_path / "deriv"
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory):
+    """One cohort run with cubic for the three checks below, each on its own subject: sub-01 clean; sub-02 (make_bids'
+    second phantom, as each check's own two-subject run had it) with its bvec file's x row negated; sub-03, a copy of
+    that phantom, with its second b0 at 40 % of the first; sub-04 (make_bids' third: a byte-identical copy is refused
+    as a subject given twice) with a sidecar whose SliceThickness is below the slices' spacing, a note of the sidecar
+    and the grid alone. Each subject is fitted, checked and noted on its own (batch's `process`), so one run gives each
+    check's subject what its own run gave it, and sub-01 is fitted once, not three times. (the dataset, the
+    derivatives folder, {subject: result})."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("faults")
+    ds = helpers.make_bids(root / "bids", ("01", "02", "04"))
+    (ds / "sub-03" / "dwi").mkdir(parents=True)
+    for f in (ds / "sub-02" / "dwi").iterdir():
+        shutil.copy(f, ds / "sub-03" / "dwi" / f.name.replace("sub-02_", "sub-03_"))
+    bvec = ds / "sub-02" / "dwi" / "sub-02_dwi.bvec"
+    np.savetxt(bvec, np.loadtxt(bvec) * [[-1.0], [1.0], [1.0]], fmt="%.10g")
+    path = ds / "sub-03" / "dwi" / "sub-03_dwi.nii.gz"
+    dwi = fileio.load_dwi(path)
+    b0 = np.flatnonzero(dwi.bvals <= B0_THRESHOLD)
+    d = np.array(dwi.data)
+    d[..., b0[1]] *= 0.4
+    fileio.save_dwi(dwi.replace(data=d), path)
+    (ds / "sub-04" / "dwi" / "sub-04_dwi.json").write_text(json.dumps({"SliceThickness": 3, "SliceEncodingDirection": "k"}))
+    out = root / "deriv"
     out.mkdir()
     res = {r["subject"]: r for r in batch.run_cohort(batch.find_items(ds), batch.Settings(method="cubic"), out,
                                                       progress=False)}
-    return out, res, {k: [n for n in r["notes"] if words in n] for k, r in res.items()}
+    assert [r["status"] for r in res.values()] == ["done"] * 4, res
+    return ds, out, res
 
 
-def test_a_subject_s_gradient_table_in_the_wrong_frame_is_said_and_recorded(tmp_path):
+def _said(res: dict, words: str) -> dict:
+    """{subject: its notes with `words`}."""
+    return {k: [n for n in r["notes"] if words in n] for k, r in res.items()}
+
+
+@pytest.mark.slow  # the shared four-subject run (faults): 2 s
+def test_a_subject_s_gradient_table_in_the_wrong_frame_is_said_and_recorded(faults):
     """iqt fit's gradient-table check (dmri/gradcheck.py) on each DWI subject: sub-02's bvec file with its x row
     negated is named in its notes with the fix, and qc.tsv's bvec_check says x-flipped; sub-01's says ok."""
-    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"))
+    ds, out, res = faults
     bvec = ds / "sub-02" / "dwi" / "sub-02_dwi.bvec"
-    np.savetxt(bvec, np.loadtxt(bvec) * [[-1.0], [1.0], [1.0]], fmt="%.10g")
-    out, res, said = _run_two(ds, tmp_path, "the gradient table looks wrong")
+    said = _said(res, "the gradient table looks wrong")
     assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
     assert f"negate the first row (x) of {bvec}" in said["sub-02"][0]
     assert res["sub-01"]["qc"]["bvec_check"] == "ok" and res["sub-02"]["qc"]["bvec_check"] == "x-flipped"
@@ -191,22 +219,18 @@ def test_a_subject_s_gradient_table_in_the_wrong_frame_is_said_and_recorded(tmp_
     assert "bvec_check" in (out / "qc.html").read_text()
 
 
-def test_a_subject_s_b0_of_another_brightness_is_said_and_recorded(tmp_path):
-    """dmri/b0s.py on each DWI subject: sub-02's second b0 at 40 % of the first (another series' b0) is named in its
+@pytest.mark.slow  # the shared four-subject run (faults): 2 s
+def test_a_subject_s_b0_of_another_brightness_is_said_and_recorded(faults):
+    """dmri/b0s.py on each DWI subject: sub-03's second b0 at 40 % of the first (another series' b0) is named in its
     notes and qc.tsv's b0_check says which and how much; sub-01's says ok."""
-    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"))
-    path = ds / "sub-02" / "dwi" / "sub-02_dwi.nii.gz"
-    dwi = fileio.load_dwi(path)
-    b0 = np.flatnonzero(dwi.bvals <= B0_THRESHOLD)
-    d = np.array(dwi.data)
-    d[..., b0[1]] *= 0.4
-    fileio.save_dwi(dwi.replace(data=d), path)
-    out, res, said = _run_two(ds, tmp_path, "differ in brightness")
-    assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
+    ds, out, res = faults
+    b0 = np.flatnonzero(fileio.load_dwi(ds / "sub-03" / "dwi" / "sub-03_dwi.nii.gz").bvals <= B0_THRESHOLD)
+    said = _said(res, "differ in brightness")
+    assert said["sub-01"] == [] and len(said["sub-03"]) == 1, said
     assert res["sub-01"]["qc"]["b0_check"] == "ok"
-    assert res["sub-02"]["qc"]["b0_check"] == f"b0 {b0[1]} 0.40x; MD 0.38e-3"  # the dark b0 lowers every MD too
+    assert res["sub-03"]["qc"]["b0_check"] == f"b0 {b0[1]} 0.40x; MD 0.38e-3"  # the dark b0 lowers every MD too
     table = _qc(out)
-    assert (table["sub-01"]["b0_check"], table["sub-02"]["b0_check"]) == ("ok", f"b0 {b0[1]} 0.40x; MD 0.38e-3")
+    assert (table["sub-01"]["b0_check"], table["sub-03"]["b0_check"]) == ("ok", f"b0 {b0[1]} 0.40x; MD 0.38e-3")
     assert "b0_check" in (out / "qc.html").read_text()
 
 
@@ -243,14 +267,13 @@ def test_a_run_stopped_before_any_subject_ended_leaves_no_folder_it_made(cohort,
     assert (tmp_path / "there").is_dir() and not any((tmp_path / "there").iterdir())
 
 
-def test_a_subject_s_slice_gap_is_one_of_its_notes(tmp_path):
-    """A BIDS sidecar whose SliceThickness is below the slices' spacing (fileio/slices.py): sub-02's notes say the gap
+@pytest.mark.slow  # the shared four-subject run (faults): 2 s
+def test_a_subject_s_slice_gap_is_one_of_its_notes(faults):
+    """A BIDS sidecar whose SliceThickness is below the slices' spacing (fileio/slices.py): sub-04's notes say the gap
     and that the models were trained on contiguous slices (a thick-slice audit: nothing was said); sub-01's do not."""
-    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"))
-    (ds / "sub-02" / "dwi" / "sub-02_dwi.json").write_text(json.dumps({"SliceThickness": 3, "SliceEncodingDirection": "k"}))
-    out, res, said = _run_two(ds, tmp_path, "contiguous slices")
-    assert said["sub-01"] == [] and len(said["sub-02"]) == 1, said
-    assert "3 mm thick 4 mm apart along voxel axis k" in said["sub-02"][0]
+    said = _said(faults[2], "contiguous slices")
+    assert said["sub-01"] == [] and len(said["sub-04"]) == 1, said
+    assert "3 mm thick 4 mm apart along voxel axis k" in said["sub-04"][0]
 
 
 def _one_subject_row(tmp_path, name):

@@ -67,14 +67,16 @@ def test_a_variant_is_made_as_it_says_and_reproducibly(phantom_subject):
     assert (lam[:, 0] < 0).any()  # OLS at SNR 8: negative eigenvalues kept
 
 
-def test_cnn_training_items_are_randomised_reproducibly(small_subject):
+def test_cnn_training_items_are_randomised_reproducibly(phantom_subject):
+    """The subject given loaded (load_items takes a Subject as it takes its folder: dmri.subject.as_subject), so the
+    three runs share its one reading and fit; each draws and degrades its variants afresh."""
     pytest.importorskip("torch", reason="PyTorch is not installed: the CNN training needs it")
     from ImageQualityTransferLib.methods.cnn import training_data
 
     kw = dict(r=2, patch=6, variants=2)
-    a = training_data.load_items([small_subject], randomise_seed=4, **kw)
-    b = training_data.load_items([small_subject], randomise_seed=4, **kw)
-    c = training_data.load_items([small_subject], randomise_seed=5, **kw)
+    a = training_data.load_items([phantom_subject], randomise_seed=4, **kw)
+    b = training_data.load_items([phantom_subject], randomise_seed=4, **kw)
+    c = training_data.load_items([phantom_subject], randomise_seed=5, **kw)
     assert len(a) == 16 and [x.variant for x in a] == [x.variant for x in b] != [x.variant for x in c]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.lr_pad, y.lr_pad)

@@ -19,6 +19,18 @@ from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, STRIPPED_ZERO_SHARE, 
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """This module's tests on one BLAS thread (the pools restored after): its fits and checks are many small dense
+    solves, where a second thread (pytest -n 2 on CI's two cores) doubled their CPU time and gained no wall time
+    (fit_dti and find_outliers on the 3 mm dev scan: 2.4 s of CPU -> 1.3 s, their tensors bit-identical); no test
+    here is about threads, and a child process keeps its own."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def _corrupted(dwi, dropout=(), zeroed=(), slices=(), scale=0.2):
     """`dwi` with the volumes `dropout` at `scale` of their signal in `slices` (along k) and the volumes `zeroed`
     zero (indices among the series' volumes)."""
@@ -31,9 +43,19 @@ def _corrupted(dwi, dropout=(), zeroed=(), slices=(), scale=0.2):
     return dwi.replace(data=d)
 
 
+def _phantom20():
+    """make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20) (seeded: the same series each time), made once per
+    module; its samples read-only (a test copies them before it changes them)."""
+    if "phantom20" not in _SCANS:
+        dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+        dwi.data.flags.writeable = False
+        _SCANS["phantom20"] = dwi
+    return _SCANS["phantom20"]
+
+
 def _rescaled(pick, gain=1.3):
     """The 20-direction phantom with the DW volumes `pick` (a slice of their indices) scaled by `gain`, and those."""
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    dwi = _phantom20()
     bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[pick]
     d = np.array(dwi.data)
     d[..., bad] *= gain
@@ -197,7 +219,7 @@ def test_a_multi_shell_series_is_read_per_shell():
 def test_up_to_half_a_slice_s_volumes_are_found():
     """With 10 of 20 directions of a slice at 20 % all 10 are found and left out of its fit, and only they (beyond
     half, the bad volumes are the majority and which way is right cannot be told)."""
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    dwi = _phantom20()
     dw = np.flatnonzero(dwi.bvals > B0_THRESHOLD)
     mask = _mask(dwi)
     half = _corrupted(dwi, dropout=dw[:10], slices=[14])
@@ -313,7 +335,7 @@ def test_half_the_volumes_rescaled_are_named_and_no_clean_one_blamed():
     """The last 10 of 20 DW volumes scaled by 1.3: they were named, and a clean volume (a suspect only because the
     screen's fits held the 10) was said to be one that 'could not be left out too' (a review). A screen suspect is
     judged again against the fit without those named."""
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    dwi = _phantom20()
     bad = np.flatnonzero(dwi.bvals > B0_THRESHOLD)[-10:]
     d = np.array(dwi.data)
     d[..., bad] *= 1.3
@@ -327,7 +349,7 @@ def test_a_suspect_past_half_the_series_is_said_to_be_past_that_limit(monkeypatc
     """The last 10 of 20 DW volumes scaled by 1.3 and named; one more suspect (kept so here by a bar of -inf) could
     not be left out too: the reason given had been that the rest would not determine a tensor, where the limit is
     half the DW volumes (a review)."""
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    dwi = _phantom20()
     dw = np.flatnonzero(dwi.bvals > B0_THRESHOLD)
     bad = [int(v) for v in dw[-10:]]
     d = np.array(dwi.data)
@@ -389,7 +411,7 @@ def test_every_other_volume_rescaled_is_said_without_naming_a_half(tmp_path, cap
     """Every other of 20 DW volumes scaled by 1.5: each half misfits the other's fit and which half is right the
     residuals cannot tell (naming the half that misfits had named the clean half of a real scan), so `iqt fit` says
     the halves disagree, exit 0, and names no volume; a clean series says nothing."""
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    dwi = _phantom20()
     fileio.save_dwi(dwi, tmp_path / "clean.nii.gz")
     d = np.array(dwi.data)
     d[..., np.flatnonzero(dwi.bvals > B0_THRESHOLD)[1::2]] *= 1.5

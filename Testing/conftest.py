@@ -20,6 +20,20 @@ from helpers import AXIAL, NOISY_BACKGROUND, SAGITTAL, ZEROED_BACKGROUND, need_d
 REALDATA_FIXTURES = {"sagittal_subject", "axial_subject", "zeroed_background_subject", "noisy_background_subject"}
 
 
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """A module's tests on one BLAS thread, the pools restored after (`pytestmark =
+    pytest.mark.usefixtures("one_blas_thread")`), for modules whose fits, checks and forests are many small dense
+    solves: with `-n 2` on CI's two cores a second OpenBLAS thread doubled their CPU time and gained no wall time
+    (fit_dti and find_outliers on the 3 mm dev scan: 2.4 s of CPU -> 1.3 s, tensors bit-identical; test_forest 74 -> 26
+    CPU s), as `iqt train` and the forests' prediction already run (core/threads.small_solves). Not for a module that
+    checks a thread count; a child process keeps its own."""
+    from ImageQualityTransferLib.core.threads import small_solves
+
+    with small_solves():
+        yield
+
+
 def _real_subject(folder):
     from ImageQualityTransferLib.dmri.subject import load_subject
 

@@ -19,16 +19,7 @@ from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, STRIPPED_ZERO_SHARE, 
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """This module's tests on one BLAS thread (the pools restored after): its fits and checks are many small dense
-    solves, where a second thread (pytest -n 2 on CI's two cores) doubled their CPU time and gained no wall time
-    (fit_dti and find_outliers on the 3 mm dev scan: 2.4 s of CPU -> 1.3 s, their tensors bit-identical); no test
-    here is about threads, and a child process keeps its own."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def _corrupted(dwi, dropout=(), zeroed=(), slices=(), scale=0.2):

@@ -15,15 +15,7 @@ from ImageQualityTransferLib.methods.forest import bayes, completion, features, 
 from ImageQualityTransferLib.methods.forest.forest import Forest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """The forests' many small dense solves on one BLAS thread, as `iqt train` and prediction run them
-    (core/threads.small_solves): the Forest, tree and bayes functions called directly here do not set it, and on a
-    busy machine (2 xdist workers on 2 cores) OpenBLAS's waiting threads cost 10-20x the CPU of the solves."""
-    from ImageQualityTransferLib.core.threads import small_solves
-
-    with small_solves():
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def _piecewise(n=3000, seed=0):

@@ -13,16 +13,8 @@ from ImageQualityTransferLib import IQTError, fileio, methods
 from ImageQualityTransferLib.apps.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """One BLAS thread for this file's in-process numerical work (DTI fits, forests, metrics), as `iqt train` and the
-    forests' prediction already run their solves (core/threads.small_solves): on a busy machine (2 xdist workers on 2
-    cores) OpenBLAS's waiting threads cost many times the CPU of these small solves. Results differ at most in float
-    rounding; no test here checks a thread count."""
-    from ImageQualityTransferLib.core.threads import small_solves
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
-    with small_solves():
-        yield
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 TINY = {  # settings small enough for seconds, per family

@@ -14,16 +14,7 @@ from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.grid import repeat_blocks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """One BLAS thread for this file's in-process numerical work (DTI fits, forests, metrics), as `iqt train` and the
-    forests' prediction already run their solves (core/threads.small_solves): on a busy machine (2 xdist workers on 2
-    cores) OpenBLAS's waiting threads cost many times the CPU of these small solves. Results differ at most in float
-    rounding; no test here checks a thread count."""
-    from ImageQualityTransferLib.core.threads import small_solves
-
-    with small_solves():
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")

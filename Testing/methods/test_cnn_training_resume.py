@@ -18,7 +18,13 @@ KW = dict(method="espcn", iters_per_epoch=6, batch_size=4, patch=6, val_patches=
 @pytest.mark.slow
 def test_a_finished_run_resumed_with_more_epochs_trains_them_as_one_run_would(tmp_path):
     ck = tmp_path / "run.ckpt"
-    net_whole, _, whole = training.train(synthetic_items(), seed=3, epochs=4, **KW)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # threads=1 holds for the training only: a Slicer session or script that trains goes on with its own
+        net_whole, _, whole = training.train(synthetic_items(), seed=3, epochs=4, **KW)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     training.train(synthetic_items(), seed=3, epochs=2, checkpoint=ck, **KW)
     assert torch.load(str(ck), weights_only=True)["phase_finished"]
     lines = []
@@ -123,3 +129,4 @@ def test_a_checkpoint_resumed_on_another_thread_count_says_so_and_records_both(t
     lines = []
     training.train(synthetic_items(), seed=1, epochs=3, checkpoint=ck, log=lines.append, **{**kw, "threads": 2})
     assert not any("CPU thread" in line for line in lines), lines  # the count it was written on: nothing to say
+

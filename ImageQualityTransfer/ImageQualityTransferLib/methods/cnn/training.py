@@ -137,14 +137,23 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     with `checkpoint`, save after every epoch and resume from it when it exists. Returns (net in eval mode, sidecar
     metadata, history). `device` ("cpu", "cuda", "auto"): where the network trains (batches are drawn on the CPU);
     with several processes, the CPU only (gloo). `data`: the subjects' files as `learned.data_record` gives them, which a
-    checkpoint must have been trained on to be resumed."""
-    run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint, device,
-                    options, data)
-    run.start()
-    for pi in range(run.start_phase, len(run.phases)):  # the phases a resumed run has ended are skipped
-        run.train_phase(pi)
-    run.bar.close()
-    return run.result()
+    checkpoint must have been trained on to be resumed. `threads` holds for this call only: torch's thread count is
+    given back after, so a caller's later work (a Slicer session, a script) runs on its own."""
+    from . import require_torch
+
+    torch = require_torch()
+    before = torch.get_num_threads()
+    try:
+        run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint, device,
+                        options, data)
+        run.start()
+        for pi in range(run.start_phase, len(run.phases)):  # the phases a resumed run has ended are skipped
+            run.train_phase(pi)
+        run.bar.close()
+        return run.result()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 class _Training:

@@ -5,6 +5,8 @@ legend whose labels show the values; and the README's picture is small enough fo
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -215,25 +217,38 @@ def test_a_short_view_keeps_its_legend_readable(rendering):
     assert tuple(legend.GetSize()) == legends.SLICER_SIZE and legend.GetPosition()[1] == 0.5
 
 
+@contextlib.contextmanager
+def renders_held(rendering):
+    """The views drawn once as the block ends, not on each of the scene's changes in it: trame-slicer's direct
+    rendering (render.py's off-screen views) draws on every MRML event, 137 draws and 15 s of CPU in one layout test,
+    as Slicer's own views, drawn on a timer, never do. The pictures checked are grabbed after the block."""
+    with contextlib.ExitStack() as stack:
+        for view in rendering.views.values():
+            stack.enter_context(view.render_blocked())
+        yield
+
+
 @pytest.mark.parametrize("orientation", ["Coronal", "Sagittal"])
 def test_results_layout_leaves_room_for_the_legend(rendering, orientation):
     """`show_results` (the module's layout after Apply) fits each view with the legend's strip free."""
     s = display.slice_node(rendering.scene, RIGHT)
     before = s.GetOrientation()
     try:
-        s.SetOrientation(orientation)
-        display.show_results(rendering.scene, rendering.nodes, render.OPACITY)
-        legend = legends.legend_node(rendering.scene, rendering.nodes["uncertainty"])
-        legend.Modified()
+        with renders_held(rendering):
+            s.SetOrientation(orientation)
+            display.show_results(rendering.scene, rendering.nodes, render.OPACITY)
+            legend = legends.legend_node(rendering.scene, rendering.nodes["uncertainty"])
+            legend.Modified()
         rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
         drawn = render.legend_pixels(rendering.views[RIGHT], legend)
         brain = support_at_pixels(rendering, RIGHT)
         assert drawn.sum() > 200 and brain.sum() > 1000, orientation
         assert not (brain & drawn).any(), f"the legend covers brain pixels ({orientation})"
     finally:
-        s.SetOrientation(before)
-        display.show_comparison(rendering.scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
-                                rendering.nodes["uncertainty"], render.OPACITY, orientation=before)
+        with renders_held(rendering):
+            s.SetOrientation(before)
+            display.show_comparison(rendering.scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
+                                    rendering.nodes["uncertainty"], render.OPACITY, orientation=before)
         rendering.images[RIGHT] = render._grab(rendering.views[RIGHT])
 
 
@@ -278,25 +293,28 @@ def test_a_tall_view_keeps_every_legend_off_the_brain(rendering):
     pair = degrade.degrade(subject.dwi, subject.mask.data, 2)
     scene, view, s = rendering.scene, rendering.views[RIGHT], display.slice_node(rendering.scene, RIGHT)
     mask = Volume(np.asarray(pair.mask.data, np.uint8), pair.tensor.affine, "scalar")
-    nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, pair.tensor, "hf"), "biqt", 2,
-                                    mask_node=mrml.add_scalar_node(scene, mask, "hf_mask"))
+    with renders_held(rendering):
+        nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, pair.tensor, "hf"), "biqt", 2,
+                                        mask_node=mrml.add_scalar_node(scene, mask, "hf_mask"))
     before = s.GetOrientation()
     tall = render.Rendering(dict(rendering.images), scene, nodes, rendering.views)
     try:
         view.render_window().SetSize(300, 600)
         s.SetDimensions(300, 600, 1)
         for orientation in ("Axial", "Coronal"):  # where it was seen: the frontal lobe, the coronal brain's top
-            s.SetOrientation(orientation)
-            display.show_results(scene, nodes, render.OPACITY)
+            with renders_held(rendering):
+                s.SetOrientation(orientation)
+                display.show_results(scene, nodes, render.OPACITY)
             _each_legend_off_the_output(tall, nodes, f"{orientation}, 300 x 600")
     finally:
-        view.render_window().SetSize(*render.VIEW_SIZE)
-        s.SetDimensions(render.VIEW_SIZE[0], render.VIEW_SIZE[1], 1)
-        s.SetOrientation(before)
-        display.show_results(scene, rendering.nodes, render.OPACITY)
-        display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
-                                rendering.nodes["uncertainty"], render.OPACITY, orientation=before, marker=True)
-        legends.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
+        with renders_held(rendering):
+            view.render_window().SetSize(*render.VIEW_SIZE)
+            s.SetDimensions(render.VIEW_SIZE[0], render.VIEW_SIZE[1], 1)
+            s.SetOrientation(before)
+            display.show_results(scene, rendering.nodes, render.OPACITY)
+            display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
+                                    rendering.nodes["uncertainty"], render.OPACITY, orientation=before, marker=True)
+            legends.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
         rendering.images[RIGHT] = render._grab(view)
 
 
@@ -310,16 +328,20 @@ def test_an_output_over_the_whole_field_is_not_under_the_legend(rendering, axial
 
     pair = degrade.degrade(axial_subject.dwi, axial_subject.mask.data, 2, style="unmasked")
     scene, view = rendering.scene, rendering.views[RIGHT]
-    nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, pair.tensor, "unmasked"), "deep-hetero-var1", 2)
+    with renders_held(rendering):
+        nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, pair.tensor, "unmasked"), "deep-hetero-var1",
+                                        2)
     whole = render.Rendering(dict(rendering.images), scene, nodes, rendering.views)
     try:
-        display.show_results(scene, nodes, render.OPACITY)
+        with renders_held(rendering):
+            display.show_results(scene, nodes, render.OPACITY)
         _each_legend_off_the_output(whole, nodes, "the whole field", dilate=-1)  # its voxels but the outermost
     finally:
-        display.show_results(scene, rendering.nodes, render.OPACITY)
-        display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
-                                rendering.nodes["uncertainty"], render.OPACITY, marker=True)
-        legends.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
+        with renders_held(rendering):
+            display.show_results(scene, rendering.nodes, render.OPACITY)
+            display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
+                                    rendering.nodes["uncertainty"], render.OPACITY, marker=True)
+            legends.legend_node(scene, rendering.nodes["uncertainty"]).Modified()
         rendering.images[RIGHT] = render._grab(view)
 
 

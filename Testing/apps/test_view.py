@@ -96,7 +96,7 @@ class Server:
         for line in self.proc.stdout:
             self.lines.append(line.strip())
 
-    def url(self, timeout: float = 20.0) -> str:
+    def url(self, timeout: float = 120.0) -> str:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             for line in self.lines:
@@ -138,6 +138,17 @@ def serve(tmp_path):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def cubic_server(lowres, tmp_path_factory):
+    """One `iqt view` of the phantom (cubic first, with its mask) for the tests that only read its page: they resize
+    the window and read the layout, none picks a method or moves the slice (the views' state is the server's, shared
+    by every tab)."""
+    lr, mask = lowres
+    server = Server(lr, "--method", "cubic", "--mask", mask, log=tmp_path_factory.mktemp("view_server") / "server.log")
+    yield server
+    server.stop()
+
+
 @contextlib.contextmanager
 def page_done(browser, server, width: int = 1280, height: int = 720):
     """A page on `server` once its first run, cubic, has ended; closed after."""
@@ -150,7 +161,7 @@ def page_done(browser, server, width: int = 1280, height: int = 720):
         page.close()
 
 
-def wait_status(page, wanted: str, timeout: float = 15.0) -> str:
+def wait_status(page, wanted: str, timeout: float = 60.0) -> str:
     end = time.monotonic() + timeout
     status = ""
     while time.monotonic() < end:
@@ -293,20 +304,34 @@ def test_compare_and_change_method_with_no_dead_controls(browser, lowres, serve,
     assert r > g, "the IQT view shows no Inferno uncertainty overlay"
 
 
-@pytest.mark.parametrize("case", ["scalar", "order", "mask", "text", "port", "factor", "memory", "memory-default",
-                                  "unshipped"])
-def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
-    """The input checks `iqt upsample` runs, before anything is served: one line, exit 2, and the command ends (it
-    served a page that said so only in the browser, and never exited)."""
+@pytest.fixture(scope="module")
+def bad_inputs(lowres, tmp_path_factory):
+    """The low-res phantom and the bad inputs tried on `iqt view`, written once for the module: a scalar volume, the
+    tensors in dtifit's order, a mask on another grid, a subject list."""
     from ImageQualityTransferLib.core.volume import Volume
 
-    lr = tmp_path / "lr.nii.gz"
-    assert cli.main(["degrade", str(small_subject / "dwi.nii.gz"), "-o", str(lr)]) == 0
+    lr, _ = lowres
+    out = tmp_path_factory.mktemp("view_bad_input")
+    (out / "list.txt").write_text("P01/dti.nii.gz\n")
+    fileio.save_scalar(Volume(np.ones((8, 8, 8), np.float32), np.eye(4), "scalar"), out / "fa.nii.gz")
+    fileio.save_scalar(Volume(np.ones((5, 5, 5), np.float32), np.eye(4), "mask"), out / "m.nii.gz")
+    fileio.save_tensor(fileio.load_tensor(lr), out / "fsl.nii.gz", order="fsl")
+    return lr, out
+
+
+@pytest.mark.parametrize("case", ["scalar", "order", "mask", "text", "port", "factor", "memory", "memory-default",
+                                  "unshipped"])
+def test_bad_input_is_refused_before_serving(bad_inputs, capsys, monkeypatch, case):
+    """The input checks `iqt upsample` runs, before anything is served: one line, exit 2, and the command ends (it
+    served a page that said so only in the browser, and never exited). Run in-process (`cli.main`, as the `iqt`
+    command runs it), with the page's `Viewer.serve` made to fail the test at once were it reached: a regression
+    fails here rather than serving on (the command's exit is its return from `cli.main`)."""
+    lr, folder = bad_inputs
     args, words = {
-        "scalar": ([tmp_path / "fa.nii.gz"], "not a diffusion tensor volume"),
-        "order": ([tmp_path / "fsl.nii.gz", "--tensor-order", "nifti"], "tensor-order"),
-        "mask": ([lr, "--mask", tmp_path / "m.nii.gz"], "grid"),
-        "text": ([tmp_path / "list.txt"], "give a .nii or .nii.gz file, or a Slicer .nrrd"),
+        "scalar": ([folder / "fa.nii.gz"], "not a diffusion tensor volume"),
+        "order": ([folder / "fsl.nii.gz", "--tensor-order", "nifti"], "tensor-order"),
+        "mask": ([lr, "--mask", folder / "m.nii.gz"], "grid"),
+        "text": ([folder / "list.txt"], "give a .nii or .nii.gz file, or a Slicer .nrrd"),
         "port": ([lr, "--port", "99999"], "--port 99999: a port is 0-65535"),  # was an internal error
         # no model for the factors: it had said 'give --model', which view does not take (a Slicer audit)
         "factor": ([lr, "--factor", "4", "--method", "biqt"], "iqt view runs the shipped models only: choose one of"),
@@ -316,33 +341,46 @@ def test_bad_input_is_refused_before_serving(small_subject, tmp_path, case):
         "memory": ([lr, "--factor", "1000", "--method", "cubic"], "factor 1000: a high-res grid of"),
         "memory-default": ([lr, "--factor", "1000"], "factor 1000: a high-res grid of"),
     }[case]
-    (tmp_path / "list.txt").write_text("P01/dti.nii.gz\n")
-    fileio.save_scalar(Volume(np.ones((8, 8, 8), np.float32), np.eye(4), "scalar"), tmp_path / "fa.nii.gz")
-    fileio.save_scalar(Volume(np.ones((5, 5, 5), np.float32), np.eye(4), "mask"), tmp_path / "m.nii.gz")
-    vol = fileio.load_tensor(lr)
-    fileio.save_tensor(vol, tmp_path / "fsl.nii.gz", order="fsl")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+    try:
+        from ImageQualityTransferLib.apps import view
+    except ImportError:  # without the render extra nothing can be served anyway
+        view = None
+    if view is not None:
+        def served(*_, **__):
+            raise AssertionError("iqt view served a page for an input it should have refused")
+
+        monkeypatch.setattr(view.Viewer, "serve", served)
     port = [] if case == "port" else ["--port", "0"]
-    run = subprocess.run([sys.executable, "-c", IQT, "view", *map(str, args), *port], capture_output=True,
-                         text=True, timeout=120, env=env)
-    err = run.stderr.strip().splitlines()
-    assert run.returncode == 2 and len(err) == 1 and words in err[0], run.stderr
-    assert "serving" not in run.stdout and "--model" not in run.stderr
+    code = cli.main(["view", *map(str, args), *port])
+    said = capsys.readouterr()
+    err = said.err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], said.err
+    assert "serving" not in said.out and "--model" not in said.err
+
+
+PORT_IN_USE = """
+import contextlib, io, json, sys
+from ImageQualityTransferLib.apps.cli import main
+said = io.StringIO()
+with contextlib.redirect_stderr(said):  # the command's own lines (a library's C-level noise goes to the log)
+    code = main(["view", sys.argv[1], "--method", "cubic", "--port", sys.argv[2]])
+print(json.dumps({"code": code, "stderr": said.getvalue()}))
+sys.stdout.flush()
+"""
 
 
 @pytest.mark.slow
-def test_a_port_in_use_is_one_line(lowres):
-    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+def test_a_port_in_use_is_one_line(child, lowres):
+    """`iqt view` on a port another socket holds: one line, exit 2. The command run as `iqt` runs it (`cli.main`, on
+    the main thread), in the module's child process, not a fresh interpreter for it alone."""
     lr, _ = lowres
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
-        run = subprocess.run([sys.executable, "-c", IQT, "view", str(lr), "--method", "cubic", "--port", str(port)],
-                             capture_output=True, text=True, timeout=120, env=env)
-    err = [line for line in run.stderr.strip().splitlines() if line.startswith("iqt")]
-    assert run.returncode == 2 and len(err) == 1 and f"--port {port}: that port is in use" in err[0], run.stderr
+        run = child.run(PORT_IN_USE, lr, port)
+    err = [line for line in run["stderr"].strip().splitlines() if line.startswith("iqt")]
+    assert run["code"] == 2 and len(err) == 1 and f"--port {port}: that port is in use" in err[0], run["stderr"]
 
 
 def test_a_run_refused_while_serving_is_said_on_the_terminal_too(lowres, serve, tmp_path):
@@ -400,15 +438,85 @@ def test_views_share_slice_pan_and_zoom(lowres):
     assert left.GetFieldOfView() != (100.0, 80.0, 1.0) and left.GetSliceOffset() == pytest.approx(-4.0)
 
 
-def run_child(script: str, *argv) -> dict:
-    """`script` run in a child process on `argv` (its off-screen views are its own): its last printed line, as JSON."""
-    import json
+RUNNER = r"""
+import contextlib, io, json, sys, traceback
+reply_to = sys.stdout
+for line in sys.stdin:
+    request = json.loads(line)
+    sys.argv = [sys.argv[0], *request["argv"]]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(request["script"], "<script>", "exec"), {"__name__": "__main__"})
+        reply = {"stdout": printed.getvalue()}
+    except BaseException:
+        reply = {"stdout": printed.getvalue(), "error": traceback.format_exc()}
+    reply_to.write("@@iqt-reply " + json.dumps(reply) + "\n")
+    reply_to.flush()
+import os
+os._exit(0)  # the off-screen views' EGL contexts are gone by the interpreter's own teardown
+"""
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", script, *map(str, argv)], capture_output=True, text=True, timeout=300,
-                          env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+class Child:
+    """One child process for this module's scripts (its off-screen views are its own, away from Playwright's loop
+    and this process's views): each script is run in a fresh namespace, on its own argv, with its own Viewer; its
+    last printed line is its JSON answer. One interpreter, vtk and trame-slicer imported once, not once a script."""
+
+    def __init__(self, log: Path):
+        import queue
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, env=env)
+        self.replies: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        import json
+
+        for line in self.proc.stdout:
+            if line.startswith("@@iqt-reply "):
+                self.replies.put(json.loads(line[len("@@iqt-reply "):]))
+        self.replies.put(None)  # the child ended
+
+    def run(self, script: str, *argv, timeout: float = 300) -> dict:
+        import json
+        import queue
+
+        assert self.proc.poll() is None, f"the scripts' child process ended (exit {self.proc.returncode})"
+        self.proc.stdin.write(json.dumps({"script": script, "argv": list(map(str, argv))}) + "\n")
+        self.proc.stdin.flush()
+        try:
+            reply = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise AssertionError(f"the script gave no answer in {timeout} s") from None
+        if reply is None:
+            self.log.flush()
+            raise AssertionError(f"the scripts' child process ended: {Path(self.log.name).read_text()[-2000:]}")
+        assert "error" not in reply, reply["error"][-2000:]
+        return json.loads(reply["stdout"].strip().splitlines()[-1])
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def child(tmp_path_factory):
+    """The module's `Child`, started on first use, ended after the module."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    runner = Child(tmp_path_factory.mktemp("view_child") / "child.log")
+    yield runner
+    runner.close()
 
 
 FA_PLANES = """
@@ -425,9 +533,6 @@ for mode in ("tensor", "fa"):
     planes[mode] = [display.slice_node(viewer.scene, name).GetOrientation() for name in display.COMPARE_VIEWS]
 print(json.dumps(planes))
 sys.stdout.flush()
-import contextlib
-import os
-os._exit(0)  # the off-screen views' EGL contexts are gone by the interpreter's own teardown
 """
 
 
@@ -451,25 +556,22 @@ for name in display.COMPARE_VIEWS:
     out["ijk"].append(float(np.linalg.solve(m[:3, :3], origin - m[:3, 3])[axis]))
 print(json.dumps(out))
 sys.stdout.flush()
-import contextlib
-import os
-os._exit(0)
 """
 
 
 @pytest.mark.slow
-def test_the_first_result_opens_on_one_of_its_slices(lowres):
+def test_the_first_result_opens_on_one_of_its_slices(child, lowres):
     """The page shows the input first; its slice, kept for the result, lay between two x2 output slices (a plane of
     input voxel centres always does), so the first result was two slices blended (a review: ijk 12.5). In a child
     process: its off-screen views are its own."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
-    got = run_child(FIRST_PLANE, lr, mask)
+    got = child.run(FIRST_PLANE, lr, mask)
     assert got["status"] == "done: cubic" and all(n % 2 == 0 for n in got["dims"]), got
     assert all(abs(k - round(k)) < 1e-6 for k in got["ijk"]), got
 
 
-def test_fa_stays_in_the_plane_that_shows_thick_slices(small_subject, tmp_path):
+def test_fa_stays_in_the_plane_that_shows_thick_slices(child, small_subject, tmp_path):
     """Thick slices (factors 1,1,3): the comparison is in the plane across the slices, for colour FA and for FA alike
     (FA switched to the axial plane, where the through-plane gain cannot be seen). In a child process: its off-screen
     views are its own."""
@@ -477,7 +579,7 @@ def test_fa_stays_in_the_plane_that_shows_thick_slices(small_subject, tmp_path):
 
     assert cli.main(["degrade", str(small_subject / "dwi.nii.gz"), "--factor", "1,1,3", "-o", str(tmp_path / "lr.nii.gz"),
                      "--mask-out", str(tmp_path / "m.nii.gz")]) == 0
-    planes = run_child(FA_PLANES, tmp_path / "lr.nii.gz", tmp_path / "m.nii.gz")
+    planes = child.run(FA_PLANES, tmp_path / "lr.nii.gz", tmp_path / "m.nii.gz")
     assert planes["status"] == "done: cubic"
     assert planes["tensor"] == planes["fa"] and planes["fa"][0] != "Axial", planes
 
@@ -560,20 +662,17 @@ inner = legends.input_support(data > 0, node.GetAttribute(legends.mrml.FACTORS_A
 out["median"] = float(legends.np.median(data[inner]))
 print(json.dumps(out))
 sys.stdout.flush()
-import contextlib
-import os
-os._exit(0)
 """
 
 
 @pytest.mark.slow
-def test_one_colour_scale_across_the_methods_shown(lowres):
+def test_one_colour_scale_across_the_methods_shown(child, lowres):
     """The uncertainty overlay's colours mean the same SD whichever method the reader switches to: one scale per map
     across the methods run in the page (as the Slicer module's shared scale and the report), the legend saying so
     and naming the run (each method on its own range had put the legend's top at 1.0 for biqt, 0.8 for rf)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
-    runs = run_child(SHARED_SCALE, lr, mask)
+    runs = child.run(SHARED_SCALE, lr, mask)
     for method in ("biqt", "rf"):
         assert runs[method]["status"] == f"done: {method}", runs
     assert runs["biqt"]["own"] != pytest.approx(runs["rf"]["own"], rel=0.05), runs  # the two maps' ranges differ
@@ -653,18 +752,15 @@ asyncio.run(pick_while_running())
 out["polled"] = seen
 print(json.dumps(out))
 sys.stdout.flush()
-import contextlib
-import os
-os._exit(0)
 """
 
 
-def test_the_picker_names_the_method_shown_after_a_failure_and_a_pick_while_busy_is_said(lowres):
+def test_the_picker_names_the_method_shown_after_a_failure_and_a_pick_while_busy_is_said(child, lowres):
     """After a failed run the picker named the failed method over another's picture, and picking it again did nothing;
     a pick while another run went on (a second tab's) was dropped without a word (a viewer audit)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
-    runs = run_child(PICKER, lr, mask)
+    runs = child.run(PICKER, lr, mask)
     method, shown, status, message = runs["after_failure"]
     assert (method, shown) == ("cubic", "cubic") and "rf failed" in status and "checksum" in message, runs
     method, status = runs["while_busy"]
@@ -696,19 +792,16 @@ out["after_failure"] = [s.running, viewer._running, s.busy]
 out["html"] = "iqt-running" in viewer.ui.html
 print(json.dumps(out))
 sys.stdout.flush()
-import contextlib
-import os
-os._exit(0)
 """
 
 
-def test_a_run_under_way_is_said_over_the_picture_and_cleared_when_it_ends(lowres):
+def test_a_run_under_way_is_said_over_the_picture_and_cleared_when_it_ends(child, lowres):
     """While a method computes, the right view's header says so (the picture is still the last result; only the
     status line and a 4 px bar had said it), and the run is no longer said to go on once it ended or failed (the
     method kept as running after its run: a viewer audit)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
-    got = run_child(RUNNING, lr, mask)
+    got = child.run(RUNNING, lr, mask)
     assert got["html"] and "cubic" in got["during"], got
     assert got["after_done"] == ["", None, False] and got["after_failure"] == ["", None, False], got
 
@@ -865,12 +958,11 @@ def view_brain(page) -> tuple[tuple[int, int, int, int], int, int]:
 
 
 @pytest.mark.slow
-def test_the_views_refit_when_the_window_is_resized_and_keep_clear_of_the_slider(browser, lowres, serve):
+def test_the_views_refit_when_the_window_is_resized_and_keep_clear_of_the_slider(browser, cubic_server):
     """A wide, short window made narrow and tall: both views fitted again, the brain whole between the view's sides and
     above the slice slider (Slicer's resize kept the scale along one axis: the brain cut off left and right, and under
     the slider), and at 900 px wide the uncertainty opacity slider keeps a track to drag (a viewer audit)."""
-    lr, mask = lowres
-    server = serve(lr, "--method", "cubic", "--mask", mask)
+    server = cubic_server
     with page_done(browser, server, width=1600, height=450) as page:
         page.set_viewport_size({"width": 600, "height": 900})
         got, ok = None, False
@@ -930,18 +1022,15 @@ out["pan"] = [float(np.linalg.norm(centre - centre1)), 10.0 * fov1 / fov0]
 out["offset"] = [offset_after, offset]
 print(json.dumps(out))
 sys.stdout.flush()
-import contextlib
-import os
-os._exit(0)
 """
 
 
-def test_a_readers_zoom_and_pan_are_kept_when_the_views_change_size(lowres):
+def test_a_readers_zoom_and_pan_are_kept_when_the_views_change_size(child, lowres):
     """A banner come or gone (an error line, notes, a second tab) changes the views' size: a view at its fit is fitted
     again, and a reader's zoom and pan are kept relative to the fit, the slice too (they were reset in every tab)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
-    got = run_child(ZOOM_KEPT, lr, mask)
+    got = child.run(ZOOM_KEPT, lr, mask)
     assert got["at_fit"][0] == pytest.approx(got["at_fit"][1], rel=1e-6), got
     assert got["zoom"] == pytest.approx(0.5, rel=1e-3), got
     assert got["pan"][0] == pytest.approx(got["pan"][1], rel=1e-3), got
@@ -972,18 +1061,15 @@ viewer.reset_views()
 out["reset"] = centre()
 print(json.dumps(out))
 sys.stdout.flush()
-import contextlib
-import os
-os._exit(0)
 """
 
 
-def test_the_views_are_fitted_again_when_the_overlay_goes(lowres):
+def test_the_views_are_fitted_again_when_the_overlay_goes(child, lowres):
     """From a method with a map (the legend's strip kept on the right) to one without: the views are fitted again, as
     Reset Camera fits them (the brain had stayed 94 px left of the centre: a review)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
-    got = run_child(OVERLAY_GONE, lr, mask)
+    got = child.run(OVERLAY_GONE, lr, mask)
     assert got["shown"][0] == pytest.approx(got["reset"][0], abs=1e-3), got
     assert got["shown"][1] == pytest.approx(got["reset"][1], rel=1e-6), got
     assert got["map"][0] != pytest.approx(got["reset"][0], abs=1e-3), got  # the strip did move it
@@ -1031,18 +1117,16 @@ legend.Modified()  # laid out afresh at this size
 out["fresh"] = legend_box(legend)
 print(json.dumps(out))
 sys.stdout.flush()
-import os
-os._exit(0)
 """
 
 
-def test_the_legend_keeps_its_size_when_a_banner_shortens_the_views(lowres):
+def test_the_legend_keeps_its_size_when_a_banner_shortens_the_views(child, lowres):
     """A banner (noisy input, unmasked tensors) comes after the first layout and makes the views shorter: the legend
     is drawn as a legend laid out at that size (it had kept text fitted to the taller view: 5-6 px titles and ticks
     at 1024 x 640, a radiologist's audit)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
-    got = run_child(LEGEND_AFTER_BANNER, lr, mask)
+    got = child.run(LEGEND_AFTER_BANNER, lr, mask)
     assert got["first"] and got["fresh"] and got["banner"] == got["fresh"], got
     height = lambda box: box[3] - box[1]  # noqa: E731
     assert height(got["fresh"]) > 0.6 * height(got["first"]), got  # as readable as before, not shrunk to a corner
@@ -1073,18 +1157,15 @@ for how in ("shown", "reset"):
     out[how] = [rows, (lowest - (up @ centre - fov_y / 2)) / fov_y * rows]  # render px below the volume
 print(json.dumps(out))
 sys.stdout.flush()
-import contextlib
-import os
-os._exit(0)
 """
 
 
-def test_on_a_hidpi_screen_the_fitted_brain_keeps_clear_of_the_slider(lowres):
+def test_on_a_hidpi_screen_the_fitted_brain_keeps_clear_of_the_slider(child, lowres):
     """trame-rca renders a view at its CSS size times the page's devicePixelRatio: the slider's 40 CSS px strip is 80
     render px at a ratio of 2 (at 40 render px the brain ran under the slider on a HiDPI screen: a viewer audit)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
-    got = run_child(HIDPI, lr, mask)
+    got = child.run(HIDPI, lr, mask)
     for how in ("shown", "reset"):
         rows, below = got[how]
         assert rows == 600 and below >= 2 * 40, got
@@ -1109,13 +1190,12 @@ TOOLBAR = """() => {
 
 
 @pytest.mark.slow
-def test_every_toolbar_control_stays_whole_in_a_narrow_window(browser, lowres, serve):
+def test_every_toolbar_control_stays_whole_in_a_narrow_window(browser, cubic_server):
     """From 1280 down to 400 px wide every control of the toolbar lies whole inside it, reached by a click at its
     centre, the title keeps its text and the opacity slider a track to drag (one row had pushed "Above the median
     only" off the page below 760 px and squeezed the title to nothing below 1100; two rows had put it, below 600 px,
     on a third row under the views: viewer audits); the views start below the toolbar."""
-    lr, mask = lowres
-    server = serve(lr, "--method", "cubic", "--mask", mask)
+    server = cubic_server
     with page_done(browser, server) as page:
         for width in (1280, 1024, 960, 959, 760, 683, 600, 599, 500, 400):
             page.set_viewport_size({"width": width, "height": 720})

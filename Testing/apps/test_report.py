@@ -115,15 +115,16 @@ def test_report_renders_headless(tmp_path):  # pragma: no cover - only where Chr
     assert not_background > 0.05, f"only {not_background:.1%} of the screenshot differs from the background"
 
 
-def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path, small_subject, capsys):
+def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path, small_subject, phantom_subject,
+                                                                       capsys):
     """`iqt report --input`: a user's own low-res tensors (here made unmasked, with a mask on the input's grid): the
     input, cubic and the method, the method's uncertainty and direction maps and the tracts, with no errors or
     scores (there is no reference); the input's warnings head the page; --mask without --input is one line, exit 2."""
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.apps.cli import main
-    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.dmri.subject import make_case
 
-    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    case = make_case(phantom_subject, 2, style="unmasked")
     fileio.save_tensor(case.lr, tmp_path / "lr.nii.gz")
     assert main(["--threads", "1", "report", "-o", str(tmp_path / "own.html"), "--input", str(tmp_path / "lr.nii.gz"),
                  "--methods", "biqt", "--n-seeds", "300"]) == 0
@@ -155,14 +156,14 @@ def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path,
     assert not (tmp_path / "x.html").exists()
 
 
-def test_a_report_of_ones_own_tensors_says_what_reading_them_said(tmp_path, small_subject, capsys):
+def test_a_report_of_ones_own_tensors_says_what_reading_them_said(tmp_path, small_subject, phantom_subject, capsys):
     """A warning from reading the input (here a fractional mask, taken as brain wherever above 0) heads the page as
     well as the terminal, marked as a warning."""
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.apps.cli import main
-    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.dmri.subject import make_case
 
-    case = make_case(load_subject(small_subject), 2, style="tight")
+    case = make_case(phantom_subject, 2, style="tight")
     fileio.save_tensor(case.lr, tmp_path / "lr.nii.gz")
     fileio.save_scalar(case.lr_mask.replace(data=case.lr_mask.data * 0.9, kind="scalar"), tmp_path / "m.nii.gz")
     assert main(["--threads", "1", "report", "-o", str(tmp_path / "own.html"), "--input", str(tmp_path / "lr.nii.gz"),
@@ -267,7 +268,7 @@ def test_a_colour_bar_is_pointed_where_the_map_reaches_above_its_top(tmp_path, m
     assert extends == ["max", "neither"]
 
 
-def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, capsys, monkeypatch):
+def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, phantom_subject, capsys, monkeypatch):
     """`iqt report --model METHOD=PATH`, as `iqt benchmark`: the method joins --methods and runs that model (for a
     subject and for --input), the page names it; a wrong one is one line, nothing written, the model unchanged."""
     import json
@@ -275,7 +276,7 @@ def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, 
 
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.apps.cli import main
-    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.dmri.subject import make_case
     from ImageQualityTransferLib.fileio import model_files
     from ImageQualityTransferLib.methods.base import Method
 
@@ -292,7 +293,7 @@ def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, 
 
     monkeypatch.setattr(Method, "predict", predict)
     mine = str(tmp_path / "mine.npz")
-    case = make_case(load_subject(small_subject), 2, style="tight")
+    case = make_case(phantom_subject, 2, style="tight")
     fileio.save_tensor(case.lr, tmp_path / "lr.nii.gz")
     for source in (["--subject", str(small_subject)], ["--input", str(tmp_path / "lr.nii.gz")]):
         ran.clear()
@@ -490,17 +491,18 @@ def test_per_axis_factors_on_a_turned_scan_say_oblique_where_no_axis_is_near(deg
     assert report.factor_axes is orientation.factor_axes  # upsample's line says it with the same function
 
 
-def test_the_page_says_how_the_input_was_read_made_and_along_which_anatomical_axis(tmp_path, small_subject, capsys):
+def test_the_page_says_how_the_input_was_read_made_and_along_which_anatomical_axis(tmp_path, small_subject,
+                                                                                    phantom_subject, capsys):
     """The page says --input's tensor order and its mask (the file name only), --subject's degradation (style and mask
     rule), and the anatomical axis of per-axis factors (an audit: '×1,1,2' of a PSR scan had not said it was L-R)."""
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.apps.cli import main
-    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.dmri.subject import make_case
 
     psr = np.array([[0, 0, 2.0, 0], [-2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0, 1]])
     assert report.factor_axes((1, 1, 2), psr) == "2 along voxel axis k, R (left-right)"
     assert report.factor_axes((2, 2, 2), psr) == ""
-    case = make_case(load_subject(small_subject), 2, style="tight")
+    case = make_case(phantom_subject, 2, style="tight")
     fileio.save_tensor(case.lr, tmp_path / "lr.nii.gz", order="fsl")
     fileio.save_mask(case.lr_mask, tmp_path / "m.nii.gz")
     assert main(["--threads", "1", "report", "-o", str(tmp_path / "in.html"), "--input", str(tmp_path / "lr.nii.gz"),

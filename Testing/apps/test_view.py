@@ -25,7 +25,6 @@ CHROMIUM = os.environ.get("IQT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 LIB_ROOT = Path(cli.__file__).resolve().parents[3]  # the folder holding ImageQualityTransferLib
-IQT = "import sys; from ImageQualityTransferLib.apps.cli import main; sys.exit(main())"
 OPENGL_PROBE = ("from vtkmodules.vtkRenderingCore import vtkRenderWindow; import vtkmodules.vtkRenderingOpenGL2; "
                 "w = vtkRenderWindow(); w.SetOffScreenRendering(1); print(int(w.SupportsOpenGL()))")
 
@@ -81,20 +80,164 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """`iqt view ARGS` in a child process; `url` once it says where it serves; always stopped by `stop`."""
+ZYGOTE = r"""
+import json, os, sys, threading, time
+from ImageQualityTransferLib.apps import cli, view
+from ImageQualityTransferLib.apps.cli import view as view_command  # noqa: F401 (imported once, before the forks)
+view.import_trame()
+said = threading.Lock()
+def say(text):
+    with said:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+def reap():  # each server's exit status, as its parent sees it
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            time.sleep(0.05)
+            continue
+        say(f"exit {pid} {os.waitstatus_to_exitcode(status)}")
+threading.Thread(target=reap, daemon=True).start()
+say("ready")
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:  # the server: `iqt ARGV` as the command runs it, its stdout and stderr in the files given
+        code = 1
+        try:
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
+            os.dup2(os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 2)
+            sys.argv = ["iqt", *request["argv"]]
+            code = cli.main()
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    say(f"started {pid}")
+os._exit(0)
+"""
 
-    def __init__(self, *args, log: Path):
+
+class Zygote:
+    """A Python with `iqt view`'s modules imported (the command line, the viewer, vtk, trame-slicer) that forks each
+    server of this module: each `iqt view` is a process of its own, started as the `iqt` command runs (`cli.main` on
+    its main thread, its own stdout and stderr, stopped by its signal), without importing them again (2.5 s of CPU a
+    server)."""
+
+    def __init__(self, log: Path):
+        import queue
+
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
         self.log = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-c", IQT, "view", *map(str, args), "--port", str(free_port())],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
-        self.lines: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, env=env)
+        self.exits: dict[int, int] = {}
+        self.started: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
         for line in self.proc.stdout:
-            self.lines.append(line.strip())
+            word, *rest = line.split()
+            if word == "exit":
+                self.exits[int(rest[0])] = int(rest[1])
+            elif word in ("started", "ready"):
+                self.started.put(int(rest[0]) if rest else 0)
+        self.started.put(None)
+
+    def spawn(self, argv: list[str], stdout: Path, stderr: Path) -> "Forked":
+        import json
+
+        if not hasattr(self, "ready"):
+            self.ready = self.started.get(timeout=300) == 0
+        assert self.ready and self.proc.poll() is None, Path(self.log.name).read_text()[-2000:]
+        self.proc.stdin.write(json.dumps({"argv": argv, "stdout": str(stdout), "stderr": str(stderr)}) + "\n")
+        self.proc.stdin.flush()
+        pid = self.started.get(timeout=60)
+        assert pid, Path(self.log.name).read_text()[-2000:]
+        return Forked(self, pid)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+class Forked:
+    """A server the `Zygote` forked, stopped and waited for as `subprocess.Popen`'s are."""
+
+    def __init__(self, zygote: Zygote, pid: int):
+        self.zygote, self.pid = zygote, pid
+
+    @property
+    def returncode(self):
+        return self.zygote.exits.get(self.pid)
+
+    def poll(self):
+        return self.returncode
+
+    def _signal(self, sig):
+        import signal
+
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, getattr(signal, sig))
+
+    def terminate(self):
+        self._signal("SIGTERM")
+
+    def kill(self):
+        self._signal("SIGKILL")
+
+    def wait(self, timeout: float):
+        end = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > end:
+                raise subprocess.TimeoutExpired(f"iqt view (pid {self.pid})", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory):
+    """The module's `Zygote`, ended after the module (its servers stopped before it)."""
+    forks = Zygote(tmp_path_factory.mktemp("view_zygote") / "zygote.log")
+    yield forks
+    forks.close()
+
+
+class Server:
+    """`iqt view ARGS` in a process of its own (forked by `zygote`); `url` once it says where it serves; always
+    stopped by `stop`."""
+
+    def __init__(self, *args, log: Path, zygote: Zygote):
+        self.log = open(log, "w")
+        self.out = Path(f"{log}.stdout")
+        self.out.write_text("")
+        self.proc = zygote.spawn(["view", *map(str, args), "--port", str(free_port())], self.out, Path(log))
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        with open(self.out) as out:
+            while True:
+                line = out.readline()
+                if line:
+                    self.lines.append(line.strip())
+                elif self.proc.poll() is not None:
+                    self.lines.extend(rest.strip() for rest in out.readlines())
+                    return
+                else:
+                    time.sleep(0.05)
 
     def url(self, timeout: float = 120.0) -> str:
         end = time.monotonic() + timeout
@@ -126,11 +269,11 @@ class Server:
 
 
 @pytest.fixture()
-def serve(tmp_path):
+def serve(tmp_path, zygote):
     servers = []
 
     def start(*args):
-        servers.append(Server(*args, log=tmp_path / f"server{len(servers)}.log"))
+        servers.append(Server(*args, log=tmp_path / f"server{len(servers)}.log", zygote=zygote))
         return servers[-1]
 
     yield start
@@ -139,12 +282,13 @@ def serve(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cubic_server(lowres, tmp_path_factory):
+def cubic_server(lowres, zygote, tmp_path_factory):
     """One `iqt view` of the phantom (cubic first, with its mask) for the tests that only read its page: they resize
     the window and read the layout, none picks a method or moves the slice (the views' state is the server's, shared
     by every tab)."""
     lr, mask = lowres
-    server = Server(lr, "--method", "cubic", "--mask", mask, log=tmp_path_factory.mktemp("view_server") / "server.log")
+    server = Server(lr, "--method", "cubic", "--mask", mask, log=tmp_path_factory.mktemp("view_server") / "server.log",
+                    zygote=zygote)
     yield server
     server.stop()
 

@@ -29,16 +29,21 @@ def _isotropic_input(shape=(14, 14, 12), voxel=2.0) -> Volume:
 
 @pytest.fixture(scope="module")
 def phantom():
-    """The built-in phantom subject `report.run` reads by default (`subject.phantom_subject`), made once for the module:
-    the tests below fail its tractography, not its reading."""
+    """The built-in phantom subject `report.run` reads by default (`subject.phantom_subject`, built the same way), on a
+    coarse grid (32 x 36 x 28 voxels of 4 mm, 12 directions: the default's field of view) and made once for the
+    module: the tests below fail its tractography, which does not depend on the grid, not its reading."""
     from ImageQualityTransferLib.dmri import subject
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
 
-    return subject.phantom_subject()
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
+    return subject.Subject.from_dwi("phantom", dwi, Volume(np.asarray(dwi.meta["brain_mask"], bool), dwi.affine,
+                                                           "mask"))
 
 
 @pytest.fixture()
 def default_subject(phantom, monkeypatch):
-    """`report.run` without a subject folder reads the module's `phantom`, not a new one (2 s of CPU each run)."""
+    """`report.run` without a subject folder reads the module's `phantom`, not a new default-sized one (2 s of CPU to
+    make, and the page's figures of it 2-3 s more, each run)."""
     from ImageQualityTransferLib.dmri import subject
 
     monkeypatch.setattr(subject, "phantom_subject", lambda: phantom)

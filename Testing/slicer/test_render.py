@@ -208,11 +208,12 @@ def test_a_short_view_keeps_its_legend_readable(rendering):
         assert box[1] > 0 and not drawn[y0:y1, x0:x1].any(), (box, (x0, y0, x1, y1))  # its title whole, the marker free
         assert not (support_at_pixels(rendering, RIGHT) & drawn).any(), "the legend covers brain pixels"
     finally:
-        for name in (LEFT, RIGHT):
-            rendering.views[name].render_window().SetSize(*render.VIEW_SIZE)
-            display.slice_node(scene, name).SetDimensions(render.VIEW_SIZE[0], render.VIEW_SIZE[1], 1)
-        display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
-                                rendering.nodes["uncertainty"], render.OPACITY, marker=True)
+        with renders_held(rendering):
+            for name in (LEFT, RIGHT):
+                rendering.views[name].render_window().SetSize(*render.VIEW_SIZE)
+                display.slice_node(scene, name).SetDimensions(render.VIEW_SIZE[0], render.VIEW_SIZE[1], 1)
+            display.show_comparison(scene, rendering.nodes["interpolated"], rendering.nodes["tensor"],
+                                    rendering.nodes["uncertainty"], render.OPACITY, marker=True)
         rendering.images[RIGHT] = render._grab(view)
     assert tuple(legend.GetSize()) == legends.SLICER_SIZE and legend.GetPosition()[1] == 0.5
 

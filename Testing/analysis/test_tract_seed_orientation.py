@@ -76,6 +76,7 @@ def test_benchmark_tract_scores_do_not_depend_on_the_voxel_order(case):
             assert rows[codes][name] == pytest.approx(row, abs=1e-9), (codes, name)
 
 
+@pytest.mark.slow
 def test_report_input_tracks_from_the_same_seeds_in_any_voxel_order(case, tmp_path, monkeypatch):
     tracked = []
     track = tr.track

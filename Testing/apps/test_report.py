@@ -90,6 +90,7 @@ CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shut
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run "
                                              "installs it as root), so the page is not rendered headless; "
                                              "test_report_is_self_contained_and_every_image_decodes checks it instead")
+@pytest.mark.slow
 def test_report_renders_headless(tmp_path):  # pragma: no cover - only where Chromium is installed
     """Render the page offline in headless Chromium (fresh profile, no network features) and check the
     screenshot shows the page: many distinct colours and a good share of non-background pixels."""
@@ -115,6 +116,7 @@ def test_report_renders_headless(tmp_path):  # pragma: no cover - only where Chr
     assert not_background > 0.05, f"only {not_background:.1%} of the screenshot differs from the background"
 
 
+@pytest.mark.slow
 def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path, small_subject, phantom_subject,
                                                                        capsys):
     """`iqt report --input`: a user's own low-res tensors (here made unmasked, with a mask on the input's grid): the
@@ -205,6 +207,7 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
     assert x0 < -60 and x1 > 60 and y0 < -40 and y1 > 50
 
 
+@pytest.mark.slow
 def test_one_name_and_one_unit_for_each_thing_on_the_page(tmp_path, small_subject):
     """`iqt report --subject`: the Metrics and tract tables name each volume as the figures do (the table's "nearest"
     was the FA figure's "low-res input", the tract table's "reference" the tract figure's "ground truth"); the DT-RMSE
@@ -223,6 +226,7 @@ def test_one_name_and_one_unit_for_each_thing_on_the_page(tmp_path, small_subjec
     assert "one column per volume: low-res input (nearest), cubic, linear, biqt, ground truth." in fa_caption, fa_caption
 
 
+@pytest.mark.slow
 def test_the_tract_figure_draws_the_default_and_the_best_method(tmp_path, small_subject):
     """The tract figure draws, besides cubic, the default method and the best learned method by the page's tract
     table, and says which is which (it drew the first two learned methods in registry order, global-linear and rf,
@@ -268,6 +272,7 @@ def test_a_colour_bar_is_pointed_where_the_map_reaches_above_its_top(tmp_path, m
     assert extends == ["max", "neither"]
 
 
+@pytest.mark.slow
 def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, phantom_subject, capsys, monkeypatch):
     """`iqt report --model METHOD=PATH`, as `iqt benchmark`: the method joins --methods and runs that model (for a
     subject and for --input), the page names it; a wrong one is one line, nothing written, the model unchanged."""
@@ -380,6 +385,7 @@ def test_a_report_of_unmasked_tensors_shows_the_brain_not_the_skull_base(tmp_pat
     assert np.abs(centres["unmasked"] - centres["masked"]).max() <= 3, centres
 
 
+@pytest.mark.slow
 def test_a_noisy_subjects_page_names_the_model_that_ran_and_the_engines_warning(tmp_path, capsys):
     """`iqt report --subject` on a noisy scan: "What ran" names the model trained with added noise that ran, with its
     own SHA256 (an audit: the page gave the clean model's checksum), and the engine's line that says so is on the

@@ -82,6 +82,7 @@ def test_report_input_does_not_swallow_a_bug_in_tractography(tmp_path, monkeypat
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.slow
 def test_report_input_says_the_seeds_it_drew_where_fewer_voxels_than_asked(tmp_path):
     """One seed per white-matter voxel at most: the page says the count drawn, not the --n-seeds asked (it had said
     "1000000 random seeds" of a block of a few hundred voxels). The block is 6 x 3 x 3 low-res voxels (432 at x2):

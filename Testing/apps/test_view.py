@@ -465,7 +465,7 @@ def bad_inputs(lowres, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["scalar", "order", "mask", "text", "port", "factor", "memory", "memory-default",
-                                  "unshipped"])
+                                  pytest.param("unshipped", marks=pytest.mark.slow)])  # its model's load: torch
 def test_bad_input_is_refused_before_serving(bad_inputs, capsys, monkeypatch, case):
     """The input checks `iqt upsample` runs, before anything is served: one line, exit 2, and the command ends (it
     served a page that said so only in the browser, and never exited). Run in-process (`cli.main`, as the `iqt`
@@ -528,6 +528,7 @@ def test_a_port_in_use_is_one_line(child, lowres):
     assert run["code"] == 2 and len(err) == 1 and f"--port {port}: that port is in use" in err[0], run["stderr"]
 
 
+@pytest.mark.slow
 def test_a_run_refused_while_serving_is_said_on_the_terminal_too(lowres, serve, tmp_path):
     """A refusal that comes with the run, not before serving (here a mask off the fit), showed only in the page's
     banner: the terminal that started `iqt view` said nothing (audit, stop 57)."""
@@ -716,6 +717,7 @@ def test_the_first_result_opens_on_one_of_its_slices(child, lowres):
     assert all(abs(k - round(k)) < 1e-6 for k in got["ijk"]), got
 
 
+@pytest.mark.slow
 def test_fa_stays_in_the_plane_that_shows_thick_slices(child, small_subject, tmp_path):
     """Thick slices (factors 1,1,3): the comparison is in the plane across the slices, for colour FA and for FA alike
     (FA switched to the axial plane, where the through-plane gain cannot be seen). In a child process: its off-screen
@@ -840,6 +842,7 @@ def test_the_page_states_its_convention():
     assert "radiological: patient right on screen left" in viewer.ui.html
 
 
+@pytest.mark.slow
 def test_without_a_method_the_page_starts_on_the_viewers_default_for_its_factors(monkeypatch):
     """The first method shown is the viewers' default at the page's factors (`methods.viewer_default`: the best with an
     uncertainty map that has a model there, as the Slicer module preselects, since stop 57; it was `iqt upsample`'s
@@ -900,6 +903,7 @@ sys.stdout.flush()
 """
 
 
+@pytest.mark.slow
 def test_the_picker_names_the_method_shown_after_a_failure_and_a_pick_while_busy_is_said(child, lowres):
     """After a failed run the picker named the failed method over another's picture, and picking it again did nothing;
     a pick while another run went on (a second tab's) was dropped without a word (a viewer audit)."""
@@ -940,6 +944,7 @@ sys.stdout.flush()
 """
 
 
+@pytest.mark.slow
 def test_a_run_under_way_is_said_over_the_picture_and_cleared_when_it_ends(child, lowres):
     """While a method computes, the right view's header says so (the picture is still the last result; only the
     status line and a 4 px bar had said it), and the run is no longer said to go on once it ended or failed (the
@@ -1178,6 +1183,7 @@ sys.stdout.flush()
 """
 
 
+@pytest.mark.slow
 def test_a_readers_zoom_and_pan_are_kept_when_the_views_change_size(child, lowres):
     """A banner come or gone (an error line, notes, a second tab) changes the views' size: a view at its fit is fitted
     again, and a reader's zoom and pan are kept relative to the fit, the slice too (they were reset in every tab)."""
@@ -1273,6 +1279,7 @@ sys.stdout.flush()
 """
 
 
+@pytest.mark.slow
 def test_the_legend_keeps_its_size_when_a_banner_shortens_the_views(child, lowres):
     """A banner (noisy input, unmasked tensors) comes after the first layout and makes the views shorter: the legend
     is drawn as a legend laid out at that size (it had kept text fitted to the taller view: 5-6 px titles and ticks

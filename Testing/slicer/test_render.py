@@ -185,6 +185,7 @@ def test_every_map_has_a_legend_of_the_same_text_size(rendering):
     assert all(0.7 <= h / heights["std"] <= 1.4 for h in heights.values()), heights
 
 
+@pytest.mark.slow
 def test_a_short_view_keeps_its_legend_readable(rendering):
     """Views made 700 x 180 (Compare in a short window): the legend, placed again on the resize alone as a live view
     resizes, keeps labels 6 or more pixel rows tall and a 9 px title, whole, clear of the orientation marker and of the

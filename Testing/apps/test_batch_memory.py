@@ -6,6 +6,7 @@ memory or address space (ulimit -v: "can't start new thread") named so, not blam
 from __future__ import annotations
 
 import errno
+import os
 import resource
 import subprocess
 import sys
@@ -165,6 +166,35 @@ def test_cant_start_new_thread_without_ulimit_v_may_be_a_thread_limit(monkeypatc
     assert "ran out of memory" in cohort.memory_reason(MemoryError(), local=local)
     # a non-blocking write's EAGAIN (a full pipe) is no process refused: not memory, the subject's failure its own
     assert not cohort.out_of_memory(BlockingIOError(errno.EAGAIN, "write could not complete without blocking", 0))
+
+
+def test_an_eagain_raised_outside_a_process_start_is_no_process_refused():
+    """An OSError EAGAIN without characters_written (os.read on an empty non-blocking pipe; a helper's own raise) is
+    I/O, not a process refused: only the traceback walk of core/errors.process_not_started tells them apart (a review:
+    with that walk removed every test had still passed)."""
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.core.errors import process_not_started
+
+    def helper():
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        os.read(r, 1)
+    except BlockingIOError as exc:
+        read = exc
+    finally:
+        os.close(r)
+        os.close(w)
+    try:
+        helper()
+    except OSError as exc:
+        raised = exc
+    for exc in (read, raised):
+        assert not hasattr(exc, "characters_written") and exc.errno == errno.EAGAIN
+        assert not process_not_started(exc) and not cohort.out_of_memory(exc), exc
+    assert process_not_started(process_start_refused())
 
 
 def test_a_dwi_subjects_fit_is_checked_as_iqt_fit_checks_it(tmp_path, capsys):

@@ -622,6 +622,42 @@ def test_a_write_that_would_block_is_not_said_as_out_of_memory(capsys, monkeypat
     assert err.startswith("iqt: error: a read or write could not complete without blocking ("), err
 
 
+def _nanny_failed(refusal: BaseException) -> RuntimeError:
+    """What Dask's LocalCluster raised under ulimit -u as nobody (distributed/core.py start): RuntimeError "Nanny failed
+    to start." from an AssertionError raised while handling the refusal."""
+    try:
+        try:
+            raise refusal
+        except Exception:
+            raise AssertionError("Status.init")
+    except AssertionError as exc:
+        try:
+            raise RuntimeError("Nanny failed to start.") from exc
+        except RuntimeError as wrapped:
+            return wrapped
+
+
+@pytest.mark.parametrize("what", ["thread", "process"])
+def test_a_refusal_wrapped_by_dask_is_the_out_of_memory_line(capsys, monkeypatch, what):
+    """`iqt batch --workers 2` under ulimit -u ended 'internal error: RuntimeError: Nanny failed to start.': the
+    refusal is found in the exception's chain (core/errors._chain); the line names the thread or the process."""
+    import resource
+
+    from ImageQualityTransferLib.apps.cli import demo
+
+    refusal = RuntimeError("can't start new thread") if what == "thread" else process_start_refused()
+    monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(_nanny_failed(refusal)))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    code, out, err = run_cli(capsys, "methods")
+    assert code == 1 and err.count("\n") == 1 and "internal error" not in err, err
+    plural = {"thread": "threads", "process": "processes"}[what]
+    assert err.startswith(f"iqt: error: out of memory or of {plural}: a {what} could not start ("), err
+    # a bug raised while handling a plain I/O EAGAIN stays a bug
+    io = _nanny_failed(BlockingIOError(11, "Resource temporarily unavailable"))
+    monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(io))
+    assert "internal error: RuntimeError: Nanny failed to start." in run_cli(capsys, "methods")[2]
+
+
 @pytest.mark.parametrize("refusal", ["runtime", "process"])
 @pytest.mark.parametrize("address", [True, False])
 def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(capsys, monkeypatch, tmp_path, address,

@@ -28,10 +28,16 @@ _PROCESS_STARTS = {("subprocess.py", "_execute_child"), ("subprocess.py", "_posi
                    ("popen_fork.py", "_launch"), ("util.py", "spawnv_passfds")}
 
 
-def process_not_started(exc: BaseException) -> bool:
-    """A process that could not start: OSError EAGAIN (BlockingIOError "Resource temporarily unavailable", ulimit -u or
-    a pids.max met) raised through where fork or posix_spawn is called (`_PROCESS_STARTS`). Not a non-blocking write's
-    EAGAIN (a full pipe given as stdout): that one carries characters_written or is raised elsewhere."""
+def _chain(exc: BaseException, depth: int = 8):
+    """`exc` and what it was raised from or while handling (__cause__, else __context__), at most `depth` deep: Dask
+    wraps a refused start as RuntimeError "Nanny failed to start." (distributed/core.py, raised from the refusal's
+    handling; `iqt batch --workers 2` under ulimit -u had ended in an internal error)."""
+    while exc is not None and depth > 0:
+        yield exc
+        exc, depth = exc.__cause__ or exc.__context__, depth - 1
+
+
+def _process_refused(exc: BaseException) -> bool:
     import errno
     import os
 
@@ -46,20 +52,31 @@ def process_not_started(exc: BaseException) -> bool:
     return False
 
 
+def process_not_started(exc: BaseException) -> bool:
+    """A process that could not start: OSError EAGAIN (BlockingIOError "Resource temporarily unavailable", ulimit -u or
+    a pids.max met) raised through where fork or posix_spawn is called (`_PROCESS_STARTS`), as `exc` or in its chain
+    (`_chain`). Not a non-blocking write's EAGAIN (a full pipe given as stdout): that one carries characters_written or
+    is raised elsewhere."""
+    return any(_process_refused(e) for e in _chain(exc))
+
+
 def thread_not_started(exc: BaseException) -> bool:
     """A thread or process that could not start: a thread's RuntimeError "can't start new thread" (pthread_create's
     EAGAIN; under ulimit -v its stack's address space refused, e.g. save_nifti's thread pool, fileio/nifti.py, near the
-    limit), or a process's OSError EAGAIN (`process_not_started`), which had ended as an internal error."""
-    return (isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)) or process_not_started(exc)
+    limit), or a process's OSError EAGAIN (`process_not_started`), which had ended as an internal error; as `exc` or in
+    its chain (`_chain`)."""
+    return any(isinstance(e, RuntimeError) and "can't start new thread" in str(e) for e in _chain(exc)) \
+        or process_not_started(exc)
 
 
 def out_of_memory(exc: BaseException) -> bool:
     """Memory or address space refused, not a bug: MemoryError, OSError ENOMEM, a thread or process that could not
-    start (`thread_not_started`) or torch's allocator (`torch_out_of_memory`)."""
+    start (`thread_not_started`) or torch's allocator (`torch_out_of_memory`), as `exc` or in its chain (`_chain`)."""
     import errno
 
-    return (isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
-            or thread_not_started(exc) or torch_out_of_memory(exc))
+    return thread_not_started(exc) or any(
+        isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno == errno.ENOMEM) or torch_out_of_memory(e)
+        for e in _chain(exc))
 
 
 def out_of_memory_said(exc: BaseException) -> str:

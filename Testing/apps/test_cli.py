@@ -596,30 +596,58 @@ def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch)
     assert run_cli(capsys, "methods")[2] == err
 
 
-@pytest.mark.skipif(not hasattr(os, "set_blocking") or sys.platform != "linux", reason="F_SETPIPE_SZ is Linux's")
-def test_a_write_that_would_block_is_not_said_as_out_of_memory(capsys, monkeypatch):
-    """stdout a full non-blocking pipe (a reader that set O_NONBLOCK): print's BlockingIOError EAGAIN is I/O, not a
-    process refused; it had been said 'out of memory or of threads: a thread could not start' (a review). One line, and
-    no second BlockingIOError when the interpreter flushes stdout at exit."""
+def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000):
+    """`iqt argv` in this process with stdout a full non-blocking pipe (a reader that set O_NONBLOCK, one page, `fill`
+    bytes already in it): (exit code, stderr)."""
     import fcntl
     import io
 
     r, w = os.pipe()
     fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: one page
-    os.write(w, b"x" * 4000)
+    os.write(w, b"x" * fill)
     os.set_blocking(w, False)
     full = io.TextIOWrapper(io.BufferedWriter(io.FileIO(w, "w", closefd=True)), encoding="utf-8")
     monkeypatch.setattr(sys, "stdout", full)
     try:
-        code = cli.main(["methods"])
+        code = cli.main([str(a) for a in argv])
         full.flush()  # what stdout still holds goes to /dev/null: the interpreter's flush at exit had failed again
     finally:
         monkeypatch.undo()
         full.close()
         os.close(r)
-    err = capsys.readouterr().err
+    return code, capsys.readouterr().err
+
+
+FULL_PIPE = pytest.mark.skipif(not hasattr(os, "set_blocking") or sys.platform != "linux",
+                               reason="F_SETPIPE_SZ is Linux's")
+
+
+@FULL_PIPE
+def test_a_write_that_would_block_is_not_said_as_out_of_memory(capsys, monkeypatch):
+    """stdout a full non-blocking pipe (a reader that set O_NONBLOCK): print's BlockingIOError EAGAIN is I/O, not a
+    process refused; it had been said 'out of memory or of threads: a thread could not start' (a review). One line, and
+    no second BlockingIOError when the interpreter flushes stdout at exit."""
+    code, err = _with_full_stdout(capsys, monkeypatch, "methods")
     assert code == 1 and err.count("\n") == 1 and "out of memory" not in err and "internal error" not in err, err
     assert err.startswith("iqt: error: a read or write could not complete without blocking ("), err
+    assert "outputs were written" not in err, err
+
+
+@FULL_PIPE
+def test_a_finished_run_whose_wrote_line_would_block_says_its_outputs_are_kept(capsys, monkeypatch, tmp_path):
+    """A run whose outputs were all in place when its 'wrote' line met a full non-blocking stdout had ended 'a read or
+    write could not complete ...; give iqt blocking output' as if it had failed (a review): the line now says the
+    outputs were written and are kept, and they are; exit 1 still, the lines a script would read were lost."""
+    lr = tmp_path / "lr.nii.gz"
+    fileio.save_tensor(Volume(np.broadcast_to(np.float32([7e-4, 0, 0, 5e-4, 0, 4e-4]), (6, 5, 4, 6)).copy(),
+                              np.diag([-2.0, 2, 2, 1]), "tensor"), lr)
+    code, err = _with_full_stdout(capsys, monkeypatch, "--threads", "1", "upsample", lr, "-o", tmp_path / "hr.nii.gz",
+                                  "--method", "cubic", fill=4096)
+    err = "".join(line for line in err.splitlines(True) if not line.startswith("iqt: warning: "))
+    assert code == 1 and err.count("\n") == 1 and "internal error" not in err, err
+    assert err.startswith("iqt: error: a read or write could not complete without blocking ("), err
+    assert "the run finished and all its outputs were written and are kept, only its closing lines were not" in err
+    assert fileio.load_tensor(tmp_path / "hr.nii.gz").shape3 == (12, 10, 8)
 
 
 def _nanny_failed(refusal: BaseException) -> RuntimeError:

@@ -281,9 +281,13 @@ def _run(args, printed, signals=()) -> int:
         if args.debug or os.environ.get("IQT_DEBUG"):
             raise
         if isinstance(exc, BlockingIOError):  # an I/O EAGAIN (a process start's is out_of_memory's, core/errors.py)
+            # once the outputs are in place only the 'wrote' lines were lost: exit 1 all the same, as a reader gone
+            # early exits 141 (main), for a script reading them would miss them; the line says the files are whole
+            done = ("; the run finished and all its outputs were written and are kept, only its closing lines were "
+                    "not printed" if _in_place(stage) else "")
             print(f"iqt: error: a read or write could not complete without blocking ({' '.join(str(exc).split())}): "
-                  "iqt's output or input is non-blocking, e.g. a pipe its reader made so, now full; give iqt blocking "
-                  "output, e.g. redirect it to a file", file=sys.stderr)
+                  f"iqt's output or input is non-blocking, e.g. a pipe its reader made so, now full{done}; give iqt "
+                  "blocking output, e.g. redirect it to a file", file=sys.stderr)
             try:
                 printed.stream.flush()
             except BlockingIOError:  # stdout itself: what it still holds would fail again at the interpreter's exit

@@ -131,9 +131,10 @@ WORLD_WORDS = ("left-right", "anterior-posterior", "superior-inferior")
 def axis_words(affine, axis: int) -> str:
     """The anatomical direction of voxel axis `axis` (0, 1, 2) of `affine`, one wording for the factors' line and the
     slice-gap line (fileio/slices.py): the world axis `_closest_world_axes` gives it (as through_plane_axis and the
-    reorientation do, so a sheared header's axis is named alike everywhere) with its words ("S (superior-inferior)"),
-    or where it is more than OBLIQUE_DEGREES from that world axis, "oblique" with its angles to the two closest
-    ("oblique (45.0° from left-right, 45.0° from anterior-posterior)")."""
+    reorientation do, so a sheared header's axis is named alike everywhere) with its words ("S (superior-inferior)");
+    on a sheared header where that one is more than OBLIQUE_DEGREES away but another is within it, that other; where it
+    is more than OBLIQUE_DEGREES from every world axis, "oblique" with its angles to the two closest ("oblique (45.0°
+    from left-right, 45.0° from anterior-posterior)"): the rule is decided on the figures printed."""
     col = np.asarray(affine, np.float64)[:3, int(axis)]
     if not np.isfinite(np.asarray(affine, np.float64)[:3, :3]).all() or not col.any():
         return "of no direction (the header's voxel-to-world matrix is degenerate)"
@@ -141,10 +142,11 @@ def axis_words(affine, axis: int) -> str:
     if w < 0:
         return "of no direction (the header's voxel-to-world matrix is degenerate)"
     angles = _angles(col)
-    if angles[w] > OBLIQUE_DEGREES:
-        # the two closest, whose first may be another than `w` on a sheared header (the review's probe_shear.py)
-        return "oblique (" + ", ".join(f"{angles[i]:.1f}° from {WORLD_WORDS[i]}"
-                                       for i in np.argsort(angles, kind="stable")[:2]) + ")"
+    closest = np.argsort(angles, kind="stable")
+    if angles[closest[0]] > OBLIQUE_DEGREES:
+        return "oblique (" + ", ".join(f"{angles[i]:.1f}° from {WORLD_WORDS[i]}" for i in closest[:2]) + ")"
+    if angles[w] > OBLIQUE_DEGREES:  # sheared: given another world axis than the one it lies near (test_slice_gap.py)
+        w = int(closest[0])
     return f"{'RAS'[w] if col[w] > 0 else 'LPI'[w]} ({WORLD_WORDS[w]})"
 
 

@@ -7,9 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib.analysis import tractography
+from ImageQualityTransferLib.analysis import benchmark, tractography  # benchmark: its import (~0.7 s) at collection
 from ImageQualityTransferLib.apps import report
-from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
+from ImageQualityTransferLib.dmri import subject
+from ImageQualityTransferLib.methods import base
 from ImageQualityTransferLib.core.volume import Volume
 
 
@@ -99,11 +101,6 @@ def test_report_input_says_the_seeds_it_drew_where_fewer_voxels_than_asked(tmp_p
 def test_a_methods_warnings_are_said_when_a_later_method_fails(tmp_path, monkeypatch):
     """A method's warning recorded before another failed is still said, as apps/demo.py says it (a review read
     report.run: its recorded warnings were said only after every method had run), --input's run too."""
-    from ImageQualityTransferLib.analysis import benchmark
-    from ImageQualityTransferLib.core.errors import IQTWarning
-    from ImageQualityTransferLib.dmri import subject
-    from ImageQualityTransferLib.methods import base
-
     def fails(*args, **kwargs):
         warnings.warn("cubic: a line that says why", IQTWarning)
         raise TypeError("a method failed")

@@ -79,14 +79,23 @@ def out_of_memory(exc: BaseException) -> bool:
         for e in _chain(exc))
 
 
-def out_of_memory_said(exc: BaseException) -> str:
-    """`OUT_OF_MEMORY`, or for a thread or process not started where no ulimit -v is set (more often a cap on threads
-    or processes than memory, apps/batch/memory_reasons.py) a line naming both."""
+def start_refused_said(exc: BaseException) -> str | None:
+    """For a thread or process not started where no ulimit -v is set (more often a cap on threads or processes than
+    memory, apps/batch/memory_reasons.py), what it was, without advice (the CLI's and the Slicer worker's own follow);
+    None otherwise."""
     import resource
 
     if thread_not_started(exc) and resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:
         what = "processes: a process" if process_not_started(exc) else "threads: a thread"
         return (f"out of memory or of {what} could not start (a limit on threads or processes: ulimit -u, a "
-                "container's or job's pids.max; or memory); try --threads 1 or fewer workers, raise that limit, or a "
-                "machine with more memory")
+                "container's or job's pids.max; or memory)")
+    return None
+
+
+def out_of_memory_said(exc: BaseException) -> str:
+    """`OUT_OF_MEMORY`, or for a thread or process not started where no ulimit -v is set a line naming both
+    (`start_refused_said`)."""
+    said = start_refused_said(exc)
+    if said is not None:
+        return f"{said}; try --threads 1 or fewer workers, raise that limit, or a machine with more memory"
     return OUT_OF_MEMORY

@@ -88,12 +88,15 @@ def main(argv=None) -> int:
         _emit(error=str(exc))
         return 2
     except Exception as exc:
-        from ..core.errors import out_of_memory
+        from ..core.errors import out_of_memory, start_refused_said
 
         if not out_of_memory(exc):  # a bug: its traceback is the process's failure (separate_process._run_worker)
             raise
-        # the module's own words, not the CLI's options: a MemoryError had reached the user as a traceback's tail
-        _emit(error=OUT_OF_MEMORY)
+        # the module's own words, not the CLI's options: a MemoryError had reached the user as a traceback's tail; a
+        # thread or process refused is named as the CLI names it (core/errors.py)
+        refused = start_refused_said(exc)
+        _emit(error=OUT_OF_MEMORY if refused is None else f"{refused}: close other programs, raise that limit, or run "
+              "on a machine with more memory")
         return 1
     _emit(done=True, outputs=outputs, notes=results["tensor"].meta.get("notes", []))
     return 0

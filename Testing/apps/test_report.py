@@ -449,7 +449,7 @@ def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models
     head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
     edge = _beyond_noise_training(0.15)
     switched = f"espcn uses its model trained with added noise (espcn_x3_noisy){edge}"
-    other = "biqt has no model trained with added noise for ×3; espcn run one on such inputs"
+    other = "biqt has no model trained with added noise for ×3; espcn runs one on such inputs"
     said = noise_clause_once([f"{head}: {switched}", f"{head}: {other}", "biqt: another line"])
     assert said == [f"{head}: {switched}; {other}", "biqt: another line"]
     # the switched method's own ending (of its one model), then the other's part, in what the product said

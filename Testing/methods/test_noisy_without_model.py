@@ -33,3 +33,25 @@ def test_a_method_without_a_noisy_model_says_which_methods_have_one(sagittal_sub
     assert len(said) == 1, said
     assert f"{name} has no model trained with added noise for factor 3" in said[0], said
     assert all(other in said[0] for other in with_twin), said
+
+
+@pytest.mark.parametrize("index, here, said", [
+    (0.08, ["espcn"], "cubic has no model trained with added noise for factor 3; espcn runs one on such inputs"),
+    (0.08, ["espcn", "rf"], "; espcn and rf run one on such inputs"),
+    (0.2, ["espcn"], "; espcn runs a model trained with added noise on such inputs"),
+    (0.2, ["biqt", "espcn", "rf"], "; biqt, espcn and rf run a model trained with added noise on such inputs")])
+def test_the_methods_that_would_switch_are_named_with_their_verb(monkeypatch, index, here, said):
+    """One method named takes "runs" ("espcn run one on such inputs" had been said, a review)."""
+    import numpy as np
+
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.fileio import model_files
+    from ImageQualityTransferLib.methods import base
+
+    monkeypatch.setattr(base, "input_noise_index", lambda *args: index)
+    monkeypatch.setattr(model_files, "read_registry", lambda: [{"method": m, "input": model_files.NOISY, "factor": 3}
+                                                                for m in here])
+    lr = Volume(np.full((4, 4, 4, 6), 1e-4, np.float32), np.eye(4), "tensor")
+    with pytest.warns(base.IQTWarning) as caught:
+        methods.get("cubic")._for_noise(lr, None, (3, 3, 3))
+    assert said in str(caught[0].message), str(caught[0].message)

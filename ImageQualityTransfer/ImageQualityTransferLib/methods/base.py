@@ -398,10 +398,10 @@ class Method:
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
-                          f"{grid.describe(f)}; {_listed(here)} run one on such inputs", IQTWarning, stacklevel=4)
+                          f"{grid.describe(f)}; {_listed(here)} {_run(here)} one on such inputs", IQTWarning, stacklevel=4)
         elif index > noise_level.NOISY_INPUT:
             if here:
-                hint = f"; {_listed(here)} run a model trained with added noise on such inputs"
+                hint = f"; {_listed(here)} {_run(here)} a model trained with added noise on such inputs"
             else:
                 at = sorted({grid.describe(e.get("factor")) for e in noisy})
                 hint = f"; models trained with added noise ship for {_listed(at)} only" if at else ""
@@ -604,6 +604,11 @@ def _listed(names) -> str:
     """"a", "a and b", "a, b and c"."""
     names = list(names)
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _run(names) -> str:
+    """The verb for `_listed(names)`: "espcn runs", "espcn and rf run" (it had said "espcn run one")."""
+    return "runs" if len(list(names)) == 1 else "run"
 
 
 # the input's noise clause that each method's line starts with (`_for_noise`)

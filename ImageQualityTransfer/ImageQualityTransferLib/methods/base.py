@@ -398,7 +398,8 @@ class Method:
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
-                          f"{grid.describe(f)}; {_listed(here)} {_run(here)} one on such inputs", IQTWarning, stacklevel=4)
+                          f"{grid.describe(f)}; {_listed(here)} {_run(here)} one on such inputs", IQTWarning,
+                          stacklevel=4)
         elif index > noise_level.NOISY_INPUT:
             if here:
                 hint = f"; {_listed(here)} {_run(here)} a model trained with added noise on such inputs"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 def out_of_memory(exc: BaseException) -> bool:
     """Whether `exc`, raised by a task on a worker, is memory or address space refused (a worker under ulimit -v could
-    not start its thread: RuntimeError "can't start new thread", or a process: OSError EAGAIN; MemoryError; OSError ENOMEM; torch's
-    allocator)."""
+    not start its thread: RuntimeError "can't start new thread", or a process: OSError EAGAIN; MemoryError; OSError
+    ENOMEM; torch's allocator)."""
     from ...core.errors import out_of_memory as said_so  # the CLI's and the Slicer worker's rule too
 
     return said_so(exc)

@@ -596,9 +596,9 @@ def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch)
     assert run_cli(capsys, "methods")[2] == err
 
 
-def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000):
+def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000, command=False):
     """`iqt argv` in this process with stdout a full non-blocking pipe (a reader that set O_NONBLOCK, one page, `fill`
-    bytes already in it): (exit code, stderr)."""
+    bytes already in it): (exit code, stderr). `command`: as the `iqt` command calls main (argv from sys.argv)."""
     import fcntl
     import io
 
@@ -609,7 +609,11 @@ def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000):
     full = io.TextIOWrapper(io.BufferedWriter(io.FileIO(w, "w", closefd=True)), encoding="utf-8")
     monkeypatch.setattr(sys, "stdout", full)
     try:
-        code = cli.main([str(a) for a in argv])
+        if command:
+            monkeypatch.setattr(sys, "argv", ["iqt", *map(str, argv)])
+            monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))  # main sets it
+            monkeypatch.delenv("MPLBACKEND", raising=False)  # and removes this: both back after
+        code = cli.main(None if command else [str(a) for a in argv])
         full.flush()  # what stdout still holds goes to /dev/null: the interpreter's flush at exit had failed again
     finally:
         monkeypatch.undo()
@@ -631,6 +635,19 @@ def test_a_write_that_would_block_is_not_said_as_out_of_memory(capsys, monkeypat
     assert code == 1 and err.count("\n") == 1 and "out of memory" not in err and "internal error" not in err, err
     assert err.startswith("iqt: error: a read or write could not complete without blocking ("), err
     assert "outputs were written" not in err, err
+
+
+@FULL_PIPE
+@pytest.mark.parametrize("argv", [["--version"], ["methods", "--help"]])
+def test_version_and_help_with_a_full_non_blocking_stdout_are_one_line(capsys, monkeypatch, argv):
+    """argparse prints --version and --help before the command's stdout is wrapped: at the interpreter's flush they had
+    ended 'Exception ignored ... BlockingIOError', status 120 (a review); now as `iqt methods`: one line, exit 1."""
+    code, err = _with_full_stdout(capsys, monkeypatch, *argv, fill=4096, command=True)
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("iqt: error: a read or write could not complete without blocking ("), err
+    with pytest.raises(SystemExit):  # an in-process caller's --version still exits as argparse does
+        cli.main(["--version"])
+    assert capsys.readouterr().out.startswith("iqt ")
 
 
 @FULL_PIPE

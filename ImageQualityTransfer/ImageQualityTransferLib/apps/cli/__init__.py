@@ -185,6 +185,15 @@ def main(argv=None) -> int:
     except EmptyValue as exc:
         print(f"iqt: error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # --help, --version: argparse printed; a full non-blocking stdout fails only at its flush
+        if process and exc.code in (0, None):
+            try:
+                sys.stdout.flush()
+            except BlockingIOError as blocked:  # as `_run` says it for a command (the interpreter's flush: status 120)
+                print(_would_block(blocked), file=sys.stderr)
+                _Printed(sys.stdout)._lost()
+                return 1
+        raise
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
     if hasattr(args, "tensor_order"):  # whether --tensor-order was given (fileio.load_tensor's `stated`)
         args.order_stated = args.tensor_order is not None
@@ -285,9 +294,7 @@ def _run(args, printed, signals=()) -> int:
             # early exits 141 (main), for a script reading them would miss them; the line says the files are whole
             done = ("; the run finished and all its outputs were written and are kept, only its closing lines were "
                     "not printed" if _in_place(stage) else "")
-            print(f"iqt: error: a read or write could not complete without blocking ({' '.join(str(exc).split())}): "
-                  f"iqt's output or input is non-blocking, e.g. a pipe its reader made so, now full{done}; give iqt "
-                  "blocking output, e.g. redirect it to a file", file=sys.stderr)
+            print(_would_block(exc, done), file=sys.stderr)
             try:
                 printed.stream.flush()
             except BlockingIOError:  # stdout itself: what it still holds would fail again at the interpreter's exit
@@ -300,6 +307,13 @@ def _run(args, printed, signals=()) -> int:
 
 
 OUT_OF_MEMORY = f"iqt: error: {_OUT_OF_MEMORY}"  # the line a run out of memory ends with
+
+
+def _would_block(exc, done: str = "") -> str:
+    """The line for an I/O EAGAIN (`_run`, and `main` for what argparse printed)."""
+    return (f"iqt: error: a read or write could not complete without blocking ({' '.join(str(exc).split())}): iqt's "
+            f"output or input is non-blocking, e.g. a pipe its reader made so, now full{done}; give iqt blocking "
+            "output, e.g. redirect it to a file")
 
 
 if __name__ == "__main__":

@@ -649,13 +649,17 @@ class Viewer:
         (slicer/progress.py), not joined to its end at exit (a minute, or many, after Ctrl-C)."""
         self.host = host
         argv, sys.argv = sys.argv, sys.argv[:1]
-        before = _terminate_as_interrupt()
+        caught: dict = {}
+        before = _stop_loop_on_signal(caught)
         try:
             self.server.start(port=port, host=host, open_browser=False, show_connection_info=False, timeout=0,
                               disable_logging=True, thread=True)  # thread: no signal handlers of its own
         except KeyboardInterrupt as exc:
-            if isinstance(exc.__cause__, signals.Terminated):  # SIGTERM or SIGHUP: said as such, 128 + its number
-                raise exc.__cause__ from None
+            signum = caught.get("signum")
+            if isinstance(exc.__cause__, signals.Terminated):  # a second signal, raised where it landed
+                signum = exc.__cause__.signum
+            if signum not in (None, signal.SIGINT):  # SIGTERM or SIGHUP: said as such, 128 + its number
+                raise signals.Terminated(signum) from None
             raise
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE or "address already in use" in str(exc):
@@ -670,19 +674,30 @@ class Viewer:
             self.executor.shutdown(wait=True, cancel_futures=True)  # Cancelled at the run's next progress check
 
 
-def _terminate_as_interrupt() -> list:
-    """While serving, SIGTERM and SIGHUP unwind as a KeyboardInterrupt caused by `signals.Terminated`: asyncio passes
-    on only KeyboardInterrupt and SystemExit from a task or callback, and kept a Terminated raised there in the task,
-    the server serving on (Testing/apps/test_view.py). Returns [(signal, handler before)] for `serve` to put back."""
+def _stop_loop_on_signal(caught: dict) -> list:
+    """While serving, SIGINT, SIGTERM and SIGHUP are recorded in `caught` and stop the event loop from a callback of
+    its own: raised where they landed, inside a VTK observer (the slice views' Viewer._remember, a legend's resize),
+    VTK caught the KeyboardInterrupt, printed "Caught a Ctrl-C within python, exiting program." and exited 1; a
+    Terminated raised in a task was kept there and the server served on (Testing/apps/test_view.py). Outside the
+    loop, or a second signal, raises at once as `signals._on_signal` does. Returns [(signal, handler before)]."""
     if threading.current_thread() is not threading.main_thread():
         return []
 
     def on_signal(signum, frame):
-        try:
-            signals._on_signal(signum, frame)  # a signal during an import is sent again once it has ended
-        except signals.Terminated as exc:
-            raise KeyboardInterrupt from exc
+        loop = asyncio.events._get_running_loop()
+        if loop is None or "signum" in caught:
+            try:
+                signals._on_signal(signum, frame)  # a signal during an import is sent again once it has ended
+            except signals.Terminated as exc:
+                raise KeyboardInterrupt from exc  # asyncio passes on KeyboardInterrupt from a callback, not Terminated
+            return
+        caught["signum"] = signum
+        loop.call_soon_threadsafe(_interrupt)
 
-    names = ("SIGTERM", "SIGHUP")
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
     return [(sig, signal.signal(sig, on_signal)) for sig in (getattr(signal, n, None) for n in names)
             if sig is not None and signal.getsignal(sig) is signals._on_signal]
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt  # in the loop's own frame: out of run_until_complete to serve, which says which signal

@@ -549,6 +549,9 @@ def test_a_run_refused_while_serving_is_said_on_the_terminal_too(lowres, serve, 
         time.sleep(0.1)
     server.stop()
     assert len(said) == 1 and "the mask is not on this input's brain" in said[0], server.log_text()[-1000:]
+    # stopped by SIGTERM (Server.stop): said as such, 128 + 15, through serve's own path (apps/view.py)
+    assert server.proc.returncode == 143, (server.proc.returncode, server.log_text()[-1000:])
+    assert server.log_text().splitlines()[-1].startswith("iqt: stopped by SIGTERM;"), server.log_text()[-1000:]
 
 
 @pytest.mark.slow
@@ -1006,6 +1009,7 @@ def test_the_page_says_the_viewer_stopped_once_the_server_ends(browser, lowres, 
         page.wait_for_selector("#iqt-stopped", timeout=10000)
         text = page.inner_text("#iqt-stopped")
         assert "The IQT viewer has stopped" in text and "reload this page" in text, text
+    assert server.proc.returncode == 143 and "iqt: stopped by SIGTERM;" in server.log_text(), server.log_text()[-500:]
 
 
 SLOW_RUN = """
@@ -1026,7 +1030,8 @@ sys.exit(main())
 def test_ctrl_c_stops_the_viewer_while_a_method_runs(lowres, tmp_path, sig="SIGINT"):
     """Ctrl-C while the page's method computes stops `iqt view` within seconds with the command's one line: aiohttp's
     own handlers had ended the server with status 0 and no word, and the run was then waited for at exit (a minute
-    on a small input, over five on a larger one: a newcomer's audit). SIGTERM and SIGHUP: the observer's test below."""
+    on a small input, over five on a larger one: a newcomer's audit). SIGTERM and SIGHUP: the observer's test below
+    and test_a_run_refused_while_serving_is_said_on_the_terminal_too's exit status."""
     import signal as signals
 
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")

@@ -1061,7 +1061,7 @@ def test_ctrl_c_stops_the_viewer_while_a_method_runs(lowres, tmp_path, sig="SIGI
 
 
 SIGNAL_IN_AN_OBSERVER = r"""
-import asyncio, concurrent.futures, os, signal, sys, threading
+import asyncio, os, signal, sys, threading
 from vtkmodules.vtkCommonCore import vtkObject
 from ImageQualityTransferLib.apps import signals, view
 signals.handle_signals()  # as the command does
@@ -1077,7 +1077,7 @@ class Server:  # trame's start as wslink runs it: run_until_complete on this, th
             await asyncio.sleep(5)
         asyncio.new_event_loop().run_until_complete(serving())
 viewer = view.Viewer.__new__(view.Viewer)
-viewer.server, viewer._stop, viewer.executor = Server(), threading.Event(), concurrent.futures.ThreadPoolExecutor(1)
+viewer.server, viewer._stop, viewer._work, viewer._running = Server(), threading.Event(), None, None
 for SIG in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     try:
         view.Viewer.serve(viewer, port=0)
@@ -1101,6 +1101,37 @@ def test_a_signal_inside_a_vtk_observer_stops_the_server_with_its_own_exit():
     assert run.stdout.split("\n")[:3] == ["interrupted", "terminated 15", "terminated 1"], (run.returncode, run.stdout,
                                                                                            run.stderr[-1000:])
     assert run.returncode == 0 and "Caught a Ctrl-C" not in run.stderr, run.stderr[-1000:]
+
+
+def test_a_run_that_does_not_report_is_said_to_be_waited_for_and_a_second_ctrl_c_ends_the_wait(monkeypatch, capsys):
+    """Ctrl-C while the method computes without a progress report (where it is cancelled) said nothing until it
+    reported (a review: 25 s in silence): the terminal now says at once what is waited for, and a second Ctrl-C ends
+    the wait, the run's thread a daemon's that exit does not join."""
+    import signal
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import signals, view
+
+    monkeypatch.setattr(view, "STOP_SAY_S", 0.05)
+    release, threads = threading.Event(), []
+    viewer = view.Viewer.__new__(view.Viewer)
+    viewer._running = "espcn"
+    viewer._work = view._Worker().submit(lambda: threads.append(threading.current_thread()) or release.wait(30))
+    old = signal.signal(signal.SIGINT, signals._on_signal)
+    timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    try:
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            viewer._wait_for_run()
+        assert time.monotonic() - started < 5
+    finally:
+        timer.cancel()
+        release.set()
+        signal.signal(signal.SIGINT, old)
+    said = capsys.readouterr().err.splitlines()
+    assert said == ["stopping: waiting for espcn to reach a point where it can stop; Ctrl-C again to force"], said
+    assert threads[0].daemon
 
 
 def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:

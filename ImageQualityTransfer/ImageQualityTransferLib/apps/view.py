@@ -14,7 +14,7 @@ import errno
 import signal
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +119,8 @@ class Viewer:
         self.layout_manager.register_layout("compare", Layout(LayoutDirection.Horizontal, views))
         self.layout_manager.set_layout("compare")
 
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqt-view")
+        self.executor = _Worker()
+        self._work = None  # the run under way's future (serve waits for it to stop)
         self._stop = threading.Event()  # set once serving ends: the run under way stops at its next tile (serve)
         self.lr = self.mask = self.in_node = None
         self._loaded = loaded
@@ -463,7 +464,8 @@ class Viewer:
                 s.running = s.method = method
             request = processing.Request(method, self.factor, interpolate=True)
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self.executor, self._compute, request)
+            self._work = self.executor.submit(self._compute, request)
+            future = asyncio.wrap_future(self._work, loop=loop)
             while not future.done():
                 await asyncio.sleep(POLL_S)
                 fraction, message = self._progress
@@ -668,10 +670,45 @@ class Viewer:
             raise
         finally:
             sys.argv = argv
-            for sig, handler in before:
+            for sig, handler in before:  # a signal from here on raises at once: a second Ctrl-C ends the wait below
                 signal.signal(sig, handler)
             self._stop.set()
-            self.executor.shutdown(wait=True, cancel_futures=True)  # Cancelled at the run's next progress check
+            self._wait_for_run()
+
+    def _wait_for_run(self) -> None:
+        """The run under way stops at its next progress report (Cancelled there); one that reports none for a while
+        (a model's single pass) is said on the terminal at once, so that Ctrl-C is not met with silence. Its thread is
+        a daemon's (_Worker): a second Ctrl-C raises here and the command exits without joining it."""
+        work = self._work
+        if work is None or work.done():
+            return
+        if not futures.wait([work], timeout=STOP_SAY_S).not_done:
+            return
+        print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop; "
+              "Ctrl-C again to force", file=sys.stderr, flush=True)
+        futures.wait([work])
+
+
+STOP_SAY_S = 0.5  # a run still going this long after Ctrl-C is said to be waited for (Viewer._wait_for_run)
+
+
+class _Worker:
+    """One run at a time in a daemon thread: ThreadPoolExecutor's threads are joined at exit, which kept a forced
+    second Ctrl-C waiting for the method's next progress report (Viewer._wait_for_run)."""
+
+    def submit(self, fn, *args) -> futures.Future:
+        future: futures.Future = futures.Future()
+
+        def work():
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # the run's own error, given to the page by Viewer._run
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="iqt-view", daemon=True).start()
+        return future
 
 
 def _stop_loop_on_signal(caught: dict) -> list:

@@ -190,7 +190,7 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.txt", "must end in"),
     # a map named .nrrd beside a NRRD tensor output: said why, and the name to give (it said "must end in" only)
     ("upsample {d}/lr.nii.gz -o {d}/o.nrrd --method biqt --uncertainty {d}/u.nrrd", "u.nrrd: the std map name must end "
-     "in .nii or .nii.gz: NRRD is written for the tensor output (-o) only; maps are NIfTI, which Slicer loads too: give "),
+     "in .nii or .nii.gz: NRRD is written for tensor outputs only; the std map is NIfTI, which Slicer loads too: give "),
     ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/missing/x.json", "does not exist"),
     ("propagate {d}/lr.nii.gz -o {d}/existing_file --method biqt", "not a folder"),
     ("demo -o {d}/newdemo --methods no-such-method", "unknown method"),

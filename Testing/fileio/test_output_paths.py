@@ -40,3 +40,28 @@ def test_an_output_named_by_its_suffix_alone_is_refused(tmp_path, capsys, name):
         f"give a name before it, e.g. {tmp_path / ('out' + name)}"], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
     fileio.check_output(tmp_path / "x.nii.gz")  # one character before it: taken
+
+
+@pytest.mark.parametrize("argv, refused, given", [
+    (["mask", "{lr}", "-o", "{d}/m.nrrd"], "the mask output", "{d}/m.nii.gz"),
+    (["fit", "{lr}", "-o", "{d}/t.nrrd", "--mask-out", "{d}/m.nhdr"], "the mask output", "{d}/m.nii.gz"),
+    (["upsample", "{lr}", "--method", "biqt", "-o", "{d}/o.nrrd", "--uncertainty", "{d}/.nrrd"], "the std map",
+     "{d}/out.nii.gz"),
+    (["upsample", "{lr}", "--method", "biqt", "-o", "{d}/o.nrrd", "--uncertainty", "{d}/u.nii.nrrd"], "the std map",
+     "{d}/u.nii.gz"),
+])
+def test_a_nrrd_name_for_a_nifti_output_says_what_it_is_and_gives_a_name_that_is_taken(tmp_path, capsys, argv,
+                                                                                      refused, given):
+    """A mask named .nrrd was told 'NRRD is written for the tensor output (-o) only; maps are NIfTI' (its -o, no
+    map), '--uncertainty .nrrd' was given '.nii.gz' (itself refused) and 'u.nii.nrrd' 'u.nii.nii.gz'."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    lr = tmp_path / "lr.nii.gz"
+    lr.write_bytes(b"refused before it is read")
+    code = main([a.format(lr=lr, d=tmp_path) for a in argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    given = given.format(d=tmp_path)
+    assert code == 2 and len(lines) == 1 and f"; {refused} is NIfTI, which Slicer loads too: give {given}" in lines[0] \
+        and lines[0].endswith(given), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
+    fileio.check_output(given)  # the name given is taken

@@ -51,8 +51,8 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):
         # `--uncertainty u.nrrd` beside `-o x.nrrd` (a newcomer's audit): why not, and the name to give
         nrrd = str(p).lower().endswith(NRRD_SUFFIXES) and set(suffixes) == set(NIFTI_SUFFIXES)
-        why = (f": NRRD is written for the tensor output (-o) only; maps are NIfTI, which Slicer loads too: give "
-               f"{p.with_name(p.name[: -len(p.suffix)] + '.nii.gz')}" if nrrd else "")
+        why = (f": NRRD is written for tensor outputs only; the {what} is NIfTI, which Slicer loads too: give "
+               f"{_nifti_name(p)}" if nrrd else "")
         raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}{why}")
     if suffixes and p.name.lower() in tuple(suffixes):  # '-o .nii.gz' had written a hidden file with no name
         raise IQTError(f"{p}: the {what}'s name is its suffix alone, a hidden file with no name; give a name before "
@@ -60,6 +60,14 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
     if not folder_checked:
         check_folder(p.parent, p)
     return p
+
+
+def _nifti_name(p: Path) -> Path:
+    """The NIfTI name for a NRRD one: 'u.nii.nrrd' gives u.nii.gz (not u.nii.nii.gz), '.nrrd' out.nii.gz (not the
+    hidden '.nii.gz', itself refused)."""
+    stem = p.name[: -len(p.suffix)]
+    stem = stem[:-4] if stem.lower().endswith(".nii") else stem
+    return p.with_name((stem or "out") + ".nii.gz")
 
 
 def check_folder(folder: Path, for_path=None) -> None:

@@ -284,6 +284,9 @@ def test_propagation_without_streamlines_reports_no_tract_dice(tmp_path):
     assert summary["tract_dice_between_samples"] is None and summary["tract_dice_to_mean_prediction"] is None
     line = propagation.write(res, propagation.output_paths(tmp_path), "biqt", "lr.nii.gz")
     assert "tract Dice undefined" in line and "visitation" in line and "1.000" not in line
+    with pytest.warns(IQTWarning, match="in any of the 2 samples from the 1 seed, so"):  # not 'the 1 seeds'
+        propagation.propagate(zero, 2, seeds=tr.seeds_from_mask(seed_roi(vol))[:1],
+                              settings=tr.TrackingSettings(fa_threshold=0.95))
 
 
 def test_auc():

@@ -391,7 +391,7 @@ def test_a_local_cluster_left_without_workers_advises_memory_limit():
         while client.nthreads() and time.time() < deadline:
             time.sleep(0.05)
         fut = client.submit(os.getpid, pure=False)
-        with pytest.raises(IQTError, match=r"1 of 1 subjects not run: .*no worker for 2 s.*a larger --memory-limit"):
+        with pytest.raises(IQTError, match=r"1 of 1 subject not run: .*no worker for 2 s.*a larger --memory-limit"):
             list(cohort._as_completed(client, [fut], 2))
         assert not cluster.workers and fut.cancelled()
     finally:

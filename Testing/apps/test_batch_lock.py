@@ -104,8 +104,9 @@ def test_a_stale_lock_is_taken_over_with_a_warning_and_removed_after_success(tmp
 
 
 def test_the_lock_is_removed_after_a_failed_run(tmp_path, capsys, monkeypatch):
-    """A run where a subject fails (exit 1) holds the lock while it runs and leaves none."""
-    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt="03")
+    """A run where a subject fails (exit 1) holds the lock while it runs and leaves none; its line counts one subject
+    as one ('1 of 1 subjects failed ... fix them' had been said)."""
+    ds = make_bids(tmp_path / "bids", subjects=(), corrupt="03")
     out = tmp_path / "deriv"
     real, held = batch.run_cohort, []
 
@@ -115,7 +116,7 @@ def test_the_lock_is_removed_after_a_failed_run(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(batch, "run_cohort", spied)
     code, _, err = run_cli(capsys, "batch", ds, "-o", out, *CMD)
-    assert code == 1 and "1 of 2 subjects failed" in err, err
+    assert code == 1 and "iqt: 1 of 1 subject failed: sub-03: " in err and "; fix it and rerun" in err, err
     assert held == [os.getpid()] and not (out / lock.LOCK_NAME).exists()
 
 

@@ -181,7 +181,7 @@ def test_a_run_whose_workers_all_left_stops_after_the_wait(empty_scheduler):
             time.sleep(0.05)
         empty_scheduler.scale(0)
         start = time.monotonic()
-        with pytest.raises(IQTError, match=r"1 of 1 subjects not run: .* no worker for 2 s"):
+        with pytest.raises(IQTError, match=r"1 of 1 subject not run: .* no worker for 2 s"):
             list(cohort._as_completed(client, [fut], 2))
         assert time.monotonic() - start < 15
         assert fut.cancelled()

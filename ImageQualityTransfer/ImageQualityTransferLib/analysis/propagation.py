@@ -26,6 +26,7 @@ import numpy as np
 from ..core import tensors
 from . import tractography
 from ..core.errors import IQTError, IQTWarning
+from ..core.words import counted
 from ..core.orientation import Reorientation, _nio
 from ..core.volume import Volume
 
@@ -202,7 +203,8 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
                     **({"seeds_outside_tracked_region": outside} if track and outside else {})}
     if track and not any(out.n_streamlines):
         why = tractography.no_streamline_reason(s, outside, len(seeds), masked=mask is not None or track_mask is not None)
-        warnings.warn(f"no streamline was tracked in any of the {int(n)} samples from the {len(seeds)} seeds, so the tract "
+        warnings.warn(f"no streamline was tracked in any of the {counted(int(n), 'sample')} from the "
+                      f"{counted(len(seeds), 'seed')}, so the tract "
                       f"Dice is undefined (null in propagation.json): {why}", IQTWarning, stacklevel=2)
     return out
 

@@ -580,8 +580,9 @@ def other_builds(results: list[dict], mine: str) -> str:
     if not other:
         return ""
     builds = sorted({r["build"] for r in other})
-    return (f"{len(other)} of {len(results)} subjects computed by build {', '.join(builds)}, not this run's build {mine}: "
-            "the code on disk changed while the run worked and a worker started again ran it; they count as failed "
+    return (f"{len(other)} of {counted(len(results), 'subject')} computed by build {', '.join(builds)}, not this run's build {mine}: "
+            "the code on disk changed while the run worked and a worker started again ran it; "
+            f"{'it counts' if len(other) == 1 else 'they count'} as failed "
             "(rerun the same command: it redoes every subject another build wrote, so that the cohort comes from one "
             "build)")
 
@@ -622,7 +623,7 @@ def _as_completed(client, futures: list, wait_s: float):
             # --memory-limit sets a local cluster's workers only (a review: it was advised for --scheduler too)
             mend = ("with a larger --memory-limit where a subject's worker died" if scheduler in _OWN_CLUSTERS else
                     "once your cluster has workers again (with more memory where one was killed)")
-            raise IQTError(f"{len(pending)} of {len(futures)} subjects not run: the cluster at {scheduler} has had no "
+            raise IQTError(f"{len(pending)} of {counted(len(futures), 'subject')} not run: the cluster at {scheduler} has had no "
                            f"worker for {wait_s:g} s (every worker died or left: killed past its memory limit and not "
                            "started again, or without ImageQualityTransfer, which dies on its first task); rerun the "
                            f"same command, which skips the subjects done, {mend}")

@@ -634,7 +634,7 @@ def _run(args, runs, items, out, client, cluster, run_token=None, per_subject=Fa
     if failed:  # one stderr line that holds the reasons too (a cluster's error log may be kept apart from its output)
         why = (" | ".join(f"{f['subject']}: {f['reason']}" for f in failed) if len(failed) <= 3
                else ", ".join(f["subject"] for f in failed) + " (reasons above and in qc.tsv)")
-        print(f"iqt: {len(failed)} of {len(results)} subjects failed: {' '.join(why.split())}; fix them and rerun the "
-              "same command to finish", file=sys.stderr)
+        print(f"iqt: {len(failed)} of {counted(len(results), 'subject')} failed: {' '.join(why.split())}; "
+              f"fix {'it' if len(failed) == 1 else 'them'} and rerun the same command to finish", file=sys.stderr)
         return 1
     return 0

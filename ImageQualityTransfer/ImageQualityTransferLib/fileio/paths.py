@@ -79,9 +79,10 @@ def check_folder(folder: Path, for_path=None) -> None:
         why = "is a file, not a folder:" if folder.exists() else "does not exist; create it or"  # a file: named so (audit)
         raise IQTError(f"{name}: the folder {folder} {why} choose another output path")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".iqt-probe-", dir=str(folder))
-        os.close(fd)
-        os.remove(probe)
+        # an unnamed file where the system has them (O_TMPFILE): a signal during the probe leaves no name behind,
+        # as a named one had under SIGHUP (Testing/apps/test_bad_inputs.py, a termination signal leaves no output)
+        with tempfile.TemporaryFile(prefix=".iqt-probe-", dir=str(folder)):
+            pass
     except OSError as exc:
         raise IQTError(f"{name}: cannot write in {folder} ({exc.strerror or exc}); choose a folder you can write to") from None
 

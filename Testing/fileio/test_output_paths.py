@@ -49,6 +49,8 @@ def test_an_output_named_by_its_suffix_alone_is_refused(tmp_path, capsys, name):
      "{d}/out.nii.gz"),
     (["upsample", "{lr}", "--method", "biqt", "-o", "{d}/o.nrrd", "--uncertainty", "{d}/u.nii.nrrd"], "the std map",
      "{d}/u.nii.gz"),
+    (["mask", "{lr}", "-o", "{d}/x.nii.gz.nrrd"], "the mask output", "{d}/x.nii.gz"),  # was x.nii.gz.nii.gz
+    (["mask", "{lr}", "-o", "{d}/..nrrd"], "the mask output", "{d}/out.nii.gz"),  # was the hidden ..nii.gz
 ])
 def test_a_nrrd_name_for_a_nifti_output_says_what_it_is_and_gives_a_name_that_is_taken(tmp_path, capsys, argv,
                                                                                       refused, given):

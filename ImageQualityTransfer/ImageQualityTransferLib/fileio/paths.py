@@ -64,10 +64,11 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
 
 def _nifti_name(p: Path) -> Path:
     """The NIfTI name for a NRRD one: 'u.nii.nrrd' gives u.nii.gz (not u.nii.nii.gz), '.nrrd' out.nii.gz (not the
-    hidden '.nii.gz', itself refused)."""
+    hidden '.nii.gz', itself refused); 'x.nii.gz.nrrd' x.nii.gz and '..nrrd' out.nii.gz (a dot-only stem is hidden too)."""
     stem = p.name[: -len(p.suffix)]
-    stem = stem[:-4] if stem.lower().endswith(".nii") else stem
-    return p.with_name((stem or "out") + ".nii.gz")
+    for nifti in (".nii.gz", ".nii"):
+        stem = stem[: -len(nifti)] if stem.lower().endswith(nifti) else stem
+    return p.with_name((stem if stem.strip(".") else "out") + ".nii.gz")
 
 
 def check_folder(folder: Path, for_path=None) -> None:

@@ -10,6 +10,7 @@ bad input (not a tensor volume, a mask on another grid) as one line in the page.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import signal
 import sys
@@ -734,6 +735,35 @@ def _stop_loop_on_signal(caught: dict) -> list:
     names = ("SIGINT", "SIGTERM", "SIGHUP")
     return [(sig, signal.signal(sig, on_signal)) for sig in (getattr(signal, n, None) for n in names)
             if sig is not None and signal.getsignal(sig) is signals._on_signal]
+
+
+@contextlib.contextmanager
+def signals_held():
+    """While the Viewer is built (scene, views, renders: VTK observers run), SIGINT, SIGTERM and SIGHUP are only
+    recorded, and the first is raised at the end from plain Python: raised where it landed, inside an observer, VTK
+    printed "Caught a Ctrl-C within python, exiting program." and exited 1, or a Terminated was kept there and the
+    server served on (Testing/apps/test_view.py). A second signal meanwhile raises at once (forced)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list = []
+
+    def on_signal(signum, frame):
+        if held:
+            signals._on_signal(signum, frame)
+            return
+        held.append(signum)
+
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    before = [(sig, signal.signal(sig, on_signal)) for sig in (getattr(signal, n, None) for n in names)
+              if sig is not None and signal.getsignal(sig) is signals._on_signal]
+    try:
+        yield
+    finally:
+        for sig, handler in before:
+            signal.signal(sig, handler)
+    if held:
+        raise KeyboardInterrupt if held[0] == signal.SIGINT else signals.Terminated(held[0])
 
 
 def _interrupt() -> None:

@@ -81,6 +81,7 @@ def run(args):
     check_tensor_input(lr, lowres_mask(mask, lr, f))
     if first.learned:  # last: the model's load (torch's import) is the longest check
         first.load(f)  # a damaged shipped model fails here, not in the page
-    viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order, loaded=(lr, mask))
+    with view.signals_held():  # a signal inside the build's VTK observers exited 1 (apps/view.py signals_held)
+        viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order, loaded=(lr, mask))
     viewer.serve(args.port, args.host)
     return 0

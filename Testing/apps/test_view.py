@@ -1171,6 +1171,24 @@ def test_a_run_that_does_not_report_is_said_to_be_waited_for_and_a_second_ctrl_c
     assert threads[0].daemon
 
 
+def test_the_stopping_line_after_sigterm_names_the_signal_received(monkeypatch, capsys):
+    """After SIGTERM the stopping line said "Ctrl-C again to force" (a review: twice.py SIGTERM); it names SIGTERM."""
+    import signal
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import view
+
+    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
+    release = threading.Event()
+    viewer = view.Viewer.__new__(view.Viewer)
+    viewer._running = "espcn"
+    viewer._work = view._Worker().submit(release.wait, 30)
+    threading.Timer(0.1, release.set).start()
+    viewer._wait_for_run(signal.SIGTERM)
+    said = capsys.readouterr().err.splitlines()
+    assert said == ["stopping: waiting for espcn to reach a point where it can stop; send SIGTERM again to force"], said
+
+
 def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:
     """The first and last row, and the first and last column, in pixels, where the left view draws the brain between
     its top 40 px (the Reset Camera icon and the slice said there) and `until` (the slice slider's top, in the

@@ -674,9 +674,9 @@ class Viewer:
             for sig, handler in before:  # a signal from here on raises at once: a second Ctrl-C ends the wait below
                 signal.signal(sig, handler)
             self._stop.set()
-            self._wait_for_run()
+            self._wait_for_run(caught.get("signum"))
 
-    def _wait_for_run(self) -> None:
+    def _wait_for_run(self, signum=None) -> None:
         """The run under way stops at its next progress report (Cancelled there); one that reports none for a while
         (a model's single pass) is said on the terminal at once, so that Ctrl-C is not met with silence. Its thread is
         a daemon's (_Worker): a second Ctrl-C raises here and the command exits without joining it."""
@@ -685,8 +685,9 @@ class Viewer:
             return
         if not futures.wait([work], timeout=STOP_SAY_S).not_done:
             return
+        again = "Ctrl-C" if signum in (None, signal.SIGINT) else f"send {signal.Signals(signum).name}"  # as received
         print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop; "
-              "Ctrl-C again to force", file=sys.stderr, flush=True)
+              f"{again} again to force", file=sys.stderr, flush=True)
         futures.wait([work])
 
 

@@ -573,3 +573,27 @@ def test_options_that_would_be_ignored_are_refused(tmp_path, capsys, small_subje
                           tmp_path / "m.nii.gz", "--bval", small_subject / "dwi.bval"], "--bval goes with --dwi")
     refused_line(capsys, ["lesion-check", small_subject, "--methods", "biqt", "--mc-samples", "5"],
                  "none of biqt draws Monte Carlo samples")
+
+
+def test_a_signal_with_the_terminal_gone_still_exits_128_plus_the_signal(monkeypatch):
+    """SIGHUP with the terminal really gone (a review: hup_pty.py): the closing line's print failed with EIO and the
+    command exited 1; it exits 129 (128 + SIGHUP) unsaid."""
+    import errno
+    import signal
+
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.apps.cli import demo
+
+    class Gone:
+        def write(self, text):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def flush(self):
+            raise OSError(errno.EIO, "Input/output error")
+
+    def hung_up(args):
+        raise cli.Terminated(signal.SIGHUP)
+
+    monkeypatch.setattr(demo, "list_methods", hung_up)
+    monkeypatch.setattr(sys, "stderr", Gone())
+    assert cli.main(["methods"]) == 129

@@ -686,8 +686,9 @@ class Viewer:
         if not futures.wait([work], timeout=STOP_SAY_S).not_done:
             return
         again = "Ctrl-C" if signum in (None, signal.SIGINT) else f"send {signal.Signals(signum).name}"  # as received
-        print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop; "
-              f"{again} again to force", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # a terminal gone (SIGHUP): EIO had replaced the signal, exit 1
+            print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop; "
+                  f"{again} again to force", file=sys.stderr, flush=True)
         futures.wait([work])
 
 

@@ -268,11 +268,14 @@ def _run(args, printed, signals=()) -> int:
         return 2
     except KeyboardInterrupt as exc:
         _say_the_rest(stage)
-        print(f"iqt: interrupted; {_what_is_kept(args, stage, exc)}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # a terminal gone (SIGHUP): EIO, and the exit had been 1, not the signal's
+            print(f"iqt: interrupted; {_what_is_kept(args, stage, exc)}", file=sys.stderr)
         return 130
     except Terminated as exc:
         _say_the_rest(stage)
-        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, stage, exc)}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # as above: 128 + the signal even where the line cannot be written
+            print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {_what_is_kept(args, stage, exc)}",
+                  file=sys.stderr)
         return 128 + exc.signum
     except Exception as exc:  # one line unless --debug: out of memory, a full disk, else a bug (not bad input)
         from ...core.errors import out_of_memory, out_of_memory_said

@@ -124,6 +124,19 @@ os._exit(0)
 """
 
 
+def _end_child(self):
+    """End a module's child Python (`self.proc`, fed on its stdin): its stdin closed, killed if it has not ended in
+    30 s; its log closed."""
+    if self.proc.poll() is None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+    self.log.close()
+
+
 class Zygote:
     """A Python with `iqt view`'s modules imported (the command line, the viewer, vtk, trame-slicer) that forks each
     server of this module: each `iqt view` is a process of its own, started as the `iqt` command runs (`cli.main` on
@@ -162,15 +175,7 @@ class Zygote:
         assert pid, Path(self.log.name).read_text()[-2000:]
         return Forked(self, pid)
 
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+    close = _end_child
 
 
 class Forked:
@@ -648,15 +653,7 @@ class Child:
         assert "error" not in reply, reply["error"][-2000:]
         return json.loads(reply["stdout"].strip().splitlines()[-1])
 
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+    close = _end_child
 
 
 @pytest.fixture(scope="module")

@@ -701,6 +701,16 @@ def test_a_refusal_wrapped_by_dask_is_the_out_of_memory_line(capsys, monkeypatch
     io = _nanny_failed(BlockingIOError(11, "Resource temporarily unavailable"))
     monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(io))
     assert "internal error: RuntimeError: Nanny failed to start." in run_cli(capsys, "methods")[2]
+    # nor is one raised `from None` while handling a MemoryError (the chain had been followed past it)
+    try:
+        try:
+            raise MemoryError()
+        except MemoryError:
+            raise KeyError("a bug") from None
+    except KeyError as exc:
+        bug = exc
+    monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(bug))
+    assert "internal error: KeyError" in run_cli(capsys, "methods")[2]
 
 
 @pytest.mark.parametrize("refusal", ["runtime", "process"])

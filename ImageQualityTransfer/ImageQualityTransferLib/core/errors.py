@@ -31,10 +31,12 @@ _PROCESS_STARTS = {("subprocess.py", "_execute_child"), ("subprocess.py", "_posi
 def _chain(exc: BaseException, depth: int = 8):
     """`exc` and what it was raised from or while handling (__cause__, else __context__), at most `depth` deep: Dask
     wraps a refused start as RuntimeError "Nanny failed to start." (distributed/core.py, raised from the refusal's
-    handling; `iqt batch --workers 2` under ulimit -u had ended in an internal error)."""
+    handling; `iqt batch --workers 2` under ulimit -u had ended in an internal error). Not past `raise ... from None`:
+    a bug raised so while handling a MemoryError is a bug (Testing/apps/test_cli.py)."""
     while exc is not None and depth > 0:
         yield exc
-        exc, depth = exc.__cause__ or exc.__context__, depth - 1
+        after = exc.__cause__ if exc.__cause__ is not None else None if exc.__suppress_context__ else exc.__context__
+        exc, depth = after, depth - 1
 
 
 def _process_refused(exc: BaseException) -> bool:

@@ -131,10 +131,11 @@ WORLD_WORDS = ("left-right", "anterior-posterior", "superior-inferior")
 def axis_words(affine, axis: int) -> str:
     """The anatomical direction of voxel axis `axis` (0, 1, 2) of `affine`, one wording for the factors' line and the
     slice-gap line (fileio/slices.py): the world axis `_closest_world_axes` gives it (as through_plane_axis and the
-    reorientation do, so a sheared header's axis is named alike everywhere) with its words ("S (superior-inferior)");
-    on a sheared header where that one is more than OBLIQUE_DEGREES away but another is within it, that other; where it
-    is more than OBLIQUE_DEGREES from every world axis, "oblique" with its angles to the two closest ("oblique (45.0°
-    from left-right, 45.0° from anterior-posterior)"): the rule is decided on the figures printed."""
+    reorientation do, so an axis is named alike everywhere and no two voxel axes share a name) with its words
+    ("S (superior-inferior)"); where the axis is more than OBLIQUE_DEGREES (as printed) from that world axis,
+    "oblique" with its angles to the closest world axis and to the one it is given, or the next closest ("oblique (45.0°
+    from left-right, 45.0° from anterior-posterior)"; a sheared header's axis near R where R is another axis's:
+    "oblique (5.0° from left-right, 85.0° from superior-inferior)", Testing/apps/test_slice_gap.py)."""
     col = np.asarray(affine, np.float64)[:3, int(axis)]
     if not np.isfinite(np.asarray(affine, np.float64)[:3, :3]).all() or not col.any():
         return "of no direction (the header's voxel-to-world matrix is degenerate)"
@@ -142,17 +143,16 @@ def axis_words(affine, axis: int) -> str:
     if w < 0:
         return "of no direction (the header's voxel-to-world matrix is degenerate)"
     angles = _angles(col)
-    closest = np.argsort(angles, kind="stable")
-    if angles[closest[0]] > OBLIQUE_DEGREES:
-        return "oblique (" + ", ".join(f"{angles[i]:.1f}° from {WORLD_WORDS[i]}" for i in closest[:2]) + ")"
-    if angles[w] > OBLIQUE_DEGREES:  # sheared: given another world axis than the one it lies near (test_slice_gap.py)
-        w = int(closest[0])
+    if angles[w] > OBLIQUE_DEGREES:
+        closest = [int(a) for a in np.argsort(angles, kind="stable")]
+        shown = [closest[0], w if closest[0] != w else closest[1]]
+        return "oblique (" + ", ".join(f"{angles[a]:.1f}° from {WORLD_WORDS[a]}" for a in shown) + ")"
     return f"{'RAS'[w] if col[w] > 0 else 'LPI'[w]} ({WORLD_WORDS[w]})"
 
 
 def _angles(col) -> np.ndarray:
     """A column's angles (degrees) to the three world axes, each rounded to the tenth of a degree that is printed: the
-    test against OBLIQUE_DEGREES is on the printed figure, so an oblique axis is never said to be "30.0°" from one."""
+    test against OBLIQUE_DEGREES is on the printed figure, so an axis said oblique is never "30.0°" from its own."""
     angles = np.degrees(np.arccos(np.clip(np.abs(col / np.linalg.norm(col)), 0.0, 1.0)))
     return np.round(angles, 1)
 

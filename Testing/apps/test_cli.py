@@ -465,13 +465,15 @@ def test_degrade_and_benchmark_add_seeded_noise(capsys, tmp_path, small_subject)
     assert code == 0 and err.count("iqt: warning: --snr 0.5: below 5") == 1, err
 
 
-def test_a_reader_that_stops_early_ends_the_command_quietly():
+@pytest.mark.parametrize("args", [["methods"], ["upsample", "--help"]])
+def test_a_reader_that_stops_early_ends_the_command_quietly(args):
     """`iqt methods | head -1`: the pipe closes under the printing, which is no bug to report: exit 141, as a shell
-    reports SIGPIPE, and nothing on stderr (it printed an internal error twice)."""
+    reports SIGPIPE, and nothing on stderr (it printed an internal error twice); `iqt upsample --help | true` alike (it
+    printed a traceback, a review)."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe's buffering, as in a shell
-    proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", "methods"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "ImageQualityTransferLib", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # before the interpreter has started: the first line written finds no reader
     err = proc.stderr.read().decode()

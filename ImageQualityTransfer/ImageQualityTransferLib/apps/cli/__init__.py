@@ -193,7 +193,15 @@ def main(argv=None) -> int:
                 print(_would_block(blocked), file=sys.stderr)
                 _Printed(sys.stdout)._lost()
                 return 1
+            except BrokenPipeError:  # `iqt --help | true`: the reader gone, as a command's output (141, nothing said)
+                _Printed(sys.stdout)._lost()
+                return 141
         raise
+    except BrokenPipeError:  # the help longer than the pipe holds, its reader gone while argparse wrote it
+        if not process:
+            raise
+        _Printed(sys.stdout)._lost()
+        return 141
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
     if hasattr(args, "tensor_order"):  # whether --tensor-order was given (fileio.load_tensor's `stated`)
         args.order_stated = args.tensor_order is not None

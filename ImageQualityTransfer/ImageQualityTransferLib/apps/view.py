@@ -734,6 +734,12 @@ def _stop_loop_on_signal(caught: dict) -> list:
         caught["signum"] = signum
         loop.call_soon_threadsafe(_interrupt)
 
+    return _take_signals(on_signal)
+
+
+def _take_signals(on_signal) -> list:
+    """SIGINT, SIGTERM and SIGHUP handled by `on_signal` where the command's own handler (apps/signals.py) has them;
+    returns [(signal, handler before)] to put back."""
     names = ("SIGINT", "SIGTERM", "SIGHUP")
     return [(sig, signal.signal(sig, on_signal)) for sig in (getattr(signal, n, None) for n in names)
             if sig is not None and signal.getsignal(sig) is signals._on_signal]
@@ -756,9 +762,7 @@ def signals_held():
             return
         held.append(signum)
 
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    before = [(sig, signal.signal(sig, on_signal)) for sig in (getattr(signal, n, None) for n in names)
-              if sig is not None and signal.getsignal(sig) is signals._on_signal]
+    before = _take_signals(on_signal)
     try:
         yield
     finally:

@@ -188,9 +188,13 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/folder.nii.gz", "is a folder"),
     ("upsample {d}/lr.nii.gz -o {d}/sub --method cubic", "sub: is a folder; give a file name in it for the tensor output such as"),
     ("upsample {d}/lr.nii.gz -o {d}/o.txt", "must end in"),
-    # a map named .nrrd beside a NRRD tensor output: said why, and the name to give (it said "must end in" only)
-    ("upsample {d}/lr.nii.gz -o {d}/o.nrrd --method biqt --uncertainty {d}/u.nrrd", "u.nrrd: the std map name must end "
-     "in .nii or .nii.gz: NRRD is written for tensor outputs only; the std map is NIfTI, which Slicer loads too: give "),
+    # a mask named .nrrd beside a NRRD tensor output: said why, and the name to give (it said "must end in" only;
+    # --uncertainty's maps are written as NRRD since 0.21.0)
+    ("fit {d}/subj/dwi.nii.gz -o {d}/t.nrrd --mask-out {d}/m.nrrd", "m.nrrd: the mask output name must end in .nii "
+     "or .nii.gz: NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps only; the mask output is "
+     "NIfTI, which Slicer loads too: give "),
+    ("upsample {d}/lr.nii.gz -o {d}/o.nrrd --method biqt --uncertainty {d}/u.txt", "u.txt: the std map name must end "
+     "in .nii or .nii.gz or .nrrd or .nhdr"),
     ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/missing/x.json", "does not exist"),
     ("propagate {d}/lr.nii.gz -o {d}/existing_file --method biqt", "not a folder"),
     ("demo -o {d}/newdemo --methods no-such-method", "unknown method"),

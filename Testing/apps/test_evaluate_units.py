@@ -164,3 +164,27 @@ def test_a_record_without_the_input_checksum_is_said_another_run_not_another_inp
     with pytest.raises(IQTError) as refused:
         evaluate._same_run("u.nii.gz", "--uncertainty", "p.nii.gz")
     assert "run on another input (SHA256 cdcdcdcdcdcd..., the prediction's abababababab...)" in str(refused.value)
+
+
+def test_nrrd_maps_iqt_upsample_wrote_score_as_its_nifti_maps(scored, capsys):
+    """`iqt upsample --uncertainty U.nrrd` (its maps as NRRD for Slicer: Testing/fileio/test_nrrd_maps.py) gives maps
+    that `iqt evaluate` reads with their kind, unit and run (a NRRD map name had been refused)."""
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd.nii.gz", "--direction",
+                           scored / "sd_direction.nii.gz", "--json", scored / "nifti.json")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "upsample", scored / "lr.nii.gz", "--mask", scored / "lrmask.nii.gz", "--method",
+                           "biqt", "--uncertainty", scored / "sd.nrrd", "-o", scored / "biqt.nrrd")
+    assert code == 0, err
+    base = ("evaluate", "--pred", scored / "biqt.nrrd", *_base(scored)[3:])
+    code, _, err = run_cli(capsys, *base, "--uncertainty", scored / "sd.nrrd", "--direction",
+                           scored / "sd_direction.nrrd", "--json", scored / "nrrd.json")
+    assert code == 0, err
+    got, want = (json.loads((scored / n).read_text())["brain"] for n in ("nrrd.json", "nifti.json"))
+    for k in ("spearman", "within_2sigma", "direction_spearman"):
+        assert got[k] == pytest.approx(want[k], rel=1e-6), k
+    code, _, err = run_cli(capsys, *base, "--uncertainty", scored / "sd_direction.nrrd")  # its kind is read
+    assert code == 2 and "its header reads 'iqt biqt direction degrees', not the standard deviation map" in err, err
+    code, _, err = run_cli(capsys, *base, "--uncertainty", scored / "sd.nrrd", "--uncertainty-unit", "um2/ms")
+    assert code == 2 and "its header says its values are in mm2/s" in err, err  # and its unit
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd.nrrd")  # and its run
+    assert code == 2 and "another run" in err, err

@@ -45,17 +45,16 @@ def test_an_output_named_by_its_suffix_alone_is_refused(tmp_path, capsys, name):
 @pytest.mark.parametrize("argv, refused, given", [
     (["mask", "{lr}", "-o", "{d}/m.nrrd"], "the mask output", "{d}/m.nii.gz"),
     (["fit", "{lr}", "-o", "{d}/t.nrrd", "--mask-out", "{d}/m.nhdr"], "the mask output", "{d}/m.nii.gz"),
-    (["upsample", "{lr}", "--method", "biqt", "-o", "{d}/o.nrrd", "--uncertainty", "{d}/.nrrd"], "the std map",
-     "{d}/out.nii.gz"),
-    (["upsample", "{lr}", "--method", "biqt", "-o", "{d}/o.nrrd", "--uncertainty", "{d}/u.nii.nrrd"], "the std map",
-     "{d}/u.nii.gz"),
+    (["fit", "{lr}", "-o", "{d}/t.nrrd", "--mask-out", "{d}/.nrrd"], "the mask output", "{d}/out.nii.gz"),
+    (["degrade", "{lr}", "-o", "{d}/t.nii.gz", "--mask-out", "{d}/u.nii.nrrd"], "the mask output", "{d}/u.nii.gz"),
     (["mask", "{lr}", "-o", "{d}/x.nii.gz.nrrd"], "the mask output", "{d}/x.nii.gz"),  # was x.nii.gz.nii.gz
     (["mask", "{lr}", "-o", "{d}/..nrrd"], "the mask output", "{d}/out.nii.gz"),  # was the hidden ..nii.gz
 ])
 def test_a_nrrd_name_for_a_nifti_output_says_what_it_is_and_gives_a_name_that_is_taken(tmp_path, capsys, argv,
                                                                                       refused, given):
     """A mask named .nrrd was told 'NRRD is written for the tensor output (-o) only; maps are NIfTI' (its -o, no
-    map), '--uncertainty .nrrd' was given '.nii.gz' (itself refused) and 'u.nii.nrrd' 'u.nii.nii.gz'."""
+    map), '.nrrd' was given '.nii.gz' (itself refused) and 'u.nii.nrrd' 'u.nii.nii.gz'. A mask stays NIfTI: NRRD is
+    written for tensors and `iqt upsample --uncertainty`'s maps (Testing/fileio/test_nrrd_maps.py)."""
     from ImageQualityTransferLib.apps.cli import main
 
     lr = tmp_path / "lr.nii.gz"
@@ -64,6 +63,7 @@ def test_a_nrrd_name_for_a_nifti_output_says_what_it_is_and_gives_a_name_that_is
     lines = capsys.readouterr().err.strip().splitlines()
     given = given.format(d=tmp_path)
     assert code == 2 and len(lines) == 1 and f"; {refused} is NIfTI, which Slicer loads too: give {given}" in lines[0] \
-        and lines[0].endswith(given), lines
+        and lines[0].endswith(given) and "NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps " \
+        "only" in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
     fileio.check_output(given)  # the name given is taken

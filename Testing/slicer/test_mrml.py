@@ -91,6 +91,35 @@ def test_written_nrrd_loads_through_volumes_logic(tmp_path, scene):
 
 
 @pytest.mark.parametrize("key", sorted(AFFINES))
+def test_written_nrrd_map_loads_on_the_tensor_nodes_grid(tmp_path, scene, key):
+    """An uncertainty map NRRD (`iqt upsample --uncertainty U.nrrd`, fileio/nrrd.py save_scalar_nrrd) loaded as Slicer
+    loads a file (vtkSlicerVolumesLogic, ITK's reader): its IJKToRAS is its tensor node's, so the overlay aligns, and
+    its voxels are the map's."""
+    if not hasattr(slicer, "vtkSlicerVolumesLogic"):
+        pytest.skip("vtkSlicerVolumesLogic is not in this MRML build")
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core.orientation import onto_grid
+
+    vol = tensor_volume(key, seed=3)
+    sigma = Volume(np.random.default_rng(3).random(vol.shape3).astype(np.float32) * 1e-4, vol.affine, "scalar")
+    save_tensor_nrrd(vol, tmp_path / "dti.nrrd")
+    fileio.save_scalar(sigma, tmp_path / "sigma.nrrd", "iqt biqt std mm2/s")
+    logic = slicer.vtkSlicerVolumesLogic()
+    logic.SetMRMLScene(scene)
+    tensor = logic.AddArchetypeVolume(str(tmp_path / "dti.nrrd"), "dti")
+    node = logic.AddArchetypeVolume(str(tmp_path / "sigma.nrrd"), "sigma")
+    assert tensor.IsA("vtkMRMLDiffusionTensorVolumeNode") and node.IsA("vtkMRMLScalarVolumeNode")
+    ijk_to_ras = []
+    for n in (node, tensor):
+        m = vtk.vtkMatrix4x4()
+        n.GetIJKToRASMatrix(m)
+        ijk_to_ras.append(mrml._matrix_to_numpy(m))
+    np.testing.assert_array_equal(*ijk_to_ras)
+    shown = mrml.scalar_volume_from_node(node)
+    np.testing.assert_array_equal(onto_grid(shown.data, shown.affine, vol.shape3, vol.affine), sigma.data)
+
+
+@pytest.mark.parametrize("key", sorted(AFFINES))
 def test_node_written_by_slicer_reads_back(tmp_path, scene, key):
     vol = tensor_volume(key, seed=4)
     node = mrml.add_tensor_node(scene, vol, "dti")

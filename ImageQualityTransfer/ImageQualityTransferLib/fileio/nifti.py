@@ -114,7 +114,8 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
             raise IQTError(f"{path}: a symbolic link that leads to no file (a loop, or its target missing); check the link")
         raise IQTError(f"{path}: file not found; check the path")
     if is_nrrd(path):
-        raise IQTError(f"{path}: NRRD is read only for tensor volumes and masks; give a NIfTI (.nii/.nii.gz) file here")
+        raise IQTError(f"{path}: NRRD is read only for tensor volumes, masks and uncertainty maps; give a NIfTI "
+                       "(.nii/.nii.gz) file here")
     if path.is_dir():
         raise IQTError(f"{path}: is a folder; give {formats}")
     kind = not_a_file(path)

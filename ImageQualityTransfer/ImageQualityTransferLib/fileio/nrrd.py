@@ -37,7 +37,7 @@ from ..core.errors import IQTError
 from ..core.volume import Volume
 from .paths import nhdr_data_files, not_a_file, nrrd_data_file
 from .writing import atomic_write
-from .records import RUN_KEY, made_by, read_made_by, run_json
+from .records import MAP_RECORD, RUN_KEY, made_by, read_made_by, run_json
 
 TENSOR_KINDS = {
     "3d-symmetric-matrix": 6,
@@ -242,6 +242,11 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
 
 def load_scalar_nrrd(path) -> tuple[np.ndarray, np.ndarray]:
     """(3D data, voxel->RAS affine) of a scalar NRRD, such as a label map Slicer saved beside its tensor volume."""
+    return read_scalar_nrrd(path)[:2]
+
+
+def read_scalar_nrrd(path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """`load_scalar_nrrd`'s (data, affine) and the header (its key/value fields: `scalar_record`)."""
     path = Path(path)
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
@@ -254,7 +259,7 @@ def load_scalar_nrrd(path) -> tuple[np.ndarray, np.ndarray]:
         raise IQTError(f"{path}: this NRRD holds a {data.ndim}D array of sizes {list(data.shape)}, not a 3D label map; "
                        "save the mask from Slicer as a label map (.nrrd or .nii.gz)")
     affine, _, _ = _geometry(hdr, [0, 1, 2], None, path)
-    return data, affine
+    return data, affine, hdr
 
 
 def load_tensor_nrrd(path) -> Volume:
@@ -348,10 +353,32 @@ def _vec(v) -> str:
     return "(" + ",".join(repr(float(x)) for x in v) + ")"
 
 
+def _space_lines(affine, component_axis: bool) -> tuple[list[str], list[str]]:
+    """The grid's lines (space, space directions; space origin), one text for a tensor and its maps, so that a map
+    overlays its tensor in Slicer; `component_axis`: the first axis holds components (its direction 'none')."""
+    a = np.asarray(affine, dtype=np.float64)
+    dirs = " ".join(_vec(a[:3, j]) for j in range(3))
+    return (["space: right-anterior-superior", "space directions: " + ("none " if component_axis else "") + dirs],
+            ["space origin: " + _vec(a[:3, 3])])
+
+
+def _records(description: str, data_file: str | None) -> list[str]:
+    """The data file line and the key/value fields every output NRRD ends with: the description (a NIfTI output's
+    descrip) and the run that wrote it (a NIfTI output's header extension)."""
+    lines = [f"data file: {data_file}"] if data_file is not None else []
+    if description:
+        lines.append(f"{MADE_BY_KEY}:={description}")
+    run = run_json()
+    if run is not None:
+        lines.append(f"{RUN_KEY}:={run}")
+    return lines
+
+
 def _header(vol: Volume, encoding: str, data_file: str | None = None) -> bytes:
     a = vol.affine
     rot = direction_rotation(a)
     x, y, z = vol.shape3
+    space, origin = _space_lines(a, component_axis=True)
     lines = [
         "NRRD0005",
         "# Complete NRRD file format specification at:",
@@ -359,23 +386,17 @@ def _header(vol: Volume, encoding: str, data_file: str | None = None) -> bytes:
         "# Diffusion tensor volume written by ImageQualityTransfer: components in IJK axes, mm^2/s",
         "type: float",
         "dimension: 4",
-        "space: right-anterior-superior",
+        space[0],
         f"sizes: 9 {x} {y} {z}",
-        "space directions: none " + " ".join(_vec(a[:3, j]) for j in range(3)),
+        space[1],
         "kinds: 3D-matrix domain domain domain",
         "endian: little",
         f"encoding: {encoding}",
-        "space origin: " + _vec(a[:3, 3]),
+        *origin,
         "measurement frame: " + " ".join(_vec(rot[:, j]) for j in range(3)),  # columns of R
     ]
-    if data_file is not None:
-        lines.append(f"data file: {data_file}")
-    record = made_by(vol.meta, vol.affine)
-    if record:  # the method and factors, as a NIfTI output's descrip holds them (read back by `iqt evaluate`)
-        lines.append(f"{MADE_BY_KEY}:={record}")
-    run = run_json()
-    if run is not None:  # the run that wrote it, as a NIfTI output's header extension holds it
-        lines.append(f"{RUN_KEY}:={run}")
+    # the method and factors, as a NIfTI output's descrip holds them (read back by `iqt evaluate`)
+    lines += _records(made_by(vol.meta, vol.affine), data_file)
     return ("\n".join(lines) + "\n\n").encode("ascii")
 
 
@@ -414,8 +435,13 @@ def save_tensor_nrrd(vol: Volume, path, compress: bool = True, level: int = 1) -
         raise ValueError("save_tensor_nrrd needs a tensor volume")
     path = Path(path)
     check_grid(path, vol.affine)
+    _write(path, lambda encoding, data_file: _header(vol, encoding, data_file), _payload(vol), compress, level)
+
+
+def _write(path: Path, header_of, arr: np.ndarray, compress: bool, level: int) -> None:
+    """`header_of(encoding, data_file)`'s header and `arr`'s bytes at `path` (`.nhdr`: the data beside it,
+    `nhdr_data_files`), each file through `atomic_write` (a run's outputs all or none, fileio/staging.py)."""
     encoding = "gzip" if compress else "raw"
-    arr = _payload(vol)
     if path.suffix.lower() == ".nhdr":
         data_path = nhdr_data_files(path)[0 if compress else 1]
 
@@ -425,7 +451,7 @@ def save_tensor_nrrd(vol: Volume, path, compress: bool = True, level: int = 1) -
 
         def write_header(tmp):
             with open(tmp, "wb") as f:
-                f.write(_header(vol, encoding, data_file=data_path.name))
+                f.write(header_of(encoding, data_path.name))
 
         atomic_write(data_path, write_data)
         atomic_write(path, write_header)
@@ -433,7 +459,62 @@ def save_tensor_nrrd(vol: Volume, path, compress: bool = True, level: int = 1) -
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            f.write(_header(vol, encoding))
+            f.write(header_of(encoding, None))
             _write_data(f, arr, compress, level)
 
     atomic_write(path, write)
+
+
+# ---------------------------------------------------------------- scalar maps
+
+# the fields the Slicer module's map node carries (slicer/mrml.py MAP_ATTRIBUTE, UNIT_ATTRIBUTE, RUN_ATTRIBUTE), which
+# `iqt evaluate` reads from a NRRD map; the unit as a UCUM code, as the module's (slicer/mrml.py NODE_UNITS)
+MAP_FIELDS = ("ImageQualityTransfer.Map", "ImageQualityTransfer.Unit", "ImageQualityTransfer.Run")
+UCUM = {"mm2/s": "mm2/s", "degrees": "deg", "unitless": "1"}
+
+
+def _scalar_header(vol: Volume, description: str, kind: str, encoding: str, data_file: str | None) -> bytes:
+    x, y, z = vol.shape3
+    space, origin = _space_lines(vol.affine, component_axis=False)
+    lines = [
+        "NRRD0005",
+        "# Complete NRRD file format specification at:",
+        "# http://teem.sourceforge.net/nrrd/format.html",
+        "# Map written by ImageQualityTransfer",
+        f"type: {kind}",
+        "dimension: 3",
+        space[0],
+        f"sizes: {x} {y} {z}",
+        space[1],
+        "kinds: domain domain domain",
+        *(["endian: little"] if kind != "unsigned char" else []),
+        f"encoding: {encoding}",
+        *origin,
+    ]
+    m = MAP_RECORD.match(description)
+    if m is not None:
+        lines += [f"{field}:={value}" for field, value in zip(MAP_FIELDS, (m["key"], UCUM[m["unit"]], m["method"]))]
+    lines += _records(description, data_file)
+    return ("\n".join(lines) + "\n\n").encode("ascii")
+
+
+def save_scalar_nrrd(vol: Volume, path, description: str = "", compress: bool = True, level: int = 1) -> None:
+    """A 3D map as a scalar NRRD (float32, a mask as unsigned char) on the grid lines the tensor NRRD has
+    (`_space_lines`); `description`: what a NIfTI map's descrip holds (records.map_record), with the fields the Slicer
+    module's map carries where it is a map's record (MAP_FIELDS). `.nhdr` as `save_tensor_nrrd`."""
+    data = np.asarray(vol.data)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"save_scalar_nrrd needs a 3D volume, got shape {data.shape}")
+    direction_rotation(vol.affine)  # a zero or non-finite axis: refused as for a tensor
+    kind, dtype = ("unsigned char", "u1") if data.dtype == bool else ("float", "<f4")
+    arr = np.ascontiguousarray(data.transpose(2, 1, 0), dtype=dtype)  # x fastest, as NRRD stores it
+    _write(Path(path), lambda encoding, data_file: _scalar_header(vol, description, kind, encoding, data_file), arr,
+           compress, level)
+
+
+def scalar_record(hdr: dict) -> str:
+    """A scalar NRRD's description as `save_scalar_nrrd` wrote it ("" where it holds none)."""
+    text = hdr.get(MADE_BY_KEY)
+    return str(text).strip() if isinstance(text, str) else ""

@@ -15,6 +15,7 @@ from .staging import current
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
+MAP_SUFFIXES = TENSOR_SUFFIXES  # `iqt upsample --uncertainty`'s maps (fileio/nrrd.py save_scalar_nrrd)
 JSON_SUFFIXES = (".json",)
 
 
@@ -49,10 +50,10 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
         example = f" such as {p / ('out' + suffixes[0])}" if suffixes else ""
         raise IQTError(f"{p}: is a folder; give a file name in it for the {what}{example}")
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):
-        # `--uncertainty u.nrrd` beside `-o x.nrrd` (a newcomer's audit): why not, and the name to give
+        # `iqt mask -o m.nrrd` (a newcomer's audit): why not, and the name to give
         nrrd = str(p).lower().endswith(NRRD_SUFFIXES) and set(suffixes) == set(NIFTI_SUFFIXES)
-        why = (f": NRRD is written for tensor outputs only; the {what} is NIfTI, which Slicer loads too: give "
-               f"{_nifti_name(p)}" if nrrd else "")
+        why = (f": NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps only; the {what} is NIfTI, "
+               f"which Slicer loads too: give {_nifti_name(p)}" if nrrd else "")
         raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}{why}")
     if suffixes and p.name.lower() in tuple(suffixes):  # '-o .nii.gz' had written a hidden file with no name
         raise IQTError(f"{p}: the {what}'s name is its suffix alone, a hidden file with no name; give a name before "

@@ -450,6 +450,14 @@ def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
 
 
 def load_scalar(path) -> Volume:
+    """A 3D map, NIfTI or NRRD; meta["descrip"]: the record its header holds (records.map_record), "" for none."""
+    if is_nrrd(path):  # as `save_scalar` writes it (fileio/nrrd.py save_scalar_nrrd)
+        from .nrrd import read_scalar_nrrd, scalar_record
+
+        data, affine, hdr = read_scalar_nrrd(path)
+        data = np.asarray(data, np.float32)
+        check_finite(data, path, "image")
+        return Volume(data, affine, "scalar", meta={"path": str(path), "descrip": scalar_record(hdr)})
     img = load_nifti(path)
     data = read_data(img, path)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -547,7 +555,13 @@ def load_mask_refined(path, reference: Volume, reference_name: str) -> Volume:
 
 
 def save_scalar(vol: Volume, path, descrip: str = "") -> None:
-    """A 3D map as NIfTI (float32, a mask as uint8); `descrip`: the header's description (records.map_record)."""
+    """A 3D map as NIfTI (float32, a mask as uint8), or by a .nrrd/.nhdr name as NRRD on the tensor NRRD's grid lines
+    (fileio/nrrd.py save_scalar_nrrd); `descrip`: the header's description (records.map_record)."""
+    if is_nrrd(path):
+        from .nrrd import save_scalar_nrrd
+
+        return save_scalar_nrrd(vol, path, descrip)
+
     def write(tmp):
         data = vol.data.astype(np.uint8) if vol.data.dtype == bool else vol.data.astype(np.float32)
         img = nibabel_lib().Nifti1Image(data, vol.affine)

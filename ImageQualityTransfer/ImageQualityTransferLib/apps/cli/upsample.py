@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...core.errors import IQTError
-from ...fileio.paths import TENSOR_SUFFIXES, with_data_file
+from ...fileio.paths import MAP_SUFFIXES, TENSOR_SUFFIXES, with_data_file
 from ...fileio.staging import say  # say: 'wrote' lines, printed once the outputs are in place
 from . import options
 
@@ -21,9 +21,10 @@ def add_parsers(sub) -> None:
                          "shipped one for the factors, with --uncertainty or --propagate the best with an uncertainty map)")
     options.add_factor(sp, voxel_size=True, model=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
-    sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty) "
-                    "and NAME_direction beside it (the principal direction's uncertainty, degrees); the Monte Carlo "
-                    "methods also write NAME_std_intrinsic, NAME_std_parameter, NAME_md_std and NAME_fa_std")
+    sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty; "
+                    ".nii.gz, or .nrrd for Slicer) and NAME_direction beside it (the principal direction's "
+                    "uncertainty, degrees); the Monte Carlo methods also write NAME_std_intrinsic, NAME_std_parameter, "
+                    "NAME_md_std and NAME_fa_std")
     options.add_method_settings(sp)
     sp.add_argument("--samples", type=int,
                     help="with --propagate: number of samples drawn from the predictive distribution (default 100); "
@@ -296,7 +297,8 @@ def run(args):
         s = stem(unc_out)
         for key in method.map_names():  # the total std at the given path, the other maps beside it
             path = unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}")
-            unc_paths[key] = plan.add(path, what=f"{key} map")
+            # NIfTI, or NRRD for Slicer on the tensor NRRD's grid lines (fileio/nrrd.py save_scalar_nrrd)
+            unc_paths[key] = plan.add(path, MAP_SUFFIXES, what=f"{key} map")
     map_paths = {key: plan.add(path, what=f"{key} map") for key, path in maps_paths(out).items()} if args.maps else {}
     foreign = [p for p in map_paths.values() if _is_file(p) and not _made_by_iqt(p)]
     if foreign:  # dtifit's dti_FA ... beside -o dti.nii.gz had been replaced without a word (a bad-input audit)
@@ -370,7 +372,7 @@ def run(args):
         say(f"wrote {', '.join(str(p) for p in map_paths.values())} (dtifit's maps; V1 in "
             f"{v1_frame_words(written['order'], pred.tensor.affine)}, 0 where the two largest eigenvalues are equal)")
     if unc_out:
-        say("wrote " + ", ".join(f"{unc_paths[key]} ({key})" for key in pred.maps()))
+        say("wrote " + ", ".join(f"{with_data_file(unc_paths[key])} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None
     if served is not None and served != grid.permute(f, Reorientation.to_canonical(lr.affine).ornt):
         say(f"{method.name}: the input's {grid.describe(f)}: {factor_axes(f, lr.affine)}; its model for "

@@ -1,0 +1,131 @@
+"""`iqt upsample --uncertainty U.nrrd` (or .nhdr) writes its maps as scalar NRRD for Slicer (fileio/nrrd.py
+save_scalar_nrrd): the values of the NIfTI maps of the same run, on the tensor NRRD's grid lines (space, space
+directions, space origin), with the record a NIfTI map carries (its kind, unit and method; the run) in key/value fields,
+read back by this project's reader, by ITK's (SimpleITK where installed; Slicer's volumes logic in
+Testing/slicer/test_mrml.py) and by `iqt evaluate` (Testing/apps/test_evaluate_units.py), written all or none. Before,
+a NRRD map name was refused ('NRRD is written for tensor outputs only'); a mask is still NIfTI
+(Testing/fileio/test_output_paths.py)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from helpers import PSR, bundle_volume, make_affine, rot, run_cli
+from ImageQualityTransferLib import fileio
+
+GRID = make_affine(rot(-8, 15, 5) @ PSR, (2.0, 2.0, 2.0), (0.5, 60.0, -22.0))  # sagittal, oblique: no axis is trivial
+MAPS = ("std", "direction")
+
+
+def _upsample(capsys, d, out: str, unc: str):
+    code, _, err = run_cli(capsys, "upsample", d / "lr.nii.gz", "--method", "biqt", "--factor", "2", "-o", d / out,
+                           "--uncertainty", d / unc, "--threads", "1")
+    assert code == 0, err
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same run written as NRRD (u.nrrd beside o.nrrd), NIfTI (n.nii.gz beside n_t.nii.gz) and detached NRRD."""
+    d = tmp_path_factory.mktemp("nrrd_maps")
+    fileio.save_tensor(bundle_volume(GRID, shape=(8, 8, 8)), d / "lr.nii.gz")
+    capsys = _Quiet()
+    for out, unc in (("o.nrrd", "u.nrrd"), ("n_t.nii.gz", "n.nii.gz"), ("h.nrrd", "h.nhdr")):
+        _upsample(capsys, d, out, unc)
+    return d
+
+
+class _Quiet:
+    """run_cli's capsys for a module fixture: the output is left to pytest's capture."""
+
+    def readouterr(self):
+        return "", ""
+
+
+def _header_lines(path) -> dict:
+    text = path.read_bytes().split(b"\n\n")[0].decode("ascii")
+    return dict(line.split(": ", 1) for line in text.splitlines()[1:] if ": " in line and ":=" not in line)
+
+
+def test_nrrd_maps_hold_the_nifti_maps_on_the_tensor_grid_with_their_record(runs):
+    tensor = fileio.load_tensor(runs / "o.nrrd")
+    t_hdr = _header_lines(runs / "o.nrrd")
+    for key, name in zip(MAPS, ("u.nrrd", "u_direction.nrrd")):
+        got, want = fileio.load_scalar(runs / name), fileio.load_scalar(runs / name.replace("u", "n", 1)
+                                                                       .replace(".nrrd", ".nii.gz"))
+        np.testing.assert_array_equal(got.data, want.data)
+        assert got.data.max() > 0
+        np.testing.assert_array_equal(got.affine, tensor.affine)  # the tensor NRRD's affine, exactly
+        assert got.meta["descrip"] == want.meta["descrip"] == f"iqt biqt {key} {'degrees' if key == 'direction' else 'mm2/s'}"
+        hdr = _header_lines(runs / name)
+        assert hdr["space"] == t_hdr["space"] and hdr["space origin"] == t_hdr["space origin"]
+        assert "none " + hdr["space directions"] == t_hdr["space directions"]
+        import nrrd
+
+        fields = nrrd.read_header(str(runs / name))
+        assert (fields["ImageQualityTransfer.Map"], fields["ImageQualityTransfer.Unit"],
+                fields["ImageQualityTransfer.Run"]) == (key, "deg" if key == "direction" else "mm2/s", "biqt")
+        from ImageQualityTransferLib.fileio.nifti import run_record_of
+        from ImageQualityTransferLib.fileio.records import RUN_KEY, read_run
+
+        run, nifti_run = read_run(fields[RUN_KEY]), run_record_of(runs / name.replace("u", "n", 1).replace(".nrrd", ".nii.gz"))
+        assert run["options"]["uncertainty"] == str(runs / "u.nrrd") and run["model"] == nifti_run["model"]
+
+
+def test_a_detached_header_map_reads_back_with_its_data_file(runs):
+    for key, name in zip(MAPS, ("h.nhdr", "h_direction.nhdr")):
+        assert (runs / name.replace(".nhdr", ".raw.gz")).is_file()
+        got = fileio.load_scalar(runs / name)
+        want = fileio.load_scalar(runs / ("n.nii.gz" if key == "std" else "n_direction.nii.gz"))
+        np.testing.assert_array_equal(got.data, want.data)
+        np.testing.assert_array_equal(got.affine, fileio.load_tensor(runs / "h.nrrd").affine)
+        assert got.meta["descrip"] == want.meta["descrip"]
+
+
+def test_simpleitk_reads_the_nrrd_maps(runs):
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is no dependency; Slicer's ITK reader: Testing/slicer/test_mrml.py")
+    for name in ("u.nrrd", "h.nhdr"):
+        img = sitk.ReadImage(str(runs / name))
+        ours = fileio.load_scalar(runs / name)
+        affine = np.eye(4)
+        affine[:3, :3] = np.reshape(img.GetDirection(), (3, 3)) * np.asarray(img.GetSpacing())
+        affine[:3, 3] = img.GetOrigin()
+        np.testing.assert_allclose(np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine, ours.affine, atol=1e-12)  # LPS -> RAS
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(img).transpose(2, 1, 0), ours.data)
+        assert img.GetMetaData("iqt_made_by") == "iqt biqt std mm2/s"
+
+
+def test_a_failed_nrrd_map_write_leaves_no_output(runs, tmp_path, capsys, monkeypatch):
+    """The direction map's write fails as a full disk does, after the tensor and the std map: none is left (all or
+    none, fileio/staging.py), nor a temporary file."""
+    from ImageQualityTransferLib.fileio import nrrd as nrrd_io
+
+    (tmp_path / "lr.nii.gz").write_bytes((runs / "lr.nii.gz").read_bytes())
+    real, calls = nrrd_io._write_data, []
+
+    def write(f, arr, compress, level):
+        calls.append(arr.shape)
+        if len(calls) == 3:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(f, arr, compress, level)
+
+    monkeypatch.setattr(nrrd_io, "_write_data", write)
+    code, _, err = run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "--method", "biqt", "--factor", "2", "-o",
+                           tmp_path / "o.nrrd", "--uncertainty", tmp_path / "u.nrrd", "--threads", "1")
+    assert len(calls) == 3 and code != 0 and "no space is left" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
+
+
+def test_a_mask_and_a_map_round_trip_through_save_scalar(tmp_path):
+    vol = bundle_volume(GRID, shape=(3, 4, 5))
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    for name, values in (("m.nrrd", data), ("b.nhdr", data > 30)):
+        fileio.save_scalar(vol.replace(data=values, kind="scalar"), tmp_path / name, "iqt biqt fa_std unitless")
+        got = fileio.load_scalar(tmp_path / name)
+        np.testing.assert_array_equal(got.data, values.astype(np.float32))
+        np.testing.assert_array_equal(got.affine, GRID)
+        assert got.meta["descrip"] == "iqt biqt fa_std unitless"

@@ -5,6 +5,7 @@ scalar volume, a wrong order, a mask on another grid) and a port in use are refu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -1164,7 +1165,7 @@ def test_a_run_that_does_not_report_is_said_to_be_waited_for_and_a_second_ctrl_c
         release.set()
         signal.signal(signal.SIGINT, old)
     said = capsys.readouterr().err.splitlines()
-    assert said == ["stopping: waiting for espcn to reach a point where it can stop; Ctrl-C again to force"], said
+    assert said == ["stopping: waiting for espcn to reach a point where it can stop, 5 s at most; Ctrl-C again to force"], said
     assert threads[0].daemon
 
 
@@ -1183,7 +1184,89 @@ def test_the_stopping_line_after_sigterm_names_the_signal_received(monkeypatch, 
     threading.Timer(0.1, release.set).start()
     viewer._wait_for_run(signal.SIGTERM)
     said = capsys.readouterr().err.splitlines()
-    assert said == ["stopping: waiting for espcn to reach a point where it can stop; send SIGTERM again to force"], said
+    assert said == ["stopping: waiting for espcn to reach a point where it can stop, 5 s at most; send SIGTERM again to "
+                    "force"], said
+
+
+class FakeServer:
+    """trame's server as Viewer.serve uses it: `start` runs an event loop on this, the main, thread (as wslink does),
+    which sends `signum` to this process once it runs; `state` records what the page was sent, in order."""
+
+    def __init__(self, signum):
+        self.signum, self.sent = signum, []
+        self.state = self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.sent.append(("flush", getattr(self, "stopping", "")))
+
+    @property
+    def network_completion(self):
+        async def sent():
+            self.sent.append(("sent", None))
+        return sent()
+
+    def start(self, **_):
+        async def serving():
+            asyncio.get_running_loop().call_soon(os.kill, os.getpid(), self.signum)
+            await asyncio.sleep(5)
+            self.sent.append(("served on", None))
+
+        outer = asyncio.events._get_running_loop()  # Playwright's, where this module's browser tests ran before
+        asyncio.events._set_running_loop(None)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(serving())
+        finally:
+            loop.close()
+            asyncio.events._set_running_loop(outer)
+
+
+@contextlib.contextmanager
+def serving_a_run_without_reports(signum, seconds: float = 2.0):
+    """A Viewer serving on a FakeServer that sends `signum`, with the command's signal handlers (apps/signals.py),
+    while its method runs `seconds` without a progress report; yields (the viewer, its server)."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals, view
+
+    release = threading.Event()
+    viewer = view.Viewer.__new__(view.Viewer)
+    viewer.server = FakeServer(signum)
+    viewer._stop, viewer._running = threading.Event(), "espcn"
+    viewer._work = view._Worker().submit(release.wait, seconds)
+    old = signal.signal(signum, signals._on_signal)
+    try:
+        yield viewer, viewer.server
+    finally:
+        release.set()
+        signal.signal(signum, old)
+
+
+def test_sighup_while_a_run_does_not_report_ends_the_command_after_a_grace(monkeypatch, capsys):
+    """SIGHUP (its terminal closed: nobody to send a second signal), or one Ctrl-C, while the method computes
+    without a progress report waited for its next report (23.5 s in a pty: a review); the run is now left after
+    STOP_GRACE_S, with the command's own line and exit (SIGHUP: 129); its thread is a daemon's, and `iqt view`
+    writes no file."""
+    import signal
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import signals, view
+
+    monkeypatch.setattr(view, "STOP_SAY_S", 0.05)
+    monkeypatch.setattr(view, "STOP_GRACE_S", 0.3, raising=False)  # absent before 0.21.0: then fails on the wait
+    with serving_a_run_without_reports(signal.SIGHUP) as (viewer, server):
+        started = time.monotonic()
+        with pytest.raises(signals.Terminated) as stopped:
+            viewer.serve(port=0)
+        took = time.monotonic() - started
+        assert not viewer._work.done()  # left, not waited for
+    assert stopped.value.signum == signal.SIGHUP and took < 1.5, took
+    said = capsys.readouterr().err.splitlines()
+    assert said == ["stopping: waiting for espcn to reach a point where it can stop, 0.3 s at most; send SIGHUP again "
+                    "to force"], said
 
 
 def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:

@@ -678,8 +678,10 @@ class Viewer:
 
     def _wait_for_run(self, signum=None) -> None:
         """The run under way stops at its next progress report (Cancelled there); one that reports none for a while
-        (a model's single pass) is said on the terminal at once, so that Ctrl-C is not met with silence. Its thread is
-        a daemon's (_Worker): a second Ctrl-C raises here and the command exits without joining it."""
+        (a model's single pass) is said on the terminal at once, so that Ctrl-C is not met with silence, and is left
+        after STOP_GRACE_S: SIGHUP with its terminal gone has nobody to send a second signal (it had waited for the
+        method's next report). Its thread is a daemon's (_Worker), which exit does not join; `iqt view` writes no
+        file, so nothing is left half-written. A second Ctrl-C raises here at once."""
         work = self._work
         if work is None or work.done():
             return
@@ -687,12 +689,13 @@ class Viewer:
             return
         again = "Ctrl-C" if signum in (None, signal.SIGINT) else f"send {signal.Signals(signum).name}"  # as received
         with contextlib.suppress(OSError):  # a terminal gone (SIGHUP): EIO had replaced the signal, exit 1
-            print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop; "
-                  f"{again} again to force", file=sys.stderr, flush=True)
-        futures.wait([work])
+            print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop, "
+                  f"{STOP_GRACE_S:g} s at most; {again} again to force", file=sys.stderr, flush=True)
+        futures.wait([work], timeout=max(STOP_GRACE_S - STOP_SAY_S, 0.0))
 
 
 STOP_SAY_S = 0.5  # a run still going this long after Ctrl-C is said to be waited for (Viewer._wait_for_run)
+STOP_GRACE_S = 5.0  # and is left, the command ending without it, this long after the signal (Viewer._wait_for_run)
 
 
 class _Worker:

@@ -841,6 +841,7 @@ def test_the_page_states_its_convention():
 
     viewer = view.Viewer("unused.nii.gz", "cubic", 2, server_name="test-convention")
     assert "radiological: patient right on screen left" in viewer.ui.html
+    assert 'id="iqt-stopping"' in viewer.ui.html  # what the page says while the server stops (_say_stopping)
 
 
 @pytest.mark.slow
@@ -1267,6 +1268,27 @@ def test_sighup_while_a_run_does_not_report_ends_the_command_after_a_grace(monke
     said = capsys.readouterr().err.splitlines()
     assert said == ["stopping: waiting for espcn to reach a point where it can stop, 0.3 s at most; send SIGHUP again "
                     "to force"], said
+
+
+
+def test_the_page_is_told_the_server_stops_before_its_loop_stops(monkeypatch):
+    """A signal while serving stopped the server's loop at once, so the page could show nothing newer: it said
+    "computing" until the command ended, 18 s after SIGHUP (a review). The page is now sent why it stops, and that the
+    run is cancelled, before the loop stops (the overlay #iqt-stopping; the page once stopped: the test above)."""
+    import signal
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import view
+
+    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(view, "STOP_GRACE_S", 0.05, raising=False)
+    with serving_a_run_without_reports(signal.SIGINT) as (viewer, server):
+        with pytest.raises(KeyboardInterrupt):
+            viewer.serve(port=0)
+    assert [what for what, _ in server.sent] == ["flush", "sent"], server.sent
+    said = server.sent[0][1]
+    assert said.startswith("Its iqt view command got Ctrl-C; the espcn run under way is cancelled") and \
+        "start iqt view again, then reload this page" in said, said
 
 
 def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:

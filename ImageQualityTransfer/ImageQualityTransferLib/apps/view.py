@@ -159,6 +159,7 @@ class Viewer:
         s.runs = 0
         s.pages = 0  # browser tabs or windows open on this server: they share one state and one picture
         s.running = ""  # the method being computed, said over the right view until its result replaces the picture
+        s.stopping = ""  # why the server stops, said over the whole page until it has (_say_stopping)
         s.change("opacity")(self._on_opacity)
         s.change("from_median")(self._on_from_median)
         s.change("display_mode")(self._on_display_mode)
@@ -240,6 +241,14 @@ class Viewer:
                     with html.Div(id="iqt-views", style="flex: 1; display: flex; min-height: 0;"):
                         self.layout_manager.initialize_layout_grid(layout)
                     html.Div("{{ status }}", id="iqt-status", style="color: #aaa; padding: 2px 12px; font-size: 13px;")
+                # over the whole page, its controls too: the loop stops right after it is sent (Viewer._say_stopping)
+                with html.Div(id="iqt-stopping", v_if=("stopping",),
+                              style="position: fixed; inset: 0; z-index: 3000; background: rgba(18, 18, 18, 0.85); "
+                                    "color: #ddd; display: flex; align-items: center; justify-content: center; "
+                                    "font: 18px Roboto, sans-serif; text-align: center;"):
+                    with html.Div(style="max-width: 720px; padding: 16px;"):
+                        html.Div("The IQT viewer is stopping.", style="font-size: 22px; margin-bottom: 12px;")
+                        html.Div("{{ stopping }}")
         self.ui = layout
 
     def _view_gutter(self, server, view_id, view) -> None:
@@ -653,7 +662,7 @@ class Viewer:
         self.host = host
         argv, sys.argv = sys.argv, sys.argv[:1]
         caught: dict = {}
-        before = _stop_loop_on_signal(caught)
+        before = _stop_loop_on_signal(caught, self._say_stopping)
         try:
             self.server.start(port=port, host=host, open_browser=False, show_connection_info=False, timeout=0,
                               disable_logging=True, thread=True)  # thread: no signal handlers of its own
@@ -676,6 +685,18 @@ class Viewer:
             self._stop.set()
             self._wait_for_run(caught.get("signum"))
 
+    async def _say_stopping(self, signum) -> None:
+        """The page told that the server stops, and why, before its loop stops (serve): after it the page could show
+        nothing newer, and had said "computing" until the command ended."""
+        why = {signal.SIGINT: "got Ctrl-C", signal.SIGTERM: "was sent SIGTERM"}.get(
+            signum, "lost its terminal (SIGHUP)" if signum == getattr(signal, "SIGHUP", None) else "was stopped")
+        run = (f"; the {self._running} run under way is cancelled (waited for {STOP_GRACE_S:g} s at most)"
+               if self._running else "")
+        with self.server.state as s:
+            s.stopping = (f"Its iqt view command {why}{run}. This page shows nothing more: once the command has ended, "
+                          "start iqt view again, then reload this page.")
+        await self.server.network_completion  # sent, not only queued on the loop about to stop
+
     def _wait_for_run(self, signum=None) -> None:
         """The run under way stops at its next progress report (Cancelled there); one that reports none for a while
         (a model's single pass) is said on the terminal at once, so that Ctrl-C is not met with silence, and is left
@@ -696,6 +717,7 @@ class Viewer:
 
 STOP_SAY_S = 0.5  # a run still going this long after Ctrl-C is said to be waited for (Viewer._wait_for_run)
 STOP_GRACE_S = 5.0  # and is left, the command ending without it, this long after the signal (Viewer._wait_for_run)
+STOP_PUSH_S = 0.5  # the longest the page's "stopping" may hold up the loop's stop (Viewer._say_stopping)
 
 
 class _Worker:
@@ -717,12 +739,13 @@ class _Worker:
         return future
 
 
-def _stop_loop_on_signal(caught: dict) -> list:
+def _stop_loop_on_signal(caught: dict, say=None) -> list:
     """While serving, SIGINT, SIGTERM and SIGHUP are recorded in `caught` and stop the event loop from a callback of
-    its own: raised where they landed, inside a VTK observer (the slice views' Viewer._remember, a legend's resize),
-    VTK caught the KeyboardInterrupt, printed "Caught a Ctrl-C within python, exiting program." and exited 1; a
-    Terminated raised in a task was kept there and the server served on (Testing/apps/test_view.py). Outside the
-    loop, or a second signal, raises at once as `signals._on_signal` does. Returns [(signal, handler before)]."""
+    its own, once `say(signum)` (a coroutine function: the page told) has run, STOP_PUSH_S at most: raised where they
+    landed, inside a VTK observer (the slice views' Viewer._remember, a legend's resize), VTK caught the
+    KeyboardInterrupt, printed "Caught a Ctrl-C within python, exiting program." and exited 1; a Terminated raised in
+    a task was kept there and the server served on (Testing/apps/test_view.py). Outside the loop, or a second signal,
+    raises at once as `signals._on_signal` does. Returns [(signal, handler before)]."""
     if threading.current_thread() is not threading.main_thread():
         return []
 
@@ -735,7 +758,11 @@ def _stop_loop_on_signal(caught: dict) -> list:
                 raise KeyboardInterrupt from exc  # asyncio passes on KeyboardInterrupt from a callback, not Terminated
             return
         caught["signum"] = signum
-        loop.call_soon_threadsafe(_interrupt)
+
+        def stop():  # the task kept in `caught`: the loop holds its tasks only weakly
+            caught["stopping"] = loop.create_task(_said_then_stop(say, signum))
+
+        loop.call_soon_threadsafe(_interrupt if say is None else stop)
 
     return _take_signals(on_signal)
 
@@ -773,6 +800,14 @@ def signals_held():
             signal.signal(sig, handler)
     if held:
         raise KeyboardInterrupt if held[0] == signal.SIGINT else signals.Terminated(held[0])
+
+
+async def _said_then_stop(say, signum) -> None:
+    try:
+        with contextlib.suppress(Exception):  # the page's word never keeps the server from stopping
+            await asyncio.wait_for(say(signum), STOP_PUSH_S)
+    finally:
+        asyncio.get_running_loop().call_soon(_interrupt)
 
 
 def _interrupt() -> None:

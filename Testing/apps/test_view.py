@@ -1059,6 +1059,76 @@ def test_ctrl_c_stops_the_viewer_while_a_method_runs(lowres, tmp_path, sig="SIGI
     assert len(lines) == 1 and lines[0].startswith(said), lines
 
 
+
+BUSY_IN_TORCH = """
+import sys, time
+from ImageQualityTransferLib.methods import base
+def busy(method, lr, factor, mask=None, progress=None, **kw):  # a model's single pass: torch computing, no report
+    import torch
+    print("computing", file=sys.stderr, flush=True)
+    a, end = torch.randn(400, 400), time.monotonic() + 60
+    while time.monotonic() < end:
+        a = torch.tanh(a @ a)
+base.predict_within = busy
+from ImageQualityTransferLib.apps.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_a_forced_stop_while_torch_computes_exits_with_the_signals_status(lowres, tmp_path):
+    """A second Ctrl-C while the method computes in torch without a report ended `iqt view` with its closing line, then
+    "terminate called without an active exception" and SIGABRT: the interpreter's exit stopped the run's daemon
+    thread inside torch's C++ (exit -6, not 130: a review). A run left after STOP_GRACE_S takes the same exit."""
+    import signal as signals
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    pytest.importorskip("torch", reason="PyTorch is not installed")
+    lr, _ = lowres
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+    log = tmp_path / "view.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", BUSY_IN_TORCH, "view", str(lr), "--method", "cubic", "--port",
+                                 "0", "--threads", "1"], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            for wanted in ("computing", "stopping:"):
+                end = time.monotonic() + 60
+                while wanted not in log.read_text() and proc.poll() is None and time.monotonic() < end:
+                    time.sleep(0.05)
+                assert proc.poll() is None, log.read_text()[-1000:]
+                proc.send_signal(signals.SIGINT)
+            code = proc.wait(20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert code == 130 and "terminate called" not in text, (code, text[-1000:])
+    assert [line for line in text.splitlines() if line.startswith("iqt")] == [
+        "iqt: interrupted; no partial output was left"], text[-1000:]
+
+
+def test_a_thread_left_running_is_exited_past(monkeypatch, capsys):
+    """Only a thread a stopped command left running (iqt view's run) makes the `iqt` process exit at once, with the
+    command's status, past the interpreter's exit (which aborted inside torch: the test above)."""
+    from ImageQualityTransferLib.apps import signals
+
+    exits = []
+    monkeypatch.setattr(signals.os, "_exit", exits.append)
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(5,), daemon=True)
+    monkeypatch.setattr(signals, "left_running", [thread])
+    signals.exit_past_left_threads(129)  # not started: nothing left running
+    thread.start()
+    try:
+        signals.exit_past_left_threads(130)
+    finally:
+        release.set()
+        thread.join(5)
+    signals.exit_past_left_threads(143)  # ended
+    assert exits == [130], exits
+
+
 SIGNAL_IN_AN_OBSERVER = r"""
 import asyncio, os, signal, sys, threading
 from vtkmodules.vtkCommonCore import vtkObject

@@ -4,7 +4,10 @@ cohort runner (`apps.batch`), which must not lose one while its local workers st
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 import threading
 
 
@@ -78,3 +81,19 @@ def handle_signals() -> list:
         return []
     names = ("SIGINT", "SIGTERM", "SIGHUP")
     return [(sig, signal.signal(sig, _on_signal)) for sig in (getattr(signal, n, None) for n in names) if sig is not None]
+
+
+left_running: list = []  # threads a stopped command left running: iqt view's run (apps/view.py Viewer._wait_for_run)
+
+
+def exit_past_left_threads(code: int) -> None:
+    """End the process now, with `code`, where a thread in `left_running` is still alive: the interpreter's exit stops
+    a daemon thread with pthread_exit, which inside torch's C++ ends in std::terminate ("terminate called without an
+    active exception", SIGABRT: exit 134 after a closing line that had said 130 or 129). Nothing is left to finalize:
+    the command's outputs are written or removed by then (apps/cli/__init__.py `_run`)."""
+    if not any(t.is_alive() for t in left_running):
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -706,6 +706,7 @@ class Viewer:
         work = self._work
         if work is None or work.done():
             return
+        signals.left_running.append(work.thread)  # the command then exits past it (signals.exit_past_left_threads)
         if not futures.wait([work], timeout=STOP_SAY_S).not_done:
             return
         again = "Ctrl-C" if signum in (None, signal.SIGINT) else f"send {signal.Signals(signum).name}"  # as received
@@ -735,7 +736,8 @@ class _Worker:
             except BaseException as exc:  # the run's own error, given to the page by Viewer._run
                 future.set_exception(exc)
 
-        threading.Thread(target=work, name="iqt-view", daemon=True).start()
+        future.thread = threading.Thread(target=work, name="iqt-view", daemon=True)
+        future.thread.start()
         return future
 
 

@@ -18,7 +18,7 @@ import warnings
 from ...core import threads
 from ...core.errors import OUT_OF_MEMORY as _OUT_OF_MEMORY, IQTError, IQTWarning
 from ..signals import (DEFER_S, Terminated, _deferred, _importing, _on_signal, _resend,  # noqa: F401 (re-exported)
-                       cancel_deferred, handle_signals)
+                       cancel_deferred, exit_past_left_threads, handle_signals)
 from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample, view
 
 COMMANDS = (fit, upsample, evaluate, benchmark, batch, demo, train, track, propagate, lesion_check, report, view)
@@ -226,7 +226,10 @@ def main(argv=None) -> int:
             # get their handlers back
             signal.signal(sig, signal.SIG_IGN if process else handler)
     # a reader gone early: the work was done; exit as a shell reports a process that SIGPIPE stopped
-    return 141 if printed.gone and code == 0 else code
+    code = 141 if printed.gone and code == 0 else code
+    if process:
+        exit_past_left_threads(code)  # iqt view's run left in torch: the interpreter's exit had aborted (134)
+    return code
 
 
 def _record(args) -> dict:

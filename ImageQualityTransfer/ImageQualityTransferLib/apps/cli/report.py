@@ -60,6 +60,12 @@ def run(args):
         for name in [n for n in names if n in methods.names()]:  # an unknown name is said where the methods are chosen
             method = methods.get(name)
             method.check_memory(shape3, f, method.gives_uncertainty)
+    if args.input and f is not None:  # a learned method with no shipped model for f: refused before the input is
+        given = {text.partition("=")[0].strip() for text in args.model}  # read (load fails on the registry, no torch)
+        for name in method_names(args, f) or []:
+            if name in methods.names() and name not in given and methods.method_class(name).learned \
+                    and not methods.serves(methods.shipped_factors(name), f):
+                methods.get(name).load(f)
     check_subjects("report", [args.subject])  # its DWI from its header, before any data is read
     if args.input:
         with warnings.catch_warnings(record=True) as caught:  # what reading says about the input heads the page too

@@ -598,9 +598,10 @@ def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch)
     assert run_cli(capsys, "methods")[2] == err
 
 
-def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000, command=False):
+def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000, command=False, unbuffered=False):
     """`iqt argv` in this process with stdout a full non-blocking pipe (a reader that set O_NONBLOCK, one page, `fill`
-    bytes already in it): (exit code, stderr). `command`: as the `iqt` command calls main (argv from sys.argv)."""
+    bytes already in it): (exit code, stderr). `command`: as the `iqt` command calls main (argv from sys.argv);
+    `unbuffered`: stdout as PYTHONUNBUFFERED=1 makes it (no buffer, write-through)."""
     import fcntl
     import io
 
@@ -608,7 +609,8 @@ def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000, command=False):
     fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: one page
     os.write(w, b"x" * fill)
     os.set_blocking(w, False)
-    full = io.TextIOWrapper(io.BufferedWriter(io.FileIO(w, "w", closefd=True)), encoding="utf-8")
+    raw = io.FileIO(w, "w", closefd=True)
+    full = io.TextIOWrapper(raw if unbuffered else io.BufferedWriter(raw), encoding="utf-8", write_through=unbuffered)
     monkeypatch.setattr(sys, "stdout", full)
     try:
         if command:
@@ -650,6 +652,16 @@ def test_version_and_help_with_a_full_non_blocking_stdout_are_one_line(capsys, m
     with pytest.raises(SystemExit):  # an in-process caller's --version still exits as argparse does
         cli.main(["--version"])
     assert capsys.readouterr().out.startswith("iqt ")
+
+
+@FULL_PIPE
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["methods", "--help"], ["methods"]])
+def test_a_full_non_blocking_stdout_under_pythonunbuffered_is_one_line(capsys, monkeypatch, argv):
+    """Under PYTHONUNBUFFERED=1 a write to a full non-blocking pipe is lost without an error (FileIO.write returns None):
+    `iqt --version` and `iqt --help` had printed nothing and exited 0. Now the line `iqt methods` gives, exit 1."""
+    code, err = _with_full_stdout(capsys, monkeypatch, *argv, fill=4096, command=True, unbuffered=True)
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("iqt: error: a read or write could not complete without blocking ("), err
 
 
 @FULL_PIPE

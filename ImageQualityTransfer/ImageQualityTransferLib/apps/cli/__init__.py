@@ -127,6 +127,19 @@ class _Printed:
         return getattr(self.stream, name)
 
 
+def _buffer_stdout() -> None:
+    """Under PYTHONUNBUFFERED (python -u) stdout writes straight to its file, and a full non-blocking pipe's EAGAIN
+    is lost there (FileIO.write returns None, which TextIOWrapper ignores): `iqt --help` had written nothing and exited
+    0. A buffer over it, flushed at each line as -u would, raises BlockingIOError, which main and _run say."""
+    import io
+
+    out = sys.stdout
+    raw = getattr(out, "buffer", None)
+    if isinstance(out, io.TextIOWrapper) and isinstance(raw, io.RawIOBase):
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding, errors=out.errors,
+                                      line_buffering=True)
+
+
 def _encodable(text: str, encoding: str | None) -> str:
     """`text` with the characters `encoding` lacks as backslash escapes."""
     try:
@@ -178,6 +191,7 @@ def main(argv=None) -> int:
         # the figures are drawn on Agg canvases without pyplot (apps/figures.py): the environment's backend is never
         # used, and an unknown one ended 'iqt demo' and 'iqt report' in an internal error after all their work (audit)
         os.environ.pop("MPLBACKEND", None)
+        _buffer_stdout()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser = build_parser()
@@ -197,6 +211,12 @@ def main(argv=None) -> int:
                 _Printed(sys.stdout)._lost()
                 return 141
         raise
+    except BlockingIOError as blocked:  # --version's own print, stdout line-buffered (_buffer_stdout): as above
+        if not process:
+            raise
+        print(_would_block(blocked), file=sys.stderr)
+        _Printed(sys.stdout)._lost()
+        return 1
     except BrokenPipeError:  # the help longer than the pipe holds, its reader gone while argparse wrote it
         if not process:
             raise

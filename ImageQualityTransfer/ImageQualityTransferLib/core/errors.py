@@ -28,14 +28,27 @@ _PROCESS_STARTS = {("subprocess.py", "_execute_child"), ("subprocess.py", "_posi
                    ("popen_fork.py", "_launch"), ("util.py", "spawnv_passfds")}
 
 
+# what a failure to get memory, a thread or a process is turned into while it is handled, implicitly (__context__): Dask's
+# nanny an AssertionError, then RuntimeError "Nanny failed to start." (Testing/apps/test_cli.py _nanny_failed), and
+# concurrent.futures' BrokenExecutor is a RuntimeError; torch's allocator raises a RuntimeError itself
+_WRAPPED_AS = (RuntimeError, AssertionError)
+
+
 def _chain(exc: BaseException, depth: int = 8):
-    """`exc` and what it was raised from or while handling (__cause__, else __context__), at most `depth` deep: Dask
-    wraps a refused start as RuntimeError "Nanny failed to start." (distributed/core.py, raised from the refusal's
-    handling; `iqt batch --workers 2` under ulimit -u had ended in an internal error). Not past `raise ... from None`:
-    a bug raised so while handling a MemoryError is a bug (Testing/apps/test_cli.py)."""
+    """`exc` and what it was raised from or while handling, at most `depth` deep: its __cause__ (`raise ... from`)
+    always, its __context__ only where `exc` is of a kind those failures are wrapped in (`_WRAPPED_AS`): Dask wraps a
+    refused start as RuntimeError "Nanny failed to start." (distributed/core.py, raised from the refusal's handling;
+    `iqt batch --workers 2` under ulimit -u had ended in an internal error). The error said is the last one raised: a
+    bug (a TypeError, a KeyError) raised while handling a MemoryError is a bug, with or without `raise ... from None`
+    (Testing/core/test_errors_chain.py)."""
     while exc is not None and depth > 0:
         yield exc
-        after = exc.__cause__ if exc.__cause__ is not None else None if exc.__suppress_context__ else exc.__context__
+        if exc.__cause__ is not None:
+            after = exc.__cause__
+        elif exc.__suppress_context__ or not isinstance(exc, _WRAPPED_AS):
+            after = None
+        else:
+            after = exc.__context__
         exc, depth = after, depth - 1
 
 

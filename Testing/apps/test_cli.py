@@ -727,6 +727,28 @@ def test_a_refusal_wrapped_by_dask_is_the_out_of_memory_line(capsys, monkeypatch
     assert "internal error: KeyError" in run_cli(capsys, "methods")[2]
 
 
+def test_a_dask_worker_process_that_died_starting_is_the_process_line(capsys, monkeypatch):
+    """`iqt batch --workers 2` under `ulimit -u 8` or 12 (as another user, 2 workers): each worker process met the limit in
+    its own first thread (distributed/process.py), which this process never sees; Dask raised RuntimeError "Nanny failed
+    to start." from "Nanny failed to start worker process", and it had ended as an internal error."""
+    import resource
+
+    from ImageQualityTransferLib.apps.cli import demo
+
+    try:
+        try:
+            raise RuntimeError("Nanny failed to start worker process")
+        except RuntimeError as died:
+            raise RuntimeError("Nanny failed to start.") from died
+    except RuntimeError as exc:
+        nanny = exc
+    monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(nanny))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    code, out, err = run_cli(capsys, "methods")
+    assert code == 1 and err.count("\n") == 1 and "internal error" not in err, err
+    assert err.startswith("iqt: error: out of memory or of processes: a process could not start ("), err
+
+
 @pytest.mark.parametrize("refusal", ["runtime", "process"])
 @pytest.mark.parametrize("address", [True, False])
 def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(capsys, monkeypatch, tmp_path, address,

@@ -52,10 +52,17 @@ def _chain(exc: BaseException, depth: int = 8):
         exc, depth = after, depth - 1
 
 
+# Dask's nanny when its worker process died before it could report (distributed/nanny.py start_unsafe): under ulimit -u
+# the refusal is raised in that child (its first thread, distributed/process.py), which this process never sees
+WORKER_PROCESS_DIED = "Nanny failed to start worker process"
+
+
 def _process_refused(exc: BaseException) -> bool:
     import errno
     import os
 
+    if isinstance(exc, RuntimeError) and str(exc) == WORKER_PROCESS_DIED:
+        return True
     if not (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or hasattr(exc, "characters_written"):
         return False
     tb = exc.__traceback__
@@ -70,8 +77,8 @@ def _process_refused(exc: BaseException) -> bool:
 def process_not_started(exc: BaseException) -> bool:
     """A process that could not start: OSError EAGAIN (BlockingIOError "Resource temporarily unavailable", ulimit -u or
     a pids.max met) raised through where fork or posix_spawn is called (`_PROCESS_STARTS`), as `exc` or in its chain
-    (`_chain`). Not a non-blocking write's EAGAIN (a full pipe given as stdout): that one carries characters_written or
-    is raised elsewhere."""
+    (`_chain`), or a Dask worker process that died starting (`WORKER_PROCESS_DIED`). Not a non-blocking write's EAGAIN
+    (a full pipe given as stdout): that one carries characters_written or is raised elsewhere."""
     return any(_process_refused(e) for e in _chain(exc))
 
 

@@ -88,3 +88,26 @@ def test_the_dev_scanner_is_named_as_its_sidecars_name_it():
     assert len(rows) == 4
     named = [r for r in rows if "Siemens" in r]
     assert named and all("Siemens Prisma fit (3 T)" in r for r in named), named
+
+
+def _step(text: str, n: int) -> str:
+    return re.search(rf"^{n}\. (.+?)(?=^\d+\. |^#|\Z)", text, re.M | re.S).group(1)
+
+
+def test_the_slicer_steps_name_the_preselected_method_with_and_without_pytorch(monkeypatch):
+    # the module preselects methods.viewer_default, which skips methods runs_here rejects: a fresh install has no torch
+    import importlib.util
+
+    from ImageQualityTransferLib.methods import registry
+
+    with_torch = registry.viewer_default(2)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    without = registry.viewer_default(2)
+    assert with_torch != without, (with_torch, without)
+    slicer = (REPO / "docs/slicer.md").read_text(encoding="utf-8")
+    pick = slicer.split("**Pick a method.**", 1)[1].split("\n## ", 1)[0]
+    readme = (REPO / "README.md").read_text(encoding="utf-8").split("**Pick a method.**", 1)[1].split("\n## ", 1)[0]
+    for where, text in [("slicer.md step 4", _step(slicer, 4)), ("slicer.md Pick a method", pick),
+                        ("README.md", readme)]:
+        assert f"`{with_torch}`" in text and f"`{without}`" in text, (where, with_torch, without)

@@ -111,3 +111,12 @@ def test_the_slicer_steps_name_the_preselected_method_with_and_without_pytorch(m
     for where, text in [("slicer.md step 4", _step(slicer, 4)), ("slicer.md Pick a method", pick),
                         ("README.md", readme)]:
         assert f"`{with_torch}`" in text and f"`{without}`" in text, (where, with_torch, without)
+
+
+def test_the_inputs_steps_give_the_margin_to_a_low_res_mask_only():
+    # methods/inputs.py: a low-res mask is widened by one low-res voxel; one on the output grid cuts to exactly itself
+    text = _step((REPO / "docs/inputs.md").read_text(encoding="utf-8"), 3)
+    flat = " ".join(text.split())
+    low, high = flat.split("high-res", 1)
+    assert "low-res grid" in low and "margin" in low, flat
+    assert "exactly" in high and "margin" not in high.replace("no margin", ""), flat

@@ -120,3 +120,12 @@ def test_the_inputs_steps_give_the_margin_to_a_low_res_mask_only():
     low, high = flat.split("high-res", 1)
     assert "low-res grid" in low and "margin" in low, flat
     assert "exactly" in high and "margin" not in high.replace("no margin", ""), flat
+
+
+@pytest.mark.parametrize("page", USER_PAGES + ["docs/measurements.md", "docs/conventions.md", "docs/design.md"])
+def test_every_paragraph_closes_its_parentheses(page):
+    # a note cut from the middle of a parenthesis leaves it open (or a stray ')') for the rest of the paragraph
+    text = re.sub(r"`[^`]*`", "``", re.sub(r"```.*?```", "", (REPO / page).read_text(encoding="utf-8"), flags=re.S))
+    odd = [" ".join(p.split())[:120] for p in re.split(r"\n\s*\n|\n(?=\s*- )|\n(?=\d+\. )", text)
+           if p.count("(") != p.count(")")]
+    assert not odd, f"{page}: paragraphs whose parentheses do not balance: {odd}"

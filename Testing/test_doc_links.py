@@ -173,3 +173,37 @@ def test_the_readme_methods_table_agrees_with_iqt_methods():
         assert name in rows or f"`{name}`" in intro, f"{name}: neither in the README's methods table nor named beside it"
         if name in rows:
             assert (rows[name] == "–") == (not methods.get(name).gives_uncertainty), (name, rows[name])
+
+
+def _link_texts(path: Path):
+    """(link text, target) of every relative link on the page, paragraphs joined, inline code left out."""
+    text = re.sub(r"`[^`]*`", "``", "\n".join(line for _, line in prose_lines(path.read_text(encoding="utf-8"))))
+    for m in LINK.finditer(re.sub(r"\s*\n\s*", " ", text)):
+        if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", m.group(2)):
+            yield m.group(1), m.group(2)
+
+
+def _title(path: Path) -> str:
+    m = re.search(r"^# (.+)$", path.read_text(encoding="utf-8"), re.M)
+    return slug(m.group(1)) if m else ""
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_a_link_named_after_a_heading_goes_to_that_heading(page):
+    # the anchor resolving is not enough: "What the pooled figures hide" had led to the section above it
+    wrong = []
+    for label, target in _link_texts(page):
+        file, _, anchor = target.partition("#")
+        dest = (page.parent / file).resolve() if file else page
+        if (anchor and dest.suffix == ".md" and dest.exists() and slug(label) in anchors(dest) - {_title(dest)}
+                and slug(label) != anchor):
+            wrong.append(f"[{label}]({target})")
+    assert not wrong, f"{page.name}: links whose text is a heading of the page they point to, at another anchor: {wrong}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_below_and_above_name_a_heading_of_the_page(page):
+    # "(below, *Without a brain mask*)" had pointed to a section of another page
+    text = " ".join(line for _, line in prose_lines(page.read_text(encoding="utf-8")))
+    named = re.findall(r"\((?:below|above), \*([^*]+)\*\)", text)
+    assert not [n for n in named if slug(n) not in anchors(page)], (page.name, named)

@@ -132,3 +132,35 @@ def test_every_paragraph_closes_its_parentheses(page):
     odd = [" ".join(p.split())[:120] for p in re.split(r"\n\s*\n|\n(?=\s*- )|\n(?=\d+\. )", text)
            if p.count("(") != p.count(")")]
     assert not odd, f"{page}: paragraphs whose parentheses do not balance: {odd}"
+
+
+def test_the_benchmark_inputs_name_every_dwi_file_a_subject_folder_takes(tmp_path):
+    # dmri/subject.py dwi_path takes dwi.nii.gz, else dwi.nii
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    sec = _section((REPO / "docs/command-line.md").read_text(encoding="utf-8"), "iqt benchmark")
+    inputs = sec.split("- **Inputs:**", 1)[1].split("\n- ", 1)[0]
+    for name in ("dwi.nii.gz", "dwi.nii"):
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        for f in (name, "dwi.bval", "dwi.bvec"):
+            (folder / f).write_bytes(b"")
+        assert dwi_path(folder).name == name
+        assert f"`{name}`" in inputs, (name, inputs)
+
+
+def test_option_pointers_point_where_the_option_is_described():
+    text = (REPO / "docs/command-line.md").read_text(encoding="utf-8")
+    bench = _section(text, "iqt benchmark")
+    tta = next(line for line in bench.splitlines() if line.strip().startswith("- `--tta`"))
+    # --tta is described under iqt upsample, above the benchmark's section, not below it
+    assert "below" not in tta.split(";", 1)[0] and "#iqt-upsample" in tta, tta
+    prop = next(line for line in _section(text, "iqt propagate").splitlines() if line.strip().startswith("- `--factor"))
+    # --factor sets the factors (default 2); only --voxel-size chooses them from the input's grid
+    assert "default 2" in prop and "--voxel-size" in prop, prop
+
+
+def test_the_slicer_steps_use_the_panels_words_for_the_mask():
+    ui = (REPO / "ImageQualityTransfer/Resources/UI/ImageQualityTransfer.ui").read_text(encoding="utf-8")
+    label = re.search(r"<string>(Brain[^<]*):</string>", ui).group(1)
+    assert f"**{label}**" in _step((REPO / "docs/slicer.md").read_text(encoding="utf-8"), 3), label

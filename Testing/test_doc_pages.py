@@ -174,3 +174,24 @@ def test_the_unreleased_changelog_says_the_user_pages_were_restructured():
     doc = " ".join(" ".join(line.split()) for line in re.findall(r"^- Documentation:.*?(?=^- |^\S|\Z)", top, re.M | re.S))
     assert all(w in doc for w in ("docs/inputs.md", "docs/slicer.md", "step by step", "Moved from the user pages",
                                   "propagate", "report", "benchmark", "track")), doc
+
+
+def test_what_is_refused_is_a_list_of_short_items():
+    # the Memory item had grown to 2,344 characters with a fragment left over from a cut ("…limit;\nbefore any work;")
+    text = (REPO / "docs/inputs.md").read_text(encoding="utf-8").split("\n## What is refused", 1)[1]
+    items = [" ".join(i.split()) for i in re.split(r"\n(?=- )", text) if i.startswith("- ")]
+    assert items and not [i[:80] for i in items if len(i) > 1200], [len(i) for i in items]
+    assert not re.search(r";\s*before any work;", text)
+    memory = text.split("**Memory**", 1)[1].split("\n**", 1)[0]
+    # apps/cli: an IQTError is exit 2 before any work; out of memory during the work is one line and exit 1
+    assert "exit 2" in memory and "exit 1" in memory, memory
+
+
+def test_the_fit_checks_have_a_heading_of_their_own():
+    text = (REPO / "docs/inputs.md").read_text(encoding="utf-8")
+    target = re.search(r"\]\(#([a-z0-9-]+)\)", _step(text, 1)).group(1)
+    headings = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-"): h for h in re.findall(r"^## (.+)$", text, re.M)}
+    body = text.split(f"\n## {headings[target]}\n", 1)[1].split("\n## ", 1)[0]
+    assert "--exclude-outliers" in body and "**The gradient table.**" in body, target
+    sigma = text.split("\n## What the uncertainty does not see\n", 1)[1].split("\n## ", 1)[0]
+    assert "--exclude-outliers" not in sigma and "gradient table" not in sigma

@@ -1,6 +1,8 @@
 """The user pages read for a newcomer: what the tool does now, with its history in CHANGELOG.md (an inline
-"since 0.x.0" note stays only where a figure needs its version, listed below); the long task pages open with
-their contents and the common path; each command section's example uses options its parser has. No data."""
+"since 0.x.0", "as of", "during" or "had been" note stays only where a figure needs its version, listed below); the
+long task pages open with their contents and the common path (their structure, not their wording); each command
+section's example, and the commands that make its inputs, use options their parsers have. The dev scanner's name is
+checked against the dev sidecars where the shared data is present (skipped otherwise)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,16 @@ REPO = Path(__file__).resolve().parents[1]
 USER_PAGES = ["README.md"] + [f"docs/{n}.md" for n in (
     "command-line", "inputs", "slicer", "view", "cohorts", "methods", "training", "accuracy", "speed",
     "limitations", "python", "install")]
-HISTORY = re.compile(r"\b(since|before|until|from) 0\.\d+\.\d+", re.I)
+_V = r"0\.\d+\.\d+"
+# a version beside words that tell what a release changed: "since 0.x.0", "as of", "during", "in 0.x.0 it had",
+# "had been ... 0.x.0", "0.x.0 ... no longer"; a figure's own version ("measured at 0.x.0") is not history
+HISTORY = re.compile(
+    rf"\b(?:since|before|until|till|from|as of|during|prior to|after|up to|through) (?:version )?{_V}"
+    rf"|\b(?:in|at|with|by) {_V}(?:'s)?,? (?:it |they |this |that |the [\w-]+ |`[^`]+` )?"
+    r"(?:had|was|were|used to|did|read|said)\b"
+    rf"|\b{_V}\b[^.;:]{{0,50}}\b(?:had been|had|used to|no longer|anymore|any more|now)\b"
+    rf"|\b(?:had been|used to|no longer|formerly|previously|earlier versions?|older versions?)\b[^.;:]{{0,50}}\b{_V}",
+    re.I)
 
 # The notes that stay: each dates a figure (measured, checked or shipped at that version) or a file written then.
 # A new one belongs in CHANGELOG.md; add it here only where the figure beside it needs its version.
@@ -24,7 +35,9 @@ KEPT = {
         "changes made before 0.1.0", "models shipped since 0.4.0", "Since 0.17.0 it takes their errors",
         "since 0.17.0 it takes 3 intrinsic-noise draws", "ships for ×3 since 0.5.0", "since 0.6.0 with that model",
         "since 0.7.0's raise over filled context", "before 0.1.0: within 0.4 points", "before 0.1.0 shipping was held",
-        "took it up before 0.1.0"],
+        "took it up before 0.1.0", "two trainings on this CPU, 0.4.0 and 0.5.0, had been level",
+        "measured again on 0.8.0, during 0.9.0's development",
+        "0.4.0's figures had stood here"],
     "docs/cohorts.md": ["written before 0.1.0", "a build before 0.1.0 wrote"],
     "docs/command-line.md": ["before 0.17.0 added the correlated errors", "checked before 0.1.0 for all 10 methods",
                              "Sharing outputs** (checked before 0.1.0)", "to 71,144 voxels before 0.1.0"],
@@ -49,13 +62,17 @@ def test_user_pages_keep_their_history_in_the_changelog(page):
 
 @pytest.mark.parametrize("page", ["docs/inputs.md", "docs/slicer.md"])
 def test_long_task_pages_open_with_contents_and_the_common_path(page):
+    # the structure, not its wording: a list linking the page's own headings, then an ordered list of steps, both
+    # before the reference sections (any heading titles, bold or not)
     text = (REPO / page).read_text(encoding="utf-8")
-    headings = re.findall(r"^## (.+)$", text, re.M)
-    first = text.split("\n## ", 1)[0] + "\n## " + "\n## ".join(text.split("\n## ")[1:3])
-    # a contents list linking the page's own headings, and a numbered step-by-step before the reference sections
-    assert len(re.findall(r"\]\(#[a-z0-9-]+\)", first)) >= 5, page
-    assert "step by step" in " ".join(headings[:2]).lower(), headings[:3]
-    assert re.search(r"^1\. \*\*", text, re.M) and re.search(r"^5\. \*\*", text, re.M)
+    own = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#{2,3} (.+)$", text, re.M)}
+    parts = re.split(r"^## .+$", text, flags=re.M)
+    contents = next((i for i, p in enumerate(parts) if len(set(re.findall(r"\]\(#([a-z0-9-]+)\)", p)) & own) >= 5), None)
+    assert contents is not None and contents <= 1, f"{page}: no contents list linking 5 of its headings at the top"
+    steps = next((i for i, p in enumerate(parts) if len(re.findall(r"^\d+\. ", p, re.M)) >= 5), None)
+    assert steps is not None and contents <= steps <= 2, f"{page}: no ordered list of 5 steps or more after the contents"
+    numbers = [int(n) for n in re.findall(r"^(\d+)\. ", parts[steps], re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
 
 
 def _section(text: str, heading: str) -> str:
@@ -63,34 +80,61 @@ def _section(text: str, heading: str) -> str:
     return re.split(r"\n#{2,3} ", body, maxsplit=1)[0]
 
 
-@pytest.mark.parametrize("command", ["propagate", "report", "benchmark", "track"])
-def test_command_sections_are_short_and_their_example_uses_real_options(command):
+def _unknown_options(code: str) -> list[str]:
+    """The options of one `iqt [GLOBAL...] SUB [...]` command that its parsers do not have (an `iqt` of no known
+    subcommand is one unknown word)."""
     from ImageQualityTransferLib.apps.cli import build_parser
 
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    known = set(sub.choices[command]._option_string_actions)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    words = shlex.split(code)[1:]
+    at = next((i for i, w in enumerate(words) if w in sub.choices), None)
+    if at is None:
+        return [code]
+    known_global, known = set(parser._option_string_actions), set(sub.choices[words[at]]._option_string_actions)
+    opts = [(w.split("=", 1)[0], i < at) for i, w in enumerate(words) if w.startswith("-") and w != "-"]
+    return [o for o, is_global in opts if o not in (known_global if is_global else known)]
+
+
+@pytest.mark.parametrize("command", ["propagate", "report", "benchmark", "track"])
+def test_command_sections_are_short_and_their_example_uses_real_options(command):
     sec = _section((REPO / "docs/command-line.md").read_text(encoding="utf-8"), f"iqt {command}")
     # a list (inputs, outputs, options), not one paragraph
     assert sec.count("\n- **") >= 3, f"iqt {command}: no list of inputs, outputs and options"
     example = re.search(r"\*\*Example:\*\*.*?`(iqt [^`]*\b" + command + r"\b[^`]*)`", sec, re.S)
     assert example, f"iqt {command}: no example command"
-    words = shlex.split(example.group(1))
-    opts = [w for w in words[words.index(command) + 1:] if w.startswith("-")]
-    assert opts and not [o for o in opts if o not in known], (example.group(1), known)
-    # its figures and times were measured on one version, on a loaded machine: docs/measurements.md says which
     line = sec[example.start():].split("\n- ", 1)[0]
+    # the example and the commands that make its inputs (every `iqt SUB ...` of the item) against SUB's parser
+    codes = [c for c in re.findall(r"`(iqt [^`]+)`", line) if not c.startswith("iqt: ")]
+    assert any(re.search(r"\s-", c) for c in codes), codes
+    unknown = {c: _unknown_options(c) for c in codes}
+    assert not any(unknown.values()), unknown
+    # its figures and times were measured on one version, on a loaded machine: docs/measurements.md says which
     assert re.search(r"measured at 0\.\d+\.0", line) and "measurements.md#the-command-line-examples" in line, line
 
 
+@pytest.mark.realdata
 def test_the_dev_scanner_is_named_as_its_sidecars_name_it():
-    # the dev sidecars' ManufacturersModelName is Prisma_fit at MagneticFieldStrength 3; the data's README says
-    # "Prisma fit 3T" for one pair and "Prisma 3T" for the other
+    # each dev row names the scanner its subject's dwi.json records (Manufacturer, ManufacturersModelName,
+    # MagneticFieldStrength); "the same subject" rows take the row above's; the data's README is looser
+    import json
+
+    from helpers import DEV, need_data
+
     text = (REPO / "docs/accuracy.md").read_text(encoding="utf-8")
-    table = text.split("## The dev subjects", 1)[1].split("\n\n**The 3 mm pair**", 1)[0]
+    table = text.split("## The dev subjects", 1)[1].split("\n\n**", 1)[0]
     rows = [r for r in table.splitlines() if r.startswith("| **")]
-    assert len(rows) == 4
-    named = [r for r in rows if "Siemens" in r]
-    assert named and all("Siemens Prisma fit (3 T)" in r for r in named), named
+    assert rows, "docs/accuracy.md: no dev subjects table"
+    named = None
+    for row in rows:
+        folder = re.search(r"\| `([^`]+)` \|", row).group(1)
+        side = json.loads((need_data(DEV / folder) / "dwi.json").read_text(encoding="utf-8"))
+        said = f"{side['Manufacturer']} {side['ManufacturersModelName'].replace('_', ' ')} " \
+               f"({side['MagneticFieldStrength']:g} T)"
+        scan = row.split("|")[3]
+        same = "the same subject" in scan and not re.search(r"\(\d+(?:\.\d+)? T\)", scan)  # names no scanner itself
+        named = said if said in scan else (named if same else scan)
+        assert named == said, (folder, scan, said)
 
 
 def _step(text: str, n: int) -> str:

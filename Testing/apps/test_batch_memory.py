@@ -22,7 +22,7 @@ from ImageQualityTransferLib.core.errors import IQTWarning  # noqa: E402
 
 
 def _subject(tmp_path, shape=(48, 48, 48)):
-    """A list of one tensor file (cubic x2 of 48^3: about 0.58 GiB at its peak, core/grid.py output_need)."""
+    """A list of one tensor file (cubic x2 of 48^3: about 0.58 GiB at its peak, core/memory.py output_need)."""
     fileio.save_tensor(bundle_volume(shape=shape), tmp_path / "a_dti.nii.gz")
     (tmp_path / "list.txt").write_text("a_dti.nii.gz\n")
     return tmp_path / "list.txt"

@@ -2,7 +2,7 @@
 (a 4.3 MB .nii.gz DWI whose header said 4.4 GB, zero-filled and so highly compressible, reached 4.37 GB RSS
 under `iqt fit` before failing under ulimit -v): one line, exit 2, nothing written, in a moment. The crafted files
 here are a header whose sizes say terabytes followed by a few bytes of data; the memory this process may use is held
-at 64 GiB (`grid.memory_limit`), so the refusal does not depend on the machine."""
+at 64 GiB (`memory.memory_limit`), so the refusal does not depend on the machine."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from helpers import bundle_volume, refused_line
 from ImageQualityTransferLib import fileio
-from ImageQualityTransferLib.core import grid
+from ImageQualityTransferLib.core import memory
 
 LIMIT = 64 * 2**30
 HUGE = (2000, 2000, 1000)  # 4e9 voxels: 16 GB a value as float32; a DWI of 100 volumes 1.5 TiB
@@ -23,8 +23,8 @@ HUGE = (2000, 2000, 1000)  # 4e9 voxels: 16 GB a value as float32; a DWI of 100 
 
 @pytest.fixture(autouse=True)
 def _limit(monkeypatch):
-    monkeypatch.setattr(grid, "memory_limit", lambda: LIMIT)
-    monkeypatch.setattr(grid, "memory_available", lambda: LIMIT)
+    monkeypatch.setattr(memory, "memory_limit", lambda: LIMIT)
+    monkeypatch.setattr(memory, "memory_available", lambda: LIMIT)
 
 
 def crafted_nifti(path, shape, dtype=np.int16, data: bytes = b"\0" * 64, intent=None):
@@ -80,7 +80,7 @@ def test_a_dwi_whose_header_says_terabytes_is_refused_from_its_header(capsys, tm
 def test_fit_of_a_zero_filled_dwi_as_audit_z_made_it(capsys, tmp_path, monkeypatch):
     """The zero-filled DWI itself: real zeros, 268 MB of int16 in 0.3 MB of gzip (0.5 GiB as float32: about 3.2 GiB to
     fit, against 2 GiB allowed here)."""
-    monkeypatch.setattr(grid, "memory_limit", lambda: 2 * 2**30)
+    monkeypatch.setattr(memory, "memory_limit", lambda: 2 * 2**30)
     folder = tmp_path / "Z"
     folder.mkdir()
     n = 512

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ImageQualityTransferLib import fileio
-from ImageQualityTransferLib.core import grid
+from ImageQualityTransferLib.core import memory
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 from ImageQualityTransferLib.fileio.sizes import READ_PEAK
@@ -26,10 +26,10 @@ def test_fit_under_bmax_is_judged_on_the_volumes_it_keeps(tmp_path, capsys, monk
     whole = data.size * 4
     kept = (bvals <= 1000 + 50).mean()
     m = READ_PEAK["fit"]
-    with_bmax = whole * (1 + (m - 1) * kept) + grid.PEAK_FIXED_BYTES
-    every = whole * m + grid.PEAK_FIXED_BYTES
-    monkeypatch.setattr(grid, "memory_limit", lambda: int((with_bmax + every) / 2))  # fits with --bmax only
-    monkeypatch.setattr(grid, "memory_available", lambda: None)
+    with_bmax = whole * (1 + (m - 1) * kept) + memory.PEAK_FIXED_BYTES
+    every = whole * m + memory.PEAK_FIXED_BYTES
+    monkeypatch.setattr(memory, "memory_limit", lambda: int((with_bmax + every) / 2))  # fits with --bmax only
+    monkeypatch.setattr(memory, "memory_available", lambda: None)
     code, _, err = run_cli(capsys, "fit", tmp_path / "dwi.nii.gz", "--bmax", "1000", "-o", tmp_path / "a.nii.gz")
     assert code == 0, err
     code, _, err = run_cli(capsys, "fit", tmp_path / "dwi.nii.gz", "-o", tmp_path / "b.nii.gz")

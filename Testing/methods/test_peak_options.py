@@ -9,7 +9,7 @@ import pytest
 from helpers import bundle_volume
 from ImageQualityTransferLib import fileio, methods
 from ImageQualityTransferLib.apps.cli import main
-from ImageQualityTransferLib.core import grid
+from ImageQualityTransferLib.core import memory
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.volume import Volume
 
@@ -18,7 +18,7 @@ def test_tta_raises_the_allowance(monkeypatch):
     """x3 of 128x128x60 (0.6 GiB of tensors) under 5 GiB: each method's plain run passes the check (its zero input is
     refused after it), with --tta it is refused first."""
     lr = Volume(np.zeros((128, 128, 60, 6), np.float32), np.eye(4), "tensor")
-    monkeypatch.setattr(grid, "memory_limit", lambda: 5 * 2**30)
+    monkeypatch.setattr(memory, "memory_limit", lambda: 5 * 2**30)
     for name in ("global-linear", "biqt"):
         for tta in (False, True):
             method = methods.get(name, tta=tta)
@@ -51,8 +51,8 @@ def test_propagate_is_refused_before_any_work_where_its_samples_would_not_fit(tm
     fileio.save_tensor(bundle_volume(shape=(14, 10, 10)), lr_path)
     tensors = 28 * 20 * 20 * 6 * 4
     biqt = methods.method_class("biqt")
-    monkeypatch.setattr(grid, "memory_limit",
-                        lambda: grid.PEAK_FIXED_BYTES + (biqt.peak[True] + PROPAGATE_PEAK / 2) * tensors)
+    monkeypatch.setattr(memory, "memory_limit",
+                        lambda: memory.PEAK_FIXED_BYTES + (biqt.peak[True] + PROPAGATE_PEAK / 2) * tensors)
     ran = []
 
     def predicted(*a, **k):

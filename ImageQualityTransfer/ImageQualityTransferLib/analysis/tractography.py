@@ -196,8 +196,8 @@ def scaling_line(s) -> str | None:
 def check_memory(n_seeds: int, s: TrackingSettings) -> None:
     """Seeds and streamlines that could pass this machine's memory are refused before any work (--density 1000,
     --step 1e-9 or --max-length 1e9 ended out of memory): each seed's streamline may hold up to max_length / step
-    points, and dipy keeps two buffers of that many (against the memory core.grid.memory_limit reads)."""
-    from ..core.grid import memory_limit
+    points, and dipy keeps two buffers of that many (against the memory core.memory.memory_limit reads)."""
+    from ..core.memory import memory_limit
 
     limit = memory_limit()
     if limit is None:  # not POSIX: left to the allocation itself

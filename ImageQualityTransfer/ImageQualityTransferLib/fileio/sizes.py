@@ -3,7 +3,7 @@
 A 4.3 MB `.nii.gz` DWI whose header says 4.4 GB (a zero-filled volume compresses to almost nothing) reached 4.37 GB RSS
 under `iqt fit` before failing under `ulimit -v`: the size an image takes in memory is in its header, and a command's
 peak is a multiple of it. Each command that reads images checks them here after its output checks and before it reads
-any data, by the rule of `core.grid.check_need` (the one rule `iqt upsample`'s check follows too): refused in one line
+any data, by the rule of `core.memory.check_need` (the one rule `iqt upsample`'s check follows too): refused in one line
 where the peak passes the memory this process may use, one warning line where it passes what the machine has available
 now. `iqt upsample`, `propagate`, `view` and `report --input` judge their high-res grid instead (`Method.check_memory`,
 from `input_shape3`). """
@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..core import grid
+from ..core import memory
 
 # A command's peak memory per byte of the images it reads (their voxels counted as float32, 4 bytes each, whatever
-# their type on disk), on top of grid.PEAK_FIXED_BYTES (the modules loaded before the data). Measured as the slope of
+# their type on disk), on top of memory.PEAK_FIXED_BYTES (the modules loaded before the data). Measured as the slope of
 # peak RSS (`/usr/bin/time -v`, `OMP_NUM_THREADS=1 iqt --threads 1 ...`) between the 3 mm dev scan
 # siemens_prisma_3mm_ortho (72x72x36x21, 15.7 MB as float32) and the same scan tiled 2x2x2 (144x144x72x21, 125 MB):
 # (RSS at 8x - RSS at 1x, in KiB as /usr/bin/time gives it) / (the 7x more bytes), every run exit 0
@@ -87,7 +87,7 @@ def _sized_need(command, images, multiple, kept):
     if not sized:
         return sized, None
     counts = [math.prod(shape) for _, shape in sized]
-    need = sum(counts) * 4 * multiple + grid.PEAK_FIXED_BYTES
+    need = sum(counts) * 4 * multiple + memory.PEAK_FIXED_BYTES
     if kept is not None and Path(images[0]) == sized[0][0]:  # read whole, then only its kept volumes worked on
         need -= counts[0] * 4 * (multiple - 1.0) * (1.0 - min(max(kept, 0.0), 1.0))
     return sized, need
@@ -98,7 +98,7 @@ def check_inputs(command: str, images, multiple: float | None = None,
                             "memory", kept: float | None = None) -> None:
     """Refuse (one line) a run of `iqt command` whose images, `images` (paths; None skipped), would take it past the
     memory this process may use at its peak: READ_PEAK[command] (or `multiple`) times their voxels as float32, and
-    grid.PEAK_FIXED_BYTES; warn where that passes what the machine has available now (grid.check_need). `kept`: the
+    memory.PEAK_FIXED_BYTES; warn where that passes what the machine has available now (memory.check_need). `kept`: the
     share of the first image's volumes the command works on once it is read (a DWI under --bmax): that
     image counts once whole, as read, and the multiple's rest on that share only. Images whose header cannot be read
     are left to their reader."""
@@ -112,11 +112,11 @@ def check_inputs(command: str, images, multiple: float | None = None,
     rest = "the other image" if len(sized) == 2 else f"the other {len(sized) - 1} images"
     others = f"; {total / 2**30:,.1f} GiB with {rest} it reads" if len(sized) > 1 else ""
     said = f"{big}: its header says {_dims(shape)} voxels ({alone / 2**30:,.1f} GiB as float32{others})"
-    grid.check_need(
+    memory.check_need(
         need,
-        lambda limit: (f"{said}, and 'iqt {command}' needs about {grid.gib(need, limit)} GiB at its peak to run on "
-                       f"it, more than this process's {grid.gib(limit, need)} GiB of memory; {fix}"),
-        lambda available: f"'iqt {command}' on {big} ({_dims(shape)} voxels) needs about {grid.gib(need, available)} GiB",
+        lambda limit: (f"{said}, and 'iqt {command}' needs about {memory.gib(need, limit)} GiB at its peak to run on "
+                       f"it, more than this process's {memory.gib(limit, need)} GiB of memory; {fix}"),
+        lambda available: f"'iqt {command}' on {big} ({_dims(shape)} voxels) needs about {memory.gib(need, available)} GiB",
         key=(command, str(big), round(need)))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import grid, noise_level, tensors
+from ..core import grid, memory, noise_level, tensors
 from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
@@ -142,7 +142,7 @@ class Method:
     takes_samples = False  # Monte Carlo samples (the variational CNNs)
     requires_torch = False  # the Slicer module runs these in a separate Python process
     # the run's peak memory per byte of its high-res tensors, without and with uncertainty maps, over a fixed part
-    # (core/grid.py check_output_size; measured per method in docs/measurements.md, Memory)
+    # (core/memory.py check_output_size; measured per method in docs/measurements.md, Memory)
     peak = (4.0, 7.0)
     # with --tta, added to `peak`: the float64 sums of the tensors and of every map the method makes (with or without
     # --uncertainty) kept across its 16 runs, beside each run's own peak (espcn 3.1-3.8x measured, espcn-hetero-var1
@@ -172,7 +172,7 @@ class Method:
         return Method._names_where(lambda cls: cls.requires_torch)
 
     def peak_multiple(self, maps: bool, propagate: bool = False) -> float:
-        """The run's peak per byte of its high-res tensors (`grid.check_output_size`): the method's own, and what
+        """The run's peak per byte of its high-res tensors (`memory.check_output_size`): the method's own, and what
         --tta and --propagate (drawing samples of the output; any number of them) add to it; --mc-samples adds none
         (the Monte Carlo sums are per tile)."""
         return self.peak[maps] + (self.tta_peak if self.tta else 0.0) + (PROPAGATE_PEAK if propagate else 0.0)
@@ -180,15 +180,15 @@ class Method:
     def memory_need(self, shape3, factor, maps: bool, propagate: bool = False, nrrd: bool = False) -> float:
         """The peak bytes `check_memory` judges a run by (`iqt batch` checks each subject's against a worker's)."""
         peak = self.peak_multiple(maps, propagate) + (NRRD_WRITE_MULTIPLE if nrrd else 0.0)
-        return grid.output_need(shape3, factor, peak)
+        return memory.output_need(shape3, factor, peak)
 
     def check_memory(self, shape3, factor, maps: bool, propagate: bool = False, nrrd: bool = False) -> None:
-        """The memory check of a run of this method on a low-res grid of `shape3` at `factor` (`grid.check_output_size`
+        """The memory check of a run of this method on a low-res grid of `shape3` at `factor` (`memory.check_output_size`
         with `peak_multiple`): `predict` runs it, and `iqt upsample` before it reads the input or loads a model, with
         `nrrd` where the output is a tensor NRRD, whose writer holds NRRD_WRITE_MULTIPLE more."""
         peak = self.peak_multiple(maps, propagate) + (NRRD_WRITE_MULTIPLE if nrrd else 0.0)
-        grid.check_output_size(shape3, factor, peak, maps=maps, tta=self.tta, propagate=propagate,
-                               torch=self.requires_torch)
+        memory.check_output_size(shape3, factor, peak, maps=maps, tta=self.tta, propagate=propagate,
+                                 torch=self.requires_torch)
 
     def __init__(self, model=None, samples: int | None = None, seed: int = 0, device: str = "cpu", tta: bool = False):
         if model is not None and not self.learned:

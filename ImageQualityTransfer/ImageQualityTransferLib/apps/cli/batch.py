@@ -88,7 +88,7 @@ def check_worker_memory(args, runs) -> None:
     local worker may use: its --memory-limit (Dask stops a worker past its terminate fraction, 95 %) and this
     process's ulimit -v, which each worker process has on its own (less WORKER_ADDRESS_BYTES): refused before the
     cluster starts, one line naming the subject, its need and the limit to give (--memory-limit 1GiB had failed an
-    Elition subject after 73 s). No warning band under ulimit -v as upsample's (grid.ADDRESS_BAND): that band was
+    Elition subject after 73 s). No warning band under ulimit -v as upsample's (memory.ADDRESS_BAND): that band was
     measured on upsample's own allowance, and WORKER_ADDRESS_BYTES is already the most sampled. One warning line where --memory-limit times --workers passes the machine's memory."""
     import logging
     import resource

@@ -37,6 +37,7 @@ import numpy as np
 from ..core import grid, tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
+from ..core.words import listed
 
 # dipy 1.12 flags EuDX in LocalTracking as deprecated (still supported; track_fields uses it): that one message left
 # out for the whole process, registered once here, not by warnings.catch_warnings around each run, which changes the
@@ -187,8 +188,7 @@ def scaling_line(s) -> str | None:
         return None
     names = {"step": ("step", "--step"), "min_length": ("min length", "--min-length"), "max_length": ("max length", "--max-length")}
     vals = ", ".join(f"{names[k][0]} {d[k]:.3g} mm" for k in d["scaled"])
-    opts = [names[k][1] for k in d["scaled"]]
-    opts = " or ".join([", ".join(opts[:-1]), opts[-1]] if len(opts) > 1 else opts)
+    opts = listed([names[k][1] for k in d["scaled"]], "or")
     return (f"tracking lengths scaled to the brain's size ({d['brain_mm']:.3g} mm long, x{d['scale']:g} of the human "
             f"defaults, which apply from {HUMAN_BRAIN_MM:g} mm): {vals}; give {opts} to set them")
 

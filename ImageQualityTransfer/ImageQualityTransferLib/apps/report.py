@@ -200,7 +200,7 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
     clean one (an audit: a noisy scan's page had given the clean model's SHA256); None: not known, both named."""
     from .. import methods
     from ..analysis.benchmark import model_records
-    from ..methods.base import _listed
+    from ..core.words import listed
 
     parts, switched = [], []
     for name, rec in model_records(names, f, models).items():
@@ -214,7 +214,7 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
                      if extra.startswith(",") else
                      f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
     if switched:  # why, said once for all of them (the page had said it once per method)
-        parts.append(f"{_listed(switched)} ran {'its model' if len(switched) == 1 else 'their models'} trained "
+        parts.append(f"{listed(switched)} ran {'its model' if len(switched) == 1 else 'their models'} trained "
                      "with added noise: the input is noisier than clean scans")
     sampled = [n for n in names if methods.method_class(n).takes_samples]
     if sampled:

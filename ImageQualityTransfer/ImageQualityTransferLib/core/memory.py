@@ -8,6 +8,7 @@ import math
 
 from .errors import IQTError, IQTWarning
 from .grid import describe, factors
+from .words import listed
 
 # A run's peak memory: a multiple of its output tensors' bytes, by method (`Method.peak`), and a fixed part (the modules,
 # input and model loaded before it: 0.3-0.45 GB RSS). Cubic x4 of a 128x128x60 fit peaked at 5.1 GB; at x5 its
@@ -302,4 +303,4 @@ def _fewer_threads(need: float, limit: int, threads_counted: bool) -> str:
 def _with(maps: bool, tta: bool, propagate: bool) -> str:
     """" with its uncertainty maps, --tta and --propagate" (those the run has) for the memory check's message."""
     parts = [w for w, on in (("its uncertainty maps", maps), ("--tta", tta), ("--propagate", propagate)) if on]
-    return "" if not parts else " with " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+    return " with " + listed(parts) if parts else ""

@@ -18,6 +18,7 @@ from ..core import grid, memory, noise_level, tensors
 from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
+from ..core.words import listed
 from ..core.volume import Volume
 from ..dmri.dti import ESTIMATED_SUPPORT, brain_from_tensors, noise_fits
 from . import symmetry
@@ -398,14 +399,14 @@ class Method:
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
-                          f"{grid.describe(f)}; {_listed(here)} {_run(here)} one on such inputs", IQTWarning,
+                          f"{grid.describe(f)}; {listed(here)} {_run(here)} one on such inputs", IQTWarning,
                           stacklevel=4)
         elif index > noise_level.NOISY_INPUT:
             if here:
-                hint = f"; {_listed(here)} {_run(here)} a model trained with added noise on such inputs"
+                hint = f"; {listed(here)} {_run(here)} a model trained with added noise on such inputs"
             else:
                 at = sorted({grid.describe(e.get("factor")) for e in noisy})
-                hint = f"; models trained with added noise ship for {_listed(at)} only" if at else ""
+                hint = f"; models trained with added noise ship for {listed(at)} only" if at else ""
             warnings.warn(f"{lr.source}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
                           "inside the brain here" + hint, IQTWarning, stacklevel=4)
@@ -601,14 +602,8 @@ def _trained_with_noise(model_path) -> bool:
         return False
 
 
-def _listed(names) -> str:
-    """"a", "a and b", "a, b and c"."""
-    names = list(names)
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
 def _run(names) -> str:
-    """The verb for `_listed(names)`: "espcn runs", "espcn and rf run" (it had said "espcn run one")."""
+    """The verb for `listed(names)`: "espcn runs", "espcn and rf run" (it had said "espcn run one")."""
     return "runs" if len(list(names)) == 1 else "run"
 
 

@@ -11,7 +11,7 @@ import time
 import warnings
 
 from ...core.errors import IQTError, IQTWarning
-from ...core.words import counted
+from ...core.words import counted, listed
 from . import options
 
 
@@ -392,7 +392,7 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
         groups.setdefault(tuple(int(x) for x in f), []).append(it)
     if refused:  # the others with their voxel sizes, each refused for its own reason (a review: "so are" claimed one)
         (it, exc, _), more = refused[0], [f"{o.prefix} ({'x'.join(f'{v:.3g}' for v in vs)} mm)" for o, _, vs in refused[1:]]
-        also = f"; also refused at {_chosen_by(args)}: {_listed(more)}" if more else ""
+        also = f"; also refused at {_chosen_by(args)}: {listed(more, most=4)}" if more else ""
         them = "those subjects" if more else "that subject"
         raise IQTError(f"{it.prefix} ({it.as_typed(it.path)}): {exc}{also}; or leave {them} out of the cohort")
     if not groups:  # no header read: every subject fails with its reader's line, under a model's own factors or 2
@@ -419,12 +419,6 @@ def _participants(args, items):
         raise IQTError(f"--participant-label selects participants of a BIDS dataset; {args.input} is a list, which names "
                        "its subjects itself: list only those")
     return batch.select_participants(items, args.participant_label, args.input)
-
-
-def _listed(names, most: int = 4) -> str:
-    """"a", "a and b", "a, b, c and d", the first `most` and how many more."""
-    shown = names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
 def _chosen_by(args) -> str:

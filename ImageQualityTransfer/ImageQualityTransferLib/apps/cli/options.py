@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ...core.errors import IQTError, IQTWarning
 from ...core.tensors import ORDERS
+from ...core.words import listed
 from ...fileio.train_options import MAX_SEED, seed_number  # noqa: F401 (defined with train's options)
 
 FACTOR_HELP = ("upsampling factor: one integer for all three axes, or three separated by commas along the input's "
@@ -296,9 +297,9 @@ def check_propagation(method, args, factor=None) -> None:
             if f not in own:
                 others.setdefault(tuple(methods.with_uncertainty(f)), []).append(grid.describe(f))
         per_axis = ", per-axis ones along any voxel axis" if any(grid.largest_axis(f) is not None for f in own) else ""
-        have = [f"{method.name}'s models are for {_and([grid.describe(f) for f in own])}{per_axis}" if own else
+        have = [f"{method.name}'s models are for {listed([grid.describe(f) for f in own])}{per_axis}" if own else
                 f"{method.name} has none"]
-        have += [f"{_and(sets)} {'runs' if len(sets) == 1 else 'run'} {_and(list(names), 'or')}"
+        have += [f"{listed(sets)} {'runs' if len(sets) == 1 else 'run'} {listed(names, 'or')}"
                  for names, sets in others.items()]
         raise IQTError(f"{method.name} has no shipped model for {grid.describe(factor)}, nor has any other method with "
                        f"an uncertainty map ({', and '.join(have)}); give one of "
@@ -312,10 +313,6 @@ def check_propagation(method, args, factor=None) -> None:
         raise IQTError(f"--samples {args.samples}: give at most {MAX_SAMPLES} (each sample is one more draw of the "
                        "whole high-res volume, tracked unless --no-tracts; the default is 100)")
     tracking_settings(args).check()
-
-
-def _and(items: list, word: str = "and") -> str:
-    return f"{', '.join(items[:-1])} {word} {items[-1]}" if len(items) > 1 else "".join(items)
 
 
 def tracking_settings(args):

@@ -106,7 +106,7 @@ def test_a_clean_series_has_no_outliers_and_a_dropout_and_a_dead_volume_are_foun
     # the refit: the corrupted slices' tensors back near the clean fit
     where = mask.data.copy()
     where[:, :, [k for k in range(where.shape[2]) if k not in (14, 15)]] = False
-    where &= tensors.fa_fast(clean.data) >= 0.3
+    where &= tensors.fa(clean.data) >= 0.3
     before = _angle(fitted.data, clean.data, where)
     after = _angle(found.tensor, clean.data, where)
     assert before > 5 * after, (before, after)
@@ -235,7 +235,7 @@ def test_the_clean_axial_dev_scan_says_nothing_and_the_audit_s_dropout_is_named(
     assert not found.volumes and {k: sorted(v) for k, v in found.pairs.items()} == {k: [3, 7, 11, 15] for k in (16, 17, 18)}
     where = mask.data.copy()
     where[:, :, [k for k in range(where.shape[2]) if k not in (16, 17, 18)]] = False
-    where &= tensors.fa_fast(clean.data) >= 0.2
+    where &= tensors.fa(clean.data) >= 0.2
     before, after = _angle(fitted.data, clean.data, where), _angle(found.tensor, clean.data, where)
     assert before > 20 and after < 3, (before, after)
 

@@ -203,7 +203,7 @@ def tracked(truth, voxels) -> np.ndarray:
     """The evaluation voxels where the reference is anisotropic enough to track (FA >= TRACKED_FA)."""
     v = _array(voxels, bool)
     out = np.zeros(v.shape, bool)
-    out[v] = tensors.fa_fast(_array(truth)[v]) >= TRACKED_FA
+    out[v] = tensors.fa(_array(truth)[v]) >= TRACKED_FA
     return out
 
 

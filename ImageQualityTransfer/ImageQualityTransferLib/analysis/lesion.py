@@ -121,7 +121,7 @@ def _choose_site(subject: Subject, radius_mm: float, fa_min: float, side: float)
                        f"{2 * float(np.max(vox)):g} mm (twice the voxel size), e.g. 8")
     t = np.asarray(subject.tensor.data, np.float64)
     mask = np.asarray(subject.mask.data, bool) & tensors.plausible(t)
-    fa = np.where(mask, tensors.fa_fast(t), 0.0)
+    fa = np.where(mask, tensors.fa(t), 0.0)
     aff = subject.tensor.affine
     shape = mask.shape
     ijk = np.argwhere(mask)

@@ -141,7 +141,7 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
     if track:
         if seeds is None:
             fa_mu = np.zeros(shape3)
-            fa_mu[m] = tensors.fa_fast(mu)
+            fa_mu[m] = tensors.fa(mu)
             fa_mu[~t] = 0.0
             seeds = tractography.random_seeds(fa_mu >= 0.3, vol.affine, n_seeds, rng=0) if (fa_mu >= 0.3).any() else np.zeros((0, 3))
         elif isinstance(seeds, Volume):
@@ -154,7 +154,7 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
     dirs_vol = np.zeros(shape3 + (3,), np.float64)
     for i in range(int(n)):
         sample = mu + sig * rng.standard_normal(mu.shape, dtype=np.float32)
-        fa = tensors.fa_fast(sample)
+        fa = tensors.fa(sample)
         md = tensors.md(sample).astype(np.float64)
         acc["fa"] += fa
         acc["fa2"] += fa * fa

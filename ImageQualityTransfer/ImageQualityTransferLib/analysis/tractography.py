@@ -267,7 +267,7 @@ def tracking_fields(tensor: Volume, mask=None, fa_threshold: float = 0.2, direct
     `directions` (X,Y,Z,3) replaces the eigen decomposition when given (uncertainty propagation passes
     a power-iteration estimate)."""
     t = np.asarray(tensor.data, dtype=np.float64)
-    fa = tensors.fa_fast(t)
+    fa = tensors.fa(t)
     ok = np.isfinite(t).all(axis=-1) & np.any(t != 0, axis=-1)
     if mask is not None:
         m = np.asarray(getattr(mask, "data", mask), bool)
@@ -649,7 +649,7 @@ def comparison_seeds(case, n: int = 2000, fa_min: float = 0.3, rng=0) -> np.ndar
     matter (brain mask, plausible fit, FA >= fa_min)."""
     truth = np.asarray(case.truth, np.float64)
     ok = np.asarray(case.hr_mask, bool) & tensors.plausible(truth)
-    wm = ok & (tensors.fa_fast(truth) >= fa_min)
+    wm = ok & (tensors.fa(truth) >= fa_min)
     if not wm.any():
         raise IQTError(f"no reference voxel with FA >= {fa_min} to seed from")
     return random_seeds(wm, case.hr_affine, n, rng)

@@ -97,7 +97,7 @@ def white_matter_centre(tensor, region, exact: bool = False) -> tuple | None:
         inside = r[i:i + step]
         values = t[i:i + step][inside]
         md = tensors.md(values)
-        wm[i:i + step][inside] = (tensors.fa_fast(values) >= WHITE_MATTER_FA) & (md >= WHITE_MATTER_MD[0]) & \
+        wm[i:i + step][inside] = (tensors.fa(values) >= WHITE_MATTER_FA) & (md >= WHITE_MATTER_MD[0]) & \
             (md <= WHITE_MATTER_MD[1])
     pieces, n = ndimage.label(wm)
     if n == 0:

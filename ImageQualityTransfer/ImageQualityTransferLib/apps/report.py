@@ -272,7 +272,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
     lines = None
     if tracts:
         try:
-            wm = brain & (tensors.fa_fast(first.data) >= 0.3) & tensors.plausible(first.data)
+            wm = brain & (tensors.fa(first.data) >= 0.3) & tensors.plausible(first.data)
             if not wm.any():
                 raise IQTError("no voxel of cubic's output with FA >= 0.3 to seed from")
             seeds = tractography.random_seeds(wm, first.affine, n_seeds, 0)

@@ -226,7 +226,7 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
     t = np.asarray(tensor.data)
     where = np.flatnonzero(brain.ravel())
     flat = t.reshape(-1, 6)[where]
-    fa = tensors.fa_fast(flat)
+    fa = tensors.fa(flat)
     wm = fa > SEED_FA
     out.white_matter = int(wm.sum())
     thickness = min(int(brain.any(axis=tuple(j for j in range(3) if j != i)).sum()) for i in range(3))  # planes

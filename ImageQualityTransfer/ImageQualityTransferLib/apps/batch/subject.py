@@ -136,7 +136,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     brain = np.ones(t.shape3, bool) if mask is None else grid.repeat_blocks(np.asarray(mask.data, bool), s.factor)
     if given is not None and given.shape3 == t.shape3:
         brain = np.asarray(given.data, bool)
-    vols = {"tensor": t, "fa": t.replace(data=tensors.fa_fast(t.data).astype(np.float32), kind="scalar"),
+    vols = {"tensor": t, "fa": t.replace(data=tensors.fa(t.data).astype(np.float32), kind="scalar"),
             "md": t.replace(data=tensors.md(np.asarray(t.data, np.float64)).astype(np.float32), kind="scalar"),
             "mask": t.replace(data=brain, kind="mask")}
     if s.uncertainty:

@@ -40,7 +40,7 @@ from ...core.errors import IQTError
 from ...core.grid import repeat_blocks
 from ..context import CONTEXT_RINGS, fill_context  # noqa: F401  (re-exported: training, tests)
 from ..interpolation import upsample_separable
-from ...core.tensors import fa_closed_form as _fa_elements, md as _md
+from ...core.tensors import fa_closed_form, md as _md
 from .networks import HALO, is_hetero, is_variational
 
 DEFAULT_TILE = 24  # low-res positions per tile side: ~ 50 MB of activations
@@ -188,11 +188,6 @@ def run_network(net, x: np.ndarray, r, support: np.ndarray, tile: int = DEFAULT_
     return out["res"], out.get("logvar")
 
 
-def fa_closed_form(t):
-    """FA of (6, ...) lower-triangular torch tensors (tensors.fa_closed_form), clipped to [0, 1]."""
-    return _fa_elements(*t).clamp(0, 1)
-
-
 # intrinsic-noise draws per Monte Carlo sample for the FA std: one each left it mostly sampling noise at the default
 # 10 samples (31 % of a dev scan's brain voxels over 25 % off the 200-sample map; docs/accuracy.md, What the pooled
 # figures hide); draws cost no network pass, but 8 took the default uncertainty run from about 15 s to 24 s, 3 to 17 s
@@ -255,7 +250,7 @@ def run_network_mc(net, x: np.ndarray, r, support: np.ndarray, samples: int, see
             if with_fa:
                 for _ in range(FA_DRAWS):
                     draw = mu + sd * torch.randn(mu.shape, generator=fa_gen, device=mu.device)
-                    fa = fa_closed_form(base_t + draw * scale_t)
+                    fa = fa_closed_form(*(base_t + draw * scale_t)).clamp(0, 1)
                     fa_acc += fa
                     fa_acc2 += fa * fa
             if ref is None:

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from ImageQualityTransferLib.analysis import benchmark, measure, tractography
+from ImageQualityTransferLib.analysis import benchmark, measure
+from ImageQualityTransferLib.fileio import writing
 
 
 def no_proc(monkeypatch):
@@ -50,4 +51,4 @@ def test_the_speed_run_reads_ru_maxrss_in_the_system_unit(monkeypatch):
 
 def test_a_full_disk_without_the_resource_module_is_enospc(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "resource", None)  # `import resource` raises ImportError, as on Windows
-    assert tractography._full_or_too_large(tmp_path / "t.vtk") == errno.ENOSPC
+    assert writing.full_or_too_large(tmp_path / "t.vtk") == errno.ENOSPC

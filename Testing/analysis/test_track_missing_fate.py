@@ -29,6 +29,7 @@ def test_track_says_what_tracking_does_with_missing_voxels(tmp_path, capsys):
     assert said[0].endswith(tensor_checks.MISSING_AS_TRACKED), said[0]  # before: ... interpolation takes them as zero
     assert tensor_checks.MISSING_AS_INPUT not in err
     from ImageQualityTransferLib.analysis import tractography
+    from ImageQualityTransferLib.fileio import tracts
 
-    density = tractography.density_map(tractography.load_tracts(tmp_path / "t.trk"), vol.affine, vol.shape3)
+    density = tractography.density_map(tracts.load_tracts(tmp_path / "t.trk"), vol.affine, vol.shape3)
     assert density[:20].any() and not density[21:].any()  # as said: the streamlines stop at them, none crosses

@@ -8,6 +8,7 @@ import pytest
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.analysis import lesion, propagation, tractography as tr
 from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.fileio import tracts
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.methods import Prediction
 from ImageQualityTransferLib.core.volume import Volume
@@ -124,8 +125,8 @@ def test_files_round_trip(tmp_path):
     vol = bundle_volume()
     lines = tr.track(vol, seed_roi(vol), tr.TrackingSettings())
     for suffix in (".trk", ".vtk", ".vtp"):
-        p = tr.save_tracts(lines, vol, tmp_path / f"t{suffix}")
-        back = tr.load_tracts(p)
+        p = tracts.save_tracts(lines, vol, tmp_path / f"t{suffix}")
+        back = tracts.load_tracts(p)
         assert len(back) == len(lines)
         assert np.abs(back[0] - lines[0]).max() < 1e-3
 
@@ -139,7 +140,7 @@ def test_vtk_files_are_tagged_ras_and_slicer_reads_them_unmirrored(tmp_path, suf
 
     vol = bundle_volume()
     lines = tr.track(vol, seed_roi(vol), tr.TrackingSettings())
-    p = tr.save_tracts(lines, vol, tmp_path / f"t{suffix}")
+    p = tracts.save_tracts(lines, vol, tmp_path / f"t{suffix}")
     if suffix == ".vtk":
         reader = vtk.vtkPolyDataReader()
         reader.SetFileName(str(p))
@@ -186,7 +187,7 @@ def test_cli_track(tmp_path, capsys):
     rc = main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.trk"),
                "--also", str(tmp_path / "t.vtk"), "--step", "1", "--angle", "30"])
     assert rc == 0 and "4 streamlines" in capsys.readouterr().out
-    assert len(tr.load_tracts(tmp_path / "t.vtk")) == 4
+    assert len(tracts.load_tracts(tmp_path / "t.vtk")) == 4
     assert main(["track", str(tmp_path / "dti.nii.gz"), "--seeds", str(tmp_path / "roi.nii.gz"), "-o", str(tmp_path / "t.txt")]) == 2
 
 
@@ -518,7 +519,7 @@ def test_an_upsampled_result_is_tracked_within_its_low_res_mask(tmp_path, capsys
     reach = {}
     for name, extra in (("masked", ["--mask", str(tmp_path / "lrmask.nii.gz")]), ("whole", [])):
         assert main(args + ["-o", str(tmp_path / f"{name}.trk"), *extra]) == 0
-        lines = [sl[:-1] for sl in tr.load_tracts(tmp_path / f"{name}.trk")]  # the last point is where it stopped
+        lines = [sl[:-1] for sl in tracts.load_tracts(tmp_path / f"{name}.trk")]  # the last point is where it stopped
         reach[name] = np.argwhere(tr.density_map(lines, vol.affine, vol.shape3) > 0)[:, 0]
     assert reach["masked"].min() == 0 and reach["masked"].max() == 23, reach["masked"].max()
     assert reach["whole"].max() == 39

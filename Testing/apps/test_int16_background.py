@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ImageQualityTransferLib import fileio
-from ImageQualityTransferLib.analysis.tractography import load_tracts
+from ImageQualityTransferLib.fileio.tracts import load_tracts
 from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 

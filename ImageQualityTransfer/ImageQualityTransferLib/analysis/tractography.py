@@ -17,20 +17,15 @@ streamlines come out in world RAS millimetres. The fields are tracked in the clo
 seeds serve a low-res and a high-res volume of one subject; random seeds and a seed ROI's points are drawn in the
 closest canonical voxel order as well (`_canonical_mask`), the same world points for every storage order.
 
-Outputs: `.trk` (dipy `save_tractogram`, a `StatefulTractogram` in RASMM referenced to the tensor
-image) and VTK polydata (`.vtk` legacy or `.vtp` XML) in RAS millimetres, which 3D Slicer loads as a
-model (SlicerDMRI loads it as a fiber bundle). The VTK files are tagged RAS as Slicer tags its own: Slicer >= 4.11
-(vtkMRMLModelStorageNode) reads an untagged file as LPS, which mirrors the tracts in x and y.
+Outputs: the streamlines in RAS millimetres, written as `.trk` or VTK polydata by fileio/tracts.py.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -43,8 +38,6 @@ from ..core.words import listed
 # out for the whole process, registered once here, not by warnings.catch_warnings around each run, which changes the
 # process's filters and loses the warnings other threads give meanwhile
 warnings.filterwarnings("ignore", message="Using EuDXDirectionGetter-based objects", category=DeprecationWarning)
-
-TRACT_SUFFIXES = (".trk", ".vtk", ".vtp")
 
 
 HUMAN_BRAIN_MM = 120.0  # a brain at least this long (its largest extent) is tracked with the human lengths below
@@ -495,148 +488,6 @@ def false_positive_fraction(density: np.ndarray, reference: np.ndarray) -> float
 
 def compare(density: np.ndarray, reference: np.ndarray) -> dict:
     return {"tract_dice": dice(density, reference), "tract_fp_fraction": false_positive_fraction(density, reference)}
-
-
-# ---------------------------------------------------------------- files
-
-
-def check_tract_output(path) -> Path:
-    from ..fileio.paths import check_output
-
-    return check_output(path, TRACT_SUFFIXES, "tractogram")
-
-
-def save_tracts(streamlines, reference: Volume, path) -> Path:
-    """Write streamlines (world RAS mm): .trk (TrackVis, referenced to `reference`) or .vtk/.vtp polydata."""
-    from ..fileio.writing import atomic_write
-
-    p = check_tract_output(path)
-    suffix = p.suffix.lower()
-    if suffix == ".trk":
-        import nibabel as nib
-        from dipy.io.stateful_tractogram import Space, StatefulTractogram
-        from dipy.io.streamline import save_tractogram
-
-        ref = nib.Nifti1Image(np.zeros(reference.shape3, np.uint8), reference.affine)
-
-        def write(tmp):
-            sft = StatefulTractogram(list(streamlines), ref, Space.RASMM)
-            save_tractogram(sft, tmp, bbox_valid_check=False)
-
-        atomic_write(p, write)
-    else:
-        atomic_write(p, lambda tmp: _write_vtk(streamlines, tmp, xml=suffix == ".vtp", name=p))
-    return p
-
-
-def polydata(streamlines):
-    """vtkPolyData with one polyline per streamline (points in RAS mm)."""
-    import vtk
-    from vtk.util import numpy_support
-
-    pts = np.concatenate(streamlines).astype(np.float32) if len(streamlines) else np.zeros((0, 3), np.float32)
-    points = vtk.vtkPoints()
-    points.SetData(numpy_support.numpy_to_vtk(pts, deep=True))
-    lines = vtk.vtkCellArray()
-    start = 0
-    for sl in streamlines:
-        n = len(sl)
-        lines.InsertNextCell(n)
-        for i in range(start, start + n):
-            lines.InsertCellPoint(i)
-        start += n
-    pd = vtk.vtkPolyData()
-    pd.SetPoints(points)
-    pd.SetLines(lines)
-    return pd
-
-
-VTK_SPACE = "SPACE=RAS"  # the tag vtkMRMLModelStorageNode looks for in a legacy header (it writes "3D Slicer output. SPACE=RAS")
-
-
-def _write_vtk(streamlines, path, xml: bool, name=None):
-    """Legacy .vtk (header tagged SPACE=RAS, file version 4.2 as Slicer writes it, for readers before VTK 9) or
-    XML .vtp (a field-data string array "SPACE" holding "RAS", where Slicer keeps the tag). `name`: the output the
-    file at `path` becomes, for messages. A write VTK could not finish raises (its XML writer returns success on a full
-    disk and leaves a truncated file), a full disk or file-size limit as the OSError
-    `fileio.writing.atomic_write` says in one line; VTK's own messages are kept off stderr."""
-    import errno
-
-    import vtk
-
-    pd = polydata(streamlines)
-    if xml:
-        writer = vtk.vtkXMLPolyDataWriter()
-        space = vtk.vtkStringArray()
-        space.SetName("SPACE")
-        space.InsertNextValue("RAS")
-        pd.GetFieldData().AddArray(space)
-    else:
-        writer = vtk.vtkPolyDataWriter()
-        writer.SetHeader(f"iqt track {VTK_SPACE}")
-        writer.SetFileVersion(42)
-    writer.SetFileName(str(path))
-    writer.SetInputData(pd)
-    shown = vtk.vtkObject.GetGlobalWarningDisplay()
-    vtk.vtkObject.GlobalWarningDisplayOff()
-    try:
-        ok = writer.Write()
-    finally:
-        vtk.vtkObject.SetGlobalWarningDisplay(shown)
-    code = writer.GetErrorCode()
-    if ok and not code:
-        return
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # the XML writer keeps the errno
-        raise OSError(code, os.strerror(code), str(path))
-    if code == vtk.vtkErrorCode.OutOfDiskSpaceError:  # the legacy writer's word for a full disk or a file-size limit
-        raise OSError(_full_or_too_large(path), "VTK ran out of room", str(path))
-    raise IQTError(f"{name or path}: VTK could not write the tractogram "
-                   f"({vtk.vtkErrorCode.GetStringFromErrorCode(code) if code else 'no reason given'})")
-
-
-def _full_or_too_large(path) -> int:
-    """ENOSPC, or EFBIG where the folder still has room and this process has a file-size limit (ulimit -f); ENOSPC
-    where the system has no such limits (Windows: no `resource` module, no os.statvfs)."""
-    import errno
-
-    try:
-        import resource
-    except ImportError:
-        return errno.ENOSPC
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    try:
-        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
-        free = st.f_bavail * st.f_frsize
-    except OSError:
-        return errno.ENOSPC
-    return errno.EFBIG if limit != resource.RLIM_INFINITY and free > 2 * limit else errno.ENOSPC
-
-
-def load_tracts(path) -> list:
-    """Streamlines (world RAS mm) from .trk, .vtk or .vtp: used by the tests and tools."""
-    p = Path(path)
-    if not p.exists():
-        raise IQTError(f"{p}: file not found")
-    if p.suffix.lower() == ".trk":
-        from dipy.io.streamline import load_tractogram
-
-        sft = load_tractogram(str(p), "same", bbox_valid_check=False)
-        sft.to_rasmm()
-        return [np.asarray(s) for s in sft.streamlines]
-    import vtk
-    from vtk.util import numpy_support
-
-    reader = vtk.vtkXMLPolyDataReader() if p.suffix.lower() == ".vtp" else vtk.vtkPolyDataReader()
-    reader.SetFileName(str(p))
-    reader.Update()
-    pd = reader.GetOutput()
-    pts = numpy_support.vtk_to_numpy(pd.GetPoints().GetData()) if pd.GetNumberOfPoints() else np.zeros((0, 3))
-    out, ids = [], vtk.vtkIdList()
-    lines = pd.GetLines()
-    lines.InitTraversal()
-    while lines.GetNextCell(ids):
-        out.append(pts[[ids.GetId(i) for i in range(ids.GetNumberOfIds())]])
-    return out
 
 
 # ---------------------------------------------------------------- tract comparison on an evaluation case

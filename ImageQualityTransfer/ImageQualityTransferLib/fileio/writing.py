@@ -79,16 +79,39 @@ def no_room(exc: BaseException, path=None) -> IQTError | None:
     name = f"{path}: cannot be written" if path is not None else "a file cannot be written"
     where = f" in {Path(path).parent}" if path is not None else ""
     if exc.errno == errno.EFBIG:
-        import resource
-
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        said = f"this shell's file-size limit (ulimit -f: {limit // 1024} KiB)" if limit != resource.RLIM_INFINITY else \
+        limit = file_size_limit()
+        said = f"this shell's file-size limit (ulimit -f: {limit // 1024} KiB)" if limit is not None else \
             "the largest file its file system takes"
         return IQTError(f"{name}: it would pass {said}; raise the limit (ulimit -f unlimited) or write to another file "
                         f"system, then rerun (no partial file was left)")
     what = "your disk quota is spent" if exc.errno == errno.EDQUOT else "no space is left on the device"
     return IQTError(f"{name}: {what}{where}; free some space there or write to a folder on another disk, then rerun (no "
                     f"partial file was left)")
+
+
+def file_size_limit() -> int | None:
+    """This process's file-size limit in bytes (ulimit -f); None where there is none, or no `resource` (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def full_or_too_large(path) -> int:
+    """The errno of a write to `path` that ran out of room without saying which (VTK's legacy writer): EFBIG where the
+    folder still has room and this process has a file-size limit (`file_size_limit`), else ENOSPC (also where the
+    system has no such limits: Windows, no os.statvfs)."""
+    limit = file_size_limit()
+    if limit is None:
+        return errno.ENOSPC
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        return errno.ENOSPC
+    return errno.EFBIG if free > 2 * limit else errno.ENOSPC
 
 
 def write_text(path, text: str) -> None:

@@ -41,12 +41,13 @@ def run(args):
     from ... import fileio
     from ...analysis import tractography
     from ...core import tensor_checks
+    from ...fileio import tracts
     from ...fileio.sizes import check_inputs
     from ...methods.inputs import check_tensor_input, without_tiny_background
 
     plan = fileio.Outputs(args.input, args.seeds, args.mask)
-    out = plan.add(args.output, tractography.TRACT_SUFFIXES, "tractogram")
-    extra = [plan.add(p, tractography.TRACT_SUFFIXES, "tractogram") for p in (args.also or [])]
+    out = plan.add(args.output, tracts.TRACT_SUFFIXES, "tractogram")
+    extra = [plan.add(p, tracts.TRACT_SUFFIXES, "tractogram") for p in (args.also or [])]
     plan.check()
     s = tractography.TrackingSettings(fa_threshold=args.fa_threshold, step=args.step, angle=args.angle,
                                       density=args.density, min_length=args.min_length,
@@ -75,7 +76,7 @@ def run(args):
         why = tractography.no_streamline_reason(s, outside, len(points), mask is not None)
         warnings.warn(f"no streamline was tracked from the {counted(len(points), 'seed')}: {why}", IQTWarning, stacklevel=2)
     for p in [out, *extra]:
-        tractography.save_tracts(lines, dti, p)
+        tracts.save_tracts(lines, dti, p)
     said = f" ({outside} of them outside the tracking mask, where no streamline starts)" if outside else ""
     say(f"wrote {', '.join(map(str, [out, *extra]))}: {counted(len(lines), 'streamline')} from {counted(len(points), 'seed')}{said}")
 

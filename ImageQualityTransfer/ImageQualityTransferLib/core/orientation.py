@@ -211,7 +211,8 @@ def through_plane_axis(voxel_size, affine, along: int = 2) -> int:
 
 
 def reorient(vol: Volume, axcodes: str) -> Volume:
-    """The same image re-stored with voxel axes `axcodes` (e.g. "LAS", "PSR"): for tests and tools."""
+    """The same image re-stored with voxel axes `axcodes` (e.g. "LAS", "PSR"). Only the tests use it: they store an
+    input in other axis orders to check that what the engine makes of it does not depend on the order."""
     ornt = _nio().ornt_transform(io_orientation(vol.affine), _nio().axcodes2ornt(tuple(axcodes)))
     return Reorientation(ornt).apply(vol)
 

@@ -213,12 +213,6 @@ def distance_to_physical(t: np.ndarray) -> np.ndarray:
     return out
 
 
-def project_pd(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
-    """Nearest positive-definite tensor (eigenvalues raised to at least `floor`): used by the tests and tools."""
-    w, v = eig(t)
-    return rebuild(np.maximum(np.nan_to_num(w, nan=floor), floor), np.nan_to_num(v))
-
-
 def logm(t: np.ndarray, floor: float = 1e-6) -> np.ndarray:
     """Log-Euclidean map: matrix log of the PD projection of each tensor."""
     w, v = eig(t)

@@ -110,8 +110,8 @@ def _write_vtk(streamlines, path, xml: bool, name=None):
 
 
 def load_tracts(path) -> list:
-    """Streamlines (world RAS mm) from .trk, .vtk or .vtp: the tests read back with it what `save_tracts` wrote (no
-    command reads a tractogram)."""
+    """Streamlines (world RAS mm) from .trk, .vtk or .vtp. Only the tests use it, to read back what `save_tracts`
+    wrote (no command reads a tractogram)."""
     p = Path(path)
     if not p.exists():
         raise IQTError(f"{p}: file not found")

@@ -42,7 +42,8 @@ class Rendering:
     marker_boxes: dict = field(default_factory=dict)  # view name -> the orientation marker's box, the same way
 
     def pixel_ras(self, view: str) -> np.ndarray:
-        """(H, W, 3) RAS position of every pixel's centre on the view's slice: used by the tests and tools."""
+        """(H, W, 3) RAS position of every pixel's centre on the view's slice. Only the tests use it, to check what the
+        rendered pictures show where."""
         slice_node = display.slice_node(self.scene, view)
         m = slice_node.GetXYToRAS()
         xy = np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])

@@ -8,14 +8,14 @@ import uuid
 import warnings
 from pathlib import Path
 
-from ...core.errors import IQTError, IQTWarning
+from ...core.errors import IQTError, IQTWarning, out_of_memory
 from ...core.words import counted
 from .items import Item
 from .lock import held
 from .qc import write_qc
 from .records import (TEMPORARY, Settings, check_inputs_kept, dataset_description, earlier_copies_line,
                       generated_by_in_use, remove_temporaries, subject_folders)
-from .memory_reasons import memory_reason, out_of_memory
+from .memory_reasons import memory_reason
 from .subject import process
 
 

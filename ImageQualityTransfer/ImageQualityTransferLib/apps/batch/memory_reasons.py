@@ -4,17 +4,8 @@ a subject whose own run ran out (subject.py)."""
 from __future__ import annotations
 
 
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc`, raised by a task on a worker, is memory or address space refused (a worker under ulimit -v could
-    not start its thread: RuntimeError "can't start new thread", or a process: OSError EAGAIN; MemoryError; OSError
-    ENOMEM; torch's allocator)."""
-    from ...core.errors import out_of_memory as said_so  # the CLI's and the Slicer worker's rule too
-
-    return said_so(exc)
-
-
 def memory_reason(exc: BaseException, local: bool | None = True) -> str:
-    """A subject's failure reason for `out_of_memory(exc)`: the limit named (not 'installed / same paths': under
+    """A subject's failure reason for `core.errors.out_of_memory(exc)`: the limit named (not 'installed / same paths': under
     ulimit -v 1500000 every subject failed so; each worker is a process with an address space of its own). `local`:
     the workers are this machine's LocalCluster's, which have this process's ulimit -v; None: said in the worker itself
     (subject.py _process), whose own ulimit -v is read, on a local or a --scheduler's cluster."""

@@ -343,7 +343,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
         if writing:  # a write failed (a full disk): the stage's files removed, the earlier ones untouched
             res["reason"] += KEPT
     except Exception as exc:
-        from .memory_reasons import memory_reason, out_of_memory  # as a task that never returned says it
+        from ...core.errors import out_of_memory
+        from .memory_reasons import memory_reason  # as a task that never returned says it
 
         if out_of_memory(exc):
             res["reason"] = memory_reason(exc, local=None)

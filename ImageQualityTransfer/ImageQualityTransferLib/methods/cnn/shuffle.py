@@ -28,8 +28,8 @@ def pixel_shuffle_3d(x: torch.Tensor, factor) -> torch.Tensor:
 
 
 def pixel_unshuffle_3d(x: torch.Tensor, factor) -> torch.Tensor:
-    """(B, C, fx*X, fy*Y, fz*Z) -> (B, C*fx*fy*fz, X, Y, Z); the inverse of `pixel_shuffle_3d`, used by the tests and
-    tools."""
+    """(B, C, fx*X, fy*Y, fz*Z) -> (B, C*fx*fy*fz, X, Y, Z); the inverse of `pixel_shuffle_3d`. Only the tests use it,
+    to check `pixel_shuffle_3d`."""
     f = grid.factors(factor, identity_ok=True)
     b, c, hx, hy, hz = x.shape
     if hx % f[0] or hy % f[1] or hz % f[2]:

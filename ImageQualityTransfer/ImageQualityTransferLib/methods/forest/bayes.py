@@ -67,7 +67,8 @@ def evidence_fixed_point(XtX, XtY, YtY, n, alpha=1.0, beta=None, iters=200, tol=
 
 
 def log_evidence(alpha, beta, XtX, XtY, YtY, n) -> float:
-    """log p(Y | alpha, beta) of the m independent outputs sharing alpha, beta (for checks and tests)."""
+    """log p(Y | alpha, beta) of the m independent outputs sharing alpha, beta. Only the tests use it, to check that
+    `evidence_fixed_point` finds its maximum."""
     XtX = np.asarray(XtX, np.float64)
     XtY = np.asarray(XtY, np.float64)
     d, m = XtY.shape

@@ -141,7 +141,7 @@ class Method:
     gives_uncertainty = False
     learned = False
     takes_samples = False  # Monte Carlo samples (the variational CNNs)
-    requires_torch = False  # the Slicer module runs these in a separate Python process
+    requires_torch = False  # the Slicer module runs these in a separate Python process, even in batch mode
     # the run's peak memory per byte of its high-res tensors, without and with uncertainty maps, over a fixed part
     # (core/memory.py check_output_size; measured per method in docs/measurements.md, Memory)
     peak = (4.0, 7.0)

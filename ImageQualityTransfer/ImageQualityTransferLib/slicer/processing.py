@@ -4,7 +4,9 @@
 
     input node (DTI, or DWI fitted first) + optional mask node
       -> Volume (mrml.tensor_volume_from_node / dwi_volume_from_node)
-      -> method.predict  (in this process, or in a separate Python process for torch methods: `separate_process`)
+      -> method.predict  (in this process, or, given `python_executable`, in a separate Python process:
+         `separate_process`; the Logic gives one for every method with a main window, for the torch methods only
+         in batch mode: ImageQualityTransfer.py `process`)
       -> nodes named after the method (`results.add_result_nodes`): high-res tensor, uncertainty map(s), and the
          cubic interpolation for side-by-side comparison.
 
@@ -47,7 +49,8 @@ def method_info(name: str) -> dict:
 
 def method_needs_torch(name: str) -> bool:
     """True for methods whose prediction imports torch (the CNNs): the Slicer module runs them in a separate
-    Python process so that a torch crash or a long run never takes the application down."""
+    Python process even in batch mode (with a main window it runs every method in one), so that a torch crash or a
+    long run never takes the application down."""
     return methods_mod.method_class(name).requires_torch
 
 
@@ -347,7 +350,7 @@ def run_on_nodes(
     """Super-resolve `input_node` with `method`; returns the created (or filled) nodes, see `add_result_nodes`.
 
     python_executable: run the method in that Python interpreter (a separate process; the Slicer module gives
-    PythonSlicer for torch methods); None runs it here. The input node is never modified. The engine's messages and
+    PythonSlicer for every method with a main window, for the torch methods only in batch mode); None runs it here. The input node is never modified. The engine's messages and
     notes name the module's controls, not the command line's options (`in_module_words`). exclude_outliers: a DWI
     input node is fitted without the slices and volumes the tensor model does not fit (`fit_dwi`, here or in that
     process); nothing for a DTI input node.

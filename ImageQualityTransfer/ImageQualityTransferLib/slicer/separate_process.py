@@ -1,6 +1,7 @@
-"""The module's torch methods in a separate Python process (`slicer.worker`, e.g. PythonSlicer): the input and outputs
-go through files in a temporary folder of this run, progress comes back as JSON lines on stdout, and a cancel stops
-the whole process tree."""
+"""The module's methods in a separate Python process (`slicer.worker`, e.g. PythonSlicer; every method with a main
+window, the torch methods only in batch mode: ImageQualityTransfer.py `process`): the input and outputs go through
+files in a temporary folder of this run, progress comes back as JSON lines on stdout, and a cancel stops the whole
+process tree."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Runs one method in a separate Python process for the Slicer module (torch methods run here, not in Slicer).
+"""Runs one method in a separate Python process for the Slicer module (every method with a main window, the torch
+methods in batch mode: ImageQualityTransfer.py `process`).
 
     PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.nrrd [--dwi] [--mask MASK.nii.gz] --method NAME
         [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] [--tta] [--exclude-outliers]

@@ -188,3 +188,16 @@ def test_nrrd_maps_iqt_upsample_wrote_score_as_its_nifti_maps(scored, capsys):
     assert code == 2 and "its header says its values are in mm2/s" in err, err  # and its unit
     code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "sd.nrrd")  # and its run
     assert code == 2 and "another run" in err, err
+
+
+def test_a_nrrd_map_holding_nan_is_refused_as_its_nifti_copy(scored, capsys):
+    """Both formats are read through fileio.load_scalar (its NaN/Inf check): the NRRD branch had read the map itself,
+    scored a map with NaN and Inf in the brain, exit 0, where the NIfTI copy was refused."""
+    sd = fileio.load_scalar(scored / "sd.nii.gz")
+    data = np.asarray(sd.data, np.float32).copy()
+    inside = np.argwhere(data > 0)[:2]
+    data[tuple(inside[0])], data[tuple(inside[1])] = np.nan, np.inf
+    for name in ("nan.nrrd", "nan.nii.gz"):
+        fileio.save_scalar(sd.replace(data=data), scored / name, sd.meta["descrip"])
+        code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / name)
+        assert code == 2 and err.count("\n") == 1 and "2 NaN/Inf values" in err, (name, err)

@@ -518,3 +518,8 @@ def scalar_record(hdr: dict) -> str:
     """A scalar NRRD's description as `save_scalar_nrrd` wrote it ("" where it holds none)."""
     text = hdr.get(MADE_BY_KEY)
     return str(text).strip() if isinstance(text, str) else ""
+
+
+def module_fields(hdr: dict) -> dict:
+    """The Slicer module's map fields (MAP_FIELDS) a NRRD saved from Slicer holds, as text."""
+    return {key: str(hdr[key]).strip() for key in MAP_FIELDS if key in hdr}

@@ -450,14 +450,17 @@ def made_at(img) -> tuple[str, tuple[int, int, int]] | None:
 
 
 def load_scalar(path) -> Volume:
-    """A 3D map, NIfTI or NRRD; meta["descrip"]: the record its header holds (records.map_record), "" for none."""
-    if is_nrrd(path):  # as `save_scalar` writes it (fileio/nrrd.py save_scalar_nrrd)
-        from .nrrd import read_scalar_nrrd, scalar_record
+    """A 3D map, NIfTI or NRRD, the one reader of maps (`iqt evaluate`, the Slicer module's worker): its values finite;
+    meta["descrip"]: the record its header holds (records.map_record), "" for none; a NRRD's meta["module_fields"]:
+    the Slicer module's map fields of a map saved from Slicer (fileio/nrrd.py MAP_FIELDS)."""
+    if is_nrrd(path):  # as `save_scalar` writes it (fileio/nrrd.py save_scalar_nrrd), or Slicer saves a map node
+        from .nrrd import module_fields, read_scalar_nrrd, scalar_record
 
         data, affine, hdr = read_scalar_nrrd(path)
         data = np.asarray(data, np.float32)
         check_finite(data, path, "image")
-        return Volume(data, affine, "scalar", meta={"path": str(path), "descrip": scalar_record(hdr)})
+        return Volume(data, affine, "scalar", meta={"path": str(path), "descrip": scalar_record(hdr),
+                                                    "module_fields": module_fields(hdr)})
     img = load_nifti(path)
     data = read_data(img, path)
     if data.ndim == 4 and data.shape[3] == 1:

@@ -381,36 +381,30 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None)
     from ...fileio.nifti import is_nrrd
     from ...fileio.records import MADE_BY, MAP_RECORD, MAP_UNITS, map_record, read_map_record
 
-    if is_nrrd(path):  # the module's map as Slicer saves it: its kind and unit in the header (slicer/mrml.py)
-        import nrrd
-
-        from ...fileio.nrrd import load_scalar_nrrd
-
-        data, affine = load_scalar_nrrd(path)
-        hdr = nrrd.read_header(str(path))
-        unit, kind = hdr.get("ImageQualityTransfer.Unit"), hdr.get("ImageQualityTransfer.Map")
+    vol = load_scalar(path)  # one reader of maps for NIfTI and NRRD, with its checks (NaN/Inf refused)
+    fields = vol.meta.get("module_fields")
+    if is_nrrd(path) and not vol.meta["descrip"]:  # the module's map as Slicer saves it: its fields (slicer/mrml.py)
+        unit, kind = fields.get("ImageQualityTransfer.Unit"), fields.get("ImageQualityTransfer.Map")
         if unit is None and (unit_given is None or option != "--uncertainty"):
             raise IQTError(f"{path}: a NRRD whose header does not name its unit (no ImageQualityTransfer.Unit, as "
                            "Slicer saves the module's map); say it with --uncertainty-unit um2/ms (the unit the "
                            "module shows sigma in) or mm2/s" if option == "--uncertainty" else
                            f"{path}: a NRRD that does not say it is this tool's direction map (no ImageQualityTransfer.Unit "
                            "in its header); give the _direction map 'iqt upsample --uncertainty' wrote")
-        if kind is None or str(kind) not in MAP_UNITS or str(kind) in SIGMA_KEYS:  # a known other kind: refused below
+        if kind is None or kind not in MAP_UNITS or kind in SIGMA_KEYS:  # a known other kind: refused below
             _same_unit(path, unit, unit_given if option == "--uncertainty" else None)
         unit = unit or unit_given
-        data = np.asarray(data, np.float64) / (1000.0 if unit == "um2/ms" else 1.0)
-        run = hdr.get("ImageQualityTransfer.Run")  # without it, the map's method is not known (a review)
-        vol = Volume(data.astype(np.float32), affine, "scalar",
-                     meta={"descrip": map_record(str(run or "iqt").split()[0], str(kind)) if kind is not None else "",
+        data = np.asarray(vol.data, np.float64) / (1000.0 if unit == "um2/ms" else 1.0)
+        run = fields.get("ImageQualityTransfer.Run")  # without it, the map's method is not known (a review)
+        vol = Volume(data.astype(np.float32), vol.affine, "scalar",
+                     meta={"descrip": map_record(str(run or "iqt").split()[0], kind) if kind is not None else "",
                            "method_known": run is not None})
-    else:
-        vol = load_scalar(path)
-        if option == "--uncertainty" and unit_given is not None:
-            recorded = MAP_RECORD.match(str(vol.meta.get("descrip", "")).strip())
-            if recorded is None or recorded["key"] not in MAP_UNITS or recorded["key"] in SIGMA_KEYS:  # ditto
-                _same_unit(path, recorded["unit"] if recorded is not None else None, unit_given)
-            if unit_given == "um2/ms":
-                vol = vol.replace(data=np.asarray(vol.data, np.float32) / np.float32(1000.0))
+    elif option == "--uncertainty" and unit_given is not None:  # its record names its unit (iqt_made_by in a NRRD)
+        recorded = MAP_RECORD.match(str(vol.meta.get("descrip", "")).strip())
+        if recorded is None or recorded["key"] not in MAP_UNITS or recorded["key"] in SIGMA_KEYS:  # ditto
+            _same_unit(path, recorded["unit"] if recorded is not None else None, unit_given)
+        if unit_given == "um2/ms":
+            vol = vol.replace(data=np.asarray(vol.data, np.float32) / np.float32(1000.0))
     data = vol.data
     if vol.shape3 != pred.shape3 or not grid.same_affine(vol.affine, pred.affine):
         moved = onto_grid(data, vol.affine, pred.shape3, pred.affine)

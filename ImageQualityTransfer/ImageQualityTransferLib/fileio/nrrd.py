@@ -37,7 +37,7 @@ from ..core.errors import IQTError
 from ..core.volume import Volume
 from .paths import nhdr_data_files, not_a_file, nrrd_data_file
 from .writing import atomic_write
-from .records import MAP_RECORD, RUN_KEY, made_by, read_made_by, run_json
+from .records import RUN_KEY, made_by, read_made_by, run_json
 
 TENSOR_KINDS = {
     "3d-symmetric-matrix": 6,
@@ -467,10 +467,10 @@ def _write(path: Path, header_of, arr: np.ndarray, compress: bool, level: int) -
 
 # ---------------------------------------------------------------- scalar maps
 
-# the fields the Slicer module's map node carries (slicer/mrml.py MAP_ATTRIBUTE, UNIT_ATTRIBUTE, RUN_ATTRIBUTE), which
-# `iqt evaluate` reads from a NRRD map; the unit as a UCUM code, as the module's (slicer/mrml.py NODE_UNITS)
+# the attributes of the Slicer module's map node (slicer/mrml.py MAP_ATTRIBUTE, UNIT_ATTRIBUTE, RUN_ATTRIBUTE), which
+# Slicer's NRRD writer saves as key/value fields, its values in the node's unit (NODE_UNITS: um2/ms, x1000); read by
+# `fileio.load_scalar` for `iqt evaluate`, never written here: a file's map is no module node (its record: iqt_made_by)
 MAP_FIELDS = ("ImageQualityTransfer.Map", "ImageQualityTransfer.Unit", "ImageQualityTransfer.Run")
-UCUM = {"mm2/s": "mm2/s", "degrees": "deg", "unitless": "1"}
 
 
 def _scalar_header(vol: Volume, description: str, kind: str, encoding: str, data_file: str | None) -> bytes:
@@ -491,17 +491,14 @@ def _scalar_header(vol: Volume, description: str, kind: str, encoding: str, data
         f"encoding: {encoding}",
         *origin,
     ]
-    m = MAP_RECORD.match(description)
-    if m is not None:
-        lines += [f"{field}:={value}" for field, value in zip(MAP_FIELDS, (m["key"], UCUM[m["unit"]], m["method"]))]
     lines += _records(description, data_file)
     return ("\n".join(lines) + "\n\n").encode("ascii")
 
 
 def save_scalar_nrrd(vol: Volume, path, description: str = "", compress: bool = True, level: int = 1) -> None:
     """A 3D map as a scalar NRRD (float32, a mask as unsigned char) on the grid lines the tensor NRRD has
-    (`_space_lines`); `description`: what a NIfTI map's descrip holds (records.map_record), with the fields the Slicer
-    module's map carries where it is a map's record (MAP_FIELDS). `.nhdr` as `save_tensor_nrrd`."""
+    (`_space_lines`); `description`: what a NIfTI map's descrip holds (records.map_record), kept in iqt_made_by.
+    `.nhdr` as `save_tensor_nrrd`."""
     data = np.asarray(vol.data)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

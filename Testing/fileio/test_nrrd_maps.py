@@ -146,3 +146,25 @@ def test_a_map_file_carries_its_record_not_the_module_node_fields(tmp_path):
     got = fileio.load_scalar(tmp_path / "u.nrrd")
     assert got.meta["descrip"] == "iqt biqt std mm2/s" and got.meta["module_fields"] == {}
 
+
+def test_an_unreadable_map_is_told_what_to_do_with_a_map(tmp_path):
+    """A truncated map, a detached map without its data file, a tensor given as a map: each refusal speaks of a map
+    (they had said to re-save it as a diffusion tensor NRRD, or to save a mask as a label map)."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    vol = bundle_volume(GRID, shape=(3, 4, 5))
+    fileio.save_scalar(vol.replace(data=np.ones((3, 4, 5), np.float32), kind="scalar"), tmp_path / "u.nrrd")
+    raw = (tmp_path / "u.nrrd").read_bytes()
+    (tmp_path / "cut.nrrd").write_bytes(raw[: len(raw) - 20])
+    fileio.save_scalar(vol.replace(data=np.ones((3, 4, 5), np.float32), kind="scalar"), tmp_path / "h.nhdr")
+    (tmp_path / "h.raw.gz").unlink()
+    fileio.save_tensor(vol, tmp_path / "t.nrrd")
+    for name in ("cut.nrrd", "h.nhdr", "t.nrrd"):
+        with pytest.raises(IQTError) as refused:
+            fileio.load_scalar(tmp_path / name)
+        said = str(refused.value)
+        assert "iqt upsample --uncertainty" in said and "tensor NRRD" not in said and "label map" not in said, said
+    assert "(a tensor volume), not a 3D map; give the map 'iqt upsample --uncertainty' wrote, not the tensor" in said
+    with pytest.raises(IQTError) as refused:  # a mask is still told of a label map
+        fileio.load_mask(tmp_path / "t.nrrd")
+    assert "not a 3D label map; save the mask from Slicer as a label map" in str(refused.value)

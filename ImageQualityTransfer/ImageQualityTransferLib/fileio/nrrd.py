@@ -56,6 +56,7 @@ SPACES = {
 # How close (max abs element) MF must be to R for the components to be passed through untouched.
 FRAME_ATOL = 1e-6
 SLICER_HINT = "a diffusion tensor NRRD as Slicer saves it (kinds: 3D-matrix domain domain domain)"
+TENSOR_HINT = f"re-save it from Slicer as {SLICER_HINT}"
 
 
 def direction_rotation(affine: np.ndarray) -> np.ndarray:
@@ -82,14 +83,17 @@ def reexpress(data6: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, bool]:
 # ---------------------------------------------------------------- reading
 
 
-def _read(path: Path):
+def _read(path: Path, hint: str = TENSOR_HINT):
+    """(data, header) of a NRRD file; `hint`: what to do with a file that cannot be read, for what is read (SLICER_HINT's
+    tensor, `read_scalar_nrrd`'s map or mask)."""
     try:
         import nrrd  # pynrrd
     except ImportError:  # pragma: no cover - dependency of the package
         raise IQTError("reading NRRD needs the 'pynrrd' package; install it with: pip install pynrrd") from None
     kind = not_a_file(path)
     if kind is not None:
-        raise IQTError(f"{path}: is {kind}, not a file, and is not read; give a tensor NRRD file ({SLICER_HINT})")
+        give = f"give a tensor NRRD file ({SLICER_HINT})" if hint == TENSOR_HINT else hint
+        raise IQTError(f"{path}: is {kind}, not a file, and is not read; {give}")
     data = nrrd_data_file(path)
     split = _split_data(data.name) if data is not None else None
     if split is not None:
@@ -103,13 +107,13 @@ def _read(path: Path):
     try:
         with open(path, "rb") as fh:
             header = nrrd.read_header(fh)
-            return _read_bounded(nrrd, header, fh, path), header
+            return _read_bounded(nrrd, header, fh, path, hint), header
     except IQTError:
         raise
     except Exception as exc:  # pynrrd, numpy, zlib and OSError all signal damaged files
         raise IQTError(
             f"{path}: cannot be read as NRRD ({type(exc).__name__}: {exc}); the file may be truncated or damaged, "
-            f"or its detached data file missing; re-save it from Slicer as {SLICER_HINT}"
+            f"or its detached data file missing; {hint}"
         ) from None
 
 
@@ -144,26 +148,27 @@ NRRD_TYPES = {
 }
 
 
-def _dtype(header: dict, path: Path) -> np.dtype:
+def _dtype(header: dict, path: Path, hint: str = TENSOR_HINT) -> np.dtype:
     """The numpy type of a binary NRRD's pixels, from its 'type' and 'endian' fields (one line for a type that holds
     no numbers or a multi-byte type without its byte order)."""
     name = str(header.get("type", "")).strip()
     if name not in NRRD_TYPES:
-        raise IQTError(f"{path}: its pixel type {name!r} is not a number type NRRD defines; give {SLICER_HINT}")
+        raise IQTError(f"{path}: its pixel type {name!r} is not a number type NRRD defines; "
+                       + (f"give {SLICER_HINT}" if hint == TENSOR_HINT else hint))
     kind = np.dtype(NRRD_TYPES[name])
     if kind.itemsize == 1:
         return kind
     endian = str(header.get("endian", "")).strip()
     if endian not in ("little", "big"):
         raise IQTError(f"{path}: its header gives no byte order for {name} pixels ('endian: little' or 'big', found "
-                       f"{endian or 'none'}); give {SLICER_HINT}")
+                       f"{endian or 'none'}); " + (f"give {SLICER_HINT}" if hint == TENSOR_HINT else hint))
     return kind.newbyteorder("<" if endian == "little" else ">")
 
 
 TRAILING_READ = 1 << 20  # bytes decompressed past the image's end to tell whether more data follows
 
 
-def _read_bounded(nrrd, header: dict, fh, path: Path):
+def _read_bounded(nrrd, header: dict, fh, path: Path, hint: str):
     """The data of a NRRD file whose header `fh` has just been read. Compressed data (gzip, bzip2) is decompressed only
     as far as the header's sizes say and refused where more follows (pynrrd decompresses all of it into memory: a 1 MB
     .nrrd whose header says 9x4x4x4, then 1 GiB of zeros, took 2.16 GB); anything else is read by pynrrd."""
@@ -171,7 +176,7 @@ def _read_bounded(nrrd, header: dict, fh, path: Path):
     byte_skip = int(header.get("byteskip", header.get("byte skip", 0)))
     if encoding not in ("gzip", "gz", "bzip2", "bz2") or byte_skip < 0:
         return nrrd.read_data(header, fh, str(path), index_order="F")
-    kind = _dtype(header, path)
+    kind = _dtype(header, path, hint)
     import bz2
     import io
 
@@ -190,8 +195,7 @@ def _read_bounded(nrrd, header: dict, fh, path: Path):
     if more:
         raise IQTError(f"{path}: more data follows the image its header describes (sizes {' '.join(map(str, header['sizes']))}"
                        f" of {kind.name}, {need:,} bytes uncompressed, then at least {len(more):,} more), so the header "
-                       "does not describe the file (damaged, or a size written wrongly into it) and it is not read; "
-                       f"re-save it from Slicer as {SLICER_HINT}")
+                       f"does not describe the file (damaged, or a size written wrongly into it) and it is not read; {hint}")
     plain = {k: v for k, v in header.items() if k not in ("datafile", "data file", "lineskip", "line skip", "byteskip",
                                                              "byte skip")}
     plain["encoding"] = "raw"
@@ -240,24 +244,38 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
     return affine, flip, space
 
 
-def load_scalar_nrrd(path) -> tuple[np.ndarray, np.ndarray]:
+# what to do with an unreadable scalar NRRD, by what was read (`read_scalar_nrrd`'s `what`)
+SCALAR_HINTS = {
+    "mask": "save the mask from Slicer as a label map (.nrrd or .nii.gz)",
+    "map": "give the map again as 'iqt upsample --uncertainty' wrote it (rerun it), or re-save the map node from Slicer",
+}
+
+
+def load_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray]:
     """(3D data, voxel->RAS affine) of a scalar NRRD, such as a label map Slicer saved beside its tensor volume."""
-    return read_scalar_nrrd(path)[:2]
+    return read_scalar_nrrd(path, what)[:2]
 
 
-def read_scalar_nrrd(path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """`load_scalar_nrrd`'s (data, affine) and the header (its key/value fields: `scalar_record`)."""
+def read_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray, dict]:
+    """`load_scalar_nrrd`'s (data, affine) and the header (its key/value fields: `scalar_record`); `what`: "mask" or
+    "map", which the refusals name (a map had been told to be re-saved as a tensor or a label map)."""
     path = Path(path)
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
-    data, hdr = _read(path)
+    hint = SCALAR_HINTS[what]
+    data, hdr = _read(path, hint)
     data = np.asarray(data)
     if data.ndim == 4 and data.shape[3] == 1:  # a trailing axis of one, as a NIfTI mask may have
         data = data[..., 0]
         hdr = {**hdr, "space directions": np.asarray(hdr["space directions"])[:3]} if "space directions" in hdr else hdr
     if data.ndim != 3:
-        raise IQTError(f"{path}: this NRRD holds a {data.ndim}D array of sizes {list(data.shape)}, not a 3D label map; "
-                       "save the mask from Slicer as a label map (.nrrd or .nii.gz)")
+        kinds = [str(k).strip().lower() for k in hdr.get("kinds", [])]
+        tensor = " (a tensor volume)" if any(k in TENSOR_KINDS for k in kinds) else ""
+        label = "label map" if what == "mask" else "map"
+        if tensor and what == "map":  # the tensor output given for its map
+            hint = "give the map 'iqt upsample --uncertainty' wrote, not the tensor output"
+        raise IQTError(f"{path}: this NRRD holds a {data.ndim}D array of sizes {list(data.shape)}{tensor}, not a 3D "
+                       f"{label}; {hint}")
     affine, _, _ = _geometry(hdr, [0, 1, 2], None, path)
     return data, affine, hdr
 

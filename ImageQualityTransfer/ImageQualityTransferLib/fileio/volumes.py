@@ -456,7 +456,7 @@ def load_scalar(path) -> Volume:
     if is_nrrd(path):  # as `save_scalar` writes it (fileio/nrrd.py save_scalar_nrrd), or Slicer saves a map node
         from .nrrd import module_fields, read_scalar_nrrd, scalar_record
 
-        data, affine, hdr = read_scalar_nrrd(path)
+        data, affine, hdr = read_scalar_nrrd(path, "map")
         data = np.asarray(data, np.float32)
         check_finite(data, path, "image")
         return Volume(data, affine, "scalar", meta={"path": str(path), "descrip": scalar_record(hdr),

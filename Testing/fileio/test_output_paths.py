@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from helpers import bundle_volume
@@ -67,3 +68,31 @@ def test_a_nrrd_name_for_a_nifti_output_says_what_it_is_and_gives_a_name_that_is
         "only" in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
     fileio.check_output(given)  # the name given is taken
+
+
+def _nhdr_plan(tmp_path, name="u.nhdr", what="std map"):
+    return fileio.Outputs(tmp_path / "t.nii.gz").add(tmp_path / name, fileio.TENSOR_SUFFIXES, what)
+
+
+def test_a_file_at_a_detached_outputs_data_file_name_is_kept_unless_an_earlier_iqt_output_wrote_it(tmp_path, capsys):
+    """u.raw.gz, another program's file or another header's data file, had been replaced by `--uncertainty u.nhdr`
+    (or `-o u.nhdr`) without a word; an earlier iqt u.nhdr's own data file is still written over."""
+    from helpers import run_cli
+
+    (tmp_path / "u.raw.gz").write_bytes(b"precious")
+    with pytest.raises(IQTError, match=r"u.raw.gz: already there, not the data file of an earlier iqt u.nhdr, which "
+                                       r"the std map .*u.nhdr would replace"):
+        _nhdr_plan(tmp_path)
+    (tmp_path / "other.nhdr").write_bytes(b"NRRD0004\ntype: float\ndimension: 1\nsizes: 2\nencoding: gzip\n"
+                                          b"data file: u.raw.gz\n\n")
+    with pytest.raises(IQTError, match="u.raw.gz: already there, the data file of other.nhdr"):
+        _nhdr_plan(tmp_path)
+    vol = bundle_volume(np.eye(4), shape=(2, 2, 2))
+    fileio.save_tensor(vol, tmp_path / "t.nii.gz")
+    code, _, err = run_cli(capsys, "upsample", tmp_path / "t.nii.gz", "--method", "cubic", "--factor", "2", "-o",
+                           tmp_path / "u.nhdr")
+    assert code == 2 and err.count("\n") == 1 and "already there, the data file of other.nhdr" in err, err
+    assert (tmp_path / "u.raw.gz").read_bytes() == b"precious" and not (tmp_path / "u.nhdr").exists()
+    fileio.save_scalar(vol.replace(data=np.ones((2, 2, 2), np.float32), kind="scalar"), tmp_path / "e.nhdr", "iqt x")
+    assert _nhdr_plan(tmp_path, "e.nhdr") == tmp_path / "e.nhdr"  # an earlier run's own: rewritten
+

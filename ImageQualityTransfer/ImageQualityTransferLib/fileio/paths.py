@@ -107,6 +107,50 @@ def with_data_file(path) -> str:
     return f"{path} with its data file {data[0].name}" if data else str(path)
 
 
+def check_data_file(path: Path, data: Path, what: str) -> None:
+    """Before any work: the data file a detached header output is written beside (`data`) is no file this run would
+    replace other than the data file of an earlier iqt output at `path` (another header's data, or
+    another program's file, had been replaced without a word)."""
+    if not os.path.lexists(data):
+        return
+    if nrrd_data_file(path) is not None and os.path.realpath(nrrd_data_file(path)) == os.path.realpath(data) \
+            and _written_by_iqt(path):
+        return
+    other = _header_naming(data, path)
+    whose = f"the data file of {other.name}" if other is not None else f"not the data file of an earlier iqt {path.name}"
+    raise IQTError(f"{data}: already there, {whose}, which the {what} {path} would replace with its data file; give "
+                   f"the {what} another name (or move that file)")
+
+
+def _written_by_iqt(header: Path) -> bool:
+    """Whether a NRRD header holds iqt's record (fileio/nrrd.py _records: iqt_made_by, iqt_run)."""
+    try:
+        with open(header, "rb") as f:
+            head = f.read(NRRD_HEADER_BYTES).split(b"\n\n")[0]
+    except OSError:
+        return False
+    return any(line.startswith((b"iqt_made_by:=", b"iqt_run:=")) for line in head.split(b"\n"))
+
+
+def _header_naming(data: Path, besides: Path, most: int = 1000) -> Path | None:
+    """A detached header in `data`'s folder (other than `besides`) that names `data` as its data file; the first `most`
+    entries looked at."""
+    real = os.path.realpath(data)
+    try:
+        with os.scandir(data.parent) as entries:
+            for n, entry in enumerate(entries):
+                if n >= most:
+                    break
+                q = Path(entry.path)
+                if q.name.lower().endswith(NRRD_SUFFIXES) and os.path.realpath(q) != os.path.realpath(besides):
+                    named = nrrd_data_file(q)
+                    if named is not None and os.path.realpath(named) == real:
+                        return q
+    except OSError:
+        pass
+    return None
+
+
 def nrrd_data_file(path) -> Path | None:
     """The detached data file a NRRD header (`.nhdr`, or a `.nrrd` with a 'data file' field) names, relative to the
     header's folder as the NRRD format reads it; None for any other file or a header that names none. Only a regular
@@ -228,6 +272,8 @@ class Outputs:
             raise IQTError(f"{path}: is in the install's model folder ({MODELS_DIR}), whose files are the shipped "
                            f"models; write the {what} elsewhere")
         p = check_output(path, suffixes, what, folder_checked)
+        if data:
+            check_data_file(p, data[0], what)
         self.outputs.append((p, what))
         self.outputs.extend((d, f"data file of the {what} {p}") for d in data)
         stage = current()

@@ -96,3 +96,15 @@ def test_a_file_at_a_detached_outputs_data_file_name_is_kept_unless_an_earlier_i
     fileio.save_scalar(vol.replace(data=np.ones((2, 2, 2), np.float32), kind="scalar"), tmp_path / "e.nhdr", "iqt x")
     assert _nhdr_plan(tmp_path, "e.nhdr") == tmp_path / "e.nhdr"  # an earlier run's own: rewritten
 
+
+@pytest.mark.parametrize("name", ["é.nhdr", "a\nb.nhdr", " u.nhdr"])
+def test_a_detached_output_whose_data_file_name_no_reader_reads_back_is_refused(tmp_path, name):
+    """The data file's name is written into the header, which pynrrd reads as ASCII (dropping 'é': another file's
+    name) and a newline ends; it had ended in 'internal error: UnicodeEncodeError' after the work, or written a header
+    no reader reads. Refused before any work, in one line."""
+    with pytest.raises(IQTError) as refused:
+        _nhdr_plan(tmp_path, name, "tensor output")
+    said = str(refused.value)
+    assert "\n" not in said and "plain ASCII" in said and "give the tensor output such a name, or a .nrrd" in said, said
+    assert _nhdr_plan(tmp_path, "é.nrrd") == tmp_path / "é.nrrd"  # one file: no name inside it
+

@@ -107,6 +107,18 @@ def with_data_file(path) -> str:
     return f"{path} with its data file {data[0].name}" if data else str(path)
 
 
+def check_data_name(path, data: Path, what: str) -> None:
+    """A detached header's data file name, written into its 'data file' line, is printable ASCII without edge spaces:
+    pynrrd reads the header as ASCII and drops other characters (another file's name), a newline ends the line."""
+    name = data.name
+    if all(" " <= c <= "~" for c in name) and name == name.strip():
+        return
+    shown = str(path) if str(path).isprintable() else repr(str(path))  # a newline kept out of the one line
+    raise IQTError(f"{shown}: a detached NRRD header names its data file ({name!r}) inside it, which NRRD readers take "
+                   f"as plain ASCII without line breaks or edge spaces; give the {what} such a name, or a .nrrd (one "
+                   "file, no data file named)")
+
+
 def check_data_file(path: Path, data: Path, what: str) -> None:
     """Before any work: the data file a detached header output is written beside (`data`) is no file this run would
     replace other than the data file of an earlier iqt output at `path` (another header's data, or
@@ -258,6 +270,8 @@ class Outputs:
         checks it further); any other output there would replace a shipped model's file (e.g. benchmark --json
         onto global-linear_x2.json)."""
         data = nhdr_data_files(path)  # the data file a detached NRRD header output is written beside
+        if data:
+            check_data_name(path, data[0], what)
         for each, of in [(path, ""), *((d, f" (the data file of the {what} {path})") for d in data)]:
             real = os.path.realpath(each)
             for q in self.inputs:  # an input named as an output is said as such, before its file type is judged

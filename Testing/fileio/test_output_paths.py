@@ -108,3 +108,11 @@ def test_a_detached_output_whose_data_file_name_no_reader_reads_back_is_refused(
     assert "\n" not in said and "plain ASCII" in said and "give the tensor output such a name, or a .nrrd" in said, said
     assert _nhdr_plan(tmp_path, "é.nrrd") == tmp_path / "é.nrrd"  # one file: no name inside it
 
+
+@pytest.mark.parametrize("data", ["u.raw.gz", "u_direction.raw.gz"])
+def test_a_folder_at_a_detached_outputs_data_file_name_is_refused_before_any_work(tmp_path, data):
+    """It had been found at the final rename, after all the work."""
+    (tmp_path / data).mkdir()
+    name = data.replace(".raw.gz", ".nhdr")
+    with pytest.raises(IQTError, match=f"{data}: is a folder, where the std map .*{name} writes its data file"):
+        _nhdr_plan(tmp_path, name)

@@ -120,9 +120,12 @@ def check_data_name(path, data: Path, what: str) -> None:
 
 
 def check_data_file(path: Path, data: Path, what: str) -> None:
-    """Before any work: the data file a detached header output is written beside (`data`) is no file this run would
-    replace other than the data file of an earlier iqt output at `path` (another header's data, or
+    """Before any work: the data file a detached header output is written beside (`data`) is no folder, and no file
+    this run would replace other than the data file of an earlier iqt output at `path` (another header's data, or
     another program's file, had been replaced without a word)."""
+    if data.is_dir():
+        raise IQTError(f"{data}: is a folder, where the {what} {path} writes its data file; give the {what} another "
+                       "name (or move that folder)")
     if not os.path.lexists(data):
         return
     if nrrd_data_file(path) is not None and os.path.realpath(nrrd_data_file(path)) == os.path.realpath(data) \

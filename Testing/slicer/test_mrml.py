@@ -119,6 +119,36 @@ def test_written_nrrd_map_loads_on_the_tensor_nodes_grid(tmp_path, scene, key):
     np.testing.assert_array_equal(onto_grid(shown.data, shown.affine, vol.shape3, vol.affine), sigma.data)
 
 
+
+def test_a_nrrd_maps_fields_are_where_the_docs_say_and_make_no_module_map(tmp_path, scene):
+    """docs/command-line.md had said Slicer keeps a NRRD's iqt_run as the node's attribute: loaded through the volumes
+    logic, the fields go to the metadata dictionary (no node attribute); only vtkMRMLNRRDStorageNode used directly
+    makes them attributes, and then none of the module's map fields (legends.map_nodes: not a module map)."""
+    if not hasattr(slicer, "vtkSlicerVolumesLogic"):
+        pytest.skip("vtkSlicerVolumesLogic is not in this MRML build")
+    from pathlib import Path
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.slicer import legends
+
+    vol = tensor_volume("psr", seed=3)
+    sigma = Volume(np.full(vol.shape3, 1e-4, np.float32), vol.affine, "scalar")
+    fileio.save_scalar(sigma, tmp_path / "sigma.nrrd", "iqt biqt std mm2/s")
+    logic = slicer.vtkSlicerVolumesLogic()
+    logic.SetMRMLScene(scene)
+    loaded = logic.AddArchetypeVolume(str(tmp_path / "sigma.nrrd"), "sigma")
+    assert not list(loaded.GetAttributeNames() or [])
+    node = slicer.vtkMRMLScalarVolumeNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLNRRDStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "sigma.nrrd"))
+    assert storage.ReadData(node)
+    assert "iqt_made_by" in set(node.GetAttributeNames())  # (iqt_run: written by a command, not the API)
+    assert not legends.map_nodes(scene)
+    page = (Path(__file__).resolve().parents[2] / "docs" / "command-line.md").read_text()
+    assert "node's attribute" not in page and "metadata dictionary" in page
+
 @pytest.mark.parametrize("key", sorted(AFFINES))
 def test_node_written_by_slicer_reads_back(tmp_path, scene, key):
     vol = tensor_volume(key, seed=4)

@@ -23,8 +23,7 @@ def test_invariants_of_known_tensors():
     assert tensors.fa(np.zeros(6)) == 0.0
 
 
-
-def test_one_fa_for_arrays_in_closed_form_that_agrees_with_the_eigenvalues():
+def test_one_fa_for_arrays_in_closed_form_that_agrees_with_the_eigenvalues(monkeypatch):
     """`fa` is the closed form (30x faster than eigh on a dev subject's tensors), the eigenvalues' FA to 1e-12 on
     positive-definite, indefinite, tiny, zero and non-finite tensors; the CNN's torch FA is the same
     `fa_closed_form`, and no second array FA (the old fa_fast) is left."""
@@ -33,14 +32,23 @@ def test_one_fa_for_arrays_in_closed_form_that_agrees_with_the_eigenvalues():
     rng = np.random.default_rng(5)
     t = np.concatenate([random_spd(200), rng.normal(size=(200, 6)) * 1e-3, random_spd(5) * 1e-150, np.zeros((2, 6))])
     t[-1, 3], t[-2, 0] = np.nan, np.inf
-    with warnings.catch_warnings():
+    want = tensors.fa_from_evals(tensors.eig(t)[0])
+
+    def no_eigen(*_a, **_k):
+        raise AssertionError("fa decomposed the tensors: it is the closed form")
+
+    with warnings.catch_warnings(), monkeypatch.context() as m:
         warnings.simplefilter("error")
+        m.setattr(tensors, "eig", no_eigen)
+        m.setattr(np.linalg, "eigh", no_eigen)
+        m.setattr(np.linalg, "eigvalsh", no_eigen)
         got = tensors.fa(t)
-    np.testing.assert_allclose(got, tensors.fa_from_evals(tensors.eig(t)[0]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
     assert got.dtype == np.float64 and got[-1] == got[-2] == 0.0
     cnn = (Path(tensors.__file__).parents[1] / "methods" / "cnn" / "inference.py").read_text()  # read: no torch import
     assert not hasattr(tensors, "fa_fast") and "def fa_closed_form" not in cnn
     assert "from ...core.tensors import fa_closed_form," in cnn
+
 
 def test_log_exp_and_plausibility():
     t = random_spd(50)

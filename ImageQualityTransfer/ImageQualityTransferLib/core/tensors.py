@@ -1,6 +1,6 @@
 """Tensor algebra on (...,6) arrays in the NIfTI lower-triangular order Dxx,Dxy,Dyy,Dxz,Dyz,Dzz.
 
-Invariants (eigen, FA, MD, colour FA), positive-definite projection, log-Euclidean maps, component
+Invariants (eigen, FA, MD, colour FA), eigenvalue clipping, log-Euclidean maps, component
 reordering for other file conventions, rotation of the frame, and the plausible-voxel test (docs/conventions.md).
 """
 

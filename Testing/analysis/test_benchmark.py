@@ -263,7 +263,7 @@ def test_a_subject_the_model_was_trained_on_is_said_once(small_subject, tmp_path
     from pathlib import Path
 
     from ImageQualityTransferLib.apps import cli
-    from ImageQualityTransferLib.fileio import model_files
+    from ImageQualityTransferLib.fileio import checksums, model_files
 
     src = Path(model_files.MODELS_DIR) / "global-linear_x2"
     for name, subjects in (("seen", [small_subject.name, "other"]), ("unseen", ["other"])):
@@ -272,7 +272,7 @@ def test_a_subject_the_model_was_trained_on_is_said_once(small_subject, tmp_path
         side = json.loads(src.with_suffix(".json").read_text())
         side.pop(model_files.SEAL)
         side["weights"] = f"{name}.npz"
-        side["sha256"] = model_files.sha256(tmp_path / f"{name}.npz")
+        side["sha256"] = checksums.sha256(tmp_path / f"{name}.npz")
         side["training"]["subjects"] = subjects
         model_files.write_sidecar(tmp_path / f"{name}.json", side)
     for name in ("seen", "unseen"):
@@ -327,7 +327,7 @@ def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subj
     from ImageQualityTransferLib import methods
     from ImageQualityTransferLib.analysis import benchmark
     from ImageQualityTransferLib.apps import cli
-    from ImageQualityTransferLib.fileio.model_files import sha256
+    from ImageQualityTransferLib.fileio.checksums import sha256
 
     import helpers
 
@@ -369,7 +369,7 @@ def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subj
                                        sha256(tmp_path / "plain" / "first" / "dwi.nii"))
     assert not benchmark._another_scan(by_name["first"], "?", first, sha256(first / "dwi.nii.gz"))
     # and such a record needs no subject decompressed (the file pairs are compared)
-    from ImageQualityTransferLib.fileio import model_files as mf
+    from ImageQualityTransferLib.fileio import checksums as mf
 
     model.with_suffix(".json").write_text(json.dumps(meta))
     read = []

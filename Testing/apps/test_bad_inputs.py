@@ -23,6 +23,7 @@ import pytest
 from ImageQualityTransferLib import IQTError, fileio
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.fileio import checksums
 from ImageQualityTransferLib.fileio import model_files
 
 
@@ -122,7 +123,7 @@ def work(small_subject, tmp_path_factory):
 
             torch.save(torch.load(src, weights_only=True), d / (stem + suffix))
         side = json.loads((Path(model_files.MODELS_DIR) / (name + ".json")).read_text())
-        side.update(weights=stem + suffix, sha256=model_files.sha256(d / (stem + suffix)))
+        side.update(weights=stem + suffix, sha256=checksums.sha256(d / (stem + suffix)))
         if stem == "tampered":
             side["normalisation"]["out_scale"] = [10 * v for v in side["normalisation"]["out_scale"]]
             (d / (stem + ".json")).write_text(json.dumps(side))
@@ -147,7 +148,7 @@ def work(small_subject, tmp_path_factory):
 
     (d / "evil.pt").write_bytes(pickle.dumps({"w": Evil()}))
     side = json.loads((Path(model_files.MODELS_DIR) / "espcn_x2.json").read_text())
-    side.update(weights="evil.pt", sha256=model_files.sha256(d / "evil.pt"))  # sealed anew: torch's load must refuse it
+    side.update(weights="evil.pt", sha256=checksums.sha256(d / "evil.pt"))  # sealed anew: torch's load must refuse it
     model_files.write_sidecar(d / "evil.json", {k: v for k, v in side.items() if k != model_files.SEAL})
     (d / "existing_file").write_text("x")
     torch = pytest.importorskip("torch")

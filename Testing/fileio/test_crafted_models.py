@@ -14,7 +14,8 @@ import pytest
 
 from ImageQualityTransferLib.apps.cli import main
 from helpers import five_d_tensor, refused_line
-from ImageQualityTransferLib.fileio.model_files import MODELS_DIR, SEAL, settings_digest, sha256
+from ImageQualityTransferLib.fileio.checksums import sha256
+from ImageQualityTransferLib.fileio.model_files import MODELS_DIR, SEAL, settings_digest
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ImageQualityTransferLib import IQTError
-from ImageQualityTransferLib.fileio import model_files, staging
+from ImageQualityTransferLib.fileio import checksums, model_files, staging
 from ImageQualityTransferLib.fileio.writing import atomic_write
 
 
@@ -102,7 +102,7 @@ def test_a_model_written_over_another_replaces_both_files(tmp_path, family):
     after = _files(tmp_path)
     assert sorted(after) == sorted(before) and all(after[k] != before[k] for k in after)
     meta = json.loads(side.read_text())
-    assert meta["sha256"] == model_files.sha256(tmp_path / meta["weights"])
+    assert meta["sha256"] == checksums.sha256(tmp_path / meta["weights"])
     load(side)
 
 
@@ -153,7 +153,7 @@ def test_a_registered_model_written_again_is_registered_with_its_new_weights(tmp
     after = _files(tmp_path)
     assert sorted(after) == sorted(before) and after["m.npz"] != before["m.npz"]
     (entry,) = model_files.read_registry(tmp_path)
-    assert entry["sha256"] == model_files.sha256(tmp_path / "m.npz") and entry["sidecar"] == side.name
+    assert entry["sha256"] == checksums.sha256(tmp_path / "m.npz") and entry["sidecar"] == side.name
     monkeypatch.setattr(model_files, "MODELS_DIR", tmp_path)
     model_io.load(side)
 
@@ -172,7 +172,7 @@ def test_two_registered_saves_inside_a_run_s_stage_keep_both_entries(tmp_path):
         assert (tmp_path / "b.json").is_file()  # in place already, not held for the outer stage
     entries = {e["sidecar"]: e for e in model_files.read_registry(tmp_path)}
     assert sorted(entries) == ["a.json", "b.json"], entries  # the second save had kept its own alone
-    assert entries["b.json"]["sha256"] == model_files.sha256(tmp_path / "b.npz")
+    assert entries["b.json"]["sha256"] == checksums.sha256(tmp_path / "b.npz")
 
 
 def test_a_registered_save_into_a_missing_folder_says_so(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from ImageQualityTransferLib import IQTError
 from ImageQualityTransferLib.apps.cli import main
+from ImageQualityTransferLib.fileio import checksums
 from ImageQualityTransferLib.fileio import model_files
 from ImageQualityTransferLib.fileio.writing import atomic_write
 from ImageQualityTransferLib.methods.forest import model_io
@@ -69,13 +70,13 @@ def test_a_model_that_does_not_check_is_not_sealed_and_nothing_changes(tmp_path,
         assert meta["training"]["settings"]["input_unit"] == "md-mode"
         with np.load(bad, allow_pickle=False) as z:  # saved again: not the shipped weights' bytes, refused as such
             np.savez(bad, **{k: z[k] for k in z.files})
-        side.write_text(json.dumps({**meta, "input_unit": "fixed", "sha256": model_files.sha256(bad)}))
+        side.write_text(json.dumps({**meta, "input_unit": "fixed", "sha256": checksums.sha256(bad)}))
     elif damage == "deleted":  # deleted at the top, it is read as the default, fixed (a review: sealed so)
         meta = json.loads(side.read_text())
         with np.load(bad, allow_pickle=False) as z:
             np.savez(bad, **{k: z[k] for k in z.files})
         meta.pop("input_unit")
-        side.write_text(json.dumps({**meta, "sha256": model_files.sha256(bad)}))
+        side.write_text(json.dumps({**meta, "sha256": checksums.sha256(bad)}))
     elif damage == "format":
         side.write_text(json.dumps({**json.loads(side.read_text()), "format": "something/1"}))
     else:
@@ -98,7 +99,7 @@ def _resum(weights: Path) -> None:
     """Make the (unsealed) sidecar's sha256 and size match the weights as they now are."""
     side = weights.with_suffix(".json")
     meta = json.loads(side.read_text())
-    meta.update(sha256=model_files.sha256(weights), size_bytes=weights.stat().st_size)
+    meta.update(sha256=checksums.sha256(weights), size_bytes=weights.stat().st_size)
     side.write_text(json.dumps(meta, indent=2))
 
 

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.fileio import checksums
 from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.core.version import __version__
 from ImageQualityTransferLib.fileio.model_files import build
@@ -80,7 +81,7 @@ def test_propagate_s_maps_record_the_model_factors_and_samples_as_upsample_s_do(
                      "--mc-samples", "2", "--n-seeds", "20"]) == 0
     run = run_record_of(tmp_path / "p" / "fa_std.nii.gz")
     assert run["command"].startswith("iqt propagate ") and run["factors"] == [2, 2, 2] and run["mc_samples"] == 2
-    assert run["input_sha256"] == fileio.model_files.sha256(lr)  # the input read, as upsample records it (evaluate)
+    assert run["input_sha256"] == checksums.sha256(lr)  # the input read, as upsample records it (evaluate)
     assert run["model"]["origin"] == "shipped" and run["model"]["file"].startswith("espcn-hetero-var1")
     assert run["model"]["sha256"] == json.loads(fileio.model_files.sidecar_path(
         fileio.model_files.MODELS_DIR / run["model"]["file"]).read_text())["sha256"]

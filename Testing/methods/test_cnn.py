@@ -17,6 +17,7 @@ from ImageQualityTransferLib.methods.cnn.shuffle import pixel_shuffle_3d, pixel_
 from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
 from ImageQualityTransferLib.core.orientation import reorient  # noqa: E402
 from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
+from ImageQualityTransferLib.fileio import checksums  # noqa: E402
 
 from helpers import CNN_NORM as NORM, TRAIN, need_data, random_cnn_model as random_model, smooth_tensors, synthetic_items  # noqa: E402
 
@@ -335,13 +336,13 @@ def test_a_model_whose_uncertainty_is_off_the_inputs_scale_is_refused(tmp_path):
 def test_model_checksum_is_verified_and_tampering_is_refused(saved_model, tmp_path):
     path, side = saved_model
     meta = json.loads(side.read_text())
-    assert meta["sha256"] == model_io.sha256(path) and meta["format"] == model_io.FORMAT
+    assert meta["sha256"] == checksums.sha256(path) and meta["format"] == model_io.FORMAT
     # the same weights saved again, under another name: the same file (the archive named its entries after the
     # temporary file, so one training command's model had another checksum on every run)
     net, meta_again = random_model("espcn-hetero")
     (tmp_path / "again").mkdir()
     model_io.save(net, meta_again, tmp_path / "again" / "other.pt")
-    assert model_io.sha256(tmp_path / "again" / "other.pt") == meta["sha256"]
+    assert checksums.sha256(tmp_path / "again" / "other.pt") == meta["sha256"]
     assert model_io.load(path).method == "espcn-hetero"
     bad = tmp_path / "bad"
     bad.mkdir()

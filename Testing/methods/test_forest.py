@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.fileio import checksums
 from ImageQualityTransferLib.fileio import model_files
 from ImageQualityTransferLib.methods.forest import bayes, completion, features, linear, model_io, patches, tree
 from ImageQualityTransferLib.methods.forest.forest import Forest
@@ -148,7 +149,7 @@ def test_corrupted_or_tampered_model_gives_iqterror(tmp_path):
     np.savez(weights, gl_W=np.array([{"evil": 1}], dtype=object))
     meta = json.loads(side.read_text())
     meta.pop(model_files.SEAL)
-    meta["sha256"] = model_io.sha256(weights)
+    meta["sha256"] = checksums.sha256(weights)
     model_files.write_sidecar(side, meta)  # sealed anew, as a deliberate forger would
     with pytest.raises(IQTError, match="valid") as said:
         model_io.load(side)
@@ -438,7 +439,7 @@ def test_biqt_covariance_factors_packed_int8_and_old_full_factors_load(tmp_path)
         a[f"tree{k}_W"] = t.bayes_W.astype(np.float32)
     np.savez_compressed(tmp_path / "biqt.npz", **a)
     meta = json.loads(side.read_text())
-    meta["sha256"] = model_io.sha256(tmp_path / "biqt.npz")
+    meta["sha256"] = checksums.sha256(tmp_path / "biqt.npz")
     model_files.write_sidecar(side, {k: v for k, v in meta.items() if k != model_files.SEAL})
     m2, v2 = model_io.load(side).forest.predict(X, F, "biqt")
     np.testing.assert_allclose(m2, m0, rtol=1e-5, atol=1e-6)
@@ -760,7 +761,7 @@ def test_a_shipped_model_replaced_in_the_install_is_refused(tmp_path, monkeypatc
         a = {k: z[k] for k in z.files}
     np.savez_compressed(weights, **{**a, "gl_W": a["gl_W"] + 1})
     meta = {k: v for k, v in json.loads(side.read_text()).items() if k != model_files.SEAL}
-    model_files.write_sidecar(side, {**meta, "sha256": model_io.sha256(weights)})  # consistent, but not registered
+    model_files.write_sidecar(side, {**meta, "sha256": checksums.sha256(weights)})  # consistent, but not registered
     with pytest.raises(IQTError, match="it was replaced"):
         model_io.load(side)
     (tmp_path / "mine").mkdir()

@@ -164,7 +164,7 @@ def trained_on(name: str, made, factor, dwi_sha256: str | None = None, folder=No
     def _content(folder):  # the subject's DWI decompressed, read once
         if "sha" not in read:
             from ..dmri.subject import dwi_path
-            from ..fileio.model_files import content_sha256
+            from ..fileio.checksums import content_sha256
 
             try:
                 read["sha"] = content_sha256(dwi_path(folder))
@@ -236,7 +236,7 @@ def trained_on_line(name: str, label: str, model: str) -> str:
 def dwi_sha256(folder) -> str | None:
     """The SHA256 of a subject folder's DWI file (None for a subject given otherwise, or unreadable)."""
     from ..dmri.subject import dwi_path
-    from ..fileio.model_files import sha256
+    from ..fileio.checksums import sha256
 
     try:
         return sha256(dwi_path(folder)) if isinstance(folder, (str, os.PathLike)) else None

@@ -176,7 +176,7 @@ def make_case(subject: Subject, r, shift=(0, 0, 0), style: str = "own", snr: flo
 def refuse_copies(subjects, role: str = "subject") -> None:
     """Two subject folders whose DWI files are byte-identical (a subject copied under another name) are one subject
     counted twice, as the same folder given twice is (trained on, or averaged over, twice)."""
-    from ..fileio.model_files import first_copy, sha256
+    from ..fileio.checksums import first_copy, sha256
 
     subjects = list(subjects)
     pair = first_copy([dwi_path(d) for d in subjects])

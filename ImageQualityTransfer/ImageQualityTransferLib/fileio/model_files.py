@@ -1,4 +1,4 @@
-"""Shipped-model files shared by every learned family: checksums, JSON sidecars and the registry.
+"""Shipped-model files shared by every learned family: JSON sidecars and the registry (checksums: fileio/checksums.py).
 
 A model is a weights file (format chosen by its family, never one that executes code on load) with a
 `.json` sidecar beside it holding the method, factor, training record and the weights' SHA256; the
@@ -15,119 +15,18 @@ import json
 import os
 import stat
 import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import grid
 from ..core.errors import IQTError
+from . import checksums
 from .paths import MODELS_DIR
 from .train_options import add_arguments as add_train_arguments
 from .writing import as_written, write_json
 
 REGISTRY = "registry.json"
 REGISTRY_FORMAT = "iqt-model-registry/1"
-
-
-def sha256(*paths) -> str:
-    """SHA256 of the files' bytes, one after the other (a NRRD header and its detached data: apps/cli/options.py)."""
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def first_copy(paths) -> tuple[int, int] | None:
-    """(i, j), j < i, of the first file of `paths` whose image bytes are those of an earlier one; None where all
-    differ. Byte-identical files of one size, and a gzipped file and a plain one holding the same bytes (a training
-    audit: dwi.nii beside the same scan's dwi.nii.gz was a second subject): of those, only pairs of one uncompressed
-    size (which a gzip records at its end, modulo 4 GiB; a gzip of several members, as bgzip writes, is compared by its
-    last one's and missed), read side by side up to their first difference, so that a cohort of one grid, one plain
-    file among its gzips, is not decompressed in full (a review). An empty or missing file is none's copy (its reader
-    says what is wrong)."""
-    by_size: dict = {}
-    for i, p in enumerate(paths):
-        size = content_size(p)
-        if size:
-            by_size.setdefault(size, []).append(i)
-    found = []
-    for group in (g for g in by_size.values() if len(g) > 1):
-        kinds = {i: _gzipped(paths[i]) for i in group}
-        for zipped in (False, True):  # of one kind: byte-identical, so of one file size too
-            same = [i for i in group if kinds[i] == zipped]
-            try:
-                sizes = [os.path.getsize(paths[i]) for i in same]
-            except OSError:
-                continue
-            digests: dict = {}
-            for i in (i for i, n in zip(same, sizes) if sizes.count(n) > 1):
-                try:
-                    j = digests.setdefault(sha256(paths[i]), i)
-                except OSError:
-                    continue
-                if j != i:
-                    found.append((i, j))
-                    break
-        found += [(max(i, j), min(i, j)) for i in group if kinds[i] for j in group if not kinds[j]
-                  and _same_bytes(paths[i], paths[j])]
-    return min(found) if found else None
-
-
-def _same_bytes(zipped, plain) -> bool:
-    """Whether gzipped file `zipped` holds the bytes of `plain`, read side by side up to their first difference."""
-    import gzip
-
-    try:
-        with gzip.open(zipped, "rb") as a, open(plain, "rb") as b:
-            while True:
-                x, y = a.read(1 << 20), b.read(1 << 20)
-                if x != y:
-                    return False
-                if not x:
-                    return True
-    except (OSError, EOFError, zlib.error):  # a damaged file is none's copy: its reader says what is wrong
-        return False
-
-
-def _gzipped(path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(2) == b"\x1f\x8b"
-    except OSError:
-        return False
-
-
-def content_size(path) -> int:
-    """The size of `path`'s bytes once decompressed, modulo 4 GiB as a gzip file records it (a plain file's too, so
-    that the two meet); 0 unread or empty."""
-    try:
-        size = os.path.getsize(path)
-        if size > 18 and _gzipped(path):
-            with open(path, "rb") as f:
-                f.seek(-4, os.SEEK_END)
-                return int.from_bytes(f.read(4), "little")
-        return size & 0xFFFFFFFF
-    except OSError:
-        return 0
-
-
-def content_sha256(path) -> str:
-    """SHA256 of `path`'s bytes, decompressed where it is gzipped."""
-    import gzip
-
-    import zlib
-
-    h = hashlib.sha256()
-    opener = gzip.open if _gzipped(path) else open
-    try:
-        with opener(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except (EOFError, OSError, zlib.error) as exc:  # a truncated gzip ends in EOFError, not an OSError
-        raise IQTError(f"{path}: cannot be read to the end ({exc}); the file may be truncated or damaged") from None
-    return h.hexdigest()
 
 
 def sidecar_path(path) -> Path:
@@ -249,7 +148,7 @@ def write_model(weights: Path, write_weights, side: dict) -> Path:
         stage.declare(weights, sp)
         atomic_write(weights, write_weights)
         held = stage.where(weights)  # the new weights, in their temporary file until both are put in place
-        write_sidecar(sp, {**side, "weights": weights.name, "sha256": sha256(held), "size_bytes": held.stat().st_size})
+        write_sidecar(sp, {**side, "weights": weights.name, "sha256": checksums.sha256(held), "size_bytes": held.stat().st_size})
     return sp
 
 
@@ -338,7 +237,7 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
     if not weights.is_file():
         raise IQTError(f"{weights}: model weights not found (named by {sp}); re-download or retrain the model")
     check_names_given(path, weights)
-    digest = sha256(weights)
+    digest = checksums.sha256(weights)
     if digest != meta.get("sha256"):
         what = "since it was sealed (its seal is left as it was)" if sealed else ", so it is not sealed"
         raise IQTError(f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says "
@@ -503,7 +402,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     if not meta.get("sha256"):  # said as such, not as a mismatch with "None"
         raise IQTError(f"{sidecar_path(path)}: the sidecar gives no sha256 for {weights.name}, so the file cannot be "
                        "verified and is not read; re-download or retrain the model")
-    digest = sha256(weights)
+    digest = checksums.sha256(weights)
     if digest != meta.get("sha256"):
         raise IQTError(
             f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "

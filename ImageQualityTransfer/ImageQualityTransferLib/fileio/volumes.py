@@ -81,7 +81,7 @@ def check_dwi(path, bval=None, bvec=None) -> tuple[np.ndarray, np.ndarray]:
     if offset is None:
         return table
     described = int(offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
-    from .model_files import content_size
+    from .checksums import content_size
 
     if content_size(path) != described % (1 << 32):  # a gzip's recorded length, a plain file's size
         read_data(img, path)  # another gzip layout (several members) may still hold it: the full read decides

@@ -74,7 +74,8 @@ class LearnedMethod(Method):
 
     def model_record(self, factor) -> tuple[str, str]:
         """(model file, SHA256 of its weights) for `factor`: what a run's records name (batch sidecars, benchmark JSON)."""
-        from ..fileio.model_files import read_json, sha256, sidecar_path
+        from ..fileio.checksums import sha256
+        from ..fileio.model_files import read_json, sidecar_path
 
         path = self.model_file(factor)
         side = sidecar_path(path)
@@ -254,7 +255,7 @@ def data_record(subjects) -> list[dict]:
     decompressed bytes (a subject given as a loaded object is named only; a coarser copy is its folder's files,
     recorded once)."""
     from ..dmri.subject import Coarsened, dwi_path, subject_name
-    from ..fileio.model_files import content_sha256, sha256
+    from ..fileio.checksums import content_sha256, sha256
 
     out, seen = [], set()
     for s in subjects:

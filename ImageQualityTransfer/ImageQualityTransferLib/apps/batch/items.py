@@ -332,11 +332,12 @@ def select_participants(items: list[Item], labels, where) -> list[Item]:
 def _refuse_copies(items) -> None:
     """Two subjects whose input images are byte-identical (a subject copied under another name) are one subject computed
     twice, as `iqt train`, `benchmark` and `lesion-check` refuse it (a cohort audit)."""
-    from ...fileio.model_files import first_copy, sha256
+    from ...fileio.checksums import first_copy, image_sha256
 
     pair = first_copy([it.path for it in items])
     if pair is not None:
         it, first = items[pair[0]], items[pair[1]]
-        same = "is byte-identical to" if sha256(it.path) == sha256(first.path) else "holds the bytes, decompressed, of"
+        same = "is byte-identical to" if image_sha256(it.path) == image_sha256(first.path) else \
+            "holds the bytes, decompressed, of"
         raise IQTError(f"{it.path} {same} {first.path}: one subject copied under another name "
                        f"({it.prefix} and {first.prefix}); give each subject once")

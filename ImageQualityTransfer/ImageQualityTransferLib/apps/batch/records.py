@@ -92,15 +92,16 @@ def sidecar(path) -> Path:
     return Path(str(path)[: -len(".nii.gz")] + ".json")
 
 
-def _sha256(path) -> str:
-    from ...fileio.model_files import sha256
+def _sha256(path, image: bool = False) -> str:
+    """SHA256 of a file, or of an image as read (a NRRD header with its detached data: fileio/checksums.py)."""
+    from ...fileio.checksums import image_files, sha256
 
     try:
-        return sha256(path)
-    except FileNotFoundError:
-        raise IQTError(f"{path}: file not found; check the path") from None
+        return sha256(*(image_files(path) if image else [path]))
+    except FileNotFoundError as exc:  # a header's missing data file is named as such
+        raise IQTError(f"{exc.filename or path}: file not found; check the path") from None
     except OSError as exc:
-        raise IQTError(f"{path}: cannot be read ({exc}); check the file") from None
+        raise IQTError(f"{exc.filename or path}: cannot be read ({exc}); check the file") from None
 
 
 def input_hashes(item: Item) -> dict:
@@ -109,7 +110,7 @@ def input_hashes(item: Item) -> dict:
     if item.kind == "dwi" and Path(item.path).name == "dwi.nii.gz" and not Path(item.path).exists():  # a listed folder
         raise IQTError(f"{Path(item.path).parent}: no dwi.nii.gz there (or no such folder); a subject folder holds "
                        "dwi.nii.gz, dwi.bval and dwi.bvec")
-    out = {"InputSHA256": _sha256(item.path)}
+    out = {"InputSHA256": _sha256(item.path, image=True)}
     if item.kind == "dwi":
         bval, bvec = item.gradients()
         for p, flag in ((bval, "bval"), (bvec, "bvec")):
@@ -120,7 +121,7 @@ def input_hashes(item: Item) -> dict:
         if sidecar.exists():  # its slice axis decides which slices --exclude-outliers drops and what the notes name
             out["SidecarSHA256"] = _sha256(sidecar)
     if item.mask:  # a list line's own mask
-        out["MaskSHA256"] = _sha256(item.mask)
+        out["MaskSHA256"] = _sha256(item.mask, image=True)
     return out
 
 
@@ -294,7 +295,9 @@ ROOT_FILES = ("dataset_description.json", "qc.tsv", "qc.html")  # what a run wri
 
 def input_files(item: Item) -> list[tuple[str, str]]:
     """(path, what it is) of every file a subject's run reads: its image, a DWI's b-values, b-vectors and JSON sidecar,
-    a line's mask."""
+    a line's mask, and a NRRD header's detached data file."""
+    from ...fileio.paths import nrrd_data_file
+
     files = [(item.path, "input")]
     if item.kind == "dwi":
         from ...fileio.gradients import _stem
@@ -303,7 +306,9 @@ def input_files(item: Item) -> list[tuple[str, str]]:
         files += [(str(bval), "b-values"), (str(bvec), "b-vectors"), (_stem(item.path) + ".json", "sidecar")]
     if item.mask:
         files.append((item.mask, "mask"))
-    return files
+    images = [(item.path, "input")] + ([(item.mask, "mask")] if item.mask else [])
+    return files + [(str(data), f"{what}'s data file") for path, what in images
+                    if (data := nrrd_data_file(path)) is not None]
 
 
 def check_apart_from_inputs(out_root, items) -> None:

@@ -473,10 +473,9 @@ def mc_samples_used(method) -> int | None:
 
 def input_sha256(path) -> str:
     """SHA256 of the input as read: a NRRD header and the detached data file it names, one after the other."""
-    from ...fileio.model_files import sha256
-    from ...fileio.paths import nrrd_data_file
+    from ...fileio.checksums import image_sha256
 
-    return sha256(*(p for p in (path, nrrd_data_file(path)) if p is not None))
+    return image_sha256(path)
 
 
 def note_model_run(method, pred, f, args) -> tuple[str, str] | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ...fileio import model_files
 from ...core import grid
 from ...core.errors import IQTError
-from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_model  # noqa: F401 (re-exported)
+from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sidecar_path, write_model  # noqa: F401 (re-exported)
 
 
 FORMAT = model_files.CNN_FORMAT

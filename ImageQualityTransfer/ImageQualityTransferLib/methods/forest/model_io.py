@@ -16,7 +16,7 @@ import numpy as np
 from ...fileio import model_files
 from ...core import grid
 from ...core.errors import IQTError
-from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sha256, sidecar_path, write_model  # noqa: F401 (re-exported)
+from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sidecar_path, write_model  # noqa: F401 (re-exported)
 from . import INPUT_UNITS, MD_REFERENCE, SCALE, tree
 from .features import N_FEATURES
 from .completion import GaussianCompletion

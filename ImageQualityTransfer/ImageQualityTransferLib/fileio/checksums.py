@@ -1,0 +1,144 @@
+"""Checksums of input and model files, and finding one subject's file given twice under two names.
+
+An image is hashed as read: a NRRD header (`.nhdr`) and the detached data file it names, one after the other
+(`image_files`), so that a re-exported subject behind an unchanged header is seen as changed (`iqt batch`'s resume,
+apps/batch/records.py) and two subjects behind byte-identical headers are not taken for copies (apps/batch/items.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+
+from ..core.errors import IQTError
+from .paths import nrrd_data_file
+
+
+def image_files(path) -> list:
+    """The files an image at `path` is read from: the file itself, then a NRRD header's detached data file."""
+    data = nrrd_data_file(path)
+    return [path] if data is None else [path, data]
+
+
+def image_sha256(path) -> str:
+    """SHA256 of an image as read: its file and, for a NRRD header, the detached data file (`image_files`)."""
+    return sha256(*image_files(path))
+
+
+def sha256(*paths) -> str:
+    """SHA256 of the files' bytes, one after the other (an image's: `image_sha256`)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def first_copy(paths) -> tuple[int, int] | None:
+    """(i, j), j < i, of the first file of `paths` whose image bytes are those of an earlier one; None where all
+    differ. Byte-identical files of one size, and a gzipped file and a plain one holding the same bytes (a training
+    audit: dwi.nii beside the same scan's dwi.nii.gz was a second subject): of those, only pairs of one uncompressed
+    size (which a gzip records at its end, modulo 4 GiB; a gzip of several members, as bgzip writes, is compared by its
+    last one's and missed), read side by side up to their first difference, so that a cohort of one grid, one plain
+    file among its gzips, is not decompressed in full (a review). A NRRD header with a detached data file is compared
+    with its data (`image_sha256`): two subjects behind byte-identical headers are no copies. An empty or missing file
+    is none's copy (its reader says what is wrong)."""
+    by_size: dict = {}
+    detached: dict = {}
+    for i, p in enumerate(paths):
+        files = image_files(p)
+        if len(files) > 1:
+            try:
+                detached.setdefault(tuple(os.path.getsize(f) for f in files), []).append(i)
+            except OSError:
+                pass
+            continue
+        size = content_size(p)
+        if size:
+            by_size.setdefault(size, []).append(i)
+    found = []
+    for group in (g for g in detached.values() if len(g) > 1):
+        digests = {}
+        for i in group:
+            try:
+                j = digests.setdefault(image_sha256(paths[i]), i)
+            except OSError:
+                continue
+            if j != i:
+                found.append((i, j))
+                break
+    for group in (g for g in by_size.values() if len(g) > 1):
+        kinds = {i: _gzipped(paths[i]) for i in group}
+        for zipped in (False, True):  # of one kind: byte-identical, so of one file size too
+            same = [i for i in group if kinds[i] == zipped]
+            try:
+                sizes = [os.path.getsize(paths[i]) for i in same]
+            except OSError:
+                continue
+            digests: dict = {}
+            for i in (i for i, n in zip(same, sizes) if sizes.count(n) > 1):
+                try:
+                    j = digests.setdefault(sha256(paths[i]), i)
+                except OSError:
+                    continue
+                if j != i:
+                    found.append((i, j))
+                    break
+        found += [(max(i, j), min(i, j)) for i in group if kinds[i] for j in group if not kinds[j]
+                  and _same_bytes(paths[i], paths[j])]
+    return min(found) if found else None
+
+
+def _same_bytes(zipped, plain) -> bool:
+    """Whether gzipped file `zipped` holds the bytes of `plain`, read side by side up to their first difference."""
+    import gzip
+
+    try:
+        with gzip.open(zipped, "rb") as a, open(plain, "rb") as b:
+            while True:
+                x, y = a.read(1 << 20), b.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except (OSError, EOFError, zlib.error):  # a damaged file is none's copy: its reader says what is wrong
+        return False
+
+
+def _gzipped(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
+def content_size(path) -> int:
+    """The size of `path`'s bytes once decompressed, modulo 4 GiB as a gzip file records it (a plain file's too, so
+    that the two meet); 0 unread or empty."""
+    try:
+        size = os.path.getsize(path)
+        if size > 18 and _gzipped(path):
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                return int.from_bytes(f.read(4), "little")
+        return size & 0xFFFFFFFF
+    except OSError:
+        return 0
+
+
+def content_sha256(path) -> str:
+    """SHA256 of `path`'s bytes, decompressed where it is gzipped."""
+    import gzip
+
+    h = hashlib.sha256()
+    opener = gzip.open if _gzipped(path) else open
+    try:
+        with opener(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except (EOFError, OSError, zlib.error) as exc:  # a truncated gzip ends in EOFError, not an OSError
+        raise IQTError(f"{path}: cannot be read to the end ({exc}); the file may be truncated or damaged") from None
+    return h.hexdigest()

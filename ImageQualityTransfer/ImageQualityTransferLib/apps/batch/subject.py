@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import os
 import threading
 import time
 import warnings
@@ -27,16 +28,34 @@ from .records import (DESCRIPTIONS, PIPELINE, UNITS, Settings, add_file_records,
 
 
 _METHODS: dict = {}
+_METHODS_LOCK = threading.Lock()  # a worker's threads share the cache
 
 
 def _method(s: Settings):
-    """The method object, made once per worker process (learned models load once)."""
+    """The method object, made once per worker process (learned models load once) for each model file's contents: a
+    model retrained at the same path is loaded anew (a code-health review: the old weights ran while the sidecars
+    recorded the new file's SHA256, which the main process hashes: apps/cli/batch.py)."""
     from ... import methods
 
-    key = (s.method, s.model, s.mc_samples, s.device, s.tta)
-    if key not in _METHODS:
-        _METHODS[key] = methods.get(s.method, model=s.model, samples=s.mc_samples, device=s.device, tta=s.tta)
-    return _METHODS[key]
+    key = (s.method, s.model, s.mc_samples, s.device, s.tta, s.model_sha256 or _file_state(s.model),
+           s.noisy_model_sha256)
+    with _METHODS_LOCK:
+        if key not in _METHODS:
+            for old in [k for k in _METHODS if k[:5] == key[:5]]:  # the replaced file's weights are not kept in memory
+                del _METHODS[old]
+            _METHODS[key] = methods.get(s.method, model=s.model, samples=s.mc_samples, device=s.device, tta=s.tta)
+        return _METHODS[key]
+
+
+def _file_state(path) -> tuple | None:
+    """A model file's (inode, size, modification time) where no SHA256 was given: a file replaced there differs."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def snr_estimate(dwi, mask: np.ndarray) -> float:

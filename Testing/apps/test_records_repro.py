@@ -148,12 +148,9 @@ def test_a_trained_models_sidecar_records_threads_libraries_and_the_datas_checks
                                         "dwi_content_sha256": content}]
 
 
-def test_a_cnn_training_records_the_torch_threads_it_ran_on(monkeypatch):
+def test_a_cnn_training_records_the_torch_threads_it_ran_on():
     torch = pytest.importorskip("torch")
-    from ImageQualityTransferLib.core import threads
     from ImageQualityTransferLib.methods.cnn import training
-
-    monkeypatch.setattr(threads, "_LIMIT", None)  # no --threads cap left by an earlier in-process run of this worker
 
     was = torch.get_num_threads()
     try:

@@ -28,8 +28,9 @@ def test_a_cnn_run_under_the_cap_uses_that_many_torch_threads(tmp_path):
     lr = tmp_path / "lr.nii.gz"
     fileio.save_tensor(bundle_volume(shape=(14, 10, 10)), lr)
     code = ("import sys\nfrom ImageQualityTransferLib.apps.cli import main\n"
+            "from ImageQualityTransferLib.fileio.nifti import run_record_of\n"
             "code = main(['--threads', '3', 'upsample', sys.argv[1], '-o', sys.argv[2], '--method', 'espcn'])\n"
-            "import torch\nprint(code, torch.get_num_threads())")
+            "print(code, run_record_of(sys.argv[2])['threads'])")  # torch's count as the run wrote (records.run_json)
     assert _python(code, lr, tmp_path / "hr.nii.gz")[-2:] == ["0", "3"]  # 3, not the machine's cores (2 here)
 
 
@@ -39,3 +40,52 @@ def test_the_test_processes_let_openmp_wait_without_spinning():
     import os
 
     assert os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+
+
+def _pools() -> list:
+    from threadpoolctl import threadpool_info
+
+    return sorted((lib["user_api"], lib["filepath"], lib["num_threads"]) for lib in threadpool_info())
+
+
+def test_threads_given_to_an_in_process_main_hold_for_that_call_only(tmp_path):
+    """`cli.main(["--threads", "1", ...])` left the cap in place: a later call without --threads ran on one thread and
+    recorded `threads: 1` (a code-health review; docs/python.md: an engine call changes no process-wide setting)."""
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.core import threads
+    from ImageQualityTransferLib.fileio.nifti import run_record_of
+    from threadpoolctl import threadpool_limits
+
+    lr = tmp_path / "lr.nii.gz"
+    fileio.save_tensor(bundle_volume(shape=(8, 6, 6)), lr)
+    with threadpool_limits(limits=2):  # a process with more than one thread to lose
+        before = _pools()
+        assert main(["--threads", "1", "upsample", str(lr), "-o", str(tmp_path / "a.nii.gz"), "--method", "cubic"]) == 0
+        assert threads.cap() is None and _pools() == before
+        assert main(["upsample", str(lr), "-o", str(tmp_path / "b.nii.gz"), "--method", "cubic"]) == 0
+    assert run_record_of(tmp_path / "a.nii.gz")["threads"] == 1
+    if "torch" not in sys.modules:  # torch's own count is per thread (the record's writer may read it in another)
+        assert run_record_of(tmp_path / "b.nii.gz")["threads"] == threads.in_use()
+
+
+def test_torch_imported_under_a_cap_gets_its_own_count_back(monkeypatch):
+    """torch loaded within the block (a CNN run) is capped there (limit_torch) and has its count back after."""
+    import types
+
+    from ImageQualityTransferLib.core import threads
+
+    fake = types.SimpleNamespace(n=4)
+    fake.get_num_threads = lambda: fake.n
+    fake.set_num_threads = lambda n: setattr(fake, "n", n)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    with threads.restored():
+        threads.apply(1)
+        monkeypatch.setitem(sys.modules, "torch", fake)  # imported now, as methods/cnn require_torch does
+        threads.limit_torch()
+        assert fake.n == 1 and threads.in_use() == 1
+    assert fake.n == 4 and threads.cap() is None
+    fake.n = 3
+    with threads.restored():  # torch loaded before the block: its count then
+        threads.apply(2)
+        assert fake.n == 2
+    assert fake.n == 3

@@ -16,11 +16,8 @@ KW = dict(method="espcn", iters_per_epoch=6, batch_size=4, patch=6, val_patches=
 
 
 @pytest.mark.slow
-def test_a_finished_run_resumed_with_more_epochs_trains_them_as_one_run_would(tmp_path, monkeypatch):
-    from ImageQualityTransferLib.core import threads
-
+def test_a_finished_run_resumed_with_more_epochs_trains_them_as_one_run_would(tmp_path):
     ck = tmp_path / "run.ckpt"
-    monkeypatch.setattr(threads, "_LIMIT", None)  # no --threads cap left by an earlier in-process `iqt --threads 1`
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:  # threads=1 holds for the training only: a Slicer session or script that trains goes on with its own

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from .errors import IQTError
 
 _LIMIT: int | None = None  # the --threads cap, once `apply` has set one
+_TORCH_BEFORE: int | None = None  # torch's own count where `limit_torch` first changed it (what `restored` sets back)
 
 
 def apply(n: int | None) -> None:
@@ -36,9 +37,36 @@ def limit_torch() -> None:
     """torch's CPU threads to the --threads cap, where one is set and torch is already imported: never imports it
     (for cubic or biqt that cost 180 MB and 2 s of CPU). The CNN code calls it where it imports torch
     (methods/cnn/__init__.py require_torch, networks.py), so a cap given before still holds there."""
+    global _TORCH_BEFORE
     torch = sys.modules.get("torch")
     if _LIMIT is not None and torch is not None and hasattr(torch, "set_num_threads"):
+        if _TORCH_BEFORE is None:
+            _TORCH_BEFORE = int(torch.get_num_threads())
         torch.set_num_threads(_LIMIT)
+
+
+@contextmanager
+def restored():
+    """The caps as they were before the block, back after it: `apply` (--threads) within it holds for the block only
+    (apps/cli/__init__.py main, for an in-process caller: docs/python.md, an engine call changes no process-wide
+    setting). The `iqt` command and its workers keep theirs to their end."""
+    global _LIMIT, _TORCH_BEFORE
+    from threadpoolctl import threadpool_limits
+
+    pools = threadpool_limits(limits=None)  # changes nothing; restores the pools loaded now to their counts now
+    # read after the pools: torch's first get_num_threads in a thread sets its OpenMP pool to torch's own count
+    torch = sys.modules.get("torch")
+    was, torch_was = _LIMIT, (int(torch.get_num_threads()) if hasattr(torch, "get_num_threads") else None)
+    _TORCH_BEFORE = None
+    try:
+        yield
+    finally:
+        torch = sys.modules.get("torch")
+        back = torch_was if torch_was is not None else _TORCH_BEFORE  # torch imported within: its count before the cap
+        if back is not None and hasattr(torch, "set_num_threads") and torch.get_num_threads() != back:
+            torch.set_num_threads(back)
+        pools.restore_original_limits()  # after torch's: its set_num_threads sets its OpenMP pool too
+        _LIMIT, _TORCH_BEFORE = was, None
 
 
 def wait_passively() -> None:

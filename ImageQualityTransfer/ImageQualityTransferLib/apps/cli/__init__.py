@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     try:
         # each run says its warnings, each once: Python's registry of warnings already shown would otherwise keep a
         # second in-process run (a test, a notebook calling main) silent; entering this context resets it
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.nullcontext() if process else threads.restored():
             warnings.simplefilter("default", IQTWarning)
             code = _run(args, printed, signals)
     finally:

@@ -47,6 +47,16 @@ def test_methods_lists_every_method_with_uncertainty_flag(capsys):
     assert "no uncertainty" in out and "(default)" in out
 
 
+def test_an_in_process_main_gives_the_callers_warning_display_back(capsys):
+    """`cli.main` had replaced `warnings.showwarning` for good: the caller's own warnings read 'iqt: warning: ...'
+    afterwards (a code-health review; docs/python.md)."""
+    import warnings
+
+    before = warnings.showwarning
+    assert run_cli(capsys, "methods")[0] == 0
+    assert warnings.showwarning is before
+
+
 @pytest.mark.parametrize("method, factor, shape, factors", [
     ("cubic", "3", (18, 21, 15), (3, 3, 3)),
     ("linear", "1,1,3", (6, 7, 15), (1, 1, 3)),  # per-axis: along the input's voxel axes

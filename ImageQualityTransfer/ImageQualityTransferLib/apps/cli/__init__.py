@@ -226,7 +226,8 @@ def main(argv=None) -> int:
     if hasattr(args, "tensor_order"):  # whether --tensor-order was given (fileio.load_tensor's `stated`)
         args.order_stated = args.tensor_order is not None
         args.tensor_order = args.tensor_order or "nifti"
-    warnings.showwarning = _show_warning  # the engine's IQTWarnings as one line each
+    if process:  # the `iqt` command's to its exit (a warning during teardown too); an in-process caller's: below
+        warnings.showwarning = _show_warning
     before = dict(handle_signals())
     signals = list(before)
     given_stdout = sys.stdout
@@ -236,6 +237,7 @@ def main(argv=None) -> int:
         # second in-process run (a test, a notebook calling main) silent; entering this context resets it
         with warnings.catch_warnings(), contextlib.nullcontext() if process else threads.restored():
             warnings.simplefilter("default", IQTWarning)
+            warnings.showwarning = _show_warning  # the engine's IQTWarnings as one line each, the caller's back after
             code = _run(args, printed, signals)
     finally:
         sys.stdout = given_stdout

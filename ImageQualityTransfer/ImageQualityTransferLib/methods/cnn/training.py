@@ -138,22 +138,38 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     metadata, history). `device` ("cpu", "cuda", "auto"): where the network trains (batches are drawn on the CPU);
     with several processes, the CPU only (gloo). `data`: the subjects' files as `learned.data_record` gives them, which a
     checkpoint must have been trained on to be resumed. `threads` holds for this call only: torch's thread count is
-    given back after, so a caller's later work (a Slicer session, a script) runs on its own."""
+    given back after, so a caller's later work (a Slicer session, a script) runs on its own; so is torch's global random
+    state, which the training seeds and draws from (docs/python.md: an engine call changes no process-wide setting)."""
     from . import require_torch
 
     torch = require_torch()
     before = torch.get_num_threads()
+    # forked, not a private generator: the layers' initialisation and dropout draw from the global one, and the same
+    # stream keeps the weights of a given seed (the shipped models' recorded commands) bit for bit
+    with torch.random.fork_rng(devices=_cuda_devices(torch, device)):
+        try:
+            run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint,
+                            device, options, data)
+            run.start()
+            for pi in range(run.start_phase, len(run.phases)):  # the phases a resumed run has ended are skipped
+                run.train_phase(pi)
+            run.bar.close()
+            return run.result()
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+
+def _cuda_devices(torch, device) -> list:
+    """The CUDA devices whose random state a training on `device` may draw from: none on the CPU (a device string
+    torch cannot read is refused later, in resolve_device's words)."""
+    if str(device) == "cpu" or not torch.cuda.is_available():
+        return []
     try:
-        run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint, device,
-                        options, data)
-        run.start()
-        for pi in range(run.start_phase, len(run.phases)):  # the phases a resumed run has ended are skipped
-            run.train_phase(pi)
-        run.bar.close()
-        return run.result()
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        index = None if str(device) == "auto" else torch.device(device).index
+    except (RuntimeError, ValueError):
+        return []
+    return [torch.cuda.current_device() if index is None else index]
 
 
 class _Training:

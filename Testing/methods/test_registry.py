@@ -84,6 +84,18 @@ def test_the_module_runs_a_cpu_method_with_use_gpu_ticked():
     assert processing.Request("espcn", 2, device="cuda").make().device == "cuda"
 
 
+def test_a_model_registered_in_this_process_changes_the_build_it_records(tmp_path, monkeypatch):
+    """The build (core/version.py build_digest, over the code and the install's registry) was cached for the process:
+    a process that registered a model went on recording the build from before (a code-health review)."""
+    from ImageQualityTransferLib.fileio import model_files
+
+    monkeypatch.setattr(model_files, "MODELS_DIR", tmp_path)
+    before = model_files.build()
+    assert model_files.build() == before
+    model_files.register({"method": "rf", "factor": 2, "sha256": "m"}, tmp_path / "m_x2.json", tmp_path)
+    assert model_files.build() != before
+
+
 def test_registry_holds_per_axis_factor_sets(tmp_path):
     """Entries for r and for [fx, fy, fz]: each found by its own factors only, isotropic first, re-registering
     replaces, and a missing set is named with what exists."""

@@ -170,3 +170,16 @@ def test_an_honest_input_that_fits_still_runs(capsys, tmp_path, small_files):
 
     assert main(["track", str(small), "--seeds", str(mask), "-o", str(out)]) == 0, capsys.readouterr().err
     assert out.exists()
+
+
+def test_a_small_image_is_not_said_to_be_0_gib(tmp_path, monkeypatch, capsys):
+    """A 15.7 MB image under a tight limit had been said as "(0.0 GiB as float32)" (a review: iqt fit on the 3 mm
+    dev DWI under ulimit -v); its size is said to the decimals that tell it from nothing, as the limit is."""
+    from ImageQualityTransferLib.fileio import sizes
+
+    monkeypatch.setattr(memory, "memory_limit", lambda: 2**20)
+    monkeypatch.setattr(memory, "memory_available", lambda: 2**20)
+    dwi = crafted_nifti(tmp_path / "dwi.nii.gz", (72, 72, 36, 21))
+    with pytest.raises(Exception) as e:
+        sizes.check_inputs("fit", [dwi])
+    assert "72x72x36x21 voxels (0.01 GiB as float32)" in str(e.value), e.value

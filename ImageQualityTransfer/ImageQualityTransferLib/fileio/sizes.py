@@ -110,8 +110,8 @@ def check_inputs(command: str, images, multiple: float | None = None,
     big, shape = sized[counts.index(max(counts))]
     alone = max(counts) * 4
     rest = "the other image" if len(sized) == 2 else f"the other {len(sized) - 1} images"
-    others = f"; {total / 2**30:,.1f} GiB with {rest} it reads" if len(sized) > 1 else ""
-    said = f"{big}: its header says {_dims(shape)} voxels ({alone / 2**30:,.1f} GiB as float32{others})"
+    others = f"; {memory.gib(total)} GiB with {rest} it reads" if len(sized) > 1 else ""
+    said = f"{big}: its header says {_dims(shape)} voxels ({memory.gib(alone)} GiB as float32{others})"
     memory.check_need(
         need,
         lambda limit: (f"{said}, and 'iqt {command}' needs about {memory.gib(need, limit)} GiB at its peak to run on "

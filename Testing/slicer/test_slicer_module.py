@@ -608,6 +608,22 @@ def test_factor_advice_names_the_panels_mode_and_factor():
         "near-isotropic (Upsampling: Target voxel size picks them), or use cubic"
 
 
+def test_a_possessive_is_no_quote_around_a_command():
+    """The engine's anisotropy note holds two possessives ("deep-hetero-var1's … upsample's"): their apostrophes
+    had been paired as a quoted command, so the options between them half-changed ("iqt upsample's Upsampling:
+    Target voxel size", a module audit); a quoted command is still left as it is."""
+    from ImageQualityTransferLib.slicer.processing import in_module_words
+
+    note = ("at factors 1,3,1 the output voxels are 2.71x0.902x2.7 mm (3.0:1), far from the near-isotropic voxels "
+            "deep-hetero-var1's models were trained on (up to 1.4:1): give factors that make them near-isotropic "
+            "(iqt upsample's --voxel-size MM picks them), or use cubic")
+    assert in_module_words(note).endswith("(up to 1.4:1): give factors that make them near-isotropic "
+                                          "(Upsampling: Target voxel size picks them), or use cubic")
+    assert in_module_words("the model's --factor 2 file; make one with 'iqt train --factor 2' or give --model") == \
+        "the model's Upsampling: Isotropic, factor 2 file; make one with 'iqt train --factor 2' or choose an " \
+        "Advanced > Model file"
+
+
 def test_a_scalar_input_is_told_how_a_nifti_dwi_gets_in():
     """A DWI saved as NIfTI loads in Slicer as a scalar volume: the refusal says how to bring it in (a module audit:
     it said only "select a DTI or DWI volume")."""

@@ -395,7 +395,9 @@ def in_module_words(text: str) -> str:
     'iqt train …' that makes a model, is left as it is)."""
     import re
 
-    parts = re.split(r"('[^']*')", text)
+    # a quote opens after a non-word character and closes before one: a possessive's apostrophe ("var1's models …
+    # upsample's --voxel-size") had paired with the next one, leaving the options between them unput
+    parts = re.split(r"((?<!\w)'(?:[^']|'(?=\w))*'(?!\w))", text)
     for i in range(0, len(parts), 2):
         for pattern, words in MODULE_WORDS:
             parts[i] = re.sub(pattern, words, parts[i])

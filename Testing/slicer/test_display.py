@@ -456,6 +456,27 @@ def test_compare_shows_one_value_in_one_grey_on_both_sides(lowres):
     assert right.GetCommand(first) is None and right.GetCommand(display._followers[right.GetID()][1]) is not None
 
 
+def test_a_scalar_chosen_for_the_cubic_side_shows_on_both_sides(lowres):
+    """FA chosen for the interpolation's node (the left view) had been left on the window copied from the IQT side's
+    colour orientation (0..254), its picture black (a clinician's audit: mean pixel 0.0); now either side's choice
+    is followed by the other, on one window that shows it."""
+    from slicer import vtkMRMLDiffusionTensorDisplayPropertiesNode as Props
+
+    lr, _ = lowres
+    scene = views_scene()
+    nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, lr, "dti"), "linear", 2, interpolate=True)
+    left, right = nodes["interpolated"].GetDisplayNode(), nodes["tensor"].GetDisplayNode()
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"])
+    left.SetScalarInvariant(Props.FractionalAnisotropy)
+    for d in (left, right):
+        assert d.GetScalarInvariant() == Props.FractionalAnisotropy
+        assert (d.GetWindowLevelMin(), d.GetWindowLevelMax()) == (0.0, 1.0)
+    left.SetScalarInvariant(Props.Trace)  # Slicer's automatic window for Trace on the cubic side, followed
+    assert right.GetScalarInvariant() == Props.Trace and left.GetAutoWindowLevel()
+    assert (right.GetWindowLevelMin(), right.GetWindowLevelMax()) == (left.GetWindowLevelMin(), left.GetWindowLevelMax())
+    assert 0 < left.GetWindowLevelMax() < 0.1  # mm^2/s, not the colour window
+
+
 def test_tractography_hand_off_needs_slicerdmri(lowres):
     lr, _ = lowres
     scene = views_scene()

@@ -271,33 +271,72 @@ FITTED_ATTRIBUTE = "ImageQualityTransfer.FittedOrientation"  # on a slice node: 
 
 
 UNIT_RANGE_INVARIANTS = ("FractionalAnisotropy", "LinearMeasure", "PlanarMeasure", "SphericalMeasure", "RelativeAnisotropy")
-FIXED_WINDOW_ATTRIBUTE = "ImageQualityTransfer.FixedWindow"  # set where the window was fixed here, not by Slicer
-_followers: dict = {}  # leader display node id -> (leader display, observer tag)
+# on a tensor display node: the invariant whose window was set here (0..1, or the other side's), not by Slicer or the
+# reader; another invariant since then gets its own window again
+FIXED_WINDOW_ATTRIBUTE = "ImageQualityTransfer.FixedWindow"
+_followers: dict = {}  # display node id -> (display, observer tag, the display it keeps in step with)
+_in_step: set = set()  # display ids being changed here: their own Modified events are not followed back
 
 
-def _same_scalar_display(leader, follower) -> None:
-    """`follower` (a tensor display node) shows what `leader` shows: the same scalar invariant on the same window. Where
-    Slicer would choose the leader's window, an invariant with values in 0..1 (FA and the shape measures) gets 0..1, as
-    radiologists read FA; a window the reader sets is kept and followed."""
-    if leader.GetScalarInvariant() != follower.GetScalarInvariant():
-        follower.SetScalarInvariant(leader.GetScalarInvariant())
-    unit_range = leader.GetScalarInvariantAsString() in UNIT_RANGE_INVARIANTS
-    if unit_range and leader.GetAutoWindowLevel():
-        leader.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "1")
-        leader.AutoWindowLevelOff()
-        leader.SetWindowLevelMinMax(0.0, 1.0)
-    elif not unit_range and leader.GetAttribute(FIXED_WINDOW_ATTRIBUTE):  # off FA: Slicer's automatic window again
-        leader.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "")
-        leader.AutoWindowLevelOn()
-    window = (leader.GetWindowLevelMin(), leader.GetWindowLevelMax())
-    if follower.GetAutoWindowLevel() or (follower.GetWindowLevelMin(), follower.GetWindowLevelMax()) != window:
-        follower.AutoWindowLevelOff()
-        follower.SetWindowLevelMinMax(*window)
+def _fix_window(display_, low: float, high: float) -> None:
+    display_.AutoWindowLevelOff()
+    display_.SetWindowLevelMinMax(low, high)
+    display_.SetAttribute(FIXED_WINDOW_ATTRIBUTE, display_.GetScalarInvariantAsString())
+
+
+def _own_window(display_) -> None:
+    """`display_`'s window for its invariant: 0..1 for one with values in 0..1 (FA and the shape measures, as
+    radiologists read FA) where Slicer would choose it; Slicer's automatic window again for another invariant chosen
+    since this module fixed one (a window copied from the colour-orientation display, 0..254, left FA black: a
+    clinician's audit); a window the reader set on this invariant is kept."""
+    invariant = display_.GetScalarInvariantAsString()
+    fixed = display_.GetAttribute(FIXED_WINDOW_ATTRIBUTE)
+    if invariant in UNIT_RANGE_INVARIANTS and (display_.GetAutoWindowLevel() or (fixed and fixed != invariant)):
+        _fix_window(display_, 0.0, 1.0)
+    elif fixed and fixed != invariant:
+        display_.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "")
+        display_.AutoWindowLevelOn()
+
+
+def _same_scalar_display(source, other) -> None:
+    """`other` (a tensor display node) shows what `source`, the one just changed, shows: the same scalar invariant on
+    the same window (`_own_window`'s for `source`); a window the reader sets on either side is followed."""
+    _in_step.update((source.GetID(), other.GetID()))
+    try:
+        if source.GetScalarInvariant() != other.GetScalarInvariant():
+            other.SetScalarInvariant(source.GetScalarInvariant())
+        _own_window(source)
+        window = (source.GetWindowLevelMin(), source.GetWindowLevelMax())
+        if other.GetAutoWindowLevel() or (other.GetWindowLevelMin(), other.GetWindowLevelMax()) != window \
+                or other.GetAttribute(FIXED_WINDOW_ATTRIBUTE) != other.GetScalarInvariantAsString():
+            _fix_window(other, *window)
+    finally:
+        _in_step.difference_update((source.GetID(), other.GetID()))
+
+
+def _on_modified(caller, event) -> None:
+    entry = _followers.get(caller.GetID())
+    if entry is not None and caller.GetID() not in _in_step:
+        _same_scalar_display(caller, entry[2])
+
+
+def _stop_following(display_) -> None:
+    """`display_` and the display it kept in step with no longer follow each other; each has its own window again."""
+    entry = _followers.pop(display_.GetID(), None)
+    if entry is None:
+        return
+    entry[0].RemoveObserver(entry[1])
+    partner = entry[2]
+    if partner is not display_:
+        _stop_following(partner)
+    display_.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "-")  # no invariant's name: `_own_window` lets Slicer choose again
+    _own_window(display_)
 
 
 def follow_display(leader_node, follower_node) -> None:
-    """Keep `follower_node`'s scalar display (a tensor volume's: FA, MD, colour by orientation...) the same as
-    `leader_node`'s now and whenever the leader's changes, so that one value is one grey in both views of a
+    """Keep the two nodes' scalar displays (a tensor volume's: FA, MD, colour by orientation...) the same, the
+    follower's as the leader's now and either as the other's whenever the reader changes one (FA chosen for the
+    cubic side had left it black on the IQT side's colour window), so that one value is one grey in both views of a
     comparison (with automatic windows cubic's FA was on 0-0.64 and IQT's on 0-0.74)."""
     import vtk
 
@@ -305,11 +344,14 @@ def follow_display(leader_node, follower_node) -> None:
     if leader is None or follower is None or not leader.IsA("vtkMRMLDiffusionTensorVolumeDisplayNode") \
             or not follower.IsA("vtkMRMLDiffusionTensorVolumeDisplayNode"):
         return
-    old = _followers.pop(leader.GetID(), None)
-    if old is not None:
-        old[0].RemoveObserver(old[1])
-    tag = leader.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: _same_scalar_display(caller, follower))
-    _followers[leader.GetID()] = (leader, tag)
+    for one in (leader, follower):
+        entry = _followers.get(one.GetID())
+        if entry is not None and entry[2] is (follower if one is leader else leader):  # the same pair again
+            one.RemoveObserver(_followers.pop(one.GetID())[1])
+        else:
+            _stop_following(one)
+    for one, other in ((leader, follower), (follower, leader)):
+        _followers[one.GetID()] = (one, one.AddObserver(vtk.vtkCommand.ModifiedEvent, _on_modified), other)
     _same_scalar_display(leader, follower)
 
 

@@ -477,6 +477,23 @@ def test_a_scalar_chosen_for_the_cubic_side_shows_on_both_sides(lowres):
     assert 0 < left.GetWindowLevelMax() < 0.1  # mm^2/s, not the colour window
 
 
+def test_a_node_compared_with_itself_keeps_its_own_window(lowres):
+    """Method cubic compared: the output is its own comparison, and it had followed itself, its automatic window
+    switched off at the colour orientation's 0..254, FA and Trace black on both sides (a clinician's audit)."""
+    from slicer import vtkMRMLDiffusionTensorDisplayPropertiesNode as Props
+
+    lr, _ = lowres
+    scene = views_scene()
+    nodes = processing.run_on_nodes(scene, mrml.add_tensor_node(scene, lr, "dti"), "cubic", 2, interpolate=True)
+    assert nodes["interpolated"] is nodes["tensor"]
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"])
+    d = nodes["tensor"].GetDisplayNode()
+    assert d.GetAutoWindowLevel() and d.GetID() not in display._followers
+    for invariant in (Props.FractionalAnisotropy, Props.Trace):
+        d.SetScalarInvariant(invariant)
+        assert d.GetAutoWindowLevel() and 0 < d.GetWindowLevelMax() < 1, (invariant, d.GetWindowLevelMax())
+
+
 def test_tractography_hand_off_needs_slicerdmri(lowres):
     lr, _ = lowres
     scene = views_scene()

@@ -337,7 +337,8 @@ def follow_display(leader_node, follower_node) -> None:
     """Keep the two nodes' scalar displays (a tensor volume's: FA, MD, colour by orientation...) the same, the
     follower's as the leader's now and either as the other's whenever the reader changes one (FA chosen for the
     cubic side had left it black on the IQT side's colour window), so that one value is one grey in both views of a
-    comparison (with automatic windows cubic's FA was on 0-0.64 and IQT's on 0-0.74)."""
+    comparison (with automatic windows cubic's FA was on 0-0.64 and IQT's on 0-0.74). A node never follows itself:
+    cubic compared with itself had its own automatic window switched off at 0..254 (a clinician's audit)."""
     import vtk
 
     leader, follower = leader_node.GetDisplayNode(), follower_node.GetDisplayNode()
@@ -350,6 +351,8 @@ def follow_display(leader_node, follower_node) -> None:
             one.RemoveObserver(_followers.pop(one.GetID())[1])
         else:
             _stop_following(one)
+    if leader is follower:
+        return
     for one, other in ((leader, follower), (follower, leader)):
         _followers[one.GetID()] = (one, one.AddObserver(vtk.vtkCommand.ModifiedEvent, _on_modified), other)
     _same_scalar_display(leader, follower)

@@ -425,7 +425,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         names = [m["name"] for m in self._methods]
         name = self._parameterNode.method if self._parameterNode else ""
         if name not in names:
-            name = self.logic.defaultMethod(self._factors)
+            name = self.logic.defaultMethod(self._factors, getattr(self._parameterNode, "inputVolume", None))
             if self._parameterNode and name in names:
                 self._parameterNode.method = name
         index = names.index(name) if name in names else 0
@@ -445,6 +445,11 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.methodDescriptionLabel.text = (
             _("{description} ({properties})").format(description=description, properties=", ".join(extra))
             if extra else description)
+        inputNode = getattr(self._parameterNode, "inputVolume", None)
+        if info.get("learned") and inputNode is not None:  # said before Apply, not only in the run's note after it
+            note = self.logic.anisotropicOutputNote(inputNode, self._factors)
+            if note:
+                self.ui.methodDescriptionLabel.text += " " + note
         self.ui.installTorchButton.enabled = bool(info.get("needs_torch")) and not self.logic.torchAvailable()
         self.ui.averageFlipsCheckBox.enabled = bool(info.get("learned"))  # interpolation: nothing to average
 
@@ -936,14 +941,40 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- processing
 
-    def defaultMethod(self, factor=None) -> str:
+    def defaultMethod(self, factor=None, inputNode=None) -> str:
         """The module's default: the best shipped method with an uncertainty map that runs in this Python at `factor`
         (deep-hetero-var1, as accurate as the command line's default deep: the overlay is what the module shows
-        after Apply), else the engine's default there (`iqt methods`; cubic where no learned method has a model)."""
+        after Apply), else the engine's default there (`iqt methods`; cubic where no learned method has a model);
+        cubic where `factor` makes `inputNode`'s voxels far from near-isotropic, which the learned methods' run
+        would warn against (`anisotropicOutputNote`)."""
         self._engineOnPath()
         from ImageQualityTransferLib import methods
 
-        return methods.viewer_default(factor)
+        spacing = inputNode.GetSpacing() if inputNode is not None and hasattr(inputNode, "GetSpacing") else None
+        return methods.viewer_default(factor, spacing)
+
+    def _outputAnisotropy(self, inputNode, factor) -> Optional[tuple]:
+        """(output voxel size text, longest over shortest side) where `factor` makes `inputNode`'s voxels far from the
+        near-isotropic ones the learned methods were trained on (methods/base.py off_training_anisotropy), else None."""
+        if inputNode is None or not factor or not hasattr(inputNode, "GetSpacing"):
+            return None
+        self._engineOnPath()
+        from ImageQualityTransferLib.methods.base import off_training_anisotropy
+
+        ratio = off_training_anisotropy(inputNode.GetSpacing(), factor)
+        if ratio is None:
+            return None
+        return " × ".join(f"{x:.2f}" for x in self.outputSpacing(inputNode, factor)), f"{ratio:.1f}"
+
+    def anisotropicOutputNote(self, inputNode, factor) -> str:
+        """The panel's line, before Apply, where a learned method's run would warn that its output voxels are far from
+        near-isotropic (Through-plane 3 on a 2.7 mm isotropic scan: 2.71 × 0.90 × 2.70 mm), naming cubic; "" else."""
+        found = self._outputAnisotropy(inputNode, factor)
+        if found is None:
+            return ""
+        return _("At {factors} the output voxels are {size} mm ({ratio}:1), far from the near-isotropic voxels the "
+                 "learned methods were trained on: choose cubic, or factors that make them near-isotropic (Target "
+                 "voxel size picks them).").format(factors=factorsText(factor), size=found[0], ratio=found[1])
 
     def modelMethod(self, modelPath: str) -> Optional[str]:
         """The method a model file's sidecar names (None where it cannot be read: the run then says what is wrong); an
@@ -986,7 +1017,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                                        "volume"))
         sp = self.engine()
         defaulted = not method and not modelPath
-        method = method or (self.modelMethod(modelPath) if modelPath else None) or self.defaultMethod(factor)
+        method = method or (self.modelMethod(modelPath) if modelPath else None) or self.defaultMethod(factor, inputNode)
         needsTorch = sp.method_needs_torch(method)
         if separateProcess is None:
             separateProcess = needsTorch or not self._batch()
@@ -1017,7 +1048,14 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             exclude_outliers=bool(excludeOutliers),
         )
         logging.info(f"Processing completed in {time.time() - startTime:.2f} seconds")
-        if defaulted and not sp.method_info(method)["learned"]:  # methods.default_method fell back to interpolation
+        anisotropic = self._outputAnisotropy(inputNode, factor) if defaulted else None
+        if anisotropic and not sp.method_info(method)["learned"]:  # defaultMethod chose cubic for these voxels
+            self._addNote(nodes["tensor"], _("at {factors} the output voxels are {size} mm ({ratio}:1), far from the "
+                                             "near-isotropic voxels the learned methods were trained on, so the "
+                                             "interpolation baseline ({method}) ran; choose factors that make them "
+                                             "near-isotropic (Target voxel size picks them) for a learned one").format(
+                factors=factorsText(factor), size=anisotropic[0], ratio=anisotropic[1], method=method))
+        elif defaulted and not sp.method_info(method)["learned"]:  # methods.default_method fell back to interpolation
             self._addNote(nodes["tensor"], _("no learned model ships for {factors}, so the interpolation baseline "
                                              "({method}) ran; choose a Method and an Advanced > Model file trained for "
                                              "these factors for a learned one").format(

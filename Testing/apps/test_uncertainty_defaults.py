@@ -97,3 +97,16 @@ def test_a_model_registered_for_factors_the_preferred_methods_lack_is_the_defaul
     with pytest.raises(IQTError):
         methods.default_method((4, 4, 4), uncertainty=True)
     assert methods.default_method((5, 5, 5)) == "cubic"
+
+
+def test_the_viewers_default_is_cubic_where_the_factors_make_voxels_far_from_isotropic():
+    """Factors 1,3,1 on a 2.7 mm isotropic scan give 2.71 x 0.90 x 2.70 mm voxels, which a learned method's run warns
+    are off its training (use cubic): the viewers' default had been deep-hetero-var1 there (a clinician's audit)."""
+    from ImageQualityTransferLib.methods.base import off_training_anisotropy
+
+    sagittal = (2.7073, 2.7073, 2.7)
+    assert off_training_anisotropy(sagittal, (1, 3, 1)) == pytest.approx(3.0, abs=0.01)
+    assert methods.viewer_default((1, 3, 1), sagittal) == "cubic"
+    assert off_training_anisotropy((2.0, 2.0, 6.0), (1, 1, 3)) is None
+    assert methods.viewer_default((1, 1, 3), (2.0, 2.0, 6.0)) == methods.viewer_default((1, 1, 3))
+    assert methods.viewer_default((2, 2, 2), sagittal) == methods.viewer_default((2, 2, 2))

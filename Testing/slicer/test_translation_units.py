@@ -72,14 +72,16 @@ def test_the_status_line_is_one_text_and_its_english_is_unchanged():
 
 # ---------------------------------------------------------------- the method's description and its properties
 
-def _description(tr, info):
+def _description(tr, info, node=None, factors=(2, 2, 2), logic=None):
     update = _load(tr, "ImageQualityTransferWidget._updateMethodGui")["ImageQualityTransferWidget._updateMethodGui"]
     ui = types.SimpleNamespace(methodComboBox=types.SimpleNamespace(currentIndex=0),
                                methodDescriptionLabel=types.SimpleNamespace(text=None),
                                installTorchButton=types.SimpleNamespace(enabled=None),
                                averageFlipsCheckBox=types.SimpleNamespace(enabled=None))
-    panel = types.SimpleNamespace(ui=ui, _methods=[info], _parameterNode=types.SimpleNamespace(method=info["name"]),
-                                  _factors=(2, 2, 2), logic=types.SimpleNamespace(torchAvailable=lambda: False))
+    logic = logic or types.SimpleNamespace()
+    logic.torchAvailable = lambda: False
+    panel = types.SimpleNamespace(ui=ui, _methods=[info], _factors=factors, logic=logic,
+                                  _parameterNode=types.SimpleNamespace(method=info["name"], inputVolume=node))
     update(panel)
     return ui.methodDescriptionLabel.text
 
@@ -140,7 +142,7 @@ def _note(tr, factor):
     engine = types.SimpleNamespace(method_needs_torch=lambda m: False, method_info=lambda m: {"learned": False},
                                    run_on_nodes=lambda *a, **k: {"tensor": tensor})
     logic = types.SimpleNamespace(engineError=lambda: ValueError, engine=lambda: engine,
-                                  defaultMethod=lambda f: "cubic", _batch=lambda: True, torchAvailable=lambda: False,
+                                  defaultMethod=lambda f, node=None: "cubic", _outputAnisotropy=lambda node, f: None, _batch=lambda: True, torchAvailable=lambda: False,
                                   pythonSlicerExecutable=lambda: "PythonSlicer",
                                   _addNote=lambda node, note: notes.append(note),
                                   _describeFactors=grid.describe)  # where the module took the words from before
@@ -165,3 +167,34 @@ def test_the_factors_text_is_the_engines_words_in_english():
     factors_text = _load(english, "factorsText")["factorsText"]
     for factor in (2, 3, (2, 2, 2), (1, 1, 3), (1, 2, 1), [3, 3, 1], "2", "1,1,3"):
         assert factors_text(factor) == grid.describe(factor)
+
+
+# ---------------------------------------------------------------- output voxels far from the training's
+
+
+def test_the_panel_preselects_cubic_and_says_why_where_the_output_voxels_are_far_from_isotropic():
+    """Through-plane 3 on the sagittal dev scan (2.7 mm isotropic: factors 1,3,1) had preselected deep-hetero-var1,
+    whose finished run then warned that its 2.71 × 0.90 × 2.70 mm voxels were off its training and to use cubic (a
+    clinician's audit): the default is cubic there, and a learned method chosen says so before Apply."""
+    names = ["ImageQualityTransferLogic." + n for n in ("defaultMethod", "anisotropicOutputNote", "_outputAnisotropy",
+                                                        "outputSpacing")]
+    fns = _load(english, *names)
+    logic = types.SimpleNamespace(_engineOnPath=lambda: None)
+    for name, fn in fns.items():
+        setattr(logic, name.rsplit(".", 1)[1], types.MethodType(fn, logic))
+    sagittal = types.SimpleNamespace(GetSpacing=lambda: (2.7073, 2.7073, 2.7))
+    thick = types.SimpleNamespace(GetSpacing=lambda: (2.0, 2.0, 6.0))
+    assert logic.defaultMethod((1, 3, 1), sagittal) == "cubic"
+    assert logic.defaultMethod((1, 1, 3), thick) == logic.defaultMethod((1, 1, 3)) != "cubic"  # 2 x 2 x 2 mm voxels
+    assert logic.defaultMethod((2, 2, 2), sagittal) == logic.defaultMethod((2, 2, 2))
+    assert logic.anisotropicOutputNote(sagittal, (1, 3, 1)) == (
+        "At factors 1,3,1 the output voxels are 2.71 × 0.90 × 2.70 mm (3.0:1), far from the near-isotropic voxels the "
+        "learned methods were trained on: choose cubic, or factors that make them near-isotropic (Target voxel size "
+        "picks them).")
+    assert logic.anisotropicOutputNote(thick, (1, 1, 3)) == ""
+    said = _description(english, {"name": "deep-hetero-var1", "description": "x", "uncertainty": True, "learned": True},
+                        node=sagittal, factors=(1, 3, 1), logic=logic)
+    assert said.endswith("(gives an uncertainty map, learned) At factors 1,3,1 the output voxels are 2.71 × 0.90 × "
+                         "2.70 mm (3.0:1), far from the near-isotropic voxels the learned methods were trained on: "
+                         "choose cubic, or factors that make them near-isotropic (Target voxel size picks them)."), said
+

@@ -445,10 +445,10 @@ class Method:
                           f"(the dev subjects' 173-195 mm): its header's voxel size ({'x'.join(f'{v:.3g}' for v in lr.voxel_size)} "
                           f"mm) is probably in another unit; {self.name} reads voxels of 1-3 mm: check the header "
                           "(e.g. fslhd) and fix pixdim", IQTWarning, stacklevel=4)
-        hr = np.asarray(lr.voxel_size, float) / np.asarray(f, float)
-        if hr.min() > 0 and hr.max() / hr.min() > ANISOTROPY_TRAINED * ANISOTROPY_SLACK:
-            sizes = "x".join(f"{v:.3g}" for v in hr)
-            warnings.warn(f"{lr.source}at {grid.describe(f)} the output voxels are {sizes} mm ({hr.max() / hr.min():.1f}"
+        ratio = off_training_anisotropy(lr.voxel_size, f)
+        if ratio is not None:
+            sizes = "x".join(f"{v:.3g}" for v in np.asarray(lr.voxel_size, float) / np.asarray(f, float))
+            warnings.warn(f"{lr.source}at {grid.describe(f)} the output voxels are {sizes} mm ({ratio:.1f}"
                           f":1), far from the near-isotropic voxels {self.name}'s models were trained on (up to 1.4:1): "
                           "give factors that make them near-isotropic (iqt upsample's --voxel-size MM picks them), or "
                           "use cubic",
@@ -521,6 +521,16 @@ NRRD_WRITE_MULTIPLE = 0.7  # of the high-res tensors' bytes, on top of the run's
 # (cubic x2 of a 145x174x145 input peaked at 2.98 GB to .nrrd against 2.49 GB to .nii.gz, tensors 0.70 GB)
 ANISOTROPY_SLACK = 1.02  # as --voxel-size's: a header's 3.00000001 mm (a rotated affine) or 2.7073 mm over 1.35 is 2:1
 # (without it the 3 mm yaw and the sagittal dev scans at 1,1,2 would be warned, the 3 mm ortho scan not)
+
+
+def off_training_anisotropy(voxel_size, factors) -> float | None:
+    """The output voxels' longest side over their shortest (the input's `voxel_size` over `factors`) where a learned
+    method's output is off its training (`Method._warn_off_training` warns; `registry.viewer_default` prefers cubic),
+    else None."""
+    hr = np.asarray(voxel_size, float) / np.asarray(grid.factors(factors, identity_ok=True), float)
+    if hr.min() > 0 and hr.max() / hr.min() > ANISOTROPY_TRAINED * ANISOTROPY_SLACK:
+        return float(hr.max() / hr.min())
+    return None
 
 
 def predict_within(method: "Method", lr: Volume, factor, mask: Volume | None = None, **kw) -> tuple[Prediction, Volume | None]:

@@ -1093,7 +1093,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         display = self.display()
         display.show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
                              shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
-                             from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap)  # fits the views
+                             from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap,
+                             marker=True)  # fits the views; the orientation marker shows laterality
         return display.overlay_of(nodes, shownMap)
 
     def followFromMedian(self, fromMedian: bool, shared: bool = False) -> None:
@@ -1126,7 +1127,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         if lm is not None:
             display.remember_layout(slicer.mrmlScene)  # before the layout manager replaces it
             lm.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        display.show_comparison(slicer.mrmlScene, interpolatedNode, iqtNode, uncertaintyNode, opacity)
+        display.show_comparison(slicer.mrmlScene, interpolatedNode, iqtNode, uncertaintyNode, opacity, marker=True)
 
     def tractographyAvailable(self) -> bool:
         """SlicerDMRI is optional: seeding is offered where its module and node are present."""

@@ -15,6 +15,8 @@ from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
 from ImageQualityTransferLib.dmri.dti import inside_rim  # noqa: E402
 from ImageQualityTransferLib.slicer import display, legends, mrml, processing  # noqa: E402
 
+from helpers import REPO  # noqa: E402
+
 VIEWS = ("Red", "Yellow", "Green")
 
 
@@ -493,6 +495,31 @@ def test_a_node_compared_with_itself_keeps_its_own_window(lowres):
         d.SetScalarInvariant(invariant)
         assert d.GetAutoWindowLevel() and 0 < d.GetWindowLevelMax() < 1, (invariant, d.GetWindowLevelMax())
 
+
+def test_the_modules_views_show_laterality(lowres):
+    """The module's results and comparison had no orientation marker (its Logic passed marker=False), so nothing in its
+    views said which side is the patient's right (a clinician's audit): each view gets Slicer's axes marker once, and a
+    view whose marker the reader hides keeps it hidden over later runs."""
+    import ast
+
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    nodes = processing.run_on_nodes(scene, node, "linear", 2, interpolate=True)
+    display.show_results(scene, nodes, marker=True)
+    for view in VIEWS:
+        s = display.slice_node(scene, view)
+        assert s.GetOrientationMarkerType() == s.OrientationMarkerTypeAxes, view
+    red = display.slice_node(scene, "Red")
+    red.SetOrientationMarkerType(red.OrientationMarkerTypeNone)  # the reader's choice
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], marker=True)
+    display.show_results(scene, nodes, marker=True)
+    assert red.GetOrientationMarkerType() == red.OrientationMarkerTypeNone
+    module = ast.parse((REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py").read_text())
+    calls = [c for c in ast.walk(module) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+             and c.func.attr in ("show_results", "show_comparison")]
+    assert len(calls) == 2 and all(any(k.arg == "marker" and getattr(k.value, "value", None) is True
+                                       for k in c.keywords) for c in calls)
 
 def test_tractography_hand_off_needs_slicerdmri(lowres):
     lr, _ = lowres

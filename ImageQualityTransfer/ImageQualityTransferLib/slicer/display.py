@@ -60,12 +60,13 @@ def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=
 
 def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None, shared: bool = False,
                  shared_note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
-                 floor_note: str = FLOOR_NOTE, shown_map: str | None = None) -> None:
+                 floor_note: str = FLOOR_NOTE, shown_map: str | None = None, marker: bool = False) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs
     (`share_scales`, its legends ending in `shared_note`); `from_median`: each map coloured from its median up;
-    `clipped_note`, `floor_note`: as `set_scale`, translated; `shown_map`: the map on top (`overlay_of`)."""
+    `clipped_note`, `floor_note`: as `set_scale`, translated; `shown_map`: the map on top (`overlay_of`); `marker`:
+    `show_marker` in each view."""
     style_results(scene, nodes, titles, clipped_note, from_median, floor_note)
     if shared:
         share_scales(scene, note=shared_note, clipped_note=clipped_note, floor_note=floor_note)
@@ -73,7 +74,7 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
     legend_follows_opacity(overlay, opacity)
     if _comparing(scene):  # a run made in the side-by-side layout: both sides showed it, as if IQT were cubic
         if interpolated is not None and tensor is not None and interpolated is not tensor:
-            show_comparison(scene, interpolated, tensor, overlay, opacity)
+            show_comparison(scene, interpolated, tensor, overlay, opacity, marker=marker)
             return
         _leave_comparison(scene)
     kept = {view: _kept_view(scene, view, tensor) for view in _slice_views(scene)}
@@ -83,6 +84,8 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
             _fit_slice(s, tensor, s.GetOrientation(), legend=overlay is not None)
         elif tensor is not None and s is not None and kept.get(c.GetLayoutName()):
             snap_to_voxel_plane(s, tensor)  # the reader's slice, on this run's grid (x2 and x3 outputs share an extent)
+        if marker and s is not None:
+            show_marker(s)
     refresh_legends(scene)
 
 
@@ -364,10 +367,9 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
     the same slice and field of view in both (with an overlay, a strip on the right kept free for its legend),
     linked so that scrolling one moves the other. `orientation`
     (Axial, Coronal or Sagittal) defaults to the one that shows the run's factors (`view_for_node`).
-    `marker`: an orientation marker (axes labelled R, A, S) in each view that has none (the page's and the rendered
-    pictures'; the Slicer module leaves the reader's views as they set them). `bottom_px`: as `_fit_slice`'s. The
-    interpolation's scalar display follows the IQT output's (`follow_display`). Returns the (left, right) composite
-    nodes."""
+    `marker`: `show_marker` in each view (the module's, the page's and the rendered pictures'). `bottom_px`: as
+    `_fit_slice`'s. The interpolation's scalar display follows the IQT output's (`follow_display`). Returns the (left,
+    right) composite nodes."""
     if interpolated is None or iqt is None:
         raise IQTError("run Image Quality Transfer with the interpolated output first; there is nothing to compare")
     orientation = orientation or view_for_node(iqt)
@@ -396,13 +398,27 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
             _fit_slice(s, iqt, orientation, legend=uncertainty is not None, bottom_px=bottom_px)
         elif view != kept:  # the slice and zoom the reader chose, on both sides
             _same_slice(slice_node(scene, kept), s)
-        if marker and s.GetOrientationMarkerType() == s.OrientationMarkerTypeNone:  # laterality at a glance
-            s.SetOrientationMarkerType(s.OrientationMarkerTypeAxes)
-            s.SetOrientationMarkerSize(s.OrientationMarkerSizeMedium)
+        if marker:
+            show_marker(s)
         composites.append(c)
     legend_follows_opacity(uncertainty, opacity)
     refresh_legends(scene)  # an earlier run's legend whose map is no longer a layer: hidden
     return tuple(composites)
+
+
+MARKER_ATTRIBUTE = "ImageQualityTransfer.MarkerShown"  # on a slice node: `show_marker` put the marker there
+
+
+def show_marker(slice_node_) -> None:
+    """An orientation marker (axes labelled R, A, S) in a view that has none, once: laterality at a glance, which the
+    module's views had never shown (a clinician's audit; Slicer's axial and coronal views put the patient's right on
+    the screen's left, the radiological convention). A reader who hides it afterwards keeps it hidden."""
+    if slice_node_.GetAttribute(MARKER_ATTRIBUTE) or \
+            slice_node_.GetOrientationMarkerType() != slice_node_.OrientationMarkerTypeNone:
+        return
+    slice_node_.SetOrientationMarkerType(slice_node_.OrientationMarkerTypeAxes)
+    slice_node_.SetOrientationMarkerSize(slice_node_.OrientationMarkerSizeMedium)
+    slice_node_.SetAttribute(MARKER_ATTRIBUTE, "1")
 
 
 def legend_follows_opacity(overlay, opacity: float) -> None:

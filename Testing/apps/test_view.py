@@ -1583,8 +1583,7 @@ for how in ("shown", "reset"):
     node = display.slice_node(viewer.scene, view.LEFT)
     m = node.GetSliceToRAS()
     up, centre = (np.array([m.GetElement(i, k) for i in range(3)]) for k in (1, 3))
-    bounds = [0.0] * 6
-    viewer.nodes["tensor"].GetRASBounds(bounds)
+    bounds = display.data_bounds(viewer.nodes["tensor"])  # the views fit the data, not the grid's box
     lowest = min(up @ np.array([bounds[i], bounds[2 + j], bounds[4 + k]]) for i in (0, 1) for j in (0, 1) for k in (0, 1))
     fov_y, rows = node.GetFieldOfView()[1], node.GetDimensions()[1]
     out[how] = [rows, (lowest - (up @ centre - fov_y / 2)) / fov_y * rows]  # render px below the volume

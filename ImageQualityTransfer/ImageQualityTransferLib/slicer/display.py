@@ -168,10 +168,12 @@ def _kept_view(scene, view: str, volume) -> bool:
     if shown is None or volume is None or s is None or s.GetOrientation() not in PLANE_AXES \
             or not shown.GetAttribute(mrml.FACTORS_ATTRIBUTE) or s.GetAttribute(FITTED_ATTRIBUTE) != s.GetOrientation():
         return False
-    a, b = [0.0] * 6, [0.0] * 6
-    shown.GetRASBounds(a)
-    volume.GetRASBounds(b)
-    tolerance = max(max(shown.GetSpacing()), max(volume.GetSpacing()))  # grids of other factors over one extent
+    a, b = data_bounds(shown), data_bounds(volume)  # an unmasked output after a masked one is fitted anew
+    from ..core import grid
+
+    # grids of other factors over one input: their data's edges a voxel of that input apart at most
+    tolerance = max(max(np.multiply(n.GetSpacing(), grid.factors(n.GetAttribute(mrml.FACTORS_ATTRIBUTE) or 1,
+                                                                 identity_ok=True))) for n in (shown, volume))
     return bool(np.all(np.abs(np.subtract(a, b)) <= tolerance))
 
 
@@ -226,8 +228,7 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = F
 def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: float = 0) -> tuple[float, float, np.ndarray]:
     """(field of view across, up, the view's centre in RAS) that `_fit_slice` gives `slice_node_` in its orientation
     at `dims` pixels, without changing the node (apps/view.py keeps a reader's zoom relative to it on a resize)."""
-    bounds = [0.0] * 6
-    volume.GetRASBounds(bounds)
+    bounds = data_bounds(volume)
     centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
     across, up = PLANE_AXES[slice_node_.GetOrientation()] if slice_node_.GetOrientation() in PLANE_AXES else (0, 1)
     width, height = bounds[2 * across + 1] - bounds[2 * across], bounds[2 * up + 1] - bounds[2 * up]
@@ -242,6 +243,39 @@ def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: floa
     normal = np.array([m.GetElement(i, 2) for i in range(3)])
     return fov_x, fov_y, (on_voxel_plane(centre, volume, normal) + screen_right * room * fov_x / 2
                           - screen_up * low * fov_y / 2)
+
+
+_bounds_read: dict = {}  # volume node's address -> (its image's modified time, data_bounds)
+
+
+def data_bounds(volume) -> list[float]:
+    """RAS bounds (as GetRASBounds gives them) of `volume`'s voxels that hold data (any non-zero component), half a
+    voxel out; the whole grid's where none does or the data cannot be read. A grid turned in the scanner had its
+    corners' box fitted: on the 3 mm yaw scan the brain filled a third of the view's width (a clinician's audit)."""
+    whole = [0.0] * 6
+    volume.GetRASBounds(whole)
+    image = volume.GetImageData() if hasattr(volume, "GetImageData") else None
+    point_data = image.GetPointData() if image is not None else None
+    array = point_data.GetTensors() or point_data.GetScalars() if point_data is not None else None
+    if array is None:
+        return whole
+    key, stamp = volume.GetID() or str(id(volume)), (image.GetMTime(), array.GetMTime())
+    if key in _bounds_read and _bounds_read[key][0] == stamp:
+        return list(_bounds_read[key][1])
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    dims = image.GetDimensions()
+    values = vtk_to_numpy(array).reshape(dims[2], dims[1], dims[0], -1)
+    k, j, i = np.nonzero(np.any(values != 0, axis=-1))
+    if not len(i):
+        return whole
+    m = mrml.node_affine(volume)
+    ras = m[:3, :3] @ np.stack([i, j, k]).astype(float) + m[:3, 3:4]
+    half = np.abs(m[:3, :3]).sum(axis=1) / 2  # a voxel's half extent along R, A, S
+    low, high = ras.min(axis=1) - half, ras.max(axis=1) + half
+    bounds = [float(v) for pair in zip(np.maximum(low, whole[0::2]), np.minimum(high, whole[1::2])) for v in pair]
+    _bounds_read[key] = (stamp, bounds)
+    return bounds
 
 
 def on_voxel_plane(point, volume, normal) -> np.ndarray:

@@ -1273,6 +1273,9 @@ class FakeServer:
     def __exit__(self, *_):
         self.sent.append(("flush", getattr(self, "stopping", "")))
 
+    def send_signal(self):
+        os.kill(os.getpid(), self.signum)
+
     @property
     def network_completion(self):
         async def sent():
@@ -1281,7 +1284,7 @@ class FakeServer:
 
     def start(self, **_):
         async def serving():
-            asyncio.get_running_loop().call_soon(os.kill, os.getpid(), self.signum)
+            asyncio.get_running_loop().call_soon(self.send_signal)
             await asyncio.sleep(5)
             self.sent.append(("served on", None))
 
@@ -1359,6 +1362,65 @@ def test_the_page_is_told_the_server_stops_before_its_loop_stops(monkeypatch):
     said = server.sent[0][1]
     assert said.startswith("Its iqt view command got Ctrl-C; the espcn run under way is cancelled") and \
         "start iqt view again, then reload this page" in said, said
+
+
+class PushStalls(FakeServer):
+    """A FakeServer whose page push (the stopping overlay) stalls, and which is sent `second` from inside it, or
+    `early`: right after the first, in the same turn of the loop, before the push has started."""
+
+    def __init__(self, signum, second, early=False):
+        super().__init__(signum)
+        self.second, self.early = second, early
+
+    def send_signal(self):
+        super().send_signal()
+        if self.early:  # both handled before the loop's next turn
+            os.kill(os.getpid(), self.second)
+
+    @property
+    def network_completion(self):
+        async def stalled():
+            if not self.early:
+                os.kill(os.getpid(), self.second)  # handled at the next bytecode: deterministically during the push
+            await asyncio.sleep(30)
+            self.sent.append(("sent", None))
+        return stalled()
+
+
+@pytest.mark.parametrize("second, early", [("SIGINT", False), ("SIGTERM", False), ("SIGINT", True)])
+def test_a_second_signal_while_the_page_is_told_forces_the_stop(monkeypatch, capsys, caplog, second, early):
+    """A second signal while the page was being told the server stops (STOP_PUSH_S) interrupted the push but serve
+    then waited STOP_GRACE_S for the run, and the push's coroutine said "RuntimeError: no running event loop" and
+    "Task was destroyed but it is pending!" (a review: push2.py); one in the same turn of the loop as the first, the
+    push cancelled before it started, hung the command. It now ends it at once, with the second signal's status where
+    it is SIGTERM."""
+    import gc
+    import signal
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import signals, view
+
+    monkeypatch.setattr(view, "STOP_PUSH_S", 60)  # the push is cut short by the signal, not by its time limit
+    monkeypatch.setattr(signals, "left_running", [])
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with serving_a_run_without_reports(signal.SIGINT, seconds=30) as (viewer, _):
+        viewer.server = PushStalls(signal.SIGINT, getattr(signal, second), early)
+        old = signal.signal(signal.SIGTERM, signals._on_signal)
+        try:
+            started = time.monotonic()
+            with pytest.raises((KeyboardInterrupt, signals.Terminated)) as stopped:
+                viewer.serve(port=0)
+            took = time.monotonic() - started
+            assert not viewer._work.done()  # left, not waited for
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        gc.collect()
+    assert took < 2, took
+    assert getattr(stopped.value, "signum", signal.SIGINT) == getattr(signal, second)
+    assert [what for what, _ in viewer.server.sent] == ([] if early else ["flush"]), viewer.server.sent
+    assert not unraisable and "destroyed" not in caplog.text and "stopping:" not in capsys.readouterr().err
+    assert signals.left_running == [viewer._work.thread]  # the `iqt` process exits past it
 
 
 def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:

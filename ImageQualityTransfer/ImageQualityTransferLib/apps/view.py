@@ -668,6 +668,8 @@ class Viewer:
                               disable_logging=True, thread=True)  # thread: no signal handlers of its own
         except KeyboardInterrupt as exc:
             signum = caught.get("signum")
+            if caught.get("forced") not in (None, signal.SIGINT):  # a second signal: SIGTERM or SIGHUP said as such
+                signum = caught["forced"]
             if isinstance(exc.__cause__, signals.Terminated):  # a second signal, raised where it landed
                 signum = exc.__cause__.signum
             if signum not in (None, signal.SIGINT):  # SIGTERM or SIGHUP: said as such, 128 + its number
@@ -683,7 +685,7 @@ class Viewer:
             for sig, handler in before:  # a signal from here on raises at once: a second Ctrl-C ends the wait below
                 signal.signal(sig, handler)
             self._stop.set()
-            self._wait_for_run(caught.get("signum"))
+            self._wait_for_run(caught.get("signum"), forced="forced" in caught)
 
     async def _say_stopping(self, signum) -> None:
         """The page told that the server stops, and why, before its loop stops (serve): after it the page could show
@@ -697,16 +699,19 @@ class Viewer:
                           "start iqt view again, then reload this page.")
         await self.server.network_completion  # sent, not only queued on the loop about to stop
 
-    def _wait_for_run(self, signum=None) -> None:
+    def _wait_for_run(self, signum=None, forced: bool = False) -> None:
         """The run under way stops at its next progress report (Cancelled there); one that reports none for a while
         (a model's single pass) is said on the terminal at once, so that Ctrl-C is not met with silence, and is left
         after STOP_GRACE_S: SIGHUP with its terminal gone has nobody to send a second signal (it had waited for the
         method's next report). Its thread is a daemon's (_Worker), which exit does not join; `iqt view` writes no
-        file, so nothing is left half-written. A second Ctrl-C raises here at once."""
+        file, so nothing is left half-written. A second Ctrl-C raises here at once; one that came before (`forced`,
+        while the page was told: _stop_loop_on_signal) leaves the run without a wait."""
         work = self._work
         if work is None or work.done():
             return
         signals.left_running.append(work.thread)  # the command then exits past it (signals.exit_past_left_threads)
+        if forced:
+            return
         if not futures.wait([work], timeout=STOP_SAY_S).not_done:
             return
         again = "Ctrl-C" if signum in (None, signal.SIGINT) else f"send {signal.Signals(signum).name}"  # as received
@@ -746,14 +751,29 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
     its own, once `say(signum)` (a coroutine function: the page told) has run, STOP_PUSH_S at most: raised where they
     landed, inside a VTK observer (the slice views' Viewer._remember, a legend's resize), VTK caught the
     KeyboardInterrupt, printed "Caught a Ctrl-C within python, exiting program." and exited 1; a Terminated raised in
-    a task was kept there and the server served on (Testing/apps/test_view.py). Outside the loop, or a second signal,
-    raises at once as `signals._on_signal` does. Returns [(signal, handler before)]."""
+    a task was kept there and the server served on (Testing/apps/test_view.py). A second signal while the page is
+    told cuts that short: the loop stops at its next turn, recorded as `caught["forced"]` (serve then waits for no
+    run). Outside the loop, or a third signal, raises at once as `signals._on_signal` does. Returns [(signal,
+    handler before)]."""
     if threading.current_thread() is not threading.main_thread():
         return []
 
+    def force():  # after stop(): the page's push cancelled, started or not, its task's end then stops the loop
+        task = caught.get("stopping")
+        if task is not None and not task.done():
+            task.cancel()
+        else:
+            _interrupt()
+
     def on_signal(signum, frame):
         loop = asyncio.events._get_running_loop()
+        if loop is not None and "signum" in caught and "forced" not in caught:
+            caught["forced"] = signum  # raised here, it had left the push's tasks pending and serve waiting 5 s
+            loop.call_soon_threadsafe(force)
+            return
         if loop is None or "signum" in caught:
+            if "signum" in caught:
+                caught.setdefault("forced", signum)
             try:
                 signals._on_signal(signum, frame)  # a signal during an import is sent again once it has ended
             except signals.Terminated as exc:
@@ -763,6 +783,9 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
 
         def stop():  # the task kept in `caught`: the loop holds its tasks only weakly
             caught["stopping"] = loop.create_task(_said_then_stop(say, signum))
+            # on its end, however it ends: a `finally` in the coroutine never ran where it was cancelled before its start
+            # (a second signal in the same turn of the loop: the command hung)
+            caught["stopping"].add_done_callback(lambda _: _interrupt())
 
         loop.call_soon_threadsafe(_interrupt if say is None else stop)
 
@@ -805,11 +828,10 @@ def signals_held():
 
 
 async def _said_then_stop(say, signum) -> None:
-    try:
-        with contextlib.suppress(Exception):  # the page's word never keeps the server from stopping
-            await asyncio.wait_for(say(signum), STOP_PUSH_S)
-    finally:
-        asyncio.get_running_loop().call_soon(_interrupt)
+    """The page told, STOP_PUSH_S at most; the loop is then stopped by the task's done callback (_stop_loop_on_signal):
+    a `finally` here, closed with the loop gone, had found no running loop (RuntimeError)."""
+    with contextlib.suppress(Exception):  # the page's word never keeps the server from stopping
+        await asyncio.wait_for(say(signum), STOP_PUSH_S)
 
 
 def _interrupt() -> None:

@@ -15,6 +15,7 @@ import errno
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -718,7 +719,9 @@ class Viewer:
         with contextlib.suppress(OSError):  # a terminal gone (SIGHUP): EIO had replaced the signal, exit 1
             print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop, "
                   f"{STOP_GRACE_S:g} s at most; {again} again to force", file=sys.stderr, flush=True)
-        futures.wait([work], timeout=max(STOP_GRACE_S - STOP_SAY_S, 0.0))
+        deadline = time.monotonic() + STOP_GRACE_S - STOP_SAY_S
+        while not work.done() and time.monotonic() < deadline:  # in slices: a signal that lands as a wait starts, or
+            futures.wait([work], timeout=min(deadline - time.monotonic(), 0.1))  # in another thread, waits for its end
 
 
 STOP_SAY_S = 0.5  # a run still going this long after Ctrl-C is said to be waited for (Viewer._wait_for_run)

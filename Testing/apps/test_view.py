@@ -1290,6 +1290,28 @@ def test_the_stopping_line_after_sigterm_names_the_signal_received(monkeypatch, 
                     "to force"], said
 
 
+def test_the_grace_counts_from_the_signal(monkeypatch, capsys):
+    """STOP_GRACE_S counted from the wait's start, after the page's push and the loop's stop (up to STOP_PUSH_S
+    later: a review); it counts from the signal's arrival, recorded by _stop_loop_on_signal."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import signals, view
+
+    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(signals, "left_running", [])
+    release = threading.Event()
+    viewer = view.Viewer.__new__(view.Viewer)
+    viewer._running = "espcn"
+    viewer._work = view._Worker().submit(release.wait, 30)
+    try:
+        started = time.monotonic()
+        viewer._wait_for_run(since=started - view.STOP_GRACE_S + 0.2)  # the signal came 4.8 s ago
+        took = time.monotonic() - started
+        assert not viewer._work.done()
+    finally:
+        release.set()
+    assert took < 2, took
+
+
 class FakeServer:
     """trame's server as Viewer.serve uses it: `start` runs an event loop on this, the main, thread (as wslink does),
     which sends `signum` to this process once it runs; `state` records what the page was sent, in order."""

@@ -686,7 +686,7 @@ class Viewer:
             for sig, handler in before:  # a signal from here on raises at once: a second Ctrl-C ends the wait below
                 signal.signal(sig, handler)
             self._stop.set()
-            self._wait_for_run(caught.get("signum"), forced="forced" in caught)
+            self._wait_for_run(caught.get("signum"), forced="forced" in caught, since=caught.get("at"))
 
     async def _say_stopping(self, signum) -> None:
         """The page told that the server stops, and why, before its loop stops (serve): after it the page could show
@@ -700,13 +700,15 @@ class Viewer:
                           "start iqt view again, then reload this page.")
         await self.server.network_completion  # sent, not only queued on the loop about to stop
 
-    def _wait_for_run(self, signum=None, forced: bool = False) -> None:
+    def _wait_for_run(self, signum=None, forced: bool = False, since: float | None = None) -> None:
         """The run under way stops at its next progress report (Cancelled there); one that reports none for a while
         (a model's single pass) is said on the terminal at once, so that Ctrl-C is not met with silence, and is left
         after STOP_GRACE_S: SIGHUP with its terminal gone has nobody to send a second signal (it had waited for the
         method's next report). Its thread is a daemon's (_Worker), which exit does not join; `iqt view` writes no
         file, so nothing is left half-written. A second Ctrl-C raises here at once; one that came before (`forced`,
-        while the page was told: _stop_loop_on_signal) leaves the run without a wait."""
+        while the page was told: _stop_loop_on_signal) leaves the run without a wait. STOP_GRACE_S counts from `since`,
+        the signal's time.monotonic() (the page's push and the loop's stop come first)."""
+        deadline = (time.monotonic() if since is None else since) + STOP_GRACE_S
         work = self._work
         if work is None or work.done():
             return
@@ -719,13 +721,12 @@ class Viewer:
         with contextlib.suppress(OSError):  # a terminal gone (SIGHUP): EIO had replaced the signal, exit 1
             print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop, "
                   f"{STOP_GRACE_S:g} s at most; {again} again to force", file=sys.stderr, flush=True)
-        deadline = time.monotonic() + STOP_GRACE_S - STOP_SAY_S
         while not work.done() and time.monotonic() < deadline:  # in slices: a signal that lands as a wait starts, or
             futures.wait([work], timeout=min(deadline - time.monotonic(), 0.1))  # in another thread, waits for its end
 
 
 STOP_SAY_S = 0.5  # a run still going this long after Ctrl-C is said to be waited for (Viewer._wait_for_run)
-STOP_GRACE_S = 5.0  # and is left, the command ending without it, this long after the signal (Viewer._wait_for_run)
+STOP_GRACE_S = 5.0  # and is left, the command ending without it, this long after the signal (on_signal's "at")
 STOP_PUSH_S = 0.5  # the longest the page's "stopping" may hold up the loop's stop (Viewer._say_stopping)
 
 
@@ -782,7 +783,7 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
             except signals.Terminated as exc:
                 raise KeyboardInterrupt from exc  # asyncio passes on KeyboardInterrupt from a callback, not Terminated
             return
-        caught["signum"] = signum
+        caught["signum"], caught["at"] = signum, time.monotonic()
 
         def stop():  # the task kept in `caught`: the loop holds its tasks only weakly
             caught["stopping"] = loop.create_task(_said_then_stop(say, signum))

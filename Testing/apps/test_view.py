@@ -1414,7 +1414,9 @@ def test_the_page_is_told_the_server_stops_before_its_loop_stops(monkeypatch):
             viewer.serve(port=0)
     assert [what for what, _ in server.sent] == ["flush", "sent"], server.sent
     said = server.sent[0][1]
-    assert said.startswith("Its iqt view command got Ctrl-C; the espcn run under way is cancelled") and \
+    # "is cancelled (waited for 5 s at most)" had said a wait not yet begun in the past tense (a review)
+    assert said.startswith("Its iqt view command got Ctrl-C; the espcn run under way is being cancelled: it stops at "
+                           "its next progress report, or is left 0.05 s after the signal. ") and \
         "start iqt view again, then reload this page" in said, said
 
 

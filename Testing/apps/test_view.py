@@ -1129,6 +1129,37 @@ def test_a_thread_left_running_is_exited_past(monkeypatch, capsys):
     assert exits == [130], exits
 
 
+def test_an_in_process_caller_is_not_exited_past_a_thread_left_running(monkeypatch, capsys):
+    """`cli.main(argv)` from Python returns its status with a thread left running (os._exit is for the `iqt` process
+    only: cli.main's `if process:`); ended threads are forgotten, and the caller's own exit waits for a live one
+    LEFT_JOIN_S at most (the interpreter's exit had aborted inside torch: 134, "terminate called...")."""
+    from ImageQualityTransferLib.apps import signals
+
+    exits = []
+    monkeypatch.setattr(signals.os, "_exit", exits.append)
+    release = threading.Event()
+    ended = threading.Thread(target=lambda: None, daemon=True)
+    ended.start()
+    ended.join()
+    thread = threading.Thread(target=release.wait, args=(30,), daemon=True)
+    monkeypatch.setattr(signals, "left_running", [ended])
+    monkeypatch.setattr(signals, "LEFT_JOIN_S", 0.05, raising=False)
+    thread.start()
+    try:
+        signals.leave_running(thread)
+        assert signals.left_running == [thread]  # the ended one forgotten
+        code = cli.main(["view", "nothing.nii.gz", "--port", "0"])
+        assert code == 2 and exits == []
+        capsys.readouterr()
+        signals._join_left_threads()  # as at the caller's exit: said, then given up after LEFT_JOIN_S
+        assert capsys.readouterr().err.startswith("iqt: waiting for a stopped run to reach its next progress report")
+    finally:
+        release.set()
+        thread.join(5)
+    signals._join_left_threads()  # ended: nothing said
+    assert capsys.readouterr().err == ""
+
+
 SIGNAL_IN_AN_OBSERVER = r"""
 import asyncio, os, signal, sys, threading
 from vtkmodules.vtkCommonCore import vtkObject

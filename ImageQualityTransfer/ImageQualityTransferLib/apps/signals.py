@@ -4,6 +4,7 @@ cohort runner (`apps.batch`), which must not lose one while its local workers st
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -84,6 +85,37 @@ def handle_signals() -> list:
 
 
 left_running: list = []  # threads a stopped command left running: iqt view's run (apps/view.py Viewer._wait_for_run)
+LEFT_JOIN_S = 60.0  # how long an in-process caller's exit waits for them (_join_left_threads)
+
+
+def leave_running(thread: threading.Thread) -> None:
+    """Record `thread` as left running by a stopped command; those that have ended are forgotten (an in-process
+    caller's list had grown with every stopped `iqt view`)."""
+    _forget_ended()
+    left_running.append(thread)
+
+
+def _forget_ended() -> None:
+    left_running[:] = [t for t in left_running if t.ident is None or t.is_alive()]  # kept until started
+
+
+@atexit.register
+def _join_left_threads() -> None:
+    """At an in-process caller's exit (`cli.main(argv)`; the `iqt` process exits past them: exit_past_left_threads),
+    wait LEFT_JOIN_S at most for threads left running: they end at their next progress report (iqt view's cancel
+    flag), and the interpreter's exit had stopped one inside torch's C++ ("terminate called without an active
+    exception", exit 134 after the caller's own end)."""
+    alive = [t for t in left_running if t.is_alive()]
+    for thread in alive:
+        thread.join(min(0.5, LEFT_JOIN_S))  # one about to end (a caller that let it go) is not said
+    alive = [t for t in alive if t.is_alive()]
+    if not alive:
+        return
+    with contextlib.suppress(Exception):
+        print(f"iqt: waiting for a stopped run to reach its next progress report before exiting, {LEFT_JOIN_S:g} s at "
+              "most", file=sys.stderr, flush=True)
+    for thread in alive:
+        thread.join(LEFT_JOIN_S)
 
 
 def exit_past_left_threads(code: int) -> None:
@@ -91,6 +123,7 @@ def exit_past_left_threads(code: int) -> None:
     a daemon thread with pthread_exit, which inside torch's C++ ends in std::terminate ("terminate called without an
     active exception", SIGABRT: exit 134 after a closing line that had said 130 or 129). Nothing is left to finalize:
     the command's outputs are written or removed by then (apps/cli/__init__.py `_run`)."""
+    _forget_ended()
     if not any(t.is_alive() for t in left_running):
         return
     for stream in (sys.stdout, sys.stderr):

@@ -74,13 +74,13 @@ def _nhdr_plan(tmp_path, name="u.nhdr", what="std map"):
     return fileio.Outputs(tmp_path / "t.nii.gz").add(tmp_path / name, fileio.TENSOR_SUFFIXES, what)
 
 
-def test_a_file_at_a_detached_outputs_data_file_name_is_kept_unless_an_earlier_iqt_output_wrote_it(tmp_path, capsys):
+def test_a_file_at_a_detached_outputs_data_file_name_is_kept_unless_the_header_there_names_it(tmp_path, capsys):
     """u.raw.gz, another program's file or another header's data file, had been replaced by `--uncertainty u.nhdr`
-    (or `-o u.nhdr`) without a word; an earlier iqt u.nhdr's own data file is still written over."""
+    (or `-o u.nhdr`) without a word; the data file u.nhdr names (an earlier run's) is still written over."""
     from helpers import run_cli
 
     (tmp_path / "u.raw.gz").write_bytes(b"precious")
-    with pytest.raises(IQTError, match=r"u.raw.gz: already there, not the data file of an earlier iqt u.nhdr, which "
+    with pytest.raises(IQTError, match=r"u.raw.gz: already there, with no u.nhdr naming it as its data file, which "
                                        r"the std map .*u.nhdr would replace"):
         _nhdr_plan(tmp_path)
     (tmp_path / "other.nhdr").write_bytes(b"NRRD0004\ntype: float\ndimension: 1\nsizes: 2\nencoding: gzip\n"
@@ -95,6 +95,40 @@ def test_a_file_at_a_detached_outputs_data_file_name_is_kept_unless_an_earlier_i
     assert (tmp_path / "u.raw.gz").read_bytes() == b"precious" and not (tmp_path / "u.nhdr").exists()
     fileio.save_scalar(vol.replace(data=np.ones((2, 2, 2), np.float32), kind="scalar"), tmp_path / "e.nhdr", "iqt x")
     assert _nhdr_plan(tmp_path, "e.nhdr") == tmp_path / "e.nhdr"  # an earlier run's own: rewritten
+
+
+def _header(data: str, more: str = "") -> bytes:
+    return f"NRRD0004\ntype: float\ndimension: 1\nsizes: 2\nencoding: gzip\n{more}data file: {data}\n\n".encode()
+
+
+def test_a_rerun_replaces_the_data_file_its_header_names_whoever_wrote_the_header(tmp_path):
+    """A .nhdr re-saved in place by Slicer (its volumes logic's storage node drops iqt_made_by and iqt_run, keeps
+    'data file: o.raw.gz') or written by fileio.save_tensor had its rerun refused: 'o.raw.gz: already there, not the
+    data file of an earlier iqt o.nhdr' (o.nhdr names it). The header is replaced as `-o` replaces any file."""
+    vol = bundle_volume(np.eye(4), shape=(2, 2, 2))
+    fileio.save_tensor(vol, tmp_path / "api.nhdr")  # no iqt_ fields
+    assert b"iqt_" not in (tmp_path / "api.nhdr").read_bytes()
+    assert _nhdr_plan(tmp_path, "api.nhdr", "tensor output") == tmp_path / "api.nhdr"
+    (tmp_path / "o.raw.gz").write_bytes(b"the data")
+    (tmp_path / "o.nhdr").write_bytes(_header("o.raw.gz"))  # as Slicer re-saves it
+    assert _nhdr_plan(tmp_path, "o.nhdr", "tensor output") == tmp_path / "o.nhdr"
+    (tmp_path / "o.nhdr").write_bytes(_header("elsewhere.raw.gz"))  # it names another file: o.raw.gz is not its
+    with pytest.raises(IQTError, match=r"o.raw.gz: already there, not the data file o.nhdr names, which the tensor "):
+        _nhdr_plan(tmp_path, "o.nhdr", "tensor output")
+
+
+def test_a_data_file_another_header_names_too_is_kept_though_the_outputs_header_names_it(tmp_path):
+    """`cp o.nhdr backup.nhdr`, then a rerun `-o o.nhdr`: o.raw.gz was replaced without a word, changing what
+    backup.nhdr shows."""
+    (tmp_path / "o.raw.gz").write_bytes(b"the data")
+    (tmp_path / "o.nhdr").write_bytes(_header("o.raw.gz", "iqt_run:=an earlier run\n"))
+    (tmp_path / "backup.nhdr").write_bytes((tmp_path / "o.nhdr").read_bytes())
+    with pytest.raises(IQTError) as refused:
+        _nhdr_plan(tmp_path, "o.nhdr", "tensor output")
+    said = str(refused.value)
+    assert said.startswith(f"{tmp_path / 'o.raw.gz'}: the data file of o.nhdr and also of backup.nhdr, which the "
+                           f"tensor output {tmp_path / 'o.nhdr'} would replace") and "\n" not in said, said
+    assert (tmp_path / "o.raw.gz").read_bytes() == b"the data"
 
 
 @pytest.mark.parametrize("name", ["é.nhdr", "a\nb.nhdr", " u.nhdr"])

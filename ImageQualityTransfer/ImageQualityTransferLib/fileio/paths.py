@@ -121,30 +121,31 @@ def check_data_name(path, data: Path, what: str) -> None:
 
 def check_data_file(path: Path, data: Path, what: str) -> None:
     """Before any work: the data file a detached header output is written beside (`data`) is no folder, and no file
-    this run would replace other than the data file of an earlier iqt output at `path` (another header's data, or
-    another program's file, had been replaced without a word)."""
+    this run would replace other than the data file the header at `path` names (that header is replaced too, as `-o`
+    replaces any file at its name; whoever wrote it: iqt, Slicer's re-save, `fileio.save_tensor`), nor the data file of
+    another header in the folder (a copy of the header would show the new data; another program's file had been
+    replaced without a word)."""
     if data.is_dir():
         raise IQTError(f"{data}: is a folder, where the {what} {path} writes its data file; give the {what} another "
                        "name (or move that folder)")
     if not os.path.lexists(data):
         return
-    if nrrd_data_file(path) is not None and os.path.realpath(nrrd_data_file(path)) == os.path.realpath(data) \
-            and _written_by_iqt(path):
-        return
+    own = nrrd_data_file(path)
+    own = own is not None and os.path.realpath(own) == os.path.realpath(data)
     other = _header_naming(data, path)
-    whose = f"the data file of {other.name}" if other is not None else f"not the data file of an earlier iqt {path.name}"
+    if own and other is None:
+        return
+    if own:
+        raise IQTError(f"{data}: the data file of {path.name} and also of {other.name}, which the {what} {path} would "
+                       f"replace with its data file, changing what {other.name} shows; give the {what} another name")
+    if other is not None:
+        whose = f"the data file of {other.name}"
+    elif os.path.lexists(path):
+        whose = f"not the data file {path.name} names"
+    else:
+        whose = f"with no {path.name} naming it as its data file"
     raise IQTError(f"{data}: already there, {whose}, which the {what} {path} would replace with its data file; give "
                    f"the {what} another name (or move that file)")
-
-
-def _written_by_iqt(header: Path) -> bool:
-    """Whether a NRRD header holds iqt's record (fileio/nrrd.py _records: iqt_made_by, iqt_run)."""
-    try:
-        with open(header, "rb") as f:
-            head = f.read(NRRD_HEADER_BYTES).split(b"\n\n")[0]
-    except OSError:
-        return False
-    return any(line.startswith((b"iqt_made_by:=", b"iqt_run:=")) for line in head.split(b"\n"))
 
 
 def _header_naming(data: Path, besides: Path, most: int = 1000) -> Path | None:

@@ -168,3 +168,28 @@ def test_an_unreadable_map_is_told_what_to_do_with_a_map(tmp_path):
     with pytest.raises(IQTError) as refused:  # a mask is still told of a label map
         fileio.load_mask(tmp_path / "t.nrrd")
     assert "not a 3D label map; save the mask from Slicer as a label map" in str(refused.value)
+
+
+def test_an_unreadable_mask_nrrd_is_told_of_a_label_map_and_a_tensor_of_a_tensor_nrrd(tmp_path):
+    """As CHANGELOG.md says: a truncated mask.nrrd, or a folder at its name, had been told to re-save it as a
+    diffusion tensor NRRD (or to give a tensor NRRD file); a tensor's lines are unchanged."""
+    import os
+
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    vol = bundle_volume(GRID, shape=(3, 4, 5))
+    fileio.save_scalar(vol.replace(data=np.ones((3, 4, 5), np.float32), kind="scalar"), tmp_path / "m.nrrd")
+    fileio.save_tensor(vol, tmp_path / "t.nrrd")
+    for name in ("m.nrrd", "t.nrrd"):
+        raw = (tmp_path / name).read_bytes()
+        (tmp_path / ("cut_" + name)).write_bytes(raw[: len(raw) - 20])
+    os.mkdir(tmp_path / "folder.nrrd")
+    for name in ("cut_m.nrrd", "folder.nrrd"):
+        with pytest.raises(IQTError) as refused:
+            fileio.load_mask(tmp_path / name)
+        said = str(refused.value)
+        assert said.endswith("save the mask from Slicer as a label map (.nrrd or .nii.gz)") and "tensor" not in said, said
+    for name in ("cut_t.nrrd", "folder.nrrd"):
+        with pytest.raises(IQTError) as refused:
+            fileio.load_tensor(tmp_path / name)
+        assert "a diffusion tensor NRRD as Slicer saves it" in str(refused.value), refused.value

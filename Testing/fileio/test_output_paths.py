@@ -143,6 +143,28 @@ def test_a_detached_output_whose_data_file_name_no_reader_reads_back_is_refused(
     assert _nhdr_plan(tmp_path, "é.nrrd") == tmp_path / "é.nrrd"  # one file: no name inside it
 
 
+@pytest.mark.parametrize("name, given", [("LIST.nhdr", "List.nhdr"), ("LISTing.nhdr", "Listing.nhdr"),
+                                         ("a%d.nhdr", "a_d.nhdr"), ("x%03d 1 2 1.nhdr", "x_03d 1 2 1.nhdr"),
+                                         ("a%%%d.nhdr", "a___d.nhdr")])
+def test_a_detached_output_whose_data_file_name_slicer_reads_as_a_file_list_is_refused(tmp_path, name, given):
+    """`-o LIST.nhdr` wrote 'data file: LIST.raw.gz', which Teem (Slicer's NRRD reader) takes as a list of files:
+    slicer-core's AddArchetypeVolume returned None, as for a '%d' pattern. Refused before any work, in one line, with
+    a name to give."""
+    with pytest.raises(IQTError) as refused:
+        _nhdr_plan(tmp_path, name, "tensor output")
+    said = str(refused.value)
+    assert "\n" not in said and "as a list of files" in said and \
+        f"give the tensor output another name, e.g. {tmp_path / given}, or a .nrrd" in said, said
+    assert _nhdr_plan(tmp_path, given, "tensor output") == tmp_path / given
+
+
+@pytest.mark.parametrize("name", ["list.nhdr", "xLIST.nhdr", "100%.nhdr", "a%s%d.nhdr", "a%%d.nhdr", "a%-3d.nhdr",
+                                  "LIST.nrrd", "a b.nhdr"])
+def test_a_detached_output_name_slicer_reads_as_one_file_is_taken(tmp_path, name):
+    """Teem reads these as one data file (slicer-core loaded each); a .nrrd names no data file."""
+    assert _nhdr_plan(tmp_path, name, "tensor output") == tmp_path / name
+
+
 @pytest.mark.parametrize("data", ["u.raw.gz", "u_direction.raw.gz"])
 def test_a_folder_at_a_detached_outputs_data_file_name_is_refused_before_any_work(tmp_path, data):
     """It had been found at the final rename, after all the work."""

@@ -5,6 +5,7 @@ header's data file. Writing them: `writing` (one file) and `staging` (a run's ou
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -107,16 +108,34 @@ def with_data_file(path) -> str:
     return f"{path} with its data file {data[0].name}" if data else str(path)
 
 
+# The 'data file' forms Teem (Slicer's NRRD reader) reads as several files: a name starting with LIST (case as Teem
+# compares it), or a printf pattern, its first unescaped '%' followed by digits and 'd' (teem nrrd/parseNrrd.c
+# _nrrdContainsPercentThisAndMore). slicer-core's AddArchetypeVolume returned None on LIST.nhdr, LISTing.nhdr, a%d.nhdr,
+# a%%%d.nhdr; list.nhdr, 100%.nhdr, a%s%d.nhdr, a%%d.nhdr loaded (Testing/fileio/test_output_paths.py).
+_TEEM_PATTERN = re.compile(r"(?:[^%]|%%)*%[0-9]*d")
+
+
+def _teem_file_list(name: str) -> bool:
+    return name.startswith("LIST") or _TEEM_PATTERN.match(name) is not None
+
+
 def check_data_name(path, data: Path, what: str) -> None:
     """A detached header's data file name, written into its 'data file' line, is printable ASCII without edge spaces:
-    pynrrd reads the header as ASCII and drops other characters (another file's name), a newline ends the line."""
+    pynrrd reads the header as ASCII and drops other characters (another file's name), a newline ends the line; nor
+    one Slicer reads as a list of files (LIST..., a '%d' pattern)."""
     name = data.name
-    if all(" " <= c <= "~" for c in name) and name == name.strip():
-        return
     shown = str(path) if str(path).isprintable() else repr(str(path))  # a newline kept out of the one line
-    raise IQTError(f"{shown}: a detached NRRD header names its data file ({name!r}) inside it, which NRRD readers take "
-                   f"as plain ASCII without line breaks or edge spaces; give the {what} such a name, or a .nrrd (one "
-                   "file, no data file named)")
+    if not (all(" " <= c <= "~" for c in name) and name == name.strip()):
+        raise IQTError(f"{shown}: a detached NRRD header names its data file ({name!r}) inside it, which NRRD readers "
+                       f"take as plain ASCII without line breaks or edge spaces; give the {what} such a name, or a "
+                       ".nrrd (one file, no data file named)")
+    if _teem_file_list(name):
+        header = Path(path).name
+        given = ("List" + header[4:] if header.startswith("LIST") else header).replace("%", "_")
+        raise IQTError(f"{shown}: a detached NRRD header names its data file ({name!r}) inside it, and Slicer's NRRD "
+                       "reader (Teem) takes a name starting with LIST, or holding a '%d' pattern, as a list of files "
+                       f"and cannot load it; give the {what} another name, e.g. {Path(path).with_name(given)}, or a "
+                       ".nrrd (one file, no data file named)")
 
 
 def check_data_file(path: Path, data: Path, what: str) -> None:

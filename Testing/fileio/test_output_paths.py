@@ -172,3 +172,16 @@ def test_a_folder_at_a_detached_outputs_data_file_name_is_refused_before_any_wor
     name = data.replace(".raw.gz", ".nhdr")
     with pytest.raises(IQTError, match=f"{data}: is a folder, where the std map .*{name} writes its data file"):
         _nhdr_plan(tmp_path, name)
+
+
+def test_the_output_checks_in_the_docs_name_the_data_file_name_refusals():
+    """docs/command-line.md's list of output checks had the foreign-data-file rule only; the refusals of a data file
+    name no reader reads back (check_data_name) and of a folder at it (check_data_file) were in CHANGELOG.md alone."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "command-line.md").read_text(encoding="utf-8")
+    outputs = page.split("## Outputs", 1)[1].split("\n## ", 1)[0]
+    for said in ("a folder at a `.nhdr` output's data file name", "is not plain ASCII, holds a line break or edge "
+                 "spaces", "starting with `LIST`", "a `%d` pattern", "the data file the header already at that name "
+                 "names"):
+        assert said in outputs, said

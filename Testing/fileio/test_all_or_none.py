@@ -129,3 +129,16 @@ def test_a_tractogram_past_the_file_size_limit_is_one_line_and_leaves_nothing(te
     assert proc.stderr.startswith(f"iqt: error: {out}: cannot be written: it would pass this shell's file-size limit "
                                   "(ulimit -f: 4 KiB)"), proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_failed_run_removes_nested_folders_deepest_first(tmp_path):
+    """Folders made in the order sub-X/dwi, sub-X, sub-X/figures are all removed when the run fails: sub-X had been
+    tried while figures/ was still in it, and stayed (a cohort audit after a stopped cluster run)."""
+    from ImageQualityTransferLib.fileio.staging import all_or_none, make_folder
+
+    with pytest.raises(RuntimeError):
+        with all_or_none():
+            make_folder(tmp_path / "sub-X" / "dwi")
+            make_folder(tmp_path / "sub-X" / "figures")
+            raise RuntimeError("stopped")
+    assert list(tmp_path.iterdir()) == []

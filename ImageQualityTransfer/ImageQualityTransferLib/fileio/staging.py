@@ -171,7 +171,9 @@ class _Stage:
         for tmp, _ in held:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        for folder in self.folders:  # only while empty: nothing of anyone else's goes with it
+        # only while empty: nothing of anyone else's goes with it; deepest first (made in the order sub-X/dwi, sub-X,
+        # sub-X/figures, sub-X had still held figures/ when its turn came)
+        for folder in sorted(self.folders, key=lambda f: len(Path(f).parts), reverse=True):
             with contextlib.suppress(OSError):
                 folder.rmdir()
 

@@ -374,3 +374,45 @@ def test_an_interrupted_run_writes_the_table_of_what_ended(tmp_path, monkeypatch
 def test_one_subject_is_said_in_the_singular():
     """'1 subjects: 1 done, ...' for a cohort of one (a newcomer's audit)."""
     assert batch.summary([{"status": "done"}]) == "1 subject: 1 done, 0 skipped (already done), 0 failed"
+
+
+def test_a_worker_of_another_build_touches_nothing(tmp_path):
+    """A task on a worker whose build is not the run's refuses before it reads or writes anything: a worker of
+    another build that joined a scheduler mid-run had replaced a done subject's outputs with its own."""
+    items, out = cohort_of(tmp_path, ("01",))
+    s = batch.Settings(method="cubic")
+    res = subject.process(items[0], s, str(out), run_build=OTHER)
+    assert res["status"] == "failed" and list(out.iterdir()) == []
+    assert f"a worker of another build (this process, build {build()}) joined the run, whose build is {OTHER}" \
+        in res["reason"] and "nothing of the subject was written" in res["reason"]
+    batch.run_cohort(items, s, out, progress=False)  # done by this build: a worker of another kept off it too
+    before = files(out)
+    assert subject.process(items[0], s, str(out), run_build=OTHER)["status"] == "failed" and files(out) == before
+
+
+def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_path, monkeypatch):
+    """On a cluster whose worker 0 is of another build: its subjects are sent again to the other worker, and every
+    output names this build; with no good worker left, each fails with the refusal's reason."""
+    from distributed import Client, LocalCluster, get_worker
+
+    real, odd = subject.build, {0}
+
+    def worker_build():
+        try:
+            return OTHER if get_worker().name in odd else real()
+        except ValueError:  # the client's thread
+            return real()
+
+    monkeypatch.setattr(subject, "build", worker_build)
+    items, out = cohort_of(tmp_path, ("01", "02", "03"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        rows = batch.run_cohort(items, batch.Settings(method="cubic"), out, client=client, progress=False)
+        assert [r["status"] for r in rows] == ["done"] * 3, [r["reason"] for r in rows]
+        assert {tensor_sidecar(out, sub)["SoftwareBuild"] for sub in ("01", "02", "03")} == {real()}
+        odd.add(1)
+        rows = batch.run_cohort(items, batch.Settings(method="linear"), out, client=client, progress=False)
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all(f"a worker of another build (0/inproc://" in r["reason"] or "a worker of another build (1/inproc://"
+               in r["reason"] for r in rows), rows[0]["reason"]
+    assert not list(out.rglob("*model-linear*"))

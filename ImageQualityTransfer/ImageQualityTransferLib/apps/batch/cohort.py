@@ -419,7 +419,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         last[0] = time.monotonic()
 
     try:
-        _run_items(items, s, out_root, client, wait_workers, ended, run_token)
+        _run_items(items, s, out_root, client, wait_workers, ended, run_token, mine)
     except BaseException as exc:  # Ctrl-C, a termination signal, no workers or no scheduler left: the table says what
         # a worker may have put a subject in place before its result reached this process (a cohort audit's SIGTERM
         # as the first outputs landed left them without the folder's description and table): it counts as ended
@@ -487,17 +487,25 @@ def _any_output(out_root: Path, items) -> bool:
     return False
 
 
-def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=None) -> None:
-    """Every item through `process`, in this process or on `client`, `ended(item, result)` called as each ends."""
+OTHER_WORKER_TRIES = 3  # a subject a worker of another build refused is sent again, to the other workers, this often
+
+
+def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=None, run_build=None) -> None:
+    """Every item through `process`, in this process or on `client`, `ended(item, result)` called as each ends. On
+    `client`, each task checks in its worker that the worker's build is `run_build` before it touches anything
+    (subject.other_worker: a worker can join the scheduler mid-run, after check_workers); a subject so refused is sent
+    again to the workers not found of another build, and fails with the refusal's reason when none is left."""
     if client is None:
         for it in items:
             ended(it, process(it, s, str(out_root)))
-    else:
-        # keys without the subjects' labels: a cluster's dashboard shows them (a label can name the patient)
-        run = uuid.uuid4().hex[:12]
-        futures = {client.submit(process, it, s, str(out_root), run_token, key=f"iqt-{run}-{i}", pure=False): it
-                   for i, it in enumerate(items)}
-        done = 0
+        return
+    # keys without the subjects' labels: a cluster's dashboard shows them (a label can name the patient)
+    run = uuid.uuid4().hex[:12]
+    futures = {client.submit(process, it, s, str(out_root), run_token, run_build, key=f"iqt-{run}-{i}", pure=False): it
+               for i, it in enumerate(items)}
+    total, done, tries, refused = len(futures), 0, 0, set()
+    while futures:
+        again = {}
         for fut in _as_completed(client, list(futures), wait_workers):
             it = futures[fut]
             try:
@@ -506,18 +514,29 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
                 from distributed import KilledWorker
 
                 if _connection_lost(exc):
-                    raise _lost(client, len(futures) - done, len(futures)) from None
+                    raise _lost(client, total - done, total) from None
+                local = getattr(client, "cluster", None) is not None
                 if isinstance(exc, KilledWorker):
                     reason = ("the worker running it died (memory limit or killed); give the workers more memory with "
                               "--memory-limit or run fewer --workers")
                 elif out_of_memory(exc):
-                    reason = memory_reason(exc, local=getattr(client, "cluster", None) is not None)
+                    reason = memory_reason(exc, local=local)
                 else:
                     reason = (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the "
                               "workers need ImageQualityTransfer installed and the same paths as this machine")
                 result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
+            if result.get("other_worker"):
+                refused.add(result.get("worker_address"))
+                good = [w for w in client.scheduler_info().get("workers", {}) if w not in refused]
+                if good and tries < OTHER_WORKER_TRIES:  # sent again below, to the workers not refused
+                    again[it] = good
+                    continue
             done += 1
             ended(it, result)
+        tries += 1
+        futures = {client.submit(process, it, s, str(out_root), run_token, run_build, key=f"iqt-{run}-r{tries}-{i}",
+                                 pure=False, workers=good, allow_other_workers=False): it
+                   for i, (it, good) in enumerate(again.items())}
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -1165,6 +1165,18 @@ def test_a_scheduler_file_not_there_is_named_so(tmp_path, capsys):
         assert not (tmp_path / "o").exists()
 
 
+def test_a_scheduler_address_of_another_protocol_is_refused_naming_the_forms(tmp_path, capsys):
+    """`--scheduler ucx://...` ended "internal error: TypeError: Can't instantiate abstract class UCXConnector",
+    `inproc://x` "cannot connect (not enough values to unpack ...)" (a cluster audit); also from a scheduler file."""
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    (tmp_path / "sched.json").write_text('{"address": "inproc://192.168.1.2/1/1"}')
+    for given in ("ucx://127.0.0.1:8788", "inproc://x", tmp_path / "sched.json"):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "tcp://host:port" in err, err
+        assert "not a scheduler address this command connects to" in err and "scheduler file" in err, err
+        assert not (tmp_path / "o").exists()
+
+
 def test_settling_a_stopped_cluster_run_drops_its_generated_by_entry_if_it_made_nothing(tmp_path):
     """On a cluster the stopped run's GeneratedBy entry is pruned once the workers are gone (settle_after_stop), not
     as the run stops, when a worker may still put a subject in place (a review); an entry no output names goes."""

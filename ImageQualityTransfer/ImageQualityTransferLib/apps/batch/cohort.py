@@ -39,6 +39,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     from distributed import Client, LocalCluster
 
     if scheduler:
+        check_address(scheduler)
         security = client_security(scheduler)
         try:
             _reachable(scheduler, security)
@@ -129,6 +130,24 @@ def scheduler_from_file(path) -> str:
                        "\"address\"); give the file 'dask scheduler --scheduler-file' wrote, or the address itself "
                        "(tcp://host:8786)")
     return address
+
+
+SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss")  # those Dask's Client reaches with distributed's own packages
+
+
+def check_address(scheduler: str) -> None:
+    """An IQTError naming the accepted forms where `scheduler` is not a tcp/tls/ws/wss address: ucx:// failed with an
+    internal TypeError (no ucx package), inproc:// (this process only) with "not enough values to unpack"."""
+    from distributed.comm import parse_address
+
+    try:
+        proto = parse_address(scheduler)[0]
+    except ValueError:
+        proto = None
+    if proto not in SCHEDULER_PROTOCOLS:
+        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give tcp://host:port "
+                       "(or host:port), tls://host:port with its credentials in Dask's configuration, ws:// or wss://, "
+                       "or the scheduler file 'dask scheduler --scheduler-file' wrote")
 
 
 def client_security(scheduler: str):

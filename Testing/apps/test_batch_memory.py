@@ -86,6 +86,27 @@ def test_a_worker_out_of_memory_is_said_so(tmp_path, monkeypatch, exc):
     assert reason.startswith("a worker ran out of memory (") and "ulimit -v 1,500,000 KiB" in reason, reason
 
 
+@pytest.mark.parametrize("local", [True, False])
+def test_a_killed_worker_is_said_with_the_options_that_set_its_memory(tmp_path, monkeypatch, local):
+    """A --scheduler worker killed mid-task had the advice "--memory-limit or run fewer --workers", options that
+    --scheduler refuses (a cluster audit): its reason names what sets a scheduler's workers' memory."""
+    from distributed import KilledWorker
+
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch.items import Item
+
+    client = SimpleNamespace(submit=lambda *a, **k: _Failed(KilledWorker("iqt-1", "tcp://10.0.0.2:4000", 3)),
+                             cluster=object() if local else None)
+    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait: iter(futures))
+    ended = []
+    item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
+    cohort._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
+    reason = ended[0]["reason"]
+    assert reason.startswith("the worker running it died"), reason
+    assert ("--memory-limit or run fewer --workers" in reason) == local, reason
+    assert ("'dask worker --memory-limit', the cluster job's memory" in reason) != local, reason
+
+
 def _dask_machine(monkeypatch, memory, cores):
     """Dask's view of this machine (what every nanny of the local cluster reads), and a cluster that must not start."""
     from distributed import system, worker_memory

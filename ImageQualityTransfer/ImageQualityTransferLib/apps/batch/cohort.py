@@ -530,19 +530,9 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
             try:
                 result = fut.result()
             except Exception as exc:  # the task never returned: recorded like any failure
-                from distributed import KilledWorker
-
                 if _connection_lost(exc):
                     raise _lost(client, total - done, total) from None
-                local = getattr(client, "cluster", None) is not None
-                if isinstance(exc, KilledWorker):
-                    reason = ("the worker running it died (memory limit or killed); give the workers more memory with "
-                              "--memory-limit or run fewer --workers")
-                elif out_of_memory(exc):
-                    reason = memory_reason(exc, local=local)
-                else:
-                    reason = (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the "
-                              "workers need ImageQualityTransfer installed and the same paths as this machine")
+                reason = task_failed(exc, local=getattr(client, "cluster", None) is not None)
                 result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
             if result.get("other_worker"):
                 refused.add(result.get("worker_address"))
@@ -556,6 +546,25 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
         futures = {client.submit(process, it, s, str(out_root), run_token, run_build, key=f"iqt-{run}-r{tries}-{i}",
                                  pure=False, workers=good, allow_other_workers=False): it
                    for i, (it, good) in enumerate(again.items())}
+
+
+def task_failed(exc: BaseException, local: bool) -> str:
+    """The reason of a subject whose task never returned. `local`: the workers are this command's LocalCluster's, set
+    by --memory-limit and --workers; a --scheduler's are not (it refuses both: apps/cli/batch.py), and the advice names
+    what sets theirs."""
+    from distributed import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        if local:
+            return ("the worker running it died (memory limit or killed); give the workers more memory with "
+                    "--memory-limit or run fewer --workers")
+        return ("the worker running it died (past its memory limit, or killed); give the scheduler's workers more "
+                "memory (where they are started: 'dask worker --memory-limit', the cluster job's memory) or start fewer "
+                "of them on each machine")
+    if out_of_memory(exc):
+        return memory_reason(exc, local=local)
+    return (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the workers need "
+            "ImageQualityTransfer installed and the same paths as this machine")
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -61,6 +61,14 @@ def test_under_ulimit_v_a_subject_is_refused_for_a_workers_address_space(tmp_pat
     assert not out.exists()
 
 
+class _Done:
+    def __init__(self, result):
+        self.value = result
+
+    def result(self):
+        return dict(self.value)
+
+
 class _Failed:
     def __init__(self, exc):
         self.exc = exc
@@ -105,6 +113,31 @@ def test_a_killed_worker_is_said_with_the_options_that_set_its_memory(tmp_path, 
     assert reason.startswith("the worker running it died"), reason
     assert ("--memory-limit or run fewer --workers" in reason) == local, reason
     assert ("'dask worker --memory-limit', the cluster job's memory" in reason) != local, reason
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_remote_workers_address_space_is_said_as_the_workers(tmp_path, monkeypatch, local):
+    """Under --scheduler a worker's refusal for its own ulimit -v read "more than this process's 0.6 GiB (ulimit -v
+    ...)", as if it were the shell's that ran iqt batch (a cluster audit): said as the worker's, with its fix."""
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch.items import Item
+
+    said = ("factor 2: a high-res grid of 144x144x72 voxels, whose run needs about 0.7 GiB, more than this process's "
+            "0.6 GiB of memory (ulimit -v 1,300,000 KiB, less the 0.64 GiB of address space the process holds beyond "
+            "its memory); give smaller factors (or a larger --voxel-size)")
+    item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
+    done = {"subject": "sub-a", "input": item.path, "status": "failed", "qc": {}, "reason": said}
+    client = SimpleNamespace(submit=lambda *a, **k: _Done(done), cluster=object() if local else None)
+    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait: iter(futures))
+    ended = []
+    cohort._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
+    reason = ended[0]["reason"]
+    if local:
+        assert reason == said
+    else:
+        assert "more than the worker's 0.6 GiB of memory (ulimit -v 1,300,000 KiB" in reason, reason
+        assert "this process" not in reason and reason.endswith("raise that worker's ulimit -v where 'dask worker' is "
+                                                                "started (its cluster job's memory, e.g. h_vmem)"), reason
 
 
 def _dask_machine(monkeypatch, memory, cores):

@@ -15,7 +15,7 @@ from .lock import held
 from .qc import write_qc
 from .records import (TEMPORARY, Settings, check_inputs_kept, dataset_description, earlier_copies_line,
                       generated_by_in_use, remove_temporaries, subject_folders)
-from .memory_reasons import memory_reason
+from .memory_reasons import as_remote_workers, memory_reason
 from .subject import process
 
 
@@ -534,6 +534,9 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
                     raise _lost(client, total - done, total) from None
                 reason = task_failed(exc, local=getattr(client, "cluster", None) is not None)
                 result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
+            else:
+                if result.get("reason") and getattr(client, "cluster", None) is None:  # a --scheduler's worker
+                    result["reason"] = as_remote_workers(result["reason"])
             if result.get("other_worker"):
                 refused.add(result.get("worker_address"))
                 good = [w for w in client.scheduler_info().get("workers", {}) if w not in refused]

@@ -32,3 +32,16 @@ def memory_reason(exc: BaseException, local: bool | None = True) -> str:
         return (f"{said}; give the workers more memory with --memory-limit or run fewer --workers (a --scheduler's "
                 "workers: 'dask worker --memory-limit')")
     return f"{said}; give the workers more memory with --memory-limit or run fewer --workers"
+
+
+def as_remote_workers(reason: str) -> str:
+    """A subject's reason from a --scheduler's worker with core/memory.py's "this process's ... of memory" put as that
+    worker's (it read its own limits, not this command's), and the fix on that side: "this process's 0.6 GiB (ulimit
+    -v ...)" had read as the limit of the shell that ran iqt batch (a cluster audit)."""
+    if "this process's" not in reason:
+        return reason
+    reason = reason.replace("this process's", "the worker's").replace("the process holds", "the worker process holds")
+    if "ulimit -v" in reason:
+        return reason + ("; or raise that worker's ulimit -v where 'dask worker' is started (its cluster job's "
+                         "memory, e.g. h_vmem)")
+    return reason + "; or give that worker more memory where 'dask worker' is started (its cluster job's memory)"

@@ -242,6 +242,33 @@ def test_workers_without_this_version_are_refused_before_any_task(tmp_path, caps
     assert not (tmp_path / "o").exists()
 
 
+def test_workers_without_torch_are_refused_for_a_cnn_method(monkeypatch):
+    """A worker without PyTorch failed each subject of a CNN method "the CNN methods need PyTorch, which is not
+    installed", naming no worker, while this machine had it (a cluster audit): the start-up probe names it."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    def run(fn, *args, on_error):
+        with monkeypatch.context() as m:  # a stand-in: the real import takes seconds
+            m.setitem(sys.modules, "torch", SimpleNamespace())
+            found = {"tcp://10.0.0.1:4000": fn(*args)}
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "torch", None)  # import torch fails there
+            found["tcp://10.0.0.2:4000"] = fn(*args)
+        return found
+
+    client = SimpleNamespace(run=run)
+    cohort.check_workers(client, "tcp://10.0.0.9:8786")  # a method without torch: both fit
+    with pytest.raises(IQTError) as err:
+        cohort.check_workers(client, "tcp://10.0.0.9:8786", torch=True)
+    line = str(err.value)
+    assert line.startswith("--scheduler tcp://10.0.0.9:8786: 1 of 2 workers cannot import PyTorch, which the CNN "
+                           "methods need (tcp://10.0.0.2:4000: "), line
+    assert "10.0.0.1" not in line and "pip install torch" in line and "\n" not in line
+
+
 def test_outputs_of_another_version_are_redone_not_skipped(tmp_path):
     """Outputs written by another version (a worker's) were skipped by a later resume as done. The version
     is part of what a resume compares."""

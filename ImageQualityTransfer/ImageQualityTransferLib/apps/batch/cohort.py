@@ -25,14 +25,16 @@ QC_WRITE_EVERY_S = 10.0  # the QC table written again as subjects end, at most t
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
-                 dashboard_address="127.0.0.1:8787", wait_workers: float = WAIT_WORKERS_S, secure: bool = True):
+                 dashboard_address="127.0.0.1:8787", wait_workers: float = WAIT_WORKERS_S, secure: bool = True,
+                 torch: bool = False):
     """A Dask client: on the scheduler at `scheduler` (once it has a worker, waited for up to `wait_workers` seconds),
     or on a new LocalCluster of `workers` single-threaded worker processes. Returns (client, cluster or None).
 
     The LocalCluster's scheduler, nannies and workers speak TLS with credentials made for this run only and held in
     memory (`local_security`; `secure=False`: plain TCP, for tests of a plain cluster): a connection without them is
     refused (on plain TCP any local user's `Client('tcp://127.0.0.1:PORT')` could run code in the workers, which
-    hold the patients' images, and read the task keys)."""
+    hold the patients' images, and read the task keys). `torch`: the method runs a network, and a scheduler's workers
+    must import PyTorch too (`check_workers`)."""
     import logging
 
     import dask
@@ -59,7 +61,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
                            "configuration)") from None
         try:
             _wait_for_workers(client, scheduler, wait_workers)
-            check_workers(client, scheduler)
+            check_workers(client, scheduler, torch)
         except BaseException:
             client.close()
             raise
@@ -266,43 +268,53 @@ def _wait_for_workers(client, scheduler: str, wait_s: float) -> None:
 
 
 _PROBE = """
-def probe():
+def probe(torch=False):
     try:
         from ImageQualityTransferLib.core.version import __version__
     except Exception as exc:
-        return None, type(exc).__name__ + ": " + " ".join(str(exc).split())
+        return None, type(exc).__name__ + ": " + " ".join(str(exc).split()), None
+    no_torch = None
+    if torch:
+        try:
+            import torch as _torch  # noqa: F401
+        except Exception as exc:
+            no_torch = type(exc).__name__ + ": " + " ".join(str(exc).split())
     try:
         from ImageQualityTransferLib.core.version import build_digest
         from ImageQualityTransferLib.fileio.paths import MODELS_DIR
-        return str(__version__), build_digest(str(MODELS_DIR / "registry.json"))
+        return str(__version__), build_digest(str(MODELS_DIR / "registry.json")), no_torch
     except Exception:
-        return str(__version__), "unknown"
+        return str(__version__), "unknown", no_torch
 """
 
 
 def _probe():
     """A function that a worker runs without this project (sent by value: it is defined outside any importable module):
-    (its ImageQualityTransfer version, its build digest), or (None, why it cannot import it)."""
+    (its ImageQualityTransfer version, its build digest, why PyTorch does not import there or None), or (None, why it
+    cannot import ImageQualityTransfer, None); PyTorch is tried only when called with True."""
     space: dict = {"__name__": "iqt_worker_probe"}
     exec(_PROBE, space)  # noqa: S102 (a fixed text)
     return space["probe"]
 
 
-def check_workers(client, scheduler: str) -> None:
+def check_workers(client, scheduler: str, torch: bool = False) -> None:
     """An IQTError naming the workers that cannot import ImageQualityTransfer or run another version of it than this
     process (a worker without it dies unpickling the first task and the run hangs; one with another version writes
-    its outputs with its own SoftwareVersion)."""
+    its outputs with its own SoftwareVersion); with `torch` (the method runs a network), also those where PyTorch does
+    not import (each subject had failed "the CNN methods need PyTorch, which is not installed", naming no worker,
+    while this machine has it)."""
     from ...core.version import __version__, build_digest
     from ...fileio.paths import MODELS_DIR
 
     digest = build_digest(str(MODELS_DIR / "registry.json"))
     try:
-        found = client.run(_probe(), on_error="return")
+        found = client.run(_probe(), torch, on_error="return")
     except (OSError, TimeoutError) as exc:
         raise IQTError(f"--scheduler {scheduler}: the workers could not be asked their ImageQualityTransfer version "
                        f"({' '.join(str(exc).split())}); check them and rerun") from None
     bad = []
-    for worker, answer in sorted(found.items()):
+    for address, answer in sorted(found.items()):
+        worker = _named(client, address)
         if isinstance(answer, BaseException) or not isinstance(answer, tuple):
             bad.append(f"{worker}: {type(answer).__name__ if isinstance(answer, BaseException) else answer!r}")
         elif answer[0] is None:
@@ -316,6 +328,21 @@ def check_workers(client, scheduler: str) -> None:
         shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise IQTError(f"--scheduler {scheduler}: {len(bad)} of {len(found)} workers cannot run this ImageQualityTransfer "
                        f"{__version__} ({shown}); start the workers from the same environment as this command")
+    no_torch = [f"{_named(client, w)}: {a[2]}" for w, a in sorted(found.items()) if len(a) > 2 and a[2]]
+    if no_torch:
+        shown = "; ".join(no_torch[:3]) + (f"; and {len(no_torch) - 3} more" if len(no_torch) > 3 else "")
+        raise IQTError(f"--scheduler {scheduler}: {len(no_torch)} of {len(found)} workers cannot import PyTorch, which "
+                       f"the CNN methods need ({shown}); install it where the workers run ('pip install torch' in "
+                       "their environment) and start them again, or choose a method without it (e.g. biqt)")
+
+
+def _named(client, address: str) -> str:
+    """'NAME/address' of a worker whose name ('dask worker --name') is not its address; the address otherwise."""
+    try:
+        name = client.scheduler_info()["workers"][address].get("name")
+    except (AttributeError, KeyError, TypeError, OSError):
+        name = None
+    return f"{name}/{address}" if name is not None and str(name) != address else address
 
 
 def _no_workers(scheduler: str, wait_s: float, what: str) -> str:

@@ -571,8 +571,11 @@ def run(args) -> int:
     ended = False
     try:  # one run at a time per folder, from before any work to the end whatever happens (batch/lock.py)
         with batch_lock.held(out, shlex.join(["iqt", *args.argv])) as rec:
+            from ... import methods
+
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
-                                                 args.dashboard_address, args.wait_workers)
+                                                 args.dashboard_address, args.wait_workers,
+                                                 torch=any(methods.method_class(r[0]).requires_torch for r in runs))
             if args.scheduler:  # its workers' limits are known once it is reached (a local one's checked above)
                 try:
                     check_scheduler_memory(args, runs, client)

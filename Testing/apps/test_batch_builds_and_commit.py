@@ -377,23 +377,32 @@ def test_one_subject_is_said_in_the_singular():
 
 
 def test_a_worker_of_another_build_touches_nothing(tmp_path):
-    """A task on a worker whose build is not the run's refuses before it reads or writes anything: a worker of
-    another build that joined a scheduler mid-run had replaced a done subject's outputs with its own."""
+    """The task a cluster runs (cohort._guard, sent by value so that a worker of older code runs it too) refuses on a
+    worker whose build is not the run's before it unpickles the subject or touches a file: a worker of another build
+    that joined a scheduler mid-run had replaced a done subject's outputs with its own."""
+    import pickle
+
     items, out = cohort_of(tmp_path, ("01",))
     s = batch.Settings(method="cubic")
-    res = subject.process(items[0], s, str(out), run_build=OTHER)
-    assert res["status"] == "failed" and list(out.iterdir()) == []
-    assert f"a worker of another build (this process, build {build()}) joined the run, whose build is {OTHER}" \
-        in res["reason"] and "nothing of the subject was written" in res["reason"]
-    batch.run_cohort(items, s, out, progress=False)  # done by this build: a worker of another kept off it too
+    task = cohort._guard()
+    res = task(pickle.dumps((items[0], s, str(out), None)), OTHER)
+    assert res == {"status": "failed", "other_worker": "this process", "worker_address": None, "build": build()}
+    assert list(out.iterdir()) == []
+    row = cohort.refused_by_other_worker(items[0], res, OTHER)
+    assert row["reason"].startswith(f"a worker of another build (this process, build {build()}) joined the run, whose "
+                                    f"build is {OTHER}; nothing of the subject was written by it"), row
+    batch.run_cohort(items, s, out, progress=False)  # done by this build: a worker of another is kept off it too
     before = files(out)
-    assert subject.process(items[0], s, str(out), run_build=OTHER)["status"] == "failed" and files(out) == before
+    assert task(b"not even read", OTHER)["other_worker"] and files(out) == before
+    assert task(pickle.dumps((items[0], s, str(out), None)), build())["status"] == "skipped"  # this build: it runs
 
 
 def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_path, monkeypatch):
     """On a cluster whose worker 0 is of another build: its subjects are sent again to the other worker, and every
     output names this build; with no good worker left, each fails with the refusal's reason."""
     from distributed import Client, LocalCluster, get_worker
+
+    from ImageQualityTransferLib.fileio import model_files
 
     real, odd = subject.build, {0}
 
@@ -404,8 +413,9 @@ def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_p
             return real()
 
     monkeypatch.setattr(subject, "build", worker_build)
+    monkeypatch.setattr(model_files, "build", worker_build)
     items, out = cohort_of(tmp_path, ("01", "02", "03"))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         rows = batch.run_cohort(items, batch.Settings(method="cubic"), out, client=client, progress=False)
         assert [r["status"] for r in rows] == ["done"] * 3, [r["reason"] for r in rows]

@@ -533,21 +533,75 @@ def _any_output(out_root: Path, items) -> bool:
     return False
 
 
+_GUARD = """
+def guarded(payload, run_build):
+    try:
+        from ImageQualityTransferLib.fileio.model_files import build
+        theirs = build()
+    except Exception:  # a build without that function: its digest as the probe reads it
+        try:
+            from ImageQualityTransferLib.core.version import build_digest
+            from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+            theirs = build_digest(str(MODELS_DIR / "registry.json"))[:12]
+        except Exception:
+            theirs = "unknown"
+    if theirs != run_build:
+        try:
+            from distributed import get_worker
+            w = get_worker()
+            who = str(w.address) if str(w.name) == str(w.address) else str(w.name) + "/" + str(w.address)
+            address = w.address
+        except Exception:  # called outside a Dask worker
+            who, address = "this process", None
+        return {"status": "failed", "other_worker": who, "worker_address": address, "build": theirs}
+    import pickle
+    from ImageQualityTransferLib.apps.batch.subject import process
+    return process(*pickle.loads(payload))
+"""
+
+
+def _guard():
+    """The task a cluster runs for each subject, sent by value (like `_probe`) so that any worker runs it, whatever
+    its version: it compares the worker's build with the run's before it unpickles the subject or touches a file, and
+    returns {"other_worker", "worker_address", "build"} where they differ; else `subject.process` on the pickled
+    (item, settings, out_root, run_token). A worker of another build that joined the scheduler mid-run (check_workers
+    ran at the start) had put its outputs over a done subject's; one of older code failed unpickling a newer task."""
+    space: dict = {"__name__": "iqt_worker_guard"}
+    exec(_GUARD, space)  # noqa: S102 (a fixed text)
+    return space["guarded"]
+
+
+def refused_by_other_worker(it: Item, result: dict, run_build: str) -> dict:
+    """The failed row of a subject `_guard` refused on a worker of another build."""
+    return {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "build": result.get("build"),
+            "reason": (f"a worker of another build ({result['other_worker']}, build {result.get('build')}) joined the "
+                       f"run, whose build is {run_build}; nothing of the subject was written by it; stop that worker "
+                       "(start workers from the same environment as this command) and rerun the same command, which "
+                       "skips the subjects done")}
+
+
 OTHER_WORKER_TRIES = 3  # a subject a worker of another build refused is sent again, to the other workers, this often
 
 
 def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=None, run_build=None) -> None:
     """Every item through `process`, in this process or on `client`, `ended(item, result)` called as each ends. On
     `client`, each task checks in its worker that the worker's build is `run_build` before it touches anything
-    (subject.other_worker: a worker can join the scheduler mid-run, after check_workers); a subject so refused is sent
-    again to the workers not found of another build, and fails with the refusal's reason when none is left."""
+    (`_guard`: a worker can join the scheduler mid-run, after check_workers); a subject so refused is sent again to
+    the workers not found of another build, and fails with the refusal's reason when none is left."""
+    import pickle
+
     if client is None:
         for it in items:
             ended(it, process(it, s, str(out_root)))
         return
     # keys without the subjects' labels: a cluster's dashboard shows them (a label can name the patient)
     run = uuid.uuid4().hex[:12]
-    futures = {client.submit(process, it, s, str(out_root), run_token, run_build, key=f"iqt-{run}-{i}", pure=False): it
+    task = _guard()
+
+    def payload(it):
+        return pickle.dumps((it, s, str(out_root), run_token))
+
+    futures = {client.submit(task, payload(it), run_build, key=f"iqt-{run}-{i}", pure=False): it
                for i, it in enumerate(items)}
     total, done, tries, refused = len(futures), 0, 0, set()
     while futures:
@@ -570,11 +624,12 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
                 if good and tries < OTHER_WORKER_TRIES:  # sent again below, to the workers not refused
                     again[it] = good
                     continue
+                result = refused_by_other_worker(it, result, run_build)
             done += 1
             ended(it, result)
         tries += 1
-        futures = {client.submit(process, it, s, str(out_root), run_token, run_build, key=f"iqt-{run}-r{tries}-{i}",
-                                 pure=False, workers=good, allow_other_workers=False): it
+        futures = {client.submit(task, payload(it), run_build, key=f"iqt-{run}-r{tries}-{i}", pure=False,
+                                 workers=good, allow_other_workers=False): it
                    for i, (it, good) in enumerate(again.items())}
 
 

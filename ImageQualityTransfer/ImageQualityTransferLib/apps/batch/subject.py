@@ -253,7 +253,7 @@ KEPT = "; none of the subject's outputs was written: its folder is as it was bef
 _ONE_SUBJECT = threading.RLock()
 
 
-def process(item: Item, s: Settings, out_root: str, run_token: str | None = None, run_build: str | None = None) -> dict:
+def process(item: Item, s: Settings, out_root: str, run_token: str | None = None) -> dict:
     """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
     returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds", "build"}: "build" is the build of the
     code that ran it (stamped in its sidecars), which the run compares with its own (`cohort.other_builds`): a worker
@@ -262,33 +262,10 @@ def process(item: Item, s: Settings, out_root: str, run_token: str | None = None
     (`dask worker`'s default) one subject's notes went into another's sidecar (fresh-eyes audit). `run_token`: the
     token of the run's lock (batch/lock.py); the subject's files are put in place only while the lock is still that
     run's (a remote worker goes on with a task after its run ended, and had put an interrupted run's subject over
-    the outputs of the run that came after it). `run_build`: the run's build; a worker of another build (one that joined
-    the scheduler mid-run, or one started again after the code on disk changed) touches nothing and returns the subject
-    failed with "other_worker" (`other_worker`), which the run retries on another worker (cohort._run_items)."""
-    if run_build is not None and build() != run_build:
-        return other_worker(item, run_build)
+    the outputs of the run that came after it). On a cluster it runs within cohort's `_guard`, which checks first
+    that the worker's build is the run's."""
     with _ONE_SUBJECT:
         return _process(item, s, out_root, run_token)
-
-
-def other_worker(item: Item, run_build: str) -> dict:
-    """The result of a subject refused by a worker whose build is not the run's `run_build`: checked before anything
-    is read or written (a worker of another build that joined mid-run had replaced a done subject's outputs with its
-    own, and its build was missing from dataset_description.json's GeneratedBy)."""
-    mine = build()
-    try:
-        from distributed import get_worker
-
-        w = get_worker()
-        who, address = (f"{w.name}/{w.address}" if str(w.name) != str(w.address) else str(w.address)), w.address
-    except (ImportError, ValueError):  # called outside a Dask worker
-        who, address = "this process", None
-    return {"subject": item.prefix, "input": item.as_typed(item.path), "status": "failed", "qc": {}, "seconds": 0.0,
-            "build": mine, "other_worker": who, "worker_address": address,
-            "reason": item.as_typed(f"a worker of another build ({who}, build {mine}) joined the run, whose build is "
-                                    f"{run_build}; nothing of the subject was written by it; stop that worker (start "
-                                    "workers from the same environment as this command) and rerun the same command, "
-                                    "which skips the subjects done")}
 
 
 def _process(item: Item, s: Settings, out_root: str, run_token: str | None = None) -> dict:

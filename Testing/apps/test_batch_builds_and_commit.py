@@ -219,9 +219,7 @@ def test_a_killed_run_leaves_a_table_of_what_finished(tmp_path, monkeypatch):
         batch.run_cohort(items[::-1], s, out, progress=False)
     rows = statuses(out)
     assert rows["sub-03"] == ("done", "") and rows["sub-02"] == ("skipped", "")  # run in that order
-    assert rows["sub-01"][0] == "pending" and "rerun the same command" in rows["sub-01"][1]
-    page = (out / "qc.html").read_text()
-    assert "<b>1 pending</b> (blue;" in page and page.count('<tr class="pending">') == 1  # coloured as failed rows are
+    assert rows["sub-01"] == ("done", "")  # not reached, its earlier outputs in place: its done row kept
     monkeypatch.undo()
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped", "skipped", "skipped"]
     assert {st for st, _ in statuses(out).values()} == {"skipped"}
@@ -369,6 +367,31 @@ def test_an_interrupted_run_writes_the_table_of_what_ended(tmp_path, monkeypatch
         batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
     rows = statuses(out)
     assert rows["sub-01"] == ("done", "") and rows["sub-02"] == ("done", "") and rows["sub-03"][0] == "pending"
+    assert "rerun the same command" in rows["sub-03"][1]
+    page = (out / "qc.html").read_text()
+    assert "<b>1 pending</b> (blue;" in page and page.count('<tr class="pending">') == 1  # coloured as failed rows are
+
+
+def test_a_lost_scheduler_keeps_the_rows_of_subjects_done_before(tmp_path, monkeypatch):
+    """After a lost scheduler the table had turned a subject an earlier run finished into "pending ... the run was
+    working on it or had not reached it" (a cluster audit): where its outputs are in place its done row is kept; one
+    whose outputs are gone is pending."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    items, out = cohort_of(tmp_path, ("01", "02"))
+    s = batch.Settings(method="cubic")
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done", "done"]
+    for p in (out / "sub-02" / "dwi").glob("*_dwimap.*"):
+        p.unlink()
+
+    def lost(*args):
+        raise IQTError("lost the connection to the scheduler")
+
+    monkeypatch.setattr(cohort, "_run_items", lost)
+    with pytest.raises(IQTError):
+        batch.run_cohort(items, s, out, progress=False)
+    rows = statuses(out)
+    assert rows["sub-01"] == ("done", "") and rows["sub-02"][0] == "pending"
 
 
 def test_one_subject_is_said_in_the_singular():

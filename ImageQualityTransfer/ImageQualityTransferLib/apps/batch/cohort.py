@@ -459,7 +459,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         if len(results) == len(items) or time.monotonic() - last[0] < QC_WRITE_EVERY_S:
             return
         try:
-            write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s, also)
+            write_qc(out_root, [results.get(i.prefix) or pending(i, s, out_root) for i in items], s, also)
         except (IQTError, OSError):  # (a full disk) the table is written again at the end, and a failure said then
             pass
         last[0] = time.monotonic()
@@ -471,7 +471,7 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         # as the first outputs landed left them without the folder's description and table): it counts as ended
         if results or isinstance(exc, IQTError) or (new_folder and _any_output(out_root, items)):  # ended, rest pending
             try:
-                write_qc(out_root, [results.get(i.prefix) or pending(i) for i in items], s, also)
+                write_qc(out_root, [results.get(i.prefix) or pending(i, s, out_root) for i in items], s, also)
             except (IQTError, OSError):
                 pass
         elif new_folder:  # stopped before any subject ended: 'no partial output was left' holds for this file too
@@ -517,7 +517,7 @@ def settle_after_stop(items, s: Settings, out_root: Path, also=frozenset()) -> N
         return
     try:
         dataset_description(out_root, s, items)
-        write_qc(out_root, [pending(i) for i in items], s, also)
+        write_qc(out_root, [pending(i, s, out_root) for i in items], s, also)
     except (IQTError, OSError):  # (a full disk) the rerun writes them
         pass
 
@@ -673,9 +673,21 @@ PENDING = ("not ended: the run was working on it or had not reached it when this
            "stopped, rerun the same command to finish")
 
 
-def pending(it: Item) -> dict:
-    """The QC row of a subject of the run in progress that has not ended: a run killed meanwhile leaves it so."""
-    return {"subject": it.prefix, "input": it.path, "status": "pending", "qc": {}, "reason": PENDING}
+def pending(it: Item, s: Settings | None = None, out_root: Path | None = None) -> dict:
+    """The QC row of a subject of the run in progress that has not ended: a run killed meanwhile leaves it so. With
+    `s` and `out_root`, "in_place" says whether its tensor and sidecar are there (outputs land all or none): write_qc
+    then keeps an earlier run's done row of it (a lost scheduler had turned a subject done the run before into
+    "pending")."""
+    row = {"subject": it.prefix, "input": it.path, "status": "pending", "qc": {}, "reason": PENDING}
+    if s is not None and out_root is not None:
+        from .records import expected_maps, output_names, sidecar
+
+        try:
+            tensor = Path(out_root) / it.subdir / output_names(it, s, expected_maps(s))["tensor"]
+            row["in_place"] = tensor.is_file() and sidecar(tensor).is_file()
+        except (OSError, ValueError, KeyError):
+            row["in_place"] = False
+    return row
 
 
 def say_results(results: list[dict], table: str) -> None:

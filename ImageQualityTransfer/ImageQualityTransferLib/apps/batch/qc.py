@@ -137,8 +137,13 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
     model = label(method_label(s)) if s is not None else ""
     res = res_label(s) if s is not None else ""
     ran = {r["subject"] for r in results}  # an earlier run's rows of other subjects stay (another list into this folder)
-    rows = [r for r in _read_qc(out_root / "qc.tsv") if (r[1], r[2]) != (model, res) or r[0] not in ran] + \
-        qc_rows(results, model, res)
+    before = _read_qc(out_root / "qc.tsv")
+    mine = qc_rows(results, model, res)
+    # a subject not ended whose outputs are in place (cohort.pending) keeps its earlier done or skipped row
+    kept = {r[0]: r for r in before if (r[1], r[2]) == (model, res) and r[3] in ("done", "skipped")}
+    mine = [kept[r["subject"]] if r["status"] == "pending" and r.get("in_place") and r["subject"] in kept else row
+            for r, row in zip(results, mine)]
+    rows = [r for r in before if (r[1], r[2]) != (model, res) or r[0] not in ran] + mine
     this = row_keys(results, s) | set(also)
     # this command's rows first, by run, its subjects in input order; then earlier runs' (review: an earlier run of a
     # model that sorts first had come above them)

@@ -446,6 +446,6 @@ def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_p
         odd.add(1)
         rows = batch.run_cohort(items, batch.Settings(method="linear"), out, client=client, progress=False)
     assert [r["status"] for r in rows] == ["failed"] * 3
-    assert all(f"a worker of another build (0/inproc://" in r["reason"] or "a worker of another build (1/inproc://"
+    assert all("a worker of another build (0/inproc://" in r["reason"] or "a worker of another build (1/inproc://"
                in r["reason"] for r in rows), rows[0]["reason"]
     assert not list(out.rglob("*model-linear*"))

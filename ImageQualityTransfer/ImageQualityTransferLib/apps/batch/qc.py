@@ -150,12 +150,15 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
     rows.sort(key=lambda r: (tuple(r[:3]) not in this, r[1], r[2]))
     tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
     _write(out_root / "qc.tsv", tsv)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in QC_COLUMNS)
+    # on the page the figure comes after the status, and a heading may break at its underscores: at 1600 px the
+    # figures had been off-screen, past 20 measure columns and two wide text ones (a cluster audit)
+    shown = [*range(4), QC_COLUMNS.index("figure"), *(i for i in range(4, len(QC_COLUMNS)) if QC_COLUMNS[i] != "figure")]
+    head = "".join(f"<th>{html.escape(QC_COLUMNS[i]).replace('_', '_<wbr>')}</th>" for i in shown)
     # rows an earlier run wrote (other subjects, another method or factor) are shown apart, as they were then: a
     # cohort audit's page counted a subject removed from the dataset, and failures of two, against the run's own line
     excluded = bool(s is not None and s.exclude_outliers)  # a fit's outliers left out of it: not a failed check
     classes = [_row_class(row, tuple(row[:3]) in this, excluded) for row in rows]
-    body = "".join("<tr{}>{}</tr>".format(c, "".join(_cell(QC_COLUMNS[i], x) for i, x in enumerate(row)))
+    body = "".join("<tr{}>{}</tr>".format(c, "".join(_cell(QC_COLUMNS[i], row[i]) for i in shown))
                    for c, row in zip(classes, rows))
     ours = [row for row in rows if tuple(row[:3]) in this]
     counts = {k: sum(row[3] == k for row in ours) for k in ("done", "skipped", "failed", "pending")}
@@ -167,8 +170,9 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "tr.failed{background:#fdd}tr.pending{background:#e4e9f5}tr.check{background:#ffd3a8}"
             "tr.earlier{color:#888;font-style:italic}td{vertical-align:top}"
             # the notes and reasons wrap in a wide column (squeezed, one subject's row had been 550 px tall: an audit)
-            f"td:nth-child({QC_COLUMNS.index('notes') + 1}),td:nth-child({QC_COLUMNS.index('reason') + 1})"
-            "{min-width:40em}</style>"
+            f"td:nth-child({shown.index(QC_COLUMNS.index('notes')) + 1}),"
+            f"td:nth-child({shown.index(QC_COLUMNS.index('reason')) + 1})"
+            "{min-width:24em}</style>"
             f"<h1>IQT cohort QC</h1><p><b>{_rows(len(ours))} of this run</b> (subject, model, res): {counts['done']} done, "
             f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), <b>{checked} with a "
             "failed check</b> (orange: " + (

@@ -744,6 +744,7 @@ def test_a_dask_worker_process_that_died_starting_is_the_process_line(capsys, mo
     import resource
 
     from ImageQualityTransferLib.apps.cli import demo
+    from ImageQualityTransferLib.core import errors
 
     try:
         try:
@@ -754,9 +755,61 @@ def test_a_dask_worker_process_that_died_starting_is_the_process_line(capsys, mo
         nanny = exc
     monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(nanny))
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    monkeypatch.setattr(errors, "_near_process_limit", lambda: True)
     code, out, err = run_cli(capsys, "methods")
     assert code == 1 and err.count("\n") == 1 and "internal error" not in err, err
     assert err.startswith("iqt: error: out of memory or of processes: a process could not start ("), err
+
+
+def _worker_died(exits=None) -> RuntimeError:
+    """Dask's "Nanny failed to start." from "Nanny failed to start worker process", with the exit statuses
+    apps/batch/cohort.py _worker_exits_noted sets on it where the nanny logged them."""
+    from ImageQualityTransferLib.core import errors
+
+    try:
+        try:
+            raise RuntimeError("Nanny failed to start worker process")
+        except RuntimeError as died:
+            if exits is not None:
+                setattr(died, errors.WORKER_EXITS, exits)
+            raise RuntimeError("Nanny failed to start.") from died
+    except RuntimeError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("exits, near", [([3], True), ([2], False), (None, False), ([1], False)])
+def test_a_dask_worker_process_that_died_of_something_else_is_not_said_a_limit(capsys, monkeypatch, exits, near):
+    """A worker that exited 3 as it started (a crash), or a script calling iqt without its __main__ guard (each worker
+    re-ran it: exit 2), had been said 'out of memory or of processes ... ulimit -u' (a review, RV1 repros A and B): a
+    limit is said only where the statuses are an exception's (1) and the limit is near; else the worker's own line."""
+    from ImageQualityTransferLib.apps.cli import demo
+    from ImageQualityTransferLib.core import errors
+
+    monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(_worker_died(exits)))
+    monkeypatch.setattr(errors, "_near_process_limit", lambda: near)
+    code, out, err = run_cli(capsys, "methods")
+    assert code == 1 and err.count("\n") == 1 and "internal error" not in err and "limit" not in err, err
+    status = f" (exit status {exits[0]})" if exits else ""
+    assert err.startswith(f"iqt: error: a Dask worker process ended while starting{status}; run with --workers 1"), err
+    assert "__main__" in err, err
+    # exit status 1 (an exception, e.g. its first thread refused) near the limit is the limit's line
+    monkeypatch.setattr(demo, "list_methods", lambda args: (_ for _ in ()).throw(_worker_died([1, 1])))
+    monkeypatch.setattr(errors, "_near_process_limit", lambda: True)
+    assert "out of memory or of processes: a process could not start" in run_cli(capsys, "methods")[2]
+
+
+def test_the_process_limit_is_near_only_where_few_are_left(monkeypatch):
+    """ulimit -u counts this user's threads: far from it (here, with no cgroup pids.max met) no limit is the cause."""
+    import resource
+
+    from ImageQualityTransferLib.core import errors
+
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (100_000_000, 100_000_000)
+                        if which == resource.RLIMIT_NPROC else real(which))
+    far = errors._near_process_limit()
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (2, 2) if which == resource.RLIMIT_NPROC else real(which))
+    assert errors._near_process_limit() and not far
 
 
 @pytest.mark.parametrize("refusal", ["runtime", "process"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 import uuid
@@ -80,7 +81,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     # to the nannies, which hand it to every worker they start, also again after such a kill (set within a `with`, a
     # restarted worker read Dask's defaults; set for the process, every later cluster of its other users had it too).
     memory = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause")}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _worker_exits_noted():
         cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
             n_workers=workers, threads_per_worker=THREADS_PER_WORKER, processes=True, memory_limit=memory_limit,
             dashboard_address=dashboard_address, silence_logs=logging.CRITICAL, security=security,
@@ -188,6 +189,42 @@ def _join_once_started(thread, wait_s: float = 5.0) -> None:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def _worker_exits_noted():
+    """While the cluster starts: the exit statuses the nanny logs for worker processes that died ("Worker process N
+    exited with status S"), set on the exception raised (core/errors.py WORKER_EXITS), which says a limit on
+    processes only where it can be one (a worker exiting 3, or a script re-run without its __main__ guard, had been)."""
+    import logging
+    import re
+
+    from ...core.errors import WORKER_EXITS, _chain
+
+    exits: list = []
+
+    class Noted(logging.Handler):
+        def emit(self, record):
+            m = re.match(r"Worker process \d+ (?:exited with status (\d+)|was killed by signal (\d+))",
+                         record.getMessage())
+            if m:
+                exits.append(int(m[1]) if m[1] else -int(m[2]))
+
+    log = logging.getLogger("distributed.nanny")
+    handler, level, propagate = Noted(), log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # its INFO lines, silenced for the run (silence_logs), reach no caller's handlers
+    try:
+        yield
+    except Exception as exc:
+        for e in _chain(exc):
+            setattr(e, WORKER_EXITS, list(exits))
+        raise
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 def _spawn_ignoring_ctrl_c(make):

@@ -311,11 +311,15 @@ def _run(args, printed, signals=()) -> int:
                   file=sys.stderr)
         return 128 + exc.signum
     except Exception as exc:  # one line unless --debug: out of memory, a full disk, else a bug (not bad input)
-        from ...core.errors import out_of_memory, out_of_memory_said
+        from ...core.errors import out_of_memory, out_of_memory_said, worker_died_said
 
         # what the machine holds, not a bug: MemoryError, torch's allocator, a thread refused its stack under ulimit -v
         if out_of_memory(exc) and not (args.debug or os.environ.get("IQT_DEBUG")):
             print(f"iqt: error: {out_of_memory_said(exc)}", file=sys.stderr)
+            return 1
+        died = worker_died_said(exc)  # a Dask worker process dead as it started, not of a limit: its error is its own
+        if died is not None and not (args.debug or os.environ.get("IQT_DEBUG")):
+            print(f"iqt: error: {died}", file=sys.stderr)
             return 1
         from ...fileio.writing import no_room
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -672,6 +673,36 @@ def test_a_full_non_blocking_stdout_under_pythonunbuffered_is_one_line(capsys, m
     code, err = _with_full_stdout(capsys, monkeypatch, *argv, fill=4096, command=True, unbuffered=True)
     assert code == 1 and err.count("\n") == 1, err
     assert err.startswith("iqt: error: a read or write could not complete without blocking ("), err
+
+
+def test_a_callers_unbuffered_stdout_is_still_open_after_main(capsys, monkeypatch, tmp_path):
+    """main() in-process with argv None under python -u wrapped stdout over the caller's own FileIO: once the caller
+    put its stdout back and the wrapper was collected, the caller's was closed ('I/O operation on closed file', a
+    review's inproc2.py). The wrapper now has its own FileIO over the descriptor."""
+    import gc
+    import io
+
+    path = tmp_path / "stdout.txt"
+    saved = io.TextIOWrapper(io.FileIO(path, "w"), encoding="utf-8", write_through=True)  # as -u makes sys.stdout
+    monkeypatch.setattr(sys, "stdout", saved)
+    monkeypatch.setattr(sys, "argv", ["iqt", "methods"])
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))  # main sets it
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # and removes this: both back after
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    try:
+        assert cli.main() == 0
+        made = sys.stdout
+        sys.stdout = saved  # the caller's usual restore
+        assert made is not saved
+        del made
+        gc.collect()
+        assert not saved.closed
+        print("the caller goes on", file=saved)
+    finally:
+        monkeypatch.undo()
+        saved.close()
+    text = path.read_text()
+    assert "cubic" in text and text.endswith("the caller goes on\n"), text
 
 
 @FULL_PIPE

@@ -136,8 +136,15 @@ def _buffer_stdout() -> None:
     out = sys.stdout
     raw = getattr(out, "buffer", None)
     if isinstance(out, io.TextIOWrapper) and isinstance(raw, io.RawIOBase):
-        sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding, errors=out.errors,
-                                      line_buffering=True)
+        try:
+            fd = raw.fileno()
+        except (OSError, ValueError):
+            return
+        out.flush()
+        # its own FileIO over the same descriptor, not closing it: over the caller's, the wrapper closed that one when
+        # collected, and a caller that put its stdout back (main() in-process, argv None) found it closed (a review)
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "w", closefd=False)), encoding=out.encoding,
+                                      errors=out.errors, line_buffering=True)
 
 
 def _encodable(text: str, encoding: str | None) -> str:

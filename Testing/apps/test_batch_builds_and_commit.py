@@ -274,16 +274,18 @@ def test_a_table_in_the_way_of_a_folder_is_one_line_after_the_summary(tmp_path, 
 def test_the_table_is_written_at_most_every_few_seconds_as_subjects_end(tmp_path, monkeypatch):
     """Written after every subject, the table's writes grew with the square of the cohort (review 52b: 1000 quick
     subjects, 40 s of the run's 81 s; a resume of them 33 s against 1.9 s). The clock cohort.py reads is this test's,
-    each subject taking 4 s of it: a loaded machine's wall clock had made the count of writes vary."""
+    the subjects taking uneven times of it (a loaded machine's wall clock had made the count of writes vary; with
+    every subject taking 4 s a throttle by count, every 3rd subject, had passed: a review)."""
     out = helpers.tensor_list(tmp_path)
     items = batch.find_items(tmp_path / "list.txt")
     now = [1000.0]
     monkeypatch.setattr(cohort, "time", types.SimpleNamespace(monotonic=lambda: now[0], sleep=time.sleep))
     real_process = cohort.process
+    steps = iter([12.0, 1.0, 1.0, 4.0, 2.0, 2.0, 1.0, 11.0, 1.0])  # ending at 12, 13, 14, 18, 20, 22, 23, 34, 35 s
 
     def process(*a, **k):
         result = real_process(*a, **k)
-        now[0] += 4.0
+        now[0] += next(steps)
         return result
     monkeypatch.setattr(cohort, "process", process)
     monkeypatch.setattr(subject, "qc_figure", lambda vols, s, item, path, estimated=False: path.write_bytes(b""))  # 0.6 s
@@ -291,10 +293,11 @@ def test_the_table_is_written_at_most_every_few_seconds_as_subjects_end(tmp_path
     real = cohort.write_qc
     monkeypatch.setattr(cohort, "write_qc", lambda out_root, rows, *a, **k: (
         ended_at_writes.append(sum(r["status"] != "pending" for r in rows)), real(out_root, rows, *a, **k))[1])
-    many = [batch.Item(f"sub-{i:03d}", f"sub-{i:03d}/dwi", items[0].path, "dti", root=items[0].root) for i in range(7)]
+    many = [batch.Item(f"sub-{i:03d}", f"sub-{i:03d}/dwi", items[0].path, "dti", root=items[0].root) for i in range(9)]
     assert {r["status"] for r in batch.run_cohort(many, batch.Settings(method="nearest"), out, progress=False)} == {"done"}
-    # once QC_WRITE_EVERY_S (10 s) has passed since the last write: after the 3rd and 6th subjects, and at the end (7th)
-    assert cohort.QC_WRITE_EVERY_S == 10.0 and ended_at_writes == [3, 6, 7], ended_at_writes
+    # once QC_WRITE_EVERY_S (10 s) has passed since the last write: after the 1st (12 s), 6th (22 s) and 8th (34 s)
+    # subjects, and at the end (9th); by count (every 3rd) it would be [3, 6, 9]
+    assert cohort.QC_WRITE_EVERY_S == 10.0 and ended_at_writes == [1, 6, 8, 9], ended_at_writes
 
 
 def test_generated_by_names_only_builds_whose_outputs_are_there(tmp_path, monkeypatch):

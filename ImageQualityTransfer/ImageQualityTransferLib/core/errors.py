@@ -1,5 +1,7 @@
 """The one exception type that reaches a user: it says what was wrong and what to do."""
 
+import re
+
 
 class IQTError(Exception):
     """A problem with the user's input or request; the message names the problem and the fix."""
@@ -28,24 +30,31 @@ _PROCESS_STARTS = {("subprocess.py", "_execute_child"), ("subprocess.py", "_posi
                    ("popen_fork.py", "_launch"), ("util.py", "spawnv_passfds")}
 
 
-# what a failure to get memory, a thread or a process is turned into while it is handled, implicitly (__context__): Dask's
-# nanny an AssertionError, then RuntimeError "Nanny failed to start." (Testing/apps/test_cli.py _nanny_failed), and
-# concurrent.futures' BrokenExecutor is a RuntimeError; torch's allocator raises a RuntimeError itself
-_WRAPPED_AS = (RuntimeError, AssertionError)
+# what Dask raises while handling a failure to get memory, a thread or a process as a worker starts, implicitly
+# (__context__): its nanny's kill asserts the worker's state, an AssertionError whose message is that state
+# ("Status.init"), and its servers raise RuntimeError "<Nanny|Worker|Scheduler> failed to start." (Testing/apps/test_cli.py
+# _nanny_failed). Only these exact ones: a RuntimeError subclass (NotImplementedError, RecursionError), another
+# RuntimeError or an engine's assert raised while handling a MemoryError is a bug (Testing/core/test_errors_chain.py)
+_DASK_FAILED_TO_START = re.compile(r"\w+ failed to start\.")
+
+
+def _wraps(exc: BaseException) -> bool:
+    if type(exc) is RuntimeError:
+        return _DASK_FAILED_TO_START.fullmatch(str(exc)) is not None
+    return type(exc) is AssertionError and str(exc).startswith("Status.")
 
 
 def _chain(exc: BaseException, depth: int = 8):
     """`exc` and what it was raised from or while handling, at most `depth` deep: its __cause__ (`raise ... from`)
-    always, its __context__ only where `exc` is of a kind those failures are wrapped in (`_WRAPPED_AS`): Dask wraps a
-    refused start as RuntimeError "Nanny failed to start." (distributed/core.py, raised from the refusal's handling;
-    `iqt batch --workers 2` under ulimit -u had ended in an internal error). The error said is the last one raised: a
-    bug (a TypeError, a KeyError) raised while handling a MemoryError is a bug, with or without `raise ... from None`
+    always, its __context__ only where `exc` is one of Dask's wrappers of such a failure (`_wraps`; `iqt batch --workers
+    2` under ulimit -u had ended in an internal error). The error said is the last one raised: a bug (a TypeError, a
+    NotImplementedError, an assert) raised while handling a MemoryError is a bug, with or without `raise ... from None`
     (Testing/core/test_errors_chain.py)."""
     while exc is not None and depth > 0:
         yield exc
         if exc.__cause__ is not None:
             after = exc.__cause__
-        elif exc.__suppress_context__ or not isinstance(exc, _WRAPPED_AS):
+        elif exc.__suppress_context__ or not _wraps(exc):
             after = None
         else:
             after = exc.__context__

@@ -723,8 +723,8 @@ def test_a_finished_run_whose_wrote_line_would_block_says_its_outputs_are_kept(c
 
 
 def _nanny_failed(refusal: BaseException) -> RuntimeError:
-    """What Dask's LocalCluster raised under ulimit -u as nobody (distributed/core.py start): RuntimeError "Nanny failed
-    to start." from an AssertionError raised while handling the refusal."""
+    """What Dask's LocalCluster raised under ulimit -u as nobody: RuntimeError "Nanny failed to start." from the
+    AssertionError its nanny raised, naming the worker's state, while handling the refusal (core/errors.py _wraps)."""
     try:
         try:
             raise refusal
@@ -770,8 +770,8 @@ def test_a_refusal_wrapped_by_dask_is_the_out_of_memory_line(capsys, monkeypatch
 
 def test_a_dask_worker_process_that_died_starting_is_the_process_line(capsys, monkeypatch):
     """`iqt batch --workers 2` under `ulimit -u 8` or 12 (as another user, 2 workers): each worker process met the limit in
-    its own first thread (distributed/process.py), which this process never sees; Dask raised RuntimeError "Nanny failed
-    to start." from "Nanny failed to start worker process", and it had ended as an internal error."""
+    its own first thread, which this process never sees; Dask raised RuntimeError "Nanny failed to start." from "Nanny
+    failed to start worker process", and it had ended as an internal error."""
     import resource
 
     from ImageQualityTransferLib.apps.cli import demo

@@ -452,3 +452,31 @@ def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_p
     assert all("a worker of another build (0/inproc://" in r["reason"] or "a worker of another build (1/inproc://"
                in r["reason"] for r in rows), rows[0]["reason"]
     assert not list(out.rglob("*model-linear*"))
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
+def test_too_many_open_files_while_the_table_is_written_is_said_so(tmp_path, monkeypatch, capsys, code):
+    """`iqt batch --workers 2` under ulimit -n 40 had ended "iqt: error: .../dmri/motion.py: the QC table cannot be
+    written (Too many open files); make room for it" (a review): the EMFILE's file was an import's, taken for the
+    table's. Now the line names the limit and what to do, exit 2 as before."""
+    import resource
+
+    from ImageQualityTransferLib.apps.cli import main
+
+    out = helpers.tensor_list(tmp_path)
+    source = str(Path(cohort.__file__).parents[2] / "dmri" / "motion.py")
+
+    def write_qc(*a, **k):
+        raise OSError(code, "Too many open files", source)
+    monkeypatch.setattr(cohort, "write_qc", write_qc)
+    monkeypatch.setattr(subject, "qc_figure", lambda vols, s, item, path, estimated=False: path.write_bytes(b""))  # 0.6 s
+    assert main(["batch", str(tmp_path / "list.txt"), "-o", str(out), "--method", "nearest", "--workers", "1"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("iqt: warning: ")]
+    assert len(err) == 1 and "motion.py" not in err[0] and "make room" not in err[0], err
+    if code == errno.EMFILE:
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert err[0] == (f"iqt: error: too many open files: this process met its limit on open files (ulimit -n "
+                          f"{limit}); raise it (e.g. ulimit -n 4096) or run fewer --workers, then rerun: the subjects "
+                          "done are skipped"), err
+    else:
+        assert err[0].startswith("iqt: error: too many open files on this system: its table of open files is full"), err

@@ -609,6 +609,22 @@ def test_torchs_allocator_failing_is_the_out_of_memory_line(capsys, monkeypatch)
     assert run_cli(capsys, "methods")[2] == err
 
 
+def test_too_many_open_files_anywhere_is_the_limits_line_not_an_internal_error(capsys, monkeypatch):
+    """ulimit -n met outside an output's own write (an import, a temporary file) had ended 'internal error: OSError'
+    or named that file: one line naming the limit, exit 2 (core/errors.py too_many_open_files)."""
+    import errno
+
+    from ImageQualityTransferLib.apps.cli import demo
+
+    def boom(args):
+        raise OSError(errno.EMFILE, "Too many open files", "/somewhere/module.py")
+    monkeypatch.setattr(demo, "list_methods", boom)
+    code, out, err = run_cli(capsys, "methods")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("iqt: error: too many open files: this process met its limit on open files (ulimit -n "), err
+    assert "module.py" not in err and "internal error" not in err, err
+
+
 def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000, command=False, unbuffered=False):
     """`iqt argv` in this process with stdout a full non-blocking pipe (a reader that set O_NONBLOCK, one page, `fill`
     bytes already in it): (exit code, stderr). `command`: as the `iqt` command calls main (argv from sys.argv);

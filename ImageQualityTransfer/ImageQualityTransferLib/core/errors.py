@@ -206,3 +206,31 @@ def out_of_memory_said(exc: BaseException) -> str:
     if said is not None:
         return f"{said}; try --threads 1 or fewer workers, raise that limit, or a machine with more memory"
     return OUT_OF_MEMORY
+
+
+def too_many_open_files(exc: BaseException, then: str = "rerun") -> IQTError | None:
+    """An OSError EMFILE (this process's limit on open files, ulimit -n) or ENFILE (the system's), as `exc` or what it
+    was raised from or while handling, as the one line naming the limit and what to do; None otherwise. Met by
+    `iqt batch --workers 2` under ulimit -n 40 while the QC table was written (an import's file), it had been said as
+    that source file's 'make room for it' (apps/batch/cohort.py run_cohort)."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            break
+        exc = exc.__cause__ or exc.__context__
+    else:
+        return None
+    if exc.errno == errno.ENFILE:
+        return IQTError(f"too many open files on this system: its table of open files is full; close other programs "
+                        f"or run fewer --workers, then {then}")
+    try:
+        import resource
+
+        limit = f"ulimit -n {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
+    except (ImportError, OSError, ValueError):
+        limit = "ulimit -n"
+    return IQTError(f"too many open files: this process met its limit on open files ({limit}); raise it (e.g. "
+                    f"ulimit -n 4096) or run fewer --workers, then {then}")

@@ -9,7 +9,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from ...core.errors import IQTError, IQTWarning, out_of_memory
+from ...core.errors import IQTError, IQTWarning, out_of_memory, too_many_open_files
 from ...core.words import counted
 from .items import Item
 from .lock import held
@@ -529,6 +529,9 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         try:
             write_qc(out_root, ordered, s, also)
         except OSError as exc:  # not a full disk (that is an IQTError already): e.g. a folder where qc.tsv goes
+            many = too_many_open_files(exc, "rerun: the subjects done are skipped")  # its filename is any file's
+            if many is not None:
+                raise many from None
             where = exc.filename2 or exc.filename or out_root / "qc.tsv"  # renamed into place: the table's own name
             raise IQTError(f"{where}: the QC table cannot be written ({exc.strerror or exc}); make room "
                            "for it (or remove what is in its way) and rerun: the subjects done are skipped") from None

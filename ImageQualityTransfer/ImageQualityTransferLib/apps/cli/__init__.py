@@ -331,6 +331,10 @@ def _run(args, printed, signals=()) -> int:
         from ...fileio.writing import no_room
 
         room = no_room(exc)  # a full disk or a file-size limit met outside an output's own write (a temporary file)
+        if room is None:
+            from ...core.errors import too_many_open_files
+
+            room = too_many_open_files(exc)  # ulimit -n met anywhere (an import, a temporary file): not a bug
         if room is not None:
             print(f"iqt: error: {' '.join(str(room).split())}", file=sys.stderr)
             return 2

@@ -218,3 +218,57 @@ def test_the_line_about_an_unmasked_input_names_its_file(tmp_path, capsys):
     said = [line for line in err.splitlines() if "the input holds tensors over the whole field" in line]
     assert code == 0 and len(said) == 1, err
     assert said[0].startswith(f"iqt: warning: {tmp_path / 'whole.nii.gz'}: the input holds"), said
+
+
+def _ventricles_in_noise():
+    """A whole-field fit: a tissue ball (MD 0.7e-3 mm^2/s) holding two noisy CSF blocks (MD 0.3e-3 and 3.2e-3 mm^2/s
+    in a checkerboard: partial-volume fits at the ventricles' edges), one at the ball's middle and one reaching
+    towards its edge, in background noise fits (MD log-uniform over 1e-5 to 3e-2 mm^2/s, a third not positive
+    definite)."""
+    rng = np.random.default_rng(3)
+    shape = (40, 40, 40)
+    r = np.linalg.norm(np.indices(shape) - 19.5, axis=0)
+    md = np.exp(rng.uniform(np.log(1e-5), np.log(3e-2), shape))
+    ball = r < 15
+    md[ball] = 0.7e-3 * rng.uniform(0.95, 1.05, ball.sum())
+    csf = np.zeros(shape, bool)
+    csf[16:24, 16:24, 16:24] = True
+    csf[16:22, 9:15, 17:23] = True
+    checker = np.indices(shape).sum(axis=0) % 2 == 0
+    md[csf] = np.where(checker[csf], 0.3e-3, 3.2e-3)
+    t = np.zeros(shape + (6,))
+    t[..., 0] = t[..., 2] = t[..., 5] = md  # isotropic (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz)
+    neg = ~ball & (rng.random(shape) < 1 / 3)
+    t[neg, 5] = -md[neg]
+    return Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor"), ball, csf
+
+
+def test_noise_fits_leave_ventricles_and_their_borders_out():
+    """An unmasked fit's noise fits are flagged (methods/flags.py raises every map there), its CSF is not: the MD
+    range and log-MD jump that mark noise also mark ventricles and tissue/CSF borders, and flagged there the 3 mm
+    ortho dev scan's maps held the noise level on 1,561 low-res voxels inside its brain mask. Only a fit no tissue or
+    CSF gives is flagged inside the brain's core."""
+    from ImageQualityTransferLib.dmri.dti import noise_fits
+
+    lr, ball, csf = _ventricles_in_noise()
+    flagged = noise_fits(lr)
+    assert not (flagged & csf).any()
+    # CSF's borders: the brain two voxels in from its edge (where the opened core stops) holds no flag
+    assert not (flagged & ndimage.binary_erosion(ball, CUBE, iterations=2)).any()
+    assert flagged[~ball].mean() > 0.9  # the background's noise
+
+
+def test_a_display_scale_leaves_flag_levels_out():
+    """dti.unflagged: a value many voxels hold exactly (methods/flags.py's flag level) is left out of a map's scale;
+    a value a x4 block repeats (64 voxels) is a measurement; a map of one value, or flat but for a few voxels, is
+    kept whole."""
+    from ImageQualityTransferLib.dmri.dti import unflagged
+
+    rng = np.random.default_rng(0)
+    values = np.repeat(rng.uniform(1e-4, 2e-4, 2000), 64)  # block-constant: 64 voxels each
+    flagged = np.concatenate([values, np.full(500, 9e-3)])
+    np.testing.assert_array_equal(unflagged(flagged), values)
+    np.testing.assert_array_equal(unflagged(values), values)
+    np.testing.assert_array_equal(unflagged(np.full(5000, 3e-4)), np.full(5000, 3e-4))
+    flat = np.concatenate([np.full(5000, 3e-4), [4e-3]])
+    np.testing.assert_array_equal(unflagged(flat), flat)

@@ -551,6 +551,20 @@ def test_tractography_hand_off_needs_slicerdmri(lowres):
         display.send_to_seeding(scene, scalar)
 
 
+
+def test_flagged_voxels_do_not_set_a_maps_scale():
+    """methods/flags.py raises the voxels it flags (noise fits, non-physical outputs) to one value, the top of the
+    map; 3 % of the brain so flagged had made that value the legend's top, and the brain's own uncertainty rendered
+    near-black (the 3 mm ortho dev scan fitted unmasked: 9.87 um^2/ms against a median of 0.089). The scale is read
+    from the unflagged voxels."""
+    vox, shape = np.array([2.0, 2.0, 2.0]), (30, 30, 30)
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.5e-4, 1.5e-4, shape).astype(np.float32)
+    std[rng.random(shape) < 0.03] = np.float32(9.87e-3)
+    node = mrml.add_scalar_node(slicer.vtkMRMLScene(), Volume(std, np.diag([*vox, 1.0]), "scalar"), "u")
+    assert np.percentile(std, 99) > 9e-3  # with them
+    assert 1.4e-4 < legends.display_range(node)[1] < 1.5e-4
+
 def test_a_map_is_scaled_to_the_brain_not_its_rim():
     """An output kept to a brain estimated from unmasked tensors holds a rim of scalp and background fits, most of
     the map and far more uncertain than the brain: the legend's scale is read more than 24 mm (in mm, per axis)

@@ -14,6 +14,7 @@ import io as _io
 import numpy as np
 
 from ..core import tensors
+from ..dmri.dti import unflagged
 from .figures import PLANES, draw_letters, view
 
 
@@ -84,7 +85,8 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
     names = list(maps)
     fig, axes = _new_figure(3, len(names), extra_w=0.9)
     scaled = mask if scale_mask is None else scale_mask & mask
-    inside = np.concatenate([np.asarray(maps[n])[scaled].ravel() for n in names]) if scaled.any() else np.zeros(1)
+    # each map's flagged voxels left out (dmri.dti.unflagged): a few of them had set the scale
+    inside = np.concatenate([unflagged(np.asarray(maps[n])[scaled]) for n in names]) if scaled.any() else np.zeros(1)
     inside = inside[np.isfinite(inside)]
     vmax = float(np.percentile(inside, 99)) if inside.size else 1.0
     vmax = vmax if vmax > 0 else 1.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.direction import SHOWN_TOP_DEGREES
-from ..dmri.dti import ESTIMATED_SUPPORT, SCALE_MIN_VOXELS, inside_rim
+from ..dmri.dti import ESTIMATED_SUPPORT, SCALE_MIN_VOXELS, inside_rim, unflagged
 from . import mrml
 
 COLORMAP = "Inferno"
@@ -141,7 +141,8 @@ def colormap_id(scene, name: str = COLORMAP) -> str | None:
 
 def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]:
     """Colour range of an uncertainty map: 0 to the 99th percentile of its non-zero values in `region` (default:
-    `dmri.dti.inside_rim` of the map, for every support), so that the brain's edge does not set the scale."""
+    `dmri.dti.inside_rim` of the map, for every support), so that the brain's edge does not set the scale, its flagged
+    voxels left out (`dmri.dti.unflagged`)."""
     vol = mrml.scalar_volume_from_node(node)
     data = vol.data
     present = np.isfinite(data) & (data > 0)
@@ -149,7 +150,7 @@ def display_range(node, region: np.ndarray | None = None) -> tuple[float, float]
         region = inside_rim(present, vol.voxel_size)
     if (present & region).sum() >= SCALE_MIN_VOXELS:
         present &= region
-    values = data[present]
+    values = unflagged(data[present])
     return (0.0, float(np.percentile(values, 99))) if values.size else (0.0, 1.0)
 
 

@@ -131,6 +131,37 @@ def test_a_data_file_another_header_names_too_is_kept_though_the_outputs_header_
     assert (tmp_path / "o.raw.gz").read_bytes() == b"the data"
 
 
+def test_a_copy_of_the_header_is_found_however_many_files_the_folder_holds(tmp_path):
+    """The scan for another header naming the data file stopped after 1000 entries in listing order: in a folder of
+    3000 files a copy of o.nhdr beyond them was missed, and the rerun replaced o.raw.gz, which the copy shows."""
+    (tmp_path / "o.raw.gz").write_bytes(b"the data")
+    (tmp_path / "o.nhdr").write_bytes(_header("o.raw.gz"))
+    real = os.scandir
+
+    class Entry:  # a NIfTI file listed (none is there: the scan skips it by its name)
+        def __init__(self, name):
+            self.name, self.path = name, str(tmp_path / name)
+
+    def copy_listed_last(folder):  # 1500 files listed first, the copy last (listing order is the disk's)
+        with real(folder) as entries:
+            listed = [Entry(f"sub{i:04d}.nii.gz") for i in range(1500)]
+            listed += sorted(entries, key=lambda e: e.name == "backup.nhdr")
+
+        class Listing(list):
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+        return Listing(listed)
+
+    (tmp_path / "backup.nhdr").write_bytes(_header("o.raw.gz"))
+    from unittest import mock
+    with mock.patch("os.scandir", copy_listed_last), pytest.raises(IQTError, match="also of backup.nhdr"):
+        _nhdr_plan(tmp_path, "o.nhdr", "tensor output")
+    assert (tmp_path / "o.raw.gz").read_bytes() == b"the data"
+
+
 @pytest.mark.parametrize("name", ["é.nhdr", "a\nb.nhdr", " u.nhdr"])
 def test_a_detached_output_whose_data_file_name_no_reader_reads_back_is_refused(tmp_path, name):
     """The data file's name is written into the header, which pynrrd reads as ASCII (dropping 'é': another file's

@@ -167,15 +167,13 @@ def check_data_file(path: Path, data: Path, what: str) -> None:
                    f"the {what} another name (or move that file)")
 
 
-def _header_naming(data: Path, besides: Path, most: int = 1000) -> Path | None:
-    """A detached header in `data`'s folder (other than `besides`) that names `data` as its data file; the first `most`
-    entries looked at."""
+def _header_naming(data: Path, besides: Path) -> Path | None:
+    """A NRRD header in `data`'s folder (other than `besides`) that names `data` as its data file. Every .nhdr and .nrrd
+    there is looked at (only those name a data file; a .nrrd may), whatever the folder holds."""
     real = os.path.realpath(data)
     try:
         with os.scandir(data.parent) as entries:
-            for n, entry in enumerate(entries):
-                if n >= most:
-                    break
+            for entry in entries:
                 q = Path(entry.path)
                 if q.name.lower().endswith(NRRD_SUFFIXES) and os.path.realpath(q) != os.path.realpath(besides):
                     named = nrrd_data_file(q)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +161,34 @@ def test_a_copy_of_the_header_is_found_however_many_files_the_folder_holds(tmp_p
     with mock.patch("os.scandir", copy_listed_last), pytest.raises(IQTError, match="also of backup.nhdr"):
         _nhdr_plan(tmp_path, "o.nhdr", "tensor output")
     assert (tmp_path / "o.raw.gz").read_bytes() == b"the data"
+
+
+def test_the_scan_for_another_header_reads_only_each_files_header(tmp_path, monkeypatch):
+    """Each rerun of a .nhdr output read 1 MiB of every .nrrd in the folder (a folder of 1000 attached .nrrd of 1.1 MB
+    took 17 s, not 6 s); a file that does not start with 'NRRD' is not read past its first bytes."""
+    import io
+
+    from ImageQualityTransferLib.fileio import paths
+
+    (tmp_path / "big.nrrd").write_bytes(_header("x").replace(b"data file: x\n", b"") + bytes(5 << 20))
+    (tmp_path / "big_other.nhdr").write_bytes(b"not a NRRD header" + bytes(5 << 20))
+    (tmp_path / "o.nhdr").write_bytes(_header("o.raw.gz"))
+    (tmp_path / "o.raw.gz").write_bytes(b"the data")
+    read = {}
+
+    class Counting(io.FileIO):
+        def readinto(self, b):
+            n = super().readinto(b)
+            read[Path(self.name).name] = read.get(Path(self.name).name, 0) + (n or 0)
+            return n
+
+    def counting_open(file, mode="r", buffering=-1, *args, **kwargs):
+        assert mode == "rb"
+        return io.BufferedReader(Counting(str(file), "r"), buffer_size=buffering if buffering > 0 else 8192)
+
+    monkeypatch.setattr(paths, "open", counting_open, raising=False)
+    assert _nhdr_plan(tmp_path, "o.nhdr", "tensor output") == tmp_path / "o.nhdr"
+    assert read["big.nrrd"] <= 8192 and read["big_other.nhdr"] <= 8192, read
 
 
 @pytest.mark.parametrize("name", ["é.nhdr", "a\nb.nhdr", " u.nhdr"])

@@ -91,6 +91,7 @@ def check_folder(folder: Path, for_path=None) -> None:
 
 
 NRRD_HEADER_BYTES = 1 << 20  # the most of a NRRD file read for its header (a header is a few hundred bytes)
+NRRD_CHUNK = 4096  # a header is read in reads of this size, up to its end
 
 
 def nhdr_data_files(path) -> list[Path]:
@@ -169,7 +170,8 @@ def check_data_file(path: Path, data: Path, what: str) -> None:
 
 def _header_naming(data: Path, besides: Path) -> Path | None:
     """A NRRD header in `data`'s folder (other than `besides`) that names `data` as its data file. Every .nhdr and .nrrd
-    there is looked at (only those name a data file; a .nrrd may), whatever the folder holds."""
+    there is looked at (only those name a data file; a .nrrd may), whatever the folder holds, each read only up to the
+    end of its header (`nrrd_data_file`)."""
     real = os.path.realpath(data)
     try:
         with os.scandir(data.parent) as entries:
@@ -186,24 +188,30 @@ def _header_naming(data: Path, besides: Path) -> Path | None:
 
 def nrrd_data_file(path) -> Path | None:
     """The detached data file a NRRD header (`.nhdr`, or a `.nrrd` with a 'data file' field) names, relative to the
-    header's folder as the NRRD format reads it; None for any other file or a header that names none. Only a regular
-    file is opened (a FIFO would hang)."""
+    header's folder as the NRRD format reads it; None for any other file, one not starting with 'NRRD', or a header that
+    names none. Only a regular file is opened (a FIFO would hang), and only its header is read, in small chunks up to
+    the blank line that ends it (a folder's scan in `_header_naming` reads every .nrrd there)."""
     p = Path(path)
     if not str(p).lower().endswith(NRRD_SUFFIXES) or not os.path.isfile(p):
         return None
     try:
-        with open(p, "rb") as f:
-            head = f.read(NRRD_HEADER_BYTES)
+        with open(p, "rb", buffering=NRRD_CHUNK) as f:
+            if f.read(4) != b"NRRD":
+                return None  # no NRRD file (the reader says why, where it is an input)
+            left = NRRD_HEADER_BYTES - 4
+            left -= len(f.readline(left))  # the rest of the magic line
+            while left > 0:
+                raw = f.readline(left)
+                left -= len(raw)
+                line = raw.decode("latin-1").rstrip()
+                if not line:
+                    break  # the end of the header (or of the file)
+                field, sep, value = line.partition(":")
+                if sep and not value.startswith("=") and field.strip().lower() in ("data file", "datafile"):
+                    name = value.strip()
+                    return Path(name) if os.path.isabs(name) else p.parent / name
     except OSError:
         return None  # the reader says why it cannot be read
-    for raw in head.split(b"\n")[1:]:
-        line = raw.decode("latin-1").rstrip()
-        if not line:
-            break  # the end of the header
-        field, sep, value = line.partition(":")
-        if sep and not value.startswith("=") and field.strip().lower() in ("data file", "datafile"):
-            name = value.strip()
-            return Path(name) if os.path.isabs(name) else p.parent / name
     return None
 
 

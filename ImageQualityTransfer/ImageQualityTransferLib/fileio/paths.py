@@ -169,21 +169,32 @@ def check_data_file(path: Path, data: Path, what: str) -> None:
 
 
 def _header_naming(data: Path, besides: Path) -> Path | None:
-    """A NRRD header in `data`'s folder (other than `besides`) that names `data` as its data file. Every .nhdr and .nrrd
-    there is looked at (only those name a data file; a .nrrd may), whatever the folder holds, each read only up to the
-    end of its header (`nrrd_data_file`)."""
+    """A NRRD header in `data`'s folder, other than the one at the name `besides` (a link or hard link to it at another
+    name counts: it shows what is written there), that names `data` as its data file. Every .nhdr and .nrrd is looked
+    at, each read up to the end of its header only (`nrrd_data_file`)."""
     real = os.path.realpath(data)
     try:
         with os.scandir(data.parent) as entries:
             for entry in entries:
+                name = entry.name
+                if not name.lower().endswith(NRRD_SUFFIXES) or name == besides.name:
+                    continue
                 q = Path(entry.path)
-                if q.name.lower().endswith(NRRD_SUFFIXES) and os.path.realpath(q) != os.path.realpath(besides):
-                    named = nrrd_data_file(q)
-                    if named is not None and os.path.realpath(named) == real:
-                        return q
+                if name.lower() == besides.name.lower() and _same_file(q, besides):
+                    continue  # the output itself on a disk that ignores case
+                named = nrrd_data_file(q)
+                if named is not None and os.path.realpath(named) == real:
+                    return q
     except OSError:
         pass
     return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def nrrd_data_file(path) -> Path | None:

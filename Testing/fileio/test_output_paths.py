@@ -202,6 +202,19 @@ def test_an_output_header_linked_to_another_header_keeps_that_headers_data(tmp_p
     assert (tmp_path / "o.raw.gz").read_bytes() == b"the data"
 
 
+def test_a_leftover_of_the_other_compression_is_replaced_where_no_header_names_it(tmp_path):
+    """After Slicer re-saved o.nhdr uncompressed (it names o.raw), the first run's o.raw.gz is left over; the rerun
+    had been refused 'o.raw.gz: already there, not the data file o.nhdr names'. Named after the output and named by no
+    header, it is that output's earlier data, and is replaced; named by another header, it is kept."""
+    (tmp_path / "o.raw.gz").write_bytes(b"the first run's data")
+    (tmp_path / "o.raw").write_bytes(b"the re-saved data")
+    (tmp_path / "o.nhdr").write_bytes(_header("o.raw"))
+    assert _nhdr_plan(tmp_path, "o.nhdr", "tensor output") == tmp_path / "o.nhdr"
+    (tmp_path / "backup.nhdr").write_bytes(_header("o.raw.gz"))
+    with pytest.raises(IQTError, match=r"o.raw.gz: already there, the data file of backup.nhdr"):
+        _nhdr_plan(tmp_path, "o.nhdr", "tensor output")
+
+
 @pytest.mark.parametrize("name", ["é.nhdr", "a\nb.nhdr", " u.nhdr"])
 def test_a_detached_output_whose_data_file_name_no_reader_reads_back_is_refused(tmp_path, name):
     """The data file's name is written into the header, which pynrrd reads as ASCII (dropping 'é': another file's

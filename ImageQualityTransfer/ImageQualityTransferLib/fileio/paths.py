@@ -142,18 +142,18 @@ def check_data_name(path, data: Path, what: str) -> None:
 def check_data_file(path: Path, data: Path, what: str) -> None:
     """Before any work: the data file a detached header output is written beside (`data`) is no folder, and no file
     this run would replace other than the data file the header at `path` names (that header is replaced too, as `-o`
-    replaces any file at its name; whoever wrote it: iqt, Slicer's re-save, `fileio.save_tensor`), nor the data file of
-    another header in the folder (a copy of the header would show the new data; another program's file had been
+    replaces any file at its name; whoever wrote it: iqt, Slicer's re-save, `fileio.save_tensor`) or the other of its two
+    data file names that no header names (`_left_over`), nor the data file of another header in the folder (a copy of the header would show the new data; another program's file had been
     replaced without a word)."""
     if data.is_dir():
         raise IQTError(f"{data}: is a folder, where the {what} {path} writes its data file; give the {what} another "
                        "name (or move that folder)")
     if not os.path.lexists(data):
         return
-    own = nrrd_data_file(path)
-    own = own is not None and os.path.realpath(own) == os.path.realpath(data)
+    named = nrrd_data_file(path)
+    own = named is not None and os.path.realpath(named) == os.path.realpath(data)
     other = _header_naming(data, path)
-    if own and other is None:
+    if other is None and (own or _left_over(path, named, data)):
         return
     if own:
         raise IQTError(f"{data}: the data file of {path.name} and also of {other.name}, which the {what} {path} would "
@@ -166,6 +166,14 @@ def check_data_file(path: Path, data: Path, what: str) -> None:
         whose = f"with no {path.name} naming it as its data file"
     raise IQTError(f"{data}: already there, {whose}, which the {what} {path} would replace with its data file; give "
                    f"the {what} another name (or move that file)")
+
+
+def _left_over(path: Path, named: Path | None, data: Path) -> bool:
+    """`data` is the other of the header's two data file names (X.raw.gz where X.nhdr names X.raw, or back), which no
+    header names: an earlier write's data left behind when Slicer re-saved X.nhdr with or without compression, so a
+    rerun replaces it (Testing/fileio/test_output_paths.py, a leftover)."""
+    pair = [os.path.realpath(q) for q in nhdr_data_files(path)]
+    return named is not None and os.path.realpath(named) in pair and os.path.realpath(data) in pair
 
 
 def _header_naming(data: Path, besides: Path) -> Path | None:

@@ -110,9 +110,10 @@ def with_data_file(path) -> str:
 
 
 # The 'data file' forms Teem (Slicer's NRRD reader) reads as several files: a name starting with LIST (case as Teem
-# compares it), or a printf pattern, its first unescaped '%' followed by digits and 'd' (teem nrrd/parseNrrd.c
-# _nrrdContainsPercentThisAndMore). slicer-core's AddArchetypeVolume returned None on LIST.nhdr, LISTing.nhdr, a%d.nhdr,
-# a%%%d.nhdr; list.nhdr, 100%.nhdr, a%s%d.nhdr, a%%d.nhdr loaded (Testing/fileio/test_output_paths.py).
+# compares it), or a printf pattern: Teem takes the first '%' that is not doubled ('%%' is a plain '%'), with digits
+# after it and a 'd', as a file-number pattern. slicer-core's AddArchetypeVolume returned None on LIST.nhdr,
+# LISTing.nhdr, a%d.nhdr, a%%%d.nhdr; list.nhdr, 100%.nhdr, a%s%d.nhdr, a%%d.nhdr loaded
+# (Testing/fileio/test_output_paths.py).
 _TEEM_PATTERN = re.compile(r"(?:[^%]|%%)*%[0-9]*d")
 
 

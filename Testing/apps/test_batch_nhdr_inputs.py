@@ -43,3 +43,49 @@ def test_two_subjects_behind_byte_identical_headers_are_no_copies(tmp_path):
     assert len(batch_items.find_items(listed)) == 2  # was refused: 'one subject copied under another name'
     c = tensor_nhdr(tmp_path / "c", 1.5)  # b's data too: a copy
     assert checksums.first_copy([a, b, c]) == (2, 1)
+
+
+def _unblock_later(fifo, after: float = 3.0):
+    """After `after` s, a reader waiting on `fifo` gets its end of file: a test that opens it fails, not hangs."""
+    import os
+    import threading
+    import time
+
+    done = threading.Event()
+
+    def run():
+        if done.wait(after):
+            return
+        while not done.is_set():
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
+            except OSError:
+                time.sleep(0.05)
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+def test_a_data_file_that_is_a_fifo_is_not_opened_by_the_hashing(tmp_path):
+    """A FIFO data file behind a .nhdr (input or mask) hung `iqt batch`: the hashing opened it before the reader's
+    one-line refusal (a review)."""
+    import os
+    import time
+
+    heads = [tensor_nhdr(tmp_path / x, 1.0) for x in ("a", "b")]
+    stops = []
+    for head in heads:
+        data = fileio.paths.nrrd_data_file(head)
+        data.unlink()
+        os.mkfifo(data)
+        stops.append(_unblock_later(data))
+    try:
+        t0 = time.monotonic()
+        assert checksums.first_copy(heads) is None  # its reader refuses each; neither is the other's copy
+        item = batch_items.Item(prefix="sub-a", subdir="sub-a", path=str(heads[0]), kind="dti", mask=str(heads[1]))
+        hashes = records.input_hashes(item)
+        assert hashes["InputSHA256"] != checksums.sha256(heads[0])  # no record of a read image matches it
+        assert time.monotonic() - t0 < 2.5, "waited on the FIFO"
+    finally:
+        for stop in stops:
+            stop.set()

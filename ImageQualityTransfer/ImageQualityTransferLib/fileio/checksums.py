@@ -12,18 +12,26 @@ import os
 import zlib
 
 from ..core.errors import IQTError
-from .paths import nrrd_data_file
+from .paths import not_a_file, nrrd_data_file
 
 
 def image_files(path) -> list:
-    """The files an image at `path` is read from: the file itself, then a NRRD header's detached data file."""
+    """The files an image at `path` is read from: the file itself, then a NRRD header's detached data file. One that
+    is there but no regular file (a FIFO, a device, a folder) is left out, unopened: a FIFO data file had hung `iqt
+    batch` before its reader (fileio/nrrd.py `_read`) refused it in one line."""
+    files = [path] if not_a_file(path) is None else []
     data = nrrd_data_file(path)
-    return [path] if data is None else [path, data]
+    return files if data is None or not_a_file(data) is not None else files + [data]
 
 
 def image_sha256(path) -> str:
-    """SHA256 of an image as read: its file and, for a NRRD header, the detached data file (`image_files`)."""
-    return sha256(*image_files(path))
+    """SHA256 of an image as read: its file and, for a NRRD header, the detached data file (`image_files`). A header
+    whose data file is left out gets a digest no record of a read image holds (its reader refuses it)."""
+    files = image_files(path)
+    digest = sha256(*files)
+    if nrrd_data_file(path) is not None and len(files) < 2:
+        digest = hashlib.sha256(b"data file unread:" + digest.encode()).hexdigest()
+    return digest
 
 
 def sha256(*paths) -> str:
@@ -48,8 +56,10 @@ def first_copy(paths) -> tuple[int, int] | None:
     by_size: dict = {}
     detached: dict = {}
     for i, p in enumerate(paths):
-        files = image_files(p)
-        if len(files) > 1:
+        if nrrd_data_file(p) is not None:
+            files = image_files(p)
+            if len(files) < 2:  # its data file unread: none's copy, its reader says what is wrong
+                continue
             try:
                 detached.setdefault(tuple(os.path.getsize(f) for f in files), []).append(i)
             except OSError:

@@ -94,10 +94,10 @@ def sidecar(path) -> Path:
 
 def _sha256(path, image: bool = False) -> str:
     """SHA256 of a file, or of an image as read (a NRRD header with its detached data: fileio/checksums.py)."""
-    from ...fileio.checksums import image_files, sha256
+    from ...fileio.checksums import image_sha256, sha256
 
     try:
-        return sha256(*(image_files(path) if image else [path]))
+        return image_sha256(path) if image else sha256(path)
     except FileNotFoundError as exc:  # a header's missing data file is named as such
         raise IQTError(f"{exc.filename or path}: file not found; check the path") from None
     except OSError as exc:

@@ -89,3 +89,24 @@ def test_a_data_file_that_is_a_fifo_is_not_opened_by_the_hashing(tmp_path):
     finally:
         for stop in stops:
             stop.set()
+
+
+def test_a_missing_or_split_data_file_is_left_to_the_reader(tmp_path):
+    """A header's missing data file, or data split over several ('data file: slice%03d.raw 1 36 1 3'), failed the
+    subject as '<data file>: file not found' without naming the header: the reader's own line is what it gets (a
+    review)."""
+    import pytest
+
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    missing = tensor_nhdr(tmp_path / "m", 1.0)
+    fileio.paths.nrrd_data_file(missing).unlink()
+    split = tensor_nhdr(tmp_path / "s", 1.0)
+    text = split.read_text()
+    split.write_text(text.replace(f"data file: {fileio.paths.nrrd_data_file(split).name}", "data file: s%03d.raw 1 4 1 3"))
+    for head, said in ((missing, "its detached data file missing"), (split, "split over several files")):
+        item = batch_items.Item(prefix="sub-a", subdir="sub-a", path=str(head), kind="dti")
+        records.input_hashes(item)  # was an IQTError naming the data file alone
+        with pytest.raises(IQTError, match=said) as exc:
+            fileio.load_tensor(str(head))
+        assert str(exc.value).startswith(str(head))

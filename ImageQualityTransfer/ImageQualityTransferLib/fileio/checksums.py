@@ -16,12 +16,17 @@ from .paths import not_a_file, nrrd_data_file
 
 
 def image_files(path) -> list:
-    """The files an image at `path` is read from: the file itself, then a NRRD header's detached data file. One that
-    is there but no regular file (a FIFO, a device, a folder) is left out, unopened: a FIFO data file had hung `iqt
-    batch` before its reader (fileio/nrrd.py `_read`) refused it in one line."""
+    """The files an image at `path` is read from: the file itself, then a NRRD header's detached data file where that
+    is one regular file. Anything else is left out, unopened, for its reader (fileio/nrrd.py `_read`) to refuse in its
+    own line: a FIFO, a device or a folder (a FIFO data file had hung `iqt batch`), a missing data file or one split
+    over several ('data file: LIST', 'slice%03d.raw 1 36 1 3': these had been called 'file not found')."""
+    from .nrrd import _split_data
+
     files = [path] if not_a_file(path) is None else []
     data = nrrd_data_file(path)
-    return files if data is None or not_a_file(data) is not None else files + [data]
+    if data is None or _split_data(data.name) is not None or not os.path.isfile(data):
+        return files
+    return files + [data]
 
 
 def image_sha256(path) -> str:

@@ -98,8 +98,8 @@ def _sha256(path, image: bool = False) -> str:
 
     try:
         return image_sha256(path) if image else sha256(path)
-    except FileNotFoundError as exc:  # a header's missing data file is named as such
-        raise IQTError(f"{exc.filename or path}: file not found; check the path") from None
+    except FileNotFoundError:  # a header's missing data file is left to its reader (checksums.image_files)
+        raise IQTError(f"{path}: file not found; check the path") from None
     except OSError as exc:
         raise IQTError(f"{exc.filename or path}: cannot be read ({exc}); check the file") from None
 

@@ -96,6 +96,20 @@ def test_a_model_registered_in_this_process_changes_the_build_it_records(tmp_pat
     assert model_files.build() != before
 
 
+def test_a_registry_changed_by_another_process_leaves_this_process_build(tmp_path, monkeypatch):
+    """The build was read again whenever registry.json changed: a registration elsewhere during `iqt batch` failed
+    the remaining subjects as computed by another build (a review). A run's build is the one it started with."""
+    import json
+
+    from ImageQualityTransferLib.fileio import model_files
+
+    monkeypatch.setattr(model_files, "MODELS_DIR", tmp_path)
+    (tmp_path / "registry.json").write_text(json.dumps({"format": model_files.REGISTRY_FORMAT, "models": []}))
+    before = model_files.build()
+    (tmp_path / "registry.json").write_text(json.dumps({"format": model_files.REGISTRY_FORMAT, "models": []}) + " ")
+    assert model_files.build() == before
+
+
 def test_registry_holds_per_axis_factor_sets(tmp_path):
     """Entries for r and for [fx, fy, fz]: each found by its own factors only, isotropic first, re-registering
     replaces, and a missing set is named with what exists."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,17 +12,15 @@ __version__ = "0.21.0"  # a new minor version whenever outputs change (CHANGELOG
 def build_digest(*extra: str) -> str:
     """SHA256 over the engine's Python sources (their paths in the package and contents) and the `extra` files (a
     missing one counts as missing): two installs of one version made from different code differ here, which the
-    version alone does not tell (the batch workers' check, apps/batch/cohort.py). The sources are read once a process;
-    an `extra` file again once it changed (a model registered since: fileio/model_files.py register)."""
-    return _digest(tuple((e, _state(e)) for e in extra))
+    version alone does not tell (the batch workers' check, apps/batch/cohort.py). Read once a process, as a run's build
+    is the one it started with (a registry changed by another process mid-run had failed its remaining subjects); only
+    a model registered by this process reads the files again (`forget_build`, fileio/model_files.py register)."""
+    return _digest(extra)
 
 
-def _state(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
+def forget_build() -> None:
+    """The next `build_digest` reads the `extra` files again (this process changed one: a model registered)."""
+    _digest.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -35,10 +32,10 @@ def _sources():
     return h
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=None)
 def _digest(extra: tuple) -> str:
     h = _sources().copy()
-    for e, _ in extra:
+    for e in extra:
         p = Path(e)
         h.update(p.name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"missing") + b"\0")
     return h.hexdigest()

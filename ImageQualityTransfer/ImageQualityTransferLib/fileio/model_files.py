@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..core import grid
 from ..core.errors import IQTError
+from ..core.version import forget_build
 from . import checksums
 from .paths import MODELS_DIR
 from .train_options import add_arguments as add_train_arguments
@@ -652,6 +653,7 @@ def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:
         # isotropic first, each default model before its variants
         entries.sort(key=lambda e: (e["method"], not isinstance(e["factor"], int), str(e["factor"]), e.get("input") or ""))
         write_json(reg, {"format": REGISTRY_FORMAT, "models": entries})
+    forget_build()  # this process's build holds the new entry (staged: again as `registering` ends)
 
 
 @contextlib.contextmanager
@@ -659,8 +661,11 @@ def registering(models_dir):
     """The registry of `models_dir` locked while a model and its entry are written and put in place together
     (methods/learned.py `save`): a registry write that failed after the model had landed left the new weights with the
     old entry's SHA256, and the model at that path refused as replaced."""
-    with _registry_lock(Path(models_dir) / REGISTRY):
-        yield
+    try:
+        with _registry_lock(Path(models_dir) / REGISTRY):
+            yield
+    finally:  # the staged registry is in place now (methods/learned.py save)
+        forget_build()
 
 
 _LOCKED = threading.local()  # the registries this thread holds locked: `registering` and then `register` lock once

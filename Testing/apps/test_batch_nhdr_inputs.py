@@ -4,11 +4,18 @@ headers are not refused as copies (a code-health review: only the header was has
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
+
 import numpy as np
+import pytest
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps.batch import items as batch_items
 from ImageQualityTransferLib.apps.batch import records
+from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.fileio import checksums
 
@@ -47,10 +54,6 @@ def test_two_subjects_behind_byte_identical_headers_are_no_copies(tmp_path):
 
 def _unblock_later(fifo, after: float = 3.0):
     """After `after` s, a reader waiting on `fifo` gets its end of file: a test that opens it fails, not hangs."""
-    import os
-    import threading
-    import time
-
     done = threading.Event()
 
     def run():
@@ -69,9 +72,6 @@ def _unblock_later(fifo, after: float = 3.0):
 def test_a_data_file_that_is_a_fifo_is_not_opened_by_the_hashing(tmp_path):
     """A FIFO data file behind a .nhdr (input or mask) hung `iqt batch`: the hashing opened it before the reader's
     one-line refusal (a review)."""
-    import os
-    import time
-
     heads = [tensor_nhdr(tmp_path / x, 1.0) for x in ("a", "b")]
     stops = []
     for head in heads:
@@ -95,10 +95,6 @@ def test_a_missing_or_split_data_file_is_left_to_the_reader(tmp_path):
     """A header's missing data file, or data split over several ('data file: slice%03d.raw 1 36 1 3'), failed the
     subject as '<data file>: file not found' without naming the header: the reader's own line is what it gets (a
     review)."""
-    import pytest
-
-    from ImageQualityTransferLib.core.errors import IQTError
-
     missing = tensor_nhdr(tmp_path / "m", 1.0)
     fileio.paths.nrrd_data_file(missing).unlink()
     split = tensor_nhdr(tmp_path / "s", 1.0)
@@ -110,3 +106,21 @@ def test_a_missing_or_split_data_file_is_left_to_the_reader(tmp_path):
         with pytest.raises(IQTError, match=said) as exc:
             fileio.load_tensor(str(head))
         assert str(exc.value).startswith(str(head))
+
+
+def test_a_moved_nhdr_input_with_an_old_header_only_record_is_redone_not_refused(tmp_path):
+    """A .nhdr subject moved and resumed after the upgrade was refused as 'two subjects share the label': its outputs'
+    InputSHA256, written before the data file was hashed, is the header's alone (a review)."""
+    head = tensor_nhdr(tmp_path / "moved", 1.0)
+    item = batch_items.Item(prefix="sub-01", subdir="sub-01", path=str(head), kind="dti")
+    ident = {"InputSHA256": records.input_hashes(item)["InputSHA256"]}
+    folder = tmp_path / "out" / "sub-01"
+    folder.mkdir(parents=True)
+    names = {"tensor": "sub-01_dti.nii.gz"}
+    old = {"InputFile": str(tmp_path / "was" / "sub-01_dwi.nhdr"), "InputSHA256": checksums.sha256(head)}
+    records.sidecar(folder / names["tensor"]).write_text(json.dumps(old))
+    records.check_same_input(folder, names, item, ident)  # the same contents moved: redone
+    other = dict(old, InputSHA256="0" * 64)
+    records.sidecar(folder / names["tensor"]).write_text(json.dumps(other))
+    with pytest.raises(IQTError, match="two subjects share the label"):
+        records.check_same_input(folder, names, item, ident)

@@ -230,10 +230,24 @@ def check_same_input(folder: Path, names: dict, item, ident: dict) -> None:
     if not isinstance(meta, dict) or not isinstance(meta.get("InputFile"), str):
         return
     mine = str(Path(item.path).absolute())
-    if meta["InputFile"] != mine and meta.get("InputSHA256") != ident.get("InputSHA256"):
+    if meta["InputFile"] != mine and meta.get("InputSHA256") not in (ident.get("InputSHA256"), _header_only(item.path)):
         raise IQTError(f"{folder} holds this subject label's outputs made from another input, {meta['InputFile']}, "
                        f"not {mine}: two subjects share the label; give them distinct folder names (or list lines) or "
                        "another -o, or remove that folder to redo it from this input")
+
+
+def _header_only(path) -> str | None:
+    """A .nhdr input's SHA256 as outputs before 0.21.0 recorded it, of the header alone (its data file's is hashed too
+    now: fileio/checksums.py image_files), so that the same input moved is redone, not taken for another; None else."""
+    from ...fileio.checksums import sha256
+    from ...fileio.paths import nrrd_data_file
+
+    if nrrd_data_file(path) is None:
+        return None
+    try:
+        return sha256(path)
+    except OSError:
+        return None
 
 
 def other_build(folder: Path, names: dict, ident: dict) -> str | None:

@@ -89,3 +89,24 @@ def test_torch_imported_under_a_cap_gets_its_own_count_back(monkeypatch):
         threads.apply(2)
         assert fake.n == 2
     assert fake.n == 3
+
+
+def test_nested_blocks_give_torch_its_own_count_back(monkeypatch):
+    """An in-process main within another (torch imported and capped in the outer block, then an inner block): the
+    inner exit forgot torch's count from before the cap, and torch stayed capped after the outer (a review)."""
+    import types
+
+    from ImageQualityTransferLib.core import threads
+
+    fake = types.SimpleNamespace(n=4)
+    fake.get_num_threads = lambda: fake.n
+    fake.set_num_threads = lambda n: setattr(fake, "n", n)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    with threads.restored():
+        threads.apply(1)
+        monkeypatch.setitem(sys.modules, "torch", fake)
+        threads.limit_torch()
+        with threads.restored():
+            pass
+        assert fake.n == 1 and threads.cap() == 1
+    assert fake.n == 4 and threads.cap() is None

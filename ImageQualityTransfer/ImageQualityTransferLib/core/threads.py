@@ -57,7 +57,7 @@ def restored():
     # read after the pools: torch's first get_num_threads in a thread sets its OpenMP pool to torch's own count
     torch = sys.modules.get("torch")
     was, torch_was = _LIMIT, (int(torch.get_num_threads()) if hasattr(torch, "get_num_threads") else None)
-    _TORCH_BEFORE = None
+    before_was, _TORCH_BEFORE = _TORCH_BEFORE, None  # an enclosing block's, given back on exit: nested, it had been lost
     try:
         yield
     finally:
@@ -66,7 +66,7 @@ def restored():
         if back is not None and hasattr(torch, "set_num_threads") and torch.get_num_threads() != back:
             torch.set_num_threads(back)
         pools.restore_original_limits()  # after torch's: its set_num_threads sets its OpenMP pool too
-        _LIMIT, _TORCH_BEFORE = was, None
+        _LIMIT, _TORCH_BEFORE = was, before_was
 
 
 def wait_passively() -> None:

@@ -113,6 +113,28 @@ def test_a_training_gives_the_callers_random_stream_back_and_keeps_its_seeds_wei
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda:1", "auto"])
+def test_a_training_forks_every_cuda_devices_random_state(monkeypatch, device):
+    """torch.manual_seed (the training's seed) seeds every CUDA device, but a CPU training forked none and a cuda one
+    only its own: a caller's CUDA streams were left reseeded (a review). No GPU here: torch.cuda is feigned with two."""
+    forked = []
+
+    class Stop(Exception):
+        pass
+
+    def fork_rng(devices=None, **kw):
+        forked.append(list(devices))
+        raise Stop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.random, "fork_rng", fork_rng)
+    with pytest.raises(Stop):
+        training.train(synthetic_items(n=1), method="espcn", seed=5, epochs=1, progress=False, threads=1, device=device)
+    assert forked == [[0, 1]]
+
+
 def test_receptive_field_is_5_cubed():
     net, _ = random_model()
     x = torch.randn(1, 6, 9, 9, 9)

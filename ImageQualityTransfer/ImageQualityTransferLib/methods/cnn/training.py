@@ -146,7 +146,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     before = torch.get_num_threads()
     # forked, not a private generator: the layers' initialisation and dropout draw from the global one, and the same
     # stream keeps the weights of a given seed (the shipped models' recorded commands) bit for bit
-    with torch.random.fork_rng(devices=_cuda_devices(torch, device)):
+    with torch.random.fork_rng(devices=_cuda_devices(torch)):
         try:
             run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint,
                             device, options, data)
@@ -160,16 +160,10 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
                 torch.set_num_threads(before)
 
 
-def _cuda_devices(torch, device) -> list:
-    """The CUDA devices whose random state a training on `device` may draw from: none on the CPU (a device string
-    torch cannot read is refused later, in resolve_device's words)."""
-    if str(device) == "cpu" or not torch.cuda.is_available():
-        return []
-    try:
-        index = None if str(device) == "auto" else torch.device(device).index
-    except (RuntimeError, ValueError):
-        return []
-    return [torch.cuda.current_device() if index is None else index]
+def _cuda_devices(torch) -> list:
+    """Every CUDA device, where CUDA is available: torch.manual_seed seeds them all, whatever device the training runs
+    on, so a CPU training forking none (a cuda one only the current) had left the caller's CUDA streams reseeded."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
 class _Training:

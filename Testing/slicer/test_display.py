@@ -496,6 +496,29 @@ def test_a_node_compared_with_itself_keeps_its_own_window(lowres):
         assert d.GetAutoWindowLevel() and 0 < d.GetWindowLevelMax() < 1, (invariant, d.GetWindowLevelMax())
 
 
+def test_a_node_that_followed_gets_its_own_window_back_when_the_comparison_ends(lowres):
+    """The cubic node compared beside linear with FA chosen, then compared with itself (method cubic), or left behind
+    by a comparison of another method: following stopped with 0..1 fixed and no observer, so Trace stayed on 0..1,
+    black (a review's self_after_follow.py, orphan.py). Each gets Slicer's automatic window back."""
+    from slicer import vtkMRMLDiffusionTensorDisplayPropertiesNode as Props
+
+    lr, _ = lowres
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, lr, "dti")
+    lin = processing.run_on_nodes(scene, node, "linear", 2, interpolate=True)
+    display.show_comparison(scene, lin["interpolated"], lin["tensor"])
+    lin["interpolated"].GetDisplayNode().SetScalarInvariant(Props.FractionalAnisotropy)
+    near = processing.run_on_nodes(scene, node, "nearest", 2, interpolate=True)
+    display.show_comparison(scene, near["interpolated"], near["tensor"])  # the linear output left behind
+    cubic = processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True)
+    assert cubic["tensor"] is lin["interpolated"]
+    display.show_comparison(scene, cubic["interpolated"], cubic["tensor"])  # compared with itself
+    for d in (lin["tensor"].GetDisplayNode(), cubic["tensor"].GetDisplayNode()):
+        assert d.GetID() not in display._followers
+        d.SetScalarInvariant(Props.Trace)
+        assert d.GetAutoWindowLevel() and 0 < d.GetWindowLevelMax() < 0.1, d.GetWindowLevelMax()
+
+
 def test_the_modules_views_show_laterality(lowres):
     """The module's results and comparison had no orientation marker (its Logic passed marker=False), so nothing in its
     views said which side is the patient's right (a clinician's audit): each view gets Slicer's axes marker once, and a

@@ -358,7 +358,10 @@ def _on_modified(caller, event) -> None:
 
 
 def _stop_following(display_) -> None:
-    """`display_` and the display it kept in step with no longer follow each other; each has its own window again."""
+    """`display_` and the display it kept in step with no longer follow each other; each has Slicer's automatic
+    window again, as a node never followed: with no observer left, a window fixed here (0..1 for FA) stayed on every
+    invariant chosen later, Trace and colour black or washed out on a cubic node compared with itself after a
+    comparison (a review's self_after_follow.py)."""
     entry = _followers.pop(display_.GetID(), None)
     if entry is None:
         return
@@ -366,8 +369,8 @@ def _stop_following(display_) -> None:
     partner = entry[2]
     if partner is not display_:
         _stop_following(partner)
-    display_.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "-")  # no invariant's name: `_own_window` lets Slicer choose again
-    _own_window(display_)
+    display_.SetAttribute(FIXED_WINDOW_ATTRIBUTE, "")
+    display_.AutoWindowLevelOn()
 
 
 def follow_display(leader_node, follower_node) -> None:

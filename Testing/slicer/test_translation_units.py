@@ -198,3 +198,39 @@ def test_the_panel_preselects_cubic_and_says_why_where_the_output_voxels_are_far
                          "2.70 mm (3.0:1), far from the near-isotropic voxels the learned methods were trained on: "
                          "choose cubic, or factors that make them near-isotropic (Target voxel size picks them)."), said
 
+
+
+def test_the_preselected_method_follows_the_factors_and_a_readers_choice_stays():
+    """The default stored at factor 2 (deep-hetero-var1) had been kept when the reader picked Through-plane 3 on the
+    2.7 mm sagittal scan, where the default is cubic (a review's panel_sticky.py). A default follows the factors; a
+    method the reader chose stays, the note under the list saying why not."""
+    names = ["ImageQualityTransferWidget._updateMethodGui", "ImageQualityTransferWidget.onMethodChanged"] + [
+        "ImageQualityTransferLogic." + n for n in ("defaultMethod", "anisotropicOutputNote", "_outputAnisotropy",
+                                                   "outputSpacing")]
+    fns = _load(english, *names)
+    logic = types.SimpleNamespace(_engineOnPath=lambda: None, torchAvailable=lambda: True)
+    for name, fn in fns.items():
+        if name.startswith("ImageQualityTransferLogic"):
+            setattr(logic, name.rsplit(".", 1)[1], types.MethodType(fn, logic))
+    methods = [{"name": n, "description": n, "learned": n.startswith("deep"), "uncertainty": True}
+               for n in ("cubic", "deep-hetero-var1")]
+    combo = types.SimpleNamespace(currentIndex=0, blockSignals=lambda b: False)
+    ui = types.SimpleNamespace(methodComboBox=combo, methodDescriptionLabel=types.SimpleNamespace(text=None),
+                               installTorchButton=types.SimpleNamespace(enabled=None),
+                               averageFlipsCheckBox=types.SimpleNamespace(enabled=None))
+    node = types.SimpleNamespace(method="", inputVolume=types.SimpleNamespace(GetSpacing=lambda: (2.7073, 2.7073, 2.7)))
+    panel = types.SimpleNamespace(ui=ui, _methods=methods, _factors=(2, 2, 2), logic=logic, _parameterNode=node)
+    panel._updateMethodGui = types.MethodType(fns["ImageQualityTransferWidget._updateMethodGui"], panel)
+    changed = types.MethodType(fns["ImageQualityTransferWidget.onMethodChanged"], panel)
+    panel._updateMethodGui()
+    assert node.method == "deep-hetero-var1"
+    panel._factors = (1, 3, 1)  # Through-plane 3
+    panel._updateMethodGui()
+    assert node.method == "cubic" and combo.currentIndex == 0
+    panel._factors = (2, 2, 2)
+    panel._updateMethodGui()
+    assert node.method == "deep-hetero-var1"
+    changed(1)  # the reader picks deep-hetero-var1, then Through-plane 3: kept, and the note says why not
+    panel._factors = (1, 3, 1)
+    panel._updateMethodGui()
+    assert node.method == "deep-hetero-var1" and "choose cubic" in ui.methodDescriptionLabel.text

@@ -1890,3 +1890,36 @@ def test_each_view_says_its_slice(browser, lowres, serve):
                     break
                 time.sleep(0.1)
             assert said[0] == said[1] and said[0][:2] == (number, slices), (key, slices, said)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_the_first_method_takes_the_inputs_voxel_size_as_the_module_does(lowres, tmp_path, monkeypatch, suffix):
+    """`iqt view` of a 2.7 mm isotropic scan at --factor 1,3,1 (2.71 x 0.90 x 2.70 mm output voxels) had started on
+    deep-hetero-var1 and warned to use cubic, while the Slicer module preselects cubic there (a review's viewdef.py):
+    the voxel size, read from the input's header before serving, is given to `methods.viewer_default` too."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import view
+    from ImageQualityTransferLib.core.volume import Volume
+
+    lr = fileio.load_tensor(lowres[0])
+    sag = tmp_path / f"sag{suffix}"
+    fileio.save_tensor(Volume(lr.data, np.diag([2.7073, 2.7073, 2.7, 1.0]), "tensor"), sag)
+    chosen = []
+    first = view.first_method
+
+    def spy(*args):
+        chosen.append(first(*args))
+        return chosen[-1]
+
+    class Viewer:  # nothing served
+        def __init__(self, *_, **__):
+            pass
+
+        def serve(self, *_):
+            pass
+
+    monkeypatch.setattr(view, "first_method", spy)
+    monkeypatch.setattr(view, "Viewer", Viewer)
+    assert cli.main(["view", str(sag), "--factor", "1,3,1", "--port", "0"]) == 0
+    assert chosen == ["cubic"]
+    assert first(None, (1, 3, 1), (2.7073, 2.7073, 2.7)) == "cubic"

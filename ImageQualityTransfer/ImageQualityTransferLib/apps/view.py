@@ -72,12 +72,13 @@ def import_trame():
         raise IQTError(f"'iqt view' needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
 
 
-def first_method(method: str | None, factor) -> str:
-    """The method the page runs first: `method`, else the Slicer module's default at `factor` (one with an overlay)
+def first_method(method: str | None, factor, voxel_size=None) -> str:
+    """The method the page runs first: `method`, else the Slicer module's default at `factor` for an input of
+    `voxel_size` (one with an overlay; cubic where the output voxels are more than 2:1, as the module preselects)
     where it runs here, else cubic. `iqt view` checks this one before serving (apps/cli/view.py)."""
     from .. import methods
 
-    default = methods.viewer_default(factor)
+    default = methods.viewer_default(factor, voxel_size)
     return method or (default if default in (methods.ready(factor) or ["cubic"]) else "cubic")
 
 
@@ -145,7 +146,7 @@ class Viewer:
         s.trame__title = "IQT viewer"
         s.trame__template_error = STOPPED  # what the page shows once its connection closes (trame's own: "Connection closed")
         s.methods = choices
-        s.method = first_method(method, self.factor)
+        s.method = first_method(method, self.factor, loaded[0].voxel_size if loaded else None)
         s.busy = False
         s.input_ok = False  # the pickers wait for an input that loaded
         s.progress = 0

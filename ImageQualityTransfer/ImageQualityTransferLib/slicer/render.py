@@ -211,8 +211,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="render", description=__doc__.splitlines()[0])
     p.add_argument("subject", help="subject folder (dwi.nii.gz, dwi.bval, dwi.bvec)")
     p.add_argument("output", help="PNG to write")
-    p.add_argument("--method", help="the method on the right (default: the Slicer module's at the factors, "
-                                    "methods.viewer_default)")
+    p.add_argument("--method", help="the method on the right (default: the Slicer module's at the factors and the "
+                                    "low-res voxel size, methods.viewer_default)")
     p.add_argument("--factor", default="2", help="2, 3 or per axis, e.g. 1,1,3 (default 2)")
     p.add_argument("--orientation", choices=["Axial", "Coronal", "Sagittal"],
                    help="slice orientation (default: the one that shows the factors, display.view_for_node)")
@@ -236,9 +236,11 @@ def main(argv=None) -> int:
         # (captioned '+tta' for a run that averaged nothing), refused as upsample refuses it
         there = next(d for d in (out.parent, *out.parent.parents) if d.exists())
         check_folder(there, out)
-        method = args.method or methods.viewer_default(f)
-        methods.get(method, tta=args.tta)
+        methods.get(args.method or methods.viewer_default(f), tta=args.tta)
         lr, mask = degraded_subject(args.subject, f, args.style)
+        # the low-res input's voxel size, as the module's default takes it: cubic where the output is over 2:1
+        method = args.method or methods.viewer_default(f, lr.voxel_size)
+        methods.get(method, tta=args.tta)
         label = f"{method}{'+tta' if args.tta else ''}, {grid.describe(f)}"  # each caption says the factors
         shown = f"{label} + uncertainty" if methods_with_uncertainty(method) else label
         picture = compose(render_compare(lr, None if args.no_mask else mask, method, f, orientation=args.orientation, tta=args.tta),

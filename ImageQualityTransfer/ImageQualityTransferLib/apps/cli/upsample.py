@@ -213,6 +213,32 @@ def input_shape3(path) -> tuple[int, int, int] | None:
         return None
 
 
+def input_voxel_size(path):
+    """The input's voxel size (mm, per voxel axis) from its header alone, as `input_shape3` reads its grid; None where
+    the header does not say."""
+    try:
+        import numpy as np
+
+        from ...fileio.nifti import is_nrrd
+        from ...fileio.paths import not_a_file
+
+        if not_a_file(path) is not None:
+            return None
+        if is_nrrd(path):
+            import nrrd
+
+            header = nrrd.read_header(str(path))
+            rows = [r for r in header.get("space directions", []) if r is not None and not isinstance(r, str)
+                    and np.all(np.isfinite(np.asarray(r, float)))]
+            return np.linalg.norm(np.asarray(rows, float), axis=1) if len(rows) == 3 else None
+        from ...core.volume import voxel_sizes
+        from ...fileio.nifti import open_nifti
+
+        return voxel_sizes(open_nifti(path).affine)
+    except Exception:  # noqa: BLE001 - any unreadable header: the full read says why
+        return None
+
+
 @contextmanager
 def method_progress(method):
     """The callback that `Method.predict` calls with the fraction done, drawing a progress bar of the method's run on

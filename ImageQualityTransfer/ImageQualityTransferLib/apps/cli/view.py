@@ -13,8 +13,8 @@ def add_parsers(sub) -> None:
                                      "picker, FA / colour FA (needs the render extra)")
     sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
     sp.add_argument("--method", help="method shown first (default: the Slicer module's, the best shipped method with "
-                                     "an uncertainty map at the factors, deep-hetero-var1 at x2; the page offers every "
-                                     "ready one)")
+                                     "an uncertainty map at the factors, deep-hetero-var1 at x2; cubic where the output "
+                                     "voxels are more than 2:1; the page offers every ready one)")
     options.add_factor(sp, voxel_size=True)
     sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
     sp.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080; 0: any free port)")
@@ -32,7 +32,7 @@ def run(args):
     from ...methods.inputs import check_tensor_input
     from ...slicer.processing import COMPARISON_METHOD
     from .. import view
-    from .upsample import input_shape3
+    from .upsample import input_shape3, input_voxel_size
 
     if not 0 <= args.port <= 65535:  # else the socket's OverflowError, an internal error
         raise IQTError(f"--port {args.port}: a port is 0-65535 (0: any free one)")
@@ -72,7 +72,10 @@ def run(args):
     if shape3 is None:  # a header the early check cannot read: the full read says why
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
         shape3 = lr.shape3
-    first = methods.get(view.first_method(args.method, f))
+    # the voxel size too, or the page started on deep-hetero-var1 where the module preselects cubic (registry.py
+    # viewer_default)
+    voxel = lr.voxel_size if lr is not None else input_voxel_size(args.input)
+    first = methods.get(view.first_method(args.method, f, voxel))
     for m in (first, methods.get(COMPARISON_METHOD)):  # the page runs cubic beside it (processing.predict_volumes)
         m.check_memory(shape3, f, maps=m.gives_uncertainty)
     if lr is None:

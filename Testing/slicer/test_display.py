@@ -771,6 +771,39 @@ def test_a_run_in_the_comparison_refreshes_it_and_keeps_the_readers_slice_and_zo
     assert red.GetFieldOfView()[1] != pytest.approx(finding[1][1] * 1.0) and red.GetOrientation() == "Coronal"
 
 
+def test_a_run_over_another_extent_is_fitted_anew_on_the_readers_slice(lowres):
+    """A masked run after an unmasked one (or the reverse) has other data bounds, so its views are fitted anew; the
+    refit had also put each view back on the central slice (a review's drv.py bounds2: offset 10.6 -> -4.4). The
+    reader's slice stays, moved inside the new data where it lay outside."""
+    lr, _ = lowres
+    scene = views_scene()
+    for view, orientation in zip(VIEWS, ("Axial", "Sagittal", "Coronal")):
+        display.slice_node(scene, view).SetOrientation(orientation)
+    cut = np.array(lr.data)
+    cut[:5], cut[:, :5] = 0, 0  # as a tight mask leaves it: 20 mm less along two axes
+    whole = mrml.add_tensor_node(scene, lr, "dti")
+    masked = mrml.add_tensor_node(scene, Volume(cut, lr.affine, "tensor"), "dti_masked")
+    display.show_results(scene, processing.run_on_nodes(scene, whole, "nearest", 2))
+    red = display.slice_node(scene, "Red")
+    red.SetSliceOffset(red.GetSliceOffset() + 8.0)  # the reader's finding, 8 mm above the centre
+    chosen, fov = red.GetSliceOffset(), red.GetFieldOfView()
+    nodes = processing.run_on_nodes(scene, masked, "nearest", 2)
+    display.show_results(scene, nodes)
+    assert red.GetFieldOfView() != fov  # fitted anew
+    assert red.GetSliceOffset() == pytest.approx(chosen, abs=1.0)  # half an output voxel: onto its plane
+    assert_on_voxel_centres(scene, nodes["tensor"], VIEWS)
+    red.SetSliceOffset(red.GetSliceOffset() + 500.0)  # beyond the data: brought back inside it
+    display.show_results(scene, processing.run_on_nodes(scene, whole, "nearest", 2))
+    top = display.data_bounds(nodes["tensor"])[5]
+    assert top - 2.0 <= red.GetSliceOffset() <= top
+    red.SetSliceOffset(red.GetSliceOffset() - 10.0)  # and in the comparison
+    chosen = red.GetSliceOffset()
+    nodes = processing.run_on_nodes(scene, masked, "nearest", 2, interpolate=True)
+    display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], orientation="Axial")
+    for view in ("Red", "Yellow"):
+        assert display.slice_node(scene, view).GetSliceOffset() == pytest.approx(chosen, abs=1.0), view
+
+
 def test_no_legend_is_drawn_for_an_overlay_at_opacity_0(lowres):
     """With the overlay's opacity at 0, Apply (and Compare) drew the 'Tensor SD' legend over the orientation colours,
     giving the corpus callosum's red a scale (a clinician's audit)."""

@@ -78,10 +78,12 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
             return
         _leave_comparison(scene)
     kept = {view: _kept_view(scene, view, tensor) for view in _slice_views(scene)}
+    offsets = {view: _readers_offset(scene, view) for view in _slice_views(scene)}
     for c in show_layers(scene, tensor, overlay, opacity):
         s = slice_node(scene, c.GetLayoutName())
         if tensor is not None and s is not None and s.GetOrientation() in PLANE_AXES and not kept.get(c.GetLayoutName()):
             _fit_slice(s, tensor, s.GetOrientation(), legend=overlay is not None)
+            _keep_offset(s, tensor, offsets.get(c.GetLayoutName()))
         elif tensor is not None and s is not None and kept.get(c.GetLayoutName()):
             snap_to_voxel_plane(s, tensor)  # the reader's slice, on this run's grid (x2 and x3 outputs share an extent)
         if marker and s is not None:
@@ -175,6 +177,34 @@ def _kept_view(scene, view: str, volume) -> bool:
     tolerance = max(max(np.multiply(n.GetSpacing(), grid.factors(n.GetAttribute(mrml.FACTORS_ATTRIBUTE) or 1,
                                                                  identity_ok=True))) for n in (shown, volume))
     return bool(np.all(np.abs(np.subtract(a, b)) <= tolerance))
+
+
+def _readers_offset(scene, view: str):
+    """The slice offset of view `view` where it shows a run's result in the orientation fitted there (the reader's
+    slice, which a refit for another extent keeps: `_keep_offset`), else None."""
+    c, s = composite_node(scene, view), slice_node(scene, view)
+    shown = scene.GetNodeByID(c.GetBackgroundVolumeID()) if c is not None and c.GetBackgroundVolumeID() else None
+    if shown is None or s is None or s.GetOrientation() not in PLANE_AXES \
+            or not shown.GetAttribute(mrml.FACTORS_ATTRIBUTE) or s.GetAttribute(FITTED_ATTRIBUTE) != s.GetOrientation():
+        return None
+    return s.GetSliceOffset()
+
+
+def _keep_offset(slice_node_, volume, offset) -> None:
+    """The view, just fitted to `volume`, back on slice `offset` (None: left as fitted), moved inside `volume`'s data
+    and onto its voxel planes: a masked run after an unmasked one, or the reverse, had been fitted anew and the
+    reader's slice lost (a review's drv.py bounds2: 10.6 -> -4.4)."""
+    if offset is None:
+        return
+    m = slice_node_.GetSliceToRAS()
+    normal = np.array([m.GetElement(i, 2) for i in range(3)])
+    origin = np.array([m.GetElement(i, 3) for i in range(3)])
+    b = data_bounds(volume)
+    corners = np.array([[x, y, z] for x in b[0:2] for y in b[2:4] for z in b[4:6]])
+    along = corners @ normal - normal @ origin + slice_node_.GetSliceOffset()  # the data's extent in offsets
+    half = np.abs(normal @ mrml.node_affine(volume)[:3, :3]).sum() / 2  # its outer voxels' centres: half a voxel in
+    slice_node_.SetSliceOffset(float(np.clip(offset, along.min() + half, max(along.max() - half, along.min() + half))))
+    snap_to_voxel_plane(slice_node_, volume)
 
 
 def set_overlay_opacity(scene, opacity: float, overlays=None) -> None:
@@ -415,6 +445,9 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
                 None)
     if kept is not None:  # the reader's slice, on this run's grid (x2 and x3 outputs of one input share their extent)
         snap_to_voxel_plane(slice_node(scene, kept), iqt)
+    offset = None if kept is not None else next(
+        (o for v in views if slice_node(scene, v) is not None and slice_node(scene, v).GetOrientation() == orientation
+         and (o := _readers_offset(scene, v)) is not None), None)
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is not None:
         import slicer
@@ -433,6 +466,7 @@ def show_comparison(scene, interpolated, iqt, uncertainty=None, opacity: float =
             c.SetHotLinkedControl(True)
         if kept is None:
             _fit_slice(s, iqt, orientation, legend=uncertainty is not None, bottom_px=bottom_px)
+            _keep_offset(s, iqt, offset)  # a comparison over other data bounds: the reader's slice
         elif view != kept:  # the slice and zoom the reader chose, on both sides
             _same_slice(slice_node(scene, kept), s)
         if marker:

@@ -1162,6 +1162,35 @@ def test_an_in_process_caller_is_not_exited_past_a_thread_left_running(monkeypat
     assert capsys.readouterr().err == ""
 
 
+def test_the_exit_wait_joins_a_thread_left_running_and_gives_up_on_all_at_one_deadline(monkeypatch, capsys):
+    """The caller's exit (signals._join_left_threads) returns once a stopped run's thread has ended, and gives up on
+    threads that never end LEFT_JOIN_S after it began, for all of them together: it had waited LEFT_JOIN_S for each
+    (3 threads, LEFT_JOIN_S 1 s: 4.7 s)."""
+    from ImageQualityTransferLib.apps import signals
+
+    monkeypatch.setattr(signals, "LEFT_JOIN_S", 2.0)
+    ends = threading.Thread(target=time.sleep, args=(0.7,), daemon=True)  # past the first, unsaid, 0.5 s
+    monkeypatch.setattr(signals, "left_running", [ends])
+    ends.start()
+    signals._join_left_threads()
+    assert not ends.is_alive()
+
+    release = threading.Event()
+    never = [threading.Thread(target=release.wait, args=(30,), daemon=True) for _ in range(2)]
+    monkeypatch.setattr(signals, "left_running", never)
+    monkeypatch.setattr(signals, "LEFT_JOIN_S", 0.2)
+    try:
+        for thread in never:
+            thread.start()
+        started = time.monotonic()
+        signals._join_left_threads()
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert 0.19 < took < 0.35, took
+    capsys.readouterr()
+
+
 SIGNAL_IN_AN_OBSERVER = r"""
 import asyncio, os, signal, sys, threading
 from vtkmodules.vtkCommonCore import vtkObject

@@ -1191,6 +1191,36 @@ def test_the_exit_wait_joins_a_thread_left_running_and_gives_up_on_all_at_one_de
     capsys.readouterr()
 
 
+def test_ctrl_c_in_the_exit_wait_is_one_line(monkeypatch, capsys):
+    """Ctrl-C while the caller's exit waits for a stopped run printed "Exception ignored in atexit callback" and a
+    KeyboardInterrupt traceback (a review); it now says in one line that Python exits without waiting."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(30,), daemon=True)
+    monkeypatch.setattr(signals, "left_running", [thread])
+    monkeypatch.setattr(signals, "LEFT_JOIN_S", 20.0)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    kick = threading.Timer(0.6, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    try:
+        thread.start()
+        kick.start()
+        started = time.monotonic()
+        try:
+            signals._join_left_threads()
+        except KeyboardInterrupt:  # as it had reached the interpreter's atexit, which printed its traceback
+            pytest.fail("Ctrl-C raised out of the exit wait")
+        took = time.monotonic() - started
+    finally:
+        kick.cancel()
+        release.set()
+        signal.signal(signal.SIGINT, old)
+    said = capsys.readouterr().err.splitlines()
+    assert took < 5 and said[-1] == "iqt view: not waiting for the stopped run any more; Python exits now", said
+
+
 SIGNAL_IN_AN_OBSERVER = r"""
 import asyncio, os, signal, sys, threading
 from vtkmodules.vtkCommonCore import vtkObject

@@ -106,7 +106,15 @@ def _join_left_threads() -> None:
     wait LEFT_JOIN_S at most for threads left running: they end at their next progress report (iqt view's cancel
     flag), and the interpreter's exit had stopped one inside torch's C++ ("terminate called without an active
     exception", exit 134 after the caller's own end)."""
-    start = time.monotonic()  # one deadline for all: LEFT_JOIN_S per thread had made 3 threads wait 3 times as long
+    try:
+        _join_left_threads_until(time.monotonic())
+    except (KeyboardInterrupt, Terminated):  # Ctrl-C in the wait: one line, not "Exception ignored in atexit callback"
+        with contextlib.suppress(Exception):  # and its traceback
+            print("iqt view: not waiting for the stopped run any more; Python exits now", file=sys.stderr, flush=True)
+
+
+def _join_left_threads_until(start: float) -> None:
+    # one deadline for all: LEFT_JOIN_S per thread had made 3 threads wait 3 times as long
     alive = [t for t in left_running if t.is_alive()]
     _join_until(alive, start + min(0.5, LEFT_JOIN_S))  # one about to end (a caller that let it go) is not said
     alive = [t for t in alive if t.is_alive()]

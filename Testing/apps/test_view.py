@@ -1154,7 +1154,8 @@ def test_an_in_process_caller_is_not_exited_past_a_thread_left_running(monkeypat
         assert code == 2 and exits == []
         capsys.readouterr()
         signals._join_left_threads()  # as at the caller's exit: said, then given up after LEFT_JOIN_S
-        assert capsys.readouterr().err.startswith("iqt: waiting for a stopped run to reach its next progress report")
+        assert capsys.readouterr().err == ("iqt view: a run stopped earlier is still computing; waiting up to 0.05 s for "
+                                           "it before Python exits (Ctrl-C: do not wait)\n")
     finally:
         release.set()
         thread.join(5)
@@ -1188,7 +1189,28 @@ def test_the_exit_wait_joins_a_thread_left_running_and_gives_up_on_all_at_one_de
     finally:
         release.set()
     assert 0.19 < took < 0.35, took
-    capsys.readouterr()
+    said = capsys.readouterr().err.splitlines()
+    assert said[-1] == ("iqt view: 2 runs stopped earlier are still computing; waiting up to 0.2 s for them before "
+                        "Python exits (Ctrl-C: do not wait)"), said
+
+
+def test_the_exit_wait_names_the_run_it_waits_for(monkeypatch, capsys):
+    """The exit's line said "waiting for a stopped run to reach its next progress report" (a review: unclear); it names
+    the method and says that Ctrl-C skips the wait."""
+    from ImageQualityTransferLib.apps import signals
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(30,), daemon=True)
+    monkeypatch.setattr(signals, "left_running", [])
+    monkeypatch.setattr(signals, "LEFT_JOIN_S", 0.05)
+    thread.start()
+    try:
+        signals.leave_running(thread, "espcn")
+        signals._join_left_threads()
+    finally:
+        release.set()
+    assert capsys.readouterr().err == ("iqt view: the espcn run stopped earlier is still computing; waiting up to "
+                                       "0.05 s for it before Python exits (Ctrl-C: do not wait)\n")
 
 
 def test_ctrl_c_in_the_exit_wait_is_one_line(monkeypatch, capsys):

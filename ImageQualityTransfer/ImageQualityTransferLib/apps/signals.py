@@ -89,10 +89,11 @@ left_running: list = []  # threads a stopped command left running: iqt view's ru
 LEFT_JOIN_S = 60.0  # how long an in-process caller's exit waits for them (_join_left_threads)
 
 
-def leave_running(thread: threading.Thread) -> None:
-    """Record `thread` as left running by a stopped command; those that have ended are forgotten (an in-process
-    caller's list had grown with every stopped `iqt view`)."""
+def leave_running(thread: threading.Thread, method: str | None = None) -> None:
+    """Record `thread` as left running by a stopped command, running `method` (named by the exit's wait); those that
+    have ended are forgotten (an in-process caller's list had grown with every stopped `iqt view`)."""
     _forget_ended()
+    thread.iqt_method = method
     left_running.append(thread)
 
 
@@ -103,9 +104,10 @@ def _forget_ended() -> None:
 @atexit.register
 def _join_left_threads() -> None:
     """At an in-process caller's exit (`cli.main(argv)`; the `iqt` process exits past them: exit_past_left_threads),
-    wait LEFT_JOIN_S at most for threads left running: they end at their next progress report (iqt view's cancel
-    flag), and the interpreter's exit had stopped one inside torch's C++ ("terminate called without an active
-    exception", exit 134 after the caller's own end)."""
+    wait LEFT_JOIN_S at most, for all together, for threads left running: they end at their next progress report
+    (iqt view's cancel flag), and the interpreter's exit had stopped one inside torch's C++ ("terminate called without
+    an active exception", exit 134 after the caller's own end). One still inside torch after the wait, or after
+    Ctrl-C here, may still abort the interpreter that way: the wait makes it less likely, it cannot prevent it."""
     try:
         _join_left_threads_until(time.monotonic())
     except (KeyboardInterrupt, Terminated):  # Ctrl-C in the wait: one line, not "Exception ignored in atexit callback"
@@ -121,9 +123,22 @@ def _join_left_threads_until(start: float) -> None:
     if not alive:
         return
     with contextlib.suppress(Exception):
-        print(f"iqt: waiting for a stopped run to reach its next progress report before exiting, {LEFT_JOIN_S:g} s at "
-              "most", file=sys.stderr, flush=True)
+        print(_waiting_line(alive), file=sys.stderr, flush=True)
     _join_until(alive, start + LEFT_JOIN_S)
+
+
+def _waiting_line(alive) -> str:
+    """What the exit waits for and how to skip it: "waiting for a stopped run to reach its next progress report" had
+    not said which run, nor that Ctrl-C ends the wait."""
+    names = list(dict.fromkeys(getattr(t, "iqt_method", None) or "" for t in alive))
+    if len(alive) == 1:
+        what = f"the {names[0]} run stopped earlier is" if names[0] else "a run stopped earlier is"
+    else:
+        what = f"{len(alive)} runs stopped earlier ({', '.join(n for n in names if n)}) are" if any(names) else \
+            f"{len(alive)} runs stopped earlier are"
+    it = "it" if len(alive) == 1 else "them"
+    return (f"iqt view: {what} still computing; waiting up to {LEFT_JOIN_S:g} s for {it} before Python exits "
+            "(Ctrl-C: do not wait)")
 
 
 def _join_until(threads, deadline: float) -> None:

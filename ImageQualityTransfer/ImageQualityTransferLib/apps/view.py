@@ -713,7 +713,7 @@ class Viewer:
         work = self._work
         if work is None or work.done():
             return
-        signals.leave_running(work.thread)  # the command then exits past it (signals.exit_past_left_threads)
+        signals.leave_running(work.thread, self._running)  # the command then exits past it (signals.exit_past_left_threads)
         if forced:
             return
         if not futures.wait([work], timeout=STOP_SAY_S).not_done:

@@ -1512,6 +1512,50 @@ def test_sighup_while_a_run_does_not_report_ends_the_command_after_a_grace(monke
 
 
 
+
+
+class PushTakes(FakeServer):
+    """A FakeServer that notes when it sends its signal, and whose page push takes `push_s`."""
+
+    def __init__(self, signum, push_s):
+        super().__init__(signum)
+        self.push_s, self.sent_at = push_s, []
+
+    def send_signal(self):
+        self.sent_at.append(time.monotonic())
+        super().send_signal()
+        self.sent_at.append(time.monotonic())
+
+    @property
+    def network_completion(self):
+        return asyncio.sleep(self.push_s)
+
+
+def test_serve_counts_the_grace_from_the_signal_not_from_the_loops_stop(monkeypatch, capsys):
+    """serve gives the run's wait the signal's arrival (`caught["at"]`, recorded by _stop_loop_on_signal), so the page's
+    push (up to STOP_PUSH_S) is inside STOP_GRACE_S, not added to it (serve giving no `since` kept the tests green: a
+    review)."""
+    import signal
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import signals, view
+
+    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(view, "STOP_GRACE_S", 0.3)
+    monkeypatch.setattr(signals, "left_running", [])
+    given = []
+    wait = view.Viewer._wait_for_run
+    monkeypatch.setattr(view.Viewer, "_wait_for_run", lambda self, *a, **k: given.append(k.get("since")) or wait(
+        self, *a, **k))
+    with serving_a_run_without_reports(signal.SIGHUP, seconds=30) as (viewer, _):
+        viewer.server = PushTakes(signal.SIGHUP, push_s=0.2)
+        with pytest.raises(signals.Terminated):
+            viewer.serve(port=0)
+        stopped = time.monotonic()
+    sent, handled = viewer.server.sent_at
+    assert given and given[0] is not None and sent <= given[0] <= handled, (given, sent, handled)
+    assert stopped - sent < 0.3 + 0.2, stopped - sent  # the push's 0.2 s inside the 0.3 s, not after it
+    capsys.readouterr()
 def test_the_page_is_told_the_server_stops_before_its_loop_stops(monkeypatch):
     """A signal while serving stopped the server's loop at once, so the page could show nothing newer: it said
     "computing" until the command ended, 18 s after SIGHUP (a review). The page is now sent why it stops, and that the

@@ -1606,8 +1606,8 @@ def test_a_second_signal_while_the_page_is_told_forces_the_stop(monkeypatch, cap
     """A second signal while the page was being told the server stops (STOP_PUSH_S) interrupted the push but serve
     then waited STOP_GRACE_S for the run, and the push's coroutine said "RuntimeError: no running event loop" and
     "Task was destroyed but it is pending!" (a review: push2.py); one in the same turn of the loop as the first, the
-    push cancelled before it started, hung the command. It now ends it at once, with the second signal's status where
-    it is SIGTERM."""
+    push cancelled before it started, hung the command. It now ends it at once, with the first signal's line and
+    status (as in the wait after the push: the test below)."""
     import gc
     import signal
 
@@ -1631,12 +1631,47 @@ def test_a_second_signal_while_the_page_is_told_forces_the_stop(monkeypatch, cap
             signal.signal(signal.SIGTERM, old)
         gc.collect()
     assert took < 2, took
-    assert getattr(stopped.value, "signum", signal.SIGINT) == getattr(signal, second)
+    assert isinstance(stopped.value, KeyboardInterrupt)  # the first signal's, SIGINT
     assert [what for what, _ in viewer.server.sent] == ([] if early else ["flush"]), viewer.server.sent
     assert not unraisable and "destroyed" not in caplog.text and "stopping:" not in capsys.readouterr().err
     assert signals.left_running == [viewer._work.thread]  # the `iqt` process exits past it
 
 
+
+
+def test_a_second_signal_in_the_wait_keeps_the_first_signals_status(monkeypatch, capsys):
+    """After SIGHUP, a Ctrl-C once the "stopping:" line was out ended the command "interrupted", 130, where one during
+    the page's push kept SIGHUP's 129 (a review); both force the stop with the first signal's line and status."""
+    import signal
+
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    from ImageQualityTransferLib.apps import signals, view
+
+    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(signals, "left_running", [])
+    said_it, release = threading.Event(), threading.Event()
+    monkeypatch.setattr(sys, "stderr", LineWatcher(sys.stderr, "stopping:", said_it))
+    viewer = view.Viewer.__new__(view.Viewer)
+    viewer._running = "espcn"
+    viewer._work = view._Worker().submit(release.wait, 30)
+    old = signal.signal(signal.SIGINT, signals._on_signal)
+    main, over = threading.main_thread().ident, threading.Event()
+    sender = threading.Thread(target=lambda: said_it.wait(30) and not over.is_set() and signal.pthread_kill(
+        main, signal.SIGINT))
+    try:
+        sender.start()
+        started = time.monotonic()
+        with pytest.raises((KeyboardInterrupt, signals.Terminated)) as stopped:
+            viewer._wait_for_run(signal.SIGHUP, since=started)
+        took = time.monotonic() - started
+    finally:
+        over.set()
+        said_it.set()
+        sender.join(5)
+        release.set()
+        signal.signal(signal.SIGINT, old)
+    assert getattr(stopped.value, "signum", None) == signal.SIGHUP and took < 4, (stopped.value, took)
+    capsys.readouterr()
 def brain_box(png: bytes, until: int) -> tuple[int, int, int, int]:
     """The first and last row, and the first and last column, in pixels, where the left view draws the brain between
     its top 40 px (the Reset Camera icon and the slice said there) and `until` (the slice slider's top, in the

@@ -669,10 +669,9 @@ class Viewer:
             self.server.start(port=port, host=host, open_browser=False, show_connection_info=False, timeout=0,
                               disable_logging=True, thread=True)  # thread: no signal handlers of its own
         except KeyboardInterrupt as exc:
+            # a second signal forces the stop with the first's line and status, as in the wait (_wait_for_run)
             signum = caught.get("signum")
-            if caught.get("forced") not in (None, signal.SIGINT):  # a second signal: SIGTERM or SIGHUP said as such
-                signum = caught["forced"]
-            if isinstance(exc.__cause__, signals.Terminated):  # a second signal, raised where it landed
+            if signum is None and isinstance(exc.__cause__, signals.Terminated):  # outside the loop, raised at once
                 signum = exc.__cause__.signum
             if signum not in (None, signal.SIGINT):  # SIGTERM or SIGHUP: said as such, 128 + its number
                 raise signals.Terminated(signum) from None
@@ -706,16 +705,27 @@ class Viewer:
         (a model's single pass) is said on the terminal at once, so that Ctrl-C is not met with silence, and is left
         after STOP_GRACE_S: SIGHUP with its terminal gone has nobody to send a second signal (it had waited for the
         method's next report). Its thread is a daemon's (_Worker), which exit does not join; `iqt view` writes no
-        file, so nothing is left half-written. A second Ctrl-C raises here at once; one that came before (`forced`,
+        file, so nothing is left half-written. A second signal raises here at once, said as the first (`signum`); one
+        that came before (`forced`,
         while the page was told: _stop_loop_on_signal) leaves the run without a wait. STOP_GRACE_S counts from `since`,
         the signal's time.monotonic() (the page's push and the loop's stop come first)."""
         deadline = (time.monotonic() if since is None else since) + STOP_GRACE_S
         work = self._work
         if work is None or work.done():
             return
-        signals.leave_running(work.thread, self._running)  # the command then exits past it (signals.exit_past_left_threads)
+        signals.leave_running(work.thread, self._running)  # exited past (signals.exit_past_left_threads)
         if forced:
             return
+        try:
+            self._wait_until(work, signum, deadline)
+        except (KeyboardInterrupt, signals.Terminated):
+            if signum is None:
+                raise
+            # the first signal's line and status, as a second one during the page's push (serve): a Ctrl-C after
+            # SIGHUP had ended it "interrupted", 130, here and 129 there
+            raise (KeyboardInterrupt() if signum == signal.SIGINT else signals.Terminated(signum)) from None
+
+    def _wait_until(self, work, signum, deadline: float) -> None:
         if not futures.wait([work], timeout=STOP_SAY_S).not_done:
             return
         again = "Ctrl-C" if signum in (None, signal.SIGINT) else f"send {signal.Signals(signum).name}"  # as received

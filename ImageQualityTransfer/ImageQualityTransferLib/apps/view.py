@@ -694,7 +694,7 @@ class Viewer:
         why = {signal.SIGINT: "got Ctrl-C", signal.SIGTERM: "was sent SIGTERM"}.get(
             signum, "lost its terminal (SIGHUP)" if signum == getattr(signal, "SIGHUP", None) else "was stopped")
         run = (f"; the {self._running} run under way is being cancelled: it stops at its next progress report, or is "
-               f"left {STOP_GRACE_S:g} s after the signal" if self._running else "")
+               f"abandoned when the command ends, {STOP_GRACE_S:g} s after the signal" if self._running else "")
         with self.server.state as s:
             s.stopping = (f"Its iqt view command {why}{run}. This page shows nothing more: once the command has ended, "
                           "start iqt view again, then reload this page.")

@@ -169,13 +169,6 @@ def fill_slice_holes(mask: np.ndarray) -> np.ndarray:
 
 
 TISSUE_MD = (0.7, 5.0)  # MD range of brain tissue and CSF, in units of the input's MD mode (tensors.md_mode)
-# MD outside which a fit is noise wherever it lies, in MD modes: free water at 37 degrees C (about 3e-3 mm^2/s, CSF)
-# is about 4.4 modes of a brain's MD (the dev scans' mode 6.8e-4 mm^2/s)
-NOISE_MD = (0.3, 6.0)
-# mm: the outer band of a brain estimated from the tensors holds scalp, face and neck, whose holes (sinuses, bone) hold
-# noise fits; ventricles lie deeper. Deeper, 15 of the 3 mm ortho dev scan's brain-mask voxels 6 mm inside it were
-# flagged (353 before the core was spared); 26,087 of the 28,203 flagged outside it still are
-CORE_DEPTH_MM = 12.0
 MAX_LOG_MD_SPREAD = 1.0  # std of log MD over a voxel's 3^3 above which its fits look like noise, not tissue
 KEEP_WITHIN = 5  # voxels: how far the estimate may reach beyond its low-spread core
 MAX_BRAIN_SHARE = 0.9  # an estimate covering more of the field of view than this finds no background to remove
@@ -192,9 +185,8 @@ def _largest_opened(cand):
     return labels == (1 + int(np.argmax(sizes)))
 
 
-def _tissue_and_spread(t: np.ndarray, wild: bool = False):
-    """(PD voxels with a tissue-like MD, the std of log MD over each voxel's 3^3) of whole-field tensors; with `wild`,
-    also the voxels whose fit no tissue or CSF gives (not positive definite or MD outside NOISE_MD)."""
+def _tissue_and_spread(t: np.ndarray):
+    """(PD voxels with a tissue-like MD, the std of log MD over each voxel's 3^3) of whole-field tensors."""
     from scipy import ndimage
 
     from ..core import tensors
@@ -207,44 +199,16 @@ def _tissue_and_spread(t: np.ndarray, wild: bool = False):
     log_md = np.log(np.clip(md / unit, 1e-2, 1e2))
     mean = ndimage.uniform_filter(log_md, 3, mode="nearest")
     spread = np.sqrt(np.maximum(ndimage.uniform_filter(log_md**2, 3, mode="nearest") - mean**2, 0.0))
-    if not wild:
-        return tissue, spread
-    return tissue, spread, (lam[..., 0] <= 0) | (md < NOISE_MD[0] * unit) | (md > NOISE_MD[1] * unit)
+    return tissue, spread
 
 
-def _core(tissue: np.ndarray, spread: np.ndarray):
-    """The largest opened component of the tissue-like fits whose 3^3 log MD varies little (3^3 majority), or None."""
-    from scipy import ndimage
-
-    return _largest_opened(ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3,
-                                                  mode="nearest") >= 0.5)
-
-
-def noise_fits(tensor: Volume, brain: np.ndarray | None = None) -> np.ndarray:
-    """The voxels of whole-field tensors whose fits look like background noise, not tissue: anywhere, a fit no tissue
-    or CSF gives (not positive definite, MD outside NOISE_MD); elsewhere than in the brain's core (`_core`, holes
-    filled in 3D and within slices) more than CORE_DEPTH_MM inside `brain`'s edge (default: `brain_from_tensors`),
-    also MD outside TISSUE_MD or log MD jumping over their 3^3 (MAX_LOG_MD_SPREAD). In that core those two mark
-    ventricles and tissue/CSF borders: flagged there, the maps of 1,561 low-res voxels inside the 3 mm ortho dev scan's
-    brain mask had held the noise level (docs/measurements.md, Background noise fits without a mask). What a brain
-    estimated from the tensors keeps of them is not brain, and no method's output there means anything
-    (methods/base.py flags them)."""
-    from scipy import ndimage
-
+def noise_fits(tensor: Volume) -> np.ndarray:
+    """The voxels of whole-field tensors whose fits look like background noise, not tissue: not positive definite or
+    MD outside TISSUE_MD, or log MD jumping over their 3^3 (MAX_LOG_MD_SPREAD). What a brain estimated from the
+    tensors keeps of them is not brain, and no method's output there means anything (methods/base.py flags them)."""
     t = np.asarray(tensor.data)
-    tissue, spread, wild = _tissue_and_spread(t, wild=True)
-    loose = ~tissue | (spread >= MAX_LOG_MD_SPREAD)
-    core = _core(tissue, spread)
-    if core is not None:
-        core = fill_slice_holes(ndimage.binary_fill_holes(core))
-        if brain is None:
-            estimate = brain_from_tensors(tensor)
-            brain = None if estimate is None else estimate.data
-        if brain is not None:
-            depth = ndimage.distance_transform_edt(np.pad(np.asarray(brain, bool), 1), sampling=tensor.voxel_size)
-            core &= depth[1:-1, 1:-1, 1:-1] > CORE_DEPTH_MM
-        loose &= ~core
-    return np.any(t != 0, axis=-1) & (wild | loose)
+    tissue, spread = _tissue_and_spread(t)
+    return np.any(t != 0, axis=-1) & (~tissue | (spread >= MAX_LOG_MD_SPREAD))
 
 
 def brain_from_tensors(tensor: Volume) -> Volume | None:
@@ -265,7 +229,8 @@ def brain_from_tensors(tensor: Volume) -> Volume | None:
         return None
     ball = ndimage.generate_binary_structure(3, 1)
     brain = ndimage.binary_dilation(brain, ball, iterations=2) & cand
-    core = _core(tissue, spread)
+    core = _largest_opened(ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3,
+                                                  mode="nearest") >= 0.5)
     if core is not None:
         brain &= ndimage.binary_dilation(core, ball, iterations=KEEP_WITHIN)
     brain = ndimage.binary_fill_holes(brain)

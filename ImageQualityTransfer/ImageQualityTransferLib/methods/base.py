@@ -283,16 +283,15 @@ class Method:
             "the input's brain" if not estimated else "the brain estimated from the tensors (with the fits around it)"
         if given and not estimated:
             warn_noisy_context(lr, mask)
-        # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
-        # there is low, calling them certain. Read on the fits as given: with its failed CSF fits filled from their
-        # neighbours, 132 ventricle voxels of the 3 mm ortho dev scan fell outside the brain's core (dti.noise_fits)
-        noise = lr.replace(data=noise_fits(lr, mask.data) & mask.data.astype(bool), kind="mask") if estimated and \
-            mask is not None else None
         # said for every method; interpolation clips them, as any interpolator would
         lr = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated)
         if self.learned:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated)
             self._warn_off_training(lr, mask, f)
+        # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
+        # there is low, calling them certain
+        noise = lr.replace(data=noise_fits(lr) & mask.data.astype(bool), kind="mask") if estimated and \
+            mask is not None else None
         pred = runner._run(lr, f, mask, uncertainty, direction, progress, noise)
         if self.learned:
             _check_output_scale(pred.tensor.data, lr.data, mask)

@@ -90,3 +90,26 @@ def test_the_demo_title_never_overlaps_the_column_titles(tmp_path, monkeypatch, 
     hit, inside = _overlaps(drawn[-1])
     assert not hit and inside, (hit, drawn[-1]._suptitle.get_window_extent())
 
+
+
+@pytest.mark.parametrize("draw", ["fa_panels", "qc_strip"])
+def test_flagged_voxels_do_not_set_the_demo_or_qc_scale(tmp_path, monkeypatch, draw):
+    """methods/flags.py raises the voxels it flags (noise fits of a brain estimated from the tensors, which `iqt batch`
+    passes as the strip's mask) to one value, the map's top: 3 % of them had set the figure's top, as they had the
+    Slicer legend's (dti.unflagged); the scale is read from the unflagged voxels."""
+    from matplotlib.figure import Figure
+
+    shape = (20, 20, 12)
+    rng = np.random.default_rng(0)
+    t = np.zeros(shape + (6,), np.float32)
+    t[..., 0] = t[..., 2] = t[..., 5] = 0.7e-3
+    mask = np.ones(shape, bool)
+    unc = rng.uniform(0.5e-4, 1.5e-4, shape)
+    unc[rng.random(shape) < 0.03] = 9.87e-3
+    tops = []
+    real_colorbar = Figure.colorbar
+    monkeypatch.setattr(Figure, "colorbar", lambda self, im, *a, **k: tops.append(im.norm.vmax) or
+                        real_colorbar(self, im, *a, **k))
+    getattr(figures, draw)([("method", t)], tmp_path / "p.png", mask=mask, uncertainty={"method": unc})
+    assert np.percentile(unc, 99) > 9e-3  # with them
+    assert len(tops) == 1 and 1.4e-4 * tensors.SHOWN_UNIT < tops[0] < 1.5e-4 * tensors.SHOWN_UNIT, tops

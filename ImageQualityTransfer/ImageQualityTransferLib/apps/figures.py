@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import tensors
+from ..dmri.dti import unflagged
 from ..fileio.writing import atomic_write
 
 
@@ -258,9 +259,10 @@ def fa_panels(
 
     if unc is not None:
         slices = [None if u is None else view(u, "axial", k, radiological) * uncertainty_scale for u in unc]
-        # the scale from the whole volume inside the mask, as the report reads it: one slice's percentile had put the
-        # figure's top elsewhere than the report's for the same maps
-        inside = [np.asarray(u, np.float64)[m] * uncertainty_scale for u in unc if u is not None and m.any()]
+        # the scale from the whole volume inside the mask, each map's flagged voxels left out (dti.unflagged, as
+        # report_figures.scalar_views): one slice's percentile had put the top elsewhere than the report's, and the
+        # flag level (methods/flags.py) had set it
+        inside = [unflagged(np.asarray(u, np.float64)[m]) * uncertainty_scale for u in unc if u is not None and m.any()]
         values = np.concatenate(inside) if inside else np.zeros(1)
         values = values[np.isfinite(values)]
         vmax = float(np.percentile(values, 99)) if values.size else 1.0
@@ -324,7 +326,7 @@ def qc_strip(columns, path, mask=None, voxel_mm=1.0, uncertainty=None, frame=Non
     """One row of panels, legible where a cohort's QC page shows it small: colour FA of each (name, tensor) column
     (canonical RAS arrays, as `fa_panels` takes them), then each column's uncertainty map, on the axial slice through
     the mask's centre; voxels outside the mask and implausible fits black, the maps on Inferno from 0 to their 99th
-    percentile in the mask, with a colour bar."""
+    percentile in the mask, flagged voxels left out (dti.unflagged), with a colour bar."""
     from matplotlib.figure import Figure
 
     arrays = [np.asarray(getattr(t, "data", t)) for _, t in columns]
@@ -342,7 +344,9 @@ def qc_strip(columns, path, mask=None, voxel_mm=1.0, uncertainty=None, frame=Non
     maps = {n: np.asarray(u, np.float64) for n, u in (uncertainty or {}).items() if u is not None}
     vmax = 1.0
     if maps:
-        inside = np.concatenate([u[m] for u in maps.values()]) * tensors.SHOWN_UNIT
+        # flagged voxels left out (dti.unflagged): with a brain estimated from the tensors (apps/batch/subject.py) the noise
+        # fits' flag level had set the top
+        inside = np.concatenate([unflagged(u[m]) for u in maps.values()]) * tensors.SHOWN_UNIT
         inside = inside[np.isfinite(inside)]
         vmax = float(np.percentile(inside, 99)) if inside.size and np.percentile(inside, 99) > 0 else 1.0
         for name, u in maps.items():

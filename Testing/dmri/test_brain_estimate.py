@@ -276,3 +276,12 @@ def test_a_display_scale_leaves_flag_levels_out():
     flat = np.concatenate([np.full(5000, 3e-4), [4e-3]])
     np.testing.assert_array_equal(unflagged(flat), flat)
 
+
+def test_a_maps_exact_zeros_are_not_a_flag_level():
+    """dti.unflagged keeps a map's zeros (iqt report's scalar_views passes every voxel in the mask): a map with 30 %
+    exact zeros had lost them, its 99th percentile read over the rest alone."""
+    from ImageQualityTransferLib.dmri.dti import unflagged
+
+    values = np.concatenate([np.zeros(3000), np.random.default_rng(0).uniform(1e-4, 2e-4, 7000), np.full(200, 9e-3)])
+    kept = unflagged(values)
+    assert (kept == 0).sum() == 3000 and not (kept == 9e-3).any()

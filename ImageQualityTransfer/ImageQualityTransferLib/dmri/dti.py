@@ -272,12 +272,13 @@ def unflagged(values) -> np.ndarray:
     """A map's `values` where a display reads its colour scale, without its flag levels (FLAG_LEVEL_VOXELS): flagged
     voxels say "no information", and with them the scale was theirs (on the 3 mm ortho dev scan fitted unmasked, 99th
     percentile 9.87 um^2/ms inside the rim, the brain's median 0.089; docs/measurements.md, Background noise fits
-    without a mask). All of `values` where flag levels hold half of them or more: a map flat but for a few voxels."""
+    without a mask). Zero is never a flag level (outside the output, or a map with no information: its zeros stay, as
+    before). All of `values` where flag levels hold half of them or more: a map flat but for a few voxels."""
     values = np.asarray(values).ravel()
     if values.size == 0:
         return values
     level, counts = np.unique(values, return_counts=True)
-    level = level[counts > max(FLAG_LEVEL_VOXELS, FLAG_LEVEL_SHARE * values.size)]
+    level = level[(counts > max(FLAG_LEVEL_VOXELS, FLAG_LEVEL_SHARE * values.size)) & (level != 0)]
     kept = values[~np.isin(values, level)] if level.size else values
     return kept if 2 * kept.size > values.size else values
 FIT_METHODS = ("WLS", "OLS")

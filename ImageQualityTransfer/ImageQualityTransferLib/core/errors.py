@@ -61,12 +61,12 @@ def _chain(exc: BaseException, depth: int = 8):
         exc, depth = after, depth - 1
 
 
-# Dask's nanny when its worker process died before it could report: under ulimit -u the refusal is raised in that
-# child (its first thread), which this process never sees; so does any other death there (a script calling iqt without
-# the __main__ guard, a crash), whose exit status the nanny logs (apps/batch/cohort.py start_client notes it here)
+# Dask's nanny when its worker process died before it could report: a limit on processes or threads (ulimit -u,
+# raised in that child, which this process never sees), memory, a crash, a script calling iqt without the __main__
+# guard; the exit status the nanny logs (apps/batch/cohort.py start_client notes it here) does not tell them apart, and
+# by the time Dask re-raises it has closed the cluster, so counting threads then cannot either (no guess is made)
 WORKER_PROCESS_DIED = "Nanny failed to start worker process"
 WORKER_EXITS = "iqt_worker_exits"  # the attribute start_client sets on such an exception: the exit statuses logged
-_HEADROOM = 32  # threads or processes: a dead worker's ones are gone again when this is asked (a worker starts ~10)
 
 
 def _worker_died(exc: BaseException) -> bool:
@@ -77,77 +77,23 @@ def _worker_exits(exc: BaseException) -> list:
     return next((getattr(e, WORKER_EXITS) for e in _chain(exc) if getattr(e, WORKER_EXITS, None)), [])
 
 
-def _near_process_limit() -> bool:
-    """Whether this user's threads and processes (Linux counts each thread) are within `_HEADROOM` of ulimit -u, or
-    this cgroup's within it of its pids.max: where neither is near, a worker that died starting died of something
-    else."""
-    import os
-    import resource
-
-    def number(path):
-        try:
-            with open(path) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):  # absent, or "max"
-            return None
-
-    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
-    if soft != resource.RLIM_INFINITY:
-        used, uid = 0, os.getuid()
-        try:
-            pids = [p for p in os.listdir("/proc") if p.isdigit()]
-        except OSError:
-            return True  # not countable here: the limit is what is known
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    fields = dict(line.split(":", 1) for line in f if ":" in line)
-                if int(fields["Uid"].split()[0]) == uid:
-                    used += int(fields["Threads"])
-            except (OSError, KeyError, ValueError):
-                continue
-        if used + _HEADROOM >= soft:
-            return True
-    try:
-        with open("/proc/self/cgroup") as f:
-            groups = [line.rstrip("\n").split(":", 2) for line in f]
-    except OSError:
-        return False
-    for _, kind, path in (g for g in groups if len(g) == 3):
-        if kind not in ("", "pids"):
-            continue
-        root = "/sys/fs/cgroup" + ("/pids" if kind == "pids" else "")
-        limit, current = number(f"{root}{path}/pids.max"), number(f"{root}{path}/pids.current")
-        if limit is not None and current is not None and current + _HEADROOM >= limit:
-            return True
-    return False
-
-
 def worker_died_said(exc: BaseException) -> str | None:
-    """For a Dask worker process that died starting, not near a limit on processes (`_near_process_limit`; its exit
-    status other than 1, an uncaught exception's, where logged), what to do, without the 'iqt: error:' prefix; None
-    otherwise. It had been said as a limit on processes whatever the cause."""
-    if not any(_worker_died(e) for e in _chain(exc)) or _worker_refused(exc):
+    """For a Dask worker process that died starting, the one line naming its possible causes and what to try, without
+    the 'iqt: error:' prefix; None otherwise. It had guessed 'a limit' or 'your script' from a count of threads, and
+    misfired both ways."""
+    if not any(_worker_died(e) for e in _chain(exc)):
         return None
     exits = sorted(set(_worker_exits(exc)))
     status = f" (exit status {', '.join(map(str, exits))})" if exits else ""
-    return (f"a Dask worker process ended while starting{status}; run with --workers 1 to see its error, and check "
-            "that a script calling iqt has the `if __name__ == \"__main__\":` guard (each worker process re-runs it)")
-
-
-def _worker_refused(exc: BaseException) -> bool:
-    """A Dask worker process that died starting for a limit on processes: its exit statuses, where logged, all 1 (a
-    thread's or fork's refusal raised in it) and the limit near (`_near_process_limit`)."""
-    exits = _worker_exits(exc)
-    return all(s == 1 for s in exits) and _near_process_limit()
+    return (f"a Dask worker process could not start{status}: a limit on processes or threads (ulimit -u), memory, or "
+            "an error in the worker itself (a script calling iqt needs the `if __name__ == \"__main__\":` guard, "
+            "since each worker process re-runs it); try --threads 1 and fewer --workers, or raise that limit")
 
 
 def _process_refused(exc: BaseException) -> bool:
     import errno
     import os
 
-    if _worker_died(exc):
-        return _worker_refused(exc)
     if not (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or hasattr(exc, "characters_written"):
         return False
     tb = exc.__traceback__
@@ -162,7 +108,7 @@ def _process_refused(exc: BaseException) -> bool:
 def process_not_started(exc: BaseException) -> bool:
     """A process that could not start: OSError EAGAIN (BlockingIOError "Resource temporarily unavailable", ulimit -u or
     a pids.max met) raised through where fork or posix_spawn is called (`_PROCESS_STARTS`), as `exc` or in its chain
-    (`_chain`), or a Dask worker process that died starting near such a limit (`_worker_refused`). Not a non-blocking write's EAGAIN
+    (`_chain`); not a Dask worker process that died starting (`worker_died_said`). Not a non-blocking write's EAGAIN
     (a full pipe given as stdout): that one carries characters_written or is raised elsewhere."""
     return any(_process_refused(e) for e in _chain(exc))
 

@@ -194,8 +194,8 @@ def _join_once_started(thread, wait_s: float = 5.0) -> None:
 @contextlib.contextmanager
 def _worker_exits_noted():
     """While the cluster starts: the exit statuses the nanny logs for worker processes that died ("Worker process N
-    exited with status S"), set on the exception raised (core/errors.py WORKER_EXITS), which says a limit on
-    processes only where it can be one (a worker exiting 3, or a script re-run without its __main__ guard, had been)."""
+    exited with status S"), set on the exception raised (core/errors.py WORKER_EXITS), which the error line names
+    (core/errors.py worker_died_said)."""
     import logging
     import re
 

@@ -324,7 +324,7 @@ def _run(args, printed, signals=()) -> int:
         if out_of_memory(exc) and not (args.debug or os.environ.get("IQT_DEBUG")):
             print(f"iqt: error: {out_of_memory_said(exc)}", file=sys.stderr)
             return 1
-        died = worker_died_said(exc)  # a Dask worker process dead as it started, not of a limit: its error is its own
+        died = worker_died_said(exc)  # a Dask worker process dead as it started: its possible causes, no guess
         if died is not None and not (args.debug or os.environ.get("IQT_DEBUG")):
             print(f"iqt: error: {died}", file=sys.stderr)
             return 1

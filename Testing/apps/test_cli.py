@@ -625,6 +625,32 @@ def test_too_many_open_files_anywhere_is_the_limits_line_not_an_internal_error(c
     assert "module.py" not in err and "internal error" not in err, err
 
 
+def test_a_bug_raised_while_handling_too_many_open_files_is_an_internal_error(capsys, monkeypatch):
+    """A TypeError raised while an EMFILE was handled had been said 'too many open files', exit 2 (a review): only the
+    chain `_chain` follows (its cause, Dask's wrappers) is the limit's, as for a MemoryError (core/errors.py)."""
+    import errno
+
+    from ImageQualityTransferLib.apps.cli import demo
+
+    def boom(args):
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError:
+            None + 1  # a bug in the handler
+    monkeypatch.setattr(demo, "list_methods", boom)
+    code, out, err = run_cli(capsys, "methods")
+    assert code == 1 and err.startswith("iqt: internal error: TypeError"), err
+    assert "too many open files" not in err, err
+
+    def wrapped(args):
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError as exc:
+            raise RuntimeError("a library's wrapper") from exc
+    monkeypatch.setattr(demo, "list_methods", wrapped)
+    assert run_cli(capsys, "methods")[2].startswith("iqt: error: too many open files")
+
+
 def _with_full_stdout(capsys, monkeypatch, *argv, fill=4000, command=False, unbuffered=False):
     """`iqt argv` in this process with stdout a full non-blocking pipe (a reader that set O_NONBLOCK, one page, `fill`
     bytes already in it): (exit code, stderr). `command`: as the `iqt` command calls main (argv from sys.argv);

@@ -155,19 +155,15 @@ def out_of_memory_said(exc: BaseException) -> str:
 
 
 def too_many_open_files(exc: BaseException, then: str = "rerun") -> IQTError | None:
-    """An OSError EMFILE (this process's limit on open files, ulimit -n) or ENFILE (the system's), as `exc` or what it
-    was raised from or while handling, as the one line naming the limit and what to do; None otherwise. Met by
+    """An OSError EMFILE (this process's limit on open files, ulimit -n) or ENFILE (the system's), as `exc` or in its
+    chain (`_chain`), as the one line naming the limit and what to do; None otherwise. Met by
     `iqt batch --workers 2` under ulimit -n 40 while the QC table was written (an import's file), it had been said as
     that source file's 'make room for it' (apps/batch/cohort.py run_cohort)."""
     import errno
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
-            break
-        exc = exc.__cause__ or exc.__context__
-    else:
+    # its cause and Dask's wrappers only (`_chain`): a bug raised while handling an EMFILE is a bug (Testing/apps/test_cli.py)
+    exc = next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE)), None)
+    if exc is None:
         return None
     if exc.errno == errno.ENFILE:
         return IQTError(f"too many open files on this system: its table of open files is full; close other programs "

@@ -625,6 +625,49 @@ def test_too_many_open_files_anywhere_is_the_limits_line_not_an_internal_error(c
     assert "module.py" not in err and "internal error" not in err, err
 
 
+@pytest.mark.parametrize("soft, hard, more", [(20000, 1 << 20, 40000), (40, 64, 64)])
+def test_too_many_open_files_in_an_outputs_write_names_it_and_a_higher_limit(capsys, tmp_path, lr_tensor,
+                                                                             monkeypatch, soft, hard, more):
+    """`iqt upsample` meeting ulimit -n in its 2nd output's write had said "raise it (e.g. ulimit -n 4096) or run fewer
+    --workers" under a limit of 20000 (a review): upsample has no --workers, and 4096 would lower it. Now the output's
+    own line, as a full disk's (fileio/writing.py no_room), with twice the limit or the hard one where that is lower."""
+    import errno
+    import resource
+
+    from ImageQualityTransferLib.fileio import writing
+
+    path, _ = lr_tensor
+    real, calls = resource.getrlimit, []
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, hard) if which == resource.RLIMIT_NOFILE
+                        else real(which))
+    mode_for = writing._mode_for
+
+    def second_fails(p):
+        calls.append(p)
+        if len(calls) == 2:
+            raise OSError(errno.EMFILE, "Too many open files", str(tmp_path / ".iqt-abc.nii.gz"))
+        return mode_for(p)
+    monkeypatch.setattr(writing, "_mode_for", second_fails)
+    code, _, err = run_cli(capsys, "upsample", path, "-o", tmp_path / "hr.nii.gz", "--method", "cubic", "--factor", "2",
+                           "--maps")
+    err = "\n".join(ln for ln in err.splitlines() if not ln.startswith("iqt: warning: "))  # no brain mask given
+    one_line_error(code, err, f": cannot be written: too many open files: this process met its limit on open files "
+                   f"(ulimit -n {soft}); raise it (e.g. ulimit -n {more}), then rerun (no partial file was left)")
+    assert str(calls[1]) in err and "--workers" not in err and ".iqt-" not in err, err
+    assert list(tmp_path.iterdir()) == [path]  # no output, no temporary file
+
+
+def test_only_a_batch_of_several_workers_is_told_to_run_fewer():
+    """'run fewer --workers' had been said to every command, `iqt batch --workers 1` included (a review)."""
+    import errno
+
+    from ImageQualityTransferLib.core.errors import too_many_open_files
+
+    for code in (errno.EMFILE, errno.ENFILE):
+        said = [str(too_many_open_files(OSError(code, "Too many open files"), workers=n)) for n in (0, 1, 2)]
+        assert ["--workers" in s for s in said] == [False, False, True], said
+
+
 def test_a_bug_raised_while_handling_too_many_open_files_is_an_internal_error(capsys, monkeypatch):
     """A TypeError raised while an EMFILE was handled had been said 'too many open files', exit 2 (a review): only the
     chain `_chain` follows (its cause, Dask's wrappers) is the limit's, as for a MemoryError (core/errors.py)."""

@@ -154,25 +154,40 @@ def out_of_memory_said(exc: BaseException) -> str:
     return OUT_OF_MEMORY
 
 
-def too_many_open_files(exc: BaseException, then: str = "rerun") -> IQTError | None:
+def too_many_open_files(exc: BaseException, then: str = "rerun", workers: int = 0, path=None) -> IQTError | None:
     """An OSError EMFILE (this process's limit on open files, ulimit -n) or ENFILE (the system's), as `exc` or in its
     chain (`_chain`), as the one line naming the limit and what to do; None otherwise. Met by
     `iqt batch --workers 2` under ulimit -n 40 while the QC table was written (an import's file), it had been said as
-    that source file's 'make room for it' (apps/batch/cohort.py run_cohort)."""
+    that source file's 'make room for it' (apps/batch/cohort.py run_cohort). `workers`: batch's worker processes, more
+    than one of which are worth fewer (no other command has --workers); `path`: the output whose own write met it
+    (fileio/writing.py atomic_write), named as a full disk names it."""
     import errno
 
     # its cause and Dask's wrappers only (`_chain`): a bug raised while handling an EMFILE is a bug (Testing/apps/test_cli.py)
     exc = next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE)), None)
     if exc is None:
         return None
+    fewer = " or run fewer --workers" if workers > 1 else ""
+    name, kept = (f"{path}: cannot be written: ", " (no partial file was left)") if path is not None else ("", "")
     if exc.errno == errno.ENFILE:
-        return IQTError(f"too many open files on this system: its table of open files is full; close other programs "
-                        f"or run fewer --workers, then {then}")
+        return IQTError(f"{name}too many open files on this system: its table of open files is full; close other "
+                        f"programs{fewer}, then {then}{kept}")
+    return IQTError(f"{name}too many open files: this process met its limit on open files{_open_files_limit()}{fewer}, "
+                    f"then {then}{kept}")
+
+
+def _open_files_limit() -> str:
+    """' (ulimit -n N); raise it (e.g. ulimit -n M)': M twice N, or the hard limit where that is lower (a user can
+    raise the soft limit only up to it); where N is already the hard limit, an administrator must raise that."""
     try:
         import resource
 
-        limit = f"ulimit -n {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (ImportError, OSError, ValueError):
-        limit = "ulimit -n"
-    return IQTError(f"too many open files: this process met its limit on open files ({limit}); raise it (e.g. "
-                    f"ulimit -n 4096) or run fewer --workers, then {then}")
+        return " (ulimit -n); raise it"
+    if soft == resource.RLIM_INFINITY:
+        return "; raise the system's (fs.file-max)"
+    if hard != resource.RLIM_INFINITY and soft >= hard:
+        return f" (ulimit -n {soft}, also its hard limit); ask an administrator to raise it"
+    more = 2 * soft if hard == resource.RLIM_INFINITY else min(2 * soft, hard)
+    return f" (ulimit -n {soft}); raise it (e.g. ulimit -n {more})"

@@ -12,7 +12,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from ..core.errors import IQTError
+from ..core.errors import IQTError, too_many_open_files
 from .staging import current
 
 
@@ -55,6 +55,8 @@ def atomic_write(path, write_fn) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         room = no_room(exc, path)
+        if room is None:
+            room = too_many_open_files(exc, path=path)  # ulimit -n met opening the temporary file: the output's line
         if room is not None:
             raise room from None
         raise

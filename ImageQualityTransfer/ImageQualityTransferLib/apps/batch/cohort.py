@@ -529,7 +529,8 @@ def _run_cohort(items, s, out_root: Path, client, progress, wait_workers, run_to
         try:
             write_qc(out_root, ordered, s, also)
         except OSError as exc:  # not a full disk (that is an IQTError already): e.g. a folder where qc.tsv goes
-            many = too_many_open_files(exc, "rerun: the subjects done are skipped")  # its filename is any file's
+            workers = len(getattr(getattr(client, "cluster", None), "workers", None) or ())  # none at a --scheduler
+            many = too_many_open_files(exc, "rerun: the subjects done are skipped", workers)  # its filename is any file's
             if many is not None:
                 raise many from None
             where = exc.filename2 or exc.filename or out_root / "qc.tsv"  # renamed into place: the table's own name

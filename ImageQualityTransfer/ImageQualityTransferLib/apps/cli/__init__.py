@@ -334,7 +334,10 @@ def _run(args, printed, signals=()) -> int:
         if room is None:
             from ...core.errors import too_many_open_files
 
-            room = too_many_open_files(exc)  # ulimit -n met anywhere (an import, a temporary file): not a bug
+            workers = 0
+            if args.command == "batch" and not getattr(args, "scheduler", None):  # only batch has --workers
+                workers = 2 if getattr(args, "workers", None) is None else args.workers  # apps/cli/batch.py LOCAL_DEFAULTS
+            room = too_many_open_files(exc, workers=workers)  # ulimit -n met anywhere (an import): not a bug
         if room is not None:
             print(f"iqt: error: {' '.join(str(room).split())}", file=sys.stderr)
             return 2

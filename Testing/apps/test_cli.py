@@ -763,7 +763,9 @@ def test_a_full_non_blocking_stdout_under_pythonunbuffered_is_one_line(capsys, m
 def test_a_callers_unbuffered_stdout_is_still_open_after_main(capsys, monkeypatch, tmp_path):
     """main() in-process with argv None under python -u wrapped stdout over the caller's own FileIO: once the caller
     put its stdout back and the wrapper was collected, the caller's was closed ('I/O operation on closed file', a
-    review's inproc2.py). The wrapper now has its own FileIO over the descriptor."""
+    review's inproc2.py). The wrapper now has its own FileIO over the descriptor, and main puts the caller's own
+    sys.stdout back: left as iqt's wrapper, a caller's later prints went into whatever file took the descriptor once
+    the caller closed its own (a review's fdreuse.py)."""
     import gc
     import io
 
@@ -776,10 +778,7 @@ def test_a_callers_unbuffered_stdout_is_still_open_after_main(capsys, monkeypatc
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
     try:
         assert cli.main() == 0
-        made = sys.stdout
-        sys.stdout = saved  # the caller's usual restore
-        assert made is not saved
-        del made
+        assert sys.stdout is saved
         gc.collect()
         assert not saved.closed
         print("the caller goes on", file=saved)
@@ -788,6 +787,26 @@ def test_a_callers_unbuffered_stdout_is_still_open_after_main(capsys, monkeypatc
         saved.close()
     text = path.read_text()
     assert "cubic" in text and text.endswith("the caller goes on\n"), text
+
+
+@pytest.mark.parametrize("unbuffered", [True, False])
+def test_a_closed_stdout_is_one_line_not_an_escaped_oserror(capsys, monkeypatch, tmp_path, unbuffered):
+    """A caller that closed descriptor 1 (os.close(1)) and ran main() under python -u got OSError EBADF out of main (a
+    review's inproc_fd.py closed1); `iqt ... >&-` (no sys.stdout) ended 'internal error: AttributeError'. Now one
+    line, exit 2, and the caller's sys.stdout is back."""
+    import io
+
+    fd = os.open(tmp_path / "out.txt", os.O_WRONLY | os.O_CREAT)
+    raw = io.FileIO(fd, "w", closefd=False)
+    shut = io.TextIOWrapper(raw if unbuffered else io.BufferedWriter(raw), encoding="utf-8", write_through=unbuffered)
+    os.close(fd)
+    monkeypatch.setattr(sys, "argv", ["iqt", "methods"])
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))  # main sets it
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    for given in (shut, None):
+        monkeypatch.setattr(sys, "stdout", given)
+        assert cli.main() == 2 and sys.stdout is given
+        assert capsys.readouterr().err == f"{cli.STDOUT_CLOSED}\n"
 
 
 @FULL_PIPE

@@ -19,7 +19,7 @@ def main() -> int:
         if pending is not None:  # came during the imports: the command has not started
             signals.cancel_deferred()
             raise KeyboardInterrupt if pending == signal.SIGINT else signals.Terminated(pending)
-        return run()
+        return run(_command=True)  # the process's own stdout kept (cli._buffer_stdout)
     except KeyboardInterrupt:
         print("iqt: interrupted; no partial output was left", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -127,24 +128,35 @@ class _Printed:
         return getattr(self.stream, name)
 
 
-def _buffer_stdout() -> None:
+STDOUT_CLOSED = ("iqt: error: standard output is closed (file descriptor 1); run iqt with it open, e.g. redirected "
+                 "to a file or to /dev/null to discard what it prints")
+
+
+def _buffer_stdout() -> str | None:
     """Under PYTHONUNBUFFERED (python -u) stdout writes straight to its file, and a full non-blocking pipe's EAGAIN
     is lost there (FileIO.write returns None, which TextIOWrapper ignores): `iqt --help` had written nothing and exited
-    0. A buffer over it, flushed at each line as -u would, raises BlockingIOError, which main and _run say."""
+    0. A buffer over it, flushed at each line as -u would, raises BlockingIOError, which main and _run say.
+    `STDOUT_CLOSED` where stdout's descriptor is closed (`iqt ... >&-` gives no sys.stdout; a caller's os.close(1) had
+    let OSError EBADF out of main), else None."""
     import io
 
     out = sys.stdout
-    raw = getattr(out, "buffer", None)
-    if isinstance(out, io.TextIOWrapper) and isinstance(raw, io.RawIOBase):
-        try:
-            fd = raw.fileno()
-        except (OSError, ValueError):
-            return
+    if out is None:
+        return STDOUT_CLOSED
+    try:
+        fd = out.fileno()
+        os.fstat(fd)
+    except OSError as exc:
+        return STDOUT_CLOSED if exc.errno == errno.EBADF else None  # io.UnsupportedOperation: a capture, no file
+    except (AttributeError, ValueError):  # not a file, or one the caller closed
+        return None
+    if isinstance(out, io.TextIOWrapper) and isinstance(getattr(out, "buffer", None), io.RawIOBase):
         out.flush()
         # its own FileIO over the same descriptor, not closing it: over the caller's, the wrapper closed that one when
         # collected, and a caller that put its stdout back (main() in-process, argv None) found it closed (a review)
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "w", closefd=False)), encoding=out.encoding,
                                       errors=out.errors, line_buffering=True)
+    return None
 
 
 def _encodable(text: str, encoding: str | None) -> str:
@@ -191,14 +203,29 @@ def _negative_lists(argv: list[str], parser) -> list[str]:
     return out
 
 
-def main(argv=None) -> int:
-    process = argv is None  # the `iqt` command itself, not an in-process caller
+def main(argv=None, *, _command=False) -> int:
+    """The command line `argv` (sys.argv's where None) run, and its exit status. `_command`: the `iqt` command itself
+    (apps/entry.py), which keeps the stdout `_buffer_stdout` gave it; an in-process caller gets its own sys.stdout back
+    (a review: its prints had gone on through iqt's wrapper into whatever file later took the same descriptor)."""
+    given = sys.stdout
+    try:
+        return _main(argv)
+    finally:
+        if not _command:
+            sys.stdout = given
+
+
+def _main(argv) -> int:
+    process = argv is None  # the `iqt` command itself, or a caller running it as the command (sys.argv)
     if process:
         threads.wait_passively()  # before any command loads torch
         # the figures are drawn on Agg canvases without pyplot (apps/figures.py): the environment's backend is never
         # used, and an unknown one ended 'iqt demo' and 'iqt report' in an internal error after all their work (audit)
         os.environ.pop("MPLBACKEND", None)
-        _buffer_stdout()
+        closed = _buffer_stdout()
+        if closed is not None:
+            print(closed, file=sys.stderr)
+            return 2
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser = build_parser()
@@ -371,7 +398,7 @@ def _would_block(exc, done: str = "") -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(_command=True))
 
 
 def _in_place(stage) -> bool:

@@ -203,6 +203,33 @@ def test_a_subject_out_of_memory_in_its_own_run_is_said_as_a_worker_out_of_memor
     assert "ulimit -v 3,000,000 KiB, which each worker process has on its own" in res["reason"], res["reason"]
 
 
+@pytest.mark.parametrize("where", ["compute", "write"])
+def test_a_subject_out_of_open_files_is_said_so_not_an_internal_error(tmp_path, monkeypatch, where):
+    """EMFILE inside a subject's run (a worker under ulimit -n) had failed it "internal error: OSError: [Errno 24] Too
+    many open files: '.../.iqt-6t4zvypf.nii.gz'" (a review's oeb.err): now the limit's line, the output's where its
+    own write met it (fileio/writing.py atomic_write), no temporary file named."""
+    from ImageQualityTransferLib.apps.batch import subject
+    from ImageQualityTransferLib.apps.batch.items import Item
+    from ImageQualityTransferLib.apps.batch.records import Settings
+    from ImageQualityTransferLib.fileio import writing
+
+    def boom(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files", str(tmp_path / "out" / ".iqt-6t4zvypf.nii.gz"))
+
+    if where == "compute":
+        monkeypatch.setattr(subject, "compute", boom)
+    fileio.save_tensor(bundle_volume(shape=(8, 8, 8)), tmp_path / "a_dti.nii.gz")
+    if where == "write":  # the first output's own write
+        monkeypatch.setattr(writing, "_mode_for", boom)
+    item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
+    res = subject.process(item, Settings(method="cubic", factor=2), str(tmp_path / "out"))
+    assert res["status"] == "failed" and "internal error" not in res["reason"], res["reason"]
+    assert "too many open files: this process met its limit on open files (ulimit -n " in res["reason"], res["reason"]
+    assert ".iqt-" not in res["reason"] and "--workers" not in res["reason"], res["reason"]
+    if where == "write":
+        assert ": cannot be written: too many open files" in res["reason"], res["reason"]
+
+
 @pytest.mark.parametrize("exc", [RuntimeError("can't start new thread"), process_start_refused()])
 @pytest.mark.parametrize("local", [True, False, None])
 def test_cant_start_new_thread_without_ulimit_v_may_be_a_thread_limit(monkeypatch, local, exc):

@@ -363,11 +363,14 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
         if writing:  # a write failed (a full disk): the stage's files removed, the earlier ones untouched
             res["reason"] += KEPT
     except Exception as exc:
-        from ...core.errors import out_of_memory
+        from ...core.errors import out_of_memory, too_many_open_files
         from .memory_reasons import memory_reason  # as a task that never returned says it
 
+        many = too_many_open_files(exc)  # the worker's ulimit -n: its file had been named, as an internal error
         if out_of_memory(exc):
             res["reason"] = memory_reason(exc, local=None)
+        elif many is not None:
+            res["reason"] = " ".join(str(many).split()) + (KEPT if writing else "")
         elif isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             # a read-only or foreign subject folder: the user's to mend, not a bug
             res["reason"] = (f"cannot write into {folder} ({exc.strerror}); make it writable for the workers, or give "

@@ -888,6 +888,48 @@ def _worker_died(exits=None) -> RuntimeError:
         return exc
 
 
+def test_the_nanny_logger_is_put_back_after_overlapping_cluster_starts():
+    """Two cluster starts overlapping in threads (apps/batch/cohort.py _worker_exits_noted) had left Dask's nanny logger
+    at INFO with propagation off for good (a review's handler_leak.py); each notes the statuses of Dask's own death
+    lines (nanny.py _death_message), "killed by unknown signal" (exit code 255) included."""
+    import logging
+    import threading
+
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.core import errors
+
+    log = logging.getLogger("distributed.nanny")
+    before = (len(log.handlers), log.level, log.propagate)
+    a_in, b_in, a_out, noted = threading.Event(), threading.Event(), threading.Event(), []
+
+    def first():
+        with cohort._worker_exits_noted():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def second():
+        a_in.wait(5)
+        try:
+            with cohort._worker_exits_noted():
+                b_in.set()
+                a_out.wait(5)
+                for line in ("Worker process 11 exited with status 3", "Worker process 12 was killed by signal 9",
+                             "Worker process 13 was killed by unknown signal"):
+                    log.info(line)
+                raise RuntimeError(errors.WORKER_PROCESS_DIED)
+        except RuntimeError as exc:
+            noted.extend(getattr(exc, errors.WORKER_EXITS))
+
+    runs = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(10)
+    assert (len(log.handlers), log.level, log.propagate) == before
+    assert noted == [3, -9, 255], noted
+
+
 @pytest.mark.parametrize("exits", [[3], [2], None, [1], [1, 1]])
 def test_a_dask_worker_process_that_died_starting_is_one_line_naming_its_causes(capsys, monkeypatch, exits):
     """`iqt batch --workers N` whose worker process died as it started (Dask's "Nanny failed to start." from "Nanny

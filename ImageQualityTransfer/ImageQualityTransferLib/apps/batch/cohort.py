@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import threading
 import time
 import uuid
 import warnings
@@ -191,11 +192,16 @@ def _join_once_started(thread, wait_s: float = 5.0) -> None:
             time.sleep(0.01)
 
 
+_NANNY_LOG = {"lock": threading.Lock(), "users": 0, "saved": None}  # _worker_exits_noted's, shared by overlapping starts
+
+
 @contextlib.contextmanager
 def _worker_exits_noted():
     """While the cluster starts: the exit statuses the nanny logs for worker processes that died ("Worker process N
-    exited with status S"), set on the exception raised (core/errors.py WORKER_EXITS), which the error line names
-    (core/errors.py worker_died_said)."""
+    exited with status S", or killed by a signal: minus it, an unknown one 255 as Dask reports it), set on the
+    exception raised (core/errors.py WORKER_EXITS), which the error line names (core/errors.py worker_died_said). The
+    logger's level and propagation are put back when the last of overlapping starts (threads) leaves: the first to
+    leave had left them changed for good."""
     import logging
     import re
 
@@ -205,16 +211,20 @@ def _worker_exits_noted():
 
     class Noted(logging.Handler):
         def emit(self, record):
-            m = re.match(r"Worker process \d+ (?:exited with status (\d+)|was killed by signal (\d+))",
+            m = re.match(r"Worker process \d+ (?:exited with status (\d+)|was killed by (?:signal (\d+)|unknown signal))",
                          record.getMessage())
             if m:
-                exits.append(int(m[1]) if m[1] else -int(m[2]))
+                exits.append(int(m[1]) if m[1] else -int(m[2]) if m[2] else 255)
 
     log = logging.getLogger("distributed.nanny")
-    handler, level, propagate = Noted(), log.level, log.propagate
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False  # its INFO lines, silenced for the run (silence_logs), reach no caller's handlers
+    handler = Noted()
+    with _NANNY_LOG["lock"]:
+        if _NANNY_LOG["users"] == 0:
+            _NANNY_LOG["saved"] = (log.level, log.propagate)
+        _NANNY_LOG["users"] += 1
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False  # its INFO lines, silenced for the run (silence_logs), reach no caller's handlers
     try:
         yield
     except Exception as exc:
@@ -222,9 +232,12 @@ def _worker_exits_noted():
             setattr(e, WORKER_EXITS, list(exits))
         raise
     finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-        log.propagate = propagate
+        with _NANNY_LOG["lock"]:
+            log.removeHandler(handler)
+            _NANNY_LOG["users"] -= 1
+            if _NANNY_LOG["users"] == 0:
+                log.setLevel(_NANNY_LOG["saved"][0])
+                log.propagate = _NANNY_LOG["saved"][1]
 
 
 def _spawn_ignoring_ctrl_c(make):

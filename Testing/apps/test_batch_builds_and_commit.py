@@ -482,3 +482,25 @@ def test_too_many_open_files_while_the_table_is_written_is_said_so(tmp_path, mon
                           "done are skipped"), err
     else:
         assert err[0].startswith("iqt: error: too many open files on this system: its table of open files is full"), err
+
+
+def test_a_worker_outliving_a_run_reads_the_registry_again_at_the_next_start(tmp_path, monkeypatch):
+    """A `dask worker` serving two runs had kept its first build after another process registered a model, and the
+    second run was refused ("other code or models"): the start-up probe reads the registry again, as `iqt batch`
+    does at its start (core/version.py forget_build)."""
+    from ImageQualityTransferLib.core.version import build_digest, forget_build
+    from ImageQualityTransferLib.fileio import paths
+
+    monkeypatch.setattr(paths, "MODELS_DIR", tmp_path)
+    reg = tmp_path / "registry.json"
+    reg.write_text("{}")
+    try:
+        first = cohort._probe()()[1]
+        reg.write_text('{"models": {}}')  # another process's registration between the runs
+        second = cohort._probe()()[1]
+        assert second != first
+        forget_build()
+        assert second == build_digest(str(reg))
+    finally:
+        monkeypatch.undo()
+        forget_build()

@@ -332,6 +332,11 @@ def probe(torch=False):
     try:
         from ImageQualityTransferLib.core.version import build_digest
         from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+        try:  # a worker outliving a run reads the registry again: another process may have registered a model since
+            from ImageQualityTransferLib.core.version import forget_build
+            forget_build()
+        except ImportError:  # an older build without it
+            pass
         return str(__version__), build_digest(str(MODELS_DIR / "registry.json")), no_torch
     except Exception:
         return str(__version__), "unknown", no_torch

@@ -453,8 +453,11 @@ def _absolute_item(item):
 
 def run(args) -> int:
     from ...core import grid
+    from ...core.version import forget_build
     from .. import batch
     from ..batch import lock as batch_lock
+
+    forget_build()  # this run's build read fresh at its start, as the workers' (cohort.py _PROBE)
 
     f = options.factors(args)  # None: each subject's own, from its header (--voxel-size, or a --model's own factors)
     local = [o for o, v in (("--memory-limit", args.memory_limit), ("--dashboard-address", args.dashboard_address))

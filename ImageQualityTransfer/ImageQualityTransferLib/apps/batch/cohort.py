@@ -633,10 +633,11 @@ def _guard():
 def refused_by_other_worker(it: Item, result: dict, run_build: str) -> dict:
     """The failed row of a subject `_guard` refused on a worker of another build."""
     return {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "build": result.get("build"),
-            "reason": (f"a worker of another build ({result['other_worker']}, build {result.get('build')}) joined the "
-                       f"run, whose build is {run_build}; nothing of the subject was written by it; stop that worker "
-                       "(start workers from the same environment as this command) and rerun the same command, which "
-                       "skips the subjects done")}
+            "reason": (f"a worker's code or model registry differs from this run's (worker {result['other_worker']}, "
+                       f"build {result.get('build')}, the run's {run_build}); nothing of the subject was written by it: "
+                       "a worker of another environment joined, or the install changed while the run worked (e.g. "
+                       "'iqt train --register'); rerun the same command (the subjects done are skipped unless the "
+                       "install changed)")}
 
 
 OTHER_WORKER_TRIES = 3  # a subject a worker of another build refused is sent again, to the other workers, this often

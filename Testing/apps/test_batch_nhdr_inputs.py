@@ -124,3 +124,19 @@ def test_a_moved_nhdr_input_with_an_old_header_only_record_is_redone_not_refused
     records.sidecar(folder / names["tensor"]).write_text(json.dumps(other))
     with pytest.raises(IQTError, match="two subjects share the label"):
         records.check_same_input(folder, names, item, ident)
+
+
+def test_a_record_without_an_input_hash_is_another_subjects_for_a_nifti_input(tmp_path):
+    """A sidecar naming another InputFile but no InputSHA256 had been accepted for any NIfTI input (its header-only
+    hash is None, and None matched None), so another scan's outputs were replaced (review RG9, list_nosha.txt)."""
+    nii = tmp_path / "b" / "sub-01_dti.nii.gz"
+    nii.parent.mkdir()
+    fileio.save_tensor(Volume(np.zeros((4, 4, 3, 6), np.float32), np.eye(4), kind="tensor"), str(nii))
+    item = batch_items.Item(prefix="sub-01", subdir="sub-01", path=str(nii), kind="dti")
+    ident = {"InputSHA256": records.input_hashes(item)["InputSHA256"]}
+    folder = tmp_path / "out" / "sub-01"
+    folder.mkdir(parents=True)
+    names = {"tensor": "sub-01_dti.nii.gz"}
+    records.sidecar(folder / names["tensor"]).write_text(json.dumps({"InputFile": str(tmp_path / "a" / "x.nii.gz")}))
+    with pytest.raises(IQTError, match="two subjects share the label"):
+        records.check_same_input(folder, names, item, ident)

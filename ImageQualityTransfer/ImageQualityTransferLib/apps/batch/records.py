@@ -230,10 +230,18 @@ def check_same_input(folder: Path, names: dict, item, ident: dict) -> None:
     if not isinstance(meta, dict) or not isinstance(meta.get("InputFile"), str):
         return
     mine = str(Path(item.path).absolute())
-    if meta["InputFile"] != mine and meta.get("InputSHA256") not in (ident.get("InputSHA256"), _header_only(item.path)):
+    if (meta["InputFile"] != mine and meta.get("InputSHA256") != ident.get("InputSHA256")
+            and not _moved_header_only(meta, item.path)):
         raise IQTError(f"{folder} holds this subject label's outputs made from another input, {meta['InputFile']}, "
                        f"not {mine}: two subjects share the label; give them distinct folder names (or list lines) or "
                        "another -o, or remove that folder to redo it from this input")
+
+
+def _moved_header_only(meta: dict, path) -> bool:
+    """Whether the record's InputSHA256 is `path`'s header-only hash (a .nhdr record before 0.21.0): a record without
+    one, or an input that is no .nhdr, matches nothing (None had matched a NIfTI input's None)."""
+    header = _header_only(path)
+    return header is not None and meta.get("InputSHA256") == header
 
 
 def _header_only(path) -> str | None:

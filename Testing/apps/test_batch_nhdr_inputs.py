@@ -140,3 +140,20 @@ def test_a_record_without_an_input_hash_is_another_subjects_for_a_nifti_input(tm
     records.sidecar(folder / names["tensor"]).write_text(json.dumps({"InputFile": str(tmp_path / "a" / "x.nii.gz")}))
     with pytest.raises(IQTError, match="two subjects share the label"):
         records.check_same_input(folder, names, item, ident)
+
+
+def test_an_old_header_only_record_of_an_input_still_there_is_another_scans(tmp_path):
+    """A record before 0.21.0 (header-only InputSHA256) matched another scan behind a byte-identical header, whose
+    outputs were then replaced (review RG9, list_other.txt): it matches only where its InputFile is gone (moved)."""
+    there = tensor_nhdr(tmp_path / "a", 1.0)
+    head = tensor_nhdr(tmp_path / "b", 1.5)  # another scan, the same header bytes
+    assert there.read_bytes() == head.read_bytes()
+    item = batch_items.Item(prefix="sub-01", subdir="sub-01", path=str(head), kind="dti")
+    ident = {"InputSHA256": records.input_hashes(item)["InputSHA256"]}
+    folder = tmp_path / "out" / "sub-01"
+    folder.mkdir(parents=True)
+    names = {"tensor": "sub-01_dti.nii.gz"}
+    old = {"InputFile": str(there), "InputSHA256": checksums.sha256(there)}
+    records.sidecar(folder / names["tensor"]).write_text(json.dumps(old))
+    with pytest.raises(IQTError, match="two subjects share the label"):
+        records.check_same_input(folder, names, item, ident)

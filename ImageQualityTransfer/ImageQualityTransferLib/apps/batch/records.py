@@ -238,8 +238,11 @@ def check_same_input(folder: Path, names: dict, item, ident: dict) -> None:
 
 
 def _moved_header_only(meta: dict, path) -> bool:
-    """Whether the record's InputSHA256 is `path`'s header-only hash (a .nhdr record before 0.21.0): a record without
-    one, or an input that is no .nhdr, matches nothing (None had matched a NIfTI input's None)."""
+    """Whether the record's InputSHA256 is `path`'s header-only hash (a .nhdr record before 0.21.0) and its InputFile is
+    gone (the input really moved): a recorded input still there may be another scan behind a byte-identical header,
+    whose outputs had been replaced. A record without a hash, or an input that is no .nhdr, matches nothing."""
+    if os.path.exists(meta["InputFile"]):
+        return False
     header = _header_only(path)
     return header is not None and meta.get("InputSHA256") == header
 

@@ -115,8 +115,9 @@ def test_a_training_gives_the_callers_random_stream_back_and_keeps_its_seeds_wei
 
 @pytest.mark.parametrize("device", ["cpu", "cuda:1", "auto"])
 def test_a_training_forks_every_cuda_devices_random_state(monkeypatch, device):
-    """torch.manual_seed (the training's seed) seeds every CUDA device, but a CPU training forked none and a cuda one
-    only its own: a caller's CUDA streams were left reseeded (a review). No GPU here: torch.cuda is feigned with two."""
+    """torch.manual_seed (a CUDA training's seed) seeds every CUDA device, but a cuda training forked only its own: a
+    caller's CUDA streams were left reseeded (a review). A CPU training seeds and forks the CPU generator alone. No
+    GPU here: torch.cuda is feigned with two."""
     forked = []
 
     class Stop(Exception):
@@ -132,7 +133,21 @@ def test_a_training_forks_every_cuda_devices_random_state(monkeypatch, device):
     monkeypatch.setattr(torch.random, "fork_rng", fork_rng)
     with pytest.raises(Stop):
         training.train(synthetic_items(n=1), method="espcn", seed=5, epochs=1, progress=False, threads=1, device=device)
-    assert forked == [[0, 1]]
+    assert forked == ([[]] if device == "cpu" else [[0, 1]])
+
+
+def test_a_cpu_training_leaves_cuda_alone(monkeypatch):
+    """Forking every CUDA device's stream for a CPU training initialised CUDA on a GPU machine
+    (torch.cuda.get_rng_state does; review RG9): a CPU training reads, sets and seeds no CUDA state. torch.cuda is
+    feigned with two devices that count the calls."""
+    calls = []
+    for name in ("get_rng_state", "set_rng_state", "manual_seed", "manual_seed_all"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, _n=name, **k: calls.append(_n) or torch.zeros(8, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    training.train(synthetic_items(n=1), method="espcn", seed=5, epochs=1, iters_per_epoch=1, batch_size=1, patch=6,
+                   val_patches=1, progress=False, threads=1, device="cpu")
+    assert calls == []
 
 
 def test_receptive_field_is_5_cubed():

@@ -146,7 +146,7 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
     before = torch.get_num_threads()
     # forked, not a private generator: the layers' initialisation and dropout draw from the global one, and the same
     # stream keeps the weights of a given seed (the shipped models' recorded commands) bit for bit
-    with torch.random.fork_rng(devices=_cuda_devices(torch)):
+    with torch.random.fork_rng(devices=_cuda_devices(torch) if _on_cuda(torch, device) else []):
         try:
             run = _Training(items, method, factor, seed, epochs, minutes, log, progress, threads, init, checkpoint,
                             device, options, data)
@@ -161,9 +161,25 @@ def train(items: list[TrainItem], method: str = "espcn", factor=2, seed: int = 0
 
 
 def _cuda_devices(torch) -> list:
-    """Every CUDA device, where CUDA is available: torch.manual_seed seeds them all, whatever device the training runs
-    on, so a CPU training forking none (a cuda one only the current) had left the caller's CUDA streams reseeded."""
+    """Every CUDA device, where CUDA is available: a CUDA training's torch.manual_seed seeds them all, so forking only
+    the current one had left the caller's other CUDA streams reseeded."""
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def _on_cuda(torch, device) -> bool:
+    """Whether `device` (as `resolve_device` reads it, without its errors) trains on CUDA: a CPU training forks and
+    seeds the CPU generator alone, as forking CUDA's streams initialises CUDA (torch.cuda.get_rng_state)."""
+    kind = device.type if isinstance(device, torch.device) else str(device).strip().lower()
+    return kind.startswith("cuda") or (kind == "auto" and torch.cuda.is_available())
+
+
+def _seed(torch, device, seed: int) -> None:
+    """torch.manual_seed for a CUDA training; the CPU generator alone (the same CPU stream) for a CPU one, which
+    would otherwise seed CUDA too (`_on_cuda`)."""
+    if device.type == "cuda":
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 class _Training:
@@ -232,7 +248,7 @@ class _Training:
         from . import networks
 
         torch, method, factor, seed = self.torch, self.method, self.factor, self.seed
-        torch.manual_seed(seed)
+        _seed(torch, self.device, seed)
         self.rng = np.random.default_rng(seed if self.world == 1 else [seed, self.rank])
         self.arch = {"name": method, "factor": grid.record(factor), "widths": list(networks.default_widths(method))}
         self.f_train = grid.factors(factor)
@@ -306,7 +322,7 @@ class _Training:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(self.net)
-            self.torch.manual_seed(self.seed * 1000 + self.rank)
+            _seed(self.torch, self.device, self.seed * 1000 + self.rank)
 
     def _open_checkpoint(self):
         """The checkpoint to resume (None if there is none), checked against this training, its weights and streams restored."""

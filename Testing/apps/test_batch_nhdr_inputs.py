@@ -157,3 +157,37 @@ def test_an_old_header_only_record_of_an_input_still_there_is_another_scans(tmp_
     records.sidecar(folder / names["tensor"]).write_text(json.dumps(old))
     with pytest.raises(IQTError, match="two subjects share the label"):
         records.check_same_input(folder, names, item, ident)
+
+
+@pytest.mark.parametrize("fifo", ["dwi.bval", "dwi.json"])
+def test_a_fifo_bval_or_sidecar_is_not_opened_by_the_hashing(tmp_path, fifo):
+    """A FIFO dwi.bval or dwi.json hung the batch worker, the hashing opening it (review RG9, lE.txt, lF.txt): it is
+    left unopened, as fileio/checksums.py image_files leaves a FIFO, and its reader says what is wrong."""
+    import warnings
+
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.fileio import gradients
+
+    sub = tmp_path / "sub-01"
+    sub.mkdir()
+    for name, text in (("dwi.nii.gz", "x"), ("dwi.bval", "0 1000\n"), ("dwi.bvec", "0 1\n0 0\n0 0\n"), ("dwi.json", "{}")):
+        (sub / name).write_text(text)
+    (sub / fifo).unlink()
+    os.mkfifo(sub / fifo)
+    stop = _unblock_later(sub / fifo, after=0.8)
+    try:
+        t0 = time.monotonic()
+        item = batch_items.Item(prefix="sub-01", subdir="sub-01", path=str(sub / "dwi.nii.gz"), kind="dwi")
+        records.input_hashes(item)
+        assert time.monotonic() - t0 < 0.6, "waited on the FIFO"
+        if fifo == "dwi.bval":
+            with pytest.raises(IQTError, match="named pipe"):
+                gradients.read_gradient_table(sub / fifo, "bval")
+        else:
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                assert gradients.sidecar_slices(sub / "dwi.nii.gz") == (None, None)
+            assert [w for w in said if issubclass(w.category, IQTWarning) and "named pipe" in str(w.message)]
+            assert time.monotonic() - t0 < 0.6, "waited on the FIFO"
+    finally:
+        stop.set()

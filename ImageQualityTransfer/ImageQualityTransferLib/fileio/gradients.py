@@ -38,6 +38,11 @@ def sidecar_slices(dwi_path) -> tuple[int | None, int | None]:
     SliceEncodingDirection, the number of slices its SliceTiming lists); None for what there is no sidecar for or it
     does not say. A sidecar that cannot be read, or an unknown direction, is said in one warning and not used."""
     p = sidecar_path(dwi_path)
+    kind = not_a_file(p)
+    if kind is not None:  # never opened (a FIFO waits for ever), but said: a sidecar there goes unread
+        warnings.warn(f"{p}: is {kind}, not a file, and is not read as a BIDS sidecar; its SliceEncodingDirection is not "
+                      "used: the slice axis is found as for a series without a sidecar", IQTWarning, stacklevel=3)
+        return None, None
     if not p.is_file():
         return None, None
     try:

@@ -93,9 +93,17 @@ def sidecar(path) -> Path:
 
 
 def _sha256(path, image: bool = False) -> str:
-    """SHA256 of a file, or of an image as read (a NRRD header with its detached data: fileio/checksums.py)."""
-    from ...fileio.checksums import image_sha256, sha256
+    """SHA256 of a file, or of an image as read (a NRRD header with its detached data: fileio/checksums.py). A file
+    that is no regular one (a FIFO, a device) is not opened, as fileio/checksums.py image_files rules: a FIFO dwi.bval
+    or dwi.json had hung the worker; its reader refuses it (fileio/gradients.py), and no record matches the digest."""
+    import hashlib
 
+    from ...fileio.checksums import image_sha256, sha256
+    from ...fileio.paths import not_a_file
+
+    kind = None if image else not_a_file(path)
+    if kind is not None:
+        return hashlib.sha256(f"unread: {kind}".encode()).hexdigest()
     try:
         return image_sha256(path) if image else sha256(path)
     except FileNotFoundError:  # a header's missing data file is left to its reader (checksums.image_files)

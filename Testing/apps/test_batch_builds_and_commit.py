@@ -427,7 +427,7 @@ def test_a_worker_of_another_build_touches_nothing(tmp_path):
 
 def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_path, monkeypatch):
     """On a cluster whose worker 0 is of another build: its subjects are sent again to the other worker, and every
-    output names this build; with no good worker left, each fails with the refusal's reason."""
+    output names this build; with no good worker left within --wait-workers, each fails with the refusal's reason."""
     from distributed import Client, LocalCluster, get_worker
 
     from ImageQualityTransferLib.fileio import model_files
@@ -448,11 +448,59 @@ def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_p
         rows = batch.run_cohort(items, batch.Settings(method="cubic"), out, client=client, progress=False)
         assert [r["status"] for r in rows] == ["done"] * 3, [r["reason"] for r in rows]
         assert {tensor_sidecar(out, sub)["SoftwareBuild"] for sub in ("01", "02", "03")} == {real()}
-        odd.add(1)
-        rows = batch.run_cohort(items, batch.Settings(method="linear"), out, client=client, progress=False)
+        odd.add(1)  # none of this build left: each waits --wait-workers for one, then fails
+        rows = batch.run_cohort(items, batch.Settings(method="linear"), out, client=client, progress=False,
+                                wait_workers=1)
     assert [r["status"] for r in rows] == ["failed"] * 3
     assert all("(worker 0/inproc://" in r["reason"] or "(worker 1/inproc://" in r["reason"] for r in rows), rows[0]["reason"]
     assert not list(out.rglob("*model-linear*"))
+
+
+def test_a_refused_subject_runs_on_a_good_worker_that_joined_after_the_one_it_was_sent_to_left(tmp_path, monkeypatch):
+    """A subject refused by a worker of another build is sent again at once, to the workers of this build there then,
+    as a preference, not a pin: sent pinned to a good worker that then left (restarted at a new address), it had
+    waited in Dask's no-worker state forever while another good worker idled, and --wait-workers never fired (the
+    worker of another build counted as one)."""
+    import threading
+
+    from distributed import Client, Future, LocalCluster, get_worker
+
+    from ImageQualityTransferLib.fileio import model_files
+
+    real = subject.build
+
+    def worker_build():
+        try:
+            return OTHER if get_worker().name == 0 else real()
+        except ValueError:  # the client's thread
+            return real()
+
+    monkeypatch.setattr(subject, "build", worker_build)
+    monkeypatch.setattr(model_files, "build", worker_build)
+    items, out = cohort_of(tmp_path, ("01",))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        submit, left = client.submit, []
+
+        def leaving_submit(*a, **k):  # the good worker leaves and another joins as the subject is sent again
+            if k.get("workers") and not left:
+                left.extend(k["workers"])
+                client.retire_workers(k["workers"], close_workers=True)
+                cluster.scale(len(cluster.worker_spec) + 1)
+                client.wait_for_workers(2, timeout=10)
+            return submit(*a, **k)
+
+        client.wait_for_workers(2, timeout=10)
+        monkeypatch.setattr(client, "submit", leaving_submit)
+        # the old code waited forever: its futures cancelled after 8 s end the run
+        watchdog = threading.Timer(8, lambda: client.cancel([Future(k, client) for k in list(client.futures)]))
+        watchdog.start()
+        try:
+            rows = batch.run_cohort(items, batch.Settings(method="nearest"), out, client=client, progress=False)
+        finally:
+            watchdog.cancel()
+    assert left and [r["status"] for r in rows] == ["done"], [r.get("reason") for r in rows]
+    assert tensor_sidecar(out, "01", "nearest")["SoftwareBuild"] == real()
 
 
 @pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])

@@ -84,7 +84,7 @@ def test_a_worker_out_of_memory_is_said_so(tmp_path, monkeypatch, exc):
     from ImageQualityTransferLib.apps.batch.items import Item
 
     client = SimpleNamespace(submit=lambda *a, **k: _Failed(exc), cluster=object())
-    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait: iter(futures))
+    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1_500_000 * 1024, resource.RLIM_INFINITY))
     ended = []
     item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
@@ -105,7 +105,7 @@ def test_a_killed_worker_is_said_with_the_options_that_set_its_memory(tmp_path, 
 
     client = SimpleNamespace(submit=lambda *a, **k: _Failed(KilledWorker("iqt-1", "tcp://10.0.0.2:4000", 3)),
                              cluster=object() if local else None)
-    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait: iter(futures))
+    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
     ended = []
     item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
     cohort._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
@@ -128,7 +128,7 @@ def test_a_remote_workers_address_space_is_said_as_the_workers(tmp_path, monkeyp
     item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
     done = {"subject": "sub-a", "input": item.path, "status": "failed", "qc": {}, "reason": said}
     client = SimpleNamespace(submit=lambda *a, **k: _Done(done), cluster=object() if local else None)
-    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait: iter(futures))
+    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
     ended = []
     cohort._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
     reason = ended[0]["reason"]

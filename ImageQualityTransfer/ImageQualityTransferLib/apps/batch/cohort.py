@@ -640,14 +640,15 @@ def refused_by_other_worker(it: Item, result: dict, run_build: str) -> dict:
                        "install changed)")}
 
 
-OTHER_WORKER_TRIES = 3  # a subject a worker of another build refused is sent again, to the other workers, this often
+OTHER_WORKER_TRIES = 3  # a subject workers of another build refused is sent again, to this build's, this often
 
 
 def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=None, run_build=None) -> None:
     """Every item through `process`, in this process or on `client`, `ended(item, result)` called as each ends. On
     `client`, each task checks in its worker that the worker's build is `run_build` before it touches anything
-    (`_guard`: a worker can join the scheduler mid-run, after check_workers); a subject so refused is sent again to
-    the workers not found of another build, and fails with the refusal's reason when none is left."""
+    (`_guard`: a worker can join the scheduler mid-run, after check_workers); a subject so refused is sent again at
+    once, preferring the workers not found of another build there then, and fails with the refusal's reason where
+    none is there within `wait_workers` seconds."""
     import pickle
 
     if client is None:
@@ -663,34 +664,63 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
 
     futures = {client.submit(task, payload(it), run_build, key=f"iqt-{run}-{i}", pure=False): it
                for i, it in enumerate(items)}
-    total, done, tries, refused = len(futures), 0, 0, set()
-    while futures:
-        again = {}
-        for fut in _as_completed(client, list(futures), wait_workers):
-            it = futures[fut]
-            try:
-                result = fut.result()
-            except Exception as exc:  # the task never returned: recorded like any failure
-                if _connection_lost(exc):
-                    raise _lost(client, total - done, total) from None
-                reason = task_failed(exc, local=getattr(client, "cluster", None) is not None)
-                result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
-            else:
-                if result.get("reason") and getattr(client, "cluster", None) is None:  # a --scheduler's worker
-                    result["reason"] = as_remote_workers(result["reason"])
-            if result.get("other_worker"):
-                refused.add(result.get("worker_address"))
-                good = [w for w in client.scheduler_info().get("workers", {}) if w not in refused]
-                if good and tries < OTHER_WORKER_TRIES:  # sent again below, to the workers not refused
-                    again[it] = good
-                    continue
-                result = refused_by_other_worker(it, result, run_build)
-            done += 1
-            ended(it, result)
-        tries += 1
-        futures = {client.submit(task, payload(it), run_build, key=f"iqt-{run}-r{tries}-{i}", pure=False,
-                                 workers=good, allow_other_workers=False): it
-                   for i, (it, good) in enumerate(again.items())}
+    total, done, sent, refused = len(futures), 0, 0, set()
+    tries: dict = {}  # item prefix -> how often a worker of another build refused it
+    waiting: dict = {}  # item -> (its refusal, since when no worker of this build was there to take it)
+
+    def good_workers() -> list:  # now, not at an earlier refusal: a good worker can leave and another join meanwhile
+        return [w for w in client.scheduler_info().get("workers", {}) if w not in refused]
+
+    def resend(it, good) -> None:
+        # a preference, not a pin (allow_other_workers): pinned to addresses that then left, a subject waited in Dask's
+        # no-worker state forever while another good worker idled; where it lands on another build, the guard
+        # refuses again and it is sent again from here
+        nonlocal sent
+        sent += 1
+        fut = client.submit(task, payload(it), run_build, key=f"iqt-{run}-r{sent}", pure=False, workers=good,
+                            allow_other_workers=True)
+        futures[fut] = it
+        added.append(fut)
+
+    def poll() -> bool:  # the refused subjects held until a worker of this build is there, or failed after the grace
+        nonlocal done
+        good = good_workers() if waiting else []
+        for it, (result, since) in list(waiting.items()):
+            if good:
+                del waiting[it]
+                resend(it, good)
+            elif time.monotonic() - since >= wait_workers:
+                del waiting[it]
+                done += 1
+                ended(it, refused_by_other_worker(it, result, run_build))
+        return bool(waiting)
+
+    added: list = []
+    for fut in _as_completed(client, list(futures), wait_workers, refused, added, poll):
+        it = futures.pop(fut)
+        try:
+            result = fut.result()
+        except Exception as exc:  # the task never returned: recorded like any failure
+            if _connection_lost(exc):
+                raise _lost(client, total - done, total) from None
+            reason = task_failed(exc, local=getattr(client, "cluster", None) is not None)
+            result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
+        else:
+            if result.get("reason") and getattr(client, "cluster", None) is None:  # a --scheduler's worker
+                result["reason"] = as_remote_workers(result["reason"])
+        if result.get("other_worker"):
+            refused.add(result.get("worker_address"))
+            tries[it.prefix] = tries.get(it.prefix, 0) + 1
+            if tries[it.prefix] <= OTHER_WORKER_TRIES:
+                good = good_workers()
+                if good:  # sent again at once, not after the others of its round
+                    resend(it, good)
+                else:  # none of this build now: one may join (or come back) within --wait-workers
+                    waiting[it] = (result, time.monotonic())
+                continue
+            result = refused_by_other_worker(it, result, run_build)
+        done += 1
+        ended(it, result)
 
 
 def task_failed(exc: BaseException, local: bool) -> str:
@@ -794,28 +824,41 @@ def other_builds(results: list[dict], mine: str) -> str:
 WORKERS_POLL_S = 1.0  # how often a run whose tasks are waiting checks that the cluster still has a worker
 
 
-def _as_completed(client, futures: list, wait_s: float):
+def _as_completed(client, futures: list, wait_s: float, refused=frozenset(), added=None, poll=None):
     """The futures as they complete, as distributed.as_completed gives them, but an IQTError (the unfinished ones
-    cancelled) once the cluster has had no worker for `wait_s` seconds."""
+    cancelled) once the cluster has had no worker for `wait_s` seconds; the workers at the addresses in `refused` (of
+    another build, cohort._guard) do not count. Futures the caller appends to `added` meanwhile are waited for too;
+    `poll()`, called each round, says whether the caller still holds work to send (the loop goes on while it does)."""
     from distributed import wait
 
-    pending, alone_since = set(futures), None
-    while pending:
+    pending, alone_since, total = set(futures), None, len(futures)
+    while True:
+        held = poll is not None and poll()
+        if added:
+            pending.update(added)
+            added.clear()
+        if not pending and not held:
+            return
+        if not pending:
+            time.sleep(WORKERS_POLL_S)
+            continue
         try:
             done, pending = wait(list(pending), timeout=WORKERS_POLL_S, return_when="FIRST_COMPLETED")
         except TimeoutError:
             done = set()
         except Exception as exc:
             if _connection_lost(exc):
-                raise _lost(client, len(pending), len(futures)) from None
+                raise _lost(client, len(pending), total) from None
             raise
         yield from done
+        if added:
+            continue
         if pending:
             _start_closed_workers(client)
         if not pending or done:
             alone_since = None
             continue
-        if client.nthreads():
+        if any(n for w, n in client.nthreads().items() if w not in refused):
             alone_since = None
         elif alone_since is None:
             alone_since = time.monotonic()
@@ -827,7 +870,7 @@ def _as_completed(client, futures: list, wait_s: float):
             # --memory-limit sets a local cluster's workers only (a review: it was advised for --scheduler too)
             mend = ("with a larger --memory-limit where a subject's worker died" if scheduler in _OWN_CLUSTERS else
                     "once your cluster has workers again (with more memory where one was killed)")
-            raise IQTError(f"{len(pending)} of {counted(len(futures), 'subject')} not run: the cluster at {scheduler} has had no "
+            raise IQTError(f"{len(pending)} of {counted(total, 'subject')} not run: the cluster at {scheduler} has had no "
                            f"worker for {wait_s:g} s (every worker died or left: killed past its memory limit and not "
                            "started again, or without ImageQualityTransfer, which dies on its first task); rerun the "
                            f"same command, which skips the subjects done, {mend}")

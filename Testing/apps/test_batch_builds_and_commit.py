@@ -381,11 +381,17 @@ def test_a_lost_scheduler_keeps_the_rows_of_subjects_done_before(tmp_path, monke
     whose outputs are gone is pending."""
     from ImageQualityTransferLib.core.errors import IQTError
 
-    items, out = cohort_of(tmp_path, ("01", "02"))
+    items, out = cohort_of(tmp_path, ("01", "02", "03", "04"))
     s = batch.Settings(method="cubic")
-    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done", "done"]
+    assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"] * 4
     for p in (out / "sub-02" / "dwi").glob("*_dwimap.*"):
         p.unlink()
+    # incomplete or changed outputs, which the rerun redoes (records.finished), are not kept done either
+    next((out / "sub-03" / "dwi").glob("*param-fa_dwimap.nii.gz")).unlink()
+    tensor = next((out / "sub-04" / "dwi").glob("*param-tensor_dwimap.nii.gz"))
+    data = bytearray(tensor.read_bytes())
+    data[-20] ^= 0xFF
+    tensor.write_bytes(bytes(data))
 
     def lost(*args):
         raise IQTError("lost the connection to the scheduler")
@@ -394,7 +400,7 @@ def test_a_lost_scheduler_keeps_the_rows_of_subjects_done_before(tmp_path, monke
     with pytest.raises(IQTError):
         batch.run_cohort(items, s, out, progress=False)
     rows = statuses(out)
-    assert rows["sub-01"] == ("done", "") and rows["sub-02"][0] == "pending"
+    assert rows["sub-01"] == ("done", "") and [rows[f"sub-0{i}"][0] for i in (2, 3, 4)] == ["pending"] * 3, rows
 
 
 def test_one_subject_is_said_in_the_singular():

@@ -765,19 +765,24 @@ PENDING = ("not ended: the run was working on it or had not reached it when this
 
 def pending(it: Item, s: Settings | None = None, out_root: Path | None = None) -> dict:
     """The QC row of a subject of the run in progress that has not ended: a run killed meanwhile leaves it so. With
-    `s` and `out_root`, "in_place" says whether its tensor and sidecar are there (outputs land all or none): write_qc
-    then keeps an earlier run's done row of it (a lost scheduler had turned a subject done the run before into
-    "pending")."""
+    `s` and `out_root`, "in_place" says (when called: write_qc asks only where an earlier done row is there to keep)
+    whether its outputs are complete and as written, the check a rerun skips it by (records.finished): write_qc then
+    keeps an earlier run's done row of it (a lost scheduler had turned a subject done the run before into "pending";
+    a tensor and sidecar alone had kept "done" for a subject with its FA map deleted or a byte of its tensor changed)."""
     row = {"subject": it.prefix, "input": it.path, "status": "pending", "qc": {}, "reason": PENDING}
     if s is not None and out_root is not None:
-        from .records import expected_maps, output_names, sidecar
-
-        try:
-            tensor = Path(out_root) / it.subdir / output_names(it, s, expected_maps(s))["tensor"]
-            row["in_place"] = tensor.is_file() and sidecar(tensor).is_file()
-        except (OSError, ValueError, KeyError):
-            row["in_place"] = False
+        row["in_place"] = lambda: _finished(it, s, Path(out_root))
     return row
+
+
+def _finished(it: Item, s: Settings, out_root: Path) -> bool:
+    from .records import expected_maps, finished, identity, input_hashes, output_names
+
+    try:
+        names = output_names(it, s, expected_maps(s))
+        return finished(out_root / it.subdir, names, identity(it, s, input_hashes(it))) is not None
+    except (OSError, ValueError, KeyError, IQTError):
+        return False
 
 
 def say_results(results: list[dict], table: str) -> None:

@@ -141,7 +141,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
     mine = qc_rows(results, model, res)
     # a subject not ended whose outputs are in place (cohort.pending) keeps its earlier done or skipped row
     kept = {r[0]: r for r in before if (r[1], r[2]) == (model, res) and r[3] in ("done", "skipped")}
-    mine = [kept[r["subject"]] if r["status"] == "pending" and r.get("in_place") and r["subject"] in kept else row
+    mine = [kept[r["subject"]] if r["status"] == "pending" and r["subject"] in kept and _in_place(r) else row
             for r, row in zip(results, mine)]
     rows = [r for r in before if (r[1], r[2]) != (model, res) or r[0] not in ran] + mine
     this = row_keys(results, s) | set(also)
@@ -290,3 +290,10 @@ def _read_qc(path: Path) -> list[list[str]]:
     at = [head.index(c) if c in head else None for c in QC_COLUMNS]
     return [[row[i] if i is not None else "n/a" for i in at]
             for row in (line.split("\t") for line in lines[1:]) if len(row) == len(head)]
+
+
+def _in_place(row: dict) -> bool:
+    """A pending row's "in_place": a check (cohort.pending: it hashes the subject's files, so asked only here) or a
+    bool."""
+    found = row.get("in_place")
+    return bool(found() if callable(found) else found)

@@ -431,6 +431,22 @@ def test_a_worker_of_another_build_touches_nothing(tmp_path):
     assert task(pickle.dumps((items[0], s, str(out), None)), build())["status"] == "skipped"  # this build: it runs
 
 
+def test_a_worker_without_pytorch_is_named_and_touches_nothing(tmp_path, monkeypatch):
+    """A worker without PyTorch that joined mid-run (the start-up probe had not seen it) had failed a CNN subject "the
+    CNN methods need PyTorch, which is not installed", naming no worker: the guard refuses there as for another build
+    (the subject is sent again to the other workers) and the row names the worker in the probe's words."""
+    import pickle
+    import sys
+
+    items, out = cohort_of(tmp_path, ("01",))
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
+    res = cohort._guard()(pickle.dumps((items[0], batch.Settings(method="cubic"), str(out), None)), build(), True)
+    assert res["other_worker"] == "this process" and res["no_torch"].startswith("ModuleNotFoundError"), res
+    assert list(out.iterdir()) == []
+    reason = cohort.refused_by_other_worker(items[0], res, build())["reason"]
+    assert reason.startswith("worker this process cannot import PyTorch, which the CNN methods need (ModuleNotFoundError"), reason
+
+
 def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_path, monkeypatch):
     """On a cluster whose worker 0 is of another build: its subjects are sent again to the other worker, and every
     output names this build; with no good worker left within --wait-workers, each fails with the refusal's reason."""

@@ -593,7 +593,7 @@ def _any_output(out_root: Path, items) -> bool:
 
 
 _GUARD = """
-def guarded(payload, run_build):
+def guarded(payload, run_build, torch=False):
     try:
         from ImageQualityTransferLib.fileio.model_files import build
         theirs = build()
@@ -613,6 +613,19 @@ def guarded(payload, run_build):
         except Exception:  # called outside a Dask worker
             who, address = "this process", None
         return {"status": "failed", "other_worker": who, "worker_address": address, "build": theirs}
+    if torch:
+        try:
+            import torch as _torch  # noqa: F401
+        except Exception as exc:
+            try:
+                from distributed import get_worker
+                w = get_worker()
+                who = str(w.address) if str(w.name) == str(w.address) else str(w.name) + "/" + str(w.address)
+                address = w.address
+            except Exception:
+                who, address = "this process", None
+            return {"status": "failed", "other_worker": who, "worker_address": address, "build": theirs,
+                    "no_torch": type(exc).__name__ + ": " + " ".join(str(exc).split())}
     import pickle
     from ImageQualityTransferLib.apps.batch.subject import process
     return process(*pickle.loads(payload))
@@ -631,7 +644,14 @@ def _guard():
 
 
 def refused_by_other_worker(it: Item, result: dict, run_build: str) -> dict:
-    """The failed row of a subject `_guard` refused on a worker of another build."""
+    """The failed row of a subject `_guard` refused on a worker of another build, or without PyTorch (the start-up
+    probe's words, check_workers: a worker that joined mid-run had failed it naming no worker)."""
+    if result.get("no_torch"):
+        return {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {},
+                "reason": (f"worker {result['other_worker']} cannot import PyTorch, which the CNN methods need "
+                           f"({result['no_torch']}); nothing of the subject was written by it; install it where the "
+                           "workers run ('pip install torch' in their environment) and start them again, then rerun "
+                           "the same command, which skips the subjects done")}
     return {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "build": result.get("build"),
             "reason": (f"a worker's code or model registry differs from this run's (worker {result['other_worker']}, "
                        f"build {result.get('build')}, the run's {run_build}); nothing of the subject was written by it: "
@@ -658,11 +678,17 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
     # keys without the subjects' labels: a cluster's dashboard shows them (a label can name the patient)
     run = uuid.uuid4().hex[:12]
     task = _guard()
+    from ... import methods
+
+    try:  # a worker without PyTorch that joined mid-run is refused by the guard too, and the subject sent again
+        torch = bool(methods.method_class(s.method).requires_torch)
+    except Exception:  # an unknown method: said by the subject itself
+        torch = False
 
     def payload(it):
         return pickle.dumps((it, s, str(out_root), run_token))
 
-    futures = {client.submit(task, payload(it), run_build, key=f"iqt-{run}-{i}", pure=False): it
+    futures = {client.submit(task, payload(it), run_build, torch, key=f"iqt-{run}-{i}", pure=False): it
                for i, it in enumerate(items)}
     total, done, sent, refused = len(futures), 0, 0, set()
     tries: dict = {}  # item prefix -> how often a worker of another build refused it
@@ -677,7 +703,7 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
         # refuses again and it is sent again from here
         nonlocal sent
         sent += 1
-        fut = client.submit(task, payload(it), run_build, key=f"iqt-{run}-r{sent}", pure=False, workers=good,
+        fut = client.submit(task, payload(it), run_build, torch, key=f"iqt-{run}-r{sent}", pure=False, workers=good,
                             allow_other_workers=True)
         futures[fut] = it
         added.append(fut)

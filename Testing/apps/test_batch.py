@@ -1177,6 +1177,21 @@ def test_a_scheduler_address_of_another_protocol_is_refused_naming_the_forms(tmp
         assert not (tmp_path / "o").exists()
 
 
+def test_an_unbracketed_ipv6_scheduler_is_refused_with_the_bracketed_form_and_an_upper_case_scheme_is_taken(tmp_path,
+                                                                                                         capsys):
+    """`--scheduler ::1:8803` passed the address check, then ended "cannot connect (invalid address ...)"; `TCP://...`
+    was refused as another protocol; the "cannot connect" line named only tcp:// and tls:// (a review)."""
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", "::1:8819")
+    assert code == 2 and err.strip() == ("iqt: error: --scheduler ::1:8819: an IPv6 address is written in brackets "
+                                         "before its port; give tcp://[::1]:8819"), err
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler",
+                           "TCP://127.0.0.1:8819")  # nothing listens there
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--scheduler tcp://127.0.0.1:8819: cannot connect" in err and "ws:// or wss://" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_settling_a_stopped_cluster_run_drops_its_generated_by_entry_if_it_made_nothing(tmp_path):
     """On a cluster the stopped run's GeneratedBy entry is pruned once the workers are gone (settle_after_stop), not
     as the run stops, when a worker may still put a subject in place (a review); an entry no output names goes."""

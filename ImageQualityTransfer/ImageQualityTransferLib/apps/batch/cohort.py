@@ -43,7 +43,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     from distributed import Client, LocalCluster
 
     if scheduler:
-        check_address(scheduler)
+        scheduler = check_address(scheduler)
         security = client_security(scheduler)
         try:
             _reachable(scheduler, security)
@@ -59,8 +59,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
                     creds = f"either the scheduler speaks plain TCP (give tcp://{scheduler.split('://', 1)[-1]}) or {creds}"
                 raise IQTError(f"--scheduler {scheduler}: the TLS handshake failed ({why}): {creds}") from None
             raise IQTError(f"--scheduler {scheduler}: cannot connect ({why}); start one with 'dask scheduler' and give "
-                           "its address (tcp://host:port, or tls://host:port with its credentials in Dask's "
-                           "configuration)") from None
+                           f"its address: {ADDRESS_FORMS}") from None
         try:
             _wait_for_workers(client, scheduler, wait_workers)
             check_workers(client, scheduler, torch)
@@ -139,19 +138,33 @@ def scheduler_from_file(path) -> str:
 SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss")  # those Dask's Client reaches with distributed's own packages
 
 
-def check_address(scheduler: str) -> None:
-    """An IQTError naming the accepted forms where `scheduler` is not a tcp/tls/ws/wss address: ucx:// failed with an
-    internal TypeError (no ucx package), inproc:// (this process only) with "not enough values to unpack"."""
+ADDRESS_FORMS = ("tcp://host:port (or host:port; an IPv6 host in brackets, tcp://[::1]:8786), tls://host:port with its "
+                 "credentials in Dask's configuration, ws:// or wss://")
+
+
+def check_address(scheduler: str) -> str:
+    """`scheduler` with its scheme in lower case (Dask's Client refused TCP://), or an IQTError naming the accepted
+    forms where it is not a tcp/tls/ws/wss address: ucx:// failed with an internal TypeError (no ucx package),
+    inproc:// (this process only) with "not enough values to unpack", an IPv6 host without brackets (::1:8803) with
+    "cannot connect (invalid address ...)"."""
     from distributed.comm import parse_address
 
+    scheme, sep, rest = scheduler.partition("://")
+    if sep:
+        scheduler = scheme.lower() + sep + rest
     try:
-        proto = parse_address(scheduler)[0]
+        proto, loc = parse_address(scheduler)
     except ValueError:
-        proto = None
+        proto, loc = None, ""
     if proto not in SCHEDULER_PROTOCOLS:
-        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give tcp://host:port "
-                       "(or host:port), tls://host:port with its credentials in Dask's configuration, ws:// or wss://, "
+        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}, "
                        "or the scheduler file 'dask scheduler --scheduler-file' wrote")
+    host = loc.split("/", 1)[0]
+    if host.count(":") > 1 and not host.startswith("["):  # an IPv6 host: its port is told from it by the brackets
+        ip, _, port = host.rpartition(":")
+        raise IQTError(f"--scheduler {scheduler}: an IPv6 address is written in brackets before its port; give "
+                       f"{proto}://[{ip}]:{port}")
+    return scheduler
 
 
 def client_security(scheduler: str):

@@ -183,13 +183,13 @@ def test_participant_label_runs_those_participants_of_a_bids_dataset(tmp_path, c
 
 def test_the_figure_is_shown_beside_the_status_and_headings_can_wrap(tmp_path):
     """At 1600 px the figures had been off-screen, past 20 measure columns and the wide notes and reason (a cluster
-    audit): on the page the figure comes after the status and a heading may break at its underscores; qc.tsv's columns
-    stay as they were."""
+    audit): on the page the figure comes after the status, then the reason (a failed row's, second to last, had been
+    off-screen), and a heading may break at its underscores; qc.tsv's columns stay as they were."""
     row = {"subject": "sub-01", "input": "a", "status": "done", "qc": {"snr": 7.5}, "figure": "sub-01/figures/f.png",
            "reason": ""}
     qc.write_qc(tmp_path, [row], batch.Settings(method="cubic"))
     page = (tmp_path / "qc.html").read_text()
     cells = re.search(r"<tr><td>sub-01</td>(.*?)</tr>", page)[1]
     assert re.findall(r"<td>(.*?)</td>", cells)[3].startswith('<a href="sub-01/figures/f.png">'), cells
-    assert "<th>figure</th><th>input_<wbr>voxel_<wbr>mm</th>" in page
+    assert "<th>figure</th><th>reason</th><th>input_<wbr>voxel_<wbr>mm</th>" in page  # a failed row's reason on screen
     assert (tmp_path / "qc.tsv").read_text().splitlines()[0].split("\t") == list(qc.QC_COLUMNS)

@@ -150,9 +150,11 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
     rows.sort(key=lambda r: (tuple(r[:3]) not in this, r[1], r[2]))
     tsv = "\t".join(QC_COLUMNS) + "\n" + "".join("\t".join(c.replace("\t", " ") for c in row) + "\n" for row in rows)
     _write(out_root / "qc.tsv", tsv)
-    # on the page the figure comes after the status, and a heading may break at its underscores: at 1600 px the
-    # figures had been off-screen, past 20 measure columns and two wide text ones (a cluster audit)
-    shown = [*range(4), QC_COLUMNS.index("figure"), *(i for i in range(4, len(QC_COLUMNS)) if QC_COLUMNS[i] != "figure")]
+    # on the page the figure and the reason come after the status, and a heading may break at its underscores: at
+    # 1600 px the figures had been off-screen, past 20 measure columns and two wide text ones, and then a failed
+    # row's reason, second to last (cluster audits)
+    first = (QC_COLUMNS.index("figure"), QC_COLUMNS.index("reason"))
+    shown = [*range(4), *first, *(i for i in range(4, len(QC_COLUMNS)) if i not in first)]
     head = "".join(f"<th>{html.escape(QC_COLUMNS[i]).replace('_', '_<wbr>')}</th>" for i in shown)
     # rows an earlier run wrote (other subjects, another method or factor) are shown apart, as they were then: a
     # cohort audit's page counted a subject removed from the dataset, and failures of two, against the run's own line

@@ -480,7 +480,7 @@ def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_p
 
 def test_a_refused_subject_runs_on_a_good_worker_that_joined_after_the_one_it_was_sent_to_left(tmp_path, monkeypatch):
     """A subject refused by a worker of another build is sent again at once, to the workers of this build there then,
-    as a preference, not a pin: sent pinned to a good worker that then left (restarted at a new address), it had
+    and again where those all left: sent pinned to a good worker that then left (restarted at a new address), it had
     waited in Dask's no-worker state forever while another good worker idled, and --wait-workers never fired (the
     worker of another build counted as one)."""
     import threading

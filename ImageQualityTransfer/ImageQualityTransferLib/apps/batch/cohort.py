@@ -710,19 +710,29 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
     def good_workers() -> list:  # now, not at an earlier refusal: a good worker can leave and another join meanwhile
         return [w for w in client.scheduler_info().get("workers", {}) if w not in refused]
 
+    pinned: dict = {}  # a re-sent future -> the addresses it may run on
+
     def resend(it, good) -> None:
-        # a preference, not a pin (allow_other_workers): pinned to addresses that then left, a subject waited in Dask's
-        # no-worker state forever while another good worker idled; where it lands on another build, the guard
-        # refuses again and it is sent again from here
+        # pinned to this build's workers there now (a loose restriction let an idle worker of another build steal it
+        # and refuse it again until its tries were spent); where they all leave, poll sends it again
         nonlocal sent
         sent += 1
         fut = client.submit(task, payload(it), run_build, torch, key=f"iqt-{run}-r{sent}", pure=False, workers=good,
-                            allow_other_workers=True)
+                            allow_other_workers=False)
         futures[fut] = it
+        pinned[fut] = set(good)
         added.append(fut)
 
     def poll() -> bool:  # the refused subjects held until a worker of this build is there, or failed after the grace
         nonlocal done
+        if pinned:  # pinned to workers that all left (restarted at new addresses): it had waited there forever
+            live = set(client.scheduler_info().get("workers", {}))
+            for fut in [f for f, on in pinned.items() if not on & live and not f.done()]:
+                del pinned[fut]
+                dropped.append(fut)
+                client.cancel([fut])
+                it = futures.pop(fut)
+                waiting[it] = (refusals[it.prefix], time.monotonic())
         good = good_workers() if waiting else []
         for it, (result, since) in list(waiting.items()):
             if good:
@@ -735,7 +745,10 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
         return bool(waiting)
 
     added: list = []
-    for fut in _as_completed(client, list(futures), wait_workers, refused, added, poll):
+    refusals: dict = {}  # item prefix -> its last refusal
+    dropped: list = []  # futures poll cancelled
+    for fut in _as_completed(client, list(futures), wait_workers, refused, added, poll, dropped):
+        pinned.pop(fut, None)
         it = futures.pop(fut)
         try:
             result = fut.result()
@@ -749,6 +762,7 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
                 result["reason"] = as_remote_workers(result["reason"])
         if result.get("other_worker"):
             refused.add(result.get("worker_address"))
+            refusals[it.prefix] = result
             tries[it.prefix] = tries.get(it.prefix, 0) + 1
             if tries[it.prefix] <= OTHER_WORKER_TRIES:
                 good = good_workers()
@@ -868,11 +882,12 @@ def other_builds(results: list[dict], mine: str) -> str:
 WORKERS_POLL_S = 1.0  # how often a run whose tasks are waiting checks that the cluster still has a worker
 
 
-def _as_completed(client, futures: list, wait_s: float, refused=frozenset(), added=None, poll=None):
+def _as_completed(client, futures: list, wait_s: float, refused=frozenset(), added=None, poll=None, dropped=None):
     """The futures as they complete, as distributed.as_completed gives them, but an IQTError (the unfinished ones
     cancelled) once the cluster has had no worker for `wait_s` seconds; the workers at the addresses in `refused` (of
-    another build, cohort._guard) do not count. Futures the caller appends to `added` meanwhile are waited for too;
-    `poll()`, called each round, says whether the caller still holds work to send (the loop goes on while it does)."""
+    another build, cohort._guard) do not count. Futures the caller appends to `added` meanwhile are waited for too,
+    those it appends to `dropped` (cancelled) no longer; `poll()`, called each round, says whether the caller still
+    holds work to send (the loop goes on while it does)."""
     from distributed import wait
 
     pending, alone_since, total = set(futures), None, len(futures)
@@ -881,6 +896,9 @@ def _as_completed(client, futures: list, wait_s: float, refused=frozenset(), add
         if added:
             pending.update(added)
             added.clear()
+        if dropped:
+            pending.difference_update(dropped)
+            dropped.clear()
         if not pending and not held:
             return
         if not pending:

@@ -84,8 +84,11 @@ def test_a_progress_callback_that_raises_stops_the_worker_process(scene_and_node
     started = []
     popen = subprocess.Popen
 
-    def recording(*a, **k):
-        started.append(popen(*a, **k))
+    def recording(argv, *a, **k):
+        # the worker's own command, held before it starts working: under load the real worker of this small input could
+        # end before the parent's first keep-alive call, and a process that ended cannot show it was stopped
+        held = [argv[0], "-c", "import time; time.sleep(60)"]
+        started.append(popen(held, *a, **k))
         return started[-1]
 
     monkeypatch.setattr(separate_process.subprocess, "Popen", recording)

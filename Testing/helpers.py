@@ -5,6 +5,9 @@ Test modules import from here, never from each other or from conftest.py (which 
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -402,3 +405,22 @@ def filled_context_ratio(subject, method):
     err = np.sqrt(np.mean((p.tensor.data - case.truth) ** 2, axis=-1))
     rms = lambda sel, v: np.sqrt(np.mean(v[sel] ** 2))  # noqa: E731
     return (rms(filled, err) / rms(filled, p.std.data)) / (rms(edge, err) / rms(edge, p.std.data))
+
+
+def unblock_later(fifo, after: float, done: threading.Event | None = None) -> tuple[threading.Event, threading.Thread]:
+    """After `after` s (unless `done` is set first), a reader waiting on `fifo` gets its end of file, a writer opening
+    and closing it until `done` is set: a test whose code opens the FIFO fails instead of hanging."""
+    done = threading.Event() if done is None else done
+
+    def run():
+        if done.wait(after):
+            return
+        while not done.is_set():
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
+            except OSError:
+                time.sleep(0.05)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return done, t

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 
 import numpy as np
@@ -18,6 +17,8 @@ from ImageQualityTransferLib.apps.batch import records
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.fileio import checksums
+
+from helpers import unblock_later
 
 
 def tensor_nhdr(folder, scale: float):
@@ -53,20 +54,7 @@ def test_two_subjects_behind_byte_identical_headers_are_no_copies(tmp_path):
 
 
 def _unblock_later(fifo, after: float = 3.0):
-    """After `after` s, a reader waiting on `fifo` gets its end of file: a test that opens it fails, not hangs."""
-    done = threading.Event()
-
-    def run():
-        if done.wait(after):
-            return
-        while not done.is_set():
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
-            except OSError:
-                time.sleep(0.05)
-
-    threading.Thread(target=run, daemon=True).start()
-    return done
+    return unblock_later(fifo, after)[0]
 
 
 def test_a_data_file_that_is_a_fifo_is_not_opened_by_the_hashing(tmp_path):

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from helpers import NRRD_TENSOR_HEADER
+from helpers import NRRD_TENSOR_HEADER, unblock_later
 from ImageQualityTransferLib.apps.cli import main
 
 UNBLOCK_S = 8.0
@@ -26,18 +26,7 @@ def unblocking():
     threads = []
 
     def start(fifo):
-        def run():
-            if done.wait(UNBLOCK_S):
-                return
-            while not done.is_set():
-                try:
-                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
-                except OSError:
-                    time.sleep(0.05)
-
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        threads.append(t)
+        threads.append(unblock_later(fifo, UNBLOCK_S, done)[1])
         return fifo
 
     yield start

@@ -281,6 +281,8 @@ def unflagged(values) -> np.ndarray:
     level = level[(counts > max(FLAG_LEVEL_VOXELS, FLAG_LEVEL_SHARE * values.size)) & (level != 0)]
     kept = values[~np.isin(values, level)] if level.size else values
     return kept if 2 * kept.size > values.size else values
+
+
 FIT_METHODS = ("WLS", "OLS")
 
 

@@ -1021,7 +1021,7 @@ def slow(method, lr, factor, mask=None, progress=None, **kw):  # a run of a minu
         progress(i / 1200)
 base.predict_within = slow
 from ImageQualityTransferLib.apps.cli import main
-sys.exit(main())
+sys.exit(main(_command=True))  # as the `iqt` command runs it (apps/entry.py)
 """
 
 
@@ -1072,7 +1072,7 @@ def busy(method, lr, factor, mask=None, progress=None, **kw):  # a model's singl
         a = torch.tanh(a @ a)
 base.predict_within = busy
 from ImageQualityTransferLib.apps.cli import main
-sys.exit(main())
+sys.exit(main(_command=True))  # as the `iqt` command runs it (apps/entry.py)
 """
 
 
@@ -1133,7 +1133,7 @@ def test_a_thread_left_running_is_exited_past(monkeypatch, capsys):
 
 def test_an_in_process_caller_is_not_exited_past_a_thread_left_running(monkeypatch, capsys):
     """`cli.main(argv)` from Python returns its status with a thread left running (os._exit is for the `iqt` process
-    only: cli.main's `if process:`); ended threads are forgotten, and the caller's own exit waits for a live one
+    only: cli.main's `_command`, not a caller's argv None); ended threads are forgotten, and the caller's own exit waits for a live one
     LEFT_JOIN_S at most (the interpreter's exit had aborted inside torch: 134, "terminate called...")."""
     from ImageQualityTransferLib.apps import signals
 
@@ -1152,6 +1152,9 @@ def test_an_in_process_caller_is_not_exited_past_a_thread_left_running(monkeypat
         assert signals.left_running == [thread]  # the ended one forgotten
         code = cli.main(["view", "nothing.nii.gz", "--port", "0"])
         assert code == 2 and exits == []
+        monkeypatch.setattr(sys, "argv", ["iqt", "view", "nothing.nii.gz", "--port", "0"])
+        assert cli.main() == 2 and exits == []  # a caller running it as the command, argv None (a review: exited)
+        assert cli.main(["view", "nothing.nii.gz", "--port", "0"], _command=True) == 2 and exits == [2]  # `iqt` itself
         capsys.readouterr()
         signals._join_left_threads()  # as at the caller's exit: said, then given up after LEFT_JOIN_S
         assert capsys.readouterr().err == ("iqt view: a run stopped earlier is still computing; waiting up to 0.05 s for "

@@ -209,10 +209,13 @@ def main(argv=None, *, _command=False) -> int:
     (a review: its prints had gone on through iqt's wrapper into whatever file later took the same descriptor)."""
     given = sys.stdout
     try:
-        return _main(argv)
+        code = _main(argv)
     finally:
         if not _command:
             sys.stdout = given
+    if _command:
+        exit_past_left_threads(code)  # iqt view's run left in torch: the interpreter's exit had aborted (134)
+    return code
 
 
 def _main(argv) -> int:
@@ -283,9 +286,7 @@ def _main(argv) -> int:
             signal.signal(sig, signal.SIG_IGN if process else handler)
     # a reader gone early: the work was done; exit as a shell reports a process that SIGPIPE stopped
     code = 141 if printed.gone and code == 0 else code
-    if process:
-        exit_past_left_threads(code)  # iqt view's run left in torch: the interpreter's exit had aborted (134)
-    return code
+    return code  # the `iqt` command exits past a run left in torch in `main`; an in-process caller (argv None too) goes on
 
 
 def _record(args) -> dict:

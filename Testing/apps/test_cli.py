@@ -657,6 +657,27 @@ def test_too_many_open_files_in_an_outputs_write_names_it_and_a_higher_limit(cap
     assert list(tmp_path.iterdir()) == [path]  # no output, no temporary file
 
 
+def test_too_many_open_files_creating_an_outputs_temporary_file_names_the_output(capsys, tmp_path, lr_tensor,
+                                                                                monkeypatch):
+    """ulimit -n met by the temporary file's creation (tempfile.mkstemp, before the write's own handling) had been the
+    general line without the output (a review); it is the output's line, as in the write."""
+    import errno
+    import tempfile
+
+    path, _ = lr_tensor
+    real = tempfile.mkstemp
+
+    def full(*a, **k):
+        if "dir" in k and str(k["dir"]) == str(tmp_path):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(*a, **k)
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    code, _, err = run_cli(capsys, "upsample", path, "-o", tmp_path / "hr.nii.gz", "--method", "cubic", "--factor", "2")
+    err = "\n".join(ln for ln in err.splitlines() if not ln.startswith("iqt: warning: "))
+    one_line_error(code, err, "hr.nii.gz: cannot be written: too many open files")
+    assert list(tmp_path.iterdir()) == [path]
+
+
 def test_only_a_batch_of_several_workers_is_told_to_run_fewer():
     """'run fewer --workers' had been said to every command, `iqt batch --workers 1` included (a review)."""
     import errno

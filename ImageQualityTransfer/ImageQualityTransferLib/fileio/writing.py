@@ -41,7 +41,13 @@ def atomic_write(path, write_fn) -> None:
         raise IQTError(f"{path}: the folder {path.parent} does not exist; create it or choose another output path")
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
     # in lower case: nibabel writes "x.Nii" as "x.nii", so the output would be the empty placeholder
-    fd, tmp = tempfile.mkstemp(prefix=".iqt-", suffix=suffix.lower(), dir=str(path.parent or "."))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".iqt-", suffix=suffix.lower(), dir=str(path.parent or "."))
+    except OSError as exc:  # nothing made yet: a full disk or ulimit -n met creating the temporary file
+        room = no_room(exc, path) or too_many_open_files(exc, path=path)
+        if room is not None:
+            raise room from None
+        raise
     os.close(fd)
     stage = current()
     try:
@@ -56,7 +62,7 @@ def atomic_write(path, write_fn) -> None:
             os.remove(tmp)
         room = no_room(exc, path)
         if room is None:
-            room = too_many_open_files(exc, path=path)  # ulimit -n met opening the temporary file: the output's line
+            room = too_many_open_files(exc, path=path)  # ulimit -n met by the writer (a file it opens): the output's line
         if room is not None:
             raise room from None
         raise

@@ -403,6 +403,28 @@ def test_a_lost_scheduler_keeps_the_rows_of_subjects_done_before(tmp_path, monke
     assert rows["sub-01"] == ("done", "") and [rows[f"sub-0{i}"][0] for i in (2, 3, 4)] == ["pending"] * 3, rows
 
 
+def test_a_pending_rows_check_hashes_again_only_where_an_output_changed(tmp_path, monkeypatch):
+    """The table written every few seconds asks each pending subject with an earlier done row whether its outputs are
+    as written (records.finished, which hashes the input and every output: about 20 ms a dev subject, at every write,
+    a review); it is asked again only where an output's file changed."""
+    from ImageQualityTransferLib.apps.batch import records
+
+    items, out = cohort_of(tmp_path, ("01",))
+    s = batch.Settings(method="cubic")
+    batch.run_cohort(items, s, out, progress=False)
+    calls = []
+    real = records.finished
+    monkeypatch.setattr(records, "finished", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(cohort, "_FINISHED", {})
+    row = cohort.pending(items[0], s, out)
+    assert row["in_place"]() and row["in_place"]() and len(calls) == 1
+    tensor = next((out / "sub-01" / "dwi").glob("*param-tensor_dwimap.nii.gz"))
+    data = bytearray(tensor.read_bytes())
+    data[-20] ^= 0xFF
+    tensor.write_bytes(bytes(data))
+    assert not row["in_place"]() and len(calls) == 2
+
+
 def test_one_subject_is_said_in_the_singular():
     """'1 subjects: 1 done, ...' for a cohort of one (a newcomer's audit)."""
     assert batch.summary([{"status": "done"}]) == "1 subject: 1 done, 0 skipped (already done), 0 failed"

@@ -423,6 +423,10 @@ def test_a_pending_rows_check_hashes_again_only_where_an_output_changed(tmp_path
     data[-20] ^= 0xFF
     tensor.write_bytes(bytes(data))
     assert not row["in_place"]() and len(calls) == 2
+    assert not row["in_place"]() and len(calls) == 2
+    bval = next(Path(f) for f, what in records.input_files(items[0]) if what == "b-values")
+    bval.write_text(bval.read_text() + " ")  # an input file changed too: asked again
+    assert not row["in_place"]() and len(calls) == 3
 
 
 def test_one_subject_is_said_in_the_singular():

@@ -832,16 +832,18 @@ _FINISHED: dict = {}  # (folder, subject) -> (the outputs' stats, the answer): t
 
 
 def _finished(it: Item, s: Settings, out_root: Path) -> bool:
-    """records.finished for a pending row, hashed again only where an output's file changed since the last table (the
-    check hashes the input and every output: a review timed about 20 ms a dev subject, asked at every write)."""
-    from .records import expected_maps, finished, identity, input_hashes, output_names, sidecar
+    """records.finished for a pending row, hashed again only where an output's or an input's file changed since the
+    last table (the check hashes the inputs and every output: a review timed about 20 ms a dev subject, asked at every
+    write)."""
+    from .records import expected_maps, finished, identity, input_files, input_hashes, output_names, sidecar
 
     try:
         names = output_names(it, s, expected_maps(s))
         folder = out_root / it.subdir
         stats = []
+        inputs = tuple(Path(f) for f, _ in input_files(it))  # a .nhdr's data file, the mask, bval/bvec/json too
         for name in [*names.values(), None]:
-            for path in ((folder / name, sidecar(folder / name)) if name else (Path(it.path),)):
+            for path in ((folder / name, sidecar(folder / name)) if name else inputs):
                 try:
                     st = path.stat()
                     stats.append((st.st_ino, st.st_size, st.st_mtime_ns))

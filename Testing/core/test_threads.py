@@ -68,16 +68,22 @@ def test_threads_given_to_an_in_process_main_hold_for_that_call_only(tmp_path):
         assert run_record_of(tmp_path / "b.nii.gz")["threads"] == threads.in_use()
 
 
-def test_torch_imported_under_a_cap_gets_its_own_count_back(monkeypatch):
-    """torch loaded within the block (a CNN run) is capped there (limit_torch) and has its count back after."""
+def _fake_torch(monkeypatch):
+    """A torch of 4 threads, not yet imported (the test puts it in sys.modules where the run would import it)."""
     import types
-
-    from ImageQualityTransferLib.core import threads
 
     fake = types.SimpleNamespace(n=4)
     fake.get_num_threads = lambda: fake.n
     fake.set_num_threads = lambda n: setattr(fake, "n", n)
     monkeypatch.delitem(sys.modules, "torch", raising=False)
+    return fake
+
+
+def test_torch_imported_under_a_cap_gets_its_own_count_back(monkeypatch):
+    """torch loaded within the block (a CNN run) is capped there (limit_torch) and has its count back after."""
+    from ImageQualityTransferLib.core import threads
+
+    fake = _fake_torch(monkeypatch)
     with threads.restored():
         threads.apply(1)
         monkeypatch.setitem(sys.modules, "torch", fake)  # imported now, as methods/cnn require_torch does
@@ -94,14 +100,9 @@ def test_torch_imported_under_a_cap_gets_its_own_count_back(monkeypatch):
 def test_nested_blocks_give_torch_its_own_count_back(monkeypatch):
     """An in-process main within another (torch imported and capped in the outer block, then an inner block): the
     inner exit forgot torch's count from before the cap, and torch stayed capped after the outer (a review)."""
-    import types
-
     from ImageQualityTransferLib.core import threads
 
-    fake = types.SimpleNamespace(n=4)
-    fake.get_num_threads = lambda: fake.n
-    fake.set_num_threads = lambda n: setattr(fake, "n", n)
-    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    fake = _fake_torch(monkeypatch)
     with threads.restored():
         threads.apply(1)
         monkeypatch.setitem(sys.modules, "torch", fake)

@@ -1641,6 +1641,28 @@ def test_a_second_signal_while_the_page_is_told_forces_the_stop(monkeypatch, cap
     assert signals.left_running == [viewer._work.thread]  # the `iqt` process exits past it
 
 
+def test_the_serving_signal_handler_uses_asyncios_public_api(monkeypatch):
+    """_stop_loop_on_signal's handler asked asyncio's private `asyncio.events._get_running_loop` whether a loop runs; it
+    asks the public `asyncio.get_running_loop()` (RuntimeError outside one), with the same behaviour: outside a loop
+    the signal raises at once, as the command's own handler does."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals, view
+
+    def private(*_):
+        raise AssertionError("asyncio.events._get_running_loop called")
+
+    monkeypatch.setattr(asyncio.events, "_get_running_loop", private)  # the public one is C, apart from this name
+    old = signal.signal(signal.SIGINT, signals._on_signal)
+    try:
+        caught: dict = {}
+        before = view._stop_loop_on_signal(caught)
+        assert [sig for sig, _ in before] == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert caught == {}
 
 
 def test_a_second_signal_in_the_wait_keeps_the_first_signals_status(monkeypatch, capsys):

@@ -781,7 +781,10 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
             _interrupt()
 
     def on_signal(signum, frame):
-        loop = asyncio.events._get_running_loop()
+        try:  # the public API (asyncio.events._get_running_loop is private): None outside a running loop, as before
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         if loop is not None and "signum" in caught and "forced" not in caught:
             caught["forced"] = signum  # raised here, it had left the push's tasks pending and serve waiting 5 s
             loop.call_soon_threadsafe(force)

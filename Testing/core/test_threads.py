@@ -111,3 +111,21 @@ def test_nested_blocks_give_torch_its_own_count_back(monkeypatch):
             pass
         assert fake.n == 1 and threads.cap() == 1
     assert fake.n == 4 and threads.cap() is None
+
+
+@pytest.mark.parametrize("inner_cap", [None, 2])
+def test_torch_imported_in_an_inner_block_stays_under_the_outer_cap(monkeypatch, inner_cap):
+    """torch imported first within an inner block (a CNN run in an in-process main within another): the inner exit gave
+    it back its own count, and it ran uncapped for the rest of the outer block, whose cap still held (a review)."""
+    from ImageQualityTransferLib.core import threads
+
+    fake = _fake_torch(monkeypatch)
+    with threads.restored():
+        threads.apply(1)
+        with threads.restored():
+            threads.apply(inner_cap)
+            monkeypatch.setitem(sys.modules, "torch", fake)  # imported now, as methods/cnn require_torch does
+            threads.limit_torch()
+            assert fake.n == (inner_cap or 1)
+        assert fake.n == 1 and threads.cap() == 1 and threads.in_use() == 1
+    assert fake.n == 4 and threads.cap() is None

@@ -67,6 +67,8 @@ def restored():
             torch.set_num_threads(back)
         pools.restore_original_limits()  # after torch's: its set_num_threads sets its OpenMP pool too
         _LIMIT, _TORCH_BEFORE = was, before_was
+        if torch_was is None:  # torch imported within: an enclosing block's cap holds for it from here, its own count
+            limit_torch()  # kept for that block's exit (nested, torch had run uncapped for the rest of the outer block)
 
 
 def wait_passively() -> None:

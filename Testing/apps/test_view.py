@@ -1246,6 +1246,34 @@ def test_ctrl_c_in_the_exit_wait_is_one_line(monkeypatch, capsys):
     assert took < 5 and said[-1] == "iqt view: not waiting for the stopped run any more; Python exits now", said
 
 
+def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, capsys):
+    """Ctrl-C in the exit wait's first 0.5 s (before its line is said: one about to end is not) printed only "not waiting
+    for the stopped run any more", a run never mentioned; the waiting line now comes first, then that one."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(30,), daemon=True)
+    monkeypatch.setattr(signals, "left_running", [])
+    monkeypatch.setattr(signals, "LEFT_JOIN_S", 20.0)
+    monkeypatch.setattr(signals.os, "_exit", lambda code: None)  # the process's own exit: the test below
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    kick = threading.Timer(0.1, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    try:
+        thread.start()
+        signals.leave_running(thread, "espcn")
+        kick.start()
+        signals._join_left_threads()
+    finally:
+        kick.cancel()
+        release.set()
+        signal.signal(signal.SIGINT, old)
+    assert capsys.readouterr().err.splitlines() == [
+        "iqt view: the espcn run stopped earlier is still computing; waiting up to 20 s for it before Python exits "
+        "(Ctrl-C: do not wait)", "iqt view: not waiting for the stopped run any more; Python exits now"]
+
+
 SIGNAL_IN_AN_OBSERVER = r"""
 import asyncio, os, signal, sys, threading
 from vtkmodules.vtkCommonCore import vtkObject

@@ -108,14 +108,18 @@ def _join_left_threads() -> None:
     (iqt view's cancel flag), and the interpreter's exit had stopped one inside torch's C++ ("terminate called without
     an active exception", exit 134 after the caller's own end). One still inside torch after the wait, or after
     Ctrl-C here, may still abort the interpreter that way: the wait makes it less likely, it cannot prevent it."""
+    said: list = []
+    alive = [t for t in left_running if t.is_alive()]  # before: a join cut by a signal marks its thread ended (3.11)
     try:
-        _join_left_threads_until(time.monotonic())
+        _join_left_threads_until(time.monotonic(), said)
     except (KeyboardInterrupt, Terminated):  # Ctrl-C in the wait: one line, not "Exception ignored in atexit callback"
         with contextlib.suppress(Exception):  # and its traceback
+            if not said and alive:  # in the wait's first, unsaid, 0.5 s: what it was for first, then that it ends
+                print(_waiting_line(alive), file=sys.stderr, flush=True)
             print("iqt view: not waiting for the stopped run any more; Python exits now", file=sys.stderr, flush=True)
 
 
-def _join_left_threads_until(start: float) -> None:
+def _join_left_threads_until(start: float, said: list) -> None:
     # one deadline for all: LEFT_JOIN_S per thread had made 3 threads wait 3 times as long
     alive = [t for t in left_running if t.is_alive()]
     _join_until(alive, start + min(0.5, LEFT_JOIN_S))  # one about to end (a caller that let it go) is not said
@@ -124,6 +128,7 @@ def _join_left_threads_until(start: float) -> None:
         return
     with contextlib.suppress(Exception):
         print(_waiting_line(alive), file=sys.stderr, flush=True)
+    said.append(True)  # the waiting line is out (_join_left_threads)
     _join_until(alive, start + LEFT_JOIN_S)
 
 

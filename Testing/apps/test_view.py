@@ -1218,11 +1218,14 @@ def test_the_exit_wait_names_the_run_it_waits_for(monkeypatch, capsys):
 
 def test_ctrl_c_in_the_exit_wait_is_one_line(monkeypatch, capsys):
     """Ctrl-C while the caller's exit waits for a stopped run printed "Exception ignored in atexit callback" and a
-    KeyboardInterrupt traceback (a review); it now says in one line that Python exits without waiting."""
+    KeyboardInterrupt traceback (a review); it now says in one line that Python exits without waiting, and the
+    process exits 130, as a command Ctrl-C stopped (it had exited with the caller's status, 0)."""
     import signal
 
     from ImageQualityTransferLib.apps import signals
 
+    exits = []
+    monkeypatch.setattr(signals.os, "_exit", exits.append)
     release = threading.Event()
     thread = threading.Thread(target=release.wait, args=(30,), daemon=True)
     monkeypatch.setattr(signals, "left_running", [thread])
@@ -1244,6 +1247,7 @@ def test_ctrl_c_in_the_exit_wait_is_one_line(monkeypatch, capsys):
         signal.signal(signal.SIGINT, old)
     said = capsys.readouterr().err.splitlines()
     assert took < 5 and said[-1] == "iqt view: not waiting for the stopped run any more; Python exits now", said
+    assert exits == [130], exits
 
 
 def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, capsys):
@@ -1257,7 +1261,7 @@ def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, c
     thread = threading.Thread(target=release.wait, args=(30,), daemon=True)
     monkeypatch.setattr(signals, "left_running", [])
     monkeypatch.setattr(signals, "LEFT_JOIN_S", 20.0)
-    monkeypatch.setattr(signals.os, "_exit", lambda code: None)  # the process's own exit: the test below
+    monkeypatch.setattr(signals.os, "_exit", lambda code: None)  # its status: the test above
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     kick = threading.Timer(0.1, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
     try:

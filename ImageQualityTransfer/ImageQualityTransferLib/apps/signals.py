@@ -106,8 +106,10 @@ def _join_left_threads() -> None:
     """At an in-process caller's exit (`cli.main(argv)`; the `iqt` process exits past them: exit_past_left_threads),
     wait LEFT_JOIN_S at most, for all together, for threads left running: they end at their next progress report
     (iqt view's cancel flag), and the interpreter's exit had stopped one inside torch's C++ ("terminate called without
-    an active exception", exit 134 after the caller's own end). One still inside torch after the wait, or after
-    Ctrl-C here, may still abort the interpreter that way: the wait makes it less likely, it cannot prevent it."""
+    an active exception", exit 134 after the caller's own end). One still inside torch after the wait may still abort
+    the interpreter that way: the wait makes it less likely, it cannot prevent it. Ctrl-C here ends the wait and the
+    process at once with 130, as Ctrl-C ends a command (`_run` in apps/cli/__init__.py; it had exited 0), past the
+    rest of the interpreter's exit as exit_past_left_threads does."""
     said: list = []
     alive = [t for t in left_running if t.is_alive()]  # before: a join cut by a signal marks its thread ended (3.11)
     try:
@@ -117,6 +119,7 @@ def _join_left_threads() -> None:
             if not said and alive:  # in the wait's first, unsaid, 0.5 s: what it was for first, then that it ends
                 print(_waiting_line(alive), file=sys.stderr, flush=True)
             print("iqt view: not waiting for the stopped run any more; Python exits now", file=sys.stderr, flush=True)
+        _exit_now(130)
 
 
 def _join_left_threads_until(start: float, said: list) -> None:
@@ -159,6 +162,10 @@ def exit_past_left_threads(code: int) -> None:
     _forget_ended()
     if not any(t.is_alive() for t in left_running):
         return
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

@@ -1250,6 +1250,45 @@ def test_ctrl_c_in_the_exit_wait_is_one_line(monkeypatch, capsys):
     assert exits == [130], exits
 
 
+LEFT_BY_A_CALLER = r"""
+import signal, sys, threading, time
+from ImageQualityTransferLib.apps import signals
+for name in ("SIGTERM", "SIGHUP"):  # Python's defaults: a test's cli.main() run as the command left SIG_IGN here
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signals.LEFT_JOIN_S = 20.0
+thread = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+thread.start()
+signals.leave_running(thread, "espcn")
+print("ready", flush=True)
+"""  # an in-process caller whose `iqt view` left its run: its exit waits (signals._join_left_threads)
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_signal_in_the_exit_wait_is_one_line_and_the_commands_status(name, code):
+    """SIGTERM or SIGHUP while an in-process caller's exit waits for a stopped run killed it without a word (Python's
+    default); each now ends the wait as Ctrl-C does, with one line and the command's status for it (128 + its number,
+    docs/command-line.md), the waiting line first even in the wait's first, unsaid, 0.5 s."""
+    import signal
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB_ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", LEFT_BY_A_CALLER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(0.1)
+        proc.send_signal(getattr(signal, name))
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    why = "" if name == "SIGINT" else f"stopped by {name}; "
+    assert (proc.returncode, err.splitlines()) == (code, [
+        "iqt view: the espcn run stopped earlier is still computing; waiting up to 20 s for it before Python exits "
+        "(Ctrl-C: do not wait)", f"iqt view: {why}not waiting for the stopped run any more; Python exits now"])
+
+
 def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, capsys):
     """Ctrl-C in the exit wait's first 0.5 s (before its line is said: one about to end is not) printed only "not waiting
     for the stopped run any more", a run never mentioned; the waiting line now comes first, then that one."""

@@ -109,17 +109,36 @@ def _join_left_threads() -> None:
     an active exception", exit 134 after the caller's own end). One still inside torch after the wait may still abort
     the interpreter that way: the wait makes it less likely, it cannot prevent it. Ctrl-C here ends the wait and the
     process at once with 130, as Ctrl-C ends a command (`_run` in apps/cli/__init__.py; it had exited 0), past the
-    rest of the interpreter's exit as exit_past_left_threads does."""
-    said: list = []
+    rest of the interpreter's exit as exit_past_left_threads does; SIGTERM and SIGHUP, where the caller left them
+    Python's default, likewise with their line and 143, 129 (they had killed it without a word)."""
     alive = [t for t in left_running if t.is_alive()]  # before: a join cut by a signal marks its thread ended (3.11)
+    if not alive:
+        return
+    said: list = []
+    taken = _take_exit_signals()
     try:
         _join_left_threads_until(time.monotonic(), said)
-    except (KeyboardInterrupt, Terminated):  # Ctrl-C in the wait: one line, not "Exception ignored in atexit callback"
+    except (KeyboardInterrupt, Terminated) as exc:  # one line, not "Exception ignored in atexit callback"
+        signum = getattr(exc, "signum", signal.SIGINT)
+        why = "" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}; "
         with contextlib.suppress(Exception):  # and its traceback
-            if not said and alive:  # in the wait's first, unsaid, 0.5 s: what it was for first, then that it ends
+            if not said:  # in the wait's first, unsaid, 0.5 s: what it was for first, then that it ends
                 print(_waiting_line(alive), file=sys.stderr, flush=True)
-            print("iqt view: not waiting for the stopped run any more; Python exits now", file=sys.stderr, flush=True)
-        _exit_now(130)
+            print(f"iqt view: {why}not waiting for the stopped run any more; Python exits now", file=sys.stderr,
+                  flush=True)
+        _exit_now(128 + signum)
+    finally:
+        for sig, handler in taken:
+            signal.signal(sig, handler)
+
+
+def _take_exit_signals() -> list:
+    """SIGTERM and SIGHUP to `_on_signal` for the exit wait, where they have Python's default (a caller's own handler,
+    or SIG_IGN, is kept); Ctrl-C's default already raises. Returns [(signal, handler before)]."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    sigs = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    return [(sig, signal.signal(sig, _on_signal)) for sig in sigs if signal.getsignal(sig) == signal.SIG_DFL]
 
 
 def _join_left_threads_until(start: float, said: list) -> None:

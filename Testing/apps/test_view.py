@@ -1733,7 +1733,58 @@ def test_the_serving_signal_handler_uses_asyncios_public_api(monkeypatch):
             signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
     finally:
         signal.signal(signal.SIGINT, old)
+        if "arrivals" in caught:
+            caught.pop("arrivals").close()
     assert caught == {}
+
+
+def test_two_signals_inside_one_c_call_force_the_stop(monkeypatch):
+    """Two Ctrl-C that land while the server's loop is inside one C call (a render of a slice step, over a second here)
+    run Python's handler once: they were taken for one, and the page's push and the run's wait (up to STOP_GRACE_S)
+    followed as after one. Counted as they arrive (view._Arrivals), they force the stop as a second one does later."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals, view
+
+    pushed = []
+
+    async def say(signum):
+        pushed.append(signum)
+
+    sent = threading.Event()
+
+    def twice():  # delivered to this thread: Python's handler then waits for the main thread's next bytecode
+        time.sleep(0.1)  # the main thread inside its wait by then
+        for _ in range(2):
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+            time.sleep(0.02)
+        sent.set()
+
+    async def serving():
+        threading.Thread(target=twice, daemon=True).start()
+        sent.wait(5)  # the loop held inside one C call (a lock's wait, as a render) while both arrive
+        await asyncio.sleep(5)
+
+    old = signal.signal(signal.SIGINT, signals._on_signal)
+    caught: dict = {}
+    loop = asyncio.new_event_loop()
+    outer = asyncio.events._get_running_loop()  # Playwright's, where this module's browser tests ran before
+    asyncio.events._set_running_loop(None)
+    try:
+        before = view._stop_loop_on_signal(caught, say)
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(serving())
+        took = time.monotonic() - started
+    finally:
+        for sig, handler in before:
+            signal.signal(sig, handler)
+        if "arrivals" in caught:
+            caught.pop("arrivals").close()
+        signal.signal(signal.SIGINT, old)
+        loop.close()
+        asyncio.events._set_running_loop(outer)
+    assert caught.get("forced") == signal.SIGINT and pushed == [] and took < 2, (caught, pushed, took)
 
 
 def test_a_second_signal_in_the_wait_keeps_the_first_signals_status(monkeypatch, capsys):

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import signal
+import socket
 import sys
 import threading
 import time
@@ -685,6 +686,8 @@ class Viewer:
             sys.argv = argv
             for sig, handler in before:  # a signal from here on raises at once: a second Ctrl-C ends the wait below
                 signal.signal(sig, handler)
+            if "arrivals" in caught:
+                caught["arrivals"].close()
             self._stop.set()
             self._wait_for_run(caught.get("signum"), forced="forced" in caught, since=caught.get("at"))
 
@@ -768,8 +771,9 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
     KeyboardInterrupt, printed "Caught a Ctrl-C within python, exiting program." and exited 1; a Terminated raised in
     a task was kept there and the server served on (Testing/apps/test_view.py). A second signal while the page is
     told cuts that short: the loop stops at its next turn, recorded as `caught["forced"]` (serve then waits for no
-    run). Outside the loop, or a third signal, raises at once as `signals._on_signal` does. Returns [(signal,
-    handler before)]."""
+    run). Two that arrive inside one long C call (a render) are two, counted by `_Arrivals`: Python runs the handler
+    once for both, which had taken them for one. Outside the loop, or a third signal, raises at once as
+    `signals._on_signal` does. Returns [(signal, handler before)]; `caught["arrivals"]` is closed by the caller."""
     if threading.current_thread() is not threading.main_thread():
         return []
 
@@ -781,6 +785,7 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
             _interrupt()
 
     def on_signal(signum, frame):
+        arrived = caught["arrivals"].count() if "arrivals" in caught else 1
         try:  # the public API (asyncio.events._get_running_loop is private): None outside a running loop, as before
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -798,6 +803,10 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
                 raise KeyboardInterrupt from exc  # asyncio passes on KeyboardInterrupt from a callback, not Terminated
             return
         caught["signum"], caught["at"] = signum, time.monotonic()
+        if arrived > 1:  # a second came before Python could run this handler: forced, as one during the push
+            caught["forced"] = signum
+            loop.call_soon_threadsafe(_interrupt)
+            return
 
         def stop():  # the task kept in `caught`: the loop holds its tasks only weakly
             caught["stopping"] = loop.create_task(_said_then_stop(say, signum))
@@ -807,7 +816,56 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
 
         loop.call_soon_threadsafe(_interrupt if say is None else stop)
 
-    return _take_signals(on_signal)
+    before = _take_signals(on_signal)
+    if before:
+        caught["arrivals"] = _Arrivals([sig for sig, _ in before])
+    return before
+
+
+class _Arrivals:
+    """The command's signals as they arrive: Python's C handler writes each one's number to the wakeup fd
+    (signal.set_wakeup_fd), where its Python handler runs once for any number of the same signal that land inside
+    one C call. Where a wakeup fd is set already (an asyncio loop's own signal handling) it is kept, and each handler
+    call counts as one."""
+
+    def __init__(self, signums):
+        self.signums, self.pair = set(signums), None
+        try:
+            pair = socket.socketpair()  # a socket: what set_wakeup_fd takes on Windows too
+            for end in pair:
+                end.setblocking(False)
+            before = signal.set_wakeup_fd(pair[1].fileno(), warn_on_full_buffer=False)
+        except (OSError, ValueError):
+            return
+        if before != -1:
+            signal.set_wakeup_fd(before)
+            for end in pair:
+                end.close()
+            return
+        self.pair = pair
+
+    def count(self) -> int:
+        """How many of the signals arrived since the last count, at least 1 (the one being handled)."""
+        n = 0
+        while self.pair is not None:
+            try:
+                data = self.pair[0].recv(4096)
+            except OSError:  # BlockingIOError: none left
+                break
+            if not data:
+                break
+            n += sum(byte in self.signums for byte in data)
+        return max(1, n)
+
+    def close(self) -> None:
+        if self.pair is not None:
+            with contextlib.suppress(ValueError):
+                now = signal.set_wakeup_fd(-1)
+                if now not in (-1, self.pair[1].fileno()):  # set since by another (an asyncio loop's): put back
+                    signal.set_wakeup_fd(now)
+            for end in self.pair:
+                end.close()
+            self.pair = None
 
 
 def _take_signals(on_signal) -> list:

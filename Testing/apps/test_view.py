@@ -1289,6 +1289,44 @@ def test_a_signal_in_the_exit_wait_is_one_line_and_the_commands_status(name, cod
         "(Ctrl-C: do not wait)", f"iqt view: {why}not waiting for the stopped run any more; Python exits now"])
 
 
+def test_the_exit_wait_after_main_run_as_the_command_takes_its_signals(monkeypatch, capsys):
+    """`cli.main()` (argv None: a caller running it as the command) leaves SIGINT, SIGTERM and SIGHUP ignored to the
+    process's exit; the exit wait then ignored the Ctrl-C its line offers, and SIGTERM, for up to LEFT_JOIN_S. It takes
+    them back: SIGTERM there ends it with its line and 143."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals
+
+    exits = []
+    monkeypatch.setattr(signals.os, "_exit", exits.append)
+    monkeypatch.setattr(signals, "ignored_by_the_command", set(), raising=False)
+    monkeypatch.setattr(signals, "left_running", [])
+    monkeypatch.setattr(signals, "LEFT_JOIN_S", 0.8)
+    monkeypatch.setattr(sys, "argv", ["iqt", "view", "nothing.nii.gz", "--port", "0"])
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    old = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(30,), daemon=True)
+    kick = threading.Timer(0.1, signal.pthread_kill, (threading.main_thread().ident, signal.SIGTERM))
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a fresh interpreter has it
+        assert cli.main() == 2 and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        capsys.readouterr()
+        thread.start()
+        signals.leave_running(thread, "espcn")
+        kick.start()
+        signals._join_left_threads()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # given back as it was
+    finally:
+        kick.cancel()
+        release.set()
+        for n, handler in old.items():
+            signal.signal(getattr(signal, n), handler)
+    assert exits == [143], exits
+    assert capsys.readouterr().err.splitlines()[-1] == ("iqt view: stopped by SIGTERM; not waiting for the stopped run "
+                                                        "any more; Python exits now")
+
+
 def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, capsys):
     """Ctrl-C in the exit wait's first 0.5 s (before its line is said: one about to end is not) printed only "not waiting
     for the stopped run any more", a run never mentioned; the waiting line now comes first, then that one."""

@@ -110,7 +110,8 @@ def _join_left_threads() -> None:
     the interpreter that way: the wait makes it less likely, it cannot prevent it. Ctrl-C here ends the wait and the
     process at once with 130, as Ctrl-C ends a command (`_run` in apps/cli/__init__.py; it had exited 0), past the
     rest of the interpreter's exit as exit_past_left_threads does; SIGTERM and SIGHUP, where the caller left them
-    Python's default, likewise with their line and 143, 129 (they had killed it without a word)."""
+    Python's default (or `cli.main()` ignored them: _take_exit_signals), likewise with their line and 143, 129 (they
+    had killed it without a word)."""
     alive = [t for t in left_running if t.is_alive()]  # before: a join cut by a signal marks its thread ended (3.11)
     if not alive:
         return
@@ -132,13 +133,23 @@ def _join_left_threads() -> None:
             signal.signal(sig, handler)
 
 
+ignored_by_the_command: set = set()  # signals `cli.main()` (argv None) left SIG_IGN to the process's exit
+
+
 def _take_exit_signals() -> list:
-    """SIGTERM and SIGHUP to `_on_signal` for the exit wait, where they have Python's default (a caller's own handler,
-    or SIG_IGN, is kept); Ctrl-C's default already raises. Returns [(signal, handler before)]."""
+    """SIGINT, SIGTERM and SIGHUP to `_on_signal` for the exit wait, where they have Python's default or were ignored
+    by `cli.main()` run as the command (apps/cli/__init__.py `_main`: the wait had then ignored the Ctrl-C its line
+    offers); a caller's own handler, or its own SIG_IGN, is kept, and Python's Ctrl-C handler already raises. Returns
+    [(signal, handler before)]."""
     if threading.current_thread() is not threading.main_thread():
         return []
-    sigs = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    return [(sig, signal.signal(sig, _on_signal)) for sig in sigs if signal.getsignal(sig) == signal.SIG_DFL]
+
+    def ours(sig) -> bool:
+        handler = signal.getsignal(sig)
+        return handler == signal.SIG_DFL or (handler == signal.SIG_IGN and sig in ignored_by_the_command)
+
+    sigs = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    return [(sig, signal.signal(sig, _on_signal)) for sig in sigs if ours(sig)]
 
 
 def _join_left_threads_until(start: float, said: list) -> None:

@@ -20,6 +20,7 @@ from ...core import threads
 from ...core.errors import OUT_OF_MEMORY as _OUT_OF_MEMORY, IQTError, IQTWarning
 from ..signals import (DEFER_S, Terminated, _deferred, _importing, _on_signal, _resend,  # noqa: F401 (re-exported)
                        cancel_deferred, exit_past_left_threads, handle_signals)
+from .. import signals as signals_module
 from . import batch, benchmark, demo, evaluate, fit, lesion_check, propagate, report, track, train, upsample, view
 
 COMMANDS = (fit, upsample, evaluate, benchmark, batch, demo, train, track, propagate, lesion_check, report, view)
@@ -284,6 +285,8 @@ def _main(argv) -> int:
             # and, with Python's own handler back, kill it with 143 during teardown; in-process callers
             # get their handlers back
             signal.signal(sig, signal.SIG_IGN if process else handler)
+            if process and handler != signal.SIG_IGN:  # a caller's exit wait takes it back (signals._take_exit_signals)
+                signals_module.ignored_by_the_command.add(sig)
     # a reader gone early: the work was done; exit as a shell reports a process that SIGPIPE stopped
     code = 141 if printed.gone and code == 0 else code
     return code  # the `iqt` command exits past a run left in torch in `main`; an in-process caller (argv None too) goes on

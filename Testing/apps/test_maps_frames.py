@@ -2,6 +2,8 @@
 (on a positive-determinant grid this tool's 5D output's V1 was in voxel axes, and FSLeyes, which negates x
 there as dtifit's V1 needs, showed it mirrored, a median 44.6 degrees off in white matter)."""
 
+from types import SimpleNamespace
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -30,7 +32,7 @@ def _seen_in_world(v1: np.ndarray, affine: np.ndarray, viewer: str) -> np.ndarra
     """V1's components as the viewer turns them to the world: FSLeyes (VectorOpts.orientFlip) and dipy read them in
     FSL's image frame, the voxel axes with x negated where the affine's determinant is positive; MRtrix (mrview,
     peaksconvert's default "xyz") reads them as scanner (RAS) coordinates."""
-    if viewer == "mrtrix":
+    if viewer in ("mrtrix", "slicer"):  # a NRRD's 3-vector components are in its space's axes, RAS
         return v1
     rot = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     flip = np.diag([-1.0 if np.linalg.det(affine[:3, :3]) > 0 else 1.0, 1.0, 1.0])
@@ -40,7 +42,7 @@ def _seen_in_world(v1: np.ndarray, affine: np.ndarray, viewer: str) -> np.ndarra
 CASES = {  # grid, output name, --output-order, the viewer of that output
     "5d-pos": ("pos", "up.nii.gz", "nifti", "fsleyes"),
     "5d-las": ("las", "up.nii.gz", "nifti", "fsleyes"),
-    "nrrd-pos": ("pos", "up.nrrd", "input", "fsleyes"),
+    "nrrd-pos": ("pos", "up.nrrd", "input", "slicer"),
     "fsl-pos": ("pos", "up.nii.gz", "fsl", "fsleyes"),
     "dipy-pos": ("pos", "up.nii.gz", "dipy", "fsleyes"),
     "mrtrix-pos": ("pos", "up.nii.gz", "mrtrix", "mrtrix"),
@@ -57,7 +59,11 @@ def test_v1_read_as_its_viewer_reads_it_points_along_the_tensor_in_the_world(tmp
                      "--output-order", order])
     out, err = capsys.readouterr()
     assert code == 0, err
-    img = nib.load(tmp_path / "up_V1.nii.gz")
+    if viewer == "slicer":  # beside a NRRD output V1 is a 3-vector NRRD (Slicer's vector volume)
+        v1 = fileio.load_scalar(tmp_path / "up_V1.nrrd")
+        img = SimpleNamespace(dataobj=v1.data, affine=v1.affine, header={"descrip": v1.meta["descrip"].encode()})
+    else:
+        img = nib.load(tmp_path / "up_V1.nii.gz")
     v1 = np.asarray(img.dataobj, np.float64)
     inside = np.any(v1 != 0, axis=-1)
     assert inside.mean() > 0.9
@@ -65,7 +71,9 @@ def test_v1_read_as_its_viewer_reads_it_points_along_the_tensor_in_the_world(tmp
     expected = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0) @ V1_VOXEL  # the tensor's, turned to the world
     np.testing.assert_allclose(np.abs(world @ expected), 1.0, atol=1e-4)
     descrip = bytes(img.header["descrip"]).split(b"\0")[0].decode()
-    if viewer == "mrtrix":
+    if viewer == "slicer":
+        assert "RAS frame" in descrip and "RAS coordinates, the NRRD's space" in out
+    elif viewer == "mrtrix":
         assert "scanner" in descrip and "scanner (RAS) coordinates" in out
     else:
         assert "FSL frame" in descrip and "FSL's image frame" in out

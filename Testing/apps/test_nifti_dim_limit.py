@@ -37,9 +37,10 @@ def test_upsample_to_nifti_is_refused_naming_a_nrrd_output(lr, tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
 
 
-def test_maps_of_a_nrrd_output_are_nifti(lr, tmp_path, capsys):
-    _refused(capsys, ["upsample", str(lr), "--method", "cubic", "--factor", TOO_LONG, "-o", str(tmp_path / "o.nrrd"),
-                      "--maps"], "o_FA.nii.gz")
+def test_a_nifti_map_beside_a_nrrd_output_is_refused(lr, tmp_path, capsys):
+    """`--maps` beside a NRRD output are NRRD (no such limit); a NIfTI `--uncertainty` map is still refused."""
+    _refused(capsys, ["upsample", str(lr), "--method", "biqt", "--factor", TOO_LONG, "-o", str(tmp_path / "o.nrrd"),
+                      "--maps", "--uncertainty", str(tmp_path / "u.nii.gz")], "u.nii.gz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
 
 

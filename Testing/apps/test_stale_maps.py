@@ -58,8 +58,8 @@ def test_a_run_that_fails_keeps_them(tmp_path, capsys, monkeypatch):
 
 
 def test_maps_of_another_output_of_that_stem_stay(tmp_path, capsys):
-    """X.nrrd's maps are named as X.nii.gz's would be (X_FA ...): a run writing X.nii.gz leaves them (it
-    removed them, and the propagation maps of an X.nrrd run)."""
+    """A run writing X.nrrd leaves X.nii.gz's maps (X_FA.nii.gz ...; its own are X_FA.nrrd ...): it had removed them,
+    and the propagation maps of an X.nii.gz run."""
     _first_run(tmp_path, capsys)
     (tmp_path / "o.nii.gz").rename(tmp_path / "kept.nii.gz")
     assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nrrd"), "--method", "cubic"]) == 0
@@ -103,11 +103,20 @@ def test_one_output_under_two_names_is_one_output(tmp_path, capsys):
 
 def test_maps_would_not_replace_those_of_another_output_still_there(tmp_path, capsys):
     """`-o o.nrrd --maps` beside o.nii.gz and its maps had replaced them (o.nii.gz then lay beside another run's maps,
-    which a later run writing o.nii.gz kept, since their record names o.nrrd): refused in one line, nothing written;
-    once o.nii.gz is gone its maps are free."""
+    which a later run writing o.nii.gz kept, since their record names o.nrrd): its maps are o_FA.nrrd ... now, and
+    o.nii.gz's stay; `--propagate` shares o_propagation.json with o.nii.gz's run: refused in one line, nothing
+    written; once o.nii.gz is gone its maps are free."""
     _first_run(tmp_path, capsys)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    for extra in (["--maps"], ["--propagate", "--samples", "2", "--no-tracts"]):
+    assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nrrd"), "--method", "cubic",
+                     "--maps"]) == 0
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in before} == before
+    assert (tmp_path / "o_FA.nrrd").is_file()
+    capsys.readouterr()
+    for p in tmp_path.iterdir():
+        if p.name not in before:
+            p.unlink()
+    for extra in (["--propagate", "--samples", "2", "--no-tracts"],):
         code = cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nrrd"), "--method",
                          "biqt", *extra])
         out, err = capsys.readouterr()
@@ -177,3 +186,27 @@ def test_a_models_sidecar_would_not_replace_another_files_json(tmp_path, capsys,
     (tmp_path / "gl.pt").unlink()  # a model sidecar whose weights are gone: written over
     assert cli.main(["train", "--method", "global-linear", "--subjects", str(small_subject), "-o",
                      str(tmp_path / "gl.npz")]) == 0
+
+
+def test_nifti_maps_an_earlier_version_wrote_beside_a_nrrd_output_are_retired_by_its_nrrd_maps(tmp_path, capsys):
+    """An earlier version wrote `-o o.nrrd --maps`' maps as o_FA.nii.gz ... (their record naming o.nrrd); its rerun
+    writes o_FA.nrrd ... and removes those, which would pass for the new output's; o.nii.gz's own maps stay."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.fileio.records import run_record
+
+    dwi = make_phantom(shape=(12, 12, 8), voxel_mm=2.0, n_dirs=12)
+    fileio.save_tensor(degrade(dwi, brain_mask(dwi).data, 2).tensor, tmp_path / "lr.nii.gz")
+    assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nrrd"), "--method", "cubic"]) == 0
+    old = Volume(np.ones((12, 12, 8), np.float32), fileio.load_tensor(tmp_path / "o.nrrd").affine, "scalar")
+    with run_record({"options": {"output": "o.nrrd"}}):
+        for key in ("FA", "MD"):
+            fileio.save_scalar(old, tmp_path / f"o_{key}.nii.gz", f"iqt cubic {key}")
+    with run_record({"options": {"output": "p.nii.gz"}}):  # another output's map of another stem: stays
+        fileio.save_scalar(old, tmp_path / "p_FA.nii.gz", "iqt cubic FA")
+    capsys.readouterr()
+    assert cli.main(["upsample", str(tmp_path / "lr.nii.gz"), "-o", str(tmp_path / "o.nrrd"), "--method", "cubic",
+                     "--maps"]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "o_FA.nii.gz").exists() and not (tmp_path / "o_MD.nii.gz").exists()
+    assert (tmp_path / "o_FA.nrrd").is_file() and (tmp_path / "p_FA.nii.gz").is_file()
+    assert "removed o_FA.nii.gz, o_MD.nii.gz: an earlier run's maps of o.nrrd" in out, out

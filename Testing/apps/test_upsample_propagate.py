@@ -70,9 +70,9 @@ def test_upsample_propagate_matches_iqt_propagate(tmp_path, lr_path, capsys):
     assert main(["propagate", str(lr_path), "-o", str(tmp_path / "b"), "--method", "biqt", "--samples", "3",
                  "--no-tracts", "--seed", "4"]) == 0
     capsys.readouterr()
-    assert not (tmp_path / "a_visitation.nii.gz").exists() and not (tmp_path / "b" / "visitation.nii.gz").exists()
-    for name in MAPS[:4]:
-        a = fileio.load_scalar(tmp_path / f"a_{name}.nii.gz").data
+    assert not (tmp_path / "a_visitation.nrrd").exists() and not (tmp_path / "b" / "visitation.nii.gz").exists()
+    for name in MAPS[:4]:  # a NRRD output's maps are NRRD (fileio/nrrd.py save_scalar_nrrd)
+        a = fileio.load_scalar(tmp_path / f"a_{name}.nrrd").data
         b = fileio.load_scalar(tmp_path / "b" / f"{name}.nii.gz").data
         assert np.array_equal(a, b), name
 

@@ -14,8 +14,9 @@ import os
 import numpy as np
 import pytest
 
-from helpers import PSR, bundle_volume, make_affine, rot, run_cli
+from helpers import PSR, bundle_volume, make_affine, random_tensors, rot, run_cli
 from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core.volume import Volume
 
 GRID = make_affine(rot(-8, 15, 5) @ PSR, (2.0, 2.0, 2.0), (0.5, 60.0, -22.0))  # sagittal, oblique: no axis is trivial
 MAPS = ("std", "direction")
@@ -193,3 +194,61 @@ def test_an_unreadable_mask_nrrd_is_told_of_a_label_map_and_a_tensor_of_a_tensor
         with pytest.raises(IQTError) as refused:
             fileio.load_tensor(tmp_path / name)
         assert "a diffusion tensor NRRD as Slicer saves it" in str(refused.value), refused.value
+
+
+# ---------------------------------------------------------------- --maps beside a NRRD output
+
+
+def test_maps_beside_a_nrrd_output_are_nrrd_on_its_grid_with_v1_a_3_vector_volume(tmp_path, capsys):
+    """`-o X.nrrd --maps` (or X.nhdr) wrote X_FA.nii.gz ... (NIfTI beside the Slicer output); now X_FA.nrrd ... on the
+    tensor NRRD's grid lines, the NIfTI run's values at the same RAS voxel centres, V1 a 3-vector volume in RAS (the
+    NIfTI V1 turned by the grid's rotation), read back by this project's reader and by pynrrd."""
+    nrrd = pytest.importorskip("nrrd")
+    from ImageQualityTransferLib.fileio.nrrd import direction_rotation
+
+    fileio.save_tensor(Volume(random_tensors((6, 6, 5), seed=3), GRID, "tensor"), tmp_path / "lr.nii.gz")
+    for out in ("n.nii.gz", "o.nrrd", "h.nhdr"):
+        code, _, err = run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "--method", "cubic", "--factor", "2", "-o",
+                               tmp_path / out, "--maps", "--threads", "1")
+        assert code == 0, err
+    assert not list(tmp_path.glob("[oh]_*.nii*"))
+    assert (tmp_path / "h_FA.raw.gz").is_file()
+    rot_ = direction_rotation(GRID)
+    for key in ("FA", "MD", "L1", "L2", "L3", "V1"):
+        want = fileio.load_scalar(tmp_path / f"n_{key}.nii.gz")
+        for name in (f"o_{key}.nrrd", f"h_{key}.nhdr"):
+            got = fileio.load_scalar(tmp_path / name)
+            data, hdr = nrrd.read(str(tmp_path / name), index_order="F")
+            assert hdr["space"] == "right-anterior-superior"
+            dirs = np.asarray(hdr["space directions"], float)
+            if key == "V1":
+                assert hdr["kinds"] == ["3-vector", "domain", "domain", "domain"] and np.isnan(dirs[0]).all()
+                data, dirs = np.moveaxis(data, 0, -1), dirs[1:]
+            np.testing.assert_allclose(dirs.T, want.affine[:3, :3], atol=1e-6)
+            np.testing.assert_allclose(hdr["space origin"], want.affine[:3, 3], atol=1e-6)
+            np.testing.assert_allclose(got.affine, want.affine, atol=1e-6)
+            np.testing.assert_array_equal(got.data, data)
+            if key != "V1":
+                # eigenvalues of the tensors turned to RAS for V1 (upsample.file_maps): float32 rounding apart
+                np.testing.assert_allclose(got.data, want.data, rtol=1e-4, atol=1e-6 * np.abs(want.data).max())
+                continue
+                continue
+            flip = np.diag([-1.0 if np.linalg.det(GRID[:3, :3]) > 0 else 1.0, 1, 1])  # the NIfTI V1: FSL's frame
+            ras = want.data @ (rot_ @ flip).T
+            inside = np.any(ras != 0, axis=-1)
+            assert inside.mean() > 0.9 and np.array_equal(inside, np.any(got.data != 0, axis=-1))
+            np.testing.assert_allclose(np.abs(np.sum(got.data * ras, axis=-1))[inside], 1.0, atol=1e-4)
+
+
+def test_a_map_name_a_nrrd_output_cannot_write_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A folder at a `.nhdr` map's data file name (X_FA.raw.gz): one line, before the prediction, nothing written."""
+    from ImageQualityTransferLib.apps.cli import options
+
+    fileio.save_tensor(bundle_volume(GRID, shape=(6, 6, 5)), tmp_path / "lr.nii.gz")
+    (tmp_path / "h_FA.raw.gz").mkdir()
+    monkeypatch.setattr(options, "predict_with_mask", lambda *a, **k: pytest.fail("the prediction ran"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(capsys, "upsample", tmp_path / "lr.nii.gz", "--method", "cubic", "--factor", "2", "-o",
+                           tmp_path / "h.nhdr", "--maps", "--threads", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "h_FA.raw.gz: is a folder" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -120,6 +120,30 @@ def test_written_nrrd_map_loads_on_the_tensor_nodes_grid(tmp_path, scene, key):
 
 
 
+@pytest.mark.parametrize("name", ["v1.nrrd", "v1.nhdr"])
+def test_written_v1_nrrd_loads_as_a_vector_volume_on_its_grid(tmp_path, scene, name):
+    """`iqt upsample -o X.nrrd --maps` writes X_V1 as a 3-vector NRRD (fileio/nrrd.py save_scalar_nrrd): Slicer loads it
+    as a vector volume whose IJKToRAS is the map's affine and whose voxels hold the vectors."""
+    if not hasattr(slicer, "vtkSlicerVolumesLogic"):
+        pytest.skip("vtkSlicerVolumesLogic is not in this MRML build")
+    from ImageQualityTransferLib import fileio
+
+    affine = AFFINES[sorted(AFFINES)[0]]
+    v1 = np.random.default_rng(5).normal(size=SHAPE + (3,)).astype(np.float32)
+    fileio.save_scalar(Volume(v1, affine, "scalar"), tmp_path / name, "iqt cubic V1 in RAS frame (a 3-vector NRRD)")
+    logic = slicer.vtkSlicerVolumesLogic()
+    logic.SetMRMLScene(scene)
+    node = logic.AddArchetypeVolume(str(tmp_path / name), "v1")
+    assert node.IsA("vtkMRMLVectorVolumeNode")
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    np.testing.assert_allclose(mrml._matrix_to_numpy(m), affine, atol=1e-9)
+    image = node.GetImageData()
+    assert image.GetDimensions() == SHAPE and image.GetNumberOfScalarComponents() == 3
+    shown = ns.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(SHAPE[::-1] + (3,)).transpose(2, 1, 0, 3)
+    np.testing.assert_array_equal(shown, v1)
+
+
 def test_a_nrrd_maps_fields_are_where_the_docs_say_and_make_no_module_map(tmp_path, scene):
     """docs/command-line.md had said Slicer keeps a NRRD's iqt_run as the node's attribute: loaded through the volumes
     logic, the fields go to the metadata dictionary (no node attribute); only vtkMRMLNRRDStorageNode used directly

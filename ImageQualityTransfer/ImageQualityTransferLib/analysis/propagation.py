@@ -233,12 +233,12 @@ def _tract_dice(a: np.ndarray, b: np.ndarray) -> float:
 MAPS = ("fa_mean", "fa_std", "md_mean", "md_std", "visitation")
 
 
-def output_paths(folder, prefix: str = "") -> dict:
+def output_paths(folder, prefix: str = "", suffix: str = ".nii.gz") -> dict:
     """Where the outputs go: `<folder>/<prefix>fa_mean.nii.gz` ... `<prefix>visitation.nii.gz` and
     `<prefix>propagation.json` (`iqt propagate`: no prefix, in its folder; `iqt upsample --propagate`:
-    beside the output, prefixed with its name)."""
+    beside the output, prefixed with its name, in its suffix: .nrrd or .nhdr maps beside a NRRD output)."""
     folder = Path(folder)
-    paths = {n: folder / f"{prefix}{n}.nii.gz" for n in MAPS}
+    paths = {n: folder / f"{prefix}{n}{suffix}" for n in MAPS}
     paths["json"] = folder / f"{prefix}propagation.json"
     return paths
 
@@ -265,8 +265,13 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
         summary["seconds"] = total_seconds
     fileio.write_json(paths["json"], summary)
     stale = [paths[n] for n in MAPS if getattr(res, n) is None and paths[n].is_file()]
+    from ..fileio.paths import nhdr_data_files, nrrd_data_file
+
     for p in stale:  # an earlier run's map (a visitation before --no-tracts) would pass for this run's
+        data = nrrd_data_file(p)  # a detached header's data file, as fileio/nrrd.py wrote it beside the header
         p.unlink()
+        if data is not None and data in nhdr_data_files(p) and data.is_file():
+            data.unlink()
     d = summary["tract_dice_between_samples"]
     tracked = res.visitation is not None
     timing = (f"{res.seconds:.1f} s sampling" if total_seconds is None else

@@ -258,7 +258,8 @@ def load_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray]:
 
 def read_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray, dict]:
     """`load_scalar_nrrd`'s (data, affine) and the header (its key/value fields: `scalar_record`); `what`: "mask" or
-    "map", which the refusals name (a map had been told to be re-saved as a tensor or a label map)."""
+    "map", which the refusals name (a map had been told to be re-saved as a tensor or a label map); a "map" may be a
+    3-vector volume, read as (X,Y,Z,3)."""
     path = Path(path)
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
@@ -268,8 +269,12 @@ def read_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray, 
     if data.ndim == 4 and data.shape[3] == 1:  # a trailing axis of one, as a NIfTI mask may have
         data = data[..., 0]
         hdr = {**hdr, "space directions": np.asarray(hdr["space directions"])[:3]} if "space directions" in hdr else hdr
+    kinds = [str(k).strip().lower() for k in hdr.get("kinds", [])]
+    vector = [i for i, k in enumerate(kinds) if k in ("3-vector", "vector")] if data.ndim == 4 and what == "map" else []
+    if len(vector) == 1 and data.shape[vector[0]] == 3:  # `--maps`' V1 (save_scalar_nrrd): (X,Y,Z,3), as from NIfTI
+        affine, _, _ = _geometry(hdr, [i for i in range(4) if i != vector[0]], vector[0], path)
+        return np.moveaxis(data, vector[0], -1), affine, hdr
     if data.ndim != 3:
-        kinds = [str(k).strip().lower() for k in hdr.get("kinds", [])]
         tensor = " (a tensor volume)" if any(k in TENSOR_KINDS for k in kinds) else ""
         label = "label map" if what == "mask" else "map"
         if tensor and what == "map":  # the tensor output given for its map
@@ -491,20 +496,23 @@ def _write(path: Path, header_of, arr: np.ndarray, compress: bool, level: int) -
 MAP_FIELDS = ("ImageQualityTransfer.Map", "ImageQualityTransfer.Unit", "ImageQualityTransfer.Run")
 
 
-def _scalar_header(vol: Volume, description: str, kind: str, encoding: str, data_file: str | None) -> bytes:
+def _scalar_header(vol: Volume, description: str, kind: str, encoding: str, data_file: str | None,
+                   vector: bool = False) -> bytes:
+    """`vector`: a 3-vector per voxel (components first, in the file's space: no measurement frame), which Slicer
+    loads as a vector volume."""
     x, y, z = vol.shape3
-    space, origin = _space_lines(vol.affine, component_axis=False)
+    space, origin = _space_lines(vol.affine, component_axis=vector)
     lines = [
         "NRRD0005",
         "# Complete NRRD file format specification at:",
         "# http://teem.sourceforge.net/nrrd/format.html",
-        "# Map written by ImageQualityTransfer",
+        "# Map written by ImageQualityTransfer" + (": vector components in the space's axes (RAS)" if vector else ""),
         f"type: {kind}",
-        "dimension: 3",
+        f"dimension: {4 if vector else 3}",
         space[0],
-        f"sizes: {x} {y} {z}",
+        f"sizes: {'3 ' if vector else ''}{x} {y} {z}",
         space[1],
-        "kinds: domain domain domain",
+        f"kinds: {'3-vector ' if vector else ''}domain domain domain",
         *(["endian: little"] if kind != "unsigned char" else []),
         f"encoding: {encoding}",
         *origin,
@@ -516,17 +524,21 @@ def _scalar_header(vol: Volume, description: str, kind: str, encoding: str, data
 def save_scalar_nrrd(vol: Volume, path, description: str = "", compress: bool = True, level: int = 1) -> None:
     """A 3D map as a scalar NRRD (float32, a mask as unsigned char) on the grid lines the tensor NRRD has
     (`_space_lines`); `description`: what a NIfTI map's descrip holds (records.map_record), kept in iqt_made_by.
-    `.nhdr` as `save_tensor_nrrd`."""
+    `.nhdr` as `save_tensor_nrrd`. A (X,Y,Z,3) volume (`--maps`' V1) is written as a 3-vector NRRD, its components
+    taken to be in RAS (the file's space; no measurement frame: the NRRD
+    format's default), which Slicer loads as a vector volume."""
     data = np.asarray(vol.data)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
-        raise ValueError(f"save_scalar_nrrd needs a 3D volume, got shape {data.shape}")
+    vector = data.ndim == 4 and data.shape[3] == 3
+    if data.ndim != 3 and not vector:
+        raise ValueError(f"save_scalar_nrrd needs a 3D volume or a 3-vector one (X,Y,Z,3), got shape {data.shape}")
     direction_rotation(vol.affine)  # a zero or non-finite axis: refused as for a tensor
     kind, dtype = ("unsigned char", "u1") if data.dtype == bool else ("float", "<f4")
-    arr = np.ascontiguousarray(data.transpose(2, 1, 0), dtype=dtype)  # x fastest, as NRRD stores it
-    _write(Path(path), lambda encoding, data_file: _scalar_header(vol, description, kind, encoding, data_file), arr,
-           compress, level)
+    order = (2, 1, 0, 3) if vector else (2, 1, 0)  # components fastest, then x, as NRRD stores them
+    arr = np.ascontiguousarray(data.transpose(order), dtype=dtype)
+    _write(Path(path), lambda encoding, data_file: _scalar_header(vol, description, kind, encoding, data_file, vector),
+           arr, compress, level)
 
 
 def scalar_record(hdr: dict) -> str:

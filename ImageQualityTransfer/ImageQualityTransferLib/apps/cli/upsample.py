@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--propagate", action="store_true",
                     help="uncertainty propagation (methods with uncertainty): draw --samples high-res DTI samples and "
                          "write FA/MD mean/std and tract visitation maps beside the output (<name>_fa_mean.nii.gz, ..., "
-                         "<name>_propagation.json)")
+                         "<name>_propagation.json; .nrrd or .nhdr maps beside a NRRD output)")
     options.add_propagation(sp)
     options.add_tensor_order(sp)
     options.add_output_order(sp)
@@ -42,7 +42,8 @@ def add_parsers(sub) -> None:
                          "FSL's image frame, as dtifit writes V1 and FSLeyes and dipy read it (the voxel axes, x negated "
                          "on a grid whose affine has a positive determinant), for every output but an MRtrix-order one, "
                          "whose V1 is in scanner (RAS) coordinates as MRtrix reads vectors; 0 where L1 = L2), zero "
-                         "outside the brain; an output X_tensor.nii.gz gives X_FA.nii.gz ..., as dtifit names them")
+                         "outside the brain; an output X_tensor.nii.gz gives X_FA.nii.gz ..., as dtifit names them; beside a .nrrd or "
+                         ".nhdr output, NRRD maps, V1 a 3-vector volume in RAS")
     sp.set_defaults(func=run)
 
 
@@ -55,14 +56,19 @@ def stem(path: Path) -> str:
     return path.stem
 
 
-def maps_paths(out: Path) -> dict[str, Path]:
-    """Where `--maps` writes: NAME_FA.nii.gz ... beside the output NAME.nii.gz, in its NIfTI suffix (.nii.gz beside a
-    NRRD); an output named as dtifit names its tensor, X_tensor, gives X_FA ... as dtifit does."""
+def map_suffix(out: Path) -> str:
+    """The suffix of the maps written beside the output `out`: its own (.nii, .nii.gz, or .nrrd/.nhdr, which Slicer
+    loads on the tensor NRRD's grid: fileio/nrrd.py save_scalar_nrrd)."""
+    return out.name[len(stem(out)):]
+
+
+def maps_paths(out: Path, suffix: str | None = None) -> dict[str, Path]:
+    """Where `--maps` writes: NAME_FA.nii.gz ... beside the output NAME.nii.gz, in its suffix (`map_suffix`; `suffix`:
+    another); an output named as dtifit names its tensor, X_tensor, gives X_FA ... as dtifit does."""
     from ...core.tensors import DTIFIT_MAPS
 
     s = stem(out)
-    suffix = out.name[len(s):]
-    suffix = suffix if suffix.lower() in (".nii", ".nii.gz") else ".nii.gz"
+    suffix = map_suffix(out) if suffix is None else suffix
     base = s[: -len("_tensor")] if s.endswith("_tensor") and len(s) > len("_tensor") else s
     return {key: out.with_name(f"{base}_{key}{suffix}") for key in DTIFIT_MAPS}
 
@@ -70,26 +76,40 @@ def maps_paths(out: Path) -> dict[str, Path]:
 def retire_stale_maps(plan, out: Path, args) -> list[Path]:
     """The maps that an earlier run wrote for this very output and this run does not write (`--propagate`'s set,
     `--maps`' set): they would pass for this output's (the earlier run's fa_mean ... after a run without --propagate).
-    Only maps whose run record names this output (X.nrrd's maps share X_FA... with X.nii.gz's, and another tool's X_FA
-    has no record: both stay), checked again when the outputs are put in place (fileio.paths.Outputs.retire); a
-    propagation summary goes with its maps. Kept if the run fails."""
+    Only maps whose run record names this output (X.nii.gz's X_FA.nii.gz beside X.nrrd, and another tool's X_FA, which
+    has no record, stay), in any map suffix (an earlier version wrote X.nrrd's maps as X_FA.nii.gz ...), checked again
+    when the outputs are put in place (fileio.paths.Outputs.retire, which leaves this run's outputs); a propagation
+    summary goes with its maps. Kept if the run fails."""
     from ...analysis import propagation
 
     def ours(p: Path) -> bool:
         return _same_file(_recorded_output(p), out)
 
     stale = []
-    if not args.propagate:
-        prop = propagation.output_paths(out.parent, stem(out) + "_")
+    for suffix in dict.fromkeys((map_suffix(out), *MAP_SUFFIXES)):
+        prop = propagation.output_paths(out.parent, stem(out) + "_", suffix)
         maps = [p for key, p in prop.items() if key != "json" and _is_file(p) and ours(p) and plan.retire(p, ours)]
-        stale += maps
-        if maps and prop["json"].is_file():  # its maps were this output's: so was it
+        stale += maps + _data_files(plan, maps, ours)
+        if maps and prop["json"].is_file() and prop["json"] not in stale:  # its maps were this output's: so was it
             first = maps[0]
             if plan.retire(prop["json"], lambda _p: ours(first)):
                 stale.append(prop["json"])
-    if not args.maps:
-        stale += [p for p in maps_paths(out).values() if _is_file(p) and ours(p) and plan.retire(p, ours)]
-    return stale
+        maps = [p for p in maps_paths(out, suffix).values() if _is_file(p) and ours(p) and plan.retire(p, ours)]
+        stale += maps + _data_files(plan, maps, ours)
+    return list(dict.fromkeys(stale))  # one file under two suffixes where names ignore case
+
+
+def _data_files(plan, maps, ours) -> list[Path]:
+    """The data files of the detached NRRD headers among `maps` (retired with them), as `fileio.nrrd` writes them
+    beside a header (paths.nhdr_data_files); a header that names another file leaves it."""
+    from ...fileio.paths import nhdr_data_files, nrrd_data_file
+
+    out = []
+    for p in maps:
+        data = nrrd_data_file(p) if p.name.lower().endswith(".nhdr") else None
+        if data is not None and data in nhdr_data_files(p) and plan.retire(data, lambda _d, p=p: ours(p)):
+            out.append(data)
+    return out
 
 
 def _is_file(p: Path) -> bool:
@@ -102,11 +122,19 @@ def _is_file(p: Path) -> bool:
 
 
 def _made_by_iqt(path: Path) -> bool:
-    """Whether a NIfTI at `path` is this tool's: a run record, or a header description iqt wrote ("iqt cubic FA": maps
-    written with --no-record, or before run records were kept, have only that)."""
+    """Whether a NIfTI or NRRD at `path` is this tool's: a run record, or a header description iqt wrote ("iqt cubic
+    FA": maps written with --no-record, or before run records were kept, have only that)."""
     if _recorded_output(path) is not None:
         return True
     try:
+        from ...fileio.nifti import is_nrrd
+
+        if is_nrrd(path):
+            import nrrd
+
+            from ...fileio.nrrd import MADE_BY_KEY
+
+            return str(nrrd.read_header(str(path)).get(MADE_BY_KEY, "")).startswith("iqt ")
         import nibabel as nib
 
         descrip = bytes(nib.load(path).header["descrip"]).split(b"\0")[0].decode("latin-1")
@@ -121,16 +149,22 @@ def _recorded_output(path: Path) -> str | None:
     record's file name in the map's folder (taken from this run's folder, a relative `-o` of a run started elsewhere
     named another file, and its maps stayed beside the output that replaced it: a first-contact audit)."""
     try:
-        from ...fileio.nifti import run_record_of
+        from ...fileio.nifti import is_nrrd, run_record_of
+        from ...fileio.records import RUN_KEY, read_run
 
-        record = run_record_of(path)
-    except Exception:  # noqa: BLE001 - a file nibabel cannot read is not one of ours
+        if is_nrrd(path):  # a NRRD map's record is its iqt_run field (fileio/nrrd.py _records)
+            import nrrd
+
+            record = read_run(nrrd.read_header(str(path)).get(RUN_KEY))
+        else:
+            record = run_record_of(path)
+    except Exception:  # noqa: BLE001 - a file nibabel or pynrrd cannot read is not one of ours
         return None
     output = (record or {}).get("options", {}).get("output")
     return os.path.realpath(Path(path).parent / Path(output).name) if isinstance(output, str) and output else None
 
 
-def _maps_of_another_output(paths, out: Path) -> None:
+def _maps_of_another_output(paths, out: Path, replaced: str = "which this run would replace") -> None:
     """Refuses to write maps over those an earlier run wrote for another output that is still there: X.nrrd's maps
     share X_FA ... with X.nii.gz's, and `-o X.nrrd --maps` replaced X.nii.gz's without a word, leaving it beside
     another run's maps (a first-contact audit)."""
@@ -139,7 +173,7 @@ def _maps_of_another_output(paths, out: Path) -> None:
         if owner is not None and not _same_file(owner, out) and os.path.isfile(owner):
             data = " and its data file" if owner.lower().endswith(".nhdr") else ""
             raise IQTError(f"{p}: already there, a map of {Path(owner).name} beside it (another output of this name), "
-                           f"which this run would replace; give -o another name, or remove {Path(owner).name}{data} "
+                           f"{replaced}; give -o another name, or remove {Path(owner).name}{data} "
                            f"with its maps first")
 
 
@@ -156,19 +190,23 @@ def _same_file(owner: str | None, out: Path) -> bool:
         return False
 
 
-def v1_frame(order: str) -> str:
+def v1_frame(order: str, nrrd: bool = False) -> str:
     """The frame of `--maps`'s V1 beside an output written in `order`: that of the viewer of the output's tool (audit
     S: V1 in the voxel axes of this tool's 5D file on a positive-determinant grid showed mirrored in FSLeyes, a median
     44.6 degrees off): MRtrix's scanner (RAS) frame for an MRtrix-order output (MRtrix reads a vector image's
     components against the scanner axes, peaksconvert's "xyz"), FSL's image frame (dtifit's V1, dipy's evecs; the
-    voxel axes, x negated where the affine's determinant is positive) for every other output, NRRD included."""
-    return "mrtrix" if order == "mrtrix" else "fsl"
+    voxel axes, x negated where the affine's determinant is positive) for every other NIfTI output; beside a NRRD
+    output (`nrrd`) V1 is a 3-vector NRRD whose components are in its space's axes, RAS (fileio/nrrd.py
+    save_scalar_nrrd), as MRtrix's frame."""
+    return "mrtrix" if order == "mrtrix" or nrrd else "fsl"
 
 
-def v1_frame_words(order: str, affine, short: bool = False) -> str:
+def v1_frame_words(order: str, affine, short: bool = False, nrrd: bool = False) -> str:
     """V1's frame (v1_frame) in words: for the 'wrote' line, or `short` for its header's description."""
     import numpy as np
 
+    if nrrd:
+        return "RAS frame (a 3-vector NRRD)" if short else "RAS coordinates, the NRRD's space (a 3-vector volume in Slicer)"
     if v1_frame(order) == "mrtrix":
         return "scanner RAS frame (MRtrix's)" if short else "scanner (RAS) coordinates, as MRtrix reads vectors"
     flipped = np.linalg.det(np.asarray(affine, float)[:3, :3]) > 0
@@ -179,13 +217,14 @@ def v1_frame_words(order: str, affine, short: bool = False) -> str:
             "FSL's image frame as dtifit writes V1 and FSLeyes reads it: here the voxel axes")
 
 
-def file_maps(tensor, order: str) -> dict:
-    """dtifit's maps of the tensors written in `order`: V1 in the frame of that output's viewer (v1_frame)."""
+def file_maps(tensor, order: str, nrrd: bool = False) -> dict:
+    """dtifit's maps of the tensors written in `order` (`nrrd`: beside a NRRD output): V1 in the frame of that output's
+    viewer (v1_frame)."""
     from ...core import tensors
     from ...core.volume import Volume
     from ...fileio.volumes import in_file_frame
 
-    data = in_file_frame(tensor.data, v1_frame(order), tensor.affine)  # eigenvalues (FA, MD, L1-L3) do not depend on it
+    data = in_file_frame(tensor.data, v1_frame(order, nrrd), tensor.affine)  # eigenvalues (FA, MD, L1-L3) do not depend on it
     return {key: Volume(values, tensor.affine) for key, values in tensors.dtifit_maps(data).items()}
 
 
@@ -325,7 +364,8 @@ def run(args):
             path = unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}")
             # NIfTI, or NRRD for Slicer on the tensor NRRD's grid lines (fileio/nrrd.py save_scalar_nrrd)
             unc_paths[key] = plan.add(path, MAP_SUFFIXES, what=f"{key} map")
-    map_paths = {key: plan.add(path, what=f"{key} map") for key, path in maps_paths(out).items()} if args.maps else {}
+    map_paths = {key: plan.add(path, MAP_SUFFIXES, what=f"{key} map") for key, path in maps_paths(out).items()} \
+        if args.maps else {}
     foreign = [p for p in map_paths.values() if _is_file(p) and not _made_by_iqt(p)]
     if foreign:  # dtifit's dti_FA ... beside -o dti.nii.gz had been replaced without a word (a bad-input audit)
         raise IQTError(f"{foreign[0]}: already there and not written by iqt (another tool's map, e.g. dtifit's), which "
@@ -333,10 +373,13 @@ def run(args):
     _maps_of_another_output(map_paths.values(), out)
     options.check_output_order(args, out)
     if args.propagate:
-        prop_paths = propagation.output_paths(out.parent, stem(out) + "_")
+        prop_paths = propagation.output_paths(out.parent, stem(out) + "_", map_suffix(out))
         for key, path in prop_paths.items():
-            plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}")
-        _maps_of_another_output([p for key, p in prop_paths.items() if key != "json"], out)
+            plan.add(path, fileio.JSON_SUFFIXES if key == "json" else MAP_SUFFIXES, f"propagation {key}")
+        # X.nrrd's maps are X_fa_mean.nrrd, X.nii.gz's X_fa_mean.nii.gz, but both runs write X_propagation.json
+        _maps_of_another_output([p for suffix in MAP_SUFFIXES for key, p in propagation.output_paths(
+            out.parent, stem(out) + "_", suffix).items() if key != "json"], out,
+            f"whose {prop_paths['json'].name} this run would replace")
     plan.check()
     stale = retire_stale_maps(plan, out, args)
     # the memory check before the input is read, torch imported or a model loaded (refused in 1-2 s, not 4-20 s):
@@ -378,10 +421,10 @@ def run(args):
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     used = pred.tensor.meta.get("model_for")
     model = options.note_model_run(method, pred, f, args)  # which ran: the 'wrote' line and the header
-    maps = file_maps(pred.tensor, written["order"]) if map_paths else {}
+    maps = file_maps(pred.tensor, written["order"], is_nrrd(out)) if map_paths else {}
     fileio.save_tensor(pred.tensor, out, **written)
     for key, vol in maps.items():
-        words = f" in {v1_frame_words(written['order'], vol.affine, short=True)}" if key == "V1" else ""
+        words = f" in {v1_frame_words(written['order'], vol.affine, True, is_nrrd(out))}" if key == "V1" else ""
         text = f"iqt {method.label} {key}{words}"
         fileio.save_scalar(vol, map_paths[key], text if len(text) < 80 else f"iqt {key}{words}")
     for key, vol in pred.maps().items() if unc_out else ():
@@ -395,8 +438,9 @@ def run(args):
         say(f"no learned model ships for {grid.describe(f)}, so the default ran the interpolation baseline ({name}); "
               "for a learned one give --method and --model with a model trained for these factors ('iqt train')")
     if map_paths:
-        say(f"wrote {', '.join(str(p) for p in map_paths.values())} (dtifit's maps; V1 in "
-            f"{v1_frame_words(written['order'], pred.tensor.affine)}, 0 where the two largest eigenvalues are equal)")
+        say(f"wrote {', '.join(with_data_file(p) for p in map_paths.values())} (dtifit's maps; V1 in "
+            f"{v1_frame_words(written['order'], pred.tensor.affine, nrrd=is_nrrd(out))}, 0 where the two largest "
+            "eigenvalues are equal)")
     if unc_out:
         say("wrote " + ", ".join(f"{with_data_file(unc_paths[key])} ({key})" for key in pred.maps()))
     served = grid.factors(method.load(f).factor) if method.learned else None

@@ -143,3 +143,26 @@ def test_a_dwi_nrrd_given_as_tensors_is_told_a_way_that_reads_it(tmp_path):
     with pytest.raises(IQTError) as said:
         load_tensor_nrrd(tmp_path / "dwi.nrrd")
     assert "diffusion-weighted (DWI) NRRD" in str(said.value) and "--conversionMode NrrdToFSL" in str(said.value)
+
+
+# ---------------------------------------------------------------- the grid check before any work
+
+
+def test_the_grid_check_before_any_work_reads_a_nrrd_grid_and_refuses_an_unreadable_file(tmp_path):
+    """`fileio.check_tensor_output(out.nrrd, file)` skipped the check, without a word, for any file nibabel could not
+    open: a NRRD grid (a sheared one then refused only at the write, after the work), a damaged NIfTI header. Now a NRRD
+    grid is read from its header and checked, and a file that cannot be read is refused in one line."""
+    sheared = np.array([[2.0, 0.6, 0, -10], [0, 2.0, 0, -12], [0, 0, 2.0, 5], [0, 0, 0, 1]])
+    lps = np.diag([-1.0, -1.0, 1.0])
+    for name, axes in (("sheared.nrrd", sheared), ("straight.nhdr", AFFINES[sorted(AFFINES)[0]])):
+        nrrd.write(str(tmp_path / name), np.zeros(SHAPE, np.float32), {
+            "space": "left-posterior-superior", "space directions": (lps @ axes[:3, :3]).T,
+            "space origin": lps @ axes[:3, 3], "kinds": ["domain"] * 3})
+    with pytest.raises(IQTError, match="sheared"):
+        fileio.check_tensor_output(tmp_path / "o.nrrd", tmp_path / "sheared.nrrd")
+    fileio.check_tensor_output(tmp_path / "o.nrrd", tmp_path / "straight.nhdr")  # at right angles: passes
+    fileio.check_tensor_output(tmp_path / "o.nii.gz", tmp_path / "sheared.nrrd")  # a NIfTI output takes any grid
+    (tmp_path / "damaged.nii.gz").write_bytes(b"\x1f\x8b not a NIfTI")
+    for name in ("damaged.nii.gz", "missing.nrrd"):
+        with pytest.raises(IQTError, match=name):
+            fileio.check_tensor_output(tmp_path / "o.nrrd", tmp_path / name)

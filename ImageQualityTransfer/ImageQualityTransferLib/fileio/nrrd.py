@@ -244,6 +244,33 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
     return affine, flip, space
 
 
+def header_affine(path) -> np.ndarray:
+    """The voxel->RAS affine of a NRRD's three image axes from its header alone (`fileio.check_tensor_output`); an
+    IQTError for a file whose header cannot be read or gives no 3D grid."""
+    path = Path(path)
+    if not path.exists():
+        raise IQTError(f"{path}: file not found; check the path")
+    kind = not_a_file(path)
+    if kind is not None:
+        raise IQTError(f"{path}: is {kind}, not a file, and is not read; give a NRRD file")
+    try:
+        import nrrd  # pynrrd
+
+        with open(path, "rb") as fh:
+            hdr = nrrd.read_header(fh)
+        ndim = int(hdr["dimension"])
+    except Exception as exc:  # pynrrd and OSError signal damaged headers
+        raise IQTError(f"{path}: its header cannot be read as NRRD ({type(exc).__name__}: {exc}); the file may be "
+                       "damaged: give it again as it was saved (e.g. re-save it from Slicer)") from None
+    kinds = [str(k).strip().lower() for k in hdr.get("kinds", [])]
+    domain = [i for i, k in enumerate(kinds) if k in ("domain", "space")] if kinds else list(range(ndim))
+    if len(domain) != 3 or ndim - len(domain) > 1:
+        raise IQTError(f"{path}: its header gives {len(domain)} image axes of {ndim}, not a 3D grid; give an image "
+                       "on a 3D grid (kinds: domain domain domain, and at most one axis of components)")
+    rax = next((i for i in range(ndim) if i not in domain), None)
+    return _geometry(hdr, domain, rax, path)[0]
+
+
 # what to do with an unreadable scalar NRRD, by what was read (`read_scalar_nrrd`'s `what`)
 SCALAR_HINTS = {
     "mask": "save the mask from Slicer as a label map (.nrrd or .nii.gz)",

@@ -24,7 +24,6 @@ from .nifti import (
     is_nrrd,
     load_nifti,
     nibabel_lib,
-    open_nifti,
     read_data,
     remember_codes,
     run_record_of,
@@ -386,17 +385,21 @@ def in_file_frame(data: np.ndarray, order: str, affine) -> np.ndarray:
 
 
 def check_tensor_output(path, grid_of) -> None:
-    """Before any work: a tensor output on the grid of `grid_of` (an affine, or a NIfTI file whose header gives it)
-    can be written at `path` (a Slicer NRRD needs a grid whose voxel axes are at right angles)."""
+    """Before any work: a tensor output on the grid of `grid_of` (an affine, or a NIfTI or NRRD file whose header gives
+    it) can be written at `path` (a Slicer NRRD needs a grid whose voxel axes are at right angles). A file whose header
+    cannot be read is refused here, in its reader's line: the check had been skipped for any such file, a NRRD
+    included, and a sheared grid then refused only at the write, after the work."""
     if not is_nrrd(path):
         return
-    from .nrrd import check_grid
+    from .nrrd import check_grid, header_affine
 
     if isinstance(grid_of, (str, Path)):
-        try:
-            grid_of = open_nifti(grid_of).affine  # the header only; a file that cannot be read is said on reading
-        except Exception:
-            return
+        if is_nrrd(grid_of):
+            grid_of = header_affine(grid_of)
+        else:
+            with warnings.catch_warnings():  # said once, where the file is read
+                warnings.simplefilter("ignore")
+                grid_of = load_nifti(grid_of).affine  # the header only (nibabel reads the data lazily)
     check_grid(path, grid_of)
 
 

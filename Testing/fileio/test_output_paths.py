@@ -242,6 +242,26 @@ def test_a_detached_output_whose_data_file_name_slicer_reads_as_a_file_list_is_r
     assert _nhdr_plan(tmp_path, given, "tensor output") == tmp_path / given
 
 
+@pytest.mark.parametrize("name", ["LIST.nhdr", "a%d.nhdr", "é.nhdr"])
+def test_the_python_api_refuses_a_detached_name_slicer_cannot_load_as_the_commands_do(tmp_path, name):
+    """`fileio.save_tensor(vol, "LIST.nhdr")` (or save_scalar) called from Python wrote 'data file: LIST.raw.gz',
+    which Slicer cannot load (the commands refuse it, `Outputs.add`): a ValueError now, in the commands' one line,
+    nothing written."""
+    from ImageQualityTransferLib.core.volume import Volume
+
+    vol = bundle_volume(shape=(4, 4, 3))
+    scalar = Volume(vol.data[..., 0], vol.affine, "scalar")
+    for save, what in ((fileio.save_tensor, vol), (fileio.save_scalar, scalar), (fileio.save_mask, scalar)):
+        with pytest.raises(ValueError) as refused:
+            save(what, tmp_path / name)
+        said = str(refused.value)
+        assert isinstance(refused.value, IQTError) and "\n" not in said and said.startswith(str(tmp_path / name)), said
+        assert "as a list of files" in said or "plain ASCII" in said, said
+        assert list(tmp_path.iterdir()) == []
+    fileio.save_tensor(vol, tmp_path / "list.nhdr")  # read as one data file: written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.nhdr", "list.raw.gz"]
+
+
 @pytest.mark.parametrize("name", ["list.nhdr", "xLIST.nhdr", "100%.nhdr", "a%s%d.nhdr", "a%%d.nhdr", "a%-3d.nhdr",
                                   "LIST.nrrd", "a b.nhdr"])
 def test_a_detached_output_name_slicer_reads_as_one_file_is_taken(tmp_path, name):

@@ -35,7 +35,7 @@ import numpy as np
 from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
 from ..core.volume import Volume
-from .paths import nhdr_data_files, not_a_file, nrrd_data_file
+from .paths import DataNameError, check_data_name, nhdr_data_files, not_a_file, nrrd_data_file
 from .writing import atomic_write
 from .records import RUN_KEY, made_by, read_made_by, run_json
 
@@ -494,6 +494,10 @@ def _write(path: Path, header_of, arr: np.ndarray, compress: bool, level: int) -
     encoding = "gzip" if compress else "raw"
     if path.suffix.lower() == ".nhdr":
         data_path = nhdr_data_files(path)[0 if compress else 1]
+        try:  # the commands ask before any work (paths.Outputs.add); a caller of the Python API is told here
+            check_data_name(path, data_path, "file")
+        except IQTError as exc:
+            raise DataNameError(str(exc)) from None
 
         def write_data(tmp):
             with open(tmp, "wb") as f:

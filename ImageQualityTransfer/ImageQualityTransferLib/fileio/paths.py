@@ -121,6 +121,11 @@ def _teem_file_list(name: str) -> bool:
     return name.startswith("LIST") or _TEEM_PATTERN.match(name) is not None
 
 
+class DataNameError(IQTError, ValueError):
+    """`check_data_name`'s refusal where `fileio.nrrd` is called from Python (save_tensor, save_scalar): the commands'
+    one line, a ValueError to the caller, as the writers' other refusals of their arguments."""
+
+
 def check_data_name(path, data: Path, what: str) -> None:
     """A detached header's data file name, written into its 'data file' line, is printable ASCII without edge spaces:
     pynrrd reads the header as ASCII and drops other characters (another file's name), a newline ends the line; nor

@@ -130,6 +130,37 @@ def test_a_slicer_label_map_nrrd_is_read_as_the_mask_of_its_tensor_nrrd(tmp_path
     np.testing.assert_array_equal(fileio.load_mask(one, reference=tensor).data, labels > 0)
 
 
+@pytest.mark.parametrize("tensor_name", ["dti.nii.gz", "dti.nrrd"])
+def test_upsample_takes_a_slicer_label_map_of_a_nifti_or_nrrd_input_and_refuses_one_on_another_grid(tmp_path, capsys,
+                                                                                                 tensor_name):
+    """`iqt upsample --mask` a label map as Slicer saves it (.nhdr, LPS space) of a NIfTI or NRRD tensor input on the same
+    grid: the run's mask (the outputs zero outside it); one a voxel off: the mask refusal's one line, nothing written."""
+    from helpers import bundle_volume, run_cli
+
+    vol = bundle_volume(AFFINES[sorted(AFFINES)[0]], shape=SHAPE)
+    fileio.save_tensor(vol, tmp_path / tensor_name)
+    labels = np.zeros(SHAPE, np.int16)
+    labels[1:-1, 1:-1, 1:] = 1
+    lps = np.diag([-1.0, -1.0, 1.0])
+    for name, shift in (("mask.nhdr", 0.0), ("off.nhdr", 1.0)):
+        origin = vol.affine[:3, :3] @ [shift, 0, 0] + vol.affine[:3, 3]
+        nrrd.write(str(tmp_path / name), labels, {"space": "left-posterior-superior", "kinds": ["domain"] * 3,
+                                                  "space directions": (lps @ vol.affine[:3, :3]).T,
+                                                  "space origin": lps @ origin, "encoding": "gzip"})
+    code, _, err = run_cli(capsys, "upsample", tmp_path / tensor_name, "-o", tmp_path / "up.nii.gz", "--method", "nearest",
+                           "--factor", "2", "--mask", tmp_path / "mask.nhdr", "--threads", "1")
+    assert code == 0, err
+    up = fileio.load_tensor(tmp_path / "up.nii.gz")
+    inside = np.repeat(np.repeat(np.repeat(labels > 0, 2, 0), 2, 1), 2, 2)
+    assert np.any(up.data != 0, axis=-1)[inside].all()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = run_cli(capsys, "upsample", tmp_path / tensor_name, "-o", tmp_path / "up2.nii.gz", "--method",
+                             "nearest", "--factor", "2", "--mask", tmp_path / "off.nhdr", "--threads", "1")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "off.nhdr: the mask has the shape of the input's grid but another position or orientation" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_a_dwi_nrrd_given_as_tensors_is_told_a_way_that_reads_it(tmp_path):
     """A DWI NRRD where a tensor file is wanted: the message named 'iqt fit', which refuses a NRRD DWI (a Slicer
     audit); it now names the conversion that 'iqt fit' reads, and Slicer's own ways."""

@@ -20,7 +20,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: with --model, the model's own method, else the best "
                          "shipped one for the factors, with --uncertainty or --propagate the best with an uncertainty map)")
     options.add_factor(sp, voxel_size=True, model=True)
-    sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid)")
+    sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid): NIfTI, or a label map Slicer "
+                                   "saved (.nrrd, .nhdr)")
     sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty; "
                     ".nii.gz, or .nrrd for Slicer) and NAME_direction beside it (the principal direction's "
                     "uncertainty, degrees); the Monte Carlo methods also write NAME_std_intrinsic, NAME_std_parameter, "

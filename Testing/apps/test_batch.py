@@ -1192,6 +1192,17 @@ def test_an_unbracketed_ipv6_scheduler_is_refused_with_the_bracketed_form_and_an
     assert not (tmp_path / "o").exists()
 
 
+def test_an_ipv6_scheduler_without_a_port_is_said_so_with_the_bracketed_form(tmp_path, capsys):
+    """`--scheduler ::1` had been read as host ':' port 1 and advised "tcp://[:]:1" (a review)."""
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    for given, form in (("::1", "tcp://[::1]:8786"), ("tcp://fe80::1", "tcp://[fe80::1]:8786")):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
+        assert code == 2 and err.strip() == (f"iqt: error: --scheduler {given}: an IPv6 address without a port; give it "
+                                             f"in brackets before the scheduler's port, e.g. {form} (the default port "
+                                             "of 'dask scheduler')"), err
+        assert not (tmp_path / "o").exists()
+
+
 def test_settling_a_stopped_cluster_run_drops_its_generated_by_entry_if_it_made_nothing(tmp_path):
     """On a cluster the stopped run's GeneratedBy entry is pruned once the workers are gone (settle_after_stop), not
     as the run stops, when a worker may still put a subject in place (a review); an entry no output names goes."""

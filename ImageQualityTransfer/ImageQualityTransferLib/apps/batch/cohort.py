@@ -162,9 +162,24 @@ def check_address(scheduler: str) -> str:
     host = loc.split("/", 1)[0]
     if host.count(":") > 1 and not host.startswith("["):  # an IPv6 host: its port is told from it by the brackets
         ip, _, port = host.rpartition(":")
-        raise IQTError(f"--scheduler {scheduler}: an IPv6 address is written in brackets before its port; give "
-                       f"{proto}://[{ip}]:{port}")
+        if port.isdigit() and _ipv6(ip):
+            raise IQTError(f"--scheduler {scheduler}: an IPv6 address is written in brackets before its port; give "
+                           f"{proto}://[{ip}]:{port}")
+        if _ipv6(host):  # no port after the address (::1): its last group had been taken for one, tcp://[:]:1
+            raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give it in brackets before the "
+                           f"scheduler's port, e.g. {proto}://[{host}]:8786 (the default port of 'dask scheduler')")
+        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}")
     return scheduler
+
+
+def _ipv6(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def client_security(scheduler: str):

@@ -115,6 +115,29 @@ def test_a_killed_worker_is_said_with_the_options_that_set_its_memory(tmp_path, 
     assert ("'dask worker --memory-limit', the cluster job's memory" in reason) != local, reason
 
 
+@pytest.mark.parametrize("exc", ["killed", MemoryError()])
+def test_a_lone_local_worker_is_not_told_to_run_fewer(tmp_path, monkeypatch, exc):
+    """`iqt batch --workers 1` whose worker died or ran out of memory had been advised "or run fewer --workers" (a
+    review); with two workers it still is."""
+    from distributed import KilledWorker
+
+    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch.items import Item
+
+    if exc == "killed":
+        exc = KilledWorker("iqt-1", "tls://127.0.0.1:4000", 3)
+    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
+    for n in (1, 2):
+        cluster = SimpleNamespace(worker_spec=dict.fromkeys(range(n)))  # a LocalCluster's, one entry a worker
+        ended = []
+        cohort._run_items([item], None, tmp_path, SimpleNamespace(submit=lambda *a, **k: _Failed(exc), cluster=cluster),
+                          1.0, lambda it, r: ended.append(r))
+        reason = ended[0]["reason"]
+        assert "--memory-limit" in reason and ("fewer --workers" in reason) == (n > 1), reason
+
+
 @pytest.mark.parametrize("local", [True, False])
 def test_a_remote_workers_address_space_is_said_as_the_workers(tmp_path, monkeypatch, local):
     """Under --scheduler a worker's refusal for its own ulimit -v read "more than this process's 0.6 GiB (ulimit -v

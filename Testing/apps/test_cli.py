@@ -969,6 +969,23 @@ def test_a_dask_worker_process_that_died_starting_is_one_line_naming_its_causes(
     assert "__main__" in err and "--threads 1 and fewer --workers" in err and "--workers 1" not in err, err
 
 
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_a_batch_worker_that_died_starting_is_told_fewer_workers_only_where_several_ran(capsys, monkeypatch, tmp_path,
+                                                                                        workers):
+    """`iqt batch --workers 1` whose worker died starting had been advised "fewer --workers" (a review)."""
+    import helpers
+
+    from ImageQualityTransferLib.apps import batch
+
+    out = helpers.tensor_list(tmp_path)
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (_ for _ in ()).throw(_worker_died([1])))
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", out, "--method", "nearest", "--workers", workers)
+    err = [ln for ln in err.splitlines() if not ln.startswith("iqt: warning: ")]
+    assert code == 1 and len(err) == 1 and err[0].startswith("iqt: error: a Dask worker process could not start"), err
+    assert ("fewer --workers" in err[0]) == (workers != "1") and "--threads 1" in err[0], err
+    assert list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("refusal", ["runtime", "process"])
 @pytest.mark.parametrize("address", [True, False])
 def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(capsys, monkeypatch, tmp_path, address,

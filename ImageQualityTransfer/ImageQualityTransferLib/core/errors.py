@@ -77,17 +77,19 @@ def _worker_exits(exc: BaseException) -> list:
     return next((getattr(e, WORKER_EXITS) for e in _chain(exc) if getattr(e, WORKER_EXITS, None)), [])
 
 
-def worker_died_said(exc: BaseException) -> str | None:
+def worker_died_said(exc: BaseException, workers: int | None = None) -> str | None:
     """For a Dask worker process that died starting, the one line naming its possible causes and what to try, without
     the 'iqt: error:' prefix; None otherwise. It had guessed 'a limit' or 'your script' from a count of threads, and
-    misfired both ways."""
+    misfired both ways. `workers`: `iqt batch`'s local workers (0 at a --scheduler): "fewer --workers" only where
+    more than one ran (it had been advised to --workers 1); None where not known."""
     if not any(_worker_died(e) for e in _chain(exc)):
         return None
     exits = sorted(set(_worker_exits(exc)))
     status = f" (exit status {', '.join(map(str, exits))})" if exits else ""
+    fewer = " and fewer --workers" if workers is None or workers > 1 else ""
     return (f"a Dask worker process could not start{status}: a limit on processes or threads (ulimit -u), memory, or "
             "an error in the worker itself (a script calling iqt needs the `if __name__ == \"__main__\":` guard, "
-            "since each worker process re-runs it); try --threads 1 and fewer --workers, or raise that limit")
+            f"since each worker process re-runs it); try --threads 1{fewer}, or raise that limit")
 
 
 def _process_refused(exc: BaseException) -> bool:

@@ -770,7 +770,9 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
         except Exception as exc:  # the task never returned: recorded like any failure
             if _connection_lost(exc):
                 raise _lost(client, total - done, total) from None
-            reason = task_failed(exc, local=getattr(client, "cluster", None) is not None)
+            cluster = getattr(client, "cluster", None)
+            workers = len(getattr(cluster, "worker_spec", None) or ()) or None  # a LocalCluster's: one entry a worker
+            reason = task_failed(exc, local=cluster is not None, workers=workers)
             result = {"subject": it.prefix, "input": it.path, "status": "failed", "qc": {}, "reason": reason}
         else:
             if result.get("reason") and getattr(client, "cluster", None) is None:  # a --scheduler's worker
@@ -791,21 +793,23 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
         ended(it, result)
 
 
-def task_failed(exc: BaseException, local: bool) -> str:
+def task_failed(exc: BaseException, local: bool, workers: int | None = None) -> str:
     """The reason of a subject whose task never returned. `local`: the workers are this command's LocalCluster's, set
     by --memory-limit and --workers; a --scheduler's are not (it refuses both: apps/cli/batch.py), and the advice names
-    what sets theirs."""
+    what sets theirs. `workers`: the local cluster's count where known ("run fewer --workers" is not said to one)."""
     from distributed import KilledWorker
 
     if isinstance(exc, KilledWorker):
         if local:
+            if workers == 1:
+                return "the worker running it died (memory limit or killed); give it more memory with --memory-limit"
             return ("the worker running it died (memory limit or killed); give the workers more memory with "
                     "--memory-limit or run fewer --workers")
         return ("the worker running it died (past its memory limit, or killed); give the scheduler's workers more "
                 "memory (where they are started: 'dask worker --memory-limit', the cluster job's memory) or start fewer "
                 "of them on each machine")
     if out_of_memory(exc):
-        return memory_reason(exc, local=local)
+        return memory_reason(exc, local=local, workers=workers)
     return (f"could not run on the cluster ({type(exc).__name__}: {' '.join(str(exc).split())}); the workers need "
             "ImageQualityTransfer installed and the same paths as this machine")
 

@@ -4,15 +4,17 @@ a subject whose own run ran out (subject.py)."""
 from __future__ import annotations
 
 
-def memory_reason(exc: BaseException, local: bool | None = True) -> str:
+def memory_reason(exc: BaseException, local: bool | None = True, workers: int | None = None) -> str:
     """A subject's failure reason for `core.errors.out_of_memory(exc)`: the limit named (not 'installed / same paths': under
     ulimit -v 1500000 every subject failed so; each worker is a process with an address space of its own). `local`:
     the workers are this machine's LocalCluster's, which have this process's ulimit -v; None: said in the worker itself
-    (subject.py _process), whose own ulimit -v is read, on a local or a --scheduler's cluster."""
+    (subject.py _process), whose own ulimit -v is read, on a local or a --scheduler's cluster. `workers`: the local
+    cluster's count, where known: "run fewer --workers" is not said to --workers 1."""
     import resource
 
     from ...core.errors import process_not_started, thread_not_started
 
+    fewer = "" if workers == 1 else " or run fewer --workers"
     soft = resource.getrlimit(resource.RLIMIT_AS)[0] if local is not False else resource.RLIM_INFINITY
     text = " ".join(str(exc).split())
     said = f"a worker ran out of memory ({type(exc).__name__}{': ' + text if text else ''})"
@@ -24,14 +26,14 @@ def memory_reason(exc: BaseException, local: bool | None = True) -> str:
         where = {False: "their", None: "the worker's"}.get(local, "this machine's")
         what = "process" if process_not_started(exc) else "thread"
         return (f"a worker could not start a {what} ({text}): a limit on threads or processes ({where} ulimit -u, a "
-                "cgroup's pids.max, a container's or job's) or memory; raise that limit, or give the workers more "
-                "memory, or run fewer --workers")
+                f"cgroup's pids.max, a container's or job's) or memory; raise that limit, or give the workers more "
+                f"memory{fewer.replace(' or', ', or')}")
     if local is False:
         return f"{said}; give the scheduler's workers more memory (their ulimit -v, 'dask worker --memory-limit')"
     if local is None:
         return (f"{said}; give the workers more memory with --memory-limit or run fewer --workers (a --scheduler's "
                 "workers: 'dask worker --memory-limit')")
-    return f"{said}; give the workers more memory with --memory-limit or run fewer --workers"
+    return f"{said}; give the workers more memory with --memory-limit{fewer}"
 
 
 def as_remote_workers(reason: str) -> str:

@@ -355,7 +355,11 @@ def _run(args, printed, signals=()) -> int:
         if out_of_memory(exc) and not (args.debug or os.environ.get("IQT_DEBUG")):
             print(f"iqt: error: {out_of_memory_said(exc)}", file=sys.stderr)
             return 1
-        died = worker_died_said(exc)  # a Dask worker process dead as it started: its possible causes, no guess
+        workers = 0
+        if args.command == "batch" and not getattr(args, "scheduler", None):  # only batch has --workers
+            workers = 2 if getattr(args, "workers", None) is None else args.workers  # apps/cli/batch.py LOCAL_DEFAULTS
+        # a Dask worker process dead as it started: its possible causes, no guess
+        died = worker_died_said(exc, workers if args.command == "batch" else None)
         if died is not None and not (args.debug or os.environ.get("IQT_DEBUG")):
             print(f"iqt: error: {died}", file=sys.stderr)
             return 1
@@ -365,9 +369,6 @@ def _run(args, printed, signals=()) -> int:
         if room is None:
             from ...core.errors import too_many_open_files
 
-            workers = 0
-            if args.command == "batch" and not getattr(args, "scheduler", None):  # only batch has --workers
-                workers = 2 if getattr(args, "workers", None) is None else args.workers  # apps/cli/batch.py LOCAL_DEFAULTS
             room = too_many_open_files(exc, workers=workers)  # ulimit -n met anywhere (an import): not a bug
         if room is not None:
             print(f"iqt: error: {' '.join(str(room).split())}", file=sys.stderr)

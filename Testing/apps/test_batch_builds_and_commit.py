@@ -551,6 +551,48 @@ def test_a_refused_subject_runs_on_a_good_worker_that_joined_after_the_one_it_wa
     assert tensor_sidecar(out, "01", "nearest")["SoftwareBuild"] == real()
 
 
+def test_a_refused_subject_is_sent_again_pinned_to_this_builds_workers_even_while_they_are_busy(tmp_path, monkeypatch):
+    """The re-send of a subject a worker of another build refused is pinned to this build's workers there then
+    (cohort._run_items resend): sent loose or unrestricted, the idle worker of another build took it again and refused
+    it until its tries were spent, while this build's worker was busy with other work."""
+    from distributed import Client, LocalCluster, get_worker
+
+    from ImageQualityTransferLib.fileio import model_files
+
+    real = subject.build
+
+    def worker_build():
+        try:
+            return OTHER if get_worker().name == 0 else real()
+        except ValueError:  # the client's thread
+            return real()
+
+    monkeypatch.setattr(subject, "build", worker_build)
+    monkeypatch.setattr(model_files, "build", worker_build)
+    items, out = cohort_of(tmp_path, ("01",))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2, timeout=10)
+        good = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == 1)
+        busy = client.submit(time.sleep, 1.0, workers=[good], pure=False)  # this build's worker busy: the other idles
+        while not client.processing()[good]:
+            time.sleep(0.01)
+        submit, resent = client.submit, []
+
+        def noted_submit(*a, **k):
+            if "-r" in k["key"]:  # a re-send (cohort._run_items resend's keys)
+                resent.append((k.get("workers"), k.get("allow_other_workers")))
+            return submit(*a, **k)
+
+        monkeypatch.setattr(client, "submit", noted_submit)
+        rows = batch.run_cohort(items, batch.Settings(method="nearest"), out, client=client, progress=False)
+        busy.result()
+    assert [r["status"] for r in rows] == ["done"], [r.get("reason") for r in rows]
+    # not loose either: Dask's work stealing may move a loosely restricted task to the idle worker
+    assert resent == [([good], False)], resent
+    assert tensor_sidecar(out, "01", "nearest")["SoftwareBuild"] == real()
+
+
 @pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
 def test_too_many_open_files_while_the_table_is_written_is_said_so(tmp_path, monkeypatch, capsys, code):
     """`iqt batch --workers 2` under ulimit -n 40 had ended "iqt: error: .../dmri/motion.py: the QC table cannot be

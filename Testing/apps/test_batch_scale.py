@@ -333,3 +333,80 @@ def test_a_run_on_a_remote_scheduler_leaves_no_empty_folder_it_made_and_no_remot
     assert not (out / "sub-01").exists() and not (out / "sub-03").exists()
     assert (out / "sub-04" / "figures").is_dir() and (out / "sub-04" / "dwi").is_dir()
     assert (out / "sub-02" / "dwi" / ".iqt-k3v9x2.nii.gz").read_bytes() == b"half" and out.is_dir()
+
+
+def test_a_ulimit_n_too_low_for_the_local_cluster_is_refused_before_it_starts(tmp_path, capsys, monkeypatch):
+    """Under ulimit -n 16, `iqt batch --workers 2` flooded stderr with Dask's accept tracebacks for 38 s, then ended
+    "internal error: RuntimeError: Nanny failed to start." (a review): refused at once now, one line, exit 2."""
+    import resource
+
+    helpers.tensor_list(tmp_path)
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (16, 4096) if which == resource.RLIMIT_NOFILE
+                        else real(which))
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (_ for _ in ()).throw(AssertionError("started")))
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest",
+                           "--workers", "2")
+    err = [ln for ln in err.splitlines() if not ln.startswith("iqt: warning: ")]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("iqt: error: too many open files: a local cluster of 2 workers needs about "), err
+    assert "more than its limit (ulimit -n 16); raise it (e.g. ulimit -n " in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def _dask_start_failed(cause: BaseException) -> RuntimeError:
+    """What Dask raised where a nanny's worker process could not start for `cause`: its cleanup failed in turn (an
+    AttributeError, then its status assertion), and the server's "Nanny failed to start." came from those."""
+    try:
+        try:
+            try:
+                try:
+                    raise cause
+                except OSError:
+                    raise AttributeError("'NoneType' object has no attribute 'terminate'")
+            except AttributeError:
+                raise AssertionError("Status.starting")
+        except AssertionError as exc:
+            raise RuntimeError("Nanny failed to start.") from exc
+    except RuntimeError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("limit", ["files", "files logged", "processes"])
+def test_a_limit_met_as_the_local_cluster_starts_is_its_line_every_time(tmp_path, capsys, monkeypatch, limit):
+    """Under ulimit -n 32 the nanny's os.pipe() met EMFILE, and under ulimit -u a fork met EAGAIN, behind Dask's
+    failed cleanup (an AttributeError): "internal error: RuntimeError: Nanny failed to start." in some runs, the
+    limit's line in others (a review). Now the limit's line each time; the event loop's EMFILE tracebacks (a listener's
+    accept, once per try) are kept off stderr."""
+    import errno
+    import logging
+
+    from ImageQualityTransferLib.apps.batch import cohort
+
+    helpers.tensor_list(tmp_path)
+
+    def start(make):
+        if limit == "files logged":
+            try:
+                raise OSError(errno.EMFILE, "Too many open files")
+            except OSError:
+                logging.getLogger("asyncio").error("Exception in callback accept_handler", exc_info=True)
+            raise RuntimeError("Nanny failed to start.")
+        raise _dask_start_failed(OSError(errno.EMFILE, "Too many open files") if limit.startswith("files")
+                                 else helpers.process_start_refused())
+
+    monkeypatch.setattr(cohort, "_spawn_ignoring_ctrl_c", start)
+    asyncio_filters = list(logging.getLogger("asyncio").filters)
+    try:
+        code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest",
+                               "--workers", "2")
+    finally:
+        logging.getLogger("asyncio").filters[:] = asyncio_filters
+    err = [ln for ln in err.splitlines() if not ln.startswith("iqt: warning: ")]
+    assert len(err) == 1 and "internal error" not in err[0] and "Traceback" not in err[0], err
+    if limit == "processes":
+        assert code == 1 and err[0].startswith("iqt: error: out of memory or of processes: a process could not start"), err
+    else:
+        assert code == 2 and err[0].startswith("iqt: error: too many open files: this process met its limit"), err
+        assert err[0].endswith("or run fewer --workers, then rerun"), err
+    assert not (tmp_path / "o").exists()

@@ -81,12 +81,19 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     # to the nannies, which hand it to every worker they start, also again after such a kill (set within a `with`, a
     # restarted worker read Dask's defaults; set for the process, every later cluster of its other users had it too).
     memory = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause")}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _worker_exits_noted():
-        cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
-            n_workers=workers, threads_per_worker=THREADS_PER_WORKER, processes=True, memory_limit=memory_limit,
-            dashboard_address=dashboard_address, silence_logs=logging.CRITICAL, security=security,
-            host="127.0.0.1", preload=[f"{__package__}.worker_signals"],  # a restarted worker ignores Ctrl-C too
-            config=memory))
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _worker_exits_noted(), \
+            _open_files_noted() as met:
+        try:
+            cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
+                n_workers=workers, threads_per_worker=THREADS_PER_WORKER, processes=True, memory_limit=memory_limit,
+                dashboard_address=dashboard_address, silence_logs=logging.CRITICAL, security=security,
+                host="127.0.0.1", preload=[f"{__package__}.worker_signals"],  # a restarted worker ignores Ctrl-C too
+                config=memory))
+        except Exception as exc:
+            said = _limit_met(exc, met, workers)
+            if said is None:
+                raise
+            raise said from None
     if security is not None:
         _OWN_CLUSTERS[cluster.scheduler_address] = security
     # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it would be a
@@ -101,6 +108,59 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
 
 
 _OWN_CLUSTERS: dict = {}  # scheduler address -> the credentials of a LocalCluster this process started
+
+
+def _limit_met(exc: BaseException, met: list, workers: int):
+    """What ended a local cluster's start where a limit did: the too-many-open-files IQTError (an EMFILE or ENFILE in
+    `exc`'s whole chain, or in `met`: logged by the event loop), or the OSError or RuntimeError of a process or thread
+    that could not start (core/errors.py thread_not_started, which the CLI says as the limit); None otherwise. The
+    whole chain: Dask's cleanup of a nanny whose os.pipe() met ulimit -n raised an AttributeError, and that of a fork
+    refused under ulimit -u an AssertionError, behind which the cause was not followed (an internal error, or the
+    limit's line, from run to run)."""
+    from ...core.errors import thread_not_started
+
+    chain, seen, todo = [], set(), [exc]
+    while todo and len(chain) < 64:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        chain.append(e)
+        todo.extend((e.__context__, e.__cause__))
+    for e in [*chain, *met]:
+        many = too_many_open_files(e, "rerun", workers)
+        if many is not None:
+            return many
+    return next((e for e in chain if thread_not_started(e)), None)
+
+
+@contextlib.contextmanager
+def _open_files_noted():
+    """While the local cluster starts: the EMFILE and ENFILE errors its event loop logs (a listener's accept under
+    ulimit -n 16 logged one traceback per try, hundreds of thousands of lines on stderr before the start failed),
+    listed and kept off stderr; the rest of what the loop logs is left as it was."""
+    import errno
+    import logging
+
+    met: list = []
+
+    def drop(record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            if len(met) < 10:
+                met.append(exc)
+            return False
+        return True
+
+    logs = [logging.getLogger(name) for name in ("asyncio", "tornado.application", "tornado.general")]
+    for log in logs:
+        log.addFilter(drop)
+    try:
+        yield met
+    finally:
+        if not met:  # once met, the loop may log more as the process ends: it stays off stderr
+            for log in logs:
+                log.removeFilter(drop)
 
 
 def local_security():

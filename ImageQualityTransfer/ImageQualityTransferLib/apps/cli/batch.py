@@ -222,6 +222,38 @@ def _methods_of(args, name):
     return methods.get(name, **options.method_settings(args))
 
 
+# Open files this process holds at its most while a local cluster starts (cohort.start_client, sampled: 33, 44 and 63
+# for 1, 2 and 4 workers, 6 open before); `iqt batch --workers 2` failed under ulimit -n 40 and ran under 48,
+# --workers 1 failed under 24 and ran under 32
+CLUSTER_FILES = (16, 10)  # (base, per worker): below the peaks, so that no start that could run is refused
+
+
+def check_open_files(workers: int) -> None:
+    """Refused before the cluster starts where this process's ulimit -n is below what starting `workers` local
+    workers needs (CLUSTER_FILES): under ulimit -n 16 the start had flooded stderr with Dask's tracebacks for 38 s and
+    ended in an internal error. A limit met later is said by the run (cohort.start_client, core/errors.py
+    too_many_open_files)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        now = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
+    except OSError:  # no /proc (macOS): what the limit allows is not known here
+        return
+    need = now + CLUSTER_FILES[0] + CLUSTER_FILES[1] * workers
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    one = now + CLUSTER_FILES[0] + CLUSTER_FILES[1]
+    fewer = f", or run fewer --workers ({(soft - now - CLUSTER_FILES[0]) // CLUSTER_FILES[1]} fit)" if soft >= one else ""
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise_it = f"ask an administrator to raise its hard limit ({hard}) to {need} or more"
+    else:
+        more = max(need, 2 * soft if hard == resource.RLIM_INFINITY else min(2 * soft, hard))
+        raise_it = f"raise it (e.g. ulimit -n {more})"
+    raise IQTError(f"too many open files: a local cluster of {counted(workers, 'worker')} needs about {need} open files "
+                   f"in this process, more than its limit (ulimit -n {soft}); {raise_it}{fewer}, then rerun")
+
+
 def check_dashboard_address(text: str) -> None:
     """--dashboard-address refused at once when its host does not resolve or is not an address of this machine: the
     LocalCluster fails to start with an internal error (e.g. 10.255.255.1:8787, nosuchhost.invalid:8787)."""
@@ -537,6 +569,7 @@ def run(args) -> int:
         check_memory_limit(args.memory_limit)
         check_dashboard_address(args.dashboard_address)
         check_worker_memory(args, runs)
+        check_open_files(args.workers)
     out = Path(args.output)  # a folder, created with its parents (derivatives/ of a fresh BIDS dataset)
     if out.exists() and not out.is_dir():
         raise IQTError(f"{out}: exists and is not a folder; give a folder for the outputs")

@@ -107,11 +107,12 @@ def _join_left_threads() -> None:
     wait LEFT_JOIN_S at most, for all together, for threads left running: they end at their next progress report
     (iqt view's cancel flag), and the interpreter's exit had stopped one inside torch's C++ ("terminate called without
     an active exception", exit 134 after the caller's own end). One still inside torch after the wait may still abort
-    the interpreter that way: the wait makes it less likely, it cannot prevent it. Ctrl-C here ends the wait and the
-    process at once with 130, as Ctrl-C ends a command (`_run` in apps/cli/__init__.py; it had exited 0), past the
-    rest of the interpreter's exit as exit_past_left_threads does; SIGTERM and SIGHUP, where the caller left them
-    Python's default (or `cli.main()` ignored them: _take_exit_signals), likewise with their line and 143, 129 (they
-    had killed it without a word)."""
+    the interpreter that way: the wait makes it less likely, it cannot prevent it. Ctrl-C here ends the wait with one
+    line, and the interpreter's exit goes on (the caller's other atexit handlers, its files' flushes, its temporary
+    directories) with the caller's status: ended at once with 130 (os._exit), the caller had lost its unwritten data.
+    SIGTERM and SIGHUP, where the caller left them Python's default (or `cli.main()` ignored them:
+    _take_exit_signals), end the process at once with their line and 143, 129, past the rest of that exit, as the
+    signal itself had killed it (without a word)."""
     alive = [t for t in left_running if t.is_alive()]  # before: a join cut by a signal marks its thread ended (3.11)
     if not alive:
         return
@@ -127,7 +128,8 @@ def _join_left_threads() -> None:
                 print(_waiting_line(alive), file=sys.stderr, flush=True)
             print(f"iqt view: {why}not waiting for the stopped run any more; Python exits now", file=sys.stderr,
                   flush=True)
-        _exit_now(128 + signum)
+        if signum != signal.SIGINT:  # as the signal itself would (its default): the caller lost its data then too
+            _exit_now(128 + signum)
     finally:
         for sig, handler in taken:
             signal.signal(sig, handler)

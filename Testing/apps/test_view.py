@@ -1250,6 +1250,43 @@ def test_ctrl_c_in_the_exit_wait_is_one_line(monkeypatch, capsys):
     assert exits == [], exits
 
 
+def test_a_second_ctrl_c_while_the_exit_wait_ends_is_ignored(monkeypatch, capsys):
+    """A second Ctrl-C landing while the first one's lines were said (two about 0.1 ms apart: 1 run in 30, a review)
+    raised out of the exit wait: "Exception ignored in atexit callback", a traceback. The three signals are ignored
+    while it ends, and given back after."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(30,), daemon=True)
+    monkeypatch.setattr(signals, "left_running", [thread])
+    line = signals._waiting_line
+
+    def first(*_):  # the first Ctrl-C, where the wait's join had it
+        raise KeyboardInterrupt
+
+    def said_then_second(alive):  # the second, as the first's lines are said
+        signal.raise_signal(signal.SIGINT)
+        return line(alive)
+
+    monkeypatch.setattr(signals, "_join_left_threads_until", first)
+    monkeypatch.setattr(signals, "_waiting_line", said_then_second)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        thread.start()
+        try:
+            signals._join_left_threads()
+        except KeyboardInterrupt:
+            pytest.fail("the second Ctrl-C raised out of the exit wait")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        release.set()
+        signal.signal(signal.SIGINT, old)
+    assert capsys.readouterr().err.splitlines()[-1] == ("iqt view: not waiting for the stopped run any more; Python "
+                                                        "exits now")
+
+
 LEFT_BY_A_CALLER = r"""
 import signal, sys, threading, time
 from ImageQualityTransferLib.apps import signals

@@ -112,15 +112,21 @@ def _join_left_threads() -> None:
     directories) with the caller's status: ended at once with 130 (os._exit), the caller had lost its unwritten data.
     SIGTERM and SIGHUP, where the caller left them Python's default (or `cli.main()` ignored them:
     _take_exit_signals), end the process at once with their line and 143, 129, past the rest of that exit, as the
-    signal itself had killed it (without a word)."""
+    signal itself had killed it (without a word). A second signal while the wait ends is ignored."""
     alive = [t for t in left_running if t.is_alive()]  # before: a join cut by a signal marks its thread ended (3.11)
     if not alive:
         return
     said: list = []
-    taken = _take_exit_signals()
+    taken, ignored = _take_exit_signals(), []
     try:
         _join_left_threads_until(time.monotonic(), said)
     except (KeyboardInterrupt, Terminated) as exc:  # one line, not "Exception ignored in atexit callback"
+        while True:  # first: a second Ctrl-C here had raised out of atexit (a traceback, exit 0)
+            try:
+                _ignore_exit_signals(ignored)
+                break
+            except (KeyboardInterrupt, Terminated):  # pending already: dropped (raised as the call began)
+                continue
         signum = getattr(exc, "signum", signal.SIGINT)
         why = "" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}; "
         with contextlib.suppress(Exception):  # and its traceback
@@ -131,8 +137,20 @@ def _join_left_threads() -> None:
         if signum != signal.SIGINT:  # as the signal itself would (its default): the caller lost its data then too
             _exit_now(128 + signum)
     finally:
-        for sig, handler in taken:
-            signal.signal(sig, handler)
+        back = {**dict(ignored), **dict(taken)}
+        for sig in sorted(back, key=lambda sig: sig == signal.SIGINT):  # Ctrl-C's last
+            signal.signal(sig, back[sig])
+
+
+def _ignore_exit_signals(done: list) -> None:
+    """SIGINT, SIGTERM and SIGHUP ignored while the exit wait ends, each added to `done` as (signal, handler before).
+    One already pending is raised by signal.signal itself (it runs pending handlers first): the caller drops it and
+    calls again."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]:
+        if sig not in dict(done):
+            done.append((sig, signal.signal(sig, signal.SIG_IGN)))
 
 
 ignored_by_the_command: set = set()  # signals `cli.main()` (argv None) left SIG_IGN to the process's exit

@@ -785,7 +785,9 @@ def _stop_loop_on_signal(caught: dict, say=None) -> list:
             _interrupt()
 
     def on_signal(signum, frame):
-        arrived = caught["arrivals"].count() if "arrivals" in caught else 1
+        arrived = caught["arrivals"].count(signum) if "arrivals" in caught else 1
+        if arrived == 0:  # counted already, by the handler call before (_Arrivals.count)
+            return
         try:  # the public API (asyncio.events._get_running_loop is private): None outside a running loop, as before
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -830,6 +832,8 @@ class _Arrivals:
 
     def __init__(self, signums):
         self.signums, self.pair = set(signums), None
+        self.kept = bytearray()  # read, of other signals than the one being handled: theirs to count
+        self.ahead = dict.fromkeys(self.signums, 0)  # counted before their handler call ran (count)
         try:
             pair = socket.socketpair()  # a socket: what set_wakeup_fd takes on Windows too
             for end in pair:
@@ -844,18 +848,28 @@ class _Arrivals:
             return
         self.pair = pair
 
-    def count(self) -> int:
-        """How many of the signals arrived since the last count, at least 1 (the one being handled)."""
-        n = 0
-        while self.pair is not None:
+    def count(self, signum) -> int:
+        """How many of `signum` arrived since its last count: at least 1 (the one being handled), or 0 where none is
+        left because a count before took this call's own (it arrived as that call ran: its handler runs again). Other
+        signals' numbers are kept for their own calls: SIGINT's had counted SIGTERM's, which then, counted as none,
+        was raised at once as a third (inside a VTK observer: exit 1)."""
+        if self.pair is None:
+            return 1
+        while True:
             try:
                 data = self.pair[0].recv(4096)
             except OSError:  # BlockingIOError: none left
                 break
             if not data:
                 break
-            n += sum(byte in self.signums for byte in data)
-        return max(1, n)
+            self.kept += bytes(b for b in data if b in self.signums)
+        n = self.kept.count(signum)
+        self.kept = self.kept.replace(bytes([signum]), b"")
+        if n == 0 and self.ahead.get(signum, 0) > 0:
+            self.ahead[signum] -= 1
+            return 0
+        self.ahead[signum] = self.ahead.get(signum, 0) + max(0, n - 1)
+        return max(1, n)  # none at all: its number not yet written (the C handler in another thread), or lost
 
     def close(self) -> None:
         if self.pair is not None:

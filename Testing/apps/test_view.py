@@ -1131,7 +1131,24 @@ def test_a_thread_left_running_is_exited_past(monkeypatch, capsys):
     assert exits == [130], exits
 
 
-def test_an_in_process_caller_is_not_exited_past_a_thread_left_running(monkeypatch, capsys):
+@pytest.fixture
+def signals_back(monkeypatch):
+    """SIGINT, SIGTERM and SIGHUP's handlers, and signals.ignored_by_the_command, as they were before the test: a
+    `cli.main()` run as the command leaves the three ignored to the process's exit, and recorded there (a review: the
+    pytest process went on with them ignored)."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals
+
+    monkeypatch.setattr(signals, "ignored_by_the_command", set())
+    sigs = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    old = {sig: signal.getsignal(sig) for sig in sigs}
+    yield
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
+def test_an_in_process_caller_is_not_exited_past_a_thread_left_running(monkeypatch, capsys, signals_back):
     """`cli.main(argv)` from Python returns its status with a thread left running (os._exit is for the `iqt` process
     only: cli.main's `_command`, not a caller's argv None); ended threads are forgotten, and the caller's own exit waits for a live one
     LEFT_JOIN_S at most (the interpreter's exit had aborted inside torch: 134, "terminate called...")."""
@@ -1406,6 +1423,31 @@ def test_the_exit_wait_after_main_run_as_the_command_takes_its_signals(monkeypat
     assert exits == [143], exits
     assert capsys.readouterr().err.splitlines()[-1] == ("iqt view: stopped by SIGTERM; not waiting for the stopped run "
                                                         "any more; Python exits now")
+
+
+def test_the_exit_wait_keeps_a_sig_ign_the_caller_set_after_main_run_as_the_command(monkeypatch, capsys,
+                                                                                   signals_back):
+    """`cli.main()` run as the command records the signals it leaves ignored, for the exit wait to take back; the
+    record was never cleared, and the wait took back a SIG_IGN the caller had set itself since (its handler in between,
+    a `cli.main(argv)` after). A later `cli.main()` finding a caller's handler there forgets it."""
+    import signal
+
+    from ImageQualityTransferLib.apps import signals
+
+    def callers(signum, frame):
+        pass
+
+    monkeypatch.setattr(sys, "argv", ["iqt", "view", "nothing.nii.gz", "--port", "0"])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert cli.main() == 2 and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    signal.signal(signal.SIGTERM, callers)
+    assert cli.main(["view", "nothing.nii.gz", "--port", "0"]) == 2 and signal.getsignal(signal.SIGTERM) is callers
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the caller's own
+    taken = signals._take_exit_signals()
+    for sig, handler in taken:
+        signal.signal(sig, handler)
+    assert signal.SIGTERM not in dict(taken), taken
+    capsys.readouterr()
 
 
 def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, capsys):

@@ -267,6 +267,8 @@ def _main(argv) -> int:
     if process:  # the `iqt` command's to its exit (a warning during teardown too); an in-process caller's: below
         warnings.showwarning = _show_warning
     before = dict(handle_signals())
+    # a handler other than SIG_IGN found here: the caller replaced the one an earlier `main()` left (signals.py)
+    signals_module.ignored_by_the_command.difference_update(s for s, h in before.items() if h != signal.SIG_IGN)
     signals = list(before)
     given_stdout = sys.stdout
     printed = sys.stdout = _Printed(given_stdout)

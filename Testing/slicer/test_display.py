@@ -351,6 +351,31 @@ def test_legends_titles_and_label_formats(lowres):
     assert legends.legend_node(scene, nodes["uncertainty"]).GetVisibility()
 
 
+def test_a_map_saved_from_its_node_names_its_unit(tmp_path):
+    """The std node holds µm²/ms; the file its storage node writes (slicer.util.saveNode, the Save dialog) says so in
+    its header, where `iqt evaluate` reads it: the default ITK writer wrote no unit, a silent 1000x against iqt's
+    mm²/s file."""
+    from ImageQualityTransferLib.fileio import load_scalar
+
+    scene = views_scene()
+    sigma = Volume(np.linspace(1e-5, 3e-4, 6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4), np.diag([2.0, 2.0, 2.0, 1.0]),
+                   "scalar")
+    held, unit = mrml.map_in_node_unit(sigma, "std")
+    node = mrml.add_scalar_node(scene, held, "dti_biqt_uncertainty_std")
+    mrml.set_map(node, "std", unit, run="biqt")
+    if node.GetStorageNode() is None:  # as slicer.util.saveNode does
+        node.AddDefaultStorageNode()
+    storage = node.GetStorageNode()
+    storage.SetFileName(str(tmp_path / "sigma.nrrd"))
+    assert storage.WriteData(node)
+    saved = load_scalar(tmp_path / "sigma.nrrd")
+    fields = saved.meta["module_fields"]
+    assert fields["ImageQualityTransfer.Unit"] == "um2/ms" and fields["ImageQualityTransfer.Map"] == "std"
+    assert np.allclose(np.sort(saved.data, None), np.sort(sigma.data, None) * 1000)
+    mrml.set_map(node, "std", unit, run="biqt")  # a rerun keeps the one storage node
+    assert node.GetStorageNode() is storage
+
+
 def test_compare_layout(lowres):
     lr, _ = lowres
     scene = views_scene()

@@ -292,6 +292,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self._methods = []  # those offered at the current factors, as in the combo box
         self._factors = None  # per-axis factors of the current settings and input, None when they give none
         self._methodPreselected = False  # the method is the module's default, not the reader's choice: follows the factors
+        self._pickedMethod = ""  # the reader's last choice: back in the list (factors again that it has a model for), it is selected
         self._factorsError = ""
         self._running = False
         self._cancelRequested = False
@@ -366,6 +367,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         self._parameterNode = inputParameterNode
         self._methodPreselected = False  # a method stored in the node (a saved scene's) is kept
+        self._pickedMethod = self._parameterNode.method if self._parameterNode else ""
         if self._parameterNode:
             # ui elements with a SlicerParameterName property are kept in sync with the parameter node
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -392,6 +394,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if named and named in [m["name"] for m in self._methods or []] and named != self._parameterNode.method:
             self._parameterNode.method = named
             self._methodPreselected = False
+            self._pickedMethod = named
             self._updateMethodGui()
 
     def populateMethods(self) -> None:
@@ -421,6 +424,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._parameterNode and 0 <= index < len(self._methods):
             self._parameterNode.method = self._methods[index]["name"]
             self._methodPreselected = False
+            self._pickedMethod = self._parameterNode.method
         self._updateMethodGui()
 
     def _updateMethodGui(self) -> None:
@@ -428,6 +432,11 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             return
         names = [m["name"] for m in self._methods]
         name = self._parameterNode.method if self._parameterNode else ""
+        picked = getattr(self, "_pickedMethod", "")
+        if picked and self._parameterNode and picked in names and name != picked:  # docs/slicer.md: a method picked in the list is kept
+            name = picked
+            self._parameterNode.method = picked
+            self._methodPreselected = False
         # a default kept over new factors stayed deep-hetero-var1 at Through-plane 3 on the 2.7 mm scans, where the
         # default is cubic (a review's panel_sticky.py); a reader's choice is kept, the note below saying why not
         if name not in names or getattr(self, "_methodPreselected", False):

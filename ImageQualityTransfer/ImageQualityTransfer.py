@@ -260,10 +260,12 @@ def methodDescriptionText(name: str, english: str) -> str:
 
 
 def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cancelled: bool = False,
-                  model: Optional[str] = None) -> str:
+                  model: Optional[str] = None, reason: Optional[str] = None) -> str:
     """The status line after a run: cancelled; done, with the output's name, the model a learned method ran and the
     run's notes (e.g. the brain estimated for an input fitted without a mask); or failed (no output `name`: the error
     dialog says why), so that no progress message of the run stays in it."""
+    if cancelled and reason:  # stopped without Cancel: why (processing.py _check_still_in)
+        return _("Stopped: {reason}").format(reason=reason)
     if cancelled:
         return _("Cancelled.")
     if not name:
@@ -296,6 +298,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self._factorsError = ""
         self._running = False
         self._cancelRequested = False
+        self._cancelPressed = False  # Cancel itself, not a scene closed: the status line says why otherwise
         self._lastResult = None
 
     def setup(self) -> None:
@@ -580,7 +583,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def onApplyButton(self) -> None:
         if self._running:
-            self._cancelRequested = True
+            self._cancelRequested = self._cancelPressed = True
             self.ui.statusLabel.text = _("Cancelling...")
             return
         if self.logic.missingPackages():
@@ -605,14 +608,14 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                                          "run it, or clear Advanced > Model file").format(modelMethod=modelMethod)
             return
         self._running = True
-        self._cancelRequested = False
+        self._cancelRequested = self._cancelPressed = False
         self._setInputsEnabled(False)
         self.ui.applyButton.text = _("Cancel")
         self.ui.applyButton.toolTip = _("Stop the processing")
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.value = 0
         cancelled = False
-        name = notes = madeBy = None  # the output's, once the run has made it and shown it
+        name = notes = madeBy = reason = None  # the output's, once the run has made it and shown it
         try:
             with slicer.util.tryWithErrorDisplay(_("Image Quality Transfer failed.")):  # no busy cursor: Cancel stays live
                 try:
@@ -631,8 +634,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                         modelPath=model,
                         progressCallback=self._onProgress,
                     )
-                except self.logic.cancelledError():
+                except self.logic.cancelledError() as exc:
                     cancelled = True
+                    reason = None if getattr(self, "_cancelPressed", False) else str(exc)
                 else:
                     # the scene closed as the run ended (in its last progress call): its nodes left with it
                     cancelled = not slicer.mrmlScene.IsNodePresent(nodes["tensor"])
@@ -656,7 +660,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self._setInputsEnabled(True)
             self.ui.applyButton.text = _("Apply")
             self.ui.progressBar.setVisible(False)
-            self.ui.statusLabel.text = runStatusText(name, notes, cancelled or self._cancelRequested, madeBy)
+            self.ui.statusLabel.text = runStatusText(name, notes, cancelled or self._cancelRequested, madeBy, reason)
             self._checkCanApply()
 
     def _onProgress(self, fraction, message) -> bool:

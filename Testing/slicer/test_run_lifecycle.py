@@ -104,6 +104,31 @@ def test_a_progress_callback_that_raises_stops_the_worker_process(scene_and_node
     assert _volumes(scene) == ["in"]
 
 
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+def test_deleting_the_input_stops_the_worker_process_at_once_and_says_why(scene_and_node, monkeypatch):
+    """The worker had run on to its end (8-11 s on a 3 mm scan) after the input node was deleted, then said nothing."""
+    from ImageQualityTransferLib.slicer import processing, separate_process
+
+    scene, node = scene_and_node
+    started = []
+    popen = subprocess.Popen
+
+    def recording(argv, *a, **k):  # a worker that would work 3 s (see the test above)
+        started.append(popen([argv[0], "-c", "import time; time.sleep(3)"], *a, **k))
+        return started[-1]
+
+    monkeypatch.setattr(separate_process.subprocess, "Popen", recording)
+
+    def progress(fraction, message):
+        if started and fraction is None and scene.IsNodePresent(node):
+            scene.RemoveNode(node)
+
+    with pytest.raises(processing.Cancelled, match="input volume left the scene"):
+        processing.run_on_nodes(scene, node, "cubic", 2, progress=progress, python_executable=sys.executable)
+    assert started[0].returncode is not None and started[0].returncode < 0  # stopped, not waited for
+    assert _volumes(scene) == []
+
+
 # ---------------------------------------------------------------- the module file (the Logic and the panel need Slicer)
 
 
@@ -252,3 +277,36 @@ def test_the_uncertainty_map_list_is_the_runs_and_a_choice_shows_it():
     assert combo.items == [] and not combo.enabled
     changed(panel, -1)  # the empty list's signal: nothing shown
     assert len(shown) == 1
+
+
+def test_a_run_stopped_without_cancel_says_why_in_the_status_line():
+    """The input deleted mid-run: the status line had said "Cancelled." with Cancel never pressed."""
+    import contextlib
+
+    from ImageQualityTransferLib.slicer.processing import Cancelled
+
+    tree = ast.parse(MODULE_PY.read_text())
+    fn = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "runStatusText")
+    space = {"_": lambda text: text, "Optional": None}
+    exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), space)
+    why = "the input volume left the scene while it was processed (the scene was closed or the node deleted)"
+    stub = types.SimpleNamespace(util=types.SimpleNamespace(tryWithErrorDisplay=lambda *a, **k: contextlib.nullcontext()),
+                                 mrmlScene=None)
+    apply = _class_method("ImageQualityTransferWidget", "onApplyButton", _=lambda text: text, slicer=stub,
+                          runStatusText=space["runStatusText"])
+    noop = lambda *a, **k: None  # noqa: E731
+
+    def process(*a, **k):
+        raise Cancelled(why)
+
+    widget = types.SimpleNamespace(text="", toolTip="", value=0, setVisible=noop)
+    params = types.SimpleNamespace(modelPath="", method="cubic", inputVolume=None, outputVolume=None, maskVolume=None,
+                                   uncertaintyVolume=None, interpolatedVolume=None, samples=10, useGPU=False,
+                                   averageFlips=False, excludeOutliers=False)
+    panel = types.SimpleNamespace(
+        _running=False, _cancelRequested=False, _parameterNode=params, _factors=(2, 2, 2), _updateUpsampling=noop,
+        _setInputsEnabled=noop, _checkCanApply=noop, _onProgress=noop,
+        logic=types.SimpleNamespace(missingPackages=lambda: [], process=process, cancelledError=lambda: Cancelled),
+        ui=types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""), applyButton=widget, progressBar=widget))
+    apply(panel)
+    assert panel.ui.statusLabel.text == "Stopped: " + why

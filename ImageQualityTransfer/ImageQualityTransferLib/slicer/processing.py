@@ -415,6 +415,17 @@ def _check_still_in(scene, input_node, mask_node, targets: dict) -> None:
                         "the node deleted); no output was created")
 
 
+def _cancel_when_gone(scene, input_node, mask_node, targets: dict, cancel):
+    """`cancel`, checked also for the run's nodes leaving `scene` (`_check_still_in` raises `Cancelled` naming them): a
+    node deleted or a scene closed mid-run had let the method, and its worker process, run on to the end."""
+
+    def check() -> bool:
+        _check_still_in(scene, input_node, mask_node, targets)
+        return cancel is not None and bool(cancel())
+
+    return check
+
+
 def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate, tta, targets,
                   progress, cancel, python_executable, exclude_outliers=False) -> dict:
     if input_node is None:
@@ -428,6 +439,7 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     made = request.make()
     label = made.label  # the method's settings are checked before any work; "+tta" names averaged results
     _check_targets(targets or {}, input_node, mask_node)
+    cancel = _cancel_when_gone(scene, input_node, mask_node, targets or {}, cancel)
     image = input_node.GetImageData() if hasattr(input_node, "GetImageData") else None
     if image is not None:  # the memory check before a DWI's fit too (a factor of 30 was refused after a 6.6 s fit)
         made.check_memory(image.GetDimensions(), request.factor, made.gives_uncertainty)

@@ -629,7 +629,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                         interpolatedNode=p.interpolatedVolume if p.interpolatedVolume else True,
                         samples=p.samples,
                         useGPU=p.useGPU,
-                        averageFlips=p.averageFlips,
+                        # left checked but greyed out for interpolation (_updateMethodGui), which the Logic refuses
+                        averageFlips=bool(p.averageFlips) and any(
+                            m["name"] == p.method and m.get("learned") for m in getattr(self, "_methods", None) or []),
                         excludeOutliers=p.excludeOutliers,
                         modelPath=model,
                         progressCallback=self._onProgress,

@@ -310,3 +310,24 @@ def test_a_run_stopped_without_cancel_says_why_in_the_status_line():
         ui=types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""), applyButton=widget, progressBar=widget))
     apply(panel)
     assert panel.ui.statusLabel.text == "Stopped: " + why
+
+
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+def test_average_over_flips_for_interpolation_is_refused_in_the_module_s_words(scene_and_node):
+    """The Logic had run cubic with averageFlips=True as plain cubic, no '+tta' and no note, where `iqt upsample
+    --method cubic --tta` is refused; the panel passes it for learned methods only (the box is greyed out otherwise)."""
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.slicer import processing
+
+    scene, node = scene_and_node
+    with pytest.raises(IQTError) as err:
+        processing.run_on_nodes(scene, node, "cubic", 2, tta=True, interpolate=True)
+    assert str(err.value) == ("method 'cubic' is unchanged by flips and swaps (nothing to average); Advanced > Average "
+                              "over flips applies to the learned methods: turn it off")
+    assert _volumes(scene) == ["in"]
+    tree = ast.parse(MODULE_PY.read_text())
+    widget = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferWidget")
+    apply = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "onApplyButton")
+    call = next(c for c in ast.walk(apply) if isinstance(c, ast.Call) and ast.unparse(c.func) == "self.logic.process")
+    flips = ast.unparse(next(k.value for k in call.keywords if k.arg == "averageFlips"))
+    assert "learned" in flips  # not p.averageFlips alone

@@ -73,8 +73,10 @@ class Request:
 
     def make(self):
         cls = methods_mod.method_class(self.method)
+        # tta for a method flips leave unchanged is refused (methods/base.py), as `iqt upsample --tta` is: dropped
+        # here, it ran without a word
         return cls(model=self.model or None, samples=self.samples if cls.takes_samples else None,
-                   device=(self.device or "cpu") if cls.requires_torch else "cpu", tta=self.tta and cls.learned)
+                   device=(self.device or "cpu") if cls.requires_torch else "cpu", tta=self.tta)
 
     def worker_args(self) -> list[str]:
         args = ["--method", self.method, "--factor", grid.text(self.factor), "--device", self.device or "cpu"]
@@ -368,6 +370,7 @@ def run_on_nodes(
 MODULE_WORDS = (
     (r"give --mask with a brain mask", "choose a Brain mask"), (r"give --mask", "choose a Brain mask"),
     (r"--mask", "the Brain mask"), (r"drop --tta", "turn off Advanced > Average over flips"),
+    (r"--tta (applies to [^:]*): drop it", r"Advanced > Average over flips \1: turn it off"),
     (r"--tta", "Advanced > Average over flips"), (r"give --model( a model file)?", "choose an Advanced > Model file"),
     (r"--model", "Advanced > Model file"), (r"(use|give) --device cpu( \(or auto\))?", "turn off Advanced > Use GPU"),
     (r"--device \w+", "Advanced > Use GPU"), (r"--mc-samples|--samples", "Advanced > Monte Carlo samples"),

@@ -331,3 +331,25 @@ def test_average_over_flips_for_interpolation_is_refused_in_the_module_s_words(s
     call = next(c for c in ast.walk(apply) if isinstance(c, ast.Call) and ast.unparse(c.func) == "self.logic.process")
     flips = ast.unparse(next(k.value for k in call.keywords if k.arg == "averageFlips"))
     assert "learned" in flips  # not p.averageFlips alone
+
+
+@pytest.mark.filterwarnings("ignore:the input holds tensors over the whole field of view")
+def test_an_unknown_method_is_refused_with_the_methods_of_the_method_list(scene_and_node):
+    """The Logic's refusal of method="foo" had said "(see 'iqt methods')" and listed two methods with no shipped model
+    among the choices."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.slicer import processing
+
+    scene, node = scene_and_node
+    unshipped = [e["name"] for e in methods.describe() if e["learned"] and not e["shipped"]]
+    for name, hint in (("foo", None), ("Cubic", "did you mean 'cubic'?")):
+        for call in (lambda: processing.method_needs_torch(name), lambda: processing.run_on_nodes(scene, node, name, 2)):
+            with pytest.raises(IQTError) as err:
+                call()
+            text = str(err.value)
+            assert text.startswith(f"unknown method {name!r}") and "iqt methods" not in text and "\n" not in text
+            choices = text.split("choose one of the Method list's: ")[1].split(" (")[0].split(", ")
+            assert "cubic" in choices and "biqt" in choices and not set(unshipped) & set(choices)
+            assert (hint in text) if hint else "did you mean" not in text
+    assert _volumes(scene) == ["in"]

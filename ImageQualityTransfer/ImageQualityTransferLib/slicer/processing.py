@@ -41,9 +41,23 @@ from .separate_process import predict_in_subprocess
 # ---------------------------------------------------------------- methods
 
 
+def method_class(name: str):
+    """The registry's class of method `name`; an unknown name is refused in the module's words: the registry's line
+    listed every registered method (two with no shipped model) and pointed at 'iqt methods'."""
+    if name in methods_mod.names():
+        return methods_mod.method_class(name)
+    entries = methods_mod.describe()
+    runs = [e["name"] for e in entries if not (e["learned"] and not e["shipped"])]  # the Method list's (availableMethods)
+    need = [e["name"] for e in entries if e["name"] not in runs]
+    near = next((n for n in runs + need if str(name).strip().lower() == n), None)
+    raise IQTError(f"unknown method {name!r}" + (f" (did you mean {near!r}?)" if near else "") +
+                   f"; choose one of the Method list's: {', '.join(runs)}" +
+                   (f" ({', '.join(need)} only with an Advanced > Model file)" if need else ""))
+
+
 def method_info(name: str) -> dict:
     """The registry's description of one method (name, description, uncertainty, learned, samples, torch, shipped)."""
-    methods_mod.method_class(name)  # raises the registry's IQTError naming the valid choices
+    method_class(name)  # an unknown name refused, naming the valid choices
     return next(entry for entry in methods_mod.describe() if entry["name"] == name)
 
 
@@ -51,7 +65,7 @@ def method_needs_torch(name: str) -> bool:
     """True for methods whose prediction imports torch (the CNNs): the Slicer module runs them in a separate
     Python process even in batch mode (with a main window it runs every method in one), so that a torch crash or a
     long run never takes the application down."""
-    return methods_mod.method_class(name).requires_torch
+    return method_class(name).requires_torch
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,7 @@ class Request:
     exclude_outliers: bool = False
 
     def make(self):
-        cls = methods_mod.method_class(self.method)
+        cls = method_class(self.method)
         # tta for a method flips leave unchanged is refused (methods/base.py), as `iqt upsample --tta` is: dropped
         # here, it ran without a word
         return cls(model=self.model or None, samples=self.samples if cls.takes_samples else None,

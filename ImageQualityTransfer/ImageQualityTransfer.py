@@ -29,15 +29,17 @@ from slicer.util import VTKObservationMixin
 # must load in a fresh Slicer before the engine's Python packages are installed.
 
 README_URL = "https://github.com/ImageQualityTransfer/SlicerImageQualityTransfer#use-it-in-3d-slicer"
-# The engine's Python packages that Slicer does not bundle: import name -> pip requirement. The one list: the
-# first Apply installs what is missing from it (after asking), the self-test installs it without asking.
+# The engine's Python packages: import name -> pip requirement with pyproject.toml's minimum (Testing/slicer/
+# test_fresh_install.py holds the two equal; matplotlib, optional here, aside). The one list: the first Apply installs
+# what is missing from it or older than its minimum (after asking), the self-test installs it without asking.
 ENGINE_PACKAGES = {
-    "scipy": "scipy",
-    "nibabel": "nibabel",
-    "dipy": "dipy",
-    "nrrd": "pynrrd",
-    "tqdm": "tqdm",
-    "threadpoolctl": "threadpoolctl",  # the forests' thread limits (core/threads.py); installed where missing, as the others
+    "numpy": "numpy>=1.26",  # Slicer bundles it: counted missing only when older
+    "scipy": "scipy>=1.11",
+    "nibabel": "nibabel>=5.2",
+    "dipy": "dipy>=1.9",
+    "nrrd": "pynrrd>=1.0",
+    "tqdm": "tqdm>=4.66",
+    "threadpoolctl": "threadpoolctl>=3.1",  # the forests' thread limits (core/threads.py); installed where missing, as the others
 }
 TRACTOGRAPHY_MODULE = "TractographyInteractiveSeeding"  # SlicerDMRI
 # The upsampling modes, in the order of the panel's combo box: the engine's slicer.upsampling.MODES, written out
@@ -772,12 +774,32 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return os.path.dirname(os.path.abspath(__file__))
 
     def missingPackages(self) -> list:
-        """The pip requirements of ENGINE_PACKAGES whose module is not importable here."""
+        """The pip requirements of ENGINE_PACKAGES whose module is not importable here, or whose installed version is
+        older than the requirement's minimum (an old scipy or dipy had been taken, to fail inside a run)."""
         import importlib
+        import importlib.metadata
         import importlib.util
+        import re
+
+        def release(text):  # "1.26.4", "2.0.0rc1" -> (1, 26, 4), (2, 0, 0)
+            return tuple(int(part) for part in re.findall(r"\d+", re.match(r"[\d.]*", text).group()))
 
         importlib.invalidate_caches()  # packages installed a moment ago are seen
-        return [req for name, req in ENGINE_PACKAGES.items() if importlib.util.find_spec(name) is None]
+        missing = []
+        for name, req in ENGINE_PACKAGES.items():
+            if importlib.util.find_spec(name) is None:
+                missing.append(req)
+                continue
+            dist, _sep, minimum = req.partition(">=")
+            try:
+                have = release(importlib.metadata.version(dist))
+            except importlib.metadata.PackageNotFoundError:  # importable, with no version to read: taken
+                continue
+            want = release(minimum)
+            width = max(len(have), len(want))
+            if have + (0,) * (width - len(have)) < want + (0,) * (width - len(want)):
+                missing.append(req)
+        return missing
 
     def installDependencies(self, askConfirmation: bool = True) -> bool:
         """Install the missing engine packages with Slicer's pip (slicer.packaging where this Slicer has it, else

@@ -59,10 +59,24 @@ def test_engine_packages_is_the_single_source():
     third_party = roots - set(sys.stdlib_module_names) - {"ImageQualityTransferLib"}
     unlisted = third_party - SLICER_BUNDLED - set(OPTIONAL) - set(packages)
     assert not unlisted, f"the engine imports {sorted(unlisted)}, missing from ENGINE_PACKAGES"
-    # and the package's own dependencies (pyproject) hold every requirement of the list
+    # and the list is the package's own dependencies (pyproject), minimums included, but for the optional ones: the
+    # module had installed unpinned packages and taken any version already there
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in deps}
-    assert {r.lower() for r in packages.values()} <= names
+    assert sorted(packages.values()) == sorted(d for d in deps if d.split(">=")[0] not in OPTIONAL)
+
+
+def test_a_package_older_than_its_minimum_counts_as_missing(monkeypatch):
+    import importlib.metadata
+
+    tree = ast.parse(MODULE_PY.read_text())
+    logic = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferLogic")
+    fn = next(f for f in logic.body if isinstance(f, ast.FunctionDef) and f.name == "missingPackages")
+    space = {"ENGINE_PACKAGES": engine_packages()}
+    exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), space)
+    installed = {"scipy": "1.10.1", "dipy": "1.9.0rc1", "numpy": "2.0.2", "nibabel": "5.2", "pynrrd": "1.1.3"}
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda dist: installed.get(dist) or real(dist))
+    assert space["missingPackages"](None) == ["scipy>=1.11"]  # 1.9.0rc1 is dipy 1.9: taken
 
 
 BLOCKED_RUN = textwrap.dedent("""

@@ -127,6 +127,31 @@ def test_ui_parameter_names_are_not_translated_and_the_uncertainty_tooltip_names
                if p.get("name") == "toolTip")
     assert tensors.SHOWN_UNIT_LABEL in tip and "mm^2/s" not in tip
 
+def test_the_model_file_chooser_offers_the_model_files():
+    """Advanced > Model file's file dialog lists the learned families' weights and their .json sidecars first (it had
+    no filter: every file of a folder)."""
+    from ImageQualityTransferLib import methods
+
+    prop = next(p for p in ui_widgets()["modelPathLineEdit"].findall("property") if p.get("name") == "nameFilters")
+    filters = [s.text for s in prop.find("stringlist").findall("string")]
+    suffixes = {getattr(methods.method_class(n), "model_suffix", "") for n in methods.names()} - {""} | {".json"}
+    assert set(re.findall(r"\*(\.\w+)", filters[0])) == suffixes and filters[-1] == "All files (*)"
+
+
+def test_a_runs_notes_give_diffusivities_in_the_panels_unit():
+    """The status line's notes said "outside -0.001 to 0.005 mm^2/s" where the panel's legends and map nodes say
+    µm²/ms."""
+    from ImageQualityTransferLib.slicer import processing
+
+    note = ("27 voxels in the mask hold a failed fit (an eigenvalue outside -0.001 to 0.005 mm^2/s); "
+            "below 1e-06 mm^2/s")
+    assert processing.notes_in_shown_unit(note) == ("27 voxels in the mask hold a failed fit (an eigenvalue outside "
+                                                    "-1 to 5 µm²/ms); below 0.001 µm²/ms")
+    run = ast.unparse(next(f for f in ast.parse(Path(processing.__file__).read_text()).body
+                           if isinstance(f, ast.FunctionDef) and f.name == "_run_on_nodes"))
+    assert "notes_in_shown_unit(in_module_words(notes))" in run
+
+
 def test_ui_sections_and_controls():
     widgets = ui_widgets()
     for section in ("inputs", "method", "outputs", "display", "advanced"):

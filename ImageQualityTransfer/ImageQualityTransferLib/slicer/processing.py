@@ -421,6 +421,24 @@ def in_module_words(text: str) -> str:
     return "".join(parts)
 
 
+_NUMBER = r"(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
+
+
+def notes_in_shown_unit(text: str) -> str:
+    """A run's notes with their diffusivities ("outside -0.001 to 0.005 mm^2/s") in the unit the panel shows them in
+    (µm²/ms, core/tensors.py SHOWN_UNIT: "-1 to 5 µm²/ms"), as its legends and map nodes are (slicer/mrml.py NODE_UNITS)."""
+    import re
+
+    from ..core.tensors import SHOWN_UNIT, SHOWN_UNIT_LABEL
+
+    def shown(number: str) -> str:
+        return f"{float(number) * SHOWN_UNIT:.6g}"
+
+    text = re.sub(_NUMBER + r" to " + _NUMBER + r" mm\^2/s",
+                  lambda m: f"{shown(m[1])} to {shown(m[2])} {SHOWN_UNIT_LABEL}", text)
+    return re.sub(_NUMBER + r" mm\^2/s", lambda m: f"{shown(m[1])} {SHOWN_UNIT_LABEL}", text)
+
+
 def _check_still_in(scene, input_node, mask_node, targets: dict) -> None:
     """`Cancelled` where the input, the mask or an output node to fill left `scene` while the method ran (the scene
     was closed, the node deleted): a result added now would land in another patient's scene, or be lost."""
@@ -476,7 +494,7 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)
     notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)
     if notes:
-        nodes["tensor"].SetAttribute(mrml.NOTES_ATTRIBUTE, in_module_words(notes))
+        nodes["tensor"].SetAttribute(mrml.NOTES_ATTRIBUTE, notes_in_shown_unit(in_module_words(notes)))
     report_progress(progress, 1.0, "done")
     return nodes
 

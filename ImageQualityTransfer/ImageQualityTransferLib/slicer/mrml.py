@@ -190,8 +190,12 @@ def tensor_volume_from_node(node) -> Volume:
 
     from ..core.errors import IQTWarning
 
-    m9 = _point_array(image, arr, node).astype(np.float64)
-    t6 = tensors.from_matrix(m9.reshape(m9.shape[:3] + (3, 3)))
+    m9 = _point_array(image, arr, node)
+    # tensors.from_matrix's sums, indexed along the last axis: its np.stack of strided slices held the GUI thread 1.5 s
+    # on an HCP-size input (a module audit's t20_gaps.py)
+    ij = [3 * i + j for i, j in tensors.LOWER_TRIANGULAR]
+    ji = [3 * j + i for i, j in tensors.LOWER_TRIANGULAR]
+    t6 = (m9[..., ij].astype(np.float64) + m9[..., ji]) / 2
     # a NaN background (all six elements) is an empty one; its line, where failed fits lie inside, is one of the run's
     # notes, shown with the result (it had reached only the Python console: a display audit)
     with warnings.catch_warnings(record=True) as caught:

@@ -1,19 +1,20 @@
 """Runs one method in a separate Python process for the Slicer module (every method with a main window, the torch
 methods in batch mode: ImageQualityTransfer.py `process`).
 
-    PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.nrrd [--dwi] [--mask MASK.nii.gz] --method NAME
+    PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.npz|LR.nrrd [--dwi] [--mask MASK.nii] --method NAME
         [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] [--tta] [--exclude-outliers]
         --outdir DIR
 
-Reads the low-res tensor (Slicer NRRD or NIfTI; with `--dwi`, a DWI NIfTI with FSL bval/bvec beside it, fitted here
-first, as `processing.fit_dwi` does in Slicer, with `--exclude-outliers` without the slices and volumes the tensor
-model does not fit) and mask, writes `tensor.nrrd`, `interpolated.nrrd` and
-`uncertainty_<key>.nii` into DIR, uncompressed (read back at once on Slicer's GUI thread: gzip cost both ends
-time), and prints JSON lines on stdout:
+Reads the low-res tensor (the module's node as read: an .npz of its `data` and `affine`; or Slicer NRRD or NIfTI; with
+`--dwi`, a DWI NIfTI with FSL bval/bvec beside it, fitted here first, as `processing.fit_dwi` does in Slicer, with
+`--exclude-outliers` without the slices and volumes the tensor model does not fit) and mask, writes `tensor.npy`,
+`interpolated.npy` and `uncertainty_<key>.npy` into DIR, the arrays as predicted (read back at once on Slicer's GUI
+thread: gzip, then a NRRD's conversions, cost it seconds), and prints JSON lines on stdout:
 
     {"progress": 0.42, "message": "espcn"}
     {"error": "one line naming the problem and the fix"}            (then exit status 2; 1 for out of memory)
-    {"done": true, "outputs": {"tensor": {"path": ..., "kind": "tensor", "support": null}, "uncertainty/std": {...}, ...},
+    {"done": true, "outputs": {"tensor": {"path": ..., "kind": "tensor", "affine": [[...]], "support": null},
+     "uncertainty/std": {...}, ...},
      "notes": ["the engine's warnings for the run, one line each"]}
 """
 
@@ -54,10 +55,12 @@ def main(argv=None) -> int:
     p.add_argument("--outdir", required=True)
     args = p.parse_args(argv)
 
+    import numpy as np
+
     from .. import fileio
-    from ..fileio.nrrd import save_tensor_nrrd
     from ..core import grid
     from ..core.errors import IQTError
+    from ..core.volume import Volume
     from .processing import Request, fit_dwi, predict_volumes
 
     def progress(fraction, message=None):
@@ -65,7 +68,11 @@ def main(argv=None) -> int:
             _emit(progress=round(float(fraction), 4), message=message)
 
     try:
-        lr = fileio.load_dwi(args.input) if args.dwi else fileio.load_tensor(args.input)
+        if args.input.endswith(".npz"):  # the module's tensor node as read (separate_process.predict_in_subprocess)
+            with np.load(args.input, allow_pickle=False) as given:
+                lr = Volume(given["data"], given["affine"], "tensor")
+        else:
+            lr = fileio.load_dwi(args.input) if args.dwi else fileio.load_tensor(args.input)
         mask = fileio.load_mask(args.mask, reference=lr) if args.mask else None
         if args.dwi:
             lr, mask = fit_dwi(lr, mask, progress, exclude=args.exclude_outliers)
@@ -76,13 +83,12 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         outputs = {}
         for key, vol in results.items():
-            if vol.kind == "tensor":
-                path = out / f"{key.replace('/', '_')}.nrrd"
-                save_tensor_nrrd(vol, path, compress=False)
-            else:
-                path = out / f"{key.replace('/', '_')}.nii"
-                fileio.save_scalar(vol, path)
-            outputs[key] = {"path": str(path), "kind": vol.kind, "support": vol.meta.get("support"),
+            # the arrays as predicted (.npy, the affine in the summary): read back as a NRRD (its components turned
+            # to the voxel axes in float64) they had held Slicer's GUI thread 5.8 s on an HCP-size output
+            path = out / f"{key.replace('/', '_')}.npy"
+            np.save(path, np.asarray(vol.data))
+            outputs[key] = {"path": str(path), "kind": vol.kind, "affine": np.asarray(vol.affine, float).tolist(),
+                            "support": vol.meta.get("support"),
                             # the model that ran, which the header's 80 bytes drop for long names
                             **{k: vol.meta[k] for k in ("model_name", "model_origin") if vol.meta.get(k)}}
     except IQTError as exc:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import linear, tree
+from . import block_sigma, linear, tree
 from .bayes import NoiseScale
 
 DEFAULTS = dict(n_trees=8, n_train=40_000, n_val=10_000, max_depth=6, min_leaf=None, bins=24,
@@ -114,10 +114,12 @@ class Forest:
             spread = spread + within[:, None]
         return mean, spread * np.float32(self.variance_scale)
 
-    def calibrate(self, X, F, R, kind: str, block: int, coverage: float = 0.954) -> None:
+    def calibrate(self, X, F, R, kind: str, block: int, coverage: float = 0.954, base=None) -> None:
         """After training, on (a subsample of) the training examples with residual targets R: for biqt the
         input-dependent noise scale, then for either kind the variance scale that puts `coverage` of the
-        element errors within 2 sigma (sigma per high-res voxel, as the uncertainty map gives it)."""
+        element errors within 2 sigma (sigma per high-res voxel, as the uncertainty map gives it). `base` (N, block * 6):
+        the prediction less the forest's part; given, sigma is spread within each block by the predicted tensor
+        (`block_sigma.spread`) as the prediction spreads it."""
         self.variance_scale = 1.0
         if kind == "biqt":
             self.noise = None
@@ -126,6 +128,9 @@ class Forest:
         mu, s = self.predict(X, F, kind)
         err = np.abs(R - mu).reshape(len(R), block, -1)
         sig = np.sqrt(np.maximum(s.reshape(len(R), block, -1).mean(-1, keepdims=True), 1e-20))
+        if base is not None:
+            t = (np.asarray(base, np.float32) + mu).reshape(len(R), block, -1)
+            sig = np.maximum(block_sigma.spread(sig[..., 0], t), 1e-10)[..., None]
         c = float(np.quantile(err / sig, coverage)) / 2.0
         self.variance_scale = c * c
 

@@ -23,7 +23,7 @@ from ...core.grid import repeat_blocks
 from ...core.threads import small_solves
 from ...core.threads import thread_record
 from ..context import raise_where_filled
-from . import features, linear, patches
+from . import block_sigma, features, linear, patches
 from .completion import GaussianCompletion
 from .forest import Forest
 from . import INPUT_UNITS
@@ -34,6 +34,9 @@ from .model_io import INPUTS, METHODS, ForestModel, check_outputs
 # high where the input was filled as at the rest of the brain's edge (docs/measurements.md, "Context beyond a tight
 # mask"); the std there is raised by the median of those.
 FILLED_STD_SCALE = {"biqt": 1.9, "rf": 2.3}
+# The kinds whose std is spread over each block's voxels by the predicted tensor (block_sigma.py; docs/measurements.md,
+# "Uncertainty"): the block's variance is kept, so the models' calibration stands.
+SPREAD_IN_BLOCKS = {"biqt"}
 
 DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=20_000, max_depth=6, min_leaf=800,
                 bins=16, ridge=0.2, gl_ridge=1e-4, n_calibration=150_000, randomise=True,
@@ -118,7 +121,9 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
         forest.fit(X, lib.F, R, groups=lib.group, log=log, progress=progress)
         rng = np.random.default_rng(seed + 1)
         cal = np.sort(rng.permutation(len(X))[: min(cfg["n_calibration"], len(X))])
-        forest.calibrate(X[cal], lib.F[cal], R[cal], "biqt" if method == "biqt" else "rf", math.prod(grid.factors(factor)))
+        kind = "biqt" if method == "biqt" else "rf"
+        base = lib.C[cal] + gl.predict(X[cal]) if kind in SPREAD_IN_BLOCKS else None  # the prediction less the forest's
+        forest.calibrate(X[cal], lib.F[cal], R[cal], kind, math.prod(grid.factors(factor)), base=base)
         if log:
             log(f"uncertainty calibration on {len(cal)} training examples: "
                 + (f"noise scale v = {np.round(forest.noise.v, 3).tolist()}, " if method == "biqt" else "")
@@ -185,6 +190,8 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     if var is not None:
         std = np.sqrt(patches.from_blocks(var, r).mean(-1)) / np.float32(scale)
         std[~hr_sup] = 0.0
+        if kind in SPREAD_IN_BLOCKS:  # before the flags (methods/flags.py), which raise what they raise from it
+            std = block_sigma.spread_volume(std, hr, sup, r)
         unc["std"] = std.astype(np.float32)
         raise_where_filled(unc, sup & ~given, r, FILLED_STD_SCALE[kind])
     return hr.astype(np.float32), unc

@@ -169,3 +169,13 @@ def test_training_calibrates_biqt_for_the_spread_and_rf_as_before(small_subject,
     training.train("biqt", [small_subject], **kw)
     training.train("rf", [small_subject], **kw)
     assert seen == {"biqt": (min(500, len(lib)), 48), "rf": None}
+
+
+def test_only_biqt_and_only_blocks_that_span_every_axis_are_spread():
+    """rf's spread between trees lost on the dev subjects' tight inputs, and at x1,1,2 the weights moved biqt's
+    Spearman both ways (docs/measurements.md, "Uncertainty"): neither is spread."""
+    from ImageQualityTransferLib.methods.forest import training
+
+    assert training.spreads_in_blocks("biqt", 2) and training.spreads_in_blocks("biqt", (3, 3, 3))
+    assert not training.spreads_in_blocks("biqt", (1, 1, 2)) and not training.spreads_in_blocks("biqt", "1,1,3")
+    assert not training.spreads_in_blocks("rf", 2)

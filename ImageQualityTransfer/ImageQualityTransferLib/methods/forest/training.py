@@ -35,8 +35,14 @@ from .model_io import INPUTS, METHODS, ForestModel, check_outputs
 # mask"); the std there is raised by the median of those.
 FILLED_STD_SCALE = {"biqt": 1.9, "rf": 2.3}
 # The kinds whose std is spread over each block's voxels by the predicted tensor (block_sigma.py; docs/measurements.md,
-# "Uncertainty"): the block's variance is kept, so the models' calibration stands.
+# "Uncertainty"): the block's variance is kept, so the models' calibration stands. Only where the block spans all three
+# axes: at x1,1,2 the same weights moved the dev subjects' Spearman both ways.
 SPREAD_IN_BLOCKS = {"biqt"}
+
+
+def spreads_in_blocks(kind: str, factor) -> bool:
+    """Whether `predict_volume` (and the calibration in `train`) spread this kind's std within its blocks."""
+    return kind in SPREAD_IN_BLOCKS and min(grid.factors(factor, identity_ok=True)) > 1
 
 DEFAULTS = dict(inputs="patch", n=1, rate=1.0, n_trees=8, n_train=80_000, n_val=20_000, max_depth=6, min_leaf=800,
                 bins=16, ridge=0.2, gl_ridge=1e-4, n_calibration=150_000, randomise=True,
@@ -122,7 +128,7 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
         rng = np.random.default_rng(seed + 1)
         cal = np.sort(rng.permutation(len(X))[: min(cfg["n_calibration"], len(X))])
         kind = "biqt" if method == "biqt" else "rf"
-        base = lib.C[cal] + gl.predict(X[cal]) if kind in SPREAD_IN_BLOCKS else None  # the prediction less the forest's
+        base = lib.C[cal] + gl.predict(X[cal]) if spreads_in_blocks(kind, factor) else None  # the prediction less the forest's
         forest.calibrate(X[cal], lib.F[cal], R[cal], kind, math.prod(grid.factors(factor)), base=base)
         if log:
             log(f"uncertainty calibration on {len(cal)} training examples: "
@@ -190,7 +196,7 @@ def predict_volume(model: ForestModel, lr: np.ndarray, mask: np.ndarray | None, 
     if var is not None:
         std = np.sqrt(patches.from_blocks(var, r).mean(-1)) / np.float32(scale)
         std[~hr_sup] = 0.0
-        if kind in SPREAD_IN_BLOCKS:  # before the flags (methods/flags.py), which raise what they raise from it
+        if spreads_in_blocks(kind, r):  # before the flags (methods/flags.py), which raise what they raise from it
             std = block_sigma.spread_volume(std, hr, sup, r)
         unc["std"] = std.astype(np.float32)
         raise_where_filled(unc, sup & ~given, r, FILLED_STD_SCALE[kind])

@@ -210,3 +210,36 @@ def test_nifti_maps_an_earlier_version_wrote_beside_a_nrrd_output_are_retired_by
     assert not (tmp_path / "o_FA.nii.gz").exists() and not (tmp_path / "o_MD.nii.gz").exists()
     assert (tmp_path / "o_FA.nrrd").is_file() and (tmp_path / "p_FA.nii.gz").is_file()
     assert "removed o_FA.nii.gz, o_MD.nii.gz: an earlier run's maps of o.nrrd" in out, out
+
+
+def _small_lr(tmp_path):
+    from helpers import bundle_volume
+
+    fileio.save_tensor(bundle_volume(shape=(14, 10, 10)), tmp_path / "lr.nii.gz")
+    return str(tmp_path / "lr.nii.gz")
+
+
+def test_an_earlier_visitation_goes_with_its_data_file_once_the_outputs_are_in_place(tmp_path, capsys, monkeypatch):
+    """`--propagate` then `--propagate --no-tracts` beside a .nhdr: the first run's X_visitation.nhdr and its data file
+    are removed (they were unlinked at once, the data file unsaid, a review), but only at the commit: a run that fails
+    keeps them."""
+    lr = _small_lr(tmp_path)
+    out = str(tmp_path / "X.nhdr")
+    args = ["upsample", lr, "-o", out, "--method", "biqt", "--samples", "2", "--propagate"]
+    assert cli.main(args + ["--n-seeds", "20"]) == 0
+    vis = [tmp_path / "X_visitation.nhdr", tmp_path / "X_visitation.raw.gz"]
+    before = {p: p.read_bytes() for p in vis}
+    capsys.readouterr()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(fileio, "save_tensor", full)
+        assert cli.main(args + ["--no-tracts"]) != 0
+    assert {p: p.read_bytes() for p in vis} == before
+    capsys.readouterr()
+    assert cli.main(args + ["--no-tracts"]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("removed ")]
+    assert not any(p.exists() for p in vis)
+    assert len(said) == 1 and "X_visitation.nhdr" in said[0] and "X_visitation.raw.gz" in said[0], said

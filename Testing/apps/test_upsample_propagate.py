@@ -222,3 +222,64 @@ def test_a_through_plane_models_refusal_names_what_runs_it_along_the_inputs_thic
     err = capsys.readouterr().err
     assert "leave --factor out" in err and "use --factor" not in err and err.count("\n") == 1, err
     assert not (tmp_path / "d").exists()
+
+
+def _user_map(path, value):
+    """A map another program wrote (pynrrd, nibabel: no iqt record); a .nhdr with its data file beside it."""
+    data = np.full((4, 4, 4), value, np.float32)
+    if str(path).endswith(".nhdr"):
+        import nrrd
+
+        nrrd.write(str(path), data, {"space": "left-posterior-superior", "encoding": "gzip"}, detached_header=True)
+    else:
+        import nibabel as nib
+
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nhdr"])
+def test_propagate_refuses_a_users_own_map_and_keeps_their_visitation(tmp_path, lr_path, capsys, suffix):
+    """A user's X_fa_std beside -o X --propagate had been overwritten and their X_visitation (with --no-tracts) deleted,
+    data file and all (a review of the NRRD maps): the first is refused in one line before any work, as --maps refuses
+    dtifit's maps; the second, not this run's to write, stays."""
+    out = tmp_path / f"X{suffix}"
+    _user_map(tmp_path / f"X_fa_std{suffix}", 7)
+    _user_map(tmp_path / f"X_visitation{suffix}", 1)
+    before = _files(tmp_path)
+    args = ["upsample", str(lr_path), "-o", str(out), "--method", "biqt", "--samples", "2", "--propagate", "--no-tracts"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"X_fa_std{suffix}: already there and not written by iqt" in err, err
+    assert "--propagate would replace" in err and _files(tmp_path) == before
+    for p in tmp_path.glob("X_fa_std*"):
+        p.unlink()
+    assert main(args) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert "removed" not in said, said
+    for name, data in before.items():
+        if name.startswith("X_visitation"):
+            assert (tmp_path / name).read_bytes() == data, name
+
+
+def test_iqt_propagate_retires_only_its_own_earlier_visitation(tmp_path, lr_path, capsys):
+    """`iqt propagate --no-tracts` into a folder: an earlier run's visitation.nii.gz is removed once the outputs are in
+    place, and said; another program's file of that name stays (propagation.write had deleted either at once)."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.fileio.records import run_record
+
+    folder = tmp_path / "b"
+    folder.mkdir()
+    with run_record({"options": {"output": str(folder)}}):  # as an earlier `iqt propagate -o b` wrote it
+        fileio.save_scalar(Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "scalar"), folder / "visitation.nii.gz",
+                           "iqt biqt visitation unitless")
+    args = ["propagate", str(lr_path), "-o", str(folder), "--method", "biqt", "--samples", "2"]
+    assert main(args + ["--no-tracts"]) == 0
+    assert not (folder / "visitation.nii.gz").exists() and "removed visitation.nii.gz" in capsys.readouterr().out
+    _user_map(folder / "visitation.nii.gz", 1)
+    before = (folder / "visitation.nii.gz").read_bytes()
+    assert main(args + ["--no-tracts"]) == 0
+    assert (folder / "visitation.nii.gz").read_bytes() == before and "removed" not in capsys.readouterr().out

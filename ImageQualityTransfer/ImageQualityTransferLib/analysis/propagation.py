@@ -247,7 +247,9 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
           total_seconds: float | None = None) -> str:
     """Write the maps and the JSON summary to `paths` (`output_paths`); returns the one-line message. `settings`: the
     command's options that reproduce the run, recorded with the propagation's own; `total_seconds`: the whole command's
-    time (the prediction with the sampling)."""
+    time (the prediction with the sampling). An earlier run's map this run does not write (a visitation before
+    --no-tracts) is the caller's to retire through its plan (apps/cli/propagate.py, upsample.py retire_stale_maps):
+    removed only if iqt wrote it, and only once every output is in place."""
     from .. import fileio
     from ..fileio.model_files import software
     from ..fileio.records import map_record
@@ -264,14 +266,6 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
     if total_seconds is not None:
         summary["seconds"] = total_seconds
     fileio.write_json(paths["json"], summary)
-    stale = [paths[n] for n in MAPS if getattr(res, n) is None and paths[n].is_file()]
-    from ..fileio.paths import nhdr_data_files, nrrd_data_file
-
-    for p in stale:  # an earlier run's map (a visitation before --no-tracts) would pass for this run's
-        data = nrrd_data_file(p)  # a detached header's data file, as fileio/nrrd.py wrote it beside the header
-        p.unlink()
-        if data is not None and data in nhdr_data_files(p) and data.is_file():
-            data.unlink()
     d = summary["tract_dice_between_samples"]
     tracked = res.visitation is not None
     timing = (f"{res.seconds:.1f} s sampling" if total_seconds is None else
@@ -281,5 +275,4 @@ def write(res: Propagation, paths: dict, method_name: str, input_path, settings:
     return (f"wrote {', '.join(written)} and {paths['json'].name} in {paths['json'].parent}/: FA/MD mean and std"
             f"{', visitation' if tracked else ''} from {res.n_samples} samples of {method_name} "
             f"({timing}{tract}; diagonal Gaussian approximation: fa_mean is not an FA estimate, noise raises low FA, "
-            f"read the prediction's FA with fa_std as its spread; md_std counts no error shared between the elements)"
-            + (f"; removed {', '.join(p.name for p in stale)} of an earlier run" if stale else ""))
+            f"read the prediction's FA with fa_std as its spread; md_std counts no error shared between the elements)")

@@ -47,10 +47,12 @@ def run(args):
     out = options.out_dir(args.output)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     paths = propagation.output_paths(out)
+    earlier = paths.pop("visitation") if args.no_tracts else None  # not written: an earlier run's is retired below
     for key, path in paths.items():
         plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}",
                  folder_checked=True)
     plan.check()
+    stale = _retire_visitation(plan, earlier)
     shape3 = input_shape3(args.input)  # the run's high-res grid from the input's header, as 'iqt upsample' checks it
     nifti = [p for key, p in paths.items() if key != "json"]
     if shape3 is not None:  # before the input is read or a model loaded; predict checks the same again
@@ -76,3 +78,24 @@ def run(args):
     make_folder(out)  # removed again if a write then fails
     say(propagation.write(res, paths, method.name, *options.propagation_record(args, f, method, model),
                           time.perf_counter() - t0))
+    if stale:  # said once the outputs are in place (a map rewritten meanwhile by another program stays)
+        say(lambda: f"removed {stale.name}: an earlier run's, which would pass for this run's"
+            if not stale.exists() else "")
+
+
+def _retire_visitation(plan, path):
+    """An earlier run's visitation map at `path`, removed when this run's outputs are put in place (kept if it fails),
+    only where its run record says an `iqt` run wrote it into this folder; another's file of that name stays (it had
+    been deleted at once, whoever wrote it: a review of the propagation outputs)."""
+    import os
+
+    from ...fileio.nifti import run_record_of
+
+    def ours(p) -> bool:
+        try:
+            output = ((run_record_of(p) or {}).get("options") or {}).get("output")
+        except Exception:  # noqa: BLE001 - a file nibabel cannot read is not one of ours
+            return False
+        return isinstance(output, str) and os.path.basename(os.path.normpath(output)) == p.parent.name
+
+    return path if path is not None and path.is_file() and ours(path) and plan.retire(path, ours) else None

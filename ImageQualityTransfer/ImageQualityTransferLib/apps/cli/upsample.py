@@ -122,6 +122,15 @@ def _is_file(p: Path) -> bool:
         return False
 
 
+def _refuse_foreign(paths, option: str) -> None:
+    """Refuses (one line, before any work) to replace a file at a map's path that iqt did not write: dtifit's dti_FA
+    ... beside -o dti.nii.gz had been replaced without a word (a bad-input audit)."""
+    foreign = [p for p in paths if _is_file(p) and not _made_by_iqt(p)]
+    if foreign:
+        raise IQTError(f"{foreign[0]}: already there and not written by iqt (another tool's map, e.g. dtifit's), which "
+                       f"{option} would replace; give -o a name whose maps are free (or move that file)")
+
+
 def _made_by_iqt(path: Path) -> bool:
     """Whether a NIfTI or NRRD at `path` is this tool's: a run record, or a header description iqt wrote ("iqt cubic
     FA": maps written with --no-record, or before run records were kept, have only that)."""
@@ -367,16 +376,17 @@ def run(args):
             unc_paths[key] = plan.add(path, MAP_SUFFIXES, what=f"{key} map")
     map_paths = {key: plan.add(path, MAP_SUFFIXES, what=f"{key} map") for key, path in maps_paths(out).items()} \
         if args.maps else {}
-    foreign = [p for p in map_paths.values() if _is_file(p) and not _made_by_iqt(p)]
-    if foreign:  # dtifit's dti_FA ... beside -o dti.nii.gz had been replaced without a word (a bad-input audit)
-        raise IQTError(f"{foreign[0]}: already there and not written by iqt (another tool's map, e.g. dtifit's), which "
-                       "--maps would replace; give -o a name whose maps are free (or move that file)")
+    _refuse_foreign(map_paths.values(), "--maps")
     _maps_of_another_output(map_paths.values(), out)
     options.check_output_order(args, out)
     if args.propagate:
         prop_paths = propagation.output_paths(out.parent, stem(out) + "_", map_suffix(out))
+        if args.no_tracts:  # no visitation map: an earlier run's is retired (retire_stale_maps), another's stays
+            del prop_paths["visitation"]
         for key, path in prop_paths.items():
             plan.add(path, fileio.JSON_SUFFIXES if key == "json" else MAP_SUFFIXES, f"propagation {key}")
+        # a user's own X_fa_std.nhdr had been overwritten and X_visitation.nhdr deleted (a review of the NRRD maps)
+        _refuse_foreign([p for key, p in prop_paths.items() if key != "json"], "--propagate")
         # X.nrrd's maps are X_fa_mean.nrrd, X.nii.gz's X_fa_mean.nii.gz, but both runs write X_propagation.json
         _maps_of_another_output([p for suffix in MAP_SUFFIXES for key, p in propagation.output_paths(
             out.parent, stem(out) + "_", suffix).items() if key != "json"], out,

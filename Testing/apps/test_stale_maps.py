@@ -219,6 +219,22 @@ def _small_lr(tmp_path):
     return str(tmp_path / "lr.nii.gz")
 
 
+def test_a_nhdr_outputs_earlier_maps_go_with_their_data_files(tmp_path, capsys):
+    """`-o X.nhdr --maps`, then `-o X.nhdr`, had left six orphan X_*.raw.gz (no test held the data files' removal,
+    a review of the NRRD maps): each retired header's data file goes with it, --propagate's too, and is said."""
+    lr = _small_lr(tmp_path)
+    out = str(tmp_path / "X.nhdr")
+    assert cli.main(["upsample", lr, "-o", out, "--method", "biqt", "--maps", "--propagate", "--samples", "2",
+                     "--no-tracts"]) == 0
+    assert len(list(tmp_path.glob("X_*.raw.gz"))) == 10  # dtifit's 6 maps, the propagation's 4
+    capsys.readouterr()
+    assert cli.main(["upsample", lr, "-o", out, "--method", "cubic"]) == 0
+    said = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.nhdr", "X.raw.gz", "lr.nii.gz"]
+    for name in ("X_FA", "X_fa_mean"):
+        assert f"{name}.nhdr" in said and f"{name}.raw.gz" in said, said
+
+
 def test_an_earlier_visitation_goes_with_its_data_file_once_the_outputs_are_in_place(tmp_path, capsys, monkeypatch):
     """`--propagate` then `--propagate --no-tracts` beside a .nhdr: the first run's X_visitation.nhdr and its data file
     are removed (they were unlinked at once, the data file unsaid, a review), but only at the commit: a run that fails

@@ -197,3 +197,17 @@ def test_the_grid_check_before_any_work_reads_a_nrrd_grid_and_refuses_an_unreada
     for name in ("damaged.nii.gz", "missing.nrrd"):
         with pytest.raises(IQTError, match=name):
             fileio.check_tensor_output(tmp_path / "o.nrrd", tmp_path / name)
+
+
+def test_one_reading_of_a_nrrd_headers_grid_serves_batch_and_the_output_check(tmp_path, monkeypatch):
+    """`fileio.sizes.header_affine` (iqt batch --voxel-size) read a NRRD's grid in its own copy of
+    `fileio.nrrd.header_affine`: one reading now, a tensor NRRD's grid as its reader gives it, None for any other."""
+    from ImageQualityTransferLib.fileio import nrrd as iqt_nrrd, sizes
+
+    vol = tensor_volume(sorted(AFFINES)[0])
+    save_tensor_nrrd(vol, tmp_path / "t.nrrd")
+    np.testing.assert_allclose(sizes.header_affine(tmp_path / "t.nrrd"), load_tensor_nrrd(tmp_path / "t.nrrd").affine)
+    nrrd.write(str(tmp_path / "s.nrrd"), np.zeros(SHAPE, np.float32), {"kinds": ["domain"] * 3})
+    assert sizes.header_affine(tmp_path / "s.nrrd") is None  # no tensor axis: left to the reader's line
+    monkeypatch.setattr(iqt_nrrd, "header_affine", lambda path, tensor=False: np.diag([7.0, 7.0, 7.0, 1.0]))
+    assert sizes.header_affine(tmp_path / "t.nrrd")[0, 0] == 7.0

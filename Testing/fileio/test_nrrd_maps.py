@@ -232,7 +232,6 @@ def test_maps_beside_a_nrrd_output_are_nrrd_on_its_grid_with_v1_a_3_vector_volum
                 # eigenvalues of the tensors turned to RAS for V1 (upsample.file_maps): float32 rounding apart
                 np.testing.assert_allclose(got.data, want.data, rtol=1e-4, atol=1e-6 * np.abs(want.data).max())
                 continue
-                continue
             flip = np.diag([-1.0 if np.linalg.det(GRID[:3, :3]) > 0 else 1.0, 1, 1])  # the NIfTI V1: FSL's frame
             ras = want.data @ (rot_ @ flip).T
             inside = np.any(ras != 0, axis=-1)

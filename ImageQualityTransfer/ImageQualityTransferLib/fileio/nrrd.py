@@ -244,9 +244,10 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
     return affine, flip, space
 
 
-def header_affine(path) -> np.ndarray:
-    """The voxel->RAS affine of a NRRD's three image axes from its header alone (`fileio.check_tensor_output`); an
-    IQTError for a file whose header cannot be read or gives no 3D grid."""
+def header_affine(path, tensor: bool = False) -> np.ndarray:
+    """The voxel->RAS affine of a NRRD's three image axes from its header alone (`fileio.check_tensor_output`,
+    `fileio.sizes.header_affine`); an IQTError for a file whose header cannot be read or gives no 3D grid (`tensor`:
+    or no tensor axis, as its reader takes)."""
     path = Path(path)
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
@@ -268,6 +269,8 @@ def header_affine(path) -> np.ndarray:
         raise IQTError(f"{path}: its header gives {len(domain)} image axes of {ndim}, not a 3D grid; give an image "
                        "on a 3D grid (kinds: domain domain domain, and at most one axis of components)")
     rax = next((i for i in range(ndim) if i not in domain), None)
+    if tensor and (rax is None or kinds[rax] not in TENSOR_KINDS):
+        raise IQTError(f"{path}: kinds {hdr.get('kinds')} name no tensor axis; give {SLICER_HINT}")
     return _geometry(hdr, domain, rax, path)[0]
 
 

@@ -148,18 +148,10 @@ def header_affine(path):
             return None
         with warnings.catch_warnings():  # the reader says it again, once, when it reads the file
             warnings.simplefilter("ignore")
-            if is_nrrd(p):
-                import nrrd
+            if is_nrrd(p):  # a tensor NRRD only, as its reader takes
+                from .nrrd import header_affine as nrrd_header_affine
 
-                from .nrrd import TENSOR_KINDS, _geometry
-
-                with open(p, "rb") as fh:
-                    hdr = nrrd.read_header(fh)
-                kinds = [str(k).strip().lower() for k in hdr.get("kinds", [])]
-                rax = [i for i, k in enumerate(kinds) if k in TENSOR_KINDS]
-                if len(kinds) != 4 or len(rax) != 1:  # a tensor NRRD only, as its reader takes
-                    return None
-                affine = _geometry(hdr, [i for i in range(4) if i != rax[0]], rax[0], p)[0]
+                affine = nrrd_header_affine(p, tensor=True)
             else:
                 affine = np.asarray(_in_mm(open_nifti(p), p).affine, float)
         from ..core.volume import affine_problem

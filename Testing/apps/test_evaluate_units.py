@@ -201,3 +201,24 @@ def test_a_nrrd_map_holding_nan_is_refused_as_its_nifti_copy(scored, capsys):
         fileio.save_scalar(sd.replace(data=data), scored / name, sd.meta["descrip"])
         code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / name)
         assert code == 2 and err.count("\n") == 1 and "2 NaN/Inf values" in err, (name, err)
+
+
+@pytest.mark.parametrize("option, unit", [("--uncertainty", None), ("--uncertainty", "um2/ms"), ("--direction", None)])
+def test_a_v1_map_given_as_an_uncertainty_map_is_refused_as_one(tmp_path, option, unit):
+    """`--uncertainty up_V1.nrrd` had been asked whether it was the _direction map, and with --uncertainty-unit
+    told '(48, 48, 16, 3) is neither (X,Y,Z) nor (X,Y,Z,6)' without the file's name (a review of the NRRD maps: the map
+    reader takes a 3-vector NRRD): one line naming the file says what it is."""
+    from ImageQualityTransferLib.apps.cli.evaluate import _map
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.core.volume import Volume
+
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    v1 = np.zeros((4, 3, 2, 3), np.float32)
+    v1[..., 0] = 0.987
+    for name in ("up_V1.nrrd", "up_V1.nii.gz"):
+        fileio.save_scalar(Volume(v1, affine, "scalar"), tmp_path / name, "iqt biqt V1 in RAS frame (a 3-vector NRRD)")
+        pred = Volume(np.zeros((4, 3, 2, 6), np.float32), affine, "tensor")
+        with pytest.raises(IQTError) as exc:
+            _map(tmp_path / name, option, pred, unit)
+        said = str(exc.value)
+        assert said.startswith(f"{tmp_path / name}: a 3-vector map (a V1?), not ") and "\n" not in said, said

@@ -382,6 +382,10 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None)
     from ...fileio.records import MADE_BY, MAP_RECORD, MAP_UNITS, map_record, read_map_record
 
     vol = load_scalar(path)  # one reader of maps for NIfTI and NRRD, with its checks (NaN/Inf refused)
+    if np.ndim(vol.data) == 4 and np.shape(vol.data)[3] == 3:  # --maps' V1, which load_scalar reads as (X,Y,Z,3)
+        what = "an uncertainty map" if option == "--uncertainty" else "the _direction map"
+        raise IQTError(f"{path}: a 3-vector map (a V1?), not {what}; give the {option[2:]} map 'iqt upsample "
+                       f"--uncertainty' wrote as {option}")
     fields = vol.meta.get("module_fields")
     if is_nrrd(path) and not vol.meta["descrip"]:  # the module's map as Slicer saves it: its fields (slicer/mrml.py)
         unit, kind = fields.get("ImageQualityTransfer.Unit"), fields.get("ImageQualityTransfer.Map")

@@ -134,13 +134,16 @@ def test_a_slicer_label_map_nrrd_is_read_as_the_mask_of_its_tensor_nrrd(tmp_path
 def test_upsample_takes_a_slicer_label_map_of_a_nifti_or_nrrd_input_and_refuses_one_on_another_grid(tmp_path, capsys,
                                                                                                  tensor_name):
     """`iqt upsample --mask` a label map as Slicer saves it (.nhdr, LPS space) of a NIfTI or NRRD tensor input on the same
-    grid: the run's mask (the outputs zero outside it); one a voxel off: the mask refusal's one line, nothing written."""
+    grid: the run's mask (the outputs zero outside it); one a voxel off: the mask refusal's one line, nothing written.
+    The grid is larger than the mask with its margin, and the mask off-centre, so that a mask ignored or read mirrored
+    changes the output (on a 5x4x3 grid the margin had covered every voxel: a review)."""
     from helpers import bundle_volume, run_cli
 
-    vol = bundle_volume(AFFINES[sorted(AFFINES)[0]], shape=SHAPE)
+    shape = (10, 8, 6)
+    vol = bundle_volume(AFFINES[sorted(AFFINES)[0]], shape=shape)
     fileio.save_tensor(vol, tmp_path / tensor_name)
-    labels = np.zeros(SHAPE, np.int16)
-    labels[1:-1, 1:-1, 1:] = 1
+    labels = np.zeros(shape, np.int16)
+    labels[2:5, 1:3, 1:3] = 1
     lps = np.diag([-1.0, -1.0, 1.0])
     for name, shift in (("mask.nhdr", 0.0), ("off.nhdr", 1.0)):
         origin = vol.affine[:3, :3] @ [shift, 0, 0] + vol.affine[:3, 3]
@@ -151,8 +154,11 @@ def test_upsample_takes_a_slicer_label_map_of_a_nifti_or_nrrd_input_and_refuses_
                            "--factor", "2", "--mask", tmp_path / "mask.nhdr", "--threads", "1")
     assert code == 0, err
     up = fileio.load_tensor(tmp_path / "up.nii.gz")
-    inside = np.repeat(np.repeat(np.repeat(labels > 0, 2, 0), 2, 1), 2, 2)
-    assert np.any(up.data != 0, axis=-1)[inside].all()
+    margin = np.zeros(shape, bool)  # the mask widened by one input voxel, which the methods fill (propagate_within)
+    for i, j, k in np.argwhere(labels > 0):
+        margin[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2, max(k - 1, 0):k + 2] = True
+    filled = np.repeat(np.repeat(np.repeat(margin, 2, 0), 2, 1), 2, 2)
+    assert not filled.all() and np.array_equal(np.any(up.data != 0, axis=-1), filled)
     before = sorted(p.name for p in tmp_path.iterdir())
     code, out, err = run_cli(capsys, "upsample", tmp_path / tensor_name, "-o", tmp_path / "up2.nii.gz", "--method",
                              "nearest", "--factor", "2", "--mask", tmp_path / "off.nhdr", "--threads", "1")

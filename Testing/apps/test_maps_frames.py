@@ -32,7 +32,7 @@ def _seen_in_world(v1: np.ndarray, affine: np.ndarray, viewer: str) -> np.ndarra
     """V1's components as the viewer turns them to the world: FSLeyes (VectorOpts.orientFlip) and dipy read them in
     FSL's image frame, the voxel axes with x negated where the affine's determinant is positive; MRtrix (mrview,
     peaksconvert's default "xyz") reads them as scanner (RAS) coordinates."""
-    if viewer in ("mrtrix", "slicer"):  # a NRRD's 3-vector components are in its space's axes, RAS
+    if viewer in ("mrtrix", "slicer"):  # a NRRD's spatial vectors, read back in RAS (fileio/nrrd.py _vectors_in_ras)
         return v1
     rot = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     flip = np.diag([-1.0 if np.linalg.det(affine[:3, :3]) > 0 else 1.0, 1.0, 1.0])
@@ -59,7 +59,7 @@ def test_v1_read_as_its_viewer_reads_it_points_along_the_tensor_in_the_world(tmp
                      "--output-order", order])
     out, err = capsys.readouterr()
     assert code == 0, err
-    if viewer == "slicer":  # beside a NRRD output V1 is a 3-vector NRRD (Slicer's vector volume)
+    if viewer == "slicer":  # beside a NRRD output V1 is a NRRD spatial vector volume, as Slicer saves one
         v1 = fileio.load_scalar(tmp_path / "up_V1.nrrd")
         img = SimpleNamespace(dataobj=v1.data, affine=v1.affine, header={"descrip": v1.meta["descrip"].encode()})
     else:
@@ -72,7 +72,7 @@ def test_v1_read_as_its_viewer_reads_it_points_along_the_tensor_in_the_world(tmp
     np.testing.assert_allclose(np.abs(world @ expected), 1.0, atol=1e-4)
     descrip = bytes(img.header["descrip"]).split(b"\0")[0].decode()
     if viewer == "slicer":
-        assert "RAS frame" in descrip and "RAS coordinates, the NRRD's space" in out
+        assert "RAS frame" in descrip and "RAS coordinates in Slicer (a spatial vector volume" in out
     elif viewer == "mrtrix":
         assert "scanner" in descrip and "scanner (RAS) coordinates" in out
     else:

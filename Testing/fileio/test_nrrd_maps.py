@@ -201,8 +201,9 @@ def test_an_unreadable_mask_nrrd_is_told_of_a_label_map_and_a_tensor_of_a_tensor
 
 def test_maps_beside_a_nrrd_output_are_nrrd_on_its_grid_with_v1_a_3_vector_volume(tmp_path, capsys):
     """`-o X.nrrd --maps` (or X.nhdr) wrote X_FA.nii.gz ... (NIfTI beside the Slicer output); now X_FA.nrrd ... on the
-    tensor NRRD's grid lines, the NIfTI run's values at the same RAS voxel centres, V1 a 3-vector volume in RAS (the
-    NIfTI V1 turned by the grid's rotation), read back by this project's reader and by pynrrd."""
+    tensor NRRD's grid lines, the NIfTI run's values at the same RAS voxel centres, V1 a spatial vector volume as Slicer
+    writes one (LPS components; read back in RAS: the NIfTI V1 turned by the grid's rotation), read back by this
+    project's reader and by pynrrd."""
     nrrd = pytest.importorskip("nrrd")
     from ImageQualityTransferLib.fileio.nrrd import direction_rotation
 
@@ -219,13 +220,18 @@ def test_maps_beside_a_nrrd_output_are_nrrd_on_its_grid_with_v1_a_3_vector_volum
         for name in (f"o_{key}.nrrd", f"h_{key}.nhdr"):
             got = fileio.load_scalar(tmp_path / name)
             data, hdr = nrrd.read(str(tmp_path / name), index_order="F")
-            assert hdr["space"] == "right-anterior-superior"
             dirs = np.asarray(hdr["space directions"], float)
-            if key == "V1":
-                assert hdr["kinds"] == ["3-vector", "domain", "domain", "domain"] and np.isnan(dirs[0]).all()
-                data, dirs = np.moveaxis(data, 0, -1), dirs[1:]
-            np.testing.assert_allclose(dirs.T, want.affine[:3, :3], atol=1e-6)
-            np.testing.assert_allclose(hdr["space origin"], want.affine[:3, 3], atol=1e-6)
+            to_ras = np.ones(3)
+            if key == "V1":  # as Slicer writes a spatial vector volume: LPS components, kinds vector, a frame
+                assert hdr["space"] == "left-posterior-superior" and np.isnan(dirs[0]).all()
+                assert hdr["kinds"] == ["vector", "domain", "domain", "domain"]
+                np.testing.assert_array_equal(hdr["measurement frame"], np.eye(3))
+                to_ras = np.array([-1.0, -1.0, 1.0])
+                data, dirs = np.moveaxis(data, 0, -1) * to_ras, dirs[1:]
+            else:
+                assert hdr["space"] == "right-anterior-superior"
+            np.testing.assert_allclose(to_ras[:, None] * dirs.T, want.affine[:3, :3], atol=1e-6)
+            np.testing.assert_allclose(to_ras * hdr["space origin"], want.affine[:3, 3], atol=1e-6)
             np.testing.assert_allclose(got.affine, want.affine, atol=1e-6)
             np.testing.assert_array_equal(got.data, data)
             if key != "V1":
@@ -251,3 +257,24 @@ def test_a_map_name_a_nrrd_output_cannot_write_is_refused_before_any_work(tmp_pa
                            tmp_path / "h.nhdr", "--maps", "--threads", "1")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "h_FA.raw.gz: is a folder" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("space, frame", [("right-anterior-superior", None), ("left-posterior-superior", "identity"),
+                                          ("left-anterior-superior", "turned")])
+def test_a_3_vector_map_is_read_in_ras_by_its_space_and_measurement_frame(tmp_path, space, frame):
+    """A vector NRRD's components are in its measurement frame (else its space's axes, the format's default): read as
+    RAS components (a V1 re-saved by Slicer, LPS, had been read as RAS: a review of the NRRD maps)."""
+    nrrd = pytest.importorskip("nrrd")
+    ras = np.random.default_rng(2).normal(size=(4, 3, 2, 3))
+    flip = {"right-anterior-superior": [1, 1, 1], "left-posterior-superior": [-1, -1, 1],
+            "left-anterior-superior": [-1, 1, 1]}[space]
+    mf = {None: np.eye(3), "identity": np.eye(3), "turned": np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]])}[frame]
+    stored = (ras * flip) @ np.linalg.inv(mf).T  # world components = MF @ stored
+    header = {"space": space, "kinds": ["vector", "domain", "domain", "domain"],
+              "space directions": np.vstack([[np.nan] * 3, np.diag(flip) * 2.0])}
+    if frame is not None:
+        header["measurement frame"] = mf.T  # pynrrd writes the rows it is given as the header's vectors (columns)
+    nrrd.write(str(tmp_path / "v.nrrd"), np.moveaxis(stored, -1, 0).astype(np.float32), header, index_order="F")
+    got = fileio.load_scalar(tmp_path / "v.nrrd")
+    np.testing.assert_allclose(got.data, ras, atol=1e-6)
+    np.testing.assert_allclose(got.affine[:3, :3], np.eye(3) * 2.0)

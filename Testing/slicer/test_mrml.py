@@ -120,28 +120,77 @@ def test_written_nrrd_map_loads_on_the_tensor_nodes_grid(tmp_path, scene, key):
 
 
 
+RIGHT_HANDED = AFFINES["psr_oblique"] @ np.diag([-1.0, 1.0, 1.0, 1.0])  # its first axis reversed: a positive determinant
+
+
+def _node_vectors(node):
+    """(X,Y,Z,3) components and IJKToRAS of a vector volume node."""
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    image = node.GetImageData()
+    dims = image.GetDimensions()
+    assert image.GetNumberOfScalarComponents() == 3
+    arr = ns.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1] + (3,)).transpose(2, 1, 0, 3)
+    return np.array(arr, copy=True), mrml._matrix_to_numpy(m)
+
+
+def _on_grid(arr, ijk_to_ras, affine):
+    from ImageQualityTransferLib.core.orientation import onto_grid
+
+    moved = [onto_grid(arr[..., i], ijk_to_ras, SHAPE, affine) for i in range(3)]
+    assert all(m is not None for m in moved)  # the same voxel centres in the world
+    return np.stack(moved, -1)
+
+
+@pytest.mark.parametrize("grid", ["left", "right"])
 @pytest.mark.parametrize("name", ["v1.nrrd", "v1.nhdr"])
-def test_written_v1_nrrd_loads_as_a_vector_volume_on_its_grid(tmp_path, scene, name):
-    """`iqt upsample -o X.nrrd --maps` writes X_V1 as a 3-vector NRRD (fileio/nrrd.py save_scalar_nrrd): Slicer loads it
-    as a vector volume whose IJKToRAS is the map's affine and whose voxels hold the vectors."""
+def test_written_v1_nrrd_is_a_spatial_vector_volume_in_slicer_and_slicers_resave_reads_back(tmp_path, scene, name,
+                                                                                            grid):
+    """`iqt upsample -o X.nrrd --maps`' X_V1 (fileio/nrrd.py save_scalar_nrrd) is written as Slicer writes a spatial
+    vector volume (LPS components, kinds vector, a measurement frame): Slicer's volume storage node loads it as a
+    spatial vector (it had loaded as 'undefined', shown as colour) holding the RAS vectors at their voxels' world
+    centres, on a left-handed grid too; and a V1 Slicer re-saved is read back by fileio.load_scalar in RAS (it had
+    been read 48.8 degrees off at the median voxel: a review of the NRRD maps)."""
+    from ImageQualityTransferLib import fileio
+
+    affine = AFFINES["las_oblique_aniso"] if grid == "left" else RIGHT_HANDED
+    assert (np.linalg.det(affine[:3, :3]) < 0) == (grid == "left")
+    v1 = np.random.default_rng(5).normal(size=SHAPE + (3,)).astype(np.float32)
+    fileio.save_scalar(Volume(v1, affine, "scalar"), tmp_path / name, "iqt cubic V1 in RAS frame, stored LPS as Slicer's spatial vectors")
+    np.testing.assert_array_equal(fileio.load_scalar(tmp_path / name).data, v1)
+    node = slicer.vtkMRMLVectorVolumeNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / name))
+    assert storage.ReadData(node) == 1
+    assert node.GetVoxelVectorType() == slicer.vtkMRMLVolumeNode.VoxelVectorTypeSpatial
+    np.testing.assert_allclose(_on_grid(*_node_vectors(node), affine), v1, atol=1e-6)
+    # Slicer's own writer re-saves the node (its RAS components as LPS): iqt reads the RAS vectors back
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "resaved.nrrd"))
+    assert storage.WriteData(node) == 1
+    back = fileio.load_scalar(tmp_path / "resaved.nrrd")
+    np.testing.assert_allclose(_on_grid(back.data, back.affine, affine), v1, atol=1e-6)
+
+
+def test_written_v1_nrrd_loads_through_volumes_logic_on_its_grid(tmp_path, scene):
+    """Loaded as Slicer's 'Add data' does (vtkSlicerVolumesLogic): a vector volume on the map's voxel centres. This
+    slicer-core reads every vector NRRD there through the teem reader, Slicer's own spatial vectors too, as 'undefined'
+    with the file's (LPS) components."""
     if not hasattr(slicer, "vtkSlicerVolumesLogic"):
         pytest.skip("vtkSlicerVolumesLogic is not in this MRML build")
     from ImageQualityTransferLib import fileio
 
     affine = AFFINES[sorted(AFFINES)[0]]
     v1 = np.random.default_rng(5).normal(size=SHAPE + (3,)).astype(np.float32)
-    fileio.save_scalar(Volume(v1, affine, "scalar"), tmp_path / name, "iqt cubic V1 in RAS frame (a 3-vector NRRD)")
+    fileio.save_scalar(Volume(v1, affine, "scalar"), tmp_path / "v1.nrrd", "iqt cubic V1")
     logic = slicer.vtkSlicerVolumesLogic()
     logic.SetMRMLScene(scene)
-    node = logic.AddArchetypeVolume(str(tmp_path / name), "v1")
+    node = logic.AddArchetypeVolume(str(tmp_path / "v1.nrrd"), "v1")
     assert node.IsA("vtkMRMLVectorVolumeNode")
-    m = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(m)
-    np.testing.assert_allclose(mrml._matrix_to_numpy(m), affine, atol=1e-9)
-    image = node.GetImageData()
-    assert image.GetDimensions() == SHAPE and image.GetNumberOfScalarComponents() == 3
-    shown = ns.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(SHAPE[::-1] + (3,)).transpose(2, 1, 0, 3)
-    np.testing.assert_array_equal(shown, v1)
+    np.testing.assert_allclose(_on_grid(*_node_vectors(node), affine), v1 * [-1, -1, 1], atol=1e-6)
 
 
 def test_a_nrrd_maps_fields_are_where_the_docs_say_and_make_no_module_map(tmp_path, scene):

@@ -289,7 +289,7 @@ def load_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray]:
 def read_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray, dict]:
     """`load_scalar_nrrd`'s (data, affine) and the header (its key/value fields: `scalar_record`); `what`: "mask" or
     "map", which the refusals name (a map had been told to be re-saved as a tensor or a label map); a "map" may be a
-    3-vector volume, read as (X,Y,Z,3)."""
+    3-vector volume, read as (X,Y,Z,3) RAS components (`_vectors_in_ras`)."""
     path = Path(path)
     if not path.exists():
         raise IQTError(f"{path}: file not found; check the path")
@@ -300,10 +300,10 @@ def read_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray, 
         data = data[..., 0]
         hdr = {**hdr, "space directions": np.asarray(hdr["space directions"])[:3]} if "space directions" in hdr else hdr
     kinds = [str(k).strip().lower() for k in hdr.get("kinds", [])]
-    vector = [i for i, k in enumerate(kinds) if k in ("3-vector", "vector")] if data.ndim == 4 and what == "map" else []
+    vector = [i for i, k in enumerate(kinds) if k in VECTOR_KINDS] if data.ndim == 4 and what == "map" else []
     if len(vector) == 1 and data.shape[vector[0]] == 3:  # `--maps`' V1 (save_scalar_nrrd): (X,Y,Z,3), as from NIfTI
-        affine, _, _ = _geometry(hdr, [i for i in range(4) if i != vector[0]], vector[0], path)
-        return np.moveaxis(data, vector[0], -1), affine, hdr
+        affine, flip, _ = _geometry(hdr, [i for i in range(4) if i != vector[0]], vector[0], path)
+        return _vectors_in_ras(np.moveaxis(data, vector[0], -1), hdr, flip, path), affine, hdr
     if data.ndim != 3:
         tensor = " (a tensor volume)" if any(k in TENSOR_KINDS for k in kinds) else ""
         label = "label map" if what == "mask" else "map"
@@ -313,6 +313,26 @@ def read_scalar_nrrd(path, what: str = "mask") -> tuple[np.ndarray, np.ndarray, 
                        f"{label}; {hint}")
     affine, _, _ = _geometry(hdr, [0, 1, 2], None, path)
     return data, affine, hdr
+
+
+# a range axis of spatial vectors: Slicer saves a spatial vector volume as "vector" (vtkMRMLVolumeArchetypeStorageNode)
+VECTOR_KINDS = ("3-vector", "vector")
+
+
+def _vectors_in_ras(data: np.ndarray, hdr: dict, flip: np.ndarray, path: Path) -> np.ndarray:
+    """(X,Y,Z,3) components as a NRRD holds them (in its measurement frame, else in its space's axes: the format's
+    default) turned into RAS components: a V1 that Slicer re-saved (LPS, an identity measurement frame) had been read
+    as RAS, 48.8 degrees off at the median voxel (a review of the NRRD maps)."""
+    if "measurement frame" in hdr:
+        mf = np.asarray(hdr["measurement frame"], dtype=np.float64)
+        if mf.shape != (3, 3) or not np.all(np.isfinite(mf)):
+            raise IQTError(f"{path}: 'measurement frame' must be three 3D vectors, got {hdr['measurement frame']}")
+        to_ras = flip[:, None] * mf.T  # the header lists the frame's columns
+    else:
+        to_ras = np.diag(flip)
+    if np.array_equal(to_ras, np.eye(3)):
+        return data
+    return (np.asarray(data, np.float64) @ to_ras.T).astype(np.asarray(data).dtype)
 
 
 def load_tensor_nrrd(path) -> Volume:
@@ -530,26 +550,35 @@ def _write(path: Path, header_of, arr: np.ndarray, compress: bool, level: int) -
 MAP_FIELDS = ("ImageQualityTransfer.Map", "ImageQualityTransfer.Unit", "ImageQualityTransfer.Run")
 
 
+def _lps_lines(affine) -> tuple[list[str], list[str]]:
+    """A spatial vector volume's grid lines as Slicer's writer gives them: LPS space, a 'none' component axis."""
+    a = np.asarray(affine, dtype=np.float64)
+    lps = np.diag([-1.0, -1.0, 1.0])
+    dirs = " ".join(_vec(lps @ a[:3, j]) for j in range(3))
+    return (["space: left-posterior-superior", "space directions: none " + dirs], ["space origin: " + _vec(lps @ a[:3, 3])])
+
+
 def _scalar_header(vol: Volume, description: str, kind: str, encoding: str, data_file: str | None,
                    vector: bool = False) -> bytes:
-    """`vector`: a 3-vector per voxel (components first, in the file's space: no measurement frame), which Slicer
-    loads as a vector volume."""
+    """`vector`: a spatial vector per voxel, written as Slicer writes a spatial vector volume (LPS components, kinds
+    'vector', an identity measurement frame: vtkMRMLVolumeArchetypeStorageNode), so that Slicer loads it as one."""
     x, y, z = vol.shape3
-    space, origin = _space_lines(vol.affine, component_axis=vector)
+    space, origin = _lps_lines(vol.affine) if vector else _space_lines(vol.affine, component_axis=False)
     lines = [
         "NRRD0005",
         "# Complete NRRD file format specification at:",
         "# http://teem.sourceforge.net/nrrd/format.html",
-        "# Map written by ImageQualityTransfer" + (": vector components in the space's axes (RAS)" if vector else ""),
+        "# Map written by ImageQualityTransfer" + (": spatial vector components in LPS" if vector else ""),
         f"type: {kind}",
         f"dimension: {4 if vector else 3}",
         space[0],
         f"sizes: {'3 ' if vector else ''}{x} {y} {z}",
         space[1],
-        f"kinds: {'3-vector ' if vector else ''}domain domain domain",
+        f"kinds: {'vector ' if vector else ''}domain domain domain",
         *(["endian: little"] if kind != "unsigned char" else []),
         f"encoding: {encoding}",
         *origin,
+        *(["measurement frame: (1,0,0) (0,1,0) (0,0,1)"] if vector else []),
     ]
     lines += _records(description, data_file)
     return ("\n".join(lines) + "\n\n").encode("ascii")
@@ -558,9 +587,8 @@ def _scalar_header(vol: Volume, description: str, kind: str, encoding: str, data
 def save_scalar_nrrd(vol: Volume, path, description: str = "", compress: bool = True, level: int = 1) -> None:
     """A 3D map as a scalar NRRD (float32, a mask as unsigned char) on the grid lines the tensor NRRD has
     (`_space_lines`); `description`: what a NIfTI map's descrip holds (records.map_record), kept in iqt_made_by.
-    `.nhdr` as `save_tensor_nrrd`. A (X,Y,Z,3) volume (`--maps`' V1) is written as a 3-vector NRRD, its components
-    taken to be in RAS (the file's space; no measurement frame: the NRRD
-    format's default), which Slicer loads as a vector volume."""
+    `.nhdr` as `save_tensor_nrrd`. A (X,Y,Z,3) volume (`--maps`' V1) holds RAS components and is written as Slicer
+    writes a spatial vector volume (`_scalar_header`), read back in RAS by `read_scalar_nrrd`."""
     data = np.asarray(vol.data)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -570,6 +598,8 @@ def save_scalar_nrrd(vol: Volume, path, description: str = "", compress: bool = 
     direction_rotation(vol.affine)  # a zero or non-finite axis: refused as for a tensor
     kind, dtype = ("unsigned char", "u1") if data.dtype == bool else ("float", "<f4")
     order = (2, 1, 0, 3) if vector else (2, 1, 0)  # components fastest, then x, as NRRD stores them
+    if vector:  # RAS components -> LPS, as Slicer's writer stores a spatial vector
+        data = np.asarray(data, np.float32) * np.array([-1.0, -1.0, 1.0], np.float32)
     arr = np.ascontiguousarray(data.transpose(order), dtype=dtype)
     _write(Path(path), lambda encoding, data_file: _scalar_header(vol, description, kind, encoding, data_file, vector),
            arr, compress, level)

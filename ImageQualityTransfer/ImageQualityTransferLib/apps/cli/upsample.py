@@ -44,7 +44,7 @@ def add_parsers(sub) -> None:
                          "on a grid whose affine has a positive determinant), for every output but an MRtrix-order one, "
                          "whose V1 is in scanner (RAS) coordinates as MRtrix reads vectors; 0 where L1 = L2), zero "
                          "outside the brain; an output X_tensor.nii.gz gives X_FA.nii.gz ..., as dtifit names them; beside a .nrrd or "
-                         ".nhdr output, NRRD maps, V1 a 3-vector volume in RAS")
+                         ".nhdr output, NRRD maps, V1 a spatial vector volume as Slicer saves one (RAS in Slicer)")
     sp.set_defaults(func=run)
 
 
@@ -206,7 +206,7 @@ def v1_frame(order: str, nrrd: bool = False) -> str:
     44.6 degrees off): MRtrix's scanner (RAS) frame for an MRtrix-order output (MRtrix reads a vector image's
     components against the scanner axes, peaksconvert's "xyz"), FSL's image frame (dtifit's V1, dipy's evecs; the
     voxel axes, x negated where the affine's determinant is positive) for every other NIfTI output; beside a NRRD
-    output (`nrrd`) V1 is a 3-vector NRRD whose components are in its space's axes, RAS (fileio/nrrd.py
+    output (`nrrd`) V1 is a spatial vector NRRD as Slicer saves one, RAS components once read (fileio/nrrd.py
     save_scalar_nrrd), as MRtrix's frame."""
     return "mrtrix" if order == "mrtrix" or nrrd else "fsl"
 
@@ -216,7 +216,8 @@ def v1_frame_words(order: str, affine, short: bool = False, nrrd: bool = False) 
     import numpy as np
 
     if nrrd:
-        return "RAS frame (a 3-vector NRRD)" if short else "RAS coordinates, the NRRD's space (a 3-vector volume in Slicer)"
+        return ("RAS frame, stored LPS as Slicer's spatial vectors" if short else
+                "RAS coordinates in Slicer (a spatial vector volume, stored as Slicer saves one: LPS components)")
     if v1_frame(order) == "mrtrix":
         return "scanner RAS frame (MRtrix's)" if short else "scanner (RAS) coordinates, as MRtrix reads vectors"
     flipped = np.linalg.det(np.asarray(affine, float)[:3, :3]) > 0

@@ -175,22 +175,35 @@ def test_written_v1_nrrd_is_a_spatial_vector_volume_in_slicer_and_slicers_resave
     np.testing.assert_allclose(_on_grid(back.data, back.affine, affine), v1, atol=1e-6)
 
 
-def test_written_v1_nrrd_loads_through_volumes_logic_on_its_grid(tmp_path, scene):
-    """Loaded as Slicer's 'Add data' does (vtkSlicerVolumesLogic): a vector volume on the map's voxel centres. This
-    slicer-core reads every vector NRRD there through the teem reader, Slicer's own spatial vectors too, as 'undefined'
-    with the file's (LPS) components."""
+@pytest.mark.parametrize("grid", ["left", "right"])
+def test_written_v1_nrrd_loads_through_volumes_logic_on_its_grid(tmp_path, scene, grid):
+    """Loaded as Slicer's 'Add data' does (vtkSlicerVolumesLogic): a vector volume on the map's voxel centres in the
+    world. Its IJKToRAS is the tensor node's on a right-handed grid only: on a left-handed one Slicer reverses the tensor
+    and scalar nodes' last axis, not the vector node's (docs/slicer.md had said every map node's was the tensor's).
+    This slicer-core reads every vector NRRD there through the teem reader, Slicer's own spatial vectors too, as
+    'undefined' with the file's (LPS) components."""
     if not hasattr(slicer, "vtkSlicerVolumesLogic"):
         pytest.skip("vtkSlicerVolumesLogic is not in this MRML build")
     from ImageQualityTransferLib import fileio
 
-    affine = AFFINES[sorted(AFFINES)[0]]
+    affine = AFFINES["psr_oblique"] if grid == "left" else RIGHT_HANDED
     v1 = np.random.default_rng(5).normal(size=SHAPE + (3,)).astype(np.float32)
     fileio.save_scalar(Volume(v1, affine, "scalar"), tmp_path / "v1.nrrd", "iqt cubic V1")
+    fileio.save_scalar(Volume(v1[..., 0], affine, "scalar"), tmp_path / "fa.nrrd", "iqt cubic FA")
+    save_tensor_nrrd(tensor_volume("psr_oblique", seed=2).replace(affine=affine), tmp_path / "dti.nrrd")
     logic = slicer.vtkSlicerVolumesLogic()
     logic.SetMRMLScene(scene)
     node = logic.AddArchetypeVolume(str(tmp_path / "v1.nrrd"), "v1")
     assert node.IsA("vtkMRMLVectorVolumeNode")
-    np.testing.assert_allclose(_on_grid(*_node_vectors(node), affine), v1 * [-1, -1, 1], atol=1e-6)
+    arr, v1_ijk = _node_vectors(node)
+    np.testing.assert_allclose(_on_grid(arr, v1_ijk, affine), v1 * [-1, -1, 1], atol=1e-6)
+    ijk = {}
+    for name in ("dti", "fa"):
+        m = vtk.vtkMatrix4x4()
+        logic.AddArchetypeVolume(str(tmp_path / f"{name}.nrrd"), name).GetIJKToRASMatrix(m)
+        ijk[name] = mrml._matrix_to_numpy(m)
+    np.testing.assert_allclose(ijk["fa"], ijk["dti"], atol=1e-9)
+    assert np.allclose(v1_ijk, ijk["dti"], atol=1e-9) == (grid == "right")
 
 
 def test_a_nrrd_maps_fields_are_where_the_docs_say_and_make_no_module_map(tmp_path, scene):

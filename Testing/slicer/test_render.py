@@ -13,23 +13,29 @@ import pytest
 pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer[standalone]) is not installed")
 
 from ImageQualityTransferLib.dmri import degrade  # noqa: E402
-from ImageQualityTransferLib.slicer import display, legends, render  # noqa: E402
+from ImageQualityTransferLib.slicer import display, legends, offscreen, render  # noqa: E402
 
 LEFT, RIGHT = display.COMPARE_VIEWS
 
 
-PROBE = ("from vtkmodules.vtkRenderingCore import vtkRenderWindow; import vtkmodules.vtkRenderingOpenGL2; "
-         "w = vtkRenderWindow(); w.SetOffScreenRendering(1); print(int(w.SupportsOpenGL()))")
+def test_no_offscreen_opengl_is_one_line_before_the_fit(tmp_path, monkeypatch, capsys):
+    """Without EGL/Mesa the first render segfaulted (exit 139, nothing printed): main's probe (slicer/offscreen.py),
+    failing here, gives one line and exit 2 before the subject is read, and writes nothing."""
+    monkeypatch.setattr(render, "_app_importable", lambda: None)  # trame's import (seconds) is not what is tested
+    monkeypatch.setattr(offscreen, "probe", lambda timeout=60: (False, "exit -11: "))
+    monkeypatch.setattr(render, "degraded_subject", lambda *a, **k: pytest.fail("the subject was read"))
+    out = tmp_path / "pics" / "compare.png"
+    code = render.main([str(tmp_path), str(out), "--method", "cubic"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("render: no off-screen OpenGL here"), err
+    assert not out.parent.exists()
 
 
 @pytest.fixture(scope="module")
 def rendering(axial_subject):
-    import subprocess
-    import sys
-
-    probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0 or probe.stdout.strip().splitlines()[-1:] != ["1"]:  # in a child: a crash stays there
-        pytest.skip(f"no off-screen OpenGL here (exit {probe.returncode}): {probe.stderr.strip()[-300:]}")
+    ok, why = offscreen.probe()  # the commands' own probe, in a child: a crash stays there
+    if not ok:
+        pytest.skip(f"no off-screen OpenGL here ({why})")
     pair = degrade.degrade(axial_subject.dwi, axial_subject.mask.data, 2)
     return render.render_compare(pair.tensor, pair.mask, "biqt")
 

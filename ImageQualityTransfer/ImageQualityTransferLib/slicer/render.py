@@ -63,12 +63,19 @@ def quiet_vtk_warnings() -> None:
     vtkOutputWindow.GetInstance().SetDisplayModeToNever()  # its second copy of each message; errors go through vtkLogger
 
 
-def _app():
+def _app_importable() -> None:
     try:
-        from trame_slicer.core import SlicerApp
-        from trame_slicer.views import DirectViewFactory
+        import trame_slicer.core  # noqa: F401
+        import trame_slicer.views  # noqa: F401
     except ImportError as exc:
         raise IQTError(f"rendering needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
+
+
+def _app():
+    _app_importable()
+    from trame_slicer.core import SlicerApp
+    from trame_slicer.views import DirectViewFactory
+
     app = SlicerApp()
     quiet_vtk_warnings()  # after the app: slicer-core sets VTK's output window to print everything
     app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
@@ -237,6 +244,11 @@ def main(argv=None) -> int:
         there = next(d for d in (out.parent, *out.parent.parents) if d.exists())
         check_folder(there, out)
         methods.get(args.method or methods.viewer_default(f), tta=args.tta)
+        # before the subject's fit: without EGL/Mesa the first render segfaulted (exit 139, nothing said)
+        _app_importable()
+        from .offscreen import check_offscreen_opengl
+
+        check_offscreen_opengl()
         lr, mask = degraded_subject(args.subject, f, args.style)
         # the low-res input's voxel size, as the module's default takes it: cubic where the output is over 2:1
         method = args.method or methods.viewer_default(f, lr.voxel_size)

@@ -30,6 +30,7 @@ def run(args):
     from ...fileio.model_files import shipped_only
     from ...dmri.degrade import lowres_mask
     from ...methods.inputs import check_tensor_input
+    from ...slicer.offscreen import check_offscreen_opengl
     from ...slicer.processing import COMPARISON_METHOD
     from .. import view
     from .upsample import input_shape3, input_voxel_size
@@ -82,6 +83,10 @@ def run(args):
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     mask = fileio.load_mask(args.mask, lr, f) if args.mask else None  # on either grid
     check_tensor_input(lr, lowres_mask(mask, lr, f))
+    # the input checked, the long work not begun: without EGL/Mesa the page's first render segfaulted (exit 139,
+    # nothing said); trame-slicer's import first, for its own install line
+    view.import_trame()
+    check_offscreen_opengl("iqt view")
     if first.learned:  # last: the model's load (torch's import) is the longest check
         first.load(f)  # a damaged shipped model fails here, not in the page
     with view.signals_held():  # a signal inside the build's VTK observers exited 1 (apps/view.py signals_held)

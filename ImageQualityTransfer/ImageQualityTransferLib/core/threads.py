@@ -71,12 +71,15 @@ def restored():
             limit_torch()  # kept for that block's exit (nested, torch had run uncapped for the rest of the outer block)
 
 
-def wait_passively() -> None:
+def wait_passively() -> bool:
     """OpenMP's threads wait for work without spinning, in a process about to load torch (libgomp reads it then); a
     value the user set is kept. Spinning, the Monte Carlo pass's many small operations each ended in a barrier that a
-    machine busy with other work stretched 2-4x (docs/measurements.md, Speed). For the `iqt` command and the Slicer
-    module's worker process, not for a library caller's process."""
+    machine busy with other work stretched 2-4x (docs/measurements.md, Speed). The `iqt` command and the Slicer
+    module's worker process call it; a library caller calls it itself, before torch loads (docs/python.md): the engine
+    changes no caller's environment on its own. True where it can take effect: OMP_WAIT_POLICY is PASSIVE and torch
+    is not loaded yet."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return os.environ["OMP_WAIT_POLICY"].strip().upper() == "PASSIVE" and "torch" not in sys.modules
 
 
 def available() -> int:

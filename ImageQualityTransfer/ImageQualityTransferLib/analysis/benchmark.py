@@ -45,6 +45,7 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True, 
     # the input's over its brain mask; a learned method's row gets the figure it chose its model by (methods/base.py:
     # read over the brain it used, e.g. one estimated from the tensors when run without the mask)
     index = noise_index(case.lr.data, case.lr_mask.data)
+    warm_torch(chosen)
     rows = []
     for method in chosen:
         method = methods.get(method) if isinstance(method, str) else method
@@ -65,6 +66,19 @@ def score_case(case: Case, chosen, keep: dict | None = None, mask: bool = True, 
                      **({"model_for": pred.tensor.meta["model_for"]} if pred.tensor.meta.get("model_for") else {}),
                      **metrics})
     return rows
+
+
+def warm_torch(chosen) -> None:
+    """torch imported and one small convolution run before the first timed CNN, where any of `chosen` (names or
+    `Method`s) runs one: torch's start-up had been charged to whichever CNN ran first (`iqt demo`'s table in the
+    README: espcn 3.57 s / 190 MB, espcn-hetero 1.68 s / 14 MB; the other order flipped it)."""
+    if not any((methods.method_class(m) if isinstance(m, str) else m).requires_torch for m in chosen):
+        return
+    from ..methods.cnn import require_torch
+
+    torch = require_torch()
+    with torch.no_grad():
+        torch.nn.functional.conv3d(torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 1, 3, 3, 3))
 
 
 def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract_seeds=2000,

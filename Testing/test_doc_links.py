@@ -207,3 +207,11 @@ def test_below_and_above_name_a_heading_of_the_page(page):
     text = " ".join(line for _, line in prose_lines(page.read_text(encoding="utf-8")))
     named = re.findall(r"\((?:below|above), \*([^*]+)\*\)", text)
     assert not [n for n in named if slug(n) not in anchors(page)], (page.name, named)
+
+
+def test_no_page_points_to_a_scratch_folder_outside_the_repository():
+    """docs/measurements.md cited 13 files under /work/scratch… (one already gone when a new-user audit looked): a
+    reader cannot open them. A figure's script outside the repository is said to be so, by no path."""
+    found = [f"{page.name}:{n}" for page in PAGES for n, line in enumerate(page.read_text().splitlines(), 1)
+             if re.search(r"/work/(?!shared/)", line)]
+    assert not found, found

@@ -239,3 +239,11 @@ def test_the_fit_checks_have_a_heading_of_their_own():
     assert "--exclude-outliers" in body and "**The gradient table.**" in body, target
     sigma = text.split("\n## What the uncertainty does not see\n", 1)[1].split("\n## ", 1)[0]
     assert "--exclude-outliers" not in sigma and "gradient table" not in sigma
+
+
+def test_the_cohort_throughput_table_says_when_it_was_measured():
+    """docs/cohorts.md's throughput table was labelled only "with the first shipped biqt" (a new-user audit): it names
+    the version it was measured at and that it has not been re-measured since."""
+    section = (REPO / "docs" / "cohorts.md").read_text().split("## Throughput", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+    assert re.search(rf"measured at {_V} \(commit [0-9a-f]{{7,}}\)", flat) and "not re-measured" in flat

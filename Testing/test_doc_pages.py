@@ -247,3 +247,15 @@ def test_the_cohort_throughput_table_says_when_it_was_measured():
     section = (REPO / "docs" / "cohorts.md").read_text().split("## Throughput", 1)[1].split("\n## ", 1)[0]
     flat = " ".join(section.split())
     assert re.search(rf"measured at {_V} \(commit [0-9a-f]{{7,}}\)", flat) and "not re-measured" in flat
+
+
+def test_the_readme_install_says_its_size_and_what_each_extra_is_for():
+    """A new user met a 2.5 GB install of every extra with no word of its size or of what each extra gives (a
+    new-user audit): the install section names every extra pyproject.toml declares, and the size it took."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    section = (REPO / "README.md").read_text().split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+    assert re.search(r"virtual environment took [\d.]+ GB", flat), "no size"
+    assert [e for e in extras if not re.search(rf"`(?:pip install -e \"\.\[)?{e}\]?\"?`", flat)] == []

@@ -259,3 +259,25 @@ def test_the_readme_install_says_its_size_and_what_each_extra_is_for():
     flat = " ".join(section.split())
     assert re.search(r"virtual environment took [\d.]+ GB", flat), "no size"
     assert [e for e in extras if not re.search(rf"`(?:pip install -e \"\.\[)?{e}\]?\"?`", flat)] == []
+
+
+def test_the_mask_row_names_every_option_and_its_bmax_help_fits_no_dti():
+    """command-line.md's `iqt mask` row left out --bval/--bvec/--bmax, and `iqt mask --help` said --bmax would "fit
+    DTI", which mask does not (a new-user audit): the row names every option of the parser, the help says what it reads."""
+    from ImageQualityTransferLib.apps.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["mask"]
+    row = re.search(r"^\| `(iqt mask [^`]+)`", (REPO / "docs/command-line.md").read_text(encoding="utf-8"), re.M)[1]
+    options = {a.option_strings[-1 if a.option_strings[0] == "-o" else 0] for a in sub._actions
+               if a.option_strings and a.dest not in ("help", "command_threads")}
+    assert [o for o in sorted(options) if o not in row.replace("-o ", "--output ")] == [], row
+    bmax = next(a for a in sub._actions if a.dest == "bmax").help
+    assert "fit DTI" not in bmax and "iqt fit --bmax" in bmax, bmax
+
+
+@pytest.mark.parametrize("page", USER_PAGES)
+def test_a_shell_variable_a_page_uses_is_set_on_that_page(page):
+    """docs/accuracy.md's training commands used `$T`, set only in docs/training.md (a new-user audit)."""
+    text = (REPO / page).read_text(encoding="utf-8")
+    unset = {v for v in re.findall(r"\$([A-Z])\b/", text) if not re.search(rf"\b{v}=\S", text)}
+    assert not unset, unset

@@ -111,3 +111,20 @@ def test_a_volume_whose_run_record_is_not_a_dict_is_not_taken_for_a_demo_s():
     for record in ({"options": "demo"}, {"options": {"command": "upsample"}}, None, ["demo"]):
         assert not _by_demo(Path("x.nii.gz"), lambda p, r=record: r)
     assert _by_demo(Path("x.nii.gz"), lambda p: {"options": {"command": "demo"}})
+
+
+def test_the_wrote_line_names_the_mask_and_every_map():
+    """`iqt demo`'s "wrote" line named lowres/truth/<method> volumes only, while the folder also held mask.nii.gz and
+    the methods' _std/_direction/Monte Carlo maps (a new-user audit)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.apps.demo import wrote_line
+
+    preds = {"cubic": SimpleNamespace(maps=dict),
+             "biqt": SimpleNamespace(maps=lambda: {"std": 0, "direction": 0}),
+             "espcn-hetero-var1": SimpleNamespace(maps=lambda: {"std": 0, "direction": 0, "std_intrinsic": 0})}
+    line = wrote_line(Path("iqt-demo"), preds)
+    assert line == ("wrote iqt-demo/: metrics.md, metrics.json, fa_panels.png, lowres/truth/mask/<method>.nii.gz, "
+                    "5 uncertainty maps (<method>_direction/std/std_intrinsic.nii.gz)"), line
+    assert wrote_line(Path("d"), {"cubic": preds["cubic"]}).endswith("lowres/truth/mask/<method>.nii.gz")

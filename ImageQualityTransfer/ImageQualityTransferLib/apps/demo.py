@@ -104,11 +104,20 @@ def run(out_dir="iqt-demo", subject_dir=None, factor=2, method_names=None) -> di
     fileio.write_json(out / "metrics.json", rows)
     _figure(case, predictions, figure, subject.name, factor)
     print(table)
-    print(f"wrote {out}/: metrics.md, metrics.json, fa_panels.png, lowres/truth/<method>.nii.gz")
+    print(wrote_line(out, predictions))
     if not subject_dir:  # its smooth edge flatters the learned methods (docs/measurements.md, The phantom)
         print("the phantom is synthetic (smooth tissue, no sulci): this run shows that everything works; for figures on "
               "a real scan run 'iqt demo --subject DIR' (docs/accuracy.md, Measured on the dev subjects)")
     return {"rows": rows, "figure": str(figure), "out": str(out)}
+
+
+def wrote_line(out: Path, predictions: dict) -> str:
+    """What the run wrote, every kind of file named: the mask and the methods' maps had been left out (a new-user
+    audit found files in the folder the line did not name)."""
+    keys = sorted({key for pred in predictions.values() for key in pred.maps()})
+    n = sum(len(pred.maps()) for pred in predictions.values())
+    maps = f", {n} uncertainty map{'s' if n != 1 else ''} (<method>_{'/'.join(keys)}.nii.gz)" if n else ""
+    return f"wrote {out}/: metrics.md, metrics.json, fa_panels.png, lowres/truth/mask/<method>.nii.gz{maps}"
 
 
 def _earlier_volumes(out: Path, plan) -> list[Path]:

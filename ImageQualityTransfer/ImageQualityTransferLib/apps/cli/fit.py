@@ -25,7 +25,10 @@ def add_parsers(sub) -> None:
     sp.set_defaults(func=fit)
 
     sp = sub.add_parser("mask", help="brain mask from the b0 (median Otsu)")
-    options.add_dwi(sp)
+    # mask fits no DTI (its help had said "fit DTI to ..."): --bmax selects the volumes read, as `iqt fit --bmax` does
+    options.add_dwi(sp, bmax_help="read only the b0s and the volumes with b up to B s/mm^2, as 'iqt fit --bmax B' "
+                                  "does, so that the mask is the one that fit estimates (it is made from the b0s; "
+                                  "default: every volume)")
     _add_as_benchmark(sp)
     sp.add_argument("-o", "--output", required=True, help="brain mask output (.nii.gz, 1 inside, 0 outside)")
     sp.set_defaults(func=mask)

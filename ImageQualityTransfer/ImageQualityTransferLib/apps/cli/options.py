@@ -128,17 +128,17 @@ def order_words(order: dict) -> str:
     return f"; {layout_words(order)}: read it with --tensor-order {order['order']}"
 
 
-def add_dwi(sp) -> None:
+def add_dwi(sp, bmax_help: str | None = None) -> None:
     sp.add_argument("dwi", help="4D DWI NIfTI")
     sp.add_argument("--bval", help="FSL b-values (default: beside the DWI)")
     sp.add_argument("--bvec", help="FSL b-vectors (default: beside the DWI)")
-    add_bmax(sp)
+    add_bmax(sp, bmax_help)
 
 
-def add_bmax(sp) -> None:
+def add_bmax(sp, help_text: str | None = None) -> None:
     sp.add_argument("--bmax", type=float, metavar="B",
-                    help="fit DTI to the b0s and the volumes with b up to B s/mm^2 only (the lower shell of a multi-shell "
-                         "series, e.g. --bmax 1000; default: every volume)")
+                    help=help_text or "fit DTI to the b0s and the volumes with b up to B s/mm^2 only (the lower shell "
+                                      "of a multi-shell series, e.g. --bmax 1000; default: every volume)")
 
 
 def method_list(text: str | None) -> list[str] | None:

@@ -308,7 +308,7 @@ def _check_qform_sform(img, path) -> None:
     refused where they differ in handedness, since either answer is then the other's mirror image (an sform flipped
     left-right gave tensors off by 1.04x their largest element)."""
     h = img.header
-    if not hasattr(h, "get_qform"):
+    if not hasattr(h, "get_qform") or len(img.shape) < 3:  # a 2D image has no grid corners: its reader refuses its shape
         return
     qc, sc = int(h["qform_code"]), int(h["sform_code"])
     if qc <= 0 or sc <= 0:

@@ -52,3 +52,13 @@ def test_a_2d_image_is_refused_by_its_slot_s_reader(files, tmp_path, capsys, arg
     refused_line(capsys, args, "shape (8, 8) " + said)
     assert list(tmp_path.iterdir()) == []
 
+
+@pytest.mark.parametrize("argv, name", [("upsample {f} --method cubic -o {o}.nii.gz", "empty5"),
+                                        ("upsample {t} --mask {f} --method cubic -o {o}.nii.gz", "empty3")],
+                         ids=["tensor", "mask"])
+def test_an_image_with_an_empty_axis_is_refused_saying_its_shape(files, tmp_path, capsys, argv, name):
+    """The tensor volume had ended in an internal error, the mask been said as 'shape (0,) is not a 3D mask'."""
+    shape = "(8, 8, 0, 1, 6)" if name == "empty5" else "(8, 8, 0)"
+    args = argv.format(f=files / f"{name}.nii.gz", t=files / "t.nii.gz", o=tmp_path / "out").split()
+    refused_line(capsys, args, f"{name}.nii.gz: shape {shape} holds no voxels (axis 2 is 0 long")
+    assert list(tmp_path.iterdir()) == []

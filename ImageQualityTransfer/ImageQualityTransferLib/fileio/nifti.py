@@ -134,6 +134,7 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
         img = open_nifti(path)
     except Exception as exc:  # nibabel raises many types for damaged files
         raise IQTError(f"{path}: cannot be read as NIfTI ({exc}); give {formats}") from None
+    _check_extent(img.shape, path)
     _check_geometry(img.affine, path)
     _check_qform_sform(img, path)
     if hasattr(img.header, "get_qform") and not (int(img.header["qform_code"]) or int(img.header["sform_code"])):
@@ -341,6 +342,16 @@ def _check_qform_sform(img, path) -> None:
                       f"{apart:.3g} mm ({apart / voxel:.2g} voxel{'' if f'{apart / voxel:.2g}' == '1' else 's'}) apart; the sform is used, as FSL and MRtrix use it; "
                       f"if the qform is the right one, copy it over the sform (fslorient -copyqform2sform FILE) and rerun",
                       IQTWarning, stacklevel=4)
+
+
+def _check_extent(shape, path) -> None:
+    """An axis of length 0 (or less: a damaged dim field) is refused on reading, by its shape: a tensor volume had
+    ended in an internal error, a mask been said as 'shape (0,)' (nibabel reads no voxels as a 1-D array)."""
+    empty = next((k for k, n in enumerate(shape) if n < 1), None)
+    if empty is not None:
+        raise IQTError(f"{path}: shape {tuple(shape)} holds no voxels (axis {empty} is {shape[empty]} long: an image "
+                       "saved empty, or a damaged header); give an image with voxels (re-save it from the program that "
+                       "made it)")
 
 
 def _check_geometry(affine, path) -> None:

@@ -59,8 +59,14 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
     if suffixes and p.name.lower() in tuple(suffixes):  # '-o .nii.gz' had written a hidden file with no name
         raise IQTError(f"{p}: the {what}'s name is its suffix alone, a hidden file with no name; give a name before "
                        f"it, e.g. {p.with_name('out' + p.name)}")
+    kind = not_a_file(p)  # through a link: its target (an output is written through a link, fileio/writing.py)
+    if kind is not None:
+        via = f"a symbolic link to {kind} ({os.path.realpath(p)})" if p.is_symlink() else kind
+        raise IQTError(f"{p}: is {via}, not a regular file, and is not written; give the {what} a file's name")
     if not folder_checked:
         check_folder(p.parent, p)
+    if p.is_symlink():  # written in its target's folder
+        check_folder(Path(os.path.realpath(p)).parent, p)
     return p
 
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..core.errors import IQTError, too_many_open_files
+from .paths import not_a_file
 from .staging import current
 
 
@@ -23,20 +24,29 @@ def _umask() -> int:
 
 
 def _mode_for(path: Path) -> int:
-    """The permission bits an output at `path` is written with: those of the file it replaces, so that a file kept
-    private (600) stays so when a run writes it again (not 644, the umask's); a new file the umask's."""
+    """The permission bits an output at `path` is written with: those of the regular file it replaces, so that a file
+    kept private (600) stays so when a run writes it again (not 644, the umask's); a new file the umask's, as is one in
+    place of anything else (a device's 666 had made a world-writable output)."""
     try:
-        return stat.S_IMODE(os.stat(path).st_mode) & 0o777
+        st = os.stat(path)
     except OSError:
-        return 0o666 & ~_umask()
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        return stat.S_IMODE(st.st_mode) & 0o777
+    return 0o666 & ~_umask()
 
 
 def atomic_write(path, write_fn) -> None:
     """Call write_fn(tmp_path), give the file the permission bits of the file it replaces (a new one the user's umask),
-    then move it onto path; nothing is left at path or beside it on failure, on Ctrl-C or on a termination signal (the
+    then move it onto path (onto its target where path is a symbolic link); nothing is left at path or beside it on failure, on Ctrl-C or on a termination signal (the
     CLI turns SIGTERM/SIGHUP into an exception). A declared output of a run under `all_or_none` stays in its temporary
     file until the run succeeds."""
     path = Path(path)
+    if path.is_symlink():  # written through to its target, the link kept: a rename onto the link replaced the link
+        path = Path(os.path.realpath(path))
+    kind = not_a_file(path)  # a device or FIFO is never replaced (as root, a rename would replace /dev/null itself)
+    if kind is not None:
+        raise IQTError(f"{path}: is {kind}, not a regular file, and is not written; give the output a file's name")
     if path.parent and not path.parent.exists():
         raise IQTError(f"{path}: the folder {path.parent} does not exist; create it or choose another output path")
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix

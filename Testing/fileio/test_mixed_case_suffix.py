@@ -45,6 +45,15 @@ def test_outputs_differing_only_in_case_are_refused(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
 
 
+def test_an_output_differing_from_an_input_only_in_case_is_refused(tmp_path, capsys):
+    """-o A.nii.gz for the input a.nii.gz had been taken (on macOS and Windows it replaces the input)."""
+    fileio.save_tensor(_tensors(4), tmp_path / "a.nii.gz")
+    before = (tmp_path / "a.nii.gz").read_bytes()
+    line = helpers.refused_line(capsys, ["upsample", tmp_path / "a.nii.gz", "-o", tmp_path / "A.nii.gz", "--method",
+                                         "cubic"], "only in upper and lower case", "inputs are never overwritten")
+    assert line.startswith(f"iqt: error: {tmp_path / 'A.nii.gz'}: differs from the input {tmp_path / 'a.nii.gz'}"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"] and (tmp_path / "a.nii.gz").read_bytes() == before
+
 
 def test_the_memory_check_reads_the_header_of_the_mixed_case_file_itself(tmp_path, capsys):
     """The header-only readers (the memory checks, the reference's order) read x.Nii.gz too, not x.nii.gz: a small

@@ -373,6 +373,7 @@ class Outputs:
     def check(self) -> None:
         seen, folded = {}, {}
         ins = {os.path.realpath(p): p for p in self.inputs}
+        ins_folded = {real.casefold(): p for real, p in ins.items()}
         for p, what in self.outputs:
             real = os.path.realpath(p)
             src = ins.get(real) or next((q for q in self.inputs if p.exists() and q.exists() and os.path.samefile(p, q)),
@@ -380,6 +381,11 @@ class Outputs:
             if src is not None:
                 raise IQTError(f"{p}: is an input of this run ({self._named(src)}); write the {what} to another file "
                                f"(inputs are never overwritten)")
+            src = ins_folded.get(real.casefold())
+            if src is not None:  # on a disk that ignores case the output would replace the input
+                raise IQTError(f"{p}: differs from the input {self._named(src)} only in upper and lower case, and on macOS "
+                               f"and Windows the two are one file; write the {what} to another file (inputs are never "
+                               f"overwritten)")
             if real in seen:
                 twice = f"as the {seen[real]} and the {what}" if seen[real] != what else f"as two {what}s"
                 raise IQTError(f"{p}: would be written twice in this run ({twice}); give them different names")

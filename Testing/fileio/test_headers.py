@@ -125,6 +125,29 @@ def test_mm_labelled_micron_or_meter_are_refused(tmp_path, unit):
         fileio.load_scalar(tmp_path / "a.nii.gz")
 
 
+@pytest.mark.parametrize("size, said", [(1e30, "1e+30"), (1e-30, "1e-30"), (25.0, "25")])
+@pytest.mark.parametrize("unit", ["mm", "unknown"])
+def test_a_voxel_size_in_mm_that_is_no_mri_voxel_is_refused(tmp_path, capsys, size, said, unit):
+    """1e30 mm and 1e-30 mm voxels had run to a written output with one warning, where 6 m ones were refused."""
+    from helpers import refused_line
+
+    a = np.diag([size, size, size, 1.0])
+    img = nib.Nifti1Image(np.ones((10, 12, 8), np.float32), a)
+    img.set_qform(a, code=1)
+    img.header.set_xyzt_units(unit)
+    nib.save(img, tmp_path / "a.nii.gz")
+    refused_line(capsys, ["upsample", tmp_path / "a.nii.gz", "--method", "cubic", "-o", tmp_path / "o.nii.gz"],
+                 f"a.nii.gz: the header gives the voxel size {said} x {said} x {said} mm, no MRI voxel (0.005 to 20 mm)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
+
+
+def test_the_smallest_and_largest_mri_voxels_are_read(tmp_path):
+    for size in (0.005, 20.0):
+        a = np.diag([size, size, size, 1.0])
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), a), tmp_path / "a.nii.gz")
+        assert np.allclose(fileio.load_scalar(tmp_path / "a.nii.gz").voxel_size, size)
+
+
 def _header_codes(path):
     h = nib.load(path).header
     return int(h["qform_code"]), int(h["sform_code"])

@@ -240,24 +240,34 @@ def set_orientation(img, affine) -> None:
 
 
 UNIT_TO_MM = {"meter": 1e3, "micron": 1e-3}  # NIfTI's xyzt_units other than mm (and 'unknown', read as mm)
-MM_RANGE = (0.005, 20.0)  # mm: a voxel size outside it is no MRI voxel, so a unit that gives one is a wrong label
+MM_RANGE = (0.005, 20.0)  # mm: a voxel size outside it is no MRI voxel (a unit that gives one is a wrong label)
+
+
+def _no_mri_voxel(sizes) -> bool:
+    """A voxel size (mm) outside MM_RANGE, past a float32 header's rounding of its ends."""
+    return bool(sizes.min() < MM_RANGE[0] * (1 - 1e-6) or sizes.max() > MM_RANGE[1] * (1 + 1e-6))
 
 
 def _in_mm(img, path):
     """The image with its affine in mm where the header gives its spatial unit as meter or micron (nibabel reads the
-    numbers as mm whatever the unit): converted, with one warning; refused where the converted voxel size is no MRI
-    voxel's (a header holding mm labelled micron)."""
+    numbers as mm whatever the unit): converted, with one warning; refused where the voxel size in mm (converted or as
+    given) is no MRI voxel's (a header holding mm labelled micron, or a damaged one)."""
     h = img.header
     unit = h.get_xyzt_units()[0] if hasattr(h, "get_xyzt_units") else "mm"
     scale = UNIT_TO_MM.get(unit)
     if scale is None:
+        sizes = voxel_sizes(img.affine)  # 1e30 mm voxels had run to a written output with one warning
+        if _no_mri_voxel(sizes):
+            raise IQTError(f"{path}: the header gives the voxel size {' x '.join(f'{v:.4g}' for v in sizes)} mm, no MRI "
+                           f"voxel ({MM_RANGE[0]:g} to {MM_RANGE[1]:g} mm); fix its voxel size (pixdim and the "
+                           "qform/sform, e.g. with fslorient or nibabel) and retry")
         return img
     given = voxel_sizes(img.affine)
     affine = np.asarray(img.affine, float).copy()
     affine[:3] *= scale
     sizes = voxel_sizes(affine)
     said = " x ".join(f"{v:.4g}" for v in given)
-    if sizes.min() < MM_RANGE[0] or sizes.max() > MM_RANGE[1]:
+    if _no_mri_voxel(sizes):
         raise IQTError(f"{path}: the header gives the voxel size {said} in {unit}s, which is "
                        f"{' x '.join(f'{v:.4g}' for v in sizes)} mm, no MRI voxel; if those numbers are mm, set the "
                        f"header's unit to mm (nibabel: img.header.set_xyzt_units('mm'); AFNI: nifti_tool -mod_hdr "

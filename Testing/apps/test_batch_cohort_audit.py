@@ -88,3 +88,19 @@ def test_two_lists_naming_different_scans_by_one_label_do_not_replace_each_other
     assert {p: p.read_bytes() for p in out.rglob("sub-P01/**/*") if p.is_file()} == written
     (again,) = batch.run_cohort(batch.find_items(tmp_path / "siteA.txt"), s, out, progress=False)
     assert again["status"] == "skipped"
+
+
+def test_a_listed_input_that_is_not_there_is_refused_before_the_cluster_starts(tmp_path, capsys, monkeypatch):
+    """A missing listed file had been found by its subject's worker, once the cluster had started (10-16 s): the run
+    ended with exit 1 and a partial derivatives folder. Now one line naming the first and how many, nothing made."""
+    from ImageQualityTransferLib import fileio
+
+    fileio.save_tensor(helpers.bundle_volume(shape=(6, 6, 6)), tmp_path / "a_dti.nii.gz")
+    (tmp_path / "b_dti.nii.gz").mkdir()
+    listed = tmp_path / "subjects.txt"
+    listed.write_text("a_dti.nii.gz\nnone_dti.nii.gz\nb_dti.nii.gz\nP04\n")
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: pytest.fail("the cluster was started"))
+    line = helpers.refused_line(capsys, ["batch", listed, "-o", tmp_path / "out", "--method", "cubic"],
+                                f"{listed} line 2 ('none_dti.nii.gz'): {tmp_path / 'none_dti.nii.gz'}: not found; 3 of "
+                                "the 4 subjects have an input missing or unreadable")
+    assert "line 3" not in line and not (tmp_path / "out").exists()

@@ -453,6 +453,37 @@ def _participants(args, items):
     return batch.select_participants(items, args.participant_label, args.input)
 
 
+def _unusable(path) -> str | None:
+    """Why the input file at `path` cannot be read (missing, no regular file, no read permission), None if it can."""
+    from ...fileio.paths import not_a_file
+
+    if not os.path.exists(path):
+        return "a symbolic link that leads to no file" if os.path.islink(path) else "not found"
+    kind = not_a_file(path)
+    if kind is not None:
+        return f"is {kind}, not a file"
+    return None if os.access(path, os.R_OK) else "cannot be read (permission denied)"
+
+
+def check_inputs_there(items) -> None:
+    """Every subject's input file (and a list line's --mask) is there and readable, before the output folder is made
+    and the cluster starts: a missing one had failed its subject only after the cluster's start (10-16 s), the run
+    ending with exit 1 and a partial derivatives folder."""
+    bad = []
+    for it in items:
+        why = next(((p, w) for p in (it.path, it.mask) if p and (w := _unusable(p)) is not None), None)
+        if why is not None:
+            bad.append((it, *why))
+    if not bad:
+        return
+    it, path, why = bad[0]
+    where = f"{it.line}: " if it.line else ""
+    fix = "the list (a relative path is read from the list's folder)" if it.line else "the dataset"
+    raise IQTError(f"{where}{it.as_typed(str(path))}: {why}; {len(bad)} of the {len(items)} subjects "
+                   f"{'have an input' if len(bad) > 1 else 'has its input'} missing or unreadable: fix {fix} and rerun "
+                   "(nothing was started or written)")
+
+
 def _chosen_by(args) -> str:
     return f"--voxel-size {args.voxel_size:g}" if args.voxel_size is not None else f"--model {args.model}'s own factors"
 
@@ -518,9 +549,11 @@ def run(args) -> int:
     if f is not None:  # one method for the cohort, checked before the inputs are listed
         plans = [_method_for(args, f)]
         items = _participants(args, batch.find_items(args.input))
+        check_inputs_there(items)
         groups = [(f, items)]
     else:
         items = _participants(args, batch.find_items(args.input))
+        check_inputs_there(items)
         groups = factor_groups(args, items)
         plans = [_method_for(args, g, group) for g, group in groups]
     if args.bmax is not None:  # it selects shells of a DWI before its fit; a tensor file was fitted already

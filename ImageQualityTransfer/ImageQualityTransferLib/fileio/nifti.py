@@ -90,10 +90,41 @@ def is_nrrd(path) -> bool:
     return str(path).lower().endswith(NRRD_SUFFIXES)
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_DEPTH = [0, 0]  # [reads under way, the nibabel logger's level before the first]
+
+
+@contextmanager
+def nibabel_quiet():
+    """nibabel's own log lines kept off stderr for the block ('pixdim[1,2,3] should be non-zero; setting 0 dims to 1'
+    four times on a run that succeeds, 'sizeof_hdr should be 348...' before the refusal's line): its handler writes to
+    stderr whatever the program's own lines say, and what matters of them is said here in one line (load_nifti)."""
+    import logging
+
+    log = logging.getLogger("nibabel")
+    with _QUIET_LOCK:
+        if _QUIET_DEPTH[0] == 0:
+            _QUIET_DEPTH[1] = log.level
+            log.setLevel(logging.CRITICAL + 1)  # nibabel logs its header fixes at levels up to 50
+        _QUIET_DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET_DEPTH[0] -= 1
+            if _QUIET_DEPTH[0] == 0:
+                log.setLevel(_QUIET_DEPTH[1])
+
+
 def open_nifti(path) -> "nibabel.Nifti1Image":
     """nibabel's image of the file at `path` itself: nibabel reads a single-file name with a mixed-case suffix ("x.Nii",
     "x.Nii.gz") from its lower-case twin ("x.nii"), another file or none (with both there, the other scan would be
     upsampled)."""
+    with nibabel_quiet():
+        return _open_nifti(path)
+
+
+def _open_nifti(path):
     nib = nibabel_lib()
     name = str(path)
     if not name.lower().endswith((".nii", ".nii.gz")) or nib.Nifti1Image.filespec_to_file_map(name)["image"].filename == name:
@@ -390,23 +421,8 @@ def read_data(img, path, dtype=np.float32) -> np.ndarray:
         raise IQTError(f"{path}: complex-valued voxels ({stored}); give real values (the magnitude image, "
                        "or the tensors as the fitting tool wrote them)")
     try:
-        if _gzipped(path):
-            import gzip
-
-            with gzip.open(path, "rb") as f:
-                proxy = type(img).from_stream(f).dataobj
-                data = np.asarray(proxy, dtype=dtype)
-                end = _data_end(proxy)
-                if end is not None and f.tell() != end:
-                    f.seek(end)
-                more = f.read(TRAILING_READ)  # b"": the end, gzip's checksum checked there
-            if more:
-                raise IQTError(f"{path}: more data follows the image its header describes ({_described(proxy)}, "
-                               f"{end:,} bytes with the header, then at least {len(more):,} more), so the header does not "
-                               "describe the file (damaged, or a size written wrongly into it) and it is not read; "
-                               "re-save it from the program that made it")
-            return data
-        return np.asarray(img.dataobj, dtype=dtype)
+        with nibabel_quiet():
+            return _read(img, path, dtype)
     except IQTError:
         raise
     except MemoryError:
@@ -415,6 +431,27 @@ def read_data(img, path, dtype=np.float32) -> np.ndarray:
                        "programs) or run on a machine with more, then rerun") from None
     except Exception as exc:
         raise IQTError(f"{path}: the image data cannot be read ({exc}); the file may be truncated or damaged") from None
+
+
+def _read(img, path, dtype) -> np.ndarray:
+    """`read_data`'s reading, its failures said there."""
+    if _gzipped(path):
+        import gzip
+
+        with gzip.open(path, "rb") as f:
+            proxy = type(img).from_stream(f).dataobj
+            data = np.asarray(proxy, dtype=dtype)
+            end = _data_end(proxy)
+            if end is not None and f.tell() != end:
+                f.seek(end)
+            more = f.read(TRAILING_READ)  # b"": the end, gzip's checksum checked there
+        if more:
+            raise IQTError(f"{path}: more data follows the image its header describes ({_described(proxy)}, "
+                           f"{end:,} bytes with the header, then at least {len(more):,} more), so the header does not "
+                           "describe the file (damaged, or a size written wrongly into it) and it is not read; "
+                           "re-save it from the program that made it")
+        return data
+    return np.asarray(img.dataobj, dtype=dtype)
 
 
 def _data_end(proxy) -> int | None:

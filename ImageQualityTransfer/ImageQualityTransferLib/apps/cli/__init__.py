@@ -322,7 +322,7 @@ def _run(args, printed, signals=()) -> int:
             raise IQTError(f"--threads given twice, {given[-1]} before the command and {given[0]} after it: give it once")
         threads.apply(given[0] if given else None)
         from ...fileio.staging import all_or_none
-        from ...fileio.nifti import carried_codes
+        from ...fileio.nifti import carried_codes, nibabel_quiet
         from ...fileio.records import run_record
 
         # outputs keep their input's orientation codes (not in batch, whose worker processes run outside this run: its
@@ -330,7 +330,8 @@ def _run(args, printed, signals=()) -> int:
         # subject commits on its own, for a resume) and train (a checkpoint lands when written)
         with (carried_codes() if args.command != "batch" else contextlib.nullcontext()), \
                 (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()) as stage, \
-                (run_record(_record(args)) if not getattr(args, "no_record", False) else contextlib.nullcontext()):
+                (run_record(_record(args)) if not getattr(args, "no_record", False) else contextlib.nullcontext()), \
+                nibabel_quiet():  # nibabel's log lines off stderr for the whole run (fileio/nifti.py)
             code = args.func(args)
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)

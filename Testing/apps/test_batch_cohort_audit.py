@@ -104,3 +104,17 @@ def test_a_listed_input_that_is_not_there_is_refused_before_the_cluster_starts(t
                                 f"{listed} line 2 ('none_dti.nii.gz'): {tmp_path / 'none_dti.nii.gz'}: not found; 3 of "
                                 "the 4 subjects have an input missing or unreadable")
     assert "line 3" not in line and not (tmp_path / "out").exists()
+
+
+def test_participants_are_chosen_before_the_subjects_are_compared(tmp_path, capsys):
+    """A BIDS dataset whose sub-02 is a link to sub-01's scan: --participant-label 99 had been refused as 'one subject
+    given twice', and --participant-label 01 too, for a participant the run leaves out."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"), None, shape=(8, 8, 8))
+    image = ds / "sub-02" / "dwi" / "sub-02_dwi.nii.gz"
+    image.unlink()
+    image.symlink_to(ds / "sub-01" / "dwi" / "sub-01_dwi.nii.gz")
+    helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "out", "--method", "cubic", "--participant-label", "99"],
+                         "--participant-label 99: no such participant")
+    assert [it.prefix for it in batch.find_items(ds, ["01"])] == ["sub-01"]
+    with pytest.raises(batch.IQTError, match="one subject given twice"):
+        batch.find_items(ds)

@@ -1018,3 +1018,24 @@ def test_a_thread_that_cannot_start_ends_a_real_run_in_the_out_of_memory_line(ca
     assert (err.strip() == cli.OUT_OF_MEMORY) == address and ("ulimit -u" in err) != address, err
     assert address or f"a {'process' if refusal == 'process' else 'thread'} could not start (" in err, err
     assert errors.OUT_OF_MEMORY in cli.OUT_OF_MEMORY and not list(tmp_path.glob("hr*"))
+
+
+def test_an_unknown_option_after_the_command_points_to_the_command_s_help(capsys):
+    """'iqt upsample ... --frobnicate' had said "see 'iqt --help'", whose help lists none of the command's options."""
+    for argv, said in ((["upsample", "a.nii.gz", "-o", "b.nii.gz", "--frobnicate"],
+                        "iqt upsample: error: unrecognized arguments: --frobnicate; see 'iqt upsample --help'"),
+                       (["--frobnicate", "upsample", "a.nii.gz", "-o", "b.nii.gz"],
+                        "iqt: error: unrecognized arguments: --frobnicate; see 'iqt --help'")):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(argv)
+        assert stop.value.code == 2 and capsys.readouterr().err.strip() == said
+
+
+def test_threads_far_beyond_the_machine_are_refused(capsys, tmp_path):
+    """--threads 100000 had been taken without a word (each library's pool sized to it); above 1024, and above the
+    machine's own CPUs, it is refused in one line before any work."""
+    from helpers import refused_line
+
+    refused_line(capsys, ["--threads", "100000", "upsample", tmp_path / "a.nii.gz", "-o", tmp_path / "b.nii.gz"],
+                 "--threads 100000: more than the ", f"give {len(os.sched_getaffinity(0))} or fewer")
+    assert list(tmp_path.iterdir()) == []

@@ -20,6 +20,11 @@ def apply(n: int | None) -> None:
         return
     if int(n) < 1:
         raise IQTError(f"--threads {n}: give a number of CPU threads of at least 1")
+    cores = _cores()
+    most = max(MOST_THREADS, cores)
+    if int(n) > most:  # each library would start that many threads in its pool (100000 was taken without a word)
+        raise IQTError(f"--threads {n}: more than the {most} taken (this machine has {cores} CPU threads, and threads "
+                       f"beyond those only take turns on them); give {cores} or fewer")
     global _LIMIT
     _LIMIT = int(n)
     from threadpoolctl import threadpool_limits
@@ -82,9 +87,17 @@ def wait_passively() -> bool:
     return os.environ["OMP_WAIT_POLICY"].strip().upper() == "PASSIVE" and "torch" not in sys.modules
 
 
+MOST_THREADS = 1024  # the most --threads taken on a machine with fewer CPUs (a larger machine takes its own count)
+
+
+def _cores() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def available() -> int:
     """CPU threads this process may use for its own thread pools: the cores it may run on, capped by --threads."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = _cores()
     return max(1, min(cores, _LIMIT or cores))
 
 

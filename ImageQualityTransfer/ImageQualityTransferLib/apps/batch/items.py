@@ -282,8 +282,10 @@ def _list_label(parts: list[str], line: str | None = None) -> str:
         raise IQTError(f"{line}: {exc}") from None
 
 
-def find_items(path) -> list[Item]:
-    """The subjects of INPUT: a BIDS folder or a text list; an IQTError when there are none or two share a name."""
+def find_items(path, labels=None) -> list[Item]:
+    """The subjects of INPUT: a BIDS folder or a text list; an IQTError when there are none or two share a name.
+    `labels`: the participants of a BIDS dataset to keep (--participant-label, `select_participants`), chosen before
+    the subjects are compared, so that one left out is neither read nor refused as another's copy."""
     p = Path(path)
     if not p.exists():
         raise IQTError(f"{p}: not found; give a BIDS dataset folder or a text file listing subject folders or DTI files")
@@ -291,6 +293,8 @@ def find_items(path) -> list[Item]:
     if not items:
         raise IQTError(f"{p}: no subjects found; a BIDS dataset holds sub-*/[ses-*/]dwi/*_dwi.nii.gz, a list names one "
                        "subject folder or DTI file per line")
+    if labels:
+        items = select_participants(items, labels, path)
     seen = {}  # by the name without case: sub-P01 and sub-p01 are one folder on a macOS or Windows disk
     files = {}  # by the file itself: a folder listed again through a link to it is the same subject
     for it in items:

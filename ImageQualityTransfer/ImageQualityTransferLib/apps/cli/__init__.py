@@ -33,6 +33,18 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
+    def parse_args(self, args=None, namespace=None):
+        # an unknown option after the command is said by the command's parser, pointing to its help: argparse says
+        # it from the top one ("see 'iqt --help'", whose help lists no option of the command)
+        given = sys.argv[1:] if args is None else list(args)
+        parsed, extras = self.parse_known_args(given, namespace)
+        if extras:
+            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            command = getattr(parsed, "command", None)
+            after = command in given and extras[0] in given[given.index(command) + 1:]
+            (commands[command] if after else self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def _get_value(self, action, arg_string):
         # every string of the command line passes here before its type: "" (an unset "$VAR") had read as the option
         # left out or as the current folder, exit 0; no option of `iqt` takes "" (each add_argument in apps/cli)

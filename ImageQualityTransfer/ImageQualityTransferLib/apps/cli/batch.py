@@ -439,18 +439,17 @@ def factor_groups(args, items) -> list[tuple[tuple, list]]:
     return list(groups.items())
 
 
-def _participants(args, items):
-    """`items`, or with --participant-label those participants of the BIDS dataset (a list names its own)."""
+def _participants(args):
+    """The subjects of the input, or with --participant-label those participants of the BIDS dataset (a list names its
+    own), chosen before the subjects are compared (a participant left out had been refused as another's copy)."""
     from pathlib import Path
 
     from .. import batch
 
-    if not args.participant_label:
-        return items
-    if not Path(args.input).is_dir():
+    if args.participant_label and Path(args.input).exists() and not Path(args.input).is_dir():
         raise IQTError(f"--participant-label selects participants of a BIDS dataset; {args.input} is a list, which names "
                        "its subjects itself: list only those")
-    return batch.select_participants(items, args.participant_label, args.input)
+    return batch.find_items(args.input, args.participant_label)
 
 
 def _unusable(path) -> str | None:
@@ -548,11 +547,11 @@ def run(args) -> int:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")
     if f is not None:  # one method for the cohort, checked before the inputs are listed
         plans = [_method_for(args, f)]
-        items = _participants(args, batch.find_items(args.input))
+        items = _participants(args)
         check_inputs_there(items)
         groups = [(f, items)]
     else:
-        items = _participants(args, batch.find_items(args.input))
+        items = _participants(args)
         check_inputs_there(items)
         groups = factor_groups(args, items)
         plans = [_method_for(args, g, group) for g, group in groups]

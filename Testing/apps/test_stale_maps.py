@@ -13,6 +13,7 @@ import numpy as np
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.dmri.degrade import degrade
 from ImageQualityTransferLib.dmri.dti import brain_mask
 from ImageQualityTransferLib.dmri.phantom import make_phantom
@@ -163,6 +164,27 @@ def test_maps_would_not_replace_another_tools_file(tmp_path, capsys):
     (tmp_path / "o_L1.nii.gz").unlink()
     norecord = ["--no-record", *[str(a) for a in args]]
     assert cli.main(norecord) == 0 and cli.main(norecord) == 0
+
+
+def test_output_and_uncertainty_would_not_replace_another_tools_file(tmp_path, capsys):
+    """`-o dti_V1.nii.gz` and `--uncertainty dti_MD.nii.gz` in a dtifit folder replaced dtifit's maps without a word
+    where --maps refuses it (a tool-inputs audit): refused in one line naming the file, nothing written; this tool's own
+    outputs, with a run record or without (--no-record), are written over as a rerun does."""
+    from helpers import refused_line
+
+    fileio.save_tensor(Volume(np.tile(np.float32([7e-4, 0, 0, 7e-4, 0, 7e-4]), (6, 6, 6, 1)), np.eye(4), "tensor"),
+                       tmp_path / "lr.nii.gz")
+    for name in ("dti_V1.nii.gz", "dti_MD.nii.gz"):
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), str(tmp_path / name))  # dtifit's
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    up = ["upsample", tmp_path / "lr.nii.gz", "--method", "cubic"]
+    refused_line(capsys, [*up, "-o", tmp_path / "dti_V1.nii.gz"], "dti_V1.nii.gz: already there and not written by "
+                 "iqt", "give -o another name")
+    unc = [*up[:-1], "biqt", "-o", tmp_path / "o.nii.gz", "--uncertainty", tmp_path / "dti_MD.nii.gz"]
+    refused_line(capsys, unc, "dti_MD.nii.gz: already there and not written by iqt", "give --uncertainty another name")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    for argv in ([*up, "-o", tmp_path / "o.nii.gz"], ["--no-record", *up, "-o", tmp_path / "n.nii.gz"]):
+        assert cli.main([str(a) for a in argv]) == 0 and cli.main([str(a) for a in argv]) == 0
 
 
 def test_a_models_sidecar_would_not_replace_another_files_json(tmp_path, capsys, small_subject):

@@ -153,6 +153,19 @@ def _made_by_iqt(path: Path) -> bool:
     return descrip.startswith("iqt ")
 
 
+def _not_another_tools_file(path: Path, option: str) -> None:
+    """Refuses to write `option`'s file over one that iqt did not write (`_made_by_iqt`; an empty file holds nothing to
+    lose): -o dti_V1.nii.gz and --uncertainty dti_MD.nii.gz had replaced dtifit's maps without a word, where --maps
+    refuses it (a tool-inputs audit); this tool's own outputs, as a rerun meets them, are written over."""
+    try:
+        there = path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return
+    if there and not _made_by_iqt(path):
+        raise IQTError(f"{path}: already there and not written by iqt (another tool's file, e.g. dtifit's), which "
+                       f"{option} would replace; give {option} another name (or move or delete that file first)")
+
+
 def _recorded_output(path: Path) -> str | None:
     """The real path of the output named in the run record of the map at `path`, or None where it has none (another
     tool's file, `--no-record`). The record keeps `-o` as typed, and a map lies beside its output: the output is the
@@ -378,6 +391,9 @@ def run(args):
     map_paths = {key: plan.add(path, MAP_SUFFIXES, what=f"{key} map") for key, path in maps_paths(out).items()} \
         if args.maps else {}
     _refuse_foreign(map_paths.values(), "--maps")
+    _not_another_tools_file(out, "-o")
+    for path in unc_paths.values():
+        _not_another_tools_file(path, "--uncertainty")
     _maps_of_another_output(map_paths.values(), out)
     options.check_output_order(args, out)
     if args.propagate:

@@ -119,3 +119,31 @@ def test_a_brain_partly_sign_inverted_is_said_and_mostly_so_refused(share, outco
         check_tensor_input(vol, brain)
     said = [str(w.message) for w in got if "mean diffusivity at or below zero" in str(w.message)]
     assert len(said) == (outcome == "warning"), said
+
+
+def _whole_field_fit(brain_scale=1.0, n=28):
+    """A fit over the whole field: a ball of brain tensors (MD about 0.75e-3, times `brain_scale`) in noise fits."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:n, :n, :n] - (n - 1) / 2
+    inside = x**2 + y**2 + z**2 < (0.36 * n) ** 2
+    lam = rng.uniform(0.5e-3, 1.0e-3, size=inside.shape + (3,)) * brain_scale
+    m = rng.normal(size=inside.shape + (3, 3)) * 1e-4
+    t = np.where(inside[..., None], tensors.from_matrix(lam[..., :, None] * np.eye(3)),
+                 tensors.from_matrix(m + np.swapaxes(m, -1, -2)))
+    return Volume(t.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), "tensor")
+
+
+def test_a_whole_field_fit_is_scaled_by_its_estimated_brain():
+    """A whole-field fit ten times too large was refused with "multiply them by 1e-1 (they read about 5.3 times above a
+    brain's, not a power of ten ...)": the figure was the whole field's tissue-like median, scalp and noise fits in it
+    (a tool-inputs audit). The brain the support estimates sets it; 3x off names its nearer power of ten."""
+    from ImageQualityTransferLib.methods.inputs import estimated_brain_md
+
+    assert abs(estimated_brain_md(_whole_field_fit()) / 0.75e-3 - 1) < 0.02
+    rng = np.random.default_rng(4)
+    lam = rng.uniform(2.5e-3, 5.0e-3, size=(3000, 3))  # the whole field's tissue-like median about 3.7e-3
+    t = tensors.from_matrix(lam[:, :, None] * np.eye(3)).reshape(-1, 1, 1, 6)
+    with pytest.raises(IQTError) as exc:
+        tensor_checks.check_scale(t, brain_md=7.2e-3)
+    assert "typical MD 0.0072" in str(exc.value) and str(exc.value).endswith("multiply them by 1e-1 to get mm^2/s")
+    assert tensor_checks._rescale_hint(0.23e-3).startswith("multiply them by 1e1 to get mm^2/s (they read about 3")

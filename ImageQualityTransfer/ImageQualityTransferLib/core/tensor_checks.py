@@ -67,12 +67,15 @@ def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",
-                order_option: str = "--tensor-order", brain: bool = False) -> None:
+                order_option: str = "--tensor-order", brain: bool = False, brain_md: float | None = None) -> None:
     """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
     positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge; `what`
     names the volume and `order_option` the option that reads its element order, in the messages. `brain`: the voxels
     judged (in `where`, else the non-zero ones) are the brain, so that their own median MD is read against the lower
-    bounds (the tissue-like voxels' median, which CSF keeps above 1e-4, had let ten times too small pass)."""
+    bounds (the tissue-like voxels' median, which CSF keeps above 1e-4, had let ten times too small pass).
+    `brain_md`: the median MD of a brain estimated from a whole-field fit (methods/inputs.py check_tensor_input), read
+    as the scale: the whole field's tissue-like median, scalp and noise fits in it, had a ten times too large fit read
+    "5.3 times above a brain's, not a power of ten" (a tool-inputs audit)."""
     from .errors import IQTError
 
     t = np.asarray(t)
@@ -114,6 +117,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     fitted = pd & (md > 1e-5)  # not a masked fit's tiny background (1e-9 to 1e-6: docs/measurements.md)
     if brain and fitted.any():
         scale = min(scale, float(np.median(md[fitted])))
+    if brain_md is not None and np.isfinite(brain_md) and brain_md > 0:
+        scale = float(brain_md)
     if big > 0.1 or scale > MAX_MEDIAN_MD or scale < MIN_MEDIAN_MD:
         raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (typical MD {scale:g}, 99th percentile of "
                        f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
@@ -186,6 +191,8 @@ def _rescale_hint(scale: float) -> str:
     """What to multiply by, and the tools known to write that unit."""
     exact = float(np.log10(0.7e-3 / scale)) if scale > 0 else 0.0
     power = int(np.round(exact))
+    if power == 0 and abs(exact) > 0.2:  # 3x off reads as no power of ten: the nearer one, said not to be one below
+        power = int(np.sign(exact))
     known = {-3: " (DTI-TK writes 1e-3 mm^2/s, i.e. um^2/ms)", 6: " (m^2/s, as Camino writes)"}
     if power == 0:
         return "rescale them to mm^2/s"

@@ -107,10 +107,27 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     if not np.isfinite(vol.data).all():
         raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
     where = None if mask is None else np.asarray(mask.data, bool)
+    whole = where is None and whole_field(vol)
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
-        tensor_checks.check_scale(vol.data, where, brain=where is not None or not whole_field(vol))
+        tensor_checks.check_scale(vol.data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None)
     except IQTError as exc:
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
+
+
+def estimated_brain_md(vol: Volume) -> float | None:
+    """The median MD of a whole-field fit's brain as the support estimates it (methods/base.py `support`; its filters
+    are relative to the MD mode, so a scaled fit's brain is found as well), over its positive-definite fits: the
+    scale check's figure, not the whole field's; None where no brain is found. On the dev subjects fitted unmasked
+    0.75-0.79e-3, their brain masks' 0.71-0.76e-3 (docs/inputs.md, What is refused)."""
+    from .base import _brain_within_box
+
+    brain = _brain_within_box(vol)
+    if brain is None:
+        return None
+    t = np.asarray(vol.data)[np.asarray(brain.data, bool)]
+    md = tensors.md(t)
+    fitted = (tensors.eigenvalues(t)[:, 0] > 0) & (md > tensors.NEGLIGIBLE)
+    return float(np.median(md[fitted])) if fitted.any() else None
 
 
 def order_hint(vol: Volume, where, message: str, option: str = "--tensor-order") -> str:

@@ -147,3 +147,34 @@ def test_a_whole_field_fit_is_scaled_by_its_estimated_brain():
         tensor_checks.check_scale(t, brain_md=7.2e-3)
     assert "typical MD 0.0072" in str(exc.value) and str(exc.value).endswith("multiply them by 1e-1 to get mm^2/s")
     assert tensor_checks._rescale_hint(0.23e-3).startswith("multiply them by 1e1 to get mm^2/s (they read about 3")
+
+
+def test_a_brain_md_outside_an_in_vivo_brains_is_warned_of_and_its_failed_fits_not_called_csf():
+    """Tensors three times too large (a b=3000 shell labelled 1000: brain median MD 2.1e-3) passed the unit check with
+    only a failed-fit warning blaming CSF's noise floor (a tool-inputs audit): one warning in `iqt fit`'s words (0.4e-3
+    to 1.6e-3), masked or fitted over the whole field, and the failed fits said to follow the brain's scale."""
+    import warnings
+
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    def said(run):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+        return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+
+    brain = _brain_with_failed_fits(share=0.0)
+    assert said(lambda: tensor_checks.check_scale(brain, brain=True)) == []
+    for factor, md in ((2.8, "2.8e-3"), (0.35, "0.35e-3")):
+        lines = said(lambda: tensor_checks.check_scale(brain * factor, brain=True))
+        assert len(lines) == 1 and f"brain median MD is {md} mm^2/s, outside the 0.4e-3 to 1.6e-3 of an in-vivo " \
+            "brain" in lines[0], lines
+    assert said(lambda: check_tensor_input(_whole_field_fit())) == []
+    lines = said(lambda: check_tensor_input(_whole_field_fit(3.0)))
+    assert len(lines) == 1 and "brain median MD is 2.2e-3" in lines[0], lines
+    t = (brain * 2.8).reshape(-1, 6)
+    t[::20, 0] = 6e-3  # failed fits, faster than free water
+    vol = Volume(t.reshape(brain.shape).astype(np.float32), np.eye(4), "tensor")
+    lines = said(lambda: drop_failed_fits(vol, Volume(np.ones(vol.shape3, bool), np.eye(4), "mask")))
+    assert len(lines) == 1 and "above an in-vivo brain's" in lines[0] and "as CSF does" not in lines[0], lines

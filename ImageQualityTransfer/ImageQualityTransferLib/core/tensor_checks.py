@@ -75,7 +75,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     bounds (the tissue-like voxels' median, which CSF keeps above 1e-4, had let ten times too small pass).
     `brain_md`: the median MD of a brain estimated from a whole-field fit (methods/inputs.py check_tensor_input), read
     as the scale: the whole field's tissue-like median, scalp and noise fits in it, had a ten times too large fit read
-    "5.3 times above a brain's, not a power of ten" (a tool-inputs audit)."""
+    "5.3 times above a brain's, not a power of ten" (a tool-inputs audit). Where the scale is a brain's, one outside an
+    in-vivo brain's (dmri/b0s.py MD_RANGE, as `iqt fit` says) is warned of."""
     from .errors import IQTError
 
     t = np.asarray(t)
@@ -130,8 +131,25 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         warnings.warn(f"the {what} tensors' typical MD {scale:.2g} mm^2/s is below any living brain's (about 0.6-1.0e-3): "
                       f"if they are in other units, {_rescale_hint(scale)}; ex-vivo tissue reads this low",
                       IQTWarning, stacklevel=3)
+    elif what == "input" and (brain or brain_md is not None) and not IN_VIVO_MD[0] <= scale <= IN_VIVO_MD[1]:
+        import warnings
+
+        from .errors import IQTWarning
+
+        # a b=3000 shell labelled 1000 reads 3x a brain's, passing the unit check with only its failed fits said, as
+        # CSF's (a tool-inputs audit); `iqt fit` warns of the same range (dmri/b0s.py check_b0_levels)
+        high = scale > IN_VIVO_MD[1]
+        cause = ("a b-value slip gives this (a b=3000 shell labelled b=1000 reads about 3 times a brain's), as do a "
+                 "unit slip and a failed fit" if high else "right for ex-vivo tissue (about 0.1-0.3e-3); a b-value or "
+                 "unit slip gives this too")
+        warnings.warn(f"the {what} tensors' brain median MD is {scale * 1e3:.2g}e-3 mm^2/s, outside the "
+                      f"{IN_VIVO_MD[0] * 1e3:g}e-3 to {IN_VIVO_MD[1] * 1e3:g}e-3 of an in-vivo brain: {cause}; every "
+                      "method's output keeps that scale (the learned methods were trained on in-vivo brains): check "
+                      "the b-values (s/mm^2) the tensors were fitted with, and fit them again if one slipped",
+                      IQTWarning, stacklevel=3)
 
 
+IN_VIVO_MD = (0.4e-3, 1.6e-3)  # mm^2/s: an in-vivo brain's median MD, as dmri/b0s.py MD_RANGE (`iqt fit`'s warning)
 # No brain's median MD reaches free water's at body temperature (3.0e-3 mm^2/s): a volume ten times too large (1e-4
 # mm^2/s units) had passed, every voxel then a failed fit, and gave an answer in neither unit (an input audit)
 MAX_MEDIAN_MD = 3.5e-3

@@ -271,6 +271,12 @@ def _likely_cause(t, failed: np.ndarray, mask: Volume | None) -> str:
     if too_fast.mean() < 0.5:
         return ""
     few = mask is not None and failed.sum() <= 0.01 * np.count_nonzero(mask.data)
+    t = np.asarray(t)
+    brain = np.any(t != 0, axis=-1) & (True if mask is None else np.asarray(mask.data, bool))
+    md = float(np.median(tensors.md(t[brain]))) if brain.any() else 0.0
+    if md > tensor_checks.IN_VIVO_MD[1]:  # the whole brain diffuses too fast: its scale's (check_scale's warning), not CSF's
+        return (f"; {'all' if too_fast.all() else int(too_fast.sum())} of them diffuse faster than free water, as the "
+                f"brain's median MD {md * 1e3:.2g}e-3 mm^2/s, above an in-vivo brain's, makes them: not CSF's noise floor")
     return (f"; {'all' if too_fast.all() else int(too_fast.sum())} of them diffuse faster than free water, as CSF does where "
             f"its diffusion-weighted signal sinks to the noise floor{' (usual in a few voxels)' if few else ''}")
 

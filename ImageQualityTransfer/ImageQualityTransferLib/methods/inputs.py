@@ -96,6 +96,43 @@ def warn_if_upsampled(lr: Volume) -> None:
                   "detail: upsample the original input at the factor wanted", IQTWarning, stacklevel=2)
 
 
+FRAME_CHECKED_ORDERS = ("fsl", "mrtrix", "dipy")  # another tool's 4D file: where a frame slips (dtifit given bvecs not
+# flipped for a neurological-storage DWI, an MRtrix scanner-frame fit reordered to FSL's) mirrors every fibre
+
+
+def check_frame(lr: Volume, order: str | None = None) -> str | None:
+    """One warning line where another frame of the input tensors' directions makes the fibres clearly more continuous
+    than as read: `iqt fit`'s gradient-table check (dmri/gradcheck.py gradient_scores, the same candidates and
+    WARN_RATIO) on the tensors, read in the input's brain (its non-zero voxels, or the brain estimated from a
+    whole-field fit). A heuristic: the input runs as read. Returns the suspected correction's key, or None."""
+    from ..dmri.gradcheck import gradient_scores
+
+    if whole_field(lr):
+        from .base import _brain_within_box
+
+        brain = _brain_within_box(lr)
+        if brain is None:
+            return None
+        brain = np.asarray(brain.data, bool)
+    else:
+        t = np.asarray(lr.data)
+        brain = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
+    found = gradient_scores(lr, brain)
+    key = found.suspect
+    if key is None:
+        return None
+    c = found.candidates[key]
+    read = f" with --tensor-order {order}" if order else ""
+    warnings.warn(f"{lr.source}the tensors' directions look mirrored or turned on this grid, as a wrong gradient table "
+                  f"leaves them ({c.what}): fibres tracked from the white matter run {found.scores[key]:.1f} mm on "
+                  f"average with that corrected against {found.scores['given']:.1f} mm as read{read}, and every output direction "
+                  "follows the input's; if the fit was given bvecs not flipped for a neurological-storage DWI, or the "
+                  "file is in another tool's frame (MRtrix's scanner frame reads with --tensor-order mrtrix), fit again "
+                  "from the DWI with the right table ('iqt fit' checks it) or read it in its own order; "
+                  "--no-frame-check skips this check", IQTWarning, stacklevel=2)
+    return key
+
+
 def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     """A method's input must be a finite tensor volume in mm^2/s that is mostly positive definite (inside the mask
     when one is given): otherwise every method would return a confident answer from nonsense."""

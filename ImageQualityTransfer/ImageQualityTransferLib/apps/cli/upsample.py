@@ -36,6 +36,10 @@ def add_parsers(sub) -> None:
                          "<name>_propagation.json; .nrrd or .nhdr maps beside a NRRD output)")
     options.add_propagation(sp)
     options.add_tensor_order(sp)
+    sp.add_argument("--no-frame-check", action="store_true",
+                    help="skip the check of an --tensor-order fsl, mrtrix or dipy input's frame (its directions "
+                         "mirrored or turned, as a wrong gradient table or another tool's frame leaves them: one "
+                         "warning line; the run goes on as read)")
     options.add_output_order(sp)
     sp.add_argument("--maps", action="store_true",
                     help="also write dtifit's maps of the output beside it: NAME_FA, NAME_MD, NAME_L1, NAME_L2, NAME_L3 "
@@ -362,7 +366,7 @@ def run(args):
     from ...core import grid
     from ...core.orientation import Reorientation, factor_axes
     from ...fileio.records import map_record
-    from ...methods.inputs import warn_if_upsampled
+    from ...methods.inputs import FRAME_CHECKED_ORDERS, check_frame, warn_if_upsampled
 
     t0 = time.perf_counter()
     f = options.factors(args)  # None with --voxel-size (or a --model alone): the input is read first
@@ -435,6 +439,8 @@ def run(args):
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on
+    if lr.meta.get("order") in FRAME_CHECKED_ORDERS and not args.no_frame_check:
+        check_frame(lr, lr.meta.get("order"))  # mirrored fibres had run silently (a tool-inputs audit): one line
     written = options.output_order(args, lr, out)
     fileio.check_tensor_output(out, lr.affine)
     seeds = options.load_seeds(args) if args.propagate else None

@@ -154,8 +154,8 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
 def estimated_brain_md(vol: Volume) -> float | None:
     """The median MD of a whole-field fit's brain as the support estimates it (methods/base.py `support`; its filters
     are relative to the MD mode, so a scaled fit's brain is found as well), over its positive-definite fits: the
-    scale check's figure, not the whole field's; None where no brain is found. On the dev subjects fitted unmasked
-    0.75-0.79e-3, their brain masks' 0.71-0.76e-3 (docs/inputs.md, What is refused)."""
+    scale check's figure, not the whole field's; None where no brain is found. On the 8 real subjects fitted unmasked
+    0.72-1.02e-3, their brain masks' 0.71-0.90e-3 (docs/inputs.md, What is refused)."""
     from .base import _brain_within_box
 
     brain = _brain_within_box(vol)

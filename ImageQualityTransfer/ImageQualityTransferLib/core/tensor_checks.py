@@ -11,7 +11,7 @@ import contextvars
 
 import numpy as np
 
-from .tensors import TISSUE_RANGE, eigenvalues, md_mode_of
+from .tensors import TISSUE_RANGE, eigenvalues, failed_fits, md_mode_of
 
 
 # What becomes of the voxels nan_as_empty reads as missing, the second half of its warning: as a method's input (the
@@ -131,7 +131,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         warnings.warn(f"the {what} tensors' typical MD {scale:.2g} mm^2/s is below any living brain's (about 0.6-1.0e-3): "
                       f"if they are in other units, {_rescale_hint(scale)}; ex-vivo tissue reads this low",
                       IQTWarning, stacklevel=3)
-    elif what == "input" and (brain or brain_md is not None) and not IN_VIVO_MD[0] <= scale <= IN_VIVO_MD[1]:
+    elif what == "input" and (brain or brain_md is not None) and not IN_VIVO_MD[0] <= scale <= IN_VIVO_MD[1] \
+            and failed_fits(values).mean() <= 0.5:  # mostly failed fits: their refusal (methods/inputs.py) is the line
         import warnings
 
         from .errors import IQTWarning

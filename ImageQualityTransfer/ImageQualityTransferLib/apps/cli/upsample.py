@@ -439,8 +439,6 @@ def run(args):
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on
-    if lr.meta.get("order") in FRAME_CHECKED_ORDERS and not args.no_frame_check:
-        check_frame(lr, lr.meta.get("order"))  # mirrored fibres had run silently (a tool-inputs audit): one line
     written = options.output_order(args, lr, out)
     fileio.check_tensor_output(out, lr.affine)
     seeds = options.load_seeds(args) if args.propagate else None
@@ -452,6 +450,10 @@ def run(args):
     with method_progress(method) as progress:  # on a terminal only, as train, benchmark and batch show theirs
         pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                                direction=bool(unc_out), progress=progress)
+    if lr.meta.get("order") in FRAME_CHECKED_ORDERS and not args.no_frame_check:
+        # mirrored fibres had run without a word (a tool-inputs audit): one line, once the input checks have passed,
+        # so that a refused input's line stays the only one
+        check_frame(lr, lr.meta.get("order"))
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     used = pred.tensor.meta.get("model_for")
     model = options.note_model_run(method, pred, f, args)  # which ran: the 'wrote' line and the header

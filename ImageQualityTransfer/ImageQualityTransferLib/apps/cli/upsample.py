@@ -37,9 +37,8 @@ def add_parsers(sub) -> None:
     options.add_propagation(sp)
     options.add_tensor_order(sp)
     sp.add_argument("--no-frame-check", action="store_true",
-                    help="skip the check of an --tensor-order fsl, mrtrix or dipy input's frame (its directions "
-                         "mirrored or turned, as a wrong gradient table or another tool's frame leaves them: one "
-                         "warning line; the run goes on as read)")
+                    help="skip the frame check of a --tensor-order fsl, mrtrix or dipy input (a warning where its "
+                         "directions look mirrored)")
     options.add_output_order(sp)
     sp.add_argument("--maps", action="store_true",
                     help="also write dtifit's maps of the output beside it: NAME_FA, NAME_MD, NAME_L1, NAME_L2, NAME_L3 "

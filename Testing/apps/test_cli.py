@@ -491,6 +491,21 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(args):
     assert proc.wait() == 141 and err == ""
 
 
+def test_a_help_longer_than_stdouts_buffer_with_its_reader_gone_ends_141_too():
+    """argparse swallows the BrokenPipeError of a help written past stdout's 8 KB buffer: `iqt upsample --help | true`
+    with a longer help had exited 0; written through cli._Printed, it is 141 as a short help's."""
+    import os
+
+    code = ("import sys; from ImageQualityTransferLib.apps import cli; build = cli.build_parser\n"
+            "def longer():\n    p = build(); p.epilog = 'x ' * 20000; return p\n"
+            "cli.build_parser = longer; sys.argv = ['iqt', '--help']; sys.exit(cli.main())")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == "", err
+
+
 def test_a_reader_gone_before_the_work_leaves_the_work_done(tmp_path):
     """`iqt upsample --voxel-size ... | head -0`: the line saying the chosen factors finds no reader before any work;
     the work still runs to its end and writes its output (it stopped there, with nothing written)."""

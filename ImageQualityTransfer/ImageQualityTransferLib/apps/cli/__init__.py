@@ -243,6 +243,9 @@ def _main(argv) -> int:
             print(closed, file=sys.stderr)
             return 2
     argv = sys.argv[1:] if argv is None else list(argv)
+    # argparse swallows an OSError writing its help (_print_message): a help longer than stdout's buffer whose
+    # reader is gone would end in status 0; written through _Printed, the lost reader is seen (141 below)
+    helped = sys.stdout = _Printed(sys.stdout) if process else sys.stdout
     try:
         parser = build_parser()
         args = parser.parse_args(_negative_lists(argv, parser))
@@ -252,13 +255,12 @@ def _main(argv) -> int:
     except SystemExit as exc:  # --help, --version: argparse printed; a full non-blocking stdout fails only at its flush
         if process and exc.code in (0, None):
             try:
-                sys.stdout.flush()
+                helped.flush()  # `iqt --help | true`: the reader gone, as a command's output (141, nothing said)
             except BlockingIOError as blocked:  # as `_run` says it for a command (the interpreter's flush: status 120)
                 print(_would_block(blocked), file=sys.stderr)
-                _Printed(sys.stdout)._lost()
+                helped._lost()
                 return 1
-            except BrokenPipeError:  # `iqt --help | true`: the reader gone, as a command's output (141, nothing said)
-                _Printed(sys.stdout)._lost()
+            if helped.gone:
                 return 141
         raise
     except BlockingIOError as blocked:  # --version's own print, stdout line-buffered (_buffer_stdout): as above
@@ -272,6 +274,9 @@ def _main(argv) -> int:
             raise
         _Printed(sys.stdout)._lost()
         return 141
+    finally:
+        if process:
+            sys.stdout = helped.stream
     args.argv = argv  # the command as given (recorded in trained models' sidecars)
     if hasattr(args, "tensor_order"):  # whether --tensor-order was given (fileio.load_tensor's `stated`)
         args.order_stated = args.tensor_order is not None

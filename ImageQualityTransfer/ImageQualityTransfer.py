@@ -863,6 +863,15 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         return results.run_maps(slicer.mrmlScene, tensorNode, shownNode)
 
+    def saveUncertaintyMap(self, mapNode, path: str) -> str:
+        """Write a run's uncertainty map node to `path` (.nii.gz, .nii, .nrrd, .nhdr) as `iqt upsample --uncertainty`
+        writes it: mm²/s (the node holds µm²/ms), its kind and unit in the header `iqt evaluate` reads, a run record.
+        Slicer's own Save writes the node's µm²/ms with no unit (docs/slicer.md). Returns the path written."""
+        self._engineOnPath()
+        from ImageQualityTransferLib.slicer import results
+
+        return results.save_map(mapNode, path)
+
     def legends(self):
         """The engine's Qt-free colours and legends of the uncertainty maps."""
         self._engineOnPath()

@@ -351,29 +351,58 @@ def test_legends_titles_and_label_formats(lowres):
     assert legends.legend_node(scene, nodes["uncertainty"]).GetVisibility()
 
 
-def test_a_map_saved_from_its_node_names_its_unit(tmp_path):
-    """The std node holds µm²/ms; the file its storage node writes (slicer.util.saveNode, the Save dialog) says so in
-    its header, where `iqt evaluate` reads it: the default ITK writer wrote no unit, a silent 1000x against iqt's
-    mm²/s file."""
-    from ImageQualityTransferLib.fileio import load_scalar
-
-    scene = views_scene()
+def _map_node(scene, run="biqt \u00d71,1,3"):
     sigma = Volume(np.linspace(1e-5, 3e-4, 6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4), np.diag([2.0, 2.0, 2.0, 1.0]),
                    "scalar")
     held, unit = mrml.map_in_node_unit(sigma, "std")
     node = mrml.add_scalar_node(scene, held, "dti_biqt_uncertainty_std")
-    mrml.set_map(node, "std", unit, run="biqt")
-    if node.GetStorageNode() is None:  # as slicer.util.saveNode does
-        node.AddDefaultStorageNode()
+    mrml.set_map(node, "std", unit, run=run)
+    return sigma, node
+
+
+@pytest.mark.parametrize("name", ["sigma.nii.gz", "sigma.nrrd"])
+def test_save_map_writes_iqt_s_map(tmp_path, name):
+    """results.save_map (logic.saveUncertaintyMap) writes the node's µm²/ms back in mm²/s, with the kind and unit
+    `iqt evaluate` reads and a run record, as NIfTI or NRRD by the suffix."""
+    from ImageQualityTransferLib.fileio import load_scalar
+    from ImageQualityTransferLib.fileio.nifti import run_record_of
+    from ImageQualityTransferLib.fileio.records import read_map_record
+    from ImageQualityTransferLib.slicer import results
+
+    sigma, node = _map_node(views_scene())
+    path = tmp_path / name
+    assert results.save_map(node, path) == str(path)
+    head = path.read_bytes()[:4]
+    assert (head == b"NRRD") == name.endswith(".nrrd")
+    saved = load_scalar(path)
+    assert np.allclose(np.sort(saved.data, None), np.sort(sigma.data, None), rtol=1e-6)
+    assert read_map_record(saved.meta["descrip"]) == "std" and saved.meta["descrip"] == "iqt biqt std mm2/s"
+    if name.endswith(".nii.gz"):
+        record = run_record_of(path)
+        assert record["method"] == "biqt" and record["unit"] == "mm2/s" and "x1,1,3" in record["command"]
+    else:
+        raw = path.read_bytes()
+        assert b"iqt_run" in raw[: raw.index(b"\n\n")]
+    with pytest.raises(Exception, match="no uncertainty map"):
+        node.SetAttribute(mrml.MAP_ATTRIBUTE, "")
+        results.save_map(node, tmp_path / "other.nii.gz")
+
+
+def test_a_map_node_saved_by_slicer_as_nifti_is_nifti(tmp_path):
+    """A map node keeps Slicer's default storage node: a .nii.gz (or .nii) name gets a NIfTI file (a NRRD storage
+    node had written NRRD bytes under it, reporting success)."""
+    import gzip
+
+    _, node = _map_node(views_scene())
+    node.AddDefaultStorageNode()
     storage = node.GetStorageNode()
-    storage.SetFileName(str(tmp_path / "sigma.nrrd"))
-    assert storage.WriteData(node)
-    saved = load_scalar(tmp_path / "sigma.nrrd")
-    fields = saved.meta["module_fields"]
-    assert fields["ImageQualityTransfer.Unit"] == "um2/ms" and fields["ImageQualityTransfer.Map"] == "std"
-    assert np.allclose(np.sort(saved.data, None), np.sort(sigma.data, None) * 1000)
-    mrml.set_map(node, "std", unit, run="biqt")  # a rerun keeps the one storage node
-    assert node.GetStorageNode() is storage
+    assert not storage.IsA("vtkMRMLNRRDStorageNode")
+    for name in ("sigma.nii.gz", "sigma.nii"):
+        storage.SetFileName(str(tmp_path / name))
+        assert storage.WriteData(node)
+        raw = (tmp_path / name).read_bytes()
+        raw = gzip.decompress(raw) if name.endswith(".gz") else raw
+        assert raw[344:348] == b"n+1\x00" and not raw.startswith(b"NRRD")
 
 
 def test_compare_layout(lowres):

@@ -92,30 +92,6 @@ def set_map(node, key: str, unit: tuple, run: str | None = None) -> None:
         entry = vtkCodedEntry()
         entry.SetValueSchemeMeaning(code, "UCUM", printed)
         node.SetVoxelValueUnits(entry)
-    _nrrd_storage(node)
-
-
-def _nrrd_storage(node) -> None:
-    """Give a map node a NRRD storage node, which writes the node's attributes (UNIT_ATTRIBUTE, MAP_ATTRIBUTE, ...) into
-    the file's header as `key:=value`: the default one (an ITK writer) wrote none, so a map saved in µm²/ms read as
-    iqt's mm²/s, 1000 times off (`iqt evaluate` reads the unit: apps/cli/evaluate.py _map). A node read from a NIfTI
-    file keeps its storage node: that format has no place for the unit."""
-    scene = node.GetScene()
-    old = node.GetStorageNode()
-    if scene is None or (old is not None and old.IsA("vtkMRMLNRRDStorageNode")):
-        return
-    name = old.GetFileName() if old is not None else None
-    if name and not name.lower().endswith((".nrrd", ".nhdr")):
-        return
-    from slicer import vtkMRMLNRRDStorageNode
-
-    storage = vtkMRMLNRRDStorageNode()
-    scene.AddNode(storage)
-    if name:
-        storage.SetFileName(name)
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    if old is not None:
-        scene.RemoveNode(old)
 
 
 def node_affine(node) -> np.ndarray:

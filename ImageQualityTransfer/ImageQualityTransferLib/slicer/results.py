@@ -261,3 +261,36 @@ def _folder_input(sh, folder) -> str | None:
             return found
     return sh.GetItemAttribute(folder, INPUT_NODE_ATTRIBUTE) or None
 
+
+
+def save_map(node, path) -> str:
+    """Write uncertainty map node `node` as `iqt upsample --uncertainty` writes its map (fileio.save_scalar): back in the
+    file unit (mm²/s for a diffusivity: the node holds `mrml.NODE_UNITS`' µm²/ms), its kind and unit in the header
+    description (records.map_record, read by `iqt evaluate`) and a run record naming the module's run; NIfTI or NRRD by
+    the suffix. Slicer's own Save writes the node's µm²/ms with no unit (docs/slicer.md). Returns the path written."""
+    from .. import fileio
+    from ..core.version import __version__
+    from ..fileio.model_files import build
+    from ..fileio.paths import MAP_SUFFIXES
+    from ..fileio.records import MAP_UNITS, map_record, run_record
+
+    key = node.GetAttribute(mrml.MAP_ATTRIBUTE) if node is not None and hasattr(node, "GetAttribute") else None
+    if key not in MAP_UNITS or node.GetAttribute(mrml.UNIT_ATTRIBUTE) != mrml.NODE_UNITS[MAP_UNITS[key]][1]:
+        name = node.GetName() if node is not None and hasattr(node, "GetName") else None
+        raise IQTError(f"{f'node {name!r}' if name else 'the node'} is no uncertainty map of this module's runs; "
+                       f"select one of a run's uncertainty map nodes")
+    out = fileio.check_output(path, MAP_SUFFIXES, what="uncertainty map")
+    vol = mrml.scalar_volume_from_node(node)
+    scale = mrml.NODE_UNITS[MAP_UNITS[key]][0]
+    data = vol.data.astype("float32") if scale == 1.0 else (vol.data / scale).astype("float32")
+    run = node.GetAttribute(mrml.RUN_ATTRIBUTE) or ""
+    method = run.split()[0] if run.split() else "iqt"
+    # ASCII only: a header value's '×' is dropped by pynrrd (fileio/nrrd.py)
+    record = {"command": f"Slicer module ImageQualityTransfer: {run.replace('×', 'x')}".strip(), "method": method,
+              "map": key, "unit": MAP_UNITS[key], "version": __version__, "build": build()}
+    factors = node.GetAttribute(mrml.FACTORS_ATTRIBUTE)
+    if factors:
+        record["factors"] = factors
+    with run_record(record):
+        fileio.save_scalar(Volume(data, vol.affine, "scalar"), out, map_record(method, key))
+    return str(out)

@@ -143,6 +143,8 @@ class ImageQualityTransferParameterNode:
     excludeOutliers - a DWI input is fitted without the slices and volumes the tensor model does not fit (signal
         dropout, a dead or moved volume), as `iqt fit --exclude-outliers`; nothing for a DTI input.
     method - method name from the engine's registry (ImageQualityTransferLib.methods.describe()).
+    methodChosenBy - "user" for a method picked in the list (or by a model file), "module" for the module's default
+        (preselected again as the factors change), "" for a scene saved before it was recorded (kept as a pick).
     modelPath - optional model file for learned methods (empty: the shipped model).
     upsamplingMode - "isotropic" (factor on every axis), "through-plane" (factor along the input's thick-slice
         axis only) or "voxel-size" (the smallest factor per axis reaching voxelSize).
@@ -168,6 +170,7 @@ class ImageQualityTransferParameterNode:
     maskVolume: vtkMRMLLabelMapVolumeNode
     excludeOutliers: bool = False  # off: every volume fitted, as before the option
     method: str = ""  # empty: the Logic's default (the best shipped method with an uncertainty map that runs here)
+    methodChosenBy: str = ""  # "user", "module" or "" (a scene of an earlier version): setParameterNode
     modelPath: str = ""  # bound by hand: the path widget's Path binding shows "." for an empty path
     upsamplingMode: Annotated[str, Choice(list(UPSAMPLING_MODES))] = "isotropic"  # bound by hand: translated labels
     factor: Annotated[int, WithinRange(2, 4)] = 2
@@ -371,8 +374,11 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         self._parameterNode = inputParameterNode
-        self._methodPreselected = False  # a method stored in the node (a saved scene's) is kept
-        self._pickedMethod = self._parameterNode.method if self._parameterNode else ""
+        # enter() comes here on every visit: the module's own default stays a default (it had become the pick, kept
+        # at factors where another is preselected); a pick, or a method of an earlier version's scene, is kept
+        byModule = bool(self._parameterNode) and self._parameterNode.methodChosenBy == "module"
+        self._methodPreselected = byModule
+        self._pickedMethod = self._parameterNode.method if self._parameterNode and not byModule else ""
         if self._parameterNode:
             # ui elements with a SlicerParameterName property are kept in sync with the parameter node
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -398,6 +404,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             return
         if named and named in [m["name"] for m in self._methods or []] and named != self._parameterNode.method:
             self._parameterNode.method = named
+            self._parameterNode.methodChosenBy = "user"
             self._methodPreselected = False
             self._pickedMethod = named
             self._updateMethodGui()
@@ -428,6 +435,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def onMethodChanged(self, index: int) -> None:
         if self._parameterNode and 0 <= index < len(self._methods):
             self._parameterNode.method = self._methods[index]["name"]
+            self._parameterNode.methodChosenBy = "user"
             self._methodPreselected = False
             self._pickedMethod = self._parameterNode.method
         self._updateMethodGui()
@@ -441,6 +449,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if picked and self._parameterNode and picked in names and name != picked:  # docs/slicer.md: a method picked in the list is kept
             name = picked
             self._parameterNode.method = picked
+            self._parameterNode.methodChosenBy = "user"
             self._methodPreselected = False
         # a default kept over new factors stayed deep-hetero-var1 at Through-plane 3 on the 2.7 mm scans, where the
         # default is cubic (a review's panel_sticky.py); a reader's choice is kept, the note below saying why not
@@ -450,6 +459,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 name = default
                 if self._parameterNode:
                     self._parameterNode.method = name
+                    self._parameterNode.methodChosenBy = "module"
                     self._methodPreselected = True
         index = names.index(name) if name in names else 0
         combo = self.ui.methodComboBox

@@ -71,3 +71,39 @@ def test_the_default_still_follows_the_factors_when_nothing_was_picked():
     assert _offer(panel, 2)[0] == "deep-hetero-var1"
     assert _offer(panel, 4)[0] == "cubic"
     assert _offer(panel, 3)[0] == "deep-hetero-var1"
+
+
+def _enter(panel):
+    """The module entered again (enter() -> initializeParameterNode -> setParameterNode with the same node)."""
+    noop = lambda *args, **kwargs: None  # noqa: E731
+    space = {"Optional": __import__("typing").Optional, "ImageQualityTransferParameterNode": object,
+             "vtk": types.SimpleNamespace(vtkCommand=types.SimpleNamespace(ModifiedEvent=0))}
+    node = panel._parameterNode
+    node.__dict__.setdefault("methodChosenBy", "")
+    node.__dict__.update(modelPath="", uncertaintyFromMedian=True, sharedColourScale=False,
+                         connectGui=lambda ui: "tag", disconnectGui=noop)
+    panel.__dict__.update(addObserver=noop, removeObserver=noop, _checkCanApply=noop, _fillMapCombo=noop,
+                          _result=dict, _parameterNodeGuiTag=None)
+    panel.logic.followFromMedian = noop
+    panel.ui.modelPathLineEdit = types.SimpleNamespace(currentPath="")
+    _class_method("ImageQualityTransferWidget", "setParameterNode", **space)(panel, node)
+
+
+def test_re_entering_the_module_keeps_its_default_a_default():
+    """The module's default stored in the parameter node had become the pick on re-entering, kept at factors where
+    the module preselects another (3 here: its default is cubic there)."""
+    panel = _panel()
+    panel.logic.defaultMethod = lambda factors, node: "cubic" if factors[0] >= 3 else "deep-hetero-var1"
+    assert _offer(panel, 2)[0] == "deep-hetero-var1"
+    _enter(panel)
+    assert _offer(panel, 4)[0] == "cubic"
+    assert _offer(panel, 3)[0] == "cubic"
+
+
+def test_re_entering_the_module_keeps_a_pick():
+    panel = _panel()
+    assert _offer(panel, 2)[0] == "deep-hetero-var1"
+    panel.onMethodChanged(LEARNED.index("biqt"))
+    _enter(panel)
+    assert _offer(panel, 4)[0] == "cubic"
+    assert _offer(panel, 3)[0] == "biqt"

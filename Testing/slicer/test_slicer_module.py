@@ -110,9 +110,9 @@ def test_ui_parameter_names_match_the_parameter_node():
     # (bound by hand: the path widget's binding shows "." for an empty path) and the upsampling mode (bound by hand:
     # the Choice binding would show the raw values instead of the .ui's translated labels), and the last run's nodes
     # (kept for Compare and tractography, shown by no control), and the uncertainty map shown (its combo lists the last
-    # run's maps, filled at run time)
-    assert params - set(bound.values()) == {"method", "modelPath", "upsamplingMode", "resultVolume", "resultUncertainty",
-                                            "resultInterpolated", "uncertaintyMap"}
+    # run's maps, filled at run time), and who chose the method (set with it)
+    assert params - set(bound.values()) == {"method", "methodChosenBy", "modelPath", "upsamplingMode", "resultVolume",
+                                            "resultUncertainty", "resultInterpolated", "uncertaintyMap"}
     assert "onUncertaintyMapChanged" in MODULE_PY.read_text()
     assert "modelPathLineEdit" in ui_widgets() and "onModelPathChanged" in MODULE_PY.read_text()
 

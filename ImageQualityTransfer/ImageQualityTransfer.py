@@ -1083,6 +1083,11 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         sp = self.engine()
         defaulted = not method and not modelPath
         method = method or (self.modelMethod(modelPath) if modelPath else None) or self.defaultMethod(factor, inputNode)
+        # the Logic's own interpolation fallback with flips asked for: dropped with a note, where a caller who named
+        # cubic is refused (slicer/processing.py, as `iqt upsample --method cubic --tta`)
+        flipsDropped = bool(averageFlips) and defaulted and not sp.method_info(method)["learned"]
+        if flipsDropped:
+            averageFlips = False
         needsTorch = sp.method_needs_torch(method)
         if separateProcess is None:
             separateProcess = needsTorch or not self._batch()
@@ -1125,6 +1130,9 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                                              "({method}) ran; choose a Method and an Advanced > Model file trained for "
                                              "these factors for a learned one").format(
                 factors=factorsText(factor), method=method))
+        if flipsDropped:
+            self._addNote(nodes["tensor"], _("Average over flips was left out: the interpolation baseline ({method}) "
+                                             "that ran is unchanged by flips and swaps").format(method=method))
         return nodes
 
     def _addNote(self, node, note: str) -> None:

@@ -353,3 +353,36 @@ def test_an_unknown_method_is_refused_with_the_methods_of_the_method_list(scene_
             assert "cubic" in choices and "biqt" in choices and not set(unshipped) & set(choices)
             assert (hint in text) if hint else "did you mean" not in text
     assert _volumes(scene) == ["in"]
+
+
+def _logic_process(learned: bool):
+    """Logic.process on stand-ins: the engine's run_on_nodes records its keywords; the default method is cubic."""
+    import logging
+
+    space = {"_": lambda text: text, "Optional": None, "logging": logging, "factorsText": str,
+             "slicer": types.SimpleNamespace(mrmlScene=None)}
+    process = _class_method("ImageQualityTransferLogic", "process", **space)
+    runs, notes = [], []
+    tensor = object()
+
+    def run_on_nodes(scene, node, method, **kwargs):
+        runs.append((method, kwargs["tta"]))
+        return {"tensor": tensor}
+
+    sp = types.SimpleNamespace(method_needs_torch=lambda m: False, run_on_nodes=run_on_nodes,
+                               method_info=lambda m: {"learned": learned and m != "cubic"})
+    logic = types.SimpleNamespace(engine=lambda: sp, defaultMethod=lambda factor, node: "cubic", _batch=lambda: True,
+                                  _outputAnisotropy=lambda node, factor: None, modelMethod=lambda path: None,
+                                  _addNote=lambda node, note: notes.append(note), torchAvailable=lambda: True)
+    return (lambda **kwargs: process(logic, "input", **kwargs)), runs, notes
+
+
+def test_average_over_flips_is_dropped_with_a_note_where_the_logic_chose_cubic():
+    """logic.process(node, factor=(1,1,3), averageFlips=True) with the method left to the Logic had been refused where
+    the Logic itself chose cubic; a caller who names cubic is still refused by the engine (tta passed on)."""
+    run, runs, notes = _logic_process(learned=True)
+    run(factor=(1, 1, 3), averageFlips=True)
+    assert runs == [("cubic", False)]
+    assert notes[-1].startswith("Average over flips was left out: the interpolation baseline (cubic)")
+    run(method="cubic", factor=(1, 1, 3), averageFlips=True)
+    assert runs[-1] == ("cubic", True) and len(notes) == 2  # the engine refuses it (test above); no note of ours

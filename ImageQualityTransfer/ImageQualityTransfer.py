@@ -30,16 +30,20 @@ from slicer.util import VTKObservationMixin
 
 README_URL = "https://github.com/ImageQualityTransfer/SlicerImageQualityTransfer#use-it-in-3d-slicer"
 # The engine's Python packages: import name -> pip requirement with pyproject.toml's minimum (Testing/slicer/
-# test_fresh_install.py holds the two equal; matplotlib, optional here, aside). The one list: the first Apply installs
-# what is missing from it or older than its minimum (after asking), the self-test installs it without asking.
+# test_fresh_install.py holds the two lists together equal to it; matplotlib, optional here, aside). The one list: the
+# first Apply installs what is missing from it or older than its minimum (after asking), the self-test without asking.
 ENGINE_PACKAGES = {
-    "numpy": "numpy>=1.26",  # Slicer bundles it: counted missing only when older
-    "scipy": "scipy>=1.11",
     "nibabel": "nibabel>=5.2",
     "dipy": "dipy>=1.9",
     "nrrd": "pynrrd>=1.0",
     "tqdm": "tqdm>=4.66",
     "threadpoolctl": "threadpoolctl>=3.1",  # the forests' thread limits (core/threads.py); installed where missing, as the others
+}
+# Slicer ships these: checked, never installed (pip would put numpy 2 under Slicer's packages built against numpy 1);
+# one older than its minimum is refused in one line (bundledPackagesProblem)
+BUNDLED_PACKAGES = {
+    "numpy": "numpy>=1.26",
+    "scipy": "scipy>=1.11",
 }
 TRACTOGRAPHY_MODULE = "TractographyInteractiveSeeding"  # SlicerDMRI
 # The upsampling modes, in the order of the panel's combo box: the engine's slicer.upsampling.MODES, written out
@@ -598,6 +602,10 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self._cancelRequested = self._cancelPressed = True
             self.ui.statusLabel.text = _("Cancelling...")
             return
+        problem = self.logic.bundledPackagesProblem()  # before any install is offered
+        if problem:
+            self.ui.statusLabel.text = problem
+            return
         if self.logic.missingPackages():
             with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
                 if not self.logic.installDependencies(askConfirmation=True):
@@ -783,9 +791,30 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def moduleDir() -> str:
         return os.path.dirname(os.path.abspath(__file__))
 
-    def missingPackages(self) -> list:
-        """The pip requirements of ENGINE_PACKAGES whose module is not importable here, or whose installed version is
-        older than the requirement's minimum (an old scipy or dipy had been taken, to fail inside a run)."""
+    def bundledPackagesProblem(self) -> str:
+        """One line for a BUNDLED_PACKAGES package this Slicer lacks or has older than the engine's minimum; "" where
+        all are there. The module never installs them."""
+        for name, req in BUNDLED_PACKAGES.items():
+            if ImageQualityTransferLogic.missingPackages(self, {name: req}):  # not an instance stub (tests)
+                dist, _sep, minimum = req.partition(">=")
+                try:
+                    import importlib.metadata
+
+                    have = importlib.metadata.version(dist)
+                except Exception:
+                    have = None
+                what = (_("this Slicer's {package} {have} is older than the {minimum} the engine needs").format(
+                    package=dist, have=have, minimum=minimum) if have else
+                    _("this Slicer has no {package}, which the engine needs ({minimum} or later)").format(
+                    package=dist, minimum=minimum))
+                return _("{what}: use a Slicer that ships {package} {minimum} or later (the module does not install "
+                         "{package} into Slicer: packages built against its {package} would break)").format(
+                    what=what, package=dist, minimum=minimum)
+        return ""
+
+    def missingPackages(self, packages: Optional[dict] = None) -> list:
+        """The pip requirements of `packages` (ENGINE_PACKAGES) whose module is not importable here, or whose installed
+        version is older than the requirement's minimum (an old scipy or dipy had been taken, to fail inside a run)."""
         import importlib
         import importlib.metadata
         import importlib.util
@@ -796,7 +825,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
         importlib.invalidate_caches()  # packages installed a moment ago are seen
         missing = []
-        for name, req in ENGINE_PACKAGES.items():
+        for name, req in (ENGINE_PACKAGES if packages is None else packages).items():
             if importlib.util.find_spec(name) is None:
                 missing.append(req)
                 continue
@@ -815,6 +844,9 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         """Install the missing engine packages with Slicer's pip (slicer.packaging where this Slicer has it, else
         slicer.util.pip_install), after asking unless askConfirmation is False; True when none is missing after, False
         when the user declines (Cancel in either route's dialog)."""
+        bundled = self.bundledPackagesProblem()
+        if bundled:
+            raise RuntimeError(bundled)
         missing = self.missingPackages()
         if not missing:
             return True
@@ -845,6 +877,9 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def engine(self):
         """The engine's Slicer processing module, installing missing packages first after asking. Without a main
         window there is no one to ask, so nothing is installed: the error says how."""
+        bundled = self.bundledPackagesProblem()
+        if bundled:  # said before any install or run
+            raise RuntimeError(bundled)
         missing = self.missingPackages()
         if missing and self._batch():
             raise RuntimeError(_("Missing Python packages: {packages}. Without a main window nothing is installed "

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import tomllib
+import types
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,13 @@ OPTIONAL = {"torch": "the PyTorch extension, on request",
             "matplotlib": "guarded by ImportError (Slicer has its own Inferno)"}
 
 
-def engine_packages() -> dict:
-    """ENGINE_PACKAGES as written in the module (the one list of what Apply installs)."""
+def engine_packages(name: str = "ENGINE_PACKAGES") -> dict:
+    """ENGINE_PACKAGES as written in the module (the one list of what Apply installs; BUNDLED_PACKAGES: those checked,
+    never installed)."""
     tree = ast.parse(MODULE_PY.read_text())
-    found = [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "ENGINE_PACKAGES"
+    found = [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == name
                                                                       for t in n.targets)]
-    assert len(found) == 1, "ENGINE_PACKAGES must be assigned once, at the module's top level"
+    assert len(found) == 1, f"{name} must be assigned once, at the module's top level"
     return ast.literal_eval(found[0].value)
 
 
@@ -44,7 +46,7 @@ def test_engine_packages_is_the_single_source():
     src = MODULE_PY.read_text()
     # installs go through the list only: one pip call site each, fed with what missingPackages() found in it
     assert src.count("pip_install(") == 1 and src.count("pip_ensure(") == 1
-    assert "ENGINE_PACKAGES.items()" in src and "missing = self.missingPackages()" in src
+    assert "(ENGINE_PACKAGES if packages is None else packages).items()" in src and "missing = self.missingPackages()" in src
     # every third-party package the engine's Slicer path imports is bundled, optional, or in the list
     roots = set()
     for sub in ("core", "fileio", "dmri", "methods", "slicer"):
@@ -62,7 +64,43 @@ def test_engine_packages_is_the_single_source():
     # and the list is the package's own dependencies (pyproject), minimums included, but for the optional ones: the
     # module had installed unpinned packages and taken any version already there
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert sorted(packages.values()) == sorted(d for d in deps if d.split(">=")[0] not in OPTIONAL)
+    bundled = engine_packages("BUNDLED_PACKAGES")
+    assert set(bundled) == {"numpy", "scipy"} <= SLICER_BUNDLED and not set(bundled) & set(packages)
+    assert sorted([*packages.values(), *bundled.values()]) == sorted(d for d in deps if d.split(">=")[0] not in OPTIONAL)
+
+
+def _logic_functions(*names):
+    tree = ast.parse(MODULE_PY.read_text())
+    logic = next(c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferLogic")
+    space = {"ENGINE_PACKAGES": engine_packages(), "BUNDLED_PACKAGES": engine_packages("BUNDLED_PACKAGES"),
+             "_": lambda text: text, "Optional": None}
+    for name in names:
+        fn = next(f for f in logic.body if isinstance(f, ast.FunctionDef) and f.name == name)
+        exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), space)
+    space["ImageQualityTransferLogic"] = types.SimpleNamespace(missingPackages=space["missingPackages"])
+    return space
+
+
+def test_an_old_numpy_is_refused_in_one_line_never_installed(monkeypatch):
+    """numpy>=1.26 had been handed to pip in a Slicer with numpy 1.25 (pip would install numpy 2.0.2 under packages
+    built against numpy 1): numpy and scipy are checked, never installed."""
+    import importlib.metadata
+
+    space = _logic_functions("missingPackages", "bundledPackagesProblem", "installDependencies")
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda dist: {"numpy": "1.25.2"}.get(dist) or real(dist))
+    installed = []
+    monkeypatch.setitem(space, "slicer", types.SimpleNamespace(util=types.SimpleNamespace(
+        confirmOkCancelDisplay=lambda *a: True, pip_install=installed.append)))
+    logic = types.SimpleNamespace(missingPackages=lambda: ["numpy>=1.26"])
+    assert "numpy>=1.26" not in space["missingPackages"](logic)
+    problem = space["bundledPackagesProblem"](logic)
+    assert problem.startswith("this Slicer's numpy 1.25.2 is older than the 1.26 the engine needs: use a Slicer")
+    assert "\n" not in problem
+    logic.bundledPackagesProblem = lambda: problem
+    with pytest.raises(RuntimeError, match="numpy 1.25.2"):
+        space["installDependencies"](logic, askConfirmation=False)
+    assert installed == []
 
 
 def test_a_package_older_than_its_minimum_counts_as_missing(monkeypatch):
@@ -73,10 +111,12 @@ def test_a_package_older_than_its_minimum_counts_as_missing(monkeypatch):
     fn = next(f for f in logic.body if isinstance(f, ast.FunctionDef) and f.name == "missingPackages")
     space = {"ENGINE_PACKAGES": engine_packages()}
     exec(compile(ast.Module([fn], []), str(MODULE_PY), "exec"), space)
-    installed = {"scipy": "1.10.1", "dipy": "1.9.0rc1", "numpy": "2.0.2", "nibabel": "5.2", "pynrrd": "1.1.3"}
+    installed = {"scipy": "1.10.1", "dipy": "1.9.0rc1", "numpy": "2.0.2", "nibabel": "5.1.9", "pynrrd": "1.1.3"}
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda dist: installed.get(dist) or real(dist))
-    assert space["missingPackages"](None) == ["scipy>=1.11"]  # 1.9.0rc1 is dipy 1.9: taken
+    # 1.9.0rc1 is dipy 1.9: taken; scipy is Slicer's, checked apart (BUNDLED_PACKAGES), never installed
+    assert space["missingPackages"](None) == ["nibabel>=5.2"]
+    assert space["missingPackages"](None, {"scipy": "scipy>=1.11"}) == ["scipy>=1.11"]
 
 
 BLOCKED_RUN = textwrap.dedent("""

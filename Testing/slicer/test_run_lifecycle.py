@@ -306,7 +306,7 @@ def test_a_run_stopped_without_cancel_says_why_in_the_status_line():
     panel = types.SimpleNamespace(
         _running=False, _cancelRequested=False, _parameterNode=params, _factors=(2, 2, 2), _updateUpsampling=noop,
         _setInputsEnabled=noop, _checkCanApply=noop, _onProgress=noop,
-        logic=types.SimpleNamespace(missingPackages=lambda: [], process=process, cancelledError=lambda: Cancelled),
+        logic=types.SimpleNamespace(missingPackages=lambda: [], bundledPackagesProblem=lambda: "", process=process, cancelledError=lambda: Cancelled),
         ui=types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""), applyButton=widget, progressBar=widget))
     apply(panel)
     assert panel.ui.statusLabel.text == "Stopped: " + why

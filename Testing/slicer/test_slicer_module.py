@@ -152,6 +152,35 @@ def test_a_runs_notes_give_diffusivities_in_the_panels_unit():
     assert "notes_in_shown_unit(in_module_words(notes))" in run
 
 
+def test_a_note_gives_its_figures_in_one_unit():
+    """The engine's real notes (core/tensor_checks.py check_scale's warning, dmri/b0s.py's brain MD words) had read
+    "typical MD 0.2 µm²/ms is below any living brain's (about 0.6-1.0e-3)": their reference figures stayed in mm²/s."""
+    import warnings
+
+    import numpy as np
+
+    from ImageQualityTransferLib.core import tensor_checks
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.dmri import b0s
+    from ImageQualityTransferLib.slicer import processing
+
+    t = np.zeros((8, 8, 8, 6))
+    t[..., 0] = t[..., 2] = t[..., 5] = 2e-4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        tensor_checks.check_scale(t, None, "input")
+    low = processing.notes_in_shown_unit(processing.in_module_words(str(caught[0].message)))
+    assert "typical MD 0.2 µm²/ms is below any living brain's (about 0.6-1.0 µm²/ms)" in low
+    md = 2.0e-3  # dmri/b0s.py check_b0_levels' wording
+    said = (f"the brain's median MD is {md * 1e3:.2g}e-3 mm^2/s, outside the {b0s.MD_RANGE[0] * 1e3:g}e-3 to "
+            f"{b0s.MD_RANGE[1] * 1e3:g}e-3 of an in-vivo brain")
+    assert processing.notes_in_shown_unit(said) == ("the brain's median MD is 2 µm²/ms, outside the 0.4 to 1.6 µm²/ms "
+                                                    "of an in-vivo brain")
+    # a figure that cannot be converted with the others: the note stays as the engine wrote it, whole
+    mixed = "typical MD 0.0002, 99th percentile of |Dii| 0.01; brain MD is about 0.7e-3 mm^2/s"
+    assert processing.notes_in_shown_unit("first 1e-06 mm^2/s\n" + mixed) == "first 0.001 µm²/ms\n" + mixed
+
+
 def test_ui_sections_and_controls():
     widgets = ui_widgets()
     for section in ("inputs", "method", "outputs", "display", "advanced"):

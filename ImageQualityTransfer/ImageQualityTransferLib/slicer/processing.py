@@ -426,7 +426,14 @@ _NUMBER = r"(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
 
 def notes_in_shown_unit(text: str) -> str:
     """A run's notes with their diffusivities ("outside -0.001 to 0.005 mm^2/s") in the unit the panel shows them in
-    (µm²/ms, core/tensors.py SHOWN_UNIT: "-1 to 5 µm²/ms"), as its legends and map nodes are (slicer/mrml.py NODE_UNITS)."""
+    (µm²/ms, core/tensors.py SHOWN_UNIT: "-1 to 5 µm²/ms"), as its legends and map nodes are (slicer/mrml.py NODE_UNITS),
+    one note (line) at a time: the reference figures the engine writes without a unit ("(about 0.6-1.0e-3)" in
+    core/tensor_checks.py check_scale, "the 0.4e-3 to 1.6e-3 of an in-vivo brain" in dmri/b0s.py) are converted too, and
+    a note with a figure left in mm^2/s is kept as the engine wrote it, never mixing the two units in one sentence."""
+    return "\n".join(_note_in_shown_unit(line) for line in text.split("\n"))
+
+
+def _note_in_shown_unit(note: str) -> str:
     import re
 
     from ..core.tensors import SHOWN_UNIT, SHOWN_UNIT_LABEL
@@ -434,9 +441,21 @@ def notes_in_shown_unit(text: str) -> str:
     def shown(number: str) -> str:
         return f"{float(number) * SHOWN_UNIT:.6g}"
 
+    done = "\x00"  # around each converted figure, so that the check below skips it
     text = re.sub(_NUMBER + r" to " + _NUMBER + r" mm\^2/s",
-                  lambda m: f"{shown(m[1])} to {shown(m[2])} {SHOWN_UNIT_LABEL}", text)
-    return re.sub(_NUMBER + r" mm\^2/s", lambda m: f"{shown(m[1])} {SHOWN_UNIT_LABEL}", text)
+                  lambda m: f"{done}{shown(m[1])} to {shown(m[2])} {SHOWN_UNIT_LABEL}{done}", note)
+    text = re.sub(_NUMBER + r" mm\^2/s", lambda m: f"{done}{shown(m[1])} {SHOWN_UNIT_LABEL}{done}", text)
+    if text == note:
+        return note
+    # the unit-less reference figures of the engine's wordings: "0.6-1.0e-3", "0.4e-3 to 1.6e-3"
+    text = re.sub(r"(?<![\w.])(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)e-3\b", rf"{done}\1-\2 {SHOWN_UNIT_LABEL}{done}", text)
+    text = re.sub(r"(?<![\w.])(\d+(?:\.\d+)?)e-3 to (\d+(?:\.\d+)?)e-3\b",
+                  rf"{done}\1 to \2 {SHOWN_UNIT_LABEL}{done}", text)
+    # a figure still in mm^2/s (e-notation, or a decimal below 0.1 such as "MD 0.0002"): the engine's words kept
+    rest = re.sub(f"{done}[^{done}]*{done}", " ", text)
+    if re.search(r"(?<![\w.])\d+(?:\.\d+)?e-\d|(?<![\w.])0\.0\d*[1-9]", rest):
+        return note
+    return text.replace(done, "")
 
 
 def _check_still_in(scene, input_node, mask_node, targets: dict) -> None:

@@ -279,6 +279,11 @@ def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cance
         return _("Cancelled.")
     if not name:
         return _("Failed: see the error message.")
+    if notes:  # the notes attribute is ASCII (slicer/mrml.py header_text): its escapes and the panel's unit shown
+        import re
+
+        notes = re.sub(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))",
+                       lambda m: chr(int(m[1] or m[2] or m[3], 16)), notes).replace("um^2/ms", "\u00b5m\u00b2/ms")
     if model and notes:
         return _("Done: {name} ({model})\nNote: {notes}").format(name=name, model=model, notes=notes)
     if model:
@@ -1172,8 +1177,10 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
 
     def _addNote(self, node, note: str) -> None:
         """`note` added to the run's notes on its tensor output (shown with the result)."""
+        from ImageQualityTransferLib.slicer.mrml import header_text
+
         notes = node.GetAttribute(self.notesAttribute())
-        node.SetAttribute(self.notesAttribute(), "\n".join([*([notes] if notes else []), note]))
+        node.SetAttribute(self.notesAttribute(), header_text("\n".join([*([notes] if notes else []), note])))
 
     # ---------------------------------------------------------------- display (the Qt-free part is the engine's)
 

@@ -965,3 +965,34 @@ def test_each_scene_s_views_keep_their_own_resize_observer(monkeypatch):
     assert placed == [a, b]
     a.GetFirstNodeByName("Red").SetFieldOfView(100, 100, 1)  # a zoom, not a resize
     assert placed == [a, b]
+
+
+def test_a_run_s_notes_reach_a_saved_header_in_ascii(tmp_path):
+    """Slicer's NRRD storage node writes the tensor node's notes into the header, where pynrrd dropped '×', 'µ' and
+    '²' ('biqt ×1,1,3' read 'biqt 1,1,3'): the notes attribute is ASCII; the status line shows the panel's unit."""
+    import ast
+
+    import nrrd
+
+    from ImageQualityTransferLib.slicer import results
+
+    scene = views_scene()
+    t = np.zeros((6, 5, 4, 6), np.float32)
+    t[..., 0] = t[..., 3] = t[..., 5] = 7e-4
+    note = processing.notes_in_shown_unit("biqt \u00d71,1,3: an eigenvalue outside -0.001 to 0.005 mm^2/s")
+    vol = Volume(t, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor", meta={"notes": [note, "d\u00e9j\u00e0 vu"]})
+    node = results._put(scene, vol, "dti_biqt", None, "biqt/tensor")
+    notes = node.GetAttribute(mrml.NOTES_ATTRIBUTE)
+    assert notes.isascii() and notes.startswith("biqt x1,1,3: an eigenvalue outside -1 to 5 um^2/ms")
+    node.AddDefaultStorageNode()
+    node.GetStorageNode().SetFileName(str(tmp_path / "t.nrrd"))
+    assert node.GetStorageNode().WriteData(node)
+    # Slicer's writer escapes backslashes and line breaks; nothing dropped
+    escaped = notes.replace("\\", "\\\\").replace("\n", "\\n")
+    assert nrrd.read_header(str(tmp_path / "t.nrrd"))[mrml.NOTES_ATTRIBUTE] == escaped
+    module = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
+    fn = next(f for f in ast.parse(module.read_text()).body if isinstance(f, ast.FunctionDef) and f.name == "runStatusText")
+    space = {"_": lambda text: text, "Optional": None}
+    exec(compile(ast.Module([fn], []), str(module), "exec"), space)
+    shown = space["runStatusText"]("dti_biqt", notes)
+    assert "-1 to 5 \u00b5m\u00b2/ms" in shown and shown.endswith("d\u00e9j\u00e0 vu")

@@ -65,6 +65,20 @@ RUN_ATTRIBUTE = "ImageQualityTransfer.Run"  # the run an uncertainty map node ca
 NODE_UNITS = {"mm2/s": (tensors.SHOWN_UNIT, "um2/ms", tensors.SHOWN_UNIT_LABEL), "unitless": (1.0, "1", "unitless"), "degrees": (1.0, "deg", "°")}
 
 
+# Slicer's NRRD storage node writes a node's attributes into the file's header (`key:=value`), which pynrrd (and so
+# iqt's reader, fileio/nrrd.py) reads as ASCII, dropping other characters ("biqt ×1,1,3" read "biqt 1,1,3")
+_ASCII = {"×": "x", "µ": "u", "²": "^2", "³": "^3", "°": " deg", "→": "->", "–": "-", "—": "-", "≈": "~", "≤": "<=",
+          "≥": ">=", "…": "...", "σ": "sigma", "±": "+/-", "‘": "'", "’": "'", "“": '"', "”": '"'}
+
+
+def header_text(text: str) -> str:
+    """`text` in ASCII for an attribute that a saved file's header carries (the run's notes): the module's own symbols
+    spelled out (× as x, µm²/ms as um^2/ms), anything else (a translation's) as a Python escape, which the status line
+    turns back (ImageQualityTransfer.py runStatusText)."""
+    text = "".join(_ASCII.get(c, c) for c in str(text))
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def map_in_node_unit(vol: Volume, key: str) -> tuple[Volume, tuple]:
     """Uncertainty map `key` (`fileio.records.MAP_UNITS`) in its node's unit, and that unit's `NODE_UNITS` entry."""
     from ..fileio.records import MAP_UNITS

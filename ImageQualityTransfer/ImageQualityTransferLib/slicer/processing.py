@@ -513,7 +513,8 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)
     notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)
     if notes:
-        nodes["tensor"].SetAttribute(mrml.NOTES_ATTRIBUTE, notes_in_shown_unit(in_module_words(notes)))
+        nodes["tensor"].SetAttribute(mrml.NOTES_ATTRIBUTE,
+                                       mrml.header_text(notes_in_shown_unit(in_module_words(notes))))
     report_progress(progress, 1.0, "done")
     return nodes
 

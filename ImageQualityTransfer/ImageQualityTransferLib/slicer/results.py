@@ -93,7 +93,7 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
         node.RemoveAttribute(mrml.MODEL_ATTRIBUTE)
     if "notes" in vol.meta:  # a refilled node keeps no note of an earlier run
         if vol.meta["notes"]:
-            node.SetAttribute(mrml.NOTES_ATTRIBUTE, "\n".join(vol.meta["notes"]))
+            node.SetAttribute(mrml.NOTES_ATTRIBUTE, mrml.header_text("\n".join(vol.meta["notes"])))
         else:
             node.RemoveAttribute(mrml.NOTES_ATTRIBUTE)
     return node

@@ -55,6 +55,8 @@ def browser():
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set IQT_CHROMIUM)")
     ok, why = offscreen.probe()  # the command's own probe (slicer/offscreen.py)
+    if not ok and why.startswith(offscreen.TOOK_OVER):  # a hung probe on a machine with GL: no quiet skip
+        pytest.fail(f"the off-screen OpenGL probe did not answer ({why})")
     if not ok:
         pytest.skip(f"no off-screen OpenGL here ({why})")
     with sync_api.sync_playwright() as p:
@@ -86,7 +88,18 @@ def test_no_offscreen_opengl_is_one_line_before_the_page(lowres, monkeypatch, ca
     code = cli.main(["view", str(lowres[0]), "--method", "cubic", "--port", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert "iqt view: no off-screen OpenGL here" in err[0] and "libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri" in err[0]
+    assert err[0].startswith("iqt: error: no off-screen OpenGL here") and "libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri" in err[0]
+    assert "exit -11" in err[0]  # what the check saw
+
+
+def test_a_probe_that_did_not_answer_is_not_called_missing_libraries(monkeypatch):
+    """A probe past its timeout (a loaded machine) says so, not 'install libegl1 ...' (a review)."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    monkeypatch.setattr(offscreen, "probe", lambda timeout=60: (False, f"{offscreen.TOOK_OVER} 60 s"))
+    with pytest.raises(IQTError, match="did not answer") as caught:
+        offscreen.check_offscreen_opengl()
+    assert "install" not in str(caught.value)
 
 
 def free_port() -> int:

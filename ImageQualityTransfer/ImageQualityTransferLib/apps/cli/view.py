@@ -86,7 +86,7 @@ def run(args):
     # the input checked, the long work not begun: without EGL/Mesa the page's first render segfaulted (exit 139,
     # nothing said); trame-slicer's import first, for its own install line
     view.import_trame()
-    check_offscreen_opengl("iqt view")
+    check_offscreen_opengl()
     if first.learned:  # last: the model's load (torch's import) is the longest check
         first.load(f)  # a damaged shipped model fails here, not in the page
     with view.signals_held():  # a signal inside the build's VTK observers exited 1 (apps/view.py signals_held)

@@ -293,9 +293,14 @@ def test_the_quick_loops_test_count_is_of_this_version():
 
     if not (REPO / ".git").exists():
         pytest.skip("not a git clone")
-    commit = re.search(r"counted at commit ([0-9a-f]{7,})", " ".join((REPO / "docs/install.md").read_text().split()))[1]
+    named = re.search(r"counted at commit ([0-9a-f]{7,})", " ".join((REPO / "docs/install.md").read_text().split()))
+    assert named, "docs/install.md no longer says 'counted at commit <hash>' beside the quick loop's count"
+    commit = named[1]
     shown = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:pyproject.toml"], capture_output=True, text=True)
     if shown.returncode != 0:
         pytest.skip(f"commit {commit} is not in this clone's history ({shown.stderr.strip()})")
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert tomllib.loads(shown.stdout)["project"]["version"] == version, f"recount the tests at {version}"
+    assert tomllib.loads(shown.stdout)["project"]["version"] == version, (
+        f"docs/install.md's quick-loop count is of {commit}, another version: recount at {version} "
+        f"(pytest --collect-only -q -m \"not slow and not realdata\" Testing | tail -1, and without -m) and put the "
+        f"counts and that commit in its sentence")

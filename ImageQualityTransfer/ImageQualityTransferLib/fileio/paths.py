@@ -59,15 +59,21 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
     if suffixes and p.name.lower() in tuple(suffixes):  # '-o .nii.gz' had written a hidden file with no name
         raise IQTError(f"{p}: the {what}'s name is its suffix alone, a hidden file with no name; give a name before "
                        f"it, e.g. {p.with_name('out' + p.name)}")
-    kind = not_a_file(p)  # through a link: its target (an output is written through a link, fileio/writing.py)
+    check_not_a_link(p)
+    kind = not_a_file(p)  # a device or FIFO is never replaced (fileio/writing.py atomic_write)
     if kind is not None:
-        via = f"a symbolic link to {kind} ({os.path.realpath(p)})" if p.is_symlink() else kind
-        raise IQTError(f"{p}: is {via}, not a regular file, and is not written; give the {what} a file's name")
+        raise IQTError(f"{p}: is {kind}, not a regular file, and is not written; give the {what} a file's name")
     if not folder_checked:
         check_folder(p.parent, p)
-    if p.is_symlink():  # written in its target's folder
-        check_folder(Path(os.path.realpath(p)).parent, p)
     return p
+
+
+def check_not_a_link(path) -> None:
+    """An output path that is a symbolic link is refused: written through, a target of another suffix got the wrong
+    format, a .nhdr's data file and the target's --maps were left apart; replaced, the link would be lost."""
+    p = Path(path)
+    if p.is_symlink():
+        raise IQTError(f"{p}: is a symbolic link (to {os.readlink(p)}); give the file's own path, or remove the link")
 
 
 def _nifti_name(p: Path) -> Path:
@@ -342,6 +348,8 @@ class Outputs:
             if image is not None:
                 raise IQTError(f"{each}{of}: is the JSON sidecar of the input {image} (its metadata, e.g. BIDS or iqt "
                                f"batch's, goes with it); write the {what} to another file")
+        for each in (path, *data):  # before the rules below, which would judge the link's target
+            check_not_a_link(each)
         if not shipped_ok and Path(real).parent == Path(os.path.realpath(MODELS_DIR)):
             raise IQTError(f"{path}: is in the install's model folder ({MODELS_DIR}), whose files are the shipped "
                            f"models; write the {what} elsewhere")
@@ -375,6 +383,7 @@ class Outputs:
         ins = {os.path.realpath(p): p for p in self.inputs}
         ins_folded = {real.casefold(): p for real, p in ins.items()}
         for p, what in self.outputs:
+            check_not_a_link(p)  # a .nhdr output's data file too (check_output sees the header only)
             real = os.path.realpath(p)
             src = ins.get(real) or next((q for q in self.inputs if p.exists() and q.exists() and os.path.samefile(p, q)),
                                         None)  # a hard link to an input: the input it is, not the output's own name

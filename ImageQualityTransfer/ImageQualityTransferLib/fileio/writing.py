@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..core.errors import IQTError, too_many_open_files
-from .paths import not_a_file
+from .paths import check_not_a_link, not_a_file
 from .staging import current
 
 
@@ -28,7 +28,7 @@ def _mode_for(path: Path) -> int:
     kept private (600) stays so when a run writes it again (not 644, the umask's); a new file the umask's, as is one in
     place of anything else (a device's 666 had made a world-writable output)."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         st = None
     if st is not None and stat.S_ISREG(st.st_mode):
@@ -38,12 +38,11 @@ def _mode_for(path: Path) -> int:
 
 def atomic_write(path, write_fn) -> None:
     """Call write_fn(tmp_path), give the file the permission bits of the file it replaces (a new one the user's umask),
-    then move it onto path (onto its target where path is a symbolic link); nothing is left at path or beside it on failure, on Ctrl-C or on a termination signal (the
+    then move it onto path (a symbolic link there is refused); nothing is left at path or beside it on failure, on Ctrl-C or on a termination signal (the
     CLI turns SIGTERM/SIGHUP into an exception). A declared output of a run under `all_or_none` stays in its temporary
     file until the run succeeds."""
     path = Path(path)
-    if path.is_symlink():  # written through to its target, the link kept: a rename onto the link replaced the link
-        path = Path(os.path.realpath(path))
+    check_not_a_link(path)  # the CLI refused it before any work (fileio/paths.py check_output)
     kind = not_a_file(path)  # a device or FIFO is never replaced (as root, a rename would replace /dev/null itself)
     if kind is not None:
         raise IQTError(f"{path}: is {kind}, not a regular file, and is not written; give the output a file's name")

@@ -125,7 +125,7 @@ def test_mm_labelled_micron_or_meter_are_refused(tmp_path, unit):
         fileio.load_scalar(tmp_path / "a.nii.gz")
 
 
-@pytest.mark.parametrize("size, said", [(1e30, "1e+30"), (1e-30, "1e-30"), (25.0, "25")])
+@pytest.mark.parametrize("size, said", [(1e30, "1e+30"), (1e-30, "1e-30"), (0.004, "0.004"), (150.0, "150")])
 @pytest.mark.parametrize("unit", ["mm", "unknown"])
 def test_a_voxel_size_in_mm_that_is_no_mri_voxel_is_refused(tmp_path, capsys, size, said, unit):
     """1e30 mm and 1e-30 mm voxels had run to a written output with one warning, where 6 m ones were refused."""
@@ -137,15 +137,34 @@ def test_a_voxel_size_in_mm_that_is_no_mri_voxel_is_refused(tmp_path, capsys, si
     img.header.set_xyzt_units(unit)
     nib.save(img, tmp_path / "a.nii.gz")
     refused_line(capsys, ["upsample", tmp_path / "a.nii.gz", "--method", "cubic", "-o", tmp_path / "o.nii.gz"],
-                 f"a.nii.gz: the header gives the voxel size {said} x {said} x {said} mm, no MRI voxel (0.005 to 20 mm)")
+                 f"a.nii.gz: the header gives the voxel size {said} x {said} x {said} mm, no MRI voxel (0.005 to 100 mm)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
 
 
 def test_the_smallest_and_largest_mri_voxels_are_read(tmp_path):
-    for size in (0.005, 20.0):
-        a = np.diag([size, size, size, 1.0])
+    """2 x 2 x 25 mm slabs and `iqt degrade --factor 1,1,7`'s 21 mm voxels of a 3 mm scan had been refused (20 mm)."""
+    for size in ((0.005,) * 3, (2.0, 2.0, 25.0), (3.0, 3.0, 21.0), (100.0,) * 3):
+        a = np.diag([*size, 1.0])
         nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), a), tmp_path / "a.nii.gz")
         assert np.allclose(fileio.load_scalar(tmp_path / "a.nii.gz").voxel_size, size)
+
+
+@pytest.mark.parametrize("size, said", [(1e30, "1e+30"), (150.0, "150"), (0.004, "0.004")])
+def test_a_nrrd_voxel_size_that_is_no_mri_voxel_is_refused_as_a_niftis(tmp_path, capsys, size, said):
+    """A NRRD's space directions of 1e30 mm had run to an output; the NIfTI's range and words."""
+    import dataclasses
+
+    from helpers import bundle_volume, refused_line
+    from ImageQualityTransferLib.fileio.nrrd import save_tensor_nrrd
+
+    v = bundle_volume(shape=(6, 6, 6))
+    save_tensor_nrrd(dataclasses.replace(v, affine=np.diag([2.0, 2.0, 25.0, 1.0])), tmp_path / "slab.nrrd")
+    assert np.allclose(fileio.load_tensor(tmp_path / "slab.nrrd").voxel_size, (2, 2, 25))
+    save_tensor_nrrd(dataclasses.replace(v, affine=np.diag([2.0, 2.0, size, 1.0])), tmp_path / "a.nrrd")
+    refused_line(capsys, ["upsample", tmp_path / "a.nrrd", "--method", "cubic", "-o", tmp_path / "o.nii.gz"],
+                 f"a.nrrd: the header gives the voxel size 2 x 2 x {said} mm, no MRI voxel (0.005 to 100 mm); fix its "
+                 "voxel size (the header's 'space directions' line)")
+    assert not (tmp_path / "o.nii.gz").exists()
 
 
 def _header_codes(path):

@@ -271,7 +271,17 @@ def set_orientation(img, affine) -> None:
 
 
 UNIT_TO_MM = {"meter": 1e3, "micron": 1e-3}  # NIfTI's xyzt_units other than mm (and 'unknown', read as mm)
-MM_RANGE = (0.005, 20.0)  # mm: a voxel size outside it is no MRI voxel (a unit that gives one is a wrong label)
+MM_RANGE = (0.005, 100.0)  # mm: a voxel size outside it is no MRI voxel (a unit that gives one is a wrong label);
+# 100 mm: `iqt degrade --factor 1,1,7` of a 3 mm scan writes 21 mm voxels, which upsample must read back
+
+
+def no_mri_voxel(path, sizes, fix: str) -> IQTError | None:
+    """The refusal of voxel sizes in mm outside MM_RANGE (NIfTI and NRRD alike, `fix` naming the header's fields);
+    None for an MRI voxel's."""
+    if not _no_mri_voxel(sizes):
+        return None
+    return IQTError(f"{path}: the header gives the voxel size {' x '.join(f'{v:.4g}' for v in sizes)} mm, no MRI voxel "
+                    f"({MM_RANGE[0]:g} to {MM_RANGE[1]:g} mm); fix its voxel size ({fix}) and retry")
 
 
 def _no_mri_voxel(sizes) -> bool:
@@ -287,11 +297,10 @@ def _in_mm(img, path):
     unit = h.get_xyzt_units()[0] if hasattr(h, "get_xyzt_units") else "mm"
     scale = UNIT_TO_MM.get(unit)
     if scale is None:
-        sizes = voxel_sizes(img.affine)  # 1e30 mm voxels had run to a written output with one warning
-        if _no_mri_voxel(sizes):
-            raise IQTError(f"{path}: the header gives the voxel size {' x '.join(f'{v:.4g}' for v in sizes)} mm, no MRI "
-                           f"voxel ({MM_RANGE[0]:g} to {MM_RANGE[1]:g} mm); fix its voxel size (pixdim and the "
-                           "qform/sform, e.g. with fslorient or nibabel) and retry")
+        error = no_mri_voxel(path, voxel_sizes(img.affine), "pixdim and the qform/sform, e.g. with fslorient or "
+                             "nibabel")  # 1e30 mm voxels had run to a written output with one warning
+        if error is not None:
+            raise error
         return img
     given = voxel_sizes(img.affine)
     affine = np.asarray(img.affine, float).copy()

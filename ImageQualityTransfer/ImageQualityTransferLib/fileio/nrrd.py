@@ -241,6 +241,12 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
         affine[:3, 3] = flip * origin
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise IQTError(f"{path}: the space directions {affine[:3, :3].tolist()} are degenerate (zero volume voxels)")
+    from ..core.volume import voxel_sizes
+    from .nifti import no_mri_voxel
+
+    error = no_mri_voxel(path, voxel_sizes(affine), "the header's 'space directions' line")  # as NIfTI's
+    if error is not None:  # 1e30 mm voxels had run to an output
+        raise error
     return affine, flip, space
 
 

@@ -73,3 +73,18 @@ def test_the_memory_check_reads_the_header_of_the_mixed_case_file_itself(tmp_pat
     code = main(["--no-record", "fit", str(tmp_path / "y.Nii.gz"), "-o", str(tmp_path / "t.nii.gz")])
     assert code == 0, capsys.readouterr().err
     assert fileio.load_tensor(tmp_path / "t.nii.gz").shape3 == (12, 14, 10)
+
+
+def test_unicode_names_are_compared_as_macos_and_windows_do(tmp_path, capsys):
+    """straße and strasse are two files there (str.casefold() had refused them as one); Ärger written as one character
+    (NFC) and as A + a combining diaeresis (NFD) are one file on macOS (the clash had been missed)."""
+    nfc, nfd = "\u00c4rger", "A\u0308rger"
+    for name in ("straße", nfc):
+        fileio.save_tensor(_tensors(5), tmp_path / f"{name}.nii.gz")
+    assert main(["upsample", str(tmp_path / "straße.nii.gz"), "--method", "cubic", "-o",
+                 str(tmp_path / "strasse.nii.gz")]) == 0
+    for out in (nfd, nfd.lower()):
+        helpers.refused_line(capsys, ["upsample", tmp_path / f"{nfc}.nii.gz", "--method", "cubic", "-o",
+                                      tmp_path / f"{out}.nii.gz"], f"differs from the input {tmp_path / nfc}.nii.gz only "
+                             "in how an accented letter is encoded", "inputs are never overwritten")
+        assert not (tmp_path / f"{out}.nii.gz").exists()

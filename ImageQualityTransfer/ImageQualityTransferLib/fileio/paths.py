@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from ..core.errors import IQTError
@@ -296,6 +297,19 @@ def _evaluate_summary(path: Path) -> bool:
     return isinstance(data, dict) and {"interior", "exterior", "build"} <= set(data)
 
 
+def _folded(name: str) -> str:
+    """A path as macOS's and Windows's disks compare names: upper and lower case alike, Ä and A+U+0308 one name; not
+    str.casefold(), whose ß -> ss made straße and strasse one (they are two files there)."""
+    return unicodedata.normalize("NFD", name).lower()
+
+
+def _how(a, b) -> str:
+    """How two names `_folded` makes one differ, as said."""
+    if str(a).lower() == str(b).lower():
+        return "upper and lower case"
+    return "how an accented letter is encoded (one character or a letter and a combining accent) or in case"
+
+
 class Outputs:
     """Every file one run will read and write, checked together before any work: an output is never one of the
     inputs (by real path, so `out/../a.nii.gz` and symlinks count) nor another output of the same run."""
@@ -381,7 +395,7 @@ class Outputs:
     def check(self) -> None:
         seen, folded = {}, {}
         ins = {os.path.realpath(p): p for p in self.inputs}
-        ins_folded = {real.casefold(): p for real, p in ins.items()}
+        ins_folded = {_folded(real): p for real, p in ins.items()}
         for p, what in self.outputs:
             check_not_a_link(p)  # a .nhdr output's data file too (check_output sees the header only)
             real = os.path.realpath(p)
@@ -390,17 +404,17 @@ class Outputs:
             if src is not None:
                 raise IQTError(f"{p}: is an input of this run ({self._named(src)}); write the {what} to another file "
                                f"(inputs are never overwritten)")
-            src = ins_folded.get(real.casefold())
+            src = ins_folded.get(_folded(real))
             if src is not None:  # on a disk that ignores case the output would replace the input
-                raise IQTError(f"{p}: differs from the input {self._named(src)} only in upper and lower case, and on macOS "
+                raise IQTError(f"{p}: differs from the input {self._named(src)} only in {_how(p, src)}, and on macOS "
                                f"and Windows the two are one file; write the {what} to another file (inputs are never "
                                f"overwritten)")
             if real in seen:
                 twice = f"as the {seen[real]} and the {what}" if seen[real] != what else f"as two {what}s"
                 raise IQTError(f"{p}: would be written twice in this run ({twice}); give them different names")
-            other = folded.get(real.casefold())
+            other = folded.get(_folded(real))
             if other is not None:  # one file on macOS's and Windows's disks: the later would replace the earlier
-                raise IQTError(f"{p}: differs from {other[0]} (the {other[1]}) only in upper and lower case, and on "
+                raise IQTError(f"{p}: differs from {other[0]} (the {other[1]}) only in {_how(p, other[0])}, and on "
                                f"macOS and Windows the two are one file; give the {what} another name")
             seen[real] = what
-            folded[real.casefold()] = (p, what)
+            folded[_folded(real)] = (p, what)

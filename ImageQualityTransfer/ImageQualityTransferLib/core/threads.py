@@ -23,8 +23,8 @@ def apply(n: int | None) -> None:
     cores = _cores()
     most = max(MOST_THREADS, cores)
     if int(n) > most:  # each library would start that many threads in its pool (100000 was taken without a word)
-        raise IQTError(f"--threads {n}: more than the {most} taken (this machine has {cores} CPU threads, and threads "
-                       f"beyond those only take turns on them); give {cores} or fewer")
+        raise IQTError(f"--threads {n}: more than the {most} taken; give at most {most} (this machine has {cores} CPU "
+                       f"threads, and threads beyond those only take turns on them)")
     global _LIMIT
     _LIMIT = int(n)
     from threadpoolctl import threadpool_limits

@@ -118,3 +118,19 @@ def test_participants_are_chosen_before_the_subjects_are_compared(tmp_path, caps
     assert [it.prefix for it in batch.find_items(ds, ["01"])] == ["sub-01"]
     with pytest.raises(batch.IQTError, match="one subject given twice"):
         batch.find_items(ds)
+
+
+@pytest.mark.parametrize("gone, what", [("bval", "b-values"), ("bvec", "b-vectors")])
+def test_a_dwi_without_its_gradient_table_is_refused_before_the_cluster_starts(tmp_path, capsys, monkeypatch, gone,
+                                                                                   what):
+    """A BIDS subject without its .bval had failed in its worker after the cluster's start (exit 1, a partial
+    derivatives folder); its JSON sidecar is optional (removed here, the run still refused for the table alone)."""
+    ds = helpers.make_bids(tmp_path / "bids", ("01", "02"), None)
+    dwi = ds / "sub-02" / "dwi"
+    (dwi / f"sub-02_dwi.{gone}").unlink()
+    (dwi / "sub-02_dwi.json").unlink(missing_ok=True)
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: pytest.fail("the cluster was started"))
+    helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "out", "--method", "cubic"],
+                         f"{dwi / f'sub-02_dwi.{gone}'} (the {what} of {dwi / 'sub-02_dwi.nii.gz'}): not found; 1 of "
+                         "the 2 subjects has its input missing or unreadable")
+    assert not (tmp_path / "out").exists()

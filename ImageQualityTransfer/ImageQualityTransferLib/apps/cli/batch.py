@@ -467,10 +467,14 @@ def _unusable(path) -> str | None:
 def check_inputs_there(items) -> None:
     """Every subject's input file (and a list line's --mask) is there and readable, before the output folder is made
     and the cluster starts: a missing one had failed its subject only after the cluster's start (10-16 s), the run
-    ending with exit 1 and a partial derivatives folder."""
+    ending with exit 1 and a partial derivatives folder. A DWI's .bval and .bvec too (its JSON sidecar is optional:
+    fileio/gradients.py sidecar_slices)."""
     bad = []
     for it in items:
-        why = next(((p, w) for p in (it.path, it.mask) if p and (w := _unusable(p)) is not None), None)
+        files = [(it.path, ""), (it.mask, "")]
+        if it.kind == "dwi":
+            files += [(str(g), f" (the {what} of {it.path})") for g, what in zip(it.gradients(), ("b-values", "b-vectors"))]
+        why = next(((p + of, w) for p, of in files if p and (w := _unusable(p)) is not None), None)
         if why is not None:
             bad.append((it, *why))
     if not bad:

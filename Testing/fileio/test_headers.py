@@ -306,3 +306,26 @@ def test_nibabel_s_own_log_lines_stay_off_stderr(tmp_path, capsys, caplog):
     zero = _patched(tmp_path / "p.nii.gz", 80, (0.0, 0.0, 0.0), "<3f")  # pixdim[1:4]
     assert main(["upsample", str(zero), "--method", "cubic", "-o", str(tmp_path / "o.nii.gz")]) == 0
     assert nibabel_lines() == [] and "pixdim" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("qform, zeros, said", [(0, (1, 2, 3), "axes 1, 2 and 3"), (1, (3,), "axis 3")])
+def test_a_header_with_no_voxel_size_is_warned_of(tmp_path, capsys, qform, zeros, said):
+    """pixdim 0 with no sform: nibabel assumes 1 mm, and its line on it is kept off stderr, so nothing had been said."""
+    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), None)
+    img.header["qform_code"], img.header["sform_code"] = qform, 0
+    for axis in zeros:
+        img.header["pixdim"][axis] = 0
+    nib.save(img, tmp_path / "a.nii.gz")
+    with pytest.warns(IQTWarning, match=rf"a.nii.gz: the header gives no voxel size \(pixdim 0 along {said}\); 1 mm "
+                                        "assumed: fix the header"):
+        assert np.allclose(fileio.load_scalar(tmp_path / "a.nii.gz").voxel_size, 1.0)
+
+
+def test_a_header_with_its_voxel_size_or_an_sform_is_not_warned_of(tmp_path, recwarn):
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "a.nii.gz")
+    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.header["pixdim"][3] = 0  # the sform gives the grid
+    nib.save(img, tmp_path / "b.nii.gz")
+    for name in ("a", "b"):
+        fileio.load_scalar(tmp_path / f"{name}.nii.gz")
+    assert not [w for w in recwarn if "voxel size" in str(w.message)]

@@ -176,7 +176,29 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
         warnings.warn(f"{path}: an Analyze 7.5 file holds no orientation, so it is read on nibabel's default grid, and "
                       "left-right and the fibre directions may be wrong; convert it to NIfTI with its orientation set "
                       "(e.g. fslchfiletype NIFTI_GZ, then fslorient) where that matters", IQTWarning, stacklevel=3)
+    zero = _zero_pixdim(img, path)
+    if zero:  # nibabel's own line on it is kept off stderr (nibabel_quiet), so it is said here
+        axes = f"axes {', '.join(zero[:-1])} and {zero[-1]}" if len(zero) > 1 else f"axis {zero[0]}"
+        warnings.warn(f"{path}: the header gives no voxel size (pixdim 0 along {axes}); 1 mm "
+                      "assumed: fix the header (pixdim, e.g. with fslchpixdim or nibabel) where the voxel size matters",
+                      IQTWarning, stacklevel=3)
     return _in_mm(img, path)
+
+
+def _zero_pixdim(img, path) -> list[str]:
+    """The axes ('1'-'3') whose voxel size a NIfTI's header gives as 0 where the grid is read from pixdim (no sform):
+    nibabel's reader sets them to 1 mm (its fix of the header read; only the file's own bytes still hold the 0)."""
+    header = img.header
+    if not hasattr(header, "get_qform") or int(header["sform_code"]):
+        return []
+    try:
+        from nibabel.openers import ImageOpener
+
+        with ImageOpener(str(path)) as f:
+            raw = type(header).from_fileobj(f, check=False)
+    except Exception:  # noqa: BLE001 (the file was read just now; a header not read again is left unsaid)
+        return []
+    return [str(i) for i in (1, 2, 3) if float(raw["pixdim"][i]) == 0.0]
 
 
 def holds_orientation(path) -> bool:

@@ -20,13 +20,15 @@ from ..core.errors import IQTError, IQTWarning
 from ..core.orientation import Reorientation
 from ..core.words import listed
 from ..core.volume import Volume
-from ..dmri.dti import ESTIMATED_SUPPORT, brain_from_tensors, noise_fits
+from ..dmri.dti import ESTIMATED_SUPPORT, noise_fits
 from . import symmetry
 from .flags import flag_maps
 from .inputs import (
     _negligible_zeroed,
+    brain_within_box,
     check_tensor_input,
     drop_failed_fits,
+    filled_box,
     input_noise_index,
     mask_within_fit,
     warn_mask_off_brain,
@@ -267,7 +269,7 @@ class Method:
         check_tensor_input(lr, mask)
         given = mask is not None
         whole = whole_field(lr)  # before failed fits are taken out: most of those a whole-field fit holds are background
-        box = _filled_box(lr, mask) if whole else None
+        box = filled_box(lr, mask) if whole else None
         if box is not None:  # empty planes at a whole field's edge (padding): run as without them, zero there
             return self._in_box(lr, mask, box, f, uncertainty=uncertainty, direction=direction, progress=progress)
         if not whole:
@@ -471,7 +473,7 @@ class Method:
             t = np.asarray(lr.data)
             present = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
             return None if present.all() else Volume(present, lr.affine, "mask")
-        brain = _brain_within_box(lr)
+        brain = brain_within_box(lr)
         if brain is None:
             warnings.warn(f"{lr.source}the input holds tensors over the whole field of view and no background was "
                           "found to leave out: the output covers all of it; give --mask to keep it zero outside the brain",
@@ -548,34 +550,6 @@ def predict_within(method: "Method", lr: Volume, factor, mask: Volume | None = N
     if mask is not None and mask.shape3 != lr.shape3:
         pred = pred.within(mask, factor)
     return pred, lr_mask
-
-
-def _filled_box(lr: Volume, mask: Volume | None) -> tuple | None:
-    """The box of `lr`'s non-empty voxels (and `mask`'s), where planes at the field's edge hold nothing; None where
-    it is the whole field."""
-    inside = np.any(np.asarray(lr.data) != 0, axis=-1)
-    if mask is not None:
-        inside = inside | np.asarray(mask.data, bool)
-    box = grid.bounding_box(inside)
-    if box is None or all(b.start == 0 and b.stop == n for b, n in zip(box, inside.shape)):
-        return None
-    return box
-
-
-def _brain_within_box(lr: Volume) -> Volume | None:
-    """brain_from_tensors of `lr` read inside the box of its non-empty voxels, empty outside it: planes at the field's
-    edge that hold nothing (a resample's padding, zeroed end slices) change neither the estimate nor its share (its
-    filters read the field's border as they would without them)."""
-    box = _filled_box(lr, None)
-    if box is None:
-        return brain_from_tensors(lr)
-    brain = brain_from_tensors(Volume(np.ascontiguousarray(np.asarray(lr.data)[box]), grid.box_affine(lr.affine, box),
-                                      "tensor"))
-    if brain is None:
-        return None
-    full = np.zeros(lr.shape3, bool)
-    full[box] = brain.data
-    return Volume(full, lr.affine, "mask", meta=dict(brain.meta))
 
 
 # The noise the models trained with added noise saw (`iqt train --noise-fraction`): Rician noise on the low-res DWIs at

@@ -12,6 +12,7 @@ from scipy import ndimage
 from ..core import grid, noise_level, tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
+from ..dmri.dti import brain_from_tensors
 
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
 MASKED_MAX_SHARE = 0.7  # of the field: a brain's share in the scans seen is 0.14-0.40 (0.85-0.92 for whole-field fits of noise)
@@ -112,9 +113,8 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
     from ..dmri.gradcheck import gradient_scores
 
     if whole_field(lr):
-        from .base import _brain_within_box
 
-        brain = _brain_within_box(lr)
+        brain = brain_within_box(lr)
         if brain is None:
             return None
         brain = np.asarray(brain.data, bool)
@@ -160,9 +160,8 @@ def estimated_brain_md(vol: Volume) -> float | None:
     are relative to the MD mode, so a scaled fit's brain is found as well), over its positive-definite fits: the
     scale check's figure, not the whole field's; None where no brain is found. On the 8 real subjects fitted unmasked
     0.72-1.02e-3, their brain masks' 0.71-0.90e-3 (docs/inputs.md, What is refused)."""
-    from .base import _brain_within_box
 
-    brain = _brain_within_box(vol)
+    brain = brain_within_box(vol)
     if brain is None:
         return None
     t = np.asarray(vol.data)[np.asarray(brain.data, bool)]
@@ -369,3 +368,31 @@ def _likely_cause(t, failed: np.ndarray, mask: Volume | None) -> str:
 def clip_input(lr: np.ndarray) -> np.ndarray:
     """Method inputs get eigenvalues clipped to [0, 4e-3] mm^2/s (docs/conventions.md, Degradation)."""
     return tensors.clip_eigenvalues(lr, *tensors.INPUT_CLIP)
+
+
+def filled_box(lr: Volume, mask: Volume | None) -> tuple | None:
+    """The box of `lr`'s non-empty voxels (and `mask`'s), where planes at the field's edge hold nothing; None where
+    it is the whole field."""
+    inside = np.any(np.asarray(lr.data) != 0, axis=-1)
+    if mask is not None:
+        inside = inside | np.asarray(mask.data, bool)
+    box = grid.bounding_box(inside)
+    if box is None or all(b.start == 0 and b.stop == n for b, n in zip(box, inside.shape)):
+        return None
+    return box
+
+
+def brain_within_box(lr: Volume) -> Volume | None:
+    """brain_from_tensors of `lr` read inside the box of its non-empty voxels, empty outside it: planes at the field's
+    edge that hold nothing (a resample's padding, zeroed end slices) change neither the estimate nor its share (its
+    filters read the field's border as they would without them)."""
+    box = filled_box(lr, None)
+    if box is None:
+        return brain_from_tensors(lr)
+    brain = brain_from_tensors(Volume(np.ascontiguousarray(np.asarray(lr.data)[box]), grid.box_affine(lr.affine, box),
+                                      "tensor"))
+    if brain is None:
+        return None
+    full = np.zeros(lr.shape3, bool)
+    full[box] = brain.data
+    return Volume(full, lr.affine, "mask", meta=dict(brain.meta))

@@ -473,15 +473,6 @@ def test_a_worker_without_pytorch_is_named_and_touches_nothing(tmp_path, monkeyp
     assert reason.startswith("worker this process cannot import PyTorch, which the CNN methods need (ModuleNotFoundError"), reason
 
 
-def other_code_where(monkeypatch, worker_build):
-    """The workers `worker_build` says are of build OTHER never held the run's build either (they share this process,
-    which did: cohort._GUARD, model_files.held_before)."""
-    from ImageQualityTransferLib.fileio import model_files
-
-    real = model_files.held_before
-    monkeypatch.setattr(model_files, "held_before", lambda b: worker_build() != OTHER and real(b))
-
-
 def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_path, monkeypatch):
     """On a cluster whose worker 0 is of another build: its subjects are sent again to the other worker, and every
     output names this build; with no good worker left within --wait-workers, each fails with the refusal's reason."""
@@ -499,7 +490,6 @@ def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_p
 
     monkeypatch.setattr(subject, "build", worker_build)
     monkeypatch.setattr(model_files, "build", worker_build)
-    other_code_where(monkeypatch, worker_build)
     items, out = cohort_of(tmp_path, ("01", "02", "03"))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -535,7 +525,6 @@ def test_a_refused_subject_runs_on_a_good_worker_that_joined_after_the_one_it_wa
 
     monkeypatch.setattr(subject, "build", worker_build)
     monkeypatch.setattr(model_files, "build", worker_build)
-    other_code_where(monkeypatch, worker_build)
     items, out = cohort_of(tmp_path, ("01",))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -580,7 +569,6 @@ def test_a_refused_subject_is_sent_again_pinned_to_this_builds_workers_even_whil
 
     monkeypatch.setattr(subject, "build", worker_build)
     monkeypatch.setattr(model_files, "build", worker_build)
-    other_code_where(monkeypatch, worker_build)
     items, out = cohort_of(tmp_path, ("01",))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -636,52 +624,6 @@ def test_too_many_open_files_while_the_table_is_written_is_said_so(tmp_path, mon
                           "done are skipped"), err
     else:
         assert err[0].startswith("iqt: error: too many open files on this system: its table of open files is full"), err
-
-
-def test_a_run_keeps_its_build_where_a_registration_and_another_runs_start_up_check_change_its_workers(tmp_path,
-                                                                                                       monkeypatch):
-    """Two runs on one scheduler's workers, a model registered between them: the second run's start-up probe made the
-    workers read the registry again (cohort._PROBE forget_build), and every remaining subject of the first was refused
-    as another build's and failed after --wait-workers. Now a worker that held the run's build runs them as the run's
-    build (model_files.keeping_build); one that never held it is still refused."""
-    import shutil
-
-    from distributed import Client, LocalCluster
-
-    from ImageQualityTransferLib.core.version import forget_build
-    from ImageQualityTransferLib.fileio import model_files, paths
-
-    models = tmp_path / "models"
-    models.mkdir()
-    shutil.copy(paths.MODELS_DIR / "registry.json", models / "registry.json")
-    monkeypatch.setattr(paths, "MODELS_DIR", models)
-    monkeypatch.setattr(model_files, "MODELS_DIR", models)
-    forget_build()
-    items, out = cohort_of(tmp_path, ("01", "02", "03"))
-    first, real = build(), subject.process
-
-    def process(item, s, out_root, run_token=None):  # after the first subject: a registration, then the next run's probe
-        try:
-            return real(item, s, out_root, run_token)
-        finally:
-            if item.prefix == "sub-01":
-                (models / "registry.json").write_text('{"format": "iqt-model-registry/1", "models": []}')
-                assert cohort._probe()()[1][:12] != first  # what a second run's check_workers makes each worker do
-
-    monkeypatch.setattr(subject, "process", process)
-    try:
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
-            rows = batch.run_cohort(items, batch.Settings(method="nearest"), out, client=client, progress=False,
-                                    wait_workers=1)
-        assert [r["status"] for r in rows] == ["done"] * 3, [r.get("reason") for r in rows]
-        assert {tensor_sidecar(out, sub, "nearest")["SoftwareBuild"] for sub in ("01", "02", "03")} == {first}
-        assert build() != first  # the worker's own build is the new one, for the next run
-        res = cohort._guard()(b"not read", OTHER)
-        assert res["other_worker"] == "this process" and res["build"] == build(), res  # never held: refused
-    finally:
-        monkeypatch.undo()
-        forget_build()
 
 
 def test_a_worker_outliving_a_run_reads_the_registry_again_at_the_next_start(tmp_path, monkeypatch):

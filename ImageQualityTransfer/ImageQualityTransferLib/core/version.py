@@ -16,18 +16,7 @@ def build_digest(*extra: str) -> str:
     is the one it started with (a registry changed by another process mid-run had failed its remaining subjects); the
     files are read again by a model registered here (`forget_build`, fileio/model_files.py register), at `iqt batch`'s
     start, and by each worker's start-up probe (apps/batch/cohort.py _PROBE: a worker outliving a run)."""
-    digest = _digest(extra)
-    _HELD.setdefault(extra, set()).add(digest)
-    return digest
-
-
-def held_digests(*extra: str) -> frozenset:
-    """Every `build_digest(*extra)` this process has returned, also those a `forget_build` has let go: a batch worker
-    runs a task of a run whose build it held as that build (apps/batch/cohort.py _GUARD)."""
-    return frozenset(_HELD.get(extra, ()))
-
-
-_HELD: dict = {}  # extra -> the digests build_digest returned for it
+    return _digest(extra)
 
 
 def forget_build() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import contextvars
 import functools
 import hashlib
 import json
@@ -553,37 +552,10 @@ def model_origin(path, given: bool) -> tuple[str, str]:
 def build() -> str:
     """The build as `iqt --version` prints it and outputs record it beside the version: the first 12 hex digits of
     core.version.build_digest over the engine's code and the install's model registry (one version number, other code
-    or other shipped models: another build). Here, not in core, because the registry is the install's (MODELS_DIR).
-    Within `keeping_build`, the batch run's build that this thread's task keeps."""
+    or other shipped models: another build). Here, not in core, because the registry is the install's (MODELS_DIR)."""
     from ..core.version import build_digest
 
-    kept = _KEPT.get()
-    if kept is not None:
-        return kept
-    return build_digest(str(MODELS_DIR / REGISTRY))[:12]
-
-
-_KEPT = contextvars.ContextVar("iqt_kept_build", default=None)  # per task thread: a worker's threads run several runs
-
-
-def held_before(run_build: str) -> bool:
-    """Whether this process's `build` was `run_build` at some time (it has read the registry again since)."""
-    from ..core.version import held_digests
-
-    return any(d[:12] == run_build for d in held_digests(str(MODELS_DIR / REGISTRY)))
-
-
-@contextlib.contextmanager
-def keeping_build(run_build: str):
-    """`build` is `run_build` in this thread meanwhile: a batch task of a run whose build this worker held until it read
-    the registry again (a second run's start-up probe on the same scheduler, after a model was registered) is computed
-    and stamped as its run's, as a worker that had not read it again does (core/version.py build_digest: a run's build
-    is the one it started with; apps/batch/cohort.py _GUARD)."""
-    token = _KEPT.set(run_build)
-    try:
-        yield
-    finally:
-        _KEPT.reset(token)
+    return build_digest(str(MODELS_DIR / "registry.json"))[:12]
 
 
 def software() -> dict:

@@ -692,15 +692,7 @@ def guarded(payload, run_build, torch=False):
             theirs = build_digest(str(MODELS_DIR / "registry.json"))[:12]
         except Exception:
             theirs = "unknown"
-    keep = None
-    if theirs != run_build:  # this worker's build until it read the registry again: still the run's
-        try:
-            from ImageQualityTransferLib.fileio.model_files import held_before, keeping_build
-            if held_before(run_build):
-                keep = keeping_build(run_build)
-        except Exception:  # a build without them: refused below
-            pass
-    if theirs != run_build and keep is None:
+    if theirs != run_build:
         try:
             from distributed import get_worker
             w = get_worker()
@@ -724,10 +716,7 @@ def guarded(payload, run_build, torch=False):
                     "no_torch": type(exc).__name__ + ": " + " ".join(str(exc).split())}
     import pickle
     from ImageQualityTransferLib.apps.batch.subject import process
-    if keep is None:
-        return process(*pickle.loads(payload))
-    with keep:
-        return process(*pickle.loads(payload))
+    return process(*pickle.loads(payload))
 """
 
 
@@ -736,11 +725,7 @@ def _guard():
     its version: it compares the worker's build with the run's before it unpickles the subject or touches a file, and
     returns {"other_worker", "worker_address", "build"} where they differ; else `subject.process` on the pickled
     (item, settings, out_root, run_token). A worker of another build that joined the scheduler mid-run (check_workers
-    ran at the start) had put its outputs over a done subject's; one of older code failed unpickling a newer task.
-    A worker that held the run's build until it read the registry again (a second run's start-up probe, _PROBE) runs
-    the task as the run's build (model_files.keeping_build): the first of two runs on one scheduler had failed all its
-    remaining subjects, a model registered between them. A worker started after the registration never held it (it
-    cannot tell that registry from another install's) and refuses, as one of another environment does."""
+    ran at the start) had put its outputs over a done subject's; one of older code failed unpickling a newer task."""
     space: dict = {"__name__": "iqt_worker_guard"}
     exec(_GUARD, space)  # noqa: S102 (a fixed text)
     return space["guarded"]

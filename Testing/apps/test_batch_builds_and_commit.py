@@ -646,3 +646,44 @@ def test_a_worker_outliving_a_run_reads_the_registry_again_at_the_next_start(tmp
     finally:
         monkeypatch.undo()
         forget_build()
+
+
+def test_a_subject_runs_the_model_its_run_recorded_after_another_is_registered(tmp_path, monkeypatch):
+    """A model registered for the run's method and factor after the run recorded its model (a worker that had not yet
+    loaded one looks the shipped model up in the registry as it is then): its subjects had been computed with the new
+    model and stamped with the first one's SHA256. Each runs the recorded file, verified by its SHA256, or fails."""
+    import nibabel as nib
+    import numpy as np
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.fileio import model_files
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    out = helpers.tensor_list(tmp_path)  # one small tensor file: no fit
+    items = batch.find_items(tmp_path / "list.txt")
+    file_a, sha_a = batch.model_record(methods.get("global-linear"), 2)
+    s = batch.Settings(method="global-linear", model_file=file_a, model_sha256=sha_a)
+    monkeypatch.setattr(subject, "_METHODS", {})
+    ref = tmp_path / "ref"
+    assert batch.run_cohort(items, s, ref, progress=False)[0]["status"] == "done"
+    b = model_io.load(file_a)  # model B: A's linear map changed, put where the registry now points
+    b.gl_W = (b.gl_W * 1.5 + 1e-4).astype(b.gl_W.dtype)
+    side_b = model_io.save(b, tmp_path / "global-linear_x2_b.npz")
+    real = model_files.shipped
+    monkeypatch.setattr(model_files, "shipped", lambda m, f, *a, **k: side_b if m == "global-linear" else real(m, f, *a, **k))
+    monkeypatch.setattr(subject, "_METHODS", {})  # a worker that had not loaded the model yet
+    rows = batch.run_cohort(items, s, out, progress=False)
+    assert rows[0]["status"] == "done", rows[0]["reason"]
+    name = str(next(out.rglob("*_param-tensor_dwimap.nii.gz")).relative_to(out))[:-len(".nii.gz")]
+    side = json.loads((out / (name + ".json")).read_text())
+    assert side["ModelSHA256"] == sha_a
+    got, want = (nib.load(d / (name + ".nii.gz")) for d in (out, ref))
+    assert np.array_equal(got.get_fdata(), want.get_fdata())
+    assert b"global-linear_x2_b" not in got.header["descrip"].tobytes()
+    # the recorded file changed since (its SHA256 is not the run's), or gone: the subject fails in one line
+    for bad in (batch.Settings(method="global-linear", model_file=file_a, model_sha256="0" * 64),
+                batch.Settings(method="global-linear", model_file=str(tmp_path / "gone.json"), model_sha256=sha_a)):
+        monkeypatch.setattr(subject, "_METHODS", {})
+        row = batch.run_cohort(items, bad, tmp_path / "o_bad", progress=False)[0]
+        assert row["status"] == "failed" and "changed since the run started" in row["reason"], row["reason"]
+        assert "\n" not in row["reason"] and not list((tmp_path / "o_bad").rglob("*.nii.gz"))

@@ -43,8 +43,49 @@ def _method(s: Settings):
         if key not in _METHODS:
             for old in [k for k in _METHODS if k[:5] == key[:5]]:  # the replaced file's weights are not kept in memory
                 del _METHODS[old]
-            _METHODS[key] = methods.get(s.method, model=s.model, samples=s.mc_samples, device=s.device, tta=s.tta)
+            method = methods.get(s.method, model=s.model, samples=s.mc_samples, device=s.device, tta=s.tta)
+            if method.learned and s.model_file:
+                _pin(method, s)
+            _METHODS[key] = method
         return _METHODS[key]
+
+
+def _pin(method, s: Settings) -> None:
+    """The models the run recorded (s.model_file, s.noisy_model_file) loaded by path, their SHA256 checked against the
+    run's: a worker had looked the shipped model up in the registry as it is now, and a model registered mid-run ran
+    under the first one's SHA256 and build (apps/cli/batch.py records them; the sidecars stamp them)."""
+    from ...core import grid
+    from ...fileio.model_files import NOISY
+
+    f = grid.factors(s.factor)
+    model = _recorded(method, s.model_file, s.model_sha256)
+    own = grid.factors(model.factor)
+    method._loaded[own] = model
+    if method.model_path is None:  # the shipped one: the registry is not read again for it
+        method.model_file = lambda factor, _p=s.model_file: _p  # the header's name (methods/learned.py _model_named)
+        method.factor_sets = lambda: [own]
+        twin = None
+        if s.noisy_model_file:
+            twin = type(method)(model=s.noisy_model_file, samples=method.samples, seed=method.seed,
+                                device=method.device, tta=method.tta)
+            twin.model_for = NOISY
+            noisy = _recorded(twin, s.noisy_model_file, s.noisy_model_sha256)
+            twin._loaded[grid.factors(noisy.factor)] = noisy
+        method._twins[f] = twin  # None: none was recorded, none registered since runs
+
+
+def _recorded(method, path: str, sha: str | None):
+    """The model at `path`, verified by its sidecar's SHA256 (the family's model_io), which must be the run's `sha`."""
+    try:
+        model = method._read(path)
+    except IQTError as exc:
+        raise IQTError(f"the model file {path} is gone or changed since the run started (a registration or a "
+                       f"retraining?): {' '.join(str(exc).split())}; rerun the same command") from None
+    got = (getattr(model, "meta", None) or {}).get("sha256")
+    if sha and got != sha:
+        raise IQTError(f"the model file {path} changed since the run started (a registration or a retraining? SHA256 "
+                       f"{str(got)[:12]}..., the run's {sha[:12]}...); rerun the same command")
+    return model
 
 
 def _file_state(path) -> tuple | None:

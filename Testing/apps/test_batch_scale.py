@@ -410,3 +410,31 @@ def test_a_limit_met_as_the_local_cluster_starts_is_its_line_every_time(tmp_path
         assert code == 2 and err[0].startswith("iqt: error: too many open files: this process met its limit"), err
         assert err[0].endswith("or run fewer --workers, then rerun"), err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_bug_raised_while_an_emfile_is_handled_as_the_cluster_starts_is_a_bug(tmp_path, capsys, monkeypatch, debug):
+    """A TypeError raised while an EMFILE was handled as the local cluster started had been said as "too many open
+    files", --debug too (cohort._limit_met followed __context__ of any exception): an internal error, its traceback
+    under --debug."""
+    import errno
+
+    from ImageQualityTransferLib.apps.batch import cohort
+
+    helpers.tensor_list(tmp_path)
+
+    def start(make):
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError:
+            raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'")
+
+    monkeypatch.setattr(cohort, "_spawn_ignoring_ctrl_c", start)
+    args = ("batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest", "--workers", "2")
+    if debug:  # --debug lets the bug through, traceback and all
+        with pytest.raises(TypeError, match="unsupported operand"):
+            run_cli(capsys, "--debug", *args)
+        return
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and "too many open files" not in err, err
+    assert "internal error: TypeError: unsupported operand" in err, err

@@ -112,26 +112,30 @@ _OWN_CLUSTERS: dict = {}  # scheduler address -> the credentials of a LocalClust
 
 def _limit_met(exc: BaseException, met: list, workers: int):
     """What ended a local cluster's start where a limit did: the too-many-open-files IQTError (an EMFILE or ENFILE in
-    `exc`'s whole chain, or in `met`: logged by the event loop), or the OSError or RuntimeError of a process or thread
-    that could not start (core/errors.py thread_not_started, which the CLI says as the limit); None otherwise. The
-    whole chain: Dask's cleanup of a nanny whose os.pipe() met ulimit -n raised an AttributeError, and that of a fork
-    refused under ulimit -u an AssertionError, behind which the cause was not followed (an internal error, or the
-    limit's line, from run to run)."""
-    from ...core.errors import thread_not_started
+    `exc`'s chain, or in `met`: logged by the event loop), or the OSError or RuntimeError of a process or thread that
+    could not start (core/errors.py thread_not_started, which the CLI says as the limit); None otherwise. The chain
+    is each exception's __cause__, and its __context__ only behind Dask's wrappers (core/errors.py _wraps) and its
+    nanny's failed cleanup (an AttributeError after os.pipe() met ulimit -n, `_dask_cleanup`): a bug raised while an
+    EMFILE was handled is a bug (had been said as the limit, also under --debug)."""
+    from ...core.errors import _wraps, thread_not_started
 
-    chain, seen, todo = [], set(), [exc]
-    while todo and len(chain) < 64:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    chain, e = [], exc
+    while e is not None and len(chain) < 64 and all(e is not c for c in chain):
         chain.append(e)
-        todo.extend((e.__context__, e.__cause__))
-    for e in [*chain, *met]:
-        many = too_many_open_files(e, "rerun", workers)
+        e = e.__cause__ if e.__cause__ is not None else None if e.__suppress_context__ or not (
+            _wraps(e) or _dask_cleanup(e)) else e.__context__
+    ours = all(_wraps(c) or _dask_cleanup(c) or isinstance(c, OSError) for c in chain)  # no bug among them
+    for c in [*chain, *(met if ours else ())]:
+        many = too_many_open_files(c, "rerun", workers)
         if many is not None:
             return many
-    return next((e for e in chain if thread_not_started(e)), None)
+    return next((c for c in chain if thread_not_started(c)), None)
+
+
+def _dask_cleanup(exc: BaseException) -> bool:
+    """Dask's nanny cleaning up after a worker process that never started (Testing/apps/test_batch_scale.py
+    _dask_start_failed): its process handle is None."""
+    return type(exc) is AttributeError and str(exc).startswith("'NoneType' object has no attribute")
 
 
 @contextlib.contextmanager

@@ -138,6 +138,45 @@ def test_a_lone_local_worker_is_not_told_to_run_fewer(tmp_path, monkeypatch, exc
         assert "--memory-limit" in reason and ("fewer --workers" in reason) == (n > 1), reason
 
 
+class _Ran:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+@pytest.mark.parametrize("exc", [MemoryError("Unable to allocate 9.13 GiB"), RuntimeError("can't start new thread")])
+def test_a_lone_local_worker_whose_subject_ran_out_is_not_told_to_run_fewer(tmp_path, monkeypatch, exc):
+    """A MemoryError (or a thread that could not start) inside the subject on `iqt batch --workers 1`'s one worker had
+    still been advised "run fewer --workers" (subject.py said it without the count): the task carries the count."""
+    import helpers
+
+    from ImageQualityTransferLib.apps import batch
+    from ImageQualityTransferLib.apps.batch import cohort, subject
+    from ImageQualityTransferLib.apps.batch.records import Settings
+    from ImageQualityTransferLib.fileio.model_files import build
+
+    def compute(item, s):
+        raise exc
+
+    monkeypatch.setattr(subject, "compute", compute)
+    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    helpers.tensor_list(tmp_path)
+    item = batch.find_items(tmp_path / "list.txt")[0]
+    for n in (1, 2):
+        cluster = SimpleNamespace(worker_spec=dict.fromkeys(range(n)))  # a LocalCluster's, one entry a worker
+        client = SimpleNamespace(submit=lambda task, payload, run_build, torch, **k: _Ran(task(payload, run_build)),
+                                 cluster=cluster)
+        ended = []
+        cohort._run_items([item], Settings(method="nearest"), tmp_path / "o", client, 1.0,
+                          lambda it, r: ended.append(r), run_build=build())
+        reason = ended[0]["reason"]
+        assert "--memory-limit" in reason or "more memory" in reason, reason
+        assert ("fewer --workers" in reason) == (n > 1), reason
+
+
 @pytest.mark.parametrize("local", [True, False])
 def test_a_remote_workers_address_space_is_said_as_the_workers(tmp_path, monkeypatch, local):
     """Under --scheduler a worker's refusal for its own ulimit -v read "more than this process's 0.6 GiB (ulimit -v

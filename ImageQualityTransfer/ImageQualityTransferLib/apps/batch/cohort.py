@@ -777,8 +777,11 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
     except Exception:  # an unknown method: said by the subject itself
         torch = False
 
-    def payload(it):
-        return pickle.dumps((it, s, str(out_root), run_token))
+    cluster = getattr(client, "cluster", None)
+    count = len(getattr(cluster, "worker_spec", None) or ()) or None  # a LocalCluster's: one entry a worker
+
+    def payload(it):  # the count: a subject's own memory reason says "fewer --workers" only where there are more
+        return pickle.dumps((it, s, str(out_root), run_token, count))
 
     futures = {client.submit(task, payload(it), run_build, torch, key=f"iqt-{run}-{i}", pure=False): it
                for i, it in enumerate(items)}

@@ -9,7 +9,8 @@ def memory_reason(exc: BaseException, local: bool | None = True, workers: int | 
     ulimit -v 1500000 every subject failed so; each worker is a process with an address space of its own). `local`:
     the workers are this machine's LocalCluster's, which have this process's ulimit -v; None: said in the worker itself
     (subject.py _process), whose own ulimit -v is read, on a local or a --scheduler's cluster. `workers`: the local
-    cluster's count, where known: "run fewer --workers" is not said to --workers 1."""
+    cluster's count, where known (also from subject.py: cohort.py sends it with the task): "run fewer --workers" is
+    not said to --workers 1."""
     import resource
 
     from ...core.errors import process_not_started, thread_not_started
@@ -30,7 +31,7 @@ def memory_reason(exc: BaseException, local: bool | None = True, workers: int | 
                 f"memory{fewer.replace(' or', ', or')}")
     if local is False:
         return f"{said}; give the scheduler's workers more memory (their ulimit -v, 'dask worker --memory-limit')"
-    if local is None:
+    if local is None and workers is None:
         return (f"{said}; give the workers more memory with --memory-limit or run fewer --workers (a --scheduler's "
                 "workers: 'dask worker --memory-limit')")
     return f"{said}; give the workers more memory with --memory-limit{fewer}"

@@ -294,7 +294,7 @@ KEPT = "; none of the subject's outputs was written: its folder is as it was bef
 _ONE_SUBJECT = threading.RLock()
 
 
-def process(item: Item, s: Settings, out_root: str, run_token: str | None = None) -> dict:
+def process(item: Item, s: Settings, out_root: str, run_token: str | None = None, workers: int | None = None) -> dict:
     """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
     returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds", "build"}: "build" is the build of the
     code that ran it (stamped in its sidecars), which the run compares with its own (`cohort.other_builds`): a worker
@@ -304,12 +304,13 @@ def process(item: Item, s: Settings, out_root: str, run_token: str | None = None
     token of the run's lock (batch/lock.py); the subject's files are put in place only while the lock is still that
     run's (a remote worker goes on with a task after its run ended, and had put an interrupted run's subject over
     the outputs of the run that came after it). On a cluster it runs within cohort's `_guard`, which checks first
-    that the worker's build is the run's."""
+    that the worker's build is the run's. `workers`: the local cluster's count (None: a --scheduler's, or this
+    process), for its memory reasons (memory_reasons.py)."""
     with _ONE_SUBJECT:
-        return _process(item, s, out_root, run_token)
+        return _process(item, s, out_root, run_token, workers)
 
 
-def _process(item: Item, s: Settings, out_root: str, run_token: str | None = None) -> dict:
+def _process(item: Item, s: Settings, out_root: str, run_token: str | None = None, workers: int | None = None) -> dict:
     from ... import fileio
     from ...core import grid
 
@@ -409,7 +410,7 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
 
         many = too_many_open_files(exc)  # the worker's ulimit -n: its file had been named, as an internal error
         if out_of_memory(exc):
-            res["reason"] = memory_reason(exc, local=None)
+            res["reason"] = memory_reason(exc, local=None, workers=workers)
         elif many is not None:
             res["reason"] = " ".join(str(many).split()) + (KEPT if writing else "")
         elif isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):

@@ -344,6 +344,7 @@ def test_a_ulimit_n_too_low_for_the_local_cluster_is_refused_before_it_starts(tm
     real = resource.getrlimit
     monkeypatch.setattr(resource, "getrlimit", lambda which: (16, 4096) if which == resource.RLIMIT_NOFILE
                         else real(which))
+    monkeypatch.setattr(resource, "setrlimit", lambda *a: (_ for _ in ()).throw(ValueError("not allowed")))
     monkeypatch.setattr(batch, "start_client", lambda *a, **k: (_ for _ in ()).throw(AssertionError("started")))
     code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest",
                            "--workers", "2")
@@ -352,6 +353,36 @@ def test_a_ulimit_n_too_low_for_the_local_cluster_is_refused_before_it_starts(tm
     assert err[0].startswith("iqt: error: too many open files: a local cluster of 2 workers needs about "), err
     assert "more than its limit (ulimit -n 16); raise it (e.g. ulimit -n " in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("hard", [20000, 20])
+def test_the_soft_ulimit_n_is_raised_to_the_hard_one_before_the_check(tmp_path, capsys, monkeypatch, hard):
+    """A soft ulimit -n 38 under a hard 20000 had been refused ("raise it"), where any process may raise its own soft
+    limit: raised to the hard one now (the workers inherit it); refused only where the hard limit is too low."""
+    import resource
+
+    helpers.tensor_list(tmp_path)
+    real, now, raised = resource.getrlimit, [38, hard], []
+
+    def setrlimit(which, limits):
+        assert which == resource.RLIMIT_NOFILE and limits[1] == hard, limits  # the hard one kept
+        raised.append(limits)
+        now[0] = limits[0]
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: tuple(now) if which == resource.RLIMIT_NOFILE
+                        else real(which))
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest",
+                           "--workers", "2")
+    err = [ln for ln in err.splitlines() if not ln.startswith("iqt: warning: ")]
+    if hard == 20000:  # not refused: it went on to start the cluster (stopped there by the test)
+        assert raised == [(20000, 20000)] and "too many open files" not in "\n".join(err), (raised, err)
+        assert code != 2 or not err or "too many open files" not in err[-1], err
+    else:
+        assert code == 2 and len(err) == 1, err
+        assert "ask an administrator to raise its hard limit (20) to " in err[0], err
+        assert not (tmp_path / "o").exists()
 
 
 def _dask_start_failed(cause: BaseException) -> RuntimeError:

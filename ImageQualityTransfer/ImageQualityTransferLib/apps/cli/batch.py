@@ -232,13 +232,25 @@ def check_open_files(workers: int) -> None:
     """Refused before the cluster starts where this process's ulimit -n is below what starting `workers` local
     workers needs (CLUSTER_FILES): under ulimit -n 16 the start had flooded stderr with Dask's tracebacks for 38 s and
     ended in an internal error. A limit met later is said by the run (cohort.start_client, core/errors.py
-    too_many_open_files)."""
+    too_many_open_files). The soft limit is raised first up to the hard one, which any process may do (a soft 38
+    under a hard 20000 had been refused); refused only where the hard limit is too low, or the raise failed."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         now = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
     except OSError:  # no /proc (macOS): what the limit allows is not known here
+        now = None
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        # an unlimited hard limit: Linux refuses an unlimited soft one (nr_open), so only what is needed
+        want = hard if hard != resource.RLIM_INFINITY else max(soft, (now or 0) + CLUSTER_FILES[0]
+                                                                   + CLUSTER_FILES[1] * workers)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # the workers inherit it
+            soft = want
+        except (ValueError, OSError):  # kept as it was: checked below as it is
+            pass
+    if now is None:
         return
     need = now + CLUSTER_FILES[0] + CLUSTER_FILES[1] * workers
     if soft == resource.RLIM_INFINITY or soft >= need:

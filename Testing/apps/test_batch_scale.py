@@ -469,3 +469,39 @@ def test_a_bug_raised_while_an_emfile_is_handled_as_the_cluster_starts_is_a_bug(
     code, _, err = run_cli(capsys, *args)
     assert code == 1 and "too many open files" not in err, err
     assert "internal error: TypeError: unsupported operand" in err, err
+
+
+def test_the_event_loops_emfile_filter_ends_once_the_cluster_has_started():
+    """The filter keeping the event loop's EMFILE tracebacks off stderr as the local cluster starts had stayed on for
+    the rest of the process once one was met (cohort._open_files_noted): a later EMFILE's traceback was dropped, under
+    --debug too. Removed once the start is over; kept only after a failed start, which ends the run."""
+    import errno
+    import logging
+    import sys
+
+    from ImageQualityTransferLib.apps.batch import cohort
+
+    names = ("asyncio", "tornado.application", "tornado.general")
+    before = {n: list(logging.getLogger(n).filters) for n in names}
+
+    def emfile_logged():
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError:
+            record = logging.getLogger("asyncio").makeRecord("asyncio", logging.ERROR, __file__, 1, "accept", (),
+                                                             sys.exc_info())
+        return logging.getLogger("asyncio").filter(record)
+
+    try:
+        with cohort._open_files_noted() as met:
+            assert not emfile_logged()  # dropped while it starts
+        assert len(met) == 1
+        assert {n: list(logging.getLogger(n).filters) for n in names} == before
+        assert emfile_logged()  # after the start: logged
+        with pytest.raises(RuntimeError), cohort._open_files_noted() as met:
+            emfile_logged()
+            raise RuntimeError("Nanny failed to start.")
+        assert not emfile_logged()  # a failed start: kept off stderr as the process ends
+    finally:
+        for n in names:
+            logging.getLogger(n).filters[:] = before[n]

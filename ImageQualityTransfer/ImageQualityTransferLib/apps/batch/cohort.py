@@ -142,7 +142,8 @@ def _dask_cleanup(exc: BaseException) -> bool:
 def _open_files_noted():
     """While the local cluster starts: the EMFILE and ENFILE errors its event loop logs (a listener's accept under
     ulimit -n 16 logged one traceback per try, hundreds of thousands of lines on stderr before the start failed),
-    listed and kept off stderr; the rest of what the loop logs is left as it was."""
+    listed and kept off stderr; the rest of what the loop logs is left as it was. Only until the cluster has started
+    (or, where one was met, until a failed start ends the process)."""
     import errno
     import logging
 
@@ -161,10 +162,14 @@ def _open_files_noted():
         log.addFilter(drop)
     try:
         yield met
-    finally:
-        if not met:  # once met, the loop may log more as the process ends: it stays off stderr
+    except BaseException:
+        if not met:  # once met, a failed start's loop may log more as the process ends: it stays off stderr
             for log in logs:
                 log.removeFilter(drop)
+        raise
+    # started: removed, so that a later EMFILE's traceback reaches stderr under --debug (it had stayed dropped)
+    for log in logs:
+        log.removeFilter(drop)
 
 
 def local_security():

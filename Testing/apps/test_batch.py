@@ -1543,3 +1543,16 @@ def test_a_header_whose_grid_its_reader_refuses_leaves_the_choice_of_factors_to_
         args = argparse.Namespace(factor=None, **extra)
         groups = batch_cli.factor_groups(args, items)
         assert len(groups) == 1 and [it.prefix for it in groups[0][1]] == [it.prefix for it in items], groups
+
+
+def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):
+    """`--scheduler tcp://[::1]` (brackets, no port) had been told "cannot connect (missing port number ...)": the
+    no-port line, as for ::1 (a review)."""
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    for given, form in (("tcp://[::1]", "tcp://[::1]:8786"), ("[::1]", "tcp://[::1]:8786"),
+                        ("tls://[2001:db8::5]", "tls://[2001:db8::5]:8786")):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
+        assert code == 2 and err.strip() == (f"iqt: error: --scheduler {given}: an IPv6 address without a port; give "
+                                             f"the scheduler's port after the brackets, e.g. {form} (the default port "
+                                             "of 'dask scheduler')"), err
+        assert not (tmp_path / "o").exists()

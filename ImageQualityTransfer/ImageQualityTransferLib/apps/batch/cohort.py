@@ -238,6 +238,9 @@ def check_address(scheduler: str) -> str:
             raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give it in brackets before the "
                            f"scheduler's port, e.g. {proto}://[{host}]:8786 (the default port of 'dask scheduler')")
         raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}")
+    if host.startswith("[") and host.endswith("]") and _ipv6(host[1:-1]):  # [::1]: said as cannot connect (no port)
+        raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give the scheduler's port after the "
+                       f"brackets, e.g. {proto}://{host}:8786 (the default port of 'dask scheduler')")
     return scheduler
 
 

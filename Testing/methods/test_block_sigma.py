@@ -53,6 +53,20 @@ def test_a_constant_block_a_one_voxel_block_and_a_block_of_no_positive_md_are_un
     np.testing.assert_array_equal(block_sigma.spread(np.zeros_like(std), t), 0.0)
 
 
+def test_a_block_with_a_non_physical_or_a_near_zero_md_voxel_is_left_as_the_forest_gives_it():
+    """Spread, such a block had lost its mean variance (the non-physical voxel's MD floored) and put its σ on its
+    other voxels, and a physical voxel of near-zero MD at the support's edge fell ~20x below its block's σ."""
+    t = np.tile(_tensors((1, 8)), (4, 1, 1))
+    t[1, 3] = [-0.4, 0.0, 1.0, 0.0, 0.0, 1.0]  # a negative eigenvalue, MD still above LOW_MD of the block's
+    t[2, 5] = [0.03, 0.0, 0.03, 0.0, 0.0, 0.03]  # physical, MD far below the block's
+    t[3, 5] = [0.6, 0.0, 0.6, 0.0, 0.0, 0.6]  # physical, MD above LOW_MD of the block's (about 1.6)
+    std = np.full((4, 8), 0.5, np.float32)
+    out = block_sigma.spread(std, t)
+    np.testing.assert_array_equal(out[1:3], std[1:3])
+    assert np.abs(out[0] - 0.5).max() > 0.05 and np.abs(out[3] - 0.5).max() > 0.05
+    np.testing.assert_allclose((out.astype(np.float64) ** 2).mean(1), 0.25, rtol=1e-5)
+
+
 def _volume(f=(2, 2, 2), lr_shape=(6, 7, 5), seed=0):
     """A high-res prediction and its block-constant std on the blocks of a low-res support, zero elsewhere."""
     rng = np.random.default_rng(seed)
@@ -75,13 +89,13 @@ def test_zero_outside_the_support_stays_zero_and_the_volume_is_reproducible():
 
 
 def test_the_flags_still_raise_a_non_physical_voxel_and_a_noise_fit():
-    """The spread comes before the flags (methods/flags.py): a non-physical voxel, whose MD the spread floors, is still
-    raised to its distance to a physical tensor and the edge bands' floor; a noise fit's block to the top."""
+    """The spread comes before the flags (methods/flags.py): a non-physical voxel's block is left as the forest gives it,
+    the voxel raised to its distance to a physical tensor and the edge bands' floor; a noise fit's block to the top."""
     t, std, sup, hr_sup = _volume(lr_shape=(10, 10, 10))
     bad = (9, 9, 9)
     t[bad] = [-0.5, 0.0, 0.2, 0.0, 0.0, 0.2]  # a negative eigenvalue, low MD in a block of higher MD
     spread = block_sigma.spread_volume(std.copy(), t, sup, 2)
-    assert spread[bad] < std[bad]
+    np.testing.assert_array_equal(spread[8:10, 8:10, 8:10], std[8:10, 8:10, 8:10])
     noise = np.zeros(sup.shape, bool)
     noise[2, 2, 2] = True
     out = flags.flag_maps(t, {"std": spread}, (2, 2, 2), noise)["std"]

@@ -9,7 +9,10 @@ tensor (docs/measurements.md, "Uncertainty"), so each voxel's std is weighted by
 (MD_b the block's mean MD, dev_v the Frobenius norm of the voxel's tensor minus the block's mean tensor) and the
 block's std rescaled so that its mean variance is kept: the variance the forest predicts for the block is
 redistributed among its voxels, not changed, so the calibration of `Forest.calibrate` still holds. A block of one
-voxel, a block of equal tensors and a block whose mean MD is not positive are unchanged. The weights use the block
+voxel, a block of equal tensors and a block whose mean MD is not positive are unchanged, and so is a block holding a
+non-physical voxel (methods/flags.py raises those from the forest's own std; spread, they lost σ to their neighbours)
+or a voxel whose MD is below LOW_MD of the block's mean (near-zero fits at the support's edge, which would read as
+the most certain voxels). The weights use the block
 alone, so that `Forest.calibrate` can apply them to its training examples as the prediction does.
 """
 
@@ -17,10 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...core import tensors
+
 # chosen on the training subjects' x2 inputs (five styles): the mean whole-brain Spearman of std with the error
 MD_POWER = 1.0
 DEV_WEIGHT = 0.5
-MD_FLOOR = 0.1  # a voxel's MD counts as at least this fraction of its block's (non-physical voxels are flagged later)
+LOW_MD = 0.25  # a block with a voxel's MD below this fraction of its mean MD is left as the forest gives it
 _DIAG = (0, 2, 5)  # Dxx, Dyy, Dzz in the lower-triangular order (core/tensors.py)
 _FROB = np.array([1, 2, 1, 2, 2, 1], np.float32)  # off-diagonal elements count twice in the Frobenius norm
 
@@ -36,8 +41,13 @@ def spread(std: np.ndarray, tensor: np.ndarray) -> np.ndarray:
     md_b = md.mean(-1, keepdims=True)
     ok = md_b[:, 0] > 0
     safe = np.where(md_b > 0, md_b, np.float32(1))
+    ok &= (md >= np.float32(LOW_MD) * safe).all(-1)
+    # non-physical as methods/flags.py finds them (tensors.distance_to_physical: a negative eigenvalue)
+    cand = np.flatnonzero(ok)
+    w0 = tensors.eigenvalues(t[cand])[..., 0]
+    ok[cand[(w0 < 0).any(-1)]] = False
     dev = np.sqrt((((t - t.mean(1, keepdims=True)) ** 2) * _FROB).sum(-1))
-    w = (np.maximum(md / safe, np.float32(MD_FLOOR)) ** np.float32(MD_POWER)) * (1 + np.float32(DEV_WEIGHT) * dev / safe)
+    w = (np.maximum(md / safe, np.float32(LOW_MD)) ** np.float32(MD_POWER)) * (1 + np.float32(DEV_WEIGHT) * dev / safe)
     s2 = std.astype(np.float64) ** 2
     before = s2.mean(-1)
     after = (s2 * w.astype(np.float64) ** 2).mean(-1)

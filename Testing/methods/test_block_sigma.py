@@ -53,6 +53,23 @@ def test_a_constant_block_a_one_voxel_block_and_a_block_of_no_positive_md_are_un
     np.testing.assert_array_equal(block_sigma.spread(np.zeros_like(std), t), 0.0)
 
 
+def test_the_weights_of_a_2x2x2_block_by_hand():
+    """w = MD_v / MD_b * (1 + 0.5 * |D_v - D_b|_F / MD_b), the Frobenius norm of the 3x3 matrices (off-diagonal
+    elements count twice), std * w rescaled to keep the block's mean std^2."""
+    t = np.array([[1.0, 0.3, 1.0, 0.0, 0.0, 1.0], [2.0, 0.0, 1.0, 0.2, 0.0, 1.5], [1.2, -0.4, 1.2, 0.0, 0.3, 1.2],
+                  [1.0, 0.0, 1.0, 0.0, 0.0, 1.0], [1.5, 0.5, 0.8, 0.0, 0.0, 1.0], [0.9, 0.0, 1.1, -0.3, 0.0, 1.3],
+                  [1.4, 0.1, 1.4, 0.1, 0.1, 1.4], [1.1, 0.0, 0.9, 0.0, -0.2, 1.0]], np.float32)
+    std = np.array([0.5, 0.6, 0.4, 0.5, 0.7, 0.5, 0.55, 0.45])
+    m = np.zeros((8, 3, 3))
+    for (i, j), k in zip([(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)], range(6)):
+        m[:, i, j] = m[:, j, i] = t[:, k]
+    md = np.trace(m, axis1=1, axis2=2) / 3
+    dev = np.linalg.norm(m - m.mean(0), axis=(1, 2))
+    w = md / md.mean() * (1 + 0.5 * dev / md.mean())
+    want = std * w * np.sqrt(np.mean(std**2) / np.mean((std * w) ** 2))
+    np.testing.assert_allclose(block_sigma.spread(std[None], t[None])[0], want, rtol=1e-5)
+
+
 def test_a_block_with_a_non_physical_or_a_near_zero_md_voxel_is_left_as_the_forest_gives_it():
     """Spread, such a block had lost its mean variance (the non-physical voxel's MD floored) and put its σ on its
     other voxels, and a physical voxel of near-zero MD at the support's edge fell ~20x below its block's σ."""
@@ -170,14 +187,22 @@ def test_training_calibrates_biqt_for_the_spread_and_rf_as_before(small_subject,
     global-linear map) for the kinds whose std is spread (biqt), nothing for the others (rf)."""
     from ImageQualityTransferLib.methods.forest import training
 
-    seen = {}
-    calibrate = Forest.calibrate
+    seen, fitted = {}, {}
+    calibrate, fit = Forest.calibrate, training.linear.GlobalLinear.fit
+
+    def fit_spy(self, X, Y):
+        fitted.update(gl=self, rows={x.tobytes(): i for i, x in enumerate(np.asarray(X))})
+        return fit(self, X, Y)
 
     def spy(self, X, F, R, kind, block, coverage=0.954, base=None):
         seen[kind] = None if base is None else np.asarray(base).shape
+        if base is not None:  # the forest's full prediction less its own part: cubic plus global-linear
+            cal = [fitted["rows"][x.tobytes()] for x in np.asarray(X)]
+            np.testing.assert_allclose(base, lib.C[cal] + fitted["gl"].predict(X), rtol=1e-5, atol=1e-7)
         return calibrate(self, X, F, R, kind, block, coverage, base=base)
 
     monkeypatch.setattr(Forest, "calibrate", spy)
+    monkeypatch.setattr(training.linear.GlobalLinear, "fit", fit_spy)
     lib = training.patches.build_library([small_subject], 2, n=1, seed=0, rate=0.2)
     kw = dict(n_trees=2, max_depth=1, min_leaf=200, n_train=500, n_val=100, n_calibration=500, library=lib)
     training.train("biqt", [small_subject], **kw)

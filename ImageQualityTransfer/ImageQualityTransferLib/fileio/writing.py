@@ -44,7 +44,7 @@ def atomic_write(path, write_fn) -> None:
     path = Path(path)
     check_not_a_link(path)  # the CLI refused it before any work (fileio/paths.py check_output)
     kind = not_a_file(path)  # a device or FIFO is never replaced (as root, a rename would replace /dev/null itself)
-    if kind is not None:
+    if kind is not None and kind != "a folder":  # a folder: the rename's IsADirectoryError, which callers word
         raise IQTError(f"{path}: is {kind}, not a regular file, and is not written; give the output a file's name")
     if path.parent and not path.parent.exists():
         raise IQTError(f"{path}: the folder {path.parent} does not exist; create it or choose another output path")

@@ -31,7 +31,6 @@ from .inputs import (
     filled_box,
     input_noise_index,
     mask_within_fit,
-    warn_mask_off_brain,
     warn_noisy_context,
     whole_field,
 )
@@ -276,8 +275,6 @@ class Method:
             lr, before = _negligible_zeroed(lr), lr
             if given:
                 mask = mask_within_fit(lr, mask, before)
-        elif given and mask.meta.get("source") != "brain_from_tensors":  # tensors everywhere: nothing empty in it
-            warn_mask_off_brain(lr, mask)
         if mask is None:
             mask = self.support(lr, whole)
         runner, index = self, None

@@ -242,50 +242,6 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> V
     return mask.replace(data=given & ~empty)
 
 
-OFF_BRAIN_EDGE = 0.025  # share of noise fits in a given mask's edge band of a whole-field fit above which (and above
-OFF_BRAIN_CONTRAST = 0.1  # this times their share just outside it) the mask is said to be off the brain: the right
-# masks of the 8 subjects' unmasked-style inputs and of a phantom 0.000-0.007 (0.00-0.06 of outside), of dtifit fits
-# without BET of 3 dev scans 0.007-0.018 (0.02-0.07); masks flipped in x, shifted 12 mm, of another scan (its yaw)
-# 0.035-0.304 (0.14-0.97); docs/inputs.md, Masks and the brain's support
-
-
-def _noise_within(t: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """dmri.dti.noise_fits with each voxel's 3^3 log-MD spread read over its neighbours in `region` alone: a brain's
-    edge beside background noise (a phantom's, whose head has no scalp) is not noise for its neighbours outside."""
-    from ..dmri.dti import MAX_LOG_MD_SPREAD, TISSUE_MD
-
-    lam = tensors.eigenvalues(t.reshape(-1, 6)).reshape(t.shape[:3] + (3,))
-    md, unit = lam.mean(axis=-1), tensors.md_mode(t)
-    tissue = (lam[..., 0] > 0) & (md > TISSUE_MD[0] * unit) & (md < TISSUE_MD[1] * unit)
-    x, w = np.log(np.clip(md / unit, 1e-2, 1e2)), region.astype(np.float64)
-    n = np.maximum(ndimage.uniform_filter(w, 3, mode="nearest"), 1e-9)
-    mean = ndimage.uniform_filter(x * w, 3, mode="nearest") / n
-    spread = np.sqrt(np.maximum(ndimage.uniform_filter(x * x * w, 3, mode="nearest") / n - mean**2, 0.0))
-    return np.any(t != 0, axis=-1) & (~tissue | (spread >= MAX_LOG_MD_SPREAD))
-
-
-def warn_mask_off_brain(lr: Volume, mask: Volume) -> None:
-    """One warning where a mask given with a whole-field fit (tensors everywhere: `mask_within_fit` finds nothing
-    empty in it) looks to lie off the brain: its edge band holds noise fits (`_noise_within`, the fits the brain
-    estimate leaves out) far more than a brain mask's does, and nearly as often as the band just outside it. A mask
-    flipped in x, shifted 12 mm or of another scan had lost 7.9-14.2 % of the brain without a word (a tool-inputs
-    audit), where on a masked fit it warns. The brain the support estimates keeps too much scalp to tell them apart."""
-    given = np.asarray(mask.data, bool)
-    edge = given & ~ndimage.binary_erosion(given, iterations=2)
-    ring = ndimage.binary_dilation(given, iterations=2) & ~given
-    if edge.sum() < NOISY_CONTEXT_MIN or ring.sum() < NOISY_CONTEXT_MIN:
-        return
-    t = np.asarray(lr.data)
-    inside, outside = float(_noise_within(t, given)[edge].mean()), float(_noise_within(t, ~given)[ring].mean())
-    if inside > OFF_BRAIN_EDGE and inside > OFF_BRAIN_CONTRAST * outside:
-        warnings.warn(f"{lr.source}{100 * inside:.1f} % of the tensors along the mask's edge (within 2 voxels of it) are "
-                      f"noise fits, not tissue (a brain mask's: under {100 * OFF_BRAIN_EDGE:g} %), against "
-                      f"{100 * outside:.0f} % just outside it: the mask looks not to lie on this input's brain (flipped, "
-                      "shifted or another scan's), and the brain it leaves out gets no output; give this scan's brain "
-                      "mask (e.g. 'iqt mask', or bet on its b0), or none: the brain is then estimated from the tensors",
-                      IQTWarning, stacklevel=3)
-
-
 MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input is refused, not filled: real fits hold
 # a few per cent (docs/measurements.md, "Failed fits in the input")
 

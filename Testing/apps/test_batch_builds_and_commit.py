@@ -504,14 +504,10 @@ def test_a_subject_a_worker_of_another_build_refused_runs_on_a_good_worker(tmp_p
     assert not list(out.rglob("*model-linear*"))
 
 
-def test_a_refused_subject_runs_on_a_good_worker_that_joined_after_the_one_it_was_sent_to_left(tmp_path, monkeypatch):
-    """A subject refused by a worker of another build is sent again at once, to the workers of this build there then,
-    and again where those all left: sent pinned to a good worker that then left (restarted at a new address), it had
-    waited in Dask's no-worker state forever while another good worker idled, and --wait-workers never fired (the
-    worker of another build counted as one)."""
-    import threading
-
-    from distributed import Client, Future, LocalCluster, get_worker
+def _worker_zero_of_another_build(monkeypatch):
+    """The in-process cluster's worker named 0 reports another build (OTHER), the rest and the client this one's;
+    returns this build's function."""
+    from distributed import get_worker
 
     from ImageQualityTransferLib.fileio import model_files
 
@@ -525,6 +521,19 @@ def test_a_refused_subject_runs_on_a_good_worker_that_joined_after_the_one_it_wa
 
     monkeypatch.setattr(subject, "build", worker_build)
     monkeypatch.setattr(model_files, "build", worker_build)
+    return real
+
+
+def test_a_refused_subject_runs_on_a_good_worker_that_joined_after_the_one_it_was_sent_to_left(tmp_path, monkeypatch):
+    """A subject refused by a worker of another build is sent again at once, to the workers of this build there then,
+    and again where those all left: sent pinned to a good worker that then left (restarted at a new address), it had
+    waited in Dask's no-worker state forever while another good worker idled, and --wait-workers never fired (the
+    worker of another build counted as one)."""
+    import threading
+
+    from distributed import Client, Future, LocalCluster
+
+    real = _worker_zero_of_another_build(monkeypatch)
     items, out = cohort_of(tmp_path, ("01",))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -555,20 +564,9 @@ def test_a_refused_subject_is_sent_again_pinned_to_this_builds_workers_even_whil
     """The re-send of a subject a worker of another build refused is pinned to this build's workers there then
     (cohort._run_items resend): sent loose or unrestricted, the idle worker of another build took it again and refused
     it until its tries were spent, while this build's worker was busy with other work."""
-    from distributed import Client, LocalCluster, get_worker
+    from distributed import Client, LocalCluster
 
-    from ImageQualityTransferLib.fileio import model_files
-
-    real = subject.build
-
-    def worker_build():
-        try:
-            return OTHER if get_worker().name == 0 else real()
-        except ValueError:  # the client's thread
-            return real()
-
-    monkeypatch.setattr(subject, "build", worker_build)
-    monkeypatch.setattr(model_files, "build", worker_build)
+    real = _worker_zero_of_another_build(monkeypatch)
     items, out = cohort_of(tmp_path, ("01",))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:

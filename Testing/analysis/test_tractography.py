@@ -375,7 +375,7 @@ def test_cli_propagate_rerun_without_tracts_removes_the_earlier_visitation(tmp_p
     assert main(run) == 0 and (out / "visitation.nii.gz").exists()
     capsys.readouterr()
     assert main([a for a in run if a not in ("--n-seeds", "20")] + ["--no-tracts"]) == 0  # (--n-seeds: refused there)
-    assert "removed visitation.nii.gz of an earlier run" in capsys.readouterr().out
+    assert "removed visitation.nii.gz: an earlier run" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["fa_mean.nii.gz", "fa_std.nii.gz", "md_mean.nii.gz", "md_std.nii.gz",
                                                      "propagation.json"]
 

@@ -73,7 +73,11 @@ def check_not_a_link(path) -> None:
     """An output path that is a symbolic link is refused: written through, a target of another suffix got the wrong
     format, a .nhdr's data file and the target's --maps were left apart; replaced, the link would be lost."""
     p = Path(path)
-    if p.is_symlink():
+    try:
+        linked = p.is_symlink()
+    except OSError:  # a name too long or an unreadable folder: the name checks after this one say it
+        return
+    if linked:
         raise IQTError(f"{p}: is a symbolic link (to {os.readlink(p)}); give the file's own path, or remove the link")
 
 

@@ -113,8 +113,8 @@ def test_deleting_the_input_stops_the_worker_process_at_once_and_says_why(scene_
     started = []
     popen = subprocess.Popen
 
-    def recording(argv, *a, **k):  # a worker that would work 3 s (see the test above)
-        started.append(popen([argv[0], "-c", "import time; time.sleep(3)"], *a, **k))
+    def recording(argv, *a, **k):  # a worker that would work 30 s: under a loaded CI a 3 s one ended (0) first
+        started.append(popen([argv[0], "-c", "import time; time.sleep(30)"], *a, **k))
         return started[-1]
 
     monkeypatch.setattr(separate_process.subprocess, "Popen", recording)

@@ -178,3 +178,28 @@ def test_a_brain_md_outside_an_in_vivo_brains_is_warned_of_and_its_failed_fits_n
     vol = Volume(t.reshape(brain.shape).astype(np.float32), np.eye(4), "tensor")
     lines = said(lambda: drop_failed_fits(vol, Volume(np.ones(vol.shape3, bool), np.eye(4), "mask")))
     assert len(lines) == 1 and "above an in-vivo brain's" in lines[0] and "as CSF does" not in lines[0], lines
+
+
+def test_the_scale_warnings_name_their_file_as_the_other_input_warnings_do():
+    """The in-vivo brain MD warning (and the low-MD and negative-MD ones) had begun "the input tensors' ..." where the
+    failed-fit line after it began with the file (methods/inputs.py's `lr.source`): `iqt upsample`'s input and `iqt
+    evaluate`'s reference and prediction are named as the other input warnings name them."""
+    import warnings
+
+    from ImageQualityTransferLib.analysis.evaluation import check_inputs
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    def said(run):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+        return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+
+    brain = _brain_with_failed_fits(share=0.0)
+    vol = Volume((brain * 2.8).astype(np.float32), np.eye(4), "tensor", meta={"path": "sub-01_dti.nii.gz"})
+    lines = said(lambda: check_tensor_input(vol, Volume(np.ones(vol.shape3, bool), np.eye(4), "mask")))
+    assert len(lines) == 1 and lines[0].startswith("sub-01_dti.nii.gz: the input tensors' brain median MD is 2.8e-3"), lines
+    t = (brain * 0.2).astype(np.float32)  # a brain median MD of 0.2e-3: below any living brain
+    inside = np.ones(t.shape[:3], bool)
+    lines = said(lambda: check_inputs(brain, t, inside, {"prediction": "pred.nii.gz: ", "reference": "ref.nii.gz: "}))
+    assert len(lines) == 1 and lines[0].startswith("ref.nii.gz: the reference tensors' typical MD"), lines

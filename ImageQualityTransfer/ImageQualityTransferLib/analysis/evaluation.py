@@ -255,13 +255,14 @@ def noise_floor_rmse(std_elements, voxels) -> float:
 INPUT_OPTIONS = {"prediction": "--tensor-order", "reference": "--truth-order"}  # the flag reading each one's order (iqt evaluate)
 
 
-def check_inputs(pred, truth, hr_mask) -> tuple[np.ndarray, np.ndarray]:
+def check_inputs(pred, truth, hr_mask, sources: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`evaluate`'s inputs as it scores them, or an IQTError where scoring them would give a wrong answer: a NaN or
     Inf among a voxel's elements (voxels with NaN in every element are read as missing: the prediction's as zero,
     said in one line as `iqt evaluate` says it, the reference's counted in n_no_reference), or tensors that are not a
     fit in mm^2/s in this project's element order (`tensor_checks.check_scale`: each inside `hr_mask`). The error's
     `input` attribute names the one refused ("prediction" or "reference"), for a caller that knows its file (iqt
-    evaluate adds the path and the element order that reads it)."""
+    evaluate adds the path and the element order that reads it). `sources`: "<file>: " by input, starting its warnings
+    (tensor_checks.check_scale's), as the refusals' caller names the file."""
     p = tensor_checks.nan_as_empty(_array(pred), fate=tensor_checks.MISSING_AS_PREDICTION)
     t = _array(truth)
     t = np.where(np.isnan(t).all(axis=-1, keepdims=True), 0, t) if np.isnan(t).any() else t  # n_no_reference's
@@ -276,7 +277,8 @@ def check_inputs(pred, truth, hr_mask) -> tuple[np.ndarray, np.ndarray]:
             if bad:
                 raise IQTError(f"the {what} holds NaN or Inf in {bad} voxel{'s' if bad != 1 else ''} (not in every "
                                "element, which would read as a missing tensor); replace them (for example with 0) and retry")
-            tensor_checks.check_scale(a, where[what], what, INPUT_OPTIONS[what], brain=where[what] is not None)
+            tensor_checks.check_scale(a, where[what], what, INPUT_OPTIONS[what], brain=where[what] is not None,
+                                      source=(sources or {}).get(what, ""))
         except IQTError as exc:
             exc.input = what
             raise
@@ -284,7 +286,7 @@ def check_inputs(pred, truth, hr_mask) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None, radius: int = 2,
-             direction=None) -> dict:
+             direction=None, sources: dict | None = None) -> dict:
     """Every metric per region: {"interior": {...}, "exterior": {...}[, "brain": {...}]} (JSON-serialisable).
 
     Each region holds dt_rmse, fa_rmse, md_rmse (RMSEs; 1e-5 mm^2/s except FA), psnr (dB), n_voxels
@@ -296,13 +298,14 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
     regions' evaluation voxels (with n_voxels and n_uncovered); angle_error (degrees) in each region;
     with `direction` (the direction uncertainty map, degrees) the "brain" entry also holds
     direction_spearman, direction_within_2 and n_tracked. Empty regions give NaN metrics. Inputs that would be
-    scored wrongly (another unit or element order, NaN or Inf among a voxel's elements) are refused (`check_inputs`).
+    scored wrongly (another unit or element order, NaN or Inf among a voxel's elements) are refused (`check_inputs`;
+    `sources` names their files in its warnings).
     """
     p = _array(pred)
     t = _array(truth)
     if p.shape != t.shape or t.ndim != 4 or t.shape[3] != 6:
         raise IQTError(f"the prediction {p.shape} and the reference {t.shape} must both be (X,Y,Z,6) on one grid")
-    p, t = check_inputs(p, t, hr_mask)
+    p, t = check_inputs(p, t, hr_mask, sources)
     result = {}
     every = []
     # an output cut to exactly zero (by a mask the user gave) holds no prediction: its zero std is not a claim to score

@@ -67,7 +67,8 @@ def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",
-                order_option: str = "--tensor-order", brain: bool = False, brain_md: float | None = None) -> None:
+                order_option: str = "--tensor-order", brain: bool = False, brain_md: float | None = None,
+                source: str = "") -> None:
     """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
     positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge; `what`
     names the volume and `order_option` the option that reads its element order, in the messages. `brain`: the voxels
@@ -76,7 +77,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     `brain_md`: the median MD of a brain estimated from a whole-field fit (methods/inputs.py check_tensor_input), read
     as the scale: the whole field's tissue-like median, scalp and noise fits in it, had a ten times too large fit read
     "5.3 times above a brain's, not a power of ten" (a tool-inputs audit). Where the scale is a brain's, one outside an
-    in-vivo brain's (dmri/b0s.py MD_RANGE, as `iqt fit` says) is warned of."""
+    in-vivo brain's (dmri/b0s.py MD_RANGE, as `iqt fit` says) is warned of. `source` ("<file>: ", `Volume.source`)
+    starts each warning, as the other input warnings start (methods/inputs.py); a refusal's caller adds it."""
     from .errors import IQTError
 
     t = np.asarray(t)
@@ -103,7 +105,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         raise IQTError(f"only {100 * share:.0f} % of the {what} tensors are positive definite; the volume is not a "
                        f"diffusion tensor fit (or its sign or element order is wrong: check {order_option})")
     if brain:  # a brain partly sign-inverted: its tissue-like voxels, judged above, leave those out
-        _check_negative_md(md, what)
+        _check_negative_md(md, what, source)
     scale = float(np.median(md[judged & pd]))
     # over the judged voxels too: failed fits (dipy's WLS reaches 1e-2 to 2.5 mm^2/s in low-signal voxels; 3 % of a
     # native scan's brain) are not the volume's unit, and the methods and the evaluation take them as missing
@@ -128,7 +130,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
 
         from .errors import IQTWarning
 
-        warnings.warn(f"the {what} tensors' typical MD {scale:.2g} mm^2/s is below any living brain's (about 0.6-1.0e-3): "
+        warnings.warn(f"{source}the {what} tensors' typical MD {scale:.2g} mm^2/s is below any living brain's (about 0.6-1.0e-3): "
                       f"if they are in other units, {_rescale_hint(scale)}; ex-vivo tissue reads this low",
                       IQTWarning, stacklevel=3)
     elif what == "input" and (brain or brain_md is not None) and not IN_VIVO_MD[0] <= scale <= IN_VIVO_MD[1] \
@@ -143,7 +145,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         cause = ("a b-value slip gives this (a b=3000 shell labelled b=1000 reads about 3 times a brain's), as do a "
                  "unit slip and a failed fit" if high else "right for ex-vivo tissue (about 0.1-0.3e-3); a b-value or "
                  "unit slip gives this too")
-        warnings.warn(f"the {what} tensors' brain median MD is {scale * 1e3:.2g}e-3 mm^2/s, outside the "
+        warnings.warn(f"{source}the {what} tensors' brain median MD is {scale * 1e3:.2g}e-3 mm^2/s, outside the "
                       f"{IN_VIVO_MD[0] * 1e3:g}e-3 to {IN_VIVO_MD[1] * 1e3:g}e-3 of an in-vivo brain: {cause}; every "
                       "method's output keeps that scale (the learned methods were trained on in-vivo brains): check "
                       "the b-values (s/mm^2) the tensors were fitted with, and fit them again if one slipped",
@@ -165,7 +167,7 @@ NEGATIVE_MD_SAID = 0.01  # and above which (at least NEGATIVE_MD_MIN voxels) one
 NEGATIVE_MD_MIN = 10
 
 
-def _check_negative_md(md: np.ndarray, what: str) -> None:
+def _check_negative_md(md: np.ndarray, what: str, source: str = "") -> None:
     """Refuse a brain whose tensors mostly have a mean diffusivity at or below zero, and say where some do: no tissue
     diffuses so, and the tissue-like voxels the other checks judge leave them out, so that a fit with 61 % of its brain
     sign-inverted had run with a warning counting only its failed fits (a tool-inputs audit; the OLS fits of three real
@@ -183,7 +185,7 @@ def _check_negative_md(md: np.ndarray, what: str) -> None:
 
         from .errors import IQTWarning
 
-        warnings.warn(f"{n} of the {what} tensors in the brain ({100 * share:.1f} %) have a mean diffusivity at or below "
+        warnings.warn(f"{source}{n} of the {what} tensors in the brain ({100 * share:.1f} %) have a mean diffusivity at or below "
                       "zero, which no tissue has (sign-inverted, or not fitted): every method's output there is not a "
                       "measurement; fit them again from the DWI ('iqt fit') or check the tool that wrote them",
                       IQTWarning, stacklevel=4)

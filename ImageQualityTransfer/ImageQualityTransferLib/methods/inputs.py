@@ -156,7 +156,8 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     where = None if mask is None else np.asarray(mask.data, bool)
     whole = where is None and whole_field(vol)
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
-        tensor_checks.check_scale(vol.data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None)
+        tensor_checks.check_scale(vol.data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None,
+                                  source=source)
     except IQTError as exc:
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
 

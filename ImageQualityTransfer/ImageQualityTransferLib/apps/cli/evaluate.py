@@ -170,7 +170,8 @@ def run(args):
             raise IQTError(f"{args.dwi}: {fit_noise.no_floor_reason(dwi.bvals)}; leave --dwi out to score without it")
         floor = fit_noise.noise_floor(dwi.data[box], dwi.bvals, dwi.bvecs, t, m)
     try:  # evaluate refuses a file read in the wrong order or unit, which would be scored as nonsense
-        result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc)
+        result = evaluation.evaluate(pred.data, t, m, lr_mask, f, uncertainty=unc, floor_std=floor, direction=direc,
+                                     sources={"prediction": f"{args.pred}: ", "reference": f"{args.truth}: "})
     except IQTError as exc:  # naming the file, and the order that reads it, as upsample does
         which = getattr(exc, "input", None)
         if which is None:

@@ -222,3 +222,23 @@ def test_a_v1_map_given_as_an_uncertainty_map_is_refused_as_one(tmp_path, option
             _map(tmp_path / name, option, pred, unit)
         said = str(exc.value)
         assert said.startswith(f"{tmp_path / name}: a 3-vector map (a V1?), not ") and "\n" not in said, said
+
+
+def test_the_reference_given_as_its_own_prediction_is_refused(scored, capsys, tmp_path):
+    """`iqt evaluate --pred X --truth X` had scored the reference against itself: every error zero, PSNR '– (no error)',
+    exit 0. The same file under another name (a symbolic or hard link, a second NRRD header naming its data file) is
+    the same file: refused in one line, the --json not written."""
+    import os
+    import shutil
+
+    hr = scored / "hr.nii.gz"
+    (tmp_path / "sym.nii.gz").symlink_to(hr)
+    os.link(hr, tmp_path / "hard.nii.gz")
+    fileio.save_tensor(fileio.load_tensor(hr), tmp_path / "hr.nhdr")
+    shutil.copy(tmp_path / "hr.nhdr", tmp_path / "again.nhdr")  # another header, the same data file
+    for pred, truth in ((hr, hr), (tmp_path / "sym.nii.gz", hr), (tmp_path / "hard.nii.gz", hr),
+                        (tmp_path / "again.nhdr", tmp_path / "hr.nhdr")):
+        code, out, err = run_cli(capsys, "evaluate", "--pred", pred, "--truth", truth, "--mask", scored / "mask.nii.gz",
+                                 "--json", tmp_path / "m.json")
+        assert code == 2 and err.count("\n") == 1 and "is the reference's own file" in err and not out, (pred, err)
+        assert not (tmp_path / "m.json").exists()

@@ -57,6 +57,27 @@ def _truth_order(path, tensor_order: str) -> tuple[str, bool]:
     return "nifti", False
 
 
+def _not_itself(pred, truth) -> None:
+    """Refuse a prediction that is the reference's own file (the same path, or another name for it: a hard or symbolic
+    link, a NRRD header naming the reference's data file): scored against itself it read as a perfect score, every
+    error zero, exit 0 (an audit's leftover)."""
+    import os
+
+    from ...fileio.paths import nrrd_data_file
+
+    def same(a, b) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:  # a missing or unreadable file: the readers say which
+            return False
+
+    data = [nrrd_data_file(p) if os.path.isfile(p) else None for p in (pred, truth)]
+    if same(pred, truth) or (None not in data and same(*data)):
+        raise IQTError(f"{pred}: is the reference's own file ({truth}) given as the prediction, and scored against itself "
+                       "every error is zero; give as --pred the output of 'iqt upsample' and as --truth the reference "
+                       "fitted from the high-res DWI ('iqt fit')")
+
+
 def run(args):
     from ... import fileio
     from ...analysis import evaluation
@@ -72,6 +93,7 @@ def run(args):
     if (args.bval or args.bvec) and not args.dwi:  # they were ignored (a bad-input audit)
         raise IQTError(f"{'--bval' if args.bval else '--bvec'} goes with --dwi (the reference's DWI, for its noise "
                        "floor); add --dwi DWI.nii.gz or drop it")
+    _not_itself(args.pred, args.truth)
     plan = fileio.Outputs(args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi)
     if args.dwi:
         plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))

@@ -217,3 +217,34 @@ def test_one_reading_of_a_nrrd_headers_grid_serves_batch_and_the_output_check(tm
     assert sizes.header_affine(tmp_path / "s.nrrd") is None  # no tensor axis: left to the reader's line
     monkeypatch.setattr(iqt_nrrd, "header_affine", lambda path, tensor=False: np.diag([7.0, 7.0, 7.0, 1.0]))
     assert sizes.header_affine(tmp_path / "t.nrrd")[0, 0] == 7.0
+
+
+@pytest.mark.parametrize("units, factor", [('"mm" "mm" "mm"', None), ('"" "" ""', None), ('"cm" "cm" "cm"', "10"),
+                                           ('"m" "m" "m"', "1000"), ('"um" "um" "um"', "0.001"),
+                                           ('"mm" "cm" "mm"', "10"), ('"furlong" "furlong" "furlong"', "")])
+def test_space_units_other_than_mm_are_refused_not_read_as_mm(tmp_path, units, factor):
+    """A header's 'space units' had been ignored: a grid in cm was read with voxels ten times too small, and its output
+    written so, exit 0 (an audit's leftover). mm, or units left empty, read as before; any other unit is refused in one
+    line naming the factor that brings the grid to mm (Slicer reads the numbers as mm whatever the field says), by the
+    tensor reader, the map and mask reader and the grid check before any work alike."""
+    from ImageQualityTransferLib.fileio.nrrd import header_affine, load_scalar_nrrd
+
+    vol = tensor_volume("las_oblique_aniso")
+    paths = (tmp_path / "dti.nrrd", tmp_path / "map.nrrd")
+    save_tensor_nrrd(vol, paths[0])
+    fileio.save_scalar(vol.replace(data=vol.data[..., 0], kind="scalar"), paths[1])
+    for path in paths:
+        head, data = path.read_bytes().split(b"\n\n", 1)
+        path.write_bytes(head + f"\nspace units: {units}".encode() + b"\n\n" + data)
+    readers = (lambda: load_tensor_nrrd(paths[0]), lambda: header_affine(paths[0], tensor=True),
+               lambda: load_scalar_nrrd(paths[1], "map"))
+    for read in readers:
+        if factor is None:
+            read()
+            continue
+        with pytest.raises(IQTError) as exc:
+            read()
+        said = str(exc.value)
+        assert "'space units'" in said and "\n" not in said and (f"by {factor} " in said if factor else "in mm" in said), said
+    if factor is None:
+        assert_same(load_tensor_nrrd(paths[0]), vol)

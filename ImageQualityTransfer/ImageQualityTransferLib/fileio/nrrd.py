@@ -216,6 +216,7 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
                 f"(right-anterior-superior, left-anterior-superior or left-posterior-superior); re-save from Slicer"
             )
         flip = np.asarray(SPACES[key])
+    _check_space_units(hdr, path)
     affine = np.eye(4)
     if "space directions" in hdr:
         dirs = np.asarray(hdr["space directions"], dtype=np.float64)
@@ -248,6 +249,29 @@ def _geometry(hdr: dict, domain: list, rax, path: Path):
     if error is not None:  # 1e30 mm voxels had run to an output
         raise error
     return affine, flip, space
+
+
+MM_WORDS = ("mm", "millimeter", "millimeters", "millimetre", "millimetres")
+# the length units a NRRD's 'space units' may name, in mm: each named in the refusal with the factor that mends it
+UNIT_MM = {"m": 1e3, "cm": 10.0, "um": 1e-3, "µm": 1e-3, "micron": 1e-3, "microns": 1e-3, "nm": 1e-6}
+
+
+def _check_space_units(hdr: dict, path: Path) -> None:
+    """Refuse a header whose 'space units' name another length than mm: the grid is read in mm, as Slicer reads it (its
+    readers ignore the field), so a grid in cm had been read with voxels ten times too small, and its outputs written
+    so, without a word (an audit's leftover). Units left empty ("") are taken as mm, as the format's default."""
+    units = [str(u).strip().strip('"').strip() for u in (hdr.get("space units") or [])]
+    other = [u for u in units if u and u.lower() not in MM_WORDS]
+    if not other:
+        return
+    unit = other[0]
+    k = UNIT_MM.get(unit.lower())
+    scale = (f" (its voxels would read {max(k, 1 / k):g} times too {'large' if k < 1 else 'small'}); multiply its "
+             f"'space directions' and 'space origin' by {k:g}") if k is not None else \
+        "; give its 'space directions' and 'space origin' in mm"
+    raise IQTError(f"{path}: its header gives 'space units' {' '.join(repr(u) for u in units)}, and this tool reads a "
+                   f"NRRD grid in mm, as Slicer does whatever the field says{scale} and write 'space units: \"mm\" \"mm\" "
+                   "\"mm\"' (or drop the field)")
 
 
 def header_affine(path, tensor: bool = False) -> np.ndarray:

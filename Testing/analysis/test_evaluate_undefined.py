@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -48,8 +49,10 @@ def test_evaluate_prints_no_nan_or_inf(capsys, tmp_path, small_subject):
     grid = truth.shape3
     fileio.save_scalar(Volume(np.full(grid, 1e-5, np.float32), truth.affine, "scalar"), tmp_path / "u.nii.gz")
     fileio.save_scalar(Volume(np.full(grid, 5.0, np.float32), truth.affine, "scalar"), tmp_path / "u_dir.nii.gz")
-    # a prediction equal to the reference: no error to set a PSNR, no ranking of errors
-    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+    # a prediction equal to the reference (a copy: the reference's own file is refused): no error to set a PSNR, no
+    # ranking of errors
+    shutil.copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz")
+    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                           "--mask", tmp_path / "mask.nii.gz", "--dwi", dwi, "--uncertainty", tmp_path / "u.nii.gz",
                           "--direction", tmp_path / "u_dir.nii.gz", "--json", tmp_path / "same.json")
     assert code == 0, err
@@ -64,7 +67,7 @@ def test_evaluate_prints_no_nan_or_inf(capsys, tmp_path, small_subject):
     c = np.argwhere(np.asarray(mask.data, bool)).mean(axis=0).astype(int)
     tiny[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2] - 2:c[2] + 2] = True
     fileio.save_mask(Volume(tiny, truth.affine, "mask"), tmp_path / "tiny.nii.gz")
-    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz",
+    code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                           "--mask", tmp_path / "tiny.nii.gz", "--uncertainty", tmp_path / "u.nii.gz", "--json",
                           tmp_path / "tiny.json")
     assert code == 0, err
@@ -123,7 +126,8 @@ def test_a_dwi_of_another_position_is_refused_for_the_noise_floor(capsys, tmp_pa
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), turned, img.header), other / "dwi.nii.gz")
     for ext in ("bval", "bvec"):
         shutil.copy(small_subject / f"dwi.{ext}", other / f"dwi.{ext}")
-    args = ("evaluate", "--pred", tmp_path / "hr.nii.gz", "--truth", tmp_path / "hr.nii.gz", "--mask",
+    shutil.copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz")  # the reference's own file is refused as --pred
+    args = ("evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "hr.nii.gz", "--mask",
             tmp_path / "mask.nii.gz", "--dwi")
     assert run_cli(capsys, *args, dwi)[0] == 0
     code, out, err = run_cli(capsys, *args, other / "dwi.nii.gz")

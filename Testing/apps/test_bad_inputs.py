@@ -88,6 +88,7 @@ def work(small_subject, tmp_path_factory):
     z = img.shape[2] // 2
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, z:z + 2], img.affine, img.header), thin / "dwi.nii.gz")
     assert main(["fit", str(subj / "dwi.nii.gz"), "-o", str(d / "fit.nii.gz"), "--mask-out", str(d / "fitmask.nii.gz")]) == 0
+    shutil.copy(d / "fit.nii.gz", d / "fitcopy.nii.gz")  # a prediction equal to it (the reference's own file is refused)
     sheared = fileio.load_tensor(d / "lr.nii.gz")
     affine = sheared.affine.copy()
     affine[0, 1] = 1.0
@@ -274,7 +275,7 @@ CASES = [
     ("fit {d}/shear/dwi.nii.gz -o {d}/t.nrrd", "which a Slicer tensor NRRD cannot hold"),
     ("fit {d}/msum2/dwi.nii.gz -o {d}/t.nii.gz", "look like ms/um^2"),
     ("mask {d}/msum2/dwi.nii.gz -o {d}/t.nii.gz", "look like ms/um^2"),
-    ("evaluate --pred {d}/fit.nii.gz --truth {d}/fit.nii.gz --mask {d}/fitmask.nii.gz --dwi {d}/allb0/dwi.nii.gz",
+    ("evaluate --pred {d}/fitcopy.nii.gz --truth {d}/fit.nii.gz --mask {d}/fitmask.nii.gz --dwi {d}/allb0/dwi.nii.gz",
      "only 0 diffusion-weighted volumes"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method cubic --factor 1000", "GiB of memory; give smaller factors"),
     ("benchmark {d}/subj {d}/sub/../subj --methods cubic", "given twice"),  # the ratios were mixed

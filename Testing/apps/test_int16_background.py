@@ -6,6 +6,7 @@ of 0.46 against such a reference, and streamlines running up to 30 mm into its b
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -45,8 +46,9 @@ def test_evaluate_reads_an_int16_reference_s_background_as_none(pair, tmp_path, 
     big = mask.replace(data=binary_dilation(mask.data, iterations=2))  # two voxels of background in the exterior
     fileio.save_mask(big, tmp_path / "all.nii.gz")
     rows = {}
+    shutil.copy(f32, tmp_path / "pred.nii.gz")  # the reference's own file is refused as --pred
     for name, truth in (("float", f32), ("int16", i16)):
-        code, _, err = run_cli(capsys, "evaluate", "--pred", f32, "--truth", truth, "--mask", tmp_path / "all.nii.gz",
+        code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", truth, "--mask", tmp_path / "all.nii.gz",
                                "--json", tmp_path / f"{name}.json")
         assert code == 0, err
         rows[name] = json.loads((tmp_path / f"{name}.json").read_text())

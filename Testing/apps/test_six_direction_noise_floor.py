@@ -5,6 +5,8 @@ asks for the floor alone, refuses naming the DWI and the fix."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -47,7 +49,8 @@ def test_evaluate_dwi_refuses_a_six_direction_dwi_naming_it_and_the_fix(six_dirs
     assert cli.main(["--threads", "1", "fit", str(dwi), "-o", str(tmp_path / "hr.nii.gz"),
                      "--mask-out", str(tmp_path / "mask.nii.gz")]) == 0
     capsys.readouterr()
-    code = cli.main(["--threads", "1", "evaluate", "--pred", str(tmp_path / "hr.nii.gz"), "--truth",
+    shutil.copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz")  # the reference's own file is refused as --pred
+    code = cli.main(["--threads", "1", "evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--truth",
                      str(tmp_path / "hr.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"), "--dwi", str(dwi)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err

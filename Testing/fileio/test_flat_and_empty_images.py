@@ -23,6 +23,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("flat")
     affine = np.diag([-2.0, 2.0, 2.0, 1.0])
     fileio.save_tensor(bundle_volume(shape=(8, 8, 8)), d / "t.nii.gz")
+    fileio.save_tensor(bundle_volume(shape=(8, 8, 8)), d / "t_copy.nii.gz")  # a prediction equal to it, not its file
     fileio.save_mask(Volume(np.ones((8, 8, 8), bool), affine, "mask"), d / "m.nii.gz")
     (d / "dwi").mkdir()
     for name, shape in (("flat", (8, 8)), ("dwi/dwi", (8, 8)), ("empty5", (8, 8, 0, 1, 6)), ("empty3", (8, 8, 0))):
@@ -38,7 +39,7 @@ SLOTS = {
     "track": ("track {flat} --seeds {m} -o {o}.trk", TENSOR),
     "track-seeds": ("track {t} --seeds {flat} -o {o}.trk", MASK),
     "fit": ("fit {dwi} -o {o}.nii.gz", DWI),
-    "evaluate-mask": ("evaluate --pred {t} --truth {t} --mask {flat}", MASK),
+    "evaluate-mask": ("evaluate --pred {tc} --truth {t} --mask {flat}", MASK),
     "view": ("view {flat}", TENSOR),
     "report": ("report --input {flat} -o {o}.html", TENSOR),
     "propagate": ("propagate {flat} --voxel-size 1 -o {o}", TENSOR),  # the input read before the model
@@ -48,7 +49,7 @@ SLOTS = {
 @pytest.mark.parametrize("argv, said", SLOTS.values(), ids=SLOTS.keys())
 def test_a_2d_image_is_refused_by_its_slot_s_reader(files, tmp_path, capsys, argv, said):
     args = argv.format(flat=files / "flat.nii.gz", t=files / "t.nii.gz", m=files / "m.nii.gz",
-                       dwi=files / "dwi" / "dwi.nii.gz", o=tmp_path / "out").split()
+                       dwi=files / "dwi" / "dwi.nii.gz", o=tmp_path / "out", tc=files / "t_copy.nii.gz").split()
     refused_line(capsys, args, "shape (8, 8) " + said)
     assert list(tmp_path.iterdir()) == []
 

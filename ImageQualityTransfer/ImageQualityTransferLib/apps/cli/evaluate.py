@@ -93,7 +93,6 @@ def run(args):
     if (args.bval or args.bvec) and not args.dwi:  # they were ignored (a bad-input audit)
         raise IQTError(f"{'--bval' if args.bval else '--bvec'} goes with --dwi (the reference's DWI, for its noise "
                        "floor); add --dwi DWI.nii.gz or drop it")
-    _not_itself(args.pred, args.truth)
     plan = fileio.Outputs(args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi)
     if args.dwi:
         plan.read(*fileio.bval_bvec_paths(args.dwi, args.bval, args.bvec))
@@ -101,6 +100,7 @@ def run(args):
     plan.check()
     # every image it reads, from their headers, before any data is read
     check_inputs("evaluate", [args.pred, args.truth, args.mask, args.uncertainty, args.direction, args.dwi])
+    _not_itself(args.pred, args.truth)  # once the paths are known to be readable and the outputs writable
     with tensor_checks.missing_read_as(tensor_checks.MISSING_AS_PREDICTION):  # its NaN voxels' warning says what scoring does
         pred = fileio.load_tensor(args.pred, args.tensor_order, getattr(args, "order_stated", None))
     try:

@@ -242,3 +242,24 @@ def test_the_reference_given_as_its_own_prediction_is_refused(scored, capsys, tm
                                  "--json", tmp_path / "m.json")
         assert code == 2 and err.count("\n") == 1 and "is the reference's own file" in err and not out, (pred, err)
         assert not (tmp_path / "m.json").exists()
+
+
+def test_a_sigma_map_whose_header_names_no_unit_is_judged_against_the_predictions_brain_md(scored, capsys):
+    """A sigma map in um^2/ms (as Slicer's Save writes the module's node, with no unit) whose values all lay below 0.1
+    had been read as mm^2/s: 1000 times too wide, 'within 2 sigma: 1.000', exit 0 (an audit's leftover: the 3 mm dev
+    scan's espcn-hetero-var1 std_parameter so saved has its 99th percentile at 0.014). Such a map is refused unless
+    --uncertainty-unit says um2/ms, and a map in mm^2/s given --uncertainty-unit um2/ms is refused too."""
+    import nibabel as nib
+
+    sd = nib.load(scored / "sd.nii.gz")
+    mm = np.asarray(sd.dataobj, np.float32)
+    um = mm * 1000 * np.float32(0.05 / np.percentile(mm[mm > 0] * 1000, 99))  # a narrower method's sigma, in um^2/ms
+    nib.save(nib.Nifti1Image(um, sd.affine), scored / "um_bare.nii.gz")  # no descrip: no record of kind or unit
+    nib.save(nib.Nifti1Image(mm, sd.affine), scored / "mm_bare.nii.gz")
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "um_bare.nii.gz")
+    assert code == 2 and err.count("\n") == 1 and "--uncertainty-unit um2/ms" in err and "brain median MD" in err, err
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", scored / "mm_bare.nii.gz", "--uncertainty-unit",
+                           "um2/ms")
+    assert code == 2 and err.count("\n") == 1 and "leave --uncertainty-unit out" in err, err
+    # each read in its own unit is scored: the Slicer-saved NRRD above (um2/ms given), and a bare map in mm^2/s
+    # (Testing/analysis/test_evaluate_undefined.py)

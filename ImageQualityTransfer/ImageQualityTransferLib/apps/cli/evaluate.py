@@ -170,7 +170,7 @@ def run(args):
     m = mask.data[box]
     missing = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
     lr_mask = degrade.block_majority(m, f)
-    unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None), args.pred) \
+    unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None), args.pred, brain=m) \
         if args.uncertainty else None
     if unc is not None and unc.shape[:3] != shape:
         raise IQTError(f"{args.uncertainty}: shape {unc.shape} differs from the prediction {shape}")
@@ -291,6 +291,45 @@ def _same_unit(path, recorded: str | None, given: str | None) -> None:
                        "leave --uncertainty-unit out (it is for a map whose header names no unit)")
 
 
+# a sigma map's brain median over the prediction's brain median MD, where no header records the map's unit: the maps
+# 'iqt upsample --uncertainty' writes read 0.0064 (espcn-hetero-var1's std_parameter) to 0.20 (rf) on the 3 mm dev
+# scan, and the same maps in um^2/ms (as Slicer's Save writes the module's nodes) 1000 times that
+SIGMA_MD_RATIO = (1e-3, 1.0)
+
+
+def _check_sigma_unit(path, data, pred, brain, unit_given: str | None) -> None:
+    """Refuse a sigma map whose header does not record its unit where its values, read in the unit assumed (mm^2/s) or
+    given (--uncertainty-unit), are not a tensor's standard deviation beside the prediction's own brain MD: a map in
+    um^2/ms whose values all lay below 0.1 (the old test) had been read as mm^2/s, 1000 times too wide, and scored
+    'within 2 sigma: 1.000' (an audit's leftover: espcn-hetero-var1's std_parameter as Slicer saves it)."""
+    from ...core import tensors
+
+    inside = np.asarray(brain, bool)
+    s = np.asarray(data, np.float64)
+    s = s.mean(axis=-1) if s.ndim == 4 else s
+    if s.shape != inside.shape:  # said by the shape checks after
+        return
+    s = s[inside]
+    s = s[np.isfinite(s) & (s > 0)]
+    md = tensors.md(np.asarray(pred.data, np.float64)[inside])
+    md = md[np.isfinite(md) & (md > NEGLIGIBLE)]
+    if not s.size or not md.size:
+        return
+    sigma, scale = float(np.median(s)), float(np.median(md))
+    ratio = sigma / scale
+    unit = unit_given or "mm2/s"
+    read = f"read in {unit} ({'as --uncertainty-unit says' if unit_given else 'its header names no unit'})"
+    if ratio >= SIGMA_MD_RATIO[1] and unit == "mm2/s":
+        raise IQTError(f"{path}: {read}, its brain median {sigma:.3g} mm^2/s is {ratio:.3g} times the prediction's brain "
+                       f"median MD ({scale:.3g} mm^2/s), no tensor's standard deviation: in um^2/ms (1000 times mm^2/s, "
+                       "as the Slicer module shows sigma and Slicer's Save writes it)? say so with --uncertainty-unit "
+                       "um2/ms, or give the std map 'iqt upsample --uncertainty' wrote")
+    if ratio < SIGMA_MD_RATIO[0] and unit == "um2/ms":
+        raise IQTError(f"{path}: {read}, its brain median {sigma:.3g} mm^2/s is {ratio:.2g} times the prediction's brain "
+                       f"median MD ({scale:.3g} mm^2/s), too narrow for any method's sigma: already in mm^2/s? leave "
+                       "--uncertainty-unit out")
+
+
 def _start(pred_affine, truth_affine) -> tuple | None:
     """The reference voxel under the prediction's first one ('iqt degrade --shift' moves it), where the prediction's
     voxels are the reference's own; None where they are not (another voxel size, axes or a fractional offset)."""
@@ -386,7 +425,7 @@ def _same_run(path, option: str, pred_path) -> None:
                    f"('{ours.get('command')}'); give as {option} {wanted}")
 
 
-def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None):
+def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None, brain=None):
     """The data of an uncertainty map given as `option`, on the grid of the prediction `pred` (as re-stored for the
     reference): the same voxels stored in another order are re-indexed, other voxels refused (a map saved from Slicer,
     which re-stores a left-handed grid, had been scored against other voxels without a word). A Slicer NRRD of the
@@ -396,7 +435,8 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None)
     sigma: 1.000'. `unit_given` (--uncertainty-unit): the unit of a map whose header names none (Slicer saves the
     module's map without the node's unit: a display audit found the documented round trip refused). A map whose
     header names another method than the prediction's is refused (a bad-input audit: espcn-hetero-var1's sigma had been
-    scored against a cubic prediction, exit 0)."""
+    scored against a cubic prediction, exit 0). `brain`: the brain mask on the prediction's grid, where a sigma map whose
+    header does not record its unit is judged against the prediction's brain MD (`_check_sigma_unit`)."""
     from ...core import grid
     from ...core.orientation import onto_grid
     from ...core.volume import Volume
@@ -410,6 +450,7 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None)
         raise IQTError(f"{path}: a 3-vector map (a V1?), not {what}; give the {option[2:]} map 'iqt upsample "
                        f"--uncertainty' wrote as {option}")
     fields = vol.meta.get("module_fields")
+    recorded_unit = None  # the unit the map's own header records, if any
     if is_nrrd(path) and not vol.meta["descrip"]:  # the module's map as Slicer saves it: its fields (slicer/mrml.py)
         unit, kind = fields.get("ImageQualityTransfer.Unit"), fields.get("ImageQualityTransfer.Map")
         if unit is None and (unit_given is None or option != "--uncertainty"):
@@ -420,6 +461,7 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None)
                            "in its header); give the _direction map 'iqt upsample --uncertainty' wrote")
         if kind is None or kind not in MAP_UNITS or kind in SIGMA_KEYS:  # a known other kind: refused below
             _same_unit(path, unit, unit_given if option == "--uncertainty" else None)
+        recorded_unit = unit
         unit = unit or unit_given
         data = np.asarray(vol.data, np.float64) / (1000.0 if unit == "um2/ms" else 1.0)
         run = fields.get("ImageQualityTransfer.Run")  # without it, the map's method is not known (a review)
@@ -428,6 +470,7 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None)
                            "method_known": run is not None})
     elif option == "--uncertainty" and unit_given is not None:  # its record names its unit (iqt_made_by in a NRRD)
         recorded = MAP_RECORD.match(str(vol.meta.get("descrip", "")).strip())
+        recorded_unit = recorded["unit"] if recorded is not None else None
         if recorded is None or recorded["key"] not in MAP_UNITS or recorded["key"] in SIGMA_KEYS:  # ditto
             _same_unit(path, recorded["unit"] if recorded is not None else None, unit_given)
         if unit_given == "um2/ms":
@@ -464,6 +507,8 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None)
         if option == "--direction" and top < 1:
             raise IQTError(f"{path}: values up to {top:.3g} are not angles in degrees; is it the std map (mm^2/s)? give "
                            "it as --uncertainty, and the _direction map as --direction")
+    if option == "--uncertainty" and key is None and recorded_unit is None and brain is not None:
+        _check_sigma_unit(path, data, pred, brain, unit_given)
     if pred_path is not None:  # once its grid and kind are known right: those refusals say more
         _same_run(path, option, pred_path)
     return data

@@ -102,6 +102,25 @@ def test_a_probe_that_did_not_answer_is_not_called_missing_libraries(monkeypatch
     assert "install" not in str(caught.value)
 
 
+def test_the_probe_reports_the_childs_error_and_its_timeout(monkeypatch):
+    """The probe's real child: a Python error is named by its last stderr line (the error itself), not by the first
+    line of the traceback's last 300 characters (a review saw 'exit 1: ring>", line 1, in <module>)'); a crash with
+    nothing printed says so; a child past the timeout is the probe taking over."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    monkeypatch.setattr(offscreen, "OPENGL_PROBE", "import sys; sys.stderr.write('x' * 400 + chr(10)); "
+                        "raise OSError('libEGL.so.1: cannot open shared object file')")
+    ok, why = offscreen.probe()
+    assert not ok and why == "exit 1: OSError: libEGL.so.1: cannot open shared object file", why
+    with pytest.raises(IQTError) as caught:
+        offscreen.check_offscreen_opengl()
+    assert "(EGL or Mesa; the check ended: exit 1: OSError: libEGL.so.1: cannot open" in str(caught.value)
+    monkeypatch.setattr(offscreen, "OPENGL_PROBE", "import os; os._exit(3)")
+    assert offscreen.probe() == (False, "exit 3, nothing printed")
+    monkeypatch.setattr(offscreen, "OPENGL_PROBE", "import time; time.sleep(30)")
+    assert offscreen.probe(timeout=0.5) == (False, f"{offscreen.TOOK_OVER} 0.5 s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

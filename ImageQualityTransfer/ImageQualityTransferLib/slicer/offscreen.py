@@ -19,14 +19,16 @@ TOOK_OVER = "the probe took over"  # a slow machine, not missing libraries: the 
 
 
 def probe(timeout: float = 60) -> tuple[bool, str]:
-    """(True, "") where a child process renders off-screen; else (False, why: its exit status and last stderr)."""
+    """(True, "") where a child process renders off-screen; else (False, why: its exit status and the last line it
+    wrote to stderr, which for a Python error is the error itself)."""
     try:
         done = subprocess.run([sys.executable, "-c", OPENGL_PROBE], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return False, f"{TOOK_OVER} {timeout:g} s"
     if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == ["1"]:
         return True, ""
-    return False, f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+    said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return False, f"exit {done.returncode}" + (f": {said[-1][:160]}" if said else ", nothing printed")
 
 
 def check_offscreen_opengl(who: str = "") -> None:
@@ -38,6 +40,5 @@ def check_offscreen_opengl(who: str = "") -> None:
     if why.startswith(TOOK_OVER):  # not proof of missing libraries: say what happened
         raise IQTError(f"{lead}the check that VTK can draw off-screen here did not answer ({why}); run it again on a "
                        f"less loaded machine")
-    first = why.splitlines()[0] if why else ""
-    raise IQTError(f"{lead}no off-screen OpenGL here (EGL or Mesa; the check ended: {first[:120]}): install {PACKAGES} "
+    raise IQTError(f"{lead}no off-screen OpenGL here (EGL or Mesa; the check ended: {why}): install {PACKAGES} "
                    f"(Debian/Ubuntu; Fedora: mesa-libEGL mesa-libGL mesa-dri-drivers) and run it again")

@@ -285,6 +285,28 @@ def tensor_list(folder: Path, name: str = "a_dti.nii.gz", shape=(14, 16, 12)) ->
     return out
 
 
+def ring_of_fibres(mirrored: bool = False, slices: int = 16):
+    """Fibres running round the z axis in a ring (FA 0.7) inside a cylinder of isotropic tissue, on an LAS grid as
+    dtifit's inputs are; `mirrored`: their directions with x negated, as a fit with x-unflipped bvecs leaves them."""
+    import numpy as np
+
+    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.core.volume import Volume
+
+    n = 32
+    x, y = np.mgrid[:n, :n] - (n - 1) / 2
+    r = np.hypot(x, y)
+    e = np.stack([-y, x, np.zeros_like(x)], -1) / np.maximum(r, 1e-6)[..., None]
+    if mirrored:
+        e[..., 0] *= -1
+    ring = (r > 5) & (r < 13)
+    d = np.where(ring[..., None, None], 0.3e-3 * np.eye(3) + 1.4e-3 * e[..., :, None] * e[..., None, :],
+                 0.8e-3 * np.eye(3))
+    t = np.where((r < 14.5)[..., None], tensors.from_matrix(d), 0.0)
+    t = np.repeat(t[:, :, None], slices, axis=2)
+    return Volume(t.astype(np.float32), np.diag([-2.0, 2.0, 2.0, 1.0]), "tensor")
+
+
 def engine_env() -> dict:
     """This environment with the engine of this tree first on PYTHONPATH, for the processes a test starts (`iqt`
     subprocesses, Dask workers)."""

@@ -48,6 +48,8 @@ class Settings:
     bmax: float | None = None  # DWI inputs: fit the b0s and the volumes with b up to it only (dmri.dti.keep_bmax)
     exclude_outliers: bool = False  # DWI inputs: fit without the slices and volumes the fit does not explain
     # (dmri.outliers.check_fit, iqt fit --exclude-outliers); off, they are only counted and said
+    frame_check: bool = True  # tensor files in another tool's order: iqt upsample's frame check (subject.frame_record);
+    # a warning, not part of what a rerun compares
 
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:

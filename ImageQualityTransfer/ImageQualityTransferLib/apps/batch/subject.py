@@ -192,6 +192,8 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
             mask = method.support(lr, whole)
             brain_from = "estimated"
         pred = method.predict(lr, s.factor, mask, uncertainty=s.uncertainty, direction=s.uncertainty)
+    if item.kind == "dti":
+        checks = {"bvec_check": frame_record(lr, s)}
     t = pred.tensor
     brain = np.ones(t.shape3, bool) if mask is None else grid.repeat_blocks(np.asarray(mask.data, bool), s.factor)
     if given is not None and given.shape3 == t.shape3:
@@ -222,6 +224,30 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         index = input_noise_index(lr, inside, brain_from == "estimated")
     qc["noise_index"] = float("nan") if index is None else index
     return vols, qc
+
+
+def frame_record(lr, s: Settings) -> str:
+    """`iqt upsample`'s frame check of a tensor file read in another tool's order (methods/inputs.py check_frame, its
+    warning one of the subject's notes), after the input's checks have passed, as upsample runs it (a cohort audit:
+    batch ran dtifit files with mirrored directions without a word): the suspected correction's key, "ok", or "n/a"
+    where it is not judged (a file in this tool's order, --no-frame-check, a slab or too little white matter)."""
+    from ...core import grid, tensors
+    from ...dmri.gradcheck import MIN_WHITE_MATTER, SEED_FA
+    from ...methods.inputs import FRAME_CHECKED_ORDERS, FRAME_MIN_EXTENT, check_frame
+
+    order = lr.meta.get("order")
+    if order not in FRAME_CHECKED_ORDERS or not s.frame_check:
+        return "n/a"
+    key = check_frame(lr, order)
+    if key is not None:
+        return key
+    t = np.asarray(lr.data)
+    present = np.any(t != 0, axis=-1)
+    box = grid.bounding_box(present)  # check_frame's own limits, read on the file's non-zero voxels
+    if box is None or min(b.stop - b.start for b in box) < FRAME_MIN_EXTENT or \
+            np.count_nonzero(tensors.fa(t[present]) > SEED_FA) < MIN_WHITE_MATTER:
+        return "n/a"
+    return "ok"
 
 
 def qc_figure(vols: dict, s: Settings, item: Item, path: Path, estimated: bool = False) -> None:
@@ -270,7 +296,8 @@ def _in_batch_words(note: str) -> str:
     return note.replace("give --mask with a brain mask", "end the subject's line in the list with --mask and a brain mask") \
         .replace("rerun 'iqt fit' with --exclude-outliers", "rerun this 'iqt batch' with --exclude-outliers (which redoes "
                  "every DWI subject)") \
-        .replace("(iqt upsample's --voxel-size MM picks them)", "(iqt batch --voxel-size MM picks them for each subject)")
+        .replace("(iqt upsample's --voxel-size MM picks them)", "(iqt batch --voxel-size MM picks them for each subject)") \
+        .replace("--no-frame-check skips this check", "iqt batch --no-frame-check skips this check")
 
 
 def _remove_superseded(folder: Path, names: dict) -> None:

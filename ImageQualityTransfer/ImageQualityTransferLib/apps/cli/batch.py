@@ -44,6 +44,9 @@ def add_parsers(sub) -> None:
                          "127.0.0.1:0 any free port)")
     options.add_method_settings(sp)
     options.add_tensor_order(sp)
+    sp.add_argument("--no-frame-check", action="store_true",
+                    help="skip the frame check of the tensor files read with --tensor-order fsl, mrtrix or dipy (a "
+                         "warning and bvec_check in qc.tsv where their directions look mirrored), as iqt upsample's")
     options.add_output_order(sp)
     options.add_bmax(sp)
     sp.add_argument("--participant-label", nargs="+", metavar="LABEL",
@@ -597,7 +600,7 @@ def run(args) -> int:
                            model_file=model_file, model_sha256=model_sha, tta=args.tta, tensor_order=args.tensor_order,
                            order_stated=getattr(args, "order_stated", None), output_order=args.output_order,
                            noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha, bmax=args.bmax,
-                           exclude_outliers=args.exclude_outliers)
+                           exclude_outliers=args.exclude_outliers, frame_check=not getattr(args, "no_frame_check", False))
         runs.append((name, g, group, s))
     try:
         import distributed  # noqa: F401

@@ -443,6 +443,30 @@ def test_a_limit_met_as_the_local_cluster_starts_is_its_line_every_time(tmp_path
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("what", ["thread", "process"])
+def test_a_refusal_dask_raised_from_as_the_local_cluster_starts_is_its_line(tmp_path, capsys, monkeypatch, what):
+    """Under ulimit -u 6 and 10 (as nobody, --workers 2) the nanny's server raised "Nanny failed to start." from the
+    refusal itself (`raise ... from exc`, no cleanup between): the run ended "internal error: RuntimeError: Nanny
+    failed to start." (a cohort audit), since start_client re-raised that wrapper `from None`, which cut its cause.
+    Now the refusal's line, exit 1, nothing written."""
+    from ImageQualityTransferLib.apps.batch import cohort
+
+    helpers.tensor_list(tmp_path)
+    refusal = RuntimeError("can't start new thread") if what == "thread" else helpers.process_start_refused()
+
+    def start(make):
+        raise RuntimeError("Nanny failed to start.") from refusal
+
+    monkeypatch.setattr(cohort, "_spawn_ignoring_ctrl_c", start)
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest",
+                           "--workers", "2")
+    err = [ln for ln in err.splitlines() if not ln.startswith("iqt: warning: ")]
+    plural = {"thread": "threads", "process": "processes"}[what]
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"iqt: error: out of memory or of {plural}: a {what} could not start"), err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("debug", [False, True])
 def test_a_bug_raised_while_an_emfile_is_handled_as_the_cluster_starts_is_a_bug(tmp_path, capsys, monkeypatch, debug):
     """A TypeError raised while an EMFILE was handled as the local cluster started had been said as "too many open

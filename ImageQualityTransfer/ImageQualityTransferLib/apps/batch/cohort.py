@@ -129,7 +129,9 @@ def _limit_met(exc: BaseException, met: list, workers: int):
         many = too_many_open_files(c, "rerun", workers)
         if many is not None:
             return many
-    return next((c for c in chain if thread_not_started(c)), None)
+    # the refusal itself, innermost first: Dask's "Nanny failed to start." raised from it, re-raised `from None` by
+    # start_client, lost its cause and had ended as an internal error (ulimit -u 6 and 10, a cohort audit)
+    return next((c for c in reversed(chain) if thread_not_started(c)), None)
 
 
 def _dask_cleanup(exc: BaseException) -> bool:

@@ -15,6 +15,7 @@ from ImageQualityTransferLib import fileio  # noqa: E402
 from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
 from ImageQualityTransferLib.methods.inputs import FRAME_MIN_EXTENT  # noqa: E402
 
+import helpers  # noqa: E402
 from helpers import ring_of_fibres  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
@@ -78,3 +79,17 @@ def test_no_frame_check_skips_it_and_reaches_the_settings(cohort, tmp_path, monk
     for extra in ((), ("--no-frame-check",)):
         assert cli.main(["batch", str(cohort / "list.txt"), "-o", str(tmp_path / "o"), "--method", "linear", *extra]) == 0
     assert [s.frame_check for s in seen] == [True, False]
+
+
+def test_a_5d_file_refusing_the_command_line_s_order_says_how_to_keep_it_for_the_others(tmp_path):
+    """A 5D file in a list run with --tensor-order fsl for its dtifit files was refused "leave it out", which would
+    have refused every dtifit file (a cohort audit); the reason now names the line's own --tensor-order nifti, which
+    runs it."""
+    out = helpers.tensor_list(tmp_path, "a_dti.nii.gz", shape=(10, 12, 8))  # this tool's 5D file
+    fsl = batch.Settings(method="nearest", tensor_order="fsl", order_stated=True)
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), fsl, out, progress=False)
+    assert res[0]["status"] == "failed" and "leave it out" in res[0]["reason"], res
+    assert res[0]["reason"].endswith("end this subject's line with --tensor-order nifti"), res[0]["reason"]
+    (tmp_path / "list.txt").write_text("a_dti.nii.gz --tensor-order nifti\n")
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), fsl, out, progress=False)
+    assert res[0]["status"] == "done", res

@@ -175,8 +175,11 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         snr = snr_estimate(dwi, mask.data)
         del dwi
     else:
-        lr = fileio.load_tensor(item.path, item.tensor_order or s.tensor_order,
-                                True if item.tensor_order else s.order_stated)  # a list line's own order is said
+        try:
+            lr = fileio.load_tensor(item.path, item.tensor_order or s.tensor_order,
+                                    True if item.tensor_order else s.order_stated)  # a list line's own order is said
+        except IQTError as exc:
+            raise IQTError(_order_in_batch_words(str(exc), item, s)) from None
         whole = whole_field(lr)
         lr = without_tiny_background(lr, whole)
         inside = np.any(lr.data != 0, axis=-1)  # the rule `iqt upsample` reads a tensor file's support by
@@ -298,6 +301,16 @@ def _in_batch_words(note: str) -> str:
                  "every DWI subject)") \
         .replace("(iqt upsample's --voxel-size MM picks them)", "(iqt batch --voxel-size MM picks them for each subject)") \
         .replace("--no-frame-check skips this check", "iqt batch --no-frame-check skips this check")
+
+
+def _order_in_batch_words(reason: str, item: Item, s: Settings) -> str:
+    """A tensor file's refusal of the command line's --tensor-order ("leave it out": a 5D or NRRD file) with how to
+    keep it for the list's other files: the subject's own line's order comes first (a cohort audit: leaving it out, as
+    said, would have refused every dtifit file of the list)."""
+    if item.tensor_order or s.tensor_order == "nifti" or "leave" not in reason or " out" not in reason:
+        return reason
+    return (f"{reason}; the command line's --tensor-order {s.tensor_order} applies to every tensor file of the list "
+            "whose line names no order: to keep it for the others, end this subject's line with --tensor-order nifti")
 
 
 def _remove_superseded(folder: Path, names: dict) -> None:

@@ -90,6 +90,9 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
                 host="127.0.0.1", preload=[f"{__package__}.worker_signals"],  # a restarted worker ignores Ctrl-C too
                 config=memory))
         except Exception as exc:
+            # the worker processes a failed start leaves are reaped by Dask's exit handler, which logged "reaping
+            # stray process ..." on stderr after the run's one line (ulimit -u 10, a cohort audit)
+            logging.getLogger("distributed.process").setLevel(logging.WARNING)
             said = _limit_met(exc, met, workers)
             if said is None:
                 raise

@@ -112,7 +112,9 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
     """One warning line where another frame of the input tensors' directions makes the fibres clearly more continuous
     than as read: `iqt fit`'s gradient-table check (dmri/gradcheck.py gradient_scores, the same candidates and
     WARN_RATIO) on the tensors, read in the input's brain (its non-zero voxels, or the brain estimated from a
-    whole-field fit). A heuristic: the input runs as read. Returns the suspected correction's key, or None."""
+    whole-field fit). A heuristic: the input runs as read. Returns the suspected correction's key, "ok" where the
+    check judged the frame and found none better, or None where it could not judge (a slab, too little white
+    matter), which `iqt batch` records in its QC table (apps/batch/subject.py frame_record)."""
     from ..dmri.gradcheck import gradient_scores
 
     if whole_field(lr):
@@ -130,7 +132,7 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
     found = gradient_scores(lr, brain, seeds=FRAME_SEEDS)
     key = found.suspect
     if key is None:
-        return None
+        return "ok" if found.judged else None
     c = found.candidates[key]
     read = f" with --tensor-order {order}" if order else ""
     warnings.warn(f"{lr.source}the tensors' directions look mirrored or turned on this grid, as a wrong gradient table "

@@ -234,23 +234,12 @@ def frame_record(lr, s: Settings) -> str:
     warning one of the subject's notes), after the input's checks have passed, as upsample runs it (a cohort audit:
     batch ran dtifit files with mirrored directions without a word): the suspected correction's key, "ok", or "n/a"
     where it is not judged (a file in this tool's order, --no-frame-check, a slab or too little white matter)."""
-    from ...core import grid, tensors
-    from ...dmri.gradcheck import MIN_WHITE_MATTER, SEED_FA
-    from ...methods.inputs import FRAME_CHECKED_ORDERS, FRAME_MIN_EXTENT, check_frame
+    from ...methods.inputs import FRAME_CHECKED_ORDERS, check_frame
 
     order = lr.meta.get("order")
     if order not in FRAME_CHECKED_ORDERS or not s.frame_check:
         return "n/a"
-    key = check_frame(lr, order)
-    if key is not None:
-        return key
-    t = np.asarray(lr.data)
-    present = np.any(t != 0, axis=-1)
-    box = grid.bounding_box(present)  # check_frame's own limits, read on the file's non-zero voxels
-    if box is None or min(b.stop - b.start for b in box) < FRAME_MIN_EXTENT or \
-            np.count_nonzero(tensors.fa(t[present]) > SEED_FA) < MIN_WHITE_MATTER:
-        return "n/a"
-    return "ok"
+    return check_frame(lr, order) or "n/a"
 
 
 def qc_figure(vols: dict, s: Settings, item: Item, path: Path, estimated: bool = False) -> None:

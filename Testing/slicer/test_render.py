@@ -24,6 +24,8 @@ def test_no_offscreen_opengl_is_one_line_before_the_fit(tmp_path, monkeypatch, c
     monkeypatch.setattr(render, "_app_importable", lambda: None)  # trame's import (seconds) is not what is tested
     monkeypatch.setattr(offscreen, "probe", lambda timeout=60: (False, "exit -11: "))
     monkeypatch.setattr(render, "degraded_subject", lambda *a, **k: pytest.fail("the subject was read"))
+    for name in ("dwi.nii.gz", "dwi.bval", "dwi.bvec"):  # a subject folder by its names (checked before the probe)
+        (tmp_path / name).write_text("")
     out = tmp_path / "pics" / "compare.png"
     code = render.main([str(tmp_path), str(out), "--method", "cubic"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -395,3 +397,23 @@ def test_a_place_the_picture_cannot_go_and_tta_of_an_interpolator_are_refused_be
     err = capsys.readouterr().err
     assert "unchanged by flips and swaps" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("style, subject, said", [
+    ("bogus", "", "--style bogus: choose one of own, tight, unmasked"),
+    ("unmasked", "missing", "no such folder"),
+    ("tight", "empty", "no dwi.nii.gz"),
+])
+def test_a_bad_style_or_subject_is_refused_before_the_offscreen_probe(tmp_path, monkeypatch, capsys, style, subject, said):
+    """`--style` degrade does not know, and a folder without a subject, had been refused only after trame's import and
+    the off-screen probe (8-13 s on a loaded 2-core machine, a Slicer-picture audit): one line, exit 2, neither run."""
+    monkeypatch.setattr(render, "_app_importable", lambda: pytest.fail("trame was imported first"))
+    monkeypatch.setattr(offscreen, "check_offscreen_opengl", lambda *a, **k: pytest.fail("the probe ran first"))
+    folder = tmp_path / subject if subject else tmp_path
+    if subject == "empty":
+        folder.mkdir()
+    out = tmp_path / "pics" / "x.png"
+    assert render.main([str(folder), str(out), "--method", "cubic", "--style", style]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("render: ") and said in err[0], err
+    assert not out.exists()

@@ -244,6 +244,14 @@ def main(argv=None) -> int:
         there = next(d for d in (out.parent, *out.parent.parents) if d.exists())
         check_folder(there, out)
         methods.get(args.method or methods.viewer_default(f), tta=args.tta)
+        # a style degrade does not know and a folder with no subject in it, said before the off-screen probe and
+        # trame's import: refused only after them, 8-13 s on a loaded 2-core machine (a Slicer-picture audit)
+        from ..dmri.degrade import STYLES
+        from ..dmri.subject import dwi_path
+
+        if args.style not in STYLES:
+            raise IQTError(f"--style {args.style}: choose one of {', '.join(STYLES)}")
+        dwi_path(Path(args.subject))
         # before the subject's fit: without EGL/Mesa the first render segfaulted (exit 139, nothing said)
         _app_importable()
         from .offscreen import check_offscreen_opengl

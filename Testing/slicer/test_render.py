@@ -79,6 +79,17 @@ def outside_legend(rendering, view) -> np.ndarray:
     return keep
 
 
+def test_the_scene_keeps_its_colour_tables_after_render_compare(rendering):
+    """A caller switching a result to FA after render_compare returned got near-black stripes and 'No LookupTable
+    was set' (an audit): the app that made the scene had been dropped, and with it the scene's default colour tables
+    (50 colour nodes down to 2-4). The Rendering holds the app."""
+    import gc
+
+    gc.collect()
+    assert type(rendering.app).__name__ == "SlicerApp" and rendering.app.scene is rendering.scene
+    assert rendering.scene.GetNumberOfNodesByClass("vtkMRMLColorNode") > 10
+
+
 def test_each_view_shows_its_orientation(rendering):
     """Laterality at a glance: an orientation marker (axes labelled R, A, S) in a corner of each view, small beside
     the brain."""

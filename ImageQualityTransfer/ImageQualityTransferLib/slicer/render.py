@@ -40,6 +40,7 @@ class Rendering:
     views: dict  # view name -> trame-slicer SliceView
     legend_boxes: dict = field(default_factory=dict)  # view name -> (x0, y0, x1, y1) pixels, row 0 at the top
     marker_boxes: dict = field(default_factory=dict)  # view name -> the orientation marker's box, the same way
+    app: object = None  # the SlicerApp whose scene this is: freed, the scene loses its colour tables
 
     def pixel_ras(self, view: str) -> np.ndarray:
         """(H, W, 3) RAS position of every pixel's centre on the view's slice. Only the tests use it, to check what the
@@ -147,7 +148,7 @@ def render_compare(lr: Volume, mask: Volume | None, method: str = "biqt", factor
     for legend in styled.values():
         legend.Modified()  # trame-slicer makes the slice logics after the legend manager: let it look again
     images = {name: _grab(view) for name, view in views.items()}
-    out = Rendering(images, scene, nodes, views)
+    out = Rendering(images, scene, nodes, views, app=app)
     shown = styled.get("std") or next(iter(styled.values()), None)
     for name, view in views.items():
         box = legend_box(view, shown) if shown is not None else None

@@ -284,23 +284,10 @@ def test_a_shell_variable_a_page_uses_is_set_on_that_page(page):
     assert not unset, unset
 
 
-def test_the_quick_loops_test_count_is_of_this_version():
-    """docs/install.md's count of the tests `-m "not slow and not realdata"` selects was three versions old (1648 of
-    1832 at 10c2266; a new-user audit counted 1900 of 2110): it names a commit of the version in pyproject.toml.
-    Recount with `pytest --collect-only -q -m "not slow and not realdata" Testing | tail -1` and without `-m`."""
-    import subprocess
-    import tomllib
-
-    if not (REPO / ".git").exists():
-        pytest.skip("not a git clone")
-    named = re.search(r"counted at commit ([0-9a-f]{7,})", " ".join((REPO / "docs/install.md").read_text().split()))
-    assert named, "docs/install.md no longer says 'counted at commit <hash>' beside the quick loop's count"
-    commit = named[1]
-    shown = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:pyproject.toml"], capture_output=True, text=True)
-    if shown.returncode != 0:
-        pytest.skip(f"commit {commit} is not in this clone's history ({shown.stderr.strip()})")
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert tomllib.loads(shown.stdout)["project"]["version"] == version, (
-        f"docs/install.md's quick-loop count is of {commit}, another version: recount at {version} "
-        f"(pytest --collect-only -q -m \"not slow and not realdata\" Testing | tail -1, and without -m) and put the "
-        f"counts and that commit in its sentence")
+def test_the_quick_loops_share_of_the_tests_is_said_without_a_count_that_goes_stale():
+    """docs/install.md gave the quick loop's count of tests ('1920 of the 2130 tests', at one commit): every new test
+    made it stale and its check skipped in a shallow clone. The sentence gives the share and how to count, no count."""
+    flat = " ".join((REPO / "docs/install.md").read_text(encoding="utf-8").split())
+    sentence = flat.split("it is no quick loop:", 1)[1].split(". ", 1)[0]
+    assert "nine in ten of the tests" in sentence and "--collect-only" in sentence, sentence
+    assert not re.search(r"\b\d{3,}\b of (the )?\d{3,}", sentence) and "counted at commit" not in sentence, sentence

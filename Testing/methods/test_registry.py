@@ -160,6 +160,7 @@ def _register_many(who: int, folder: str) -> None:
 
     from ImageQualityTransferLib.fileio.model_files import register
 
+    (Path(folder) / f"ready{who}").touch()
     while not (Path(folder) / "go").exists():  # both start together
         time.sleep(0.001)
     for k in range(2, 62):
@@ -175,11 +176,13 @@ def test_two_processes_registering_at_once_keep_every_entry(tmp_path):
     import multiprocessing
     import time
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_register_many, args=(who, str(tmp_path))) for who in (0, 1)]
     for p in procs:
         p.start()
-    time.sleep(1.0)  # both waiting
+    deadline = time.monotonic() + 60  # both waiting (a spawned process's start-up is seconds on a loaded machine)
+    while not all((tmp_path / f"ready{who}").exists() for who in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.01)
     (tmp_path / "go").touch()
     for p in procs:
         p.join(120)

@@ -1966,6 +1966,11 @@ def test_the_serving_signal_handler_uses_asyncios_public_api(monkeypatch):
     assert caught == {}
 
 
+def _inside_threading_wait(frame) -> bool:
+    """Whether a thread's innermost Python frame is threading.py's Condition.wait (an Event.wait's C call)."""
+    return frame is not None and frame.f_code.co_name == "wait" and frame.f_code.co_filename == threading.__file__
+
+
 def _serve_through_one_c_call(sent_inside, ahead=None):
     """The serving loop's signal handling (view._stop_loop_on_signal) while the loop is held inside one C call (a
     lock's wait, as a render) and `sent_inside` arrive, 20 ms apart; `ahead`: one more sent as the first handler call
@@ -1982,8 +1987,12 @@ def _serve_through_one_c_call(sent_inside, ahead=None):
 
     sent = threading.Event()
 
+    main = threading.main_thread().ident
+
     def send():  # delivered to this thread: Python's handler then waits for the main thread's next bytecode
-        time.sleep(0.1)  # the main thread inside its wait by then
+        deadline = time.monotonic() + 30  # the main thread inside sent.wait's C call (threading.py's wait) first
+        while time.monotonic() < deadline and not _inside_threading_wait(sys._current_frames().get(main)):
+            time.sleep(0.005)
         for sig in sent_inside:
             signal.pthread_kill(threading.get_ident(), sig)
             time.sleep(0.02)
@@ -2015,7 +2024,7 @@ def _serve_through_one_c_call(sent_inside, ahead=None):
         started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             loop.run_until_complete(serving())
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4  # not past serving's asyncio.sleep(5)
     finally:
         view._Arrivals.count = real_count
         for sig, handler in before:

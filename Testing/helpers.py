@@ -429,9 +429,11 @@ def filled_context_ratio(subject, method):
     return (rms(filled, err) / rms(filled, p.std.data)) / (rms(edge, err) / rms(edge, p.std.data))
 
 
-def unblock_later(fifo, after: float, done: threading.Event | None = None) -> tuple[threading.Event, threading.Thread]:
+def unblock_later(fifo, after: float, done: threading.Event | None = None,
+                  opened: list | None = None) -> tuple[threading.Event, threading.Thread]:
     """After `after` s (unless `done` is set first), a reader waiting on `fifo` gets its end of file, a writer opening
-    and closing it until `done` is set: a test whose code opens the FIFO fails instead of hanging."""
+    and closing it until `done` is set: a test whose code opens the FIFO fails instead of hanging. `opened` gets
+    `fifo` each time a reader was there to unblock: proof that the code opened it, whatever the machine's load."""
     done = threading.Event() if done is None else done
 
     def run():
@@ -442,6 +444,9 @@ def unblock_later(fifo, after: float, done: threading.Event | None = None) -> tu
                 os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
             except OSError:
                 time.sleep(0.05)
+            else:
+                if opened is not None:
+                    opened.append(fifo)
 
     t = threading.Thread(target=run, daemon=True)
     t.start()

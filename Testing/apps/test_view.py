@@ -1243,7 +1243,7 @@ def test_the_exit_wait_joins_a_thread_left_running_and_gives_up_on_all_at_one_de
     assert not ends.is_alive()
 
     release = threading.Event()
-    never = [threading.Thread(target=release.wait, args=(30,), daemon=True) for _ in range(2)]
+    never = [threading.Thread(target=release.wait, args=(30,), daemon=True) for _ in range(6)]  # 1.2 s one by one
     monkeypatch.setattr(signals, "left_running", never)
     monkeypatch.setattr(signals, "LEFT_JOIN_S", 0.2)
     try:
@@ -1254,9 +1254,9 @@ def test_the_exit_wait_joins_a_thread_left_running_and_gives_up_on_all_at_one_de
         took = time.monotonic() - started
     finally:
         release.set()
-    assert 0.19 < took < 0.35, took
+    assert 0.19 < took < 0.9, took  # one deadline for all, with room for a loaded machine
     said = capsys.readouterr().err.splitlines()
-    assert said[-1] == ("iqt view: 2 runs stopped earlier are still computing; waiting up to 0.2 s for them before "
+    assert said[-1] == ("iqt view: 6 runs stopped earlier are still computing; waiting up to 0.2 s for them before "
                         "Python exits (Ctrl-C: do not wait)"), said
 
 

@@ -1966,9 +1966,17 @@ def test_the_serving_signal_handler_uses_asyncios_public_api(monkeypatch):
     assert caught == {}
 
 
-def _inside_threading_wait(frame) -> bool:
-    """Whether a thread's innermost Python frame is threading.py's Condition.wait (an Event.wait's C call)."""
-    return frame is not None and frame.f_code.co_name == "wait" and frame.f_code.co_filename == threading.__file__
+def _blocked_in_event_wait(frame, caller: str) -> bool:
+    """Whether a thread's innermost Python frame is blocked in the lock of an Event.wait that `caller` called (the
+    Condition.wait's acquire past its setup), not on its way there, nor in Thread.start's own wait for its thread."""
+    import inspect
+
+    lines, first = inspect.getsourcelines(threading.Condition.wait)
+    blocking = [first + k for k, line in enumerate(lines) if "waiter.acquire(" in line][1:]  # the first: its setup
+    event = frame.f_back if frame is not None else None
+    return frame is not None and frame.f_code is threading.Condition.wait.__code__ and frame.f_lineno in blocking and \
+        event is not None and event.f_code is threading.Event.wait.__code__ and event.f_back is not None and \
+        event.f_back.f_code.co_name == caller
 
 
 def _serve_through_one_c_call(sent_inside, ahead=None):
@@ -1990,8 +1998,8 @@ def _serve_through_one_c_call(sent_inside, ahead=None):
     main = threading.main_thread().ident
 
     def send():  # delivered to this thread: Python's handler then waits for the main thread's next bytecode
-        deadline = time.monotonic() + 30  # the main thread inside sent.wait's C call (threading.py's wait) first
-        while time.monotonic() < deadline and not _inside_threading_wait(sys._current_frames().get(main)):
+        deadline = time.monotonic() + 30  # the main thread inside sent.wait's C call first
+        while time.monotonic() < deadline and not _blocked_in_event_wait(sys._current_frames().get(main), "serving"):
             time.sleep(0.005)
         for sig in sent_inside:
             signal.pthread_kill(threading.get_ident(), sig)

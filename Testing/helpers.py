@@ -429,6 +429,15 @@ def filled_context_ratio(subject, method):
     return (rms(filled, err) / rms(filled, p.std.data)) / (rms(edge, err) / rms(edge, p.std.data))
 
 
+def wait_until(condition, timeout: float = 30.0, every: float = 0.05):
+    """Poll `condition()` until it is true or `timeout` s have passed; returns its last value. For what a loaded
+    machine takes a while to reach (processes gone, a file written), in place of a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not (got := condition()) and time.monotonic() < deadline:
+        time.sleep(every)
+    return got
+
+
 def unblock_later(fifo, after: float, done: threading.Event | None = None,
                   opened: list | None = None) -> tuple[threading.Event, threading.Thread]:
     """After `after` s (unless `done` is set first), a reader waiting on `fifo` gets its end of file, a writer opening

@@ -204,9 +204,11 @@ def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
     assert proc.returncode == 130, err
     assert err.strip() == "iqt: interrupted; no partial output was left; the subjects that ended are kept, and a rerun of the same command skips them and does the rest", err
     assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]
-    time.sleep(1)
-    left = subprocess.run(["ps", "-o", "stat=", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert all(stat.startswith("Z") for stat in left), left  # at most a zombie the session leader's parent reaps
+    def left() -> list:
+        return subprocess.run(["ps", "-o", "stat=", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+
+    # at most a zombie the session leader's parent reaps, once its processes have ended (however loaded the machine)
+    assert helpers.wait_until(lambda: all(stat.startswith("Z") for stat in left())), left()
 
 
 SECOND_CTRL_C = """

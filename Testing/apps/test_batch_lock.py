@@ -217,9 +217,9 @@ def test_a_signal_inside_the_cluster_thread_s_start_is_joined_not_an_internal_er
 
     ran = []
     late = threading.Thread(target=lambda: ran.append(1))
-    threading.Timer(0.3, late.start).start()  # started from elsewhere, after the join is first asked
     with pytest.raises(RuntimeError, match="before it is started"):
         late.join()
+    threading.Timer(0.3, late.start).start()  # started from elsewhere, after the join is first asked
     _join_once_started(late)
     assert ran == [1] and not late.is_alive()
     t0 = time.monotonic()

@@ -232,13 +232,16 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
 def frame_record(lr, s: Settings) -> str:
     """`iqt upsample`'s frame check of a tensor file read in another tool's order (methods/inputs.py check_frame, its
     warning one of the subject's notes), after the input's checks have passed, as upsample runs it (a cohort audit:
-    batch ran dtifit files with mirrored directions without a word): the suspected correction's key, "ok", or "n/a"
-    where it is not judged (a file in this tool's order, --no-frame-check, a slab or too little white matter)."""
+    batch ran dtifit files with mirrored directions without a word): the suspected correction's key, "ok", "not
+    checked" (--no-frame-check), or "n/a" where it is not judged (a file in this tool's order, a slab or too little
+    white matter)."""
     from ...methods.inputs import FRAME_CHECKED_ORDERS, check_frame
 
     order = lr.meta.get("order")
-    if order not in FRAME_CHECKED_ORDERS or not s.frame_check:
+    if order not in FRAME_CHECKED_ORDERS:
         return "n/a"
+    if not s.frame_check:  # told apart from "not judged": a rerun without the option does not check it again
+        return "not checked"
     return check_frame(lr, order) or "n/a"
 
 
@@ -298,8 +301,10 @@ def _order_in_batch_words(reason: str, item: Item, s: Settings) -> str:
     said, would have refused every dtifit file of the list)."""
     if item.tensor_order or s.tensor_order == "nifti" or "leave" not in reason or " out" not in reason:
         return reason
+    own = "--tensor-order nifti" if item.path.lower().endswith((".nrrd", ".nhdr")) else \
+        "its own order: --tensor-order dipy for dipy_fit_dti's file, nifti for a file iqt or ANTs wrote"
     return (f"{reason}; the command line's --tensor-order {s.tensor_order} applies to every tensor file of the list "
-            "whose line names no order: to keep it for the others, end this subject's line with --tensor-order nifti")
+            f"whose line names no order: to keep it for the others, end this subject's line with {own}")
 
 
 def _remove_superseded(folder: Path, names: dict) -> None:

@@ -69,6 +69,7 @@ def test_which_checks_fail():
     as_row = lambda r: [r[c] for c in qc.QC_COLUMNS]  # noqa: E731
     assert qc.failed_checks(as_row(row)) == []
     assert qc.failed_checks(as_row({**row, "bvec_check": "n/a", "b0_shift_vox": "n/a"})) == []  # not judged
+    assert qc.failed_checks(as_row({**row, "bvec_check": "not checked"})) == []  # --no-frame-check: not a fault
     bad = as_row({**row, "b0_check": "b0 21 0.40x", "b0_shift_vox": "1.29", "fit_outlier_pairs": "2"})
     assert qc.failed_checks(bad) == ["b0_check", "b0_shift_vox", "fit_outlier_pairs"]
     # left out of the fit with --exclude-outliers: not a failed check (a review: orange, "tensors may be wrong"), and

@@ -238,12 +238,12 @@ def _rows(n: int) -> str:
 
 def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     """The columns of QC row `row` whose check of the input failed: a gradient table or b0 check other than ok (n/a:
-    not judged), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
+    not judged; not checked: --no-frame-check), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
     (not where they were `excluded` from the fit: --exclude-outliers), every other volume disagreeing (never left out)."""
     from ...dmri.motion import B0_SHIFT_VOXELS
 
     at = {c: row[i] for i, c in enumerate(QC_COLUMNS)}
-    found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "-", "")]
+    found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "not checked", "-", "")]
     fit = () if excluded else (("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0))
     for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit):
         try:

@@ -243,6 +243,21 @@ def output_paths(folder, prefix: str = "", suffix: str = ".nii.gz") -> dict:
     return paths
 
 
+SUMMARY_KEYS = ("method", "n_samples", "approximation", "tract_dice_between_samples")  # every summary `write` made
+
+
+def is_summary(path) -> bool:
+    """Whether the JSON at `path` is a propagation summary this tool wrote (`write`: its keys), so that a run replaces
+    it; another program's file of that name (a user's own results) had been written over without a word."""
+    from ..fileio.model_files import read_json
+
+    try:
+        summary = read_json(path, what="the propagation summary")
+    except (OSError, ValueError, UnicodeDecodeError, IQTError):
+        return False
+    return isinstance(summary, dict) and all(k in summary for k in SUMMARY_KEYS)
+
+
 def write(res: Propagation, paths: dict, method_name: str, input_path, settings: dict | None = None,
           total_seconds: float | None = None) -> str:
     """Write the maps and the JSON summary to `paths` (`output_paths`); returns the one-line message. `settings`: the

@@ -28,7 +28,7 @@ def run(args):
     from ... import fileio, methods
     from ...analysis import propagation
     from ...core import grid
-    from .upsample import input_shape3
+    from .upsample import _refuse_foreign, input_shape3, refuse_foreign_summary
 
     t0 = time.perf_counter()
     options.settle_propagation(args)
@@ -52,6 +52,10 @@ def run(args):
         plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}",
                  folder_checked=True)
     plan.check()
+    # another tool's fa_std.nii.gz or a user's own propagation.json in the folder had been written over without a word
+    free = "a folder whose maps are free"
+    _refuse_foreign([p for key, p in paths.items() if key != "json"], "iqt propagate", free)
+    refuse_foreign_summary(paths["json"], "iqt propagate", free)
     stale = _retire_visitation(plan, earlier)
     shape3 = input_shape3(args.input)  # the run's high-res grid from the input's header, as 'iqt upsample' checks it
     nifti = [p for key, p in paths.items() if key != "json"]

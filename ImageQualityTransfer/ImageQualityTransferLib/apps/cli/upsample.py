@@ -125,13 +125,28 @@ def _is_file(p: Path) -> bool:
         return False
 
 
-def _refuse_foreign(paths, option: str) -> None:
+def _refuse_foreign(paths, option: str, free: str = "a name whose maps are free") -> None:
     """Refuses (one line, before any work) to replace a file at a map's path that iqt did not write: dtifit's dti_FA
     ... beside -o dti.nii.gz had been replaced without a word (a bad-input audit)."""
     foreign = [p for p in paths if _is_file(p) and not _made_by_iqt(p)]
     if foreign:
         raise IQTError(f"{foreign[0]}: already there and not written by iqt (another tool's map, e.g. dtifit's), which "
-                       f"{option} would replace; give -o a name whose maps are free (or move that file)")
+                       f"{option} would replace; give -o {free} (or move that file)")
+
+
+def refuse_foreign_summary(path: Path, option: str, free: str = "a name whose maps are free") -> None:
+    """Refuses (one line, before any work) to replace a file at the propagation summary's path that is not one iqt
+    wrote (analysis.propagation.is_summary; an empty file holds nothing to lose): a user's own X_propagation.json had
+    been written over, where the maps beside it are checked (`_refuse_foreign`)."""
+    from ...analysis.propagation import is_summary
+
+    try:
+        there = path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return
+    if there and not is_summary(path):
+        raise IQTError(f"{path}: already there and not a propagation summary written by iqt, which {option} would "
+                       f"replace; give -o {free} (or move that file)")
 
 
 def _made_by_iqt(path: Path) -> bool:
@@ -407,6 +422,7 @@ def run(args):
             plan.add(path, fileio.JSON_SUFFIXES if key == "json" else MAP_SUFFIXES, f"propagation {key}")
         # a user's own X_fa_std.nhdr had been overwritten and X_visitation.nhdr deleted (a review of the NRRD maps)
         _refuse_foreign([p for key, p in prop_paths.items() if key != "json"], "--propagate")
+        refuse_foreign_summary(prop_paths["json"], "--propagate")
         # X.nrrd's maps are X_fa_mean.nrrd, X.nii.gz's X_fa_mean.nii.gz, but both runs write X_propagation.json
         _maps_of_another_output([p for suffix in MAP_SUFFIXES for key, p in propagation.output_paths(
             out.parent, stem(out) + "_", suffix).items() if key != "json"], out,

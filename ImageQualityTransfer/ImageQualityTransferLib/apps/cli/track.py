@@ -43,7 +43,7 @@ def run(args):
     from ...core import tensor_checks
     from ...fileio import tracts
     from ...fileio.sizes import check_inputs
-    from ...methods.inputs import check_tensor_input, without_tiny_background
+    from ...methods.inputs import check_tensor_input, whole_field, without_tiny_background
 
     plan = fileio.Outputs(args.input, args.seeds, args.mask)
     out = plan.add(args.output, tracts.TRACT_SUFFIXES, "tractogram")
@@ -60,9 +60,12 @@ def run(args):
         dti = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     # an int16 file's background (its intercept) read as the zeros it stands for, as upsample reads it: its tiny
     # tensors have any FA, and streamlines ran up to 30 mm into it (a tool-inputs audit)
-    dti = without_tiny_background(dti)
+    whole = whole_field(dti)
+    dti = without_tiny_background(dti, whole)
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does
     mask = fileio.load_mask_refined(args.mask, dti, "the tensor grid") if args.mask else None
+    if mask is None and whole:
+        warn_whole_field(dti, args.input)
     check_seed_grid(args.seeds, seeds, dti, args.input)
     s = s.resolved(tractography.tensor_support(dti), dti.affine).check()  # lengths not given scaled to the brain
     line = tractography.scaling_line(s)
@@ -79,6 +82,30 @@ def run(args):
         tracts.save_tracts(lines, dti, p)
     said = f" ({outside} of them outside the tracking mask, where no streamline starts)" if outside else ""
     say(f"wrote {', '.join(map(str, [out, *extra]))}: {counted(len(lines), 'streamline')} from {counted(len(points), 'seed')}{said}")
+
+
+def warn_whole_field(dti, input_path) -> None:
+    """One warning where the tensors cover the whole field of view (fitted without a brain mask: `iqt degrade --style
+    unmasked`, dtifit without -m) and no --mask is given: seeds in the scalp and the background's noise fits, whose FA
+    is anything, seeded and carried streamlines there, 37 % of their points outside the brain on the 3 mm ortho dev
+    scan's unmasked fit, without a word (a tractography audit). Said where a brain can be told from the tensors' MD
+    (methods.inputs.brain_within_box, as iqt upsample keeps its output to it); tracking itself is unchanged."""
+    from ...core.errors import IQTWarning
+    from ...methods.inputs import brain_within_box
+
+    brain = brain_within_box(dti)
+    if brain is None:
+        return
+    import numpy as np
+
+    filled = np.any(np.asarray(dti.data) != 0, axis=-1)
+    outside = int((filled & ~brain.data).sum())
+    if not outside:
+        return
+    warnings.warn(f"{input_path}: the tensors cover the whole field of view (fitted without a brain mask) and no --mask "
+                  f"was given: streamlines are seeded and tracked through the scalp and the background's noise fits too "
+                  f"({outside} of {int(filled.sum())} voxels lie outside the brain told from the tensors' MD); give "
+                  f"--mask with a brain mask to keep them in the brain", IQTWarning, stacklevel=2)
 
 
 def check_seed_grid(path, seeds, dti, input_path) -> None:

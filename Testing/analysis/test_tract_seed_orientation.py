@@ -93,7 +93,9 @@ def test_report_input_tracks_from_the_same_seeds_in_any_voxel_order(case, tmp_pa
         f = stored(case, codes).factor
         report.run_input(tmp_path / f"{codes}.html", lr, factor=f, method_names=["cubic"], n_seeds=150)
     first = tracked[0]
-    assert len(first) == 2 and first[1][1] > 20  # the low-res input and cubic, tracked
+    # the low-res input and cubic, tracked (cubic's 34 had counted 20 through the non-physical tensors of its overshoot
+    # at the phantom's edge, which no streamline enters now: 14, beside the input's 12)
+    assert len(first) == 2 and first[1][1] > 10
     for codes, runs in zip(("SLA", "PSR"), tracked[1:]):
         assert [n for _, n in runs] == [n for _, n in first], codes
         assert all(np.abs(a - b).max() < 1e-6 for (a, _), (b, _) in zip(runs, first)), codes

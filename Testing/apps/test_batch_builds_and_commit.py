@@ -661,9 +661,7 @@ def test_a_subject_runs_the_model_its_run_recorded_after_another_is_registered(t
     items = batch.find_items(tmp_path / "list.txt")
     file_a, sha_a = batch.model_record(methods.get("global-linear"), 2)
     s = batch.Settings(method="global-linear", model_file=file_a, model_sha256=sha_a)
-    monkeypatch.setattr(subject, "_METHODS", {})
-    ref = tmp_path / "ref"
-    assert batch.run_cohort(items, s, ref, progress=False)[0]["status"] == "done"
+    a = model_io.load(file_a)
     b = model_io.load(file_a)  # model B: A's linear map changed, put where the registry now points
     b.gl_W = (b.gl_W * 1.5 + 1e-4).astype(b.gl_W.dtype)
     side_b = model_io.save(b, tmp_path / "global-linear_x2_b.npz")
@@ -672,16 +670,44 @@ def test_a_subject_runs_the_model_its_run_recorded_after_another_is_registered(t
     monkeypatch.setattr(subject, "_METHODS", {})  # a worker that had not loaded the model yet
     rows = batch.run_cohort(items, s, out, progress=False)
     assert rows[0]["status"] == "done", rows[0]["reason"]
-    name = str(next(out.rglob("*_param-tensor_dwimap.nii.gz")).relative_to(out))[:-len(".nii.gz")]
-    side = json.loads((out / (name + ".json")).read_text())
+    side = json.loads(next(out.rglob("*_param-tensor_dwimap.json")).read_text())
     assert side["ModelSHA256"] == sha_a
-    got, want = (nib.load(d / (name + ".nii.gz")) for d in (out, ref))
-    assert np.array_equal(got.get_fdata(), want.get_fdata())
+    (ran,) = [m for k, m in subject._METHODS.items() if k[0] == "global-linear"]  # the model the subject ran: A's
+    assert np.array_equal(ran.load(2).gl_W, a.gl_W) and not np.array_equal(ran.load(2).gl_W, b.gl_W)
+    got = nib.load(next(out.rglob("*_param-tensor_dwimap.nii.gz")))
     assert b"global-linear_x2_b" not in got.header["descrip"].tobytes()
-    # the recorded file changed since (its SHA256 is not the run's), or gone: the subject fails in one line
-    for bad in (batch.Settings(method="global-linear", model_file=file_a, model_sha256="0" * 64),
-                batch.Settings(method="global-linear", model_file=str(tmp_path / "gone.json"), model_sha256=sha_a)):
+    # the recorded file changed since (its SHA256 is not the run's): the subject fails in one line
+    monkeypatch.setattr(subject, "_METHODS", {})
+    with pytest.raises(batch.IQTError, match="changed since the run started") as err:
+        subject._method(batch.Settings(method="global-linear", model_file=file_a, model_sha256="0" * 64))
+    assert "\n" not in str(err.value)
+
+
+def test_a_worker_installed_at_another_path_runs_its_own_copy_of_the_recorded_model(tmp_path, monkeypatch):
+    """A cluster's worker of the same build installed elsewhere, where the client's model path does not exist: every
+    subject had failed 'the model file ... is gone or changed since the run started; rerun the same command', which no
+    rerun fixes. The worker's own registry entry serves where its SHA256 is the run's; where it is another, one line
+    says the model is not at that path on that worker and what to do."""
+    from ImageQualityTransferLib import methods
+
+    out = helpers.tensor_list(tmp_path)
+    items = batch.find_items(tmp_path / "list.txt")
+    file_a, sha_a = batch.model_record(methods.get("global-linear"), 2)
+    client_path = str(tmp_path / "client-install" / Path(file_a).name)  # the client's install: not on this worker
+    monkeypatch.setattr(subject, "_METHODS", {})
+    s = batch.Settings(method="global-linear", model_file=client_path, model_sha256=sha_a)
+    row = batch.run_cohort(items, s, out, progress=False)[0]
+    assert row["status"] == "done", row["reason"]
+    side = json.loads(next(out.rglob("*_param-tensor_dwimap.json")).read_text())
+    assert side["ModelSHA256"] == sha_a
+    # the worker's own model is another: refused in one line naming the path, the worker and the fix
+    for bad, fix in ((batch.Settings(method="global-linear", model_file=client_path, model_sha256="0" * 64),
+                      "install the same build's models on every worker"),
+                     (batch.Settings(method="global-linear", model=client_path, model_file=client_path,
+                                     model_sha256=sha_a), "pass --model with a path every worker sees")):
         monkeypatch.setattr(subject, "_METHODS", {})
-        row = batch.run_cohort(items, bad, tmp_path / "o_bad", progress=False)[0]
-        assert row["status"] == "failed" and "changed since the run started" in row["reason"], row["reason"]
-        assert "\n" not in row["reason"] and not list((tmp_path / "o_bad").rglob("*.nii.gz"))
+        with pytest.raises(batch.IQTError) as err:
+            subject._method(bad)
+        said = str(err.value)
+        assert f"the model file {client_path} is not at that path on the worker" in said and fix in said, said
+        assert "\n" not in said and "gone or changed" not in said

@@ -58,24 +58,31 @@ def _pin(method, s: Settings) -> None:
     from ...fileio.model_files import NOISY
 
     f = grid.factors(s.factor)
-    model = _recorded(method, s.model_file, s.model_sha256)
+    shipped = method.model_path is None
+    model, path = _recorded(method, s.model_file, s.model_sha256, f, None if shipped else "given")
     own = grid.factors(model.factor)
     method._loaded[own] = model
-    if method.model_path is None:  # the shipped one: the registry is not read again for it
-        method.model_file = lambda factor, _p=s.model_file: _p  # the header's name (methods/learned.py _model_named)
+    if shipped:  # the shipped one: the registry is not read again for it
+        method.model_file = lambda factor, _p=path: _p  # the header's name (methods/learned.py _model_named)
         method.factor_sets = lambda: [own]
         twin = None
         if s.noisy_model_file:
-            twin = type(method)(model=s.noisy_model_file, samples=method.samples, seed=method.seed,
-                                device=method.device, tta=method.tta)
+            noisy, path = _recorded(method, s.noisy_model_file, s.noisy_model_sha256, f, NOISY)
+            twin = type(method)(model=path, samples=method.samples, seed=method.seed, device=method.device,
+                                tta=method.tta)
             twin.model_for = NOISY
-            noisy = _recorded(twin, s.noisy_model_file, s.noisy_model_sha256)
             twin._loaded[grid.factors(noisy.factor)] = noisy
         method._twins[f] = twin  # None: none was recorded, none registered since runs
 
 
-def _recorded(method, path: str, sha: str | None):
-    """The model at `path`, verified by its sidecar's SHA256 (the family's model_io), which must be the run's `sha`."""
+def _recorded(method, path: str, sha: str | None, f: tuple, kind: str | None):
+    """(model, its file): the model at `path`, verified by its sidecar's SHA256 (the family's model_io), which must be
+    the run's `sha`. Where `path` is not on this worker (a cluster's worker installs the same build at another path: a
+    review's every subject had failed 'gone or changed', which no rerun fixes), the worker's own registry entry for
+    the method, factors `f` and input `kind` (None: the default model, NOISY: the noisy-input one; "given": a --model,
+    which has none) serves if its SHA256 is the run's."""
+    if not os.path.exists(path):
+        return _own_copy(method, path, sha, f, kind)
     try:
         model = method._read(path)
     except IQTError as exc:
@@ -85,7 +92,35 @@ def _recorded(method, path: str, sha: str | None):
     if sha and got != sha:
         raise IQTError(f"the model file {path} changed since the run started (a registration or a retraining? SHA256 "
                        f"{str(got)[:12]}..., the run's {sha[:12]}...); rerun the same command")
-    return model
+    return model, path
+
+
+def _own_copy(method, path: str, sha: str | None, f: tuple, kind: str | None):
+    """(model, its file) from this worker's registry where the run's model file `path` is not here and the worker's
+    entry for the same method, factors and input kind has the run's SHA256; else the IQTError that says which."""
+    import socket
+
+    from ...core import grid
+
+    own, got = None, None
+    if kind != "given" and sha:
+        io = method._model_io()
+        try:
+            order = grid.axis_order(f, io.shipped_factor_sets(method.name, kind=kind))
+            own = None if order is None else io.shipped_for(method.name, tuple(f[i] for i in order), kind)
+            model = None if own is None else method._read(own)
+        except (IQTError, OSError):
+            own = model = None
+        got = (getattr(model, "meta", None) or {}).get("sha256") if model is not None else None
+        if got == sha:
+            return model, str(own)
+    theirs = (f"; its own {method.name} model there ({own}) is another (SHA256 {str(got)[:12]}..., the run's "
+              f"{sha[:12]}...)" if own is not None and got else "")
+    fix = ("pass --model with a path every worker sees" if kind == "given"
+           else "install the same build's models on every worker (or pass --model with a path every worker sees)")
+    raise IQTError(f"the model file {path} is not at that path on the worker that ran this subject "
+                   f"({socket.gethostname()}){theirs}: {fix}, or put the file back if it was removed since the run "
+                   "started; then rerun the same command")
 
 
 def _file_state(path) -> tuple | None:

@@ -1548,13 +1548,26 @@ def test_a_header_whose_grid_its_reader_refuses_leaves_the_choice_of_factors_to_
 
 
 def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):
-    """`--scheduler tcp://[::1]` (brackets, no port) had been told "cannot connect (missing port number ...)": the
-    no-port line, as for ::1 (a review)."""
-    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    """`--scheduler tcp://[::1]` (brackets, no port) had been told "cannot connect (missing port number ...)", and
+    `tcp://[::1]:` (a colon, no port) "cannot connect (invalid literal for int() ...)": the no-port line, as for ::1
+    (reviews). The forms through check_address; one through the command (exit 2, nothing made), which reads the
+    cohort first (a second each)."""
+    from ImageQualityTransferLib.apps.batch import cohort
+
+    def line(given, form):
+        return (f"--scheduler {given}: an IPv6 address without a port; give the scheduler's port after the brackets, "
+                f"e.g. {form} (the default port of 'dask scheduler')")
+
     for given, form in (("tcp://[::1]", "tcp://[::1]:8786"), ("[::1]", "tcp://[::1]:8786"),
-                        ("tls://[2001:db8::5]", "tls://[2001:db8::5]:8786")):
-        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
-        assert code == 2 and err.strip() == (f"iqt: error: --scheduler {given}: an IPv6 address without a port; give "
-                                             f"the scheduler's port after the brackets, e.g. {form} (the default port "
-                                             "of 'dask scheduler')"), err
-        assert not (tmp_path / "o").exists()
+                        ("tls://[2001:db8::5]", "tls://[2001:db8::5]:8786"), ("[::1]:", "tcp://[::1]:8786"),
+                        ("tls://[2001:db8::5]:", "tls://[2001:db8::5]:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            cohort.check_address(given)
+        assert str(err.value) == line(given, form)
+    with pytest.raises(batch.IQTError, match=r"^--scheduler tcp://host:: no port after the colon; give the "
+                                             r"scheduler's port, e\.g\. tcp://host:8786 "):
+        cohort.check_address("tcp://host:")
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
+    code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", "tcp://[::1]:")
+    assert code == 2 and err.strip() == "iqt: error: " + line("tcp://[::1]:", "tcp://[::1]:8786"), err
+    assert not (tmp_path / "o").exists()

@@ -234,6 +234,12 @@ def check_address(scheduler: str) -> str:
         raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}, "
                        "or the scheduler file 'dask scheduler --scheduler-file' wrote")
     host = loc.split("/", 1)[0]
+    if host.endswith(":") and (host.startswith("[") or host.count(":") == 1):  # a colon, no port after it: said as
+        bare = host[:-1]  # none given (tcp://[::1]: had been "cannot connect (invalid literal for int() ...)")
+        if not (bare.startswith("[") and bare.endswith("]") and _ipv6(bare[1:-1])):
+            raise IQTError(f"--scheduler {scheduler}: no port after the colon; give the scheduler's port, e.g. "
+                           f"{proto}://{bare}:8786 (the default port of 'dask scheduler')")
+        host = bare
     if host.count(":") > 1 and not host.startswith("["):  # an IPv6 host: its port is told from it by the brackets
         ip, _, port = host.rpartition(":")
         if port.isdigit() and _ipv6(ip):

@@ -28,7 +28,7 @@ QC_WRITE_EVERY_S = 10.0  # the QC table written again as subjects end, at most t
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
                  dashboard_address="127.0.0.1:8787", wait_workers: float = WAIT_WORKERS_S, secure: bool = True,
-                 torch: bool = False):
+                 torch: bool = False, debug: bool = False):
     """A Dask client: on the scheduler at `scheduler` (once it has a worker, waited for up to `wait_workers` seconds),
     or on a new LocalCluster of `workers` single-threaded worker processes. Returns (client, cluster or None).
 
@@ -36,7 +36,9 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     memory (`local_security`; `secure=False`: plain TCP, for tests of a plain cluster): a connection without them is
     refused (on plain TCP any local user's `Client('tcp://127.0.0.1:PORT')` could run code in the workers, which
     hold the patients' images, and read the task keys). `torch`: the method runs a network, and a scheduler's workers
-    must import PyTorch too (`check_workers`)."""
+    must import PyTorch too (`check_workers`). `debug`: the local cluster's event loop's EMFILE tracebacks reach stderr
+    once it has started; else they are counted, off stderr, until `open_files_met` (`iqt batch` calls it at the end).
+    """
     import logging
 
     import dask
@@ -82,7 +84,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     # restarted worker read Dask's defaults; set for the process, every later cluster of its other users had it too).
     memory = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause")}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _worker_exits_noted(), \
-            _open_files_noted() as met:
+            _open_files_noted(keep=not debug) as met:
         try:
             cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
                 n_workers=workers, threads_per_worker=THREADS_PER_WORKER, processes=True, memory_limit=memory_limit,
@@ -97,6 +99,8 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
             if said is None:
                 raise
             raise said from None
+    if not debug:
+        _KEPT_OFF[cluster.scheduler_address] = met  # kept off stderr for the cluster's life: open_files_met ends it
     if security is not None:
         _OWN_CLUSTERS[cluster.scheduler_address] = security
     # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it would be a
@@ -143,20 +147,31 @@ def _dask_cleanup(exc: BaseException) -> bool:
     return type(exc) is AttributeError and str(exc).startswith("'NoneType' object has no attribute")
 
 
+class _Met(list):
+    """The first EMFILE and ENFILE errors the event loop logged (up to 10, for the start's line), and `count`: all."""
+
+    count = 0
+
+
+_KEPT_OFF: dict = {}  # scheduler address -> (loggers, filter, met) of a started local cluster's EMFILE filter
+
+
 @contextlib.contextmanager
-def _open_files_noted():
+def _open_files_noted(keep: bool = False):
     """While the local cluster starts: the EMFILE and ENFILE errors its event loop logs (a listener's accept under
     ulimit -n 16 logged one traceback per try, hundreds of thousands of lines on stderr before the start failed),
-    listed and kept off stderr; the rest of what the loop logs is left as it was. Only until the cluster has started
-    (or, where one was met, until a failed start ends the process)."""
+    counted and kept off stderr; the rest of what the loop logs is left as it was. After a failed start kept where one
+    was met (the loop may log more as the process ends); after a started one kept where `keep` (it is the caller's to
+    end: `open_files_met`; under ulimit -n 41 a run with it removed printed 40,027 tracebacks), else removed."""
     import errno
     import logging
 
-    met: list = []
+    met = _Met()
 
     def drop(record) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            met.count += 1
             if len(met) < 10:
                 met.append(exc)
             return False
@@ -165,16 +180,25 @@ def _open_files_noted():
     logs = [logging.getLogger(name) for name in ("asyncio", "tornado.application", "tornado.general")]
     for log in logs:
         log.addFilter(drop)
+    met.remove_filter = lambda: [log.removeFilter(drop) for log in logs]
     try:
         yield met
     except BaseException:
         if not met:  # once met, a failed start's loop may log more as the process ends: it stays off stderr
-            for log in logs:
-                log.removeFilter(drop)
+            met.remove_filter()
         raise
-    # started: removed, so that a later EMFILE's traceback reaches stderr under --debug (it had stayed dropped)
-    for log in logs:
-        log.removeFilter(drop)
+    if not keep:  # under --debug a later EMFILE's traceback reaches stderr
+        met.remove_filter()
+
+
+def open_files_met(cluster) -> int:
+    """How many EMFILE and ENFILE errors the event loop of `cluster` (a local one `start_client` started) logged while
+    kept off stderr, its filter removed now: for the run's one line once the cluster has closed; 0 for none."""
+    met = _KEPT_OFF.pop(getattr(cluster, "scheduler_address", None), None)
+    if met is None:
+        return 0
+    met.remove_filter()
+    return met.count
 
 
 def local_security():

@@ -300,6 +300,7 @@ def _stop(client, cluster, interrupted_in=(), existed=frozenset()) -> None:
         client.close()
         if cluster is not None:
             cluster.close()
+    _open_files_said(cluster)
     for folder in interrupted_in:
         if cluster is not None:
             remove_temporaries(folder)
@@ -310,6 +311,24 @@ def _stop(client, cluster, interrupted_in=(), existed=frozenset()) -> None:
                 except OSError:
                     break
                 empty = empty.parent
+
+
+def _open_files_said(cluster) -> None:
+    """One warning with the count of the EMFILE tracebacks the local cluster's event loop logged off stderr (under a
+    tight ulimit -n a run had printed 40,027 of them; cohort._open_files_noted), once the cluster has closed."""
+    from ..batch.cohort import open_files_met
+
+    n = open_files_met(cluster) if cluster is not None else 0
+    if n:
+        try:
+            import resource
+
+            limit = f"ulimit -n {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}; "
+        except ImportError:  # Windows
+            limit = ""
+        warnings.warn(f"the local cluster met this process's limit on open files {counted(n, 'time')} ({limit}the "
+                      "tracebacks were kept off stderr, --debug shows them): raise it or run fewer --workers",
+                      IQTWarning, stacklevel=2)
 
 
 @contextlib.contextmanager
@@ -662,7 +681,8 @@ def run(args) -> int:
 
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
                                                  args.dashboard_address, args.wait_workers,
-                                                 torch=any(methods.method_class(r[0]).requires_torch for r in runs))
+                                                 torch=any(methods.method_class(r[0]).requires_torch for r in runs),
+                                                 debug=bool(args.debug or os.environ.get("IQT_DEBUG")))
             if args.scheduler:  # its workers' limits are known once it is reached (a local one's checked above)
                 try:
                     check_scheduler_memory(args, runs, client)

@@ -194,3 +194,28 @@ def test_the_figure_is_shown_beside_the_status_and_headings_can_wrap(tmp_path):
     assert re.findall(r"<td>(.*?)</td>", cells)[3].startswith('<a href="sub-01/figures/f.png">'), cells
     assert "<th>figure</th><th>reason</th><th>input_<wbr>voxel_<wbr>mm</th>" in page  # a failed row's reason on screen
     assert (tmp_path / "qc.tsv").read_text().splitlines()[0].split("\t") == list(qc.QC_COLUMNS)
+
+
+def test_a_table_that_cannot_be_read_is_not_written_over_without_its_earlier_rows(tmp_path, monkeypatch):
+    """qc.tsv read while this process met ulimit -n (EMFILE) had been taken for no table: the table written next
+    dropped every earlier run's rows (other subjects, methods or factors). The error is the caller's now (iqt batch
+    says the limit in one line) and the table is left as it was."""
+    import errno
+    from pathlib import Path
+
+    table = tmp_path / "qc.tsv"
+    earlier = ["sub-09", "model-linear", "res-x2", "done"] + ["n/a"] * (len(qc.QC_COLUMNS) - 4)
+    table.write_text("\t".join(qc.QC_COLUMNS) + "\n" + "\t".join(earlier) + "\n", encoding="utf-8")
+    before = table.read_bytes()
+    real = Path.read_text
+
+    def read_text(self, *a, **k):
+        if self.name == "qc.tsv":
+            raise OSError(errno.EMFILE, "Too many open files", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(OSError) as err:
+        qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
+    assert err.value.errno == errno.EMFILE
+    assert table.read_bytes() == before

@@ -285,8 +285,10 @@ def _read_qc(path: Path) -> list[list[str]]:
     once more each run, and an ASCII locale would end the run in an internal error with the table unwritten)."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # none yet, or a folder (said by the write)
         return []
+    # any other failure (ulimit -n met: EMFILE, a table made unreadable) is the caller's: read as none, the earlier
+    # runs' rows had been dropped from the table written next (a review's run under ulimit -n 41)
     head = tuple(lines[0].split("\t")) if lines else ()
     if not head or len(set(head)) != len(head) or not set(head) <= set(QC_COLUMNS) or \
             not {"subject", "model", "res", "status"} <= set(head):

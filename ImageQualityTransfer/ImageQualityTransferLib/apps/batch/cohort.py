@@ -28,7 +28,7 @@ QC_WRITE_EVERY_S = 10.0  # the QC table written again as subjects end, at most t
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
                  dashboard_address="127.0.0.1:8787", wait_workers: float = WAIT_WORKERS_S, secure: bool = True,
-                 torch: bool = False, debug: bool = False):
+                 torch: bool = False, quiet: bool = False):
     """A Dask client: on the scheduler at `scheduler` (once it has a worker, waited for up to `wait_workers` seconds),
     or on a new LocalCluster of `workers` single-threaded worker processes. Returns (client, cluster or None).
 
@@ -36,8 +36,8 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     memory (`local_security`; `secure=False`: plain TCP, for tests of a plain cluster): a connection without them is
     refused (on plain TCP any local user's `Client('tcp://127.0.0.1:PORT')` could run code in the workers, which
     hold the patients' images, and read the task keys). `torch`: the method runs a network, and a scheduler's workers
-    must import PyTorch too (`check_workers`). `debug`: the local cluster's event loop's EMFILE tracebacks reach stderr
-    once it has started; else they are counted, off stderr, until `open_files_met` (`iqt batch` calls it at the end).
+    must import PyTorch too (`check_workers`). `quiet`: the local cluster's event loop's EMFILE tracebacks are kept
+    off stderr (counted) for its life, until `open_files_met` (`iqt batch`, unless --debug), not only while it starts.
     """
     import logging
 
@@ -84,7 +84,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     # restarted worker read Dask's defaults; set for the process, every later cluster of its other users had it too).
     memory = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause")}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), _worker_exits_noted(), \
-            _open_files_noted(keep=not debug) as met:
+            _open_files_noted(keep=quiet) as met:
         try:
             cluster, held = _spawn_ignoring_ctrl_c(lambda: LocalCluster(
                 n_workers=workers, threads_per_worker=THREADS_PER_WORKER, processes=True, memory_limit=memory_limit,
@@ -99,7 +99,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
             if said is None:
                 raise
             raise said from None
-    if not debug:
+    if quiet:
         _KEPT_OFF[cluster.scheduler_address] = met  # kept off stderr for the cluster's life: open_files_met ends it
     if security is not None:
         _OWN_CLUSTERS[cluster.scheduler_address] = security

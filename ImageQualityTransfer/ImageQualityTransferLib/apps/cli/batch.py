@@ -225,10 +225,12 @@ def _methods_of(args, name):
     return methods.get(name, **options.method_settings(args))
 
 
-# Open files this process holds at its most while a local cluster starts (cohort.start_client, sampled: 33, 44 and 63
-# for 1, 2 and 4 workers, 6 open before); `iqt batch --workers 2` failed under ulimit -n 40 and ran under 48,
-# --workers 1 failed under 24 and ran under 32
-CLUSTER_FILES = (16, 10)  # (base, per worker): below the peaks, so that no start that could run is refused
+# Open files a local cluster's run needs in this process, measured (iqt --threads 1 batch --method linear under soft =
+# hard ulimit -n N, the check off, on 2 and 4 real subjects; 5 files open before): the lowest N at which a run ended
+# whole was 32, 44 and 66 for 1, 2 and 4 workers (30, 42 and 64 failed: the cluster's start, or the QC table's write at
+# the end, met the limit, or the run hung until killed). 20 + 14 a worker above those open asks 39, 53 and 81: about a
+# fifth more, for what the measurement's machine and cohort did not exercise
+CLUSTER_FILES = (20, 14)  # (base, per worker)
 
 
 def check_open_files(workers: int) -> None:
@@ -682,7 +684,7 @@ def run(args) -> int:
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,
                                                  args.dashboard_address, args.wait_workers,
                                                  torch=any(methods.method_class(r[0]).requires_torch for r in runs),
-                                                 debug=bool(args.debug or os.environ.get("IQT_DEBUG")))
+                                                 quiet=not (args.debug or os.environ.get("IQT_DEBUG")))
             if args.scheduler:  # its workers' limits are known once it is reached (a local one's checked above)
                 try:
                     check_scheduler_memory(args, runs, client)

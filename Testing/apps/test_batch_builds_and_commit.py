@@ -269,6 +269,14 @@ def test_a_table_in_the_way_of_a_folder_is_one_line_after_the_summary(tmp_path, 
     assert err == [f"iqt: error: {out / 'qc.html'}: in the way of the cohort's QC table (qc.html), not a file; move it "
                    "and rerun"], err
     assert not (out / "qc.tsv").exists() and not list(out.rglob("*model-linear*"))
+    # a link at the table's name (as a DataLad save leaves it) is refused before any work too, not after every subject
+    (out / "qc.html").rmdir()
+    (tmp_path / "annex.tsv").write_text("x\n")
+    (out / "qc.tsv").symlink_to(tmp_path / "annex.tsv")
+    assert main(["batch", str(ds), "-o", str(out), "--method", "linear", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"iqt: error: {out / 'qc.tsv'}: is a symbolic link"), err
+    assert (tmp_path / "annex.tsv").read_text() == "x\n" and not list(out.rglob("*model-linear*"))
 
 
 def test_the_table_is_written_at_most_every_few_seconds_as_subjects_end(tmp_path, monkeypatch):

@@ -654,7 +654,10 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: the dataset's derivatives folder itself, which holds one folder per pipeline; "
                        f"write into {Path(args.input) / 'derivatives' / 'iqt'}")
     batch.check_source(out, items)
+    from ...fileio.paths import check_not_a_link
+
     for table in ("qc.tsv", "qc.html"):  # before any work: found at the end of the first factor set, it had ended the
+        check_not_a_link(out / table)  # run there (a link: after every subject had run, a review)
         if (out / table).exists() and not (out / table).is_file():  # run there and named qc.tsv (a cohort audit)
             raise IQTError(f"{out / table}: in the way of the cohort's QC table ({table}), not a file; move it and rerun")
     from .upsample import input_shape3

@@ -73,3 +73,23 @@ def test_track_keeps_out_of_an_int16_file_s_background(pair, tmp_path, capsys):
         ok = np.all((ijk >= 0) & (ijk < inside.shape), axis=1)
         assert ok.all() and inside[tuple(ijk.T)].mean() > 0.99, name  # none wanders into the background
     assert abs(len(lines["int16"]) - len(lines["float"])) <= 0.02 * len(lines["float"]), {k: len(v) for k, v in lines.items()}
+
+
+def test_an_int16_background_a_little_below_zero_is_no_sign_inverted_brain(pair, tmp_path):
+    """An intercept that leaves the background a few 1e-8 below zero (an int16 dipy fit of a training scan: -1.2e-8)
+    had refused a valid masked fit as '75 % ... mean diffusivity at or below zero', the background read as brain."""
+    from ImageQualityTransferLib.methods.inputs import check_tensor_input
+
+    f32, _, mask = pair
+    img = nib.load(f32)
+    t = np.asarray(img.dataobj, np.float64)
+    slope, inter = float(np.abs(t).max()) / 30000, -1.2e-8
+    raw = np.round((t - inter) / slope).astype(np.int16)
+    raw[~np.any(t != 0, axis=-1)] = 0  # the background comes back as the intercept, below zero
+    out = nib.Nifti1Image(raw, img.affine, img.header)
+    out.header.set_data_dtype(np.int16)
+    out.header.set_slope_inter(slope, inter)
+    nib.save(out, tmp_path / "neg.nii.gz")
+    back = fileio.load_tensor(tmp_path / "neg.nii.gz")
+    assert np.asarray(back.data)[~np.asarray(mask.data, bool)].max() < 0  # the case: every background element negative
+    check_tensor_input(back)

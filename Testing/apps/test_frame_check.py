@@ -33,3 +33,21 @@ def test_a_slab_is_not_judged(monkeypatch):
 
     monkeypatch.setattr(gradcheck, "gradient_scores", lambda *a, **k: (_ for _ in ()).throw(AssertionError("judged")))
     assert inputs.check_frame(ring_of_fibres(True, slices=inputs.FRAME_MIN_EXTENT - 1), "fsl") is None
+
+
+
+def test_a_five_d_file_read_without_tensor_order_is_checked_too(tmp_path, capsys):
+    """A 5D file that needs no --tensor-order (dipy_fit_dti's or ANTs' on a grid whose affine's determinant is negative)
+    from a fit given the wrong bvecs mirrored every fibre without a word (an audit of other tools' inputs: a median V1
+    error of 42.9 degrees); this tool's upsampled output is not checked again, nor a clean file named."""
+    from ImageQualityTransferLib.methods import inputs
+
+    fileio.save_tensor(ring_of_fibres(True), tmp_path / "bad.nii.gz")
+    code, out, err = run_cli(capsys, "upsample", "--method", "cubic", tmp_path / "bad.nii.gz", "-o", tmp_path / "b.nii.gz")
+    said = [line for line in err.splitlines() if "mirrored" in line]
+    assert code == 0 and (tmp_path / "b.nii.gz").is_file() and len(said) == 1, err
+    assert "bad.nii.gz: the tensors' directions look mirrored" in said[0] and "x components look negated" in said[0]
+    assert not inputs.frame_checked(fileio.load_tensor(tmp_path / "b.nii.gz"))
+    good = ring_of_fibres(False)
+    good.meta.update(order="nifti", five_d=True)
+    assert inputs.frame_checked(good) and inputs.check_frame(good) == "ok"

@@ -37,8 +37,8 @@ def add_parsers(sub) -> None:
     options.add_propagation(sp)
     options.add_tensor_order(sp)
     sp.add_argument("--no-frame-check", action="store_true",
-                    help="skip the frame check of a --tensor-order fsl, mrtrix or dipy input (a warning where its "
-                         "directions look mirrored)")
+                    help="skip the frame check of a --tensor-order fsl, mrtrix or dipy input, or of a 5D NIfTI iqt did "
+                         "not upsample (a warning where its directions look mirrored)")
     options.add_output_order(sp)
     sp.add_argument("--maps", action="store_true",
                     help="also write dtifit's maps of the output beside it: NAME_FA, NAME_MD, NAME_L1, NAME_L2, NAME_L3 "
@@ -380,7 +380,7 @@ def run(args):
     from ...core import grid
     from ...core.orientation import Reorientation, factor_axes
     from ...fileio.records import map_record
-    from ...methods.inputs import FRAME_CHECKED_ORDERS, check_frame, warn_if_upsampled
+    from ...methods.inputs import check_frame, frame_checked, warn_if_upsampled
 
     t0 = time.perf_counter()
     f = options.factors(args)  # None with --voxel-size (or a --model alone): the input is read first
@@ -465,10 +465,10 @@ def run(args):
     with method_progress(method) as progress:  # on a terminal only, as train, benchmark and batch show theirs
         pred, mask = options.predict_with_mask(method, lr, f, args.mask, uncertainty=bool(unc_out) or args.propagate,
                                                direction=bool(unc_out), progress=progress)
-    if lr.meta.get("order") in FRAME_CHECKED_ORDERS and not args.no_frame_check:
+    if frame_checked(lr) and not args.no_frame_check:
         # mirrored fibres had run without a word (a tool-inputs audit): one line, once the input checks have passed,
         # so that a refused input's line stays the only one
-        check_frame(lr, lr.meta.get("order"))
+        check_frame(lr, lr.meta["order"] if lr.meta["order"] != "nifti" else None)
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     used = pred.tensor.meta.get("model_for")
     model = options.note_model_run(method, pred, f, args)  # which ran: the 'wrote' line and the header

@@ -4,6 +4,7 @@ from an input to the outputs made on its grid, Analyze files."""
 from __future__ import annotations
 
 import glob
+import struct
 import sys
 import warnings
 
@@ -329,3 +330,27 @@ def test_a_header_with_its_voxel_size_or_an_sform_is_not_warned_of(tmp_path, rec
     for name in ("a", "b"):
         fileio.load_scalar(tmp_path / f"{name}.nii.gz")
     assert not [w for w in recwarn if "voxel size" in str(w.message)]
+
+
+@pytest.mark.parametrize("zero", [False, True])
+def test_a_nifti_pair_read_by_its_img_name_is_warned_of_by_its_header(tmp_path, recwarn, zero):
+    """A .hdr/.img pair with a qform only, named by its .img data file: the voxel size was read right (2 mm), yet the
+    data file's first bytes had been read as the header and 'pixdim 0 along axes 1, 2 and 3' said of it."""
+    data = np.zeros((8, 8, 8), np.float32)  # the first 348 data bytes 0, as outside a brain
+    data[4:, 4:, 4:] = 1
+    img = nib.Nifti1Pair(data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.set_qform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    img.set_sform(None, code=0)
+    nib.save(img, tmp_path / "a.img")
+    if zero:  # pixdim[3] 0 (nibabel's save sets it from the affine)
+        raw = bytearray((tmp_path / "a.hdr").read_bytes())
+        raw[88:92] = struct.pack("<f", 0.0)
+        (tmp_path / "a.hdr").write_bytes(bytes(raw))
+    for name in ("a.img", "a.hdr"):
+        size = fileio.load_scalar(tmp_path / name).voxel_size
+        said = [str(w.message) for w in recwarn if "voxel size" in str(w.message)]
+        assert np.allclose(size, (2.0, 2.0, 1.0 if zero else 2.0)), size
+        assert said == ([f"{tmp_path / name}: the header gives no voxel size (pixdim 0 along axis 3); 1 mm assumed: fix "
+                         "the header (pixdim, e.g. with fslchpixdim or nibabel) where the voxel size matters"]
+                        if zero else []), said
+        recwarn.clear()

@@ -187,14 +187,16 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
 
 def _zero_pixdim(img, path) -> list[str]:
     """The axes ('1'-'3') whose voxel size a NIfTI's header gives as 0 where the grid is read from pixdim (no sform):
-    nibabel's reader sets them to 1 mm (its fix of the header read; only the file's own bytes still hold the 0)."""
+    nibabel's reader sets them to 1 mm (its fix of the header read; only the file's own bytes still hold the 0), read
+    from the header file: a pair's `.hdr`, also where the pair is named by its `.img` data file."""
     header = img.header
     if not hasattr(header, "get_qform") or int(header["sform_code"]):
         return []
+    held = img.file_map.get("header") or img.file_map.get("image")
     try:
         from nibabel.openers import ImageOpener
 
-        with ImageOpener(str(path)) as f:
+        with ImageOpener(held.filename if held is not None and held.filename else str(path)) as f:
             raw = type(header).from_fileobj(f, check=False)
     except Exception:  # noqa: BLE001 (the file was read just now; a header not read again is left unsaid)
         return []

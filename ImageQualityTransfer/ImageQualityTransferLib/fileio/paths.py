@@ -302,16 +302,18 @@ def _evaluate_summary(path: Path) -> bool:
 
 
 def _folded(name: str) -> str:
-    """A path as macOS's and Windows's disks compare names: upper and lower case alike, Ä and A+U+0308 one name; not
-    str.casefold(), whose ß -> ss made straße and strasse one (they are two files there)."""
+    """A path as macOS's disks compare names (Windows's too for case): upper and lower case alike, Ä and A+U+0308 one
+    name; not str.casefold(), whose ß -> ss made straße and strasse one (they are two files there)."""
     return unicodedata.normalize("NFD", name).lower()
 
 
 def _how(a, b) -> str:
-    """How two names `_folded` makes one differ, as said."""
+    """How two names `_folded` makes one differ, and on which systems' disks they are one file, as said: a case-only
+    difference on macOS's and Windows's; an accent's encoding (NFC or NFD) on macOS's only (NTFS keeps both forms)."""
     if str(a).lower() == str(b).lower():
-        return "upper and lower case"
-    return "how an accented letter is encoded (one character or a letter and a combining accent) or in case"
+        return "upper and lower case, and on macOS and Windows"
+    return ("how an accented letter is encoded (one character or a letter and a combining accent) or in case, and on "
+            "macOS")
 
 
 class Outputs:
@@ -410,15 +412,15 @@ class Outputs:
                                f"(inputs are never overwritten)")
             src = ins_folded.get(_folded(real))
             if src is not None:  # on a disk that ignores case the output would replace the input
-                raise IQTError(f"{p}: differs from the input {self._named(src)} only in {_how(p, src)}, and on macOS "
-                               f"and Windows the two are one file; write the {what} to another file (inputs are never "
+                raise IQTError(f"{p}: differs from the input {self._named(src)} only in {_how(p, src)} the two "
+                               f"are one file; write the {what} to another file (inputs are never "
                                f"overwritten)")
             if real in seen:
                 twice = f"as the {seen[real]} and the {what}" if seen[real] != what else f"as two {what}s"
                 raise IQTError(f"{p}: would be written twice in this run ({twice}); give them different names")
             other = folded.get(_folded(real))
-            if other is not None:  # one file on macOS's and Windows's disks: the later would replace the earlier
-                raise IQTError(f"{p}: differs from {other[0]} (the {other[1]}) only in {_how(p, other[0])}, and on "
-                               f"macOS and Windows the two are one file; give the {what} another name")
+            if other is not None:  # one file on macOS's (and, for case, Windows's) disks: the later replaces the earlier
+                raise IQTError(f"{p}: differs from {other[0]} (the {other[1]}) only in {_how(p, other[0])} the "
+                               f"two are one file; give the {what} another name")
             seen[real] = what
             folded[_folded(real)] = (p, what)

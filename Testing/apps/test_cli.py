@@ -1058,3 +1058,33 @@ def test_threads_far_beyond_the_machine_are_refused(capsys, tmp_path):
                      f"--threads {n}: more than the {most} taken; give at most {most} (this machine has {cores} CPU "
                      "threads")
     assert list(tmp_path.iterdir()) == []
+
+
+
+FULL = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system (Linux has it)")
+NO_SPACE = "iqt: error: standard output could not be written ([Errno 28] No space left on device)"
+
+
+@FULL
+def test_a_help_written_to_a_full_disk_is_one_line_and_a_failure():
+    """`iqt --help > /dev/full` had ended in a traceback, then the interpreter's 'Exception ignored' (exit 120): one
+    line naming standard output, exit 1."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "ImageQualityTransferLib", "--help"], stdout=full,
+                              stderr=subprocess.PIPE, text=True)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(NO_SPACE), proc.stderr
+
+
+@FULL
+def test_a_commands_lines_written_to_a_full_disk_are_one_line_and_a_failure(capsys, monkeypatch):
+    """`iqt methods > /dev/full` had said a file was not written ('no partial file was left') and left the lines
+    buffered for the interpreter's exit to fail on again ('Exception ignored', exit 120): one line naming standard
+    output, exit 1, and nothing left to fail at exit."""
+    with open("/dev/full", "w", buffering=1) as full:
+        monkeypatch.setattr(sys, "stdout", full)
+        code = cli.main(["methods"])
+        full.write("x\n")  # its descriptor now /dev/null's: the interpreter's flush at exit finds nothing to fail on
+        full.flush()
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith(NO_SPACE) and "ran to its end" in err[0], err

@@ -106,7 +106,7 @@ class _Printed:
     in an internal error)."""
 
     def __init__(self, stream):
-        self.stream, self.gone = stream, False
+        self.stream, self.gone, self.failed = stream, False, None
 
     def write(self, text):
         if not self.gone:
@@ -121,6 +121,14 @@ class _Printed:
                     return self.stream.write(_encodable(text, "ascii"))
                 except BrokenPipeError:
                     self._lost()
+                except BlockingIOError:
+                    raise
+                except OSError as exc:
+                    self._failed(exc)
+            except BlockingIOError:  # said by main and _run (a full non-blocking pipe: its own line)
+                raise
+            except OSError as exc:  # `iqt ... > /dev/full`, a full disk or quota under a redirected stdout
+                self._failed(exc)
         return len(text)
 
     def flush(self):
@@ -129,6 +137,23 @@ class _Printed:
                 self.stream.flush()
             except BrokenPipeError:
                 self._lost()
+            except BlockingIOError:
+                raise
+            except OSError as exc:
+                self._failed(exc)
+
+    def _failed(self, exc):
+        """stdout's file refused a write (ENOSPC, EIO, EFBIG): the rest goes to /dev/null, as for a lost reader, and
+        `failed_line` says it once the command has ended (the interpreter's own flush had printed 'Exception ignored'
+        and exited 120)."""
+        self.failed = self.failed or exc
+        self._lost()
+
+    def failed_line(self, code: int) -> str:
+        done = " (the command itself ran to its end)" if code == 0 else ""
+        return (f"iqt: error: standard output could not be written ({' '.join(str(self.failed).split())}), so what iqt "
+                f"printed there was lost{done}; free space where it is redirected, or redirect it to another disk or "
+                "to /dev/null")
 
     def _lost(self):
         self.gone = True
@@ -260,6 +285,9 @@ def _main(argv) -> int:
                 print(_would_block(blocked), file=sys.stderr)
                 helped._lost()
                 return 1
+            if helped.failed is not None:  # `iqt --help > /dev/full`: argparse swallowed the error (a traceback at exit)
+                print(helped.failed_line(1), file=sys.stderr)
+                return 1
             if helped.gone:
                 return 141
         raise
@@ -306,6 +334,10 @@ def _main(argv) -> int:
             signal.signal(sig, signal.SIG_IGN if process else handler)
             if process and handler != signal.SIG_IGN:  # a caller's exit wait takes it back (signals._take_exit_signals)
                 signals_module.ignored_by_the_command.add(sig)
+    if printed.failed is not None:  # stdout's file refused what was printed (a full disk): one line, not exit 0
+        with contextlib.suppress(OSError):
+            print(printed.failed_line(code), file=sys.stderr)
+        return code or 1
     # a reader gone early: the work was done; exit as a shell reports a process that SIGPIPE stopped
     code = 141 if printed.gone and code == 0 else code
     return code  # the `iqt` command exits past a run left in torch in `main`; an in-process caller (argv None too) goes on

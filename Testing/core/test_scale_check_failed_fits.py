@@ -203,3 +203,15 @@ def test_the_scale_warnings_name_their_file_as_the_other_input_warnings_do():
     inside = np.ones(t.shape[:3], bool)
     lines = said(lambda: check_inputs(brain, t, inside, {"prediction": "pred.nii.gz: ", "reference": "ref.nii.gz: "}))
     assert len(lines) == 1 and lines[0].startswith("ref.nii.gz: the reference tensors' typical MD"), lines
+
+
+def test_a_brain_mostly_of_failed_fits_gets_no_in_vivo_md_warning(recwarn):
+    """Its median MD (2.1e-3, the failed fits') is outside an in-vivo brain's, but the failed fits' refusal
+    (drop_failed_fits) is the run's line: the MD warning had come before it, blaming a b-value or unit slip. A brain of
+    that MD whose fits did not fail is still warned of."""
+    mask = Volume(np.ones((40, 100, 1), bool), np.eye(4), "mask")
+    check_tensor_input(_mostly_failed(0.6), mask)
+    assert not [w for w in recwarn if "brain median MD" in str(w.message)]
+    high = Volume(np.tile(np.float32([2.1e-3, 0, 2.1e-3, 0, 0, 2.1e-3]), (40, 100, 1, 1)), np.eye(4), "tensor")
+    with pytest.warns(Warning, match=r"brain median MD is 2.1e-3 mm\^2/s, outside the 0.4e-3 to 1.6e-3"):
+        check_tensor_input(high, mask)

@@ -6,11 +6,17 @@ line; the output is still written; --no-frame-check skips it."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from ImageQualityTransferLib import fileio
 from helpers import ring_of_fibres, run_cli
 
 
-def test_a_mirrored_frame_is_said_in_one_line_and_the_output_still_written(tmp_path, capsys):
+def test_a_mirrored_frame_is_said_in_one_line_and_the_output_still_written(tmp_path, capsys, monkeypatch):
+    from ImageQualityTransferLib.methods import inputs
+
+    monkeypatch.setattr(inputs, "FRAME_SEEDS", 200)  # the ring's verdicts (1.0x, x-flipped 1.9-2.0x) in a fifth of the time
     for name, mirrored in (("good", False), ("bad", True)):
         fileio.save_tensor(ring_of_fibres(mirrored), tmp_path / f"{name}.nii.gz", order="fsl")
     up = ["upsample", "--tensor-order", "fsl", "--method", "cubic"]
@@ -25,15 +31,46 @@ def test_a_mirrored_frame_is_said_in_one_line_and_the_output_still_written(tmp_p
     assert code == 0 and "mirrored" not in err, err
 
 
-def test_a_slab_is_not_judged(monkeypatch):
-    """Tracks leave a slab through its faces: on clean axial slabs of the real subjects' fits, 4-12 slices thick, 56 of
-    732 had been named a wrong frame (a review); a brain under FRAME_MIN_EXTENT voxels along an axis is not judged."""
+def _judged(monkeypatch):
+    """The volumes check_frame hands to gradient_scores (it judges them), the real verdict returned."""
     from ImageQualityTransferLib.dmri import gradcheck
     from ImageQualityTransferLib.methods import inputs
 
-    monkeypatch.setattr(gradcheck, "gradient_scores", lambda *a, **k: (_ for _ in ()).throw(AssertionError("judged")))
-    assert inputs.check_frame(ring_of_fibres(True, slices=inputs.FRAME_MIN_EXTENT - 1), "fsl") is None
+    seen, real = [], gradcheck.gradient_scores
+    monkeypatch.setattr(inputs, "FRAME_SEEDS", 100)
+    monkeypatch.setattr(gradcheck, "gradient_scores", lambda vol, *a, **k: seen.append(vol) or real(vol, *a, **k))
+    return seen
 
+
+def test_a_slab_is_not_judged_and_a_brain_of_16_slices_is(monkeypatch):
+    """Tracks leave a slab through its faces: on clean axial slabs of the real subjects' fits, 4-12 slices thick, 56 of
+    732 had been named a wrong frame (a review); a brain under FRAME_MIN_EXTENT voxels along an axis is not judged
+    (here 30 mm of 2 mm slices), one of FRAME_MIN_EXTENT is."""
+    from ImageQualityTransferLib.methods import inputs
+
+    seen = _judged(monkeypatch)
+    assert inputs.check_frame(ring_of_fibres(True, slices=inputs.FRAME_MIN_EXTENT - 1), "fsl") is None and seen == []
+    with pytest.warns(Warning, match="x components look negated"):
+        assert inputs.check_frame(ring_of_fibres(True, slices=inputs.FRAME_MIN_EXTENT), "fsl") == "x-flipped"
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("slices, slice_mm, judged", [(12, 9.0, True), (8, 10.0, True), (7, 12.0, False),
+                                                      (12, 6.0, False)])
+def test_a_whole_brain_in_thick_slices_is_judged(monkeypatch, slices, slice_mm, judged):
+    """12 slices of 9 mm (`iqt degrade --factor 1,1,3` of a 3 mm scan) span a brain but are under FRAME_MIN_EXTENT:
+    mirrored, such an input had run without a word (a review); judged where the brain spans FRAME_MIN_MM along every
+    axis in FRAME_MIN_SLICES voxels or more (here 87 mm in-plane), not where it spans less or in fewer slices."""
+    from ImageQualityTransferLib.methods import inputs
+
+    seen = _judged(monkeypatch)
+    ring = ring_of_fibres(True, slices=slices)
+    ring = ring.replace(affine=np.diag([-3.0, 3.0, slice_mm, 1.0]))
+    if judged:
+        with pytest.warns(Warning, match="x components look negated"):
+            assert inputs.check_frame(ring, "fsl") == "x-flipped"
+    else:
+        assert inputs.check_frame(ring, "fsl") is None and seen == []
 
 
 def test_a_five_d_file_read_without_tensor_order_is_checked_too(tmp_path, capsys):

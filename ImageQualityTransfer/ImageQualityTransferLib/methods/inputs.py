@@ -115,8 +115,23 @@ def frame_checked(lr: Volume) -> bool:
 FRAME_SEEDS = 1000  # of gradcheck's 4000: the same verdicts on the audit's files (x-flipped 1.67-1.68x, as read
 # 0.71x) and the 8 subjects' 48 clean inputs (at most 0.84x), in a tenth of the time (0.07-0.19 s against 0.3-1.4 s)
 # voxels: a brain thinner than this along any axis is not judged: on clean axial slabs of the 8 real subjects' fits,
-# 4-12 slices thick, 56 of 732 were named a wrong frame (slabs up to 8 thick; docs/inputs.md, The fit's checks)
+# 4-12 slices thick, 56 of 732 were named a wrong frame (slabs up to 8 thick; docs/inputs.md, The fit's checks) ...
 FRAME_MIN_EXTENT = 16
+# ... unless it spans FRAME_MIN_MM along every axis in at least FRAME_MIN_SLICES voxels: a whole brain in thick slices
+# (9 mm, 12 of them: `iqt degrade --factor 1,1,3` of a 3 mm scan) had gone unjudged, a mirrored one without a word;
+# thin slabs span far less (15 slices of 3 mm: 45 mm). The evidence, clean and mirrored inputs: docs/inputs.md
+FRAME_MIN_MM = 80.0
+FRAME_MIN_SLICES = 8
+
+
+def frame_judged(box, voxel_size) -> bool:
+    """Whether check_frame judges a brain of this bounding box (slices per axis) on voxels of this size (mm): thick
+    enough in voxels, or spanning most of a brain in fewer, thicker ones; tracks leave a thin slab through its faces."""
+    if box is None:
+        return False
+    vox = np.array([b.stop - b.start for b in box])
+    return bool(vox.min() >= FRAME_MIN_EXTENT
+                or (vox.min() >= FRAME_MIN_SLICES and (vox * np.asarray(voxel_size, float)).min() >= FRAME_MIN_MM))
 
 
 def check_frame(lr: Volume, order: str | None = None) -> str | None:
@@ -124,8 +139,8 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
     than as read: `iqt fit`'s gradient-table check (dmri/gradcheck.py gradient_scores, the same candidates and
     WARN_RATIO) on the tensors, read in the input's brain (its non-zero voxels, or the brain estimated from a
     whole-field fit). A heuristic: the input runs as read. Returns the suspected correction's key, "ok" where the
-    check judged the frame and found none better, or None where it could not judge (a slab, too little white
-    matter), which `iqt batch` records in its QC table (apps/batch/subject.py frame_record)."""
+    check judged the frame and found none better, or None where it could not judge (a slab, `frame_judged`; too little
+    white matter), which `iqt batch` records in its QC table (apps/batch/subject.py frame_record)."""
     from ..dmri.gradcheck import gradient_scores
 
     if whole_field(lr):
@@ -137,8 +152,7 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
     else:
         t = np.asarray(lr.data)
         brain = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
-    box = grid.bounding_box(brain)
-    if box is None or min(b.stop - b.start for b in box) < FRAME_MIN_EXTENT:  # a slab: tracks leave it
+    if not frame_judged(grid.bounding_box(brain), lr.voxel_size):  # a slab: tracks leave it
         return None
     found = gradient_scores(lr, brain, seeds=FRAME_SEEDS)
     key = found.suspect

@@ -279,6 +279,32 @@ def test_a_table_in_the_way_of_a_folder_is_one_line_after_the_summary(tmp_path, 
     assert (tmp_path / "annex.tsv").read_text() == "x\n" and not list(out.rglob("*model-linear*"))
 
 
+def test_an_unreadable_table_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """An earlier qc.tsv that cannot be read (made unreadable; a user without the right) had been found at the end,
+    after every subject had run, and told to make room (a review): one line before any work, nothing written."""
+    import builtins
+
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.apps.cli import main
+
+    ds = helpers.make_bids(tmp_path / "bids", ("01",), shape=SHAPE)
+    out = tmp_path / "deriv"
+    out.mkdir()
+    (out / "qc.tsv").write_text("subject\n")
+
+    def unreadable(path, *a, **k):
+        if str(path) == str(out / "qc.tsv"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *a, **k)
+
+    monkeypatch.setattr(cli.batch, "open", unreadable, raising=False)
+    assert main(["batch", str(ds), "-o", str(out), "--method", "linear", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"iqt: error: {out / 'qc.tsv'}: the cohort's QC table cannot be read (Permission denied), and a run "
+                   "adds its rows to the earlier runs' there: make it readable (or move it) and rerun"], err
+    assert sorted(p.name for p in out.iterdir()) == ["qc.tsv"]
+
+
 def test_the_table_is_written_at_most_every_few_seconds_as_subjects_end(tmp_path, monkeypatch):
     """Written after every subject, the table's writes grew with the square of the cohort (review 52b: 1000 quick
     subjects, 40 s of the run's 81 s; a resume of them 33 s against 1.9 s). The clock cohort.py reads is this test's,

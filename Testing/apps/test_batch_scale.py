@@ -563,8 +563,13 @@ def test_the_event_loops_emfile_filter_stays_for_the_clusters_life_unless_debug(
     try:
         with cohort._open_files_noted(keep=True) as met:
             assert not logged()  # dropped while it starts
+        assert capsys.readouterr().err == ""  # a failed start's own line says it
         assert not logged() and not logged() and logged(errno.ECONNRESET)  # and while it runs; other errors shown
         assert met.count == 3 and len(met) == 3
+        # the first one met while it runs is said at once, once (a run that stalled on it had been silent to its end)
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("iqt: warning: the local cluster has met this process's limit on "
+                                                   "open files; the run may slow down or stall"), err
         cluster = types.SimpleNamespace(scheduler_address="tls://127.0.0.1:1")
         monkeypatch.setitem(cohort._KEPT_OFF, cluster.scheduler_address, met)
         with warnings.catch_warnings(record=True) as caught:

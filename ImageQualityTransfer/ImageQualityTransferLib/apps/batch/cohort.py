@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -151,6 +152,7 @@ class _Met(list):
     """The first EMFILE and ENFILE errors the event loop logged (up to 10, for the start's line), and `count`: all."""
 
     count = 0
+    started = False  # the cluster is up: the first one met from now on is said at once (one line)
 
 
 _KEPT_OFF: dict = {}  # scheduler address -> (loggers, filter, met) of a started local cluster's EMFILE filter
@@ -174,6 +176,11 @@ def _open_files_noted(keep: bool = False):
             met.count += 1
             if len(met) < 10:
                 met.append(exc)
+            if met.started:  # a run that stalls on it had said nothing until its end (a review: 68 s of silence)
+                met.started = False
+                sys.stderr.write("iqt: warning: the local cluster has met this process's limit on open files; the "
+                                 "run may slow down or stall: raise ulimit -n or run fewer --workers (the count at "
+                                 "the end)\n")
             return False
         return True
 
@@ -189,6 +196,8 @@ def _open_files_noted(keep: bool = False):
         raise
     if not keep:  # under --debug a later EMFILE's traceback reaches stderr
         met.remove_filter()
+    else:
+        met.started = True
 
 
 def open_files_met(cluster) -> int:

@@ -64,7 +64,8 @@ QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "bra
 # brightness than the others or a brain median MD no in-vivo brain has; bvec_check (dmri/gradcheck.py): ok, or the correction of the gradient table that makes
 # the fibres clearly more continuous (x-flipped, rows(y,x,z), scanner-RAS, ...), n/a with too little white matter to
 # judge; n/a for a tensor file (and a subject done before they were recorded), except that bvec_check holds iqt
-# upsample's frame check of a tensor file read in another tool's order (subject.frame_record); notes: the subject's warnings, as in its
+# upsample's frame check of a tensor file read in another tool's order (subject.frame_record; "not checked" under
+# --no-frame-check); notes: the subject's warnings, as in its
 # sidecars' Notes (they had reached only stderr and the sidecars: a cohort's table read "done, ok, ok" for a series
 # read as two shells, an input audit); figure: the subject's QC figure (subject.qc_figure) from the table's folder
 
@@ -212,7 +213,8 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "scanner-RAS or -LPS: the directions were in the scanner's frame, not FSL's; obliquity-z: turned by the "
             "scan's obliquity about the file's z axis; named in the subject's warning "
             "with the fix), n/a with too little white matter to judge; for a tensor file read with --tensor-order fsl, "
-            "mrtrix or dipy, the same check of its directions as iqt upsample runs (n/a for other tensor files). Outlier: outside median &plusmn; 3 MAD "
+            "mrtrix or dipy, the same check of its directions as iqt upsample runs (not checked: run with "
+            "--no-frame-check; n/a for other tensor files). Outlier: outside median &plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
             f"volumes only among inputs of one kind. figure: colour FA of the subject's input (by nearest) and output, "

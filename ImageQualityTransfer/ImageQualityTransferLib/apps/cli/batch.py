@@ -298,11 +298,13 @@ def _stop(client, cluster, interrupted_in=(), existed=frozenset()) -> None:
     a new output folder's subject folders empty: a cohort audit), a writer that comes after making its folder again."""
     from ..batch.records import remove_temporaries
 
-    with _ctrl_c_held():
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    _open_files_said(cluster)
+    try:
+        with _ctrl_c_held():
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    finally:  # the count is met where closing fails too
+        _open_files_said(cluster)
     for folder in interrupted_in:
         if cluster is not None:
             remove_temporaries(folder)
@@ -660,6 +662,14 @@ def run(args) -> int:
         check_not_a_link(out / table)  # run there (a link: after every subject had run, a review)
         if (out / table).exists() and not (out / table).is_file():  # run there and named qc.tsv (a cohort audit)
             raise IQTError(f"{out / table}: in the way of the cohort's QC table ({table}), not a file; move it and rerun")
+    try:  # the earlier runs' rows are read at the end: unreadable, found after every subject had run (a review)
+        with open(out / "qc.tsv", "rb"):
+            pass
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise IQTError(f"{out / 'qc.tsv'}: the cohort's QC table cannot be read ({exc.strerror}), and a run adds its rows "
+                       "to the earlier runs' there: make it readable (or move it) and rerun") from None
     from .upsample import input_shape3
 
     for _, g, group, _ in runs:  # else a subject fails at its write, after its whole run (core/grid.py, NIFTI_MAX_DIM)

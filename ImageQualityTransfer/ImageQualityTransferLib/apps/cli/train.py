@@ -134,8 +134,10 @@ def run(args):
     if args.init and cls.requires_torch:  # another family's model, said in this option's words
         from ...fileio.model_files import article
 
-        try:
-            cls()._model_io().read_sidecar(args.init)
+        from ...methods.cnn.training import warm_start
+
+        try:  # the whole warm start (weights verified, factor, network), before the data are prepared or processes start
+            warm_start(args.init, args.method, args.factor)
         except IQTError as exc:
             raise IQTError(re.sub(r"; it is an? (\S+) model: run it with --method \S+",
                                   lambda found: f"; it is {article(found[1])} {found[1]} model, which cannot initialise a network: give an "

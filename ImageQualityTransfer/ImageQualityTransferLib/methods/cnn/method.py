@@ -81,6 +81,8 @@ class CNNMethod(LearnedMethod):
         if settings.get("reference_noise") and not issubclass(networks.ARCHITECTURES[self.name], networks.HeteroESPCN3D):
             raise IQTError(f"--reference-noise enters the heteroscedastic loss only; {self.name!r} has none (train "
                            "espcn-hetero or espcn-hetero-var1 with it)")
+        if init is not None:  # its weights, factor and network, before the data are prepared (they had been after)
+            training.warm_start(init, self.name, r)
         ck = settings.get("checkpoint")
         if ck is not None and Path(ck).exists():  # a damaged one, or another run's, refused before the data are prepared
             training.load_checkpoint(ck, self.name, r, seed)

@@ -182,6 +182,30 @@ def _seed(torch, device, seed: int) -> None:
         torch.default_generator.manual_seed(seed)
 
 
+def warm_start(init, method: str, factor, net=None):
+    """The --init model loaded (verified, weights only) into `net`, a `method` network for `factor` (one built to be
+    thrown away where None, to check the model before any data are prepared); returns the loaded model. Its factor or
+    a network that does not fit is refused in one line."""
+    from . import model_io, networks, require_torch
+
+    base = model_io.load(init)
+    factor = grid.factors(factor)
+    if grid.factors(base.factor) != factor:
+        raise IQTError(f"{init}: --init model is for {grid.describe(base.factor)}, not {grid.text(factor)}")
+    if net is None:
+        with require_torch().random.fork_rng(devices=[]):  # the throw-away layers' initial weights leave the seed's draws
+            net = networks.build({"name": method, "factor": grid.record(factor),
+                                  "widths": list(networks.default_widths(method))})
+    # a model without a variance network (espcn, deep) warm-starts the mean network of a heteroscedastic one,
+    # whose variance network starts as built
+    target = net.mean if networks.is_hetero(net) and not networks.is_hetero(base.net) else net
+    missing, unexpected = target.load_state_dict(base.net.state_dict(), strict=False)
+    # new parts start as they are built: dropout rates, and deep's residual block (zero: the base's function)
+    if unexpected or any("log_alpha" not in k and ".res_" not in f".{k}" for k in missing):
+        raise IQTError(f"{init}: a model of method {base.method!r} cannot initialise a network of method {method!r}")
+    return base
+
+
 class _Training:
     """One `train` call: what its set-up made (network, data, sampler, checkpoint to resume) and the progress its
     epochs move on (epoch, history, ended phases: what a checkpoint records). A class so that each step of the loop
@@ -259,18 +283,7 @@ class _Training:
                            f"{net.halo}; prepare them with halo={net.halo}")
         self.init_info, base = None, None
         if init is not None:
-            from . import model_io
-
-            base = model_io.load(init)
-            if grid.factors(base.factor) != grid.factors(factor):
-                raise IQTError(f"{init}: --init model is for {grid.describe(base.factor)}, not {grid.text(factor)}")
-            # a model without a variance network (espcn, deep) warm-starts the mean network of a heteroscedastic one,
-            # whose variance network starts as built
-            target = net.mean if networks.is_hetero(net) and not networks.is_hetero(base.net) else net
-            missing, unexpected = target.load_state_dict(base.net.state_dict(), strict=False)
-            # new parts start as they are built: dropout rates, and deep's residual block (zero: the base's function)
-            if unexpected or any("log_alpha" not in k and ".res_" not in f".{k}" for k in missing):
-                raise IQTError(f"{init}: a model of method {base.method!r} cannot initialise a network of method {method!r}")
+            base = warm_start(init, method, factor, net)
             self.opts["subject_scale"] = bool(base.meta["normalisation"].get("subject_scale"))  # the base's units
             self.init_info = {"model": str(base.path.name), "method": base.method, "sha256": base.meta.get("sha256"),
                               "minutes": base.meta.get("training", {}).get("minutes"),

@@ -99,6 +99,13 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
     except (OSError, ValueError, RecursionError) as exc:
         raise IQTError(f"{sp}: the model sidecar is not valid JSON ({exc}); re-download or retrain the model") from None
     got = meta.get("format") if isinstance(meta, dict) else None
+    if got != fmt and isinstance(got, str) and got.rpartition("/")[0] == fmt.rpartition("/")[0]:
+        # a format of this family from another version: 'run it with --method <its own method>' had been advised
+        from ..core.version import __version__
+
+        raise IQTError(f"{sp}: a {family} model in format {got!r}, written by version {meta.get('version')}, which this "
+                       f"version ({__version__}) does not read (it reads {fmt!r}); run it with a version that reads it, "
+                       "or retrain it with this one")
     if got != fmt:
         method = meta.get("method") if isinstance(meta, dict) else None
         hint = f"; it is {article(method)} {method} model: run it with --method {method}" if isinstance(method, str) else ""

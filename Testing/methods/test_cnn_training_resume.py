@@ -130,3 +130,15 @@ def test_a_checkpoint_resumed_on_another_thread_count_says_so_and_records_both(t
     training.train(synthetic_items(), seed=1, epochs=3, checkpoint=ck, log=lines.append, **{**kw, "threads": 2})
     assert not any("CPU thread" in line for line in lines), lines  # the count it was written on: nothing to say
 
+
+
+def test_a_checkpoint_resumed_on_another_thread_count_warns_without_a_log(tmp_path):
+    """Without -v (no log) the thread count's note had not been said at all: a warning line now, where an epoch is left
+    to train."""
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    ck = tmp_path / "run.ckpt"
+    kw = {**FAST, "method": "espcn"}
+    training.train(synthetic_items(), seed=1, epochs=1, checkpoint=ck, **kw)
+    with pytest.warns(IQTWarning, match="trained on 1 CPU thread and this run has 2"):
+        training.train(synthetic_items(), seed=1, epochs=2, checkpoint=ck, **{**kw, "threads": 2})

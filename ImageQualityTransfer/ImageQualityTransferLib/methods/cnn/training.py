@@ -182,6 +182,13 @@ def _seed(torch, device, seed: int) -> None:
         torch.default_generator.manual_seed(seed)
 
 
+def _warn(message: str) -> None:
+    """A resumed training's note as a warning line ('iqt: warning: ...' on the command line)."""
+    from ...core.errors import IQTWarning
+
+    warnings.warn(message, IQTWarning, stacklevel=2)
+
+
 def warm_start(init, method: str, factor, net=None):
     """The --init model loaded (verified, weights only) into `net`, a `method` network for `factor` (one built to be
     thrown away where None, to check the model before any data are prepared); returns the loaded model. Its factor or
@@ -435,22 +442,27 @@ class _Training:
         if self.log:
             self.log(f"resuming from {self.checkpoint} after epoch {self.epoch}" + _resume_plan(
                 phases, given, limits, ended, last, done, start_phase, self.epochs, more))
+        # what makes the weights differ from a run never interrupted: in the log, or without one (no -v) as a warning
+        # line in one process (--nproc's spawned ones print no engine warning as one line) where an epoch is left to
+        # train (one that trains none writes the checkpoint's weights as they are); it had been said in -v only
+        say = self.log or (_warn if self.world == 1 and start_phase < len(phases) else None)
+        if say:
             before = int(ck.get("processes", 1))
             if before != self.world:
-                self.log(f"the checkpoint was written by {before} process{'es' if before > 1 else ''} and this run has "
-                         f"{self.world}: the random streams start afresh, so the weights differ from those of a run "
-                         f"that went on with {before} (the model's record names both counts)")
+                say(f"the checkpoint was written by {before} process{'es' if before > 1 else ''} and this run has "
+                    f"{self.world}: the random streams start afresh, so the weights differ from those of a run "
+                    f"that went on with {before} (the model's record names both counts)")
             threads, now = ck.get("threads"), self.threads_used.get("torch")
             if threads is not None and threads != now and self.device.type == "cpu":
                 # a CPU training's sums depend on its thread count: resumed on another, its record had named only the
                 # new count, whose command then gave other weights (a cohort audit)
-                self.log(f"the checkpoint was trained on {threads} CPU thread{'s' if threads > 1 else ''} and this run "
-                         f"has {now}: the weights differ from those of a run that went on with {threads} (the model's "
-                         f"record names both counts; give --threads {threads} to go on as it ran)")
-            if start_phase >= len(phases):
-                self.log(f"the checkpoint's run had already ended ({ck['stopped']}, after epoch {self.epoch}): no epoch to "
-                         "train; its model is written as it was" + (f" (a larger --epochs than {self.epoch} continues a "
-                                                                   "run stopped by its epochs)" if ran_out else ""))
+                say(f"the checkpoint was trained on {threads} CPU thread{'s' if threads > 1 else ''} and this run "
+                    f"has {now}: the weights differ from those of a run that went on with {threads} (the model's "
+                    f"record names both counts; give --threads {threads} to go on as it ran)")
+        if self.log and start_phase >= len(phases):
+            self.log(f"the checkpoint's run had already ended ({ck['stopped']}, after epoch {self.epoch}): no epoch to "
+                     "train; its model is written as it was" + (f" (a larger --epochs than {self.epoch} continues a "
+                                                               "run stopped by its epochs)" if ran_out else ""))
 
     def _save_checkpoint(self, pi, done, finished, opt, sched, best, best_state, since, ema_state, stop=0):
         """Write the whole training state (every process's random streams gathered) to `checkpoint`, on rank 0, atomically."""

@@ -30,6 +30,27 @@ def test_tracking_a_whole_field_fit_without_a_mask_is_said(unmasked, capsys):
     cmd = ["track", str(d / "lr.nii.gz"), "--seeds", str(d / "seeds.nii.gz"), "-o", str(d / "t.trk")]
     assert main(cmd) == 0
     err = capsys.readouterr().err
-    assert err.count("whole field of view") == 1 and "give --mask" in err, err
+    assert err.count("reach well beyond the brain") == 1 and "give --mask" in err, err
     assert main([*cmd, "--mask", str(d / "brain.nii.gz")]) == 0
-    assert "whole field of view" not in capsys.readouterr().err
+    assert "beyond the brain" not in capsys.readouterr().err
+
+
+def test_an_upsampled_unmasked_fit_is_said_and_a_masked_one_is_not(unmasked, capsys):
+    """iqt upsample keeps its output of a whole-field fit to the brain and the tissue-like fits around it, no longer a
+    whole field: tracked without --mask it had gone unsaid (a review); the same fit masked stays quiet."""
+    d = unmasked
+    assert main(["upsample", str(d / "lr.nii.gz"), "--method", "cubic", "-o", str(d / "up.nii.gz")]) == 0
+    lr = fileio.load_tensor(d / "lr.nii.gz")
+    brain = np.asarray(fileio.load_mask(d / "brain.nii.gz").data, bool)
+    fileio.save_tensor(lr.replace(data=np.where(brain[..., None], lr.data, 0)), d / "masked.nii.gz")
+    capsys.readouterr()
+    for name, said in (("up.nii.gz", True), ("masked.nii.gz", False)):
+        seeds = d / ("seeds_hr.nii.gz" if name == "up.nii.gz" else "seeds.nii.gz")
+        if name == "up.nii.gz":
+            up = fileio.load_tensor(d / name)
+            one = np.zeros(up.shape3, np.uint8)
+            one[tuple(s // 2 for s in up.shape3)] = 1
+            nib.save(nib.Nifti1Image(one, up.affine), seeds)
+        assert main(["track", str(d / name), "--seeds", str(seeds), "-o", str(d / f"{name}.trk")]) == 0
+        err = capsys.readouterr().err
+        assert ("reach well beyond the brain" in err) == said, (name, err)

@@ -56,3 +56,17 @@ def test_propagate_keeps_another_tools_file_in_its_folder(tmp_path, lr_path, cap
     rc = main(["propagate", str(lr_path), "-o", str(out), "--method", "biqt", "--samples", "2", "--no-tracts"])
     _refused(capsys, rc, name)
     assert theirs.read_bytes() == before and [p.name for p in out.iterdir()] == [name]
+
+
+def test_a_file_with_the_summary_keys_but_other_values_is_not_taken_for_ours(tmp_path):
+    """A user's JSON holding the four keys (a review: `"approximation": "my notes"`) had been written over."""
+    import json
+
+    from ImageQualityTransferLib.analysis.propagation import is_summary
+
+    ours = {"method": "biqt", "n_samples": 100, "approximation": "diagonal Gaussian per element (independent elements "
+            "and voxels)", "tract_dice_between_samples": None}
+    theirs = {"method": ["a"], "n_samples": [3], "approximation": "my notes", "tract_dice_between_samples": [1]}
+    for summary, want in ((ours, True), (theirs, False), ({**ours, "approximation": "my notes"}, False)):
+        (tmp_path / "s.json").write_text(json.dumps(summary))
+        assert is_summary(tmp_path / "s.json") == want, summary

@@ -255,7 +255,10 @@ def is_summary(path) -> bool:
         summary = read_json(path, what="the propagation summary")
     except (OSError, ValueError, UnicodeDecodeError, IQTError):
         return False
-    return isinstance(summary, dict) and all(k in summary for k in SUMMARY_KEYS)
+    # the keys alone took a user's file holding them for ours (a review): their values as `write` has always made them
+    return isinstance(summary, dict) and all(k in summary for k in SUMMARY_KEYS) and \
+        isinstance(summary["method"], str) and isinstance(summary["n_samples"], int) and \
+        str(summary["approximation"]).startswith("diagonal Gaussian")
 
 
 def write(res: Propagation, paths: dict, method_name: str, input_path, settings: dict | None = None,

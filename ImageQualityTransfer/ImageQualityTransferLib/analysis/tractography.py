@@ -275,14 +275,18 @@ def tracking_fields(tensor: Volume, mask=None, fa_threshold: float = 0.2, direct
     return fa, dirs
 
 
-NONPHYSICAL_TOLERANCE = 1e-6  # of the largest eigenvalue: the closed form's rounding on a physical tensor is far below
+# of the largest eigenvalue: a smallest eigenvalue below -0.1 of it is read as no tissue. A white-matter tensor a
+# little below zero (an OLS fit's noise: diag(1.7, 0.3, -0.05)e-3) stays a fibre: read as no tissue, one such plane
+# had cut a bundle's tracts in half (a review); of the non-physical voxels with FA >= 0.2 on biqt's and cubic's outputs
+# of an unmasked fit and an OLS fit at SNR 8, 0.64-0.71 lie below it (docs/accuracy.md, Tractography and lesions)
+NONPHYSICAL_TOLERANCE = 0.1
 
 
 def nonphysical(t: np.ndarray) -> np.ndarray:
-    """Whether each (..., 6) tensor has a negative eigenvalue (not positive semi-definite): its FA, clipped to [0, 1],
-    reads up to 1 (the most anisotropic there is) where it has none, and streamlines had been seeded in such voxels and
-    carried through them (3084 of 37394 on biqt's output of the 3 mm ortho dev scan's unmasked fit x2, every voxel a
-    seed: a tractography audit)."""
+    """Whether each (..., 6) tensor has an eigenvalue clearly below zero: its FA, clipped to [0, 1], reads up to 1 (the
+    most anisotropic there is) where it has none, and streamlines had been seeded in such voxels and carried through
+    them (3084 of 37394 on biqt's output of the 3 mm ortho dev scan's unmasked fit x2, every voxel a seed: a
+    tractography audit)."""
     w = tensors.eigenvalues(t)
     return w[..., 0] < -NONPHYSICAL_TOLERANCE * np.abs(w[..., 2])
 

@@ -278,7 +278,7 @@ def tracking_fields(tensor: Volume, mask=None, fa_threshold: float = 0.2, direct
 # of the largest eigenvalue: a smallest eigenvalue below -0.1 of it is read as no tissue. A white-matter tensor a
 # little below zero (an OLS fit's noise: diag(1.7, 0.3, -0.05)e-3) stays a fibre: read as no tissue, one such plane
 # had cut a bundle's tracts in half (a review); of the non-physical voxels with FA >= 0.2 on biqt's and cubic's outputs
-# of an unmasked fit and an OLS fit at SNR 8, 0.64-0.71 lie below it (docs/accuracy.md, Tractography and lesions)
+# of an unmasked fit and an OLS fit at SNR 8, 0.63-0.71 lie below it (docs/accuracy.md, Tractography and lesions)
 NONPHYSICAL_TOLERANCE = 0.1
 
 

@@ -60,6 +60,23 @@ def low_res_case(subject, r, style: str):
 # ---------------------------------------------------------------- small synthetic tensor fields
 
 
+def changed_copy(src: Path, dst: Path, mask: Path) -> Path:
+    """A copy of the reference `src` as a prediction, its first mask voxel holding a tensor (on the brain's edge: the exterior) scaled
+    by 1.01: `iqt evaluate` refuses a prediction equal to the reference on every mask voxel, and the interior here
+    keeps no error (its PSNR and Spearman undefined)."""
+    import nibabel as nib
+
+    img = nib.load(src)
+    data = np.asarray(img.dataobj, np.float64).copy()
+    held = np.asarray(nib.load(mask).dataobj) > 0
+    held &= np.any(data.reshape(*held.shape, -1) != 0, axis=-1)
+    edge = tuple(np.argwhere(held)[0])
+    data[edge] *= 1.01
+    img.header.set_data_dtype(np.float32)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), img.affine, img.header), dst)
+    return dst
+
+
 def random_spd(n, seed=0):
     m = np.random.default_rng(seed).normal(size=(n, 3, 3)) * 5e-4
     return tensors.from_matrix(m @ np.swapaxes(m, 1, 2) + 1e-4 * np.eye(3))

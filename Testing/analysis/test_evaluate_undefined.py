@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from ImageQualityTransferLib.analysis import evaluation
 from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.volume import Volume
 
-from helpers import run_cli
+from helpers import changed_copy, run_cli
 
 
 def test_rounding_level_angles_are_no_direction_ranking():
@@ -49,9 +48,9 @@ def test_evaluate_prints_no_nan_or_inf(capsys, tmp_path, small_subject):
     grid = truth.shape3
     fileio.save_scalar(Volume(np.full(grid, 1e-5, np.float32), truth.affine, "scalar"), tmp_path / "u.nii.gz")
     fileio.save_scalar(Volume(np.full(grid, 5.0, np.float32), truth.affine, "scalar"), tmp_path / "u_dir.nii.gz")
-    # a prediction equal to the reference (a copy: the reference's own file is refused): no error to set a PSNR, no
+    # a prediction equal to the reference in the interior (a copy of it is refused): no error to set a PSNR, no
     # ranking of errors
-    shutil.copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz")
+    changed_copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz", tmp_path / "mask.nii.gz")
     code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                           "--mask", tmp_path / "mask.nii.gz", "--dwi", dwi, "--uncertainty", tmp_path / "u.nii.gz",
                           "--direction", tmp_path / "u_dir.nii.gz", "--json", tmp_path / "same.json")
@@ -67,6 +66,7 @@ def test_evaluate_prints_no_nan_or_inf(capsys, tmp_path, small_subject):
     c = np.argwhere(np.asarray(mask.data, bool)).mean(axis=0).astype(int)
     tiny[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2] - 2:c[2] + 2] = True
     fileio.save_mask(Volume(tiny, truth.affine, "mask"), tmp_path / "tiny.nii.gz")
+    changed_copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz", tmp_path / "tiny.nii.gz")  # not equal in this mask
     code, out, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "hr.nii.gz",
                           "--mask", tmp_path / "tiny.nii.gz", "--uncertainty", tmp_path / "u.nii.gz", "--json",
                           tmp_path / "tiny.json")
@@ -126,7 +126,7 @@ def test_a_dwi_of_another_position_is_refused_for_the_noise_floor(capsys, tmp_pa
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), turned, img.header), other / "dwi.nii.gz")
     for ext in ("bval", "bvec"):
         shutil.copy(small_subject / f"dwi.{ext}", other / f"dwi.{ext}")
-    shutil.copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz")  # the reference's own file is refused as --pred
+    changed_copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz", tmp_path / "mask.nii.gz")  # its copy is refused
     args = ("evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "hr.nii.gz", "--mask",
             tmp_path / "mask.nii.gz", "--dwi")
     assert run_cli(capsys, *args, dwi)[0] == 0

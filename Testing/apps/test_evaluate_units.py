@@ -263,3 +263,76 @@ def test_a_sigma_map_whose_header_names_no_unit_is_judged_against_the_prediction
     assert code == 2 and err.count("\n") == 1 and "leave --uncertainty-unit out" in err, err
     # each read in its own unit is scored: the Slicer-saved NRRD above (um2/ms given), and a bare map in mm^2/s
     # (Testing/analysis/test_evaluate_undefined.py)
+
+
+def _bare(d, src, name, scale=1.0):
+    """`src` saved without its header's record of kind and unit (as Slicer's Save or another tool writes a map)."""
+    import nibabel as nib
+
+    img = nib.load(d / src)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32) * np.float32(scale), img.affine), d / name)
+    return d / name
+
+
+@pytest.mark.parametrize("src", ["sd_direction.nii.gz", "fa_std.nii.gz"])
+def test_a_map_of_another_kind_given_with_um2_ms_is_refused_as_not_sigma(scored, capsys, src):
+    """A _direction map (degrees) saved without its record and given as --uncertainty with --uncertainty-unit um2/ms,
+    as the refusal without the unit advised, had been scored as sigma, exit 0 (a review: 'within_2sigma 1.000'): the
+    cap on the map's brain median over the prediction's MD holds in um^2/ms too, and each refusal that offers um2/ms
+    says first that a direction, FA-SD or MD-SD map is not sigma."""
+    if src == "fa_std.nii.gz":  # an FA's SD as the Slicer module saves it: 0.02-0.32, no unit (iqt upsample --propagate)
+        img = fileio.load_scalar(scored / "sd.nii.gz")
+        rng = np.random.default_rng(0)
+        fa_sd = np.where(img.data > 0, rng.uniform(0.02, 0.32, img.data.shape), 0).astype(np.float32)
+        fileio.save_scalar(img.replace(data=fa_sd, meta={}), scored / src)
+    path = _bare(scored, src, f"bare_{src}")
+    said = "a direction, FA-SD or MD-SD map is not a tensor's sigma map"
+    if src == "fa_std.nii.gz":  # read in um^2/ms it is as narrow as a sigma, so the line offering the unit says it
+        code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", path)
+        assert code == 2 and err.count("\n") == 1 and 0 <= err.find(said[2:]) < err.find("um2/ms"), err
+        return
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", path, "--uncertainty-unit", "um2/ms")
+    assert code == 2 and err.count("\n") == 1 and said in err and "times the prediction's brain median MD" in err, err
+
+
+def test_a_sigma_map_up_to_one_and_a_half_times_the_md_is_scored(scored, capsys):
+    """rf's sigma reaches 0.91 of the prediction's brain MD at SNR 3 (the dev scans): a bare map in mm^2/s at 1.2 times
+    it had been refused as too wide (the cap was 1.0); the cap is 1.5."""
+    from ImageQualityTransferLib.core import tensors
+
+    sd = fileio.load_scalar(scored / "sd.nii.gz").data
+    mask = fileio.load_mask(scored / "mask.nii.gz").data.astype(bool)
+    pred = fileio.load_tensor(scored / "biqt.nii.gz").data
+    md = np.median(tensors.md(np.asarray(pred, np.float64)[mask]))
+    s = np.asarray(sd, np.float64)[mask]
+    path = _bare(scored, "sd.nii.gz", "wide.nii.gz", 1.2 * md / np.median(s[s > 0]))
+    code, out, err = run_cli(capsys, *_base(scored), "--uncertainty", path)
+    assert code == 0 and "within_2sigma" in out, err
+
+
+def test_a_prediction_in_another_unit_is_blamed_before_the_maps(scored, capsys):
+    """A prediction in um^2/ms (1000 times mm^2/s) with a sigma map in um^2/ms and --uncertainty-unit um2/ms had the
+    blame put on the map ('too narrow for any method's sigma'): the prediction's own unit refusal is said."""
+    import nibabel as nib
+
+    img = nib.load(scored / "biqt.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32) * 1000, img.affine, img.header), scored / "x1000.nii.gz")
+    um = _bare(scored, "sd.nii.gz", "um.nii.gz", 1000)
+    code, _, err = run_cli(capsys, "evaluate", "--pred", scored / "x1000.nii.gz", "--truth", scored / "hr.nii.gz",
+                           "--mask", scored / "mask.nii.gz", "--uncertainty", um, "--uncertainty-unit", "um2/ms")
+    assert code == 2 and err.count("\n") == 1 and "x1000.nii.gz: the prediction tensor values" in err, err
+
+
+def test_a_copy_of_the_reference_given_as_the_prediction_is_refused(scored, capsys, tmp_path):
+    """A byte copy or a NRRD conversion of the reference given as --pred (not its file, so not said as the same
+    file) had scored every error zero, exit 0 (a review): refused where it equals the reference on every mask voxel."""
+    import shutil
+
+    hr = scored / "hr.nii.gz"
+    shutil.copy(hr, tmp_path / "copy.nii.gz")
+    fileio.save_tensor(fileio.load_tensor(hr), tmp_path / "hr.nrrd")
+    for pred in (tmp_path / "copy.nii.gz", tmp_path / "hr.nrrd"):
+        code, out, err = run_cli(capsys, "evaluate", "--pred", pred, "--truth", hr, "--mask", scored / "mask.nii.gz",
+                                 "--json", tmp_path / "m.json")
+        assert code == 2 and err.count("\n") == 1 and "scored against itself every error is zero" in err, (pred, err)
+        assert not out and not (tmp_path / "m.json").exists()

@@ -6,7 +6,6 @@ of 0.46 against such a reference, and streamlines running up to 30 mm into its b
 from __future__ import annotations
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -17,7 +16,7 @@ from ImageQualityTransferLib.fileio.tracts import load_tracts
 from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 
-from helpers import run_cli
+from helpers import changed_copy, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ def test_evaluate_reads_an_int16_reference_s_background_as_none(pair, tmp_path, 
     big = mask.replace(data=binary_dilation(mask.data, iterations=2))  # two voxels of background in the exterior
     fileio.save_mask(big, tmp_path / "all.nii.gz")
     rows = {}
-    shutil.copy(f32, tmp_path / "pred.nii.gz")  # the reference's own file is refused as --pred
+    changed_copy(f32, tmp_path / "pred.nii.gz", tmp_path / "all.nii.gz")  # the reference or its copy is refused
     for name, truth in (("float", f32), ("int16", i16)):
         code, _, err = run_cli(capsys, "evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", truth, "--mask", tmp_path / "all.nii.gz",
                                "--json", tmp_path / f"{name}.json")

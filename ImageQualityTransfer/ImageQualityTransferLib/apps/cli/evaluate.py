@@ -78,6 +78,16 @@ def _not_itself(pred, truth) -> None:
                        "fitted from the high-res DWI ('iqt fit')")
 
 
+def _not_its_copy(pred_path, truth_path, pred, truth, mask) -> None:
+    """Refuse a prediction equal to the reference on every mask voxel: a byte copy or a NRRD conversion of the
+    reference, not its file, had scored every error zero, exit 0 (a review; `_not_itself` tells only the same file)."""
+    m = np.asarray(mask, bool)
+    if m.any() and np.array_equal(pred[m], truth[m], equal_nan=True):
+        raise IQTError(f"{pred_path}: holds the reference's own tensors ({truth_path}) in every mask voxel, a copy of it "
+                       "given as the prediction, and scored against itself every error is zero; give as --pred the "
+                       "output of 'iqt upsample' and as --truth the reference fitted from the high-res DWI ('iqt fit')")
+
+
 def run(args):
     from ... import fileio
     from ...analysis import evaluation
@@ -168,6 +178,7 @@ def run(args):
     box = tuple(slice(s, s + n) for s, n in zip(start, shape))  # the reference's voxels under the prediction
     t = truth.data[box]
     m = mask.data[box]
+    _not_its_copy(args.pred, args.truth, pred.data, t, m)
     missing = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
     lr_mask = degrade.block_majority(m, f)
     unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None), args.pred, brain=m) \
@@ -292,9 +303,13 @@ def _same_unit(path, recorded: str | None, given: str | None) -> None:
 
 
 # a sigma map's brain median over the prediction's brain median MD, where no header records the map's unit: the maps
-# 'iqt upsample --uncertainty' writes read 0.0064 (espcn-hetero-var1's std_parameter) to 0.20 (rf) on the 3 mm dev
-# scan, and the same maps in um^2/ms (as Slicer's Save writes the module's nodes) 1000 times that
-SIGMA_MD_RATIO = (1e-3, 1.0)
+# 'iqt upsample --uncertainty' writes read 0.0027-0.0040 (deep-hetero-var1's std_parameter) to 0.91 (rf's std at SNR 3)
+# on the dev scans, and the same maps in um^2/ms (as Slicer's Save writes the module's nodes) 1000 times that (from
+# 2.7); the cap holds in either unit: a _direction map in degrees read in um^2/ms still reads about 60 times the MD
+SIGMA_MD_RATIO = (1e-3, 1.5)
+# the refusals that offer --uncertainty-unit um2/ms say first which maps are not sigma: the unit would not make them so
+NOT_SIGMA = ("a direction, FA-SD or MD-SD map is not a tensor's sigma map (--uncertainty takes the std, std_intrinsic "
+             "or std_parameter map 'iqt upsample --uncertainty' writes, --direction its _direction map)")
 
 
 def _check_sigma_unit(path, data, pred, brain, unit_given: str | None) -> None:
@@ -302,7 +317,7 @@ def _check_sigma_unit(path, data, pred, brain, unit_given: str | None) -> None:
     given (--uncertainty-unit), are not a tensor's standard deviation beside the prediction's own brain MD: a map in
     um^2/ms whose values all lay below 0.1 (the old test) had been read as mm^2/s, 1000 times too wide, and scored
     'within 2 sigma: 1.000' (an audit's leftover: espcn-hetero-var1's std_parameter as Slicer saves it)."""
-    from ...core import tensors
+    from ...core import tensor_checks, tensors
 
     inside = np.asarray(brain, bool)
     s = np.asarray(data, np.float64)
@@ -316,14 +331,20 @@ def _check_sigma_unit(path, data, pred, brain, unit_given: str | None) -> None:
     if not s.size or not md.size:
         return
     sigma, scale = float(np.median(s)), float(np.median(md))
+    if not tensor_checks.MIN_MEDIAN_MD <= scale <= tensor_checks.MAX_MEDIAN_MD:  # the prediction is in another unit:
+        return  # its own refusal (tensor_checks.check_scale, in the evaluation) says so, not the map's
     ratio = sigma / scale
     unit = unit_given or "mm2/s"
     read = f"read in {unit} ({'as --uncertainty-unit says' if unit_given else 'its header names no unit'})"
-    if ratio >= SIGMA_MD_RATIO[1] and unit == "mm2/s":
-        raise IQTError(f"{path}: {read}, its brain median {sigma:.3g} mm^2/s is {ratio:.3g} times the prediction's brain "
-                       f"median MD ({scale:.3g} mm^2/s), no tensor's standard deviation: in um^2/ms (1000 times mm^2/s, "
-                       "as the Slicer module shows sigma and Slicer's Save writes it)? say so with --uncertainty-unit "
-                       "um2/ms, or give the std map 'iqt upsample --uncertainty' wrote")
+    if ratio >= SIGMA_MD_RATIO[1]:
+        head = (f"{path}: {read}, its brain median {sigma:.3g} mm^2/s is {ratio:.3g} times the prediction's brain median "
+                f"MD ({scale:.3g} mm^2/s), no tensor's standard deviation: {NOT_SIGMA}")
+        if unit == "um2/ms":  # a map in degrees or of FA stays too wide in either unit (a review: a _direction map
+            # given with --uncertainty-unit um2/ms had scored 'within 2 sigma: 1.000')
+            raise IQTError(f"{head}; give the std map as --uncertainty")
+        raise IQTError(f"{head}. A sigma map in um^2/ms (1000 times mm^2/s, as the Slicer module shows sigma and Slicer's "
+                       "Save writes it)? say so with --uncertainty-unit um2/ms, or give the std map 'iqt upsample "
+                       "--uncertainty' wrote")
     if ratio < SIGMA_MD_RATIO[0] and unit == "um2/ms":
         raise IQTError(f"{path}: {read}, its brain median {sigma:.3g} mm^2/s is {ratio:.2g} times the prediction's brain "
                        f"median MD ({scale:.3g} mm^2/s), too narrow for any method's sigma: already in mm^2/s? leave "
@@ -455,8 +476,9 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None,
         unit, kind = fields.get("ImageQualityTransfer.Unit"), fields.get("ImageQualityTransfer.Map")
         if unit is None and (unit_given is None or option != "--uncertainty"):
             raise IQTError(f"{path}: a NRRD whose header does not name its unit (no ImageQualityTransfer.Unit, as "
-                           "Slicer saves the module's map); say it with --uncertainty-unit um2/ms (the unit the "
-                           "module shows sigma in) or mm2/s" if option == "--uncertainty" else
+                           f"Slicer saves the module's map); {NOT_SIGMA}; for a sigma map say its unit with "
+                           "--uncertainty-unit um2/ms (the unit the module shows sigma in) or mm2/s"
+                           if option == "--uncertainty" else
                            f"{path}: a NRRD that does not say it is this tool's direction map (no ImageQualityTransfer.Unit "
                            "in its header); give the _direction map 'iqt upsample --uncertainty' wrote")
         if kind is None or kind not in MAP_UNITS or kind in SIGMA_KEYS:  # a known other kind: refused below
@@ -498,9 +520,9 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None,
         if option == "--uncertainty" and top > 0.1:
             # the Slicer module shows and saves sigma in um^2/ms, 1000 times mm^2/s (a Slicer audit: such a file was
             # asked whether it was the direction map, and only that)
-            unit = (" In um^2/ms (1000 times mm^2/s, as the Slicer module shows and saves sigma)? say so with "
-                    "--uncertainty-unit um2/ms, or give the std map 'iqt upsample --uncertainty' wrote."
-                    if top < 20 else "")
+            unit = (f" {NOT_SIGMA[0].upper()}{NOT_SIGMA[1:]}. A sigma map in um^2/ms (1000 times mm^2/s, as the Slicer module shows "
+                    "and saves sigma)? say so with --uncertainty-unit um2/ms, or give the std map 'iqt upsample "
+                    "--uncertainty' wrote." if top < 20 else "")
             raise IQTError(f"{path}: values up to {top:.3g} are not a tensor's standard deviation in mm^2/s (elements are "
                            "about 1e-3); is it the _direction map (degrees)? give it as --direction, and the std map as "
                            f"--uncertainty.{unit}")

@@ -121,6 +121,13 @@ def test_the_probe_reports_the_childs_error_and_its_timeout(monkeypatch):
     assert offscreen.probe(timeout=0.5) == (False, f"{offscreen.TOOK_OVER} 0.5 s")
 
 
+def test_a_probe_that_printed_0_says_so(monkeypatch):
+    """A child that rendered, exit 0, but printed 0 (SupportsOpenGL() said no) had been reported 'exit 0, nothing
+    printed' (a review): with nothing on stderr, the last line it printed is quoted."""
+    monkeypatch.setattr(offscreen, "OPENGL_PROBE", "print('rendered'); print(0)")
+    assert offscreen.probe() == (False, "exit 0, printed '0'")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

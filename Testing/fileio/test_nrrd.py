@@ -248,3 +248,16 @@ def test_space_units_other_than_mm_are_refused_not_read_as_mm(tmp_path, units, f
         assert "'space units'" in said and "\n" not in said and (f"by {factor} " in said if factor else "in mm" in said), said
     if factor is None:
         assert_same(load_tensor_nrrd(paths[0]), vol)
+
+
+def test_space_units_differing_between_axes_name_the_axis_not_in_mm(tmp_path):
+    """'space units: "mm" "mm" "cm"' had been refused naming one factor for all the axes ('multiply its space
+    directions and space origin by 10'): the axis in cm is named, with its factor."""
+    path = tmp_path / "dti.nrrd"
+    save_tensor_nrrd(tensor_volume("las_oblique_aniso"), path)
+    head, data = path.read_bytes().split(b"\n\n", 1)
+    path.write_bytes(head + b'\nspace units: "mm" "mm" "cm"\n\n' + data)
+    with pytest.raises(IQTError) as exc:
+        load_tensor_nrrd(path)
+    said = str(exc.value)
+    assert "the third component (its space axis 3, in cm)" in said and "'space origin' by 10" not in said, said

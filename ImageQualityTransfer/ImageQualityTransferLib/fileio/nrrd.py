@@ -269,6 +269,15 @@ def _check_space_units(hdr: dict, path: Path) -> None:
     scale = (f" (its voxels would read {max(k, 1 / k):g} times too {'large' if k < 1 else 'small'}); multiply its "
              f"'space directions' and 'space origin' by {k:g}") if k is not None else \
         "; give its 'space directions' and 'space origin' in mm"
+    # units differing between the space axes ('mm' 'mm' 'cm'): the factor is named for each axis not in mm (one
+    # factor for all had been named, a review), the axes' components being those of the origin and each direction
+    if len({u.lower() if u and u.lower() not in MM_WORDS else "mm" for u in units}) > 1 and \
+            all(UNIT_MM.get(u.lower()) is not None for u in other):
+        nth = ("first", "second", "third", "fourth")
+        scale = "; multiply " + " and ".join(
+            f"the {nth[i] if i < len(nth) else f'{i + 1}th'} component (its space axis {i + 1}, in {u}) of its 'space "
+            f"origin' and of each 'space directions' vector by {UNIT_MM[u.lower()]:g}"
+            for i, u in enumerate(units) if u and u.lower() not in MM_WORDS)
     raise IQTError(f"{path}: its header gives 'space units' {' '.join(repr(u) for u in units)}, and this tool reads a "
                    f"NRRD grid in mm, as Slicer does whatever the field says{scale} and write 'space units: \"mm\" \"mm\" "
                    "\"mm\"' (or drop the field)")

@@ -20,7 +20,7 @@ TOOK_OVER = "the probe took over"  # a slow machine, not missing libraries: the 
 
 def probe(timeout: float = 60) -> tuple[bool, str]:
     """(True, "") where a child process renders off-screen; else (False, why: its exit status and the last line it
-    wrote to stderr, which for a Python error is the error itself)."""
+    wrote to stderr, which for a Python error is the error itself, or where it wrote none, the last line it printed)."""
     try:
         done = subprocess.run([sys.executable, "-c", OPENGL_PROBE], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -28,7 +28,11 @@ def probe(timeout: float = 60) -> tuple[bool, str]:
     if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == ["1"]:
         return True, ""
     said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-    return False, f"exit {done.returncode}" + (f": {said[-1][:160]}" if said else ", nothing printed")
+    if said:
+        return False, f"exit {done.returncode}: {said[-1][:160]}"
+    # nothing on stderr: its output's last line (a render that ran, SupportsOpenGL() printing 0, had read 'nothing printed')
+    out = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    return False, f"exit {done.returncode}, " + (f"printed {out[-1][:160]!r}" if out else "nothing printed")
 
 
 def check_offscreen_opengl(who: str = "") -> None:

@@ -88,7 +88,9 @@ def work(small_subject, tmp_path_factory):
     z = img.shape[2] // 2
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, z:z + 2], img.affine, img.header), thin / "dwi.nii.gz")
     assert main(["fit", str(subj / "dwi.nii.gz"), "-o", str(d / "fit.nii.gz"), "--mask-out", str(d / "fitmask.nii.gz")]) == 0
-    shutil.copy(d / "fit.nii.gz", d / "fitcopy.nii.gz")  # a prediction equal to it (the reference's own file is refused)
+    from helpers import changed_copy
+
+    changed_copy(d / "fit.nii.gz", d / "fitcopy.nii.gz", d / "fitmask.nii.gz")  # it or its copy is refused as --pred
     sheared = fileio.load_tensor(d / "lr.nii.gz")
     affine = sheared.affine.copy()
     affine[0, 1] = 1.0

@@ -239,7 +239,7 @@ def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
     sd = fileio.load_scalar(tmp_path / "sd.nii.gz")  # the std map as the Slicer module saves it: um^2/ms, no record
     fileio.save_scalar(sd.replace(data=sd.data * 1000), tmp_path / "um.nii.gz")
     code, _, err = run_cli(capsys, *base, "--uncertainty", tmp_path / "um.nii.gz")
-    one_line_error(code, err, "In um^2/ms (1000 times mm^2/s", "--uncertainty-unit um2/ms")
+    one_line_error(code, err, "A sigma map in um^2/ms (1000 times mm^2/s", "--uncertainty-unit um2/ms")
     # said in um^2/ms, it scores as the map itself (the NRRD Slicer saves: Testing/apps/test_evaluate_units.py)
     code, _, err = run_cli(capsys, *base, "--uncertainty", tmp_path / "um.nii.gz", "--uncertainty-unit", "um2/ms",
                            "--json", tmp_path / "saved.json")

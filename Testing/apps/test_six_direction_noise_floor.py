@@ -5,14 +5,14 @@ asks for the floor alone, refuses naming the DWI and the fix."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+from helpers import changed_copy
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_evaluate_dwi_refuses_a_six_direction_dwi_naming_it_and_the_fix(six_dirs
     assert cli.main(["--threads", "1", "fit", str(dwi), "-o", str(tmp_path / "hr.nii.gz"),
                      "--mask-out", str(tmp_path / "mask.nii.gz")]) == 0
     capsys.readouterr()
-    shutil.copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz")  # the reference's own file is refused as --pred
+    changed_copy(tmp_path / "hr.nii.gz", tmp_path / "pred.nii.gz", tmp_path / "mask.nii.gz")  # it or its copy: refused
     code = cli.main(["--threads", "1", "evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--truth",
                      str(tmp_path / "hr.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"), "--dwi", str(dwi)])
     err = capsys.readouterr().err

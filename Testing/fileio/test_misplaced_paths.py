@@ -2,9 +2,7 @@
 said to be under a folder that 'does not exist', a DWI file given as a subject folder had 'no dwi.nii.gz in this
 folder', and an image given as a model 'lr.nii.json: model sidecar not found'."""
 
-import shutil
-
-from helpers import five_d_tensor, refused_line
+from helpers import changed_copy, five_d_tensor, refused_line
 
 
 def test_an_output_under_a_file_says_the_folder_is_a_file(tmp_path, capsys):
@@ -72,7 +70,7 @@ def test_an_inputs_json_sidecar_is_never_an_output(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "dti.nii.gz"), "--mask-out",
                  str(tmp_path / "mask.nii.gz")]) == 0
     (tmp_path / "dti.json").write_text('{"kept": true}')
-    shutil.copy(tmp_path / "dti.nii.gz", tmp_path / "pred.nii.gz")  # the reference's own file is refused as --pred
+    changed_copy(tmp_path / "dti.nii.gz", tmp_path / "pred.nii.gz", tmp_path / "mask.nii.gz")  # it or its copy: refused
     args = ["evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "dti.nii.gz", "--mask",
             tmp_path / "mask.nii.gz", "--dwi", tmp_path / "dwi.nii.gz", "--json"]
     for json_out in (tmp_path / "dwi.json", tmp_path / "dti.json"):

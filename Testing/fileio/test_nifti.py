@@ -477,7 +477,8 @@ def test_evaluate_asks_which_frame_a_positive_grid_reference_is_in(tmp_path, cap
     img = nib.Nifti1Image(t[:, :, :, None, :], affine)
     img.header.set_intent("symmetric matrix", (), name="")  # as dipy.io.utils.nifti1_symmat writes it
     nib.save(img, tmp_path / "truth.nii.gz")
-    fileio.save_tensor(Volume(t, affine, "tensor"), tmp_path / "pred_fsl.nii.gz", order="fsl")
+    # the predictions 1 % off the reference: its copy is refused as a prediction
+    fileio.save_tensor(Volume(t * 1.01, affine, "tensor"), tmp_path / "pred_fsl.nii.gz", order="fsl")
     nib.save(nib.Nifti1Image(np.ones((12, 12, 12), np.uint8), affine), tmp_path / "mask.nii.gz")
     base = ["evaluate", "--pred", str(tmp_path / "pred_fsl.nii.gz"), "--truth", str(tmp_path / "truth.nii.gz"),
             "--mask", str(tmp_path / "mask.nii.gz")]
@@ -488,7 +489,9 @@ def test_evaluate_asks_which_frame_a_positive_grid_reference_is_in(tmp_path, cap
     # a 5D prediction read with --tensor-order nifti or dipy: the reference is another file, perhaps of another tool
     # (an ANTs reference beside a dipy prediction, a dipy one beside a voxel-axis one had been read in the
     # prediction's frame and scored mirrored, 43 degrees off, exit 0: a tool-inputs audit); refused until said
-    nib.save(img, tmp_path / "pred5.nii.gz")
+    off = nib.Nifti1Image(t[:, :, :, None, :] * np.float32(1.01), affine)
+    off.header.set_intent("symmetric matrix", (), name="")
+    nib.save(off, tmp_path / "pred5.nii.gz")
     five = ["evaluate", "--pred", str(tmp_path / "pred5.nii.gz"), "--truth", str(tmp_path / "truth.nii.gz"),
             "--mask", str(tmp_path / "mask.nii.gz")]
     capsys.readouterr()

@@ -285,7 +285,7 @@ def test_a_map_of_another_kind_given_with_um2_ms_is_refused_as_not_sigma(scored,
         rng = np.random.default_rng(0)
         fa_sd = np.where(img.data > 0, rng.uniform(0.02, 0.32, img.data.shape), 0).astype(np.float32)
         fileio.save_scalar(img.replace(data=fa_sd, meta={}), scored / src)
-    path = _bare(scored, src, f"bare_{src}")
+    path = _bare(scored, src, "bare_" + src.replace("_", "-"))  # a name that does not say its kind
     said = "a direction, FA-SD or MD-SD map is not a tensor's sigma map"
     if src == "fa_std.nii.gz":  # read in um^2/ms it is as narrow as a sigma, so the line offering the unit says it
         code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", path)
@@ -336,3 +336,16 @@ def test_a_copy_of_the_reference_given_as_the_prediction_is_refused(scored, caps
                                  "--json", tmp_path / "m.json")
         assert code == 2 and err.count("\n") == 1 and "scored against itself every error is zero" in err, (pred, err)
         assert not out and not (tmp_path / "m.json").exists()
+
+
+def test_a_bare_map_named_as_an_fa_sd_map_is_refused_as_not_sigma(scored, capsys):
+    """An FA-SD map as Slicer's Save writes the module's node (X_fa_std.nii.gz, no unit, no kind) given with
+    --uncertainty-unit um2/ms reads as narrow as a sigma and had been scored, exit 0 (a review: within 2 sigma 0.853):
+    its name, the module's node name, says its kind."""
+    img = fileio.load_scalar(scored / "sd.nii.gz")
+    rng = np.random.default_rng(1)
+    fa_sd = np.where(img.data > 0, rng.uniform(0.02, 0.32, img.data.shape), 0).astype(np.float32)
+    fileio.save_scalar(img.replace(data=fa_sd, meta={}), scored / "subject_biqt_fa_std.nii.gz")
+    path = _bare(scored, "subject_biqt_fa_std.nii.gz", "saved_biqt_fa_std.nii.gz")
+    code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", path, "--uncertainty-unit", "um2/ms")
+    assert code == 2 and err.count("\n") == 1 and "its name ends in '_fa_std'" in err, err

@@ -351,6 +351,22 @@ def _check_sigma_unit(path, data, pred, brain, unit_given: str | None) -> None:
                        "--uncertainty-unit out")
 
 
+def _not_named_another_kind(path) -> None:
+    """Refuse as --uncertainty a map whose header records no kind but whose name ends in another map's kind, as the
+    Slicer module names its nodes and Slicer's Save names their files (X_fa_std.nii.gz): an FA-SD or MD-SD map read in
+    um^2/ms is as narrow as a sigma, so its values cannot tell it (a review: an FA-SD map scored within 2 sigma 0.853)."""
+    from pathlib import Path
+
+    from ...fileio.records import MAP_UNITS
+    from .upsample import stem
+
+    name = stem(Path(path)).lower()
+    for kind in sorted(set(MAP_UNITS) - set(SIGMA_KEYS), key=len, reverse=True):
+        if name == kind or name.endswith(f"_{kind}"):
+            raise IQTError(f"{path}: its name ends in '_{kind}', another map's kind (as the module names its maps), and "
+                           f"{NOT_SIGMA}; give the std map as --uncertainty (a sigma map under this name: rename it)")
+
+
 def _start(pred_affine, truth_affine) -> tuple | None:
     """The reference voxel under the prediction's first one ('iqt degrade --shift' moves it), where the prediction's
     voxels are the reference's own; None where they are not (another voxel size, axes or a fractional offset)."""
@@ -505,6 +521,8 @@ def _map(path, option: str, pred, unit_given: str | None = None, pred_path=None,
                            f"{pred.shape3}; give the {option[2:]} map written with this prediction")
         data = moved
     key = read_map_record(vol.meta.get("descrip", ""))
+    if key is None and option == "--uncertainty":  # no record of its kind: its name, as the module's node names it
+        _not_named_another_kind(path)
     wanted = SIGMA_KEYS if option == "--uncertainty" else ("direction",)
     what = "the standard deviation map (mm^2/s)" if option == "--uncertainty" else "the _direction map (degrees)"
     if key is not None and key not in wanted:

@@ -140,13 +140,18 @@ def refuse_foreign_summary(path: Path, option: str, free: str = "a name whose ma
     been written over, where the maps beside it are checked (`_refuse_foreign`)."""
     from ...analysis.propagation import is_summary
 
-    try:
-        there = path.is_file() and path.stat().st_size > 0
-    except OSError:
-        return
-    if there and not is_summary(path):
+    if _holds_data(path) and not is_summary(path):
         raise IQTError(f"{path}: already there and not a propagation summary written by iqt, which {option} would "
                        f"replace; give -o {free} (or move that file)")
+
+
+def _holds_data(path: Path) -> bool:
+    """Whether a file at `path` holds anything to lose (not an empty one; one that cannot be looked at is left to the
+    write's own checks)."""
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _made_by_iqt(path: Path) -> bool:
@@ -175,11 +180,7 @@ def _not_another_tools_file(path: Path, option: str) -> None:
     """Refuses to write `option`'s file over one that iqt did not write (`_made_by_iqt`; an empty file holds nothing to
     lose): -o dti_V1.nii.gz and --uncertainty dti_MD.nii.gz had replaced dtifit's maps without a word, where --maps
     refuses it (a tool-inputs audit); this tool's own outputs, as a rerun meets them, are written over."""
-    try:
-        there = path.is_file() and path.stat().st_size > 0
-    except OSError:
-        return
-    if there and not _made_by_iqt(path):
+    if _holds_data(path) and not _made_by_iqt(path):
         raise IQTError(f"{path}: already there and not written by iqt (another tool's file, e.g. dtifit's), which "
                        f"{option} would replace; give {option} another name (or move or delete that file first)")
 

@@ -74,11 +74,17 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False) ->
     return noise_level.noise_index(lr.data, brain, core=noise_level.estimated_core(lr.voxel_size) if estimated else 0)
 
 
+# of a file's filled voxels, the least share the rest of them must hold to be a brain beside a negligible background
+BRAIN_BESIDE_TINY = 0.05
+
+
 def _negligible_zeroed(lr: Volume) -> Volume:
-    """`lr` with its negligible tensors made exactly zero, unless every tensor is negligible (another unit, which the
-    input checks name)."""
+    """`lr` with its negligible tensors made exactly zero, unless the rest is under BRAIN_BESIDE_TINY of its filled
+    voxels: then the negligible ones are its brain in another unit (m^2/s, which the input checks name), and a few
+    voxels above had been judged alone, the whole brain read as background without a word (a review: 5 of 43,282)."""
     tiny = tensors.negligible(lr.data)
-    if not tiny.any() or tiny.sum() == np.any(np.asarray(lr.data) != 0, axis=-1).sum():
+    filled = int(np.any(np.asarray(lr.data) != 0, axis=-1).sum())
+    if not tiny.any() or filled - int(tiny.sum()) < BRAIN_BESIDE_TINY * filled:
         return lr
     return lr.replace(data=np.where(tiny[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype, copy=False))
 

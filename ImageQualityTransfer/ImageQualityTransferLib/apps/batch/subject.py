@@ -270,14 +270,14 @@ def frame_record(lr, s: Settings) -> str:
     batch ran dtifit files with mirrored directions without a word): the suspected correction's key, "ok", "not
     checked" (--no-frame-check), or "n/a" where it is not judged (a file in this tool's order, a slab or too little
     white matter)."""
-    from ...methods.inputs import FRAME_CHECKED_ORDERS, check_frame
+    from ...methods.inputs import check_frame, frame_checked
 
-    order = lr.meta.get("order")
-    if order not in FRAME_CHECKED_ORDERS:
+    if not frame_checked(lr):  # the files iqt upsample checks: another tool's 4D order, a 5D file it did not upsample
         return "n/a"
     if not s.frame_check:  # told apart from "not judged": a rerun without the option does not check it again
         return "not checked"
-    return check_frame(lr, order) or "n/a"
+    order = lr.meta.get("order")
+    return check_frame(lr, order if order != "nifti" else None) or "n/a"
 
 
 def qc_figure(vols: dict, s: Settings, item: Item, path: Path, estimated: bool = False) -> None:

@@ -91,7 +91,7 @@ def warn_whole_field(dti, input_path) -> None:
     scan's unmasked fit, without a word (a tractography audit). Said where a brain can be told from the tensors' MD
     (methods.inputs.brain_within_box, as iqt upsample keeps its output to it), where more than BEYOND_BRAIN of the
     filled voxels lie outside it: upsample's output of such a fit, kept to the brain and the tissue-like fits around it,
-    is not a whole field and had gone unsaid (a review: 13-25 % outside on three subjects' outputs, at most 5.1 % on 10
+    is not a whole field and had gone unsaid (a review: 13-25 % outside on three subjects' outputs, at most 5.1 % on 9
     masked ones). Asked of a whole field or an upsampled output only: a masked phantom fit's CSF layer read 32 % outside
     the brain told from MD."""
     from ...core.errors import IQTWarning

@@ -477,3 +477,19 @@ def unblock_later(fifo, after: float, done: threading.Event | None = None,
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return done, t
+
+
+def settings_batch_runs_with(monkeypatch, batch) -> list:
+    """The Settings each `iqt batch` run hands run_cohort, with a stand-in client and no cluster started: for tests that
+    an option reaches the subjects' Settings."""
+    seen = []
+
+    class Client:
+        dashboard_link = "http://127.0.0.1:0/status"
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (Client(), None))
+    monkeypatch.setattr(batch, "run_cohort", lambda items, s, *a, **k: seen.append(s) or [])
+    return seen

@@ -136,16 +136,7 @@ def test_a_tensor_file_has_no_fit_checks_and_an_older_qc_table_s_rows_are_kept(t
 def test_the_command_line_passes_exclude_outliers_to_the_fit(cohort, tmp_path, capsys, monkeypatch):
     """--exclude-outliers reaches the subjects' Settings (off by default); refused for a list of tensor files only."""
     ds, _ = cohort
-    seen = []
-
-    class Client:
-        dashboard_link = "http://127.0.0.1:0/status"
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (Client(), None))
-    monkeypatch.setattr(batch, "run_cohort", lambda items, s, *a, **k: seen.append(s) or [])
+    seen = helpers.settings_batch_runs_with(monkeypatch, batch)
     for extra in ((), ("--exclude-outliers",)):
         assert cli.main(["batch", str(ds), "-o", str(tmp_path / "o"), "--method", "cubic", *extra]) == 0
     assert [s.exclude_outliers for s in seen] == [False, True]

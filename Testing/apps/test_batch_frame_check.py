@@ -67,16 +67,7 @@ def test_no_frame_check_skips_it_and_reaches_the_settings(cohort, tmp_path, monk
     res = batch.run_cohort(items, batch.Settings(method="linear", frame_check=False), out, progress=False)
     assert res[0]["status"] == "done" and res[0]["qc"]["bvec_check"] == "not checked"
     assert not [n for n in res[0]["notes"] if "look mirrored" in n]
-    seen = []
-
-    class Client:
-        dashboard_link = "http://127.0.0.1:0/status"
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (Client(), None))
-    monkeypatch.setattr(batch, "run_cohort", lambda items, s, *a, **k: seen.append(s) or [])
+    seen = helpers.settings_batch_runs_with(monkeypatch, batch)
     for extra in ((), ("--no-frame-check",)):
         assert cli.main(["batch", str(cohort / "list.txt"), "-o", str(tmp_path / "o"), "--method", "linear", *extra]) == 0
     assert [s.frame_check for s in seen] == [True, False]

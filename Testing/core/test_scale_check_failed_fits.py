@@ -14,6 +14,18 @@ from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.methods.inputs import check_tensor_input
 
 
+def said(run) -> list[str]:
+    """The IQTWarning lines `run()` gives."""
+    import warnings
+
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+    return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+
+
 def _brain_with_failed_fits(n=4000, share=0.03, seed=0):
     rng = np.random.default_rng(seed)
     lam = rng.uniform(0.2e-3, 1.8e-3, size=(n, 3))
@@ -153,16 +165,7 @@ def test_a_brain_md_outside_an_in_vivo_brains_is_warned_of_and_its_failed_fits_n
     """Tensors three times too large (a b=3000 shell labelled 1000: brain median MD 2.1e-3) passed the unit check with
     only a failed-fit warning blaming CSF's noise floor (a tool-inputs audit): one warning in `iqt fit`'s words (0.4e-3
     to 1.6e-3), masked or fitted over the whole field, and the failed fits said to follow the brain's scale."""
-    import warnings
-
-    from ImageQualityTransferLib.core.errors import IQTWarning
     from ImageQualityTransferLib.methods.inputs import drop_failed_fits
-
-    def said(run):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            run()
-        return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
 
     brain = _brain_with_failed_fits(share=0.0)
     assert said(lambda: tensor_checks.check_scale(brain, brain=True)) == []
@@ -184,16 +187,7 @@ def test_the_scale_warnings_name_their_file_as_the_other_input_warnings_do():
     """The in-vivo brain MD warning (and the low-MD and negative-MD ones) had begun "the input tensors' ..." where the
     failed-fit line after it began with the file (methods/inputs.py's `lr.source`): `iqt upsample`'s input and `iqt
     evaluate`'s reference and prediction are named as the other input warnings name them."""
-    import warnings
-
     from ImageQualityTransferLib.analysis.evaluation import check_inputs
-    from ImageQualityTransferLib.core.errors import IQTWarning
-
-    def said(run):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            run()
-        return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
 
     brain = _brain_with_failed_fits(share=0.0)
     vol = Volume((brain * 2.8).astype(np.float32), np.eye(4), "tensor", meta={"path": "sub-01_dti.nii.gz"})

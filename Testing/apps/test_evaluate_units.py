@@ -338,14 +338,16 @@ def test_a_copy_of_the_reference_given_as_the_prediction_is_refused(scored, caps
         assert not out and not (tmp_path / "m.json").exists()
 
 
-def test_a_bare_map_named_as_an_fa_sd_map_is_refused_as_not_sigma(scored, capsys):
+@pytest.mark.parametrize("name", ["saved_biqt_fa_std.nii.gz", "saved_biqt_fa_std_1.nii.gz"])
+def test_a_bare_map_named_as_an_fa_sd_map_is_refused_as_not_sigma(scored, capsys, name):
     """An FA-SD map as Slicer's Save writes the module's node (X_fa_std.nii.gz, no unit, no kind) given with
     --uncertainty-unit um2/ms reads as narrow as a sigma and had been scored, exit 0 (a review: within 2 sigma 0.853):
-    its name, the module's node name, says its kind."""
+    its name, the module's node name, says its kind; so does MRML's name for a second such node (X_fa_std_1: a review
+    had it scored, within 2 sigma 0.853)."""
     img = fileio.load_scalar(scored / "sd.nii.gz")
     rng = np.random.default_rng(1)
     fa_sd = np.where(img.data > 0, rng.uniform(0.02, 0.32, img.data.shape), 0).astype(np.float32)
     fileio.save_scalar(img.replace(data=fa_sd, meta={}), scored / "subject_biqt_fa_std.nii.gz")
-    path = _bare(scored, "subject_biqt_fa_std.nii.gz", "saved_biqt_fa_std.nii.gz")
+    path = _bare(scored, "subject_biqt_fa_std.nii.gz", name)
     code, _, err = run_cli(capsys, *_base(scored), "--uncertainty", path, "--uncertainty-unit", "um2/ms")
-    assert code == 2 and err.count("\n") == 1 and "its name ends in '_fa_std'" in err, err
+    assert code == 2 and err.count("\n") == 1 and "its name ends in '_fa_std" in err, err

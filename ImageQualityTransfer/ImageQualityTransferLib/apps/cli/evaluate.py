@@ -354,16 +354,19 @@ def _check_sigma_unit(path, data, pred, brain, unit_given: str | None) -> None:
 def _not_named_another_kind(path) -> None:
     """Refuse as --uncertainty a map whose header records no kind but whose name ends in another map's kind, as the
     Slicer module names its nodes and Slicer's Save names their files (X_fa_std.nii.gz): an FA-SD or MD-SD map read in
-    um^2/ms is as narrow as a sigma, so its values cannot tell it (a review: an FA-SD map scored within 2 sigma 0.853)."""
+    um^2/ms is as narrow as a sigma, so its values cannot tell it (a review: an FA-SD map scored within 2 sigma 0.853);
+    with MRML's unique-name number too (X_fa_std_1.nii.gz: slicer/mrml.py free_name names a second node so)."""
+    import re
     from pathlib import Path
 
     from ...fileio.records import MAP_UNITS
     from .upsample import stem
 
-    name = stem(Path(path)).lower()
+    name, number = re.fullmatch(r"(.*?)(_\d+)?", stem(Path(path)).lower(), re.S).groups()
     for kind in sorted(set(MAP_UNITS) - set(SIGMA_KEYS), key=len, reverse=True):
         if name == kind or name.endswith(f"_{kind}"):
-            raise IQTError(f"{path}: its name ends in '_{kind}', another map's kind (as the module names its maps), and "
+            ends = f"'_{kind}{number}' ('_{kind}' and a node's number)" if number else f"'_{kind}'"
+            raise IQTError(f"{path}: its name ends in {ends}, another map's kind (as the module names its maps), and "
                            f"{NOT_SIGMA}; give the std map as --uncertainty (a sigma map under this name: rename it)")
 
 

@@ -103,14 +103,27 @@ def read_sidecar(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
         # a format of this family from another version: 'run it with --method <its own method>' had been advised
         from ..core.version import __version__
 
-        raise IQTError(f"{sp}: a {family} model in format {got!r}, written by version {meta.get('version')}, which this "
-                       f"version ({__version__}) does not read (it reads {fmt!r}); run it with a version that reads it, "
-                       "or retrain it with this one")
+        wrote = writer_version(meta, fmt)
+        by = f", written by version {wrote}," if wrote else ","
+        raise IQTError(f"{sp}: a {family} model in format {got!r}{by} which this version ({__version__}) does not read "
+                       f"(it reads {fmt!r}); run it with a version that reads it, or retrain it with this one")
     if got != fmt:
         method = meta.get("method") if isinstance(meta, dict) else None
         hint = f"; it is {article(method)} {method} model: run it with --method {method}" if isinstance(method, str) else ""
         raise IQTError(f"{sp}: not an IQT {family} model sidecar (format {got!r}, expected {fmt!r}){hint}")
     return meta, weights_path(sp, meta)
+
+
+def writer_version(meta: dict, fmt: str) -> str | None:
+    """The iqt version that wrote a sidecar: its "engine_version" (a CNN's "version" is its sidecar format's,
+    methods/cnn/training.py SIDECAR_VERSION), or a forest's "version" (methods/forest/training.py); None where absent."""
+    forest = fmt.rpartition("/")[0] == FOREST_FORMAT.rpartition("/")[0]
+    keys = ("engine_version", "version") if forest else ("engine_version",)
+    for key in keys:
+        v = meta.get(key)
+        if isinstance(v, str) and 0 < len(v) <= 40 and v.isprintable():
+            return v
+    return None
 
 
 def weights_path(sp: Path, meta: dict) -> Path:

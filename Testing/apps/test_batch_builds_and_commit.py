@@ -269,14 +269,43 @@ def test_a_table_in_the_way_of_a_folder_is_one_line_after_the_summary(tmp_path, 
     assert err == [f"iqt: error: {out / 'qc.html'}: in the way of the cohort's QC table (qc.html), not a file; move it "
                    "and rerun"], err
     assert not (out / "qc.tsv").exists() and not list(out.rglob("*model-linear*"))
-    # a link at the table's name (as a DataLad save leaves it) is refused before any work too, not after every subject
-    (out / "qc.html").rmdir()
-    (tmp_path / "annex.tsv").write_text("x\n")
-    (out / "qc.tsv").symlink_to(tmp_path / "annex.tsv")
-    assert main(["batch", str(ds), "-o", str(out), "--method", "linear", "--workers", "1"]) == 2
+
+
+@pytest.mark.parametrize("table, fetched", [("qc.tsv", True), ("qc.html", True), ("qc.tsv", False)])
+def test_a_linked_table_is_refused_before_any_work_saying_to_unlock_it(tmp_path, capsys, table, fetched):
+    """A table or page that is a link (a DataLad or git-annex file, as a save leaves it) is refused before any work,
+    not after every subject, saying to unlock it: the paths check's "give the file's own path, or remove the link"
+    had been said, but batch takes no path for it and a removed link loses the earlier runs' rows (a review)."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    out = helpers.tensor_list(tmp_path)
+    annexed = out / ".git" / "annex" / "objects" / "XX" / "MD5E-s8--abc.tsv"
+    annexed.parent.mkdir(parents=True)
+    if fetched:
+        annexed.write_text("subject\n")
+    (out / table).symlink_to(annexed.relative_to(out))
+    assert main(["batch", str(tmp_path / "list.txt"), "-o", str(out), "--method", "linear", "--workers", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"iqt: error: {out / 'qc.tsv'}: is a symbolic link"), err
-    assert (tmp_path / "annex.tsv").read_text() == "x\n" and not list(out.rglob("*model-linear*"))
+    what = "QC table" if table == "qc.tsv" else "QC page"
+    assert len(err) == 1 and err[0].startswith(f"iqt: error: {out / table}: the cohort's {what} is a symbolic link"), err
+    assert f"datalad unlock {out / table}" in err[0] and "give the file's own path" not in err[0], err
+    assert ("copy the file over the link" in err[0]) == fetched and ("datalad get" in err[0]) != fetched, err
+    assert (out / table).is_symlink() and (not fetched or annexed.read_text() == "subject\n")
+    assert sorted(p.name for p in out.iterdir()) == [".git", table]
+
+
+def test_an_output_folder_under_a_file_says_the_folder_cannot_be_made(tmp_path, capsys):
+    """`-o afile/deriv`, afile a plain file: the table's read check had said "qc.tsv: the cohort's QC table cannot be
+    read (Not a directory) ..." (a review); the folder's own line is said, as before that check came in."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    helpers.tensor_list(tmp_path)
+    (tmp_path / "afile").write_text("x\n")
+    out = tmp_path / "afile" / "deriv"
+    assert main(["batch", str(tmp_path / "list.txt"), "-o", str(out), "--method", "linear", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"iqt: error: {out}: cannot create the folder (Not a directory); choose another output folder"], err
+    assert (tmp_path / "afile").read_text() == "x\n"
 
 
 def test_an_unreadable_table_is_refused_before_any_work(tmp_path, monkeypatch, capsys):

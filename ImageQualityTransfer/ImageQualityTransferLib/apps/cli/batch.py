@@ -555,6 +555,43 @@ def _absolute_item(item):
     return dataclasses.replace(item, typed=typed, **moved)
 
 
+def _table_not_a_link(path) -> None:
+    """A QC table or page that is a symbolic link (a DataLad or git-annex file) is refused with what to do there:
+    fileio/paths.py check_not_a_link's "give the file's own path, or remove the link" fits neither (batch takes no path
+    for it; removed, the earlier runs' rows are lost)."""
+    try:
+        target = os.readlink(path)
+    except OSError:  # not a link, not there, or under a file (the output folder's check says so)
+        return
+    q = shlex.quote(str(path))
+    what = "QC table" if path.name == "qc.tsv" else "QC page"
+    if not path.exists():  # a DataLad/git-annex file whose content is not here
+        raise IQTError(f"{path}: the cohort's {what} is a symbolic link to {target}, which is not there (a DataLad or "
+                       f"git-annex file not fetched?): fetch and unlock it (datalad get {q}, then datalad unlock {q}), or "
+                       f"move the link away{' (a new table is begun)' if what == 'QC table' else ''}, then rerun")
+    raise IQTError(f"{path}: the cohort's {what} is a symbolic link (to {target}), perhaps a DataLad or git-annex file, "
+                   f"and a run writes it again with the earlier runs' rows: unlock it (datalad unlock {q}, or git annex "
+                   f"unlock {q}) or copy the file over the link, then rerun")
+
+
+def check_qc_table(out) -> None:
+    """Before any work, the cohort's QC table and page in `out` can be written and the table's earlier rows read: found
+    at the end of the first factor set, a folder at their name had ended the run there (a cohort audit), a link or an
+    unreadable table after every subject had run (reviews)."""
+    for table in ("qc.tsv", "qc.html"):
+        _table_not_a_link(out / table)
+        if (out / table).exists() and not (out / table).is_file():
+            raise IQTError(f"{out / table}: in the way of the cohort's QC table ({table}), not a file; move it and rerun")
+    try:
+        with open(out / "qc.tsv", "rb"):
+            pass
+    except (FileNotFoundError, NotADirectoryError):  # no table yet, or the folder under a file: its check says so
+        pass
+    except OSError as exc:
+        raise IQTError(f"{out / 'qc.tsv'}: the cohort's QC table cannot be read ({exc.strerror}), and a run adds its rows "
+                       "to the earlier runs' there: make it readable (or move it) and rerun") from None
+
+
 def run(args) -> int:
     from ...core import grid
     from ...core.version import forget_build
@@ -656,20 +693,7 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: the dataset's derivatives folder itself, which holds one folder per pipeline; "
                        f"write into {Path(args.input) / 'derivatives' / 'iqt'}")
     batch.check_source(out, items)
-    from ...fileio.paths import check_not_a_link
-
-    for table in ("qc.tsv", "qc.html"):  # before any work: found at the end of the first factor set, it had ended the
-        check_not_a_link(out / table)  # run there (a link: after every subject had run, a review)
-        if (out / table).exists() and not (out / table).is_file():  # run there and named qc.tsv (a cohort audit)
-            raise IQTError(f"{out / table}: in the way of the cohort's QC table ({table}), not a file; move it and rerun")
-    try:  # the earlier runs' rows are read at the end: unreadable, found after every subject had run (a review)
-        with open(out / "qc.tsv", "rb"):
-            pass
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise IQTError(f"{out / 'qc.tsv'}: the cohort's QC table cannot be read ({exc.strerror}), and a run adds its rows "
-                       "to the earlier runs' there: make it readable (or move it) and rerun") from None
+    check_qc_table(out)
     from .upsample import input_shape3
 
     for _, g, group, _ in runs:  # else a subject fails at its write, after its whole run (core/grid.py, NIFTI_MAX_DIM)

@@ -206,6 +206,37 @@ def test_written_v1_nrrd_loads_through_volumes_logic_on_its_grid(tmp_path, scene
     assert np.allclose(v1_ijk, ijk["dti"], atol=1e-9) == (grid == "right")
 
 
+def test_docs_load_v1_gives_a_spatial_vector_volume_where_add_data_gives_undefined(tmp_path, scene, monkeypatch):
+    """docs/slicer.md's load_v1, run as written on a --maps V1 NRRD, gives a spatial vector volume holding the RAS
+    vectors; Add Data's volumes logic, as the page says, gives an undefined one with the file's LPS components (users
+    had no way told to load V1 as directions: a Slicer-module audit)."""
+    if not hasattr(slicer, "vtkSlicerVolumesLogic"):
+        pytest.skip("vtkSlicerVolumesLogic is not in this MRML build")
+    import re
+    from pathlib import Path
+
+    from ImageQualityTransferLib import fileio
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "slicer.md").read_text(encoding="utf-8")
+    block = next((b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "def load_v1" in b), None)
+    assert block is not None, "docs/slicer.md shows no load_v1"
+    affine = AFFINES["psr_oblique"]
+    v1 = np.random.default_rng(7).normal(size=SHAPE + (3,)).astype(np.float32)
+    path = tmp_path / "out_V1.nrrd"
+    fileio.save_scalar(Volume(v1, affine, "scalar"), path, "iqt cubic V1")
+    logic = slicer.vtkSlicerVolumesLogic()
+    logic.SetMRMLScene(scene)
+    added = logic.AddArchetypeVolume(str(path), "added")
+    assert added.GetVoxelVectorType() == slicer.vtkMRMLVolumeNode.VoxelVectorTypeUndefined
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    namespace = {}
+    exec(compile(block.replace("/path/to/out_V1.nrrd", str(path)), "docs/slicer.md", "exec"), namespace)
+    node = namespace["v1"]
+    assert node.GetVoxelVectorType() == slicer.vtkMRMLVolumeNode.VoxelVectorTypeSpatial
+    assert node.GetDisplayNode() is not None and node.GetStorageNode().GetFileName() == str(path)
+    np.testing.assert_allclose(_on_grid(*_node_vectors(node), affine), v1, atol=1e-6)
+
+
 def test_a_nrrd_maps_fields_are_where_the_docs_say_and_make_no_module_map(tmp_path, scene):
     """docs/command-line.md had said Slicer keeps a NRRD's iqt_run as the node's attribute: loaded through the volumes
     logic, the fields go to the metadata dictionary (no node attribute); only vtkMRMLNRRDStorageNode used directly

@@ -858,6 +858,40 @@ def test_a_run_over_another_extent_is_fitted_anew_on_the_readers_slice(lowres):
         assert display.slice_node(scene, view).GetSliceOffset() == pytest.approx(chosen, abs=1.0), view
 
 
+def head_with_neck() -> tuple[Volume, float]:
+    """Tensors of a head whose support reaches down the neck (2 mm voxels): an isotropic brain with a core of coherent
+    white matter above a long isotropic neck, as a whole-field fit's estimated support (or a b0 mask) of the sagittal
+    dev scans reaches it; and the S of the white matter's centre."""
+    t = np.zeros((30, 30, 60, 6), np.float32)
+    iso = np.array([0.85, 0, 0.8, 0, 0, 0.75], np.float32) * 1e-3  # lower-triangular xx, xy, yy, xz, yz, zz
+    t[3:27, 3:27, 32:60] = iso  # the brain
+    t[9:21, 9:21, 0:32] = iso  # the neck
+    t[8:22, 8:22, 40:54] = np.array([1.5, 0, 0.4, 0, 0, 0.3], np.float32) * 1e-3  # white matter along x
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = (-30.0, -30.0, -90.0)
+    return Volume(t, affine, "tensor"), -90.0 + 2.0 * 46.5
+
+
+@pytest.mark.parametrize("compare", [False, True])
+def test_the_axial_view_opens_on_the_brain_not_the_supports_centre(compare):
+    """The sagittal dev scans' b0 masks reach down the neck, and the axial view opened on the data's box centre, 16-22
+    mm below the white matter's centre (AP: S -47.6 masked, -31.3 unmasked; a Slicer-module audit): each view now
+    opens on the slice through the white matter's centre, its extent still the data's."""
+    vol, brain_s = head_with_neck()
+    scene = views_scene()
+    display.slice_node(scene, "Red").SetOrientation("Axial")
+    node = mrml.add_tensor_node(scene, vol, "dti")
+    if compare:
+        display.show_comparison(scene, node, node, orientation="Axial", views=("Red", "Yellow"))
+    else:
+        display.show_results(scene, {"tensor": node})
+    red = display.slice_node(scene, "Red")
+    assert red.GetOrientation() == "Axial"
+    assert red.GetSliceOffset() == pytest.approx(brain_s, abs=2.0)  # the box centre is S -30, in the neck
+    bounds = display.data_bounds(node)
+    assert red.GetFieldOfView()[1] >= bounds[3] - bounds[2]  # the whole extent in view
+
+
 def test_no_legend_is_drawn_for_an_overlay_at_opacity_0(lowres):
     """With the overlay's opacity at 0, Apply (and Compare) drew the 'Tensor SD' legend over the orientation colours,
     giving the corpus callosum's red a scale (a clinician's audit)."""

@@ -239,6 +239,46 @@ def brain_from_tensors(tensor: Volume) -> Volume | None:
     return Volume(brain, tensor.affine, "mask", meta={"source": "brain_from_tensors"})
 
 
+# coherent white matter (white_matter_centre): anisotropic, tissue-like MD, a principal direction close to its neighbours'
+WHITE_MATTER_FA = 0.3
+WHITE_MATTER_MD = (0.5, 1.3)  # in units of the MD mode
+WHITE_MATTER_COHERENCE = 0.8  # mean |cos| between a voxel's principal direction and its 6 neighbours'
+
+
+def white_matter_centre(matrices: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
+    """RAS point (per-axis median) of the largest connected region of coherent white-matter-like tensors of
+    `matrices` ((X,Y,Z,3,3), mm^2/s, any frame) on `affine`: the brain's centre as a slice view should open on it,
+    whatever the tensors' support (a b0 mask reaches down the neck on the sagittal dev scans: its box centred their
+    axial view 16-22 mm below the white matter's). None where none is found."""
+    from scipy import ndimage
+
+    from ..core import tensors
+
+    m = np.asarray(matrices, np.float64)
+    present = np.any(m.reshape(m.shape[:3] + (9,)) != 0, axis=-1)
+    if not present.any():
+        return None
+    lam, vec = np.linalg.eigh(np.where(present[..., None, None], m, np.eye(3)))
+    v1 = vec[..., :, 2]
+    md = lam.mean(axis=-1)
+    unit = tensors.md_mode_of(lam[present])
+    spread = np.sqrt(((lam - md[..., None]) ** 2).sum(-1))
+    fa = np.sqrt(1.5) * spread / np.maximum(np.sqrt((lam ** 2).sum(-1)), 1e-30)
+    coherence = np.zeros(md.shape)
+    for axis in range(3):
+        for shift in (1, -1):
+            coherence += np.abs(np.sum(v1 * np.roll(v1, shift, axis=axis), axis=-1)) / 6
+    lo, hi = WHITE_MATTER_MD
+    wm = present & (lam[..., 0] > 0) & (fa > WHITE_MATTER_FA) & (md > lo * unit) & (md < hi * unit) \
+        & (coherence > WHITE_MATTER_COHERENCE)
+    labels, n = ndimage.label(ndimage.binary_closing(wm), np.ones((3, 3, 3)))
+    if n == 0:
+        return None
+    largest = labels == 1 + int(np.argmax(ndimage.sum_labels(np.ones(labels.shape), labels, range(1, n + 1))))
+    ras = np.asarray(affine, float)[:3, :3] @ np.argwhere(largest).T.astype(float) + np.asarray(affine, float)[:3, 3:4]
+    return np.median(ras, axis=1)
+
+
 def inside_rim(present: np.ndarray, voxel_size) -> np.ndarray:
     """The voxels of `present` (an output's support, a brain estimated by brain_from_tensors and the rim of scalp and
     background fits it keeps) more than that rim's depth (noise_level.ESTIMATED_BRAIN_RIM_MM) inside its edge, the field's

@@ -260,6 +260,11 @@ def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: floa
     at `dims` pixels, without changing the node (apps/view.py keeps a reader's zoom relative to it on a resize)."""
     bounds = data_bounds(volume)
     centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
+    m = slice_node_.GetSliceToRAS()
+    normal = np.array([m.GetElement(i, 2) for i in range(3)])
+    brain = brain_centre(volume)
+    if brain is not None:  # the slice through the brain's centre; the view's extent still the data's
+        centre = centre + normal * float(normal @ (brain - centre))
     across, up = PLANE_AXES[slice_node_.GetOrientation()] if slice_node_.GetOrientation() in PLANE_AXES else (0, 1)
     width, height = bounds[2 * across + 1] - bounds[2 * across], bounds[2 * up + 1] - bounds[2 * up]
     aspect = dims[0] / dims[1] if dims[1] else 1.0
@@ -267,10 +272,8 @@ def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: floa
     low = min(bottom_px / dims[1], 0.5) if dims[1] else 0.0
     fov_y = max(height / (1.0 - low), width / ((1.0 - room) * aspect)) * 1.02
     fov_x = fov_y * aspect
-    m = slice_node_.GetSliceToRAS()
     screen_right = np.array([m.GetElement(i, 0) for i in range(3)])
     screen_up = np.array([m.GetElement(i, 1) for i in range(3)])
-    normal = np.array([m.GetElement(i, 2) for i in range(3)])
     return fov_x, fov_y, (on_voxel_plane(centre, volume, normal) + screen_right * room * fov_x / 2
                           - screen_up * low * fov_y / 2)
 
@@ -306,6 +309,34 @@ def data_bounds(volume) -> list[float]:
     bounds = [float(v) for pair in zip(np.maximum(low, whole[0::2]), np.minimum(high, whole[1::2])) for v in pair]
     _bounds_read[key] = (stamp, bounds)
     return bounds
+
+
+_centre_read: dict = {}  # volume node's address -> (its image's modified time, brain_centre)
+CENTRE_GRID = 200_000  # voxels at most that brain_centre reads (every 3rd voxel of a 164x164x96 output)
+
+
+def brain_centre(volume) -> np.ndarray | None:
+    """RAS centre of the brain's white matter in a tensor volume node (dmri.dti.white_matter_centre, on every n-th voxel
+    up to CENTRE_GRID), where the views open: the data's box centre had opened the axial view of the sagittal AP dev
+    scan's masked input (its b0 mask down the neck) at S -47.6, its unmasked input's at -31.3. None for a node without
+    tensors or where no white matter is found (the data's centre is used)."""
+    image = volume.GetImageData() if hasattr(volume, "GetImageData") else None
+    array = image.GetPointData().GetTensors() if image is not None else None
+    if array is None or array.GetNumberOfComponents() != 9:
+        return None
+    key, stamp = volume.GetID() or str(id(volume)), (image.GetMTime(), array.GetMTime())
+    if key in _centre_read and _centre_read[key][0] == stamp:
+        return _centre_read[key][1]
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    from ..dmri.dti import white_matter_centre
+
+    dims = image.GetDimensions()
+    step = max(1, int(np.ceil((np.prod(dims) / CENTRE_GRID) ** (1 / 3))))
+    t = vtk_to_numpy(array).reshape(dims[2], dims[1], dims[0], 3, 3).transpose(2, 1, 0, 3, 4)[::step, ::step, ::step]
+    centre = white_matter_centre(t, mrml.node_affine(volume) @ np.diag([step, step, step, 1.0]))
+    _centre_read[key] = (stamp, centre)
+    return centre
 
 
 def on_voxel_plane(point, volume, normal) -> np.ndarray:

@@ -19,6 +19,12 @@ def torch_out_of_memory(exc: BaseException) -> bool:
                                               or "CUDA out of memory" in text)
 
 
+def install_extra(extra: str) -> str:
+    """How to install one of pyproject.toml's extras, as the README's Two commands do: from this project's clone (the
+    package is on no package index, where 'pip install imagequalitytransfer[...]' finds nothing)."""
+    return f"pip install -e '.[{extra}]' in this project's clone (README.md, Two commands)"
+
+
 # what a run out of memory says: the CLI's line (apps/cli OUT_OF_MEMORY) and the Slicer worker's (slicer/worker.py)
 OUT_OF_MEMORY = ("out of memory; try a smaller input or factor, fewer Monte Carlo samples, --threads or workers, or a "
                  "machine with more memory")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.errors import IQTError
+from ..core.errors import IQTError, install_extra
 from ..core.volume import Volume
 from . import display, legends, mrml, processing
 
@@ -69,7 +69,8 @@ def _app_importable() -> None:
         import trame_slicer.core  # noqa: F401
         import trame_slicer.views  # noqa: F401
     except ImportError as exc:
-        raise IQTError(f"rendering needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
+        raise IQTError(f"rendering needs trame-slicer ({exc}); install the render extra: "
+                       f"{install_extra('render')}") from None
 
 
 def _app():

@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 
-from ...core.errors import IQTError, IQTWarning
+from ...core.errors import IQTError, IQTWarning, install_extra
 from ...core.words import counted, listed
 from . import options
 
@@ -665,7 +665,7 @@ def run(args) -> int:
     try:
         import distributed  # noqa: F401
     except ImportError:
-        raise IQTError("iqt batch needs Dask distributed; install it with pip install 'imagequalitytransfer[batch]'") from None
+        raise IQTError(f"iqt batch needs Dask distributed; install the batch extra: {install_extra('batch')}") from None
     if not args.scheduler:  # the local cluster's TLS credentials are made with it (batch.cohort.local_security)
         import importlib.util
 

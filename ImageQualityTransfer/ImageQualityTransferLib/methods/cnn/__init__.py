@@ -11,11 +11,11 @@ def require_torch():
     try:
         import torch
     except ImportError:
-        from ...core.errors import IQTError
+        from ...core.errors import IQTError, install_extra
 
         raise IQTError(
             "the CNN methods need PyTorch, which is not installed; install it with "
-            "'pip install torch' (or 'pip install imagequalitytransfer[cnn]') and retry"
+            f"'pip install torch' or the cnn extra, {install_extra('cnn')}, and retry"
         ) from None
     from ...core.threads import limit_torch
 

@@ -1,0 +1,35 @@
+"""A missing extra is refused with an install line that works: the package is on no index, so the line installs the
+extra from the clone as the README does ('pip install imagequalitytransfer[cnn]' found no such package)."""
+
+import sys
+
+import pytest
+
+from ImageQualityTransferLib.core.errors import IQTError
+
+NO_SUCH_PACKAGE = "imagequalitytransfer["
+
+
+@pytest.mark.parametrize("extra, module, call", [
+    ("cnn", "torch", lambda: __import__("ImageQualityTransferLib.methods.cnn", fromlist=["x"]).require_torch()),
+    ("render", "trame_slicer", lambda: __import__("ImageQualityTransferLib.slicer.render",
+                                                  fromlist=["x"])._app_importable()),
+])
+def test_a_missing_extra_names_an_install_that_works(monkeypatch, extra, module, call):
+    monkeypatch.setitem(sys.modules, module, None)  # an import of it fails, as where it is not installed
+    with pytest.raises(IQTError) as info:
+        call()
+    text = str(info.value)
+    assert NO_SUCH_PACKAGE not in text and f"pip install -e '.[{extra}]' in this project's clone" in text, text
+
+
+def test_batch_without_dask_names_an_install_that_works(tmp_path, capsys, monkeypatch):
+    from ImageQualityTransferLib.apps import cli
+
+    (tmp_path / "a_dti.nii.gz").write_bytes(b"")  # refused before any input is read: no need for a real one
+    (tmp_path / "list.txt").write_text("a_dti.nii.gz\n")
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert NO_SUCH_PACKAGE not in err and "pip install -e '.[batch]' in this project's clone" in err, err

@@ -291,3 +291,28 @@ def test_the_quick_loops_share_of_the_tests_is_said_without_a_count_that_goes_st
     sentence = flat.split("it is no quick loop:", 1)[1].split(". ", 1)[0]
     assert "nine in ten of the tests" in sentence and "--collect-only" in sentence, sentence
     assert not re.search(r"\b\d{3,}\b of (the )?\d{3,}", sentence) and "counted at commit" not in sentence, sentence
+
+
+def test_every_option_of_every_command_is_named_where_the_command_is_documented():
+    """command-line.md named no `iqt degrade --bval/--bvec/--bmax`, `iqt propagate --device/--tta`, `iqt lesion-check
+    --factor/--radius/--mc-samples` nor `--propagate`'s `--seed` (a new-user audit, reading each `--help` beside the
+    page): each parser option is in the command's table row or its own sections there (`train`: training.md; `batch`:
+    cohorts.md)."""
+    from ImageQualityTransferLib.apps.cli import build_parser
+
+    doc = (REPO / "docs/command-line.md").read_text(encoding="utf-8")
+    own_page = {"train": "docs/training.md", "batch": "docs/cohorts.md"}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = {}
+    for name, parser in sub.choices.items():
+        rows = re.findall(rf"^\| `iqt {re.escape(name)}\b.*$", doc, re.M)
+        sections = re.findall(rf"^### iqt {re.escape(name)}\b.*?(?=^#{{2,3}} )", doc, re.S | re.M)
+        text = " ".join(rows + sections)
+        if name in own_page:
+            text += (REPO / own_page[name]).read_text(encoding="utf-8")
+        absent = [a.option_strings[0] for a in parser._actions
+                  if a.option_strings and a.dest not in ("help", "command_threads")
+                  and not any(re.search(re.escape(o) + r"(?![\w-])", text) for o in a.option_strings)]
+        if absent:
+            missing[name] = absent
+    assert not missing, missing

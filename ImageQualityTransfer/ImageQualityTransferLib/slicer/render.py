@@ -217,7 +217,8 @@ def methods_with_uncertainty(name: str) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="render", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ImageQualityTransferLib.slicer.render",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))  # the docstring's first paragraph
     p.add_argument("subject", help="subject folder (dwi.nii.gz, dwi.bval, dwi.bvec)")
     p.add_argument("output", help="PNG to write")
     p.add_argument("--method", help="the method on the right (default: the Slicer module's at the factors and the "

@@ -8,7 +8,8 @@ elements; a per-element (X,Y,Z,6) map is used element by element). Correlations 
 between neighbouring voxels, which the methods do not report, are ignored: the spread of FA, MD and of
 the tracts is therefore that of spatially independent element noise of the predicted size.
 
-Outputs: FA and MD mean and standard-deviation maps over the samples; per-voxel visitation probability
+Outputs: FA and MD mean and standard-deviation maps over the samples (a sample's MD below zero, which no tissue has,
+read as 0: `_propagate`); per-voxel visitation probability
 (the fraction of samples whose streamlines from the same seeds visit the voxel); the Dice of the
 binarised tract-density maps between consecutive samples (tract variability) and against the
 tracts of the mean prediction.
@@ -44,6 +45,7 @@ class Propagation:
     n_samples: int = 0
     seconds: float = 0.0  # the sampling alone (the prediction before it is the caller's)
     settings: dict = field(default_factory=dict)  # what reproduces the samples and tracts: the seed, tracking settings
+    md_clipped_voxels: int = 0  # voxels where some sample's MD was below zero, read as 0 in md_mean and md_std
 
     def summary(self) -> dict:
         def stats(x):  # over the defined values: a Dice of two empty tract maps is NaN
@@ -59,6 +61,7 @@ class Propagation:
             "tract_dice_between_samples": stats(self.dice_between_samples),
             "tract_dice_to_mean_prediction": stats(self.dice_to_mean),
             "streamlines_per_sample": stats(self.n_streamlines),
+            "md_clipped_voxels": self.md_clipped_voxels,
         }
 
 
@@ -136,6 +139,7 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
         tractography.warn_long_step(s, vol.voxel_size)
 
     acc = {k: np.zeros(len(mu), np.float64) for k in ("fa", "fa2", "md", "md2")}
+    clipped = np.zeros(len(mu), bool)  # voxels where a sample's MD fell below zero (read as 0)
     visits = np.zeros(shape3, np.float32) if track else None
     out = Propagation(*(None,) * 5)
     if track:
@@ -155,7 +159,11 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
     for i in range(int(n)):
         sample = mu + sig * rng.standard_normal(mu.shape, dtype=np.float32)
         fa = tensors.fa(sample)
+        # an MD below zero is no diffusion: the unclipped mean read -6e-4 mm^2/s at the brain edge of a whole-field
+        # input, where the mean prediction itself is not physical (a review of the propagation outputs)
         md = tensors.md(sample).astype(np.float64)
+        clipped |= md < 0
+        md = np.maximum(md, 0.0)
         acc["fa"] += fa
         acc["fa2"] += fa * fa
         acc["md"] += md
@@ -194,6 +202,7 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
     # a streamline's last step can land a voxel beyond the mask; every output is zero outside it
     out.visitation = Volume(np.where(m, visits / k, 0.0).astype(np.float32), vol.affine, "scalar") if track else None
     out.n_samples = int(n)
+    out.md_clipped_voxels = int(clipped.sum())
     out.seconds = time.perf_counter() - t0
     # seeds outside the tracking mask start no streamline: counted apart (a tractography audit: 24,800 of them had
     # read as tracked, and the run told to seek white matter)

@@ -281,3 +281,23 @@ def test_an_earlier_visitation_goes_with_its_data_file_once_the_outputs_are_in_p
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("removed ")]
     assert not any(p.exists() for p in vis)
     assert len(said) == 1 and "X_visitation.nhdr" in said[0] and "X_visitation.raw.gz" in said[0], said
+
+
+def test_an_earlier_visitation_given_as_the_mask_of_a_run_without_tracts_is_refused(tmp_path, capsys):
+    """`iqt propagate -o P` then `iqt propagate -o P --mask P/visitation.nii.gz --no-tracts`: the earlier run's
+    visitation, an input, cannot be removed, and had stayed beside the new maps as if this run's (a review). Refused in
+    one line before any work; the folder stays as it was."""
+    from ImageQualityTransferLib.fileio.records import run_record
+
+    lr = _small_lr(tmp_path)
+    folder = tmp_path / "P"
+    folder.mkdir()
+    with run_record({"command": "iqt propagate", "options": {"output": str(folder)}}):  # as the earlier run wrote it
+        tensor = fileio.load_tensor(lr)  # on the input's grid: a mask the run would take
+        fileio.save_scalar(Volume(np.ones(tensor.shape3, np.float32), tensor.affine, "scalar"), folder / "visitation.nii.gz")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert cli.main(["propagate", lr, "-o", str(folder), "--method", "biqt", "--samples", "2",
+                     "--mask", str(folder / "visitation.nii.gz"), "--no-tracts"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "visitation.nii.gz" in err and "earlier run's" in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -387,9 +387,15 @@ class Outputs:
         """A file this run's outputs make stale (an earlier run's map named after the output it replaces), removed
         when the outputs are put in place (`all_or_none`: kept if the run fails; outside one, left as it is). Not an
         input of the run, nor one of its outputs; `still(path)`, asked again at the commit, must hold then too (another
-        program may have written the path meanwhile). True where it will be removed."""
+        program may have written the path meanwhile). True where it will be removed. Such a stale file that is also
+        an input (`iqt propagate --mask DIR/visitation.nii.gz --no-tracts`) is refused: it would stay beside this run's
+        outputs and pass for one of them (a review of the propagation outputs)."""
         p = Path(path)
         real = os.path.realpath(p)
+        if any(real == os.path.realpath(q) for q in self.inputs) and still is not None and p.is_file() and still(p):
+            raise IQTError(f"{p}: an earlier run's output, which this run does not write again, is one of this "
+                           "run's inputs: left beside this run's outputs it would pass for one of them; give a copy of "
+                           "it from another folder, or write this run's outputs to another place")
         stage = current()
         if stage is None or not p.is_file() or any(real == os.path.realpath(q) for q in self.inputs) \
                 or any(real == os.path.realpath(q) for q, _ in self.outputs):

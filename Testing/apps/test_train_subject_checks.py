@@ -34,7 +34,7 @@ def _bad(tmp_path, kind: str):
     elif kind == "short_bval":
         values = (bad / "dwi.bval").read_text().split()
         (bad / "dwi.bval").write_text(" ".join(values[:-1]) + "\n")
-    elif kind in ("trace", "no_b0", "five_dirs", "one_direction"):  # bval/bvec faults the fit's gradient table refuses
+    elif kind in ("trace", "no_b0", "five_dirs", "one_direction", "b6000"):  # bval/bvec faults the fit's gradient table refuses
         import numpy as np
 
         b, g = np.loadtxt(bad / "dwi.bval"), np.loadtxt(bad / "dwi.bvec")
@@ -44,6 +44,8 @@ def _bad(tmp_path, kind: str):
             b[:] = 1000
         elif kind == "five_dirs":
             b[7:] = 0
+        elif kind == "b6000":  # its one shell relabelled b=6000: a DTI fit there is biased by kurtosis
+            b[b > 0] = 6000
         else:
             g[:, 2:] = g[:, 2:3]
         np.savetxt(bad / "dwi.bval", b[None], fmt="%g")
@@ -58,7 +60,8 @@ def _bad(tmp_path, kind: str):
                                         ("trace", "has a zero gradient direction"),
                                         ("no_b0", "no b=0 volume"),
                                         ("five_dirs", "only 5 diffusion-weighted volumes"),
-                                        ("one_direction", "determine only 1 of the tensor's 6 elements")])
+                                        ("one_direction", "determine only 1 of the tensor's 6 elements"),
+                                        ("b6000", "its lowest diffusion-weighted shell is b = 6000 s/mm^2")])
 def test_a_bad_subject_is_refused_before_any_subject_is_prepared(tmp_path, small_subject, capsys, monkeypatch, kind,
                                                                   said):
     bad = _bad(tmp_path, kind)

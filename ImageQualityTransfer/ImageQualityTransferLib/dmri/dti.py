@@ -337,6 +337,21 @@ def shells(bvals) -> list[float]:
     return sorted({float(SHELL_STEP * round(v / SHELL_STEP)) for v in b[b > B0_THRESHOLD]})
 
 
+TRAINING_BMAX = 3000.0  # s/mm^2: the highest lowest shell a training subject's DTI fit may take (the shipped: 1000-2000)
+
+
+def check_training_shells(bvals, source: str = "") -> None:
+    """Refuse a training subject whose lowest diffusion-weighted shell is above TRAINING_BMAX: its DTI fit is biased
+    (kurtosis lowers the apparent MD), and a model trained on it learns that bias; a single shell relabelled b=6000 had
+    trained without a word (a review). `source`: "<file>: " to start the line with."""
+    found = shells(bvals)
+    if found and found[0] > TRAINING_BMAX:
+        raise IQTError(f"{source}its lowest diffusion-weighted shell is b = {found[0]:g} s/mm^2, above the "
+                       f"{TRAINING_BMAX:g} up to which DTI holds (kurtosis biases the tensors beyond it, and a model "
+                       "would learn that bias): train on a series with a shell at b = 1000-3000 s/mm^2, or check the "
+                       "bval file if its b-values were mislabelled")
+
+
 def keep_bmax(dwi: Volume, bmax: float) -> Volume:
     """The series' b0s and the volumes with b up to `bmax` (to the shell rounding), for a DTI fit of the lower shells
     of a multi-shell acquisition."""

@@ -190,11 +190,13 @@ def run(args):
     from ...dmri.subject import refuse_copies
 
     refuse_copies(args.subjects, "training subject")
-    from ...dmri.dti import check_gradients
+    from ...dmri.dti import check_gradients, check_training_shells
 
     for d in args.subjects:  # each subject's header, gradient files and length, before any is prepared
         path = dwi_path(d)
-        check_gradients(*fileio.check_dwi(path), f"{path}: ")  # as its fit would refuse them (a trace volume, no b0)
+        bvals, bvecs = fileio.check_dwi(path)
+        check_gradients(bvals, bvecs, f"{path}: ")  # as its fit would refuse them (a trace volume, no b0)
+        check_training_shells(bvals, f"{path}: ")
     args.command_line = shlex.join(["iqt", *getattr(args, "argv", sys.argv[1:])])  # a path with a space stays one word
     with checkpoint_held(args.checkpoint):
         _train(args, cls)

@@ -204,7 +204,7 @@ CASES = [
     ("demo -o {d}/newdemo --methods no-such-method", "unknown method"),
     # values that would give a wrong answer
     ("upsample {d}/zero.nii.gz -o {d}/o.nii.gz --method espcn", "zero.nii.gz: the input holds no tensor"),
-    ("upsample {d}/negative.nii.gz -o {d}/o.nii.gz --method espcn", "negative.nii.gz: only"),
+    ("upsample {d}/negative.nii.gz -o {d}/o.nii.gz --method espcn", "negative.nii.gz: the input tensors' sign is inverted"),
     ("upsample {d}/m2s.nii.gz -o {d}/o.nii.gz --method rf", "m2s.nii.gz: the input tensor values look like they are not in mm^2/s"),
     ("upsample {d}/m2s.nii.gz -o {d}/o.nii.gz --method biqt", "not in mm^2/s"),
     ("upsample {d}/um2ms.nii.gz -o {d}/o.nii.gz --method global-linear", "not in mm^2/s"),
@@ -238,7 +238,7 @@ CASES = [
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --model {d}/nosidecar/rf1.npz",
      "rf1.json: model sidecar not found; 'iqt train' writes one beside each model, naming its method"),
     ("train --method espcn --subjects {d}/subj -o {d}/m.pt --nproc 3", "--nproc 3: a batch of 8 patches"),
-    ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "positive definite"),
+    ("track {d}/negative.nii.gz --seeds {d}/m.nii.gz -o {d}/t.trk", "sign is inverted"),
     ("fit {d}/sm2/dwi.nii.gz -o {d}/t.nii.gz", "s/m^2"),
     ("fit {d}/nob0/dwi.nii.gz -o {d}/t.nii.gz", "no b=0"),
     ("degrade {d}/tiny/dwi.nii.gz --factor 4 -o {d}/t.nii.gz", "too small"),

@@ -188,3 +188,32 @@ def test_dtifit_maps_match_the_eigen_decomposition_and_are_zero_where_the_tensor
     assert maps["L3"][0, 0, 0] < 0 and maps["FA"][0, 0, 0] <= 1
     for k, m in maps.items():
         assert m.dtype == np.float32 and np.all(m[~present] == 0), k
+
+
+def test_a_negated_int16_whole_field_fit_is_told_its_sign(tmp_path):
+    """A whole-field fit stored as int16 and negated (-D: every diagonal element negative) had been told to rescale it
+    ("multiply them by 1e3"), or that it was perhaps no tensor fit (a review): the line says the sign is inverted and
+    what to do; the same fit unnegated passes."""
+    import nibabel as nib
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.methods.inputs import check_tensor_input
+
+    rng = np.random.default_rng(3)
+    shape = (16, 16, 12)
+    m = rng.normal(size=(int(np.prod(shape)), 3, 3)) * 2e-5
+    t = tensors.from_matrix(m + np.swapaxes(m, 1, 2)).reshape(shape + (6,))  # a whole field of noise fits
+    brain = np.zeros(shape, bool)
+    brain[4:12, 4:12, 3:9] = True
+    lam = rng.uniform(0.3e-3, 1.5e-3, size=(int(brain.sum()), 3))
+    rot = np.linalg.qr(rng.normal(size=(len(lam), 3, 3)))[0]
+    t[brain] = tensors.from_matrix(rot @ (lam[:, :, None] * np.eye(3)) @ np.swapaxes(rot, 1, 2))
+    for sign in (1, -1):
+        img = nib.Nifti1Image((sign * t).astype(np.float32), np.diag([2.0, 2, 2, 1]))
+        img.set_data_dtype(np.int16)  # stored as int16 with a scale factor
+        nib.save(img, tmp_path / f"t{sign}.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IQTWarning)
+        check_tensor_input(fileio.load_tensor(tmp_path / "t1.nii.gz", "dipy", True))
+    with pytest.raises(IQTError, match=r"t-1.nii.gz: the input tensors' sign is inverted: .* multiply them by -1"):
+        check_tensor_input(fileio.load_tensor(tmp_path / "t-1.nii.gz", "dipy", True))

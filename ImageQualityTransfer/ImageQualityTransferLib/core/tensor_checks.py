@@ -98,6 +98,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     # of them (docs/inputs.md, What is refused); a wrong element order leaves most of those not positive definite, a
     # wrong sign or unit leaves none tissue-like
     tissue = (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
+    _check_sign(lam, md, tissue, what)
     judged = tissue if tissue.sum() >= max(100, 0.05 * len(md)) else np.ones(len(md), bool)
     pd = lam[:, 0] > 0
     share = float(pd[judged].mean())
@@ -160,6 +161,23 @@ MAX_MEDIAN_MD = 3.5e-3
 # times too small (brain MD 7.7e-5 and 3.9e-5) had passed without a word (an input audit)
 MIN_MEDIAN_MD = 1e-4
 LOW_MEDIAN_MD = 2.5e-4  # below it, a warning: a tenth of a brain's MD can read as tissue where CSF sets the median
+
+
+SIGN_INVERTED = 0.9  # share of the tissue-size voxels negative definite: 100 % in negated real fits (int16 or float)
+
+
+def _check_sign(lam: np.ndarray, md: np.ndarray, tissue: np.ndarray, what: str) -> None:
+    """Refuse tensors whose sign is inverted (-D): nine in ten or more of the voxels of a tissue's size negative definite
+    (a brain partly inverted, where -1 would not mend it, is `_check_negative_md`'s). A negated int16 whole-field fit had been told to "multiply them by 1e3" (its background's noise fits set the
+    judged scale), a negated masked one that it was perhaps no tensor fit (a review)."""
+    from .errors import IQTError
+
+    negative = int(((-md > TISSUE_RANGE[0]) & (-md < TISSUE_RANGE[1]) & (lam[:, 2] < 0)).sum())
+    positive = int((tissue & (lam[:, 0] > 0)).sum())
+    if negative > 0 and negative >= SIGN_INVERTED * (negative + positive):
+        raise IQTError(f"the {what} tensors' sign is inverted: {negative} voxels hold negative-definite tensors of a "
+                       f"tissue's size (MD -1e-4 to -5e-3 mm^2/s) against {positive} positive-definite ones: multiply "
+                       "them by -1 (e.g. 'fslmaths in -mul -1 out'), or fit them again")
 
 
 NEGATIVE_MD_REFUSED = 0.5  # share of the brain's tensors with MD <= 0 above which an input is refused

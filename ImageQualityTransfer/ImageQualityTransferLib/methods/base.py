@@ -31,6 +31,7 @@ from .inputs import (
     filled_box,
     input_noise_index,
     mask_within_fit,
+    warn_mask_off_head,
     warn_noisy_context,
     whole_field,
 )
@@ -285,6 +286,8 @@ class Method:
             "the input's brain" if not estimated else "the brain estimated from the tensors (with the fits around it)"
         if given and not estimated:
             warn_noisy_context(lr, mask)
+            if whole:
+                warn_mask_off_head(lr, mask)
         # said for every method; interpolation clips them, as any interpolator would
         lr = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated)
         if self.learned:

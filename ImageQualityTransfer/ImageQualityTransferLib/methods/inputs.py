@@ -349,6 +349,32 @@ def warn_noisy_context(lr: Volume, mask: Volume) -> None:
                       IQTWarning, stacklevel=3)
 
 
+# share of a given mask's voxels outside the brain estimated from a whole-field input's tensors (which keeps scalp and the
+# fits around the brain) above which the mask is said to be another scan's: each of the 8 real subjects' own masks,
+# fitted unmasked, 0.0 %; shifted by 20 mm along an axis 0-7.8 % (5 of 48 above it), by 40 mm 0-29 % (27 of 48),
+# another subject's mask placed by world position 0-56 % (33 of 56; docs/inputs.md)
+MASK_OFF_HEAD = 0.05
+MASK_OFF_HEAD_MIN = 50  # voxels of the mask outside it, fewer and nothing is said
+
+
+def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
+    """One warning naming both files where a mask given with a whole-field input lies partly on the background beyond
+    the head its tensors show: another subject's mask, or one shifted, had run without a word (a review), every
+    method then answering from noise there."""
+    brain = brain_within_box(lr)
+    if brain is None:
+        return
+    inside = np.asarray(mask.data, bool)
+    n = int((inside & ~np.asarray(brain.data, bool)).sum())
+    total = int(inside.sum())
+    if n >= MASK_OFF_HEAD_MIN and n > MASK_OFF_HEAD * total:
+        named = mask.meta.get("path") or "the mask"
+        warnings.warn(f"{lr.source}{n} of the {total} voxels of {named} ({100 * n / total:.0f} %) lie beyond the head "
+                      "its tensors show (the background's noise fits, where every method's output is noise): a mask made "
+                      "from another scan, or shifted? Give this scan's own brain mask ('iqt mask', 'iqt degrade "
+                      "--mask-out'), or none", IQTWarning, stacklevel=3)
+
+
 def _likely_cause(t, failed: np.ndarray, mask: Volume | None) -> str:
     """Where most failed fits diffuse faster than free water, their usual cause, so that a few of them in a good fit are
     not read as a fault in the data (an input audit: 27 in the 3 mm dev scan's own fit, its CSF at b=2000)."""

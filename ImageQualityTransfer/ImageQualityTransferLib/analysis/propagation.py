@@ -9,7 +9,7 @@ between neighbouring voxels, which the methods do not report, are ignored: the s
 the tracts is therefore that of spatially independent element noise of the predicted size.
 
 Outputs: FA and MD mean and standard-deviation maps over the samples (a sample's MD below zero, which no tissue has,
-read as 0: `_propagate`); per-voxel visitation probability
+read as 0 in the mean, the spread left as drawn: `_propagate`); per-voxel visitation probability
 (the fraction of samples whose streamlines from the same seeds visit the voxel); the Dice of the
 binarised tract-density maps between consecutive samples (tract variability) and against the
 tracts of the mean prediction.
@@ -45,7 +45,7 @@ class Propagation:
     n_samples: int = 0
     seconds: float = 0.0  # the sampling alone (the prediction before it is the caller's)
     settings: dict = field(default_factory=dict)  # what reproduces the samples and tracts: the seed, tracking settings
-    md_clipped_voxels: int = 0  # voxels where some sample's MD was below zero, read as 0 in md_mean and md_std
+    md_clipped_voxels: int = 0  # voxels where some sample's MD was below zero, read as 0 in md_mean
 
     def summary(self) -> dict:
         def stats(x):  # over the defined values: a Dice of two empty tract maps is NaN
@@ -138,8 +138,8 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
     if track:
         tractography.warn_long_step(s, vol.voxel_size)
 
-    acc = {k: np.zeros(len(mu), np.float64) for k in ("fa", "fa2", "md", "md2")}
-    clipped = np.zeros(len(mu), bool)  # voxels where a sample's MD fell below zero (read as 0)
+    acc = {k: np.zeros(len(mu), np.float64) for k in ("fa", "fa2", "md", "md2", "md0")}
+    clipped = np.zeros(len(mu), bool)  # voxels where a sample's MD fell below zero (read as 0 in md_mean)
     visits = np.zeros(shape3, np.float32) if track else None
     out = Propagation(*(None,) * 5)
     if track:
@@ -160,14 +160,15 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
         sample = mu + sig * rng.standard_normal(mu.shape, dtype=np.float32)
         fa = tensors.fa(sample)
         # an MD below zero is no diffusion: the unclipped mean read -6e-4 mm^2/s at the brain edge of a whole-field
-        # input, where the mean prediction itself is not physical (a review of the propagation outputs)
+        # input, where the mean prediction itself is not physical (a review of the propagation outputs). The spread
+        # stays the drawn one: clipped, a voxel whose every sample fell below zero read md_std 0, "certain"
         md = tensors.md(sample).astype(np.float64)
         clipped |= md < 0
-        md = np.maximum(md, 0.0)
         acc["fa"] += fa
         acc["fa2"] += fa * fa
         acc["md"] += md
         acc["md2"] += md * md
+        acc["md0"] += np.maximum(md, 0.0)
         if track:
             fa_vol[m] = fa
             fa_vol[~t] = 0.0  # tracking stops outside the tracking mask
@@ -197,7 +198,7 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
     md_mean = acc["md"] / k
     out.fa_mean = full(fa_mean)
     out.fa_std = full(np.sqrt(np.maximum(acc["fa2"] / k - fa_mean**2, 0.0)))
-    out.md_mean = full(md_mean)
+    out.md_mean = full(acc["md0"] / k)
     out.md_std = full(np.sqrt(np.maximum(acc["md2"] / k - md_mean**2, 0.0)))
     # a streamline's last step can land a voxel beyond the mask; every output is zero outside it
     out.visitation = Volume(np.where(m, visits / k, 0.0).astype(np.float32), vol.affine, "scalar") if track else None

@@ -479,17 +479,30 @@ def unblock_later(fifo, after: float, done: threading.Event | None = None,
     return done, t
 
 
+class _StandInClient:
+    """What `iqt batch` reads of its Dask client when run_cohort is replaced: the dashboard's address and close()."""
+
+    dashboard_link = "http://127.0.0.1:0/status"
+
+    def close(self):
+        pass
+
+
 def settings_batch_runs_with(monkeypatch, batch) -> list:
     """The Settings each `iqt batch` run hands run_cohort, with a stand-in client and no cluster started: for tests that
     an option reaches the subjects' Settings."""
     seen = []
-
-    class Client:
-        dashboard_link = "http://127.0.0.1:0/status"
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (Client(), None))
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (_StandInClient(), None))
     monkeypatch.setattr(batch, "run_cohort", lambda items, s, *a, **k: seen.append(s) or [])
+    return seen
+
+
+def batch_runs_in_process(monkeypatch, batch) -> list:
+    """`iqt batch` with each cohort run by the real run_cohort in this process (given no client), no cluster started:
+    for tests of what the command says and writes, not of the cluster (starting one took seconds of each such test).
+    The Settings of each run, in order."""
+    seen, real = [], batch.run_cohort
+    monkeypatch.setattr(batch, "start_client", lambda *a, **k: (_StandInClient(), None))
+    monkeypatch.setattr(batch, "run_cohort",
+                        lambda items, s, out, client=None, **k: seen.append(s) or real(items, s, out, None, **k))
     return seen

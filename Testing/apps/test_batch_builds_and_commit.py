@@ -676,6 +676,7 @@ def test_too_many_open_files_while_the_table_is_written_is_said_so(tmp_path, mon
     from ImageQualityTransferLib.apps.cli import batch as batch_command
 
     monkeypatch.setattr(batch_command, "check_open_files", lambda workers: None)  # the limit is faked for the line only
+    helpers.batch_runs_in_process(monkeypatch, batch)  # the table is written by run_cohort, here as on a cluster
     assert main(["batch", str(tmp_path / "list.txt"), "-o", str(out), "--method", "nearest", "--workers", "1"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("iqt: warning: ")]
     assert len(err) == 1 and "motion.py" not in err[0] and "make room" not in err[0], err

@@ -51,6 +51,9 @@ def write_lock(out: Path, **rec) -> Path:
 
 
 CMD = ("--method", "cubic", "--workers", "1", "--dashboard-address", "127.0.0.1:0")
+# The runs that get past the lock in this process take it as `iqt batch` does and run their cohort here, no cluster
+# started (helpers.batch_runs_in_process): the lock is taken before the cluster starts and released after it stops; a
+# real cluster in its own process holds it in test_two_real_runs_into_one_folder.
 
 
 def test_a_second_run_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys):
@@ -88,9 +91,10 @@ def test_a_lock_from_another_host_is_never_taken_over(tmp_path, capsys):
     assert files(out) == before
 
 
-def test_a_stale_lock_is_taken_over_with_a_warning_and_removed_after_success(tmp_path, capsys):
+def test_a_stale_lock_is_taken_over_with_a_warning_and_removed_after_success(tmp_path, capsys, monkeypatch):
     """A run killed with SIGKILL leaves its lock: its pid is gone on this host, so the next run takes it over with one
     warning line, runs, and leaves no lock."""
+    helpers.batch_runs_in_process(monkeypatch, batch)
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     out = tmp_path / "deriv"
     pid = dead_pid()
@@ -106,6 +110,7 @@ def test_a_stale_lock_is_taken_over_with_a_warning_and_removed_after_success(tmp
 def test_the_lock_is_removed_after_a_failed_run(tmp_path, capsys, monkeypatch):
     """A run where a subject fails (exit 1) holds the lock while it runs and leaves none; its line counts one subject
     as one ('1 of 1 subjects failed ... fix them' had been said)."""
+    helpers.batch_runs_in_process(monkeypatch, batch)
     ds = make_bids(tmp_path / "bids", subjects=(), corrupt="03")
     out = tmp_path / "deriv"
     real, held = batch.run_cohort, []
@@ -123,6 +128,7 @@ def test_the_lock_is_removed_after_a_failed_run(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("stop, code", [(batch.IQTError("the cluster went away"), 2), (KeyboardInterrupt(), 130),
                                         (Terminated(signal.SIGTERM), 128 + signal.SIGTERM)])
 def test_the_lock_is_held_during_the_run_and_removed_however_it_ends(tmp_path, capsys, monkeypatch, stop, code):
+    helpers.batch_runs_in_process(monkeypatch, batch)
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     out = tmp_path / "deriv"
     seen = {}

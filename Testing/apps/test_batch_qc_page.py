@@ -155,10 +155,13 @@ def test_the_header_says_which_checks_count_with_exclude_outliers(tmp_path):
 
 
 @pytest.mark.slow
-def test_participant_label_runs_those_participants_of_a_bids_dataset(tmp_path, capsys):
+def test_participant_label_runs_those_participants_of_a_bids_dataset(tmp_path, capsys, monkeypatch):
     """A BIDS input had no way to leave a subject out (a cohort audit): --participant-label, as BIDS apps take it; the
-    others' earlier rows stay in the table, grey; an unknown label, or the option with a list, is one line, exit 2."""
+    others' earlier rows stay in the table, grey; an unknown label, or the option with a list, is one line, exit 2.
+    The command's cohort runs in this process (the labels choose its subjects before any cluster starts)."""
     from ImageQualityTransferLib.apps.cli import main
+
+    helpers.batch_runs_in_process(monkeypatch, batch)
 
     ds = helpers.make_bids(tmp_path / "bids", ("01", "02", "03"), None, shape=SMALL)
     out = tmp_path / "deriv"

@@ -91,11 +91,15 @@ def test_batch_fits_the_lower_shell_with_bmax(two_shells, tmp_path):
     assert json.loads(side.read_text())["BMax"] == 1000.0
 
 
-def test_batch_bmax_on_tensor_files_is_said(two_shells, tmp_path, capsys):
+def test_batch_bmax_on_tensor_files_is_said(two_shells, tmp_path, capsys, monkeypatch):
     """--bmax selects a DWI's shells before its fit: on a list of tensor files alone it is refused, beside DWI subjects
-    one warning names the tensor files it does not touch (it was ignored without a word)."""
-    from ImageQualityTransferLib.apps import cli
+    one warning names the tensor files it does not touch (it was ignored without a word). The cohort runs in this
+    process (the warning is the command's, said before any cluster starts)."""
+    from helpers import batch_runs_in_process
+    from ImageQualityTransferLib.apps import batch, cli
     from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+
+    seen = batch_runs_in_process(monkeypatch, batch)
 
     low = dti.keep_bmax(two_shells, 1000)
     fileio.save_tensor(fit_dti(low, brain_mask(low)), tmp_path / "t.nii.gz")
@@ -109,6 +113,7 @@ def test_batch_bmax_on_tensor_files_is_said(two_shells, tmp_path, capsys):
     assert cli.main(["batch", str(tmp_path / "both.txt")] + args) == 0
     err = capsys.readouterr().err
     assert "applies to the DWI subjects only; the 1 listed tensor file is upsampled as fitted" in err
+    assert [s.bmax for s in seen] == [1000.0]
 
 
 def test_training_on_a_multi_shell_subject_says_it_once(two_shells, tmp_path, capsys):

@@ -104,6 +104,21 @@ def phantom_subject(small_subject):
     return load_subject(small_subject)
 
 
+@pytest.fixture(scope="session")
+def builtin_phantom_subject():
+    """dmri.subject.phantom_subject() (the built-in 64x72x56 phantom and its fit: seconds), made once per process for
+    the tests that only read it."""
+    import numpy as np
+
+    from ImageQualityTransferLib.dmri.subject import phantom_subject
+
+    subject = phantom_subject()
+    for vol in (subject.dwi, subject.mask, subject.tensor):  # shared by the tests of other files: none may change it
+        if isinstance(vol.data, np.ndarray):
+            vol.data.flags.writeable = False
+    return subject
+
+
 @pytest.fixture(scope="module")
 def coarse_phantom():
     """A coarse phantom DWI (32x36x28 voxels of 4 mm, two b0s and 12 directions, Rician noise at SNR 30), made once

@@ -353,11 +353,11 @@ def test_evaluate_refuses_what_iqt_evaluate_refuses():
 
 
 @pytest.fixture(scope="module")
-def phantom_case():
+def phantom_case(builtin_phantom_subject):
     """The phantom subject's x2 case, made once for the module (a DTI fit of the phantom: seconds on a loaded machine)."""
-    from ImageQualityTransferLib.dmri.subject import make_case, phantom_subject
+    from ImageQualityTransferLib.dmri.subject import make_case
 
-    return make_case(phantom_subject(), 2)
+    return make_case(builtin_phantom_subject, 2)
 
 
 @pytest.mark.parametrize("which", ["prediction", "reference"])

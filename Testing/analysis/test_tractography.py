@@ -306,14 +306,14 @@ def test_lesion_modification_changes_md_and_fa_as_intended():
     assert tensors.fa(tumour)[0] < 0.5 * tensors.fa(t)[0]
 
 
-def test_the_lesion_site_does_not_depend_on_the_voxel_order():
+def test_the_lesion_site_does_not_depend_on_the_voxel_order(builtin_phantom_subject):
     """Of the voxels scoring alike the first in stored order had won: the phantom stored LAS, SLA or PSR had its 4 mm
     lesion in three places (the sagittal HF dev scan stored LAS 28 mm from where it lies stored PSR; a thick-slice audit's
     check of the engine's draws). The site is chosen in canonical order, and put back on the stored grid."""
     from ImageQualityTransferLib.core.orientation import reorient
-    from ImageQualityTransferLib.dmri.subject import Subject, phantom_subject
+    from ImageQualityTransferLib.dmri.subject import Subject
 
-    subject = phantom_subject()
+    subject = builtin_phantom_subject
     sites = {}
     for codes in ("LAS", "RAS", "SLA", "PSR"):
         stored = Subject(subject.name, subject.dwi, reorient(subject.mask, codes), reorient(subject.tensor, codes))
@@ -483,13 +483,13 @@ def test_tracking_leaves_the_process_warning_filters_alone(monkeypatch):
     assert seen == [before]
 
 
-def test_one_image_stored_in_any_voxel_order_gives_the_same_tracts():
+def test_one_image_stored_in_any_voxel_order_gives_the_same_tracts(builtin_phantom_subject):
     """The same world image stored LAS, RAS, PSR or ASL: tracts from the same world seeds agree (EuDX's sphere snapping
     in voxel axes had moved streamlines up to 14 mm on a dev scan stored otherwise; a tractography audit)."""
     from ImageQualityTransferLib.core.orientation import reorient
-    from ImageQualityTransferLib.dmri.subject import make_case, phantom_subject
+    from ImageQualityTransferLib.dmri.subject import make_case
 
-    case = make_case(phantom_subject(), 2)
+    case = make_case(builtin_phantom_subject, 2)
     vol = Volume(case.truth, case.hr_affine, "tensor")
     seeds = tr.random_seeds(case.hr_mask & (tensors.fa(case.truth) > 0.3), vol.affine, 300, 0)
     settings = tr.TrackingSettings(step=0.5, min_length=2.0)

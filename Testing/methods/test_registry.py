@@ -43,14 +43,31 @@ def degraded_input(small_subject, tmp_path_factory):
     return lr
 
 
+@pytest.fixture(scope="module")
+def loaded_subject(small_subject):
+    """small_subject loaded once (its DWI read and fitted) for every method's training below, its arrays read-only:
+    a training that changed its subject would fail here. The folder itself is trained from in the first test below
+    and by `iqt train` (test_forest.py)."""
+    from ImageQualityTransferLib.dmri.subject import load_subject
+
+    subject = load_subject(small_subject)
+    for vol in (subject.dwi, subject.mask, subject.tensor):
+        vol.data.flags.writeable = False
+    return subject
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", methods.trainable())
-def test_every_trainable_method_trains_saves_and_runs(name, small_subject, degraded_input, tmp_path, capsys):
+def test_every_trainable_method_trains_saves_and_runs(name, small_subject, loaded_subject, degraded_input, tmp_path,
+                                                      capsys):
+    """Each trains from a folder (the first) or its loaded subject (the others: the folder is read as the first reads
+    it), saves, and runs through `iqt upsample` with its model."""
     cls = methods.method_class(name)
     if cls.requires_torch and not HAVE_TORCH:
         pytest.skip("PyTorch is not installed")
     out = tmp_path / f"m{cls.model_suffix}"
-    method = methods.get(name).fit([small_subject], 2, seed=0, progress=False, **TINY[cls.model_suffix])
+    subject = small_subject if name == methods.trainable()[0] else loaded_subject
+    method = methods.get(name).fit([subject], 2, seed=0, progress=False, **TINY[cls.model_suffix])
     side = method.save(out, 2, command="test")
     assert side.exists() and out.exists()
     args = ["upsample", str(degraded_input), "-o", str(tmp_path / "hr.nii.gz"), "--method", name, "--model", str(out)]

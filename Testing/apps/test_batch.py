@@ -361,7 +361,7 @@ def test_a_worker_the_cluster_closed_for_good_is_started_again():
     after --wait-workers with subjects not run. The run starts it again and its subjects run."""
     import dask
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
 
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):  # the cluster closes it at once
         client, cluster = batch.start_client(1, dashboard_address=":0")
@@ -372,7 +372,7 @@ def test_a_worker_the_cluster_closed_for_good_is_started_again():
                 time.sleep(0.05)
             assert not cluster.workers  # closed for good, as in the audit's run
             fut = client.submit(os.getpid, pure=False)
-            assert [f.result() for f in cohort._as_completed(client, [fut], 30)] == [fut.result()]
+            assert [f.result() for f in tasks._as_completed(client, [fut], 30)] == [fut.result()]
             assert len(client.nthreads()) == 1
         finally:
             client.close()
@@ -383,7 +383,7 @@ def test_a_local_cluster_left_without_workers_advises_memory_limit():
     """Where our own local cluster has no worker left for --wait-workers, the line advises --memory-limit (a scheduler's
     run is told to wait for its cluster's workers instead: test_batch_scale.py); scaled to none on purpose, it is not
     started again."""
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
     from ImageQualityTransferLib.core.errors import IQTError
 
     client, cluster = batch.start_client(1, dashboard_address=":0")
@@ -394,7 +394,7 @@ def test_a_local_cluster_left_without_workers_advises_memory_limit():
             time.sleep(0.05)
         fut = client.submit(os.getpid, pure=False)
         with pytest.raises(IQTError, match=r"1 of 1 subject not run: .*no worker for 2 s.*a larger --memory-limit"):
-            list(cohort._as_completed(client, [fut], 2))
+            list(tasks._as_completed(client, [fut], 2))
         assert not cluster.workers and fut.cancelled()
     finally:
         client.close()
@@ -1223,14 +1223,14 @@ def test_settling_a_stopped_cluster_run_drops_its_generated_by_entry_if_it_made_
 def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tmp_path, monkeypatch):
     """Ctrl-C before any subject ended said 'no partial output was left', but the new folder kept a
     dataset_description.json naming a run that made nothing (a researcher's audit). A folder that had one keeps it."""
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
 
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=SMALL)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cohort, "process", interrupted)
+    monkeypatch.setattr(tasks, "process", interrupted)
     items, s = batch.find_items(ds), batch.Settings(method="cubic")
     out = tmp_path / "deriv"
     with pytest.raises(KeyboardInterrupt):
@@ -1239,7 +1239,7 @@ def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tm
     monkeypatch.undo()
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["done"]
     before = (out / "dataset_description.json").read_text()
-    monkeypatch.setattr(cohort, "process", interrupted)
+    monkeypatch.setattr(tasks, "process", interrupted)
     with pytest.raises(KeyboardInterrupt):
         batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)
     assert (out / "dataset_description.json").exists() and json.loads(before)["Name"]
@@ -1248,13 +1248,13 @@ def test_a_run_stopped_before_any_subject_ended_leaves_no_dataset_description(tm
     # a worker that put its subject in place before its result reached this process (a cohort audit's SIGTERM as the
     # first outputs landed): the new folder keeps its description and a table, the subject pending until a rerun
     monkeypatch.undo()
-    real = cohort.process
+    real = tasks.process
 
     def landed_then_stopped(*args, **kwargs):
         real(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cohort, "process", landed_then_stopped)
+    monkeypatch.setattr(tasks, "process", landed_then_stopped)
     fresh = tmp_path / "deriv2"
     with pytest.raises(KeyboardInterrupt):
         batch.run_cohort(items, s, fresh, progress=False)
@@ -1552,7 +1552,7 @@ def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):
     `tcp://[::1]:` (a colon, no port) "cannot connect (invalid literal for int() ...)": the no-port line, as for ::1
     (reviews). The forms through check_address; one through the command (exit 2, nothing made), which reads the
     cohort first (a second each)."""
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import scheduler
 
     def line(given, form):
         return (f"--scheduler {given}: an IPv6 address without a port; give the scheduler's port after the brackets, "
@@ -1562,11 +1562,11 @@ def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):
                         ("tls://[2001:db8::5]", "tls://[2001:db8::5]:8786"), ("[::1]:", "tcp://[::1]:8786"),
                         ("tls://[2001:db8::5]:", "tls://[2001:db8::5]:8786")):
         with pytest.raises(batch.IQTError) as err:
-            cohort.check_address(given)
+            scheduler.check_address(given)
         assert str(err.value) == line(given, form)
     with pytest.raises(batch.IQTError, match=r"^--scheduler tcp://host:: no port after the colon; give the "
                                              r"scheduler's port, e\.g\. tcp://host:8786 "):
-        cohort.check_address("tcp://host:")
+        scheduler.check_address("tcp://host:")
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", "tcp://[::1]:")
     assert code == 2 and err.strip() == "iqt: error: " + line("tcp://[::1]:", "tcp://[::1]:8786"), err

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from ImageQualityTransferLib.apps import batch  # noqa: E402
-from ImageQualityTransferLib.apps.batch import cohort, subject  # noqa: E402
+from ImageQualityTransferLib.apps.batch import cohort, results, scheduler, subject, tasks  # noqa: E402
 from ImageQualityTransferLib.core.errors import IQTWarning  # noqa: E402
 from ImageQualityTransferLib.fileio.model_files import build  # noqa: E402
 
@@ -54,7 +54,7 @@ def tensor_sidecar(out: Path, sub: str, method="cubic") -> dict:
 def as_other_build(monkeypatch, prefixes):
     """The subjects `prefixes` run as a worker of build OTHER would run them (its build stamped, compared and returned),
     the others as this tree's: what a worker the nanny started again after the code on disk changed does."""
-    real_process, real_build = cohort.process, subject.build
+    real_process, real_build = tasks.process, subject.build
     now = {"other": False}
 
     def process(item, s, out_root):
@@ -64,7 +64,7 @@ def as_other_build(monkeypatch, prefixes):
         finally:
             now["other"] = False
 
-    monkeypatch.setattr(cohort, "process", process)
+    monkeypatch.setattr(tasks, "process", process)
     monkeypatch.setattr(subject, "build", lambda: OTHER if now["other"] else real_build())
 
 
@@ -206,14 +206,14 @@ def test_a_killed_run_leaves_a_table_of_what_finished(tmp_path, monkeypatch):
     assert statuses(out)["sub-03"][0] == "failed"
     bad = Path(items[2].path)  # the damaged scan replaced by a good one
     bad.write_bytes(Path(items[0].path).read_bytes())
-    real = cohort.process
+    real = tasks.process
 
     def killed_at_01(item, *args):
         if item.prefix == "sub-01":
             raise KeyboardInterrupt  # as SIGTERM stops a run (signals.Terminated), once sub-03 has ended
         return real(item, *args)
 
-    monkeypatch.setattr(cohort, "process", killed_at_01)
+    monkeypatch.setattr(tasks, "process", killed_at_01)
     monkeypatch.setattr(cohort, "QC_WRITE_EVERY_S", 0.0)  # written as each subject ends (a run of minutes per subject)
     with pytest.raises(KeyboardInterrupt):
         batch.run_cohort(items[::-1], s, out, progress=False)
@@ -343,14 +343,14 @@ def test_the_table_is_written_at_most_every_few_seconds_as_subjects_end(tmp_path
     items = batch.find_items(tmp_path / "list.txt")
     now = [1000.0]
     monkeypatch.setattr(cohort, "time", types.SimpleNamespace(monotonic=lambda: now[0], sleep=time.sleep))
-    real_process = cohort.process
+    real_process = tasks.process
     steps = iter([12.0, 1.0, 1.0, 4.0, 2.0, 2.0, 1.0, 11.0, 1.0])  # ending at 12, 13, 14, 18, 20, 22, 23, 34, 35 s
 
     def process(*a, **k):
         result = real_process(*a, **k)
         now[0] += next(steps)
         return result
-    monkeypatch.setattr(cohort, "process", process)
+    monkeypatch.setattr(tasks, "process", process)
     monkeypatch.setattr(subject, "qc_figure", lambda vols, s, item, path, estimated=False: path.write_bytes(b""))  # 0.6 s
     ended_at_writes = []
     real = cohort.write_qc
@@ -421,14 +421,14 @@ def test_an_interrupted_run_writes_the_table_of_what_ended(tmp_path, monkeypatch
     out = tmp_path / "deriv"
     out.mkdir()
     items = batch.find_items(ds)
-    real = cohort.process
+    real = tasks.process
 
     def stopped_at_03(item, *args):
         if item.prefix == "sub-03":
             raise KeyboardInterrupt
         return real(item, *args)
 
-    monkeypatch.setattr(cohort, "process", stopped_at_03)
+    monkeypatch.setattr(tasks, "process", stopped_at_03)
     with pytest.raises(KeyboardInterrupt):
         batch.run_cohort(items, batch.Settings(method="cubic"), out, progress=False)
     rows = statuses(out)
@@ -478,8 +478,8 @@ def test_a_pending_rows_check_hashes_again_only_where_an_output_changed(tmp_path
     calls = []
     real = records.finished
     monkeypatch.setattr(records, "finished", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(cohort, "_FINISHED", {})
-    row = cohort.pending(items[0], s, out)
+    monkeypatch.setattr(results, "_FINISHED", {})
+    row = results.pending(items[0], s, out)
     assert row["in_place"]() and row["in_place"]() and len(calls) == 1
     tensor = next((out / "sub-01" / "dwi").glob("*param-tensor_dwimap.nii.gz"))
     data = bytearray(tensor.read_bytes())
@@ -498,18 +498,18 @@ def test_one_subject_is_said_in_the_singular():
 
 
 def test_a_worker_of_another_build_touches_nothing(tmp_path):
-    """The task a cluster runs (cohort._guard, sent by value so that a worker of older code runs it too) refuses on a
+    """The task a cluster runs (tasks._guard, sent by value so that a worker of older code runs it too) refuses on a
     worker whose build is not the run's before it unpickles the subject or touches a file: a worker of another build
     that joined a scheduler mid-run had replaced a done subject's outputs with its own."""
     import pickle
 
     items, out = cohort_of(tmp_path, ("01",))
     s = batch.Settings(method="cubic")
-    task = cohort._guard()
+    task = tasks._guard()
     res = task(pickle.dumps((items[0], s, str(out), None)), OTHER)
     assert res == {"status": "failed", "other_worker": "this process", "worker_address": None, "build": build()}
     assert list(out.iterdir()) == []
-    row = cohort.refused_by_other_worker(items[0], res, OTHER)
+    row = tasks.refused_by_other_worker(items[0], res, OTHER)
     assert row["reason"].startswith(f"a worker's code or model registry differs from this run's (worker this process, "
                                     f"build {build()}, the run's {OTHER}); nothing of the subject was written by it"), row
     # the causes said neutrally: a local cluster's worker restarted after a registration had been told to be stopped
@@ -529,10 +529,10 @@ def test_a_worker_without_pytorch_is_named_and_touches_nothing(tmp_path, monkeyp
 
     items, out = cohort_of(tmp_path, ("01",))
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
-    res = cohort._guard()(pickle.dumps((items[0], batch.Settings(method="cubic"), str(out), None)), build(), True)
+    res = tasks._guard()(pickle.dumps((items[0], batch.Settings(method="cubic"), str(out), None)), build(), True)
     assert res["other_worker"] == "this process" and res["no_torch"].startswith("ModuleNotFoundError"), res
     assert list(out.iterdir()) == []
-    reason = cohort.refused_by_other_worker(items[0], res, build())["reason"]
+    reason = tasks.refused_by_other_worker(items[0], res, build())["reason"]
     assert reason.startswith("worker this process cannot import PyTorch, which the CNN methods need (ModuleNotFoundError"), reason
 
 
@@ -625,7 +625,7 @@ def test_a_refused_subject_runs_on_a_good_worker_that_joined_after_the_one_it_wa
 
 def test_a_refused_subject_is_sent_again_pinned_to_this_builds_workers_even_while_they_are_busy(tmp_path, monkeypatch):
     """The re-send of a subject a worker of another build refused is pinned to this build's workers there then
-    (cohort._run_items resend): sent loose or unrestricted, the idle worker of another build took it again and refused
+    (tasks._run_items resend): sent loose or unrestricted, the idle worker of another build took it again and refused
     it until its tries were spent, while this build's worker was busy with other work."""
     from distributed import Client, LocalCluster
 
@@ -641,7 +641,7 @@ def test_a_refused_subject_is_sent_again_pinned_to_this_builds_workers_even_whil
         submit, resent = client.submit, []
 
         def noted_submit(*a, **k):
-            if "-r" in k["key"]:  # a re-send (cohort._run_items resend's keys)
+            if "-r" in k["key"]:  # a re-send (tasks._run_items resend's keys)
                 resent.append((k.get("workers"), k.get("allow_other_workers")))
             return submit(*a, **k)
 
@@ -699,9 +699,9 @@ def test_a_worker_outliving_a_run_reads_the_registry_again_at_the_next_start(tmp
     reg = tmp_path / "registry.json"
     reg.write_text("{}")
     try:
-        first = cohort._probe()()[1]
+        first = scheduler._probe()()[1]
         reg.write_text('{"models": {}}')  # another process's registration between the runs
-        second = cohort._probe()()[1]
+        second = scheduler._probe()()[1]
         assert second != first
         forget_build()
         assert second == build_digest(str(reg))

@@ -219,7 +219,7 @@ def test_a_signal_inside_the_cluster_thread_s_start_is_joined_not_an_internal_er
     under load. The thread is joined once it runs; one that never starts is given up."""
     import threading
 
-    from ImageQualityTransferLib.apps.batch.cohort import _join_once_started
+    from ImageQualityTransferLib.apps.batch.local_cluster import _join_once_started
 
     ran = []
     late = threading.Thread(target=lambda: ran.append(1))

@@ -80,15 +80,15 @@ class _Failed:
 @pytest.mark.parametrize("exc", [RuntimeError("can't start new thread"), MemoryError(),
                                  OSError(errno.ENOMEM, "Cannot allocate memory")])
 def test_a_worker_out_of_memory_is_said_so(tmp_path, monkeypatch, exc):
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
     from ImageQualityTransferLib.apps.batch.items import Item
 
     client = SimpleNamespace(submit=lambda *a, **k: _Failed(exc), cluster=object())
-    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
+    monkeypatch.setattr(tasks, "_as_completed", lambda client, futures, wait, *more: iter(futures))
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1_500_000 * 1024, resource.RLIM_INFINITY))
     ended = []
     item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
-    cohort._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
+    tasks._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
     reason = ended[0]["reason"]
     assert ended[0]["status"] == "failed" and "installed" not in reason, reason
     assert reason.startswith("a worker ran out of memory (") and "ulimit -v 1,500,000 KiB" in reason, reason
@@ -100,15 +100,15 @@ def test_a_killed_worker_is_said_with_the_options_that_set_its_memory(tmp_path, 
     --scheduler refuses (a cluster audit): its reason names what sets a scheduler's workers' memory."""
     from distributed import KilledWorker
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
     from ImageQualityTransferLib.apps.batch.items import Item
 
     client = SimpleNamespace(submit=lambda *a, **k: _Failed(KilledWorker("iqt-1", "tcp://10.0.0.2:4000", 3)),
                              cluster=object() if local else None)
-    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
+    monkeypatch.setattr(tasks, "_as_completed", lambda client, futures, wait, *more: iter(futures))
     ended = []
     item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
-    cohort._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
+    tasks._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
     reason = ended[0]["reason"]
     assert reason.startswith("the worker running it died"), reason
     assert ("--memory-limit or run fewer --workers" in reason) == local, reason
@@ -121,18 +121,18 @@ def test_a_lone_local_worker_is_not_told_to_run_fewer(tmp_path, monkeypatch, exc
     review); with two workers it still is."""
     from distributed import KilledWorker
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
     from ImageQualityTransferLib.apps.batch.items import Item
 
     if exc == "killed":
         exc = KilledWorker("iqt-1", "tls://127.0.0.1:4000", 3)
-    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
+    monkeypatch.setattr(tasks, "_as_completed", lambda client, futures, wait, *more: iter(futures))
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
     for n in (1, 2):
         cluster = SimpleNamespace(worker_spec=dict.fromkeys(range(n)))  # a LocalCluster's, one entry a worker
         ended = []
-        cohort._run_items([item], None, tmp_path, SimpleNamespace(submit=lambda *a, **k: _Failed(exc), cluster=cluster),
+        tasks._run_items([item], None, tmp_path, SimpleNamespace(submit=lambda *a, **k: _Failed(exc), cluster=cluster),
                           1.0, lambda it, r: ended.append(r))
         reason = ended[0]["reason"]
         assert "--memory-limit" in reason and ("fewer --workers" in reason) == (n > 1), reason
@@ -153,7 +153,7 @@ def test_a_lone_local_worker_whose_subject_ran_out_is_not_told_to_run_fewer(tmp_
     import helpers
 
     from ImageQualityTransferLib.apps import batch
-    from ImageQualityTransferLib.apps.batch import cohort, subject
+    from ImageQualityTransferLib.apps.batch import subject, tasks
     from ImageQualityTransferLib.apps.batch.records import Settings
     from ImageQualityTransferLib.fileio.model_files import build
 
@@ -161,7 +161,7 @@ def test_a_lone_local_worker_whose_subject_ran_out_is_not_told_to_run_fewer(tmp_
         raise exc
 
     monkeypatch.setattr(subject, "compute", compute)
-    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
+    monkeypatch.setattr(tasks, "_as_completed", lambda client, futures, wait, *more: iter(futures))
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     helpers.tensor_list(tmp_path)
     item = batch.find_items(tmp_path / "list.txt")[0]
@@ -170,7 +170,7 @@ def test_a_lone_local_worker_whose_subject_ran_out_is_not_told_to_run_fewer(tmp_
         client = SimpleNamespace(submit=lambda task, payload, run_build, torch, **k: _Ran(task(payload, run_build)),
                                  cluster=cluster)
         ended = []
-        cohort._run_items([item], Settings(method="nearest"), tmp_path / "o", client, 1.0,
+        tasks._run_items([item], Settings(method="nearest"), tmp_path / "o", client, 1.0,
                           lambda it, r: ended.append(r), run_build=build())
         reason = ended[0]["reason"]
         assert "--memory-limit" in reason or "more memory" in reason, reason
@@ -181,7 +181,7 @@ def test_a_lone_local_worker_whose_subject_ran_out_is_not_told_to_run_fewer(tmp_
 def test_a_remote_workers_address_space_is_said_as_the_workers(tmp_path, monkeypatch, local):
     """Under --scheduler a worker's refusal for its own ulimit -v read "more than this process's 0.6 GiB (ulimit -v
     ...)", as if it were the shell's that ran iqt batch (a cluster audit): said as the worker's, with its fix."""
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
     from ImageQualityTransferLib.apps.batch.items import Item
 
     said = ("factor 2: a high-res grid of 144x144x72 voxels, whose run needs about 0.7 GiB, more than this process's "
@@ -190,9 +190,9 @@ def test_a_remote_workers_address_space_is_said_as_the_workers(tmp_path, monkeyp
     item = Item(prefix="sub-a", subdir="sub-a", path=str(tmp_path / "a_dti.nii.gz"), kind="dti")
     done = {"subject": "sub-a", "input": item.path, "status": "failed", "qc": {}, "reason": said}
     client = SimpleNamespace(submit=lambda *a, **k: _Done(done), cluster=object() if local else None)
-    monkeypatch.setattr(cohort, "_as_completed", lambda client, futures, wait, *more: iter(futures))
+    monkeypatch.setattr(tasks, "_as_completed", lambda client, futures, wait, *more: iter(futures))
     ended = []
-    cohort._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
+    tasks._run_items([item], None, tmp_path, client, 1.0, lambda it, r: ended.append(r))
     reason = ended[0]["reason"]
     if local:
         assert reason == said
@@ -246,7 +246,7 @@ def test_the_auto_share_does_not_shrink_with_more_workers(tmp_path, capsys, monk
                                               "allocate memory: you tried to allocate 6489600 bytes. Error code 12")])
 def test_a_subject_out_of_memory_in_its_own_run_is_said_as_a_worker_out_of_memory(tmp_path, monkeypatch, exc):
     """Inside the subject's run (subject.py _process) the same reason as for a task that never returned
-    (cohort.memory_reason), with the worker's ulimit -v: MemoryError had left it out, ENOMEM and torch's allocator
+    (memory_reasons.memory_reason), with the worker's ulimit -v: MemoryError had left it out, ENOMEM and torch's allocator
     were said as internal errors."""
     from ImageQualityTransferLib.apps.batch import subject
     from ImageQualityTransferLib.apps.batch.items import Item
@@ -298,24 +298,24 @@ def test_cant_start_new_thread_without_ulimit_v_may_be_a_thread_limit(monkeypatc
     """Without ulimit -v, "can't start new thread" (pthread_create's EAGAIN) is more often a cap on threads or
     processes (ulimit -u, a cgroup's pids.max) than memory: said so, not only memory; a process start's EAGAIN (an
     OSError) too, named a process (it had failed the subject as a bug)."""
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
 
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    reason = cohort.memory_reason(exc, local=local)
-    assert cohort.out_of_memory(exc) and "ran out of memory" not in reason, reason
+    reason = tasks.memory_reason(exc, local=local)
+    assert tasks.out_of_memory(exc) and "ran out of memory" not in reason, reason
     what = "thread" if isinstance(exc, RuntimeError) else "process"
     assert reason.startswith(f"a worker could not start a {what} ({exc}): a limit on threads or "
                              "processes (") and "ulimit -u, a cgroup's pids.max" in reason and "or memory" in reason
-    assert "ran out of memory" in cohort.memory_reason(MemoryError(), local=local)
+    assert "ran out of memory" in tasks.memory_reason(MemoryError(), local=local)
     # a non-blocking write's EAGAIN (a full pipe) is no process refused: not memory, the subject's failure its own
-    assert not cohort.out_of_memory(BlockingIOError(errno.EAGAIN, "write could not complete without blocking", 0))
+    assert not tasks.out_of_memory(BlockingIOError(errno.EAGAIN, "write could not complete without blocking", 0))
 
 
 def test_an_eagain_raised_outside_a_process_start_is_no_process_refused():
     """An OSError EAGAIN without characters_written (os.read on an empty non-blocking pipe; a helper's own raise) is
     I/O, not a process refused: only the traceback walk of core/errors.process_not_started tells them apart (a review:
     with that walk removed every test had still passed)."""
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
     from ImageQualityTransferLib.core.errors import process_not_started
 
     def helper():
@@ -336,7 +336,7 @@ def test_an_eagain_raised_outside_a_process_start_is_no_process_refused():
         raised = exc
     for exc in (read, raised):
         assert not hasattr(exc, "characters_written") and exc.errno == errno.EAGAIN
-        assert not process_not_started(exc) and not cohort.out_of_memory(exc), exc
+        assert not process_not_started(exc) and not tasks.out_of_memory(exc), exc
     assert process_not_started(process_start_refused())
 
 

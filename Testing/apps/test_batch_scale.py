@@ -72,7 +72,7 @@ def test_a_ctrl_c_as_a_worker_is_forked_is_kept(monkeypatch):
     import multiprocessing
     from multiprocessing import util
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import local_cluster
 
     real = util.spawnv_passfds
 
@@ -89,7 +89,7 @@ def test_a_ctrl_c_as_a_worker_is_forked_is_kept(monkeypatch):
 
     monkeypatch.setattr(util, "spawnv_passfds", ctrl_c_then_fork)
     before = signal.getsignal(signal.SIGINT)
-    child, held = cohort._spawn_ignoring_ctrl_c(make)
+    child, held = local_cluster._spawn_ignoring_ctrl_c(make)
     assert held and set(held) == {signal.SIGINT}  # one per fork (the resource tracker's and the child's)
     assert child.exitcode == 0
     assert signal.getsignal(signal.SIGINT) == before and util.spawnv_passfds is ctrl_c_then_fork
@@ -175,7 +175,7 @@ def test_a_run_whose_workers_all_left_stops_after_the_wait(empty_scheduler):
     waited forever. Now the run stops once the cluster has had no worker for the wait, its unfinished tasks cancelled."""
     from distributed import Client
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import tasks
     from ImageQualityTransferLib.core.errors import IQTError
 
     with Client(empty_scheduler) as client:
@@ -188,7 +188,7 @@ def test_a_run_whose_workers_all_left_stops_after_the_wait(empty_scheduler):
         empty_scheduler.scale(0)
         start = time.monotonic()
         with pytest.raises(IQTError, match=r"1 of 1 subject not run: .* no worker for 2 s"):
-            list(cohort._as_completed(client, [fut], 2))
+            list(tasks._as_completed(client, [fut], 2))
         assert time.monotonic() - start < 15
         assert fut.cancelled()
     RELEASE.set()
@@ -253,7 +253,7 @@ def test_workers_without_torch_are_refused_for_a_cnn_method(monkeypatch):
     installed", naming no worker, while this machine had it (a cluster audit): the start-up probe names it."""
     from types import SimpleNamespace
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import scheduler
     from ImageQualityTransferLib.core.errors import IQTError
 
     def run(fn, *args, on_error):
@@ -266,9 +266,9 @@ def test_workers_without_torch_are_refused_for_a_cnn_method(monkeypatch):
         return found
 
     client = SimpleNamespace(run=run)
-    cohort.check_workers(client, "tcp://10.0.0.9:8786")  # a method without torch: both fit
+    scheduler.check_workers(client, "tcp://10.0.0.9:8786")  # a method without torch: both fit
     with pytest.raises(IQTError) as err:
-        cohort.check_workers(client, "tcp://10.0.0.9:8786", torch=True)
+        scheduler.check_workers(client, "tcp://10.0.0.9:8786", torch=True)
     line = str(err.value)
     assert line.startswith("--scheduler tcp://10.0.0.9:8786: 1 of 2 workers cannot import PyTorch, which the CNN "
                            "methods need (tcp://10.0.0.2:4000: "), line
@@ -444,7 +444,7 @@ def test_a_limit_met_as_the_local_cluster_starts_is_its_line_every_time(tmp_path
     import errno
     import logging
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import dask_client
 
     helpers.tensor_list(tmp_path)
 
@@ -458,7 +458,7 @@ def test_a_limit_met_as_the_local_cluster_starts_is_its_line_every_time(tmp_path
         raise _dask_start_failed(OSError(errno.EMFILE, "Too many open files") if limit.startswith("files")
                                  else helpers.process_start_refused())
 
-    monkeypatch.setattr(cohort, "_spawn_ignoring_ctrl_c", start)
+    monkeypatch.setattr(dask_client, "_spawn_ignoring_ctrl_c", start)
     asyncio_filters = list(logging.getLogger("asyncio").filters)
     try:
         code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest",
@@ -481,7 +481,7 @@ def test_a_refusal_dask_raised_from_as_the_local_cluster_starts_is_its_line(tmp_
     refusal itself (`raise ... from exc`, no cleanup between): the run ended "internal error: RuntimeError: Nanny
     failed to start." (a cohort audit), since start_client re-raised that wrapper `from None`, which cut its cause.
     Now the refusal's line, exit 1, nothing written."""
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import dask_client
 
     helpers.tensor_list(tmp_path)
     refusal = RuntimeError("can't start new thread") if what == "thread" else helpers.process_start_refused()
@@ -491,7 +491,7 @@ def test_a_refusal_dask_raised_from_as_the_local_cluster_starts_is_its_line(tmp_
 
     import logging
 
-    monkeypatch.setattr(cohort, "_spawn_ignoring_ctrl_c", start)
+    monkeypatch.setattr(dask_client, "_spawn_ignoring_ctrl_c", start)
     reaper = logging.getLogger("distributed.process")  # its exit handler's "reaping stray process" line at INFO
     saved = reaper.level
     reaper.setLevel(logging.INFO)
@@ -511,11 +511,11 @@ def test_a_refusal_dask_raised_from_as_the_local_cluster_starts_is_its_line(tmp_
 @pytest.mark.parametrize("debug", [False, True])
 def test_a_bug_raised_while_an_emfile_is_handled_as_the_cluster_starts_is_a_bug(tmp_path, capsys, monkeypatch, debug):
     """A TypeError raised while an EMFILE was handled as the local cluster started had been said as "too many open
-    files", --debug too (cohort._limit_met followed __context__ of any exception): an internal error, its traceback
+    files", --debug too (open_files._limit_met followed __context__ of any exception): an internal error, its traceback
     under --debug."""
     import errno
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import dask_client
 
     helpers.tensor_list(tmp_path)
 
@@ -525,7 +525,7 @@ def test_a_bug_raised_while_an_emfile_is_handled_as_the_cluster_starts_is_a_bug(
         except OSError:
             raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'")
 
-    monkeypatch.setattr(cohort, "_spawn_ignoring_ctrl_c", start)
+    monkeypatch.setattr(dask_client, "_spawn_ignoring_ctrl_c", start)
     args = ("batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest", "--workers", "2")
     if debug:  # --debug lets the bug through, traceback and all
         with pytest.raises(TypeError, match="unsupported operand"):
@@ -547,7 +547,7 @@ def test_the_event_loops_emfile_filter_stays_for_the_clusters_life_unless_debug(
     import types
     import warnings
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import open_files
 
     names = ("asyncio", "tornado.application", "tornado.general")
     before = {n: list(logging.getLogger(n).filters) for n in names}
@@ -561,7 +561,7 @@ def test_the_event_loops_emfile_filter_stays_for_the_clusters_life_unless_debug(
         return logging.getLogger("asyncio").filter(record)
 
     try:
-        with cohort._open_files_noted(keep=True) as met:
+        with open_files._open_files_noted(keep=True) as met:
             assert not logged()  # dropped while it starts
         assert capsys.readouterr().err == ""  # a failed start's own line says it
         assert not logged() and not logged() and logged(errno.ECONNRESET)  # and while it runs; other errors shown
@@ -571,7 +571,7 @@ def test_the_event_loops_emfile_filter_stays_for_the_clusters_life_unless_debug(
         assert len(err) == 1 and err[0].startswith("iqt: warning: the local cluster has met this process's limit on "
                                                    "open files; the run may slow down or stall"), err
         cluster = types.SimpleNamespace(scheduler_address="tls://127.0.0.1:1")
-        monkeypatch.setitem(cohort._KEPT_OFF, cluster.scheduler_address, met)
+        monkeypatch.setitem(open_files._KEPT_OFF, cluster.scheduler_address, met)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cli.batch._open_files_said(cluster)  # once the cluster has closed: the count, once
@@ -580,10 +580,10 @@ def test_the_event_loops_emfile_filter_stays_for_the_clusters_life_unless_debug(
         assert w.startswith("the local cluster met this process's limit on open files 3 times (ulimit -n "), w
         assert "kept off stderr, --debug shows them" in w
         assert {n: list(logging.getLogger(n).filters) for n in names} == before and logged()
-        with cohort._open_files_noted(keep=False) as met:  # --debug: ended with the start
+        with open_files._open_files_noted(keep=False) as met:  # --debug: ended with the start
             assert not logged()
         assert {n: list(logging.getLogger(n).filters) for n in names} == before and logged()
-        with pytest.raises(RuntimeError), cohort._open_files_noted() as met:
+        with pytest.raises(RuntimeError), open_files._open_files_noted() as met:
             logged()
             raise RuntimeError("Nanny failed to start.")
         assert not logged()  # a failed start: kept off stderr as the process ends

@@ -18,7 +18,7 @@ from distributed import Client  # noqa: E402
 from distributed.security import Security  # noqa: E402
 
 from ImageQualityTransferLib.apps import batch, cli  # noqa: E402
-from ImageQualityTransferLib.apps.batch import cohort  # noqa: E402
+from ImageQualityTransferLib.apps.batch import local_cluster, scheduler  # noqa: E402
 from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
 
 import helpers  # noqa: E402
@@ -100,7 +100,7 @@ def test_a_tls_scheduler_without_configured_credentials_is_refused_in_one_line(l
     """A --scheduler on TLS that is not this process's own cluster: Dask's configuration names the credentials; where
     it names none, one line (Dask's Client raised an internal TypeError)."""
     address = local[1].scheduler_address
-    monkeypatch.delitem(cohort._OWN_CLUSTERS, address)
+    monkeypatch.delitem(scheduler._OWN_CLUSTERS, address)
     helpers.tensor_list(tmp_path)
     code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic",
                      "--scheduler", address])
@@ -117,8 +117,8 @@ def test_a_run_on_this_process_s_own_cluster_and_one_with_configured_credentials
     helpers.tensor_list(tmp_path)
     args = ["batch", str(tmp_path / "list.txt"), "--method", "cubic", "--scheduler", address]
     assert cli.main([*args, "-o", str(tmp_path / "own")]) == 0, capsys.readouterr()
-    sec = cohort._OWN_CLUSTERS[address]  # the credentials given as Dask's configuration gives a cluster's files
-    monkeypatch.delitem(cohort._OWN_CLUSTERS, address)
+    sec = scheduler._OWN_CLUSTERS[address]  # the credentials given as Dask's configuration gives a cluster's files
+    monkeypatch.delitem(scheduler._OWN_CLUSTERS, address)
     with dask.config.set({"distributed.comm.tls.ca-file": sec.tls_ca_file, "distributed.comm.tls.client.cert":
                           sec.tls_client_cert, "distributed.comm.tls.client.key": sec.tls_client_key}):
         assert cli.main([*args, "-o", str(tmp_path / "configured")]) == 0, capsys.readouterr()
@@ -127,11 +127,11 @@ def test_a_run_on_this_process_s_own_cluster_and_one_with_configured_credentials
 def test_without_cryptography_the_local_cluster_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "cryptography", None)  # an import of it fails, as where it is not installed
     with pytest.raises(IQTError, match="needs the cryptography package"):
-        cohort.local_security()
+        local_cluster.local_security()
     helpers.tensor_list(tmp_path)
     code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic"])
     out, err = capsys.readouterr()
-    assert code == 2 and out == "" and err.strip() == f"iqt: error: {cohort.NO_CRYPTOGRAPHY}", err
+    assert code == 2 and out == "" and err.strip() == f"iqt: error: {local_cluster.NO_CRYPTOGRAPHY}", err
     assert not (tmp_path / "o").exists()
 
 
@@ -142,7 +142,7 @@ def test_a_tls_address_that_is_no_scheduler_is_refused_in_one_line(local, tmp_pa
 
     client, c = local
     worker = next(iter(client.scheduler_info()["workers"]))
-    sec = cohort._OWN_CLUSTERS[c.scheduler_address]
+    sec = scheduler._OWN_CLUSTERS[c.scheduler_address]
     helpers.tensor_list(tmp_path)
     with dask.config.set({"distributed.comm.tls.ca-file": sec.tls_ca_file, "distributed.comm.tls.client.cert":
                           sec.tls_client_cert, "distributed.comm.tls.client.key": sec.tls_client_key}):
@@ -161,14 +161,14 @@ def test_a_tls_scheduler_with_other_credentials_is_named_as_a_credentials_mismat
     address = local[1].scheduler_address
     other = Security.temporary()
     helpers.tensor_list(tmp_path)
-    saved = cohort._OWN_CLUSTERS.pop(address)
+    saved = scheduler._OWN_CLUSTERS.pop(address)
     try:
         with dask.config.set({"distributed.comm.tls.ca-file": other.tls_ca_file, "distributed.comm.tls.client.cert":
                               other.tls_client_cert, "distributed.comm.tls.client.key": other.tls_client_key}):
             code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic",
                              "--scheduler", address])
     finally:
-        cohort._OWN_CLUSTERS[address] = saved
+        scheduler._OWN_CLUSTERS[address] = saved
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert "the TLS handshake failed" in err and "are not this cluster's" in err and "start one" not in err, err

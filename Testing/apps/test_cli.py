@@ -540,7 +540,7 @@ def test_the_default_at_factors_without_a_learned_model_says_it_ran_the_baseline
 
 def test_version_names_the_release_and_the_build_the_batch_workers_compare(capsys):
     """`iqt --version` is what a methods section or a bug report cites: the version and the digest of the code and
-    model registry that `iqt batch` checks its workers against (apps/batch/cohort.py)."""
+    model registry that `iqt batch` checks its workers against (apps/batch/scheduler.py)."""
     from ImageQualityTransferLib.core.version import __version__, build_digest
     from ImageQualityTransferLib.fileio.paths import MODELS_DIR
 
@@ -910,7 +910,7 @@ def test_a_refusal_wrapped_by_dask_is_the_out_of_memory_line(capsys, monkeypatch
 
 def _worker_died(exits=None) -> RuntimeError:
     """Dask's "Nanny failed to start." from "Nanny failed to start worker process", with the exit statuses
-    apps/batch/cohort.py _worker_exits_noted sets on it where the nanny logged them."""
+    apps/batch/local_cluster.py _worker_exits_noted sets on it where the nanny logged them."""
     from ImageQualityTransferLib.core import errors
 
     try:
@@ -925,13 +925,13 @@ def _worker_died(exits=None) -> RuntimeError:
 
 
 def test_the_nanny_logger_is_put_back_after_overlapping_cluster_starts():
-    """Two cluster starts overlapping in threads (apps/batch/cohort.py _worker_exits_noted) had left Dask's nanny logger
+    """Two cluster starts overlapping in threads (apps/batch/local_cluster.py _worker_exits_noted) had left Dask's nanny logger
     at INFO with propagation off for good (a review's handler_leak.py); each notes the statuses of Dask's own death
     lines (nanny.py _death_message), "killed by unknown signal" (exit code 255) included."""
     import logging
     import threading
 
-    from ImageQualityTransferLib.apps.batch import cohort
+    from ImageQualityTransferLib.apps.batch import local_cluster
     from ImageQualityTransferLib.core import errors
 
     log = logging.getLogger("distributed.nanny")
@@ -939,7 +939,7 @@ def test_the_nanny_logger_is_put_back_after_overlapping_cluster_starts():
     a_in, b_in, a_out, noted = threading.Event(), threading.Event(), threading.Event(), []
 
     def first():
-        with cohort._worker_exits_noted():
+        with local_cluster._worker_exits_noted():
             a_in.set()
             b_in.wait(5)
         a_out.set()
@@ -947,7 +947,7 @@ def test_the_nanny_logger_is_put_back_after_overlapping_cluster_starts():
     def second():
         a_in.wait(5)
         try:
-            with cohort._worker_exits_noted():
+            with local_cluster._worker_exits_noted():
                 b_in.set()
                 a_out.wait(5)
                 for line in ("Worker process 11 exited with status 3", "Worker process 12 was killed by signal 9",

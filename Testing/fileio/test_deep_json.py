@@ -26,7 +26,7 @@ def test_a_deep_dwi_sidecar_is_ignored(tmp_path, command, capsys):
 
 
 def test_the_other_readers_take_it_as_unreadable(tmp_path):
-    from ImageQualityTransferLib.apps.batch import cohort, lock
+    from ImageQualityTransferLib.apps.batch import lock, scheduler
     from ImageQualityTransferLib.fileio import model_files, paths, records
 
     side = tmp_path / "x.json"
@@ -39,7 +39,7 @@ def test_the_other_readers_take_it_as_unreadable(tmp_path):
         model_files.read_json(side)
     assert model_files.factors_named(side) is None
     with pytest.raises(IQTError, match="not a Dask scheduler file"):
-        cohort.scheduler_from_file(side)
+        scheduler.scheduler_from_file(side)
 
 
 def test_iqt_batchs_records_take_it_as_unreadable(tmp_path):

@@ -69,7 +69,7 @@ def _chain(exc: BaseException, depth: int = 8):
 
 # Dask's nanny when its worker process died before it could report: a limit on processes or threads (ulimit -u,
 # raised in that child, which this process never sees), memory, a crash, a script calling iqt without the __main__
-# guard; the exit status the nanny logs (apps/batch/cohort.py start_client notes it here) does not tell them apart, and
+# guard; the exit status the nanny logs (apps/batch/dask_client.py start_client notes it here) does not tell them apart, and
 # by the time Dask re-raises it has closed the cluster, so counting threads then cannot either (no guess is made)
 WORKER_PROCESS_DIED = "Nanny failed to start worker process"
 WORKER_EXITS = "iqt_worker_exits"  # the attribute start_client sets on such an exception: the exit statuses logged

@@ -12,10 +12,10 @@ __version__ = "0.23.0"  # a new minor version whenever outputs change (CHANGELOG
 def build_digest(*extra: str) -> str:
     """SHA256 over the engine's Python sources (their paths in the package and contents) and the `extra` files (a
     missing one counts as missing): two installs of one version made from different code differ here, which the
-    version alone does not tell (the batch workers' check, apps/batch/cohort.py). Read once a process, as a run's build
+    version alone does not tell (the batch workers' check, apps/batch/scheduler.py check_workers). Read once a process, as a run's build
     is the one it started with (a registry changed by another process mid-run had failed its remaining subjects); the
     files are read again by a model registered here (`forget_build`, fileio/model_files.py register), at `iqt batch`'s
-    start, and by each worker's start-up probe (apps/batch/cohort.py _PROBE: a worker outliving a run)."""
+    start, and by each worker's start-up probe (apps/batch/scheduler.py _PROBE: a worker outliving a run)."""
     return _digest(extra)
 
 

@@ -11,10 +11,13 @@ so a killed run, or a file damaged since, leaves nothing that a restart would tr
 from __future__ import annotations
 
 from ...core.errors import IQTError
-from .cohort import redone_line, run_cohort, say_results, scheduler_from_file, settle_after_stop, start_client, summary
+from .cohort import run_cohort, settle_after_stop
+from .dask_client import start_client
 from .items import Item, find_items, select_participants
 from .qc import flag_outliers, write_qc
 from .records import BIDS_VERSION, Settings, check_apart_from_inputs, check_inputs_kept, check_source, model_record, noisy_model_record
+from .results import redone_line, say_results, summary
+from .scheduler import scheduler_from_file
 from .subject import compute, process
 
 __all__ = ["BIDS_VERSION", "IQTError", "Item", "Settings", "check_apart_from_inputs", "check_inputs_kept", "check_source", "compute", "find_items", "flag_outliers", "model_record",

@@ -1,4 +1,4 @@
-"""Why a subject of a cohort failed for memory: the one wording for a task that never returned (cohort.py) and for
+"""Why a subject of a cohort failed for memory: the one wording for a task that never returned (tasks.py) and for
 a subject whose own run ran out (subject.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ def memory_reason(exc: BaseException, local: bool | None = True, workers: int | 
     ulimit -v 1500000 every subject failed so; each worker is a process with an address space of its own). `local`:
     the workers are this machine's LocalCluster's, which have this process's ulimit -v; None: said in the worker itself
     (subject.py _process), whose own ulimit -v is read, on a local or a --scheduler's cluster. `workers`: the local
-    cluster's count, where known (also from subject.py: cohort.py sends it with the task): "run fewer --workers" is
+    cluster's count, where known (also from subject.py: tasks.py sends it with the task): "run fewer --workers" is
     not said to --workers 1."""
     import resource
 

@@ -130,7 +130,7 @@ def row_keys(results: list[dict], s: Settings | None) -> set:
 def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, also: set = frozenset()) -> None:
     """qc.tsv and qc.html: one row per subject and run (model, res), outliers by `flag_outliers` within the run; the
     rows of other runs into the same folder (another method or factor) are kept. A run writes them as each subject
-    ends, its subjects not ended yet with status "pending" (cohort.pending), so a killed run leaves what finished.
+    ends, its subjects not ended yet with status "pending" (results.pending), so a killed run leaves what finished.
     `also`: the row keys (`row_keys`) the same command wrote before, at other factors, shown as this run's."""
     from ...core.noise_level import NOISY_INPUT, NOISY_MODEL
     from ...dmri.motion import B0_SHIFT_VOXELS
@@ -141,7 +141,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
     ran = {r["subject"] for r in results}  # an earlier run's rows of other subjects stay (another list into this folder)
     before = _read_qc(out_root / "qc.tsv")
     mine = qc_rows(results, model, res)
-    # a subject not ended whose outputs are in place (cohort.pending) keeps its earlier done or skipped row
+    # a subject not ended whose outputs are in place (results.pending) keeps its earlier done or skipped row
     kept = {r[0]: r for r in before if (r[1], r[2]) == (model, res) and r[3] in ("done", "skipped")}
     mine = [kept[r["subject"]] if r["status"] == "pending" and r["subject"] in kept and _in_place(r) else row
             for r, row in zip(results, mine)]
@@ -302,7 +302,7 @@ def _read_qc(path: Path) -> list[list[str]]:
 
 
 def _in_place(row: dict) -> bool:
-    """A pending row's "in_place": a check (cohort.pending: it hashes the subject's files, so asked only here) or a
+    """A pending row's "in_place": a check (results.pending: it hashes the subject's files, so asked only here) or a
     bool."""
     found = row.get("in_place")
     return bool(found() if callable(found) else found)

@@ -366,13 +366,13 @@ _ONE_SUBJECT = threading.RLock()
 def process(item: Item, s: Settings, out_root: str, run_token: str | None = None, workers: int | None = None) -> dict:
     """Run one subject into `out_root` (skipped when its outputs are there and match); never raises for bad input:
     returns {"subject", "status": done|skipped|failed, "reason", "qc", "seconds", "build"}: "build" is the build of the
-    code that ran it (stamped in its sidecars), which the run compares with its own (`cohort.other_builds`): a worker
+    code that ran it (stamped in its sidecars), which the run compares with its own (`results.other_builds`): a worker
     started again after the code on disk changed runs the new code. One subject at a time in a process: its notes are
     the warnings caught while it runs, and Python's warnings are the process's, so on a worker of several threads
     (`dask worker`'s default) one subject's notes went into another's sidecar (fresh-eyes audit). `run_token`: the
     token of the run's lock (batch/lock.py); the subject's files are put in place only while the lock is still that
     run's (a remote worker goes on with a task after its run ended, and had put an interrupted run's subject over
-    the outputs of the run that came after it). On a cluster it runs within cohort's `_guard`, which checks first
+    the outputs of the run that came after it). On a cluster it runs within tasks.py's `_guard`, which checks first
     that the worker's build is the run's. `workers`: the local cluster's count (None: a --scheduler's, or this
     process), for its memory reasons (memory_reasons.py)."""
     with _ONE_SUBJECT:

@@ -1,7 +1,7 @@
-"""Loaded into every local batch worker as it starts (Dask's worker preload, cohort.start_client): SIGINT ignored, so
+"""Loaded into every local batch worker as it starts (Dask's worker preload, dask_client.start_client): SIGINT ignored, so
 that a terminal's Ctrl-C stops the run through the main process's one line, also in a worker the nanny started again
-after a memory-limit kill (it starts outside cohort._spawn_ignoring_ctrl_c and printed its own traceback). A worker
-forked by cohort._spawn_ignoring_ctrl_c starts with SIGINT blocked: ignoring it here drops one that came since, and
+after a memory-limit kill (it starts outside local_cluster._spawn_ignoring_ctrl_c and printed its own traceback). A worker
+forked by local_cluster._spawn_ignoring_ctrl_c starts with SIGINT blocked: ignoring it here drops one that came since, and
 the mask is then cleared.
 
 A worker that ends its process while a subject still runs in its task thread leaves at once (`_leave_if_busy`):

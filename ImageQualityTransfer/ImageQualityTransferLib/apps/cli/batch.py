@@ -61,7 +61,7 @@ def add_parsers(sub) -> None:
 
 
 LOCAL_DEFAULTS = {"workers": 2, "memory_limit": "auto", "dashboard_address": "127.0.0.1:8787"}  # as the help says
-WAIT_WORKERS_S = 120  # batch.cohort.WAIT_WORKERS_S (not imported here: Dask loads only once a run starts)
+WAIT_WORKERS_S = 120  # batch.scheduler.WAIT_WORKERS_S (not imported here: Dask loads only once a run starts)
 MIN_MEMORY = "512MiB"  # at 100 and 200 MiB each worker died on a 3 mm subject, at 10 MiB the run hung
 
 
@@ -102,12 +102,12 @@ def check_worker_memory(args, runs) -> None:
     from distributed import worker_memory
     from distributed.worker_memory import parse_memory_limit
 
-    from ..batch.cohort import THREADS_PER_WORKER
+    from ..batch.local_cluster import THREADS_PER_WORKER
 
     given = str(args.memory_limit).strip().lower() != "auto"
     quiet = logging.getLogger(f"{__name__}.dask")  # Dask's own line on a limit above the machine's: ours below
     quiet.disabled = True
-    # what each nanny of batch.cohort.start_client's LocalCluster works out from the same memory_limit: "auto" is the
+    # what each nanny of batch.dask_client.start_client's LocalCluster works out from the same memory_limit: "auto" is the
     # machine's memory x its threads / the CPU count (Dask's Nanny), whatever --workers is
     per = parse_memory_limit(args.memory_limit, THREADS_PER_WORKER, worker_memory.CPU_COUNT, logger=quiet)
     if given and parse_bytes(args.memory_limit) * args.workers > system.MEMORY_LIMIT:
@@ -236,7 +236,7 @@ CLUSTER_FILES = (20, 14)  # (base, per worker)
 def check_open_files(workers: int) -> None:
     """Refused before the cluster starts where this process's ulimit -n is below what starting `workers` local
     workers needs (CLUSTER_FILES): under ulimit -n 16 the start had flooded stderr with Dask's tracebacks for 38 s and
-    ended in an internal error. A limit met later is said by the run (cohort.start_client, core/errors.py
+    ended in an internal error. A limit met later is said by the run (dask_client.start_client, core/errors.py
     too_many_open_files). The soft limit is raised first up to the hard one, which any process may do (a soft 38
     under a hard 20000 had been refused); refused only where the hard limit is too low, or the raise failed."""
     import resource
@@ -319,8 +319,8 @@ def _stop(client, cluster, interrupted_in=(), existed=frozenset()) -> None:
 
 def _open_files_said(cluster) -> None:
     """One warning with the count of the EMFILE tracebacks the local cluster's event loop logged off stderr (under a
-    tight ulimit -n a run had printed 40,027 of them; cohort._open_files_noted), once the cluster has closed."""
-    from ..batch.cohort import open_files_met
+    tight ulimit -n a run had printed 40,027 of them; open_files._open_files_noted), once the cluster has closed."""
+    from ..batch.open_files import open_files_met
 
     n = open_files_met(cluster) if cluster is not None else 0
     if n:
@@ -598,7 +598,7 @@ def run(args) -> int:
     from .. import batch
     from ..batch import lock as batch_lock
 
-    forget_build()  # this run's build read fresh at its start, as the workers' (cohort.py _PROBE)
+    forget_build()  # this run's build read fresh at its start, as the workers' (scheduler.py _PROBE)
 
     f = options.factors(args)  # None: each subject's own, from its header (--voxel-size, or a --model's own factors)
     local = [o for o, v in (("--memory-limit", args.memory_limit), ("--dashboard-address", args.dashboard_address))
@@ -666,11 +666,11 @@ def run(args) -> int:
         import distributed  # noqa: F401
     except ImportError:
         raise IQTError(f"iqt batch needs Dask distributed; install the batch extra: {install_extra('batch')}") from None
-    if not args.scheduler:  # the local cluster's TLS credentials are made with it (batch.cohort.local_security)
+    if not args.scheduler:  # the local cluster's TLS credentials are made with it (batch.local_cluster.local_security)
         import importlib.util
 
         if importlib.util.find_spec("cryptography") is None:
-            from ..batch.cohort import NO_CRYPTOGRAPHY
+            from ..batch.local_cluster import NO_CRYPTOGRAPHY
 
             raise IQTError(NO_CRYPTOGRAPHY)
     from pathlib import Path

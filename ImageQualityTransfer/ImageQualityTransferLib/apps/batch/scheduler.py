@@ -1,0 +1,275 @@
+"""Reaching a Dask scheduler: its address checked, the credentials to reach it, and its workers waited for and checked
+(that they run this build of ImageQualityTransfer) before a run sends them any subject."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from ...core.errors import IQTError
+
+
+WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
+
+
+_OWN_CLUSTERS: dict = {}  # scheduler address -> the credentials of a LocalCluster this process started
+
+
+def scheduler_from_file(path) -> str:
+    """The address in a Dask scheduler file (`dask scheduler --scheduler-file F` writes its address there, the usual way
+    to reach a scheduler on an HPC cluster); an IQTError where the file holds none."""
+    import json
+
+    try:
+        address = json.loads(Path(path).read_text()).get("address")
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        address = None
+    if not isinstance(address, str) or "://" not in address:
+        raise IQTError(f"--scheduler {path}: a file, but not a Dask scheduler file (JSON with the scheduler's "
+                       "\"address\"); give the file 'dask scheduler --scheduler-file' wrote, or the address itself "
+                       "(tcp://host:8786)")
+    return address
+
+
+SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss")  # those Dask's Client reaches with distributed's own packages
+
+
+ADDRESS_FORMS = ("tcp://host:port (or host:port; an IPv6 host in brackets, tcp://[::1]:8786), tls://host:port with its "
+                 "credentials in Dask's configuration, ws:// or wss://")
+
+
+def check_address(scheduler: str) -> str:
+    """`scheduler` with its scheme in lower case (Dask's Client refused TCP://), or an IQTError naming the accepted
+    forms where it is not a tcp/tls/ws/wss address: ucx:// failed with an internal TypeError (no ucx package),
+    inproc:// (this process only) with "not enough values to unpack", an IPv6 host without brackets (::1:8803) with
+    "cannot connect (invalid address ...)"."""
+    from distributed.comm import parse_address
+
+    scheme, sep, rest = scheduler.partition("://")
+    if sep:
+        scheduler = scheme.lower() + sep + rest
+    try:
+        proto, loc = parse_address(scheduler)
+    except ValueError:
+        proto, loc = None, ""
+    if proto not in SCHEDULER_PROTOCOLS:
+        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}, "
+                       "or the scheduler file 'dask scheduler --scheduler-file' wrote")
+    host = loc.split("/", 1)[0]
+    if host.endswith(":") and (host.startswith("[") or host.count(":") == 1):  # a colon, no port after it: said as
+        bare = host[:-1]  # none given (tcp://[::1]: had been "cannot connect (invalid literal for int() ...)")
+        if not (bare.startswith("[") and bare.endswith("]") and _ipv6(bare[1:-1])):
+            raise IQTError(f"--scheduler {scheduler}: no port after the colon; give the scheduler's port, e.g. "
+                           f"{proto}://{bare}:8786 (the default port of 'dask scheduler')")
+        host = bare
+    if host.count(":") > 1 and not host.startswith("["):  # an IPv6 host: its port is told from it by the brackets
+        ip, _, port = host.rpartition(":")
+        if port.isdigit() and _ipv6(ip):
+            raise IQTError(f"--scheduler {scheduler}: an IPv6 address is written in brackets before its port; give "
+                           f"{proto}://[{ip}]:{port}")
+        if _ipv6(host):  # no port after the address (::1): its last group had been taken for one, tcp://[:]:1
+            raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give it in brackets before the "
+                           f"scheduler's port, e.g. {proto}://[{host}]:8786 (the default port of 'dask scheduler')")
+        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}")
+    if host.startswith("[") and host.endswith("]") and _ipv6(host[1:-1]):  # [::1]: said as cannot connect (no port)
+        raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give the scheduler's port after the "
+                       f"brackets, e.g. {proto}://{host}:8786 (the default port of 'dask scheduler')")
+    return scheduler
+
+
+def _ipv6(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def client_security(scheduler: str):
+    """The credentials to reach `scheduler`: those of a local cluster this process started there (an in-process caller
+    that names it), else Dask's configuration (distributed.comm.tls.*: a TLS cluster of your own). An IQTError for a
+    tls:// address where that names none (Dask's Client failed with an internal TypeError)."""
+    from distributed.comm import parse_address
+    from distributed.security import Security
+
+    if scheduler in _OWN_CLUSTERS:
+        return _OWN_CLUSTERS[scheduler]
+    security = Security()
+    try:
+        proto = parse_address(scheduler)[0]
+    except ValueError:
+        return security  # said by the connection
+    if proto == "tls" and security.get_connection_args("client").get("ssl_context") is None:
+        raise IQTError(f"--scheduler {scheduler}: a TLS scheduler takes clients with its credentials only, and Dask's "
+                       "configuration names none; set distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
+                       "distributed.comm.tls.client.key to your cluster's files (e.g. in ~/.config/dask/distributed.yaml)")
+    return security
+
+
+def _wait_for_workers(client, scheduler: str, wait_s: float) -> None:
+    """Return once the scheduler has a worker; said on stderr while it has none, and an IQTError after `wait_s` seconds
+    (at a scheduler without workers the run would otherwise wait forever with no message)."""
+    import sys
+
+    if client.nthreads():
+        return
+    print(f"iqt: waiting for workers at {scheduler}: 0 connected (up to {wait_s:g} s, --wait-workers)", file=sys.stderr,
+          flush=True)
+    try:
+        client.wait_for_workers(1, timeout=wait_s)
+    except (TimeoutError, OSError):
+        raise IQTError(_no_workers(scheduler, wait_s, "connected")) from None
+
+
+_PROBE = """
+def probe(torch=False):
+    try:
+        from ImageQualityTransferLib.core.version import __version__
+    except Exception as exc:
+        return None, type(exc).__name__ + ": " + " ".join(str(exc).split()), None
+    no_torch = None
+    if torch:
+        try:
+            import torch as _torch  # noqa: F401
+        except Exception as exc:
+            no_torch = type(exc).__name__ + ": " + " ".join(str(exc).split())
+    try:
+        from ImageQualityTransferLib.core.version import build_digest
+        from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+        try:  # a worker outliving a run reads the registry again: another process may have registered a model since
+            from ImageQualityTransferLib.core.version import forget_build
+            forget_build()
+        except ImportError:  # an older build without it
+            pass
+        return str(__version__), build_digest(str(MODELS_DIR / "registry.json")), no_torch
+    except Exception:
+        return str(__version__), "unknown", no_torch
+"""
+
+
+def _probe():
+    """A function that a worker runs without this project (sent by value: it is defined outside any importable module):
+    (its ImageQualityTransfer version, its build digest, why PyTorch does not import there or None), or (None, why it
+    cannot import ImageQualityTransfer, None); PyTorch is tried only when called with True."""
+    space: dict = {"__name__": "iqt_worker_probe"}
+    exec(_PROBE, space)  # noqa: S102 (a fixed text)
+    return space["probe"]
+
+
+def check_workers(client, scheduler: str, torch: bool = False) -> None:
+    """An IQTError naming the workers that cannot import ImageQualityTransfer or run another version of it than this
+    process (a worker without it dies unpickling the first task and the run hangs; one with another version writes
+    its outputs with its own SoftwareVersion); with `torch` (the method runs a network), also those where PyTorch does
+    not import (each subject had failed "the CNN methods need PyTorch, which is not installed", naming no worker,
+    while this machine has it)."""
+    from ...core.version import __version__, build_digest
+    from ...fileio.paths import MODELS_DIR
+
+    digest = build_digest(str(MODELS_DIR / "registry.json"))
+    try:
+        found = client.run(_probe(), torch, on_error="return")
+    except (OSError, TimeoutError) as exc:
+        raise IQTError(f"--scheduler {scheduler}: the workers could not be asked their ImageQualityTransfer version "
+                       f"({' '.join(str(exc).split())}); check them and rerun") from None
+    bad = []
+    for address, answer in sorted(found.items()):
+        worker = _named(client, address)
+        if isinstance(answer, BaseException) or not isinstance(answer, tuple):
+            bad.append(f"{worker}: {type(answer).__name__ if isinstance(answer, BaseException) else answer!r}")
+        elif answer[0] is None:
+            bad.append(f"{worker}: cannot import it ({answer[1]})")
+        elif answer[0] != __version__:
+            bad.append(f"{worker}: version {answer[0]}")
+        elif answer[1] != digest:  # one version number, other code or models (a checkout of another commit)
+            bad.append(f"{worker}: version {answer[0]} from other code or models (build {str(answer[1])[:12]}, here "
+                       f"{digest[:12]})")
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise IQTError(f"--scheduler {scheduler}: {len(bad)} of {len(found)} workers cannot run this ImageQualityTransfer "
+                       f"{__version__} ({shown}); start the workers from the same environment as this command")
+    no_torch = [f"{_named(client, w)}: {a[2]}" for w, a in sorted(found.items()) if len(a) > 2 and a[2]]
+    if no_torch:
+        shown = "; ".join(no_torch[:3]) + (f"; and {len(no_torch) - 3} more" if len(no_torch) > 3 else "")
+        raise IQTError(f"--scheduler {scheduler}: {len(no_torch)} of {len(found)} workers cannot import PyTorch, which "
+                       f"the CNN methods need ({shown}); install it where the workers run ('pip install torch' in "
+                       "their environment) and start them again, or choose a method without it (e.g. biqt)")
+
+
+def _named(client, address: str) -> str:
+    """'NAME/address' of a worker whose name ('dask worker --name') is not its address; the address otherwise."""
+    try:
+        name = client.scheduler_info()["workers"][address].get("name")
+    except (AttributeError, KeyError, TypeError, OSError):
+        name = None
+    return f"{name}/{address}" if name is not None and str(name) != address else address
+
+
+def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
+    return (f"--scheduler {scheduler}: no worker {what} within {wait_s:g} s; start workers with 'dask worker "
+            f"{scheduler}' (with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
+
+
+def _reachable(address: str, security=None) -> None:
+    """An OSError at once when nothing listens at a tcp/tls scheduler address: Dask's Client would retry a refused
+    connection until its timeout (about 24 s); and where what listens is no scheduler (over TLS with `security`'s
+    credentials: a worker's tls:// port gives an internal TypeError, its dashboard's a 20 s wait)."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    proto, loc = parse_address(address)
+    if proto in ("tcp", "tls"):
+        with socket.create_connection(parse_host_port(loc), timeout=5):
+            pass
+        _answers_as_scheduler(address, security)
+
+
+def _tls_error(exc: BaseException):
+    """The ssl.SSLError among the causes of a failed connection (a certificate that does not verify, one the server
+    refuses, or a server that does not speak TLS), None where there is none."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ssl.SSLError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+SCHEDULER_ANSWER_S = 5  # a scheduler answers its identity in milliseconds; Dask's Client waited forever on a non-scheduler
+
+
+def _answers_as_scheduler(address: str, security=None) -> None:
+    """An OSError when what listens at a tcp/tls address does not answer Dask's identity call as a scheduler within
+    SCHEDULER_ANSWER_S: on a port that listens but is not one (the scheduler's dashboard port, say) the Client hangs
+    with no message."""
+    import asyncio
+
+    try:
+        info = asyncio.run(asyncio.wait_for(_identity(address, security), SCHEDULER_ANSWER_S))
+    except (TimeoutError, asyncio.TimeoutError):
+        raise OSError(f"nothing there answered as a Dask scheduler within {SCHEDULER_ANSWER_S} s: the port listens but "
+                      "is not a scheduler's, e.g. its dashboard's") from None
+    except OSError:
+        raise
+    except Exception as exc:
+        raise OSError(f"what listens there does not speak Dask's protocol ({type(exc).__name__})") from None
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind != "Scheduler":
+        raise OSError(f"a Dask {kind} answers there, not the scheduler" if kind else "no Dask scheduler answers there")
+
+
+async def _identity(address: str, security=None):
+    """What a Dask server at `address` says it is ({"type": "Scheduler", ...}), over one comm closed at once after
+    (a tls:// one with `security`'s client credentials)."""
+    from distributed.comm import connect
+
+    kwargs = security.get_connection_args("client") if security is not None and address.startswith("tls://") else {}
+    comm = await connect(address, timeout=SCHEDULER_ANSWER_S, **kwargs)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()

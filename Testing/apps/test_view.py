@@ -608,7 +608,7 @@ def test_a_run_refused_while_serving_is_said_on_the_terminal_too(lowres, serve, 
         time.sleep(0.1)
     server.stop()
     assert len(said) == 1 and "the mask is not on this input's brain" in said[0], server.log_text()[-1000:]
-    # stopped by SIGTERM (Server.stop): said as such, 128 + 15, through serve's own path (apps/view.py)
+    # stopped by SIGTERM (Server.stop): said as such, 128 + 15, through serve's own path (apps/view/viewer.py)
     assert server.proc.returncode == 143, (server.proc.returncode, server.log_text()[-1000:])
     assert server.log_text().splitlines()[-1].startswith("iqt: stopped by SIGTERM;"), server.log_text()[-1000:]
 
@@ -1650,11 +1650,11 @@ def test_a_run_that_does_not_report_is_said_to_be_waited_for_and_a_second_ctrl_c
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import signals, view
 
-    monkeypatch.setattr(view, "STOP_SAY_S", 0.05)
+    monkeypatch.setattr(view.stopping, "STOP_SAY_S", 0.05)
     release, threads, said_it = threading.Event(), [], threading.Event()
     viewer = view.Viewer.__new__(view.Viewer)
     viewer._running = "espcn"
-    viewer._work = view._Worker().submit(lambda: threads.append(threading.current_thread()) or release.wait(30))
+    viewer._work = view.stopping._Worker().submit(lambda: threads.append(threading.current_thread()) or release.wait(30))
     monkeypatch.setattr(signals, "left_running", [])
     monkeypatch.setattr(sys, "stderr", LineWatcher(sys.stderr, "stopping:", said_it))
     old = signal.signal(signal.SIGINT, signals._on_signal)
@@ -1687,13 +1687,13 @@ def test_the_stopping_line_after_sigterm_names_the_signal_received(monkeypatch, 
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import signals, view
 
-    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
-    monkeypatch.setattr(view, "STOP_GRACE_S", 0.2)  # the run outlasts the wait: released once it has returned
+    monkeypatch.setattr(view.stopping, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(view.stopping, "STOP_GRACE_S", 0.2)  # the run outlasts the wait: released once it has returned
     monkeypatch.setattr(signals, "left_running", [])
     release = threading.Event()
     viewer = view.Viewer.__new__(view.Viewer)
     viewer._running = "espcn"
-    viewer._work = view._Worker().submit(release.wait, 30)
+    viewer._work = view.stopping._Worker().submit(release.wait, 30)
     try:
         viewer._wait_for_run(signal.SIGTERM)
     finally:
@@ -1709,15 +1709,15 @@ def test_the_grace_counts_from_the_signal(monkeypatch, capsys):
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import signals, view
 
-    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(view.stopping, "STOP_SAY_S", 0.01)
     monkeypatch.setattr(signals, "left_running", [])
     release = threading.Event()
     viewer = view.Viewer.__new__(view.Viewer)
     viewer._running = "espcn"
-    viewer._work = view._Worker().submit(release.wait, 30)
+    viewer._work = view.stopping._Worker().submit(release.wait, 30)
     try:
         started = time.monotonic()
-        viewer._wait_for_run(since=started - view.STOP_GRACE_S + 0.2)  # the signal came 4.8 s ago
+        viewer._wait_for_run(since=started - view.stopping.STOP_GRACE_S + 0.2)  # the signal came 4.8 s ago
         took = time.monotonic() - started
         assert not viewer._work.done()
     finally:
@@ -1776,7 +1776,7 @@ def serving_a_run_without_reports(signum, seconds: float = 2.0):
     viewer = view.Viewer.__new__(view.Viewer)
     viewer.server = FakeServer(signum)
     viewer._stop, viewer._running = threading.Event(), "espcn"
-    viewer._work = view._Worker().submit(release.wait, seconds)
+    viewer._work = view.stopping._Worker().submit(release.wait, seconds)
     old = signal.signal(signum, signals._on_signal)
     try:
         yield viewer, viewer.server
@@ -1795,8 +1795,8 @@ def test_sighup_while_a_run_does_not_report_ends_the_command_after_a_grace(monke
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import signals, view
 
-    monkeypatch.setattr(view, "STOP_SAY_S", 0.05)
-    monkeypatch.setattr(view, "STOP_GRACE_S", 0.3, raising=False)  # absent before 0.21.0: then fails on the wait
+    monkeypatch.setattr(view.stopping, "STOP_SAY_S", 0.05)
+    monkeypatch.setattr(view.stopping, "STOP_GRACE_S", 0.3, raising=False)  # absent before 0.21.0: then fails on the wait
     monkeypatch.setattr(signals, "left_running", [])
     with serving_a_run_without_reports(signal.SIGHUP, seconds=30) as (viewer, server):
         started = time.monotonic()
@@ -1839,8 +1839,8 @@ def test_serve_counts_the_grace_from_the_signal_not_from_the_loops_stop(monkeypa
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import signals, view
 
-    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
-    monkeypatch.setattr(view, "STOP_GRACE_S", 0.3)
+    monkeypatch.setattr(view.stopping, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(view.stopping, "STOP_GRACE_S", 0.3)
     monkeypatch.setattr(signals, "left_running", [])
     given = []
     wait = view.Viewer._wait_for_run
@@ -1864,8 +1864,8 @@ def test_the_page_is_told_the_server_stops_before_its_loop_stops(monkeypatch):
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import view
 
-    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
-    monkeypatch.setattr(view, "STOP_GRACE_S", 0.05, raising=False)
+    monkeypatch.setattr(view.stopping, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(view.stopping, "STOP_GRACE_S", 0.05, raising=False)
     with serving_a_run_without_reports(signal.SIGINT) as (viewer, server):
         with pytest.raises(KeyboardInterrupt):
             viewer.serve(port=0)
@@ -1914,7 +1914,7 @@ def test_a_second_signal_while_the_page_is_told_forces_the_stop(monkeypatch, cap
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import signals, view
 
-    monkeypatch.setattr(view, "STOP_PUSH_S", 60)  # the push is cut short by the signal, not by its time limit
+    monkeypatch.setattr(view.stopping, "STOP_PUSH_S", 60)  # the push is cut short by the signal, not by its time limit
     monkeypatch.setattr(signals, "left_running", [])
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
@@ -1952,7 +1952,7 @@ def test_the_serving_signal_handler_uses_asyncios_public_api(monkeypatch):
     old = signal.signal(signal.SIGINT, signals._on_signal)
     try:
         caught: dict = {}
-        before = view._stop_loop_on_signal(caught)
+        before = view.stopping._stop_loop_on_signal(caught)
         assert [sig for sig, _ in before] == [signal.SIGINT]
         raised = []
 
@@ -1987,7 +1987,7 @@ def _blocked_in_event_wait(frame, caller: str) -> bool:
 
 
 def _serve_through_one_c_call(sent_inside, ahead=None):
-    """The serving loop's signal handling (view._stop_loop_on_signal) while the loop is held inside one C call (a
+    """The serving loop's signal handling (view.stopping._stop_loop_on_signal) while the loop is held inside one C call (a
     lock's wait, as a render) and `sent_inside` arrive, 20 ms apart; `ahead`: one more sent as the first handler call
     begins, before it counts. Returns (caught, pages told, whether the loop's code went on past the call: a signal
     raised where it landed had not), the SIGINT handler back as it was."""
@@ -2021,7 +2021,7 @@ def _serve_through_one_c_call(sent_inside, ahead=None):
 
     names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
     old = {n: signal.signal(getattr(signal, n), signals._on_signal) for n in names}
-    real_count = view._Arrivals.count
+    real_count = view.stopping._Arrivals.count
 
     def count(self, *args):
         if ahead is not None and not getattr(count, "sent", False):
@@ -2033,15 +2033,15 @@ def _serve_through_one_c_call(sent_inside, ahead=None):
     loop = asyncio.new_event_loop()
     outer = asyncio.events._get_running_loop()  # Playwright's, where this module's browser tests ran before
     asyncio.events._set_running_loop(None)
-    view._Arrivals.count = count
+    view.stopping._Arrivals.count = count
     try:
-        before = view._stop_loop_on_signal(caught, say)
+        before = view.stopping._stop_loop_on_signal(caught, say)
         started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             loop.run_until_complete(serving())
         assert time.monotonic() - started < 4  # not past serving's asyncio.sleep(5)
     finally:
-        view._Arrivals.count = real_count
+        view.stopping._Arrivals.count = real_count
         for sig, handler in before:
             signal.signal(sig, handler)
         if "arrivals" in caught:
@@ -2058,7 +2058,7 @@ def _serve_through_one_c_call(sent_inside, ahead=None):
 def test_two_signals_inside_one_c_call_force_the_stop():
     """Two Ctrl-C that land while the server's loop is inside one C call (a render of a slice step, over a second here)
     run Python's handler once: they were taken for one, and the page's push and the run's wait (up to STOP_GRACE_S)
-    followed as after one. Counted as they arrive (view._Arrivals), they force the stop as a second one does later."""
+    followed as after one. Counted as they arrive (view.stopping._Arrivals), they force the stop as a second one does later."""
     import signal
 
     assert _serve_through_one_c_call([signal.SIGINT] * 2) == ({"signum": signal.SIGINT, "forced": signal.SIGINT}, [],
@@ -2093,13 +2093,13 @@ def test_a_second_signal_in_the_wait_keeps_the_first_signals_status(monkeypatch,
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.apps import signals, view
 
-    monkeypatch.setattr(view, "STOP_SAY_S", 0.01)
+    monkeypatch.setattr(view.stopping, "STOP_SAY_S", 0.01)
     monkeypatch.setattr(signals, "left_running", [])
     said_it, release = threading.Event(), threading.Event()
     monkeypatch.setattr(sys, "stderr", LineWatcher(sys.stderr, "stopping:", said_it))
     viewer = view.Viewer.__new__(view.Viewer)
     viewer._running = "espcn"
-    viewer._work = view._Worker().submit(release.wait, 30)
+    viewer._work = view.stopping._Worker().submit(release.wait, 30)
     old = signal.signal(signal.SIGINT, signals._on_signal)
     main, over = threading.main_thread().ident, threading.Event()
     sender = threading.Thread(target=lambda: said_it.wait(30) and not over.is_set() and signal.pthread_kill(

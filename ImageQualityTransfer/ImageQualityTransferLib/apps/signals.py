@@ -85,7 +85,7 @@ def handle_signals() -> list:
     return [(sig, signal.signal(sig, _on_signal)) for sig in (getattr(signal, n, None) for n in names) if sig is not None]
 
 
-left_running: list = []  # threads a stopped command left running: iqt view's run (apps/view.py Viewer._wait_for_run)
+left_running: list = []  # threads a stopped command left running: iqt view's run (apps/view/viewer.py Viewer._wait_for_run)
 LEFT_JOIN_S = 60.0  # how long an in-process caller's exit waits for them (_join_left_threads)
 
 

@@ -247,7 +247,7 @@ def view_for_node(node) -> str:
 def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = False, bottom_px: float = 0) -> None:
     """A slice in `orientation` through the centre of `volume`, field of view fitted to its extent (the view's
     aspect kept); with `legend`, a strip on the right kept free for the colour legend (`legend_room`); `bottom_px`
-    pixels at the bottom kept free (the browser page's slice slider lies over them: apps/view.py)."""
+    pixels at the bottom kept free (the browser page's slice slider lies over them: apps/view/viewer.py)."""
     slice_node_.SetOrientation(orientation)
     fov_x, fov_y, centre = fitted_view(slice_node_, volume, slice_node_.GetDimensions(), legend, bottom_px)
     slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
@@ -257,7 +257,7 @@ def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = F
 
 def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: float = 0) -> tuple[float, float, np.ndarray]:
     """(field of view across, up, the view's centre in RAS) that `_fit_slice` gives `slice_node_` in its orientation
-    at `dims` pixels, without changing the node (apps/view.py keeps a reader's zoom relative to it on a resize)."""
+    at `dims` pixels, without changing the node (apps/view/viewer.py keeps a reader's zoom relative to it on a resize)."""
     bounds = data_bounds(volume)
     centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
     m = slice_node_.GetSliceToRAS()

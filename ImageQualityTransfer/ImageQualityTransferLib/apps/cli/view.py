@@ -89,7 +89,7 @@ def run(args):
     check_offscreen_opengl()
     if first.learned:  # last: the model's load (torch's import) is the longest check
         first.load(f)  # a damaged shipped model fails here, not in the page
-    with view.signals_held():  # a signal inside the build's VTK observers exited 1 (apps/view.py signals_held)
+    with view.signals_held():  # a signal inside the build's VTK observers exited 1 (apps/view/stopping.py signals_held)
         viewer = view.Viewer(args.input, args.method, f, args.mask, tensor_order=args.tensor_order, loaded=(lr, mask))
     viewer.serve(args.port, args.host)
     return 0

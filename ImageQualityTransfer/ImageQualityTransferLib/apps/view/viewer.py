@@ -1,4 +1,4 @@
-"""`iqt view`: a browser page for readers without Slicer. Slicer's own slice views, served by trame-slicer: cubic
+"""The `iqt view` page and its state (Viewer): Slicer's own slice views, served by trame-slicer: cubic
 interpolation | IQT side by side (linked), the uncertainty overlay with its legend, an opacity slider and "Above the median only", a method
 picker that runs the engine in the background with a progress bar, and colour-FA / FA display of the tensors.
 
@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import errno
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,72 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import IQTError
-from ..core.volume import Volume
-from ..slicer import display, legends, mrml, processing
-from ..slicer.render import quiet_vtk_warnings
-from . import signals
-
-LEFT, RIGHT = display.COMPARE_VIEWS
-DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes as Slicer draws them
-OPACITY = 0.5
-CONVENTION = "radiological: patient right on screen left"  # Slicer's axial and coronal views, the only ones shown
-POLL_S = 0.2
-SLIDER_PX = 40  # the slice slider's strip over each view's bottom, in CSS px, kept free when the views are fitted
-# below 960 px wide the toolbar's controls need more than one row (their least widths, and the title's text): the
-# opacity slider and "Above the median only" go to a second row, the app bar and the page's top grown to match (in one
-# row the checkbox had run off the page below 760 px and the title had shrunk to nothing below 1100: a viewer audit)
-TOOLBAR_ROWS_PX = 960
-# below 600 px two rows no longer hold them: the checkbox had wrapped to a third row the views covered (a viewer audit).
-# Three rows then, each control placed: the title and the method; the display and the checkbox; the opacity slider.
-TOOLBAR_THREE_ROWS_PX = 600
-TOOLBAR_CSS = (f"@media (max-width: {TOOLBAR_ROWS_PX - 1}px) {{ "
-               "header.v-app-bar, header.v-app-bar .v-toolbar__content { height: 112px !important; } "
-               "header.v-app-bar .v-toolbar__content { flex-wrap: wrap; align-content: space-evenly; } "
-               ".iqt-break { display: block !important; flex-basis: 100%; height: 0; } "
-               ".iqt-opacity { margin-left: auto !important; } "
-               ".v-main { --v-layout-top: 112px !important; } } "
-               f"@media (max-width: {TOOLBAR_THREE_ROWS_PX - 1}px) {{ "
-               "header.v-app-bar, header.v-app-bar .v-toolbar__content { height: 168px !important; } "
-               "header.v-app-bar .v-toolbar__content { padding-left: 8px; } "
-               ".iqt-break3 { display: block !important; flex-basis: 100%; height: 0; } "
-               ".iqt-display { margin-left: auto !important; flex-basis: 130px !important; } "
-               ".iqt-from-median { order: 1; } .iqt-break { order: 2; } .iqt-opacity { order: 3; } "
-               ".v-main { --v-layout-top: 168px !important; } }")
-# the page once the server has gone: said in words, on the page's dark ground, with what to do (trame's white "Connection
-# closed" page named no viewer and no way back: a viewer audit)
-STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; height: 100vh; display: flex; '
-           'align-items: center; justify-content: center; font: 18px Roboto, sans-serif; text-align: center;">'
-           '<div><div style="font-size: 22px; margin-bottom: 12px;">The IQT viewer has stopped.</div>'
-           '<div>Its <code>iqt view</code> command ended (Ctrl-C, or its terminal closed), so this page shows nothing '
-           'more.<br>Start <code>iqt view</code> again, then reload this page.</div></div></div>')
-
-
-def import_trame():
-    """The trame-slicer modules the page needs, or one line saying how to install them."""
-    try:
-        from trame.app import get_server  # noqa: F401
-        from trame_slicer.core import LayoutManager, SlicerApp  # noqa: F401
-        from trame_slicer.rca_view import register_rca_factories  # noqa: F401
-    except ImportError as exc:
-        raise IQTError(f"'iqt view' needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
-
-
-def first_method(method: str | None, factor, voxel_size=None) -> str:
-    """The method the page runs first: `method`, else the Slicer module's default at `factor` for an input of
-    `voxel_size` (one with an overlay; cubic where the output voxels are more than 2:1, as the module preselects)
-    where it runs here, else cubic. `iqt view` checks this one before serving (apps/cli/view.py)."""
-    from .. import methods
-
-    default = methods.viewer_default(factor, voxel_size)
-    return method or (default if default in (methods.ready(factor) or ["cubic"]) else "cubic")
-
-
-def fa_volume(tensor: Volume) -> Volume:
-    """FA of a tensor volume as a scalar volume on the same grid (zero outside the tensors' support)."""
-    from ..core import tensors
-
-    return Volume(tensors.fa(np.asarray(tensor.data, np.float64)).astype(np.float32), tensor.affine, "scalar")
+from ...core.errors import IQTError
+from ...slicer import display, legends, mrml, processing
+from ...slicer.render import quiet_vtk_warnings
+from .. import signals
+from . import stopping
+from .engine import fa_volume, first_method
+from .page import CONVENTION, DISPLAYS, LEFT, OPACITY, POLL_S, SLIDER_PX, STOPPED, TOOLBAR_CSS, import_trame
+from .stopping import _stop_loop_on_signal, _Worker
 
 
 class Viewer:
@@ -104,8 +45,8 @@ class Viewer:
         from trame_slicer.rca_view import register_rca_factories
         from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
-        from .. import methods
-        from ..core.grid import factors
+        from ... import methods
+        from ...core.grid import factors
 
         self.input_path, self.factor, self.mask_path = Path(input_path), factors(factor), mask_path
         self.tensor_order = tensor_order
@@ -441,7 +382,7 @@ class Viewer:
         await self._run(s.method)
 
     def _load(self) -> None:
-        from .. import fileio
+        from ... import fileio
 
         if self._loaded is not None:
             self.lr, self.mask = self._loaded
@@ -697,7 +638,7 @@ class Viewer:
         why = {signal.SIGINT: "got Ctrl-C", signal.SIGTERM: "was sent SIGTERM"}.get(
             signum, "lost its terminal (SIGHUP)" if signum == getattr(signal, "SIGHUP", None) else "was stopped")
         run = (f"; the {self._running} run under way is being cancelled: it stops at its next progress report, or is "
-               f"abandoned when the command ends, {STOP_GRACE_S:g} s after the signal" if self._running else "")
+               f"abandoned when the command ends, {stopping.STOP_GRACE_S:g} s after the signal" if self._running else "")
         with self.server.state as s:
             s.stopping = (f"Its iqt view command {why}{run}. This page shows nothing more: once the command has ended, "
                           "start iqt view again, then reload this page.")
@@ -712,7 +653,7 @@ class Viewer:
         that came before (`forced`,
         while the page was told: _stop_loop_on_signal) leaves the run without a wait. STOP_GRACE_S counts from `since`,
         the signal's time.monotonic() (the page's push and the loop's stop come first)."""
-        deadline = (time.monotonic() if since is None else since) + STOP_GRACE_S
+        deadline = (time.monotonic() if since is None else since) + stopping.STOP_GRACE_S
         work = self._work
         if work is None or work.done():
             return
@@ -729,200 +670,13 @@ class Viewer:
             raise (KeyboardInterrupt() if signum == signal.SIGINT else signals.Terminated(signum)) from None
 
     def _wait_until(self, work, signum, deadline: float) -> None:
-        if not futures.wait([work], timeout=STOP_SAY_S).not_done:
+        if not futures.wait([work], timeout=stopping.STOP_SAY_S).not_done:
             return
         again = "Ctrl-C" if signum in (None, signal.SIGINT) else f"send {signal.Signals(signum).name}"  # as received
         with contextlib.suppress(OSError):  # a terminal gone (SIGHUP): EIO had replaced the signal, exit 1
             print(f"stopping: waiting for {self._running or 'the method'} to reach a point where it can stop, "
-                  f"{STOP_GRACE_S:g} s at most; {again} again to force", file=sys.stderr, flush=True)
+                  f"{stopping.STOP_GRACE_S:g} s at most; {again} again to force", file=sys.stderr, flush=True)
         while not work.done() and time.monotonic() < deadline:  # in slices: a signal that lands as a wait starts, or
             futures.wait([work], timeout=min(deadline - time.monotonic(), 0.1))  # in another thread, waits for its end
 
 
-STOP_SAY_S = 0.5  # a run still going this long after Ctrl-C is said to be waited for (Viewer._wait_for_run)
-STOP_GRACE_S = 5.0  # and is left, the command ending without it, this long after the signal (on_signal's "at")
-STOP_PUSH_S = 0.5  # the longest the page's "stopping" may hold up the loop's stop (Viewer._say_stopping)
-
-
-class _Worker:
-    """One run at a time in a daemon thread: ThreadPoolExecutor's threads are joined at exit, which kept a forced
-    second Ctrl-C waiting for the method's next progress report (Viewer._wait_for_run)."""
-
-    def submit(self, fn, *args) -> futures.Future:
-        future: futures.Future = futures.Future()
-
-        def work():
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # the run's own error, given to the page by Viewer._run
-                future.set_exception(exc)
-
-        future.thread = threading.Thread(target=work, name="iqt-view", daemon=True)
-        future.thread.start()
-        return future
-
-
-def _stop_loop_on_signal(caught: dict, say=None) -> list:
-    """While serving, SIGINT, SIGTERM and SIGHUP are recorded in `caught` and stop the event loop from a callback of
-    its own, once `say(signum)` (a coroutine function: the page told) has run, STOP_PUSH_S at most: raised where they
-    landed, inside a VTK observer (the slice views' Viewer._remember, a legend's resize), VTK caught the
-    KeyboardInterrupt, printed "Caught a Ctrl-C within python, exiting program." and exited 1; a Terminated raised in
-    a task was kept there and the server served on (Testing/apps/test_view.py). A second signal while the page is
-    told cuts that short: the loop stops at its next turn, recorded as `caught["forced"]` (serve then waits for no
-    run). Two that arrive inside one long C call (a render) are two, counted by `_Arrivals`: Python runs the handler
-    once for both, which had taken them for one. Outside the loop, or a third signal, raises at once as
-    `signals._on_signal` does. Returns [(signal, handler before)]; `caught["arrivals"]` is closed by the caller."""
-    if threading.current_thread() is not threading.main_thread():
-        return []
-
-    def force():  # after stop(): the page's push cancelled, started or not, its task's end then stops the loop
-        task = caught.get("stopping")
-        if task is not None and not task.done():
-            task.cancel()
-        else:
-            _interrupt()
-
-    def on_signal(signum, frame):
-        arrived = caught["arrivals"].count(signum) if "arrivals" in caught else 1
-        if arrived == 0:  # counted already, by the handler call before (_Arrivals.count)
-            return
-        try:  # the public API (asyncio.events._get_running_loop is private): None outside a running loop, as before
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None and "signum" in caught and "forced" not in caught:
-            caught["forced"] = signum  # raised here, it had left the push's tasks pending and serve waiting 5 s
-            loop.call_soon_threadsafe(force)
-            return
-        if loop is None or "signum" in caught:
-            if "signum" in caught:
-                caught.setdefault("forced", signum)
-            try:
-                signals._on_signal(signum, frame)  # a signal during an import is sent again once it has ended
-            except signals.Terminated as exc:
-                raise KeyboardInterrupt from exc  # asyncio passes on KeyboardInterrupt from a callback, not Terminated
-            return
-        caught["signum"], caught["at"] = signum, time.monotonic()
-        if arrived > 1:  # a second came before Python could run this handler: forced, as one during the push
-            caught["forced"] = signum
-            loop.call_soon_threadsafe(_interrupt)
-            return
-
-        def stop():  # the task kept in `caught`: the loop holds its tasks only weakly
-            caught["stopping"] = loop.create_task(_said_then_stop(say, signum))
-            # on its end, however it ends: a `finally` in the coroutine never ran where it was cancelled before its start
-            # (a second signal in the same turn of the loop: the command hung)
-            caught["stopping"].add_done_callback(lambda _: _interrupt())
-
-        loop.call_soon_threadsafe(_interrupt if say is None else stop)
-
-    before = _take_signals(on_signal)
-    if before:
-        caught["arrivals"] = _Arrivals([sig for sig, _ in before])
-    return before
-
-
-class _Arrivals:
-    """The command's signals as they arrive: Python's C handler writes each one's number to the wakeup fd
-    (signal.set_wakeup_fd), where its Python handler runs once for any number of the same signal that land inside
-    one C call. Where a wakeup fd is set already (an asyncio loop's own signal handling) it is kept, and each handler
-    call counts as one."""
-
-    def __init__(self, signums):
-        self.signums, self.pair = set(signums), None
-        self.kept = bytearray()  # read, of other signals than the one being handled: theirs to count
-        self.ahead = dict.fromkeys(self.signums, 0)  # counted before their handler call ran (count)
-        try:
-            pair = socket.socketpair()  # a socket: what set_wakeup_fd takes on Windows too
-            for end in pair:
-                end.setblocking(False)
-            before = signal.set_wakeup_fd(pair[1].fileno(), warn_on_full_buffer=False)
-        except (OSError, ValueError):
-            return
-        if before != -1:
-            signal.set_wakeup_fd(before)
-            for end in pair:
-                end.close()
-            return
-        self.pair = pair
-
-    def count(self, signum) -> int:
-        """How many of `signum` arrived since its last count: at least 1 (the one being handled), or 0 where none is
-        left because a count before took this call's own (it arrived as that call ran: its handler runs again). Other
-        signals' numbers are kept for their own calls: SIGINT's had counted SIGTERM's, which then, counted as none,
-        was raised at once as a third (inside a VTK observer: exit 1)."""
-        if self.pair is None:
-            return 1
-        while True:
-            try:
-                data = self.pair[0].recv(4096)
-            except OSError:  # BlockingIOError: none left
-                break
-            if not data:
-                break
-            self.kept += bytes(b for b in data if b in self.signums)
-        n = self.kept.count(signum)
-        self.kept = self.kept.replace(bytes([signum]), b"")
-        if n == 0 and self.ahead.get(signum, 0) > 0:
-            self.ahead[signum] -= 1
-            return 0
-        self.ahead[signum] = self.ahead.get(signum, 0) + max(0, n - 1)
-        return max(1, n)  # none at all: its number not yet written (the C handler in another thread), or lost
-
-    def close(self) -> None:
-        if self.pair is not None:
-            with contextlib.suppress(ValueError):
-                now = signal.set_wakeup_fd(-1)
-                if now not in (-1, self.pair[1].fileno()):  # set since by another (an asyncio loop's): put back
-                    signal.set_wakeup_fd(now)
-            for end in self.pair:
-                end.close()
-            self.pair = None
-
-
-def _take_signals(on_signal) -> list:
-    """SIGINT, SIGTERM and SIGHUP handled by `on_signal` where the command's own handler (apps/signals.py) has them;
-    returns [(signal, handler before)] to put back."""
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    return [(sig, signal.signal(sig, on_signal)) for sig in (getattr(signal, n, None) for n in names)
-            if sig is not None and signal.getsignal(sig) is signals._on_signal]
-
-
-@contextlib.contextmanager
-def signals_held():
-    """While the Viewer is built (scene, views, renders: VTK observers run), SIGINT, SIGTERM and SIGHUP are only
-    recorded, and the first is raised at the end from plain Python: raised where it landed, inside an observer, VTK
-    printed "Caught a Ctrl-C within python, exiting program." and exited 1, or a Terminated was kept there and the
-    server served on (Testing/apps/test_view.py). A second signal meanwhile raises at once (forced)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list = []
-
-    def on_signal(signum, frame):
-        if held:
-            signals._on_signal(signum, frame)
-            return
-        held.append(signum)
-
-    before = _take_signals(on_signal)
-    try:
-        yield
-    finally:
-        for sig, handler in before:
-            signal.signal(sig, handler)
-    if held:
-        raise KeyboardInterrupt if held[0] == signal.SIGINT else signals.Terminated(held[0])
-
-
-async def _said_then_stop(say, signum) -> None:
-    """The page told, STOP_PUSH_S at most; the loop is then stopped by the task's done callback (_stop_loop_on_signal):
-    a `finally` here, closed with the loop gone, had found no running loop (RuntimeError)."""
-    with contextlib.suppress(Exception):  # the page's word never keeps the server from stopping
-        await asyncio.wait_for(say(signum), STOP_PUSH_S)
-
-
-def _interrupt() -> None:
-    raise KeyboardInterrupt  # in the loop's own frame: out of run_until_complete to serve, which says which signal

@@ -1,0 +1,70 @@
+"""What the `iqt view` page is made of: its two views, displays, toolbar layout and stopped page, and the trame-slicer
+modules it needs."""
+
+from __future__ import annotations
+
+from ...core.errors import IQTError
+from ...slicer import display
+
+
+LEFT, RIGHT = display.COMPARE_VIEWS
+
+
+DISPLAYS = (("colour FA", "tensor"), ("FA", "fa"))  # colour FA: the DTI nodes as Slicer draws them
+
+
+OPACITY = 0.5
+
+
+CONVENTION = "radiological: patient right on screen left"  # Slicer's axial and coronal views, the only ones shown
+
+
+POLL_S = 0.2
+
+
+SLIDER_PX = 40  # the slice slider's strip over each view's bottom, in CSS px, kept free when the views are fitted
+
+
+# below 960 px wide the toolbar's controls need more than one row (their least widths, and the title's text): the
+# opacity slider and "Above the median only" go to a second row, the app bar and the page's top grown to match (in one
+# row the checkbox had run off the page below 760 px and the title had shrunk to nothing below 1100: a viewer audit)
+TOOLBAR_ROWS_PX = 960
+
+
+# below 600 px two rows no longer hold them: the checkbox had wrapped to a third row the views covered (a viewer audit).
+# Three rows then, each control placed: the title and the method; the display and the checkbox; the opacity slider.
+TOOLBAR_THREE_ROWS_PX = 600
+
+
+TOOLBAR_CSS = (f"@media (max-width: {TOOLBAR_ROWS_PX - 1}px) {{ "
+               "header.v-app-bar, header.v-app-bar .v-toolbar__content { height: 112px !important; } "
+               "header.v-app-bar .v-toolbar__content { flex-wrap: wrap; align-content: space-evenly; } "
+               ".iqt-break { display: block !important; flex-basis: 100%; height: 0; } "
+               ".iqt-opacity { margin-left: auto !important; } "
+               ".v-main { --v-layout-top: 112px !important; } } "
+               f"@media (max-width: {TOOLBAR_THREE_ROWS_PX - 1}px) {{ "
+               "header.v-app-bar, header.v-app-bar .v-toolbar__content { height: 168px !important; } "
+               "header.v-app-bar .v-toolbar__content { padding-left: 8px; } "
+               ".iqt-break3 { display: block !important; flex-basis: 100%; height: 0; } "
+               ".iqt-display { margin-left: auto !important; flex-basis: 130px !important; } "
+               ".iqt-from-median { order: 1; } .iqt-break { order: 2; } .iqt-opacity { order: 3; } "
+               ".v-main { --v-layout-top: 168px !important; } }")
+
+
+# the page once the server has gone: said in words, on the page's dark ground, with what to do (trame's white "Connection
+# closed" page named no viewer and no way back: a viewer audit)
+STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; height: 100vh; display: flex; '
+           'align-items: center; justify-content: center; font: 18px Roboto, sans-serif; text-align: center;">'
+           '<div><div style="font-size: 22px; margin-bottom: 12px;">The IQT viewer has stopped.</div>'
+           '<div>Its <code>iqt view</code> command ended (Ctrl-C, or its terminal closed), so this page shows nothing '
+           'more.<br>Start <code>iqt view</code> again, then reload this page.</div></div></div>')
+
+
+def import_trame():
+    """The trame-slicer modules the page needs, or one line saying how to install them."""
+    try:
+        from trame.app import get_server  # noqa: F401
+        from trame_slicer.core import LayoutManager, SlicerApp  # noqa: F401
+        from trame_slicer.rca_view import register_rca_factories  # noqa: F401
+    except ImportError as exc:
+        raise IQTError(f"'iqt view' needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None

@@ -1547,6 +1547,23 @@ def test_a_header_whose_grid_its_reader_refuses_leaves_the_choice_of_factors_to_
         assert len(groups) == 1 and [it.prefix for it in groups[0][1]] == [it.prefix for it in items], groups
 
 
+def test_a_scheduler_port_out_of_range_is_said_with_the_range():
+    """`--scheduler tcp://[::1]:99999` had been tried and said as "cannot connect (... Connection refused)", as if
+    a scheduler could listen there: the port's range is said, as for no port (through check_address, which the command
+    runs before connecting: test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so)."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, port, form in (("tcp://[::1]:99999", "99999", "tcp://[::1]:8786"),
+                              ("tls://[2001:db8::5]:0", "0", "tls://[2001:db8::5]:8786"),
+                              ("host:65536", "65536", "tcp://host:8786"), ("tcp://10.0.0.9:port", "port", "tcp://10.0.0.9:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == (f"--scheduler {given}: port {port} is not 1 to 65535; give the scheduler's port, e.g. "
+                                  f"{form} (the default port of 'dask scheduler')"), err.value
+    assert scheduler.check_address("tcp://[::1]:65535") == "tcp://[::1]:65535"
+    assert scheduler.check_address("TCP://10.0.0.9:1") == "tcp://10.0.0.9:1"
+
+
 def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):
     """`--scheduler tcp://[::1]` (brackets, no port) had been told "cannot connect (missing port number ...)", and
     `tcp://[::1]:` (a colon, no port) "cannot connect (invalid literal for int() ...)": the no-port line, as for ::1

@@ -74,6 +74,11 @@ def check_address(scheduler: str) -> str:
     if host.startswith("[") and host.endswith("]") and _ipv6(host[1:-1]):  # [::1]: said as cannot connect (no port)
         raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give the scheduler's port after the "
                        f"brackets, e.g. {proto}://{host}:8786 (the default port of 'dask scheduler')")
+    # a port past 65535 (or 0, or not a number) had been tried and said as "cannot connect (... Connection refused)"
+    port = host.partition("]")[2][1:] if host.startswith("[") else host.rpartition(":")[2] if ":" in host else ""
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise IQTError(f"--scheduler {scheduler}: port {port} is not 1 to 65535; give the scheduler's port, e.g. "
+                       f"{proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
     return scheduler
 
 

@@ -463,6 +463,8 @@ def test_a_limit_met_as_the_local_cluster_starts_is_its_line_every_time(tmp_path
     try:
         code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "nearest",
                                "--workers", "2")
+        # the failed start's filter is gone: it had stayed for the rest of the process once one was met
+        assert logging.getLogger("asyncio").filters == asyncio_filters
     finally:
         logging.getLogger("asyncio").filters[:] = asyncio_filters
     err = [ln for ln in err.splitlines() if not ln.startswith("iqt: warning: ")]
@@ -540,7 +542,7 @@ def test_the_event_loops_emfile_filter_stays_for_the_clusters_life_unless_debug(
     """The filter keeping the event loop's EMFILE tracebacks off stderr had been removed once the local cluster had
     started: under ulimit -n 41 with --workers 2 a run printed 40,027 tornado accept_handler tracebacks (a review). It
     stays until the cluster has closed, then one warning gives their count; under --debug it ends with the start (a
-    later EMFILE's traceback shown); other errors are logged throughout; a failed start keeps it once one was met."""
+    later EMFILE's traceback shown); other errors are logged throughout; a failed start removes it, one met or not."""
     import errno
     import logging
     import sys
@@ -583,10 +585,11 @@ def test_the_event_loops_emfile_filter_stays_for_the_clusters_life_unless_debug(
         with open_files._open_files_noted(keep=False) as met:  # --debug: ended with the start
             assert not logged()
         assert {n: list(logging.getLogger(n).filters) for n in names} == before and logged()
-        with pytest.raises(RuntimeError), open_files._open_files_noted() as met:
-            logged()
+        with pytest.raises(RuntimeError), open_files._open_files_noted(keep=True) as met:
+            assert not logged()
             raise RuntimeError("Nanny failed to start.")
-        assert not logged()  # a failed start: kept off stderr as the process ends
+        # a failed start: removed (kept, it had dropped every later EMFILE traceback of the process, --debug too)
+        assert {n: list(logging.getLogger(n).filters) for n in names} == before and logged()
     finally:
         for n in names:
             logging.getLogger(n).filters[:] = before[n]

@@ -53,9 +53,10 @@ _KEPT_OFF: dict = {}  # scheduler address -> (loggers, filter, met) of a started
 def _open_files_noted(keep: bool = False):
     """While the local cluster starts: the EMFILE and ENFILE errors its event loop logs (a listener's accept under
     ulimit -n 16 logged one traceback per try, hundreds of thousands of lines on stderr before the start failed),
-    counted and kept off stderr; the rest of what the loop logs is left as it was. After a failed start kept where one
-    was met (the loop may log more as the process ends); after a started one kept where `keep` (it is the caller's to
-    end: `open_files_met`; under ulimit -n 41 a run with it removed printed 40,027 tracebacks), else removed."""
+    counted and kept off stderr; the rest of what the loop logs is left as it was. Removed after a failed start (Dask
+    has closed what it started by then; kept, it had dropped every later EMFILE traceback of the process, an
+    in-process caller's and a later cluster's, --debug too); after a started one kept where `keep` (it is the caller's
+    to end: `open_files_met`; under ulimit -n 41 a run with it removed printed 40,027 tracebacks), else removed."""
     import errno
     import logging
 
@@ -82,8 +83,7 @@ def _open_files_noted(keep: bool = False):
     try:
         yield met
     except BaseException:
-        if not met:  # once met, a failed start's loop may log more as the process ends: it stays off stderr
-            met.remove_filter()
+        met.remove_filter()
         raise
     if not keep:  # under --debug a later EMFILE's traceback reaches stderr
         met.remove_filter()

@@ -58,6 +58,13 @@ def test_a_mirrored_dtifit_file_is_said_and_recorded_per_subject(cohort, tmp_pat
                                                            "sub-slab": "n/a", "sub-own": "x-flipped"}
     assert "look mirrored" in table["sub-bad"]["notes"]
     assert '<tr class="check">' in (out / "qc.html").read_text()  # the failed check's orange row
+    # rerun with --no-frame-check: the skipped subjects' stored frame warnings are not said again (they had been); the
+    # rows keep the verdicts their sidecars record
+    quiet = batch.run_cohort(batch.find_items(cohort / "list.txt"), batch.Settings(method="linear", frame_check=False),
+                             out, progress=False)
+    assert [r["status"] for r in quiet] == ["skipped"] * 4, quiet
+    assert not [n for r in quiet for n in r["notes"] if "look mirrored" in n], quiet
+    assert {k: v["bvec_check"] for k, v in _qc(out).items()}["sub-bad"] == "x-flipped"
 
 
 def test_no_frame_check_skips_it_and_reaches_the_settings(cohort, tmp_path, monkeypatch):
@@ -67,6 +74,10 @@ def test_no_frame_check_skips_it_and_reaches_the_settings(cohort, tmp_path, monk
     res = batch.run_cohort(items, batch.Settings(method="linear", frame_check=False), out, progress=False)
     assert res[0]["status"] == "done" and res[0]["qc"]["bvec_check"] == "not checked"
     assert not [n for n in res[0]["notes"] if "look mirrored" in n]
+    # a later run without the option checks it on its input, without redoing it (it had stayed "not checked" for good)
+    (again,) = batch.run_cohort(items, batch.Settings(method="linear"), out, progress=False)
+    assert again["status"] == "skipped" and again["qc"]["bvec_check"] == "x-flipped", again
+    assert [n for n in again["notes"] if "look mirrored" in n] and _qc(out)["sub-bad"]["bvec_check"] == "x-flipped"
     seen = helpers.settings_batch_runs_with(monkeypatch, batch)
     for extra in ((), ("--no-frame-check",)):
         assert cli.main(["batch", str(cohort / "list.txt"), "-o", str(tmp_path / "o"), "--method", "linear", *extra]) == 0

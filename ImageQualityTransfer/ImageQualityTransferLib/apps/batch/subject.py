@@ -280,6 +280,35 @@ def frame_record(lr, s: Settings) -> str:
     return check_frame(lr, order if order != "nifti" else None) or "n/a"
 
 
+FRAME_NOTE_END = "--no-frame-check skips this check"  # how the frame check's warning ends (methods/inputs.py)
+
+
+def _frame_on_skip(item: Item, s: Settings, qc: dict, notes: list) -> tuple[dict, list]:
+    """A skipped subject's QC row and notes as this run's frame check option has them (the option is not part of what
+    a rerun compares): under --no-frame-check its stored frame warning is not said again (the row keeps its verdict,
+    as the sidecar does); without it, a tensor subject done under --no-frame-check ("not checked") is checked now on
+    its input, which is the one its outputs came from (the skip compared its hashes), without redoing it: the row and
+    notes of this run say the verdict, its sidecar keeps what its own run recorded."""
+    if not s.frame_check:
+        return qc, [n for n in notes if not str(n).endswith(FRAME_NOTE_END)]
+    if item.kind != "dti" or qc.get("bvec_check") != "not checked":
+        return qc, notes
+    from ... import fileio
+    from ...methods.inputs import whole_field, without_tiny_background
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IQTWarning)
+        try:  # read as when it ran; a skipped subject does not fail for its check: it stays "not checked"
+            lr = fileio.load_tensor(item.path, item.tensor_order or s.tensor_order,
+                                    True if item.tensor_order else s.order_stated)
+            verdict = frame_record(without_tiny_background(lr, whole_field(lr)), s)
+        except (IQTError, OSError):
+            return qc, notes
+    said = [item.as_typed(_in_batch_words(" ".join(str(w.message).split()))) for w in caught
+            if issubclass(w.category, IQTWarning)]  # the input's other notes were stored when it ran
+    return {**qc, "bvec_check": verdict}, notes + [n for n in said if n.endswith(FRAME_NOTE_END)]
+
+
 def qc_figure(vols: dict, s: Settings, item: Item, path: Path, estimated: bool = False) -> None:
     """The subject's picture on the cohort's QC page (qc.html): colour FA of its input (shown by nearest) and output,
     and the output's uncertainty, on the axial slice through the brain's centre (figures.qc_strip). Only that slice is put in
@@ -398,7 +427,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
             # review: beside a skipped subject they stayed, warned of on every run)
             _remove_superseded(folder, names)
             notes = done.get("Notes", [])  # said again on a rerun, as when it ran
-            res.update(status="skipped", qc=done.get("QC", {}), notes=notes if isinstance(notes, list) else [],
+            qc, notes = _frame_on_skip(item, s, done.get("QC", {}), notes if isinstance(notes, list) else [])
+            res.update(status="skipped", qc=qc, notes=notes,
                        figure=_shown(out_root, figure_path(folder, names)))  # "" where it was removed since
             return res
         check_same_input(folder, names, item, ident)

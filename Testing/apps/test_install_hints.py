@@ -14,6 +14,10 @@ NO_SUCH_PACKAGE = "imagequalitytransfer["
     ("cnn", "torch", lambda: __import__("ImageQualityTransferLib.methods.cnn", fromlist=["x"]).require_torch()),
     ("render", "trame_slicer", lambda: __import__("ImageQualityTransferLib.slicer.render",
                                                   fromlist=["x"])._app_importable()),
+    ("render", "trame_slicer", lambda: __import__("ImageQualityTransferLib.apps.view.page",
+                                                  fromlist=["x"]).import_trame()),
+    ("batch", "cryptography", lambda: __import__("ImageQualityTransferLib.apps.batch.local_cluster",
+                                                 fromlist=["x"]).local_security()),
 ])
 def test_a_missing_extra_names_an_install_that_works(monkeypatch, extra, module, call):
     monkeypatch.setitem(sys.modules, module, None)  # an import of it fails, as where it is not installed

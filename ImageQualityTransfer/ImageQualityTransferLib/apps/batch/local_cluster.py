@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from ...core.errors import IQTError
+from ...core.errors import IQTError, install_extra
 
 
 THREADS_PER_WORKER = 1  # the local cluster's (start_client); Dask's auto memory share counts them (apps/cli/batch.py)
@@ -25,7 +25,7 @@ def local_security():
 
 
 NO_CRYPTOGRAPHY = ("iqt batch needs the cryptography package for its local cluster's TLS credentials (without them any "
-                   "local user could run code in its workers); install it with pip install 'imagequalitytransfer[batch]'")
+                   f"local user could run code in its workers); install it with {install_extra('batch')}")
 
 
 def _join_once_started(thread, wait_s: float = 5.0) -> None:

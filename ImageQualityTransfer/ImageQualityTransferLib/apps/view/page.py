@@ -3,7 +3,7 @@ modules it needs."""
 
 from __future__ import annotations
 
-from ...core.errors import IQTError
+from ...core.errors import IQTError, install_extra
 from ...slicer import display
 
 
@@ -67,4 +67,4 @@ def import_trame():
         from trame_slicer.core import LayoutManager, SlicerApp  # noqa: F401
         from trame_slicer.rca_view import register_rca_factories  # noqa: F401
     except ImportError as exc:
-        raise IQTError(f"'iqt view' needs trame-slicer ({exc}); pip install 'imagequalitytransfer[render]'") from None
+        raise IQTError(f"'iqt view' needs trame-slicer ({exc}); {install_extra('render')}") from None

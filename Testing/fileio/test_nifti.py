@@ -184,6 +184,24 @@ def test_a_label_map_is_a_mask_and_a_fractional_map_is_taken_with_a_warning(tmp_
         fileio.load_mask(tmp_path / "seeds.nii.gz", seeds=True)
 
 
+def test_a_fractional_mask_on_another_grid_is_refused_without_its_warning_first(tmp_path):
+    """A probability map on another grid: the refusal is the one line said (its fractional-values warning had come
+    first, two lines for one bad input: a bad-input audit); on the grid it is still warned of."""
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    ref = Volume(random_tensors((6, 5, 4)), np.eye(4), "tensor")
+    nib.save(nib.Nifti1Image(np.full((5, 5, 4), 0.4, np.float32), np.eye(4)), tmp_path / "other.nii.gz")
+    for load in (lambda p: fileio.load_mask(p, ref), lambda p: fileio.load_mask_refined(p, ref, "the tensor grid")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(IQTError, match="mask shape"):
+                load(tmp_path / "other.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((6, 5, 4), 0.4, np.float32), np.eye(4)), tmp_path / "same.nii.gz")
+    for load in (lambda p: fileio.load_mask(p, ref), lambda p: fileio.load_mask_refined(p, ref, "the tensor grid")):
+        with pytest.warns(IQTWarning, match="fractional values"):
+            assert load(tmp_path / "same.nii.gz").data.all()
+
+
 def test_a_mask_file_stored_in_another_axis_order_is_read_onto_the_input_grid(tmp_path):
     """A mask written with the first axis reversed (its affine says so) is the same brain: read onto the input's grid;
     one half a voxel off is refused in one line."""

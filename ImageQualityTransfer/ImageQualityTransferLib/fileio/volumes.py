@@ -477,6 +477,15 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
     """Binary mask (>0). With `reference`, it must be on that grid (or on its high-res grid for `factor`, an integer
     or per-axis factors); `reference_name` is how the refusals name that grid. `seeds`: a tractography seed ROI, whose
     refusals say so."""
+    vol, said = _read_mask(path, seeds)
+    vol = vol if reference is None else mask_on_grid(vol, path, reference, factor, reference_name)
+    _say(said)
+    return vol
+
+
+def _read_mask(path, seeds: bool = False) -> tuple[Volume, list[str]]:
+    """`load_mask`'s mask, and the warnings it gives, said only once it is found on its grid: a mask refused for its
+    grid is then refused in one line (a bad-input audit: a fractional mask on another grid had two)."""
     if is_nrrd(path):  # a Slicer label map, saved beside its tensor NRRD
         from .nrrd import load_scalar_nrrd
 
@@ -493,17 +502,22 @@ def load_mask(path, reference: Volume | None = None, factor=None, seeds: bool = 
     if not mask.any():
         raise IQTError(f"{path}: the seed ROI is empty (no voxel > 0); give an ROI with at least one voxel" if seeds else
                        f"{path}: the mask is empty (no voxel > 0); give a brain mask, for example from 'iqt mask'")
+    said = []
     if np.any(values[mask] != np.round(values[mask])):  # labels 1, 2, ... are a mask; an FA or probability map is not
         what, taken = ("seed ROI", "a seed") if seeds else ("mask", "brain")
-        warnings.warn(f"{path}: the {what} holds fractional values (an FA or probability map?); every voxel > 0 is taken "
-                      f"as {taken} ({mask.sum()} voxels, {100 * mask.mean():.3g} % of the grid): threshold it first if "
-                      "that is not meant", IQTWarning, stacklevel=2)
+        said.append(f"{path}: the {what} holds fractional values (an FA or probability map?); every voxel > 0 is taken "
+                    f"as {taken} ({mask.sum()} voxels, {100 * mask.mean():.3g} % of the grid): threshold it first if "
+                    "that is not meant")
     elif seeds and len(labels := np.unique(values[mask])) > 1:  # a label map's regions would be merged unseen
-        warnings.warn(f"{path}: the seed ROI holds labels {', '.join(f'{v:g}' for v in labels)}; they are seeded as one "
-                      "region: give one label's mask (e.g. fslmaths ROI -thr N -uthr N -bin) to track from it alone",
-                      IQTWarning, stacklevel=2)
-    vol = Volume(mask, affine, "mask", meta={"path": str(path)})
-    return vol if reference is None else mask_on_grid(vol, path, reference, factor, reference_name)
+        said.append(f"{path}: the seed ROI holds labels {', '.join(f'{v:g}' for v in labels)}; they are seeded as one "
+                    "region: give one label's mask (e.g. fslmaths ROI -thr N -uthr N -bin) to track from it alone")
+    return Volume(mask, affine, "mask", meta={"path": str(path)}), said
+
+
+def _say(said: list[str]) -> None:
+    """`_read_mask`'s warnings, as the caller of `load_mask` gives them."""
+    for line in said:
+        warnings.warn(line, IQTWarning, stacklevel=3)
 
 
 def mask_on_grid(vol: Volume, path, reference: Volume, factor=None, reference_name: str = "the input's grid") -> Volume:
@@ -545,9 +559,11 @@ def load_mask_refined(path, reference: Volume, reference_name: str) -> Volume:
     result was made from: `iqt upsample` writes no high-res mask), each of its voxels repeated over its block."""
     from ..core.grid import hr_affine, repeat_blocks, same_affine
 
-    vol = load_mask(path)
+    vol, said = _read_mask(path)
     try:
-        return mask_on_grid(vol, path, reference, reference_name=reference_name)
+        vol = mask_on_grid(vol, path, reference, reference_name=reference_name)
+        _say(said)
+        return vol
     except IQTError as exc:
         from ..core.orientation import Reorientation
 
@@ -557,6 +573,7 @@ def load_mask_refined(path, reference: Volume, reference_name: str) -> Volume:
         f = tuple(r // m if m and r % m == 0 else 0 for r, m in zip(reference.shape3, vol.shape3))
         if min(f) < 1 or max(f) == 1 or not same_affine(hr_affine(vol.affine, f), reference.affine):
             raise IQTError(f"{exc} (or on the low-res grid it was upsampled from)") from None
+        _say(said)
         return Volume(repeat_blocks(np.asarray(vol.data), f), reference.affine, "mask", meta=vol.meta)
 
 

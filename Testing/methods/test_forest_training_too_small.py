@@ -10,10 +10,17 @@ import helpers
 
 
 @pytest.mark.parametrize("cut, factor", [(slice(12, 18), "1,1,3"), (slice(None), "10")])
-def test_too_small_for_the_factors_is_one_line_and_no_model(tmp_path, capsys, cut, factor):
-    """A slab of six slices through the phantom's brain at 1,1,3; the whole phantom (32x36x28) at x10."""
+def test_too_small_for_the_factors_is_one_line_and_no_model(tmp_path, capsys, monkeypatch, cut, factor):
+    """A slab of six slices through the phantom's brain at 1,1,3; the whole phantom (32x36x28) at x10. Said from the
+    grid's size before any block shift is degraded (x10 had degraded and fitted all 1000 shifts first, ~16 CPU s)."""
     from ImageQualityTransferLib.dmri.phantom import make_phantom
     from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.methods.forest import patches
+
+    def degraded(*args, **kwargs):
+        raise AssertionError("a block shift was degraded before the grid's size was read")
+
+    monkeypatch.setattr(patches, "subject_examples", degraded)
 
     subject = tmp_path / "s"
     subject.mkdir()

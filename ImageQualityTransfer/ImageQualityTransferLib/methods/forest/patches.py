@@ -188,6 +188,32 @@ def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None
     return parts
 
 
+def room_for_a_complete_patch(subjects, r, n: int = 1) -> bool:
+    """Whether some subject's grid, read from its header, holds a whole (2n+1)^3 patch of low-res voxels (canonical axes,
+    block shift 0: the largest low-res grid); where none does, no training patch can be complete, which `train` says
+    before degrading every block shift (1000 of them at x10). A subject whose header cannot be read counts as room."""
+    from ...core.errors import IQTError
+    from ...core.orientation import Reorientation
+    from ...dmri.subject import Coarsened, Subject, dwi_path
+    from ...fileio.nifti import load_nifti
+
+    for item in subjects:
+        try:
+            if isinstance(item, Subject):
+                shape, affine = item.dwi.shape3, item.dwi.affine
+            else:  # a coarsened copy's grid is smaller than its folder's: the folder's is an upper bound
+                img = load_nifti(dwi_path(item.folder if isinstance(item, Coarsened) else item))
+                shape, affine = img.shape[:3], img.affine
+        except (IQTError, OSError, AttributeError):
+            return True
+        canonical = [0, 0, 0]
+        for src, (dst, _) in enumerate(Reorientation.to_canonical(affine).ornt):
+            canonical[int(dst)] = int(shape[src])
+        if min(deg.lr_shape(canonical, r)) >= 2 * n + 1:
+            return True
+    return False
+
+
 def build_library(subjects, r, n: int = 1, rate: float = 1.0, seed: int = 0, log=None,
                   randomise: bool = False, subsets: float = 0.0, noise: float = 0.0, flips: bool = False,
                   unit: str = "fixed") -> Library:

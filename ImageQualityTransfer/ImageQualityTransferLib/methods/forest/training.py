@@ -90,6 +90,9 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
         raise IQTError(f"--n-train {cfg['n_train']} with --min-leaf {cfg['min_leaf']}: no split leaves "  # said nowhere
                        f"{cfg['min_leaf']} examples on each side, so every tree is one leaf; give --n-train of at least "
                        f"{2 * cfg['min_leaf']} (default {DEFAULTS['n_train']}) or a smaller --min-leaf")
+    subjects = list(subjects) if library is None else subjects  # read twice: the headers, then the data
+    if library is None and not patches.room_for_a_complete_patch(subjects, factor, cfg["n"]):
+        raise IQTError(no_complete_patch(factor))
     t0 = time.perf_counter()
     lib = library if library is not None else patches.build_library(subjects, factor, n=cfg["n"], rate=cfg["rate"],
                                                                     seed=seed, log=log,
@@ -110,9 +113,7 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
     if cfg["inputs"] == "patch+cubic" and lib.C is None:
         raise IQTError("inputs 'patch+cubic' needs a patch library with the cubic block values (rebuild it)")
     if (~np.asarray(lib.missing).any(axis=1)).sum() < 2:  # GaussianCompletion learns from the complete patches
-        raise IQTError(f"every training patch at {grid.describe(factor)} reaches beyond its subject's brain or grid (a "
-                       "slab of a few slices, or factors too large for the subjects): give subjects that cover the "
-                       "brain, or smaller factors")
+        raise IQTError(no_complete_patch(factor))
     comp = GaussianCompletion().fit(lib.X, lib.missing)
     X = design(comp.complete(lib.X, lib.missing), lib.C, cfg["inputs"])
     gl = linear.GlobalLinear(cfg["gl_ridge"]).fit(X, lib.Y)
@@ -145,6 +146,12 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
     }
     return ForestModel(method, grid.factors(factor), lib.n, comp, gl.W.astype(np.float32), forest, meta, inputs=cfg["inputs"],
                        input_unit=cfg["input_unit"])
+
+
+def no_complete_patch(factor) -> str:
+    """The line where no training patch is complete (GaussianCompletion learns from the complete ones)."""
+    return (f"every training patch at {grid.describe(factor)} reaches beyond its subject's brain or grid (a slab of a "
+            "few slices, or factors too large for the subjects): give subjects that cover the brain, or smaller factors")
 
 
 def design(X: np.ndarray, C: np.ndarray | None, inputs: str) -> np.ndarray:

@@ -207,14 +207,30 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
     assert x0 < -60 and x1 > 60 and y0 < -40 and y1 > 50
 
 
+# The methods of the module's one `report.run` of small_subject, read by the two tests below: interpolators and learned
+# methods out of registry order, the default among them (methods.default_method(), checked in the fixture).
+SUBJECT_REPORT_METHODS = ["linear", "cubic", "nearest", "global-linear", "rf", "biqt", "deep"]
+
+
+@pytest.fixture(scope="module")
+def subject_report_text(tmp_path_factory, small_subject):
+    """The page of `report.run` of small_subject with SUBJECT_REPORT_METHODS (200 seeds), made once for the tests that
+    only read it (each had run its own, of four methods, with cubic, nearest and the tracts done twice)."""
+    from ImageQualityTransferLib import methods
+
+    assert methods.default_method() in SUBJECT_REPORT_METHODS, methods.default_method()
+    path = report.run(tmp_path_factory.mktemp("report") / "r.html", small_subject, 2, list(SUBJECT_REPORT_METHODS),
+                      n_seeds=200)
+    return path.read_text()
+
+
 @pytest.mark.slow
-def test_one_name_and_one_unit_for_each_thing_on_the_page(tmp_path, small_subject):
+def test_one_name_and_one_unit_for_each_thing_on_the_page(subject_report_text):
     """`iqt report --subject`: the Metrics and tract tables name each volume as the figures do (the table's "nearest"
     was the FA figure's "low-res input", the tract table's "reference" the tract figure's "ground truth"); the DT-RMSE
     columns say their unit and how it converts to the colour bars' µm²/ms; the FA figure's columns in --input's order
     (the input, cubic, then the methods)."""
-    path = report.run(tmp_path / "r.html", small_subject, 2, ["linear", "cubic", "nearest", "biqt"], n_seeds=200)
-    text = path.read_text()
+    text = subject_report_text
     tables = re.findall(r"<table>(.*?)</table>", text, re.S)
     metrics, tracts = tables
     assert "<td>low-res input (nearest)</td>" in metrics and "<td>nearest</td>" not in metrics
@@ -223,19 +239,19 @@ def test_one_name_and_one_unit_for_each_thing_on_the_page(tmp_path, small_subjec
     assert "<th>interior DT-RMSE (10⁻⁵ mm²/s)</th>" in metrics
     assert "100 of these make 1 µm²/ms" in text
     fa_caption = re.findall(r"<figcaption>(.*?)</figcaption>", text, re.S)[0]
-    assert "one column per volume: low-res input (nearest), cubic, linear, biqt, ground truth." in fa_caption, fa_caption
+    assert ("one column per volume: low-res input (nearest), cubic, linear, global-linear, rf, biqt, deep, ground truth."
+            in fa_caption), fa_caption
 
 
 @pytest.mark.slow
-def test_the_tract_figure_draws_the_default_and_the_best_method(tmp_path, small_subject):
+def test_the_tract_figure_draws_the_default_and_the_best_method(subject_report_text):
     """The tract figure draws, besides cubic, the default method and the best learned method by the page's tract
     table, and says which is which (it drew the first two learned methods in registry order, global-linear and rf,
     whatever the default or the scores)."""
     from ImageQualityTransferLib import methods
 
     default = methods.default_method()
-    path = report.run(tmp_path / "r.html", small_subject, 2, ["global-linear", "rf", "biqt", default], n_seeds=200)
-    text = path.read_text()
+    text = subject_report_text
     tracts = re.findall(r"<table>(.*?)</table>", text, re.S)[1]
     dice = {m: float(d) for m, d in re.findall(r"<tr><td>([^<]+)</td><td>([0-9.]+)</td>", tracts)}
     best = max(["global-linear", "rf", "biqt", default], key=lambda m: dice[m])

@@ -59,8 +59,9 @@ _MASKS: dict = {}  # brain_mask of each b0 image met here, made once per module
 
 def _scan(folder):
     """fileio.load_dwi of the real scan in `folder`, read once per module; its samples read-only (a test copies them
-    before it corrupts them, so every test sees the scan as stored)."""
-    key = str(folder)
+    before it corrupts them, so every test sees the scan as stored). Keyed by the resolved folder: the Achieva named
+    from dev/../train and as NOISY_BACKGROUND is one scan, read once."""
+    key = str(need_data(folder).resolve())
     if key not in _SCANS:
         dwi = fileio.load_dwi(need_data(folder) / "dwi.nii.gz")
         dwi.data.flags.writeable = False

@@ -25,9 +25,10 @@ def _field(shape, seed):
     return tensors.from_matrix(m).astype(np.float32)
 
 
-def test_report_is_self_contained_and_every_image_decodes(tmp_path):
-    from PIL import Image
-
+@pytest.fixture(scope="module")
+def synthetic_page(tmp_path_factory) -> Path:
+    """A page of a small made-up field (cubic, its uncertainty, metrics and tract rows, two tracts), written once for
+    the two tests that read it: the decoding check and the headless rendering."""
     shape = (12, 14, 10)
     aff = np.diag([-1.5, 1.5, 2.0, 1.0])
     truth = _field(shape, 0)
@@ -37,12 +38,18 @@ def test_report_is_self_contained_and_every_image_decodes(tmp_path):
     lines = [np.array([[0, 0, 0], [3, 1, 2], [6, 1, 4]], np.float32), np.array([[1, 5, 2], [1, 8, 3]], np.float32)]
     rows = [{"method": "cubic", "interior": {"dt_rmse": 10.0, "ratio_to_cubic": 1.0, "fa_rmse": 0.05},
              "exterior": {"dt_rmse": 20.0, "ratio_to_cubic": 1.0}, "seconds": 0.1}]
-    path = report_page.write_report(
-        tmp_path / "r.html", "test <run>", [("cubic", pred), ("ground truth", truth)], mask, [1.5, 1.5, 2.0], aff,
+    return report_page.write_report(
+        tmp_path_factory.mktemp("synthetic") / "r.html", "test <run>", [("cubic", pred), ("ground truth", truth)], mask,
+        [1.5, 1.5, 2.0], aff,
         uncertainty={"cubic": np.full(shape, 2e-5, np.float32)}, truth=truth, metrics_rows=rows,
         tract_rows={"cubic": {"tract_dice": 0.8, "tract_fp_fraction": 0.1, "n_streamlines": 2}},
         tracts={"ground truth": lines, "cubic": lines[:1]})
-    text = path.read_text()
+
+
+def test_report_is_self_contained_and_every_image_decodes(synthetic_page):
+    from PIL import Image
+
+    text = synthetic_page.read_text()
     assert "test &lt;run&gt;" in text and "<script" not in text
     assert not re.search(r'src="(?!data:image/png;base64,)', text)  # nothing fetched from outside
     figures = re.findall(r"<figure>(.*?)</figure>", text, re.S)
@@ -91,19 +98,19 @@ CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shut
                                              "installs it as root), so the page is not rendered headless; "
                                              "test_report_is_self_contained_and_every_image_decodes checks it instead")
 @pytest.mark.slow
-def test_report_renders_headless(tmp_path):  # pragma: no cover - only where Chromium is installed
+def test_report_renders_headless(tmp_path, synthetic_page):  # pragma: no cover - only where Chromium is installed
     """Render the page offline in headless Chromium (fresh profile, no network features) and check the
     screenshot shows the page: many distinct colours and a good share of non-background pixels."""
     from PIL import Image
 
-    test_report_is_self_contained_and_every_image_decodes(tmp_path)
+    test_report_is_self_contained_and_every_image_decodes(synthetic_page)
     shot = tmp_path / "shot.png"
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile}", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1200,2400",
-           (tmp_path / "r.html").as_uri()]
+           synthetic_page.as_uri()]
     proc = subprocess.run(cmd, timeout=120, capture_output=True, text=True)
     assert shot.exists(), f"Chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
     img = np.asarray(Image.open(shot).convert("RGB"))

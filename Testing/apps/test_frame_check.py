@@ -88,3 +88,26 @@ def test_a_five_d_file_read_without_tensor_order_is_checked_too(tmp_path, capsys
     good = ring_of_fibres(False)
     good.meta.update(order="nifti", five_d=True)
     assert inputs.frame_checked(good) and inputs.check_frame(good) == "ok"
+
+
+def test_a_noisy_fit_with_the_right_table_is_not_called_mirrored(axial_subject):
+    """At SNR 3-5 noise ends every candidate's streamlines within a step, and the best of the ~20 corrections had
+    beaten the right table by up to 1.17x on own-style fits (iqt degrade --snr 5: 'the directions look mirrored', 7 of
+    23 noise draws of the 8 subjects; a review); here 1.17x, 4.9 mm against 4.2 on 6 mm voxels at SNR 4: where the
+    winner runs under FRAME_SHORT_STEPS steps it must beat the table by more than FRAME_NOISY_RATIO."""
+    import warnings
+
+    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.dmri import degrade as deg
+    from ImageQualityTransferLib.dmri.gradcheck import gradient_scores
+    from ImageQualityTransferLib.dmri.randomise import added_noise
+    from ImageQualityTransferLib.methods import inputs
+
+    lr = deg.degrade(axial_subject.dwi, axial_subject.mask.data, 2, style="own", noise=added_noise(4, 2)).tensor
+    t = np.asarray(lr.data)
+    found = gradient_scores(lr, np.any(t != 0, axis=-1) & ~tensors.negligible(t), seeds=inputs.FRAME_SEEDS)
+    assert found.suspect is not None  # the case: iqt fit's rule alone names a frame (check_frame's brain and seeds)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert inputs.check_frame(lr) == "ok"
+    assert not [w for w in said if "mirrored" in str(w.message)]

@@ -136,6 +136,35 @@ def read_map_record(text) -> str | None:
     return m["key"] if m is not None and m["key"] in MAP_UNITS else None
 
 
+SUPPORT_KEY = "iqt_support"  # a NIfTI comment extension {"iqt_support": ...} and a NRRD field of that name
+SUPPORTS = ("estimated",)  # the meta["support"] values recorded (dmri.dti.ESTIMATED_SUPPORT)
+
+
+def recorded_support(meta: dict) -> str | None:
+    """The support an output records: "estimated" where it was kept to a brain estimated from a whole-field fit's
+    tensors (meta["support"], set by Method.predict); `iqt track` reads it to say that the output reaches beyond the
+    brain, which the brain told from the MD alone had said of masked fits' outputs too (docs/command-line.md, iqt
+    track); None for any other tensor."""
+    support = meta.get("support")
+    return support if support in SUPPORTS else None
+
+
+def support_json(meta: dict) -> str | None:
+    """`recorded_support` as a NIfTI comment extension's text ({"iqt_support": "estimated"}); None where none."""
+    support = recorded_support(meta)
+    return None if support is None else json.dumps({SUPPORT_KEY: support}, separators=(",", ":"))
+
+
+def read_support(text) -> str | None:
+    """The support a `support_json` text records; None for any other text."""
+    try:
+        found = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    support = found.get(SUPPORT_KEY) if isinstance(found, dict) else None
+    return support if support in SUPPORTS else None
+
+
 # ---------------------------------------------------------------- the run that wrote a file
 
 # the record of the `iqt` command under way (apps/cli `_run`), per run as the all-or-none stage is (fileio/paths.py);

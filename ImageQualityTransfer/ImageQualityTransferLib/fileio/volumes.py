@@ -19,6 +19,7 @@ from ..core.volume import Volume, voxel_sizes
 from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
                         sidecar_slices)
 from .nifti import (
+    add_support_record,
     check_finite,
     header_codes,
     is_nrrd,
@@ -29,6 +30,7 @@ from .nifti import (
     run_record_of,
     save_nifti,
     set_orientation,
+    support_of,
 )
 from . import slices
 from .writing import atomic_write
@@ -254,6 +256,9 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made
+    support = support_of(img)
+    if support is not None:
+        meta["support"] = support
     remember_codes(img.affine, header_codes(img))
     slices.warn_if_gapped(path, img.affine, slices.from_sidecar(path, img.affine)
                           or slices.from_record(run_record_of(path), img.affine))
@@ -430,6 +435,7 @@ def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -
         descrip = made_by(vol.meta, vol.affine, order)  # another tool's order recorded: read back without --tensor-order
         if descrip:
             img.header["descrip"] = descrip.encode("ascii")
+        add_support_record(img, vol.meta)  # an output kept to an estimated brain: `iqt track` reads it
         set_orientation(img, vol.affine)
         save_nifti(img, tmp)
 

@@ -64,8 +64,8 @@ def run(args):
     dti = without_tiny_background(dti, whole)
     check_tensor_input(dti)  # the file named, and the order that reads it where another one does
     mask = fileio.load_mask_refined(args.mask, dti, "the tensor grid") if args.mask else None
-    if mask is None and (whole or dti.meta.get("made_by")):  # a fit over the whole field, or upsample's output of one
-        warn_whole_field(dti, args.input)
+    if mask is None:  # a fit over the whole field, or upsample's output of one as its header records it
+        warn_whole_field(dti, args.input, whole)
     check_seed_grid(args.seeds, seeds, dti, args.input)
     s = s.resolved(tractography.tensor_support(dti), dti.affine).check()  # lengths not given scaled to the brain
     line = tractography.scaling_line(s)
@@ -84,17 +84,29 @@ def run(args):
     say(f"wrote {', '.join(map(str, [out, *extra]))}: {counted(len(lines), 'streamline')} from {counted(len(points), 'seed')}{said}")
 
 
-def warn_whole_field(dti, input_path) -> None:
-    """One warning where the tensors cover the whole field of view (fitted without a brain mask: `iqt degrade --style
-    unmasked`, dtifit without -m) and no --mask is given: seeds in the scalp and the background's noise fits, whose FA
-    is anything, seeded and carried streamlines there, 37 % of their points outside the brain on the 3 mm ortho dev
-    scan's unmasked fit, without a word (a tractography audit). Said where a brain can be told from the tensors' MD
-    (methods.inputs.brain_within_box, as iqt upsample keeps its output to it), where more than BEYOND_BRAIN of the
-    filled voxels lie outside it: upsample's output of such a fit, kept to the brain and the tissue-like fits around it,
-    is not a whole field and had gone unsaid (a review: 13-25 % outside on three subjects' outputs, at most 5.1 % on 9
-    masked ones). Asked of a whole field or an upsampled output only: a masked phantom fit's CSF layer read 32 % outside
-    the brain told from MD."""
+def warn_whole_field(dti, input_path, whole: bool) -> None:
+    """One warning where no --mask is given and the tensors reach beyond the brain: fitted without a brain mask (`iqt
+    degrade --style unmasked`, dtifit without -m; `whole`: methods.inputs.whole_field) or upsampled from such a fit
+    (its header records the brain estimated from the tensors' MD that iqt upsample kept it to, with the fits around it:
+    records.recorded_support). Seeds in the scalp and the background's noise fits, whose FA is anything, seeded and
+    carried streamlines there, 37 % of their points outside the brain on the 3 mm ortho dev scan's unmasked fit,
+    without a word (a tractography audit). A whole field is said where more than BEYOND_BRAIN of its filled voxels lie
+    outside the brain told from its MD (methods.inputs.brain_within_box); an output is not judged by that share, which
+    read 15-47 % on upsampled masked fits of real scans at SNR 5-10 and on a clean one (docs/command-line.md, iqt
+    track), nor is a masked fit: its CSF layer reads outside the brain told from MD."""
     from ...core.errors import IQTWarning
+    from ...dmri.dti import ESTIMATED_SUPPORT
+
+    if dti.meta.get("support") == ESTIMATED_SUPPORT:
+        warnings.warn(f"{input_path}: the tensors reach beyond the brain: iqt upsample made them from a fit without a "
+                      "brain mask and kept them to the brain estimated from the tensors' MD with the scalp and "
+                      "background fits around it (as the file's header records), and no --mask was given: streamlines "
+                      "seeded or passing there are tracked through the scalp and the background's noise fits; give "
+                      "--mask with a brain mask (on this grid or the low-res one) to keep them in the brain",
+                      IQTWarning, stacklevel=2)
+        return
+    if not whole:
+        return
     from ...methods.inputs import brain_within_box
 
     brain = brain_within_box(dti)
@@ -112,7 +124,7 @@ def warn_whole_field(dti, input_path) -> None:
                   f"give --mask with a brain mask to keep them in the brain", IQTWarning, stacklevel=2)
 
 
-BEYOND_BRAIN = 0.10  # of a tensor file's filled voxels outside the brain told from its MD (warn_whole_field)
+BEYOND_BRAIN = 0.10  # of a whole-field fit's filled voxels outside the brain told from its MD (warn_whole_field)
 
 
 def check_seed_grid(path, seeds, dti, input_path) -> None:

@@ -108,3 +108,32 @@ def test_a_brain_in_m2_per_s_with_a_few_voxels_above_is_still_named_another_unit
         t[i, j, k] = np.asarray(f32.data)[i, j, k] * 2  # a few voxels in mm^2/s
     with pytest.raises(IQTError, match="1e6"):
         check_tensor_input(f32.replace(data=t.astype(np.float32)))
+
+
+def test_a_small_roi_stored_as_int16_is_read_with_its_intercept_as_background(pair, tmp_path):
+    """A masked fit whose brain is a small ROI (here 1.4 % of the field) stored as int16 with an intercept of +1.2e-8
+    had been refused as 'not in mm^2/s ... multiply them by 1e5', which would ruin it, while its float copy ran (a
+    review: spheres cut from a training scan's fit, 3.9 % and 1.2 %): its background is one repeated tensor, a fill."""
+    from ImageQualityTransferLib.methods.inputs import check_tensor_input, without_tiny_background
+
+    f32, _, mask = pair
+    img = nib.load(f32)
+    t = np.asarray(img.dataobj, np.float64)
+    inside = np.asarray(mask.data, bool)
+    ijk = np.indices(inside.shape)
+    c = np.array(np.nonzero(inside)).mean(axis=1)
+    roi = inside & (((ijk - c[:, None, None, None]) ** 2).sum(0) <= 3.5**2)  # a sphere in the brain
+    assert 0 < roi.mean() < 0.05
+    t = np.where(roi[..., None, None], t, 0)
+    slope, inter = float(np.abs(t).max()) / 30000, 1.2e-8
+    raw = np.round((t - inter) / slope).astype(np.int16)
+    raw[~roi] = 0  # the background comes back as the intercept
+    out = nib.Nifti1Image(raw, img.affine, img.header)
+    out.header.set_data_dtype(np.int16)
+    out.header.set_slope_inter(slope, inter)
+    nib.save(out, tmp_path / "roi.nii.gz")
+    back = fileio.load_tensor(tmp_path / "roi.nii.gz")
+    assert np.all(np.asarray(back.data)[~roi] != 0)  # the case: no exact zero outside the ROI
+    check_tensor_input(back)
+    kept = np.any(np.asarray(without_tiny_background(back).data) != 0, axis=-1)
+    assert np.array_equal(kept, roi)

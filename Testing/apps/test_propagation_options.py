@@ -37,8 +37,8 @@ def test_the_maps_cover_every_voxel_the_prediction_fills(lowres, tmp_path, capsy
 
     t = fileio.load_tensor(tmp_path / "o.nii.gz").data
     spread = filled & (tensors.fa(t) < 0.99)  # every sample of a voxel whose FA is clipped at 1 reads 1: no spread
-    diffusing = filled & (tensors.md(t) > 0)  # md_mean reads 0 where every sample's MD fell below zero (none diffuses)
-    for name, where, share in (("md_std", filled, 0.99), ("md_mean", diffusing, 0.99), ("fa_std", spread, 0.9)):
+    diffusing = filled & (tensors.md(t) > 0)  # md_mean reads 0 where the prediction's MD, or 3 samples' mean, is <= 0
+    for name, where, share in (("md_std", filled, 0.99), ("md_mean", diffusing, 0.95), ("fa_std", spread, 0.9)):
         m = fileio.load_scalar(tmp_path / f"o_{name}.nii.gz").data
         assert (m[where] != 0).mean() > share, name  # before: 0.385 of them (the mask's blocks)
         assert not m[~filled].any(), name

@@ -6,10 +6,13 @@ stays, and a run that fails keeps them."""
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps import cli
@@ -300,4 +303,31 @@ def test_an_earlier_visitation_given_as_the_mask_of_a_run_without_tracts_is_refu
                      "--mask", str(folder / "visitation.nii.gz"), "--no-tracts"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "visitation.nii.gz" in err and "earlier run's" in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("given", ["a hard link elsewhere", "its name in capitals"])
+def test_an_earlier_visitation_given_under_another_name_as_the_mask_is_refused(tmp_path, capsys, given):
+    """The refusal above had compared real paths only, where `Outputs.check` also takes a hard link for its input and a
+    name differing in case for one file (macOS's and Windows's disks): `--mask P/Visitation.nii.gz -o P --no-tracts`
+    ran there and removed P/visitation.nii.gz, the input, at the commit. Both are refused, the folder kept as it was."""
+    from ImageQualityTransferLib.fileio.records import run_record
+
+    lr = _small_lr(tmp_path)
+    folder = tmp_path / "P"
+    folder.mkdir()
+    with run_record({"command": "iqt propagate", "options": {"output": str(folder)}}):  # as the earlier run wrote it
+        tensor = fileio.load_tensor(lr)
+        fileio.save_scalar(Volume(np.ones(tensor.shape3, np.float32), tensor.affine, "scalar"), folder / "visitation.nii.gz")
+    if given == "a hard link elsewhere":
+        mask = tmp_path / "mask.nii.gz"
+        os.link(folder / "visitation.nii.gz", mask)
+    else:  # one file where names ignore case; two here, refused alike (as check() refuses such an output)
+        mask = folder / "Visitation.nii.gz"
+        shutil.copyfile(folder / "visitation.nii.gz", mask)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert cli.main(["propagate", lr, "-o", str(folder), "--method", "biqt", "--samples", "2", "--mask", str(mask),
+                     "--no-tracts"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"inputs (as {mask})" in err and "earlier run's" in err, err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

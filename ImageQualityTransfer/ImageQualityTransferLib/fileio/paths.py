@@ -325,6 +325,7 @@ class Outputs:
         self.outputs: list[tuple[Path, str]] = []
         self.data_of: dict[str, Path] = {}  # real path of a data file an input NRRD header names -> that header
         self.sidecar_of: dict[str, Path] = {}  # real path of an input image's JSON sidecar name -> that image
+        self._real: list[tuple[Path, str]] = []  # (input, its real path), as `_input_of` last read them
         self.read(*inputs)
 
     def read(self, *paths) -> "Outputs":
@@ -388,35 +389,49 @@ class Outputs:
         when the outputs are put in place (`all_or_none`: kept if the run fails; outside one, left as it is). Not an
         input of the run, nor one of its outputs; `still(path)`, asked again at the commit, must hold then too (another
         program may have written the path meanwhile). True where it will be removed. Such a stale file that is also
-        an input (`iqt propagate --mask DIR/visitation.nii.gz --no-tracts`) is refused: it would stay beside this run's
-        outputs and pass for one of them (a review of the propagation outputs)."""
+        an input (`iqt propagate --mask DIR/visitation.nii.gz --no-tracts`; as `check` compares, a hard link or a name
+        differing in case only too) is refused: it would stay beside this run's outputs and pass for one of them, or,
+        where names ignore case, be the input removed (reviews of the propagation outputs)."""
         p = Path(path)
         real = os.path.realpath(p)
-        if any(real == os.path.realpath(q) for q in self.inputs) and still is not None and p.is_file() and still(p):
+        src, _ = self._input_of(p)  # as `check` compares: on a disk that ignores case, Visitation.nii.gz is this file
+        if src is not None and still is not None and p.is_file() and still(p):
+            named = "" if os.path.realpath(src) == real else f" (as {self._named(src)})"
             raise IQTError(f"{p}: an earlier run's output, which this run does not write again, is one of this "
-                           "run's inputs: left beside this run's outputs it would pass for one of them; give a copy of "
-                           "it from another folder, or write this run's outputs to another place")
+                           f"run's inputs{named}: left beside this run's outputs it would pass for one of them; give a "
+                           "copy of it (not a link to it) from another folder, or write this run's outputs to another "
+                           "place")
         stage = current()
-        if stage is None or not p.is_file() or any(real == os.path.realpath(q) for q in self.inputs) \
+        if stage is None or not p.is_file() or src is not None \
                 or any(real == os.path.realpath(q) for q, _ in self.outputs):
             return False
         with stage.lock:
             stage.retired.append((p, still))
         return True
 
+    def _input_of(self, p: Path) -> tuple[Path | None, bool]:
+        """The input that the file `p` is, and whether only as names compare on macOS's and Windows's disks (`_folded`):
+        by real path, as a hard link to it (the input it is, not its own name), or by a name differing in case only
+        (on a disk that ignores case, one file). None where none."""
+        if len(self._real) != len(self.inputs):  # inputs read since: their real paths once, not per output
+            self._real = [(q, os.path.realpath(q)) for q in self.inputs]
+        real = os.path.realpath(p)
+        src = next((q for q, r in self._real if r == real), None)
+        if src is None and p.exists():
+            src = next((q for q in self.inputs if _same_file(p, q)), None)
+        if src is not None:
+            return src, False
+        return next((q for q, r in self._real if _folded(r) == _folded(real)), None), True
+
     def check(self) -> None:
         seen, folded = {}, {}
-        ins = {os.path.realpath(p): p for p in self.inputs}
-        ins_folded = {_folded(real): p for real, p in ins.items()}
         for p, what in self.outputs:
             check_not_a_link(p)  # a .nhdr output's data file too (check_output sees the header only)
             real = os.path.realpath(p)
-            src = ins.get(real) or next((q for q in self.inputs if p.exists() and q.exists() and os.path.samefile(p, q)),
-                                        None)  # a hard link to an input: the input it is, not the output's own name
-            if src is not None:
+            src, case_only = self._input_of(p)
+            if src is not None and not case_only:
                 raise IQTError(f"{p}: is an input of this run ({self._named(src)}); write the {what} to another file "
                                f"(inputs are never overwritten)")
-            src = ins_folded.get(_folded(real))
             if src is not None:  # on a disk that ignores case the output would replace the input
                 raise IQTError(f"{p}: differs from the input {self._named(src)} only in {_how(p, src)} the two "
                                f"are one file; write the {what} to another file (inputs are never "

@@ -11,6 +11,7 @@ import pytest
 from helpers import bundle_volume
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.core.volume import Volume
 
 
 def test_a_hard_link_to_an_input_is_refused_naming_the_input(tmp_path):
@@ -289,3 +290,27 @@ def test_the_output_checks_in_the_docs_name_the_data_file_name_refusals():
                  "spaces", "starting with `LIST`", "a `%d` pattern", "the data file the header already at that name "
                  "names"):
         assert said in outputs, said
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["propagate", "{lr}", "-o", "{d}/s1", "--method", "biqt", "--samples", "2", "--mask", "{d}/s1/visitation.nii.gz"],
+     "give another output folder (-o), or a copy of that input from another folder"),
+    (["upsample", "{lr}", "-o", "{d}/hr.nii.gz", "--method", "biqt", "--propagate", "--samples", "2", "--mask",
+      "{d}/hr_visitation.nii.gz"], "give the output another name (-o; its maps are named after it), or a copy of"),
+])
+def test_an_input_at_a_map_name_the_run_makes_is_told_what_can_be_changed(tmp_path, capsys, argv, says):
+    """`iqt propagate --mask s1/visitation.nii.gz -o s1` had been told to "write the propagation visitation to another
+    file", a name -o (a folder) does not give: it says to give another folder, or the input from elsewhere."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    lr = tmp_path / "lr.nii.gz"
+    vol = bundle_volume(shape=(6, 6, 6))
+    fileio.save_tensor(vol, lr)
+    (tmp_path / "s1").mkdir()
+    for mask in ("s1/visitation.nii.gz", "hr_visitation.nii.gz"):
+        fileio.save_scalar(Volume(np.ones(vol.shape3, np.float32), vol.affine, "mask"), tmp_path / mask)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code = main([a.format(lr=lr, d=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is an input of this run" in err and says in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

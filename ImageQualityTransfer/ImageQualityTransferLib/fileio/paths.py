@@ -325,6 +325,7 @@ class Outputs:
         self.outputs: list[tuple[Path, str]] = []
         self.data_of: dict[str, Path] = {}  # real path of a data file an input NRRD header names -> that header
         self.sidecar_of: dict[str, Path] = {}  # real path of an input image's JSON sidecar name -> that image
+        self.instead: dict[Path, str] = {}  # an output -> what to do where it is an input (`add`)
         self._real: list[tuple[Path, str]] = []  # (input, its real path), as `_input_of` last read them
         self.read(*inputs)
 
@@ -352,10 +353,12 @@ class Outputs:
         return f"{q}, the data file of {header}" if header is not None else str(q)
 
     def add(self, path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: bool = False,
-            shipped_ok: bool = False) -> Path:
+            shipped_ok: bool = False, instead: str | None = None) -> Path:
         """`shipped_ok`: the output may lie in the install's model folder (a model 'iqt train' writes there, which
         checks it further); any other output there would replace a shipped model's file (e.g. benchmark --json
-        onto global-linear_x2.json)."""
+        onto global-linear_x2.json). `instead`: what to do where the output is an input, for a name the user did not
+        give (a map in the -o folder: "write the propagation visitation to another file" could not be done)."""
+        instead = instead or f"write the {what} to another file"
         data = nhdr_data_files(path)  # the data file a detached NRRD header output is written beside
         if data:
             check_data_name(path, data[0], what)
@@ -363,8 +366,8 @@ class Outputs:
             real = os.path.realpath(each)
             for q in self.inputs:  # an input named as an output is said as such, before its file type is judged
                 if real == os.path.realpath(q):
-                    raise IQTError(f"{each}{of}: is an input of this run ({self._named(q)}); write the {what} to another "
-                                   f"file (inputs are never overwritten)")
+                    raise IQTError(f"{each}{of}: is an input of this run ({self._named(q)}); {instead} (inputs are "
+                                   f"never overwritten)")
             image = self.sidecar_of.get(real)
             if image is not None:
                 raise IQTError(f"{each}{of}: is the JSON sidecar of the input {image} (its metadata, e.g. BIDS or iqt "
@@ -379,6 +382,7 @@ class Outputs:
             check_data_file(p, data[0], what)
         self.outputs.append((p, what))
         self.outputs.extend((d, f"data file of the {what} {p}") for d in data)
+        self.instead.update({p: instead, **dict.fromkeys(data, instead)})
         stage = current()
         if stage is not None:
             stage.declare(p, *data)
@@ -429,13 +433,13 @@ class Outputs:
             check_not_a_link(p)  # a .nhdr output's data file too (check_output sees the header only)
             real = os.path.realpath(p)
             src, case_only = self._input_of(p)
+            instead = self.instead.get(p) or f"write the {what} to another file"
             if src is not None and not case_only:
-                raise IQTError(f"{p}: is an input of this run ({self._named(src)}); write the {what} to another file "
-                               f"(inputs are never overwritten)")
+                raise IQTError(f"{p}: is an input of this run ({self._named(src)}); {instead} (inputs are never "
+                               f"overwritten)")
             if src is not None:  # on a disk that ignores case the output would replace the input
                 raise IQTError(f"{p}: differs from the input {self._named(src)} only in {_how(p, src)} the two "
-                               f"are one file; write the {what} to another file (inputs are never "
-                               f"overwritten)")
+                               f"are one file; {instead} (inputs are never overwritten)")
             if real in seen:
                 twice = f"as the {seen[real]} and the {what}" if seen[real] != what else f"as two {what}s"
                 raise IQTError(f"{p}: would be written twice in this run ({twice}); give them different names")

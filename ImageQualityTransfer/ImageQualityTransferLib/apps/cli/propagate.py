@@ -7,6 +7,10 @@ from ...fileio.staging import make_folder, say  # 'wrote' lines: printed once th
 from . import options
 
 
+# where an input is at one of the folder's map names: the maps' names are not the user's to change
+INSTEAD = "give another output folder (-o), or a copy of that input from another folder"
+
+
 def add_parsers(sub) -> None:
     sp = sub.add_parser("propagate", help="uncertainty propagation: N high-res samples -> FA/MD mean/std, tract variability")
     sp.add_argument("input", help="low-res tensor volume")
@@ -50,7 +54,7 @@ def run(args):
     earlier = paths.pop("visitation") if args.no_tracts else None  # not written: an earlier run's is retired below
     for key, path in paths.items():
         plan.add(path, fileio.JSON_SUFFIXES if key == "json" else fileio.NIFTI_SUFFIXES, f"propagation {key}",
-                 folder_checked=True)
+                 folder_checked=True, instead=INSTEAD)
     plan.check()
     # another tool's fa_std.nii.gz or a user's own propagation.json in the folder had been written over without a word
     free = "a folder whose maps are free"

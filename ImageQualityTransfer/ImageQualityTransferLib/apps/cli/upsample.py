@@ -12,6 +12,9 @@ from ...fileio.paths import MAP_SUFFIXES, TENSOR_SUFFIXES, with_data_file
 from ...fileio.staging import say  # say: 'wrote' lines, printed once the outputs are in place
 from . import options
 
+# where an input is at a map's name made from the output's (--maps, --propagate): not the user's to change alone
+BESIDE = "give the output another name (-o; its maps are named after it), or a copy of that input from another folder"
+
 
 def add_parsers(sub) -> None:
     sp = sub.add_parser("upsample", help="high-resolution tensors from a low-resolution DTI volume")
@@ -407,8 +410,8 @@ def run(args):
             path = unc_out if key == "std" else unc_out.with_name(f"{s}_{key}{unc_out.name[len(s):]}")
             # NIfTI, or NRRD for Slicer on the tensor NRRD's grid lines (fileio/nrrd.py save_scalar_nrrd)
             unc_paths[key] = plan.add(path, MAP_SUFFIXES, what=f"{key} map")
-    map_paths = {key: plan.add(path, MAP_SUFFIXES, what=f"{key} map") for key, path in maps_paths(out).items()} \
-        if args.maps else {}
+    map_paths = {key: plan.add(path, MAP_SUFFIXES, what=f"{key} map", instead=BESIDE)
+                 for key, path in maps_paths(out).items()} if args.maps else {}
     _refuse_foreign(map_paths.values(), "--maps")
     _not_another_tools_file(out, "-o")
     for path in unc_paths.values():
@@ -420,7 +423,8 @@ def run(args):
         if args.no_tracts:  # no visitation map: an earlier run's is retired (retire_stale_maps), another's stays
             del prop_paths["visitation"]
         for key, path in prop_paths.items():
-            plan.add(path, fileio.JSON_SUFFIXES if key == "json" else MAP_SUFFIXES, f"propagation {key}")
+            plan.add(path, fileio.JSON_SUFFIXES if key == "json" else MAP_SUFFIXES, f"propagation {key}",
+                     instead=BESIDE)
         # a user's own X_fa_std.nhdr had been overwritten and X_visitation.nhdr deleted (a review of the NRRD maps)
         _refuse_foreign([p for key, p in prop_paths.items() if key != "json"], "--propagate")
         refuse_foreign_summary(prop_paths["json"], "--propagate")

@@ -34,7 +34,8 @@ def _bad(tmp_path, kind: str):
     elif kind == "short_bval":
         values = (bad / "dwi.bval").read_text().split()
         (bad / "dwi.bval").write_text(" ".join(values[:-1]) + "\n")
-    elif kind in ("trace", "no_b0", "five_dirs", "one_direction", "b6000"):  # bval/bvec faults the fit's gradient table refuses
+    elif kind in ("trace", "no_b0", "five_dirs", "one_direction", "b6000", "b1000_6000",
+                  "b3051"):  # bval/bvec faults the fit's gradient table refuses
         import numpy as np
 
         b, g = np.loadtxt(bad / "dwi.bval"), np.loadtxt(bad / "dwi.bvec")
@@ -46,6 +47,10 @@ def _bad(tmp_path, kind: str):
             b[7:] = 0
         elif kind == "b6000":  # its one shell relabelled b=6000: a DTI fit there is biased by kurtosis
             b[b > 0] = 6000
+        elif kind == "b1000_6000":  # half its volumes mislabelled b=6000: the lowest shell alone had passed
+            b[np.flatnonzero(b > 0)[::2]] = 6000
+        elif kind == "b3051":  # above 3000 by more than a shell's spread, said as read (it had said "b = 3100")
+            b[b > 0] = 3051
         else:
             g[:, 2:] = g[:, 2:3]
         np.savetxt(bad / "dwi.bval", b[None], fmt="%g")
@@ -61,7 +66,9 @@ def _bad(tmp_path, kind: str):
                                         ("no_b0", "no b=0 volume"),
                                         ("five_dirs", "only 5 diffusion-weighted volumes"),
                                         ("one_direction", "determine only 1 of the tensor's 6 elements"),
-                                        ("b6000", "its lowest diffusion-weighted shell is b = 6000 s/mm^2")])
+                                        ("b6000", "holds b = 6000 s/mm^2, above the 3000"),
+                                        ("b1000_6000", "holds b = 6000 s/mm^2, above the 3000"),
+                                        ("b3051", "holds b = 3051 s/mm^2, above the 3000")])
 def test_a_bad_subject_is_refused_before_any_subject_is_prepared(tmp_path, small_subject, capsys, monkeypatch, kind,
                                                                   said):
     bad = _bad(tmp_path, kind)
@@ -114,3 +121,14 @@ def test_a_training_subject_whose_bvec_looks_like_another_frame_is_said_once(tmp
     said = [line for line in capsys.readouterr().err.splitlines() if "gradient table looks wrong" in line]
     assert code == 0 and len(said) == 1, said
     assert str(bad / "dwi.nii.gz") in said[0] and f"negate the first row (x) of {bvec}" in said[0]
+
+
+def test_the_training_b_check_reads_the_highest_b_as_an_hcp_series_holds_it():
+    """HCP's b = 1000/2000/3000 shells, read as scanned (5, 995 ... 3010), still train; b = 100 + 4000 had passed, the
+    lowest shell alone checked."""
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.dmri.dti import check_training_shells
+
+    check_training_shells([5, 995, 1005, 1990, 2005, 2995, 3000, 3010])
+    with pytest.raises(IQTError, match=r"^dwi.bval: holds b = 4000 s/mm\^2, above the 3000 "):
+        check_training_shells([0, 100, 100, 4000, 4000], "dwi.bval: ")

@@ -162,4 +162,4 @@ def lowres_mask(mask: Volume | None, lr: Volume, r, cover: bool = False) -> Volu
     data = block_majority(mask.data, r)
     if cover:
         data |= (block_average(np.asarray(mask.data, np.float32), r) > 0) & np.any(np.asarray(lr.data) != 0, axis=-1)
-    return lr.replace(data=data, kind="mask")
+    return lr.replace(data=data, kind="mask", meta=mask.meta)  # the mask's file: a warning names it, not the input

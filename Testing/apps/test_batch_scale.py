@@ -538,6 +538,40 @@ def test_a_bug_raised_while_an_emfile_is_handled_as_the_cluster_starts_is_a_bug(
     assert "internal error: TypeError: unsupported operand" in err, err
 
 
+@pytest.mark.parametrize("how", ["ctrl-c held", "client failed"])
+def test_a_local_cluster_started_but_not_handed_over_removes_its_emfile_filter(monkeypatch, how):
+    """A local cluster that started but whose start then ended (a Ctrl-C held through it, or Client(cluster) failing)
+    was closed with its EMFILE filter left on the event loop's loggers for the rest of the process (a review: "asyncio
+    filters before: 0 after: 1"), dropping every later EMFILE traceback, --debug too. Now it is removed with it."""
+    import logging
+    import types
+
+    import distributed
+
+    from ImageQualityTransferLib.apps.batch import dask_client, open_files, scheduler
+
+    closed = []
+    cluster = types.SimpleNamespace(scheduler_address="tcp://127.0.0.1:1", close=lambda: closed.append(True))
+
+    def refused(c):
+        raise OSError("Timed out trying to connect")
+
+    monkeypatch.setattr(dask_client, "_spawn_ignoring_ctrl_c", lambda make: (cluster, how == "ctrl-c held"))
+    monkeypatch.setattr(distributed, "Client", refused)
+    names = ("asyncio", "tornado.application", "tornado.general")
+    before = {n: list(logging.getLogger(n).filters) for n in names}
+    try:
+        with pytest.raises(KeyboardInterrupt if how == "ctrl-c held" else OSError):
+            dask_client.start_client(1, dashboard_address="127.0.0.1:0", quiet=True)
+        assert {n: list(logging.getLogger(n).filters) for n in names} == before
+    finally:
+        for n in names:
+            logging.getLogger(n).filters[:] = before[n]
+    assert closed == [True]
+    assert cluster.scheduler_address not in open_files._KEPT_OFF
+    assert cluster.scheduler_address not in scheduler._OWN_CLUSTERS
+
+
 def test_the_event_loops_emfile_filter_stays_for_the_clusters_life_unless_debug(tmp_path, capsys, monkeypatch):
     """The filter keeping the event loop's EMFILE tracebacks off stderr had been removed once the local cluster had
     started: under ulimit -n 41 with --workers 2 a run printed 40,027 tornado accept_handler tracebacks (a review). It

@@ -85,16 +85,20 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
             if said is None:
                 raise
             raise said from None
+    try:
+        if held:  # a Ctrl-C while the workers started (or one an import had deferred): the run stops here
+            raise KeyboardInterrupt
+        client = Client(cluster)
+    except BaseException:
+        # the EMFILE filter ends with the cluster: left on, it had dropped every later EMFILE traceback of the
+        # process (a review: a Ctrl-C held through the start, or Client(cluster) failing)
+        try:
+            cluster.close()
+        finally:
+            met.remove_filter()
+        raise
     if quiet:
         _KEPT_OFF[cluster.scheduler_address] = met  # kept off stderr for the cluster's life: open_files_met ends it
     if security is not None:
         _OWN_CLUSTERS[cluster.scheduler_address] = security
-    # a task whose workers died is reported per subject (run_cohort); Dask's own ERROR line about it would be a
-    # second, differently worded message on stderr
-    try:
-        if held:  # a Ctrl-C while the workers started (or one an import had deferred): the run stops here
-            raise KeyboardInterrupt
-        return Client(cluster), cluster
-    except BaseException:
-        cluster.close()
-        raise
+    return client, cluster

@@ -1550,18 +1550,35 @@ def test_a_header_whose_grid_its_reader_refuses_leaves_the_choice_of_factors_to_
 def test_a_scheduler_port_out_of_range_is_said_with_the_range():
     """`--scheduler tcp://[::1]:99999` had been tried and said as "cannot connect (... Connection refused)", as if
     a scheduler could listen there: the port's range is said, as for no port (through check_address, which the command
-    runs before connecting: test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so)."""
+    runs before connecting: test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so). The port is quoted: a name
+    for one had read "port port is not 1 to 65535" (a review)."""
     from ImageQualityTransferLib.apps.batch import scheduler
 
     for given, port, form in (("tcp://[::1]:99999", "99999", "tcp://[::1]:8786"),
                               ("tls://[2001:db8::5]:0", "0", "tls://[2001:db8::5]:8786"),
-                              ("host:65536", "65536", "tcp://host:8786"), ("tcp://10.0.0.9:port", "port", "tcp://10.0.0.9:8786")):
+                              ("host:65536", "65536", "tcp://host:8786"), ("tcp://10.0.0.9:port", "port", "tcp://10.0.0.9:8786"),
+                              ("tcp://[::1]:0:", "0:", "tcp://[::1]:8786")):
         with pytest.raises(batch.IQTError) as err:
             scheduler.check_address(given)
-        assert str(err.value) == (f"--scheduler {given}: port {port} is not 1 to 65535; give the scheduler's port, e.g. "
-                                  f"{form} (the default port of 'dask scheduler')"), err.value
+        assert str(err.value) == (f"--scheduler {given}: port '{port}' is not a number from 1 to 65535; give the "
+                                  f"scheduler's port, e.g. {form} (the default port of 'dask scheduler')"), err.value
     assert scheduler.check_address("tcp://[::1]:65535") == "tcp://[::1]:65535"
     assert scheduler.check_address("TCP://10.0.0.9:1") == "tcp://10.0.0.9:1"
+
+
+def test_a_bracketed_ipv6_host_followed_by_other_than_a_colon_is_refused_as_malformed():
+    """The port had been taken as what followed "]" less its first character: `tcp://[::1]8786` passed as port 786
+    (then "cannot connect"), `tcp://[::1]x0` read "port 0 is not 1 to 65535" (a review); an unclosed bracket passed too.
+    Each is now refused as malformed with the form to give."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, form in (("tcp://[::1]8786", "tcp://[::1]:8786"), ("tcp://[::1]x0", "tcp://[::1]:8786"),
+                        ("tls://[2001:db8::5]-8786", "tls://[2001:db8::5]:8786"), ("tcp://[::1", "tcp://[::1]:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == (f"--scheduler {given}: not a scheduler address: an IPv6 host in brackets is followed "
+                                  f"by a colon and the port; give e.g. {form}"), err.value
+    assert scheduler.check_address("tcp://[::1]:8786/x") == "tcp://[::1]:8786/x"
 
 
 def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):

@@ -56,8 +56,14 @@ def check_address(scheduler: str) -> str:
         raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}, "
                        "or the scheduler file 'dask scheduler --scheduler-file' wrote")
     host = loc.split("/", 1)[0]
-    if host.endswith(":") and (host.startswith("[") or host.count(":") == 1):  # a colon, no port after it: said as
-        bare = host[:-1]  # none given (tcp://[::1]: had been "cannot connect (invalid literal for int() ...)")
+    if host.startswith("["):  # the port is what follows "]:" ([::1]8786 had been read as port 786, [::1]x0 as port 0)
+        ip, close, after = host[1:].partition("]")
+        if not close or after and not after.startswith(":"):
+            raise IQTError(f"--scheduler {scheduler}: not a scheduler address: an IPv6 host in brackets is followed by "
+                           f"a colon and the port; give e.g. {proto}://[{ip if _ipv6(ip) else '::1'}]:8786")
+    # a colon, no port after it: said as none given (tcp://[::1]: had been "cannot connect (invalid literal for int()")
+    if host.endswith(":") and (host.endswith("]:") if host.startswith("[") else host.count(":") == 1):
+        bare = host[:-1]
         if not (bare.startswith("[") and bare.endswith("]") and _ipv6(bare[1:-1])):
             raise IQTError(f"--scheduler {scheduler}: no port after the colon; give the scheduler's port, e.g. "
                            f"{proto}://{bare}:8786 (the default port of 'dask scheduler')")
@@ -77,8 +83,8 @@ def check_address(scheduler: str) -> str:
     # a port past 65535 (or 0, or not a number) had been tried and said as "cannot connect (... Connection refused)"
     port = host.partition("]")[2][1:] if host.startswith("[") else host.rpartition(":")[2] if ":" in host else ""
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise IQTError(f"--scheduler {scheduler}: port {port} is not 1 to 65535; give the scheduler's port, e.g. "
-                       f"{proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
+        raise IQTError(f"--scheduler {scheduler}: port {port!r} is not a number from 1 to 65535; give the scheduler's "
+                       f"port, e.g. {proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
     return scheduler
 
 

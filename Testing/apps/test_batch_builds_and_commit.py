@@ -294,6 +294,25 @@ def test_a_linked_table_is_refused_before_any_work_saying_to_unlock_it(tmp_path,
     assert sorted(p.name for p in out.iterdir()) == [".git", table]
 
 
+@pytest.mark.parametrize("to", ["folder", "itself"])
+def test_a_table_linked_to_a_folder_or_to_itself_is_said_so(tmp_path, capsys, to):
+    """qc.tsv a link to a folder had been told to "copy the file over the link", a link to itself "not there (a DataLad
+    or git-annex file not fetched?)" (a review): each is said as what it is, before any work."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    out = helpers.tensor_list(tmp_path)
+    if to == "folder":
+        (tmp_path / "tables").mkdir()
+        (out / "qc.tsv").symlink_to(tmp_path / "tables")
+    else:
+        (out / "qc.tsv").symlink_to("qc.tsv")
+    assert main(["batch", str(tmp_path / "list.txt"), "-o", str(out), "--method", "linear", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = "is a symbolic link to a folder" if to == "folder" else "leads back to itself"
+    assert len(err) == 1 and said in err[0] and "datalad" not in err[0] and "copy the file" not in err[0], err
+    assert (out / "qc.tsv").is_symlink() and sorted(p.name for p in out.iterdir()) == ["qc.tsv"]
+
+
 def test_an_output_folder_under_a_file_says_the_folder_cannot_be_made(tmp_path, capsys):
     """`-o afile/deriv`, afile a plain file: the table's read check had said "qc.tsv: the cohort's QC table cannot be
     read (Not a directory) ..." (a review); the folder's own line is said, as before that check came in."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import shlex
@@ -558,17 +559,28 @@ def _absolute_item(item):
 def _table_not_a_link(path) -> None:
     """A QC table or page that is a symbolic link (a DataLad or git-annex file) is refused with what to do there:
     fileio/paths.py check_not_a_link's "give the file's own path, or remove the link" fits neither (batch takes no path
-    for it; removed, the earlier runs' rows are lost)."""
+    for it; removed, the earlier runs' rows are lost). A link to a folder or to itself says so (a review: they had been
+    told to copy the file over the link, or to fetch it with DataLad)."""
     try:
         target = os.readlink(path)
     except OSError:  # not a link, not there, or under a file (the output folder's check says so)
         return
     q = shlex.quote(str(path))
     what = "QC table" if path.name == "qc.tsv" else "QC page"
+    begun = " (a new table is begun)" if what == "QC table" else ""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # it leads back to itself: no file anywhere to unlock or fetch
+            raise IQTError(f"{path}: the cohort's {what} is a symbolic link (to {target}) that leads back to itself, "
+                           f"no file: remove the link{begun}, then rerun") from None
+    if path.is_dir():  # no file to unlock or copy over it
+        raise IQTError(f"{path}: the cohort's {what} is a symbolic link to a folder ({target}), not a file: move the "
+                       f"link away{begun}, then rerun")
     if not path.exists():  # a DataLad/git-annex file whose content is not here
         raise IQTError(f"{path}: the cohort's {what} is a symbolic link to {target}, which is not there (a DataLad or "
                        f"git-annex file not fetched?): fetch and unlock it (datalad get {q}, then datalad unlock {q}), or "
-                       f"move the link away{' (a new table is begun)' if what == 'QC table' else ''}, then rerun")
+                       f"move the link away{begun}, then rerun")
     raise IQTError(f"{path}: the cohort's {what} is a symbolic link (to {target}), perhaps a DataLad or git-annex file, "
                    f"and a run writes it again with the earlier runs' rows: unlock it (datalad unlock {q}, or git annex "
                    f"unlock {q}) or copy the file over the link, then rerun")

@@ -245,9 +245,10 @@ def view_for_node(node) -> str:
 
 
 def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = False, bottom_px: float = 0) -> None:
-    """A slice in `orientation` through the centre of `volume`, field of view fitted to its extent (the view's
-    aspect kept); with `legend`, a strip on the right kept free for the colour legend (`legend_room`); `bottom_px`
-    pixels at the bottom kept free (the browser page's slice slider lies over them: apps/view/viewer.py)."""
+    """A slice in `orientation` through the centre of `volume`'s data (an axial one at `axial_level`), field of view
+    fitted to its extent (the view's aspect kept); with `legend`, a strip on the right kept free for the colour legend
+    (`legend_room`); `bottom_px` pixels at the bottom kept free (the browser page's slice slider lies over them:
+    apps/view/viewer.py)."""
     slice_node_.SetOrientation(orientation)
     fov_x, fov_y, centre = fitted_view(slice_node_, volume, slice_node_.GetDimensions(), legend, bottom_px)
     slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
@@ -262,9 +263,11 @@ def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: floa
     centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
     m = slice_node_.GetSliceToRAS()
     normal = np.array([m.GetElement(i, 2) for i in range(3)])
-    brain = brain_centre(volume)
-    if brain is not None:  # the slice through the brain's centre; the view's extent still the data's
-        centre = centre + normal * float(normal @ (brain - centre))
+    level = axial_level(volume)
+    if level is not None:  # an axial slice that level, in the data's middle half (a slab); sagittal, coronal: unmoved
+        quarter = (bounds[5] - bounds[4]) / 4
+        target = np.array([centre[0], centre[1], np.clip(level, bounds[4] + quarter, bounds[5] - quarter)])
+        centre = centre + normal * float(normal @ (target - centre))
     across, up = PLANE_AXES[slice_node_.GetOrientation()] if slice_node_.GetOrientation() in PLANE_AXES else (0, 1)
     width, height = bounds[2 * across + 1] - bounds[2 * across], bounds[2 * up + 1] - bounds[2 * up]
     aspect = dims[0] / dims[1] if dims[1] else 1.0
@@ -278,7 +281,7 @@ def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: floa
                           - screen_up * low * fov_y / 2)
 
 
-_bounds_read: dict = {}  # volume node's address -> (its image's modified time, data_bounds)
+_bounds_read: dict = {}  # volume node's address -> (its image's modified time and IJKToRAS, data_bounds)
 
 
 def data_bounds(volume) -> list[float]:
@@ -292,7 +295,8 @@ def data_bounds(volume) -> list[float]:
     array = point_data.GetTensors() or point_data.GetScalars() if point_data is not None else None
     if array is None:
         return whole
-    key, stamp = volume.GetID() or str(id(volume)), (image.GetMTime(), array.GetMTime())
+    m = mrml.node_affine(volume)
+    key, stamp = volume.GetID() or str(id(volume)), (image.GetMTime(), array.GetMTime(), m.tobytes())
     if key in _bounds_read and _bounds_read[key][0] == stamp:
         return list(_bounds_read[key][1])
     from vtk.util.numpy_support import vtk_to_numpy
@@ -302,7 +306,6 @@ def data_bounds(volume) -> list[float]:
     k, j, i = np.nonzero(np.any(values != 0, axis=-1))
     if not len(i):
         return whole
-    m = mrml.node_affine(volume)
     ras = m[:3, :3] @ np.stack([i, j, k]).astype(float) + m[:3, 3:4]
     half = np.abs(m[:3, :3]).sum(axis=1) / 2  # a voxel's half extent along R, A, S
     low, high = ras.min(axis=1) - half, ras.max(axis=1) + half
@@ -311,32 +314,37 @@ def data_bounds(volume) -> list[float]:
     return bounds
 
 
-_centre_read: dict = {}  # volume node's address -> (its image's modified time, brain_centre)
-CENTRE_GRID = 200_000  # voxels at most that brain_centre reads (every 3rd voxel of a 164x164x96 output)
+_level_read: dict = {}  # volume node's address -> (its image's modified time and IJKToRAS, axial_level)
+OPEN_BELOW_WHITE_MATTER_TOP_MM = 40.0  # the corpus callosum's level on the 3 mm axial dev scan (docs/slicer.md)
 
 
-def brain_centre(volume) -> np.ndarray | None:
-    """RAS centre of the brain's white matter in a tensor volume node (dmri.dti.white_matter_centre, on every n-th voxel
-    up to CENTRE_GRID), where the views open: the data's box centre had opened the axial view of the sagittal AP dev
-    scan's masked input (its b0 mask down the neck) at S -47.6, its unmasked input's at -31.3. None for a node without
-    tensors or where no white matter is found (the data's centre is used)."""
+def axial_level(volume) -> float | None:
+    """S (RAS mm) an axial view of a tensor volume node opens on: OPEN_BELOW_WHITE_MATTER_TOP_MM below the top of its
+    white matter (dmri.dti.white_matter_top), not the data's box centre, which a b0 mask down the neck (the sagittal
+    dev scans') put 11-16 mm lower than the same scan unmasked did (docs/slicer.md). None for a node without tensors or where no
+    white matter is found (the box centre is used)."""
     image = volume.GetImageData() if hasattr(volume, "GetImageData") else None
     array = image.GetPointData().GetTensors() if image is not None else None
     if array is None or array.GetNumberOfComponents() != 9:
         return None
-    key, stamp = volume.GetID() or str(id(volume)), (image.GetMTime(), array.GetMTime())
-    if key in _centre_read and _centre_read[key][0] == stamp:
-        return _centre_read[key][1]
+    affine = mrml.node_affine(volume)
+    key, stamp = volume.GetID() or str(id(volume)), (image.GetMTime(), array.GetMTime(), affine.tobytes())
+    if key in _level_read and _level_read[key][0] == stamp:
+        return _level_read[key][1]
     from vtk.util.numpy_support import vtk_to_numpy
 
-    from ..dmri.dti import white_matter_centre
+    from ..core import tensors
+    from ..dmri.dti import WHITE_MATTER_OPENED_MM, white_matter_top
 
     dims = image.GetDimensions()
-    step = max(1, int(np.ceil((np.prod(dims) / CENTRE_GRID) ** (1 / 3))))
-    t = vtk_to_numpy(array).reshape(dims[2], dims[1], dims[0], 3, 3).transpose(2, 1, 0, 3, 4)[::step, ::step, ::step]
-    centre = white_matter_centre(t, mrml.node_affine(volume) @ np.diag([step, step, step, 1.0]))
-    _centre_read[key] = (stamp, centre)
-    return centre
+    # every n-th voxel along an axis finer than the voxels white_matter_top opens (a 1 mm output read in 2 mm steps)
+    step = np.maximum(1, np.floor(WHITE_MATTER_OPENED_MM / np.linalg.norm(affine[:3, :3], axis=0) + 1e-6)).astype(int)
+    m = vtk_to_numpy(array).reshape(dims[2], dims[1], dims[0], 3, 3).transpose(2, 1, 0, 3, 4)
+    m = m[::step[0], ::step[1], ::step[2]]
+    top = white_matter_top(tensors.from_matrix(m), affine @ np.diag(np.append(step, 1.0)))
+    level = None if top is None else top - OPEN_BELOW_WHITE_MATTER_TOP_MM
+    _level_read[key] = (stamp, level)
+    return level
 
 
 def on_voxel_plane(point, volume, normal) -> np.ndarray:

@@ -20,3 +20,24 @@ def test_an_estimated_support_reads_back_and_no_other_tensor_gains_one(tmp_path,
         vol = Volume(t, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor", meta={**meta, **({"support": support} if support else {})})
         fileio.save_tensor(vol, tmp_path / f"{name}{suffix}")
         assert fileio.load_tensor(tmp_path / f"{name}{suffix}").meta.get("support") == support, name
+
+
+def test_a_record_is_not_trusted_once_the_file_is_masked_again_keeping_its_header(tmp_path):
+    """A user who masks an output again and keeps its header (nibabel's header=img.header) copies the record with it:
+    it counts the voxels the output filled, so the masked file reads as one without a record (a review: `iqt track`
+    warned of a fit without a brain mask on a masked file)."""
+    import nibabel as nib
+
+    t = np.zeros((4, 5, 6, 6), np.float32)
+    t[..., [0, 3, 5]] = 1e-3
+    fileio.save_tensor(Volume(t, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor", meta={"method": "cubic", "factor": 2,
+                                                                             "support": "estimated"}),
+                       tmp_path / "up.nii.gz")
+    img = nib.load(tmp_path / "up.nii.gz")
+    d = np.asarray(img.dataobj)
+    m = np.zeros(d.shape, np.float32)
+    m[1:3, 1:4, 1:5] = 1
+    nib.save(nib.Nifti1Image(d * m, img.affine, header=img.header), tmp_path / "remasked.nii.gz")
+    nib.save(nib.Nifti1Image(d, img.affine, header=img.header), tmp_path / "resaved.nii.gz")
+    assert fileio.load_tensor(tmp_path / "remasked.nii.gz").meta.get("support") is None
+    assert fileio.load_tensor(tmp_path / "resaved.nii.gz").meta.get("support") == "estimated"

@@ -3,10 +3,12 @@ voxel size, the methods offered at those factors, and a through-plane run on a r
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import methods
+from ImageQualityTransferLib import fileio, methods
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.slicer import upsampling
@@ -118,7 +120,7 @@ def test_through_plane_run_on_a_node():
     assert "give --model" not in said and "Advanced > Model file" in said and "'iqt train --method biqt" in said
 
 
-def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(small_subject):
+def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(small_subject, tmp_path):
     """Tensors fitted over the whole field of view (Slicer's DWI to DTI estimation) and no mask node: the output is
     zero outside the brain estimated from the tensors, and the run's note says so on the output node (the module
     shows it in its status line); a second run with a mask clears the note."""
@@ -134,6 +136,13 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(sma
     data = mrml.tensor_volume_from_node(out).data
     assert 0.2 < np.any(data != 0, axis=-1).mean() < 0.8
     assert out.GetAttribute(mrml.SUPPORT_ATTRIBUTE) == "estimated"  # the uncertainty legend scales to the brain by it
+    storage = slicer.vtkMRMLNRRDStorageNode()  # saved from Slicer, the output carries the record `iqt track` reads
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "saved.nrrd"))
+    assert storage.WriteData(out) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fileio.load_tensor(tmp_path / "saved.nrrd").meta.get("support") == "estimated"
     # and each map's floor (legends.brain_of_map): the maps rescaled to the node's unit (µm²/ms) had lost the mark
     maps = processing.run_on_nodes(scene, node, "rf", 2)["uncertainties"]
     assert {k: m.GetAttribute(mrml.SUPPORT_ATTRIBUTE) for k, m in maps.items()} == {k: "estimated" for k in maps}

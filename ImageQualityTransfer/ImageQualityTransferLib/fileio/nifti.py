@@ -76,23 +76,24 @@ def _is_run_record(ext, key: str) -> bool:
     return ext.get_code() == 6 and isinstance(content, bytes) and content.startswith(b'{"' + key.encode() + b'"')
 
 
-def add_support_record(img, meta: dict) -> None:
+def add_support_record(img, meta: dict, data) -> None:
     """An output's support as Method.predict set it (records.support_json: kept to a brain estimated from a
     whole-field fit) as a comment extension, beside the run's record; nothing for any other tensor."""
     from .records import support_json
 
-    text = support_json(meta)
+    text = support_json(meta, data)
     if text is not None:
         img.header.extensions.append(nibabel_lib().nifti1.Nifti1Extension("comment", text.encode("ascii")))
 
 
-def support_of(img) -> str | None:
-    """The support `add_support_record` recorded in a NIfTI header (records.read_support), or None."""
+def support_of(img, data) -> str | None:
+    """The support `add_support_record` recorded in a NIfTI header, while `data` (its tensors as read) fills the voxels
+    it counted (records.read_support), or None."""
     from .records import SUPPORT_KEY, read_support
 
     for ext in img.header.extensions:
         if _is_run_record(ext, SUPPORT_KEY):
-            return read_support(ext.get_content().decode("ascii", "replace"))
+            return read_support(ext.get_content().decode("ascii", "replace"), data)
     return None
 
 

@@ -37,7 +37,7 @@ from ..core.errors import IQTError
 from ..core.volume import Volume
 from .paths import DataNameError, check_data_name, nhdr_data_files, not_a_file, nrrd_data_file
 from .writing import atomic_write
-from .records import RUN_KEY, SUPPORT_KEY, SUPPORTS, made_by, read_made_by, recorded_support, run_json
+from .records import RUN_KEY, SUPPORT_KEY, made_by, read_made_by, read_support, run_json, support_json
 
 TENSOR_KINDS = {
     "3d-symmetric-matrix": 6,
@@ -452,8 +452,9 @@ def load_tensor_nrrd(path) -> Volume:
     made = read_made_by(hdr[MADE_BY_KEY], affine) if MADE_BY_KEY in hdr else None
     if made is not None:
         meta["made_by"], meta["made_at"] = made
-    if str(hdr.get(SUPPORT_KEY, "")).strip() in SUPPORTS:  # an output kept to an estimated brain (records.recorded_support)
-        meta["support"] = str(hdr[SUPPORT_KEY]).strip()
+    support = read_support(str(hdr.get(SUPPORT_KEY, "")).strip(), data6)  # an output kept to an estimated brain, still
+    if support is not None:  # filling the voxels it counted (records.read_support; the Slicer module sets the field too)
+        meta["support"] = support
     from . import slices
 
     slices.warn_if_gapped(path, affine, slices.from_nrrd_file(path, hdr, affine, domain))
@@ -511,7 +512,7 @@ def _header(vol: Volume, encoding: str, data_file: str | None = None) -> bytes:
     ]
     # the method and factors, as a NIfTI output's descrip holds them (read back by `iqt evaluate`)
     lines += _records(made_by(vol.meta, vol.affine), data_file)
-    support = recorded_support(vol.meta)  # an output kept to an estimated brain, as a NIfTI's extension records it
+    support = support_json(vol.meta, vol.data)  # an output kept to an estimated brain, as a NIfTI's extension records it
     if support is not None:
         lines.append(f"{SUPPORT_KEY}:={support}")
     return ("\n".join(lines) + "\n\n").encode("ascii")

@@ -149,20 +149,33 @@ def recorded_support(meta: dict) -> str | None:
     return support if support in SUPPORTS else None
 
 
-def support_json(meta: dict) -> str | None:
-    """`recorded_support` as a NIfTI comment extension's text ({"iqt_support": "estimated"}); None where none."""
+def filled_voxels(data) -> int:
+    """The voxels holding any non-zero tensor element: what a support record counts, so that a file masked again
+    after it was written (its header kept) no longer reads as the output the record describes."""
+    return int(np.any(np.asarray(data) != 0, axis=-1).sum())
+
+
+def support_json(meta: dict, data) -> str | None:
+    """`recorded_support` as a record's text ({"iqt_support": "estimated", "filled": n}, n the output's
+    `filled_voxels`), for a NIfTI comment extension and a NRRD field; None where none."""
     support = recorded_support(meta)
-    return None if support is None else json.dumps({SUPPORT_KEY: support}, separators=(",", ":"))
+    return None if support is None else json.dumps({SUPPORT_KEY: support, "filled": filled_voxels(data)},
+                                                    separators=(",", ":"))
 
 
-def read_support(text) -> str | None:
-    """The support a `support_json` text records; None for any other text."""
+def read_support(text, data) -> str | None:
+    """The support a `support_json` text records, while `data` still fills the voxels it counted; None for any other
+    text, and where the tensors were masked or edited since (a header kept by nibabel over new data)."""
     try:
         found = json.loads(text)
     except (TypeError, ValueError, RecursionError):
         return None
-    support = found.get(SUPPORT_KEY) if isinstance(found, dict) else None
-    return support if support in SUPPORTS else None
+    if not isinstance(found, dict) or found.get(SUPPORT_KEY) not in SUPPORTS:
+        return None
+    filled = found.get("filled")
+    if not isinstance(filled, int) or isinstance(filled, bool) or filled != filled_voxels(data):
+        return None
+    return found[SUPPORT_KEY]
 
 
 # ---------------------------------------------------------------- the run that wrote a file

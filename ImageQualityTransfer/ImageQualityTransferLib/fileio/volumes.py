@@ -256,7 +256,7 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made
-    support = support_of(img)
+    support = support_of(img, data)
     if support is not None:
         meta["support"] = support
     remember_codes(img.affine, header_codes(img))
@@ -435,7 +435,7 @@ def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -
         descrip = made_by(vol.meta, vol.affine, order)  # another tool's order recorded: read back without --tensor-order
         if descrip:
             img.header["descrip"] = descrip.encode("ascii")
-        add_support_record(img, vol.meta)  # an output kept to an estimated brain: `iqt track` reads it
+        add_support_record(img, vol.meta, vol.data)  # an output kept to an estimated brain: `iqt track` reads it
         set_orientation(img, vol.affine)
         save_nifti(img, tmp)
 

@@ -7,6 +7,7 @@ from . import mrml
 from ..core import grid
 from ..core.errors import IQTError
 from ..core.volume import Volume
+from ..fileio.records import SUPPORT_KEY, support_json
 
 COMPARISON_METHOD = "cubic"  # the interpolation shown beside every result
 
@@ -86,6 +87,11 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
         node.SetAttribute(mrml.SUPPORT_ATTRIBUTE, vol.meta["support"])
     else:
         node.RemoveAttribute(mrml.SUPPORT_ATTRIBUTE)
+    record = support_json(vol.meta, vol.data) if vol.kind == "tensor" else None  # Slicer saves a node's attributes as
+    if record is not None:  # NRRD fields: a saved output carries the record `iqt track` reads (fileio/nrrd.py)
+        node.SetAttribute(SUPPORT_KEY, record)
+    else:
+        node.RemoveAttribute(SUPPORT_KEY)
     model = model_words(vol.meta)
     if model:
         node.SetAttribute(mrml.MODEL_ATTRIBUTE, model)

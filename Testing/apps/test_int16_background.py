@@ -110,10 +110,12 @@ def test_a_brain_in_m2_per_s_with_a_few_voxels_above_is_still_named_another_unit
         check_tensor_input(f32.replace(data=t.astype(np.float32)))
 
 
-def test_a_small_roi_stored_as_int16_is_read_with_its_intercept_as_background(pair, tmp_path):
+@pytest.mark.parametrize("jitter", [0.0, 0.05])
+def test_a_small_roi_stored_as_int16_is_read_with_its_intercept_as_background(pair, tmp_path, jitter):
     """A masked fit whose brain is a small ROI (here 1.4 % of the field) stored as int16 with an intercept of +1.2e-8
     had been refused as 'not in mm^2/s ... multiply them by 1e5', which would ruin it, while its float copy ran (a
-    review: spheres cut from a training scan's fit, 3.9 % and 1.2 %): its background is one repeated tensor, a fill."""
+    review: spheres cut from a training scan's fit, 3.9 % and 1.2 %): its background is one repeated tensor, a fill,
+    within one stored step (a background of +-1 raw steps, `jitter` of its elements, had been refused again)."""
     from ImageQualityTransferLib.methods.inputs import check_tensor_input, without_tiny_background
 
     f32, _, mask = pair
@@ -127,7 +129,9 @@ def test_a_small_roi_stored_as_int16_is_read_with_its_intercept_as_background(pa
     t = np.where(roi[..., None, None], t, 0)
     slope, inter = float(np.abs(t).max()) / 30000, 1.2e-8
     raw = np.round((t - inter) / slope).astype(np.int16)
-    raw[~roi] = 0  # the background comes back as the intercept
+    rng = np.random.default_rng(0)
+    n = int((~roi).sum())
+    raw[~roi] = np.where(rng.random((n,) + raw.shape[3:]) < jitter, rng.choice([-1, 1], (n,) + raw.shape[3:]), 0)
     out = nib.Nifti1Image(raw, img.affine, img.header)
     out.header.set_data_dtype(np.int16)
     out.header.set_slope_inter(slope, inter)

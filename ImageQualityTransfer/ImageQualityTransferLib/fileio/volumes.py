@@ -253,6 +253,8 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     if frame is not None:
         data = tensors.rotate(data, frame)
     meta = {"path": str(path), "order": file_order, "five_d": len(shape) == 5}
+    if img.get_data_dtype().kind in "iu":  # one stored step in mm^2/s: an int16 background's jitter (methods/inputs.py)
+        meta["step"] = abs(float(img.header.get_slope_inter()[0] or 1.0))
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made

@@ -94,16 +94,17 @@ def _negligible_zeroed(lr: Volume) -> Volume:
     if not tiny.any():
         return lr
     filled = int(np.any(t != 0, axis=-1).sum())
-    if filled - int(tiny.sum()) < BRAIN_BESIDE_TINY * filled and not _one_fill(t[tiny]):
+    if filled - int(tiny.sum()) < BRAIN_BESIDE_TINY * filled and not _one_fill(t[tiny], lr.meta.get("step", 0.0)):
         return lr
     return lr.replace(data=np.where(tiny[..., None], 0, t).astype(t.dtype, copy=False))
 
 
-def _one_fill(t: np.ndarray) -> bool:
-    """Whether FILL_SHARE of tensors `t` (n, 6) are one tensor, within FILL_RTOL of its largest element: a fill or an
-    int16 intercept, not a brain's varied tensors."""
+def _one_fill(t: np.ndarray, step: float = 0.0) -> bool:
+    """Whether FILL_SHARE of tensors `t` (n, 6) are one tensor, within FILL_RTOL of its largest element or one stored
+    `step` of an integer file (its scl_slope: a background of +-1 raw steps around an int16 intercept, far wider than
+    1e-3 of it, had been refused as another unit): a fill or an int16 intercept, not a brain's varied tensors."""
     ref = np.median(t, axis=0)
-    tol = FILL_RTOL * float(np.abs(ref).max())
+    tol = max(FILL_RTOL * float(np.abs(ref).max()), step)
     return tol > 0 and bool((np.abs(t - ref) <= tol).all(axis=-1).mean() >= FILL_SHARE)
 
 

@@ -158,6 +158,9 @@ FRAME_MIN_SLICES = 8
 FRAME_SHORT_STEPS = 2.0
 FRAME_NOISY_RATIO = 1.25
 FRAME_AXIS_FLIPS = ("x-flipped", "y-flipped", "z-flipped")  # dmri/gradcheck.py candidates' keys
+# check_frame's verdict where the noisy-fit rule set a winner aside: undecided, not "ok" (on x/y-swapped noisy 1,1,3
+# inputs 4 of 6 such winners named the real fault); iqt batch's QC table shows it as neither ok nor failed
+FRAME_NOISE = "not judged (noise)"
 
 
 def frame_judged(box, voxel_size) -> bool:
@@ -175,8 +178,9 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
     than as read: `iqt fit`'s gradient-table check (dmri/gradcheck.py gradient_scores, the same candidates and
     WARN_RATIO) on the tensors, read in the input's brain (its non-zero voxels, or the brain estimated from a
     whole-field fit). A heuristic: the input runs as read. Returns the suspected correction's key, "ok" where the
-    check judged the frame and found none better, or None where it could not judge (a slab, `frame_judged`; too little
-    white matter), which `iqt batch` records in its QC table (apps/batch/subject.py frame_record)."""
+    check judged the frame and found none better, FRAME_NOISE (no warning) where only a winner the noisy-fit rule set
+    aside beat it, or None where it could not judge (a slab, `frame_judged`; too little white matter), which `iqt
+    batch` records in its QC table (apps/batch/subject.py frame_record)."""
     from ..dmri.gradcheck import gradient_scores
 
     if whole_field(lr):
@@ -194,7 +198,7 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
     key = found.suspect
     if key not in (None, *FRAME_AXIS_FLIPS) and found.ratio <= FRAME_NOISY_RATIO \
             and found.scores[key] < FRAME_SHORT_STEPS * float(np.mean(lr.voxel_size)):  # noise ends them within a step
-        key = None
+        return FRAME_NOISE  # said by no warning, and not "ok": the winner may be the real fault
     if key is None:
         return "ok" if found.judged else None
     c = found.candidates[key]

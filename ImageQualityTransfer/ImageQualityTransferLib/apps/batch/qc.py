@@ -65,7 +65,7 @@ QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "bra
 # the fibres clearly more continuous (x-flipped, rows(y,x,z), scanner-RAS, ...), n/a with too little white matter to
 # judge; n/a for a tensor file (and a subject done before they were recorded), except that bvec_check holds iqt
 # upsample's frame check of a tensor file read in another tool's order (subject.frame_record; "not checked" under
-# --no-frame-check); notes: the subject's warnings, as in its
+# --no-frame-check, "not judged (noise)" where noise ends the streamlines, neither ok nor failed); notes: the subject's warnings, as in its
 # sidecars' Notes (they had reached only stderr and the sidecars: a cohort's table read "done, ok, ok" for a series
 # read as two shells, an input audit); figure: the subject's QC figure (subject.qc_figure) from the table's folder
 
@@ -215,7 +215,9 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "with the fix), n/a with too little white matter to judge; for a tensor file read with --tensor-order fsl, "
             "mrtrix or dipy, or a 5D file iqt did not upsample, the same check of its directions as iqt upsample runs "
             "(not checked: run with "
-            "--no-frame-check; n/a for other tensor files). Outlier: outside median &plusmn; 3 MAD "
+            "--no-frame-check; not judged (noise): noise ends every candidate's streamlines within two voxels and only "
+            "another frame that such noise can favour won, so the table is neither confirmed nor named wrong: check "
+            "it by fitting again from the DWI ('iqt fit' checks it); n/a for other tensor files). Outlier: outside median &plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
             f"volumes only among inputs of one kind. figure: colour FA of the subject's input (by nearest) and output, "
@@ -241,12 +243,13 @@ def _rows(n: int) -> str:
 
 def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     """The columns of QC row `row` whose check of the input failed: a gradient table or b0 check other than ok (n/a:
-    not judged; not checked: --no-frame-check), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
+    not judged; not checked: --no-frame-check; not judged (noise): methods.inputs.FRAME_NOISE), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
     (not where they were `excluded` from the fit: --exclude-outliers), every other volume disagreeing (never left out)."""
     from ...dmri.motion import B0_SHIFT_VOXELS
+    from ...methods.inputs import FRAME_NOISE
 
     at = {c: row[i] for i, c in enumerate(QC_COLUMNS)}
-    found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "not checked", "-", "")]
+    found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "not checked", FRAME_NOISE, "-", "")]
     fit = () if excluded else (("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0))
     for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit):
         try:

@@ -268,7 +268,7 @@ def frame_record(lr, s: Settings) -> str:
     """`iqt upsample`'s frame check of a tensor file read in another tool's order (methods/inputs.py check_frame, its
     warning one of the subject's notes), after the input's checks have passed, as upsample runs it (a cohort audit:
     batch ran dtifit files with mirrored directions without a word): the suspected correction's key, "ok", "not
-    checked" (--no-frame-check), or "n/a" where it is not judged (a file in this tool's order, a slab or too little
+    checked" (--no-frame-check), "not judged (noise)" (methods.inputs.FRAME_NOISE), or "n/a" where it is not judged (a file in this tool's order, a slab or too little
     white matter)."""
     from ...methods.inputs import check_frame, frame_checked
 

@@ -306,11 +306,8 @@ def test_an_earlier_visitation_given_as_the_mask_of_a_run_without_tracts_is_refu
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
-@pytest.mark.parametrize("given", ["a hard link elsewhere", "its name in capitals"])
-def test_an_earlier_visitation_given_under_another_name_as_the_mask_is_refused(tmp_path, capsys, given):
-    """The refusal above had compared real paths only, where `Outputs.check` also takes a hard link for its input and a
-    name differing in case for one file (macOS's and Windows's disks): `--mask P/Visitation.nii.gz -o P --no-tracts`
-    ran there and removed P/visitation.nii.gz, the input, at the commit. Both are refused, the folder kept as it was."""
+def _stale_visitation(tmp_path):
+    """An input and a folder holding an earlier propagation's visitation on the input's grid (a mask the run takes)."""
     from ImageQualityTransferLib.fileio.records import run_record
 
     lr = _small_lr(tmp_path)
@@ -319,15 +316,37 @@ def test_an_earlier_visitation_given_under_another_name_as_the_mask_is_refused(t
     with run_record({"command": "iqt propagate", "options": {"output": str(folder)}}):  # as the earlier run wrote it
         tensor = fileio.load_tensor(lr)
         fileio.save_scalar(Volume(np.ones(tensor.shape3, np.float32), tensor.affine, "scalar"), folder / "visitation.nii.gz")
-    if given == "a hard link elsewhere":
-        mask = tmp_path / "mask.nii.gz"
-        os.link(folder / "visitation.nii.gz", mask)
-    else:  # one file where names ignore case; two here, refused alike (as check() refuses such an output)
-        mask = folder / "Visitation.nii.gz"
-        shutil.copyfile(folder / "visitation.nii.gz", mask)
+    return lr, folder
+
+
+def test_an_earlier_visitation_under_a_name_differing_in_case_only_as_the_mask_is_refused(tmp_path, capsys):
+    """Where names ignore case (macOS, Windows) `--mask P/Visitation.nii.gz -o P --no-tracts` names the stale
+    P/visitation.nii.gz itself, which had been removed at the commit: the same file under a case-only other name (a
+    hard link stands in for that disk here) is refused, the folder kept as it was."""
+    lr, folder = _stale_visitation(tmp_path)
+    mask = folder / "Visitation.nii.gz"
+    os.link(folder / "visitation.nii.gz", mask)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert cli.main(["propagate", lr, "-o", str(folder), "--method", "biqt", "--samples", "2", "--mask", str(mask),
                      "--no-tracts"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"inputs (as {mask})" in err and "earlier run's" in err, err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("given", ["a hard link elsewhere", "another file differing in case only"])
+def test_an_input_that_is_another_entry_than_the_earlier_visitation_runs_and_is_kept(tmp_path, capsys, given):
+    """A hard link to P/visitation.nii.gz under another name, or (on a disk that keeps case) the user's own other file
+    P/Visitation.nii.gz, is not the stale name: the run goes on, removes P/visitation.nii.gz and keeps the input as it
+    was (405cd33a had refused both, a review)."""
+    lr, folder = _stale_visitation(tmp_path)
+    if given == "a hard link elsewhere":
+        mask = tmp_path / "mask.nii.gz"
+        os.link(folder / "visitation.nii.gz", mask)
+    else:
+        mask = folder / "Visitation.nii.gz"
+        shutil.copyfile(folder / "visitation.nii.gz", mask)
+    kept = mask.read_bytes()
+    assert cli.main(["propagate", lr, "-o", str(folder), "--method", "biqt", "--samples", "2", "--mask", str(mask),
+                     "--no-tracts"]) == 0, capsys.readouterr().err
+    assert not (folder / "visitation.nii.gz").exists() and mask.read_bytes() == kept

@@ -392,19 +392,19 @@ class Outputs:
         """A file this run's outputs make stale (an earlier run's map named after the output it replaces), removed
         when the outputs are put in place (`all_or_none`: kept if the run fails; outside one, left as it is). Not an
         input of the run, nor one of its outputs; `still(path)`, asked again at the commit, must hold then too (another
-        program may have written the path meanwhile). True where it will be removed. Such a stale file that is also
-        an input (`iqt propagate --mask DIR/visitation.nii.gz --no-tracts`; as `check` compares, a hard link or a name
-        differing in case only too) is refused: it would stay beside this run's outputs and pass for one of them, or,
-        where names ignore case, be the input removed (reviews of the propagation outputs)."""
+        program may have written the path meanwhile). True where it will be removed. Such a stale file that is an
+        input's own name (`iqt propagate --mask DIR/visitation.nii.gz --no-tracts`; or, where names ignore case,
+        DIR/Visitation.nii.gz, the same file) is refused: it would stay beside this run's outputs and pass for one of
+        them, or be the input removed. A hard link to it under another name, or on a disk that keeps case another
+        file differing in case only, is another entry: removing the stale name leaves that input as it was."""
         p = Path(path)
         real = os.path.realpath(p)
-        src, _ = self._input_of(p)  # as `check` compares: on a disk that ignores case, Visitation.nii.gz is this file
+        src = self._entry_of(p)
         if src is not None and still is not None and p.is_file() and still(p):
             named = "" if os.path.realpath(src) == real else f" (as {self._named(src)})"
             raise IQTError(f"{p}: an earlier run's output, which this run does not write again, is one of this "
                            f"run's inputs{named}: left beside this run's outputs it would pass for one of them; give a "
-                           "copy of it (not a link to it) from another folder, or write this run's outputs to another "
-                           "place")
+                           "copy of it from another folder, or write this run's outputs to another place")
         stage = current()
         if stage is None or not p.is_file() or src is not None \
                 or any(real == os.path.realpath(q) for q, _ in self.outputs):
@@ -413,14 +413,25 @@ class Outputs:
             stage.retired.append((p, still))
         return True
 
+    def _entry_of(self, p: Path) -> Path | None:
+        """The input whose own directory entry the file `p` is: the same real path, or the same file under a name
+        differing in case only (one entry on a disk that ignores case). None where none."""
+        real = os.path.realpath(p)
+        return next((q for q, r in self._reals() if r == real
+                     or (_folded(r) == _folded(real) and _same_file(p, q))), None)
+
+    def _reals(self) -> list[tuple[Path, str]]:
+        """(input, its real path) for each input, read once, again where inputs were read since."""
+        if len(self._real) != len(self.inputs):
+            self._real = [(q, os.path.realpath(q)) for q in self.inputs]
+        return self._real
+
     def _input_of(self, p: Path) -> tuple[Path | None, bool]:
         """The input that the file `p` is, and whether only as names compare on macOS's and Windows's disks (`_folded`):
         by real path, as a hard link to it (the input it is, not its own name), or by a name differing in case only
         (on a disk that ignores case, one file). None where none."""
-        if len(self._real) != len(self.inputs):  # inputs read since: their real paths once, not per output
-            self._real = [(q, os.path.realpath(q)) for q in self.inputs]
         real = os.path.realpath(p)
-        src = next((q for q, r in self._real if r == real), None)
+        src = next((q for q, r in self._reals() if r == real), None)
         if src is None and p.exists():
             src = next((q for q in self.inputs if _same_file(p, q)), None)
         if src is not None:

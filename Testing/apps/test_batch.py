@@ -1578,7 +1578,19 @@ def test_a_bracketed_ipv6_host_followed_by_other_than_a_colon_is_refused_as_malf
             scheduler.check_address(given)
         assert str(err.value) == (f"--scheduler {given}: not a scheduler address: an IPv6 host in brackets is followed "
                                   f"by a colon and the port; give e.g. {form}"), err.value
-    assert scheduler.check_address("tcp://[::1]:8786/x") == "tcp://[::1]:8786/x"
+    assert scheduler.check_address("tcp://[::1]:8786") == "tcp://[::1]:8786"
+
+
+def test_a_scheduler_address_with_a_path_after_the_port_is_refused():
+    """`--scheduler tcp://[::1]:8786/` had passed (the path was dropped before the port was read), then failed "cannot
+    connect (invalid literal for int() with base 10: '8786/')": Dask reads no path (a review). Refused in one line."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, form in (("tcp://[::1]:8786/", "tcp://[::1]:8786"), ("tcp://[::1]:8786/x", "tcp://[::1]:8786"),
+                        ("tls://host:8786/", "tls://host:8786"), ("host:8786/sched", "tcp://host:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == f"--scheduler {given}: no path after the port; give {form}", err.value
 
 
 def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):

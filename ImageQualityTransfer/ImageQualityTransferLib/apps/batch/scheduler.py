@@ -85,6 +85,8 @@ def check_address(scheduler: str) -> str:
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise IQTError(f"--scheduler {scheduler}: port {port!r} is not a number from 1 to 65535; give the scheduler's "
                        f"port, e.g. {proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
+    if "/" in loc:  # Dask reads no path: tcp://[::1]:8786/ had passed, then "cannot connect (invalid literal for int()"
+        raise IQTError(f"--scheduler {scheduler}: no path after the port; give {proto}://{host}")
     return scheduler
 
 

@@ -162,4 +162,5 @@ def lowres_mask(mask: Volume | None, lr: Volume, r, cover: bool = False) -> Volu
     data = block_majority(mask.data, r)
     if cover:
         data |= (block_average(np.asarray(mask.data, np.float32), r) > 0) & np.any(np.asarray(lr.data) != 0, axis=-1)
-    return lr.replace(data=data, kind="mask", meta=mask.meta)  # the mask's file: a warning names it, not the input
+    # the mask's file (a warning names it, not the input) and the grid it was reduced from (its count is not the file's)
+    return lr.replace(data=data, kind="mask", meta={**mask.meta, "reduced_from": mask.shape3})

@@ -407,8 +407,11 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
     total = int(inside.sum())
     if n >= MASK_OFF_HEAD_MIN and n > MASK_OFF_HEAD * total:
         named = mask.meta.get("path") or "the mask"
+        # a mask on the output's grid is counted as reduced to the input's (a review: "of the 33053 voxels of" a file
+        # of 264,424)
+        of = f"input-grid voxels that {named} covers" if "reduced_from" in mask.meta else f"voxels of {named}"
         # one decimal: the rule is over 5 %, which "(5 %)" had said of 5.5 %
-        warnings.warn(f"{lr.source}{n} of the {total} voxels of {named} ({100 * n / total:.1f} %) lie beyond the head "
+        warnings.warn(f"{lr.source}{n} of the {total} {of} ({100 * n / total:.1f} %) lie beyond the head "
                       "its tensors show (the background's noise fits, where every method's output is noise): a mask made "
                       "from another scan, shifted, or reaching well beyond the brain (dilated, a box)? Give this scan's "
                       "own brain mask ('iqt mask', 'iqt degrade --mask-out'), or none", IQTWarning, stacklevel=3)

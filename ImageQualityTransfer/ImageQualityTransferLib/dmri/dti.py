@@ -357,12 +357,17 @@ def check_training_shells(bvals, source: str = "") -> None:
     "<file>: " to start the line with."""
     b = np.asarray(bvals, float)
     b = b[b > B0_THRESHOLD]
-    if b.size and b.max() > TRAINING_BMAX + SHELL_STEP / 2:
-        raise IQTError(f"{source}holds b = {b.max():g} s/mm^2, above the {TRAINING_BMAX:g} up to which a training "
-                       "subject's DTI fit, which takes every shell, is allowed (kurtosis biases the tensors at high b, "
-                       "and a model would learn that bias): train on a series without the volumes above b = "
-                       f"{TRAINING_BMAX:g} s/mm^2 (most DTI studies fit b = {DTI_BMAX:g} or below), or check the bval "
-                       "file if its b-values were mislabelled")
+    limit = TRAINING_BMAX + SHELL_STEP / 2
+    if b.size and b.max() > limit:
+        # iqt train has no --bmax: the way to drop those volumes is another tool's (a review)
+        kept = ",".join(f"{v:g}" for v in [0.0, *shells(b[b <= limit])])
+        way = (f"train on a series without the volumes above it (e.g. MRtrix's 'dwiextract -shells {kept}', with "
+               "-fslgrad and -export_grad_fsl for .bvec/.bval files, or FSL's select_dwi_vols; most DTI studies fit "
+               f"b = {DTI_BMAX:g} or below), or check the bval file if its b-values were mislabelled") if kept != "0" \
+            else "check the bval file if its b-values were mislabelled, or train on another series"
+        raise IQTError(f"{source}holds b = {b.max():g} s/mm^2, above the {TRAINING_BMAX:g} ({limit:g} with a shell's "
+                       "spread) up to which a training subject's DTI fit, which takes every shell, is allowed (kurtosis "
+                       f"biases the tensors at high b, and a model would learn that bias): {way}")
 
 
 def keep_bmax(dwi: Volume, bmax: float) -> Volume:

@@ -426,9 +426,8 @@ def test_compare_layout(lowres):
                                [[m_yellow.GetElement(i, j) for j in range(4)] for i in range(4)], atol=1e-9)
     np.testing.assert_allclose(red.GetFieldOfView(), yellow.GetFieldOfView())
     bounds = [0.0] * 6
-    nodes["tensor"].GetRASBounds(bounds)  # the slice in the volume's middle half (axial_level), on a voxel plane
-    quarter = (bounds[5] - bounds[4]) / 4 + 0.5 * nodes["tensor"].GetSpacing()[2] + 1e-6
-    assert abs(m_red.GetElement(2, 3) - (bounds[4] + bounds[5]) / 2) <= quarter
+    nodes["tensor"].GetRASBounds(bounds)  # the slice goes through the volume's centre, on its nearest voxel plane
+    assert abs(m_red.GetElement(2, 3) - (bounds[4] + bounds[5]) / 2) <= 0.5 * nodes["tensor"].GetSpacing()[2] + 1e-6
     assert_on_voxel_centres(scene, nodes["tensor"], ("Red", "Yellow"))
     with pytest.raises(display.IQTError, match="interpolated output first"):
         display.show_comparison(scene, None, nodes["tensor"])
@@ -616,6 +615,22 @@ def test_a_turned_grid_is_fitted_to_its_data_not_its_corners():
     corners = 120 * (c + s)  # the grid's box along R and A
     data_width = 60 * (c + s)
     assert data_width <= red.GetFieldOfView()[1] <= 1.1 * data_width < corners, red.GetFieldOfView()
+
+def test_a_moved_node_is_fitted_where_it_now_lies():
+    """The data's bounds are kept per node until its image changes: a node moved (its origin set, as the Volumes
+    module does) kept its old bounds and view, 50 mm off (a review)."""
+    data = np.zeros((20, 20, 10, 6), np.float32)
+    data[5:15, 5:15, 2:8, 0] = 1.0
+    scene = views_scene()
+    node = mrml.add_tensor_node(scene, Volume(data, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor"), "moved")
+    red = display.slice_node(scene, "Red")
+    red.SetOrientation("Axial")
+    bounds = display.data_bounds(node)
+    origin = node.GetOrigin()
+    node.SetOrigin(origin[0], origin[1], origin[2] + 50.0)
+    moved = display.data_bounds(node)
+    assert moved[4:] == pytest.approx([bounds[4] + 50.0, bounds[5] + 50.0])
+
 
 def test_tractography_hand_off_needs_slicerdmri(lowres):
     lr, _ = lowres
@@ -857,77 +872,6 @@ def test_a_run_over_another_extent_is_fitted_anew_on_the_readers_slice(lowres):
     display.show_comparison(scene, nodes["interpolated"], nodes["tensor"], orientation="Axial")
     for view in ("Red", "Yellow"):
         assert display.slice_node(scene, view).GetSliceOffset() == pytest.approx(chosen, abs=1.0), view
-
-
-def head_with_neck(voxel: float, neck: bool = True) -> Volume:
-    """Tensors of a head on `voxel` mm voxels: an isotropic brain (S -20 to 80) with white matter along R (S 30 to 60),
-    off the midline to the right, a coherent anisotropic brainstem down to a long neck of coherent anisotropic muscle
-    (S -90 to -20) as a b0 mask down the neck keeps it (the sagittal dev scans'); `neck` False: the brain alone, as a
-    tight mask keeps it. One NaN tensor in the background."""
-    n = np.round(np.array([72.0, 72.0, 170.0]) / voxel).astype(int)
-    affine = np.diag([voxel, voxel, voxel, 1.0])
-    affine[:3, 3] = (-36.0, -36.0, -90.0)
-    r, a, s_ = (np.arange(k) * voxel + o for k, o in zip(n, (-36.0, -36.0, -90.0)))
-    R, A, S = np.meshgrid(r, a, s_, indexing="ij")
-    t = np.zeros(tuple(n) + (6,), np.float32)
-
-    def put(where, xx, yy, zz):
-        t[where] = np.array([xx, 0, yy, 0, 0, zz], np.float32) * 1e-3  # lower-triangular xx, xy, yy, xz, yz, zz
-
-    put((abs(R) < 32) & (abs(A) < 32) & (S >= -20) & (S < 80), 0.85, 0.8, 0.75)  # the brain
-    put((R > -10) & (R < 30) & (abs(A) < 22) & (S >= 30) & (S < 60), 1.6, 0.4, 0.3)  # its white matter
-    put((abs(R) < 8) & (abs(A) < 8) & (S >= -20) & (S < 30), 0.3, 0.4, 1.6)  # the brainstem
-    if neck:
-        put((abs(R) < 24) & (abs(A) < 24) & (S < -20), 0.3, 0.4, 1.7)  # neck muscle
-    t[0, 0, 0] = np.nan
-    return Volume(t, affine, "tensor")
-
-
-@pytest.mark.parametrize("compare", [False, True])
-def test_the_axial_view_opens_in_the_brain_whatever_the_neck_and_voxels(compare):
-    """The sagittal dev scans' b0 masks reach down the neck: the data's box centre opened their axial view 16-22 mm
-    lower than the same scan unmasked. The white matter's centre (a first fix) slid down the brainstem into coherent
-    neck muscle, moved with the voxels read, and moved the sagittal and coronal views off the box centre (a review):
-    the axial view now opens a fixed distance below the white matter's top, with and without the neck and on 3 and
-    1.5 mm voxels alike; the sagittal and coronal views on the data's box centre; a NaN tensor is left out."""
-    levels = []
-    for voxel, neck in ((3.0, True), (1.5, True), (3.0, False)):
-        vol = head_with_neck(voxel, neck)
-        scene = views_scene()
-        for view, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
-            display.slice_node(scene, view).SetOrientation(orientation)
-        node = mrml.add_tensor_node(scene, vol, "dti")
-        if compare:
-            display.show_comparison(scene, node, node, orientation="Axial", views=("Red", "Yellow"))
-        else:
-            display.show_results(scene, {"tensor": node})
-        red = display.slice_node(scene, "Red")
-        bounds = display.data_bounds(node)
-        assert red.GetOrientation() == "Axial" and red.GetFieldOfView()[1] >= bounds[3] - bounds[2]
-        levels.append(red.GetSliceOffset())
-        if not compare:  # the sagittal and coronal views where the box centre puts them
-            for view, k in (("Yellow", 0), ("Green", 1)):
-                assert display.slice_node(scene, view).GetSliceToRAS().GetElement(k, 3) == pytest.approx(
-                    (bounds[2 * k] + bounds[2 * k + 1]) / 2, abs=voxel), view
-    assert -20 < min(levels) and max(levels) < 60, levels  # in the brain, above the brainstem's start
-    assert max(levels) - min(levels) <= 3.0, levels  # one slice of the coarser grid
-
-
-def test_a_moved_node_opens_where_it_now_lies():
-    """The data's bounds and the axial level are kept per node until its image changes: a node moved (its origin set,
-    as the Volumes module does) kept its old bounds and opening slice, 50 mm off (a review)."""
-    scene = views_scene()
-    vol = head_with_neck(3.0, neck=False)
-    vol.data[0, 0, 0] = 0  # no NaN: the first white-matter centre raised on it
-    node = mrml.add_tensor_node(scene, vol, "dti")
-    red = display.slice_node(scene, "Red")
-    red.SetOrientation("Axial")
-    before, bounds = display.fitted_view(red, node, (600, 400))[2], display.data_bounds(node)
-    origin = node.GetOrigin()
-    node.SetOrigin(origin[0], origin[1], origin[2] + 50.0)
-    after, moved = display.fitted_view(red, node, (600, 400))[2], display.data_bounds(node)
-    assert moved[4:] == pytest.approx([bounds[4] + 50.0, bounds[5] + 50.0])
-    assert after[2] == pytest.approx(before[2] + 50.0, abs=1e-6)
 
 
 def test_no_legend_is_drawn_for_an_overlay_at_opacity_0(lowres):

@@ -239,55 +239,6 @@ def brain_from_tensors(tensor: Volume) -> Volume | None:
     return Volume(brain, tensor.affine, "mask", meta={"source": "brain_from_tensors"})
 
 
-# coherent white matter (white_matter_top): anisotropic, tissue-like MD, a principal direction close to its neighbours'
-WHITE_MATTER_FA = 0.3
-WHITE_MATTER_MD = (0.5, 1.3)  # in units of the MD mode
-WHITE_MATTER_COHERENCE = 0.8  # mean |cos| between a voxel's principal direction and its 6 neighbours'
-WHITE_MATTER_TOP_ML = 10.0  # of the region above its top: stray voxels do not raise it, nor a neck below lower it
-# voxels this fine or finer (an upsampled output) are opened by one voxel first: scalp muscle (own masks, unmasked
-# fits) joined the white matter's region through thin bridges and raised its top 10-16 mm; coarser, the opening
-# erased most of the white matter (docs/slicer.md)
-WHITE_MATTER_OPENED_MM = 2.5
-
-
-def white_matter_top(t: np.ndarray, affine: np.ndarray) -> float | None:
-    """S (RAS mm) of the top of the largest connected region of coherent white-matter-like tensors of `t` ((X,Y,Z,6),
-    mm^2/s, any frame) on `affine` (WHITE_MATTER_TOP_ML of it above): the brain's top, whatever the support below it
-    (a b0 mask down the neck, where anisotropic neck muscle joins the region). Every voxel read (eigenvalues and
-    directions in closed form), non-finite ones left out; None where none is found."""
-    from scipy import ndimage
-
-    from ..core import tensors
-
-    t = np.asarray(t, np.float64)
-    present = np.isfinite(t).all(axis=-1) & np.any(t != 0, axis=-1)
-    if not present.any():
-        return None
-    t = np.where(present[..., None], t, 0.0)
-    lam = tensors.eigenvalues(t)
-    md = lam.mean(axis=-1)
-    unit = tensors.md_mode_of(lam[present])
-    lo, hi = WHITE_MATTER_MD
-    wm = present & (lam[..., 0] > 0) & (tensors.fa(t) > WHITE_MATTER_FA) & (md > lo * unit) & (md < hi * unit)
-    v1 = tensors.principal_vector(t)
-    coherence = np.zeros(md.shape)
-    for axis in range(3):
-        for shift in (1, -1):
-            coherence += np.abs(np.sum(v1 * np.roll(v1, shift, axis=axis), axis=-1)) / 6
-    wm &= coherence > WHITE_MATTER_COHERENCE
-    if np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0).max() <= WHITE_MATTER_OPENED_MM:
-        opened = ndimage.binary_opening(wm)  # cuts the thin bridges to anisotropic scalp muscle
-        wm = opened if opened.any() else wm
-    labels, n = ndimage.label(wm, np.ones((3, 3, 3)))
-    if n == 0:
-        return None
-    largest = labels == 1 + int(np.argmax(ndimage.sum_labels(np.ones(labels.shape), labels, range(1, n + 1))))
-    a = np.asarray(affine, float)
-    s = np.sort(a[2, :3] @ np.argwhere(largest).T.astype(float) + a[2, 3])[::-1]
-    above = int(np.ceil(WHITE_MATTER_TOP_ML * 1e3 / abs(np.linalg.det(a[:3, :3]))))
-    return float(s[min(above, len(s)) - 1])
-
-
 def inside_rim(present: np.ndarray, voxel_size) -> np.ndarray:
     """The voxels of `present` (an output's support, a brain estimated by brain_from_tensors and the rim of scalp and
     background fits it keeps) more than that rim's depth (noise_level.ESTIMATED_BRAIN_RIM_MM) inside its edge, the field's

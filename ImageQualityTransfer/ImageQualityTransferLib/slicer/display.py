@@ -245,10 +245,9 @@ def view_for_node(node) -> str:
 
 
 def _fit_slice(slice_node_, volume, orientation: str = "Axial", legend: bool = False, bottom_px: float = 0) -> None:
-    """A slice in `orientation` through the centre of `volume`'s data (an axial one at `axial_level`), field of view
-    fitted to its extent (the view's aspect kept); with `legend`, a strip on the right kept free for the colour legend
-    (`legend_room`); `bottom_px` pixels at the bottom kept free (the browser page's slice slider lies over them:
-    apps/view/viewer.py)."""
+    """A slice in `orientation` through the centre of `volume`, field of view fitted to its extent (the view's
+    aspect kept); with `legend`, a strip on the right kept free for the colour legend (`legend_room`); `bottom_px`
+    pixels at the bottom kept free (the browser page's slice slider lies over them: apps/view/viewer.py)."""
     slice_node_.SetOrientation(orientation)
     fov_x, fov_y, centre = fitted_view(slice_node_, volume, slice_node_.GetDimensions(), legend, bottom_px)
     slice_node_.SetFieldOfView(fov_x, fov_y, slice_node_.GetFieldOfView()[2])
@@ -261,13 +260,6 @@ def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: floa
     at `dims` pixels, without changing the node (apps/view/viewer.py keeps a reader's zoom relative to it on a resize)."""
     bounds = data_bounds(volume)
     centre = np.array([(bounds[2 * k] + bounds[2 * k + 1]) / 2 for k in range(3)])
-    m = slice_node_.GetSliceToRAS()
-    normal = np.array([m.GetElement(i, 2) for i in range(3)])
-    level = axial_level(volume)
-    if level is not None:  # an axial slice that level, in the data's middle half (a slab); sagittal, coronal: unmoved
-        quarter = (bounds[5] - bounds[4]) / 4
-        target = np.array([centre[0], centre[1], np.clip(level, bounds[4] + quarter, bounds[5] - quarter)])
-        centre = centre + normal * float(normal @ (target - centre))
     across, up = PLANE_AXES[slice_node_.GetOrientation()] if slice_node_.GetOrientation() in PLANE_AXES else (0, 1)
     width, height = bounds[2 * across + 1] - bounds[2 * across], bounds[2 * up + 1] - bounds[2 * up]
     aspect = dims[0] / dims[1] if dims[1] else 1.0
@@ -275,8 +267,10 @@ def fitted_view(slice_node_, volume, dims, legend: bool = False, bottom_px: floa
     low = min(bottom_px / dims[1], 0.5) if dims[1] else 0.0
     fov_y = max(height / (1.0 - low), width / ((1.0 - room) * aspect)) * 1.02
     fov_x = fov_y * aspect
+    m = slice_node_.GetSliceToRAS()
     screen_right = np.array([m.GetElement(i, 0) for i in range(3)])
     screen_up = np.array([m.GetElement(i, 1) for i in range(3)])
+    normal = np.array([m.GetElement(i, 2) for i in range(3)])
     return fov_x, fov_y, (on_voxel_plane(centre, volume, normal) + screen_right * room * fov_x / 2
                           - screen_up * low * fov_y / 2)
 
@@ -312,39 +306,6 @@ def data_bounds(volume) -> list[float]:
     bounds = [float(v) for pair in zip(np.maximum(low, whole[0::2]), np.minimum(high, whole[1::2])) for v in pair]
     _bounds_read[key] = (stamp, bounds)
     return bounds
-
-
-_level_read: dict = {}  # volume node's address -> (its image's modified time and IJKToRAS, axial_level)
-OPEN_BELOW_WHITE_MATTER_TOP_MM = 40.0  # the corpus callosum's level on the 3 mm axial dev scan (docs/slicer.md)
-
-
-def axial_level(volume) -> float | None:
-    """S (RAS mm) an axial view of a tensor volume node opens on: OPEN_BELOW_WHITE_MATTER_TOP_MM below the top of its
-    white matter (dmri.dti.white_matter_top), not the data's box centre, which a b0 mask down the neck (the sagittal
-    dev scans') put 11-16 mm lower than the same scan unmasked did (docs/slicer.md). None for a node without tensors or where no
-    white matter is found (the box centre is used)."""
-    image = volume.GetImageData() if hasattr(volume, "GetImageData") else None
-    array = image.GetPointData().GetTensors() if image is not None else None
-    if array is None or array.GetNumberOfComponents() != 9:
-        return None
-    affine = mrml.node_affine(volume)
-    key, stamp = volume.GetID() or str(id(volume)), (image.GetMTime(), array.GetMTime(), affine.tobytes())
-    if key in _level_read and _level_read[key][0] == stamp:
-        return _level_read[key][1]
-    from vtk.util.numpy_support import vtk_to_numpy
-
-    from ..core import tensors
-    from ..dmri.dti import WHITE_MATTER_OPENED_MM, white_matter_top
-
-    dims = image.GetDimensions()
-    # every n-th voxel along an axis finer than the voxels white_matter_top opens (a 1 mm output read in 2 mm steps)
-    step = np.maximum(1, np.floor(WHITE_MATTER_OPENED_MM / np.linalg.norm(affine[:3, :3], axis=0) + 1e-6)).astype(int)
-    m = vtk_to_numpy(array).reshape(dims[2], dims[1], dims[0], 3, 3).transpose(2, 1, 0, 3, 4)
-    m = m[::step[0], ::step[1], ::step[2]]
-    top = white_matter_top(tensors.from_matrix(m), affine @ np.diag(np.append(step, 1.0)))
-    level = None if top is None else top - OPEN_BELOW_WHITE_MATTER_TOP_MM
-    _level_read[key] = (stamp, level)
-    return level
 
 
 def on_voxel_plane(point, volume, normal) -> np.ndarray:

@@ -94,7 +94,10 @@ def _negligible_zeroed(lr: Volume) -> Volume:
     if not tiny.any():
         return lr
     filled = int(np.any(t != 0, axis=-1).sum())
-    if filled - int(tiny.sum()) < BRAIN_BESIDE_TINY * filled and not _one_fill(t[tiny], lr.meta.get("step", 0.0)):
+    beside = filled - int(tiny.sum())
+    if beside == 0:  # nothing beside them: a failed fit's one value, which the input checks name, not a background
+        return lr
+    if beside < BRAIN_BESIDE_TINY * filled and not _one_fill(t[tiny], lr.meta.get("step", 0.0)):
         return lr
     return lr.replace(data=np.where(tiny[..., None], 0, t).astype(t.dtype, copy=False))
 

@@ -1591,6 +1591,10 @@ def test_a_scheduler_address_with_a_path_after_the_port_is_refused():
         with pytest.raises(batch.IQTError) as err:
             scheduler.check_address(given)
         assert str(err.value) == f"--scheduler {given}: no path after the port; give {form}", err.value
+    for given, form in (("tcp://host/", "tcp://host:8786"), ("tcp://127.0.0.1/x", "tcp://127.0.0.1:8786")):
+        with pytest.raises(batch.IQTError) as err:  # no port either: 'give tcp://host' had been said, which Dask refuses
+            scheduler.check_address(given)
+        assert str(err.value).startswith(f"--scheduler {given}: no port, and a path after the host; give {form}"), err.value
 
 
 def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):

@@ -253,8 +253,11 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     if frame is not None:
         data = tensors.rotate(data, frame)
     meta = {"path": str(path), "order": file_order, "five_d": len(shape) == 5}
-    if img.get_data_dtype().kind in "iu":  # one stored step in mm^2/s: an int16 background's jitter (methods/inputs.py)
-        meta["step"] = abs(float(img.header.get_slope_inter()[0] or 1.0))
+    # one stored step in mm^2/s: an int16 background's jitter (methods/inputs.py); nibabel keeps a loaded file's
+    # scl_slope on its array proxy (the header's reads None), and an unscaled integer file's step is 1
+    slope = getattr(img.dataobj, "slope", None)
+    if img.get_data_dtype().kind in "iu" and slope is not None and np.isfinite(slope) and slope != 0:
+        meta["step"] = abs(float(slope))
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made

@@ -75,9 +75,11 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False) ->
 
 
 # the negligible tensors of a masked fit are its background (zeroed) where they are a fill, FILL_SHARE of them one
-# tensor within FILL_RTOL of its largest element (an int16 file's intercept, a fill value), however small the brain beside
-# them (a 3.9 % ROI cut from a fit had been refused as another unit); or where the rest holds at least BRAIN_BESIDE_TINY
-# of the filled voxels (a noisy fit's floors: 536-1944 varied ones in the 8 subjects' own-style inputs at SNR 3-10);
+# tensor within FILL_RTOL of its largest element or one stored step of an integer file (an int16 file's intercept, a
+# fill value), however small the brain beside them (a 3.9 % ROI cut from a fit had been refused as another unit) but
+# not where nothing lies beside them (a failed fit's one value, which the input checks name); or where the rest holds
+# at least BRAIN_BESIDE_TINY of the filled voxels (a noisy fit's floors: 536-1944 varied ones in the 8 subjects'
+# own-style inputs at SNR 3-10);
 # many varied ones beside a few above are a brain in another unit (m^2/s), which the input checks name
 FILL_SHARE = 0.9
 FILL_RTOL = 1e-3

@@ -86,6 +86,9 @@ def check_address(scheduler: str) -> str:
         raise IQTError(f"--scheduler {scheduler}: port {port!r} is not a number from 1 to 65535; give the scheduler's "
                        f"port, e.g. {proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
     if "/" in loc:  # Dask reads no path: tcp://[::1]:8786/ had passed, then "cannot connect (invalid literal for int()"
+        if not port:  # tcp://host/ had been told to give tcp://host, which Dask refuses too (missing port number)
+            raise IQTError(f"--scheduler {scheduler}: no port, and a path after the host; give {proto}://{host}:8786 "
+                           "(the default port of 'dask scheduler'), or the scheduler's own port")
         raise IQTError(f"--scheduler {scheduler}: no path after the port; give {proto}://{host}")
     return scheduler
 

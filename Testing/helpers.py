@@ -97,6 +97,14 @@ def bundle_volume(affine=None, axis=0, shape=(40, 16, 16)):
     return Volume(t.astype(np.float32), aff, "tensor")
 
 
+def bundle_file(path: Path, shape=(14, 10, 10)) -> Path:
+    """A small bundle_volume written at `path`: the low-res input of the CLI's upsample and propagation tests."""
+    from ImageQualityTransferLib import fileio
+
+    fileio.save_tensor(bundle_volume(shape=shape), path)
+    return path
+
+
 # ---------------------------------------------------------------- oblique and sagittal grids (NRRD and MRML tests)
 
 SHAPE = (5, 4, 3)

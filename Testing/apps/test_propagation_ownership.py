@@ -8,19 +8,16 @@ import numpy as np
 import nibabel as nib
 import pytest
 
-from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps.cli import main
 
-from helpers import bundle_volume
+from helpers import bundle_file
 
 FOREIGN = '{"my": "results of my own analysis"}\n'
 
 
 @pytest.fixture()
 def lr_path(tmp_path):
-    p = tmp_path / "lr.nii.gz"
-    fileio.save_tensor(bundle_volume(shape=(14, 10, 10)), p)
-    return p
+    return bundle_file(tmp_path / "lr.nii.gz")
 
 
 def _refused(capsys, rc, name):

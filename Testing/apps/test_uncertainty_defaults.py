@@ -9,21 +9,19 @@ import json
 
 import pytest
 
-from ImageQualityTransferLib import fileio, methods
+from ImageQualityTransferLib import methods
 from ImageQualityTransferLib.analysis import lesion
 from ImageQualityTransferLib.apps.cli import main
 from ImageQualityTransferLib.core.errors import IQTError
 
-from helpers import bundle_volume
+from helpers import bundle_file
 
 SHIPPED = [(2, 2, 2), (3, 3, 3), (1, 1, 2), (1, 1, 3), (3, 1, 1)]
 
 
 @pytest.fixture()
 def lr_path(tmp_path):
-    p = tmp_path / "lr.nii.gz"
-    fileio.save_tensor(bundle_volume(shape=(12, 10, 10)), p)
-    return p
+    return bundle_file(tmp_path / "lr.nii.gz", shape=(12, 10, 10))
 
 
 def test_the_default_with_an_uncertainty_map_is_deep_hetero_var1_at_every_shipped_factor_set():

@@ -11,16 +11,14 @@ import pytest
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.apps.cli import main
 
-from helpers import bundle_volume
+from helpers import bundle_file
 
 MAPS = ("fa_mean", "fa_std", "md_mean", "md_std", "visitation")
 
 
 @pytest.fixture()
 def lr_path(tmp_path):
-    p = tmp_path / "lr.nii.gz"
-    fileio.save_tensor(bundle_volume(shape=(14, 10, 10)), p)
-    return p
+    return bundle_file(tmp_path / "lr.nii.gz")
 
 
 def test_upsample_propagate_writes_maps_beside_the_output(tmp_path, lr_path, capsys):

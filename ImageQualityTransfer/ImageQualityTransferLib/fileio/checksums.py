@@ -75,15 +75,7 @@ def first_copy(paths) -> tuple[int, int] | None:
             by_size.setdefault(size, []).append(i)
     found = []
     for group in (g for g in detached.values() if len(g) > 1):
-        digests = {}
-        for i in group:
-            try:
-                j = digests.setdefault(image_sha256(paths[i]), i)
-            except OSError:
-                continue
-            if j != i:
-                found.append((i, j))
-                break
+        found += _first_repeat(group, lambda i: image_sha256(paths[i]))
     for group in (g for g in by_size.values() if len(g) > 1):
         kinds = {i: _gzipped(paths[i]) for i in group}
         for zipped in (False, True):  # of one kind: byte-identical, so of one file size too
@@ -92,18 +84,24 @@ def first_copy(paths) -> tuple[int, int] | None:
                 sizes = [os.path.getsize(paths[i]) for i in same]
             except OSError:
                 continue
-            digests: dict = {}
-            for i in (i for i, n in zip(same, sizes) if sizes.count(n) > 1):
-                try:
-                    j = digests.setdefault(sha256(paths[i]), i)
-                except OSError:
-                    continue
-                if j != i:
-                    found.append((i, j))
-                    break
+            found += _first_repeat((i for i, n in zip(same, sizes) if sizes.count(n) > 1), lambda i: sha256(paths[i]))
         found += [(max(i, j), min(i, j)) for i in group if kinds[i] for j in group if not kinds[j]
                   and _same_bytes(paths[i], paths[j])]
     return min(found) if found else None
+
+
+def _first_repeat(indices, digest) -> list:
+    """[(i, j)], j before i, for the first of `indices` whose digest(i) is an earlier one's; [] where none repeats. One
+    that cannot be read (OSError) is skipped: its reader says what is wrong."""
+    digests: dict = {}
+    for i in indices:
+        try:
+            j = digests.setdefault(digest(i), i)
+        except OSError:
+            continue
+        if j != i:
+            return [(i, j)]
+    return []
 
 
 def _same_bytes(zipped, plain) -> bool:

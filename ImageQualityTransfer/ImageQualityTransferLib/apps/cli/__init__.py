@@ -111,36 +111,33 @@ class _Printed:
     def write(self, text):
         if not self.gone:
             try:
-                return self.stream.write(text)
-            except BrokenPipeError:
-                self._lost()
+                written = self._guarded(self.stream.write, text)
             except UnicodeEncodeError:  # nothing was written: a text stream encodes the whole text first
-                try:
-                    return self.stream.write(_encodable(text, getattr(self.stream, "encoding", None)))
-                except UnicodeEncodeError:
-                    return self.stream.write(_encodable(text, "ascii"))
-                except BrokenPipeError:
-                    self._lost()
-                except BlockingIOError:
-                    raise
-                except OSError as exc:
-                    self._failed(exc)
-            except BlockingIOError:  # said by main and _run (a full non-blocking pipe: its own line)
-                raise
-            except OSError as exc:  # `iqt ... > /dev/full`, a full disk or quota under a redirected stdout
-                self._failed(exc)
+                written = self._guarded(self._write_encodable, text)
+            if not self.gone:
+                return written
         return len(text)
+
+    def _write_encodable(self, text):
+        try:
+            return self.stream.write(_encodable(text, getattr(self.stream, "encoding", None)))
+        except UnicodeEncodeError:
+            return self.stream.write(_encodable(text, "ascii"))
 
     def flush(self):
         if not self.gone:
-            try:
-                self.stream.flush()
-            except BrokenPipeError:
-                self._lost()
-            except BlockingIOError:
-                raise
-            except OSError as exc:
-                self._failed(exc)
+            self._guarded(self.stream.flush)
+
+    def _guarded(self, call, *args):
+        """call(*args) on the stream, where a lost reader (EPIPE) or a refused write sends the rest to /dev/null."""
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            self._lost()
+        except BlockingIOError:  # said by main and _run (a full non-blocking pipe: its own line)
+            raise
+        except OSError as exc:  # `iqt ... > /dev/full`, a full disk or quota under a redirected stdout
+            self._failed(exc)
 
     def _failed(self, exc):
         """stdout's file refused a write (ENOSPC, EIO, EFBIG): the rest goes to /dev/null, as for a lost reader, and

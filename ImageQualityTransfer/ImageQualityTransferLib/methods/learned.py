@@ -103,7 +103,7 @@ class LearnedMethod(Method):
                                   if self.model_path is not None and grid.axis_order(
                                       f, self._model_io().shipped_factor_sets(self.name)) is not None else "")
                                + f", or an interpolation method (cubic) for {grid.describe(f)}")
-                exc.advice = advice  # 'iqt batch' puts its cohort's own in its place (apps/cli/batch.py _method_for)
+                exc.advice = advice  # 'iqt batch' puts its cohort's own in its place (apps/cli/batch_plan.py _method_for)
                 raise exc
             self._loaded[f] = model
         return self._loaded[f]

@@ -9,7 +9,7 @@ import threading
 from ...core.errors import IQTError, install_extra
 
 
-THREADS_PER_WORKER = 1  # the local cluster's (start_client); Dask's auto memory share counts them (apps/cli/batch.py)
+THREADS_PER_WORKER = 1  # the local cluster's (start_client); Dask's auto memory share counts them (apps/cli/batch_limits.py)
 
 
 def local_security():

@@ -6,7 +6,7 @@ the mask is then cleared.
 
 A worker that ends its process while a subject still runs in its task thread leaves at once (`_leave_if_busy`):
 Python's exit stopped that thread inside torch and the C++ runtime aborted ('terminate called without an active
-exception', a core file; a second Ctrl-C during `iqt batch`, apps/cli/batch.py _stop)."""
+exception', a core file; a second Ctrl-C during `iqt batch`, apps/cli/batch_stop.py _stop)."""
 
 import atexit
 import os

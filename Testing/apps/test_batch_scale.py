@@ -409,7 +409,7 @@ def test_a_ulimit_n_at_which_no_local_run_ended_whole_is_refused_naming_the_need
                                                                                    workers, limit):
     """The pre-start check (16 + 10 a worker above the 5 files open) had let --workers 2 start under ulimit -n 41-42,
     where no run ended whole (a review: its QC table unwritten, or the cluster's start failing). Measured lowest limits
-    at which a run ended whole: 32, 44 and 66 for 1, 2 and 4 workers (apps/cli/batch.py CLUSTER_FILES); refused at
+    at which a run ended whole: 32, 44 and 66 for 1, 2 and 4 workers (apps/cli/batch_limits.py CLUSTER_FILES); refused at
     what failed, the line naming the need."""
     import resource
 

@@ -315,44 +315,51 @@ def test_a_worker_process_that_ends_with_a_task_in_torch_leaves_without_an_abort
     assert proc.returncode == 0 and "terminate called" not in proc.stderr, (proc.returncode, proc.stderr)
 
 
-def test_a_worker_the_nanny_starts_again_ignores_ctrl_c_too():
-    """The workers of the local cluster ignore SIGINT, also once the nanny has started them again (as after a
-    memory-limit kill), so that a terminal's Ctrl-C prints the run's one line and no worker's traceback."""
+def _sigint_ignored():
     import signal
 
-    def disposition():
-        return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
-    client, cluster = batch.start_client(1, dashboard_address=":0")
+
+def _pause(dask_worker):
+    return dask_worker.memory_manager.memory_pause_fraction
+
+
+@pytest.fixture(scope="module")
+def restarted_worker():
+    """What the worker of one local cluster (1 worker, --memory-limit 1GiB) reads before and after its nanny starts it
+    again (client.restart), and this process's Dask pause setting before the cluster and after it closed: one cluster
+    start and restart for the two tests below, which only read these."""
+    import dask
+
+    seen = {"config_before": dask.config.get("distributed.worker.memory.pause")}
+    client, cluster = batch.start_client(1, dashboard_address=":0", memory_limit="1GiB")
     try:
-        assert client.submit(disposition, pure=False).result(timeout=60)
+        seen["ignored"] = [client.submit(_sigint_ignored, pure=False).result(timeout=60)]
+        seen["pause"] = [set(client.run(_pause).values())]
         client.restart(timeout=60)
-        assert client.submit(disposition, pure=False).result(timeout=60)
+        seen["ignored"].append(client.submit(_sigint_ignored, pure=False).result(timeout=60))
+        seen["pause"].append(set(client.run(_pause).values()))
     finally:
         client.close()
         cluster.close()
+    seen["config_after"] = dask.config.get("distributed.worker.memory.pause")
+    return seen
 
 
-def test_a_worker_near_its_memory_limit_is_not_paused_also_once_started_again():
+def test_a_worker_the_nanny_starts_again_ignores_ctrl_c_too(restarted_worker):
+    """The workers of the local cluster ignore SIGINT, also once the nanny has started them again (as after a
+    memory-limit kill), so that a terminal's Ctrl-C prints the run's one line and no worker's traceback."""
+    assert restarted_worker["ignored"] == [True, True]
+
+
+def test_a_worker_near_its_memory_limit_is_not_paused_also_once_started_again(restarted_worker):
     """A worker past 80 % of --memory-limit paused, and one resting between 80 and 95 % ran nothing more: a cohort audit's
     run (espcn, 600MiB) waited forever without a word. Our workers never pause (one past 95 % is killed and its subject
     said); a worker the nanny starts again had read Dask's defaults, pausing at 80 %, back."""
-
-    def pause(dask_worker):
-        return dask_worker.memory_manager.memory_pause_fraction
-
-    import dask
-
-    before = dask.config.get("distributed.worker.memory.pause")
-    client, cluster = batch.start_client(1, dashboard_address=":0", memory_limit="1GiB")
-    try:
-        assert set(client.run(pause).values()) == {False}
-        client.restart(timeout=60)
-        assert set(client.run(pause).values()) == {False}
-    finally:
-        client.close()
-        cluster.close()
-    assert dask.config.get("distributed.worker.memory.pause") == before  # this process's other clusters keep theirs
+    assert restarted_worker["pause"] == [{False}, {False}]
+    # this process's other clusters keep theirs
+    assert restarted_worker["config_after"] == restarted_worker["config_before"]
 
 
 def test_a_worker_the_cluster_closed_for_good_is_started_again():

@@ -73,6 +73,21 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode"
     return tensors.md_mode(lr)
 
 
+UNIT_TIE = 1.2  # the filled input's MD mode this many times off the input's own: the filled edge's peak won (input_unit)
+
+
+def input_unit(raw: np.ndarray, filled: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode") -> float:
+    """The unit a "subject_scale" model sees its input in: `subject_scale` of the context-filled input, as its training
+    took it; where that mode is more than UNIT_TIE times off the input's own, the filled edge's peak has outnumbered
+    white matter's (a brain cut by the field of view: +36-44 % on the 3 mm dev pair, docs/limitations.md), and the
+    input's own is taken."""
+    unit = subject_scale(filled, mask, kind)
+    if kind != "md-mode":
+        return unit
+    own = subject_scale(raw, mask, kind)
+    return own if max(unit / own, own / unit) > UNIT_TIE else unit
+
+
 def lr_support(mask: np.ndarray | None, shape) -> np.ndarray:
     if mask is None:
         return np.ones(shape, bool)
@@ -305,9 +320,9 @@ def predict_volume(model, lr: np.ndarray, mask: np.ndarray | None, tile: int = D
     note_run(device=device.type)  # where it ran, in the run's record ("auto" is only what was asked)
     r = model.factor  # (fx, fy, fz)
     norm = model.meta["normalisation"]
-    lr = fill_context(lr)
+    raw, lr = lr, fill_context(lr)
     support = lr_support(mask, lr.shape[:3])
-    unit = subject_scale(lr, mask, norm["subject_scale"]) if norm.get("subject_scale") else 1.0
+    unit = input_unit(raw, lr, mask, norm["subject_scale"]) if norm.get("subject_scale") else 1.0
     x = normalise_input(np.asarray(lr, np.float32) / np.float32(unit), norm, model.net.halo)
     out_scale = np.asarray(norm["out_scale"], np.float32) * np.float32(unit)
     hr_support = repeat_blocks(support, r)

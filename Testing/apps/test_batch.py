@@ -1631,3 +1631,18 @@ def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):
     code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", "tcp://[::1]:")
     assert code == 2 and err.strip() == "iqt: error: " + line("tcp://[::1]:", "tcp://[::1]:8786"), err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_bracketed_host_that_is_no_ipv6_address_is_refused():
+    """`--scheduler tcp://[localhost]:8786` had passed the address check (brackets belong only around an IPv6 address)
+    and been tried as localhost (a review): refused in one line that says to drop the brackets."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, form in (("tcp://[localhost]:8786", "tcp://localhost:8786"), ("tls://[10.0.0.9]:9000", "tls://10.0.0.9:9000"),
+                        ("[node7]:8786", "tcp://node7:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == (f"--scheduler {given}: brackets belong only "
+                                  f"around an IPv6 address, not '{given.rpartition('[')[2].partition(']')[0]}'; drop "
+                                  f"them: give {form}"), err.value
+    assert scheduler.check_address("tcp://[::1]:8786") == "tcp://[::1]:8786"

@@ -61,6 +61,9 @@ def check_address(scheduler: str) -> str:
         if not close or after and not after.startswith(":"):
             raise IQTError(f"--scheduler {scheduler}: not a scheduler address: an IPv6 host in brackets is followed by "
                            f"a colon and the port; give e.g. {proto}://[{ip if _ipv6(ip) else '::1'}]:8786")
+        if close and ip and not _ipv6(ip):  # [localhost]:8786 had passed: brackets hold an IPv6 address only
+            raise IQTError(f"--scheduler {scheduler}: brackets belong only around an IPv6 address, not '{ip}'; drop "
+                           f"them: give {proto}://{ip}{after or ':8786'}")
     # a colon, no port after it: said as none given (tcp://[::1]: had been "cannot connect (invalid literal for int()")
     if host.endswith(":") and (host.endswith("]:") if host.startswith("[") else host.count(":") == 1):
         bare = host[:-1]

@@ -197,3 +197,28 @@ def test_the_local_cluster_s_options_beside_a_scheduler_are_refused_before_conne
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(said), err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_local_cluster_s_credentials_are_forgotten_when_it_closes(monkeypatch):
+    """Each local cluster start_client started had left its address and credentials in the registry for the process's
+    life (a review): a Python or Slicer session running many cohorts kept one per cohort, and a later scheduler at a
+    reused port was offered them. Closed through Dask's own path (Cluster.close runs its `_close`), it is forgotten."""
+    import asyncio
+    import types
+
+    import distributed
+
+    from ImageQualityTransferLib.apps.batch import dask_client
+
+    async def closed():
+        return None
+
+    cluster = types.SimpleNamespace(scheduler_address="tls://127.0.0.1:1", _close=closed)
+    cluster.close = lambda: asyncio.run(cluster._close())  # as distributed's Cluster.close: self.sync(self._close)
+    monkeypatch.setattr(dask_client, "_spawn_ignoring_ctrl_c", lambda make: (cluster, False))
+    monkeypatch.setattr(distributed, "Client", lambda c: types.SimpleNamespace(cluster=c))
+    client, started = dask_client.start_client(1, dashboard_address="127.0.0.1:0")
+    assert started is cluster and isinstance(scheduler.client_security(cluster.scheduler_address), Security)
+    assert cluster.scheduler_address in scheduler._OWN_CLUSTERS
+    cluster.close()
+    assert cluster.scheduler_address not in scheduler._OWN_CLUSTERS

@@ -8,8 +8,8 @@ import ssl
 from ...core.errors import IQTError
 from .local_cluster import THREADS_PER_WORKER, _spawn_ignoring_ctrl_c, _worker_exits_noted, local_security
 from .open_files import _KEPT_OFF, _limit_met, _open_files_noted
-from .scheduler import (_OWN_CLUSTERS, ADDRESS_FORMS, WAIT_WORKERS_S, _reachable, _tls_error, _wait_for_workers,
-                        check_address, check_workers, client_security)
+from .scheduler import (ADDRESS_FORMS, WAIT_WORKERS_S, _reachable, _tls_error, _wait_for_workers,
+                        check_address, check_workers, client_security, own_cluster)
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
@@ -100,5 +100,5 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
     if quiet:
         _KEPT_OFF[cluster.scheduler_address] = met  # kept off stderr for the cluster's life: open_files_met ends it
     if security is not None:
-        _OWN_CLUSTERS[cluster.scheduler_address] = security
+        own_cluster(cluster, security)
     return client, cluster

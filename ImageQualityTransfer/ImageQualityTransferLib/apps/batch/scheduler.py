@@ -12,7 +12,25 @@ from ...core.errors import IQTError
 WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
 
 
-_OWN_CLUSTERS: dict = {}  # scheduler address -> the credentials of a LocalCluster this process started
+_OWN_CLUSTERS: dict = {}  # scheduler address -> the credentials of a LocalCluster this process started and runs
+
+
+def own_cluster(cluster, security) -> None:
+    """`cluster`'s credentials kept for `client_security` until it closes: every close (its close(), a `with` block's
+    end, Dask's at exit) runs its `_close`, wrapped here to forget them, where they had been kept for the process's
+    life, one entry per cohort a Python or Slicer session ran (a review), and handed to a later scheduler at that port."""
+    address = cluster.scheduler_address
+    _OWN_CLUSTERS[address] = security
+    close = cluster._close
+
+    async def close_and_forget():
+        try:
+            return await close()
+        finally:
+            if _OWN_CLUSTERS.get(address) is security:
+                del _OWN_CLUSTERS[address]
+
+    cluster._close = close_and_forget
 
 
 def scheduler_from_file(path) -> str:

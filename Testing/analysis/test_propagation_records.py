@@ -63,3 +63,25 @@ def test_md_mean_is_the_samples_unclipped_mean_where_the_prediction_diffuses():
         assert not md_mean[~phys].any() and md_mean.min() >= 0, n
         assert res.summary()["md_clipped_voxels"] == 5, n  # before: any sample below 0 (1,944 of 2,000 at 20)
         assert abs(np.median(md_std[phys]) / (1.2e-3 / np.sqrt(3)) - 1) < 0.15, n
+
+
+def test_md_clipped_voxels_counts_the_prediction_s_own_whatever_the_samples():
+    """`md_clipped_voxels` had counted the voxels md_mean reads 0 for either reason, the prediction's MD not above zero
+    or its samples' mean falling below zero by chance, so it varied with --samples (3,306 / 1,876 / 1,621 at 5 / 20 /
+    40 on one input, a review). It counts the prediction's own, the same at any --samples; the chance ones are
+    `md_mean_below_zero_voxels`, which falls as the samples grow."""
+    from ImageQualityTransferLib.methods import Prediction
+
+    t = np.zeros((40, 20, 2, 6), np.float32)
+    t[..., [0, 2, 5]] = 0.1e-3  # MD 1e-4 under md_std 0.69e-3: 5 samples' mean falls below 0 in about a third
+    t[:5, 0, 0, [0, 2, 5]] = (-2e-4, 1e-4, -5e-5)  # 5 voxels of MD -5e-5, the prediction not physical
+    pred = Prediction(Volume(t, np.eye(4), "tensor"), std=Volume(np.full((40, 20, 2), 1.2e-3, np.float32), np.eye(4),
+                                                                  "scalar"))
+    chance = []
+    for n in (5, 40):
+        res = propagation.propagate(pred, n=n, rng=3, track=False)
+        summary = res.summary()
+        assert summary["md_clipped_voxels"] == 5, n
+        chance.append(summary["md_mean_below_zero_voxels"])
+        assert np.count_nonzero(res.md_mean.data == 0) == 5 + chance[-1], n
+    assert chance[0] > chance[1] > 0, chance

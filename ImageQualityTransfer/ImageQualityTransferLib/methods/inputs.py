@@ -445,7 +445,7 @@ def warn_noisy_context(lr: Volume, mask: Volume) -> None:
 # fits around the brain) above which the mask is said to be another scan's, or one far beyond the brain: each of the 8
 # real subjects' own masks, fitted unmasked, 0-0.04 %; shifted by 20 mm along an axis 0-7.8 % (5 of 48 above it), by
 # 40 mm 0-29 % (27 of 48), another subject's mask placed by world position 0-56 % (33 of 56); own masks dilated by 3
-# voxels 0-5.5 % (1 of 8), the brain's bounding box 3.8-25 % (5 of 8; docs/inputs.md)
+# voxels 0-5.5 % (1 of 8), the brain's bounding box 3.8-25 % (6 of 8; docs/inputs.md)
 MASK_OFF_HEAD = 0.05
 MASK_OFF_HEAD_MIN = 50  # voxels of the mask outside it, fewer and nothing is said
 

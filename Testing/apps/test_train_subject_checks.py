@@ -136,16 +136,19 @@ def test_the_training_b_check_reads_the_highest_b_as_an_hcp_series_holds_it():
 
 def test_the_training_b_refusal_says_the_limit_as_applied_and_a_tool_that_drops_the_volumes():
     """It told to "train on a series without the volumes above b = 3000", which iqt train (no --bmax) gives no way to do,
-    and said 3000 where b up to 3050 passes (a review): the limit with its spread, and the shells to keep as MRtrix's
-    dwiextract takes them; a series with no shell up to it is told to check its bval file."""
+    and said 3000 where b up to 3050 passes (a review): the limit with its spread, and the cutoff to keep the volumes
+    under, not shells: a 3000 shell spread to 3060 had been told 'dwiextract -shells 0,3000', which may group 2990 and
+    3060 as one shell and keep 3060 (a review); a series with no volume up to it is told to check its bval file."""
     from ImageQualityTransferLib.core.errors import IQTError
     from ImageQualityTransferLib.dmri.dti import check_training_shells
 
-    with pytest.raises(IQTError) as err:
-        check_training_shells([5, 995, 1005, 1990, 2010, 3005, 4000, 4010], "dwi.bval: ")
-    said = str(err.value)
-    assert "above the 3000 (3050 with a shell's spread)" in said and "dwiextract -shells 0,1000,2000,3000'" in said, said
-    assert "select_dwi_vols" in said, said
+    for bvals in ([5, 995, 1005, 1990, 2010, 3005, 4000, 4010], [0, 2990, 2990, 3060, 3060]):
+        with pytest.raises(IQTError) as err:
+            check_training_shells(bvals, "dwi.bval: ")
+        said = str(err.value)
+        assert "above the 3000 (3050 with a shell's spread)" in said, said
+        assert "keeps only the b0s and the volumes with b at or under 3050 s/mm^2" in said and "-shells" not in said, said
+        assert "dwiextract" in said and "select_dwi_vols" in said, said
     with pytest.raises(IQTError) as err:
         check_training_shells([0, 6000, 6000], "dwi.bval: ")
     assert "dwiextract" not in str(err.value) and "check the bval file" in str(err.value), err.value

@@ -131,7 +131,7 @@ def test_without_cryptography_the_local_cluster_is_refused_before_any_work(tmp_p
     helpers.tensor_list(tmp_path)
     code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic"])
     out, err = capsys.readouterr()
-    assert code == 2 and out == "" and err.strip() == f"iqt: error: {local_cluster.NO_CRYPTOGRAPHY}", err
+    assert code == 2 and out == "" and err.strip() == f"iqt: error: {local_cluster.no_cryptography()}", err
     assert not (tmp_path / "o").exists()
 
 

@@ -1,6 +1,8 @@
 """A missing extra is refused with an install line that works: the package is on no index, so the line installs the
-extra from the clone as the README does ('pip install imagequalitytransfer[cnn]' found no such package)."""
+extra from the clone as the README does ('pip install imagequalitytransfer[cnn]' found no such package), with the pip
+of the Python running the command (a bare 'pip' is another Python's where `.venv/bin/iqt` runs unactivated)."""
 
+import shlex
 import sys
 
 import pytest
@@ -20,12 +22,18 @@ NO_SUCH_PACKAGE = "imagequalitytransfer["
                                                  fromlist=["x"]).local_security()),
 ])
 def test_a_missing_extra_names_an_install_that_works(monkeypatch, extra, module, call):
+    """The line names this Python's pip, quoted for a shell where its path has a space, in a clause with its verb
+    ('iqt view' had said "...; pip install -e '.[render]' in this project's clone": a review)."""
+    monkeypatch.setattr(sys, "executable", "/opt/my env/bin/python3")
     monkeypatch.setitem(sys.modules, module, None)  # an import of it fails, as where it is not installed (a
     # submodule is named where a test before this one in the process imported it: its entry is found first)
     with pytest.raises(IQTError) as info:
         call()
     text = str(info.value)
-    assert NO_SUCH_PACKAGE not in text and f"pip install -e '.[{extra}]' in this project's clone" in text, text
+    assert NO_SUCH_PACKAGE not in text, text
+    assert f"run '/opt/my env/bin/python3' -m pip install -e '.[{extra}]' in this project's clone" in text, text
+    assert shlex.split(text.rsplit("run ", 1)[1].split(" in this project's clone")[0])[:2] == ["/opt/my env/bin/python3",
+                                                                                              "-m"], text
 
 
 def test_batch_without_dask_names_an_install_that_works(tmp_path, capsys, monkeypatch):
@@ -37,4 +45,5 @@ def test_batch_without_dask_names_an_install_that_works(tmp_path, capsys, monkey
     code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"), "--method", "cubic"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
-    assert NO_SUCH_PACKAGE not in err and "pip install -e '.[batch]' in this project's clone" in err, err
+    assert NO_SUCH_PACKAGE not in err, err
+    assert f"{shlex.quote(sys.executable)} -m pip install -e '.[batch]' in this project's clone" in err, err

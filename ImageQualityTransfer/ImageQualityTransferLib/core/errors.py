@@ -19,10 +19,21 @@ def torch_out_of_memory(exc: BaseException) -> bool:
                                               or "CUDA out of memory" in text)
 
 
+def pip_install(what: str) -> str:
+    """The pip command that installs `what` into the Python running this (`.venv/bin/iqt` run without the environment
+    activated: a bare 'pip' is another Python's), its path quoted for a shell."""
+    import shlex
+    import sys
+
+    return f"{shlex.quote(sys.executable or 'python3')} -m pip install {what}"
+
+
 def install_extra(extra: str) -> str:
-    """How to install one of pyproject.toml's extras, as the README's Two commands do: from this project's clone (the
-    package is on no package index, where 'pip install imagequalitytransfer[...]' finds nothing)."""
-    return f"pip install -e '.[{extra}]' in this project's clone (README.md, Two commands)"
+    """How to install one of pyproject.toml's extras, as the README's Two commands do, said as a clause with its verb:
+    from this project's clone (the package is on no package index, where 'pip install imagequalitytransfer[...]' finds
+    nothing), with the running Python's pip (`pip_install`)."""
+    editable = f"-e '.[{extra}]'"
+    return f"run {pip_install(editable)} in this project's clone (README.md, Two commands)"
 
 
 # what a run out of memory says: the CLI's line (apps/cli OUT_OF_MEMORY) and the Slicer worker's (slicer/worker.py)

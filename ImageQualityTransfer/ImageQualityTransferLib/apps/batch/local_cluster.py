@@ -21,11 +21,13 @@ def local_security():
     try:
         return Security.temporary()
     except ImportError:
-        raise IQTError(NO_CRYPTOGRAPHY) from None
+        raise IQTError(no_cryptography()) from None
 
 
-NO_CRYPTOGRAPHY = ("iqt batch needs the cryptography package for its local cluster's TLS credentials (without them any "
-                   f"local user could run code in its workers); install it with {install_extra('batch')}")
+def no_cryptography() -> str:
+    """The line where the cryptography package is missing (built when said: its install names the running Python)."""
+    return ("iqt batch needs the cryptography package for its local cluster's TLS credentials (without them any local "
+            f"user could run code in its workers); install the batch extra: {install_extra('batch')}")
 
 
 def _join_once_started(thread, wait_s: float = 5.0) -> None:

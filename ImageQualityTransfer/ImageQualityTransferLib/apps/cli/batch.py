@@ -224,9 +224,9 @@ def run(args) -> int:
         import importlib.util
 
         if importlib.util.find_spec("cryptography") is None:
-            from ..batch.local_cluster import NO_CRYPTOGRAPHY
+            from ..batch.local_cluster import no_cryptography
 
-            raise IQTError(NO_CRYPTOGRAPHY)
+            raise IQTError(no_cryptography())
     from pathlib import Path
 
     out_path, in_path = Path(args.output).resolve(), Path(args.input).resolve()

@@ -11,11 +11,11 @@ def require_torch():
     try:
         import torch
     except ImportError:
-        from ...core.errors import IQTError, install_extra
+        from ...core.errors import IQTError, install_extra, pip_install
 
         raise IQTError(
-            "the CNN methods need PyTorch, which is not installed; install it with "
-            f"'pip install torch' or the cnn extra, {install_extra('cnn')}, and retry"
+            f"the CNN methods need PyTorch, which is not installed; install it with {pip_install('torch')} and retry, "
+            f"or install the cnn extra: {install_extra('cnn')}"
         ) from None
     from ...core.threads import limit_torch
 

@@ -319,13 +319,19 @@ def _stale_visitation(tmp_path):
     return lr, folder
 
 
-def test_an_earlier_visitation_under_a_name_differing_in_case_only_as_the_mask_is_refused(tmp_path, capsys):
+def test_an_earlier_visitation_under_a_name_differing_in_case_only_as_the_mask_is_refused(tmp_path, capsys,
+                                                                                          monkeypatch):
     """Where names ignore case (macOS, Windows) `--mask P/Visitation.nii.gz -o P --no-tracts` names the stale
-    P/visitation.nii.gz itself, which had been removed at the commit: the same file under a case-only other name (a
-    hard link stands in for that disk here) is refused, the folder kept as it was."""
+    P/visitation.nii.gz itself, which had been removed at the commit: the same file under a case-only other name is
+    refused, the folder kept as it was. That disk stands in here as a hard link its folder's listing does not show
+    (such a disk lists the one name the file was made with)."""
+    from ImageQualityTransferLib.fileio import paths
+
     lr, folder = _stale_visitation(tmp_path)
     mask = folder / "Visitation.nii.gz"
     os.link(folder / "visitation.nii.gz", mask)
+    listing = paths._listing
+    monkeypatch.setattr(paths, "_listing", lambda d: listing(d) - ({mask.name} if d == os.path.realpath(folder) else set()))
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert cli.main(["propagate", lr, "-o", str(folder), "--method", "biqt", "--samples", "2", "--mask", str(mask),
                      "--no-tracts"]) == 2
@@ -334,14 +340,19 @@ def test_an_earlier_visitation_under_a_name_differing_in_case_only_as_the_mask_i
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
-@pytest.mark.parametrize("given", ["a hard link elsewhere", "another file differing in case only"])
+@pytest.mark.parametrize("given", ["a hard link elsewhere", "another file differing in case only",
+                                   "a hard link differing in case only"])
 def test_an_input_that_is_another_entry_than_the_earlier_visitation_runs_and_is_kept(tmp_path, capsys, given):
-    """A hard link to P/visitation.nii.gz under another name, or (on a disk that keeps case) the user's own other file
-    P/Visitation.nii.gz, is not the stale name: the run goes on, removes P/visitation.nii.gz and keeps the input as it
-    was (405cd33a had refused both, a review)."""
+    """A hard link to P/visitation.nii.gz under another name, or (on a disk that keeps case, as here) the user's own
+    other file P/Visitation.nii.gz or a hard link of that name, listed beside it, is not the stale name: the run goes
+    on, removes P/visitation.nii.gz and keeps the input as it was (405cd33a had refused the first two, a review; the
+    hard link differing in case only was refused as the same entry, a review)."""
     lr, folder = _stale_visitation(tmp_path)
     if given == "a hard link elsewhere":
         mask = tmp_path / "mask.nii.gz"
+        os.link(folder / "visitation.nii.gz", mask)
+    elif given == "a hard link differing in case only":
+        mask = folder / "Visitation.nii.gz"
         os.link(folder / "visitation.nii.gz", mask)
     else:
         mask = folder / "Visitation.nii.gz"

@@ -301,6 +301,23 @@ def _evaluate_summary(path: Path) -> bool:
     return isinstance(data, dict) and {"interior", "exterior", "build"} <= set(data)
 
 
+def _listing(folder: str) -> set[str]:
+    """The names `folder` lists (as stored: a disk that ignores case lists one name where a path may spell it two ways);
+    empty where it cannot be read."""
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+def _listed_apart(a: str, b: str) -> bool:
+    """Whether two real paths that `_folded` makes one are two directory entries: at a part where they differ, their
+    folder lists both names (a disk that keeps case), where on a disk that ignores case it lists one."""
+    pa, pb = Path(a).parts, Path(b).parts
+    return len(pa) == len(pb) and any(x != y and {x, y} <= _listing(os.path.join(*pa[:i]))
+                                      for i, (x, y) in enumerate(zip(pa, pb)) if i)
+
+
 def _folded(name: str) -> str:
     """A path as macOS's disks compare names (Windows's too for case): upper and lower case alike, Ä and A+U+0308 one
     name; not str.casefold(), whose ß -> ss made straße and strasse one (they are two files there)."""
@@ -395,8 +412,9 @@ class Outputs:
         program may have written the path meanwhile). True where it will be removed. Such a stale file that is an
         input's own name (`iqt propagate --mask DIR/visitation.nii.gz --no-tracts`; or, where names ignore case,
         DIR/Visitation.nii.gz, the same file) is refused: it would stay beside this run's outputs and pass for one of
-        them, or be the input removed. A hard link to it under another name, or on a disk that keeps case another
-        file differing in case only, is another entry: removing the stale name leaves that input as it was."""
+        them, or be the input removed. A hard link to it under another name (on a disk that keeps case, one differing in
+        case only too), or another file differing in case only, is another entry: removing the stale name leaves that
+        input as it was."""
         p = Path(path)
         real = os.path.realpath(p)
         src = self._entry_of(p)
@@ -415,10 +433,12 @@ class Outputs:
 
     def _entry_of(self, p: Path) -> Path | None:
         """The input whose own directory entry the file `p` is: the same real path, or the same file under a name
-        differing in case only (one entry on a disk that ignores case). None where none."""
+        differing in case only that its folder does not list apart (one entry on a disk that ignores case; on one that
+        keeps case, a hard link P/Visitation.nii.gz to P/visitation.nii.gz is listed beside it: another entry). None
+        where none."""
         real = os.path.realpath(p)
         return next((q for q, r in self._reals() if r == real
-                     or (_folded(r) == _folded(real) and _same_file(p, q))), None)
+                     or (_folded(r) == _folded(real) and _same_file(p, q) and not _listed_apart(r, real))), None)
 
     def _reals(self) -> list[tuple[Path, str]]:
         """(input, its real path) for each input, read once, again where inputs were read since."""

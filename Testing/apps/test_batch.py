@@ -1607,6 +1607,44 @@ def test_a_scheduler_address_with_a_path_after_the_port_is_refused():
         assert str(err.value).startswith(f"--scheduler {given}: no port, and a path after the host; give {form}"), err.value
 
 
+def test_a_ws_scheduler_url_keeps_its_path_as_dask_reads_it():
+    """`--scheduler ws://127.0.0.1:8799/` had been refused "no path after the port", though Dask's Client hands a ws URL's
+    path to the server and reaches the scheduler there (a review): a ws/wss URL is taken with its path (and without a
+    port, the scheme's, as a proxy serves it); tcp/tls, which Dask reads as host:port, still refuse one."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given in ("ws://127.0.0.1:8799/", "WS://[::1]:8786/", "wss://node7.cluster:443/dask/", "ws://host:8786/?a=1",
+                  "wss://proxy.example.org/dask"):
+        assert scheduler.check_address(given) == given[:3].lower() + given[3:], given
+    with pytest.raises(batch.IQTError, match=r"^--scheduler tls://h:8786/: no path after the port; give tls://h:8786$"):
+        scheduler.check_address("tls://h:8786/")
+    with pytest.raises(batch.IQTError, match=r"^--scheduler ws://h:99999/: port '99999' is not a number from 1 to 65535"):
+        scheduler.check_address("ws://h:99999/")
+
+
+def test_a_scheduler_address_without_a_port_or_a_host_is_said_so():
+    """`localhost`, `tcp://127.0.0.1` and `tcp://node042.cluster` (no port, no path) had been told "cannot connect
+    (missing port number ...); start one with 'dask scheduler'", where `tcp://127.0.0.1/` was told the port to give;
+    `tcp://:8786` and `tcp://[]:8786` had passed, Dask reading host '' (a review). Each is said in one line with the
+    form to give."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, form in (("localhost", "tcp://localhost:8786"), ("tcp://127.0.0.1", "tcp://127.0.0.1:8786"),
+                        ("tcp://node042.cluster", "tcp://node042.cluster:8786"), ("TLS://node7", "tls://node7:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == (f"--scheduler {given.replace('TLS', 'tls')}: no port; give {form} (the default port "
+                                  "of 'dask scheduler'), or the scheduler's own port"), err.value
+    for given, before in (("tcp://:8786", " before the port"), ("tcp://[]:8786", " before the port"),
+                          (":8786", " before the port"), ("ws://[]:8786/", " before the port"), ("tcp://[]", ""),
+                          ("tcp://[]:", ""), ("tcp://:", "")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        proto = "ws" if given.startswith("ws") else "tcp"
+        assert str(err.value) == (f"--scheduler {given}: no host{before}; give the scheduler's machine, e.g. "
+                                  f"{proto}://127.0.0.1:8786 for this one"), err.value
+
+
 def test_a_bracketed_ipv6_scheduler_without_a_port_is_said_so(tmp_path, capsys):
     """`--scheduler tcp://[::1]` (brackets, no port) had been told "cannot connect (missing port number ...)", and
     `tcp://[::1]:` (a colon, no port) "cannot connect (invalid literal for int() ...)": the no-port line, as for ::1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def check_address(scheduler: str) -> str:
     """`scheduler` with its scheme in lower case (Dask's Client refused TCP://), or an IQTError naming the accepted
     forms where it is not a tcp/tls/ws/wss address: ucx:// failed with an internal TypeError (no ucx package),
     inproc:// (this process only) with "not enough values to unpack", an IPv6 host without brackets (::1:8803) with
-    "cannot connect (invalid address ...)"."""
-    from distributed.comm import parse_address
+    "cannot connect (invalid address ...)". A tcp/tls address is host:port as Dask's parse_host_port reads it (no
+    path, a port); a ws/wss one is a URL, its path sent to the server (ws://host:8786/ reaches the scheduler)."""
+    from distributed.comm import parse_address, parse_host_port
 
     scheme, sep, rest = scheduler.partition("://")
     if sep:
@@ -73,7 +75,9 @@ def check_address(scheduler: str) -> str:
     if proto not in SCHEDULER_PROTOCOLS:
         raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}, "
                        "or the scheduler file 'dask scheduler --scheduler-file' wrote")
-    host = loc.split("/", 1)[0]
+    # the host and port: a ws/wss address is a URL whose path and query Dask hands to the server (ws://host:8786/
+    # reaches the scheduler), a tcp/tls one is host:port only (parse_host_port)
+    host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else loc.split("/", 1)[0]
     if host.startswith("["):  # the port is what follows "]:" ([::1]8786 had been read as port 786, [::1]x0 as port 0)
         ip, close, after = host[1:].partition("]")
         if not close or after and not after.startswith(":"):
@@ -85,6 +89,8 @@ def check_address(scheduler: str) -> str:
     # a colon, no port after it: said as none given (tcp://[::1]: had been "cannot connect (invalid literal for int()")
     if host.endswith(":") and (host.endswith("]:") if host.startswith("[") else host.count(":") == 1):
         bare = host[:-1]
+        if bare in ("", "[]"):
+            raise IQTError(_no_host(scheduler, proto, ""))
         if not (bare.startswith("[") and bare.endswith("]") and _ipv6(bare[1:-1])):
             raise IQTError(f"--scheduler {scheduler}: no port after the colon; give the scheduler's port, e.g. "
                            f"{proto}://{bare}:8786 (the default port of 'dask scheduler')")
@@ -106,12 +112,27 @@ def check_address(scheduler: str) -> str:
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise IQTError(f"--scheduler {scheduler}: port {port!r} is not a number from 1 to 65535; give the scheduler's "
                        f"port, e.g. {proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
-    if "/" in loc:  # Dask reads no path: tcp://[::1]:8786/ had passed, then "cannot connect (invalid literal for int()"
-        if not port:  # tcp://host/ had been told to give tcp://host, which Dask refuses too (missing port number)
-            raise IQTError(f"--scheduler {scheduler}: no port, and a path after the host; give {proto}://{host}:8786 "
-                           "(the default port of 'dask scheduler'), or the scheduler's own port")
-        raise IQTError(f"--scheduler {scheduler}: no path after the port; give {proto}://{host}")
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if port else host
+    if not name:  # tcp://:8786 and tcp://[]:8786 had passed, Dask reading host '' (no machine named)
+        raise IQTError(_no_host(scheduler, proto, port))
+    if proto not in ("tcp", "tls"):  # ws/wss: a URL without a port is the scheme's (80, 443), as a proxy serves it
+        return scheduler
+    if not port:  # tcp://127.0.0.1 (and tcp://host/, told to give tcp://host) had been "cannot connect (missing port"
+        raise IQTError(f"--scheduler {scheduler}: no port{', and a path after the host' if '/' in loc else ''}; give "
+                       f"{proto}://{host}:8786 (the default port of 'dask scheduler'), or the scheduler's own port")
+    try:
+        parse_host_port(loc)
+    except ValueError:  # Dask reads no path: tcp://[::1]:8786/ had passed, then "cannot connect (invalid literal for int()"
+        if "/" in loc:
+            raise IQTError(f"--scheduler {scheduler}: no path after the port; give {proto}://{host}") from None
+        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give "
+                       f"{ADDRESS_FORMS}") from None
     return scheduler
+
+
+def _no_host(scheduler: str, proto: str, port: str) -> str:
+    return (f"--scheduler {scheduler}: no host{' before the port' if port else ''}; give the scheduler's machine, e.g. "
+            f"{proto}://127.0.0.1:{port or 8786} for this one")
 
 
 def _ipv6(text: str) -> bool:

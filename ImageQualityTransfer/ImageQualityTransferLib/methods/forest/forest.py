@@ -86,13 +86,15 @@ class Forest:
         for t in self.trees:
             leaf = t.apply(F)
             if kind == "biqt":
-                mu = tree.predict_leaves(t.bayes_W, Xa, leaf)
+                mu = np.empty((len(Xa), t.bayes_W.shape[2]), np.float32)
                 w = 1.0 / np.maximum(t.bayes_val_var[leaf], 1e-12)
                 var = np.empty(len(Xa), np.float32)
-                roots = t.bayes_root
+                W, roots = t.bayes_W, t.bayes_root
 
-                def fn(L, rows, var=var, roots=roots):
-                    z = Xa[rows] @ roots[L]
+                def fn(L, rows, mu=mu, var=var, W=W, roots=roots):  # the mean and the variance from one gather of the rows
+                    x = Xa[rows]
+                    mu[rows] = x @ W[L].astype(np.float32)  # as tree.predict_leaves
+                    z = x @ roots[L]
                     var[rows] = np.einsum("ij,ij->i", z, z)
 
                 tree._group_apply(leaf, t.n_leaves, fn)

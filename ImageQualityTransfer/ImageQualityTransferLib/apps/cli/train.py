@@ -254,7 +254,10 @@ def _train(args, cls) -> None:
         from ...core import threads
 
         # 'iqt --threads N train' as 'iqt train --threads N': the cap apps/cli/__init__.py's _run applied
-        distributed.spawn(train_here, args.nproc, args, threads=threads.cap())
+        cap = threads.cap()
+        if cap is None:  # each process's default (spawn's): named in the recorded command, as one process's is below
+            args.command_line += f" --threads {distributed.default_threads(args.nproc)}"
+        distributed.spawn(train_here, args.nproc, args, threads=cap)
     else:
         if cls.requires_torch:
             from ...methods.cnn import distributed, require_torch

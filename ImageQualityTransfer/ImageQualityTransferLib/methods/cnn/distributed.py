@@ -187,6 +187,11 @@ def _wind_down(processes) -> None:
             signal.signal(sig, handler)
 
 
+def default_threads(nproc: int) -> int:
+    """CPU threads each of `nproc` training processes takes where none are given: this machine's cores shared out."""
+    return max(1, (os.cpu_count() or 1) // nproc)
+
+
 def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
     """Run fn(*args) in `nproc` new processes joined in one gloo group on this machine (`threads` CPU threads each, for
     BLAS/OpenMP and torch as `--threads` caps them; default torch's at the CPU count / nproc); a failure in any of them is raised here as an IQTError with its last line.
@@ -199,7 +204,7 @@ def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
     if nproc < 1:
         raise IQTError(f"--nproc {nproc}: give at least 1 process")
     capped = threads is not None
-    threads = threads or max(1, (os.cpu_count() or 1) // nproc)
+    threads = threads or default_threads(nproc)
     sigs = _stop_signals()
     main = threading.current_thread() is threading.main_thread()
     current = {sig: signal.getsignal(sig) for sig in sigs}

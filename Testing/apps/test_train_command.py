@@ -27,7 +27,7 @@ def test_the_recorded_command_names_each_processs_threads_under_nproc(small_subj
     from ImageQualityTransferLib.methods.cnn import distributed
 
     seen = {}  # the threads each process takes: those given, else the cores shared out (distributed.spawn)
-    monkeypatch.setattr(distributed, "spawn", lambda fn, nproc, args, threads=None: seen.update(
+    monkeypatch.setattr(distributed, "spawn", lambda fn, nproc, args, threads=None, **_: seen.update(
         command=args.command_line, threads=threads or max(1, (os.cpu_count() or 1) // nproc)))
     assert main(["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "m.pt"),
                  "--nproc", "2"]) == 0

@@ -170,7 +170,7 @@ def test_nproc_takes_threads_given_before_the_command_or_after(tmp_path, capsys,
     """'iqt --threads N train --nproc M' gave the processes the default thread count, not N: its weights differed from
     'iqt train --threads N --nproc M' (researcher audit, stop 57)."""
     seen = []
-    monkeypatch.setattr(distributed, "spawn", lambda fn, nproc, *a, threads=None: seen.append((nproc, threads)))
+    monkeypatch.setattr(distributed, "spawn", lambda fn, nproc, *a, threads=None, **_: seen.append((nproc, threads)))
     argv = ["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "m.pt"), "--epochs", "1",
             "--nproc", "2"]
     argv = ["--threads", "1", *argv] if where == "before" else [*argv, "--threads", "1"]
@@ -206,3 +206,28 @@ def test_a_failed_process_gives_the_commands_line_alone(capfd, caplog):
     err = capfd.readouterr().err
     assert "Terminating process" not in err, err
     assert not [r for r in caplog.records if "Terminating process" in r.getMessage()]
+
+
+def killed_on_rank_1():
+    """Rank 1 is killed from outside (SIGKILL, as the system's out-of-memory killer does); rank 0 would work on."""
+    import os
+    import signal
+    import time
+
+    if distributed.rank_and_world()[0] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)
+
+
+@pytest.mark.slow
+def test_a_killed_process_says_what_to_do():
+    """A researcher's scale-out audit: rank 1 of 'iqt train --nproc 2' killed with SIGKILL ended in "a training process
+    died (process 1 terminated with signal SIGKILL); see its messages above", where a killed process leaves none and
+    nothing said what to do."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    with pytest.raises(IQTError) as caught:
+        distributed.spawn(killed_on_rank_1, 2, threads=1)
+    said = str(caught.value)
+    assert "SIGKILL" in said and "out of memory" in said and said.endswith("; run the same command again"), said
+    assert "messages above" not in said, said

@@ -257,7 +257,9 @@ def _train(args, cls) -> None:
         cap = threads.cap()
         if cap is None:  # each process's default (spawn's): named in the recorded command, as one process's is below
             args.command_line += f" --threads {distributed.default_threads(args.nproc)}"
-        distributed.spawn(train_here, args.nproc, args, threads=cap)
+        again = ("run the same command again, which continues after the checkpoint's last saved epoch" if args.checkpoint
+                 else "run the same command again (with --checkpoint CKPT a run resumed so continues after its last saved epoch)")
+        distributed.spawn(train_here, args.nproc, args, threads=cap, again=again)
     else:
         if cls.requires_torch:
             from ...methods.cnn import distributed, require_torch

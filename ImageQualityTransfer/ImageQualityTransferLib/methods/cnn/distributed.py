@@ -192,9 +192,10 @@ def default_threads(nproc: int) -> int:
     return max(1, (os.cpu_count() or 1) // nproc)
 
 
-def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
+def spawn(fn, nproc: int, *args, threads: int | None = None, again: str = "run the same command again") -> None:
     """Run fn(*args) in `nproc` new processes joined in one gloo group on this machine (`threads` CPU threads each, for
     BLAS/OpenMP and torch as `--threads` caps them; default torch's at the CPU count / nproc); a failure in any of them is raised here as an IQTError with its last line.
+    A process killed from outside (SIGKILL: most often the system out of memory) is said with `again`, what to do next.
 
     A signal (SIGINT, SIGTERM, SIGHUP) that this process's handler turns into an exception stops every process and is
     raised here once they have all exited (they get this process's handlers); where rank 0 had already finished `fn`
@@ -252,8 +253,10 @@ def spawn(fn, nproc: int, *args, threads: int | None = None) -> None:
         code = context.processes[exc.error_index].exitcode
         if main and isinstance(code, int) and code - 128 in sigs and current[code - 128] not in (signal.SIG_IGN, None):
             signal.raise_signal(code - 128)  # one process was stopped by a signal: this one is too (as if sent here)
-        if isinstance(exc, mp.ProcessExitedException):
-            raise IQTError(f"a training process died ({exc}); see its messages above") from None
+        if isinstance(exc, mp.ProcessExitedException):  # it had said "see its messages above", which a SIGKILL leaves none of
+            killed = (f", killed from outside, most often by the system out of memory: each of the {nproc} processes "
+                      "prepares the training data itself, so fewer --nproc need less" if exc.signal_name == "SIGKILL" else "")
+            raise IQTError(f"a training process died ({exc}{killed}); {again}") from None
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         last = lines[-1] if lines else repr(exc)
         raise IQTError(last.split("IQTError: ", 1)[1] if "IQTError: " in last else f"a training process failed: {last}") from None

@@ -134,6 +134,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
     `also`: the row keys (`row_keys`) the same command wrote before, at other factors, shown as this run's."""
     from ...core.noise_level import NOISY_INPUT, NOISY_MODEL
     from ...dmri.motion import B0_SHIFT_VOXELS
+    from ...methods.inputs import FRAME_NOISE_ADVICE
 
     flag_outliers(results)
     model = label(method_label(s)) if s is not None else ""
@@ -215,9 +216,10 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "with the fix), n/a with too little white matter to judge; for a tensor file read with --tensor-order fsl, "
             "mrtrix or dipy, or a 5D file iqt did not upsample, the same check of its directions as iqt upsample runs "
             "(not checked: run with "
-            "--no-frame-check; not judged (noise): noise ends every candidate's streamlines within two voxels and only "
-            "another frame that such noise can favour won, so the table is neither confirmed nor named wrong: check "
-            "it by fitting again from the DWI ('iqt fit' checks it); n/a for other tensor files). Outlier: outside median &plusmn; 3 MAD "
+            "--no-frame-check; not judged (noise): noise ends the streamlines within two voxels, the table as given's too, and "
+            "no correction won or only one that such noise can favour, so the table is neither confirmed nor named "
+            "wrong: "
+            f"{FRAME_NOISE_ADVICE}; n/a for other tensor files). Outlier: outside median &plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
             f"volumes only among inputs of one kind. figure: colour FA of the subject's input (by nearest) and output, "

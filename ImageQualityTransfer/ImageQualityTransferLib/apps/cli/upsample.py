@@ -384,7 +384,7 @@ def run(args):
     from ...core import grid
     from ...core.orientation import Reorientation, factor_axes
     from ...fileio.records import map_record
-    from ...methods.inputs import check_frame, frame_checked, warn_if_upsampled
+    from ...methods.inputs import FRAME_NOISE, check_frame, frame_checked, warn_frame_noise, warn_if_upsampled
 
     t0 = time.perf_counter()
     f = options.factors(args)  # None with --voxel-size (or a --model alone): the input is read first
@@ -473,7 +473,8 @@ def run(args):
     if frame_checked(lr) and not args.no_frame_check:
         # mirrored fibres had run without a word (a tool-inputs audit): one line, once the input checks have passed,
         # so that a refused input's line stays the only one
-        check_frame(lr, lr.meta["order"] if lr.meta["order"] != "nifti" else None)
+        if check_frame(lr, lr.meta["order"] if lr.meta["order"] != "nifti" else None) == FRAME_NOISE:
+            warn_frame_noise(lr)  # undecided, said: silent, it read as a clean table
     res = options.propagate(pred, args, mask, f, seeds) if args.propagate else None  # before any file is written
     used = pred.tensor.meta.get("model_for")
     model = options.note_model_run(method, pred, f, args)  # which ran: the 'wrote' line and the header

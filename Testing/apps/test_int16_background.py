@@ -110,14 +110,9 @@ def test_a_brain_in_m2_per_s_with_a_few_voxels_above_is_still_named_another_unit
         check_tensor_input(f32.replace(data=t.astype(np.float32)))
 
 
-@pytest.mark.parametrize("jitter", [0.0, 0.05])
-def test_a_small_roi_stored_as_int16_is_read_with_its_intercept_as_background(pair, tmp_path, jitter):
-    """A masked fit whose brain is a small ROI (here 1.4 % of the field) stored as int16 with an intercept of +1.2e-8
-    had been refused as 'not in mm^2/s ... multiply them by 1e5', which would ruin it, while its float copy ran (a
-    review: spheres cut from a training scan's fit, 3.9 % and 1.2 %): its background is one repeated tensor, a fill,
-    within one stored step (a background of +-1 raw steps, `jitter` of its elements, had been refused again)."""
-    from ImageQualityTransferLib.methods.inputs import check_tensor_input, without_tiny_background
-
+def _int16_roi(pair, path, jitter: float, inter: float, slope: float | None, spread: int = 1):
+    """A sphere of the phantom fit (1.4 % of the field) saved as int16 with this intercept and slope (None: its largest
+    element over 30000), `jitter` of its background elements +-1 to +-`spread` raw steps: (the file read, the ROI)."""
     f32, _, mask = pair
     img = nib.load(f32)
     t = np.asarray(img.dataobj, np.float64)
@@ -127,17 +122,44 @@ def test_a_small_roi_stored_as_int16_is_read_with_its_intercept_as_background(pa
     roi = inside & (((ijk - c[:, None, None, None]) ** 2).sum(0) <= 3.5**2)  # a sphere in the brain
     assert 0 < roi.mean() < 0.05
     t = np.where(roi[..., None, None], t, 0)
-    slope, inter = float(np.abs(t).max()) / 30000, 1.2e-8
+    slope = slope or float(np.abs(t).max()) / 30000
     raw = np.round((t - inter) / slope).astype(np.int16)
     rng = np.random.default_rng(0)
     n = int((~roi).sum())
-    raw[~roi] = np.where(rng.random((n,) + raw.shape[3:]) < jitter, rng.choice([-1, 1], (n,) + raw.shape[3:]), 0)
+    steps = rng.choice([-1, 1], (n,) + raw.shape[3:]) * rng.integers(1, spread + 1, (n,) + raw.shape[3:])
+    raw[~roi] = np.where(rng.random((n,) + raw.shape[3:]) < jitter, steps, 0)
     out = nib.Nifti1Image(raw, img.affine, img.header)
     out.header.set_data_dtype(np.int16)
     out.header.set_slope_inter(slope, inter)
-    nib.save(out, tmp_path / "roi.nii.gz")
-    back = fileio.load_tensor(tmp_path / "roi.nii.gz")
+    nib.save(out, path)
+    back = fileio.load_tensor(path)
+    assert back.meta["step"] == pytest.approx(slope, rel=1e-6)  # the file's scl_slope, one raw step (float32 stored)
     assert np.all(np.asarray(back.data)[~roi] != 0)  # the case: no exact zero outside the ROI
+    return back, roi
+
+
+@pytest.mark.parametrize("jitter, inter, slope", [(0.0, 1.2e-8, None), (0.05, 1.2e-8, None), (0.2, 3e-6, 1.2e-7)])
+def test_a_small_roi_stored_as_int16_is_read_with_its_intercept_as_background(pair, tmp_path, jitter, inter, slope):
+    """A masked fit whose brain is a small ROI (here 1.4 % of the field) stored as int16 with an intercept of +1.2e-8
+    had been refused as 'not in mm^2/s ... multiply them by 1e5', which would ruin it, while its float copy ran (a
+    review: spheres cut from a training scan's fit, 3.9 % and 1.2 %): its background is one repeated tensor, a fill,
+    within one stored step (a background of +-1 raw steps, `jitter` of its elements, had been refused again), with room
+    for float32's rounding of it (at an intercept of 3e-6, +-1 raw steps read 1.0000013 steps away: refused again, 354
+    of 2000 random slope/intercept pairs, a review)."""
+    from ImageQualityTransferLib.methods.inputs import check_tensor_input, without_tiny_background
+
+    back, roi = _int16_roi(pair, tmp_path / "roi.nii.gz", jitter, inter, slope)
     check_tensor_input(back)
     kept = np.any(np.asarray(without_tiny_background(back).data) != 0, axis=-1)
     assert np.array_equal(kept, roi)
+
+
+def test_an_int16_background_spread_over_many_steps_is_no_fill(pair, tmp_path):
+    """The fill's tolerance is the file's own step (scl_slope), not a fixed one: a background spread over +-40 raw steps
+    is varied tensors, not one fill, and is not zeroed (a review: every step forced to 1 mm^2/s passed the tests)."""
+    from ImageQualityTransferLib.methods.inputs import without_tiny_background
+
+    back, roi = _int16_roi(pair, tmp_path / "spread.nii.gz", 0.5, 1.2e-8, 1.2e-7, spread=40)
+    kept = np.any(np.asarray(without_tiny_background(back).data) != 0, axis=-1)
+    assert kept[~roi].mean() > 0.9
+

@@ -107,9 +107,10 @@ def _negligible_zeroed(lr: Volume) -> Volume:
 def _one_fill(t: np.ndarray, step: float = 0.0) -> bool:
     """Whether FILL_SHARE of tensors `t` (n, 6) are one tensor, within FILL_RTOL of its largest element or one stored
     `step` of an integer file (its scl_slope: a background of +-1 raw steps around an int16 intercept, far wider than
-    1e-3 of it, had been refused as another unit): a fill or an int16 intercept, not a brain's varied tensors."""
+    1e-3 of it, had been refused as another unit): a fill or an int16 intercept, not a brain's varied tensors. Half a
+    step more leaves room for float32's rounding (+-1 raw steps had read 1.0000013 steps away and been refused)."""
     ref = np.median(t, axis=0)
-    tol = max(FILL_RTOL * float(np.abs(ref).max()), step)
+    tol = max(FILL_RTOL * float(np.abs(ref).max()), 1.5 * step)
     return tol > 0 and bool((np.abs(t - ref) <= tol).all(axis=-1).mean() >= FILL_SHARE)
 
 

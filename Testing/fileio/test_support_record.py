@@ -41,3 +41,18 @@ def test_a_record_is_not_trusted_once_the_file_is_masked_again_keeping_its_heade
     nib.save(nib.Nifti1Image(d, img.affine, header=img.header), tmp_path / "resaved.nii.gz")
     assert fileio.load_tensor(tmp_path / "remasked.nii.gz").meta.get("support") is None
     assert fileio.load_tensor(tmp_path / "resaved.nii.gz").meta.get("support") == "estimated"
+
+
+def test_a_record_written_without_its_count_is_trusted_as_before():
+    """0.24.0's first build wrote {"iqt_support": "estimated"} without "filled": `iqt track` had ignored such an
+    output's record and not said that it reaches beyond the brain (a review); a count that no longer matches, or
+    is not a count, is still not trusted."""
+    from ImageQualityTransferLib.fileio.records import read_support
+
+    t = np.zeros((4, 5, 6, 6), np.float32)
+    t[1:3, 1:3, 1:3] = 1e-3
+    assert read_support('{"iqt_support":"estimated"}', t) == "estimated"
+    assert read_support('{"iqt_support":"estimated","filled":8}', t) == "estimated"
+    for text in ('{"iqt_support":"estimated","filled":9}', '{"iqt_support":"estimated","filled":"8"}',
+                 '{"iqt_support":"other"}', '{"filled":8}'):
+        assert read_support(text, t) is None, text

@@ -165,13 +165,18 @@ def support_json(meta: dict, data) -> str | None:
 
 def read_support(text, data) -> str | None:
     """The support a `support_json` text records, while `data` still fills the voxels it counted; None for any other
-    text, and where the tensors were masked or edited since (a header kept by nibabel over new data)."""
+    text, and where the tensors were masked or edited since (a header kept by nibabel over new data). A record without
+    the count, as 0.24.0's first build wrote it ({"iqt_support": "estimated"}), is trusted as it was then: it was
+    written by `iqt upsample` (a review: track had ignored it, and not said that such an output reaches beyond the
+    brain)."""
     try:
         found = json.loads(text)
     except (TypeError, ValueError, RecursionError):
         return None
     if not isinstance(found, dict) or found.get(SUPPORT_KEY) not in SUPPORTS:
         return None
+    if "filled" not in found:
+        return found[SUPPORT_KEY]
     filled = found.get("filled")
     if not isinstance(filled, int) or isinstance(filled, bool) or filled != filled_voxels(data):
         return None

@@ -163,3 +163,25 @@ def test_an_int16_background_spread_over_many_steps_is_no_fill(pair, tmp_path):
     kept = np.any(np.asarray(without_tiny_background(back).data) != 0, axis=-1)
     assert kept[~roi].mean() > 0.9
 
+
+def test_an_empty_or_failed_int16_fit_is_not_told_to_rescale(pair, tmp_path):
+    """An int16 fit with its intercept in every voxel reads as a whole field of one tiny tensor (empty), or of two (a
+    failed fit's floor in the brain above it): both had been told 'multiply them by 1e5', which would make nonsense an
+    input (a review); they are named an empty or failed fit. (A brain in m^2/s varies: still named a unit, above.)"""
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.methods.inputs import check_tensor_input
+
+    f32, _, mask = pair
+    img = nib.load(f32)
+    t = np.asarray(img.dataobj, np.float64)
+    brain = np.any(t != 0, axis=-1)
+    floor = np.where(brain[..., None], 5e-10 * np.array([1, 0, 0, 1, 0, 1]), 0)  # SYMMATRIX order, 5D
+    for name, data in (("empty", np.zeros_like(t)), ("failed", floor)):
+        slope = float(np.abs(data).max()) / 30000 or 1e-13
+        out = nib.Nifti1Image(np.round((data - 1.2e-8) / slope).astype(np.int16), img.affine, img.header)
+        out.header.set_data_dtype(np.int16)
+        out.header.set_slope_inter(slope, 1.2e-8)
+        nib.save(out, tmp_path / f"{name}.nii.gz")
+        with pytest.raises(IQTError, match="an empty or failed fit") as caught:
+            check_tensor_input(fileio.load_tensor(tmp_path / f"{name}.nii.gz"))
+        assert "multiply" not in str(caught.value), str(caught.value)

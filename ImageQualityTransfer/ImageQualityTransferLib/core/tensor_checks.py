@@ -115,6 +115,11 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         raise IQTError(f"the {what} tensors are all one and the same isotropic value (MD {scale:g} mm^2/s): the floor "
                        "a DTI fit clips its eigenvalues at where it found no signal to fit, not a unit; refit the DWI "
                        "after checking its b0 volumes (a blank one, or one of another series)")
+    if scale < 1e-5 and _few_tensors(values[judged]):
+        raise IQTError(f"the {what} tensors are one or two tiny tensors repeated in nearly every voxel (MD {scale:g} "
+                       "mm^2/s): an empty or failed fit (an integer file's intercept, or a fit's floor, everywhere), not a "
+                       "unit to rescale; fit the DWI again ('iqt fit') after checking its b0 volumes (a blank one, or one "
+                       "of another series)")
     if scale <= MAX_MEDIAN_MD:  # a whole-field fit ten times too large: its brain's MD leaves the tissue-like range,
         # and its background's noise fits decide the median; the brain's mode is still the volume's commonest MD
         scale = max(scale, md_mode_of(lam, hi=0.05)) if scale > 1e-5 else scale
@@ -224,6 +229,16 @@ def _mostly_one_isotropic(lam: np.ndarray) -> bool:
 
 
 FAILED_FIT_OTHERS = 0.01  # the share of voxels off the floor that a failed fit may hold
+
+
+def _few_tensors(t: np.ndarray) -> bool:
+    """Whether all but FAILED_FIT_OTHERS of tensors `t` (n, 6) are one of two exact values: an int16 fit that is empty
+    (its intercept in every voxel) or failed (the intercept, and the floor above it in the brain) reads as a whole
+    field of them, and had been told to 'multiply them by 1e5' (a review); a brain in another unit varies."""
+    if len(t) == 0:
+        return False
+    counts = np.unique(np.asarray(t), axis=0, return_counts=True)[1]
+    return int(np.sort(counts)[-2:].sum()) >= (1 - FAILED_FIT_OTHERS) * len(t)
 
 
 def _rescale_hint(scale: float) -> str:

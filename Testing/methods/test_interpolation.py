@@ -212,3 +212,20 @@ def test_cubic_does_not_ring_against_the_zeros_beyond_a_tight_mask():
     assert np.abs(out[inside] - t).max() < 0.1 * t.max()
     present = np.any(out != 0, axis=-1)
     assert (tensors.eig(out[present])[0].min(axis=-1) < 0).mean() < 0.01
+
+
+def test_cubic_leaves_no_tensor_of_md_at_or_below_zero_at_the_support_s_corners():
+    """The support reaches one low-res voxel beyond the brain, diagonally too, beyond two 6-connected context rings:
+    interpolated towards the zeros there, cubic left tensors of MD <= 0 (41 % of those voxels on a 3 mm training scan's
+    clean own-style fit), which iqt track warned of as 1.0-1.3 % of the brain in 4 of the 8 subjects (a review). Every
+    empty voxel is filled from the nearest brain voxel now. Here a sphere of varied tensors: 336 of 23,552 before."""
+    rng = np.random.default_rng(0)
+    ijk = np.indices((20, 20, 20))
+    brain = ((ijk - 9.5) ** 2).sum(0) <= 7.5**2
+    e = rng.normal(size=(20, 20, 20, 3))
+    e /= np.linalg.norm(e, axis=-1, keepdims=True)
+    d = tensors.from_matrix(0.3e-3 * np.eye(3) + 1.2e-3 * e[..., :, None] * e[..., None, :])
+    lr = Volume(np.where(brain[..., None], d, 0).astype(np.float32), np.diag([-2.0, 2.0, 2.0, 1.0]), "tensor")
+    out = methods.get("cubic").predict(lr, 2, Volume(brain, lr.affine, "mask")).tensor.data
+    written = out[np.any(out != 0, axis=-1)]
+    assert len(written) == 23552 and int((tensors.md(written) <= 0).sum()) == 0

@@ -68,7 +68,7 @@ def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",
                 order_option: str = "--tensor-order", brain: bool = False, brain_md: float | None = None,
-                source: str = "") -> None:
+                source: str = "", made_by: str | None = None) -> None:
     """Refuse tensors that would give a wrong answer whatever the method: none positive definite, most not
     positive definite, or a scale that is not mm^2/s (brain MD is about 0.7e-3). `where`: voxels to judge; `what`
     names the volume and `order_option` the option that reads its element order, in the messages. `brain`: the voxels
@@ -78,7 +78,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     as the scale: the whole field's tissue-like median, scalp and noise fits in it, had a ten times too large fit read
     "5.3 times above a brain's, not a power of ten" (a tool-inputs audit). Where the scale is a brain's, one outside an
     in-vivo brain's (dmri/b0s.py MD_RANGE, as `iqt fit` says) is warned of. `source` ("<file>: ", `Volume.source`)
-    starts each warning, as the other input warnings start (methods/inputs.py); a refusal's caller adds it."""
+    starts each warning, as the other input warnings start (methods/inputs.py); a refusal's caller adds it. `made_by`:
+    the header's record of this tool's upsampling (fileio.records.made_by), which the negative-MD warning names."""
     from .errors import IQTError
 
     t = np.asarray(t)
@@ -106,7 +107,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         raise IQTError(f"only {100 * share:.0f} % of the {what} tensors are positive definite; the volume is not a "
                        f"diffusion tensor fit (or its sign or element order is wrong: check {order_option})")
     if brain:  # a brain partly sign-inverted: its tissue-like voxels, judged above, leave those out
-        _check_negative_md(md, what, source)
+        _check_negative_md(md, what, source, made_by)
     scale = float(np.median(md[judged & pd]))
     # over the judged voxels too: failed fits (dipy's WLS reaches 1e-2 to 2.5 mm^2/s in low-signal voxels; 3 % of a
     # native scan's brain) are not the volume's unit, and the methods and the evaluation take them as missing
@@ -190,7 +191,7 @@ NEGATIVE_MD_SAID = 0.01  # and above which (at least NEGATIVE_MD_MIN voxels) one
 NEGATIVE_MD_MIN = 10
 
 
-def _check_negative_md(md: np.ndarray, what: str, source: str = "") -> None:
+def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str | None = None) -> None:
     """Refuse a brain whose tensors mostly have a mean diffusivity at or below zero, and say where some do: no tissue
     diffuses so, and the tissue-like voxels the other checks judge leave them out, so that a fit with 61 % of its brain
     sign-inverted had run with a warning counting only its failed fits (a tool-inputs audit; the OLS fits of three real
@@ -208,8 +209,16 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "") -> None:
 
         from .errors import IQTWarning
 
-        warnings.warn(f"{source}{n} of the {what} tensors in the brain ({100 * share:.1f} %) have a mean diffusivity at or below "
-                      "zero, which no tissue has (sign-inverted, or not fitted): every method's output there is not a "
+        said = f"{source}{n} of the {what} tensors in the brain ({100 * share:.1f} %) have a mean diffusivity at or below zero"
+        if made_by:  # this tool's upsampled output: the interpolation's overshoot, not a fit to redo (a review: iqt
+            # track warned so of cubic outputs of clean fits, advising 'iqt fit'; docs/measurements.md)
+            warnings.warn(f"{said}, which no tissue has: the file is iqt upsample's output ('{made_by}'), whose "
+                          "interpolation overshoots to such tensors where the input's tensors change sharply (an "
+                          "unmasked fit's scalp and background fits, the brain's edge); they are not measurements: give "
+                          "--mask with the brain mask, or upsample with logeuclid-cubic, which keeps the tensors positive "
+                          "definite", IQTWarning, stacklevel=4)
+            return
+        warnings.warn(f"{said}, which no tissue has (sign-inverted, or not fitted): every method's output there is not a "
                       "measurement; fit them again from the DWI ('iqt fit') or check the tool that wrote them",
                       IQTWarning, stacklevel=4)
 

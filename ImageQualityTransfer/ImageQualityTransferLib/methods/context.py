@@ -11,17 +11,17 @@ from ..core.grid import repeat_blocks
 CONTEXT_RINGS = 2  # the project's own fits reach two voxels beyond the brain mask (dmri/degrade.py)
 
 
-def fill_context(lr: np.ndarray, rings: int = CONTEXT_RINGS) -> np.ndarray:
-    """Missing (all-zero) tensors within `rings` voxels of the input's non-zero voxels take their nearest non-zero
-    voxel's tensor. The CNNs learnt from fits that reach two voxels beyond the brain, never from zeros beside it,
-    which is what a tightly masked fit (FSL, MRtrix, dipy with a mask) gives them (their training fills the same way);
-    the forests, trained without it, answer the brain's edge better with it too (docs/measurements.md, "Context
-    beyond a tight mask"). The mask plays no part, so that a run with it and one without see the same input."""
+def fill_context(lr: np.ndarray, rings: int | None = CONTEXT_RINGS) -> np.ndarray:
+    """Missing (all-zero) tensors within `rings` voxels of the input's non-zero voxels (every one: None) take their
+    nearest non-zero voxel's tensor. The CNNs learnt from fits that reach two voxels beyond the brain, never from zeros
+    beside it, which is what a tightly masked fit (FSL, MRtrix, dipy with a mask) gives them (their training fills the
+    same way); the forests, trained without it, answer the brain's edge better with it too (docs/measurements.md,
+    "Context beyond a tight mask"). The mask plays no part, so that a run with it and one without see the same input."""
     present = np.any(lr != 0, axis=-1)
     brain = present
     if not brain.any():
         return lr
-    band = ndimage.binary_dilation(brain, iterations=rings) & ~brain & ~present
+    band = ~present if rings is None else ndimage.binary_dilation(brain, iterations=rings) & ~brain & ~present
     if not band.any():
         return lr
     nearest = ndimage.distance_transform_edt(~brain, return_distances=False, return_indices=True)

@@ -258,7 +258,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
         _refuse_hollow(vol.replace(data=data))
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
         tensor_checks.check_scale(data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None,
-                                  source=source)
+                                  source=source, made_by=vol.meta.get("made_by"))
     except IQTError as exc:
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
 

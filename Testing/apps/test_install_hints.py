@@ -47,3 +47,26 @@ def test_batch_without_dask_names_an_install_that_works(tmp_path, capsys, monkey
     assert code == 2 and err.count("\n") == 1, err
     assert NO_SUCH_PACKAGE not in err, err
     assert f"{shlex.quote(sys.executable)} -m pip install -e '.[batch]' in this project's clone" in err, err
+
+
+def test_install_hints_on_windows_use_double_quotes_and_torch_the_readme_pin(monkeypatch):
+    """On Windows the interpreter's path was given in POSIX single quotes ('C:\\Program Files\\...'), as was '.[cnn]',
+    which cmd.exe and PowerShell do not read; the torch hint installed torch unpinned, where README.md pins it (a
+    review)."""
+    import os
+    import re
+    import subprocess
+    from pathlib import Path
+
+    from ImageQualityTransferLib.core import errors
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    pin = re.search(r"pip install (torch==\S+)", readme).group(1)
+    assert errors.pip_install("torch").endswith(f" -m pip install {pin}")
+    exe = r"C:\Program Files\Slicer 5.8.1\bin\PythonSlicer.exe"
+    monkeypatch.setattr(sys, "executable", exe)
+    monkeypatch.setattr(os, "name", "nt")
+    assert errors.pip_install("torch") == f'"{exe}" -m pip install {pin}'
+    said = errors.install_extra("cnn")
+    assert said == f'run "{exe}" -m pip install -e .[cnn] in this project\'s clone (README.md, Two commands)', said
+    assert subprocess.list2cmdline([exe, "-m"]) in said and "'" not in said.split(" in this project")[0], said

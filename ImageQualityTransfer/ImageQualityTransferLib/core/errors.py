@@ -19,20 +19,51 @@ def torch_out_of_memory(exc: BaseException) -> bool:
                                               or "CUDA out of memory" in text)
 
 
+def shell_word(text: str) -> str:
+    """`text` quoted as one word for the shell a user types into: cmd.exe and PowerShell read double quotes, not POSIX
+    single quotes ('C:\\Program Files\\...' had been given to Windows users)."""
+    import os
+    import shlex
+    import subprocess
+
+    return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)
+
+
+def pinned_torch() -> str:
+    """The torch requirement README.md's Two commands pin (torch==X, read from the clone's README, else from the
+    installed package's description, which is that README), or 'torch' where neither is found."""
+    import os
+
+    readme = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir, "README.md")
+    try:
+        with open(readme, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        try:
+            from importlib.metadata import metadata
+
+            text = metadata("imagequalitytransfer").get_payload() or ""
+        except Exception:  # noqa: BLE001 - not installed (Slicer's own copy): the hint stays unpinned
+            text = ""
+    found = re.search(r"pip install (torch==[\w.+]+)", text)
+    return found.group(1) if found else "torch"
+
+
 def pip_install(what: str) -> str:
     """The pip command that installs `what` into the Python running this (`.venv/bin/iqt` run without the environment
-    activated: a bare 'pip' is another Python's), its path quoted for a shell."""
-    import shlex
+    activated: a bare 'pip' is another Python's), its path quoted for the shell (`shell_word`); torch with the version
+    README.md pins (unpinned, pip took the newest, and several GB of CUDA packages from PyPI)."""
     import sys
 
-    return f"{shlex.quote(sys.executable or 'python3')} -m pip install {what}"
+    what = pinned_torch() if what == "torch" else what
+    return f"{shell_word(sys.executable or 'python3')} -m pip install {what}"
 
 
 def install_extra(extra: str) -> str:
     """How to install one of pyproject.toml's extras, as the README's Two commands do, said as a clause with its verb:
     from this project's clone (the package is on no package index, where 'pip install imagequalitytransfer[...]' finds
     nothing), with the running Python's pip (`pip_install`)."""
-    editable = f"-e '.[{extra}]'"
+    editable = f"-e {shell_word(f'.[{extra}]')}"
     return f"run {pip_install(editable)} in this project's clone (README.md, Two commands)"
 
 

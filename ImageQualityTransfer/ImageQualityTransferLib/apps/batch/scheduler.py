@@ -7,7 +7,7 @@ import re
 import ssl
 from pathlib import Path
 
-from ...core.errors import IQTError
+from ...core.errors import IQTError, pinned_torch
 
 
 WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
@@ -251,7 +251,7 @@ def check_workers(client, scheduler: str, torch: bool = False) -> None:
     if no_torch:
         shown = "; ".join(no_torch[:3]) + (f"; and {len(no_torch) - 3} more" if len(no_torch) > 3 else "")
         raise IQTError(f"--scheduler {scheduler}: {len(no_torch)} of {len(found)} workers cannot import PyTorch, which "
-                       f"the CNN methods need ({shown}); install it where the workers run ('pip install torch' in "
+                       f"the CNN methods need ({shown}); install it where the workers run ('pip install {pinned_torch()}' in "
                        "their environment) and start them again, or choose a method without it (e.g. biqt)")
 
 

@@ -1171,7 +1171,7 @@ def test_a_scheduler_file_not_there_is_named_so(tmp_path, capsys):
     """`--scheduler /path/sched.json` before the scheduler wrote it said 'cannot connect (missing port number in
     address ...)' (a researcher's audit): a path is named as a scheduler file that is not there, nothing written."""
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
-    for given in (tmp_path / "nonexist.json", "sched.json"):
+    for given in (tmp_path / "nonexist.json", "sched.json", "sched.json\n"):  # a pasted newline: the file still named
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "no such scheduler file" in err, err
         assert not (tmp_path / "o").exists()
@@ -1613,8 +1613,8 @@ def test_a_ws_scheduler_url_keeps_its_path_as_dask_reads_it():
     port, the scheme's, as a proxy serves it); tcp/tls, which Dask reads as host:port, still refuse one."""
     from ImageQualityTransferLib.apps.batch import scheduler
 
-    for given in ("ws://127.0.0.1:8799/", "WS://[::1]:8786/", "wss://node7.cluster:443/dask/", "ws://host:8786/?a=1",
-                  "wss://proxy.example.org/dask"):
+    for given in ("ws://127.0.0.1:8799/", "WS://[::1]:8786/", "wss://node7.cluster:443/", "ws://host:8786/?a=1",
+                  "wss://proxy.example.org", "ws://host:8799#frag"):
         assert scheduler.check_address(given) == given[:3].lower() + given[3:], given
     with pytest.raises(batch.IQTError, match=r"^--scheduler tls://h:8786/: no path after the port; give tls://h:8786$"):
         scheduler.check_address("tls://h:8786/")
@@ -1684,3 +1684,47 @@ def test_a_bracketed_host_that_is_no_ipv6_address_is_refused():
                                   f"around an IPv6 address, not '{given.rpartition('[')[2].partition(']')[0]}'; drop "
                                   f"them: give {form}"), err.value
     assert scheduler.check_address("tcp://[::1]:8786") == "tcp://[::1]:8786"
+
+
+def test_a_port_alone_a_dashboard_address_or_a_pasted_space_is_said_so():
+    """`--scheduler 8786` had been told "no port; give tcp://8786:8786"; the dashboard's `127.0.0.1:8787/status` "give
+    tcp://127.0.0.1:8787", then "the port listens but is not a scheduler's"; a pasted address's trailing space or
+    newline was read as part of its port (a review)."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, form in (("8786", "8786"), ("tcp://9000", "9000")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == (f"--scheduler {given}: a port alone, no host; give the scheduler's machine before it, "
+                                  f"tcp://HOST:{form}, e.g. tcp://127.0.0.1:{form} for this one"), err.value
+    for given, host in (("127.0.0.1:8787/status", "127.0.0.1"), ("http://node7:8787/status", "node7"),
+                        ("http://127.0.0.1:8787", "127.0.0.1"), ("tcp://[::1]:8787/", "[::1]"),
+                        ("tcp://node7:9999/workers", "node7"), ("ws://node7:8787/individual-cpu", "node7")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == (f"--scheduler {given}: the address of the scheduler's dashboard (its web pages), not "
+                                  f"of the scheduler; give the scheduler's, tcp://{host}:8786 by default"), err.value
+    for given in ("tcp://127.0.0.1:8786 ", "  tcp://127.0.0.1:8786", "tcp://127.0.0.1:8786\n"):
+        assert scheduler.check_address(given) == "tcp://127.0.0.1:8786", repr(given)
+
+
+def test_a_ws_scheduler_url_with_another_path_or_nothing_listening_is_refused_at_once():
+    """`ws://127.0.0.1:18799/dask/` (a scheduler there) and `ws://127.0.0.1` (nothing on port 80) had passed, then
+    waited 20 s to say "cannot connect ... start one with 'dask scheduler'" (a review): Dask's ws listener answers at
+    `/` only, said in one line, and nothing listening at a ws URL's port (80 where none is given) is said at once."""
+    import socket
+
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, form in (("ws://127.0.0.1:18799/dask/", "ws://127.0.0.1:18799/"), ("wss://proxy.org/dask?x=1",
+                                                                                   "wss://proxy.org/")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == (f"--scheduler {given}: Dask's scheduler answers ws:// and wss:// at the path / only, "
+                                  f"not /{given.split('/', 3)[3].split('?')[0]}; give {form}"), err.value
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        start = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            scheduler._reachable(f"ws://127.0.0.1:{s.getsockname()[1]}/")
+    assert time.monotonic() - start < 1

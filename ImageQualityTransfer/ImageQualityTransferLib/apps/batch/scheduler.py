@@ -65,6 +65,7 @@ def check_address(scheduler: str) -> str:
     path, a port); a ws/wss one is a URL, its path sent to the server (ws://host:8786/ reaches the scheduler)."""
     from distributed.comm import parse_address, parse_host_port
 
+    scheduler = scheduler.strip()  # a pasted address's space or newline had been read as part of its port
     scheme, sep, rest = scheduler.partition("://")
     if sep:
         scheduler = scheme.lower() + sep + rest
@@ -72,6 +73,7 @@ def check_address(scheduler: str) -> str:
         proto, loc = parse_address(scheduler)
     except ValueError:
         proto, loc = None, ""
+    _not_the_dashboard(scheduler, proto, loc)
     if proto not in SCHEDULER_PROTOCOLS:
         raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}, "
                        "or the scheduler file 'dask scheduler --scheduler-file' wrote")
@@ -115,7 +117,15 @@ def check_address(scheduler: str) -> str:
     name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if port else host
     if not name:  # tcp://:8786 and tcp://[]:8786 had passed, Dask reading host '' (no machine named)
         raise IQTError(_no_host(scheduler, proto, port))
+    if not port and name.isascii() and name.isdigit():  # `--scheduler 8786` had been told "give tcp://8786:8786"
+        given = name if 1 <= int(name) <= 65535 else "8786"
+        raise IQTError(f"--scheduler {scheduler}: a port alone, no host; give the scheduler's machine before it, "
+                       f"{proto}://HOST:{given}, e.g. {proto}://127.0.0.1:{given} for this one")
     if proto not in ("tcp", "tls"):  # ws/wss: a URL without a port is the scheme's (80, 443), as a proxy serves it
+        path = re.split(r"[?#]", loc[len(host):], maxsplit=1)[0]
+        if path not in ("", "/"):  # Dask's ws listener has the one route, "/" (distributed/comm/ws.py): a 20 s wait
+            raise IQTError(f"--scheduler {scheduler}: Dask's scheduler answers ws:// and wss:// at the path / only, not "
+                           f"{path}; give {proto}://{host}/")
         return scheduler
     if not port:  # tcp://127.0.0.1 (and tcp://host/, told to give tcp://host) had been "cannot connect (missing port"
         raise IQTError(f"--scheduler {scheduler}: no port{', and a path after the host' if '/' in loc else ''}; give "
@@ -128,6 +138,30 @@ def check_address(scheduler: str) -> str:
         raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give "
                        f"{ADDRESS_FORMS}") from None
     return scheduler
+
+
+# the pages a scheduler's dashboard serves (distributed/dashboard/scheduler.py, distributed/http/): their path after an
+# address says it is the dashboard's
+DASHBOARD_PAGES = ("status", "workers", "tasks", "system", "profile", "profile-server", "graph", "groups", "info",
+                   "health", "metrics", "events", "exceptions", "counters", "stealing", "hardware", "gpu", "shuffle",
+                   "sitemap.json", "statics", "json", "api")
+
+
+def _not_the_dashboard(scheduler: str, proto, loc: str) -> None:
+    """An IQTError where `scheduler` is a dashboard's address (a dashboard page's path, port 8787 with a path, or an
+    http(s) URL at 8787): 127.0.0.1:8787/status had been told "give tcp://127.0.0.1:8787", then "the port listens but
+    is not a scheduler's"."""
+    if proto not in (*SCHEDULER_PROTOCOLS, "http", "https"):
+        return
+    host, slash, path = loc.partition("/")
+    host = re.split(r"[?#]", host, maxsplit=1)[0]
+    page = path.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].lower()
+    name, port = (host.partition("]")[0] + "]", host.partition("]")[2][1:]) if host.startswith("[") else \
+        host.rpartition(":")[::2] if ":" in host else (host, "")
+    if page in DASHBOARD_PAGES or page.startswith("individual-") or port == "8787" and (
+            slash or proto in ("http", "https")):
+        raise IQTError(f"--scheduler {scheduler}: the address of the scheduler's dashboard (its web pages), not of the "
+                       f"scheduler; give the scheduler's, tcp://{name or '127.0.0.1'}:8786 by default")
 
 
 def _no_host(scheduler: str, proto: str, port: str) -> str:
@@ -270,7 +304,7 @@ def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
 
 
 def _reachable(address: str, security=None) -> None:
-    """An OSError at once when nothing listens at a tcp/tls scheduler address: Dask's Client would retry a refused
+    """An OSError at once when nothing listens at a scheduler's address: Dask's Client would retry a refused
     connection until its timeout (about 24 s); and where what listens is no scheduler (over TLS with `security`'s
     credentials: a worker's tls:// port gives an internal TypeError, its dashboard's a 20 s wait)."""
     import socket
@@ -282,6 +316,12 @@ def _reachable(address: str, security=None) -> None:
         with socket.create_connection(parse_host_port(loc), timeout=5):
             pass
         _answers_as_scheduler(address, security)
+    elif proto in ("ws", "wss"):  # a URL, its port the scheme's where none is given: ws://127.0.0.1 had waited 20 s
+        from urllib.parse import urlsplit
+
+        url = urlsplit(address)
+        with socket.create_connection((url.hostname, url.port or (443 if proto == "wss" else 80)), timeout=5):
+            pass
 
 
 def _tls_error(exc: BaseException):

@@ -167,6 +167,7 @@ def run(args) -> int:
             setattr(args, key, LOCAL_DEFAULTS[key] if getattr(args, key) is None else getattr(args, key))
         if str(args.memory_limit).strip().lower() == "auto":  # Dask reads only lowercase "auto" (AUTO: ValueError)
             args.memory_limit = "auto"
+    args.scheduler = args.scheduler and args.scheduler.strip()  # a pasted address's newline, in every line said
     if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
         args.scheduler = batch.scheduler_from_file(args.scheduler)
     elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler

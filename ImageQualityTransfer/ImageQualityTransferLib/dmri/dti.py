@@ -310,11 +310,11 @@ def check_training_shells(bvals, source: str = "") -> None:
     b = b[b > B0_THRESHOLD]
     limit = TRAINING_BMAX + SHELL_STEP / 2
     if b.size and b.max() > limit:
-        # iqt train has no --bmax: the way to drop those volumes is another tool's, told by the cutoff applied here, not
-        # by shells, which another tool may group otherwise (2990 and 3060 as one: 'dwiextract -shells 0,3000' had
-        # been said, which may keep 3060; a review)
+        # iqt train has no --bmax: the volumes to keep are told by the cutoff applied here, not by shells, which a
+        # tool may group otherwise (2990 and 3060 as one: 'dwiextract -shells 0,3000' had been said, which may keep
+        # 3060; naming dwiextract or select_dwi_vols, which select by shell too, set the same trap: reviews)
         way = (f"train on a series that keeps only the b0s and the volumes with b at or under {limit:g} s/mm^2 as the "
-               "bval file holds them (e.g. selected with MRtrix's dwiextract or FSL's select_dwi_vols; most DTI studies "
+               "bval file holds them (e.g. chosen with a short script over the bval file; most DTI studies "
                f"fit b = {DTI_BMAX:g} or below), or check the bval file if its b-values were mislabelled") \
             if (b <= limit).any() else "check the bval file if its b-values were mislabelled, or train on another series"
         raise IQTError(f"{source}holds b = {b.max():g} s/mm^2, above the {TRAINING_BMAX:g} ({limit:g} with a shell's "

@@ -62,6 +62,7 @@ def test_install_hints_on_windows_use_double_quotes_and_torch_the_readme_pin(mon
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     pin = re.search(r"pip install (torch==\S+)", readme).group(1)
+    assert pin == errors.TORCH_PIN, (pin, errors.TORCH_PIN)
     assert errors.pip_install("torch").endswith(f" -m pip install {pin}")
     exe = r"C:\Program Files\Slicer 5.8.1\bin\PythonSlicer.exe"
     monkeypatch.setattr(sys, "executable", exe)

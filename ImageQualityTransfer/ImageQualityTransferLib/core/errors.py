@@ -29,24 +29,13 @@ def shell_word(text: str) -> str:
     return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)
 
 
+TORCH_PIN = "torch==2.13.0"  # the CPU build README.md's Two commands install; Testing/apps/test_install_hints.py checks they agree
+
+
 def pinned_torch() -> str:
-    """The torch requirement README.md's Two commands pin (torch==X, read from the clone's README, else from the
-    installed package's description, which is that README), or 'torch' where neither is found."""
-    import os
-
-    readme = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir, "README.md")
-    try:
-        with open(readme, encoding="utf-8") as f:
-            text = f.read()
-    except OSError:
-        try:
-            from importlib.metadata import metadata
-
-            text = metadata("imagequalitytransfer").get_payload() or ""
-        except Exception:  # noqa: BLE001 - not installed (Slicer's own copy): the hint stays unpinned
-            text = ""
-    found = re.search(r"pip install (torch==[\w.+]+)", text)
-    return found.group(1) if found else "torch"
+    """The torch requirement the install hints name: the version README.md's Two commands pin (an unpinned
+    `pip install torch` takes the newest and several GB of CUDA packages)."""
+    return TORCH_PIN
 
 
 def pip_install(what: str) -> str:

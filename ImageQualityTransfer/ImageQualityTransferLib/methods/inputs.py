@@ -253,9 +253,8 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     # a few 1e-8 below zero, and as brain those voxels had refused a valid fit as sign-inverted (a tool-inputs audit:
     # 75 % of a training scan's int16 dipy fit)
     data = without_tiny_background(vol, field).data
-    if where is None:  # read as the methods read it (a masked fit's negligible background as none, a brain in m^2/s
-        # not), before the scale check's warnings: a hollow input's refusal is its one line
-        _refuse_hollow(vol.replace(data=data))
+    if where is None:
+        _refuse_hollow(vol)
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
         tensor_checks.check_scale(data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None,
                                   source=source, made_by=vol.meta.get("made_by"))
@@ -273,13 +272,14 @@ HOLLOW_POINTS = 30000  # grid points the hull is tested at; a larger box is read
 
 
 def hollow(vol: Volume) -> tuple[float, float]:
-    """(depth in mm, share of the hull) of the empty voxels inside the convex hull of `vol`'s tensors:
+    """(depth in mm, share of the hull) of the empty voxels inside the convex hull of `vol`'s tensors (not negligible):
     a masked brain's concavities are shallow, and a brain whose every voxel was left empty (NaN or 0) leaves only the
     fits around it, a shell that encloses it however much of the brain touches the field's edge (a review: such a file
     had run silently, the brain filled from the ring of fits around it)."""
     from scipy.spatial import ConvexHull, QhullError
 
-    present = np.any(np.asarray(vol.data) != 0, axis=-1)
+    t = np.asarray(vol.data)
+    present = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
     box = grid.bounding_box(present)
     if box is None:
         return 0.0, 0.0

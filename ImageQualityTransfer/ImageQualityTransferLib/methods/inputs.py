@@ -253,61 +253,11 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     # a few 1e-8 below zero, and as brain those voxels had refused a valid fit as sign-inverted (a tool-inputs audit:
     # 75 % of a training scan's int16 dipy fit)
     data = without_tiny_background(vol, field).data
-    if where is None:
-        _refuse_hollow(vol)
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
         tensor_checks.check_scale(data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None,
                                   source=source, made_by=vol.meta.get("made_by"))
     except IQTError as exc:
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
-
-
-# an empty region the tensors enclose (inside their convex hull) that is deeper than HOLLOW_DEPTH_MM or HOLLOW_SHARE of
-# the hull is a brain whose voxels hold no tensor, only the fits around it left: on the 8 subjects' clean and noisy
-# inputs (own, tight, unmasked, ols, fsl; as made and cut through the brain) at most 24.7 mm and 0.26 (the concavities
-# of a brain mask), with every brain voxel NaN or 0 at least 36.5 mm or 0.42 (docs/inputs.md, What is refused)
-HOLLOW_DEPTH_MM = 30.0
-HOLLOW_SHARE = 0.4
-HOLLOW_POINTS = 30000  # grid points the hull is tested at; a larger box is read at every 2nd (3rd ...) voxel
-
-
-def hollow(vol: Volume) -> tuple[float, float]:
-    """(depth in mm, share of the hull) of the empty voxels inside the convex hull of `vol`'s tensors (not negligible):
-    a masked brain's concavities are shallow, and a brain whose every voxel was left empty (NaN or 0) leaves only the
-    fits around it, a shell that encloses it however much of the brain touches the field's edge (a review: such a file
-    had run silently, the brain filled from the ring of fits around it)."""
-    from scipy.spatial import ConvexHull, QhullError
-
-    t = np.asarray(vol.data)
-    present = np.any(t != 0, axis=-1) & ~tensors.negligible(t)
-    box = grid.bounding_box(present)
-    if box is None:
-        return 0.0, 0.0
-    step = max(1, int(np.ceil((present[box].size / HOLLOW_POINTS) ** (1 / 3))))
-    filled = present[tuple(slice(b.start, b.stop, step) for b in box)]
-    edge = np.argwhere(filled & ~ndimage.binary_erosion(filled))
-    try:
-        faces = ConvexHull(edge).equations  # (normal, offset) per facet: a point inside is behind every one
-    except (QhullError, ValueError):  # flat (one plane) or too few points: nothing enclosed
-        return 0.0, 0.0
-    points = np.indices(filled.shape).reshape(3, -1).T
-    inside = np.concatenate([(p @ faces[:, :3].T + faces[:, 3] <= 1e-9).all(axis=1)
-                             for p in np.array_split(points, max(1, len(points) // 4096))]).reshape(filled.shape) | filled
-    empty = inside & ~filled
-    if not empty.any():
-        return 0.0, 0.0
-    depth = float(ndimage.distance_transform_edt(empty, sampling=np.asarray(vol.voxel_size, float) * step).max())
-    return depth, float(empty.sum() / inside.sum())
-
-
-def _refuse_hollow(vol: Volume) -> None:
-    """An IQTError where the tensors enclose an empty region (`hollow`) as deep as a brain's, or most of their hull."""
-    depth, share = hollow(vol)
-    if depth > HOLLOW_DEPTH_MM or share > HOLLOW_SHARE:
-        raise IQTError(f"{vol.source}the tensors enclose an empty region {depth:.0f} mm deep ({100 * share:.0f} % of the "
-                       "volume they enclose), no tensor in it: the brain's voxels are empty (0 or NaN in every element) "
-                       "and only the fits around it are left; fit the tensors again from the DWI ('iqt fit'), or, where "
-                       "the brain mask the fit was made in leaves that region out, give it with --mask")
 
 
 def estimated_brain_md(vol: Volume) -> float | None:

@@ -82,6 +82,7 @@ def test_md_clipped_voxels_counts_the_prediction_s_own_whatever_the_samples():
         res = propagation.propagate(pred, n=n, rng=3, track=False)
         summary = res.summary()
         assert summary["md_clipped_voxels"] == 5, n
+        assert summary["sampled_voxels"] == 40 * 20 * 2, n  # what the counts are out of (a review: 1,305 of what?)
         chance.append(summary["md_mean_below_zero_voxels"])
         assert np.count_nonzero(res.md_mean.data == 0) == 5 + chance[-1], n
     assert chance[0] > chance[1] > 0, chance

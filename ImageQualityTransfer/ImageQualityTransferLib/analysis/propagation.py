@@ -47,6 +47,7 @@ class Propagation:
     settings: dict = field(default_factory=dict)  # what reproduces the samples and tracts: the seed, tracking settings
     md_clipped_voxels: int = 0  # voxels md_mean reads 0 as the prediction's MD is not above zero: none of --samples
     md_mean_below_zero_voxels: int = 0  # and those it reads 0 as their samples' mean MD fell below zero by chance
+    sampled_voxels: int = 0  # the voxels drawn (the mask's voxels holding a tensor): what the two counts are out of
 
     def summary(self) -> dict:
         def stats(x):  # over the defined values: a Dice of two empty tract maps is NaN
@@ -64,6 +65,7 @@ class Propagation:
             "streamlines_per_sample": stats(self.n_streamlines),
             "md_clipped_voxels": self.md_clipped_voxels,
             "md_mean_below_zero_voxels": self.md_mean_below_zero_voxels,
+            "sampled_voxels": self.sampled_voxels,
         }
 
 
@@ -208,6 +210,7 @@ def _propagate(vol, sigma, n, seeds, mask, settings, rng, track, n_seeds, progre
     # on one input, a review) and the samples' chance, which falls as --samples grows
     out.md_clipped_voxels = int(not_physical.sum())
     out.md_mean_below_zero_voxels = int((no_diffusion & ~not_physical).sum())
+    out.sampled_voxels = int(len(mu))
     out.seconds = time.perf_counter() - t0
     # seeds outside the tracking mask start no streamline: counted apart (a tractography audit: 24,800 of them had
     # read as tracked, and the run told to seek white matter)

@@ -681,6 +681,27 @@ def test_a_brain_cut_by_the_box_keeps_its_own_unit_where_the_filled_edge_outnumb
     np.testing.assert_array_equal(hr, in_own_unit)  # one unit, one computation
 
 
+@pytest.mark.parametrize("edge_md", [0.8e-3, 0.5e-3])
+def test_a_filled_mode_under_the_tie_or_below_the_inputs_own_stays_the_unit(monkeypatch, edge_md):
+    """The rule above is one-sided and has a threshold: a filled edge 1.14x the white matter's MD (under UNIT_TIE) or
+    below it (noisy cut inputs, where taking the input's own gained nothing: docs/limitations.md) keeps the filled
+    mode, as training takes it, and the output is the filled unit's."""
+    net, meta = random_model("espcn")
+    meta["normalisation"] = {**NORM, "subject_scale": "md-mode"}
+    model = LoadedModel(net, meta)
+    lr = np.zeros((16, 16, 7, 6), np.float32)
+    lr[2:14, 2:14, :5] = tensors.from_matrix(edge_md * np.eye(3))  # the brain's edge
+    lr[3:13, 3:13, :4] = tensors.from_matrix(np.diag([1.3e-3, 0.4e-3, 0.4e-3]))  # white matter, MD 0.7e-3, cut at k = 0
+    filled = inference.subject_scale(inference.fill_context(lr), None)
+    assert filled == pytest.approx(edge_md, rel=0.02)
+    ratio = filled / inference.subject_scale(lr, None)
+    assert 1.0 < ratio < inference.UNIT_TIE if edge_md > 0.7e-3 else ratio < 1 / inference.UNIT_TIE  # 1.09; 0.70
+    hr, _ = inference.predict_volume(model, lr, None, tile=4)
+    monkeypatch.setattr(inference, "subject_scale", lambda *a, **k: filled)
+    in_filled_unit, _ = inference.predict_volume(model, lr, None, tile=4)
+    np.testing.assert_array_equal(hr, in_filled_unit)
+
+
 def test_training_with_subject_scale_and_scale_augmentation_lowers_the_loss_and_is_recorded(tmp_path):
     items = synthetic_items()
     for it in items:

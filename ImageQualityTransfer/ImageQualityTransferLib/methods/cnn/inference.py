@@ -73,19 +73,20 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode"
     return tensors.md_mode(lr)
 
 
-UNIT_TIE = 1.2  # the filled input's MD mode this many times off the input's own: the filled edge's peak won (input_unit)
+UNIT_TIE = 1.2  # the filled input's MD mode this many times above the input's own: the filled edge's peak won (input_unit)
 
 
 def input_unit(raw: np.ndarray, filled: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode") -> float:
     """The unit a "subject_scale" model sees its input in: `subject_scale` of the context-filled input, as its training
-    took it; where that mode is more than UNIT_TIE times off the input's own, the filled edge's peak has outnumbered
+    took it; where that mode is more than UNIT_TIE times above the input's own, the filled edge's peak has outnumbered
     white matter's (a brain cut by the field of view: +36-44 % on the 3 mm dev pair, docs/limitations.md), and the
-    input's own is taken."""
+    input's own is taken. One-sided: a filled mode below the input's own (noisy cut inputs) is no such peak, and taking
+    the own there gained nothing (docs/limitations.md)."""
     unit = subject_scale(filled, mask, kind)
     if kind != "md-mode":
         return unit
     own = subject_scale(raw, mask, kind)
-    return own if max(unit / own, own / unit) > UNIT_TIE else unit
+    return own if unit > UNIT_TIE * own else unit
 
 
 def lr_support(mask: np.ndarray | None, shape) -> np.ndarray:

@@ -59,9 +59,9 @@ def normalise_input(lr: np.ndarray, norm: dict, halo: int = HALO) -> np.ndarray:
 def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode") -> float:
     """The unit (mm^2/s) in which models with a "subject_scale" normalisation see their input, so that b-value and
     scanner differences in overall diffusivity drop out. "md-mode": the mode of the mean diffusivity over every
-    positive-definite input voxel (the brain tissue's peak, which background noise fits do not move: within 2.6 %
-    of the brain-only mode on the real subjects, unmasked or not), the mask unused; "median-md" (the first models):
-    the median MD over the mask, else over every voxel with MD > 0."""
+    positive-definite input voxel (the brain tissue's peak: within 2.6 % of the brain-only mode on the real subjects'
+    clean x2 inputs, unmasked or not, but not on noisy or 9 mm unmasked ones: input_unit), the mask unused;
+    "median-md" (the first models): the median MD over the mask, else over every voxel with MD > 0."""
     if kind == "median-md":
         md = _md(lr)
         inside = md > 0 if mask is None else (np.asarray(mask, bool) & (md > 0))
@@ -81,11 +81,20 @@ def input_unit(raw: np.ndarray, filled: np.ndarray, mask: np.ndarray | None, kin
     took it; where that mode is more than UNIT_TIE times above the input's own, the filled edge's peak has outnumbered
     white matter's (a brain cut by the field of view: +36-44 % on the 3 mm dev pair, docs/limitations.md), and the
     input's own is taken. One-sided: a filled mode below the input's own (noisy cut inputs) is no such peak, and taking
-    the own there gained nothing (docs/limitations.md)."""
+    the own there gained nothing (docs/limitations.md). An input holding fits outside `mask` (a whole-field fit, `mask`
+    the brain estimated from it) takes the mode over `mask` where it is more than UNIT_TIE times above the input's own:
+    background noise fits had pulled the whole field's down (the brain's 1.39-1.68 times it on the ×2 inputs at b0
+    SNR 3, docs/limitations.md)."""
     unit = subject_scale(filled, mask, kind)
     if kind != "md-mode":
         return unit
     own = subject_scale(raw, mask, kind)
+    if mask is not None:
+        inside = np.asarray(mask, bool)
+        if np.any(np.asarray(raw)[~inside] != 0):  # fits outside the brain it is run in (a whole-field fit)
+            brain = subject_scale(np.where(inside[..., None], raw, 0), mask, kind)
+            if brain > UNIT_TIE * own:
+                return brain
     return own if unit > UNIT_TIE * own else unit
 
 

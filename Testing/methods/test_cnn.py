@@ -684,7 +684,7 @@ def test_a_brain_cut_by_the_box_keeps_its_own_unit_where_the_filled_edge_outnumb
 @pytest.mark.parametrize("edge_md", [0.8e-3, 0.5e-3])
 def test_a_filled_mode_under_the_tie_or_below_the_inputs_own_stays_the_unit(monkeypatch, edge_md):
     """The rule above is one-sided and has a threshold: a filled edge 1.14x the white matter's MD (under UNIT_TIE) or
-    below it (noisy cut inputs, where taking the input's own gained nothing: docs/limitations.md) keeps the filled
+    below it (noisy cut inputs, where taking the input's own gained nothing consistently: docs/limitations.md) keeps the filled
     mode, as training takes it, and the output is the filled unit's."""
     net, meta = random_model("espcn")
     meta["normalisation"] = {**NORM, "subject_scale": "md-mode"}

@@ -81,7 +81,7 @@ def input_unit(raw: np.ndarray, filled: np.ndarray, mask: np.ndarray | None, kin
     took it; where that mode is more than UNIT_TIE times above the input's own, the filled edge's peak has outnumbered
     white matter's (a brain cut by the field of view: +36-44 % on the 3 mm dev pair, docs/limitations.md), and the
     input's own is taken. One-sided: a filled mode below the input's own (noisy cut inputs) is no such peak, and taking
-    the own there gained nothing (docs/limitations.md). An input holding fits outside `mask` (a whole-field fit, `mask`
+    the own there gained nothing consistently (docs/limitations.md). An input holding fits outside `mask` (a whole-field fit, `mask`
     the brain estimated from it) takes the mode over `mask` where it is more than UNIT_TIE times above the input's own:
     background noise fits had pulled the whole field's down (the brain's 1.39-1.68 times it on the ×2 inputs at b0
     SNR 3, docs/limitations.md)."""

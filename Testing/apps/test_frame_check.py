@@ -154,7 +154,8 @@ def test_where_noise_ends_the_table_as_given_too_the_frame_is_not_judged(monkeyp
 def test_upsample_says_in_one_line_that_noise_left_the_frame_undecided(tmp_path, capsys, monkeypatch):
     """`iqt upsample` had said nothing where the check could not decide, as on a clean table (a review); and its
     advice is not 'iqt fit', which runs the same check on the same noisy data (a review: an SNR-4 DWI fitted with x/y-
-    swapped bvecs, 'iqt fit' wrote it without a word): a colour-FA view or a higher-SNR scan of the protocol."""
+    swapped bvecs, 'iqt fit' wrote it without a word), nor colour FA, which colours by |v| and cannot show a flip (a
+    review): the principal directions' lines or glyphs, or a higher-SNR scan of the protocol."""
     from ImageQualityTransferLib.methods import inputs
 
     monkeypatch.setattr(inputs, "FRAME_SEEDS", 200)
@@ -163,5 +164,6 @@ def test_upsample_says_in_one_line_that_noise_left_the_frame_undecided(tmp_path,
                              "-o", tmp_path / "n.nii.gz")
     said = [line for line in err.splitlines() if "could not decide" in line]
     assert code == 0 and (tmp_path / "n.nii.gz").is_file() and len(said) == 1 and "mirrored" not in err, err
-    assert "noisy.nii.gz: the gradient-table check could not decide" in said[0] and "colour FA" in said[0]
+    assert "noisy.nii.gz: the gradient-table check could not decide" in said[0] and "glyphs" in said[0]
+    assert "check it on the DWI's colour FA" not in said[0] and "colour FA shows an axis swap, never a flip" in said[0]
     assert "'iqt fit' checks it" not in said[0]

@@ -168,10 +168,13 @@ FRAME_AXIS_FLIPS = ("x-flipped", "y-flipped", "z-flipped")  # dmri/gradcheck.py 
 # inputs 4 of 6 such winners named the real fault); iqt batch's QC table shows it as neither ok nor failed
 FRAME_NOISE = "not judged (noise)"
 # what does judge such a table: fitting again runs this same check on the same noisy data (a review: iqt fit of an SNR-4
-# DWI with x/y-swapped bvecs wrote its fit without a word), a colour-FA view or a cleaner scan does not
+# DWI with x/y-swapped bvecs wrote its fit without a word); colour FA colours by |v| (core/tensors.py color_fa), so it
+# shows a swap of axes but never a flip: the principal directions' lines or glyphs where fibres run obliquely do
 FRAME_NOISE_ADVICE = ("the table cannot be judged at this noise level (fitting again from the same DWI runs the same "
-                      "check); check it on the DWI's colour FA (the corpus callosum red, left-right; the corticospinal "
-                      "tract blue, up-down) or on a higher-SNR scan of the same protocol")
+                      "check); check it on the principal-eigenvector lines or glyphs (as Slicer's glyph display shows "
+                      "them) where fibres run obliquely: around the genu of the corpus callosum they follow the forceps' "
+                      "U-shaped course, and a flipped axis sets them across it; or on a higher-SNR scan of the same "
+                      "protocol (colour FA shows an axis swap, never a flip)")
 
 
 def frame_judged(box, voxel_size) -> bool:

@@ -228,3 +228,31 @@ def test_negative_md_in_this_tool_s_upsampled_output_is_not_told_to_fit_again():
     said = [str(w.message) for w in got if "mean diffusivity at or below zero" in str(w.message)]
     assert len(said) == 1 and "iqt upsample's output ('iqt cubic factor 2')" in said[0], said
     assert "'iqt fit'" not in said[0] and "--mask" in said[0]
+
+
+def test_negative_md_in_a_learned_method_s_output_is_not_called_interpolation_overshoot():
+    """The overshoot wording ('whose interpolation overshoots ... or upsample with logeuclid-cubic') was said of
+    global-linear's outputs too (a review): a learned method's output is named by its method and told to upsample
+    again with --mask."""
+    import warnings
+
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    t = _brain_with_failed_fits(share=0.0).reshape(-1, 6)
+    t[np.random.default_rng(1).random(len(t)) < 0.03] *= -1
+    made = "iqt global-linear factor 2 shipped model global-linear_x2.npz"
+    vol = Volume(t.reshape(40, -1, 1, 6), np.eye(4), "tensor", meta={"made_by": made})
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always", IQTWarning)
+        check_tensor_input(vol, Volume(np.ones(vol.shape3, bool), np.eye(4), "mask"))
+    said = [str(w.message) for w in got if "mean diffusivity at or below zero" in str(w.message)]
+    assert len(said) == 1 and f"('{made}'), global-linear's prediction" in said[0], said
+    assert "overshoot" not in said[0] and "logeuclid-cubic" not in said[0] and "upsample again with --mask" in said[0]
+
+
+def test_the_interpolation_methods_the_warning_names_are_methods_interpolation_s():
+    """core cannot import methods: its list of interpolation methods is kept equal to methods/interpolation.py's."""
+    from ImageQualityTransferLib.core.tensor_checks import INTERPOLATION_METHODS
+    from ImageQualityTransferLib.methods import interpolation
+
+    assert set(INTERPOLATION_METHODS) == {c.name for c in interpolation.Interpolation.__subclasses__()}

@@ -189,6 +189,9 @@ def _check_sign(lam: np.ndarray, md: np.ndarray, tissue: np.ndarray, what: str) 
 NEGATIVE_MD_REFUSED = 0.5  # share of the brain's tensors with MD <= 0 above which an input is refused
 NEGATIVE_MD_SAID = 0.01  # and above which (at least NEGATIVE_MD_MIN voxels) one warning says so
 NEGATIVE_MD_MIN = 10
+# the methods of methods/interpolation.py, as a header's record names them (fileio/records.py made_by): the only ones
+# whose MD <= 0 tensors the negative-MD warning calls an interpolation's overshoot
+INTERPOLATION_METHODS = ("nearest", "linear", "cubic", "logeuclid-cubic")
 
 
 def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str | None = None) -> None:
@@ -210,13 +213,21 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
         from .errors import IQTWarning
 
         said = f"{source}{n} of the {what} tensors in the brain ({100 * share:.1f} %) have a mean diffusivity at or below zero"
-        if made_by:  # this tool's upsampled output: the interpolation's overshoot, not a fit to redo (a review: iqt
-            # track warned so of cubic outputs of clean fits, advising 'iqt fit'; docs/measurements.md)
-            warnings.warn(f"{said}, which no tissue has: the file is iqt upsample's output ('{made_by}'), whose "
-                          "interpolation overshoots to such tensors where the input's tensors change sharply (an "
-                          "unmasked fit's scalp and background fits, the brain's edge); they are not measurements: give "
-                          "--mask with the brain mask, or upsample with logeuclid-cubic, which keeps the tensors positive "
-                          "definite", IQTWarning, stacklevel=4)
+        if made_by:  # this tool's upsampled output, not a fit to redo (a review: iqt track warned so of cubic outputs
+            # of clean fits, advising 'iqt fit'; docs/measurements.md)
+            method = made_by.split()[1].removesuffix("+tta") if len(made_by.split()) > 1 else ""
+            if method in INTERPOLATION_METHODS:  # a learned method's are not an interpolation's overshoot (a review)
+                warnings.warn(f"{said}, which no tissue has: the file is iqt upsample's output ('{made_by}'), whose "
+                              "interpolation overshoots to such tensors where the input's tensors change sharply (an "
+                              "unmasked fit's scalp and background fits, the brain's edge); they are not measurements: "
+                              "give --mask with the brain mask, or upsample with logeuclid-cubic, which keeps the "
+                              "tensors positive definite", IQTWarning, stacklevel=4)
+                return
+            warnings.warn(f"{said}, which no tissue has: the file is iqt upsample's output ('{made_by}'), {method}'s "
+                          "prediction, which is no measurement there (where the input held an unmasked fit's scalp and "
+                          "background fits, or at the brain's edge): upsample again with --mask (the brain mask), or "
+                          "give --mask with it here",
+                          IQTWarning, stacklevel=4)
             return
         warnings.warn(f"{said}, which no tissue has (sign-inverted, or not fitted): every method's output there is not a "
                       "measurement; fit them again from the DWI ('iqt fit') or check the tool that wrote them",

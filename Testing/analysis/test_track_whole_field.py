@@ -60,3 +60,27 @@ def test_an_upsampled_unmasked_fit_is_said_and_an_upsampled_masked_one_is_not(un
             assert err.count("reach beyond the brain") == 1 and "as the file's header records" in err, err
         else:
             assert "beyond the brain" not in err and "without a brain mask" not in err, err
+
+
+def test_track_judges_an_upsampled_file_s_tensors_inside_its_mask(tmp_path, capsys):
+    """iqt track checked the tensors before reading --mask, so its warning of an upsampled file's MD <= 0 tensors
+    outside the brain advised 'give --mask' and said it again when --mask was given (a review): they are judged
+    inside the mask, as iqt upsample judges its input."""
+    from ImageQualityTransferLib.core.volume import Volume
+
+    t = np.zeros((24, 24, 24, 6), np.float32)
+    t[4:20, 4:20, 4:20] = [1.7e-3, 0, 0, 0.3e-3, 0, 0.3e-3]
+    t[2:4, 4:20, 4:8] = [-1.7e-3, 0, 0, -0.3e-3, 0, -0.3e-3]  # 3 % of the filled voxels, all beyond the brain
+    fileio.save_tensor(Volume(t, np.eye(4), "tensor", meta={"method": "cubic", "factor": 2}), tmp_path / "up.nii.gz")
+    brain = np.zeros(t.shape[:3], np.uint8)
+    brain[4:20, 4:20, 4:20] = 1
+    nib.save(nib.Nifti1Image(brain, np.eye(4)), tmp_path / "brain.nii.gz")
+    seeds = np.zeros_like(brain)
+    seeds[12, 12, 12] = 1
+    nib.save(nib.Nifti1Image(seeds, np.eye(4)), tmp_path / "seeds.nii.gz")
+    cmd = ["track", str(tmp_path / "up.nii.gz"), "--seeds", str(tmp_path / "seeds.nii.gz"), "-o", str(tmp_path / "t.trk")]
+    assert main(cmd) == 0
+    err = capsys.readouterr().err
+    assert err.count("mean diffusivity at or below zero") == 1 and "give --mask" in err, err
+    assert main([*cmd, "--mask", str(tmp_path / "brain.nii.gz")]) == 0
+    assert "mean diffusivity" not in capsys.readouterr().err

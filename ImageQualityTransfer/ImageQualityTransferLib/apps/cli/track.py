@@ -62,8 +62,10 @@ def run(args):
     # tensors have any FA, and streamlines ran up to 30 mm into it (a tool-inputs audit)
     whole = whole_field(dti)
     dti = without_tiny_background(dti, whole)
-    check_tensor_input(dti)  # the file named, and the order that reads it where another one does
     mask = fileio.load_mask_refined(args.mask, dti, "the tensor grid") if args.mask else None
+    # the file named, and the order that reads it where another one does; judged inside --mask, as upsample judges it
+    # (checked before the mask was read, its advice 'give --mask' could not be followed: a review)
+    check_tensor_input(dti, mask)
     if mask is None:  # a fit over the whole field, or upsample's output of one as its header records it
         warn_whole_field(dti, args.input, whole)
     check_seed_grid(args.seeds, seeds, dti, args.input)

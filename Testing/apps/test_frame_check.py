@@ -167,3 +167,30 @@ def test_upsample_says_in_one_line_that_noise_left_the_frame_undecided(tmp_path,
     assert "noisy.nii.gz: the gradient-table check could not decide" in said[0] and "glyphs" in said[0]
     assert "check it on the DWI's colour FA" not in said[0] and "colour FA shows an axis swap, never a flip" in said[0]
     assert "'iqt fit' checks it" not in said[0]
+
+
+def test_a_single_axis_flip_that_noise_can_favour_is_not_named(monkeypatch):
+    """The noisy-fit rule had spared single-axis flips: a correct SNR-5 table (the sagittal Prisma's fsl input) was
+    named 'x components look negated', 4.8 mm against 4.2 mm as read, both under FRAME_SHORT_STEPS steps (10.8 mm on
+    its 5.4 mm voxels; a review). Such a flip must win by more than FRAME_NOISY_RATIO too; the real scores, set to that case's."""
+    from ImageQualityTransferLib.dmri import gradcheck
+    from ImageQualityTransferLib.methods import inputs
+
+    real = gradcheck.gradient_scores
+    short = inputs.FRAME_SHORT_STEPS * 2.0  # the ring's 2 mm voxels
+
+    def as_measured(*a, **k):
+        found = real(*a, **k)
+        found.scores = {key: 0.5 * short for key in found.scores} | {"given": 0.78 * short, "x-flipped": 0.89 * short}
+        return found
+
+    monkeypatch.setattr(inputs, "FRAME_SEEDS", 100)
+    monkeypatch.setattr(gradcheck, "gradient_scores", as_measured)
+    ring = ring_of_fibres()
+    assert np.allclose(ring.voxel_size, 2.0)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert inputs.check_frame(ring, "fsl") == inputs.FRAME_NOISE
+    assert not [w for w in said if "mirrored" in str(w.message)]

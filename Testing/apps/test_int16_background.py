@@ -110,9 +110,10 @@ def test_a_brain_in_m2_per_s_with_a_few_voxels_above_is_still_named_another_unit
         check_tensor_input(f32.replace(data=t.astype(np.float32)))
 
 
-def _int16_roi(pair, path, jitter: float, inter: float, slope: float | None, spread: int = 1):
+def _int16_roi(pair, path, jitter: float, inter: float, slope: float | None, spread: int = 1, unit: float = 1.0):
     """A sphere of the phantom fit (1.4 % of the field) saved as int16 with this intercept and slope (None: its largest
-    element over 30000), `jitter` of its background elements +-1 to +-`spread` raw steps: (the file read, the ROI)."""
+    element over 30000), `jitter` of its background elements +-1 to +-`spread` raw steps, its tensors times `unit`
+    (1e-6: m^2/s): (the file read, the ROI)."""
     f32, _, mask = pair
     img = nib.load(f32)
     t = np.asarray(img.dataobj, np.float64)
@@ -121,7 +122,7 @@ def _int16_roi(pair, path, jitter: float, inter: float, slope: float | None, spr
     c = np.array(np.nonzero(inside)).mean(axis=1)
     roi = inside & (((ijk - c[:, None, None, None]) ** 2).sum(0) <= 3.5**2)  # a sphere in the brain
     assert 0 < roi.mean() < 0.05
-    t = np.where(roi[..., None, None], t, 0)
+    t = np.where(roi[..., None, None], t * unit, 0)
     slope = slope or float(np.abs(t).max()) / 30000
     raw = np.round((t - inter) / slope).astype(np.int16)
     rng = np.random.default_rng(0)
@@ -185,3 +186,17 @@ def test_an_empty_or_failed_int16_fit_is_not_told_to_rescale(pair, tmp_path):
         with pytest.raises(IQTError, match="an empty or failed fit") as caught:
             check_tensor_input(fileio.load_tensor(tmp_path / f"{name}.nii.gz"))
         assert "multiply" not in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.2])
+def test_an_int16_roi_in_m2_per_s_is_named_its_unit_not_another_order(pair, tmp_path, jitter):
+    """An int16 ROI in m^2/s, its intercept in all six elements outside it, read as a whole field of rank-one tensors
+    and was told 'pass --tensor-order mrtrix' (a review: 16 of 16 such files, spheres of 2-6 voxels cut from a
+    training scan's fit); its stored zeros are read as empty and it is told, as its float copy is, to multiply by 1e6."""
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.methods.inputs import check_tensor_input
+
+    back, roi = _int16_roi(pair, tmp_path / "roi.nii.gz", jitter, 1.2e-14, None, unit=1e-6)
+    with pytest.raises(IQTError, match="multiply them by 1e6") as caught:
+        check_tensor_input(back)
+    assert "--tensor-order" not in str(caught.value), str(caught.value)

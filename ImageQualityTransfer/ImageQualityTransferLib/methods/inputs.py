@@ -248,6 +248,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     source = vol.source
     if not np.isfinite(vol.data).all():
         raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
+    vol = _stored_zeros_empty(vol)
     where = None if mask is None else np.asarray(mask.data, bool)
     field = whole_field(vol)
     whole = where is None and field
@@ -260,6 +261,27 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
                                   source=source, made_by=vol.meta.get("made_by"))
     except IQTError as exc:
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
+
+
+def _stored_zeros_empty(vol: Volume) -> Volume:
+    """An integer file whose tensors are all negligible (a brain in m^2/s) with its stored zeros, the intercept in all
+    six elements (within 1.5 stored steps, as _one_fill reads them), made empty, as its float copy's zeros are: read as
+    a whole field of rank-one tensors, an int16 ROI in m^2/s had been told 'pass --tensor-order mrtrix' where its float
+    copy is told to multiply by 1e6 (a review). An empty or failed fit (nothing, or one floor tensor, beside the
+    intercept) is left for the checks to name."""
+    step = float(vol.meta.get("step", 0.0) or 0.0)
+    t = np.asarray(vol.data)
+    filled = np.any(t != 0, axis=-1)
+    if step <= 0 or not filled.any() or not tensors.negligible(t[filled]).all():
+        return vol
+    ref = np.median(t[filled], axis=0)
+    if np.ptp(ref) > 1.5 * step:  # not one value in all six elements: no intercept's stored zeros
+        return vol
+    fill = filled & (np.abs(t - ref) <= 1.5 * step).all(axis=-1)
+    rest = filled & ~fill
+    if not rest.any() or _one_fill(t[rest], step):  # an empty fit, or a failed one's floor: the checks name them
+        return vol
+    return vol.replace(data=np.where(fill[..., None], 0, t).astype(t.dtype, copy=False))
 
 
 def estimated_brain_md(vol: Volume) -> float | None:

@@ -76,25 +76,41 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode"
 UNIT_TIE = 1.2  # the filled input's MD mode this many times above the input's own: the filled edge's peak won (input_unit)
 
 
+BRAIN_SHARE_MIN = 0.05  # a mask holding less of a whole-field fit's filled voxels is a region, not its brain: the
+# brains estimated from the 8 subjects' unmasked x2/x3/x1,1,3 inputs, clean and at SNR 3-10, hold 0.094-0.48 of them
+
+
+def _a_whole_field_brain(raw: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether `raw` is a whole-field fit (inputs.whole_field) and `mask` may be its brain: at least BRAIN_SHARE_MIN of
+    its filled voxels. A masked fit given a smaller --mask, or a region (a lesion's label map chosen as the brain
+    mask in Slicer), keeps the field's unit (a review: a high-MD region had set a clean input's unit 1.78x up)."""
+    from ..inputs import whole_field
+    from ...core.volume import Volume
+
+    filled = np.any(np.asarray(raw) != 0, axis=-1)
+    inside = np.asarray(mask, bool)
+    if not np.any(filled & ~inside) or inside.sum() < BRAIN_SHARE_MIN * filled.sum():
+        return False
+    return whole_field(Volume(np.asarray(raw), np.eye(4), "tensor"))
+
+
 def input_unit(raw: np.ndarray, filled: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode") -> float:
     """The unit a "subject_scale" model sees its input in: `subject_scale` of the context-filled input, as its training
     took it; where that mode is more than UNIT_TIE times above the input's own, the filled edge's peak has outnumbered
     white matter's (a brain cut by the field of view: +36-44 % on the 3 mm dev pair, docs/limitations.md), and the
     input's own is taken. One-sided: a filled mode below the input's own (noisy cut inputs) is no such peak, and taking
-    the own there gained nothing consistently (docs/limitations.md). An input holding fits outside `mask` (a whole-field fit, `mask`
-    the brain estimated from it) takes the mode over `mask` where it is more than UNIT_TIE times above the input's own:
+    the own there gained nothing consistently (docs/limitations.md). A whole-field fit whose `mask` may be its brain
+    (`_a_whole_field_brain`: the brain estimated from it, or a given brain mask) takes the mode over `mask` where it is more than UNIT_TIE times above the input's own:
     background noise fits had pulled the whole field's down (the brain's 1.39-1.68 times it on the ×2 inputs at b0
     SNR 3, docs/limitations.md)."""
     unit = subject_scale(filled, mask, kind)
     if kind != "md-mode":
         return unit
     own = subject_scale(raw, mask, kind)
-    if mask is not None:
-        inside = np.asarray(mask, bool)
-        if np.any(np.asarray(raw)[~inside] != 0):  # fits outside the brain it is run in (a whole-field fit)
-            brain = subject_scale(np.where(inside[..., None], raw, 0), mask, kind)
-            if brain > UNIT_TIE * own:
-                return brain
+    if mask is not None and _a_whole_field_brain(raw, mask):
+        brain = subject_scale(np.where(np.asarray(mask, bool)[..., None], raw, 0), mask, kind)
+        if brain > UNIT_TIE * own:
+            return brain
     return own if unit > UNIT_TIE * own else unit
 
 

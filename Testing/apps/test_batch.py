@@ -1697,15 +1697,30 @@ def test_a_port_alone_a_dashboard_address_or_a_pasted_space_is_said_so():
             scheduler.check_address(given)
         assert str(err.value) == (f"--scheduler {given}: a port alone, no host; give the scheduler's machine before it, "
                                   f"tcp://HOST:{form}, e.g. tcp://127.0.0.1:{form} for this one"), err.value
-    for given, host in (("127.0.0.1:8787/status", "127.0.0.1"), ("http://node7:8787/status", "node7"),
-                        ("http://127.0.0.1:8787", "127.0.0.1"), ("tcp://[::1]:8787/", "[::1]"),
-                        ("tcp://node7:9999/workers", "node7"), ("ws://node7:8787/individual-cpu", "node7")):
+    for given, form in (("127.0.0.1:8787/status", "tcp://127.0.0.1"), ("http://node7:8787/status", "tcp://node7"),
+                        ("http://127.0.0.1:8787", "tcp://127.0.0.1"), ("tcp://[::1]:8787/", "tcp://[::1]"),
+                        ("tcp://node7:9999/workers", "tcp://node7"), ("ws://node7:8787/individual-cpu", "ws://node7"),
+                        ("tls://127.0.0.1:8787/status", "tls://127.0.0.1"), ("wss://node7:8787/status", "wss://node7")):
         with pytest.raises(batch.IQTError) as err:
             scheduler.check_address(given)
         assert str(err.value) == (f"--scheduler {given}: the address of the scheduler's dashboard (its web pages), not "
-                                  f"of the scheduler; give the scheduler's, tcp://{host}:8786 by default"), err.value
+                                  f"of the scheduler; give the scheduler's, {form}:8786 by default"), err.value
     for given in ("tcp://127.0.0.1:8786 ", "  tcp://127.0.0.1:8786", "tcp://127.0.0.1:8786\n"):
         assert scheduler.check_address(given) == "tcp://127.0.0.1:8786", repr(given)
+
+
+def test_a_ws_scheduler_at_port_8787_is_not_taken_for_the_dashboard():
+    """`ws://127.0.0.1:8787/`, a ws scheduler given port 8787 at the one route Dask's ws listener serves, had been
+    refused as the dashboard's address (a review); a ws URL off 8787 with a dashboard page's path is told the ws path
+    rule, not to give tcp://."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given in ("ws://127.0.0.1:8787/", "wss://node7:8787/", "ws://127.0.0.1:8787/?x=1"):
+        assert scheduler.check_address(given) == given
+    with pytest.raises(batch.IQTError) as err:
+        scheduler.check_address("ws://node7:9999/status")
+    assert str(err.value) == ("--scheduler ws://node7:9999/status: Dask's scheduler answers ws:// and wss:// at the "
+                              "path / only, not /status; give ws://node7:9999/"), err.value
 
 
 def test_a_ws_scheduler_url_with_another_path_or_nothing_listening_is_refused_at_once():

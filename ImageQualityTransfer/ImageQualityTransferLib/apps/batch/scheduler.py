@@ -150,7 +150,8 @@ DASHBOARD_PAGES = ("status", "workers", "tasks", "system", "profile", "profile-s
 def _not_the_dashboard(scheduler: str, proto, loc: str) -> None:
     """An IQTError where `scheduler` is a dashboard's address (a dashboard page's path, port 8787 with a path, or an
     http(s) URL at 8787): 127.0.0.1:8787/status had been told "give tcp://127.0.0.1:8787", then "the port listens but
-    is not a scheduler's"."""
+    is not a scheduler's". A ws/wss URL is one only at port 8787 with a dashboard page's path: Dask's ws listener
+    serves `/` (ws://HOST:8787/ is a scheduler's); another path is said by the ws path rule in check_address."""
     if proto not in (*SCHEDULER_PROTOCOLS, "http", "https"):
         return
     host, slash, path = loc.partition("/")
@@ -158,10 +159,13 @@ def _not_the_dashboard(scheduler: str, proto, loc: str) -> None:
     page = path.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].lower()
     name, port = (host.partition("]")[0] + "]", host.partition("]")[2][1:]) if host.startswith("[") else \
         host.rpartition(":")[::2] if ":" in host else (host, "")
-    if page in DASHBOARD_PAGES or page.startswith("individual-") or port == "8787" and (
-            slash or proto in ("http", "https")):
+    a_page = page in DASHBOARD_PAGES or page.startswith("individual-")
+    if proto in ("ws", "wss") and not (port == "8787" and a_page):
+        return
+    if a_page or port == "8787" and (slash or proto in ("http", "https")):
+        given = "tcp" if proto in ("http", "https") else proto
         raise IQTError(f"--scheduler {scheduler}: the address of the scheduler's dashboard (its web pages), not of the "
-                       f"scheduler; give the scheduler's, tcp://{name or '127.0.0.1'}:8786 by default")
+                       f"scheduler; give the scheduler's, {given}://{name or '127.0.0.1'}:8786 by default")
 
 
 def _no_host(scheduler: str, proto: str, port: str) -> str:

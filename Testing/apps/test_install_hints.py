@@ -51,8 +51,8 @@ def test_batch_without_dask_names_an_install_that_works(tmp_path, capsys, monkey
 
 def test_install_hints_on_windows_use_double_quotes_and_torch_the_readme_pin(monkeypatch):
     """On Windows the interpreter's path was given in POSIX single quotes ('C:\\Program Files\\...'), as was '.[cnn]',
-    which cmd.exe and PowerShell do not read; the torch hint installed torch unpinned, where README.md pins it (a
-    review)."""
+    which cmd.exe does not read; the torch hint installed torch unpinned, where README.md pins it (a review), and without
+    README.md's CPU index, from which PyPI's torch pulls CUDA packages on Linux and Windows (review RVh)."""
     import os
     import re
     import subprocess
@@ -63,11 +63,16 @@ def test_install_hints_on_windows_use_double_quotes_and_torch_the_readme_pin(mon
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     pin = re.search(r"pip install (torch==\S+)", readme).group(1)
     assert pin == errors.TORCH_PIN, (pin, errors.TORCH_PIN)
-    assert errors.pip_install("torch").endswith(f" -m pip install {pin}")
+    index = re.search(r"--index-url (\S+?)`", readme).group(1)  # without it PyPI's torch pulls CUDA (README.md)
+    assert index == errors.TORCH_CPU_INDEX, (index, errors.TORCH_CPU_INDEX)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert errors.pip_install("torch").endswith(f" -m pip install {pin} --index-url {index}")
+    assert errors.pinned_torch("darwin") == pin  # macOS's PyPI torch is the CPU build
     exe = r"C:\Program Files\Slicer 5.8.1\bin\PythonSlicer.exe"
     monkeypatch.setattr(sys, "executable", exe)
     monkeypatch.setattr(os, "name", "nt")
-    assert errors.pip_install("torch") == f'"{exe}" -m pip install {pin}'
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert errors.pip_install("torch") == f'"{exe}" -m pip install {pin} --index-url {index}'
     said = errors.install_extra("cnn")
     assert said == f'run "{exe}" -m pip install -e .[cnn] in this project\'s clone (README.md, Two commands)', said
     assert subprocess.list2cmdline([exe, "-m"]) in said and "'" not in said.split(" in this project")[0], said

@@ -20,8 +20,9 @@ def torch_out_of_memory(exc: BaseException) -> bool:
 
 
 def shell_word(text: str) -> str:
-    """`text` quoted as one word for the shell a user types into: cmd.exe and PowerShell read double quotes, not POSIX
-    single quotes ('C:\\Program Files\\...' had been given to Windows users)."""
+    """`text` quoted as one word for the shell a user types into: on Windows in double quotes, as cmd.exe reads them,
+    not POSIX single quotes ('C:\\Program Files\\...' had been given to Windows users; PowerShell runs a quoted path
+    with & before it)."""
     import os
     import shlex
     import subprocess
@@ -30,18 +31,25 @@ def shell_word(text: str) -> str:
 
 
 TORCH_PIN = "torch==2.13.0"  # the CPU build README.md's Two commands install; Testing/apps/test_install_hints.py checks they agree
+# the index README.md's install notes add on a machine whose pip reaches PyPI (there torch==2.13.0 on Linux and Windows
+# pulls CUDA packages); Testing/apps/test_install_hints.py checks they agree
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
-def pinned_torch() -> str:
-    """The torch requirement the install hints name: the version README.md's Two commands pin (an unpinned
-    `pip install torch` takes the newest and several GB of CUDA packages)."""
-    return TORCH_PIN
+def pinned_torch(platform: str = "") -> str:
+    """The torch requirement the install hints name: README.md's pin, with its CPU index on Linux and Windows (where
+    PyPI's torch pulls CUDA packages, as README.md says); macOS's PyPI torch is the CPU build."""
+    import sys
+
+    if (platform or sys.platform) == "darwin":
+        return TORCH_PIN
+    return f"{TORCH_PIN} --index-url {TORCH_CPU_INDEX}"
 
 
 def pip_install(what: str) -> str:
     """The pip command that installs `what` into the Python running this (`.venv/bin/iqt` run without the environment
-    activated: a bare 'pip' is another Python's), its path quoted for the shell (`shell_word`); torch with the version
-    README.md pins (unpinned, pip took the newest, and several GB of CUDA packages from PyPI)."""
+    activated: a bare 'pip' is another Python's), its path quoted for the shell (`shell_word`); torch as `pinned_torch`
+    names it (unpinned, pip took the newest)."""
     import sys
 
     what = pinned_torch() if what == "torch" else what

@@ -39,7 +39,8 @@ def add_arguments(sp) -> None:
                                                "one (8: 3+5; 1 or 2: 1+1)")
     sp.add_argument("--minutes", type=float, help="CNN: wall-time budget for the training loop")
     sp.add_argument("--threads", type=int, dest="train_threads",
-                    help="CPU threads (as 'iqt --threads N train ...'; default: the libraries' choice)")
+                    help="CPU threads (as 'iqt --threads N train ...'; default: the libraries' choice); under --nproc, "
+                         "each process's (default there: the CPUs this process may run on, shared out)")
     sp.add_argument("--register", action="store_true", help="add the model to registry.json in its folder")
     sp.add_argument("--init", help="CNN: warm-start from this trained model (e.g. an espcn-hetero .pt for espcn-hetero-var1; "
                     "a plain espcn or deep model starts the mean network of a heteroscedastic one)")

@@ -258,7 +258,7 @@ def _train(args, cls) -> None:
         if cap is None:  # each process's default (spawn's): named in the recorded command, as one process's is below
             args.command_line += f" --threads {distributed.default_threads(args.nproc)}"
         again = ("run the same command again, which continues after the checkpoint's last saved epoch" if args.checkpoint
-                 else "run the same command again (with --checkpoint CKPT a run resumed so continues after its last saved epoch)")
+                 else "run it again with fewer --nproc (with --checkpoint CKPT it continues from the last saved epoch)")
         distributed.spawn(train_here, args.nproc, args, threads=cap, again=again)
     else:
         if cls.requires_torch:

@@ -188,13 +188,16 @@ def _wind_down(processes) -> None:
 
 
 def default_threads(nproc: int) -> int:
-    """CPU threads each of `nproc` training processes takes where none are given: this machine's cores shared out."""
-    return max(1, (os.cpu_count() or 1) // nproc)
+    """CPU threads each of `nproc` training processes takes where none are given: the CPUs this process may run on
+    shared out (a cluster job given 4 of 64 cores had recorded --threads 32 from os.cpu_count)."""
+    from ...core.threads import _cores
+
+    return max(1, _cores() // nproc)
 
 
 def spawn(fn, nproc: int, *args, threads: int | None = None, again: str = "run the same command again") -> None:
     """Run fn(*args) in `nproc` new processes joined in one gloo group on this machine (`threads` CPU threads each, for
-    BLAS/OpenMP and torch as `--threads` caps them; default torch's at the CPU count / nproc); a failure in any of them is raised here as an IQTError with its last line.
+    BLAS/OpenMP and torch as `--threads` caps them; default `default_threads`); a failure in any of them is raised here as an IQTError with its last line.
     A process killed from outside (SIGKILL: most often the system out of memory) is said with `again`, what to do next.
 
     A signal (SIGINT, SIGTERM, SIGHUP) that this process's handler turns into an exception stops every process and is

@@ -529,7 +529,9 @@ def test_a_scalar_chosen_for_the_cubic_side_shows_on_both_sides(lowres):
         assert (d.GetWindowLevelMin(), d.GetWindowLevelMax()) == (0.0, 1.0)
     left.SetScalarInvariant(Props.Trace)  # Slicer's automatic window for Trace on the cubic side, followed
     assert right.GetScalarInvariant() == Props.Trace and left.GetAutoWindowLevel()
-    assert (right.GetWindowLevelMin(), right.GetWindowLevelMax()) == (left.GetWindowLevelMin(), left.GetWindowLevelMax())
+    # one window, up to the last bit VTK's min/max -> window/level round trip may change (4e-19 of 1.3e-3 in a CI run)
+    assert (right.GetWindowLevelMin(), right.GetWindowLevelMax()) == pytest.approx(
+        (left.GetWindowLevelMin(), left.GetWindowLevelMax()), rel=1e-12, abs=0)
     assert 0 < left.GetWindowLevelMax() < 0.1  # mm^2/s, not the colour window
 
 

@@ -77,7 +77,8 @@ UNIT_TIE = 1.2  # the filled input's MD mode this many times above the input's o
 
 
 BRAIN_SHARE_MIN = 0.05  # a mask holding less of a whole-field fit's filled voxels is a region, not its brain: the
-# brains estimated from the 8 subjects' unmasked x2/x3/x1,1,3 inputs, clean and at SNR 3-10, hold 0.094-0.48 of them
+# brains estimated from the 8 subjects' unmasked x2/x3/x1,1,3 inputs, clean and at SNR 3-10, hold 0.094-0.70 of them
+# (the noisy ones 0.094-0.39)
 
 
 def _a_whole_field_brain(raw: np.ndarray, mask: np.ndarray) -> bool:

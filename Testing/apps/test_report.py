@@ -467,7 +467,7 @@ def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models
     """One method switched to its noise-trained model, one without such a model for the factor (a review checked it by
     hand only: the 2.7 mm AP dev scan x3 --snr 20, biqt and espcn): the clause once, the switched method's part with
     its own ending (of its one model), then the other's part; one line, as `_for_noise` words them."""
-    from ImageQualityTransferLib.methods.base import _beyond_noise_training, noise_clause_once
+    from ImageQualityTransferLib.methods.base import UNDERRATES, _beyond_noise_training, noise_clause_once
 
     head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
     edge = _beyond_noise_training(0.15)
@@ -476,7 +476,7 @@ def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models
     said = noise_clause_once([f"{head}: {switched}", f"{head}: {other}", "biqt: another line"])
     assert said == [f"{head}: {switched}; {other}", "biqt: another line"]
     # the switched method's own ending (of its one model), then the other's part, in what the product said
-    assert edge and said[0].count(head) == 1 and f"what it was trained on; {other}" in said[0], said
+    assert edge and said[0].count(head) == 1 and f"what it was trained on {UNDERRATES}; {other}" in said[0], said
 
 
 def test_a_noisy_inputs_shared_ending_reads_right_beside_a_method_run_with_a_given_model():

@@ -559,6 +559,11 @@ def predict_within(method: "Method", lr: Volume, factor, mask: Volume | None = N
 # upper end the input is noisier than every input such a model saw; between the two it may be noisier than any input
 # of its own kind (the 3 mm ortho dev scan at x2 reads 0.136 at SNR 8, 0.161 at SNR 5 and 0.189 at SNR 3).
 NOISY_TRAINED = (0.12, 0.20)
+# What the uncertainty map does there: sigma rises less than the error with the noise (docs/accuracy.md, "What the
+# pooled figures hide": on the 3 mm ortho dev scan, biqt's median sigma 1.01x the clean run's at b0 SNR 10 and 0.92x at
+# SNR 5, at 1.42x and 1.83x its RMS error; deep-hetero-var1's 1.42x and 1.45x at 1.49x and 1.86x)
+UNDERRATES = ("(the uncertainty map may read lower than the error there, its sigma rising less than the error with "
+              "the noise or not at all: read it as a lower bound)")
 
 
 def _beyond_noise_training(index: float, several: bool = False) -> str:
@@ -571,11 +576,11 @@ def _beyond_noise_training(index: float, several: bool = False) -> str:
     if index > hi:
         return (f"; but the input is noisier than every input {model} trained on too (noise index up to {hi:.2f}, at b0 "
                 f"SNR 8, the lowest trained): {its} {out} and the uncertainty are outside what {it} trained on, and may "
-                "be no better than --method cubic")
+                f"be no better than --method cubic {UNDERRATES}")
     if index > lo:
         return (f"; at the edge of {its} training: {its} noisiest training inputs (b0 SNR 8, the lowest trained) read "
                 f"{lo:.2f}-{hi:.2f} by this index, depending on the scan, so the {out} and the uncertainty may be "
-                f"outside what {it} trained on")
+                f"outside what {it} trained on {UNDERRATES}")
     return ""
 
 

@@ -195,7 +195,8 @@ def test_gpu_choice_reaches_the_cnn(small_node):
 
 def test_average_over_flips_reaches_the_worker_and_names_the_nodes(small_node):
     """"Average over flips" is tta=True through run_on_nodes -> Request -> the worker process -> the method; the
-    result nodes are named METHOD+tta, beside (not over) a plain run's, and equal the engine's own averaged output."""
+    result nodes are named METHOD+tta, beside (not over) a plain run's, and equal the engine's own averaged output.
+    The plain run is in this process: the worker's start (a Python importing torch) is paid by the run under test."""
     import sys
 
     pytest.importorskip("torch")
@@ -206,7 +207,7 @@ def test_average_over_flips_reaches_the_worker_and_names_the_nodes(small_node):
     scene, node, lr = small_node
     request = processing.Request("espcn", 2, tta=True)
     assert "--tta" in request.worker_args() and "--tta" not in processing.Request("espcn", 2).worker_args()
-    plain = processing.run_on_nodes(scene, node, "espcn", 2, python_executable=sys.executable)
+    plain = processing.run_on_nodes(scene, node, "espcn", 2)
     avg = processing.run_on_nodes(scene, node, "espcn", 2, tta=True, python_executable=sys.executable)
     assert avg["tensor"].GetName() == "small_espcn+tta" and plain["tensor"].GetName() == "small_espcn"
     want = methods.get("espcn", tta=True).predict(lr, 2).tensor.data

@@ -1709,6 +1709,26 @@ def test_a_port_alone_a_dashboard_address_or_a_pasted_space_is_said_so():
         assert scheduler.check_address(given) == "tcp://127.0.0.1:8786", repr(given)
 
 
+def test_scheduler_address_forms_are_taken_as_dask_reads_them():
+    """A ws URL's user:password@ (tornado's websocket client sends it, a proxy's login) and a bracketed IPv6 ws URL
+    without a port (the scheme's, 80) had been refused; tcp://user@host:8786 and a space inside an address had passed,
+    Dask then looking up "user@host" or "my host" as a machine's name; ucx:// (a stub in this Dask) is refused saying
+    why (a review)."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given in ("ws://user:pw@node7/", "wss://user@node7:8786/", "ws://[::1]/", "wss://[::1]/"):
+        assert scheduler.check_address(given) == given
+    for given, line in (("tcp://user@node7:8786", "a tcp:// address holds no user name (user@); give tcp://node7:8786"),
+                        ("tcp://my host:8786", "a space inside the address; give it without: tcp://myhost:8786"),
+                        ("ws://my host/", "a space inside the address; give it without: ws://myhost/")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value).endswith(line), err.value
+    with pytest.raises(batch.IQTError, match=r"^--scheduler ucx://node7:8786: not a scheduler address this command "
+                                             r"connects to \(Dask's ucx:// moved to the distributed-ucxx package\)"):
+        scheduler.check_address("ucx://node7:8786")
+
+
 def test_a_ws_scheduler_at_port_8787_is_not_taken_for_the_dashboard():
     """`ws://127.0.0.1:8787/`, a ws scheduler given port 8787 at the one route Dask's ws listener serves, had been
     refused as the dashboard's address (a review); a ws URL off 8787 with a dashboard page's path is told the ws path

@@ -74,12 +74,24 @@ def check_address(scheduler: str) -> str:
     except ValueError:
         proto, loc = None, ""
     _not_the_dashboard(scheduler, proto, loc)
-    if proto not in SCHEDULER_PROTOCOLS:
-        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}, "
-                       "or the scheduler file 'dask scheduler --scheduler-file' wrote")
+    if any(c.isspace() for c in scheduler):  # Dask read "my host" as a host name and "ws://my host/" as a URL: neither
+        # connects (a review; "127.0.0.1: 8786" alone is read by Dask's int(), as a typo still)
+        raise IQTError(f"--scheduler {scheduler!r}: a space inside the address; give it without: "
+                       f"{''.join(scheduler.split())}")
+    if proto not in SCHEDULER_PROTOCOLS:  # ucx:// is a stub in Dask, raising FutureWarning (distributed/comm/ucx.py)
+        ucx = " (Dask's ucx:// moved to the distributed-ucxx package)" if proto == "ucx" else ""
+        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to{ucx}; give "
+                       f"{ADDRESS_FORMS}, or the scheduler file 'dask scheduler --scheduler-file' wrote")
     # the host and port: a ws/wss address is a URL whose path and query Dask hands to the server (ws://host:8786/
     # reaches the scheduler), a tcp/tls one is host:port only (parse_host_port)
     host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else loc.split("/", 1)[0]
+    after_host = loc[len(host):]  # a ws/wss URL's path, query and fragment
+    if "@" in host:  # a URL's user:password@, which tornado's websocket client sends (a proxy's login); a tcp/tls
+        if proto in ("ws", "wss"):  # address is host:port, and Dask looked up "user@host" as a machine's name
+            host = host.rpartition("@")[2]
+        else:
+            raise IQTError(f"--scheduler {scheduler}: a {proto}:// address holds no user name (user@); give "
+                           f"{proto}://{host.rpartition('@')[2]}")
     if host.startswith("["):  # the port is what follows "]:" ([::1]8786 had been read as port 786, [::1]x0 as port 0)
         ip, close, after = host[1:].partition("]")
         if not close or after and not after.startswith(":"):
@@ -106,7 +118,8 @@ def check_address(scheduler: str) -> str:
             raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give it in brackets before the "
                            f"scheduler's port, e.g. {proto}://[{host}]:8786 (the default port of 'dask scheduler')")
         raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}")
-    if host.startswith("[") and host.endswith("]") and _ipv6(host[1:-1]):  # [::1]: said as cannot connect (no port)
+    if proto in ("tcp", "tls") and host.startswith("[") and host.endswith("]") and _ipv6(host[1:-1]):  # [::1]: said as
+        # cannot connect (no port); a ws/wss URL without one is the scheme's (ws://[::1]/, port 80), as below
         raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give the scheduler's port after the "
                        f"brackets, e.g. {proto}://{host}:8786 (the default port of 'dask scheduler')")
     # a port past 65535 (or 0, or not a number) had been tried and said as "cannot connect (... Connection refused)"
@@ -122,7 +135,7 @@ def check_address(scheduler: str) -> str:
         raise IQTError(f"--scheduler {scheduler}: a port alone, no host; give the scheduler's machine before it, "
                        f"{proto}://HOST:{given}, e.g. {proto}://127.0.0.1:{given} for this one")
     if proto not in ("tcp", "tls"):  # ws/wss: a URL without a port is the scheme's (80, 443), as a proxy serves it
-        path = re.split(r"[?#]", loc[len(host):], maxsplit=1)[0]
+        path = re.split(r"[?#]", after_host, maxsplit=1)[0]
         if path not in ("", "/"):  # Dask's ws listener has the one route, "/" (distributed/comm/ws.py): a 20 s wait
             raise IQTError(f"--scheduler {scheduler}: Dask's scheduler answers ws:// and wss:// at the path / only, not "
                            f"{path}; give {proto}://{host}/")

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -387,6 +388,46 @@ def test_a_worker_the_cluster_closed_for_good_is_started_again():
         finally:
             client.close()
             cluster.close()
+
+
+_GATE = threading.Event()
+
+
+def _held_until_released():
+    """A subject's task that runs until the test lets it end (its worker can be lost meanwhile)."""
+    _GATE.wait(30)
+    return True
+
+
+async def _lost(dask_scheduler, address):
+    """The scheduler's own handling of a worker whose connection closed (killed, out of memory, its node lost)."""
+    await dask_scheduler.remove_worker(address, stimulus_id="handle-worker-cleanup-test", close=False)
+
+
+def test_a_subject_dask_gave_to_another_worker_after_its_worker_died_says_so():
+    """Dask gives to another worker, without a word, a task whose worker died holding it: a cohort's table read the same for a flaky
+    subject as for a clean one. The subject's note (its QC row's notes, its warning line) says how often and why."""
+    from distributed import Client, LocalCluster
+
+    from ImageQualityTransferLib.apps.batch import tasks
+
+    _GATE.clear()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        clean = client.submit(os.getpid, pure=False)
+        assert clean.result(timeout=30) and tasks.retried_note(client, clean.key) is None
+        flaky = client.submit(_held_until_released, pure=False)
+        deadline = time.time() + 30
+        while not any(client.processing().values()) and time.time() < deadline:
+            time.sleep(0.01)
+        first = next(w for w, keys in client.processing().items() if keys)
+        client.run_on_scheduler(_lost, address=first)
+        _GATE.set()
+        assert flaky.result(timeout=30)
+        note = tasks.retried_note(client, flaky.key)
+    assert note == (f"Dask gave it to another worker 1 time: the worker holding it died before it ended ({first}: its "
+                    "process died); its outputs come from the last, but a subject whose worker dies may need more "
+                    "memory per worker")
 
 
 def test_a_local_cluster_left_without_workers_advises_memory_limit():

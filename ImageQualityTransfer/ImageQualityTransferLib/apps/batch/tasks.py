@@ -83,6 +83,44 @@ def refused_by_other_worker(it: Item, result: dict, run_build: str) -> dict:
                        "install changed)")}
 
 
+_RETRIES = """
+def retries(dask_scheduler, key):
+    ts = dask_scheduler.tasks.get(key)
+    n = getattr(ts, "suspicious", 0) if ts is not None else 0
+    if not n:
+        return [0, []]
+    memory = {e.get("worker") for _, e in dask_scheduler.get_events("worker-restart-memory") if isinstance(e, dict)}
+    lost = []
+    for topic, events in dask_scheduler.get_events().items():
+        for _, e in events:
+            if "://" in str(topic) and isinstance(e, dict) and e.get("action") == "remove-worker" \\
+                    and not e.get("expected") \\
+                    and key in (e.get("processing-tasks") or ()):
+                ttl = str(e.get("stimulus_id", "")).startswith("check-worker-ttl")
+                lost.append([str(topic), "past its memory limit" if topic in memory else
+                             "no heartbeat: its machine lost or hung" if ttl else "its process died"])
+    return [int(n), lost]
+"""
+
+
+def retried_note(client, key) -> str | None:
+    """The note of a subject whose task Dask gave to another worker because the worker holding it (running it, or with
+    it queued) died (out of memory, killed, its node lost), read from the scheduler (the task's `suspicious` count, its remove-worker and worker-restart-memory
+    events) while the task is still held; None where it ran once or the scheduler cannot say. Dask retries such a task
+    silently: a cohort's table had read the same for a flaky subject as for a clean one (a review)."""
+    space: dict = {"__name__": "iqt_task_retries"}
+    exec(_RETRIES, space)  # noqa: S102 (a fixed text, sent by value: a --scheduler need not hold this package)
+    try:
+        n, lost = client.run_on_scheduler(space["retries"], key=key)
+    except Exception:  # a scheduler that refuses to run code, or an older Dask: the run goes on without the note
+        return None
+    if not n:
+        return None
+    why = "; ".join(f"{worker}: {reason}" for worker, reason in lost) or "Dask did not say why"
+    return (f"Dask gave it to another worker {counted(n, 'time')}: the worker holding it died before it ended ({why}); "
+            "its outputs come from the last, but a subject whose worker dies may need more memory per worker")
+
+
 OTHER_WORKER_TRIES = 3  # a subject workers of another build refused is sent again, to this build's, this often
 
 
@@ -175,6 +213,9 @@ def _run_items(items, s, out_root: Path, client, wait_workers, ended, run_token=
         else:
             if result.get("reason") and getattr(client, "cluster", None) is None:  # a --scheduler's worker
                 result["reason"] = as_remote_workers(result["reason"])
+        note = retried_note(client, fut.key)  # one call to the scheduler a subject, while the task is still held
+        if note:
+            result["notes"] = [*(result.get("notes") or []), note]
         if result.get("other_worker"):
             refused.add(result.get("worker_address"))
             refusals[it.prefix] = result

@@ -210,3 +210,30 @@ def test_degrade_with_noise_judges_the_table_on_a_noise_free_fit(tmp_path, monke
     for extra in ([], ["--snr", "5"]):
         assert cli.main(["degrade", str(tmp_path / "dwi.nii.gz"), "--factor", "2", "-o", str(tmp_path / "t.nii.gz")] + extra) == 0
     assert len(judged) == 2 and np.array_equal(judged[0], judged[1])
+
+
+@pytest.mark.parametrize("scores, verdict", [
+    ({"given": 2.6, "y-flipped": 2.85, "x-flipped": 2.4}, "not judged (noise)"),  # SNR 5, y-negated: had read ok
+    ({"given": 2.6, "y-flipped": 2.4, "x-flipped": 2.2}, "not judged (noise)"),  # SNR 5, as given: had read ok
+    ({"given": 17.0, "y-flipped": 12.0, "x-flipped": 11.2}, "ok"),  # clean, as given
+    ({"given": 5.1, "y-flipped": 5.2, "x-flipped": 6.6}, "x-flipped")])  # SNR 10, x-negated: 1.29x, named
+def test_a_table_noise_leaves_unjudged_is_said_so_not_read_ok(monkeypatch, scores, verdict):
+    """iqt fit's check read a noisy fit's table "ok" without a word, a y-negated one too (the 2 mm Elition scan at SNR 5:
+    2.6 mm as given, 2.9 corrected, 1.09x), where iqt upsample's frame check reads "not judged (noise)" (a review): the
+    same rule, one warning line naming no correction. Scores as measured on that scan (2 mm steps)."""
+    from types import SimpleNamespace
+
+    found = gradcheck.GradCheck(scores=scores, candidates={k: gradcheck.Candidate(k, k, "", np.eye(3)) for k in scores},
+                                white_matter=5000, step_mm=2.0)
+    monkeypatch.setattr(gradcheck, "gradient_scores", lambda tensor, mask: found)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert gradcheck.check_gradients(SimpleNamespace(source="dwi.nii.gz: "), None, None, "dwi.bvec") is found
+    assert found.record == verdict
+    lines = [str(w.message) for w in said]
+    if verdict == "ok":
+        assert lines == []
+    elif verdict == "not judged (noise)":
+        assert len(lines) == 1 and lines[0].startswith("dwi.nii.gz: the gradient table could not be judged: noise ends")
+    else:
+        assert len(lines) == 1 and "the gradient table looks wrong (x-flipped)" in lines[0]

@@ -47,6 +47,14 @@ SAME_DEGREES = 15.0  # corrections closer than this are one candidate: the scann
 # few degrees oblique is a small turn of the table as given and scored 0.99 of it (the Elition scan stored LPI, 4
 # degrees oblique), a margin of 10 % to a false warning; the 3 mm yaw scan's 19 degrees stay apart (0.83-0.84)
 WARN_RATIO = 1.1  # a candidate scoring more than this times the table as given is named (real subjects: at most 0.85)
+# noise: where even the winner's streamlines run under NOISE_SHORT_STEPS steps on average, noise ends them, and the
+# winner must score more than NOISY_RATIO times the table as given; where none wins but the table as given runs under
+# them too, the verdict is NOISE_VERDICT, not "ok". iqt upsample's frame check had it (methods/inputs.py check_frame,
+# its evidence there), iqt fit's check not: an SNR-5 fit of the 2 mm Elition scan with y-negated bvecs read "ok"
+# without a word (2.6 mm as given, 2.9 corrected, 1.09x; a review, docs/inputs.md)
+NOISE_SHORT_STEPS = 2.0
+NOISY_RATIO = 1.25
+NOISE_VERDICT = "not judged (noise)"
 AXES = "xyz"
 ROWS = ("first", "second", "third")
 
@@ -68,6 +76,7 @@ class GradCheck:
     scores: dict = field(default_factory=dict)  # key -> mm
     candidates: dict = field(default_factory=dict)  # key -> Candidate
     white_matter: int = 0  # voxels of FA above SEED_FA in the brain
+    step_mm: float = 0.0  # the streamlines' step, one mean voxel size
 
     @property
     def judged(self) -> bool:
@@ -91,9 +100,22 @@ class GradCheck:
         return self.best_other if self.ratio > WARN_RATIO else None
 
     @property
+    def noisy(self) -> bool:
+        """Whether noise ends the streamlines too soon to judge: the winner under NOISE_SHORT_STEPS steps and not
+        NOISY_RATIO times the table as given, or no winner and the table as given under them."""
+        if not self.judged:
+            return False
+        short = NOISE_SHORT_STEPS * self.step_mm
+        key = self.suspect
+        if key is not None:
+            return self.ratio <= NOISY_RATIO and self.scores[key] < short
+        return self.scores["given"] < short
+
+    @property
     def record(self) -> str:
-        """iqt batch's QC value: "ok", "n/a" (too little white matter to judge) or the suspected fault's key."""
-        return "n/a" if not self.judged else self.suspect or "ok"
+        """iqt batch's QC value: "ok", "n/a" (too little white matter to judge), NOISE_VERDICT or the suspected
+        fault's key."""
+        return "n/a" if not self.judged else NOISE_VERDICT if self.noisy else self.suspect or "ok"
 
 
 def _rows(perm, signs) -> str:
@@ -221,7 +243,8 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
     """The score (mean streamline length both ways, mm) of every `candidates` correction of the fitted tensors'
     principal directions; see the module's docstring."""
     cands = candidates(tensor.affine)
-    out = GradCheck(candidates={c.key: c for c in cands})
+    vox = np.linalg.norm(np.asarray(tensor.affine, float)[:3, :3], axis=0)
+    out = GradCheck(candidates={c.key: c for c in cands}, step_mm=float(vox.mean()))
     brain = np.asarray(mask.data if isinstance(mask, Volume) else mask, bool)
     t = np.asarray(tensor.data)
     where = np.flatnonzero(brain.ravel())
@@ -243,8 +266,7 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
         rows = np.sort(np.random.default_rng(0).choice(_canonical_order(rows, where, tensor.affine, brain.shape), seeds,
                                                        replace=False))
     start = np.stack(np.unravel_index(where[rows], brain.shape), -1).astype(float)
-    vox = np.linalg.norm(np.asarray(tensor.affine, float)[:3, :3], axis=0)
-    step = float(vox.mean())
+    step = out.step_mm
     mats = np.stack([c.matrix for c in cands])  # (C,3,3)
     n = len(rows)
     cos_stop = np.cos(np.radians(STOP_ANGLE))
@@ -273,8 +295,17 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None)
     """One warning line where another frame of the gradient directions makes the fibres clearly more continuous than
     the table as given (`gradient_scores`): what looks wrong and how to mend the bvec file `table` (a DWI node's
     gradients where None). Nothing where the table wins or there is too little white matter to judge. Returns what was
-    found, for a record of it (iqt batch's QC)."""
+    found, for a record of it (iqt batch's QC). Where noise ends the streamlines too soon to judge (`GradCheck.noisy`)
+    one warning line says the table could not be judged, naming no correction."""
     found = gradient_scores(tensor, mask)
+    if found.noisy:
+        warnings.warn(f"{dwi.source}the gradient table could not be judged: noise ends the fibres tracked from the white "
+                      f"matter within two voxels with the table as given ({found.scores['given']:.1f} mm) and with "
+                      "every correction, so a mirrored or swapped table would pass unseen; check it on the principal-"
+                      "eigenvector lines or glyphs (as Slicer's glyph display shows them) where fibres run obliquely: "
+                      "around the genu of the corpus callosum they follow the forceps' U-shaped course, and a flipped "
+                      "axis sets them across it; or on a higher-SNR scan of the same protocol", IQTWarning, stacklevel=2)
+        return found
     key = found.suspect
     if key is None:
         return found

@@ -13,6 +13,7 @@ from ..core import grid, noise_level, tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors
+from ..dmri.gradcheck import NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO
 
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
 MASKED_MAX_SHARE = 0.7  # of the field: a brain's share in the scans seen is 0.14-0.40 (0.85-0.92 for whole-field fits of noise)
@@ -161,11 +162,11 @@ FRAME_MIN_SLICES = 8
 # than FRAME_NOISY_RATIO times it, a single-axis flip too (a correct SNR-5 table had been named x-flipped at 1.14x, 4.8
 # mm against 4.2 on 5.4 mm voxels; clean tables' flips run 20.3-31.7 mm, which the rule leaves alone). Measured on the
 # 8 subjects' inputs and their mirrored copies at SNR 5-20: docs/inputs.md, The fit's checks
-FRAME_SHORT_STEPS = 2.0
-FRAME_NOISY_RATIO = 1.25
+FRAME_SHORT_STEPS = NOISE_SHORT_STEPS  # one rule with iqt fit's check (dmri/gradcheck.py GradCheck.noisy)
+FRAME_NOISY_RATIO = NOISY_RATIO
 # check_frame's verdict where the noisy-fit rule set a winner aside: undecided, not "ok" (on x/y-swapped noisy 1,1,3
 # inputs 4 of 6 such winners named the real fault); iqt batch's QC table shows it as neither ok nor failed
-FRAME_NOISE = "not judged (noise)"
+FRAME_NOISE = NOISE_VERDICT
 # what does judge such a table: fitting again runs this same check on the same noisy data (a review: iqt fit of an SNR-4
 # DWI with x/y-swapped bvecs wrote its fit without a word); colour FA colours by |v| (core/tensors.py color_fa), so it
 # shows a swap of axes but never a flip: the principal directions' lines or glyphs where fibres run obliquely do

@@ -256,3 +256,30 @@ def test_the_interpolation_methods_the_warning_names_are_methods_interpolation_s
     from ImageQualityTransferLib.methods import interpolation
 
     assert set(INTERPOLATION_METHODS) == {c.name for c in interpolation.Interpolation.__subclasses__()}
+
+
+@pytest.mark.parametrize("where, warned", [("around", False), ("inside", True)])
+def test_negative_md_of_an_upsampled_unmasked_fit_is_counted_in_its_estimated_brain(monkeypatch, where, warned):
+    """iqt track on iqt upsample --method cubic's output of an unmasked fit warned of 1.1-1.7 % of tensors of MD <= 0
+    on 3 of the 8 subjects, 96-100 % of them in the scalp and background fits kept around the brain (0-0.04 % of the
+    brain; a review): with the header's estimated support and no --mask, the warning counts in that brain only."""
+    import warnings
+
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.methods import inputs
+
+    i, j = np.mgrid[:80, :80]
+    r = np.hypot(i - 39.5, j - 39.5)
+    t = _brain_with_failed_fits(n=6400, share=0.0).reshape(80, 80, 1, 6)
+    t[r > 36] = 0  # the kept support: a disc, not the whole field
+    brain = r <= 30
+    ring = ~brain & (r <= 36)
+    flip = (np.random.default_rng(1).random(r.shape) < 0.1) & (ring if where == "around" else brain)
+    t[flip] *= -1  # 3 % of the support either way
+    monkeypatch.setattr(inputs, "brain_within_box", lambda v: Volume(brain[..., None], np.eye(4), "mask"))
+    vol = Volume(t.astype(np.float32), np.eye(4), "tensor", meta={"made_by": "iqt cubic factor 2", "support": "estimated"})
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always", IQTWarning)
+        check_tensor_input(vol)
+    said = [str(w.message) for w in got if "mean diffusivity at or below zero" in str(w.message)]
+    assert len(said) == int(warned), said

@@ -259,9 +259,25 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     data = without_tiny_background(vol, field).data
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
         tensor_checks.check_scale(data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None,
-                                  source=source, made_by=vol.meta.get("made_by"))
+                                  source=source, made_by=vol.meta.get("made_by"), inside=_estimated_brain(vol, where))
     except IQTError as exc:
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
+
+
+def _estimated_brain(vol: Volume, where) -> object:
+    """For iqt upsample's output of a fit without a brain mask (kept to the brain estimated from the tensors' MD with
+    the fits around it, as its header records) and no mask given: a callable giving that brain (brain_within_box), in
+    which the negative-MD warning counts; None otherwise."""
+    from ..dmri.dti import ESTIMATED_SUPPORT
+
+    if where is not None or vol.meta.get("support") != ESTIMATED_SUPPORT:
+        return None
+
+    def brain():
+        found = brain_within_box(vol)
+        return np.ones(vol.shape3, bool) if found is None else np.asarray(found.data, bool)
+
+    return brain
 
 
 def _stored_zeros_empty(vol: Volume) -> Volume:

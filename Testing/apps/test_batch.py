@@ -1776,31 +1776,83 @@ def test_a_ws_scheduler_at_port_8787_is_not_taken_for_the_dashboard():
     rule, not to give tcp://."""
     from ImageQualityTransferLib.apps.batch import scheduler
 
-    for given in ("ws://127.0.0.1:8787/", "wss://node7:8787/", "ws://127.0.0.1:8787/?x=1"):
+    for given in ("ws://127.0.0.1:8787/", "wss://node7:8787/", "ws://127.0.0.1:8787/?x=1", "ws://node7:9999/status"):
         assert scheduler.check_address(given) == given
-    with pytest.raises(batch.IQTError) as err:
-        scheduler.check_address("ws://node7:9999/status")
-    assert str(err.value) == ("--scheduler ws://node7:9999/status: Dask's scheduler answers ws:// and wss:// at the "
-                              "path / only, not /status; give ws://node7:9999/"), err.value
 
 
-def test_a_ws_scheduler_url_with_another_path_or_nothing_listening_is_refused_at_once():
-    """`ws://127.0.0.1:18799/dask/` (a scheduler there) and `ws://127.0.0.1` (nothing on port 80) had passed, then
-    waited 20 s to say "cannot connect ... start one with 'dask scheduler'" (a review): Dask's ws listener answers at
-    `/` only, said in one line, and nothing listening at a ws URL's port (80 where none is given) is said at once."""
+def test_a_ws_scheduler_url_with_nothing_listening_is_refused_at_once():
+    """`ws://127.0.0.1` (nothing on port 80) had passed, then waited 20 s to say "cannot connect ... start one with
+    'dask scheduler'" (a review): nothing listening at a ws URL's port (80 where none is given) is said at once."""
     import socket
 
     from ImageQualityTransferLib.apps.batch import scheduler
 
-    for given, form in (("ws://127.0.0.1:18799/dask/", "ws://127.0.0.1:18799/"), ("wss://proxy.org/dask?x=1",
-                                                                                   "wss://proxy.org/")):
-        with pytest.raises(batch.IQTError) as err:
-            scheduler.check_address(given)
-        assert str(err.value) == (f"--scheduler {given}: Dask's scheduler answers ws:// and wss:// at the path / only, "
-                                  f"not /{given.split('/', 3)[3].split('?')[0]}; give {form}"), err.value
     with socket.socket() as s:  # a port nothing listens on: bound, never listening
         s.bind(("127.0.0.1", 0))
         start = time.monotonic()
         with pytest.raises(ConnectionRefusedError):
             scheduler._reachable(f"ws://127.0.0.1:{s.getsockname()[1]}/")
     assert time.monotonic() - start < 1
+
+
+def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_refused_at_once():
+    """`ws://127.0.0.1:18932/dask/` (a proxy mapping /dask/ to a ws scheduler's /, which Dask's Client reaches) had been
+    refused "answers ... at the path / only", and `ws://127.0.0.1:8787/` (the dashboard's port) waited 42 s for
+    "cannot connect" (a review). A plain GET tells them apart: a ws listener answers 400 (distributed's own: 'Can
+    "Upgrade" only to "WebSocket"'), a dashboard 200 or a redirect, a server without the path 404. A local
+    http.server stands in for each answer (a real ws Scheduler and its dashboard answer these, seconds to start)."""
+    import http.server
+    import threading
+
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    answers = {"/": 301, "/status": 200, "/dask/": 400, "/user/me/proxy/8786/": 426}
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(answers.get(self.path.split("?")[0], 404))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"ws://127.0.0.1:{server.server_address[1]}"
+    try:
+        start = time.monotonic()
+        for path in ("/dask/", "/user/me/proxy/8786/?token=x"):
+            given = scheduler.check_address(base + path)
+            scheduler._reachable(given)
+        for path, status in (("/", 301), ("", 301), ("/status", 200)):
+            with pytest.raises(batch.IQTError) as err:
+                scheduler._reachable(scheduler.check_address(base + path))
+            assert str(err.value) == (f"--scheduler {base}{path}: a web page answers there (HTTP {status}), not a Dask "
+                                      "scheduler: the address of its dashboard? give the scheduler's, "
+                                      "tcp://127.0.0.1:8786 by default (ws://HOST:PORT/ where it was started with "
+                                      "--protocol ws)"), err.value
+        with pytest.raises(batch.IQTError) as err:
+            scheduler._reachable(scheduler.check_address(base + "/dsak/"))
+        assert str(err.value) == (f"--scheduler {base}/dsak/: nothing answers at the path /dsak/ there (HTTP 404); "
+                                  f"Dask's scheduler answers ws:// at the path / ({base}/), a proxy at the path it maps "
+                                  "to it"), err.value
+        assert time.monotonic() - start < 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_dashboard_address_without_a_scheme_is_said_so_through_the_command(tmp_path, capsys):
+    """`iqt batch ... --scheduler 127.0.0.1:8787/status` (and node7:8787/status, localhost:8787/) had been told "no such
+    scheduler file" (the `/` read as a path) where the docs say the dashboard's address is told so (a review)."""
+    for given, host in (("127.0.0.1:8787/status", "127.0.0.1"), ("node7:8787/status", "node7"),
+                        ("localhost:8787/", "localhost")):
+        code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "cubic",
+                               "--scheduler", given)
+        assert code == 2 and err.strip() == (f"iqt: error: --scheduler {given}: the address of the scheduler's dashboard "
+                                             "(its web pages), not of the scheduler; give the scheduler's, "
+                                             f"tcp://{host}:8786 by default"), err
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "cubic",
+                           "--scheduler", "run/scheduler.json")
+    assert code == 2 and "no such scheduler file" in err and not (tmp_path / "o").exists()

@@ -134,12 +134,8 @@ def check_address(scheduler: str) -> str:
         given = name if 1 <= int(name) <= 65535 else "8786"
         raise IQTError(f"--scheduler {scheduler}: a port alone, no host; give the scheduler's machine before it, "
                        f"{proto}://HOST:{given}, e.g. {proto}://127.0.0.1:{given} for this one")
-    if proto not in ("tcp", "tls"):  # ws/wss: a URL without a port is the scheme's (80, 443), as a proxy serves it
-        path = re.split(r"[?#]", after_host, maxsplit=1)[0]
-        if path not in ("", "/"):  # Dask's ws listener has the one route, "/" (distributed/comm/ws.py): a 20 s wait
-            raise IQTError(f"--scheduler {scheduler}: Dask's scheduler answers ws:// and wss:// at the path / only, not "
-                           f"{path}; give {proto}://{host}/")
-        return scheduler
+    if proto not in ("tcp", "tls"):  # ws/wss: a URL without a port is the scheme's (80, 443), as a proxy serves it;
+        return scheduler  # any path (a proxy maps its own to the listener's "/"): what answers there is asked (_reachable)
     if not port:  # tcp://127.0.0.1 (and tcp://host/, told to give tcp://host) had been "cannot connect (missing port"
         raise IQTError(f"--scheduler {scheduler}: no port{', and a path after the host' if '/' in loc else ''}; give "
                        f"{proto}://{host}:8786 (the default port of 'dask scheduler'), or the scheduler's own port")
@@ -164,7 +160,7 @@ def _not_the_dashboard(scheduler: str, proto, loc: str) -> None:
     """An IQTError where `scheduler` is a dashboard's address (a dashboard page's path, port 8787 with a path, or an
     http(s) URL at 8787): 127.0.0.1:8787/status had been told "give tcp://127.0.0.1:8787", then "the port listens but
     is not a scheduler's". A ws/wss URL is one only at port 8787 with a dashboard page's path: Dask's ws listener
-    serves `/` (ws://HOST:8787/ is a scheduler's); another path is said by the ws path rule in check_address."""
+    serves `/` (ws://HOST:8787/ is a scheduler's); what answers at another is asked in _reachable (_answers_as_ws)."""
     if proto not in (*SCHEDULER_PROTOCOLS, "http", "https"):
         return
     host, slash, path = loc.partition("/")
@@ -339,6 +335,40 @@ def _reachable(address: str, security=None) -> None:
         url = urlsplit(address)
         with socket.create_connection((url.hostname, url.port or (443 if proto == "wss" else 80)), timeout=5):
             pass
+        _answers_as_ws(address, url)
+
+
+WS_ANSWER_S = 3  # a web server answers a GET in milliseconds; Dask's Client waited 20 s, then said "cannot connect"
+
+
+def _answers_as_ws(address: str, url) -> None:
+    """An IQTError at once where a plain HTTP GET of a ws/wss URL is answered as a web page: Dask's ws listener (and a
+    proxy in front of it) answers 400 or 426 (it takes websockets only), the scheduler's dashboard 200 or a redirect,
+    a server or proxy without that path 404. Anything else (no answer, no HTTP, a TLS failure) is left to the Client."""
+    import http.client
+
+    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    if url.scheme == "wss":  # the answer's status only is read: no credentials are sent, nothing is trusted
+        conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=WS_ANSWER_S,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=WS_ANSWER_S)
+    try:
+        conn.request("GET", target)
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return
+    finally:
+        conn.close()
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    if 200 <= status < 400:
+        raise IQTError(f"--scheduler {address}: a web page answers there (HTTP {status}), not a Dask scheduler: the "
+                       f"address of its dashboard? give the scheduler's, tcp://{host}:8786 by default (ws://HOST:PORT/ "
+                       "where it was started with --protocol ws)")
+    if status == 404:
+        raise IQTError(f"--scheduler {address}: nothing answers at the path {url.path or '/'} there (HTTP 404); Dask's "
+                       f"scheduler answers ws:// at the path / ({url.scheme}://{url.netloc}/), a proxy at the path it "
+                       "maps to it")
 
 
 def _tls_error(exc: BaseException):

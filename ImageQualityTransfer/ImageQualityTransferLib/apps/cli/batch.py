@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shlex
 import sys
 import time
@@ -173,7 +174,12 @@ def run(args) -> int:
     elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler
                                                              or args.scheduler.endswith(".json")
                                                              or os.path.isdir(args.scheduler)):
-        # a path, not an address (host:port): 'missing port number in address' had misled (a researcher's audit)
+        # a path, not an address (host:port): 'missing port number in address' had misled (a researcher's audit);
+        # host:port/... is an address with a path (the dashboard's 127.0.0.1:8787/status), said as such
+        if re.match(r"[^/\\]+:\d+/", args.scheduler) and not os.path.isdir(args.scheduler):
+            from ..batch.scheduler import _not_the_dashboard
+
+            _not_the_dashboard(args.scheduler, "tcp", args.scheduler)
         what = "a folder, not a scheduler file" if os.path.isdir(args.scheduler) else "no such scheduler file"
         raise IQTError(f"--scheduler {args.scheduler}: {what}; give the file 'dask scheduler "
                        "--scheduler-file' wrote (it appears once the scheduler runs), or the address (tcp://host:port)")

@@ -232,15 +232,22 @@ def test_a_killed_process_says_what_to_do(monkeypatch):
     assert "messages above" not in said, said
 
 
-def test_the_killed_message_without_a_checkpoint_says_fewer_nproc(tmp_path, capsys, monkeypatch, small_subject):
+def test_the_killed_message_says_fewer_nproc_and_no_resume_of_a_run_that_saved_nothing(tmp_path, capsys, monkeypatch,
+                                                                                         small_subject):
     """Without --checkpoint it had read "run the same command again (with --checkpoint CKPT a run resumed so continues
-    after its last saved epoch)": garbled, and against the "fewer --nproc" just before it (review RVh)."""
+    after its last saved epoch)": garbled, and against the "fewer --nproc" just before it; then "(with --checkpoint CKPT
+    it continues ...)", read as resuming the killed run, which saved nothing, and with --checkpoint "run the same
+    command again, which continues after the checkpoint's last saved epoch" where none was saved, at the --nproc the
+    system had just killed (reviews)."""
     seen = []
     monkeypatch.setattr(distributed, "spawn", lambda fn, nproc, *a, again="", **_: seen.append(again))
     argv = ["train", "--method", "espcn", "--subjects", str(small_subject), "-o", str(tmp_path / "m.pt"), "--epochs", "1",
             "--nproc", "2", "--threads", "1"]
     assert cli.main(argv) == 0, capsys.readouterr().err
-    assert seen == ["run it again with fewer --nproc (with --checkpoint CKPT it continues from the last saved epoch)"]
+    assert cli.main([*argv, "--checkpoint", str(tmp_path / "ck.pt")]) == 0, capsys.readouterr().err
+    assert seen == ["run it again with fewer --nproc (a run with --checkpoint continues from its last saved epoch)",
+                    f"run it again with fewer --nproc (with --checkpoint {tmp_path / 'ck.pt'} it continues after the "
+                    "last epoch saved there, if one was)"]
 
 
 def test_the_default_threads_share_the_cpus_this_process_may_run_on(monkeypatch, capsys):

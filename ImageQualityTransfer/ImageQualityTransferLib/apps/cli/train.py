@@ -257,8 +257,11 @@ def _train(args, cls) -> None:
         cap = threads.cap()
         if cap is None:  # each process's default (spawn's): named in the recorded command, as one process's is below
             args.command_line += f" --threads {distributed.default_threads(args.nproc)}"
-        again = ("run the same command again, which continues after the checkpoint's last saved epoch" if args.checkpoint
-                 else "run it again with fewer --nproc (with --checkpoint CKPT it continues from the last saved epoch)")
+        # fewer processes either way (the same --nproc after an out-of-memory kill is likely killed again; a checkpoint
+        # resumes under another --nproc); the checkpoint only where it holds an epoch, which a run killed early has not
+        again = "run it again with fewer --nproc " + (
+            f"(with --checkpoint {args.checkpoint} it continues after the last epoch saved there, if one was)"
+            if args.checkpoint else "(a run with --checkpoint continues from its last saved epoch)")
         distributed.spawn(train_here, args.nproc, args, threads=cap, again=again)
     else:
         if cls.requires_torch:

@@ -13,7 +13,6 @@ NO_SUCH_PACKAGE = "imagequalitytransfer["
 
 
 @pytest.mark.parametrize("extra, module, call", [
-    ("cnn", "torch", lambda: __import__("ImageQualityTransferLib.methods.cnn", fromlist=["x"]).require_torch()),
     ("render", "trame_slicer", lambda: __import__("ImageQualityTransferLib.slicer.render",
                                                   fromlist=["x"])._app_importable()),
     ("render", "trame_slicer.core", lambda: __import__("ImageQualityTransferLib.apps.view.page",
@@ -34,6 +33,21 @@ def test_a_missing_extra_names_an_install_that_works(monkeypatch, extra, module,
     assert f"run '/opt/my env/bin/python3' -m pip install -e '.[{extra}]' in this project's clone" in text, text
     assert shlex.split(text.rsplit("run ", 1)[1].split(" in this project's clone")[0])[:2] == ["/opt/my env/bin/python3",
                                                                                               "-m"], text
+
+
+def test_the_torch_hint_names_the_pinned_cpu_torch_only(monkeypatch):
+    """It had ended "or install the cnn extra: ... pip install -e '.[cnn]'", whose 'torch>=2.2' takes PyPI's newest
+    torch, with CUDA packages on Linux: what the pinned CPU torch before it avoids (a review)."""
+    from ImageQualityTransferLib.core import errors
+    from ImageQualityTransferLib.methods.cnn import require_torch
+
+    monkeypatch.setattr(sys, "executable", "/opt/my env/bin/python3")
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(IQTError) as info:
+        require_torch()
+    assert str(info.value) == ("the CNN methods need PyTorch, which is not installed; install it with '/opt/my "
+                               f"env/bin/python3' -m pip install {errors.pinned_torch()} and retry"), info.value
 
 
 def test_batch_without_dask_names_an_install_that_works(tmp_path, capsys, monkeypatch):

@@ -11,12 +11,11 @@ def require_torch():
     try:
         import torch
     except ImportError:
-        from ...core.errors import IQTError, install_extra, pip_install
+        from ...core.errors import IQTError, pip_install
 
-        raise IQTError(
-            f"the CNN methods need PyTorch, which is not installed; install it with {pip_install('torch')} and retry, "
-            f"or install the cnn extra: {install_extra('cnn')}"
-        ) from None
+        # the pinned CPU torch only: the cnn extra ('torch>=2.2') took PyPI's newest, with CUDA packages on Linux
+        raise IQTError(f"the CNN methods need PyTorch, which is not installed; install it with {pip_install('torch')} "
+                       "and retry") from None
     from ...core.threads import limit_torch
 
     limit_torch()  # the --threads cap given before torch was imported

@@ -119,7 +119,7 @@ def test_a_moved_nhdr_input_with_an_old_header_only_record_is_redone_not_refused
 
 def test_a_record_without_an_input_hash_is_another_subjects_for_a_nifti_input(tmp_path):
     """A sidecar naming another InputFile but no InputSHA256 had been accepted for any NIfTI input (its header-only
-    hash is None, and None matched None), so another scan's outputs were replaced (review RG9, list_nosha.txt)."""
+    hash is None, and None matched None), so another scan's outputs were replaced (a review)."""
     nii = tmp_path / "b" / "sub-01_dti.nii.gz"
     nii.parent.mkdir()
     fileio.save_tensor(Volume(np.zeros((4, 4, 3, 6), np.float32), np.eye(4), kind="tensor"), str(nii))
@@ -135,7 +135,7 @@ def test_a_record_without_an_input_hash_is_another_subjects_for_a_nifti_input(tm
 
 def test_an_old_header_only_record_of_an_input_still_there_is_another_scans(tmp_path):
     """A record before 0.21.0 (header-only InputSHA256) matched another scan behind a byte-identical header, whose
-    outputs were then replaced (review RG9, list_other.txt): it matches only where its InputFile is gone (moved)."""
+    outputs were then replaced (a review): it matches only where its InputFile is gone (moved)."""
     there = tensor_nhdr(tmp_path / "a", 1.0)
     head = tensor_nhdr(tmp_path / "b", 1.5)  # another scan, the same header bytes
     assert there.read_bytes() == head.read_bytes()
@@ -152,7 +152,7 @@ def test_an_old_header_only_record_of_an_input_still_there_is_another_scans(tmp_
 
 @pytest.mark.parametrize("fifo", ["dwi.bval", "dwi.json"])
 def test_a_fifo_bval_or_sidecar_is_not_opened_by_the_hashing(tmp_path, fifo):
-    """A FIFO dwi.bval or dwi.json hung the batch worker, the hashing opening it (review RG9, lE.txt, lF.txt): it is
+    """A FIFO dwi.bval or dwi.json hung the batch worker, the hashing opening it (a review): it is
     left unopened, as fileio/checksums.py image_files leaves a FIFO, and its reader says what is wrong."""
     import warnings
 

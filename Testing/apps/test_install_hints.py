@@ -66,7 +66,8 @@ def test_batch_without_dask_names_an_install_that_works(tmp_path, capsys, monkey
 def test_install_hints_on_windows_use_double_quotes_and_torch_the_readme_pin(monkeypatch):
     """On Windows the interpreter's path was given in POSIX single quotes ('C:\\Program Files\\...'), as was '.[cnn]',
     which cmd.exe does not read; the torch hint installed torch unpinned, where README.md pins it (a review), and without
-    README.md's CPU index, from which PyPI's torch pulls CUDA packages on Linux and Windows (review RVh)."""
+    README.md's CPU index, from which PyPI's torch pulls CUDA packages on Linux and Windows: the line is checked
+    against README.md's pin and index, on Linux, macOS and Windows."""
     import os
     import re
     import subprocess

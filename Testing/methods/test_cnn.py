@@ -138,7 +138,7 @@ def test_a_training_forks_every_cuda_devices_random_state(monkeypatch, device):
 
 def test_a_cpu_training_leaves_cuda_alone(monkeypatch):
     """Forking every CUDA device's stream for a CPU training initialised CUDA on a GPU machine
-    (torch.cuda.get_rng_state does; review RG9): a CPU training reads, sets and seeds no CUDA state. torch.cuda is
+    (torch.cuda.get_rng_state does; a review): a CPU training reads, sets and seeds no CUDA state. torch.cuda is
     feigned with two devices that count the calls."""
     calls = []
     for name in ("get_rng_state", "set_rng_state", "manual_seed", "manual_seed_all"):

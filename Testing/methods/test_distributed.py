@@ -252,7 +252,8 @@ def test_the_killed_message_says_fewer_nproc_and_no_resume_of_a_run_that_saved_n
 
 def test_the_default_threads_share_the_cpus_this_process_may_run_on(monkeypatch, capsys):
     """A cluster job given 4 of 64 cores recorded --threads 32 under --nproc 2: os.cpu_count, not the CPUs it may run
-    on (review RVh); --help says --threads is each process's under --nproc."""
+    on: default_threads is checked against a 4-CPU affinity on a 64-core count, and --help says --threads is each
+    process's under --nproc."""
     import os
 
     monkeypatch.setattr(os, "cpu_count", lambda: 64)

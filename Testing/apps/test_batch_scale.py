@@ -267,6 +267,7 @@ def test_workers_without_torch_are_refused_for_a_cnn_method(monkeypatch):
     from types import SimpleNamespace
 
     from ImageQualityTransferLib.apps.batch import scheduler
+    from ImageQualityTransferLib.core import errors
     from ImageQualityTransferLib.core.errors import IQTError
 
     def run(fn, *args, on_error):
@@ -285,7 +286,17 @@ def test_workers_without_torch_are_refused_for_a_cnn_method(monkeypatch):
     line = str(err.value)
     assert line.startswith("--scheduler tcp://10.0.0.9:8786: 1 of 2 workers cannot import PyTorch, which the CNN "
                            "methods need (tcp://10.0.0.2:4000: "), line
-    assert "10.0.0.1" not in line and "pip install torch" in line and "\n" not in line
+    assert "10.0.0.1" not in line and "\n" not in line
+    # the workers' platform is not this machine's (a Mac client, Linux workers; GPU workers): the CPU index is offered
+    # for the platforms it is for, not added or left out by this one's (a review)
+    for platform in ("darwin", "linux"):
+        monkeypatch.setattr(sys, "platform", platform)
+        with pytest.raises(IQTError) as err:
+            scheduler.check_workers(client, "tcp://10.0.0.9:8786", torch=True)
+        assert str(err.value).endswith(
+            f"; install it where the workers run ('pip install {errors.TORCH_PIN}' in their environment, with "
+            f"'--index-url {errors.TORCH_CPU_INDEX}' for the CPU build on Linux or Windows workers, where PyPI's torch "
+            "pulls CUDA packages) and start them again, or choose a method without it (e.g. biqt)"), err.value
 
 
 def test_outputs_of_another_version_are_redone_not_skipped(tmp_path):

@@ -7,7 +7,7 @@ import re
 import ssl
 from pathlib import Path
 
-from ...core.errors import IQTError, pinned_torch
+from ...core.errors import TORCH_CPU_INDEX, TORCH_PIN, IQTError
 
 
 WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
@@ -298,8 +298,10 @@ def check_workers(client, scheduler: str, torch: bool = False) -> None:
     if no_torch:
         shown = "; ".join(no_torch[:3]) + (f"; and {len(no_torch) - 3} more" if len(no_torch) > 3 else "")
         raise IQTError(f"--scheduler {scheduler}: {len(no_torch)} of {len(found)} workers cannot import PyTorch, which "
-                       f"the CNN methods need ({shown}); install it where the workers run ('pip install {pinned_torch()}' in "
-                       "their environment) and start them again, or choose a method without it (e.g. biqt)")
+                       f"the CNN methods need ({shown}); install it where the workers run ('pip install {TORCH_PIN}' in "
+                       f"their environment, with '--index-url {TORCH_CPU_INDEX}' for the CPU build on Linux or Windows "
+                       "workers, where PyPI's torch pulls CUDA packages) and start them again, or choose a method without "
+                       "it (e.g. biqt)")
 
 
 def _named(client, address: str) -> str:

@@ -148,3 +148,30 @@ def test_wait_passively_is_a_documented_helper_that_says_whether_it_took(monkeyp
     doc = (Path(__file__).resolve().parents[2] / "docs" / "python.md").read_text()
     snippet = doc.split("```python", 1)[1].split("```", 1)[0]
     assert snippet.index("threads.wait_passively()") < snippet.index("from ImageQualityTransferLib import fileio")
+
+
+def test_a_container_cpu_quota_caps_the_cpus_counted(tmp_path, monkeypatch):
+    """A pod given 4 CPUs on 64 cores had its 64 counted (its affinity), so `iqt train --nproc 2` recorded --threads
+    32: a cgroup CPU quota (v2 cpu.max, v1 cfs_quota_us / cfs_period_us) caps the count, rounded up; none ("max", -1,
+    no files) leaves the affinity's."""
+    import os
+
+    from ImageQualityTransferLib.core import threads
+    from ImageQualityTransferLib.methods.cnn import distributed
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(threads, "CGROUP", str(tmp_path))
+    assert threads._cores() == 64
+    (tmp_path / "cpu.max").write_text("400000 100000\n")
+    assert threads._cores() == 4 and distributed.default_threads(2) == 2
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert threads._cores() == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert threads._cores() == 64
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert threads._cores() == 3
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert threads._cores() == 64

@@ -91,8 +91,31 @@ MOST_THREADS = 1024  # the most --threads taken on a machine with fewer CPUs (a 
 
 
 def _cores() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The CPUs this process may run on: its affinity, or fewer where a container's CPU quota allows fewer (a pod given 4
+    CPUs on 64 cores sees all 64 in its affinity)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    return min(cores, quota) if quota else cores
+
+
+CGROUP = "/sys/fs/cgroup"  # where Linux mounts the container's cgroup (its own root under a cgroup namespace)
+
+
+def _cgroup_quota() -> int | None:
+    """The CPUs a Linux cgroup CPU quota allows, rounded up (v2 cpu.max "200000 100000": 2; v1 cpu.cfs_quota_us over
+    cpu.cfs_period_us), None without one ("max", -1) or where none is readable (not Linux)."""
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            with open(os.path.join(CGROUP, quota_file)) as f:
+                words = f.read().split()
+            if period_file:
+                with open(os.path.join(CGROUP, period_file)) as f:
+                    words = words[:1] + f.read().split()[:1]
+            quota, period = int(words[0]), int(words[1])
+        except (OSError, ValueError, IndexError):  # "max" (no quota) is not a number
+            continue
+        return -(-quota // period) if quota > 0 and period > 0 else None
+    return None
 
 
 def available() -> int:

@@ -85,7 +85,6 @@ def check_address(scheduler: str) -> str:
     # the host and port: a ws/wss address is a URL whose path and query Dask hands to the server (ws://host:8786/
     # reaches the scheduler), a tcp/tls one is host:port only (parse_host_port)
     host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else loc.split("/", 1)[0]
-    after_host = loc[len(host):]  # a ws/wss URL's path, query and fragment
     if "@" in host:  # a URL's user:password@, which tornado's websocket client sends (a proxy's login); a tcp/tls
         if proto in ("ws", "wss"):  # address is host:port, and Dask looked up "user@host" as a machine's name
             host = host.rpartition("@")[2]

@@ -242,19 +242,26 @@ def test_thick_noisy_slices_fitted_without_a_mask_get_the_noise_trained_model(ax
         assert out.meta.get("model_for") == expected and out.meta["noise_index"] is not None
 
 
-def test_a_whole_field_input_with_no_brain_found_is_not_judged_noisy(axial_subject):
-    """The 3 mm dev scan fitted over its whole field of view at ×3 (low-res voxels of 9 mm) leaves no background to
-    estimate a brain from, so the run covers the whole field; its noise index would be read over background fits
-    (0.082 on this clean scan) and is not read at all: the default model runs, as with the brain mask given."""
+def test_a_whole_field_input_at_9mm_gets_a_brain_and_is_not_judged_noisy(axial_subject):
+    """The 3 mm dev scan fitted over its whole field of view at ×3 (low-res voxels of 9 mm): its background fits
+    outnumber the brain and set the field's MD mode, where no brain had been found and the run covered the whole
+    field; the brain is now estimated in its own unit, and its noise index read in that unit (0.060; 0.097 in the
+    background's), so the default model runs. Cut to the head's box (no background) no brain is found, and the
+    index, which would read over the field, is not read at all."""
     from ImageQualityTransferLib.dmri import degrade as deg
 
     f = 3
-    unmasked = deg.degrade(axial_subject.dwi, axial_subject.mask.data, f, style="unmasked")
+    unmasked = deg.degrade(axial_subject.dwi, axial_subject.mask.data, f, style="unmasked").tensor
+    out, said = _noisy_warnings("global-linear", unmasked, f, None)
+    assert "model_for" not in out.meta and not said, said
+    assert out.meta["noise_index"] < noise_level.NOISY_MODEL
+    assert out.meta.get("support") == "estimated"
+    cut = unmasked.replace(data=np.ascontiguousarray(unmasked.data[6:18, 4:20, 1:11]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert methods.get("global-linear").support(unmasked.tensor) is None  # no brain found: the whole field
+        assert methods.get("global-linear").support(cut) is None  # no brain found: the whole field
     assert any("no background was found" in str(w.message) for w in caught)
-    out, said = _noisy_warnings("global-linear", unmasked.tensor, f, None)
+    out, said = _noisy_warnings("global-linear", cut, f, None)
     assert "model_for" not in out.meta and not said, said
     assert "noise_index" not in out.meta
 

@@ -185,15 +185,16 @@ def _largest_opened(cand):
     return labels == (1 + int(np.argmax(sizes)))
 
 
-def _tissue_and_spread(t: np.ndarray):
-    """(PD voxels with a tissue-like MD, the std of log MD over each voxel's 3^3) of whole-field tensors."""
+def _tissue_and_spread(t: np.ndarray, unit: float | None = None):
+    """(PD voxels with a tissue-like MD, the std of log MD over each voxel's 3^3) of whole-field tensors, MD read in
+    `unit` (default: their MD mode)."""
     from scipy import ndimage
 
     from ..core import tensors
 
     lam = tensors.eigenvalues(t.reshape(-1, 6)).reshape(t.shape[:3] + (3,))
     md = lam.mean(axis=-1)
-    unit = tensors.md_mode(t)
+    unit = tensors.md_mode(t) if unit is None else unit
     lo, hi = TISSUE_MD
     tissue = (lam[..., 0] > 0) & (md > lo * unit) & (md < hi * unit)
     log_md = np.log(np.clip(md / unit, 1e-2, 1e2))
@@ -218,11 +219,30 @@ def brain_from_tensors(tensor: Volume) -> Volume | None:
     built from the voxels whose 3^3 log MD also varies little (noise fits often have a tissue-like MD but jump from
     voxel to voxel); holes filled. None where it would keep nearly everything (no background). Generous, not a brain
     mask: scalp and background fits near the brain stay. On the dev and training subjects fitted unmasked it kept
-    every brain-mask voxel within one voxel (the support's margin); docs/measurements.md, Without a brain mask."""
+    every brain-mask voxel within one voxel (the support's margin); docs/measurements.md, Without a brain mask.
+    Where the mode is a background's that outnumbers the brain (9 mm voxels average its noise fits to one low MD),
+    the estimate is made again in the unit of the histogram's peak above it (tensors.md_upper_mode), which its meta
+    records as "md_unit" (the brain's MD mode, which the noise index is read in)."""
+    t = np.asarray(tensor.data)
+    meta = {"source": "brain_from_tensors"}
+    brain = _brain_in_unit(t, None)
+    if brain is None:
+        from ..core import tensors
+
+        upper = tensors.md_upper_mode(t)
+        brain = None if upper is None else _brain_in_unit(t, upper)
+        meta["md_unit"] = upper
+    if brain is None:
+        return None
+    return Volume(brain, tensor.affine, "mask", meta=meta)
+
+
+def _brain_in_unit(t: np.ndarray, unit: float | None) -> np.ndarray | None:
+    """brain_from_tensors' estimate with MD read in `unit` (default: the MD mode); None where it keeps more than
+    MAX_BRAIN_SHARE of the field."""
     from scipy import ndimage
 
-    t = np.asarray(tensor.data)
-    tissue, spread = _tissue_and_spread(t)
+    tissue, spread = _tissue_and_spread(t, unit)
     cand = ndimage.uniform_filter(tissue.astype(np.float32), 3, mode="nearest") >= 0.5
     brain = _largest_opened(cand)
     if brain is None:
@@ -234,9 +254,7 @@ def brain_from_tensors(tensor: Volume) -> Volume | None:
     if core is not None:
         brain &= ndimage.binary_dilation(core, ball, iterations=KEEP_WITHIN)
     brain = ndimage.binary_fill_holes(brain)
-    if brain.mean() > MAX_BRAIN_SHARE:
-        return None
-    return Volume(brain, tensor.affine, "mask", meta={"source": "brain_from_tensors"})
+    return None if brain.mean() > MAX_BRAIN_SHARE else brain
 
 
 def inside_rim(present: np.ndarray, voxel_size) -> np.ndarray:

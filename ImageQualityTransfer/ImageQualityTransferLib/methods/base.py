@@ -384,7 +384,7 @@ class Method:
         if mask is None and estimated:  # a whole field with no brain found in it: the index would read background fits
             return self, None
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
-        index = input_noise_index(lr, brain, estimated)
+        index = input_noise_index(lr, brain, estimated, mask.meta.get("md_unit") if estimated and mask is not None else None)
         if index is None or index <= noise_level.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)

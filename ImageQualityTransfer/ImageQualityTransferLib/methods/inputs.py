@@ -72,8 +72,8 @@ def without_tiny_background(lr: Volume, whole: bool | None = None) -> Volume:
 def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, unit: float | None = None) -> float | None:
     """noise_level.noise_index of `lr` in `brain`; a brain estimated from whole-field tensors is read inside its rim of
     scalp and background fits (noise_level.estimated_core), as its brain mask would be, and in the MD unit it was
-    estimated in where that was not the field's (`unit`: its meta's "md_unit"; 9 mm voxels' background had read a
-    clean scan as noisy, 0.097 against 0.060)."""
+    estimated in where that was not the field's (`unit`: its meta's "md_unit"; in the background's unit of 9 mm
+    voxels a clean scan reads as noisy, 0.097 against 0.060)."""
     return noise_level.noise_index(lr.data, brain, core=noise_level.estimated_core(lr.voxel_size) if estimated else 0,
                                    unit=unit)
 

@@ -1,0 +1,61 @@
+"""The comparison output's selector says what its node is: the cubic interpolation, `<input>_cubic`, whatever method
+runs. Its empty choice read "Named after the method" like the other two, and a radiologist took `dti_cubic` beside a
+biqt run for the method chosen; the messages about that selector name its own empty choice."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from helpers import REPO
+
+UI = REPO / "ImageQualityTransfer" / "Resources" / "UI" / "ImageQualityTransfer.ui"
+
+
+def _widget(root, name):
+    return next(w for w in root.iter("widget") if w.get("name") == name)
+
+
+def _property(widget, name):
+    prop = next(p for p in widget.iter("property") if p.get("name") == name)
+    return prop.find("string")
+
+
+def test_the_comparison_selector_says_cubic_not_the_method():
+    from ImageQualityTransferLib.slicer import results
+
+    root = ET.parse(UI).getroot()
+    selector = _widget(root, "interpolatedSelector")
+    label = _property(_widget(root, "interpolatedSelectorLabel"), "text")
+    none = _property(selector, "noneDisplay")
+    tip = _property(selector, "toolTip")
+    for text in (label, none, tip):  # translatable text (uic gives it to tr())
+        assert text.get("notr") != "true", text.text
+        assert results.COMPARISON_METHOD in text.text.lower(), text.text
+    assert "method (" not in none.text and none.text.startswith(results.AUTOMATIC_COMPARISON.strip("'")), none.text
+    assert "whatever method runs" in tip.text
+    # the other two outputs are named after the method, as their selectors say
+    for name in ("outputSelector", "uncertaintySelector"):
+        assert _property(_widget(root, name), "noneDisplay").text.startswith(results.AUTOMATIC_OUTPUT.strip("'"))
+
+
+def test_a_wrong_comparison_node_is_refused_naming_that_selectors_choice():
+    slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.slicer import mrml, processing, results
+    import numpy as np
+
+    scene = slicer.vtkMRMLScene()
+    data = np.zeros((6, 6, 4, 6))
+    data[..., 0] = data[..., 3] = data[..., 5] = 1e-3
+    node = mrml.add_tensor_node(scene, Volume(data, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor"), "dti")
+    wrong = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    for targets in ({"interpolated": wrong}, {"interpolated": node}, {"tensor": wrong}):
+        with pytest.raises(IQTError) as caught:
+            processing.run_on_nodes(scene, node, "linear", 2, targets=targets)
+        message = str(caught.value)
+        assert "\n" not in message
+        choice = results.AUTOMATIC_COMPARISON if "interpolated" in targets else results.AUTOMATIC_OUTPUT
+        assert choice in message, message

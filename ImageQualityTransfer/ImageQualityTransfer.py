@@ -585,8 +585,9 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.compareButton.enabled = bool(result.get("tensor") and result.get("interpolated")
                                              and result["tensor"].GetID() != result["interpolated"].GetID())
         self.ui.compareButton.toolTip = (
-            _("Interpolation | IQT side by side, linked") if self.ui.compareButton.enabled
-            else _("Run a method other than interpolation, with the interpolated output, to compare the two"))
+            _("Cubic interpolation | the result, side by side, linked") if self.ui.compareButton.enabled
+            # linear or nearest compare too: the comparison is cubic whatever method runs (results.COMPARISON_METHOD)
+            else _("Run a method other than cubic to compare its result with the cubic interpolation"))
         dmri = self.logic.tractographyAvailable()
         self.ui.tractographyButton.enabled = bool(result.get("tensor")) and dmri
         # set in both cases: the install hint is not left standing once SlicerDMRI is there (the .ui's text)

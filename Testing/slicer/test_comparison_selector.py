@@ -59,3 +59,20 @@ def test_a_wrong_comparison_node_is_refused_naming_that_selectors_choice():
         assert "\n" not in message
         choice = results.AUTOMATIC_COMPARISON if "interpolated" in targets else results.AUTOMATIC_OUTPUT
         assert choice in message, message
+
+
+def test_the_compare_buttons_tooltips_name_the_cubic_comparison():
+    """Compare is live after any method but cubic (linear | cubic too); its greyed-out tooltip had said "a method other
+    than interpolation, with the interpolated output"."""
+    import ast
+
+    from ImageQualityTransferLib.slicer import results
+
+    tree = ast.parse((REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py").read_text())
+    check = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "_checkCanApply")
+    texts = [n.args[0].value for n in ast.walk(check) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_"]
+    tips = [t for t in texts if "compare" in t.lower() or "side by side" in t]  # compareButton's two tooltips
+    assert len(tips) == 2, tips
+    for tip in tips:
+        assert f"{results.COMPARISON_METHOD} interpolation" in tip.lower(), tip
+    assert "other than interpolation" not in " ".join(tips)

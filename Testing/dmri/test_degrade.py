@@ -198,3 +198,13 @@ def test_degrade_cli_factor_and_slice_gap(small_subject, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and words in err, err
         assert not (tmp_path / "bad.nii.gz").exists()
+
+
+def test_a_style_read_back_from_a_file_names_no_deleted_temporary_file(phantom_subject):
+    """The fsl and mrtrix styles go through a temporary file: the methods' warnings start with the input's source,
+    which had been that deleted file (`iqt benchmark --styles fsl`: "3mm_ortho (fsl): /tmp/iqt-style-.../lr.nii.gz: ")."""
+    from ImageQualityTransferLib.dmri.subject import make_case
+
+    for style in degrade.FILE_ORDER:
+        case = make_case(phantom_subject, 2, style=style)
+        assert case.lr.source == "", (style, case.lr.source)

@@ -157,6 +157,9 @@ def make_case(subject: Subject, r, shift=(0, 0, 0), style: str = "own", snr: flo
             path = Path(tmp) / "lr.nii.gz"
             fileio.save_tensor(lr, path, order=deg.FILE_ORDER[style])
             lr = fileio.load_tensor(path, order=deg.FILE_ORDER[style])
+        # the file is deleted: the warnings about this input name no path (`iqt benchmark` names the subject and
+        # style), where they had named the deleted temporary file
+        lr = lr.replace(meta={k: v for k, v in lr.meta.items() if k != "path"})
     return Case(
         subject=subject.name,
         style=style,

@@ -188,8 +188,10 @@ def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
     """A terminal's Ctrl-C (SIGINT to the whole process group) while a local worker is busy on a subject: exit 130 and
     one line, no worker traceback (each worker printed its own KeyboardInterrupt), no temporary file, no
     process left. The Monte Carlo method keeps the worker on the next subject for seconds after the first is done (on
-    24x28x20 phantoms: over a second of CPU each, half the default grid's)."""
+    24x28x20 phantoms: over a second of CPU each, half the default grid's); the first, which only has to end, is a
+    14x16x12 one."""
     ds = make_bids(tmp_path / "bids", subjects=("01", "02", "03"), corrupt=None, shape=HALF)
+    helpers.save_phantom_dwi(ds / "sub-01" / "dwi" / "sub-01_dwi.nii.gz", (14, 16, 12), 0)
     out = tmp_path / "deriv"
     env = helpers.engine_env()
     cmd = [sys.executable, "-m", "ImageQualityTransferLib", "batch", str(ds), "-o", str(out), "--method",
@@ -330,64 +332,79 @@ def _pause(dask_worker):
 
 
 @pytest.fixture(scope="module")
-def restarted_worker():
-    """What the worker of one local cluster (1 worker, --memory-limit 1GiB) reads before and after its nanny starts it
-    again (client.restart), and this process's Dask pause setting before the cluster and after it closed: one cluster
-    start and restart for the two tests below, which only read these."""
+def local_cluster_story():
+    """One local cluster of our own (1 worker, --memory-limit 1GiB) taken through what the four tests below read, in
+    turn: what its worker reads before and after its nanny starts it again (client.restart); its worker killed with
+    distributed.deploy.lost-worker-timeout 0 s (Dask closes that nanny for good at once) and a task sent after; the
+    cluster scaled to none and a task sent; and this process's Dask pause setting before the cluster and after it
+    closed. One cluster start for the four (each had started its own: 1.5-3 s each), the run's poll of its workers
+    (tasks.WORKERS_POLL_S) shortened to 0.2 s and the wait for a worker to 0.5 s."""
     import dask
 
+    from ImageQualityTransferLib.apps.batch import tasks
+    from ImageQualityTransferLib.core.errors import IQTError
+
     seen = {"config_before": dask.config.get("distributed.worker.memory.pause")}
-    client, cluster = batch.start_client(1, dashboard_address=":0", memory_limit="1GiB")
-    try:
-        seen["ignored"] = [client.submit(_sigint_ignored, pure=False).result(timeout=60)]
-        seen["pause"] = [set(client.run(_pause).values())]
-        client.restart(timeout=60)
-        seen["ignored"].append(client.submit(_sigint_ignored, pure=False).result(timeout=60))
-        seen["pause"].append(set(client.run(_pause).values()))
-    finally:
-        client.close()
-        cluster.close()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tasks, "WORKERS_POLL_S", 0.2)
+        client, cluster = batch.start_client(1, dashboard_address=":0", memory_limit="1GiB")
+        try:
+            seen["ignored"] = [client.submit(_sigint_ignored, pure=False).result(timeout=60)]
+            seen["pause"] = [set(client.run(_pause).values())]
+            client.restart(timeout=60)
+            seen["ignored"].append(client.submit(_sigint_ignored, pure=False).result(timeout=60))
+            seen["pause"].append(set(client.run(_pause).values()))
+
+            with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):  # the cluster closes it at once
+                os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+                deadline = time.time() + 60
+                while cluster.workers and time.time() < deadline:
+                    time.sleep(0.05)
+                seen["closed_for_good"] = not cluster.workers  # as in the audit's run
+                fut = client.submit(os.getpid, pure=False)
+                seen["after_closed"] = ([f.result() for f in tasks._as_completed(client, [fut], 30)], [fut.result()],
+                                        len(client.nthreads()))
+
+            cluster.scale(0)
+            deadline = time.time() + 60
+            while (client.nthreads() or cluster.workers) and time.time() < deadline:
+                time.sleep(0.05)
+            fut = client.submit(os.getpid, pure=False)
+            try:
+                list(tasks._as_completed(client, [fut], 0.5))
+                seen["scaled_to_none"] = None
+            except IQTError as exc:
+                seen["scaled_to_none"] = str(exc)
+            seen["left_after"] = (bool(cluster.workers), fut.cancelled())
+        finally:
+            client.close()
+            cluster.close()
     seen["config_after"] = dask.config.get("distributed.worker.memory.pause")
     return seen
 
 
-def test_a_worker_the_nanny_starts_again_ignores_ctrl_c_too(restarted_worker):
+def test_a_worker_the_nanny_starts_again_ignores_ctrl_c_too(local_cluster_story):
     """The workers of the local cluster ignore SIGINT, also once the nanny has started them again (as after a
     memory-limit kill), so that a terminal's Ctrl-C prints the run's one line and no worker's traceback."""
-    assert restarted_worker["ignored"] == [True, True]
+    assert local_cluster_story["ignored"] == [True, True]
 
 
-def test_a_worker_near_its_memory_limit_is_not_paused_also_once_started_again(restarted_worker):
+def test_a_worker_near_its_memory_limit_is_not_paused_also_once_started_again(local_cluster_story):
     """A worker past 80 % of --memory-limit paused, and one resting between 80 and 95 % ran nothing more: a cohort audit's
     run (espcn, 600MiB) waited forever without a word. Our workers never pause (one past 95 % is killed and its subject
     said); a worker the nanny starts again had read Dask's defaults, pausing at 80 %, back."""
-    assert restarted_worker["pause"] == [{False}, {False}]
+    assert local_cluster_story["pause"] == [{False}, {False}]
     # this process's other clusters keep theirs
-    assert restarted_worker["config_after"] == restarted_worker["config_before"]
+    assert local_cluster_story["config_after"] == local_cluster_story["config_before"]
 
 
-def test_a_worker_the_cluster_closed_for_good_is_started_again():
+def test_a_worker_the_cluster_closed_for_good_is_started_again(local_cluster_story):
     """Dask closes for good a nanny whose killed worker is not back within distributed.deploy.lost-worker-timeout (a
     worker killed past its memory limit, again and again): a cohort audit's run was left without workers and stopped
     after --wait-workers with subjects not run. The run starts it again and its subjects run."""
-    import dask
-
-    from ImageQualityTransferLib.apps.batch import tasks
-
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):  # the cluster closes it at once
-        client, cluster = batch.start_client(1, dashboard_address=":0")
-        try:
-            os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
-            deadline = time.time() + 60
-            while cluster.workers and time.time() < deadline:
-                time.sleep(0.05)
-            assert not cluster.workers  # closed for good, as in the audit's run
-            fut = client.submit(os.getpid, pure=False)
-            assert [f.result() for f in tasks._as_completed(client, [fut], 30)] == [fut.result()]
-            assert len(client.nthreads()) == 1
-        finally:
-            client.close()
-            cluster.close()
+    assert local_cluster_story["closed_for_good"]  # closed for good, as in the audit's run
+    done, results, threads = local_cluster_story["after_closed"]
+    assert done == results and threads == 1
 
 
 _GATE = threading.Event()
@@ -430,26 +447,14 @@ def test_a_subject_dask_gave_to_another_worker_after_its_worker_died_says_so():
                     "memory per worker")
 
 
-def test_a_local_cluster_left_without_workers_advises_memory_limit():
+def test_a_local_cluster_left_without_workers_advises_memory_limit(local_cluster_story):
     """Where our own local cluster has no worker left for --wait-workers, the line advises --memory-limit (a scheduler's
     run is told to wait for its cluster's workers instead: test_batch_scale.py); scaled to none on purpose, it is not
     started again."""
-    from ImageQualityTransferLib.apps.batch import tasks
-    from ImageQualityTransferLib.core.errors import IQTError
-
-    client, cluster = batch.start_client(1, dashboard_address=":0")
-    try:
-        cluster.scale(0)
-        deadline = time.time() + 60
-        while client.nthreads() and time.time() < deadline:
-            time.sleep(0.05)
-        fut = client.submit(os.getpid, pure=False)
-        with pytest.raises(IQTError, match=r"1 of 1 subject not run: .*no worker for 2 s.*a larger --memory-limit"):
-            list(tasks._as_completed(client, [fut], 2))
-        assert not cluster.workers and fut.cancelled()
-    finally:
-        client.close()
-        cluster.close()
+    said = local_cluster_story["scaled_to_none"]
+    assert said is not None and re.search(r"1 of 1 subject not run: .*no worker for 0.5 s.*a larger --memory-limit",
+                                          said), said
+    assert local_cluster_story["left_after"] == (False, True)
 
 
 def test_list_of_folders_and_dti_files_in_process(tmp_path):
@@ -1085,11 +1090,23 @@ def test_a_damaged_output_is_redone_not_skipped(tmp_path):
         assert side["FileSHA256"] == sha(p) and side["FileSizeBytes"] == p.stat().st_size
 
 
+# `iqt` (apps/entry.py's main, as `python -m ImageQualityTransferLib` runs it) with the wait for a scheduler's answer
+# shortened from its 5 s (batch/scheduler.py SCHEDULER_ANSWER_S), which a port that is not a scheduler's waits out
+ANSWER_SHORTENED = """
+import sys
+from ImageQualityTransferLib.apps.batch import scheduler
+scheduler.SCHEDULER_ANSWER_S = 0.5
+from ImageQualityTransferLib.apps.entry import main
+sys.exit(main())
+"""
+
+
 @pytest.mark.slow
 def test_a_scheduler_address_that_is_not_a_scheduler_is_refused_in_seconds(tmp_path, capsys, cluster):
     """--scheduler at a port that listens but is not a Dask scheduler (its dashboard's) hung with no message.
     Now one line and exit 2 within seconds, nothing written; a worker's address is named as a worker's. The dashboard
-    case runs in a subprocess, so that a hang fails the test instead of stopping the suite."""
+    case runs in a subprocess, so that a hang fails the test instead of stopping the suite, with the answer's wait
+    shortened to 0.5 s (it waited out the 5 s)."""
     from distributed import Client
 
     with Client(cluster, timeout="20s") as client:
@@ -1100,7 +1117,7 @@ def test_a_scheduler_address_that_is_not_a_scheduler_is_refused_in_seconds(tmp_p
     assert code == 2 and err.startswith("iqt: error: ") and len(err.strip().splitlines()) == 1, err
     assert "cannot connect (a Dask Worker answers there, not the scheduler)" in err and not (tmp_path / "o").exists()
     env = helpers.engine_env()
-    cmd = [sys.executable, "-m", "ImageQualityTransferLib", "--threads", "1", "batch", str(ds), "-o", str(tmp_path / "o"),
+    cmd = [sys.executable, "-c", ANSWER_SHORTENED, "--threads", "1", "batch", str(ds), "-o", str(tmp_path / "o"),
            "--method", "cubic", "--scheduler", f"tcp://127.0.0.1:{info['services']['dashboard']}"]
     start = time.monotonic()
     try:
@@ -1109,7 +1126,7 @@ def test_a_scheduler_address_that_is_not_a_scheduler_is_refused_in_seconds(tmp_p
         pytest.fail("iqt batch still waited on the dashboard's port after 60 s")
     assert time.monotonic() - start < 30
     assert proc.returncode == 2 and proc.stderr.startswith("iqt: error: "), proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "not a scheduler's" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "not a scheduler's" in proc.stderr and "within 0.5 s" in proc.stderr
     assert not (tmp_path / "o").exists()
 
 

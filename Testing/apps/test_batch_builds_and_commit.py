@@ -418,9 +418,9 @@ def test_a_worker_of_two_threads_keeps_each_subjects_notes_its_own(tmp_path, mon
     real = subject.compute
 
     def compute_with_a_note(item, s):
-        time.sleep(0.3)  # the other thread's subject starts meanwhile
+        time.sleep(0.1)  # the other thread's subject starts meanwhile (in milliseconds)
         warnings.warn(f"a note of {item.prefix} only", IQTWarning)
-        time.sleep(0.3)
+        time.sleep(0.1)
         return real(item, s)
 
     monkeypatch.setattr(subject, "compute", compute_with_a_note)

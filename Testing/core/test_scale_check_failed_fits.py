@@ -232,8 +232,8 @@ def test_negative_md_in_this_tool_s_upsampled_output_is_not_told_to_fit_again():
 
 def test_negative_md_in_a_learned_method_s_output_is_not_called_interpolation_overshoot():
     """The overshoot wording ('whose interpolation overshoots ... or upsample with logeuclid-cubic') was said of
-    global-linear's outputs too (a review): a learned method's output is named by its method and told to upsample
-    again with --mask."""
+    global-linear's outputs too (a review): a learned method's output is named by its method, as its own prediction
+    (with --mask given, 'upsample again with --mask' had been advised too: a review)."""
     import warnings
 
     from ImageQualityTransferLib.core.errors import IQTWarning
@@ -246,8 +246,8 @@ def test_negative_md_in_a_learned_method_s_output_is_not_called_interpolation_ov
         warnings.simplefilter("always", IQTWarning)
         check_tensor_input(vol, Volume(np.ones(vol.shape3, bool), np.eye(4), "mask"))
     said = [str(w.message) for w in got if "mean diffusivity at or below zero" in str(w.message)]
-    assert len(said) == 1 and f"('{made}'), global-linear's prediction" in said[0], said
-    assert "overshoot" not in said[0] and "logeuclid-cubic" not in said[0] and "upsample again with --mask" in said[0]
+    assert len(said) == 1 and f"('{made}'), and these are global-linear's own prediction (it predicts" in said[0], said
+    assert "overshoot" not in said[0] and "upsample with logeuclid-cubic" not in said[0] and "--mask" not in said[0]
 
 
 def test_the_interpolation_methods_the_warning_names_are_methods_interpolation_s():

@@ -194,6 +194,12 @@ NEGATIVE_MD_MIN = 10
 # the methods of methods/interpolation.py, as a header's record names them (fileio/records.py made_by): the only ones
 # whose MD <= 0 tensors the negative-MD warning calls an interpolation's overshoot
 INTERPOLATION_METHODS = ("nearest", "linear", "cubic", "logeuclid-cubic")
+# what gives fewer MD <= 0 tensors than a learned method that wrote over NEGATIVE_MD_SAID of them inside a masked brain:
+# on the own-style SNR-5 and SNR-10 inputs of the 4 dev scans x2, global-linear wrote 2.6-4.8 % of the output, rf and
+# biqt 0.28-0.69 %, espcn at most 8 voxels, deep at most 1 (docs/accuracy.md, Noisy scans)
+NEGATIVE_MD_FEWER = ("deep (the default) and espcn gave at most 8 such voxels on noisy masked inputs of the 4 dev scans "
+                     "where global-linear gave 2.6-4.8 %, and logeuclid-cubic keeps every tensor positive definite "
+                     "(docs/accuracy.md, Noisy scans)")
 
 
 def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str | None = None, inside=None) -> None:
@@ -230,11 +236,16 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
                               "give --mask with the brain mask, or upsample with logeuclid-cubic, which keeps the "
                               "tensors positive definite", IQTWarning, stacklevel=4)
                 return
-            warnings.warn(f"{said}, which no tissue has: the file is iqt upsample's output ('{made_by}'), {method}'s "
-                          "prediction, which is no measurement there (where the input held an unmasked fit's scalp and "
-                          "background fits, or at the brain's edge): upsample again with --mask (the brain mask), or "
-                          "give --mask with it here",
-                          IQTWarning, stacklevel=4)
+            # counted in the brain (the mask's, a masked input's, or the one estimated from an unmasked fit: `inside`),
+            # they are the model's own prediction, which regresses the six elements, not the eigenvalues: 'upsample
+            # again with --mask' had been advised where --mask was given to both commands (own-style SNR-5 inputs hold
+            # none, global-linear's outputs 2.0-2.7 % of the brain; a review; docs/accuracy.md, Noisy scans)
+            noisy = " from a noisy input (its model for noisy inputs ran; " if "_noisy" in made_by else " ("
+            warnings.warn(f"{said}, which no tissue has: the file is iqt upsample's output ('{made_by}'), and these are "
+                          f"{method}'s own prediction{noisy}it predicts the six elements, not the eigenvalues, and noise "
+                          "can take them below zero), most near the brain's edge, not an unmasked fit's background: "
+                          "tracking reads them as no tissue (FA 0), where streamlines stop; "
+                          f"{NEGATIVE_MD_FEWER}", IQTWarning, stacklevel=4)
             return
         warnings.warn(f"{said}, which no tissue has (sign-inverted, or not fitted): every method's output there is not a "
                       "measurement; fit them again from the DWI ('iqt fit') or check the tool that wrote them",

@@ -194,3 +194,29 @@ def test_a_single_axis_flip_that_noise_can_favour_is_not_named(monkeypatch):
         warnings.simplefilter("always")
         assert inputs.check_frame(ring, "fsl") == inputs.FRAME_NOISE
     assert not [w for w in said if "mirrored" in str(w.message)]
+
+
+def test_the_noise_advice_names_a_view_where_an_up_down_flip_shows(monkeypatch):
+    """Where noise leaves the table unjudged, the advice had been the lines around the genu alone, whose U-shape lies in
+    the axial plane: an up-down flip leaves them as drawn there (0.0 degrees on the 8 subjects' clean fits, against
+    61-71 for a left-right or front-back flip; a review). iqt upsample's line and iqt fit's name a coronal view too,
+    where an up-down flip tilts the corticospinal tracts' lines across their bands (docs/inputs.md)."""
+    import warnings
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.dmri import gradcheck
+    from ImageQualityTransferLib.methods import inputs
+
+    scores = {"given": 2.6, "y-flipped": 2.85}  # an SNR-5 fit's: noise ends every candidate
+    found = gradcheck.GradCheck(scores=scores, candidates={k: gradcheck.Candidate(k, k, "", np.eye(3)) for k in scores},
+                                white_matter=5000, step_mm=2.0)
+    monkeypatch.setattr(gradcheck, "gradient_scores", lambda tensor, mask: found)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        inputs.warn_frame_noise(SimpleNamespace(source="dti.nii.gz: "))  # iqt upsample's
+        gradcheck.check_gradients(SimpleNamespace(source="dwi.nii.gz: "), None, None, "dwi.bvec")  # iqt fit's
+    lines = [str(w.message) for w in said]
+    assert len(lines) == 2 and all("\n" not in line for line in lines), lines
+    for line in lines:
+        assert "in an axial one" in line and "left-right or front-back flip" in line, line
+        assert "in a coronal one" in line and "corticospinal" in line and "up-down" in line, line

@@ -55,6 +55,16 @@ WARN_RATIO = 1.1  # a candidate scoring more than this times the table as given 
 NOISE_SHORT_STEPS = 2.0
 NOISY_RATIO = 1.25
 NOISE_VERDICT = "not judged (noise)"
+# what shows a table's flip where noise leaves it unjudged (iqt fit's warning, methods/inputs.py FRAME_NOISE_ADVICE):
+# the lines in two views, as a flip turns the lines only in the views its axis lies in. On the 8 subjects' clean fits,
+# an x- or y-flip turns the lines running obliquely in the axial plane by 61-71 degrees (median) as drawn there, a
+# z-flip by 0.0; in the coronal plane x- and z-flips turn them by 65-68 degrees, a y-flip by 0.0; of those lines in the
+# peduncles and internal capsule 80-100 % rise outward (in the corona radiata 67-100 %): docs/inputs.md
+LINES_CHECK = ("check it on the principal-eigenvector lines or glyphs (as Slicer's glyph display shows them) in two "
+               "views: in an axial one they follow the forceps' U-shaped course around the genu of the corpus "
+               "callosum, and a left-right or front-back flip sets them across it; in a coronal one they rise outward "
+               "along the corticospinal tracts and corona radiata, and an up-down or left-right flip tilts them across "
+               "those bands; or on a higher-SNR scan of the same protocol")
 AXES = "xyz"
 ROWS = ("first", "second", "third")
 
@@ -301,10 +311,8 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None)
     if found.noisy:
         warnings.warn(f"{dwi.source}the gradient table could not be judged: noise ends the fibres tracked from the white "
                       f"matter within two voxels with the table as given ({found.scores['given']:.1f} mm) and with "
-                      "every correction, so a mirrored or swapped table would pass unseen; check it on the principal-"
-                      "eigenvector lines or glyphs (as Slicer's glyph display shows them) where fibres run obliquely: "
-                      "around the genu of the corpus callosum they follow the forceps' U-shaped course, and a flipped "
-                      "axis sets them across it; or on a higher-SNR scan of the same protocol", IQTWarning, stacklevel=2)
+                      f"every correction, so a mirrored or swapped table would pass unseen; {LINES_CHECK}", IQTWarning,
+                      stacklevel=2)
         return found
     key = found.suspect
     if key is None:

@@ -13,7 +13,7 @@ from ..core import grid, noise_level, tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors
-from ..dmri.gradcheck import NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO
+from ..dmri.gradcheck import LINES_CHECK, NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO
 
 WHOLE_FIELD = 0.95  # share of non-zero input voxels above which the input was fitted without a mask
 MASKED_MAX_SHARE = 0.7  # of the field: a brain's share in the scans seen is 0.14-0.40 (0.85-0.92 for whole-field fits of noise)
@@ -172,12 +172,10 @@ FRAME_NOISY_RATIO = NOISY_RATIO
 FRAME_NOISE = NOISE_VERDICT
 # what does judge such a table: fitting again runs this same check on the same noisy data (a review: iqt fit of an SNR-4
 # DWI with x/y-swapped bvecs wrote its fit without a word); colour FA colours by |v| (core/tensors.py color_fa), so it
-# shows a swap of axes but never a flip: the principal directions' lines or glyphs where fibres run obliquely do
+# shows a swap of axes but never a flip: the principal directions' lines or glyphs do, in an axial and a coronal view
+# (the genu's alone had been advised, where an up-down flip leaves them as they were: a review; LINES_CHECK)
 FRAME_NOISE_ADVICE = ("the table cannot be judged at this noise level (fitting again from the same DWI runs the same "
-                      "check); check it on the principal-eigenvector lines or glyphs (as Slicer's glyph display shows "
-                      "them) where fibres run obliquely: around the genu of the corpus callosum they follow the forceps' "
-                      "U-shaped course, and a flipped axis sets them across it; or on a higher-SNR scan of the same "
-                      "protocol (colour FA shows an axis swap, never a flip)")
+                      f"check); {LINES_CHECK} (colour FA shows an axis swap, never a flip)")
 
 
 def frame_judged(box, voxel_size) -> bool:

@@ -741,6 +741,20 @@ def test_a_region_given_as_the_mask_or_a_masked_fit_keeps_the_unit_of_its_tensor
     assert inference.input_unit(field, field, region) == pytest.approx(inference.subject_scale(field, None))
 
 
+
+def test_a_region_of_a_whole_field_fit_is_judged_by_the_filled_voxels_it_holds():
+    """The brain-share gate counted the mask's voxels outside the fit too: a region of a whole-field fit whose mask
+    also covers empty end planes (a padded field) passed as a brain and set the unit from the region's high MD (a
+    review). Only the mask's filled voxels count; on the 8 subjects' whole-field inputs the two counts are equal."""
+    lr = np.zeros((16, 16, 12, 6), np.float32)
+    lr[:, :, :8] = tensors.from_matrix(0.3e-3 * np.eye(3))  # the background's fits, planes 8-11 empty
+    lr[4:12, 4:12, 2:6] = tensors.from_matrix(np.diag([1.3e-3, 0.4e-3, 0.4e-3]))  # the brain, MD 0.7e-3
+    region = np.zeros(lr.shape[:3], bool)
+    region[6:8, 6:8, 3:5] = True
+    lr[region] = tensors.from_matrix(1.3e-3 * np.eye(3))  # a high-MD region: 8 of 2048 filled voxels
+    region[:, :, 8:] = True  # and the empty planes
+    assert inference.input_unit(lr, lr, region) == pytest.approx(inference.subject_scale(lr, None))
+
 def test_training_with_subject_scale_and_scale_augmentation_lowers_the_loss_and_is_recorded(tmp_path):
     items = synthetic_items()
     for it in items:

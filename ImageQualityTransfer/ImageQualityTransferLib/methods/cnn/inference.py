@@ -82,15 +82,17 @@ BRAIN_SHARE_MIN = 0.05  # a mask holding less of a whole-field fit's filled voxe
 
 
 def _a_whole_field_brain(raw: np.ndarray, mask: np.ndarray) -> bool:
-    """Whether `raw` is a whole-field fit (inputs.whole_field) and `mask` may be its brain: at least BRAIN_SHARE_MIN of
-    its filled voxels. A masked fit given a smaller --mask, or a region (a lesion's label map chosen as the brain
+    """Whether `raw` is a whole-field fit (inputs.whole_field) and `mask` may be its brain: holding at least
+    BRAIN_SHARE_MIN of its filled voxels. A masked fit given a smaller --mask, or a region (a lesion's label map chosen as the brain
     mask in Slicer), keeps the field's unit (a review: a high-MD region had set a clean input's unit 1.78x up)."""
     from ..inputs import whole_field
     from ...core.volume import Volume
 
     filled = np.any(np.asarray(raw) != 0, axis=-1)
     inside = np.asarray(mask, bool)
-    if not np.any(filled & ~inside) or inside.sum() < BRAIN_SHARE_MIN * filled.sum():
+    # the mask's filled voxels: a mask over a padded field's empty planes had counted them (a review; on the 8
+    # subjects' whole-field inputs the two counts are equal)
+    if not np.any(filled & ~inside) or (inside & filled).sum() < BRAIN_SHARE_MIN * filled.sum():
         return False
     return whole_field(Volume(np.asarray(raw), np.eye(4), "tensor"))
 

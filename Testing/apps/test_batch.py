@@ -1815,9 +1815,9 @@ def test_a_ws_scheduler_url_with_nothing_listening_is_refused_at_once():
 def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_refused_at_once():
     """`ws://127.0.0.1:18932/dask/` (a proxy mapping /dask/ to a ws scheduler's /, which Dask's Client reaches) had been
     refused "answers ... at the path / only", and `ws://127.0.0.1:8787/` (the dashboard's port) waited 42 s for
-    "cannot connect" (a review). A plain GET tells them apart: a ws listener answers 400 (distributed's own: 'Can
-    "Upgrade" only to "WebSocket"'), a dashboard 200 or a redirect, a server without the path 404. A local
-    http.server stands in for each answer (a real ws Scheduler and its dashboard answer these, seconds to start)."""
+    "cannot connect" (a review). A websocket handshake tells them apart: a ws listener answers 101 and a proxy in front
+    of one may answer 400 or 426 (left to the Client), a dashboard 200 or a redirect, a server without the path 404. A
+    local http.server stands in for each answer (a real ws Scheduler and its dashboard answer these, seconds to start)."""
     import http.server
     import threading
 
@@ -1854,6 +1854,67 @@ def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_re
         assert str(err.value) == (f"--scheduler {base}/dsak/: nothing answers at the path /dsak/ there (HTTP 404); "
                                   f"Dask's scheduler answers ws:// at the path / ({base}/), a proxy at the path it maps "
                                   "to it"), err.value
+        assert time.monotonic() - start < 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():
+    """A proxy routing by the Upgrade header (websocket to the scheduler, plain HTTP to a 200 landing page) and a login
+    proxy (302 without the Basic login of ws://user:pw@HOST/) both pass Dask's Client but had been refused "a web page
+    answers there" by a plain GET (a review): the probe sends a handshake with the login, and 101 is accepted. A 404 at
+    `/` itself says nothing there serves a scheduler (it had repeated the refused address as the one to give); no
+    message prints the password. http.server stands in for each proxy (a real ws Scheduler takes seconds to start)."""
+    import base64
+    import http.server
+    import threading
+
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    login = "Basic " + base64.b64encode(b"user:s3cret").decode()
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            handshake = (self.headers.get("Upgrade", "").lower() == "websocket"
+                         and "upgrade" in self.headers.get("Connection", "").lower()
+                         and self.headers.get("Sec-WebSocket-Version") == "13"
+                         and len(base64.b64decode(self.headers.get("Sec-WebSocket-Key", ""))) == 16)
+            path = self.path.split("?")[0]
+            if path == "/up/":
+                status = 101 if handshake else 200
+            elif path == "/login/":
+                status = 101 if handshake and self.headers.get("Authorization") == login else 302
+            else:
+                status = 404
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    base = f"ws://127.0.0.1:{port}"
+    try:
+        start = time.monotonic()
+        for given in (f"{base}/up/", f"ws://user:s3cret@127.0.0.1:{port}/login/"):
+            scheduler._reachable(scheduler.check_address(given))
+        with pytest.raises(batch.IQTError, match=r"\(HTTP 302\)"):
+            scheduler._reachable(scheduler.check_address(f"{base}/login/"))
+        for given in (f"{base}/", base, f"ws://user:s3cret@127.0.0.1:{port}/"):
+            with pytest.raises(batch.IQTError) as err:
+                scheduler._reachable(scheduler.check_address(given))
+            assert str(err.value).split(": ", 1)[1] == (f"nothing at 127.0.0.1:{port} serves a Dask scheduler (HTTP 404 "
+                                                        "at the path /); give the scheduler's address, "
+                                                        "tcp://127.0.0.1:8786 by default"), err.value
+        with pytest.raises(batch.IQTError) as err:
+            scheduler._reachable(scheduler.check_address(f"ws://user:s3cret@127.0.0.1:{port}/dsak/"))
+        assert str(err.value).split(": ", 1)[1] == (f"nothing answers at the path /dsak/ there (HTTP 404); Dask's "
+                                                    f"scheduler answers ws:// at the path / ({base}/), a proxy at the "
+                                                    "path it maps to it"), err.value
         assert time.monotonic() - start < 1
     finally:
         server.shutdown()

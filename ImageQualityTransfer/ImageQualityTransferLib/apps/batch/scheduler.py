@@ -339,37 +339,49 @@ def _reachable(address: str, security=None) -> None:
         _answers_as_ws(address, url)
 
 
-WS_ANSWER_S = 3  # a web server answers a GET in milliseconds; Dask's Client waited 20 s, then said "cannot connect"
+WS_ANSWER_S = 3  # a web server answers a handshake in milliseconds; Dask's Client waited 20 s, then said "cannot connect"
 
 
 def _answers_as_ws(address: str, url) -> None:
-    """An IQTError at once where a plain HTTP GET of a ws/wss URL is answered as a web page: Dask's ws listener (and a
-    proxy in front of it) answers 400 or 426 (it takes websockets only), the scheduler's dashboard 200 or a redirect,
-    a server or proxy without that path 404. Anything else (no answer, no HTTP, a TLS failure) is left to the Client."""
+    """An IQTError at once where a websocket handshake, as Dask's Client sends it (with the URL's user:password as a
+    Basic login), is answered as a web page: 200 or a redirect (a dashboard), or 404 (no such path there). Its status
+    line only is read: 101 is a ws listener; anything else (a proxy's 400/426/401, no answer, a TLS failure) is left
+    to the Client, which a proxy routing by the Upgrade header or a login proxy passes on to the scheduler."""
+    import base64
     import http.client
+    import os
 
     target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    if url.scheme == "wss":  # the answer's status only is read: no credentials are sent, nothing is trusted
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    if url.username is not None:  # as tornado's websocket_connect (Dask's ws client) sends a URL's user:password
+        login = f"{url.username}:{url.password or ''}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(login).decode()
+    if url.scheme == "wss":  # the answer's status only is read: nothing is trusted beyond it
         conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=WS_ANSWER_S,
                                            context=ssl._create_unverified_context())
     else:
         conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=WS_ANSWER_S)
     try:
-        conn.request("GET", target)
+        conn.request("GET", target, headers=headers)
         status = conn.getresponse().status
     except (OSError, http.client.HTTPException):
         return
     finally:
         conn.close()
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    where = f"{host}:{url.port}" if url.port else host  # no user:password in a message
     if 200 <= status < 400:
         raise IQTError(f"--scheduler {address}: a web page answers there (HTTP {status}), not a Dask scheduler: the "
                        f"address of its dashboard? give the scheduler's, tcp://{host}:8786 by default (ws://HOST:PORT/ "
                        "where it was started with --protocol ws)")
+    if status == 404 and (url.path or "/") == "/":
+        raise IQTError(f"--scheduler {address}: nothing at {where} serves a Dask scheduler (HTTP 404 at the path /); "
+                       f"give the scheduler's address, tcp://{host}:8786 by default")
     if status == 404:
-        raise IQTError(f"--scheduler {address}: nothing answers at the path {url.path or '/'} there (HTTP 404); Dask's "
-                       f"scheduler answers ws:// at the path / ({url.scheme}://{url.netloc}/), a proxy at the path it "
-                       "maps to it")
+        raise IQTError(f"--scheduler {address}: nothing answers at the path {url.path} there (HTTP 404); Dask's "
+                       f"scheduler answers ws:// at the path / ({url.scheme}://{where}/), a proxy at the path it maps "
+                       "to it")
 
 
 def _tls_error(exc: BaseException):

@@ -34,9 +34,11 @@ def test_engine_comments_name_no_working_session():
     assert not found, "\n".join(found)
 
 
-# a working role's code (two capitals, then a letter or digit) after "review"/"helper"/"audit", or alone in
-# parentheses: the docstrings of three tests had named the review that found their fault so
-ROLE_TAG = re.compile(r"\b(?:reviews?|reviewers?|helpers?|audits?) [A-Z]{2}[a-z0-9]{1,2}\b|\([A-Z]{2}[a-z][0-9]?\)")
+# a working role's code (two capitals, then a letter or digit) after "review"/"helper"/"audit" (a colon between too),
+# alone in parentheses, or before 's, :, / or ) (a plural, "IDs)", is not one): the docstrings of
+# three tests had named the review that found their fault so, and four doc lines in the forms the first two missed
+ROLE_TAG = re.compile(r"\b(?:reviews?|reviewers?|helpers?|audits?):? [A-Z]{2}[a-z0-9]{1,2}\b|\([A-Z]{2}[a-z][0-9]?\)"
+                      r"|\b[A-Z]{2}(?:[a-rt-z0-9][:/)]|[a-z0-9]'s\b)")
 REPO = ROOT.parent
 
 
@@ -52,3 +54,6 @@ def test_code_tests_and_docs_name_no_working_role():
               for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) for m in [ROLE_TAG.search(line)] if m]
     assert not found, "\n".join(found)
     assert ROLE_TAG.search("trained (review " + "RVh).") and ROLE_TAG.search("as said (" + "RVc)")
+    assert all(ROLE_TAG.search(text) for text in ("On " + "RG2's masked", "(a review: " + "RG3)", "RG3" + "'s `odd_eo.py`",
+                                                  "(" + "RVh/affinity.log)"))
+    assert not any(ROLE_TAG.search(text) for text in ("worker IDs)", "the DTI's", "CNN/", "GPU's", "T1w/"))

@@ -91,3 +91,30 @@ def test_install_hints_on_windows_use_double_quotes_and_torch_the_readme_pin(mon
     said = errors.install_extra("cnn")
     assert said == f'run "{exe}" -m pip install -e .[cnn] in this project\'s clone (README.md, Two commands)', said
     assert subprocess.list2cmdline([exe, "-m"]) in said and "'" not in said.split(" in this project")[0], said
+
+
+def test_install_md_quotes_an_install_line_the_commands_print(monkeypatch):
+    """docs/install.md quoted the refusal's line as "... pip install -e '.[cnn]' ...", which no command prints (the cnn
+    extra's refusal names torch alone; a review): its POSIX and Windows quotes are install_extra's for an extra the
+    engine passes it."""
+    import os
+    import re
+    from pathlib import Path
+
+    from ImageQualityTransferLib.core import errors
+
+    repo = Path(__file__).parents[2]
+    engine = repo / "ImageQualityTransfer" / "ImageQualityTransferLib"
+    printed = {m for p in engine.rglob("*.py") for m in re.findall(r"install_extra\('(\w+)'\)", p.read_text("utf-8"))}
+    page = " ".join((repo / "docs" / "install.md").read_text(encoding="utf-8").split())
+    posix = re.search(r"`run /path/to/\.venv/bin/python -m pip install -e '\.\[(\w+)\]' in this project's clone`", page)
+    windows = re.search(r'`"C:\\Program Files\\\.\.\.\\python\.exe" -m pip install -e \.\[(\w+)\]`', page)
+    assert posix and windows, "docs/install.md no longer quotes the refusal's line on Linux and Windows"
+    assert {posix.group(1), windows.group(1)} <= printed, (posix.group(1), windows.group(1), printed)
+    monkeypatch.setattr(sys, "executable", "/path/to/.venv/bin/python")
+    assert posix.group(0).strip("`") == errors.install_extra(posix.group(1)).split(" (README.md")[0]
+    monkeypatch.setattr(os, "name", "nt")
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(sys, "executable", r"C:\Program Files\...\python.exe")
+    assert "run " + windows.group(0).strip("`") + " in this project's clone" == errors.install_extra(
+        windows.group(1)).split(" (README.md")[0]

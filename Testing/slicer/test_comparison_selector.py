@@ -59,6 +59,8 @@ def test_a_wrong_comparison_node_is_refused_naming_that_selectors_choice():
         assert "\n" not in message
         choice = results.AUTOMATIC_COMPARISON if "interpolated" in targets else results.AUTOMATIC_OUTPUT
         assert choice in message, message
+        # the selector that offers that choice, by its panel label (the Output one never offers the comparison's)
+        assert results.SELECTOR_LABEL[next(iter(targets))] + " selector" in message, message
 
 
 def test_the_compare_buttons_tooltips_name_the_cubic_comparison():

@@ -33,7 +33,8 @@ from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
 from .progress import Cancelled as Cancelled  # the module's Logic catches it from here
 from .progress import check_cancel, report_progress, scaled_progress
-from .results import AUTOMATIC_COMPARISON, AUTOMATIC_OUTPUT, COMPARISON_METHOD, add_result_nodes, check_target_kind
+from .results import (AUTOMATIC_COMPARISON, AUTOMATIC_OUTPUT, COMPARISON_METHOD, SELECTOR_LABEL, add_result_nodes,
+                      check_target_kind)
 from .separate_process import predict_in_subprocess
 
 
@@ -526,12 +527,13 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
         if node is None:
             continue
         choice = AUTOMATIC_COMPARISON if key == "interpolated" else AUTOMATIC_OUTPUT  # as that selector shows it
+        selector = SELECTOR_LABEL.get(key, "output")
         if node is input_node or (mask_node is not None and node is mask_node):
             raise IQTError(f"the output node '{node.GetName()}' is an input of this run; choose {choice} "
-                           f"in the output selector (inputs are never overwritten)")
+                           f"in the {selector} selector (inputs are never overwritten)")
         if id(node) in seen:
             raise IQTError(f"the node '{node.GetName()}' is chosen for both the {seen[id(node)]} and the {key} output; "
                            f"choose {choice} for the {key} one")
         seen[id(node)] = key
         # said before the run, not after it (_put_volume checks again)
-        check_target_kind(node, tensor=key in ("tensor", "interpolated"), choice=choice)
+        check_target_kind(node, tensor=key in ("tensor", "interpolated"), choice=choice, selector=selector)

@@ -16,6 +16,9 @@ AUTOMATIC_OUTPUT = "'Named after the method'"
 # the comparison selector's: its node is the cubic interpolation whatever method runs (`<input>_cubic`), and a
 # radiologist had read "Named after the method" there as the method chosen
 AUTOMATIC_COMPARISON = f"'Named <input>_{COMPARISON_METHOD}'"
+# each output selector as the panel labels it, so a refusal names the selector that offers its choice
+SELECTOR_LABEL = {"tensor": "'High-resolution DTI'", "uncertainty": "'Uncertainty'",
+                  "interpolated": "'Cubic interpolation (comparison)'"}
 # A run's outputs are found again by a node reference to their input, which MRML remaps when a saved scene is imported
 # next to clashing node IDs (a text attribute holding the input's ID kept patient A's ID, so patient B's run refilled
 # A's results), and by which output of which run they are. Nodes of scenes saved before (an attribute
@@ -108,14 +111,14 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
     return node
 
 
-def check_target_kind(node, tensor: bool, choice: str = AUTOMATIC_OUTPUT) -> None:
+def check_target_kind(node, tensor: bool, choice: str = AUTOMATIC_OUTPUT, selector: str = "output") -> None:
     """An output node chosen by the user is a DTI node for a tensor result, else a plain scalar volume: a label map, a
     DTI, DWI or vector volume (all vtkMRMLScalarVolumeNode subclasses) would have its data replaced by a map (a module
     audit: another patient's DTI node given as the uncertainty output became a scalar image without a word)."""
     class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
     if node.GetClassName() != class_name:
         raise IQTError(f"output node '{node.GetName()}' is a {node.GetClassName()}, expected a {class_name}; "
-                       f"choose {choice} in the output selector")
+                       f"choose {choice} in the {selector} selector")
 
 
 def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=None):

@@ -514,3 +514,22 @@ def batch_runs_in_process(monkeypatch, batch) -> list:
     monkeypatch.setattr(batch, "run_cohort",
                         lambda items, s, out, client=None, **k: seen.append(s) or real(items, s, out, None, **k))
     return seen
+
+
+def brain_outnumbered_by_its_background():
+    """A whole-field fit as 9 mm voxels leave it (`iqt degrade --style unmasked --factor 3` of a 3 mm scan): a brain
+    (MD about 0.72e-3 mm^2/s) in a scalp rim (1.1e-3), both outnumbered by background fits that averaging has made
+    smooth and of one low MD (0.45e-3), which is the field's MD mode."""
+    import numpy as np
+
+    from ImageQualityTransferLib.core.volume import Volume
+
+    rng = np.random.default_rng(0)
+    shape = (24, 24, 12)
+    r = np.linalg.norm((np.indices(shape) - np.array([11.5, 11.5, 5.5])[:, None, None, None])
+                       / np.array([11.0, 10.0, 6.5])[:, None, None, None], axis=0)
+    brain, head = r < 0.9, r < 1.0
+    md = np.where(brain, 0.72e-3, np.where(head, 1.1e-3, 0.45e-3)) * np.exp(rng.normal(0, np.where(head, 0.1, 0.12)))
+    t = np.zeros(shape + (6,))
+    t[..., 0], t[..., 2], t[..., 5] = 1.3 * md, md, 0.7 * md  # (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz)
+    return Volume(t, np.diag([9.0, 9.0, 9.0, 1.0]), "tensor"), brain

@@ -903,6 +903,27 @@ def test_an_unmasked_tensor_file_is_named_estimated_and_told_how_to_give_a_mask(
     assert again[0]["status"] == "skipped" and again[0]["notes"] == res[0]["notes"]  # said again on a rerun
 
 
+def test_an_unmasked_fit_s_noise_index_is_read_in_the_unit_its_brain_was_estimated_in(tmp_path):
+    """A whole-field fit whose MD mode is its background's (9 mm voxels): qc.tsv's noise index is read in the unit the
+    brain was estimated in (its meta's md_unit), as the learned methods read it; cubic's row had read it in the
+    background's unit (a clean x3 Prisma input: 0.097 for cubic, 0.060 for espcn)."""
+    from ImageQualityTransferLib.dmri.dti import brain_from_tensors
+    from ImageQualityTransferLib.methods.inputs import input_noise_index
+
+    lr, _ = helpers.brain_outnumbered_by_its_background()
+    fileio.save_tensor(lr, tmp_path / "whole.nii.gz")
+    lr = fileio.load_tensor(tmp_path / "whole.nii.gz")
+    est = brain_from_tensors(lr)
+    want = input_noise_index(lr, est.data, True, est.meta["md_unit"])
+    assert want < 0.8 * input_noise_index(lr, est.data, True)  # the background's unit reads it rougher
+    (tmp_path / "list.txt").write_text("whole.nii.gz\n")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic"), out, progress=False)
+    assert res[0]["status"] == "done" and res[0]["qc"]["brain_from"] == "estimated"
+    assert res[0]["qc"]["noise_index"] == pytest.approx(want, rel=1e-6)
+
+
 def test_a_folder_of_another_dataset_or_pipeline_is_refused(tmp_path, capsys):
     """An output folder holding another pipeline's derivatives (fmriprep's) or another raw dataset is refused before any
     work, its dataset_description.json unchanged (it was replaced, and the outputs mixed into that dataset)."""

@@ -16,6 +16,7 @@ from ImageQualityTransferLib.core.grid import repeat_blocks
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.dmri.dti import brain_from_tensors
 
+import helpers
 from helpers import low_res_case
 
 CUBE = np.ones((3, 3, 3), bool)
@@ -287,28 +288,13 @@ def test_a_maps_exact_zeros_are_not_a_flag_level():
     assert (kept == 0).sum() == 3000 and not (kept == 9e-3).any()
 
 
-def _brain_outnumbered_by_its_background():
-    """A whole-field fit as 9 mm voxels leave it (`iqt degrade --style unmasked --factor 3` of a 3 mm scan): a brain
-    (MD about 0.72e-3 mm^2/s) in a scalp rim (1.1e-3), both outnumbered by background fits that averaging has made
-    smooth and of one low MD (0.45e-3), which is the field's MD mode."""
-    rng = np.random.default_rng(0)
-    shape = (24, 24, 12)
-    r = np.linalg.norm((np.indices(shape) - np.array([11.5, 11.5, 5.5])[:, None, None, None])
-                       / np.array([11.0, 10.0, 6.5])[:, None, None, None], axis=0)
-    brain, head = r < 0.9, r < 1.0
-    md = np.where(brain, 0.72e-3, np.where(head, 1.1e-3, 0.45e-3)) * np.exp(rng.normal(0, np.where(head, 0.1, 0.12)))
-    t = np.zeros(shape + (6,))
-    t[..., 0], t[..., 2], t[..., 5] = 1.3 * md, md, 0.7 * md  # (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz)
-    return Volume(t, np.diag([9.0, 9.0, 9.0, 1.0]), "tensor"), brain
-
-
 def test_a_brain_outnumbered_by_a_smooth_background_is_found_in_its_own_unit():
     """The background's peak is the field's MD mode and the brain lies within TISSUE_MD of it, so every voxel read as
     tissue and no brain was found (the 3 mm Prisma scans at x3): the estimate is made again in the unit of the
     histogram's peak above it, the brain's, which its meta records."""
     from ImageQualityTransferLib.core import tensors
 
-    lr, brain = _brain_outnumbered_by_its_background()
+    lr, brain = helpers.brain_outnumbered_by_its_background()
     assert (~brain).sum() > 2 * brain.sum() and tensors.md_mode(lr.data) < 0.5e-3
     est = brain_from_tensors(lr)
     assert est is not None

@@ -259,7 +259,10 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     # a learned method read it to choose its model (methods/base.py, _for_noise); interpolation did not
     index = t.meta.get("noise_index")
     if index is None and not (mask is None and brain_from == "estimated"):  # no brain found: background fits only
-        index = input_noise_index(lr, inside, brain_from == "estimated")
+        # in the unit the brain was estimated in (its meta's md_unit), as the learned methods read it: in the field's
+        # background unit a clean 9 mm unmasked input's row read 0.097, espcn's 0.060 (a review)
+        index = input_noise_index(lr, inside, brain_from == "estimated",
+                                  mask.meta.get("md_unit") if brain_from == "estimated" and mask is not None else None)
     qc["noise_index"] = float("nan") if index is None else index
     return vols, qc
 

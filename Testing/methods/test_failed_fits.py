@@ -308,3 +308,20 @@ def test_noise_beyond_a_given_mask_is_said_once_and_a_clean_fit_is_not(coarse_ph
             lines = [str(w.message) for w in got if "beyond the mask" in str(w.message)]
             assert len(lines) == int(said), lines
             assert not said or ("are not physical" in lines[0] and "zero the tensors outside the mask" in lines[0])
+
+
+def test_a_whole_field_fit_s_given_brain_mask_is_read_in_the_brain_s_unit():
+    """A whole-field fit whose MD mode is its background's, given its brain mask: the noise index is read in the MD mode
+    over that mask (inputs.input_noise_index), as without a mask it is read in the estimated brain's; in the field's
+    mode the clean ×3 ortho input had read 0.089 with its brain mask (the noise-trained model ran) and 0.060 without.
+    The same tensors fitted within the mask (background zero) keep the field's mode, which is then the brain's."""
+    import helpers
+    from ImageQualityTransferLib.methods.inputs import input_noise_index
+
+    lr, brain = helpers.brain_outnumbered_by_its_background()
+    masked = lr.replace(data=np.where(brain[..., None], lr.data, 0))
+    in_brain = tensors.md_mode(masked.data)
+    assert tensors.md_mode(lr.data) < 0.7 * in_brain  # the background's mode
+    assert input_noise_index(lr, brain) == noise_level.noise_index(lr.data, brain, unit=in_brain)
+    assert input_noise_index(masked, brain) == noise_level.noise_index(masked.data, brain)  # a masked fit: as before
+    assert input_noise_index(lr, brain) == pytest.approx(input_noise_index(masked, brain), rel=1e-6)

@@ -73,9 +73,31 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
     """noise_level.noise_index of `lr` in `brain`; a brain estimated from whole-field tensors is read inside its rim of
     scalp and background fits (noise_level.estimated_core), as its brain mask would be, and in the MD unit it was
     estimated in where that was not the field's (`unit`: its meta's "md_unit"; in the background's unit of 9 mm
-    voxels a clean scan reads as noisy, 0.097 against 0.060)."""
+    voxels a clean scan reads as noisy, 0.097 against 0.060). A brain mask given for a whole-field fit
+    (a_whole_field_brain) is read in the MD mode over it: in the field's, the clean ×3 ortho input had read 0.089 with
+    its brain mask and 0.060 without one. A masked fit keeps the field's mode (its background is empty)."""
+    if unit is None and not estimated and a_whole_field_brain(lr.data, brain):
+        unit = tensors.md_mode(np.where(np.asarray(brain, bool)[..., None], lr.data, 0))
     return noise_level.noise_index(lr.data, brain, core=noise_level.estimated_core(lr.voxel_size) if estimated else 0,
                                    unit=unit)
+
+
+BRAIN_SHARE_MIN = 0.05  # a mask holding less of a whole-field fit's filled voxels is a region, not its brain: the
+# brains estimated from the 8 subjects' unmasked x2/x3/x1,1,3 inputs, clean and at SNR 3-10, hold 0.094-0.70 of them
+# (the noisy ones 0.094-0.39)
+
+
+def a_whole_field_brain(raw: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether `raw` is a whole-field fit (whole_field) and `mask` may be its brain: at least BRAIN_SHARE_MIN of its
+    filled voxels. A masked fit given a smaller --mask, or a region (a lesion's label map chosen as the brain mask in
+    Slicer), keeps the field's unit (a review: a high-MD region had set a clean input's CNN unit 1.78x up)."""
+    filled = np.any(np.asarray(raw) != 0, axis=-1)
+    inside = np.asarray(mask, bool)
+    # the mask's filled voxels: a mask over a padded field's empty planes had counted them (a review; on the 8
+    # subjects' whole-field inputs the two counts are equal)
+    if not np.any(filled & ~inside) or (inside & filled).sum() < BRAIN_SHARE_MIN * filled.sum():
+        return False
+    return whole_field(Volume(np.asarray(raw), np.eye(4), "tensor"))
 
 
 # the negligible tensors of a masked fit are its background (zeroed) where they are a fill, FILL_SHARE of them one

@@ -76,25 +76,11 @@ def subject_scale(lr: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode"
 UNIT_TIE = 1.2  # the filled input's MD mode this many times above the input's own: the filled edge's peak won (input_unit)
 
 
-BRAIN_SHARE_MIN = 0.05  # a mask holding less of a whole-field fit's filled voxels is a region, not its brain: the
-# brains estimated from the 8 subjects' unmasked x2/x3/x1,1,3 inputs, clean and at SNR 3-10, hold 0.094-0.70 of them
-# (the noisy ones 0.094-0.39)
-
-
 def _a_whole_field_brain(raw: np.ndarray, mask: np.ndarray) -> bool:
-    """Whether `raw` is a whole-field fit (inputs.whole_field) and `mask` may be its brain: holding at least
-    BRAIN_SHARE_MIN of its filled voxels. A masked fit given a smaller --mask, or a region (a lesion's label map chosen as the brain
-    mask in Slicer), keeps the field's unit (a review: a high-MD region had set a clean input's unit 1.78x up)."""
-    from ..inputs import whole_field
-    from ...core.volume import Volume
+    """inputs.a_whole_field_brain: a given or estimated brain of a whole-field fit, not a region or a masked fit."""
+    from ..inputs import a_whole_field_brain
 
-    filled = np.any(np.asarray(raw) != 0, axis=-1)
-    inside = np.asarray(mask, bool)
-    # the mask's filled voxels: a mask over a padded field's empty planes had counted them (a review; on the 8
-    # subjects' whole-field inputs the two counts are equal)
-    if not np.any(filled & ~inside) or (inside & filled).sum() < BRAIN_SHARE_MIN * filled.sum():
-        return False
-    return whole_field(Volume(np.asarray(raw), np.eye(4), "tensor"))
+    return a_whole_field_brain(raw, mask)
 
 
 def input_unit(raw: np.ndarray, filled: np.ndarray, mask: np.ndarray | None, kind: str = "md-mode") -> float:

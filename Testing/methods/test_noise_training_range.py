@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 from ImageQualityTransferLib import methods
 from ImageQualityTransferLib.core import noise_level
@@ -41,3 +42,26 @@ def test_the_noise_trained_model_s_line_says_where_the_input_leaves_its_training
     assert "output and the uncertainty" in said[0] and "b0 SNR 8" in said[0]
     # sigma rises less than the error with the noise there (docs/accuracy.md): the line says to read it as a lower bound
     assert "uncertainty map may read lower than the error there" in said[0] and "lower bound" in said[0], said
+
+
+@pytest.mark.parametrize("snr", [None, 5])
+def test_biqt_s_sigma_on_a_noisy_input_takes_its_noise_factor_and_a_clean_one_keeps_it(phantom, snr, monkeypatch):
+    """biqt's sigma rose less than its error with the noise (docs/accuracy.md, "Sigma on noisy inputs"): on a noisy
+    input every std map is multiplied by base.noisy_std_scale of its noise index; a clean input's maps are unchanged."""
+    from ImageQualityTransferLib.methods import base
+
+    dwi, mask = phantom
+    pair = deg.degrade(dwi, mask, 2, style="own", noise=randomise.added_noise(snr))
+    run = lambda: methods.get("biqt").predict(pair.tensor, 2, pair.mask, uncertainty=True, direction=False)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scaled = run()
+        index = scaled.tensor.meta.get("noise_index")
+        g = 1.0 if index is None else base.noisy_std_scale("biqt", index)
+        monkeypatch.delitem(base.NOISY_STD_SCALE, "biqt")  # the same run without its noise factor
+        plain = run()
+    if snr is None:
+        assert g == 1.0 and scaled.std.data.tobytes() == plain.std.data.tobytes()
+        return
+    assert g > 1.2, (index, g)
+    assert np.allclose(scaled.std.data, plain.std.data * np.float32(g), rtol=1e-6, atol=0)

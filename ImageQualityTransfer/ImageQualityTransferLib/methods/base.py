@@ -302,6 +302,7 @@ class Method:
             _check_output_scale(pred.tensor.data, lr.data, mask)
         if index is not None:  # read once: batch QC reports the figure the model was chosen by
             pred.tensor.meta["noise_index"] = index
+            scale_for_noise(pred, self.name, index)
         if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)
             for vol in (pred.tensor, *pred.maps().values()):
                 vol.meta["support"] = ESTIMATED_SUPPORT
@@ -562,8 +563,38 @@ NOISY_TRAINED = (0.12, 0.20)
 # What the uncertainty map does there: sigma rises less than the error with the noise (docs/accuracy.md, "What the
 # pooled figures hide": on the 3 mm ortho dev scan, biqt's median sigma 1.01x the clean run's at b0 SNR 10 and 0.92x at
 # SNR 5, at 1.42x and 1.83x its RMS error; deep-hetero-var1's 1.42x and 1.45x at 1.49x and 1.86x)
+# sigma's factor by the input's noise index, per method: (index knots, factors), linear between them and held beyond
+# the last, 1 at or below noise_level.NOISY_MODEL (clean inputs unchanged). Each knot's factor is what brings the ±2σ
+# share of element errors to 0.95 on the training subjects (Trio 2 mm and Achieva dStream 3 mm, own style ×2, b0 SNR
+# 20, 10, 5; docs/accuracy.md, "Sigma on noisy inputs"). Methods not measured keep their sigma.
+NOISY_STD_SCALE = {"biqt": ((0.075, 0.13, 0.20), (1.0, 1.1, 1.95)),
+                   "deep-hetero-var1": ((0.075, 0.13, 0.20), (1.0, 1.0, 1.35))}
+NOISY_STD_MAPS = ("std", "std_intrinsic", "std_parameter", "md_std", "fa_std")
+
+
+def noisy_std_scale(name: str, index: float) -> float:
+    """The factor `name`'s sigma takes on an input of noise `index` (NOISY_STD_SCALE): its sigma rose less than its
+    error with the noise, the outputs of noisy inputs reading too confident."""
+    if name not in NOISY_STD_SCALE or index <= noise_level.NOISY_MODEL:
+        return 1.0
+    knots, factors = NOISY_STD_SCALE[name]
+    return float(np.interp(index, knots, factors))
+
+
+def scale_for_noise(pred: "Prediction", name: str, index: float) -> None:
+    """`pred`'s std maps (not the direction's, in degrees) multiplied by noisy_std_scale(name, index), in place."""
+    g = noisy_std_scale(name, index)
+    if g == 1.0:
+        return
+    for key in NOISY_STD_MAPS:
+        v = getattr(pred, key)
+        if v is not None:
+            setattr(pred, key, v.replace(data=np.asarray(v.data) * np.asarray(g, np.asarray(v.data).dtype)))
+
+
 UNDERRATES = ("(the uncertainty map may read lower than the error there, its sigma rising less than the error with "
-              "the noise or not at all: read it as a lower bound)")
+              "the noise; biqt's and deep-hetero-var1's sigma is scaled up for it, which brings it closer but not to "
+              "the error: read it as a lower bound)")
 
 
 def _beyond_noise_training(index: float, several: bool = False) -> str:

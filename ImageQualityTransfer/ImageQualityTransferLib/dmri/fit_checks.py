@@ -31,7 +31,10 @@ def fit_with_checks(dwi: Volume, mask: Volume, exclude: bool = False, table: str
     bvec file in the gradient check's advice (None: a DWI node's gradients)."""
     shift = check_b0(dwi)
     tensor, found = checked_fit(dwi, mask, fit(dwi, mask), exclude=exclude)
-    return CheckedFit(tensor, found, check_gradients(dwi, mask, tensor, table), shift)
+    # volumes or slices the fit does not explain, kept in it, end the fibres the table is judged by: the outliers'
+    # line already says the tensors are wrong and to refit with --exclude-outliers, whose fit is judged again
+    kept = bool(found) and not exclude
+    return CheckedFit(tensor, found, check_gradients(dwi, mask, tensor, table, say_noise=not kept), shift)
 
 
 def check_degraded_table(dwi: Volume, mask: Volume, lr_tensor: Volume, lr_mask: Volume, table: str | None = None) -> GradCheck:

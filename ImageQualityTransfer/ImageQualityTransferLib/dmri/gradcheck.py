@@ -301,14 +301,17 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
     return out
 
 
-def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None) -> GradCheck:
+def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None, say_noise: bool = True) -> GradCheck:
     """One warning line where another frame of the gradient directions makes the fibres clearly more continuous than
     the table as given (`gradient_scores`): what looks wrong and how to mend the bvec file `table` (a DWI node's
     gradients where None). Nothing where the table wins or there is too little white matter to judge. Returns what was
     found, for a record of it (iqt batch's QC). Where noise ends the streamlines too soon to judge (`GradCheck.noisy`)
-    one warning line says the table could not be judged, naming no correction."""
+    one warning line says the table could not be judged, naming no correction (unless `say_noise` is False: a fit
+    another warning already calls wrong, whose refit is checked again)."""
     found = gradient_scores(tensor, mask)
     if found.noisy:
+        if not say_noise:
+            return found
         warnings.warn(f"{dwi.source}the gradient table could not be judged: noise ends the fibres tracked from the white "
                       f"matter within two voxels with the table as given ({found.scores['given']:.1f} mm) and with "
                       f"every correction, so a mirrored or swapped table would pass unseen; {LINES_CHECK}", IQTWarning,

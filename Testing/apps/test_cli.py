@@ -163,8 +163,17 @@ def test_the_iqt_command_lets_openmp_wait_without_spinning():
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_fit_degrade_upsample_evaluate_on_a_real_subject(capsys, tmp_path):
+    """fit, mask, degrade, upsample and evaluate chained on a central 48x48x24 crop of a real scan (the whole one took
+    7-15 s; the checks are of what each command writes and says, and of scores the crop keeps: direction Spearman 0.38
+    there, 0.46 on the whole scan, against 0.3), its input unchanged."""
+    import shutil
+
     subject = need_data(AXIAL)
-    dwi = subject / "dwi.nii.gz"
+    (tmp_path / "subject").mkdir()
+    dwi = tmp_path / "subject" / "dwi.nii.gz"
+    nib.save(nib.load(subject / "dwi.nii.gz").slicer[12:60, 12:60, 6:30], dwi)
+    for name in ("dwi.bval", "dwi.bvec", "dwi.json"):
+        shutil.copy(subject / name, dwi.parent / name)
     before = dwi.stat().st_mtime_ns
     code, out, _ = run_cli(capsys, "fit", dwi, "-o", tmp_path / "hr.nii.gz", "--mask-out", tmp_path / "mask.nii.gz")
     assert code == 0 and f"{tmp_path / 'mask.nii.gz'} (its brain mask)" in out  # every file written is said

@@ -4,6 +4,7 @@ model was trained on, and that the uncertainty map may then read lower than the 
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -44,24 +45,65 @@ def test_the_noise_trained_model_s_line_says_where_the_input_leaves_its_training
     assert "uncertainty map may read lower than the error there" in said[0] and "lower bound" in said[0], said
 
 
-@pytest.mark.parametrize("snr", [None, 5])
-def test_biqt_s_sigma_on_a_noisy_input_takes_its_noise_factor_and_a_clean_one_keeps_it(phantom, snr, monkeypatch):
-    """biqt's sigma rose less than its error with the noise (docs/accuracy.md, "Sigma on noisy inputs"): on a noisy
-    input every std map is multiplied by base.noisy_std_scale of its noise index; a clean input's maps are unchanged."""
+def test_the_noise_factor_reads_the_knots():
+    """Literal values from NOISY_STD_SCALE's knots (linear between them): not the function checked against itself."""
+    from ImageQualityTransferLib.methods.base import noisy_std_scale
+
+    assert noisy_std_scale("biqt", 0.165) == pytest.approx(1.1 + 0.85 * 0.035 / 0.07)  # 1.525
+    assert noisy_std_scale("biqt", 0.165) == pytest.approx(1.525)
+    assert noisy_std_scale("deep-hetero-var1", 0.165) == pytest.approx(1.175)
+    assert noisy_std_scale("deep-hetero-var1", 0.125) == 1.0 and noisy_std_scale("biqt", 0.30) == pytest.approx(1.95)
+    assert noisy_std_scale("biqt", 0.075) == 1.0 and noisy_std_scale("espcn-hetero", 0.165) == 1.0
+
+
+@pytest.mark.parametrize("name, index, says", [("biqt", 0.165, "x1.52"), ("deep-hetero-var1", 0.165, "x1.18"),
+                                               ("deep-hetero-var1", 0.125, None), ("espcn-hetero", 0.165, None),
+                                               ("biqt", 0.25, "x1.95")])
+def test_the_lower_bound_clause_names_only_this_method_s_own_factor(name, index, says):
+    """The noise-trained model's line names the sigma factor of the method it is about, where that factor is above 1;
+    it had named biqt's and deep-hetero-var1's scaling in every method's line (espcn-hetero's, unscaled; and
+    deep-hetero-var1's at 0.12-0.13, where its factor is 1)."""
+    from ImageQualityTransferLib.methods.base import _beyond_noise_training
+
+    line = _beyond_noise_training(index, name=name)
+    assert "lower bound" in line and "biqt's and" not in line and line.count("(") == 1 + line.count("(b0 SNR") + \
+        line.count("(noise index") + line.count("(calibrated"), line
+    if says is None:
+        assert "scaled" not in line, line
+    else:
+        assert f"its sigma is scaled up {says} for it (calibrated on training scans)" in line, line
+
+
+@pytest.mark.parametrize("name, snr", [("biqt", None), ("biqt", 5), ("deep-hetero-var1", 5)])  # clean: one path for both
+def test_sigma_on_a_noisy_input_takes_its_noise_factor_and_a_clean_one_keeps_it(phantom, name, snr, monkeypatch):
+    """biqt's and deep-hetero-var1's sigma rose less than their error with the noise (docs/accuracy.md, "Sigma on noisy
+    inputs"): on a noisy input every map but the direction's is multiplied by the factor of its noise index, which the
+    run record keeps beside it; a clean input's maps are unchanged and nothing is recorded."""
+    from ImageQualityTransferLib.fileio import records
     from ImageQualityTransferLib.methods import base
 
     dwi, mask = phantom
     pair = deg.degrade(dwi, mask, 2, style="own", noise=randomise.added_noise(snr))
-    run = lambda: methods.get("biqt").predict(pair.tensor, 2, pair.mask, uncertainty=True, direction=False)  # noqa: E731
-    with warnings.catch_warnings():
+    run = lambda: methods.get(name).predict(pair.tensor, 2, pair.mask, uncertainty=True, direction=True)  # noqa: E731
+    with warnings.catch_warnings(), records.run_record({"command": "iqt upsample"}):
         warnings.simplefilter("ignore")
         scaled = run()
         index = scaled.tensor.meta.get("noise_index")
-        g = 1.0 if index is None else base.noisy_std_scale("biqt", index)
-        monkeypatch.delitem(base.NOISY_STD_SCALE, "biqt")  # the same run without its noise factor
+        kept = json.loads(records.run_json())[records.RUN_KEY]  # what the output's header would carry
+        monkeypatch.delitem(base.NOISY_STD_SCALE, name)  # the same run without its noise factor
         plain = run()
+    maps, bare = scaled.maps(), plain.maps()
+    assert set(maps) == set(bare) and {"std", "direction"} <= set(maps), sorted(maps)
     if snr is None:
-        assert g == 1.0 and scaled.std.data.tobytes() == plain.std.data.tobytes()
+        assert "noise_std_scale" not in scaled.tensor.meta and "noise_std_scale" not in kept
+        assert all(maps[k].data.tobytes() == bare[k].data.tobytes() for k in maps)
         return
-    assert g > 1.2, (index, g)
-    assert np.allclose(scaled.std.data, plain.std.data * np.float32(g), rtol=1e-6, atol=0)
+    # the factor by the knots (0.13, 0.20) -> biqt (1.1, 1.95), deep-hetero-var1 (1.0, 1.35), not base's own function
+    lo, hi = {"biqt": (1.1, 1.95), "deep-hetero-var1": (1.0, 1.35)}[name]
+    g = lo + (hi - lo) * (min(index, 0.20) - 0.13) / 0.07
+    assert 0.13 < index and g > 1.1, (index, g)  # the phantom at SNR 5 reads above 0.20: the last knot's factor
+    assert scaled.tensor.meta["noise_std_scale"] == pytest.approx(g)
+    assert kept["noise_std_scale"] == pytest.approx(g, abs=1e-4) and kept["noise_index"] == pytest.approx(index, abs=1e-4)
+    for k in maps:  # the direction map is drawn from the unscaled sigma (docs/accuracy.md): unchanged
+        want = bare[k].data * (1.0 if k == "direction" else np.float32(g))
+        assert np.allclose(maps[k].data, want, rtol=1e-5, atol=0), k

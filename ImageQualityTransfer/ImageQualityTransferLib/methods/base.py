@@ -303,6 +303,11 @@ class Method:
         if index is not None:  # read once: batch QC reports the figure the model was chosen by
             pred.tensor.meta["noise_index"] = index
             scale_for_noise(pred, self.name, index)
+            if uncertainty and noisy_std_scale(self.name, index) != 1.0:  # the factor applied, for a cohort's reader
+                from ..fileio.records import note_run
+
+                pred.tensor.meta["noise_std_scale"] = noisy_std_scale(self.name, index)
+                note_run(noise_index=round(float(index), 4), noise_std_scale=round(pred.tensor.meta["noise_std_scale"], 4))
         if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)
             for vol in (pred.tensor, *pred.maps().values()):
                 vol.meta["support"] = ESTIMATED_SUPPORT
@@ -392,7 +397,7 @@ class Method:
         if twin is not None:
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
-                          f"({Path(twin.model_path).stem})" + _beyond_noise_training(index), IQTWarning, stacklevel=4)
+                          f"({Path(twin.model_path).stem})" + _beyond_noise_training(index, name=self.name), IQTWarning, stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
 
@@ -592,26 +597,34 @@ def scale_for_noise(pred: "Prediction", name: str, index: float) -> None:
             setattr(pred, key, v.replace(data=np.asarray(v.data) * np.asarray(g, np.asarray(v.data).dtype)))
 
 
-UNDERRATES = ("(the uncertainty map may read lower than the error there, its sigma rising less than the error with "
-              "the noise; biqt's and deep-hetero-var1's sigma is scaled up for it, which brings it closer but not to "
-              "the error: read it as a lower bound)")
+_UNDERRATES = ("(the uncertainty map may read lower than the error there, its sigma rising less than the error with "
+               "the noise{}: read it as a lower bound)")
+UNDERRATES = _UNDERRATES.format("")  # a method whose sigma is not scaled on this input
 
 
-def _beyond_noise_training(index: float, several: bool = False) -> str:
+def underrates(name: str | None, index: float) -> str:
+    """UNDERRATES for `name` at noise `index`: where its sigma is scaled (noisy_std_scale above 1) it says by how much,
+    else the plain lower-bound clause (a line had named two other methods' scaling in every method's line)."""
+    g = 1.0 if name is None else noisy_std_scale(name, index)
+    return _UNDERRATES.format(f"; its sigma is scaled up x{g:.2f} for it (calibrated on training scans), which brings it "
+                             "closer but not to the error" if g > 1.0 else "")
+
+
+def _beyond_noise_training(index: float, several: bool = False, name: str | None = None) -> str:
     """The clause the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
     inputs it was trained on (NOISY_TRAINED), else "". `several`: said once after several methods' parts
-    (`noise_clause_once`), of their models."""
+    (`noise_clause_once`), of their models; `name`: the method, whose sigma's noise factor it names (`underrates`)."""
     lo, hi = NOISY_TRAINED
     model, it, its, out = (("those models were", "they were", "their", "outputs") if several
                            else ("that model was", "it was", "its", "output"))
     if index > hi:
         return (f"; but the input is noisier than every input {model} trained on too (noise index up to {hi:.2f}, at b0 "
                 f"SNR 8, the lowest trained): {its} {out} and the uncertainty are outside what {it} trained on, and may "
-                f"be no better than --method cubic {UNDERRATES}")
+                f"be no better than --method cubic {underrates(name, index)}")
     if index > lo:
         return (f"; at the edge of {its} training: {its} noisiest training inputs (b0 SNR 8, the lowest trained) read "
                 f"{lo:.2f}-{hi:.2f} by this index, depending on the scan, so the {out} and the uncertainty may be "
-                f"outside what {it} trained on {UNDERRATES}")
+                f"outside what {it} trained on {underrates(name, index)}")
     return ""
 
 

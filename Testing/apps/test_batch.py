@@ -442,9 +442,35 @@ def test_a_subject_dask_gave_to_another_worker_after_its_worker_died_says_so():
         _GATE.set()
         assert flaky.result(timeout=30)
         note = tasks.retried_note(client, flaky.key)
-    assert note == (f"Dask gave it to another worker 1 time: the worker holding it died before it ended ({first}: its "
-                    "process died); its outputs come from the last, but a subject whose worker dies may need more "
-                    "memory per worker")
+    assert note == (f"re-sent 1 time after its worker died ({first}: its process died); its outputs, if any, come from "
+                    "the last try, but a subject whose worker dies may need more memory per worker")
+
+
+def test_a_subject_dask_stopped_after_its_workers_died_claims_no_outputs():
+    """A subject whose task killed its worker every time ended failed (KilledWorker), and its note said "Dask gave it to
+    another worker 4 times ...; its outputs come from the last": it has none, and 4 counted the deaths, one more than
+    the re-sends (a review). Dask's allowed failures set to 0 here: one death ends it."""
+    import dask
+    from distributed import Client, KilledWorker, LocalCluster
+
+    from ImageQualityTransferLib.apps.batch import tasks
+
+    _GATE.clear()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                         dashboard_address=":0") as cluster, Client(cluster) as client:
+        doomed = client.submit(_held_until_released, pure=False)
+        deadline = time.time() + 30
+        while not any(client.processing().values()) and time.time() < deadline:
+            time.sleep(0.01)
+        first = next(w for w, keys in client.processing().items() if keys)
+        client.run_on_scheduler(_lost, address=first)
+        with pytest.raises(KilledWorker):
+            doomed.result(timeout=30)
+        note = tasks.retried_note(client, doomed.key)
+        _GATE.set()
+    assert note == (f"Dask stopped after 1 worker holding it died ({first}: its process died); a subject whose worker "
+                    "dies may need more memory per worker")
 
 
 def test_a_local_cluster_left_without_workers_advises_memory_limit(local_cluster_story):
@@ -1808,6 +1834,33 @@ def test_scheduler_address_forms_are_taken_as_dask_reads_them():
         scheduler.check_address("ucx://node7:8786")
 
 
+def test_a_refused_scheduler_address_never_says_its_password():
+    """Every --scheduler refusal had echoed a ws URL's password to stderr and a cluster job's log, and suggested an
+    address carrying it (wss://u:pw@host:8787/status: "give ... wss://u:pw@host:8786"); an unencoded '/' in one had
+    been read as the end of the host ("port 'p' is not a number ..., e.g. ws://user:8786") (a review)."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, line in (
+            ("wss://u:pw@node7:8787/status", "--scheduler wss://u:***@node7:8787/status: the address of the scheduler's "
+                                             "dashboard (its web pages), not of the scheduler; give the scheduler's, "
+                                             "wss://node7:8786 by default"),
+            ("ws://user:pw@node7:99999/", "--scheduler ws://user:***@node7:99999/: port '99999' is not a number from 1 "
+                                          "to 65535; give the scheduler's port, e.g. ws://node7:8786 (the default port "
+                                          "of 'dask scheduler')"),
+            ("ws://user:p/w@node7/", "--scheduler ws://user:***@node7/: an '@' after the first '/', '?' or '#': a user "
+                                     "name or password holding one of these ends the host early; percent-encode them "
+                                     "in it ('/' as %2F, '?' as %3F, '#' as %23), e.g. ws://user:p%2Fw@host/"),
+            ("tcp://u:pw@node7:8786", "--scheduler tcp://u:***@node7:8786: a tcp:// address holds no user name (user@); "
+                                      "give tcp://node7:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == line, err.value
+    assert scheduler.check_address("ws://user:p%2Fw@node7/") == "ws://user:p%2Fw@node7/"
+    assert scheduler._no_workers("ws://u:pw@node7/", 5, "joined") == (
+        "--scheduler ws://u:***@node7/: no worker joined within 5 s; start workers with 'dask worker ws://u:***@node7/' "
+        "(with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
+
+
 def test_a_ws_scheduler_at_port_8787_is_not_taken_for_the_dashboard():
     """`ws://127.0.0.1:8787/`, a ws scheduler given port 8787 at the one route Dask's ws listener serves, had been
     refused as the dashboard's address (a review); a ws URL off 8787 with a dashboard page's path is told the ws path
@@ -1875,6 +1928,10 @@ def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_re
         assert str(err.value) == (f"--scheduler {base}/dsak/: nothing answers at the path /dsak/ there (HTTP 404); "
                                   f"Dask's scheduler answers ws:// at the path / ({base}/), a proxy at the path it maps "
                                   "to it"), err.value
+        with pytest.raises(batch.IQTError) as err:  # a proxy's login: the password masked, the suggestion without it
+            scheduler._reachable(scheduler.check_address(base.replace("ws://", "ws://user:pw@") + "/dsak/"))
+        assert str(err.value).startswith(f"--scheduler {base.replace('ws://', 'ws://user:***@')}/dsak/: nothing answers")
+        assert f"at the path / ({base}/)" in str(err.value) and "pw" not in str(err.value), err.value
         assert time.monotonic() - start < 1
     finally:
         server.shutdown()

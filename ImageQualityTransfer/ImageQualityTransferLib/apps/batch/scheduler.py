@@ -50,6 +50,15 @@ def scheduler_from_file(path) -> str:
     return address
 
 
+def shown(address) -> str:
+    """`address` as every message writes it: a URL's password masked (ws://user:***@host/), where a refusal had echoed
+    it to stderr and a cluster job's log."""
+    scheme, sep, rest = str(address).partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}:***@{after}" if sep and at and colon else str(address)
+
+
 SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss")  # those Dask's Client reaches with distributed's own packages
 
 
@@ -80,24 +89,28 @@ def check_address(scheduler: str) -> str:
                        f"{''.join(scheduler.split())}")
     if proto not in SCHEDULER_PROTOCOLS:  # ucx:// is a stub in Dask, raising FutureWarning (distributed/comm/ucx.py)
         ucx = " (Dask's ucx:// moved to the distributed-ucxx package)" if proto == "ucx" else ""
-        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to{ucx}; give "
+        raise IQTError(f"--scheduler {shown(scheduler)}: not a scheduler address this command connects to{ucx}; give "
                        f"{ADDRESS_FORMS}, or the scheduler file 'dask scheduler --scheduler-file' wrote")
     # the host and port: a ws/wss address is a URL whose path and query Dask hands to the server (ws://host:8786/
     # reaches the scheduler), a tcp/tls one is host:port only (parse_host_port)
     host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else loc.split("/", 1)[0]
+    if proto in ("ws", "wss") and "@" in loc[len(host):]:  # ws://user:p/w@host/ had been "port 'p' is not a number"
+        raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#': a user name or password "
+                       "holding one of these ends the host early; percent-encode them in it ('/' as %2F, '?' as %3F, "
+                       "'#' as %23), e.g. ws://user:p%2Fw@host/")
     if "@" in host:  # a URL's user:password@, which tornado's websocket client sends (a proxy's login); a tcp/tls
         if proto in ("ws", "wss"):  # address is host:port, and Dask looked up "user@host" as a machine's name
             host = host.rpartition("@")[2]
         else:
-            raise IQTError(f"--scheduler {scheduler}: a {proto}:// address holds no user name (user@); give "
+            raise IQTError(f"--scheduler {shown(scheduler)}: a {proto}:// address holds no user name (user@); give "
                            f"{proto}://{host.rpartition('@')[2]}")
     if host.startswith("["):  # the port is what follows "]:" ([::1]8786 had been read as port 786, [::1]x0 as port 0)
         ip, close, after = host[1:].partition("]")
         if not close or after and not after.startswith(":"):
-            raise IQTError(f"--scheduler {scheduler}: not a scheduler address: an IPv6 host in brackets is followed by "
+            raise IQTError(f"--scheduler {shown(scheduler)}: not a scheduler address: an IPv6 host in brackets is followed by "
                            f"a colon and the port; give e.g. {proto}://[{ip if _ipv6(ip) else '::1'}]:8786")
         if close and ip and not _ipv6(ip):  # [localhost]:8786 had passed: brackets hold an IPv6 address only
-            raise IQTError(f"--scheduler {scheduler}: brackets belong only around an IPv6 address, not '{ip}'; drop "
+            raise IQTError(f"--scheduler {shown(scheduler)}: brackets belong only around an IPv6 address, not '{ip}'; drop "
                            f"them: give {proto}://{ip}{after or ':8786'}")
     # a colon, no port after it: said as none given (tcp://[::1]: had been "cannot connect (invalid literal for int()")
     if host.endswith(":") and (host.endswith("]:") if host.startswith("[") else host.count(":") == 1):
@@ -105,45 +118,45 @@ def check_address(scheduler: str) -> str:
         if bare in ("", "[]"):
             raise IQTError(_no_host(scheduler, proto, ""))
         if not (bare.startswith("[") and bare.endswith("]") and _ipv6(bare[1:-1])):
-            raise IQTError(f"--scheduler {scheduler}: no port after the colon; give the scheduler's port, e.g. "
+            raise IQTError(f"--scheduler {shown(scheduler)}: no port after the colon; give the scheduler's port, e.g. "
                            f"{proto}://{bare}:8786 (the default port of 'dask scheduler')")
         host = bare
     if host.count(":") > 1 and not host.startswith("["):  # an IPv6 host: its port is told from it by the brackets
         ip, _, port = host.rpartition(":")
         if port.isdigit() and _ipv6(ip):
-            raise IQTError(f"--scheduler {scheduler}: an IPv6 address is written in brackets before its port; give "
+            raise IQTError(f"--scheduler {shown(scheduler)}: an IPv6 address is written in brackets before its port; give "
                            f"{proto}://[{ip}]:{port}")
         if _ipv6(host):  # no port after the address (::1): its last group had been taken for one, tcp://[:]:1
-            raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give it in brackets before the "
+            raise IQTError(f"--scheduler {shown(scheduler)}: an IPv6 address without a port; give it in brackets before the "
                            f"scheduler's port, e.g. {proto}://[{host}]:8786 (the default port of 'dask scheduler')")
-        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give {ADDRESS_FORMS}")
+        raise IQTError(f"--scheduler {shown(scheduler)}: not a scheduler address this command connects to; give {ADDRESS_FORMS}")
     if proto in ("tcp", "tls") and host.startswith("[") and host.endswith("]") and _ipv6(host[1:-1]):  # [::1]: said as
         # cannot connect (no port); a ws/wss URL without one is the scheme's (ws://[::1]/, port 80), as below
-        raise IQTError(f"--scheduler {scheduler}: an IPv6 address without a port; give the scheduler's port after the "
+        raise IQTError(f"--scheduler {shown(scheduler)}: an IPv6 address without a port; give the scheduler's port after the "
                        f"brackets, e.g. {proto}://{host}:8786 (the default port of 'dask scheduler')")
     # a port past 65535 (or 0, or not a number) had been tried and said as "cannot connect (... Connection refused)"
     port = host.partition("]")[2][1:] if host.startswith("[") else host.rpartition(":")[2] if ":" in host else ""
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise IQTError(f"--scheduler {scheduler}: port {port!r} is not a number from 1 to 65535; give the scheduler's "
+        raise IQTError(f"--scheduler {shown(scheduler)}: port {port!r} is not a number from 1 to 65535; give the scheduler's "
                        f"port, e.g. {proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
     name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if port else host
     if not name:  # tcp://:8786 and tcp://[]:8786 had passed, Dask reading host '' (no machine named)
         raise IQTError(_no_host(scheduler, proto, port))
     if not port and name.isascii() and name.isdigit():  # `--scheduler 8786` had been told "give tcp://8786:8786"
         given = name if 1 <= int(name) <= 65535 else "8786"
-        raise IQTError(f"--scheduler {scheduler}: a port alone, no host; give the scheduler's machine before it, "
+        raise IQTError(f"--scheduler {shown(scheduler)}: a port alone, no host; give the scheduler's machine before it, "
                        f"{proto}://HOST:{given}, e.g. {proto}://127.0.0.1:{given} for this one")
     if proto not in ("tcp", "tls"):  # ws/wss: a URL without a port is the scheme's (80, 443), as a proxy serves it;
         return scheduler  # any path (a proxy maps its own to the listener's "/"): what answers there is asked (_reachable)
     if not port:  # tcp://127.0.0.1 (and tcp://host/, told to give tcp://host) had been "cannot connect (missing port"
-        raise IQTError(f"--scheduler {scheduler}: no port{', and a path after the host' if '/' in loc else ''}; give "
+        raise IQTError(f"--scheduler {shown(scheduler)}: no port{', and a path after the host' if '/' in loc else ''}; give "
                        f"{proto}://{host}:8786 (the default port of 'dask scheduler'), or the scheduler's own port")
     try:
         parse_host_port(loc)
     except ValueError:  # Dask reads no path: tcp://[::1]:8786/ had passed, then "cannot connect (invalid literal for int()"
         if "/" in loc:
-            raise IQTError(f"--scheduler {scheduler}: no path after the port; give {proto}://{host}") from None
-        raise IQTError(f"--scheduler {scheduler}: not a scheduler address this command connects to; give "
+            raise IQTError(f"--scheduler {shown(scheduler)}: no path after the port; give {proto}://{host}") from None
+        raise IQTError(f"--scheduler {shown(scheduler)}: not a scheduler address this command connects to; give "
                        f"{ADDRESS_FORMS}") from None
     return scheduler
 
@@ -163,7 +176,7 @@ def _not_the_dashboard(scheduler: str, proto, loc: str) -> None:
     if proto not in (*SCHEDULER_PROTOCOLS, "http", "https"):
         return
     host, slash, path = loc.partition("/")
-    host = re.split(r"[?#]", host, maxsplit=1)[0]
+    host = re.split(r"[?#]", host, maxsplit=1)[0].rpartition("@")[2]  # the suggestion carries no user:password@
     page = path.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].lower()
     name, port = (host.partition("]")[0] + "]", host.partition("]")[2][1:]) if host.startswith("[") else \
         host.rpartition(":")[::2] if ":" in host else (host, "")
@@ -172,12 +185,12 @@ def _not_the_dashboard(scheduler: str, proto, loc: str) -> None:
         return
     if a_page or port == "8787" and (slash or proto in ("http", "https")):
         given = "tcp" if proto in ("http", "https") else proto
-        raise IQTError(f"--scheduler {scheduler}: the address of the scheduler's dashboard (its web pages), not of the "
+        raise IQTError(f"--scheduler {shown(scheduler)}: the address of the scheduler's dashboard (its web pages), not of the "
                        f"scheduler; give the scheduler's, {given}://{name or '127.0.0.1'}:8786 by default")
 
 
 def _no_host(scheduler: str, proto: str, port: str) -> str:
-    return (f"--scheduler {scheduler}: no host{' before the port' if port else ''}; give the scheduler's machine, e.g. "
+    return (f"--scheduler {shown(scheduler)}: no host{' before the port' if port else ''}; give the scheduler's machine, e.g. "
             f"{proto}://127.0.0.1:{port or 8786} for this one")
 
 
@@ -206,7 +219,7 @@ def client_security(scheduler: str):
     except ValueError:
         return security  # said by the connection
     if proto == "tls" and security.get_connection_args("client").get("ssl_context") is None:
-        raise IQTError(f"--scheduler {scheduler}: a TLS scheduler takes clients with its credentials only, and Dask's "
+        raise IQTError(f"--scheduler {shown(scheduler)}: a TLS scheduler takes clients with its credentials only, and Dask's "
                        "configuration names none; set distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
                        "distributed.comm.tls.client.key to your cluster's files (e.g. in ~/.config/dask/distributed.yaml)")
     return security
@@ -219,7 +232,7 @@ def _wait_for_workers(client, scheduler: str, wait_s: float) -> None:
 
     if client.nthreads():
         return
-    print(f"iqt: waiting for workers at {scheduler}: 0 connected (up to {wait_s:g} s, --wait-workers)", file=sys.stderr,
+    print(f"iqt: waiting for workers at {shown(scheduler)}: 0 connected (up to {wait_s:g} s, --wait-workers)", file=sys.stderr,
           flush=True)
     try:
         client.wait_for_workers(1, timeout=wait_s)
@@ -275,7 +288,7 @@ def check_workers(client, scheduler: str, torch: bool = False) -> None:
     try:
         found = client.run(_probe(), torch, on_error="return")
     except (OSError, TimeoutError) as exc:
-        raise IQTError(f"--scheduler {scheduler}: the workers could not be asked their ImageQualityTransfer version "
+        raise IQTError(f"--scheduler {shown(scheduler)}: the workers could not be asked their ImageQualityTransfer version "
                        f"({' '.join(str(exc).split())}); check them and rerun") from None
     bad = []
     for address, answer in sorted(found.items()):
@@ -290,14 +303,14 @@ def check_workers(client, scheduler: str, torch: bool = False) -> None:
             bad.append(f"{worker}: version {answer[0]} from other code or models (build {str(answer[1])[:12]}, here "
                        f"{digest[:12]})")
     if bad:
-        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise IQTError(f"--scheduler {scheduler}: {len(bad)} of {len(found)} workers cannot run this ImageQualityTransfer "
-                       f"{__version__} ({shown}); start the workers from the same environment as this command")
+        listed = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise IQTError(f"--scheduler {shown(scheduler)}: {len(bad)} of {len(found)} workers cannot run this ImageQualityTransfer "
+                       f"{__version__} ({listed}); start the workers from the same environment as this command")
     no_torch = [f"{_named(client, w)}: {a[2]}" for w, a in sorted(found.items()) if len(a) > 2 and a[2]]
     if no_torch:
-        shown = "; ".join(no_torch[:3]) + (f"; and {len(no_torch) - 3} more" if len(no_torch) > 3 else "")
-        raise IQTError(f"--scheduler {scheduler}: {len(no_torch)} of {len(found)} workers cannot import PyTorch, which "
-                       f"the CNN methods need ({shown}); install it where the workers run ('pip install {TORCH_PIN}' in "
+        listed = "; ".join(no_torch[:3]) + (f"; and {len(no_torch) - 3} more" if len(no_torch) > 3 else "")
+        raise IQTError(f"--scheduler {shown(scheduler)}: {len(no_torch)} of {len(found)} workers cannot import PyTorch, which "
+                       f"the CNN methods need ({listed}); install it where the workers run ('pip install {TORCH_PIN}' in "
                        f"their environment, with '--index-url {TORCH_CPU_INDEX}' for the CPU build on Linux or Windows "
                        "workers, where PyPI's torch pulls CUDA packages) and start them again, or choose a method without "
                        "it (e.g. biqt)")
@@ -313,8 +326,8 @@ def _named(client, address: str) -> str:
 
 
 def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
-    return (f"--scheduler {scheduler}: no worker {what} within {wait_s:g} s; start workers with 'dask worker "
-            f"{scheduler}' (with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
+    return (f"--scheduler {shown(scheduler)}: no worker {what} within {wait_s:g} s; start workers with 'dask worker "
+            f"{shown(scheduler)}' (with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
 
 
 def _reachable(address: str, security=None) -> None:
@@ -372,14 +385,14 @@ def _answers_as_ws(address: str, url) -> None:
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
     where = f"{host}:{url.port}" if url.port else host  # no user:password in a message
     if 200 <= status < 400:
-        raise IQTError(f"--scheduler {address}: a web page answers there (HTTP {status}), not a Dask scheduler: the "
+        raise IQTError(f"--scheduler {shown(address)}: a web page answers there (HTTP {status}), not a Dask scheduler: the "
                        f"address of its dashboard? give the scheduler's, tcp://{host}:8786 by default (ws://HOST:PORT/ "
                        "where it was started with --protocol ws)")
     if status == 404 and (url.path or "/") == "/":
-        raise IQTError(f"--scheduler {address}: nothing at {where} serves a Dask scheduler (HTTP 404 at the path /); "
+        raise IQTError(f"--scheduler {shown(address)}: nothing at {where} serves a Dask scheduler (HTTP 404 at the path /); "
                        f"give the scheduler's address, tcp://{host}:8786 by default")
     if status == 404:
-        raise IQTError(f"--scheduler {address}: nothing answers at the path {url.path} there (HTTP 404); Dask's "
+        raise IQTError(f"--scheduler {shown(address)}: nothing answers at the path {url.path} there (HTTP 404); Dask's "
                        f"scheduler answers ws:// at the path / ({url.scheme}://{where}/), a proxy at the path it maps "
                        "to it")
 

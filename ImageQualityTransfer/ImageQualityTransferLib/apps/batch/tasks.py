@@ -11,7 +11,7 @@ from ...core.errors import IQTError, out_of_memory
 from ...core.words import counted
 from .items import Item
 from .memory_reasons import as_remote_workers, memory_reason
-from .scheduler import _OWN_CLUSTERS
+from .scheduler import _OWN_CLUSTERS, shown
 from .subject import process
 
 
@@ -88,7 +88,8 @@ def retries(dask_scheduler, key):
     ts = dask_scheduler.tasks.get(key)
     n = getattr(ts, "suspicious", 0) if ts is not None else 0
     if not n:
-        return [0, []]
+        return [0, [], False]
+    gave_up = ts.state == "erred" and n > getattr(dask_scheduler, "allowed_failures", n)  # KilledWorker: n deaths
     memory = {e.get("worker") for _, e in dask_scheduler.get_events("worker-restart-memory") if isinstance(e, dict)}
     lost = []
     for topic, events in dask_scheduler.get_events().items():
@@ -99,7 +100,7 @@ def retries(dask_scheduler, key):
                 ttl = str(e.get("stimulus_id", "")).startswith("check-worker-ttl")
                 lost.append([str(topic), "past its memory limit" if topic in memory else
                              "no heartbeat: its machine lost or hung" if ttl else "its process died"])
-    return [int(n), lost]
+    return [int(n), lost, bool(gave_up)]
 """
 
 
@@ -111,14 +112,18 @@ def retried_note(client, key) -> str | None:
     space: dict = {"__name__": "iqt_task_retries"}
     exec(_RETRIES, space)  # noqa: S102 (a fixed text, sent by value: a --scheduler need not hold this package)
     try:
-        n, lost = client.run_on_scheduler(space["retries"], key=key)
+        n, lost, gave_up = client.run_on_scheduler(space["retries"], key=key)
     except Exception:  # a scheduler that refuses to run code, or an older Dask: the run goes on without the note
         return None
     if not n:
         return None
     why = "; ".join(f"{worker}: {reason}" for worker, reason in lost) or "Dask did not say why"
-    return (f"Dask gave it to another worker {counted(n, 'time')}: the worker holding it died before it ended ({why}); "
-            "its outputs come from the last, but a subject whose worker dies may need more memory per worker")
+    if gave_up:  # KilledWorker: n deaths, n - 1 re-sends, no outputs (a review: it had said "its outputs come from
+        # the last" and counted the deaths as re-sends)
+        return (f"Dask stopped after {counted(n, 'worker')} holding it died ({why}); a subject whose worker dies may "
+                "need more memory per worker")
+    return (f"re-sent {counted(n, 'time')} after its worker died ({why}); its outputs, if any, come from the last try, "
+            "but a subject whose worker dies may need more memory per worker")
 
 
 OTHER_WORKER_TRIES = 3  # a subject workers of another build refused is sent again, to this build's, this often
@@ -265,7 +270,7 @@ def _connection_lost(exc: BaseException) -> bool:
 
 def _lost(client, left: int, total: int) -> IQTError:
     scheduler = getattr(client.scheduler, "address", "the scheduler")
-    return IQTError(f"lost the connection to the scheduler at {scheduler} (it stopped or cannot be reached): {left} of "
+    return IQTError(f"lost the connection to the scheduler at {shown(scheduler)} (it stopped or cannot be reached): {left} of "
                     f"{counted(total, 'subject')} not ended; the QC table says which; start the scheduler again and rerun the same "
                     "command, which skips the subjects done (a subject its workers end meanwhile is not put in place)")
 
@@ -323,7 +328,7 @@ def _as_completed(client, futures: list, wait_s: float, refused=frozenset(), add
             # --memory-limit sets a local cluster's workers only (a review: it was advised for --scheduler too)
             mend = ("with a larger --memory-limit where a subject's worker died" if scheduler in _OWN_CLUSTERS else
                     "once your cluster has workers again (with more memory where one was killed)")
-            raise IQTError(f"{len(pending)} of {counted(total, 'subject')} not run: the cluster at {scheduler} has had no "
+            raise IQTError(f"{len(pending)} of {counted(total, 'subject')} not run: the cluster at {shown(scheduler)} has had no "
                            f"worker for {wait_s:g} s (every worker died or left: killed past its memory limit and not "
                            "started again, or without ImageQualityTransfer, which dies on its first task); rerun the "
                            f"same command, which skips the subjects done, {mend}")

@@ -121,9 +121,10 @@ def retries(dask_scheduler, key):
 
 def retried_note(client, key) -> str | None:
     """The note of a subject whose task Dask gave to another worker because the worker holding it (running it, or with
-    it queued) died (out of memory, killed, its node lost), read from the scheduler (the task's `suspicious` count, its remove-worker and worker-restart-memory
-    events) while the task is still held; None where it ran once or the scheduler cannot say. Dask retries such a task
-    silently: a cohort's table had read the same for a flaky subject as for a clean one (a review)."""
+    it queued) died (out of memory, killed, its node lost), read from the scheduler (the task's `suspicious` count, its
+    remove-worker and worker-restart-memory events) while the task is still held: re-sent N times where it ended, Dask
+    stopped after N deaths where it failed (KilledWorker); None where it ran once or the scheduler cannot say. Dask
+    retries such a task silently: a cohort's table had read the same for a flaky subject as for a clean one (a review)."""
     space: dict = {"__name__": "iqt_task_retries"}
     exec(_RETRIES, space)  # noqa: S102 (a fixed text, sent by value: a --scheduler need not hold this package)
     try:

@@ -1871,7 +1871,8 @@ def test_scheduler_address_forms_are_taken_as_dask_reads_them():
 def test_a_refused_scheduler_address_never_says_its_password():
     """Every --scheduler refusal had echoed a ws URL's password to stderr and a cluster job's log, and suggested an
     address carrying it (wss://u:pw@host:8787/status: "give ... wss://u:pw@host:8786"); an unencoded '/' in one had
-    been read as the end of the host ("port 'p' is not a number ..., e.g. ws://user:8786") (a review)."""
+    been read as the end of the host ("port 'p' is not a number ..., e.g. ws://user:8786"); a space in the address,
+    one without a scheme and a token given as the user name had still been echoed (reviews)."""
     from ImageQualityTransferLib.apps.batch import scheduler
 
     for given, line in (
@@ -1889,6 +1890,14 @@ def test_a_refused_scheduler_address_never_says_its_password():
         with pytest.raises(batch.IQTError) as err:
             scheduler.check_address(given)
         assert str(err.value) == line, err.value
+    for given in ("ws://alice:S3cret@my host:8786/", "alice:S3cret@host 7:8786", "ws://S3cret@node7:99999/"):
+        with pytest.raises(batch.IQTError) as err:  # a space, no scheme, a token as the user name
+            scheduler.check_address(given)
+        assert "S3cret" not in str(err.value) and "***@" in str(err.value), err.value
+    assert scheduler.shown("alice:S3cret@host:8786") == "alice:***@host:8786"
+    # a suggestion is built from the host and port alone (a wss:// address answered without TLS had suggested
+    # tcp://alice:S3cret@host:port/, apps/batch/dask_client.py)
+    assert scheduler.host_port("wss://alice:S3cret@127.0.0.1:48621/dask/?x") == "127.0.0.1:48621"
     assert scheduler.check_address("ws://user:p%2Fw@node7/") == "ws://user:p%2Fw@node7/"
     assert scheduler._no_workers("ws://u:pw@node7/", 5, "joined") == (
         "--scheduler ws://u:***@node7/: no worker joined within 5 s; start workers with 'dask worker ws://u:***@node7/' "

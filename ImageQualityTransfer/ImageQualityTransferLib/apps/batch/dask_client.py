@@ -8,7 +8,7 @@ import ssl
 from ...core.errors import IQTError
 from .local_cluster import THREADS_PER_WORKER, _spawn_ignoring_ctrl_c, _worker_exits_noted, local_security
 from .open_files import _KEPT_OFF, _limit_met, _open_files_noted
-from .scheduler import (ADDRESS_FORMS, WAIT_WORKERS_S, _reachable, _tls_error, _wait_for_workers,
+from .scheduler import (ADDRESS_FORMS, WAIT_WORKERS_S, _reachable, _tls_error, _wait_for_workers, host_port,
                         check_address, check_workers, client_security, own_cluster, shown)
 
 
@@ -44,7 +44,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
                          "distributed.comm.tls.client.cert, distributed.comm.tls.client.key) are not this cluster's; "
                          "name its CA, certificate and key there")
                 if not isinstance(tls, ssl.SSLCertVerificationError):  # a plain-TCP scheduler fails here too
-                    creds = f"either the scheduler speaks plain TCP (give tcp://{scheduler.split('://', 1)[-1]}) or {creds}"
+                    creds = f"either the scheduler speaks plain TCP (give tcp://{host_port(scheduler)}) or {creds}"
                 raise IQTError(f"--scheduler {shown(scheduler)}: the TLS handshake failed ({why}): {creds}") from None
             raise IQTError(f"--scheduler {shown(scheduler)}: cannot connect ({why}); start one with 'dask scheduler' and give "
                            f"its address: {ADDRESS_FORMS}") from None

@@ -54,9 +54,21 @@ def shown(address) -> str:
     """`address` as every message writes it: a URL's password masked (ws://user:***@host/), where a refusal had echoed
     it to stderr and a cluster job's log."""
     scheme, sep, rest = str(address).partition("://")
+    if not sep:  # host:port without a scheme, which Dask reads as tcp://: "alice:pw@host:8786" had been echoed
+        scheme, rest = "", scheme
     userinfo, at, after = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}{sep}{user}:***@{after}" if sep and at and colon else str(address)
+    if not at:
+        return str(address)
+    user, colon, _ = userinfo.partition(":")  # a user name alone may be a token: masked too
+    return f"{scheme}{sep}{user + ':' if colon else ''}***@{after}"
+
+
+def host_port(address) -> str:
+    """`address`'s host and port (or host), without the scheme, the userinfo and the path: what a suggested address
+    is built from, so no suggestion carries a password."""
+    rest = str(address).partition("://")[2] or str(address)
+    where = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return where.rpartition("@")[2]
 
 
 SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss")  # those Dask's Client reaches with distributed's own packages
@@ -85,8 +97,8 @@ def check_address(scheduler: str) -> str:
     _not_the_dashboard(scheduler, proto, loc)
     if any(c.isspace() for c in scheduler):  # Dask read "my host" as a host name and "ws://my host/" as a URL: neither
         # connects (a review; "127.0.0.1: 8786" alone is read by Dask's int(), as a typo still)
-        raise IQTError(f"--scheduler {scheduler!r}: a space inside the address; give it without: "
-                       f"{''.join(scheduler.split())}")
+        raise IQTError(f"--scheduler {shown(scheduler)!r}: a space inside the address; give it without: "
+                       f"{shown(''.join(scheduler.split()))}")
     if proto not in SCHEDULER_PROTOCOLS:  # ucx:// is a stub in Dask, raising FutureWarning (distributed/comm/ucx.py)
         ucx = " (Dask's ucx:// moved to the distributed-ucxx package)" if proto == "ucx" else ""
         raise IQTError(f"--scheduler {shown(scheduler)}: not a scheduler address this command connects to{ucx}; give "

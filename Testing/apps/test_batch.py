@@ -3,6 +3,7 @@ a killed run restarted, a list of subjects run in-process, and two real dev subj
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -1929,22 +1930,16 @@ def test_a_ws_scheduler_url_with_nothing_listening_is_refused_at_once():
     assert time.monotonic() - start < 1
 
 
-def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_refused_at_once():
-    """`ws://127.0.0.1:18932/dask/` (a proxy mapping /dask/ to a ws scheduler's /, which Dask's Client reaches) had been
-    refused "answers ... at the path / only", and `ws://127.0.0.1:8787/` (the dashboard's port) waited 42 s for
-    "cannot connect" (a review). A websocket handshake tells them apart: a ws listener answers 101 and a proxy in front
-    of one may answer 400 or 426 (left to the Client), a dashboard 200 or a redirect, a server without the path 404. A
-    local http.server stands in for each answer (a real ws Scheduler and its dashboard answer these, seconds to start)."""
+@contextlib.contextmanager
+def _answering(status_of):
+    """A local http.server answering every GET with `status_of(request)` and no body; yields its ws:// base URL (a
+    stand-in for what answers at a --scheduler ws address: a scheduler, a proxy, a dashboard)."""
     import http.server
     import threading
 
-    from ImageQualityTransferLib.apps.batch import scheduler
-
-    answers = {"/": 301, "/status": 200, "/dask/": 400, "/user/me/proxy/8786/": 426}
-
     class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
-            self.send_response(answers.get(self.path.split("?")[0], 404))
+            self.send_response(status_of(self))
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -1953,8 +1948,23 @@ def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_re
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"ws://127.0.0.1:{server.server_address[1]}"
     try:
+        yield f"ws://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_refused_at_once():
+    """`ws://127.0.0.1:18932/dask/` (a proxy mapping /dask/ to a ws scheduler's /, which Dask's Client reaches) had been
+    refused "answers ... at the path / only", and `ws://127.0.0.1:8787/` (the dashboard's port) waited 42 s for
+    "cannot connect" (a review). A websocket handshake tells them apart: a ws listener answers 101 and a proxy in front
+    of one may answer 400 or 426 (left to the Client), a dashboard 200 or a redirect, a server without the path 404. A
+    local http.server stands in for each answer (a real ws Scheduler and its dashboard answer these, seconds to start)."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    answers = {"/": 301, "/status": 200, "/dask/": 400, "/user/me/proxy/8786/": 426}
+    with _answering(lambda request: answers.get(request.path.split("?")[0], 404)) as base:
         start = time.monotonic()
         for path in ("/dask/", "/user/me/proxy/8786/?token=x"):
             given = scheduler.check_address(base + path)
@@ -1976,9 +1986,6 @@ def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_re
         assert str(err.value).startswith(f"--scheduler {base.replace('ws://', 'ws://user:***@')}/dsak/: nothing answers")
         assert f"at the path / ({base}/)" in str(err.value) and "pw" not in str(err.value), err.value
         assert time.monotonic() - start < 1
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():
@@ -1988,38 +1995,25 @@ def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():
     `/` itself says nothing there serves a scheduler (it had repeated the refused address as the one to give); no
     message prints the password. http.server stands in for each proxy (a real ws Scheduler takes seconds to start)."""
     import base64
-    import http.server
-    import threading
 
     from ImageQualityTransferLib.apps.batch import scheduler
 
     login = "Basic " + base64.b64encode(b"user:s3cret").decode()
 
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            handshake = (self.headers.get("Upgrade", "").lower() == "websocket"
-                         and "upgrade" in self.headers.get("Connection", "").lower()
-                         and self.headers.get("Sec-WebSocket-Version") == "13"
-                         and len(base64.b64decode(self.headers.get("Sec-WebSocket-Key", ""))) == 16)
-            path = self.path.split("?")[0]
-            if path == "/up/":
-                status = 101 if handshake else 200
-            elif path == "/login/":
-                status = 101 if handshake and self.headers.get("Authorization") == login else 302
-            else:
-                status = 404
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def proxy(request):
+        handshake = (request.headers.get("Upgrade", "").lower() == "websocket"
+                     and "upgrade" in request.headers.get("Connection", "").lower()
+                     and request.headers.get("Sec-WebSocket-Version") == "13"
+                     and len(base64.b64decode(request.headers.get("Sec-WebSocket-Key", ""))) == 16)
+        path = request.path.split("?")[0]
+        if path == "/up/":
+            return 101 if handshake else 200
+        if path == "/login/":
+            return 101 if handshake and request.headers.get("Authorization") == login else 302
+        return 404
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    base = f"ws://127.0.0.1:{port}"
-    try:
+    with _answering(proxy) as base:
+        port = int(base.rsplit(":", 1)[1])
         start = time.monotonic()
         for given in (f"{base}/up/", f"ws://user:s3cret@127.0.0.1:{port}/login/"):
             scheduler._reachable(scheduler.check_address(given))
@@ -2037,9 +2031,6 @@ def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():
                                                     f"scheduler answers ws:// at the path / ({base}/), a proxy at the "
                                                     "path it maps to it"), err.value
         assert time.monotonic() - start < 1
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_dashboard_address_without_a_scheme_is_said_so_through_the_command(tmp_path, capsys):

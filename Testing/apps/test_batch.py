@@ -411,6 +411,17 @@ def test_a_worker_the_cluster_closed_for_good_is_started_again(local_cluster_sto
 _GATE = threading.Event()
 
 
+def _lose_the_worker_running_it(client) -> str:
+    """The worker processing the one task submitted, removed on the scheduler as a dead worker is (`_lost`); its
+    address."""
+    deadline = time.time() + 30
+    while not any(client.processing().values()) and time.time() < deadline:
+        time.sleep(0.01)
+    first = next(w for w, keys in client.processing().items() if keys)
+    client.run_on_scheduler(_lost, address=first)
+    return first
+
+
 def _held_until_released():
     """A subject's task that runs until the test lets it end (its worker can be lost meanwhile)."""
     _GATE.wait(30)
@@ -435,11 +446,7 @@ def test_a_subject_dask_gave_to_another_worker_after_its_worker_died_says_so():
         clean = client.submit(os.getpid, pure=False)
         assert clean.result(timeout=30) and tasks.retried_note(client, clean.key) is None
         flaky = client.submit(_held_until_released, pure=False)
-        deadline = time.time() + 30
-        while not any(client.processing().values()) and time.time() < deadline:
-            time.sleep(0.01)
-        first = next(w for w, keys in client.processing().items() if keys)
-        client.run_on_scheduler(_lost, address=first)
+        first = _lose_the_worker_running_it(client)
         _GATE.set()
         assert flaky.result(timeout=30)
         note = tasks.retried_note(client, flaky.key)
@@ -495,11 +502,7 @@ def test_a_subject_dask_stopped_after_its_workers_died_claims_no_outputs():
             LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
                          dashboard_address=":0") as cluster, Client(cluster) as client:
         doomed = client.submit(_held_until_released, pure=False)
-        deadline = time.time() + 30
-        while not any(client.processing().values()) and time.time() < deadline:
-            time.sleep(0.01)
-        first = next(w for w, keys in client.processing().items() if keys)
-        client.run_on_scheduler(_lost, address=first)
+        first = _lose_the_worker_running_it(client)
         with pytest.raises(KilledWorker):
             doomed.result(timeout=30)
         note = tasks.retried_note(client, doomed.key)

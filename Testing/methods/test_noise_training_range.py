@@ -107,3 +107,15 @@ def test_sigma_on_a_noisy_input_takes_its_noise_factor_and_a_clean_one_keeps_it(
     for k in maps:  # the direction map is drawn from the unscaled sigma (docs/accuracy.md): unchanged
         want = bare[k].data * (1.0 if k == "direction" else np.float32(g))
         assert np.allclose(maps[k].data, want, rtol=1e-5, atol=0), k
+
+
+def test_the_noise_line_names_the_sigma_factor_below_the_training_edge_too():
+    """Between the clean threshold (0.075) and the noise-trained models' edge (0.12) biqt's sigma is scaled (x1.03 at
+    0.09) and its run record says so, but its line had ended without a word of it (a fact-check); a method whose sigma
+    is not scaled there (deep-hetero-var1: 1 up to 0.13, espcn-hetero: never) keeps the plain line."""
+    from ImageQualityTransferLib.methods import base
+
+    assert base.noise_ending(0.09, "biqt") == (" (its uncertainty map's sigma scaled up x1.03 for that noise, calibrated "
+                                               "on training scans)")
+    assert base.noise_ending(0.09, "deep-hetero-var1") == base.noise_ending(0.09, "espcn-hetero") == ""
+    assert base.noise_ending(0.15, "biqt") == base._beyond_noise_training(0.15, name="biqt")  # the edge's clause

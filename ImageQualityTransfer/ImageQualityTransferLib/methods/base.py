@@ -397,7 +397,7 @@ class Method:
         if twin is not None:
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
-                          f"({Path(twin.model_path).stem})" + _beyond_noise_training(index, name=self.name), IQTWarning, stacklevel=4)
+                          f"({Path(twin.model_path).stem})" + noise_ending(index, self.name), IQTWarning, stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
 
@@ -608,6 +608,17 @@ def underrates(name: str | None, index: float) -> str:
     g = 1.0 if name is None else noisy_std_scale(name, index)
     return _UNDERRATES.format(f"; its sigma is scaled up x{g:.2f} for it (calibrated on training scans), which brings it "
                              "closer but not to the error" if g > 1.0 else "")
+
+
+def noise_ending(index: float, name: str) -> str:
+    """The end of `name`'s noise-trained model's line: `_beyond_noise_training`'s clause, or below the training edge,
+    where `name`'s sigma is scaled all the same (noisy_std_scale above 1 from NOISY_MODEL on), the factor in brackets
+    (the line had named it only beyond the edge, while the run record held it)."""
+    ending = _beyond_noise_training(index, name=name)
+    g = noisy_std_scale(name, index)
+    if ending or g == 1.0:
+        return ending
+    return f" (its uncertainty map's sigma scaled up x{g:.2f} for that noise, calibrated on training scans)"
 
 
 def _beyond_noise_training(index: float, several: bool = False, name: str | None = None) -> str:

@@ -334,7 +334,7 @@ def _pause(dask_worker):
 
 @pytest.fixture(scope="module")
 def local_cluster_story():
-    """One local cluster of our own (1 worker, --memory-limit 1GiB) taken through what the four tests below read, in
+    """One local cluster of our own (1 worker, --memory-limit 1GiB) taken through what the three tests below read, in
     turn: what its worker reads before and after its nanny starts it again (client.restart); its worker killed with
     distributed.deploy.lost-worker-timeout 0 s (Dask closes that nanny for good at once) and a task sent after; and
     this process's Dask pause setting before the cluster and after it closed. One cluster start for the three (each had

@@ -61,6 +61,24 @@ def test_a_wrong_comparison_node_is_refused_naming_that_selectors_choice():
         assert choice in message, message
         # the selector that offers that choice, by its panel label (the Output one never offers the comparison's)
         assert results.SELECTOR_LABEL[next(iter(targets))] + " selector" in message, message
+    # one node in two selectors: both said by their panel labels, not the internal keys
+    other = mrml.add_tensor_node(scene, Volume(data, np.diag([1.0, 1.0, 1.0, 1.0]), "tensor"), "other_dti")
+    with pytest.raises(IQTError) as caught:
+        processing.run_on_nodes(scene, node, "linear", 2, targets={"tensor": other, "interpolated": other})
+    message = str(caught.value)
+    assert "\n" not in message and "interpolated output" not in message, message
+    for key in ("tensor", "interpolated"):
+        assert results.SELECTOR_LABEL[key] in message, message
+    assert f"choose {results.AUTOMATIC_COMPARISON} in the {results.SELECTOR_LABEL['interpolated']}" in message, message
+
+
+def test_the_selector_labels_in_messages_are_the_panels_labels():
+    from ImageQualityTransferLib.slicer import results
+
+    root = ET.parse(UI).getroot()
+    for key, name in (("tensor", "outputSelectorLabel"), ("uncertainty", "uncertaintySelectorLabel"),
+                      ("interpolated", "interpolatedSelectorLabel")):
+        assert results.SELECTOR_LABEL[key] == "'" + _property(_widget(root, name), "text").text.rstrip(":") + "'"
 
 
 def test_the_compare_buttons_tooltips_name_the_cubic_comparison():

@@ -532,8 +532,8 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
             raise IQTError(f"the output node '{node.GetName()}' is an input of this run; choose {choice} "
                            f"in the {selector} selector (inputs are never overwritten)")
         if id(node) in seen:
-            raise IQTError(f"the node '{node.GetName()}' is chosen for both the {seen[id(node)]} and the {key} output; "
-                           f"choose {choice} for the {key} one")
+            raise IQTError(f"the node '{node.GetName()}' is chosen in both the {SELECTOR_LABEL.get(seen[id(node)], 'output')} "
+                           f"and the {selector} selectors; choose {choice} in the {selector} one")
         seen[id(node)] = key
         # said before the run, not after it (_put_volume checks again)
         check_target_kind(node, tensor=key in ("tensor", "interpolated"), choice=choice, selector=selector)

@@ -119,3 +119,32 @@ def test_the_noise_line_names_the_sigma_factor_below_the_training_edge_too():
                                                "on training scans)")
     assert base.noise_ending(0.09, "deep-hetero-var1") == base.noise_ending(0.09, "espcn-hetero") == ""
     assert base.noise_ending(0.15, "biqt") == base._beyond_noise_training(0.15, name="biqt")  # the edge's clause
+
+
+def test_a_given_model_s_sigma_is_not_scaled_by_the_shipped_models_factor(phantom, monkeypatch):
+    """The noise factor is calibrated on the install's models: a --model file's sigma on a noisy input had been scaled
+    by it all the same (x1.08 on a real scan at b0 SNR 10), with no word in its line; now left as that model gives it,
+    and its line says so."""
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+    from ImageQualityTransferLib.methods import base
+
+    dwi, mask = phantom
+    pair = deg.degrade(dwi, mask, 2, style="own", noise=randomise.added_noise(5))
+    seen = []  # the sigma before and after the noise factor's step, in the one run
+
+    def spy(pred, *args):
+        before = pred.std.data.copy()
+        scale(pred, *args)
+        seen.append((before, pred.std.data))
+
+    scale = base.scale_for_noise
+    monkeypatch.setattr(base, "scale_for_noise", spy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        given = methods.get("biqt", model=str(MODELS_DIR / "biqt_x2.npz")).predict(pair.tensor, 2, pair.mask,
+                                                                                  uncertainty=True)
+    said = [str(w.message) for w in caught if "runs the given model" in str(w.message)]
+    index = given.tensor.meta["noise_index"]
+    assert base.noisy_std_scale("biqt", index) > 1.1 and "noise_std_scale" not in given.tensor.meta, index
+    assert len(said) == 1 and "sigma is left as that model gives it, not scaled up x1.95" in said[0], said
+    assert len(seen) == 1 and seen[0][0].tobytes() == seen[0][1].tobytes()

@@ -302,12 +302,14 @@ class Method:
             _check_output_scale(pred.tensor.data, lr.data, mask)
         if index is not None:  # read once: batch QC reports the figure the model was chosen by
             pred.tensor.meta["noise_index"] = index
-            scale_for_noise(pred, self.name, index)
-            if uncertainty and noisy_std_scale(self.name, index) != 1.0:  # the factor applied, for a cohort's reader
+            # the factor, read once, is calibrated on the install's models: another --model file's sigma is left as it is
+            g = 1.0 if runner.given_model() else noisy_std_scale(self.name, index)
+            scale_for_noise(pred, g)
+            if uncertainty and g != 1.0:  # the factor applied, for a cohort's reader
                 from ..fileio.records import note_run
 
-                pred.tensor.meta["noise_std_scale"] = noisy_std_scale(self.name, index)
-                note_run(noise_index=round(float(index), 4), noise_std_scale=round(pred.tensor.meta["noise_std_scale"], 4))
+                pred.tensor.meta["noise_std_scale"] = g
+                note_run(noise_index=round(float(index), 4), noise_std_scale=round(g, 4))
         if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)
             for vol in (pred.tensor, *pred.maps().values()):
                 vol.meta["support"] = ESTIMATED_SUPPORT
@@ -374,6 +376,15 @@ class Method:
 
     model_for = None  # the kind of input the model was chosen for (model_files.NOISY), recorded in the output's meta
 
+    def given_model(self) -> bool:
+        """Whether the model that runs is a --model file the noise factor (NOISY_STD_SCALE) was not calibrated on: any
+        but one the install chose, or the install's own model trained with added noise named by its path."""
+        if self.model_path is None or self.model_for is not None:
+            return False
+        from ..fileio.paths import MODELS_DIR
+
+        return Path(self.model_path).resolve().parent != MODELS_DIR.resolve() or not _trained_with_noise(self.model_path)
+
     def _judges_uncertainty(self, f) -> bool:
         """Whether `_run` refuses this model's uncertainty map off the input's scale (`_check_uncertainty_scale`)."""
         return True
@@ -406,7 +417,7 @@ class Method:
         if self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model; without one it would run its "
-                          "model trained with added noise", IQTWarning, stacklevel=4)
+                          "model trained with added noise" + _given_unscaled(self.name, index), IQTWarning, stacklevel=4)
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
@@ -586,9 +597,8 @@ def noisy_std_scale(name: str, index: float) -> float:
     return float(np.interp(index, knots, factors))
 
 
-def scale_for_noise(pred: "Prediction", name: str, index: float) -> None:
-    """`pred`'s std maps (not the direction's, in degrees) multiplied by noisy_std_scale(name, index), in place."""
-    g = noisy_std_scale(name, index)
+def scale_for_noise(pred: "Prediction", g: float) -> None:
+    """`pred`'s std maps (not the direction's, in degrees) multiplied by `g` (noisy_std_scale), in place."""
     if g == 1.0:
         return
     for key in NOISY_STD_MAPS:
@@ -637,6 +647,14 @@ def _beyond_noise_training(index: float, several: bool = False, name: str | None
                 f"{lo:.2f}-{hi:.2f} by this index, depending on the scan, so the {out} and the uncertainty may be "
                 f"outside what {it} trained on {underrates(name, index)}")
     return ""
+
+
+def _given_unscaled(name: str, index: float) -> str:
+    """The given model's line's end where `name`'s sigma would be scaled for this noise (noisy_std_scale above 1): that
+    factor is calibrated on the install's models, so a --model file's sigma is left unscaled, said here."""
+    g = noisy_std_scale(name, index)
+    return (f"; its uncertainty map's sigma is left as that model gives it, not scaled up x{g:.2f} for the noise as "
+            f"that of {name}'s model trained with added noise is (calibrated on it, not on this one)" if g > 1.0 else "")
 
 
 def _trained_with_noise(model_path) -> bool:

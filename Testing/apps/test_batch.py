@@ -476,6 +476,22 @@ def test_the_retry_notes_read_the_scheduler_s_worker_events_once_not_once_a_subj
     assert Counted.reads == 3, Counted.reads  # each worker topic once, not once a subject (18)
 
 
+def test_the_retry_function_is_compiled_once_not_once_a_subject():
+    """retried_note had compiled _RETRIES again for every subject that ended (2 ms each); the function it sends the
+    scheduler is now made once, the same object for every subject."""
+    from ImageQualityTransferLib.apps.batch import tasks
+
+    sent = []
+
+    class Recorder:  # what retried_note hands Client.run_on_scheduler, a subject at a time
+        def run_on_scheduler(self, function, key):
+            sent.append(function)
+            return [0, [], False]
+
+    assert [tasks.retried_note(Recorder(), k) for k in ("iqt-a", "iqt-b")] == [None, None]
+    assert len(sent) == 2 and sent[0] is sent[1] and sent[0].__name__ == "retries"
+
+
 def test_a_subject_dask_stopped_after_its_workers_died_claims_no_outputs():
     """A subject whose task killed its worker every time ended failed (KilledWorker), and its note said "Dask gave it to
     another worker 4 times ...; its outputs come from the last": it has none, and 4 counted the deaths, one more than

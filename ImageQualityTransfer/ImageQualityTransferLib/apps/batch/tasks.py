@@ -3,6 +3,7 @@ gathered (a worker that died, a lost scheduler, a cluster left without workers).
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from pathlib import Path
@@ -119,16 +120,22 @@ def retries(dask_scheduler, key):
 """
 
 
+@functools.cache
+def _retries():
+    """`_RETRIES`'s function, made once per process (its text had been compiled again for every subject, 2 ms each)."""
+    space: dict = {"__name__": "iqt_task_retries"}
+    exec(_RETRIES, space)  # noqa: S102 (a fixed text, sent by value: a --scheduler need not hold this package)
+    return space["retries"]
+
+
 def retried_note(client, key) -> str | None:
     """The note of a subject whose task Dask gave to another worker because the worker holding it (running it, or with
     it queued) died (out of memory, killed, its node lost), read from the scheduler (the task's `suspicious` count, its
     remove-worker and worker-restart-memory events) while the task is still held: re-sent N times where it ended, Dask
     stopped after N deaths where it failed (KilledWorker); None where it ran once or the scheduler cannot say. Dask
     retries such a task silently: a cohort's table had read the same for a flaky subject as for a clean one (a review)."""
-    space: dict = {"__name__": "iqt_task_retries"}
-    exec(_RETRIES, space)  # noqa: S102 (a fixed text, sent by value: a --scheduler need not hold this package)
     try:
-        n, lost, gave_up = client.run_on_scheduler(space["retries"], key=key)
+        n, lost, gave_up = client.run_on_scheduler(_retries(), key=key)
     except Exception:  # a scheduler that refuses to run code, or an older Dask: the run goes on without the note
         return None
     if not n:

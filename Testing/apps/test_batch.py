@@ -1923,6 +1923,22 @@ def test_a_refused_scheduler_address_never_says_its_password():
         "(with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
 
 
+def test_an_at_sign_in_a_ws_url_s_path_or_query_is_not_taken_for_a_login():
+    """ws://host:8786/?t=a@b had been refused as a login cut short ("an '@' after the first '/' ...") and echoed as
+    ws://host:***@b, the host masked; Dask's Client (tornado, urlsplit) reads its host as host:8786 and connects (a
+    review; checked on a ws LocalCluster). A host part whose port is no number is still read as a cut-short login."""
+    from urllib.parse import urlsplit
+
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given in ("ws://127.0.0.1:8786/a@b", "ws://node7:8786/?t=a@b", "wss://node7/proxy/#x@y", "ws://[::1]:8786/a@b"):
+        assert scheduler.check_address(given) == given
+        assert scheduler.shown(given) == given and scheduler.host_port(given) == urlsplit(given).netloc
+    with pytest.raises(batch.IQTError, match="ends the host early"):
+        scheduler.check_address("ws://user:p?w@node7:8786/")
+    assert scheduler.shown("ws://user:p/w@node7/") == "ws://user:***@node7/"
+
+
 def test_a_ws_scheduler_at_port_8787_is_not_taken_for_the_dashboard():
     """`ws://127.0.0.1:8787/`, a ws scheduler given port 8787 at the one route Dask's ws listener serves, had been
     refused as the dashboard's address (a review); a ws URL off 8787 with a dashboard page's path is told the ws path

@@ -57,10 +57,18 @@ def shown(address) -> str:
     if not sep:  # host:port without a scheme, which Dask reads as tcp://: "alice:pw@host:8786" had been echoed
         scheme, rest = "", scheme
     userinfo, at, after = rest.rpartition("@")
-    if not at:
+    if not at or sep and _path_at(rest):
         return str(address)
     user, colon, _ = userinfo.partition(":")  # a user name alone may be a token: masked too
     return f"{scheme}{sep}{user + ':' if colon else ''}***@{after}"
+
+
+def _path_at(rest: str) -> bool:
+    """Whether a URL's part after the scheme holds its '@' only in the path, query or fragment, after a host[:port]
+    (ws://host:8786/a@b, ws://host:8786/?t=a@b): no login, as urlsplit, Dask's ws client (tornado) and a browser read
+    it; a host part whose port is no number (ws://user:p/w@host/) is read as a login cut short by the '/'."""
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return "@" not in head and "@" in rest and re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*)(:\d*)?", head) is not None
 
 
 def host_port(address) -> str:
@@ -106,7 +114,8 @@ def check_address(scheduler: str) -> str:
     # the host and port: a ws/wss address is a URL whose path and query Dask hands to the server (ws://host:8786/
     # reaches the scheduler), a tcp/tls one is host:port only (parse_host_port)
     host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else loc.split("/", 1)[0]
-    if proto in ("ws", "wss") and "@" in loc[len(host):]:  # ws://user:p/w@host/ had been "port 'p' is not a number"
+    if proto in ("ws", "wss") and "@" in loc[len(host):] and not _path_at(loc):  # ws://user:p/w@host/ had been "port
+        # 'p' is not a number"; an '@' in the path or query after a host:port is theirs, as Dask reads it
         raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#': a user name or password "
                        "holding one of these ends the host early; percent-encode them in it ('/' as %2F, '?' as %3F, "
                        "'#' as %23), e.g. ws://user:p%2Fw@host/")

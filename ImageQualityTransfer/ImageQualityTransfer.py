@@ -1210,7 +1210,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         display.show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
                              shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
                              from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap,
-                             marker=True)  # fits the views; the orientation marker shows laterality
+                             marker=True,  # fits the views; the orientation marker shows laterality
+                             noise_notes=(_("noisy input"), _("noisy input: SD ×{scale}")))
         return display.overlay_of(nodes, shownMap)
 
     def followFromMedian(self, fromMedian: bool, shared: bool = False) -> None:

@@ -276,6 +276,46 @@ def test_a_maps_floor_over_an_estimated_brain_is_read_inside_its_rim():
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.2, rel=1e-5)
 
 
+def test_a_noisy_input_s_map_scaled_up_looks_less_certain_and_its_legend_says_so():
+    """A Slicer-picture audit: on a noisy input biqt's and deep-hetero-var1's σ are multiplied by g (methods/base.py
+    NOISY_STD_SCALE), but the overlay, coloured from the map's own median to its own top, looked exactly as the map
+    unscaled (the 3 mm ortho dev scan at b0 SNR 5: 39 % of biqt's map coloured, 61 % of the clean scan's), and nothing
+    in the views said the input was noisy. A noisy input's map is coloured from its median over g, its legend saying
+    "noisy input: SD ×g"; one of a noisy input not scaled (g = 1, or the direction map), "noisy input"."""
+    scene = views_scene()
+    data = np.zeros((30, 30, 30), np.float32)
+    data[5:25, 5:25, 5:25] = np.linspace(0.05, 0.25, 20)[:, None, None]  # µm²/ms, median 0.15
+    clean, noisy, unscaled = (_run_map(scene, data * g, name) for g, name in ((1, "clean"), (1.5, "noisy"), (1, "one")))
+    noisy.SetAttribute(mrml.NOISE_ATTRIBUTE, "1.5")
+    unscaled.SetAttribute(mrml.NOISE_ATTRIBUTE, "1.0")
+    titles = [unpadded(legends.style_uncertainty(scene, n, "std")) for n in (clean, noisy, unscaled)]
+    floors = [n.GetDisplayNode().GetLowerThreshold() for n in (clean, noisy, unscaled)]
+    shown = [(mrml.scalar_volume_from_node(n).data >= f).sum() for n, f in zip((clean, noisy, unscaled), floors)]
+    assert floors == [pytest.approx(0.15, rel=1e-5)] * 3  # the noisy map from the median it had before its scaling
+    assert shown[1] > 1.4 * shown[0] and shown[2] == shown[0]
+    assert titles == ["Tensor SD\n(µm²/ms)\nshown \u2265 0.15", "Tensor SD\n(µm²/ms)\nnoisy input:\nSD \u00d71.50\n"
+                      "shown \u2265 0.15", "Tensor SD\n(µm²/ms)\nnoisy input\nshown \u2265 0.15"], titles
+    legends.share_scales(scene, shared=True)  # one floor for the kind: the lowest, over g
+    assert noisy.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.15, rel=1e-5)
+    assert "noisy input:\nSD \u00d71.50" in legends.legend_node(scene, noisy).GetTitleText()
+
+
+def test_a_noisy_input_s_run_marks_its_maps_with_their_factor():
+    """The factor a noisy input's maps were scaled by reaches their nodes (mrml.NOISE_ATTRIBUTE) as the run recorded it
+    (the tensor's meta noise_std_scale), the direction map, not scaled, as 1.0; a clean input's maps carry none."""
+    meta = {"noise_index": 0.167, "noise_std_scale": 1.55}
+    assert processing.noisy_scale(meta) == 1.55 and processing.noisy_scale({"noise_index": 0.09}) == 1.0
+    assert processing.noisy_scale({"noise_index": 0.05}) is None and processing.noisy_scale({}) is None
+    from ImageQualityTransferLib.slicer import results
+
+    scene = views_scene()
+    for value, want in ((1.55, "1.55"), (None, None)):
+        vol = Volume(np.ones((4, 4, 4), np.float32), np.eye(4), "scalar",
+                     meta={} if value is None else {mrml.NOISE_KEY: value})
+        node = results._put(scene, vol, "u", None, "biqt/uncertainty/std")
+        assert node.GetAttribute(mrml.NOISE_ATTRIBUTE) == want
+
+
 def test_legends_titles_and_label_formats(lowres):
     lr, _ = lowres
     scene = views_scene()

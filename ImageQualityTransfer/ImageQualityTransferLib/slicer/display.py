@@ -10,7 +10,8 @@ import numpy as np
 
 from ..core.errors import IQTError
 from . import mrml
-from .legends import CLIPPED_NOTE, FLOOR_NOTE, SHARED_NOTE, legend_of, legend_room, refresh_legends, share_scales, style_results
+from .legends import (CLIPPED_NOTE, FLOOR_NOTE, NOISE_NOTE, NOISE_SCALE_NOTE, SHARED_NOTE, legend_of, legend_room,
+                      refresh_legends, share_scales, style_results)
 
 SEEDING_CLASS = "vtkMRMLTractographyInteractiveSeedingNode"  # from SlicerDMRI, registered only where it is installed
 COMPARE_VIEWS = ("Red", "Yellow")  # the side-by-side layout's two slice views: interpolation | IQT
@@ -60,14 +61,15 @@ def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=
 
 def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None, shared: bool = False,
                  shared_note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
-                 floor_note: str = FLOOR_NOTE, shown_map: str | None = None, marker: bool = False) -> None:
+                 floor_note: str = FLOOR_NOTE, shown_map: str | None = None, marker: bool = False,
+                 noise_notes: tuple[str, str] = (NOISE_NOTE, NOISE_SCALE_NOTE)) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs
     (`share_scales`, its legends ending in `shared_note`); `from_median`: each map coloured from its median up;
-    `clipped_note`, `floor_note`: as `set_scale`, translated; `shown_map`: the map on top (`overlay_of`); `marker`:
+    `clipped_note`, `floor_note`: as `set_scale`, `noise_notes`: as `style_uncertainty`, translated; `shown_map`: the map on top (`overlay_of`); `marker`:
     `show_marker` in each view."""
-    style_results(scene, nodes, titles, clipped_note, from_median, floor_note)
+    style_results(scene, nodes, titles, clipped_note, from_median, floor_note, noise_notes)
     if shared:
         share_scales(scene, note=shared_note, clipped_note=clipped_note, floor_note=floor_note)
     tensor, overlay, interpolated = nodes.get("tensor"), overlay_of(nodes, shown_map), nodes.get("interpolated")

@@ -41,6 +41,13 @@ MEDIAN_ATTRIBUTE = mrml.MEDIAN_ATTRIBUTE  # on the map node: its median over its
 FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1" while coloured from its median only
 FLOOR_NOTE = "shown \u2265 {floor}"  # the legend's line while it is, above the clipped-top line
 FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote it, or ""
+# A noisy input's maps (mrml.NOISE_ATTRIBUTE: sigma scaled by g for the noise, methods/base.py NOISY_STD_SCALE): coloured
+# from the median over g, the median the map had before that scaling, and the legend says it under its title. From the
+# map's own median and to its own top, a map scaled by g had looked exactly like the unscaled one, only the ticks
+# relabelled: a clinician saw nothing of the whole scan being less certain (docs/slicer.md, "A noisy input": on the
+# 3 mm ortho dev scan at b0 SNR 5 biqt's map coloured 39 % of its voxels, the clean scan's 61 %).
+NOISE_NOTE = "noisy input"  # the legend's line for a noisy input whose map was not scaled (g = 1)
+NOISE_SCALE_NOTE = "noisy input: SD ×{scale}"  # and for one scaled, with its factor (Slicer's legend font has no σ)
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
@@ -263,11 +270,13 @@ def legend_node(scene, volume_node):
 
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
-                      floor_note: str = FLOOR_NOTE, inner: np.ndarray | None = None):
+                      floor_note: str = FLOOR_NOTE, inner: np.ndarray | None = None,
+                      noise_notes: tuple[str, str] = (NOISE_NOTE, NOISE_SCALE_NOTE)):
     """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its input's brain
-    up with `from_median` (`_median`), and a legend titled with the map's meaning and unit (`title` overrides the English default,
-    for the module's translations; `region`: as `display_range`; `inner`: as `_median`), ending in `floor_note` and
-    `clipped_note` where they apply (`set_scale`); returns the legend node."""
+    up with `from_median` (`_floor`), and a legend titled with the map's meaning and unit (`title` overrides the English default,
+    for the module's translations; `region`: as `display_range`; `inner`: as `_median`), then a noisy input's line
+    (`noise_notes`: unscaled, scaled; `noise_line`), ending in `floor_note` and `clipped_note` where they apply
+    (`set_scale`); returns the legend node."""
     if node is None:
         return None
     display = node.GetDisplayNode()
@@ -278,7 +287,8 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     if color_id:
         display.SetAndObserveColorNodeID(color_id)
     legend = legend_node(scene, node)
-    legend.SetAttribute(TITLE_ATTRIBUTE, wrap_title(title or legend_title(key)))
+    noisy = noise_line(node, *noise_notes)
+    legend.SetAttribute(TITLE_ATTRIBUTE, "\n".join([wrap_title(title or legend_title(key)), *([noisy] if noisy else [])]))
     legend.SetVisibility(bool(visible))
     node.RemoveAttribute(MEDIAN_ATTRIBUTE)  # a rerun refills the node: its median is read again (`_median`)
     _median(node, inner)
@@ -286,6 +296,25 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     set_scale(node, own_top(node, key, region), clipped_note, floor_note)
     legend.SetTitleText(title_text(legend))
     return legend
+
+
+def noise_scale(node) -> float | None:
+    """The factor a noisy input's map was scaled by (mrml.NOISE_ATTRIBUTE; 1.0 where not scaled), or None for a clean
+    input's (or a map of no run)."""
+    try:
+        value = float(node.GetAttribute(mrml.NOISE_ATTRIBUTE) or "nan")
+    except ValueError:
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def noise_line(node, unscaled: str = NOISE_NOTE, scaled: str = NOISE_SCALE_NOTE) -> str:
+    """The legend's line saying a map's input was noisy (`unscaled`), with the factor its sigma was scaled by
+    (`scaled`, "noisy input: SD ×1.55"), wrapped as a title; "" for a clean input's map."""
+    g = noise_scale(node)
+    if g is None:
+        return ""
+    return wrap_title(unscaled if round(g, 2) == 1.0 else scaled.format(scale=f"{g:.2f}"))
 
 
 def title_text(legend, lines=()) -> str:
@@ -322,7 +351,7 @@ def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: s
     display.SetWindowLevelMinMax(0.0, high)
     display.AutoThresholdOff()
     lowest = high * 1e-6 if high > 0 else 1e-12
-    floor = (floor if floor is not None else _median(node)) if node.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1" else None
+    floor = (floor if floor is not None else _floor(node)) if node.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1" else None
     display.SetLowerThreshold(max(lowest, floor) if floor is not None else lowest)
     display.SetUpperThreshold(np.finfo(np.float32).max)
     display.ApplyThresholdOn()
@@ -345,6 +374,13 @@ def floor_label(value: float) -> str:
     """The value a map is shown from, to two significant digits (0.12, 0.088, 35): a tick's format rounds 0.14 to 0.1,
     below values the map leaves uncoloured."""
     return np.format_float_positional(float(value), precision=2, unique=True, fractional=False, trim="-")
+
+
+def _floor(node) -> float | None:
+    """The value a map is coloured from: its median (`_median`), over the factor a noisy input's map was scaled by
+    (`noise_scale`): the median the map had before, so the scaled map colours more of the brain (NOISE_NOTE)."""
+    median = _median(node)
+    return None if median is None else median / (noise_scale(node) or 1.0)
 
 
 def _median(node, inner: np.ndarray | None = None) -> float | None:
@@ -436,7 +472,7 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_no
         if shared:
             tops[key] = max(own)
             shown = [n for n in nodes if n.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1"]  # medians only where used
-            medians = [m for m in map(_median, shown) if m is not None]
+            medians = [m for m in map(_floor, shown) if m is not None]
             floor = min(medians) if medians else None
         for node, high in zip(nodes, own):
             set_scale(node, tops.get(key, high), clipped_note, floor_note, floor)
@@ -464,7 +500,8 @@ def pad_titles(titled: list) -> None:
 
 
 def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE,
-                  from_median: bool = True, floor_note: str = FLOOR_NOTE) -> dict:
+                  from_median: bool = True, floor_note: str = FLOOR_NOTE,
+                  noise_notes: tuple[str, str] = (NOISE_NOTE, NOISE_SCALE_NOTE)) -> dict:
     """Every uncertainty map of a run styled (`style_uncertainty`), each with its legend; Slicer draws a legend only in
     the views that show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
@@ -477,7 +514,8 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
         region = inside_rim(present, vol.voxel_size)
         inner = brain_of_map(first, present, vol.voxel_size, rim=region)
     legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note,
-                                      from_median=from_median, floor_note=floor_note, inner=inner)
+                                      from_median=from_median, floor_note=floor_note, inner=inner,
+                                      noise_notes=noise_notes)
                for key, node in maps.items()}
     pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
     return legends

@@ -54,6 +54,10 @@ FACTORS_ATTRIBUTE = "ImageQualityTransfer.Factors"  # "2" or "1,1,3" (input voxe
 MODEL_ATTRIBUTE = "ImageQualityTransfer.Model"  # the model a learned method ran ("shipped model espcn_x2.pt"), as
 # the header of a file iqt writes names it (fileio/records.py made_by), on the run's tensor output
 NOTES_ATTRIBUTE = "ImageQualityTransfer.Notes"  # the engine's warnings for a run (one per line), on its tensor output
+NOISE_ATTRIBUTE = "ImageQualityTransfer.NoiseScale"  # on a map node of a run whose input read noisy (noise index above
+# core.noise_level.NOISY_MODEL): the factor its sigma was scaled by for that noise (methods/base.py NOISY_STD_SCALE, 1.0
+# for a method not scaled); absent for a clean input (slicer/legends.py says it in the legend and lowers the floor)
+NOISE_KEY = "noisy_std_scale"  # that factor in a map Volume's meta (slicer/processing.py noisy_scale), kept to its node
 MEDIAN_ATTRIBUTE = "ImageQualityTransfer.SupportMedian"  # on a map node: its median over its input's brain (legends._median)
 SUPPORT_ATTRIBUTE = "ImageQualityTransfer.Support"  # "estimated" on a run's outputs kept to a brain estimated from the
 # tensors (an input fitted without a mask): a rim of scalp and background fits surrounds the brain there

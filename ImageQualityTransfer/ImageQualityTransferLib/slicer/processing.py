@@ -298,6 +298,17 @@ def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> Volume:
 # ---------------------------------------------------------------- the engine call (shared with the worker)
 
 
+def noisy_scale(meta: dict) -> float | None:
+    """The factor a run's maps were scaled by for its input's noise (methods/base.py noisy_std_scale; 1.0 where the
+    method is not scaled), where the input read noisy by the noise index the method chose its model by; else None."""
+    from ..core.noise_level import NOISY_MODEL
+
+    index = meta.get("noise_index")
+    if index is None or not float(index) > NOISY_MODEL:
+        return None
+    return float(meta.get("noise_std_scale", 1.0))
+
+
 OUTPUT_PROGRESS = 0.95  # the overall progress where the output nodes are made: every step before ends at or below it
 
 
@@ -306,7 +317,7 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     """{"tensor": Volume, "uncertainty/<name>": Volume..., "interpolated": Volume} on the high-res grid; the engine's
     warnings for the run (e.g. the brain estimated for unmasked input) are the tensor's meta["notes"]. A `mask` on
     the high-res grid (`iqt view --mask`) keeps every output to it, as `iqt upsample` does."""
-    from ..methods.base import predict_within
+    from ..methods.base import NOISY_STD_MAPS, predict_within
 
     method, factor = request.method, request.factor
     given = mask
@@ -328,7 +339,10 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     check_cancel(cancel)
     pred.tensor.meta["notes"] = list(lr.meta.get("input_notes", [])) + notes
     out = {"tensor": pred.tensor}
+    noisy = noisy_scale(pred.tensor.meta)
     for key, v in pred.maps().items():
+        if noisy is not None:  # the legend says it (mrml.NOISE_ATTRIBUTE): a uniformly scaled map looks like a clean one
+            v.meta[mrml.NOISE_KEY] = noisy if key in NOISY_STD_MAPS else 1.0  # the direction's is not scaled
         out[f"uncertainty/{key}"] = v
     if request.interpolate:
         if method == COMPARISON_METHOD:

@@ -98,6 +98,10 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
         node.SetAttribute(SUPPORT_KEY, record)
     else:
         node.RemoveAttribute(SUPPORT_KEY)
+    if vol.meta.get(mrml.NOISE_KEY) is not None:  # a noisy input's map: its legend says so (slicer/legends.py)
+        node.SetAttribute(mrml.NOISE_ATTRIBUTE, repr(float(vol.meta[mrml.NOISE_KEY])))
+    else:  # a refilled node keeps no noise of an earlier run
+        node.RemoveAttribute(mrml.NOISE_ATTRIBUTE)
     model = model_words(vol.meta)
     if model:
         node.SetAttribute(mrml.MODEL_ATTRIBUTE, model)

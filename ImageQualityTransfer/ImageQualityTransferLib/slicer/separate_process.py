@@ -19,6 +19,7 @@ import numpy as np
 from ..core import grid
 from ..core.errors import IQTError
 from ..core.volume import Volume
+from . import mrml
 from .progress import Cancelled, report_progress
 
 LIB_DIR = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def predict_in_subprocess(lr: Volume, request, mask: Volume | None = None, progr
                 results[key].meta["factor"] = grid.record(request.factor)
             if entry.get("support"):  # nor an estimated support, which the uncertainty legend is scaled by
                 results[key].meta["support"] = entry["support"]
-            results[key].meta.update({k: entry[k] for k in ("model_name", "model_origin") if entry.get(k)})
+            results[key].meta.update({k: entry[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY) if entry.get(k)})
         results["tensor"].meta["notes"] = list(lr.meta.get("input_notes", [])) + [
             _without_paths(n, folder) for n in summary.get("notes", [])]
         expected = grid.hr_affine(lr.affine, request.factor)

@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     from ..core import grid
     from ..core.errors import IQTError
     from ..core.volume import Volume
+    from . import mrml
     from .processing import Request, fit_dwi, predict_volumes
 
     def progress(fraction, message=None):
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
             outputs[key] = {"path": str(path), "kind": vol.kind, "affine": np.asarray(vol.affine, float).tolist(),
                             "support": vol.meta.get("support"),
                             # the model that ran, which the header's 80 bytes drop for long names
-                            **{k: vol.meta[k] for k in ("model_name", "model_origin") if vol.meta.get(k)}}
+                            **{k: vol.meta[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY) if vol.meta.get(k)}}
     except IQTError as exc:
         _emit(error=str(exc))
         return 2

@@ -428,3 +428,41 @@ def test_a_bad_style_or_subject_is_refused_before_the_offscreen_probe(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("render: ") and said in err[0], err
     assert not out.exists()
+
+
+def test_snr_is_checked_before_any_work_and_noises_the_low_res_dwis(tmp_path, monkeypatch, capsys):
+    """A noisy scan's picture: noise added to a subject's own DWIs is mostly averaged away by the degradation (b0 SNR 5
+    on the 3 mm ortho dev scan read 0.080 by the noise index at x2, biqt's σ scaled x1.01), so `--snr` puts `iqt degrade
+    --snr`'s noise on the low-res DWIs; a value that is no positive number is one line, exit 2, before the probe."""
+    monkeypatch.setattr(render, "_app_importable", lambda: pytest.fail("trame was imported first"))
+    for name in ("dwi.nii.gz", "dwi.bval", "dwi.bvec"):
+        (tmp_path / name).write_text("")
+    for bad in ("abc", "0", "-5", "inf"):
+        assert render.main([str(tmp_path), str(tmp_path / "x.png"), "--method", "cubic", "--snr", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0] == f"render: --snr {bad}: give the b0 signal-to-noise ratio as a positive " \
+                                           "number, e.g. --snr 5", err
+    monkeypatch.setattr(render, "_app_importable", lambda: None)
+    monkeypatch.setattr(offscreen, "check_offscreen_opengl", lambda *a, **k: None)
+    seen, real = {}, render.degraded_subject
+
+    def degraded(folder, f, style, snr=None):
+        seen["snr"] = snr
+        raise render.IQTError("stop here")
+
+    monkeypatch.setattr(render, "degraded_subject", degraded)
+    assert render.main([str(tmp_path), str(tmp_path / "x.png"), "--method", "cubic", "--snr", "5"]) == 2
+    assert seen == {"snr": 5.0}
+    noise = {}  # and degraded_subject hands degrade that SNR's seeded Rician noise
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri import dti, subject
+
+    monkeypatch.setattr(subject, "dwi_path", lambda p: p)
+    monkeypatch.setattr(fileio, "load_dwi", lambda p: None)
+    monkeypatch.setattr(dti, "brain_mask", lambda d: None)
+    monkeypatch.setattr(degrade, "degrade", lambda *a, **k: noise.update(k) or pytest.fail("stop here"))
+    with pytest.raises(pytest.fail.Exception):
+        real(tmp_path, 2, "own", 5.0)
+    lr = np.full((4, 4, 4, 3), 100.0, np.float32)
+    noisy = noise["noise"](lr, np.ones((4, 4, 4), bool))
+    assert 15 < noisy.std() < 25 and np.array_equal(noisy, noise["noise"](lr, np.ones((4, 4, 4), bool)))  # seeded

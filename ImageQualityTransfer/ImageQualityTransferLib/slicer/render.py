@@ -2,7 +2,7 @@
 the compare layout, interpolation | IQT with its uncertainty overlay and colour legend, on a real subject.
 
     python -m ImageQualityTransferLib.slicer.render SUBJECT_DIR Screenshots/compare.png [--method biqt]
-        [--factor 1,1,3 --orientation Coronal] [--tta]
+        [--factor 1,1,3 --orientation Coronal] [--tta] [--snr 5]
 
 SUBJECT_DIR holds dwi.nii.gz/bval/bvec; it is degraded as `iqt degrade` does (factor 2 unless --factor) and upsampled by the
 method (default: the one the Slicer module preselects at the factors; cubic interpolation on the left). Needs the `render` extra (trame-slicer[standalone]).
@@ -196,17 +196,17 @@ def compose(rendering: Rendering, titles=("cubic interpolation", "IQT + uncertai
     return canvas
 
 
-def degraded_subject(folder, factor=2, style: str = "own") -> tuple[Volume, Volume]:
+def degraded_subject(folder, factor=2, style: str = "own", snr: float | None = None) -> tuple[Volume, Volume]:
     """(low-res tensor, low-res mask) of a subject folder, degraded as `iqt degrade --style` does (shift 0), from
     the brain mask `iqt mask` makes (the benchmark's, holes filled in 3D only, left low-res blocks of a temporal
-    lobe empty: black squares inside the brain)."""
+    lobe empty: black squares inside the brain); `snr`: with `iqt degrade --snr`'s noise on the low-res DWIs (seed 0)."""
     from .. import fileio
-    from ..dmri import degrade
+    from ..dmri import degrade, randomise
     from ..dmri.dti import brain_mask
     from ..dmri.subject import dwi_path
 
     dwi = fileio.load_dwi(dwi_path(Path(folder)))
-    pair = degrade.degrade(dwi, brain_mask(dwi), factor, style=style)
+    pair = degrade.degrade(dwi, brain_mask(dwi), factor, style=style, noise=randomise.added_noise(snr))
     return pair.tensor, pair.mask
 
 
@@ -214,6 +214,19 @@ def methods_with_uncertainty(name: str) -> bool:
     from .. import methods
 
     return name in methods.with_uncertainty()
+
+
+def _snr(value: str | None) -> float | None:
+    """--snr's value: a positive finite b0 SNR, or None; one clear line otherwise (said before the run)."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < float("inf"):
+        raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio as a positive number, e.g. --snr 5")
+    return v
 
 
 def main(argv=None) -> int:
@@ -230,6 +243,9 @@ def main(argv=None) -> int:
     p.add_argument("--style", default="own", help="how the low-res tensors are made, as `iqt degrade --style` "
                                                   "(default own; fsl and mrtrix are tight here)")
     p.add_argument("--no-mask", action="store_true", help="run without the brain mask, as a user who loads no mask")
+    p.add_argument("--snr", help="add Rician noise to the low-res DWIs at this b0 SNR, as `iqt degrade --snr` (seed 0): "
+                                 "a noisy scan's picture (noise added to the subject's own DWIs is mostly averaged away "
+                                 "by the degradation); default: none")
     args = p.parse_args(argv)
     try:
         from ..core import grid
@@ -254,13 +270,14 @@ def main(argv=None) -> int:
 
         if args.style not in STYLES:
             raise IQTError(f"--style {args.style}: choose one of {', '.join(STYLES)}")
+        snr = _snr(args.snr)
         dwi_path(Path(args.subject))
         # before the subject's fit: without EGL/Mesa the first render segfaulted (exit 139, nothing said)
         _app_importable()
         from .offscreen import check_offscreen_opengl
 
         check_offscreen_opengl()
-        lr, mask = degraded_subject(args.subject, f, args.style)
+        lr, mask = degraded_subject(args.subject, f, args.style, snr)
         # the low-res input's voxel size, as the module's default takes it: cubic where the output is over 2:1
         method = args.method or methods.viewer_default(f, lr.voxel_size)
         methods.get(method, tta=args.tta)

@@ -1961,7 +1961,7 @@ def test_a_ws_scheduler_url_with_nothing_listening_is_refused_at_once():
         start = time.monotonic()
         with pytest.raises(ConnectionRefusedError):
             scheduler._reachable(f"ws://127.0.0.1:{s.getsockname()[1]}/")
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 4  # not the 20 s, nor the connection's 5 s timeout (the bound had been 1 s)
 
 
 @contextlib.contextmanager
@@ -2019,7 +2019,7 @@ def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_re
             scheduler._reachable(scheduler.check_address(base.replace("ws://", "ws://user:pw@") + "/dsak/"))
         assert str(err.value).startswith(f"--scheduler {base.replace('ws://', 'ws://user:***@')}/dsak/: nothing answers")
         assert f"at the path / ({base}/)" in str(err.value) and "pw" not in str(err.value), err.value
-        assert time.monotonic() - start < 1
+        assert time.monotonic() - start < scheduler.WS_ANSWER_S  # no probe waited out its timeout (had been 1 s)
 
 
 def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():
@@ -2064,7 +2064,7 @@ def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():
         assert str(err.value).split(": ", 1)[1] == (f"nothing answers at the path /dsak/ there (HTTP 404); Dask's "
                                                     f"scheduler answers ws:// at the path / ({base}/), a proxy at the "
                                                     "path it maps to it"), err.value
-        assert time.monotonic() - start < 1
+        assert time.monotonic() - start < scheduler.WS_ANSWER_S  # no probe waited out its timeout (had been 1 s)
 
 
 def test_a_dashboard_address_without_a_scheme_is_said_so_through_the_command(tmp_path, capsys):

@@ -610,14 +610,27 @@ def scale_for_noise(pred: "Prediction", g: float) -> None:
 _UNDERRATES = ("(the uncertainty map may read lower than the error there, its sigma rising less than the error with "
                "the noise{}: read it as a lower bound)")
 UNDERRATES = _UNDERRATES.format("")  # a method whose sigma is not scaled on this input
+_SCALED = "; its sigma is scaled {} for it (calibrated on training scans), which brings it closer but not to the error"
+# a method's own factor clause in its part of a line, taken out where several parts share the clause (_shared_ending)
+_SCALED_IN = re.compile("(.+?)".join(map(re.escape, _SCALED.split("{}"))))
 
 
-def underrates(name: str | None, index: float) -> str:
-    """UNDERRATES for `name` at noise `index`: where its sigma is scaled (noisy_std_scale above 1) it says by how much,
-    else the plain lower-bound clause (a line had named two other methods' scaling in every method's line)."""
+def _shown_factor(name: str | None, index: float) -> str | None:
+    """`name`'s sigma factor at noise `index` as a line says it ("up x1.34"), None where it reads x1.00 at the two
+    decimals said (a line had said "scaled up x1.00" for 1.0002-1.0046; the run record keeps the factor itself)."""
     g = 1.0 if name is None else noisy_std_scale(name, index)
-    return _UNDERRATES.format(f"; its sigma is scaled up x{g:.2f} for it (calibrated on training scans), which brings it "
-                             "closer but not to the error" if g > 1.0 else "")
+    shown = f"{g:.2f}"
+    return None if shown == "1.00" else f"{'up' if g > 1 else 'down'} x{shown}"
+
+
+def underrates(name: str | None, index: float, scaled: str | None = None) -> str:
+    """UNDERRATES for `name` at noise `index`: where its sigma is scaled (`_shown_factor`) it says by how much,
+    else the plain lower-bound clause (a line had named two other methods' scaling in every method's line);
+    `scaled`: the factor clause to say instead (several methods', `_shared_ending`)."""
+    if scaled is None:
+        shown = _shown_factor(name, index)
+        scaled = _SCALED.format(shown) if shown else ""
+    return _UNDERRATES.format(scaled)
 
 
 def noise_ending(index: float, name: str) -> str:
@@ -625,13 +638,14 @@ def noise_ending(index: float, name: str) -> str:
     where `name`'s sigma is scaled all the same (noisy_std_scale above 1 from NOISY_MODEL on), the factor in brackets
     (the line had named it only beyond the edge, while the run record held it)."""
     ending = _beyond_noise_training(index, name=name)
-    g = noisy_std_scale(name, index)
-    if ending or g == 1.0:
+    shown = _shown_factor(name, index)
+    if ending or shown is None:
         return ending
-    return f" (its uncertainty map's sigma scaled up x{g:.2f} for that noise, calibrated on training scans)"
+    return f" (its uncertainty map's sigma scaled {shown} for that noise, calibrated on training scans)"
 
 
-def _beyond_noise_training(index: float, several: bool = False, name: str | None = None) -> str:
+def _beyond_noise_training(index: float, several: bool = False, name: str | None = None,
+                           scaled: str | None = None) -> str:
     """The clause the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
     inputs it was trained on (NOISY_TRAINED), else "". `several`: said once after several methods' parts
     (`noise_clause_once`), of their models; `name`: the method, whose sigma's noise factor it names (`underrates`)."""
@@ -641,11 +655,11 @@ def _beyond_noise_training(index: float, several: bool = False, name: str | None
     if index > hi:
         return (f"; but the input is noisier than every input {model} trained on too (noise index up to {hi:.2f}, at b0 "
                 f"SNR 8, the lowest trained): {its} {out} and the uncertainty are outside what {it} trained on, and may "
-                f"be no better than --method cubic {underrates(name, index)}")
+                f"be no better than --method cubic {underrates(name, index, scaled)}")
     if index > lo:
         return (f"; at the edge of {its} training: {its} noisiest training inputs (b0 SNR 8, the lowest trained) read "
                 f"{lo:.2f}-{hi:.2f} by this index, depending on the scan, so the {out} and the uncertainty may be "
-                f"outside what {it} trained on {underrates(name, index)}")
+                f"outside what {it} trained on {underrates(name, index, scaled)}")
     return ""
 
 
@@ -699,13 +713,25 @@ def noise_clause_once(notes) -> list[str]:
 
 def _shared_ending(parts: list[str]) -> str:
     """Each part's own words joined by "; ", where two or more end alike in `_beyond_noise_training`'s clause, that
-    clause said once after them, of their models (a page had said "that model" after two), before the other parts."""
+    clause said once after them, of their models (a page had said "that model" after two), before the other parts;
+    their methods' sigma factors (`_SCALED`, the method the part's first word) named once in it (a scaled method's
+    clause had kept its part apart, the lower bound said once per scaled method)."""
     lo, hi = NOISY_TRAINED
+    factors, plain = {}, []
+    for p in parts:
+        m = _SCALED_IN.search(p)
+        if m:
+            factors[p] = (p.split(" ", 1)[0], m.group(1))
+        plain.append(p[:m.start()] + p[m.end():] if m else p)
     for index in (hi + 1, (lo + hi) / 2):
         one = _beyond_noise_training(index)
-        sharing = [p for p in parts if p.endswith(one) and len(p) > len(one)]
+        sharing = [i for i, p in enumerate(plain) if p.endswith(one) and len(p) > len(one)]
         if len(sharing) > 1:
-            rest = [p for p in parts if p not in sharing]
-            return "; ".join(p[:-len(one)] for p in sharing) + _beyond_noise_training(index, several=True) + \
-                "".join(f"; {p}" for p in rest)
+            named = [factors[parts[i]] for i in sharing if parts[i] in factors]
+            said = [f"{n}'s sigma is scaled {w}" if not k else f"{n}'s {w}" for k, (n, w) in enumerate(named)]
+            scaled = (f"; {listed(said)} for it (calibrated on training scans), which brings "
+                      f"{'them' if len(said) > 1 else 'it'} closer but not to the error") if said else None
+            return "; ".join(plain[i][:-len(one)] for i in sharing) + \
+                _beyond_noise_training(index, several=True, scaled=scaled) + \
+                "".join(f"; {p}" for i, p in enumerate(parts) if i not in sharing)
     return "; ".join(parts)

@@ -5,6 +5,7 @@ model was trained on, and that the uncertainty map may then read lower than the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -206,3 +207,15 @@ def test_predict_s_noise_line_names_the_factor_below_the_training_edge(phantom, 
     [said] = _noise_lines(phantom)
     assert said.endswith("global-linear uses its model trained with added noise (global-linear_x2_noisy) (its "
                          "uncertainty map's sigma scaled up x1.15 for that noise, calibrated on training scans)"), said
+
+
+@pytest.mark.parametrize("index", [0.09, 0.15])
+def test_the_noise_trained_model_given_is_said_as_the_default_run_s(phantom, index_of, index):
+    """`--model` the shipped noise-trained model runs what the default run runs: its line says that model ran, where it
+    had said nothing (below 0.10) or that the input is noisier than the training data and such a model should run."""
+    from ImageQualityTransferLib.fileio.model_files import MODELS_DIR
+
+    index_of(index)
+    [said] = _noise_lines(phantom, model=str(Path(MODELS_DIR) / "global-linear_x2_noisy.npz"))
+    assert "global-linear uses the given model, trained with added noise (global-linear_x2_noisy)" in said, said
+    assert "run a model trained with added noise" not in said and ("at the edge of" in said) == (index > 0.12), said

@@ -414,7 +414,12 @@ class Method:
 
         noisy = [e for e in read_registry() if e.get("input") == NOISY]
         here = sorted({e.get("method") for e in noisy if grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
-        if self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
+        if self.name in here and _trained_with_noise(self.model_path):  # the noise-trained model given: its line, as
+            # the default run's (the line had said to run such a model, the one that ran)
+            warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} uses the given model, trained with added noise "
+                          f"({Path(self.model_path).stem})" + noise_ending(index, self.name), IQTWarning, stacklevel=4)
+        elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model; without one it would run its "
                           "model trained with added noise" + _given_unscaled(self.name, index), IQTWarning, stacklevel=4)

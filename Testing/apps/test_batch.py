@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -604,6 +605,32 @@ def test_per_axis_factors_in_process(tmp_path):
     # what res- means, which BIDS derivatives require where the entity is present (a cohort audit)
     assert side["Resolution"] == {"1x1x2x": "upsampled by factors 1,1,2 along the input's voxel axes: 4x4x2 mm voxels"}
     assert [r["status"] for r in batch.run_cohort(items, s, out, progress=False)] == ["skipped"]
+
+
+def test_the_sigma_noise_factor_is_in_qc_tsv_and_the_std_sidecar(tmp_path, monkeypatch):
+    """biqt's sigma on a noisy input is scaled (methods/base.py NOISY_STD_SCALE) and `iqt upsample`'s run
+    record holds the factor, but batch wrote the scaled median_std_mm2s with no word of it, in neither the QC table nor
+    the std map's sidecar (a review); a clean input says 1 there (checked by hand: a run costs a second). Without Dask,
+    the input's noise index made 0.165."""
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.methods import base
+
+    dwi = make_phantom(shape=(16, 18, 12), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "n_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("n_dti.nii.gz\n")
+    monkeypatch.setattr(base, "input_noise_index", lambda *a, **k: 0.165)
+    out = tmp_path / "deriv"
+    out.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IQTWarning)
+        res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="biqt", uncertainty=True),
+                               out, client=None, progress=False)
+    assert [r["status"] for r in res] == ["done"], res
+    head, row = ((out / "qc.tsv").read_text().splitlines()[i].split("\t") for i in (0, 1))
+    g = round(base.noisy_std_scale("biqt", 0.165), 4)  # what iqt upsample's run record holds (1.525 by today's knots)
+    assert g > 1.1 and row[head.index("noise_std_scale")] == f"{g:.5g}", dict(zip(head, row))
+    assert json.loads(next(out.rglob("*desc-std_dwimap.json")).read_text())["NoiseStdScale"] == g
+    assert "NoiseStdScale" not in json.loads(next(out.rglob("*desc-direction_dwimap.json")).read_text())
 
 
 def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):

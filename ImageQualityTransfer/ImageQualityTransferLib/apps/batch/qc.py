@@ -55,7 +55,7 @@ def _flag(results: list[dict], m: str, k: float) -> None:
 
 
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
-              "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
+              "noise_std_scale", "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
               "model_used", "outlier", "seconds", "figure", "notes", "reason")
 # fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
 # dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
@@ -110,7 +110,8 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
             seconds = r.get("seconds")
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), q.get("brain_from", "-") if q else "-",
-                     _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
+                     _fmt(q.get("median_std"), ".3g"), _fmt(q.get("noise_std_scale"), ".5g"),
+                     _fmt(q.get("nonphysical_pct"), ".2f"),
                      _fmt(q.get("noise_index"), ".3f"), _fmt(q.get("fit_outlier_pairs"), ".0f"),
                      _volumes(q), _fmt(q.get("b0_shift_vox"), ".2f"),
                      str(q.get("b0_check", "n/a")), str(q.get("bvec_check", "n/a")), _model_used(r),
@@ -199,7 +200,9 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "output voxels with a negative eigenvalue (their MD/FA are not measurements). noise_index: the input tensors' "
             "roughness in the brain (the dev scans degraded x2: 0.049-0.070; above "
             f"{NOISY_MODEL:g} a method with a model trained with added noise runs it: model_used noisy; above {NOISY_INPUT:g} "
-            "the others may do no better than cubic). fit_outlier_pairs, fit_outlier_volumes: a DWI subject's (slice, "
+            "the others may do no better than cubic). noise_std_scale: the factor the uncertainty maps' sigma (median_std_mm2s "
+            "included) was multiplied by for that noise (1: not scaled; docs/accuracy.md, Sigma on noisy inputs). "
+            "fit_outlier_pairs, fit_outlier_volumes: a DWI subject's (slice, "
             "volume) pairs and whole volumes its tensor fit does not explain (signal dropout, a dead or moved volume; "
             "named in its warning; left out of the fit with --exclude-outliers; n/a with 6 diffusion-weighted directions, which "
             "the tensor fits exactly, so that the check cannot see dropout or motion: check that series by eye; "

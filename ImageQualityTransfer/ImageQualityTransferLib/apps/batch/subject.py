@@ -264,6 +264,9 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
         index = input_noise_index(lr, inside, brain_from == "estimated",
                                   mask.meta.get("md_unit") if brain_from == "estimated" and mask is not None else None)
     qc["noise_index"] = float("nan") if index is None else index
+    if s.uncertainty:  # the factor its sigma maps took for that noise, as iqt upsample's run record holds it (a review:
+        # qc.tsv's median_std_mm2s had read the scaled sigma with no word of the factor)
+        qc["noise_std_scale"] = round(float(t.meta.get("noise_std_scale", 1.0)), 4)
     return vols, qc
 
 
@@ -414,6 +417,7 @@ def process(item: Item, s: Settings, out_root: str, run_token: str | None = None
 def _process(item: Item, s: Settings, out_root: str, run_token: str | None = None, workers: int | None = None) -> dict:
     from ... import fileio
     from ...core import grid
+    from ...methods.base import NOISY_STD_MAPS
 
     t0 = time.perf_counter()
     writing = False  # within the subject's writes (before their commit)
@@ -495,6 +499,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                         **file_record(stage.where(folder / names[key]))}
                 if key == "tensor":
                     meta["QC"] = qc
+                elif key in NOISY_STD_MAPS and "noise_std_scale" in qc:  # the factor that map took (not direction's)
+                    meta["NoiseStdScale"] = qc["noise_std_scale"]
                 write_json(sidecar(folder / names[key]), meta)
             if run_token is not None and not holds(out_root, run_token):  # the stage's files removed, none put
                 raise IQTError("not put in place: the run that started it had ended (interrupted, or its scheduler "

@@ -219,3 +219,23 @@ def test_the_noise_trained_model_given_is_said_as_the_default_run_s(phantom, ind
     [said] = _noise_lines(phantom, model=str(Path(MODELS_DIR) / "global-linear_x2_noisy.npz"))
     assert "global-linear uses the given model, trained with added noise (global-linear_x2_noisy)" in said, said
     assert "run a model trained with added noise" not in said and ("at the edge of" in said) == (index > 0.12), said
+
+
+def test_a_noise_trained_model_of_ones_own_is_said_with_its_sigma_unscaled(phantom, index_of, monkeypatch, tmp_path):
+    """A noise-trained --model file not the install's keeps its sigma (given_model): its line says it ran and that its
+    sigma is not scaled, naming no factor as applied, and never "x1.00" where the factor reads 1 at two decimals."""
+    import shutil
+
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+    from ImageQualityTransferLib.methods import base
+
+    for ext in ("npz", "json"):
+        shutil.copy(Path(MODELS_DIR) / f"global-linear_x2_noisy.{ext}", tmp_path)  # the same file, outside the install's folder
+    monkeypatch.setitem(base.NOISY_STD_SCALE, "global-linear", ((0.075, 0.13), (1.0, 1.55)))
+    index_of(0.15)
+    [said] = _noise_lines(phantom, model=str(tmp_path / "global-linear_x2_noisy.npz"))
+    assert "global-linear uses the given model, trained with added noise (global-linear_x2_noisy); at the edge of its training" in said
+    assert said.endswith("read it as a lower bound); its uncertainty map's sigma is left as that model gives it, not "
+                         "scaled up x1.55 for the noise as that of global-linear's model trained with added noise is "
+                         "(calibrated on it, not on this one)"), said
+    assert base._given_unscaled("biqt", 0.0751) == "" and "scaled" not in said.split("lower bound")[0], said

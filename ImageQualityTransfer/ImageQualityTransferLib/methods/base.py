@@ -414,11 +414,14 @@ class Method:
 
         noisy = [e for e in read_registry() if e.get("input") == NOISY]
         here = sorted({e.get("method") for e in noisy if grid.axis_order(f, [grid.factors(e.get("factor"))]) is not None})
-        if self.name in here and _trained_with_noise(self.model_path):  # the noise-trained model given: its line, as
-            # the default run's (the line had said to run such a model, the one that ran)
+        if self.name in here and _trained_with_noise(self.model_path):  # a noise-trained model given: its line, as
+            # the default run's (the line had said to run such a model, the one that ran); one not the install's keeps
+            # its sigma (given_model), said so
+            end = _beyond_noise_training(index) + _given_unscaled(self.name, index) if self.given_model() else \
+                noise_ending(index, self.name)
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} uses the given model, trained with added noise "
-                          f"({Path(self.model_path).stem})" + noise_ending(index, self.name), IQTWarning, stacklevel=4)
+                          f"({Path(self.model_path).stem})" + end, IQTWarning, stacklevel=4)
         elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model; without one it would run its "
@@ -671,9 +674,9 @@ def _beyond_noise_training(index: float, several: bool = False, name: str | None
 def _given_unscaled(name: str, index: float) -> str:
     """The given model's line's end where `name`'s sigma would be scaled for this noise (noisy_std_scale above 1): that
     factor is calibrated on the install's models, so a --model file's sigma is left unscaled, said here."""
-    g = noisy_std_scale(name, index)
-    return (f"; its uncertainty map's sigma is left as that model gives it, not scaled up x{g:.2f} for the noise as "
-            f"that of {name}'s model trained with added noise is (calibrated on it, not on this one)" if g > 1.0 else "")
+    shown = _shown_factor(name, index)
+    return (f"; its uncertainty map's sigma is left as that model gives it, not scaled {shown} for the noise as "
+            f"that of {name}'s model trained with added noise is (calibrated on it, not on this one)" if shown else "")
 
 
 def _trained_with_noise(model_path) -> bool:

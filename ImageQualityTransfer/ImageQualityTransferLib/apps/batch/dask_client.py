@@ -9,7 +9,10 @@ from ...core.errors import IQTError
 from .local_cluster import THREADS_PER_WORKER, _spawn_ignoring_ctrl_c, _worker_exits_noted, local_security
 from .open_files import _KEPT_OFF, _limit_met, _open_files_noted
 from .scheduler import (ADDRESS_FORMS, WAIT_WORKERS_S, _reachable, _tls_error, _wait_for_workers, host_port,
-                        check_address, check_workers, client_security, own_cluster, shown)
+                        check_address, check_workers, client_security, own_cluster, dask_said, shown)
+
+
+CONNECT_S = 20  # how long Dask's Client tries a reachable --scheduler (a login proxy refusing it: its 401s until then)
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",
@@ -35,16 +38,19 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
         security = client_security(scheduler)
         try:
             _reachable(scheduler, security)
-            client = Client(scheduler, timeout="20s", security=security)
+            client = Client(scheduler, timeout=f"{CONNECT_S}s", security=security)
         except (OSError, TimeoutError, ValueError) as exc:
-            why = ' '.join(str(exc).split()) or type(exc).__name__
+            why = dask_said(exc, scheduler) or type(exc).__name__  # Dask's text names the address, password and all
             tls = _tls_error(exc)
             if tls is not None:  # something answers there: "start one" would mislead
                 creds = ("the credentials Dask's configuration names (distributed.comm.tls.ca-file, "
                          "distributed.comm.tls.client.cert, distributed.comm.tls.client.key) are not this cluster's; "
                          "name its CA, certificate and key there")
-                if not isinstance(tls, ssl.SSLCertVerificationError):  # a plain-TCP scheduler fails here too
-                    creds = f"either the scheduler speaks plain TCP (give tcp://{host_port(scheduler)}) or {creds}"
+                if not isinstance(tls, ssl.SSLCertVerificationError):  # a plain scheduler fails here too: tcp:// for
+                    # tls://, ws:// for wss:// (a ws listener does not speak tcp://), with no password in the suggestion
+                    plain = (f"ws:// (give {shown('ws' + scheduler[3:])})" if scheduler.startswith("wss://") else
+                             f"TCP (give tcp://{host_port(scheduler)})")
+                    creds = f"either the scheduler speaks plain {plain} or {creds}"
                 raise IQTError(f"--scheduler {shown(scheduler)}: the TLS handshake failed ({why}): {creds}") from None
             raise IQTError(f"--scheduler {shown(scheduler)}: cannot connect ({why}); start one with 'dask scheduler' and give "
                            f"its address: {ADDRESS_FORMS}") from None

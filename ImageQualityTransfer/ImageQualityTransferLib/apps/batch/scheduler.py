@@ -58,9 +58,30 @@ def shown(address) -> str:
         scheme, rest = "", scheme
     userinfo, at, after = rest.rpartition("@")
     if not at or sep and _path_at(rest):
-        return str(address)
-    user, colon, _ = userinfo.partition(":")  # a user name alone may be a token: masked too
-    return f"{scheme}{sep}{user + ':' if colon else ''}***@{after}"
+        return _query_masked(str(address))
+    user, colon, password = userinfo.partition(":")  # a user name alone may be a token: masked too, as is one given
+    login = f"{user}:***" if colon and password else "***:" if colon else "***"  # with an empty password (TOKEN:@)
+    return _query_masked(f"{scheme}{sep}{login}@{after}")
+
+
+def _query_masked(text: str) -> str:
+    """A URL's query values masked (wss://host/?token=***): a proxy's token passed there had been echoed whole."""
+    head, q, query = text.partition("?")
+    if not q or "://" not in head:
+        return text
+    query, hash_, fragment = query.partition("#")
+    return f"{head}?{re.sub(r'=[^&;]*', '=***', query)}{hash_}{fragment}"
+
+
+def dask_said(text, address) -> str:
+    """Dask's own text (an error's) on one line, with `address` as `shown` writes it and its password or token nowhere:
+    "cannot connect (Timed out trying to connect to ws://alice:pw@host/ ...)" had quoted it whole (a review)."""
+    text = str(text).replace(str(address), shown(address))
+    scheme, sep, rest = str(address).partition("://")
+    head = re.split(r"[/?#]", rest if sep else scheme, maxsplit=1)[0]
+    user, colon, password = head.rpartition("@")[0].partition(":")
+    secret = password if colon and password else user  # TOKEN@ and TOKEN:@: the token
+    return " ".join((text.replace(secret, "***") if secret else text).split())
 
 
 def _path_at(rest: str) -> bool:
@@ -103,8 +124,10 @@ def check_address(scheduler: str) -> str:
     except ValueError:
         proto, loc = None, ""
     _not_the_dashboard(scheduler, proto, loc)
-    if any(c.isspace() for c in scheduler):  # Dask read "my host" as a host name and "ws://my host/" as a URL: neither
-        # connects (a review; "127.0.0.1: 8786" alone is read by Dask's int(), as a typo still)
+    login = re.split(r"[/?#]", loc, maxsplit=1)[0].rpartition("@")[0] if proto in ("ws", "wss") else ""
+    if any(c.isspace() for c in scheduler.replace(login, "", 1)):  # Dask read "my host" as a host name and "ws://my
+        # host/" as a URL: neither connects (a review; "127.0.0.1: 8786" alone is read by Dask's int(), as a typo still);
+        # a ws URL's password may hold one, which Dask's ws client sends as written (ws://alice:my pw@host/ connects)
         raise IQTError(f"--scheduler {shown(scheduler)!r}: a space inside the address; give it without: "
                        f"{shown(''.join(scheduler.split()))}")
     if proto not in SCHEDULER_PROTOCOLS:  # ucx:// is a stub in Dask, raising FutureWarning (distributed/comm/ucx.py)
@@ -120,11 +143,20 @@ def check_address(scheduler: str) -> str:
                        "holding one of these ends the host early; percent-encode them in it ('/' as %2F, '?' as %3F, "
                        "'#' as %23), e.g. ws://user:p%2Fw@host/")
     if "@" in host:  # a URL's user:password@, which tornado's websocket client sends (a proxy's login); a tcp/tls
-        if proto in ("ws", "wss"):  # address is host:port, and Dask looked up "user@host" as a machine's name
+        if proto in ("ws", "wss") and ":" not in host.rpartition("@")[0]:  # address is host:port, and Dask looked up
+            # "user@host" as a machine's name; tornado asserts a password: ws://TOKEN@host/ had ended in an internal
+            # AssertionError (exit 1), which no proxy's answer changes
+            raise IQTError(f"--scheduler {shown(scheduler)}: a user name without a password (TOKEN@), which Dask's "
+                           f"websocket client cannot send; give a token as {proto}://TOKEN:@{loc[len(login) + 1:]} (an "
+                           f"empty password), or {proto}://USER:PASSWORD@{loc[len(login) + 1:]}")
+        if proto in ("ws", "wss"):
             host = host.rpartition("@")[2]
         else:
+            bare = host.rpartition("@")[2]  # "give tcp://node7" had then been refused for its missing port
+            if not re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):\d+", bare) and not (bare.count(":") > 1 and bare[:1] != "["):
+                bare = bare.rstrip(":") + ":8786"
             raise IQTError(f"--scheduler {shown(scheduler)}: a {proto}:// address holds no user name (user@); give "
-                           f"{proto}://{host.rpartition('@')[2]}")
+                           f"{proto}://{bare}")
     if host.startswith("["):  # the port is what follows "]:" ([::1]8786 had been read as port 786, [::1]x0 as port 0)
         ip, close, after = host[1:].partition("]")
         if not close or after and not after.startswith(":"):
@@ -310,7 +342,7 @@ def check_workers(client, scheduler: str, torch: bool = False) -> None:
         found = client.run(_probe(), torch, on_error="return")
     except (OSError, TimeoutError) as exc:
         raise IQTError(f"--scheduler {shown(scheduler)}: the workers could not be asked their ImageQualityTransfer version "
-                       f"({' '.join(str(exc).split())}); check them and rerun") from None
+                       f"({dask_said(exc, scheduler)}); check them and rerun") from None
     bad = []
     for address, answer in sorted(found.items()):
         worker = _named(client, address)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -143,6 +144,32 @@ def test_the_lock_is_held_during_the_run_and_removed_however_it_ends(tmp_path, c
     assert seen["pid"] == os.getpid() and seen["host"] == socket.gethostname() and seen["started"]
     assert "batch" in seen["command"] and seen["kwargs"]["lock"] is False  # taken once, by the command
     assert not (out / lock.LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("form", [("--scheduler", "ws://alice:S3cret@node7:8786/"),
+                                  ("--scheduler=ws://alice:S3cret@node7:8786/",), ("--sched", "alice:S3cret@node7:8786")])
+def test_the_lock_shows_the_command_with_the_scheduler_s_password_masked(tmp_path, capsys, monkeypatch, form):
+    """The lock held the command as typed, and a second run into the folder was refused quoting it: "(pid ...: iqt batch
+    ... --scheduler ws://alice:S3cret@node7:8786/)", to every user who can read the lock (a review: lock_leak.log). Its
+    pid, host, start time and command stay, the password masked as every --scheduler message writes it."""
+    helpers.tensor_list(tmp_path)
+    seen = {}
+
+    def reached(*args, **kwargs):  # while the run holds the lock: what it holds, and what a second run is told
+        seen["lock"] = (tmp_path / "deriv" / lock.LOCK_NAME).read_text()
+        with pytest.raises(batch.IQTError) as err:
+            lock.acquire(tmp_path / "deriv")
+        seen["refusal"] = str(err.value)
+        raise batch.IQTError("stopped here")
+
+    monkeypatch.setattr(batch, "start_client", reached)
+    code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "deriv", "--method", "cubic", *form)
+    assert code == 2 and "stopped here" in err, err
+    masked = [a.replace("S3cret", "***") for a in form]  # quoted as shlex.join quotes it: the command stays one to copy
+    assert shlex.join(["iqt", "batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "deriv"), "--method", "cubic",
+                       *masked]) in seen["refusal"], seen["refusal"]
+    assert "S3cret" not in seen["lock"] + seen["refusal"], seen
+    assert f"pid {os.getpid()} on {socket.gethostname()}, since " in seen["refusal"]
 
 
 def test_a_run_refused_for_its_cluster_leaves_no_folder_and_no_lock(tmp_path, capsys):

@@ -1929,8 +1929,9 @@ def test_a_refused_scheduler_address_never_says_its_password():
                                           "to 65535; give the scheduler's port, e.g. ws://node7:8786 (the default port "
                                           "of 'dask scheduler')"),
             ("ws://user:p/w@node7/", "--scheduler ws://user:***@node7/: an '@' after the first '/', '?' or '#': a user "
-                                     "name or password holding one of these ends the host early; percent-encode them "
-                                     "in it ('/' as %2F, '?' as %3F, '#' as %23), e.g. ws://user:p%2Fw@host/"),
+                                     "name or password holding one of these ends the host early, and Dask's websocket "
+                                     "client sends a login as written ('%2F' as '%2F', not '/'); give one without '/', "
+                                     "'?' or '#', e.g. a token as ws://TOKEN:@host/"),
             ("tcp://u:pw@node7:8786", "--scheduler tcp://u:***@node7:8786: a tcp:// address holds no user name (user@); "
                                       "give tcp://node7:8786")):
         with pytest.raises(batch.IQTError) as err:

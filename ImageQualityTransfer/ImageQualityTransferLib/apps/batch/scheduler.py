@@ -140,8 +140,8 @@ def check_address(scheduler: str) -> str:
     if proto in ("ws", "wss") and "@" in loc[len(host):] and not _path_at(loc):  # ws://user:p/w@host/ had been "port
         # 'p' is not a number"; an '@' in the path or query after a host:port is theirs, as Dask reads it
         raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#': a user name or password "
-                       "holding one of these ends the host early; percent-encode them in it ('/' as %2F, '?' as %3F, "
-                       "'#' as %23), e.g. ws://user:p%2Fw@host/")
+                       "holding one of these ends the host early, and Dask's websocket client sends a login as written "
+                       "('%2F' as '%2F', not '/'); give one without '/', '?' or '#', e.g. a token as ws://TOKEN:@host/")
     if "@" in host:  # a URL's user:password@, which tornado's websocket client sends (a proxy's login); a tcp/tls
         if proto in ("ws", "wss") and ":" not in host.rpartition("@")[0]:  # address is host:port, and Dask looked up
             # "user@host" as a machine's name; tornado asserts a password: ws://TOKEN@host/ had ended in an internal

@@ -1360,6 +1360,12 @@ def test_a_scheduler_file_not_there_is_named_so(tmp_path, capsys):
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "no such scheduler file" in err, err
         assert not (tmp_path / "o").exists()
+    # an address without a scheme, read as a path for its '/': its password had been echoed (a login's '@' before the
+    # first '/' masked; a folder named with an '@' is a path's, kept as given)
+    for given, said in (("alice:S3cret@node7:8786/dask", "alice:***@node7:8786/dask"),
+                        (tmp_path / "a@b" / "s.json", tmp_path / "a@b" / "s.json")):
+        code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
+        assert code == 2 and err.startswith(f"iqt: error: --scheduler {said}: no such scheduler file;"), err
 
 
 def test_a_scheduler_address_of_another_protocol_is_refused_naming_the_forms(tmp_path, capsys):

@@ -2004,12 +2004,12 @@ def test_a_ws_login_dask_cannot_send_is_refused_and_one_it_sends_is_taken_with_n
 
 def test_dask_s_own_connect_error_and_the_plain_scheme_advice_say_no_password(monkeypatch):
     """Through start_client: Dask's own "Timed out trying to connect to ws://alice:S3cret@..." had been quoted whole in
-    the "cannot connect (...)" line at a login proxy answering 401 (a review: ws_leak.log); a wss:// URL answered
+    the "cannot connect (...)" line where the handshake failed (a review: a login proxy's 401); a wss:// URL answered
     without TLS is told its ws:// form (a ws listener does not speak tcp://, which had been suggested), password masked."""
     from ImageQualityTransferLib.apps.batch import dask_client
 
-    monkeypatch.setattr(dask_client, "CONNECT_S", 0.3, raising=False)  # Dask's Client retries the 401s until then
-    with _answering(lambda request: 401) as base:
+    monkeypatch.setattr(dask_client, "CONNECT_S", 0.3, raising=False)  # Dask's Client retries the 400s until then
+    with _answering(lambda request: 400) as base:  # a proxy's answer left to the Client
         where = base.replace("ws://", "")
         with pytest.raises(batch.IQTError) as err:
             dask_client.start_client(scheduler=f"ws://alice:S3cret@{where}/dask/", wait_workers=1)
@@ -2149,6 +2149,26 @@ def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():
                                                     f"scheduler answers ws:// at the path / ({base}/), a proxy at the "
                                                     "path it maps to it"), err.value
         assert time.monotonic() - start < scheduler.WS_ANSWER_S  # no probe waited out its timeout (had been 1 s)
+
+
+def test_a_login_proxy_s_401_is_said_at_once_as_the_login_refused():
+    """A login proxy answering 401 to the handshake (the login Dask's Client sends, refused) had been tried for 20 s,
+    then said as "cannot connect (...); start one with 'dask scheduler'" to a user whose scheduler was running (a
+    review: ws_cli.log); said at once, the password masked, and where the URL has none, how to give one."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    with _answering(lambda request: 401) as base:
+        where = base.replace("ws://", "")
+        start = time.monotonic()
+        with pytest.raises(batch.IQTError) as err:
+            scheduler._reachable(scheduler.check_address(f"ws://alice:S3cret@{where}/dask/?token=S3cret"))
+        assert str(err.value) == (f"--scheduler ws://alice:***@{where}/dask/?token=***: the server there refused the "
+                                  "login (HTTP 401); check the URL's user name and password"), err.value
+        with pytest.raises(batch.IQTError) as err:
+            scheduler._reachable(scheduler.check_address(f"{base}/dask/"))
+        assert str(err.value) == (f"--scheduler {base}/dask/: the server there asks for a login (HTTP 401); give it in "
+                                  f"the URL, ws://USER:PASSWORD@{where}/dask/ (a token as ws://TOKEN:@{where}/dask/)")
+        assert time.monotonic() - start < 1
 
 
 def test_a_dashboard_address_without_a_scheme_is_said_so_through_the_command(tmp_path, capsys):

@@ -411,7 +411,8 @@ WS_ANSWER_S = 3  # a web server answers a handshake in milliseconds; Dask's Clie
 def _answers_as_ws(address: str, url) -> None:
     """An IQTError at once where a websocket handshake, as Dask's Client sends it (with the URL's user:password as a
     Basic login), is answered as a web page: 200 or a redirect (a dashboard), or 404 (no such path there). Its status
-    line only is read: 101 is a ws listener; anything else (a proxy's 400/426/401, no answer, a TLS failure) is left
+    line only is read: 101 is a ws listener; 401 a login refused, which Dask's Client, sending the same one, waited 20 s
+    to say as "cannot connect ... start one with 'dask scheduler'"; anything else (a proxy's 400/426, no answer, a TLS failure) is left
     to the Client, which a proxy routing by the Upgrade header or a login proxy passes on to the scheduler."""
     import base64
     import http.client
@@ -441,6 +442,12 @@ def _answers_as_ws(address: str, url) -> None:
         raise IQTError(f"--scheduler {shown(address)}: a web page answers there (HTTP {status}), not a Dask scheduler: the "
                        f"address of its dashboard? give the scheduler's, tcp://{host}:8786 by default (ws://HOST:PORT/ "
                        "where it was started with --protocol ws)")
+    if status == 401:
+        here = f"{url.scheme}://{{}}@{where}{url.path or '/'}"
+        raise IQTError(f"--scheduler {shown(address)}: the server there refused the login (HTTP 401); check the URL's user "
+                       f"name and password" if url.username is not None else f"--scheduler {shown(address)}: the server "
+                       f"there asks for a login (HTTP 401); give it in the URL, {here.format('USER:PASSWORD')} (a token "
+                       f"as {here.format('TOKEN:')})")
     if status == 404 and (url.path or "/") == "/":
         raise IQTError(f"--scheduler {shown(address)}: nothing at {where} serves a Dask scheduler (HTTP 404 at the path /); "
                        f"give the scheduler's address, tcp://{host}:8786 by default")

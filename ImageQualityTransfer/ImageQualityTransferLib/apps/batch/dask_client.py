@@ -12,7 +12,7 @@ from .scheduler import (ADDRESS_FORMS, WAIT_WORKERS_S, _reachable, _tls_error, _
                         check_address, check_workers, client_security, own_cluster, dask_said, shown)
 
 
-CONNECT_S = 20  # how long Dask's Client tries a reachable --scheduler (a login proxy refusing it: its 401s until then)
+CONNECT_S = 20  # how long Dask's Client tries a reachable --scheduler (a proxy's 400s to its handshake: until then)
 
 
 def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="auto",

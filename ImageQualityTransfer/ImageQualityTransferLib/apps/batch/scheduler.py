@@ -412,8 +412,9 @@ def _answers_as_ws(address: str, url) -> None:
     """An IQTError at once where a websocket handshake, as Dask's Client sends it (with the URL's user:password as a
     Basic login), is answered as a web page: 200 or a redirect (a dashboard), or 404 (no such path there). Its status
     line only is read: 101 is a ws listener; 401 a login refused, which Dask's Client, sending the same one, waited 20 s
-    to say as "cannot connect ... start one with 'dask scheduler'"; anything else (a proxy's 400/426, no answer, a TLS failure) is left
-    to the Client, which a proxy routing by the Upgrade header or a login proxy passes on to the scheduler."""
+    to say as "cannot connect ... start one with 'dask scheduler'"; anything else (a proxy's 400/426, no answer, a TLS
+    failure) is left to the Client, which a proxy routing by the Upgrade header or a login proxy passes on to the
+    scheduler."""
     import base64
     import http.client
     import os
@@ -444,10 +445,10 @@ def _answers_as_ws(address: str, url) -> None:
                        "where it was started with --protocol ws)")
     if status == 401:
         here = f"{url.scheme}://{{}}@{where}{url.path or '/'}"
-        raise IQTError(f"--scheduler {shown(address)}: the server there refused the login (HTTP 401); check the URL's user "
-                       f"name and password" if url.username is not None else f"--scheduler {shown(address)}: the server "
-                       f"there asks for a login (HTTP 401); give it in the URL, {here.format('USER:PASSWORD')} (a token "
-                       f"as {here.format('TOKEN:')})")
+        said = ("refused the login (HTTP 401); check the URL's user name and password" if url.username is not None else
+                f"asks for a login (HTTP 401); give it in the URL, {here.format('USER:PASSWORD')} (a token as "
+                f"{here.format('TOKEN:')})")
+        raise IQTError(f"--scheduler {shown(address)}: the server there {said}")
     if status == 404 and (url.path or "/") == "/":
         raise IQTError(f"--scheduler {shown(address)}: nothing at {where} serves a Dask scheduler (HTTP 404 at the path /); "
                        f"give the scheduler's address, tcp://{host}:8786 by default")

@@ -1544,14 +1544,6 @@ def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, c
         fired.append(time.monotonic() - started)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
-    waits = []  # the deadlines of the waits begun: the unsaid 0.5 s, then the rest after the line
-
-    def join_until(threads, deadline):
-        waits.append(deadline)
-        real_join_until(threads, deadline)
-
-    real_join_until = signals._join_until
-    monkeypatch.setattr(signals, "_join_until", join_until)
     kick = threading.Timer(0.1, ctrl_c)
     try:
         thread.start()
@@ -1564,9 +1556,9 @@ def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, c
         kick.cancel()
         release.set()
         signal.signal(signal.SIGINT, old)
-    # past the unsaid 0.5 s, it tests what the test above does: not this. Sent in time, the Ctrl-C can still be taken
-    # after it where the loaded machine leaves the main thread waiting (a 0.5 s bound on `took` could fail then)
-    if not fired or fired[0] > 0.4 or len(waits) > 1:
+    # sent past the unsaid 0.5 s, it tests what the test above does: not this. Sent in time, it can still be taken after
+    # it where a loaded machine leaves the main thread waiting: the same two lines, and the 20 s wait not waited
+    if not fired or fired[0] > 0.4:
         when = f"{fired[0]:.2f} s into the wait" if fired else "never"
         pytest.skip(f"the machine was too slow: Ctrl-C sent {when}, taken after {took:.2f} s, not in the wait's first "
                     "0.5 s")

@@ -297,13 +297,14 @@ class Method:
         # there is low, calling them certain
         noise = lr.replace(data=noise_fits(lr) & mask.data.astype(bool), kind="mask") if estimated and \
             mask is not None else None
-        pred = runner._run(lr, f, mask, uncertainty, direction, progress, noise)
+        # the noise factor, known before the run: the direction map is drawn from the scaled sigma (calibrated on the
+        # install's models: another --model file's sigma is left as it is)
+        g = 1.0 if index is None or runner.given_model() else noisy_std_scale(self.name, index)
+        pred = runner._run(lr, f, mask, uncertainty, direction, progress, noise, std_scale=g)
         if self.learned:
             _check_output_scale(pred.tensor.data, lr.data, mask)
         if index is not None:  # read once: batch QC reports the figure the model was chosen by
             pred.tensor.meta["noise_index"] = index
-            # the factor, read once, is calibrated on the install's models: another --model file's sigma is left as it is
-            g = 1.0 if runner.given_model() else noisy_std_scale(self.name, index)
             scale_for_noise(pred, g)
             if uncertainty and g != 1.0:  # the factor applied, for a cohort's reader
                 from ..fileio.records import note_run
@@ -333,9 +334,10 @@ class Method:
         return replace(pred, **{k: put_back(v) for k, v in [("tensor", pred.tensor), *pred.maps().items()]})
 
     def _run(self, lr: Volume, f: tuple, mask: Volume | None, uncertainty: bool, direction: bool,
-             progress, noise: Volume | None = None) -> Prediction:
+             progress, noise: Volume | None = None, std_scale: float = 1.0) -> Prediction:
         """`predict` once the input is checked and its support decided; `noise`: low-res voxels (background noise
-        fits) whose every map is raised (`flags.flag_maps`)."""
+        fits) whose every map is raised (`flags.flag_maps`); `std_scale`: the noise factor (`noisy_std_scale`) the
+        direction map's draws take, as the std maps take it after (`scale_for_noise`)."""
         reo = Reorientation.to_canonical(lr.affine)
         order = self._axis_order(grid.permute(f, reo.ornt))
         if order is not None:  # a model for a reordering of the factors: permute the axes it refines into its own
@@ -363,7 +365,8 @@ class Method:
         present = np.any(tensor != 0, axis=-1) if unc else None  # the direction map needs the std: one support for both
         unc = flag_maps(tensor, unc, f_c, noise_c, present)
         if direction and "std" in unc:
-            unc.update(flag_maps(tensor, {"direction": spread(tensor, unc["std"])}, f_c, noise_c, present))
+            std = unc["std"] if std_scale == 1.0 else unc["std"] * np.float32(std_scale)  # a clean input's draws as before
+            unc.update(flag_maps(tensor, {"direction": spread(tensor, std)}, f_c, noise_c, present))
         hr_aff = grid.hr_affine(lr_c.affine, f_c)
         out = reo.undo(Volume(tensor.astype(np.float32, copy=False), hr_aff, "tensor",
                               meta={"method": self.name, "factor": grid.record(f),
@@ -606,7 +609,8 @@ def noisy_std_scale(name: str, index: float) -> float:
 
 
 def scale_for_noise(pred: "Prediction", g: float) -> None:
-    """`pred`'s std maps (not the direction's, in degrees) multiplied by `g` (noisy_std_scale), in place."""
+    """`pred`'s std maps multiplied by `g` (noisy_std_scale), in place; not the direction map (degrees), which `_run`
+    drew from the std already scaled by `g`."""
     if g == 1.0:
         return
     for key in NOISY_STD_MAPS:

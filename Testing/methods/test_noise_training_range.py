@@ -240,9 +240,12 @@ def test_the_noise_trained_model_given_is_said_as_the_default_run_s(phantom, ind
 
 def test_a_noise_trained_model_of_ones_own_is_said_with_its_sigma_unscaled(phantom, index_of, monkeypatch, tmp_path):
     """A noise-trained --model file not the install's keeps its sigma (given_model): its line says it ran and that its
-    sigma is not scaled, naming no factor as applied, and never "x1.00" where the factor reads 1 at two decimals."""
+    sigma is not scaled, naming no factor as applied, and never "x1.00" where the factor reads 1 at two decimals. A
+    byte-identical copy of the install's model is that model wherever it lies (its registry SHA256): by its folder, the
+    copy had kept its sigma unscaled, x1.08 below the install's on a real scan at b0 SNR 10 (a review)."""
     import shutil
 
+    from ImageQualityTransferLib.fileio import checksums, model_files
     from ImageQualityTransferLib.fileio.paths import MODELS_DIR
     from ImageQualityTransferLib.methods import base
 
@@ -250,8 +253,22 @@ def test_a_noise_trained_model_of_ones_own_is_said_with_its_sigma_unscaled(phant
         shutil.copy(Path(MODELS_DIR) / f"global-linear_x2_noisy.{ext}", tmp_path)  # the same file, outside the install's folder
     monkeypatch.setitem(base.NOISY_STD_SCALE, "global-linear", ((0.075, 0.13), (1.0, 1.55)))
     index_of(0.15)
-    [said] = _noise_lines(phantom, model=str(tmp_path / "global-linear_x2_noisy.npz"))
-    assert "global-linear uses the given model, trained with added noise (global-linear_x2_noisy); at the edge of its training" in said
+    [copied] = _noise_lines(phantom, model=str(tmp_path / "global-linear_x2_noisy.npz"))
+    assert copied.endswith("its sigma is scaled up x1.55 for it (calibrated on training scans), which brings it closer "
+                           "but not to the error: read it as a lower bound)"), copied
+    own = tmp_path / "own"  # one's own: other weights (the copy's, one value moved), its sidecar written for them
+    own.mkdir()
+    with np.load(tmp_path / "global-linear_x2_noisy.npz") as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    key = next(k for k, v in arrays.items() if v.dtype.kind == "f" and v.size)
+    arrays[key].flat[0] += 1e-6
+    np.savez(own / "mine_noisy.npz", **arrays)
+    side = json.loads((tmp_path / "global-linear_x2_noisy.json").read_text())
+    side.pop(model_files.SEAL, None)
+    model_files.write_sidecar(own / "mine_noisy.json", {**side, "weights": "mine_noisy.npz",
+                                                        "sha256": checksums.sha256(own / "mine_noisy.npz")})
+    [said] = _noise_lines(phantom, model=str(own / "mine_noisy.npz"))
+    assert "global-linear uses the given model, trained with added noise (mine_noisy); at the edge of its training" in said
     assert said.endswith("read it as a lower bound); its uncertainty map's sigma is left as that model gives it, not "
                          "scaled up x1.55 for the noise as that of global-linear's model trained with added noise is "
                          "(calibrated on it, not on this one)"), said

@@ -381,12 +381,15 @@ class Method:
 
     def given_model(self) -> bool:
         """Whether the model that runs is a --model file the noise factor (NOISY_STD_SCALE) was not calibrated on: any
-        but one the install chose, or the install's own model trained with added noise named by its path."""
+        but one the install chose, or the install's own model trained with added noise, known by its weights' SHA256 in
+        the registry wherever the file lies (by its folder, a byte-identical copy had kept its sigma unscaled)."""
         if self.model_path is None or self.model_for is not None:
             return False
-        from ..fileio.paths import MODELS_DIR
+        from ..fileio.model_files import NOISY, model_sha256, read_registry
 
-        return Path(self.model_path).resolve().parent != MODELS_DIR.resolve() or not _trained_with_noise(self.model_path)
+        digest = model_sha256(self.model_path)  # checked against the weights when the model was loaded
+        return not digest or not any(e.get("sha256") == digest and e.get("input") == NOISY and e.get("method") == self.name
+                                     for e in read_registry())
 
     def _judges_uncertainty(self, f) -> bool:
         """Whether `_run` refuses this model's uncertainty map off the input's scale (`_check_uncertainty_scale`)."""

@@ -1211,7 +1211,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                              shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
                              from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap,
                              marker=True,  # fits the views; the orientation marker shows laterality
-                             noise_notes=(_("noisy input"), _("noisy input: SD ×{scale}")))
+                             noise_notes=(_("noisy input"), _("noisy input: SD ×{scale}"),
+                                          _("SD ×{scale} for noise index {index}")))
         return display.overlay_of(nodes, shownMap)
 
     def followFromMedian(self, fromMedian: bool, shared: bool = False) -> None:

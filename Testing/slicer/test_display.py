@@ -300,6 +300,27 @@ def test_a_noisy_input_s_map_scaled_up_looks_less_certain_and_its_legend_says_so
     assert "noisy input:\nSD \u00d71.50" in legends.legend_node(scene, noisy).GetTitleText()
 
 
+@pytest.mark.parametrize("g, index, line", [(1.0087, 0.080, "SD \u00d71.01 for\nnoise index\n0.080"),
+                                             (1.0, 0.080, None), (1.0, 0.167, "noisy input"),
+                                             (1.55, 0.167, "noisy input:\nSD \u00d71.55")])
+def test_a_legend_calls_an_input_noisy_only_above_the_training_inputs_noise(g, index, line):
+    """The Trio, a clean training scan (noise index 0.080, above the clean threshold 0.075 but within the training
+    inputs' 0.055-0.080), had read "noisy input: SD ×1.01" under biqt's legend in all 5 styles and "noisy input" under
+    its direction map's (a review): "noisy input" only above core.noise_level.NOISY_INPUT; below, the factor and the
+    index where the factor reads other than ×1.00, else no line. The index reaches the node from the run's Volume."""
+    from ImageQualityTransferLib.slicer import results
+
+    scene = views_scene()
+    data = np.zeros((30, 30, 30), np.float32)
+    data[5:25, 5:25, 5:25] = np.linspace(0.05, 0.25, 20)[:, None, None]
+    vol = Volume(data, np.eye(4), "scalar", meta={mrml.NOISE_KEY: g, mrml.NOISE_INDEX_KEY: index})
+    node = results._put(scene, vol, "u", None, "biqt/uncertainty/std")
+    node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
+    node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
+    title = unpadded(legends.style_uncertainty(scene, node, "std"))
+    assert title.split("\nshown \u2265 ")[0] == "\n".join(["Tensor SD\n(µm²/ms)", *([line] if line else [])]), title
+
+
 def test_a_noisy_input_s_run_marks_its_maps_with_their_factor():
     """The factor a noisy input's maps were scaled by reaches their nodes (mrml.NOISE_ATTRIBUTE) as the run recorded it
     (the tensor's meta noise_std_scale), the direction map, not scaled, as 1.0; a clean input's maps carry none."""

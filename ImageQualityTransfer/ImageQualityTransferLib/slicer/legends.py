@@ -48,6 +48,10 @@ FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote i
 # 3 mm ortho dev scan at b0 SNR 5 biqt's map coloured 39 % of its voxels, the clean scan's 61 %).
 NOISE_NOTE = "noisy input"  # the legend's line for a noisy input whose map was not scaled (g = 1)
 NOISE_SCALE_NOTE = "noisy input: SD ×{scale}"  # and for one scaled, with its factor (Slicer's legend font has no σ)
+# An input above the clean threshold (NOISY_MODEL) but within the training inputs' range (up to NOISY_INPUT) is not
+# called noisy: its scaled map's line names the factor and the index, and one whose factor reads ×1.00 has no line (the
+# Trio, a clean training scan at 0.080, had read "noisy input" in every style; mrml.NOISE_INDEX_ATTRIBUTE)
+NOISE_INDEX_NOTE = "SD ×{scale} for noise index {index}"
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
@@ -271,11 +275,11 @@ def legend_node(scene, volume_node):
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                       floor_note: str = FLOOR_NOTE, inner: np.ndarray | None = None,
-                      noise_notes: tuple[str, str] = (NOISE_NOTE, NOISE_SCALE_NOTE)):
+                      noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE)):
     """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its input's brain
     up with `from_median` (`_floor`), and a legend titled with the map's meaning and unit (`title` overrides the English default,
     for the module's translations; `region`: as `display_range`; `inner`: as `_median`), then a noisy input's line
-    (`noise_notes`: unscaled, scaled; `noise_line`), ending in `floor_note` and `clipped_note` where they apply
+    (`noise_notes`: unscaled, scaled, within; `noise_line`), ending in `floor_note` and `clipped_note` where they apply
     (`set_scale`); returns the legend node."""
     if node is None:
         return None
@@ -308,13 +312,25 @@ def noise_scale(node) -> float | None:
     return value if np.isfinite(value) and value > 0 else None
 
 
-def noise_line(node, unscaled: str = NOISE_NOTE, scaled: str = NOISE_SCALE_NOTE) -> str:
+def noise_line(node, unscaled: str = NOISE_NOTE, scaled: str = NOISE_SCALE_NOTE,
+               within: str = NOISE_INDEX_NOTE) -> str:
     """The legend's line saying a map's input was noisy (`unscaled`), with the factor its sigma was scaled by
-    (`scaled`, "noisy input: SD ×1.55"), wrapped as a title; "" for a clean input's map."""
+    (`scaled`, "noisy input: SD ×1.55"), wrapped as a title; "" for a clean input's map. An input whose noise index
+    (mrml.NOISE_INDEX_ATTRIBUTE) is within the training inputs' (NOISY_INPUT) is not called noisy: `within` names its
+    factor and index where the factor reads other than ×1.00, else no line."""
+    from ..core.noise_level import NOISY_INPUT
+
     g = noise_scale(node)
     if g is None:
         return ""
-    return wrap_title(unscaled if round(g, 2) == 1.0 else scaled.format(scale=f"{g:.2f}"))
+    try:
+        index = float(node.GetAttribute(mrml.NOISE_INDEX_ATTRIBUTE) or "nan")
+    except ValueError:
+        index = float("nan")
+    shown = f"{g:.2f}"
+    if index <= NOISY_INPUT:  # (a node without the index, of an older run, keeps the words)
+        return "" if shown == "1.00" else wrap_title(within.format(scale=shown, index=f"{index:.3f}"))
+    return wrap_title(unscaled if shown == "1.00" else scaled.format(scale=shown))
 
 
 def title_text(legend, lines=()) -> str:
@@ -501,7 +517,7 @@ def pad_titles(titled: list) -> None:
 
 def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE,
                   from_median: bool = True, floor_note: str = FLOOR_NOTE,
-                  noise_notes: tuple[str, str] = (NOISE_NOTE, NOISE_SCALE_NOTE)) -> dict:
+                  noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE)) -> dict:
     """Every uncertainty map of a run styled (`style_uncertainty`), each with its legend; Slicer draws a legend only in
     the views that show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}

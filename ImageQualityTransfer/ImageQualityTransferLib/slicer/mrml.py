@@ -58,6 +58,9 @@ NOISE_ATTRIBUTE = "ImageQualityTransfer.NoiseScale"  # on a map node of a run wh
 # core.noise_level.NOISY_MODEL): the factor its sigma was scaled by for that noise (methods/base.py NOISY_STD_SCALE, 1.0
 # for a method not scaled); absent for a clean input (slicer/legends.py says it in the legend and lowers the floor)
 NOISE_KEY = "noisy_std_scale"  # that factor in a map Volume's meta (slicer/processing.py noisy_scale), kept to its node
+NOISE_INDEX_ATTRIBUTE = "ImageQualityTransfer.NoiseIndex"  # beside it, the input's noise index: the legend says "noisy
+# input" only above core.noise_level.NOISY_INPUT (a clean training scan, the Trio at 0.080, had been called noisy)
+NOISE_INDEX_KEY = "noise_index"  # that index in a map Volume's meta, kept to its node
 MEDIAN_ATTRIBUTE = "ImageQualityTransfer.SupportMedian"  # on a map node: its median over its input's brain (legends._median)
 SUPPORT_ATTRIBUTE = "ImageQualityTransfer.Support"  # "estimated" on a run's outputs kept to a brain estimated from the
 # tensors (an input fitted without a mask): a rim of scalp and background fits surrounds the brain there

@@ -102,6 +102,10 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
         node.SetAttribute(mrml.NOISE_ATTRIBUTE, repr(float(vol.meta[mrml.NOISE_KEY])))
     else:  # a refilled node keeps no noise of an earlier run
         node.RemoveAttribute(mrml.NOISE_ATTRIBUTE)
+    if vol.meta.get(mrml.NOISE_INDEX_KEY) is not None:
+        node.SetAttribute(mrml.NOISE_INDEX_ATTRIBUTE, repr(float(vol.meta[mrml.NOISE_INDEX_KEY])))
+    else:
+        node.RemoveAttribute(mrml.NOISE_INDEX_ATTRIBUTE)
     model = model_words(vol.meta)
     if model:
         node.SetAttribute(mrml.MODEL_ATTRIBUTE, model)

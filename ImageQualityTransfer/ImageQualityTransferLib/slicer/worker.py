@@ -91,7 +91,8 @@ def main(argv=None) -> int:
             outputs[key] = {"path": str(path), "kind": vol.kind, "affine": np.asarray(vol.affine, float).tolist(),
                             "support": vol.meta.get("support"),
                             # the model that ran, which the header's 80 bytes drop for long names
-                            **{k: vol.meta[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY) if vol.meta.get(k)}}
+                            **{k: vol.meta[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY, mrml.NOISE_INDEX_KEY)
+                               if vol.meta.get(k)}}
     except IQTError as exc:
         _emit(error=str(exc))
         return 2

@@ -11,6 +11,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 
+from ImageQualityTransferLib.core import grid  # noqa: E402
 from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
 from ImageQualityTransferLib.dmri.dti import inside_rim  # noqa: E402
 from ImageQualityTransferLib.slicer import display, legends, mrml, processing  # noqa: E402
@@ -335,6 +336,38 @@ def test_a_noisy_input_s_run_marks_its_maps_with_their_factor():
                      meta={} if value is None else {mrml.NOISE_KEY: value})
         node = results._put(scene, vol, "u", None, "biqt/uncertainty/std")
         assert node.GetAttribute(mrml.NOISE_ATTRIBUTE) == want
+
+
+def test_a_noisy_input_s_factor_and_index_come_back_from_the_worker_process(monkeypatch):
+    """The module runs torch methods in a worker process (slicer/worker.py, separate_process.py): a noisy run's factor
+    and noise index reach the maps through its summary; without the keys in either handoff nothing had failed (a
+    review). The worker's own main runs here, its stdout read back as the module reads the process's (one run in a
+    process costs seconds); the prediction is stubbed with a noisy run's meta."""
+    import contextlib
+    import io
+
+    from ImageQualityTransferLib.methods import base
+    from ImageQualityTransferLib.slicer import separate_process, worker
+
+    def predicted(method, lr, factor, mask=None, **kw):
+        hr = grid.hr_affine(lr.affine, factor)
+        shape = tuple(n * 2 for n in lr.shape3)
+        maps = {k: Volume(np.ones(shape, np.float32), hr, "scalar") for k in ("std", "direction")}
+        return base.Prediction(Volume(np.zeros((*shape, 6), np.float32), hr, "tensor",
+                                      meta={"noise_index": 0.167, "noise_std_scale": 1.55}), **maps), mask
+
+    def in_process(args, progress, cancel):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert worker.main(args[args.index("ImageQualityTransferLib.slicer.worker") + 1:]) == 0
+        return next(m for m in map(separate_process._parse, out.getvalue().splitlines()) if m and m.get("done"))
+
+    monkeypatch.setattr(base, "predict_within", predicted)
+    monkeypatch.setattr(separate_process, "_run_worker", in_process)
+    lr = Volume(np.zeros((4, 4, 4, 6), np.float32), np.eye(4), "tensor")
+    got = processing.predict_in_subprocess(lr, processing.Request("biqt", 2))
+    assert {k: (v.meta.get(mrml.NOISE_KEY), v.meta.get(mrml.NOISE_INDEX_KEY)) for k, v in got.items()} == {
+        "tensor": (None, 0.167), "uncertainty/std": (1.55, 0.167), "uncertainty/direction": (1.0, 0.167)}
 
 
 def test_legends_titles_and_label_formats(lowres):

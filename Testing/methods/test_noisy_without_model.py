@@ -55,3 +55,31 @@ def test_the_methods_that_would_switch_are_named_with_their_verb(monkeypatch, in
     with pytest.warns(base.IQTWarning) as caught:
         methods.get("cubic")._for_noise(lr, None, (3, 3, 3))
     assert said in str(caught[0].message), str(caught[0].message)
+
+
+def test_a_brain_holed_by_failed_fits_is_read_noisy_not_clean():
+    """At b0 SNR 1 a dev scan's failed fits, cut out of its brain, left fewer than 500 voxels after the index's
+    erosion: the index came back None, read as clean, and biqt ran its clean model with no line, its sigma falling as
+    the noise grew (a review). The brain is read with its holes filled: noisy, the noise-trained model chosen."""
+    import numpy as np
+
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import input_noise_index
+
+    rng = np.random.default_rng(0)
+    t = rng.normal(0, 1.5e-4, (24, 24, 24, 6)).astype(np.float32)  # a noisy fit of an isotropic brain
+    t[..., [0, 3, 5]] += 7e-4
+    brain = np.zeros((24, 24, 24), bool)
+    brain[3:21, 3:21, 3:21] = True
+    holes = brain & (rng.random(brain.shape) < 0.2)  # failed fits: no tensor, out of the mask
+    t[holes] = 0
+    lr = Volume(t, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor")
+    mask = Volume(brain & ~holes, lr.affine, "mask")
+    assert noise_level.noise_index(t, mask.data) is None  # the case: too little left after the erosion
+    index = input_noise_index(lr, mask.data)
+    assert index is not None and index > noise_level.NOISY_INPUT, index
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner, read = methods.get("global-linear")._for_noise(lr, mask, (2, 2, 2))
+    assert read == index and runner.model_for == "noisy", (read, runner.model_for)
+    assert any("uses its model trained with added noise" in str(w.message) for w in caught), caught

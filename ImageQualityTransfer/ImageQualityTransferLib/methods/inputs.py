@@ -75,11 +75,18 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
     estimated in where that was not the field's (`unit`: its meta's "md_unit"; in the background's unit of 9 mm
     voxels a clean scan reads as noisy, 0.097 against 0.060). A brain mask given for a whole-field fit
     (a_whole_field_brain) is read in the MD mode over it: in the field's, the clean ×3 ortho input had read 0.089 with
-    its brain mask and 0.060 without one. A masked fit keeps the field's mode (its background is empty)."""
+    its brain mask and 0.060 without one. A masked fit keeps the field's mode (its background is empty). A brain whose
+    failed fits' holes leave too little after the erosion (noise_level.noise_index's None) is read with them filled."""
     if unit is None and not estimated and a_whole_field_brain(lr.data, brain):
         unit = tensors.md_mode(np.where(np.asarray(brain, bool)[..., None], lr.data, 0))
-    return noise_level.noise_index(lr.data, brain, core=noise_level.estimated_core(lr.voxel_size) if estimated else 0,
-                                   unit=unit)
+    core = noise_level.estimated_core(lr.voxel_size) if estimated else 0
+    index = noise_level.noise_index(lr.data, brain, core=core, unit=unit)
+    if index is None:  # a very noisy scan's failed fits, cut out of its brain, leave holes the erosion spreads: at b0
+        # SNR 1 a dev brain eroded to 150 voxels, read as clean (its clean model, no line); read with them filled
+        filled = ndimage.binary_fill_holes(np.asarray(brain, bool))
+        if filled.sum() > np.count_nonzero(brain):
+            index = noise_level.noise_index(lr.data, filled, core=core, unit=unit)
+    return index
 
 
 BRAIN_SHARE_MIN = 0.05  # a mask holding less of a whole-field fit's filled voxels is a region, not its brain: the

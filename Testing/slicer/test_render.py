@@ -466,3 +466,29 @@ def test_snr_is_checked_before_any_work_and_noises_the_low_res_dwis(tmp_path, mo
     lr = np.full((4, 4, 4, 3), 100.0, np.float32)
     noisy = noise["noise"](lr, np.ones((4, 4, 4), bool))
     assert 15 < noisy.std() < 25 and np.array_equal(noisy, noise["noise"](lr, np.ones((4, 4, 4), bool)))  # seeded
+
+
+def test_a_very_low_snr_is_warned_of_as_iqt_degrade_warns(tmp_path, monkeypatch, capsys):
+    """`iqt degrade --snr 0.01` says the fits are mostly noise below b0 SNR 5; `render --snr 0.01` had drawn its picture
+    without a word (a review): the same line, before the run; none at 5."""
+    from ImageQualityTransferLib.apps.cli import options
+    from ImageQualityTransferLib.core.errors import IQTWarning
+
+    def stop(*a, **k):
+        raise render.IQTError("stop here")
+
+    monkeypatch.setattr(render, "_app_importable", lambda: None)
+    monkeypatch.setattr(offscreen, "check_offscreen_opengl", lambda *a, **k: None)
+    monkeypatch.setattr(render, "degraded_subject", stop)
+    for name in ("dwi.nii.gz", "dwi.bval", "dwi.bvec"):
+        (tmp_path / name).write_text("")
+    for value in ("0.01", "5"):
+        assert render.main([str(tmp_path), str(tmp_path / "x.png"), "--method", "cubic", "--snr", value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        if value == "5":
+            assert err == ["render: stop here"], err
+            continue
+        with pytest.warns(IQTWarning) as said:
+            options.snr(value)
+        assert err == [f"render: warning: {said[0].message}", "render: stop here"], err
+        assert "below 5 the noise is as large as most diffusion-weighted signal" in err[0], err

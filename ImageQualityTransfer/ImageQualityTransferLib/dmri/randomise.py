@@ -26,6 +26,16 @@ OLS_FRACTION = 0.3  # of the WLS styles (own, tight, unmasked), fitted by OLS in
 SUBSET_FRACTION = 0.0  # of the volumes, with a random subset of the directions
 NOISE_FRACTION = 0.0  # of the volumes, with added Rician noise
 SNR_RANGE = (8.0, 40.0)  # b0 signal over the noise's standard deviation, on the low-res grid
+LOWEST_SNR = 5.0  # b0 SNR: at b=1000 white matter keeps about a quarter of the b0 signal, ~1 noise std here
+
+
+def low_snr_note(value) -> str | None:
+    """The line an --snr below LOWEST_SNR is said with (iqt's options, slicer/render.py), else None."""
+    if not float(value) < LOWEST_SNR:
+        return None
+    return (f"--snr {value}: below {LOWEST_SNR:g} the noise is as large as most diffusion-weighted signal and the fits "
+            f"are mostly noise; clinical b0 SNR is about 10-40 (the noise-trained models saw {SNR_RANGE[0]:g}-"
+            f"{SNR_RANGE[1]:g})")
 MIN_DIRECTIONS = 6
 
 

@@ -226,6 +226,11 @@ def _snr(value: str | None) -> float | None:
         v = float("nan")
     if not 0 < v < float("inf"):
         raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio as a positive number, e.g. --snr 5")
+    from ..dmri.randomise import low_snr_note
+
+    note = low_snr_note(value)
+    if note:  # as `iqt degrade --snr` says it (a picture at --snr 0.01 had been drawn without a word)
+        print(f"render: warning: {note}", file=sys.stderr)
     return v
 
 

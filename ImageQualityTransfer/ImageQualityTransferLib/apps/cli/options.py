@@ -410,16 +410,14 @@ def snr(value) -> float | None:
         v = float("nan")
     if not (v > 0 and v < float("inf")):
         raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio of the added noise, a number above 0 (e.g. 20)")
-    if v < LOWEST_SNR:
+    from ...dmri.randomise import low_snr_note
+
+    note = low_snr_note(value)
+    if note:
         import warnings
 
-        warnings.warn(f"--snr {value}: below {LOWEST_SNR:g} the noise is as large as most diffusion-weighted signal and "
-                      "the fits are mostly noise; clinical b0 SNR is about 10-40 (the noise-trained models saw 8-40)",
-                      IQTWarning, stacklevel=2)
+        warnings.warn(note, IQTWarning, stacklevel=2)
     return v
-
-
-LOWEST_SNR = 5.0  # b0 SNR: at b=1000 white matter keeps about a quarter of the b0 signal, ~1 noise std here
 
 
 def check_host(host: str, option: str = "--host", fix: str = "give one of this machine's addresses, e.g. 127.0.0.1, "

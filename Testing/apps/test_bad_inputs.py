@@ -434,7 +434,7 @@ def test_logic_refuses_an_input_node_as_its_output(work):
     for targets, message in (({"tensor": node}, "is an input"), ({"uncertainty": mask_node}, "is an input")):
         with pytest.raises(IQTError, match=message):
             processing.run_on_nodes(scene, node, "biqt", 2, mask_node=mask_node, targets=targets)
-    with pytest.raises(IQTError, match="both the tensor and the interpolated"):
+    with pytest.raises(IQTError, match="chosen in both the 'High-resolution DTI' and the 'Cubic interpolation"):
         processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True, targets={"tensor": other, "interpolated": other})
     np.testing.assert_array_equal(mrml.tensor_volume_from_node(node).data, before)
     assert scene.GetNumberOfNodes() == n_nodes  # no result node left behind

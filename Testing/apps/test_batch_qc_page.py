@@ -222,3 +222,26 @@ def test_a_table_that_cannot_be_read_is_not_written_over_without_its_earlier_row
         qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
     assert err.value.errno == errno.EMFILE
     assert table.read_bytes() == before
+
+
+# qc.tsv's columns as 0.26.0 wrote them: a lab's script reading them by position (awk's $10) must read the same ones
+QC_COLUMNS_0_26_0 = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from",
+                     "median_std_mm2s", "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes",
+                     "b0_shift_vox", "b0_check", "bvec_check", "model_used", "outlier", "seconds", "figure", "notes",
+                     "reason")
+
+
+def test_new_columns_come_after_the_earlier_ones_and_n_a_is_said(tmp_path):
+    """noise_std_scale had been put after median_std_mm2s, moving every later column by one: awk's $10 read 1.6077,
+    not nonphysical_pct (a review). The page shows it beside the median and says what its n/a means (a row an earlier
+    version wrote, or no --uncertainty: the review's resumed rows read n/a beside a scaled sigma, unexplained)."""
+    row = {"subject": "sub-01", "input": "a", "status": "done", "reason": "",
+           "qc": {"median_std": 1.99e-4, "noise_std_scale": 1.6077, "nonphysical_pct": 0.25, "noise_index": 0.172}}
+    qc.write_qc(tmp_path, [row], batch.Settings(method="biqt", uncertainty=True))
+    head, line = ((tmp_path / "qc.tsv").read_text().splitlines()[i].split("\t") for i in (0, 1))
+    assert tuple(head[:len(QC_COLUMNS_0_26_0)]) == QC_COLUMNS_0_26_0, head
+    assert line[9] == "0.25" and line[head.index("noise_std_scale")] == "1.6077", line  # awk -F'\t' '{print $10}'
+    page = (tmp_path / "qc.html").read_text()
+    assert "<th>median_<wbr>std_<wbr>mm2s</th><th>noise_<wbr>std_<wbr>scale</th>" in page
+    assert "<td>0.000199</td><td>1.6077</td>" in page
+    assert "n/a: no uncertainty maps (run without --uncertainty), or a row an earlier version wrote" in page

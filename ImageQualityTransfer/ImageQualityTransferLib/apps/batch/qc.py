@@ -54,9 +54,12 @@ def _flag(results: list[dict], m: str, k: float) -> None:
                 r["outlier"].append(m)
 
 
+# new columns go at the end: a lab's script reads them by position (awk's $10 had become noise_std_scale, not
+# nonphysical_pct, when it was put after median_std_mm2s: a review); the page shows a column where it reads best (PAGE_AFTER)
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
-              "noise_std_scale", "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
-              "model_used", "outlier", "seconds", "figure", "notes", "reason")
+              "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
+              "model_used", "outlier", "seconds", "figure", "notes", "reason", "noise_std_scale")
+PAGE_AFTER = {"noise_std_scale": "median_std_mm2s"}  # on qc.html beside the sigma it multiplied
 # fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
 # dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
 # the b0 lies from the mean DWI (the first two n/a with 6 diffusion-weighted directions, fitted exactly: the check
@@ -110,14 +113,14 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
             seconds = r.get("seconds")
         rows.append([r["subject"], model, res, r["status"], q.get("voxel_mm", "n/a"), _fmt(q.get("snr"), ".1f"),
                      _fmt(q.get("brain_ml"), ".1f"), q.get("brain_from", "-") if q else "-",
-                     _fmt(q.get("median_std"), ".3g"), _fmt(q.get("noise_std_scale"), ".5g"),
-                     _fmt(q.get("nonphysical_pct"), ".2f"),
+                     _fmt(q.get("median_std"), ".3g"), _fmt(q.get("nonphysical_pct"), ".2f"),
                      _fmt(q.get("noise_index"), ".3f"), _fmt(q.get("fit_outlier_pairs"), ".0f"),
                      _volumes(q), _fmt(q.get("b0_shift_vox"), ".2f"),
                      str(q.get("b0_check", "n/a")), str(q.get("bvec_check", "n/a")), _model_used(r),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"),
                      r.get("figure") or "n/a" if r["status"] != "failed" else "n/a",
-                     " | ".join(" ".join(str(n).split()) for n in r.get("notes") or []) or "-", r.get("reason", "")])
+                     " | ".join(" ".join(str(n).split()) for n in r.get("notes") or []) or "-", r.get("reason", ""),
+                     _fmt(q.get("noise_std_scale"), ".5g")])
     return rows
 
 
@@ -158,7 +161,10 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
     # 1600 px the figures had been off-screen, past 20 measure columns and two wide text ones, and then a failed
     # row's reason, second to last (cluster audits)
     first = (QC_COLUMNS.index("figure"), QC_COLUMNS.index("reason"))
-    shown = [*range(4), *first, *(i for i in range(4, len(QC_COLUMNS)) if i not in first)]
+    shown = [*range(4), *first, *(i for i in range(4, len(QC_COLUMNS)) if i not in first and
+                                  QC_COLUMNS[i] not in PAGE_AFTER)]
+    for c, after in PAGE_AFTER.items():
+        shown.insert(shown.index(QC_COLUMNS.index(after)) + 1, QC_COLUMNS.index(c))
     head = "".join(f"<th>{html.escape(QC_COLUMNS[i]).replace('_', '_<wbr>')}</th>" for i in shown)
     # rows an earlier run wrote (other subjects, another method or factor) are shown apart, as they were then: a
     # cohort audit's page counted a subject removed from the dataset, and failures of two, against the run's own line
@@ -201,7 +207,9 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "roughness in the brain (the dev scans degraded x2: 0.049-0.070; above "
             f"{NOISY_MODEL:g} a method with a model trained with added noise runs it: model_used noisy; above {NOISY_INPUT:g} "
             "the others may do no better than cubic). noise_std_scale: the factor the uncertainty maps' sigma (median_std_mm2s "
-            "included) was multiplied by for that noise (1: not scaled; docs/accuracy.md, Sigma on noisy inputs). "
+            "included) was multiplied by for that noise (1: not scaled; docs/accuracy.md, Sigma on noisy inputs; n/a: no "
+            "uncertainty maps (run without --uncertainty), or a row an earlier version wrote, before the factor was "
+            "recorded, whose sigma may have been scaled: rerun it to have the factor). "
             "fit_outlier_pairs, fit_outlier_volumes: a DWI subject's (slice, "
             "volume) pairs and whole volumes its tensor fit does not explain (signal dropout, a dead or moved volume; "
             "named in its warning; left out of the fit with --exclude-outliers; n/a with 6 diffusion-weighted directions, which "

@@ -19,6 +19,7 @@ from ImageQualityTransferLib.dmri import degrade as deg
 from ImageQualityTransferLib.dmri import randomise
 from ImageQualityTransferLib.dmri.dti import brain_mask
 from ImageQualityTransferLib.dmri.phantom import make_phantom
+from ImageQualityTransferLib.methods.forest.method import GlobalLinearMethod
 
 
 @pytest.fixture(scope="module")
@@ -204,12 +205,12 @@ def index_of(monkeypatch):
     return set_to
 
 
-def _noise_lines(phantom, **settings):
+def _noise_lines(phantom, uncertainty=False, **settings):
     dwi, mask = phantom
     pair = deg.degrade(dwi, mask, 2, style="tight")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        methods.get("global-linear", **settings).predict(pair.tensor, 2, pair.mask, uncertainty=False)
+        methods.get("global-linear", **settings).predict(pair.tensor, 2, pair.mask, uncertainty=uncertainty)
     return [str(w.message) for w in caught if issubclass(w.category, IQTWarning) and "noise index" in str(w.message)]
 
 
@@ -220,8 +221,9 @@ def test_predict_s_noise_line_names_the_factor_below_the_training_edge(phantom, 
     from ImageQualityTransferLib.methods import base
 
     monkeypatch.setitem(base.NOISY_STD_SCALE, "global-linear", ((0.075, 0.13), (1.0, 1.55)))
+    monkeypatch.setattr(GlobalLinearMethod, "gives_uncertainty", True)  # a map written: the line names its factor
     index_of(0.09)
-    [said] = _noise_lines(phantom)
+    [said] = _noise_lines(phantom, uncertainty=True)
     assert said.endswith("global-linear uses its model trained with added noise (global-linear_x2_noisy) (its "
                          "uncertainty map's sigma scaled up x1.15 for that noise, calibrated on training scans)"), said
 
@@ -252,8 +254,9 @@ def test_a_noise_trained_model_of_ones_own_is_said_with_its_sigma_unscaled(phant
     for ext in ("npz", "json"):
         shutil.copy(Path(MODELS_DIR) / f"global-linear_x2_noisy.{ext}", tmp_path)  # the same file, outside the install's folder
     monkeypatch.setitem(base.NOISY_STD_SCALE, "global-linear", ((0.075, 0.13), (1.0, 1.55)))
+    monkeypatch.setattr(GlobalLinearMethod, "gives_uncertainty", True)  # a map written: the line names its factor
     index_of(0.15)
-    [copied] = _noise_lines(phantom, model=str(tmp_path / "global-linear_x2_noisy.npz"))
+    [copied] = _noise_lines(phantom, uncertainty=True, model=str(tmp_path / "global-linear_x2_noisy.npz"))
     assert copied.endswith("its sigma is scaled up x1.55 for it (calibrated on training scans), which brings it closer "
                            "but not to the error: read it as a lower bound)"), copied
     own = tmp_path / "own"  # one's own: other weights (the copy's, one value moved), its sidecar written for them
@@ -267,9 +270,26 @@ def test_a_noise_trained_model_of_ones_own_is_said_with_its_sigma_unscaled(phant
     side.pop(model_files.SEAL, None)
     model_files.write_sidecar(own / "mine_noisy.json", {**side, "weights": "mine_noisy.npz",
                                                         "sha256": checksums.sha256(own / "mine_noisy.npz")})
-    [said] = _noise_lines(phantom, model=str(own / "mine_noisy.npz"))
+    [said] = _noise_lines(phantom, uncertainty=True, model=str(own / "mine_noisy.npz"))
     assert "global-linear uses the given model, trained with added noise (mine_noisy); at the edge of its training" in said
     assert said.endswith("read it as a lower bound); its uncertainty map's sigma is left as that model gives it, not "
                          "scaled up x1.55 for the noise as that of global-linear's model trained with added noise is "
                          "(calibrated on it, not on this one)"), said
     assert base._given_unscaled("biqt", 0.0751) == "" and "scaled" not in said.split("lower bound")[0], said
+
+
+@pytest.mark.parametrize("index, says", [(0.09, "its uncertainty map's sigma scaled up x1.15 for that noise"),
+                                         (0.127, "its sigma is scaled up x1.52 for it")])
+def test_without_an_uncertainty_map_the_noise_line_names_no_sigma_factor(phantom, index_of, monkeypatch, index, says):
+    """Without --uncertainty no map is written and no sigma scaled, yet biqt's line said "its sigma is scaled up x1.09
+    for it" at noise index 0.127 (a review; below the training edge "its uncertainty map's sigma scaled up ..." alike).
+    With a map it still does (global-linear given biqt's place in NOISY_STD_SCALE and a map, as above)."""
+    from ImageQualityTransferLib.methods import base
+
+    monkeypatch.setitem(base.NOISY_STD_SCALE, "global-linear", ((0.075, 0.13), (1.0, 1.55)))
+    index_of(index)
+    [plain] = _noise_lines(phantom)
+    assert "scaled" not in plain and "x1." not in plain, plain
+    monkeypatch.setattr(GlobalLinearMethod, "gives_uncertainty", True)
+    [said] = _noise_lines(phantom, uncertainty=True)
+    assert said.startswith(plain.split(" (the uncertainty map may")[0]) and says in said, said

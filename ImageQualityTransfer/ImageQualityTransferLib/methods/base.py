@@ -291,7 +291,7 @@ class Method:
         # said for every method; interpolation clips them, as any interpolator would
         lr = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated)
         if self.learned:
-            runner, index = self._for_noise(lr, mask, f, estimated=estimated)
+            runner, index = self._for_noise(lr, mask, f, estimated=estimated, maps=maps)
             self._warn_off_training(lr, mask, f)
         # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
         # there is low, calling them certain
@@ -399,11 +399,12 @@ class Method:
         """The model that ran, as the header names it (records.made_by): none for interpolation (LearnedMethod's)."""
         return {}
 
-    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False):
+    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False, maps: bool = True):
         """(The method that runs on `lr`, the input's noise index): this one, or for an input noisier than clean scans
         (noise_level.noise_index above noise_level.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
         no model was given (said in one warning line). Without one, a warning when the input is much noisier than the
-        training inputs (above noise_level.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md)."""
+        training inputs (above noise_level.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md).
+        `maps`: whether uncertainty maps are written; without, the line names no sigma factor (none is applied)."""
         if mask is None and estimated:  # a whole field with no brain found in it: the index would read background fits
             return self, None
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
@@ -411,10 +412,11 @@ class Method:
         if index is None or index <= noise_level.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)
+        scaled = self.name if maps else None  # the method whose sigma factor a line names (none without a map)
         if twin is not None:
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
-                          f"({Path(twin.model_path).stem})" + noise_ending(index, self.name), IQTWarning, stacklevel=4)
+                          f"({Path(twin.model_path).stem})" + noise_ending(index, scaled), IQTWarning, stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
 
@@ -423,15 +425,15 @@ class Method:
         if self.name in here and _trained_with_noise(self.model_path):  # a noise-trained model given: its line, as
             # the default run's (the line had said to run such a model, the one that ran); one not the install's keeps
             # its sigma (given_model), said so
-            end = _beyond_noise_training(index) + _given_unscaled(self.name, index) if self.given_model() else \
-                noise_ending(index, self.name)
+            end = _beyond_noise_training(index) + _given_unscaled(scaled, index) if self.given_model() else \
+                noise_ending(index, scaled)
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} uses the given model, trained with added noise "
                           f"({Path(self.model_path).stem})" + end, IQTWarning, stacklevel=4)
         elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model; without one it would run its "
-                          "model trained with added noise" + _given_unscaled(self.name, index), IQTWarning, stacklevel=4)
+                          "model trained with added noise" + _given_unscaled(scaled, index), IQTWarning, stacklevel=4)
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
@@ -648,7 +650,7 @@ def underrates(name: str | None, index: float, scaled: str | None = None) -> str
     return _UNDERRATES.format(scaled)
 
 
-def noise_ending(index: float, name: str) -> str:
+def noise_ending(index: float, name: str | None) -> str:
     """The end of `name`'s noise-trained model's line: `_beyond_noise_training`'s clause, or below the training edge,
     where `name`'s sigma is scaled all the same (noisy_std_scale above 1 from NOISY_MODEL on), the factor in brackets
     (the line had named it only beyond the edge, while the run record held it)."""
@@ -678,7 +680,7 @@ def _beyond_noise_training(index: float, several: bool = False, name: str | None
     return ""
 
 
-def _given_unscaled(name: str, index: float) -> str:
+def _given_unscaled(name: str | None, index: float) -> str:
     """The given model's line's end where `name`'s sigma would be scaled for this noise (noisy_std_scale above 1): that
     factor is calibrated on the install's models, so a --model file's sigma is left unscaled, said here."""
     shown = _shown_factor(name, index)

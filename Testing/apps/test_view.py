@@ -1544,6 +1544,14 @@ def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, c
         fired.append(time.monotonic() - started)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
+    waits = []  # the deadlines of the waits begun: the unsaid 0.5 s, then the rest after the line
+
+    def join_until(threads, deadline):
+        waits.append(deadline)
+        real_join_until(threads, deadline)
+
+    real_join_until = signals._join_until
+    monkeypatch.setattr(signals, "_join_until", join_until)
     kick = threading.Timer(0.1, ctrl_c)
     try:
         thread.start()
@@ -1556,13 +1564,14 @@ def test_ctrl_c_early_in_the_exit_wait_says_what_it_was_for_first(monkeypatch, c
         kick.cancel()
         release.set()
         signal.signal(signal.SIGINT, old)
+    # the Ctrl-C ended the wait (its own 20 s not waited), wherever it was taken: a lost one fails here, not skipped
+    assert took < 10, took
     # sent past the unsaid 0.5 s, it tests what the test above does: not this. Sent in time, it can still be taken after
-    # it where a loaded machine leaves the main thread waiting: the same two lines, and the 20 s wait not waited
-    if not fired or fired[0] > 0.4:
+    # it (the second wait begun) where a loaded machine leaves the main thread waiting: the same two lines either way
+    if not fired or fired[0] > 0.4 or len(waits) > 1:
         when = f"{fired[0]:.2f} s into the wait" if fired else "never"
         pytest.skip(f"the machine was too slow: Ctrl-C sent {when}, taken after {took:.2f} s, not in the wait's first "
                     "0.5 s")
-    assert took < 10, took  # ended by the Ctrl-C, inside the wait's unsaid 0.5 s (the wait's own 20 s not waited)
     assert capsys.readouterr().err.splitlines() == [
         "iqt view: the espcn run stopped earlier is still computing; waiting up to 20 s for it before Python exits "
         "(Ctrl-C: do not wait)", "iqt view: not waiting for the stopped run any more; Python exits now"]

@@ -342,7 +342,7 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     noisy = noisy_scale(pred.tensor.meta)
     for key, v in pred.maps().items():
         if noisy is not None:  # the legend says it (mrml.NOISE_ATTRIBUTE): a uniformly scaled map looks like a clean one
-            v.meta[mrml.NOISE_KEY] = noisy if key in NOISY_STD_MAPS else 1.0  # the direction's is not scaled
+            v.meta[mrml.NOISE_KEY] = noisy if key in NOISY_STD_MAPS else 1.0  # the direction's: drawn from the scaled SD, not multiplied
             v.meta[mrml.NOISE_INDEX_KEY] = float(pred.tensor.meta["noise_index"])  # the legend's words by it
         out[f"uncertainty/{key}"] = v
     if request.interpolate:

@@ -2184,3 +2184,20 @@ def test_a_dashboard_address_without_a_scheme_is_said_so_through_the_command(tmp
     code, _, err = run_cli(capsys, "batch", tmp_path / "list.txt", "-o", tmp_path / "o", "--method", "cubic",
                            "--scheduler", "run/scheduler.json")
     assert code == 2 and "no such scheduler file" in err and not (tmp_path / "o").exists()
+
+
+def test_the_recorded_command_and_options_mask_every_scheduler_password():
+    """dataset_description.json's Command (and every header's run record) held `--scheduler ws://alice:S3cret@...`
+    whole: only the lock had been masked, and there the last of two --scheduler values only (a review)."""
+    import argparse
+
+    from ImageQualityTransferLib.apps.cli import _record
+
+    argv = ["--threads", "1", "batch", "l.txt", "--sched", "ws://alice:OldPw@h:1/", "--scheduler=ws://a:S3cret@h:1/?token=T0k",
+            "--method", "cubic"]
+    args = argparse.Namespace(command="batch", argv=argv, scheduler="ws://a:S3cret@h:1/?token=T0k", method="cubic")
+    record = _record(args)
+    assert record["command"] == ("iqt --threads 1 batch l.txt --sched 'ws://alice:***@h:1/' "
+                                 "'--scheduler=ws://a:***@h:1/?token=***' --method cubic"), record
+    assert record["options"]["scheduler"] == "ws://a:***@h:1/?token=***"
+

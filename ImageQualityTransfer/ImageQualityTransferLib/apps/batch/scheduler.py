@@ -64,6 +64,28 @@ def shown(address) -> str:
     return _query_masked(f"{scheme}{sep}{login}@{after}")
 
 
+def masked_command(argv) -> str:
+    """`iqt` and `argv` as one shell line, each --scheduler value (--scheduler URL, --scheduler=URL, an abbreviation
+    such as --sched URL) as `shown` writes it: what a run records (headers, sidecars, dataset_description.json) and its
+    lock shows, which had held the password (a review). A scheduler file is better: `ps` shows a command line."""
+    import shlex
+
+    argv = [str(a) for a in argv]
+    out, after_batch, masked_next = [], False, False
+    for token in argv:
+        if masked_next:
+            token, masked_next = shown(token), False
+        elif after_batch and token.startswith("--") and len(token) > 2:
+            name, eq, value = token.partition("=")
+            if "--scheduler".startswith(name) and len(name) > 2:
+                token, masked_next = (f"{name}={shown(value)}", False) if eq else (token, True)
+        elif token == "--":
+            after_batch = False
+        after_batch = after_batch or token == "batch"
+        out.append(token)
+    return shlex.join(["iqt", *out])
+
+
 def _query_masked(text: str) -> str:
     """A URL's query values masked (wss://host/?token=***): a proxy's token passed there had been echoed whole."""
     head, q, query = text.partition("?")

@@ -353,7 +353,14 @@ def _record(args) -> dict:
 
     hidden = {"func", "argv", "order_stated"}
     options = {k: v for k, v in sorted(vars(args).items()) if k not in hidden and not callable(v)}
-    return {"command": shlex.join(["iqt", *getattr(args, "argv", [])]), "options": options, "version": __version__,
+    command = shlex.join(["iqt", *getattr(args, "argv", [])])
+    if getattr(args, "command", None) == "batch":  # a --scheduler URL's password masked in all a run records
+        from ..batch.scheduler import masked_command, shown  # (dataset_description.json had held it: a review)
+
+        command = masked_command(getattr(args, "argv", []))
+        if options.get("scheduler"):
+            options["scheduler"] = shown(options["scheduler"])
+    return {"command": command, "options": options, "version": __version__,
             "build": build()}  # and the threads, at each write (records.run_json)
 
 

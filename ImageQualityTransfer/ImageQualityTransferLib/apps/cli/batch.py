@@ -147,24 +147,14 @@ def check_qc_table(out) -> None:
                        "to the earlier runs' there: make it readable (or move it) and rerun") from None
 
 
-def _lock_command(argv, scheduler) -> str:
-    """The command as the folder's lock holds it, for a second run's refusal to name: with the --scheduler address's
-    password masked (batch.scheduler.shown), which it had shown every user who could read the lock."""
-    from ..batch.scheduler import shown
-
-    if scheduler:  # its own word (--scheduler URL) or after an option's '=' (--scheduler=URL, --sched=URL)
-        argv = [a[:-len(scheduler)] + shown(scheduler) if a.endswith(scheduler) else a for a in argv]
-    return shlex.join(["iqt", *argv])
-
-
 def run(args) -> int:
     from ...core import grid
     from ...core.version import forget_build
     from .. import batch
     from ..batch import lock as batch_lock
+    from ..batch.scheduler import masked_command
 
     forget_build()  # this run's build read fresh at its start, as the workers' (scheduler.py _PROBE)
-    given = args.scheduler  # as typed: masked in the command the lock shows other runs (_lock_command)
 
     f = options.factors(args)  # None: each subject's own, from its header (--voxel-size, or a --model's own factors)
     local = [o for o, v in (("--memory-limit", args.memory_limit), ("--dashboard-address", args.dashboard_address))
@@ -291,7 +281,7 @@ def run(args) -> int:
         raise IQTError(f"{args.output}: cannot create the folder ({exc.strerror}); choose another output folder") from None
     ended = False
     try:  # one run at a time per folder, from before any work to the end whatever happens (batch/lock.py)
-        with batch_lock.held(out, _lock_command(args.argv, given)) as rec:
+        with batch_lock.held(out, masked_command(args.argv)) as rec:
             from ... import methods
 
             client, cluster = batch.start_client(args.workers, args.scheduler, args.memory_limit,

@@ -2049,10 +2049,13 @@ def test_a_ws_scheduler_url_with_nothing_listening_is_refused_at_once():
 
 
 @contextlib.contextmanager
-def _answering(status_of):
+def _answering(status_of, tls=None):
     """A local http.server answering every GET with `status_of(request)` and no body; yields its ws:// base URL (a
-    stand-in for what answers at a --scheduler ws address: a scheduler, a proxy, a dashboard)."""
+    stand-in for what answers at a --scheduler ws address: a scheduler, a proxy, a dashboard); over TLS with `tls`'s
+    (a distributed Security's) certificate, which no system trusts."""
     import http.server
+    import ssl
+    import tempfile
     import threading
 
     class Answer(http.server.BaseHTTPRequestHandler):
@@ -2065,6 +2068,13 @@ def _answering(status_of):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    if tls is not None:
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "c.pem").write_text(tls.tls_scheduler_cert)
+            Path(d, "k.pem").write_text(tls.tls_scheduler_key)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(Path(d, "c.pem"), Path(d, "k.pem"))
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"ws://127.0.0.1:{server.server_address[1]}"
@@ -2200,4 +2210,40 @@ def test_the_recorded_command_and_options_mask_every_scheduler_password():
     assert record["command"] == ("iqt --threads 1 batch l.txt --sched 'ws://alice:***@h:1/' "
                                  "'--scheduler=ws://a:***@h:1/?token=***' --method cubic"), record
     assert record["options"]["scheduler"] == "ws://a:***@h:1/?token=***"
+
+
+def test_a_wss_probe_sends_the_login_only_to_a_server_whose_certificate_verifies(monkeypatch):
+    """The wss:// probe had sent the URL's Basic login to a server with any certificate (an unverified context), where
+    Dask's Client fails the TLS check and sends nothing (a review: a self-signed server logged alice:S3cret); it now
+    checks the certificate as the Client does, its own credentials (a Security) where Dask's configuration names them."""
+    from distributed.security import Security
+
+    from ImageQualityTransferLib.apps.batch import dask_client, scheduler
+
+    sent, security = [], Security.temporary()
+    with _answering(lambda request: sent.append(request.headers.get("Authorization")) or 401, tls=security) as base:
+        given = f"wss://alice:S3cret@{base.replace('ws://', '')}/"
+        with pytest.raises(batch.IQTError) as err:
+            dask_client.start_client(scheduler=given, wait_workers=1)
+        assert "the server's certificate does not verify, and no login was sent to it" in str(err.value), err.value
+        assert sent == [] and "S3cret" not in str(err.value)
+        with pytest.raises(batch.IQTError, match=r"refused the login \(HTTP 401\)"):  # its CA trusted: the login goes
+            scheduler._reachable(given, security)
+        assert sent == ["Basic YWxpY2U6UzNjcmV0"]
+
+
+def test_a_wss_address_of_a_plain_ws_scheduler_is_told_its_ws_form(monkeypatch):
+    """wss:// at a --protocol ws scheduler (which waits for a request, not a TLS hello) had taken 28 s to say "cannot
+    connect ... start one with 'dask scheduler'" (a review, against a real one); a plain handshake there, sent without
+    the login, answered 101, says to give ws://, the password masked."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    monkeypatch.setattr(scheduler, "WS_ANSWER_S", 0.3)
+    sent = []
+    with _answering(lambda request: sent.append(request.headers.get("Authorization")) or 101) as base:
+        where = base.replace("ws://", "")
+        with pytest.raises(batch.IQTError) as err:
+            scheduler._reachable(f"wss://alice:S3cret@{where}/")
+    assert str(err.value) == (f"--scheduler wss://alice:***@{where}/: the scheduler there speaks plain ws://, not TLS "
+                              f"(wss://); give ws://alice:***@{where}/") and sent == [None], err.value
 

@@ -46,7 +46,12 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
                 creds = ("the credentials Dask's configuration names (distributed.comm.tls.ca-file, "
                          "distributed.comm.tls.client.cert, distributed.comm.tls.client.key) are not this cluster's; "
                          "name its CA, certificate and key there")
-                if not isinstance(tls, ssl.SSLCertVerificationError):  # a plain scheduler fails here too: tcp:// for
+                if isinstance(tls, ssl.SSLCertVerificationError) and scheduler.startswith("wss://"):  # the probe's
+                    # check, as Dask's Client makes it: the login is sent only to a server whose certificate verifies
+                    creds = ("the server's certificate does not verify, and no login was sent to it; where its CA is "
+                             "your own, trust it as Dask's Client does (the system's certificates, or Dask's "
+                             "distributed.comm.tls.* settings)")
+                elif not isinstance(tls, ssl.SSLCertVerificationError):  # a plain scheduler fails here too: tcp:// for
                     # tls://, ws:// for wss:// (a ws listener does not speak tcp://), with no password in the suggestion
                     plain = (f"ws:// (give {shown('ws' + scheduler[3:])})" if scheduler.startswith("wss://") else
                              f"TCP (give tcp://{host_port(scheduler)})")

@@ -424,19 +424,21 @@ def _reachable(address: str, security=None) -> None:
         url = urlsplit(address)
         with socket.create_connection((url.hostname, url.port or (443 if proto == "wss" else 80)), timeout=5):
             pass
-        _answers_as_ws(address, url)
+        _answers_as_ws(address, url, security)
 
 
 WS_ANSWER_S = 3  # a web server answers a handshake in milliseconds; Dask's Client waited 20 s, then said "cannot connect"
 
 
-def _answers_as_ws(address: str, url) -> None:
+def _answers_as_ws(address: str, url, security=None) -> None:
     """An IQTError at once where a websocket handshake, as Dask's Client sends it (with the URL's user:password as a
     Basic login), is answered as a web page: 200 or a redirect (a dashboard), or 404 (no such path there). Its status
     line only is read: 101 is a ws listener; 401 a login refused, which Dask's Client, sending the same one, waited 20 s
     to say as "cannot connect ... start one with 'dask scheduler'"; anything else (a proxy's 400/426, no answer, a TLS
     failure) is left to the Client, which a proxy routing by the Upgrade header or a login proxy passes on to the
-    scheduler."""
+    scheduler. Over wss:// the certificate is checked as Dask's Client checks it (`security`'s context, else Python's
+    default), before any login is sent: an ssl.SSLError where it fails (the login had gone to a server with any
+    certificate, a review), and where TLS is not answered at all a plain ws:// scheduler there is said."""
     import base64
     import http.client
     import os
@@ -447,9 +449,19 @@ def _answers_as_ws(address: str, url) -> None:
     if url.username is not None:  # as tornado's websocket_connect (Dask's ws client) sends a URL's user:password
         login = f"{url.username}:{url.password or ''}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(login).decode()
-    if url.scheme == "wss":  # the answer's status only is read: nothing is trusted beyond it
-        conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=WS_ANSWER_S,
-                                           context=ssl._create_unverified_context())
+    if url.scheme == "wss":  # tornado's default where Dask's configuration names no context: verified, as a browser
+        context = (security.get_connection_args("client").get("ssl_context") if security is not None else None) \
+            or ssl.create_default_context()
+        conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=WS_ANSWER_S, context=context)
+        try:
+            conn.connect()  # the handshake, the certificate checked, before the login goes
+        except ssl.SSLCertVerificationError:
+            conn.close()
+            raise
+        except OSError:  # no TLS answer (a ws:// scheduler waits for a request) or not TLS: a plain one there is told
+            conn.close()
+            _plain_ws(address, url, target, headers)
+            return
     else:
         conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=WS_ANSWER_S)
     try:
@@ -478,6 +490,24 @@ def _answers_as_ws(address: str, url) -> None:
         raise IQTError(f"--scheduler {shown(address)}: nothing answers at the path {url.path} there (HTTP 404); Dask's "
                        f"scheduler answers ws:// at the path / ({url.scheme}://{where}/), a proxy at the path it maps "
                        "to it")
+
+
+def _plain_ws(address: str, url, target: str, headers: dict) -> None:
+    """An IQTError where a wss:// address's port answers a plain websocket handshake (sent without the login) as a
+    Dask scheduler does (101): wss:// to a --protocol ws scheduler had waited 20 s, then said "cannot connect"."""
+    import http.client
+
+    conn = http.client.HTTPConnection(url.hostname, url.port or 443, timeout=WS_ANSWER_S)
+    try:
+        conn.request("GET", target, headers={k: v for k, v in headers.items() if k != "Authorization"})
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return
+    finally:
+        conn.close()
+    if status == 101:
+        raise IQTError(f"--scheduler {shown(address)}: the scheduler there speaks plain ws://, not TLS (wss://); give "
+                       f"{shown('ws' + address[3:])}")
 
 
 def _tls_error(exc: BaseException):

@@ -1967,7 +1967,9 @@ def test_an_at_sign_in_a_ws_url_s_path_or_query_is_not_taken_for_a_login():
 
     for given in ("ws://127.0.0.1:8786/a@b", "ws://node7:8786/?t=a@b", "wss://node7/proxy/#x@y", "ws://[::1]:8786/a@b"):
         assert scheduler.check_address(given) == given
-        assert scheduler.shown(given) == given.replace("?t=a@b", "?t=***")  # a query's values masked, not the host
+        # a query's values masked, and the path's text before its '@' (a password typed with a '/', ws://alice:1/pw@h/,
+        # is read the same way), never the host
+        assert scheduler.shown(given) == given.replace("?t=a@b", "?t=***").replace("/a@b", "/***@b")
         assert scheduler.host_port(given) == urlsplit(given).netloc
     with pytest.raises(batch.IQTError, match="ends the host early"):
         scheduler.check_address("ws://user:p?w@node7:8786/")
@@ -2247,3 +2249,33 @@ def test_a_wss_address_of_a_plain_ws_scheduler_is_told_its_ws_form(monkeypatch):
     assert str(err.value) == (f"--scheduler wss://alice:***@{where}/: the scheduler there speaks plain ws://, not TLS "
                               f"(wss://); give ws://alice:***@{where}/") and sent == [None], err.value
 
+
+def test_scheduler_messages_mask_the_login_not_letters_of_dask_s_words_nor_a_path_s_at_sign(tmp_path, capsys):
+    """A password "o" had blanked Dask's "[Errn*** 111] C***nnecti***n refused"; a file's name with an '@'
+    (runs@node7/scheduler.json) had been masked as a login; ws://alice:123/secret@h/ (read as host alice, port 123)
+    had been echoed whole; ws://u:pw@h:8786/?t=a@b, which Dask's Client reaches, had been refused and its host lost;
+    tcp://u@node7:abc had been told "give tcp://node7:abc:8786", tcp://u@::1 "give tcp://::1"; a token in the query
+    refused by a 401 had been told to give a login instead (reviews)."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    said = "cannot connect to ws://alice:o@127.0.0.1:1/ ([Errno 111] Connection refused)"
+    assert scheduler.dask_said(said, "ws://alice:o@127.0.0.1:1/") == (
+        "cannot connect to ws://alice:***@127.0.0.1:1/ ([Errno 111] Connection refused)")
+    assert scheduler.dask_said("to 127.0.0.1:1 ([Errno 111])", "ws://alice:1@127.0.0.1:1/") == "to 127.0.0.1:1 ([Errno 111])"
+    for path in ("runs@node7/scheduler.json", r"C:\Users\bob@corp\sched.json"):
+        assert scheduler.shown(path) == path
+    helpers.refused_line(capsys, ["batch", tmp_path / "l.txt", "-o", tmp_path / "o", "--scheduler",
+                                  "runs@node7/scheduler.json"], "--scheduler runs@node7/scheduler.json: no such")
+    assert scheduler.shown("alice:S3cret@node7:8786/x") == "alice:***@node7:8786/x"
+    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:123/***@proxy.example/"
+    assert scheduler.check_address("ws://u:pw@h:8786/?t=a@b") == "ws://u:pw@h:8786/?t=a@b"
+    assert scheduler.shown("ws://u:pw@h:8786/?t=a@b") == "ws://u:***@h:8786/?t=***"
+    for given, give in (("tcp://u@node7:abc", "give tcp://HOST:PORT, no user@"), ("tcp://u@::1", "give tcp://[::1]:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value).endswith(f"holds no user name (user@); {give}"), err.value
+    with _answering(lambda request: 401) as base:
+        with pytest.raises(batch.IQTError) as err:
+            scheduler._reachable(f"{base}/?token=S3cret")
+    assert str(err.value) == (f"--scheduler {base}/?token=***: the server there refused the token in the URL's query "
+                              "(HTTP 401); check it"), err.value

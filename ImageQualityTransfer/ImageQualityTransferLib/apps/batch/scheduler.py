@@ -52,16 +52,41 @@ def scheduler_from_file(path) -> str:
 
 def shown(address) -> str:
     """`address` as every message writes it: a URL's password masked (ws://user:***@host/), where a refusal had echoed
-    it to stderr and a cluster job's log."""
-    scheme, sep, rest = str(address).partition("://")
+    it to stderr and a cluster job's log; a path's '@' text and a query's values too (ws://alice:123/***@host/)."""
+    text = str(address)
+    scheme, sep, rest = text.partition("://")
     if not sep:  # host:port without a scheme, which Dask reads as tcp://: "alice:pw@host:8786" had been echoed
+        if _a_path(text):  # runs@node7/scheduler.json, C:\\Users\\bob@corp\\s.json: a file's name, not a login
+            return text
         scheme, rest = "", scheme
+    if sep and _path_at(rest):  # an '@' in the path: its text before it masked, a password typed with a '/' (a review)
+        head = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        path = re.match(r"[^?#]*", rest[len(head):]).group()
+        masked = re.sub(r"^/.*@", "/***@", path)
+        return _query_masked(f"{scheme}{sep}{_login_masked(head)}{masked}{rest[len(head) + len(path):]}")
+    return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
+
+
+def _login_masked(rest: str) -> str:
+    """`rest` (a URL's part after the scheme) with its user:password@ (the text to its last '@') masked."""
     userinfo, at, after = rest.rpartition("@")
-    if not at or sep and _path_at(rest):
-        return _query_masked(str(address))
+    if not at:
+        return rest
     user, colon, password = userinfo.partition(":")  # a user name alone may be a token: masked too, as is one given
     login = f"{user}:***" if colon and password else "***:" if colon else "***"  # with an empty password (TOKEN:@)
-    return _query_masked(f"{scheme}{sep}{login}@{after}")
+    return f"{login}@{after}"
+
+
+def _a_path(text: str) -> bool:
+    """Whether `text` (no scheme) is a file's name rather than [user[:password]@]host[:port]: it exists, its part before
+    the '@' holds a folder separator, or a separator follows a host without a port (runs@node7/scheduler.json)."""
+    import os
+
+    userinfo, at, after = text.rpartition("@")
+    if not at or os.path.exists(text) or re.search(r"[/\\]", userinfo):
+        return True
+    host = re.split(r"[/\\]", after, maxsplit=1)[0]
+    return host != after and re.search(r":\d+$", host) is None
 
 
 def masked_command(argv) -> str:
@@ -97,21 +122,32 @@ def _query_masked(text: str) -> str:
 
 def dask_said(text, address) -> str:
     """Dask's own text (an error's) on one line, with `address` as `shown` writes it and its password or token nowhere:
-    "cannot connect (Timed out trying to connect to ws://alice:pw@host/ ...)" had quoted it whole (a review)."""
-    text = str(text).replace(str(address), shown(address))
-    scheme, sep, rest = str(address).partition("://")
-    head = re.split(r"[/?#]", rest if sep else scheme, maxsplit=1)[0]
-    user, colon, password = head.rpartition("@")[0].partition(":")
-    secret = password if colon and password else user  # TOKEN@ and TOKEN:@: the token
-    return " ".join((text.replace(secret, "***") if secret else text).split())
+    "cannot connect (Timed out trying to connect to ws://alice:pw@host/ ...)" had quoted it whole (a review). The
+    address's login (user:password@) and query are replaced where they stand, and the bare password only as a word of
+    its own: it had blanked letters of Dask's words ("[Errn*** 111]" for the password "o", a review)."""
+    text, address = str(text), str(address)
+    rest, said = address.partition("://")[2] or address, shown(address)
+    text = text.replace(address, said).replace(rest, said.partition("://")[2] or said)  # with its scheme or without
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0] if _path_at(rest) else rest
+    userinfo = head.rpartition("@")[0]
+    if userinfo:
+        text = text.replace(userinfo + "@", _login_masked(userinfo + "@")[:-1] + "@")
+        user, colon, password = userinfo.partition(":")
+        secret = password if colon and password else user  # TOKEN@ and TOKEN:@: the token; where it stands alone
+        text = re.sub(rf"(?<![\w.:/@-]){re.escape(secret)}(?![\w.:/@-])", "***", text)
+    query = rest.partition("?")[2].partition("#")[0]
+    if query and "=" in query:
+        text = text.replace(query, _query_masked(f"x://?{query}").partition("?")[2])
+    return " ".join(text.split())
 
 
 def _path_at(rest: str) -> bool:
     """Whether a URL's part after the scheme holds its '@' only in the path, query or fragment, after a host[:port]
     (ws://host:8786/a@b, ws://host:8786/?t=a@b): no login, as urlsplit, Dask's ws client (tornado) and a browser read
     it; a host part whose port is no number (ws://user:p/w@host/) is read as a login cut short by the '/'."""
-    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    return "@" not in head and "@" in rest and re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*)(:\d*)?", head) is not None
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0]  # its login, to the last '@' there, is the URL's (ws://u:p@h:1/?t=a@b)
+    where = head.rpartition("@")[2]
+    return "@" in rest[len(head):] and re.fullmatch(r"(\[[^\]]*\]|[^:\[\]@]*)(:\d*)?", where) is not None
 
 
 def host_port(address) -> str:
@@ -168,17 +204,23 @@ def check_address(scheduler: str) -> str:
         if proto in ("ws", "wss") and ":" not in host.rpartition("@")[0]:  # address is host:port, and Dask looked up
             # "user@host" as a machine's name; tornado asserts a password: ws://TOKEN@host/ had ended in an internal
             # AssertionError (exit 1), which no proxy's answer changes
+            after = _query_masked(f"{proto}://{loc[len(login) + 1:]}").partition("://")[2]  # its query's values masked
             raise IQTError(f"--scheduler {shown(scheduler)}: a user name without a password (TOKEN@), which Dask's "
-                           f"websocket client cannot send; give a token as {proto}://TOKEN:@{loc[len(login) + 1:]} (an "
-                           f"empty password), or {proto}://USER:PASSWORD@{loc[len(login) + 1:]}")
+                           f"websocket client cannot send; give a token as {proto}://TOKEN:@{after} (an empty "
+                           f"password), or {proto}://USER:PASSWORD@{after}")
         if proto in ("ws", "wss"):
             host = host.rpartition("@")[2]
         else:
             bare = host.rpartition("@")[2]  # "give tcp://node7" had then been refused for its missing port
+            bare = f"[{bare}]" if _ipv6(bare) else bare  # tcp://u@::1 had been told "give tcp://::1", refused next
             if not re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):\d+", bare) and not (bare.count(":") > 1 and bare[:1] != "["):
                 bare = bare.rstrip(":") + ":8786"
-            raise IQTError(f"--scheduler {shown(scheduler)}: a {proto}:// address holds no user name (user@); give "
-                           f"{proto}://{bare}")
+            try:  # suggested only where it is taken (tcp://u@node7:abc had been told "give tcp://node7:abc:8786")
+                check_address(f"{proto}://{bare}")
+                give = f"give {proto}://{bare}"
+            except IQTError:
+                give = f"give {proto}://HOST:PORT, no user@"
+            raise IQTError(f"--scheduler {shown(scheduler)}: a {proto}:// address holds no user name (user@); {give}")
     if host.startswith("["):  # the port is what follows "]:" ([::1]8786 had been read as port 786, [::1]x0 as port 0)
         ip, close, after = host[1:].partition("]")
         if not close or after and not after.startswith(":"):
@@ -480,6 +522,7 @@ def _answers_as_ws(address: str, url, security=None) -> None:
     if status == 401:
         here = f"{url.scheme}://{{}}@{where}{url.path or '/'}"
         said = ("refused the login (HTTP 401); check the URL's user name and password" if url.username is not None else
+                "refused the token in the URL's query (HTTP 401); check it" if url.query else  # not told to drop it
                 f"asks for a login (HTTP 401); give it in the URL, {here.format('USER:PASSWORD')} (a token as "
                 f"{here.format('TOKEN:')})")
         raise IQTError(f"--scheduler {shown(address)}: the server there {said}")

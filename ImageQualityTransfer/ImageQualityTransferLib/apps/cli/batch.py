@@ -182,11 +182,9 @@ def run(args) -> int:
 
             _not_the_dashboard(args.scheduler, "tcp", args.scheduler)
         what = "a folder, not a scheduler file" if os.path.isdir(args.scheduler) else "no such scheduler file"
-        if "@" in args.scheduler.split("/")[0]:  # alice:pw@node7:8786/x, an address's login: masked (a path's '@' kept)
-            from ..batch.scheduler import shown
+        from ..batch.scheduler import shown  # alice:pw@node7:8786/x: an address's login masked (runs@node7/s.json kept)
 
-            args.scheduler = shown(args.scheduler)
-        raise IQTError(f"--scheduler {args.scheduler}: {what}; give the file 'dask scheduler "
+        raise IQTError(f"--scheduler {shown(args.scheduler)}: {what}; give the file 'dask scheduler "
                        "--scheduler-file' wrote (it appears once the scheduler runs), or the address (tcp://host:port)")
     if args.workers is not None and args.workers < 1:
         raise IQTError(f"--workers {args.workers}: give at least 1 worker")

@@ -1952,9 +1952,12 @@ def test_a_refused_scheduler_address_never_says_its_password():
     # tcp://alice:S3cret@host:port/, apps/batch/dask_client.py)
     assert scheduler.host_port("wss://alice:S3cret@127.0.0.1:48621/dask/?x") == "127.0.0.1:48621"
     assert scheduler.check_address("ws://user:p%2Fw@node7/") == "ws://user:p%2Fw@node7/"
-    assert scheduler._no_workers("ws://u:pw@node7/", 5, "joined") == (
-        "--scheduler ws://u:***@node7/: no worker joined within 5 s; start workers with 'dask worker ws://u:***@node7/' "
-        "(with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
+    # a worker is given the scheme, host and port alone: `dask worker ws://host:8786/` ends in a traceback (its port
+    # read as '8786/', checked with a real ws scheduler), and a proxy's login or query is nothing it sends
+    assert scheduler._no_workers("ws://u:pw@node7:8786/dask/?token=T", 5, "joined") == (
+        "--scheduler ws://u:***@node7:8786/dask/?token=***: no worker joined within 5 s; start workers with 'dask worker "
+        "ws://node7:8786' (with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
+    assert "'dask worker tcp://node7:8786'" in scheduler._no_workers("node7:8786", 5, "joined")
 
 
 def test_an_at_sign_in_a_ws_url_s_path_or_query_is_not_taken_for_a_login():

@@ -443,8 +443,12 @@ def _named(client, address: str) -> str:
 
 
 def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
+    """The workers' address is the scheduler's scheme, host and port alone: `dask worker ws://host:8786/` ends in a
+    traceback (its port read as '8786/'), and a proxy's login or query is nothing a worker sends."""
+    scheme = str(scheduler).partition("://")[0] if "://" in str(scheduler) else "tcp"
     return (f"--scheduler {shown(scheduler)}: no worker {what} within {wait_s:g} s; start workers with 'dask worker "
-            f"{shown(scheduler)}' (with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
+            f"{scheme.lower()}://{host_port(scheduler)}' (with ImageQualityTransfer installed, as here), or wait longer "
+            "with --wait-workers SECONDS")
 
 
 def _reachable(address: str, security=None) -> None:

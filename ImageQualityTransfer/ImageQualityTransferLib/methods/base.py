@@ -416,7 +416,7 @@ class Method:
         if twin is not None:
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
-                          f"({Path(twin.model_path).stem})" + noise_ending(index, scaled), IQTWarning, stacklevel=4)
+                          f"({Path(twin.model_path).stem})" + noise_ending(index, scaled, maps), IQTWarning, stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
 
@@ -425,8 +425,8 @@ class Method:
         if self.name in here and _trained_with_noise(self.model_path):  # a noise-trained model given: its line, as
             # the default run's (the line had said to run such a model, the one that ran); one not the install's keeps
             # its sigma (given_model), said so
-            end = _beyond_noise_training(index) + _given_unscaled(scaled, index) if self.given_model() else \
-                noise_ending(index, scaled)
+            end = _beyond_noise_training(index, maps=maps) + _given_unscaled(scaled, index) if self.given_model() \
+                else noise_ending(index, scaled, maps)
             warnings.warn(f"{lr.source}the input is noisier than clean scans (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} uses the given model, trained with added noise "
                           f"({Path(self.model_path).stem})" + end, IQTWarning, stacklevel=4)
@@ -650,11 +650,11 @@ def underrates(name: str | None, index: float, scaled: str | None = None) -> str
     return _UNDERRATES.format(scaled)
 
 
-def noise_ending(index: float, name: str | None) -> str:
+def noise_ending(index: float, name: str | None, maps: bool = True) -> str:
     """The end of `name`'s noise-trained model's line: `_beyond_noise_training`'s clause, or below the training edge,
     where `name`'s sigma is scaled all the same (noisy_std_scale above 1 from NOISY_MODEL on), the factor in brackets
-    (the line had named it only beyond the edge, while the run record held it)."""
-    ending = _beyond_noise_training(index, name=name)
+    (the line had named it only beyond the edge, while the run record held it); `maps`: as `_beyond_noise_training`."""
+    ending = _beyond_noise_training(index, name=name, maps=maps)
     shown = _shown_factor(name, index)
     if ending or shown is None:
         return ending
@@ -662,21 +662,25 @@ def noise_ending(index: float, name: str | None) -> str:
 
 
 def _beyond_noise_training(index: float, several: bool = False, name: str | None = None,
-                           scaled: str | None = None) -> str:
+                           scaled: str | None = None, maps: bool = True) -> str:
     """The clause the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
     inputs it was trained on (NOISY_TRAINED), else "". `several`: said once after several methods' parts
-    (`noise_clause_once`), of their models; `name`: the method, whose sigma's noise factor it names (`underrates`)."""
+    (`noise_clause_once`), of their models; `name`: the method, whose sigma's noise factor it names (`underrates`);
+    `maps`: whether an uncertainty map is written; without, the clause names none (a deep run without --uncertainty
+    had been told to read its uncertainty map as a lower bound)."""
     lo, hi = NOISY_TRAINED
     model, it, its, out = (("those models were", "they were", "their", "outputs") if several
                            else ("that model was", "it was", "its", "output"))
+    also, bound = (" and the uncertainty", f" {underrates(name, index, scaled)}") if maps else ("", "")
+    are = "are" if maps or several else "is"
     if index > hi:
         return (f"; but the input is noisier than every input {model} trained on too (noise index up to {hi:.2f}, at b0 "
-                f"SNR 8, the lowest trained): {its} {out} and the uncertainty are outside what {it} trained on, and may "
-                f"be no better than --method cubic {underrates(name, index, scaled)}")
+                f"SNR 8, the lowest trained): {its} {out}{also} {are} outside what {it} "
+                f"trained on, and may be no better than --method cubic{bound}")
     if index > lo:
         return (f"; at the edge of {its} training: {its} noisiest training inputs (b0 SNR 8, the lowest trained) read "
-                f"{lo:.2f}-{hi:.2f} by this index, depending on the scan, so the {out} and the uncertainty may be "
-                f"outside what {it} trained on {underrates(name, index, scaled)}")
+                f"{lo:.2f}-{hi:.2f} by this index, depending on the scan, so the {out}{also} may be "
+                f"outside what {it} trained on{bound}")
     return ""
 
 
@@ -732,7 +736,8 @@ def _shared_ending(parts: list[str]) -> str:
     """Each part's own words joined by "; ", where two or more end alike in `_beyond_noise_training`'s clause, that
     clause said once after them, of their models (a page had said "that model" after two), before the other parts;
     their methods' sigma factors (`_SCALED`, the method the part's first word) named once in it (a scaled method's
-    clause had kept its part apart, the lower bound said once per scaled method)."""
+    clause had kept its part apart, the lower bound said once per scaled method); the uncertainty named there where
+    one of them wrote a map."""
     lo, hi = NOISY_TRAINED
     factors, plain = {}, []
     for p in parts:
@@ -741,14 +746,15 @@ def _shared_ending(parts: list[str]) -> str:
             factors[p] = (p.split(" ", 1)[0], m.group(1))
         plain.append(p[:m.start()] + p[m.end():] if m else p)
     for index in (hi + 1, (lo + hi) / 2):
-        one = _beyond_noise_training(index)
-        sharing = [i for i, p in enumerate(plain) if p.endswith(one) and len(p) > len(one)]
+        ones = {maps: _beyond_noise_training(index, maps=maps) for maps in (True, False)}  # a run with a map, without
+        ends = {i: e for i, p in enumerate(plain) for e, one in ones.items() if p.endswith(one) and len(p) > len(one)}
+        sharing = sorted(ends)
         if len(sharing) > 1:
             named = [factors[parts[i]] for i in sharing if parts[i] in factors]
             said = [f"{n}'s sigma is scaled {w}" if not k else f"{n}'s {w}" for k, (n, w) in enumerate(named)]
             scaled = (f"; {listed(said)} for it (calibrated on training scans), which brings "
                       f"{'them' if len(said) > 1 else 'it'} closer but not to the error") if said else None
-            return "; ".join(plain[i][:-len(one)] for i in sharing) + \
-                _beyond_noise_training(index, several=True, scaled=scaled) + \
+            return "; ".join(plain[i][:-len(ones[ends[i]])] for i in sharing) + \
+                _beyond_noise_training(index, several=True, scaled=scaled, maps=any(ends.values())) + \
                 "".join(f"; {p}" for i, p in enumerate(parts) if i not in sharing)
     return "; ".join(parts)

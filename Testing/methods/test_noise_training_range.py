@@ -313,3 +313,14 @@ def test_without_an_uncertainty_map_the_noise_line_speaks_of_none(phantom, index
     assert "output and the uncertainty" in said and said.endswith("read it as a lower bound)"), said
     [both] = noise_clause_once([plain, said.replace("global-linear", "rf")])
     assert "outputs and the uncertainty" in both and both.endswith("read it as a lower bound)"), both
+
+
+@pytest.mark.parametrize("index, opens", [(0.08, "the input is noisier than clean scans typically are (noise index 0.080"),
+                                          (0.15, "the input is noisier than clean scans (noise index 0.150")])
+def test_a_clean_scan_s_index_is_not_called_noisier_than_clean_scans(phantom, index_of, index, opens):
+    """Up to noise_level.NOISY_INPUT (the clean training scans' range: the Trio reads 0.080 clean) the line had said
+    "the input is noisier than clean scans" of a clean scan, whose Slicer legend calls it no noisy input (an audit of
+    the noise lines); above, it still says so outright. The model still switches (no model or factor changed)."""
+    index_of(index)
+    [said] = _noise_lines(phantom)
+    assert opens in said and "global-linear uses its model trained with added noise" in said, said

@@ -215,7 +215,7 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
                      f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
     if switched:  # why, said once for all of them (the page had said it once per method)
         parts.append(f"{listed(switched)} ran {'its model' if len(switched) == 1 else 'their models'} trained "
-                     "with added noise: the input is noisier than clean scans")
+                     "with added noise: the input is noisier than clean scans typically are")
     sampled = [n for n in names if methods.method_class(n).takes_samples]
     if sampled:
         from ..methods.cnn.inference import DEFAULT_SAMPLES

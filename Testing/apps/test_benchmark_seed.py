@@ -27,3 +27,18 @@ def test_the_benchmark_s_noise_is_drawn_from_its_seed(capsys, small_subject, tmp
     assert code == 2 and err.strip() == ("iqt: error: --seed 3: it seeds the noise of --snr, and none is added without "
                                          "it; give --snr too or drop --seed")
     assert not (tmp_path / "x.json").exists()
+
+
+
+
+def test_one_input_s_noise_index_is_said_once(capsys, small_subject, tmp_path, monkeypatch):
+    """One subject and style: its noise index is one figure, said once (it had read "noise index 0.167-0.167" on the
+    3 mm ortho dev scan at b0 SNR 5, an audit of the noise lines). The phantom is too small for an index (its eroded
+    brain under 500 voxels): its row is given one."""
+    from ImageQualityTransferLib.analysis import benchmark
+
+    run = benchmark.run
+    monkeypatch.setattr(benchmark, "run", lambda *a, **k: [{**r, "noise_index": 0.167} for r in run(*a, **k)])
+    code, out, err = run_cli(capsys, "benchmark", small_subject, "--methods", "cubic", "--snr", "10",
+                             "--json", tmp_path / "a.json")
+    assert code == 0 and "seed 0 (noise index 0.167)\n" in out, (err, out)

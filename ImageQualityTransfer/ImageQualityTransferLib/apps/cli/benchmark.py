@@ -83,9 +83,10 @@ def run(args):
         settings.update(subjects=[str(s) for s in args.subjects], styles=styles, mask=not args.no_mask,
                         tracts=args.tracts, snr=snr, **({} if snr is None else {"noise_seed": seed}))
         if snr is not None:
-            index = [r["noise_index"] for r in rows if r.get("noise_index") is not None]
+            index = sorted({f"{r['noise_index']:.3f}" for r in rows if r.get("noise_index") is not None}, key=float)
+            # one input's index said once (it had read "0.167-0.167")
             print(f"inputs with Rician noise added at b0 SNR {snr:g}, seed {seed}"
-                  + (f" (noise index {min(index):.3f}-{max(index):.3f})" if index else ""))
+                  + (f" (noise index {'-'.join(dict.fromkeys((index[0], index[-1])))})" if index else ""))
         for name, path in models.items():  # the rows named the method alone (a training audit)
             print(f"{name}: scored with the model {path}, not the shipped one")
         print(benchmark.markdown_table(rows))

@@ -76,7 +76,8 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
     voxels a clean scan reads as noisy, 0.097 against 0.060). A brain mask given for a whole-field fit
     (a_whole_field_brain) is read in the MD mode over it: in the field's, the clean ×3 ortho input had read 0.089 with
     its brain mask and 0.060 without one. A masked fit keeps the field's mode (its background is empty). A brain whose
-    failed fits' holes leave too little after the erosion (noise_level.noise_index's None) is read with them filled."""
+    failed fits' holes leave too little after the erosion (noise_level.noise_index's None) is eroded with them filled,
+    and read only where a tensor and its 6 neighbours are present (its holes' zeros are no roughness)."""
     if unit is None and not estimated and a_whole_field_brain(lr.data, brain):
         unit = tensors.md_mode(np.where(np.asarray(brain, bool)[..., None], lr.data, 0))
     core = noise_level.estimated_core(lr.voxel_size) if estimated else 0
@@ -85,7 +86,7 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
         # SNR 1 a dev brain eroded to 150 voxels, read as clean (its clean model, no line); read with them filled
         filled = ndimage.binary_fill_holes(np.asarray(brain, bool))
         if filled.sum() > np.count_nonzero(brain):
-            index = noise_level.noise_index(lr.data, filled, core=core, unit=unit)
+            index = noise_level.noise_index(lr.data, filled, core=core, unit=unit, present_only=True)
     return index
 
 

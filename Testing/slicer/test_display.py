@@ -301,7 +301,7 @@ def test_a_noisy_input_s_map_scaled_up_looks_less_certain_and_its_legend_says_so
     assert "noisy input:\nSD \u00d71.50" in legends.legend_node(scene, noisy).GetTitleText()
 
 
-@pytest.mark.parametrize("g, index, line", [(1.0087, 0.080, "SD \u00d71.01 for\nnoise index\n0.080"),
+@pytest.mark.parametrize("g, index, line", [(1.0087, 0.080, "SD \u00d71.01,\nindex 0.080"),
                                              (1.0, 0.080, None), (1.0, 0.167, "noisy input"),
                                              (1.55, 0.167, "noisy input:\nSD \u00d71.55")])
 def test_a_legend_calls_an_input_noisy_only_above_the_training_inputs_noise(g, index, line):

@@ -51,7 +51,7 @@ NOISE_SCALE_NOTE = "noisy input: SD ×{scale}"  # and for one scaled, with its f
 # An input above the clean threshold (NOISY_MODEL) but within the training inputs' range (up to NOISY_INPUT) is not
 # called noisy: its scaled map's line names the factor and the index, and one whose factor reads ×1.00 has no line (the
 # Trio, a clean training scan at 0.080, had read "noisy input" in every style; mrml.NOISE_INDEX_ATTRIBUTE)
-NOISE_INDEX_NOTE = "SD ×{scale} for noise index {index}"
+NOISE_INDEX_NOTE = "SD ×{scale}, index {index}"  # two title lines (it had wrapped to three: a review)
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.

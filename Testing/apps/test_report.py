@@ -461,6 +461,11 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
     said = report.ran_note(["cubic", "biqt", "rf"], (2, 2, 2), noisy={"biqt", "rf"})
     assert said.count("the input is noisier than clean scans") == 1 and said.count("trained with added noise") == 3, said
     assert "biqt and rf ran their models trained with added noise: the input is noisier than clean scans" in said
+    # worded by the input's index as the terminal's line is (at 0.3 it had said the clean scans' "typically are")
+    for index in (0.3, 0.08):
+        said = report.ran_note(["biqt"], (2, 2, 2), noisy={"biqt"}, index=index)
+        assert "biqt ran its model trained with added noise: the input is noisier than clean scans" in said, said
+        assert ("noisier than clean scans typically are" in said) == (index < 0.1), said
 
 
 def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models():

@@ -80,7 +80,7 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     notes[:0] = given_model_notes(models) + [f"Warning: {n}" for n in trained] + \
         [f"Warning: the reference's fit: {n}" for n in fit_notes] + [f"Warning: {n}" for n in engine]
     said = ran_note(names, factor, models, tractography.comparison_settings(case) if lines else None, n_seeds,
-                    len(seeds) if lines else None, noisy=noisy_models(preds))
+                    len(seeds) if lines else None, noisy=noisy_models(preds), index=noise_index_of(preds))
     if said:
         notes.insert(0, said)
     notes.insert(0, degrade_note(factor, subject.dwi.affine, "subject's" if subject_dir else "phantom's",
@@ -166,6 +166,11 @@ def noisy_models(preds) -> set[str]:
     return {n for n, p in preds.items() if p.tensor.meta.get("model_for")}
 
 
+def noise_index_of(preds) -> float | None:
+    """The input's noise index as the learned methods read it (methods/base.py `_for_noise`), None where none did."""
+    return max((p.tensor.meta["noise_index"] for p in preds.values() if "noise_index" in p.tensor.meta), default=None)
+
+
 def reference_fit_notes(subject, scored: str = "the page scores every method against this fit as it is",
                         said: str = "") -> list[str]:
     """What `iqt fit`'s checks say of the subject's own fit, the reference every method is scored against (a slice's
@@ -192,14 +197,17 @@ def given_model_notes(models: dict | None) -> list[str]:
 
 
 def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int | None = None,
-             seeded: int | None = None, noisy: set | None = None) -> str:
+             seeded: int | None = None, noisy: set | None = None, index: float | None = None) -> str:
     """What ran, in one line for the page: each learned method's model file and the start of its weights' SHA256,
     the Monte Carlo samples, and the tracking's settings (the page had named the methods only; a tractography audit).
     `seeded`: the seeds drawn, fewer than `n_seeds` asked where the white matter has fewer voxels (one seed each).
     `noisy`: the methods that ran their model trained with added noise (`noisy_models`): that model is named, not the
-    clean one (an audit: a noisy scan's page had given the clean model's SHA256); None: not known, both named."""
+    clean one (an audit: a noisy scan's page had given the clean model's SHA256); None: not known, both named.
+    `index`: the input's noise index (`noise_index_of`), which words why: at 0.3 the page had said "noisier than clean
+    scans typically are", the words for the clean scans' range (methods/base.py `_noisier`)."""
     from .. import methods
     from ..analysis.benchmark import model_records
+    from ..methods.base import _noisier
     from ..core.words import listed
 
     parts, switched = [], []
@@ -215,7 +223,7 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
                      f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
     if switched:  # why, said once for all of them (the page had said it once per method)
         parts.append(f"{listed(switched)} ran {'its model' if len(switched) == 1 else 'their models'} trained "
-                     "with added noise: the input is noisier than clean scans typically are")
+                     f"with added noise: {_noisier(1.0 if index is None else index)}")
     sampled = [n for n in names if methods.method_class(n).takes_samples]
     if sampled:
         from ..methods.cnn.inference import DEFAULT_SAMPLES
@@ -286,7 +294,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
             notes.append(f"Tractography left out: {exc}")
     notes = given_model_notes(models) + [f"Warning: {n}" for n in notes]
     tracking = tractography.TrackingSettings().check().resolved(support, first.affine) if lines else None
-    said = ran_note(names, f, models, tracking, n_seeds, len(seeds) if lines else None, noisy=noisy_models(preds))
+    said = ran_note(names, f, models, tracking, n_seeds, len(seeds) if lines else None, noisy=noisy_models(preds), index=noise_index_of(preds))
     if said:
         notes.insert(0, said)
     notes.insert(0, input_note(lr, mask_path, f))

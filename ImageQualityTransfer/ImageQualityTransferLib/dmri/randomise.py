@@ -29,6 +29,20 @@ SNR_RANGE = (8.0, 40.0)  # b0 signal over the noise's standard deviation, on the
 LOWEST_SNR = 5.0  # b0 SNR: at b=1000 white matter keeps about a quarter of the b0 signal, ~1 noise std here
 
 
+def snr_value(value) -> float | None:
+    """An --snr value as a positive finite b0 SNR, None where none is given; a ValueError for anything else (each
+    command words its own line: iqt's options, slicer/render.py)."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        v = math.nan
+    if not 0 < v < math.inf:
+        raise ValueError(value)
+    return v
+
+
 def low_snr_note(value) -> str | None:
     """The line an --snr below LOWEST_SNR is said with (iqt's options, slicer/render.py), else None."""
     if not float(value) < LOWEST_SNR:

@@ -220,14 +220,12 @@ def _snr(value: str | None) -> float | None:
     """--snr's value: a positive finite b0 SNR, or None; one clear line otherwise (said before the run)."""
     if value is None:
         return None
-    try:
-        v = float(value)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v < float("inf"):
-        raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio as a positive number, e.g. --snr 5")
-    from ..dmri.randomise import low_snr_note
+    from ..dmri.randomise import low_snr_note, snr_value
 
+    try:
+        v = snr_value(value)
+    except ValueError:
+        raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio as a positive number, e.g. --snr 5") from None
     note = low_snr_note(value)
     if note:  # as `iqt degrade --snr` says it (a picture at --snr 0.01 had been drawn without a word)
         print(f"render: warning: {note}", file=sys.stderr)

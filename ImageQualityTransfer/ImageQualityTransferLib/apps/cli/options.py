@@ -404,14 +404,13 @@ def snr(value) -> float | None:
     """--snr S: a positive b0 signal-to-noise ratio, or None; one clear line otherwise."""
     if value is None:
         return None
-    try:
-        v = float(value)
-    except ValueError:
-        v = float("nan")
-    if not (v > 0 and v < float("inf")):
-        raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio of the added noise, a number above 0 (e.g. 20)")
-    from ...dmri.randomise import low_snr_note
+    from ...dmri.randomise import low_snr_note, snr_value
 
+    try:
+        v = snr_value(value)
+    except ValueError:
+        raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio of the added noise, a number above 0 (e.g. 20)") \
+            from None
     note = low_snr_note(value)
     if note:
         import warnings

@@ -50,3 +50,11 @@ def test_no_methods_and_samples_past_the_bound_are_refused(tmp_path, capsys, sma
     refused_line(capsys, ["upsample", lr, "-o", tmp_path / "up.nii.gz", "--method", "espcn-hetero-var1",
                           "--mc-samples", "100000000"], "--mc-samples 100000000: give at most 10000")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
+
+
+def test_an_snr_that_is_no_positive_number_is_refused(tmp_path, capsys, small_subject):
+    """`iqt degrade --snr` takes a positive finite b0 SNR (dmri/randomise.snr_value, shared with slicer/render.py)."""
+    for bad in ("abc", "0", "-5", "inf", "nan"):
+        refused_line(capsys, ["degrade", small_subject, "-o", tmp_path / "deg.nii.gz", "--snr", bad],
+                     f"--snr {bad}: give the b0 signal-to-noise ratio of the added noise, a number above 0")
+    assert not list(tmp_path.iterdir())

@@ -52,9 +52,15 @@ def test_no_methods_and_samples_past_the_bound_are_refused(tmp_path, capsys, sma
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
 
 
-def test_an_snr_that_is_no_positive_number_is_refused(tmp_path, capsys, small_subject):
-    """`iqt degrade --snr` takes a positive finite b0 SNR (dmri/randomise.snr_value, shared with slicer/render.py)."""
-    for bad in ("abc", "0", "-5", "inf", "nan"):
+def test_an_snr_that_is_no_finite_number_from_the_floor_up_is_refused(tmp_path, capsys, small_subject):
+    """`iqt degrade --snr` takes a finite b0 SNR from 0.01 up (dmri/randomise.snr_value, shared with
+    slicer/render.py): 1e-40 and 5e-324 had passed as positive and ended in an internal error (the noise's sigma
+    overflowing float32, the fit's SVD not converging)."""
+    from ImageQualityTransferLib.dmri.randomise import snr_value
+
+    assert snr_value("0.01") == 0.01  # the floor itself is taken
+    for bad in ("abc", "0", "-5", "inf", "nan", "0.009", "1e-40"):
         refused_line(capsys, ["degrade", small_subject, "-o", tmp_path / "deg.nii.gz", "--snr", bad],
-                     f"--snr {bad}: give the b0 signal-to-noise ratio of the added noise, a number above 0")
+                     f"--snr {bad}: give the b0 SNR of the added noise (the brain's median b0 over the noise's "
+                     "standard deviation; clinical scans about 10-40), a finite number from 0.01 up, e.g. 20")
     assert not list(tmp_path.iterdir())

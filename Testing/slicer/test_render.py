@@ -433,15 +433,17 @@ def test_a_bad_style_or_subject_is_refused_before_the_offscreen_probe(tmp_path, 
 def test_snr_is_checked_before_any_work_and_noises_the_low_res_dwis(tmp_path, monkeypatch, capsys):
     """A noisy scan's picture: noise added to a subject's own DWIs is mostly averaged away by the degradation (b0 SNR 5
     on the 3 mm ortho dev scan read 0.080 by the noise index at x2, biqt's σ scaled x1.01), so `--snr` puts `iqt degrade
-    --snr`'s noise on the low-res DWIs; a value that is no positive number is one line, exit 2, before the probe."""
+    --snr`'s noise on the low-res DWIs; a value that is no finite number from 0.01 up is one line, exit 2, before the
+    probe (1e-40 and 5e-324 had passed and ended in a traceback)."""
     monkeypatch.setattr(render, "_app_importable", lambda: pytest.fail("trame was imported first"))
     for name in ("dwi.nii.gz", "dwi.bval", "dwi.bvec"):
         (tmp_path / name).write_text("")
-    for bad in ("abc", "0", "-5", "inf"):
+    for bad in ("abc", "0", "-5", "inf", "5e-324"):
         assert render.main([str(tmp_path), str(tmp_path / "x.png"), "--method", "cubic", "--snr", bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0] == f"render: --snr {bad}: give the b0 signal-to-noise ratio as a positive " \
-                                           "number, e.g. --snr 5", err
+        assert len(err) == 1 and err[0] == f"render: --snr {bad}: give the b0 SNR of the added noise (the brain's " \
+            "median b0 over the noise's standard deviation; clinical scans about 10-40), a finite number from 0.01 " \
+            "up, e.g. 20", err
     monkeypatch.setattr(render, "_app_importable", lambda: None)
     monkeypatch.setattr(offscreen, "check_offscreen_opengl", lambda *a, **k: None)
     seen, real = {}, render.degraded_subject

@@ -27,19 +27,25 @@ SUBSET_FRACTION = 0.0  # of the volumes, with a random subset of the directions
 NOISE_FRACTION = 0.0  # of the volumes, with added Rician noise
 SNR_RANGE = (8.0, 40.0)  # b0 signal over the noise's standard deviation, on the low-res grid
 LOWEST_SNR = 5.0  # b0 SNR: at b=1000 white matter keeps about a quarter of the b0 signal, ~1 noise std here
+# The least --snr taken: on the 8 shared subjects x2 it still gives finite tensors in the whole mask (from 0.1 down
+# the fit is noise alone, the 3 mm ortho scan's noise index 0.376 at 0.1, 0.373 at 0.01); far below it sigma overflows
+# float32 (1e-20: the fit's SVD did not converge, an internal error)
+SNR_FLOOR = 0.01
 
 
 def snr_value(value) -> float | None:
-    """An --snr value as a positive finite b0 SNR, None where none is given; a ValueError for anything else (each
-    command words its own line: iqt's options, slicer/render.py)."""
+    """An --snr value as a finite b0 SNR of at least SNR_FLOOR, None where none is given; a ValueError holding the
+    line that says so for anything else (iqt's options and slicer/render.py each say it)."""
     if value is None:
         return None
     try:
         v = float(value)
     except ValueError:
         v = math.nan
-    if not 0 < v < math.inf:
-        raise ValueError(value)
+    if not SNR_FLOOR <= v < math.inf:
+        raise ValueError(f"--snr {value}: give the b0 SNR of the added noise (the brain's median b0 over the noise's "
+                         f"standard deviation; clinical scans about 10-40), a finite number from {SNR_FLOOR:g} up, "
+                         "e.g. 20")
     return v
 
 

@@ -217,15 +217,16 @@ def methods_with_uncertainty(name: str) -> bool:
 
 
 def _snr(value: str | None) -> float | None:
-    """--snr's value: a positive finite b0 SNR, or None; one clear line otherwise (said before the run)."""
+    """--snr's value: a b0 SNR in dmri/randomise.snr_value's range, or None; its one line otherwise (said before the
+    run)."""
     if value is None:
         return None
     from ..dmri.randomise import low_snr_note, snr_value
 
     try:
         v = snr_value(value)
-    except ValueError:
-        raise IQTError(f"--snr {value}: give the b0 signal-to-noise ratio as a positive number, e.g. --snr 5") from None
+    except ValueError as exc:
+        raise IQTError(str(exc)) from None
     note = low_snr_note(value)
     if note:  # as `iqt degrade --snr` says it (a picture at --snr 0.01 had been drawn without a word)
         print(f"render: warning: {note}", file=sys.stderr)
@@ -248,7 +249,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-mask", action="store_true", help="run without the brain mask, as a user who loads no mask")
     p.add_argument("--snr", help="add Rician noise to the low-res DWIs at this b0 SNR, as `iqt degrade --snr` (seed 0): "
                                  "a noisy scan's picture (noise added to the subject's own DWIs is mostly averaged away "
-                                 "by the degradation); default: none")
+                                 "by the degradation); from 0.01 up, clinical scans about 10-40; default: none")
     args = p.parse_args(argv)
     try:
         from ..core import grid

@@ -458,14 +458,40 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
         warnings.simplefilter("always")
         benchmark.say_once(caught, "sub (own)", set())
     assert [str(w.message) for w in again] == [f"sub (own): {n}" for n in notes]
-    said = report.ran_note(["cubic", "biqt", "rf"], (2, 2, 2), noisy={"biqt", "rf"})
+    said = report.ran_note(["cubic", "biqt", "rf"], (2, 2, 2), preds=_ran({"cubic": None, "biqt": 0.3, "rf": 0.3}))
     assert said.count("the input is noisier than clean scans") == 1 and said.count("trained with added noise") == 3, said
     assert "biqt and rf ran their models trained with added noise: the input is noisier than clean scans" in said
-    # worded by the input's index as the terminal's line is (at 0.3 it had said the clean scans' "typically are")
-    for index in (0.3, 0.08):
-        said = report.ran_note(["biqt"], (2, 2, 2), noisy={"biqt"}, index=index)
-        assert "biqt ran its model trained with added noise: the input is noisier than clean scans" in said, said
-        assert ("noisier than clean scans typically are" in said) == (index < 0.1), said
+
+
+def _ran(indices: dict) -> dict:
+    """Predictions as `report.run` and `report.run_input` hand them to `ran_note`: each method's output with the noise
+    index it read (None: a method that reads none, cubic) and the noisy-input model's mark where it switched."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.fileio.model_files import NOISY
+    from ImageQualityTransferLib.methods.base import Prediction
+
+    return {name: Prediction(Volume(np.zeros((2, 2, 2, 6), np.float32), np.eye(4), "tensor",
+                                    meta={} if index is None else {"noise_index": index, "model_for": NOISY}))
+            for name, index in indices.items()}
+
+
+@pytest.mark.parametrize("index, why", [(0.08, "the input is noisier than clean scans typically are"),
+                                        (0.3, "the input is noisier than clean scans.")])
+def test_what_ran_words_why_by_the_noise_index_the_methods_read(index, why):
+    """"What ran" reads the input's noise index from the predictions, as the terminal's line does (methods/base.py
+    `_noisier`): each page's call had passed it on its own, and one without it would have called a 0.08 input, in
+    the clean scans' range, noisier than clean scans outright, with no test to see it."""
+    said = report.ran_note(["cubic", "biqt"], (2, 2, 2), preds=_ran({"cubic": None, "biqt": index}))
+    assert f"biqt ran its model trained with added noise: {why}" in said, said
+
+
+def test_what_ran_says_no_why_where_no_noise_index_was_read():
+    """A noise-trained model that ran with no index read (none in its output's meta) is named without a reason: the
+    page had said "noisier than clean scans" outright, the confident words for an index nobody read."""
+    preds = _ran({"biqt": 0.3})
+    del preds["biqt"].tensor.meta["noise_index"]
+    said = report.ran_note(["biqt"], (2, 2, 2), preds=preds)
+    assert "biqt ran its model trained with added noise." in said and "noisier" not in said, said
 
 
 def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models():

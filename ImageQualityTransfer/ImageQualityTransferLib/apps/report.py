@@ -80,7 +80,7 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     notes[:0] = given_model_notes(models) + [f"Warning: {n}" for n in trained] + \
         [f"Warning: the reference's fit: {n}" for n in fit_notes] + [f"Warning: {n}" for n in engine]
     said = ran_note(names, factor, models, tractography.comparison_settings(case) if lines else None, n_seeds,
-                    len(seeds) if lines else None, noisy=noisy_models(preds), index=noise_index_of(preds))
+                    len(seeds) if lines else None, preds=preds)
     if said:
         notes.insert(0, said)
     notes.insert(0, degrade_note(factor, subject.dwi.affine, "subject's" if subject_dir else "phantom's",
@@ -197,19 +197,22 @@ def given_model_notes(models: dict | None) -> list[str]:
 
 
 def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int | None = None,
-             seeded: int | None = None, noisy: set | None = None, index: float | None = None) -> str:
+             seeded: int | None = None, preds: dict | None = None) -> str:
     """What ran, in one line for the page: each learned method's model file and the start of its weights' SHA256,
     the Monte Carlo samples, and the tracking's settings (the page had named the methods only; a tractography audit).
     `seeded`: the seeds drawn, fewer than `n_seeds` asked where the white matter has fewer voxels (one seed each).
-    `noisy`: the methods that ran their model trained with added noise (`noisy_models`): that model is named, not the
-    clean one (an audit: a noisy scan's page had given the clean model's SHA256); None: not known, both named.
-    `index`: the input's noise index (`noise_index_of`), which words why: at 0.3 the page had said "noisier than clean
-    scans typically are", the words for the clean scans' range (methods/base.py `_noisier`)."""
+    `preds`: the predictions that ran (None: not known, both models named). The methods that ran their model trained
+    with added noise (`noisy_models`) are named with it, not the clean one (a noisy scan's page had given the clean
+    model's SHA256), and why is worded by the input's noise index (`noise_index_of`; methods/base.py `_noisier`), left
+    unsaid where no index was read. Both are read here, not by each page's call: a call that dropped the index had
+    worded a 0.08 input as one outside the clean scans' range and no test saw it."""
     from .. import methods
     from ..analysis.benchmark import model_records
     from ..methods.base import _noisier
     from ..core.words import listed
 
+    noisy = None if preds is None else noisy_models(preds)
+    index = None if preds is None else noise_index_of(preds)
     parts, switched = [], []
     for name, rec in model_records(names, f, models).items():
         if noisy is not None and name in noisy and "noisy_inputs" in rec:
@@ -223,7 +226,7 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
                      f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
     if switched:  # why, said once for all of them (the page had said it once per method)
         parts.append(f"{listed(switched)} ran {'its model' if len(switched) == 1 else 'their models'} trained "
-                     f"with added noise: {_noisier(1.0 if index is None else index)}")
+                     f"with added noise" + ("" if index is None else f": {_noisier(index)}"))
     sampled = [n for n in names if methods.method_class(n).takes_samples]
     if sampled:
         from ..methods.cnn.inference import DEFAULT_SAMPLES
@@ -294,7 +297,7 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
             notes.append(f"Tractography left out: {exc}")
     notes = given_model_notes(models) + [f"Warning: {n}" for n in notes]
     tracking = tractography.TrackingSettings().check().resolved(support, first.affine) if lines else None
-    said = ran_note(names, f, models, tracking, n_seeds, len(seeds) if lines else None, noisy=noisy_models(preds), index=noise_index_of(preds))
+    said = ran_note(names, f, models, tracking, n_seeds, len(seeds) if lines else None, preds=preds)
     if said:
         notes.insert(0, said)
     notes.insert(0, input_note(lr, mask_path, f))

@@ -85,6 +85,24 @@ def test_a_brain_holed_by_failed_fits_is_read_noisy_not_clean():
     assert any("uses its model trained with added noise" in str(w.message) for w in caught), caught
 
 
+def test_the_snr_1_index_docs_methods_quotes_is_what_the_dev_scans_read(axial_subject, sagittal_subject):
+    """docs/methods.md quotes what the two dev scans read at b0 SNR 1 (x2, their brains' holes filled): it had given
+    0.293 and 0.297, figures the code no longer read (0.26-0.28 in own and tight styles, a review)."""
+    import re
+    from pathlib import Path
+
+    from ImageQualityTransferLib.dmri import degrade as deg, randomise
+    from ImageQualityTransferLib.methods.inputs import input_noise_index
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text(encoding="utf-8")
+    lo, hi = map(float, re.search(r"at b0 SNR 1 the two dev scans tried (?:\([^)]*\) )?at (0\.\d+)(?:-| and )(0\.\d+)",
+                                  page).groups())
+    for s, style in ((axial_subject, "tight"), (sagittal_subject, "own")):  # the lowest and the highest read
+        noisy = deg.degrade(s.dwi, s.mask.data, 2, style=style, noise=randomise.rician(1, 0))
+        index = input_noise_index(noisy.tensor, noisy.mask.data)
+        assert index is not None and lo <= round(index, 2) <= hi, (s.name, style, index, lo, hi)
+
+
 def test_a_clean_brain_with_missing_tensors_reads_as_its_clean_source():
     """A clean scan with 15 % of its brain's tensors all zero (voxels a tool wrote no fit for) had read noisy: its
     holes, filled back for the erosion, still held zeros the index took as roughness (a review: the 3 mm ortho input,

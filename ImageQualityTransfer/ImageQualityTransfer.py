@@ -1212,7 +1212,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                              from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap,
                              marker=True,  # fits the views; the orientation marker shows laterality
                              noise_notes=(_("noisy input"), _("noisy input: SD ×{scale}"),
-                                          _("SD ×{scale}, index {index}")))
+                                          _("SD ×{scale} for input noise")))
         return display.overlay_of(nodes, shownMap)
 
     def followFromMedian(self, fromMedian: bool, shared: bool = False) -> None:

@@ -301,14 +301,15 @@ def test_a_noisy_input_s_map_scaled_up_looks_less_certain_and_its_legend_says_so
     assert "noisy input:\nSD \u00d71.50" in legends.legend_node(scene, noisy).GetTitleText()
 
 
-@pytest.mark.parametrize("g, index, line", [(1.0087, 0.080, "SD \u00d71.01,\nindex 0.080"),
+@pytest.mark.parametrize("g, index, line", [(1.0087, 0.080, None), (1.0455, 0.0999, "SD \u00d71.05 for\ninput noise"),
                                              (1.0, 0.080, None), (1.0, 0.167, "noisy input"),
                                              (1.55, 0.167, "noisy input:\nSD \u00d71.55")])
 def test_a_legend_calls_an_input_noisy_only_above_the_training_inputs_noise(g, index, line):
     """The Trio, a clean training scan (noise index 0.080, above the clean threshold 0.075 but within the training
     inputs' 0.055-0.080), had read "noisy input: SD ×1.01" under biqt's legend in all 5 styles and "noisy input" under
-    its direction map's (a review): "noisy input" only above core.noise_level.NOISY_INPUT; below, the factor and the
-    index where the factor reads other than ×1.00, else no line. The index reaches the node from the run's Volume."""
+    its direction map's (a review): "noisy input" only above core.noise_level.NOISY_INPUT; below, the factor in plain
+    words where it reads ×1.05 or more, else no line ("SD ×1.01, index 0.080" had read as an FA or p value, a review).
+    The index reaches the node from the run's Volume."""
     from ImageQualityTransferLib.slicer import results
 
     scene = views_scene()

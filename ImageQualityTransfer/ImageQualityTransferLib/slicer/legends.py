@@ -49,9 +49,12 @@ FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote i
 NOISE_NOTE = "noisy input"  # the legend's line for a noisy input whose map was not scaled (g = 1)
 NOISE_SCALE_NOTE = "noisy input: SD ×{scale}"  # and for one scaled, with its factor (Slicer's legend font has no σ)
 # An input above the clean threshold (NOISY_MODEL) but within the training inputs' range (up to NOISY_INPUT) is not
-# called noisy: its scaled map's line names the factor and the index, and one whose factor reads ×1.00 has no line (the
-# Trio, a clean training scan at 0.080, had read "noisy input" in every style; mrml.NOISE_INDEX_ATTRIBUTE)
-NOISE_INDEX_NOTE = "SD ×{scale}, index {index}"  # two title lines (it had wrapped to three: a review)
+# called noisy (the Trio, a clean training scan at 0.080, had read "noisy input" in every style;
+# mrml.NOISE_INDEX_ATTRIBUTE): its map's line says in plain words that the SD was raised for the input's noise, and only
+# where the factor reads NOISE_SCALE_SHOWN or more. "SD ×1.01, index 0.080" had read as an FA or p value under the bar
+# (a review), for a factor no colour shows; the index is no figure a clinician has a scale for.
+NOISE_INDEX_NOTE = "SD ×{scale} for input noise"  # two title lines of at most TITLE_LINE characters
+NOISE_SCALE_SHOWN = 1.05
 LABEL_WIDTH = 5
 # The legend's title is drawn over the bar, right-aligned to it: wrapped to short lines it stays within the strip of
 # the view kept free on the right (`legend_room`) instead of reaching over the brain's edge.
@@ -317,7 +320,7 @@ def noise_line(node, unscaled: str = NOISE_NOTE, scaled: str = NOISE_SCALE_NOTE,
     """The legend's line saying a map's input was noisy (`unscaled`), with the factor its sigma was scaled by
     (`scaled`, "noisy input: SD ×1.55"), wrapped as a title; "" for a clean input's map. An input whose noise index
     (mrml.NOISE_INDEX_ATTRIBUTE) is within the training inputs' (NOISY_INPUT) is not called noisy: `within` names its
-    factor and index where the factor reads other than ×1.00, else no line."""
+    factor where it reads NOISE_SCALE_SHOWN or more, else no line."""
     from ..core.noise_level import NOISY_INPUT
 
     g = noise_scale(node)
@@ -329,7 +332,7 @@ def noise_line(node, unscaled: str = NOISE_NOTE, scaled: str = NOISE_SCALE_NOTE,
         index = float("nan")
     shown = f"{g:.2f}"
     if index <= NOISY_INPUT:  # (a node without the index, of an older run, keeps the words)
-        return "" if shown == "1.00" else wrap_title(within.format(scale=shown, index=f"{index:.3f}"))
+        return "" if float(shown) < NOISE_SCALE_SHOWN else wrap_title(within.format(scale=shown, index=f"{index:.3f}"))
     return wrap_title(unscaled if shown == "1.00" else scaled.format(scale=shown))
 
 

@@ -4,6 +4,8 @@ marker for every test that uses them. Helpers and constants for the test modules
 from __future__ import annotations
 
 import os
+import signal
+import sys
 
 # Before any test module loads torch: OpenMP threads wait without spinning, as in the `iqt` process
 # (core/threads.py wait_passively); with `-n 2` on two cores the spinning workers took turns with each other.
@@ -135,9 +137,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.realdata)
 
 
+# SIGINT, SIGTERM, SIGHUP as this test process started with them
+STOP_SIGNALS = {sig: signal.getsignal(sig) for sig in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP"))
+                if sig is not None}
+
+
+def _signals_as_started() -> None:
+    """Each test starts with the stop signals this process started with where an earlier test left one ignored:
+    `cli.main()` run as the command (argv None, Testing/apps/test_cli.py, test_view.py) ignores SIGTERM and SIGHUP to
+    the process's exit (apps/cli/__init__.py), and every process started after inherits that, so that torch's spawn
+    waited out 30 s before it killed a training process its SIGTERM could not stop (test_distributed.py)."""
+    for sig, handler in STOP_SIGNALS.items():
+        if signal.getsignal(sig) == signal.SIG_IGN and handler != signal.SIG_IGN:
+            signal.signal(sig, handler)
+            signals = sys.modules.get("ImageQualityTransferLib.apps.signals")
+            if signals is not None:  # as in a process no `cli.main()` has run in
+                signals.ignored_by_the_command.discard(sig)
+
+
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
 def pytest_runtest_setup(item):
     helpers._running_test_is_realdata = item.get_closest_marker("realdata") is not None
+    _signals_as_started()
 
 
 def pytest_runtest_teardown(item):

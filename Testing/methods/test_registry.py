@@ -73,6 +73,8 @@ def test_every_trainable_method_trains_saves_and_runs(name, small_subject, loade
     args = ["upsample", str(degraded_input), "-o", str(tmp_path / "hr.nii.gz"), "--method", name, "--model", str(out)]
     if cls.gives_uncertainty:
         args += ["--uncertainty", str(tmp_path / "u.nii.gz")]
+    if cls.takes_samples:  # the maps are checked written, not their values: 2 Monte Carlo draws, not the default 10
+        args += ["--samples", "2"]
     assert main(args) == 0, capsys.readouterr().err
     hr = fileio.load_tensor(tmp_path / "hr.nii.gz")
     assert np.isfinite(hr.data).all() and np.any(hr.data)

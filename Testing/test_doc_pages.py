@@ -341,3 +341,29 @@ def test_the_other_input_styles_are_measured_with_the_fill():
     assert "measured with interpolation filling every empty voxel" in para and "0.975-0.976" not in para
     assert "measurements.md#other-input-styles-on-the-3-mm-ortho-scan" in para
     assert "### Other input styles on the 3 mm ortho scan" in (REPO / "docs/measurements.md").read_text(encoding="utf-8")
+
+
+def _readme_section(heading: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return " ".join(text.split())
+
+
+def test_the_readme_says_the_cpu_index_before_a_reader_goes_on_from_the_install_line():
+    """The CPU index for torch (without it PyPI's torch pulls GB of CUDA packages on Linux and Windows) was said at the
+    end of a paragraph that first described the extras, the system packages and the demo, after the line that installs
+    torch (a new-user audit): it is the first thing after that line. σ, first used there, is said to be the
+    uncertainty as a standard deviation."""
+    flat = _readme_section("Two commands")
+    after_install = flat.split("```", 2)[2]
+    assert after_install.index("--index-url https://download.pytorch.org/whl/cpu") < 200, after_install[:400]
+    first_sigma = flat.index("σ")
+    assert "standard deviation" in flat[first_sigma:first_sigma + 60], flat[first_sigma - 40:first_sigma + 80]
+
+
+def test_the_readme_sends_other_tools_tensors_to_the_page_that_has_them():
+    """README's Command line sent "tensors from FSL, MRtrix or dipy" to docs/command-line.md, which has no such part;
+    docs/inputs.md's 'Tensors from other tools' has them (a new-user audit)."""
+    flat = _readme_section("Command line")
+    link = re.search(r"tensors from FSL, MRtrix or dipy[^\[]*\[[^\]]*\]\(([^)]+)\)", flat)
+    assert link and link.group(1) == "docs/inputs.md#tensors-from-other-tools", flat
+    assert "\n## Tensors from other tools\n" in (REPO / "docs/inputs.md").read_text(encoding="utf-8")

@@ -1099,3 +1099,21 @@ def test_a_commands_lines_written_to_a_full_disk_are_one_line_and_a_failure(caps
         full.flush()
     err = capsys.readouterr().err.splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith(NO_SPACE) and "ran to its end" in err[0], err
+
+
+def test_each_commands_help_opens_with_what_it_does():
+    """`iqt seal --help`, `iqt upsample --help` and every other command's help began with its arguments, without the
+    line `iqt --help` gives it (a new-user audit ran each): each opens with that line; `iqt --help` names the extra
+    batch and view need, as their refusals do; `iqt demo --help` says what a subject folder holds, as benchmark's."""
+    import argparse
+    import re
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    summaries = {a.dest: a.help for a in sub._choices_actions}
+    for name, sp in sub.choices.items():
+        after_usage = "".join(sp.format_help().split("\n\n", 1)[1].split())  # wrapped at spaces and hyphens
+        assert after_usage.startswith("".join(summaries[name].split())), (name, after_usage[:200])
+    assert "(needs the batch extra)" in summaries["batch"] and "(needs the render extra)" in summaries["view"]
+    demo = " ".join(sub.choices["demo"].format_help().split())
+    assert re.search(r"--subject SUBJECT run on this subject folder \(dwi\.nii\.gz, dwi\.bval, dwi\.bvec\)", demo), demo

@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parsers(sub)
+    summaries = {a.dest: a.help for a in sub._choices_actions}
     for name, sp in sub.choices.items():  # 'iqt upsample ... --threads N' as well as 'iqt --threads N upsample ...'
+        if sp.description is None:  # 'iqt NAME --help' opens with what the command does, as 'iqt --help' lists it
+            sp.description = summaries[name]
         if not any("--threads" in a.option_strings for a in sp._actions):
             sp.add_argument("--threads", type=int, dest="command_threads", help="as 'iqt --threads N " + name + " ...'")
     return p

@@ -26,7 +26,7 @@ from .batch_stop import _open_files_said  # noqa: F401, E402
 
 def add_parsers(sub) -> None:
     sp = sub.add_parser("batch", help="upsample a cohort (BIDS dataset or list of subjects) on a Dask cluster into a "
-                                      "BIDS-derivatives dataset, resumable, with a QC table")
+                                      "BIDS-derivatives dataset, resumable, with a QC table (needs the batch extra)")
     sp.add_argument("input", help="BIDS dataset folder (sub-*/[ses-*/]dwi/*_dwi.nii.gz with .bval/.bvec), or a text file "
                                   "listing subject folders (dwi.nii.gz, dwi.bval, dwi.bvec) or DTI files, one per line; "
                                   "a line may end in its own --tensor-order ORDER and --mask MASK")

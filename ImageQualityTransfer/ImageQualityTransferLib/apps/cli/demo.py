@@ -7,7 +7,8 @@ from . import options
 
 def add_parsers(sub) -> None:
     sp = sub.add_parser("demo", help="the main job on a built-in phantom (or --subject DIR): every method, metrics and a figure")
-    sp.add_argument("--subject", help="run on this subject folder instead of the phantom")
+    sp.add_argument("--subject", help="run on this subject folder (dwi.nii.gz, dwi.bval, dwi.bvec) instead of the "
+                                      "phantom")
     sp.add_argument("-o", "--output", default="iqt-demo", help="output folder (default ./iqt-demo)")
     options.add_factor(sp)
     sp.add_argument("--methods", help="comma-separated method names (default: every method ready here)")

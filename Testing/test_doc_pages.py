@@ -367,3 +367,16 @@ def test_the_readme_sends_other_tools_tensors_to_the_page_that_has_them():
     link = re.search(r"tensors from FSL, MRtrix or dipy[^\[]*\[[^\]]*\]\(([^)]+)\)", flat)
     assert link and link.group(1) == "docs/inputs.md#tensors-from-other-tools", flat
     assert "\n## Tensors from other tools\n" in (REPO / "docs/inputs.md").read_text(encoding="utf-8")
+
+
+def test_install_md_names_every_benchmark_and_where_the_tests_look_for_chromium():
+    """docs/install.md's layout left out benchmarks/md_std_correlation.py, and its Chromium item said "or set
+    IQT_CHROMIUM to its path" of both browser tests, where only test_view.py reads it (a new-user audit)."""
+    page = (REPO / "docs/install.md").read_text(encoding="utf-8")
+    layout = page.split("\n## Layout\n", 1)[1]
+    assert [p.name for p in sorted((REPO / "benchmarks").glob("*.py")) if p.name not in layout] == []
+    item = " ".join(page.split("- Chromium for the tests", 1)[1].split("\n\n", 1)[0].split())
+    named = set(re.findall(r"(test_\w+\.py)[^;()]*`IQT_CHROMIUM`", item))
+    reads = 'os.environ.get("IQT_' + 'CHROMIUM"'  # in two parts, so that this file does not read as one that reads it
+    readers = {p.name for p in (REPO / "Testing").rglob("test_*.py") if reads in p.read_text(encoding="utf-8")}
+    assert readers and named == readers, (named, readers, item)

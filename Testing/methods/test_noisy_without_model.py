@@ -147,3 +147,57 @@ def test_an_unreadable_noise_index_of_an_estimated_brain_is_said():
     assert index is None and runner.model_for is None, (index, runner.model_for)
     assert len(said) == 1 and "noise index is unreadable" in said[0] and "(512 voxels)" in said[0], said
     assert "biqt runs its model for clean scans" in said[0] and "--mask" in said[0], said
+
+
+def _small_brain(noise: float, holed: float = 0.0, side: int = 11, seed: int = 0):
+    """A masked fit of a cube brain `side` voxels wide (9 mm voxels, as a 3 mm scan at x3), its tensors' noise std
+    `noise`, a share `holed` of them all zero (no fit written), zeros outside: (input, its brain)."""
+    import numpy as np
+
+    from ImageQualityTransferLib.core.volume import Volume
+
+    rng = np.random.default_rng(seed)
+    n = side + 6
+    t = rng.normal(0, noise, (n, n, n, 6)).astype(np.float32)
+    t[..., [0, 3, 5]] += 7e-4
+    brain = np.zeros((n, n, n), bool)
+    brain[3:3 + side, 3:3 + side, 3:3 + side] = True
+    brain &= ~(rng.random(brain.shape) < holed)
+    t[~brain] = 0
+    return Volume(t, np.diag([9.0, 9.0, 9.0, 1.0]), "tensor"), Volume(brain, np.diag([9.0, 9.0, 9.0, 1.0]), "mask")
+
+
+def test_a_small_masked_noisy_brain_is_read_noisy_not_clean():
+    """A masked input at b0 SNR 1 at x3 (the 3 mm dev scan: 1,571 brain voxels left by its failed fits) held under 500
+    voxels once eroded by two: its noise index read nothing and biqt ran its clean model with no line (a review).
+    Such a brain is read eroded by one voxel: noisy, the noise-trained model and its line; clean, no line (unread)."""
+    lr, mask = _small_brain(1.5e-4)
+    assert noise_level.noise_index(lr.data, mask.data) is None  # the case: too little left after the erosion
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner, index = methods.get("biqt")._for_noise(lr, mask, (3, 3, 3))
+    assert index is not None and index > noise_level.NOISY_INPUT and runner.model_for == "noisy", index
+    assert any("uses its model trained with added noise" in str(w.message) for w in caught), caught
+    lr, mask = _small_brain(3e-5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner, index = methods.get("biqt")._for_noise(lr, mask, (3, 3, 3))
+    assert index is None and runner.model_for is None and not caught, (index, caught)
+
+
+def test_a_small_brain_with_missing_tensors_is_read_noisy_where_noisy():
+    """The 3 mm dev scan at x3 with 10 % of its brain's tensors missing (zero) read nothing, so at b0 SNR 1 biqt ran
+    its clean model with no line (a review; at x2 from 30 %): the holes at the brain's surface are dents no filling
+    closes, and the two-voxel erosion spread them. Each present tensor is read against its present neighbours: the
+    noisy brain reads as its source; the clean one stays unread, its clean model run without a line."""
+    from ImageQualityTransferLib.methods.inputs import input_noise_index
+
+    source = input_noise_index(*(v.data if v.kind == "mask" else v for v in _small_brain(1.5e-4, side=12)))
+    lr, mask = _small_brain(1.5e-4, holed=0.1, side=12)
+    index = input_noise_index(lr, mask.data)
+    assert index is not None and abs(index - source) < 0.1 * source, (source, index)
+    lr, mask = _small_brain(3e-5, holed=0.1, side=12)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner, index = methods.get("biqt")._for_noise(lr, mask, (3, 3, 3))
+    assert index is None and runner.model_for is None and not caught, (index, caught)

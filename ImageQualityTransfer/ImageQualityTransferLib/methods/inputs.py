@@ -77,7 +77,8 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
     (a_whole_field_brain) is read in the MD mode over it: in the field's, the clean ×3 ortho input had read 0.089 with
     its brain mask and 0.060 without one. A masked fit keeps the field's mode (its background is empty). A brain whose
     failed fits' holes leave too little after the erosion (noise_level.noise_index's None) is eroded with them filled,
-    and read only where a tensor and its 6 neighbours are present (its holes' zeros are no roughness)."""
+    and read only where a tensor and its 6 neighbours are present (its holes' zeros are no roughness); a brain mask
+    still unread is read as a small brain where clearly noisy (`_clearly_noisy`)."""
     if unit is None and not estimated and a_whole_field_brain(lr.data, brain):
         unit = tensors.md_mode(np.where(np.asarray(brain, bool)[..., None], lr.data, 0))
     core = noise_level.estimated_core(lr.voxel_size) if estimated else 0
@@ -87,7 +88,18 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
         filled = ndimage.binary_fill_holes(np.asarray(brain, bool))
         if filled.sum() > np.count_nonzero(brain):
             index = noise_level.noise_index(lr.data, filled, core=core, unit=unit, present_only=True)
+    if index is None and not estimated:  # a masked brain too small to read eroded by two voxels (b0 SNR 1 at x3: its
+        # failed fits had left 1,571 voxels), or holed by missing tensors, had run the clean model with no line
+        index = _clearly_noisy(noise_level.small_brain_noise_index(lr.data, brain, unit=unit))
     return index
+
+
+def _clearly_noisy(index: float | None) -> float | None:
+    """A small brain's reading (noise_level.small_brain_noise_index) where it is above NOISY_INPUT, else None (unread):
+    one voxel less eroded, it reads clean inputs up to 0.009 higher than noise_index (the 8 subjects' clean inputs: up
+    to 0.089), so below that it cannot tell a clean input from a slightly noisy one, and a clean crop or phantom would
+    switch model with a line (docs/inputs.md)."""
+    return index if index is not None and index > noise_level.NOISY_INPUT else None
 
 
 BRAIN_SHARE_MIN = 0.05  # a mask holding less of a whole-field fit's filled voxels is a region, not its brain: the

@@ -214,21 +214,41 @@ def test_orientation_letters_sit_beside_the_image_not_on_it():
     assert x0 < -60 and x1 > 60 and y0 < -40 and y1 > 50
 
 
-# The methods of the module's one `report.run` of small_subject, read by the two tests below: interpolators and learned
-# methods out of registry order, the default among them (methods.default_method(), checked in the fixture).
+# The methods of the module's one `iqt report` of small_subject, read by the three tests below: interpolators and
+# learned methods out of registry order, the default among them (methods.default_method(), checked in the fixture).
 SUBJECT_REPORT_METHODS = ["linear", "cubic", "nearest", "global-linear", "rf", "biqt", "deep"]
 
 
 @pytest.fixture(scope="module")
 def subject_report_text(tmp_path_factory, small_subject):
-    """The page of `report.run` of small_subject with SUBJECT_REPORT_METHODS (200 seeds), made once for the tests that
-    only read it (each had run its own, of four methods, with cubic, nearest and the tracts done twice)."""
+    """The page of `iqt report --subject` of small_subject with SUBJECT_REPORT_METHODS (200 seeds), made once for the
+    tests that only read it (each had run its own, of two to four methods, with cubic and the tracts done again)."""
     from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.apps.cli import main
 
     assert methods.default_method() in SUBJECT_REPORT_METHODS, methods.default_method()
-    path = report.run(tmp_path_factory.mktemp("report") / "r.html", small_subject, 2, list(SUBJECT_REPORT_METHODS),
-                      n_seeds=200)
+    path = tmp_path_factory.mktemp("report") / "r.html"
+    assert main(["report", "--subject", str(small_subject), "-o", str(path), "--methods",
+                 ",".join(SUBJECT_REPORT_METHODS), "--n-seeds", "200"]) == 0
     return path.read_text()
+
+
+@pytest.mark.slow
+def test_report_end_to_end(subject_report_text):
+    """`iqt report --subject` end to end on the coarse phantom: a self-contained page (no script, every image inline)
+    of five captioned figures, none blank, and the metrics table (it ran its own report of cubic and biqt in
+    Testing/apps/test_analysis_e2e.py)."""
+    from PIL import Image
+
+    text = subject_report_text
+    assert "<script" not in text and not re.search(r'src="(?!data:image/png;base64,)', text)
+    figures = re.findall(r"<figure>(.*?)</figure>", text, re.S)
+    assert len(figures) == 5  # FA views, uncertainty, direction uncertainty, errors, tractography
+    for fig in figures:
+        assert re.search(r"<figcaption>[^<]{20,}</figcaption>", fig)
+        img = Image.open(io.BytesIO(base64.b64decode(re.search(r'base64,([^"]+)"', fig).group(1))))
+        assert np.asarray(img.convert("L")).std() > 5
+    assert "biqt" in text and "<table>" in text
 
 
 @pytest.mark.slow

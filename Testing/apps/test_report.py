@@ -444,7 +444,8 @@ def test_a_noisy_subjects_page_names_the_model_that_ran_and_the_engines_warning(
     text = html.unescape((tmp_path / "r.html").read_text())
     twin = methods.get("biqt").for_noisy_inputs((2, 2, 2))
     path, sha = twin.model_record((2, 2, 2))
-    assert f"biqt: model {Path(path).name} (weights SHA256 {sha[:12]}, trained with added noise" in text, text[:3000]
+    assert f"biqt: model {Path(path).name} (weights SHA256 {sha[:12]})" in text, text[:3000]
+    assert "biqt ran its model trained with added noise" in text, text[:3000]
     assert "Warning: the input is noisier than clean scans" in text and "biqt uses its model trained with added noise" \
         in text
 
@@ -463,15 +464,15 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
 
     head = "the input is noisier than clean scans (noise index 0.121, above 0.075)"
     end = _beyond_noise_training(0.121)
-    assert end.startswith("; at the edge of its training")
+    assert end.startswith("; at the edge of the noise trained on (0.12-0.20): ")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for name in ("biqt", "rf"):
-            warnings.warn(f"{head}: {name} uses its model trained with added noise ({name}_x2_noisy){end}", IQTWarning)
+            warnings.warn(f"{head}: {name} uses its model trained with added noise{end}", IQTWarning)
             warnings.warn(f"{name}: the input's brain is thinner than the model's context", IQTWarning)
     notes = report._said_once(caught)
-    assert notes == [f"{head}: biqt uses its model trained with added noise (biqt_x2_noisy); rf uses its model trained "
-                     f"with added noise (rf_x2_noisy){_beyond_noise_training(0.121, several=True)}",
+    assert notes == [f"{head}: biqt and rf use their models trained with added noise; {end.split('; ')[1]}; read the "
+                     "uncertainty maps as lower bounds of the error (docs/inputs.md)",
                      "biqt: the input's brain is thinner than the model's context",
                      "rf: the input's brain is thinner than the model's context"], notes
     with warnings.catch_warnings(record=True) as again:  # `iqt benchmark` and `iqt demo` say them so too
@@ -479,7 +480,7 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
         benchmark.say_once(caught, "sub (own)", set())
     assert [str(w.message) for w in again] == [f"sub (own): {n}" for n in notes]
     said = report.ran_note(["cubic", "biqt", "rf"], (2, 2, 2), preds=_ran({"cubic": None, "biqt": 0.3, "rf": 0.3}))
-    assert said.count("the input is noisier than clean scans") == 1 and said.count("trained with added noise") == 3, said
+    assert said.count("the input is noisier than clean scans") == 1 and said.count("trained with added noise") == 1, said
     assert "biqt and rf ran their models trained with added noise: the input is noisier than clean scans" in said
 
 
@@ -522,34 +523,33 @@ def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models
 
     head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
     edge = _beyond_noise_training(0.15)
-    switched = f"espcn uses its model trained with added noise (espcn_x3_noisy){edge}"
+    switched = f"espcn uses its model trained with added noise{edge}"
     other = "biqt has no model trained with added noise for ×3; espcn runs one on such inputs"
     said = noise_clause_once([f"{head}: {switched}", f"{head}: {other}", "biqt: another line"])
     assert said == [f"{head}: {switched}; {other}", "biqt: another line"]
     # the switched method's own ending (of its one model), then the other's part, in what the product said
-    assert edge and said[0].count(head) == 1 and f"what it was trained on {UNDERRATES}; {other}" in said[0], said
+    assert edge and said[0].count(head) == 1 and said[0].endswith(f"; {UNDERRATES}; {other}"), said
 
 
 def test_a_noisy_inputs_shared_ending_reads_right_beside_a_method_run_with_a_given_model():
-    """The ending two noise-trained models share is said once after their parts, of both ("their training", "they
-    were"; it had said "what it was trained on" after two, a review's real run); a method run with a given --model
-    (named: "the given model runs" had followed another method's part) keeps its own part after it, and the ending is
-    not said twice."""
+    """The ending two noise-trained models share is said once after their methods, of both (it had said "what it was
+    trained on" after two, a review's real run); a method run with a given --model (named: "the given model runs" had
+    followed another method's part) keeps its own part after it, and the ending is not said twice."""
     from ImageQualityTransferLib.methods.base import _beyond_noise_training, noise_clause_once
 
     head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
     edge, beyond = _beyond_noise_training(0.15), _beyond_noise_training(0.25)
     noise = "uses its model trained with added noise"
     # two switched and one run with a given model: the ending once, plural, after the two it belongs to
-    given = [f"{head}: espcn {noise} (e){edge}", f"{head}: biqt runs the given model; without one it would run its "
-             "model trained with added noise", f"{head}: rf {noise} (r){edge}"]
+    given = [f"{head}: espcn {noise}{edge}", f"{head}: biqt runs the given model instead of its model trained with "
+             "added noise", f"{head}: rf {noise}{edge}"]
     [said] = noise_clause_once(given)
-    assert said == (f"{head}: espcn {noise} (e); rf {noise} (r){_beyond_noise_training(0.15, several=True)}; biqt runs "
-                    "the given model; without one it would run its model trained with added noise"), said
-    assert said.count("at the edge of") == 1 and "what they were trained on" in said and "it was trained" not in said
-    [said] = noise_clause_once([f"{head}: espcn {noise} (e){beyond}", f"{head}: rf {noise} (r){beyond}"])
-    assert said.endswith(_beyond_noise_training(0.25, several=True)) and said.count("noisier than every input") == 1
-    assert "every input those models were trained on too" in said and "that model" not in said, said
+    assert said == (f"{head}: espcn and rf use their models trained with added noise; {edge.split('; ')[1]}; read the "
+                    "uncertainty maps as lower bounds of the error (docs/inputs.md); biqt runs the given model instead "
+                    "of its model trained with added noise"), said
+    assert said.count("at the edge of") == 1 and "its uncertainty map" not in said
+    [said] = noise_clause_once([f"{head}: espcn {noise}{beyond}", f"{head}: rf {noise}{beyond}"])
+    assert said.count("beyond the noise trained on") == 1 and "lower bounds" in said and " uses " not in said, said
 
 
 @pytest.mark.parametrize("degrees, said_i", [

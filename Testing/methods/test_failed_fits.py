@@ -192,7 +192,7 @@ def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
         # a given model is what runs; a user who forced the default one on a noisy input hears of the other, one who
         # gave the shipped noise-trained model hears it said as the default run's line says it
         assert len(said) == 1 and ("biqt runs the given model" if name == "default" else
-                                   "biqt uses the given model, trained with added noise") in said[0], said
+                                   "biqt uses the given noise-trained model") in said[0], said
         assert "model_for" not in given[name].tensor.meta
     np.testing.assert_array_equal(runs["noisy"].tensor.data, given["noisy"].tensor.data)
     np.testing.assert_array_equal(runs["noisy"].std.data, given["noisy"].std.data)

@@ -216,7 +216,7 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
     parts, switched = [], []
     for name, rec in model_records(names, f, models).items():
         if noisy is not None and name in noisy and "noisy_inputs" in rec:
-            rec, extra = rec["noisy_inputs"], ", trained with added noise"
+            rec, extra = rec["noisy_inputs"], ""  # trained with added noise: said once for all, below
             switched.append(name)
         else:
             extra = f"; on noisy inputs {Path(rec['noisy_inputs']['file']).name}" \

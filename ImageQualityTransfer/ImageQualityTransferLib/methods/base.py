@@ -422,8 +422,8 @@ class Method:
         scaled = self.name if maps else None  # the method whose sigma factor a line names (none without a map)
         if twin is not None:
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} uses its model trained with added noise "
-                          f"({Path(twin.model_path).stem})" + noise_ending(index, scaled, maps), IQTWarning, stacklevel=4)
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} {_USES}" + noise_ending(index, scaled, maps), IQTWarning,
+                          stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
 
@@ -432,15 +432,17 @@ class Method:
         if self.name in here and _trained_with_noise(self.model_path):  # a noise-trained model given: its line, as
             # the default run's (the line had said to run such a model, the one that ran); one not the install's keeps
             # its sigma (given_model), said so
-            end = _beyond_noise_training(index, maps=maps) + _given_unscaled(scaled, index) if self.given_model() \
-                else noise_ending(index, scaled, maps)
+            if not self.given_model():
+                end = noise_ending(index, scaled, maps)
+            else:  # its sigma unscaled: said in the lower-bound piece where there is one
+                end = _beyond_noise_training(index, scaled, maps, given=True) or _given_unscaled(scaled, index)
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} uses the given model, trained with added noise "
-                          f"({Path(self.model_path).stem})" + end, IQTWarning, stacklevel=4)
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} uses the given noise-trained model "
+                          f"{Path(self.model_path).stem}" + end, IQTWarning, stacklevel=4)
         elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model; without one it would run its "
-                          "model trained with added noise" + _given_unscaled(scaled, index), IQTWarning, stacklevel=4)
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model instead of its model trained "
+                          "with added noise" + _given_unscaled(scaled, index), IQTWarning, stacklevel=4)
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
@@ -631,72 +633,68 @@ def scale_for_noise(pred: "Prediction", g: float) -> None:
             setattr(pred, key, v.replace(data=np.asarray(v.data) * np.asarray(g, np.asarray(v.data).dtype)))
 
 
-_UNDERRATES = ("(the uncertainty map may read lower than the error there, its sigma rising less than the error with "
-               "the noise{}: read it as a lower bound)")
-UNDERRATES = _UNDERRATES.format("")  # a method whose sigma is not scaled on this input
-_SCALED = "; its sigma is scaled {} for it (calibrated on training scans), which brings it closer but not to the error"
-# a method's own factor clause in its part of a line, taken out where several parts share the clause (_shared_ending)
-_SCALED_IN = re.compile("(.+?)".join(map(re.escape, _SCALED.split("{}"))))
+# The noise line's pieces (`_for_noise`), short enough to be read (lines of 540-760 characters, seven merged in one of
+# 1,700, had said each fact twice); what they leave out is in docs/inputs.md, "The upsampling's warnings". Each piece
+# after a method's opening starts with "; " and holds none, so a page's merged line can take the pieces apart
+# (`_shared_ending`).
+_USES = "uses its model trained with added noise"
+_EDGE = "at the edge of the noise trained on ({:.2f}-{:.2f}): results may be less reliable"
+_BEYOND = "beyond the noise trained on (up to {:.2f}): results may be no better than --method cubic"
+_BOUND = "read its uncertainty map as a lower bound of the error (docs/inputs.md)"
+_BOUND_RAISED = "its uncertainty map, {}, is still a lower bound of the error (docs/inputs.md)"
+_BOUND_GIVEN = "its uncertainty map, not {} as the shipped model's is, is a lower bound of the error (docs/inputs.md)"
+_RAISED = "its uncertainty map is {} for this noise index"  # below the edge: the factor, no lower bound said
+_NOT_RAISED = "its uncertainty map is not {} as the shipped model's would be"
+_MAP_PIECES = {kind: re.compile("^" + "(.+?)".join(map(re.escape, t.split("{}"))) + "$")
+               for kind, t in (("raised", _BOUND_RAISED), ("given", _BOUND_GIVEN), ("below", _RAISED), ("not", _NOT_RAISED))}
+UNDERRATES = _BOUND  # a method whose sigma is not scaled on this input
 
 
 def _shown_factor(name: str | None, index: float) -> str | None:
-    """`name`'s sigma factor at noise `index` as a line says it ("up x1.34"), None where it reads x1.00 at the two
+    """`name`'s sigma factor at noise `index` as a line says it ("raised x1.34"), None where it reads x1.00 at the two
     decimals said (a line had said "scaled up x1.00" for 1.0002-1.0046; the run record keeps the factor itself)."""
     g = 1.0 if name is None else noisy_std_scale(name, index)
     shown = f"{g:.2f}"
-    return None if shown == "1.00" else f"{'up' if g > 1 else 'down'} x{shown}"
+    return None if shown == "1.00" else f"{'raised' if g > 1 else 'lowered'} x{shown}"
 
 
-def underrates(name: str | None, index: float, scaled: str | None = None) -> str:
-    """UNDERRATES for `name` at noise `index`: where its sigma is scaled (`_shown_factor`) it says by how much,
-    else the plain lower-bound clause (a line had named two other methods' scaling in every method's line);
-    `scaled`: the factor clause to say instead (several methods', `_shared_ending`)."""
-    if scaled is None:
-        shown = _shown_factor(name, index)
-        scaled = _SCALED.format(shown) if shown else ""
-    return _UNDERRATES.format(scaled)
+def underrates(name: str | None, index: float, given: bool = False) -> str:
+    """The lower-bound piece for `name` at noise `index`: where its sigma is scaled (`_shown_factor`) it says by how
+    much (a line had named two other methods' scaling in every method's line); `given`: a --model file, whose sigma
+    that factor would scale is left as it is (`_given_unscaled`), said so."""
+    shown = _shown_factor(name, index)
+    return _BOUND if not shown else _BOUND_GIVEN.format(shown) if given else _BOUND_RAISED.format(shown)
 
 
 def noise_ending(index: float, name: str | None, maps: bool = True) -> str:
-    """The end of `name`'s noise-trained model's line: `_beyond_noise_training`'s clause, or below the training edge,
-    where `name`'s sigma is scaled all the same (noisy_std_scale above 1 from NOISY_MODEL on), the factor in brackets
-    (the line had named it only beyond the edge, while the run record held it); `maps`: as `_beyond_noise_training`."""
+    """The end of `name`'s noise-trained model's line: `_beyond_noise_training`'s pieces, or below the training edge,
+    where `name`'s sigma is scaled all the same (noisy_std_scale above 1 from NOISY_MODEL on), the factor (the line had
+    named it only beyond the edge, while the run record held it); `maps`: as `_beyond_noise_training`."""
     ending = _beyond_noise_training(index, name=name, maps=maps)
-    shown = _shown_factor(name, index)
+    shown = _shown_factor(name, index) if maps else None
     if ending or shown is None:
         return ending
-    return f" (its uncertainty map's sigma scaled {shown} for that noise, calibrated on training scans)"
+    return "; " + _RAISED.format(shown)
 
 
-def _beyond_noise_training(index: float, several: bool = False, name: str | None = None,
-                           scaled: str | None = None, maps: bool = True) -> str:
-    """The clause the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
-    inputs it was trained on (NOISY_TRAINED), else "". `several`: said once after several methods' parts
-    (`noise_clause_once`), of their models; `name`: the method, whose sigma's noise factor it names (`underrates`);
-    `maps`: whether an uncertainty map is written; without, the clause names none (a deep run without --uncertainty
-    had been told to read its uncertainty map as a lower bound)."""
+def _beyond_noise_training(index: float, name: str | None = None, maps: bool = True, given: bool = False) -> str:
+    """The pieces the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
+    inputs it was trained on (NOISY_TRAINED), else "": where it is, then the uncertainty map as a lower bound (`maps`:
+    whether one is written; without, none is named: a deep run without --uncertainty had been told to read its
+    uncertainty map as a lower bound), naming `name`'s sigma factor (`underrates`; `given`: a --model file's, not
+    applied)."""
     lo, hi = NOISY_TRAINED
-    model, it, its, out = (("those models were", "they were", "their", "outputs") if several
-                           else ("that model was", "it was", "its", "output"))
-    also, bound = (" and the uncertainty", f" {underrates(name, index, scaled)}") if maps else ("", "")
-    are = "are" if maps or several else "is"
-    if index > hi:
-        return (f"; but the input is noisier than every input {model} trained on too (noise index up to {hi:.2f}, at b0 "
-                f"SNR 8, the lowest trained): {its} {out}{also} {are} outside what {it} "
-                f"trained on, and may be no better than --method cubic{bound}")
-    if index > lo:
-        return (f"; at the edge of {its} training: {its} noisiest training inputs (b0 SNR 8, the lowest trained) read "
-                f"{lo:.2f}-{hi:.2f} by this index, depending on the scan, so the {out}{also} may be "
-                f"outside what {it} trained on{bound}")
-    return ""
+    if index <= lo:
+        return ""
+    where = _BEYOND.format(hi) if index > hi else _EDGE.format(lo, hi)
+    return f"; {where}" + (f"; {underrates(name, index, given)}" if maps else "")
 
 
 def _given_unscaled(name: str | None, index: float) -> str:
     """The given model's line's end where `name`'s sigma would be scaled for this noise (noisy_std_scale above 1): that
     factor is calibrated on the install's models, so a --model file's sigma is left unscaled, said here."""
     shown = _shown_factor(name, index)
-    return (f"; its uncertainty map's sigma is left as that model gives it, not scaled {shown} for the noise as "
-            f"that of {name}'s model trained with added noise is (calibrated on it, not on this one)" if shown else "")
+    return "; " + _NOT_RAISED.format(shown) if shown else ""
 
 
 def _trained_with_noise(model_path) -> bool:
@@ -747,28 +745,56 @@ def noise_clause_once(notes) -> list[str]:
 
 
 def _shared_ending(parts: list[str]) -> str:
-    """Each part's own words joined by "; ", where two or more end alike in `_beyond_noise_training`'s clause, that
-    clause said once after them, of their models (a page had said "that model" after two), before the other parts;
-    their methods' sigma factors (`_SCALED`, the method the part's first word) named once in it (a scaled method's
-    clause had kept its part apart, the lower bound said once per scaled method); the uncertainty named there where
-    one of them wrote a map."""
-    lo, hi = NOISY_TRAINED
-    factors, plain = {}, []
+    """Several methods' parts of one noise line as one: the noise-trained models' parts (an opening, then `_EDGE` or
+    `_BEYOND` and the map pieces) with the methods that run the install's model named once, where the input lies in
+    their training said once and their uncertainty maps in one lower-bound piece naming each factor; parts that
+    differ only in their method (`_PLURAL`) said once for all of them; the others as they are (a page had said the
+    clause once per method: 1,700 characters for seven)."""
+    merged, same, own = [], {}, []  # (name, opening, where, map pieces); the alike parts by their words; the rest
     for p in parts:
-        m = _SCALED_IN.search(p)
-        if m:
-            factors[p] = (p.split(" ", 1)[0], m.group(1))
-        plain.append(p[:m.start()] + p[m.end():] if m else p)
-    for index in (hi + 1, (lo + hi) / 2):
-        ones = {maps: _beyond_noise_training(index, maps=maps) for maps in (True, False)}  # a run with a map, without
-        ends = {i: e for i, p in enumerate(plain) for e, one in ones.items() if p.endswith(one) and len(p) > len(one)}
-        sharing = sorted(ends)
-        if len(sharing) > 1:
-            named = [factors[parts[i]] for i in sharing if parts[i] in factors]
-            said = [f"{n}'s sigma is scaled {w}" if not k else f"{n}'s {w}" for k, (n, w) in enumerate(named)]
-            scaled = (f"; {listed(said)} for it (calibrated on training scans), which brings "
-                      f"{'them' if len(said) > 1 else 'it'} closer but not to the error") if said else None
-            return "; ".join(plain[i][:-len(ones[ends[i]])] for i in sharing) + \
-                _beyond_noise_training(index, several=True, scaled=scaled, maps=any(ends.values())) + \
-                "".join(f"; {p}" for i, p in enumerate(parts) if i not in sharing)
-    return "; ".join(parts)
+        name, _, rest = p.partition(" ")
+        opening, *pieces = rest.split("; ")
+        where = [q for q in pieces if q.startswith(("at the edge of the noise", "beyond the noise"))]
+        maps = [_map_piece(q) for q in pieces if q not in where]
+        if "trained with added noise" in opening and len(where) <= 1 and all(maps):
+            merged.append((name, opening, where, maps))
+        elif rest.startswith(tuple(_PLURAL)):
+            same.setdefault(rest, []).append(name)
+        else:
+            own.append(p)
+    if len({tuple(w) for *_, w, _ in merged}) > 1:  # a part with no place in the training (a clean --model's) apart
+        own = [f"{n} " + "; ".join([o, *(piece for _, piece in m)]) for n, o, w, m in merged if not w] + own
+        merged = [part for part in merged if part[2]]
+    out = []
+    if len(merged) == 1:
+        out += [f"{n} " + "; ".join([o, *w, *(piece for _, piece in m)]) for n, o, w, m in merged]
+    elif merged:
+        uses = [n for n, o, _, _ in merged if o == _USES]
+        openings = ([f"{listed(uses)} use their models trained with added noise"] if len(uses) > 1 else
+                    [f"{n} {_USES}" for n in uses]) + [f"{n} {o}" for n, o, _, _ in merged if o != _USES]
+        bound = [(n, kind, piece) for n, _, _, m in merged for kind, piece in m if kind in ("plain", "raised", "given")]
+        notes = [f"{n}'s {_MAP_PIECES[kind].match(piece).group(1)}" if kind == "raised" else
+                 f"{n}'s not {_MAP_PIECES[kind].match(piece).group(1)}" for n, kind, piece in bound if kind != "plain"]
+        text = "; ".join(openings + merged[0][2])
+        if len(bound) == 1:
+            text += "; " + bound[0][2]
+        elif bound:
+            text += (f"; the uncertainty maps, {listed(notes)}, are still lower bounds of the error (docs/inputs.md)"
+                     if notes else "; read the uncertainty maps as lower bounds of the error (docs/inputs.md)")
+        text += "".join(f"; {n}'s {piece.split(' ', 1)[1]}" for n, _, _, m in merged for kind, piece in m
+                        if kind in ("below", "not"))
+        out.append(text)
+    out += [f"{listed(names)} {_PLURAL[v]}{rest[len(v):]}" if len(names) > 1 else f"{names[0]} {rest}"
+            for rest, names in same.items() for v in _PLURAL if rest.startswith(v)]
+    return "; ".join(out + own)
+
+
+# a part's opening that reads alike for several methods: its verb for them (`_shared_ending`)
+_PLURAL = {"has no model": "have no model", "may do no better": "may do no better"}
+
+
+def _map_piece(piece: str) -> tuple[str, str] | None:
+    """A noise-trained model's uncertainty-map piece as (its kind, the piece); None: another piece."""
+    if piece == _BOUND:
+        return "plain", piece
+    return next(((kind, piece) for kind, pattern in _MAP_PIECES.items() if pattern.match(piece)), None)

@@ -437,8 +437,8 @@ class Method:
             else:  # its sigma unscaled: said in the lower-bound piece where there is one
                 end = _beyond_noise_training(index, scaled, maps, given=True) or _given_unscaled(scaled, index)
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} uses the given noise-trained model "
-                          f"{Path(self.model_path).stem}" + end, IQTWarning, stacklevel=4)
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} {_GIVEN_NOISY} {Path(self.model_path).stem}"
+                          + end, IQTWarning, stacklevel=4)
         elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model instead of its model trained "
@@ -638,6 +638,7 @@ def scale_for_noise(pred: "Prediction", g: float) -> None:
 # after a method's opening starts with "; " and holds none, so a page's merged line can take the pieces apart
 # (`_shared_ending`).
 _USES = "uses its model trained with added noise"
+_GIVEN_NOISY = "uses the given noise-trained model"  # and its name
 _EDGE = "at the edge of the noise trained on ({:.2f}-{:.2f}): results may be less reliable"
 _BEYOND = "beyond the noise trained on (up to {:.2f}): results may be no better than --method cubic"
 _BOUND = "read its uncertainty map as a lower bound of the error (docs/inputs.md)"
@@ -756,7 +757,7 @@ def _shared_ending(parts: list[str]) -> str:
         opening, *pieces = rest.split("; ")
         where = [q for q in pieces if q.startswith(("at the edge of the noise", "beyond the noise"))]
         maps = [_map_piece(q) for q in pieces if q not in where]
-        if "trained with added noise" in opening and len(where) <= 1 and all(maps):
+        if (opening == _USES or opening.startswith(_GIVEN_NOISY)) and len(where) <= 1 and all(maps):
             merged.append((name, opening, where, maps))
         elif rest.startswith(tuple(_PLURAL)):
             same.setdefault(rest, []).append(name)

@@ -412,6 +412,27 @@ def test_a_signal_while_the_command_line_is_imported_is_one_line(sig, during):
     assert done.stdout == ""  # the command did not run
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=["SIGHUP", "SIGINT"])
+def test_a_signal_the_process_was_started_ignoring_stays_ignored(sig):
+    """`nohup iqt ...` starts the process with SIGHUP ignored, a shell script's `iqt ... &` with SIGINT ignored: the
+    command had taken them back, and a closed terminal (or a Ctrl-C meant for the script's foreground) stopped it
+    ("stopped by SIGHUP", 129: a review). The signal is sent during the command line's imports, where the entry point
+    takes the others; the command runs to its end."""
+    code = ("import importlib.abc, os, signal, sys\n"
+            f"signal.signal({int(sig)}, signal.SIG_IGN)\n"
+            "class Hook(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'ImageQualityTransferLib.apps.cli.batch':\n"
+            f"            os.kill(os.getpid(), {int(sig)})\n"
+            "sys.meta_path.insert(0, Hook())\n"
+            "sys.argv = ['iqt', 'methods']\n"
+            "from ImageQualityTransferLib.apps.entry import main\n"
+            "sys.exit(main())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "stopped" not in done.stderr and "interrupted" not in done.stderr, done.stderr
+    assert "biqt" in done.stdout  # the command ran
+
+
 def test_a_termination_signal_after_the_outputs_is_a_finished_job(work, tmp_path):
     """SIGTERM once every output is written (a scheduler's time limit during the interpreter's teardown) exits 0: the
     job is done; with Python's own handler back it had been killed with 143. An in-process caller gets

@@ -78,11 +78,15 @@ def _importing(frame) -> bool:
 
 def handle_signals() -> list:
     """SIGINT, SIGTERM and SIGHUP (where the platform has them) to `_on_signal`, in the main thread only; returns
-    [(signal, handler before)]."""
+    [(signal, handler before)]. One the process was started with ignored stays ignored (`nohup iqt ...` ignores SIGHUP,
+    a shell script's `iqt ... &` SIGINT), as Python leaves an ignored SIGINT: only an earlier `cli.main()`'s own
+    SIG_IGN (ignored_by_the_command) is taken back."""
     if threading.current_thread() is not threading.main_thread():
         return []
     names = ("SIGINT", "SIGTERM", "SIGHUP")
-    return [(sig, signal.signal(sig, _on_signal)) for sig in (getattr(signal, n, None) for n in names) if sig is not None]
+    sigs = [sig for sig in (getattr(signal, n, None) for n in names) if sig is not None]
+    return [(sig, signal.signal(sig, _on_signal)) for sig in sigs
+            if signal.getsignal(sig) != signal.SIG_IGN or sig in ignored_by_the_command]
 
 
 left_running: list = []  # threads a stopped command left running: iqt view's run (apps/view/viewer.py Viewer._wait_for_run)

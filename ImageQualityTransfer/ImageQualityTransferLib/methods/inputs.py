@@ -95,11 +95,11 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
 
 
 def _clearly_noisy(index: float | None) -> float | None:
-    """A small brain's reading (noise_level.small_brain_noise_index) where it is above NOISY_INPUT, else None (unread):
-    one voxel less eroded, it reads clean inputs up to 0.009 higher than noise_index (the 8 subjects' clean inputs: up
-    to 0.089), so below that it cannot tell a clean input from a slightly noisy one, and a clean crop or phantom would
+    """A small brain's reading (noise_level.small_brain_noise_index) where it is above SMALL_BRAIN_NOISY, else None
+    (unread): one voxel less eroded, it reads clean whole brains up to 0.009 higher than noise_index, and clean crops
+    and slabs up to 0.126, so below that it cannot tell a clean input from a slightly noisy one, and a clean crop would
     switch model with a line (docs/inputs.md)."""
-    return index if index is not None and index > noise_level.NOISY_INPUT else None
+    return index if index is not None and index > noise_level.SMALL_BRAIN_NOISY else None
 
 
 BRAIN_SHARE_MIN = 0.05  # a mask holding less of a whole-field fit's filled voxels is a region, not its brain: the

@@ -173,6 +173,7 @@ def test_killed_run_restarts_without_redoing(tmp_path, capsys, cluster):
         proc.wait()
     done = list(out.glob("sub-*/dwi/*param-tensor_dwimap.json"))
     assert done, "no subject finished within 60 s"
+    assert len(done) < 3, "every subject had finished before the kill: no restart to check"  # a review (smaller phantoms)
     kept = {d.parent.parent.name: outputs(d.parent) for d in done}
     (out / "sub-03" / "dwi").mkdir(parents=True, exist_ok=True)
     (out / "sub-03" / "dwi" / ".iqt-left.nii.gz").write_bytes(b"partial")  # as a writer killed mid-file leaves

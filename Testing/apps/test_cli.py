@@ -574,6 +574,7 @@ def test_an_interrupted_run_says_what_it_kept_and_how_to_go_on(tmp_path):
     assert _what_is_kept(train).startswith(f"no model was written; the checkpoint {ck} holds the epochs done: rerun")
     assert "a rerun of the same command skips them" in _what_is_kept(SimpleNamespace(command="batch"))
     assert _what_is_kept(SimpleNamespace(command="upsample")) == "no partial output was left"
+    assert _what_is_kept(SimpleNamespace(command="view")) == "the viewer has stopped (it writes no files)"  # a server
 
 
 @pytest.mark.parametrize("argv", [["--shift", "-1,0,0"], ["--shift=-1,0,0"]])

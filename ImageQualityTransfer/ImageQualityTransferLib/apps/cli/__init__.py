@@ -499,4 +499,6 @@ def _what_is_kept(args, stage=None, exc=None) -> str:
     if command == "batch":
         return ("no partial output was left; the subjects that ended are kept, and a rerun of the same command skips "
                 "them and does the rest")
+    if command == "view":  # a server ended as servers are; it writes no file ("no partial output" read as a loss: an audit)
+        return "the viewer has stopped (it writes no files)"
     return "no partial output was left"

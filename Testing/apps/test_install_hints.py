@@ -118,3 +118,21 @@ def test_install_md_quotes_an_install_line_the_commands_print(monkeypatch):
     monkeypatch.setattr(sys, "executable", r"C:\Program Files\...\python.exe")
     assert "run " + windows.group(0).strip("`") + " in this project's clone" == errors.install_extra(
         windows.group(1)).split(" (README.md")[0]
+
+
+def test_the_demo_without_torch_says_how_to_install_it(monkeypatch):
+    """`iqt demo` without PyTorch skipped the CNNs with "PyTorch is not installed" and no word of how to add it, where
+    every other line without it names the install (a new user's audit)."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.apps.demo import chosen_methods
+    from ImageQualityTransferLib.core import errors
+
+    monkeypatch.setattr(sys, "executable", "/opt/my env/bin/python3")
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(methods, "runs_here", lambda name: not methods.method_class(name).learned or name in ("rf", "biqt"))
+    monkeypatch.setattr(methods, "ready", lambda factor: ["cubic", "biqt"])
+    said = []
+    chosen_methods(factor=2, say=said.append)
+    line = next(s for s in said if "PyTorch" in s)
+    assert line.endswith(f"PyTorch is not installed (install it with '/opt/my env/bin/python3' -m pip install "
+                         f"{errors.pinned_torch()})"), line

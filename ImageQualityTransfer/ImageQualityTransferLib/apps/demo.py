@@ -12,7 +12,7 @@ from pathlib import Path
 from ..analysis import benchmark
 from .. import fileio, methods
 from ..core import grid
-from ..core.errors import IQTWarning
+from ..core.errors import IQTWarning, pip_install
 from ..dmri.subject import check_subject_table, load_subject, make_case, phantom_subject
 from ..core.volume import Volume
 
@@ -33,7 +33,8 @@ def chosen_methods(names=None, factor=2, models: dict | None = None, say=print) 
     for name in methods.names():
         if name not in ready:
             # a newcomer read 'no shipped model for factor 2' as a fault: they are trainable, and said how
-            why = "PyTorch is not installed" if not methods.runs_here(name) else \
+            why = f"PyTorch is not installed (install it with {pip_install('torch')})" if not methods.runs_here(name) \
+                else \
                 (f"trainable methods with no shipped model for {grid.describe(factor)}; 'iqt train' makes one "
                  "('iqt methods' lists every method)")
             left.setdefault(why, []).append(name)

@@ -2272,6 +2272,9 @@ def test_scheduler_messages_mask_the_login_not_letters_of_dask_s_words_nor_a_pat
     helpers.refused_line(capsys, ["batch", tmp_path / "l.txt", "-o", tmp_path / "o", "--scheduler",
                                   "runs@node7/scheduler.json"], "--scheduler runs@node7/scheduler.json: no such")
     assert scheduler.shown("alice:S3cret@node7:8786/x") == "alice:***@node7:8786/x"
+    assert scheduler.shown("alice:p/w@node7:8786") == "alice:***@node7:8786"  # a '/' in it: had been echoed whole
+    helpers.refused_line(capsys, ["batch", tmp_path / "l.txt", "-o", tmp_path / "o", "--scheduler", "alice:p/w@node7:8786"],
+                         "--scheduler alice:***@node7:8786: no such")
     assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:123/***@proxy.example/"
     assert scheduler.check_address("ws://u:pw@h:8786/?t=a@b") == "ws://u:pw@h:8786/?t=a@b"
     assert scheduler.shown("ws://u:pw@h:8786/?t=a@b") == "ws://u:***@h:8786/?t=***"

@@ -79,11 +79,16 @@ def _login_masked(rest: str) -> str:
 
 def _a_path(text: str) -> bool:
     """Whether `text` (no scheme) is a file's name rather than [user[:password]@]host[:port]: it exists, its part before
-    the '@' holds a folder separator, or a separator follows a host without a port (runs@node7/scheduler.json)."""
+    the '@' holds a folder separator and its part after is no host:port, or a separator follows a host without a port
+    (runs@node7/scheduler.json)."""
     import os
 
     userinfo, at, after = text.rpartition("@")
-    if not at or os.path.exists(text) or re.search(r"[/\\]", userinfo):
+    if not at or os.path.exists(text):
+        return True
+    if ":" in userinfo and re.fullmatch(r"[^/\\]+:\d+", after):  # user:password@host:port, a '/' in the password
+        return False  # (alice:p/w@node7:8786 had been echoed whole: a review)
+    if re.search(r"[/\\]", userinfo):
         return True
     host = re.split(r"[/\\]", after, maxsplit=1)[0]
     return host != after and re.search(r":\d+$", host) is None

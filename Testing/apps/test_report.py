@@ -464,7 +464,7 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
 
     head = "the input is noisier than clean scans (noise index 0.121, above 0.075)"
     end = _beyond_noise_training(0.121)
-    assert end.startswith("; at the edge of the noise trained on (0.12-0.20): ")
+    assert end.startswith("; at the edge of the noise trained on (noisiest: 0.12-0.20): ")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for name in ("biqt", "rf"):

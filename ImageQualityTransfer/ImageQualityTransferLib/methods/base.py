@@ -439,10 +439,14 @@ class Method:
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} {_GIVEN_NOISY} {Path(self.model_path).stem}"
                           + end, IQTWarning, stacklevel=4)
-        elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked
+        elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked;
+            # above the training inputs' range it is warned of as a method without a noise-trained model is (a merged
+            # line had warned the noise-trained models of their edge and said nothing of this clean one's)
+            beyond = "; it may do no better than cubic here" if index > noise_level.NOISY_INPUT else ""
+            end = (f"; {underrates(scaled, index, given=True, clean=True)}" if maps and index > NOISY_TRAINED[0] else
+                   _given_unscaled(scaled, index))
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} runs the given model instead of its model trained "
-                          "with added noise" + _given_unscaled(scaled, index), IQTWarning, stacklevel=4)
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} {_GIVEN_CLEAN}" + beyond + end, IQTWarning, stacklevel=4)
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
@@ -639,13 +643,18 @@ def scale_for_noise(pred: "Prediction", g: float) -> None:
 # (`_shared_ending`).
 _USES = "uses its model trained with added noise"
 _GIVEN_NOISY = "uses the given noise-trained model"  # and its name
-_EDGE = "at the edge of the noise trained on ({:.2f}-{:.2f}): results may be less reliable"
+_GIVEN_CLEAN = "runs the given model instead of its model trained with added noise"
+# the range is where the noisiest training inputs read (NOISY_TRAINED), said so: "(0.12-0.20)" alone had read as the
+# range trained on, an input at 0.167 inside it
+_EDGE = "at the edge of the noise trained on (noisiest: {:.2f}-{:.2f}): results may be less reliable"
 _BEYOND = "beyond the noise trained on (up to {:.2f}): results may be no better than --method cubic"
 _BOUND = "read its uncertainty map as a lower bound of the error (docs/inputs.md)"
 _BOUND_RAISED = "its uncertainty map, {}, is still a lower bound of the error (docs/inputs.md)"
-_BOUND_GIVEN = "its uncertainty map, not {} as the shipped model's is, is a lower bound of the error (docs/inputs.md)"
+# a given model's: the shipped model it is not scaled as, "model" beside a given noise-trained one, else "noise-trained
+# model" (a given clean model, itself perhaps shipped, `--model biqt=biqt_x2`, had been set beside "the shipped model's")
+_BOUND_GIVEN = "its uncertainty map, not {} as the shipped {}'s is, is a lower bound of the error (docs/inputs.md)"
 _RAISED = "its uncertainty map is {} for this noise index"  # below the edge: the factor, no lower bound said
-_NOT_RAISED = "its uncertainty map is not {} as the shipped model's would be"
+_NOT_RAISED = "its uncertainty map is not {} as the shipped noise-trained model's would be"
 _MAP_PIECES = {kind: re.compile("^" + "(.+?)".join(map(re.escape, t.split("{}"))) + "$")
                for kind, t in (("raised", _BOUND_RAISED), ("given", _BOUND_GIVEN), ("below", _RAISED), ("not", _NOT_RAISED))}
 UNDERRATES = _BOUND  # a method whose sigma is not scaled on this input
@@ -659,12 +668,14 @@ def _shown_factor(name: str | None, index: float) -> str | None:
     return None if shown == "1.00" else f"{'raised' if g > 1 else 'lowered'} x{shown}"
 
 
-def underrates(name: str | None, index: float, given: bool = False) -> str:
+def underrates(name: str | None, index: float, given: bool = False, clean: bool = False) -> str:
     """The lower-bound piece for `name` at noise `index`: where its sigma is scaled (`_shown_factor`) it says by how
     much (a line had named two other methods' scaling in every method's line); `given`: a --model file, whose sigma
-    that factor would scale is left as it is (`_given_unscaled`), said so."""
+    that factor would scale is left as it is (`_given_unscaled`), said so; `clean`: a clean one's."""
     shown = _shown_factor(name, index)
-    return _BOUND if not shown else _BOUND_GIVEN.format(shown) if given else _BOUND_RAISED.format(shown)
+    if not shown:
+        return _BOUND
+    return _BOUND_GIVEN.format(shown, "noise-trained model" if clean else "model") if given else _BOUND_RAISED.format(shown)
 
 
 def noise_ending(index: float, name: str | None, maps: bool = True) -> str:
@@ -752,6 +763,7 @@ def _shared_ending(parts: list[str]) -> str:
     differ only in their method (`_PLURAL`) said once for all of them; the others as they are (a page had said the
     clause once per method: 1,700 characters for seven)."""
     merged, same, own = [], {}, []  # (name, opening, where, map pieces); the alike parts by their words; the rest
+    clean = []  # a clean --model's parts with a lower-bound piece: (name, the part before it, (kind, that piece))
     for p in parts:
         name, _, rest = p.partition(" ")
         opening, *pieces = rest.split("; ")
@@ -759,6 +771,8 @@ def _shared_ending(parts: list[str]) -> str:
         maps = [_map_piece(q) for q in pieces if q not in where]
         if (opening == _USES or opening.startswith(_GIVEN_NOISY)) and len(where) <= 1 and all(maps):
             merged.append((name, opening, where, maps))
+        elif opening == _GIVEN_CLEAN and maps and maps[-1] and maps[-1][0] in ("plain", "given"):
+            clean.append((name, "; ".join([opening, *pieces[:-1]]), maps[-1]))
         elif rest.startswith(tuple(_PLURAL)):
             same.setdefault(rest, []).append(name)
         else:
@@ -766,19 +780,23 @@ def _shared_ending(parts: list[str]) -> str:
     if len({tuple(w) for *_, w, _ in merged}) > 1:  # a part with no place in the training (a clean --model's) apart
         own = [f"{n} " + "; ".join([o, *(piece for _, piece in m)]) for n, o, w, m in merged if not w] + own
         merged = [part for part in merged if part[2]]
+    if not merged:  # no lower-bound piece to share: each as it is
+        own = [f"{n} {text}; {piece}" for n, text, (_, piece) in clean] + own
+        clean = []
     out = []
-    if len(merged) == 1:
+    if len(merged) == 1 and not clean:
         out += [f"{n} " + "; ".join([o, *w, *(piece for _, piece in m)]) for n, o, w, m in merged]
     elif merged:
         uses = [n for n, o, _, _ in merged if o == _USES]
         openings = ([f"{listed(uses)} use their models trained with added noise"] if len(uses) > 1 else
                     [f"{n} {_USES}" for n in uses]) + [f"{n} {o}" for n, o, _, _ in merged if o != _USES]
         bound = [(n, kind, piece) for n, _, _, m in merged for kind, piece in m if kind in ("plain", "raised", "given")]
+        bound += [(n, kind, piece) for n, _, (kind, piece) in clean]
         notes = [f"{n}'s {_MAP_PIECES[kind].match(piece).group(1)}" if kind == "raised" else
                  f"{n}'s not {_MAP_PIECES[kind].match(piece).group(1)}" for n, kind, piece in bound if kind != "plain"]
-        text = "; ".join(openings + merged[0][2])
-        if len(bound) == 1:
-            text += "; " + bound[0][2]
+        text = "; ".join(openings + merged[0][2] + [f"{n} {part}" for n, part, _ in clean])  # before the shared bound
+        if len(bound) == 1:  # named: "its uncertainty map" after several methods had read as any of theirs
+            text += "; " + bound[0][2].replace("its uncertainty map", f"{bound[0][0]}'s uncertainty map", 1)
         elif bound:
             text += (f"; the uncertainty maps, {listed(notes)}, are still lower bounds of the error (docs/inputs.md)"
                      if notes else "; read the uncertainty maps as lower bounds of the error (docs/inputs.md)")

@@ -31,6 +31,7 @@ from ..core import grid
 from ..core.errors import IQTError, IQTWarning
 from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
+from .legends import NOISE_SCALE_SHOWN
 from .progress import Cancelled as Cancelled  # the module's Logic catches it from here
 from .progress import check_cancel, report_progress, scaled_progress
 from .results import (AUTOMATIC_COMPARISON, AUTOMATIC_OUTPUT, COMPARISON_METHOD, SELECTOR_LABEL, add_result_nodes,
@@ -411,7 +412,12 @@ MODULE_WORDS = (
     (r"--factor (?:1,1,([2-9]|\d{2,})|1,([2-9]|\d{2,}),1|([2-9]|\d{2,}),1,1)(?!\.?\d|,\d)", r"Upsampling: Through-plane, factor \1\2\3"),
     (r"--factor ([2-9]|\d{2,})(?:,\1,\1)?(?!\.?\d|,\d)", r"Upsampling: Isotropic, factor \1"),
     (r"a larger --voxel-size", "a larger Target voxel size"), (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
+    (r"no better than --method cubic", "no better than cubic"),  # the option's value: not "than the Method cubic"
     (r"--method", "the Method"),
+    # a sigma factor the legend leaves unsaid (legends.NOISE_SCALE_SHOWN: no colour shows it) is left out of the note too
+    # (the clean Trio's note had said "raised x1.01" under a legend that says nothing of it)
+    (r"; (?:its|[\w-]+'s) uncertainty map is raised x(\d+\.\d+) for this noise index",
+     lambda m: "" if float(m.group(1)) < NOISE_SCALE_SHOWN else m.group(0)),
     # advice for files the module has none of: the volume as loaded, its b-values, the mask node (a module audit)
     (r"check --tensor-order", "check the element order of the file the volume was loaded from: Slicer reads a DTI "
                               "NRRD's own, another tool's 4D NIfTI needs converting"),

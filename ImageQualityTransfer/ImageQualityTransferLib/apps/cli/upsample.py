@@ -13,6 +13,8 @@ from ...fileio.staging import say  # say: 'wrote' lines, printed once the output
 from . import options
 
 # where an input is at a map's name made from the output's (--maps, --propagate): not the user's to change alone
+# the 'wrote' line's words for the model that ran, as the noise line says them (it had said "its model for noisy inputs")
+_MODEL_FOR = {"noisy": "its model trained with added noise"}
 BESIDE = "give the output another name (-o; its maps are named after it), or a copy of that input from another folder"
 
 
@@ -488,7 +490,7 @@ def run(args):
         fileio.save_scalar(vol, unc_paths[key], map_record(method.label, key))  # its kind and unit, for evaluate
     # the lines after the writes, in their order, once every output is in place (all_or_none): none names a file that
     # a failure then removes
-    say(f"wrote {with_data_file(out)} {pred.tensor.shape3} ({method.label}" + (f", its model for {used} inputs" if used else "")
+    say(f"wrote {with_data_file(out)} {pred.tensor.shape3} ({method.label}" + (f", {_MODEL_FOR.get(used, f'its model for {used} inputs')}" if used else "")
           + (f", {model[1]} model {model[0]}" if model else "")
           + options.order_words(written) + ")")
     if args.method is None and not method.learned and methods.default_method() != name:  # said in the Slicer module too

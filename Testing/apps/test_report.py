@@ -450,6 +450,23 @@ def test_a_noisy_subjects_page_names_the_model_that_ran_and_the_engines_warning(
         in text
 
 
+def test_an_input_page_s_what_ran_names_the_model_trained_with_added_noise(tmp_path, phantom_subject, monkeypatch):
+    """`iqt report --input` on a noisy input: "What ran" names the model trained with added noise that ran, as the
+    --subject page does (its predictions not handed to the note, every test had still passed: a review)."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.dmri.subject import make_case
+    from ImageQualityTransferLib.methods import base
+
+    monkeypatch.setattr(base, "input_noise_index", lambda *a, **k: 0.15)  # read as noisy: the model switches
+    fileio.save_tensor(make_case(phantom_subject, 2, style="tight").lr, tmp_path / "lr.nii.gz")
+    assert main(["--threads", "1", "report", "-o", str(tmp_path / "r.html"), "--input", str(tmp_path / "lr.nii.gz"),
+                 "--methods", "global-linear", "--no-tracts", "--factor", "2"]) == 0
+    text = html.unescape((tmp_path / "r.html").read_text())
+    assert "global-linear ran its model trained with added noise: the input is noisier than clean scans" in text, \
+        text[:3000]
+
+
 def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
     """Every method run on a noisy input says the input's noise clause (methods/base.py `_for_noise`): a noisy subject's
     page had said it once per method, as had "What ran" and the terminal (benchmark and demo too); now once, each

@@ -137,16 +137,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.realdata)
 
 
-# SIGINT, SIGTERM, SIGHUP as this test process started with them
-STOP_SIGNALS = {sig: signal.getsignal(sig) for sig in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP"))
-                if sig is not None}
+# SIGINT, SIGTERM, SIGHUP as a terminal's foreground run has them, whoever started the suite: a shell script's
+# background job (`pytest ... &`) or `nohup` starts it with SIGINT or SIGHUP ignored, every `iqt` a test starts
+# inherits that, and `iqt` keeps a signal it was started ignoring (apps/signals.py handle_signals): the tests that send
+# one had failed or waited their timeout (4 in test_view.py, run from a background job). A test of that keeping sets
+# it in its own child (test_bad_inputs.py).
+for _name, _default in (("SIGINT", signal.default_int_handler), ("SIGTERM", signal.SIG_DFL),
+                        ("SIGHUP", signal.SIG_DFL)):
+    if hasattr(signal, _name) and signal.getsignal(getattr(signal, _name)) == signal.SIG_IGN:
+        signal.signal(getattr(signal, _name), _default)
+STOP_SIGNALS = {sig: signal.getsignal(sig)
+                for sig in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if sig is not None}
 
 
 def _signals_as_started() -> None:
-    """Each test starts with the stop signals this process started with where an earlier test left one ignored:
-    `cli.main()` run as the command (argv None, Testing/apps/test_cli.py, test_view.py) ignores SIGTERM and SIGHUP to
-    the process's exit (apps/cli/__init__.py), and every process started after inherits that, so that torch's spawn
-    waited out 30 s before it killed a training process its SIGTERM could not stop (test_distributed.py)."""
+    """Each test starts with the stop signals this process has at its start (STOP_SIGNALS) where an earlier test left
+    one ignored: `cli.main()` run as the command (argv None, Testing/apps/test_cli.py, test_view.py) ignores SIGTERM
+    and SIGHUP to the process's exit (apps/cli/__init__.py), and every process started after inherits that, so that
+    torch's spawn waited out 30 s before it killed a training process its SIGTERM could not stop
+    (test_distributed.py)."""
     for sig, handler in STOP_SIGNALS.items():
         if signal.getsignal(sig) == signal.SIG_IGN and handler != signal.SIG_IGN:
             signal.signal(sig, handler)

@@ -98,29 +98,42 @@ def test_exclude_outliers_fits_a_dwi_node_as_iqt_fit_exclude_outliers_does(serie
 
 
 @pytest.mark.slow
-def test_the_worker_process_fits_without_them_too(series):
-    """With a separate process (the module's path for the CNNs) the flag reaches the worker, which fits as here."""
+def test_the_worker_process_fits_without_them_too(series, monkeypatch):
+    """With a separate process (the module's path for the CNNs) the flag reaches the worker, which fits as here. The
+    worker run with the flag on is run_on_nodes's own (read as it returns), not a third worker process of the same
+    request."""
     bad, _, ref = series
     assert "--exclude-outliers" in processing.Request("cubic", 2, exclude_outliers=True).worker_args()
     assert "--exclude-outliers" not in processing.Request("cubic", 2).worker_args()
     scene = slicer.vtkMRMLScene()
     node = dwi_node(scene, bad)
     dwi, _ = processing.input_volumes(node, fit=False)
+    worker, real = [], processing.predict_in_subprocess
+
+    def seen(lr, request, *a, **k):  # run_on_nodes's worker run: its request and results, kept as they came back
+        results = real(lr, request, *a, **k)
+        worker.append((request, np.array(results["tensor"].data), list(results["tensor"].meta["notes"])))
+        return results
+
+    there = processing.predict_in_subprocess(dwi, processing.Request("cubic", 2), python_executable=sys.executable)
+    # run_on_nodes with a worker: the flag is the request's (equal but for float32 NIfTI's last bit, as in-process)
+    monkeypatch.setattr(processing, "predict_in_subprocess", seen)
+    on = mrml.tensor_volume_from_node(processing.run_on_nodes(scene, node, "cubic", 2, exclude_outliers=True,
+                                                              python_executable=sys.executable)["tensor"]).data
+    monkeypatch.undo()
+    here_on = mrml.tensor_volume_from_node(processing.run_on_nodes(scene, node, "cubic", 2, exclude_outliers=True)["tensor"]).data
+    np.testing.assert_allclose(on, here_on, rtol=0, atol=1e-6 * float(np.abs(here_on).max()))
+    assert len(worker) == 1 and worker[0][0] == processing.Request("cubic", 2, exclude_outliers=True), worker
+    runs = {"off": (there["tensor"].data, there["tensor"].meta["notes"]), "on": worker[0][1:]}
     for name, exclude in (("off", False), ("on", True)):
-        request = processing.Request("cubic", 2, exclude_outliers=exclude)
-        there = processing.predict_in_subprocess(dwi, request, python_executable=sys.executable)
+        data, notes = runs[name]
         want = processing.predict_volumes(ref[name][0], processing.Request("cubic", 2), ref[name][1])
-        _same(there["tensor"].data, want["tensor"].data)
+        _same(data, want["tensor"].data)
         lr, fit_mask = processing.input_volumes(node, exclude=exclude)
-        here = processing.predict_volumes(lr, request, fit_mask)
-        assert there["tensor"].meta["notes"] == here["tensor"].meta["notes"]
+        here = processing.predict_volumes(lr, processing.Request("cubic", 2, exclude_outliers=exclude), fit_mask)
+        assert notes == here["tensor"].meta["notes"]
         said = [n for n in here["tensor"].meta["notes"] if OUTLIERS in n]
         assert len(said) == 1 and ("fitted without them" in said[0]) == exclude, said
-    # run_on_nodes with a worker: the flag is the request's (equal but for float32 NIfTI's last bit, as in-process)
-    there = mrml.tensor_volume_from_node(processing.run_on_nodes(scene, node, "cubic", 2, exclude_outliers=True,
-                                                                 python_executable=sys.executable)["tensor"]).data
-    here = mrml.tensor_volume_from_node(processing.run_on_nodes(scene, node, "cubic", 2, exclude_outliers=True)["tensor"]).data
-    np.testing.assert_allclose(there, here, rtol=0, atol=1e-6 * float(np.abs(here).max()))
 
 
 def _class(name):

@@ -25,15 +25,9 @@ def test_the_module_self_test_passes(tmp_path):
     assert "Phantom test passed" in run.stdout
 
 
-GUI_RUN = r"""
-import sys, types
-sys.path.insert(0, {testing!r})
-import self_test_in_batch as shell
-shell.application_shell()
-import slicer
-slicer.app.commandOptions = lambda: types.SimpleNamespace(noMainWindow={batch})
-sys.path.insert(0, str(shell.MODULE_DIR))
-import ImageQualityTransfer as module
+WITH_MAIN_WINDOW = r"""
+import types
+slicer.app.commandOptions = lambda: types.SimpleNamespace(noMainWindow=False)
 from ImageQualityTransferLib.slicer import mrml, processing
 from ImageQualityTransferLib.dmri import degrade, dti
 from ImageQualityTransferLib.dmri.phantom import make_phantom
@@ -51,13 +45,12 @@ print("worker calls", len(calls))
 """
 
 
-def test_with_a_main_window_every_method_runs_in_the_worker(tmp_path):
+def test_with_a_main_window_every_method_runs_in_the_worker(logic_default_at_5):
     """The Logic with a main window runs even a forest in the separate process (the GUI stays live, Cancel kills it);
-    in batch mode it runs in-process, as the module's self-test above does."""
-    code = GUI_RUN.format(testing=str(DRIVER.parent), batch=False)
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "worker calls 1" in run.stdout, run.stdout[-2000:]
+    in batch mode it runs in-process, as the module's self-test above does. Run last in the Logic tests' child, once
+    its batch-mode runs are done (the Logic reads the main window's absence at each run)."""
+    out = logic_default_at_5
+    assert "worker calls 1" in out, out[-2000:]
 
 
 LOGIC_RUN = r"""
@@ -106,9 +99,9 @@ for factor, method in ((5, None), (5, "cubic")):
 
 @pytest.fixture(scope="module")
 def logic_default_at_5(tmp_path_factory):
-    """One child process for the two Logic tests: LOGIC_RUN's process(None), then DEFAULT_AT_5 (a Slicer shell and
-    the engine imported once, not twice)."""
-    return logic_run(tmp_path_factory.mktemp("logic"), DEFAULT_AT_5)
+    """One child process for the three Logic tests: LOGIC_RUN's process(None), then DEFAULT_AT_5 in batch mode, then
+    WITH_MAIN_WINDOW (a Slicer shell and the engine imported once, not three times)."""
+    return logic_run(tmp_path_factory.mktemp("logic"), DEFAULT_AT_5 + WITH_MAIN_WINDOW)
 
 
 def test_the_default_method_at_factors_without_a_model_says_it_ran_interpolation(logic_default_at_5):

@@ -454,6 +454,23 @@ def test_a_signal_the_process_was_started_ignoring_stays_ignored(sig):
     assert "biqt" in done.stdout  # the command ran
 
 
+def test_iqt_batch_leaves_an_ignored_ctrl_c_ignored_while_its_cluster_starts_and_closes():
+    """A script's `iqt batch ... &` starts with SIGINT ignored: the cluster's start and close held Ctrl-C in a handler of
+    their own, and a Ctrl-C then stopped the run there (130, a review), though the command keeps it ignored."""
+    from ImageQualityTransferLib.apps.batch.local_cluster import _spawn_ignoring_ctrl_c
+    from ImageQualityTransferLib.apps.cli.batch_stop import _ctrl_c_held
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        during_start, held = _spawn_ignoring_ctrl_c(lambda: signal.getsignal(signal.SIGINT))
+        with _ctrl_c_held():
+            during_close = signal.getsignal(signal.SIGINT)
+        assert (during_start, held, during_close) == (signal.SIG_IGN, [], signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_a_termination_signal_after_the_outputs_is_a_finished_job(work, tmp_path):
     """SIGTERM once every output is written (a scheduler's time limit during the interpreter's teardown) exits 0: the
     job is done; with Python's own handler back it had been killed with 143. An in-process caller gets

@@ -133,7 +133,9 @@ def _spawn_ignoring_ctrl_c(make):
         held.append(signum)
 
     thread = threading.Thread(target=target, name="iqt: starting the local cluster", daemon=True)
-    handler = signal.signal(signal.SIGINT, hold)
+    # an ignored Ctrl-C (a script's `iqt batch ... &`) stays ignored, as the command leaves it (apps/signals.py)
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    handler = signal.SIG_IGN if ignored else signal.signal(signal.SIGINT, hold)
     util.spawnv_passfds = fork_blocking
     try:
         thread.start()

@@ -66,8 +66,8 @@ def _ctrl_c_held():
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        yield  # an ignored Ctrl-C (a script's `iqt batch ... &`) stays ignored, as the command leaves it
         return
     held = []
     before = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))

@@ -1362,12 +1362,13 @@ def test_a_scheduler_file_not_there_is_named_so(tmp_path, capsys):
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "no such scheduler file" in err, err
         assert not (tmp_path / "o").exists()
-    # an address without a scheme, read as a path for its '/': its password had been echoed (a login's '@' before the
-    # first '/' masked; a folder named with an '@' is a path's, kept as given)
-    for given, said in (("alice:S3cret@node7:8786/dask", "alice:***@node7:8786/dask"),
-                        (tmp_path / "a@b" / "s.json", tmp_path / "a@b" / "s.json")):
+    # an address without a scheme, read as a path for its '/': its password had been echoed; now told as the address
+    # it is, its login masked (a folder named with an '@' is a path's, kept as given)
+    for given, said, why in (("alice:S3cret@node7:8786/dask", "alice:***@node7:8786/dask", "a tcp:// address holds no "
+                              "user name (user@); give tcp://node7:8786"),
+                             (tmp_path / "a@b" / "s.json", tmp_path / "a@b" / "s.json", "no such scheduler file;")):
         code, _, err = run_cli(capsys, "batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given)
-        assert code == 2 and err.startswith(f"iqt: error: --scheduler {said}: no such scheduler file;"), err
+        assert code == 2 and err.startswith(f"iqt: error: --scheduler {said}: {why}"), err
 
 
 def test_a_scheduler_address_of_another_protocol_is_refused_naming_the_forms(tmp_path, capsys):
@@ -2272,9 +2273,13 @@ def test_scheduler_messages_mask_the_login_not_letters_of_dask_s_words_nor_a_pat
     helpers.refused_line(capsys, ["batch", tmp_path / "l.txt", "-o", tmp_path / "o", "--scheduler",
                                   "runs@node7/scheduler.json"], "--scheduler runs@node7/scheduler.json: no such")
     assert scheduler.shown("alice:S3cret@node7:8786/x") == "alice:***@node7:8786/x"
-    assert scheduler.shown("alice:p/w@node7:8786") == "alice:***@node7:8786"  # a '/' in it: had been echoed whole
-    helpers.refused_line(capsys, ["batch", tmp_path / "l.txt", "-o", tmp_path / "o", "--scheduler", "alice:p/w@node7:8786"],
-                         "--scheduler alice:***@node7:8786: no such")
+    for given, said in (("alice:p/w@node7:8786", "alice:***@node7:8786"), ("alice:p/w@node7", "alice:***@node7"),
+                        ("TOKEN/x@node7:8786/", "***@node7:8786/")):  # a '/' in the login: had been echoed whole
+        assert scheduler.shown(given) == said
+        with pytest.raises(batch.IQTError) as err:  # told as the address it is ("no such scheduler file"; "give
+            scheduler.check_address(given)  # tcp://TOKEN:8786", part of the token, had been said of them)
+        assert str(err.value) == (f"--scheduler {said}: a tcp:// address holds no user name (user@); give "
+                                  "tcp://node7:8786"), err.value
     assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:123/***@proxy.example/"
     assert scheduler.check_address("ws://u:pw@h:8786/?t=a@b") == "ws://u:pw@h:8786/?t=a@b"
     assert scheduler.shown("ws://u:pw@h:8786/?t=a@b") == "ws://u:***@h:8786/?t=***"

@@ -78,16 +78,16 @@ def _login_masked(rest: str) -> str:
 
 
 def _a_path(text: str) -> bool:
-    """Whether `text` (no scheme) is a file's name rather than [user[:password]@]host[:port]: it exists, its part before
-    the '@' holds a folder separator and its part after is no host:port, or a separator follows a host without a port
-    (runs@node7/scheduler.json)."""
+    """Whether `text` (no scheme) is a file's name rather than [user[:password]@]host[:port]: it exists, or it is no
+    login before a bare host (user:password@host[:port][/] or TOKEN@host:port[/], whatever the login holds) and its part
+    before the '@' holds a folder separator, or a separator follows a host without a port (runs@node7/scheduler.json)."""
     import os
 
     userinfo, at, after = text.rpartition("@")
     if not at or os.path.exists(text):
         return True
-    if ":" in userinfo and re.fullmatch(r"[^/\\]+:\d+", after):  # user:password@host:port, a '/' in the password
-        return False  # (alice:p/w@node7:8786 had been echoed whole: a review)
+    if re.fullmatch(r"[^/\\:]+(:\d+)?/?", after) and (":" in userinfo or re.search(r":\d+/?$", after)):
+        return False  # user:password@host[:port], TOKEN@host:port, a '/' in the login (echoed whole: reviews)
     if re.search(r"[/\\]", userinfo):
         return True
     host = re.split(r"[/\\]", after, maxsplit=1)[0]
@@ -170,6 +170,13 @@ ADDRESS_FORMS = ("tcp://host:port (or host:port; an IPv6 host in brackets, tcp:/
                  "credentials in Dask's configuration, ws:// or wss://")
 
 
+def _tcp_host(loc: str) -> str:
+    """A tcp/tls address's part before any path, a login included whatever it holds (alice:p/w@node7:8786 had been read
+    as host 'alice', port 'p/w...', and TOKEN/x@node7 told 'give tcp://TOKEN:8786', part of its token: a review)."""
+    userinfo, at, after = loc.rpartition("@")
+    return f"{userinfo}@{after.split('/', 1)[0]}" if at else loc.split("/", 1)[0]
+
+
 def check_address(scheduler: str) -> str:
     """`scheduler` with its scheme in lower case (Dask's Client refused TCP://), or an IQTError naming the accepted
     forms where it is not a tcp/tls/ws/wss address: ucx:// failed with an internal TypeError (no ucx package),
@@ -199,7 +206,7 @@ def check_address(scheduler: str) -> str:
                        f"{ADDRESS_FORMS}, or the scheduler file 'dask scheduler --scheduler-file' wrote")
     # the host and port: a ws/wss address is a URL whose path and query Dask hands to the server (ws://host:8786/
     # reaches the scheduler), a tcp/tls one is host:port only (parse_host_port)
-    host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else loc.split("/", 1)[0]
+    host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else _tcp_host(loc)
     if proto in ("ws", "wss") and "@" in loc[len(host):] and not _path_at(loc):  # ws://user:p/w@host/ had been "port
         # 'p' is not a number"; an '@' in the path or query after a host:port is theirs, as Dask reads it
         raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#': a user name or password "

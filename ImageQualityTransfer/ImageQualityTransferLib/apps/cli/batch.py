@@ -170,11 +170,14 @@ def run(args) -> int:
         if str(args.memory_limit).strip().lower() == "auto":  # Dask reads only lowercase "auto" (AUTO: ValueError)
             args.memory_limit = "auto"
     args.scheduler = args.scheduler and args.scheduler.strip()  # a pasted address's newline, in every line said
+    from ..batch.scheduler import _a_path  # alice:p/w@node7:8786: a login with a '/', told as an address (a review)
+
     if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
         args.scheduler = batch.scheduler_from_file(args.scheduler)
     elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler
                                                              or args.scheduler.endswith(".json")
-                                                             or os.path.isdir(args.scheduler)):
+                                                             or os.path.isdir(args.scheduler)) \
+            and _a_path(args.scheduler):
         # a path, not an address (host:port): 'missing port number in address' had misled (a researcher's audit);
         # host:port/... is an address with a path (the dashboard's 127.0.0.1:8787/status), said as such
         if re.match(r"[^/\\]+:\d+/", args.scheduler) and not os.path.isdir(args.scheduler):

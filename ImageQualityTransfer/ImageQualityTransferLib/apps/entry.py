@@ -10,6 +10,10 @@ import sys
 from . import signals
 
 
+# a signal during the imports: no command had begun, whatever it writes (`iqt view` writes nothing; an audit)
+BEFORE_THE_COMMAND = "it came before the command started: nothing was written"
+
+
 def main() -> int:
     signals.handle_signals()  # a signal during the imports below is deferred to their end (signals._on_signal)
     try:
@@ -21,10 +25,10 @@ def main() -> int:
             raise KeyboardInterrupt if pending == signal.SIGINT else signals.Terminated(pending)
         return run(_command=True)  # the process's own stdout kept (cli._buffer_stdout)
     except KeyboardInterrupt:
-        print("iqt: interrupted; no partial output was left", file=sys.stderr)
+        print(f"iqt: interrupted; {BEFORE_THE_COMMAND}", file=sys.stderr)
         return 130
     except signals.Terminated as exc:
-        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; no partial output was left", file=sys.stderr)
+        print(f"iqt: stopped by {signal.Signals(exc.signum).name}; {BEFORE_THE_COMMAND}", file=sys.stderr)
         return 128 + exc.signum
 
 

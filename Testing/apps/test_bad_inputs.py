@@ -410,6 +410,22 @@ def test_a_termination_signal_leaves_no_partial_output(work, tmp_path):
     assert list(out.iterdir()) == []
 
 
+def _methods_signalled_while_importing(sig, during: str, ignoring: bool = False):
+    """`iqt methods` run through the entry point, sent `sig` when `during` is first imported (an import hook), started
+    with `sig` ignored where `ignoring` (as `nohup` or a script's `&` start it); the finished process."""
+    code = ("import importlib.abc, os, signal, sys\n"
+            + (f"signal.signal({int(sig)}, signal.SIG_IGN)\n" if ignoring else "")
+            + "class Hook(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            f"        if name == {during!r}:\n"
+            f"            os.kill(os.getpid(), {int(sig)})\n"
+            "sys.meta_path.insert(0, Hook())\n"
+            "sys.argv = ['iqt', 'methods']\n"
+            "from ImageQualityTransferLib.apps.entry import main\n"
+            "sys.exit(main())\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.parametrize("sig, during", [(signal.SIGINT, "ImageQualityTransferLib.apps.cli.batch"),
                                          (signal.SIGTERM, "ImageQualityTransferLib.apps.cli.batch"),
                                          (signal.SIGINT, "numpy")])
@@ -418,16 +434,7 @@ def test_a_signal_while_the_command_line_is_imported_is_one_line(sig, during):
     could take the signals) printed an import's traceback. The entry point takes them first: one
     line, 128 + the signal. The signal is sent by an import hook when that module is first imported (numpy: the
     package's own import loaded it before the entry point ran, a 0.05-0.3 s window)."""
-    code = ("import importlib.abc, os, signal, sys\n"
-            "class Hook(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path, target=None):\n"
-            f"        if name == {during!r}:\n"
-            f"            os.kill(os.getpid(), {int(sig)})\n"
-            "sys.meta_path.insert(0, Hook())\n"
-            "sys.argv = ['iqt', 'methods']\n"
-            "from ImageQualityTransferLib.apps.entry import main\n"
-            "sys.exit(main())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = _methods_signalled_while_importing(sig, during)
     assert done.returncode == 128 + sig, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert done.stderr.endswith("; it came before the command started: nothing was written\n"), done.stderr
@@ -440,17 +447,7 @@ def test_a_signal_the_process_was_started_ignoring_stays_ignored(sig):
     command had taken them back, and a closed terminal (or a Ctrl-C meant for the script's foreground) stopped it
     ("stopped by SIGHUP", 129: a review). The signal is sent during the command line's imports, where the entry point
     takes the others; the command runs to its end."""
-    code = ("import importlib.abc, os, signal, sys\n"
-            f"signal.signal({int(sig)}, signal.SIG_IGN)\n"
-            "class Hook(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path, target=None):\n"
-            "        if name == 'ImageQualityTransferLib.apps.cli.batch':\n"
-            f"            os.kill(os.getpid(), {int(sig)})\n"
-            "sys.meta_path.insert(0, Hook())\n"
-            "sys.argv = ['iqt', 'methods']\n"
-            "from ImageQualityTransferLib.apps.entry import main\n"
-            "sys.exit(main())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = _methods_signalled_while_importing(sig, "ImageQualityTransferLib.apps.cli.batch", ignoring=True)
     assert done.returncode == 0 and "stopped" not in done.stderr and "interrupted" not in done.stderr, done.stderr
     assert "biqt" in done.stdout  # the command ran
 

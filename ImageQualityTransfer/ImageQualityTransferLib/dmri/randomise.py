@@ -49,6 +49,21 @@ def snr_value(value) -> float | None:
     return v
 
 
+def checked_snr(value, say) -> float | None:
+    """snr_value's reading of --snr, its line an IQTError; `say(line)` given low_snr_note's line where there is one
+    (iqt's options warn with it, slicer/render.py prints it)."""
+    from ..core.errors import IQTError
+
+    try:
+        v = snr_value(value)
+    except ValueError as exc:
+        raise IQTError(str(exc)) from None
+    note = None if v is None else low_snr_note(value)
+    if note:
+        say(note)
+    return v
+
+
 def low_snr_note(value) -> str | None:
     """The line an --snr below LOWEST_SNR is said with (iqt's options, slicer/render.py), else None."""
     if not float(value) < LOWEST_SNR:

@@ -219,18 +219,10 @@ def methods_with_uncertainty(name: str) -> bool:
 def _snr(value: str | None) -> float | None:
     """--snr's value: a b0 SNR in dmri/randomise.snr_value's range, or None; its one line otherwise (said before the
     run)."""
-    if value is None:
-        return None
-    from ..dmri.randomise import low_snr_note, snr_value
+    from ..dmri.randomise import checked_snr
 
-    try:
-        v = snr_value(value)
-    except ValueError as exc:
-        raise IQTError(str(exc)) from None
-    note = low_snr_note(value)
-    if note:  # as `iqt degrade --snr` says it (a picture at --snr 0.01 had been drawn without a word)
-        print(f"render: warning: {note}", file=sys.stderr)
-    return v
+    # a low one said as `iqt degrade --snr` says it (a picture at --snr 0.01 had been drawn without a word)
+    return checked_snr(value, lambda note: print(f"render: warning: {note}", file=sys.stderr))
 
 
 def main(argv=None) -> int:

@@ -403,20 +403,11 @@ def noise_seed(args, snr_value) -> int:
 
 def snr(value) -> float | None:
     """--snr S: a b0 signal-to-noise ratio in dmri/randomise.snr_value's range, or None; one clear line otherwise."""
-    if value is None:
-        return None
-    from ...dmri.randomise import low_snr_note, snr_value
+    import warnings
 
-    try:
-        v = snr_value(value)
-    except ValueError as exc:
-        raise IQTError(str(exc)) from None
-    note = low_snr_note(value)
-    if note:
-        import warnings
+    from ...dmri.randomise import checked_snr
 
-        warnings.warn(note, IQTWarning, stacklevel=2)
-    return v
+    return checked_snr(value, lambda note: warnings.warn(note, IQTWarning, stacklevel=3))
 
 
 def check_host(host: str, option: str = "--host", fix: str = "give one of this machine's addresses, e.g. 127.0.0.1, "

@@ -166,11 +166,13 @@ def _wind_down(processes) -> None:
     """After a signal: SIGTERM to every process still running (each unwinds as this one does: an atomic write removes
     its temporary file), SIGKILL to any still there after STOP_GRACE_S or at a second signal; all of them joined, so
     that none outlives this one (multiprocessing's exit waited for them to train to the end, and rank 0 then wrote the
-    model)."""
+    model). A signal ignored here stays ignored, as apps/signals.handle_signals keeps one the process was started
+    ignoring (`nohup iqt ...`: a hangup had hurried the stop, killing processes still unwinding)."""
     hurry = []
     held = {}
     if threading.current_thread() is threading.main_thread():
-        held = {sig: signal.signal(sig, lambda s, f: hurry.append(s)) for sig in _stop_signals()}
+        held = {sig: signal.signal(sig, lambda s, f: hurry.append(s)) for sig in _stop_signals()
+                if signal.getsignal(sig) != signal.SIG_IGN}
     try:
         for p in processes:
             if p.is_alive():

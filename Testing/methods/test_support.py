@@ -476,3 +476,26 @@ def test_a_mask_a_little_over_the_share_beyond_the_head_is_said_to_a_decimal_and
             predict_within(methods.get("cubic"), lr, 2, mask)
         said = [str(w.message) for w in caught if "beyond the head" in str(w.message)]
         assert len(said) == 1 and f"of the {named} {share}" in said[0] and "dilated, a box" in said[0], said
+
+
+def test_a_scan_too_noisy_to_read_leads_to_its_own_mask_which_is_not_called_off_its_head(small_loaded):
+    """At b0 SNR 1 a whole-field fit's brain estimated from its tensors is too small to read the noise index in; its
+    line said "give --mask", and the scan's own mask given then got the off-head warning (56 % and 85 % of a dev scan's
+    own mask, a review), judged against that noise-shrunk head. The line now says the fits are mostly noise and to give
+    a mask made from this scan; that mask is read (the noise-trained model runs) and not called off the head."""
+    from ImageQualityTransferLib.dmri.subject import make_case
+
+    case = make_case(small_loaded, 2, style="unmasked", snr=1)
+    lr = case.lr.replace(meta={**case.lr.meta, "path": "lr.nii.gz"})
+    own = case.lr_mask.replace(meta={"path": "own.nii.gz"})
+    said = {}
+    for name, mask in (("none", None), ("own", own)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            methods.get("biqt").predict(lr, 2, mask, uncertainty=False)
+        said[name] = [str(w.message) for w in caught]
+    unread = [s for s in said["none"] if "noise index is unreadable" in s]
+    assert len(unread) == 1 and "a scan whose fits are mostly noise" in unread[0] and \
+        "give --mask with a brain mask made from this scan itself" in unread[0], said["none"]
+    assert not [s for s in said["own"] if "beyond the head" in s], said["own"]
+    assert any("noisier than clean scans" in s for s in said["own"]), said["own"]

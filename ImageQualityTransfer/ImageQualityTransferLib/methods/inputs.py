@@ -505,9 +505,11 @@ MASK_OFF_HEAD_MIN = 50  # voxels of the mask outside it, fewer and nothing is sa
 def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
     """One warning naming both files where a mask given with a whole-field input lies partly on the background beyond
     the head its tensors show: another subject's mask, or one shifted, had run without a word (a review), every
-    method then answering from noise there."""
+    method then answering from noise there. Not where that head is too small to read the noise index in (a fit mostly
+    of noise, b0 SNR 1-2): it had called the scan's own mask 56-85 % off the head after the unreadable index's line
+    (methods/base.py) sent the user to give it (a review)."""
     brain = brain_within_box(lr)
-    if brain is None:
+    if brain is None or input_noise_index(lr, np.asarray(brain.data, bool), True, brain.meta.get("md_unit")) is None:
         return
     inside = np.asarray(mask.data, bool)
     n = int((inside & ~np.asarray(brain.data, bool)).sum())

@@ -268,25 +268,39 @@ def test_a_whole_field_input_at_9mm_gets_a_brain_and_is_not_judged_noisy(axial_s
     assert "noise_index" not in out.meta
 
 
-def test_the_warning_names_the_usual_cause_where_the_failed_fits_diffuse_too_fast():
-    """27 failed fits in the 3 mm dev scan's own fit, its CSF at b=2000, read as a fault in the data (an input audit):
-    where most of them diffuse faster than free water the line says why, and that a few are usual where they are few."""
+def test_a_few_csf_like_failed_fits_are_logged_and_more_or_others_are_warned(caplog):
+    """27 failed fits in the 3 mm dev scan's own fit, its CSF at b=2000, had got a warning that every clean scan gets
+    (the 8 real subjects' own fits hold up to 0.234 % of the mask: inputs.USUAL_FAILED): up to 1 % of the mask that
+    diffuse faster than free water, in a brain of in-vivo MD, are logged with their cause, not warned; more of them,
+    ones with a negative eigenvalue, or a brain that diffuses too fast throughout are warned."""
+    import logging
+
     from ImageQualityTransferLib.core.volume import Volume
     from ImageQualityTransferLib.methods.inputs import drop_failed_fits
 
-    def said(bad_voxel, n_bad):
-        t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (50, 50, 4, 1))
+    def said(bad_voxel, n_bad, md=7e-4):
+        t = np.tile(np.array([md, 0, md, 0, 0, md], np.float32), (50, 50, 4, 1))
         t.reshape(-1, 6)[:n_bad] = bad_voxel
         lr, mask = Volume(t, np.eye(4), "tensor"), Volume(np.ones(t.shape[:3], bool), np.eye(4), "mask")
-        with pytest.warns(IQTWarning) as caught:
-            drop_failed_fits(lr, mask)
-        return str(caught[0].message)
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+            warnings.simplefilter("always")
+            out = drop_failed_fits(lr, mask)
+        assert not np.any(out.data.reshape(-1, 6)[:n_bad])  # taken as missing either way
+        return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)], \
+            [r.getMessage() for r in caplog.records if "failed fit" in r.getMessage()]
 
     csf = [9e-3, 0, 6e-3, 0, 0, 6e-3]
-    assert said(csf, 27).endswith("; all of them diffuse faster than free water, as CSF does where its diffusion-weighted "
-                                  "signal sinks to the noise floor (usual in a few voxels)")
-    assert said(csf, 400).endswith("sinks to the noise floor")  # 4 % of the mask: not "a few"
-    assert said([7e-4, 0, 7e-4, 0, 0, -2e-3], 27).endswith("interpolation clips them")  # a negative eigenvalue
+    warned, logged = said(csf, 27)  # 0.27 % of the mask
+    assert warned == [] and len(logged) == 1
+    assert logged[0].endswith("; all of them diffuse faster than free water, as CSF does where its diffusion-weighted "
+                              "signal sinks to the noise floor (usual in a few voxels)")
+    warned, _ = said(csf, 400)  # 4 % of the mask: not "a few"
+    assert len(warned) == 1 and warned[0].endswith("sinks to the noise floor")
+    warned, _ = said([7e-4, 0, 7e-4, 0, 0, -2e-3], 27)  # a negative eigenvalue: not CSF's
+    assert len(warned) == 1 and warned[0].endswith("interpolation clips them")
+    warned, _ = said(csf, 27, md=2e-3)  # the whole brain too fast: a scale's fault
+    assert len(warned) == 1 and warned[0].endswith("not CSF's noise floor")
 
 
 def test_noise_beyond_a_given_mask_is_said_once_and_a_clean_fit_is_not(coarse_phantom):

@@ -89,7 +89,7 @@ def test_a_dwi_node_gives_what_its_fitted_tensors_give_failed_fits_included():
     d = np.array(dwi.data)
     dw = np.flatnonzero(dwi.bvals > B0_THRESHOLD)
     mask = dti.brain_mask(dwi)
-    inside = np.argwhere(mask.data)[:: max(1, int(mask.data.sum()) // 6)][:6]  # six brain voxels, apart
+    inside = np.argwhere(mask.data)[::40]  # one brain voxel in 40, apart: more than inputs.USUAL_FAILED, so warned
     for i, j, k in inside:
         d[i, j, k, dw] = 1e-3 * d[i, j, k, dw]  # no diffusion-weighted signal: a fit far faster than free water
     dwi = dwi.replace(data=d)
@@ -105,4 +105,4 @@ def test_a_dwi_node_gives_what_its_fitted_tensors_give_failed_fits_included():
     np.testing.assert_allclose(a, b, atol=1e-9)
     said = [[n for n in _notes(nodes["tensor"]) if "hold a failed fit" in n] for nodes in (from_dwi, from_dti)]
     assert said[0] == said[1] and len(said[0]) == 1, said
-    assert int(said[0][0].split()[0]) >= 6, said  # the six made here (and the phantom's own)
+    assert int(said[0][0].split()[0]) >= len(inside), said  # those made here (and the phantom's own)

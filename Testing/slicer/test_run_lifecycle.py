@@ -386,3 +386,42 @@ def test_average_over_flips_is_dropped_with_a_note_where_the_logic_chose_cubic()
     assert notes[-1].startswith("Average over flips was left out: the interpolation baseline (cubic)")
     run(method="cubic", factor=(1, 1, 3), averageFlips=True)
     assert runs[-1] == ("cubic", True) and len(notes) == 2  # the engine refuses it (test above); no note of ours
+
+
+@pytest.mark.parametrize("window", [False, True])
+def test_without_a_main_window_interpolation_runs_in_process_and_a_torch_method_asks_nothing(window):
+    """The Logic's `_batch()` (no main window: Slicer --no-main-window) decides where a run goes and whether anything is
+    asked: in batch cubic runs in this process and a torch method without PyTorch is refused unasked; with a main window
+    cubic runs in a separate process (the GUI stays live) and PyTorch's install is offered. `_batch()` always False had
+    passed the run's tests (a mutation run; only test_headless_install's engine install caught it): batch scripts
+    would have started a worker for cubic and offered a dialog no one can answer."""
+    options = types.SimpleNamespace(noMainWindow=not window)
+    slicer = types.SimpleNamespace(mrmlScene=None, app=types.SimpleNamespace(commandOptions=lambda: options))
+    batch = _class_method("ImageQualityTransferLogic", "_batch", slicer=slicer)
+    asked, ran = [], []
+
+    class Engine:
+        @staticmethod
+        def method_needs_torch(method):
+            return method == "espcn"
+
+        @staticmethod
+        def method_info(method):
+            return {"learned": method == "espcn"}
+
+        @staticmethod
+        def run_on_nodes(*a, python_executable, **k):
+            ran.append(python_executable)
+            return {"tensor": None}
+
+    logic = types.SimpleNamespace(engine=lambda: Engine, _batch=batch, torchAvailable=lambda: False,
+                                  installTorch=lambda askConfirmation: asked.append(askConfirmation) or False,
+                                  pythonSlicerExecutable=lambda: "PythonSlicer", engineError=lambda: RuntimeError)
+    process = _class_method("ImageQualityTransferLogic", "process", _=lambda text: text, slicer=slicer,
+                            logging=types.SimpleNamespace(info=lambda *a: None))
+    process(logic, object(), method="cubic")
+    assert ran == (["PythonSlicer"] if window else [None])
+    with pytest.raises(RuntimeError, match="needs PyTorch"):
+        process(logic, object(), method="espcn")
+    assert asked == ([True] if window else [])
+    assert _class_method("ImageQualityTransferLogic", "_batch", slicer=types.SimpleNamespace(app=None))()  # no app

@@ -135,7 +135,8 @@ def test_a_wrong_unit_is_named_with_the_factor_that_mends_it():
         with pytest.raises(IQTError, match=re.escape(said)):
             tensor_checks.check_scale(t * factor)
     # ten times too small reads partly as tissue: one warning naming the factor (it too had passed without a word)
-    with pytest.warns(IQTWarning, match=r"below any living brain's.*multiply them by 1e1 to get mm\^2/s"):
+    # and names noise, which reads as low (a noise-floor scan had read as a unit slip alone)
+    with pytest.warns(IQTWarning, match=r"below any living brain's.*multiply them by 1e1 to get mm\^2/s.*noise floor"):
         tensor_checks.check_scale(t * 0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ssl
 
 from ...core.errors import IQTError
-from .local_cluster import THREADS_PER_WORKER, _spawn_ignoring_ctrl_c, _worker_exits_noted, local_security
+from .local_cluster import THREADS_PER_WORKER, _spawn_ignoring_ctrl_c, _worker_exits_noted, local_security, nanny_class
 from .open_files import _KEPT_OFF, _limit_met, _open_files_noted
 from .scheduler import (ADDRESS_FORMS, WAIT_WORKERS_S, _reachable, _tls_error, _wait_for_workers, host_port,
                         check_address, check_workers, client_security, own_cluster, dask_said, shown)
@@ -87,6 +87,7 @@ def start_client(workers: int = 2, scheduler: str | None = None, memory_limit="a
                 n_workers=workers, threads_per_worker=THREADS_PER_WORKER, processes=True, memory_limit=memory_limit,
                 dashboard_address=dashboard_address, silence_logs=logging.CRITICAL, security=security,
                 host="127.0.0.1", preload=[f"{__package__}.worker_signals"],  # a restarted worker ignores Ctrl-C too
+                worker_class=nanny_class(),  # a busy worker closed at once
                 config=memory))
         except Exception as exc:
             # the worker processes a failed start leaves are reaped by Dask's exit handler, which logged "reaping

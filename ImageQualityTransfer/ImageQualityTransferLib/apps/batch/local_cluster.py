@@ -30,6 +30,22 @@ def no_cryptography() -> str:
             f"user could run code in its workers); install the batch extra: {install_extra('batch')}")
 
 
+def nanny_class():
+    """The local cluster's nanny (LocalCluster's worker_class): it closes its worker without waiting for a running task,
+    whose result a closing cluster throws away. Dask's Nanny let it run up to 4 s (0.8 of its 5 s close timeout) before
+    the worker left, and `iqt batch` waited that long after a Ctrl-C (Testing/apps/test_batch.py
+    test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing); the worker then ends at once
+    (worker_signals._leave_if_busy)."""
+    from distributed import Nanny
+
+    class StopNow(Nanny):
+        async def kill(self, timeout: float = 5, reason: str = "nanny-kill") -> None:
+            if self.process is not None:
+                await self.process.kill(timeout=timeout, executor_wait=False, reason=reason)
+
+    return StopNow
+
+
 def _join_once_started(thread, wait_s: float = 5.0) -> None:
     """`thread` joined where a signal interrupted its `start()`: the thread runs, but until it says so `join` raises
     "cannot join thread before it is started" (an internal error under load, Testing/apps/test_batch_lock.py); one that

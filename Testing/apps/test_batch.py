@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -222,7 +223,7 @@ def test_ctrl_c_stops_a_local_cluster_run_in_one_line(tmp_path):
 
 
 SECOND_CTRL_C = """
-import os, signal, sys, threading, time
+import logging, os, signal, sys, time
 from ImageQualityTransferLib.apps import batch
 from ImageQualityTransferLib.apps.cli import batch as batch_cli
 
@@ -238,10 +239,20 @@ fut = client.submit(busy, pure=False)
 while not any(client.run(lambda dask_worker: bool(dask_worker.active_threads)).values()):
     time.sleep(0.05)
 print(*client.run(os.getpid).values(), flush=True)
+
+
+class SecondCtrlC(logging.Handler):  # the second Ctrl-C, as the cluster's nanny starts closing its busy worker
+    def emit(self, record):
+        if record.getMessage().startswith("Closing Nanny"):
+            print("second Ctrl-C", flush=True)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+logging.getLogger("distributed.nanny").addHandler(SecondCtrlC())
+logging.getLogger("distributed.nanny").setLevel(logging.INFO)
 try:
     raise KeyboardInterrupt  # the first Ctrl-C, as the run's subject works
 except KeyboardInterrupt:
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # the second, as the cluster closes
     try:
         batch_cli._stop(client, cluster)
     except KeyboardInterrupt:  # (where the close let it through)
@@ -255,7 +266,8 @@ def test_a_second_ctrl_c_as_the_local_cluster_closes_leaves_no_worker_abort(tmp_
     """A second Ctrl-C during `iqt batch` cancelled the cluster's close (Dask's sync): no nanny killed its worker, which
     ended its process with a subject in torch, and the C++ runtime aborted ('terminate called without an active
     exception' after the run's line, a core file; an audit). The close now completes, and a worker that ends with a
-    task running leaves at once (batch/worker_signals.py)."""
+    task running leaves at once (batch/worker_signals.py). The second Ctrl-C is sent as the nanny starts closing the
+    busy worker: a 0.5 s timer came after the close, once that took half a second (batch/local_cluster.py nanny_class)."""
     import resource
 
     err = tmp_path / "stderr"
@@ -269,6 +281,7 @@ def test_a_second_ctrl_c_as_the_local_cluster_closes_leaves_no_worker_abort(tmp_
         time.sleep(0.1)
     assert not Path(f"/proc/{worker}").exists()
     assert "terminate called" not in err.read_text() and proc.returncode == 0, (proc.returncode, err.read_text())
+    assert "second Ctrl-C" in proc.stdout, proc.stdout  # sent while the cluster closed
 
 
 def test_a_ctrl_c_while_the_cluster_closes_waits_for_the_close():
@@ -1281,9 +1294,9 @@ def test_a_dashboard_address_this_machine_cannot_serve_is_refused_before_the_clu
 def test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing(tmp_path, capsys, monkeypatch):
     """In 1 run of 6, after Ctrl-C the line said no partial output was left, but a worker stopped with the
     cluster mid-write had left its 0-byte .iqt- temporary. A real local worker holds one open (the engine's own atomic
-    write, slowed down) when the main process is interrupted; once the cluster is closed, none is left. The stop does
-    not wait for the busy worker's task, whose result is thrown away: Dask's nanny let it run 4 s more
-    (batch/local_cluster.py nanny_class)."""
+    write, slowed down) when the main process is interrupted; once the cluster is closed, none is left. The busy worker
+    leaves as soon as it is closed, its task's result thrown away: Dask's nanny had waited 4 s on the task, then killed
+    the worker (SIGKILL, its warning logged), and the stop waited that long (batch/local_cluster.py nanny_class)."""
     monkeypatch.setenv("PYTHONPATH", helpers.engine_env()["PYTHONPATH"])
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None)
     out = tmp_path / "deriv"
@@ -1303,16 +1316,38 @@ def test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing(tmp_path, capsys,
         while time.time() < deadline and not list(target.parent.glob(".iqt-*")):
             time.sleep(0.05)
         assert list(target.parent.glob(".iqt-*")), "the worker made no temporary within 60 s"
-        stopped.append(time.monotonic())
         raise KeyboardInterrupt
 
-    stopped: list = []
     monkeypatch.setattr(batch, "run_cohort", interrupted)
-    code, _, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "cubic", "--workers", "1",
-                           "--dashboard-address", ":0")
+    with nanny_said() as said:
+        code, _, err = run_cli(capsys, "batch", ds, "-o", out, "--method", "cubic", "--workers", "1",
+                               "--dashboard-address", ":0")
     assert code == 130 and err.strip() == "iqt: interrupted; no partial output was left; the subjects that ended are kept, and a rerun of the same command skips them and does the rest", err
     assert not [p for p in out.rglob("*") if p.name.startswith(".iqt-")]
-    assert time.monotonic() - stopped[0] < 3.5  # 0.4-0.8 s; the nanny's wait was 4 s
+    assert [m for level, m in said if m.startswith("Nanny asking worker to close")], said  # its close was seen
+    # the worker left on its own: no "Worker process still alive after 4.0 seconds, killing", no "killed by signal 9"
+    assert not [m for level, m in said if level >= logging.WARNING or "killed" in m], said
+
+
+@contextlib.contextmanager
+def nanny_said():
+    """The (level, message) of each record Dask's nanny logs meanwhile, INFO up (its logger's own handler: the
+    `distributed` logger does not pass them on to the root)."""
+    log = logging.getLogger("distributed.nanny")
+    said: list = []
+
+    class Said(logging.Handler):
+        def emit(self, record):
+            said.append((record.levelno, record.getMessage()))
+
+    handler, level = Said(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield said
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def test_a_changed_bids_sidecar_redoes_the_subject(tmp_path):

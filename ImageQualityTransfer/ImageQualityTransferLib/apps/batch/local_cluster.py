@@ -32,10 +32,10 @@ def no_cryptography() -> str:
 
 def nanny_class():
     """The local cluster's nanny (LocalCluster's worker_class): it closes its worker without waiting for a running task,
-    whose result a closing cluster throws away. Dask's Nanny let it run up to 4 s (0.8 of its 5 s close timeout) before
-    the worker left, and `iqt batch` waited that long after a Ctrl-C (Testing/apps/test_batch.py
-    test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing); the worker then ends at once
-    (worker_signals._leave_if_busy)."""
+    whose result a closing (or restarting) cluster throws away (Dask's own WorkerProcess.kill, executor_wait=False).
+    Dask's Nanny let the task run 4 s (0.8 of its 5 s close timeout), then killed the worker, and `iqt batch` waited
+    that long after a Ctrl-C (Testing/apps/test_batch.py test_ctrl_c_leaves_no_temporary_of_a_worker_killed_writing;
+    benchmarks/batch_stop.py); the worker now leaves once closed (worker_signals._leave_if_busy)."""
     from distributed import Nanny
 
     class StopNow(Nanny):

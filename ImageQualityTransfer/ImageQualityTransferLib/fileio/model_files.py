@@ -404,9 +404,11 @@ def check_names_given(path, weights: Path) -> None:
                    f"sidecar beside it, or, for a pair copied under a new name, set 'weights' in {sp.name} to {given.name}")
 
 
-def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]:
-    """`read_sidecar`, then check that the sidecar is as written and that the weights exist and match its SHA256 (and,
-    for a shipped model, the registry's) before anyone reads them."""
+def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path, bytes]:
+    """(sidecar, weights path, weights bytes): `read_sidecar`, then check that the sidecar is as written and that the
+    weights exist and match its SHA256 (and, for a shipped model, the registry's). The bytes are read once, hashed and
+    handed to the loader: read again by path, a file replaced after its check ran unverified weights (a provenance
+    audit)."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
     _check_seal(meta, sidecar_path(path))
     check_trained_factor(meta, sidecar_path(path))  # sealed too: they only read the sidecar
@@ -423,7 +425,8 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
     if not meta.get("sha256"):  # said as such, not as a mismatch with "None"
         raise IQTError(f"{sidecar_path(path)}: the sidecar gives no sha256 for {weights.name}, so the file cannot be "
                        "verified and is not read; re-download or retrain the model")
-    digest = checksums.sha256(weights)
+    data = _read_weights(weights)
+    digest = hashlib.sha256(data).hexdigest()
     if digest != meta.get("sha256"):
         raise IQTError(
             f"{weights}: checksum mismatch (SHA256 {digest[:12]}..., the sidecar says {str(meta.get('sha256'))[:12]}...); "
@@ -431,9 +434,20 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path]
         )
     _check_registered(meta, sidecar_path(path), digest)
     _check_shipped_weights(meta, sidecar_path(path), digest)
-    check_unpacked(weights)
+    check_unpacked(weights, data)
     _say_unsealed(meta, sidecar_path(path))
-    return meta, weights
+    return meta, weights, data
+
+
+def _read_weights(weights: Path) -> bytes:
+    """The bytes of the regular file `weights` (opened without blocking and checked again once open: a named pipe
+    swapped in after its `is_file` check would have hung the read)."""
+    fd = os.open(weights, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise IQTError(f"{weights}: the model weights are not a regular file (a folder, a named pipe or a device), "
+                           "and are not read; re-download or retrain the model")
+        return f.read()
 
 
 MAX_UNPACKED_BYTES = 256 * 2**20  # the largest shipped model unpacks to 5.6 MB (biqt x3)
@@ -441,18 +455,19 @@ MAX_UNPACK_RATIO = 50  # counted over the members that unpack to more than this 
 # forest of one's own unpacks past 256 MiB, but its int8 leaves compress a few times at most, deflated zeros a thousandfold
 
 
-def check_unpacked(weights: Path) -> None:
+def check_unpacked(weights: Path, data: bytes | None = None) -> None:
     """A model's weights (a zip archive: torch.save's and np.savez's) whose members that unpack to over MAX_UNPACK_RATIO
     times their packed size unpack to more than MAX_UNPACKED_BYTES together, or an array member whose header promises
     more than it holds, are refused before they are read: a 1.6 MB .npz of deflated zeros had taken 1.6 GB and a 0.9 MB .pt 648 MB
     before their refusal (a security audit). A file that is no zip archive, or a damaged one, is left to the family's
-    loader, which says so in its own words."""
+    loader, which says so in its own words. `data`: the file's bytes, where they are held (named `weights` in messages)."""
+    import io
     import zipfile
 
     import numpy as np
 
     try:
-        with zipfile.ZipFile(weights) as z:
+        with zipfile.ZipFile(weights if data is None else io.BytesIO(data)) as z:
             members = z.infolist()
             # member by member: random bytes stored beside deflated zeros had lifted a whole-file ratio (a review)
             packed = [i for i in members if i.file_size > MAX_UNPACK_RATIO * max(i.compress_size, 1)]
@@ -726,7 +741,7 @@ class Family:
     def read_sidecar(self, path) -> tuple[dict, Path]:
         return read_sidecar(path, self.format, self.name, self.suffix)
 
-    def read_verified(self, path) -> tuple[dict, Path]:
+    def read_verified(self, path) -> tuple[dict, Path, bytes]:
         return read_verified(path, self.format, self.name, self.suffix)
 
     def shipped(self, method: str, factor, models_dir=MODELS_DIR) -> Path:

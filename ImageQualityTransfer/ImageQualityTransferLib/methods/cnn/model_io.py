@@ -8,8 +8,8 @@ checksum before it reads the weights; a missing, truncated or tampered file give
 
 from __future__ import annotations
 
+import io
 import math
-
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -69,19 +69,19 @@ def load(path) -> LoadedModel:
     torch = require_torch()
     from . import networks
 
-    meta, weights = FILES.read_verified(path)
+    meta, weights, data = FILES.read_verified(path)  # loaded from the bytes it verified, not read again
     check_normalisation(meta.get("normalisation"), sidecar_path(path))
     arch_factor = meta.get("arch", {}).get("factor") if isinstance(meta.get("arch"), dict) else None
     if arch_factor is not None and grid.factors(arch_factor) != grid.factors(meta.get("factor", 0)):
         raise IQTError(f"{sidecar_path(path)}: the sidecar's factor {meta.get('factor')} differs from its network's "
                        f"{arch_factor}; the sidecar was edited: re-download or retrain the model")
     check_method(meta, sidecar_path(path))
-    if not zipfile.is_zipfile(weights):  # torch.save writes a zip archive; torch.load would warn of a plain pickle
+    if not zipfile.is_zipfile(io.BytesIO(data)):  # torch.save writes a zip archive; torch.load would warn of a plain pickle
         # ("Detected pickle protocol") before refusing it, and silencing that takes the process's warning filters
         raise IQTError(f"{weights}: not a file torch.save wrote (a plain pickle, or damaged) and is refused: loading it "
                        "could execute code; use a model written by 'iqt train'")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         check_arch(meta.get("arch"), state, sidecar_path(path))
         with torch.random.fork_rng(devices=[]):  # the layers' random initial weights, replaced at once, draw from
             net = networks.build(meta["arch"])  # torch's global generator: a caller's seeded draws had moved (an audit)

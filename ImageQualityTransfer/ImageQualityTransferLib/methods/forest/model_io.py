@@ -7,6 +7,7 @@ The registry (`Resources/Models/registry.json`) is shared with the CNN models (s
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,13 +201,13 @@ def _precision(model: ForestModel, dtype) -> str:
 
 
 def load(path) -> ForestModel:
-    meta, weights = FILES.read_verified(path)
+    meta, weights, data = FILES.read_verified(path)  # loaded from the bytes it verified, not read again
     n = meta.get("patch_radius")
     if isinstance(n, bool) or not isinstance(n, int) or n not in N_FEATURES:  # before any array is shaped by it
         raise IQTError(f"{sidecar_path(path)}: patch_radius {n!r} is not one 'iqt train' writes ({', '.join(map(str, N_FEATURES))}"
                        "): the sidecar was edited or damaged; re-download or retrain the model")
     try:
-        with np.load(weights, allow_pickle=False) as z:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
         check_arrays(a, weights, meta.get("method"))
         method = meta["method"]

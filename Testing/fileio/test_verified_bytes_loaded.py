@@ -1,0 +1,48 @@
+"""A model's weights are loaded from the very bytes whose SHA256 was checked: the loaders had hashed the file, then
+opened it again to read it (torch.load, np.load), so a file replaced in between (a model folder synced or rewritten
+while a run starts) ran weights no checksum had vouched for, without a word (a provenance audit: the shipped
+`_noisy` model's weights swapped in under a copy of the default one's sidecar, right after the check, ran)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.fileio import model_files
+from ImageQualityTransferLib.fileio.model_files import MODELS_DIR
+
+
+def _swapped_after_the_check(monkeypatch, weights, other):
+    """Replace `weights` by `other`'s bytes once its checksum has been taken (the registry check that follows it)."""
+    checked = model_files._check_registered
+
+    def swap(meta, sp, digest):
+        checked(meta, sp, digest)
+        shutil.copy(other, weights)
+
+    monkeypatch.setattr(model_files, "_check_registered", swap)
+
+
+def test_a_cnn_runs_the_weights_its_checksum_verified(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from ImageQualityTransferLib.methods.cnn import model_io
+
+    for suffix in (".pt", ".json"):
+        shutil.copy(MODELS_DIR / f"espcn_x2{suffix}", tmp_path / f"espcn_x2{suffix}")
+    _swapped_after_the_check(monkeypatch, tmp_path / "espcn_x2.pt", MODELS_DIR / "espcn_x2_noisy.pt")
+    net = model_io.load(tmp_path / "espcn_x2.pt").net
+    shipped = torch.load(MODELS_DIR / "espcn_x2.pt", weights_only=True)
+    assert all(torch.equal(v, shipped[k]) for k, v in net.state_dict().items())
+
+
+def test_a_forest_runs_the_arrays_its_checksum_verified(tmp_path, monkeypatch):
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    for suffix in (".npz", ".json"):
+        shutil.copy(MODELS_DIR / f"global-linear_x2{suffix}", tmp_path / f"global-linear_x2{suffix}")
+    _swapped_after_the_check(monkeypatch, tmp_path / "global-linear_x2.npz", MODELS_DIR / "global-linear_x2_noisy.npz")
+    model = model_io.load(tmp_path / "global-linear_x2.npz")
+    with np.load(MODELS_DIR / "global-linear_x2.npz", allow_pickle=False) as z:
+        assert np.array_equal(model.gl_W, z["gl_W"])

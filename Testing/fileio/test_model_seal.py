@@ -95,6 +95,25 @@ def test_a_shipped_model_is_not_resealed(capsys):
     assert "already sealed" in capsys.readouterr().out
 
 
+def test_a_sealed_model_in_a_read_only_folder_is_checked_not_refused(tmp_path, capsys, monkeypatch):
+    """A sealed model needs no write: checked on a read-only share (a provenance audit, a read-only bind mount), it had
+    been refused as 'cannot write in …; choose a folder you can write to'. An old one there is still refused so."""
+    from ImageQualityTransferLib.fileio import paths
+
+    for suffix in (".npz", ".json"):
+        shutil.copy(Path(model_files.MODELS_DIR) / f"global-linear_x2{suffix}", tmp_path / f"global-linear_x2{suffix}")
+    old = _old_model(tmp_path)
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(paths.tempfile, "TemporaryFile", read_only)
+    assert main(["seal", str(tmp_path / "global-linear_x2.npz")]) == 0
+    assert "already sealed" in capsys.readouterr().out
+    assert main(["seal", str(old)]) == 2
+    assert "cannot write in" in capsys.readouterr().err
+
+
 def _resum(weights: Path) -> None:
     """Make the (unsealed) sidecar's sha256 and size match the weights as they now are."""
     side = weights.with_suffix(".json")

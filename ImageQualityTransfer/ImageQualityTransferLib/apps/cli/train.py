@@ -40,9 +40,11 @@ def seal(args):
     for m in args.models:
         if os.path.isdir(m):  # said as `iqt upsample --model` says it (it read "m.json: model sidecar not found")
             raise IQTError(f"{m}: a folder; give the model file (.npz or .pt, its .json sidecar beside it) from 'iqt train'")
-        sp, _ = model_files.check_sealable(m, load=_load_model)
-        if os.path.realpath(sp) not in sidecars:
-            sidecars[os.path.realpath(sp)] = plan.add(sp, JSON_SUFFIXES, "sealed sidecar", shipped_ok=True)
+        sp, meta = model_files.check_sealable(m, load=_load_model)
+        if os.path.realpath(sp) not in sidecars:  # one already sealed is only checked: no write, so a read-only folder
+            # (a share, an install) is no refusal there (a provenance audit)
+            sidecars[os.path.realpath(sp)] = (sp if model_files.SEAL in meta else
+                                              plan.add(sp, JSON_SUFFIXES, "sealed sidecar", shipped_ok=True))
     for sp in sidecars.values():  # (the shipped ones were refused above)
         sp, now = model_files.seal(sp)
         say(f"{sp}: sealed" if now else f"{sp}: already sealed, left as it was")  # once all are in place

@@ -117,6 +117,29 @@ def test_a_model_sidecar_that_is_no_regular_file(tmp_path, capsys, unblocking, k
 
 
 @pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_model_weights_that_are_no_regular_file_are_said_to_be_so(tmp_path, capsys, unblocking, kind):
+    """Weights that are a FIFO, or a link to a device, beside their sidecar had been called 'model weights not found'
+    by 'iqt upsample --model' and 'iqt seal' (a provenance audit): they are there, and are not read."""
+    import shutil
+
+    from helpers import five_d_tensor
+    from ImageQualityTransferLib.fileio import model_files
+
+    weights = tmp_path / "espcn_x2.pt"
+    shutil.copy(model_files.MODELS_DIR / "espcn_x2.json", tmp_path / "espcn_x2.json")
+    if kind == "fifo":
+        unblocking(weights)
+        os.mkfifo(weights)
+    else:
+        os.symlink("/dev/zero", weights)
+    lr = five_d_tensor(tmp_path / "lr.nii.gz")
+    for argv in (["upsample", lr, "--model", weights, "-o", tmp_path / "up.nii.gz"], ["seal", weights]):
+        _refused(capsys, [str(a) for a in argv], str(weights), "not a regular file")
+    assert not (tmp_path / "up.nii.gz").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
 def test_a_registry_that_is_a_fifo_is_named_as_the_registry(tmp_path, capsys, unblocking, small_subject):
     """A registry.json FIFO beside 'iqt train -o ... --register' was called 'the model sidecar', with a model sidecar's
     advice (a review)."""

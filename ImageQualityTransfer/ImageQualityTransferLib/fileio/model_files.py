@@ -256,7 +256,7 @@ def check_sealable(path, load=None) -> tuple[Path, dict]:
         raise IQTError(f"{exc} ({'its seal is left as it was' if sealed else 'so it is not sealed'})") from None
     weights = weights_path(sp, meta)
     if not weights.is_file():
-        raise IQTError(f"{weights}: model weights not found (named by {sp}); re-download or retrain the model")
+        raise weights_unread(weights, sp)
     check_names_given(path, weights)
     digest = checksums.sha256(weights)
     if digest != meta.get("sha256"):
@@ -404,6 +404,15 @@ def check_names_given(path, weights: Path) -> None:
                    f"sidecar beside it, or, for a pair copied under a new name, set 'weights' in {sp.name} to {given.name}")
 
 
+def weights_unread(weights: Path, sp: Path, copied: str = "") -> IQTError:
+    """The refusal of weights that are no regular file: missing, or there as a named pipe, a device or a folder (a
+    FIFO had been called 'not found': a provenance audit)."""
+    if os.path.exists(weights):
+        return IQTError(f"{weights}: the model weights (named by {sp}) are not a regular file (a folder, a named pipe, "
+                        "a device, or a link to one), and are not read; put the weights file from 'iqt train' there")
+    return IQTError(f"{weights}: model weights not found (named by {sp}); re-download or retrain the model{copied}")
+
+
 def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path, bytes]:
     """(sidecar, weights path, weights bytes): `read_sidecar`, then check that the sidecar is as written and that the
     weights exist and match its SHA256 (and, for a shipped model, the registry's). The bytes are read once, hashed and
@@ -419,8 +428,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path,
               f"new name keeps its sidecar's 'weights': set it to {mine})"
               if sidecar_path(path).stem != weights.stem else "")
     if not weights.is_file():
-        raise IQTError(f"{weights}: model weights not found (named by {sidecar_path(path)}); re-download or retrain the "
-                       f"model{copied}")
+        raise weights_unread(weights, sidecar_path(path), copied)
     check_names_given(path, weights)
     if not meta.get("sha256"):  # said as such, not as a mismatch with "None"
         raise IQTError(f"{sidecar_path(path)}: the sidecar gives no sha256 for {weights.name}, so the file cannot be "

@@ -207,6 +207,21 @@ def test_deep_warm_started_from_espcn_computes_espcn_and_trains_from_there(tmp_p
         training.train(synthetic_items(), seed=1, **kw)  # items padded for espcn's halo
 
 
+def test_a_warm_start_records_the_whole_chain_of_models_it_came_from(tmp_path):
+    """`--init` a model that was itself warm-started: its own init record is kept inside the new one, so each model's
+    sidecar names every model and command it came from. It had been dropped (a provenance audit: the shipped
+    `deep_x2` records the SHA256 of the earlier `deep_x2` it went on from, not the `espcn_x2` that one started from)."""
+    espcn, meta = random_model("espcn")
+    first = {"model": "espcn_x2.pt", "method": "espcn", "sha256": "ab" * 32, "minutes": 1.0, "command": "iqt train ..."}
+    path = tmp_path / "e.pt"
+    model_io.save(espcn, {**meta, "training": {"command": "iqt train --init espcn_x2.pt", "init": first}}, path)
+    kw = dict(method="espcn", epochs=1, iters_per_epoch=1, batch_size=4, patch=6, val_patches=4, patience=10,
+              progress=False)
+    _, meta2, _ = training.train(synthetic_items(n=2), seed=1, init=path, **kw)
+    assert meta2["training"]["init"]["command"] == "iqt train --init espcn_x2.pt"
+    assert meta2["training"]["init"]["init"] == first
+
+
 def test_a_model_without_a_variance_network_warm_starts_the_mean_of_a_heteroscedastic_one(tmp_path):
     """`--init deep_x3.pt` for deep-hetero-var1 (no heteroscedastic model ships at x3): the plain model's weights become
     the mean network's, the variance network starts as built, and the result trains; a model of another family, or a

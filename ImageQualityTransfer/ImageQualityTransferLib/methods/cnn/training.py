@@ -294,7 +294,10 @@ class _Training:
             self.opts["subject_scale"] = bool(base.meta["normalisation"].get("subject_scale"))  # the base's units
             self.init_info = {"model": str(base.path.name), "method": base.method, "sha256": base.meta.get("sha256"),
                               "minutes": base.meta.get("training", {}).get("minutes"),
-                              "command": base.meta.get("training", {}).get("command")}
+                              "command": base.meta.get("training", {}).get("command"),
+                              # the base's own record: every model and command of a chain of warm starts (its init's
+                              # SHA256 had been dropped: a provenance audit)
+                              "init": base.meta.get("training", {}).get("init")}
         return base
 
     def _prepare_data(self, base):

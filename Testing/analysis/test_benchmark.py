@@ -388,6 +388,15 @@ def test_the_leakage_check_knows_a_scan_by_its_file_and_a_warm_start_by_its_subj
     capsys.readouterr()
 
 
+def test_every_model_of_a_chain_of_warm_starts_is_told_trained_on_its_subjects():
+    """A model warm-started from a model that was itself warm-started (its sidecar's training.init holds the base's own
+    init record) has learnt from the first model's subjects too: only the nearest --init command's were read."""
+    first = {"command": "iqt train --method espcn --subjects /x/first -o a.pt"}
+    chain = {"training": {"subjects": ["a"], "init": {"command": "iqt train --method espcn --subjects /x/b --init a.pt "
+                                                                 "-o b.pt", "init": first}}}
+    assert benchmark._training_names_and_files(chain)[0] == {"a", "b", "first"}
+
+
 def test_the_first_cnn_is_not_charged_torchs_start_up(monkeypatch):
     """torch's import went into the time of whichever CNN ran first (`iqt demo`'s table in the README: espcn 3.57 s,
     espcn-hetero 1.68 s; reordered, the other way): score_case starts torch before timing. A fake torch whose first

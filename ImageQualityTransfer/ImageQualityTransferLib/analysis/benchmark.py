@@ -135,8 +135,8 @@ def run(subject_dirs, method_names, factor=2, progress=True, tracts=False, tract
 
 def _training_names_and_files(meta: dict) -> tuple[set, set, dict]:
     """(subject folder names, DWI SHA256s: of the files and of their decompressed bytes, {name: its DWI's decompressed
-    SHA256s}) a sidecar records as trained on: its own subjects and files, and the subjects its --init model's recorded
-    command names (a warm-started model has learnt from those too; they have no checksum here)."""
+    SHA256s}) a sidecar records as trained on: its own subjects and files, and the subjects the recorded command of its
+    --init model, and of that model's, names (a warm-started model has learnt from those too; they have no checksum here)."""
     import shlex
 
     t = meta.get("training") or {}
@@ -151,8 +151,11 @@ def _training_names_and_files(meta: dict) -> tuple[set, set, dict]:
                 by_name.setdefault(d.get("subject"), set()).add(d["dwi_content_sha256"])
             elif dwi:  # before: its file, compared with a file stored alike (a review)
                 by_name.setdefault(d.get("subject"), set()).update(dwi)
-    command = (t.get("init") or {}).get("command") if isinstance(t.get("init"), dict) else None
-    if command:
+    init = t.get("init")
+    while isinstance(init, dict):  # every model of a chain of warm starts (each record holds its base's, cnn/training.py)
+        command, init = init.get("command"), init.get("init")
+        if not isinstance(command, str):
+            continue
         try:
             words = shlex.split(command)
         except ValueError:

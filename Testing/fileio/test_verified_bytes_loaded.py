@@ -46,3 +46,18 @@ def test_a_forest_runs_the_arrays_its_checksum_verified(tmp_path, monkeypatch):
     model = model_io.load(tmp_path / "global-linear_x2.npz")
     with np.load(MODELS_DIR / "global-linear_x2.npz", allow_pickle=False) as z:
         assert np.array_equal(model.gl_W, z["gl_W"])
+
+
+def test_weights_larger_than_any_model_are_refused_before_they_are_read(tmp_path, capsys):
+    """The weights are read into memory to be hashed and loaded: a sparse file of 2 GiB and more behind a sidecar (no
+    disk space, no model 'iqt train' writes) is refused by its size, before a byte is read."""
+    from ImageQualityTransferLib.apps.cli import main
+    from helpers import five_d_tensor
+
+    shutil.copy(MODELS_DIR / "espcn_x2.json", tmp_path / "espcn_x2.json")
+    with open(tmp_path / "espcn_x2.pt", "wb") as f:
+        f.truncate(model_files.MAX_WEIGHTS_BYTES + 1)
+    lr = five_d_tensor(tmp_path / "lr.nii.gz")
+    assert main(["upsample", str(lr), "--model", str(tmp_path / "espcn_x2.pt"), "-o", str(tmp_path / "up.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "more than any model" in err and "Traceback" not in err and not (tmp_path / "up.nii.gz").exists()

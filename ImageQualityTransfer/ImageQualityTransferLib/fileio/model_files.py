@@ -447,15 +447,25 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path,
     return meta, weights, data
 
 
+MAX_WEIGHTS_BYTES = 2 * 2**30  # read into memory whole: the largest shipped model is 4.6 MB, a forest of one's own with
+# many deep trees a few hundred MB; a sparse file of many GB behind a crafted sidecar would have filled memory
+
+
 def _read_weights(weights: Path) -> bytes:
     """The bytes of the regular file `weights` (opened without blocking and checked again once open: a named pipe
-    swapped in after its `is_file` check would have hung the read)."""
+    swapped in after its `is_file` check would have hung the read), refused by its size, unread, over MAX_WEIGHTS_BYTES."""
     fd = os.open(weights, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
             raise IQTError(f"{weights}: the model weights are not a regular file (a folder, a named pipe or a device), "
                            "and are not read; re-download or retrain the model")
-        return f.read()
+        data = f.read(MAX_WEIGHTS_BYTES + 1) if st.st_size <= MAX_WEIGHTS_BYTES else b""
+        if max(st.st_size, len(data)) > MAX_WEIGHTS_BYTES:  # (a file that grew since its fstat: read no further)
+            raise IQTError(f"{weights}: {max(st.st_size, len(data)) / 2**30:,.1f} GiB of model weights, more than any model "
+                           f"'iqt train' writes (at most {MAX_WEIGHTS_BYTES // 2**30} GiB read), and it is not read; "
+                           "re-download or retrain the model")
+        return data
 
 
 MAX_UNPACKED_BYTES = 256 * 2**20  # the largest shipped model unpacks to 5.6 MB (biqt x3)

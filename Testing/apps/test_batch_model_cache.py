@@ -37,3 +37,25 @@ def test_a_model_replaced_at_the_same_path_is_loaded_anew(tmp_path, monkeypatch)
     assert by_sha is not again and subject._method(Settings(method="biqt", model=str(path), model_sha256="a" * 64)) is by_sha
     assert subject._method(Settings(method="biqt", model=str(path), model_sha256="b" * 64)) is not by_sha
     assert len(subject._METHODS) == 1  # a replaced model's weights are not kept
+
+
+def test_a_given_model_that_does_not_load_is_refused_for_what_it_is(tmp_path, capsys):
+    """`iqt batch --model` of a damaged model (one byte flipped) is refused in one line saying so, before the cluster
+    starts: it had been put as the factors its sidecar 'chose' for the cohort ('--model M's own factors chose factor 2
+    for sub-x; M: checksum mismatch ...'), as a model for other factors is."""
+    import pytest
+
+    pytest.importorskip("distributed")
+    from ImageQualityTransferLib.apps import cli
+    from helpers import five_d_tensor
+
+    weights = put("global-linear_x2", tmp_path)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1
+    weights.write_bytes(bytes(data))
+    (tmp_path / "list.txt").write_text(f"{five_d_tensor(tmp_path / 'lr.nii.gz')}\n")
+    code = cli.main(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "out"), "--model", str(weights),
+                     "--workers", "1", "--dashboard-address", "127.0.0.1:0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"iqt: error: {weights}: checksum mismatch") and not (tmp_path / "out").exists(), err

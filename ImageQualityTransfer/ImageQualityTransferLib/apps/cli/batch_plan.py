@@ -41,8 +41,8 @@ def _method_for(args, f, group=()):
                 along = ", a through-plane model's along that subject's thick-slice axis" if "thick-slice" in advice else ""
                 text = text.replace(advice, f"leave {given} out (with --model each subject then runs at the model's "
                                             f"own factors{along})")
-            if not group:
-                raise IQTError(text) from None
+            if not group or (getattr(args, "model", None) and advice is None):  # a given model that does not load
+                raise IQTError(text) from None  # (checksum, pickle): said as it is, not as factors the cohort got
             raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {text}") from None
     return name, method
 

@@ -376,3 +376,23 @@ def test_all_zero_forest_maps_are_said(tmp_path, lr, capsys):
     assert main([str(a) for a in ["upsample", lr, "--model", sp, "-o", tmp_path / "up.nii.gz"]]) == 0
     said = [ln for ln in capsys.readouterr().err.splitlines() if "are all zero" in ln]
     assert len(said) == 1 and "cubic interpolation's result under the name rf" in said[0], said
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_cnn_archive_torch_cannot_read_says_what_to_do(tmp_path, lr, capsys):
+    """A .pt whose zip directory points its first entry past the file's end (behind a sidecar made to match) was refused
+    with torch's miniz text alone ('...failed reading zip archive: invalid header or archive is corrupted...'), with no
+    word of what to do (a provenance audit)."""
+    import struct
+
+    side = json.loads((MODELS_DIR / "espcn_x2.json").read_text())
+    data = bytearray((MODELS_DIR / "espcn_x2.pt").read_bytes())
+    central = struct.unpack_from("<I", data, data.rfind(b"PK\x05\x06") + 16)[0]
+    struct.pack_into("<I", data, central + 42, 0x7FFFFFF0)  # the first entry's local header offset
+    (tmp_path / "m.pt").write_bytes(bytes(data))
+    side.update(weights="m.pt", sha256=sha256(tmp_path / "m.pt"))
+    side.pop(SEAL)
+    (tmp_path / "m.json").write_text(json.dumps(side))
+    refused_line(capsys, ["upsample", lr, "--model", tmp_path / "m.pt", "-o", tmp_path / "up.nii.gz"],
+                 "m.pt", "re-download or retrain")
+    assert not (tmp_path / "up.nii.gz").exists()

@@ -92,7 +92,8 @@ def load(path) -> LoadedModel:
         raise IQTError(f"{weights}: the file holds more than plain weights (objects or code) and is refused: loading it "
                        f"could execute code; use a model written by 'iqt train'") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable model is a user-facing problem
-        raise IQTError(f"{weights}: the weights do not load into a {meta.get('arch')} network ({type(exc).__name__}: {exc})") from None
+        raise IQTError(f"{weights}: the weights do not load into a {meta.get('arch')} network ({type(exc).__name__}: {exc}); "
+                       "the file is damaged or is not this sidecar's: re-download or retrain the model") from None
     net.eval()
     return LoadedModel(net, meta, weights)
 

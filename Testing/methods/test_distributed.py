@@ -1,10 +1,14 @@
-"""Data-parallel CNN training: 2 real gloo processes against 1 with the same global batch, and checkpoints that a
-training started again continues from."""
+"""Data-parallel CNN training: 2 real gloo processes against 1 with the same global batch, none of them listening beyond
+the loopback, and checkpoints that a training started again continues from."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -29,11 +33,13 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def train_and_record(out, seed, checkpoint=None, threads_out=None):
+def train_and_record(out, seed, checkpoint=None, threads_out=None, listeners_out=None):
     """One rank's training on the synthetic items; rank 0 writes its history and metadata to `out` (and, first, its
-    CPU threads to `threads_out`)."""
+    CPU threads to `threads_out` and every rank's listening sockets to `listeners_out`)."""
     if threads_out is not None:
         record_threads(threads_out)
+    if listeners_out is not None:
+        record_listeners(listeners_out)
     net, meta, hist = training.train(synthetic_items(), seed=seed, checkpoint=checkpoint, **KW)
     if distributed.rank_and_world()[0] == 0:
         with open(out, "w") as f:
@@ -49,11 +55,15 @@ def one_process_seed_3():
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    """One 2-process gloo training with seed 3 and 1 thread each (its folder: two.json, threads.json, ddp.ckpt),
-    which the loss test and the thread-cap test read: starting the processes is most of either test's time."""
+    """One 2-process gloo training with seed 3 and 1 thread each (its folder: two.json, threads.json, listeners.json,
+    ddp.ckpt, and tmp/, where the processes' meeting folder was made), which the loss, thread-cap and loopback tests
+    read: starting the processes is most of each test's time."""
     folder = tmp_path_factory.mktemp("ddp")
-    distributed.spawn(train_and_record, 2, str(folder / "two.json"), 3, str(folder / "ddp.ckpt"),
-                      str(folder / "threads.json"), threads=1)
+    (folder / "tmp").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tempfile, "tempdir", str(folder / "tmp"))  # where spawn makes the meeting folder
+        distributed.spawn(train_and_record, 2, str(folder / "two.json"), 3, str(folder / "ddp.ckpt"),
+                          str(folder / "threads.json"), str(folder / "listeners.json"), threads=1)
     return folder
 
 
@@ -182,6 +192,55 @@ def test_nproc_takes_threads_given_before_the_command_or_after(tmp_path, capsys,
 def test_the_processes_hold_the_thread_cap_for_blas_and_torch(two_processes):
     got = json.loads((two_processes / "threads.json").read_text())  # recorded before the training
     assert got["torch"] == 1 and got["blas"] == 1, got
+
+
+def _listening() -> list[str]:
+    """This process's listening TCP sockets as 'address:port' (Linux /proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                found.append(cols[1])
+    return found
+
+
+def record_listeners(out):
+    """Every rank's listening sockets once the group has met (before the training); rank 0 writes them to `out`
+    (none where /proc cannot be read: the test that reads them runs on Linux only)."""
+    import torch.distributed as dist
+
+    here = _listening() if os.path.isdir("/proc/self/fd") else []
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, here)
+    if dist.get_rank() == 0:
+        Path(out).write_text(json.dumps(gathered))
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc/net writes them
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the listening sockets from Linux's /proc")
+def test_no_training_process_listens_beyond_the_loopback(two_processes):
+    """`iqt train --nproc N`: the training processes meet through a file in a private folder, so none listens on a
+    network interface (the TCP store of rank 0 listened on every interface, *:port, for the whole training); gloo's
+    own connections between them stay on the loopback."""
+    listeners = json.loads((two_processes / "listeners.json").read_text())
+    assert len(listeners) == 2
+    beyond = [a for rank in listeners for a in rank if a.split(":")[0] not in LOOPBACK]
+    assert not beyond, listeners
+    assert not list((two_processes / "tmp").iterdir())  # the meeting folder is gone with the processes
 
 
 def fail_on_rank_1():

@@ -261,9 +261,8 @@ def record_listeners(out):
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc/net writes them
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the listening sockets from Linux's /proc")
-def test_no_training_process_listens_beyond_the_loopback(two_processes):
+def test_no_training_process_listens_beyond_the_loopback(two_processes):  # unmarked, as it was: the quick loop keeps it
     """`iqt train --nproc N`: the training processes meet through a file in a private folder, so none listens on a
     network interface (the TCP store of rank 0 listened on every interface, *:port, for the whole training); gloo's
     own connections between them stay on the loopback."""

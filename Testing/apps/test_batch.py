@@ -2336,3 +2336,30 @@ def test_scheduler_messages_mask_the_login_not_letters_of_dask_s_words_nor_a_pat
             scheduler._reachable(f"{base}/?token=S3cret")
     assert str(err.value) == (f"--scheduler {base}/?token=***: the server there refused the token in the URL's query "
                               "(HTTP 401); check it"), err.value
+
+
+def test_scheduler_login_before_an_ipv6_host_or_a_bare_host_is_masked():
+    """alice:p/w@[::1]:8786 and alice:p/w@::1 had been taken for file names and echoed whole, TOKEN/x@node7 (no port)
+    too (a review): each is told as the address it is, its login masked."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, said, give in (("alice:p/w@[::1]:8786", "alice:***@[::1]:8786", "tcp://[::1]:8786"),
+                              ("alice:p/w@::1", "alice:***@::1", "tcp://[::1]:8786"),
+                              ("TOKEN/x@node7", "***@node7", "tcp://node7:8786")):
+        assert not scheduler._a_path(given) and scheduler.shown(given) == said  # told as an address, not a file
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == f"--scheduler {said}: a tcp:// address holds no user name (user@); give {give}", err.value
+    assert scheduler.shown("runs@node7/scheduler.json") == "runs@node7/scheduler.json"  # still a file's name
+    assert scheduler.shown("runs/x@v2.json") == "runs/x@v2.json"
+
+
+def test_scheduler_at_sign_in_a_path_after_host_and_port_is_the_path_s():
+    """tcp://node7:8786/a@b, whose '@' is in a path after host:port (as urlsplit reads it), had been told "give
+    tcp://b:8786" (a review); it is told as the path it is."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    for given, give in (("tcp://node7:8786/a@b", "tcp://node7:8786"), ("tcp://[::1]:8786/a@b", "tcp://[::1]:8786")):
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value) == f"--scheduler {give}/***@b: no path after the port; give {give}", err.value

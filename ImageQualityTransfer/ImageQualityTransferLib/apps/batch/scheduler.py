@@ -86,8 +86,12 @@ def _a_path(text: str) -> bool:
     userinfo, at, after = text.rpartition("@")
     if not at or os.path.exists(text):
         return True
-    if re.fullmatch(r"[^/\\:]+(:\d+)?/?", after) and (":" in userinfo or re.search(r":\d+/?$", after)):
+    bare = after[:-1] if after.endswith("/") else after  # an IPv6 host, [::1]:8786 or ::1, had been read as a file's
+    ipv6 = _ipv6(bare) or re.fullmatch(r"\[[^\]/\\]*\](:\d+)?", bare) is not None  # name and its login echoed
+    if (re.fullmatch(r"[^/\\:]+(:\d+)?", bare) or ipv6) and (":" in userinfo or re.search(r":\d+$", bare) or ipv6):
         return False  # user:password@host[:port], TOKEN@host:port, a '/' in the login (echoed whole: reviews)
+    if re.fullmatch(r"[\w-]+(\.[\w-]+)*", after) and not after.lower().endswith(".json"):
+        return False  # TOKEN/x@node7: a token holding a '/' before a host without a port (echoed whole: a review)
     if re.search(r"[/\\]", userinfo):
         return True
     host = re.split(r"[/\\]", after, maxsplit=1)[0]
@@ -170,11 +174,15 @@ ADDRESS_FORMS = ("tcp://host:port (or host:port; an IPv6 host in brackets, tcp:/
                  "credentials in Dask's configuration, ws:// or wss://")
 
 
-def _tcp_host(loc: str) -> str:
+def _tcp_host(loc: str, url: bool = False) -> str:
     """A tcp/tls address's part before any path, a login included whatever it holds (alice:p/w@node7:8786 had been read
-    as host 'alice', port 'p/w...', and TOKEN/x@node7 told 'give tcp://TOKEN:8786', part of its token: a review)."""
+    as host 'alice', port 'p/w...', and TOKEN/x@node7 told 'give tcp://TOKEN:8786', part of its token: a review).
+    `url`: the address was given with its scheme, where an '@' after host:port and a '/' is the path's."""
+    first = loc.split("/", 1)[0]
+    if url and "@" not in first and re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):\d+", first):  # tcp://node7:8786/a@b: the
+        return first  # '@' is in a path after host:port, as urlsplit reads it ('give tcp://b:8786' had been said)
     userinfo, at, after = loc.rpartition("@")
-    return f"{userinfo}@{after.split('/', 1)[0]}" if at else loc.split("/", 1)[0]
+    return f"{userinfo}@{after.split('/', 1)[0]}" if at else first
 
 
 def check_address(scheduler: str) -> str:
@@ -206,7 +214,7 @@ def check_address(scheduler: str) -> str:
                        f"{ADDRESS_FORMS}, or the scheduler file 'dask scheduler --scheduler-file' wrote")
     # the host and port: a ws/wss address is a URL whose path and query Dask hands to the server (ws://host:8786/
     # reaches the scheduler), a tcp/tls one is host:port only (parse_host_port)
-    host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else _tcp_host(loc)
+    host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else _tcp_host(loc, bool(sep))
     if proto in ("ws", "wss") and "@" in loc[len(host):] and not _path_at(loc):  # ws://user:p/w@host/ had been "port
         # 'p' is not a number"; an '@' in the path or query after a host:port is theirs, as Dask reads it
         raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#': a user name or password "

@@ -3,6 +3,7 @@ marker for every test that uses them. Helpers and constants for the test modules
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -137,15 +138,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.realdata)
 
 
-# SIGINT, SIGTERM, SIGHUP as a terminal's foreground run has them, whoever started the suite: a shell script's
-# background job (`pytest ... &`) or `nohup` starts it with SIGINT or SIGHUP ignored, every `iqt` a test starts
-# inherits that, and `iqt` keeps a signal it was started ignoring (apps/signals.py handle_signals): the tests that send
-# one had failed or waited their timeout (4 in test_view.py, run from a background job). A test of that keeping sets
-# it in its own child (test_bad_inputs.py).
-for _name, _default in (("SIGINT", signal.default_int_handler), ("SIGTERM", signal.SIG_DFL),
-                        ("SIGHUP", signal.SIG_DFL)):
+# SIGINT, SIGTERM, SIGHUP as a terminal's foreground run has them in every process a test starts, whoever started the
+# suite: a shell script's background job (`pytest ... &`) or `nohup` starts it with SIGINT or SIGHUP ignored, every
+# `iqt` a test starts inherits that, and `iqt` keeps a signal it was started ignoring (apps/signals.py handle_signals):
+# the tests that send one had failed or waited their timeout (4 in test_view.py, run from a background job). A test of
+# that keeping sets it in its own child (test_bad_inputs.py). SIGTERM or SIGHUP started ignored gets a do-nothing
+# handler here, not the default: this process still outlives them (`nohup pytest` had died at a hangup, 129), and a
+# handler, unlike SIG_IGN, is the default again in a child exec'd or forked (_defaults_in_a_forked_child). SIGINT gets
+# Python's own, as in-process tests of Ctrl-C expect (KeyboardInterrupt).
+def _outlived(signum, frame) -> None:
+    """SIGTERM or SIGHUP, which this process was started ignoring: outlived, as it would have been."""
+
+
+for _name, _default in (("SIGINT", signal.default_int_handler), ("SIGTERM", _outlived), ("SIGHUP", _outlived)):
     if hasattr(signal, _name) and signal.getsignal(getattr(signal, _name)) == signal.SIG_IGN:
         signal.signal(getattr(signal, _name), _default)
+
+
+def _defaults_in_a_forked_child() -> None:
+    """A child forked without exec (multiprocessing's fork) takes SIGTERM and SIGHUP by default, as an exec'd one does."""
+    for sig in (getattr(signal, n, None) for n in ("SIGTERM", "SIGHUP")):
+        if sig is not None and signal.getsignal(sig) is _outlived:
+            with contextlib.suppress(ValueError):  # forked from a thread that is not the main one
+                signal.signal(sig, signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_defaults_in_a_forked_child)
 STOP_SIGNALS = {sig: signal.getsignal(sig)
                 for sig in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if sig is not None}
 

@@ -72,8 +72,9 @@ SMALL_BRAIN_NOISY = 0.14  # a small brain's reading taken above this only: clean
 # (5 styles, x2/x3/x1,1,2/x1,1,3, 3-8 planes, 5-16 voxel cubes: 3,615 inputs) read up to 0.126 by it, the noisy inputs it is
 # for (b0 SNR 1 masked, 10-30 % missing tensors at SNR 1-5) 0.158 and up; above NOISY_INPUT alone a clean 4-plane
 # slab or 7-voxel cube had switched model with a noise line. Crops of a b0 SNR 10-30 scan too small for noise_index read
-# 0.104-0.130, among the clean ones: no threshold tells them apart, and they run the clean model without a line
-# (docs/inputs.md)
+# 0.104-0.139 (3-6 plane slabs of the dev scans at SNR 10, masked, along any voxel axis: 0.111-0.139), among the clean
+# ones: no threshold tells them apart; they run the clean model, and a line says the index is unreadable
+# (methods/inputs.py noise_unreadable, docs/inputs.md)
 
 
 def small_brain_noise_index(t: np.ndarray, mask: np.ndarray, unit: float | None = None) -> float | None:

@@ -31,6 +31,7 @@ from .inputs import (
     filled_box,
     input_noise_index,
     mask_within_fit,
+    noise_unreadable,
     warn_mask_off_head,
     warn_noisy_context,
     whole_field,
@@ -418,6 +419,12 @@ class Method:
                           f"{'the given model' if self.given_model() else 'its model for clean scans'} whether or "
                           "not the scan is noisy; give --mask with a brain mask made from this scan itself to have it "
                           "read", IQTWarning, stacklevel=4)
+        elif index is None and not estimated and self.for_noisy_inputs(f) is not None and noise_unreadable(lr, brain):
+            # a slab of a b0 SNR 10 scan cut along voxel axis i or j: its clean model ran with no line, its SD map 0.71x
+            # the whole scan's at the same voxels (a review)
+            warnings.warn(f"{lr.source}the noise index is unreadable: the brain ({int(brain.sum())} voxels) is too small "
+                          f"or thin to read it, so {self.name} runs its model for clean scans whether or not the scan "
+                          "is noisy; run the whole scan to have it read (docs/inputs.md)", IQTWarning, stacklevel=4)
         if index is None or index <= noise_level.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)

@@ -82,8 +82,8 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
     failed fits' holes leave too little after the erosion (noise_level.noise_index's None) is eroded with them filled,
     and read only where a tensor and its 6 neighbours are present (its holes' zeros are no roughness); a brain mask
     still unread is read as a small brain where clearly noisy (`_clearly_noisy`)."""
-    if unit is None and not estimated and a_whole_field_brain(lr.data, brain):
-        unit = tensors.md_mode(np.where(np.asarray(brain, bool)[..., None], lr.data, 0))
+    if unit is None and not estimated:
+        unit = _brain_unit(lr, brain)
     core = noise_level.estimated_core(lr.voxel_size) if estimated else 0
     index = noise_level.noise_index(lr.data, brain, core=core, unit=unit)
     if index is None:  # a very noisy scan's failed fits, cut out of its brain, leave holes the erosion spreads: at b0
@@ -95,6 +95,22 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
         # failed fits had left 1,571 voxels), or holed by missing tensors, had run the clean model with no line
         index = _clearly_noisy(noise_level.small_brain_noise_index(lr.data, brain, unit=unit))
     return index
+
+
+def _brain_unit(lr: Volume, brain: np.ndarray) -> float | None:
+    """The MD mode over a brain mask given for a whole-field fit (input_noise_index); None (the field's) otherwise."""
+    if a_whole_field_brain(lr.data, brain):
+        return tensors.md_mode(np.where(np.asarray(brain, bool)[..., None], lr.data, 0))
+    return None
+
+
+def noise_unreadable(lr: Volume, brain: np.ndarray) -> bool:
+    """Whether a brain mask whose noise index input_noise_index left unread (None) may hide a noisy scan: its small-brain
+    reading is none (under SMALL_BRAIN_MIN voxels) or above NOISY_MODEL, where no threshold tells a clean crop from a
+    noisy one (slabs of the dev scans at b0 SNR 10 cut along any voxel axis: up to 0.139, docs/inputs.md); a reading
+    at or below NOISY_MODEL is clean by either reading."""
+    small = noise_level.small_brain_noise_index(lr.data, brain, unit=_brain_unit(lr, brain))
+    return small is None or small > noise_level.NOISY_MODEL
 
 
 def _clearly_noisy(index: float | None) -> float | None:

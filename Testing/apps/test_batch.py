@@ -895,7 +895,7 @@ def test_a_noisy_subject_is_run_and_recorded_with_the_noise_trained_model(tmp_pa
 
     noisy_sidecar = json.loads(model_io.shipped_for("rf", 2, "noisy").read_text())
     assert side["noisy"]["ModelUsedSHA256"] == noisy_sidecar["sha256"] != side["noisy"]["ModelSHA256"]
-    assert len(side["noisy"]["Notes"]) == 1 and "trained with added noise" in side["noisy"]["Notes"][0]
+    assert len(side["noisy"]["Notes"]) == 1 and "noise-trained model" in side["noisy"]["Notes"][0]
     qc = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
     used = qc[0].index("model_used")
     assert [row[used] for row in qc[1:]] == ["default", "noisy"]

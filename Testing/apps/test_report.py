@@ -142,7 +142,7 @@ def test_a_report_of_ones_own_tensors_shows_every_output_and_no_scores(tmp_path,
     assert len(figures) == 4, len(figures)  # FA views, uncertainty, direction uncertainty, tractography
     assert "<h2>Errors</h2>" not in text and "<h2>Metrics</h2>" not in text and "no reference is known" in text
     # what ran: the model and its weights' SHA256, the tracking's settings (the page had named the methods only)
-    assert re.search(r"What ran: biqt: model biqt_x2(_noisy)?\.json \(weights SHA256 [0-9a-f]{12}\)", text), text[:3000]
+    assert re.search(r"What ran: biqt: biqt_x2(_noisy)?\.json \(weights SHA256 [0-9a-f]{12}\)", text), text[:3000]
     assert "tracts: 300 random seeds, FA stop 0.2" in text and "each panel draws at most 1,500" in text
     assert "estimated from the tensors" in text  # no mask given: the support's warning is on the page
     assert "more than 24 mm inside the edge of the brain estimated" in figures[1]  # its rim does not set the scale
@@ -444,9 +444,9 @@ def test_a_noisy_subjects_page_names_the_model_that_ran_and_the_engines_warning(
     text = html.unescape((tmp_path / "r.html").read_text())
     twin = methods.get("biqt").for_noisy_inputs((2, 2, 2))
     path, sha = twin.model_record((2, 2, 2))
-    assert f"biqt: model {Path(path).name} (weights SHA256 {sha[:12]})" in text, text[:3000]
-    assert "biqt ran its model trained with added noise" in text, text[:3000]
-    assert "Warning: the input is noisier than clean scans" in text and "biqt uses its model trained with added noise" \
+    assert f"biqt: {Path(path).name} (weights SHA256 {sha[:12]})" in text, text[:3000]
+    assert "biqt ran its noise-trained model" in text, text[:3000]
+    assert "Warning: the input is noisier than clean scans" in text and "biqt uses its noise-trained model" \
         in text
 
 
@@ -463,7 +463,7 @@ def test_an_input_page_s_what_ran_names_the_model_trained_with_added_noise(tmp_p
     assert main(["--threads", "1", "report", "-o", str(tmp_path / "r.html"), "--input", str(tmp_path / "lr.nii.gz"),
                  "--methods", "global-linear", "--no-tracts", "--factor", "2"]) == 0
     text = html.unescape((tmp_path / "r.html").read_text())
-    assert "global-linear ran its model trained with added noise: the input is noisier than clean scans" in text, \
+    assert "global-linear ran its noise-trained model: the input is noisier than clean scans" in text, \
         text[:3000]
 
 
@@ -481,14 +481,14 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
 
     head = "the input is noisier than clean scans (noise index 0.121, above 0.075)"
     end = _beyond_noise_training(0.121)
-    assert end.startswith("; at the edge of the noise trained on (noisiest: 0.12-0.20): ")
+    assert end.startswith("; near the noisiest inputs trained on (0.12-0.20): ")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for name in ("biqt", "rf"):
-            warnings.warn(f"{head}: {name} uses its model trained with added noise{end}", IQTWarning)
+            warnings.warn(f"{head}: {name} uses its noise-trained model{end}", IQTWarning)
             warnings.warn(f"{name}: the input's brain is thinner than the model's context", IQTWarning)
     notes = report._said_once(caught)
-    assert notes == [f"{head}: biqt and rf use their models trained with added noise; {end.split('; ')[1]}; read the "
+    assert notes == [f"{head}: biqt and rf use their noise-trained models; {end.split('; ')[1]}; read the "
                      "uncertainty maps as lower bounds of the error (docs/inputs.md)",
                      "biqt: the input's brain is thinner than the model's context",
                      "rf: the input's brain is thinner than the model's context"], notes
@@ -497,8 +497,8 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
         benchmark.say_once(caught, "sub (own)", set())
     assert [str(w.message) for w in again] == [f"sub (own): {n}" for n in notes]
     said = report.ran_note(["cubic", "biqt", "rf"], (2, 2, 2), preds=_ran({"cubic": None, "biqt": 0.3, "rf": 0.3}))
-    assert said.count("the input is noisier than clean scans") == 1 and said.count("trained with added noise") == 1, said
-    assert "biqt and rf ran their models trained with added noise: the input is noisier than clean scans" in said
+    assert said.count("the input is noisier than clean scans") == 1 and said.count("noise-trained") == 1, said
+    assert "each ran its noise-trained model: the input is noisier than clean scans" in said, said
 
 
 def _ran(indices: dict) -> dict:
@@ -520,7 +520,18 @@ def test_what_ran_words_why_by_the_noise_index_the_methods_read(index, why):
     `_noisier`): each page's call had passed it on its own, and one without it would have called a 0.08 input, in
     the clean scans' range, noisier than clean scans outright, with no test to see it."""
     said = report.ran_note(["cubic", "biqt"], (2, 2, 2), preds=_ran({"cubic": None, "biqt": index}))
-    assert f"biqt ran its model trained with added noise: {why}" in said, said
+    assert f"biqt ran its noise-trained model: {why}" in said, said
+
+
+def test_what_ran_of_three_noise_trained_models_is_short_enough_to_read():
+    """`iqt report --input --methods biqt,deep-hetero-var1,deep` on a noisy input: "What ran" was 375-389 characters,
+    naming the three methods a second time to say why their models ran and deep-hetero-var1 a third time for its Monte
+    Carlo samples (an audit of the lines a clinician reads); each method once now, the samples in its brackets."""
+    said = report.ran_note(["cubic", "biqt", "deep-hetero-var1", "deep"], (2, 2, 2),
+                           preds=_ran({"cubic": None, "biqt": 0.09, "deep-hetero-var1": 0.09, "deep": 0.09}))
+    assert len(said) <= 315 and said.count("deep-hetero-var1:") == 1 and said.count("biqt") == 2, (len(said), said)
+    assert "weights SHA256 " in said and ", 10 Monte Carlo samples)" in said and said.endswith(
+        "each ran its noise-trained model: the input is noisier than clean scans typically are."), said
 
 
 def test_what_ran_says_no_why_where_no_noise_index_was_read():
@@ -529,23 +540,28 @@ def test_what_ran_says_no_why_where_no_noise_index_was_read():
     preds = _ran({"biqt": 0.3})
     del preds["biqt"].tensor.meta["noise_index"]
     said = report.ran_note(["biqt"], (2, 2, 2), preds=preds)
-    assert "biqt ran its model trained with added noise." in said and "noisier" not in said, said
+    assert "biqt ran its noise-trained model." in said and "noisier" not in said, said
 
 
 def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models():
     """One method switched to its noise-trained model, one without such a model for the factor (a review checked it by
     hand only: the 2.7 mm AP dev scan x3 --snr 20, biqt and espcn): the clause once, the switched method's part with
-    its own ending (of its one model), then the other's part; one line, as `_for_noise` words them."""
+    its own ending (of its one model), then the other's part; one line, as `_for_noise` words them. The other's hint
+    ("espcn runs one on such inputs") is left out where the line names espcn's noise-trained model already (a line had
+    listed five methods' models, then the same five as having one), kept where it does not."""
     from ImageQualityTransferLib.methods.base import UNDERRATES, _beyond_noise_training, noise_clause_once
 
     head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
     edge = _beyond_noise_training(0.15)
-    switched = f"espcn uses its model trained with added noise{edge}"
-    other = "biqt has no model trained with added noise for ×3; espcn runs one on such inputs"
+    switched = f"espcn uses its noise-trained model{edge}"
+    other = "biqt has no noise-trained model for ×3; espcn runs one on such inputs"
     said = noise_clause_once([f"{head}: {switched}", f"{head}: {other}", "biqt: another line"])
-    assert said == [f"{head}: {switched}; {other}", "biqt: another line"]
+    assert said == [f"{head}: {switched}; biqt has no noise-trained model for ×3", "biqt: another line"], said
     # the switched method's own ending (of its one model), then the other's part, in what the product said
-    assert edge and said[0].count(head) == 1 and said[0].endswith(f"; {UNDERRATES}; {other}"), said
+    assert edge and said[0].count(head) == 1 and said[0].endswith(f"; {UNDERRATES}; biqt has no noise-trained model "
+                                                                  "for ×3"), said
+    [kept] = noise_clause_once([f"{head}: {switched.replace('espcn', 'rf')}", f"{head}: {other}"])
+    assert kept.endswith(f"; {other}"), kept
 
 
 def test_a_noisy_inputs_shared_ending_reads_right_beside_a_method_run_with_a_given_model():
@@ -556,15 +572,15 @@ def test_a_noisy_inputs_shared_ending_reads_right_beside_a_method_run_with_a_giv
 
     head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
     edge, beyond = _beyond_noise_training(0.15), _beyond_noise_training(0.25)
-    noise = "uses its model trained with added noise"
+    noise = "uses its noise-trained model"
     # two switched and one run with a given model: the ending once, plural, after the two it belongs to
-    given = [f"{head}: espcn {noise}{edge}", f"{head}: biqt runs the given model instead of its model trained with "
-             "added noise", f"{head}: rf {noise}{edge}"]
+    given = [f"{head}: espcn {noise}{edge}", f"{head}: biqt runs the given model, not its noise-trained one",
+             f"{head}: rf {noise}{edge}"]
     [said] = noise_clause_once(given)
-    assert said == (f"{head}: espcn and rf use their models trained with added noise; {edge.split('; ')[1]}; read the "
-                    "uncertainty maps as lower bounds of the error (docs/inputs.md); biqt runs the given model instead "
-                    "of its model trained with added noise"), said
-    assert said.count("at the edge of") == 1 and "its uncertainty map" not in said
+    assert said == (f"{head}: espcn and rf use their noise-trained models; {edge.split('; ')[1]}; read the "
+                    "uncertainty maps as lower bounds of the error (docs/inputs.md); biqt runs the given model, not its "
+                    "noise-trained one"), said
+    assert said.count("near the noisiest") == 1 and "its uncertainty map" not in said
     [said] = noise_clause_once([f"{head}: espcn {noise}{beyond}", f"{head}: rf {noise}{beyond}"])
     assert said.count("beyond the noise trained on") == 1 and "lower bounds" in said and " uses " not in said, said
 

@@ -116,14 +116,14 @@ def test_a_much_noisier_input_than_the_training_data_is_said(axial_subject):
     assert "model_for" not in out.meta and not said, said
     out, said = _noisy_warnings("global-linear", noisy.tensor, f, clean.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("global-linear_x1x1x2_noisy.json")
-    assert len(said) == 1 and "uses its model trained with added noise" in said[0], said
+    assert len(said) == 1 and "uses its noise-trained model" in said[0], said
     # thick slices of 3 stored along j: the ×1,1,3 model trained with added noise serves them, axes turned and back
     g = (1, 3, 1)
     noisy3 = _thick_slices(axial_subject, g, snr=10)
     assert noise_level.noise_index(noisy3.tensor.data, noisy3.mask.data) > noise_level.NOISY_MODEL
     out, said = _noisy_warnings("global-linear", noisy3.tensor, g, noisy3.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("global-linear_x1x1x3_noisy.json")
-    assert len(said) == 1 and "uses its model trained with added noise" in said[0], said
+    assert len(said) == 1 and "uses its noise-trained model" in said[0], said
 
 
 def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_subject, monkeypatch):
@@ -137,14 +137,14 @@ def test_a_method_without_a_noise_trained_model_names_those_that_have_one(axial_
     assert "model_for" not in out.meta and not said, said
     out, said = _noisy_warnings("espcn", noisy.tensor, f, clean.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("espcn_x1x1x2_noisy.json")
-    assert len(said) == 1 and "uses its model trained with added noise" in said[0], said
+    assert len(said) == 1 and "uses its noise-trained model" in said[0], said
     noisy3 = _thick_slices(axial_subject, (1, 1, 3), snr=10)
     out, said = _noisy_warnings("espcn", noisy3.tensor, (1, 1, 3), noisy3.mask)
     assert out.meta["model_for"] == "noisy" and out.meta["model_file"].endswith("espcn_x1x1x3_noisy.json")
     _noisy_models_only_where(monkeypatch, lambda e: not str(e.get("method")).startswith(("espcn", "deep")))
     out, said = _noisy_warnings("espcn", noisy.tensor, f, clean.mask)
     assert "model_for" not in out.meta
-    assert len(said) == 1 and "biqt, global-linear and rf run a model trained with added noise" in said[0], said
+    assert len(said) == 1 and "biqt, global-linear and rf run a noise-trained model" in said[0], said
 
 
 def test_where_no_method_has_a_noise_trained_model_the_warning_says_where_they_ship(axial_subject, monkeypatch):
@@ -157,7 +157,7 @@ def test_where_no_method_has_a_noise_trained_model_the_warning_says_where_they_s
     noisy = _thick_slices(axial_subject, f, snr=10)
     out, said = _noisy_warnings("global-linear", noisy.tensor, f, noisy.mask)
     assert "model_for" not in out.meta
-    assert len(said) == 1 and "models trained with added noise ship for factor 2 only" in said[0], said
+    assert len(said) == 1 and "noise-trained models ship for factor 2 only" in said[0], said
 
 
 def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
@@ -180,7 +180,7 @@ def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             runs[name] = biqt.predict(lr, 2, clean.mask)
-        said = [str(w.message) for w in caught if "trained with added noise" in str(w.message)]
+        said = [str(w.message) for w in caught if "noise-trained model" in str(w.message)]
         assert len(said) == (name == "noisy"), said
     assert "model_for" not in runs["clean"].tensor.meta and runs["noisy"].tensor.meta["model_for"] == NOISY
     given = {}
@@ -192,7 +192,7 @@ def test_a_noisy_input_gets_the_model_trained_with_added_noise(axial_subject):
         # a given model is what runs; a user who forced the default one on a noisy input hears of the other, one who
         # gave the shipped noise-trained model hears it said as the default run's line says it
         assert len(said) == 1 and ("biqt runs the given model" if name == "default" else
-                                   "biqt uses the given noise-trained model") in said[0], said
+                                   "biqt uses its noise-trained model, as given") in said[0], said
         assert "model_for" not in given[name].tensor.meta
     np.testing.assert_array_equal(runs["noisy"].tensor.data, given["noisy"].tensor.data)
     np.testing.assert_array_equal(runs["noisy"].std.data, given["noisy"].std.data)

@@ -28,7 +28,7 @@ def phantom():
     return dwi, brain_mask(dwi).data
 
 
-@pytest.mark.parametrize("snr, says", [(None, None), (8, "at the edge of the noise trained on"),
+@pytest.mark.parametrize("snr, says", [(None, None), (8, "near the noisiest inputs trained on"),
                                        (4, "beyond the noise trained on")])
 def test_the_noise_trained_model_s_line_says_where_the_input_leaves_its_training(phantom, snr, says):
     dwi, mask = phantom
@@ -43,10 +43,11 @@ def test_the_noise_trained_model_s_line_says_where_the_input_leaves_its_training
         return
     assert out.tensor.meta["model_for"] == "noisy"
     assert (0.12 < index <= 0.20) == (snr == 8), index  # the training inputs' index at b0 SNR 8: 0.118-0.197
-    assert len(said) == 1 and "uses its model trained with added noise" in said[0] and says in said[0], said
+    assert len(said) == 1 and "uses its noise-trained model" in said[0] and says in said[0], said
     # global-linear writes no uncertainty map: the line speaks of its output only (with a map, of the map as a lower
     # bound too: test_without_an_uncertainty_map_the_noise_line_speaks_of_none)
-    assert "results" in said[0] and "0.20)" in said[0] and "uncertainty" not in said[0], said
+    assert ("results" if snr == 8 else "--method cubic") in said[0] and "0.20)" in said[0] and \
+        "uncertainty" not in said[0], said
 
 
 def test_the_noise_factor_reads_the_knots():
@@ -189,11 +190,10 @@ def test_several_methods_share_the_lower_bound_clause_with_their_factors_named_o
     from ImageQualityTransferLib.methods.base import noise_clause_once, noise_ending
 
     head = "x.nii.gz: the input is noisier than clean scans (noise index 0.150, above 0.075)"
-    [said] = noise_clause_once([f"{head}: {m} uses its model trained with added noise{noise_ending(0.15, m)}"
+    [said] = noise_clause_once([f"{head}: {m} uses its noise-trained model{noise_ending(0.15, m)}"
                                 for m in ("rf", "espcn-hetero", "biqt", "deep-hetero-var1")])
-    assert said.count("lower bound") == 1 and said.count("at the edge of") == 1 and said.count(head) == 1, said
-    assert said.startswith(f"{head}: rf, espcn-hetero, biqt and deep-hetero-var1 use their models trained with added "
-                           "noise; at the edge of the noise trained on"), said
+    assert said.count("lower bound") == 1 and said.count("near the noisiest") == 1 and said.count(head) == 1, said
+    assert said.startswith(f"{head}: rf, espcn-hetero, biqt and deep-hetero-var1 use their noise-trained models; near the noisiest inputs trained on"), said
     assert "; the uncertainty maps, biqt's raised x1.34 and deep-hetero-var1's raised x1.10, are still lower bounds " \
            "of the error (docs/inputs.md)" in said, said
 
@@ -227,20 +227,21 @@ def test_predict_s_noise_line_names_the_factor_below_the_training_edge(phantom, 
     monkeypatch.setattr(GlobalLinearMethod, "gives_uncertainty", True)  # a map written: the line names its factor
     index_of(0.09)
     [said] = _noise_lines(phantom, uncertainty=True)
-    assert said.endswith("global-linear uses its model trained with added noise; its uncertainty map is raised x1.15 "
+    assert said.endswith("global-linear uses its noise-trained model; its uncertainty map is raised x1.15 "
                          "for this noise index"), said
 
 
 @pytest.mark.parametrize("index", [0.09, 0.15])
 def test_the_noise_trained_model_given_is_said_as_the_default_run_s(phantom, index_of, index):
     """`--model` the shipped noise-trained model runs what the default run runs: its line says that model ran, where it
-    had said nothing (below 0.10) or that the input is noisier than the training data and such a model should run."""
+    had said nothing (below 0.10) or that the input is noisier than the training data and such a model should run; it
+    is not named again ("the given noise-trained model deep-hetero-var1_x2_noisy" had made a 337-character line)."""
     from ImageQualityTransferLib.fileio.model_files import MODELS_DIR
 
     index_of(index)
     [said] = _noise_lines(phantom, model=str(Path(MODELS_DIR) / "global-linear_x2_noisy.npz"))
-    assert "global-linear uses the given noise-trained model global-linear_x2_noisy" in said, said
-    assert "run a model trained with added noise" not in said and ("at the edge of" in said) == (index > 0.12), said
+    assert "global-linear uses its noise-trained model, as given" in said and "_noisy" not in said, said
+    assert "run a noise-trained model" not in said and ("near the noisiest" in said) == (index > 0.12), said
 
 
 def test_a_noise_trained_model_of_ones_own_is_said_with_its_sigma_unscaled(phantom, index_of, monkeypatch, tmp_path):
@@ -274,7 +275,7 @@ def test_a_noise_trained_model_of_ones_own_is_said_with_its_sigma_unscaled(phant
     model_files.write_sidecar(own / "mine_noisy.json", {**side, "weights": "mine_noisy.npz",
                                                         "sha256": checksums.sha256(own / "mine_noisy.npz")})
     [said] = _noise_lines(phantom, uncertainty=True, model=str(own / "mine_noisy.npz"))
-    assert "global-linear uses the given noise-trained model mine_noisy; at the edge of the noise" in said
+    assert "global-linear uses the given noise-trained model mine_noisy; near the noisiest inputs" in said
     assert said.endswith("its uncertainty map, not raised x1.55 as the shipped model's is, is a lower bound of the "
                          "error (docs/inputs.md)"), said
     assert base._given_unscaled("biqt", 0.0751) == "" and said.count("raised") == 1, said
@@ -308,13 +309,13 @@ def test_without_an_uncertainty_map_the_noise_line_speaks_of_none(phantom, index
 
     index_of(index)
     [plain] = _noise_lines(phantom)
-    assert "uncertainty" not in plain and "lower bound" not in plain and "results" in plain, plain
-    assert plain.endswith("results may be less reliable" if index < 0.2 else "no better than --method cubic"), plain
+    assert "uncertainty" not in plain and "lower bound" not in plain and "0.20)" in plain, plain
+    assert plain.endswith("results may be less reliable" if index < 0.2 else "--method cubic may do as well"), plain
     monkeypatch.setattr(GlobalLinearMethod, "gives_uncertainty", True)  # a map written
     [said] = _noise_lines(phantom, uncertainty=True)
     assert said.startswith(plain) and said.endswith("lower bound of the error (docs/inputs.md)"), said
     [both] = noise_clause_once([plain, said.replace("global-linear", "rf")])
-    assert "global-linear and rf use their models" in both and both.endswith("lower bound of the error (docs/inputs.md)"), both
+    assert "global-linear and rf use their noise-trained models" in both and both.endswith("lower bound of the error (docs/inputs.md)"), both
 
 
 @pytest.mark.parametrize("index, opens", [(0.08, "the input is noisier than clean scans typically are (noise index 0.080"),
@@ -325,14 +326,14 @@ def test_a_clean_scan_s_index_is_not_called_noisier_than_clean_scans(phantom, in
     the noise lines); above, it still says so outright. The model still switches (no model or factor changed)."""
     index_of(index)
     [said] = _noise_lines(phantom)
-    assert opens in said and "global-linear uses its model trained with added noise" in said, said
+    assert opens in said and "global-linear uses its noise-trained model" in said, said
 
 
 def test_the_longest_noise_lines_stay_short_enough_to_read(phantom, index_of, monkeypatch, tmp_path):
     """The worst noise lines an audit found: biqt with a noise-trained --model of one's own on an input beyond the
     noise trained on, with its uncertainty map (706 characters, 7 terminal lines), and a page or benchmark merging
-    seven methods' lines (1,732). Each fact is said once now: under 3.4 and 4.8 lines of 100 (the details in
-    docs/inputs.md)."""
+    seven methods' lines (1,732); then 333, 416 and, one of them run with a clean --model, 524. Each fact is said once
+    now, in shorter words: under 3.2, 4 and 4.8 lines of 100 (the details in docs/inputs.md)."""
     from ImageQualityTransferLib.fileio import checksums, model_files
     from ImageQualityTransferLib.fileio.paths import MODELS_DIR
     from ImageQualityTransferLib.methods import base
@@ -350,15 +351,21 @@ def test_the_longest_noise_lines_stay_short_enough_to_read(phantom, index_of, mo
                                                              "sha256": checksums.sha256(tmp_path / "mine_noisy.npz")})
     index_of(0.30)
     [own] = _noise_lines(phantom, uncertainty=True, model=str(tmp_path / "mine_noisy.npz"))
-    assert len(own) <= 340 and own.count("x1.95") == 1 and "lower bound" in own, (len(own), own)
+    assert len(own) <= 320 and own.count("x1.95") == 1 and "lower bound" in own, (len(own), own)
     head = "x.nii.gz: the input is noisier than clean scans (noise index 0.300, above 0.075)"
     names = ("biqt", "deep-hetero-var1", "rf", "espcn-hetero", "deep", "espcn", "global-linear")
     maps = {"biqt": True, "deep-hetero-var1": True, "rf": True, "espcn-hetero": True}
-    [merged] = base.noise_clause_once([f"{head}: {n} uses its model trained with added noise" + base.noise_ending(0.30, n if maps.get(n) else None,
-                                                                                        maps.get(n, False))
+    [merged] = base.noise_clause_once([f"{head}: {n} {base._USES}" + base.noise_ending(0.30, n if maps.get(n) else None,
+                                                                                    maps.get(n, False))
                                        for n in names])
-    assert len(merged) <= 480 and merged.count("lower bound") == 1 and merged.count("beyond the noise") == 1, \
+    assert len(merged) <= 395 and merged.count("lower bound") == 1 and merged.count("beyond the noise") == 1, \
         (len(merged), merged)
+    clean = f"{head}: biqt {base._GIVEN_CLEAN}; it may do no better than cubic here; " + \
+        base.underrates("biqt", 0.30, given=True, clean=True)  # `--model biqt=biqt_x2.npz`, as `_for_noise` words it
+    [given] = base.noise_clause_once([f"{head}: {n} {base._USES}" + base.noise_ending(0.30, n if maps.get(n) else None,
+                                                                                   maps.get(n, False))
+                                      for n in names[1:]] + [clean])
+    assert len(given) <= 475 and given.count("lower bound") == 1 and given.count("x1.95") == 1, (len(given), given)
 
 
 def test_methods_whose_parts_differ_only_in_their_name_are_named_once():
@@ -368,7 +375,7 @@ def test_methods_whose_parts_differ_only_in_their_name_are_named_once():
 
     head = "the input looks noisier than the data the learned methods were trained on (noise index 0.300, training " \
            "inputs 0.055-0.080)"
-    hint = "; biqt, deep and rf run a model trained with added noise on such inputs"
+    hint = "; biqt, deep and rf run a noise-trained model on such inputs"
     [said] = noise_clause_once([f"{head}: {n} may do no better than cubic inside the brain here{hint}"
                                 for n in ("espcn-hetero", "espcn")])
     assert said == f"{head}: espcn-hetero and espcn may do no better than cubic inside the brain here{hint}", said
@@ -377,16 +384,17 @@ def test_methods_whose_parts_differ_only_in_their_name_are_named_once():
 def test_a_given_noise_trained_model_s_part_shares_the_merged_line_s_pieces():
     """`iqt benchmark --methods biqt,deep-hetero-var1 --model biqt=MINE_noisy.npz --snr 5` said where the input lies
     and the lower bound once for each method, 586 characters (an audit of the noise lines): once now, each map's
-    factor named, the given one's as not applied."""
+    factor named, the given one's as not applied, and no "still" of that unscaled map ("biqt's not raised x1.55, are
+    still lower bounds", a review)."""
     from ImageQualityTransferLib.methods.base import _beyond_noise_training, noise_clause_once, noise_ending
 
     head = "sub (own): the input is noisier than clean scans (noise index 0.167, above 0.075)"
     [said] = noise_clause_once([
-        f"{head}: deep-hetero-var1 uses its model trained with added noise{noise_ending(0.167, 'deep-hetero-var1')}",
+        f"{head}: deep-hetero-var1 uses its noise-trained model{noise_ending(0.167, 'deep-hetero-var1')}",
         f"{head}: biqt uses the given noise-trained model mine_noisy{_beyond_noise_training(0.167, 'biqt', given=True)}"])
-    assert said.count("edge of the noise") == 1 and said.count("lower bound") == 1, said
-    assert "the uncertainty maps, deep-hetero-var1's raised x1.19 and biqt's not raised x1.55, are still lower " \
-           "bounds of the error" in said and len(said) < 430, (len(said), said)
+    assert said.count("near the noisiest") == 1 and said.count("lower bound") == 1, said
+    assert "the uncertainty maps, deep-hetero-var1's raised x1.19 and biqt's not raised x1.55, are lower " \
+           "bounds of the error" in said and "still" not in said and len(said) < 400, (len(said), said)
 
 
 @pytest.mark.parametrize("index, named, others", [
@@ -398,7 +406,7 @@ def test_a_shared_line_with_one_map_names_whose_map_it_is(index, named, others):
     from ImageQualityTransferLib.methods.base import noise_clause_once, noise_ending
 
     head = f"x.nii.gz: the input is noisier than clean scans (noise index {index:.3f}, above 0.075)"
-    [said] = noise_clause_once([f"{head}: {n} uses its model trained with added noise"
+    [said] = noise_clause_once([f"{head}: {n} uses its noise-trained model"
                                 + noise_ending(index, n if n != "deep" else None, n != "deep") for n in others])
     assert named in said and "its uncertainty map" not in said, said
 
@@ -408,7 +416,7 @@ def test_the_edge_piece_says_the_range_is_where_the_noisiest_training_inputs_rea
     review): the range is what the noisiest training inputs (b0 SNR 8) read, said so."""
     from ImageQualityTransferLib.methods.base import noise_ending
 
-    assert "at the edge of the noise trained on (noisiest: 0.12-0.20)" in noise_ending(0.167, "biqt")
+    assert "near the noisiest inputs trained on (0.12-0.20)" in noise_ending(0.167, "biqt")
 
 
 def test_a_clean_model_given_on_a_noisy_input_is_warned_of_as_a_method_without_one(phantom, index_of, monkeypatch):
@@ -423,21 +431,22 @@ def test_a_clean_model_given_on_a_noisy_input_is_warned_of_as_a_method_without_o
     monkeypatch.setattr(GlobalLinearMethod, "gives_uncertainty", True)
     index_of(0.30)
     [said] = _noise_lines(phantom, uncertainty=True, model=str(Path(MODELS_DIR) / "global-linear_x2.npz"))
-    assert said.endswith("global-linear runs the given model instead of its model trained with added noise; it may do "
+    assert said.endswith("global-linear runs the given model, not its noise-trained one; it may do "
                          "no better than cubic here; its uncertainty map, not raised x1.95 as the "
                          "shipped noise-trained model's is, is a lower bound of the error (docs/inputs.md)"), said
     head = said.split(": ", 1)[0]
-    [merged] = base.noise_clause_once([said, f"{head}: rf uses its model trained with added noise"
+    [merged] = base.noise_clause_once([said, f"{head}: rf uses its noise-trained model"
                                        + base.noise_ending(0.30, "rf")])
     assert merged.count("lower bound") == 1 and "global-linear's not raised x1.95" in merged, merged
     assert merged.index("global-linear runs the given model") < merged.index("lower bound"), merged
 
 
 def test_the_wrote_line_names_the_model_as_the_noise_line_does(phantom, index_of, tmp_path, capsys):
-    """`iqt upsample` on a noisy input: the noise line says "its model trained with added noise", the 'wrote' line had
-    said "its model for noisy inputs" of the same model (a review); both say it alike."""
+    """`iqt upsample` on a noisy input: the noise line says "its noise-trained model", the 'wrote' line had said "its
+    model for noisy inputs" of the same model (a review); both say it alike."""
     from ImageQualityTransferLib import fileio
     from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.methods.base import _USES
 
     dwi, mask = phantom
     pair = deg.degrade(dwi, mask, 2, style="tight")
@@ -447,4 +456,4 @@ def test_the_wrote_line_names_the_model_as_the_noise_line_does(phantom, index_of
                  "--factor", "2", "-o", str(tmp_path / "out.nii.gz")]) == 0
     out = capsys.readouterr()
     said = out.out + out.err
-    assert "(global-linear, its model trained with added noise, shipped model global-linear_x2_noisy.npz" in said, said
+    assert f"(global-linear, {_USES.removeprefix('uses ')}, shipped model global-linear_x2_noisy.npz" in said, said

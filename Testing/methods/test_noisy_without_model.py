@@ -32,15 +32,15 @@ def test_a_method_without_a_noisy_model_says_which_methods_have_one(sagittal_sub
         method.predict(noisy.tensor, 3, noisy.mask)
     said = [str(w.message) for w in caught if "noisier than clean scans" in str(w.message)]
     assert len(said) == 1, said
-    assert f"{name} has no model trained with added noise for factor 3" in said[0], said
+    assert f"{name} has no noise-trained model for factor 3" in said[0], said
     assert all(other in said[0] for other in with_twin), said
 
 
 @pytest.mark.parametrize("index, here, said", [
-    (0.08, ["espcn"], "cubic has no model trained with added noise for factor 3; espcn runs one on such inputs"),
+    (0.08, ["espcn"], "cubic has no noise-trained model for factor 3; espcn runs one on such inputs"),
     (0.08, ["espcn", "rf"], "; espcn and rf run one on such inputs"),
-    (0.2, ["espcn"], "; espcn runs a model trained with added noise on such inputs"),
-    (0.2, ["biqt", "espcn", "rf"], "; biqt, espcn and rf run a model trained with added noise on such inputs")])
+    (0.2, ["espcn"], "; espcn runs a noise-trained model on such inputs"),
+    (0.2, ["biqt", "espcn", "rf"], "; biqt, espcn and rf run a noise-trained model on such inputs")])
 def test_the_methods_that_would_switch_are_named_with_their_verb(monkeypatch, index, here, said):
     """One method named takes "runs" ("espcn run one on such inputs" had been said, a review)."""
     import numpy as np
@@ -83,7 +83,7 @@ def test_a_brain_holed_by_failed_fits_is_read_noisy_not_clean():
         warnings.simplefilter("always")
         runner, read = methods.get("global-linear")._for_noise(lr, mask, (2, 2, 2))
     assert read == index and runner.model_for == "noisy", (read, runner.model_for)
-    assert any("uses its model trained with added noise" in str(w.message) for w in caught), caught
+    assert any("uses its noise-trained model" in str(w.message) for w in caught), caught
 
 
 def test_the_snr_1_index_docs_methods_quotes_is_what_the_dev_scans_read(axial_subject, sagittal_subject):
@@ -178,7 +178,7 @@ def test_a_small_masked_noisy_brain_is_read_noisy_not_clean():
         warnings.simplefilter("always")
         runner, index = methods.get("biqt")._for_noise(lr, mask, (3, 3, 3))
     assert index is not None and index > noise_level.NOISY_INPUT and runner.model_for == "noisy", index
-    assert any("uses its model trained with added noise" in str(w.message) for w in caught), caught
+    assert any("uses its noise-trained model" in str(w.message) for w in caught), caught
     lr, mask = _small_brain(3e-5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -624,15 +624,15 @@ def test_the_memory_refusal_names_the_target_voxel_size_in_the_module_words():
 def test_the_noise_note_leaves_out_a_factor_the_legend_leaves_out():
     """On the clean Trio the note said "its uncertainty map is raised x1.01 for this noise index" under a legend that
     says nothing below x1.05 (legends.NOISE_SCALE_SHOWN; a review): left out there, kept from x1.05; "--method cubic"
-    had read "the Method cubic"."""
+    had read "the Method cubic" (and does not now it opens the line's advice)."""
     from ImageQualityTransferLib.methods.base import noise_ending
     from ImageQualityTransferLib.slicer.processing import in_module_words
 
     head = "x: the input is noisier than clean scans typically are (noise index {:.3f}, above 0.075): biqt uses its " \
-           "model trained with added noise"
+           "noise-trained model"
     assert in_module_words(head.format(0.080) + noise_ending(0.080, "biqt")) == head.format(0.080)
     assert in_module_words(head.format(0.0998) + noise_ending(0.0998, "biqt")).endswith("raised x1.05 for this noise index")
-    assert in_module_words(noise_ending(0.3, None, maps=False)).endswith("results may be no better than cubic")
+    assert in_module_words(noise_ending(0.3, None, maps=False)).endswith("(up to 0.20): cubic may do as well")
 
 
 def test_the_run_shows_no_busy_cursor_over_its_cancel_button():

@@ -169,7 +169,7 @@ def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_
                                      "brain")
     out = processing.run_on_nodes(scene, node, "biqt", 2, mask_node=mask_node)["tensor"]
     notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
-    assert notes and "biqt uses its model trained with added noise" in notes and "--" not in notes
+    assert notes and "biqt uses its noise-trained model" in notes and "--" not in notes
 
 
 def test_a_mask_on_the_output_grid_keeps_the_view_to_it(small_subject):

@@ -213,25 +213,28 @@ def ran_note(names, f, models: dict | None = None, tracking=None, n_seeds: int |
 
     noisy = None if preds is None else noisy_models(preds)
     index = None if preds is None else noise_index_of(preds)
+    sampled = [n for n in names if methods.method_class(n).takes_samples]
+    if sampled:
+        from ..methods.cnn.inference import DEFAULT_SAMPLES
+    records = model_records(names, f, models)
     parts, switched = [], []
-    for name, rec in model_records(names, f, models).items():
+    for name, rec in records.items():
         if noisy is not None and name in noisy and "noisy_inputs" in rec:
             rec, extra = rec["noisy_inputs"], ""  # trained with added noise: said once for all, below
             switched.append(name)
         else:
             extra = f"; on noisy inputs {Path(rec['noisy_inputs']['file']).name}" \
                 if "noisy_inputs" in rec and noisy is None else ""
-        parts.append(f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}{extra})"
-                     if extra.startswith(",") else
-                     f"{name}: model {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}){extra}")
-    if switched:  # why, said once for all of them (the page had said it once per method)
-        parts.append(f"{listed(switched)} ran {'its model' if len(switched) == 1 else 'their models'} trained "
-                     f"with added noise" + ("" if index is None else f": {_noisier(index)}"))
-    sampled = [n for n in names if methods.method_class(n).takes_samples]
-    if sampled:
-        from ..methods.cnn.inference import DEFAULT_SAMPLES
-
-        parts.append(f"{', '.join(sampled)}: {DEFAULT_SAMPLES} Monte Carlo samples")
+        # the samples in the method's own brackets (a part of their own had named the method again)
+        drawn = f", {DEFAULT_SAMPLES} Monte Carlo samples" if name in sampled else ""
+        parts.append(f"{name}: {Path(rec['file']).name} (weights SHA256 {str(rec['weights_sha256'])[:12]}{drawn}){extra}")
+    if switched:  # why, said once for all of them (the page had said it once per method); "each" where every model
+        # named is one (the line had named the three methods a second time: 389 characters)
+        who = "each" if len(switched) == len(parts) > 1 else listed(switched)
+        parts.append(f"{who} ran {'their noise-trained models' if who != 'each' and len(switched) > 1 else 'its noise-trained model'}"
+                     + ("" if index is None else f": {_noisier(index)}"))
+    if unnamed := [n for n in sampled if n not in records]:
+        parts.append(f"{', '.join(unnamed)}: {DEFAULT_SAMPLES} Monte Carlo samples")
     if tracking is not None:
         drawn = n_seeds if seeded is None or seeded == n_seeds else \
             f"{seeded} (one in each white-matter voxel: --n-seeds {n_seeds} asked for more than there are)"

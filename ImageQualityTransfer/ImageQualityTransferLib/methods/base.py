@@ -441,13 +441,13 @@ class Method:
         if self.name in here and _trained_with_noise(self.model_path):  # a noise-trained model given: its line, as
             # the default run's (the line had said to run such a model, the one that ran); one not the install's keeps
             # its sigma (given_model), said so
-            if not self.given_model():
-                end = noise_ending(index, scaled, maps)
+            if not self.given_model():  # the install's own (or a byte-identical copy): not named again
+                opening, end = _GIVEN_SHIPPED, noise_ending(index, scaled, maps)
             else:  # its sigma unscaled: said in the lower-bound piece where there is one
+                opening = f"{_GIVEN_NOISY} {Path(self.model_path).stem}"
                 end = _beyond_noise_training(index, scaled, maps, given=True) or _given_unscaled(scaled, index)
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} {_GIVEN_NOISY} {Path(self.model_path).stem}"
-                          + end, IQTWarning, stacklevel=4)
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} {opening}" + end, IQTWarning, stacklevel=4)
         elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked;
             # above the training inputs' range it is warned of as a method without a noise-trained model is (a merged
             # line had warned the noise-trained models of their edge and said nothing of this clean one's)
@@ -458,15 +458,15 @@ class Method:
                           f"{noise_level.NOISY_MODEL:g}): {self.name} {_GIVEN_CLEAN}" + beyond + end, IQTWarning, stacklevel=4)
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} has no model trained with added noise for "
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} has no noise-trained model for "
                           f"{grid.describe(f)}; {listed(here)} {_run(here)} one on such inputs", IQTWarning,
                           stacklevel=4)
         elif index > noise_level.NOISY_INPUT:
             if here:
-                hint = f"; {listed(here)} {_run(here)} a model trained with added noise on such inputs"
+                hint = f"; {listed(here)} {_run(here)} a noise-trained model on such inputs"
             else:
                 at = sorted({grid.describe(e.get("factor")) for e in noisy})
-                hint = f"; models trained with added noise ship for {listed(at)} only" if at else ""
+                hint = f"; noise-trained models ship for {listed(at)} only" if at else ""
             warnings.warn(f"{lr.source}the input looks noisier than the data the learned methods were trained on (noise "
                           f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
                           "inside the brain here" + hint, IQTWarning, stacklevel=4)
@@ -650,13 +650,15 @@ def scale_for_noise(pred: "Prediction", g: float) -> None:
 # 1,700, had said each fact twice); what they leave out is in docs/inputs.md, "The upsampling's warnings". Each piece
 # after a method's opening starts with "; " and holds none, so a page's merged line can take the pieces apart
 # (`_shared_ending`).
-_USES = "uses its model trained with added noise"
+_USES = "uses its noise-trained model"
 _GIVEN_NOISY = "uses the given noise-trained model"  # and its name
-_GIVEN_CLEAN = "runs the given model instead of its model trained with added noise"
+# the install's own given: its name had been said ("the given noise-trained model deep-hetero-var1_x2_noisy")
+_GIVEN_SHIPPED = f"{_USES}, as given"
+_GIVEN_CLEAN = "runs the given model, not its noise-trained one"
 # the range is where the noisiest training inputs read (NOISY_TRAINED), said so: "(0.12-0.20)" alone had read as the
 # range trained on, an input at 0.167 inside it
-_EDGE = "at the edge of the noise trained on (noisiest: {:.2f}-{:.2f}): results may be less reliable"
-_BEYOND = "beyond the noise trained on (up to {:.2f}): results may be no better than --method cubic"
+_EDGE = "near the noisiest inputs trained on ({:.2f}-{:.2f}): results may be less reliable"
+_BEYOND = "beyond the noise trained on (up to {:.2f}): --method cubic may do as well"
 _BOUND = "read its uncertainty map as a lower bound of the error (docs/inputs.md)"
 _BOUND_RAISED = "its uncertainty map, {}, is still a lower bound of the error (docs/inputs.md)"
 # a given model's: the shipped model it is not scaled as, "model" beside a given noise-trained one, else "noise-trained
@@ -776,9 +778,9 @@ def _shared_ending(parts: list[str]) -> str:
     for p in parts:
         name, _, rest = p.partition(" ")
         opening, *pieces = rest.split("; ")
-        where = [q for q in pieces if q.startswith(("at the edge of the noise", "beyond the noise"))]
+        where = [q for q in pieces if q.startswith((_EDGE.split(" (")[0], _BEYOND.split(" (")[0]))]
         maps = [_map_piece(q) for q in pieces if q not in where]
-        if (opening == _USES or opening.startswith(_GIVEN_NOISY)) and len(where) <= 1 and all(maps):
+        if (opening in (_USES, _GIVEN_SHIPPED) or opening.startswith(_GIVEN_NOISY)) and len(where) <= 1 and all(maps):
             merged.append((name, opening, where, maps))
         elif opening == _GIVEN_CLEAN and maps and maps[-1] and maps[-1][0] in ("plain", "given"):
             clean.append((name, "; ".join([opening, *pieces[:-1]]), maps[-1]))
@@ -786,6 +788,7 @@ def _shared_ending(parts: list[str]) -> str:
             same.setdefault(rest, []).append(name)
         else:
             own.append(p)
+    said = {part[0] for part in merged + clean}  # methods the line names with their noise-trained (or given) model
     if len({tuple(w) for *_, w, _ in merged}) > 1:  # a part with no place in the training (a clean --model's) apart
         own = [f"{n} " + "; ".join([o, *(piece for _, piece in m)]) for n, o, w, m in merged if not w] + own
         merged = [part for part in merged if part[2]]
@@ -797,7 +800,7 @@ def _shared_ending(parts: list[str]) -> str:
         out += [f"{n} " + "; ".join([o, *w, *(piece for _, piece in m)]) for n, o, w, m in merged]
     elif merged:
         uses = [n for n, o, _, _ in merged if o == _USES]
-        openings = ([f"{listed(uses)} use their models trained with added noise"] if len(uses) > 1 else
+        openings = ([f"{listed(uses)} use their noise-trained models"] if len(uses) > 1 else
                     [f"{n} {_USES}" for n in uses]) + [f"{n} {o}" for n, o, _, _ in merged if o != _USES]
         bound = [(n, kind, piece) for n, _, _, m in merged for kind, piece in m if kind in ("plain", "raised", "given")]
         bound += [(n, kind, piece) for n, _, (kind, piece) in clean]
@@ -806,19 +809,25 @@ def _shared_ending(parts: list[str]) -> str:
         text = "; ".join(openings + merged[0][2] + [f"{n} {part}" for n, part, _ in clean])  # before the shared bound
         if len(bound) == 1:  # named: "its uncertainty map" after several methods had read as any of theirs
             text += "; " + bound[0][2].replace("its uncertainty map", f"{bound[0][0]}'s uncertainty map", 1)
-        elif bound:
-            text += (f"; the uncertainty maps, {listed(notes)}, are still lower bounds of the error (docs/inputs.md)"
+        elif bound:  # no "still" beside a given model's map named as left unscaled (it had been said of it)
+            still = "" if any(kind == "given" for _, kind, _ in bound) else "still "
+            text += (f"; the uncertainty maps, {listed(notes)}, are {still}lower bounds of the error (docs/inputs.md)"
                      if notes else "; read the uncertainty maps as lower bounds of the error (docs/inputs.md)")
         text += "".join(f"; {n}'s {piece.split(' ', 1)[1]}" for n, _, _, m in merged for kind, piece in m
                         if kind in ("below", "not"))
         out.append(text)
+    same = {_HINT.sub("", rest) if (m := _HINT.search(rest)) and set(re.split(", | and ", m.group(1))) <= said else
+            rest: names for rest, names in same.items()}  # its hint's methods named already: not twice
     out += [f"{listed(names)} {_PLURAL[v]}{rest[len(v):]}" if len(names) > 1 else f"{names[0]} {rest}"
             for rest, names in same.items() for v in _PLURAL if rest.startswith(v)]
     return "; ".join(out + own)
 
 
 # a part's opening that reads alike for several methods: its verb for them (`_shared_ending`)
-_PLURAL = {"has no model": "have no model", "may do no better": "may do no better"}
+_PLURAL = {"has no noise-trained model": "have no noise-trained model", "may do no better": "may do no better"}
+# such a part's hint, the methods that have a noise-trained model (`_for_noise`): left out where the merged line names
+# each of them already (a line had listed five methods' models, then the same five as having one)
+_HINT = re.compile(r"; (.+) runs? (?:one|a noise-trained model) on such inputs$")
 
 
 def _map_piece(piece: str) -> tuple[str, str] | None:

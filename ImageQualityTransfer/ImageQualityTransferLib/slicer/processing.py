@@ -412,7 +412,7 @@ MODULE_WORDS = (
     (r"--factor (?:1,1,([2-9]|\d{2,})|1,([2-9]|\d{2,}),1|([2-9]|\d{2,}),1,1)(?!\.?\d|,\d)", r"Upsampling: Through-plane, factor \1\2\3"),
     (r"--factor ([2-9]|\d{2,})(?:,\1,\1)?(?!\.?\d|,\d)", r"Upsampling: Isotropic, factor \1"),
     (r"a larger --voxel-size", "a larger Target voxel size"), (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
-    (r"no better than --method cubic", "no better than cubic"),  # the option's value: not "than the Method cubic"
+    (r"--method cubic", "cubic"),  # the option's value: not "the Method cubic may do as well"
     (r"--method", "the Method"),
     # a sigma factor the legend leaves unsaid (legends.NOISE_SCALE_SHOWN: no colour shows it) is left out of the note too
     # (the clean Trio's note had said "raised x1.01" under a legend that says nothing of it)

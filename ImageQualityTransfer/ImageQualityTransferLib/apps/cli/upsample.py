@@ -14,7 +14,7 @@ from . import options
 
 # where an input is at a map's name made from the output's (--maps, --propagate): not the user's to change alone
 # the 'wrote' line's words for the model that ran, as the noise line says them (it had said "its model for noisy inputs")
-_MODEL_FOR = {"noisy": "its model trained with added noise"}
+_MODEL_FOR = {"noisy": "its noise-trained model"}  # methods/base.py _USES
 BESIDE = "give the output another name (-o; its maps are named after it), or a copy of that input from another folder"
 
 

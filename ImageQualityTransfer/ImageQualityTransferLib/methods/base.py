@@ -412,13 +412,14 @@ class Method:
         index = input_noise_index(lr, brain, estimated, mask.meta.get("md_unit") if estimated and mask is not None else None)
         if index is None and estimated and self.for_noisy_inputs(f) is not None:  # at b0 SNR 1-2 the brain estimated
             # from a whole-field fit shrank to 517-3,582 voxels on the 8 subjects: the clean model ran with no line
-            # said plainly as noise, and which mask reads it (inputs.warn_mask_off_head judges no mask on such a scan)
+            # said plainly as noise, and which mask reads it (inputs.warn_mask_off_head judges no mask on such a scan);
+            # each fact once, in about three terminal lines (it had reached 338 characters)
             warnings.warn(f"{lr.source}the noise index is unreadable: the brain estimated from the tensors is too small "
-                          f"({int(brain.sum())} voxels) to read it, as a scan whose fits are mostly noise gives (b0 SNR "
-                          f"about 1-2), so {self.name} runs "
-                          f"{'the given model' if self.given_model() else 'its model for clean scans'} whether or "
-                          "not the scan is noisy; give --mask with a brain mask made from this scan itself to have it "
-                          "read", IQTWarning, stacklevel=4)
+                          f"({int(brain.sum())} voxels), as on a scan whose fits are mostly noise (b0 SNR about 1-2), "
+                          f"so {self.name} runs "
+                          f"{'the given model' if self.given_model() else 'its model for clean scans'}, noisy or not; "
+                          "give --mask with a brain mask made from this scan itself to have it read", IQTWarning,
+                          stacklevel=4)
         elif index is None and not estimated and self.for_noisy_inputs(f) is not None and noise_unreadable(lr, brain):
             # a slab of a b0 SNR 10 scan cut along voxel axis i or j: its clean model ran with no line, its SD map 0.71x
             # the whole scan's at the same voxels (a review)

@@ -424,8 +424,8 @@ class Method:
             # a slab of a b0 SNR 10 scan cut along voxel axis i or j: its clean model ran with no line, its SD map 0.71x
             # the whole scan's at the same voxels (a review)
             warnings.warn(f"{lr.source}the noise index is unreadable: the brain ({int(brain.sum())} voxels) is too small "
-                          f"or thin to read it, so {self.name} runs its model for clean scans whether or not the scan "
-                          "is noisy; run the whole scan to have it read (docs/inputs.md)", IQTWarning, stacklevel=4)
+                          f"or thin to read it, so {self.name} runs its model for clean scans, noisy or not; run the "
+                          "whole scan to have it read (docs/inputs.md)", IQTWarning, stacklevel=4)
         if index is None or index <= noise_level.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)

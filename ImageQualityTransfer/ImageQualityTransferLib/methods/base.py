@@ -290,7 +290,8 @@ class Method:
             if whole:
                 warn_mask_off_head(lr, mask)
         # said for every method; interpolation clips them, as any interpolator would
-        lr = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated)
+        lr = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated,
+                                estimated=estimated)
         if self.learned:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated, maps=maps)
             self._warn_off_training(lr, mask, f)

@@ -455,14 +455,14 @@ MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input i
 
 
 def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True,
-                     refuse: bool = True) -> Volume:
+                     refuse: bool = True, estimated: bool = False) -> Volume:
     """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
     nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
     anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
     input"); one warning line counts those inside the mask (or the support), the same for every method (`drop`
     False: interpolation's input, said and kept). With `refuse` and a mask, an input whose tensors there are mostly
     failed fits is refused (IQTError): not a fit of this brain in mm^2/s; a brain estimated from a whole-field fit,
-    which keeps background fits around it, is not judged so."""
+    which keeps background fits around it, is not judged so (`estimated`: `mask` is that brain)."""
     failed = tensors.failed_fits(lr.data)
     if not failed.any():
         return lr
@@ -476,7 +476,7 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
                            f"eigenvalue outside {tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): "
                            "the volume is not a diffusion tensor fit of this brain in mm^2/s; check its unit (brain MD "
                            "about 0.7e-3 mm^2/s) and element order (--tensor-order), or fit it again from the DWI ('iqt fit')")
-        cause, usual = _likely_cause(lr.data, inside, mask)
+        cause, usual = _likely_cause(lr, inside, mask, estimated)
         line = (f"{lr.source}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
                 f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
                 f"take {'it' if n == 1 else 'them'} as missing and fill {'it' if n == 1 else 'them'} from the nearest "
@@ -530,9 +530,11 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
     the head its tensors show: another subject's mask, or one shifted, had run without a word (a review), every
     method then answering from noise there. Not where that head is too small to read the noise index in (a fit mostly
     of noise, b0 SNR 1-2): it had called the scan's own mask 56-85 % off the head after the unreadable index's line
-    (methods/base.py) sent the user to give it (a review)."""
+    (methods/base.py) sent the user to give it (a review); on a noisy scan whose index reads, the line says the head
+    estimate shrinks with the noise (the scan's own mask had been called a wrong one, b0 SNR 1-5, a review)."""
     brain = brain_within_box(lr)
-    if brain is None or input_noise_index(lr, np.asarray(brain.data, bool), True, brain.meta.get("md_unit")) is None:
+    index = None if brain is None else input_noise_index(lr, np.asarray(brain.data, bool), True, brain.meta.get("md_unit"))
+    if index is None:
         return
     inside = np.asarray(mask.data, bool)
     n = int((inside & ~np.asarray(brain.data, bool)).sum())
@@ -542,32 +544,53 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
         # a mask on the output's grid is counted as reduced to the input's (a review: "of the 33053 voxels of" a file
         # of 264,424)
         of = f"input-grid voxels that {named} covers" if "reduced_from" in mask.meta else f"voxels of {named}"
+        # a noisy scan's head estimate shrinks with the noise, no outline tried kept up with it at b0 SNR 3 and below, so
+        # its own mask can read beyond it (the 3 mm ortho dev scan's: 6.5 % at SNR 5, 56 % at 3; docs/inputs.md)
+        noisy = (f"; on a scan this noisy (noise index {index:.2f}; clean scans read under {noise_level.NOISY_INPUT:g}) "
+                 "the noise also shrinks the head its tensors show, so its own brain mask can read so too"
+                 if index > noise_level.NOISY_INPUT else "")
         # one decimal: the rule is over 5 %, which "(5 %)" had said of 5.5 %
         warnings.warn(f"{lr.source}{n} of the {total} {of} ({100 * n / total:.1f} %) lie beyond the head "
                       "its tensors show (the background's noise fits, where every method's output is noise): a mask made "
                       "from another scan, shifted, or reaching well beyond the brain (dilated, a box)? Give this scan's "
-                      "own brain mask ('iqt mask', 'iqt degrade --mask-out'), or none", IQTWarning, stacklevel=3)
+                      "own brain mask ('iqt mask', 'iqt degrade --mask-out'), or none" + noisy, IQTWarning, stacklevel=3)
 
 
 # share of the mask's voxels up to which failed fits that diffuse faster than free water, in a brain of in-vivo MD, are
-# what every clean scan holds (CSF at the noise floor) and are logged (logging's INFO), not warned: the 8 real subjects'
-# own fits ('iqt fit') hold 0-0.234 % of their masks (467 voxels of the 1.75x2.5 mm Achieva's 199,856), their 'iqt
-# degrade' inputs (own, tight, unmasked, ols, fsl; clean and at --snr 5) 0-0.008 %, the unmasked ones in the brain
-# estimated without --mask 0-0.460 %, all faster than free water; ols up to 0.159 % with a negative eigenvalue, still
-# warned (docs/measurements.md, "Failed fits in the input")
+# what every clean scan holds (CSF at the noise floor) and are filled without a line (logging's INFO only): the 8 real
+# subjects' own fits ('iqt fit') hold 0-0.234 % of their masks, full-resolution OLS fits of them 0.003-0.459 %, their
+# 'iqt degrade' inputs (every style, clean and at --snr 5) 0-0.008 %, the unmasked ones in the brain estimated without
+# --mask 0-0.460 %; ols ones with a negative eigenvalue are warned (docs/measurements.md, "Failed fits in the input")
 USUAL_FAILED = 0.01
+# and their largest 26-connected cluster up to this many cm^3: the same inputs' largest is 1.56 cm^3 (204 voxels of the
+# 1.75x2.5 mm Achieva's full-resolution OLS fit; 0.70 cm^3 in its own fit), where a cavity or cyst at the noise floor
+# (a 6x6x6 block of a 3 mm scan: 5.8 cm^3) is a finding, not CSF's scatter; an estimated brain's is read in its core
+# (noise_level.estimated_core), its rim holding background fits (none in the cores of the 8 subjects' unmasked inputs)
+USUAL_FAILED_CLUSTER_CM3 = 3.0
 
 
-def _likely_cause(t, failed: np.ndarray, mask: Volume | None) -> tuple[str, bool]:
+def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated: bool = False) -> tuple[str, bool]:
     """(Where most failed fits diffuse faster than free water, their usual cause, so that they are not read as a fault
     in the data (an input audit: 27 in the 3 mm dev scan's own fit, its CSF at b=2000); whether they are what every
-    clean scan holds: that cause, an in-vivo brain MD and at most USUAL_FAILED of the mask (or of the fitted voxels))."""
-    too_fast = tensors.eigenvalues(np.asarray(t)[failed]).max(axis=-1) > tensors.PLAUSIBLE_RANGE[1]
+    clean scan holds: that cause, none below the plausible range, an in-vivo brain MD, at most USUAL_FAILED of the
+    mask (or of the fitted voxels) and no cluster over USUAL_FAILED_CLUSTER_CM3 (a lesion-sized block had been filled
+    as tissue without a word, a review))."""
+    t = np.asarray(lr.data)
+    w = tensors.eigenvalues(t[failed])
+    too_fast = w.max(axis=-1) > tensors.PLAUSIBLE_RANGE[1]
     if too_fast.mean() < 0.5:
         return "", False
-    t = np.asarray(t)
     brain = np.any(t != 0, axis=-1) & (True if mask is None else np.asarray(mask.data, bool))
+    judged = failed
+    if estimated and mask is not None:  # its rim keeps the background's fits around the brain: judged in its core
+        core = noise_level.estimated_core(lr.voxel_size)
+        judged = failed & ndimage.binary_erosion(np.asarray(mask.data, bool), np.ones(tuple(2 * c + 1 for c in core), bool))
     few = failed.sum() <= USUAL_FAILED * (np.count_nonzero(mask.data) if mask is not None else np.count_nonzero(brain))
+    if few and judged.any():
+        parts, _ = ndimage.label(judged, structure=np.ones((3, 3, 3), bool))
+        largest = int(np.bincount(parts.ravel())[1:].max()) * float(np.prod(lr.voxel_size)) / 1000
+        few = largest <= USUAL_FAILED_CLUSTER_CM3 and not np.any(tensors.eigenvalues(t[judged]).min(axis=-1)
+                                                                  < tensors.PLAUSIBLE_RANGE[0])
     md = float(np.median(tensors.md(t[brain]))) if brain.any() else 0.0
     if md > tensor_checks.IN_VIVO_MD[1]:  # the whole brain diffuses too fast: its scale's (check_scale's warning), not CSF's
         return (f"; {'all' if too_fast.all() else int(too_fast.sum())} of them diffuse faster than free water, as the "

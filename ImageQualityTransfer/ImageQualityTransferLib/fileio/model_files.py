@@ -453,19 +453,21 @@ MAX_WEIGHTS_BYTES = 2 * 2**30  # read into memory whole: the largest shipped mod
 
 def _read_weights(weights: Path) -> bytes:
     """The bytes of the regular file `weights` (opened without blocking and checked again once open: a named pipe
-    swapped in after its `is_file` check would have hung the read), refused by its size, unread, over MAX_WEIGHTS_BYTES."""
-    fd = os.open(weights, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    swapped in after its `is_file` check would have hung the read), refused by its size, unread, over MAX_WEIGHTS_BYTES.
+    Opened in binary mode where the platform has one (Windows' os.open reads text: every checksum would fail)."""
+    fd = os.open(weights, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise IQTError(f"{weights}: the model weights are not a regular file (a folder, a named pipe or a device), "
                            "and are not read; re-download or retrain the model")
-        data = f.read(MAX_WEIGHTS_BYTES + 1) if st.st_size <= MAX_WEIGHTS_BYTES else b""
-        if max(st.st_size, len(data)) > MAX_WEIGHTS_BYTES:  # (a file that grew since its fstat: read no further)
-            raise IQTError(f"{weights}: {max(st.st_size, len(data)) / 2**30:,.1f} GiB of model weights, more than any model "
-                           f"'iqt train' writes (at most {MAX_WEIGHTS_BYTES // 2**30} GiB read), and it is not read; "
-                           "re-download or retrain the model")
-        return data
+        if st.st_size > MAX_WEIGHTS_BYTES:
+            raise IQTError(f"{weights}: {st.st_size:,} bytes of model weights, over the {MAX_WEIGHTS_BYTES:,} (2 GiB) a "
+                           "model is read up to (it is held in memory whole), and not read; re-download the model, or "
+                           "retrain it smaller (fewer or shallower trees)")
+        # its own size and one byte more, not the bound: read(n) sets aside n bytes first, and the bound had made every
+        # load ask for 2 GiB (refused under a cluster's memory cap); a file grown since its fstat fails its checksum
+        return f.read(st.st_size + 1)
 
 
 MAX_UNPACKED_BYTES = 256 * 2**20  # the largest shipped model unpacks to 5.6 MB (biqt x3)

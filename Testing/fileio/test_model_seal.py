@@ -235,3 +235,26 @@ def test_seal_of_a_folder_says_it_is_a_folder(tmp_path, capsys):
     assert main(["seal", str(tmp_path / "s1")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "s1: a folder; give the model file" in err, err
+
+
+def test_an_old_sidecar_beside_a_pickle_is_refused_without_being_told_to_be_sealed(tmp_path):
+    """`iqt batch --model evil.pt`, an unsealed sidecar whose checksum matches a plain pickle: the advice to seal it
+    came before the CNN loader's refusal of the pickle, which 'iqt seal' would repeat (a review); now the refusal is the
+    only line. Said once the weights have loaded, the advice still comes for a good old model (the test above)."""
+    import pickle
+
+    pytest.importorskip("torch")
+    from ImageQualityTransferLib.methods.cnn import model_io as cnn_io
+
+    weights = tmp_path / "evil.pt"
+    weights.write_bytes(pickle.dumps({"conv.weight": [0.0]}))
+    side = json.loads((Path(model_files.MODELS_DIR) / "espcn_x2.json").read_text())
+    side.pop(model_files.SEAL)
+    side.update(weights="evil.pt", sha256=checksums.sha256(weights), size_bytes=weights.stat().st_size)
+    (tmp_path / "evil.json").write_text(json.dumps(side, indent=2))
+    model_files._UNSEALED_SAID.clear()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(IQTError, match="a plain pickle"):
+            cnn_io.load(weights)
+    assert not [w for w in said if "iqt seal" in str(w.message)], [str(w.message) for w in said]

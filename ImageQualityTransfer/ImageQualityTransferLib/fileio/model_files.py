@@ -417,7 +417,7 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path,
     """(sidecar, weights path, weights bytes): `read_sidecar`, then check that the sidecar is as written and that the
     weights exist and match its SHA256 (and, for a shipped model, the registry's). The bytes are read once, hashed and
     handed to the loader: read again by path, a file replaced after its check ran unverified weights (a provenance
-    audit)."""
+    audit). A sidecar from before seals is said by `say_unsealed` once the family's loader has read the weights."""
     meta, weights = read_sidecar(path, fmt, family, suffix)
     _check_seal(meta, sidecar_path(path))
     check_trained_factor(meta, sidecar_path(path))  # sealed too: they only read the sidecar
@@ -443,7 +443,6 @@ def read_verified(path, fmt: str, family: str, suffix: str) -> tuple[dict, Path,
     _check_registered(meta, sidecar_path(path), digest)
     _check_shipped_weights(meta, sidecar_path(path), digest)
     check_unpacked(weights, data)
-    _say_unsealed(meta, sidecar_path(path))
     return meta, weights, data
 
 
@@ -763,6 +762,12 @@ class Family:
 
     def read_verified(self, path) -> tuple[dict, Path, bytes]:
         return read_verified(path, self.format, self.name, self.suffix)
+
+    @staticmethod
+    def say_unsealed(meta: dict, path) -> None:
+        """The unsealed sidecar's warning, for a loader to say once the weights have loaded: said before the loader's
+        own refusal (a plain pickle behind an unsealed sidecar), its advice to seal came before a refusal (a review)."""
+        _say_unsealed(meta, sidecar_path(path))
 
     def shipped(self, method: str, factor, models_dir=MODELS_DIR) -> Path:
         return shipped(method, factor, self.suffix, models_dir)

@@ -95,6 +95,7 @@ def load(path) -> LoadedModel:
         raise IQTError(f"{weights}: the weights do not load into a {meta.get('arch')} network ({type(exc).__name__}: {exc}); "
                        "the file is damaged or is not this sidecar's: re-download or retrain the model") from None
     net.eval()
+    FILES.say_unsealed(meta, path)
     return LoadedModel(net, meta, weights)
 
 

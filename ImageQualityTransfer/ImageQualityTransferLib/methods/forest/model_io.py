@@ -254,6 +254,7 @@ def load(path) -> ForestModel:
                        f"({why}); re-download or retrain it") from None
     if model.method not in METHODS:
         raise IQTError(f"{weights}: unknown forest method {model.method!r}")
+    FILES.say_unsealed(meta, path)
     return model
 
 

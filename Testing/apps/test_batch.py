@@ -2354,6 +2354,18 @@ def test_scheduler_login_before_an_ipv6_host_or_a_bare_host_is_masked():
     assert scheduler.shown("runs/x@v2.json") == "runs/x@v2.json"
 
 
+def test_a_scheduler_file_to_come_in_an_existing_folder_is_a_file(tmp_path, monkeypatch):
+    """runs/sched@node7, a scheduler file not yet written in the folder runs/, had been told 'a tcp:// address holds no
+    user name' once TOKEN/x@node7 was read as an address (a review): in an existing folder it is a file's name."""
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    monkeypatch.chdir(tmp_path)
+    assert not scheduler._a_path("runs/sched@node7")  # no folder runs/: a token holding a '/', as above
+    (tmp_path / "runs").mkdir()
+    assert scheduler._a_path("runs/sched@node7") and scheduler.shown("runs/sched@node7") == "runs/sched@node7"
+    assert scheduler._a_path(f"{tmp_path}/sched@node7") and not scheduler._a_path("TOKEN/x@node7")
+
+
 def test_scheduler_at_sign_in_a_path_after_host_and_port_is_the_path_s():
     """tcp://node7:8786/a@b, whose '@' is in a path after host:port (as urlsplit reads it), had been told "give
     tcp://b:8786" (a review); it is told as the path it is."""

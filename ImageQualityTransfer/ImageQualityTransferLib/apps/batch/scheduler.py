@@ -80,7 +80,8 @@ def _login_masked(rest: str) -> str:
 def _a_path(text: str) -> bool:
     """Whether `text` (no scheme) is a file's name rather than [user[:password]@]host[:port]: it exists, or it is no
     login before a bare host (user:password@host[:port][/] or TOKEN@host:port[/], whatever the login holds) and its part
-    before the '@' holds a folder separator, or a separator follows a host without a port (runs@node7/scheduler.json)."""
+    before the '@' holds a folder separator (after an existing folder, always: runs/sched@node7), or a separator follows
+    a host without a port (runs@node7/scheduler.json)."""
     import os
 
     userinfo, at, after = text.rpartition("@")
@@ -90,6 +91,8 @@ def _a_path(text: str) -> bool:
     ipv6 = _ipv6(bare) or re.fullmatch(r"\[[^\]/\\]*\](:\d+)?", bare) is not None  # name and its login echoed
     if (re.fullmatch(r"[^/\\:]+(:\d+)?", bare) or ipv6) and (":" in userinfo or re.search(r":\d+$", bare) or ipv6):
         return False  # user:password@host[:port], TOKEN@host:port, a '/' in the login (echoed whole: reviews)
+    if re.search(r"[/\\]", userinfo) and os.path.isdir(re.split(r"[/\\]", userinfo)[0] or "/"):
+        return True  # runs/sched@node7 in an existing folder runs/: a file the scheduler writes (a review)
     if re.fullmatch(r"[\w-]+(\.[\w-]+)*", after) and not after.lower().endswith(".json"):
         return False  # TOKEN/x@node7: a token holding a '/' before a host without a port (echoed whole: a review)
     if re.search(r"[/\\]", userinfo):

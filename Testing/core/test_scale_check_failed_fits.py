@@ -193,6 +193,11 @@ def test_the_scale_warnings_name_their_file_as_the_other_input_warnings_do():
     vol = Volume((brain * 2.8).astype(np.float32), np.eye(4), "tensor", meta={"path": "sub-01_dti.nii.gz"})
     lines = said(lambda: check_tensor_input(vol, Volume(np.ones(vol.shape3, bool), np.eye(4), "mask")))
     assert len(lines) == 1 and lines[0].startswith("sub-01_dti.nii.gz: the input tensors' brain median MD is 2.8e-3"), lines
+    # below the in-vivo range, noise is named too: a b0 SNR 1 scan reads 0.25e-3 at x2 and had been told ex-vivo tissue
+    # or a b-value or unit slip (a review)
+    vol = vol.replace(data=(brain * 0.35).astype(np.float32))
+    lines = said(lambda: check_tensor_input(vol, Volume(np.ones(vol.shape3, bool), np.eye(4), "mask")))
+    assert len(lines) == 1 and "ex-vivo tissue" in lines[0] and "sinks to the noise floor" in lines[0], lines
     t = (brain * 0.2).astype(np.float32)  # a brain median MD of 0.2e-3: below any living brain
     inside = np.ones(t.shape[:3], bool)
     lines = said(lambda: check_inputs(brain, t, inside, {"prediction": "pred.nii.gz: ", "reference": "ref.nii.gz: "}))

@@ -231,7 +231,17 @@ def test_an_unreadable_noise_index_of_a_masked_slab_is_said():
         assert index is None and runner.model_for is None, (index, runner.model_for)
         if said_it:
             assert len(said) == 1 and "the noise index is unreadable" in said[0] and "(1440 voxels)" in said[0], said
-            assert "biqt runs its model for clean scans, noisy or not" in said[0], said
+            assert "biqt runs its model for clean scans, noisy or not; run the whole scan with its whole brain's mask" \
+                in said[0], said
+            # a given model ran in silence there (a review): the line names it
+            from ImageQualityTransferLib.methods.forest import model_io
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                methods.get("biqt", model=model_io.shipped("biqt", 2))._for_noise(lr, Volume(brain, lr.affine, "mask"),
+                                                                                 (2, 2, 2))
+            said = [str(w.message) for w in caught]
+            assert len(said) == 1 and "biqt runs the given model, noisy or not" in said[0], said
         else:
             assert not said, said
 

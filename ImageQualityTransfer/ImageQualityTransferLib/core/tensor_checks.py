@@ -155,7 +155,7 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         high = scale > IN_VIVO_MD[1]
         cause = ("a b-value slip gives this (a b=3000 shell labelled b=1000 reads about 3 times a brain's), as do a "
                  "unit slip and a failed fit" if high else "right for ex-vivo tissue (about 0.1-0.3e-3); a b-value or "
-                 "unit slip gives this too")
+                 "unit slip gives this too, as does a scan whose diffusion-weighted signal sinks to the noise floor (b0 SNR about 1)")
         warnings.warn(f"{source}the {what} tensors' brain median MD is {scale * 1e3:.2g}e-3 mm^2/s, outside the "
                       f"{IN_VIVO_MD[0] * 1e3:g}e-3 to {IN_VIVO_MD[1] * 1e3:g}e-3 of an in-vivo brain: {cause}; every "
                       "method's output keeps that scale (the learned methods were trained on in-vivo brains): check "

@@ -518,5 +518,7 @@ def test_a_mask_called_beyond_the_head_of_a_noisy_scan_says_noise_shrinks_that_h
             warn_mask_off_head(case.lr, shifted)
         said = [str(w.message) for w in caught if "beyond the head" in str(w.message)]
         assert len(said) == 1, said
-        assert ("noise also shrinks the head its tensors show, so its own brain mask can read so too" in said[0]) == \
+        assert ("the noise also shrinks that head: if it is this scan's own brain mask, keep it; if not, give this "
+                "scan's own ('iqt mask'" in said[0]) == \
             (snr is not None), said
+        assert "noise index" not in said[0], said  # a second index beside the noise line's had confused (a review)

@@ -546,14 +546,15 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
         of = f"input-grid voxels that {named} covers" if "reduced_from" in mask.meta else f"voxels of {named}"
         # a noisy scan's head estimate shrinks with the noise, no outline tried kept up with it at b0 SNR 3 and below, so
         # its own mask can read beyond it (the 3 mm ortho dev scan's: 6.5 % at SNR 5, 56 % at 3; docs/inputs.md)
-        noisy = (f"; on a scan this noisy (noise index {index:.2f}; clean scans read under {noise_level.NOISY_INPUT:g}) "
-                 "the noise also shrinks the head its tensors show, so its own brain mask can read so too"
-                 if index > noise_level.NOISY_INPUT else "")
+        # said without a figure: its own noise index, read in that shrunk head, had stood beside the noise line's other
+        # one (0.17 and 0.161), and the advice had been to give the very mask given (a review)
+        give = ("On a scan this noisy the noise also shrinks that head: if it is this scan's own brain mask, keep it; if "
+                "not, give this scan's own" if index > noise_level.NOISY_INPUT else "Give this scan's own brain mask")
         # one decimal: the rule is over 5 %, which "(5 %)" had said of 5.5 %
         warnings.warn(f"{lr.source}{n} of the {total} {of} ({100 * n / total:.1f} %) lie beyond the head "
                       "its tensors show (the background's noise fits, where every method's output is noise): a mask made "
-                      "from another scan, shifted, or reaching well beyond the brain (dilated, a box)? Give this scan's "
-                      "own brain mask ('iqt mask', 'iqt degrade --mask-out'), or none" + noisy, IQTWarning, stacklevel=3)
+                      f"from another scan, shifted, or reaching well beyond the brain (dilated, a box)? {give} "
+                      "('iqt mask', 'iqt degrade --mask-out'), or none", IQTWarning, stacklevel=3)
 
 
 # share of the mask's voxels up to which failed fits that diffuse faster than free water, in a brain of in-vivo MD, are

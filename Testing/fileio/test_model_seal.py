@@ -221,11 +221,16 @@ def test_a_refused_old_model_is_not_first_told_to_be_sealed(tmp_path, capsys):
     meta = json.loads(side.read_text())
     meta["created"] = "another day"  # a setting the shipped sidecar records otherwise
     side.write_text(json.dumps(meta, indent=2))
+    _refused_without_the_seal_advice(model_io.load, weights, "the sidecar was edited")
+
+
+def _refused_without_the_seal_advice(load, weights, refusal):
+    """`load(weights)` refused with `refusal`, and no advice to seal the model said before it."""
     model_files._UNSEALED_SAID.clear()
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        with pytest.raises(IQTError, match="the sidecar was edited"):
-            model_io.load(weights)
+        with pytest.raises(IQTError, match=refusal):
+            load(weights)
     assert not [w for w in said if "iqt seal" in str(w.message)], [str(w.message) for w in said]
 
 
@@ -252,9 +257,4 @@ def test_an_old_sidecar_beside_a_pickle_is_refused_without_being_told_to_be_seal
     side.pop(model_files.SEAL)
     side.update(weights="evil.pt", sha256=checksums.sha256(weights), size_bytes=weights.stat().st_size)
     (tmp_path / "evil.json").write_text(json.dumps(side, indent=2))
-    model_files._UNSEALED_SAID.clear()
-    with warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always")
-        with pytest.raises(IQTError, match="a plain pickle"):
-            cnn_io.load(weights)
-    assert not [w for w in said if "iqt seal" in str(w.message)], [str(w.message) for w in said]
+    _refused_without_the_seal_advice(cnn_io.load, weights, "a plain pickle")

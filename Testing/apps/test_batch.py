@@ -2366,12 +2366,20 @@ def test_a_scheduler_file_to_come_in_an_existing_folder_is_a_file(tmp_path, monk
     assert scheduler._a_path(f"{tmp_path}/sched@node7") and not scheduler._a_path("TOKEN/x@node7")
 
 
-def test_scheduler_at_sign_in_a_path_after_host_and_port_is_the_path_s():
-    """tcp://node7:8786/a@b, whose '@' is in a path after host:port (as urlsplit reads it), had been told "give
-    tcp://b:8786" (a review); it is told as the path it is."""
+def test_scheduler_at_sign_after_a_slash_and_host_port_is_told_without_a_suggestion():
+    """tcp://alice:123/w@node7:8786 (a password typed with a '/') had been told "give tcp://alice:123", its user name
+    and part of its password, and node7:8786/a@b (no scheme) "give tcp://b:8786" (a review): where an '@' follows a
+    '/' after host:port, either side may be a login, so the line gives the accepted forms only, with or without a
+    scheme; a login holding a '/' before a host (alice:p/w@node7:8786) is still told its host."""
     from ImageQualityTransferLib.apps.batch import scheduler
 
-    for given, give in (("tcp://node7:8786/a@b", "tcp://node7:8786"), ("tcp://[::1]:8786/a@b", "tcp://[::1]:8786")):
+    for given in ("tcp://alice:123/w@node7:8786", "alice:123/w@node7:8786", "tcp://node7:8786/a@b", "node7:8786/a@b",
+                  "tcp://[::1]:8786/a@b", "tls://alice:123/w@node7:8786", "tcp://alice:8787/w@node7:8786"):
         with pytest.raises(batch.IQTError) as err:
             scheduler.check_address(given)
-        assert str(err.value) == f"--scheduler {give}/***@b: no path after the port; give {give}", err.value
+        proto = given.partition("://")[0] if "://" in given else "tcp"
+        assert str(err.value) == (f"--scheduler {scheduler.shown(given)}: an '@' after a '/', a path's or a password's "
+                                  f"holding a '/': {proto}:// addresses take neither; give {scheduler.ADDRESS_FORMS}"), err.value
+    with pytest.raises(batch.IQTError) as err:
+        scheduler.check_address("alice:p/w@node7:8786")
+    assert str(err.value).endswith("holds no user name (user@); give tcp://node7:8786"), err.value

@@ -204,6 +204,11 @@ def check_address(scheduler: str) -> str:
         proto, loc = parse_address(scheduler)
     except ValueError:
         proto, loc = None, ""
+    if proto in ("tcp", "tls", "http", "https") and "@" in loc.partition("/")[2] and re.fullmatch(
+            r"(\[[^\]]*\]|[^:\[\]@]*):\d+", loc.split("/", 1)[0]):  # host:port/a@b or alice:123/w@node7: a path or a
+        # password cut by its '/'; a suggestion from either side could echo a login ('give tcp://alice:123': a review)
+        raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after a '/', a path's or a password's holding a '/': "
+                       f"{proto}:// addresses take neither; give {ADDRESS_FORMS}")
     _not_the_dashboard(scheduler, proto, loc)
     login = re.split(r"[/?#]", loc, maxsplit=1)[0].rpartition("@")[0] if proto in ("ws", "wss") else ""
     if any(c.isspace() for c in scheduler.replace(login, "", 1)):  # Dask read "my host" as a host name and "ws://my

@@ -75,8 +75,8 @@ def test_a_signal_stops_every_training_process_and_leaves_no_model(small_subject
     assert [w for w in workers if _running(w)] == []
 
 
-def _unwinding(ready, hung_up):  # a training process that unwinds after its SIGTERM, until the hangup has been sent
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _unwinding(ready, terminated, hung_up):  # a training process that unwinds after its SIGTERM until the hangup came
+    signal.signal(signal.SIGTERM, lambda s, f: terminated.set())  # _wind_down's handlers are in place once it is sent
     ready.set()
     hung_up.wait(30)
     time.sleep(0.05)
@@ -93,15 +93,16 @@ def test_a_signal_the_process_was_started_ignoring_does_not_hurry_the_stop():
 
     from ImageQualityTransferLib.methods.cnn import distributed
 
-    def hang_up():  # the terminal closes during the stop; the worker unwinds until then
-        time.sleep(0.05)
+    def hang_up():  # the terminal closes during the stop (once the worker has its SIGTERM: a hangup before _wind_down
+        # had begun met the test's own SIG_IGN and passed on the bug, a review); the worker unwinds until then
+        terminated.wait(30)
         os.kill(os.getpid(), signal.SIGHUP)
         hung_up.set()
 
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        ready, hung_up = mp.get_context("fork").Event(), mp.get_context("fork").Event()
-        worker = mp.get_context("fork").Process(target=_unwinding, args=(ready, hung_up))
+        ready, terminated, hung_up = (mp.get_context("fork").Event() for _ in range(3))
+        worker = mp.get_context("fork").Process(target=_unwinding, args=(ready, terminated, hung_up))
         worker.start()
         assert ready.wait(30)
         closing = threading.Thread(target=hang_up)
@@ -110,6 +111,7 @@ def test_a_signal_the_process_was_started_ignoring_does_not_hurry_the_stop():
             distributed._wind_down([worker])
         finally:  # joined before SIGHUP is restored: a late one had hung up the test process itself (a review)
             closing.join()
-        assert hung_up.is_set() and worker.exitcode == 0 and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert terminated.is_set() and hung_up.is_set() and worker.exitcode == 0, worker.exitcode
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)

@@ -150,6 +150,14 @@ def test_an_unreadable_noise_index_of_an_estimated_brain_is_said():
     assert len(said) == 1 and "noise index is unreadable" in said[0] and "(512 voxels)" in said[0], said
     assert "biqt runs its model for clean scans" in said[0] and "--mask" in said[0], said
     assert len(said[0].replace("biqt", "deep-hetero-var1").replace("(512", "(3582")) <= 300, (len(said[0]), said)
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    with warnings.catch_warnings(record=True) as caught:  # a given model is said too, as what runs (a review)
+        warnings.simplefilter("always")
+        methods.get("biqt", model=model_io.shipped("biqt", 2))._for_noise(lr, Volume(brain, lr.affine, "mask"), (2, 2, 2),
+                                                                         estimated=True)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and "so biqt runs the given model; give --mask" in said[0], said
 
 
 def _small_brain(noise: float, holed: float = 0.0, side: int = 11, seed: int = 0):

@@ -463,7 +463,7 @@ def _read_weights(weights: Path) -> bytes:
         if st.st_size > MAX_WEIGHTS_BYTES:
             raise IQTError(f"{weights}: {st.st_size:,} bytes of model weights, over the {MAX_WEIGHTS_BYTES:,} (2 GiB) a "
                            "model is read up to (it is held in memory whole), and not read; re-download the model, or "
-                           "retrain it smaller (fewer or shallower trees)")
+                           "retrain it smaller")
         # its own size and one byte more, not the bound: read(n) sets aside n bytes first, and the bound had made every
         # load ask for 2 GiB (refused under a cluster's memory cap); a file grown since its fstat fails its checksum
         return f.read(st.st_size + 1)

@@ -411,25 +411,23 @@ class Method:
             return self, None
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
         index = input_noise_index(lr, brain, estimated, mask.meta.get("md_unit") if estimated and mask is not None else None)
-        noise_models = self.for_noisy_inputs(f) is not None or self.model_path is not None  # a given one said too
-        if index is None and estimated and noise_models:  # at b0 SNR 1-2 the brain estimated
+        # an unread index is said where a noise-trained model could have run, or a given model runs (said as what runs)
+        said = index is None and (self.model_path is not None or self.for_noisy_inputs(f) is not None)
+        runs = f"{self.name} runs {'the given model' if self.model_path is not None else 'its model for clean scans'}"
+        if said and estimated:  # at b0 SNR 1-2 the brain estimated
             # from a whole-field fit shrank to 517-3,582 voxels on the 8 subjects: the clean model ran with no line
             # said plainly as noise, and which mask reads it (inputs.warn_mask_off_head judges no mask on such a scan);
             # each fact once, in about three terminal lines (it had reached 338 characters)
             warnings.warn(f"{lr.source}the noise index is unreadable: the brain estimated from the tensors is too small "
                           f"({int(brain.sum())} voxels), as on a scan whose fits are mostly noise (b0 SNR about 1-2), "
-                          f"so {self.name} runs "
-                          f"{'the given model' if self.model_path is not None else 'its model for clean scans'}; "
-                          "give --mask with a brain mask made from this scan itself to have it read", IQTWarning,
-                          stacklevel=4)
-        elif index is None and not estimated and noise_models and noise_unreadable(lr, brain):
+                          f"so {runs}; give --mask with a brain mask made from this scan itself to have it read",
+                          IQTWarning, stacklevel=4)
+        elif said and noise_unreadable(lr, brain):
             # a slab of a b0 SNR 10 scan cut along voxel axis i or j: its clean model ran with no line, its SD map 0.71x
             # the whole scan's at the same voxels; a region's mask on a whole scan reads so too (reviews)
             warnings.warn(f"{lr.source}the noise index is unreadable: the brain ({int(brain.sum())} voxels) is too small "
-                          f"or thin to read it, so {self.name} runs "
-                          f"{'the given model' if self.model_path is not None else 'its model for clean scans'}, noisy "
-                          "or not; run the whole scan with its whole brain's mask to have it read (docs/inputs.md)",
-                          IQTWarning, stacklevel=4)
+                          f"or thin to read it, so {runs}, noisy or not; run the whole scan with its whole brain's "
+                          "mask to have it read (docs/inputs.md)", IQTWarning, stacklevel=4)
         if index is None or index <= noise_level.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)

@@ -797,6 +797,21 @@ def test_a_sidecar_is_sealed_as_written(tmp_path):
     assert meta["budget"] is None and meta[model_files.SEAL] == model_files.settings_digest(meta)
 
 
+def test_a_model_over_the_load_bound_is_not_written(tmp_path, monkeypatch):
+    """A forest trained past the 2 GiB every load refuses was written with exit 0 and refused at each use (a review):
+    its save is refused in one line naming the options that make it smaller, and the model at that path is kept."""
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    weights = tmp_path / "m.npz"
+    model_files.write_model(weights, lambda tmp: open(tmp, "wb").write(b"old"), {"format": "f"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(model_files, "MAX_WEIGHTS_BYTES", 4)
+    with pytest.raises(IQTError, match=r"m\.npz: the trained model's weights are 5 bytes, over .* --n-trees") as e:
+        model_files.write_model(weights, lambda tmp: open(tmp, "wb").write(b"newer"), {"format": "f"})
+    assert "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_an_rf_model_of_one_tree_is_said_with_each_prediction_that_makes_maps(tmp_path, small_subject):
     """A model of one tree (trained before that was refused) gave a std map of noise, scored by `iqt benchmark` with
     exit 0 (a review): a warning names it with each prediction that makes maps; the Python API refuses 0 trees (it had

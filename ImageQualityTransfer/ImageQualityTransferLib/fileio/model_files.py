@@ -169,6 +169,10 @@ def write_model(weights: Path, write_weights, side: dict) -> Path:
         stage.declare(weights, sp)
         atomic_write(weights, write_weights)
         held = stage.where(weights)  # the new weights, in their temporary file until both are put in place
+        if held.stat().st_size > MAX_WEIGHTS_BYTES:  # no model written that every load refuses (_read_weights)
+            raise IQTError(f"{weights}: the trained model's weights are {held.stat().st_size:,} bytes, over the "
+                           f"{MAX_WEIGHTS_BYTES:,} (2 GiB) a model is read up to, so it would not load, and it is not "
+                           "written; train it smaller (a forest: fewer --n-trees, a smaller --max-depth or a larger --min-leaf)")
         write_sidecar(sp, {**side, "weights": weights.name, "sha256": checksums.sha256(held), "size_bytes": held.stat().st_size})
     return sp
 

@@ -2002,9 +2002,10 @@ def test_a_refused_scheduler_address_never_says_its_password():
     assert scheduler.host_port("wss://alice:S3cret@127.0.0.1:48621/dask/?x") == "127.0.0.1:48621"
     assert scheduler.check_address("ws://user:p%2Fw@node7/") == "ws://user:p%2Fw@node7/"
     # a worker is given the scheme, host and port alone: `dask worker ws://host:8786/` ends in a traceback (its port
-    # read as '8786/', checked with a real ws scheduler), and a proxy's login or query is nothing it sends
-    assert scheduler._no_workers("ws://u:pw@node7:8786/dask/?token=T", 5, "joined") == (
-        "--scheduler ws://u:***@node7:8786/dask/?token=***: no worker joined within 5 s; start workers with 'dask worker "
+    # read as '8786/', checked with a real ws scheduler), and a proxy's login or query is nothing it sends (a proxy's
+    # path: test_batch_scheduler_logins.py)
+    assert scheduler._no_workers("ws://u:pw@node7:8786/?token=T", 5, "joined") == (
+        "--scheduler ws://u:***@node7:8786/?token=***: no worker joined within 5 s; start workers with 'dask worker "
         "ws://node7:8786' (with ImageQualityTransfer installed, as here), or wait longer with --wait-workers SECONDS")
     assert "'dask worker tcp://node7:8786'" in scheduler._no_workers("node7:8786", 5, "joined")
 
@@ -2052,8 +2053,8 @@ def test_a_ws_login_dask_cannot_send_is_refused_and_one_it_sends_is_taken_with_n
         assert scheduler.check_address(given) == given
     assert scheduler.shown("wss://S3cret:@node7/?token=S3cret&x=1#f") == "wss://***:@node7/?token=***&x=***#f"
     assert scheduler.shown("ws://u:S3cret@node7/?token=S3cret") == "ws://u:***@node7/?token=***"
-    assert scheduler.dask_said("Timed out trying to connect to ws://u:S3c ret@h/ after 2 s: HTTP 401 (S3c ret)",
-                               "ws://u:S3c ret@h/") == "Timed out trying to connect to ws://u:***@h/ after 2 s: HTTP 401 (***)"
+    assert scheduler.dask_said("Timed out trying to connect to ws://u:S3c ret@h/ after 2 s: HTTP 401 (u:S3c ret)",
+                               "ws://u:S3c ret@h/") == "Timed out trying to connect to ws://u:***@h/ after 2 s: HTTP 401 (u:***)"
 
 
 def test_dask_s_own_connect_error_and_the_plain_scheme_advice_say_no_password(monkeypatch):

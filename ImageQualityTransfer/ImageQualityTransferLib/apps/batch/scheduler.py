@@ -59,7 +59,11 @@ def shown(address) -> str:
         if _a_path(text):  # runs@node7/scheduler.json, C:\\Users\\bob@corp\\s.json: a file's name, not a login
             return text
         scheme, rest = "", scheme
-    if sep and _path_at(rest):  # an '@' in the path: its text before it masked, a password typed with a '/' (a review)
+    if sep and _path_at(rest) and scheme.lower() not in ("ws", "wss"):  # tcp://alice:123/w@node7:8786: no path in a
+        # tcp/tls address, so its '@' after a '/' ends a login holding one, all of it masked ('alice:123' had been shown)
+        where, tail = re.match(r"([^?#]*)(.*)", rest, re.S).groups()
+        return _query_masked(f"{scheme}{sep}***@{where.rpartition('@')[2]}{tail}")
+    if sep and _path_at(rest):  # a ws URL's path: its text before its '@' masked (ws://alice:1/pw@h/ reaches host alice)
         head = re.split(r"[/?#]", rest, maxsplit=1)[0]
         path = re.match(r"[^?#]*", rest[len(head):]).group()
         masked = re.sub(r"^/.*@", "/***@", path)
@@ -78,20 +82,24 @@ def _login_masked(rest: str) -> str:
 
 
 def _a_path(text: str) -> bool:
-    """Whether `text` (no scheme) is a file's name rather than [user[:password]@]host[:port]: it exists, or it is no
+    """Whether `text` (no scheme) is a file's name rather than [user[:password]@]host[:port]: it exists (~ read as the
+    home folder, as Dask does not: --scheduler=~/f reaches iqt unexpanded), it starts with ~/ or a drive (C:\\ or C:/)
+    before a host without a port, or it is no
     login before a bare host (user:password@host[:port][/] or TOKEN@host:port[/], whatever the login holds) and its part
     before the '@' holds a folder separator (after an existing folder, always: runs/sched@node7), or a separator follows
     a host without a port (runs@node7/scheduler.json)."""
     import os
 
     userinfo, at, after = text.rpartition("@")
-    if not at or os.path.exists(text):
+    if not at or os.path.exists(os.path.expanduser(text)):
         return True
+    if re.match(r"(~[^/\\:@]*|[A-Za-z]:(?=[/\\][^:]*$))[/\\]", userinfo) and ":" not in after:  # ~/runs/sched@node7,
+        return True  # C:\runs\sched@node7: a home folder's or a drive's path before a host without a port (a review)
     bare = after[:-1] if after.endswith("/") else after  # an IPv6 host, [::1]:8786 or ::1, had been read as a file's
     ipv6 = _ipv6(bare) or re.fullmatch(r"\[[^\]/\\]*\](:\d+)?", bare) is not None  # name and its login echoed
     if (re.fullmatch(r"[^/\\:]+(:\d+)?", bare) or ipv6) and (":" in userinfo or re.search(r":\d+$", bare) or ipv6):
         return False  # user:password@host[:port], TOKEN@host:port, a '/' in the login (echoed whole: reviews)
-    if re.search(r"[/\\]", userinfo) and os.path.isdir(re.split(r"[/\\]", userinfo)[0] or "/"):
+    if re.search(r"[/\\]", userinfo) and os.path.isdir(os.path.expanduser(re.split(r"[/\\]", userinfo)[0] or "/")):
         return True  # runs/sched@node7 in an existing folder runs/: a file the scheduler writes (a review)
     if re.fullmatch(r"[\w-]+(\.[\w-]+)*", after) and not after.lower().endswith(".json"):
         return False  # TOKEN/x@node7: a token holding a '/' before a host without a port (echoed whole: a review)
@@ -135,18 +143,20 @@ def _query_masked(text: str) -> str:
 def dask_said(text, address) -> str:
     """Dask's own text (an error's) on one line, with `address` as `shown` writes it and its password or token nowhere:
     "cannot connect (Timed out trying to connect to ws://alice:pw@host/ ...)" had quoted it whole (a review). The
-    address's login (user:password@) and query are replaced where they stand, and the bare password only as a word of
-    its own: it had blanked letters of Dask's words ("[Errn*** 111]" for the password "o", a review)."""
+    address's login (user:password@, TOKEN@) and query are replaced where they stand, and nowhere else: a bare pass had
+    blanked letters of Dask's words ("[Errn*** 111]" for the password "o"), then whole words ("connect": reviews)."""
     text, address = str(text), str(address)
     rest, said = address.partition("://")[2] or address, shown(address)
     text = text.replace(address, said).replace(rest, said.partition("://")[2] or said)  # with its scheme or without
     head = re.split(r"[/?#]", rest, maxsplit=1)[0] if _path_at(rest) else rest
     userinfo = head.rpartition("@")[0]
-    if userinfo:
+    if userinfo:  # where it stands as the login: user:password (with its '@' or not), TOKEN@ and TOKEN:@; never a word
+        # of Dask's alone (the password "connect" had blanked "trying to *** to"): neither Dask nor tornado, which sends
+        # it as a Basic login, quotes a password outside its address
         text = text.replace(userinfo + "@", _login_masked(userinfo + "@")[:-1] + "@")
         user, colon, password = userinfo.partition(":")
-        secret = password if colon and password else user  # TOKEN@ and TOKEN:@: the token; where it stands alone
-        text = re.sub(rf"(?<![\w.:/@-]){re.escape(secret)}(?![\w.:/@-])", "***", text)
+        if colon and password:
+            text = re.sub(rf"(?<![\w.%~+-]){re.escape(userinfo)}(?![\w.%~+-])", f"{user}:***", text)
     query = rest.partition("?")[2].partition("#")[0]
     if query and "=" in query:
         text = text.replace(query, _query_masked(f"x://?{query}").partition("?")[2])
@@ -472,11 +482,18 @@ def _named(client, address: str) -> str:
 
 def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
     """The workers' address is the scheduler's scheme, host and port alone: `dask worker ws://host:8786/` ends in a
-    traceback (its port read as '8786/'), and a proxy's login or query is nothing a worker sends."""
-    scheme = str(scheduler).partition("://")[0] if "://" in str(scheduler) else "tcp"
-    return (f"--scheduler {shown(scheduler)}: no worker {what} within {wait_s:g} s; start workers with 'dask worker "
-            f"{scheme.lower()}://{host_port(scheduler)}' (with ImageQualityTransfer installed, as here), or wait longer "
-            "with --wait-workers SECONDS")
+    traceback (its port read as '8786/'), and a proxy's login or query is nothing a worker sends; behind a proxy's path
+    (ws://proxy/dask/) the path is named, and the scheduler's own address asked for, which the proxy's host may not be."""
+    from urllib.parse import urlsplit
+
+    scheme = str(scheduler).partition("://")[0].lower() if "://" in str(scheduler) else "tcp"
+    path = urlsplit(shown(scheduler)).path if scheme in ("ws", "wss") else ""  # masked as the line's address
+    start = (f"start workers with 'dask worker {scheme}://{host_port(scheduler)}' (with ImageQualityTransfer installed, "
+             "as here)") if path in ("", "/") else (  # a proxy's path: 'dask worker' fails reading its port ('8786/p')
+        f"start workers at the scheduler's own address, 'dask worker {scheme}://HOST:PORT' (not through the path {path}: "
+        "'dask worker' takes no URL path), with ImageQualityTransfer installed, as here")
+    return f"--scheduler {shown(scheduler)}: no worker {what} within {wait_s:g} s; {start}, or wait longer with " \
+           "--wait-workers SECONDS"
 
 
 def _reachable(address: str, security=None) -> None:

@@ -172,19 +172,20 @@ def run(args) -> int:
     args.scheduler = args.scheduler and args.scheduler.strip()  # a pasted address's newline, in every line said
     from ..batch.scheduler import _a_path  # alice:p/w@node7:8786: a login with a '/', told as an address (a review)
 
-    if args.scheduler and os.path.isfile(args.scheduler):  # a scheduler file: the address it holds
-        args.scheduler = batch.scheduler_from_file(args.scheduler)
-    elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or os.sep in args.scheduler
+    home = os.path.expanduser(args.scheduler) if args.scheduler and "://" not in args.scheduler else args.scheduler
+    if args.scheduler and os.path.isfile(home):  # a scheduler file (~ its owner's home, as --scheduler=~/f is given
+        args.scheduler = batch.scheduler_from_file(home)  # unexpanded by the shell): the address it holds
+    elif args.scheduler and "://" not in args.scheduler and ("/" in args.scheduler or "\\" in args.scheduler
                                                              or args.scheduler.endswith(".json")
-                                                             or os.path.isdir(args.scheduler)) \
+                                                             or os.path.isdir(home)) \
             and _a_path(args.scheduler):
         # a path, not an address (host:port): 'missing port number in address' had misled (a researcher's audit);
         # host:port/... is an address with a path (the dashboard's 127.0.0.1:8787/status), said as such
-        if re.match(r"[^/\\]+:\d+/", args.scheduler) and not os.path.isdir(args.scheduler):
+        if re.match(r"[^/\\]+:\d+/", args.scheduler) and not os.path.isdir(home):
             from ..batch.scheduler import _not_the_dashboard
 
             _not_the_dashboard(args.scheduler, "tcp", args.scheduler)
-        what = "a folder, not a scheduler file" if os.path.isdir(args.scheduler) else "no such scheduler file"
+        what = "a folder, not a scheduler file" if os.path.isdir(home) else "no such scheduler file"
         from ..batch.scheduler import shown  # alice:pw@node7:8786/x: an address's login masked (runs@node7/s.json kept)
 
         raise IQTError(f"--scheduler {shown(args.scheduler)}: {what}; give the file 'dask scheduler "

@@ -1,0 +1,77 @@
+"""`iqt batch --scheduler`: what its lines show of a login, and which text is a scheduler file's path. A login holding
+a '/' shows nothing before its '@'; a home folder's or a drive's path is a file's name, not user:password@host; the
+no-workers line names a proxy's path; Dask's own text is masked where the login stands, never a word of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("distributed")
+
+import helpers  # noqa: E402
+
+from ImageQualityTransferLib.apps import batch  # noqa: E402
+from ImageQualityTransferLib.apps.batch import scheduler  # noqa: E402
+
+
+def test_a_login_holding_a_slash_before_host_port_shows_nothing_before_its_at_sign():
+    """tcp://alice:123/w@node7:8786 (a password typed with a '/') had been refused as tcp://alice:123/***@node7:8786,
+    its user name and the start of its password shown (a review): a tcp/tls address takes no path, so all of it to the
+    last '@' is masked."""
+    for given, said in (("tcp://alice:123/w@node7:8786", "tcp://***@node7:8786"),
+                        ("tls://alice:123/w@node7:8786", "tls://***@node7:8786"),
+                        ("http://alice:8787/w@node7", "http://***@node7"),
+                        ("tcp://alice:123/w@node7:8786?t=x", "tcp://***@node7:8786?t=***")):
+        assert scheduler.shown(given) == said
+        with pytest.raises(batch.IQTError) as err:
+            scheduler.check_address(given)
+        assert str(err.value).startswith(f"--scheduler {said}: ") and "alice" not in str(err.value), err.value
+    # a ws URL's path is one (Dask's Client connects to host alice, port 123): its host is said, its path's login not
+    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:123/***@proxy.example/"
+
+
+def test_a_home_or_drive_path_is_a_scheduler_file_and_an_address_s_login_is_still_masked(tmp_path, capsys, monkeypatch):
+    """C:\\runs\\sched@node7, C:/runs/sched@node7 and ~/runs/sched@node7 had been read as logins and shown as C:***@node7
+    and ***@node7, "a tcp:// address holds no user name" (a review): they are paths, told "no such scheduler file"
+    where missing; ~ is the home folder (bash leaves --scheduler=~/f unexpanded, and Dask's Client does not expand it),
+    so a file there is read. With a port after the host, the same text is an address and its login masked."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "runs").mkdir(parents=True)
+    (tmp_path / "l.txt").write_text("")
+    for given in (r"C:\runs\sched@node7", "C:/runs/sched@node7", "~/runs/sched@node7", "~/gone/sched@node7"):
+        assert scheduler._a_path(given) and scheduler.shown(given) == given
+        helpers.refused_line(capsys, ["batch", "l.txt", "-o", "o", "--scheduler", given],
+                             f"--scheduler {given}: no such scheduler file")
+    for given, said in ((r"C:\runs\sched@node7:8786", "C:***@node7:8786"), ("C:/runs/a:b@node7", "C:***@node7"),
+                        ("~/x:pw@node7:8786", "~/x:***@node7:8786"), ("alice:p/w@node7", "alice:***@node7")):
+        assert not scheduler._a_path(given) and scheduler.shown(given) == said
+    (tmp_path / "home" / "runs" / "sched@node7").write_text("{}")  # read from home: not a scheduler file's JSON
+    assert scheduler._a_path("~/runs/sched@node7")
+    helpers.refused_line(capsys, ["batch", "l.txt", "-o", "o", "--scheduler", "~/runs/sched@node7"],
+                         f"--scheduler {tmp_path / 'home' / 'runs' / 'sched@node7'}: a file, but not a Dask scheduler file")
+
+
+def test_the_no_workers_line_names_a_proxy_s_path_and_asks_for_the_scheduler_s_own_address():
+    """ws://node7:8786/dask/ (a scheduler reached through a proxy's path) had been told "start workers with 'dask worker
+    ws://node7:8786'", the path dropped without a word: the proxy's host at / need not be the scheduler, and 'dask
+    worker' takes no URL path (its port read as '8786/dask/', a traceback), so the line names the path, masked."""
+    assert scheduler._no_workers("ws://u:pw@node7:8786/dask/?token=T", 5, "joined") == (
+        "--scheduler ws://u:***@node7:8786/dask/?token=***: no worker joined within 5 s; start workers at the "
+        "scheduler's own address, 'dask worker ws://HOST:PORT' (not through the path /dask/: 'dask worker' takes no URL "
+        "path), with ImageQualityTransfer installed, as here, or wait longer with --wait-workers SECONDS")
+    assert "(not through the path /***@b/c:" in scheduler._no_workers("wss://proxy/a@b/c", 5, "joined")
+    for given, worker in (("ws://node7:8786/", "ws://node7:8786"), ("node7:8786", "tcp://node7:8786")):
+        assert f"start workers with 'dask worker {worker}' (with" in scheduler._no_workers(given, 5, "joined")
+
+
+def test_dask_s_text_keeps_its_words_where_the_password_is_one():
+    """A password that is an ordinary word ("connect", "tcp") had been blanked wherever Dask's text said it ("Timed out
+    trying to *** to ..."): only the address's login is masked, where it stands."""
+    assert scheduler.dask_said("Timed out trying to connect to ws://alice:connect@127.0.0.1:1/ after 20 s",
+                               "ws://alice:connect@127.0.0.1:1/") == (
+        "Timed out trying to connect to ws://alice:***@127.0.0.1:1/ after 20 s")
+    assert scheduler.dask_said("tcp: connect to ws://tcp:@h:1/ failed (HTTP 401 for alice:connect)",
+                               "ws://tcp:@h:1/") == "tcp: connect to ws://***:@h:1/ failed (HTTP 401 for alice:connect)"
+    assert scheduler.dask_said("HTTP 401 for alice:connect at h:1/", "ws://alice:connect@h:1/") == (
+        "HTTP 401 for alice:*** at h:1/")

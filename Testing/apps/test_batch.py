@@ -227,16 +227,21 @@ import logging, os, signal, sys, time
 from ImageQualityTransferLib.apps import batch
 from ImageQualityTransferLib.apps.cli import batch as batch_cli
 
-def busy():  # a subject's torch work: the thread leaves and takes the GIL again on every call
-    import torch
-    x, w = torch.randn(1, 8, 24, 24, 24), torch.randn(8, 8, 3, 3, 3)
+def busy():  # a subject's C++ work: the thread lets go of the GIL in a C++ call and takes it again as it returns, as
+    # torch's calls do (scipy's pocketfft, a core dependency: importing torch takes 1.5 s of CPU, and a worker closed
+    # while its task still imported it had no C++ call to abort in)
+    import numpy as np
+    from scipy import fft
+    a = np.random.default_rng(0).random((16, 16, 16))
+    fft.fftn(a)
+    os.environ["IQT_TEST_IN_CPP"] = "1"  # the worker's own: its task loops in C++ calls from now on
     end = time.time() + 60
     while time.time() < end:
-        torch.nn.functional.conv3d(x, w)
+        fft.fftn(a)
 
 client, cluster = batch.start_client(1, dashboard_address="127.0.0.1:0", secure=False)
 fut = client.submit(busy, pure=False)
-while not any(client.run(lambda dask_worker: bool(dask_worker.active_threads)).values()):
+while not any(client.run(lambda: os.environ.get("IQT_TEST_IN_CPP") == "1").values()):
     time.sleep(0.05)
 print(*client.run(os.getpid).values(), flush=True)
 
@@ -268,7 +273,9 @@ def test_a_second_ctrl_c_as_the_local_cluster_closes_leaves_no_worker_abort(tmp_
     ended its process with a subject in torch, and the C++ runtime aborted ('terminate called without an active
     exception' after the run's line, a core file; an audit). The close now completes, and a worker that ends with a
     task running leaves at once (batch/worker_signals.py). The second Ctrl-C is sent as the nanny starts closing the
-    busy worker: a 0.5 s timer came after the close, once that took half a second (batch/local_cluster.py nanny_class)."""
+    busy worker: a 0.5 s timer came after the close, once that took half a second (batch/local_cluster.py nanny_class).
+    The task is waited for until it runs its C++ calls: the close had come while it still imported torch, and the
+    test passed with `_leave_if_busy` a no-op (a review)."""
     import resource
 
     err = tmp_path / "stderr"

@@ -315,16 +315,69 @@ def test_a_few_csf_like_failed_fits_are_filled_without_a_line_and_more_or_others
     # mostly CSF-like, but 5 with a negative eigenvalue among them (tissue fits failing): warned, as the CHANGELOG says
     warned, _ = said(csf, 22, others=[((40, k, 2), negative) for k in range(0, 50, 10)])
     assert len(warned) == 1 and "22 of them diffuse faster than free water" in warned[0], warned
-    # a 6x6x6 cavity at the noise floor in a 3 mm scan (5.8 cm^3, 0.5 % of the mask): a finding, not CSF's scatter
+    # a 6x6x6 cavity at the noise floor in a 3 mm scan (5.8 cm^3, 0.5 % of the mask): a finding, not CSF's scatter,
+    # and its size is said
     warned, _ = said(csf, 0, shape=(60, 60, 12), voxel=3.0, block=(slice(20, 26), slice(20, 26), slice(3, 9)))
-    assert len(warned) == 1 and warned[0].endswith("sinks to the noise floor") and "216 voxels" in warned[0], warned
-    # a brain estimated from whole-field tensors (no --mask) is judged in its core, its rim holding the background's
-    # fits (the clean dStream unmasked input's 65 there had been warned): the same cavity at its edge is not told, one
-    # in its middle is (docs/inputs.md says a cavity at the cortex is told only with --mask)
-    for where, told in (((slice(0, 6), slice(27, 33), slice(12, 18)), False),
-                        ((slice(27, 33), slice(27, 33), slice(12, 18)), True)):
+    assert len(warned) == 1 and "216 voxels" in warned[0], warned
+    assert warned[0].endswith("sinks to the noise floor; 5.8 cm^3 of them in one cluster, a lesion's or a failed "
+                              "region's size: look at the scan there"), warned
+    # a brain estimated from whole-field tensors (no --mask): its rim holds the background's scattered fits (the clean
+    # dStream unmasked input's 65 there are not warned), but a cavity's block of them is told there too, at the cortex
+    # as in the middle (it had been told only with --mask, a review)
+    for where in ((slice(0, 6), slice(27, 33), slice(12, 18)), (slice(27, 33), slice(27, 33), slice(12, 18))):
         warned, _ = said(csf, 0, shape=(60, 60, 30), voxel=3.0, block=where, estimated=True)
-        assert len(warned) == told, (where, warned)
+        assert len(warned) == 1 and "5.8 cm^3 of them in one cluster" in warned[0], (where, warned)
+
+
+def test_a_cavity_of_2_cm3_is_warned_and_a_sheet_of_csf_s_failed_fits_as_large_is_not(caplog):
+    """A cavity of failed fits under USUAL_FAILED_CLUSTER_CM3 (a 3x3x3 block of 4 mm voxels, 1.7 cm^3: a 2 cm^3 cyst at
+    the noise floor of a 2 mm scan's x2 input) had been filled as tissue without a word, inside a given mask (a
+    review); a cluster holding a 2x2x2 block of failed fits over inputs.CAVITY_CM3 is warned, with its size, and as
+    many in a sheet a voxel thick (CSF's scatter: the full-res OLS fits' 1.56 cm^3 cluster holds no such block) is not."""
+    import logging
+
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    csf = np.array([9e-3, 0, 6e-3, 0, 0, 6e-3], np.float32)
+    for block, told in (((slice(10, 13), slice(10, 13), slice(2, 5)), True),
+                        ((slice(10, 19), slice(10, 13), slice(3, 4)), False)):
+        t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 8, 1))
+        t[block] = csf
+        lr = Volume(t, np.diag([4.0, 4.0, 4.0, 1.0]), "tensor")
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+            warnings.simplefilter("always")
+            drop_failed_fits(lr, Volume(np.ones(lr.shape3, bool), lr.affine, "mask"))
+        warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+        assert len(warned) == int(told), (block, warned)
+        assert not told or "27 voxels in the mask" in warned[0] and "1.7 cm^3 of them in one cluster" in warned[0]
+        assert told or any("(usual in a few voxels)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_cavity_carved_out_of_the_estimated_brain_at_its_edge_is_warned():
+    """Without --mask a cavity of failed fits at the cortex is carved out of the brain estimated from the tensors (its
+    MD is not tissue's), so none or few of its voxels were in it, and it was filled or left out without a word (the 8
+    real subjects' unmasked inputs, a review): it is looked for in the estimate's closed outline (inputs.closed_outline)
+    and warned, counted with the voxels beyond the estimate."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 20, 1))
+    brain = np.zeros(t.shape[:3], bool)
+    brain[5:25, 5:25, 3:17] = True
+    cavity = (slice(5, 9), slice(12, 16), slice(8, 12))  # 4x4x4 at the brain's edge: 13.8 cm^3
+    t[cavity] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
+    brain[cavity] = False  # carved out of the estimate
+    lr = Volume(t, np.diag([6.0, 6.0, 6.0, 1.0]), "tensor")  # 6 mm: the x2 input of a 3 mm scan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drop_failed_fits(lr, Volume(brain, lr.affine, "mask"), "the brain estimated", drop=False, refuse=False,
+                         estimated=True)
+    warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    # the outline closes the notch, none of whose 64 voxels is inside the estimate
+    assert len(warned) == 1 and warned[0].startswith("64 voxels in the brain estimated hold a failed fit"), warned
+    assert "13.8 cm^3 of them in one cluster" in warned[0], warned
 
 
 def test_noise_beyond_a_given_mask_is_said_once_and_a_clean_fit_is_not(coarse_phantom):

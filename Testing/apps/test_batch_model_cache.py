@@ -59,3 +59,32 @@ def test_a_given_model_that_does_not_load_is_refused_for_what_it_is(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith(f"iqt: error: {weights}: checksum mismatch") and not (tmp_path / "out").exists(), err
+
+
+def test_a_given_unsealed_model_is_said_once_per_run(tmp_path, monkeypatch, capsys):
+    """`iqt batch --model` of an unsealed model: the main process says the advice to seal it as it loads the model,
+    so the end of the run leaves it out of the subject's warnings (said twice before), while the subject's record
+    keeps it with its other notes."""
+    import warnings
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.apps.batch import results as batch_results
+
+    monkeypatch.setattr(model_files, "_UNSEALED_SAID", set())
+    monkeypatch.chdir(tmp_path)
+    path = put("global-linear_x2", tmp_path)
+    with warnings.catch_warnings(record=True) as worker:  # a worker's load: the sidecar as the worker was sent it
+        warnings.simplefilter("always")
+        methods.get("global-linear", model=str(path)).load(2)
+    [note] = [str(w.message) for w in worker]
+    model_files._UNSEALED_SAID.clear()
+    with warnings.catch_warnings(record=True) as main:  # the main process's load, of the path as typed
+        warnings.simplefilter("always")
+        methods.get("global-linear", model="mine.npz").load(2)
+    assert [str(w.message) for w in main] == [note.replace(str(tmp_path) + "/", "")]
+    other = "lr.nii.gz: the input holds tensors over the whole field of view"
+    rows = [{"subject": "sub-01", "status": "done", "notes": [note, other]}]
+    batch_results.say_results(rows, "")
+    err = capsys.readouterr().err
+    assert "iqt seal" not in err and err.strip() == f"iqt: warning: sub-01: {other}", err
+    assert rows[0]["notes"] == [note, other]

@@ -189,9 +189,19 @@ def _say_unsealed(meta: dict, sp: Path) -> None:
 
         from ..core.errors import IQTWarning
 
-        warnings.warn(f"{sp}: a model sidecar from before this version (no {SEAL}), so its settings cannot be "
+        warnings.warn(f"{sp}{_UNSEALED_NOTE}{SEAL}), so its settings cannot be "
                       f"verified; if you trust the file as it is, seal it with 'iqt seal {sp}' (or retrain the model)",
                       IQTWarning, stacklevel=4)
+
+
+_UNSEALED_NOTE = ": a model sidecar from before this version (no "
+
+
+def unsealed_said_here(note: str) -> bool:
+    """Whether `note` (a batch worker's subject note) is the unsealed-sidecar warning this process has said already
+    of the same sidecar: `iqt batch` loads the --model before its workers do, and had said the advice twice."""
+    path, sep, _ = str(note).partition(_UNSEALED_NOTE)
+    return bool(sep) and str(Path(path).resolve()) in _UNSEALED_SAID
 
 
 def _check_seal(meta: dict, sp: Path) -> None:

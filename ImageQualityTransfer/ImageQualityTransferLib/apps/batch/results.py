@@ -61,7 +61,7 @@ def _finished(it: Item, s: Settings, out_root: Path) -> bool:
 
 def say_results(results: list[dict], table: str) -> None:
     """The summary (ended by `table`: where the QC table was written, or that it was not), the redone line, each
-    subject's warnings (also in its sidecar's Notes) and each failure, as `iqt batch` says them at its end; also before
+    subject's warnings (also in its sidecar's Notes; not one this process said already) and each failure, as `iqt batch` says them at its end; also before
     the error of a run whose table cannot be written."""
     import sys
 
@@ -69,9 +69,12 @@ def say_results(results: list[dict], table: str) -> None:
     redone = redone_line(results)
     if redone:
         print(redone)
-    for r in results:
+    from ...fileio.model_files import unsealed_said_here
+
+    for r in results:  # the --model's unsealed advice, said as the run began, stays in the subject's record only
         for note in r.get("notes", []):
-            print(f"iqt: warning: {r['subject']}: {note}", file=sys.stderr)
+            if not unsealed_said_here(note):
+                print(f"iqt: warning: {r['subject']}: {note}", file=sys.stderr)
     for r in results:
         if r["status"] == "failed":
             print(f"  {r['subject']}: {r['reason']}")

@@ -578,8 +578,8 @@ def test_a_noisy_inputs_shared_ending_reads_right_beside_a_method_run_with_a_giv
              f"{head}: rf {noise}{edge}"]
     [said] = noise_clause_once(given)
     assert said == (f"{head}: espcn and rf use their noise-trained models; {edge.split('; ')[1]}; read the "
-                    "uncertainty maps as lower bounds of the error (docs/inputs.md); biqt runs the given model, not its "
-                    "noise-trained one"), said
+                    "uncertainty maps as lower bounds of the error (docs/inputs.md); biqt runs the given model instead"), \
+        said  # "instead" of its noise-trained one, beside the two that run theirs
     assert said.count("near the noisiest") == 1 and "its uncertainty map" not in said
     [said] = noise_clause_once([f"{head}: espcn {noise}{beyond}", f"{head}: rf {noise}{beyond}"])
     assert said.count("beyond the noise trained on") == 1 and "lower bounds" in said and " uses " not in said, said

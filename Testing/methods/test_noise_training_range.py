@@ -457,3 +457,48 @@ def test_the_wrote_line_names_the_model_as_the_noise_line_does(phantom, index_of
     out = capsys.readouterr()
     said = out.out + out.err
     assert f"(global-linear, {_USES.removeprefix('uses ')}, shipped model global-linear_x2_noisy.npz" in said, said
+
+
+def test_a_merged_line_says_a_given_clean_model_runs_instead_and_cubic_once():
+    """`iqt demo`/`report`/`benchmark` with `--model biqt=biqt_x2.npz` beside six noise-trained models at noise index
+    0.30: the merged line said "--method cubic may do as well" and then, of biqt, "it may do no better than cubic here"
+    (the one fact twice) after "runs the given model, not its noise-trained one", 473 characters; now the given model
+    runs "instead" and cubic is said once. At 0.167 (no beyond piece) biqt's own no-better-than-cubic stays."""
+    from ImageQualityTransferLib.methods import base
+
+    names = ("deep-hetero-var1", "rf", "espcn-hetero", "deep", "espcn", "global-linear")
+    maps = {"deep-hetero-var1": True, "rf": True, "espcn-hetero": True}
+    said = {}
+    for index in (0.30, 0.167):
+        head = f"x.nii.gz: the input is noisier than clean scans (noise index {index:.3f}, above 0.075)"
+        clean = f"{head}: biqt {base._GIVEN_CLEAN}; it may do no better than cubic here"
+        for with_maps in (True, False):
+            parts = [f"{head}: {n} {base._USES}" + base.noise_ending(index, n if with_maps and maps.get(n) else None,
+                                                                    with_maps and maps.get(n, False)) for n in names]
+            given = clean + (f"; {base.underrates('biqt', index, given=True, clean=True)}" if with_maps else "")
+            [said[index, with_maps]] = base.noise_clause_once(parts + [given])
+    for (index, with_maps), line in said.items():
+        assert "biqt runs the given model instead" in line and "not its noise-trained one" not in line, line
+        assert line.count("cubic") == 1, line
+    assert "biqt runs the given model instead, perhaps no better than cubic here; the uncertainty maps" in \
+        said[0.167, True], said[0.167, True]
+    assert len(said[0.30, True]) <= 420 and len(said[0.30, False]) <= 290, {k: len(v) for k, v in said.items()}
+
+
+def test_a_merged_line_does_not_name_again_the_methods_it_names_with_their_models():
+    """At x3, b0 noise index 0.09, with `--model biqt=biqt_x2`: the methods without a noise-trained model said "biqt,
+    deep, deep-hetero-var1, global-linear and rf run one on such inputs" in a line that had just named four of them as
+    using theirs and biqt as given one (452 characters); the hint is left out as it is without the given model."""
+    from ImageQualityTransferLib.methods import base
+
+    head = "x.nii.gz: the input is noisier than clean scans typically are (noise index 0.090, above 0.075)"
+    hint = "; biqt, deep, deep-hetero-var1, global-linear and rf run one on such inputs"
+    parts = [f"{head}: {n} {base._USES}" for n in ("deep-hetero-var1", "rf", "deep", "global-linear")]
+    parts += [f"{head}: {n} has no noise-trained model for factor 3{hint}" for n in ("espcn-hetero", "espcn")]
+    parts += [f"{head}: biqt {base._GIVEN_CLEAN}; its uncertainty map is not raised x1.03 as the shipped "
+              "noise-trained model's would be"]
+    [said] = base.noise_clause_once(parts)
+    assert "run one on such inputs" not in said and "espcn-hetero and espcn have no noise-trained model for factor 3" \
+        in said, said
+    assert said.endswith("; biqt runs the given model instead; its uncertainty map is not raised x1.03 as the shipped "
+                         "noise-trained model's would be") and len(said) <= 380, (len(said), said)

@@ -454,7 +454,7 @@ class Method:
         elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked;
             # above the training inputs' range it is warned of as a method without a noise-trained model is (a merged
             # line had warned the noise-trained models of their edge and said nothing of this clean one's)
-            beyond = "; it may do no better than cubic here" if index > noise_level.NOISY_INPUT else ""
+            beyond = f"; {_NO_BETTER}" if index > noise_level.NOISY_INPUT else ""
             end = (f"; {underrates(scaled, index, given=True, clean=True)}" if maps and index > NOISY_TRAINED[0] else
                    _given_unscaled(scaled, index))
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
@@ -658,6 +658,9 @@ _GIVEN_NOISY = "uses the given noise-trained model"  # and its name
 # the install's own given: its name had been said ("the given noise-trained model deep-hetero-var1_x2_noisy")
 _GIVEN_SHIPPED = f"{_USES}, as given"
 _GIVEN_CLEAN = "runs the given model, not its noise-trained one"
+_GIVEN_INSTEAD = "runs the given model instead"  # the same, in a merged line that names the others' noise-trained models
+_NO_BETTER = "it may do no better than cubic here"  # a given clean model's, above noise_level.NOISY_INPUT
+_NO_BETTER_SHORT = "perhaps no better than cubic here"
 # the range is where the noisiest training inputs read (NOISY_TRAINED), said so: "(0.12-0.20)" alone had read as the
 # range trained on, an input at 0.167 inside it
 _EDGE = "near the noisiest inputs trained on ({:.2f}-{:.2f}): results may be less reliable"
@@ -791,7 +794,10 @@ def _shared_ending(parts: list[str]) -> str:
             same.setdefault(rest, []).append(name)
         else:
             own.append(p)
-    said = {part[0] for part in merged + clean}  # methods the line names with their noise-trained (or given) model
+    # methods the line names with their noise-trained (or given) model; a given clean one's too, whatever its map piece
+    # (a hint had named biqt as running a noise-trained model beside "biqt runs the given model")
+    said = {part[0] for part in merged + clean} | {p.partition(" ")[0] for p in own
+                                                  if p.partition(" ")[2].startswith(_GIVEN_CLEAN)}
     if len({tuple(w) for *_, w, _ in merged}) > 1:  # a part with no place in the training (a clean --model's) apart
         own = [f"{n} " + "; ".join([o, *(piece for _, piece in m)]) for n, o, w, m in merged if not w] + own
         merged = [part for part in merged if part[2]]
@@ -809,7 +815,12 @@ def _shared_ending(parts: list[str]) -> str:
         bound += [(n, kind, piece) for n, _, (kind, piece) in clean]
         notes = [f"{n}'s {_MAP_PIECES[kind].match(piece).group(1)}" if kind == "raised" else
                  f"{n}'s not {_MAP_PIECES[kind].match(piece).group(1)}" for n, kind, piece in bound if kind != "plain"]
-        text = "; ".join(openings + merged[0][2] + [f"{n} {part}" for n, part, _ in clean])  # before the shared bound
+        # a given clean model beside noise-trained ones: "instead" of its own; no better than cubic not said again
+        # after the beyond piece's "--method cubic may do as well" (a line of 479 characters had said both)
+        beyond = any(w.startswith(_BEYOND.split(" (")[0]) for w in merged[0][2])
+        text = "; ".join(openings + merged[0][2] + [
+            f"{n} {_GIVEN_INSTEAD}" + ("" if beyond or _NO_BETTER not in part.split("; ") else f", {_NO_BETTER_SHORT}")
+            for n, part, _ in clean])  # before the shared bound
         if len(bound) == 1:  # named: "its uncertainty map" after several methods had read as any of theirs
             text += "; " + bound[0][2].replace("its uncertainty map", f"{bound[0][0]}'s uncertainty map", 1)
         elif bound:  # no "still" beside a given model's map named as left unscaled (it had been said of it)
@@ -823,7 +834,20 @@ def _shared_ending(parts: list[str]) -> str:
             rest: names for rest, names in same.items()}  # its hint's methods named already: not twice
     out += [f"{listed(names)} {_PLURAL[v]}{rest[len(v):]}" if len(names) > 1 else f"{names[0]} {rest}"
             for rest, names in same.items() for v in _PLURAL if rest.startswith(v)]
+    if merged:  # a given clean model's own part beside the noise-trained models, worded as in `text`
+        beyond = any(w.startswith(_BEYOND.split(" (")[0]) for w in merged[0][2])
+        own = [_given_instead(p, beyond) for p in own]
     return "; ".join(out + own)
+
+
+def _given_instead(part: str, beyond: bool) -> str:
+    """A given clean model's part (`_GIVEN_CLEAN`) in a line that names other methods' noise-trained models: "runs the
+    given model instead", without its no-better-than-cubic piece where the line's beyond piece says so (`beyond`)."""
+    name, _, rest = part.partition(" ")
+    if not rest.startswith(_GIVEN_CLEAN):
+        return part
+    pieces = [q for q in rest[len(_GIVEN_CLEAN):].split("; ") if q and not (beyond and q == _NO_BETTER)]
+    return "; ".join([f"{name} {_GIVEN_INSTEAD}", *pieces])
 
 
 # a part's opening that reads alike for several methods: its verb for them (`_shared_ending`)

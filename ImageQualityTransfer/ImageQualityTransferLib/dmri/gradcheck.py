@@ -60,11 +60,9 @@ NOISE_VERDICT = "not judged (noise)"
 # an x- or y-flip turns the lines running obliquely in the axial plane by 61-71 degrees (median) as drawn there, a
 # z-flip by 0.0; in the coronal plane x- and z-flips turn them by 65-68 degrees, a y-flip by 0.0; of those lines in the
 # peduncles and internal capsule 80-100 % rise outward (in the corona radiata 67-100 %): docs/inputs.md
-LINES_CHECK = ("check it on the principal-eigenvector lines or glyphs (as Slicer's glyph display shows them) in two "
-               "views: in an axial one they follow the forceps' U-shaped course around the genu of the corpus "
-               "callosum, and a left-right or front-back flip sets them across it; in a coronal one they rise outward "
-               "along the corticospinal tracts and corona radiata, and an up-down or left-right flip tilts them across "
-               "those bands; or on a higher-SNR scan of the same protocol")
+LINES_CHECK = ("check it by eye on the principal-direction glyphs: a left-right or front-back flip turns them across "
+               "the forceps around the genu in an axial view, an up-down flip across the rising corticospinal tracts "
+               "in a coronal one; or on a higher-SNR scan of the protocol (docs/inputs.md, The fit's checks)")
 AXES = "xyz"
 ROWS = ("first", "second", "third")
 

@@ -235,8 +235,7 @@ FRAME_NOISE = NOISE_VERDICT
 # DWI with x/y-swapped bvecs wrote its fit without a word); colour FA colours by |v| (core/tensors.py color_fa), so it
 # shows a swap of axes but never a flip: the principal directions' lines or glyphs do, in an axial and a coronal view
 # (the genu's alone had been advised, where an up-down flip leaves them as they were: a review; LINES_CHECK)
-FRAME_NOISE_ADVICE = ("the table cannot be judged at this noise level (fitting again from the same DWI runs the same "
-                      f"check); {LINES_CHECK} (colour FA shows an axis swap, never a flip)")
+FRAME_NOISE_ADVICE = f"nor can a new fit of the same DWI; {LINES_CHECK}"
 
 
 def frame_judged(box, voxel_size) -> bool:
@@ -296,8 +295,8 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
 def warn_frame_noise(lr: Volume) -> None:
     """One warning line where check_frame returned FRAME_NOISE: `iqt upsample` had said nothing, as on a clean table
     (a review; iqt batch's QC table shows the verdict instead)."""
-    warnings.warn(f"{lr.source}the gradient-table check could not decide: noise ends the fibres tracked from the white "
-                  f"matter within two voxels with the table as given and with every correction; {FRAME_NOISE_ADVICE}; "
+    warnings.warn(f"{lr.source}the gradient-table check could not decide (noise ends the tracked fibres within two "
+                  f"voxels whatever the table); {FRAME_NOISE_ADVICE}; "
                   "--no-frame-check skips this check", IQTWarning, stacklevel=2)
 
 

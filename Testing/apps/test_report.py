@@ -630,3 +630,68 @@ def test_the_page_says_how_the_input_was_read_made_and_along_which_anatomical_ax
     text = html.unescape((tmp_path / "s.html").read_text())
     assert "Low-res input: the subject's DWIs block-averaged at ×1,1,2 (2 along voxel axis k, S " \
            "(superior-inferior))" in text and "'iqt degrade --style own'" in text and "more than half inside" in text
+
+
+@pytest.fixture(scope="module")
+def page_browser():
+    """Headless Chromium driven by Playwright, for the tests that read the page as a browser lays it out."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the Python package) is not installed")
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def laid_out(tmp_path_factory, page_browser):
+    """A page of twelve volumes with a warning among its notes, as Chromium lays it out at 1400 px: each note's start
+    and background colour, and each figure image's shown width over its own. The FA figures are blank images of the
+    width report_figures draws (6 rows of panels; its drawing is not what is read)."""
+    from PIL import Image
+
+    from ImageQualityTransferLib.apps import report_figures
+
+    def blank(columns, *_):
+        img = Image.new("RGB", (round((2.1 * len(columns) + 0.6) * report_figures.DPI), 400), "grey")
+        out = io.BytesIO()
+        img.save(out, format="PNG")
+        return base64.b64encode(out.getvalue()).decode("ascii")
+
+    shape = (6, 6, 6)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_page, "fa_views", blank)
+        page = report_page.write_report(
+            tmp_path_factory.mktemp("wide") / "r.html", "run", [(f"m{i}", _field(shape, 0)) for i in range(12)],
+            np.ones(shape, bool), [2.0] * 3, np.diag([-2.0, 2.0, 2.0, 1.0]),
+            notes=["What ran: cubic.", "Warning: lr.nii.gz: the input is noisier than clean scans"])
+    tab = page_browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        tab.goto(page.as_uri())
+        looks = tab.evaluate("""() => [...document.querySelectorAll('body > p')].map(p => [p.textContent.slice(0, 8),
+            getComputedStyle(p).backgroundColor])""")
+        shown = tab.evaluate("() => [...document.querySelectorAll('figure img')].map(i => i.width / i.naturalWidth)")
+    finally:
+        tab.close()
+    return looks, shown
+
+
+def test_a_warning_on_the_page_stands_out_from_the_other_notes(laid_out):
+    """A report audit on real scans: a noisy or unmasked input's warning was a plain paragraph like the "What ran" and
+    "Input" lines around it (`iqt view` shows its notes in an alert); in Chromium it has a background of its own."""
+    looks, _ = laid_out
+    plain = {bg for text, bg in looks if not text.startswith("Warning")}
+    marked = [bg for text, bg in looks if text.startswith("Warning")]
+    assert len(marked) == 1 and marked[0] not in plain, looks
+
+
+def test_a_page_of_many_volumes_draws_each_near_its_size(laid_out):
+    """A report audit on real scans: cubic and every shipped method (twelve volumes) were drawn in one FA figure at 43 %
+    of its size on a 1400 px page, the volumes' names in 5-point type; in rows of at most six, each image is shown at
+    80 % of its size or more."""
+    _, shown = laid_out
+    assert shown and min(shown) >= 0.8, shown
+    assert len(shown) == 2  # the FA figure's two rows: the page has no other figure

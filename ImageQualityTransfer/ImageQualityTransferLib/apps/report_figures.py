@@ -84,13 +84,7 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
     (canonical arrays)."""
     names = list(maps)
     fig, axes = _new_figure(3, len(names), extra_w=0.9)
-    scaled = mask if scale_mask is None else scale_mask & mask
-    # each map's flagged voxels left out (dmri.dti.unflagged): a few of them had set the scale
-    inside = np.concatenate([unflagged(np.asarray(maps[n])[scaled]) for n in names]) if scaled.any() else np.zeros(1)
-    inside = inside[np.isfinite(inside)]
-    vmax = float(np.percentile(inside, 99)) if inside.size else 1.0
-    vmax = vmax if vmax > 0 else 1.0
-    vmax = vmax if top is None else float(top)
+    vmax = shared_top(maps, mask, scale_mask) if top is None else float(top)
     im = None
     for c, n in enumerate(names):
         for p, plane in enumerate(PLANES):
@@ -119,6 +113,16 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
         cb.set_label(label, fontsize=LABEL)
         cb.ax.tick_params(labelsize=TICKS)
     return _png(fig)
+
+
+def shared_top(maps, mask, scale_mask=None) -> float:
+    """The top of the maps' one colour scale: the 99th percentile of them all in `scale_mask` (default `mask`), each
+    map's flagged voxels left out (dmri.dti.unflagged: a few of them had set the scale); 1 where nothing is above 0."""
+    scaled = mask if scale_mask is None else scale_mask & mask
+    inside = np.concatenate([unflagged(np.asarray(m)[scaled]) for m in maps.values()]) if scaled.any() else np.zeros(1)
+    inside = inside[np.isfinite(inside)]
+    vmax = float(np.percentile(inside, 99)) if inside.size else 1.0
+    return vmax if vmax > 0 else 1.0
 
 
 MAX_DRAWN = 1500  # streamlines drawn per tract panel (a random choice of them where there are more)

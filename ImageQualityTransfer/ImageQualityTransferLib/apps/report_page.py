@@ -23,12 +23,15 @@ from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
 from .figures import centre_voxel, white_matter_centre
-from .report_figures import MAX_DRAWN, fa_views, scalar_views, tract_views
+from .report_figures import MAX_DRAWN, fa_views, scalar_views, shared_top, tract_views
 
 
-def _figure_html(png_b64: str, caption: str) -> str:
-    return (f'<figure><img alt="{html.escape(caption[:80])}" src="data:image/png;base64,{png_b64}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+def _figure_html(png_b64, caption: str) -> str:
+    """One figure: its image, or its images one under another (`png_b64` a list: rows of at most MAX_COLUMNS volumes),
+    and its caption."""
+    images = "".join(f'<img alt="{html.escape(caption[:80])}" src="data:image/png;base64,{png}">'
+                     for png in ([png_b64] if isinstance(png_b64, str) else png_b64))
+    return f"<figure>{images}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def _table_html(header, rows) -> str:
@@ -52,9 +55,31 @@ def _f(x, d=2):
 
 
 CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
-figure{margin:1em 0;display:inline-block}img{max-width:100%;border:1px solid #ccc}
+figure{margin:1em 0;display:inline-block}img{max-width:100%;border:1px solid #ccc;display:block}
 figcaption{font-size:0.9em;color:#444;max-width:1100px}table{border-collapse:collapse;font-size:0.9em;margin:0.5em 0}
-td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee}h2{border-bottom:1px solid #ccc}"""
+td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee}h2{border-bottom:1px solid #ccc}
+p.warning{background:#fff3cd;border-left:5px solid #e0a000;padding:0.5em 0.8em;color:#4d3800}"""
+
+
+def _note_html(note: str) -> str:
+    """A note as a paragraph; a warning (a noisy or unmasked input, a model shown on a scan it learned from) marked out
+    as `iqt view` marks its notes: in plain text beside the run's other notes it had read as one more of them (a report
+    audit)."""
+    marked = ' class="warning"' if note.startswith("Warning:") else ""
+    return f"<p{marked}>{html.escape(note)}</p>"
+
+
+# at most this many volumes side by side in one FA figure, more in further rows: twelve in one (cubic and every shipped
+# method) were drawn at 43 % of their size on a 1400 px page, their names in 5-point type (a report audit)
+MAX_COLUMNS = 6
+
+
+def _rows(items: list) -> list[list]:
+    """`items` in rows of at most MAX_COLUMNS, the rows as even as they can be (12: 6 and 6; 8: 4 and 4)."""
+    if not items:
+        return [items]
+    size = -(-len(items) // -(-len(items) // MAX_COLUMNS))
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=None, truth=None, metrics_rows=None,
@@ -84,10 +109,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
              f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by ImageQualityTransfer {_software()} (iqt report). Slices through the middle of "
              f"{middle} (its median voxel, {centre} in canonical RAS axes); axial and coronal views radiological (patient right on "
              f"screen left), sagittal with anterior on the left; orientation letters on every panel.</p>"]
-    for note in notes:
-        parts.append(f"<p>{html.escape(note)}</p>")
+    parts.extend(_note_html(note) for note in notes)
     parts.append("<h2>FA and colour FA</h2>")
-    parts.append(_figure_html(fa_views(cols, m, vox, centre, frame),
+    parts.append(_figure_html([fa_views(row, m, vox, centre, frame) for row in _rows(cols)],
                               "Fractional anisotropy (grey, 0 to 1) and colour FA (red left-right, green anterior-posterior, blue "
                               "superior-inferior, brightness FA) in axial, coronal and sagittal slices, one column per volume: "
                               + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask (a subject's own mask "
@@ -103,8 +127,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
             caption = caption.replace("inside the mask", f"more than {noise_level.ESTIMATED_BRAIN_RIM_MM:g} mm inside the "
                                                          "edge of the brain estimated from the tensors, whose rim of noise "
                                                          "fits shows saturated")
-        parts.append(_figure_html(scalar_views(canon_maps, bg, m, vox, centre, label, scale_mask=scale_in, top=top),
-                                  caption.format(", ".join(canon_maps))))
+        top = shared_top(canon_maps, m, scale_in) if top is None else top  # one scale over the figure's rows
+        parts.append(_figure_html([scalar_views({n: canon_maps[n] for n in row}, bg, m, vox, centre, label, top=top)
+                                   for row in _rows(list(canon_maps))], caption.format(", ".join(canon_maps))))
 
     if uncertainty:
         overlay(uncertainty, tensors.SHOWN_UNIT, "Uncertainty", f"predictive std ({tensors.SHOWN_UNIT_LABEL})",
@@ -124,8 +149,10 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                 for n, a in cols if n != "ground truth"}
         ok = m & tensors.plausible(t)
         parts.append("<h2>Errors</h2>")
-        parts.append(_figure_html(scalar_views(errs, None, ok, vox, centre, f"RMS element error ({tensors.SHOWN_UNIT_LABEL})",
-                                               cmap="magma", overlay=False),
+        top = shared_top(errs, ok)
+        parts.append(_figure_html([scalar_views({n: errs[n] for n in row}, None, ok, vox, centre,
+                                                f"RMS element error ({tensors.SHOWN_UNIT_LABEL})", cmap="magma",
+                                                overlay=False, top=top) for row in _rows(list(errs))],
                                   "Per-voxel root-mean-square error of the 6 tensor elements against the ground truth, one shared "
                                   f"colour scale (0 to the 99th percentile), colour bar in {tensors.SHOWN_UNIT_LABEL}, the "
                                   "uncertainty maps' unit (1 of it is 100 in the Metrics table's 10⁻⁵ mm²/s); voxels outside the mask or with an implausible reference fit are "

@@ -602,6 +602,23 @@ def test_a_port_in_use_is_one_line(child, lowres):
     assert run["code"] == 2 and len(err) == 1 and f"--port {port}: that port is in use" in err[0], run["stderr"]
 
 
+def test_a_port_in_use_is_said_before_the_input_is_read(lowres, monkeypatch, capsys):
+    """A viewer audit on a real scan: a port in use was said only after the input was read, the model loaded and the
+    page built (40 s on the shared machine); now at once, the input unread."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps import view
+
+    monkeypatch.setattr(fileio, "load_tensor", lambda *a, **k: pytest.fail("the input was read"))
+    monkeypatch.setattr(view, "import_trame", lambda: pytest.fail("the page's modules were imported"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main(["view", str(lowres[0]), "--port", str(port)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--port {port}: that port is in use on 127.0.0.1" in err[0], err
+
+
 @pytest.mark.slow
 def test_a_run_refused_while_serving_is_said_on_the_terminal_too(lowres, serve, tmp_path):
     """A refusal that comes with the run, not before serving (here a mask off the fit), showed only in the page's

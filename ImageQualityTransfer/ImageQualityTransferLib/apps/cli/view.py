@@ -47,6 +47,7 @@ def run(args):
         raise IQTError(f"--mask {args.mask}: a folder; give the brain mask file in it (.nii.gz)")
     if args.mask and not Path(args.mask).is_file():
         raise IQTError(f"--mask {args.mask}: no such file")
+    view.check_port(args.port, args.host)  # before the input is read and the model loaded (a viewer audit)
     # checked as `iqt upsample` checks, before anything is served: bad input gets one line and exit 2 here, not a
     # page that only says so in the browser while the server runs on
     lr = None

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from .engine import fa_volume, first_method
 from .page import (CONVENTION, DISPLAYS, LEFT, OPACITY, POLL_S, RIGHT, SLIDER_PX, STOPPED, TOOLBAR_CSS, TOOLBAR_ROWS_PX,
-                   TOOLBAR_THREE_ROWS_PX, import_trame)
+                   TOOLBAR_THREE_ROWS_PX, check_port, import_trame)
 from .stopping import signals_held
 from .viewer import Viewer
 
 __all__ = ["CONVENTION", "DISPLAYS", "LEFT", "OPACITY", "POLL_S", "RIGHT", "SLIDER_PX", "STOPPED", "TOOLBAR_CSS",
-           "TOOLBAR_ROWS_PX", "TOOLBAR_THREE_ROWS_PX", "Viewer", "fa_volume", "first_method", "import_trame", "signals_held"]
+           "TOOLBAR_ROWS_PX", "TOOLBAR_THREE_ROWS_PX", "Viewer", "check_port", "fa_volume", "first_method", "import_trame",
+           "signals_held"]

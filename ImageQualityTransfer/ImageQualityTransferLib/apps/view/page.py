@@ -60,6 +60,34 @@ STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; heigh
            'more.<br>Start <code>iqt view</code> again, then reload this page.</div></div></div>')
 
 
+def port_in_use(port: int, host: str) -> IQTError:
+    """The one line for a port another program holds (said before the input is read, and again if it is taken while
+    the page is built)."""
+    return IQTError(f"--port {port}: that port is in use on {host}; choose another with --port N (or --port 0 for any "
+                    "free port)")
+
+
+def check_port(port: int, host: str) -> None:
+    """`port` free on each of `host`'s addresses, bound as the server binds it (SO_REUSEADDR, so a port a stopped
+    viewer left in TIME_WAIT passes): a port in use had been said only once the input was read, the model loaded and
+    the page built, 40 s on the shared machine (a viewer audit). Port 0 is always free."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    for family, kind, proto, _, where in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                            flags=socket.AI_PASSIVE):
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(where)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise port_in_use(port, host) from None
+                # another reason (an address that cannot be bound): check_host has said it, the server says the rest
+
+
 def import_trame():
     """The trame-slicer modules the page needs, or one line saying how to install them."""
     try:

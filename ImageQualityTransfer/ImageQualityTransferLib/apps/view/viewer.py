@@ -27,7 +27,8 @@ from ...slicer.render import quiet_vtk_warnings
 from .. import signals
 from . import stopping
 from .engine import fa_volume, first_method
-from .page import CONVENTION, DISPLAYS, LEFT, OPACITY, POLL_S, SLIDER_PX, STOPPED, TOOLBAR_CSS, import_trame
+from .page import (CONVENTION, DISPLAYS, LEFT, OPACITY, POLL_S, SLIDER_PX, STOPPED, TOOLBAR_CSS, import_trame,
+                   port_in_use)
 from .stopping import _stop_loop_on_signal, _Worker
 
 
@@ -620,8 +621,7 @@ class Viewer:
             raise
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE or "address already in use" in str(exc):
-                raise IQTError(f"--port {port}: that port is in use on {host}; choose another with --port N (or --port 0 "
-                               "for any free port)") from None
+                raise port_in_use(port, host) from None
             raise
         finally:
             sys.argv = argv

@@ -646,24 +646,27 @@ def page_browser():
             b.close()
 
 
+def _blank_views(columns, *_) -> str:
+    """A grey PNG of the width report_figures.fa_views draws for `columns` (6 rows of panels), for the tests that read
+    the page, not its drawing."""
+    from PIL import Image
+
+    from ImageQualityTransferLib.apps import report_figures
+
+    img = Image.new("RGB", (round((2.1 * len(columns) + 0.6) * report_figures.DPI), 400), "grey")
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
 @pytest.fixture(scope="module")
 def laid_out(tmp_path_factory, page_browser):
     """A page of twelve volumes with a warning among its notes, as Chromium lays it out at 1400 px: each note's start
     and background colour, and each figure image's shown width over its own. The FA figures are blank images of the
     width report_figures draws (6 rows of panels; its drawing is not what is read)."""
-    from PIL import Image
-
-    from ImageQualityTransferLib.apps import report_figures
-
-    def blank(columns, *_):
-        img = Image.new("RGB", (round((2.1 * len(columns) + 0.6) * report_figures.DPI), 400), "grey")
-        out = io.BytesIO()
-        img.save(out, format="PNG")
-        return base64.b64encode(out.getvalue()).decode("ascii")
-
     shape = (6, 6, 6)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report_page, "fa_views", blank)
+        mp.setattr(report_page, "fa_views", _blank_views)
         page = report_page.write_report(
             tmp_path_factory.mktemp("wide") / "r.html", "run", [(f"m{i}", _field(shape, 0)) for i in range(12)],
             np.ones(shape, bool), [2.0] * 3, np.diag([-2.0, 2.0, 2.0, 1.0]),
@@ -695,3 +698,19 @@ def test_a_page_of_many_volumes_draws_each_near_its_size(laid_out):
     _, shown = laid_out
     assert shown and min(shown) >= 0.8, shown
     assert len(shown) == 2  # the FA figure's two rows: the page has no other figure
+
+
+@pytest.mark.filterwarnings("ignore:.*whole field of view")  # a made-up field this small reads as unmasked
+def test_an_input_page_says_what_its_black_is_not_a_subjects_mask(tmp_path, monkeypatch):
+    """A report audit on real scans: the page of `iqt report --input` given no mask called its black "outside the brain
+    mask (a subject's own mask may leave out parts of the ventricles, on one side only)"; it says what it is: the
+    input's non-zero tensors here."""
+    from ImageQualityTransferLib.core.volume import Volume
+
+    data = np.zeros((10, 10, 8, 6), np.float32)
+    data[2:-2, 2:-2, 2:-2] = _field((6, 6, 4), 0)  # a masked fit: zeros around the brain
+    lr = Volume(data, np.diag([-3.0, 3.0, 3.0, 1.0]), "tensor")
+    monkeypatch.setattr(report_page, "fa_views", _blank_views)  # the figure's drawing is not what is read
+    text = html.unescape(report.run_input(tmp_path / "r.html", lr, None, 2, ["cubic"], tracts=False).read_text())
+    assert "a subject's own mask" not in text and "Black: outside the input's non-zero tensors or implausible" in text
+    assert "Slices through the middle of the input's non-zero tensors" in text

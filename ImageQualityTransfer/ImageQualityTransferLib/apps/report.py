@@ -309,6 +309,10 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
                     "read the uncertainty maps for where each method is unsure.")
     if names_only:
         notes = file_names(notes, [source, mask_path, *models.values()])
+    # what the page's black is: the page had called it "the brain mask (a subject's own mask may leave out parts of the
+    # ventricles ...)" on an input given no mask (a report audit)
+    black = f"the mask {Path(str(mask_path)).name}" if mask_path else \
+        "the brain estimated from the input's tensors" if estimated else "the input's non-zero tensors"
     return write_report(path, f"{Path(str(source)).name}: ×{grid.text(f)} super-resolution", columns, support,
                         first.voxel_size, first.affine, uncertainty=unc or None, direction=direc or None, tracts=lines,
-                        notes=notes, scale_region=None if brain is support else scale)
+                        notes=notes, scale_region=None if brain is support else scale, mask_words=black)

@@ -83,11 +83,13 @@ def _rows(items: list) -> list[list]:
 
 
 def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=None, truth=None, metrics_rows=None,
-                 tract_rows=None, tracts=None, notes=(), direction=None, scale_region=None) -> Path:
+                 tract_rows=None, tracts=None, notes=(), direction=None, scale_region=None, mask_words=None) -> Path:
     """Write the HTML page. columns: [(name, (X,Y,Z,6) tensors on the high-res grid of `affine`)];
     uncertainty: {name: (X,Y,Z) std map, mm^2/s}; direction: {name: (X,Y,Z) direction uncertainty, degrees}; truth: (X,Y,Z,6) or None; metrics_rows: benchmark rows;
     tract_rows: {name: tractography.compare_case entry}; tracts: {name: streamlines (world mm)}; scale_region: where the
-    uncertainty maps' colour scales are read (default the mask: dmri.dti.inside_rim for an estimated brain)."""
+    uncertainty maps' colour scales are read (default the mask: dmri.dti.inside_rim for an estimated brain); mask_words:
+    what `mask` is, where it is not a subject's brain mask (`iqt report --input`: the mask given, or the outputs'
+    support)."""
     reo = Reorientation.to_canonical(affine)
     canon = lambda a: reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor" if np.ndim(a) == 4 and np.shape(a)[3] == 6 else "scalar")).data
     masked = reo.apply(Volume(np.asarray(mask, bool), affine, "mask"))
@@ -102,7 +104,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     # slices through the orbits and skull base (a display audit); the middle of its white matter instead
     wm = None if scale_in is None else white_matter_centre(cols[0][1], scale_in & m)
     centre = centre_voxel(m) if wm is None else wm
-    middle = ("the brain mask" if wm is None else "the white matter of the brain estimated from the tensors (fitted "
+    middle = ((mask_words or "the brain mask") if wm is None else "the white matter of the brain estimated from the tensors (fitted "
               "without a mask, its estimate takes in scalp and background fits)")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
@@ -114,8 +116,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     parts.append(_figure_html([fa_views(row, m, vox, centre, frame) for row in _rows(cols)],
                               "Fractional anisotropy (grey, 0 to 1) and colour FA (red left-right, green anterior-posterior, blue "
                               "superior-inferior, brightness FA) in axial, coronal and sagittal slices, one column per volume: "
-                              + ", ".join(n for n, _ in cols) + ". Black: outside the brain mask (a subject's own mask "
-                              "may leave out parts of the ventricles, on one side only) or implausible fits."))
+                              + ", ".join(n for n, _ in cols) + ". Black: outside "
+                              + (mask_words or "the brain mask (a subject's own mask may leave out parts of the "
+                                                "ventricles, on one side only)") + " or implausible fits."))
     fa_bg = {n: tensors.fa(t) for n, t in cols}
 
     def overlay(maps: dict, scale: float, heading: str, label: str, caption: str, top: float | None = None) -> None:

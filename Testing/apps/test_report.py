@@ -714,3 +714,25 @@ def test_an_input_page_says_what_its_black_is_not_a_subjects_mask(tmp_path, monk
     text = html.unescape(report.run_input(tmp_path / "r.html", lr, None, 2, ["cubic"], tracts=False).read_text())
     assert "a subject's own mask" not in text and "Black: outside the input's non-zero tensors or implausible" in text
     assert "Slices through the middle of the input's non-zero tensors" in text
+
+
+def test_a_noisy_inputs_raised_uncertainty_map_says_so_in_its_title(tmp_path, phantom_subject, monkeypatch):
+    """A report audit on real scans: biqt's map of a noisy input is raised (x1.12 on the 3 mm ortho scan at SNR 10), as
+    the viewer's legend says ("noisy input: SD x1.21"); the page said it only in the warning at its top, not on the
+    figure. The map's title says it now, and the caption what it means."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.dmri.subject import make_case
+    from ImageQualityTransferLib.methods import base
+
+    drawn = []
+    monkeypatch.setattr(base, "input_noise_index", lambda *a, **k: 0.15)  # read as noisy: the map is raised
+    monkeypatch.setattr(report_page, "fa_views", _blank_views)  # the drawing is not what is read
+    monkeypatch.setattr(report_page, "scalar_views", lambda maps, *a, **k: drawn.append(list(maps)) or _blank_views(maps))
+    fileio.save_tensor(make_case(phantom_subject, 2, style="tight").lr, tmp_path / "lr.nii.gz")
+    assert main(["--threads", "1", "report", "-o", str(tmp_path / "r.html"), "--input", str(tmp_path / "lr.nii.gz"),
+                 "--methods", "biqt", "--no-tracts"]) == 0
+    g = base.noisy_std_scale("biqt", 0.15)
+    assert g > 1.005 and drawn[0] == [f"biqt, SD ×{g:.2f}"], drawn  # the SD figure; the direction figure's as it was
+    assert drawn[1] == ["biqt"], drawn
+    assert "SD ×g in a title: that map raised by g for the input's noise" in html.unescape((tmp_path / "r.html").read_text())

@@ -92,7 +92,7 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
     voxel = Volume(case.truth, case.hr_affine, "tensor").voxel_size
     return write_report(path, f"{subject.name}: ×{grid.text(factor)} super-resolution", columns, case.hr_mask, voxel, case.hr_affine,
                         uncertainty=unc or None, direction=direc or None, truth=case.truth, metrics_rows=rows, tract_rows=tract_rows, tracts=lines,
-                        notes=notes)
+                        notes=notes, std_scales=std_scales(preds))
 
 
 # an absolute path in a note (a shipped model's, one resolved by the engine): from "/" at a word's start, two parts or more
@@ -164,6 +164,12 @@ def _said_once(caught, first=()) -> list[str]:
 def noisy_models(preds) -> set[str]:
     """The methods whose prediction ran the model trained with added noise (methods/base.py `_for_noise`)."""
     return {n for n, p in preds.items() if p.tensor.meta.get("model_for")}
+
+
+def std_scales(preds) -> dict[str, float]:
+    """{method: g} for the uncertainty maps a noisy input raised by g (methods/base.py `_for_noise`)."""
+    return {n: float(p.tensor.meta["noise_std_scale"]) for n, p in preds.items()
+            if p.std is not None and "noise_std_scale" in p.tensor.meta}
 
 
 def noise_index_of(preds) -> float | None:
@@ -315,4 +321,5 @@ def run_input(path, lr: Volume, mask: Volume | None = None, factor=2, method_nam
         "the brain estimated from the input's tensors" if estimated else "the input's non-zero tensors"
     return write_report(path, f"{Path(str(source)).name}: ×{grid.text(f)} super-resolution", columns, support,
                         first.voxel_size, first.affine, uncertainty=unc or None, direction=direc or None, tracts=lines,
-                        notes=notes, scale_region=None if brain is support else scale, mask_words=black)
+                        notes=notes, scale_region=None if brain is support else scale, mask_words=black,
+                        std_scales=std_scales(preds))

@@ -83,13 +83,15 @@ def _rows(items: list) -> list[list]:
 
 
 def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=None, truth=None, metrics_rows=None,
-                 tract_rows=None, tracts=None, notes=(), direction=None, scale_region=None, mask_words=None) -> Path:
+                 tract_rows=None, tracts=None, notes=(), direction=None, scale_region=None, mask_words=None,
+                 std_scales=None) -> Path:
     """Write the HTML page. columns: [(name, (X,Y,Z,6) tensors on the high-res grid of `affine`)];
     uncertainty: {name: (X,Y,Z) std map, mm^2/s}; direction: {name: (X,Y,Z) direction uncertainty, degrees}; truth: (X,Y,Z,6) or None; metrics_rows: benchmark rows;
     tract_rows: {name: tractography.compare_case entry}; tracts: {name: streamlines (world mm)}; scale_region: where the
     uncertainty maps' colour scales are read (default the mask: dmri.dti.inside_rim for an estimated brain); mask_words:
     what `mask` is, where it is not a subject's brain mask (`iqt report --input`: the mask given, or the outputs'
-    support)."""
+    support); std_scales: {name: g}, the factor a noisy input's map was raised by (methods/base.py `_for_noise`), said in
+    its title as the viewer's legend says it."""
     reo = Reorientation.to_canonical(affine)
     canon = lambda a: reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor" if np.ndim(a) == 4 and np.shape(a)[3] == 6 else "scalar")).data
     masked = reo.apply(Volume(np.asarray(mask, bool), affine, "mask"))
@@ -121,8 +123,10 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                                 "ventricles, on one side only)") + " or implausible fits."))
     fa_bg = {n: tensors.fa(t) for n, t in cols}
 
-    def overlay(maps: dict, scale: float, heading: str, label: str, caption: str, top: float | None = None) -> None:
-        """One figure of per-method scalar maps on the first method's FA (a shared colour scale)."""
+    def overlay(maps: dict, scale: float, heading: str, label: str, caption: str, top: float | None = None,
+                titles: dict | None = None) -> None:
+        """One figure of per-method scalar maps on the first method's FA (a shared colour scale); `titles`: a map's
+        title where it is not its method's name."""
         canon_maps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data * scale for n, u in maps.items()}
         bg = fa_bg.get(next(iter(canon_maps)), next(iter(fa_bg.values())))
         parts.append(f"<h2>{heading}</h2>")
@@ -131,14 +135,21 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                                          "edge of the brain estimated from the tensors, whose rim of noise "
                                                          "fits shows saturated")
         top = shared_top(canon_maps, m, scale_in) if top is None else top  # one scale over the figure's rows
-        parts.append(_figure_html([scalar_views({n: canon_maps[n] for n in row}, bg, m, vox, centre, label, top=top)
-                                   for row in _rows(list(canon_maps))], caption.format(", ".join(canon_maps))))
+        titles = titles or {}
+        parts.append(_figure_html([scalar_views({titles.get(n, n): canon_maps[n] for n in row}, bg, m, vox, centre,
+                                                label, top=top) for row in _rows(list(canon_maps))],
+                                  caption.format(", ".join(canon_maps))))
 
     if uncertainty:
+        # a noisy input's raised maps said on the figure, as the viewer's legend says "noisy input: SD ×1.21": the page
+        # had said it only in the warning at its top (a report audit)
+        raised = {n: f"{g:.2f}" for n, g in (std_scales or {}).items() if n in uncertainty and f"{g:.2f}" != "1.00"}
         overlay(uncertainty, tensors.SHOWN_UNIT, "Uncertainty", f"predictive std ({tensors.SHOWN_UNIT_LABEL})",
                 "Per-voxel predictive standard deviation of each method with uncertainty ({}), overlaid on FA; one shared "
                 f"colour scale (0 to the 99th percentile inside the mask), colour bar in {tensors.SHOWN_UNIT_LABEL} "
-                "(10⁻³ mm²/s, as in Slicer).")
+                "(10⁻³ mm²/s, as in Slicer)."
+                + (" SD ×g in a title: that map raised by g for the input's noise, as the warning above says." if raised
+                   else ""), titles={n: f"{n}, SD ×{g}" for n, g in raised.items()})
     if direction:
         overlay(direction, 1.0, "Fibre direction uncertainty", "direction uncertainty (degrees)",
                 "How far the principal direction, which tractography follows, may be from the one shown: the RMS angle "

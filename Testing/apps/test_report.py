@@ -692,7 +692,7 @@ def test_a_warning_on_the_page_stands_out_from_the_other_notes(laid_out):
 
 
 def test_a_page_of_many_volumes_draws_each_near_its_size(laid_out):
-    """A report audit on real scans: cubic and every shipped method (twelve volumes) were drawn in one FA figure at 43 %
+    """A report audit on real scans: cubic and every shipped method (twelve volumes) were drawn in one FA figure at 44 %
     of its size on a 1400 px page, the volumes' names in 5-point type; in rows of at most six, each image is shown at
     80 % of its size or more."""
     _, shown = laid_out

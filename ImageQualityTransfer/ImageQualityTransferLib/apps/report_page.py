@@ -70,7 +70,7 @@ def _note_html(note: str) -> str:
 
 
 # at most this many volumes side by side in one FA figure, more in further rows: twelve in one (cubic and every shipped
-# method) were drawn at 43 % of their size on a 1400 px page, their names in 5-point type (a report audit)
+# method) were drawn at 44 % of their size on a 1400 px page, their names in 5-point type (a report audit)
 MAX_COLUMNS = 6
 
 

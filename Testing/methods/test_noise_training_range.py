@@ -374,7 +374,7 @@ def test_methods_whose_parts_differ_only_in_their_name_are_named_once():
     from ImageQualityTransferLib.methods.base import noise_clause_once
 
     head = "the input looks noisier than the data the learned methods were trained on (noise index 0.300, training " \
-           "inputs 0.055-0.080)"
+           "inputs 0.055-0.082)"
     hint = "; biqt, deep and rf run a noise-trained model on such inputs"
     [said] = noise_clause_once([f"{head}: {n} may do no better than cubic inside the brain here{hint}"
                                 for n in ("espcn-hetero", "espcn")])

@@ -30,7 +30,7 @@ def estimated_core(voxel_size) -> tuple[int, int, int]:
 def noise_index(t: np.ndarray, mask: np.ndarray, core=0, unit: float | None = None,
                 present_only: bool = False) -> float | None:
     """How rough a tensor field is inside the brain: the median over the mask eroded by two voxels of |tensor - mean of
-    its 6 face neighbours| (six elements), over the MD mode. The training subjects' ×2 inputs give 0.055-0.080, the dev
+    its 6 face neighbours| (six elements), over the MD mode. The training subjects' ×2 inputs give 0.055-0.082, the dev
     inputs 0.049-0.067 (five styles; ×2, ×3 where the brain is large enough, through-plane), native dipy fits of two dev scans 0.054 and 0.074; the dev inputs with Rician
     noise added at b0 SNR 20 give 0.085-0.092, at SNR 10 0.119-0.124 (docs/measurements.md, "Noisy inputs"). None when
     the eroded mask holds under 500 voxels. `core`: up to that many voxels more taken off the mask first, one number

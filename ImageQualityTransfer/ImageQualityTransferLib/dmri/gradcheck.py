@@ -62,7 +62,8 @@ NOISE_VERDICT = "not judged (noise)"
 # peduncles and internal capsule 80-100 % rise outward (in the corona radiata 67-100 %): docs/inputs.md
 LINES_CHECK = ("check it by eye on the principal-direction glyphs: a left-right or front-back flip turns them across "
                "the forceps around the genu in an axial view, an up-down flip across the rising corticospinal tracts "
-               "in a coronal one; or on a higher-SNR scan of the protocol (docs/inputs.md, The fit's checks)")
+               "in a coronal one (colour FA shows a swap, never a flip); or on a higher-SNR scan of the protocol "
+               "(docs/inputs.md, Checking a gradient table by eye)")
 AXES = "xyz"
 ROWS = ("first", "second", "third")
 

@@ -471,7 +471,7 @@ class Method:
                 at = sorted({grid.describe(e.get("factor")) for e in noisy})
                 hint = f"; noise-trained models ship for {listed(at)} only" if at else ""
             warnings.warn(f"{lr.source}the input looks noisier than the data the learned methods were trained on (noise "
-                          f"index {index:.3f}, training inputs 0.055-0.080): {self.name} may do no better than cubic "
+                          f"index {index:.3f}, training inputs 0.055-0.082): {self.name} may do no better than cubic "
                           "inside the brain here" + hint, IQTWarning, stacklevel=4)
         return self, index
 
@@ -738,7 +738,7 @@ def _trained_with_noise(model_path) -> bool:
 
 def _noisier(index: float) -> str:
     """The noise line's opening for an input of noise `index` above NOISY_MODEL: up to NOISY_INPUT the clean training
-    scans' range (the Trio reads 0.080 clean), not called noisier than clean scans outright (the line had said so of
+    scans' range (the Trio reads 0.080-0.082 clean), not called noisier than clean scans outright (the line had said so of
     the clean Trio, whose Slicer legend calls it no noisy input: slicer/legends.py NOISE_INDEX_NOTE)."""
     return "the input is noisier than clean scans" + (" typically are" if index <= noise_level.NOISY_INPUT else "")
 

@@ -736,3 +736,14 @@ def test_a_noisy_inputs_raised_uncertainty_map_says_so_in_its_title(tmp_path, ph
     assert g > 1.005 and drawn[0] == [f"biqt, SD ×{g:.2f}"], drawn  # the SD figure; the direction figure's as it was
     assert drawn[1] == ["biqt"], drawn
     assert "SD ×g in a title: that map raised by g for the input's noise" in html.unescape((tmp_path / "r.html").read_text())
+
+
+def test_a_noise_line_within_the_clean_scans_range_is_not_amber():
+    """A review: the clean Trio's report (noise index 0.080, within the clean scans' range; Slicer's legend calls it no
+    noisy input) showed its noise line in the amber box of a warning; it is set apart without the amber, and a noisier
+    input's line keeps it."""
+    from ImageQualityTransferLib.methods.base import NOISIER_TYPICAL
+
+    typical = report_page._note_html(f"Warning: lr.nii.gz: {NOISIER_TYPICAL} (noise index 0.080, above 0.075): ...")
+    noisy = report_page._note_html("Warning: lr.nii.gz: the input is noisier than clean scans (noise index 0.132, ...")
+    assert typical.startswith('<p class="caution">') and noisy.startswith('<p class="warning">'), (typical, noisy)

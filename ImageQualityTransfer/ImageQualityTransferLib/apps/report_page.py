@@ -22,6 +22,7 @@ from ..core.direction import RANDOM_AXIS_DEGREES, SHOWN_TOP_DEGREES
 from ..core.orientation import Reorientation
 from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
+from ..methods.base import NOISIER_TYPICAL
 from .figures import centre_voxel, white_matter_centre
 from .report_figures import MAX_DRAWN, fa_views, scalar_views, shared_top, tract_views
 
@@ -58,14 +59,16 @@ CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 figure{margin:1em 0;display:inline-block}img{max-width:100%;border:1px solid #ccc;display:block}
 figcaption{font-size:0.9em;color:#444;max-width:1100px}table{border-collapse:collapse;font-size:0.9em;margin:0.5em 0}
 td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee}h2{border-bottom:1px solid #ccc}
-p.warning{background:#fff3cd;border-left:5px solid #e0a000;padding:0.5em 0.8em;color:#4d3800}"""
+p.warning{background:#fff3cd;border-left:5px solid #e0a000;padding:0.5em 0.8em;color:#4d3800}
+p.caution{border-left:5px solid #9aa5b1;padding:0.2em 0.8em}"""
 
 
 def _note_html(note: str) -> str:
     """A note as a paragraph; a warning (a noisy or unmasked input, a model shown on a scan it learned from) marked out
     as `iqt view` marks its notes: in plain text beside the run's other notes it had read as one more of them (a report
-    audit)."""
-    marked = ' class="warning"' if note.startswith("Warning:") else ""
+    audit). A noise line within the clean scans' own range (the clean Trio's 0.080) is set apart without the amber, as
+    Slicer's legend calls such a scan not noisy (a review: the clean Trio's page had an amber box)."""
+    marked = "" if not note.startswith("Warning:") else ' class="caution"' if NOISIER_TYPICAL in note else ' class="warning"'
     return f"<p{marked}>{html.escape(note)}</p>"
 
 

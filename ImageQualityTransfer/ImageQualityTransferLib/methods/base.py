@@ -736,11 +736,14 @@ def _trained_with_noise(model_path) -> bool:
         return False
 
 
+NOISIER_TYPICAL = "the input is noisier than clean scans typically are"  # the clean scans' own range (_noisier)
+
+
 def _noisier(index: float) -> str:
     """The noise line's opening for an input of noise `index` above NOISY_MODEL: up to NOISY_INPUT the clean training
     scans' range (the Trio reads 0.080-0.082 clean), not called noisier than clean scans outright (the line had said so of
     the clean Trio, whose Slicer legend calls it no noisy input: slicer/legends.py NOISE_INDEX_NOTE)."""
-    return "the input is noisier than clean scans" + (" typically are" if index <= noise_level.NOISY_INPUT else "")
+    return NOISIER_TYPICAL if index <= noise_level.NOISY_INPUT else "the input is noisier than clean scans"
 
 
 def _run(names) -> str:

@@ -1043,6 +1043,58 @@ def test_a_run_under_way_is_said_over_the_picture_and_cleared_when_it_ends(child
     assert got["after_done"] == ["", None, False] and got["after_failure"] == ["", None, False], got
 
 
+FRAMES_FIRST = """
+import asyncio, io, json, sys
+import numpy as np
+from PIL import Image
+from ImageQualityTransferLib.apps import view
+viewer = view.Viewer(sys.argv[1], "cubic", 2, sys.argv[2], server_name="test-frames-first")
+viewer._load()
+viewer._show(viewer.in_node, viewer.in_node, None)  # the input, as the page opens
+s = viewer.server.state
+sent = []
+class Page:  # trame-rca's stream manager: publishes each frame on the page's websocket, in order with the state
+    def push_content(self, name, meta, content):
+        sent.append((name, s.status, s.shown, s.notes, np.asarray(Image.open(io.BytesIO(content)).convert("RGB"), float)))
+rcas = [rca for factory in viewer.app.view_manager._factories for rca in factory._views.values()]
+def pictures():
+    return {rca.view_adapter.area_name: rca.view_adapter._rca.img_cols_rows[0].astype(float) for rca in rcas}
+before = pictures()  # the input's
+s.notes = viewer._shown_notes = ["a note on the picture shown"]  # as a result with a warning leaves them
+for rca in rcas:
+    rca.view_adapter.set_streamer(Page())
+asyncio.run(viewer._run("cubic"))
+after = pictures()
+out = {"status": s.status, "views": sorted(after), "sent": [], "notes": s.notes}
+for name, status, shown, notes, frame in sent:
+    out["sent"].append([name, status, shown, notes, float(np.abs(frame - after[name]).mean()),
+                        float(np.abs(frame - before[name]).mean())])
+print(json.dumps(out))
+sys.stdout.flush()
+"""
+
+
+@pytest.mark.slow
+def test_the_picture_is_sent_before_the_page_says_done(child, lowres):
+    """A run's picture goes to the page before the state that names it: trame sent "done: rf" and the label "rf +
+    uncertainty" at once, and trame-rca rendered and sent the views' frames 1 to 2 s later, so the page named rf over
+    biqt's picture and legend (a viewer audit). Each view's frame is sent while the status still says the run goes on,
+    and it is the result's picture (read back from the view after the run), not the input's shown before; the notes
+    shown until then are the last picture's."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    got = child.run(FRAMES_FIRST, lr, mask)
+    assert got["status"] == "done: cubic" and len(got["views"]) == 2, got
+    early = {name: (off_after, off_before) for name, status, shown, notes, off_after, off_before in got["sent"]
+             if not status.startswith("done") and shown == ""}
+    assert sorted(early) == got["views"], got  # each view's frame sent before "done" and the label
+    for name, (off_after, off_before) in early.items():
+        assert off_after < 2.0 < off_before, (name, off_after, off_before)  # JPEG's error, against the input's
+    # the shown picture's notes kept while the run computes (its banner had gone and come back: the views resized
+    # twice, the frame at "done" cut to the old size), replaced with the result's
+    assert all(notes == ["a note on the picture shown"] for *_, notes, _, _ in got["sent"]) and got["notes"] == [], got
+
+
 # what one tab shows at one instant: its picker, the right view's header (its label and any "computing" line), the
 # status and whether a run is said to go on, read in one script so that no state update lands between the four
 TAB_NOW = """() => [document.querySelector('.iqt-method .v-select__selection').innerText,

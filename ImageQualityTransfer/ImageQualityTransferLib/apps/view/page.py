@@ -22,6 +22,11 @@ CONVENTION = "radiological: patient right on screen left"  # Slicer's axial and 
 POLL_S = 0.2
 
 
+# a run's picture sent before its "done" (Viewer._send_frames): JPEG (trame-slicer's encoder, TurboJPEG) at trame-rca's
+# quality for a still frame
+STILL_QUALITY = 90
+
+
 SLIDER_PX = 40  # the slice slider's strip over each view's bottom, in CSS px, kept free when the views are fitted
 
 

@@ -27,8 +27,8 @@ from ...slicer.render import quiet_vtk_warnings
 from .. import signals
 from . import stopping
 from .engine import fa_volume, first_method
-from .page import (CONVENTION, DISPLAYS, LEFT, OPACITY, POLL_S, SLIDER_PX, STOPPED, TOOLBAR_CSS, import_trame,
-                   port_in_use)
+from .page import (CONVENTION, DISPLAYS, LEFT, OPACITY, POLL_S, SLIDER_PX, STILL_QUALITY, STOPPED, TOOLBAR_CSS,
+                   import_trame, port_in_use)
 from .stopping import _stop_loop_on_signal, _Worker
 
 
@@ -293,18 +293,40 @@ class Viewer:
         self._bottom_px = bottom
         self._render()
 
+    def _rca_views(self) -> list:
+        """trame-slicer's remote views of the page's slice views (its RcaView: the Slicer view and its trame-rca
+        adapter), which trame-slicer keeps in its factories."""
+        views = self.app.view_manager.get_slice_views()
+        return [rca for factory in getattr(self.app.view_manager, "_factories", [])
+                for rca in getattr(factory, "_views", {}).values()
+                if getattr(rca, "view_adapter", None) is not None and getattr(rca, "slicer_view", None) in views]
+
     def _slider_px(self) -> float:
         """The slider's strip in the views' render pixels: trame-rca renders each view at its CSS size times the page's
         devicePixelRatio (its adapter's scale_factor), so on a HiDPI screen 40 render px were 20 CSS px and the brain
         ran under the slider (a viewer audit)."""
-        views = self.app.view_manager.get_slice_views()
-        for factory in getattr(self.app.view_manager, "_factories", []):
-            for rca in getattr(factory, "_views", {}).values():
-                adapter = getattr(rca, "view_adapter", None)
-                if adapter is not None and getattr(rca, "slicer_view", None) in views:
-                    ratio = float(getattr(adapter, "scale_factor", 1.0) or 1.0)
-                    return SLIDER_PX * (ratio if ratio > 0 else 1.0)
+        for rca in self._rca_views():
+            ratio = float(getattr(rca.view_adapter, "scale_factor", 1.0) or 1.0)
+            return SLIDER_PX * (ratio if ratio > 0 else 1.0)
         return float(SLIDER_PX)
+
+    async def _send_frames(self) -> None:
+        """Each view rendered now and its frame sent to the page, before the state that names what it shows: trame
+        sends a state change at once, while trame-rca renders and sends a view's frame later, from a task of its own
+        (1 to 2 s on a loaded machine), so the page had said "done: rf" and "rf + uncertainty" over biqt's picture and
+        legend (a viewer audit). wslink sends its messages in the order they are published: the frames arrive first."""
+        from trame_rca.encoders import RcaImageEncoder
+
+        loop = asyncio.get_running_loop()
+        for rca in self._rca_views():
+            adapter = rca.view_adapter
+            window = getattr(adapter, "_rca", None)  # trame-slicer's RcaWindow: renders, then reads the frame back
+            if adapter.streamer is None or window is None:  # no page served yet: nothing to send it to
+                continue
+            image, cols, rows = window.img_cols_rows
+            content, meta, _ = await loop.run_in_executor(None, RcaImageEncoder.TURBO_JPEG.encode, image, cols, rows,
+                                                          STILL_QUALITY)
+            adapter.push(content, meta)
 
     def _refit(self, node, shown, before, bottom_px: float) -> None:
         """`node` at its new size: its zoom (field of view over the fitted one) and pan (centre off the fitted one, in
@@ -378,6 +400,7 @@ class Viewer:
             self._say_error(s.message)
             return
         self._show(self.in_node, self.in_node, None)
+        await self._send_frames()
         with s:
             s.status, s.input_ok = "input loaded", True
         await self._run(s.method)
@@ -415,7 +438,10 @@ class Viewer:
         self._running, self._waiting = method, ""
         try:
             with s:
-                s.busy, s.progress, s.status, s.message, s.notes = True, 0, f"running {method}", "", []
+                # the notes kept: they are the shown picture's, replaced with it; cleared here, their banner went and
+                # came back at the run's end, and the views' size with it, the first frame after "done" cut to the
+                # old size until the page's resize came back (a viewer audit)
+                s.busy, s.progress, s.status, s.message = True, 0, f"running {method}", ""
                 s.running = s.method = method
             request = processing.Request(method, self.factor, interpolate=True)
             loop = asyncio.get_running_loop()
@@ -443,6 +469,7 @@ class Viewer:
             legends.share_scales(self.scene)
             self._show_current()
             legends.refresh_legends(self.scene)  # this run's, and an earlier run's whose map is no longer shown
+            await self._send_frames()  # the picture first: the label, "done" and the notes below name what it shows
             with s:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
                 # in the page's words: it has --voxel-size of its own (a viewer audit)

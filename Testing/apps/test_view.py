@@ -2490,9 +2490,11 @@ def test_every_toolbar_control_stays_whole_in_a_narrow_window(browser, cubic_ser
     """From 1280 down to 400 px wide every control of the toolbar lies whole inside it, reached by a click at its
     centre, the title keeps its text and the opacity slider a track to drag (one row had pushed "Above the median
     only" off the page below 760 px and squeezed the title to nothing below 1100; two rows had put it, below 600 px,
-    on a third row under the views: viewer audits); the views start below the toolbar."""
+    on a third row under the views: viewer audits); the views start below the toolbar. The opacity slider's handle,
+    which Tab reaches, has its name (a screen reader had said it unnamed: a viewer audit)."""
     server = cubic_server
     with page_done(browser, server) as page:
+        assert page.get_by_role("slider", name="Uncertainty opacity").count() == 1
         for width in (1280, 1024, 960, 959, 760, 683, 600, 599, 500, 400):
             page.set_viewport_size({"width": width, "height": 720})
             settled(page)

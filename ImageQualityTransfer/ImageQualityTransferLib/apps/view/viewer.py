@@ -146,8 +146,11 @@ class Viewer:
                 html.Div(classes="iqt-break", style="display: none;")  # where a narrow window's second row begins
                 # off for a method without uncertainty (nothing to fade); a right margin keeps the handle at 1.0 whole;
                 # a minimum width: the pickers give way first (before, its track was 41 px at 900 px wide, 0 at 683)
-                v.VSlider(id="iqt-opacity", label="Uncertainty opacity", v_model=("opacity",), min=0, max=1,
-                          step=0.05, density="compact", hide_details=True, disabled=("busy || !has_uncertainty",),
+                # `name`: Vuetify's slider handle (role slider, what Tab reaches) takes its aria-label from it; the
+                # label beside it is not tied to the handle, which a screen reader had said unnamed (a viewer audit)
+                v.VSlider(id="iqt-opacity", label="Uncertainty opacity", name="Uncertainty opacity",
+                          v_model=("opacity",), min=0, max=1, step=0.05, density="compact", hide_details=True,
+                          disabled=("busy || !has_uncertainty",),
                           style="flex: 1 1 300px; min-width: 240px; max-width: 300px",
                           classes="ml-2 mr-6 iqt-opacity")
                 v.VCheckbox(id="iqt-from-median", label="Above the median only", v_model=("from_median",),

@@ -14,6 +14,7 @@ from ImageQualityTransferLib.analysis import evaluation
 from ImageQualityTransferLib.core import noise_level, tensors
 from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.methods import base
+from helpers import low_res_case
 
 
 def with_failed_fits(case, share=0.05, seed=0):
@@ -378,6 +379,21 @@ def test_a_cavity_carved_out_of_the_estimated_brain_at_its_edge_is_warned():
     # the outline closes the notch, none of whose 64 voxels is inside the estimate
     assert len(warned) == 1 and warned[0].startswith("64 voxels in the brain estimated hold a failed fit"), warned
     assert "13.8 cm^3 of them in one cluster" in warned[0], warned
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_thick_slices_of_a_clean_scan_fitted_unmasked_hold_no_cavity(zeroed_background_subject):
+    """On thick slices the outline's closing bridges background along the slice axis: the clean Elition's whole-field
+    fit at x1,1,3 was told of a 3.5 cm^3 cavity, none of it in its brain mask (a review); the outline is searched only
+    on near-isotropic voxels (inputs.outline_judged)."""
+    from ImageQualityTransferLib.methods.inputs import brain_within_box, drop_failed_fits
+
+    lr = low_res_case(zeroed_background_subject, (1, 1, 3), "unmasked").lr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drop_failed_fits(lr, brain_within_box(lr), "the brain estimated", drop=False, refuse=False, estimated=True)
+    assert not [str(w.message) for w in caught if "failed fit" in str(w.message)], [str(w.message) for w in caught]
 
 
 def test_noise_beyond_a_given_mask_is_said_once_and_a_clean_fit_is_not(coarse_phantom):

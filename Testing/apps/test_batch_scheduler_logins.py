@@ -37,6 +37,7 @@ def test_a_home_or_drive_path_is_a_scheduler_file_and_an_address_s_login_is_stil
     so a file there is read. With a port after the host, the same text is an address and its login masked."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(scheduler, "DRIVES", True)  # as on Windows
     (tmp_path / "home" / "runs").mkdir(parents=True)
     (tmp_path / "l.txt").write_text("")
     for given in (r"C:\runs\sched@node7", "C:/runs/sched@node7", "~/runs/sched@node7", "~/gone/sched@node7"):
@@ -75,3 +76,11 @@ def test_dask_s_text_keeps_its_words_where_the_password_is_one():
                                "ws://tcp:@h:1/") == "tcp: connect to ws://***:@h:1/ failed (HTTP 401 for alice:connect)"
     assert scheduler.dask_said("HTTP 401 for alice:connect at h:1/", "ws://alice:connect@h:1/") == (
         "HTTP 401 for alice:*** at h:1/")
+
+
+def test_a_drive_form_is_a_login_where_there_are_no_drives(monkeypatch):
+    """Read as a drive's path on any system, a one-letter user's password after a '/' or '\\' was echoed whole ("--scheduler
+    a:/pw@node7: no such scheduler file", a review; it had been masked): C:/ and C:\\ are drives on Windows only."""
+    monkeypatch.setattr(scheduler, "DRIVES", False, raising=False)
+    for given, said in (("a:/pw@node7", "a:***@node7"), ("u:\\secret@node7", "u:***@node7")):
+        assert not scheduler._a_path(given) and scheduler.shown(given) == said, scheduler.shown(given)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from pathlib import Path
@@ -81,6 +82,9 @@ def _login_masked(rest: str) -> str:
     return f"{login}@{after}"
 
 
+DRIVES = os.name == "nt"  # whether C:\ and C:/ name a drive: Windows only
+
+
 def _a_path(text: str) -> bool:
     """Whether `text` (no scheme) is a file's name rather than [user[:password]@]host[:port]: it exists (~ read as the
     home folder, as Dask does not: --scheduler=~/f reaches iqt unexpanded), it starts with ~/ or a drive (C:\\ or C:/)
@@ -93,7 +97,8 @@ def _a_path(text: str) -> bool:
     userinfo, at, after = text.rpartition("@")
     if not at or os.path.exists(os.path.expanduser(text)):
         return True
-    if re.match(r"(~[^/\\:@]*|[A-Za-z]:(?=[/\\][^:]*$))[/\\]", userinfo) and ":" not in after:  # ~/runs/sched@node7,
+    drive = r"|[A-Za-z]:(?=[/\\][^:]*$)" if DRIVES else ""  # elsewhere a:/pw@node7 is a login, masked (a review)
+    if re.match(rf"(~[^/\\:@]*{drive})[/\\]", userinfo) and ":" not in after:  # ~/runs/sched@node7,
         return True  # C:\runs\sched@node7: a home folder's or a drive's path before a host without a port (a review)
     bare = after[:-1] if after.endswith("/") else after  # an IPv6 host, [::1]:8786 or ::1, had been read as a file's
     ipv6 = _ipv6(bare) or re.fullmatch(r"\[[^\]/\\]*\](:\d+)?", bare) is not None  # name and its login echoed

@@ -232,7 +232,8 @@ def busy():  # a subject's C++ work: the thread lets go of the GIL in a C++ call
     # while its task still imported it had no C++ call to abort in)
     import numpy as np
     from scipy import fft
-    a = np.random.default_rng(0).random((16, 16, 16))
+    a = np.random.default_rng(0).random((64, 64, 64))  # a few ms a call: the thread is nearly always in C++ (16^3 let
+    # one run in six pass with _leave_if_busy a no-op, a review)
     fft.fftn(a)
     os.environ["IQT_TEST_IN_CPP"] = "1"  # the worker's own: its task loops in C++ calls from now on
     end = time.time() + 60

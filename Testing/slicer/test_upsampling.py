@@ -120,13 +120,21 @@ def test_through_plane_run_on_a_node():
     assert "give --model" not in said and "Advanced > Model file" in said and "'iqt train --method biqt" in said
 
 
-def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(small_subject, tmp_path):
+@pytest.fixture(scope="module")
+def loaded_phantom(small_subject):
+    """small_subject loaded (its DWI, mask and fit), once for the tests that degrade it."""
+    from ImageQualityTransferLib.dmri.subject import load_subject
+
+    return load_subject(small_subject)
+
+
+def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(loaded_phantom, tmp_path):
     """Tensors fitted over the whole field of view (Slicer's DWI to DTI estimation) and no mask node: the output is
     zero outside the brain estimated from the tensors, and the run's note says so on the output node (the module
     shows it in its status line); a second run with a mask clears the note."""
-    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.dmri.subject import make_case
 
-    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    case = make_case(loaded_phantom, 2, style="unmasked")
     scene = slicer.vtkMRMLScene()
     node = mrml.add_tensor_node(scene, case.lr, "unmasked")
     out = processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True)["tensor"]
@@ -203,3 +211,27 @@ def test_failed_fits_written_as_nan_are_one_of_the_run_s_notes(small_subject):
     out = processing.run_on_nodes(scene, node, "cubic", 2)["tensor"]
     notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
     assert notes and "1 voxel inside the tensors holds NaN in every element" in notes, notes
+
+
+@pytest.mark.parametrize("snr", [None, 5])
+def test_a_mask_beyond_the_head_is_said_in_the_module_s_words(loaded_phantom, snr):
+    """The note of a Brain mask lying beyond the head of a whole-field input had told the module's user to "give this
+    scan's own" mask, the command line's verb (a Slicer audit of the noisy-scan wording): the panel's Brain mask is
+    chosen, on a clean scan and on a noisy one, whose note keeps its own advice."""
+    import warnings
+
+    from ImageQualityTransferLib.dmri.subject import make_case
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        case = make_case(loaded_phantom, 2, style="unmasked", snr=snr)
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, case.lr, "whole_field")
+    moved = np.roll(np.asarray(case.lr_mask.data, np.uint8), 4, 0)
+    mask_node = mrml.add_scalar_node(scene, Volume(moved, case.lr.affine, "scalar"), "moved_mask")
+    nodes = processing.run_on_nodes(scene, node, "cubic", 2, mask_node=mask_node)
+    said = [n for n in (nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE) or "").split("\n") if "beyond the head" in n]
+    assert len(said) == 1, said
+    assert "give this scan's own" not in said[0].lower(), said[0]
+    assert said[0].endswith("hoose this scan's own Brain mask ('iqt mask', 'iqt degrade --mask-out'), or none"), said[0]
+    assert ("if it is this scan's own brain mask, keep it; if not, choose" in said[0]) == (snr is not None), said[0]

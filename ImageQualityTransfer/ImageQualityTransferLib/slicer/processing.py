@@ -424,6 +424,9 @@ MODULE_WORDS = (
     (r"multiply them by 1e(-?\d+) to get mm\^2/s", r"rescale them by 1e\1 to mm^2/s before loading them"),
     (r"check the bval file", "check the DWI volume's b-values as loaded"),
     (r"give a brain mask(, for example from)?", r"choose a Brain mask that holds the brain\1"),
+    # a mask beyond the head of a whole-field input (methods/inputs.py warn_mask_off_head): the panel's mask is chosen
+    (r"Give this scan's own brain mask", "Choose this scan's own Brain mask"),
+    (r"if not, give this scan's own\b", "if not, choose this scan's own Brain mask"),
     (r" \(iqt fit, [^)]*\)", ""),  # which commands take --bmax: the module has none of them
     (r"give --bmax (\d+)", r"keep only the b0s and the volumes with b up to \1 s/mm^2 in the DWI volume"),
 )

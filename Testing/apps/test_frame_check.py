@@ -222,3 +222,24 @@ def test_the_noise_advice_names_a_view_where_an_up_down_flip_shows(monkeypatch):
     for line in lines:
         assert "in an axial view" in line and "left-right or front-back flip" in line, line
         assert "in a coronal one" in line and "corticospinal" in line and "up-down flip" in line, line
+
+
+def test_report_of_another_tool_s_file_says_a_mirrored_frame_on_its_page(tmp_path, capsys, monkeypatch):
+    """`iqt report --input` of a mirrored fsl-order file made its page without a word, where `iqt upsample` of the same
+    file says it (an audit of this release's lines): the line heads the page and is said on the terminal, as in
+    upsample; --no-frame-check skips it, and without --input it is refused in one line."""
+    import html
+
+    from ImageQualityTransferLib.methods import inputs
+
+    monkeypatch.setattr(inputs, "FRAME_SEEDS", 200)
+    fileio.save_tensor(ring_of_fibres(True), tmp_path / "bad.nii.gz", order="fsl")
+    rep = ["report", "--input", tmp_path / "bad.nii.gz", "--tensor-order", "fsl", "--methods", "cubic", "--no-tracts"]
+    code, out, err = run_cli(capsys, *rep, "-o", tmp_path / "r.html")
+    page = html.unescape((tmp_path / "r.html").read_text())
+    assert code == 0 and len([line for line in err.splitlines() if "mirrored" in line]) == 1, err
+    assert "bad.nii.gz: the tensors' directions look mirrored" in page
+    code, out, err = run_cli(capsys, *rep, "--no-frame-check", "-o", tmp_path / "n.html")
+    assert code == 0 and "mirrored" not in err and "mirrored" not in (tmp_path / "n.html").read_text(), err
+    code, out, err = run_cli(capsys, "report", "--no-frame-check", "-o", tmp_path / "s.html")
+    assert code == 2 and err.count("\n") == 1 and "--no-frame-check goes with --input" in err, err

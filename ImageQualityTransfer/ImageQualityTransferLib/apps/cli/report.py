@@ -19,6 +19,9 @@ def add_parsers(sub) -> None:
                                         "its uncertainty (no reference, so no errors or scores)")
     sp.add_argument("--mask", help="with --input: brain mask on the input's grid or on the output's")
     options.add_tensor_order(sp)
+    sp.add_argument("--no-frame-check", action="store_true",
+                    help="with --input: skip the frame check of a --tensor-order fsl, mrtrix or dipy input, or of a 5D "
+                         "NIfTI iqt did not upsample (a warning where its directions look mirrored), as in iqt upsample")
     sp.add_argument("--methods", help="comma-separated methods (default: cubic and every shipped learned method that runs here)")
     options.add_factor(sp, voxel_size=True)
     options.add_method_models(sp, "show")
@@ -31,7 +34,7 @@ def run(args):
     from ... import fileio, methods
     from ...fileio.sizes import check_subjects
     from ...dmri.degrade import lowres_mask
-    from ...methods.inputs import check_tensor_input
+    from ...methods.inputs import FRAME_NOISE, check_frame, check_tensor_input, frame_checked, warn_frame_noise
     from .. import report
 
     f = options.factors(args)  # None with --voxel-size: the input's voxel size chooses them
@@ -45,6 +48,8 @@ def run(args):
     args.n_seeds = 2000 if args.n_seeds is None else args.n_seeds
     if not args.no_tracts and args.n_seeds < 1:
         raise IQTError(f"--n-seeds {args.n_seeds}: tracking needs at least 1 seed (e.g. 2000), or add --no-tracts")
+    if args.no_frame_check and not args.input:  # said, not ignored: a subject's DWIs are checked as iqt fit checks them
+        raise IQTError("--no-frame-check goes with --input (a subject folder's fit checks its gradient table); drop it")
     if args.mask and not args.input:
         raise IQTError("--mask goes with --input (a subject folder's mask is made from its b0); add --input LR_DTI.nii.gz "
                        "or drop --mask")
@@ -79,6 +84,11 @@ def run(args):
             # bad input (a wrong --tensor-order, wrong units) gets its one line before any method is chosen or said
             # skipped, as in 'iqt view'
             check_tensor_input(lr, lowres_mask(mask, lr, f))
+            # iqt upsample's check of another tool's frame: a mirrored fsl or mrtrix file had its page without a word
+            # (an audit of the new lines); its line heads the page with the input's others
+            if frame_checked(lr) and not args.no_frame_check:
+                if check_frame(lr, lr.meta["order"] if lr.meta["order"] != "nifti" else None) == FRAME_NOISE:
+                    warn_frame_noise(lr)
         read = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
         path = report.run_input(out, lr, mask, f, method_names=method_names(args, f), tracts=not args.no_tracts,
                                 n_seeds=args.n_seeds, read_notes=read, models=models, mask_path=args.mask,

@@ -23,14 +23,14 @@ from helpers import AXIAL, NOISY_BACKGROUND, SAGITTAL, ZEROED_BACKGROUND, need_d
 REALDATA_FIXTURES = {"sagittal_subject", "axial_subject", "zeroed_background_subject", "noisy_background_subject"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def one_blas_thread():
-    """A module's tests on one BLAS thread, the pools restored after (`pytestmark =
-    pytest.mark.usefixtures("one_blas_thread")`), for modules whose fits, checks and forests are many small dense
-    solves: with `-n 2` on CI's two cores a second OpenBLAS thread doubled their CPU time and gained no wall time
-    (fit_dti and find_outliers on the 3 mm dev scan: 2.4 s of CPU -> 1.3 s, tensors bit-identical; test_forest 74 -> 26
-    CPU s), as `iqt train` and the forests' prediction already run (core/threads.small_solves). Not for a module that
-    checks a thread count; a child process keeps its own."""
+    """Every test module on one BLAS thread, the pools restored after, as `iqt train` and the forests' prediction run
+    (core/threads.small_solves): with `-n 2` on CI's two cores a second OpenBLAS thread doubled the CPU time of many
+    small dense solves and gained no wall time (fit_dti and find_outliers on the 3 mm dev scan: 2.4 s of CPU -> 1.3 s,
+    tensors bit-identical; test_forest 74 -> 26 CPU s; test_report, test_failed_fits and test_benchmark together
+    76 -> 64 CPU s), and the two workers' spare threads took CPU from each other. A test that checks thread counts sets
+    its own (threadpool_limits inside it); a child process keeps its own."""
     from ImageQualityTransferLib.core.threads import small_solves
 
     with small_solves():
@@ -38,9 +38,13 @@ def one_blas_thread():
 
 
 def _real_subject(folder):
+    """load_subject(folder), its reference fit on one BLAS thread as the test modules run (one_blas_thread: a session
+    fixture is made before a module's)."""
+    from ImageQualityTransferLib.core.threads import small_solves
     from ImageQualityTransferLib.dmri.subject import load_subject
 
-    return load_subject(need_data(folder))
+    with small_solves():
+        return load_subject(need_data(folder))
 
 
 def _real_subject_fit_on_use(folder):

@@ -23,9 +23,6 @@ import helpers  # noqa: E402
 BASE = "_space-orig_res-2x_model-cubic_param-"
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 def _corrupt(path: Path, how: str) -> np.ndarray:
     """The DWI at `path` rewritten with slices 14-15 of its 3rd diffusion-weighted volume at 20 % and its 6th zero
     ("dropout"), or its b0 moved 3 voxels along j ("b0"); returns the diffusion-weighted volumes' indices."""

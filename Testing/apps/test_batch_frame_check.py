@@ -18,8 +18,6 @@ from ImageQualityTransferLib.methods.inputs import FRAME_MIN_EXTENT  # noqa: E40
 import helpers  # noqa: E402
 from helpers import ring_of_fibres  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
 
 def _qc(out) -> dict:
     lines = (out / "qc.tsv").read_text().splitlines()

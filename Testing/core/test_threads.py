@@ -42,6 +42,16 @@ def test_the_test_processes_let_openmp_wait_without_spinning():
     assert os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 
+def test_every_test_module_runs_on_one_blas_thread():
+    """Testing/conftest.py's one_blas_thread holds for every module, not only those that asked for it: a second
+    OpenBLAS thread per xdist worker doubled the CPU time of small solves on CI's two cores (test_report,
+    test_failed_fits and test_benchmark: 76 -> 64 CPU s)."""
+    import numpy  # noqa: F401  (its BLAS loaded, as in every module here)
+    from threadpoolctl import threadpool_info
+
+    assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == {1}
+
+
 def _pools() -> list:
     from threadpoolctl import threadpool_info
 

@@ -23,9 +23,6 @@ CUBE = np.ones((3, 3, 3), bool)
 _MADE: dict = {}  # what several tests here compute from the same scan, made once per module
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 def unmasked_fit(subject):
     """The subject's DWI fitted over the whole field of view (dti.fit_dti without a mask)."""
     from ImageQualityTransferLib.dmri.dti import fit_dti

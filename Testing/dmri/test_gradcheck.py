@@ -22,9 +22,6 @@ from ImageQualityTransferLib.dmri.phantom import make_phantom
 SAID = "the gradient table looks wrong"
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 def _yaw(dwi, degrees=20.0):
     """The same voxels and voxel-axis directions on a grid turned about S (an oblique acquisition)."""
     t = np.radians(degrees)

@@ -19,9 +19,6 @@ from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, STRIPPED_ZERO_SHARE, 
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 def _corrupted(dwi, dropout=(), zeroed=(), slices=(), scale=0.2):
     """`dwi` with the volumes `dropout` at `scale` of their signal in `slices` (along k) and the volumes `zeroed`
     zero (indices among the series' volumes)."""

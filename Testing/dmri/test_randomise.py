@@ -8,9 +8,6 @@ from ImageQualityTransferLib.dmri import randomise
 from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, spans_tensor
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 def test_draws_are_seeded_and_cover_every_style(phantom_subject):
     bvals, bvecs = phantom_subject.dwi.bvals, phantom_subject.dwi.bvecs
     kw = dict(subsets=0.5, noise=0.5)

@@ -17,9 +17,6 @@ from ImageQualityTransferLib.dmri import dti
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 @pytest.fixture(scope="module")
 def two_shells():
     a = make_phantom(shape=(16, 18, 14), voxel_mm=4.0, n_dirs=12, bval=1000.0, seed=1)

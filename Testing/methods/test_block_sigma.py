@@ -10,8 +10,6 @@ from ImageQualityTransferLib.methods import flags
 from ImageQualityTransferLib.methods.forest import block_sigma, patches
 from ImageQualityTransferLib.methods.forest.forest import Forest
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
 
 def _tensors(shape, seed=0):
     """Positive-definite tensors (1e-3 mm^2/s) with MD varying from voxel to voxel."""

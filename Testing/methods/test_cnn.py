@@ -24,9 +24,6 @@ from helpers import CNN_NORM as NORM, TRAIN, need_data, random_cnn_model as rand
 torch.set_num_threads(1)
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 @pytest.fixture()
 def saved_model(tmp_path):
     net, meta = random_model("espcn-hetero")

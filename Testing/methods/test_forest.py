@@ -16,9 +16,6 @@ from ImageQualityTransferLib.methods.forest import bayes, completion, features, 
 from ImageQualityTransferLib.methods.forest.forest import Forest
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 def _piecewise(n=3000, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 3))

@@ -13,9 +13,6 @@ from ImageQualityTransferLib import IQTError, fileio, methods
 from ImageQualityTransferLib.apps.cli import main
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 TINY = {  # settings small enough for seconds, per family
     ".pt": dict(epochs=1, iters_per_epoch=2, batch_size=2, patch=6, val_patches=2),

@@ -14,9 +14,6 @@ from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.core.grid import repeat_blocks
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 @pytest.fixture(scope="module")
 def small_loaded(small_subject):
     from ImageQualityTransferLib.dmri.subject import load_subject

@@ -12,9 +12,6 @@ from ImageQualityTransferLib.methods import symmetry
 from ImageQualityTransferLib.methods.interpolation import upsample_separable
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 @pytest.mark.parametrize("f, n", [((2, 2, 2), 16), ((1, 1, 3), 16), ((3, 1, 1), 16), ((1, 2, 3), 8)])
 def test_transforms_keep_the_factors(f, n):
     ps = symmetry.transforms(f)

@@ -31,9 +31,6 @@ DRIVER = Path(__file__).with_name("self_test_in_batch.py")
 OUTLIERS = "the tensor model does not fit parts of the series"
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):
     """A phantom DWI with slices 14-15 of its 3rd diffusion-weighted volume at 20 % and its 6th zero; `iqt fit` of it

@@ -20,9 +20,6 @@ OUTLIERS = "the tensor model does not fit parts of the series"
 MOVED = "the b0 lies"
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
-
-
 @pytest.fixture(scope="module")
 def series():
     """(clean, corrupted): a phantom DWI, and it with slices 14-15 of its 3rd diffusion-weighted volume at 20 %, its

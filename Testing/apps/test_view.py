@@ -1069,6 +1069,12 @@ out = {"status": s.status, "views": sorted(after), "sent": [], "notes": s.notes}
 for name, status, shown, notes, frame in sent:
     out["sent"].append([name, status, shown, notes, float(np.abs(frame - after[name]).mean()),
                         float(np.abs(frame - before[name]).mean())])
+from trame_rca.encoders import RcaImageEncoder
+def another_version(self, *a, **k):  # another trame-rca's encoder: the frame not sent ahead, the run still done
+    raise TypeError("encode() missing 1 required positional argument: 'now_ms'")
+RcaImageEncoder.encode = another_version
+asyncio.run(viewer._run("linear"))
+out["broken"] = [s.status, s.shown]
 print(json.dumps(out))
 sys.stdout.flush()
 """
@@ -1080,11 +1086,13 @@ def test_the_picture_is_sent_before_the_page_says_done(child, lowres):
     uncertainty" at once, and trame-rca rendered and sent the views' frames 1 to 2 s later, so the page named rf over
     biqt's picture and legend (a viewer audit). Each view's frame is sent while the status still says the run goes on,
     and it is the result's picture (read back from the view after the run), not the input's shown before; the notes
-    shown until then are the last picture's."""
+    shown until then are the last picture's. Where another trame-rca's parts fail that push, the run is still done (a
+    review: "cubic failed" of a run shown)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     lr, mask = lowres
     got = child.run(FRAMES_FIRST, lr, mask)
     assert got["status"] == "done: cubic" and len(got["views"]) == 2, got
+    assert got["broken"] == ["done: linear", "linear"], got  # best effort: another trame-rca had said "linear failed"
     early = {name: (off_after, off_before) for name, status, shown, notes, off_after, off_before in got["sent"]
              if not status.startswith("done") and shown == ""}
     assert sorted(early) == got["views"], got  # each view's frame sent before "done" and the label

@@ -42,13 +42,15 @@ def test_the_test_processes_let_openmp_wait_without_spinning():
     assert os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 
-def test_every_test_module_runs_on_one_blas_thread():
+def test_every_test_module_runs_on_one_blas_thread(request):
     """Testing/conftest.py's one_blas_thread holds for every module, not only those that asked for it: a second
     OpenBLAS thread per xdist worker doubled the CPU time of small solves on CI's two cores (test_report,
-    test_failed_fits and test_benchmark: 76 -> 64 CPU s)."""
+    test_failed_fits and test_benchmark: 76 -> 64 CPU s). The fixture is named too: on one CPU OpenBLAS starts with
+    one thread, and the count alone passes without it (a review)."""
     import numpy  # noqa: F401  (its BLAS loaded, as in every module here)
     from threadpoolctl import threadpool_info
 
+    assert "one_blas_thread" in request.fixturenames, request.fixturenames
     assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == {1}
 
 

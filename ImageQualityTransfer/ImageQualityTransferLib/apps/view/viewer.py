@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import signal
 import sys
 import threading
@@ -30,6 +31,8 @@ from .engine import fa_volume, first_method
 from .page import (CONVENTION, DISPLAYS, LEFT, OPACITY, POLL_S, SLIDER_PX, STILL_QUALITY, STOPPED, TOOLBAR_CSS,
                    import_trame, port_in_use)
 from .stopping import _stop_loop_on_signal, _Worker
+
+log = logging.getLogger(__name__)
 
 
 class Viewer:
@@ -317,19 +320,25 @@ class Viewer:
         """Each view rendered now and its frame sent to the page, before the state that names what it shows: trame
         sends a state change at once, while trame-rca renders and sends a view's frame later, from a task of its own
         (1 to 2 s on a loaded machine), so the page had said "done: rf" and "rf + uncertainty" over biqt's picture and
-        legend (a viewer audit). wslink sends its messages in the order they are published: the frames arrive first."""
-        from trame_rca.encoders import RcaImageEncoder
-
+        legend (a viewer audit). wslink sends its messages in the order they are published: the frames arrive first.
+        Best effort: it reads trame-rca's and trame-slicer's own parts, and where another version of them fails here the
+        run is still done and its frame follows from trame-rca's task, as before (a review: it had said "cubic failed"
+        of a run that was shown)."""
         loop = asyncio.get_running_loop()
         for rca in self._rca_views():
-            adapter = rca.view_adapter
-            window = getattr(adapter, "_rca", None)  # trame-slicer's RcaWindow: renders, then reads the frame back
-            if adapter.streamer is None or window is None:  # no page served yet: nothing to send it to
-                continue
-            image, cols, rows = window.img_cols_rows
-            content, meta, _ = await loop.run_in_executor(None, RcaImageEncoder.TURBO_JPEG.encode, image, cols, rows,
-                                                          STILL_QUALITY)
-            adapter.push(content, meta)
+            try:
+                from trame_rca.encoders import RcaImageEncoder
+
+                adapter = rca.view_adapter
+                window = getattr(adapter, "_rca", None)  # trame-slicer's RcaWindow: renders, then reads the frame back
+                if adapter.streamer is None or window is None:  # no page served yet: nothing to send it to
+                    continue
+                image, cols, rows = window.img_cols_rows
+                content, meta, _ = await loop.run_in_executor(None, RcaImageEncoder.TURBO_JPEG.encode, image, cols,
+                                                              rows, STILL_QUALITY)
+                adapter.push(content, meta)
+            except Exception as e:  # noqa: BLE001 (another trame-rca or trame-slicer: its own frame follows)
+                log.debug("a view's frame not sent ahead of the state: %r", e)
 
     def _refit(self, node, shown, before, bottom_px: float) -> None:
         """`node` at its new size: its zoom (field of view over the fitted one) and pan (centre off the fitted one, in

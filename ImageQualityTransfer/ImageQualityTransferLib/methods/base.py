@@ -290,8 +290,8 @@ class Method:
             if whole:
                 warn_mask_off_head(lr, mask)
         # said for every method; interpolation clips them, as any interpolator would
-        lr = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated,
-                                estimated=estimated)
+        lr, unsure = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated,
+                                      estimated=estimated, flagged=True)
         if self.learned:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated, maps=maps)
             self._warn_off_training(lr, mask, f)
@@ -299,6 +299,12 @@ class Method:
         # there is low, calling them certain
         noise = lr.replace(data=noise_fits(lr) & mask.data.astype(bool), kind="mask") if estimated and \
             mask is not None else None
+        if unsure is not None:  # failed fits warned of (a cavity's), filled from around them: as uncertain as noise fits
+            noise = lr.replace(data=unsure if noise is None else noise.data | unsure, kind="mask")
+            if uncertainty:  # for a cohort's reader, as the noise factor is
+                from ..fileio.records import note_run
+
+                note_run(failed_fits_flagged=int(unsure.sum()))
         # the noise factor, known before the run: the direction map is drawn from the scaled sigma (calibrated on the
         # install's models: another --model file's sigma is left as it is)
         g = 1.0 if index is None or runner.given_model() else noisy_std_scale(self.name, index)

@@ -1,7 +1,8 @@
 """Uncertainty raised where an output means nothing, in every map a reader may put on screen: non-physical output
 voxels (a negative eigenvalue; every map but the direction's, which is drawn from the raised SD) and the background
-noise fits a brain estimated from the tensors keeps (every map). A map left low there calls such voxels certain
-(reviews 40b and 41b: the noise fits read below the brain's median in every map but the tensor SD)."""
+noise fits a brain estimated from the tensors keeps, and the failed fits an input is warned of (inputs.drop_failed_fits),
+filled from around them (every map). A map left low there calls such voxels certain (reviews 40b and 41b: the noise
+fits read below the brain's median in every map but the tensor SD; an audit: a filled cavity read as tissue)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ DIFFUSIVITY_MAPS = ("std", "std_intrinsic", "std_parameter", "md_std")
 
 def flag_noise(tensor: np.ndarray, std: np.ndarray, f, noise: np.ndarray, top: float | None = None,
                present: np.ndarray | None = None) -> np.ndarray:
-    """The map `std` with the output voxels of low-res `noise` voxels (background noise fits, `dmri.dti.noise_fits`)
-    raised to at least `top`, by default the NOISE_QUANTILE of the map over the rest of the support (the top of a
-    display's colour scale): no output there means anything, and at the edge floor alone they read below the
-    brain's median. `present`: the output's non-zero voxels, where the caller has them."""
+    """The map `std` with the output voxels of low-res `noise` voxels (background noise fits, `dmri.dti.noise_fits`;
+    warned failed fits) raised to at least `top`, by default the NOISE_QUANTILE of the map over the rest of the
+    support (the top of a display's colour scale): no output there means anything, and at the edge floor alone they
+    read below the brain's median. `present`: the output's non-zero voxels, where the caller has them."""
     present = np.any(tensor != 0, axis=-1) if present is None else present
     flagged = grid.repeat_blocks(noise, f)[: std.shape[0], : std.shape[1], : std.shape[2]] & present
     rest = present & ~flagged

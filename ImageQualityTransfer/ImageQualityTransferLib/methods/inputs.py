@@ -454,17 +454,20 @@ MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input i
 
 
 def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True,
-                     refuse: bool = True, estimated: bool = False) -> Volume:
+                     refuse: bool = True, estimated: bool = False, flagged: bool = False):
     """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
     nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
     anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
     input"); one warning line counts those inside the mask (or the support), the same for every method (`drop`
     False: interpolation's input, said and kept). With `refuse` and a mask, an input whose tensors there are mostly
     failed fits is refused (IQTError): not a fit of this brain in mm^2/s; a brain estimated from a whole-field fit,
-    which keeps background fits around it, is not judged so (`estimated`: `mask` is that brain)."""
+    which keeps background fits around it, is not judged so (`estimated`: `mask` is that brain). `flagged`: also
+    return the low-res voxels warned of and filled (None where none), whose uncertainty the caller raises
+    (flags.flag_maps): filled from around, a cavity's had read as confident tissue (an audit)."""
     failed = tensors.failed_fits(lr.data)
+    unsure = None
     if not failed.any():
-        return lr
+        return (lr, unsure) if flagged else lr
     inside = failed if mask is None else failed & np.asarray(mask.data, bool)
     if estimated and mask is not None and outline_judged(lr.voxel_size):  # a cavity at the cortex is carved out of the
         # estimate: looked for in its outline
@@ -479,17 +482,20 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
                            "the volume is not a diffusion tensor fit of this brain in mm^2/s; check its unit (brain MD "
                            "about 0.7e-3 mm^2/s) and element order (--tensor-order), or fit it again from the DWI ('iqt fit')")
         cause, usual = _likely_cause(lr, inside, mask, estimated)
+        it, its = ('it', 'its') if n == 1 else ('them', 'their')
         line = (f"{lr.source}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
                 f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
-                f"take {'it' if n == 1 else 'them'} as missing and fill {'it' if n == 1 else 'them'} from the nearest "
-                f"fits; interpolation clips {'it' if n == 1 else 'them'}{cause}")
+                f"take {it} as missing and fill {it} from the nearest fits"
+                f"{'' if usual else f', {its} uncertainty raised to the top there'}; interpolation clips {it}{cause}")
         if usual:  # what every clean scan holds: a warning on each had taught users to skip warnings (a review)
             log.info(line)
         else:
             warnings.warn(line, IQTWarning, stacklevel=3)
+            unsure = inside if drop else None
     if not drop:
-        return lr
-    return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
+        return (lr, unsure) if flagged else lr
+    lr = lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
+    return (lr, unsure) if flagged else lr
 
 
 NOISY_CONTEXT = 0.5  # share of the tensors beyond a given mask that are not physical, above which it is said

@@ -226,7 +226,7 @@ def test_the_noise_advice_names_a_view_where_an_up_down_flip_shows(monkeypatch):
 
 def test_report_of_another_tool_s_file_says_a_mirrored_frame_on_its_page(tmp_path, capsys, monkeypatch):
     """`iqt report --input` of a mirrored fsl-order file made its page without a word, where `iqt upsample` of the same
-    file says it (an audit of this release's lines): the line heads the page and is said on the terminal, as in
+    file says it (an audit): the line heads the page and is said on the terminal, as in
     upsample; --no-frame-check skips it, and without --input it is refused in one line."""
     import html
 

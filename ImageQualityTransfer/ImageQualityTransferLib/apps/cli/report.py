@@ -85,7 +85,7 @@ def run(args):
             # skipped, as in 'iqt view'
             check_tensor_input(lr, lowres_mask(mask, lr, f))
             # iqt upsample's check of another tool's frame: a mirrored fsl or mrtrix file had its page without a word
-            # (an audit of the new lines); its line heads the page with the input's others
+            # (an audit); its line heads the page with the input's others
             if frame_checked(lr) and not args.no_frame_check:
                 if check_frame(lr, lr.meta["order"] if lr.meta["order"] != "nifti" else None) == FRAME_NOISE:
                     warn_frame_noise(lr)

@@ -813,6 +813,9 @@ def _shared_ending(parts: list[str]) -> str:
     if not merged:  # no lower-bound piece to share: each as it is
         own = [f"{n} {text}; {piece}" for n, text, (_, piece) in clean] + own
         clean = []
+    # whether the line's place in the training is beyond it, whose "--method cubic may do as well" a given clean
+    # model's "no better than cubic" would say again (a line of 479 characters had said both)
+    beyond = bool(merged) and any(w.startswith(_BEYOND.split(" (")[0]) for w in merged[0][2])
     out = []
     if len(merged) == 1 and not clean:
         out += [f"{n} " + "; ".join([o, *w, *(piece for _, piece in m)]) for n, o, w, m in merged]
@@ -825,8 +828,6 @@ def _shared_ending(parts: list[str]) -> str:
         notes = [f"{n}'s {_MAP_PIECES[kind].match(piece).group(1)}" if kind == "raised" else
                  f"{n}'s not {_MAP_PIECES[kind].match(piece).group(1)}" for n, kind, piece in bound if kind != "plain"]
         # a given clean model beside noise-trained ones: "instead" of its own; no better than cubic not said again
-        # after the beyond piece's "--method cubic may do as well" (a line of 479 characters had said both)
-        beyond = any(w.startswith(_BEYOND.split(" (")[0]) for w in merged[0][2])
         text = "; ".join(openings + merged[0][2] + [
             f"{n} {_GIVEN_INSTEAD}" + ("" if beyond or _NO_BETTER not in part.split("; ") else f", {_NO_BETTER_SHORT}")
             for n, part, _ in clean])  # before the shared bound
@@ -844,7 +845,6 @@ def _shared_ending(parts: list[str]) -> str:
     out += [f"{listed(names)} {_PLURAL[v]}{rest[len(v):]}" if len(names) > 1 else f"{names[0]} {rest}"
             for rest, names in same.items() for v in _PLURAL if rest.startswith(v)]
     if merged:  # a given clean model's own part beside the noise-trained models, worded as in `text`
-        beyond = any(w.startswith(_BEYOND.split(" (")[0]) for w in merged[0][2])
         own = [_given_instead(p, beyond) for p in own]
     return "; ".join(out + own)
 

@@ -482,11 +482,11 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
                            "the volume is not a diffusion tensor fit of this brain in mm^2/s; check its unit (brain MD "
                            "about 0.7e-3 mm^2/s) and element order (--tensor-order), or fit it again from the DWI ('iqt fit')")
         cause, usual = _likely_cause(lr, inside, mask, estimated)
-        it, its = ('it', 'its') if n == 1 else ('them', 'their')
+        it = 'it' if n == 1 else 'them'
         line = (f"{lr.source}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
                 f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
                 f"take {it} as missing and fill {it} from the nearest fits"
-                f"{'' if usual else f', {its} uncertainty raised to the top there'}; interpolation clips {it}{cause}")
+                f"{'' if usual else ', any uncertainty map raised to the top there'}; interpolation clips {it}{cause}")
         if usual:  # what every clean scan holds: a warning on each had taught users to skip warnings (a review)
             log.info(line)
         else:

@@ -404,3 +404,16 @@ def test_the_noise_line_quoted_in_inputs_md_is_the_one_the_engine_says():
     assert quoted == said, (quoted, said)
     assert all(f"**{p}" in section for p in (base._EDGE.format(*base.NOISY_TRAINED).split(":")[0],
                                              base._BEYOND.format(base.NOISY_TRAINED[1]))), section[:2000]
+
+
+def test_inputs_md_reads_in_short_paragraphs():
+    """docs/inputs.md had grown paragraphs of 2,000-10,588 characters that mixed what a check does and what to do with
+    how it was measured (a readability audit): each block between blank lines (code blocks, tables and the quoted
+    warning left out) is at most 1,200 characters, and the measurement detail is linked in docs/measurements.md."""
+    text = re.sub(r"```.*?```", "", (REPO / "docs/inputs.md").read_text(encoding="utf-8"), flags=re.S)
+    blocks = [" ".join(b.split()) for b in re.split(r"\n\s*\n", text)
+              if b.strip() and not b.lstrip("\n").startswith(("#", "|", "    "))]
+    assert not [(len(b), b[:80]) for b in blocks if len(b) > 1200]
+    linked = set(re.findall(r"\]\(measurements\.md#([a-z0-9-]+)\)", text))
+    assert {"the-gradient-table-noise-other-commands-slabs", "a-mask-beyond-the-estimated-brain",
+            "the-noise-index-of-a-small-brain", "what-the-refusals-replaced"} <= linked, linked

@@ -74,7 +74,7 @@ SMALL_BRAIN_NOISY = 0.14  # a small brain's reading taken above this only: clean
 # slab or 7-voxel cube had switched model with a noise line. Crops of a b0 SNR 10-30 scan too small for noise_index read
 # 0.104-0.139 (3-6 plane slabs of the dev scans at SNR 10, masked, along any voxel axis: 0.111-0.139), among the clean
 # ones: no threshold tells them apart; they run the clean model, and a line says the index is unreadable
-# (methods/inputs.py noise_unreadable, docs/inputs.md)
+# (methods/inputs.py noise_unreadable, docs/measurements.md, The noise index of a small brain)
 
 
 def small_brain_noise_index(t: np.ndarray, mask: np.ndarray, unit: float | None = None) -> float | None:

@@ -51,7 +51,7 @@ WARN_RATIO = 1.1  # a candidate scoring more than this times the table as given 
 # winner must score more than NOISY_RATIO times the table as given; where none wins but the table as given runs under
 # them too, the verdict is NOISE_VERDICT, not "ok". iqt upsample's frame check had it (methods/inputs.py check_frame,
 # its evidence there), iqt fit's check not: an SNR-5 fit of the 2 mm Elition scan with y-negated bvecs read "ok"
-# without a word (2.6 mm as given, 2.9 corrected, 1.09x; a review, docs/inputs.md)
+# without a word (2.6 mm as given, 2.9 corrected, 1.09x; a review, docs/measurements.md)
 NOISE_SHORT_STEPS = 2.0
 NOISY_RATIO = 1.25
 NOISE_VERDICT = "not judged (noise)"
@@ -59,7 +59,7 @@ NOISE_VERDICT = "not judged (noise)"
 # the lines in two views, as a flip turns the lines only in the views its axis lies in. On the 8 subjects' clean fits,
 # an x- or y-flip turns the lines running obliquely in the axial plane by 61-71 degrees (median) as drawn there, a
 # z-flip by 0.0; in the coronal plane x- and z-flips turn them by 65-68 degrees, a y-flip by 0.0; of those lines in the
-# peduncles and internal capsule 80-100 % rise outward (in the corona radiata 67-100 %): docs/inputs.md
+# peduncles and internal capsule 80-100 % rise outward (in the corona radiata 67-100 %): docs/measurements.md
 LINES_CHECK = ("check it by eye on the principal-direction glyphs: a left-right or front-back flip turns them across "
                "the forceps around the genu in an axial view, an up-down flip across the rising corticospinal tracts "
                "in a coronal one (colour FA shows a swap, never a flip); or on a higher-SNR scan of the protocol "

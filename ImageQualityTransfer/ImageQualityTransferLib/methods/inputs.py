@@ -107,7 +107,7 @@ def _brain_unit(lr: Volume, brain: np.ndarray) -> float | None:
 def noise_unreadable(lr: Volume, brain: np.ndarray) -> bool:
     """Whether a brain mask whose noise index input_noise_index left unread (None) may hide a noisy scan: its small-brain
     reading is none (under SMALL_BRAIN_MIN voxels) or above NOISY_MODEL, where no threshold tells a clean crop from a
-    noisy one (slabs of the dev scans at b0 SNR 10 cut along any voxel axis: up to 0.139, docs/inputs.md); a reading
+    noisy one (slabs of the dev scans at b0 SNR 10 cut along any voxel axis: up to 0.139, docs/measurements.md, The noise index of a small brain); a reading
     at or below NOISY_MODEL is clean by either reading."""
     small = noise_level.small_brain_noise_index(lr.data, brain, unit=_brain_unit(lr, brain))
     return small is None or small > noise_level.NOISY_MODEL
@@ -117,7 +117,7 @@ def _clearly_noisy(index: float | None) -> float | None:
     """A small brain's reading (noise_level.small_brain_noise_index) where it is above SMALL_BRAIN_NOISY, else None
     (unread): one voxel less eroded, it reads clean whole brains up to 0.009 higher than noise_index, and clean crops
     and slabs up to 0.126, so below that it cannot tell a clean input from a slightly noisy one, and a clean crop would
-    switch model with a line (docs/inputs.md)."""
+    switch model with a line (docs/measurements.md, The noise index of a small brain)."""
     return index if index is not None and index > noise_level.SMALL_BRAIN_NOISY else None
 
 
@@ -211,11 +211,11 @@ def frame_checked(lr: Volume) -> bool:
 FRAME_SEEDS = 1000  # of gradcheck's 4000: the same verdicts on the audit's files (x-flipped 1.67-1.68x, as read
 # 0.71x) and the 8 subjects' 48 clean inputs (at most 0.84x), in a tenth of the time (0.07-0.19 s against 0.3-1.4 s)
 # voxels: a brain thinner than this along any axis is not judged: on clean axial slabs of the 8 real subjects' fits,
-# 4-12 slices thick, 56 of 732 were named a wrong frame (slabs up to 8 thick; docs/inputs.md, The fit's checks) ...
+# 4-12 slices thick, 56 of 732 were named a wrong frame (slabs up to 8 thick; docs/measurements.md, The gradient table: noise, other commands, slabs) ...
 FRAME_MIN_EXTENT = 16
 # ... unless it spans FRAME_MIN_MM along every axis in at least FRAME_MIN_SLICES voxels: a whole brain in thick slices
 # (9 mm, 12 of them: `iqt degrade --factor 1,1,3` of a 3 mm scan) had gone unjudged, a mirrored one without a word;
-# thin slabs span far less (15 slices of 3 mm: 45 mm). The evidence, clean and mirrored inputs: docs/inputs.md
+# thin slabs span far less (15 slices of 3 mm: 45 mm). The evidence, clean and mirrored inputs: docs/measurements.md
 FRAME_MIN_MM = 80.0
 FRAME_MIN_SLICES = 8
 
@@ -225,7 +225,7 @@ FRAME_MIN_SLICES = 8
 # clean-table inputs at SNR 3-5 (8 of 32 named a wrong frame at WARN_RATIO 1.1): there such a candidate must score more
 # than FRAME_NOISY_RATIO times it, a single-axis flip too (a correct SNR-5 table had been named x-flipped at 1.14x, 4.8
 # mm against 4.2 on 5.4 mm voxels; clean tables' flips run 20.3-31.7 mm, which the rule leaves alone). Measured on the
-# 8 subjects' inputs and their mirrored copies at SNR 5-20: docs/inputs.md, The fit's checks
+# 8 subjects' inputs and their mirrored copies at SNR 5-20: docs/measurements.md, The gradient table: noise, other commands, slabs
 FRAME_SHORT_STEPS = NOISE_SHORT_STEPS  # one rule with iqt fit's check (dmri/gradcheck.py GradCheck.noisy)
 FRAME_NOISY_RATIO = NOISY_RATIO
 # check_frame's verdict where the noisy-fit rule set a winner aside: undecided, not "ok" (on x/y-swapped noisy 1,1,3
@@ -528,7 +528,7 @@ def warn_noisy_context(lr: Volume, mask: Volume) -> None:
 # fits around the brain) above which the mask is said to be another scan's, or one far beyond the brain: each of the 8
 # real subjects' own masks, fitted unmasked, 0-0.04 %; shifted by 20 mm along an axis 0-7.8 % (5 of 48 above it), by
 # 40 mm 0-29 % (27 of 48), another subject's mask placed by world position 0-56 % (33 of 56); own masks dilated by 3
-# voxels 0-5.5 % (1 of 8), the brain's bounding box 3.8-25 % (6 of 8; docs/inputs.md)
+# voxels 0-5.5 % (1 of 8), the brain's bounding box 3.8-25 % (6 of 8; docs/measurements.md, A mask beyond the estimated brain)
 MASK_OFF_HEAD = 0.05
 MASK_OFF_HEAD_MIN = 50  # voxels of the mask outside it, fewer and nothing is said
 
@@ -540,7 +540,7 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
     of noise, b0 SNR 1-2): it had called the scan's own mask 56-85 % off the head after the unreadable index's line
     (methods/base.py) sent the user to give it (a review); on a noisy scan whose index reads, the mask is read against
     that head's closed outline (closed_outline: the 3 mm dev scans' own masks at b0 SNR 5, 5.2 and 6.5 % beyond the
-    head, had been called another scan's; docs/inputs.md) and the line says the head estimate shrinks with the noise
+    head, had been called another scan's; docs/measurements.md) and the line says the head estimate shrinks with the noise
     (the scan's own mask is still called a wrong one at b0 SNR 1-3, a review)."""
     brain = brain_within_box(lr)
     index = None if brain is None else input_noise_index(lr, np.asarray(brain.data, bool), True, brain.meta.get("md_unit"))
@@ -548,7 +548,7 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
         return
     inside = np.asarray(mask.data, bool)
     head = np.asarray(brain.data, bool)
-    if index > noise_level.NOISY_INPUT:  # the noise pits that head's edge: its outline, closed, is read (docs/inputs.md)
+    if index > noise_level.NOISY_INPUT:  # the noise pits that head's edge: its outline, closed, is read (docs/measurements.md)
         head = closed_outline(head)
     n = int((inside & ~head).sum())
     total = int(inside.sum())
@@ -558,7 +558,7 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
         # of 264,424)
         of = f"input-grid voxels that {named} covers" if "reduced_from" in mask.meta else f"voxels of {named}"
         # a noisy scan's head estimate shrinks with the noise, no outline tried kept up with it at b0 SNR 3 and below, so
-        # its own mask can read beyond it (the 3 mm ortho dev scan's: 6.5 % at SNR 5, 56 % at 3; docs/inputs.md)
+        # its own mask can read beyond it (the 3 mm ortho dev scan's: 6.5 % at SNR 5, 56 % at 3; docs/measurements.md)
         # said without a figure: its own noise index, read in that shrunk head, had stood beside the noise line's other
         # one (0.17 and 0.161), and the advice had been to give the very mask given (a review)
         give = ("On a scan this noisy the noise also shrinks that head: if it is this scan's own brain mask, keep it; if "

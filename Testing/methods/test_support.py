@@ -207,6 +207,42 @@ def test_background_noise_fits_kept_by_an_estimated_brain_are_flagged_uncertain(
     assert np.array_equal(std[~noise], plain.std.data[~noise])
 
 
+def test_failed_fits_an_estimated_brain_keeps_are_flagged_uncertain_too(small_subject):
+    """The background's failed fits an estimated brain keeps (the clean Elition's whole-field fit: 166, none in its
+    brain mask) had been zeroed before the noise test read them, then filled from around them: their std read below
+    the flagged rim around them, lower-uncertainty holes in it (a review). They are raised as the noise fits are."""
+    from ImageQualityTransferLib.dmri.dti import noise_fits
+    from ImageQualityTransferLib.dmri.subject import load_subject, make_case
+    from ImageQualityTransferLib.methods.flags import NOISE_QUANTILE
+
+    case = make_case(load_subject(small_subject), 2, style="unmasked")
+    method = methods.get("biqt")
+    mask = method.support(case.lr)
+    data = np.array(case.lr.data, copy=True)
+    rim = np.asarray(mask.data, bool) & ~np.asarray(case.lr_mask.data, bool)  # the background the estimate keeps
+    picks = np.argwhere(rim)[::7][:12]  # scattered single voxels: logged, not warned
+    assert len(picks) == 12
+    for i, j, k in picks:
+        data[i, j, k] = [2e-2, 0, 0, 2e-2, 0, 2e-2]  # an eigenvalue far beyond free water's: a failed fit
+    lr = case.lr.replace(data=data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = method.predict(lr, 2)
+        mask = method.support(lr)
+        plain = method.predict(lr, 2, mask.replace(meta={}))  # the same support, given: no flag
+    present = np.any(pred.tensor.data != 0, axis=-1)
+    failed = np.zeros(mask.shape3, bool)
+    failed[tuple(picks.T)] = True
+    failed &= np.asarray(mask.data, bool)  # a pick the estimate leaves out is only in the output's margin
+    assert failed.sum() >= 10
+    failed = repeat_blocks(failed, 2) & present
+    noise = repeat_blocks(noise_fits(lr) & mask.data, 2) & present
+    top = float(np.quantile(plain.std.data[present & ~noise & ~failed], NOISE_QUANTILE))
+    assert (plain.std.data[failed] < top).mean() > 0.5  # filled, they had read as certain
+    assert (pred.std.data[failed] >= top * (1 - 1e-6)).all()
+    np.testing.assert_array_equal(pred.tensor.data, plain.tensor.data)
+
+
 def test_every_map_flags_the_background_noise_fits(small_subject):
     """Only the tensor SD was raised on the noise fits an estimated brain keeps, and a reader who put the
     intrinsic, parameter, MD or FA SD on screen saw them as certain as the brain. Every map is raised there now, to the

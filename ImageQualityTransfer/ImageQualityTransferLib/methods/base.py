@@ -289,6 +289,9 @@ class Method:
             warn_noisy_context(lr, mask)
             if whole:
                 warn_mask_off_head(lr, mask)
+        # the background's failed fits an estimated brain keeps, read before they are zeroed: filled, they had read as
+        # certain, holes in the flagged rim (a review; Testing/methods/test_support.py)
+        kept_failed = tensors.failed_fits(lr.data) if estimated and mask is not None else None
         # said for every method; interpolation clips them, as any interpolator would
         lr, unsure = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated,
                                       estimated=estimated, flagged=True)
@@ -297,7 +300,7 @@ class Method:
             self._warn_off_training(lr, mask, f)
         # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
         # there is low, calling them certain
-        noise = lr.replace(data=noise_fits(lr) & mask.data.astype(bool), kind="mask") if estimated and \
+        noise = lr.replace(data=(noise_fits(lr) | kept_failed) & mask.data.astype(bool), kind="mask") if estimated and \
             mask is not None else None
         if unsure is not None:  # failed fits warned of (a cavity's), filled from around them: as uncertain as noise fits
             noise = lr.replace(data=unsure if noise is None else noise.data | unsure, kind="mask")

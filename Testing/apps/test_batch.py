@@ -2028,9 +2028,9 @@ def test_an_at_sign_in_a_ws_url_s_path_or_query_is_not_taken_for_a_login():
 
     for given in ("ws://127.0.0.1:8786/a@b", "ws://node7:8786/?t=a@b", "wss://node7/proxy/#x@y", "ws://[::1]:8786/a@b"):
         assert scheduler.check_address(given) == given
-        # a query's values masked, and the path's text before its '@' (a password typed with a '/', ws://alice:1/pw@h/,
-        # is read the same way), never the host
-        assert scheduler.shown(given) == given.replace("?t=a@b", "?t=***").replace("/a@b", "/***@b")
+        # a query's values masked, and the path's text before its '@' and the port (a password typed with a '/',
+        # ws://alice:1/pw@h/, is read the same way), never the host
+        assert scheduler.shown(given) == given.replace("?t=a@b", "?t=***").replace(":8786/a@b", ":***/***@b")
         assert scheduler.host_port(given) == urlsplit(given).netloc
     with pytest.raises(batch.IQTError, match="ends the host early"):
         scheduler.check_address("ws://user:p?w@node7:8786/")
@@ -2335,7 +2335,7 @@ def test_scheduler_messages_mask_the_login_not_letters_of_dask_s_words_nor_a_pat
             scheduler.check_address(given)  # tcp://TOKEN:8786", part of the token, had been said of them)
         assert str(err.value) == (f"--scheduler {said}: a tcp:// address holds no user name (user@); give "
                                   "tcp://node7:8786"), err.value
-    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:123/***@proxy.example/"
+    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:***/***@proxy.example/"
     assert scheduler.check_address("ws://u:pw@h:8786/?t=a@b") == "ws://u:pw@h:8786/?t=a@b"
     assert scheduler.shown("ws://u:pw@h:8786/?t=a@b") == "ws://u:***@h:8786/?t=***"
     for given, give in (("tcp://u@node7:abc", "give tcp://HOST:PORT, no user@"), ("tcp://u@::1", "give tcp://[::1]:8786")):

@@ -26,8 +26,8 @@ def test_a_login_holding_a_slash_before_host_port_shows_nothing_before_its_at_si
         with pytest.raises(batch.IQTError) as err:
             scheduler.check_address(given)
         assert str(err.value).startswith(f"--scheduler {said}: ") and "alice" not in str(err.value), err.value
-    # a ws URL's path is one (Dask's Client connects to host alice, port 123): its host is said, its path's login not
-    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:123/***@proxy.example/"
+    # a ws URL's path is one (Dask's Client connects to host alice, port 123): its hosts are said, nothing of the password
+    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:***/***@proxy.example/"
 
 
 def test_a_home_or_drive_path_is_a_scheduler_file_and_an_address_s_login_is_still_masked(tmp_path, capsys, monkeypatch):
@@ -44,8 +44,8 @@ def test_a_home_or_drive_path_is_a_scheduler_file_and_an_address_s_login_is_stil
         assert scheduler._a_path(given) and scheduler.shown(given) == given
         helpers.refused_line(capsys, ["batch", "l.txt", "-o", "o", "--scheduler", given],
                              f"--scheduler {given}: no such scheduler file")
-    for given, said in ((r"C:\runs\sched@node7:8786", "C:***@node7:8786"), ("C:/runs/a:b@node7", "C:***@node7"),
-                        ("~/x:pw@node7:8786", "~/x:***@node7:8786"), ("alice:p/w@node7", "alice:***@node7")):
+    for given, said in ((r"C:\runs\sched@node7:8786", "C:***@node7:8786"), ("C:/runs/a:b@node7", "***@node7"),
+                        ("~/x:pw@node7:8786", "***@node7:8786"), ("alice:p/w@node7", "alice:***@node7")):
         assert not scheduler._a_path(given) and scheduler.shown(given) == said
     (tmp_path / "home" / "runs" / "sched@node7").write_text("{}")  # read from home: not a scheduler file's JSON
     assert scheduler._a_path("~/runs/sched@node7")
@@ -82,5 +82,33 @@ def test_a_drive_form_is_a_login_where_there_are_no_drives(monkeypatch):
     """Read as a drive's path on any system, a one-letter user's password after a '/' or '\\' was echoed whole ("--scheduler
     a:/pw@node7: no such scheduler file", a review; it had been masked): C:/ and C:\\ are drives on Windows only."""
     monkeypatch.setattr(scheduler, "DRIVES", False, raising=False)
-    for given, said in (("a:/pw@node7", "a:***@node7"), ("u:\\secret@node7", "u:***@node7")):
+    for given, said in (("a:/pw@node7", "***@node7"), ("u:\\secret@node7", "u:***@node7")):  # as tcp://a:/pw@node7
         assert not scheduler._a_path(given) and scheduler.shown(given) == said, scheduler.shown(given)
+
+
+def test_a_ws_password_with_digits_before_its_slash_shows_none_of_them():
+    """ws://localhost:1/S3cret@127.0.0.1:8786/ (the password "1/S3cret") had been said as ws://localhost:1/***@...,
+    its "1" shown: Dask reads host localhost, port 1, so its line shows both hosts and masks that port too."""
+    from ImageQualityTransferLib.apps.batch import dask_client
+
+    given = "ws://localhost:1/S3cret@127.0.0.1:8786/"
+    said = "ws://localhost:***/***@127.0.0.1:8786/"
+    assert scheduler.shown(given) == said and scheduler.shown("wss://alice:12/pw@node7/?t=x") == "wss://alice:***/***@node7/?t=***"
+    assert scheduler.dask_said(f"Timed out trying to connect to {given} (localhost:1)", given) == (
+        f"Timed out trying to connect to {said} (localhost:***)")
+    with pytest.raises(batch.IQTError) as err:  # nothing listens at localhost:1: the line iqt batch prints
+        dask_client.start_client(scheduler=given, wait_workers=1)
+    assert str(err.value).startswith(f"--scheduler {said}: cannot connect (") and ":1/" not in str(err.value), err.value
+    assert "S3cret" not in str(err.value)
+
+
+def test_an_address_without_a_scheme_is_masked_as_its_tcp_form(tmp_path):
+    """Dask reads host:port as tcp://host:port; alice:123/w@node7:8786 had been said as alice:***@node7:8786, where its
+    tcp:// form says tcp://***@node7:8786 (either side of the '@' may be a login), and a query's values shown whole."""
+    for given in ("alice:123/w@node7:8786", "alice:S3cret@node7:8786", "alice:p/w@node7", "TOKEN/x@node7:8786/",
+                  "u:S3cret@node7:8786/?token=S3cret", "alice:p/w@[::1]:8786"):
+        assert scheduler.shown(given) == scheduler.shown(f"tcp://{given}")[len("tcp://"):], given
+        assert "S3cret" not in scheduler.shown(given) and "123" not in scheduler.shown(given)
+    with pytest.raises(batch.IQTError) as err:
+        scheduler.check_address("alice:123/w@node7:8786")
+    assert str(err.value).startswith("--scheduler ***@node7:8786: an '@' after a '/'") and "alice" not in str(err.value)

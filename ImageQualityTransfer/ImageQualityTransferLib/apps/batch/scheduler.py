@@ -53,13 +53,14 @@ def scheduler_from_file(path) -> str:
 
 def shown(address) -> str:
     """`address` as every message writes it: a URL's password masked (ws://user:***@host/), where a refusal had echoed
-    it to stderr and a cluster job's log; a path's '@' text and a query's values too (ws://alice:123/***@host/)."""
+    it to stderr and a cluster job's log; a path's '@' text, its port and a query's values too (ws://alice:***/***@host/)."""
     text = str(address)
     scheme, sep, rest = text.partition("://")
     if not sep:  # host:port without a scheme, which Dask reads as tcp://: "alice:pw@host:8786" had been echoed
         if _a_path(text):  # runs@node7/scheduler.json, C:\\Users\\bob@corp\\s.json: a file's name, not a login
             return text
-        scheme, rest = "", scheme
+        # masked as its tcp:// form is (alice:123/w@node7:8786 had shown alice:***@, tcp://alice:123/w@... ***@)
+        return shown(f"tcp://{text}")[len("tcp://"):]
     if sep and _path_at(rest) and scheme.lower() not in ("ws", "wss"):  # tcp://alice:123/w@node7:8786: no path in a
         # tcp/tls address, so its '@' after a '/' ends a login holding one, all of it masked ('alice:123' had been shown)
         where, tail = re.match(r"([^?#]*)(.*)", rest, re.S).groups()
@@ -68,8 +69,16 @@ def shown(address) -> str:
         head = re.split(r"[/?#]", rest, maxsplit=1)[0]
         path = re.match(r"[^?#]*", rest[len(head):]).group()
         masked = re.sub(r"^/.*@", "/***@", path)
-        return _query_masked(f"{scheme}{sep}{_login_masked(head)}{masked}{rest[len(head) + len(path):]}")
+        tail = rest[len(head) + len(path):]
+        head = _port_masked(head) if "@" in path else head
+        return _query_masked(f"{scheme}{sep}{_login_masked(head)}{masked}{tail}")
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
+
+
+def _port_masked(head: str) -> str:
+    """A ws URL's host:port whose path holds an '@' (ws://alice:123/pw@node7/) with its port masked: Dask reads host
+    alice, port 123, but as typed it is a login whose password holds a '/', and "123" had been shown (a review)."""
+    return head if "@" in head else re.sub(r":\d+$", ":***", head)
 
 
 def _login_masked(rest: str) -> str:
@@ -155,6 +164,8 @@ def dask_said(text, address) -> str:
     text = text.replace(address, said).replace(rest, said.partition("://")[2] or said)  # with its scheme or without
     head = re.split(r"[/?#]", rest, maxsplit=1)[0] if _path_at(rest) else rest
     userinfo = head.rpartition("@")[0]
+    if head != rest and "@" in re.match(r"[^?#]*", rest[len(head):]).group():  # ws://alice:123/pw@h/'s "alice:123"
+        text = text.replace(head, _port_masked(head))
     if userinfo:  # where it stands as the login: user:password (with its '@' or not), TOKEN@ and TOKEN:@; never a word
         # of Dask's alone (the password "connect" had blanked "trying to *** to"): neither Dask nor tornado, which sends
         # it as a Basic login, quotes a password outside its address

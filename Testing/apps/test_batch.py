@@ -2071,8 +2071,8 @@ def test_dask_s_own_connect_error_and_the_plain_scheme_advice_say_no_password(mo
     without TLS is told its ws:// form (a ws listener does not speak tcp://, which had been suggested), password masked."""
     from ImageQualityTransferLib.apps.batch import dask_client
 
-    monkeypatch.setattr(dask_client, "CONNECT_S", 0.3, raising=False)  # Dask's Client retries the 400s until then
-    with _answering(lambda request: 400) as base:  # a proxy's answer left to the Client
+    monkeypatch.setattr(dask_client, "CONNECT_S", 0.3, raising=False)  # Dask's Client retries the 503s until then
+    with _answering(lambda request: 503) as base:  # a proxy's answer left to the Client (its scheduler starting)
         where = base.replace("ws://", "")
         with pytest.raises(batch.IQTError) as err:
             dask_client.start_client(scheduler=f"ws://alice:S3cret@{where}/dask/", wait_workers=1)
@@ -2150,11 +2150,12 @@ def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_re
     """`ws://127.0.0.1:18932/dask/` (a proxy mapping /dask/ to a ws scheduler's /, which Dask's Client reaches) had been
     refused "answers ... at the path / only", and `ws://127.0.0.1:8787/` (the dashboard's port) waited 42 s for
     "cannot connect" (a review). A websocket handshake tells them apart: a ws listener answers 101 and a proxy in front
-    of one may answer 400 or 426 (left to the Client), a dashboard 200 or a redirect, a server without the path 404. A
-    local http.server stands in for each answer (a real ws Scheduler and its dashboard answer these, seconds to start)."""
+    of one may answer 101 or 503 (its scheduler starting: left to the Client), a dashboard 200 or a redirect, a server
+    without the path 404. A local http.server stands in for each answer (a real ws Scheduler and its dashboard answer
+    these, seconds to start)."""
     from ImageQualityTransferLib.apps.batch import scheduler
 
-    answers = {"/": 301, "/status": 200, "/dask/": 400, "/user/me/proxy/8786/": 426}
+    answers = {"/": 301, "/status": 200, "/dask/": 101, "/user/me/proxy/8786/": 503}
     with _answering(lambda request: answers.get(request.path.split("?")[0], 404)) as base:
         start = time.monotonic()
         for path in ("/dask/", "/user/me/proxy/8786/?token=x"):
@@ -2177,6 +2178,23 @@ def test_a_ws_url_is_asked_what_answers_there_a_proxy_s_path_taken_a_web_page_re
         assert str(err.value).startswith(f"--scheduler {base.replace('ws://', 'ws://user:***@')}/dsak/: nothing answers")
         assert f"at the path / ({base}/)" in str(err.value) and "pw" not in str(err.value), err.value
         assert time.monotonic() - start < scheduler.WS_ANSWER_S  # no probe waited out its timeout (had been 1 s)
+
+
+def test_a_proxy_refusing_dask_s_websocket_handshake_is_said_at_once():
+    """A proxy that answers Dask's own handshake 400 (nginx not passing the Upgrade header on) or 426 had the run wait
+    20 s (Dask's Client retries it until its timeout), then say "cannot connect ... start one" (a review): said at
+    once, as the line `iqt batch` prints, with no password."""
+    from ImageQualityTransferLib.apps.batch import dask_client
+
+    for status in (400, 426):
+        with _answering(lambda request: status) as base:
+            where = base.replace("ws://", "")
+            start = time.monotonic()
+            with pytest.raises(batch.IQTError) as err:
+                dask_client.start_client(scheduler=f"ws://alice:S3cret@{where}/dask/", wait_workers=1)
+            assert time.monotonic() - start < 3, time.monotonic() - start
+        assert str(err.value).startswith(f"--scheduler ws://alice:***@{where}/dask/: the server there refuses Dask's "
+                                         f"websocket handshake (HTTP {status}): ") and "S3cret" not in str(err.value)
 
 
 def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():

@@ -591,6 +591,11 @@ def _answers_as_ws(address: str, url, security=None) -> None:
                 f"asks for a login (HTTP 401); give it in the URL, {here.format('USER:PASSWORD')} (a token as "
                 f"{here.format('TOKEN:')})")
         raise IQTError(f"--scheduler {shown(address)}: the server there {said}")
+    if status in (400, 426) and (code := _dask_handshake_refused(address, security)) is not None:
+        raise IQTError(f"--scheduler {shown(address)}: the server there refuses Dask's websocket handshake (HTTP {code}): "
+                       "a proxy that does not pass websockets on (nginx needs 'proxy_set_header Upgrade $http_upgrade' "
+                       "and 'proxy_set_header Connection upgrade'), or no websocket server at that path; give the "
+                       f"scheduler's own address, tcp://{host}:8786 by default")
     if status == 404 and (url.path or "/") == "/":
         raise IQTError(f"--scheduler {shown(address)}: nothing at {where} serves a Dask scheduler (HTTP 404 at the path /); "
                        f"give the scheduler's address, tcp://{host}:8786 by default")
@@ -598,6 +603,32 @@ def _answers_as_ws(address: str, url, security=None) -> None:
         raise IQTError(f"--scheduler {shown(address)}: nothing answers at the path {url.path} there (HTTP 404); Dask's "
                        f"scheduler answers ws:// at the path / ({url.scheme}://{where}/), a proxy at the path it maps "
                        "to it")
+
+
+def _dask_handshake_refused(address: str, security=None):
+    """The HTTP status (400, 426) with which the server at a ws/wss `address` refuses one websocket handshake of Dask's
+    own connector, None where it takes it or fails otherwise: Dask's Client retries that refusal until its timeout
+    (distributed.comm.core.connect), though its connector says the status at once (a proxy may answer the probe's
+    handshake otherwise than Dask's, so the probe's 400 or 426 alone is not taken)."""
+    import asyncio
+
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
+    from tornado.httpclient import HTTPClientError
+
+    proto, loc = parse_address(address)
+    kwargs = security.get_connection_args("client") if security is not None else {}
+
+    async def once():
+        comm = await asyncio.wait_for(get_backend(proto).get_connector().connect(loc, **kwargs), WS_ANSWER_S)
+        comm.abort()
+
+    try:
+        asyncio.run(once())
+    except Exception as exc:  # noqa: BLE001 - any other failure is left to the Client, as before
+        cause = exc.__cause__
+        return cause.code if isinstance(cause, HTTPClientError) and cause.code in (400, 426) else None
+    return None
 
 
 def _plain_ws(address: str, url, target: str, headers: dict) -> None:

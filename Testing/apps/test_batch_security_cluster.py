@@ -5,6 +5,7 @@ TLS reached with the credentials Dask's configuration names, or refused in one l
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import sys
@@ -222,3 +223,111 @@ def test_a_local_cluster_s_credentials_are_forgotten_when_it_closes(monkeypatch)
     assert cluster.scheduler_address in scheduler._OWN_CLUSTERS
     cluster.close()
     assert cluster.scheduler_address not in scheduler._OWN_CLUSTERS
+
+
+def _self_signed(folder) -> None:
+    """A self-signed certificate (its own CA) for localhost and 127.0.0.1, as cert.pem and key.pem in `folder`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+
+
+@contextlib.contextmanager
+def _tls_proxy(port: int, folder):
+    """A TLS-terminating proxy on 127.0.0.1 (the certificate in `folder`) passing each connection's bytes to the plain
+    port `port`, as a site's wss:// front (nginx, JupyterHub) does for a ws scheduler; yields its port."""
+    import asyncio
+    import threading
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    loop, ready = asyncio.new_event_loop(), []
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader, writer):
+        back_reader, back_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(pipe(reader, back_writer), pipe(back_reader, writer))
+
+    async def serve():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+        ready.append((server, server.sockets[0].getsockname()[1]))
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+    async def stop():  # the server and every connection's pipes ended before the loop closes
+        ready[0][0].close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        yield ready[0][1]
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_wss_scheduler_is_reached_with_the_system_s_certificates(tmp_path, monkeypatch):
+    """wss:// without Dask's TLS settings (iqt takes no certificate files: Dask's Client checks the server with the
+    system's certificates) had no test: a ws scheduler behind a TLS proxy whose self-signed certificate the system
+    store (OpenSSL's SSL_CERT_FILE) trusts is reached, the URL's login sent; untrusted, one line, nothing sent. Dask's
+    own tls:// and wss:// listeners ask every client for a certificate, so only such a proxy meets the system's store."""
+    import tornado.netutil
+    from distributed import LocalCluster
+
+    from ImageQualityTransferLib.apps.batch import dask_client
+
+    _self_signed(tmp_path)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="ws://", dashboard_address=None)
+    try:
+        with _tls_proxy(int(cluster.scheduler_address.rsplit(":", 1)[1]), tmp_path) as port:
+            given = f"wss://alice:S3cret@localhost:{port}/"
+            for trusted in (False, True):
+                if trusted:
+                    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+                tornado.netutil._client_ssl_defaults.cache_clear()  # tornado keeps the system's context made first
+                if not trusted:
+                    with pytest.raises(IQTError) as err:
+                        dask_client.start_client(scheduler=given, wait_workers=5)
+                    assert "the server's certificate does not verify, and no login was sent" in str(err.value), err.value
+                    assert "S3cret" not in str(err.value)
+                    continue
+                client, started = dask_client.start_client(scheduler=given, wait_workers=5)
+                try:
+                    assert started is None and client.submit(sum, [1, 2], pure=False).result(timeout=10) == 3
+                finally:
+                    client.close()
+    finally:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        tornado.netutil._client_ssl_defaults.cache_clear()  # the system's own again for later tests
+        cluster.close()

@@ -447,3 +447,15 @@ def test_reference_pages_read_in_short_paragraphs(page, moved):
     headings = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
                 for h in re.findall(r"^#{2,4} (.+)$", (REPO / "docs/measurements.md").read_text(encoding="utf-8"), re.M)}
     assert moved <= linked & headings, (moved - linked, moved - headings)
+
+
+def test_every_qc_column_is_named_in_the_cohorts_qc_section_and_the_last_is_said():
+    """docs/cohorts.md's QC section lists qc.tsv's columns for a lab's scripts: a column added without a word there
+    (failed_fits_flagged, a cavity's count: a cohort audit) is named, and the one said to be the last is the last."""
+    from ImageQualityTransferLib.apps.batch.qc import QC_COLUMNS
+
+    section = (REPO / "docs" / "cohorts.md").read_text().split("\n## QC\n", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+    assert [c for c in QC_COLUMNS if not re.search(rf"\b{c}\b", flat)] == []
+    last = re.findall(r"^\| `(\w+)` \|[^\n]*[Tt]he last column of `qc\.tsv`", section, re.M)  # the columns' table
+    assert last == [QC_COLUMNS[-1]], last

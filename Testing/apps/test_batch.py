@@ -660,6 +660,9 @@ def test_the_sigma_noise_factor_is_in_qc_tsv_and_the_std_sidecar(tmp_path, monke
     assert g > 1.1 and row[head.index("noise_std_scale")] == f"{g:.5g}", dict(zip(head, row))
     assert json.loads(next(out.rglob("*desc-std_dwimap.json")).read_text())["NoiseStdScale"] == g
     assert "NoiseStdScale" not in json.loads(next(out.rglob("*desc-direction_dwimap.json")).read_text())
+    # no failed fits warned of: none counted (test_batch_qc_page.py, a cavity's)
+    assert row[head.index("failed_fits_flagged")] == "0"
+    assert json.loads(next(out.rglob("*desc-direction_dwimap.json")).read_text())["FailedFitsFlagged"] == 0
 
 
 def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):

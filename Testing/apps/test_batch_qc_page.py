@@ -75,6 +75,9 @@ def test_which_checks_fail():
     # left out of the fit with --exclude-outliers: not a failed check (a review: orange, "tensors may be wrong"), and
     # the page's header says so (a second review: it still listed them)
     assert qc.failed_checks(bad, excluded=True) == ["b0_check", "b0_shift_vox"]
+    # failed fits warned of (a cavity's, filled): a failed check; none (0), or a row an earlier version wrote (n/a), not
+    assert qc.failed_checks(as_row({**row, "failed_fits_flagged": "27"}), excluded=True) == ["failed_fits_flagged"]
+    assert qc.failed_checks(as_row({**row, "failed_fits_flagged": "0"})) == []
     # a skip of a subject whose sidecar records no time shows none, not the skip's own (a review)
     skipped = {"subject": "sub-01", "status": "skipped", "qc": {"snr": 20.0}, "seconds": 0.01}
     assert qc.qc_rows([skipped])[0][qc.QC_COLUMNS.index("seconds")] == "n/a"
@@ -147,11 +150,12 @@ def test_a_stopped_run_s_outputs_that_landed_after_it_looked_get_a_description(t
 def test_the_header_says_which_checks_count_with_exclude_outliers(tmp_path):
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic", exclude_outliers=True))
     page = (tmp_path / "qc.html").read_text()
-    assert "in bvec_check, b0_check and b0_shift_vox; the notes say" in page
+    assert "in bvec_check, b0_check, b0_shift_vox and failed_fits_flagged; the notes say" in page
     assert "; slices and volumes the fit does not explain were left out of it with --exclude-outliers: not a failed" in page
-    assert "fit_outlier_pairs and fit_outlier_volumes;" not in page
+    assert "fit_outlier_pairs, fit_outlier_volumes and" not in page
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
-    assert "b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes;" in (tmp_path / "qc.html").read_text()
+    assert "b0_shift_vox, fit_outlier_pairs, fit_outlier_volumes and failed_fits_flagged;" in \
+        (tmp_path / "qc.html").read_text()
 
 
 @pytest.mark.slow
@@ -245,3 +249,49 @@ def test_new_columns_come_after_the_earlier_ones_and_n_a_is_said(tmp_path):
     assert "<th>median_<wbr>std_<wbr>mm2s</th><th>noise_<wbr>std_<wbr>scale</th>" in page
     assert "<td>0.000199</td><td>1.6077</td>" in page
     assert "n/a: no uncertainty maps (run without --uncertainty), or a row an earlier version wrote" in page
+
+
+def test_a_cavity_of_failed_fits_is_counted_in_its_row_and_sidecars_and_shown_orange(tmp_path):
+    """A subject whose input holds a cavity of failed fits (a cyst at the noise floor), filled and every uncertainty
+    map raised there, had it said only in the notes: its row white, the count (`iqt upsample`'s run record's
+    failed_fits_flagged) in no column or sidecar, so a lab sorting the table by a column could not find it (a cohort
+    audit). The count is the last column and in the sidecars, the row a failed check (a clean subject's 0: in
+    test_batch.py, the sigma noise factor's test)."""
+    import json
+    import warnings
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    t = fit_dti(dwi, brain_mask(dwi))
+    cyst = np.array(t.data, copy=True)
+    cyst[5:8, 6:9, 4:7] = [9e-3, 0, 6e-3, 0, 0, 6e-3]  # 27 voxels of 4 mm, 1.7 cm^3 (methods/inputs.py CAVITY_CM3)
+    fileio.save_tensor(t.replace(data=cyst), tmp_path / "c_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("c_dti.nii.gz\n")
+    out = tmp_path / "deriv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IQTWarning)
+        res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="biqt", uncertainty=True),
+                               out, client=None, progress=False)
+    assert [r["status"] for r in res] == ["done"], res
+    head, row = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
+    assert head[-1] == "failed_fits_flagged" and tuple(head[:-1]) == qc.QC_COLUMNS[:-1]  # new columns at the end
+    at = dict(zip(head, row))
+    assert at["failed_fits_flagged"] == "27", at
+    assert "27 voxels in the mask hold a failed fit" in at["notes"] and "map raised to the top there" in at["notes"]
+    page = (out / "qc.html").read_text()
+    assert _classes(page) == {"sub-cdti": "check"}, _classes(page)
+    assert "<b>1 with a failed check</b>" in page and "failed fits (a cavity), in bvec_check" in page
+    assert "<th>bvec_<wbr>check</th><th>failed_<wbr>fits_<wbr>flagged</th>" in page
+    sides = {p.name.split("model-biqt_")[1]: json.loads(p.read_text()) for p in out.rglob("*.json")
+             if "model-" in p.name}
+    assert sides["param-tensor_dwimap.json"]["QC"]["failed_fits_flagged"] == 27
+    assert sides["param-tensor_desc-std_dwimap.json"]["FailedFitsFlagged"] == 27
+    assert sides["param-tensor_desc-direction_dwimap.json"]["FailedFitsFlagged"] == 27
+    assert all("27 voxels in the mask hold a failed fit" in s["Notes"][0] for s in sides.values()), sides
+    # as the table reads it from a skipped subject's sidecar
+    skipped = {"subject": "sub-cdti", "status": "skipped", "qc": sides["param-tensor_dwimap.json"]["QC"]}
+    assert qc.qc_rows([skipped])[0][-1] == "27"

@@ -302,7 +302,8 @@ class Method:
         # there is low, calling them certain
         noise = lr.replace(data=(noise_fits(lr) | kept_failed) & mask.data.astype(bool), kind="mask") if estimated and \
             mask is not None else None
-        if unsure is not None:  # failed fits warned of (a cavity's), filled from around them: as uncertain as noise fits
+        if unsure is not None and self.learned:  # failed fits warned of (a cavity's), filled from around them: as
+            # uncertain as noise fits (interpolation clips them and makes no maps)
             noise = lr.replace(data=unsure if noise is None else noise.data | unsure, kind="mask")
             if uncertainty:  # for a cohort's reader, as the noise factor is
                 from ..fileio.records import note_run
@@ -322,6 +323,8 @@ class Method:
 
                 pred.tensor.meta["noise_std_scale"] = g
                 note_run(noise_index=round(float(index), 4), noise_std_scale=round(g, 4))
+        if unsure is not None:  # the warned failed fits' count, for a cohort's QC table (apps/batch/subject.py)
+            pred.tensor.meta["failed_fits_flagged"] = int(unsure.sum())
         if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)
             for vol in (pred.tensor, *pred.maps().values()):
                 vol.meta["support"] = ESTIMATED_SUPPORT

@@ -462,8 +462,9 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
     False: interpolation's input, said and kept). With `refuse` and a mask, an input whose tensors there are mostly
     failed fits is refused (IQTError): not a fit of this brain in mm^2/s; a brain estimated from a whole-field fit,
     which keeps background fits around it, is not judged so (`estimated`: `mask` is that brain). `flagged`: also
-    return the low-res voxels warned of and filled (None where none), whose uncertainty the caller raises
-    (flags.flag_maps): filled from around, a cavity's had read as confident tissue (an audit)."""
+    return the low-res voxels warned of (None where none), whose uncertainty the caller raises where it filled them
+    (flags.flag_maps: filled from around, a cavity's had read as confident tissue, an audit) and counts for a
+    cohort's QC table (interpolation's too, which clips them)."""
     failed = tensors.failed_fits(lr.data)
     unsure = None
     if not failed.any():
@@ -491,7 +492,7 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
             log.info(line)
         else:
             warnings.warn(line, IQTWarning, stacklevel=3)
-            unsure = inside if drop else None
+            unsure = inside
     if not drop:
         return (lr, unsure) if flagged else lr
     lr = lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))

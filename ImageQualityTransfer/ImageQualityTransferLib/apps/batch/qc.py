@@ -58,8 +58,9 @@ def _flag(results: list[dict], m: str, k: float) -> None:
 # nonphysical_pct, when it was put after median_std_mm2s: a review); the page shows a column where it reads best (PAGE_AFTER)
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
               "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
-              "model_used", "outlier", "seconds", "figure", "notes", "reason", "noise_std_scale")
-PAGE_AFTER = {"noise_std_scale": "median_std_mm2s"}  # on qc.html beside the sigma it multiplied
+              "model_used", "outlier", "seconds", "figure", "notes", "reason", "noise_std_scale", "failed_fits_flagged")
+# on qc.html beside the sigma it multiplied, and with the input's other checks
+PAGE_AFTER = {"noise_std_scale": "median_std_mm2s", "failed_fits_flagged": "bvec_check"}
 # fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
 # dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
 # the b0 lies from the mean DWI (the first two n/a with 6 diffusion-weighted directions, fitted exactly: the check
@@ -70,7 +71,10 @@ PAGE_AFTER = {"noise_std_scale": "median_std_mm2s"}  # on qc.html beside the sig
 # upsample's frame check of a tensor file read in another tool's order (subject.frame_record; "not checked" under
 # --no-frame-check, "not judged (noise)" where noise ends the streamlines, neither ok nor failed); notes: the subject's warnings, as in its
 # sidecars' Notes (they had reached only stderr and the sidecars: a cohort's table read "done, ok, ok" for a series
-# read as two shells, an input audit); figure: the subject's QC figure (subject.qc_figure) from the table's folder
+# read as two shells, an input audit); figure: the subject's QC figure (subject.qc_figure) from the table's folder;
+# failed_fits_flagged: the low-res voxels of failed fits the subject's warning names (methods/inputs.py
+# drop_failed_fits: a cavity, many, or any below the range), which the learned methods fill and raise every uncertainty
+# map at (a cavity had been only a line in notes, its row white and its count in no column: a cohort audit)
 
 
 def _fmt(v, spec):
@@ -120,7 +124,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"),
                      r.get("figure") or "n/a" if r["status"] != "failed" else "n/a",
                      " | ".join(" ".join(str(n).split()) for n in r.get("notes") or []) or "-", r.get("reason", ""),
-                     _fmt(q.get("noise_std_scale"), ".5g")])
+                     _fmt(q.get("noise_std_scale"), ".5g"), _fmt(q.get("failed_fits_flagged"), ".0f")])
     return rows
 
 
@@ -188,9 +192,11 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             f"<h1>IQT cohort QC</h1><p><b>{_rows(len(ours))} of this run</b> (subject, model, res): {counts['done']} done, "
             f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), <b>{checked} with a "
             "failed check</b> (orange: " + (
-                "the gradient table, a b0 or head motion, in bvec_check, b0_check and b0_shift_vox" if excluded
-                else "the gradient table, a b0, head motion or slices and volumes the fit does not explain, in "
-                "bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs and fit_outlier_volumes") +
+                "the gradient table, a b0, head motion or failed fits (a cavity), in bvec_check, b0_check, "
+                "b0_shift_vox and failed_fits_flagged" if excluded
+                else "the gradient table, a b0, head motion, slices and volumes the fit does not explain or failed "
+                "fits (a cavity), in bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs, fit_outlier_volumes and "
+                "failed_fits_flagged") +
             "; the notes say what and the fix: their tensors may be wrong; an outlier flag too is in the outlier "
             "column" + ("; slices and volumes the fit does not explain were left out of it with --exclude-outliers: "
                         "not a failed check" if excluded else "") +
@@ -230,7 +236,12 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "--no-frame-check; not judged (noise): noise ends the streamlines within two voxels, the table as given's too, and "
             "no correction won or only one that such noise can favour, so the table is neither confirmed nor named "
             "wrong: "
-            f"{FRAME_NOISE_ADVICE}; n/a for other tensor files). Outlier: outside median &plusmn; 3 MAD "
+            f"{FRAME_NOISE_ADVICE}; n/a for other tensor files). failed_fits_flagged: the input's low-res voxels "
+            "of failed fits (an eigenvalue outside the plausible range) that the subject's warning names, a cavity of "
+            "them (a cyst or a region at the noise floor), many, or any below the range; the learned methods fill them "
+            "from the nearest fits and raise every uncertainty map to its top there (interpolation clips them): look "
+            "at the scan there (0: none warned of; n/a: a row an earlier version wrote). Outlier: outside median "
+            "&plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
             f"volumes only among inputs of one kind. figure: colour FA of the subject's input (by nearest) and output, "
@@ -257,14 +268,15 @@ def _rows(n: int) -> str:
 def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     """The columns of QC row `row` whose check of the input failed: a gradient table or b0 check other than ok (n/a:
     not judged; not checked: --no-frame-check; not judged (noise): methods.inputs.FRAME_NOISE), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
-    (not where they were `excluded` from the fit: --exclude-outliers), every other volume disagreeing (never left out)."""
+    (not where they were `excluded` from the fit: --exclude-outliers), every other volume disagreeing (never left out),
+    failed fits warned of (failed_fits_flagged: a cavity's, filled, had read as tissue)."""
     from ...dmri.motion import B0_SHIFT_VOXELS
     from ...methods.inputs import FRAME_NOISE
 
     at = {c: row[i] for i, c in enumerate(QC_COLUMNS)}
     found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "not checked", FRAME_NOISE, "-", "")]
     fit = () if excluded else (("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0))
-    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit):
+    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit, ("failed_fits_flagged", 0)):
         try:
             if float(at[c]) > limit:
                 found.append(c)

@@ -267,6 +267,9 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     if s.uncertainty:  # the factor its sigma maps took for that noise, as iqt upsample's run record holds it (a review:
         # qc.tsv's median_std_mm2s had read the scaled sigma with no word of the factor)
         qc["noise_std_scale"] = round(float(t.meta.get("noise_std_scale", 1.0)), 4)
+    # the failed fits the subject's warning names (a cavity's), every uncertainty map raised there, as iqt upsample's
+    # run record counts them: a cohort's table had said it only in notes, its row white (a cohort audit)
+    qc["failed_fits_flagged"] = int(t.meta.get("failed_fits_flagged", 0))
     return vols, qc
 
 
@@ -426,7 +429,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
     folder = Path(out_root) / item.subdir
     try:
         ident = identity(item, s, input_hashes(item))
-        names = output_names(item, s, expected_maps(s))
+        maps = expected_maps(s)
+        names = output_names(item, s, maps)
         done = finished(folder, names, ident)
         if done is not None:
             add_file_records(folder, names)
@@ -501,6 +505,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                     meta["QC"] = qc
                 elif key in NOISY_STD_MAPS and "noise_std_scale" in qc:  # the factor that map took (not direction's)
                     meta["NoiseStdScale"] = qc["noise_std_scale"]
+                if key in maps:  # the input's voxels (failed fits warned of) where every map was raised to its top
+                    meta["FailedFitsFlagged"] = qc["failed_fits_flagged"]
                 write_json(sidecar(folder / names[key]), meta)
             if run_token is not None and not holds(out_root, run_token):  # the stage's files removed, none put
                 raise IQTError("not put in place: the run that started it had ended (interrupted, or its scheduler "

@@ -135,6 +135,30 @@ def test_a_dwi_sidecar_s_gap_is_kept_by_fit_and_said_on_upsample(tmp_path, capsy
     assert "the DWI it was fitted from" in lines[0]
 
 
+@pytest.mark.parametrize("command", [["fit"], ["degrade", "--factor", "1,1,2", "--slice-gap", "1"]])
+def test_a_gap_is_kept_under_no_record_without_a_path(tmp_path, capsys, command):
+    """`iqt --no-record fit` of a DWI whose sidecar says a gap, or `--no-record degrade --slice-gap`: upsample still
+    says the gap, and the tensors' header names no path (under --no-record the gap had been lost with the run record,
+    and upsample said nothing: a low-field clinic's audit); without a gap such a file carries no record at all."""
+    from ImageQualityTransferLib.fileio.nifti import run_record_of
+
+    save_phantom_dwi(tmp_path / "dwi.nii.gz", (12, 12, 12), seed=3)  # 4 mm voxels
+    if command == ["fit"]:
+        (tmp_path / "dwi.json").write_text(json.dumps({"SliceThickness": 3, "SliceEncodingDirection": "k"}))
+    assert cli.main(["--no-record", *command[:1], str(tmp_path / "dwi.nii.gz"), *command[1:],
+                     "-o", str(tmp_path / "dti.nii.gz")]) == 0
+    capsys.readouterr()
+    record = run_record_of(tmp_path / "dti.nii.gz")
+    assert set(record) == {"options", "slices", "threads"} and record["options"] == {"command": command[0]}, record
+    assert str(tmp_path) not in json.dumps(record)
+    lines = _upsample(tmp_path, capsys, "dti.nii.gz")
+    assert len(lines) == 1 and "mm apart along voxel axis k" in lines[0], lines
+    if command == ["fit"]:
+        (tmp_path / "dwi.json").unlink()
+        assert cli.main(["--no-record", "fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "c.nii.gz")]) == 0
+        assert run_record_of(tmp_path / "c.nii.gz") is None
+
+
 @pytest.mark.parametrize("axes, said", [("LAS", "along voxel axis k, S (superior-inferior)"), ("SLA", "along voxel axis i, S (superior-inferior)")])
 def test_an_older_degrade_record_names_the_slice_axis_of_a_file_re_stored_since(tmp_path, capsys, axes, said):
     """A record from before degrade kept its slices' axis codes (only --factor and --slice-gap, along the voxel axes of

@@ -191,21 +191,30 @@ _RUN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("iqt_run_reco
 RUN_KEY = "iqt_run"  # the JSON object's one key, in a NIfTI header extension (comment) and a NRRD field of that name
 
 
+# what a run under `iqt --no-record` still records: facts of the data that name no path, which a later command reads
+# back to warn (a slice gap that `iqt fit` took from its DWI's sidecar, `iqt degrade --slice-gap`: fileio/slices.py)
+PATH_FREE = ("slices",)
+_KEEP: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("iqt_run_keep", default=None)
+
+
 @contextlib.contextmanager
-def run_record(record: dict):
-    """Every file written inside carries `record` (a JSON-able dict) in its header: `run_json`."""
-    token = _RUN.set(dict(record))
+def run_record(record: dict, keep: tuple | None = None):
+    """Every file written inside carries `record` (a JSON-able dict) in its header: `run_json`. With `keep` (a
+    `--no-record` run's), only the fields `note_run` adds under those names are kept, and a file is written with a
+    record only where one of them was added."""
+    token, kept = _RUN.set(dict(record)), _KEEP.set(keep)
     try:
         yield
     finally:
         _RUN.reset(token)
+        _KEEP.reset(kept)
 
 
 def note_run(**fields) -> None:
     """Add to the record of the run under way (e.g. the model that ran, once loaded); nothing outside a run."""
-    record = _RUN.get()
+    record, keep = _RUN.get(), _KEEP.get()
     if record is not None:
-        record.update(fields)
+        record.update(fields if keep is None else {k: v for k, v in fields.items() if k in keep})
 
 
 def run_command() -> str | None:
@@ -219,8 +228,8 @@ def run_json() -> str | None:
     None outside a command."""
     from ..core.threads import in_use
 
-    record = _RUN.get()
-    if record is None:
+    record, keep = _RUN.get(), _KEEP.get()
+    if record is None or (keep is not None and not any(k in record for k in keep)):
         return None
     record = {**record, "threads": in_use()}  # at the write: torch is loaded by then where a CNN ran
     return json.dumps({RUN_KEY: record}, sort_keys=True, separators=(",", ":"), default=str)

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-record", action="store_true",
                    help="write no run record (the command as typed, with its paths) into the outputs' headers, and "
                         "file names for paths in report pages and lesion-check JSON: for files shared outside, whose "
-                        "folder or file names may name a patient (docs/command-line.md, Sharing outputs)")
+                        "folder or file names may name a patient (docs/command-line.md, Sharing outputs); a slice "
+                        "gap that fit or degrade found is still recorded, without the command, for upsample to say")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parsers(sub)
@@ -367,6 +368,15 @@ def _record(args) -> dict:
             "build": build()}  # and the threads, at each write (records.run_json)
 
 
+def _path_free_record(args):
+    """A `--no-record` run's record: no command, option or path, only the facts of the data a later command reads back
+    to warn (records.PATH_FREE), written where there are any (a slice gap from `iqt fit`'s DWI sidecar had been lost,
+    so that upsample said nothing of it: a low-field clinic's audit)."""
+    from ...fileio.records import PATH_FREE, run_record
+
+    return run_record({"options": {"command": getattr(args, "command", None)}}, keep=PATH_FREE)
+
+
 def _run(args, printed, signals=()) -> int:
     """The command, its failures as one line each on stderr and an exit status. `signals`: those turned into
     Terminated, ignored once the command has returned (its outputs are all written: a job stopped now has finished)."""
@@ -386,7 +396,7 @@ def _run(args, printed, signals=()) -> int:
         # subject commits on its own, for a resume) and train (a checkpoint lands when written)
         with (carried_codes() if args.command != "batch" else contextlib.nullcontext()), \
                 (all_or_none() if args.command not in OWN_COMMITS else contextlib.nullcontext()) as stage, \
-                (run_record(_record(args)) if not getattr(args, "no_record", False) else contextlib.nullcontext()), \
+                (run_record(_record(args)) if not getattr(args, "no_record", False) else _path_free_record(args)), \
                 nibabel_quiet():  # nibabel's log lines off stderr for the whole run (fileio/nifti.py)
             code = args.func(args)
         for sig in signals:

@@ -283,6 +283,32 @@ def test_upsample_voxel_size_chooses_the_factors(capsys, tmp_path, lr_tensor):
 
 
 @pytest.mark.parametrize("args, words", [
+    (["--method", "rf", "--voxel-size", "1.5"], ["chose factors 2,2,4", "rf has shipped models"]),
+    (["--uncertainty", "u.nii.gz", "--voxel-size", "1.8"], ["chose factors 2,2,4", "no method with an uncertainty map"]),
+    ([], ["the default ran the interpolation baseline (cubic)"]),
+    # cubic asked for a map: the methods that have one at 2,2,4 had been listed, and none does ("choose one of: ")
+    (["--method", "cubic", "--uncertainty", "u.nii.gz", "--voxel-size", "1.5"],
+     ["drop --uncertainty; no method with an uncertainty map has a shipped model for factors 2,2,4 (theirs are for"]),
+    (["--method", "cubic", "--propagate", "--voxel-size", "1.5"], ["no uncertainty to propagate; no method with"]),
+])
+def test_voxel_size_without_a_model_names_a_coarser_one_that_has(capsys, tmp_path, lr_tensor, args, words):
+    """A 2x2x6 mm scan asked for --voxel-size 1.5 or 1.8 gets factors 2,2,4 (a 1.8x1.8x6 mm one 1,1,4), for which no
+    model ships: the refusal (and the default's line on running cubic) had only said to train one, which a clinic
+    cannot, or listed no method at all; now it names --voxel-size 2, factors 1,1,3, whose models ship (a low-field
+    clinic's audit)."""
+    _, t = lr_tensor
+    thick = tmp_path / "thick.nii.gz"
+    fileio.save_tensor(Volume(t, np.diag([-2.0, 2, 6, 1]), "tensor"), thick)
+    args = [str(tmp_path / a) if a.endswith(".nii.gz") else a for a in args] or ["--voxel-size", "1.5"]
+    code, stdout, err = run_cli(capsys, "upsample", thick, "-o", tmp_path / "hr.nii.gz", *args)
+    hint = "--voxel-size 2 gives factors 1,1,3 (2x2x2 mm voxels), for which models ship"
+    if code:
+        one_line_error(code, err, *words, hint)
+    else:
+        assert all(w in stdout for w in words) and hint in stdout, stdout
+
+
+@pytest.mark.parametrize("args, words", [
     (["--factor", "2", "--voxel-size", "1"], ["--factor", "--voxel-size", "one of them"]),
     (["--voxel-size", "2"], ["already", "at most 2 mm"]),
     (["--voxel-size", "0"], ["--voxel-size", "positive"]),

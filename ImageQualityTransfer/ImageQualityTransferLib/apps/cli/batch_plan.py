@@ -20,8 +20,7 @@ def _method_for(args, f, group=()):
     name = options.method_name(args, f, uncertainty=bool(args.uncertainty))
     method = methods.get(name, **options.method_settings(args))
     if args.uncertainty and not method.gives_uncertainty:
-        raise IQTError(f"method {name!r} gives no uncertainty; drop --uncertainty or choose one of: "
-                       f"{', '.join(methods.with_uncertainty(f))}")
+        raise IQTError(f"method {name!r} gives no uncertainty; {options.uncertainty_choices(f, drop='drop --uncertainty')}")
     if args.device == "cuda" and method.requires_torch and not args.scheduler:  # local workers see this machine's GPUs
         from ...methods.cnn.inference import resolve_device
 

@@ -82,6 +82,44 @@ def voxel_size_line(f, voxel_size) -> str:
     return f"{grid.describe(f)}: output voxel size {mm(out)} mm (input {mm(voxel_size)} mm)"
 
 
+def coarser_voxel_size(voxel_size, f, runs) -> str:
+    """"; --voxel-size T (factors g: output voxel size ...) has one" for the smallest --voxel-size T above the one that
+    chose `f` whose factors g, none above f's, `runs(g)` accepts (a shipped model for them), or "" where none does: a
+    1.8x1.8x6 mm scan asked for --voxel-size 1.8 gets factors 1,1,4, for which no model ships, and the refusal had
+    only said to train one (a low-field clinic's audit), where --voxel-size 2 (factors 1,1,3) runs the shipped ones."""
+    from ...core import grid
+
+    v = [float(x) for x in voxel_size]
+    for target in sorted({x / k for x, n in zip(v, f) for k in range(1, int(n))}):  # each axis refined less
+        try:
+            g = grid.for_voxel_size(v, target)
+        except IQTError:  # no axis refined at all
+            continue
+        if g != tuple(f) and all(a <= b for a, b in zip(g, f)) and runs(g):
+            mm = "x".join(f"{x / k:.3g}" for x, k in zip(v, g))
+            return f"; --voxel-size {target:.3g} gives {grid.describe(g)} ({mm} mm voxels), for which models ship"
+    return ""
+
+
+def uncertainty_choices(f, voxel_size=None, drop: str = "") -> str:
+    """"choose one of: rf, biqt, ..." (the methods with an uncertainty map that run at factors `f`), or where none does,
+    the factors their models are for, and after --voxel-size (the input's `voxel_size`) a coarser one that has them:
+    at factors 1,1,5 the list had been empty ("choose one of: ", a low-field clinic's audit). `drop`: the other way
+    out ("drop --uncertainty"), said first."""
+    from ... import methods
+    from ...core import grid
+    from ...methods.registry import uncertainty_factor_sets
+
+    names = methods.with_uncertainty(f)
+    if names:
+        return f"{drop} or choose one of: {', '.join(names)}" if drop else f"choose one of: {', '.join(names)}"
+    drop = f"{drop}; " if drop else ""
+    hint = "" if voxel_size is None else coarser_voxel_size(voxel_size, f, lambda g: bool(methods.with_uncertainty(g)))
+    return (f"{drop}no method with an uncertainty map has a shipped model for {grid.describe(f)} (theirs are for "
+            f"{listed([grid.describe(g) for g in uncertainty_factor_sets()])}): give such factors, or --method with "
+            f"--model trained for these{hint}")
+
+
 def add_tensor_order(sp) -> None:
     sp.add_argument("--tensor-order", default=None, choices=list(ORDERS),
                     help="how another tool wrote the tensor file, element order and frame: fsl (dtifit, 4D), "
@@ -180,10 +218,11 @@ def add_method_settings(sp, model: bool = True) -> None:
     sp.add_argument("--tta", action="store_true", help=TTA_HELP)
 
 
-def method_name(args, f, uncertainty: bool = False) -> str:
+def method_name(args, f, uncertainty: bool = False, voxel_size=None) -> str:
     """The method to run: --method; else, with --model, the method its sidecar names (a model of any family runs without
     --method); else the best shipped one with a model for factors `f` (`methods.default_method`), one that gives an
-    uncertainty map where the run asks for one (`uncertainty`)."""
+    uncertainty map where the run asks for one (`uncertainty`). `voxel_size`: the input's, where --voxel-size chose
+    `f`, so that a refusal says a coarser --voxel-size that has a model (`coarser_voxel_size`)."""
     from ... import methods
 
     if args.method:
@@ -201,7 +240,14 @@ def method_name(args, f, uncertainty: bool = False) -> str:
             raise IQTError(f"{sp}: {what}; 'iqt train' writes one beside each model, naming its method: put it "
                            f"beside {args.model}, or give --method")
         return named if named in methods.names() else methods.default_method(uncertainty=uncertainty)
-    return methods.default_method(f, uncertainty=uncertainty)
+    try:
+        return methods.default_method(f, uncertainty=uncertainty)
+    except IQTError as exc:
+        target = getattr(args, "voxel_size", None)
+        if target is None or voxel_size is None:
+            raise
+        raise IQTError(f"--voxel-size {target:g} chose {voxel_size_line(f, voxel_size)}; {exc}" + coarser_voxel_size(
+            voxel_size, f, lambda g: any(methods.method_class(n).learned for n in methods.with_uncertainty(g)))) from None
 
 
 def model_files(model) -> list:
@@ -271,15 +317,16 @@ def settle_propagation(args) -> None:
             setattr(args, k, v)
 
 
-def check_propagation(method, args, factor=None) -> None:
-    """Before any work: the method must give an uncertainty to sample from (those suggested run at `factor`),
-    N >= 2, and the tracking settings must hold (checked before the prediction, not after)."""
+def check_propagation(method, args, factor=None, voxel_size=None) -> None:
+    """Before any work: the method must give an uncertainty to sample from (those suggested run at `factor`; the
+    input's `voxel_size` where --voxel-size chose it), N >= 2, and the tracking settings must hold (checked before the
+    prediction, not after)."""
     from ... import methods
     from ...core import grid
 
     if not method.gives_uncertainty:
-        raise IQTError(f"method {method.name!r} gives no uncertainty to propagate; choose one of: "
-                       f"{', '.join(methods.with_uncertainty(factor))}")
+        raise IQTError(f"method {method.name!r} gives no uncertainty to propagate; "
+                       f"{uncertainty_choices(factor, voxel_size)}")
     if method.learned and factor is not None and not getattr(args, "model", None) and method.name not in methods.ready(factor):
         # load() would name every method with a model for these factors, uncertainty or not
         others = methods.with_uncertainty(factor)

@@ -41,13 +41,16 @@ def run(args):
     if f is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
         f = options.factors(args, lr.voxel_size, lr.affine)
-    method = methods.get(options.method_name(args, f, uncertainty=True), **options.method_settings(args))
+    method = methods.get(options.method_name(args, f, uncertainty=True, voxel_size=None if lr is None or args.voxel_size
+                                             is None else lr.voxel_size), **options.method_settings(args))
     try:
-        options.check_propagation(method, args, f)
+        options.check_propagation(method, args, f, None if lr is None or args.voxel_size is None else lr.voxel_size)
     except IQTError as exc:
         if args.voxel_size is None:
             raise
-        raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
+        raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
+                       + (options.coarser_voxel_size(lr.voxel_size, f, lambda g: method.name in methods.ready(g))
+                          if method.learned else "")) from None
     out = options.out_dir(args.output)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     paths = propagation.output_paths(out)
@@ -72,7 +75,9 @@ def run(args):
         except IQTError as exc:
             if args.voxel_size is None:
                 raise
-            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
+            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
+                           + options.coarser_voxel_size(lr.voxel_size, f, lambda g: method.name in methods.ready(g))
+                           ) from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     if shape3 is None:  # a header the early check could not read: checked once read, before any work

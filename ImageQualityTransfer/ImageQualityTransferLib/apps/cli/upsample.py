@@ -394,18 +394,19 @@ def run(args):
     if f is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
         f = options.factors(args, lr.voxel_size, lr.affine)
-    name = options.method_name(args, f, uncertainty=bool(args.uncertainty or args.propagate))
+    name = options.method_name(args, f, uncertainty=bool(args.uncertainty or args.propagate),
+                               voxel_size=None if lr is None or args.voxel_size is None else lr.voxel_size)
     _check_samples(args, methods.method_class(name))
     method = methods.get(name, **options.method_settings(args))
     if args.propagate:
-        options.check_propagation(method, args, f)
+        options.check_propagation(method, args, f, None if lr is None or args.voxel_size is None else lr.voxel_size)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     out = plan.add(args.output, TENSOR_SUFFIXES, "tensor output")
     unc_out, unc_paths = None, {}
     if args.uncertainty:
         if not method.gives_uncertainty:
-            raise IQTError(f"method {method.name!r} gives no uncertainty; drop --uncertainty or choose one of: "
-                           f"{', '.join(methods.with_uncertainty(f))}")
+            raise IQTError(f"method {method.name!r} gives no uncertainty; " + options.uncertainty_choices(
+                f, None if lr is None or args.voxel_size is None else lr.voxel_size, drop="drop --uncertainty"))
         unc_out = Path(args.uncertainty)
         s = stem(unc_out)
         for key in method.map_names():  # the total std at the given path, the other maps beside it
@@ -457,7 +458,8 @@ def run(args):
         except IQTError as exc:
             if not chose:
                 raise
-            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}") from None
+            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
+                           + options.coarser_voxel_size(lr.voxel_size, f, lambda g: name in methods.ready(g))) from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on
@@ -495,7 +497,9 @@ def run(args):
           + options.order_words(written) + ")")
     if args.method is None and not method.learned and methods.default_method() != name:  # said in the Slicer module too
         say(f"no learned model ships for {grid.describe(f)}, so the default ran the interpolation baseline ({name}); "
-              "for a learned one give --method and --model with a model trained for these factors ('iqt train')")
+            "for a learned one give --method and --model with a model trained for these factors ('iqt train')"
+            + (options.coarser_voxel_size(lr.voxel_size, f, lambda g: any(
+                methods.method_class(n).learned for n in methods.ready(g))) if args.voxel_size is not None else ""))
     if map_paths:
         say(f"wrote {', '.join(with_data_file(p) for p in map_paths.values())} (dtifit's maps; V1 in "
             f"{v1_frame_words(written['order'], pred.tensor.affine, nrrd=is_nrrd(out))}, 0 where the two largest "

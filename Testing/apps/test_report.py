@@ -747,3 +747,22 @@ def test_a_noise_line_within_the_clean_scans_range_is_not_amber():
     typical = report_page._note_html(f"Warning: lr.nii.gz: {NOISIER_TYPICAL} (noise index 0.080, above 0.075): ...")
     noisy = report_page._note_html("Warning: lr.nii.gz: the input is noisier than clean scans (noise index 0.132, ...")
     assert typical.startswith('<p class="caution">') and noisy.startswith('<p class="warning">'), (typical, noisy)
+
+
+def test_report_voxel_size_without_a_model_names_a_coarser_one_that_has(tmp_path, capsys, monkeypatch):
+    """`iqt report --input X --voxel-size 1.8` of a 1.8x1.8x6 mm scan chooses factors 1,1,4, where no learned model
+    ships: the page is cubic's alone, and the factors' line says --voxel-size 2 (factors 1,1,3) has them (it had only
+    said 'iqt train' makes one: a low-field clinic's audit). The page itself is not at stake: not made here."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.core.volume import Volume
+
+    t = np.broadcast_to(tensors.from_matrix(np.diag([1.2e-3, 0.5e-3, 0.4e-3])), (6, 7, 5, 6)).astype(np.float32)
+    fileio.save_tensor(Volume(t, np.diag([-1.8, 1.8, 6, 1]), "tensor"), tmp_path / "lr.nii.gz")
+    monkeypatch.setattr(report, "run_input", lambda out, *a, **k: out)
+    for voxel, said in (("1.8", True), ("2", False)):
+        assert main(["report", "-o", str(tmp_path / "r.html"), "--input", str(tmp_path / "lr.nii.gz"), "--no-tracts",
+                     "--voxel-size", voxel]) == 0
+        out = capsys.readouterr().out
+        hint = "--voxel-size 2 gives factors 1,1,3 (1.8x1.8x2 mm voxels), for which models ship"
+        assert (hint in out) == said, out

@@ -78,7 +78,11 @@ def run(args):
             lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
             if f is None:
                 f = options.factors(args, lr.voxel_size)
-                print(options.voxel_size_line(f, lr.voxel_size))
+                # where no learned method has a model for them, the page is cubic's alone: a coarser --voxel-size
+                # whose factors have one is said (options.coarser_voxel_size)
+                learned = lambda g: any(methods.method_class(n).learned for n in methods.ready(g))  # noqa: E731
+                print(options.voxel_size_line(f, lr.voxel_size)
+                      + ("" if args.methods or learned(f) else options.coarser_voxel_size(lr.voxel_size, f, learned)))
             models = options.method_models(args.model, f)  # with --voxel-size, once the factors are known
             mask = fileio.load_mask(args.mask, lr, f) if args.mask else None
             # bad input (a wrong --tensor-order, wrong units) gets its one line before any method is chosen or said

@@ -414,11 +414,14 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> V
     if not empty.any():
         return mask
     n, total = int(empty.sum()), int(given.sum())
+    # a mask on the output's grid is counted in its low-res blocks (methods/base.predict_within): said so, or a user
+    # reading "of the mask's 60515 voxels" of a mask of 179k looks for another file (a low-field audit)
+    whose = " on the input's grid (the high-res mask's blocks)" if mask.meta.get("reduced_from") else ""
     if n < total * EMPTY_IN_MASK:  # holes a fit leaves inside its own mask: cut out without a word
         return mask.replace(data=given & ~empty)
     covered = float((given & present).sum() / present.sum())
     if n > total / 2 and covered < 0.5:  # mostly empty and missing most of the fit: another brain's or grid's mask
-        raise IQTError(f"{lr.source}{n} of the mask's {total} voxels hold no tensor and it covers {100 * covered:.0f} % "
+        raise IQTError(f"{lr.source}{n} of the mask's {total} voxels{whose} hold no tensor and it covers {100 * covered:.0f} % "
                        "of the fitted ones: the mask is not on this input's brain; give the mask the tensors were fitted "
                        "in (or none: the input's non-zero voxels are then the brain)")
     # a very noisy scan's fit leaves its own mask's voxels without diffusion signal at the fit's floor, which reads as
@@ -443,7 +446,7 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> V
     where = ("read as holes in the brain, which the outputs fill from the tensors around them" if holes and not wider
              else "the mask reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one "
                   "(the outputs reach one low-res voxel beyond it)")
-    warnings.warn(f"{lr.source}{n} of the mask's {total} voxels ({100 * n / total:.1f} %) hold no tensor{why}: {where}"
+    warnings.warn(f"{lr.source}{n} of the mask's {total} voxels{whose} ({100 * n / total:.1f} %) hold no tensor{why}: {where}"
                   + ("; give the mask the tensors were fitted in to silence this" if wider else ""),
                   IQTWarning, stacklevel=3)
     return mask.replace(data=given & ~empty)

@@ -44,8 +44,8 @@ FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote i
 # A noisy input's maps (mrml.NOISE_ATTRIBUTE: sigma scaled by g for the noise, methods/base.py NOISY_STD_SCALE): coloured
 # from the median over g, the median the map had before that scaling, and the legend says it under its title. From the
 # map's own median and to its own top, a map scaled by g had looked exactly like the unscaled one, only the ticks
-# relabelled: a clinician saw nothing of the whole scan being less certain (docs/slicer.md, "A noisy input": on the
-# 3 mm ortho dev scan at b0 SNR 5 biqt's map coloured 39 % of its voxels, the clean scan's 61 %).
+# relabelled: a clinician saw nothing of the whole scan being less certain (docs/measurements.md, "Slicer: a noisy
+# input": on the 3 mm ortho dev scan at b0 SNR 5 biqt's map coloured 39 % of its voxels, the clean scan's 61 %).
 NOISE_NOTE = "noisy input"  # the legend's line for a noisy input whose map was not scaled (g = 1)
 NOISE_SCALE_NOTE = "noisy input: SD ×{scale}"  # and for one scaled, with its factor (Slicer's legend font has no σ)
 # An input above the clean threshold (NOISY_MODEL) but within the training inputs' range (up to NOISY_INPUT) is not

@@ -226,6 +226,13 @@ def test_the_0_21_changelog_says_the_user_pages_were_restructured():
     # paragraphs of 1,351-8,843 characters (9 over 1,200): iqt batch's options beside their reviews and timings
     ("docs/cohorts.md", "measurements.md#cohort-memory", "Cohort details",
      "1000 quick subjects spent 40 s of an 81 s run"),
+    # paragraphs of 1,332-3,136 characters (12 over 1,200): the panel's behaviour beside pixel counts and reviews
+    ("docs/slicer.md", "measurements.md#slicer-the-legend", "The Slicer module", "106 against 129 px"),
+    # 1,293 and 2,969: the noise index's definition beside the SNR 1 scans' before/after
+    ("docs/methods.md", "measurements.md#the-noise-index-of-a-holed-brain", "Inputs made by other tools",
+     "where such a brain had read as clean"),
+    # 1,956 and 2,043: the API's guarantees beside the OpenMP timings and the exit wait's history
+    ("docs/python.md", "measurements.md#the-python-api", "Command-line details", "99.8 and 58.1 s without"),
 ])
 def test_reference_pages_have_no_wall_of_text(page, link, heading, figure):
     # the measurement detail is in docs/measurements.md under its heading, linked from the short text (tables and

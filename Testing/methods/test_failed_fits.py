@@ -381,6 +381,74 @@ def test_a_cavity_carved_out_of_the_estimated_brain_at_its_edge_is_warned():
     assert "13.8 cm^3 of them in one cluster" in warned[0], warned
 
 
+def _estimated_brain_warnings(t, brain, voxel):
+    """The failed-fit warnings of drop_failed_fits on tensors `t` without --mask (`brain` the estimate)."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    lr = Volume(t, np.diag(list(voxel) + [1.0]), "tensor")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drop_failed_fits(lr, Volume(brain, lr.affine, "mask"), "the brain estimated", drop=False, refuse=False,
+                         estimated=True)
+    return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+
+
+def test_a_cavity_carved_out_of_the_estimated_brain_on_thick_slices_is_warned():
+    """On thick slices (x1,1,3: 2x2x6 mm) the estimate's outline had not been searched at all, its closing bridging the
+    background's fits along the slice axis (inputs.outline_judged), so a cavity carved out at the cortex was filled
+    without a word; a cluster there the estimated brain surrounds (inputs.ENCLOSED) is warned, as on the clean real
+    inputs the bridged background's clusters are not (test_thick_slices_of_a_clean_scan_fitted_unmasked_hold_no_cavity)."""
+    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (40, 40, 16, 1))
+    brain = np.zeros(t.shape[:3], bool)
+    brain[5:35, 5:35, 2:14] = True
+    cavity = (slice(5, 11), slice(16, 22), slice(6, 9))  # 6x6x3 at the brain's edge: 2.6 cm^3
+    t[cavity] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
+    brain[cavity] = False  # carved out of the estimate
+    warned = _estimated_brain_warnings(t, brain, (2.0, 2.0, 6.0))
+    assert len(warned) == 1 and warned[0].startswith("108 voxels in the brain estimated hold a failed fit"), warned
+    assert "2.6 cm^3 of them in one cluster" in warned[0], warned
+
+
+def test_a_small_cavity_on_coarse_voxels_is_warned_and_csf_s_largest_cluster_there_is_not(caplog):
+    """At 6 mm voxels (a 3 mm scan's x2 input) a 2-2.5 cm^3 cyst centred on a voxel is that voxel and its six faces (1.5
+    cm^3) and one at the cortex 19 voxels, neither holding a 2x2x2 block, and both were filled without a word, with
+    --mask and without (a review); there a cluster holding a voxel failed on all six faces or a 2x2x1 block over
+    inputs.COARSE_CAVITY_CM3 is warned, and one of 6 voxels (1.3 cm^3, the clean dStream's largest such) is not."""
+    import logging
+
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    csf = np.array([9e-3, 0, 6e-3, 0, 0, 6e-3], np.float32)
+    tissue = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 20, 1))
+    plus = ndimage.generate_binary_structure(3, 1)
+    sheet = np.zeros((3, 3, 3), bool)
+    sheet[:2, :2, 1] = True  # a 2x2x1 block and two more: 6 voxels
+    sheet[2, 0, 1] = sheet[2, 1, 2] = True
+    for shape, told in ((plus, "1.5 cm^3 of them in one cluster"), (sheet, None)):
+        t = tissue.copy()
+        t[12:15, 12:15, 8:11][shape] = csf
+        lr = Volume(t, np.diag([6.0, 6.0, 6.0, 1.0]), "tensor")
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+            warnings.simplefilter("always")
+            drop_failed_fits(lr, Volume(np.ones(lr.shape3, bool), lr.affine, "mask"))
+        warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+        assert len(warned) == int(bool(told)) and (not told or told in warned[0]), warned
+        assert told or any("(usual in a few voxels)" in r.getMessage() for r in caplog.records)
+    # at the cortex, without --mask: 19 voxels (a 3x3x3 block but its corners) carved out of the estimate
+    brain = np.zeros(tissue.shape[:3], bool)
+    brain[5:25, 5:25, 3:17] = True
+    ball = np.ones((3, 3, 3), bool)
+    ball[::2, ::2, ::2] = False
+    t = tissue.copy()
+    t[5:8, 12:15, 8:11][ball] = csf
+    brain[5:8, 12:15, 8:11][ball] = False
+    warned = _estimated_brain_warnings(t, brain, (6.0, 6.0, 6.0))
+    assert len(warned) == 1 and "4.1 cm^3 of them in one cluster" in warned[0], warned
+
+
 def test_a_warned_cavity_s_filled_voxels_are_at_the_top_of_every_uncertainty_map():
     """A cavity of failed fits (warned, its size said) is filled from the nearest fits, and its uncertainty had read
     as confident tissue (an audit: deep-hetero-var1's median SD 0.111 in a filled 5.8 cm^3 cube, 0.131 in the brain):
@@ -467,8 +535,8 @@ def test_a_filled_cyst_in_a_real_scan_reads_confident_unflagged_and_at_the_top_f
 @pytest.mark.slow
 def test_thick_slices_of_a_clean_scan_fitted_unmasked_hold_no_cavity(zeroed_background_subject):
     """On thick slices the outline's closing bridges background along the slice axis: the clean Elition's whole-field
-    fit at x1,1,3 was told of a 3.5 cm^3 cavity, none of it in its brain mask (a review); the outline is searched only
-    on near-isotropic voxels (inputs.outline_judged)."""
+    fit at x1,1,3 was told of a 3.5 cm^3 cavity, none of it in its brain mask (a review); on thick slices a cluster in
+    the outline counts only where the estimated brain surrounds it (inputs.ENCLOSED; this one 0.53)."""
     from ImageQualityTransferLib.methods.inputs import brain_within_box, drop_failed_fits
 
     lr = low_res_case(zeroed_background_subject, (1, 1, 3), "unmasked").lr

@@ -473,9 +473,11 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
     if not failed.any():
         return (lr, unsure) if flagged else lr
     inside = failed if mask is None else failed & np.asarray(mask.data, bool)
-    if estimated and mask is not None and outline_judged(lr.voxel_size):  # a cavity at the cortex is carved out of the
-        # estimate: looked for in its outline
-        inside = inside | _cavity(failed & closed_outline(np.asarray(mask.data, bool)), lr.voxel_size)[1]
+    if estimated and mask is not None:  # a cavity at the cortex is carved out of the estimate: looked for in its outline,
+        # on thick slices only where the estimate surrounds it (that outline there bridges the background's fits)
+        brain = np.asarray(mask.data, bool)
+        inside = inside | _cavity(failed & closed_outline(brain), lr.voxel_size,
+                                  None if outline_judged(lr.voxel_size) else brain)[1]
     refuse = refuse and mask is not None
     if inside.any():
         n = int(inside.sum())
@@ -592,14 +594,27 @@ USUAL_FAILED_CLUSTER_CM3 = 3.0
 # 2-4 mm voxels holds one (docs/measurements.md, "Failed fits in the input")
 CAVITY_CM3 = 1.0
 OUTLINE_CLOSING = 4  # voxels: a brain estimated from the tensors closed so, its holes filled (closed_outline)
-# the outline is searched for cavities only on voxels this near to isotropic: on thick slices (x1,1,2 and x1,1,3) its
+# the outline is searched for any cavity only on voxels this near to isotropic: on thick slices (x1,1,2 and x1,1,3) its
 # closing bridges 16-24 mm of background along the slice axis, and the clean Elition's and dStream's whole-field fits
-# held a 1.3-5.6 cm^3 "cavity" there, none of it in their brain masks (a review); an 8 mm closing still left 2.7 cm^3
+# held a 1.3-5.6 cm^3 "cavity" there, none of it in their brain masks (a review); a closing of 12 mm per axis still
+# left 1.8-4.8 cm^3 of them (docs/measurements.md, "Failed fits in the input")
 OUTLINE_ANISOTROPY = 1.5
+# on thicker slices a cavity in the outline counts where at least this share of the voxels around it (its 26-neighbours)
+# lie in the estimated brain: a cavity carved out at the cortex is mostly surrounded by it (0.82-1.00 for balls of 2-6
+# cm^3 at the cortex of the 8 subjects' x1,1,2 and x1,1,3 inputs), the background's bridged clusters are not (0.20-0.59)
+ENCLOSED = 0.7
+# voxels of this many mm^3 or more (5.4-9 mm: the x2 inputs of 2.7-3 mm scans, x3 of any) are coarse: a 2-2.5 cm^3
+# cyst is 7-19 of them, often without a 2x2x2 block (a ball centred on a voxel is 7 at 6 mm, a voxel and its six
+# faces), so a cluster holding a 2x2x1 block or a voxel with its six faces failed counts there too, over
+# COARSE_CAVITY_CM3: the clean real inputs' largest such cluster is 1.30 cm^3 (6 voxels, the dStream's unmasked x2
+# input in its estimated brain), none within a mask (docs/measurements.md, "Failed fits in the input")
+COARSE_VOXEL_MM3 = 150.0
+COARSE_CAVITY_CM3 = 1.4
 
 
 def outline_judged(voxel_size) -> bool:
-    """Whether closed_outline is searched for a cavity on voxels of this size (mm): near-isotropic ones only."""
+    """Whether closed_outline is searched for any cavity on voxels of this size (mm), not only for those the estimated
+    brain surrounds (ENCLOSED): near-isotropic ones only."""
     v = np.asarray(voxel_size, float)
     return float(v.max() / v.min()) <= OUTLINE_ANISOTROPY
 
@@ -613,17 +628,39 @@ def closed_outline(brain: np.ndarray, k: int = OUTLINE_CLOSING) -> np.ndarray:
     return fill_slice_holes(ndimage.binary_fill_holes(padded)[k:-k, k:-k, k:-k] | brain)
 
 
-def _cavity(failed: np.ndarray, voxel_size) -> tuple[float, np.ndarray]:
-    """(cm^3, voxels) of the largest 26-connected cluster of `failed` that holds a 2x2x2 block of them: a cavity's
-    shape, where CSF's failed fits scatter in sheets a voxel or two thick (empty where there is none)."""
+def _cavity(failed: np.ndarray, voxel_size, brain: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """(cm^3, voxels) of the largest 26-connected cluster of `failed` that holds a 2x2x2 block of them (on coarse
+    voxels, COARSE_VOXEL_MM3, also one over COARSE_CAVITY_CM3 holding a 2x2x1 block or a voxel failed on all six
+    faces): a cavity's shape, where CSF's failed fits scatter in sheets a voxel or two thick (empty where there is
+    none). `brain`: only clusters it surrounds (ENCLOSED) count."""
+    vv = float(np.prod(voxel_size)) / 1000
     solid = ndimage.binary_erosion(failed, np.ones((2, 2, 2), bool))
-    if not solid.any():
+    coarse = np.zeros_like(solid)
+    if vv * 1000 >= COARSE_VOXEL_MM3:
+        for shape in ((2, 2, 1), (2, 1, 2), (1, 2, 2)):
+            coarse |= ndimage.binary_erosion(failed, np.ones(shape, bool))
+        coarse |= ndimage.binary_erosion(failed, ndimage.generate_binary_structure(3, 1))
+    if not (solid.any() or coarse.any()):
         return 0.0, np.zeros(failed.shape, bool)
     parts, _ = ndimage.label(failed, structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(parts.ravel())
-    held = np.unique(parts[solid])
+    held = np.union1d(np.unique(parts[solid]), [p for p in np.unique(parts[coarse]) if sizes[p] * vv > COARSE_CAVITY_CM3])
+    held = held[held > 0].astype(int)
+    if brain is not None:  # the share of each cluster's 26-neighbours in the brain, read in its box grown by a voxel
+        boxes = ndimage.find_objects(parts)
+        held = np.array([p for p in held if _surrounded(parts, p, boxes[p - 1], brain) >= ENCLOSED], int)
+    if not held.size:
+        return 0.0, np.zeros(failed.shape, bool)
     best = int(held[np.argmax(sizes[held])])
-    return float(sizes[best]) * float(np.prod(voxel_size)) / 1000, parts == best
+    return float(sizes[best]) * vv, parts == best
+
+
+def _surrounded(parts: np.ndarray, label: int, box: tuple, brain: np.ndarray) -> float:
+    """The share of cluster `label`'s 26-neighbours (within the field) that lie in `brain`."""
+    box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+    it = parts[box] == label
+    shell = ndimage.binary_dilation(it, np.ones((3, 3, 3), bool)) & ~it
+    return float((shell & brain[box]).sum() / max(int(shell.sum()), 1))
 
 
 def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated: bool = False) -> tuple[str, bool]:

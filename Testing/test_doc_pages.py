@@ -446,6 +446,9 @@ def test_inputs_md_reads_in_short_paragraphs():
     ("docs/install.md", set()),
     ("docs/methods.md", {"the-noise-index-of-a-holed-brain", "shipped-models"}),
     ("docs/python.md", {"the-python-api"}),
+    # 1,443-8,400 characters (8 blocks over 1,200): the NIfTI rules, the grid's and the maps' lists as one block each
+    ("docs/conventions.md", {"the-cnns-unit-and-background-fits", "low-b-volumes-in-the-fits",
+                             "failed-fits-flagged-in-the-maps"}),
 ])
 def test_reference_pages_read_in_short_paragraphs(page, moved):
     """docs/training.md, docs/view.md, docs/slicer.md, docs/install.md, docs/methods.md and docs/python.md had grown

@@ -76,8 +76,14 @@ def test_which_checks_fail():
     # the page's header says so (a second review: it still listed them)
     assert qc.failed_checks(bad, excluded=True) == ["b0_check", "b0_shift_vox"]
     # failed fits warned of (a cavity's, filled): a failed check; none (0), or a row an earlier version wrote (n/a), not
-    assert qc.failed_checks(as_row({**row, "failed_fits_flagged": "27"}), excluded=True) == ["failed_fits_flagged"]
+    cavity = "27 voxels in the mask hold a failed fit (...); 1.7 cm^3 of them in one cluster, a lesion's or a failed ..."
+    assert qc.failed_checks(as_row({**row, "failed_fits_flagged": "27", "notes": cavity}), excluded=True) == \
+        ["failed_fits_flagged"]
     assert qc.failed_checks(as_row({**row, "failed_fits_flagged": "0"})) == []
+    # one voxel below the range on a clean OLS fit's mask edge, warned but no cavity: counted, not a failed check (a
+    # review: the clean Elition's OLS row had read orange, "their tensors may be wrong")
+    one = "1 voxel in the mask holds a failed fit (an eigenvalue outside -0.001 to 0.005 mm^2/s): ..."
+    assert qc.failed_checks(as_row({**row, "failed_fits_flagged": "1", "notes": one})) == []
     # a skip of a subject whose sidecar records no time shows none, not the skip's own (a review)
     skipped = {"subject": "sub-01", "status": "skipped", "qc": {"snr": 20.0}, "seconds": 0.01}
     assert qc.qc_rows([skipped])[0][qc.QC_COLUMNS.index("seconds")] == "n/a"

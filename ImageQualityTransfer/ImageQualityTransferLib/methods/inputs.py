@@ -697,7 +697,7 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
     big = max(largest if largest > USUAL_FAILED_CLUSTER_CM3 else 0.0, cavity if cavity > CAVITY_CM3 else 0.0)
     few = few and not big
     # the cluster's size said: the learned methods fill it with tissue made up from around it, which reads as brain
-    cluster = f"; {big:.1f} cm^3 of them in one cluster, a lesion's or a failed region's size: look at the scan there" \
+    cluster = f"; {big:.1f} {CLUSTER_SAID}, a lesion's or a failed region's size: look at the scan there" \
         if big else ""
     md = float(np.median(tensors.md(t[brain]))) if brain.any() else 0.0
     if md > tensor_checks.IN_VIVO_MD[1]:  # the whole brain diffuses too fast: its scale's (check_scale's warning), not CSF's
@@ -706,6 +706,9 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
                 f"floor{cluster}"), False
     return (f"; {'all' if too_fast.all() else int(too_fast.sum())} of them diffuse faster than free water, as CSF does where "
             f"its diffusion-weighted signal sinks to the noise floor{' (usual in a few voxels)' if few else cluster}"), few
+
+
+CLUSTER_SAID = "cm^3 of them in one cluster"  # the failed-fit line's cavity, as iqt batch's QC reads it (apps/batch/qc.py)
 
 
 def clip_input(lr: np.ndarray) -> np.ndarray:

@@ -240,7 +240,8 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "of failed fits (an eigenvalue outside the plausible range) that the subject's warning names, a cavity of "
             "them (a cyst or a region at the noise floor), many, or any below the range; the learned methods fill them "
             "from the nearest fits and raise every uncertainty map to its top there (interpolation clips them): look "
-            "at the scan there (0: none warned of; n/a: a row an earlier version wrote). Outlier: outside median "
+            "at the scan there (0: none warned of; n/a: a row an earlier version wrote; a failed check, orange, where the "
+            "warning names a cluster of them, a cavity). Outlier: outside median "
             "&plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
@@ -269,14 +270,16 @@ def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     """The columns of QC row `row` whose check of the input failed: a gradient table or b0 check other than ok (n/a:
     not judged; not checked: --no-frame-check; not judged (noise): methods.inputs.FRAME_NOISE), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
     (not where they were `excluded` from the fit: --exclude-outliers), every other volume disagreeing (never left out),
-    failed fits warned of (failed_fits_flagged: a cavity's, filled, had read as tissue)."""
+    failed fits warned of as a cluster (failed_fits_flagged, its notes naming a cavity: filled, one had read as tissue;
+    a clean OLS fit's one voxel below the range had turned the row orange, a review)."""
     from ...dmri.motion import B0_SHIFT_VOXELS
-    from ...methods.inputs import FRAME_NOISE
+    from ...methods.inputs import CLUSTER_SAID, FRAME_NOISE
 
     at = {c: row[i] for i, c in enumerate(QC_COLUMNS)}
     found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "not checked", FRAME_NOISE, "-", "")]
     fit = () if excluded else (("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0))
-    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit, ("failed_fits_flagged", 0)):
+    cavity = (("failed_fits_flagged", 0),) if CLUSTER_SAID in at["notes"] else ()
+    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit, *cavity):
         try:
             if float(at[c]) > limit:
                 found.append(c)

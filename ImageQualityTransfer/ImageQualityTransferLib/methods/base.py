@@ -300,7 +300,9 @@ class Method:
             self._warn_off_training(lr, mask, f)
         # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
         # there is low, calling them certain
-        noise = lr.replace(data=(noise_fits(lr) | kept_failed) & mask.data.astype(bool), kind="mask") if estimated and \
+        # there, and in the margin of one low-res voxel the outputs reach beyond it (interpolation.output_support): left
+        # out, that ring of background read as certain as the brain round every clean whole-field output (a review)
+        noise = lr.replace(data=(noise_fits(lr) | kept_failed) & _reach(mask.data), kind="mask") if estimated and \
             mask is not None else None
         if unsure is not None and self.learned:  # failed fits warned of (a cavity's), filled from around them: as
             # uncertain as noise fits (interpolation clips them and makes no maps)
@@ -606,6 +608,13 @@ def off_training_anisotropy(voxel_size, factors) -> float | None:
     if hr.min() > 0 and hr.max() / hr.min() > ANISOTROPY_TRAINED * ANISOTROPY_SLACK:
         return float(hr.max() / hr.min())
     return None
+
+
+def _reach(mask) -> np.ndarray:
+    """The low-res voxels a run's outputs reach: the mask and one voxel beyond it, diagonals too."""
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(np.asarray(mask, bool), structure=np.ones((3, 3, 3), bool))
 
 
 def predict_within(method: "Method", lr: Volume, factor, mask: Volume | None = None, **kw) -> tuple[Prediction, Volume | None]:

@@ -74,6 +74,22 @@ def test_long_task_pages_open_with_contents_and_the_common_path(page):
     assert numbers == list(range(1, len(numbers) + 1)), numbers
 
 
+@pytest.mark.parametrize("page", ["docs/command-line.md", "docs/training.md", "docs/cohorts.md", "docs/view.md",
+                                  "docs/inputs.md", "docs/slicer.md"])
+def test_user_pages_open_with_contents_linking_every_section(page):
+    """A reader's review found command-line.md (679 lines) and training.md with no contents list, and command-line.md's
+    table linking none of its sections after the commands: a list before the first section (or under a "Contents"
+    heading) links every ## heading of the page."""
+    text = re.sub(r"(?ms)^```.*?^```", "", (REPO / page).read_text(encoding="utf-8"))
+    heads = [h for h in re.findall(r"^## (.+)$", text, re.M) if h != "Contents"]
+    own = {re.sub(r"[^\w\- ]", "", h.replace("`", "").strip().lower()).replace(" ", "-") for h in heads}
+    top = text.split("\n## ", 1)[0]
+    if text.split("\n## ", 2)[1].startswith("Contents\n"):
+        top = text.split("\n## ", 2)[1]
+    linked = set(re.findall(r"\]\(#([a-z0-9_-]+)\)", " ".join(top.split())))
+    assert own <= linked, f"{page}: sections the contents do not link: {sorted(own - linked)}"
+
+
 def _section(text: str, heading: str) -> str:
     body = text.split(f"\n### {heading}\n", 1)[1]
     return re.split(r"\n#{2,3} ", body, maxsplit=1)[0]

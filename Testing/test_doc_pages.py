@@ -457,6 +457,21 @@ def test_the_noise_line_quoted_in_inputs_md_is_the_one_the_engine_says():
                                              base._BEYOND.format(base.NOISY_TRAINED[1]))), section[:2000]
 
 
+def test_inputs_md_says_the_gradient_checks_noise_rule_and_its_advice_once():
+    """docs/inputs.md had stated the noisy-table rule (under 2 steps, 1.25x) under the fit's check and again under
+    `iqt upsample`'s, "a new fit of the same DWI ... cannot decide either" twice (and a paraphrase), and "`iqt fit` checks
+    the first two" twice (a reader's review): each once, the other places linking it. The rule is one in the code."""
+    from ImageQualityTransferLib.dmri import gradcheck
+    from ImageQualityTransferLib.methods import inputs
+
+    assert (inputs.FRAME_SHORT_STEPS, inputs.FRAME_NOISY_RATIO) == (gradcheck.NOISE_SHORT_STEPS, gradcheck.NOISY_RATIO)
+    flat = " ".join((REPO / "docs/inputs.md").read_text(encoding="utf-8").split())
+    ratio = f"{gradcheck.NOISY_RATIO:g}×"
+    assert flat.count(ratio) == 1 and flat.count(f"run under {gradcheck.NOISE_SHORT_STEPS:g} steps (one mean voxel") == 1
+    assert flat.count("new fit of the same") == 1 and flat.count("checks the first two") == 1
+    assert flat.count("one direction repeated, the three axes only") == 1
+
+
 def test_inputs_md_reads_in_short_paragraphs():
     """docs/inputs.md had grown paragraphs of 2,000-10,588 characters that mixed what a check does and what to do with
     how it was measured (a readability audit): each block between blank lines (code blocks, tables and the quoted

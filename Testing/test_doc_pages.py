@@ -295,15 +295,16 @@ def test_what_is_refused_is_a_list_of_short_items():
 def test_what_is_refused_keeps_the_warnings_apart_and_names_its_checks():
     """docs/inputs.md's tensor-value refusals had three "not refused" items among them, and "These two checks" after
     the 13 items left a reader to guess which two (a reader's review): the warnings are their own list, after the
-    refusals, and the sentence names the element-order and sign checks (core/tensor_checks.py: the tissue-like voxels
-    judge those two)."""
+    refusals, and the sentence names the element-order and unit checks (core/tensor_checks.py check_scale judges both
+    on the tissue-like voxels where there are enough; the README these lines came from had named them so)."""
     text = (REPO / "docs/inputs.md").read_text(encoding="utf-8").split("\n## What is refused", 1)[1]
     for part in ("**Tensor values**", "**The DWI and its gradient table**"):
         body = text.split(part, 1)[1].split("\n**", 1)[0]
         refused, _, warned = body.partition("\nWarned of, not refused:\n")
         assert warned, part
         assert not re.search(r"(?im)^- not refused", refused) and "Not refused" not in refused, part
-    assert "These two checks" not in text and "The element-order check" in text
+    assert "These two checks" not in text and "The element-order check (tensors mostly not positive definite) and the " \
+        "unit check" in " ".join(text.split())
 
 
 def test_the_fit_checks_have_a_heading_of_their_own():

@@ -42,7 +42,7 @@ KEPT = {
     "docs/command-line.md": ["ID or dates; checked before 0.1.0"],
     "docs/inputs.md": ["measured before 0.1.0"],
     "docs/limitations.md": ["measured before 0.1.0"],
-    "docs/speed.md": ["all before 0.1.0", "run until 0.7.0"],
+    "docs/speed.md": ["run until 0.7.0"],
     "docs/training.md": ["models before 0.3.0's", "checked before 0.1.0"],
 }
 
@@ -267,6 +267,8 @@ def test_the_0_21_changelog_says_the_user_pages_were_restructured():
      "where such a brain had read as clean"),
     # 1,956 and 2,043: the API's guarantees beside the OpenMP timings and the exit wait's history
     ("docs/python.md", "measurements.md#the-python-api", "Command-line details", "99.8 and 58.1 s without"),
+    # 1,372 and 1,236: one release's before/after rounds and three releases' timings of the deeper network
+    ("docs/speed.md", "measurements.md#before-010-fewer-copies-of-the-output", "Speed", "took 3.57-3.76 s"),
 ])
 def test_reference_pages_have_no_wall_of_text(page, link, heading, figure):
     # the measurement detail is in docs/measurements.md under its heading, linked from the short text (tables and
@@ -500,6 +502,10 @@ def test_inputs_md_reads_in_short_paragraphs():
             "the-noise-index-of-a-small-brain", "what-the-refusals-replaced"} <= linked, linked
 
 
+# a section another change is rewriting, left out of the length check until then (its own heading)
+_NOT_YET_SHORT = {"docs/limitations.md": "Failed fits and cavities"}
+
+
 @pytest.mark.parametrize("page, moved", [
     ("docs/training.md", {"iqt-train-refusals-and-the-registry", "iqt-train-options",
                           "iqt-train-data-parallel-checkpoints-gpu"}),
@@ -518,6 +524,16 @@ def test_inputs_md_reads_in_short_paragraphs():
                           "tractographys-seeds", "the-negative-md-warning-of-iqt-track"}),
     # 1,879 and 2,742 characters: the house's rules and the method notes as one list each
     ("docs/design.md", {"uncertainty"}),
+    # 1,209, 1,754 and 1,892 characters: the Slicer steps as one block, the 'Not there yet' and Documentation lists
+    ("README.md", set()),
+    # 1,372 and 1,236 characters: the 0.1.0 before/after rounds and the deeper network's timings beside the results
+    ("docs/speed.md", {"before-010-fewer-copies-of-the-output", "the-deeper-network-030-040-060", "speed"}),
+    # 1,232-1,997 characters (7 blocks over 1,200 besides 'Failed fits and cavities'): each limit beside its runs
+    ("docs/limitations.md", {"noise-flags-without-a-mask-sparing-the-core", "brains-unlike-the-trainings",
+                             "a-brain-cut-by-the-field-of-view-the-cnns-unit",
+                             "the-cnns-unit-without-a-brain-mask-which-inputs",
+                             "sigma-of-rf-and-the-espcn-hetero-models-on-noisy-inputs-the-shares",
+                             "sigma-on-noise-the-noise-index-does-not-see-the-runs"}),
 ])
 def test_reference_pages_read_in_short_paragraphs(page, moved):
     """docs/training.md, docs/view.md, docs/slicer.md, docs/install.md, docs/methods.md and docs/python.md had grown
@@ -527,6 +543,8 @@ def test_reference_pages_read_in_short_paragraphs(page, moved):
     and tables left out) is at most 1,200 characters, and the measurement detail is linked in docs/measurements.md,
     under headings that are there."""
     text = re.sub(r"```.*?```", "", (REPO / page).read_text(encoding="utf-8"), flags=re.S)
+    if page in _NOT_YET_SHORT:
+        text = re.sub(rf"(?ms)^## {re.escape(_NOT_YET_SHORT[page])}$.*?(?=^## |\Z)", "", text)
     blocks = [" ".join(b.split()) for b in re.split(r"\n\s*\n", text)
               if b.strip() and not b.lstrip("\n").startswith(("#", "|", "    "))]
     assert not [(len(b), b[:80]) for b in blocks if len(b) > 1200]

@@ -2029,7 +2029,7 @@ def test_an_at_sign_in_a_ws_url_s_path_or_query_is_not_taken_for_a_login():
 
     from ImageQualityTransferLib.apps.batch import scheduler
 
-    for given in ("ws://127.0.0.1:8786/a@b", "ws://node7:8786/?t=a@b", "wss://node7/proxy/#x@y", "ws://[::1]:8786/a@b"):
+    for given in ("ws://127.0.0.1:8786/a@b", "ws://node7:8786/?t=a@b", "ws://[::1]:8786/a@b"):
         assert scheduler.check_address(given) == given
         # a query's values masked, and the path's text before its '@' and the port (a password typed with a '/',
         # ws://alice:1/pw@h/, is read the same way), never the host

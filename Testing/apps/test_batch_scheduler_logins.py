@@ -112,3 +112,46 @@ def test_an_address_without_a_scheme_is_masked_as_its_tcp_form(tmp_path):
     with pytest.raises(batch.IQTError) as err:
         scheduler.check_address("alice:123/w@node7:8786")
     assert str(err.value).startswith("--scheduler ***@node7:8786: an '@' after a '/'") and "alice" not in str(err.value)
+
+
+def test_no_secret_in_any_address_form_reaches_stderr_or_the_output_folder(tmp_path, capsys):
+    """A password holding '/', '?' or '#', a token in a query or fragment, in every scheme (none, tcp, tls, ws, wss) and
+    host form (a name, IPv4, IPv6, with and without a port): ws://alice:123?pw@host/ had been echoed whole,
+    tcp://alice:123?pw@host:8786 as ***@alice:123?pw@..., 127.0.0.1:8786?token=T in its port message (a review). Every
+    form's shown address, recorded command line, refusal and Dask's quoting of it hold no secret; one in 16 runs
+    `iqt batch` (its refusal or its connect attempt: nothing listens on the port) and neither stderr nor any file of
+    the output folder (records, the lock) holds it."""
+    import socket
+
+    from helpers import make_bids
+
+    from ImageQualityTransferLib.apps.cli import main
+
+    with socket.socket() as free:  # a port nothing listens on: a connect attempt refused at once
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    secret = "Zq9Secret"
+    logins = [f"{who}{c}{secret}@" for who in (f"localhost:{port}", "u:a") for c in "/?#"] + [f"u:{secret}@",
+                                                                                              f"{secret}:@"]
+    hosts = [f"127.0.0.1:{port}", f"[::1]:{port}", "localhost", "127.0.0.1:99999"]
+    forms = [f"{scheme}{login}{host}{end}" for scheme in ("", "tcp://", "tls://", "ws://", "wss://") for login in logins
+             for host in hosts for end in ("", "/")]
+    forms += [f"{scheme}{host}{c}token={secret}" for scheme in ("", "tcp://", "tls://", "ws://", "wss://")
+              for host in hosts for c in ("?", "/?", "#")]
+    for given in forms:
+        said = [scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
+                scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)]
+        try:
+            scheduler.check_address(given)
+        except batch.IQTError as err:
+            said.append(str(err))
+        assert not [s for s in said if secret in s], (given, said)
+    ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
+    out = tmp_path / "o"
+    for given in forms[::16]:
+        capsys.readouterr()
+        rc = main(["batch", str(ds), "-o", str(out), "--method", "cubic", "--scheduler", given])
+        err = capsys.readouterr().err
+        assert rc == 2 and secret not in err, (given, err)
+        for f in (p for p in out.rglob("*") if p.is_file()) if out.exists() else ():
+            assert secret not in f.read_text(errors="replace"), (given, f)

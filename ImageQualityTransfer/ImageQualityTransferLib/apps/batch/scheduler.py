@@ -57,22 +57,31 @@ def shown(address) -> str:
     text = str(address)
     scheme, sep, rest = text.partition("://")
     if not sep:  # host:port without a scheme, which Dask reads as tcp://: "alice:pw@host:8786" had been echoed
-        if _a_path(text):  # runs@node7/scheduler.json, C:\\Users\\bob@corp\\s.json: a file's name, not a login
-            return text
+        if _a_path(text):  # runs@node7/scheduler.json, C:\\Users\\bob@corp\\s.json: a file's name, not a login; where no
+            # such file exists its query's values masked (127.0.0.1:8786?token=T had been echoed whole: a review)
+            return text if os.path.exists(os.path.expanduser(text)) else _query_masked(f"x://{text}")[len("x://"):]
         # masked as its tcp:// form is (alice:123/w@node7:8786 had shown alice:***@, tcp://alice:123/w@... ***@)
         return shown(f"tcp://{text}")[len("tcp://"):]
     if sep and _path_at(rest) and scheme.lower() not in ("ws", "wss"):  # tcp://alice:123/w@node7:8786: no path in a
         # tcp/tls address, so its '@' after a '/' ends a login holding one, all of it masked ('alice:123' had been shown)
-        where, tail = re.match(r"([^?#]*)(.*)", rest, re.S).groups()
-        return _query_masked(f"{scheme}{sep}***@{where.rpartition('@')[2]}{tail}")
+        # ('?' and '#' as '/': tcp://alice:123?pw@node7:8786 had shown ***@alice:123?pw@node7:8786, a review)
+        return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
     if sep and _path_at(rest):  # a ws URL's path: its text before its '@' masked (ws://alice:1/pw@h/ reaches host alice)
         head = re.split(r"[/?#]", rest, maxsplit=1)[0]
-        path = re.match(r"[^?#]*", rest[len(head):]).group()
-        masked = re.sub(r"^/.*@", "/***@", path)
-        tail = rest[len(head) + len(path):]
-        head = _port_masked(head) if "@" in path else head
-        return _query_masked(f"{scheme}{sep}{_login_masked(head)}{masked}{tail}")
+        # to its last '@', whatever the first of '/', '?' or '#' it follows (ws://alice:123?pw@h/ had been shown whole)
+        after = rest[len(head):]
+        if _query_at(after):  # ws://host:8786/?t=a@b: the query's value, masked as one
+            return _query_masked(f"{scheme}{sep}{_login_masked(head)}{after}")
+        masked = f"{after[0]}***@{after.rpartition('@')[2]}"
+        return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{masked}")
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
+
+
+def _query_at(after: str) -> bool:
+    """Whether the last '@' in a URL's text after its host:port is a query value's (ws://host:8786/?t=a@b, masked as
+    ?t=***), where its host is the URL's; any other '@' there may end a password holding '/', '?' or '#'."""
+    before = after.rpartition("@")[0]
+    return "?" in before and "=" in re.split(r"[?&;]", before)[-1]
 
 
 def _port_masked(head: str) -> str:
@@ -146,12 +155,12 @@ def masked_command(argv) -> str:
 
 
 def _query_masked(text: str) -> str:
-    """A URL's query values masked (wss://host/?token=***): a proxy's token passed there had been echoed whole."""
-    head, q, query = text.partition("?")
+    """A URL's query and fragment values masked (wss://host/?token=***, host:8786#token=***): a proxy's token passed
+    there had been echoed whole."""
+    head, q, query = re.match(r"([^?#]*)([?#]?)(.*)", text, re.S).groups()
     if not q or "://" not in head:
         return text
-    query, hash_, fragment = query.partition("#")
-    return f"{head}?{re.sub(r'=[^&;]*', '=***', query)}{hash_}{fragment}"
+    return f"{head}{q}{re.sub(r'=[^&;#]*', '=***', query)}"
 
 
 def dask_said(text, address) -> str:
@@ -164,7 +173,7 @@ def dask_said(text, address) -> str:
     text = text.replace(address, said).replace(rest, said.partition("://")[2] or said)  # with its scheme or without
     head = re.split(r"[/?#]", rest, maxsplit=1)[0] if _path_at(rest) else rest
     userinfo = head.rpartition("@")[0]
-    if head != rest and "@" in re.match(r"[^?#]*", rest[len(head):]).group():  # ws://alice:123/pw@h/'s "alice:123"
+    if head != rest and "@" in rest[len(head):] and not _query_at(rest[len(head):]):  # ws://alice:123/pw@h/'s "alice:123"
         text = text.replace(head, _port_masked(head))
     if userinfo:  # where it stands as the login: user:password (with its '@' or not), TOKEN@ and TOKEN:@; never a word
         # of Dask's alone (the password "connect" had blanked "trying to *** to"): neither Dask nor tornado, which sends
@@ -307,8 +316,12 @@ def check_address(scheduler: str) -> str:
                        f"brackets, e.g. {proto}://{host}:8786 (the default port of 'dask scheduler')")
     # a port past 65535 (or 0, or not a number) had been tried and said as "cannot connect (... Connection refused)"
     port = host.partition("]")[2][1:] if host.startswith("[") else host.rpartition(":")[2] if ":" in host else ""
+    cut = re.split(r"[/?#]", port, maxsplit=1)[0]  # quoted to its '/', '?' or '#': 18786?token=T had echoed the token
+    if port and cut != port and proto in ("tcp", "tls") and cut.isascii() and cut.isdigit() and 1 <= int(cut) <= 65535:
+        raise IQTError(f"--scheduler {shown(scheduler)}: a query or path after the port, which {proto}:// addresses do "
+                       f"not take; give {proto}://{host[:-len(port)]}{cut}")
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise IQTError(f"--scheduler {shown(scheduler)}: port {port!r} is not a number from 1 to 65535; give the scheduler's "
+        raise IQTError(f"--scheduler {shown(scheduler)}: port {cut!r} is not a number from 1 to 65535; give the scheduler's "
                        f"port, e.g. {proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
     name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if port else host
     if not name:  # tcp://:8786 and tcp://[]:8786 had passed, Dask reading host '' (no machine named)
@@ -321,7 +334,7 @@ def check_address(scheduler: str) -> str:
         return scheduler  # any path (a proxy maps its own to the listener's "/"): what answers there is asked (_reachable)
     if not port:  # tcp://127.0.0.1 (and tcp://host/, told to give tcp://host) had been "cannot connect (missing port"
         raise IQTError(f"--scheduler {shown(scheduler)}: no port{', and a path after the host' if '/' in loc else ''}; give "
-                       f"{proto}://{host}:8786 (the default port of 'dask scheduler'), or the scheduler's own port")
+                       f"{proto}://{re.split(r'[/?#]', host, maxsplit=1)[0]}:8786 (the default port of 'dask scheduler'), or the scheduler's own port")
     try:
         parse_host_port(loc)
     except ValueError:  # Dask reads no path: tcp://[::1]:8786/ had passed, then "cannot connect (invalid literal for int()"

@@ -308,6 +308,19 @@ def test_voxel_size_without_a_model_names_a_coarser_one_that_has(capsys, tmp_pat
         assert all(w in stdout for w in words) and hint in stdout, stdout
 
 
+def test_the_coarser_voxel_size_hint_names_none_whose_voxels_are_off_training():
+    """A 0.9x0.9x7 mm scan asked for --voxel-size 0.9 (factors 1,1,8) had been told "--voxel-size 2.33 gives factors
+    1,1,3 (0.9x0.9x2.33 mm voxels)", and that run then warned its voxels are far from the near-isotropic ones the
+    models were trained on (a review): such factors are not offered; where none is left the hint says none helps."""
+    from ImageQualityTransferLib.apps.cli import options
+
+    shipped = {(1, 1, 3), (2, 2, 2)}
+    said = options.coarser_voxel_size((0.9, 0.9, 7.0), (1, 1, 8), lambda g: tuple(g) in shipped)
+    assert "2.33" not in said and "no coarser --voxel-size helps" in said, said
+    said = options.coarser_voxel_size((2.0, 2.0, 6.0), (1, 1, 4), lambda g: tuple(g) in shipped)  # 2x2x2 mm: offered
+    assert "--voxel-size 2 gives factors 1,1,3 (2x2x2 mm voxels)" in said, said
+
+
 @pytest.mark.parametrize("args, words", [
     (["--factor", "2", "--voxel-size", "1"], ["--factor", "--voxel-size", "one of them"]),
     (["--voxel-size", "2"], ["already", "at most 2 mm"]),

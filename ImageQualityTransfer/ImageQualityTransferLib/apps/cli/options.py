@@ -88,17 +88,23 @@ def coarser_voxel_size(voxel_size, f, runs) -> str:
     1.8x1.8x6 mm scan asked for --voxel-size 1.8 gets factors 1,1,4, for which no model ships, and the refusal had
     only said to train one (a low-field clinic's audit), where --voxel-size 2 (factors 1,1,3) runs the shipped ones."""
     from ...core import grid
+    from ...methods.base import off_training_anisotropy
 
     v = [float(x) for x in voxel_size]
+    skipped = False
     for target in sorted({x / k for x, n in zip(v, f) for k in range(1, int(n))}):  # each axis refined less
         try:
             g = grid.for_voxel_size(v, target)
         except IQTError:  # no axis refined at all
             continue
         if g != tuple(f) and all(a <= b for a, b in zip(g, f)) and runs(g):
+            if off_training_anisotropy(v, g) is not None:  # 0.9x0.9x7 mm: 1,1,3 makes 0.9x0.9x2.33 mm voxels, which
+                skipped = True  # the run then warned are far from the near-isotropic ones trained on (a review)
+                continue
             mm = "x".join(f"{x / k:.3g}" for x, k in zip(v, g))
             return f"; --voxel-size {target:.3g} gives {grid.describe(g)} ({mm} mm voxels), for which models ship"
-    return ""
+    return "; no coarser --voxel-size helps (the shipped models' factors leave these voxels far from isotropic)" \
+        if skipped else ""
 
 
 def uncertainty_choices(f, voxel_size=None, drop: str = "") -> str:

@@ -153,6 +153,12 @@ def test_a_gap_is_kept_under_no_record_without_a_path(tmp_path, capsys, command)
     assert str(tmp_path) not in json.dumps(record)
     lines = _upsample(tmp_path, capsys, "dti.nii.gz")
     assert len(lines) == 1 and "mm apart along voxel axis k" in lines[0], lines
+    # its upsampled output under --no-record still says the gap it was made across (input_slices had been dropped)
+    assert cli.main(["--no-record", "upsample", str(tmp_path / "dti.nii.gz"), "-o", str(tmp_path / "hr2.nii.gz"),
+                     "--method", "cubic", "--factor", "1,1,2"]) == 0
+    kept = run_record_of(tmp_path / "hr2.nii.gz")
+    assert kept and kept["input_slices"] == run_record_of(tmp_path / "hr.nii.gz")["input_slices"], kept
+    assert str(tmp_path) not in json.dumps(kept) and "command" not in set(kept) - {"options"}, kept
     if command == ["fit"]:
         (tmp_path / "dwi.json").unlink()
         assert cli.main(["--no-record", "fit", str(tmp_path / "dwi.nii.gz"), "-o", str(tmp_path / "c.nii.gz")]) == 0

@@ -193,7 +193,7 @@ RUN_KEY = "iqt_run"  # the JSON object's one key, in a NIfTI header extension (c
 
 # what a run under `iqt --no-record` still records: facts of the data that name no path, which a later command reads
 # back to warn (a slice gap that `iqt fit` took from its DWI's sidecar, `iqt degrade --slice-gap`: fileio/slices.py)
-PATH_FREE = ("slices",)
+PATH_FREE = ("slices", "input_slices")  # input_slices: the gap an upsampled output was made across
 _KEEP: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("iqt_run_keep", default=None)
 
 

@@ -5,6 +5,7 @@ TLS reached with the credentials Dask's configuration names, or refused in one l
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import socket
 import ssl
@@ -250,9 +251,10 @@ def _self_signed(folder) -> None:
 
 
 @contextlib.contextmanager
-def _tls_proxy(port: int, folder):
+def _tls_proxy(port: int, folder, seen: list | None = None):
     """A TLS-terminating proxy on 127.0.0.1 (the certificate in `folder`) passing each connection's bytes to the plain
-    port `port`, as a site's wss:// front (nginx, JupyterHub) does for a ws scheduler; yields its port."""
+    port `port`, as a site's wss:// front (nginx, JupyterHub) does for a ws scheduler; yields its port. `seen`: gets
+    the bytes each client sent, once decrypted."""
     import asyncio
     import threading
 
@@ -260,9 +262,11 @@ def _tls_proxy(port: int, folder):
     ctx.load_cert_chain(folder / "cert.pem", folder / "key.pem")
     loop, ready = asyncio.new_event_loop(), []
 
-    async def pipe(reader, writer):
+    async def pipe(reader, writer, log=None):
         try:
             while data := await reader.read(65536):
+                if log is not None:
+                    log.append(data)
                 writer.write(data)
                 await writer.drain()
         except OSError:
@@ -272,7 +276,7 @@ def _tls_proxy(port: int, folder):
 
     async def handle(reader, writer):
         back_reader, back_writer = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.gather(pipe(reader, back_writer), pipe(back_reader, writer))
+        await asyncio.gather(pipe(reader, back_writer, seen), pipe(back_reader, writer))
 
     async def serve():
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
@@ -310,8 +314,10 @@ def test_a_wss_scheduler_is_reached_with_the_system_s_certificates(tmp_path, mon
     _self_signed(tmp_path)
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="ws://", dashboard_address=None)
     try:
-        with _tls_proxy(int(cluster.scheduler_address.rsplit(":", 1)[1]), tmp_path) as port:
+        seen = []  # what reached the proxy: the login in the clear only once the certificate verified
+        with _tls_proxy(int(cluster.scheduler_address.rsplit(":", 1)[1]), tmp_path, seen) as port:
             given = f"wss://alice:S3cret@localhost:{port}/"
+            login = b"Basic " + base64.b64encode(b"alice:S3cret")
             for trusted in (False, True):
                 if trusted:
                     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
@@ -320,11 +326,12 @@ def test_a_wss_scheduler_is_reached_with_the_system_s_certificates(tmp_path, mon
                     with pytest.raises(IQTError) as err:
                         dask_client.start_client(scheduler=given, wait_workers=5)
                     assert "the server's certificate does not verify, and no login was sent" in str(err.value), err.value
-                    assert "S3cret" not in str(err.value)
+                    assert "S3cret" not in str(err.value) and login not in b"".join(seen), seen
                     continue
                 client, started = dask_client.start_client(scheduler=given, wait_workers=5)
                 try:
                     assert started is None and client.submit(sum, [1, 2], pure=False).result(timeout=10) == 3
+                    assert login in b"".join(seen)  # the recorder sees a login where one is sent
                 finally:
                     client.close()
     finally:

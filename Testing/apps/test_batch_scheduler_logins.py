@@ -114,17 +114,20 @@ def test_an_address_without_a_scheme_is_masked_as_its_tcp_form(tmp_path):
     assert str(err.value).startswith("--scheduler ***@node7:8786: an '@' after a '/'") and "alice" not in str(err.value)
 
 
-def test_no_secret_in_any_address_form_reaches_stderr_or_the_output_folder(tmp_path, capsys):
+def test_no_secret_in_any_address_form_reaches_stderr_or_the_output_folder(tmp_path, capsys, monkeypatch):
     """A password holding '/', '?' or '#', a token in a query or fragment, in every scheme (none, tcp, tls, ws, wss) and
     host form (a name, IPv4, IPv6, with and without a port): ws://alice:123?pw@host/ had been echoed whole,
     tcp://alice:123?pw@host:8786 as ***@alice:123?pw@..., 127.0.0.1:8786?token=T in its port message (a review). Every
     form's shown address, recorded command line, refusal and Dask's quoting of it hold no secret; one in 16 runs
     `iqt batch` (its refusal or its connect attempt: nothing listens on the port) and neither stderr nor any file of
     the output folder (records, the lock) holds it."""
+    import contextlib
     import socket
+    from pathlib import Path
 
     from helpers import make_bids
 
+    from ImageQualityTransferLib.apps.batch import lock
     from ImageQualityTransferLib.apps.cli import main
 
     with socket.socket() as free:  # a port nothing listens on: a connect attempt refused at once
@@ -148,6 +151,15 @@ def test_no_secret_in_any_address_form_reaches_stderr_or_the_output_folder(tmp_p
         assert not [s for s in said if secret in s], (given, said)
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
     out = tmp_path / "o"
+    held, locked = lock.held, []
+
+    @contextlib.contextmanager
+    def read_while_held(folder, command):  # the lock is gone once a refused connect ends: read while it is held
+        with held(folder, command) as rec:
+            locked.extend(p.read_text(errors="replace") for p in Path(folder).rglob("*") if p.is_file())
+            yield rec
+
+    monkeypatch.setattr(lock, "held", read_while_held)
     for given in forms[::16]:
         capsys.readouterr()
         rc = main(["batch", str(ds), "-o", str(out), "--method", "cubic", "--scheduler", given])
@@ -155,3 +167,4 @@ def test_no_secret_in_any_address_form_reaches_stderr_or_the_output_folder(tmp_p
         assert rc == 2 and secret not in err, (given, err)
         for f in (p for p in out.rglob("*") if p.is_file()) if out.exists() else ():
             assert secret not in f.read_text(errors="replace"), (given, f)
+    assert locked and not [t for t in locked if secret in t], locked  # some reached the connect attempt, locked
